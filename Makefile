@@ -1,0 +1,48 @@
+# The two commands a new machine needs:  make serve   and   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CSRC   := $(wildcard src/smbring/_uring/*.c src/smbring/_uring/*.h src/smbring/_events/*.c src/smbring/_events/*.h)
+
+# What `make serve` shares, and where; override on the command line.
+SHARE  ?= $(CURDIR)/share
+LISTEN ?= 127.0.0.1:4445
+
+.PHONY: all build test test-asan serve system-deps bench clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# The extension is rebuilt in place whenever a C file changes.
+build: $(STAMP) $(CSRC)
+	$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v -e '^running' -e '^copying' || true
+	$(BIN)/python -c 'import smbring._uring'
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: system-deps build
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The ring tests under AddressSanitizer (the C code is rebuilt with -fsanitize=address).
+test-asan: $(STAMP)
+	rm -rf build && SMBRING_ASAN=1 $(BIN)/python setup.py -q build_ext --inplace --force
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/uring
+	rm -rf build && $(BIN)/python setup.py -q build_ext --inplace --force
+
+serve: build
+	mkdir -p $(SHARE)
+	$(BIN)/smbring serve $(SHARE) --listen $(LISTEN) $(SERVE_ARGS)
+
+bench: build
+	$(BIN)/smbring bench ops
+
+clean:
+	rm -rf build $(VENV) src/*.egg-info src/smbring/*.so

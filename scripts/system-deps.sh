@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use (real SMB clients, smbtorture, tevent for the
+# benchmark anchor). Only as root; otherwise says what is missing and lets the tests skip.
+set -u
+need=()
+command -v smbclient >/dev/null 2>&1 || need+=(smbclient)
+command -v smbtorture >/dev/null 2>&1 || need+=(samba-testsuite)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists tevent talloc 2>/dev/null || need+=(libtevent-dev libtalloc-dev)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "system-deps: not root; missing ${need[*]} (tests that need them are skipped)" >&2
+    exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "system-deps: installing ${need[*]}"
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+    || echo "system-deps: apt-get install ${need[*]} failed (tests that need them are skipped)" >&2
+exit 0

@@ -1,0 +1,1 @@
+"""Benchmarks (``smbring bench NAME``): each compares side by side, in one run."""

@@ -1,0 +1,46 @@
+"""The ``smbring`` command. Each subcommand lives with the layer it belongs to.
+
+A subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``func``
+(called with the parsed arguments; its return value is the exit status).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module that registers it; imported only when that subcommand is asked for,
+# so a broken or heavy layer never slows down or breaks the others.
+SUBCOMMANDS = {
+    "features": "smbring.uring.cli",
+    "serve": "smbring.server.cli",
+    "user": "smbring.server.cli",
+    "bench": "smbring.bench.cli",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smbring", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    seen = set()
+    for name, module in SUBCOMMANDS.items():
+        if (only and name != only) or module in seen:
+            continue
+        seen.add(module)
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(only).parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
