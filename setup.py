@@ -8,14 +8,20 @@ CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-missing-fiel
 if os.environ.get("SMBRING_ASAN"):
     CFLAGS += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
 
-setup(
-    ext_modules=[
-        Extension(
-            "smbring._uring",
-            sources=sorted(glob.glob("src/smbring/_uring/*.c")),
-            depends=sorted(glob.glob("src/smbring/_uring/*.h")),
-            extra_compile_args=CFLAGS,
-            extra_link_args=["-fsanitize=address"] if os.environ.get("SMBRING_ASAN") else [],
-        ),
-    ],
-)
+LDFLAGS = ["-fsanitize=address"] if os.environ.get("SMBRING_ASAN") else []
+
+
+def extension(name: str, folder: str) -> Extension:
+    return Extension(
+        name,
+        sources=sorted(glob.glob(f"src/smbring/{folder}/*.c")),
+        depends=sorted(glob.glob(f"src/smbring/{folder}/*.h") + glob.glob("src/smbring/_uring/*.h")),
+        include_dirs=["src/smbring/_uring"],
+        extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
+    )
+
+
+# _uring is the engine; _events is the tevent-style loop that shares its ring via a capsule.
+MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events")]
+setup(ext_modules=[extension(n, f) for n, f in MODULES if glob.glob(f"src/smbring/{f}/*.c")])
