@@ -1,4 +1,207 @@
-/* placeholder while the engine is written */
-#include <Python.h>
-static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "smbring._uring", NULL, -1, NULL};
-PyMODINIT_FUNC PyInit__uring(void) { return PyModule_Create(&mod); }
+/*
+ * smbring._uring: module set-up, names, constants, and the few synchronous helpers that
+ * need no ring (openat2 for the VFS fallback, setup-flag probing for `smbring features`).
+ */
+#include "ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+PyObject *UringUnavailable, *UnsupportedOp;
+PyTypeObject *sr_statx_type;
+
+const char *const sr_op_names[SR_OP_COUNT] = {
+    "nop", "readv", "writev", "fsync", "read_fixed", "write_fixed", "poll_add", "poll_remove",
+    "sync_file_range", "sendmsg", "recvmsg", "timeout", "timeout_remove", "accept",
+    "async_cancel", "link_timeout", "connect", "fallocate", "openat", "close", "files_update",
+    "statx", "read", "write", "fadvise", "madvise", "send", "recv", "openat2", "epoll_ctl",
+    "splice", "provide_buffers", "remove_buffers", "tee", "shutdown", "renameat", "unlinkat",
+    "mkdirat", "symlinkat", "linkat", "msg_ring", "fsetxattr", "setxattr", "fgetxattr",
+    "getxattr", "socket", "uring_cmd", "send_zc", "sendmsg_zc", "read_multishot", "waitid",
+    "futex_wait", "futex_wake", "futex_waitv", "fixed_fd_install", "ftruncate", "bind", "listen",
+    "recv_zc", "epoll_wait", "readv_fixed", "writev_fixed", "pipe",
+};
+
+static void fork_child(void)
+{
+    sr_fork_generation++;
+}
+
+/* try_setup(flags, entries=8) -> 0 or errno: whether the kernel accepts these setup flags. */
+static PyObject *mod_try_setup(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned flags, entries = 8;
+    if (!PyArg_ParseTuple(args, "I|I:try_setup", &flags, &entries))
+        return NULL;
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (flags & IORING_SETUP_CQSIZE)
+        p.cq_entries = entries * 2;
+    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (fd < 0)
+        return PyLong_FromLong(errno);
+    close(fd);
+    return PyLong_FromLong(0);
+}
+
+/* openat2(dirfd, path, flags=O_RDONLY, mode=0, resolve=0) -> fd, synchronously: the safe
+ * path resolution the VFS needs even where io_uring is unavailable. */
+static PyObject *mod_openat2(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"dirfd", "path", "flags", "mode", "resolve", NULL};
+    int dirfd, flags = O_RDONLY, mode = 0;
+    unsigned long long resolve = 0;
+    PyObject *path;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO&|iiK:openat2", kwlist, &dirfd,
+                                     PyUnicode_FSConverter, &path, &flags, &mode, &resolve))
+        return NULL;
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (uint64_t)(unsigned)(flags | O_CLOEXEC);
+    how.mode = (flags & (O_CREAT | __O_TMPFILE)) ? (uint64_t)mode : 0;
+    how.resolve = resolve;
+    int fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = (int)syscall(__NR_openat2, dirfd, PyBytes_AS_STRING(path), &how, sizeof(how));
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_DECREF(path);
+    return PyLong_FromLong(fd);
+}
+
+static PyMethodDef module_methods[] = {
+    {"try_setup", mod_try_setup, METH_VARARGS,
+     "try_setup(flags, entries=8) -> int\n\n0 if io_uring_setup accepts flags, else the errno."},
+    {"openat2", (PyCFunction)(void (*)(void))mod_openat2, METH_VARARGS | METH_KEYWORDS,
+     "openat2(dirfd, path, flags=O_RDONLY, mode=0, resolve=0) -> fd (synchronous)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyStructSequence_Field statx_fields[] = {
+    {"mask", "STATX_* bits the kernel filled in"},
+    {"mode", NULL}, {"ino", NULL}, {"dev", "major << 32 | minor"}, {"nlink", NULL},
+    {"uid", NULL}, {"gid", NULL}, {"size", NULL}, {"blocks", NULL}, {"blksize", NULL},
+    {"attributes", NULL},
+    {"atime_ns", NULL}, {"mtime_ns", NULL}, {"ctime_ns", NULL},
+    {"btime_ns", "birth time, or None where the file system has none"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc statx_desc = {
+    "smbring._uring.Statx", "The result of a statx op.", statx_fields, 15,
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "smbring._uring",
+    "The io_uring engine's C core. Use it through smbring.uring.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+static int add_int(PyObject *m, const char *name, long long v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    if (!o)
+        return -1;
+    int rc = PyModule_AddObject(m, name, o);
+    if (rc < 0)
+        Py_DECREF(o);
+    return rc;
+}
+
+PyMODINIT_FUNC PyInit__uring(void)
+{
+    static int atfork_done;
+    if (!atfork_done) {
+        pthread_atfork(NULL, NULL, fork_child);
+        atfork_done = 1;
+    }
+    BatchType.tp_base = &RequestType;
+    BatchType.tp_traverse = RequestType.tp_traverse;
+    BatchType.tp_clear = RequestType.tp_clear;
+    BatchType.tp_dealloc = RequestType.tp_dealloc;
+    if (ring_type_ready() < 0 || PyType_Ready(&RequestType) < 0 || PyType_Ready(&BatchType) < 0 ||
+        PyType_Ready(&BufRingType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    sr_statx_type = PyStructSequence_NewType(&statx_desc);
+    if (!sr_statx_type)
+        goto fail;
+    UringUnavailable = PyErr_NewExceptionWithDoc(
+        "smbring._uring.UringUnavailable",
+        "io_uring cannot be used here: args are (errno, reason).", PyExc_OSError, NULL);
+    UnsupportedOp = PyErr_NewExceptionWithDoc(
+        "smbring._uring.UnsupportedOp", "The kernel lacks this io_uring op (see Ring.ops).",
+        PyExc_NotImplementedError, NULL);
+    if (!UringUnavailable || !UnsupportedOp)
+        goto fail;
+    Py_INCREF(UringUnavailable);
+    Py_INCREF(UnsupportedOp);
+    Py_INCREF(sr_statx_type);
+    if (PyModule_AddObject(m, "UringUnavailable", UringUnavailable) < 0 ||
+        PyModule_AddObject(m, "UnsupportedOp", UnsupportedOp) < 0 ||
+        PyModule_AddObject(m, "Statx", (PyObject *)sr_statx_type) < 0 ||
+        PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObjectRef(m, "Request", (PyObject *)&RequestType) < 0 ||
+        PyModule_AddObjectRef(m, "Batch", (PyObject *)&BatchType) < 0 ||
+        PyModule_AddObjectRef(m, "BufRing", (PyObject *)&BufRingType) < 0)
+        goto fail;
+    PyObject *names = PyTuple_New(SR_OP_COUNT);
+    if (!names)
+        goto fail;
+    for (int i = 0; i < SR_OP_COUNT; i++) {
+        PyObject *s = sr_op_names[i] ? PyUnicode_FromString(sr_op_names[i]) : Py_NewRef(Py_None);
+        if (!s) {
+            Py_DECREF(names);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(names, i, s);
+    }
+    if (PyModule_AddObject(m, "OP_NAMES", names) < 0) {
+        Py_DECREF(names);
+        goto fail;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&sr_capi, "smbring._uring._C_API", NULL);
+    if (!capsule || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        goto fail;
+    }
+    struct { const char *name; long long value; } constants[] = {
+        {"FIXED_FILE", IOSQE_FIXED_FILE}, {"DRAIN", IOSQE_IO_DRAIN}, {"LINK", IOSQE_IO_LINK},
+        {"HARDLINK", IOSQE_IO_HARDLINK}, {"ASYNC", IOSQE_ASYNC},
+        {"CQE_F_BUFFER", IORING_CQE_F_BUFFER}, {"CQE_F_MORE", IORING_CQE_F_MORE},
+        {"CQE_F_SOCK_NONEMPTY", IORING_CQE_F_SOCK_NONEMPTY}, {"CQE_F_NOTIF", IORING_CQE_F_NOTIF},
+        {"SETUP_IOPOLL", IORING_SETUP_IOPOLL}, {"SETUP_SQPOLL", IORING_SETUP_SQPOLL},
+        {"SETUP_CQSIZE", IORING_SETUP_CQSIZE}, {"SETUP_CLAMP", IORING_SETUP_CLAMP},
+        {"SETUP_SUBMIT_ALL", IORING_SETUP_SUBMIT_ALL},
+        {"SETUP_COOP_TASKRUN", IORING_SETUP_COOP_TASKRUN},
+        {"SETUP_TASKRUN_FLAG", IORING_SETUP_TASKRUN_FLAG},
+        {"SETUP_SINGLE_ISSUER", IORING_SETUP_SINGLE_ISSUER},
+        {"SETUP_DEFER_TASKRUN", IORING_SETUP_DEFER_TASKRUN},
+        {"RESOLVE_NO_XDEV", RESOLVE_NO_XDEV}, {"RESOLVE_NO_MAGICLINKS", RESOLVE_NO_MAGICLINKS},
+        {"RESOLVE_NO_SYMLINKS", RESOLVE_NO_SYMLINKS}, {"RESOLVE_BENEATH", RESOLVE_BENEATH},
+        {"RESOLVE_IN_ROOT", RESOLVE_IN_ROOT}, {"RESOLVE_CACHED", RESOLVE_CACHED},
+        {"FSYNC_DATASYNC", IORING_FSYNC_DATASYNC},
+        {"NOTIF_USAGE_ZC_COPIED", IORING_NOTIF_USAGE_ZC_COPIED},
+    };
+    for (size_t i = 0; i < sizeof(constants) / sizeof(constants[0]); i++)
+        if (add_int(m, constants[i].name, constants[i].value) < 0)
+            goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
