@@ -231,34 +231,83 @@ static PyObject *op_writev(RingObject *r, PyObject *a, PyObject *k)
     return rwv(r, a, k, IORING_OP_WRITEV, "iO|L" TAIL_FMT ":writev");
 }
 
-/* read_batch / write_batch: the hot path. Item i transfers `size` bytes at offsets[i] into
- * (or from) buf[i*size:(i+1)*size]; all items complete in C and the callback runs once. */
-static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
+/* Offsets for a batch: a buffer of native uint64 (array('Q'), numpy) is copied in one go,
+ * anything else is read as a sequence of ints. Returns the count or -1. */
+static Py_ssize_t batch_offsets(PyObject *offsets, uint64_t **out, RequestObject *req)
 {
-    static char *kwlist[] = {"fd", "buf", "offsets", "size", TAIL_KW};
-    int fd, sqe_flags = 0;
-    PyObject *buf, *offsets, *cb = NULL;
-    Py_ssize_t size = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &fd, &buf, &offsets, &size, &cb,
-                                     &sqe_flags))
-        return NULL;
+    Py_buffer view;
+    if (PyObject_CheckBuffer(offsets) && !PyBytes_Check(offsets) && !PyByteArray_Check(offsets)) {
+        if (PyObject_GetBuffer(offsets, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            return -1;
+        int ok = view.itemsize == 8 && view.format &&
+                 (strcmp(view.format, "Q") == 0 || strcmp(view.format, "L") == 0 ||
+                  strcmp(view.format, "q") == 0 || strcmp(view.format, "l") == 0);
+        Py_ssize_t n = ok ? view.len / 8 : 0;
+        if (!ok) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_TypeError, "an offsets buffer must hold 64-bit integers ('Q')");
+            return -1;
+        }
+        *out = n ? request_alloc(req, (size_t)n * 8) : NULL;
+        if (n && *out)
+            memcpy(*out, view.buf, (size_t)n * 8);
+        PyBuffer_Release(&view);
+        return (n && !*out) ? -1 : n;
+    }
     PyObject *fast = PySequence_Fast(offsets, "offsets must be a sequence of ints");
     if (!fast)
-        return NULL;
+        return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n < 1 || n > (Py_ssize_t)*r->sq_entries * 16) {
-        Py_DECREF(fast);
-        PyErr_SetString(PyExc_ValueError, "a batch needs between 1 and 16*sq_entries offsets");
+    *out = n ? request_alloc(req, (size_t)n * 8) : NULL;
+    for (Py_ssize_t i = 0; *out && i < n; i++) {
+        long long o = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (o == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        (*out)[i] = (uint64_t)o;
+    }
+    Py_DECREF(fast);
+    return (n && !*out) ? -1 : n;
+}
+
+/* read_batch / write_batch: the hot path. Item i transfers `size` bytes at offsets[i] into
+ * (or from) buf[i*size:(i+1)*size]; all items complete in C and the callback runs once.
+ * With fixed_index, buf must lie inside that registered buffer (READ_FIXED/WRITE_FIXED). */
+static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
+{
+    static char *kwlist[] = {"fd", "buf", "offsets", "size", "fixed_index", TAIL_KW};
+    int fd, fixed_index = -1, sqe_flags = 0;
+    PyObject *buf, *offsets, *cb = NULL;
+    Py_ssize_t size = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &fd, &buf, &offsets, &size,
+                                     &fixed_index, &cb, &sqe_flags))
+        return NULL;
+    if (sqe_flags & ~SR_USER_SQE_FLAGS) {
+        PyErr_SetString(PyExc_ValueError, "invalid sqe_flags");
         return NULL;
     }
-    BatchObject *b = batch_new(r, (uint8_t)opcode, cb, n);
-    if (!b) {
-        Py_DECREF(fast);
+    if (fixed_index >= r->nregistered) {
+        PyErr_Format(PyExc_ValueError, "no registered buffer %d", fixed_index);
         return NULL;
     }
+    if (fixed_index >= 0)
+        opcode = opcode == IORING_OP_READ ? IORING_OP_READ_FIXED : IORING_OP_WRITE_FIXED;
+    int writes_memory = opcode == IORING_OP_READ || opcode == IORING_OP_READ_FIXED;
+    BatchObject *b = batch_new(r, (uint8_t)opcode, cb, 0);
+    if (!b)
+        return NULL;
     RequestObject *req = &b->base;
     Py_buffer *v;
-    if (request_pin(req, buf, opcode == IORING_OP_READ, &v) < 0)
+    uint64_t *offs = NULL;
+    Py_ssize_t n = batch_offsets(offsets, &offs, req);
+    if (n < 0)
+        goto fail;
+    if (n < 1 || n > (Py_ssize_t)*r->sq_entries * 16) {
+        PyErr_SetString(PyExc_ValueError, "a batch needs between 1 and 16*sq_entries offsets");
+        goto fail;
+    }
+    if (request_pin(req, buf, writes_memory, &v) < 0)
         goto fail;
     if (size == 0)
         size = v->len / n;
@@ -266,24 +315,34 @@ static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcod
         PyErr_SetString(PyExc_ValueError, "buf is too small for len(offsets) items of size bytes");
         goto fail;
     }
-    if (sqe_flags & ~SR_USER_SQE_FLAGS) {
-        PyErr_SetString(PyExc_ValueError, "invalid sqe_flags");
+    if (fixed_index >= 0) {
+        Py_buffer *reg = &r->registered[fixed_index];
+        char *lo = reg->buf, *hi = lo + reg->len, *p = v->buf;
+        if (p < lo || p + size * n > hi) {
+            PyErr_SetString(PyExc_ValueError, "buf does not lie inside that registered buffer");
+            goto fail;
+        }
+        req->uses_fixed_buffer = 1;
+    }
+    BatchItem *items = PyMem_Malloc((size_t)n * sizeof(BatchItem));
+    if (!items) {
+        PyErr_NoMemory();
         goto fail;
     }
-    uint64_t *offs = request_alloc(req, (size_t)n * sizeof(uint64_t));
-    if (!offs)
-        goto fail;
+    PyMem_Free(b->items);
+    b->items = items;
+    b->count = b->remaining = n;
     for (Py_ssize_t i = 0; i < n; i++) {
-        long long o = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (o == -1 && PyErr_Occurred())
-            goto fail;
-        offs[i] = (uint64_t)o;
+        items[i].batch = b;
+        items[i].res = 0;
     }
     /* From here nothing fails but memory for the user-space queue. */
     req->ring = r;
     req->fd = (sqe_flags & IOSQE_FIXED_FILE) ? -1 : fd;
     req->state = REQ_INFLIGHT;
     ring_link_inflight(r, req);
+    if (req->uses_fixed_buffer)
+        r->fixed_inflight++;
     Py_INCREF(req);
     char *base = v->buf;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -292,7 +351,7 @@ static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcod
             /* the items not queued will never complete: account for them */
             b->remaining -= n - i;
             for (Py_ssize_t j = i; j < n; j++)
-                b->items[j].res = -ENOMEM;
+                items[j].res = -ENOMEM;
             PyErr_Clear();
             break;
         }
@@ -302,28 +361,26 @@ static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcod
         sqe->addr = (uint64_t)(uintptr_t)(base + i * size);
         sqe->len = (uint32_t)size;
         sqe->off = offs[i];
-        sqe->user_data = (uint64_t)(uintptr_t)&b->items[i] | SR_TAG_BATCH_ITEM;
+        if (fixed_index >= 0)
+            sqe->buf_index = (uint16_t)fixed_index;
+        sqe->user_data = (uint64_t)(uintptr_t)&items[i] | SR_TAG_BATCH_ITEM;
     }
-    Py_DECREF(fast);
-    if (b->remaining == 0) {
-        /* nothing could be queued at all */
-        request_complete(req, -ENOMEM, 0, 1);
-    }
+    if (b->remaining == 0)
+        request_complete(req, -ENOMEM, 0, 1);  /* nothing could be queued at all */
     return (PyObject *)b;
 fail:
-    Py_DECREF(fast);
     Py_DECREF(b);
     return NULL;
 }
 
 static PyObject *op_read_batch(RingObject *r, PyObject *a, PyObject *k)
 {
-    return rw_batch(r, a, k, IORING_OP_READ, "iOO|n" TAIL_FMT ":read_batch");
+    return rw_batch(r, a, k, IORING_OP_READ, "iOO|ni" TAIL_FMT ":read_batch");
 }
 
 static PyObject *op_write_batch(RingObject *r, PyObject *a, PyObject *k)
 {
-    return rw_batch(r, a, k, IORING_OP_WRITE, "iOO|n" TAIL_FMT ":write_batch");
+    return rw_batch(r, a, k, IORING_OP_WRITE, "iOO|ni" TAIL_FMT ":write_batch");
 }
 
 /* ---- file ops --------------------------------------------------------------------------- */
@@ -1064,9 +1121,12 @@ PyMethodDef ring_op_methods[] = {
     OP(write_fixed, "write_fixed(fd, index, offset, length=rest, buf_offset=0): from registered buffer"),
     OP(readv, "readv(fd, buffers, offset=-1) -> Request"),
     OP(writev, "writev(fd, buffers, offset=-1) -> Request"),
-    OP(read_batch, "read_batch(fd, buf, offsets, size=len(buf)//len(offsets)) -> Batch\n\n"
-                   "One read per offset into consecutive size-byte slices of buf."),
-    OP(write_batch, "write_batch(fd, buf, offsets, size=len(buf)//len(offsets)) -> Batch"),
+    OP(read_batch, "read_batch(fd, buf, offsets, size=len(buf)//len(offsets), fixed_index=-1) "
+                   "-> Batch\n\nOne read per offset into consecutive size-byte slices of buf; "
+                   "offsets may be a list of ints or an array('Q'). With fixed_index, buf lies "
+                   "in that registered buffer and READ_FIXED is used."),
+    OP(write_batch, "write_batch(fd, buf, offsets, size=len(buf)//len(offsets), fixed_index=-1) "
+                    "-> Batch"),
     OP(fsync, "fsync(fd, datasync=False) -> Request"),
     OP(fadvise, "fadvise(fd, offset, length, advice) -> Request"),
     OP(openat, "openat(dirfd, path, flags=O_RDONLY, mode=0o644) -> Request (res: new fd)"),
