@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS = {
     "features": "smbring.uring.cli",
     "serve": "smbring.server.cli",
-    "user": "smbring.server.cli",
+    "user": "smbring.server.passdb",
     "bench": "smbring.bench.cli",
 }
 
