@@ -405,7 +405,7 @@ static PyObject *op_fadvise(RingObject *r, PyObject *args, PyObject *kw)
     int fd, advice, sqe_flags = 0;
     long long offset, length;
     PyObject *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLLi" TAIL_FMT ":fadvise", kwlist, &fd, &offset,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLLi|" TAIL_FMT ":fadvise", kwlist, &fd, &offset,
                                      &length, &advice, &cb, &sqe_flags))
         return NULL;
     if (length < 0 || length > UINT32_MAX) {
@@ -463,12 +463,12 @@ static PyObject *op_openat2(RingObject *r, PyObject *args, PyObject *kw)
     END;
 }
 
-static PyObject *op_close(RingObject *r, PyObject *args, PyObject *kw)
+static PyObject *op_close_async(RingObject *r, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"fd", TAIL_KW};
     int fd, sqe_flags = 0;
     PyObject *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i" TAIL_FMT ":close", kwlist, &fd, &cb, &sqe_flags))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|" TAIL_FMT ":close", kwlist, &fd, &cb, &sqe_flags))
         return NULL;
     BEGIN(IORING_OP_CLOSE);
     QUEUE(fd);
@@ -570,7 +570,7 @@ static PyObject *op_symlinkat(RingObject *r, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"target", "newdirfd", "linkpath", TAIL_KW};
     int newdirfd, sqe_flags = 0;
     PyObject *target, *linkpath, *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO" TAIL_FMT ":symlinkat", kwlist, &target,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO|" TAIL_FMT ":symlinkat", kwlist, &target,
                                      &newdirfd, &linkpath, &cb, &sqe_flags))
         return NULL;
     BEGIN(IORING_OP_SYMLINKAT);
@@ -832,7 +832,7 @@ static PyObject *op_connect(RingObject *r, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"fd", "address", TAIL_KW};
     int fd, sqe_flags = 0;
     PyObject *address, *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO" TAIL_FMT ":connect", kwlist, &fd, &address,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO|" TAIL_FMT ":connect", kwlist, &fd, &address,
                                      &cb, &sqe_flags))
         return NULL;
     BEGIN(IORING_OP_CONNECT);
@@ -938,7 +938,7 @@ static PyObject *op_poll_remove(RingObject *r, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"target", TAIL_KW};
     int sqe_flags = 0;
     PyObject *target, *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O" TAIL_FMT ":poll_remove", kwlist, &target, &cb,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|" TAIL_FMT ":poll_remove", kwlist, &target, &cb,
                                      &sqe_flags))
         return NULL;
     uint64_t ud;
@@ -1131,7 +1131,7 @@ PyMethodDef ring_op_methods[] = {
     OP(fadvise, "fadvise(fd, offset, length, advice) -> Request"),
     OP(openat, "openat(dirfd, path, flags=O_RDONLY, mode=0o644) -> Request (res: new fd)"),
     OP(openat2, "openat2(dirfd, path, flags=O_RDONLY, mode=0, resolve=0) -> Request (res: new fd)"),
-    OP(close, "close(fd) -> Request"),
+    OP(close_async, "close_async(fd) -> Request: IORING_OP_CLOSE (see also Ring.close_fd)"),
     OP(statx, "statx(dirfd, path, flags=0, mask=BASIC_STATS|BTIME) -> Request (value: Statx)"),
     OP(unlinkat, "unlinkat(dirfd, path, flags=0) -> Request"),
     OP(renameat, "renameat(olddirfd, oldpath, newdirfd, newpath, flags=0) -> Request"),

@@ -20,6 +20,10 @@ from functools import lru_cache
 
 from smbring._uring import (  # noqa: F401  (re-exported API)
     ASYNC,
+    AT_EMPTY_PATH,
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    AT_SYMLINK_NOFOLLOW,
     DRAIN,
     FIXED_FILE,
     HARDLINK,
@@ -47,7 +51,8 @@ __all__ = [
     "available", "unavailable_reason", "features", "Features", "openat2",
     "LINK", "HARDLINK", "DRAIN", "ASYNC", "FIXED_FILE",
     "RESOLVE_BENEATH", "RESOLVE_NO_SYMLINKS", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_XDEV",
-    "RESOLVE_IN_ROOT", "RESOLVE_CACHED",
+    "RESOLVE_IN_ROOT", "RESOLVE_CACHED", "AT_FDCWD", "AT_EMPTY_PATH", "AT_REMOVEDIR",
+    "AT_SYMLINK_NOFOLLOW",
 ]
 
 # The setup flags smbring cares about, by name (SQPOLL is listed, never used by default).

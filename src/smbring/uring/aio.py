@@ -126,7 +126,7 @@ class AsyncRing:
         return self._await(self.ring.openat2, dirfd, path, flags, mode, resolve)
 
     def close(self, fd):
-        return self._await(self.ring.close, fd)
+        return self._await(self.ring.close_async, fd)
 
     def statx(self, dirfd, path, flags=0, **kw):
         return self._await(self.ring.statx, dirfd, path, flags, result=_value, **kw)
