@@ -29,13 +29,14 @@ system-deps:
 
 test: system-deps build
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-asan
 
 # The ring tests under AddressSanitizer (the C code is rebuilt with -fsanitize=address).
 test-asan: $(STAMP)
 	rm -rf build && SMBRING_ASAN=1 $(BIN)/python setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
-		$(BIN)/python -m pytest -q -p no:cacheprovider tests/uring
-	rm -rf build && $(BIN)/python setup.py -q build_ext --inplace --force
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/uring; \
+	status=$$?; rm -rf build && $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 serve: build
 	mkdir -p $(SHARE)
