@@ -94,14 +94,16 @@ class Workloads:
         self.small_buf = mmap.mmap(-1, SMALL * DEPTH)
         self.large_buf = mmap.mmap(-1, LARGE * DEPTH)
         self.large_one = mmap.mmap(-1, LARGE)
+        # sequential 1 MiB offsets through the whole file, in groups of DEPTH
         self.large_offsets = [[((i * DEPTH + j) * LARGE) % FILE_SIZE for j in range(DEPTH)]
                               for i in range(FILE_SIZE // (LARGE * DEPTH))]
-        self.large_array = [array.array("Q", offs) for offs in self.large_offsets]
+        self.large_array = array.array("Q", range(0, FILE_SIZE, LARGE))
         # The engine's fast path: the file and the buffers registered once, not per request.
         ring.register_files([fd])
         ring.register_buffers([self.small_buf, self.large_buf])
         self.i = 0
         self.pos = 0
+        self.large_next = 0
 
     def _next_small(self):
         self.i = (self.i + 1) % len(self.small_offsets)
@@ -127,8 +129,11 @@ class Workloads:
         return DEPTH
 
     def _ring_large(self, depth: int) -> int:
-        self.pos = (self.pos + 1) % len(self.large_offsets)
-        offsets = self.large_array[self.pos][:depth]
+        start = self.large_next
+        if start + depth > len(self.large_array):
+            start = 0
+        self.large_next = start + depth
+        offsets = self.large_array[start:start + depth]
         batch = self.ring.read_batch(0, self.large_buf, offsets, LARGE, 1, sqe_flags=FIXED_FILE)
         self.ring.wait(depth)
         assert batch.done and min(batch.results) == LARGE
