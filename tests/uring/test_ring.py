@@ -274,3 +274,26 @@ def test_unavailable_reason_names_the_cause():
         with open("/proc/sys/kernel/io_uring_disabled", "w") as f:
             f.write(setting)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_callback_may_close_the_ring():
+    r = Ring(8)
+    r.nop(callback=lambda q: r.close())
+    r.nop()
+    r.nop()
+    r.wait(3)
+    assert r.closed
+
+
+def test_callback_may_submit_and_wait_again(ring):
+    done = []
+
+    def chain(req):
+        if len(done) < 5:
+            done.append(req.res)
+            ring.nop(callback=chain)
+            ring.wait(1)
+
+    ring.nop(callback=chain)
+    ring.wait(1)
+    assert done == [0] * 5

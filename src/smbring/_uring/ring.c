@@ -370,7 +370,7 @@ static int dispatch_batch_item(BatchItem *item, int32_t res, int silent, int *ca
 static int dispatch(RingObject *r, int max_callbacks)
 {
     int callbacks = 0;
-    while (max_callbacks < 0 || callbacks < max_callbacks) {
+    while ((max_callbacks < 0 || callbacks < max_callbacks) && r->fd >= 0) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
             break;
@@ -394,6 +394,8 @@ static int dispatch(RingObject *r, int max_callbacks)
         }
         if (rc < 0)
             return -1;
+        if (r->fd < 0)
+            break;  /* a callback closed the ring: its queues are gone */
     }
     return callbacks;
 }
