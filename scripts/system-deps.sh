@@ -6,6 +6,8 @@ need=()
 command -v smbclient >/dev/null 2>&1 || need+=(smbclient)
 command -v smbtorture >/dev/null 2>&1 || need+=(samba-testsuite)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v smbd >/dev/null 2>&1 || need+=(samba)
 pkg-config --exists tevent talloc 2>/dev/null || need+=(libtevent-dev libtalloc-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
@@ -13,6 +15,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
+# keep packaged daemons (samba's smbd on port 445) from starting on install
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 echo "system-deps: installing ${need[*]}"
 apt-get update -qq >/dev/null 2>&1 || true
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
