@@ -1,0 +1,300 @@
+"""``smbring bench smbclient``: Samba's smbclient against smbring and Samba's smbd.
+
+Both servers serve the same 2 GiB file from the same ext4 directory (page cache warm), on
+loopback. smbclient runs ``get FILE /dev/null`` and ``put``, alternating servers run by run,
+with 1 and 4 parallel clients, plain and encrypted; a loopback TCP ceiling (iperf3) is measured
+in the same run. Reported per (server, case): median client-observed GB/s, server CPU seconds
+per GiB moved, and (smbring) the read path its data path chose.
+
+smbd runs with ``vfs objects = io_uring`` from a private configuration modelled on
+``shared/anchors/samba/smb.conf``; it needs root (a Unix user for its password database).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+USER = "smbbench"
+PASSWORD = "BenchPass1"
+
+SMBD_CONF = """[global]
+    server role = standalone server
+    workgroup = WORKGROUP
+    disable netbios = yes
+    interfaces = 127.0.0.1
+    bind interfaces only = yes
+    private dir = {state}/private
+    lock directory = {state}/lock
+    state directory = {state}/state
+    cache directory = {state}/cache
+    pid directory = {state}/pid
+    ncalrpc dir = {state}/ncalrpc
+    binddns dir = {state}/bind-dns
+    passdb backend = tdbsam:{state}/private/passdb.tdb
+    log file = {state}/log.%m
+    log level = 0
+    load printers = no
+    printing = bsd
+    printcap name = /dev/null
+    disable spoolss = yes
+    server min protocol = SMB2_02
+    server max protocol = SMB3_11
+    smb2 max read = 8388608
+    smb2 max write = 8388608
+    smb2 max trans = 8388608
+    usershare path =
+
+[bench]
+    path = {share}
+    read only = no
+    vfs objects = io_uring
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dir", default=os.environ.get("SMBRING_BENCH_DIR", "/var/tmp/smbring-bench"),
+                   help="ext4 directory for the share (not tmpfs)")
+    p.add_argument("--size-mib", type=int, default=2048, help="size of the test file")
+    p.add_argument("--runs", type=int, default=5, help="runs per (server, case); medians reported")
+    p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
+    p.add_argument("--cases", default="get,put,get-encrypted,get-4clients",
+                   help="comma-separated: get, put, get-encrypted, get-4clients")
+    p.add_argument("--port", type=int, default=4460, help="first of the ports used")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def free_port(start: int) -> int:
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of pid, its reaped children, and its live descendants."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, pgrp = int(fields[1]), int(fields[2])
+        if int(entry) == pid:
+            total += sum(int(x) for x in fields[11:15]) / hz  # utime stime cutime cstime
+        elif pgrp == pid or ppid == pid:
+            total += (int(fields[11]) + int(fields[12])) / hz
+    return total
+
+
+def prepare(directory: str, size_mib: int) -> tuple[str, str]:
+    share = os.path.join(directory, "share")
+    os.makedirs(share, exist_ok=True)
+    os.chmod(share, 0o777)
+    big = os.path.join(share, "bigfile")
+    if not os.path.exists(big) or os.path.getsize(big) != size_mib << 20:
+        chunk = os.urandom(1 << 20)
+        with open(big + ".tmp", "wb") as f:
+            for i in range(size_mib):
+                f.write(chunk[i % 251:] + chunk[:i % 251])
+        os.replace(big + ".tmp", big)
+    os.chmod(big, 0o644)
+    upload = os.path.join(directory, "upload-src")
+    if not os.path.exists(upload) or os.path.getsize(upload) != size_mib << 20:
+        shutil.copyfile(big, upload)
+    for path in (big, upload):
+        with open(path, "rb") as f:
+            while f.read(16 << 20):
+                pass
+    return share, upload
+
+
+class Server:
+    name = ""
+    read_path = ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+
+class Smbd(Server):
+    name = "smbd"
+    read_path = "vfs_io_uring"
+
+    def __init__(self, share: str, port: int, state: str):
+        if os.geteuid() != 0:
+            raise RuntimeError("smbd needs root for its user database")
+        subprocess.run(["id", USER], capture_output=True).returncode == 0 or subprocess.run(
+            ["useradd", "-M", "-s", "/usr/sbin/nologin", USER], check=True)
+        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns"):
+            os.makedirs(os.path.join(state, sub), exist_ok=True)
+        conf = os.path.join(state, "smb.conf")
+        with open(conf, "w") as f:
+            f.write(SMBD_CONF.format(state=state, share=share))
+        subprocess.run(["smbpasswd", "-c", conf, "-a", "-s", USER],
+                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
+        self.port = port
+        # smbd makes itself a session and process-group leader (so killpg reaches its children)
+        self.proc = subprocess.Popen(["smbd", "--foreground", "-s", conf, "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+
+class Smbring(Server):
+    name = "smbring"
+
+    def __init__(self, share: str, port: int, state: str):
+        passdb = os.path.join(state, "passdb")
+        env = dict(os.environ, SMBRING_PASSDB=passdb)
+        smbring = [sys.executable, "-m", "smbring.cli"]
+        subprocess.run(smbring + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
+                       text=True, check=True, env=env, capture_output=True)
+        self.port = port
+        self.log = os.path.join(state, "smbring.log")
+        self.proc = subprocess.Popen(
+            smbring + ["serve", share, "--share", "bench", "--listen", f"127.0.0.1:{port}",
+                       "--passdb", passdb, "--log-level", "warning"],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        wait_port(port)
+        self.read_path = "auto"
+
+
+def smbclient(port: int, command: str, encrypt: bool) -> subprocess.Popen:
+    args = ["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+            "-m", "SMB3", "-c", command]
+    if encrypt:
+        args.append("--client-protection=encrypt")
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_case(server: Server, case: str, size: int, upload: str) -> tuple[float, float]:
+    """One run: (GB/s seen by the clients, server CPU seconds)."""
+    clients = 4 if case == "get-4clients" else 1
+    encrypt = case == "get-encrypted"
+    if case == "put":
+        command = f"put {upload} upload-{server.name}"
+    else:
+        command = "get bigfile /dev/null"
+    cpu0 = server.cpu()
+    start = time.perf_counter()
+    procs = [smbclient(server.port, command, encrypt) for _ in range(clients)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    elapsed = time.perf_counter() - start
+    for p, out in zip(procs, outputs):
+        if "getting file" not in out and "putting file" not in out:
+            raise RuntimeError(f"{server.name} {case}: smbclient failed: {out.strip()[-300:]}")
+        if "NT_STATUS" in out:  # smbd sometimes fails the close after a complete transfer
+            print(f"warning: {server.name} {case}: {out.strip().splitlines()[-1]}", file=sys.stderr)
+    time.sleep(0.2)  # let per-connection processes exit and be accounted
+    return clients * size / elapsed / 1e9, server.cpu() - cpu0
+
+
+def tcp_ceiling(port: int) -> float | None:
+    if not shutil.which("iperf3"):
+        return None
+    srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "3", "-J"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def run(args) -> int:
+    if not shutil.which("smbclient"):
+        print("smbclient is not installed (Debian package smbclient)")
+        return 2
+    share, upload = prepare(args.dir, args.size_mib)
+    size = args.size_mib << 20
+    state = tempfile.mkdtemp(prefix="smbring-bench-")
+    servers: list[Server] = []
+    records = []
+    try:
+        port = args.port
+        for name in args.servers.split(","):
+            port = free_port(port + 1)
+            try:
+                cls = {"smbd": Smbd, "smbring": Smbring}[name]
+                servers.append(cls(share, port, os.path.join(state, name)))
+            except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
+                print(f"skipping {name}: {e}", file=sys.stderr)
+        ceiling = tcp_ceiling(free_port(port + 1))
+        results = {(s.name, c): [] for s in servers for c in args.cases.split(",")}
+        for _ in range(args.runs):
+            for case in args.cases.split(","):
+                for server in servers:  # alternate servers inside every run
+                    results[(server.name, case)].append(run_case(server, case, size, upload))
+        for (name, case), runs in results.items():
+            server = next(s for s in servers if s.name == name)
+            moved_gib = size / (1 << 30) * (4 if case == "get-4clients" else 1)
+            records.append({
+                "server": name, "case": case,
+                "gbps": round(statistics.median(r[0] for r in runs), 3),
+                "server_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / moved_gib, 3),
+                "read_path": server.read_path, "runs": len(runs),
+            })
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    summary = {"tcp_ceiling_gbps": round(ceiling, 3) if ceiling else None, "records": records}
+    by = {(r["server"], r["case"]): r for r in records}
+    ratios = {}
+    for case in args.cases.split(","):
+        a, b = by.get(("smbring", case)), by.get(("smbd", case))
+        if a and b:
+            ratios[f"{case}_gbps_vs_smbd"] = round(a["gbps"] / b["gbps"], 3)
+            ratios[f"{case}_cpu_vs_smbd"] = round(a["server_cpu_s_per_gib"] / max(b["server_cpu_s_per_gib"], 1e-9), 3)
+    summary["ratios"] = ratios
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"loopback TCP ceiling (iperf3): {summary['tcp_ceiling_gbps']} GB/s")
+    for r in records:
+        print(f"  {r['server']:<8} {r['case']:<14} {r['gbps']:>7.3f} GB/s  "
+              f"{r['server_cpu_s_per_gib']:>6.3f} CPU-s/GiB  path={r['read_path']}")
+    for k, v in ratios.items():
+        print(f"  {k:<34}{v:>8}x")
+    return 0
