@@ -128,33 +128,42 @@ static PyObject *op_nop(RingObject *r, PyObject *args, PyObject *kw)
 
 /* ---- read / write ---------------------------------------------------------------------- */
 
-static PyObject *rw(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
+/* One buffer and a third argument: the file offset (read/write) or the MSG_* flags
+ * (send/recv). The kernel writes into the buffer for read and recv. */
+static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
 {
-    static char *kwlist[] = {"fd", "buf", "offset", TAIL_KW};
+    static char *kw_offset[] = {"fd", "buf", "offset", TAIL_KW};
+    static char *kw_flags[] = {"fd", "buf", "flags", TAIL_KW};
+    int is_socket = opcode == IORING_OP_SEND || opcode == IORING_OP_RECV;
     int fd, sqe_flags = 0;
     PyObject *buf, *cb = NULL;
-    long long offset = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &fd, &buf, &offset, &cb, &sqe_flags))
+    long long extra = is_socket ? 0 : -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, is_socket ? kw_flags : kw_offset, &fd, &buf,
+                                     &extra, &cb, &sqe_flags))
         return NULL;
     BEGIN(opcode);
     Py_buffer *v;
-    if (request_pin(req, buf, opcode == IORING_OP_READ, &v) < 0 || check_len(v->len) < 0)
+    int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
+    if (request_pin(req, buf, writable, &v) < 0 || check_len(v->len) < 0)
         goto fail;
     QUEUE(fd);
     sqe->addr = (uint64_t)(uintptr_t)v->buf;
     sqe->len = (uint32_t)v->len;
-    sqe->off = (uint64_t)offset;
+    if (is_socket)
+        sqe->msg_flags = (uint32_t)extra;
+    else
+        sqe->off = (uint64_t)extra;
     END;
 }
 
 static PyObject *op_read(RingObject *r, PyObject *a, PyObject *k)
 {
-    return rw(r, a, k, IORING_OP_READ, "iO|L" TAIL_FMT ":read");
+    return buffer_op(r, a, k, IORING_OP_READ, "iO|L" TAIL_FMT ":read");
 }
 
 static PyObject *op_write(RingObject *r, PyObject *a, PyObject *k)
 {
-    return rw(r, a, k, IORING_OP_WRITE, "iO|L" TAIL_FMT ":write");
+    return buffer_op(r, a, k, IORING_OP_WRITE, "iO|L" TAIL_FMT ":write");
 }
 
 static PyObject *rw_fixed(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
@@ -337,13 +346,7 @@ static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcod
         items[i].res = 0;
     }
     /* From here nothing fails but memory for the user-space queue. */
-    req->ring = r;
-    req->fd = (sqe_flags & IOSQE_FIXED_FILE) ? -1 : fd;
-    req->state = REQ_INFLIGHT;
-    ring_link_inflight(r, req);
-    if (req->uses_fixed_buffer)
-        r->fixed_inflight++;
-    Py_INCREF(req);
+    request_start(req, r, fd, sqe_flags);
     char *base = v->buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         struct io_uring_sqe *sqe = ring_next_sqe(r);
@@ -636,32 +639,14 @@ static PyObject *op_fsetxattr(RingObject *r, PyObject *a, PyObject *k)
 
 /* ---- sockets ---------------------------------------------------------------------------- */
 
-static PyObject *sendrecv(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
-{
-    static char *kwlist[] = {"fd", "buf", "flags", TAIL_KW};
-    int fd, flags = 0, sqe_flags = 0;
-    PyObject *buf, *cb = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &fd, &buf, &flags, &cb, &sqe_flags))
-        return NULL;
-    BEGIN(opcode);
-    Py_buffer *v;
-    if (request_pin(req, buf, opcode == IORING_OP_RECV, &v) < 0 || check_len(v->len) < 0)
-        goto fail;
-    QUEUE(fd);
-    sqe->addr = (uint64_t)(uintptr_t)v->buf;
-    sqe->len = (uint32_t)v->len;
-    sqe->msg_flags = (uint32_t)flags;
-    END;
-}
-
 static PyObject *op_send(RingObject *r, PyObject *a, PyObject *k)
 {
-    return sendrecv(r, a, k, IORING_OP_SEND, "iO|i" TAIL_FMT ":send");
+    return buffer_op(r, a, k, IORING_OP_SEND, "iO|L" TAIL_FMT ":send");
 }
 
 static PyObject *op_recv(RingObject *r, PyObject *a, PyObject *k)
 {
-    return sendrecv(r, a, k, IORING_OP_RECV, "iO|i" TAIL_FMT ":recv");
+    return buffer_op(r, a, k, IORING_OP_RECV, "iO|L" TAIL_FMT ":recv");
 }
 
 /* Multishot recv into a provided buffer ring: one CQE per arrival, req.buffer_id says where. */

@@ -5,7 +5,9 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
+#include <structmember.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 
@@ -366,18 +368,6 @@ static PyObject *BufRing_unregister(BufRingObject *b, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *BufRing_get_group(BufRingObject *b, void *c)
-{
-    (void)c;
-    return PyLong_FromLong(b->bgid);
-}
-
-static PyObject *BufRing_get_size(BufRingObject *b, void *c)
-{
-    (void)c;
-    return PyLong_FromUnsignedLong(b->size);
-}
-
 static PyMethodDef BufRing_methods[] = {
     {"take", (PyCFunction)BufRing_take, METH_VARARGS,
      "take(buffer_id, nbytes) -> bytes\n\nCopy a received buffer out and recycle it."},
@@ -385,10 +375,10 @@ static PyMethodDef BufRing_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef BufRing_getset[] = {
-    {"group", (getter)BufRing_get_group, NULL, NULL, NULL},
-    {"size", (getter)BufRing_get_size, NULL, "bytes per buffer", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef BufRing_members[] = {
+    {"group", T_USHORT, offsetof(BufRingObject, bgid), READONLY, "buffer group id"},
+    {"size", T_UINT, offsetof(BufRingObject, size), READONLY, "bytes per buffer"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 PyTypeObject BufRingType = {
@@ -399,7 +389,7 @@ PyTypeObject BufRingType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A provided buffer ring: the kernel picks a buffer for each multishot receive.",
     .tp_methods = BufRing_methods,
-    .tp_getset = BufRing_getset,
+    .tp_members = BufRing_members,
 };
 
 PyMethodDef ring_register_methods[] = {

@@ -6,23 +6,33 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
+#include <structmember.h>
 
-RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
+/* What every new request checks: a usable ring, an op the kernel has, a callable or None. */
+static int check_new(RingObject *r, uint8_t opcode, PyObject **callback)
 {
     if (ring_check_usable(r) < 0)
-        return NULL;
+        return -1;
     if (!ring_op_supported(r, opcode)) {
         PyErr_Format(UnsupportedOp, "IORING_OP_%s is not supported by this kernel",
                      sr_op_names[opcode] ? sr_op_names[opcode] : "?");
-        return NULL;
+        return -1;
     }
-    if (callback == Py_None)
-        callback = NULL;
-    if (callback && !PyCallable_Check(callback)) {
+    if (*callback == Py_None)
+        *callback = NULL;
+    if (*callback && !PyCallable_Check(*callback)) {
         PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
+{
+    if (check_new(r, opcode, &callback) < 0)
+        return NULL;
     RequestObject *req = PyObject_GC_New(RequestObject, &RequestType);
     if (!req)
         return NULL;
@@ -121,14 +131,20 @@ struct io_uring_sqe *request_queue(RequestObject *req, RingObject *r, int fd, in
     sqe->fd = fd;
     sqe->flags = (uint8_t)sqe_flags;
     sqe->user_data = (uint64_t)(uintptr_t)req | SR_TAG_REQUEST;
+    request_start(req, r, fd, sqe_flags);
+    return sqe;
+}
+
+/* req is in flight from now on: the ring holds a reference until its last completion. */
+void request_start(RequestObject *req, RingObject *r, int fd, int sqe_flags)
+{
     req->ring = r;
     req->fd = (sqe_flags & IOSQE_FIXED_FILE) ? -1 : fd;
     req->state = REQ_INFLIGHT;
     ring_link_inflight(r, req);
     if (req->uses_fixed_buffer)
         r->fixed_inflight++;
-    Py_INCREF(req);  /* the ring's reference, dropped at the last completion */
-    return sqe;
+    Py_INCREF(req);
 }
 
 /* Builds the op-specific result value at the final completion; see ops.c. */
@@ -323,23 +339,15 @@ static PyObject *Batch_get_results(BatchObject *b, void *c)
     return list;
 }
 
-static PyObject *Batch_get_count(BatchObject *b, void *c)
-{
-    (void)c;
-    return PyLong_FromSsize_t(b->count);
-}
-
-static PyObject *Batch_get_remaining(BatchObject *b, void *c)
-{
-    (void)c;
-    return PyLong_FromSsize_t(b->remaining);
-}
-
 static PyGetSetDef Batch_getset[] = {
     {"results", (getter)Batch_get_results, NULL, "per-item results (bytes or -errno)", NULL},
-    {"count", (getter)Batch_get_count, NULL, NULL, NULL},
-    {"remaining", (getter)Batch_get_remaining, NULL, "items not yet completed", NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Batch_members[] = {
+    {"count", T_PYSSIZET, offsetof(BatchObject, count), READONLY, "items in the batch"},
+    {"remaining", T_PYSSIZET, offsetof(BatchObject, remaining), READONLY, "items not yet completed"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 PyTypeObject BatchType = {
@@ -349,23 +357,13 @@ PyTypeObject BatchType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Many SQEs of one kind submitted by one call; its callback runs once, when all are done.",
     .tp_getset = Batch_getset,
+    .tp_members = Batch_members,
 };
 
 BatchObject *batch_new(RingObject *r, uint8_t opcode, PyObject *callback, Py_ssize_t count)
 {
-    if (ring_check_usable(r) < 0)
+    if (check_new(r, opcode, &callback) < 0)
         return NULL;
-    if (!ring_op_supported(r, opcode)) {
-        PyErr_Format(UnsupportedOp, "IORING_OP_%s is not supported by this kernel",
-                     sr_op_names[opcode]);
-        return NULL;
-    }
-    if (callback == Py_None)
-        callback = NULL;
-    if (callback && !PyCallable_Check(callback)) {
-        PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
-        return NULL;
-    }
     BatchObject *b = PyObject_GC_New(BatchObject, &BatchType);
     if (!b)
         return NULL;

@@ -173,6 +173,7 @@ void *request_alloc(RequestObject *req, size_t size);
 void request_release(RequestObject *req);
 int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent);
 struct io_uring_sqe *request_queue(RequestObject *req, RingObject *r, int fd, int sqe_flags);
+void request_start(RequestObject *req, RingObject *r, int fd, int sqe_flags);
 BatchObject *batch_new(RingObject *r, uint8_t opcode, PyObject *callback, Py_ssize_t count);
 int ops_finish(RequestObject *req);
 
