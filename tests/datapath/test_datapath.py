@@ -103,3 +103,56 @@ def test_splice_only_when_safe():
     assert choose_path("zc", SendDescriptor(b"", b"buffer"), True) == "copy"
     with pytest.raises(ValueError):
         Sender(None, socket.socket(), read_path="teleport")
+
+
+@pytest.mark.parametrize("path", ["copy", "splice"])
+def test_receive_paths_write_identical_bytes(tmp_path, path):
+    from smbring.datapath import Receiver
+
+    data = os.urandom(2 * (1 << 20) + 777)
+    target = tmp_path / "target"
+    target.write_bytes(b"\0" * 10)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cli, conn = tcp_pair()
+        fd = os.open(target, os.O_RDWR)
+        rx = Receiver(aio.get_ring(), conn, write_path=path)
+        try:
+            sender = asyncio.ensure_future(loop.sock_sendall(cli, data + b"NEXT"))
+            assert await rx.to_file(fd, 5, len(data)) == len(data)
+            rest = bytearray(4)
+            await rx.recv_exact(memoryview(rest))      # the stream stays framed after a payload
+            await sender
+            assert rest == b"NEXT"
+            os.fsync(fd)
+        finally:
+            rx.close()
+            os.close(fd)
+            cli.close()
+            conn.close()
+        disk = target.read_bytes()
+        assert disk[:5] == b"\0" * 5 and hashlib.sha256(disk[5:]).digest() == hashlib.sha256(data).digest()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_receive_early_disconnect_is_an_error(tmp_path):
+    from smbring.datapath import Receiver
+
+    async def main():
+        cli, conn = tcp_pair()
+        fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT)
+        for path in ("copy", "splice"):
+            rx = Receiver(aio.get_ring(), conn, write_path=path)
+            if path == "copy":
+                cli.send(b"only a little")
+                cli.shutdown(socket.SHUT_WR)
+            with pytest.raises(ConnectionResetError):
+                await rx.to_file(fd, 0, 1 << 20)
+            rx.close()
+        os.close(fd)
+        cli.close()
+        conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
