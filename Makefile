@@ -27,9 +27,10 @@ build: $(STAMP) $(CSRC)
 system-deps:
 	@bash scripts/system-deps.sh
 
+# The ring tests run under AddressSanitizer first, then the whole suite on the normal build.
 test: system-deps build
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-asan
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The ring tests under AddressSanitizer (the C code is rebuilt with -fsanitize=address).
 test-asan: $(STAMP)

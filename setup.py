@@ -2,7 +2,7 @@
 import glob
 import os
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
 if os.environ.get("SMBRING_ASAN"):
@@ -24,4 +24,8 @@ def extension(name: str, folder: str) -> Extension:
 
 # _uring is the engine; _events is the tevent-style loop that shares its ring via a capsule.
 MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events")]
-setup(ext_modules=[extension(n, f) for n, f in MODULES if glob.glob(f"src/smbring/{f}/*.c")])
+setup(
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    ext_modules=[extension(n, f) for n, f in MODULES if glob.glob(f"src/smbring/{f}/*.c")],
+)
