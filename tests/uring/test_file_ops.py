@@ -176,3 +176,25 @@ def test_link_chain_and_link_timeout(ring, complete, datafile, sockpair):
     complete(recv)
     complete(limit)
     assert recv.res == -errno.ECANCELED and limit.res == -errno.ETIME
+
+
+def test_punting_file_systems_are_detected(tmp_path):
+    """tmpfs hands io_uring buffered reads to worker threads; ext4's page cache does not."""
+    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"x" * 4096)
+        on_tmp = uring.punts_buffered_io(fd)
+    finally:
+        os.close(fd)
+    if os.path.isdir("/dev/shm"):
+        path = f"/dev/shm/smbring-probe-{os.getpid()}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            os.write(fd, b"x")
+            assert uring.punts_buffered_io(fd) is True
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    with open("/proc/self/mountinfo") as f:
+        tmp_is_tmpfs = any(line.split()[4] == "/tmp" and " - tmpfs " in line for line in f)
+    assert on_tmp is tmp_is_tmpfs
