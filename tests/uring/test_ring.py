@@ -297,3 +297,26 @@ def test_callback_may_submit_and_wait_again(ring):
     ring.nop(callback=chain)
     ring.wait(1)
     assert done == [0] * 5
+
+
+def test_eventfd_signals_work_but_not_our_own_dispatch(ring, sockpair):
+    """The eventfd wakes an outside loop when completions are due, and process() does not
+    leave it signalled by the CQEs its own dispatch posted (no wake-up for nothing)."""
+    import select
+    a, b = sockpair
+    efd = ring.eventfd()
+    ep = select.epoll()
+    ep.register(efd, select.EPOLLIN)
+    try:
+        req = ring.recv(a.fileno(), bytearray(8))
+        ring.process()
+        assert ep.poll(0) == []
+        b.send(b"wake")
+        assert ep.poll(5) == [(efd, select.EPOLLIN)]
+        os.read(efd, 8)
+        ring.process()
+        assert req.done and req.res == 4
+        if ring.setup_flags & uring._uring.SETUP_TASKRUN_FLAG:
+            assert ep.poll(0) == []
+    finally:
+        ep.close()

@@ -26,6 +26,12 @@
 #ifndef IORING_SETUP_COOP_TASKRUN
 #define IORING_SETUP_COOP_TASKRUN (1U << 8)
 #endif
+#ifndef IORING_SETUP_TASKRUN_FLAG
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#endif
+#ifndef IORING_SQ_TASKRUN
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
 #ifndef IORING_SETUP_SINGLE_ISSUER
 #define IORING_SETUP_SINGLE_ISSUER (1U << 12)
 #endif
@@ -129,7 +135,7 @@ struct RingObject {
     Py_ssize_t npending;
 
     /* completion queue */
-    unsigned *cq_head, *cq_tail, *cq_mask, *cq_entries, *cq_overflow;
+    unsigned *cq_head, *cq_tail, *cq_mask, *cq_entries, *cq_overflow, *cq_flags;
     struct io_uring_cqe *cqes;
 
     void *sq_map, *cq_map, *sqe_map;
