@@ -31,6 +31,9 @@ struct sr_completion {
     sr_cqe_handler handler;
 };
 
+/* The user_data the engine gives a C completion's SQE: what ASYNC_CANCEL's addr needs. */
+#define SR_CAPI_USER_DATA(c) ((uint64_t)(uintptr_t)(c) | 1u)
+
 typedef struct sr_ring_api {
     int version;                               /* SR_RING_API_VERSION */
     /* The ring behind a smbring.uring.Ring (or a subclass); NULL with TypeError otherwise.
