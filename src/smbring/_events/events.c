@@ -139,7 +139,7 @@ static void list_unlink(EventObject *e)
 
 /* ---- signals: process-wide counters, a self-pipe to wake the waits ------------------------ */
 
-static volatile sig_atomic_t sig_dummy;
+static int sig_pending;            /* set by the handler, cleared when the pipe is drained */
 static uint64_t sig_counts[NSIG];
 static int sig_pipe[2] = {-1, -1};
 static int sig_users[NSIG];
@@ -149,12 +149,12 @@ static void on_signal(int signum)
 {
     int saved = errno;
     __atomic_add_fetch(&sig_counts[signum], 1, __ATOMIC_SEQ_CST);
-    if (sig_pipe[1] >= 0) {
+    if (!__atomic_exchange_n(&sig_pending, 1, __ATOMIC_SEQ_CST) && sig_pipe[1] >= 0) {
+        /* one byte per batch of signals is enough to end a wait */
         char b = (char)signum;
         ssize_t rc = write(sig_pipe[1], &b, 1);
-        (void)rc;  /* a full pipe already wakes the loop */
+        (void)rc;
     }
-    sig_dummy = 1;
     errno = saved;
 }
 
@@ -169,10 +169,14 @@ static int sig_pipe_open(void)
     return 0;
 }
 
+/* Only when the handler said so: no syscall per loop step. The flag is cleared before the
+ * pipe is read, so a signal arriving meanwhile writes a new byte and is not lost. */
 static void sig_pipe_drain(void)
 {
+    if (!__atomic_exchange_n(&sig_pending, 0, __ATOMIC_SEQ_CST))
+        return;
     char buf[64];
-    while (sig_pipe[0] >= 0 && read(sig_pipe[0], buf, sizeof(buf)) > 0)
+    while (sig_pipe[0] >= 0 && read(sig_pipe[0], buf, sizeof(buf)) == (ssize_t)sizeof(buf))
         ;
 }
 
