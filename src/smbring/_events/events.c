@@ -140,6 +140,7 @@ static void list_unlink(EventObject *e)
 /* ---- signals: process-wide counters, a self-pipe to wake the waits ------------------------ */
 
 static int sig_pending;            /* set by the handler, cleared when the pipe is drained */
+static int sig_waiters;            /* contexts inside a wait, which a signal must interrupt */
 static uint64_t sig_counts[NSIG];
 static int sig_pipe[2] = {-1, -1};
 static int sig_users[NSIG];
@@ -149,7 +150,10 @@ static void on_signal(int signum)
 {
     int saved = errno;
     __atomic_add_fetch(&sig_counts[signum], 1, __ATOMIC_SEQ_CST);
-    if (!__atomic_exchange_n(&sig_pending, 1, __ATOMIC_SEQ_CST) && sig_pipe[1] >= 0) {
+    /* A loop that is running sees the counter at its next step; only a loop blocked in a
+     * wait needs the pipe to wake it (saves a write and a read per signal). */
+    if (__atomic_load_n(&sig_waiters, __ATOMIC_SEQ_CST) &&
+        !__atomic_exchange_n(&sig_pending, 1, __ATOMIC_SEQ_CST) && sig_pipe[1] >= 0) {
         /* one byte per batch of signals is enough to end a wait */
         char b = (char)signum;
         ssize_t rc = write(sig_pipe[1], &b, 1);
@@ -427,12 +431,24 @@ static int run_immediate(ContextObject *ctx)
     return rc;
 }
 
+static int signal_due(ContextObject *ctx)
+{
+    for (EventObject *e = ctx->signals.head.next; e != &ctx->signals.head; e = e->next) {
+        SignalObject *s = (SignalObject *)e;
+        if (__atomic_load_n(&sig_counts[s->signum], __ATOMIC_SEQ_CST) != s->seen)
+            return 1;
+    }
+    return 0;
+}
+
 /* 1 if a signal handler ran, 0 if none was pending, -1 on error. */
 static int run_signal(ContextObject *ctx)
 {
     if (list_empty(&ctx->signals))
         return 0;
     sig_pipe_drain();
+    if (!signal_due(ctx))
+        return 0;
     for (EventObject *e = ctx->signals.head.next; e != &ctx->signals.head; e = e->next) {
         SignalObject *s = (SignalObject *)e;
         uint64_t now = __atomic_load_n(&sig_counts[s->signum], __ATOMIC_SEQ_CST);
@@ -721,19 +737,29 @@ static int loop_once(ContextObject *ctx, int64_t max_wait_ns)
     rc = run_ready(ctx);
     if (rc != 0)
         return rc;
-    if (ctx->backend == B_URING) {
-        rc = wait_uring(ctx, timeout);
-        if (rc != 0)
-            return rc;
-    } else {
-        if (list_empty(&ctx->fds) && list_empty(&ctx->signals) && timeout < 0) {
-            PyErr_SetString(PyExc_RuntimeError, "loop_once() would wait forever: no events");
-            return -1;
-        }
-        rc = ctx->backend == B_POLL ? wait_poll(ctx, timeout) : wait_epoll(ctx, timeout);
-        if (rc < 0)
-            return -1;
+    if (ctx->backend != B_URING && list_empty(&ctx->fds) && list_empty(&ctx->signals) &&
+        timeout < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "loop_once() would wait forever: no events");
+        return -1;
     }
+    /* announce the wait, then look once more: a signal before the announcement is seen
+     * here, one after it writes to the pipe and ends the wait */
+    int watching = !list_empty(&ctx->signals);
+    if (watching) {
+        __atomic_add_fetch(&sig_waiters, 1, __ATOMIC_SEQ_CST);
+        if (signal_due(ctx)) {
+            __atomic_sub_fetch(&sig_waiters, 1, __ATOMIC_SEQ_CST);
+            return run_signal(ctx);
+        }
+    }
+    if (ctx->backend == B_URING)
+        rc = wait_uring(ctx, timeout);
+    else
+        rc = ctx->backend == B_POLL ? wait_poll(ctx, timeout) : wait_epoll(ctx, timeout);
+    if (watching)
+        __atomic_sub_fetch(&sig_waiters, 1, __ATOMIC_SEQ_CST);
+    if (rc != 0)
+        return rc;
     if (PyErr_CheckSignals() < 0)  /* Python's own signal handlers (Ctrl-C) */
         return -1;
     rc = run_signal(ctx);
