@@ -262,3 +262,41 @@ def test_registered_files(ring, complete, datafile):
     ring.unregister_files()
     ring.register_files([fd])
     assert complete(ring.read(0, buf, 8, sqe_flags=uring.FIXED_FILE)).res == 8
+
+
+def test_read_multishot_from_a_pipe(ring):
+    if not ring.supports("read_multishot"):
+        pytest.skip("kernel lacks IORING_OP_READ_MULTISHOT (6.7+)")
+    r, w = os.pipe()
+    br = ring.register_buf_ring(group=5, entries=4, size=16)
+    got = []
+    req = ring.read_multishot(r, 5, callback=lambda q: q.res > 0 and got.append(br.take(q.buffer_id, q.res)))
+    ring.submit()
+    for msg in (b"a", b"bc", b"def"):
+        os.write(w, msg)
+        while not got or got[-1] != msg:
+            ring.wait(1, timeout=5)
+    assert got == [b"a", b"bc", b"def"] and req.more
+    os.close(w)                                     # EOF ends it
+    while not req.done:
+        ring.wait(1, timeout=5)
+    assert req.res == 0
+    os.close(r)
+    with pytest.raises(ValueError):
+        ring.read_multishot(r, 70000)
+
+
+def test_callbacks_cannot_start_new_requests_while_closing(sockpair):
+    a, b = sockpair
+    r = uring.Ring(8)
+    attempts = []
+
+    def again(req):
+        attempts.append(req.res)
+        r.recv(a.fileno(), bytearray(1))           # raises: the ring is closing
+
+    r.recv(a.fileno(), bytearray(1), callback=again)
+    r.submit()
+    with pytest.raises(ValueError, match="closing"):
+        r.close()
+    assert r.closed and attempts == [-errno.ECANCELED]

@@ -803,7 +803,8 @@ static PyObject *Context_loop_wait(ContextObject *ctx, PyObject *args)
         return NULL;
     while (!ctx->closed && (limit < 0 || steps < limit)) {
         if (list_empty(&ctx->fds) && list_empty(&ctx->timers) && list_empty(&ctx->immediates) &&
-            list_empty(&ctx->signals) && ctx->nready == 0)
+            list_empty(&ctx->signals) && ctx->nready == 0 &&
+            !(ctx->sr && capi->inflight(ctx->sr) > 0))
             break;
         if (loop_once(ctx, -1) < 0)
             return NULL;

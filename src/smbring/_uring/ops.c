@@ -671,6 +671,27 @@ static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
     END;
 }
 
+/* Multishot read (6.7+) into a provided buffer ring: stays armed, one completion per
+ * arrival on a pipe or socket (req.buffer_id, req.more); no re-arming between reads. */
+static PyObject *op_read_multishot(RingObject *r, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd", "group", TAIL_KW};
+    int fd, group, sqe_flags = 0;
+    PyObject *cb = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ii|" TAIL_FMT ":read_multishot", kwlist, &fd,
+                                     &group, &cb, &sqe_flags))
+        return NULL;
+    if (group < 0 || group > 65535) {
+        PyErr_SetString(PyExc_ValueError, "group must be a buffer group id (0..65535)");
+        return NULL;
+    }
+    BEGIN(SR_OP_READ_MULTISHOT);
+    QUEUE(fd);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (uint16_t)group;
+    END;
+}
+
 static PyObject *msg(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
 {
     static char *kwlist[] = {"fd", "buffers", "flags", TAIL_KW};
@@ -1131,6 +1152,8 @@ PyMethodDef ring_op_methods[] = {
     OP(recv, "recv(fd, buf, flags=0) -> Request"),
     OP(recv_multishot, "recv_multishot(fd, group, flags=0) -> Request: data lands in buffer ring "
                        "`group`; one completion per arrival (req.buffer_id, req.more)"),
+    OP(read_multishot, "read_multishot(fd, group) -> Request: reads land in buffer ring `group`; "
+                       "one completion per arrival (req.buffer_id, req.more)"),
     OP(sendmsg, "sendmsg(fd, buffers, flags=0) -> Request"),
     OP(recvmsg, "recvmsg(fd, buffers, flags=0) -> Request (value: msg_flags)"),
     OP(send_zc, "send_zc(fd, buf, flags=0, fixed_index=-1) -> Request\n\nTwo completions: the "

@@ -250,6 +250,10 @@ int ring_check_usable(RingObject *r)
         PyErr_SetString(PyExc_ValueError, r->closed ? "I/O on a closed Ring" : "Ring not initialised");
         return -1;
     }
+    if (r->closing) {
+        PyErr_SetString(PyExc_ValueError, "the Ring is closing: no new requests");
+        return -1;
+    }
     if (r->fork_generation != sr_fork_generation) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this Ring was created before fork(); a forked child must create its own");
@@ -506,23 +510,28 @@ static int drain(RingObject *r, int silent)
     int was_silent = r->silent;
     r->silent = silent;
     cancel_everything(r);
+    r->closing = 1;  /* callbacks run with -ECANCELED and may not start anything new */
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
     int64_t deadline = now_ns() + 5 * 1000000000LL;
-    int rc = 0;
     while (r->ninflight > 0) {
         int64_t left = deadline - now_ns();
         if (left <= 0)
             break;
         if (wait_cqes(r, 1, left < 100000000 ? left : 100000000) < 0 || dispatch(r, -1) < 0) {
-            if (silent) {
+            /* keep reaping: the first error is reported once everything is released */
+            if (!et && !silent)
+                PyErr_Fetch(&et, &ev, &tb);
+            else
                 PyErr_Clear();
-                continue;
-            }
-            rc = -1;
-            break;
         }
     }
+    r->closing = 0;
     r->silent = was_silent;
-    return rc;
+    if (et) {
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return 0;
 }
 
 static void free_pending(RingObject *r)
@@ -582,12 +591,16 @@ static PyObject *Ring_close(RingObject *r, PyObject *unused)
     (void)unused;
     if (r->fd < 0)
         Py_RETURN_NONE;
-    if (r->fork_generation == sr_fork_generation && pthread_equal(r->owner, pthread_self())) {
-        if (drain(r, 0) < 0)
-            return NULL;  /* a callback raised; the ring stays open, close() may be retried */
-    }
+    int rc = 0;
+    if (r->fork_generation == sr_fork_generation && pthread_equal(r->owner, pthread_self()))
+        rc = drain(r, 0);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
     abandon_inflight(r);
     teardown(r);
+    PyErr_Restore(et, ev, tb);
+    if (rc < 0)
+        return NULL;  /* a callback raised while the ring was being closed (it is closed) */
     Py_RETURN_NONE;
 }
 
@@ -931,6 +944,11 @@ static int capi_op_supported(struct sr_ring *ring, int opcode)
     return ring_op_supported((RingObject *)ring, opcode);
 }
 
+static Py_ssize_t capi_inflight(struct sr_ring *ring)
+{
+    return ((RingObject *)ring)->ninflight;
+}
+
 static unsigned capi_cq_ready(struct sr_ring *ring)
 {
     RingObject *r = (RingObject *)ring;
@@ -945,4 +963,5 @@ const sr_ring_api sr_capi = {
     .wait_and_dispatch = capi_wait,
     .op_supported = capi_op_supported,
     .cq_ready = capi_cq_ready,
+    .inflight = capi_inflight,
 };

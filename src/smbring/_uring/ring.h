@@ -153,6 +153,7 @@ struct RingObject {
     int nfiles;                  /* registered file table size */
     PyObject *buf_rings;         /* dict bgid -> BufRing, kept alive while registered */
     int silent;                  /* dealloc: reap without calling back into Python */
+    int closing;                 /* close() is reaping: no new submissions */
     int eventfd;
 };
 

@@ -56,6 +56,8 @@ typedef struct sr_ring_api {
     int (*op_supported)(struct sr_ring *ring, int opcode);
     /* CQEs ready for dispatch right now (C and Python), without entering the kernel. */
     unsigned (*cq_ready)(struct sr_ring *ring);
+    /* Requests submitted from Python (they have callbacks or results) not yet complete. */
+    Py_ssize_t (*inflight)(struct sr_ring *ring);
 } sr_ring_api;
 
 /* Newer opcodes than the build machine's headers may know; the probe says what really works. */

@@ -55,11 +55,18 @@ class Context(_events.Context):
     def __init__(self, backend: str = "auto", ring=None):
         if backend == "auto":
             backend = best_backend()
+        self._own_ring = None
         if backend == "uring" and ring is None:
             from smbring.uring import Ring
 
-            ring = Ring(256)
+            ring = self._own_ring = Ring(256)
         super().__init__(backend, ring)
+
+    def close(self) -> None:
+        """Cancel every event; a ring this context created is closed too."""
+        super().close()
+        if self._own_ring is not None:
+            self._own_ring.close()
 
     def __enter__(self):
         return self
