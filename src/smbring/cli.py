@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS = {
     "features": "smbring.uring.cli",
     "serve": "smbring.server.cli",
-    "user": "smbring.server.passdb",
+    "user": "smbring.server.users",
     "bench": "smbring.bench.cli",
 }
 

@@ -66,7 +66,7 @@ static PyObject *mod_openat2(PyObject *self, PyObject *args, PyObject *kw)
     struct open_how how;
     memset(&how, 0, sizeof(how));
     how.flags = (uint64_t)(unsigned)(flags | O_CLOEXEC);
-    how.mode = (flags & (O_CREAT | __O_TMPFILE)) ? (uint64_t)mode : 0;
+    how.mode = sr_open_takes_mode(flags) ? (uint64_t)mode : 0;
     how.resolve = resolve;
     int fd;
     Py_BEGIN_ALLOW_THREADS

@@ -457,7 +457,7 @@ static PyObject *op_openat2(RingObject *r, PyObject *args, PyObject *kw)
     if (!how)
         goto fail;
     how->flags = (uint64_t)(unsigned)(flags | O_CLOEXEC);
-    how->mode = (flags & (O_CREAT | __O_TMPFILE)) ? (uint64_t)mode : 0;
+    how->mode = sr_open_takes_mode(flags) ? (uint64_t)mode : 0;
     how->resolve = resolve;
     QUEUE(dirfd);
     sqe->addr = (uint64_t)(uintptr_t)p;

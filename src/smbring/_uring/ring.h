@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <linux/io_uring.h>
@@ -202,6 +203,13 @@ static inline int sr_as_int(PyObject *o)
     return (int)v;
 }
 int ring_type_ready(void);
+
+/* openat2 rejects a mode unless the file may be created (O_CREAT or O_TMPFILE, which
+ * includes O_DIRECTORY's bit: test the whole of it). */
+static inline int sr_open_takes_mode(int flags)
+{
+    return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE;
+}
 extern const sr_ring_api sr_capi;
 
 /* errors */

@@ -1,0 +1,1 @@
+"""The server: sockets, shares, configuration and the command line."""

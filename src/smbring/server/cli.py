@@ -1,0 +1,48 @@
+"""``smbring serve PATH``: share a directory."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from smbring.server.users import PasswordDB, default_path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a directory over SMB2/3")
+    p.add_argument("path", help="directory to share")
+    p.add_argument("--share", default="share", help="share name (default: share)")
+    p.add_argument("--listen", default="127.0.0.1:4445", help="HOST:PORT (default 127.0.0.1:4445)")
+    p.add_argument("--read-only", action="store_true", help="refuse every write")
+    p.add_argument("--guest", action="store_true", help="allow guest access to the share")
+    p.add_argument("--passdb", help=f"password file (default {default_path()})")
+    p.add_argument("--signing-required", action="store_true", help="require signed sessions")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from smbring.server.server import Server
+    from smbring.smb.connection import Share
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.path.isdir(args.path):
+        print(f"{args.path} is not a directory", file=sys.stderr)
+        return 2
+    passdb = PasswordDB(args.passdb).load()
+    if not passdb.users and not args.guest:
+        print(f"no users in {passdb.path}: add one with `smbring user add NAME` "
+              "(or serve with --guest)", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    share = Share(name=args.share, path=os.path.abspath(args.path), read_only=args.read_only,
+                  guest_ok=args.guest)
+    server = Server({args.share: share}, passdb_path=passdb.path, allow_guest=args.guest,
+                    signing_required=args.signing_required)
+    try:
+        asyncio.run(server.serve(host or "127.0.0.1", int(port)))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,2 @@
+"""The SMB2/3 protocol: wire layouts (``wire``), message security (``security``), and the
+per-connection state machine (``connection``). No sockets here."""

@@ -1,0 +1,782 @@
+"""One SMB2 connection's state machine: frames in, response frames out.
+
+``Connection.handle_frame(bytes)`` takes one SMB2 message (or compound chain) without its
+NetBIOS length prefix and returns the response frames to send, signed where the session
+requires it. The protocol state (dialect, sessions, tree connects, opens, credits, signing) lives
+here; file-system work is delegated to the share's VFS. Nothing here touches a socket.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import stat
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from smbring.smb import ntlm, security, wire
+from smbring.smb.wire import Header
+from smbring.vfs.posix import PathError, PosixVFS, split_path
+
+log = logging.getLogger("smbring.smb")
+
+MAX_IO = 8 << 20
+MAX_CREDITS = 512
+ROOT_UUID = uuid.uuid4().bytes
+FID_ANY = b"\xff" * 16
+
+# SPNEGO NegTokenInit advertising NTLMSSP only (DER; RFC 4178).
+NTLMSSP_OID = bytes.fromhex("060a2b06010401823702020a")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    return bytes([tag, 0x82, n >> 8, n & 0xFF]) + body
+
+
+SPNEGO_INIT = _der(0x60, bytes.fromhex("06062b0601050502") +
+                   _der(0xA0, _der(0x30, _der(0xA0, _der(0x30, NTLMSSP_OID)))))
+
+
+class SMBError(Exception):
+    def __init__(self, status: int):
+        super().__init__(hex(status))
+        self.status = status
+
+
+def status_for_oserror(e: OSError) -> int:
+    return {
+        errno.ENOENT: wire.STATUS_OBJECT_NAME_NOT_FOUND,
+        errno.EEXIST: wire.STATUS_OBJECT_NAME_COLLISION,
+        errno.EACCES: wire.STATUS_ACCESS_DENIED,
+        errno.EPERM: wire.STATUS_ACCESS_DENIED,
+        errno.EXDEV: wire.STATUS_ACCESS_DENIED,      # RESOLVE_BENEATH refused an escape
+        errno.ELOOP: wire.STATUS_ACCESS_DENIED,
+        errno.ENOTDIR: wire.STATUS_OBJECT_PATH_NOT_FOUND,
+        errno.EISDIR: wire.STATUS_FILE_IS_A_DIRECTORY,
+        errno.ENOTEMPTY: wire.STATUS_DIRECTORY_NOT_EMPTY,
+        errno.ENOSPC: wire.STATUS_DISK_FULL,
+        errno.ENAMETOOLONG: wire.STATUS_OBJECT_NAME_INVALID,
+        errno.EROFS: wire.STATUS_MEDIA_WRITE_PROTECTED,
+        errno.EMFILE: wire.STATUS_INSUFFICIENT_RESOURCES,
+    }.get(e.errno, wire.STATUS_ACCESS_DENIED)
+
+
+@dataclass
+class Share:
+    name: str
+    path: str
+    read_only: bool = False
+    guest_ok: bool = False
+
+
+@dataclass
+class Open:
+    fd: int
+    parts: list
+    is_dir: bool
+    access: int
+    delete_on_close: bool = False
+    dir_entries: list | None = None
+    dir_pos: int = 0
+
+
+@dataclass
+class Tree:
+    share: Share | None          # None: IPC$
+    vfs: PosixVFS | None
+
+
+@dataclass
+class Session:
+    id: int
+    auth: object = None
+    preauth: security.PreauthIntegrity | None = None
+    valid: bool = False
+    guest: bool = False
+    user: str = ""
+    signing_key: bytes = b""
+    sign: bool = False
+    trees: dict = field(default_factory=dict)
+
+
+class Connection:
+    def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
+                 signing_required: bool = False):
+        self.shares = {k.lower(): v for k, v in shares.items()}
+        self.passdb_path = passdb_path
+        self.allow_guest = allow_guest
+        self.signing_required = signing_required
+        self.dialect = 0
+        self.preauth = security.PreauthIntegrity()
+        self.server_guid = uuid.uuid4().bytes
+        self.sessions: dict[int, Session] = {}
+        self.opens: dict[bytes, Open] = {}
+        self.next_id = 1
+        self.client_guid = b"\0" * 16
+        self.client_security_mode = 0
+        self.client_caps = 0
+        self.max_opens = 4096
+
+    # -- framing -------------------------------------------------------------------------
+    def handle_frame(self, frame: bytes) -> list[bytes]:
+        """One message or compound chain in, the frames to send back out (maybe none)."""
+        if frame[:4] == b"\xffSMB":
+            return [self._smb1_negotiate(frame)]
+        if frame[:4] != wire.PROTOCOL_ID:
+            raise ConnectionError("not SMB2")
+        out: list[bytearray] = []
+        signed_requests: list[bool] = []
+        offset = 0
+        last_fid = None
+        last_ids = (0, 0)
+        while True:
+            hdr = Header.parse(frame[offset:offset + 64])
+            end = offset + hdr.next_command if hdr.next_command else len(frame)
+            if end > len(frame) or end < offset + 64:
+                raise ConnectionError("bad NextCommand")
+            msg = frame[offset:end]
+            related = bool(hdr.flags & wire.FLAGS_RELATED) and offset > 0
+            if related:
+                if hdr.session_id in (0, 0xFFFFFFFFFFFFFFFF):
+                    hdr.session_id = last_ids[0]
+                if hdr.tree_id in (0, 0xFFFFFFFF):
+                    hdr.tree_id = last_ids[1]
+            resp = self._one(hdr, msg, last_fid if related else None)
+            if resp is not None:
+                rhdr, body, fid = resp
+                last_fid = fid if fid is not None else last_fid
+                out.append(self._finish(hdr, rhdr, body))
+                signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
+            last_ids = (hdr.session_id, hdr.tree_id)
+            if not hdr.next_command:
+                break
+            offset = end
+        if not out:
+            return []
+        # a compound response is 8-byte aligned and chained by NextCommand; each part is
+        # signed on its own, after the chaining fields are final
+        chained = bytearray()
+        for i, part in enumerate(out):
+            if i < len(out) - 1:
+                part += b"\0" * (wire.pad8(len(part)) - len(part))
+                struct.pack_into("<I", part, 20, len(part))
+            self._sign_if_needed(part, signed_requests[i])
+            chained += part
+        return [bytes(chained)]
+
+    def _finish(self, req: Header, rhdr: Header, body: bytes) -> bytearray:
+        rhdr.flags |= wire.FLAGS_SERVER_TO_REDIR | (req.flags & wire.FLAGS_RELATED)
+        rhdr.message_id = req.message_id
+        rhdr.credit_charge = req.credit_charge
+        rhdr.credits = min(max(req.credits, 1), MAX_CREDITS)
+        return bytearray(rhdr.pack()) + body
+
+    def _sign_if_needed(self, msg: bytearray, request_signed: bool) -> None:
+        """Signs a response when its session signs everything, when the request was signed
+        (MS-SMB2 3.3.4.1.1), and always for the final SESSION_SETUP of SMB 3.x."""
+        sid = struct.unpack_from("<Q", msg, 40)[0]
+        command = struct.unpack_from("<H", msg, 12)[0]
+        status = struct.unpack_from("<I", msg, 8)[0]
+        s = self.sessions.get(sid)
+        if not s or not s.signing_key or s.guest:
+            return
+        final_setup = command == wire.SESSION_SETUP and status == wire.STATUS_SUCCESS
+        if s.sign or request_signed or final_setup and self.dialect >= wire.SMB300:
+            security.apply_signature(security.algorithm_for(self.dialect), s.signing_key, msg)
+
+    # -- dispatch ------------------------------------------------------------------------
+    def _one(self, hdr: Header, msg: bytes, related_fid):
+        rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
+        if hdr.command == wire.CANCEL:
+            return None
+        try:
+            handler = HANDLERS.get(hdr.command)
+            if handler is None:
+                raise SMBError(wire.STATUS_NOT_SUPPORTED)
+            if hdr.command not in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.ECHO):
+                self._check_session(hdr, msg)
+            body, fid = handler(self, hdr, msg, rhdr, related_fid)
+            return rhdr, body, fid
+        except SMBError as e:
+            log.debug("command %d: status %#x", hdr.command, e.status)
+            rhdr.status = e.status
+            return rhdr, wire.error_body(), None
+        except PathError as e:
+            rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
+                           else wire.STATUS_OBJECT_NAME_INVALID)
+            return rhdr, wire.error_body(), None
+        except OSError as e:
+            log.debug("command %d: %s", hdr.command, e)
+            rhdr.status = status_for_oserror(e)
+            return rhdr, wire.error_body(), None
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+            rhdr.status = wire.STATUS_INVALID_PARAMETER
+            return rhdr, wire.error_body(), None
+
+    def _check_session(self, hdr: Header, msg: bytes) -> Session:
+        s = self.sessions.get(hdr.session_id)
+        if not s or not s.valid:
+            raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+        if s.sign and not s.guest and hdr.flags & wire.FLAGS_SIGNED:
+            if not security.verify(security.algorithm_for(self.dialect), s.signing_key, msg):
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+        elif s.sign and not s.guest and not (hdr.flags & wire.FLAGS_SIGNED):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        return s
+
+    def tree(self, hdr: Header) -> Tree:
+        s = self.sessions[hdr.session_id]
+        t = s.trees.get(hdr.tree_id)
+        if t is None:
+            raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
+        return t
+
+    def open_for(self, fid: bytes, related_fid) -> Open:
+        if fid == FID_ANY and related_fid is not None:
+            fid = related_fid
+        o = self.opens.get(fid)
+        if o is None:
+            raise SMBError(wire.STATUS_FILE_CLOSED)
+        return o
+
+    def close_all(self) -> None:
+        for o in list(self.opens.values()):
+            self._release(o)
+        self.opens.clear()
+        for s in self.sessions.values():
+            for t in s.trees.values():
+                if t.vfs:
+                    t.vfs.close()
+
+    def _release(self, o: Open) -> None:
+        try:
+            os.close(o.fd)
+        except OSError:
+            pass
+
+    # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
+    def _smb1_negotiate(self, frame: bytes) -> bytes:
+        if b"SMB 2.???" not in frame and b"SMB 2.002" not in frame:
+            raise ConnectionError("SMB1 only client")
+        hdr = Header(command=wire.NEGOTIATE)
+        self.dialect = wire.WILDCARD_DIALECT
+        body = self._negotiate_body(wire.WILDCARD_DIALECT, [])
+        self.dialect = 0
+        hdr.flags = wire.FLAGS_SERVER_TO_REDIR
+        hdr.credits = 1
+        return hdr.pack() + body
+
+    def _negotiate_body(self, dialect: int, contexts: list[bytes]) -> bytes:
+        secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if self.signing_required else 0)
+        caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
+        now = wire.nt_time(time.time_ns())
+        sec_off = 64 + 64
+        ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
+        body = struct.pack("<HHHH16sIIIIQQHHI", 65, secmode, dialect, len(contexts), self.server_guid,
+                           caps, MAX_IO, MAX_IO, MAX_IO, now, 0, sec_off, len(SPNEGO_INIT), ctx_off)
+        body += SPNEGO_INIT
+        if contexts:
+            body += b"\0" * (ctx_off - 64 - len(body))
+            for i, c in enumerate(contexts):
+                body += c
+                if i < len(contexts) - 1:
+                    body += b"\0" * (wire.pad8(len(c)) - len(c))
+        return body
+
+
+# -- command handlers: (conn, header, message, response header, related fid) -> (body, fid) --
+
+def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    if c.dialect:
+        raise ConnectionError("second NEGOTIATE")
+    size, count, secmode, _r, caps, guid, ctx_off, ctx_count = struct.unpack_from("<HHHHI16sIH", msg, 64)
+    dialects = struct.unpack_from(f"<{count}H", msg, 64 + 36)
+    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
+    if chosen is None:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
+    contexts = []
+    if chosen == wire.SMB311:
+        c.preauth.update(msg)
+        salt = os.urandom(32)
+        preauth = struct.pack("<HHI", wire.PREAUTH_INTEGRITY_CAPABILITIES, 38, 0) + \
+            struct.pack("<HHH", 1, 32, wire.SHA512) + salt
+        contexts.append(preauth)
+    body = c._negotiate_body(chosen, contexts)
+    if chosen == wire.SMB311:
+        full = rhdr_bytes(rhdr, hdr, body)
+        c.preauth.update(full)
+    return body, None
+
+
+def rhdr_bytes(rhdr: Header, req: Header, body: bytes) -> bytes:
+    """The response as it will be sent (for the preauth hash): same fields as _finish sets."""
+    h = Header(**{k: getattr(rhdr, k) for k in rhdr.__dataclass_fields__})
+    h.flags |= wire.FLAGS_SERVER_TO_REDIR
+    h.message_id = req.message_id
+    h.credit_charge = req.credit_charge
+    h.credits = min(max(req.credits, 1), MAX_CREDITS) or 1
+    return h.pack() + body
+
+
+def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    if not c.dialect:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    _size, flags, secmode, caps, channel, off, length, prev = struct.unpack_from("<HBBIIHHQ", msg, 64)
+    token = msg[off:off + length]
+    s = c.sessions.get(hdr.session_id) if hdr.session_id else None
+    if s is None:
+        if hdr.session_id:
+            raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+        sid = c.next_id
+        c.next_id += 1
+        s = Session(id=sid, preauth=c.preauth.copy())
+        c.sessions[sid] = s
+    elif s.valid:  # re-authentication
+        s.auth = None
+        s.preauth = c.preauth.copy()
+    rhdr.session_id = s.id
+    if c.dialect == wire.SMB311:
+        s.preauth.update(msg)
+    if s.auth is None:
+        s.auth = ntlm.acceptor(c.passdb_path)
+    try:
+        out = s.auth.step(bytes(token)) if token else None
+    except Exception as e:  # wrong password, unknown user, malformed token
+        log.info("authentication failed: %s", e)
+        del c.sessions[s.id]
+        raise SMBError(wire.STATUS_LOGON_FAILURE)
+    out = out or b""
+    session_flags = 0
+    if s.auth.complete:
+        s.user = str(s.auth.client_principal or "")
+        s.valid = True
+        s.signing_key = security.signing_key(s.auth.session_key[:16].ljust(16, b"\0"), c.dialect,
+                                             s.preauth.value if s.preauth else None)
+        s.sign = c.signing_required or bool(c.client_security_mode & wire.SECURITY_SIGNING_REQUIRED)
+        log.info("session %d: user %s authenticated", s.id, s.user)
+        rhdr.status = wire.STATUS_SUCCESS
+    else:
+        rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
+    body = struct.pack("<HHHH", 9, session_flags, 72, len(out)) + out
+    if c.dialect == wire.SMB311 and not s.auth.complete:
+        s.preauth.update(rhdr_bytes(rhdr, hdr, body))
+    return body, None
+
+
+def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    s = c.sessions.pop(hdr.session_id)
+    for t in s.trees.values():
+        if t.vfs:
+            t.vfs.close()
+    return struct.pack("<HH", 4, 0), None
+
+
+def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    _size, flags, off, length = struct.unpack_from("<HHHH", msg, 64)
+    path = wire.from_utf16(msg[off:off + length])
+    name = path.rsplit("\\", 1)[-1].lower()
+    s = c.sessions[hdr.session_id]
+    if name == "ipc$":
+        tree, share_type, access = Tree(None, None), wire.SHARE_TYPE_PIPE, 0x001F01FF
+    else:
+        share = c.shares.get(name)
+        if share is None:
+            raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
+        if s.guest and not share.guest_ok:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        tree = Tree(share, PosixVFS(share.path))
+        share_type = wire.SHARE_TYPE_DISK
+        access = 0x001200A9 if share.read_only else wire.FILE_ALL_ACCESS
+    tid = c.next_id
+    c.next_id += 1
+    s.trees[tid] = tree
+    rhdr.tree_id = tid
+    return struct.pack("<HBBIII", 16, share_type, 0, 0, 0, access), None
+
+
+def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    t = c.sessions[hdr.session_id].trees.pop(hdr.tree_id, None)
+    if t is None:
+        raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
+    if t.vfs:
+        t.vfs.close()
+    return struct.pack("<HH", 4, 0), None
+
+
+def attributes(st: os.stat_result) -> int:
+    a = wire.ATTR_DIRECTORY if stat.S_ISDIR(st.st_mode) else wire.ATTR_ARCHIVE
+    if not st.st_mode & 0o222:
+        a |= wire.ATTR_READONLY
+    return a
+
+
+def times(st: os.stat_result) -> bytes:
+    birth = getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns)
+    return struct.pack("<QQQQ", wire.nt_time(birth), wire.nt_time(st.st_atime_ns),
+                       wire.nt_time(st.st_mtime_ns), wire.nt_time(st.st_ctime_ns))
+
+
+def alloc_size(st: os.stat_result) -> int:
+    return 0 if stat.S_ISDIR(st.st_mode) else st.st_blocks * 512
+
+
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
+     options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
+    tree = c.tree(hdr)
+    if tree.vfs is None:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
+    if len(c.opens) >= c.max_opens:
+        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+    name = wire.from_utf16(msg[name_off:name_off + name_len]) if name_len else ""
+    parts = split_path(name)
+    vfs = tree.vfs
+    wants_write = bool(access & (wire.WRITE_ACCESS | wire.DELETE | wire.FILE_WRITE_ATTRIBUTES)) or \
+        disposition not in (wire.FILE_OPEN,) or options & wire.FILE_DELETE_ON_CLOSE
+    if tree.share.read_only and (wants_write and disposition != wire.FILE_OPEN or
+                                 access & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.DELETE)):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    try:
+        st = vfs.stat(parts)
+        exists = True
+    except FileNotFoundError:
+        st, exists = None, False
+    is_dir = exists and stat.S_ISDIR(st.st_mode)
+    want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
+    if exists and want_dir and not is_dir:
+        raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
+    if exists and options & wire.FILE_NON_DIRECTORY_FILE and is_dir:
+        raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
+    if exists and disposition == wire.FILE_CREATE:
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+        if parts and len(parts) > 1:
+            try:
+                vfs.stat(parts[:-1])
+            except FileNotFoundError:
+                raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    action = wire.FILE_OPENED
+    if not exists:
+        if want_dir:
+            vfs.mkdir(parts)
+            is_dir = True
+        else:
+            fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            os.close(fd)
+        action = wire.FILE_CREATED
+    writable = not tree.share.read_only and bool(access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED))
+    if is_dir:
+        fd = vfs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        try:
+            fd = vfs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+        except PermissionError:
+            fd = vfs.open(parts, os.O_RDONLY)
+        if exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE):
+            os.ftruncate(fd, 0)
+            action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+    st = os.fstat(fd)
+    fid = os.urandom(8) + struct.pack("<Q", c.next_id)
+    c.next_id += 1
+    c.opens[fid] = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
+                        delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE))
+    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
+        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
+    return body, fid
+
+
+def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
+    fid = bytes(msg[72:88])
+    o = c.open_for(fid, related_fid)
+    fid = next(k for k, v in c.opens.items() if v is o)
+    st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
+    del c.opens[fid]
+    c._release(o)
+    if o.delete_on_close:
+        try:
+            c.tree(hdr).vfs.remove(o.parts, o.is_dir)
+        except OSError as e:
+            log.info("delete on close failed: %s", e)
+    if st:
+        body = struct.pack("<HHI", 60, flags, 0) + times(st) + struct.pack(
+            "<QQI", alloc_size(st), 0 if o.is_dir else st.st_size, attributes(st))
+    else:
+        body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
+    return body, fid
+
+
+def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    o = c.open_for(bytes(msg[72:88]), related_fid)
+    os.fsync(o.fd)
+    return struct.pack("<HH", 4, 0), None
+
+
+def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), related_fid)
+    if o.is_dir:
+        raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
+    if length > MAX_IO:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    data = os.pread(o.fd, length, offset)
+    if not data and length:
+        raise SMBError(wire.STATUS_END_OF_FILE)
+    return struct.pack("<HBBIII", 17, 80, 0, len(data), 0, 0) + data, None
+
+
+def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), related_fid)
+    if c.tree(hdr).share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if data_off + length > len(msg) or length > MAX_IO:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    view = memoryview(msg)[data_off:data_off + length]
+    done = 0
+    while done < length:
+        n = os.pwrite(o.fd, view[done:], offset + done)
+        if n == 0:
+            raise SMBError(wire.STATUS_DISK_FULL)
+        done += n
+    flags = struct.unpack_from("<I", msg, 64 + 44)[0]
+    if flags & 0x1:  # WRITEFLAG_WRITE_THROUGH
+        os.fdatasync(o.fd)
+    return struct.pack("<HHIIHH", 17, 0, length, 0, 0, 0), None
+
+
+def _match(pattern: str, name: str) -> bool:
+    if pattern in ("*", "<", "*.*"):
+        return True
+    return fnmatch.fnmatchcase(name.lower(), pattern.lower().replace("<", "*").replace(">", "?").replace('"', "."))
+
+
+def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int) -> bytes:
+    n = wire.utf16(name)
+    common = struct.pack("<II", 0, file_index) + times(st) + struct.pack(
+        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st), attributes(st))
+    if klass == 1:    # FileDirectoryInformation
+        return common + struct.pack("<I", len(n)) + n
+    if klass == 2:    # FileFullDirectoryInformation
+        return common + struct.pack("<II", len(n), 0) + n
+    if klass == 3:    # FileBothDirectoryInformation
+        return common + struct.pack("<IIBB", len(n), 0, 0, 0) + b"\0" * 24 + n
+    if klass == 12:   # FileNamesInformation
+        return struct.pack("<III", 0, file_index, len(n)) + n
+    if klass == 37:   # FileIdBothDirectoryInformation
+        return common + struct.pack("<IIBB", len(n), 0, 0, 0) + b"\0" * 24 + struct.pack("<HQ", 0, st.st_ino) + n
+    if klass == 38:   # FileIdFullDirectoryInformation
+        return common + struct.pack("<IIIQ", len(n), 0, 0, st.st_ino) + n
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, klass, flags, _index = struct.unpack_from("<HBBI", msg, 64)
+    o = c.open_for(bytes(msg[72:88]), related_fid)
+    name_off, name_len, out_len = struct.unpack_from("<HHI", msg, 88)
+    pattern = wire.from_utf16(msg[name_off:name_off + name_len]) or "*"
+    if not o.is_dir:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
+        st = os.fstat(o.fd)
+        entries = [(".", st), ("..", st)] + sorted(PosixVFS.listdir(o.fd))
+        o.dir_entries = [(n, s) for n, s in entries if _match(pattern, n)]
+        o.dir_pos = 0
+        if not o.dir_entries:
+            raise SMBError(wire.STATUS_NO_SUCH_FILE)
+    out = bytearray()
+    last = None
+    while o.dir_pos < len(o.dir_entries):
+        name, st = o.dir_entries[o.dir_pos]
+        entry = dir_entry(klass, name, st, o.dir_pos)
+        start = wire.pad8(len(out))
+        if start + len(entry) > out_len:
+            if last is None:
+                raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH if not out else wire.STATUS_BUFFER_OVERFLOW)
+            break
+        out += b"\0" * (start - len(out))
+        if last is not None:
+            struct.pack_into("<I", out, last, start - last)
+        last = start
+        out += entry
+        o.dir_pos += 1
+        if flags & 0x2:  # RETURN_SINGLE_ENTRY
+            break
+    if last is None:
+        raise SMBError(wire.STATUS_NO_MORE_FILES)
+    return struct.pack("<HHI", 9, 72, len(out)) + bytes(out), None
+
+
+def file_info(c: Connection, o: Open, klass: int) -> bytes:
+    st = os.fstat(o.fd)
+    size = 0 if o.is_dir else st.st_size
+    basic = times(st) + struct.pack("<II", attributes(st), 0)
+    standard = struct.pack("<QQIBBH", alloc_size(st), size, st.st_nlink, int(o.delete_on_close), int(o.is_dir), 0)
+    if klass == 4:
+        return basic
+    if klass == 5:
+        return standard
+    if klass == 6:
+        return struct.pack("<Q", st.st_ino)
+    if klass == 7:
+        return struct.pack("<I", 0)
+    if klass == 8:
+        return struct.pack("<I", o.access)
+    if klass == 14:
+        return struct.pack("<Q", 0)
+    if klass == 16:
+        return struct.pack("<I", 0)
+    if klass == 17:
+        return struct.pack("<I", 0)
+    if klass == 18:  # FileAllInformation
+        name = wire.utf16("\\" + "\\".join(o.parts))
+        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, 0, 0, 0) +
+                struct.pack("<I", len(name)) + name)
+    if klass == 21:  # FileAlternateNameInformation: no 8.3 short names here
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if klass == 22:  # FileStreamInformation
+        if o.is_dir:
+            return b""
+        n = wire.utf16("::$DATA")
+        return struct.pack("<IIQQ", 0, len(n), size, alloc_size(st)) + n
+    if klass == 28:  # FileCompressionInformation
+        return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
+    if klass == 34:  # FileNetworkOpenInformation
+        return times(st) + struct.pack("<QQII", alloc_size(st), size, attributes(st), 0)
+    if klass == 35:  # FileAttributeTagInformation
+        return struct.pack("<II", attributes(st), 0)
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
+    sv = vfs.statvfs()
+    unit = sv.f_frsize or 4096
+    if klass == 1:   # FileFsVolumeInformation
+        label = wire.utf16("smbring")
+        return struct.pack("<QIIBB", 0, 0x534D4252, len(label), 0, 0) + label
+    if klass == 3:   # FileFsSizeInformation
+        return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
+    if klass == 4:   # FileFsDeviceInformation
+        return struct.pack("<II", 7, 0)
+    if klass == 5:   # FileFsAttributeInformation
+        name = wire.utf16("NTFS")
+        return struct.pack("<III", 0x3 | 0x40000, 255, len(name)) + name
+    if klass == 7:   # FileFsFullSizeInformation
+        return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
+    if klass == 11:  # FileFsSectorSizeInformation
+        return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3, 0, 0, 0)[:28]
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+def security_descriptor(st: os.stat_result) -> bytes:
+    """A self-relative descriptor: owner and group from the file's uid/gid (Samba's
+    S-1-22-1/2 Unix SID mapping), a DACL granting Everyone what the mode bits allow."""
+    def sid(authority: int, *subs: int) -> bytes:
+        return struct.pack("<BB", 1, len(subs)) + authority.to_bytes(6, "big") + struct.pack(f"<{len(subs)}I", *subs)
+    owner, group, everyone = sid(22, 1, st.st_uid), sid(22, 2, st.st_gid), sid(1, 0)
+    mask = 0x001200A9 | (0x00130116 if st.st_mode & 0o002 or st.st_mode & 0o200 else 0)
+    ace = struct.pack("<BBHI", 0, 0, 8 + len(everyone), mask) + everyone
+    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
+    off_owner = 20
+    off_group = off_owner + len(owner)
+    off_dacl = off_group + len(group)
+    head = struct.pack("<BBHIIII", 1, 0, 0x8004, off_owner, off_group, 0, off_dacl)
+    return head + owner + group + dacl
+
+
+def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
+    o = c.open_for(bytes(msg[88:104]), related_fid)
+    tree = c.tree(hdr)
+    if info_type == wire.INFO_FILE:
+        data = file_info(c, o, klass)
+    elif info_type == wire.INFO_FILESYSTEM:
+        data = fs_info(c, o, tree.vfs, klass)
+    elif info_type == wire.INFO_SECURITY:
+        data = security_descriptor(os.fstat(o.fd))
+    else:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if len(data) > out_len:
+        if info_type == wire.INFO_SECURITY:
+            rhdr.status = 0xC0000023  # STATUS_BUFFER_TOO_SMALL with the size needed
+            return struct.pack("<HBBI", 9, 0, 0, 4) + struct.pack("<I", len(data)), None
+        rhdr.status = wire.STATUS_BUFFER_OVERFLOW
+        data = data[:out_len]
+    return struct.pack("<HHI", 9, 72, len(data)) + data, None
+
+
+def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), related_fid)
+    tree = c.tree(hdr)
+    if tree.share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    buf = msg[off:off + length]
+    if info_type != wire.INFO_FILE:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if klass == 4:  # Basic: times (0 = leave, -1 = don't change)
+        _c, atime, mtime, _ch, _attrs = struct.unpack_from("<QQQQI", buf, 0)
+        if atime or mtime:
+            st = os.fstat(o.fd)
+            a = wire.unix_ns(atime) if atime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_atime_ns
+            m = wire.unix_ns(mtime) if mtime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_mtime_ns
+            os.utime(o.fd, ns=(a, m))
+    elif klass == 10:  # Rename
+        replace = buf[0]
+        name_len = struct.unpack_from("<I", buf, 16)[0]
+        new_name = wire.from_utf16(buf[20:20 + name_len])
+        new_parts = split_path(new_name)
+        try:
+            tree.vfs.rename(o.parts, new_parts, bool(replace))
+        except FileExistsError:
+            raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        o.parts = new_parts
+    elif klass == 13:  # Disposition
+        if buf[0] and o.is_dir and PosixVFS.listdir(o.fd):
+            raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
+        o.delete_on_close = bool(buf[0])
+    elif klass == 20:  # EndOfFile
+        os.ftruncate(o.fd, struct.unpack_from("<Q", buf, 0)[0])
+    elif klass in (19, 14):  # Allocation, Position: nothing to keep
+        pass
+    else:
+        raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+    return struct.pack("<H", 2), None
+
+
+def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    return struct.pack("<HH", 4, 0), None
+
+
+FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+FSCTL_DFS_GET_REFERRALS = 0x00060194
+
+
+def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
+    fid = bytes(msg[72:88])
+    if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
+        secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if c.signing_required else 0)
+        caps = wire.CAP_LARGE_MTU if c.dialect >= wire.SMB210 else 0
+        out = struct.pack("<I16sHH", caps, c.server_guid, secmode, c.dialect)
+        return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None
+    if ctl == FSCTL_DFS_GET_REFERRALS:
+        raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
+    raise SMBError(wire.STATUS_NOT_SUPPORTED)
+
+
+HANDLERS = {
+    wire.NEGOTIATE: h_negotiate, wire.SESSION_SETUP: h_session_setup, wire.LOGOFF: h_logoff,
+    wire.TREE_CONNECT: h_tree_connect, wire.TREE_DISCONNECT: h_tree_disconnect,
+    wire.CREATE: h_create, wire.CLOSE: h_close, wire.FLUSH: h_flush, wire.READ: h_read,
+    wire.WRITE: h_write, wire.QUERY_DIRECTORY: h_query_directory, wire.QUERY_INFO: h_query_info,
+    wire.SET_INFO: h_set_info, wire.ECHO: h_echo, wire.IOCTL: h_ioctl,
+}

@@ -1,0 +1,189 @@
+"""SMB2 wire format: constants, the 64-byte header, and helpers to pack bodies.
+
+Only layouts live here (MS-SMB2 section 2.2); no state and no I/O.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+PROTOCOL_ID = b"\xfeSMB"
+TRANSFORM_ID = b"\xfdSMB"
+HEADER_SIZE = 64
+
+# dialects
+SMB202, SMB210, SMB300, SMB302, SMB311 = 0x0202, 0x0210, 0x0300, 0x0302, 0x0311
+DIALECTS = (SMB311, SMB302, SMB300, SMB210, SMB202)
+WILDCARD_DIALECT = 0x02FF
+
+# commands
+(NEGOTIATE, SESSION_SETUP, LOGOFF, TREE_CONNECT, TREE_DISCONNECT, CREATE, CLOSE, FLUSH, READ,
+ WRITE, LOCK, IOCTL, CANCEL, ECHO, QUERY_DIRECTORY, CHANGE_NOTIFY, QUERY_INFO, SET_INFO,
+ OPLOCK_BREAK) = range(19)
+
+# header flags
+FLAGS_SERVER_TO_REDIR = 0x1
+FLAGS_ASYNC = 0x2
+FLAGS_RELATED = 0x4
+FLAGS_SIGNED = 0x8
+FLAGS_DFS = 0x10000000
+
+# NTSTATUS
+STATUS_SUCCESS = 0x00000000
+STATUS_PENDING = 0x00000103
+STATUS_NO_MORE_FILES = 0x80000006
+STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016
+STATUS_INVALID_PARAMETER = 0xC000000D
+STATUS_NO_SUCH_FILE = 0xC000000F
+STATUS_END_OF_FILE = 0xC0000011
+STATUS_ACCESS_DENIED = 0xC0000022
+STATUS_OBJECT_NAME_INVALID = 0xC0000033
+STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
+STATUS_OBJECT_NAME_COLLISION = 0xC0000035
+STATUS_OBJECT_PATH_NOT_FOUND = 0xC000003A
+STATUS_SHARING_VIOLATION = 0xC0000043
+STATUS_DELETE_PENDING = 0xC0000056
+STATUS_LOGON_FAILURE = 0xC000006D
+STATUS_DISK_FULL = 0xC000007F
+STATUS_INSUFFICIENT_RESOURCES = 0xC000009A
+STATUS_FILE_IS_A_DIRECTORY = 0xC00000BA
+STATUS_NOT_SUPPORTED = 0xC00000BB
+STATUS_BAD_NETWORK_NAME = 0xC00000CC
+STATUS_INVALID_INFO_CLASS = 0xC0000003
+STATUS_INFO_LENGTH_MISMATCH = 0xC0000004
+STATUS_BUFFER_OVERFLOW = 0x80000005
+STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
+STATUS_NOT_A_DIRECTORY = 0xC0000103
+STATUS_CANCELLED = 0xC0000120
+STATUS_FILE_CLOSED = 0xC0000128
+STATUS_INVALID_DEVICE_REQUEST = 0xC0000010
+STATUS_USER_SESSION_DELETED = 0xC0000203
+STATUS_NETWORK_NAME_DELETED = 0xC00000C9
+STATUS_MEDIA_WRITE_PROTECTED = 0xC00000A2
+STATUS_REQUEST_NOT_ACCEPTED = 0xC00000D0
+STATUS_NOT_IMPLEMENTED = 0xC0000002
+STATUS_INVALID_HANDLE = 0xC0000008
+STATUS_FS_DRIVER_REQUIRED = 0xC000019C
+STATUS_FILE_NOT_AVAILABLE = 0xC0000467
+STATUS_OBJECT_PATH_SYNTAX_BAD = 0xC000003B
+
+# negotiate
+SECURITY_SIGNING_ENABLED = 0x1
+SECURITY_SIGNING_REQUIRED = 0x2
+CAP_DFS, CAP_LEASING, CAP_LARGE_MTU, CAP_MULTI_CHANNEL = 0x1, 0x2, 0x4, 0x8
+CAP_PERSISTENT_HANDLES, CAP_DIRECTORY_LEASING, CAP_ENCRYPTION = 0x10, 0x20, 0x40
+PREAUTH_INTEGRITY_CAPABILITIES = 0x1
+ENCRYPTION_CAPABILITIES = 0x2
+SIGNING_CAPABILITIES = 0x8
+SHA512 = 0x1
+
+# session flags
+SESSION_FLAG_IS_GUEST = 0x1
+SESSION_FLAG_IS_NULL = 0x2
+SESSION_FLAG_ENCRYPT_DATA = 0x4
+
+# tree connect
+SHARE_TYPE_DISK, SHARE_TYPE_PIPE = 0x1, 0x2
+
+# create
+FILE_SUPERSEDE, FILE_OPEN, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE, FILE_OVERWRITE_IF = range(6)
+FILE_DIRECTORY_FILE = 0x1
+FILE_WRITE_THROUGH = 0x2
+FILE_NON_DIRECTORY_FILE = 0x40
+FILE_DELETE_ON_CLOSE = 0x1000
+FILE_SUPERSEDED, FILE_OPENED, FILE_CREATED, FILE_OVERWRITTEN = 0, 1, 2, 3
+
+# access mask bits that imply writing
+FILE_READ_DATA = 0x1
+FILE_WRITE_DATA = 0x2
+FILE_APPEND_DATA = 0x4
+FILE_WRITE_EA = 0x10
+FILE_WRITE_ATTRIBUTES = 0x100
+DELETE = 0x10000
+GENERIC_ALL = 0x10000000
+GENERIC_WRITE = 0x40000000
+MAXIMUM_ALLOWED = 0x02000000
+WRITE_ACCESS = FILE_WRITE_DATA | FILE_APPEND_DATA | GENERIC_WRITE | GENERIC_ALL
+FILE_ALL_ACCESS = 0x001F01FF
+
+# file attributes
+ATTR_READONLY = 0x1
+ATTR_HIDDEN = 0x2
+ATTR_DIRECTORY = 0x10
+ATTR_ARCHIVE = 0x20
+ATTR_NORMAL = 0x80
+
+# close
+CLOSE_FLAG_POSTQUERY_ATTRIB = 0x1
+
+# info types and classes
+INFO_FILE, INFO_FILESYSTEM, INFO_SECURITY, INFO_QUOTA = 1, 2, 3, 4
+
+_HEADER = struct.Struct("<4sHHIHHIIQQQ16s")
+
+
+@dataclass
+class Header:
+    command: int
+    status: int = 0
+    flags: int = 0
+    credit_charge: int = 0
+    credits: int = 0
+    next_command: int = 0
+    message_id: int = 0
+    tree_id: int = 0
+    session_id: int = 0
+    async_id: int = 0
+    signature: bytes = b"\0" * 16
+
+    @classmethod
+    def parse(cls, buf) -> "Header":
+        if len(buf) < HEADER_SIZE:
+            raise ValueError("short SMB2 header")
+        (proto, size, credit_charge, status, command, credits, flags, next_command, message_id,
+         word, session_id, signature) = _HEADER.unpack_from(buf, 0)
+        if proto != PROTOCOL_ID or size != HEADER_SIZE:
+            raise ValueError("not an SMB2 header")
+        h = cls(command=command, status=status, flags=flags, credit_charge=credit_charge,
+                credits=credits, next_command=next_command, message_id=message_id,
+                session_id=session_id, signature=bytes(signature))
+        if flags & FLAGS_ASYNC:
+            h.async_id = word
+        else:
+            h.tree_id = word >> 32  # Reserved (ProcessId) in the low half
+        return h
+
+    def pack(self) -> bytes:
+        if self.flags & FLAGS_ASYNC:
+            word = self.async_id
+        else:
+            word = self.tree_id << 32  # Reserved (process id) then TreeId, little endian
+        return _HEADER.pack(PROTOCOL_ID, HEADER_SIZE, self.credit_charge, self.status,
+                            self.command, self.credits, self.flags, self.next_command,
+                            self.message_id, word, self.session_id, self.signature)
+
+
+def utf16(s: str) -> bytes:
+    return s.encode("utf-16-le")
+
+
+def from_utf16(b) -> str:
+    return bytes(b).decode("utf-16-le", errors="strict")
+
+
+def nt_time(ns: int) -> int:
+    """Unix time in ns -> Windows FILETIME (100 ns ticks since 1601)."""
+    return ns // 100 + 116444736000000000
+
+
+def unix_ns(filetime: int) -> int:
+    return (filetime - 116444736000000000) * 100
+
+
+def error_body() -> bytes:
+    """The ERROR response body (StructureSize 9, no error data)."""
+    return struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
+
+
+def pad8(n: int) -> int:
+    return (n + 7) & ~7

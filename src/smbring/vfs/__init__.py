@@ -1,0 +1,1 @@
+"""VFS modules: how a share's files are reached (``posix``: plain syscalls beneath the root)."""

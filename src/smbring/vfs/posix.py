@@ -1,0 +1,123 @@
+"""The posix VFS module: a share's files through plain syscalls, every path resolved beneath
+the share root with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so ``..``, absolute
+paths and symlinks leading out of the share cannot escape it, whatever the client sends."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
+
+BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
+RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
+BAD_CHARS = set('"*/:<>?|') | {chr(c) for c in range(32)}
+
+
+class PathError(Exception):
+    """A client path that names nothing we may serve; `kind` picks the status."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind  # "invalid" | "syntax"
+
+
+def split_path(name: str) -> list[str]:
+    """SMB path (backslashes, relative to the share) -> checked components."""
+    if "\0" in name:
+        raise PathError("invalid")
+    name = name.strip("\\")
+    if not name:
+        return []
+    parts = name.split("\\")
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise PathError("syntax")
+        if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
+            raise PathError("invalid")
+        if p.split(".")[0].upper() in RESERVED:
+            raise PathError("invalid")
+    return parts
+
+
+class PosixVFS:
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    def rel(self, parts: list[str]) -> str:
+        return "/".join(parts) if parts else "."
+
+    def open(self, parts: list[str], flags: int, mode: int = 0o644) -> int:
+        return openat2(self.root_fd, self.rel(parts), flags, mode, BENEATH)
+
+    def parent(self, parts: list[str]) -> tuple[int, str]:
+        """An O_PATH fd of the parent directory (beneath the root) and the last component."""
+        fd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, BENEATH)
+        return fd, parts[-1]
+
+    def stat(self, parts: list[str]) -> os.stat_result:
+        fd = self.open(parts, os.O_PATH)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, parts: list[str]) -> None:
+        fd, name = self.parent(parts)
+        try:
+            os.mkdir(name, 0o755, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, parts: list[str], is_dir: bool) -> None:
+        fd, name = self.parent(parts)
+        try:
+            if is_dir:
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def rename(self, old: list[str], new: list[str], replace: bool) -> None:
+        ofd, oname = self.parent(old)
+        nfd, nname = self.parent(new)
+        try:
+            if not replace:
+                try:
+                    os.stat(nname, dir_fd=nfd, follow_symlinks=False)
+                    raise FileExistsError(errno.EEXIST, "exists")
+                except FileNotFoundError:
+                    pass
+            os.rename(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd)
+        finally:
+            os.close(ofd)
+            os.close(nfd)
+
+    @staticmethod
+    def listdir(fd: int) -> list[tuple[str, os.stat_result]]:
+        out = []
+        dup = os.dup(fd)
+        try:
+            with os.scandir(dup) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISLNK(st.st_mode):
+                        try:
+                            st = os.stat(entry.name, dir_fd=fd)  # shown as its target if that is inside
+                        except OSError:
+                            continue
+                    out.append((entry.name, st))
+        finally:
+            os.close(dup)
+        return out
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.root_fd)
