@@ -198,3 +198,16 @@ def test_punting_file_systems_are_detected(tmp_path):
     with open("/proc/self/mountinfo") as f:
         tmp_is_tmpfs = any(line.split()[4] == "/tmp" and " - tmpfs " in line for line in f)
     assert on_tmp is tmp_is_tmpfs
+
+
+def test_openat2_directory_with_mode_argument(ring, complete, tmp_path):
+    """O_DIRECTORY shares a bit with O_TMPFILE: a mode must not be passed on for it."""
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = uring.openat2(d, ".", os.O_RDONLY | os.O_DIRECTORY, 0o644, uring.RESOLVE_BENEATH)
+        os.close(fd)
+        req = complete(ring.openat2(d, ".", os.O_RDONLY | os.O_DIRECTORY, 0o644, uring.RESOLVE_BENEATH))
+        assert req.res >= 0
+        os.close(req.res)
+    finally:
+        os.close(d)

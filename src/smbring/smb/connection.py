@@ -136,7 +136,10 @@ class Connection:
         last_fid = None
         last_ids = (0, 0)
         while True:
-            hdr = Header.parse(frame[offset:offset + 64])
+            try:
+                hdr = Header.parse(frame[offset:offset + 64])
+            except (ValueError, struct.error) as e:
+                raise ConnectionError(f"malformed SMB2 header: {e}") from None
             end = offset + hdr.next_command if hdr.next_command else len(frame)
             if end > len(frame) or end < offset + 64:
                 raise ConnectionError("bad NextCommand")
@@ -640,8 +643,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         name = wire.utf16("\\" + "\\".join(o.parts))
         return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, 0, 0, 0) +
                 struct.pack("<I", len(name)) + name)
-    if klass == 21:  # FileAlternateNameInformation: no 8.3 short names here
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if klass == 21:  # FileAlternateNameInformation: no 8.3 short names (what Samba answers)
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if klass == 22:  # FileStreamInformation
         if o.is_dir:
             return b""

@@ -1,0 +1,42 @@
+"""The smbprotocol client over SMB 3.1.1 with signing required."""
+import pytest
+
+smbclient = pytest.importorskip("smbclient")  # the smbprotocol package's high-level API
+
+from conftest import PASSWORD, USER  # noqa: E402
+
+
+@pytest.fixture
+def unc(server):
+    smbclient.register_session("127.0.0.1", username=USER, password=PASSWORD, port=server["port"],
+                               require_signing=True)
+    yield r"\\127.0.0.1\share", server["port"]
+    smbclient.reset_connection_cache()
+
+
+def test_files_seek_partial_io_stat_rename_remove(unc, server):
+    root, port = unc
+    path = root + r"\data.bin"
+    with smbclient.open_file(path, mode="wb", port=port) as f:
+        f.write(b"0123456789" * 10000)
+    with smbclient.open_file(path, mode="r+b", port=port) as f:
+        f.seek(5)
+        assert f.read(7) == b"5678901"
+        f.seek(99990)
+        f.write(b"ABCDEFGHIJKLMNOP")
+    assert (server["share"] / "data.bin").read_bytes()[99990:] == b"ABCDEFGHIJKLMNOP"
+    assert smbclient.stat(path, port=port).st_size == 100006
+    smbclient.mkdir(root + r"\sub", port=port)
+    smbclient.rename(path, root + r"\sub\renamed.bin", port=port)
+    assert sorted(smbclient.listdir(root, port=port)) == ["sub"]
+    assert smbclient.listdir(root + r"\sub", port=port) == ["renamed.bin"]
+    smbclient.remove(root + r"\sub\renamed.bin", port=port)
+    smbclient.rmdir(root + r"\sub", port=port)
+    assert smbclient.listdir(root, port=port) == []
+    with pytest.raises(OSError):
+        smbclient.stat(root + r"\missing", port=port)
+
+
+def test_bad_password(server):
+    with pytest.raises(Exception, match="LOGON_FAILURE|logon"):
+        smbclient.register_session("127.0.0.1", username=USER, password="nope", port=server["port"])
