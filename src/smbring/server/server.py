@@ -1,67 +1,139 @@
 """The asyncio SMB server: one task per connection, NetBIOS session framing, bounded frames.
 
-Frames are read with ``asyncio`` streams and handed to a :class:`Connection`; responses are
-written back in order. Malformed framing or a protocol violation closes the connection; an
-error inside a command becomes an NTSTATUS (see ``smb.connection``).
+Socket I/O goes through the io_uring engine's asyncio glue (``smbring.uring.aio``) and the
+data paths of ``smbring.datapath``: requests are received with the ring, responses are sent as
+send descriptors, so a READ's data can travel file -> socket without Python copying it. Where
+io_uring is unavailable, the same loop runs on plain asyncio sockets.
+
+Malformed framing or a protocol violation closes the connection; an error inside a command
+becomes an NTSTATUS (see ``smb.connection``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 
+from smbring.datapath import FileRange, Receiver, Sender
 from smbring.smb.connection import MAX_IO, Connection, Share
 
 log = logging.getLogger("smbring.server")
 MAX_FRAME = MAX_IO + 65536
 
 
+class RingTransport:
+    """Receives and sends on one socket through the engine."""
+
+    def __init__(self, aring, sock: socket.socket, read_path: str):
+        self.rx = Receiver(aring, sock)
+        self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO)
+
+    async def recv_exact(self, n: int) -> bytes:
+        buf = bytearray(n)
+        await self.rx.recv_exact(memoryview(buf))
+        return bytes(buf)
+
+    async def send(self, desc) -> None:
+        await self.tx.send(desc)
+
+    def close(self) -> None:
+        self.rx.close()
+        self.tx.close()
+
+
+class PlainTransport:
+    """The fallback: asyncio's own socket calls, file data read into memory."""
+
+    def __init__(self, sock: socket.socket):
+        self.loop = asyncio.get_running_loop()
+        self.sock = sock
+
+    async def recv_exact(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = await self.loop.sock_recv_into(self.sock, view[got:])
+            if not k:
+                raise ConnectionResetError("peer closed")
+            got += k
+        return bytes(buf)
+
+    async def send(self, desc) -> None:
+        data = bytes(desc.header)
+        if isinstance(desc.payload, FileRange):
+            r = desc.payload
+            data += os.pread(r.fd, r.length, r.offset).ljust(r.length, b"\0")
+        elif desc.payload is not None:
+            data += bytes(desc.payload)
+        await self.loop.sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        pass
+
+
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
-                 signing_required: bool = False):
+                 signing_required: bool = False, read_path: str = "auto", use_uring: bool = True):
         self.shares = shares
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
         self.signing_required = signing_required
+        self.read_path = read_path
+        self.use_uring = use_uring
         self.connections = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
+    def _transport(self, sock: socket.socket):
+        if self.use_uring:
+            try:
+                from smbring.uring import aio
+
+                return RingTransport(aio.get_ring(), sock, self.read_path)
+            except (ImportError, OSError) as e:
+                log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
+                self.use_uring = False
+        return PlainTransport(sock)
+
+    async def handle(self, sock: socket.socket, peer) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self.shares, passdb_path=self.passdb_path, allow_guest=self.allow_guest,
                           signing_required=self.signing_required)
+        transport = self._transport(sock)
         self.connections += 1
         log.info("connection from %s", peer)
         try:
             while True:
-                head = await reader.readexactly(4)
+                head = await transport.recv_exact(4)
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
                 if size < 64 or size > MAX_FRAME:
                     raise ConnectionError(f"frame of {size} bytes refused")
-                frame = await reader.readexactly(size)
-                for out in conn.handle_frame(frame):
-                    writer.write(len(out).to_bytes(4, "big") + out)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
+                frame = await transport.recv_exact(size)
+                for desc in conn.handle_frame(frame):
+                    await transport.send(desc)
+        except (ConnectionError, OSError) as e:
             log.info("connection from %s closed: %s", peer, e or "eof")
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
             conn.close_all()
+            transport.close()
             self.connections -= 1
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+            sock.close()
 
     async def serve(self, host: str, port: int) -> None:
-        srv = await asyncio.start_server(self.handle, host, port, reuse_address=True,
-                                         limit=MAX_FRAME)
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
+        listener.setblocking(False)
         log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
-        async with srv:
-            await srv.serve_forever()
+        tasks = set()
+        try:
+            while True:
+                sock, peer = await loop.sock_accept(listener)
+                task = asyncio.ensure_future(self.handle(sock, peer))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            listener.close()

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from smbring.datapath import FileRange, SendDescriptor
 from smbring.smb import ntlm, security, wire
 from smbring.smb.wire import Header
 from smbring.vfs.posix import PathError, PosixVFS, split_path
@@ -41,6 +42,19 @@ def _der(tag: int, body: bytes) -> bytes:
 
 SPNEGO_INIT = _der(0x60, bytes.fromhex("06062b0601050502") +
                    _der(0xA0, _der(0x30, _der(0xA0, _der(0x30, NTLMSSP_OID)))))
+
+
+@dataclass
+class FilePayload:
+    """A READ response body whose data is still in the file: the I/O layer moves it (copy,
+    splice or zero-copy) unless the response must be signed, when it is read into memory."""
+
+    prefix: bytes
+    range: FileRange
+
+    def materialize(self) -> bytes:
+        data = os.pread(self.range.fd, self.range.length, self.range.offset)
+        return self.prefix + data.ljust(self.range.length, b"\0")
 
 
 class SMBError(Exception):
@@ -124,13 +138,14 @@ class Connection:
         self.max_opens = 4096
 
     # -- framing -------------------------------------------------------------------------
-    def handle_frame(self, frame: bytes) -> list[bytes]:
-        """One message or compound chain in, the frames to send back out (maybe none)."""
+    def handle_frame(self, frame: bytes) -> list[SendDescriptor]:
+        """One message or compound chain in; the responses to send, each with its NetBIOS
+        length prefix, as send descriptors (a lone unsigned READ keeps its data in the file)."""
         if frame[:4] == b"\xffSMB":
-            return [self._smb1_negotiate(frame)]
+            return [self._frame(self._smb1_negotiate(frame))]
         if frame[:4] != wire.PROTOCOL_ID:
             raise ConnectionError("not SMB2")
-        out: list[bytearray] = []
+        out: list[tuple[Header, Header, object]] = []
         signed_requests: list[bool] = []
         offset = 0
         last_fid = None
@@ -154,7 +169,7 @@ class Connection:
             if resp is not None:
                 rhdr, body, fid = resp
                 last_fid = fid if fid is not None else last_fid
-                out.append(self._finish(hdr, rhdr, body))
+                out.append((hdr, rhdr, body))
                 signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
             last_ids = (hdr.session_id, hdr.tree_id)
             if not hdr.next_command:
@@ -162,16 +177,31 @@ class Connection:
             offset = end
         if not out:
             return []
+        if len(out) == 1 and isinstance(out[0][2], FilePayload):
+            req, rhdr, payload = out[0]
+            if not self._must_sign(rhdr, signed_requests[0]):
+                head = self._finish(req, rhdr, payload.prefix)
+                size = len(head) + payload.range.length
+                return [SendDescriptor(size.to_bytes(4, "big") + bytes(head), payload.range)]
         # a compound response is 8-byte aligned and chained by NextCommand; each part is
         # signed on its own, after the chaining fields are final
         chained = bytearray()
-        for i, part in enumerate(out):
+        for i, (req, rhdr, body) in enumerate(out):
+            if isinstance(body, FilePayload):
+                body = body.materialize()
+            part = self._finish(req, rhdr, body)
             if i < len(out) - 1:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))
                 struct.pack_into("<I", part, 20, len(part))
-            self._sign_if_needed(part, signed_requests[i])
+            if self._must_sign(rhdr, signed_requests[i]):
+                security.apply_signature(security.algorithm_for(self.dialect),
+                                         self.sessions[rhdr.session_id].signing_key, part)
             chained += part
-        return [bytes(chained)]
+        return [self._frame(bytes(chained))]
+
+    @staticmethod
+    def _frame(message: bytes) -> SendDescriptor:
+        return SendDescriptor(len(message).to_bytes(4, "big") + message)
 
     def _finish(self, req: Header, rhdr: Header, body: bytes) -> bytearray:
         rhdr.flags |= wire.FLAGS_SERVER_TO_REDIR | (req.flags & wire.FLAGS_RELATED)
@@ -180,18 +210,14 @@ class Connection:
         rhdr.credits = min(max(req.credits, 1), MAX_CREDITS)
         return bytearray(rhdr.pack()) + body
 
-    def _sign_if_needed(self, msg: bytearray, request_signed: bool) -> None:
-        """Signs a response when its session signs everything, when the request was signed
-        (MS-SMB2 3.3.4.1.1), and always for the final SESSION_SETUP of SMB 3.x."""
-        sid = struct.unpack_from("<Q", msg, 40)[0]
-        command = struct.unpack_from("<H", msg, 12)[0]
-        status = struct.unpack_from("<I", msg, 8)[0]
-        s = self.sessions.get(sid)
+    def _must_sign(self, rhdr: Header, request_signed: bool) -> bool:
+        """Responses are signed when their session signs everything, when the request was
+        signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
+        s = self.sessions.get(rhdr.session_id)
         if not s or not s.signing_key or s.guest:
-            return
-        final_setup = command == wire.SESSION_SETUP and status == wire.STATUS_SUCCESS
-        if s.sign or request_signed or final_setup and self.dialect >= wire.SMB300:
-            security.apply_signature(security.algorithm_for(self.dialect), s.signing_key, msg)
+            return False
+        final_setup = rhdr.command == wire.SESSION_SETUP and rhdr.status == wire.STATUS_SUCCESS
+        return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
     # -- dispatch ------------------------------------------------------------------------
     def _one(self, hdr: Header, msg: bytes, related_fid):
@@ -530,10 +556,11 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     if length > MAX_IO:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    data = os.pread(o.fd, length, offset)
-    if not data and length:
+    available = max(0, min(length, os.fstat(o.fd).st_size - offset))
+    if not available and length:
         raise SMBError(wire.STATUS_END_OF_FILE)
-    return struct.pack("<HBBIII", 17, 80, 0, len(data), 0, 0) + data, None
+    prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
+    return FilePayload(prefix, FileRange(o.fd, offset, available)), None
 
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
