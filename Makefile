@@ -40,8 +40,7 @@ test-asan: $(STAMP)
 	status=$$?; rm -rf build && $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 serve: build
-	mkdir -p $(SHARE)
-	$(BIN)/smbring serve $(SHARE) --listen $(LISTEN) $(SERVE_ARGS)
+	SHARE="$(SHARE)" LISTEN="$(LISTEN)" SERVE_ARGS="$(SERVE_ARGS)" bash scripts/serve.sh
 
 bench: build
 	$(BIN)/smbring bench ops

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# make serve: share $SHARE on $LISTEN. On first use, when the password file has no user,
+# create one with a random password and say so (only its NT hash is stored).
+set -euo pipefail
+BIN=.venv/bin
+mkdir -p "$SHARE"
+if [ -z "$($BIN/smbring user list 2>/dev/null)" ]; then
+    pw=$($BIN/python -c 'import secrets; print(secrets.token_urlsafe(12))')
+    printf '%s\n' "$pw" | $BIN/smbring user add smbring --password-stdin >/dev/null
+    echo "created user 'smbring' with password '$pw' (change it: .venv/bin/smbring user add smbring)"
+fi
+host=${LISTEN%:*}; port=${LISTEN##*:}
+echo "try: smbclient //$host/share -p $port -U smbring -c ls"
+exec $BIN/smbring serve "$SHARE" --share share --listen "$LISTEN" $SERVE_ARGS
