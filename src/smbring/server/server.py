@@ -29,10 +29,11 @@ class RingTransport:
         self.rx = Receiver(aring, sock)
         self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO)
 
-    async def recv_exact(self, n: int) -> bytes:
+    async def recv_exact(self, n: int) -> memoryview:
         buf = bytearray(n)
-        await self.rx.recv_exact(memoryview(buf))
-        return bytes(buf)
+        view = memoryview(buf)
+        await self.rx.recv_exact(view)
+        return view
 
     async def send(self, desc) -> None:
         await self.tx.send(desc)
@@ -49,7 +50,7 @@ class PlainTransport:
         self.loop = asyncio.get_running_loop()
         self.sock = sock
 
-    async def recv_exact(self, n: int) -> bytes:
+    async def recv_exact(self, n: int) -> memoryview:
         buf = bytearray(n)
         view, got = memoryview(buf), 0
         while got < n:
@@ -57,7 +58,7 @@ class PlainTransport:
             if not k:
                 raise ConnectionResetError("peer closed")
             got += k
-        return bytes(buf)
+        return view
 
     async def send(self, desc) -> None:
         data = bytes(desc.header)
@@ -110,7 +111,7 @@ class Server:
                 size = int.from_bytes(head[1:], "big")
                 if size < 64 or size > MAX_FRAME:
                     raise ConnectionError(f"frame of {size} bytes refused")
-                frame = await transport.recv_exact(size)
+                frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
                 for desc in conn.handle_frame(frame):
                     await transport.send(desc)
         except (ConnectionError, OSError) as e:

@@ -142,7 +142,7 @@ class Connection:
         """One message or compound chain in; the responses to send, each with its NetBIOS
         length prefix, as send descriptors (a lone unsigned READ keeps its data in the file)."""
         if frame[:4] == b"\xffSMB":
-            return [self._frame(self._smb1_negotiate(frame))]
+            return [self._frame(self._smb1_negotiate(bytes(frame)))]
         if frame[:4] != wire.PROTOCOL_ID:
             raise ConnectionError("not SMB2")
         out: list[tuple[Header, Header, object]] = []
