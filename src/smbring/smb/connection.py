@@ -25,7 +25,7 @@ from smbring.vfs.posix import PathError, PosixVFS, split_path
 log = logging.getLogger("smbring.smb")
 
 MAX_IO = 8 << 20
-MAX_CREDITS = 512
+MAX_CREDITS = 8192
 ROOT_UUID = uuid.uuid4().bytes
 FID_ANY = b"\xff" * 16
 
@@ -701,6 +701,10 @@ def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
         return struct.pack("<III", 0x3 | 0x40000, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
+    if klass == 6:   # FileFsControlInformation: no quotas
+        return struct.pack("<QQQQQII", 0, 0, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0, 0)
+    if klass == 8:   # FileFsObjectIdInformation
+        return ROOT_UUID + b"\0" * 48
     if klass == 11:  # FileFsSectorSizeInformation
         return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3, 0, 0, 0)[:28]
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
@@ -735,12 +739,25 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_f
     else:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if len(data) > out_len:
+        fixed = VARIABLE_PART.get((info_type, klass))
+        if fixed is None or out_len < fixed:
+            # a fixed-size answer that does not fit at all is a length mismatch; a name or
+            # list that is cut short is an overflow (MS-SMB2 3.3.5.20.1, MS-FSCC)
+            if info_type != wire.INFO_SECURITY:
+                raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH)
         if info_type == wire.INFO_SECURITY:
             rhdr.status = 0xC0000023  # STATUS_BUFFER_TOO_SMALL with the size needed
             return struct.pack("<HBBI", 9, 0, 0, 4) + struct.pack("<I", len(data)), None
         rhdr.status = wire.STATUS_BUFFER_OVERFLOW
         data = data[:out_len]
     return struct.pack("<HHI", 9, 72, len(data)) + data, None
+
+
+# (info type, class) -> size of the fixed part before a variable-length name or list
+VARIABLE_PART = {
+    (wire.INFO_FILE, 18): 100, (wire.INFO_FILE, 22): 24,
+    (wire.INFO_FILESYSTEM, 1): 18, (wire.INFO_FILESYSTEM, 5): 12,
+}
 
 
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
