@@ -68,6 +68,16 @@ class SendDescriptor:
     splice_safe: bool = False
 
 
+def splice_pipe() -> tuple[int, int]:
+    """A pipe for splicing, enlarged to PIPE_SIZE where the system allows."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # the default 64 KiB pipe still works, in smaller steps
+    return r, w
+
+
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
     splice, zc). Unsafe splices fall back to copy; zc needs the kernel op."""
@@ -250,12 +260,7 @@ class Sender:
 
     def _splice_pipe(self) -> tuple[int, int]:
         if self._pipe is None:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            try:
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass  # the default 64 KiB pipe still works, in smaller steps
-            self._pipe = (r, w)
+            self._pipe = splice_pipe()
         return self._pipe
 
 
@@ -299,12 +304,7 @@ class Receiver:
 
     async def _splice_in(self, fd: int, offset: int, length: int) -> int:
         if self._pipe is None:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            try:
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass
-            self._pipe = (r, w)
+            self._pipe = splice_pipe()
         rpipe, wpipe = self._pipe
         left = length
         while left:

@@ -87,6 +87,17 @@ def run_samba(backend: str, seconds: float, signals: bool) -> float:
     return count / elapsed
 
 
+def run_steps(ctx: Context, seconds: float) -> float:
+    """Runs loop steps in C, 1024 at a time, for about `seconds`; returns the time taken."""
+    steps = ctx.loop_wait
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        steps(1024)
+        if time.perf_counter() >= deadline:
+            return time.perf_counter() - start
+
+
 def run_pingpong(backend: str, seconds: float) -> float:
     a, b = os.pipe(), os.pipe()
     count = 0
@@ -103,14 +114,7 @@ def run_pingpong(backend: str, seconds: float) -> float:
         ctx.add_fd(a[0], READ, side(a[0], b[1]))
         ctx.add_fd(b[0], READ, side(b[0], a[1]))
         write(a[1], b"x")
-        steps = ctx.loop_wait
-        deadline = time.perf_counter() + seconds
-        start = time.perf_counter()
-        while True:
-            steps(1024)
-            if time.perf_counter() >= deadline:
-                break
-        elapsed = time.perf_counter() - start
+        elapsed = run_steps(ctx, seconds)
     for fd in a + b:
         os.close(fd)
     return count / elapsed
@@ -137,14 +141,7 @@ def run_ring_pingpong(seconds: float) -> float:
         ring.read_multishot(a[0], 7, callback=side(b[1]))
         ring.read_multishot(b[0], 7, callback=side(a[1]))
         os.write(a[1], b"x")
-        steps = ctx.loop_wait
-        deadline = time.perf_counter() + seconds
-        start = time.perf_counter()
-        while True:
-            steps(1024)
-            if time.perf_counter() >= deadline:
-                break
-        elapsed = time.perf_counter() - start
+        elapsed = run_steps(ctx, seconds)
         counted, running = count, False
     for fd in a + b:
         os.close(fd)
