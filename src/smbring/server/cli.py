@@ -11,7 +11,8 @@ from smbring.server.users import PasswordDB, default_path
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a directory over SMB2/3")
-    p.add_argument("path", help="directory to share")
+    p.add_argument("path", nargs="?", help="directory to share (or use --config)")
+    p.add_argument("--config", help="smb.conf-style file: [global] and one section per share")
     p.add_argument("--share", default="share", help="share name (default: share)")
     p.add_argument("--listen", default="127.0.0.1:4445", help="HOST:PORT (default 127.0.0.1:4445)")
     p.add_argument("--read-only", action="store_true", help="refuse every write")
@@ -28,19 +29,36 @@ def run(args) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not os.path.isdir(args.path):
-        print(f"{args.path} is not a directory", file=sys.stderr)
+    from smbring.server.config import ConfigError, load
+
+    listen, signing = args.listen, args.signing_required
+    if args.config:
+        try:
+            cfg = load(args.config)
+        except (OSError, ConfigError) as e:
+            print(f"configuration: {e}", file=sys.stderr)
+            return 2
+        shares, signing = cfg.shares, signing or cfg.signing_required
+        listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
+        args.passdb = args.passdb or cfg.passdb
+    elif args.path:
+        shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
+                                    read_only=args.read_only, guest_ok=args.guest)}
+    else:
+        print("give a directory to share, or --config FILE", file=sys.stderr)
         return 2
+    for share in shares.values():
+        if not os.path.isdir(share.path):
+            print(f"share {share.name}: {share.path} is not a directory", file=sys.stderr)
+            return 2
     passdb = PasswordDB(args.passdb).load()
     if not passdb.users and not args.guest:
         print(f"no users in {passdb.path}: add one with `smbring user add NAME` "
               "(or serve with --guest)", file=sys.stderr)
         return 2
-    host, _, port = args.listen.rpartition(":")
-    share = Share(name=args.share, path=os.path.abspath(args.path), read_only=args.read_only,
-                  guest_ok=args.guest)
-    server = Server({args.share: share}, passdb_path=passdb.path, allow_guest=args.guest,
-                    signing_required=args.signing_required)
+    host, _, port = listen.rpartition(":")
+    server = Server(shares, passdb_path=passdb.path, allow_guest=args.guest,
+                    signing_required=signing)
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

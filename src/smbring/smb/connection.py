@@ -87,6 +87,7 @@ class Share:
     path: str
     read_only: bool = False
     guest_ok: bool = False
+    valid_users: list = field(default_factory=list)   # lower-case names; empty: everyone
 
 
 @dataclass
@@ -419,6 +420,8 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         if share is None:
             raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
         if s.guest and not share.guest_ok:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if share.valid_users and s.user.rsplit("\\", 1)[-1].lower() not in share.valid_users:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         tree = Tree(share, PosixVFS(share.path))
         share_type = wire.SHARE_TYPE_DISK

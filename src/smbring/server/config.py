@@ -1,0 +1,96 @@
+"""smb.conf-style configuration: ``[global]`` and one section per share.
+
+Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
+``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
+``valid users``, ``comment``, ``vfs objects`` (posix), ``smb encrypt`` (only ``off`` so far).
+Anything else is warned about and ignored, as Samba users expect from testparm.
+"""
+from __future__ import annotations
+
+import configparser
+import logging
+from dataclasses import dataclass, field
+
+from smbring.smb.connection import Share
+
+log = logging.getLogger("smbring.config")
+
+TRUE = {"yes", "true", "1", "on"}
+FALSE = {"no", "false", "0", "off"}
+GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
+               "log level"}
+SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
+              "vfs objects", "smb encrypt", "browseable", "browsable"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    shares: dict[str, Share] = field(default_factory=dict)
+    signing_required: bool = False
+    listen: str | None = None
+    passdb: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _bool(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise ConfigError(f"{where}: expected yes or no, not {value!r}")
+
+
+def load(path: str) -> Config:
+    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",),
+                                       comment_prefixes=("#", ";"), inline_comment_prefixes=None)
+    parser.optionxform = lambda option: " ".join(option.lower().split())
+    with open(path) as f:
+        parser.read_file(f)
+    cfg = Config()
+
+    def warn(msg: str) -> None:
+        cfg.warnings.append(msg)
+        log.warning("%s: %s", path, msg)
+
+    for section in parser.sections():
+        opts = parser[section]
+        if section.lower() == "global":
+            for key, value in opts.items():
+                if key not in GLOBAL_KEYS:
+                    warn(f"[global] {key}: unknown option ignored")
+            signing = opts.get("server signing", "auto").strip().lower()
+            cfg.signing_required = signing in ("mandatory", "required")
+            if "smb ports" in opts:
+                cfg.listen = f"127.0.0.1:{opts['smb ports'].split()[0]}"
+            cfg.listen = opts.get("listen", cfg.listen)
+            cfg.passdb = opts.get("passdb")
+            continue
+        where = f"[{section}]"
+        for key in opts:
+            if key not in SHARE_KEYS:
+                warn(f"{where} {key}: unknown option ignored")
+        if "path" not in opts:
+            raise ConfigError(f"{where}: a share needs a path")
+        read_only = _bool(opts.get("read only", "yes"), f"{where} read only")
+        for alias in ("writable", "writeable"):
+            if alias in opts:
+                read_only = not _bool(opts[alias], f"{where} {alias}")
+        vfs = opts.get("vfs objects", "").split()
+        for module in vfs:
+            if module not in ("posix", "io_uring"):
+                warn(f"{where} vfs objects: module {module!r} is not available (posix used)")
+        if opts.get("smb encrypt", "off").strip().lower() not in ("off", "no", "disabled", "default"):
+            raise ConfigError(f"{where} smb encrypt: encryption is not implemented yet")
+        cfg.shares[section] = Share(
+            name=section, path=opts["path"], read_only=read_only,
+            guest_ok=_bool(opts.get("guest ok", "no"), f"{where} guest ok"),
+            valid_users=[u.strip().lower() for u in opts.get("valid users", "").replace(",", " ").split()],
+        )
+    if not cfg.shares:
+        raise ConfigError(f"{path}: no share sections")
+    return cfg

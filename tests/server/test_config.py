@@ -1,0 +1,86 @@
+"""smb.conf-style configuration, and a server started from it used by smbclient."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PASSWORD, USER, free_port
+from smbring.server.config import ConfigError, load
+
+
+def test_parse_shares_and_warn_about_unknown_options(tmp_path):
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"""
+[global]
+    server signing = mandatory
+    workgroup = HOME
+    frobnicate = 3
+[Data]
+    path = {tmp_path}
+    read only = no
+    valid users = alice, bob
+    vfs objects = io_uring fruit
+[pub]
+    path = {tmp_path}
+    guest ok = yes
+""")
+    cfg = load(str(conf))
+    assert cfg.signing_required
+    assert set(cfg.shares) == {"Data", "pub"}
+    assert not cfg.shares["Data"].read_only and cfg.shares["pub"].read_only
+    assert cfg.shares["Data"].valid_users == ["alice", "bob"] and cfg.shares["pub"].guest_ok
+    assert any("frobnicate" in w for w in cfg.warnings)
+    assert any("fruit" in w for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("body", ["[s]\nread only = no\n", "[s]\npath = /tmp\nread only = maybe\n",
+                                  "[global]\nworkgroup = X\n"])
+def test_bad_configurations_are_refused(tmp_path, body):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(body)
+    with pytest.raises(ConfigError):
+        load(str(conf))
+
+
+def test_server_from_config_read_only_and_valid_users(tmp_path):
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "f.txt").write_text("x")
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[ro]\npath = {ro}\n"
+                    f"[rw]\npath = {rw}\nread only = no\nvalid users = {USER}\n"
+                    f"[other]\npath = {rw}\nvalid users = somebody\n")
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
+    cli = [sys.executable, "-m", "smbring.cli"]
+    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
+                   text=True, check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(cli + ["serve", "--config", str(conf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+
+        def run(share, cmd):
+            if not __import__("shutil").which("smbclient"):
+                pytest.skip("smbclient missing")
+            return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port),
+                                   "-U", f"{USER}%{PASSWORD}", "-c", cmd],
+                                  capture_output=True, text=True, timeout=60)
+
+        r = run("ro", f"put {conf} new.txt")
+        assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr and not (ro / "new.txt").exists()
+        r = run("rw", f"put {conf} new.txt")
+        assert r.returncode == 0 and (rw / "new.txt").exists()
+        r = run("other", "ls")
+        assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
