@@ -84,3 +84,33 @@ def test_server_from_config_read_only_and_valid_users(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_encrypted_only_share(tmp_path):
+    import shutil
+    if not shutil.which("smbclient"):
+        pytest.skip("smbclient missing")
+    share = tmp_path / "s"
+    share.mkdir()
+    (share / "f.txt").write_text("sealed")
+    port = free_port()
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
+    cli = [sys.executable, "-m", "smbring.cli"]
+    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
+                   text=True, check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(cli + ["serve", str(share), "--encrypt", "--listen", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        base = ["smbclient", "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-m", "SMB3"]
+        r = subprocess.run(base + ["-c", "ls"], capture_output=True, text=True, timeout=60)
+        assert "f.txt" in r.stdout, r.stdout + r.stderr  # smbclient follows the share's flag
+        r = subprocess.run(base + ["-m", "SMB2", "-c", "ls"], capture_output=True, text=True, timeout=60)
+        assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr   # SMB 2.x cannot encrypt
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -59,3 +59,13 @@ def test_paths_cannot_escape_the_share(server, tmp_path):
         r = smbclient(server, f"get {path} {got}")
         assert "NT_STATUS_" in r.stdout + r.stderr, path
         assert not got.exists() or got.read_text() != "outside"
+
+
+def test_encrypted_transfer(server, tmp_path):
+    payload = os.urandom(1024 * 1024 + 3)
+    (server["share"] / "e.bin").write_bytes(payload)
+    got = tmp_path / "e.bin"
+    r = smbclient(server, f"get e.bin {got}; put {got} back.bin", "-m", "SMB3",
+                  "--client-protection=encrypt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert got.read_bytes() == payload and (server["share"] / "back.bin").read_bytes() == payload

@@ -40,3 +40,18 @@ def test_files_seek_partial_io_stat_rename_remove(unc, server):
 def test_bad_password(server):
     with pytest.raises(Exception, match="LOGON_FAILURE|logon"):
         smbclient.register_session("127.0.0.1", username=USER, password="nope", port=server["port"])
+
+
+def test_encrypted_session(server):
+    smbclient.register_session("127.0.0.1", username=USER, password=PASSWORD, port=server["port"],
+                               encrypt=True)
+    try:
+        path = r"\\127.0.0.1\share\sealed.bin"
+        payload = bytes(range(256)) * 4096
+        with smbclient.open_file(path, mode="wb", port=server["port"]) as f:
+            f.write(payload)
+        with smbclient.open_file(path, mode="rb", port=server["port"]) as f:
+            assert f.read() == payload
+        assert (server["share"] / "sealed.bin").read_bytes() == payload
+    finally:
+        smbclient.reset_connection_cache()

@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--guest", action="store_true", help="allow guest access to the share")
     p.add_argument("--passdb", help=f"password file (default {default_path()})")
     p.add_argument("--signing-required", action="store_true", help="require signed sessions")
+    p.add_argument("--encrypt", action="store_true",
+                   help="the share is reached over encrypted sessions only (smb encrypt = required)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def run(args) -> int:
         args.passdb = args.passdb or cfg.passdb
     elif args.path:
         shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
-                                    read_only=args.read_only, guest_ok=args.guest)}
+                                    read_only=args.read_only, guest_ok=args.guest,
+                                    encrypt=args.encrypt)}
     else:
         print("give a directory to share, or --config FILE", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
 ``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``vfs objects`` (posix), ``smb encrypt`` (only ``off`` so far).
+``valid users``, ``comment``, ``vfs objects`` (posix), ``smb encrypt`` (``required``: the
+share is reached over encrypted sessions only).
 Anything else is warned about and ignored, as Samba users expect from testparm.
 """
 from __future__ import annotations
@@ -84,12 +85,15 @@ def load(path: str) -> Config:
         for module in vfs:
             if module not in ("posix", "io_uring"):
                 warn(f"{where} vfs objects: module {module!r} is not available (posix used)")
-        if opts.get("smb encrypt", "off").strip().lower() not in ("off", "no", "disabled", "default"):
-            raise ConfigError(f"{where} smb encrypt: encryption is not implemented yet")
+        encrypt = opts.get("smb encrypt", "off").strip().lower()
+        if encrypt not in ("off", "no", "disabled", "default", "desired", "if_required",
+                           "required", "mandatory", "yes"):
+            raise ConfigError(f"{where} smb encrypt: unknown value {encrypt!r}")
         cfg.shares[section] = Share(
             name=section, path=opts["path"], read_only=read_only,
             guest_ok=_bool(opts.get("guest ok", "no"), f"{where} guest ok"),
             valid_users=[u.strip().lower() for u in opts.get("valid users", "").replace(",", " ").split()],
+            encrypt=encrypt in ("required", "mandatory", "yes"),
         )
     if not cfg.shares:
         raise ConfigError(f"{path}: no share sections")

@@ -88,6 +88,7 @@ class Share:
     read_only: bool = False
     guest_ok: bool = False
     valid_users: list = field(default_factory=list)   # lower-case names; empty: everyone
+    encrypt: bool = False                              # smb encrypt = required
 
 
 @dataclass
@@ -117,16 +118,22 @@ class Session:
     user: str = ""
     signing_key: bytes = b""
     sign: bool = False
+    encrypt_key: bytes = b""      # server -> client
+    decrypt_key: bytes = b""      # client -> server
+    encrypt: bool = False         # every response of this session is encrypted
     trees: dict = field(default_factory=dict)
 
 
 class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
-                 signing_required: bool = False):
+                 signing_required: bool = False, encryption_required: bool = False):
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
         self.signing_required = signing_required
+        self.encryption_required = encryption_required
+        self.cipher = 0
+        self._sealed = False
         self.dialect = 0
         self.preauth = security.PreauthIntegrity()
         self.server_guid = uuid.uuid4().bytes
@@ -144,8 +151,28 @@ class Connection:
         length prefix, as send descriptors (a lone unsigned READ keeps its data in the file)."""
         if frame[:4] == b"\xffSMB":
             return [self._frame(self._smb1_negotiate(bytes(frame)))]
+        if frame[:4] == wire.TRANSFORM_ID:
+            return self._encrypted_frame(frame)
         if frame[:4] != wire.PROTOCOL_ID:
             raise ConnectionError("not SMB2")
+        encrypted_session = None
+        return self._plain_frame(frame, encrypted_session)
+
+    def _encrypted_frame(self, frame) -> list[SendDescriptor]:
+        """Decrypts, handles, and encrypts the answer with the session's key."""
+        try:
+            sid, _size = security.parse_transform(frame)
+            s = self.sessions.get(sid)
+            if not s or not s.decrypt_key:
+                raise ConnectionError("encrypted message for an unknown session")
+            plain = security.decrypt(self.cipher, s.decrypt_key, frame)
+        except security.DecryptError as e:
+            raise ConnectionError(f"undecryptable message: {e}") from None
+        return self._plain_frame(memoryview(plain), s)
+
+    def _plain_frame(self, frame, encrypted_session) -> list[SendDescriptor]:
+        # a decrypted message was authenticated by its cipher: it carries no signature
+        self._sealed = encrypted_session is not None
         out: list[tuple[Header, Header, object]] = []
         signed_requests: list[bool] = []
         offset = 0
@@ -178,7 +205,10 @@ class Connection:
             offset = end
         if not out:
             return []
-        if len(out) == 1 and isinstance(out[0][2], FilePayload):
+        seal = encrypted_session or next(
+            (self.sessions[r.session_id] for _, r, _ in out
+             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
+        if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is None:
             req, rhdr, payload = out[0]
             if not self._must_sign(rhdr, signed_requests[0]):
                 head = self._finish(req, rhdr, payload.prefix)
@@ -194,10 +224,12 @@ class Connection:
             if i < len(out) - 1:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))
                 struct.pack_into("<I", part, 20, len(part))
-            if self._must_sign(rhdr, signed_requests[i]):
+            if seal is None and self._must_sign(rhdr, signed_requests[i]):
                 security.apply_signature(security.algorithm_for(self.dialect),
                                          self.sessions[rhdr.session_id].signing_key, part)
             chained += part
+        if seal is not None and seal.encrypt_key:
+            return [self._frame(security.encrypt(self.cipher, seal.encrypt_key, seal.id, bytes(chained)))]
         return [self._frame(bytes(chained))]
 
     @staticmethod
@@ -253,6 +285,10 @@ class Connection:
         s = self.sessions.get(hdr.session_id)
         if not s or not s.valid:
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+        if self._sealed:
+            return s
+        if s.encrypt:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)  # this session must be encrypted
         if s.sign and not s.guest and hdr.flags & wire.FLAGS_SIGNED:
             if not security.verify(security.algorithm_for(self.dialect), s.signing_key, msg):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -265,6 +301,8 @@ class Connection:
         t = s.trees.get(hdr.tree_id)
         if t is None:
             raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
+        if t.share and t.share.encrypt and not self._sealed:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
     def open_for(self, fid: bytes, related_fid) -> Open:
@@ -305,6 +343,8 @@ class Connection:
     def _negotiate_body(self, dialect: int, contexts: list[bytes]) -> bytes:
         secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if self.signing_required else 0)
         caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
+        if dialect in (wire.SMB300, wire.SMB302) and self.cipher:
+            caps |= wire.CAP_ENCRYPTION
         now = wire.nt_time(time.time_ns())
         sec_off = 64 + 64
         ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
@@ -332,12 +372,26 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
     contexts = []
+    if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION:
+        c.cipher = security.AES_128_CCM
     if chosen == wire.SMB311:
+        offered = []
+        pos = ctx_off
+        for _ in range(ctx_count):
+            ctype, dlen = struct.unpack_from("<HH", msg, pos)
+            data = msg[pos + 8:pos + 8 + dlen]
+            if ctype == wire.ENCRYPTION_CAPABILITIES:
+                n = struct.unpack_from("<H", data, 0)[0]
+                offered = list(struct.unpack_from(f"<{n}H", data, 2))
+            pos = wire.pad8(pos + 8 + dlen)
+        c.cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
         c.preauth.update(msg)
         salt = os.urandom(32)
         preauth = struct.pack("<HHI", wire.PREAUTH_INTEGRITY_CAPABILITIES, 38, 0) + \
             struct.pack("<HHH", 1, 32, wire.SHA512) + salt
         contexts.append(preauth)
+        if offered:
+            contexts.append(struct.pack("<HHIHH", wire.ENCRYPTION_CAPABILITIES, 4, 0, 1, c.cipher))
     body = c._negotiate_body(chosen, contexts)
     if chosen == wire.SMB311:
         full = rhdr_bytes(rhdr, hdr, body)
@@ -390,6 +444,13 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.signing_key = security.signing_key(s.auth.session_key[:16].ljust(16, b"\0"), c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.sign = c.signing_required or bool(c.client_security_mode & wire.SECURITY_SIGNING_REQUIRED)
+        if c.cipher:
+            s.encrypt_key, s.decrypt_key = security.cipher_keys(
+                s.auth.session_key[:16].ljust(16, b"\0"), c.dialect,
+                s.preauth.value if s.preauth else None, c.cipher)
+            if c.encryption_required:
+                s.encrypt = True
+                session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
         log.info("session %d: user %s authenticated", s.id, s.user)
         rhdr.status = wire.STATUS_SUCCESS
     else:
@@ -423,6 +484,8 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if share.valid_users and s.user.rsplit("\\", 1)[-1].lower() not in share.valid_users:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if share.encrypt and not c.cipher:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
         tree = Tree(share, PosixVFS(share.path))
         share_type = wire.SHARE_TYPE_DISK
         access = 0x001200A9 if share.read_only else wire.FILE_ALL_ACCESS
@@ -430,7 +493,8 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.next_id += 1
     s.trees[tid] = tree
     rhdr.tree_id = tid
-    return struct.pack("<HBBIII", 16, share_type, 0, 0, 0, access), None
+    share_flags = 0x8000 if tree.share and tree.share.encrypt else 0  # SHAREFLAG_ENCRYPT_DATA
+    return struct.pack("<HBBIII", 16, share_type, 0, share_flags, 0, access), None
 
 
 def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):

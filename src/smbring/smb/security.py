@@ -1,8 +1,7 @@
 """SMB2/3 message security: pre-authentication integrity, key derivation, signing.
 
 MS-SMB2 3.1.4.1 (signing), 3.1.4.2 (SP800-108 KDF in counter mode with HMAC-SHA256),
-3.3.5.5.3 (keys per dialect). Encryption is not offered yet (no CAP_ENCRYPTION, no cipher
-context), so clients never send transform headers.
+3.3.5.5.3 (keys per dialect), 3.1.4.3 (encryption: AES-CCM/GCM inside a transform header).
 """
 from __future__ import annotations
 
@@ -10,8 +9,12 @@ import hashlib
 import hmac
 import struct
 
+import os
+
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from smbring.smb import wire
 
@@ -70,3 +73,61 @@ class PreauthIntegrity:
 
     def copy(self) -> "PreauthIntegrity":
         return PreauthIntegrity(self.value)
+
+
+AES_128_CCM, AES_128_GCM, AES_256_CCM, AES_256_GCM = 1, 2, 3, 4
+CIPHER_PREFERENCE = (AES_128_GCM, AES_256_GCM, AES_128_CCM, AES_256_CCM)
+_TRANSFORM = struct.Struct("<4s16s16sIHHQ")
+
+
+class DecryptError(Exception):
+    pass
+
+
+def cipher_keys(session_key: bytes, dialect: int, preauth_hash: bytes | None,
+                cipher: int) -> tuple[bytes, bytes]:
+    """(server->client key, client->server key)."""
+    length = 32 if cipher in (AES_256_CCM, AES_256_GCM) else 16
+    if dialect == wire.SMB311:
+        return (kdf(session_key, b"SMBS2CCipherKey\0", preauth_hash, length),
+                kdf(session_key, b"SMBC2SCipherKey\0", preauth_hash, length))
+    return (kdf(session_key, b"SMB2AESCCM\0", b"ServerOut\0", length),
+            kdf(session_key, b"SMB2AESCCM\0", b"ServerIn \0", length))
+
+
+def _aead(cipher: int, key: bytes):
+    return AESGCM(key) if cipher in (AES_128_GCM, AES_256_GCM) else AESCCM(key, tag_length=16)
+
+
+def _nonce_size(cipher: int) -> int:
+    return 12 if cipher in (AES_128_GCM, AES_256_GCM) else 11
+
+
+def encrypt(cipher: int, key: bytes, session_id: int, plaintext: bytes) -> bytes:
+    """A TRANSFORM_HEADER and the encrypted message; the nonce is random, never reused
+    in practice (96/88 random bits per message)."""
+    nonce = os.urandom(_nonce_size(cipher))
+    aad = _TRANSFORM.pack(wire.TRANSFORM_ID, b"\0" * 16, nonce.ljust(16, b"\0"), len(plaintext),
+                          0, 1, session_id)[20:]
+    sealed = _aead(cipher, key).encrypt(nonce, plaintext, aad)
+    return wire.TRANSFORM_ID + sealed[-16:] + aad + sealed[:-16]
+
+
+def parse_transform(buf) -> tuple[int, int]:
+    """(session id, original size) of a transform header."""
+    if len(buf) < 52 or bytes(buf[:4]) != wire.TRANSFORM_ID:
+        raise DecryptError("not a transform header")
+    _p, _sig, _nonce, size, _r, _flags, session_id = _TRANSFORM.unpack_from(buf, 0)
+    return session_id, size
+
+
+def decrypt(cipher: int, key: bytes, buf) -> bytes:
+    _p, signature, nonce, size, _r, _flags, _sid = _TRANSFORM.unpack_from(buf, 0)
+    ciphertext = bytes(buf[52:])
+    if len(ciphertext) != size:
+        raise DecryptError("transform size mismatch")
+    try:
+        return _aead(cipher, key).decrypt(nonce[:_nonce_size(cipher)], ciphertext + signature,
+                                          bytes(buf[20:52]))
+    except InvalidTag:
+        raise DecryptError("message failed authentication") from None
