@@ -208,6 +208,15 @@ class Connection:
         seal = encrypted_session or next(
             (self.sessions[r.session_id] for _, r, _ in out
              if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
+        if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is not None and seal.encrypt_key:
+            # an encrypted READ: the plaintext is built in one buffer, read straight into it
+            req, rhdr, payload = out[0]
+            head = self._finish(req, rhdr, payload.prefix)
+            plain = bytearray(len(head) + payload.range.length)
+            plain[:len(head)] = head
+            r = payload.range
+            os.preadv(r.fd, [memoryview(plain)[len(head):]], r.offset)
+            return [self._sealed_frame(seal, plain)]
         if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is None:
             req, rhdr, payload = out[0]
             if not self._must_sign(rhdr, signed_requests[0]):
@@ -229,8 +238,13 @@ class Connection:
                                          self.sessions[rhdr.session_id].signing_key, part)
             chained += part
         if seal is not None and seal.encrypt_key:
-            return [self._frame(security.encrypt(self.cipher, seal.encrypt_key, seal.id, bytes(chained)))]
+            return [self._sealed_frame(seal, chained)]
         return [self._frame(bytes(chained))]
+
+    def _sealed_frame(self, session: Session, plaintext) -> SendDescriptor:
+        transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id, plaintext)
+        size = len(transform) + len(ciphertext)
+        return SendDescriptor(size.to_bytes(4, "big") + transform, ciphertext)
 
     @staticmethod
     def _frame(message: bytes) -> SendDescriptor:

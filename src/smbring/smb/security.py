@@ -103,14 +103,14 @@ def _nonce_size(cipher: int) -> int:
     return 12 if cipher in (AES_128_GCM, AES_256_GCM) else 11
 
 
-def encrypt(cipher: int, key: bytes, session_id: int, plaintext: bytes) -> bytes:
-    """A TRANSFORM_HEADER and the encrypted message; the nonce is random, never reused
-    in practice (96/88 random bits per message)."""
+def encrypt(cipher: int, key: bytes, session_id: int, plaintext) -> tuple[bytes, memoryview]:
+    """(TRANSFORM_HEADER, ciphertext): kept apart so a large message is not copied again to
+    join them. The nonce is random (96/88 bits per message)."""
     nonce = os.urandom(_nonce_size(cipher))
     aad = _TRANSFORM.pack(wire.TRANSFORM_ID, b"\0" * 16, nonce.ljust(16, b"\0"), len(plaintext),
                           0, 1, session_id)[20:]
-    sealed = _aead(cipher, key).encrypt(nonce, plaintext, aad)
-    return wire.TRANSFORM_ID + sealed[-16:] + aad + sealed[:-16]
+    sealed = memoryview(_aead(cipher, key).encrypt(nonce, plaintext, aad))
+    return wire.TRANSFORM_ID + bytes(sealed[-16:]) + aad, sealed[:-16]
 
 
 def parse_transform(buf) -> tuple[int, int]:
