@@ -138,7 +138,8 @@ def features() -> Features:
         ops = {name: ok for name, ok in ring.ops.items()}
         feats = [n for i, n in enumerate(KERNEL_FEATURES) if ring.kernel_features & (1 << i)]
         default = [n for n, bit in SETUP_FLAGS.items()
-                   if n in ("SINGLE_ISSUER", "DEFER_TASKRUN", "COOP_TASKRUN", "SUBMIT_ALL", "CQSIZE")
+                   if n in ("SINGLE_ISSUER", "DEFER_TASKRUN", "TASKRUN_FLAG", "COOP_TASKRUN", "SUBMIT_ALL",
+                            "CQSIZE")
                    and ring.setup_flags & bit == bit]
     flags = {name: _uring.try_setup(bits) == 0 for name, bits in SETUP_FLAGS.items()}
     return Features(kernel=kernel, available=True, ops=ops, setup_flags=flags,
