@@ -16,36 +16,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A real `smbring serve` process on a free loopback port, sharing tmp_path/share."""
-    share = tmp_path / "share"
-    share.mkdir()
-    passdb = tmp_path / "passdb"
-    env = dict(os.environ, SMBRING_PASSDB=str(passdb))
+def spawn(tmp_path, *serve_args: str, port: int | None = None):
+    """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
+    until it listens. Returns (process, port, log path)."""
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
                    text=True, check=True, env=env, capture_output=True)
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(cli + ["serve", str(share), "--share", "share", "--listen",
-                                   f"127.0.0.1:{port}", "--log-level", "info"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    port = port or free_port()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        args = list(serve_args)
+        if "--config" not in args:
+            args += ["--listen", f"127.0.0.1:{port}"]
+        proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return proc, port, log_path
         if proc.poll() is not None:
-            raise RuntimeError(open(tmp_path / "server.log").read())
+            raise RuntimeError(log_path.read_text())
         time.sleep(0.05)
-    yield {"port": port, "share": share, "proc": proc, "log": tmp_path / "server.log"}
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop(proc) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real `smbring serve` process on a free loopback port, sharing tmp_path/share."""
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share")
+    yield {"port": port, "share": share, "proc": proc, "log": log}
+    stop(proc)
 
 
 def smbclient(server, command: str, *extra: str, user=USER, password=PASSWORD):

@@ -1,13 +1,9 @@
 """smb.conf-style configuration, and a server started from it used by smbclient."""
-import os
-import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import PASSWORD, USER, free_port
+from conftest import PASSWORD, USER, free_port, spawn, stop
 from smbring.server.config import ConfigError, load
 
 
@@ -55,19 +51,8 @@ def test_server_from_config_read_only_and_valid_users(tmp_path):
     conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[ro]\npath = {ro}\n"
                     f"[rw]\npath = {rw}\nread only = no\nvalid users = {USER}\n"
                     f"[other]\npath = {rw}\nvalid users = somebody\n")
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
-    cli = [sys.executable, "-m", "smbring.cli"]
-    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
-                   text=True, check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(cli + ["serve", "--config", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
     try:
-        for _ in range(300):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-
         def run(share, cmd):
             if not __import__("shutil").which("smbclient"):
                 pytest.skip("smbclient missing")
@@ -82,8 +67,7 @@ def test_server_from_config_read_only_and_valid_users(tmp_path):
         r = run("other", "ls")
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_encrypted_only_share(tmp_path):
@@ -93,24 +77,12 @@ def test_encrypted_only_share(tmp_path):
     share = tmp_path / "s"
     share.mkdir()
     (share / "f.txt").write_text("sealed")
-    port = free_port()
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
-    cli = [sys.executable, "-m", "smbring.cli"]
-    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
-                   text=True, check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(cli + ["serve", str(share), "--encrypt", "--listen", f"127.0.0.1:{port}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port, _ = spawn(tmp_path, str(share), "--encrypt")
     try:
-        for _ in range(300):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
         base = ["smbclient", "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-m", "SMB3"]
         r = subprocess.run(base + ["-c", "ls"], capture_output=True, text=True, timeout=60)
         assert "f.txt" in r.stdout, r.stdout + r.stderr  # smbclient follows the share's flag
         r = subprocess.run(base + ["-m", "SMB2", "-c", "ls"], capture_output=True, text=True, timeout=60)
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr   # SMB 2.x cannot encrypt
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
