@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from smbring.datapath import FileRange, SendDescriptor
-from smbring.smb import ntlm, security, wire
+from smbring.smb import locks, ntlm, security, wire
 from smbring.smb.wire import Header
 from smbring.vfs.posix import PathError, PosixVFS, split_path
 
@@ -100,6 +100,7 @@ class Open:
     delete_on_close: bool = False
     dir_entries: list | None = None
     dir_pos: int = 0
+    key: tuple = ()                 # (st_dev, st_ino): where its byte-range locks live
 
 
 @dataclass
@@ -337,6 +338,7 @@ class Connection:
                     t.vfs.close()
 
     def _release(self, o: Open) -> None:
+        locks.release_owner(o.key, id(o))
         try:
             os.close(o.fd)
         except OSError:
@@ -597,7 +599,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
     c.opens[fid] = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
-                        delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE))
+                        delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE),
+                        key=(st.st_dev, st.st_ino))
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
         "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
     return body, fid
@@ -637,6 +640,8 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     if length > MAX_IO:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not locks.io_allowed(o.key, offset, length, id(o), write=False):
+        raise SMBError(STATUS_FILE_LOCK_CONFLICT)
     available = max(0, min(length, os.fstat(o.fd).st_size - offset))
     if not available and length:
         raise SMBError(wire.STATUS_END_OF_FILE)
@@ -651,6 +656,8 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if data_off + length > len(msg) or length > MAX_IO:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not locks.io_allowed(o.key, offset, length, id(o), write=True):
+        raise SMBError(STATUS_FILE_LOCK_CONFLICT)
     view = memoryview(msg)[data_off:data_off + length]
     done = 0
     while done < length:
@@ -884,6 +891,43 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return struct.pack("<HH", 4, 0), None
 
 
+STATUS_FILE_LOCK_CONFLICT = 0xC0000054
+STATUS_LOCK_NOT_GRANTED = 0xC0000055
+STATUS_RANGE_NOT_LOCKED = 0xC000007E
+STATUS_INVALID_LOCK_RANGE = 0xC00001A1
+LOCK_SHARED, LOCK_EXCLUSIVE, LOCK_UNLOCK, LOCK_FAIL_IMMEDIATELY = 0x1, 0x2, 0x4, 0x10
+
+
+def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+    _size, count, _seq = struct.unpack_from("<HHI", msg, 64)
+    o = c.open_for(bytes(msg[72:88]), related_fid)
+    if count == 0:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
+    unlocking = elements[0][2] & LOCK_UNLOCK
+    for offset, length, flags in elements:
+        if unlocking:
+            if flags != LOCK_UNLOCK:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        else:
+            kind = flags & ~LOCK_FAIL_IMMEDIATELY
+            if kind not in (LOCK_SHARED, LOCK_EXCLUSIVE):
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            if count > 1 and not flags & LOCK_FAIL_IMMEDIATELY:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
+            raise SMBError(STATUS_INVALID_LOCK_RANGE)
+    if unlocking:
+        for offset, length, _flags in elements:
+            if not locks.release(o.key, offset, length, id(o)):
+                raise SMBError(STATUS_RANGE_NOT_LOCKED)
+    else:
+        wanted = [locks.Lock(off, ln, bool(fl & LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
+        if not locks.acquire_all(o.key, wanted):
+            raise SMBError(STATUS_LOCK_NOT_GRANTED)
+    return struct.pack("<HH", 4, 0), None
+
+
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 FSCTL_DFS_GET_REFERRALS = 0x00060194
 
@@ -906,5 +950,5 @@ HANDLERS = {
     wire.TREE_CONNECT: h_tree_connect, wire.TREE_DISCONNECT: h_tree_disconnect,
     wire.CREATE: h_create, wire.CLOSE: h_close, wire.FLUSH: h_flush, wire.READ: h_read,
     wire.WRITE: h_write, wire.QUERY_DIRECTORY: h_query_directory, wire.QUERY_INFO: h_query_info,
-    wire.SET_INFO: h_set_info, wire.ECHO: h_echo, wire.IOCTL: h_ioctl,
+    wire.SET_INFO: h_set_info, wire.ECHO: h_echo, wire.IOCTL: h_ioctl, wire.LOCK: h_lock,
 }

@@ -1,0 +1,33 @@
+"""Byte-range lock rules (the table the LOCK command and READ/WRITE consult)."""
+from smbring.smb import locks
+from smbring.smb.locks import Lock
+
+KEY = ("dev", "ino-test")
+
+
+def teardown_function():
+    locks.release_owner(KEY, 1)
+    locks.release_owner(KEY, 2)
+
+
+def test_shared_coexist_exclusive_conflicts_all_or_nothing():
+    assert locks.acquire_all(KEY, [Lock(0, 10, False, 1)])
+    assert locks.acquire_all(KEY, [Lock(5, 10, False, 2)])          # shared + shared
+    assert not locks.acquire_all(KEY, [Lock(20, 5, True, 2), Lock(8, 1, True, 2)])
+    assert locks.acquire_all(KEY, [Lock(20, 5, True, 2)])           # the first was rolled back
+    assert not locks.acquire_all(KEY, [Lock(22, 1, False, 1)])      # shared over exclusive
+    assert locks.acquire_all(KEY, [Lock(30, 0, True, 1)])           # zero length never conflicts
+
+
+def test_io_against_locks_and_unlock():
+    assert locks.acquire_all(KEY, [Lock(100, 10, True, 1), Lock(200, 10, False, 1)])
+    assert locks.io_allowed(KEY, 100, 5, 1, write=True)              # own exclusive: read/write
+    assert not locks.io_allowed(KEY, 105, 10, 2, write=False)        # other's exclusive: no read
+    assert locks.io_allowed(KEY, 200, 5, 2, write=False)             # shared: others may read
+    assert not locks.io_allowed(KEY, 200, 5, 2, write=True)          # ... but not write
+    assert not locks.io_allowed(KEY, 200, 5, 1, write=True)          # nor the owner
+    assert not locks.release(KEY, 100, 9, 1)                          # ranges must match exactly
+    assert locks.release(KEY, 100, 10, 1)
+    assert locks.io_allowed(KEY, 105, 10, 2, write=True)
+    locks.release_owner(KEY, 1)
+    assert locks.io_allowed(KEY, 200, 5, 2, write=True)
