@@ -101,6 +101,7 @@ class Open:
     dir_entries: list | None = None
     dir_pos: int = 0
     key: tuple = ()                 # (st_dev, st_ino): where its byte-range locks live
+    position: int = 0               # CurrentByteOffset: just past the last read or write
 
 
 @dataclass
@@ -638,13 +639,16 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
     o = c.open_for(bytes(msg[80:96]), related_fid)
     if o.is_dir:
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
-    if length > MAX_IO:
+    if length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not o.access & (wire.FILE_READ_DATA | GENERIC_READ | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(STATUS_FILE_LOCK_CONFLICT)
     available = max(0, min(length, os.fstat(o.fd).st_size - offset))
     if not available and length:
         raise SMBError(wire.STATUS_END_OF_FILE)
+    o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
     return FilePayload(prefix, FileRange(o.fd, offset, available)), None
 
@@ -654,8 +658,10 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
     o = c.open_for(bytes(msg[80:96]), related_fid)
     if c.tree(hdr).share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if data_off + length > len(msg) or length > MAX_IO:
+    if data_off + length > len(msg) or length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not o.access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(STATUS_FILE_LOCK_CONFLICT)
     view = memoryview(msg)[data_off:data_off + length]
@@ -665,6 +671,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
         if n == 0:
             raise SMBError(wire.STATUS_DISK_FULL)
         done += n
+    o.position = offset + length
     flags = struct.unpack_from("<I", msg, 64 + 44)[0]
     if flags & 0x1:  # WRITEFLAG_WRITE_THROUGH
         os.fdatasync(o.fd)
@@ -749,14 +756,14 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 8:
         return struct.pack("<I", o.access)
     if klass == 14:
-        return struct.pack("<Q", 0)
+        return struct.pack("<Q", o.position)
     if klass == 16:
         return struct.pack("<I", 0)
     if klass == 17:
         return struct.pack("<I", 0)
     if klass == 18:  # FileAllInformation
         name = wire.utf16("\\" + "\\".join(o.parts))
-        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, 0, 0, 0) +
+        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, o.position, 0, 0) +
                 struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: no 8.3 short names (what Samba answers)
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -891,6 +898,7 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return struct.pack("<HH", 4, 0), None
 
 
+GENERIC_READ = 0x80000000
 STATUS_FILE_LOCK_CONFLICT = 0xC0000054
 STATUS_LOCK_NOT_GRANTED = 0xC0000055
 STATUS_RANGE_NOT_LOCKED = 0xC000007E
