@@ -296,6 +296,12 @@ class Connection:
         except (struct.error, IndexError, ValueError, UnicodeDecodeError):
             rhdr.status = wire.STATUS_INVALID_PARAMETER
             return rhdr, wire.error_body(), None
+        except ConnectionError:
+            raise
+        except Exception:  # a bug of ours: report it, answer, keep the connection
+            log.exception("command %d failed", hdr.command)
+            rhdr.status = 0xC00000E5  # STATUS_INTERNAL_ERROR
+            return rhdr, wire.error_body(), None
 
     def _check_session(self, hdr: Header, msg: bytes) -> Session:
         s = self.sessions.get(hdr.session_id)

@@ -1,0 +1,46 @@
+"""Random request bodies for every command against the connection state machine (sans-I/O):
+each gets an NTSTATUS or ends the connection, nothing else escapes, no file leaves the share."""
+import os
+import random
+import struct
+
+from smbring.smb import wire
+from smbring.smb.connection import Connection, Session, Share
+
+
+def message(command, body, session_id=1, tree_id=0, flags=0):
+    hdr = wire.Header(command=command, session_id=session_id, tree_id=tree_id, flags=flags,
+                      message_id=random.randrange(1 << 16), credits=1)
+    return hdr.pack() + body
+
+
+def test_random_bodies_for_every_command(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "f").write_bytes(b"data")
+    (tmp_path / "outside").write_bytes(b"secret")
+    rnd = random.Random(1234)
+    conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
+    conn.dialect = wire.SMB302
+    conn.sessions[1] = Session(id=1, valid=True)
+    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 8) +
+                                     wire.utf16("\\\\x\\s")))
+    tid = struct.unpack_from("<I", tree[0].header, 4 + 36)[0]
+    statuses = set()
+    for i in range(3000):
+        command = rnd.randrange(19)
+        if command in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.LOGOFF, wire.TREE_DISCONNECT):
+            continue
+        body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 120)))
+        if rnd.random() < 0.5 and len(body) >= 2:
+            body = struct.pack("<H", rnd.choice([9, 24, 33, 41, 48, 49, 57])) + body[2:]
+        try:
+            out = conn.handle_frame(message(command, body, tree_id=tid))
+        except ConnectionError:
+            continue
+        for desc in out:
+            statuses.add(struct.unpack_from("<I", desc.header, 4 + 8)[0])
+    assert statuses and 0xC00000E5 not in statuses  # no STATUS_INTERNAL_ERROR: no bug was hit
+    assert (tmp_path / "outside").read_bytes() == b"secret"
+    assert sorted(os.listdir(tmp_path)) == ["outside", "share"]
+    conn.close_all()
