@@ -55,3 +55,24 @@ def test_encrypted_session(server):
         assert (server["share"] / "sealed.bin").read_bytes() == payload
     finally:
         smbclient.reset_connection_cache()
+
+
+def test_share_modes_between_two_clients(unc, server):
+    """A second open that wants what the first does not share is refused, and an
+    overwrite refused that way leaves the data alone."""
+    from smbprotocol.exceptions import SMBOSError
+
+    root, port = unc
+    path = root + r"\shared.txt"
+    with smbclient.open_file(path, mode="w", port=port) as f:
+        f.write("original")
+    first = smbclient.open_file(path, mode="r", port=port, share_access="")   # shares nothing
+    try:
+        with pytest.raises(SMBOSError, match="SHARING_VIOLATION|0xc0000043"):
+            smbclient.open_file(path, mode="w", port=port)                       # would truncate
+        assert (server["share"] / "shared.txt").read_text() == "original"
+    finally:
+        first.close()
+    with smbclient.open_file(path, mode="r", port=port, share_access="r") as a, \
+            smbclient.open_file(path, mode="r", port=port, share_access="r") as b:
+        assert a.read() == b.read() == "original"

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from smbring.datapath import FileRange, SendDescriptor
-from smbring.smb import locks, ntlm, security, wire
+from smbring.smb import locks, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.posix import PathError, PosixVFS, split_path
 
@@ -346,6 +346,7 @@ class Connection:
 
     def _release(self, o: Open) -> None:
         locks.release_owner(o.key, id(o))
+        sharemodes.remove(o.key, id(o))
         try:
             os.close(o.fd)
         except OSError:
@@ -575,6 +576,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
     if exists and disposition == wire.FILE_CREATE:
         raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
         if parts and len(parts) > 1:
             try:
@@ -603,11 +606,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             os.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
     st = os.fstat(fd)
+    o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
+             delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino))
+    if not sharemodes.check_and_add(o.key, id(o), access, share_access):
+        os.close(fd)
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
-    c.opens[fid] = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
-                        delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE),
-                        key=(st.st_dev, st.st_ino))
+    c.opens[fid] = o
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
         "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
     return body, fid

@@ -1,0 +1,50 @@
+"""Share modes between opens of one file, across all connections (MS-FSA 2.1.5.1.2).
+
+An open that reads, writes or deletes says which of those it lets later opens do
+(ShareAccess); a new open is refused with STATUS_SHARING_VIOLATION when it wants what an
+existing open does not share, or does not share what an existing open does. Opens that only
+read or write attributes take no part.
+"""
+from __future__ import annotations
+
+READ, WRITE, DELETE = 1, 2, 4          # also the SHARE_READ / SHARE_WRITE / SHARE_DELETE bits
+
+_READ_BITS = 0x1 | 0x20 | 0x80000000 | 0x20000000 | 0x10000000   # READ_DATA EXECUTE GENERIC_*
+_WRITE_BITS = 0x2 | 0x4 | 0x40000000 | 0x10000000                # WRITE/APPEND_DATA GENERIC_*
+_DELETE_BITS = 0x10000 | 0x10000000                              # DELETE GENERIC_ALL
+MAXIMUM_ALLOWED = 0x02000000
+
+_opens: dict[tuple, dict[int, tuple[int, int]]] = {}
+
+
+def categories(access: int) -> int:
+    if access & MAXIMUM_ALLOWED:
+        return READ | WRITE | DELETE
+    return ((READ if access & _READ_BITS else 0) | (WRITE if access & _WRITE_BITS else 0) |
+            (DELETE if access & _DELETE_BITS else 0))
+
+
+def allowed(key, access: int, share: int) -> bool:
+    """Whether an open with this access and share mode may join the file's opens."""
+    wants = categories(access)
+    share &= READ | WRITE | DELETE
+    if not wants:
+        return True
+    return not any(wants & ~other_share or other_wants & ~share
+                   for other_wants, other_share in _opens.get(key, {}).values())
+
+
+def check_and_add(key, owner: int, access: int, share: int) -> bool:
+    """Registers the open unless it conflicts; False means STATUS_SHARING_VIOLATION."""
+    if not allowed(key, access, share):
+        return False
+    _opens.setdefault(key, {})[owner] = (categories(access), share & (READ | WRITE | DELETE))
+    return True
+
+
+def remove(key, owner: int) -> None:
+    entries = _opens.get(key)
+    if entries is not None:
+        entries.pop(owner, None)
+        if not entries:
+            del _opens[key]
