@@ -300,7 +300,7 @@ class Connection:
             raise
         except Exception:  # a bug of ours: report it, answer, keep the connection
             log.exception("command %d failed", hdr.command)
-            rhdr.status = 0xC00000E5  # STATUS_INTERNAL_ERROR
+            rhdr.status = wire.STATUS_INTERNAL_ERROR
             return rhdr, wire.error_body(), None
 
     def _check_session(self, hdr: Header, msg: bytes) -> Session:
@@ -653,10 +653,10 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     if length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if not o.access & (wire.FILE_READ_DATA | GENERIC_READ | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
+    if not o.access & (wire.FILE_READ_DATA | wire.GENERIC_READ | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=False):
-        raise SMBError(STATUS_FILE_LOCK_CONFLICT)
+        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     available = max(0, min(length, os.fstat(o.fd).st_size - offset))
     if not available and length:
         raise SMBError(wire.STATUS_END_OF_FILE)
@@ -675,7 +675,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
     if not o.access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
-        raise SMBError(STATUS_FILE_LOCK_CONFLICT)
+        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     view = memoryview(msg)[data_off:data_off + length]
     done = 0
     while done < length:
@@ -910,12 +910,6 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return struct.pack("<HH", 4, 0), None
 
 
-GENERIC_READ = 0x80000000
-STATUS_FILE_LOCK_CONFLICT = 0xC0000054
-STATUS_LOCK_NOT_GRANTED = 0xC0000055
-STATUS_RANGE_NOT_LOCKED = 0xC000007E
-STATUS_INVALID_LOCK_RANGE = 0xC00001A1
-LOCK_SHARED, LOCK_EXCLUSIVE, LOCK_UNLOCK, LOCK_FAIL_IMMEDIATELY = 0x1, 0x2, 0x4, 0x10
 
 
 def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
@@ -924,27 +918,27 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
     if count == 0:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
-    unlocking = elements[0][2] & LOCK_UNLOCK
+    unlocking = elements[0][2] & wire.LOCK_UNLOCK
     for offset, length, flags in elements:
         if unlocking:
-            if flags != LOCK_UNLOCK:
+            if flags != wire.LOCK_UNLOCK:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
         else:
-            kind = flags & ~LOCK_FAIL_IMMEDIATELY
-            if kind not in (LOCK_SHARED, LOCK_EXCLUSIVE):
+            kind = flags & ~wire.LOCK_FAIL_IMMEDIATELY
+            if kind not in (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            if count > 1 and not flags & LOCK_FAIL_IMMEDIATELY:
+            if count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
-            raise SMBError(STATUS_INVALID_LOCK_RANGE)
+            raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
     if unlocking:
         for offset, length, _flags in elements:
             if not locks.release(o.key, offset, length, id(o)):
-                raise SMBError(STATUS_RANGE_NOT_LOCKED)
+                raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
     else:
-        wanted = [locks.Lock(off, ln, bool(fl & LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
+        wanted = [locks.Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
         if not locks.acquire_all(o.key, wanted):
-            raise SMBError(STATUS_LOCK_NOT_GRANTED)
+            raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
     return struct.pack("<HH", 4, 0), None
 
 
