@@ -75,13 +75,15 @@ class PlainTransport:
 
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
-                 signing_required: bool = False, read_path: str = "auto", use_uring: bool = True):
+                 signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
+                 max_connections: int = 1024):
         self.shares = shares
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
         self.use_uring = use_uring
+        self.max_connections = max_connections
         self.connections = 0
 
     def _transport(self, sock: socket.socket):
@@ -133,6 +135,10 @@ class Server:
         try:
             while True:
                 sock, peer = await loop.sock_accept(listener)
+                if self.connections >= self.max_connections:
+                    log.warning("refusing %s: %d connections already", peer, self.connections)
+                    sock.close()
+                    continue
                 task = asyncio.ensure_future(self.handle(sock, peer))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
