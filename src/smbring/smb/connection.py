@@ -576,6 +576,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
     if exists and disposition == wire.FILE_CREATE:
         raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -867,6 +869,10 @@ VARIABLE_PART = {
 }
 
 
+def _may_delete(access: int) -> bool:
+    return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
+
+
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
     o = c.open_for(bytes(msg[80:96]), related_fid)
@@ -883,7 +889,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid
             a = wire.unix_ns(atime) if atime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_atime_ns
             m = wire.unix_ns(mtime) if mtime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_mtime_ns
             os.utime(o.fd, ns=(a, m))
-    elif klass == 10:  # Rename
+    elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
+        if not _may_delete(o.access):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)
         replace = buf[0]
         name_len = struct.unpack_from("<I", buf, 16)[0]
         new_name = wire.from_utf16(buf[20:20 + name_len])
@@ -894,6 +904,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         o.parts = new_parts
     elif klass == 13:  # Disposition
+        if buf[0] and not _may_delete(o.access):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         if buf[0] and o.is_dir and PosixVFS.listdir(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])

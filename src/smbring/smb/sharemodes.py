@@ -48,3 +48,9 @@ def remove(key, owner: int) -> None:
         entries.pop(owner, None)
         if not entries:
             del _opens[key]
+
+
+def others_share(key, owner: int, what: int) -> bool:
+    """Whether every other open of the file shares `what` (e.g. DELETE before a rename)."""
+    return all(share & what for other, (_wants, share) in _opens.get(key, {}).items()
+               if other != owner)
