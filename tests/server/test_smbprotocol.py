@@ -35,6 +35,8 @@ def test_files_seek_partial_io_stat_rename_remove(unc, server):
     assert smbclient.listdir(root, port=port) == []
     with pytest.raises(OSError):
         smbclient.stat(root + r"\missing", port=port)
+    # the signed session used AES-GMAC, negotiated through the 3.1.1 signing context
+    assert "negotiated dialect 0x311, cipher 2, signing 2" in server["log"].read_text()
 
 
 def test_bad_password(server):

@@ -135,6 +135,7 @@ class Connection:
         self.signing_required = signing_required
         self.encryption_required = encryption_required
         self.cipher = 0
+        self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
         self._sealed = False
         self.dialect = 0
         self.preauth = security.PreauthIntegrity()
@@ -236,7 +237,7 @@ class Connection:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))
                 struct.pack_into("<I", part, 20, len(part))
             if seal is None and self._must_sign(rhdr, signed_requests[i]):
-                security.apply_signature(security.algorithm_for(self.dialect),
+                security.apply_signature(self.sign_algorithm(),
                                          self.sessions[rhdr.session_id].signing_key, part)
             chained += part
         if seal is not None and seal.encrypt_key:
@@ -258,6 +259,11 @@ class Connection:
         rhdr.credit_charge = req.credit_charge
         rhdr.credits = min(max(req.credits, 1), MAX_CREDITS)
         return bytearray(rhdr.pack()) + body
+
+    def sign_algorithm(self) -> int:
+        if self.signing_algorithm is not None:
+            return self.signing_algorithm
+        return security.algorithm_for(self.dialect)
 
     def _must_sign(self, rhdr: Header, request_signed: bool) -> bool:
         """Responses are signed when their session signs everything, when the request was
@@ -312,7 +318,7 @@ class Connection:
         if s.encrypt:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this session must be encrypted
         if s.sign and not s.guest and hdr.flags & wire.FLAGS_SIGNED:
-            if not security.verify(security.algorithm_for(self.dialect), s.signing_key, msg):
+            if not security.verify(self.sign_algorithm(), s.signing_key, msg):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
         elif s.sign and not s.guest and not (hdr.flags & wire.FLAGS_SIGNED):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -407,6 +413,10 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             if ctype == wire.ENCRYPTION_CAPABILITIES:
                 n = struct.unpack_from("<H", data, 0)[0]
                 offered = list(struct.unpack_from(f"<{n}H", data, 2))
+            elif ctype == wire.SIGNING_CAPABILITIES:
+                n = struct.unpack_from("<H", data, 0)[0]
+                algs = struct.unpack_from(f"<{n}H", data, 2)
+                c.signing_algorithm = next((a for a in security.SIGNING_PREFERENCE if a in algs), None)
             pos = wire.pad8(pos + 8 + dlen)
         c.cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
         c.preauth.update(msg)
@@ -416,7 +426,11 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         contexts.append(preauth)
         if offered:
             contexts.append(struct.pack("<HHIHH", wire.ENCRYPTION_CAPABILITIES, 4, 0, 1, c.cipher))
+        if c.signing_algorithm is not None:
+            contexts.append(struct.pack("<HHIHH", wire.SIGNING_CAPABILITIES, 4, 0, 1, c.signing_algorithm))
     body = c._negotiate_body(chosen, contexts)
+    log.info("negotiated dialect %#x, cipher %d, signing %s", chosen, c.cipher,
+             c.signing_algorithm if c.signing_algorithm is not None else "by dialect")
     if chosen == wire.SMB311:
         full = rhdr_bytes(rhdr, hdr, body)
         c.preauth.update(full)

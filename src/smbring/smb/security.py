@@ -40,12 +40,25 @@ def algorithm_for(dialect: int) -> int:
     return HMAC_SHA256 if dialect < wire.SMB300 else AES_CMAC
 
 
+SIGNING_PREFERENCE = (AES_GMAC, AES_CMAC, HMAC_SHA256)
+
+
+def _gmac_nonce(message) -> bytes:
+    """MessageId, then a bit for responses and one for CANCEL requests (MS-SMB2 3.1.4.1)."""
+    message_id = bytes(message[24:32])
+    flags, command = struct.unpack_from("<I", message, 16)[0], struct.unpack_from("<H", message, 12)[0]
+    role = (1 if flags & wire.FLAGS_SERVER_TO_REDIR else 0) | (2 if command == wire.CANCEL else 0)
+    return message_id + struct.pack("<I", role)
+
+
 def sign(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
     """The 16-byte signature of one message, computed with its signature field zeroed."""
     data = bytearray(message)
     data[48:64] = b"\0" * 16
     if algorithm == HMAC_SHA256:
         return hmac.new(key, bytes(data), hashlib.sha256).digest()[:16]
+    if algorithm == AES_GMAC:
+        return AESGCM(key).encrypt(_gmac_nonce(data), b"", bytes(data))
     c = cmac.CMAC(algorithms.AES(key))
     c.update(bytes(data))
     return c.finalize()
