@@ -105,6 +105,25 @@ class Server:
         transport = self._transport(sock)
         self.connections += 1
         log.info("connection from %s", peer)
+        # one frame on the wire at a time: responses and late answers to pending requests
+        # (a lock granted because another connection unlocked) take turns
+        sending = asyncio.Lock()
+        flushes = set()
+
+        async def flush_outbox():
+            async with sending:
+                try:
+                    for desc in conn.outbox_drain():
+                        await transport.send(desc)
+                except OSError as e:
+                    log.info("connection from %s: late answer lost: %s", peer, e)
+
+        def on_output():
+            task = asyncio.ensure_future(flush_outbox())
+            flushes.add(task)
+            task.add_done_callback(flushes.discard)
+
+        conn.on_output = on_output
         try:
             while True:
                 head = await transport.recv_exact(4)
@@ -114,8 +133,10 @@ class Server:
                 if size < 64 or size > MAX_FRAME:
                     raise ConnectionError(f"frame of {size} bytes refused")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
-                for desc in conn.handle_frame(frame):
-                    await transport.send(desc)
+                descs = conn.handle_frame(frame)
+                async with sending:
+                    for desc in descs:
+                        await transport.send(desc)
         except (ConnectionError, OSError) as e:
             log.info("connection from %s closed: %s", peer, e or "eof")
         except Exception:

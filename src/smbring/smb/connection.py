@@ -25,6 +25,7 @@ from smbring.vfs.posix import PathError, PosixVFS, split_path
 log = logging.getLogger("smbring.smb")
 
 MAX_IO = 8 << 20
+MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
 MAX_CREDITS = 8192
 ROOT_UUID = uuid.uuid4().bytes
 FID_ANY = b"\xff" * 16
@@ -55,6 +56,42 @@ class FilePayload:
     def materialize(self) -> bytes:
         data = os.pread(self.range.fd, self.range.length, self.range.offset)
         return self.prefix + data.ljust(self.range.length, b"\0")
+
+
+@dataclass
+class Chain:
+    """What a compound chain carries from one request to the next (MS-SMB2 3.3.5.2.7)."""
+
+    related: bool = False
+    last: bool = True
+    session_id: int = 0xFFFFFFFFFFFFFFFF   # before the first request: nothing to inherit
+    tree_id: int = 0xFFFFFFFF
+    fid: bytes | None = None               # the open the previous request used or created
+    create_error: int = 0                  # a failed CREATE fails the requests that follow it
+
+
+@dataclass
+class AsyncRequest:
+    """A request answered STATUS_PENDING, completed later by complete_async()."""
+
+    async_id: int
+    hdr: Header
+    sealed: bool
+    signed: bool
+    on_cancel: object = None     # called when CANCEL, close or disconnect ends the wait
+    close_status: int = wire.STATUS_CANCELLED    # the answer when its open is closed
+
+
+class GoAsync(Exception):
+    """Raised by a handler whose request must wait: `start(areq)` arranges its completion."""
+
+    def __init__(self, start):
+        super().__init__("pending")
+        self.start = start
+
+
+ALLOWED_FLAGS = (wire.FLAGS_RELATED | wire.FLAGS_SIGNED | wire.FLAGS_DFS | wire.FLAGS_PRIORITY_MASK |
+                 wire.FLAGS_REPLAY)
 
 
 class SMBError(Exception):
@@ -102,6 +139,11 @@ class Open:
     dir_pos: int = 0
     key: tuple = ()                 # (st_dev, st_ino): where its byte-range locks live
     position: int = 0               # CurrentByteOffset: just past the last read or write
+    fid: bytes = b""
+    tree: "Tree | None" = None
+    session_id: int = 0
+    tree_id: int = 0
+    waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
 
 
 @dataclass
@@ -147,6 +189,9 @@ class Connection:
         self.client_security_mode = 0
         self.client_caps = 0
         self.max_opens = 4096
+        self.async_requests: dict[int, AsyncRequest] = {}
+        self.outbox: list[SendDescriptor] = []
+        self.on_output = None    # called when a pending request completes outside handle_frame
 
     # -- framing -------------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> list[SendDescriptor]:
@@ -179,8 +224,7 @@ class Connection:
         out: list[tuple[Header, Header, object]] = []
         signed_requests: list[bool] = []
         offset = 0
-        last_fid = None
-        last_ids = (0, 0)
+        chain = Chain()
         while True:
             try:
                 hdr = Header.parse(frame[offset:offset + 64])
@@ -190,22 +234,23 @@ class Connection:
             if end > len(frame) or end < offset + 64:
                 raise ConnectionError("bad NextCommand")
             msg = frame[offset:end]
-            related = bool(hdr.flags & wire.FLAGS_RELATED) and offset > 0
-            if related:
-                if hdr.session_id in (0, 0xFFFFFFFFFFFFFFFF):
-                    hdr.session_id = last_ids[0]
-                if hdr.tree_id in (0, 0xFFFFFFFF):
-                    hdr.tree_id = last_ids[1]
-            resp = self._one(hdr, msg, last_fid if related else None)
+            chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
+            chain.last = not hdr.next_command
+            if chain.related:   # ids of the previous request (none before the first)
+                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+            else:
+                chain.fid = None
+            resp = self._one(hdr, msg, chain)
             if resp is not None:
-                rhdr, body, fid = resp
-                last_fid = fid if fid is not None else last_fid
+                rhdr, body = resp
                 out.append((hdr, rhdr, body))
                 signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
-            last_ids = (hdr.session_id, hdr.tree_id)
             if not hdr.next_command:
                 break
             offset = end
+        return self.outbox_drain() + self._responses(out, signed_requests, encrypted_session)
+
+    def _responses(self, out, signed_requests, encrypted_session) -> list[SendDescriptor]:
         if not out:
             return []
         seal = encrypted_session or next(
@@ -244,6 +289,42 @@ class Connection:
             return [self._sealed_frame(seal, chained)]
         return [self._frame(bytes(chained))]
 
+    # -- asynchronous requests (blocking locks, change notify) ------------------------------
+    def outbox_drain(self) -> list[SendDescriptor]:
+        """Responses to requests that completed after their interim response."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def complete_async(self, areq: "AsyncRequest", status: int, body: bytes | None = None) -> None:
+        """Answers a pending request; the frame waits in the outbox for the I/O layer."""
+        if self.async_requests.pop(areq.async_id, None) is None:
+            return                                        # already answered or cancelled
+        rhdr = Header(command=areq.hdr.command, status=status, flags=wire.FLAGS_ASYNC,
+                      session_id=areq.hdr.session_id, async_id=areq.async_id)
+        req = Header(command=areq.hdr.command, message_id=areq.hdr.message_id,
+                     credit_charge=areq.hdr.credit_charge, credits=0,
+                     flags=areq.hdr.flags & ~wire.FLAGS_RELATED)
+        s = self.sessions.get(areq.hdr.session_id)
+        self._sealed = areq.sealed
+        frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
+                                 [areq.signed], s if areq.sealed else None)
+        self.outbox.extend(frames)
+        if self.on_output is not None:
+            self.on_output()
+
+    def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
+        if areq.async_id in self.async_requests:
+            if areq.on_cancel is not None:
+                areq.on_cancel()
+            self.complete_async(areq, status)
+
+    def _cancel(self, hdr: Header) -> None:
+        """CANCEL: by AsyncId, or by MessageId for a request still answered synchronously."""
+        for areq in list(self.async_requests.values()):
+            if (areq.async_id == hdr.async_id if hdr.flags & wire.FLAGS_ASYNC
+                    else areq.hdr.message_id == hdr.message_id):
+                self.cancel_async(areq)
+
     def _sealed_frame(self, session: Session, plaintext) -> SendDescriptor:
         transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id, plaintext)
         size = len(transform) + len(ciphertext)
@@ -275,39 +356,62 @@ class Connection:
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
     # -- dispatch ------------------------------------------------------------------------
-    def _one(self, hdr: Header, msg: bytes, related_fid):
+    def _one(self, hdr: Header, msg: bytes, chain: "Chain"):
         rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
         if hdr.command == wire.CANCEL:
+            self._cancel(hdr)
             return None
+        session_ok = True
         try:
             handler = HANDLERS.get(hdr.command)
-            if handler is None:
-                raise SMBError(wire.STATUS_NOT_SUPPORTED)
+            if handler is None or hdr.flags & ~ALLOWED_FLAGS:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
             if hdr.command not in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.ECHO):
-                self._check_session(hdr, msg)
-            body, fid = handler(self, hdr, msg, rhdr, related_fid)
-            return rhdr, body, fid
+                try:
+                    self._check_session(hdr, msg)
+                except SMBError:
+                    session_ok = False
+                    if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
+                        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+                    raise
+            body, fid = handler(self, hdr, msg, rhdr, chain)
+            if fid is not None:
+                chain.fid = fid
+            return rhdr, body
+        except GoAsync as e:
+            if not chain.last:       # only the last of a compound may wait (Windows: <162>)
+                rhdr.status = wire.STATUS_INTERNAL_ERROR
+                return rhdr, wire.error_body()
+            areq = AsyncRequest(self.next_id, hdr, self._sealed, bool(hdr.flags & wire.FLAGS_SIGNED))
+            self.next_id += 1
+            self.async_requests[areq.async_id] = areq
+            rhdr.status = wire.STATUS_PENDING
+            rhdr.flags |= wire.FLAGS_ASYNC
+            rhdr.async_id = areq.async_id
+            e.start(areq)
+            return rhdr, wire.error_body()
         except SMBError as e:
             log.debug("command %d: status %#x", hdr.command, e.status)
             rhdr.status = e.status
-            return rhdr, wire.error_body(), None
         except PathError as e:
             rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
                            else wire.STATUS_OBJECT_NAME_INVALID)
-            return rhdr, wire.error_body(), None
         except OSError as e:
             log.debug("command %d: %s", hdr.command, e)
             rhdr.status = status_for_oserror(e)
-            return rhdr, wire.error_body(), None
         except (struct.error, IndexError, ValueError, UnicodeDecodeError):
             rhdr.status = wire.STATUS_INVALID_PARAMETER
-            return rhdr, wire.error_body(), None
         except ConnectionError:
             raise
         except Exception:  # a bug of ours: report it, answer, keep the connection
             log.exception("command %d failed", hdr.command)
             rhdr.status = wire.STATUS_INTERNAL_ERROR
-            return rhdr, wire.error_body(), None
+        finally:
+            chain.session_id = hdr.session_id if session_ok else 0
+            chain.tree_id = hdr.tree_id if session_ok else 0
+        if hdr.command == wire.CREATE:
+            chain.create_error = rhdr.status
+        return rhdr, wire.error_body()
 
     def _check_session(self, hdr: Header, msg: bytes) -> Session:
         s = self.sessions.get(hdr.session_id)
@@ -333,30 +437,50 @@ class Connection:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
-    def open_for(self, fid: bytes, related_fid) -> Open:
-        if fid == FID_ANY and related_fid is not None:
-            fid = related_fid
-        o = self.opens.get(fid)
+    def open_for(self, fid: bytes, chain: "Chain") -> Open:
+        """The open a request names; in a related compound, FileId -1 is the previous one."""
+        if fid == FID_ANY and chain.related and chain.fid is not None:
+            fid = chain.fid
+        o = self.opens.get(bytes(fid))
         if o is None:
+            if chain.related and chain.create_error:
+                raise SMBError(chain.create_error)   # the CREATE it depends on failed
             raise SMBError(wire.STATUS_FILE_CLOSED)
+        chain.fid = bytes(fid)
         return o
 
     def close_all(self) -> None:
+        """The connection is gone: every open is closed as a CLOSE would (delete on close too)."""
+        self.on_output = None
         for o in list(self.opens.values()):
-            self._release(o)
-        self.opens.clear()
+            self.close_open(o)
         for s in self.sessions.values():
             for t in s.trees.values():
                 if t.vfs:
                     t.vfs.close()
 
-    def _release(self, o: Open) -> None:
+    def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
+        """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
+        for o in list(self.opens.values()):
+            if o.session_id == session_id and (tree_id is None or o.tree_id == tree_id):
+                self.close_open(o)
+
+    def close_open(self, o: Open) -> None:
+        self.opens.pop(o.fid, None)
+        for areq in list(o.waiting):
+            self.cancel_async(areq, areq.close_status)
+        o.waiting.clear()
         locks.release_owner(o.key, id(o))
         sharemodes.remove(o.key, id(o))
         try:
             os.close(o.fd)
         except OSError:
             pass
+        if o.delete_on_close and o.tree is not None and o.tree.vfs is not None:
+            try:
+                o.tree.vfs.remove(o.parts, o.is_dir)
+            except OSError as e:
+                log.info("delete on close failed: %s", e)
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
     def _smb1_negotiate(self, frame: bytes) -> bytes:
@@ -500,6 +624,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    c.close_opens(hdr.session_id)
     s = c.sessions.pop(hdr.session_id)
     for t in s.trees.values():
         if t.vfs:
@@ -539,6 +664,7 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     t = c.sessions[hdr.session_id].trees.pop(hdr.tree_id, None)
     if t is None:
         raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
+    c.close_opens(hdr.session_id, hdr.tree_id)
     if t.vfs:
         t.vfs.close()
     return struct.pack("<HH", 4, 0), None
@@ -623,71 +749,72 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
     st = os.fstat(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
-             delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino))
+             delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
+             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id)
     if not sharemodes.check_and_add(o.key, id(o), access, share_access):
         os.close(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
+    o.fid = fid
     c.opens[fid] = o
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
         "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
     return body, fid
 
 
-def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
-    o = c.open_for(fid, related_fid)
-    fid = next(k for k, v in c.opens.items() if v is o)
+    o = c.open_for(fid, chain)
     st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
-    del c.opens[fid]
-    c._release(o)
-    if o.delete_on_close:
-        try:
-            c.tree(hdr).vfs.remove(o.parts, o.is_dir)
-        except OSError as e:
-            log.info("delete on close failed: %s", e)
+    c.close_open(o)
     if st:
         body = struct.pack("<HHI", 60, flags, 0) + times(st) + struct.pack(
             "<QQI", alloc_size(st), 0 if o.is_dir else st.st_size, attributes(st))
     else:
         body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
-    return body, fid
+    return body, o.fid
 
 
-def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
-    o = c.open_for(bytes(msg[72:88]), related_fid)
+def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    o = c.open_for(bytes(msg[72:88]), chain)
     os.fsync(o.fd)
     return struct.pack("<HH", 4, 0), None
 
 
-def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), related_fid)
+    o = c.open_for(bytes(msg[80:96]), chain)
     if o.is_dir:
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     if length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if not o.access & (wire.FILE_READ_DATA | wire.GENERIC_READ | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
+    if not o.access & (wire.FILE_READ_DATA | wire.FILE_EXECUTE | wire.GENERIC_READ | wire.GENERIC_ALL |
+                       wire.MAXIMUM_ALLOWED):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
+    min_count = struct.unpack_from("<I", msg, 96)[0]
     available = max(0, min(length, os.fstat(o.fd).st_size - offset))
-    if not available and length:
+    if (not available and length) or available < min_count:
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
     return FilePayload(prefix, FileRange(o.fd, offset, available)), None
 
 
-def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), related_fid)
+    o = c.open_for(bytes(msg[80:96]), chain)
     if c.tree(hdr).share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if data_off + length > len(msg) or length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if length and offset >= MAX_FILE_SIZE:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if offset + length >= MAX_FILE_SIZE and length:
+        raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
     if not o.access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
@@ -731,9 +858,9 @@ def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int) -> byt
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, klass, flags, _index = struct.unpack_from("<HBBI", msg, 64)
-    o = c.open_for(bytes(msg[72:88]), related_fid)
+    o = c.open_for(bytes(msg[72:88]), chain)
     name_off, name_len, out_len = struct.unpack_from("<HHI", msg, 88)
     pattern = wire.from_utf16(msg[name_off:name_off + name_len]) or "*"
     if not o.is_dir:
@@ -849,9 +976,9 @@ def security_descriptor(st: os.stat_result) -> bytes:
     return head + owner + group + dacl
 
 
-def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
-    o = c.open_for(bytes(msg[88:104]), related_fid)
+    o = c.open_for(bytes(msg[88:104]), chain)
     tree = c.tree(hdr)
     if info_type == wire.INFO_FILE:
         data = file_info(c, o, klass)
@@ -887,9 +1014,9 @@ def _may_delete(access: int) -> bool:
     return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
 
 
-def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), related_fid)
+    o = c.open_for(bytes(msg[80:96]), chain)
     tree = c.tree(hdr)
     if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -938,34 +1065,51 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 
-def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, related_fid):
+LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY,
+                 wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)
+
+
+def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, count, _seq = struct.unpack_from("<HHI", msg, 64)
-    o = c.open_for(bytes(msg[72:88]), related_fid)
+    o = c.open_for(bytes(msg[72:88]), chain)
     if count == 0:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
-    unlocking = elements[0][2] & wire.LOCK_UNLOCK
-    for offset, length, flags in elements:
-        if unlocking:
+    body = struct.pack("<HH", 4, 0)
+    if elements[0][2] & wire.LOCK_UNLOCK:   # an unlock request: element by element (3.3.5.14.1)
+        for offset, length, flags in elements:
             if flags != wire.LOCK_UNLOCK:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        else:
-            kind = flags & ~wire.LOCK_FAIL_IMMEDIATELY
-            if kind not in (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE):
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            if count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY:
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
-            raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
-    if unlocking:
-        for offset, length, _flags in elements:
             if not locks.release(o.key, offset, length, id(o)):
                 raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
-    else:
-        wanted = [locks.Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
-        if not locks.acquire_all(o.key, wanted):
-            raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
-    return struct.pack("<HH", 4, 0), None
+        return body, None
+    for offset, length, flags in elements:
+        if flags not in LOCK_REQUESTS or (count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
+            raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
+    wanted = [locks.Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
+    if locks.acquire_all(o.key, wanted):
+        return body, None
+    if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
+        raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
+
+    def start(areq: AsyncRequest) -> None:   # a blocking lock waits for a release
+        def retry():
+            if locks.acquire_all(o.key, wanted):
+                stop()
+                c.complete_async(areq, wire.STATUS_SUCCESS, body)
+
+        def stop():
+            locks.unwait(o.key, retry)
+            if areq in o.waiting:
+                o.waiting.remove(areq)
+
+        areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
+        o.waiting.append(areq)
+        locks.wait(o.key, retry)
+
+    raise GoAsync(start)
 
 
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
