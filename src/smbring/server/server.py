@@ -101,7 +101,7 @@ class Server:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self.shares, passdb_path=self.passdb_path, allow_guest=self.allow_guest,
-                          signing_required=self.signing_required)
+                          signing_required=self.signing_required, local_address=sock.getsockname()[0])
         transport = self._transport(sock)
         self.connections += 1
         log.info("connection from %s", peer)

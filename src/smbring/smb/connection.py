@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from smbring.datapath import FileRange, SendDescriptor
-from smbring.smb import locks, ntlm, security, sharemodes, wire
+from smbring.smb import locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.posix import PathError, PosixVFS, split_path
 
@@ -144,6 +144,10 @@ class Open:
     session_id: int = 0
     tree_id: int = 0
     waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
+    watch: notify.Watch | None = None              # after its first CHANGE_NOTIFY
+
+    def path(self) -> str:
+        return "/".join([self.tree.vfs.root] + self.parts)
 
 
 @dataclass
@@ -170,7 +174,9 @@ class Session:
 
 class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
-                 signing_required: bool = False, encryption_required: bool = False):
+                 signing_required: bool = False, encryption_required: bool = False,
+                 local_address: str = ""):
+        self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
@@ -243,6 +249,8 @@ class Connection:
             resp = self._one(hdr, msg, chain)
             if resp is not None:
                 rhdr, body = resp
+                if isinstance(body, FilePayload) and (out or hdr.next_command):
+                    body = body.materialize()   # a later request of the chain may close the file
                 out.append((hdr, rhdr, body))
                 signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
             if not hdr.next_command:
@@ -470,6 +478,8 @@ class Connection:
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
+        if o.watch is not None:
+            notify.remove(o.watch)
         locks.release_owner(o.key, id(o))
         sharemodes.remove(o.key, id(o))
         try:
@@ -479,6 +489,7 @@ class Connection:
         if o.delete_on_close and o.tree is not None and o.tree.vfs is not None:
             try:
                 o.tree.vfs.remove(o.parts, o.is_dir)
+                notify.post(o.path(), notify.REMOVED, notify.DIR_NAME if o.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
 
@@ -758,6 +769,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
+    if action == wire.FILE_CREATED:
+        notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+    elif action != wire.FILE_OPENED:
+        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
         "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
     return body, fid
@@ -827,6 +842,8 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_DISK_FULL)
         done += n
     o.position = offset + length
+    if notify.active():
+        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     flags = struct.unpack_from("<I", msg, 64 + 44)[0]
     if flags & 0x1:  # WRITEFLAG_WRITE_THROUGH
         os.fdatasync(o.fd)
@@ -1043,7 +1060,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             tree.vfs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
+        same_dir = new_parts[:-1] == o.parts[:-1]
+        notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
         o.parts = new_parts
+        notify.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
         if buf[0] and not _may_delete(o.access):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -1052,6 +1073,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.delete_on_close = bool(buf[0])
     elif klass == 20:  # EndOfFile
         os.ftruncate(o.fd, struct.unpack_from("<Q", buf, 0)[0])
+        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass in (19, 14):  # Allocation, Position: nothing to keep
         pass
     else:
@@ -1063,6 +1085,45 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return struct.pack("<HH", 4, 0), None
 
 
+
+
+def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, flags, out_len = struct.unpack_from("<HHI", msg, 64)
+    o = c.open_for(bytes(msg[72:88]), chain)
+    completion_filter = struct.unpack_from("<I", msg, 88)[0]
+    if not o.is_dir or out_len > MAX_IO:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if o.watch is None:
+        o.watch = notify.Watch(o.path(), completion_filter, bool(flags & 0x1))  # WATCH_TREE
+        notify.add(o.watch)
+    watch = o.watch
+
+    def answer() -> tuple[int, bytes]:
+        data, fits = watch.take(out_len)
+        if not fits:
+            return wire.STATUS_NOTIFY_ENUM_DIR, struct.pack("<HHI", 9, 0, 0) + b"\0"
+        return wire.STATUS_SUCCESS, struct.pack("<HHI", 9, 72, len(data)) + data
+
+    if watch.changes or watch.overflowed:
+        rhdr.status, body = answer()
+        return body, None
+
+    def start(areq: AsyncRequest) -> None:   # wait for the next change
+        def deliver():
+            stop()
+            status, body = answer()
+            c.complete_async(areq, status, body)
+
+        def stop():
+            watch.deliver = None
+            if areq in o.waiting:
+                o.waiting.remove(areq)
+
+        areq.on_cancel, areq.close_status = stop, wire.STATUS_NOTIFY_CLEANUP
+        o.waiting.append(areq)
+        watch.deliver = deliver
+
+    raise GoAsync(start)
 
 
 LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY,
@@ -1113,20 +1174,51 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
 FSCTL_DFS_GET_REFERRALS = 0x00060194
+FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+SMB2_0_IOCTL_IS_FSCTL = 0x1
 
 
-def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+def interface_info(address: str, link_speed: int = 10_000_000_000) -> bytes:
+    """NETWORK_INTERFACE_INFO for the address the client reached us on (MS-SMB2 2.2.32.5)."""
+    import ipaddress
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        sockaddr = struct.pack("<HH", 0x2, 0) + ip.packed
+    else:
+        sockaddr = struct.pack("<HHI", 0x17, 0, 0) + ip.packed + b"\0" * 4
+    return struct.pack("<IIIIQ", 0, 1, 0, 0, link_speed) + sockaddr.ljust(128, b"\0")
+
+
+def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
+    in_off, in_len, _max_in, _out_off, _out_len, max_out, flags = struct.unpack_from("<IIIIIII", msg, 88)
+    if not flags & SMB2_0_IOCTL_IS_FSCTL:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
         secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if c.signing_required else 0)
         caps = wire.CAP_LARGE_MTU if c.dialect >= wire.SMB210 else 0
         out = struct.pack("<I16sHH", caps, c.server_guid, secmode, c.dialect)
-        return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None
-    if ctl == FSCTL_DFS_GET_REFERRALS:
+    elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
+        if not c.local_address:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)
+        out = interface_info(c.local_address)
+    elif ctl == FSCTL_DFS_GET_REFERRALS:
         raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
-    raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:
+        o = c.open_for(fid, chain)
+        st = os.fstat(o.fd)
+        object_id = struct.pack("<QQ", st.st_ino, st.st_dev)
+        out = object_id + ROOT_UUID + object_id + b"\0" * 16   # ObjectId, BirthVolumeId, BirthObjectId, DomainId
+    else:
+        if fid != FID_ANY or chain.related:
+            c.open_for(fid, chain)   # a file-level control on a closed handle: FILE_CLOSED
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if len(out) > max_out:
+        raise SMBError(wire.STATUS_BUFFER_TOO_SMALL)
+    return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None
 
 
 HANDLERS = {
@@ -1135,4 +1227,5 @@ HANDLERS = {
     wire.CREATE: h_create, wire.CLOSE: h_close, wire.FLUSH: h_flush, wire.READ: h_read,
     wire.WRITE: h_write, wire.QUERY_DIRECTORY: h_query_directory, wire.QUERY_INFO: h_query_info,
     wire.SET_INFO: h_set_info, wire.ECHO: h_echo, wire.IOCTL: h_ioctl, wire.LOCK: h_lock,
+    wire.CHANGE_NOTIFY: h_change_notify,
 }
