@@ -128,7 +128,7 @@ class Share:
     encrypt: bool = False                              # smb encrypt = required
 
 
-@dataclass
+@dataclass(eq=False)
 class Open:
     fd: int
     parts: list
@@ -148,6 +148,10 @@ class Open:
 
     def path(self) -> str:
         return "/".join([self.tree.vfs.root] + self.parts)
+
+
+# every open of every connection: a directory with an open file inside cannot be renamed
+OPEN_FILES: set = set()
 
 
 @dataclass
@@ -475,6 +479,7 @@ class Connection:
 
     def close_open(self, o: Open) -> None:
         self.opens.pop(o.fid, None)
+        OPEN_FILES.discard(o)
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
@@ -769,6 +774,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
+    OPEN_FILES.add(o)
     if action == wire.FILE_CREATED:
         notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
@@ -1052,6 +1058,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        parent = tree.vfs.stat(o.parts[:-1])
+        if sharemodes.blocks_child_rename((parent.st_dev, parent.st_ino)):
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        if o.is_dir and any(other is not o and other.path().startswith(o.path() + "/")
+                            for other in OPEN_FILES):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace = buf[0]
         name_len = struct.unpack_from("<I", buf, 16)[0]
         new_name = wire.from_utf16(buf[20:20 + name_len])

@@ -54,3 +54,10 @@ def others_share(key, owner: int, what: int) -> bool:
     """Whether every other open of the file shares `what` (e.g. DELETE before a rename)."""
     return all(share & what for other, (_wants, share) in _opens.get(key, {}).items()
                if other != owner)
+
+
+def blocks_child_rename(key) -> bool:
+    """Whether an open of a directory stops renames inside it: Windows refuses them while the
+    directory is open (for data, not only attributes) with DELETE access or without sharing
+    delete."""
+    return any(wants and (wants & DELETE or not share & DELETE) for wants, share in _opens.get(key, {}).values())
