@@ -703,6 +703,10 @@ def alloc_size(st: os.stat_result) -> int:
     return 0 if stat.S_ISDIR(st.st_mode) else st.st_blocks * 512
 
 
+# attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
+INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
+
+
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
@@ -711,7 +715,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
     if len(c.opens) >= c.max_opens:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+    if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
+        raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
+    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
     name = wire.from_utf16(msg[name_off:name_off + name_len]) if name_len else ""
+    if name.startswith("\\"):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     parts = split_path(name)
     vfs = tree.vfs
     wants_write = bool(access & (wire.WRITE_ACCESS | wire.DELETE | wire.FILE_WRITE_ATTRIBUTES)) or \
@@ -1027,9 +1037,11 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 # (info type, class) -> size of the fixed part before a variable-length name or list
+# (the sizes Windows checks against, which smbtorture's buffercheck tests expect)
 VARIABLE_PART = {
-    (wire.INFO_FILE, 18): 100, (wire.INFO_FILE, 22): 24,
-    (wire.INFO_FILESYSTEM, 1): 18, (wire.INFO_FILESYSTEM, 5): 12,
+    (wire.INFO_FILE, 18): 104, (wire.INFO_FILE, 21): 8, (wire.INFO_FILE, 22): 32,
+    (wire.INFO_FILE, 48): 8,
+    (wire.INFO_FILESYSTEM, 1): 24, (wire.INFO_FILESYSTEM, 5): 16,
 }
 
 
@@ -1047,7 +1059,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if klass == 4:  # Basic: times (0 = leave, -1 = don't change)
-        _c, atime, mtime, _ch, _attrs = struct.unpack_from("<QQQQI", buf, 0)
+        _c, atime, mtime, _ch, attrs = struct.unpack_from("<QQQQI", buf, 0)
+        if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if atime or mtime:
             st = os.fstat(o.fd)
             a = wire.unix_ns(atime) if atime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_atime_ns
