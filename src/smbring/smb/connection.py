@@ -15,12 +15,13 @@ import stat
 import struct
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 
 from smbring.datapath import FileRange, SendDescriptor
 from smbring.smb import locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
-from smbring.vfs.posix import PathError, PosixVFS, split_path
+from smbring.vfs.posix import PathError, PosixVFS, list_eas, set_ea, split_path
 
 log = logging.getLogger("smbring.smb")
 
@@ -703,6 +704,65 @@ def alloc_size(st: os.stat_result) -> int:
     return 0 if stat.S_ISDIR(st.st_mode) else st.st_blocks * 512
 
 
+def parse_create_contexts(msg, off: int, length: int) -> dict[bytes, bytes]:
+    """CREATE contexts by name (MS-SMB2 2.2.13.2); unknown ones are ignored by the caller."""
+    out = {}
+    pos, end = off, off + length
+    while length and pos + 16 <= end:
+        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", msg, pos)
+        name = bytes(msg[pos + name_off:pos + name_off + name_len])
+        data = bytes(msg[pos + data_off:pos + data_off + data_len]) if data_len else b""
+        if pos + name_off + name_len > end or (data_len and pos + data_off + data_len > end):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        out[name] = data
+        if not nxt:
+            break
+        pos += nxt
+    return out
+
+
+def encode_create_contexts(contexts: list[tuple[bytes, bytes]]) -> bytes:
+    out = bytearray()
+    for i, (name, data) in enumerate(contexts):
+        entry = struct.pack("<IHHHHI", 0, 16, len(name), 0, 24 if data else 0, len(data)) + \
+            name.ljust(8, b"\0") + data
+        if i < len(contexts) - 1:
+            entry += b"\0" * (wire.pad8(len(entry)) - len(entry))
+            entry = struct.pack("<I", len(entry)) + entry[4:]
+        out += entry
+    return bytes(out)
+
+
+def parse_eas(buf) -> list[tuple[str, bytes]]:
+    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15)."""
+    eas, pos = [], 0
+    while pos + 8 <= len(buf):
+        nxt, _flags, name_len, value_len = struct.unpack_from("<IBBH", buf, pos)
+        name = bytes(buf[pos + 8:pos + 8 + name_len]).decode("ascii")
+        value = bytes(buf[pos + 9 + name_len:pos + 9 + name_len + value_len])
+        if not name or pos + 9 + name_len + value_len > len(buf):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        eas.append((name, value))
+        if not nxt:
+            break
+        pos += nxt
+    return eas
+
+
+def encode_eas(eas: list[tuple[str, bytes]]) -> bytes:
+    out = bytearray()
+    last = None
+    for name, value in eas:
+        start = (len(out) + 3) & ~3
+        out += b"\0" * (start - len(out))
+        if last is not None:
+            struct.pack_into("<I", out, last, start - last)
+        last = start
+        n = name.encode("ascii", "replace")
+        out += struct.pack("<IBBH", 0, 0, len(n), len(value)) + n + b"\0" + value
+    return bytes(out)
+
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -723,6 +783,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     parts = split_path(name)
+    contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+    eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     vfs = tree.vfs
     wants_write = bool(access & (wire.WRITE_ACCESS | wire.DELETE | wire.FILE_WRITE_ATTRIBUTES)) or \
         disposition not in (wire.FILE_OPEN,) or options & wire.FILE_DELETE_ON_CLOSE
@@ -789,8 +851,18 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
         notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    if eas and action != wire.FILE_OPENED:
+        for ea_name, value in eas:
+            set_ea(fd, ea_name, value)
+    answers = []
+    if b"MxAc" in contexts:    # the most this user may be granted here
+        answers.append((b"MxAc", struct.pack("<II", 0, 0x001200A9 if tree.share.read_only else wire.FILE_ALL_ACCESS)))
+    if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
+        answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
+    extra = encode_create_contexts(answers)
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
-        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + struct.pack("<II", 0, 0)
+        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + \
+        struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
 
 
@@ -928,7 +1000,38 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     return struct.pack("<HHI", 9, 72, len(out)) + bytes(out), None
 
 
+SHORT_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()-@^_`{}~")
+
+
+def short_name(name: str) -> str:
+    """An 8.3 name: the name itself when it is one, else Samba's style of mangling (five
+    characters, a tilde and two from a hash, then up to three of the extension)."""
+    base, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    if (0 < len(base) <= 8 and len(ext) <= 3 and set(base.upper()) <= SHORT_NAME_CHARS
+            and set(ext.upper()) <= SHORT_NAME_CHARS):
+        return name.upper()
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    h = zlib.crc32(name.encode("utf-8", "surrogatepass"))
+    prefix = "".join(ch for ch in base.upper() if ch in SHORT_NAME_CHARS and ch != "~")[:5] or "_"
+    tail = "".join(ch for ch in ext.upper() if ch in SHORT_NAME_CHARS)[:3]
+    mangled = f"{prefix}~{alphabet[h % 36]}{alphabet[(h // 36) % 36]}"
+    return f"{mangled}.{tail}" if tail else mangled
+
+
+# what reading each file information class needs (MS-SMB2 3.3.5.20.1)
+READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
+FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
+
+
+def may_read(o: Open, need: int) -> bool:
+    return bool(o.access & (need | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED |
+                            (wire.GENERIC_READ if need != READ_CONTROL else 0)))
+
+
 def file_info(c: Connection, o: Open, klass: int) -> bytes:
+    if klass in READ_ATTRIBUTES_CLASSES and not may_read(o, FILE_READ_ATTRIBUTES) or \
+            klass == 15 and not may_read(o, FILE_READ_EA):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     st = os.fstat(o.fd)
     size = 0 if o.is_dir else st.st_size
     basic = times(st) + struct.pack("<II", attributes(st), 0)
@@ -939,8 +1042,14 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return standard
     if klass == 6:
         return struct.pack("<Q", st.st_ino)
-    if klass == 7:
-        return struct.pack("<I", 0)
+    if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
+        eas = list_eas(o.fd)
+        return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
+    if klass == 15:  # FileFullEaInformation
+        eas = list_eas(o.fd)
+        if not eas:
+            raise SMBError(wire.STATUS_NO_EAS_ON_FILE)
+        return encode_eas(eas)
     if klass == 8:
         return struct.pack("<I", o.access)
     if klass == 14:
@@ -953,8 +1062,14 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         name = wire.utf16("\\" + "\\".join(o.parts))
         return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, o.position, 0, 0) +
                 struct.pack("<I", len(name)) + name)
-    if klass == 21:  # FileAlternateNameInformation: no 8.3 short names (what Samba answers)
-        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
+        n = wire.utf16(short_name(o.parts[-1]) if o.parts else "")
+        return struct.pack("<I", len(n)) + n
+    if klass == 48:  # FileNormalizedNameInformation (SMB 3.1.1): the path as stored
+        if c.dialect < wire.SMB311:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)
+        n = wire.utf16("\\".join(o.parts))
+        return struct.pack("<I", len(n)) + n
     if klass == 22:  # FileStreamInformation
         if o.is_dir:
             return b""
@@ -1018,6 +1133,8 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif info_type == wire.INFO_FILESYSTEM:
         data = fs_info(c, o, tree.vfs, klass)
     elif info_type == wire.INFO_SECURITY:
+        if not may_read(o, READ_CONTROL):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         data = security_descriptor(os.fstat(o.fd))
     else:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -1097,6 +1214,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if buf[0] and o.is_dir and PosixVFS.listdir(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
+    elif klass == 15:  # FullEa: set or (with an empty value) remove
+        for ea_name, value in parse_eas(buf):
+            set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
         os.ftruncate(o.fd, struct.unpack_from("<Q", buf, 0)[0])
         notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)

@@ -121,3 +121,35 @@ class PosixVFS:
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)
+
+
+# Extended attributes (OS/2 EAs) live in the file's user.* xattrs, as Samba keeps them;
+# names under user.smbring. are the server's own metadata and never shown as EAs.
+EA_PREFIX = "user."
+PRIVATE_PREFIX = "user.smbring."
+
+
+def list_eas(fd: int) -> list[tuple[str, bytes]]:
+    try:
+        names = os.listxattr(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise
+    return [(n[len(EA_PREFIX):], os.getxattr(fd, n)) for n in sorted(names)
+            if n.startswith(EA_PREFIX) and not n.startswith(PRIVATE_PREFIX)]
+
+
+def set_ea(fd: int, name: str, value: bytes) -> None:
+    """Sets an EA; an empty value removes it, as in NTFS."""
+    key = EA_PREFIX + name
+    if key.startswith(PRIVATE_PREFIX):
+        raise PathError("invalid")
+    if value:
+        os.setxattr(fd, key, value)
+    else:
+        try:
+            os.removexattr(fd, key)
+        except OSError as e:
+            if e.errno != errno.ENODATA:
+                raise
