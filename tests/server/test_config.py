@@ -86,3 +86,33 @@ def test_encrypted_only_share(tmp_path):
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr   # SMB 2.x cannot encrypt
     finally:
         stop(proc)
+
+
+def test_guest_only_where_a_share_allows_it(tmp_path):
+    import shutil
+    if not shutil.which("smbclient"):
+        pytest.skip("smbclient missing")
+    pub, priv = tmp_path / "pub", tmp_path / "priv"
+    pub.mkdir()
+    priv.mkdir()
+    (pub / "hello.txt").write_text("open to all")
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[pub]\npath = {pub}\nguest ok = yes\n"
+                    f"[priv]\npath = {priv}\n")
+    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
+    try:
+        def run(share, creds, cmd):
+            return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), *creds, "-c", cmd],
+                                  capture_output=True, text=True, timeout=60)
+
+        for creds in (["-N"], ["-U", "nobody%whatever"]):      # anonymous, and a user we do not know
+            r = run("pub", creds, "get hello.txt " + str(tmp_path / "got.txt"))
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert (tmp_path / "got.txt").read_text() == "open to all"
+            r = run("priv", creds, "ls")
+            assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr
+        r = run("pub", ["-U", f"{USER}%wrong-password"], "ls")      # a known user's bad password
+        assert "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr
+    finally:
+        stop(proc)

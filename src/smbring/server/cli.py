@@ -55,12 +55,13 @@ def run(args) -> int:
             print(f"share {share.name}: {share.path} is not a directory", file=sys.stderr)
             return 2
     passdb = PasswordDB(args.passdb).load()
-    if not passdb.users and not args.guest:
+    if not passdb.users and not any(share.guest_ok for share in shares.values()):
         print(f"no users in {passdb.path}: add one with `smbring user add NAME` "
               "(or serve with --guest)", file=sys.stderr)
         return 2
     host, _, port = listen.rpartition(":")
-    server = Server(shares, passdb_path=passdb.path, allow_guest=args.guest,
+    guest = args.guest or any(share.guest_ok for share in shares.values())
+    server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
                     signing_required=signing)
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))

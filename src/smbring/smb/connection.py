@@ -42,6 +42,7 @@ def _der(tag: int, body: bytes) -> bytes:
     return bytes([tag, 0x82, n >> 8, n & 0xFF]) + body
 
 
+SPNEGO_ACCEPTED = bytes.fromhex("a1073005a0030a0100")   # NegTokenResp: accept-completed
 SPNEGO_INIT = _der(0x60, bytes.fromhex("06062b0601050502") +
                    _der(0xA0, _der(0x30, _der(0xA0, _der(0x30, NTLMSSP_OID)))))
 
@@ -609,14 +610,21 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.preauth.update(msg)
     if s.auth is None:
         s.auth = ntlm.acceptor(c.passdb_path)
+    session_flags = 0
     try:
         out = s.auth.step(bytes(token)) if token else None
     except Exception as e:  # wrong password, unknown user, malformed token
-        log.info("authentication failed: %s", e)
-        del c.sessions[s.id]
-        raise SMBError(wire.STATUS_LOGON_FAILURE)
+        kind = ntlm.guest_kind(token, c.passdb_path) if c.allow_guest else None
+        if kind is None:
+            log.info("authentication failed: %s", e)
+            del c.sessions[s.id]
+            raise SMBError(wire.STATUS_LOGON_FAILURE)
+        # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
+        s.valid, s.guest, s.user, s.auth = True, True, kind, None
+        log.info("session %d: %s logon", s.id, kind)
+        flag = wire.SESSION_FLAG_IS_NULL if kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
+        return struct.pack("<HHHH", 9, flag, 72, len(SPNEGO_ACCEPTED)) + SPNEGO_ACCEPTED, None
     out = out or b""
-    session_flags = 0
     if s.auth.complete:
         s.user = str(s.auth.client_principal or "")
         s.valid = True

@@ -35,6 +35,8 @@ def _lookup(store, domain, username):
 
 
 _ntlm._get_credential = _lookup
+# our lookup reads the file itself: one that does not exist yet holds no users (guests only)
+_ntlm._get_credential_file = lambda: os.environ.get("NTLM_USER_FILE") or None
 
 _received_blob: list[bytes] = []
 _unpack = NTClientChallengeV2.unpack  # a staticmethod
@@ -63,3 +65,27 @@ def acceptor(passdb_path: str):
     """A new SPNEGO/NTLM acceptor context checking against passdb_path."""
     os.environ["NTLM_USER_FILE"] = passdb_path
     return spnego.server(protocol="negotiate")
+
+
+def guest_kind(token: bytes, passdb_path: str) -> str | None:
+    """For an NTLM AUTHENTICATE that failed: "anonymous" for a null logon (no user, no
+    response), "guest" for a user the password file does not know (Samba's "map to guest =
+    bad user"); None for a known user with a wrong password, which stays a failure."""
+    at = bytes(token).find(b"NTLMSSP\0")
+    if at < 0:
+        return None
+    msg = bytes(token)[at:]
+    if len(msg) < 44 or int.from_bytes(msg[8:12], "little") != 3:
+        return None
+
+    def field(offset: int) -> bytes:
+        length = int.from_bytes(msg[offset:offset + 2], "little")
+        start = int.from_bytes(msg[offset + 4:offset + 8], "little")
+        return msg[start:start + length]
+
+    user = field(36).decode("utf-16-le", "replace")
+    if not user and len(field(20)) == 0:
+        return "anonymous"
+    if user and PasswordDB(passdb_path).load().nt_hash(user) is None:
+        return "guest"
+    return None
