@@ -131,12 +131,12 @@ def test_read_batch(ring, datafile):
     b = ring.read_batch(fd, buf, [0, 8192, 4096, 61440], 4096, callback=got.append)
     while not b.done:
         ring.wait(4)
-    assert got == [b] and b.results == [4096] * 4
+    assert got == [b] and b.results == [4096] * 4 and b.min_result == 4096
     assert buf == data[0:4096] + data[8192:12288] + data[4096:8192] + data[61440:]
     import array
     b = ring.read_batch(fd, buf, array.array("Q", [65536 - 100, 0]), 4096)
     ring.wait(2)
-    assert b.results == [100, 4096]
+    assert b.results == [100, 4096] and b.min_result == 100   # the short read shows
     with pytest.raises(TypeError):
         ring.read_batch(fd, buf, array.array("i", [0]))
     with pytest.raises(ValueError):

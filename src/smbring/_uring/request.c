@@ -339,8 +339,22 @@ static PyObject *Batch_get_results(BatchObject *b, void *c)
     return list;
 }
 
+/* The smallest item result: one comparison tells a caller that every read or write was full
+ * (min_result == size) without building the list of results. */
+static PyObject *Batch_get_min_result(BatchObject *b, void *c)
+{
+    (void)c;
+    long lowest = 0;
+    for (Py_ssize_t i = 0; i < b->count; i++)
+        if (i == 0 || b->items[i].res < lowest)
+            lowest = b->items[i].res;
+    return PyLong_FromLong(lowest);
+}
+
 static PyGetSetDef Batch_getset[] = {
     {"results", (getter)Batch_get_results, NULL, "per-item results (bytes or -errno)", NULL},
+    {"min_result", (getter)Batch_get_min_result, NULL,
+     "the smallest per-item result (0 for an empty batch): == size when every item was full", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
