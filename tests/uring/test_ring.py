@@ -320,3 +320,25 @@ def test_eventfd_signals_work_but_not_our_own_dispatch(ring, sockpair):
             assert ep.poll(0) == []
     finally:
         ep.close()
+
+
+def test_hot_ops_parse_alike_on_both_paths(ring, sockpair):
+    """read/write/send/recv take a vectorcall fast path for the common spellings; every other
+    spelling goes through the general parser and must behave the same."""
+    a, b = sockpair
+    got = []
+    r1 = ring.send(a.fileno(), b"ab", 0, callback=got.append)            # fast path
+    r2 = ring.send(fd=a.fileno(), buf=b"cd", callback=got.append)         # general parser
+    ring.wait(2)
+    assert got == [r1, r2] and r1.res == r2.res == 2
+    assert b.recv(4) == b"abcd"
+    with pytest.raises(TypeError):
+        ring.send("3", b"x")
+    with pytest.raises(TypeError):
+        ring.send(a.fileno(), b"x", 0, bogus=1)
+    with pytest.raises(OverflowError):
+        ring.send(1 << 40, b"x")
+    with pytest.raises(TypeError):
+        ring.recv(a.fileno(), b"read-only bytes")                         # must be writable
+    with pytest.raises(OverflowError):
+        ring.write(a.fileno(), b"x", sqe_flags=1 << 40)

@@ -156,15 +156,79 @@ static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opco
     END;
 }
 
-static PyObject *op_read(RingObject *r, PyObject *a, PyObject *k)
+/* The vectorcall form of the hot buffer ops: the common calls (positional fd, buf and third
+ * argument; callback= and sqe_flags= by keyword) are parsed without building an argument tuple
+ * and keyword dict, which cost more than the op itself in an event loop. Any other spelling
+ * goes to the general parser above, so both accept and refuse exactly the same calls. */
+static PyObject *buffer_op_fast(RingObject *r, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, int opcode, const char *fmt)
 {
-    return buffer_op(r, a, k, IORING_OP_READ, "iO|L" TAIL_FMT ":read");
+    int is_socket = opcode == IORING_OP_SEND || opcode == IORING_OP_RECV;
+    PyObject *cb = NULL;
+    long sqe_flags = 0;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int general = nargs < 2 || nargs > 3 || !PyLong_CheckExact(args[0]) ||
+                  (nargs == 3 && !PyLong_CheckExact(args[2]));
+    for (Py_ssize_t i = 0; i < nkw && !general; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(name, "callback") == 0)
+            cb = value;
+        else if (PyUnicode_CompareWithASCIIString(name, "sqe_flags") == 0 && PyLong_CheckExact(value))
+            sqe_flags = PyLong_AsLong(value);
+        else
+            general = 1;
+    }
+    long fd = general ? 0 : PyLong_AsLong(args[0]);
+    long long extra = nargs == 3 && !general ? PyLong_AsLongLong(args[2]) : (is_socket ? 0 : -1);
+    if (!general && (PyErr_Occurred() || fd < INT_MIN || fd > INT_MAX || sqe_flags < INT_MIN ||
+                     sqe_flags > INT_MAX))
+        general = 1;   /* out of range: let the general parser raise its usual error */
+    if (general) {
+        PyErr_Clear();
+        PyObject *tuple = PyTuple_New(nargs), *kw = nkw ? PyDict_New() : NULL;
+        if (!tuple || (nkw && !kw)) {
+            Py_XDECREF(tuple);
+            Py_XDECREF(kw);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                Py_DECREF(tuple);
+                Py_DECREF(kw);
+                return NULL;
+            }
+        PyObject *res = buffer_op(r, tuple, kw, opcode, fmt);
+        Py_DECREF(tuple);
+        Py_XDECREF(kw);
+        return res;
+    }
+    BEGIN(opcode);
+    Py_buffer *v;
+    int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
+    if (request_pin(req, args[1], writable, &v) < 0 || check_len(v->len) < 0)
+        goto fail;
+    QUEUE((int)fd);
+    sqe->addr = (uint64_t)(uintptr_t)v->buf;
+    sqe->len = (uint32_t)v->len;
+    if (is_socket)
+        sqe->msg_flags = (uint32_t)extra;
+    else
+        sqe->off = (uint64_t)extra;
+    END;
 }
 
-static PyObject *op_write(RingObject *r, PyObject *a, PyObject *k)
-{
-    return buffer_op(r, a, k, IORING_OP_WRITE, "iO|L" TAIL_FMT ":write");
-}
+#define FAST_BUFFER_OP(name, opcode)                                                        \
+    static PyObject *op_##name(RingObject *r, PyObject *const *a, Py_ssize_t n, PyObject *k) \
+    {                                                                                       \
+        return buffer_op_fast(r, a, n, k, (opcode), "iO|L" TAIL_FMT ":" #name);           \
+    }
+
+FAST_BUFFER_OP(read, IORING_OP_READ)
+FAST_BUFFER_OP(write, IORING_OP_WRITE)
+FAST_BUFFER_OP(send, IORING_OP_SEND)
+FAST_BUFFER_OP(recv, IORING_OP_RECV)
 
 static PyObject *rw_fixed(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
 {
@@ -639,16 +703,6 @@ static PyObject *op_fsetxattr(RingObject *r, PyObject *a, PyObject *k)
 
 /* ---- sockets ---------------------------------------------------------------------------- */
 
-static PyObject *op_send(RingObject *r, PyObject *a, PyObject *k)
-{
-    return buffer_op(r, a, k, IORING_OP_SEND, "iO|L" TAIL_FMT ":send");
-}
-
-static PyObject *op_recv(RingObject *r, PyObject *a, PyObject *k)
-{
-    return buffer_op(r, a, k, IORING_OP_RECV, "iO|L" TAIL_FMT ":recv");
-}
-
 /* Multishot recv into a provided buffer ring: one CQE per arrival, req.buffer_id says where. */
 static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
 {
@@ -1118,11 +1172,13 @@ int ops_finish(RequestObject *req)
 
 #define OP(name, doc) \
     {#name, (PyCFunction)(void (*)(void))op_##name, METH_VARARGS | METH_KEYWORDS, doc}
+#define FAST_OP(name, doc) \
+    {#name, (PyCFunction)(void (*)(void))op_##name, METH_FASTCALL | METH_KEYWORDS, doc}
 
 PyMethodDef ring_op_methods[] = {
     OP(nop, "nop() -> Request"),
-    OP(read, "read(fd, buf, offset=-1) -> Request: read into the whole writable buffer"),
-    OP(write, "write(fd, buf, offset=-1) -> Request"),
+    FAST_OP(read, "read(fd, buf, offset=-1) -> Request: read into the whole writable buffer"),
+    FAST_OP(write, "write(fd, buf, offset=-1) -> Request"),
     OP(read_fixed, "read_fixed(fd, index, offset, length=rest, buf_offset=0): into registered buffer"),
     OP(write_fixed, "write_fixed(fd, index, offset, length=rest, buf_offset=0): from registered buffer"),
     OP(readv, "readv(fd, buffers, offset=-1) -> Request"),
@@ -1148,8 +1204,8 @@ PyMethodDef ring_op_methods[] = {
     OP(setxattr, "setxattr(path, name, value, flags=0) -> Request"),
     OP(fgetxattr, "fgetxattr(fd, name, buf, flags=0) -> Request (res: value length)"),
     OP(fsetxattr, "fsetxattr(fd, name, value, flags=0) -> Request"),
-    OP(send, "send(fd, buf, flags=0) -> Request"),
-    OP(recv, "recv(fd, buf, flags=0) -> Request"),
+    FAST_OP(send, "send(fd, buf, flags=0) -> Request"),
+    FAST_OP(recv, "recv(fd, buf, flags=0) -> Request"),
     OP(recv_multishot, "recv_multishot(fd, group, flags=0) -> Request: data lands in buffer ring "
                        "`group`; one completion per arrival (req.buffer_id, req.more)"),
     OP(read_multishot, "read_multishot(fd, group) -> Request: reads land in buffer ring `group`; "

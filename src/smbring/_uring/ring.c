@@ -19,10 +19,27 @@ static int sys_setup(unsigned entries, struct io_uring_params *p)
     return (int)syscall(__NR_io_uring_setup, entries, p);
 }
 
-static int sys_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned flags,
+/* Enters through the registered ring index when there is one: the kernel then skips the
+ * fdget/fdput of the ring's own fd on every call. Only the owner thread enters (ring_check). */
+static int sys_enter(RingObject *r, unsigned to_submit, unsigned min_complete, unsigned flags,
                      void *arg, size_t argsz)
 {
-    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, arg, argsz);
+    return (int)syscall(__NR_io_uring_enter, r->enter_fd, to_submit, min_complete,
+                        flags | r->enter_flags, arg, argsz);
+}
+
+static void register_ring_fd(RingObject *r)
+{
+    struct io_uring_rsrc_update upd;
+    memset(&upd, 0, sizeof(upd));
+    upd.offset = -1U;           /* any free slot */
+    upd.data = (uint64_t)r->fd;
+    r->enter_fd = r->fd;
+    r->enter_flags = 0;
+    if (ring_register(r, IORING_REGISTER_RING_FDS, &upd, 1) == 1) {
+        r->enter_fd = (int)upd.offset;
+        r->enter_flags = IORING_ENTER_REGISTERED_RING;
+    }
 }
 
 int ring_register(RingObject *r, unsigned opcode, void *arg, unsigned nr)
@@ -225,6 +242,7 @@ static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
     }
     r->fork_generation = sr_fork_generation;
     r->owner = pthread_self();
+    register_ring_fd(r);
     probe_ops(r);
     return 0;
 }
@@ -333,7 +351,7 @@ int ring_submit(RingObject *r)
         __atomic_store_n(r->sq_tail, r->sq_local_tail, __ATOMIC_RELEASE);
         if (n == 0)
             return total;
-        int ret = sys_enter(r->fd, n, 0, 0, NULL, 0);
+        int ret = sys_enter(r, n, 0, 0, NULL, 0);
         if (ret < 0) {
             if (errno == EINTR)
                 continue;
@@ -424,7 +442,7 @@ static int wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
     unsigned n = r->sq_local_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     __atomic_store_n(r->sq_tail, r->sq_local_tail, __ATOMIC_RELEASE);
     if (n > 0 || min_complete == 0 || cq_ready(r) < min_complete) {
-        if (sys_enter(r->fd, n, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno != EINTR &&
+        if (sys_enter(r, n, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno != EINTR &&
             errno != EAGAIN && errno != EBUSY) {
             sr_oserror(errno, "io_uring_enter");
             return -1;
@@ -445,7 +463,7 @@ static int wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
         unsigned want = min_complete - cq_ready(r);
         int ret, err;
         Py_BEGIN_ALLOW_THREADS
-        ret = sys_enter(r->fd, 0, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
+        ret = sys_enter(r, 0, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
                         sizeof(arg));
         err = errno;
         Py_END_ALLOW_THREADS
@@ -570,8 +588,26 @@ static void abandon_inflight(RingObject *r)
     r->ninflight = 0;
 }
 
+/* The registration lives in the owner task's io_uring context and holds the ring file open:
+ * it must go before close(), from that task. (A ring dropped by another thread keeps its
+ * memory until the owner thread exits; rings belong to one thread anyway.) */
+static void unregister_ring_fd(RingObject *r)
+{
+    if (!r->enter_flags)
+        return;
+    if (r->fork_generation == sr_fork_generation && pthread_equal(r->owner, pthread_self())) {
+        struct io_uring_rsrc_update upd;
+        memset(&upd, 0, sizeof(upd));
+        upd.offset = (unsigned)r->enter_fd;
+        ring_register(r, IORING_UNREGISTER_RING_FDS, &upd, 1);
+    }
+    r->enter_fd = r->fd;
+    r->enter_flags = 0;
+}
+
 static void teardown(RingObject *r)
 {
+    unregister_ring_fd(r);
     free_pending(r);
     release_registered(r);
     bufrings_detach(r);

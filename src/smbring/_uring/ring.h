@@ -122,6 +122,8 @@ typedef struct PendingSQE {
 struct RingObject {
     PyObject_HEAD
     int fd;
+    int enter_fd;                /* the fd, or its index once registered (IORING_REGISTER_RING_FDS) */
+    unsigned enter_flags;        /* IORING_ENTER_REGISTERED_RING when enter_fd is an index */
     int closed;
     unsigned setup_flags;
     unsigned features;
