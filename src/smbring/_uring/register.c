@@ -318,11 +318,15 @@ static int bufring_bid(BufRingObject *b, PyObject *arg)
 }
 
 /* take(bid, nbytes) -> bytes: copies the data out and gives the buffer back to the kernel. */
-static PyObject *BufRing_take(BufRingObject *b, PyObject *args)
+static PyObject *BufRing_take(BufRingObject *b, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *bid_obj;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "On:take", &bid_obj, &n))
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "take() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *bid_obj = args[0];
+    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
         return NULL;
     int bid = bufring_bid(b, bid_obj);
     if (bid < 0)
@@ -369,7 +373,7 @@ static PyObject *BufRing_unregister(BufRingObject *b, PyObject *unused)
 }
 
 static PyMethodDef BufRing_methods[] = {
-    {"take", (PyCFunction)BufRing_take, METH_VARARGS,
+    {"take", (PyCFunction)(void (*)(void))BufRing_take, METH_FASTCALL,
      "take(buffer_id, nbytes) -> bytes\n\nCopy a received buffer out and recycle it."},
     {"unregister", (PyCFunction)BufRing_unregister, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},

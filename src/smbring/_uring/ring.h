@@ -90,6 +90,7 @@ typedef struct RequestObject {
     PyObject *value;                    /* op-specific result built at completion (statx, epoll) */
     Py_buffer *views;                   /* pinned buffers, released at the last completion */
     int nviews;
+    Py_buffer one_view;                 /* views points here for the usual single buffer */
     void *mem;                          /* scratch the kernel reads or writes (iovecs, msghdr, ...) */
     int32_t res;
     uint32_t flags;
