@@ -44,14 +44,17 @@ from typing import NamedTuple, Union
 PATHS = ("copy", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
+AUTO_SPLICE_MIN = 256 << 10   # read path auto: payloads at least this large are spliced
 
 
 class FileRange(NamedTuple):
-    """`length` bytes of the open file `fd` from `offset`."""
+    """`length` bytes of the open file `fd` from `offset`; `io` is the VFS module that reads
+    them when they must be read into memory (see smbring.vfs.modules), else the ring."""
 
     fd: int
     offset: int
     length: int
+    io: object = None
 
 
 Payload = Union[bytes, bytearray, memoryview, FileRange, None]
@@ -63,9 +66,11 @@ class SendDescriptor:
 
     header: bytes | bytearray | memoryview
     payload: Payload = None
-    # the layer above says whether splicing this payload is safe (unsigned, unencrypted,
-    # and no open of the file may write to it meanwhile)
+    # a FileRange payload is never signed or encrypted (those are built in memory); the layer
+    # above says whether any open of the file may write to it meanwhile (splice has no
+    # copy-on-write), and which read path the share asks for (None: the Sender's default)
     splice_safe: bool = False
+    read_path: str | None = None
 
 
 def splice_pipe() -> tuple[int, int]:
@@ -80,16 +85,21 @@ def splice_pipe() -> tuple[int, int]:
 
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
-    splice, zc). Unsafe splices fall back to copy; zc needs the kernel op."""
+    splice, zc): ``splice`` is the share opting in (splice even while the file may be
+    written); ``auto`` splices large payloads of files nobody may write meanwhile, and copies
+    the rest. zc needs the kernel op."""
     if not isinstance(desc.payload, FileRange):
         return "copy"
+    configured = desc.read_path or configured
     if configured == "splice":
-        return "splice" if desc.splice_safe else "copy"
+        return "splice"
     if configured == "zc":
         return "zc" if supports_zc else "copy"
-    # auto: measured on loopback, read+send beats splice and SEND_ZC (which copies there
-    # anyway); splice wins only for large payloads when the reader is CPU-bound elsewhere.
-    return "copy"
+    if configured == "copy":
+        return "copy"
+    # auto: splice saves the server a copy per byte (file -> user buffer); for small payloads
+    # the extra syscalls cost more than the copy. SEND_ZC copies on loopback anyway.
+    return "splice" if desc.splice_safe and desc.payload.length >= AUTO_SPLICE_MIN else "copy"
 
 
 class BufferPool:
@@ -139,11 +149,11 @@ class Sender:
         """Send one response; returns the path used."""
         async with self._lock:
             path = choose_path(self.read_path, desc, self._zc_ok)
-            if not isinstance(desc.payload, FileRange):
+            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
                 await self._send_all(parts)
-                nbytes = sum(len(p) for p in parts)
-            elif path == "splice":
+                return path
+            if path == "splice":
                 nbytes = await self._send_splice(desc.header, desc.payload)
             elif path == "zc":
                 nbytes = await self._send_zc(desc.header, desc.payload)
@@ -176,13 +186,17 @@ class Sender:
         """Reads rng into buf[start:]; a short file is padded with zeros (the length was
         promised in the header already). Returns rng.length."""
         view = memoryview(buf)[start:start + rng.length]
-        done = 0
-        while done < rng.length:
-            n = await self.aring.read(rng.fd, view[done:], rng.offset + done)
-            if n == 0:
-                view[done:] = bytes(rng.length - done)
-                break
-            done += n
+        if rng.io is not None:
+            done = await rng.io.pread_into(rng.fd, view, rng.offset)
+        else:
+            done = 0
+            while done < rng.length:
+                n = await self.aring.read(rng.fd, view[done:], rng.offset + done)
+                if n == 0:
+                    break
+                done += n
+        if done < rng.length:
+            view[done:] = bytes(rng.length - done)
         return rng.length
 
     async def _send_copy(self, header, rng: FileRange) -> int:

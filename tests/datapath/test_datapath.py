@@ -95,10 +95,17 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
-def test_splice_only_when_safe():
-    rng = FileRange(3, 0, 10)
-    assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=False), True) == "copy"
-    assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=True), True) == "splice"
+def test_path_rules():
+    from smbring.datapath import AUTO_SPLICE_MIN
+    rng, big = FileRange(3, 0, 10), FileRange(3, 0, AUTO_SPLICE_MIN)
+    # auto splices only large payloads of files nobody may write meanwhile
+    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=True), True) == "splice"
+    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=False), True) == "copy"
+    assert choose_path("auto", SendDescriptor(b"", rng, splice_safe=True), True) == "copy"
+    # a share that opts in (read path = splice) splices even while the file may be written
+    assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=False), True) == "splice"
+    # the share's own read path wins over the Sender's default
+    assert choose_path("splice", SendDescriptor(b"", big, splice_safe=True, read_path="copy"), True) == "copy"
     assert choose_path("zc", SendDescriptor(b"", rng), False) == "copy"
     assert choose_path("zc", SendDescriptor(b"", b"buffer"), True) == "copy"
     with pytest.raises(ValueError):

@@ -21,6 +21,11 @@ def register(sub) -> None:
     p.add_argument("--signing-required", action="store_true", help="require signed sessions")
     p.add_argument("--encrypt", action="store_true",
                    help="the share is reached over encrypted sessions only (smb encrypt = required)")
+    p.add_argument("--vfs-objects", default="",
+                   help="data VFS modules, top first: io_uring, threadpool, posix "
+                        "(default: io_uring where available, else threadpool)")
+    p.add_argument("--read-path", default=None, choices=["auto", "copy", "splice", "zc"],
+                   help="how READ data reaches the socket (default auto)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -41,12 +46,15 @@ def run(args) -> int:
             print(f"configuration: {e}", file=sys.stderr)
             return 2
         shares, signing = cfg.shares, signing or cfg.signing_required
+        read_path = args.read_path or cfg.read_path
         listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
         args.passdb = args.passdb or cfg.passdb
     elif args.path:
         shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
                                     read_only=args.read_only, guest_ok=args.guest,
-                                    encrypt=args.encrypt)}
+                                    encrypt=args.encrypt,
+                                    vfs_objects=args.vfs_objects.replace(",", " ").split())}
+        read_path = args.read_path or "auto"
     else:
         print("give a directory to share, or --config FILE", file=sys.stderr)
         return 2
@@ -62,7 +70,7 @@ def run(args) -> int:
     host, _, port = listen.rpartition(":")
     guest = args.guest or any(share.guest_ok for share in shares.values())
     server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
-                    signing_required=signing)
+                    signing_required=signing, read_path=read_path)
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

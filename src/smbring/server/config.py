@@ -2,8 +2,9 @@
 
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
 ``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``vfs objects`` (posix), ``smb encrypt`` (``required``: the
-share is reached over encrypted sessions only).
+``valid users``, ``comment``, ``vfs objects`` (io_uring, threadpool, posix: see
+smbring.vfs.modules), ``read path`` (auto, copy, splice, zc: see smbring.datapath; also in
+[global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
 Anything else is warned about and ignored, as Samba users expect from testparm.
 """
 from __future__ import annotations
@@ -13,15 +14,17 @@ import logging
 from dataclasses import dataclass, field
 
 from smbring.smb.connection import Share
+from smbring.vfs.modules import MODULES
 
 log = logging.getLogger("smbring.config")
 
 TRUE = {"yes", "true", "1", "on"}
 FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level"}
+               "log level", "read path"}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
-              "vfs objects", "smb encrypt", "browseable", "browsable"}
+              "vfs objects", "smb encrypt", "browseable", "browsable", "read path"}
+READ_PATHS = ("auto", "copy", "splice", "zc")
 
 
 class ConfigError(ValueError):
@@ -34,6 +37,7 @@ class Config:
     signing_required: bool = False
     listen: str | None = None
     passdb: str | None = None
+    read_path: str = "auto"
     warnings: list[str] = field(default_factory=list)
 
 
@@ -44,6 +48,13 @@ def _bool(value: str, where: str) -> bool:
     if v in FALSE:
         return False
     raise ConfigError(f"{where}: expected yes or no, not {value!r}")
+
+
+def _read_path(value: str, where: str) -> str:
+    v = value.strip().lower()
+    if v not in READ_PATHS:
+        raise ConfigError(f"{where} read path: one of {', '.join(READ_PATHS)}, not {value!r}")
+    return v
 
 
 def load(path: str) -> Config:
@@ -70,6 +81,7 @@ def load(path: str) -> Config:
                 cfg.listen = f"127.0.0.1:{opts['smb ports'].split()[0]}"
             cfg.listen = opts.get("listen", cfg.listen)
             cfg.passdb = opts.get("passdb")
+            cfg.read_path = _read_path(opts.get("read path", "auto"), "[global]")
             continue
         where = f"[{section}]"
         for key in opts:
@@ -81,10 +93,10 @@ def load(path: str) -> Config:
         for alias in ("writable", "writeable"):
             if alias in opts:
                 read_only = not _bool(opts[alias], f"{where} {alias}")
-        vfs = opts.get("vfs objects", "").split()
+        vfs = opts.get("vfs objects", "").replace(",", " ").split()
         for module in vfs:
-            if module not in ("posix", "io_uring"):
-                warn(f"{where} vfs objects: module {module!r} is not available (posix used)")
+            if module not in MODULES:
+                warn(f"{where} vfs objects: module {module!r} is not available here (skipped)")
         encrypt = opts.get("smb encrypt", "off").strip().lower()
         if encrypt not in ("off", "no", "disabled", "default", "desired", "if_required",
                            "required", "mandatory", "yes"):
@@ -94,6 +106,8 @@ def load(path: str) -> Config:
             guest_ok=_bool(opts.get("guest ok", "no"), f"{where} guest ok"),
             valid_users=[u.strip().lower() for u in opts.get("valid users", "").replace(",", " ").split()],
             encrypt=encrypt in ("required", "mandatory", "yes"),
+            vfs_objects=[m for m in vfs if m in MODULES],
+            read_path=_read_path(opts["read path"], where) if "read path" in opts else None,
         )
     if not cfg.shares:
         raise ConfigError(f"{path}: no share sections")

@@ -16,7 +16,8 @@ import os
 import socket
 
 from smbring.datapath import FileRange, Receiver, Sender
-from smbring.smb.connection import MAX_IO, Connection, Share
+from smbring.smb.connection import MAX_IO, Connection, Deferred, Share
+from smbring.vfs import modules
 
 log = logging.getLogger("smbring.server")
 MAX_FRAME = MAX_IO + 65536
@@ -85,6 +86,23 @@ class Server:
         self.use_uring = use_uring
         self.max_connections = max_connections
         self.connections = 0
+        self._modules = None
+
+    def _io_modules(self) -> dict:
+        """Each share's VFS module stack for file data (built once, on the running loop)."""
+        if self._modules is None:
+            aring = None
+            if self.use_uring:
+                try:
+                    from smbring.uring import aio
+                    aring = aio.get_ring()
+                except (ImportError, OSError):
+                    aring = None
+            self._modules = {name: modules.build(share.vfs_objects, aring)
+                             for name, share in self.shares.items()}
+            for name, stack in self._modules.items():
+                log.info("share %s: file data through %s", name, stack.describe())
+        return self._modules
 
     def _transport(self, sock: socket.socket):
         if self.use_uring:
@@ -101,7 +119,8 @@ class Server:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self.shares, passdb_path=self.passdb_path, allow_guest=self.allow_guest,
-                          signing_required=self.signing_required, local_address=sock.getsockname()[0])
+                          signing_required=self.signing_required, local_address=sock.getsockname()[0],
+                          io_modules=self._io_modules())
         transport = self._transport(sock)
         self.connections += 1
         log.info("connection from %s", peer)
@@ -136,13 +155,25 @@ class Server:
                 descs = conn.handle_frame(frame)
                 async with sending:
                     for desc in descs:
-                        await transport.send(desc)
+                        if isinstance(desc, Deferred):   # a WRITE or FLUSH: the file I/O first
+                            try:
+                                result = await desc.io.run()
+                            except OSError as e:
+                                result = e
+                            for answer in desc.finish(result):
+                                await transport.send(answer)
+                        else:
+                            await transport.send(desc)
         except (ConnectionError, OSError) as e:
             log.info("connection from %s closed: %s", peer, e or "eof")
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
             conn.close_all()
+            stats = getattr(getattr(transport, "tx", None), "stats", None)
+            if stats is not None and any(stats.by_path.values()):
+                log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "
+                         "copied: %d of %d)", peer, stats.by_path, stats.zc_copied, stats.zc_sends)
             transport.close()
             self.connections -= 1
             sock.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from smbring.datapath import FileRange, SendDescriptor
 from smbring.smb import locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
+from smbring.vfs.modules import Posix
 from smbring.vfs.posix import PathError, PosixVFS, list_eas, set_ea, split_path
 
 log = logging.getLogger("smbring.smb")
@@ -54,6 +55,8 @@ class FilePayload:
 
     prefix: bytes
     range: FileRange
+    splice_safe: bool = False       # no open of the file may write to it (see datapath)
+    read_path: str | None = None    # the share's read path
 
     def materialize(self) -> bytes:
         data = os.pread(self.range.fd, self.range.length, self.range.offset)
@@ -66,6 +69,7 @@ class Chain:
 
     related: bool = False
     last: bool = True
+    single: bool = True                    # the frame holds one request, not a compound
     session_id: int = 0xFFFFFFFFFFFFFFFF   # before the first request: nothing to inherit
     tree_id: int = 0xFFFFFFFF
     fid: bytes | None = None               # the open the previous request used or created
@@ -94,6 +98,42 @@ class GoAsync(Exception):
 
 ALLOWED_FLAGS = (wire.FLAGS_RELATED | wire.FLAGS_SIGNED | wire.FLAGS_DFS | wire.FLAGS_PRIORITY_MASK |
                  wire.FLAGS_REPLAY)
+
+
+@dataclass
+class FileIO:
+    """File I/O a response waits for (WRITE's payload, FLUSH's fsync), described here and done
+    by the I/O layer with the share's VFS module; `done(result)` then builds the response
+    body. Without an I/O layer (or inside a compound) it runs inline through posix calls."""
+
+    op: str                      # "write" | "fsync"
+    fd: int
+    offset: int = 0
+    data: memoryview | None = None
+    io: object = None            # the share's VFS module stack
+    done: object = None          # result -> response body
+
+    async def run(self) -> int:
+        if self.io is None:
+            return self.run_sync()
+        if self.op == "write":
+            return await self.io.pwrite_all(self.fd, self.data, self.offset)
+        await self.io.fsync(self.fd)
+        return 0
+
+    def run_sync(self) -> int:
+        if self.op == "write":
+            return Posix.pwrite_all_sync(self.fd, self.data, self.offset)
+        os.fsync(self.fd)
+        return 0
+
+
+class Deferred:
+    """What handle_frame returns for a lone request that waits for file I/O: the I/O layer
+    awaits `io.run()` and sends `finish(result or OSError)`."""
+
+    def __init__(self, io: FileIO, finish):
+        self.io, self.finish = io, finish
 
 
 class SMBError(Exception):
@@ -128,6 +168,8 @@ class Share:
     guest_ok: bool = False
     valid_users: list = field(default_factory=list)   # lower-case names; empty: everyone
     encrypt: bool = False                              # smb encrypt = required
+    vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
+    read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
 
 
 @dataclass(eq=False)
@@ -160,6 +202,7 @@ OPEN_FILES: set = set()
 class Tree:
     share: Share | None          # None: IPC$
     vfs: PosixVFS | None
+    io: object = None            # the share's VFS module stack for file data (None: inline)
 
 
 @dataclass
@@ -181,8 +224,11 @@ class Session:
 class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
-                 local_address: str = ""):
+                 local_address: str = "", io_modules: dict | None = None):
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
+        # share name -> VFS module stack; with them, a lone WRITE or FLUSH comes back from
+        # handle_frame as a Deferred for the I/O layer to carry out
+        self.io_modules = io_modules or {}
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
@@ -248,6 +294,7 @@ class Connection:
             msg = frame[offset:end]
             chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
             chain.last = not hdr.next_command
+            chain.single = chain.last and offset == 0
             if chain.related:   # ids of the previous request (none before the first)
                 hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
             else:
@@ -262,7 +309,25 @@ class Connection:
             if not hdr.next_command:
                 break
             offset = end
+        if len(out) == 1 and isinstance(out[0][2], FileIO):
+            return self.outbox_drain() + [self._deferred(out[0], signed_requests, encrypted_session)]
         return self.outbox_drain() + self._responses(out, signed_requests, encrypted_session)
+
+    def _deferred(self, response, signed_requests, encrypted_session) -> Deferred:
+        req, rhdr, job = response
+        sealed = self._sealed
+
+        def finish(result) -> list[SendDescriptor]:
+            self._sealed = sealed     # other frames may have been answered meanwhile
+            if isinstance(result, BaseException):
+                rhdr.status = status_for_oserror(result) if isinstance(result, OSError) \
+                    else wire.STATUS_INTERNAL_ERROR
+                body = wire.error_body()
+            else:
+                body = job.done(result)
+            return self._responses([(req, rhdr, body)], signed_requests, encrypted_session)
+
+        return Deferred(job, finish)
 
     def _responses(self, out, signed_requests, encrypted_session) -> list[SendDescriptor]:
         if not out:
@@ -284,7 +349,8 @@ class Connection:
             if not self._must_sign(rhdr, signed_requests[0]):
                 head = self._finish(req, rhdr, payload.prefix)
                 size = len(head) + payload.range.length
-                return [SendDescriptor(size.to_bytes(4, "big") + bytes(head), payload.range)]
+                return [SendDescriptor(size.to_bytes(4, "big") + bytes(head), payload.range,
+                                       splice_safe=payload.splice_safe, read_path=payload.read_path)]
         # a compound response is 8-byte aligned and chained by NextCommand; each part is
         # signed on its own, after the chaining fields are final
         chained = bytearray()
@@ -391,6 +457,8 @@ class Connection:
             body, fid = handler(self, hdr, msg, rhdr, chain)
             if fid is not None:
                 chain.fid = fid
+            if isinstance(body, FileIO) and not (chain.single and body.io is not None):
+                body = body.done(body.run_sync())   # a compound waits for nothing: inline
             return rhdr, body
         except GoAsync as e:
             if not chain.last:       # only the last of a compound may wait (Windows: <162>)
@@ -674,7 +742,7 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if share.encrypt and not c.cipher:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
-        tree = Tree(share, PosixVFS(share.path))
+        tree = Tree(share, PosixVFS(share.path), c.io_modules.get(share.name))
         share_type = wire.SHARE_TYPE_DISK
         access = 0x001200A9 if share.read_only else wire.FILE_ALL_ACCESS
     tid = c.next_id
@@ -890,8 +958,7 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain)
-    os.fsync(o.fd)
-    return struct.pack("<HH", 4, 0), None
+    return FileIO("fsync", o.fd, io=o.tree.io, done=lambda _: struct.pack("<HH", 4, 0)), None
 
 
 def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -912,7 +979,9 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
-    return FilePayload(prefix, FileRange(o.fd, offset, available)), None
+    return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.io),
+                       splice_safe=not sharemodes.has_writer(o.key),
+                       read_path=o.tree.share.read_path), None
 
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -930,20 +999,17 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
-    view = memoryview(msg)[data_off:data_off + length]
-    done = 0
-    while done < length:
-        n = os.pwrite(o.fd, view[done:], offset + done)
-        if n == 0:
-            raise SMBError(wire.STATUS_DISK_FULL)
-        done += n
-    o.position = offset + length
-    if notify.active():
-        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-    flags = struct.unpack_from("<I", msg, 64 + 44)[0]
-    if flags & 0x1:  # WRITEFLAG_WRITE_THROUGH
-        os.fdatasync(o.fd)
-    return struct.pack("<HHIIHH", 17, 0, length, 0, 0, 0), None
+    write_through = struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1   # WRITEFLAG_WRITE_THROUGH
+
+    def written(n: int) -> bytes:
+        o.position = offset + n
+        if notify.active():
+            notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        if write_through:
+            os.fdatasync(o.fd)
+        return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
+
+    return FileIO("write", o.fd, offset, memoryview(msg)[data_off:data_off + length], o.tree.io, written), None
 
 
 def _match(pattern: str, name: str) -> bool:

@@ -61,3 +61,8 @@ def blocks_child_rename(key) -> bool:
     directory is open (for data, not only attributes) with DELETE access or without sharing
     delete."""
     return any(wants and (wants & DELETE or not share & DELETE) for wants, share in _opens.get(key, {}).values())
+
+
+def has_writer(key) -> bool:
+    """Whether any open of the file may write its data (splicing it is then unsafe)."""
+    return any(wants & WRITE for wants, _share in _opens.get(key, {}).values())

@@ -1,0 +1,102 @@
+"""Every VFS module and READ path carries the same bytes: smbclient puts and gets a file with
+checksums compared, and the server's own count of the path each read took is checked. A
+client that holds the file open for writing forces `read path = auto` off splice."""
+import hashlib
+import re
+import shutil
+import time
+import uuid
+
+import pytest
+
+from conftest import PASSWORD, USER, spawn, stop
+
+if not shutil.which("smbclient"):
+    pytest.skip("Samba's smbclient is not installed", allow_module_level=True)
+
+import subprocess  # noqa: E402
+
+SIZE = 24 << 20
+
+
+def smbclient(port, command):
+    return subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                           "-c", command], capture_output=True, text=True, timeout=120)
+
+
+def paths_used(log) -> dict:
+    """Sums the per-connection counts the server logs when a connection closes."""
+    total = {"copy": 0, "splice": 0, "zc": 0}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = re.findall(r"file reads sent by path (\{[^}]*\})", log.read_text())
+        if found:
+            for d in found:
+                for k, v in eval(d).items():   # our own log line: a dict literal
+                    total[k] += v
+            return total
+        time.sleep(0.1)
+    return total
+
+
+@pytest.mark.parametrize("vfs,read_path,expect", [
+    ("io_uring", "copy", "copy"), ("io_uring", "splice", "splice"), ("io_uring", "zc", "zc"),
+    ("io_uring", "auto", "splice"), ("threadpool", "auto", "splice"), ("posix", "copy", "copy"),
+])
+def test_put_get_identical_bytes(tmp_path, vfs, read_path, expect):
+    share = tmp_path / "share"
+    share.mkdir()
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * (SIZE // 256) + b"tail")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--vfs-objects", vfs,
+                            "--read-path", read_path)
+    try:
+        r = smbclient(port, f"put {src} file.bin; get file.bin {tmp_path / 'back.bin'}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        assert hashlib.sha256((share / "file.bin").read_bytes()).hexdigest() == digest
+        assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
+        stop(proc)
+        used = paths_used(log)
+        assert used[expect] > 0, used
+        if read_path != "auto":
+            assert sum(used.values()) == used[expect], used
+        else:   # auto splices the big reads and copies what is left under AUTO_SPLICE_MIN
+            assert used["zc"] == 0 and used["splice"] >= used["copy"], used
+        assert f"file data through {vfs}" in log.read_text()
+    finally:
+        stop(proc)
+
+
+def test_auto_does_not_splice_a_file_open_for_writing(tmp_path):
+    pytest.importorskip("smbprotocol")
+    from smbprotocol.connection import Connection
+    from smbprotocol.open import CreateDisposition, CreateOptions, FileAttributes, ImpersonationLevel, Open
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    share = tmp_path / "share"
+    share.mkdir()
+    data = bytes(range(256)) * (SIZE // 256)
+    (share / "busy.bin").write_bytes(data)
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share")
+    conn = Connection(uuid.uuid4(), "127.0.0.1", port)
+    conn.connect()
+    try:
+        session = Session(conn, USER, PASSWORD)
+        session.connect()
+        tree = TreeConnect(session, r"\\127.0.0.1\share")
+        tree.connect()
+        writer = Open(tree, "busy.bin")
+        writer.create(ImpersonationLevel.Impersonation, 0x0012019F, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                      0x7, CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE)
+        writer.write(b"W" * 10, 0)           # a writer changes the file while others read it
+        r = smbclient(port, f"get busy.bin {tmp_path / 'got.bin'}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / "got.bin").read_bytes() == b"W" * 10 + data[10:]
+        writer.close()
+    finally:
+        conn.disconnect()
+        stop(proc)
+    used = paths_used(log)
+    assert used["splice"] == 0 and used["copy"] > 0, used

@@ -1,0 +1,90 @@
+"""The data VFS modules on real files: each reads whole buffers (short only at end of file),
+writes everything or raises, and io_uring serves file systems that punt to worker threads
+(tmpfs) through the module below it."""
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from smbring import uring
+from smbring.vfs import modules
+
+needs_uring = pytest.mark.skipif(not uring.available(), reason="io_uring unavailable")
+
+
+def stack(name):
+    if name == "io_uring":
+        from smbring.uring import aio
+        return modules.build(["io_uring"], aio.get_ring())
+    return modules.build([name])
+
+
+@pytest.mark.parametrize("name", ["posix", "threadpool", pytest.param("io_uring", marks=needs_uring)])
+def test_write_read_fsync_and_errors(tmp_path, name):
+    payload = os.urandom(3 * 1024 * 1024 + 123)
+
+    async def main():
+        io = stack(name)
+        assert io.name == name
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            assert await io.pwrite_all(fd, memoryview(payload), 4096) == len(payload)
+            await io.fsync(fd)
+            buf = bytearray(len(payload) + 5000)
+            n = await io.pread_into(fd, memoryview(buf), 4096)      # past the end: short
+            assert n == len(payload) and bytes(buf[:n]) == payload
+            assert await io.pread_into(fd, memoryview(bytearray(10)), 10 << 20) == 0   # EOF
+        finally:
+            os.close(fd)
+        full = os.open("/dev/full", os.O_WRONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                await io.pwrite_all(full, memoryview(b"x" * 10), 0)
+            assert e.value.errno == errno.ENOSPC
+        finally:
+            os.close(full)
+        with pytest.raises(OSError) as e:
+            await io.pread_into(12345, memoryview(bytearray(1)), 0)
+        assert e.value.errno == errno.EBADF
+
+    asyncio.run(main())
+
+
+def test_default_stack_and_unknown_names():
+    assert modules.build([]).describe() == "threadpool -> posix"         # no ring given
+    assert modules.build(["posix"]).describe() == "posix"
+    assert modules.build(["threadpool", "acl_xattr"]).describe() == "threadpool -> posix"
+
+
+@needs_uring
+def test_io_uring_serves_tmpfs_inline(tmp_path):
+    """tmpfs cannot read without blocking, so io_uring would punt every request to a kernel
+    worker; the module notices once per file system and uses the module below instead."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    path = f"/dev/shm/smbring-test-{os.getpid()}"
+
+    async def main():
+        io = stack("io_uring")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            await io.pwrite_all(fd, memoryview(b"tmpfs data"), 0)
+            buf = bytearray(10)
+            assert await io.pread_into(fd, memoryview(buf), 0) == 10 and buf == b"tmpfs data"
+            assert io._punts == {os.fstat(fd).st_dev: True}
+            from smbring.bench.ops import fs_type
+            where = tmp_path if fs_type(str(tmp_path)) not in ("tmpfs", "ramfs") else Path(__file__).parent
+            disk = os.open(where / "disk-file.tmp", os.O_RDWR | os.O_CREAT)
+            try:
+                await io.pwrite_all(disk, memoryview(b"disk"), 0)
+                assert io._punts[os.fstat(disk).st_dev] is False    # real file systems: the ring
+            finally:
+                os.close(disk)
+                os.unlink(where / "disk-file.tmp")
+        finally:
+            os.close(fd)
+            os.unlink(path)
+
+    asyncio.run(main())
