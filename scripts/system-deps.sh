@@ -8,6 +8,8 @@ command -v smbtorture >/dev/null 2>&1 || need+=(samba-testsuite)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v smbd >/dev/null 2>&1 || need+=(samba)
+# the benchmark's smbd runs with vfs objects = io_uring, packaged in samba-vfs-modules
+[ -n "$(find /usr/lib/*/samba/vfs -name io_uring.so 2>/dev/null)" ] || need+=(samba-vfs-modules)
 pkg-config --exists tevent talloc 2>/dev/null || need+=(libtevent-dev libtalloc-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -68,6 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cases", default="get,put,get-encrypted,get-4clients",
                    help="comma-separated: get, put, get-encrypted, get-4clients")
     p.add_argument("--port", type=int, default=4460, help="first of the ports used")
+    p.add_argument("--read-path", default="auto", choices=["auto", "copy", "splice", "zc"],
+                   help="smbring's read path (default auto)")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Smbd(Server):
 class Smbring(Server):
     name = "smbring"
 
-    def __init__(self, share: str, port: int, state: str):
+    def __init__(self, share: str, port: int, state: str, read_path: str = "auto"):
         passdb = os.path.join(state, "passdb")
         env = dict(os.environ, SMBRING_PASSDB=passdb)
         smbring = [sys.executable, "-m", "smbring.cli"]
@@ -191,10 +193,20 @@ class Smbring(Server):
         self.log = os.path.join(state, "smbring.log")
         self.proc = subprocess.Popen(
             smbring + ["serve", share, "--share", "bench", "--listen", f"127.0.0.1:{port}",
-                       "--passdb", passdb, "--log-level", "warning"],
+                       "--passdb", passdb, "--log-level", "info", "--read-path", read_path],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_port(port)
-        self.read_path = "auto"
+        self.configured = read_path
+
+    def path_counts(self) -> dict[str, int]:
+        """How many file reads took each path so far: the per-connection counts in its log."""
+        import re
+        counts: dict[str, int] = {}
+        with open(self.log) as f:
+            for found in re.findall(r"file reads sent by path \{([^}]*)\}", f.read()):
+                for key, value in re.findall(r"'(\w+)': (\d+)", found):
+                    counts[key] = counts.get(key, 0) + int(value)
+        return counts
 
 
 def smbclient(port: int, command: str, encrypt: bool) -> subprocess.Popen:
@@ -205,8 +217,9 @@ def smbclient(port: int, command: str, encrypt: bool) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def run_case(server: Server, case: str, size: int, upload: str) -> tuple[float, float]:
-    """One run: (GB/s seen by the clients, server CPU seconds)."""
+def run_case(server: Server, case: str, size: int, upload: str) -> tuple[float, float, dict]:
+    """One run: (GB/s seen by the clients, server CPU seconds, file reads per path)."""
+    before = server.path_counts() if hasattr(server, "path_counts") else {}
     clients = 4 if case == "get-4clients" else 1
     encrypt = case == "get-encrypted"
     if case == "put":
@@ -224,7 +237,10 @@ def run_case(server: Server, case: str, size: int, upload: str) -> tuple[float, 
         if "NT_STATUS" in out:  # smbd sometimes fails the close after a complete transfer
             print(f"warning: {server.name} {case}: {out.strip().splitlines()[-1]}", file=sys.stderr)
     time.sleep(0.2)  # let per-connection processes exit and be accounted
-    return clients * size / elapsed / 1e9, server.cpu() - cpu0
+    cpu = server.cpu() - cpu0
+    after = server.path_counts() if hasattr(server, "path_counts") else {}
+    paths = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+    return clients * size / elapsed / 1e9, cpu, paths
 
 
 def tcp_ceiling(port: int) -> float | None:
@@ -256,8 +272,11 @@ def run(args) -> int:
         for name in args.servers.split(","):
             port = free_port(port + 1)
             try:
-                cls = {"smbd": Smbd, "smbring": Smbring}[name]
-                servers.append(cls(share, port, os.path.join(state, name)))
+                if name == "smbring":
+                    servers.append(Smbring(share, port, os.path.join(state, name), args.read_path))
+                else:
+                    cls = {"smbd": Smbd}[name]
+                    servers.append(cls(share, port, os.path.join(state, name)))
             except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                 print(f"skipping {name}: {e}", file=sys.stderr)
         ceiling = tcp_ceiling(free_port(port + 1))
@@ -269,11 +288,20 @@ def run(args) -> int:
         for (name, case), runs in results.items():
             server = next(s for s in servers if s.name == name)
             moved_gib = size / (1 << 30) * (4 if case == "get-4clients" else 1)
+            paths: dict[str, int] = {}
+            for r in runs:
+                for k, v in r[2].items():
+                    paths[k] = paths.get(k, 0) + v
+            if name == "smbring":   # the path smbring's reads really took, most used first
+                used = ", ".join(f"{k} {v}" for k, v in sorted(paths.items(), key=lambda kv: -kv[1]))
+                read_path = f"{server.configured}: {used}" if used else server.configured
+            else:
+                read_path = server.read_path
             records.append({
                 "server": name, "case": case,
                 "gbps": round(statistics.median(r[0] for r in runs), 3),
                 "server_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / moved_gib, 3),
-                "read_path": server.read_path, "runs": len(runs),
+                "read_path": read_path, "runs": len(runs),
             })
     finally:
         for s in servers:

@@ -250,6 +250,7 @@ class Connection:
         self.async_requests: dict[int, AsyncRequest] = {}
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
+        self._seal_bufs = None
 
     # -- framing -------------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> list[SendDescriptor]:
@@ -336,14 +337,17 @@ class Connection:
             (self.sessions[r.session_id] for _, r, _ in out
              if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
         if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is not None and seal.encrypt_key:
-            # an encrypted READ: the plaintext is built in one buffer, read straight into it
+            # an encrypted READ: the plaintext is built in one reused buffer, read straight
+            # into it, and sealed into another (the previous response has been sent by the
+            # time the next frame is handled, so two buffers serve the connection)
             req, rhdr, payload = out[0]
             head = self._finish(req, rhdr, payload.prefix)
-            plain = bytearray(len(head) + payload.range.length)
-            plain[:len(head)] = head
             r = payload.range
-            os.preadv(r.fd, [memoryview(plain)[len(head):]], r.offset)
-            return [self._sealed_frame(seal, plain)]
+            plain, sealed = self._seal_buffers(len(head) + r.length)
+            plain[:len(head)] = head
+            done = Posix.pread_into_sync(r.fd, plain[len(head):], r.offset)
+            plain[len(head) + done:] = bytes(r.length - done)
+            return [self._sealed_frame(seal, plain, sealed)]
         if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is None:
             req, rhdr, payload = out[0]
             if not self._must_sign(rhdr, signed_requests[0]):
@@ -405,8 +409,19 @@ class Connection:
                     else areq.hdr.message_id == hdr.message_id):
                 self.cancel_async(areq)
 
-    def _sealed_frame(self, session: Session, plaintext) -> SendDescriptor:
-        transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id, plaintext)
+    def _seal_buffers(self, size: int) -> tuple[memoryview, memoryview]:
+        """Page-aligned buffers for an encrypted READ's plaintext and ciphertext, kept for the
+        connection's next ones."""
+        if self._seal_bufs is None or len(self._seal_bufs[0]) < size:
+            import mmap
+            cap = max(size, 1 << 20) + 4096
+            self._seal_bufs = (mmap.mmap(-1, cap), mmap.mmap(-1, cap + 16))
+        plain, sealed = self._seal_bufs
+        return memoryview(plain)[:size], memoryview(sealed)
+
+    def _sealed_frame(self, session: Session, plaintext, out=None) -> SendDescriptor:
+        transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id,
+                                                 plaintext, out)
         size = len(transform) + len(ciphertext)
         return SendDescriptor(size.to_bytes(4, "big") + transform, ciphertext)
 
