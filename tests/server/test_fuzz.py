@@ -23,8 +23,9 @@ def test_random_bodies_for_every_command(tmp_path):
     conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
     conn.dialect = wire.SMB302
     conn.sessions[1] = Session(id=1, valid=True)
-    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 8) +
+    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
                                      wire.utf16("\\\\x\\s")))
+    assert struct.unpack_from("<I", tree[0].header, 4 + 8)[0] == 0, "tree connect failed"
     tid = struct.unpack_from("<I", tree[0].header, 4 + 36)[0]
     statuses = set()
     for i in range(3000):
@@ -44,3 +45,48 @@ def test_random_bodies_for_every_command(tmp_path):
     assert (tmp_path / "outside").read_bytes() == b"secret"
     assert sorted(os.listdir(tmp_path)) == ["outside", "share"]
     conn.close_all()
+
+
+def test_pending_requests_are_bounded_and_cancellable(tmp_path):
+    """Blocking locks park requests on the connection: CANCEL answers them, and no client may
+    park more than MAX_PENDING (sans-I/O: frames in, answers out, no sockets)."""
+    from smbring.smb.connection import MAX_PENDING
+    share = tmp_path / "share"
+    share.mkdir()
+    conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
+    conn.dialect = wire.SMB302
+    conn.sessions[1] = Session(id=1, valid=True)
+    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
+                                     wire.utf16("\\\\x\\s")))
+    assert struct.unpack_from("<I", tree[0].header, 4 + 8)[0] == 0, "tree connect failed"
+    tid = struct.unpack_from("<I", tree[0].header, 4 + 36)[0]
+
+    def status(desc):
+        return struct.unpack_from("<I", desc.header, 4 + 8)[0]
+
+    def create():
+        name = wire.utf16("f")
+        body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, 0x001F01FF, 0, 7, wire.FILE_OPEN_IF,
+                           0, 120, len(name), 0, 0) + name
+        out = conn.handle_frame(message(wire.CREATE, body, tree_id=tid))
+        assert status(out[0]) == 0
+        return bytes(out[0].header[4 + 64 + 64:4 + 64 + 80])
+
+    def lock(fid, flags, mid=None):
+        hdr = wire.Header(command=wire.LOCK, session_id=1, tree_id=tid, credits=1,
+                          message_id=mid if mid is not None else random.randrange(1 << 20))
+        body = struct.pack("<HHI", 48, 1, 0) + fid + struct.pack("<QQII", 0, 10, flags, 0)
+        return conn.handle_frame(hdr.pack() + body)
+
+    a, b = create(), create()
+    assert status(lock(a, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)[0]) == 0
+    waiting = lock(b, wire.LOCK_EXCLUSIVE, mid=7)
+    assert status(waiting[0]) == wire.STATUS_PENDING
+    cancel = wire.Header(command=wire.CANCEL, session_id=1, tree_id=tid, message_id=7)
+    answers = conn.handle_frame(cancel.pack() + struct.pack("<HH", 4, 0))
+    assert [status(d) for d in answers] == [wire.STATUS_CANCELLED]      # the late answer only
+    for _ in range(MAX_PENDING):
+        assert status(lock(b, wire.LOCK_EXCLUSIVE)[0]) == wire.STATUS_PENDING
+    assert status(lock(b, wire.LOCK_EXCLUSIVE)[0]) == wire.STATUS_INSUFFICIENT_RESOURCES
+    conn.close_all()
+    assert not conn.async_requests

@@ -29,6 +29,7 @@ log = logging.getLogger("smbring.smb")
 MAX_IO = 8 << 20
 MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
 MAX_CREDITS = 8192
+MAX_PENDING = 1024      # requests one connection may leave waiting (blocking locks, notifies)
 ROOT_UUID = uuid.uuid4().bytes
 FID_ANY = b"\xff" * 16
 
@@ -478,6 +479,9 @@ class Connection:
         except GoAsync as e:
             if not chain.last:       # only the last of a compound may wait (Windows: <162>)
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
+                return rhdr, wire.error_body()
+            if len(self.async_requests) >= MAX_PENDING:   # a bound on what a client parks here
+                rhdr.status = wire.STATUS_INSUFFICIENT_RESOURCES
                 return rhdr, wire.error_body()
             areq = AsyncRequest(self.next_id, hdr, self._sealed, bool(hdr.flags & wire.FLAGS_SIGNED))
             self.next_id += 1
