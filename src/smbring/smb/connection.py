@@ -19,10 +19,10 @@ import zlib
 from dataclasses import dataclass, field
 
 from smbring.datapath import FileRange, SendDescriptor
-from smbring.smb import locks, notify, ntlm, security, sharemodes, wire
+from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
-from smbring.vfs.posix import PathError, PosixVFS, list_eas, set_ea, split_path
+from smbring.vfs.posix import PathError, PosixVFS, get_sd, list_eas, set_ea, set_sd, split_path
 
 log = logging.getLogger("smbring.smb")
 
@@ -529,6 +529,11 @@ class Connection:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         return s
 
+    def token(self, hdr: Header) -> frozenset:
+        """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
+        s = self.sessions.get(hdr.session_id)
+        return acl.GUEST_TOKEN if s is None or s.guest else acl.USER_TOKEN
+
     def tree(self, hdr: Header) -> Tree:
         s = self.sessions[hdr.session_id]
         t = s.trees.get(hdr.tree_id)
@@ -858,6 +863,21 @@ def encode_eas(eas: list[tuple[str, bytes]]) -> bytes:
     return bytes(out)
 
 
+def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
+    """The security descriptor a client set on the file (or directory), if any."""
+    try:
+        fd = vfs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        blob = get_sd(fd)
+        return acl.parse(blob) if blob else None
+    except (OSError, acl.BadDescriptor):
+        return None
+    finally:
+        os.close(fd)
+
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -901,6 +921,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
     if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
+                                                exists and not st.st_mode & 0o222):
+        raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
     if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -911,12 +934,29 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     action = wire.FILE_OPENED
+    token = c.token(hdr)
+    if exists and parts:   # a stored security descriptor decides who opens the file
+        sd = stored_sd(vfs, parts)
+        if sd is not None:
+            granted = acl.check(access, sd, stored_sd(vfs, parts[:-1]), token)
+            if granted < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+    new_sd = None
     if not exists:
+        if b"SecD" in contexts:
+            try:
+                new_sd = acl.parse(contexts[b"SecD"])
+            except acl.BadDescriptor:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            new_sd.owner = new_sd.owner or acl.OWNER_SID
+            new_sd.group = new_sd.group or acl.GROUP_SID
+        else:
+            new_sd = acl.inherit(stored_sd(vfs, parts[:-1]), want_dir)
         if want_dir:
             vfs.mkdir(parts)
             is_dir = True
         else:
-            fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
             os.close(fd)
         action = wire.FILE_CREATED
     writable = not tree.share.read_only and bool(access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED))
@@ -930,6 +970,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         if exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE):
             os.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+    if new_sd is not None:
+        set_sd(fd, new_sd.pack())
     st = os.fstat(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
@@ -1201,20 +1243,15 @@ def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-def security_descriptor(st: os.stat_result) -> bytes:
-    """A self-relative descriptor: owner and group from the file's uid/gid (Samba's
-    S-1-22-1/2 Unix SID mapping), a DACL granting Everyone what the mode bits allow."""
-    def sid(authority: int, *subs: int) -> bytes:
-        return struct.pack("<BB", 1, len(subs)) + authority.to_bytes(6, "big") + struct.pack(f"<{len(subs)}I", *subs)
-    owner, group, everyone = sid(22, 1, st.st_uid), sid(22, 2, st.st_gid), sid(1, 0)
-    mask = 0x001200A9 | (0x00130116 if st.st_mode & 0o002 or st.st_mode & 0o200 else 0)
-    ace = struct.pack("<BBHI", 0, 0, 8 + len(everyone), mask) + everyone
-    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
-    off_owner = 20
-    off_group = off_owner + len(owner)
-    off_dacl = off_group + len(group)
-    head = struct.pack("<BBHIIII", 1, 0, 0x8004, off_owner, off_group, 0, off_dacl)
-    return head + owner + group + dacl
+def current_sd(o: Open) -> acl.Descriptor:
+    """The file's stored descriptor, else the one its mode bits give."""
+    blob = get_sd(o.fd)
+    if blob:
+        try:
+            return acl.parse(blob)
+        except acl.BadDescriptor:
+            log.warning("%s: unreadable stored security descriptor ignored", o.path())
+    return acl.from_mode(os.fstat(o.fd))
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -1228,7 +1265,8 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif info_type == wire.INFO_SECURITY:
         if not may_read(o, READ_CONTROL):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        data = security_descriptor(os.fstat(o.fd))
+        parts = struct.unpack_from("<I", msg, 80)[0] or (acl.OWNER | acl.GROUP | acl.DACL)
+        data = current_sd(o).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
     else:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if len(data) > out_len:
@@ -1266,12 +1304,30 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     buf = msg[off:off + length]
+    if info_type == wire.INFO_SECURITY:
+        parts = struct.unpack_from("<I", msg, 64 + 12)[0]     # AdditionalInformation
+        needs = (acl.WRITE_DAC if parts & acl.DACL else 0) | (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0)
+        if not o.access & (needs | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED) or \
+                o.access & needs != needs and not o.access & (wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        try:
+            new = acl.parse(buf)
+        except acl.BadDescriptor:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
+        notify.post(o.path(), notify.MODIFIED, notify.SECURITY)
+        return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if klass == 4:  # Basic: times (0 = leave, -1 = don't change)
         _c, atime, mtime, _ch, attrs = struct.unpack_from("<QQQQI", buf, 0)
         if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if attrs and not o.is_dir:   # READONLY lives in the write bits (0: leave attributes)
+            mode = os.fstat(o.fd).st_mode & 0o7777
+            want = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | 0o200
+            if want != mode:
+                os.fchmod(o.fd, want)
         if atime or mtime:
             st = os.fstat(o.fd)
             a = wire.unix_ns(atime) if atime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_atime_ns
@@ -1304,6 +1360,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 13:  # Disposition
         if buf[0] and not _may_delete(o.access):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
+            raise SMBError(wire.STATUS_CANNOT_DELETE)
         if buf[0] and o.is_dir and PosixVFS.listdir(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])

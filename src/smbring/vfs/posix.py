@@ -153,3 +153,19 @@ def set_ea(fd: int, name: str, value: bytes) -> None:
         except OSError as e:
             if e.errno != errno.ENODATA:
                 raise
+
+
+SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (smb.acl)
+
+
+def get_sd(fd: int) -> bytes | None:
+    try:
+        return os.getxattr(fd, SD_XATTR)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def set_sd(fd: int, blob: bytes) -> None:
+    os.setxattr(fd, SD_XATTR, blob)

@@ -1,0 +1,227 @@
+"""Security descriptors a client can set, and the access checks they imply (MS-DTYP 2.4.6,
+2.5.3): sans-I/O, bytes in and out.
+
+smbring runs as one Unix user, so every file belongs to it: a file's owner is that user's SID
+(Samba's S-1-22-1-uid mapping) and every authenticated user acts as that owner, with
+Everyone and Authenticated Users besides. A file without a stored descriptor keeps the one
+derived from its mode bits and no extra checks (what smbring always did); a stored one (set by
+SET_INFO or a CREATE's SecD context, or inherited from a parent directory that has one) is
+enforced on every open: its DACL decides, the owner always keeps READ_CONTROL and WRITE_DAC,
+and DELETE is also granted by the parent's FILE_DELETE_CHILD.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+OWNER, GROUP, DACL, SACL = 0x1, 0x2, 0x4, 0x8          # SECURITY_INFORMATION bits
+SE_DACL_PRESENT, SE_SACL_PRESENT, SE_DACL_AUTO_INHERITED = 0x0004, 0x0010, 0x0400
+SE_DACL_PROTECTED, SE_SELF_RELATIVE = 0x1000, 0x8000
+ALLOWED, DENIED = 0, 1
+OBJECT_INHERIT, CONTAINER_INHERIT, NO_PROPAGATE, INHERIT_ONLY, INHERITED = 0x1, 0x2, 0x4, 0x8, 0x10
+
+READ_CONTROL, WRITE_DAC, WRITE_OWNER, DELETE = 0x20000, 0x40000, 0x80000, 0x10000
+FILE_DELETE_CHILD = 0x40
+ACCESS_SYSTEM_SECURITY, MAXIMUM_ALLOWED = 0x01000000, 0x02000000
+FILE_ALL_ACCESS = 0x001F01FF
+GENERIC = ((0x80000000, 0x00120089), (0x40000000, 0x00120116), (0x20000000, 0x001200A0),
+           (0x10000000, FILE_ALL_ACCESS))
+
+
+def sid(authority: int, *subs: int) -> bytes:
+    return struct.pack("<BB", 1, len(subs)) + authority.to_bytes(6, "big") + struct.pack(f"<{len(subs)}I", *subs)
+
+
+EVERYONE, AUTHENTICATED_USERS = sid(1, 0), sid(5, 11)
+CREATOR_OWNER, CREATOR_GROUP = sid(3, 0), sid(3, 1)
+OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())
+USER_TOKEN = frozenset({OWNER_SID, GROUP_SID, EVERYONE, AUTHENTICATED_USERS})
+GUEST_TOKEN = frozenset({EVERYONE})
+
+
+class BadDescriptor(ValueError):
+    pass
+
+
+@dataclass
+class Ace:
+    type: int
+    flags: int
+    mask: int
+    sid: bytes
+    body: bytes = b""      # the raw ACE of a type we do not evaluate (kept as it came)
+
+    def pack(self) -> bytes:
+        if self.body:
+            return self.body
+        return struct.pack("<BBHI", self.type, self.flags, 8 + len(self.sid), self.mask) + self.sid
+
+
+@dataclass
+class Descriptor:
+    control: int = SE_SELF_RELATIVE
+    owner: bytes | None = None
+    group: bytes | None = None
+    dacl: list[Ace] | None = None       # None with SE_DACL_PRESENT: a NULL DACL (all access)
+    sacl_raw: bytes | None = None
+    acl_revision: int = 2
+
+    def pack(self, parts: int = OWNER | GROUP | DACL | SACL) -> bytes:
+        control = SE_SELF_RELATIVE | (self.control & ~(SE_DACL_PRESENT | SE_SACL_PRESENT))
+        body = b""
+        offsets = [0, 0, 0, 0]
+        pos = 20
+        if parts & SACL and self.sacl_raw is not None:
+            control |= SE_SACL_PRESENT
+            offsets[2], pos, body = pos, pos + len(self.sacl_raw), body + self.sacl_raw
+        if parts & DACL and self.control & SE_DACL_PRESENT:
+            control |= SE_DACL_PRESENT
+            if self.dacl is not None:
+                aces = b"".join(a.pack() for a in self.dacl)
+                acl = struct.pack("<BBHHH", self.acl_revision, 0, 8 + len(aces), len(self.dacl), 0) + aces
+                offsets[3], pos, body = pos, pos + len(acl), body + acl
+        else:
+            control &= ~(SE_DACL_AUTO_INHERITED | SE_DACL_PROTECTED)
+        if parts & OWNER and self.owner:
+            offsets[0], pos, body = pos, pos + len(self.owner), body + self.owner
+        if parts & GROUP and self.group:
+            offsets[1], pos, body = pos, pos + len(self.group), body + self.group
+        return struct.pack("<BBHIIII", 1, 0, control, *offsets) + body
+
+
+def _sid_at(buf: bytes, off: int) -> bytes:
+    if off + 8 > len(buf):
+        raise BadDescriptor("SID outside the descriptor")
+    n = buf[off + 1]
+    end = off + 8 + 4 * n
+    if buf[off] != 1 or n > 15 or end > len(buf):
+        raise BadDescriptor("malformed SID")
+    return bytes(buf[off:end])
+
+
+def _acl_at(buf: bytes, off: int) -> tuple[list[Ace], int]:
+    if off + 8 > len(buf):
+        raise BadDescriptor("ACL outside the descriptor")
+    revision, _z, size, count, _z2 = struct.unpack_from("<BBHHH", buf, off)
+    if off + size > len(buf) or size < 8:
+        raise BadDescriptor("ACL outside the descriptor")
+    aces, pos = [], off + 8
+    for _ in range(count):
+        if pos + 4 > off + size:
+            raise BadDescriptor("ACE outside its ACL")
+        atype, aflags, asize = struct.unpack_from("<BBH", buf, pos)
+        if asize < 8 or pos + asize > off + size:
+            raise BadDescriptor("malformed ACE")
+        if atype in (ALLOWED, DENIED):
+            mask = struct.unpack_from("<I", buf, pos + 4)[0]
+            aces.append(Ace(atype, aflags, mask, _sid_at(buf[:pos + asize], pos + 8)))
+        else:
+            aces.append(Ace(atype, aflags, 0, b"", bytes(buf[pos:pos + asize])))
+        pos += asize
+    return aces, revision
+
+
+def parse(buf) -> Descriptor:
+    buf = bytes(buf)
+    if len(buf) < 20 or buf[0] != 1:
+        raise BadDescriptor("not a self-relative security descriptor")
+    _rev, _z, control, o_owner, o_group, o_sacl, o_dacl = struct.unpack_from("<BBHIIII", buf, 0)
+    d = Descriptor(control=control)
+    d.owner = _sid_at(buf, o_owner) if o_owner else None
+    d.group = _sid_at(buf, o_group) if o_group else None
+    if control & SE_DACL_PRESENT:
+        d.dacl, d.acl_revision = _acl_at(buf, o_dacl) if o_dacl else (None, 2)
+    if control & SE_SACL_PRESENT and o_sacl:
+        _aces, _r = _acl_at(buf, o_sacl)
+        size = struct.unpack_from("<H", buf, o_sacl + 2)[0]
+        d.sacl_raw = buf[o_sacl:o_sacl + size]
+    return d
+
+
+def merge(old: Descriptor, new: Descriptor, parts: int) -> Descriptor:
+    """SET_INFO security: the parts named by `parts` come from `new`, the rest stay."""
+    out = Descriptor(control=old.control, owner=old.owner, group=old.group, dacl=old.dacl,
+                     sacl_raw=old.sacl_raw, acl_revision=old.acl_revision)
+    if parts & OWNER and new.owner:
+        out.owner = new.owner
+    if parts & GROUP and new.group:
+        out.group = new.group
+    if parts & DACL:
+        keep = ~(SE_DACL_PRESENT | SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED)
+        out.control = (out.control & keep) | (new.control & ~keep)
+        out.dacl, out.acl_revision = new.dacl, new.acl_revision
+    if parts & SACL:
+        out.sacl_raw = new.sacl_raw
+    return out
+
+
+def map_generic(mask: int) -> int:
+    for bit, specific in GENERIC:
+        if mask & bit:
+            mask = (mask & ~bit) | specific
+    return mask
+
+
+def granted(d: Descriptor | None, token=USER_TOKEN) -> int:
+    """The access this token gets from the descriptor (first matching ACE decides per bit)."""
+    if d is None or not d.control & SE_DACL_PRESENT or d.dacl is None:
+        return FILE_ALL_ACCESS
+    allowed = denied = 0
+    for ace in d.dacl:
+        if ace.body or ace.flags & INHERIT_ONLY or ace.sid not in token:
+            continue
+        mask = map_generic(ace.mask)
+        if ace.type == DENIED:
+            denied |= mask & ~allowed
+        else:
+            allowed |= mask & ~denied
+    if (d.owner or OWNER_SID) in token:
+        allowed |= READ_CONTROL | WRITE_DAC     # an owner can always read and fix its DACL
+    return allowed
+
+
+def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token=USER_TOKEN) -> int:
+    """The access to grant for `desired` (MAXIMUM_ALLOWED and generic bits resolved), or -1
+    when the descriptor refuses part of it."""
+    have = granted(d, token)
+    if parent is not None and granted(parent, token) & FILE_DELETE_CHILD:
+        have |= DELETE          # (a parent without a stored descriptor grants no DELETE_CHILD)
+    want = map_generic(desired) & ~(MAXIMUM_ALLOWED | ACCESS_SYSTEM_SECURITY)
+    if want & ~have:
+        return -1
+    return want | (have if desired & MAXIMUM_ALLOWED else 0)
+
+
+def inherit(parent: Descriptor | None, is_dir: bool) -> Descriptor | None:
+    """The descriptor a new file or directory gets from its parent's inheritable ACEs; None
+    when the parent has no stored descriptor (the file then has none either)."""
+    if parent is None or parent.dacl is None or not parent.control & SE_DACL_PRESENT:
+        return None
+    aces = []
+    for ace in parent.dacl:
+        if ace.body:
+            continue
+        flags = ace.flags
+        if is_dir and flags & CONTAINER_INHERIT:
+            new_flags = flags & ~INHERIT_ONLY
+            if flags & NO_PROPAGATE:
+                new_flags &= ~(OBJECT_INHERIT | CONTAINER_INHERIT | NO_PROPAGATE)
+        elif is_dir and flags & OBJECT_INHERIT and not flags & NO_PROPAGATE:
+            new_flags = flags | INHERIT_ONLY          # only for the files below it
+        elif not is_dir and flags & OBJECT_INHERIT:
+            new_flags = 0
+        else:
+            continue
+        who = {CREATOR_OWNER: OWNER_SID, CREATOR_GROUP: GROUP_SID}.get(ace.sid, ace.sid)
+        aces.append(Ace(ace.type, new_flags | INHERITED, ace.mask, who))
+    return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT | SE_DACL_AUTO_INHERITED,
+                      owner=OWNER_SID, group=GROUP_SID, dacl=aces)
+
+
+def from_mode(st: os.stat_result) -> Descriptor:
+    """The descriptor of a file without a stored one: owner and group from its uid/gid (Samba's
+    S-1-22 Unix SIDs), a DACL granting Everyone what the mode bits allow."""
+    mask = 0x001200A9 | (0x00130116 if st.st_mode & 0o222 else 0)
+    return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT, owner=sid(22, 1, st.st_uid),
+                      group=sid(22, 2, st.st_gid), dacl=[Ace(ALLOWED, 0, mask, EVERYONE)])
