@@ -222,6 +222,9 @@ def inherit(parent: Descriptor | None, is_dir: bool) -> Descriptor | None:
 def from_mode(st: os.stat_result) -> Descriptor:
     """The descriptor of a file without a stored one: owner and group from its uid/gid (Samba's
     S-1-22 Unix SIDs), a DACL granting Everyone what the mode bits allow."""
+    import stat as stat_module
     mask = 0x001200A9 | (0x00130116 if st.st_mode & 0o222 else 0)
+    if stat_module.S_ISDIR(st.st_mode) and st.st_mode & 0o222:
+        mask |= FILE_DELETE_CHILD      # a writable Unix directory lets its entries be removed
     return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT, owner=sid(22, 1, st.st_uid),
                       group=sid(22, 2, st.st_gid), dacl=[Ace(ALLOWED, 0, mask, EVERYONE)])

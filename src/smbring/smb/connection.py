@@ -938,7 +938,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if exists and parts:   # a stored security descriptor decides who opens the file
         sd = stored_sd(vfs, parts)
         if sd is not None:
-            granted = acl.check(access, sd, stored_sd(vfs, parts[:-1]), token)
+            parent = stored_sd(vfs, parts[:-1]) or acl.from_mode(vfs.stat(parts[:-1]))
+            granted = acl.check(access, sd, parent, token)
             if granted < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
