@@ -22,7 +22,8 @@ from smbring.datapath import FileRange, SendDescriptor
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
-from smbring.vfs.posix import PathError, PosixVFS, get_sd, list_eas, set_ea, set_sd, split_path
+from smbring.vfs.posix import (DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas, set_dos,
+                               set_ea, set_sd, split_path)
 
 log = logging.getLogger("smbring.smb")
 
@@ -197,6 +198,9 @@ class Open:
 
 # every open of every connection: a directory with an open file inside cannot be renamed
 OPEN_FILES: set = set()
+# files to delete when their last open closes ((dev, ino) -> the open that asked for it), as
+# delete-on-close works on Windows: other opens keep the file until they close too
+DELETE_PENDING: dict = {}
 
 
 @dataclass
@@ -586,9 +590,13 @@ class Connection:
         except OSError:
             pass
         if o.delete_on_close and o.tree is not None and o.tree.vfs is not None:
+            DELETE_PENDING[o.key] = o
+        if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
+            victim = DELETE_PENDING.pop(o.key)
             try:
-                o.tree.vfs.remove(o.parts, o.is_dir)
-                notify.post(o.path(), notify.REMOVED, notify.DIR_NAME if o.is_dir else notify.FILE_NAME)
+                victim.tree.vfs.remove(victim.parts, victim.is_dir)
+                notify.post(victim.path(), notify.REMOVED,
+                            notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
 
@@ -787,17 +795,32 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return struct.pack("<HH", 4, 0), None
 
 
-def attributes(st: os.stat_result) -> int:
-    a = wire.ATTR_DIRECTORY if stat.S_ISDIR(st.st_mode) else wire.ATTR_ARCHIVE
-    if not st.st_mode & 0o222:
+# DOS attributes kept as set (MS-FSCC 2.6): READONLY HIDDEN SYSTEM ARCHIVE TEMPORARY OFFLINE
+# NOT_CONTENT_INDEXED; DIRECTORY follows the file type and READONLY its write bits.
+STORED_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
+
+
+def attributes(st: os.stat_result, dos: DosInfo | None = None) -> int:
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if dos is not None and dos.attrs:
+        a = dos.attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY
+    else:
+        a = 0 if is_dir else wire.ATTR_ARCHIVE
+    if is_dir:
+        a |= wire.ATTR_DIRECTORY
+    if not st.st_mode & 0o222 and not is_dir:
         a |= wire.ATTR_READONLY
-    return a
+    return a or wire.ATTR_NORMAL
 
 
-def times(st: os.stat_result) -> bytes:
-    birth = getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns)
-    return struct.pack("<QQQQ", wire.nt_time(birth), wire.nt_time(st.st_atime_ns),
-                       wire.nt_time(st.st_mtime_ns), wire.nt_time(st.st_ctime_ns))
+def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
+    birth = wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
+    change = wire.nt_time(st.st_ctime_ns)
+    if dos is not None:
+        birth = dos.create_time or birth
+        if dos.change_time and dos.change_mtime_ns == st.st_mtime_ns:
+            change = dos.change_time     # as set, until the next write moves the file on
+    return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
 
 
 def alloc_size(st: os.stat_result) -> int:
@@ -909,8 +932,16 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     try:
         st = vfs.stat(parts)
         exists = True
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
+        spelled = vfs.match_case(parts)     # names are case-insensitive in SMB
+        if spelled != parts:
+            parts = spelled
+            try:
+                st = vfs.stat(parts)
+                exists = True
+            except (FileNotFoundError, NotADirectoryError):
+                pass
     is_dir = exists and stat.S_ISDIR(st.st_mode)
     want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
     if exists and want_dir and not is_dir:
@@ -924,6 +955,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
                                                 exists and not st.st_mode & 0o222):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
+    if exists and (st.st_dev, st.st_ino) in DELETE_PENDING:
+        raise SMBError(wire.STATUS_DELETE_PENDING)
     if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -973,7 +1006,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
     if new_sd is not None:
         set_sd(fd, new_sd.pack())
+    if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
+        set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
     st = os.fstat(fd)
+    dos = get_dos(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
              tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id)
@@ -998,8 +1034,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
-    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st) + struct.pack(
-        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st), 0) + fid + \
+    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
+        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
 
@@ -1009,10 +1045,11 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain)
     st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
+    dos = get_dos(o.fd) if st else None
     c.close_open(o)
     if st:
-        body = struct.pack("<HHI", 60, flags, 0) + times(st) + struct.pack(
-            "<QQI", alloc_size(st), 0 if o.is_dir else st.st_size, attributes(st))
+        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
+            "<QQI", alloc_size(st), 0 if o.is_dir else st.st_size, attributes(st, dos))
     else:
         body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
     return body, o.fid
@@ -1080,20 +1117,22 @@ def _match(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name.lower(), pattern.lower().replace("<", "*").replace(">", "?").replace('"', "."))
 
 
-def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int) -> bytes:
+def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None) -> bytes:
     n = wire.utf16(name)
-    common = struct.pack("<II", 0, file_index) + times(st) + struct.pack(
-        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st), attributes(st))
+    common = struct.pack("<II", 0, file_index) + times(st, dos) + struct.pack(
+        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st), attributes(st, dos))
+    short = wire.utf16(short_name(name)) if name not in (".", "..") else b""
     if klass == 1:    # FileDirectoryInformation
         return common + struct.pack("<I", len(n)) + n
     if klass == 2:    # FileFullDirectoryInformation
         return common + struct.pack("<II", len(n), 0) + n
     if klass == 3:    # FileBothDirectoryInformation
-        return common + struct.pack("<IIBB", len(n), 0, 0, 0) + b"\0" * 24 + n
+        return common + struct.pack("<IIBB", len(n), 0, len(short), 0) + short.ljust(24, b"\0") + n
     if klass == 12:   # FileNamesInformation
         return struct.pack("<III", 0, file_index, len(n)) + n
     if klass == 37:   # FileIdBothDirectoryInformation
-        return common + struct.pack("<IIBB", len(n), 0, 0, 0) + b"\0" * 24 + struct.pack("<HQ", 0, st.st_ino) + n
+        return common + struct.pack("<IIBB", len(n), 0, len(short), 0) + short.ljust(24, b"\0") + \
+            struct.pack("<HQ", 0, st.st_ino) + n
     if klass == 38:   # FileIdFullDirectoryInformation
         return common + struct.pack("<IIIQ", len(n), 0, 0, st.st_ino) + n
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
@@ -1109,15 +1148,17 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
         st = os.fstat(o.fd)
         entries = [(".", st), ("..", st)] + sorted(PosixVFS.listdir(o.fd))
-        o.dir_entries = [(n, s) for n, s in entries if _match(pattern, n)]
+        own = get_dos(o.fd)
+        o.dir_entries = [(n, s, own if n in (".", "..") else get_dos_at(o.fd, n))
+                         for n, s in entries if _match(pattern, n)]
         o.dir_pos = 0
         if not o.dir_entries:
             raise SMBError(wire.STATUS_NO_SUCH_FILE)
     out = bytearray()
     last = None
     while o.dir_pos < len(o.dir_entries):
-        name, st = o.dir_entries[o.dir_pos]
-        entry = dir_entry(klass, name, st, o.dir_pos)
+        name, st, dos = o.dir_entries[o.dir_pos]
+        entry = dir_entry(klass, name, st, o.dir_pos, dos)
         start = wire.pad8(len(out))
         if start + len(entry) > out_len:
             if last is None:
@@ -1169,8 +1210,9 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
             klass == 15 and not may_read(o, FILE_READ_EA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     st = os.fstat(o.fd)
+    dos = get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
-    basic = times(st) + struct.pack("<II", attributes(st), 0)
+    basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
     standard = struct.pack("<QQIBBH", alloc_size(st), size, st.st_nlink, int(o.delete_on_close), int(o.is_dir), 0)
     if klass == 4:
         return basic
@@ -1214,9 +1256,9 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 34:  # FileNetworkOpenInformation
-        return times(st) + struct.pack("<QQII", alloc_size(st), size, attributes(st), 0)
+        return times(st, dos) + struct.pack("<QQII", alloc_size(st), size, attributes(st, dos), 0)
     if klass == 35:  # FileAttributeTagInformation
-        return struct.pack("<II", attributes(st), 0)
+        return struct.pack("<II", attributes(st, dos), 0)
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
@@ -1320,8 +1362,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    if klass == 4:  # Basic: times (0 = leave, -1 = don't change)
-        _c, atime, mtime, _ch, attrs = struct.unpack_from("<QQQQI", buf, 0)
+    if klass == 4:  # Basic: times (0 = leave, -1 = don't change) and attributes (0 = leave)
+        ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
         if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if attrs and not o.is_dir:   # READONLY lives in the write bits (0: leave attributes)
@@ -1329,11 +1371,21 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             want = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | 0o200
             if want != mode:
                 os.fchmod(o.fd, want)
-        if atime or mtime:
+        keep = (0, 0xFFFFFFFFFFFFFFFF)
+        if atime not in keep or mtime not in keep:
             st = os.fstat(o.fd)
-            a = wire.unix_ns(atime) if atime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_atime_ns
-            m = wire.unix_ns(mtime) if mtime not in (0, 0xFFFFFFFFFFFFFFFF) else st.st_mtime_ns
+            a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
+            m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
             os.utime(o.fd, ns=(a, m))
+        if ctime_set not in keep or change not in keep or attrs:
+            dos = get_dos(o.fd) or DosInfo()
+            if ctime_set not in keep:
+                dos.create_time = ctime_set
+            if change not in keep:
+                dos.change_time, dos.change_mtime_ns = change, os.fstat(o.fd).st_mtime_ns
+            if attrs:
+                dos.attrs = attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL
+            set_dos(o.fd, dos)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if not _may_delete(o.access):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -1349,6 +1401,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         name_len = struct.unpack_from("<I", buf, 16)[0]
         new_name = wire.from_utf16(buf[20:20 + name_len])
         new_parts = split_path(new_name)
+        new_parts = tree.vfs.match_case(new_parts[:-1]) + new_parts[-1:]
         try:
             tree.vfs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:

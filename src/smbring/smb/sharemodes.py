@@ -66,3 +66,8 @@ def blocks_child_rename(key) -> bool:
 def has_writer(key) -> bool:
     """Whether any open of the file may write its data (splicing it is then unsafe)."""
     return any(wants & WRITE for wants, _share in _opens.get(key, {}).values())
+
+
+def count(key) -> int:
+    """How many opens the file has (all of them, attribute-only ones included)."""
+    return len(_opens.get(key, ()))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
+from dataclasses import dataclass
 
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 
@@ -65,6 +67,35 @@ class PosixVFS:
             return os.fstat(fd)
         finally:
             os.close(fd)
+
+    def match_case(self, parts: list[str]) -> list[str]:
+        """The path with each component spelled as on disk, where only its case differs:
+        SMB names are case-insensitive (Windows clients ask for "FILE.TXT" to open
+        "file.txt"), the file system is not. Called after an exact lookup missed; components
+        that exist in no spelling are kept as given (a file about to be created)."""
+        found: list[str] = []
+        for i, name in enumerate(parts):
+            try:
+                self.stat(found + [name])
+                found.append(name)
+                continue
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return found + parts[i:]
+            try:
+                fd = self.open(found, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                return found + parts[i:]
+            try:
+                folded = name.casefold()
+                match = next((e for e in os.listdir(fd) if e.casefold() == folded), None)
+            finally:
+                os.close(fd)
+            if match is None:
+                return found + parts[i:]
+            found.append(match)
+        return found
 
     def mkdir(self, parts: list[str]) -> None:
         fd, name = self.parent(parts)
@@ -169,3 +200,48 @@ def get_sd(fd: int) -> bytes | None:
 
 def set_sd(fd: int, blob: bytes) -> None:
     os.setxattr(fd, SD_XATTR, blob)
+
+
+# DOS attributes and the times Unix cannot set (creation, change), as Samba keeps them in
+# user.DOSATTRIB: attributes, creation time, and a change time that holds while the file's
+# mtime is still the one it was set with (the next write moves the real ctime on).
+DOS_XATTR = PRIVATE_PREFIX + "dos"
+_DOS = struct.Struct("<IQQQ")
+
+
+@dataclass
+class DosInfo:
+    attrs: int = 0            # 0: none stored
+    create_time: int = 0      # NT time; 0: none stored
+    change_time: int = 0
+    change_mtime_ns: int = 0
+
+    def pack(self) -> bytes:
+        return _DOS.pack(self.attrs, self.create_time, self.change_time, self.change_mtime_ns)
+
+
+def _dos(blob: bytes | None) -> DosInfo | None:
+    if not blob or len(blob) != _DOS.size:
+        return None
+    return DosInfo(*_DOS.unpack(blob))
+
+
+def get_dos(fd: int) -> DosInfo | None:
+    try:
+        return _dos(os.getxattr(fd, DOS_XATTR))
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            return None
+        raise
+
+
+def get_dos_at(dir_fd: int, name: str) -> DosInfo | None:
+    """The same for a directory entry (listings): through the directory's /proc fd path."""
+    try:
+        return _dos(os.getxattr(f"/proc/self/fd/{dir_fd}/{name}", DOS_XATTR, follow_symlinks=False))
+    except OSError:
+        return None
+
+
+def set_dos(fd: int, info: DosInfo) -> None:
+    os.setxattr(fd, DOS_XATTR, info.pack())

@@ -1,0 +1,55 @@
+"""Windows file semantics that clients rely on, through real clients: names are
+case-insensitive, DOS attributes and creation times stick, and delete-on-close waits for the
+file's last open."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import smbclient
+
+
+def test_names_are_case_insensitive(server, tmp_path):
+    (server["share"] / "Dir").mkdir()
+    (server["share"] / "Dir" / "Report.TXT").write_bytes(b"contents")
+    r = smbclient(server, f"get dir\\REPORT.txt {tmp_path / 'got'}; rename DIR\\report.txt dir\\Renamed.txt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "got").read_bytes() == b"contents"
+    assert os.listdir(server["share"] / "Dir") == ["Renamed.txt"]
+
+
+def test_dos_attributes_stick(server):
+    (server["share"] / "a.txt").write_bytes(b"x")
+    r = smbclient(server, "setmode a.txt +hs; allinfo a.txt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "attributes: HSA (26)" in r.stdout, r.stdout
+    r = smbclient(server, "setmode a.txt -hs; setmode a.txt +r; allinfo a.txt")
+    assert "attributes: RA (21)" in r.stdout, r.stdout
+    assert not os.stat(server["share"] / "a.txt").st_mode & 0o222        # READONLY: no write bits
+    r = smbclient(server, "del a.txt")
+    assert "NT_STATUS_CANNOT_DELETE" in r.stdout + r.stderr and (server["share"] / "a.txt").exists()
+
+
+def test_delete_on_close_waits_for_the_last_open(server):
+    pytest.importorskip("smbprotocol")
+    from test_async import Client
+    from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, ImpersonationLevel,
+                                  Open)
+    (server["share"] / "doomed.txt").write_bytes(b"x")
+    a, b = Client(server["port"]), Client(server["port"])
+    try:
+        keeper = a.open("doomed.txt")
+        deleter = Open(b.tree, "doomed.txt")
+        deleter.create(ImpersonationLevel.Impersonation, 0x00110080, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                       0x7, CreateDisposition.FILE_OPEN,
+                       CreateOptions.FILE_NON_DIRECTORY_FILE | CreateOptions.FILE_DELETE_ON_CLOSE)
+        deleter.close()
+        assert (server["share"] / "doomed.txt").exists()          # another open still holds it
+        with pytest.raises(Exception, match="DELETE_PENDING|0xc0000056"):
+            b.open("doomed.txt")                                  # but no new open gets in
+        keeper.close()
+        assert not (server["share"] / "doomed.txt").exists()
+    finally:
+        a.close()
+        b.close()
