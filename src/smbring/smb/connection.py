@@ -835,7 +835,8 @@ def parse_create_contexts(msg, off: int, length: int) -> dict[bytes, bytes]:
         nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", msg, pos)
         name = bytes(msg[pos + name_off:pos + name_off + name_len])
         data = bytes(msg[pos + data_off:pos + data_off + data_len]) if data_len else b""
-        if pos + name_off + name_len > end or (data_len and pos + data_off + data_len > end):
+        if pos + name_off + name_len > end or (data_len and pos + data_off + data_len > end) or \
+                name_len < 4:       # context names are at least four bytes (Windows checks)
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         out[name] = data
         if not nxt:
@@ -886,6 +887,15 @@ def encode_eas(eas: list[tuple[str, bytes]]) -> bytes:
     return bytes(out)
 
 
+def reserve(fd: int, size: int) -> None:
+    """Allocates disk space without changing the file's size (the AlSi create context, the
+    AllocationSize of Windows), where the file system can; elsewhere it is only a hint."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if size > 0 and libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:  # KEEP_SIZE
+        log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
+
+
 def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
     """The security descriptor a client set on the file (or directory), if any."""
     try:
@@ -915,14 +925,22 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
+    if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
+        raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
     if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
     name = wire.from_utf16(msg[name_off:name_off + name_len]) if name_len else ""
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     parts = split_path(name)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
+    if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     vfs = tree.vfs
     wants_write = bool(access & (wire.WRITE_ACCESS | wire.DELETE | wire.FILE_WRITE_ATTRIBUTES)) or \
         disposition not in (wire.FILE_OPEN,) or options & wire.FILE_DELETE_ON_CLOSE
@@ -1028,6 +1046,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if eas and action != wire.FILE_OPENED:
         for ea_name, value in eas:
             set_ea(fd, ea_name, value)
+    if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
+        reserve(fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
+        st = os.fstat(fd)
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
         answers.append((b"MxAc", struct.pack("<II", 0, 0x001200A9 if tree.share.read_only else wire.FILE_ALL_ACCESS)))
