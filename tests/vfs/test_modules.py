@@ -88,3 +88,24 @@ def test_io_uring_serves_tmpfs_inline(tmp_path):
             os.unlink(path)
 
     asyncio.run(main())
+
+
+@needs_uring
+def test_io_uring_punts_large_reads_when_crowded(tmp_path):
+    """With other clients waiting, reads of 1 MiB and more go to io_uring's worker threads
+    (IOSQE_ASYNC); the bytes are the same either way."""
+    from smbring.uring import aio
+    payload = os.urandom(3 << 20)
+    (tmp_path / "f").write_bytes(payload)
+
+    async def main():
+        crowded = modules.build(["io_uring"], aio.get_ring(), crowded=lambda: True)
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+        try:
+            buf = bytearray(len(payload))
+            assert await crowded.pread_into(fd, memoryview(buf), 0) == len(payload)
+            assert buf == payload
+        finally:
+            os.close(fd)
+
+    asyncio.run(main())

@@ -98,7 +98,8 @@ class Server:
                     aring = aio.get_ring()
                 except (ImportError, OSError):
                     aring = None
-            self._modules = {name: modules.build(share.vfs_objects, aring)
+            self._modules = {name: modules.build(share.vfs_objects, aring,
+                                                 crowded=lambda: self.connections > 1)
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())

@@ -95,8 +95,8 @@ class AsyncRing:
     def nop(self):
         return self._await(self.ring.nop)
 
-    def read(self, fd, buf, offset=-1):
-        return self._await(self.ring.read, fd, buf, offset)
+    def read(self, fd, buf, offset=-1, sqe_flags=0):
+        return self._await(self.ring.read, fd, buf, offset, sqe_flags=sqe_flags)
 
     def write(self, fd, buf, offset=-1):
         return self._await(self.ring.write, fd, buf, offset)
