@@ -44,6 +44,7 @@ from typing import NamedTuple, Union
 PATHS = ("copy", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
+PUNT_MIN = 1 << 20            # sends this large may go to io-wq workers (Sender.crowded)
 AUTO_SPLICE = False           # read path auto: splice at all (see choose_path)
 AUTO_SPLICE_MIN = 256 << 10   # ... and then only payloads at least this large
 
@@ -138,7 +139,7 @@ class Sender:
     """Sends descriptors on one connected socket, one at a time, in order."""
 
     def __init__(self, aring, sock: socket.socket, *, read_path: str = "auto",
-                 max_payload: int = 8 << 20):
+                 max_payload: int = 8 << 20, crowded=None):
         if read_path not in ("auto",) + PATHS:
             raise ValueError(f"read path must be auto, copy, splice or zc, not {read_path!r}")
         self.aring = aring
@@ -150,6 +151,9 @@ class Sender:
         self._pool = BufferPool(max_payload + 4096, count=2)
         self._pipe: tuple[int, int] | None = None
         self._zc_ok = aring.ring.supports("send_zc")
+        # like the io_uring VFS module's large reads: while other connections wait, a large
+        # send's copy into the socket runs on an io-wq worker instead of the loop's thread
+        self.crowded = crowded or (lambda: False)
 
     async def send(self, desc: SendDescriptor) -> str:
         """Send one response; returns the path used."""
@@ -178,8 +182,9 @@ class Sender:
     # -- the paths ---------------------------------------------------------------------
     async def _send_all(self, parts) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
+        punt = 0x10 if sum(len(v) for v in views) >= PUNT_MIN and self.crowded() else 0  # IOSQE_ASYNC
         while views:
-            n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL)
+            n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL, punt)
             if n <= 0:
                 raise ConnectionResetError(errno.EPIPE, "peer stopped reading")
             while views and n >= len(views[0]):

@@ -35,8 +35,10 @@ async def receive(loop, sock, n):
     return bytes(out)
 
 
-@pytest.mark.parametrize("path", ["copy", "splice", "zc"])
-def test_paths_deliver_identical_bytes(tmp_path, path):
+@pytest.mark.parametrize("path,crowded", [("copy", False), ("splice", False), ("zc", False),
+                                          ("copy", True)])
+def test_paths_deliver_identical_bytes(tmp_path, path, crowded):
+    """Every path, and large copies handed to io-wq workers when other clients wait."""
     data = os.urandom(3 * (1 << 20) + 12345)
     f = tmp_path / "payload"
     f.write_bytes(data)
@@ -46,7 +48,7 @@ def test_paths_deliver_identical_bytes(tmp_path, path):
         ring = aio.get_ring()
         cli, conn = tcp_pair()
         fd = os.open(f, os.O_RDONLY)
-        sender = Sender(ring, conn, read_path=path)
+        sender = Sender(ring, conn, read_path=path, crowded=lambda: crowded)
         try:
             ranges = [(0, 100), (5, 1 << 20), (len(data) - 7000, 7000), (123, len(data) - 123)]
             expected = b""

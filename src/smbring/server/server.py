@@ -26,9 +26,9 @@ MAX_FRAME = MAX_IO + 65536
 class RingTransport:
     """Receives and sends on one socket through the engine."""
 
-    def __init__(self, aring, sock: socket.socket, read_path: str):
+    def __init__(self, aring, sock: socket.socket, read_path: str, crowded=None):
         self.rx = Receiver(aring, sock)
-        self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO)
+        self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded)
 
     async def recv_exact(self, n: int) -> memoryview:
         buf = bytearray(n)
@@ -110,7 +110,8 @@ class Server:
             try:
                 from smbring.uring import aio
 
-                return RingTransport(aio.get_ring(), sock, self.read_path)
+                return RingTransport(aio.get_ring(), sock, self.read_path,
+                                     crowded=lambda: self.connections > 1)
             except (ImportError, OSError) as e:
                 log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
                 self.use_uring = False

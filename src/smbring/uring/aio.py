@@ -164,8 +164,8 @@ class AsyncRing:
     def recv(self, fd, buf, flags=0):
         return self._await(self.ring.recv, fd, buf, flags)
 
-    def sendmsg(self, fd, buffers, flags=0):
-        return self._await(self.ring.sendmsg, fd, buffers, flags)
+    def sendmsg(self, fd, buffers, flags=0, sqe_flags=0):
+        return self._await(self.ring.sendmsg, fd, buffers, flags, sqe_flags=sqe_flags)
 
     def recvmsg(self, fd, buffers, flags=0):
         return self._await(self.ring.recvmsg, fd, buffers, flags)

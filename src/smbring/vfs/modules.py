@@ -111,8 +111,9 @@ class IoUring(Posix):
         # A large buffered read is one long copy done inline by io_uring_enter, in the event
         # loop's thread. When other connections are waiting (crowded() is true), it goes to
         # io_uring's worker threads instead (IOSQE_ASYNC): the copy runs on another core while
-        # the loop serves them (4 smbclients: 0.88x -> 1.04x of smbd). With one client the
-        # hand-off only adds latency, so it stays inline.
+        # the loop serves them (4 smbclients: 0.88x -> 1.04x of smbd; with large sends punted
+        # too, see datapath.Sender, 1.21x). With one client the hand-off only adds latency,
+        # so it stays inline.
         self.crowded = crowded or (lambda: False)
 
     def _inline(self, fd: int) -> bool:
