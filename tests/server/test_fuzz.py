@@ -14,19 +14,24 @@ def message(command, body, session_id=1, tree_id=0, flags=0):
     return hdr.pack() + body
 
 
-def test_random_bodies_for_every_command(tmp_path):
+def connected(tmp_path):
+    """A connection with a logged-on session (no NTLM: sans-I/O) and a tree on tmp_path/share."""
     share = tmp_path / "share"
     share.mkdir()
-    (share / "f").write_bytes(b"data")
-    (tmp_path / "outside").write_bytes(b"secret")
-    rnd = random.Random(1234)
     conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
     conn.dialect = wire.SMB302
     conn.sessions[1] = Session(id=1, valid=True)
     tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
                                      wire.utf16("\\\\x\\s")))
     assert struct.unpack_from("<I", tree[0].header, 4 + 8)[0] == 0, "tree connect failed"
-    tid = struct.unpack_from("<I", tree[0].header, 4 + 36)[0]
+    return conn, struct.unpack_from("<I", tree[0].header, 4 + 36)[0], share
+
+
+def test_random_bodies_for_every_command(tmp_path):
+    conn, tid, share = connected(tmp_path)
+    (share / "f").write_bytes(b"data")
+    (tmp_path / "outside").write_bytes(b"secret")
+    rnd = random.Random(1234)
     statuses = set()
     for i in range(3000):
         command = rnd.randrange(19)
@@ -51,15 +56,7 @@ def test_pending_requests_are_bounded_and_cancellable(tmp_path):
     """Blocking locks park requests on the connection: CANCEL answers them, and no client may
     park more than MAX_PENDING (sans-I/O: frames in, answers out, no sockets)."""
     from smbring.smb.connection import MAX_PENDING
-    share = tmp_path / "share"
-    share.mkdir()
-    conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
-    conn.dialect = wire.SMB302
-    conn.sessions[1] = Session(id=1, valid=True)
-    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
-                                     wire.utf16("\\\\x\\s")))
-    assert struct.unpack_from("<I", tree[0].header, 4 + 8)[0] == 0, "tree connect failed"
-    tid = struct.unpack_from("<I", tree[0].header, 4 + 36)[0]
+    conn, tid, _share = connected(tmp_path)
 
     def status(desc):
         return struct.unpack_from("<I", desc.header, 4 + 8)[0]

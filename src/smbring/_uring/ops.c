@@ -128,6 +128,27 @@ static PyObject *op_nop(RingObject *r, PyObject *args, PyObject *kw)
 
 /* ---- read / write ---------------------------------------------------------------------- */
 
+/* The SQE of a one-buffer op once its arguments are parsed: `extra` is the file offset
+ * (read/write) or the MSG_* flags (send/recv). The kernel writes into the buffer for read and
+ * recv, so those pin it writable. */
+static PyObject *queue_buffer_op(RingObject *r, int opcode, int fd, PyObject *buf, long long extra,
+                                 PyObject *cb, int sqe_flags)
+{
+    BEGIN(opcode);
+    Py_buffer *v;
+    int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
+    if (request_pin(req, buf, writable, &v) < 0 || check_len(v->len) < 0)
+        goto fail;
+    QUEUE(fd);
+    sqe->addr = (uint64_t)(uintptr_t)v->buf;
+    sqe->len = (uint32_t)v->len;
+    if (opcode == IORING_OP_SEND || opcode == IORING_OP_RECV)
+        sqe->msg_flags = (uint32_t)extra;
+    else
+        sqe->off = (uint64_t)extra;
+    END;
+}
+
 /* One buffer and a third argument: the file offset (read/write) or the MSG_* flags
  * (send/recv). The kernel writes into the buffer for read and recv. */
 static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opcode, const char *fmt)
@@ -141,19 +162,7 @@ static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opco
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, is_socket ? kw_flags : kw_offset, &fd, &buf,
                                      &extra, &cb, &sqe_flags))
         return NULL;
-    BEGIN(opcode);
-    Py_buffer *v;
-    int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
-    if (request_pin(req, buf, writable, &v) < 0 || check_len(v->len) < 0)
-        goto fail;
-    QUEUE(fd);
-    sqe->addr = (uint64_t)(uintptr_t)v->buf;
-    sqe->len = (uint32_t)v->len;
-    if (is_socket)
-        sqe->msg_flags = (uint32_t)extra;
-    else
-        sqe->off = (uint64_t)extra;
-    END;
+    return queue_buffer_op(r, opcode, fd, buf, extra, cb, sqe_flags);
 }
 
 /* The vectorcall form of the hot buffer ops: the common calls (positional fd, buf and third
@@ -204,19 +213,7 @@ static PyObject *buffer_op_fast(RingObject *r, PyObject *const *args, Py_ssize_t
         Py_XDECREF(kw);
         return res;
     }
-    BEGIN(opcode);
-    Py_buffer *v;
-    int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
-    if (request_pin(req, args[1], writable, &v) < 0 || check_len(v->len) < 0)
-        goto fail;
-    QUEUE((int)fd);
-    sqe->addr = (uint64_t)(uintptr_t)v->buf;
-    sqe->len = (uint32_t)v->len;
-    if (is_socket)
-        sqe->msg_flags = (uint32_t)extra;
-    else
-        sqe->off = (uint64_t)extra;
-    END;
+    return queue_buffer_op(r, opcode, (int)fd, args[1], extra, cb, (int)sqe_flags);
 }
 
 #define FAST_BUFFER_OP(name, opcode)                                                        \

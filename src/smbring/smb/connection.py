@@ -874,17 +874,10 @@ def parse_eas(buf) -> list[tuple[str, bytes]]:
 
 
 def encode_eas(eas: list[tuple[str, bytes]]) -> bytes:
-    out = bytearray()
-    last = None
-    for name, value in eas:
-        start = (len(out) + 3) & ~3
-        out += b"\0" * (start - len(out))
-        if last is not None:
-            struct.pack_into("<I", out, last, start - last)
-        last = start
+    def entry(name: str, value: bytes) -> bytes:
         n = name.encode("ascii", "replace")
-        out += struct.pack("<IBBH", 0, 0, len(n), len(value)) + n + b"\0" + value
-    return bytes(out)
+        return struct.pack("<IBBH", 0, 0, len(n), len(value)) + n + b"\0" + value
+    return wire.chain(entry(name, value) for name, value in eas)
 
 
 def reserve(fd: int, size: int) -> None:

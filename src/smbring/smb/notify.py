@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from smbring.smb import wire
+
 FILE_NAME, DIR_NAME, ATTRIBUTES, SIZE, LAST_WRITE = 0x1, 0x2, 0x4, 0x8, 0x10
 LAST_ACCESS, CREATION, EA, SECURITY = 0x20, 0x40, 0x80, 0x100
 ADDED, REMOVED, MODIFIED, RENAMED_OLD_NAME, RENAMED_NEW_NAME = 1, 2, 3, 4, 5
@@ -37,17 +39,11 @@ class Watch:
 
 
 def encode(changes: list[tuple[int, str]]) -> bytes:
-    out = bytearray()
-    last = None
-    for action, name in changes:
-        start = (len(out) + 3) & ~3
-        out += b"\0" * (start - len(out))
-        if last is not None:
-            struct.pack_into("<I", out, last, start - last)
-        last = start
+    """FILE_NOTIFY_INFORMATION entries (MS-FSCC 2.7.1)."""
+    def entry(action: int, name: str) -> bytes:
         n = name.encode("utf-16-le")
-        out += struct.pack("<III", 0, action, len(n)) + n
-    return bytes(out)
+        return struct.pack("<III", 0, action, len(n)) + n
+    return wire.chain(entry(action, name) for action, name in changes)
 
 
 _watches: list[Watch] = []

@@ -207,3 +207,18 @@ def error_body() -> bytes:
 
 def pad8(n: int) -> int:
     return (n + 7) & ~7
+
+
+def chain(entries, align: int = 4) -> bytes:
+    """Entries that each begin with a 4-byte NextEntryOffset (EA lists, change notifications):
+    each starts on an `align` boundary, and each offset but the last points to the next."""
+    out = bytearray()
+    last = None
+    for entry in entries:
+        start = (len(out) + align - 1) & ~(align - 1)
+        out += b"\0" * (start - len(out))
+        if last is not None:
+            struct.pack_into("<I", out, last, start - last)
+        last = start
+        out += entry
+    return bytes(out)
