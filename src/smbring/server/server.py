@@ -160,7 +160,9 @@ class Server:
                         if isinstance(desc, Deferred):   # a WRITE or FLUSH: the file I/O first
                             try:
                                 result = await desc.io.run()
-                            except OSError as e:
+                            except Exception as e:  # answered as an NTSTATUS, not a dropped link
+                                if not isinstance(e, OSError):
+                                    log.exception("file I/O for %s failed", peer)
                                 result = e
                             for answer in desc.finish(result):
                                 await transport.send(answer)

@@ -394,9 +394,12 @@ class Connection:
                      credit_charge=areq.hdr.credit_charge, credits=0,
                      flags=areq.hdr.flags & ~wire.FLAGS_RELATED)
         s = self.sessions.get(areq.hdr.session_id)
-        self._sealed = areq.sealed
-        frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
-                                 [areq.signed], s if areq.sealed else None)
+        sealed, self._sealed = self._sealed, areq.sealed   # this may run amid another frame
+        try:
+            frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
+                                     [areq.signed], s if areq.sealed else None)
+        finally:
+            self._sealed = sealed
         self.outbox.extend(frames)
         if self.on_output is not None:
             self.on_output()
