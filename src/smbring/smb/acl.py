@@ -219,6 +219,23 @@ def inherit(parent: Descriptor | None, is_dir: bool) -> Descriptor | None:
                       owner=OWNER_SID, group=GROUP_SID, dacl=aces)
 
 
+SYSTEM = sid(5, 18)
+
+
+def complete(d: Descriptor, parent: Descriptor | None, is_dir: bool) -> Descriptor:
+    """A descriptor given at creation (the SecD context) with its gaps filled as Windows does:
+    owner and group from the token, and without a DACL the inherited one, else the token's
+    default (owner and SYSTEM: full control)."""
+    d.owner = d.owner or OWNER_SID
+    d.group = d.group or GROUP_SID
+    if not d.control & SE_DACL_PRESENT:
+        inherited = inherit(parent, is_dir)
+        d.dacl = inherited.dacl if inherited is not None else [
+            Ace(ALLOWED, 0, FILE_ALL_ACCESS, OWNER_SID), Ace(ALLOWED, 0, FILE_ALL_ACCESS, SYSTEM)]
+        d.control |= SE_DACL_PRESENT | (SE_DACL_AUTO_INHERITED if inherited is not None else 0)
+    return d
+
+
 def from_mode(st: os.stat_result) -> Descriptor:
     """The descriptor of a file without a stored one: owner and group from its uid/gid (Samba's
     S-1-22 Unix SIDs), a DACL granting Everyone what the mode bits allow."""

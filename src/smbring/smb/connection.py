@@ -996,8 +996,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 new_sd = acl.parse(contexts[b"SecD"])
             except acl.BadDescriptor:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd.owner = new_sd.owner or acl.OWNER_SID
-            new_sd.group = new_sd.group or acl.GROUP_SID
+            new_sd = acl.complete(new_sd, stored_sd(vfs, parts[:-1]), want_dir)
         else:
             new_sd = acl.inherit(stored_sd(vfs, parts[:-1]), want_dir)
         if want_dir:

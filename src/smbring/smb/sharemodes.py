@@ -31,7 +31,8 @@ def allowed(key, access: int, share: int) -> bool:
     if not wants:
         return True
     return not any(wants & ~other_share or other_wants & ~share
-                   for other_wants, other_share in _opens.get(key, {}).values())
+                   for other_wants, other_share in _opens.get(key, {}).values()
+                   if other_wants)     # an attribute-only open shares everything
 
 
 def check_and_add(key, owner: int, access: int, share: int) -> bool:
