@@ -64,3 +64,13 @@ def test_inheritance():
         (acl.OWNER_SID, acl.OBJECT_INHERIT | acl.INHERIT_ONLY | acl.INHERITED),
         (acl.EVERYONE, acl.CONTAINER_INHERIT | acl.INHERITED)]
     assert acl.inherit(None, is_dir=False) is None
+
+
+def test_setting_no_dacl_sets_a_null_dacl_and_creation_fills_gaps():
+    old = dacl(Ace(acl.ALLOWED, 0, READ, acl.EVERYONE))
+    merged = acl.merge(old, Descriptor(control=0), acl.DACL)
+    assert merged.control & acl.SE_DACL_PRESENT and merged.dacl is None
+    assert acl.check(WRITE_DATA, merged, None) == WRITE_DATA
+    made = acl.complete(Descriptor(control=0), None, is_dir=False)
+    assert made.owner == acl.OWNER_SID and made.control & acl.SE_DACL_PRESENT
+    assert [a.sid for a in made.dacl] == [acl.OWNER_SID, acl.SYSTEM]

@@ -151,6 +151,9 @@ def merge(old: Descriptor, new: Descriptor, parts: int) -> Descriptor:
         keep = ~(SE_DACL_PRESENT | SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED)
         out.control = (out.control & keep) | (new.control & ~keep)
         out.dacl, out.acl_revision = new.dacl, new.acl_revision
+        if not new.control & SE_DACL_PRESENT:   # setting "no DACL" sets a NULL DACL: all access
+            out.control |= SE_DACL_PRESENT
+            out.dacl = None
     if parts & SACL:
         out.sacl_raw = new.sacl_raw
     return out

@@ -191,6 +191,7 @@ class Open:
     tree_id: int = 0
     waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
     watch: notify.Watch | None = None              # after its first CHANGE_NOTIFY
+    granted: int = 0                               # access granted (generic rights mapped)
 
     def path(self) -> str:
         return "/".join([self.tree.vfs.root] + self.parts)
@@ -779,7 +780,7 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
         tree = Tree(share, PosixVFS(share.path), c.io_modules.get(share.name))
         share_type = wire.SHARE_TYPE_DISK
-        access = 0x001200A9 if share.read_only else wire.FILE_ALL_ACCESS
+        access = READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS
     tid = c.next_id
     c.next_id += 1
     s.trees[tid] = tree
@@ -907,6 +908,8 @@ def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
         os.close(fd)
 
 
+READ_ONLY_ACCESS = 0x001200A9   # FILE_GENERIC_READ | FILE_EXECUTE: all a read-only share grants
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -982,6 +985,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     action = wire.FILE_OPENED
     token = c.token(hdr)
+    # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved
+    granted = acl.check(access, None, None, token)
+    if tree.share.read_only:
+        granted &= READ_ONLY_ACCESS
     if exists and parts:   # a stored security descriptor decides who opens the file
         sd = stored_sd(vfs, parts)
         if sd is not None:
@@ -1025,7 +1032,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     dos = get_dos(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
-             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id)
+             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0))
     if not sharemodes.check_and_add(o.key, id(o), access, share_access):
         os.close(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
@@ -1046,7 +1053,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         st = os.fstat(fd)
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
-        answers.append((b"MxAc", struct.pack("<II", 0, 0x001200A9 if tree.share.read_only else wire.FILE_ALL_ACCESS)))
+        answers.append((b"MxAc", struct.pack("<II", 0, READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS)))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
@@ -1244,8 +1251,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         if not eas:
             raise SMBError(wire.STATUS_NO_EAS_ON_FILE)
         return encode_eas(eas)
-    if klass == 8:
-        return struct.pack("<I", o.access)
+    if klass == 8:   # FileAccessInformation: the access granted
+        return struct.pack("<I", o.granted)
     if klass == 14:
         return struct.pack("<Q", o.position)
     if klass == 16:
@@ -1254,7 +1261,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return struct.pack("<I", 0)
     if klass == 18:  # FileAllInformation
         name = wire.utf16("\\" + "\\".join(o.parts))
-        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.access, o.position, 0, 0) +
+        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, 0, 0) +
                 struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
         n = wire.utf16(short_name(o.parts[-1]) if o.parts else "")
