@@ -192,6 +192,7 @@ class Open:
     waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
     watch: notify.Watch | None = None              # after its first CHANGE_NOTIFY
     granted: int = 0                               # access granted (generic rights mapped)
+    mode: int = 0                                  # FileModeInformation, as last set
 
     def path(self) -> str:
         return "/".join([self.tree.vfs.root] + self.parts)
@@ -827,8 +828,12 @@ def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
     return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
 
 
-def alloc_size(st: os.stat_result) -> int:
-    return 0 if stat.S_ISDIR(st.st_mode) else st.st_blocks * 512
+def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
+    """AllocationSize: the size in whole clusters, or what a client reserved. Not st_blocks:
+    ext4 counts a block of extended attributes there, and smbring keeps its metadata in them."""
+    if stat.S_ISDIR(st.st_mode):
+        return 0
+    return max((st.st_size + 4095) & ~4095, dos.allocation if dos is not None else 0)
 
 
 def parse_create_contexts(msg, off: int, length: int) -> dict[bytes, bytes]:
@@ -884,13 +889,17 @@ def encode_eas(eas: list[tuple[str, bytes]]) -> bytes:
     return wire.chain(entry(name, value) for name, value in eas)
 
 
-def reserve(fd: int, size: int) -> None:
-    """Allocates disk space without changing the file's size (the AlSi create context, the
-    AllocationSize of Windows), where the file system can; elsewhere it is only a hint."""
+def set_allocation(fd: int, size: int) -> None:
+    """AllocationSize (the AlSi create context, FileAllocationInformation): disk space reserved
+    without changing the file's size where the file system can (fallocate KEEP_SIZE), and the
+    size remembered to report it back."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     if size > 0 and libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:  # KEEP_SIZE
         log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
+    dos = get_dos(fd) or DosInfo()
+    dos.allocation = size
+    set_dos(fd, dos)
 
 
 def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
@@ -1049,8 +1058,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         for ea_name, value in eas:
             set_ea(fd, ea_name, value)
     if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
-        reserve(fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
-        st = os.fstat(fd)
+        set_allocation(fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
+        st, dos = os.fstat(fd), get_dos(fd)
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
         answers.append((b"MxAc", struct.pack("<II", 0, READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS)))
@@ -1058,7 +1067,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
-        "<QQII", alloc_size(st), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
+        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
 
@@ -1072,7 +1081,7 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     c.close_open(o)
     if st:
         body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
-            "<QQI", alloc_size(st), 0 if o.is_dir else st.st_size, attributes(st, dos))
+            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size, attributes(st, dos))
     else:
         body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
     return body, o.fid
@@ -1143,7 +1152,7 @@ def _match(pattern: str, name: str) -> bool:
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None) -> bytes:
     n = wire.utf16(name)
     common = struct.pack("<II", 0, file_index) + times(st, dos) + struct.pack(
-        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st), attributes(st, dos))
+        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos), attributes(st, dos))
     short = wire.utf16(short_name(name)) if name not in (".", "..") else b""
     if klass == 1:    # FileDirectoryInformation
         return common + struct.pack("<I", len(n)) + n
@@ -1236,7 +1245,10 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     dos = get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
     basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
-    standard = struct.pack("<QQIBBH", alloc_size(st), size, st.st_nlink, int(o.delete_on_close), int(o.is_dir), 0)
+    pending = o.delete_on_close or o.key in DELETE_PENDING
+    # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
+    standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
+                           int(pending), int(o.is_dir), 0)
     if klass == 4:
         return basic
     if klass == 5:
@@ -1256,12 +1268,12 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 14:
         return struct.pack("<Q", o.position)
     if klass == 16:
-        return struct.pack("<I", 0)
+        return struct.pack("<I", o.mode)
     if klass == 17:
         return struct.pack("<I", 0)
     if klass == 18:  # FileAllInformation
         name = wire.utf16("\\" + "\\".join(o.parts))
-        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, 0, 0) +
+        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, o.mode, 0) +
                 struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
         n = wire.utf16(short_name(o.parts[-1]) if o.parts else "")
@@ -1275,11 +1287,11 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         if o.is_dir:
             return b""
         n = wire.utf16("::$DATA")
-        return struct.pack("<IIQQ", 0, len(n), size, alloc_size(st)) + n
+        return struct.pack("<IIQQ", 0, len(n), size, alloc_size(st, dos)) + n
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 34:  # FileNetworkOpenInformation
-        return times(st, dos) + struct.pack("<QQII", alloc_size(st), size, attributes(st, dos), 0)
+        return times(st, dos) + struct.pack("<QQII", alloc_size(st, dos), size, attributes(st, dos), 0)
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attributes(st, dos), 0)
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
@@ -1448,8 +1460,19 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 20:  # EndOfFile
         os.ftruncate(o.fd, struct.unpack_from("<Q", buf, 0)[0])
         notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-    elif klass in (19, 14):  # Allocation, Position: nothing to keep
-        pass
+    elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
+        wanted = struct.unpack_from("<Q", buf, 0)[0]
+        if not o.is_dir:
+            if wanted < os.fstat(o.fd).st_size:
+                os.ftruncate(o.fd, wanted)
+            set_allocation(o.fd, wanted)
+    elif klass == 14:  # Position (CurrentByteOffset)
+        o.position = struct.unpack_from("<Q", buf, 0)[0]
+    elif klass == 16:  # Mode: only the flags a handle may change (MS-FSCC 2.4.26)
+        mode = struct.unpack_from("<I", buf, 0)[0]
+        if mode & ~(0x2 | 0x4 | 0x10 | 0x20):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        o.mode = mode
     else:
         raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
     return struct.pack("<H", 2), None

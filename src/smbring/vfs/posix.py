@@ -204,9 +204,10 @@ def set_sd(fd: int, blob: bytes) -> None:
 
 # DOS attributes and the times Unix cannot set (creation, change), as Samba keeps them in
 # user.DOSATTRIB: attributes, creation time, and a change time that holds while the file's
-# mtime is still the one it was set with (the next write moves the real ctime on).
+# mtime is still the one it was set with (the next write moves the real ctime on), and the
+# allocation size a client asked for.
 DOS_XATTR = PRIVATE_PREFIX + "dos"
-_DOS = struct.Struct("<IQQQ")
+_DOS = struct.Struct("<IQQQQ")
 
 
 @dataclass
@@ -215,9 +216,11 @@ class DosInfo:
     create_time: int = 0      # NT time; 0: none stored
     change_time: int = 0
     change_mtime_ns: int = 0
+    allocation: int = 0       # AllocationSize as set (AlSi, FileAllocationInformation)
 
     def pack(self) -> bytes:
-        return _DOS.pack(self.attrs, self.create_time, self.change_time, self.change_mtime_ns)
+        return _DOS.pack(self.attrs, self.create_time, self.change_time, self.change_mtime_ns,
+                         self.allocation)
 
 
 def _dos(blob: bytes | None) -> DosInfo | None:
