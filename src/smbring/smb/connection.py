@@ -1178,18 +1178,22 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
-        st = os.fstat(o.fd)
-        entries = [(".", st), ("..", st)] + sorted(PosixVFS.listdir(o.fd))
-        own = get_dos(o.fd)
-        o.dir_entries = [(n, s, own if n in (".", "..") else get_dos_at(o.fd, n))
-                         for n, s in entries if _match(pattern, n)]
+        # names now, details as they are returned: what is deleted meanwhile is not listed
+        o.dir_entries = [n for n in [".", ".."] + sorted(PosixVFS.names(o.fd)) if _match(pattern, n)]
         o.dir_pos = 0
         if not o.dir_entries:
             raise SMBError(wire.STATUS_NO_SUCH_FILE)
     out = bytearray()
     last = None
     while o.dir_pos < len(o.dir_entries):
-        name, st, dos = o.dir_entries[o.dir_pos]
+        name = o.dir_entries[o.dir_pos]
+        if name in (".", ".."):
+            st, dos = os.fstat(o.fd), get_dos(o.fd)
+        else:
+            st, dos = PosixVFS.entry_stat(o.fd, name), get_dos_at(o.fd, name)
+            if st is None:          # deleted since the scan began
+                o.dir_pos += 1
+                continue
         entry = dir_entry(klass, name, st, o.dir_pos, dos)
         start = wire.pad8(len(out))
         if start + len(entry) > out_len:

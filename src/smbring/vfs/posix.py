@@ -131,24 +131,32 @@ class PosixVFS:
 
     @staticmethod
     def listdir(fd: int) -> list[tuple[str, os.stat_result]]:
+        """The directory's entries with their stat (see entry_stat); vanished ones left out."""
         out = []
+        for name in PosixVFS.names(fd):
+            st = PosixVFS.entry_stat(fd, name)
+            if st is not None:
+                out.append((name, st))
+        return out
+
+    @staticmethod
+    def names(fd: int) -> list[str]:
         dup = os.dup(fd)
         try:
-            with os.scandir(dup) as it:
-                for entry in it:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat.S_ISLNK(st.st_mode):
-                        try:
-                            st = os.stat(entry.name, dir_fd=fd)  # shown as its target if that is inside
-                        except OSError:
-                            continue
-                    out.append((entry.name, st))
+            return os.listdir(dup)
         finally:
             os.close(dup)
-        return out
+
+    @staticmethod
+    def entry_stat(fd: int, name: str) -> os.stat_result | None:
+        """A directory entry's stat, a symlink shown as its target; None once it is gone."""
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                st = os.stat(name, dir_fd=fd)
+            return st
+        except OSError:
+            return None
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)
