@@ -937,7 +937,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
         raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
-    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES:
+    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
