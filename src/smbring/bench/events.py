@@ -131,11 +131,14 @@ def run_ring_pingpong(seconds: float) -> float:
         take = ring.register_buf_ring(group=7, entries=8, size=64).take
 
         def side(wfd):
+            write = ring.write      # bound once, as a C handler would hold its function
+
             def completed(req):
                 nonlocal count
-                if req.res > 0 and running:
+                n = req.res
+                if n > 0 and running:
                     count += 1
-                    ring.write(wfd, take(req.buffer_id, req.res))
+                    write(wfd, take(req.buffer_id, n))
             return completed
 
         ring.read_multishot(a[0], 7, callback=side(b[1]))
