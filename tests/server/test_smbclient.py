@@ -59,6 +59,14 @@ def test_paths_cannot_escape_the_share(server, tmp_path):
         r = smbclient(server, f"get {path} {got}")
         assert "NT_STATUS_" in r.stdout + r.stderr, path
         assert not got.exists() or got.read_text() != "outside"
+    # a listing shows no size or times of the file outside either; a link inside is followed
+    (tmp_path / "secret.txt").write_text("x" * 12345)
+    (server["share"] / "inside.txt").write_text("y" * 777)
+    os.symlink("inside.txt", server["share"] / "link-in")
+    listing = smbclient(server, "ls").stdout
+    out_line = next(line for line in listing.splitlines() if "link-out" in line)
+    in_line = next(line for line in listing.splitlines() if "link-in" in line)
+    assert "12345" not in out_line and " 777 " in in_line, listing
 
 
 def test_encrypted_transfer(server, tmp_path):

@@ -1190,7 +1190,7 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
         if name in (".", ".."):
             st, dos = os.fstat(o.fd), get_dos(o.fd)
         else:
-            st, dos = PosixVFS.entry_stat(o.fd, name), get_dos_at(o.fd, name)
+            st, dos = o.tree.vfs.entry_stat(o.fd, o.parts, name), get_dos_at(o.fd, name)
             if st is None:          # deleted since the scan began
                 o.dir_pos += 1
                 continue
@@ -1455,7 +1455,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
             raise SMBError(wire.STATUS_CANNOT_DELETE)
-        if buf[0] and o.is_dir and PosixVFS.listdir(o.fd):
+        if buf[0] and o.is_dir and PosixVFS.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
     elif klass == 15:  # FullEa: set or (with an empty value) remove

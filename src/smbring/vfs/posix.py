@@ -130,16 +130,6 @@ class PosixVFS:
             os.close(nfd)
 
     @staticmethod
-    def listdir(fd: int) -> list[tuple[str, os.stat_result]]:
-        """The directory's entries with their stat (see entry_stat); vanished ones left out."""
-        out = []
-        for name in PosixVFS.names(fd):
-            st = PosixVFS.entry_stat(fd, name)
-            if st is not None:
-                out.append((name, st))
-        return out
-
-    @staticmethod
     def names(fd: int) -> list[str]:
         dup = os.dup(fd)
         try:
@@ -147,16 +137,20 @@ class PosixVFS:
         finally:
             os.close(dup)
 
-    @staticmethod
-    def entry_stat(fd: int, name: str) -> os.stat_result | None:
-        """A directory entry's stat, a symlink shown as its target; None once it is gone."""
+    def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:
+        """A directory entry's stat; None once it is gone. A symlink shows as its target when
+        that lies inside the share, else as the link itself: a listing must not reveal the
+        size and times of files outside (opening them is refused anyway)."""
         try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                st = os.stat(name, dir_fd=fd)
-            return st
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             return None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                return self.stat(dir_parts + [name])     # resolved beneath the share root
+            except OSError:
+                return st
+        return st
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)
