@@ -41,6 +41,13 @@ def test_bad_configurations_are_refused(tmp_path, body):
         load(str(conf))
 
 
+def smbclient_at(port: int, share: str, creds: list[str], cmd: str):
+    if not __import__("shutil").which("smbclient"):
+        pytest.skip("smbclient missing")
+    return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), *creds, "-c", cmd],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_server_from_config_read_only_and_valid_users(tmp_path):
     ro, rw = tmp_path / "ro", tmp_path / "rw"
     ro.mkdir()
@@ -54,11 +61,7 @@ def test_server_from_config_read_only_and_valid_users(tmp_path):
     proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
     try:
         def run(share, cmd):
-            if not __import__("shutil").which("smbclient"):
-                pytest.skip("smbclient missing")
-            return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port),
-                                   "-U", f"{USER}%{PASSWORD}", "-c", cmd],
-                                  capture_output=True, text=True, timeout=60)
+            return smbclient_at(port, share, ["-U", f"{USER}%{PASSWORD}"], cmd)
 
         r = run("ro", f"put {conf} new.txt")
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr and not (ro / "new.txt").exists()
@@ -103,8 +106,7 @@ def test_guest_only_where_a_share_allows_it(tmp_path):
     proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
     try:
         def run(share, creds, cmd):
-            return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), *creds, "-c", cmd],
-                                  capture_output=True, text=True, timeout=60)
+            return smbclient_at(port, share, creds, cmd)
 
         for creds in (["-N"], ["-U", "nobody%whatever"]):      # anonymous, and a user we do not know
             r = run("pub", creds, "get hello.txt " + str(tmp_path / "got.txt"))
