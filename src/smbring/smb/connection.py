@@ -1458,6 +1458,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if buf[0] and o.is_dir and PosixVFS.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
+        if o.delete_on_close:            # pending for everyone from now on, as on Windows
+            DELETE_PENDING[o.key] = o
+        elif DELETE_PENDING.get(o.key) is o:
+            del DELETE_PENDING[o.key]
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             set_ea(o.fd, ea_name, value)
