@@ -7,7 +7,7 @@ import pytest
 from conftest import smbclient
 
 
-@pytest.mark.parametrize("protocol", ["SMB3", "SMB2"])
+@pytest.mark.parametrize("protocol", ["SMB3", "SMB3_02", "SMB3_00", "SMB2"])   # 3.0.x validate negotiate
 def test_ls_get_put_mkdir_rename_del(server, tmp_path, protocol):
     share = server["share"]
     payload = os.urandom(3 * 1024 * 1024 + 17)

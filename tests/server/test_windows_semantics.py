@@ -53,3 +53,23 @@ def test_delete_on_close_waits_for_the_last_open(server):
     finally:
         a.close()
         b.close()
+
+
+def test_alternate_data_streams(server, tmp_path):
+    """Streams (Windows' Zone.Identifier, macOS resource forks) are plain files in a depot the
+    client cannot list or name; deleting the file deletes them."""
+    zone = tmp_path / "zone"
+    zone.write_text("[ZoneTransfer]\nZoneId=3\n")
+    r = smbclient(server, f"put {zone} fresh.txt:Zone.Identifier; allinfo fresh.txt; "
+                          f"get fresh.txt:Zone.Identifier {tmp_path / 'back'}; ls")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stream: [:Zone.Identifier:$DATA], 24 bytes" in r.stdout, r.stdout
+    assert (tmp_path / "back").read_text() == zone.read_text()
+    assert (server["share"] / "fresh.txt").stat().st_size == 0      # the stream made the file
+    assert ".smbring-streams" not in r.stdout
+    r = smbclient(server, "ls .smbring-streams\\*")
+    assert "NT_STATUS_OBJECT_NAME_INVALID" in r.stdout + r.stderr
+    depot = server["share"] / ".smbring-streams"
+    assert len(os.listdir(depot)) == 1
+    r = smbclient(server, "del fresh.txt")
+    assert r.returncode == 0 and os.listdir(depot) == []

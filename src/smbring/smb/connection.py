@@ -22,8 +22,8 @@ from smbring.datapath import FileRange, SendDescriptor
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
-from smbring.vfs.posix import (DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas, set_dos,
-                               set_ea, set_sd, split_path)
+from smbring.vfs.posix import (STREAMS_DIR, DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas,
+                               set_dos, set_ea, set_sd, split_path, split_stream)
 
 log = logging.getLogger("smbring.smb")
 
@@ -193,6 +193,14 @@ class Open:
     watch: notify.Watch | None = None              # after its first CHANGE_NOTIFY
     granted: int = 0                               # access granted (generic rights mapped)
     mode: int = 0                                  # FileModeInformation, as last set
+    stream: str | None = None                      # a named stream: parts are its depot file
+    base_parts: list | None = None                 # the file as the client names it
+    base_key: tuple | None = None                  # and its (dev, ino), for a stream
+
+    def display_name(self) -> str:
+        """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
+        name = "\\".join(self.base_parts if self.base_parts is not None else self.parts)
+        return f"{name}:{self.stream}" if self.stream else name
 
     def path(self) -> str:
         return "/".join([self.tree.vfs.root] + self.parts)
@@ -369,8 +377,9 @@ class Connection:
             if isinstance(body, FilePayload):
                 body = body.materialize()
             part = self._finish(req, rhdr, body)
+            if len(out) > 1:    # every part of a compound ends 8-byte aligned, the last too
+                part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
             if i < len(out) - 1:
-                part += b"\0" * (wire.pad8(len(part)) - len(part))
                 struct.pack_into("<I", part, 20, len(part))
             if seal is None and self._must_sign(rhdr, signed_requests[i]):
                 security.apply_signature(self.sign_algorithm(),
@@ -600,8 +609,10 @@ class Connection:
             victim = DELETE_PENDING.pop(o.key)
             try:
                 victim.tree.vfs.remove(victim.parts, victim.is_dir)
-                notify.post(victim.path(), notify.REMOVED,
-                            notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+                if victim.stream is None:
+                    victim.tree.vfs.remove_streams(victim.key)
+                    notify.post(victim.path(), notify.REMOVED,
+                                notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
 
@@ -617,11 +628,16 @@ class Connection:
         hdr.credits = 1
         return hdr.pack() + body
 
-    def _negotiate_body(self, dialect: int, contexts: list[bytes]) -> bytes:
-        secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if self.signing_required else 0)
+    def capabilities(self, dialect: int) -> int:
+        """What NEGOTIATE announced (and FSCTL_VALIDATE_NEGOTIATE_INFO must repeat exactly)."""
         caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
         if dialect in (wire.SMB300, wire.SMB302) and self.cipher:
             caps |= wire.CAP_ENCRYPTION
+        return caps
+
+    def _negotiate_body(self, dialect: int, contexts: list[bytes]) -> bytes:
+        secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if self.signing_required else 0)
+        caps = self.capabilities(dialect)
         now = wire.nt_time(time.time_ns())
         sec_off = 64 + 64
         ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
@@ -944,6 +960,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     name = wire.from_utf16(msg[name_off:name_off + name_len]) if name_len else ""
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    name, stream = split_stream(name)
     parts = split_path(name)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
@@ -968,6 +985,28 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 exists = True
             except (FileNotFoundError, NotADirectoryError):
                 pass
+    base_parts, base_key = parts, None
+    if stream is not None:      # a named stream of the file: a plain file in the stream depot
+        if options & wire.FILE_DIRECTORY_FILE:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if not exists:
+            if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+                raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
+            st, exists = vfs.stat(parts), True
+            notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
+        base_key = (st.st_dev, st.st_ino)
+        parts = vfs.stream_parts(base_key, stream)
+        spelled = next((n for n, _st in vfs.streams(base_key) if n.casefold() == stream.casefold()), None)
+        if spelled is not None:      # stream names are case-insensitive too
+            stream, parts = spelled, vfs.stream_parts(base_key, spelled)
+        try:
+            st, exists = vfs.stat(parts), True
+        except FileNotFoundError:
+            if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+                raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            st, exists = None, False
+            vfs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
     want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
     if exists and want_dir and not is_dir:
@@ -1041,7 +1080,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     dos = get_dos(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
-             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0))
+             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
+             stream=stream, base_parts=base_parts, base_key=base_key)
     if not sharemodes.check_and_add(o.key, id(o), access, share_access):
         os.close(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
@@ -1179,7 +1219,8 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
         # names now, details as they are returned: what is deleted meanwhile is not listed
-        o.dir_entries = [n for n in [".", ".."] + sorted(PosixVFS.names(o.fd)) if _match(pattern, n)]
+        o.dir_entries = [n for n in [".", ".."] + sorted(PosixVFS.names(o.fd))
+                         if _match(pattern, n) and not (n == STREAMS_DIR and not o.parts)]
         o.dir_pos = 0
         if not o.dir_entries:
             raise SMBError(wire.STATUS_NO_SUCH_FILE)
@@ -1276,22 +1317,28 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 17:
         return struct.pack("<I", 0)
     if klass == 18:  # FileAllInformation
-        name = wire.utf16("\\" + "\\".join(o.parts))
+        name = wire.utf16("\\" + o.display_name())
         return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, o.mode, 0) +
                 struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
-        n = wire.utf16(short_name(o.parts[-1]) if o.parts else "")
+        base = o.base_parts if o.base_parts is not None else o.parts
+        n = wire.utf16(short_name(base[-1]) if base else "")
         return struct.pack("<I", len(n)) + n
     if klass == 48:  # FileNormalizedNameInformation (SMB 3.1.1): the path as stored
         if c.dialect < wire.SMB311:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)
-        n = wire.utf16("\\".join(o.parts))
+        n = wire.utf16(o.display_name())
         return struct.pack("<I", len(n)) + n
-    if klass == 22:  # FileStreamInformation
-        if o.is_dir:
-            return b""
-        n = wire.utf16("::$DATA")
-        return struct.pack("<IIQQ", 0, len(n), size, alloc_size(st, dos)) + n
+    if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
+        key = o.base_key or o.key
+        entries = []
+        if not o.is_dir or o.stream:
+            base = st if not o.stream else os.stat("/".join([o.tree.vfs.root] + o.base_parts))
+            entries.append(("::$DATA", base.st_size, alloc_size(base)))
+        for name, sst in o.tree.vfs.streams(key):
+            entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
+        return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
+                           for n, sz, al in entries), 8)
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 34:  # FileNetworkOpenInformation
@@ -1428,6 +1475,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if not _may_delete(o.access):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if o.stream is not None:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
         if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
         parent = tree.vfs.stat(o.parts[:-1])
@@ -1604,8 +1653,7 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
         secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if c.signing_required else 0)
-        caps = wire.CAP_LARGE_MTU if c.dialect >= wire.SMB210 else 0
-        out = struct.pack("<I16sHH", caps, c.server_guid, secmode, c.dialect)
+        out = struct.pack("<I16sHH", c.capabilities(c.dialect), c.server_guid, secmode, c.dialect)
     elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
         if not c.local_address:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)

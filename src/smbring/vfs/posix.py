@@ -24,6 +24,31 @@ class PathError(Exception):
         self.kind = kind  # "invalid" | "syntax"
 
 
+# Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
+# file, named by the file's device and inode (so they follow renames), under this directory of
+# the share root, which clients can neither list nor name (Samba's streams_depot does the same).
+STREAMS_DIR = ".smbring-streams"
+
+
+def split_stream(name: str) -> tuple[str, str | None]:
+    """"dir\\file:stream:$DATA" -> ("dir\\file", "stream"); no stream (or "::$DATA", the file
+    itself) -> (name, None). Only $DATA streams exist on a file system like this one."""
+    head, sep, last = name.rpartition("\\")
+    if ":" not in last:
+        return name, None
+    base, _, spec = last.partition(":")
+    stream, _, kind = spec.partition(":")
+    if kind and kind.upper() != "$DATA" or ":" in kind:
+        raise PathError("invalid")
+    if not stream:
+        if not base:
+            raise PathError("invalid")
+        return head + sep + base, None
+    if set(stream) & (BAD_CHARS - {"*", "?", "<", ">", '"', "|"}) or len(stream.encode()) > 255:
+        raise PathError("invalid")
+    return head + sep + base, stream
+
+
 def split_path(name: str) -> list[str]:
     """SMB path (backslashes, relative to the share) -> checked components."""
     if "\0" in name:
@@ -37,7 +62,7 @@ def split_path(name: str) -> list[str]:
             raise PathError("syntax")
         if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
             raise PathError("invalid")
-        if p.split(".")[0].upper() in RESERVED:
+        if p.split(".")[0].upper() in RESERVED or p.casefold() == STREAMS_DIR:
             raise PathError("invalid")
     return parts
 
@@ -96,6 +121,41 @@ class PosixVFS:
                 return found + parts[i:]
             found.append(match)
         return found
+
+    @staticmethod
+    def stream_parts(key: tuple[int, int], stream: str | None = None) -> list[str]:
+        """Where the streams of the file (st_dev, st_ino) live, or one of them."""
+        parts = [STREAMS_DIR, f"{key[0]:x}-{key[1]:x}"]
+        return parts + [stream] if stream else parts
+
+    def streams(self, key: tuple[int, int]) -> list[tuple[str, os.stat_result]]:
+        try:
+            fd = self.open(self.stream_parts(key), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return []
+        try:
+            return sorted((n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def make_stream_dir(self, key: tuple[int, int]) -> None:
+        for i in (1, 2):
+            try:
+                self.mkdir(self.stream_parts(key)[:i])
+            except FileExistsError:
+                pass
+
+    def remove_streams(self, key: tuple[int, int]) -> None:
+        """Deletes the streams of a file that is gone."""
+        for name, _st in self.streams(key):
+            try:
+                self.remove(self.stream_parts(key, name), False)
+            except OSError:
+                pass
+        try:
+            self.remove(self.stream_parts(key), True)
+        except OSError:
+            pass
 
     def mkdir(self, parts: list[str]) -> None:
         fd, name = self.parent(parts)
