@@ -1491,9 +1491,15 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         new_parts = split_path(new_name)
         new_parts = tree.vfs.match_case(new_parts[:-1]) + new_parts[-1:]
         try:
+            replaced = tree.vfs.stat(new_parts) if replace else None
+        except OSError:
+            replaced = None
+        try:
             tree.vfs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        if replaced is not None and (replaced.st_dev, replaced.st_ino) != o.key:
+            tree.vfs.remove_streams((replaced.st_dev, replaced.st_ino))   # the file it replaced
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
         notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
