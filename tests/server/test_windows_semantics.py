@@ -73,3 +73,16 @@ def test_alternate_data_streams(server, tmp_path):
     assert len(os.listdir(depot)) == 1
     r = smbclient(server, "del fresh.txt")
     assert r.returncode == 0 and os.listdir(depot) == []
+
+
+def test_streams_never_pass_to_another_file(server, tmp_path):
+    """A file deleted behind the server's back may hand its inode to the next one: streams are
+    found through an id stored on the file, so the newcomer starts without any."""
+    (tmp_path / "s").write_text("old stream")
+    r = smbclient(server, f"put {tmp_path / 's'} old.txt:secret")
+    assert r.returncode == 0, r.stdout + r.stderr
+    os.unlink(server["share"] / "old.txt")                  # not through SMB
+    for i in range(5):                                      # likely to reuse the inode
+        (server["share"] / f"new{i}.txt").write_text("new")
+        r = smbclient(server, f"allinfo new{i}.txt")
+        assert "secret" not in r.stdout and "stream: [::$DATA]" in r.stdout, r.stdout

@@ -195,7 +195,7 @@ class Open:
     mode: int = 0                                  # FileModeInformation, as last set
     stream: str | None = None                      # a named stream: parts are its depot file
     base_parts: list | None = None                 # the file as the client names it
-    base_key: tuple | None = None                  # and its (dev, ino), for a stream
+    base_key: str | None = None                    # and its stream id, for a stream
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
@@ -608,9 +608,10 @@ class Connection:
         if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
             victim = DELETE_PENDING.pop(o.key)
             try:
+                sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.vfs.remove(victim.parts, victim.is_dir)
                 if victim.stream is None:
-                    victim.tree.vfs.remove_streams(victim.key)
+                    victim.tree.vfs.remove_streams(sid)
                     notify.post(victim.path(), notify.REMOVED,
                                 notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
@@ -995,7 +996,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
             st, exists = vfs.stat(parts), True
             notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
-        base_key = (st.st_dev, st.st_ino)
+        opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+        base_key = vfs.stream_id(parts, create=not opening and not tree.share.read_only)
+        if base_key is None:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = vfs.stream_parts(base_key, stream)
         spelled = next((n for n, _st in vfs.streams(base_key) if n.casefold() == stream.casefold()), None)
         if spelled is not None:      # stream names are case-insensitive too
@@ -1003,7 +1007,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         try:
             st, exists = vfs.stat(parts), True
         except FileNotFoundError:
-            if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+            if opening:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             st, exists = None, False
             vfs.make_stream_dir(base_key)
@@ -1330,7 +1334,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         n = wire.utf16(o.display_name())
         return struct.pack("<I", len(n)) + n
     if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
-        key = o.base_key or o.key
+        key = o.base_key or o.tree.vfs.stream_id(o.parts)
         entries = []
         if not o.is_dir or o.stream:
             base = st if not o.stream else os.stat("/".join([o.tree.vfs.root] + o.base_parts))
@@ -1490,16 +1494,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         new_name = wire.from_utf16(buf[20:20 + name_len])
         new_parts = split_path(new_name)
         new_parts = tree.vfs.match_case(new_parts[:-1]) + new_parts[-1:]
-        try:
-            replaced = tree.vfs.stat(new_parts) if replace else None
-        except OSError:
-            replaced = None
+        replaced = tree.vfs.stream_id(new_parts) if replace and new_parts != o.parts else None
         try:
             tree.vfs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
-        if replaced is not None and (replaced.st_dev, replaced.st_ino) != o.key:
-            tree.vfs.remove_streams((replaced.st_dev, replaced.st_ino))   # the file it replaced
+        tree.vfs.remove_streams(replaced)      # the streams of the file it replaced
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
         notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)

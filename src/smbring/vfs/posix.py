@@ -25,9 +25,10 @@ class PathError(Exception):
 
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
-# file, named by the file's device and inode (so they follow renames), under this directory of
+# file, named by an id stored on the file (so they follow renames), under this directory of
 # the share root, which clients can neither list nor name (Samba's streams_depot does the same).
 STREAMS_DIR = ".smbring-streams"
+STREAM_ID_XATTR = "user.smbring.streams"
 
 
 def split_stream(name: str) -> tuple[str, str | None]:
@@ -123,14 +124,36 @@ class PosixVFS:
         return found
 
     @staticmethod
-    def stream_parts(key: tuple[int, int], stream: str | None = None) -> list[str]:
-        """Where the streams of the file (st_dev, st_ino) live, or one of them."""
-        parts = [STREAMS_DIR, f"{key[0]:x}-{key[1]:x}"]
+    def stream_parts(sid: str, stream: str | None = None) -> list[str]:
+        """Where the streams of a file live (its stream id), or one of them."""
+        parts = [STREAMS_DIR, sid]
         return parts + [stream] if stream else parts
 
-    def streams(self, key: tuple[int, int]) -> list[tuple[str, os.stat_result]]:
+    def stream_id(self, parts: list[str], create: bool = False) -> str | None:
+        """The id under which the file's streams are kept, a random one stored on the file
+        itself (so a file that replaces a deleted one, even on the same inode, never sees the
+        old file's streams); None if it has none and `create` is false."""
         try:
-            fd = self.open(self.stream_parts(key), os.O_RDONLY | os.O_DIRECTORY)
+            fd = self.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError:
+            return None
+        try:
+            try:
+                return os.getxattr(fd, STREAM_ID_XATTR).decode("ascii")
+            except OSError as e:
+                if e.errno != errno.ENODATA or not create:
+                    return None
+            sid = os.urandom(8).hex()
+            os.setxattr(fd, STREAM_ID_XATTR, sid.encode("ascii"))
+            return sid
+        finally:
+            os.close(fd)
+
+    def streams(self, sid: str | None) -> list[tuple[str, os.stat_result]]:
+        if not sid:
+            return []
+        try:
+            fd = self.open(self.stream_parts(sid), os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return []
         try:
@@ -138,22 +161,24 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def make_stream_dir(self, key: tuple[int, int]) -> None:
+    def make_stream_dir(self, sid: str) -> None:
         for i in (1, 2):
             try:
-                self.mkdir(self.stream_parts(key)[:i])
+                self.mkdir(self.stream_parts(sid)[:i])
             except FileExistsError:
                 pass
 
-    def remove_streams(self, key: tuple[int, int]) -> None:
+    def remove_streams(self, sid: str | None) -> None:
         """Deletes the streams of a file that is gone."""
-        for name, _st in self.streams(key):
+        if not sid:
+            return
+        for name, _st in self.streams(sid):
             try:
-                self.remove(self.stream_parts(key, name), False)
+                self.remove(self.stream_parts(sid, name), False)
             except OSError:
                 pass
         try:
-            self.remove(self.stream_parts(key), True)
+            self.remove(self.stream_parts(sid), True)
         except OSError:
             pass
 
