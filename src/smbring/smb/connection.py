@@ -1337,7 +1337,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         key = o.base_key or o.tree.vfs.stream_id(o.parts)
         entries = []
         if not o.is_dir or o.stream:
-            base = st if not o.stream else os.stat("/".join([o.tree.vfs.root] + o.base_parts))
+            base = st if not o.stream else o.tree.vfs.stat(o.base_parts)   # beneath the root
             entries.append(("::$DATA", base.st_size, alloc_size(base)))
         for name, sst in o.tree.vfs.streams(key):
             entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
