@@ -44,7 +44,8 @@ from typing import NamedTuple, Union
 PATHS = ("copy", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
-PUNT_MIN = 1 << 20            # sends this large may go to io-wq workers (Sender.crowded)
+PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
+IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
 AUTO_SPLICE = False           # read path auto: splice at all (see choose_path)
 AUTO_SPLICE_MIN = 256 << 10   # ... and then only payloads at least this large
 
@@ -182,7 +183,7 @@ class Sender:
     # -- the paths ---------------------------------------------------------------------
     async def _send_all(self, parts) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
-        punt = 0x10 if sum(len(v) for v in views) >= PUNT_MIN and self.crowded() else 0  # IOSQE_ASYNC
+        punt = IOSQE_ASYNC if sum(len(v) for v in views) >= PUNT_MIN and self.crowded() else 0
         while views:
             n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL, punt)
             if n <= 0:

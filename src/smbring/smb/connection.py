@@ -926,12 +926,22 @@ def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
     except OSError:
         return None
     try:
-        blob = get_sd(fd)
-        return acl.parse(blob) if blob else None
-    except (OSError, acl.BadDescriptor):
+        return sd_of(fd, "/".join(parts))
+    except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def sd_of(fd: int, where: str) -> "acl.Descriptor | None":
+    """The descriptor stored on an open file, if any (an unreadable one is ignored, loudly;
+    an error reading it is raised)."""
+    blob = get_sd(fd)
+    try:
+        return acl.parse(blob) if blob else None
+    except acl.BadDescriptor:
+        log.warning("%s: unreadable stored security descriptor ignored", where)
+        return None
 
 
 READ_ONLY_ACCESS = 0x001200A9   # FILE_GENERIC_READ | FILE_EXECUTE: all a read-only share grants
@@ -1378,13 +1388,7 @@ def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
 
 def current_sd(o: Open) -> acl.Descriptor:
     """The file's stored descriptor, else the one its mode bits give."""
-    blob = get_sd(o.fd)
-    if blob:
-        try:
-            return acl.parse(blob)
-        except acl.BadDescriptor:
-            log.warning("%s: unreadable stored security descriptor ignored", o.path())
-    return acl.from_mode(os.fstat(o.fd))
+    return sd_of(o.fd, o.path()) or acl.from_mode(os.fstat(o.fd))
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):

@@ -33,11 +33,11 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from smbring.datapath import IOSQE_ASYNC, PUNT_MIN   # one rule for reads and sends
+
 log = logging.getLogger("smbring.vfs")
 
 MODULES = ("posix", "threadpool", "io_uring")
-IOSQE_ASYNC = 0x10
-PUNT_MIN = 1 << 20      # reads this large go to io-wq workers while other clients wait
 
 
 class Posix:
