@@ -251,6 +251,44 @@ def test_buffer_ring_multishot_recv(ring, sockpair):
     br.unregister()
 
 
+def test_take_a_completion(ring, sockpair):
+    """take(req): the data a completion names, b"" at end of file, OSError for a failed one;
+    its buffer goes back once, so a second take of the same completion is refused."""
+    a, b = sockpair
+    br = ring.register_buf_ring(group=4, entries=4, size=64)
+    other = ring.register_buf_ring(group=6, entries=2, size=64)
+    seen = []
+
+    def on_data(req):
+        seen.append(br.take(req))
+        if req.res > 0:
+            with pytest.raises(ValueError, match="already taken"):
+                br.take(req)
+            with pytest.raises(ValueError, match="does not read into this buffer ring"):
+                other.take(req)
+
+    req = ring.recv_multishot(a.fileno(), 4, callback=on_data)
+    for i in range(10):                      # more messages than buffers: each one came back
+        b.send(b"m%d" % i)
+        while len(seen) <= i:
+            ring.wait(1, timeout=5)
+    b.close()
+    while not req.done:
+        ring.wait(1, timeout=5)
+    assert seen == [b"m%d" % i for i in range(10)] + [b""]
+    with pytest.raises(TypeError):
+        br.take(req, 1, 2)
+
+    failed = ring.recv_multishot(12345, 4)   # not a descriptor: the completion carries -EBADF
+    while not failed.done:
+        ring.wait(1, timeout=5)
+    with pytest.raises(OSError) as err:
+        br.take(failed)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(ValueError, match="does not read into"):
+        br.take(ring.nop())
+
+
 def test_registered_files(ring, complete, datafile):
     fd, data, _ = datafile
     ring.register_files(4)                                 # a sparse table

@@ -169,29 +169,47 @@ static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opco
  * argument; callback= and sqe_flags= by keyword) are parsed without building an argument tuple
  * and keyword dict, which cost more than the op itself in an event loop. Any other spelling
  * goes to the general parser above, so both accept and refuse exactly the same calls. */
+/* Which keyword of the fast path `name` is: 1 callback, 2 sqe_flags, 0 neither. Names at a
+ * call site are interned, so identity usually settles it without comparing text. */
+static int fast_kwname(PyObject *name)
+{
+    static PyObject *callback, *sqe_flags;
+    if (!callback && !(callback = PyUnicode_InternFromString("callback")))  /* kept for good */
+        PyErr_Clear();  /* out of memory: the text comparison below still works */
+    if (!sqe_flags && !(sqe_flags = PyUnicode_InternFromString("sqe_flags")))
+        PyErr_Clear();
+    if (name == callback)
+        return 1;
+    if (name == sqe_flags)
+        return 2;
+    if (PyUnicode_CompareWithASCIIString(name, "callback") == 0)
+        return 1;
+    return PyUnicode_CompareWithASCIIString(name, "sqe_flags") == 0 ? 2 : 0;
+}
+
 static PyObject *buffer_op_fast(RingObject *r, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames, int opcode, const char *fmt)
 {
     int is_socket = opcode == IORING_OP_SEND || opcode == IORING_OP_RECV;
     PyObject *cb = NULL;
-    long sqe_flags = 0;
+    long fd = 0, sqe_flags = 0;
+    long long extra = is_socket ? 0 : -1;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    int general = nargs < 2 || nargs > 3 || !PyLong_CheckExact(args[0]) ||
-                  (nargs == 3 && !PyLong_CheckExact(args[2]));
+    int general = nargs < 2 || nargs > 3 || !sr_small_int(args[0], &fd);
     for (Py_ssize_t i = 0; i < nkw && !general; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
-        if (PyUnicode_CompareWithASCIIString(name, "callback") == 0)
+        int which = fast_kwname(name);
+        if (which == 1)
             cb = value;
-        else if (PyUnicode_CompareWithASCIIString(name, "sqe_flags") == 0 && PyLong_CheckExact(value))
-            sqe_flags = PyLong_AsLong(value);
-        else
+        else if (!(which == 2 && sr_small_int(value, &sqe_flags)))
             general = 1;
     }
-    long fd = general ? 0 : PyLong_AsLong(args[0]);
-    long long extra = nargs == 3 && !general ? PyLong_AsLongLong(args[2]) : (is_socket ? 0 : -1);
-    if (!general && (PyErr_Occurred() || fd < INT_MIN || fd > INT_MAX || sqe_flags < INT_MIN ||
-                     sqe_flags > INT_MAX))
-        general = 1;   /* out of range: let the general parser raise its usual error */
+    if (!general && nargs == 3) {
+        if (!PyLong_CheckExact(args[2]))
+            general = 1;
+        else if ((extra = PyLong_AsLongLong(args[2])) == -1 && PyErr_Occurred())
+            general = 1;   /* out of range: let the general parser raise its usual error */
+    }
     if (general) {
         PyErr_Clear();
         PyObject *tuple = PyTuple_New(nargs), *kw = nkw ? PyDict_New() : NULL;
@@ -717,6 +735,8 @@ static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
     QUEUE(fd);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = (uint16_t)group;
+    req->selects_buffer = 1;
+    req->buf_group = (uint16_t)group;
     sqe->ioprio = IORING_RECV_MULTISHOT;
     sqe->msg_flags = (uint32_t)flags;
     END;
@@ -740,6 +760,8 @@ static PyObject *op_read_multishot(RingObject *r, PyObject *args, PyObject *kw)
     QUEUE(fd);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = (uint16_t)group;
+    req->selects_buffer = 1;
+    req->buf_group = (uint16_t)group;
     END;
 }
 

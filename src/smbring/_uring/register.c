@@ -317,26 +317,63 @@ static int bufring_bid(BufRingObject *b, PyObject *arg)
     return (int)bid;
 }
 
-/* take(bid, nbytes) -> bytes: copies the data out and gives the buffer back to the kernel. */
+/* The buffer and length a completion names, for take(req). The completion gives its buffer
+ * up as it is taken, so a second take of it cannot recycle the buffer twice. Returns 1 with
+ * *bid and *n set, 0 for end of file (no buffer, res 0), -1 with an exception. */
+static int completion_buffer(BufRingObject *b, RequestObject *req, int *bid, Py_ssize_t *n)
+{
+    if (!req->selects_buffer || req->buf_group != b->bgid) {
+        PyErr_SetString(PyExc_ValueError, "the request does not read into this buffer ring");
+        return -1;
+    }
+    if (req->res < 0) {
+        sr_oserror(-req->res, NULL);
+        return -1;
+    }
+    if (!(req->flags & IORING_CQE_F_BUFFER)) {
+        if (req->res == 0)
+            return 0;
+        PyErr_SetString(PyExc_ValueError, "the completion's buffer was already taken");
+        return -1;
+    }
+    *bid = (int)(req->flags >> IORING_CQE_BUFFER_SHIFT);
+    *n = req->res;
+    if ((unsigned)*bid >= b->entries) {
+        PyErr_SetString(PyExc_ValueError, "no such buffer id in this ring");
+        return -1;
+    }
+    req->flags &= ~(uint32_t)IORING_CQE_F_BUFFER;
+    return 1;
+}
+
+/* take(req) or take(bid, nbytes) -> bytes: copies the data out and gives the buffer back to
+ * the kernel. take(req) is the usual form in a completion handler: b"" at end of file, OSError
+ * for a failed completion. */
 static PyObject *BufRing_take(BufRingObject *b, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "take() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *bid_obj = args[0];
-    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    int bid = bufring_bid(b, bid_obj);
-    if (bid < 0)
-        return NULL;
-    if (n < 0 || (size_t)n > b->size) {
-        PyErr_SetString(PyExc_ValueError, "nbytes outside the buffer");
-        return NULL;
-    }
+    int bid;
+    Py_ssize_t n;
     if (!b->registered) {
         PyErr_SetString(PyExc_ValueError, "buffer ring is unregistered");
+        return NULL;
+    }
+    if (nargs == 1 && PyObject_TypeCheck(args[0], &RequestType)) {
+        int rc = completion_buffer(b, (RequestObject *)args[0], &bid, &n);
+        if (rc <= 0)
+            return rc < 0 ? NULL : PyBytes_FromStringAndSize(NULL, 0);
+    } else if (nargs == 2) {
+        n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        bid = bufring_bid(b, args[0]);
+        if (bid < 0)
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "take() takes a completed request or (buffer_id, nbytes)");
+        return NULL;
+    }
+    if (n < 0 || (size_t)n > b->size) {
+        PyErr_SetString(PyExc_ValueError, "nbytes outside the buffer");
         return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(b->data + (size_t)bid * b->size, n);
@@ -374,7 +411,8 @@ static PyObject *BufRing_unregister(BufRingObject *b, PyObject *unused)
 
 static PyMethodDef BufRing_methods[] = {
     {"take", (PyCFunction)(void (*)(void))BufRing_take, METH_FASTCALL,
-     "take(buffer_id, nbytes) -> bytes\n\nCopy a received buffer out and recycle it."},
+     "take(req) or take(buffer_id, nbytes) -> bytes\n\nCopy a received buffer out and recycle it. "
+     "take(req) takes the buffer a completion names: b'' at end of file, OSError for an error."},
     {"unregister", (PyCFunction)BufRing_unregister, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -66,7 +66,13 @@ RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
     req->zc_copied = 0;
     req->uses_fixed_buffer = 0;
     req->is_batch = 0;
-    PyObject_GC_Track(req);
+    req->selects_buffer = 0;
+    req->buf_group = 0;
+    /* Only a callback can lead back to the request (a closure that holds it); what else a
+     * request refers to (pinned buffers, paths, results) cannot, so the collector need not
+     * watch the rest, which are most requests of a busy server. */
+    if (callback)
+        PyObject_GC_Track(req);
     return req;
 }
 
@@ -91,7 +97,7 @@ int request_reserve_views(RequestObject *req, int n)
 
 static void free_views(RequestObject *req)
 {
-    if (req->views != &req->one_view)
+    if (req->views && req->views != &req->one_view)
         PyMem_Free(req->views);
     req->views = NULL;
 }
@@ -100,9 +106,25 @@ static void free_views(RequestObject *req)
  * object can be freed: its export is held until request_release. */
 int request_pin(RequestObject *req, PyObject *obj, int writable, Py_buffer **out)
 {
-    if (request_reserve_views(req, 1) < 0)
+    if (!req->views)
+        req->views = &req->one_view;    /* the usual single buffer */
+    else if (request_reserve_views(req, 1) < 0)
         return -1;
     Py_buffer *view = &req->views[req->nviews];
+    if (!writable && PyBytes_CheckExact(obj)) {
+        /* what bytes' own getbuffer fills in, without the generic protocol's cost per op */
+        memset(view, 0, sizeof(*view));
+        view->obj = Py_NewRef(obj);
+        view->buf = PyBytes_AS_STRING(obj);
+        view->len = PyBytes_GET_SIZE(obj);
+        view->readonly = 1;
+        view->itemsize = 1;
+        view->ndim = 1;
+        req->nviews++;
+        if (out)
+            *out = view;
+        return 0;
+    }
     int flags = writable ? PyBUF_WRITABLE : PyBUF_SIMPLE;
     if (PyObject_GetBuffer(obj, view, flags | PyBUF_C_CONTIGUOUS) < 0) {
         if (writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
@@ -247,8 +269,10 @@ static void Request_dealloc(RequestObject *req)
     Request_clear(req);
     if (req->is_batch)
         PyMem_Free(((BatchObject *)req)->items);
-    PyMem_Free(req->mem);
-    req->mem = NULL;
+    if (req->mem) {
+        PyMem_Free(req->mem);
+        req->mem = NULL;
+    }
     free_views(req);
     if (Py_TYPE(req) == &RequestType && nfree < FREELIST_MAX) {
         freelist[nfree++] = req;

@@ -73,7 +73,7 @@ PyObject *sr_oserror(int err, const char *what)
 /* Setup flags we ask for, dropped newest-first when the kernel refuses them. Never SQPOLL by
  * default: its polling thread fights the application for the CPU on small machines. */
 static const unsigned wanted_flags[] = {
-    IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_TASKRUN_FLAG,
+    SR_SETUP_NO_SQARRAY, IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_TASKRUN_FLAG,
     IORING_SETUP_COOP_TASKRUN, IORING_SETUP_SUBMIT_ALL, IORING_SETUP_CQSIZE,
 };
 
@@ -97,7 +97,15 @@ static void unavailable(int err)
 
 static int map_rings(RingObject *r, struct io_uring_params *p)
 {
-    r->sq_map_size = p->sq_off.array + p->sq_entries * sizeof(unsigned);
+    /* without the SQ index array (6.6+) SQE i is simply slot i: nothing to map or write */
+    int no_array = p->flags & SR_SETUP_NO_SQARRAY;
+    unsigned last = p->sq_off.head;
+    unsigned fields[] = {p->sq_off.tail, p->sq_off.ring_mask, p->sq_off.ring_entries,
+                         p->sq_off.flags, p->sq_off.dropped};
+    for (unsigned i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        last = fields[i] > last ? fields[i] : last;
+    r->sq_map_size = no_array ? last + sizeof(unsigned)
+                              : p->sq_off.array + p->sq_entries * sizeof(unsigned);
     r->cq_map_size = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
     int single = p->features & IORING_FEAT_SINGLE_MMAP;
     if (single) {
@@ -134,9 +142,11 @@ static int map_rings(RingObject *r, struct io_uring_params *p)
     r->sq_mask = (unsigned *)(sq + p->sq_off.ring_mask);
     r->sq_entries = (unsigned *)(sq + p->sq_off.ring_entries);
     r->sq_flags = (unsigned *)(sq + p->sq_off.flags);
-    unsigned *array = (unsigned *)(sq + p->sq_off.array);
-    for (unsigned i = 0; i < p->sq_entries; i++)
-        array[i] = i;  /* identity: SQE i sits in slot i, so the array is written once */
+    if (!no_array) {
+        unsigned *array = (unsigned *)(sq + p->sq_off.array);
+        for (unsigned i = 0; i < p->sq_entries; i++)
+            array[i] = i;  /* identity: SQE i sits in slot i, so the array is written once */
+    }
     r->sqes = r->sqe_map;
     r->cq_head = (unsigned *)(cq + p->cq_off.head);
     r->cq_tail = (unsigned *)(cq + p->cq_off.tail);
@@ -262,27 +272,20 @@ static PyObject *Ring_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 /* ---- guards ----------------------------------------------------------------------------- */
 
-int ring_check_usable(RingObject *r)
+/* The refusals behind ring_check_usable, kept out of line: the check itself runs per op. */
+int ring_refuse(RingObject *r)
 {
-    if (r->fd < 0) {
+    if (r->fd < 0)
         PyErr_SetString(PyExc_ValueError, r->closed ? "I/O on a closed Ring" : "Ring not initialised");
-        return -1;
-    }
-    if (r->closing) {
+    else if (r->closing)
         PyErr_SetString(PyExc_ValueError, "the Ring is closing: no new requests");
-        return -1;
-    }
-    if (r->fork_generation != sr_fork_generation) {
+    else if (r->fork_generation != sr_fork_generation)
         PyErr_SetString(PyExc_RuntimeError,
                         "this Ring was created before fork(); a forked child must create its own");
-        return -1;
-    }
-    if (!pthread_equal(r->owner, pthread_self())) {
+    else
         PyErr_SetString(PyExc_RuntimeError,
                         "a Ring may only be used from the thread that created it");
-        return -1;
-    }
-    return 0;
+    return -1;
 }
 
 int ring_op_supported(RingObject *r, int opcode)
@@ -294,37 +297,25 @@ int ring_op_supported(RingObject *r, int opcode)
 
 /* ---- submission ----------------------------------------------------------------------- */
 
-static inline unsigned sq_space(RingObject *r)
-{
-    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
-    return *r->sq_entries - (r->sq_local_tail - head);
-}
 
-/* The next SQE to fill: a slot in the kernel ring, or, while the ring is full (or earlier
- * submissions are still queued, to keep order), a slot in the user-space queue. */
-struct io_uring_sqe *ring_next_sqe(RingObject *r)
+/* ring_next_sqe's slow path: a slot in the user-space queue while the kernel ring is full
+ * (or earlier submissions are still queued there, to keep order). */
+struct io_uring_sqe *ring_queue_sqe(RingObject *r)
 {
-    struct io_uring_sqe *sqe;
-    if (!r->pending_head && sq_space(r) > 0) {
-        sqe = &r->sqes[r->sq_local_tail & *r->sq_mask];
-        r->sq_local_tail++;
-    } else {
-        PendingSQE *p = PyMem_Malloc(sizeof(*p));
-        if (!p) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        p->next = NULL;
-        if (r->pending_tail)
-            r->pending_tail->next = p;
-        else
-            r->pending_head = p;
-        r->pending_tail = p;
-        r->npending++;
-        sqe = &p->sqe;
+    PendingSQE *p = PyMem_Malloc(sizeof(*p));
+    if (!p) {
+        PyErr_NoMemory();
+        return NULL;
     }
-    memset(sqe, 0, sizeof(*sqe));
-    return sqe;
+    p->next = NULL;
+    if (r->pending_tail)
+        r->pending_tail->next = p;
+    else
+        r->pending_head = p;
+    r->pending_tail = p;
+    r->npending++;
+    memset(&p->sqe, 0, sizeof(p->sqe));
+    return &p->sqe;
 }
 
 static void move_pending(RingObject *r)
@@ -495,15 +486,6 @@ int ring_wait_and_dispatch(RingObject *r, unsigned min_complete, int64_t timeout
 }
 
 /* ---- closing ---------------------------------------------------------------------------- */
-
-void ring_link_inflight(RingObject *r, RequestObject *req)
-{
-    req->prev = r->inflight.prev;
-    req->next = &r->inflight;
-    r->inflight.prev->next = req;
-    r->inflight.prev = req;
-    r->ninflight++;
-}
 
 static void cancel_everything(RingObject *r)
 {

@@ -101,6 +101,8 @@ typedef struct RequestObject {
     uint8_t zc_copied;
     uint8_t uses_fixed_buffer;
     uint8_t is_batch;
+    uint8_t selects_buffer;             /* the kernel picks a buffer of group buf_group */
+    uint16_t buf_group;
 } RequestObject;
 
 /* A batch: many SQEs of one kind, one Python object, one callback when all are done. */
@@ -167,14 +169,52 @@ extern unsigned long sr_fork_generation;
 extern const char *const sr_op_names[SR_OP_COUNT];
 
 /* ring.c */
-int ring_check_usable(RingObject *r);
-struct io_uring_sqe *ring_next_sqe(RingObject *r);
+int ring_refuse(RingObject *r);
+
+/* Open, not closing, not inherited across fork(), and used by the thread that made it. */
+static inline int ring_check_usable(RingObject *r)
+{
+    if (r->fd < 0 || r->closing || r->fork_generation != sr_fork_generation ||
+        !pthread_equal(r->owner, pthread_self()))
+        return ring_refuse(r);
+    return 0;
+}
+struct io_uring_sqe *ring_queue_sqe(RingObject *r);
+
+/* Free slots in the kernel's submission ring. */
+static inline unsigned sq_space(RingObject *r)
+{
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    return *r->sq_entries - (r->sq_local_tail - head);
+}
+
+/* The next SQE to fill, zeroed: a slot in the kernel ring, or, while the ring is full (or
+ * earlier submissions are still queued, to keep order), one in the user-space queue. */
+static inline struct io_uring_sqe *ring_next_sqe(RingObject *r)
+{
+    if (r->pending_head || sq_space(r) == 0)
+        return ring_queue_sqe(r);
+    struct io_uring_sqe *sqe = &r->sqes[r->sq_local_tail & *r->sq_mask];
+    r->sq_local_tail++;
+    memset(sqe, 0, sizeof(*sqe));
+    return sqe;
+}
+
 int ring_submit(RingObject *r);
 int ring_wait_and_dispatch(RingObject *r, unsigned min_complete, int64_t timeout_ns,
                            int max_callbacks);
 int ring_op_supported(RingObject *r, int opcode);
-void ring_link_inflight(RingObject *r, RequestObject *req);
 int ring_register(RingObject *r, unsigned opcode, void *arg, unsigned nr);
+
+/* req joins the ring's in-flight list (the ring's reference is taken by the caller). */
+static inline void ring_link_inflight(RingObject *r, RequestObject *req)
+{
+    req->prev = r->inflight.prev;
+    req->next = &r->inflight;
+    r->inflight.prev->next = req;
+    r->inflight.prev = req;
+    r->ninflight++;
+}
 
 /* request.c */
 RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback);
@@ -193,6 +233,26 @@ extern PyMethodDef ring_op_methods[];
 extern PyMethodDef ring_register_methods[];
 void bufrings_detach(RingObject *r);
 
+
+/* An exact int of magnitude below 2**30 (descriptors, flags, small offsets) read without a
+ * call: 1 with *out set, 0 for anything else (the caller then takes the general path). */
+static inline int sr_small_int(PyObject *o, long *out)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (!PyUnstable_Long_IsCompact((PyLongObject *)o))
+        return 0;
+    *out = (long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+    return 1;
+#else
+    Py_ssize_t size = Py_SIZE(o);
+    if (size < -1 || size > 1)
+        return 0;
+    *out = size * (long)((PyLongObject *)o)->ob_digit[0];
+    return 1;
+#endif
+}
 
 static inline int sr_as_int(PyObject *o)
 {

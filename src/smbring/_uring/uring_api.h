@@ -62,6 +62,8 @@ typedef struct sr_ring_api {
 
 /* Newer opcodes than the build machine's headers may know; the probe says what really works. */
 #define SR_OP_READ_MULTISHOT 49
+/* IORING_SETUP_NO_SQARRAY (6.6): the SQ has no index array, SQE i is slot i */
+#define SR_SETUP_NO_SQARRAY (1U << 16)
 #define SR_OP_EPOLL_WAIT 59
 
 #endif

@@ -27,6 +27,7 @@ import time
 
 from smbring import uring
 from smbring.events import READ, WRITE, Context
+from smbring.uring import FIXED_FILE
 
 ANCHOR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "anchors",
                       "tevent_pipe_bench.c")
@@ -38,6 +39,8 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     p.add_argument("--anchor", default=os.environ.get("SMBRING_TEVENT_BENCH_SRC", ANCHOR),
                    help="path to tevent_pipe_bench.c")
+    p.add_argument("--cpu", type=int, default=None,
+                   help="CPU to run every measurement on (default: the last allowed; -1: don't pin)")
 
 
 # -- our loops ------------------------------------------------------------------------------
@@ -122,33 +125,41 @@ def run_pingpong(backend: str, seconds: float) -> float:
 
 def run_ring_pingpong(seconds: float) -> float:
     """No readiness at all: a multishot ring read stays armed on each pipe; its completion's
-    callback queues a ring write of the byte to the other pipe. Completions are the events."""
+    callback queues a ring write of the byte to the other pipe. Completions are the events,
+    counted as the loop steps that ran them. The pipes are registered files, as a server
+    registers the descriptors it uses all the time."""
     a, b = os.pipe(), os.pipe()
-    count = 0
     running = True
     with Context("uring") as ctx:
         ring = ctx.ring
         take = ring.register_buf_ring(group=7, entries=8, size=64).take
+        ring.register_files([a[0], b[0], a[1], b[1]])
+        a_read, b_read, a_write, b_write = range(4)
 
-        def side(wfd):
+        def side(to):
             write = ring.write      # bound once, as a C handler would hold its function
 
             def completed(req):
-                nonlocal count
-                n = req.res
-                if n > 0 and running:
-                    count += 1
-                    write(wfd, take(req.buffer_id, n))
+                if running:         # not while the ring is closing
+                    write(to, take(req), sqe_flags=FIXED_FILE)
             return completed
 
-        ring.read_multishot(a[0], 7, callback=side(b[1]))
-        ring.read_multishot(b[0], 7, callback=side(a[1]))
+        ring.read_multishot(a_read, 7, callback=side(b_write), sqe_flags=FIXED_FILE)
+        ring.read_multishot(b_read, 7, callback=side(a_write), sqe_flags=FIXED_FILE)
         os.write(a[1], b"x")
-        elapsed = run_steps(ctx, seconds)
-        counted, running = count, False
+        steps = ctx.loop_wait
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            count += steps(1024)
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+        running = False
     for fd in a + b:
         os.close(fd)
-    return counted / elapsed
+    return count / elapsed
 
 
 # -- tevent's C backends ---------------------------------------------------------------------
@@ -190,6 +201,18 @@ def run_tevent(binary: str, backend: str, seconds: float, mode: str) -> float:
 
 
 # -- the benchmark ---------------------------------------------------------------------------
+
+def pin(cpu: int | None) -> int | None:
+    """Keeps this process (and the tevent runs it starts) on one CPU, the last one allowed
+    unless told: both sides are single-threaded, and a run that the scheduler moves between
+    CPUs halfway loses more to that than the differences being measured. None: not pinned."""
+    if cpu is not None and cpu < 0:
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[-1] if cpu is None else cpu
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
 
 def measure(seconds: float, repeat: int, anchor: str) -> list[dict]:
     ours = ["poll", "epoll"] + (["uring"] if uring.available() else [])
@@ -239,12 +262,18 @@ def ratios(records: list[dict]) -> dict:
 
 
 def run(args) -> int:
-    records = measure(args.seconds, args.repeat, args.anchor)
+    before = os.sched_getaffinity(0)
+    cpu = pin(args.cpu)
+    try:
+        records = measure(args.seconds, args.repeat, args.anchor)
+    finally:
+        os.sched_setaffinity(0, before)
     summary = ratios(records)
     if args.json:
-        print(json.dumps({"records": records, "ratios": summary}, indent=2))
+        print(json.dumps({"records": records, "ratios": summary, "cpu": cpu}, indent=2))
         return 0
-    print(f"smbring bench events  (medians of {args.repeat} rounds of {args.seconds}s)")
+    where = f"on CPU {cpu}" if cpu is not None else "not pinned"
+    print(f"smbring bench events  (medians of {args.repeat} rounds of {args.seconds}s, {where})")
     for r in records:
         print(f"  {r['workload']:<14} {r['impl']:<28} {r['events_per_s']:>12,} events/s")
     for k, v in summary.items():
