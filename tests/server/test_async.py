@@ -119,3 +119,34 @@ def test_change_notify_reports_another_clients_create_and_can_be_cancelled(clien
     assert not again.response_event.is_set()
     again.cancel()
     assert again.cancelled
+
+
+def test_writes_sent_ahead_land_in_order_and_later_requests_see_them(clients, server):
+    """A client may send WRITEs without waiting for their answers; the server writes while it
+    reads on, yet overlapping WRITEs land in the order sent, and a READ or FLUSH sent right
+    behind them sees every one (1 MiB writes go through the page-cache bypass, smaller ones
+    not)."""
+    a, _ = clients
+    f = a.open("ahead.bin")
+    mb = 1 << 20
+    first, second = bytes([1]) * (2 * mb), bytes([2]) * mb
+    tail = b"tail" * 1000
+    def send(message_and_answer):
+        message, answer = message_and_answer
+        return answer, a.conn.send(message, a.session.session_id, a.tree.tree_connect_id)
+
+    pending = [send(f.write(first, 0, send=False)),              # 0..2 MiB of ones
+               send(f.write(second, mb // 2, send=False)),       # overlaps: twos from 0.5 MiB
+               send(f.write(tail, 3 * mb, send=False)),          # small, past a hole
+               send(f.write(second, 0, send=False))]             # overlaps the first again
+    read = send(f.read(0, 3 * mb + len(tail), send=False))
+    for answer, request in pending:
+        answer(request)
+    data = read[0](read[1])
+    expect = bytearray(first + bytes(mb)) + tail
+    expect[mb // 2:mb // 2 + mb] = second
+    expect[0:mb] = second
+    assert data == bytes(expect)
+    f.flush()
+    f.close()
+    assert (server["share"] / "ahead.bin").read_bytes() == bytes(expect)

@@ -53,7 +53,7 @@ def test_write_read_fsync_and_errors(tmp_path, name):
 
 
 def test_default_stack_and_unknown_names():
-    assert modules.build([]).describe() == "threadpool -> posix"         # no ring given
+    assert modules.build([]).describe() == "direct_writes -> threadpool -> posix"   # no ring
     assert modules.build(["posix"]).describe() == "posix"
     assert modules.build(["threadpool", "acl_xattr"]).describe() == "threadpool -> posix"
 
@@ -107,5 +107,67 @@ def test_io_uring_punts_large_reads_when_crowded(tmp_path):
             assert buf == payload
         finally:
             os.close(fd)
+
+    asyncio.run(main())
+
+
+def test_write_costs_pick_the_cheaper_and_keep_looking():
+    costs = modules.WriteCosts()
+    assert costs.pick() == "buffered"                      # each way measured once first
+    costs.record("buffered", 0.020, 8 << 20)
+    assert costs.pick() == "direct"
+    costs.record("direct", 0.006, 8 << 20)
+    picks = [costs.pick() for _ in range(2 * modules.WriteCosts.EXPLORE)]
+    assert picks.count("buffered") == 2 and picks.count("direct") == len(picks) - 2
+    for _ in range(20):                                    # the page cache got cheap again
+        costs.record("buffered", 0.001, 8 << 20)
+    assert costs.pick() == "buffered"
+    costs.direct_possible = False
+    assert all(costs.pick() == "buffered" for _ in range(100))
+
+
+@pytest.mark.parametrize("name", ["threadpool", pytest.param("io_uring", marks=needs_uring)])
+def test_direct_writes_round_trip(tmp_path, name):
+    """Large aligned writes through O_DIRECT (page-aligned memory as is, other memory through a
+    bounce buffer) and small or unaligned ones through the page cache land byte for byte; the
+    twin descriptor is closed with its file."""
+    mb = 1 << 20
+    payload = os.urandom(8 * mb + 3000)
+
+    async def main():
+        from smbring.uring import aio
+        below = modules.build([name], aio.get_ring() if name == "io_uring" else None)
+        io = modules.DirectWrites(below)
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        costs = io._costs(fd)
+        costs.cost.update(buffered=1.0, direct=1e-12)       # direct measured far cheaper
+        import mmap
+        aligned = mmap.mmap(-1, 2 * mb)
+        aligned[:] = payload[:2 * mb]
+        unaligned = memoryview(bytearray(payload))[1:1 + 2 * mb + 4096]
+        writes = [
+            (memoryview(aligned), 0),                        # direct, as is
+            (unaligned[:2 * mb], 2 * mb),                    # direct, through the bounce buffer
+            (memoryview(payload)[4 * mb:6 * mb], 4 * mb),    # read-only bytes: bounce too
+            (memoryview(payload)[6 * mb:8 * mb + 3000], 6 * mb),   # length not aligned: buffered
+            (memoryview(payload)[100:200], 8 * mb + 5000),   # small: buffered
+        ]
+        expect = bytearray(8 * mb + 5100)
+        expect[:2 * mb] = payload[:2 * mb]
+        expect[2 * mb:4 * mb] = payload[1:1 + 2 * mb]
+        expect[4 * mb:8 * mb + 3000] = payload[4 * mb:8 * mb + 3000]
+        expect[8 * mb + 5000:] = payload[100:200]
+        for view, offset in writes:
+            assert await io.pwrite_all(fd, view, offset) == len(view)
+        twin = io._direct[fd]
+        assert twin >= 0 and os.fstat(twin).st_ino == os.fstat(fd).st_ino
+        await io.fsync(fd)
+        with open(tmp_path / "f", "rb") as f:
+            assert f.read() == bytes(expect)
+        io.closed(fd)
+        os.close(fd)
+        with pytest.raises(OSError):
+            os.fstat(twin)
+        assert fd not in io._direct
 
     asyncio.run(main())

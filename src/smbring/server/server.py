@@ -21,6 +21,44 @@ from smbring.vfs import modules
 
 log = logging.getLogger("smbring.server")
 MAX_FRAME = MAX_IO + 65536
+# Lone WRITEs whose file I/O may run while the next requests are received: the next payload
+# arrives while the last one goes to the disk (each holds its frame: up to 4 x 8 MiB).
+WRITES_IN_FLIGHT = 4
+
+
+def lone_write(frame: memoryview) -> bool:
+    """A plain SMB2 WRITE, not encrypted and not part of a compound."""
+    return (len(frame) >= 64 and frame[:4] == b"\xfeSMB" and frame[12] == 0x09 and frame[13] == 0
+            and frame[20:24] == b"\0\0\0\0")
+
+
+class WritesInFlight:
+    """The lone WRITEs of one connection whose file I/O is still running, with the byte
+    ranges they write. A request that is not a lone WRITE waits for all of them first, and a
+    WRITE waits for those it overlaps, so every request sees the effect of the WRITEs before
+    it, as if they had been done one by one; only their answers may overtake each other."""
+
+    def __init__(self):
+        self.tasks: dict[asyncio.Task, tuple[int, int, int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.wait(list(self.tasks))
+
+    async def start(self, fd: int, offset: int, length: int, work) -> None:
+        """Runs work() as a task once no WRITE in flight overlaps it and there is room."""
+        end = offset + length
+        while True:
+            ahead = [t for t, (f, o, e) in self.tasks.items() if f == fd and o < end and offset < e]
+            if not ahead and len(self.tasks) < WRITES_IN_FLIGHT:
+                break
+            await asyncio.wait(ahead or list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(work())
+        self.tasks[task] = (fd, offset, end)
+        task.add_done_callback(lambda t: self.tasks.pop(t, None))
 
 
 class RingTransport:
@@ -145,6 +183,28 @@ class Server:
             task.add_done_callback(flushes.discard)
 
         conn.on_output = on_output
+        writes = WritesInFlight()
+
+        async def file_io(desc: Deferred):
+            try:
+                return await desc.io.run()
+            except Exception as e:  # answered as an NTSTATUS, not a dropped link
+                if not isinstance(e, OSError):
+                    log.exception("file I/O for %s failed", peer)
+                return e
+
+        async def answer_later(desc: Deferred) -> None:
+            """A lone WRITE's I/O and answer, while the connection reads on."""
+            result = await file_io(desc)
+            try:
+                async with sending:
+                    for reply in desc.finish(result):
+                        await transport.send(reply)
+            except OSError as e:
+                log.info("connection from %s: answer to a WRITE lost: %s", peer, e)
+            except Exception:
+                log.exception("connection from %s: WRITE failed", peer)
+
         try:
             while True:
                 head = await transport.recv_exact(4)
@@ -154,18 +214,19 @@ class Server:
                 if size < 64 or size > MAX_FRAME:
                     raise ConnectionError(f"frame of {size} bytes refused")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
+                lone = lone_write(frame)
+                if writes and not lone:
+                    await writes.drain()
                 descs = conn.handle_frame(frame)
+                if lone and len(descs) == 1 and isinstance(descs[0], Deferred):
+                    io, desc = descs[0].io, descs[0]
+                    await writes.start(io.fd, io.offset, len(io.data), lambda: answer_later(desc))
+                    continue
                 async with sending:
                     for desc in descs:
                         if isinstance(desc, Deferred):   # a WRITE or FLUSH: the file I/O first
-                            try:
-                                result = await desc.io.run()
-                            except Exception as e:  # answered as an NTSTATUS, not a dropped link
-                                if not isinstance(e, OSError):
-                                    log.exception("file I/O for %s failed", peer)
-                                result = e
-                            for answer in desc.finish(result):
-                                await transport.send(answer)
+                            for reply in desc.finish(await file_io(desc)):
+                                await transport.send(reply)
                         else:
                             await transport.send(desc)
         except (ConnectionError, OSError) as e:
@@ -173,6 +234,7 @@ class Server:
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
+            await writes.drain()     # their files stay open until their data is written
             conn.close_all()
             stats = getattr(getattr(transport, "tx", None), "stats", None)
             if stats is not None and any(stats.by_path.values()):

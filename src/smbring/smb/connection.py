@@ -599,6 +599,8 @@ class Connection:
             notify.remove(o.watch)
         locks.release_owner(o.key, id(o))
         sharemodes.remove(o.key, id(o))
+        if o.tree is not None and o.tree.io is not None:
+            o.tree.io.closed(o.fd)
         try:
             os.close(o.fd)
         except OSError:
