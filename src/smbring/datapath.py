@@ -38,16 +38,21 @@ import mmap
 import os
 import select
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
+
+from smbring.cheaper import CheaperOf
 
 PATHS = ("copy", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
 IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
-AUTO_SPLICE = False           # read path auto: splice at all (see choose_path)
-AUTO_SPLICE_MIN = 256 << 10   # ... and then only payloads at least this large
+AUTO_SPLICE_MIN = 256 << 10   # read path auto: only payloads this large may be spliced
+# read path auto, where splice is safe: which of copy and splice costs this process less CPU
+# per byte, measured as responses are sent (see choose_path)
+READ_COSTS = CheaperOf("copy", "splice")
 
 
 class FileRange(NamedTuple):
@@ -86,11 +91,13 @@ def splice_pipe() -> tuple[int, int]:
     return r, w
 
 
-def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool) -> str:
+def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
+                costs: CheaperOf = READ_COSTS) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
     splice, zc): ``splice`` is the share opting in (splice even while the file may be
-    written); ``auto`` splices large payloads of files nobody may write meanwhile, and copies
-    the rest. zc needs the kernel op."""
+    written); ``auto`` copies, except large payloads of files nobody may write meanwhile,
+    which take whichever of copy and splice `costs` has measured cheaper. zc needs the
+    kernel op."""
     if not isinstance(desc.payload, FileRange):
         return "copy"
     configured = desc.read_path or configured
@@ -100,14 +107,20 @@ def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool) -> str
         return "zc" if supports_zc else "copy"
     if configured == "copy":
         return "copy"
-    # auto: copy. Measured with smbclient on loopback (docs/BENCHMARKS.md), one ring read and
-    # one sendmsg of 8 MiB beat splice in both throughput (2.51 vs 2.03 GB/s) and server CPU
-    # per GiB (0.36 vs 0.46 s): splice moves the data in pipe-sized steps, with a syscall and a
-    # page reference per step, and loopback delivery copies the pages anyway. SEND_ZC copies
-    # on loopback too. Splice stays for shares that ask for it, where it is safe by default.
-    if desc.splice_safe and AUTO_SPLICE and desc.payload.length >= AUTO_SPLICE_MIN:
-        return "splice"
+    # auto. Which is cheaper depends on the machine (docs/BENCHMARKS.md): on one (Xeon, 2 GiB
+    # smbclient gets on loopback) a ring read and one sendmsg of 8 MiB beat splice (2.51 vs
+    # 2.03 GB/s, 0.36 vs 0.46 CPU-s/GiB), on another (EPYC VM) splice won (0.31 vs 0.34 CPU-s
+    # per GiB, 4 clients 1.13x vs 1.00x of smbd). So both are measured here, as used. SEND_ZC
+    # is copied on loopback anyway and stays opt-in.
+    if auto_measured(configured, desc):
+        return costs.pick()
     return "copy"
+
+
+def auto_measured(configured: str, desc: SendDescriptor) -> bool:
+    """Whether auto chooses this response's path by measurement (copy or splice)."""
+    return ((desc.read_path or configured) == "auto" and desc.splice_safe
+            and isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_SPLICE_MIN)
 
 
 class BufferPool:
@@ -164,12 +177,18 @@ class Sender:
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
                 await self._send_all(parts)
                 return path
+            # this thread's CPU time is the cost, measured only while no other connection
+            # can run in between (their work would be counted too)
+            measure = auto_measured(self.read_path, desc) and not self.crowded()
+            started = time.thread_time() if measure else 0.0
             if path == "splice":
                 nbytes = await self._send_splice(desc.header, desc.payload)
             elif path == "zc":
                 nbytes = await self._send_zc(desc.header, desc.payload)
             else:
                 nbytes = await self._send_copy(desc.header, desc.payload)
+            if measure:
+                READ_COSTS.record(path, time.thread_time() - started, nbytes)
             self.stats.by_path[path] += 1
             self.stats.bytes_by_path[path] += nbytes
             return path

@@ -98,20 +98,22 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
 
 
 def test_path_rules():
-    from smbring import datapath
+    from smbring.cheaper import CheaperOf
     from smbring.datapath import AUTO_SPLICE_MIN
     rng, big = FileRange(3, 0, 10), FileRange(3, 0, AUTO_SPLICE_MIN)
-    # auto copies (the faster path measured on loopback) ...
-    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=True), True) == "copy"
-    # ... and where splicing is switched on for auto, splices only large payloads of files
-    # nobody may write meanwhile
-    datapath.AUTO_SPLICE = True
-    try:
-        assert choose_path("auto", SendDescriptor(b"", big, splice_safe=True), True) == "splice"
-        assert choose_path("auto", SendDescriptor(b"", big, splice_safe=False), True) == "copy"
-        assert choose_path("auto", SendDescriptor(b"", rng, splice_safe=True), True) == "copy"
-    finally:
-        datapath.AUTO_SPLICE = False
+    costs = CheaperOf("copy", "splice")
+    # auto measures copy and splice on large payloads of files nobody may write meanwhile
+    # (copy first, then splice), then takes the cheaper ...
+    safe_big = SendDescriptor(b"", big, splice_safe=True)
+    assert choose_path("auto", safe_big, True, costs) == "copy"
+    costs.record("copy", 2.0, 1)
+    assert choose_path("auto", safe_big, True, costs) == "splice"
+    costs.record("splice", 1.0, 1)
+    assert choose_path("auto", safe_big, True, costs) == "splice"
+    # ... and copies everything else, without measuring
+    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=False), True, costs) == "copy"
+    assert choose_path("auto", SendDescriptor(b"", rng, splice_safe=True), True, costs) == "copy"
+    assert costs.picks == 3
     # a share that opts in (read path = splice) splices even while the file may be written
     assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=False), True) == "splice"
     # the share's own read path wins over the Sender's default

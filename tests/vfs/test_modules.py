@@ -111,19 +111,23 @@ def test_io_uring_punts_large_reads_when_crowded(tmp_path):
     asyncio.run(main())
 
 
-def test_write_costs_pick_the_cheaper_and_keep_looking():
-    costs = modules.WriteCosts()
+def test_cheaper_of_picks_the_cheaper_and_keeps_looking():
+    from smbring.cheaper import CheaperOf
+    costs = CheaperOf("buffered", "direct")
     assert costs.pick() == "buffered"                      # each way measured once first
     costs.record("buffered", 0.020, 8 << 20)
     assert costs.pick() == "direct"
     costs.record("direct", 0.006, 8 << 20)
-    picks = [costs.pick() for _ in range(2 * modules.WriteCosts.EXPLORE)]
+    picks = [costs.pick() for _ in range(2 * costs.explore)]
     assert picks.count("buffered") == 2 and picks.count("direct") == len(picks) - 2
     for _ in range(20):                                    # the page cache got cheap again
         costs.record("buffered", 0.001, 8 << 20)
     assert costs.pick() == "buffered"
-    costs.direct_possible = False
-    assert all(costs.pick() == "buffered" for _ in range(100))
+    costs.rule_out("buffered")
+    assert all(costs.pick() == "direct" for _ in range(100))
+    costs.rule_out("direct")                               # neither: the first it is
+    assert costs.pick() == "buffered"
+    assert "ns/unit" in repr(costs)
 
 
 @pytest.mark.parametrize("name", ["threadpool", pytest.param("io_uring", marks=needs_uring)])

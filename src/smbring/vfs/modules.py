@@ -45,6 +45,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from smbring.cheaper import CheaperOf
 from smbring.datapath import IOSQE_ASYNC, PUNT_MIN   # one rule for reads and sends
 
 log = logging.getLogger("smbring.vfs")
@@ -175,35 +176,6 @@ class IoUring(Posix):
         await self.aring.fsync(fd)
 
 
-class WriteCosts:
-    """Seconds per byte of large writes on one file system, buffered and direct, as moving
-    averages; picks the cheaper, and sends every 64th write the other way so that a change
-    (the page cache filling up, the disk getting busy) is noticed."""
-    EXPLORE = 64
-
-    def __init__(self):
-        self.cost: dict[str, float | None] = {"buffered": None, "direct": None}
-        self.direct_possible = True
-        self.writes = 0
-
-    def pick(self) -> str:
-        self.writes += 1
-        if not self.direct_possible:
-            return "buffered"
-        buffered, direct = self.cost["buffered"], self.cost["direct"]
-        if buffered is None:
-            return "buffered"
-        if direct is None:
-            return "direct"
-        best, other = ("direct", "buffered") if direct < buffered else ("buffered", "direct")
-        return other if self.writes % self.EXPLORE == 0 else best
-
-    def record(self, how: str, seconds: float, nbytes: int) -> None:
-        sample = seconds / nbytes
-        old = self.cost[how]
-        self.cost[how] = sample if old is None else 0.75 * old + 0.25 * sample
-
-
 class DirectWrites(Posix):
     name = "direct_writes"
     MIN = 1 << 20          # smaller writes gain little and would pay the device's latency
@@ -213,7 +185,7 @@ class DirectWrites(Posix):
         super().__init__(below)
         self._direct: dict[int, int] = {}           # fd -> its O_DIRECT twin (-1: none)
         self._device_of: dict[int, int] = {}        # fd -> st_dev
-        self.devices: dict[int, WriteCosts] = {}
+        self.devices: dict[int, CheaperOf] = {}     # st_dev -> buffered or direct
         self._bounce: list[mmap.mmap] = []          # page-aligned copies of unaligned payloads
 
     async def pread_into(self, fd, view, offset):
@@ -230,7 +202,7 @@ class DirectWrites(Posix):
         how = costs.pick()
         twin = self._twin(fd, costs) if how == "direct" else -1
         if twin < 0:
-            how = "buffered"
+            how = "buffered"   # (direct is ruled out for the device if it cannot be opened)
         start = time.monotonic()
         if how == "buffered":
             done = await self.below.pwrite_all(fd, view, offset)
@@ -259,16 +231,16 @@ class DirectWrites(Posix):
                 return self._bounce.pop(i)
         return mmap.mmap(-1, max(size, 8 << 20))   # mmap memory is page-aligned
 
-    def _costs(self, fd: int) -> WriteCosts:
+    def _costs(self, fd: int) -> CheaperOf:
         dev = self._device_of.get(fd)
         if dev is None:
             dev = self._device_of[fd] = os.fstat(fd).st_dev
         costs = self.devices.get(dev)
         if costs is None:
-            costs = self.devices[dev] = WriteCosts()
+            costs = self.devices[dev] = CheaperOf("buffered", "direct")
         return costs
 
-    def _twin(self, fd: int, costs: WriteCosts) -> int:
+    def _twin(self, fd: int, costs: CheaperOf) -> int:
         twin = self._direct.get(fd)
         if twin is None:
             try:
@@ -277,7 +249,7 @@ class DirectWrites(Posix):
             except OSError as e:
                 twin = -1
                 if e.errno == errno.EINVAL:        # the file system has no direct I/O
-                    costs.direct_possible = False
+                    costs.rule_out("direct")
                     log.info("direct_writes: no O_DIRECT on device %#x: page cache only",
                              self._device_of.get(fd, 0))
             self._direct[fd] = twin

@@ -1,0 +1,50 @@
+"""Choosing between two ways of doing the same thing by measuring them as they are used.
+
+Which is cheaper often depends on the machine, not the code: a page-cache write against a
+direct one (what a fresh page costs: in a VM whose host takes freed memory back, more than the
+disk), a read copied through memory against one spliced from the page cache (what a syscall
+and a page reference cost against a copy). Benchmarks on one machine cannot settle it for the
+next, so the I/O layer measures both on the machine it runs on and keeps doing so.
+"""
+from __future__ import annotations
+
+
+class CheaperOf:
+    """Moving averages of the cost per unit (seconds per byte, say) of two ways `first` and
+    `second`. Each is tried once (first, then second); after that the cheaper is picked, and
+    every `explore`-th pick goes the other way so that a change (the page cache filling up,
+    the disk getting busy) is noticed. A way that turned out impossible can be ruled out."""
+
+    def __init__(self, first: str, second: str, explore: int = 64):
+        self.cost: dict[str, float | None] = {first: None, second: None}
+        self.first, self.second = first, second
+        self.explore = explore
+        self.possible = {first: True, second: True}
+        self.picks = 0
+
+    def pick(self) -> str:
+        self.picks += 1
+        if not self.possible[self.second]:
+            return self.first
+        if not self.possible[self.first]:
+            return self.second
+        a, b = self.cost[self.first], self.cost[self.second]
+        if a is None:
+            return self.first
+        if b is None:
+            return self.second
+        best, other = (self.second, self.first) if b < a else (self.first, self.second)
+        return other if self.picks % self.explore == 0 else best
+
+    def record(self, way: str, cost: float, units: int) -> None:
+        sample = cost / units
+        old = self.cost[way]
+        self.cost[way] = sample if old is None else 0.75 * old + 0.25 * sample
+
+    def rule_out(self, way: str) -> None:
+        self.possible[way] = False
+
+    def __repr__(self) -> str:
+        costs = ", ".join(f"{w} {c * 1e9:.2f} ns/unit" if c is not None else f"{w} unmeasured"
+                          for w, c in self.cost.items())
+        return f"<CheaperOf {costs}>"
