@@ -70,6 +70,10 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=4460, help="first of the ports used")
     p.add_argument("--read-path", default="auto", choices=["auto", "copy", "splice", "zc"],
                    help="smbring's read path (default auto)")
+    p.add_argument("--congestion", default=None,
+                   help="TCP congestion control for the whole run, both servers and the ceiling "
+                        "alike (sets the system default while it runs; root only). Default: the "
+                        "machine's own")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -243,19 +247,33 @@ def run_case(server: Server, case: str, size: int, upload: str) -> tuple[float, 
     return clients * size / elapsed / 1e9, cpu, paths
 
 
-def tcp_ceiling(port: int) -> float | None:
+def tcp_ceiling(port: int, *extra: str) -> float | None:
+    """iperf3 over loopback for 3 s (its defaults: 128 KiB writes; `extra` changes them)."""
     if not shutil.which("iperf3"):
         return None
     srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "3", "-J"],
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "3", "-J", *extra],
                              capture_output=True, text=True, timeout=30).stdout
         return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
     finally:
         srv.kill()
         srv.wait()
+
+
+CONGESTION = "/proc/sys/net/ipv4/tcp_congestion_control"
+
+
+def set_congestion(name: str | None) -> str | None:
+    """Makes `name` the system's TCP congestion control; returns the one it replaced."""
+    with open(CONGESTION) as f:
+        before = f.read().strip()
+    if name and name != before:
+        with open(CONGESTION, "w") as f:
+            f.write(name)
+    return before
 
 
 def run(args) -> int:
@@ -267,6 +285,8 @@ def run(args) -> int:
     state = tempfile.mkdtemp(prefix="smbring-bench-")
     servers: list[Server] = []
     records = []
+    machine_congestion = set_congestion(args.congestion)
+    congestion = args.congestion or machine_congestion
     try:
         port = args.port
         for name in args.servers.split(","):
@@ -280,6 +300,8 @@ def run(args) -> int:
             except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                 print(f"skipping {name}: {e}", file=sys.stderr)
         ceiling = tcp_ceiling(free_port(port + 1))
+        # iperf3's default writes are 128 KiB; a file server writes MiBs at a time
+        ceiling_1m = tcp_ceiling(free_port(port + 1), "-l", "1M")
         results = {(s.name, c): [] for s in servers for c in args.cases.split(",")}
         for _ in range(args.runs):
             for case in args.cases.split(","):
@@ -307,7 +329,11 @@ def run(args) -> int:
         for s in servers:
             s.stop()
         shutil.rmtree(state, ignore_errors=True)
-    summary = {"tcp_ceiling_gbps": round(ceiling, 3) if ceiling else None, "records": records}
+        set_congestion(machine_congestion)
+    summary = {"tcp_congestion": congestion,
+               "tcp_ceiling_gbps": round(ceiling, 3) if ceiling else None,
+               "tcp_ceiling_1m_writes_gbps": round(ceiling_1m, 3) if ceiling_1m else None,
+               "records": records}
     by = {(r["server"], r["case"]): r for r in records}
     ratios = {}
     for case in args.cases.split(","):
@@ -315,11 +341,16 @@ def run(args) -> int:
         if a and b:
             ratios[f"{case}_gbps_vs_smbd"] = round(a["gbps"] / b["gbps"], 3)
             ratios[f"{case}_cpu_vs_smbd"] = round(a["server_cpu_s_per_gib"] / max(b["server_cpu_s_per_gib"], 1e-9), 3)
+    get = by.get(("smbring", "get"))
+    if get and ceiling:
+        ratios["get_gbps_vs_tcp_ceiling"] = round(get["gbps"] / ceiling, 3)
     summary["ratios"] = ratios
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"loopback TCP ceiling (iperf3): {summary['tcp_ceiling_gbps']} GB/s")
+    print(f"TCP congestion control: {congestion}")
+    print(f"loopback TCP ceiling (iperf3): {summary['tcp_ceiling_gbps']} GB/s "
+          f"(with 1 MiB writes: {summary['tcp_ceiling_1m_writes_gbps']} GB/s)")
     for r in records:
         print(f"  {r['server']:<8} {r['case']:<14} {r['gbps']:>7.3f} GB/s  "
               f"{r['server_cpu_s_per_gib']:>6.3f} CPU-s/GiB  path={r['read_path']}")

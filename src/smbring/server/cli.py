@@ -22,8 +22,8 @@ def register(sub) -> None:
     p.add_argument("--encrypt", action="store_true",
                    help="the share is reached over encrypted sessions only (smb encrypt = required)")
     p.add_argument("--vfs-objects", default="",
-                   help="data VFS modules, top first: io_uring, threadpool, posix "
-                        "(default: io_uring where available, else threadpool)")
+                   help="data VFS modules, top first: direct_writes, io_uring, threadpool, posix "
+                        "(default: direct_writes over io_uring where available, else over threadpool)")
     p.add_argument("--read-path", default=None, choices=["auto", "copy", "splice", "zc"],
                    help="how READ data reaches the socket (default auto)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

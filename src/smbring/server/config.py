@@ -2,7 +2,7 @@
 
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
 ``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``vfs objects`` (io_uring, threadpool, posix: see
+``valid users``, ``comment``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
 smbring.vfs.modules), ``read path`` (auto, copy, splice, zc: see smbring.datapath; also in
 [global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
 Anything else is warned about and ignored, as Samba users expect from testparm.
