@@ -175,3 +175,32 @@ def test_direct_writes_round_trip(tmp_path, name):
         assert fd not in io._direct
 
     asyncio.run(main())
+
+
+def test_direct_writes_fall_back_to_the_page_cache_when_o_direct_is_refused(tmp_path):
+    """A device that wants more than 4 KiB alignment answers EINVAL: the write is done through
+    the page cache instead, and direct writes are not tried on that device again."""
+    class RefusesTwins(modules.Posix):       # the real posix calls, except on the twin
+        twins: set = set()
+
+        async def pwrite_all(self, fd, view, offset):
+            if fd in self.twins:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return await super().pwrite_all(fd, view, offset)
+
+    async def main():
+        below = RefusesTwins()
+        io = modules.DirectWrites(below)
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            io._costs(fd).cost.update(buffered=1.0, direct=1e-12)
+            RefusesTwins.twins.add(io._twin(fd, io._costs(fd)))
+            data = os.urandom(1 << 20)
+            assert await io.pwrite_all(fd, memoryview(data), 0) == len(data)
+            assert os.pread(fd, len(data) + 1, 0) == data
+            assert io._costs(fd).pick() == "buffered" and not io._costs(fd).possible["direct"]
+        finally:
+            io.closed(fd)
+            os.close(fd)
+
+    asyncio.run(main())

@@ -180,6 +180,7 @@ class DirectWrites(Posix):
     name = "direct_writes"
     MIN = 1 << 20          # smaller writes gain little and would pay the device's latency
     ALIGN = 4096           # offsets, lengths and memory: what O_DIRECT asks on any device
+    BOUNCE_KEPT = 4        # idle aligned buffers kept for reuse (8 MiB each, usually)
 
     def __init__(self, below):
         super().__init__(below)
@@ -204,10 +205,20 @@ class DirectWrites(Posix):
         if twin < 0:
             how = "buffered"   # (direct is ruled out for the device if it cannot be opened)
         start = time.monotonic()
+        if how == "direct":
+            try:
+                done = await self._write_direct(twin, view, offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # the device wants more alignment than 4 KiB, or a short direct write left
+                # an unaligned rest: the page cache takes this range and the next ones
+                costs.rule_out("direct")
+                log.info("direct_writes: O_DIRECT refused (%s): page cache only on device %#x",
+                         e, self._device_of.get(fd, 0))
+                how = "buffered"
         if how == "buffered":
             done = await self.below.pwrite_all(fd, view, offset)
-        else:
-            done = await self._write_direct(twin, view, offset)
         costs.record(how, time.monotonic() - start, n)
         return done
 
@@ -223,7 +234,13 @@ class DirectWrites(Posix):
             finally:
                 aligned.release()
         finally:
-            self._bounce.append(bounce)
+            if len(self._bounce) < self.BOUNCE_KEPT:
+                self._bounce.append(bounce)
+            else:
+                try:
+                    bounce.close()
+                except BufferError:
+                    pass        # still viewed somewhere: the collector closes it later
 
     def _take_bounce(self, size: int) -> mmap.mmap:
         for i, buf in enumerate(self._bounce):
