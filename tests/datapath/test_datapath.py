@@ -97,6 +97,42 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+def test_splice_of_a_range_not_in_the_page_cache_is_copied_instead(tmp_path):
+    """splice would read the disk in the event loop's thread; a range that is not all in the
+    page cache goes by the ring's read (copy) instead, byte for byte the same."""
+    from smbring.datapath import in_page_cache
+    data = os.urandom(4 << 20)
+    f = tmp_path / "cold"
+    f.write_bytes(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cli, conn = tcp_pair()
+        fd = os.open(f, os.O_RDONLY)
+        sender = Sender(aio.get_ring(), conn, read_path="splice")
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # clean pages: dropped
+            cached = in_page_cache(fd, 0, len(data))
+            if cached is None:
+                pytest.skip("no cachestat(2) here")
+            assert cached is False
+            got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
+            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == "copy"
+            assert await got == b"H:" + data
+            assert in_page_cache(fd, 0, len(data))                # the read brought it in
+            got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
+            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == "splice"
+            assert await got == b"H:" + data
+        finally:
+            sender.close()
+            os.close(fd)
+            cli.close()
+            conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
 def test_path_rules():
     from smbring.cheaper import CheaperOf
     from smbring.datapath import AUTO_SPLICE_MIN
