@@ -257,7 +257,11 @@ def tcp_ceiling(port: int, *extra: str) -> float | None:
         wait_port(port)
         out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "3", "-J", *extra],
                              capture_output=True, text=True, timeout=30).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
+        try:
+            return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
+        except (ValueError, KeyError) as e:   # iperf3 failed (it says why in its JSON)
+            print(f"iperf3 {' '.join(extra)}: no figure ({e!r}): {out.strip()[-200:]}", file=sys.stderr)
+            return None
     finally:
         srv.kill()
         srv.wait()
@@ -299,9 +303,10 @@ def run(args) -> int:
                     servers.append(cls(share, port, os.path.join(state, name)))
             except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                 print(f"skipping {name}: {e}", file=sys.stderr)
-        ceiling = tcp_ceiling(free_port(port + 1))
+        iperf_port = free_port(port + 1)
+        ceiling = tcp_ceiling(iperf_port)
         # iperf3's default writes are 128 KiB; a file server writes MiBs at a time
-        ceiling_1m = tcp_ceiling(free_port(port + 1), "-l", "1M")
+        ceiling_1m = tcp_ceiling(free_port(iperf_port + 1), "-l", "1M")
         results = {(s.name, c): [] for s in servers for c in args.cases.split(",")}
         for _ in range(args.runs):
             for case in args.cases.split(","):
