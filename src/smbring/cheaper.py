@@ -28,18 +28,25 @@ class CheaperOf:
             return self.first
         if not self.possible[self.first]:
             return self.second
-        a, b = self.cost[self.first], self.cost[self.second]
-        if a is None:
+        if self.cost[self.first] is None:
             return self.first
-        if b is None:
+        if self.cost[self.second] is None:
             return self.second
-        best, other = (self.second, self.first) if b < a else (self.first, self.second)
+        best = self.best()
+        other = self.first if best == self.second else self.second
         return other if self.picks % self.explore == 0 else best
 
     def record(self, way: str, cost: float, units: int) -> None:
         sample = cost / units
         old = self.cost[way]
         self.cost[way] = sample if old is None else 0.75 * old + 0.25 * sample
+
+    def best(self) -> str | None:
+        """The way measured cheaper so far (None until both are measured)."""
+        a, b = self.cost[self.first], self.cost[self.second]
+        if a is None or b is None:
+            return None
+        return self.second if b < a else self.first
 
     def rule_out(self, way: str) -> None:
         self.possible[way] = False

@@ -42,6 +42,7 @@ def paths_used(log) -> dict:
 @pytest.mark.parametrize("vfs,read_path,expect", [
     ("io_uring", "copy", "copy"), ("io_uring", "splice", "splice"), ("io_uring", "zc", "zc"),
     ("io_uring", "auto", "copy+splice"), ("threadpool", "splice", "splice"), ("posix", "copy", "copy"),
+    ("", "auto", "copy+splice"),        # the default stack: direct_writes over io_uring
 ])
 def test_put_get_identical_bytes(tmp_path, vfs, read_path, expect):
     share = tmp_path / "share"
@@ -61,7 +62,10 @@ def test_put_get_identical_bytes(tmp_path, vfs, read_path, expect):
         expected = expect.split("+")       # auto measures both copy and splice as it goes
         assert all(used[p] > 0 for p in expected), used
         assert sum(used.values()) == sum(used[p] for p in expected), used
-        assert f"file data through {vfs}" in log.read_text()
+        stack = vfs or "direct_writes -> io_uring"
+        assert f"file data through {stack}" in log.read_text()
+        if not vfs:     # both ways measured on the put's 8 MiB writes, and one preferred
+            assert "direct_writes: device" in log.read_text()
     finally:
         stop(proc)
 

@@ -219,7 +219,11 @@ class DirectWrites(Posix):
                 how = "buffered"
         if how == "buffered":
             done = await self.below.pwrite_all(fd, view, offset)
+        before = costs.best()
         costs.record(how, time.monotonic() - start, n)
+        if costs.best() != before:
+            log.info("direct_writes: device %#x: %s writes are the cheaper now (%r)",
+                     self._device_of.get(fd, 0), costs.best(), costs)
         return done
 
     async def _write_direct(self, twin: int, view: memoryview, offset: int) -> int:
