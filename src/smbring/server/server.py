@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import socket
+import sys
 
 from smbring.datapath import FileRange, Receiver, Sender
 from smbring.smb.connection import MAX_IO, Connection, Deferred, Share
@@ -61,16 +63,45 @@ class WritesInFlight:
         task.add_done_callback(lambda t: self.tasks.pop(t, None))
 
 
+class FrameBuffers:
+    """Page-aligned buffers for large frames (WRITEs, mostly), reused once nothing views them.
+    A fresh 8 MiB bytearray per WRITE is zero-filled, and on a VM whose host takes freed
+    memory back its pages fault in again; a reused buffer is warm. A frame is placed so that
+    a WRITE's payload (at 0x70, after the SMB2 header and the WRITE request) starts on a page:
+    `direct_writes` can then hand it to O_DIRECT as it is."""
+
+    LARGE = 1 << 20
+    SKEW = (mmap.PAGESIZE - 0x70) % mmap.PAGESIZE
+    KEPT = WRITES_IN_FLIGHT + 2     # the frames in flight, the one arriving, one spare
+
+    def __init__(self):
+        self._bufs: list[mmap.mmap] = []
+
+    def frame(self, n: int) -> memoryview:
+        if n < self.LARGE or n + self.SKEW > MAX_FRAME + mmap.PAGESIZE:
+            return memoryview(bytearray(n))
+        for buf in self._bufs:
+            # free when only this list (and getrefcount's argument) refers to it: every view
+            # of an mmap, slices included, holds a reference to it through its export
+            if sys.getrefcount(buf) == 3:      # the list, `buf`, getrefcount's argument
+                return memoryview(buf)[self.SKEW:self.SKEW + n]
+        if len(self._bufs) >= self.KEPT:
+            return memoryview(bytearray(n))
+        buf = mmap.mmap(-1, MAX_FRAME + mmap.PAGESIZE)
+        self._bufs.append(buf)
+        return memoryview(buf)[self.SKEW:self.SKEW + n]
+
+
 class RingTransport:
     """Receives and sends on one socket through the engine."""
 
     def __init__(self, aring, sock: socket.socket, read_path: str, crowded=None):
         self.rx = Receiver(aring, sock)
         self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded)
+        self.frames = FrameBuffers()
 
     async def recv_exact(self, n: int) -> memoryview:
-        buf = bytearray(n)
-        view = memoryview(buf)
+        view = self.frames.frame(n)
         await self.rx.recv_exact(view)
         return view
 
