@@ -36,7 +36,7 @@ WORKLOADS = ("samba", "samba-nosig", "pingpong", "ring-pingpong")
 
 def add_arguments(p) -> None:
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    p.add_argument("--repeat", type=int, default=5, help="rounds; figures are medians")
     p.add_argument("--anchor", default=os.environ.get("SMBRING_TEVENT_BENCH_SRC", ANCHOR),
                    help="path to tevent_pipe_bench.c")
     p.add_argument("--cpu", type=int, default=None,
