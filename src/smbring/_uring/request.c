@@ -156,8 +156,13 @@ void *request_alloc(RequestObject *req, size_t size)
 
 void request_release(RequestObject *req)
 {
-    for (int i = 0; i < req->nviews; i++)
-        PyBuffer_Release(&req->views[i]);
+    for (int i = 0; i < req->nviews; i++) {
+        Py_buffer *view = &req->views[i];
+        if (view->obj && Py_IS_TYPE(view->obj, &PyBytes_Type))
+            Py_CLEAR(view->obj);    /* what PyBuffer_Release does for bytes, without the call */
+        else
+            PyBuffer_Release(view);
+    }
     req->nviews = 0;
     free_views(req);
     Py_CLEAR(req->keep);
@@ -225,7 +230,7 @@ int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent
         r->ninflight--;
         if (req->uses_fixed_buffer)
             r->fixed_inflight--;
-        if (ops_finish(req) < 0)
+        if (req->mem && ops_finish(req) < 0)   /* only ops with scratch memory have results */
             PyErr_Clear();  /* a result we could not build shows as value None */
         request_release(req);
         req->ring = NULL;
