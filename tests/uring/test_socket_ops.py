@@ -3,6 +3,7 @@ import errno
 import os
 import select
 import socket
+import time
 
 import pytest
 
@@ -287,6 +288,74 @@ def test_take_a_completion(ring, sockpair):
     assert err.value.errno == errno.EBADF
     with pytest.raises(ValueError, match="does not read into"):
         br.take(ring.nop())
+
+
+def test_forward_a_completion_without_copying(ring):
+    """send(fd, req) / write(fd, req) send the data a multishot completion left in a provided
+    buffer straight from that buffer; the buffer goes back to the kernel when the send is
+    done (more messages than buffers get through), and the completion cannot be taken or
+    forwarded again."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    br = ring.register_buf_ring(group=8, entries=2, size=64)
+    forwarded = []
+
+    def relay(req):
+        if req.res > 0:
+            forwarded.append(ring.send(c.fileno(), req))
+            with pytest.raises(ValueError, match="already taken"):
+                br.take(req)
+            with pytest.raises(ValueError, match="already taken"):
+                ring.send(c.fileno(), req)
+
+    try:
+        req = ring.recv_multishot(a.fileno(), 8, callback=relay)
+        got = b""
+        deadline = time.monotonic() + 10
+        for i in range(12):                      # 12 messages through 2 buffers
+            msg = b"message %02d;" % i           # 11 bytes
+            b.send(msg)
+            while len(got) < 11 * (i + 1) and time.monotonic() < deadline:
+                ring.wait(1, timeout=1)
+                try:
+                    got += d.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+        assert got == b"".join(b"message %02d;" % i for i in range(12))
+        while any(not f.done for f in forwarded):
+            ring.wait(1, timeout=5)
+        assert len(forwarded) == 12 and all(f.res == 11 for f in forwarded) and req.more
+        b.close()                                # EOF: nothing to forward
+        while not req.done:
+            ring.wait(1, timeout=5)
+        with pytest.raises(ValueError, match="no data"):
+            ring.send(c.fileno(), req)
+        with pytest.raises(ValueError, match="buffer ring"):
+            ring.write(c.fileno(), ring.nop())
+        failed = ring.recv_multishot(12345, 8)   # not a descriptor: -EBADF
+        while not failed.done:
+            ring.wait(1, timeout=5)
+        with pytest.raises(OSError):
+            ring.send(c.fileno(), failed)
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+
+
+def test_ring_closed_with_a_forwarded_send_in_flight(sockpair):
+    a, b = sockpair
+    c, d = socket.socketpair()
+    r = uring.Ring(8)
+    br = r.register_buf_ring(group=1, entries=2, size=64)
+    try:
+        r.recv_multishot(a.fileno(), 1, callback=lambda q: q.res > 0 and r.send(c.fileno(), q))
+        b.send(b"x" * 64)
+        r.wait(1, timeout=5)
+        r.close()                                # the forwarded send is reaped or cancelled
+        assert r.closed and br is not None
+    finally:
+        c.close()
+        d.close()
 
 
 def test_registered_files(ring, complete, datafile):

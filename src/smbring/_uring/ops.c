@@ -135,17 +135,35 @@ static PyObject *queue_buffer_op(RingObject *r, int opcode, int fd, PyObject *bu
                                  PyObject *cb, int sqe_flags)
 {
     BEGIN(opcode);
-    Py_buffer *v;
+    char *addr;
+    Py_ssize_t len;
+    uint16_t bid = 0;
     int writable = opcode == IORING_OP_READ || opcode == IORING_OP_RECV;
-    if (request_pin(req, buf, writable, &v) < 0 || check_len(v->len) < 0)
-        goto fail;
+    /* write(fd, req) / send(fd, req): the data a multishot completion put in a provided
+     * buffer, sent from that buffer as it is; the buffer goes back at this op's completion */
+    RequestObject *src = !writable && Py_IS_TYPE(buf, &RequestType) ? (RequestObject *)buf : NULL;
+    if (src) {
+        if (bufring_forward(r, src, &req->keep, &addr, &len, &bid) < 0)
+            goto fail;
+    } else {
+        Py_buffer *v;
+        if (request_pin(req, buf, writable, &v) < 0 || check_len(v->len) < 0)
+            goto fail;
+        addr = v->buf;
+        len = v->len;
+    }
     QUEUE(fd);
-    sqe->addr = (uint64_t)(uintptr_t)v->buf;
-    sqe->len = (uint32_t)v->len;
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->len = (uint32_t)len;
     if (opcode == IORING_OP_SEND || opcode == IORING_OP_RECV)
         sqe->msg_flags = (uint32_t)extra;
     else
         sqe->off = (uint64_t)extra;
+    if (src) {
+        src->flags &= ~(uint32_t)IORING_CQE_F_BUFFER;   /* handed over: not taken twice */
+        req->gives_back = 1;
+        req->give_back_bid = bid;
+    }
     END;
 }
 
@@ -737,6 +755,7 @@ static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
     sqe->buf_group = (uint16_t)group;
     req->selects_buffer = 1;
     req->buf_group = (uint16_t)group;
+    req->keep = Py_XNewRef(bufring_lookup(r, (unsigned)group));  /* for forwarding its data */
     sqe->ioprio = IORING_RECV_MULTISHOT;
     sqe->msg_flags = (uint32_t)flags;
     END;
@@ -762,6 +781,7 @@ static PyObject *op_read_multishot(RingObject *r, PyObject *args, PyObject *kw)
     sqe->buf_group = (uint16_t)group;
     req->selects_buffer = 1;
     req->buf_group = (uint16_t)group;
+    req->keep = Py_XNewRef(bufring_lookup(r, (unsigned)group));  /* for forwarding its data */
     END;
 }
 

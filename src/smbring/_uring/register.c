@@ -317,9 +317,10 @@ static int bufring_bid(BufRingObject *b, PyObject *arg)
     return (int)bid;
 }
 
-/* The buffer and length a completion names, for take(req). The completion gives its buffer
- * up as it is taken, so a second take of it cannot recycle the buffer twice. Returns 1 with
- * *bid and *n set, 0 for end of file (no buffer, res 0), -1 with an exception. */
+/* The buffer and length a completion names, for take(req) and forwarding. The caller marks
+ * the buffer taken (clears IORING_CQE_F_BUFFER) once it has it, so a second take of the same
+ * completion cannot recycle the buffer twice. Returns 1 with *bid and *n set, 0 for end of
+ * file (no buffer, res 0), -1 with an exception. */
 static int completion_buffer(BufRingObject *b, RequestObject *req, int *bid, Py_ssize_t *n)
 {
     if (!req->selects_buffer || req->buf_group != b->bgid) {
@@ -342,8 +343,62 @@ static int completion_buffer(BufRingObject *b, RequestObject *req, int *bid, Py_
         PyErr_SetString(PyExc_ValueError, "no such buffer id in this ring");
         return -1;
     }
-    req->flags &= ~(uint32_t)IORING_CQE_F_BUFFER;
     return 1;
+}
+
+/* The ring's buffer ring for group (borrowed), or NULL. */
+PyObject *bufring_lookup(RingObject *r, unsigned group)
+{
+    if (!r->buf_rings)
+        return NULL;
+    PyObject *key = PyLong_FromUnsignedLong(group);
+    PyObject *b = key ? PyDict_GetItemWithError(r->buf_rings, key) : NULL;
+    Py_XDECREF(key);
+    if (!b)
+        PyErr_Clear();
+    return b;
+}
+
+/* For write(fd, req)/send(fd, req): the buffer ring and slot holding the data of the
+ * completion src, with a new reference to the ring in *ring_buffers. The caller marks the
+ * completion's buffer handed over once its op is queued. */
+int bufring_forward(RingObject *r, RequestObject *src, PyObject **ring_buffers, char **addr,
+                    Py_ssize_t *len, uint16_t *bid)
+{
+    BufRingObject *b = NULL;
+    if (src->selects_buffer && src->keep && Py_IS_TYPE(src->keep, &BufRingType))
+        b = (BufRingObject *)src->keep;           /* noted when the request was made */
+    else if (src->selects_buffer)
+        b = (BufRingObject *)bufring_lookup(r, src->buf_group);
+    if (!b) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the request does not read into a buffer ring "
+                                              "of this Ring");
+        return -1;
+    }
+    int n_bid;
+    Py_ssize_t n;
+    int rc = completion_buffer(b, src, &n_bid, &n);
+    if (rc <= 0) {
+        if (rc == 0)
+            PyErr_SetString(PyExc_ValueError, "the completion carries no data (end of file)");
+        return -1;
+    }
+    *ring_buffers = Py_NewRef((PyObject *)b);
+    *addr = b->data + (size_t)n_bid * b->size;
+    *len = n;
+    *bid = (uint16_t)n_bid;
+    return 0;
+}
+
+/* The kernel is done with a forwarded buffer: back into the ring it came from. */
+void bufring_give_back(PyObject *ring_buffers, uint16_t bid)
+{
+    BufRingObject *b = (BufRingObject *)ring_buffers;
+    if (b && b->registered && bid < b->entries) {
+        bufring_add(b, bid);
+        bufring_publish(b);
+    }
 }
 
 /* take(req) or take(bid, nbytes) -> bytes: copies the data out and gives the buffer back to
@@ -361,6 +416,7 @@ static PyObject *BufRing_take(BufRingObject *b, PyObject *const *args, Py_ssize_
         int rc = completion_buffer(b, (RequestObject *)args[0], &bid, &n);
         if (rc <= 0)
             return rc < 0 ? NULL : PyBytes_FromStringAndSize(NULL, 0);
+        ((RequestObject *)args[0])->flags &= ~(uint32_t)IORING_CQE_F_BUFFER;   /* taken */
     } else if (nargs == 2) {
         n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred())

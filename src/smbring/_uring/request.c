@@ -68,6 +68,7 @@ RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
     req->is_batch = 0;
     req->selects_buffer = 0;
     req->buf_group = 0;
+    req->gives_back = 0;
     /* Only a callback can lead back to the request (a closure that holds it); what else a
      * request refers to (pinned buffers, paths, results) cannot, so the collector need not
      * watch the rest, which are most requests of a busy server. */
@@ -165,6 +166,10 @@ void request_release(RequestObject *req)
     }
     req->nviews = 0;
     free_views(req);
+    if (req->gives_back) {
+        req->gives_back = 0;
+        bufring_give_back(req->keep, req->give_back_bid);
+    }
     Py_CLEAR(req->keep);
 }
 

@@ -103,6 +103,8 @@ typedef struct RequestObject {
     uint8_t is_batch;
     uint8_t selects_buffer;             /* the kernel picks a buffer of group buf_group */
     uint16_t buf_group;
+    uint8_t gives_back;                 /* a forwarded provided buffer: back to its ring (keep) */
+    uint16_t give_back_bid;             /* ... at the last completion */
 } RequestObject;
 
 /* A batch: many SQEs of one kind, one Python object, one callback when all are done. */
@@ -232,6 +234,10 @@ int ops_finish(RequestObject *req);
 extern PyMethodDef ring_op_methods[];
 extern PyMethodDef ring_register_methods[];
 void bufrings_detach(RingObject *r);
+PyObject *bufring_lookup(RingObject *r, unsigned group);
+int bufring_forward(RingObject *r, RequestObject *src, PyObject **ring_buffers, char **addr,
+                    Py_ssize_t *len, uint16_t *bid);
+void bufring_give_back(PyObject *ring_buffers, uint16_t bid);
 
 
 /* An exact int of magnitude below 2**30 (descriptors, flags, small offsets) read without a
