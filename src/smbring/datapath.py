@@ -24,6 +24,8 @@ no verification first; signed or encrypted writes must be received and checked i
 
 The splice itself runs inline with non-blocking ``splice(2)`` and waits for socket space on the
 ring: the ring's SPLICE op always goes to a kernel worker thread, which measured 4x slower.
+Inline, reading the file must not wait for a disk: only ranges all in the page cache
+(``cachestat(2)``) are spliced, the rest is copied through the ring's read.
 Only one send (or one chain) is in flight per connection, so frames never interleave; callers
 serialise through :class:`Sender`. Sends and receives pass ``MSG_WAITALL``: io_uring then
 finishes the whole buffer in the kernel instead of completing every partial transfer (one
