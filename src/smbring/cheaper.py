@@ -22,7 +22,9 @@ class CheaperOf:
         self.possible = {first: True, second: True}
         self.picks = 0
 
-    def pick(self) -> str:
+    def pick(self, explore: bool = True) -> str:
+        """The way to take now. explore=False: never the other way for the sake of measuring
+        it (for a caller that could not measure this pick anyway)."""
         self.picks += 1
         if not self.possible[self.second]:
             return self.first
@@ -34,7 +36,7 @@ class CheaperOf:
             return self.second
         best = self.best()
         other = self.first if best == self.second else self.second
-        return other if self.picks % self.explore == 0 else best
+        return other if explore and self.picks % self.explore == 0 else best
 
     def record(self, way: str, cost: float, units: int) -> None:
         sample = cost / units

@@ -94,12 +94,12 @@ def splice_pipe() -> tuple[int, int]:
 
 
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
-                costs: CheaperOf = READ_COSTS) -> str:
+                costs: CheaperOf = READ_COSTS, measuring: bool = True) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
     splice, zc): ``splice`` is the share opting in (splice even while the file may be
     written); ``auto`` copies, except large payloads of files nobody may write meanwhile,
-    which take whichever of copy and splice `costs` has measured cheaper. zc needs the
-    kernel op."""
+    which take whichever of copy and splice `costs` has measured cheaper (trying the other
+    now and then only while `measuring`). zc needs the kernel op."""
     if not isinstance(desc.payload, FileRange):
         return "copy"
     configured = desc.read_path or configured
@@ -115,7 +115,7 @@ def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
     # per GiB, 4 clients 1.13x vs 1.00x of smbd). So both are measured here, as used. SEND_ZC
     # is copied on loopback anyway and stays opt-in.
     if auto_measured(configured, desc):
-        return costs.pick()
+        return costs.pick(explore=measuring)
     return "copy"
 
 
@@ -200,14 +200,15 @@ class Sender:
     async def send(self, desc: SendDescriptor) -> str:
         """Send one response; returns the path used."""
         async with self._lock:
-            path = choose_path(self.read_path, desc, self._zc_ok)
+            # this thread's CPU time is the cost, measured only while no other connection
+            # can run in between (their work would be counted too)
+            crowded = self.crowded()
+            path = choose_path(self.read_path, desc, self._zc_ok, measuring=not crowded)
             if not isinstance(desc.payload, FileRange):   # not a file read: not counted
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
                 await self._send_all(parts)
                 return path
-            # this thread's CPU time is the cost, measured only while no other connection
-            # can run in between (their work would be counted too)
-            measure = auto_measured(self.read_path, desc) and not self.crowded()
+            measure = auto_measured(self.read_path, desc) and not crowded
             if path == "splice" and in_page_cache(desc.payload.fd, desc.payload.offset,
                                                   desc.payload.length) is False:
                 path, measure = "copy", False   # a disk read: on the ring, not in the loop

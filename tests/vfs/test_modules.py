@@ -120,6 +120,7 @@ def test_cheaper_of_picks_the_cheaper_and_keeps_looking():
     costs.record("direct", 0.006, 8 << 20)
     picks = [costs.pick() for _ in range(2 * costs.explore)]
     assert picks.count("buffered") == 2 and picks.count("direct") == len(picks) - 2
+    assert all(costs.pick(explore=False) == "direct" for _ in range(2 * costs.explore))
     for _ in range(20):                                    # the page cache got cheap again
         costs.record("buffered", 0.001, 8 << 20)
     assert costs.pick() == "buffered"
