@@ -34,6 +34,7 @@ completion instead of ~24 for 64 MiB on loopback, 2.4x the throughput).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -138,9 +139,7 @@ def in_page_cache(fd: int, offset: int, length: int) -> bool | None:
     if _libc is False:
         return None
     if _libc is None:
-        import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
-    import ctypes
     rng = (ctypes.c_uint64 * 2)(offset, length)
     stat = (ctypes.c_uint64 * 5)()
     if _libc.syscall(_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(stat), 0) != 0:

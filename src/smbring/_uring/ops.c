@@ -183,10 +183,6 @@ static PyObject *buffer_op(RingObject *r, PyObject *args, PyObject *kw, int opco
     return queue_buffer_op(r, opcode, fd, buf, extra, cb, sqe_flags);
 }
 
-/* The vectorcall form of the hot buffer ops: the common calls (positional fd, buf and third
- * argument; callback= and sqe_flags= by keyword) are parsed without building an argument tuple
- * and keyword dict, which cost more than the op itself in an event loop. Any other spelling
- * goes to the general parser above, so both accept and refuse exactly the same calls. */
 /* Which keyword of the fast path `name` is: 1 callback, 2 sqe_flags, 0 neither. Names at a
  * call site are interned, so identity usually settles it without comparing text. */
 static int fast_kwname(PyObject *name)
@@ -205,6 +201,10 @@ static int fast_kwname(PyObject *name)
     return PyUnicode_CompareWithASCIIString(name, "sqe_flags") == 0 ? 2 : 0;
 }
 
+/* The vectorcall form of the hot buffer ops: the common calls (positional fd, buf and third
+ * argument; callback= and sqe_flags= by keyword) are parsed without building an argument tuple
+ * and keyword dict, which cost more than the op itself in an event loop. Any other spelling
+ * goes to the general parser above, so both accept and refuse exactly the same calls. */
 static PyObject *buffer_op_fast(RingObject *r, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames, int opcode, const char *fmt)
 {
@@ -736,6 +736,17 @@ static PyObject *op_fsetxattr(RingObject *r, PyObject *a, PyObject *k)
 
 /* ---- sockets ---------------------------------------------------------------------------- */
 
+/* The kernel picks each completion's buffer from group's buffer ring; the request notes the
+ * ring, so that take(req) and write(fd, req) find it without a lookup. */
+static void select_buffers(RingObject *r, RequestObject *req, struct io_uring_sqe *sqe, int group)
+{
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (uint16_t)group;
+    req->selects_buffer = 1;
+    req->buf_group = (uint16_t)group;
+    req->keep = Py_XNewRef(bufring_lookup(r, (unsigned)group));
+}
+
 /* Multishot recv into a provided buffer ring: one CQE per arrival, req.buffer_id says where. */
 static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
 {
@@ -751,11 +762,7 @@ static PyObject *op_recv_multishot(RingObject *r, PyObject *args, PyObject *kw)
     }
     BEGIN(IORING_OP_RECV);
     QUEUE(fd);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = (uint16_t)group;
-    req->selects_buffer = 1;
-    req->buf_group = (uint16_t)group;
-    req->keep = Py_XNewRef(bufring_lookup(r, (unsigned)group));  /* for forwarding its data */
+    select_buffers(r, req, sqe, group);
     sqe->ioprio = IORING_RECV_MULTISHOT;
     sqe->msg_flags = (uint32_t)flags;
     END;
@@ -777,11 +784,7 @@ static PyObject *op_read_multishot(RingObject *r, PyObject *args, PyObject *kw)
     }
     BEGIN(SR_OP_READ_MULTISHOT);
     QUEUE(fd);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = (uint16_t)group;
-    req->selects_buffer = 1;
-    req->buf_group = (uint16_t)group;
-    req->keep = Py_XNewRef(bufring_lookup(r, (unsigned)group));  /* for forwarding its data */
+    select_buffers(r, req, sqe, group);
     END;
 }
 

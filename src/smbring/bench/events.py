@@ -90,15 +90,17 @@ def run_samba(backend: str, seconds: float, signals: bool) -> float:
     return count / elapsed
 
 
-def run_steps(ctx: Context, seconds: float) -> float:
-    """Runs loop steps in C, 1024 at a time, for about `seconds`; returns the time taken."""
+def run_steps(ctx: Context, seconds: float) -> tuple[int, float]:
+    """Runs loop steps in C, 1024 at a time, for about `seconds`; returns the steps that ran
+    a handler and the time taken."""
     steps = ctx.loop_wait
+    count = 0
     start = time.perf_counter()
     deadline = start + seconds
     while True:
-        steps(1024)
+        count += steps(1024)
         if time.perf_counter() >= deadline:
-            return time.perf_counter() - start
+            return count, time.perf_counter() - start
 
 
 def run_pingpong(backend: str, seconds: float) -> float:
@@ -117,7 +119,7 @@ def run_pingpong(backend: str, seconds: float) -> float:
         ctx.add_fd(a[0], READ, side(a[0], b[1]))
         ctx.add_fd(b[0], READ, side(b[0], a[1]))
         write(a[1], b"x")
-        elapsed = run_steps(ctx, seconds)
+        _, elapsed = run_steps(ctx, seconds)
     for fd in a + b:
         os.close(fd)
     return count / elapsed
@@ -126,9 +128,8 @@ def run_pingpong(backend: str, seconds: float) -> float:
 def run_ring_pingpong(seconds: float) -> float:
     """No readiness at all: a multishot ring read stays armed on each pipe; its completion's
     callback queues a ring write of the byte, from the buffer it arrived in, to the other pipe.
-    Completions are the events,
-    counted as the loop steps that ran them. The pipes are registered files, as a server
-    registers the descriptors it uses all the time."""
+    Completions are the events, counted as the loop steps that ran them. The pipes are
+    registered files, as a server registers the descriptors it uses all the time."""
     a, b = os.pipe(), os.pipe()
     running = True
     with Context("uring") as ctx:
@@ -150,15 +151,7 @@ def run_ring_pingpong(seconds: float) -> float:
         ring.read_multishot(a_read, 7, callback=side(b_write), sqe_flags=FIXED_FILE)
         ring.read_multishot(b_read, 7, callback=side(a_write), sqe_flags=FIXED_FILE)
         os.write(a[1], b"x")
-        steps = ctx.loop_wait
-        count = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            count += steps(1024)
-            if time.perf_counter() >= deadline:
-                break
-        elapsed = time.perf_counter() - start
+        count, elapsed = run_steps(ctx, seconds)
         running = False
     for fd in a + b:
         os.close(fd)
