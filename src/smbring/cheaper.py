@@ -12,15 +12,27 @@ from __future__ import annotations
 class CheaperOf:
     """Moving averages of the cost per unit (seconds per byte, say) of two ways `first` and
     `second`. Each is tried once (first, then second); after that the cheaper is picked, and
-    every `explore`-th pick goes the other way so that a change (the page cache filling up,
-    the disk getting busy) is noticed. A way that turned out impossible can be ruled out."""
+    every `explore`-th pick starts a run of `run` picks the other way so that a change (the
+    page cache filling up, the disk getting busy) is noticed. A way that turned out impossible
+    can be ruled out.
 
-    def __init__(self, first: str, second: str, explore: int = 64):
+    Some costs spill over: a send that leaves data queued behind the socket's pacing is paid
+    for by timers that fire during the sends after it. Where that happens, `settle` ignores
+    the first sample after each change of way (it pays for the other way's leftovers), and
+    runs longer than one pick leave samples to keep. Where samples are noisy, `margin` keeps
+    the way in use until the other measures that much cheaper (0.1: 10%), so that a few lucky
+    samples do not send every pick the dearer way until it has been measured up again."""
+
+    def __init__(self, first: str, second: str, explore: int = 64, run: int = 1,
+                 settle: bool = False, margin: float = 0.0):
         self.cost: dict[str, float | None] = {first: None, second: None}
         self.first, self.second = first, second
-        self.explore = explore
+        self.explore, self.run, self.settle, self.margin = explore, run, settle, margin
+        self._best = first
         self.possible = {first: True, second: True}
         self.picks = 0
+        self._run_left = 0            # picks left in the current run the other way
+        self._last_recorded: str | None = None
 
     def pick(self, explore: bool = True) -> str:
         """The way to take now. explore=False: never the other way for the sake of measuring
@@ -36,9 +48,18 @@ class CheaperOf:
             return self.second
         best = self.best()
         other = self.first if best == self.second else self.second
-        return other if explore and self.picks % self.explore == 0 else best
+        if explore and self._run_left:
+            self._run_left -= 1
+            return other
+        if explore and self.picks % self.explore == 0:
+            self._run_left = self.run - 1
+            return other
+        return best
 
     def record(self, way: str, cost: float, units: int) -> None:
+        switched, self._last_recorded = way != self._last_recorded, way
+        if switched and self.settle and self.cost[way] is not None:
+            return
         sample = cost / units
         old = self.cost[way]
         self.cost[way] = sample if old is None else 0.75 * old + 0.25 * sample
@@ -48,7 +69,11 @@ class CheaperOf:
         a, b = self.cost[self.first], self.cost[self.second]
         if a is None or b is None:
             return None
-        return self.second if b < a else self.first
+        if self._best == self.first and b < a * (1 - self.margin):
+            self._best = self.second
+        elif self._best == self.second and a < b * (1 - self.margin):
+            self._best = self.first
+        return self._best
 
     def rule_out(self, way: str) -> None:
         self.possible[way] = False

@@ -6,6 +6,12 @@ them out, choosing per response how a file range reaches the socket:
 
 ``copy``
     read the range into a page-aligned buffer, then one ``sendmsg`` of header + payload.
+``mmap``
+    one ``sendmsg`` of header + payload straight from a read-only shared map of the file
+    (:class:`FileMaps`): one copy, page cache -> socket, instead of copy's two. The copy is
+    made while the send runs, so a later write cannot change what was sent: safe while the
+    file is written, like copy. A file that shrinks under its map makes the kernel's copy fail
+    (EFAULT, never SIGBUS: only the kernel touches the map); what is missing goes as zeros.
 ``splice``
     send the header with ``MSG_MORE``, then move the payload file -> pipe -> socket with
     ``splice(2)``, never through user space. Splice shares page-cache pages with **no
@@ -25,7 +31,7 @@ no verification first; signed or encrypted writes must be received and checked i
 The splice itself runs inline with non-blocking ``splice(2)`` and waits for socket space on the
 ring: the ring's SPLICE op always goes to a kernel worker thread, which measured 4x slower.
 Inline, reading the file must not wait for a disk: only ranges all in the page cache
-(``cachestat(2)``) are spliced, the rest is copied through the ring's read.
+(``cachestat(2)``) are spliced or sent from a map, the rest is copied through the ring's read.
 Only one send (or one chain) is in flight per connection, so frames never interleave; callers
 serialise through :class:`Sender`. Sends and receives pass ``MSG_WAITALL``: io_uring then
 finishes the whole buffer in the kernel instead of completing every partial transfer (one
@@ -47,15 +53,22 @@ from typing import NamedTuple, Union
 
 from smbring.cheaper import CheaperOf
 
-PATHS = ("copy", "splice", "zc")
+PATHS = ("copy", "mmap", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
 IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
-AUTO_SPLICE_MIN = 256 << 10   # read path auto: only payloads this large may be spliced
-# read path auto, where splice is safe: which of copy and splice costs this process less CPU
-# per byte, measured as responses are sent (see choose_path)
-READ_COSTS = CheaperOf("copy", "splice")
+AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped or spliced
+# read path auto, where splice is safe: which of mmap and splice costs this process less CPU
+# per byte, measured as responses are sent (see choose_path); tried the other way 4 sends in
+# a row, the first of them not counted (its cost spills over from the way before); a send's
+# cost varies by a third around its mean here, so only a 10% difference changes the way
+READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=True, margin=0.1)
+MAP_WINDOW = 256 << 20        # FileMaps: where a file's maps start (multiples of this) ...
+MAX_SPAN = 8 << 20            # ... and how far past the next start each reaches (the largest READ)
+MAPS_LIMIT = 4 << 30          # FileMaps: bytes mapped at most (page tables: 8 MiB when all used)
+MAP_IDLE = 10.0               # FileMaps: seconds a map is kept unused
+COLD_UNMEASURED = 512         # read path auto: cold mmap sends not measured while none was warm
 
 
 class FileRange(NamedTuple):
@@ -97,33 +110,35 @@ def splice_pipe() -> tuple[int, int]:
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
                 costs: CheaperOf = READ_COSTS, measuring: bool = True) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
-    splice, zc): ``splice`` is the share opting in (splice even while the file may be
-    written); ``auto`` copies, except large payloads of files nobody may write meanwhile,
-    which take whichever of copy and splice `costs` has measured cheaper (trying the other
-    now and then only while `measuring`). zc needs the kernel op."""
+    mmap, splice, zc): ``splice`` is the share opting in (splice even while the file may be
+    written); ``auto`` sends large payloads from a map of the file, or, for files nobody may
+    write meanwhile, by whichever of mmap and splice `costs` has measured cheaper (trying the
+    other now and then only while `measuring`); small ones are copied. zc needs the kernel
+    op. (mmap and splice fall back to copy at send time for ranges not in the page cache.)"""
     if not isinstance(desc.payload, FileRange):
         return "copy"
     configured = desc.read_path or configured
-    if configured == "splice":
-        return "splice"
+    if configured in ("copy", "mmap", "splice"):
+        return configured
     if configured == "zc":
         return "zc" if supports_zc else "copy"
-    if configured == "copy":
-        return "copy"
-    # auto. Which is cheaper depends on the machine (docs/BENCHMARKS.md): on one (Xeon, 2 GiB
-    # smbclient gets on loopback) a ring read and one sendmsg of 8 MiB beat splice (2.51 vs
-    # 2.03 GB/s, 0.36 vs 0.46 CPU-s/GiB), on another (EPYC VM) splice won (0.31 vs 0.34 CPU-s
-    # per GiB, 4 clients 1.13x vs 1.00x of smbd). So both are measured here, as used. SEND_ZC
-    # is copied on loopback anyway and stays opt-in.
+    # auto. Which is cheaper depends on the machine and the transport (docs/BENCHMARKS.md):
+    # splice moves no bytes but, on a paced connection (BBR), hands the socket data faster
+    # than it may leave, so most segments then go out from pacing timers: on the EPYC VM of
+    # 2026-11-30 a send from a map cost 0.25 CPU-s/GiB against splice's 0.37 (and a ring read
+    # plus sendmsg 0.36); unpaced (CUBIC), splice was the cheapest. So both are measured here,
+    # as used. SEND_ZC is copied on loopback anyway and stays opt-in.
     if auto_measured(configured, desc):
         return costs.pick(explore=measuring)
+    if isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_LARGE:
+        return "mmap"
     return "copy"
 
 
 def auto_measured(configured: str, desc: SendDescriptor) -> bool:
     """Whether auto chooses this response's path by measurement (copy or splice)."""
     return ((desc.read_path or configured) == "auto" and desc.splice_safe
-            and isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_SPLICE_MIN)
+            and isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_LARGE)
 
 
 _CACHESTAT = 451          # cachestat(2), Linux 6.5: the same number on x86-64 and arm64
@@ -148,6 +163,105 @@ def in_page_cache(fd: int, offset: int, length: int) -> bool | None:
         return None
     pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
     return stat[0] >= pages
+
+
+class FileMaps:
+    """Read-only shared maps of files, for the mmap read path, kept between READs and opens.
+
+    Mapping costs more than it seems: every page of a new map is entered into the page table
+    at its first use, and unmapping removes them again; for a 2 GiB file that was a fifth of
+    the server's CPU per get (0.30 against 0.24 CPU-s/GiB with maps kept). So maps are kept
+    per file (device and inode, not fd: the next open of a hot file finds its pages mapped)
+    in windows of MAP_WINDOW bytes (each reaching MAX_SPAN further, so a READ that starts in a
+    window ends in it), at most MAPS_LIMIT bytes in all (the least recently used go first).
+
+    A range is *warm* when it was sent from its map before (its pages are in the page table):
+    the steady cost of this path, which is what read path auto compares (see Sender.send).
+
+    Every use checks with fstat which file the fd names and that the range lies within it.
+    A map keeps its file's blocks allocated after a delete, so maps unused for MAP_IDLE
+    seconds are dropped (a sweep on the running event loop), and `forget_file` drops a file's
+    maps at once when the server deletes it. A map dropped while a send still uses it lives
+    until that send ends: the send holds a view of it."""
+
+    class _Map:
+        __slots__ = ("map", "used", "touched")
+
+        def __init__(self, m: mmap.mmap):
+            self.map, self.used, self.touched = m, 0.0, set()   # touched: MAX_SPAN chunks sent
+
+    def __init__(self, window: int = MAP_WINDOW, limit: int = MAPS_LIMIT, idle: float = MAP_IDLE):
+        self.window, self.limit, self.idle = window, limit, idle
+        # (dev, ino, window start): map; insertion order is the LRU order
+        self._maps: dict[tuple[int, int, int], FileMaps._Map] = {}
+        self.mapped = 0
+        self.sends = {False: 0, True: 0}        # ranges handed out cold and warm
+        self._sweep = None
+
+    def view(self, fd: int, offset: int, length: int) -> tuple[memoryview, bool] | None:
+        """The range as a view of a map, and whether it is warm; None where it cannot be
+        mapped (not all of it in the file, a file that cannot be mapped): the caller reads
+        it instead."""
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        if length <= 0 or offset < 0 or offset + length > st.st_size:
+            return None
+        base = offset - offset % self.window
+        key = (st.st_dev, st.st_ino, base)
+        entry = self._maps.pop(key, None)       # popped and put back: most recently used
+        if entry is not None and offset + length > base + len(entry.map):
+            self.mapped -= len(entry.map)       # the file grew past the map: map it anew
+            entry = None
+        if entry is None:
+            size = min(st.st_size, max(base + self.window + MAX_SPAN, offset + length)) - base
+            try:
+                entry = self._Map(mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ, offset=base))
+            except (OSError, ValueError):
+                return None
+            self.mapped += size
+        entry.used = time.monotonic()
+        self._maps[key] = entry
+        while self.mapped > self.limit and len(self._maps) > 1:
+            self._drop(next(iter(self._maps)))
+        self._sweep_later()
+        start = offset - base
+        chunks = set(range(start // MAX_SPAN, (start + length - 1) // MAX_SPAN + 1))
+        warm = chunks <= entry.touched
+        entry.touched |= chunks
+        self.sends[warm] += 1
+        return memoryview(entry.map)[start:start + length], warm
+
+    def forget_file(self, dev: int, ino: int) -> None:
+        """The file is gone (deleted): free its blocks now rather than after MAP_IDLE."""
+        for key in [k for k in self._maps if k[:2] == (dev, ino)]:
+            self._drop(key)
+
+    def _drop(self, key) -> None:
+        self.mapped -= len(self._maps.pop(key).map)
+
+    def _sweep_later(self) -> None:
+        if self._sweep is None:
+            try:
+                self._sweep = asyncio.get_running_loop().call_later(self.idle, self._expire)
+            except RuntimeError:
+                pass    # no event loop: maps go by the limit only
+
+    def _expire(self) -> None:
+        self._sweep = None
+        stale = time.monotonic() - self.idle
+        for key in [k for k, m in self._maps.items() if m.used <= stale]:
+            self._drop(key)
+        if self._maps:
+            self._sweep_later()
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
+# fds belong to the process, so their maps do too
+FILE_MAPS = FileMaps()
 
 
 class BufferPool:
@@ -195,11 +309,12 @@ class Sender:
         # like the io_uring VFS module's large reads: while other connections wait, a large
         # send's copy into the socket runs on an io-wq worker instead of the loop's thread
         self.crowded = crowded or (lambda: False)
+        self._measuring: tuple[str, float, int] | None = None    # (path, CPU time at start, bytes)
 
     async def send(self, desc: SendDescriptor) -> str:
         """Send one response; returns the path used."""
         async with self._lock:
-            # this thread's CPU time is the cost, measured only while no other connection
+            # the process's CPU time is the cost, measured only while no other connection
             # can run in between (their work would be counted too)
             crowded = self.crowded()
             path = choose_path(self.read_path, desc, self._zc_ok, measuring=not crowded)
@@ -208,18 +323,41 @@ class Sender:
                 await self._send_all(parts)
                 return path
             measure = auto_measured(self.read_path, desc) and not crowded
-            if path == "splice" and in_page_cache(desc.payload.fd, desc.payload.offset,
-                                                  desc.payload.length) is False:
+            rng = desc.payload
+            mapped = None
+            if path in ("mmap", "splice") and in_page_cache(rng.fd, rng.offset,
+                                                            rng.length) is False:
                 path, measure = "copy", False   # a disk read: on the ring, not in the loop
-            started = time.thread_time() if measure else 0.0
-            if path == "splice":
+            elif path == "mmap":
+                found = FILE_MAPS.view(rng.fd, rng.offset, rng.length)
+                if found is None:
+                    path, measure = "copy", False
+                else:
+                    mapped, warm = found
+                    # auto compares steady costs. A cold range pays once more, for entering
+                    # its pages into the page table; counting that would keep mmap from ever
+                    # being chosen where files are read again and again (each try of it, made
+                    # while splice serves, finds cold ranges). Only where nothing is read
+                    # twice (no warm range after COLD_UNMEASURED) is the cold cost the cost.
+                    if not warm and (FILE_MAPS.sends[True] or
+                                     FILE_MAPS.sends[False] < COLD_UNMEASURED):
+                        measure = False
+            # the cost of a send is the process's CPU from its start to the next send's: that
+            # takes in what it leaves for later (pacing timers, ACKs taken on the way)
+            now = time.process_time() if measure or self._measuring else 0.0
+            if self._measuring is not None and not crowded:
+                READ_COSTS.record(self._measuring[0], now - self._measuring[1], self._measuring[2])
+            self._measuring = None
+            if mapped is not None:
+                nbytes = await self._send_mapped(desc.header, mapped, rng)
+            elif path == "splice":
                 nbytes = await self._send_splice(desc.header, desc.payload)
             elif path == "zc":
                 nbytes = await self._send_zc(desc.header, desc.payload)
             else:
                 nbytes = await self._send_copy(desc.header, desc.payload)
             if measure:
-                READ_COSTS.record(path, time.thread_time() - started, nbytes)
+                self._measuring = (path, now, nbytes)
             self.stats.by_path[path] += 1
             self.stats.bytes_by_path[path] += nbytes
             return path
@@ -231,11 +369,20 @@ class Sender:
             self._pipe = None
 
     # -- the paths ---------------------------------------------------------------------
-    async def _send_all(self, parts) -> None:
+    async def _send_all(self, parts, refill=None) -> None:
+        """Sends all of parts. `refill(n)`, where given, supplies the last n bytes again when
+        the kernel cannot copy them (EFAULT: a map whose file shrank)."""
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         punt = IOSQE_ASYNC if sum(len(v) for v in views) >= PUNT_MIN and self.crowded() else 0
         while views:
-            n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL, punt)
+            try:
+                n = await self.aring.sendmsg(self.fd, views, socket.MSG_WAITALL, punt)
+            except OSError as e:
+                if refill is None or e.errno != errno.EFAULT:
+                    raise
+                views = [memoryview(refill(sum(len(v) for v in views)))]
+                refill = None
+                continue
             if n <= 0:
                 raise ConnectionResetError(errno.EPIPE, "peer stopped reading")
             while views and n >= len(views[0]):
@@ -268,6 +415,19 @@ class Sender:
             await self._send_all([header, memoryview(buf)[:rng.length]])
         finally:
             self._release(buf)
+        return len(header) + rng.length
+
+    async def _send_mapped(self, header, view: memoryview, rng: FileRange) -> int:
+        def refill(left: int) -> bytes:
+            # the file shrank under its map (the kernel copies in whole chunks, so some bytes
+            # before the new end may be left too): read what is still there, zeros for the rest
+            # (the length was promised in the header)
+            try:
+                data = os.pread(rng.fd, left, rng.offset + rng.length - left)
+            except OSError:
+                data = b""
+            return data + bytes(left - len(data))
+        await self._send_all([header, view], refill)
         return len(header) + rng.length
 
     async def _send_zc(self, header, rng: FileRange) -> int:

@@ -35,8 +35,8 @@ async def receive(loop, sock, n):
     return bytes(out)
 
 
-@pytest.mark.parametrize("path,crowded", [("copy", False), ("splice", False), ("zc", False),
-                                          ("copy", True)])
+@pytest.mark.parametrize("path,crowded", [("copy", False), ("mmap", False), ("splice", False),
+                                          ("zc", False), ("copy", True), ("mmap", True)])
 def test_paths_deliver_identical_bytes(tmp_path, path, crowded):
     """Every path, and large copies handed to io-wq workers when other clients wait."""
     data = os.urandom(3 * (1 << 20) + 12345)
@@ -85,7 +85,7 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
         loop = asyncio.get_running_loop()
         cli, conn = tcp_pair()
         fd = os.open(f, os.O_RDONLY)
-        for path in ("copy", "splice", "zc"):
+        for path in ("copy", "mmap", "splice", "zc"):
             sender = Sender(aio.get_ring(), conn, read_path=path)
             await sender.send(SendDescriptor(b"H", FileRange(fd, 0, 10), splice_safe=True))
             assert await receive(loop, cli, 11) == b"Habc" + bytes(7)
@@ -97,9 +97,11 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
-def test_splice_of_a_range_not_in_the_page_cache_is_copied_instead(tmp_path):
-    """splice would read the disk in the event loop's thread; a range that is not all in the
-    page cache goes by the ring's read (copy) instead, byte for byte the same."""
+@pytest.mark.parametrize("path", ["splice", "mmap"])
+def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
+    """splice and a send from a map would read the disk in the event loop's thread; a range
+    that is not all in the page cache goes by the ring's read (copy) instead, byte for byte
+    the same."""
     from smbring.datapath import in_page_cache
     data = os.urandom(4 << 20)
     f = tmp_path / "cold"
@@ -109,7 +111,7 @@ def test_splice_of_a_range_not_in_the_page_cache_is_copied_instead(tmp_path):
         loop = asyncio.get_running_loop()
         cli, conn = tcp_pair()
         fd = os.open(f, os.O_RDONLY)
-        sender = Sender(aio.get_ring(), conn, read_path="splice")
+        sender = Sender(aio.get_ring(), conn, read_path=path)
         try:
             os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # clean pages: dropped
@@ -122,7 +124,7 @@ def test_splice_of_a_range_not_in_the_page_cache_is_copied_instead(tmp_path):
             assert await got == b"H:" + data
             assert in_page_cache(fd, 0, len(data))                # the read brought it in
             got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
-            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == "splice"
+            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == path
             assert await got == b"H:" + data
         finally:
             sender.close()
@@ -135,21 +137,23 @@ def test_splice_of_a_range_not_in_the_page_cache_is_copied_instead(tmp_path):
 
 def test_path_rules():
     from smbring.cheaper import CheaperOf
-    from smbring.datapath import AUTO_SPLICE_MIN
-    rng, big = FileRange(3, 0, 10), FileRange(3, 0, AUTO_SPLICE_MIN)
-    costs = CheaperOf("copy", "splice")
-    # auto measures copy and splice on large payloads of files nobody may write meanwhile
-    # (copy first, then splice), then takes the cheaper ...
+    from smbring.datapath import AUTO_LARGE
+    rng, big = FileRange(3, 0, 10), FileRange(3, 0, AUTO_LARGE)
+    costs = CheaperOf("mmap", "splice")
+    # auto measures mmap and splice on large payloads of files nobody may write meanwhile
+    # (mmap first, then splice), then takes the cheaper ...
     safe_big = SendDescriptor(b"", big, splice_safe=True)
-    assert choose_path("auto", safe_big, True, costs) == "copy"
-    costs.record("copy", 2.0, 1)
+    assert choose_path("auto", safe_big, True, costs) == "mmap"
+    costs.record("mmap", 2.0, 1)
     assert choose_path("auto", safe_big, True, costs) == "splice"
     costs.record("splice", 1.0, 1)
     assert choose_path("auto", safe_big, True, costs) == "splice"
-    # ... and copies everything else, without measuring
-    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=False), True, costs) == "copy"
+    # ... sends other large payloads from a map (safe while written: copied as it is sent)
+    # and copies small ones, without measuring
+    assert choose_path("auto", SendDescriptor(b"", big, splice_safe=False), True, costs) == "mmap"
     assert choose_path("auto", SendDescriptor(b"", rng, splice_safe=True), True, costs) == "copy"
     assert costs.picks == 3
+    assert choose_path("mmap", SendDescriptor(b"", rng), True) == "mmap"
     # a share that opts in (read path = splice) splices even while the file may be written
     assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=False), True) == "splice"
     # the share's own read path wins over the Sender's default
@@ -158,6 +162,84 @@ def test_path_rules():
     assert choose_path("zc", SendDescriptor(b"", b"buffer"), True) == "copy"
     with pytest.raises(ValueError):
         Sender(None, socket.socket(), read_path="teleport")
+
+
+def test_file_maps_follow_the_file_behind_the_fd(tmp_path):
+    """Maps are kept per file, not per fd: reused by the next open (warm), never for another
+    file that gets the same fd number, never past the end of the file, remade when the file grows, and
+    dropped beyond the byte limit, when idle, and when the file is deleted."""
+    from smbring.datapath import FileMaps
+    maps = FileMaps(window=1 << 20, limit=5 << 20, idle=0.2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"A" * (3 << 20))
+    b.write_bytes(b"B" * (1 << 20))
+
+    async def main():
+        fd = os.open(a, os.O_RDONLY)
+        try:
+            view, warm = maps.view(fd, (2 << 20) + 5, 10)
+            assert bytes(view) == b"A" * 10 and not warm        # first sent: cold
+            assert len(maps) == 1
+            os.close(fd)
+            fd = os.open(a, os.O_RDONLY)                      # the next open: the same map
+            view, warm = maps.view(fd, (2 << 20) + 100, 10)
+            assert bytes(view) == b"A" * 10 and warm            # sent before: warm
+            assert len(maps) == 1
+            assert maps.view(fd, (3 << 20) - 5, 10) is None    # past the end
+            with open(a, "ab") as f:
+                f.write(b"C" * 10)
+            assert bytes(maps.view(fd, (3 << 20) - 5, 10)[0]) == b"AAAAACCCCC"   # grown: remapped
+            assert len(maps) == 1
+            os.dup2(os.open(b, os.O_RDONLY), fd)               # same number, other file
+            assert bytes(maps.view(fd, 0, 4)[0]) == b"BBBB"
+            assert len(maps) == 2
+            other = os.open(a, os.O_RDONLY)
+            maps.view(other, 0, 1)                             # a's first window: 3 MiB more
+            assert maps.mapped <= 5 << 20 and len(maps) == 2   # a's later one, least recent, went
+            assert bytes(maps.view(fd, 0, 4)[0]) == b"BBBB" and len(maps) == 2
+            st = os.fstat(other)
+            maps.forget_file(st.st_dev, st.st_ino)
+            assert len(maps) == 1 and maps.mapped == 1 << 20   # b's stays
+            maps.view(other, 0, 1)
+            os.close(other)
+            await asyncio.sleep(0.5)                            # unused for longer than idle
+            assert len(maps) == 0 and maps.mapped == 0
+        finally:
+            os.close(fd)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_file_shrinking_under_its_map_sends_zeros_not_sigbus(tmp_path):
+    """The kernel's copy from a map past the (new) end of the file fails with EFAULT (a
+    SIGBUS only in user space); what the file still holds is read, the rest of the promised
+    length goes out as zeros, and the frame stays whole."""
+    data = os.urandom(3 << 20)
+    f = tmp_path / "shrinks"
+    f.write_bytes(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cli, conn = tcp_pair()
+        fd = os.open(f, os.O_RDWR)
+        sender = Sender(aio.get_ring(), conn, read_path="mmap")
+        try:
+            from smbring.datapath import FILE_MAPS
+            view, _ = FILE_MAPS.view(fd, 0, len(data))
+            os.ftruncate(fd, 1 << 20)
+            got = asyncio.ensure_future(receive(loop, cli, 2 + len(data) + 4))
+            await sender._send_mapped(b"H:", view, FileRange(fd, 0, len(data)))
+            await sender.send(SendDescriptor(b"NEXT", None))
+            assert await got == b"H:" + data[:1 << 20] + bytes(len(data) - (1 << 20)) + b"NEXT"
+        finally:
+            st = os.fstat(fd)
+            FILE_MAPS.forget_file(st.st_dev, st.st_ino)
+            sender.close()
+            os.close(fd)
+            cli.close()
+            conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 @pytest.mark.parametrize("path", ["copy", "splice"])

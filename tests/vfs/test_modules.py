@@ -131,6 +131,34 @@ def test_cheaper_of_picks_the_cheaper_and_keeps_looking():
     assert "ns/unit" in repr(costs)
 
 
+def test_cheaper_of_explores_in_runs_and_settles_after_a_switch():
+    from smbring.cheaper import CheaperOf
+    costs = CheaperOf("mmap", "splice", explore=8, run=3, settle=True)
+    costs.pick(), costs.record("mmap", 1.0, 1)
+    costs.pick(), costs.record("splice", 2.0, 1)
+    picks = [costs.pick() for _ in range(16)]
+    assert picks.count("splice") == 6
+    assert ",".join(picks).count("splice,splice,splice") == 2
+    costs.record("mmap", 9.0, 1)         # the first sample after a switch: ignored
+    assert costs.cost["mmap"] == 1.0
+    costs.record("mmap", 5.0, 1)
+    assert costs.cost["mmap"] == 2.0     # 0.75 * 1 + 0.25 * 5
+    assert costs.best() == "mmap"        # splice's 2.0 is not cheaper
+
+
+def test_cheaper_of_with_a_margin_changes_way_only_for_a_clear_difference():
+    from smbring.cheaper import CheaperOf
+    costs = CheaperOf("mmap", "splice", margin=0.1)
+    costs.record("mmap", 1.0, 1)
+    costs.record("splice", 0.95, 1)
+    assert costs.best() == "mmap"        # 5% cheaper: not enough
+    costs.record("splice", 0.6, 1)       # 0.8625: more than 10% cheaper
+    assert costs.best() == "splice"
+    costs.record("mmap", 0.85, 1)        # 0.9625: dearer than splice by less than the margin
+    costs.record("splice", 0.92, 1)
+    assert costs.best() == "splice"
+
+
 @pytest.mark.parametrize("name", ["threadpool", pytest.param("io_uring", marks=needs_uring)])
 def test_direct_writes_round_trip(tmp_path, name):
     """Large aligned writes through O_DIRECT (page-aligned memory as is, other memory through a

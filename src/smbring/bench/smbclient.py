@@ -68,7 +68,7 @@ def add_arguments(p) -> None:
     p.add_argument("--cases", default="get,put,get-encrypted,get-4clients",
                    help="comma-separated: get, put, get-encrypted, get-4clients")
     p.add_argument("--port", type=int, default=4460, help="first of the ports used")
-    p.add_argument("--read-path", default="auto", choices=["auto", "copy", "splice", "zc"],
+    p.add_argument("--read-path", default="auto", choices=["auto", "copy", "mmap", "splice", "zc"],
                    help="smbring's read path (default auto)")
     p.add_argument("--congestion", default=None,
                    help="TCP congestion control for the whole run, both servers and the ceiling "

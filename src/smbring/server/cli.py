@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--vfs-objects", default="",
                    help="data VFS modules, top first: direct_writes, io_uring, threadpool, posix "
                         "(default: direct_writes over io_uring where available, else over threadpool)")
-    p.add_argument("--read-path", default=None, choices=["auto", "copy", "splice", "zc"],
+    p.add_argument("--read-path", default=None, choices=["auto", "copy", "mmap", "splice", "zc"],
                    help="how READ data reaches the socket (default auto)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)

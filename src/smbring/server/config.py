@@ -3,7 +3,7 @@
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
 ``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
 ``valid users``, ``comment``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
-smbring.vfs.modules), ``read path`` (auto, copy, splice, zc: see smbring.datapath; also in
+smbring.vfs.modules), ``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
 [global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
 Anything else is warned about and ignored, as Samba users expect from testparm.
 """
@@ -24,7 +24,7 @@ GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "
                "log level", "read path"}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
               "vfs objects", "smb encrypt", "browseable", "browsable", "read path"}
-READ_PATHS = ("auto", "copy", "splice", "zc")
+READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 
-from smbring.datapath import FileRange, Receiver, Sender
+from smbring.datapath import READ_COSTS, FileRange, Receiver, Sender
 from smbring.smb.connection import MAX_IO, Connection, Deferred, Share
 from smbring.vfs import modules
 
@@ -270,7 +270,8 @@ class Server:
             stats = getattr(getattr(transport, "tx", None), "stats", None)
             if stats is not None and any(stats.by_path.values()):
                 log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "
-                         "copied: %d of %d)", peer, stats.by_path, stats.zc_copied, stats.zc_sends)
+                         "copied: %d of %d; read path auto: %r)", peer, stats.by_path, stats.zc_copied,
+                         stats.zc_sends, READ_COSTS)
             transport.close()
             self.connections -= 1
             sock.close()

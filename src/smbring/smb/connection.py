@@ -18,7 +18,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
-from smbring.datapath import FileRange, SendDescriptor
+from smbring.datapath import FILE_MAPS, FileRange, SendDescriptor
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
@@ -609,6 +609,7 @@ class Connection:
             DELETE_PENDING[o.key] = o
         if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
             victim = DELETE_PENDING.pop(o.key)
+            FILE_MAPS.forget_file(*o.key)        # a kept map would keep the blocks allocated
             try:
                 sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.vfs.remove(victim.parts, victim.is_dir)
