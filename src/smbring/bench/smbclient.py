@@ -24,6 +24,7 @@ import time
 
 USER = "smbbench"
 PASSWORD = "BenchPass1"
+RETRIES = 2          # a run whose client failed is run again (counted as failed_runs), this often
 
 SMBD_CONF = """[global]
     server role = standalone server
@@ -308,10 +309,19 @@ def run(args) -> int:
         # iperf3's default writes are 128 KiB; a file server writes MiBs at a time
         ceiling_1m = tcp_ceiling(free_port(iperf_port + 1), "-l", "1M")
         results = {(s.name, c): [] for s in servers for c in args.cases.split(",")}
+        failures = {key: 0 for key in results}
         for _ in range(args.runs):
             for case in args.cases.split(","):
                 for server in servers:  # alternate servers inside every run
-                    results[(server.name, case)].append(run_case(server, case, size, upload))
+                    for attempt in range(RETRIES + 1):
+                        try:
+                            results[(server.name, case)].append(run_case(server, case, size, upload))
+                            break
+                        except RuntimeError as e:   # a client failed: counted, run again
+                            failures[(server.name, case)] += 1
+                            if attempt == RETRIES:
+                                raise
+                            print(f"warning: {e}; running it again", file=sys.stderr)
         for (name, case), runs in results.items():
             server = next(s for s in servers if s.name == name)
             moved_gib = size / (1 << 30) * (4 if case == "get-4clients" else 1)
@@ -329,6 +339,7 @@ def run(args) -> int:
                 "gbps": round(statistics.median(r[0] for r in runs), 3),
                 "server_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / moved_gib, 3),
                 "read_path": read_path, "runs": len(runs),
+                "failed_runs": failures[(name, case)],
             })
     finally:
         for s in servers:
@@ -357,8 +368,9 @@ def run(args) -> int:
     print(f"loopback TCP ceiling (iperf3): {summary['tcp_ceiling_gbps']} GB/s "
           f"(with 1 MiB writes: {summary['tcp_ceiling_1m_writes_gbps']} GB/s)")
     for r in records:
+        failed = f"  ({r['failed_runs']} failed runs, run again)" if r["failed_runs"] else ""
         print(f"  {r['server']:<8} {r['case']:<14} {r['gbps']:>7.3f} GB/s  "
-              f"{r['server_cpu_s_per_gib']:>6.3f} CPU-s/GiB  path={r['read_path']}")
+              f"{r['server_cpu_s_per_gib']:>6.3f} CPU-s/GiB  path={r['read_path']}{failed}")
     for k, v in ratios.items():
         print(f"  {k:<34}{v:>8}x")
     return 0
