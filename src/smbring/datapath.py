@@ -62,11 +62,12 @@ AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped o
 # read path auto, where splice is safe: which of mmap and splice costs this process less CPU
 # per byte, measured as responses are sent (see choose_path); tried the other way 4 sends in
 # a row, the first of them not counted (its cost spills over from the way before); a send's
-# cost varies by a third around its mean here, so only a 10% difference changes the way
-READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=True, margin=0.1)
+# cost varies by a third around its mean here, so only a 20% difference changes the way
+READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=True, margin=0.2)
 MAP_WINDOW = 256 << 20        # FileMaps: where a file's maps start (multiples of this) ...
 MAX_SPAN = 8 << 20            # ... and how far past the next start each reaches (the largest READ)
 MAPS_LIMIT = 4 << 30          # FileMaps: bytes mapped at most (page tables: 8 MiB when all used)
+MAPS_KEPT = 64                # FileMaps: maps at most (each holds a file descriptor)
 MAP_IDLE = 60.0               # FileMaps: seconds a map is kept unused
 COLD_UNMEASURED = 512         # read path auto: cold mmap sends not measured while none was warm
 YOUNG_SENDS = 16              # read path auto: a connection's first file sends are not measured
@@ -174,7 +175,8 @@ class FileMaps:
     the server's CPU per get (0.30 against 0.24 CPU-s/GiB with maps kept). So maps are kept
     per file (device and inode, not fd: the next open of a hot file finds its pages mapped)
     in windows of MAP_WINDOW bytes (each reaching MAX_SPAN further, so a READ that starts in a
-    window ends in it), at most MAPS_LIMIT bytes in all (the least recently used go first).
+    window ends in it), at most MAPS_LIMIT bytes and MAPS_KEPT maps in all (Python's mmap
+    holds a duplicate of the file descriptor) and the least recently used go first.
 
     A range is *warm* when it was sent from its map before (its pages are in the page table):
     the steady cost of this path, which is what read path auto compares (see Sender.send).
@@ -191,8 +193,9 @@ class FileMaps:
         def __init__(self, m: mmap.mmap):
             self.map, self.used, self.touched = m, 0.0, set()   # touched: MAX_SPAN chunks sent
 
-    def __init__(self, window: int = MAP_WINDOW, limit: int = MAPS_LIMIT, idle: float = MAP_IDLE):
-        self.window, self.limit, self.idle = window, limit, idle
+    def __init__(self, window: int = MAP_WINDOW, limit: int = MAPS_LIMIT, keep: int = MAPS_KEPT,
+                 idle: float = MAP_IDLE):
+        self.window, self.limit, self.keep, self.idle = window, limit, keep, idle
         # (dev, ino, window start): map; insertion order is the LRU order
         self._maps: dict[tuple[int, int, int], FileMaps._Map] = {}
         self.mapped = 0
@@ -224,7 +227,7 @@ class FileMaps:
             self.mapped += size
         entry.used = time.monotonic()
         self._maps[key] = entry
-        while self.mapped > self.limit and len(self._maps) > 1:
+        while (self.mapped > self.limit or len(self._maps) > self.keep) and len(self._maps) > 1:
             self._drop(next(iter(self._maps)))
         self._sweep_later()
         start = offset - base

@@ -204,6 +204,16 @@ def test_file_maps_follow_the_file_behind_the_fd(tmp_path):
             os.close(other)
             await asyncio.sleep(0.5)                            # unused for longer than idle
             assert len(maps) == 0 and maps.mapped == 0
+            few = FileMaps(keep=2)                              # each map holds an fd: counted
+            for name in ("a", "b", "a"):
+                with open(tmp_path / name, "rb") as f:
+                    few.view(f.fileno(), 0, 1)
+            assert len(few) == 2
+            c = tmp_path / "c"
+            c.write_bytes(b"C")
+            with open(c, "rb") as f:
+                few.view(f.fileno(), 0, 1)
+            assert len(few) == 2 and few.mapped == 1 + (3 << 20) + 10   # b, least recent, went
         finally:
             os.close(fd)
 
