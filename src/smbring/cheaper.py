@@ -16,15 +16,17 @@ class CheaperOf:
     page cache filling up, the disk getting busy) is noticed. A way that turned out impossible
     can be ruled out.
 
-    Some costs spill over: a send that leaves data queued behind the socket's pacing is paid
-    for by timers that fire during the sends after it. Where that happens, `settle` ignores
-    the first sample after each change of way (it pays for the other way's leftovers), and
-    runs longer than one pick leave samples to keep. Where samples are noisy, `margin` keeps
-    the way in use until the other measures that much cheaper (0.1: 10%), so that a few lucky
-    samples do not send every pick the dearer way until it has been measured up again."""
+    Some costs depend on what was done before: a send that leaves data queued behind the
+    socket's pacing is paid for by timers that fire during the sends after it, and how a TCP
+    connection paces depends on the traffic it has seen for a while. Where that happens,
+    `settle` ignores that many samples after each change of way (they pay for the other way,
+    or run in its conditions), and `run` must be longer than `settle` to leave samples to
+    keep. Where samples are noisy, `margin` keeps the way in use until the other measures
+    that much cheaper (0.2: 20%), so that a few lucky samples do not send every pick the
+    dearer way until it has been measured up again."""
 
     def __init__(self, first: str, second: str, explore: int = 64, run: int = 1,
-                 settle: bool = False, margin: float = 0.0):
+                 settle: int = 0, margin: float = 0.0):
         self.cost: dict[str, float | None] = {first: None, second: None}
         self.first, self.second = first, second
         self.explore, self.run, self.settle, self.margin = explore, run, settle, margin
@@ -33,6 +35,7 @@ class CheaperOf:
         self.picks = 0
         self._run_left = 0            # picks left in the current run the other way
         self._last_recorded: str | None = None
+        self._settling = 0            # samples still to ignore after the last change of way
 
     def pick(self, explore: bool = True) -> str:
         """The way to take now. explore=False: never the other way for the sake of measuring
@@ -57,8 +60,10 @@ class CheaperOf:
         return best
 
     def record(self, way: str, cost: float, units: int) -> None:
-        switched, self._last_recorded = way != self._last_recorded, way
-        if switched and self.settle and self.cost[way] is not None:
+        if way != self._last_recorded:
+            self._last_recorded, self._settling = way, self.settle
+        if self._settling:
+            self._settling -= 1
             return
         sample = cost / units
         old = self.cost[way]

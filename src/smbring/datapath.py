@@ -59,11 +59,12 @@ PIPE_SIZE = 1 << 20
 PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
 IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
 AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped or spliced
-# read path auto, where splice is safe: which of mmap and splice costs this process less CPU
-# per byte, measured as responses are sent (see choose_path); tried the other way 4 sends in
-# a row, the first of them not counted (its cost spills over from the way before); a send's
-# cost varies by a third around its mean here, so only a 20% difference changes the way
-READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=True, margin=0.2)
+# read path auto, on connections that do not pace, where splice is safe: which of mmap and
+# splice costs this process less CPU per byte, measured as responses are sent (see
+# choose_path); the other way is tried 4 sends in a row every 128, the first of them not
+# counted (it pays for the way before), and as a send's cost varies by a third around its
+# mean here, only a 20% difference changes the way
+READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=1, margin=0.2)
 MAP_WINDOW = 256 << 20        # FileMaps: where a file's maps start (multiples of this) ...
 MAX_SPAN = 8 << 20            # ... and how far past the next start each reaches (the largest READ)
 MAPS_LIMIT = 4 << 30          # FileMaps: bytes mapped at most (page tables: 8 MiB when all used)
@@ -110,13 +111,14 @@ def splice_pipe() -> tuple[int, int]:
 
 
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
-                costs: CheaperOf = READ_COSTS, measuring: bool = True) -> str:
+                costs: CheaperOf = READ_COSTS, measuring: bool = True, paced: bool = False) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
     mmap, splice, zc): ``splice`` is the share opting in (splice even while the file may be
-    written); ``auto`` sends large payloads from a map of the file, or, for files nobody may
-    write meanwhile, by whichever of mmap and splice `costs` has measured cheaper (trying the
-    other now and then only while `measuring`); small ones are copied. zc needs the kernel
-    op. (mmap and splice fall back to copy at send time for ranges not in the page cache.)"""
+    written); ``auto`` sends large payloads from a map of the file, or, on a connection that
+    is not `paced` and for files nobody may write meanwhile, by whichever of mmap and splice
+    `costs` has measured cheaper (trying the other now and then only while `measuring`);
+    small ones are copied. zc needs the kernel op. (mmap and splice fall back to copy at send
+    time for ranges not in the page cache.)"""
     if not isinstance(desc.payload, FileRange):
         return "copy"
     configured = desc.read_path or configured
@@ -124,23 +126,38 @@ def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
         return configured
     if configured == "zc":
         return "zc" if supports_zc else "copy"
-    # auto. Which is cheaper depends on the machine and the transport (docs/BENCHMARKS.md):
-    # splice moves no bytes but, on a paced connection (BBR), hands the socket data faster
-    # than it may leave, so most segments then go out from pacing timers: on the EPYC VM of
-    # 2026-11-30 a send from a map cost 0.25 CPU-s/GiB against splice's 0.37 (and a ring read
-    # plus sendmsg 0.36); unpaced (CUBIC), splice was the cheapest. So both are measured here,
-    # as used. SEND_ZC is copied on loopback anyway and stays opt-in.
-    if auto_measured(configured, desc):
+    # auto. Which is cheaper depends on the transport and the machine (docs/BENCHMARKS.md).
+    # Splice moves no bytes, but it hands the socket a MiB in microseconds: on a connection
+    # that paces (BBR) most segments then leave from pacing timers, and the smooth traffic
+    # keeps the pacing rate at the delivery rate. A send from a map copies as it goes and
+    # comes in bursts (BBR measures a higher rate). On the EPYC VM of 2026-11-30, paced: mmap
+    # 0.24-0.28 CPU-s/GiB, splice 0.34-0.39; unpaced (CUBIC): splice 0.07, mmap 0.17. Paced,
+    # the costs cannot be told apart by trying the other way now and then: each way shapes
+    # the pacing the connection settles into and the other, tried for a while, inherits it
+    # (tries of 4 sends made splice look cheaper, tries of 32 made mmap look dearer, both
+    # wrongly). So paced connections take mmap; unpaced ones measure both as they are used.
+    # SEND_ZC is copied on loopback anyway and stays opt-in.
+    if auto_measured(configured, desc, paced):
         return costs.pick(explore=measuring)
     if isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_LARGE:
         return "mmap"
     return "copy"
 
 
-def auto_measured(configured: str, desc: SendDescriptor) -> bool:
+def auto_measured(configured: str, desc: SendDescriptor, paced: bool = False) -> bool:
     """Whether auto chooses this response's path by measurement (mmap or splice)."""
-    return ((desc.read_path or configured) == "auto" and desc.splice_safe
+    return ((desc.read_path or configured) == "auto" and desc.splice_safe and not paced
             and isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_LARGE)
+
+
+def paces(sock: socket.socket) -> bool:
+    """Whether the connection's congestion control paces every send (BBR: from a timer, when
+    no fq qdisc does it), which is what makes splice dear (see choose_path)."""
+    try:
+        name = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+    except OSError:
+        return False
+    return name.split(b"\0", 1)[0].startswith(b"bbr")
 
 
 _CACHESTAT = 451          # cachestat(2), Linux 6.5: the same number on x86-64 and arm64
@@ -316,6 +333,7 @@ class Sender:
         # the send being measured: (path, CPU time at its start, bytes, counts only if lower)
         self._measuring: tuple[str, float, int, bool] | None = None
         self._file_sends = 0
+        self.paced = paces(sock)
 
     async def send(self, desc: SendDescriptor) -> str:
         """Send one response; returns the path used."""
@@ -323,15 +341,16 @@ class Sender:
             # the process's CPU time is the cost, measured only while no other connection
             # can run in between (their work would be counted too)
             crowded = self.crowded()
-            path = choose_path(self.read_path, desc, self._zc_ok, measuring=not crowded)
+            path = choose_path(self.read_path, desc, self._zc_ok, measuring=not crowded,
+                               paced=self.paced)
             if not isinstance(desc.payload, FileRange):   # not a file read: not counted
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
                 await self._send_all(parts)
                 return path
-            # a young connection's TCP is still finding its rate (BBR's startup paces at almost
-            # 3x it): splice measured 0.1-0.2 ns/byte there against 0.35-0.45 after
+            # a young connection's TCP is still finding its rate (slow start): its first
+            # sends are typical of neither way
             self._file_sends += 1
-            measure = (auto_measured(self.read_path, desc) and not crowded
+            measure = (auto_measured(self.read_path, desc, self.paced) and not crowded
                        and self._file_sends > YOUNG_SENDS)
             rng = desc.payload
             mapped, bound_only = None, False

@@ -154,6 +154,9 @@ def test_path_rules():
     assert choose_path("auto", SendDescriptor(b"", rng, splice_safe=True), True, costs) == "copy"
     assert costs.picks == 3
     assert choose_path("mmap", SendDescriptor(b"", rng), True) == "mmap"
+    # a connection that paces (BBR) takes mmap without measuring: see choose_path
+    assert choose_path("auto", safe_big, True, costs, paced=True) == "mmap"
+    assert costs.picks == 3
     # a share that opts in (read path = splice) splices even while the file may be written
     assert choose_path("splice", SendDescriptor(b"", rng, splice_safe=False), True) == "splice"
     # the share's own read path wins over the Sender's default
@@ -162,6 +165,21 @@ def test_path_rules():
     assert choose_path("zc", SendDescriptor(b"", b"buffer"), True) == "copy"
     with pytest.raises(ValueError):
         Sender(None, socket.socket(), read_path="teleport")
+
+
+def test_paces_reads_the_connections_congestion_control():
+    from smbring.datapath import paces
+    cli, conn = tcp_pair()
+    try:
+        for name, paced in ((b"cubic", False), (b"bbr", True)):
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name)
+            except OSError:
+                continue        # not available to this user or kernel
+            assert paces(conn) is paced
+    finally:
+        cli.close()
+        conn.close()
 
 
 def test_file_maps_follow_the_file_behind_the_fd(tmp_path):

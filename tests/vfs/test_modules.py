@@ -133,9 +133,15 @@ def test_cheaper_of_picks_the_cheaper_and_keeps_looking():
 
 def test_cheaper_of_explores_in_runs_and_settles_after_a_switch():
     from smbring.cheaper import CheaperOf
-    costs = CheaperOf("mmap", "splice", explore=8, run=3, settle=True)
-    costs.pick(), costs.record("mmap", 1.0, 1)
-    costs.pick(), costs.record("splice", 2.0, 1)
+    costs = CheaperOf("mmap", "splice", explore=8, run=3, settle=1)
+    assert costs.pick() == "mmap"
+    costs.record("mmap", 9.0, 1)         # the first sample of a way: ignored (settling)
+    assert costs.cost["mmap"] is None and costs.pick() == "mmap"
+    costs.record("mmap", 1.0, 1)
+    assert costs.pick() == "splice"      # until it has a kept sample, the second way
+    costs.record("splice", 0.1, 1)       # ignored: right after the change of way
+    assert costs.pick() == "splice"
+    costs.record("splice", 2.0, 1)
     picks = [costs.pick() for _ in range(16)]
     assert picks.count("splice") == 6
     assert ",".join(picks).count("splice,splice,splice") == 2
