@@ -1,5 +1,6 @@
 """Every data path delivers byte-identical payloads over a real TCP connection."""
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -24,6 +25,21 @@ def tcp_pair():
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return cli, conn
+
+
+@contextlib.asynccontextmanager
+async def sender_of(path, read_path, flags=os.O_RDONLY):
+    """(client socket, the file's fd, a Sender on the server end) over a fresh TCP pair."""
+    cli, conn = tcp_pair()
+    fd = os.open(path, flags)
+    sender = Sender(aio.get_ring(), conn, read_path=read_path)
+    try:
+        yield cli, fd, sender
+    finally:
+        sender.close()
+        os.close(fd)
+        cli.close()
+        conn.close()
 
 
 async def receive(loop, sock, n):
@@ -109,10 +125,7 @@ def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
 
     async def main():
         loop = asyncio.get_running_loop()
-        cli, conn = tcp_pair()
-        fd = os.open(f, os.O_RDONLY)
-        sender = Sender(aio.get_ring(), conn, read_path=path)
-        try:
+        async with sender_of(f, path) as (cli, fd, sender):
             os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # clean pages: dropped
             cached = in_page_cache(fd, 0, len(data))
@@ -126,11 +139,6 @@ def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
             got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
             assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == path
             assert await got == b"H:" + data
-        finally:
-            sender.close()
-            os.close(fd)
-            cli.close()
-            conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
@@ -247,25 +255,19 @@ def test_file_shrinking_under_its_map_sends_zeros_not_sigbus(tmp_path):
     f.write_bytes(data)
 
     async def main():
+        from smbring.datapath import FILE_MAPS
         loop = asyncio.get_running_loop()
-        cli, conn = tcp_pair()
-        fd = os.open(f, os.O_RDWR)
-        sender = Sender(aio.get_ring(), conn, read_path="mmap")
-        try:
-            from smbring.datapath import FILE_MAPS
-            view, _ = FILE_MAPS.view(fd, 0, len(data))
-            os.ftruncate(fd, 1 << 20)
-            got = asyncio.ensure_future(receive(loop, cli, 2 + len(data) + 4))
-            await sender._send_mapped(b"H:", view, FileRange(fd, 0, len(data)))
-            await sender.send(SendDescriptor(b"NEXT", None))
-            assert await got == b"H:" + data[:1 << 20] + bytes(len(data) - (1 << 20)) + b"NEXT"
-        finally:
+        async with sender_of(f, "mmap", os.O_RDWR) as (cli, fd, sender):
             st = os.fstat(fd)
-            FILE_MAPS.forget_file(st.st_dev, st.st_ino)
-            sender.close()
-            os.close(fd)
-            cli.close()
-            conn.close()
+            try:
+                view, _ = FILE_MAPS.view(fd, 0, len(data))
+                os.ftruncate(fd, 1 << 20)
+                got = asyncio.ensure_future(receive(loop, cli, 2 + len(data) + 4))
+                await sender._send_mapped(b"H:", view, FileRange(fd, 0, len(data)))
+                await sender.send(SendDescriptor(b"NEXT", None))
+                assert await got == b"H:" + data[:1 << 20] + bytes(len(data) - (1 << 20)) + b"NEXT"
+            finally:
+                FILE_MAPS.forget_file(st.st_dev, st.st_ino)
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
