@@ -285,6 +285,16 @@ class FileMaps:
 FILE_MAPS = FileMaps()
 
 
+def cold_is_a_bound() -> bool:
+    """Whether a send from a cold map (see FileMaps) may only lower read path auto's mmap
+    estimate. auto compares steady costs; a cold range pays once more, for entering its
+    pages into the page table, and counting that would keep mmap from ever being chosen
+    where files are read again and again (each try of it, made while splice serves, finds
+    cold ranges). Only where nothing is read twice (no warm range after COLD_UNMEASURED) is
+    the cold cost the cost."""
+    return FILE_MAPS.sends[True] > 0 or FILE_MAPS.sends[False] < COLD_UNMEASURED
+
+
 class BufferPool:
     """Page-aligned buffers of one size, reused. Page alignment is not cosmetic: a kernel copy
     into a destination 16 bytes off alignment (where bytearray data sits) ran 6x slower here."""
@@ -317,7 +327,7 @@ class Sender:
     def __init__(self, aring, sock: socket.socket, *, read_path: str = "auto",
                  max_payload: int = 8 << 20, crowded=None):
         if read_path not in ("auto",) + PATHS:
-            raise ValueError(f"read path must be auto, copy, splice or zc, not {read_path!r}")
+            raise ValueError(f"read path must be auto, copy, mmap, splice or zc, not {read_path!r}")
         self.aring = aring
         self.sock = sock
         self.fd = sock.fileno()
@@ -362,25 +372,9 @@ class Sender:
                 if found is None:
                     path, measure = "copy", False
                 else:
-                    mapped, warm = found
-                    # auto compares steady costs. A cold range pays once more, for entering
-                    # its pages into the page table; counting that would keep mmap from ever
-                    # being chosen where files are read again and again (each try of it, made
-                    # while splice serves, finds cold ranges), so a cold send only bounds the
-                    # cost from above: it counts where it is below what was measured. Only
-                    # where nothing is read twice (no warm range after COLD_UNMEASURED) is
-                    # the cold cost the cost.
-                    bound_only = not warm and (FILE_MAPS.sends[True] > 0 or
-                                               FILE_MAPS.sends[False] < COLD_UNMEASURED)
-            # the cost of a send is the process's CPU from its start to the next send's: that
-            # takes in what it leaves for later (pacing timers, ACKs taken on the way)
+                    mapped, bound_only = found[0], not found[1] and cold_is_a_bound()
             now = time.process_time() if measure or self._measuring else 0.0
-            if self._measuring is not None and not crowded:
-                way, started, nbytes, bound = self._measuring
-                known = READ_COSTS.cost[way]
-                if not bound or (known is not None and (now - started) / nbytes < known):
-                    READ_COSTS.record(way, now - started, nbytes)
-            self._measuring = None
+            self._record_previous(now, crowded)
             if mapped is not None:
                 nbytes = await self._send_mapped(desc.header, mapped, rng)
             elif path == "splice":
@@ -394,6 +388,17 @@ class Sender:
             self.stats.by_path[path] += 1
             self.stats.bytes_by_path[path] += nbytes
             return path
+
+    def _record_previous(self, now: float, crowded: bool) -> None:
+        """The cost of a measured send is the process's CPU from its start to the next
+        send's (`now`): that takes in what it left for later (pacing timers, ACKs taken on
+        the way). Not while other connections ran in between: their work would be in it."""
+        if self._measuring is not None and not crowded:
+            way, started, nbytes, bound_only = self._measuring
+            known = READ_COSTS.cost[way]
+            if not bound_only or (known is not None and (now - started) / nbytes < known):
+                READ_COSTS.record(way, now - started, nbytes)
+        self._measuring = None
 
     def close(self) -> None:
         if self._pipe:
