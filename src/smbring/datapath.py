@@ -217,7 +217,7 @@ class FileMaps:
         self._maps: dict[tuple[int, int, int], FileMaps._Map] = {}
         self.mapped = 0
         self.sends = {False: 0, True: 0}        # ranges handed out cold and warm
-        self._sweep = None
+        self._sweep = self._sweep_loop = None
 
     def view(self, fd: int, offset: int, length: int) -> tuple[memoryview, bool] | None:
         """The range as a view of a map, and whether it is warm; None where it cannot be
@@ -263,11 +263,12 @@ class FileMaps:
         self.mapped -= len(self._maps.pop(key).map)
 
     def _sweep_later(self) -> None:
-        if self._sweep is None:
-            try:
-                self._sweep = asyncio.get_running_loop().call_later(self.idle, self._expire)
-            except RuntimeError:
-                pass    # no event loop: maps go by the limit only
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return      # no event loop: maps go by the limits only
+        if self._sweep is None or self._sweep_loop is not loop:   # (a loop that ended: anew)
+            self._sweep, self._sweep_loop = loop.call_later(self.idle, self._expire), loop
 
     def _expire(self) -> None:
         self._sweep = None
