@@ -139,9 +139,7 @@ def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
     # SEND_ZC is copied on loopback anyway and stays opt-in.
     if auto_measured(configured, desc, paced):
         return costs.pick(explore=measuring)
-    if isinstance(desc.payload, FileRange) and desc.payload.length >= AUTO_LARGE:
-        return "mmap"
-    return "copy"
+    return "mmap" if desc.payload.length >= AUTO_LARGE else "copy"
 
 
 def auto_measured(configured: str, desc: SendDescriptor, paced: bool = False) -> bool:
