@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from smbring.datapath import FILE_MAPS, FileRange, SendDescriptor
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
+from smbring.smb.limits import Limits
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
 from smbring.vfs.posix import (STREAMS_DIR, DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas,
@@ -239,7 +240,10 @@ class Session:
 class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
-                 local_address: str = "", io_modules: dict | None = None):
+                 local_address: str = "", io_modules: dict | None = None,
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+        self.limits = limits or Limits()
+        self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
         # share name -> VFS module stack; with them, a lone WRITE or FLUSH comes back from
         # handle_frame as a Deferred for the I/O layer to carry out
@@ -266,6 +270,20 @@ class Connection:
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
         self._seal_bufs = None
+
+    # -- what the server asks of a connection ---------------------------------------------
+    def logged_on(self) -> bool:
+        """Whether a session is established (before that, frames are small and time out)."""
+        return any(s.valid for s in self.sessions.values())
+
+    def frame_limit(self) -> int:
+        """The largest frame (without its 4-byte prefix) the connection accepts now."""
+        return self.limits.max_frame if self.logged_on() else self.limits.max_frame_unauthenticated
+
+    def idle_closable(self) -> bool:
+        """Whether dropping the connection now would lose nothing: no open files and no
+        request waiting (Samba's deadtime applies only then)."""
+        return not self.opens and not self.async_requests
 
     # -- framing -------------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> list[SendDescriptor]:

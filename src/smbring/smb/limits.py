@@ -1,0 +1,53 @@
+"""What one client may make the server hold: every bound in one place, each with its default
+and the smb.conf option that sets it (Samba's name where Samba has the option).
+
+The protocol core enforces the per-connection bounds (credits, sessions, trees, opens, locks,
+compounds, frame sizes); the server enforces the per-address and total connection bounds and
+the timeouts. docs/SECURITY.md lists them with what a client sees when it reaches one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_IO = 8 << 20        # MaxRead/Write/TransactSize announced in NEGOTIATE
+
+
+@dataclass
+class Limits:
+    # credits (MS-SMB2 3.3.1.2): the most a client may hold, i.e. the MessageId window
+    max_credits: int = 8192                  # smb2 max credits
+    # per connection
+    max_sessions: int = 64                   # max sessions per connection
+    max_pending_sessions: int = 8            # max pending sessions (logons not yet complete)
+    max_open_files: int = 16384              # max open files (per connection, as one smbd)
+    max_pending_requests: int = 1024         # max pending requests (blocking locks, notifies)
+    # per session
+    max_trees: int = 256                     # max trees per session
+    # per open
+    max_locks: int = 4096                    # max locks per open
+    # per frame
+    max_compound: int = 128                  # max compound requests (elements in one frame)
+    max_frame: int = MAX_IO + 65536          # a frame once a session is established
+    max_frame_unauthenticated: int = 65536   # before: NEGOTIATE and SESSION_SETUP only
+    # per server (enforced by the server, not the protocol core)
+    max_connections: int = 1024              # max smbd processes (Samba: one per connection)
+    max_connections_per_address: int = 128   # max connections per client
+    handshake_timeout: float = 60.0          # seconds to log on before the connection is dropped
+    deadtime: float = 10080.0                # deadtime: minutes idle with no open file (0: never)
+
+
+# smb.conf option -> Limits field; the server's configuration reader takes these names
+OPTIONS = {
+    "smb2 max credits": "max_credits",
+    "max sessions per connection": "max_sessions",
+    "max pending sessions": "max_pending_sessions",
+    "max open files": "max_open_files",
+    "max pending requests": "max_pending_requests",
+    "max trees per session": "max_trees",
+    "max locks per open": "max_locks",
+    "max compound requests": "max_compound",
+    "max smbd processes": "max_connections",
+    "max connections per client": "max_connections_per_address",
+    "handshake timeout": "handshake_timeout",
+    "deadtime": "deadtime",
+}
