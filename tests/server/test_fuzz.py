@@ -8,9 +8,10 @@ from smbring.smb import wire
 from smbring.smb.connection import Connection, Session, Share
 
 
-def message(command, body, session_id=1, tree_id=0, flags=0):
+def message(conn, command, body, session_id=1, tree_id=0, flags=0, message_id=None):
+    """A request with the next MessageId the connection's credit window expects."""
     hdr = wire.Header(command=command, session_id=session_id, tree_id=tree_id, flags=flags,
-                      message_id=random.randrange(1 << 16), credits=1)
+                      message_id=conn.credits.low if message_id is None else message_id, credits=1)
     return hdr.pack() + body
 
 
@@ -21,7 +22,7 @@ def connected(tmp_path):
     conn = Connection({"s": Share("s", str(share))}, passdb_path=str(tmp_path / "none"))
     conn.dialect = wire.SMB302
     conn.sessions[1] = Session(id=1, valid=True)
-    tree = conn.handle_frame(message(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
+    tree = conn.handle_frame(message(conn, wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
                                      wire.utf16("\\\\x\\s")))
     assert struct.unpack_from("<I", tree[0].header, 4 + 8)[0] == 0, "tree connect failed"
     return conn, struct.unpack_from("<I", tree[0].header, 4 + 36)[0], share
@@ -41,7 +42,7 @@ def test_random_bodies_for_every_command(tmp_path):
         if rnd.random() < 0.5 and len(body) >= 2:
             body = struct.pack("<H", rnd.choice([9, 24, 33, 41, 48, 49, 57])) + body[2:]
         try:
-            out = conn.handle_frame(message(command, body, tree_id=tid))
+            out = conn.handle_frame(message(conn, command, body, tree_id=tid))
         except ConnectionError:
             continue
         for desc in out:
@@ -54,8 +55,7 @@ def test_random_bodies_for_every_command(tmp_path):
 
 def test_pending_requests_are_bounded_and_cancellable(tmp_path):
     """Blocking locks park requests on the connection: CANCEL answers them, and no client may
-    park more than MAX_PENDING (sans-I/O: frames in, answers out, no sockets)."""
-    from smbring.smb.connection import MAX_PENDING
+    park more than `max pending requests` (sans-I/O: frames in, answers out, no sockets)."""
     conn, tid, _share = connected(tmp_path)
 
     def status(desc):
@@ -65,24 +65,23 @@ def test_pending_requests_are_bounded_and_cancellable(tmp_path):
         name = wire.utf16("f")
         body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, 0x001F01FF, 0, 7, wire.FILE_OPEN_IF,
                            0, 120, len(name), 0, 0) + name
-        out = conn.handle_frame(message(wire.CREATE, body, tree_id=tid))
+        out = conn.handle_frame(message(conn, wire.CREATE, body, tree_id=tid))
         assert status(out[0]) == 0
         return bytes(out[0].header[4 + 64 + 64:4 + 64 + 80])
 
-    def lock(fid, flags, mid=None):
-        hdr = wire.Header(command=wire.LOCK, session_id=1, tree_id=tid, credits=1,
-                          message_id=mid if mid is not None else random.randrange(1 << 20))
+    def lock(fid, flags):
         body = struct.pack("<HHI", 48, 1, 0) + fid + struct.pack("<QQII", 0, 10, flags, 0)
-        return conn.handle_frame(hdr.pack() + body)
+        return conn.handle_frame(message(conn, wire.LOCK, body, tree_id=tid))
 
     a, b = create(), create()
     assert status(lock(a, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)[0]) == 0
-    waiting = lock(b, wire.LOCK_EXCLUSIVE, mid=7)
+    mid = conn.credits.low
+    waiting = lock(b, wire.LOCK_EXCLUSIVE)
     assert status(waiting[0]) == wire.STATUS_PENDING
-    cancel = wire.Header(command=wire.CANCEL, session_id=1, tree_id=tid, message_id=7)
+    cancel = wire.Header(command=wire.CANCEL, session_id=1, tree_id=tid, message_id=mid)
     answers = conn.handle_frame(cancel.pack() + struct.pack("<HH", 4, 0))
     assert [status(d) for d in answers] == [wire.STATUS_CANCELLED]      # the late answer only
-    for _ in range(MAX_PENDING):
+    for _ in range(conn.limits.max_pending_requests):
         assert status(lock(b, wire.LOCK_EXCLUSIVE)[0]) == wire.STATUS_PENDING
     assert status(lock(b, wire.LOCK_EXCLUSIVE)[0]) == wire.STATUS_INSUFFICIENT_RESOURCES
     conn.close_all()

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from smbring.datapath import FILE_MAPS, FileRange, SendDescriptor
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
-from smbring.smb.limits import Limits
+from smbring.smb.credits import CreditWindow, charge_needed
+from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
 from smbring.vfs.posix import (STREAMS_DIR, DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas,
@@ -28,10 +29,8 @@ from smbring.vfs.posix import (STREAMS_DIR, DosInfo, PathError, PosixVFS, get_do
 
 log = logging.getLogger("smbring.smb")
 
-MAX_IO = 8 << 20
 MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
-MAX_CREDITS = 8192
-MAX_PENDING = 1024      # requests one connection may leave waiting (blocking locks, notifies)
+MAX_IO_SMB202 = 65536   # SMB 2.0.2 has no multi-credit requests: 64 KiB at most (MS-SMB2 3.3.5.4)
 ROOT_UUID = uuid.uuid4().bytes
 FID_ANY = b"\xff" * 16
 
@@ -64,6 +63,24 @@ class FilePayload:
     def materialize(self) -> bytes:
         data = os.pread(self.range.fd, self.range.length, self.range.offset)
         return self.prefix + data.ljust(self.range.length, b"\0")
+
+
+class ResponseBudget:
+    """What the responses to one frame may still take: a compound of requests that each ask
+    for up to MaxTransactSize must not make the server build a response of gigabytes (or one
+    the 24-bit NetBIOS length cannot carry). A request asking for more than is left gets
+    STATUS_INSUFFICIENT_RESOURCES."""
+
+    def __init__(self, total: int):
+        self.left = total
+
+    def allows(self, asked: int) -> bool:
+        return asked <= self.left
+
+    def spend(self, body) -> None:
+        size = len(body.prefix) + body.range.length if isinstance(body, FilePayload) else \
+            len(body) if isinstance(body, (bytes, bytearray, memoryview)) else 0
+        self.left -= 64 + 8 + size      # the header and the padding of a compound part too
 
 
 @dataclass
@@ -143,6 +160,14 @@ class SMBError(Exception):
     def __init__(self, status: int):
         super().__init__(hex(status))
         self.status = status
+
+
+def in_request(msg, offset: int, length: int):
+    """The variable part of a request named by its offset (from the SMB2 header) and length;
+    one that does not lie inside the request after the header is malformed."""
+    if length and (offset < wire.HEADER_SIZE or offset + length > len(msg)):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    return msg[offset:offset + length]
 
 
 def status_for_oserror(e: OSError) -> int:
@@ -255,7 +280,9 @@ class Connection:
         self.encryption_required = encryption_required
         self.cipher = 0
         self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
-        self._sealed = False
+        self._sealed_by: Session | None = None   # the session whose key sealed the frame at hand
+        self.credits = CreditWindow(self.limits.max_credits)
+        self.smb1_negotiated = False     # an SMB1 NEGOTIATE was answered with the SMB2 wildcard
         self.dialect = 0
         self.preauth = security.PreauthIntegrity()
         self.server_guid = uuid.uuid4().bytes
@@ -265,7 +292,7 @@ class Connection:
         self.client_guid = b"\0" * 16
         self.client_security_mode = 0
         self.client_caps = 0
-        self.max_opens = 4096
+        self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
@@ -288,15 +315,15 @@ class Connection:
     # -- framing -------------------------------------------------------------------------
     def handle_frame(self, frame: bytes) -> list[SendDescriptor]:
         """One message or compound chain in; the responses to send, each with its NetBIOS
-        length prefix, as send descriptors (a lone unsigned READ keeps its data in the file)."""
+        length prefix, as send descriptors (a lone unsigned READ keeps its data in the file).
+        A ConnectionError means the client broke the protocol: drop the connection."""
         if frame[:4] == b"\xffSMB":
             return [self._frame(self._smb1_negotiate(bytes(frame)))]
         if frame[:4] == wire.TRANSFORM_ID:
             return self._encrypted_frame(frame)
         if frame[:4] != wire.PROTOCOL_ID:
             raise ConnectionError("not SMB2")
-        encrypted_session = None
-        return self._plain_frame(frame, encrypted_session)
+        return self._plain_frame(frame, None)
 
     def _encrypted_frame(self, frame) -> list[SendDescriptor]:
         """Decrypts, handles, and encrypts the answer with the session's key."""
@@ -310,14 +337,15 @@ class Connection:
             raise ConnectionError(f"undecryptable message: {e}") from None
         return self._plain_frame(memoryview(plain), s)
 
-    def _plain_frame(self, frame, encrypted_session) -> list[SendDescriptor]:
-        # a decrypted message was authenticated by its cipher: it carries no signature
-        self._sealed = encrypted_session is not None
-        out: list[tuple[Header, Header, object]] = []
-        signed_requests: list[bool] = []
+    def _split(self, frame) -> list[tuple[Header, object]]:
+        """The requests of a frame, each header parsed and its MessageIds taken from the credit
+        window, before any is handled: a frame that breaks the framing, holds more requests
+        than `max compound requests` or reuses a MessageId is refused whole."""
+        messages = []
         offset = 0
-        chain = Chain()
         while True:
+            if len(messages) >= self.limits.max_compound:
+                raise ConnectionError(f"more than {self.limits.max_compound} requests in one frame")
             try:
                 hdr = Header.parse(frame[offset:offset + 64])
             except (ValueError, struct.error) as e:
@@ -325,34 +353,52 @@ class Connection:
             end = offset + hdr.next_command if hdr.next_command else len(frame)
             if end > len(frame) or end < offset + 64:
                 raise ConnectionError("bad NextCommand")
-            msg = frame[offset:end]
+            if hdr.command != wire.CANCEL and not self.credits.consume(hdr.message_id, self._charge(hdr)):
+                raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
+                                      f"the credit window [{self.credits.low}, +{self.credits.range})")
+            messages.append((hdr, frame[offset:end]))
+            if not hdr.next_command:
+                return messages
+            offset = end
+
+    def _charge(self, hdr: Header) -> int:
+        """The credits a request consumes: its CreditCharge once multi-credit requests exist
+        (SMB 2.1 on), one before."""
+        return max(hdr.credit_charge, 1) if self.dialect > wire.SMB202 else 1
+
+    def _plain_frame(self, frame, encrypted_session) -> list[SendDescriptor]:
+        # a decrypted message was authenticated by its cipher: it carries no signature
+        self._sealed_by = encrypted_session
+        messages = self._split(frame)
+        out: list[tuple[Header, Header, object]] = []
+        signed_requests: list[bool] = []
+        chain = Chain(single=len(messages) == 1)
+        budget = ResponseBudget(self.limits.max_frame)
+        for i, (hdr, msg) in enumerate(messages):
             chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
-            chain.last = not hdr.next_command
-            chain.single = chain.last and offset == 0
+            chain.last = i == len(messages) - 1
             if chain.related:   # ids of the previous request (none before the first)
                 hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
             else:
                 chain.fid = None
-            resp = self._one(hdr, msg, chain)
+                if encrypted_session is not None and hdr.session_id != encrypted_session.id:
+                    raise ConnectionError("an encrypted frame carried another session's request")
+            resp = self._one(hdr, msg, chain, budget)
             if resp is not None:
                 rhdr, body = resp
-                if isinstance(body, FilePayload) and (out or hdr.next_command):
+                if isinstance(body, FilePayload) and not chain.single:
                     body = body.materialize()   # a later request of the chain may close the file
+                budget.spend(body)
                 out.append((hdr, rhdr, body))
                 signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
-            if not hdr.next_command:
-                break
-            offset = end
         if len(out) == 1 and isinstance(out[0][2], FileIO):
             return self.outbox_drain() + [self._deferred(out[0], signed_requests, encrypted_session)]
         return self.outbox_drain() + self._responses(out, signed_requests, encrypted_session)
 
     def _deferred(self, response, signed_requests, encrypted_session) -> Deferred:
         req, rhdr, job = response
-        sealed = self._sealed
 
         def finish(result) -> list[SendDescriptor]:
-            self._sealed = sealed     # other frames may have been answered meanwhile
             if isinstance(result, BaseException):
                 rhdr.status = status_for_oserror(result) if isinstance(result, OSError) \
                     else wire.STATUS_INTERNAL_ERROR
@@ -423,12 +469,8 @@ class Connection:
                      credit_charge=areq.hdr.credit_charge, credits=0,
                      flags=areq.hdr.flags & ~wire.FLAGS_RELATED)
         s = self.sessions.get(areq.hdr.session_id)
-        sealed, self._sealed = self._sealed, areq.sealed   # this may run amid another frame
-        try:
-            frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
-                                     [areq.signed], s if areq.sealed else None)
-        finally:
-            self._sealed = sealed
+        frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
+                                 [areq.signed], s if areq.sealed else None)
         self.outbox.extend(frames)
         if self.on_output is not None:
             self.on_output()
@@ -466,11 +508,12 @@ class Connection:
     def _frame(message: bytes) -> SendDescriptor:
         return SendDescriptor(len(message).to_bytes(4, "big") + message)
 
-    def _finish(self, req: Header, rhdr: Header, body: bytes) -> bytearray:
+    @staticmethod
+    def _finish(req: Header, rhdr: Header, body: bytes) -> bytearray:
+        """The response message; its credits were granted when the request was taken on."""
         rhdr.flags |= wire.FLAGS_SERVER_TO_REDIR | (req.flags & wire.FLAGS_RELATED)
         rhdr.message_id = req.message_id
         rhdr.credit_charge = req.credit_charge
-        rhdr.credits = min(max(req.credits, 1), MAX_CREDITS)
         return bytearray(rhdr.pack()) + body
 
     def sign_algorithm(self) -> int:
@@ -488,17 +531,19 @@ class Connection:
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
     # -- dispatch ------------------------------------------------------------------------
-    def _one(self, hdr: Header, msg: bytes, chain: "Chain"):
+    def _one(self, hdr: Header, msg, chain: "Chain", budget: "ResponseBudget"):
         rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
         if hdr.command == wire.CANCEL:
             self._cancel(hdr)
             return None
+        # granted now, so that an interim response carries them and the final one none
+        rhdr.credits = self.credits.grant(hdr.credits, self._charge(hdr))
+        command = COMMANDS.get(hdr.command)
         session_ok = True
         try:
-            handler = HANDLERS.get(hdr.command)
-            if handler is None or hdr.flags & ~ALLOWED_FLAGS:
+            if command is None or hdr.flags & ~ALLOWED_FLAGS:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            if hdr.command not in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.ECHO):
+            if command.needs_session:
                 try:
                     self._check_session(hdr, msg)
                 except SMBError:
@@ -506,7 +551,23 @@ class Connection:
                     if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
                         raise SMBError(wire.STATUS_INVALID_PARAMETER)
                     raise
-            body, fid = handler(self, hdr, msg, rhdr, chain)
+            elif hdr.command == wire.SESSION_SETUP:
+                self._check_session_setup(hdr, msg)
+            elif hdr.command == wire.NEGOTIATE and hdr.flags & wire.FLAGS_SIGNED:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
+            if command.needs_tree:
+                self.tree(hdr)
+            if len(msg) < 66 or struct.unpack_from("<H", msg, 64)[0] != wire.REQUEST_SIZES[hdr.command] or \
+                    len(msg) < 64 + (wire.REQUEST_SIZES[hdr.command] & ~1):
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
+            sent, asked = command.sizes(msg)
+            if max(sent, asked) > self.max_io():
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
+            if self.dialect > wire.SMB202 and charge_needed(max(sent, asked)) > max(hdr.credit_charge, 1):
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.5
+            if not budget.allows(asked):
+                raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)   # the frame's answers are full
+            body, fid = command.handler(self, hdr, msg, rhdr, chain)
             if fid is not None:
                 chain.fid = fid
             if isinstance(body, FileIO) and not (chain.single and body.io is not None):
@@ -516,10 +577,11 @@ class Connection:
             if not chain.last:       # only the last of a compound may wait (Windows: <162>)
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
                 return rhdr, wire.error_body()
-            if len(self.async_requests) >= MAX_PENDING:   # a bound on what a client parks here
+            if len(self.async_requests) >= self.limits.max_pending_requests:
                 rhdr.status = wire.STATUS_INSUFFICIENT_RESOURCES
                 return rhdr, wire.error_body()
-            areq = AsyncRequest(self.next_id, hdr, self._sealed, bool(hdr.flags & wire.FLAGS_SIGNED))
+            areq = AsyncRequest(self.next_id, hdr, self._sealed_by is not None,
+                                bool(hdr.flags & wire.FLAGS_SIGNED))
             self.next_id += 1
             self.async_requests[areq.async_id] = areq
             rhdr.status = wire.STATUS_PENDING
@@ -550,20 +612,45 @@ class Connection:
             chain.create_error = rhdr.status
         return rhdr, wire.error_body()
 
-    def _check_session(self, hdr: Header, msg: bytes) -> Session:
+    def max_io(self) -> int:
+        """MaxReadSize, MaxWriteSize and MaxTransactSize as NEGOTIATE announced them."""
+        return MAX_IO_SMB202 if self.dialect == wire.SMB202 else MAX_IO
+
+    def _check_session(self, hdr: Header, msg) -> Session:
         s = self.sessions.get(hdr.session_id)
         if not s or not s.valid:
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
-        if self._sealed:
-            return s
+        self._check_protection(s, hdr, msg)
+        return s
+
+    def _check_protection(self, s: Session, hdr: Header, msg) -> None:
+        """The request is covered by its session's encryption or signature, as the session
+        requires (MS-SMB2 3.3.5.2.4, 3.3.5.2.9, 3.3.5.7). A request that is signed is verified
+        whether or not the session requires signing."""
+        if self._sealed_by is not None:
+            return              # sealed with this session's key (_plain_frame checked)
         if s.encrypt:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this session must be encrypted
-        if s.sign and not s.guest and hdr.flags & wire.FLAGS_SIGNED:
-            if not security.verify(self.sign_algorithm(), s.signing_key, msg):
+        if hdr.flags & wire.FLAGS_SIGNED:
+            if not s.signing_key or not security.verify(self.sign_algorithm(), s.signing_key, msg):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-        elif s.sign and not s.guest and not (hdr.flags & wire.FLAGS_SIGNED):
+        elif s.sign:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        return s
+        elif hdr.command == wire.TREE_CONNECT and self.dialect == wire.SMB311 and not s.guest:
+            raise ConnectionError("unsigned TREE_CONNECT on an SMB 3.1.1 session")
+
+    def _check_session_setup(self, hdr: Header, msg) -> None:
+        """A new session within the connection's bounds; a re-authentication of an
+        established session protected as that session's requests are (an unsigned
+        SESSION_SETUP cannot end or take over a signed session)."""
+        if not hdr.session_id:
+            if len(self.sessions) >= self.limits.max_sessions or \
+                    sum(not s.valid for s in self.sessions.values()) >= self.limits.max_pending_sessions:
+                raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+            return
+        s = self.sessions.get(hdr.session_id)
+        if s is not None and s.valid and not s.guest:
+            self._check_protection(s, hdr, msg)
 
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
@@ -571,20 +658,24 @@ class Connection:
         return acl.GUEST_TOKEN if s is None or s.guest else acl.USER_TOKEN
 
     def tree(self, hdr: Header) -> Tree:
+        """The tree connect a request names (checked once per request before its handler runs:
+        MS-SMB2 3.3.5.2.11)."""
         s = self.sessions[hdr.session_id]
         t = s.trees.get(hdr.tree_id)
         if t is None:
             raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
-        if t.share and t.share.encrypt and not self._sealed:
+        if t.share and t.share.encrypt and self._sealed_by is None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
-    def open_for(self, fid: bytes, chain: "Chain") -> Open:
-        """The open a request names; in a related compound, FileId -1 is the previous one."""
+    def open_for(self, fid: bytes, chain: "Chain", hdr: Header) -> Open:
+        """The open a request names; in a related compound, FileId -1 is the previous one.
+        An open is reachable only through the session and tree connect that made it: with any
+        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED)."""
         if fid == FID_ANY and chain.related and chain.fid is not None:
             fid = chain.fid
         o = self.opens.get(bytes(fid))
-        if o is None:
+        if o is None or o.session_id != hdr.session_id or o.tree_id != hdr.tree_id:
             if chain.related and chain.create_error:
                 raise SMBError(chain.create_error)   # the CREATE it depends on failed
             raise SMBError(wire.STATUS_FILE_CLOSED)
@@ -640,8 +731,13 @@ class Connection:
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
     def _smb1_negotiate(self, frame: bytes) -> bytes:
+        """A multi-protocol NEGOTIATE (MS-SMB2 3.3.5.3.1), only as a connection's first frame."""
+        if self.dialect or self.smb1_negotiated:
+            raise ConnectionError("SMB1 NEGOTIATE after the first frame")
         if b"SMB 2.???" not in frame and b"SMB 2.002" not in frame:
             raise ConnectionError("SMB1 only client")
+        self.smb1_negotiated = True
+        self.credits.start_after_smb1_negotiate()
         hdr = Header(command=wire.NEGOTIATE)
         self.dialect = wire.WILDCARD_DIALECT
         body = self._negotiate_body(wire.WILDCARD_DIALECT, [])
@@ -681,11 +777,14 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect:
         raise ConnectionError("second NEGOTIATE")
     size, count, secmode, _r, caps, guid, ctx_off, ctx_count = struct.unpack_from("<HHHHI16sIH", msg, 64)
+    if not count:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
     dialects = struct.unpack_from(f"<{count}H", msg, 64 + 36)
     chosen = next((d for d in wire.DIALECTS if d in dialects), None)
     if chosen is None:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
+    c.client_dialects = dialects
     contexts = []
     if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION:
         c.cipher = security.AES_128_CCM
@@ -728,7 +827,6 @@ def rhdr_bytes(rhdr: Header, req: Header, body: bytes) -> bytes:
     h.flags |= wire.FLAGS_SERVER_TO_REDIR
     h.message_id = req.message_id
     h.credit_charge = req.credit_charge
-    h.credits = min(max(req.credits, 1), MAX_CREDITS) or 1
     return h.pack() + body
 
 
@@ -802,7 +900,7 @@ def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     _size, flags, off, length = struct.unpack_from("<HHHH", msg, 64)
-    path = wire.from_utf16(msg[off:off + length])
+    path = wire.from_utf16(in_request(msg, off, length))
     name = path.rsplit("\\", 1)[-1].lower()
     s = c.sessions[hdr.session_id]
     if name == "ipc$":
@@ -977,8 +1075,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     tree = c.tree(hdr)
     if tree.vfs is None:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
-    if len(c.opens) >= c.max_opens:
-        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+    if len(c.opens) >= c.limits.max_open_files:
+        raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
     if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
@@ -989,21 +1087,22 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    name = wire.from_utf16(msg[name_off:name_off + name_len]) if name_len else ""
+    name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     name, stream = split_stream(name)
     parts = split_path(name)
+    in_request(msg, ctx_off, ctx_len)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     vfs = tree.vfs
-    wants_write = bool(access & (wire.WRITE_ACCESS | wire.DELETE | wire.FILE_WRITE_ATTRIBUTES)) or \
-        disposition not in (wire.FILE_OPEN,) or options & wire.FILE_DELETE_ON_CLOSE
-    if tree.share.read_only and (wants_write and disposition != wire.FILE_OPEN or
-                                 access & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.DELETE)):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
+                                 options & wire.FILE_DELETE_ON_CLOSE or
+                                 disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
+                                                 wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
     try:
         st = vfs.stat(parts)
         exists = True
@@ -1024,6 +1123,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         if not exists:
             if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            if tree.share.read_only:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
             os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
             st, exists = vfs.stat(parts), True
             notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
@@ -1066,12 +1167,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             except FileNotFoundError:
                 raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if not exists and tree.share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
     action = wire.FILE_OPENED
     token = c.token(hdr)
-    # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved
+    # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
+    # request on the handle is checked against this, never against what was asked
     granted = acl.check(access, None, None, token)
-    if tree.share.read_only:
-        granted &= READ_ONLY_ACCESS
     if exists and parts:   # a stored security descriptor decides who opens the file
         sd = stored_sd(vfs, parts)
         if sd is not None:
@@ -1079,6 +1181,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             granted = acl.check(access, sd, parent, token)
             if granted < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if tree.share.read_only:
+        granted &= READ_ONLY_ACCESS
+    if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
     if not exists:
         if b"SecD" in contexts:
@@ -1096,7 +1202,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
             os.close(fd)
         action = wire.FILE_CREATED
-    writable = not tree.share.read_only and bool(access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED))
+    writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
     if is_dir:
         fd = vfs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     else:
@@ -1150,7 +1256,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
-    o = c.open_for(fid, chain)
+    o = c.open_for(fid, chain, hdr)
     st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = get_dos(o.fd) if st else None
     c.close_open(o)
@@ -1163,19 +1269,18 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    o = c.open_for(bytes(msg[72:88]), chain)
+    o = c.open_for(bytes(msg[72:88]), chain, hdr)
     return FileIO("fsync", o.fd, io=o.tree.io, done=lambda _: struct.pack("<HH", 4, 0)), None
 
 
 def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), chain)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if o.is_dir:
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     if length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if not o.access & (wire.FILE_READ_DATA | wire.FILE_EXECUTE | wire.GENERIC_READ | wire.GENERIC_ALL |
-                       wire.MAXIMUM_ALLOWED):
+    if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
@@ -1192,7 +1297,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), chain)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if c.tree(hdr).share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if data_off + length > len(msg) or length > MAX_IO or offset + length > 0x7FFFFFFFFFFFFFFF:
@@ -1201,7 +1306,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if offset + length >= MAX_FILE_SIZE and length:
         raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
-    if not o.access & (wire.WRITE_ACCESS | wire.MAXIMUM_ALLOWED):
+    if not o.granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
@@ -1247,9 +1352,9 @@ def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=No
 
 def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, klass, flags, _index = struct.unpack_from("<HBBI", msg, 64)
-    o = c.open_for(bytes(msg[72:88]), chain)
+    o = c.open_for(bytes(msg[72:88]), chain, hdr)
     name_off, name_len, out_len = struct.unpack_from("<HHI", msg, 88)
-    pattern = wire.from_utf16(msg[name_off:name_off + name_len]) or "*"
+    pattern = wire.from_utf16(in_request(msg, name_off, name_len)) or "*"
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
@@ -1414,7 +1519,7 @@ def current_sd(o: Open) -> acl.Descriptor:
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
-    o = c.open_for(bytes(msg[88:104]), chain)
+    o = c.open_for(bytes(msg[88:104]), chain, hdr)
     tree = c.tree(hdr)
     if info_type == wire.INFO_FILE:
         data = file_info(c, o, klass)
@@ -1455,18 +1560,22 @@ def _may_delete(access: int) -> bool:
     return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
 
 
+# the access each settable file information class needs (MS-SMB2 3.3.5.21.1)
+SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELETE, 15: wire.FILE_WRITE_EA,
+                  19: wire.FILE_WRITE_DATA, 20: wire.FILE_WRITE_DATA}
+
+
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
-    o = c.open_for(bytes(msg[80:96]), chain)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
     tree = c.tree(hdr)
     if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    buf = msg[off:off + length]
+    buf = in_request(msg, off, length)
     if info_type == wire.INFO_SECURITY:
         parts = struct.unpack_from("<I", msg, 64 + 12)[0]     # AdditionalInformation
         needs = (acl.WRITE_DAC if parts & acl.DACL else 0) | (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0)
-        if not o.access & (needs | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED) or \
-                o.access & needs != needs and not o.access & (wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED):
+        if not needs or o.granted & needs != needs:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         try:
             new = acl.parse(buf)
@@ -1477,6 +1586,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    needs = SET_INFO_NEEDS.get(klass, 0)
+    clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
+    if needs and not clearing_delete and not o.granted & needs:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if klass == 4:  # Basic: times (0 = leave, -1 = don't change) and attributes (0 = leave)
         ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
         if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
@@ -1502,8 +1615,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
                 dos.attrs = attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL
             set_dos(o.fd, dos)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
-        if not _may_delete(o.access):
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
         if o.stream is not None:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
         if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
@@ -1531,8 +1642,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.parts = new_parts
         notify.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
-        if buf[0] and not _may_delete(o.access):
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
         if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
             raise SMBError(wire.STATUS_CANNOT_DELETE)
         if buf[0] and o.is_dir and PosixVFS.names(o.fd):
@@ -1574,7 +1683,7 @@ def h_echo(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, out_len = struct.unpack_from("<HHI", msg, 64)
-    o = c.open_for(bytes(msg[72:88]), chain)
+    o = c.open_for(bytes(msg[72:88]), chain, hdr)
     completion_filter = struct.unpack_from("<I", msg, 88)[0]
     if not o.is_dir or out_len > MAX_IO:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -1617,7 +1726,7 @@ LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.
 
 def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, count, _seq = struct.unpack_from("<HHI", msg, 64)
-    o = c.open_for(bytes(msg[72:88]), chain)
+    o = c.open_for(bytes(msg[72:88]), chain, hdr)
     if count == 0:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
@@ -1676,6 +1785,21 @@ def interface_info(address: str, link_speed: int = 10_000_000_000) -> bytes:
     return struct.pack("<IIIIQ", 0, 1, 0, 0, link_speed) + sockaddr.ljust(128, b"\0")
 
 
+def validate_negotiate(c: Connection, request, max_out: int) -> None:
+    """FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 3.3.5.15.12): what the client says it sent in
+    NEGOTIATE must be what the server received, or someone in between changed it (a downgrade):
+    the connection is dropped."""
+    if c.dialect == wire.SMB311:
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO on SMB 3.1.1 (preauth integrity covers it)")
+    if max_out < 24 or len(request) < 24:
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO: short request or response buffer")
+    caps, guid, secmode, count = struct.unpack_from("<I16sHH", request, 0)
+    dialects = struct.unpack_from(f"<{count}H", request, 24) if 24 + 2 * count <= len(request) else ()
+    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
+    if (caps, guid, secmode, chosen) != (c.client_caps, c.client_guid, c.client_security_mode, c.dialect):
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE received")
+
+
 def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
@@ -1683,6 +1807,7 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if not flags & SMB2_0_IOCTL_IS_FSCTL:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
+        validate_negotiate(c, in_request(msg, in_off, in_len), max_out)
         secmode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if c.signing_required else 0)
         out = struct.pack("<I16sHH", c.capabilities(c.dialect), c.server_guid, secmode, c.dialect)
     elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
@@ -1692,24 +1817,60 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif ctl == FSCTL_DFS_GET_REFERRALS:
         raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
     elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:
-        o = c.open_for(fid, chain)
+        o = c.open_for(fid, chain, hdr)
         st = os.fstat(o.fd)
         object_id = struct.pack("<QQ", st.st_ino, st.st_dev)
         out = object_id + ROOT_UUID + object_id + b"\0" * 16   # ObjectId, BirthVolumeId, BirthObjectId, DomainId
     else:
         if fid != FID_ANY or chain.related:
-            c.open_for(fid, chain)   # a file-level control on a closed handle: FILE_CLOSED
+            c.open_for(fid, chain, hdr)   # a file-level control on a closed handle: FILE_CLOSED
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if len(out) > max_out:
         raise SMBError(wire.STATUS_BUFFER_TOO_SMALL)
     return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None
 
 
-HANDLERS = {
-    wire.NEGOTIATE: h_negotiate, wire.SESSION_SETUP: h_session_setup, wire.LOGOFF: h_logoff,
-    wire.TREE_CONNECT: h_tree_connect, wire.TREE_DISCONNECT: h_tree_disconnect,
-    wire.CREATE: h_create, wire.CLOSE: h_close, wire.FLUSH: h_flush, wire.READ: h_read,
-    wire.WRITE: h_write, wire.QUERY_DIRECTORY: h_query_directory, wire.QUERY_INFO: h_query_info,
-    wire.SET_INFO: h_set_info, wire.ECHO: h_echo, wire.IOCTL: h_ioctl, wire.LOCK: h_lock,
-    wire.CHANGE_NOTIFY: h_change_notify,
+def _u32_at(offset: int):
+    return lambda msg: struct.unpack_from("<I", msg, offset)[0]
+
+
+def _nothing(_msg) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a command needs before its handler runs, declared once (Samba's smbd_smb2_table):
+    a valid session (else USER_SESSION_DELETED), a tree connect (else NETWORK_NAME_DELETED),
+    and how many bytes it sends and asks to receive (checked against MaxTransactSize, its
+    CreditCharge and what the frame's responses may still take)."""
+
+    handler: object
+    needs_session: bool = True
+    needs_tree: bool = True
+    sent: object = _nothing       # msg -> payload bytes the request carries
+    asked: object = _nothing      # msg -> the most response data it asks for
+
+    def sizes(self, msg) -> tuple[int, int]:
+        return self.sent(msg), self.asked(msg)
+
+
+COMMANDS = {
+    wire.NEGOTIATE: Command(h_negotiate, needs_session=False, needs_tree=False),
+    wire.SESSION_SETUP: Command(h_session_setup, needs_session=False, needs_tree=False),
+    wire.LOGOFF: Command(h_logoff, needs_tree=False),
+    wire.TREE_CONNECT: Command(h_tree_connect, needs_tree=False),
+    wire.TREE_DISCONNECT: Command(h_tree_disconnect),
+    wire.CREATE: Command(h_create),
+    wire.CLOSE: Command(h_close),
+    wire.FLUSH: Command(h_flush),
+    wire.READ: Command(h_read, asked=_u32_at(68)),
+    wire.WRITE: Command(h_write, sent=_u32_at(68)),
+    wire.LOCK: Command(h_lock),
+    wire.IOCTL: Command(h_ioctl, sent=_u32_at(92), asked=_u32_at(108)),
+    wire.ECHO: Command(h_echo, needs_session=False, needs_tree=False),
+    wire.QUERY_DIRECTORY: Command(h_query_directory, asked=_u32_at(92)),
+    wire.CHANGE_NOTIFY: Command(h_change_notify, asked=_u32_at(68)),
+    wire.QUERY_INFO: Command(h_query_info, sent=_u32_at(76), asked=_u32_at(68)),
+    wire.SET_INFO: Command(h_set_info, sent=_u32_at(68)),
 }
