@@ -294,6 +294,7 @@ class Connection:
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
+        self._vfs: dict[str, PosixVFS] = {}     # share name -> its root, for every tree of it
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
         self._seal_bufs = None
@@ -687,10 +688,17 @@ class Connection:
         self.on_output = None
         for o in list(self.opens.values()):
             self.close_open(o)
-        for s in self.sessions.values():
-            for t in s.trees.values():
-                if t.vfs:
-                    t.vfs.close()
+        for vfs in self._vfs.values():
+            vfs.close()
+        self._vfs.clear()
+
+    def share_vfs(self, share: Share) -> PosixVFS:
+        """The share's files as this connection reaches them: one root descriptor per share,
+        however many trees connect to it."""
+        vfs = self._vfs.get(share.name)
+        if vfs is None:
+            vfs = self._vfs[share.name] = PosixVFS(share.path)
+        return vfs
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
@@ -891,10 +899,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.close_opens(hdr.session_id)
-    s = c.sessions.pop(hdr.session_id)
-    for t in s.trees.values():
-        if t.vfs:
-            t.vfs.close()
+    c.sessions.pop(hdr.session_id)
     return struct.pack("<HH", 4, 0), None
 
 
@@ -903,6 +908,8 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     path = wire.from_utf16(in_request(msg, off, length))
     name = path.rsplit("\\", 1)[-1].lower()
     s = c.sessions[hdr.session_id]
+    if len(s.trees) >= c.limits.max_trees:
+        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     if name == "ipc$":
         tree, share_type, access = Tree(None, None), wire.SHARE_TYPE_PIPE, 0x001F01FF
     else:
@@ -915,7 +922,7 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if share.encrypt and not c.cipher:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
-        tree = Tree(share, PosixVFS(share.path), c.io_modules.get(share.name))
+        tree = Tree(share, c.share_vfs(share), c.io_modules.get(share.name))
         share_type = wire.SHARE_TYPE_DISK
         access = READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS
     tid = c.next_id
@@ -931,8 +938,6 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if t is None:
         raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
     c.close_opens(hdr.session_id, hdr.tree_id)
-    if t.vfs:
-        t.vfs.close()
     return struct.pack("<HH", 4, 0), None
 
 
