@@ -184,7 +184,11 @@ def status_for_oserror(e: OSError) -> int:
         errno.ENOSPC: wire.STATUS_DISK_FULL,
         errno.ENAMETOOLONG: wire.STATUS_OBJECT_NAME_INVALID,
         errno.EROFS: wire.STATUS_MEDIA_WRITE_PROTECTED,
-        errno.EMFILE: wire.STATUS_INSUFFICIENT_RESOURCES,
+        errno.EMFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # out of descriptors: refuse
+        errno.ENFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # this request, keep serving
+        errno.ENOMEM: wire.STATUS_INSUFFICIENT_RESOURCES,
+        errno.EDQUOT: wire.STATUS_DISK_FULL,
+        errno.EFBIG: wire.STATUS_DISK_FULL,
     }.get(e.errno, wire.STATUS_ACCESS_DENIED)
 
 
