@@ -255,10 +255,11 @@ def lm_response_of(lm_hash: bytes, challenge: bytes) -> bytes:
 @pytest.mark.parametrize("policy", ["ntlmv2-only", "ntlmv1-permitted"])
 @pytest.mark.parametrize("lm", [
     lambda c: os.urandom(24),                              # any LM bytes
+    lambda c: os.urandom(8) + b"\0" * 16,                  # the ESS shape: no password in it at all
     lambda c: lm_response_of(b"\0" * 16, c),               # computed from a zero LM hash
     lambda c: nc.desl(HASHES[USER], c[24:32]),             # a valid NTLMv1 response, in the LM field
     lambda c: b"\0",                                       # what an anonymous logon sends
-], ids=["random", "zero-lm-hash", "nt-in-lm-field", "one-zero-byte"])
+], ids=["random", "ess-shape", "zero-lm-hash", "nt-in-lm-field", "one-zero-byte"])
 def test_an_lm_only_response_never_logs_on(policy, lm):
     for guest_ok in (False, True):
         with pytest.raises(LogonFailure):
@@ -633,14 +634,19 @@ def answer(conn, frame: bytes) -> tuple[int, int, bytes]:
     return status, session_id, data[off:off + length]
 
 
-@pytest.mark.parametrize("password, status", [(PASSWORD, wire.STATUS_SUCCESS), ("wrong", wire.STATUS_LOGON_FAILURE)])
-def test_connection_reports_logon_failure_and_drops_the_half_made_session(tmp_path, password, status):
+@pytest.fixture
+def conn(tmp_path):
+    """A Connection past NEGOTIATE (SMB 2.0.2) whose password file holds USER."""
     passdb = tmp_path / "passdb"
     passdb.write_text(f"{USER}:1000:{'0' * 32}:{HASHES[USER].hex().upper()}:[U]:LCT-00000000\n")
     conn = Connection({"s": Share("s", str(tmp_path))}, passdb_path=str(passdb))
-    dialects = struct.pack("<H", wire.SMB202)
     conn.handle_frame(smb2(wire.NEGOTIATE, struct.pack("<HHHHI16sIHH", 36, 1, 1, 0, 0, b"\1" * 16, 0, 0, 0)
-                           + dialects, 0))
+                           + struct.pack("<H", wire.SMB202), 0))
+    return conn
+
+
+@pytest.mark.parametrize("password, status", [(PASSWORD, wire.STATUS_SUCCESS), ("wrong", wire.STATUS_LOGON_FAILURE)])
+def test_connection_reports_logon_failure_and_drops_the_half_made_session(conn, password, status):
     client = pyspnego.client(USER, password, hostname="s", protocol="negotiate")
     got, session_id, reply = answer(conn, session_setup(client.step(), 1))
     assert got == wire.STATUS_MORE_PROCESSING_REQUIRED and session_id in conn.sessions
@@ -650,3 +656,13 @@ def test_connection_reports_logon_failure_and_drops_the_half_made_session(tmp_pa
     if status == wire.STATUS_SUCCESS:
         client.step(reply)   # pyspnego checks the server's mechListMIC
         assert conn.sessions[session_id].user == USER
+
+
+def test_connection_refuses_an_lm_only_raw_ntlmssp_logon(conn):
+    """The hole this acceptor closes: raw NTLMSSP, extended session security, an LM response of
+    8 random bytes and 16 zeros, no NT response (the old acceptor logged that on as the user)."""
+    got, session_id, challenge = answer(conn, session_setup(negotiate_message(), 1))
+    assert got == wire.STATUS_MORE_PROCESSING_REQUIRED
+    auth = authenticate_message(user=USER, lm=os.urandom(8) + b"\0" * 16, flags=CLIENT_FLAGS & ~nc.KEY_EXCH)
+    got, _, _ = answer(conn, session_setup(auth, 2, session_id))
+    assert got == wire.STATUS_LOGON_FAILURE and session_id not in conn.sessions
