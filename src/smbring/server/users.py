@@ -1,20 +1,23 @@
 """The password database and ``smbring user add|del|list``.
 
 One line per user in Samba's smbpasswd layout, ``NAME:UID:LMHASH:NTHASH:[U]:LCT-0``, holding
-only the NT hash (the LM hash is zeroed): never a password. The same file is what the NTLM
-acceptor (pyspnego) reads through ``NTLM_USER_FILE``. Written atomically, mode 0600.
+only the NT hash (the LM hash is zeroed): never a password. The server reads it through a
+``PasswordLookup``, which sees changes without a restart. Written atomically, mode 0600.
 Default location: ``$SMBRING_PASSDB``, else ``$XDG_CONFIG_HOME/smbring/passdb``
 (``~/.config/smbring/passdb``).
 """
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import sys
 import tempfile
 
-from spnego._ntlm_raw.crypto import ntowfv1
+from smbring.smb.ntlm_crypto import nt_hash
+
+log = logging.getLogger("smbring.users")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -49,7 +52,7 @@ class PasswordDB:
     def add(self, name: str, password: str) -> None:
         if not NAME_RE.match(name):
             raise ValueError("user names are 1-64 letters, digits, '.', '_' or '-'")
-        self.users[name] = ntowfv1(password)
+        self.users[name] = nt_hash(password)
         self.save()
 
     def remove(self, name: str) -> None:
@@ -77,6 +80,35 @@ class PasswordDB:
         except BaseException:
             os.unlink(tmp)
             raise
+
+
+class PasswordLookup:
+    """lookup(user name) -> NT hash, or None for a user the file does not hold (any case).
+
+    What the server hands the logon code: the file is read again only when its size,
+    modification time or inode changed (``smbring user add`` replaces it), so users added or
+    removed take effect on a running server. A file that cannot be read keeps the users of
+    the last good read; one that does not exist holds none.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stamp: tuple | None = None
+        self._hashes: dict[str, bytes] = {}
+
+    def __call__(self, name: str) -> bytes | None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if stamp != self._stamp:
+                users = PasswordDB(self.path).load().users
+                self._hashes = {user.lower(): h for user, h in users.items()}
+                self._stamp = stamp
+        except FileNotFoundError:
+            self._hashes, self._stamp = {}, None
+        except (OSError, ValueError) as e:
+            log.warning("password file %s: %s (keeping the users read before)", self.path, e)
+        return self._hashes.get(name.lower())
 
 
 def register(sub) -> None:

@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from smbring.datapath import FILE_MAPS, FileRange, SendDescriptor
+from smbring.server.users import PasswordLookup
 from smbring.smb import acl, locks, notify, ntlm, security, sharemodes, wire
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.limits import MAX_IO, Limits
@@ -34,20 +35,7 @@ MAX_IO_SMB202 = 65536   # SMB 2.0.2 has no multi-credit requests: 64 KiB at most
 ROOT_UUID = uuid.uuid4().bytes
 FID_ANY = b"\xff" * 16
 
-# SPNEGO NegTokenInit advertising NTLMSSP only (DER; RFC 4178).
-NTLMSSP_OID = bytes.fromhex("060a2b06010401823702020a")
-
-
-def _der(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    return bytes([tag, 0x82, n >> 8, n & 0xFF]) + body
-
-
-SPNEGO_ACCEPTED = bytes.fromhex("a1073005a0030a0100")   # NegTokenResp: accept-completed
-SPNEGO_INIT = _der(0x60, bytes.fromhex("06062b0601050502") +
-                   _der(0xA0, _der(0x30, _der(0xA0, _der(0x30, NTLMSSP_OID)))))
+SPNEGO_INIT = ntlm.negotiate_token()   # the NEGOTIATE response's hint: NTLMSSP only
 
 
 @dataclass
@@ -278,7 +266,7 @@ class Connection:
         # handle_frame as a Deferred for the I/O layer to carry out
         self.io_modules = io_modules or {}
         self.shares = {k.lower(): v for k, v in shares.items()}
-        self.passdb_path = passdb_path
+        self.passdb_path, self.lookup = passdb_path, PasswordLookup(passdb_path)   # user -> NT hash
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.encryption_required = encryption_required
@@ -862,32 +850,30 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
     if s.auth is None:
-        s.auth = ntlm.acceptor(c.passdb_path)
+        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest)
     session_flags = 0
     try:
-        out = s.auth.step(bytes(token)) if token else None
-    except Exception as e:  # wrong password, unknown user, malformed token
-        kind = ntlm.guest_kind(token, c.passdb_path) if c.allow_guest else None
-        if kind is None:
-            log.info("authentication failed: %s", e)
-            del c.sessions[s.id]
-            raise SMBError(wire.STATUS_LOGON_FAILURE)
+        out = s.auth.step(bytes(token))
+    except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
+        log.info("authentication failed: %s", e)
+        del c.sessions[s.id]
+        raise SMBError(wire.STATUS_LOGON_FAILURE)
+    identity = s.auth.identity
+    if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
-        s.valid, s.guest, s.user, s.auth = True, True, kind, None
-        log.info("session %d: %s logon", s.id, kind)
-        flag = wire.SESSION_FLAG_IS_NULL if kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
-        return struct.pack("<HHHH", 9, flag, 72, len(SPNEGO_ACCEPTED)) + SPNEGO_ACCEPTED, None
-    out = out or b""
+        s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
+        log.info("session %d: %s logon", s.id, identity.kind)
+        flag = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
+        return struct.pack("<HHHH", 9, flag, 72, len(out)) + out, None
     if s.auth.complete:
-        s.user = str(s.auth.client_principal or "")
+        s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
         s.valid = True
-        s.signing_key = security.signing_key(s.auth.session_key[:16].ljust(16, b"\0"), c.dialect,
+        s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.sign = c.signing_required or bool(c.client_security_mode & wire.SECURITY_SIGNING_REQUIRED)
         if c.cipher:
             s.encrypt_key, s.decrypt_key = security.cipher_keys(
-                s.auth.session_key[:16].ljust(16, b"\0"), c.dialect,
-                s.preauth.value if s.preauth else None, c.cipher)
+                identity.session_key, c.dialect, s.preauth.value if s.preauth else None, c.cipher)
             if c.encryption_required:
                 s.encrypt = True
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
