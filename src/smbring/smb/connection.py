@@ -252,6 +252,7 @@ class Session:
     decrypt_key: bytes = b""      # client -> server
     encrypt: bool = False         # every response of this session is encrypted
     trees: dict = field(default_factory=dict)
+    reauth_of: str | None = None  # the user, while a re-authentication is in progress
 
 
 class Connection:
@@ -499,6 +500,8 @@ class Connection:
 
     @staticmethod
     def _frame(message: bytes) -> SendDescriptor:
+        if len(message) > 0xFFFFFF:     # the NetBIOS length has 24 bits (the budget keeps us below)
+            raise ConnectionError(f"a response of {len(message)} bytes cannot be framed")
         return SendDescriptor(len(message).to_bytes(4, "big") + message)
 
     @staticmethod
@@ -588,13 +591,13 @@ class Connection:
         except PathError as e:
             rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
                            else wire.STATUS_OBJECT_NAME_INVALID)
+        except ConnectionError:     # the client broke the protocol (an OSError: caught first)
+            raise
         except OSError as e:
             log.debug("command %d: %s", hdr.command, e)
             rhdr.status = status_for_oserror(e)
         except (struct.error, IndexError, ValueError, UnicodeDecodeError):
             rhdr.status = wire.STATUS_INVALID_PARAMETER
-        except ConnectionError:
-            raise
         except Exception:  # a bug of ours: report it, answer, keep the connection
             log.exception("command %d failed", hdr.command)
             rhdr.status = wire.STATUS_INTERNAL_ERROR
@@ -738,12 +741,13 @@ class Connection:
             raise ConnectionError("SMB1 only client")
         self.smb1_negotiated = True
         self.credits.start_after_smb1_negotiate()
-        hdr = Header(command=wire.NEGOTIATE)
-        self.dialect = wire.WILDCARD_DIALECT
-        body = self._negotiate_body(wire.WILDCARD_DIALECT, [])
-        self.dialect = 0
-        hdr.flags = wire.FLAGS_SERVER_TO_REDIR
-        hdr.credits = 1
+        # "SMB 2.???": an SMB2 NEGOTIATE follows; "SMB 2.002" alone: 2.0.2 it is, and the
+        # client goes on with SESSION_SETUP (pysmb does)
+        dialect = wire.WILDCARD_DIALECT if b"SMB 2.???" in frame else wire.SMB202
+        body = self._negotiate_body(dialect, [])
+        if dialect == wire.SMB202:
+            self.dialect = dialect
+        hdr = Header(command=wire.NEGOTIATE, flags=wire.FLAGS_SERVER_TO_REDIR, credits=1)
         return hdr.pack() + body
 
     def capabilities(self, dialect: int) -> int:
@@ -759,8 +763,9 @@ class Connection:
         now = wire.nt_time(time.time_ns())
         sec_off = 64 + 64
         ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
+        io = MAX_IO_SMB202 if dialect == wire.SMB202 else MAX_IO
         body = struct.pack("<HHHH16sIIIIQQHHI", 65, secmode, dialect, len(contexts), self.server_guid,
-                           caps, MAX_IO, MAX_IO, MAX_IO, now, 0, sec_off, len(SPNEGO_INIT), ctx_off)
+                           caps, io, io, io, now, 0, sec_off, len(SPNEGO_INIT), ctx_off)
         body += SPNEGO_INIT
         if contexts:
             body += b"\0" * (ctx_off - 64 - len(body))
@@ -834,7 +839,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if not c.dialect:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     _size, flags, secmode, caps, channel, off, length, prev = struct.unpack_from("<HBBIIHHQ", msg, 64)
-    token = msg[off:off + length]
+    token = in_request(msg, off, length)
     s = c.sessions.get(hdr.session_id) if hdr.session_id else None
     if s is None:
         if hdr.session_id:
@@ -843,9 +848,10 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         c.next_id += 1
         s = Session(id=sid, preauth=c.preauth.copy())
         c.sessions[sid] = s
-    elif s.valid:  # re-authentication
+    elif s.valid:  # re-authentication: as the same user (checked when it completes)
         s.auth = None
         s.preauth = c.preauth.copy()
+        s.reauth_of = s.user
     rhdr.session_id = s.id
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
@@ -859,6 +865,13 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         del c.sessions[s.id]
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     identity = s.auth.identity
+    if s.auth.complete and s.reauth_of is not None:
+        who = identity.user if identity.kind == "user" else identity.kind
+        if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
+            log.info("session %d: re-authentication as %s refused (was %s)", s.id, who, s.reauth_of)
+            del c.sessions[s.id]
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        s.reauth_of = None
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
