@@ -73,10 +73,10 @@ class Response:
         """The FileId of a CREATE response."""
         return self.raw[64 + 64:64 + 80]
 
-    def buffer(self, offset_at: int, length_fmt: str = "<HHI") -> bytes:
-        """A variable part named by (StructureSize, Offset, Length) at body[offset_at:]:
-        QUERY_INFO, QUERY_DIRECTORY and CHANGE_NOTIFY answer so."""
-        _size, offset, length = struct.unpack_from(length_fmt, self.raw, 64 + offset_at)
+    def buffer(self, at: int, fmt: str = "<HI") -> bytes:
+        """A variable part named by (Offset, Length) at body[at:], the offset counted from
+        the header: QUERY_INFO and QUERY_DIRECTORY answer so (at 2), IOCTL with "<II" at 32."""
+        offset, length = struct.unpack_from(fmt, self.raw, 64 + at)
         return self.raw[offset:offset + length]
 
     def __repr__(self) -> str:
