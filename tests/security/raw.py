@@ -325,7 +325,9 @@ class RawClient:
         return bytes(out)
 
     def recv_frame(self, max_size: int | None = None) -> bytes:
-        size = int.from_bytes(self._recv_exact(4)[1:], "big")
+        # a 24-bit length after a zero byte (MS-SMB2 2.1); read as 32 bits so that a server
+        # sending a frame of 16 MiB or more is seen doing so
+        size = int.from_bytes(self._recv_exact(4), "big")
         if max_size is not None and size > max_size:
             self._recv_exact(size, keep=False)
             raise FrameTooLarge(size)
