@@ -249,8 +249,10 @@ class RawClient:
     def message(self, command: int, body: bytes, *, session: Session | int | None = None, tree_id: int = 0,
                 flags: int = 0, message_id: int | None = None, credit_charge: int | None = None,
                 credits: int | None = None, payload: int = 0) -> bytearray:
-        """One request; without message_id it takes the next ones of the credit window."""
-        charge = self.charge_for(payload) if credit_charge is None else credit_charge
+        """One request; without message_id it takes the next ones of the credit window. The
+        CreditCharge pays for the payload sent or asked for, or for a large body (a LOCK of
+        thousands of elements) beyond its fixed part."""
+        charge = self.charge_for(max(payload, len(body) - 64)) if credit_charge is None else credit_charge
         if message_id is None:
             message_id = self.next_message_id
             self.next_message_id += max(charge, 1)
@@ -269,7 +271,8 @@ class RawClient:
         """Chains the messages into one frame (a compound when more than one) and sends it.
 
         sign: None signs when the session has a key and the frame is not encrypted; signing_key
-        signs with another key; flip_bit changes the last byte after signing. encrypt: None
+        signs with another key; flip_bit changes the frame's last byte once it is signed or
+        sealed. encrypt: None
         encrypts for a session that asked for it or a tree of an encrypted share;
         transform_session seals with that session's key and id instead of the message's own.
         """
@@ -288,13 +291,13 @@ class RawClient:
                 struct.pack_into("<I", msg, 20, len(msg))
             if sign:
                 security.apply_signature(self.sign_algorithm(), signing_key or session.signing_key, msg)
-            if flip_bit:
-                msg[-1] ^= 1
             chained += msg
         if encrypt:
             sealer = transform_session or session
             transform, sealed = security.encrypt(self.cipher, sealer.encrypt_key, sealer.id, bytes(chained))
-            chained = transform + bytes(sealed)
+            chained = bytearray(transform + bytes(sealed))
+        if flip_bit:
+            chained[-1] ^= 1
         frame = len(chained).to_bytes(4, "big") + bytes(chained)
         self.send_frame(frame)
         return frame
@@ -348,6 +351,7 @@ class RawClient:
             s = self.sessions.get(hdr.session_id)
             if hdr.flags & wire.FLAGS_SIGNED and s and s.signing_key:
                 r.signature_ok = security.verify(self.sign_algorithm(), s.signing_key, raw)
+                assert r.signature_ok, f"a badly signed response: {r!r}"
             self.credits += hdr.credits
             self.most_credits = max(self.most_credits, self.credits)
             out.append(r)
@@ -384,6 +388,9 @@ class RawClient:
 
     def echo(self, **knobs) -> Response:
         return self.request(wire.ECHO, SHORT_BODY, **knobs)
+
+    def logoff(self, session: Session, **knobs) -> Response:
+        return self.request(wire.LOGOFF, SHORT_BODY, session=session, **knobs)
 
     def grow_credits(self, target: int, per_request: int = 65535) -> None:
         """ECHOs asking for many credits until `target` are held (or the server stops granting)."""
@@ -495,6 +502,7 @@ class RawClient:
             r = self.session_setup(session, ctx.step(self.security_buffer(r)), **knobs)
         if r.status == wire.STATUS_SUCCESS:
             self.establish(session, ctx.session_key)
+            assert r.signature_ok is not False, "our keys differ from the server's"
         elif check:
             raise LogonError(r)
         return session

@@ -8,7 +8,7 @@ import pytest
 
 from logon import neg_token_init, ntlm_negotiate, V1_FLAGS
 from raw import FID_ANY, FSCTL_VALIDATE_NEGOTIATE_INFO, Disconnected, answer_or_drop, validate_negotiate_body
-from smbring.smb import wire
+from smbring.smb import security, wire
 
 ORIGINAL = b"content before the forged request"
 
@@ -31,6 +31,30 @@ def test_bad_signature_is_refused_on_a_session_that_does_not_require_signing(ser
     fid = rw.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
     r = answer_or_drop(lambda: rw.write(fid, b"FORGED", sign=True, **FORGERIES[forgery]))
     assert r is None or r.status == wire.STATUS_ACCESS_DENIED, r
+    assert path.read_bytes() == ORIGINAL
+
+
+SEALS = {"3.1.1-AES-128-GCM": (wire.SMB311, security.AES_128_GCM),
+         "3.1.1-AES-128-CCM": (wire.SMB311, security.AES_128_CCM),
+         "3.1.1-AES-256-GCM": (wire.SMB311, security.AES_256_GCM),
+         "3.1.1-AES-256-CCM": (wire.SMB311, security.AES_256_CCM),
+         "3.0.2-AES-128-CCM": (wire.SMB302, security.AES_128_CCM)}
+
+
+@pytest.mark.parametrize("seal", SEALS)
+def test_sealed_request_runs_and_a_tampered_one_drops_the_connection(server, seal):
+    dialect, cipher = SEALS[seal]
+    path = server.path("enc") / f"sealed-{seal}.txt"
+    path.write_bytes(ORIGINAL)
+    c = server.client()
+    c.negotiate((dialect,), ciphers=(cipher,))
+    assert c.cipher == cipher
+    enc = c.tree(c.logon(server.user, server.password), "enc")
+    fid = enc.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
+    r = enc.read(fid, 64)
+    assert r.encrypted and ORIGINAL in r.raw, r
+    with pytest.raises(Disconnected):
+        enc.write(fid, b"TAMPERED", flip_bit=True)
     assert path.read_bytes() == ORIGINAL
 
 
@@ -82,25 +106,28 @@ VNI_DIALECTS = pytest.mark.parametrize("dialect", [wire.SMB300, wire.SMB302], id
 
 
 def validate_negotiate(server, dialect, tamper=None):
+    """A signed session of `dialect` and an IPC$ tree, and the VALIDATE_NEGOTIATE_INFO input
+    for it: what our NEGOTIATE sent, tampered with or not."""
     offered = [d for d in (wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302) if d <= dialect]
     c, s = server.logon(offered)
     assert c.dialect == dialect
-    ipc = c.tree(s, "IPC$")
     sent = tamper(c.offered, dialect) if tamper else c.offered
     body = validate_negotiate_body(sent["capabilities"], sent["guid"], sent["security_mode"], sent["dialects"])
-    return c, ipc.ioctl(FID_ANY, FSCTL_VALIDATE_NEGOTIATE_INFO, body, max_output=24)
+    return c, c.tree(s, "IPC$"), body
 
 
 @VNI_DIALECTS
 @pytest.mark.parametrize("field", TAMPERED)
 def test_validate_negotiate_info_that_differs_from_negotiate_disconnects(server, dialect, field):
+    _c, ipc, body = validate_negotiate(server, dialect, TAMPERED[field])
     with pytest.raises(Disconnected):
-        validate_negotiate(server, dialect, TAMPERED[field])
+        ipc.ioctl(FID_ANY, FSCTL_VALIDATE_NEGOTIATE_INFO, body, max_output=24)
 
 
 @VNI_DIALECTS
 def test_validate_negotiate_info_that_matches_gets_the_servers_values_signed(server, dialect):
-    c, r = validate_negotiate(server, dialect)
+    c, ipc, body = validate_negotiate(server, dialect)
+    r = ipc.ioctl(FID_ANY, FSCTL_VALIDATE_NEGOTIATE_INFO, body, max_output=24)
     assert r.status == wire.STATUS_SUCCESS and r.signature_ok, r
     assert struct.unpack("<I16sHH", r.buffer(32, "<II")) == (
         c.server["capabilities"], c.server["guid"], c.server["security_mode"], dialect)
