@@ -141,14 +141,8 @@ def create_body(name: str, access: int, disposition: int, options: int, *, share
                 name_length: int | None = None, impersonation: int = 2, oplock: int = 0) -> bytes:
     """NameOffset/NameLength default to the name as sent; given, they are sent as they are."""
     encoded = wire.utf16(name)
-    ctx = bytearray()
-    for i, (cname, data) in enumerate(contexts):     # MS-SMB2 2.2.13.2, each 8-byte aligned
-        entry = struct.pack("<IHHHHI", 0, 16, len(cname), 0, 24 if data else 0, len(data)) + \
-            cname.ljust(8, b"\0") + data
-        if i < len(contexts) - 1:
-            entry += b"\0" * (wire.pad8(len(entry)) - len(entry))
-            entry = struct.pack("<I", len(entry)) + entry[4:]
-        ctx += entry
+    ctx = wire.chain((struct.pack("<IHHHHI", 0, 16, len(cname), 0, 24 if data else 0, len(data)) +
+                      cname.ljust(8, b"\0") + data for cname, data in contexts), 8)   # MS-SMB2 2.2.13.2
     name_part = encoded or b"\0"          # the buffer holds at least one byte
     ctx_off = wire.pad8(120 + len(name_part)) if ctx else 0
     body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, oplock, impersonation, 0, 0, access, attributes,
@@ -157,7 +151,7 @@ def create_body(name: str, access: int, disposition: int, options: int, *, share
                        len(encoded) if name_length is None else name_length,
                        ctx_off, len(ctx)) + name_part
     if ctx:
-        body += b"\0" * (ctx_off - 64 - len(body)) + bytes(ctx)
+        body += b"\0" * (ctx_off - 64 - len(body)) + ctx
     return body
 
 

@@ -147,12 +147,16 @@ def lock_ranges(n, flags):
     return [(2 * i, 1, flags) for i in range(n)]
 
 
+def open_for_locks(server, timeout):
+    (server.path("rw") / "locks.bin").write_bytes(b"\0" * 1024)
+    c, s = server.logon(timeout=timeout)
+    rw = c.tree(s, "rw")
+    return rw, rw.open("locks.bin", wire.GENERIC_READ | wire.GENERIC_WRITE)
+
+
 def test_lock_with_65535_elements_is_answered_while_others_are_served(fresh_servers):
     server = fresh_servers()
-    (server.path("rw") / "locks.bin").write_bytes(b"\0" * 1024)
-    c, s = server.logon(timeout=15)
-    rw = c.tree(s, "rw")
-    fid = rw.open("locks.bin", wire.GENERIC_READ | wire.GENERIC_WRITE)
+    rw, fid = open_for_locks(server, timeout=15)
     other, other_session = server.logon(timeout=2)
     answer = {}
 
@@ -177,11 +181,7 @@ def test_lock_with_65535_elements_is_answered_while_others_are_served(fresh_serv
 
 
 def test_lock_with_4096_elements_then_unlock_all(fresh_servers):
-    server = fresh_servers()
-    (server.path("rw") / "locks.bin").write_bytes(b"\0" * 1024)
-    c, s = server.logon(timeout=30)
-    rw = c.tree(s, "rw")
-    fid = rw.open("locks.bin", wire.GENERIC_READ | wire.GENERIC_WRITE)
+    rw, fid = open_for_locks(fresh_servers(), timeout=30)
     start = time.monotonic()
     r = rw.lock(fid, lock_ranges(4096, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY))
     locked = time.monotonic() - start
