@@ -78,7 +78,8 @@ def test_frame_of_100000_echoes_disconnects_quickly_and_others_are_served(defaul
 def test_trees_per_session_are_bounded_and_freed(limited):
     c, s = limited.logon()
     trees = [c.tree(s, "rw") for _ in range(4)]
-    assert c.tree_connect(s, "ro").status == wire.STATUS_INSUFFICIENT_RESOURCES
+    over = c.tree_connect(s, "ro")
+    assert over.status == wire.STATUS_INSUFFICIENT_RESOURCES, over
     assert trees[0].disconnect().status == wire.STATUS_SUCCESS
     assert c.tree_connect(s, "ro").status == wire.STATUS_SUCCESS
     assert limited.alive()

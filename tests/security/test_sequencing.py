@@ -3,7 +3,7 @@ used once and only inside the window the server granted, a request pays CreditCh
 size, and a client never holds more credits than `smb2 max credits`."""
 import pytest
 
-from raw import Disconnected, answer_or_drop
+from raw import FSCTL_CREATE_OR_GET_OBJECT_ID, Disconnected, answer_or_drop
 from smbring.smb import wire
 
 MiB = 1 << 20
@@ -61,7 +61,7 @@ def test_replayed_signed_write_is_not_applied(server):
 LARGE = {
     "READ": lambda t, f, d, **k: t.read(f, MiB, **k),
     "WRITE": lambda t, f, d, **k: t.write(f, b"w" * MiB, **k),
-    "IOCTL": lambda t, f, d, **k: t.ioctl(f, 0x000900C0, max_output=MiB, **k),   # CREATE_OR_GET_OBJECT_ID
+    "IOCTL": lambda t, f, d, **k: t.ioctl(f, FSCTL_CREATE_OR_GET_OBJECT_ID, max_output=MiB, **k),
     "QUERY_DIRECTORY": lambda t, f, d, **k: t.query_directory(d, output_length=MiB, **k),
 }
 
