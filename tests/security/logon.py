@@ -144,14 +144,18 @@ def forged_logon(client: RawClient, user: str, respond, *, flags: int = V1_FLAGS
 
 
 def logon_without_mech_list_mic(client: RawClient, user: str, password: str) -> Session:
-    """NTLMv2 from pyspnego's NTLM client inside SPNEGO built here: NegTokenInit, then a
-    NegTokenResp with the AUTHENTICATE and no mechListMIC, as impacket and pysmb send it."""
-    ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="ntlm")
+    """NTLMv2 from impacket's NTLM code inside SPNEGO built here: NegTokenInit, then a
+    NegTokenResp with the AUTHENTICATE and no mechListMIC, as impacket and pysmb send it (their
+    AUTHENTICATE carries no NTLM MIC either; one that does obliges the client to a mechListMIC,
+    as Samba holds)."""
+    from impacket import ntlm as impacket_ntlm
+    negotiate = impacket_ntlm.getNTLMSSPType1(signingRequired=True)
     session = client.start_logon(None)
-    r = client.session_setup(session, neg_token_init(ctx.step()))
+    r = client.session_setup(session, neg_token_init(negotiate.getData()))
     assert r.status == wire.STATUS_MORE_PROCESSING_REQUIRED, repr(r)
-    authenticate = ctx.step(ntlm_token(client.security_buffer(r)))
-    r = client.session_setup(session, neg_token_resp(authenticate))
+    authenticate, key = impacket_ntlm.getNTLMSSPType3(negotiate, ntlm_token(client.security_buffer(r)),
+                                                      user, password, "")
+    r = client.session_setup(session, neg_token_resp(authenticate.getData()))
     if r.status == wire.STATUS_SUCCESS:
-        client.establish(session, ctx.session_key)
+        client.establish(session, key)
     return session
