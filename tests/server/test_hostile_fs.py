@@ -33,21 +33,6 @@ WRITE = FilePipePrinterAccessMask.GENERIC_WRITE
 LIST = 0x00000001       # FILE_LIST_DIRECTORY
 
 
-def within(seconds, fn):
-    """fn() in a thread: its result or exception, or "hung" once `seconds` have passed."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = fn()
-        except BaseException as e:      # noqa: B036 - handed back to the test
-            outcome["error"] = e
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return "hung" if thread.is_alive() else outcome.get("error", outcome.get("value"))
-
-
 class Client:
     """One logged-on connection with the share's tree."""
 
@@ -95,12 +80,9 @@ class Client:
         finally:
             handle.close()
 
-    def close(self):
-        within(5, lambda: self.connection.disconnect(True))
-
 
 @pytest.fixture
-def share(server):
+def share(server, promptly):
     root = server["share"]
     (root / "file.txt").write_text("plain data")
     (root / "sub").mkdir()
@@ -123,14 +105,14 @@ def share(server):
     # a server that regressed is still waiting in open() for the FIFO's other end: be it
     os.close(os.open(root / "fifo", os.O_RDWR | os.O_NONBLOCK))
     for c in clients:
-        c.close()
+        promptly(lambda: c.connection.disconnect(True), 5)
     listener.close()
     assert "Traceback" not in server["log"].read_text()
 
 
 @pytest.mark.parametrize("name", ["fifo", "link-to-fifo", "sub\\link-up-to-fifo"])
 @pytest.mark.parametrize("access", [READ, WRITE, READ | WRITE], ids=["read", "write", "read-write"])
-def test_a_fifo_is_refused_at_once_while_another_client_is_served(share, name, access):
+def test_a_fifo_is_refused_at_once_while_another_client_is_served(share, name, access, promptly):
     _root, client = share
     opener, other = client(), client()
     refused = {}
@@ -142,26 +124,26 @@ def test_a_fifo_is_refused_at_once_while_another_client_is_served(share, name, a
     opening = threading.Thread(target=attempt, daemon=True)
     opening.start()
     time.sleep(0.1)                                     # the open is in the server now
-    assert within(2, lambda: other.read("file.txt")) == b"plain data", "the other client was not served"
+    assert promptly(lambda: other.read("file.txt")) == b"plain data", "the other client was not served"
     opening.join(2)
     assert refused.get("status") in REFUSED, f"the FIFO open got {refused or 'no answer'}"
     assert refused["seconds"] < 1.0
-    assert within(2, lambda: opener.read("file.txt")) == b"plain data"   # and its client goes on
+    assert promptly(lambda: opener.read("file.txt")) == b"plain data"   # and its client goes on
 
 
 @pytest.mark.parametrize("name", ["sock", "chardev"])
-def test_sockets_and_devices_are_refused_and_listed(share, name):
+def test_sockets_and_devices_are_refused_and_listed(share, name, promptly):
     root, client = share
     if not os.path.lexists(root / name):
         pytest.skip("device nodes need root (CAP_MKNOD)")
     c = client()
     for access in (READ, WRITE, READ | WRITE):
-        assert within(2, lambda: c.status(name, access=access)) in REFUSED
-    assert within(2, lambda: c.status(name, disposition=CreateDisposition.FILE_OVERWRITE_IF,
-                                       access=READ | WRITE)) in REFUSED
+        assert promptly(lambda: c.status(name, access=access)) in REFUSED
+    assert promptly(lambda: c.status(name, disposition=CreateDisposition.FILE_OVERWRITE_IF,
+                                     access=READ | WRITE)) in REFUSED
     assert stat.S_IFMT(os.lstat(root / name).st_mode) in (stat.S_IFSOCK, stat.S_IFCHR)   # untouched
     # listings show them, as Samba's do (they open nothing)
-    assert {"fifo", "sock", "link-to-fifo", "file.txt"} <= within(2, c.names)
+    assert {"fifo", "sock", "link-to-fifo", "file.txt"} <= promptly(c.names)
 
 
 STORE = ".smbring-streams"

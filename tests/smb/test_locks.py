@@ -79,24 +79,22 @@ def test_an_open_cannot_put_exclusive_over_its_own_shared(key):
 # -- a zero-length lock at X overlaps a range only when X lies strictly inside it
 
 @pytest.mark.parametrize("x, inside", [(0, False), (1, True), (5, True), (9, True), (10, False), (11, False)])
-def test_zero_length_request_against_a_range(key, x, inside):
-    assert take(key, sh(0, 10, B))
-    assert take(key, ex(x, 0, A)) is not inside       # exclusive: any lock counts
+@pytest.mark.parametrize("held_is_zero_length", [False, True])
+def test_zero_length_lock_against_a_range(key, x, inside, held_is_zero_length):
+    """Whichever of the two is held, they overlap only when x lies strictly inside [0, 10)."""
+    def point(kind, owner):
+        return kind(x, 0, owner)
+
+    def span(kind, owner):
+        return kind(0, 10, owner)
+    held, asked = (point, span) if held_is_zero_length else (span, point)
+    assert take(key, held(sh, B))
+    assert take(key, asked(ex, A)) is not inside      # exclusive: any lock counts
     locks.release_owner(key, A)
     locks.release_owner(key, B)
-    assert take(key, ex(0, 10, B))
-    assert take(key, sh(x, 0, A)) is not inside       # shared: another's exclusive counts
-
-
-@pytest.mark.parametrize("x, inside", [(0, False), (1, True), (9, True), (10, False)])
-def test_range_request_against_a_zero_length_lock(key, x, inside):
-    assert take(key, sh(x, 0, B))
-    assert take(key, ex(0, 10, A)) is not inside
-    locks.release_owner(key, A)
-    locks.release_owner(key, B)
-    assert take(key, ex(x, 0, B))
-    assert take(key, sh(0, 10, A)) is not inside
-    assert take(key, sh(0, 10, B))                    # the owner's own zero-length lock: no conflict
+    assert take(key, held(ex, B))
+    assert take(key, asked(sh, A)) is not inside      # shared: another's exclusive counts
+    assert take(key, asked(sh, B))                    # the holder's own exclusive: no conflict
 
 
 def test_zero_length_locks_never_overlap_each_other(key):

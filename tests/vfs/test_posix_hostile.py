@@ -6,7 +6,6 @@ import fcntl
 import os
 import socket
 import stat
-import threading
 
 import pytest
 
@@ -15,24 +14,6 @@ from smbring.vfs.posix import STREAM_ID_XATTR, STREAMS_DIR, PathError, PosixVFS,
 
 FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY, "read-write": os.O_RDWR,
          "read, non-blocking": os.O_RDONLY | os.O_NONBLOCK, "directory": os.O_RDONLY | os.O_DIRECTORY}
-
-
-def promptly(fn, seconds=2.0):
-    """fn() run in a thread: its result or the exception it raised; fails the test if it is
-    still running after `seconds` (a blocked open must fail the test, not hang it)."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = fn()
-        except BaseException as e:      # noqa: B036 - handed back to the test
-            outcome["error"] = e
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        return "hung"
-    return outcome.get("error", outcome.get("value"))
 
 
 @pytest.fixture
@@ -66,7 +47,7 @@ SPECIAL = ["fifo", "sub/fifo", "link-to-fifo", "sub/link-up-to-fifo", "sock", "c
 
 @pytest.mark.parametrize("how", FLAGS)
 @pytest.mark.parametrize("name", SPECIAL)
-def test_special_files_are_refused_at_once(share, name, how):
+def test_special_files_are_refused_at_once(share, name, how, promptly):
     root, vfs = share
     if not os.path.lexists(root / name):
         pytest.skip("device nodes need root (CAP_MKNOD)")
@@ -81,7 +62,7 @@ def test_special_files_are_refused_at_once(share, name, how):
     assert set(os.listdir("/proc/self/fd")) <= fds_before         # nothing left open
 
 
-def test_special_files_can_still_be_listed_and_stated(share):
+def test_special_files_can_still_be_listed_and_stated(share, promptly):
     """A listing shows them, as Samba's does; nothing about them needs an open."""
     root, vfs = share
     fd = vfs.open([], os.O_RDONLY | os.O_DIRECTORY)
@@ -98,7 +79,7 @@ def test_special_files_can_still_be_listed_and_stated(share):
 
 
 @pytest.mark.parametrize("name", ["fifo", "link-to-fifo", "sock"])
-def test_metadata_lookups_do_not_wait_on_special_files(share, name):
+def test_metadata_lookups_do_not_wait_on_special_files(share, name, promptly):
     _root, vfs = share
     assert promptly(lambda: vfs.stream_id([name], create=True)) is None
     from smbring.smb.connection import stored_sd
@@ -126,7 +107,7 @@ def test_files_and_directories_open_with_the_flags_asked_for(share):
     os.close(fd)
 
 
-def test_a_file_swapped_for_a_fifo_is_refused(share):
+def test_a_file_swapped_for_a_fifo_is_refused(share, promptly):
     """Whatever the caller saw before (a file), the open itself checks what it got."""
     root, vfs = share
     assert stat.S_ISREG(vfs.stat(["file.txt"]).st_mode)

@@ -136,18 +136,17 @@ class _Ranges:
         self.points = _SortedInts()
 
     def add(self, offset: int, length: int) -> None:
-        if length:
-            self.starts.add(offset)
-            self.ends.add(offset + length)
-        else:
-            self.points.add(offset)
+        self._apply(_SortedInts.add, offset, length)
 
     def remove(self, offset: int, length: int) -> None:
+        self._apply(_SortedInts.remove, offset, length)
+
+    def _apply(self, change, offset: int, length: int) -> None:
         if length:
-            self.starts.remove(offset)
-            self.ends.remove(offset + length)
+            change(self.starts, offset)
+            change(self.ends, offset + length)
         else:
-            self.points.remove(offset)
+            change(self.points, offset)
 
     def overlapping(self, offset: int, length: int, points: bool = True) -> int:
         """How many overlap the range; `points=False` leaves zero-length locks out (they
