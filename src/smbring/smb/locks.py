@@ -13,10 +13,18 @@ clients and smbtorture expect:
 Reads are refused over another open's exclusive lock, writes over any lock but the writer's own
 exclusive one; zero-length locks never block I/O. A blocking request that conflicts waits:
 `wait(key, retry)` calls `retry()` whenever a lock on the file is released.
+
+Costs: a client may hold many locks (`Limits.max_locks` per open, many opens), so no operation
+looks at every lock of a file. The rules above only ever ask how many locks of a kind overlap a
+range (any lock, any shared lock, another open's exclusive lock = all exclusive locks minus the
+open's own), and sorted multisets of the locks' starts and ends answer that in O(log n):
+checking, taking and releasing a lock and checking an I/O are O(log n); closing an open costs
+O(log n) per lock it held.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -36,17 +44,149 @@ class Lock:
         return offset < self.offset + self.length and self.offset < offset + length
 
 
-_table: dict[tuple[int, int], list[Lock]] = {}
-_waiters: dict[tuple[int, int], list] = {}
+class _SortedInts:
+    """A sorted multiset of ints that adds, removes and ranks (counts the values below x) in
+    O(log n): sorted blocks of at most 2 * BLOCK values (so an insert or removal moves at most
+    that many), the blocks' sizes in a Fenwick tree for the ranks."""
+
+    BLOCK = 1024
+
+    def __init__(self) -> None:
+        self.blocks: list[list[int]] = []
+        self.maxes: list[int] = []       # the last value of each block
+        self.tree: list[int] = []        # Fenwick tree over len(block)
+        self.size = 0
+
+    def below(self, x: int) -> int:
+        """How many values are < x."""
+        i = bisect_left(self.maxes, x)          # the first block holding a value >= x
+        if i == len(self.blocks):
+            return self.size
+        return self._before(i) + bisect_left(self.blocks[i], x)
+
+    def at_most(self, x: int) -> int:
+        """How many values are <= x."""
+        i = bisect_right(self.maxes, x)         # the first block holding a value > x
+        if i == len(self.blocks):
+            return self.size
+        return self._before(i) + bisect_right(self.blocks[i], x)
+
+    def add(self, x: int) -> None:
+        if not self.blocks:
+            self.blocks, self.maxes = [[x]], [x]
+            self._rebuild()
+        else:
+            i = min(bisect_left(self.maxes, x), len(self.blocks) - 1)
+            block = self.blocks[i]
+            insort(block, x)
+            self.maxes[i] = block[-1]
+            if len(block) > 2 * self.BLOCK:
+                self.blocks[i:i + 1] = [block[:self.BLOCK], block[self.BLOCK:]]
+                self.maxes[i:i + 1] = [block[self.BLOCK - 1], block[-1]]
+                self._rebuild()
+            else:
+                self._grow(i, 1)
+        self.size += 1
+
+    def remove(self, x: int) -> None:
+        """Removes one x, which must be there."""
+        i = bisect_left(self.maxes, x)
+        block = self.blocks[i]
+        del block[bisect_left(block, x)]
+        if block:
+            self.maxes[i] = block[-1]
+            self._grow(i, -1)
+        else:
+            del self.blocks[i], self.maxes[i]
+            self._rebuild()
+        self.size -= 1
+
+    def _before(self, i: int) -> int:       # values in blocks[:i]
+        n = 0
+        while i:
+            n += self.tree[i - 1]
+            i &= i - 1
+        return n
+
+    def _grow(self, i: int, by: int) -> None:
+        i += 1
+        while i <= len(self.tree):
+            self.tree[i - 1] += by
+            i += i & -i
+
+    def _rebuild(self) -> None:             # after blocks were split or dropped: O(n / BLOCK)
+        self.tree = [len(b) for b in self.blocks]
+        for i in range(1, len(self.tree) + 1):
+            parent = i + (i & -i)
+            if parent <= len(self.tree):
+                self.tree[parent - 1] += self.tree[i - 1]
+
+
+class _Ranges:
+    """A multiset of locked ranges that counts those overlapping a range by Lock.overlaps'
+    rules, in O(log n). A range [s, e) misses [a, b) exactly when s >= b or e <= a, and never
+    both, so #overlapping = #(s < b) - #(e <= a): two sorted multisets, of starts and of ends,
+    are enough. Zero-length locks are kept apart as points p, which overlap [a, b) when
+    a < p < b; a zero-length request at x overlaps only ranges with s < x < e:
+    #(s < x) - #(e <= x)."""
+
+    def __init__(self) -> None:
+        self.starts = _SortedInts()
+        self.ends = _SortedInts()
+        self.points = _SortedInts()
+
+    def add(self, offset: int, length: int) -> None:
+        self._apply(_SortedInts.add, offset, length)
+
+    def remove(self, offset: int, length: int) -> None:
+        self._apply(_SortedInts.remove, offset, length)
+
+    def _apply(self, change, offset: int, length: int) -> None:
+        if length:
+            change(self.starts, offset)
+            change(self.ends, offset + length)
+        else:
+            change(self.points, offset)
+
+    def overlapping(self, offset: int, length: int, points: bool = True) -> int:
+        """How many overlap the range; `points=False` leaves zero-length locks out (they
+        never block I/O)."""
+        n = 0
+        if self.starts.size:
+            n = self.starts.below(offset + length if length else offset) - self.ends.at_most(offset)
+        if length and points and self.points.size:
+            n += self.points.below(offset + length) - self.points.at_most(offset)
+        return n
+
+
+@dataclass
+class _Held:
+    """One open's locks on one file."""
+    # (offset, length) -> [exclusive, shared]: how many identical locks of each kind, for
+    # unlocking (exact ranges, exclusive first) and for dropping them all at close
+    ranges: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    exclusive: _Ranges = field(default_factory=_Ranges)   # another open's = all minus these
+    count: int = 0
+
+
+@dataclass
+class _File:
+    shared: _Ranges = field(default_factory=_Ranges)
+    exclusive: _Ranges = field(default_factory=_Ranges)
+    owners: dict[int, _Held] = field(default_factory=dict)
+
+
+_table: dict[tuple[int, int], _File] = {}
+_waiters: dict[tuple[int, int], dict] = {}    # key -> {retry: None}, in the order they came
 
 
 def conflicts(key, offset: int, length: int, exclusive: bool, owner: int) -> bool:
-    for lk in _table.get(key, ()):
-        if not lk.overlaps(offset, length):
-            continue
-        if exclusive or (lk.exclusive and lk.owner != owner):
-            return True
-    return False
+    f = _table.get(key)
+    if f is None:
+        return False
+    if exclusive:
+        return bool(f.exclusive.overlapping(offset, length) or f.shared.overlapping(offset, length))
+    return bool(_others_exclusive(f, owner, offset, length))
 
 
 def acquire_all(key, wanted: list[Lock]) -> bool:
@@ -55,57 +195,116 @@ def acquire_all(key, wanted: list[Lock]) -> bool:
     for lk in wanted:
         if conflicts(key, lk.offset, lk.length, lk.exclusive, lk.owner):
             for t in taken:
-                _table[key].remove(t)
+                _take_back(key, t.offset, t.length, t.owner, t.exclusive)
             return False
-        _table.setdefault(key, []).append(lk)
+        _add(key, lk)
         taken.append(lk)
     return True
 
 
-def release(key, offset: int, length: int, owner: int) -> bool:
-    mine = [lk for lk in _table.get(key, ())
-            if lk.owner == owner and lk.offset == offset and lk.length == length]
-    if not mine:
+def release(key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
+    """Releases one lock of the open with exactly this range, the exclusive one first. A caller
+    releasing many at once passes wake_waiters=False and calls wake(key) once at the end."""
+    f = _table.get(key)
+    mine = f.owners.get(owner) if f else None
+    kinds = mine.ranges.get((offset, length)) if mine else None
+    if kinds is None:
         return False
-    _table[key].remove(next((lk for lk in mine if lk.exclusive), mine[0]))
-    _wake(key)
+    _take_back(key, offset, length, owner, exclusive=bool(kinds[0]))
+    if wake_waiters:
+        wake(key)
     return True
 
 
 def release_owner(key, owner: int) -> None:
-    if key in _table:
-        _table[key] = [lk for lk in _table[key] if lk.owner != owner]
-        if not _table[key]:
-            del _table[key]
-        _wake(key)
+    """Drops every lock the open holds on the file (it is closing)."""
+    f = _table.get(key)
+    mine = f.owners.pop(owner, None) if f else None
+    if mine is None:
+        return
+    for (offset, length), (exclusive, shared) in mine.ranges.items():
+        for _ in range(exclusive):
+            f.exclusive.remove(offset, length)
+        for _ in range(shared):
+            f.shared.remove(offset, length)
+    if not f.owners:
+        del _table[key]
+    wake(key)
+
+
+def count(key, owner: int) -> int:
+    """How many locks the open holds on the file (the core bounds it: Limits.max_locks)."""
+    f = _table.get(key)
+    mine = f.owners.get(owner) if f else None
+    return mine.count if mine else 0
+
+
+def io_allowed(key, offset: int, length: int, owner: int, write: bool) -> bool:
+    f = _table.get(key)
+    if not length or f is None:
+        return True
+    if _others_exclusive(f, owner, offset, length, points=False):
+        return False
+    return not (write and f.shared.overlapping(offset, length, points=False))
+
+
+def _others_exclusive(f: _File, owner: int, offset: int, length: int, points: bool = True) -> int:
+    """How many exclusive locks of other opens overlap the range."""
+    mine = f.owners.get(owner)
+    if mine is not None and len(f.owners) == 1:
+        return 0                # the open is the only one holding locks on the file
+    n = f.exclusive.overlapping(offset, length, points)
+    return n - mine.exclusive.overlapping(offset, length, points) if n and mine else n
 
 
 def wait(key, retry) -> None:
     """Calls retry() after each release on the file, until unwait(key, retry)."""
-    _waiters.setdefault(key, []).append(retry)
+    _waiters.setdefault(key, {})[retry] = None
 
 
 def unwait(key, retry) -> None:
     waiting = _waiters.get(key)
     if waiting and retry in waiting:
-        waiting.remove(retry)
+        del waiting[retry]
         if not waiting:
             del _waiters[key]
 
 
-def _wake(key) -> None:
+def wake(key) -> None:
+    """Lets every waiter on the file retry (after locks there were released)."""
     for retry in list(_waiters.get(key, ())):
-        retry()
+        if retry in _waiters.get(key, ()):     # not withdrawn by an earlier retry meanwhile
+            retry()
 
 
-def io_allowed(key, offset: int, length: int, owner: int, write: bool) -> bool:
-    if not length:
-        return True
-    for lk in _table.get(key, ()):
-        if not lk.length or not lk.overlaps(offset, length):
-            continue
-        if lk.owner != owner and (write or lk.exclusive):
-            return False
-        if lk.owner == owner and write and not lk.exclusive:
-            return False
-    return True
+def _add(key, lk: Lock) -> None:
+    f = _table.get(key) or _table.setdefault(key, _File())
+    mine = f.owners.get(lk.owner) or f.owners.setdefault(lk.owner, _Held())
+    kinds = mine.ranges.setdefault((lk.offset, lk.length), [0, 0])
+    kinds[0 if lk.exclusive else 1] += 1
+    mine.count += 1
+    if lk.exclusive:
+        f.exclusive.add(lk.offset, lk.length)
+        mine.exclusive.add(lk.offset, lk.length)
+    else:
+        f.shared.add(lk.offset, lk.length)
+
+
+def _take_back(key, offset: int, length: int, owner: int, exclusive: bool) -> None:
+    """Removes one lock known to be held; forgets the open, then the file, once empty."""
+    f = _table[key]
+    mine = f.owners[owner]
+    kinds = mine.ranges[(offset, length)]
+    kinds[0 if exclusive else 1] -= 1
+    if kinds == [0, 0]:
+        del mine.ranges[(offset, length)]
+    mine.count -= 1
+    if exclusive:
+        f.exclusive.remove(offset, length)
+        mine.exclusive.remove(offset, length)
+    else:
+        f.shared.remove(offset, length)
+    if not mine.count:
+        del f.owners[owner]
+        if not f.owners:
+            del _table[key]

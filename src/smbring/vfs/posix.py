@@ -4,6 +4,7 @@ paths and symlinks leading out of the share cannot escape it, whatever the clien
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import struct
@@ -24,11 +25,37 @@ class PathError(Exception):
         self.kind = kind  # "invalid" | "syntax"
 
 
+class NotAFile(OSError):
+    """A FIFO, socket or device node: never opened for a client. Opening one could wait
+    forever (a FIFO waits for its other end) or act on a device; Samba refuses these opens with
+    STATUS_IO_REPARSE_TAG_NOT_HANDLED. Its errno is EACCES (access denied) for code that only
+    looks at the errno."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.EACCES, "not a regular file or directory", path)
+
+
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
 # file, named by an id stored on the file (so they follow renames), under this directory of
 # the share root, which clients can neither list nor name (Samba's streams_depot does the same).
+# Every path into it is <STREAMS_DIR>/<id>/<stream>, the id 16 hex digits, the stream name one
+# plain component: nothing a client names, nor an id someone else stored, leads elsewhere.
 STREAMS_DIR = ".smbring-streams"
 STREAM_ID_XATTR = "user.smbring.streams"
+STREAM_ID_DIGITS = frozenset("0123456789abcdef")
+STREAM_BAD_CHARS = frozenset("/\\:") | {chr(c) for c in range(32)}
+
+
+def check_stream_name(stream: str) -> None:
+    """A stream name is one component of its file's stream directory: never ".", "..", nor
+    anything with a separator, a colon or a control character (NUL included)."""
+    if (stream in ("", ".", "..") or set(stream) & STREAM_BAD_CHARS
+            or len(stream.encode("utf-8", "surrogatepass")) > 255):
+        raise PathError("invalid")
+
+
+def valid_stream_id(sid: str) -> bool:
+    return len(sid) == 16 and set(sid) <= STREAM_ID_DIGITS
 
 
 def split_stream(name: str) -> tuple[str, str | None]:
@@ -45,8 +72,7 @@ def split_stream(name: str) -> tuple[str, str | None]:
         if not base:
             raise PathError("invalid")
         return head + sep + base, None
-    if set(stream) & (BAD_CHARS - {"*", "?", "<", ">", '"', "|"}) or len(stream.encode()) > 255:
-        raise PathError("invalid")
+    check_stream_name(stream)
     return head + sep + base, stream
 
 
@@ -80,7 +106,27 @@ class PosixVFS:
         return "/".join(parts) if parts else "."
 
     def open(self, parts: list[str], flags: int, mode: int = 0o644) -> int:
-        return openat2(self.root_fd, self.rel(parts), flags, mode, BENEATH)
+        """An fd of the regular file or directory; anything else raises NotAFile, at once. The
+        open itself never waits (O_NONBLOCK: a FIFO would wait for a writer) nor takes a
+        terminal (O_NOCTTY); the fd then gets back the flags asked for, so a file is blocking
+        again (io_uring answers EAGAIN on a non-blocking one). O_PATH opens nothing: as is."""
+        if flags & os.O_PATH:
+            return openat2(self.root_fd, self.rel(parts), flags, mode, BENEATH)
+        try:
+            fd = openat2(self.root_fd, self.rel(parts), flags | os.O_NONBLOCK | os.O_NOCTTY, mode, BENEATH)
+        except OSError as e:
+            if e.errno in (errno.ENXIO, errno.ENODEV):     # a socket; a device without a driver
+                raise NotAFile(self.rel(parts)) from None
+            raise
+        try:
+            if stat.S_IFMT(os.fstat(fd).st_mode) not in (stat.S_IFREG, stat.S_IFDIR):
+                raise NotAFile(self.rel(parts))
+            if not flags & os.O_NONBLOCK:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)   # sets only the status flags
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def parent(self, parts: list[str]) -> tuple[int, str]:
         """An O_PATH fd of the parent directory (beneath the root) and the last component."""
@@ -126,23 +172,32 @@ class PosixVFS:
     @staticmethod
     def stream_parts(sid: str, stream: str | None = None) -> list[str]:
         """Where the streams of a file live (its stream id), or one of them."""
-        parts = [STREAMS_DIR, sid]
-        return parts + [stream] if stream else parts
+        if not valid_stream_id(sid):
+            raise PathError("invalid")
+        if stream is None:
+            return [STREAMS_DIR, sid]
+        check_stream_name(stream)
+        return [STREAMS_DIR, sid, stream]
 
     def stream_id(self, parts: list[str], create: bool = False) -> str | None:
         """The id under which the file's streams are kept, a random one stored on the file
         itself (so a file that replaces a deleted one, even on the same inode, never sees the
-        old file's streams); None if it has none and `create` is false."""
+        old file's streams); None if it has none and `create` is false. An id that is not one
+        of ours (set by someone with local access) counts as none and is replaced."""
         try:
-            fd = self.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            fd = self.open(parts, os.O_RDONLY)
         except OSError:
             return None
         try:
             try:
-                return os.getxattr(fd, STREAM_ID_XATTR).decode("ascii")
+                sid = os.getxattr(fd, STREAM_ID_XATTR).decode("ascii", "replace")
+                if valid_stream_id(sid):
+                    return sid
             except OSError as e:
-                if e.errno != errno.ENODATA or not create:
+                if e.errno != errno.ENODATA:
                     return None
+            if not create:
+                return None
             sid = os.urandom(8).hex()
             os.setxattr(fd, STREAM_ID_XATTR, sid.encode("ascii"))
             return sid
@@ -175,7 +230,7 @@ class PosixVFS:
         for name, _st in self.streams(sid):
             try:
                 self.remove(self.stream_parts(sid, name), False)
-            except OSError:
+            except (OSError, PathError):    # PathError: a name no client could have made
                 pass
         try:
             self.remove(self.stream_parts(sid), True)

@@ -1,0 +1,195 @@
+"""The posix VFS against what a share may hold besides files and directories (FIFOs, sockets,
+device nodes, links to them) and against stream names aimed at the stream store: every open is
+refused at once, never waits, and no path leaves a file's own stream directory."""
+import errno
+import fcntl
+import os
+import socket
+import stat
+
+import pytest
+
+from smbring.vfs import posix
+from smbring.vfs.posix import STREAM_ID_XATTR, STREAMS_DIR, PathError, PosixVFS, split_path, split_stream
+
+FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY, "read-write": os.O_RDWR,
+         "read, non-blocking": os.O_RDONLY | os.O_NONBLOCK, "directory": os.O_RDONLY | os.O_DIRECTORY}
+
+
+@pytest.fixture
+def share(tmp_path):
+    root = tmp_path / "share"
+    (root / "sub").mkdir(parents=True)
+    (root / "file.txt").write_text("data")
+    os.mkfifo(root / "fifo")
+    os.mkfifo(root / "sub" / "fifo")
+    os.symlink("fifo", root / "link-to-fifo")
+    os.symlink("../fifo", root / "sub" / "link-up-to-fifo")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(root / "sock"))
+    listener.listen()
+    if os.geteuid() == 0:
+        try:
+            os.mknod(root / "chardev", 0o666 | stat.S_IFCHR, os.makedev(1, 3))      # like /dev/null
+            os.mknod(root / "blockdev", 0o666 | stat.S_IFBLK, os.makedev(7, 200))   # a loop device
+        except PermissionError:         # a container without CAP_MKNOD
+            pass
+    vfs = PosixVFS(str(root))
+    yield root, vfs
+    for fifo in (root / "fifo", root / "sub" / "fifo"):     # frees an open a regression left waiting
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+    vfs.close()
+    listener.close()
+
+
+SPECIAL = ["fifo", "sub/fifo", "link-to-fifo", "sub/link-up-to-fifo", "sock", "chardev", "blockdev"]
+
+
+@pytest.mark.parametrize("how", FLAGS)
+@pytest.mark.parametrize("name", SPECIAL)
+def test_special_files_are_refused_at_once(share, name, how, promptly):
+    root, vfs = share
+    if not os.path.lexists(root / name):
+        pytest.skip("device nodes need root (CAP_MKNOD)")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    result = promptly(lambda: vfs.open(name.split("/"), FLAGS[how]))
+    assert result != "hung", "the open waited"
+    assert isinstance(result, OSError), f"opened: {result}"
+    if how == "directory":
+        assert result.errno == errno.ENOTDIR
+    else:
+        assert isinstance(result, posix.NotAFile) and result.errno == errno.EACCES
+    assert set(os.listdir("/proc/self/fd")) <= fds_before         # nothing left open
+
+
+def test_special_files_can_still_be_listed_and_stated(share, promptly):
+    """A listing shows them, as Samba's does; nothing about them needs an open."""
+    root, vfs = share
+    fd = vfs.open([], os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = promptly(lambda: PosixVFS.names(fd))
+        assert {"fifo", "sock", "link-to-fifo"} <= set(names)
+        for name in names:
+            st = promptly(lambda: vfs.entry_stat(fd, [], name))
+            assert isinstance(st, os.stat_result)
+            assert promptly(lambda: posix.get_dos_at(fd, name)) is None
+    finally:
+        os.close(fd)
+    assert stat.S_ISFIFO(promptly(lambda: vfs.stat(["link-to-fifo"])).st_mode)
+
+
+@pytest.mark.parametrize("name", ["fifo", "link-to-fifo", "sock"])
+def test_metadata_lookups_do_not_wait_on_special_files(share, name, promptly):
+    _root, vfs = share
+    assert promptly(lambda: vfs.stream_id([name], create=True)) is None
+    from smbring.smb.connection import stored_sd
+    assert promptly(lambda: stored_sd(vfs, [name])) is None
+
+
+def test_files_and_directories_open_with_the_flags_asked_for(share):
+    _root, vfs = share
+    for parts, flags in [(["file.txt"], os.O_RDWR), (["file.txt"], os.O_WRONLY | os.O_APPEND),
+                         (["sub"], os.O_RDONLY | os.O_DIRECTORY), ([], os.O_RDONLY)]:
+        fd = vfs.open(parts, flags)
+        try:
+            status = fcntl.fcntl(fd, fcntl.F_GETFL)
+            assert not status & os.O_NONBLOCK           # io_uring would get EAGAIN otherwise
+            assert status & os.O_APPEND == flags & os.O_APPEND
+            assert os.get_inheritable(fd) is False
+        finally:
+            os.close(fd)
+    fd = vfs.open(["file.txt"], os.O_RDONLY | os.O_NONBLOCK)     # asked for: kept
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+    finally:
+        os.close(fd)
+    fd = vfs.open(["new.txt"], os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    os.close(fd)
+
+
+def test_a_file_swapped_for_a_fifo_is_refused(share, promptly):
+    """Whatever the caller saw before (a file), the open itself checks what it got."""
+    root, vfs = share
+    assert stat.S_ISREG(vfs.stat(["file.txt"]).st_mode)
+    os.unlink(root / "file.txt")
+    os.mkfifo(root / "file.txt")
+    try:
+        assert isinstance(promptly(lambda: vfs.open(["file.txt"], os.O_RDONLY)), posix.NotAFile)
+    finally:
+        os.close(os.open(root / "file.txt", os.O_RDWR | os.O_NONBLOCK))
+
+
+# -- stream names
+
+@pytest.mark.parametrize("name", [
+    "file.txt:..", "file.txt:.", "file.txt:..:$DATA", "file.txt:.:$DATA", "file.txt:.:$data",
+    "sub\\file.txt:..", ":..", ":.:$DATA",
+    "file.txt:a/b", "file.txt:../x", "file.txt:a\0b", "file.txt:\0", "file.txt:a\x01",
+    "file.txt:x:$INDEX_ALLOCATION", "file.txt:x:$DATA:more", "file.txt:" + "s" * 256,
+])
+def test_stream_names_that_leave_the_files_stream_directory_are_invalid(name):
+    with pytest.raises(PathError) as refused:
+        base, _stream = split_stream(name)
+        split_path(base)
+    assert refused.value.kind == "invalid"
+
+
+@pytest.mark.parametrize("name", [
+    STREAMS_DIR, STREAMS_DIR.upper(), ".Smbring-Streams", STREAMS_DIR + "\\0123456789abcdef",
+    STREAMS_DIR + ":x", "sub\\" + STREAMS_DIR.upper(), ".\u017fmbring-streams",   # long s: folds to s
+])
+def test_the_stream_store_cannot_be_named(name):
+    with pytest.raises(PathError):
+        base, _stream = split_stream(name)
+        split_path(base)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("file.txt:Zone.Identifier:$DATA", ("file.txt", "Zone.Identifier")),
+    ("file.txt:...", ("file.txt", "...")),
+    ("file.txt:..x", ("file.txt", "..x")),
+    ("file.txt:.x:$data", ("file.txt", ".x")),
+    ("sub\\file.txt: spaced ", ("sub\\file.txt", " spaced ")),
+    ("file.txt:é★", ("file.txt", "é★")),
+    ("file.txt::$DATA", ("file.txt", None)),
+])
+def test_ordinary_stream_names_still_work(name, expected):
+    assert split_stream(name) == expected
+
+
+@pytest.mark.parametrize("sid", ["..", ".", "", "../0123456789ab", "0123456789ABCDEF", "0123456789abcde",
+                                 "0123456789abcdef0", "0123456789abcdeg", "01234567/9abcdef"])
+def test_stream_paths_need_a_stream_id_of_ours(sid):
+    with pytest.raises(PathError):
+        PosixVFS.stream_parts(sid)
+    with pytest.raises(PathError):
+        PosixVFS.stream_parts(sid, "s")
+
+
+@pytest.mark.parametrize("stream", ["", ".", "..", "a/b", "a\\b", "a:b", "a\0"])
+def test_stream_paths_need_a_plain_stream_name(stream):
+    with pytest.raises(PathError):
+        PosixVFS.stream_parts("0123456789abcdef", stream)
+    assert PosixVFS.stream_parts("0123456789abcdef", "ok") == [STREAMS_DIR, "0123456789abcdef", "ok"]
+
+
+@pytest.mark.parametrize("planted", [b"..", b".", b"../../sub", b"0123456789abcdef/..", b"\xff" * 16, b""])
+def test_a_planted_stream_id_is_not_followed(share, planted):
+    """Someone with local access may set the xattr; the server takes it for no id at all."""
+    root, vfs = share
+    os.setxattr(root / "file.txt", STREAM_ID_XATTR, planted)
+    assert vfs.stream_id(["file.txt"]) is None
+    sid = vfs.stream_id(["file.txt"], create=True)
+    assert posix.valid_stream_id(sid)
+    assert os.getxattr(root / "file.txt", STREAM_ID_XATTR) == sid.encode()
+    assert vfs.stream_id(["file.txt"]) == sid
+
+
+def test_a_store_entry_no_client_could_make_is_left_alone(share):
+    root, vfs = share
+    sid = vfs.stream_id(["file.txt"], create=True)
+    vfs.make_stream_dir(sid)
+    (root / STREAMS_DIR / sid / "a:b").write_text("x")     # made locally, not through SMB
+    (root / STREAMS_DIR / sid / "ok").write_text("x")
+    vfs.remove_streams(sid)
+    assert os.listdir(root / STREAMS_DIR / sid) == ["a:b"]
