@@ -266,22 +266,13 @@ def test_handshake_timeout(serve):
 
 
 def test_deadtime(serve):
-    smbprotocol_open = pytest.importorskip("smbprotocol.open")
-    tree = pytest.importorskip("smbprotocol.tree")
     srv = serve({"deadtime": 0.05})     # 3 seconds
     port = srv["port"]
     idle, idle_sess = smbprotocol_logon(port)
     busy, busy_sess = smbprotocol_logon(port)
     holder, holder_sess = smbprotocol_logon(port)
     try:
-        share = tree.TreeConnect(holder_sess, rf"\\127.0.0.1\share")
-        share.connect()
-        opened = smbprotocol_open.Open(share, "held.txt")
-        opened.create(smbprotocol_open.ImpersonationLevel.Impersonation,
-                      smbprotocol_open.FilePipePrinterAccessMask.GENERIC_ALL,
-                      0x80, smbprotocol_open.ShareAccess.FILE_SHARE_READ,
-                      smbprotocol_open.CreateDisposition.FILE_OVERWRITE_IF,
-                      smbprotocol_open.CreateOptions.FILE_NON_DIRECTORY_FILE)
+        smbprotocol_open_file(holder_sess, "held.txt")
         for _ in range(8):              # 8 s: the busy one keeps talking, the others are silent
             assert alive(busy, busy_sess)
             time.sleep(1)
@@ -331,6 +322,44 @@ def test_large_frame_before_logon_is_refused(serve):
         assert (srv["share"] / "big.bin").read_bytes() == data
     finally:
         smbclient.reset_connection_cache()
+
+
+def smbprotocol_open_file(sess, name: str):
+    """An open file on the share through smbprotocol's low-level API: each write() is one
+    WRITE request."""
+    smbprotocol_open = pytest.importorskip("smbprotocol.open")
+    tree = pytest.importorskip("smbprotocol.tree")
+    share = tree.TreeConnect(sess, r"\\127.0.0.1\share")
+    share.connect()
+    opened = smbprotocol_open.Open(share, name)
+    opened.create(smbprotocol_open.ImpersonationLevel.Impersonation,
+                  smbprotocol_open.FilePipePrinterAccessMask.GENERIC_ALL,
+                  0x80, smbprotocol_open.ShareAccess.FILE_SHARE_READ,
+                  smbprotocol_open.CreateDisposition.FILE_OVERWRITE_IF,
+                  smbprotocol_open.CreateOptions.FILE_NON_DIRECTORY_FILE)
+    return opened
+
+
+def test_idle_connections_give_back_their_frame_buffers(serve):
+    srv = serve({})
+    conn, sess = smbprotocol_logon(srv["port"])
+    try:
+        opened = smbprotocol_open_file(sess, "big.bin")
+        opened.write(b"w" * 4096, 0)                  # what a first write sets up is not counted
+        before = rss_kib(srv["proc"].pid)
+        chunk = bytes(range(256)) * (4 << 12)         # 4 MiB: one large frame each
+        for i in range(4):
+            opened.write(chunk, i * len(chunk))
+        busy = rss_kib(srv["proc"].pid)
+        assert busy - before > 4 * 1024, "the large frames did not take buffers"
+        time.sleep(8)                                  # idle past 5 s, and a sweep
+        idle = rss_kib(srv["proc"].pid)
+        assert busy - idle > 4 * 1024, f"RSS {before} -> {busy} -> {idle} KiB: buffers kept"
+        assert alive(conn, sess)
+        opened.write(chunk, 0)                         # and large frames still work after
+        assert (srv["share"] / "big.bin").stat().st_size == 4 * len(chunk)
+    finally:
+        conn.disconnect()
 
 
 # -- one connection's share of the server ---------------------------------------------------------
