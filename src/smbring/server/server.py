@@ -274,16 +274,25 @@ class Server:
         self.throttle = Throttle()
         self._modules = None
 
+    def _ring(self):
+        """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
+        descriptors or memory is raised: it says nothing about io_uring."""
+        if not self.use_uring:
+            return None
+        try:
+            from smbring.uring import aio
+            return aio.get_ring()
+        except (ImportError, OSError) as e:
+            if isinstance(e, OSError) and e.errno in OUT_OF_RESOURCES:
+                raise
+            log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
+            self.use_uring = False
+            return None
+
     def _io_modules(self) -> dict:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
-            aring = None
-            if self.use_uring:
-                try:
-                    from smbring.uring import aio
-                    aring = aio.get_ring()
-                except (ImportError, OSError):
-                    aring = None
+            aring = self._ring()
             self._modules = {name: modules.build(share.vfs_objects, aring,
                                                  crowded=lambda: self.connections > 1)
                              for name, share in self.shares.items()}
@@ -292,16 +301,10 @@ class Server:
         return self._modules
 
     def _transport(self, sock: socket.socket):
-        if self.use_uring:
-            try:
-                from smbring.uring import aio
-
-                return RingTransport(aio.get_ring(), sock, self.read_path,
-                                     crowded=lambda: self.connections > 1)
-            except (ImportError, OSError) as e:
-                log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
-                self.use_uring = False
-        return PlainTransport(sock)
+        aring = self._ring()
+        if aring is None:
+            return PlainTransport(sock)
+        return RingTransport(aring, sock, self.read_path, crowded=lambda: self.connections > 1)
 
     # -- connections in all and per client address ------------------------------------------
     def _refusal(self, address: str) -> str | None:
@@ -399,7 +402,7 @@ class Server:
                               local_address=sock.getsockname()[0], io_modules=self._io_modules(),
                               limits=self.limits, ntlm_auth=self.ntlm_auth)
             transport = self._transport(sock)
-        except OSError as e:         # reset before it could be set up
+        except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
             sock.close()
             return
@@ -497,6 +500,9 @@ class Server:
             log.warning("the open files limit (%d) is low for max smbd processes = %d: "
                         "connections beyond it wait until descriptors are freed", open_files,
                         self.limits.max_connections)
+        # what connections share is set up before the first is accepted: not when the
+        # descriptors may have run short
+        self._io_modules()
         listener = socket.create_server((host, port), reuse_port=False, backlog=128)
         listener.setblocking(False)
         log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
@@ -517,6 +523,8 @@ class Server:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _, address=address: self._leave(address))
+                # accept returns at once while connections wait: let the others run between
+                await asyncio.sleep(0)
         finally:
             sweeper.cancel()
             listener.close()
