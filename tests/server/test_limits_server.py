@@ -124,6 +124,12 @@ def served_again(port: int, source: str = "127.0.0.1", within: float = 10.0) -> 
     return s is not None
 
 
+def close_all(socks) -> None:
+    for s in socks:
+        if s is not None:
+            s.close()
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -146,8 +152,7 @@ def test_connections_per_client_address(serve):
         over = [connect(port) for _ in range(10)]
         assert all(closed_by_server(s) for s in over)
         assert not any(served(s) for s in over)
-        for s in over:
-            s.close()
+        close_all(over)
         # the held connections are still served, and another address is not counted with them
         assert all(echoed(s, 1) for s in held)
         with connect(port, "127.0.0.2") as other:
@@ -159,9 +164,7 @@ def test_connections_per_client_address(serve):
         assert len(log_lines(srv, "refusing connections from 127.0.0.1")) == 1
         assert srv["proc"].poll() is None
     finally:
-        for s in held:
-            if s is not None:
-                s.close()
+        close_all(held)
 
 
 def test_connections_in_all(serve):
@@ -178,9 +181,7 @@ def test_connections_in_all(serve):
         assert served_again(port, "127.0.0.3")
         assert srv["proc"].poll() is None
     finally:
-        for s in held:
-            if s is not None:
-                s.close()
+        close_all(held)
 
 
 def test_descriptor_exhaustion_does_not_stop_the_server(serve):
@@ -196,9 +197,7 @@ def test_descriptor_exhaustion_does_not_stop_the_server(serve):
         assert srv["proc"].poll() is None, srv["log"].read_text()[-2000:]
         assert served(held[0])                  # one it did accept is still served
     finally:
-        for s in held:
-            if s is not None:
-                s.close()
+        close_all(held)
     assert served_again(port, within=15)        # descriptors freed: accepting again
     assert srv["proc"].poll() is None
     assert 1 <= len(log_lines(srv, "out of descriptors")) <= 5   # logged, not flooded
@@ -217,6 +216,22 @@ def smbprotocol_logon(port: int):
     return conn, sess
 
 
+def smbprotocol_open_file(sess, name: str):
+    """An open file on the share through smbprotocol's low-level API: each write() is one
+    WRITE request."""
+    smbprotocol_open = pytest.importorskip("smbprotocol.open")
+    tree = pytest.importorskip("smbprotocol.tree")
+    share = tree.TreeConnect(sess, r"\\127.0.0.1\share")
+    share.connect()
+    opened = smbprotocol_open.Open(share, name)
+    opened.create(smbprotocol_open.ImpersonationLevel.Impersonation,
+                  smbprotocol_open.FilePipePrinterAccessMask.GENERIC_ALL,
+                  0x80, smbprotocol_open.ShareAccess.FILE_SHARE_READ,
+                  smbprotocol_open.CreateDisposition.FILE_OVERWRITE_IF,
+                  smbprotocol_open.CreateOptions.FILE_NON_DIRECTORY_FILE)
+    return opened
+
+
 def alive(conn, sess) -> bool:
     try:
         conn.echo(sid=sess.session_id, timeout=5)
@@ -229,14 +244,14 @@ def test_handshake_timeout(serve):
     srv = serve({"handshake timeout": 1.5, "deadtime": 0})
     port = srv["port"]
     conn, sess = smbprotocol_logon(port)
+    start = time.monotonic()
+    silent, answered, chatty, trickling = (connect(port) for _ in range(4))
+    names = {silent: "silent", answered: "answered", chatty: "chatty", trickling: "trickling"}
     try:
-        start = time.monotonic()
-        silent, answered, chatty, trickling = (connect(port) for _ in range(4))
         assert served(answered) and served(chatty)
-        # chatty sends an ECHO every 0.4 s, trickling one byte of a NEGOTIATE every 0.2 s
+        # chatty sends an ECHO about every 0.4 s, trickling one byte of a NEGOTIATE every 0.2 s
         # (the whole frame would take 20 s): neither logs on, so both are closed in time
         closed, tick, payload = {}, 0, frame(negotiate())
-        names = {silent: "silent", answered: "answered", chatty: "chatty", trickling: "trickling"}
         while len(closed) < 4 and time.monotonic() - start < 10:
             waiting = [s for s in names if names[s] not in closed]
             for s in select.select(waiting, [], [], 0.2)[0]:
@@ -259,9 +274,8 @@ def test_handshake_timeout(serve):
         # logged on: no handshake timeout; and deadtime 0 is never
         assert alive(conn, sess)
         assert srv["proc"].poll() is None
-        for s in names:
-            s.close()
     finally:
+        close_all(names)
         conn.disconnect()
 
 
@@ -310,9 +324,8 @@ def test_large_frame_before_logon_is_refused(serve):
         assert grown < 16 * 1024, f"RSS grew by {grown} KiB for 40 refused frames"
         assert len(log_lines(srv, "refused")) >= 40
     finally:
-        for s in conns:
-            s.close()
-    # after logon a large frame is fine: a 4 MiB write and read back through smbprotocol
+        close_all(conns)
+    # after logon a large frame is fine: a 4 MiB write through smbprotocol
     smbclient = pytest.importorskip("smbclient")
     smbclient.register_session("127.0.0.1", username=USER, password=PASSWORD, port=port)
     try:
@@ -322,22 +335,6 @@ def test_large_frame_before_logon_is_refused(serve):
         assert (srv["share"] / "big.bin").read_bytes() == data
     finally:
         smbclient.reset_connection_cache()
-
-
-def smbprotocol_open_file(sess, name: str):
-    """An open file on the share through smbprotocol's low-level API: each write() is one
-    WRITE request."""
-    smbprotocol_open = pytest.importorskip("smbprotocol.open")
-    tree = pytest.importorskip("smbprotocol.tree")
-    share = tree.TreeConnect(sess, r"\\127.0.0.1\share")
-    share.connect()
-    opened = smbprotocol_open.Open(share, name)
-    opened.create(smbprotocol_open.ImpersonationLevel.Impersonation,
-                  smbprotocol_open.FilePipePrinterAccessMask.GENERIC_ALL,
-                  0x80, smbprotocol_open.ShareAccess.FILE_SHARE_READ,
-                  smbprotocol_open.CreateDisposition.FILE_OVERWRITE_IF,
-                  smbprotocol_open.CreateOptions.FILE_NON_DIRECTORY_FILE)
-    return opened
 
 
 def test_idle_connections_give_back_their_frame_buffers(serve):
