@@ -385,11 +385,14 @@ class Server:
             await asyncio.sleep(period)
             now = loop.time()
             for link in list(self.links):
-                reason = self._overdue(link, now)
-                if reason is not None:
-                    link.close(reason)
-                else:
-                    link.transport.release_idle()
+                try:
+                    reason = self._overdue(link, now)
+                    if reason is not None:
+                        link.close(reason)
+                    else:
+                        link.transport.release_idle()
+                except Exception:     # one connection's fault must not end the sweeps
+                    log.exception("timeout sweep: connection skipped")
 
     # -- one connection -----------------------------------------------------------------------
     async def handle(self, sock: socket.socket, peer) -> None:
