@@ -16,9 +16,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(tmp_path, *serve_args: str, port: int | None = None):
+def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
-    until it listens. Returns (process, port, log path)."""
+    until it listens (preexec_fn runs in the server's process before it starts, e.g. to
+    lower a resource limit). Returns (process, port, log path)."""
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
@@ -30,7 +31,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None):
         if "--config" not in args:
             args += ["--listen", f"127.0.0.1:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with socket.socket() as s:

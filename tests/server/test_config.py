@@ -118,3 +118,54 @@ def test_guest_only_where_a_share_allows_it(tmp_path):
         assert "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr
     finally:
         stop(proc)
+
+
+def write_global(tmp_path, options: str):
+    conf = tmp_path / "limits.conf"
+    conf.write_text(f"[global]\n{options}\n[s]\npath = {tmp_path}\n")
+    return str(conf)
+
+
+def test_limits_and_ntlm_auth_from_global(tmp_path):
+    from smbring.smb.limits import OPTIONS, Limits
+    cfg = load(write_global(tmp_path, ""))
+    assert cfg.limits == Limits() and cfg.ntlm_auth == "ntlmv2-only" and not cfg.warnings
+    counts = [option for option in OPTIONS if option not in ("handshake timeout", "deadtime")]
+    cfg = load(write_global(tmp_path, "\n".join(f"{option} = 7" for option in counts) + """
+handshake timeout = 2.5
+deadtime = .5
+max smbd processes = 0
+NTLM   Auth = Yes"""))
+    assert not cfg.warnings      # every option is known
+    assert cfg.limits.max_credits == 7 and cfg.limits.max_locks == 7 and cfg.limits.max_compound == 7
+    assert cfg.limits.handshake_timeout == 2.5 and cfg.limits.deadtime == 0.5
+    assert cfg.limits.max_connections == 0 and cfg.limits.max_connections_per_address == 7
+    assert cfg.ntlm_auth == "ntlmv1-permitted"
+    for value, meant in [("no", "ntlmv2-only"), ("false", "ntlmv2-only"), ("disabled", "disabled"),
+                         ("mschapv2-and-ntlmv2-only", "mschapv2-and-ntlmv2-only"),
+                         ("ntlmv1-permitted", "ntlmv1-permitted"), ("true", "ntlmv1-permitted")]:
+        assert load(write_global(tmp_path, f"ntlm auth = {value}")).ntlm_auth == meant
+    assert load(write_global(tmp_path, "deadtime = 0")).limits.deadtime == 0
+
+
+@pytest.mark.parametrize("option, message", [
+    ("max open files = -1", "whole number"),
+    ("max open files = 0", "at least 1"),
+    ("smb2 max credits = 1.5", "whole number"),
+    ("max trees per session = lots", "whole number"),
+    ("max locks per open = 0x10", "whole number"),
+    ("max compound requests = 1_000", "whole number"),
+    ("max connections per client =", "whole number"),
+    ("handshake timeout = -5", "seconds"),
+    ("handshake timeout = inf", "seconds"),
+    ("handshake timeout = nan", "seconds"),
+    ("handshake timeout = 1e3", "seconds"),
+    ("deadtime = 10 minutes", "minutes"),
+    ("deadtime = -0.5", "minutes"),
+    ("deadtime = \u0661\u0660", "minutes"),         # digits, but not ASCII ones
+    ("ntlm auth = maybe", "ntlm auth"),
+    ("ntlm auth = ntlmv1", "ntlm auth"),
+])
+def test_bad_limits_are_refused(tmp_path, option, message):
+    with pytest.raises(ConfigError, match=message):
+        load(write_global(tmp_path, option))

@@ -26,6 +26,9 @@ def register(sub) -> None:
                         "(default: direct_writes over io_uring where available, else over threadpool)")
     p.add_argument("--read-path", default=None, choices=["auto", "copy", "mmap", "splice", "zc"],
                    help="how READ data reaches the socket (default auto)")
+    p.add_argument("--no-io-uring", action="store_true",
+                   help="serve without io_uring: plain asyncio sockets, file data through a thread "
+                        "pool (as where io_uring is unavailable)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -33,12 +36,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from smbring.server.server import Server
     from smbring.smb.connection import Share
+    from smbring.smb.limits import Limits
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from smbring.server.config import ConfigError, load
 
     listen, signing = args.listen, args.signing_required
+    limits, ntlm_auth = Limits(), "ntlmv2-only"
     if args.config:
         try:
             cfg = load(args.config)
@@ -49,6 +54,7 @@ def run(args) -> int:
         read_path = args.read_path or cfg.read_path
         listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
         args.passdb = args.passdb or cfg.passdb
+        limits, ntlm_auth = cfg.limits, cfg.ntlm_auth
     elif args.path:
         shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
                                     read_only=args.read_only, guest_ok=args.guest,
@@ -70,7 +76,8 @@ def run(args) -> int:
     host, _, port = listen.rpartition(":")
     guest = args.guest or any(share.guest_ok for share in shares.values())
     server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
-                    signing_required=signing, read_path=read_path)
+                    signing_required=signing, read_path=read_path, use_uring=not args.no_io_uring,
+                    limits=limits, ntlm_auth=ntlm_auth)
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

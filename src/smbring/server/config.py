@@ -5,15 +5,20 @@ Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:POR
 ``valid users``, ``comment``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
 smbring.vfs.modules), ``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
 [global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
+In [global] also the bounds of smbring.smb.limits.OPTIONS (``max smbd processes``, ``max
+connections per client``, ``handshake timeout``, ``deadtime``, ``smb2 max credits``, ...) and
+``ntlm auth`` (ntlmv2-only, ntlmv1-permitted, mschapv2-and-ntlmv2-only, disabled).
 Anything else is warned about and ignored, as Samba users expect from testparm.
 """
 from __future__ import annotations
 
 import configparser
 import logging
+import re
 from dataclasses import dataclass, field
 
 from smbring.smb.connection import Share
+from smbring.smb.limits import OPTIONS, Limits
 from smbring.vfs.modules import MODULES
 
 log = logging.getLogger("smbring.config")
@@ -21,10 +26,19 @@ log = logging.getLogger("smbring.config")
 TRUE = {"yes", "true", "1", "on"}
 FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level", "read path"}
+               "log level", "read path", "ntlm auth", *OPTIONS}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
               "vfs objects", "smb encrypt", "browseable", "browsable", "read path"}
 READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
+# Samba's `ntlm auth` values, with the booleans it takes as synonyms
+NTLM_AUTH = {"ntlmv2-only": "ntlmv2-only", "no": "ntlmv2-only", "false": "ntlmv2-only",
+             "ntlmv1-permitted": "ntlmv1-permitted", "yes": "ntlmv1-permitted",
+             "true": "ntlmv1-permitted", "mschapv2-and-ntlmv2-only": "mschapv2-and-ntlmv2-only",
+             "disabled": "disabled"}
+WHOLE = re.compile(r"[0-9]+")
+DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
+# 0 means no bound for these, as for Samba's `max smbd processes`
+ZERO_IS_UNLIMITED = {"max_connections", "max_connections_per_address"}
 
 
 class ConfigError(ValueError):
@@ -38,6 +52,8 @@ class Config:
     listen: str | None = None
     passdb: str | None = None
     read_path: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+    ntlm_auth: str = "ntlmv2-only"
     warnings: list[str] = field(default_factory=list)
 
 
@@ -55,6 +71,37 @@ def _read_path(value: str, where: str) -> str:
     if v not in READ_PATHS:
         raise ConfigError(f"{where} read path: one of {', '.join(READ_PATHS)}, not {value!r}")
     return v
+
+
+def _limits(opts) -> Limits:
+    """The [global] bounds. Counts are whole numbers of at least 1, except that 0 connections
+    means no bound (as for Samba's `max smbd processes`); the timeouts, in seconds (handshake
+    timeout) or minutes (deadtime), may have decimals, and 0 means never (as for Samba's
+    deadtime)."""
+    limits = Limits()
+    for option, name in OPTIONS.items():
+        if option not in opts:
+            continue
+        text = opts[option].strip()
+        timeout = isinstance(getattr(limits, name), float)
+        if timeout and not DECIMAL.fullmatch(text):
+            unit = "minutes" if name == "deadtime" else "seconds"
+            raise ConfigError(f"[global] {option}: expected a number of {unit}, not {opts[option]!r}")
+        if not timeout and not WHOLE.fullmatch(text):
+            raise ConfigError(f"[global] {option}: expected a whole number, not {opts[option]!r}")
+        value = float(text) if timeout else int(text)
+        if value == 0 and not timeout and name not in ZERO_IS_UNLIMITED:
+            raise ConfigError(f"[global] {option}: must be at least 1")
+        setattr(limits, name, value)
+    return limits
+
+
+def _ntlm_auth(value: str) -> str:
+    v = value.strip().lower()
+    if v not in NTLM_AUTH:
+        raise ConfigError(f"[global] ntlm auth: one of ntlmv2-only, ntlmv1-permitted, "
+                          f"mschapv2-and-ntlmv2-only, disabled, not {value!r}")
+    return NTLM_AUTH[v]
 
 
 def load(path: str) -> Config:
@@ -82,6 +129,8 @@ def load(path: str) -> Config:
             cfg.listen = opts.get("listen", cfg.listen)
             cfg.passdb = opts.get("passdb")
             cfg.read_path = _read_path(opts.get("read path", "auto"), "[global]")
+            cfg.limits = _limits(opts)
+            cfg.ntlm_auth = _ntlm_auth(opts.get("ntlm auth", "ntlmv2-only"))
             continue
         where = f"[{section}]"
         for key in opts:

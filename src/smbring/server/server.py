@@ -7,22 +7,42 @@ io_uring is unavailable, the same loop runs on plain asyncio sockets.
 
 Malformed framing or a protocol violation closes the connection; an error inside a command
 becomes an NTSTATUS (see ``smb.connection``).
+
+The server's own bounds (see ``smb.limits``): the connections in all and per client address,
+counted at accept (one over either is closed at once); the frame size, asked of the connection
+for every frame (small until a session is established); the handshake timeout and deadtime,
+checked by one periodic sweep over all connections, which also lets idle connections drop
+their large buffers. A shortage of descriptors or memory pauses accepting instead of ending
+the server.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import mmap
 import os
+import resource
 import socket
 import sys
+import time
 
 from smbring.datapath import READ_COSTS, FileRange, Receiver, Sender
 from smbring.smb.connection import MAX_IO, Connection, Deferred, Share
+from smbring.smb.limits import Limits
 from smbring.vfs import modules
 
 log = logging.getLogger("smbring.server")
-MAX_FRAME = MAX_IO + 65536
+MAX_FRAME = Limits.max_frame
+# accept() errors that mean the process or the system is short of descriptors or memory: wait
+# for some to be freed, accepting again after BACKOFF_FIRST seconds, doubling to BACKOFF_MOST
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+BACKOFF_FIRST, BACKOFF_MOST = 0.1, 1.0
+# accept() errors of the connection being accepted, not of the listener (see accept(2))
+NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ENETDOWN,
+                   errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
+                   errno.EOPNOTSUPP, errno.ENETUNREACH}
+LOG_EVERY = 60.0    # a message that may repeat (a refused address) is logged once a minute
 # Lone WRITEs whose file I/O may run while the next requests are received: the next payload
 # arrives while the last one goes to the disk (each holds its frame: up to 4 x 8 MiB).
 WRITES_IN_FLIGHT = 4
@@ -73,13 +93,16 @@ class FrameBuffers:
     LARGE = 1 << 20
     SKEW = (mmap.PAGESIZE - 0x70) % mmap.PAGESIZE
     KEPT = WRITES_IN_FLIGHT + 2     # the frames in flight, the one arriving, one spare
+    IDLE = 5.0                      # seconds without a large frame before the buffers go
 
     def __init__(self):
         self._bufs: list[mmap.mmap] = []
+        self._last_large = 0.0
 
     def frame(self, n: int) -> memoryview:
         if n < self.LARGE or n + self.SKEW > MAX_FRAME + mmap.PAGESIZE:
             return memoryview(bytearray(n))
+        self._last_large = time.monotonic()
         for buf in self._bufs:
             # free when only this list (and getrefcount's argument) refers to it: every view
             # of an mmap, slices included, holds a reference to it through its export
@@ -91,12 +114,26 @@ class FrameBuffers:
         self._bufs.append(buf)
         return memoryview(buf)[self.SKEW:self.SKEW + n]
 
+    def release_idle(self) -> None:
+        """Unmaps the buffers nothing views once no large frame came for IDLE seconds: a
+        thousand idle connections should not keep 8 MiB each."""
+        if not self._bufs or time.monotonic() - self._last_large < self.IDLE:
+            return
+        kept = []
+        for buf in self._bufs:
+            if sys.getrefcount(buf) == 3:      # the list, `buf`, getrefcount's argument
+                buf.close()
+            else:
+                kept.append(buf)
+        self._bufs = kept
+
 
 class RingTransport:
     """Receives and sends on one socket through the engine."""
 
     def __init__(self, aring, sock: socket.socket, read_path: str, crowded=None):
-        self.rx = Receiver(aring, sock)
+        # frames arrive in self.frames, never through the receiver's payload buffers: one page
+        self.rx = Receiver(aring, sock, max_payload=mmap.PAGESIZE)
         self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded)
         self.frames = FrameBuffers()
 
@@ -107,6 +144,9 @@ class RingTransport:
 
     async def send(self, desc) -> None:
         await self.tx.send(desc)
+
+    def release_idle(self) -> None:
+        self.frames.release_idle()
 
     def close(self) -> None:
         self.rx.close()
@@ -121,6 +161,9 @@ class PlainTransport:
         self.sock = sock
 
     async def recv_exact(self, n: int) -> memoryview:
+        # asyncio reads what has arrived at once, without a turn of the loop: a client that
+        # keeps its socket full would never let the other connections run
+        await asyncio.sleep(0)
         buf = bytearray(n)
         view, got = memoryview(buf), 0
         while got < n:
@@ -139,34 +182,117 @@ class PlainTransport:
             data += bytes(desc.payload)
         await self.loop.sock_sendall(self.sock, data)
 
+    def release_idle(self) -> None:
+        pass            # no buffers kept between frames
+
     def close(self) -> None:
         pass
+
+
+class Link:
+    """One client connection as the server keeps track of it: what its timeouts count from,
+    whether a response is on its way, and a way to close it from outside its task."""
+
+    def __init__(self, sock: socket.socket, conn: Connection, transport, now: float):
+        self.sock = sock
+        self.conn = conn
+        self.transport = transport
+        self.last_frame = now                   # when the last complete frame arrived
+        self.not_logged_on_since: float | None = now  # accepted, or its last session ended
+        self.sending = asyncio.Lock()           # one frame on the wire at a time
+        self.closed_because: str | None = None
+
+    def close(self, reason: str) -> None:
+        """Ends the connection: its task sees the end of the stream and cleans up."""
+        self.closed_because = reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Throttle:
+    """Logs a message about one key (a client address, say) at most once every `every`
+    seconds, so that a client repeating what is refused cannot flood the log."""
+
+    def __init__(self, every: float = LOG_EVERY):
+        self.every = every
+        self.last: dict = {}
+
+    def due(self, key, now: float) -> bool:
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        if len(self.last) >= 4096:     # forget what is too old to matter
+            self.last = {k: t for k, t in self.last.items() if now - t < self.every}
+        self.last[key] = now
+        return True
+
+
+def raise_open_files_limit() -> int:
+    """Raises the soft limit on open files to the hard limit, as smbd does: every connection
+    and every open file holds a descriptor. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if hard == resource.RLIM_INFINITY:      # the kernel's own ceiling then
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = int(f.read())
+        except (OSError, ValueError):
+            want = soft
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, want, e)
+    log.info("open files: %d at most (RLIMIT_NOFILE)", soft)
+    return soft
+
+
+def sweep_period(limits: Limits) -> float:
+    """How often the timeouts are checked: a quarter of the shortest, between 50 ms and 1 s
+    (idle buffers are released on the same sweep)."""
+    timeouts = [t for t in (limits.handshake_timeout, limits.deadtime * 60) if t > 0]
+    return max(0.05, min([1.0] + [t / 4 for t in timeouts]))
 
 
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 max_connections: int = 1024):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
         self.shares = shares
         self.passdb_path = passdb_path
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
         self.use_uring = use_uring
-        self.max_connections = max_connections
+        self.limits = limits or Limits()
+        self.ntlm_auth = ntlm_auth
         self.connections = 0
+        self.per_address: dict[str, int] = {}
+        self.links: set[Link] = set()
+        self.throttle = Throttle()
         self._modules = None
+
+    def _ring(self):
+        """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
+        descriptors or memory is raised: it says nothing about io_uring."""
+        if not self.use_uring:
+            return None
+        try:
+            from smbring.uring import aio
+            return aio.get_ring()
+        except (ImportError, OSError) as e:
+            if isinstance(e, OSError) and e.errno in OUT_OF_RESOURCES:
+                raise
+            log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
+            self.use_uring = False
+            return None
 
     def _io_modules(self) -> dict:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
-            aring = None
-            if self.use_uring:
-                try:
-                    from smbring.uring import aio
-                    aring = aio.get_ring()
-                except (ImportError, OSError):
-                    aring = None
+            aring = self._ring()
             self._modules = {name: modules.build(share.vfs_objects, aring,
                                                  crowded=lambda: self.connections > 1)
                              for name, share in self.shares.items()}
@@ -175,29 +301,120 @@ class Server:
         return self._modules
 
     def _transport(self, sock: socket.socket):
-        if self.use_uring:
-            try:
-                from smbring.uring import aio
+        aring = self._ring()
+        if aring is None:
+            return PlainTransport(sock)
+        return RingTransport(aring, sock, self.read_path, crowded=lambda: self.connections > 1)
 
-                return RingTransport(aio.get_ring(), sock, self.read_path,
-                                     crowded=lambda: self.connections > 1)
-            except (ImportError, OSError) as e:
-                log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
-                self.use_uring = False
-        return PlainTransport(sock)
+    # -- connections in all and per client address ------------------------------------------
+    def _refusal(self, address: str) -> str | None:
+        """Why a new connection from address is refused, if it is."""
+        limits = self.limits
+        if limits.max_connections and self.connections >= limits.max_connections:
+            return (f"{self.connections} connections in all "
+                    f"(max smbd processes = {limits.max_connections})")
+        held = self.per_address.get(address, 0)
+        if limits.max_connections_per_address and held >= limits.max_connections_per_address:
+            return (f"{held} connections from it "
+                    f"(max connections per client = {limits.max_connections_per_address})")
+        return None
 
-    async def handle(self, sock: socket.socket, peer) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self.shares, passdb_path=self.passdb_path, allow_guest=self.allow_guest,
-                          signing_required=self.signing_required, local_address=sock.getsockname()[0],
-                          io_modules=self._io_modules())
-        transport = self._transport(sock)
+    def _admit(self, address: str) -> None:
         self.connections += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+
+    def _leave(self, address: str) -> None:
+        self.connections -= 1
+        self.per_address[address] -= 1
+        if not self.per_address[address]:
+            del self.per_address[address]
+
+    async def _accept(self, listener: socket.socket):
+        """The next connection. Short of descriptors or memory, accepting pauses (the
+        connections wait in the listen backlog) until some are freed."""
+        loop = asyncio.get_running_loop()
+        delay, logged = 0.0, False
+        while True:
+            try:
+                pair = await loop.sock_accept(listener)
+            except OSError as e:
+                if e.errno in NEXT_CONNECTION:
+                    continue
+                if e.errno not in OUT_OF_RESOURCES:
+                    raise
+                if self.throttle.due("accept", loop.time()):
+                    log.error("out of descriptors or memory (%s, %d connections): not accepting "
+                              "for a while", e.strerror, self.connections)
+                    logged = True
+                delay = min(delay * 2, BACKOFF_MOST) if delay else BACKOFF_FIRST
+                await asyncio.sleep(delay)
+                continue
+            if logged:
+                log.warning("accepting connections again (%d connections)", self.connections)
+            return pair
+
+    # -- timeouts ---------------------------------------------------------------------------
+    def _overdue(self, link: Link, now: float) -> str | None:
+        """Why link is closed now, if its timeout has passed: the handshake timeout while not
+        logged on, deadtime once logged on when closing loses nothing (no open file, no
+        request waiting). A response on its way is given one more period to finish."""
+        limits = self.limits
+        if link.conn.logged_on():
+            link.not_logged_on_since = None
+            if not limits.deadtime or not link.conn.idle_closable():
+                return None
+            waited, allowed = now - link.last_frame, limits.deadtime * 60
+            reason = f"idle past deadtime ({limits.deadtime:g} minutes)"
+        else:
+            if link.not_logged_on_since is None:       # its last session has ended
+                link.not_logged_on_since = now
+            if not limits.handshake_timeout:
+                return None
+            waited, allowed = now - link.not_logged_on_since, limits.handshake_timeout
+            reason = f"not logged on within the handshake timeout ({limits.handshake_timeout:g} s)"
+        if waited < allowed or (link.sending.locked() and waited < 2 * allowed):
+            return None
+        return reason
+
+    async def _sweep(self) -> None:
+        """Closes the connections whose timeout has passed, and lets the others drop their
+        large buffers if they have been idle; one pass over all of them each period."""
+        loop = asyncio.get_running_loop()
+        period = sweep_period(self.limits)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for link in list(self.links):
+                try:
+                    reason = self._overdue(link, now)
+                    if reason is not None:
+                        link.close(reason)
+                    else:
+                        link.transport.release_idle()
+                except Exception:     # one connection's fault must not end the sweeps
+                    log.exception("timeout sweep: connection skipped")
+
+    # -- one connection -----------------------------------------------------------------------
+    async def handle(self, sock: socket.socket, peer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(self.shares, passdb_path=self.passdb_path,
+                              allow_guest=self.allow_guest, signing_required=self.signing_required,
+                              local_address=sock.getsockname()[0], io_modules=self._io_modules(),
+                              limits=self.limits, ntlm_auth=self.ntlm_auth)
+            transport = self._transport(sock)
+        except OSError as e:         # reset before it could be set up, or out of descriptors
+            log.info("connection from %s lost: %s", peer, e)
+            sock.close()
+            return
+        link = Link(sock, conn, transport, loop.time())
+        self.links.add(link)
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        sending = asyncio.Lock()
+        sending = link.sending
         flushes = set()
 
         async def flush_outbox():
@@ -242,9 +459,12 @@ class Server:
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
-                if size < 64 or size > MAX_FRAME:
-                    raise ConnectionError(f"frame of {size} bytes refused")
+                limit = conn.frame_limit()      # small until a session is established
+                if size < 64 or size > limit:
+                    raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
+                                          f"{'now' if conn.logged_on() else 'before logon'})")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
+                link.last_frame = loop.time()
                 lone = lone_write(frame)
                 if writes and not lone:
                     await writes.drain()
@@ -261,10 +481,11 @@ class Server:
                         else:
                             await transport.send(desc)
         except (ConnectionError, OSError) as e:
-            log.info("connection from %s closed: %s", peer, e or "eof")
+            log.info("connection from %s closed: %s", peer, link.closed_because or e or "eof")
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
+            self.links.discard(link)
             await writes.drain()     # their files stay open until their data is written
             conn.close_all()
             stats = getattr(getattr(transport, "tx", None), "stats", None)
@@ -273,24 +494,40 @@ class Server:
                          "copied: %d of %d; read path auto: %r)", peer, stats.by_path, stats.zc_copied,
                          stats.zc_sends, READ_COSTS)
             transport.close()
-            self.connections -= 1
             sock.close()
 
     async def serve(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        open_files = raise_open_files_limit()
+        if self.limits.max_connections and open_files < self.limits.max_connections + 64:
+            log.warning("the open files limit (%d) is low for max smbd processes = %d: "
+                        "connections beyond it wait until descriptors are freed", open_files,
+                        self.limits.max_connections)
+        # what connections share is set up before the first is accepted: not when the
+        # descriptors may have run short
+        self._io_modules()
         listener = socket.create_server((host, port), reuse_port=False, backlog=128)
         listener.setblocking(False)
         log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
         tasks = set()
+        sweeper = asyncio.ensure_future(self._sweep())
         try:
             while True:
-                sock, peer = await loop.sock_accept(listener)
-                if self.connections >= self.max_connections:
-                    log.warning("refusing %s: %d connections already", peer, self.connections)
+                sock, peer = await self._accept(listener)
+                address = peer[0]
+                refusal = self._refusal(address)
+                if refusal is not None:
+                    if self.throttle.due(address, loop.time()):
+                        log.warning("refusing connections from %s: %s", address, refusal)
                     sock.close()
                     continue
+                self._admit(address)
                 task = asyncio.ensure_future(self.handle(sock, peer))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _, address=address: self._leave(address))
+                # accept returns at once while connections wait: let the others run between
+                await asyncio.sleep(0)
         finally:
+            sweeper.cancel()
             listener.close()
