@@ -7,7 +7,6 @@ smb encrypt = required) and, with guest=True, `public` (guest ok, read only). [g
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import sys
@@ -20,22 +19,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))   # raw.py and logon.py, for the test modules
 
 from raw import RawClient, Session  # noqa: E402
+from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 from smbring.server.users import PasswordDB  # noqa: E402
 from smbring.smb import wire  # noqa: E402
 
 
-def _server_helpers():
-    """tests/server/conftest.py (spawn, stop, free_port, USER, PASSWORD), loaded by path: two
-    conftest modules cannot both be imported as `conftest`."""
-    path = Path(__file__).parent.parent / "server" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("smbring_server_test_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers = _server_helpers()
-USER, PASSWORD = helpers.USER, helpers.PASSWORD
 SHARES = {"ro": "read only = yes", "rw": "read only = no",
           "enc": "read only = no\nsmb encrypt = required"}
 
@@ -106,10 +94,10 @@ def _servers(tmp_path_factory):
         root = tmp_path_factory.mktemp("smb")
         for name in list(SHARES) + ["public"]:
             (root / name).mkdir()
-        port = helpers.free_port()
+        port = free_port()
         conf = root / "smb.conf"
         conf.write_text(config_text(port, root, options or {}, guest))
-        proc, port, log = helpers.spawn(root, "--config", str(conf), port=port)
+        proc, port, log = spawn(root, "--config", str(conf), port=port)
         server = Server(port, proc, root, log)
         started.append(server)
         return server
@@ -120,7 +108,7 @@ def _servers(tmp_path_factory):
         for server in started:
             for c in server.clients:
                 c.close()
-            helpers.stop(server.proc)
+            stop(server.proc)
 
 
 @pytest.fixture(scope="module")

@@ -1,55 +1,7 @@
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-
+"""The `server` fixture: one `smbring serve` per test (see servers.py)."""
 import pytest
 
-USER, PASSWORD = "alice", "Secret-pw1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
-    """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
-    until it listens (preexec_fn runs in the server's process before it starts, e.g. to
-    lower a resource limit). Returns (process, port, log path)."""
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
-    cli = [sys.executable, "-m", "smbring.cli"]
-    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
-                   text=True, check=True, env=env, capture_output=True)
-    port = port or free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        args = list(serve_args)
-        if "--config" not in args:
-            args += ["--listen", f"127.0.0.1:{port}"]
-        proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port, log_path
-        if proc.poll() is not None:
-            raise RuntimeError(log_path.read_text())
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+from servers import spawn, stop
 
 
 @pytest.fixture
@@ -60,11 +12,3 @@ def server(tmp_path):
     proc, port, log = spawn(tmp_path, str(share), "--share", "share")
     yield {"port": port, "share": share, "proc": proc, "log": log}
     stop(proc)
-
-
-def smbclient(server, command: str, *extra: str, user=USER, password=PASSWORD):
-    if not shutil.which("smbclient"):
-        pytest.skip("Samba's smbclient is not installed")
-    return subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(server["port"]),
-                           "-U", f"{user}%{password}", *extra, "-c", command],
-                          capture_output=True, text=True, timeout=60)

@@ -17,7 +17,7 @@ from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, 
 from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
-from conftest import PASSWORD, USER  # noqa: E402
+from servers import PASSWORD, USER  # noqa: E402
 
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
 

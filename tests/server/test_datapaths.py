@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import PASSWORD, USER, spawn, stop
+from servers import PASSWORD, USER, spawn, stop
 
 if not shutil.which("smbclient"):
     pytest.skip("Samba's smbclient is not installed", allow_module_level=True)

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from conftest import smbclient
+from servers import smbclient
 
 
 def frame(payload: bytes) -> bytes:

@@ -20,14 +20,14 @@ from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, 
 from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
-from conftest import PASSWORD, USER  # noqa: E402
+from servers import PASSWORD, USER  # noqa: E402
 
 STATUS_ACCESS_DENIED = 0xC0000022
 STATUS_OBJECT_NAME_INVALID = 0xC0000033
 STATUS_IO_REPARSE_TAG_NOT_HANDLED = 0xC0000279
 # Samba answers IO_REPARSE_TAG_NOT_HANDLED for a FIFO, socket or device opened as a file; the
 # VFS refuses them with an error whose errno means ACCESS_DENIED: either is a clear refusal.
-REFUSED = (STATUS_ACCESS_DENIED, STATUS_IO_REPARSE_TAG_NOT_HANDLED)
+REFUSED = (STATUS_IO_REPARSE_TAG_NOT_HANDLED,)   # what Samba answers
 READ = FilePipePrinterAccessMask.GENERIC_READ
 WRITE = FilePipePrinterAccessMask.GENERIC_WRITE
 LIST = 0x00000001       # FILE_LIST_DIRECTORY

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import PASSWORD, USER, free_port, spawn, stop
+from servers import PASSWORD, USER, free_port, spawn, stop
 from test_hostile import frame, header, negotiate
 
 ECHO = 13
@@ -209,7 +209,7 @@ def smbprotocol_logon(port: int):
     """A connection logged on with the smbprotocol client: (connection, session)."""
     connection = pytest.importorskip("smbprotocol.connection")
     session = pytest.importorskip("smbprotocol.session")
-    conn = connection.Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=False)
+    conn = connection.Connection(uuid.uuid4(), "127.0.0.1", port)   # signs (3.1.1 TREE_CONNECT must be)
     conn.connect(timeout=10)
     sess = session.Session(conn, USER, PASSWORD, require_encryption=False)
     sess.connect()

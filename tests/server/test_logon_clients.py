@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import PASSWORD, USER, smbclient
+from servers import PASSWORD, USER, smbclient
 
 CONTENT = b"logged on\n" * 1000   # small: pysmb cannot read frames over 128 KiB
 

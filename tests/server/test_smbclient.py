@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import smbclient
+from servers import smbclient
 
 
 @pytest.mark.parametrize("protocol", ["SMB3", "SMB3_02", "SMB3_00", "SMB2"])   # 3.0.x validate negotiate

@@ -3,7 +3,7 @@ import pytest
 
 smbclient = pytest.importorskip("smbclient")  # the smbprotocol package's high-level API
 
-from conftest import PASSWORD, USER  # noqa: E402
+from servers import PASSWORD, USER  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import PASSWORD, USER
+from servers import PASSWORD, USER
 
 # suite -> tests passing on 2026-11-24 (104 in all; smbd passes 95 of these 112, impacket 15)
 FLOORS = {

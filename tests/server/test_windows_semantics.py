@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import smbclient
+from servers import smbclient
 
 
 def test_names_are_case_insensitive(server, tmp_path):

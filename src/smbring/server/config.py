@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from smbring.smb.connection import Share
 from smbring.smb.limits import OPTIONS, Limits
+from smbring.smb.ntlm import ntlm_auth_policy
 from smbring.vfs.modules import MODULES
 
 log = logging.getLogger("smbring.config")
@@ -30,11 +31,6 @@ GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
               "vfs objects", "smb encrypt", "browseable", "browsable", "read path"}
 READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
-# Samba's `ntlm auth` values, with the booleans it takes as synonyms
-NTLM_AUTH = {"ntlmv2-only": "ntlmv2-only", "no": "ntlmv2-only", "false": "ntlmv2-only",
-             "ntlmv1-permitted": "ntlmv1-permitted", "yes": "ntlmv1-permitted",
-             "true": "ntlmv1-permitted", "mschapv2-and-ntlmv2-only": "mschapv2-and-ntlmv2-only",
-             "disabled": "disabled"}
 WHOLE = re.compile(r"[0-9]+")
 DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
 # 0 means no bound for these, as for Samba's `max smbd processes`
@@ -97,11 +93,10 @@ def _limits(opts) -> Limits:
 
 
 def _ntlm_auth(value: str) -> str:
-    v = value.strip().lower()
-    if v not in NTLM_AUTH:
-        raise ConfigError(f"[global] ntlm auth: one of ntlmv2-only, ntlmv1-permitted, "
-                          f"mschapv2-and-ntlmv2-only, disabled, not {value!r}")
-    return NTLM_AUTH[v]
+    try:
+        return ntlm_auth_policy(value)
+    except ValueError as e:
+        raise ConfigError(f"[global] {e}") from None
 
 
 def load(path: str) -> Config:

@@ -25,7 +25,7 @@ from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
-from smbring.vfs.posix import (STREAMS_DIR, DosInfo, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas,
+from smbring.vfs.posix import (STREAMS_DIR, DosInfo, NotAFile, PathError, PosixVFS, get_dos, get_dos_at, get_sd, list_eas,
                                set_dos, set_ea, set_sd, split_path, split_stream)
 
 log = logging.getLogger("smbring.smb")
@@ -159,6 +159,8 @@ def in_request(msg, offset: int, length: int):
 
 
 def status_for_oserror(e: OSError) -> int:
+    if isinstance(e, NotAFile):     # a FIFO, socket or device, never opened: Samba's answer
+        return wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED
     return {
         errno.ENOENT: wire.STATUS_OBJECT_NAME_NOT_FOUND,
         errno.EEXIST: wire.STATUS_OBJECT_NAME_COLLISION,
@@ -288,6 +290,7 @@ class Connection:
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
         self._vfs: dict[str, PosixVFS] = {}     # share name -> its root, for every tree of it
+        self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
         self._seal_bufs = None
@@ -633,7 +636,8 @@ class Connection:
         elif s.sign:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         elif hdr.command == wire.TREE_CONNECT and self.dialect == wire.SMB311 and not s.guest:
-            raise ConnectionError("unsigned TREE_CONNECT on an SMB 3.1.1 session")
+            # MS-SMB2 3.3.5.7 (Samba answers ACCESS_DENIED, as here, where Windows disconnects)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
 
     def _check_session_setup(self, hdr: Header, msg) -> None:
         """A new session within the connection's bounds; a re-authentication of an
@@ -709,6 +713,7 @@ class Connection:
         o.waiting.clear()
         if o.watch is not None:
             notify.remove(o.watch)
+        self.locks_held -= locks.count(o.key, id(o))
         locks.release_owner(o.key, id(o))
         sharemodes.remove(o.key, id(o))
         if o.tree is not None and o.tree.io is not None:
@@ -1152,6 +1157,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             st, exists = None, False
             vfs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
+    if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
+        raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
     want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
     if exists and want_dir and not is_dir:
         raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
@@ -1735,24 +1742,35 @@ LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.
 def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, count, _seq = struct.unpack_from("<HHI", msg, 64)
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
-    if count == 0:
+    if count == 0 or 88 + 24 * count > len(msg):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
     body = struct.pack("<HH", 4, 0)
     if elements[0][2] & wire.LOCK_UNLOCK:   # an unlock request: element by element (3.3.5.14.1)
-        for offset, length, flags in elements:
-            if flags != wire.LOCK_UNLOCK:
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            if not locks.release(o.key, offset, length, id(o)):
-                raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
+        released = 0
+        try:
+            for offset, length, flags in elements:
+                if flags != wire.LOCK_UNLOCK:
+                    raise SMBError(wire.STATUS_INVALID_PARAMETER)
+                if not locks.release(o.key, offset, length, id(o), wake_waiters=False):
+                    raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
+                released += 1
+        finally:
+            c.locks_held -= released
+            if released:
+                locks.wake(o.key)       # once: each waiter retries once, not once per element
         return body, None
     for offset, length, flags in elements:
         if flags not in LOCK_REQUESTS or (count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY):
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
+    if locks.count(o.key, id(o)) + count > c.limits.max_locks or \
+            c.locks_held + count > c.limits.max_locks_per_connection:
+        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
     wanted = [locks.Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
     if locks.acquire_all(o.key, wanted):
+        c.locks_held += count
         return body, None
     if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
         raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
@@ -1760,6 +1778,7 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     def start(areq: AsyncRequest) -> None:   # a blocking lock waits for a release
         def retry():
             if locks.acquire_all(o.key, wanted):
+                c.locks_held += count
                 stop()
                 c.complete_async(areq, wire.STATUS_SUCCESS, body)
 

@@ -25,6 +25,7 @@ class Limits:
     max_trees: int = 256                     # max trees per session
     # per open
     max_locks: int = 4096                    # max locks per open
+    max_locks_per_connection: int = 65536    # max locks per connection (all its opens)
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
@@ -45,6 +46,7 @@ OPTIONS = {
     "max pending requests": "max_pending_requests",
     "max trees per session": "max_trees",
     "max locks per open": "max_locks",
+    "max locks per connection": "max_locks_per_connection",
     "max compound requests": "max_compound",
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",
