@@ -33,6 +33,7 @@ from smbring.smb.limits import Limits
 from smbring.vfs import modules
 
 log = logging.getLogger("smbring.server")
+SMB1_HEADER_SIZE = 32       # the smallest frame: an SMB1 NEGOTIATE (the core refuses short SMB2 ones)
 MAX_FRAME = Limits.max_frame
 # accept() errors that mean the process or the system is short of descriptors or memory: wait
 # for some to be freed, accepting again after BACKOFF_FIRST seconds, doubling to BACKOFF_MOST
@@ -460,7 +461,7 @@ class Server:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
                 limit = conn.frame_limit()      # small until a session is established
-                if size < 64 or size > limit:
+                if size < SMB1_HEADER_SIZE or size > limit:    # (pysmb's SMB1 NEGOTIATE: 58 bytes)
                     raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
                                           f"{'now' if conn.logged_on() else 'before logon'})")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
