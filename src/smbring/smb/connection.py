@@ -1575,6 +1575,17 @@ def _may_delete(access: int) -> bool:
     return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
 
 
+def file_size(buf) -> int:
+    """A size a client sets (end of file, allocation): a negative one (as the signed 64-bit
+    value it is) is malformed, one past NTFS's largest file cannot fit (as NTFS answers)."""
+    size = struct.unpack_from("<q", buf, 0)[0]
+    if size < 0:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if size > MAX_FILE_SIZE:
+        raise SMBError(wire.STATUS_DISK_FULL)
+    return size
+
+
 # the access each settable file information class needs (MS-SMB2 3.3.5.21.1)
 SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELETE, 15: wire.FILE_WRITE_EA,
                   19: wire.FILE_WRITE_DATA, 20: wire.FILE_WRITE_DATA}
@@ -1670,10 +1681,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         for ea_name, value in parse_eas(buf):
             set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
-        os.ftruncate(o.fd, struct.unpack_from("<Q", buf, 0)[0])
+        os.ftruncate(o.fd, file_size(buf))
         notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
-        wanted = struct.unpack_from("<Q", buf, 0)[0]
+        wanted = file_size(buf)
         if not o.is_dir:
             if wanted < os.fstat(o.fd).st_size:
                 os.ftruncate(o.fd, wanted)
