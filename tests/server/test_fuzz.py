@@ -5,7 +5,8 @@ import random
 import struct
 
 from smbring.smb import wire
-from smbring.smb.connection import Connection, Session, Share
+from smbring.smb.connection import Connection
+from smbring.smb.state import Session, Share
 
 
 def message(conn, command, body, session_id=1, tree_id=0, flags=0, message_id=None):

@@ -9,9 +9,10 @@ import spnego as pyspnego
 
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import spnego, wire
-from smbring.smb.connection import Connection, Share
+from smbring.smb.connection import Connection
 from smbring.smb.md4 import md4
 from smbring.smb.ntlm import Acceptor, LogonFailure, negotiate_token, ntlm_auth_policy
+from smbring.smb.state import Share
 
 USER, PASSWORD = "alice", "Secret-pw1"
 HASHES = {USER: nc.nt_hash(PASSWORD)}

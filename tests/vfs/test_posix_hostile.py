@@ -82,7 +82,7 @@ def test_special_files_can_still_be_listed_and_stated(share, promptly):
 def test_metadata_lookups_do_not_wait_on_special_files(share, name, promptly):
     _root, vfs = share
     assert promptly(lambda: vfs.stream_id([name], create=True)) is None
-    from smbring.smb.connection import stored_sd
+    from smbring.smb.commands.create import stored_sd
     assert promptly(lambda: stored_sd(vfs, [name])) is None
 
 

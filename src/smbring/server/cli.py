@@ -35,8 +35,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from smbring.server.server import Server
-    from smbring.smb.connection import Share
     from smbring.smb.limits import Limits
+    from smbring.smb.state import Share
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

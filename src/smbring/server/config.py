@@ -17,9 +17,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from smbring.smb.connection import Share
 from smbring.smb.limits import OPTIONS, Limits
 from smbring.smb.ntlm import ntlm_auth_policy
+from smbring.smb.state import Share
 from smbring.vfs.modules import MODULES
 
 log = logging.getLogger("smbring.config")

@@ -28,8 +28,10 @@ import sys
 import time
 
 from smbring.datapath import READ_COSTS, FileRange, Receiver, Sender
-from smbring.smb.connection import MAX_IO, Connection, Deferred, Share
-from smbring.smb.limits import Limits
+from smbring.smb.connection import Connection
+from smbring.smb.effects import Deferred
+from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.state import Share
 from smbring.vfs import modules
 
 log = logging.getLogger("smbring.server")

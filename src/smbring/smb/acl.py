@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 OWNER, GROUP, DACL, SACL = 0x1, 0x2, 0x4, 0x8          # SECURITY_INFORMATION bits
 SE_DACL_PRESENT, SE_SACL_PRESENT, SE_DACL_AUTO_INHERITED = 0x0004, 0x0010, 0x0400

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_IO = 8 << 20        # MaxRead/Write/TransactSize announced in NEGOTIATE
+MAX_IO_SMB202 = 65536   # SMB 2.0.2 has no multi-credit requests: 64 KiB at most (MS-SMB2 3.3.5.4)
 
 
 @dataclass

@@ -25,7 +25,9 @@ from smbring.smb.ntlmssp import SIGNATURE, Identity, LogonFailure, NtlmServer, S
 
 __all__ = ["Acceptor", "Identity", "LogonFailure", "negotiate_token", "ntlm_auth_policy"]
 
+
 MAX_TOKEN = 0xFFFF   # as Samba: no SPNEGO or NTLMSSP token of a logon is larger
+
 
 # Samba's spellings of `ntlm auth`; mschapv2-and-ntlmv2-only allows NTLMv1 for MSCHAPv2 only,
 # which SMB never is

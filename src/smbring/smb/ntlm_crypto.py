@@ -38,6 +38,7 @@ NEGOTIATE_128 = 0x20000000
 KEY_EXCH = 0x40000000
 NEGOTIATE_56 = 0x80000000
 
+
 _CLIENT_SIGN = b"session key to client-to-server signing key magic constant\0"
 _CLIENT_SEAL = b"session key to client-to-server sealing key magic constant\0"
 _SERVER_SIGN = b"session key to server-to-client signing key magic constant\0"

@@ -28,10 +28,12 @@ CHALLENGE_LIFETIME = 30 * 60   # seconds, as Samba: the AUTHENTICATE normally fo
 MIC_OFFSET, MIC_SIZE = 72, 16
 OEM_CODEC = "cp850"            # Samba's default DOS code page, for clients without Unicode
 
+
 # AV pair ids (MS-NLMP 2.2.2.1)
 AV_EOL, AV_NB_COMPUTER, AV_NB_DOMAIN, AV_DNS_COMPUTER, AV_DNS_DOMAIN = 0, 1, 2, 3, 4
 AV_FLAGS, AV_TIMESTAMP = 6, 7
 AV_FLAG_MIC_PRESENT = 0x2
+
 
 # the flags a server mirrors when the client offers them (Samba's ntlmssp_handle_neg_flags)
 MIRRORED = (nc.SIGN | nc.SEAL | nc.ALWAYS_SIGN | nc.EXTENDED_SESSION_SECURITY | nc.NEGOTIATE_128
@@ -40,6 +42,7 @@ MIRRORED = (nc.SIGN | nc.SEAL | nc.ALWAYS_SIGN | nc.EXTENDED_SESSION_SECURITY | 
 DEFAULT_CLIENT_FLAGS = nc.UNICODE | nc.REQUEST_TARGET | MIRRORED
 # ProductMajor 6, ProductMinor 1, build 0, NTLMSSP_REVISION_W2K3, as Samba sends
 VERSION_FIELD = struct.pack("<BBH3xB", 6, 1, 0, 15)
+
 
 POLICIES = ("ntlmv2-only", "ntlmv1-permitted", "disabled")
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
-
 import os
+import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import cmac

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 READ, WRITE, DELETE = 1, 2, 4          # also the SHARE_READ / SHARE_WRITE / SHARE_DELETE bits
 
+
 _READ_BITS = 0x1 | 0x20 | 0x80000000 | 0x20000000 | 0x10000000   # READ_DATA EXECUTE GENERIC_*
 _WRITE_BITS = 0x2 | 0x4 | 0x40000000 | 0x10000000                # WRITE/APPEND_DATA GENERIC_*
 _DELETE_BITS = 0x10000 | 0x10000000                              # DELETE GENERIC_ALL

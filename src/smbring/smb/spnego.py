@@ -12,6 +12,7 @@ from dataclasses import dataclass
 SPNEGO_OID = bytes.fromhex("2b0601050502")                 # 1.3.6.1.5.5.2
 NTLMSSP_OID = bytes.fromhex("2b06010401823702020a")        # 1.3.6.1.4.1.311.2.2.10
 
+
 # NegState (RFC 4178 4.2.2)
 ACCEPT_COMPLETED = 0
 ACCEPT_INCOMPLETE = 1

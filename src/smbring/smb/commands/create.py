@@ -1,0 +1,269 @@
+"""CREATE and CLOSE (MS-SMB2 3.3.5.9, 3.3.5.10)."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import struct
+from typing import TYPE_CHECKING
+
+from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb.contexts import encode_create_contexts, parse_create_contexts, parse_eas
+from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fileinfo import ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, times
+from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.wire import Header
+from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, get_sd, set_dos, set_ea, set_sd, split_path, split_stream
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+log = logging.getLogger("smbring.smb")
+
+
+def _may_delete(access: int) -> bool:
+    return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
+
+
+def set_allocation(fd: int, size: int) -> None:
+    """AllocationSize (the AlSi create context, FileAllocationInformation): disk space reserved
+    without changing the file's size where the file system can (fallocate KEEP_SIZE), and the
+    size remembered to report it back."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if size > 0 and libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:  # KEEP_SIZE
+        log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
+    dos = get_dos(fd) or DosInfo()
+    dos.allocation = size
+    set_dos(fd, dos)
+
+
+def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
+    """The security descriptor a client set on the file (or directory), if any."""
+    try:
+        fd = vfs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        return sd_of(fd, "/".join(parts))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def sd_of(fd: int, where: str) -> "acl.Descriptor | None":
+    """The descriptor stored on an open file, if any (an unreadable one is ignored, loudly;
+    an error reading it is raised)."""
+    blob = get_sd(fd)
+    try:
+        return acl.parse(blob) if blob else None
+    except acl.BadDescriptor:
+        log.warning("%s: unreadable stored security descriptor ignored", where)
+        return None
+
+
+# attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
+INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
+
+
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
+     options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
+    tree = c.tree(hdr)
+    if tree.vfs is None:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
+    if len(c.opens) >= c.limits.max_open_files:
+        raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
+    if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
+        raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
+    if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
+        raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
+    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
+    if name.startswith("\\"):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    name, stream = split_stream(name)
+    parts = split_path(name)
+    in_request(msg, ctx_off, ctx_len)
+    contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+    eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
+    if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    vfs = tree.vfs
+    if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
+                                 options & wire.FILE_DELETE_ON_CLOSE or
+                                 disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
+                                                 wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
+    try:
+        st = vfs.stat(parts)
+        exists = True
+    except (FileNotFoundError, NotADirectoryError):
+        st, exists = None, False
+        spelled = vfs.match_case(parts)     # names are case-insensitive in SMB
+        if spelled != parts:
+            parts = spelled
+            try:
+                st = vfs.stat(parts)
+                exists = True
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+    base_parts, base_key = parts, None
+    if stream is not None:      # a named stream of the file: a plain file in the stream depot
+        if options & wire.FILE_DIRECTORY_FILE:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if not exists:
+            if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+                raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            if tree.share.read_only:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
+            st, exists = vfs.stat(parts), True
+            notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
+        opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+        base_key = vfs.stream_id(parts, create=not opening and not tree.share.read_only)
+        if base_key is None:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
+        parts = vfs.stream_parts(base_key, stream)
+        spelled = next((n for n, _st in vfs.streams(base_key) if n.casefold() == stream.casefold()), None)
+        if spelled is not None:      # stream names are case-insensitive too
+            stream, parts = spelled, vfs.stream_parts(base_key, spelled)
+        try:
+            st, exists = vfs.stat(parts), True
+        except FileNotFoundError:
+            if opening:
+                raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            st, exists = None, False
+            vfs.make_stream_dir(base_key)
+    is_dir = exists and stat.S_ISDIR(st.st_mode)
+    if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
+        raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
+    want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
+    if exists and want_dir and not is_dir:
+        raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
+    if exists and options & wire.FILE_NON_DIRECTORY_FILE and is_dir:
+        raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
+    if exists and disposition == wire.FILE_CREATE:
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
+                                                exists and not st.st_mode & 0o222):
+        raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
+    if exists and (st.st_dev, st.st_ino) in DELETE_PENDING:
+        raise SMBError(wire.STATUS_DELETE_PENDING)
+    if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
+    if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+        if parts and len(parts) > 1:
+            try:
+                vfs.stat(parts[:-1])
+            except FileNotFoundError:
+                raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if not exists and tree.share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
+    action = wire.FILE_OPENED
+    token = c.token(hdr)
+    # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
+    # request on the handle is checked against this, never against what was asked
+    granted = acl.check(access, None, None, token)
+    if exists and parts:   # a stored security descriptor decides who opens the file
+        sd = stored_sd(vfs, parts)
+        if sd is not None:
+            parent = stored_sd(vfs, parts[:-1]) or acl.from_mode(vfs.stat(parts[:-1]))
+            granted = acl.check(access, sd, parent, token)
+            if granted < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if tree.share.read_only:
+        granted &= wire.READ_ONLY_ACCESS
+    if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    new_sd = None
+    if not exists:
+        if b"SecD" in contexts:
+            try:
+                new_sd = acl.parse(contexts[b"SecD"])
+            except acl.BadDescriptor:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            new_sd = acl.complete(new_sd, stored_sd(vfs, parts[:-1]), want_dir)
+        else:
+            new_sd = acl.inherit(stored_sd(vfs, parts[:-1]), want_dir)
+        if want_dir:
+            vfs.mkdir(parts)
+            is_dir = True
+        else:
+            fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
+            os.close(fd)
+        action = wire.FILE_CREATED
+    writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
+    if is_dir:
+        fd = vfs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        try:
+            fd = vfs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+        except PermissionError:
+            fd = vfs.open(parts, os.O_RDONLY)
+        if exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE):
+            os.ftruncate(fd, 0)
+            action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+    if new_sd is not None:
+        set_sd(fd, new_sd.pack())
+    if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
+        set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
+    st = os.fstat(fd)
+    dos = get_dos(fd)
+    o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
+             delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
+             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
+             stream=stream, base_parts=base_parts, base_key=base_key)
+    if not sharemodes.check_and_add(o.key, id(o), access, share_access):
+        os.close(fd)
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    fid = os.urandom(8) + struct.pack("<Q", c.next_id)
+    c.next_id += 1
+    o.fid = fid
+    c.opens[fid] = o
+    OPEN_FILES.add(o)
+    if action == wire.FILE_CREATED:
+        notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+    elif action != wire.FILE_OPENED:
+        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    if eas and action != wire.FILE_OPENED:
+        for ea_name, value in eas:
+            set_ea(fd, ea_name, value)
+    if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
+        set_allocation(fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
+        st, dos = os.fstat(fd), get_dos(fd)
+    answers = []
+    if b"MxAc" in contexts:    # the most this user may be granted here
+        most = wire.READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS
+        answers.append((b"MxAc", struct.pack("<II", 0, most)))
+    if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
+        answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
+    extra = encode_create_contexts(answers)
+    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
+        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
+        struct.pack("<II", 152 if extra else 0, len(extra)) + extra
+    return body, fid
+
+
+def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
+    fid = bytes(msg[72:88])
+    o = c.open_for(fid, chain, hdr)
+    st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
+    dos = get_dos(o.fd) if st else None
+    c.close_open(o)
+    if st:
+        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
+            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size, attributes(st, dos))
+    else:
+        body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
+    return body, o.fid

@@ -1,0 +1,290 @@
+"""QUERY_INFO and SET_INFO (MS-SMB2 3.3.5.20, 3.3.5.21): file, file-system and security
+information."""
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb.commands.create import sd_of, set_allocation
+from smbring.smb.contexts import encode_eas, parse_eas
+from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fileinfo import MAX_FILE_SIZE, ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, short_name, times
+from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.wire import Header
+from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, list_eas, set_dos, set_ea, set_sd, split_path
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+
+# what reading each file information class needs (MS-SMB2 3.3.5.20.1)
+READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
+
+FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
+
+
+def may_read(o: Open, need: int) -> bool:
+    return bool(o.access & (need | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED |
+                            (wire.GENERIC_READ if need != READ_CONTROL else 0)))
+
+
+def file_info(c: Connection, o: Open, klass: int) -> bytes:
+    if klass in READ_ATTRIBUTES_CLASSES and not may_read(o, FILE_READ_ATTRIBUTES) or \
+            klass == 15 and not may_read(o, FILE_READ_EA):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    st = os.fstat(o.fd)
+    dos = get_dos(o.fd)
+    size = 0 if o.is_dir else st.st_size
+    basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
+    pending = o.delete_on_close or o.key in DELETE_PENDING
+    # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
+    standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
+                           int(pending), int(o.is_dir), 0)
+    if klass == 4:
+        return basic
+    if klass == 5:
+        return standard
+    if klass == 6:
+        return struct.pack("<Q", st.st_ino)
+    if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
+        eas = list_eas(o.fd)
+        return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
+    if klass == 15:  # FileFullEaInformation
+        eas = list_eas(o.fd)
+        if not eas:
+            raise SMBError(wire.STATUS_NO_EAS_ON_FILE)
+        return encode_eas(eas)
+    if klass == 8:   # FileAccessInformation: the access granted
+        return struct.pack("<I", o.granted)
+    if klass == 14:
+        return struct.pack("<Q", o.position)
+    if klass == 16:
+        return struct.pack("<I", o.mode)
+    if klass == 17:
+        return struct.pack("<I", 0)
+    if klass == 18:  # FileAllInformation
+        name = wire.utf16("\\" + o.display_name())
+        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, o.mode, 0) +
+                struct.pack("<I", len(name)) + name)
+    if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
+        base = o.base_parts if o.base_parts is not None else o.parts
+        n = wire.utf16(short_name(base[-1]) if base else "")
+        return struct.pack("<I", len(n)) + n
+    if klass == 48:  # FileNormalizedNameInformation (SMB 3.1.1): the path as stored
+        if c.dialect < wire.SMB311:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)
+        n = wire.utf16(o.display_name())
+        return struct.pack("<I", len(n)) + n
+    if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
+        key = o.base_key or o.tree.vfs.stream_id(o.parts)
+        entries = []
+        if not o.is_dir or o.stream:
+            base = st if not o.stream else o.tree.vfs.stat(o.base_parts)   # beneath the root
+            entries.append(("::$DATA", base.st_size, alloc_size(base)))
+        for name, sst in o.tree.vfs.streams(key):
+            entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
+        return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
+                           for n, sz, al in entries), 8)
+    if klass == 28:  # FileCompressionInformation
+        return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
+    if klass == 34:  # FileNetworkOpenInformation
+        return times(st, dos) + struct.pack("<QQII", alloc_size(st, dos), size, attributes(st, dos), 0)
+    if klass == 35:  # FileAttributeTagInformation
+        return struct.pack("<II", attributes(st, dos), 0)
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
+    sv = vfs.statvfs()
+    unit = sv.f_frsize or 4096
+    if klass == 1:   # FileFsVolumeInformation
+        label = wire.utf16("smbring")
+        return struct.pack("<QIIBB", 0, 0x534D4252, len(label), 0, 0) + label
+    if klass == 3:   # FileFsSizeInformation
+        return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
+    if klass == 4:   # FileFsDeviceInformation
+        return struct.pack("<II", 7, 0)
+    if klass == 5:   # FileFsAttributeInformation
+        name = wire.utf16("NTFS")
+        return struct.pack("<III", 0x3 | 0x40000, 255, len(name)) + name
+    if klass == 7:   # FileFsFullSizeInformation
+        return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
+    if klass == 6:   # FileFsControlInformation: no quotas
+        return struct.pack("<QQQQQII", 0, 0, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0, 0)
+    if klass == 8:   # FileFsObjectIdInformation
+        return ROOT_UUID + b"\0" * 48
+    if klass == 11:  # FileFsSectorSizeInformation
+        return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3, 0, 0, 0)[:28]
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+def current_sd(o: Open) -> acl.Descriptor:
+    """The file's stored descriptor, else the one its mode bits give."""
+    return sd_of(o.fd, o.path()) or acl.from_mode(os.fstat(o.fd))
+
+
+def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
+    o = c.open_for(bytes(msg[88:104]), chain, hdr)
+    tree = c.tree(hdr)
+    if info_type == wire.INFO_FILE:
+        data = file_info(c, o, klass)
+    elif info_type == wire.INFO_FILESYSTEM:
+        data = fs_info(c, o, tree.vfs, klass)
+    elif info_type == wire.INFO_SECURITY:
+        if not may_read(o, READ_CONTROL):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        parts = struct.unpack_from("<I", msg, 80)[0] or (acl.OWNER | acl.GROUP | acl.DACL)
+        data = current_sd(o).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
+    else:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if len(data) > out_len:
+        fixed = VARIABLE_PART.get((info_type, klass))
+        if fixed is None or out_len < fixed:
+            # a fixed-size answer that does not fit at all is a length mismatch; a name or
+            # list that is cut short is an overflow (MS-SMB2 3.3.5.20.1, MS-FSCC)
+            if info_type != wire.INFO_SECURITY:
+                raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH)
+        if info_type == wire.INFO_SECURITY:
+            rhdr.status = 0xC0000023  # STATUS_BUFFER_TOO_SMALL with the size needed
+            return struct.pack("<HBBI", 9, 0, 0, 4) + struct.pack("<I", len(data)), None
+        rhdr.status = wire.STATUS_BUFFER_OVERFLOW
+        data = data[:out_len]
+    return struct.pack("<HHI", 9, 72, len(data)) + data, None
+
+
+# (info type, class) -> size of the fixed part before a variable-length name or list
+# (the sizes Windows checks against, which smbtorture's buffercheck tests expect)
+VARIABLE_PART = {
+    (wire.INFO_FILE, 18): 104, (wire.INFO_FILE, 21): 8, (wire.INFO_FILE, 22): 32,
+    (wire.INFO_FILE, 48): 8,
+    (wire.INFO_FILESYSTEM, 1): 24, (wire.INFO_FILESYSTEM, 5): 16,
+}
+
+
+def file_size(buf) -> int:
+    """A size a client sets (end of file, allocation): a negative one (as the signed 64-bit
+    value it is) is malformed, one past NTFS's largest file cannot fit (as NTFS answers)."""
+    size = struct.unpack_from("<q", buf, 0)[0]
+    if size < 0:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if size > MAX_FILE_SIZE:
+        raise SMBError(wire.STATUS_DISK_FULL)
+    return size
+
+
+# the access each settable file information class needs (MS-SMB2 3.3.5.21.1)
+SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELETE, 15: wire.FILE_WRITE_EA,
+                  19: wire.FILE_WRITE_DATA, 20: wire.FILE_WRITE_DATA}
+
+
+def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
+    tree = c.tree(hdr)
+    if tree.share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    buf = in_request(msg, off, length)
+    if info_type == wire.INFO_SECURITY:
+        parts = struct.unpack_from("<I", msg, 64 + 12)[0]     # AdditionalInformation
+        needs = (acl.WRITE_DAC if parts & acl.DACL else 0) | (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0)
+        if not needs or o.granted & needs != needs:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        try:
+            new = acl.parse(buf)
+        except acl.BadDescriptor:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
+        notify.post(o.path(), notify.MODIFIED, notify.SECURITY)
+        return struct.pack("<H", 2), None
+    if info_type != wire.INFO_FILE:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    needs = SET_INFO_NEEDS.get(klass, 0)
+    clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
+    if needs and not clearing_delete and not o.granted & needs:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if klass == 4:  # Basic: times (0 = leave, -1 = don't change) and attributes (0 = leave)
+        ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
+        if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if attrs and not o.is_dir:   # READONLY lives in the write bits (0: leave attributes)
+            mode = os.fstat(o.fd).st_mode & 0o7777
+            want = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | 0o200
+            if want != mode:
+                os.fchmod(o.fd, want)
+        keep = (0, 0xFFFFFFFFFFFFFFFF)
+        if atime not in keep or mtime not in keep:
+            st = os.fstat(o.fd)
+            a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
+            m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
+            os.utime(o.fd, ns=(a, m))
+        if ctime_set not in keep or change not in keep or attrs:
+            dos = get_dos(o.fd) or DosInfo()
+            if ctime_set not in keep:
+                dos.create_time = ctime_set
+            if change not in keep:
+                dos.change_time, dos.change_mtime_ns = change, os.fstat(o.fd).st_mtime_ns
+            if attrs:
+                dos.attrs = attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL
+            set_dos(o.fd, dos)
+    elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
+        if o.stream is not None:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
+        if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        parent = tree.vfs.stat(o.parts[:-1])
+        if sharemodes.blocks_child_rename((parent.st_dev, parent.st_ino)):
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        if o.is_dir and any(other is not o and other.path().startswith(o.path() + "/")
+                            for other in OPEN_FILES):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
+        replace = buf[0]
+        name_len = struct.unpack_from("<I", buf, 16)[0]
+        new_name = wire.from_utf16(buf[20:20 + name_len])
+        new_parts = split_path(new_name)
+        new_parts = tree.vfs.match_case(new_parts[:-1]) + new_parts[-1:]
+        replaced = tree.vfs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        try:
+            tree.vfs.rename(o.parts, new_parts, bool(replace))
+        except FileExistsError:
+            raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        tree.vfs.remove_streams(replaced)      # the streams of the file it replaced
+        what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
+        same_dir = new_parts[:-1] == o.parts[:-1]
+        notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
+        o.parts = new_parts
+        notify.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
+    elif klass == 13:  # Disposition
+        if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
+            raise SMBError(wire.STATUS_CANNOT_DELETE)
+        if buf[0] and o.is_dir and PosixVFS.names(o.fd):
+            raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
+        o.delete_on_close = bool(buf[0])
+        if o.delete_on_close:            # pending for everyone from now on, as on Windows
+            DELETE_PENDING[o.key] = o
+        elif DELETE_PENDING.get(o.key) is o:
+            del DELETE_PENDING[o.key]
+    elif klass == 15:  # FullEa: set or (with an empty value) remove
+        for ea_name, value in parse_eas(buf):
+            set_ea(o.fd, ea_name, value)
+    elif klass == 20:  # EndOfFile
+        os.ftruncate(o.fd, file_size(buf))
+        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
+        wanted = file_size(buf)
+        if not o.is_dir:
+            if wanted < os.fstat(o.fd).st_size:
+                os.ftruncate(o.fd, wanted)
+            set_allocation(o.fd, wanted)
+    elif klass == 14:  # Position (CurrentByteOffset)
+        o.position = struct.unpack_from("<Q", buf, 0)[0]
+    elif klass == 16:  # Mode: only the flags a handle may change (MS-FSCC 2.4.26)
+        mode = struct.unpack_from("<I", buf, 0)[0]
+        if mode & ~(0x2 | 0x4 | 0x10 | 0x20):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        o.mode = mode
+    else:
+        raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+    return struct.pack("<H", 2), None

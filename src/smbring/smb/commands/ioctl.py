@@ -1,0 +1,78 @@
+"""IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers."""
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from smbring.smb import wire
+from smbring.smb.commands.negotiate import capabilities, security_mode
+from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fileinfo import ROOT_UUID
+from smbring.smb.state import FID_ANY
+from smbring.smb.wire import Header
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+
+FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+FSCTL_DFS_GET_REFERRALS = 0x00060194
+FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+SMB2_0_IOCTL_IS_FSCTL = 0x1
+
+
+def interface_info(address: str, link_speed: int = 10_000_000_000) -> bytes:
+    """NETWORK_INTERFACE_INFO for the address the client reached us on (MS-SMB2 2.2.32.5)."""
+    import ipaddress
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        sockaddr = struct.pack("<HH", 0x2, 0) + ip.packed
+    else:
+        sockaddr = struct.pack("<HHI", 0x17, 0, 0) + ip.packed + b"\0" * 4
+    return struct.pack("<IIIIQ", 0, 1, 0, 0, link_speed) + sockaddr.ljust(128, b"\0")
+
+
+def validate_negotiate(c: Connection, request, max_out: int) -> None:
+    """FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 3.3.5.15.12): what the client says it sent in
+    NEGOTIATE must be what the server received, or someone in between changed it (a downgrade):
+    the connection is dropped."""
+    if c.dialect == wire.SMB311:
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO on SMB 3.1.1 (preauth integrity covers it)")
+    if max_out < 24 or len(request) < 24:
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO: short request or response buffer")
+    caps, guid, secmode, count = struct.unpack_from("<I16sHH", request, 0)
+    dialects = struct.unpack_from(f"<{count}H", request, 24) if 24 + 2 * count <= len(request) else ()
+    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
+    if (caps, guid, secmode, chosen) != (c.client_caps, c.client_guid, c.client_security_mode, c.dialect):
+        raise ConnectionError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE received")
+
+
+def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
+    fid = bytes(msg[72:88])
+    in_off, in_len, _max_in, _out_off, _out_len, max_out, flags = struct.unpack_from("<IIIIIII", msg, 88)
+    if not flags & SMB2_0_IOCTL_IS_FSCTL:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
+        validate_negotiate(c, in_request(msg, in_off, in_len), max_out)
+        out = struct.pack("<I16sHH", capabilities(c, c.dialect), c.server_guid, security_mode(c), c.dialect)
+    elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
+        if not c.local_address:
+            raise SMBError(wire.STATUS_NOT_SUPPORTED)
+        out = interface_info(c.local_address)
+    elif ctl == FSCTL_DFS_GET_REFERRALS:
+        raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
+    elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:
+        o = c.open_for(fid, chain, hdr)
+        st = os.fstat(o.fd)
+        object_id = struct.pack("<QQ", st.st_ino, st.st_dev)
+        out = object_id + ROOT_UUID + object_id + b"\0" * 16   # ObjectId, BirthVolumeId, BirthObjectId, DomainId
+    else:
+        if fid != FID_ANY or chain.related:
+            c.open_for(fid, chain, hdr)   # a file-level control on a closed handle: FILE_CLOSED
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if len(out) > max_out:
+        raise SMBError(wire.STATUS_BUFFER_TOO_SMALL)
+    return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None

@@ -1,0 +1,127 @@
+"""NEGOTIATE, the SMB1 multi-protocol NEGOTIATE that precedes it, and the response header
+the preauthentication hash covers (MS-SMB2 3.3.5.3, 3.3.5.4)."""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from smbring.smb import ntlm, security, wire
+from smbring.smb.errors import SMBError
+from smbring.smb.limits import MAX_IO, MAX_IO_SMB202
+from smbring.smb.wire import Header
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+log = logging.getLogger("smbring.smb")
+SPNEGO_INIT = ntlm.negotiate_token()   # the NEGOTIATE response's hint: NTLMSSP only
+
+
+def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    if c.dialect:
+        raise ConnectionError("second NEGOTIATE")
+    size, count, secmode, _r, caps, guid, ctx_off, ctx_count = struct.unpack_from("<HHHHI16sIH", msg, 64)
+    if not count:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    dialects = struct.unpack_from(f"<{count}H", msg, 64 + 36)
+    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
+    if chosen is None:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
+    c.client_dialects = dialects
+    contexts = []
+    if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION:
+        c.cipher = security.AES_128_CCM
+    if chosen == wire.SMB311:
+        offered = []
+        pos = ctx_off
+        for _ in range(ctx_count):
+            ctype, dlen = struct.unpack_from("<HH", msg, pos)
+            data = msg[pos + 8:pos + 8 + dlen]
+            if ctype == wire.ENCRYPTION_CAPABILITIES:
+                n = struct.unpack_from("<H", data, 0)[0]
+                offered = list(struct.unpack_from(f"<{n}H", data, 2))
+            elif ctype == wire.SIGNING_CAPABILITIES:
+                n = struct.unpack_from("<H", data, 0)[0]
+                algs = struct.unpack_from(f"<{n}H", data, 2)
+                c.signing_algorithm = next((a for a in security.SIGNING_PREFERENCE if a in algs), None)
+            pos = wire.pad8(pos + 8 + dlen)
+        c.cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
+        c.preauth.update(msg)
+        salt = os.urandom(32)
+        preauth = struct.pack("<HHI", wire.PREAUTH_INTEGRITY_CAPABILITIES, 38, 0) + \
+            struct.pack("<HHH", 1, 32, wire.SHA512) + salt
+        contexts.append(preauth)
+        if offered:
+            contexts.append(struct.pack("<HHIHH", wire.ENCRYPTION_CAPABILITIES, 4, 0, 1, c.cipher))
+        if c.signing_algorithm is not None:
+            contexts.append(struct.pack("<HHIHH", wire.SIGNING_CAPABILITIES, 4, 0, 1, c.signing_algorithm))
+    body = negotiate_body(c, chosen, contexts)
+    log.info("negotiated dialect %#x, cipher %d, signing %s", chosen, c.cipher,
+             c.signing_algorithm if c.signing_algorithm is not None else "by dialect")
+    if chosen == wire.SMB311:
+        full = rhdr_bytes(rhdr, hdr, body)
+        c.preauth.update(full)
+    return body, None
+
+
+def rhdr_bytes(rhdr: Header, req: Header, body: bytes) -> bytes:
+    """The response as it will be sent (for the preauth hash): same fields as _finish sets."""
+    h = Header(**{k: getattr(rhdr, k) for k in rhdr.__dataclass_fields__})
+    h.flags |= wire.FLAGS_SERVER_TO_REDIR
+    h.message_id = req.message_id
+    h.credit_charge = req.credit_charge
+    return h.pack() + body
+
+
+def smb1_negotiate(c: Connection, frame: bytes) -> bytes:
+    """A multi-protocol NEGOTIATE (MS-SMB2 3.3.5.3.1), only as a connection's first frame."""
+    if c.dialect or c.smb1_negotiated:
+        raise ConnectionError("SMB1 NEGOTIATE after the first frame")
+    if b"SMB 2.???" not in frame and b"SMB 2.002" not in frame:
+        raise ConnectionError("SMB1 only client")
+    c.smb1_negotiated = True
+    c.credits.start_after_smb1_negotiate()
+    # "SMB 2.???": an SMB2 NEGOTIATE follows; "SMB 2.002" alone: 2.0.2 it is, and the
+    # client goes on with SESSION_SETUP (pysmb does)
+    dialect = wire.WILDCARD_DIALECT if b"SMB 2.???" in frame else wire.SMB202
+    body = negotiate_body(c, dialect, [])
+    if dialect == wire.SMB202:
+        c.dialect = dialect
+    hdr = Header(command=wire.NEGOTIATE, flags=wire.FLAGS_SERVER_TO_REDIR, credits=1)
+    return hdr.pack() + body
+
+
+def capabilities(c: Connection, dialect: int) -> int:
+    """What NEGOTIATE announced (and FSCTL_VALIDATE_NEGOTIATE_INFO must repeat exactly)."""
+    caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
+    if dialect in (wire.SMB300, wire.SMB302) and c.cipher:
+        caps |= wire.CAP_ENCRYPTION
+    return caps
+
+
+def security_mode(c: Connection) -> int:
+    """The server's SecurityMode (NEGOTIATE, and again in VALIDATE_NEGOTIATE_INFO)."""
+    return wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if c.signing_required else 0)
+
+
+def negotiate_body(c: Connection, dialect: int, contexts: list[bytes]) -> bytes:
+    secmode = security_mode(c)
+    caps = capabilities(c, dialect)
+    now = wire.nt_time(time.time_ns())
+    sec_off = 64 + 64
+    ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
+    io = MAX_IO_SMB202 if dialect == wire.SMB202 else MAX_IO
+    body = struct.pack("<HHHH16sIIIIQQHHI", 65, secmode, dialect, len(contexts), c.server_guid,
+                       caps, io, io, io, now, 0, sec_off, len(SPNEGO_INIT), ctx_off)
+    body += SPNEGO_INIT
+    if contexts:
+        body += b"\0" * (ctx_off - 64 - len(body))
+        for i, c in enumerate(contexts):
+            body += c
+            if i < len(contexts) - 1:
+                body += b"\0" * (wire.pad8(len(c)) - len(c))
+    return body

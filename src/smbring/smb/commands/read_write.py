@@ -1,0 +1,72 @@
+"""READ, WRITE and FLUSH (MS-SMB2 3.3.5.11-13): a READ's data stays in the file for the I/O
+layer to move; a WRITE's and a FLUSH's file I/O is done by the share's VFS modules."""
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from smbring.datapath import FileRange
+from smbring.smb import locks, notify, sharemodes, wire
+from smbring.smb.effects import FileIO, FilePayload
+from smbring.smb.errors import SMBError
+from smbring.smb.fileinfo import MAX_FILE_SIZE
+from smbring.smb.wire import Header
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+
+def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    o = c.open_for(bytes(msg[72:88]), chain, hdr)
+    return FileIO("fsync", o.fd, io=o.tree.io, done=lambda _: struct.pack("<HH", 4, 0)), None
+
+
+def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
+    if o.is_dir:
+        raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
+    if length > c.max_io() or offset + length > 0x7FFFFFFFFFFFFFFF:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if not locks.io_allowed(o.key, offset, length, id(o), write=False):
+        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
+    min_count = struct.unpack_from("<I", msg, 96)[0]
+    available = max(0, min(length, os.fstat(o.fd).st_size - offset))
+    if (not available and length) or available < min_count:
+        raise SMBError(wire.STATUS_END_OF_FILE)
+    o.position = offset + available
+    prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
+    return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.io),
+                       splice_safe=not sharemodes.has_writer(o.key),
+                       read_path=o.tree.share.read_path), None
+
+
+def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
+    o = c.open_for(bytes(msg[80:96]), chain, hdr)
+    if c.tree(hdr).share.read_only:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if data_off + length > len(msg) or length > c.max_io() or offset + length > 0x7FFFFFFFFFFFFFFF:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if length and offset >= MAX_FILE_SIZE:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if offset + length >= MAX_FILE_SIZE and length:
+        raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
+    if not o.granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if not locks.io_allowed(o.key, offset, length, id(o), write=True):
+        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
+    write_through = struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1   # WRITEFLAG_WRITE_THROUGH
+
+    def written(n: int) -> bytes:
+        o.position = offset + n
+        if notify.active():
+            notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        if write_through:
+            os.fdatasync(o.fd)
+        return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
+
+    return FileIO("write", o.fd, offset, memoryview(msg)[data_off:data_off + length], o.tree.io, written), None

@@ -1,0 +1,88 @@
+"""SESSION_SETUP (logon, re-authentication) and LOGOFF (MS-SMB2 3.3.5.5, 3.3.5.6)."""
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+from smbring.smb import ntlm, security, wire
+from smbring.smb.commands.negotiate import rhdr_bytes
+from smbring.smb.errors import SMBError, in_request
+from smbring.smb.state import Session
+from smbring.smb.wire import Header
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+
+log = logging.getLogger("smbring.smb")
+
+
+def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    if not c.dialect:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    _size, flags, secmode, caps, channel, off, length, prev = struct.unpack_from("<HBBIIHHQ", msg, 64)
+    token = in_request(msg, off, length)
+    s = c.sessions.get(hdr.session_id) if hdr.session_id else None
+    if s is None:
+        if hdr.session_id:
+            raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+        sid = c.next_id
+        c.next_id += 1
+        s = Session(id=sid, preauth=c.preauth.copy())
+        c.sessions[sid] = s
+    elif s.valid:  # re-authentication: as the same user (checked when it completes)
+        s.auth = None
+        s.preauth = c.preauth.copy()
+        s.reauth_of = s.user
+    rhdr.session_id = s.id
+    if c.dialect == wire.SMB311:
+        s.preauth.update(msg)
+    if s.auth is None:
+        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest)
+    session_flags = 0
+    try:
+        out = s.auth.step(bytes(token))
+    except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
+        log.info("authentication failed: %s", e)
+        del c.sessions[s.id]
+        raise SMBError(wire.STATUS_LOGON_FAILURE)
+    identity = s.auth.identity
+    if s.auth.complete and s.reauth_of is not None:
+        who = identity.user if identity.kind == "user" else identity.kind
+        if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
+            log.info("session %d: re-authentication as %s refused (was %s)", s.id, who, s.reauth_of)
+            del c.sessions[s.id]
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        s.reauth_of = None
+    if s.auth.complete and identity.kind != "user":
+        # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
+        s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
+        log.info("session %d: %s logon", s.id, identity.kind)
+        flag = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
+        return struct.pack("<HHHH", 9, flag, 72, len(out)) + out, None
+    if s.auth.complete:
+        s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+        s.valid = True
+        s.signing_key = security.signing_key(identity.session_key, c.dialect,
+                                             s.preauth.value if s.preauth else None)
+        s.sign = c.signing_required or bool(c.client_security_mode & wire.SECURITY_SIGNING_REQUIRED)
+        if c.cipher:
+            s.encrypt_key, s.decrypt_key = security.cipher_keys(
+                identity.session_key, c.dialect, s.preauth.value if s.preauth else None, c.cipher)
+            if c.encryption_required:
+                s.encrypt = True
+                session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
+        log.info("session %d: user %s authenticated", s.id, s.user)
+        rhdr.status = wire.STATUS_SUCCESS
+    else:
+        rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
+    body = struct.pack("<HHHH", 9, session_flags, 72, len(out)) + out
+    if c.dialect == wire.SMB311 and not s.auth.complete:
+        s.preauth.update(rhdr_bytes(rhdr, hdr, body))
+    return body, None
+
+
+def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    c.close_opens(hdr.session_id)
+    c.sessions.pop(hdr.session_id)
+    return struct.pack("<HH", 4, 0), None

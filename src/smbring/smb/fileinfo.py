@@ -1,0 +1,93 @@
+"""File attributes, times and sizes as SMB reports them, directory entries and 8.3 names
+(MS-FSCC 2.4, 2.6)."""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import uuid
+import zlib
+
+from smbring.smb import wire
+from smbring.smb.errors import SMBError
+from smbring.vfs.posix import DosInfo
+
+MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
+
+
+ROOT_UUID = uuid.uuid4().bytes
+
+
+# DOS attributes kept as set (MS-FSCC 2.6): READONLY HIDDEN SYSTEM ARCHIVE TEMPORARY OFFLINE
+# NOT_CONTENT_INDEXED; DIRECTORY follows the file type and READONLY its write bits.
+STORED_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
+
+
+def attributes(st: os.stat_result, dos: DosInfo | None = None) -> int:
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if dos is not None and dos.attrs:
+        a = dos.attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY
+    else:
+        a = 0 if is_dir else wire.ATTR_ARCHIVE
+    if is_dir:
+        a |= wire.ATTR_DIRECTORY
+    if not st.st_mode & 0o222 and not is_dir:
+        a |= wire.ATTR_READONLY
+    return a or wire.ATTR_NORMAL
+
+
+def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
+    birth = wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
+    change = wire.nt_time(st.st_ctime_ns)
+    if dos is not None:
+        birth = dos.create_time or birth
+        if dos.change_time and dos.change_mtime_ns == st.st_mtime_ns:
+            change = dos.change_time     # as set, until the next write moves the file on
+    return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
+
+
+def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
+    """AllocationSize: the size in whole clusters, or what a client reserved. Not st_blocks:
+    ext4 counts a block of extended attributes there, and smbring keeps its metadata in them."""
+    if stat.S_ISDIR(st.st_mode):
+        return 0
+    return max((st.st_size + 4095) & ~4095, dos.allocation if dos is not None else 0)
+
+
+def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None) -> bytes:
+    n = wire.utf16(name)
+    common = struct.pack("<II", 0, file_index) + times(st, dos) + struct.pack(
+        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos), attributes(st, dos))
+    short = wire.utf16(short_name(name)) if name not in (".", "..") else b""
+    if klass == 1:    # FileDirectoryInformation
+        return common + struct.pack("<I", len(n)) + n
+    if klass == 2:    # FileFullDirectoryInformation
+        return common + struct.pack("<II", len(n), 0) + n
+    if klass == 3:    # FileBothDirectoryInformation
+        return common + struct.pack("<IIBB", len(n), 0, len(short), 0) + short.ljust(24, b"\0") + n
+    if klass == 12:   # FileNamesInformation
+        return struct.pack("<III", 0, file_index, len(n)) + n
+    if klass == 37:   # FileIdBothDirectoryInformation
+        return common + struct.pack("<IIBB", len(n), 0, len(short), 0) + short.ljust(24, b"\0") + \
+            struct.pack("<HQ", 0, st.st_ino) + n
+    if klass == 38:   # FileIdFullDirectoryInformation
+        return common + struct.pack("<IIIQ", len(n), 0, 0, st.st_ino) + n
+    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+
+
+SHORT_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()-@^_`{}~")
+
+
+def short_name(name: str) -> str:
+    """An 8.3 name: the name itself when it is one, else Samba's style of mangling (five
+    characters, a tilde and two from a hash, then up to three of the extension)."""
+    base, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    if (0 < len(base) <= 8 and len(ext) <= 3 and set(base.upper()) <= SHORT_NAME_CHARS
+            and set(ext.upper()) <= SHORT_NAME_CHARS):
+        return name.upper()
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    h = zlib.crc32(name.encode("utf-8", "surrogatepass"))
+    prefix = "".join(ch for ch in base.upper() if ch in SHORT_NAME_CHARS and ch != "~")[:5] or "_"
+    tail = "".join(ch for ch in ext.upper() if ch in SHORT_NAME_CHARS)[:3]
+    mangled = f"{prefix}~{alphabet[h % 36]}{alphabet[(h // 36) % 36]}"
+    return f"{mangled}.{tail}" if tail else mangled

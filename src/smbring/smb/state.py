@@ -1,0 +1,121 @@
+"""What a connection knows: shares, sessions, tree connects, opens, requests that wait,
+and what a compound chain carries from one request to the next."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smbring.smb import notify, security, wire
+from smbring.smb.wire import Header
+from smbring.vfs.posix import PosixVFS
+
+FID_ANY = b"\xff" * 16
+
+
+@dataclass
+class Chain:
+    """What a compound chain carries from one request to the next (MS-SMB2 3.3.5.2.7)."""
+
+    related: bool = False
+    last: bool = True
+    single: bool = True                    # the frame holds one request, not a compound
+    session_id: int = 0xFFFFFFFFFFFFFFFF   # before the first request: nothing to inherit
+    tree_id: int = 0xFFFFFFFF
+    fid: bytes | None = None               # the open the previous request used or created
+    create_error: int = 0                  # a failed CREATE fails the requests that follow it
+
+
+@dataclass
+class AsyncRequest:
+    """A request answered STATUS_PENDING, completed later by complete_async()."""
+
+    async_id: int
+    hdr: Header
+    sealed: bool
+    signed: bool
+    on_cancel: object = None     # called when CANCEL, close or disconnect ends the wait
+    close_status: int = wire.STATUS_CANCELLED    # the answer when its open is closed
+
+
+class GoAsync(Exception):
+    """Raised by a handler whose request must wait: `start(areq)` arranges its completion."""
+
+    def __init__(self, start):
+        super().__init__("pending")
+        self.start = start
+
+
+@dataclass
+class Share:
+    name: str
+    path: str
+    read_only: bool = False
+    guest_ok: bool = False
+    valid_users: list = field(default_factory=list)   # lower-case names; empty: everyone
+    encrypt: bool = False                              # smb encrypt = required
+    vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
+    read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
+
+
+@dataclass(eq=False)
+class Open:
+    fd: int
+    parts: list
+    is_dir: bool
+    access: int
+    delete_on_close: bool = False
+    dir_entries: list | None = None
+    dir_pos: int = 0
+    key: tuple = ()                 # (st_dev, st_ino): where its byte-range locks live
+    position: int = 0               # CurrentByteOffset: just past the last read or write
+    fid: bytes = b""
+    tree: "Tree | None" = None
+    session_id: int = 0
+    tree_id: int = 0
+    waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
+    watch: notify.Watch | None = None              # after its first CHANGE_NOTIFY
+    granted: int = 0                               # access granted (generic rights mapped)
+    mode: int = 0                                  # FileModeInformation, as last set
+    stream: str | None = None                      # a named stream: parts are its depot file
+    base_parts: list | None = None                 # the file as the client names it
+    base_key: str | None = None                    # and its stream id, for a stream
+
+    def display_name(self) -> str:
+        """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
+        name = "\\".join(self.base_parts if self.base_parts is not None else self.parts)
+        return f"{name}:{self.stream}" if self.stream else name
+
+    def path(self) -> str:
+        return "/".join([self.tree.vfs.root] + self.parts)
+
+
+# every open of every connection: a directory with an open file inside cannot be renamed
+OPEN_FILES: set = set()
+
+
+# files to delete when their last open closes ((dev, ino) -> the open that asked for it), as
+# delete-on-close works on Windows: other opens keep the file until they close too
+DELETE_PENDING: dict = {}
+
+
+@dataclass
+class Tree:
+    share: Share | None          # None: IPC$
+    vfs: PosixVFS | None
+    io: object = None            # the share's VFS module stack for file data (None: inline)
+
+
+@dataclass
+class Session:
+    id: int
+    auth: object = None
+    preauth: security.PreauthIntegrity | None = None
+    valid: bool = False
+    guest: bool = False
+    user: str = ""
+    signing_key: bytes = b""
+    sign: bool = False
+    encrypt_key: bytes = b""      # server -> client
+    decrypt_key: bytes = b""      # client -> server
+    encrypt: bool = False         # every response of this session is encrypted
+    trees: dict = field(default_factory=dict)
+    reauth_of: str | None = None  # the user, while a re-authentication is in progress
