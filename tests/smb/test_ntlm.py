@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import spnego as pyspnego
+from smbcore import carry_out
 
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import spnego, wire
@@ -624,7 +625,7 @@ def session_setup(token: bytes, message_id: int, session_id: int = 0) -> bytes:
 
 def answer(conn, frame: bytes) -> tuple[int, int, bytes]:
     """(status, session id, security buffer) of the response to one frame."""
-    data = b"".join(bytes(desc.header) for desc in conn.handle_frame(frame))[4:]
+    data = b"".join(carry_out(conn.handle_frame(frame)))
     status, = struct.unpack_from("<I", data, 8)
     session_id, = struct.unpack_from("<Q", data, 40)
     if len(data) < 72:

@@ -27,9 +27,10 @@ import socket
 import sys
 import time
 
-from smbring.datapath import READ_COSTS, FileRange, Receiver, Sender
+from smbring.datapath import FILE_MAPS, READ_COSTS, FileRange, Receiver, Sender
+from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
+from smbring.smb import effects, wire
 from smbring.smb.connection import Connection
-from smbring.smb.effects import Deferred
 from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.state import Share
 from smbring.vfs import modules
@@ -46,55 +47,16 @@ NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, e
                    errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
                    errno.EOPNOTSUPP, errno.ENETUNREACH}
 LOG_EVERY = 60.0    # a message that may repeat (a refused address) is logged once a minute
-# Lone WRITEs whose file I/O may run while the next requests are received: the next payload
-# arrives while the last one goes to the disk (each holds its frame: up to 4 x 8 MiB).
-WRITES_IN_FLIGHT = 4
-
-
-def lone_write(frame: memoryview) -> bool:
-    """A plain SMB2 WRITE, not encrypted and not part of a compound."""
-    return (len(frame) >= 64 and frame[:4] == b"\xfeSMB" and frame[12] == 0x09 and frame[13] == 0
-            and frame[20:24] == b"\0\0\0\0")
-
-
-class WritesInFlight:
-    """The lone WRITEs of one connection whose file I/O is still running, with the byte
-    ranges they write. A request that is not a lone WRITE waits for all of them first, and a
-    WRITE waits for those it overlaps, so every request sees the effect of the WRITEs before
-    it, as if they had been done one by one; only their answers may overtake each other."""
-
-    def __init__(self):
-        self.tasks: dict[asyncio.Task, tuple[int, int, int]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks)
-
-    async def drain(self) -> None:
-        while self.tasks:
-            await asyncio.wait(list(self.tasks))
-
-    async def start(self, fd: int, offset: int, length: int, work) -> None:
-        """Runs work() as a task once no WRITE in flight overlaps it and there is room."""
-        end = offset + length
-        while True:
-            ahead = [t for t, (f, o, e) in self.tasks.items() if f == fd and o < end and offset < e]
-            if not ahead and len(self.tasks) < WRITES_IN_FLIGHT:
-                break
-            await asyncio.wait(ahead or list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.ensure_future(work())
-        self.tasks[task] = (fd, offset, end)
-        task.add_done_callback(lambda t: self.tasks.pop(t, None))
-
-
 class FrameBuffers:
     """Page-aligned buffers for large frames (WRITEs, mostly), reused once nothing views them.
     A fresh 8 MiB bytearray per WRITE is zero-filled, and on a VM whose host takes freed
     memory back its pages fault in again; a reused buffer is warm. A frame is placed so that
-    a WRITE's payload (at 0x70, after the SMB2 header and the WRITE request) starts on a page:
+    a WRITE's payload (`smb.wire.WRITE_DATA_OFFSET`, after the SMB2 header and the WRITE
+    request) starts on a page:
     `direct_writes` can then hand it to O_DIRECT as it is."""
 
     LARGE = 1 << 20
-    SKEW = (mmap.PAGESIZE - 0x70) % mmap.PAGESIZE
+    SKEW = (mmap.PAGESIZE - wire.WRITE_DATA_OFFSET) % mmap.PAGESIZE
     KEPT = WRITES_IN_FLIGHT + 2     # the frames in flight, the one arriving, one spare
     IDLE = 5.0                      # seconds without a large frame before the buffers go
 
@@ -403,9 +365,11 @@ class Server:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            modules_by_share = self._io_modules()
             conn = Connection(self.shares, passdb_path=self.passdb_path,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
-                              local_address=sock.getsockname()[0], io_modules=self._io_modules(),
+                              local_address=sock.getsockname()[0],
+                              file_closed=lambda share, fd: modules_by_share[share].closed(fd),
                               limits=self.limits, ntlm_auth=self.ntlm_auth)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
@@ -417,16 +381,14 @@ class Server:
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        sending = link.sending
+        runner = EffectRunner(transport, modules_by_share, link.sending, FILE_MAPS, peer)
         flushes = set()
 
         async def flush_outbox():
-            async with sending:
-                try:
-                    for desc in conn.outbox_drain():
-                        await transport.send(desc)
-                except OSError as e:
-                    log.info("connection from %s: late answer lost: %s", peer, e)
+            try:
+                await runner.run(conn.outbox_drain())
+            except OSError as e:
+                log.info("connection from %s: late answer lost: %s", peer, e)
 
         def on_output():
             task = asyncio.ensure_future(flush_outbox())
@@ -434,28 +396,6 @@ class Server:
             task.add_done_callback(flushes.discard)
 
         conn.on_output = on_output
-        writes = WritesInFlight()
-
-        async def file_io(desc: Deferred):
-            try:
-                return await desc.io.run()
-            except Exception as e:  # answered as an NTSTATUS, not a dropped link
-                if not isinstance(e, OSError):
-                    log.exception("file I/O for %s failed", peer)
-                return e
-
-        async def answer_later(desc: Deferred) -> None:
-            """A lone WRITE's I/O and answer, while the connection reads on."""
-            result = await file_io(desc)
-            try:
-                async with sending:
-                    for reply in desc.finish(result):
-                        await transport.send(reply)
-            except OSError as e:
-                log.info("connection from %s: answer to a WRITE lost: %s", peer, e)
-            except Exception:
-                log.exception("connection from %s: WRITE failed", peer)
-
         try:
             while True:
                 head = await transport.recv_exact(4)
@@ -468,29 +408,18 @@ class Server:
                                           f"{'now' if conn.logged_on() else 'before logon'})")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
                 link.last_frame = loop.time()
-                lone = lone_write(frame)
-                if writes and not lone:
-                    await writes.drain()
-                descs = conn.handle_frame(frame)
-                if lone and len(descs) == 1 and isinstance(descs[0], Deferred):
-                    io, desc = descs[0].io, descs[0]
-                    await writes.start(io.fd, io.offset, len(io.data), lambda: answer_later(desc))
-                    continue
-                async with sending:
-                    for desc in descs:
-                        if isinstance(desc, Deferred):   # a WRITE or FLUSH: the file I/O first
-                            for reply in desc.finish(await file_io(desc)):
-                                await transport.send(reply)
-                        else:
-                            await transport.send(desc)
+                await runner.run(conn.handle_frame(frame))
         except (ConnectionError, OSError) as e:
             log.info("connection from %s closed: %s", peer, link.closed_because or e or "eof")
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
             self.links.discard(link)
-            await writes.drain()     # their files stay open until their data is written
+            await runner.drain()     # their files stay open until their data is written
             conn.close_all()
+            for effect in conn.outbox_drain():      # only Forget is carried out now
+                if isinstance(effect, effects.Forget):
+                    FILE_MAPS.forget_file(effect.dev, effect.ino)
             stats = getattr(getattr(transport, "tx", None), "stats", None)
             if stats is not None and any(stats.by_path.values()):
                 log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "

@@ -1,9 +1,12 @@
-"""One SMB2 connection's state machine: frames in, response frames out.
+"""One SMB2 connection's state machine: frames in, effects out (sans-I/O, as h11).
 
 ``Connection.handle_frame(bytes)`` takes one SMB2 message (or compound chain) without its
-NetBIOS length prefix and returns the response frames to send, signed where the session
-requires it. The protocol state (dialect, sessions, tree connects, opens, credits, signing) lives
-here; file-system work is delegated to the share's VFS. Nothing here touches a socket.
+NetBIOS length prefix and returns effects (`smb.effects`): responses to send, signed or
+sealed as their session requires, and file I/O to carry out before the core goes on (the
+shell calls the effect's `then` with the result). The protocol state (dialect, sessions, tree
+connects, opens, credits, signing) lives here. A frame is processed by a generator that yields
+the file I/O it waits for, so a compound or a sealed READ suspends where it needs data and
+resumes where it left off.
 """
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ import os
 import struct
 import uuid
 
-from smbring.datapath import FILE_MAPS, SendDescriptor
+import mmap
+
 from smbring.server.users import PasswordLookup
 from smbring.smb import acl, locks, notify, security, sharemodes, wire
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
-from smbring.smb.effects import Deferred, FileIO, FilePayload
+from smbring.smb.effects import Drain, FileIO, FilePayload, Flush, Forget, ReadInto, Send, Write
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.state import (
@@ -34,7 +38,6 @@ from smbring.smb.state import (
     Tree,
 )
 from smbring.smb.wire import Header
-from smbring.vfs.modules import Posix
 from smbring.vfs.posix import PathError, PosixVFS
 
 log = logging.getLogger("smbring.smb")
@@ -61,14 +64,14 @@ class ResponseBudget:
 class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
-                 local_address: str = "", io_modules: dict | None = None,
+                 local_address: str = "", file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
-        # share name -> VFS module stack; with them, a lone WRITE or FLUSH comes back from
-        # handle_frame as a Deferred for the I/O layer to carry out
-        self.io_modules = io_modules or {}
+        # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
+        # descriptor before the number can be reused
+        self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.passdb_path, self.lookup = passdb_path, PasswordLookup(passdb_path)   # user -> NT hash
         self.allow_guest = allow_guest
@@ -92,9 +95,10 @@ class Connection:
         self.async_requests: dict[int, AsyncRequest] = {}
         self._vfs: dict[str, PosixVFS] = {}     # share name -> its root, for every tree of it
         self.locks_held = 0                     # byte-range locks of all its opens
-        self.outbox: list[SendDescriptor] = []
-        self.on_output = None    # called when a pending request completes outside handle_frame
+        self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
+        self.on_output = None    # called when the outbox fills outside handle_frame
         self._seal_bufs = None
+        self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -111,29 +115,39 @@ class Connection:
         return not self.opens and not self.async_requests
 
     # -- framing -------------------------------------------------------------------------
-    def handle_frame(self, frame: bytes) -> list[SendDescriptor]:
-        """One message or compound chain in; the responses to send, each with its NetBIOS
-        length prefix, as send descriptors (a lone unsigned READ keeps its data in the file).
+    def handle_frame(self, frame) -> list:
+        """One message or compound chain in (without its NetBIOS prefix); the effects out.
         A ConnectionError means the client broke the protocol: drop the connection."""
         if frame[:4] == b"\xffSMB":
-            return [self._frame(negotiate.smb1_negotiate(self, bytes(frame)))]
+            return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
         if frame[:4] == wire.TRANSFORM_ID:
-            return self._encrypted_frame(frame)
-        if frame[:4] != wire.PROTOCOL_ID:
+            frame, sealed_by = self._decrypt(frame)
+        elif frame[:4] == wire.PROTOCOL_ID:
+            sealed_by = None
+        else:
             raise ConnectionError("not SMB2")
-        return self._plain_frame(frame, None)
+        return self._drive(self._frame(frame, sealed_by), None)
 
-    def _encrypted_frame(self, frame) -> list[SendDescriptor]:
-        """Decrypts, handles, and encrypts the answer with the session's key."""
+    def _decrypt(self, frame):
+        """The plaintext of an encrypted frame and the session whose key sealed it."""
         try:
             sid, _size = security.parse_transform(frame)
             s = self.sessions.get(sid)
             if not s or not s.decrypt_key:
                 raise ConnectionError("encrypted message for an unknown session")
-            plain = security.decrypt(self.cipher, s.decrypt_key, frame)
+            return memoryview(security.decrypt(self.cipher, s.decrypt_key, frame)), s
         except security.DecryptError as e:
             raise ConnectionError(f"undecryptable message: {e}") from None
-        return self._plain_frame(memoryview(plain), s)
+
+    def _drive(self, steps, result) -> list:
+        """Runs a frame's steps until they finish (their responses) or wait for file I/O (the
+        effect, whose `then` resumes them); effects made meanwhile (the outbox) go first."""
+        try:
+            need = steps.send(result)
+        except StopIteration as done:
+            return self.outbox_drain() + done.value
+        need.then = lambda outcome: self._drive(steps, outcome)
+        return self.outbox_drain() + [need]
 
     def _split(self, frame) -> list[tuple[Header, object]]:
         """The requests of a frame, each header parsed and its MessageIds taken from the credit
@@ -164,9 +178,13 @@ class Connection:
         (SMB 2.1 on), one before."""
         return max(hdr.credit_charge, 1) if self.dialect > wire.SMB202 else 1
 
-    def _plain_frame(self, frame, encrypted_session) -> list[SendDescriptor]:
-        # a decrypted message was authenticated by its cipher: it carries no signature
-        self._sealed_by = encrypted_session
+    def _frame(self, frame, sealed_by):
+        """The steps of one frame (a generator): each request in turn, yielding the file I/O a
+        response waits for; returns the effects that answer the frame. A lone WRITE in a plain
+        frame may be written in the background: every other frame first waits for those."""
+        lone_write = sealed_by is None and wire.is_lone_write(frame)
+        if self._background and not lone_write:
+            yield Drain()
         messages = self._split(frame)
         out: list[tuple[Header, Header, object]] = []
         signed_requests: list[bool] = []
@@ -179,65 +197,106 @@ class Connection:
                 hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
             else:
                 chain.fid = None
-                if encrypted_session is not None and hdr.session_id != encrypted_session.id:
+                if sealed_by is not None and hdr.session_id != sealed_by.id:
                     raise ConnectionError("an encrypted frame carried another session's request")
+            self._sealed_by = sealed_by     # (set again for each request: steps may interleave)
             resp = self._one(hdr, msg, chain, budget)
-            if resp is not None:
-                rhdr, body = resp
-                if isinstance(body, FilePayload) and not chain.single:
-                    body = body.materialize()   # a later request of the chain may close the file
-                budget.spend(body)
-                out.append((hdr, rhdr, body))
-                signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
-        if len(out) == 1 and isinstance(out[0][2], FileIO):
-            return self.outbox_drain() + [self._deferred(out[0], signed_requests, encrypted_session)]
-        return self.outbox_drain() + self._responses(out, signed_requests, encrypted_session)
+            if resp is None:
+                continue
+            rhdr, body = resp
+            if isinstance(body, FileIO):
+                body = yield from self._file_io(body, rhdr, background=lone_write)
+            elif isinstance(body, FilePayload) and not chain.single:
+                # in memory now: a later request of the chain may close the file
+                body = yield from self._read(body.range, body.prefix, rhdr)
+            budget.spend(body)
+            out.append((hdr, rhdr, body))
+            signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
+        if len(out) == 1 and isinstance(out[0][2], FilePayload):
+            return (yield from self._read_response(out[0], signed_requests[0], sealed_by))
+        return self._responses(out, signed_requests, sealed_by)
 
-    def _deferred(self, response, signed_requests, encrypted_session) -> Deferred:
-        req, rhdr, job = response
+    def _file_io(self, job: FileIO, rhdr: Header, background: bool):
+        """A WRITE's or FLUSH's file I/O (steps); the response body."""
+        if job.op == "flush":
+            result = yield Flush(job.share, job.fd)
+        else:
+            span = (job.fd, job.offset, job.offset + len(job.data))
+            if background and any(fd == span[0] and start < span[2] and span[1] < end
+                                  for fd, start, end in self._background):
+                yield Drain(fd=span[0], start=span[1], end=span[2])   # writes land in order
+            if background:
+                self._background.add(span)
+            try:
+                result = yield Write(job.share, job.fd, job.offset, job.data, background=background)
+            finally:
+                self._background.discard(span)
+            if job.then_flush and not isinstance(result, BaseException):
+                flushed = yield Flush(job.share, job.fd)      # write through: durable first
+                if isinstance(flushed, BaseException):
+                    result = flushed
+        if isinstance(result, BaseException):
+            return self._failed(rhdr, result)
+        return job.done(result)
 
-        def finish(result) -> list[SendDescriptor]:
-            if isinstance(result, BaseException):
-                rhdr.status = status_for_oserror(result) if isinstance(result, OSError) \
-                    else wire.STATUS_INTERNAL_ERROR
-                body = wire.error_body()
-            else:
-                body = job.done(result)
-            return self._responses([(req, rhdr, body)], signed_requests, encrypted_session)
+    def _read(self, rng, prefix: bytes, rhdr: Header):
+        """A READ's response body with its data read into memory (steps)."""
+        body = bytearray(len(prefix) + rng.length)
+        body[:len(prefix)] = prefix
+        result = yield ReadInto(rng, memoryview(body)[len(prefix):])
+        if isinstance(result, BaseException):
+            return self._failed(rhdr, result)
+        return body
 
-        return Deferred(job, finish)
+    @staticmethod
+    def _failed(rhdr: Header, error: BaseException) -> bytes:
+        """The error response for file I/O that failed (an unexpected failure is ours: logged)."""
+        if isinstance(error, OSError):
+            rhdr.status = status_for_oserror(error)
+        else:
+            log.error("file I/O failed: %r", error)
+            rhdr.status = wire.STATUS_INTERNAL_ERROR
+        return wire.error_body()
 
-    def _responses(self, out, signed_requests, encrypted_session) -> list[SendDescriptor]:
-        if not out:
-            return []
-        seal = encrypted_session or next(
+    def _read_response(self, response, signed: bool, sealed_by):
+        """A lone READ's response (steps): unsigned, its data stays in the file for the shell to
+        move (passed through untouched); signed, read into memory and signed; sealed, read
+        straight into a reused plaintext buffer and sealed into another (the previous
+        response has been sent by the time the next frame is handled, so two buffers serve
+        the connection)."""
+        req, rhdr, payload = response
+        seal = self._seal_for([response], sealed_by)
+        if seal is None and not self._must_sign(rhdr, signed):
+            head = self._finish(req, rhdr, payload.prefix)
+            return [Send(bytes(head), payload.range, splice_safe=payload.splice_safe,
+                         read_path=payload.read_path)]
+        if seal is None:
+            body = yield from self._read(payload.range, payload.prefix, rhdr)
+            return self._responses([(req, rhdr, body)], [signed], None)
+        head = self._finish(req, rhdr, payload.prefix)
+        r = payload.range
+        plain, sealed = self._seal_buffers(len(head) + r.length)
+        plain[:len(head)] = head
+        result = yield ReadInto(r, plain[len(head):])
+        if isinstance(result, BaseException):
+            return self._responses([(req, rhdr, self._failed(rhdr, result))], [signed], sealed_by)
+        return [self._sealed(seal, plain, sealed)]
+
+    def _seal_for(self, out, sealed_by) -> Session | None:
+        """The session whose key seals the responses: the request's, or one that encrypts all."""
+        return sealed_by or next(
             (self.sessions[r.session_id] for _, r, _ in out
              if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
-        if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is not None and seal.encrypt_key:
-            # an encrypted READ: the plaintext is built in one reused buffer, read straight
-            # into it, and sealed into another (the previous response has been sent by the
-            # time the next frame is handled, so two buffers serve the connection)
-            req, rhdr, payload = out[0]
-            head = self._finish(req, rhdr, payload.prefix)
-            r = payload.range
-            plain, sealed = self._seal_buffers(len(head) + r.length)
-            plain[:len(head)] = head
-            done = Posix.pread_into_sync(r.fd, plain[len(head):], r.offset)
-            plain[len(head) + done:] = bytes(r.length - done)
-            return [self._sealed_frame(seal, plain, sealed)]
-        if len(out) == 1 and isinstance(out[0][2], FilePayload) and seal is None:
-            req, rhdr, payload = out[0]
-            if not self._must_sign(rhdr, signed_requests[0]):
-                head = self._finish(req, rhdr, payload.prefix)
-                size = len(head) + payload.range.length
-                return [SendDescriptor(size.to_bytes(4, "big") + bytes(head), payload.range,
-                                       splice_safe=payload.splice_safe, read_path=payload.read_path)]
-        # a compound response is 8-byte aligned and chained by NextCommand; each part is
-        # signed on its own, after the chaining fields are final
+
+    def _responses(self, out, signed_requests, sealed_by) -> list:
+        """The responses, in memory, as one Send: a compound response is 8-byte aligned and
+        chained by NextCommand, each part signed on its own after the chaining fields are
+        final; the whole sealed where its session encrypts."""
+        if not out:
+            return []
+        seal = self._seal_for(out, sealed_by)
         chained = bytearray()
         for i, (req, rhdr, body) in enumerate(out):
-            if isinstance(body, FilePayload):
-                body = body.materialize()
             part = self._finish(req, rhdr, body)
             if len(out) > 1:    # every part of a compound ends 8-byte aligned, the last too
                 part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
@@ -248,17 +307,18 @@ class Connection:
                                          self.sessions[rhdr.session_id].signing_key, part)
             chained += part
         if seal is not None and seal.encrypt_key:
-            return [self._sealed_frame(seal, chained)]
-        return [self._frame(bytes(chained))]
+            return [self._sealed(seal, chained)]
+        return [Send(self._checked(chained))]
 
     # -- asynchronous requests (blocking locks, change notify) ------------------------------
-    def outbox_drain(self) -> list[SendDescriptor]:
-        """Responses to requests that completed after their interim response."""
+    def outbox_drain(self) -> list:
+        """Effects made outside a frame's steps: answers to requests that completed after
+        their interim response, files to forget."""
         out, self.outbox = self.outbox, []
         return out
 
     def complete_async(self, areq: "AsyncRequest", status: int, body: bytes | None = None) -> None:
-        """Answers a pending request; the frame waits in the outbox for the I/O layer."""
+        """Answers a pending request; the answer waits in the outbox for the shell."""
         if self.async_requests.pop(areq.async_id, None) is None:
             return                                        # already answered or cancelled
         rhdr = Header(command=areq.hdr.command, status=status, flags=wire.FLAGS_ASYNC,
@@ -267,9 +327,8 @@ class Connection:
                      credit_charge=areq.hdr.credit_charge, credits=0,
                      flags=areq.hdr.flags & ~wire.FLAGS_RELATED)
         s = self.sessions.get(areq.hdr.session_id)
-        frames = self._responses([(req, rhdr, body if body is not None else wire.error_body())],
-                                 [areq.signed], s if areq.sealed else None)
-        self.outbox.extend(frames)
+        self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
+                                           [areq.signed], s if areq.sealed else None))
         if self.on_output is not None:
             self.on_output()
 
@@ -288,25 +347,25 @@ class Connection:
 
     def _seal_buffers(self, size: int) -> tuple[memoryview, memoryview]:
         """Page-aligned buffers for an encrypted READ's plaintext and ciphertext, kept for the
-        connection's next ones."""
+        connection's next ones (anonymous memory: no file behind them)."""
         if self._seal_bufs is None or len(self._seal_bufs[0]) < size:
-            import mmap
             cap = max(size, 1 << 20) + 4096
             self._seal_bufs = (mmap.mmap(-1, cap), mmap.mmap(-1, cap + 16))
         plain, sealed = self._seal_bufs
         return memoryview(plain)[:size], memoryview(sealed)
 
-    def _sealed_frame(self, session: Session, plaintext, out=None) -> SendDescriptor:
+    def _sealed(self, session: Session, plaintext, out=None) -> Send:
         transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id,
                                                  plaintext, out)
-        size = len(transform) + len(ciphertext)
-        return SendDescriptor(size.to_bytes(4, "big") + transform, ciphertext)
+        self._checked(transform, len(ciphertext))
+        return Send(transform, ciphertext)
 
     @staticmethod
-    def _frame(message: bytes) -> SendDescriptor:
-        if len(message) > 0xFFFFFF:     # the NetBIOS length has 24 bits (the budget keeps us below)
-            raise ConnectionError(f"a response of {len(message)} bytes cannot be framed")
-        return SendDescriptor(len(message).to_bytes(4, "big") + message)
+    def _checked(message, more: int = 0):
+        """A response the NetBIOS length (24 bits) can carry; the budget keeps them below."""
+        if len(message) + more > 0xFFFFFF:
+            raise ConnectionError(f"a response of {len(message) + more} bytes cannot be framed")
+        return message
 
     @staticmethod
     def _finish(req: Header, rhdr: Header, body: bytes) -> bytearray:
@@ -370,8 +429,6 @@ class Connection:
             body, fid = command.handler(self, hdr, msg, rhdr, chain)
             if fid is not None:
                 chain.fid = fid
-            if isinstance(body, FileIO) and not (chain.single and body.io is not None):
-                body = body.done(body.run_sync())   # a compound waits for nothing: inline
             return rhdr, body
         except GoAsync as e:
             if not chain.last:       # only the last of a compound may wait (Windows: <162>)
@@ -517,8 +574,8 @@ class Connection:
         self.locks_held -= locks.count(o.key, id(o))
         locks.release_owner(o.key, id(o))
         sharemodes.remove(o.key, id(o))
-        if o.tree is not None and o.tree.io is not None:
-            o.tree.io.closed(o.fd)
+        if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
+            self.file_closed(o.tree.share.name, o.fd)
         try:
             os.close(o.fd)
         except OSError:
@@ -527,7 +584,7 @@ class Connection:
             DELETE_PENDING[o.key] = o
         if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
             victim = DELETE_PENDING.pop(o.key)
-            FILE_MAPS.forget_file(*o.key)        # a kept map would keep the blocks allocated
+            self.outbox.append(Forget(*o.key))   # a kept map would keep the blocks allocated
             try:
                 sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.vfs.remove(victim.parts, victim.is_dir)

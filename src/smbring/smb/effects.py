@@ -1,60 +1,116 @@
-"""What the protocol core hands the I/O layer: responses to send (their data possibly still
-in a file) and file I/O a response waits for."""
+"""What the protocol core asks of the shell around it, which does all the I/O.
+
+The core is sans-I/O in h11's sense: bytes go in (`Connection.handle_frame`), effects come out.
+A response is a `Send`; a READ's data may stay in the file (`FileRange`), passed through to the
+shell untouched, so the shell may copy, map, splice or zero-copy it. Where the core needs the
+outcome of file I/O (a WRITE's count, a READ it must sign or encrypt, a FLUSH), the effect
+carries `then`, which the shell calls with the result (or the OSError) and which returns the
+effects that follow. Effects are carried out in the order given.
+"""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import Callable, NamedTuple, Union
 
-from smbring.datapath import FileRange
-from smbring.vfs.modules import Posix
+
+class FileRange(NamedTuple):
+    """`length` bytes of the open file `fd` from `offset`, read through the VFS modules of
+    `share` (its name)."""
+
+    fd: int
+    offset: int
+    length: int
+    share: str
+
+
+@dataclass
+class Send:
+    """One response frame: `message` (an SMB2 message or chain, or a transform header) and a
+    payload that follows it on the wire. A FileRange payload is never signed or encrypted
+    (those are built in memory); `splice_safe` says no open of the file may write to it
+    meanwhile (splice has no copy-on-write), `read_path` what the share asks for."""
+
+    message: bytes | bytearray | memoryview
+    payload: Union[bytes, bytearray, memoryview, FileRange, None] = None
+    splice_safe: bool = False
+    read_path: str | None = None
+
+
+@dataclass
+class ReadInto:
+    """Read `range` into `into` (as long as the range; what the file no longer holds is zeros),
+    then call `then(len(into))`, or `then(error)`."""
+
+    range: FileRange
+    into: memoryview
+    then: Callable = None
+
+
+@dataclass
+class Write:
+    """Write all of `data` at `offset` (ENOSPC rather than a short write), then call
+    `then(count)` or `then(error)`. A `background` write may run while the shell receives the
+    next frames: the core asks with `Drain` where a later request must see it done."""
+
+    share: str
+    fd: int
+    offset: int
+    data: memoryview
+    then: Callable = None
+    background: bool = False
+
+
+@dataclass
+class Flush:
+    """Make the file's data and metadata durable (fsync), then call `then(0)` or `then(error)`."""
+
+    share: str
+    fd: int
+    then: Callable = None
+
+
+@dataclass
+class Drain:
+    """Wait until no background Write is running (with `fd`: none overlapping fd's bytes
+    `start` to `end`), then call `then(None)`."""
+
+    then: Callable = None
+    fd: int | None = None
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class Forget:
+    """A file is deleted: drop whatever the shell keeps of it (maps of its data)."""
+
+    dev: int
+    ino: int
+
+
+Effect = Union[Send, ReadInto, Write, Flush, Drain, Forget]
 
 
 @dataclass
 class FilePayload:
-    """A READ response body whose data is still in the file: the I/O layer moves it (copy,
-    splice or zero-copy) unless the response must be signed, when it is read into memory."""
+    """A READ's response body whose data is still in the file (a handler's result)."""
 
     prefix: bytes
     range: FileRange
-    splice_safe: bool = False       # no open of the file may write to it (see datapath)
-    read_path: str | None = None    # the share's read path
-
-    def materialize(self) -> bytes:
-        data = os.pread(self.range.fd, self.range.length, self.range.offset)
-        return self.prefix + data.ljust(self.range.length, b"\0")
+    splice_safe: bool = False
+    read_path: str | None = None
 
 
 @dataclass
 class FileIO:
-    """File I/O a response waits for (WRITE's payload, FLUSH's fsync), described here and done
-    by the I/O layer with the share's VFS module; `done(result)` then builds the response
-    body. Without an I/O layer (or inside a compound) it runs inline through posix calls."""
+    """The file I/O a WRITE or FLUSH response waits for (a handler's result); `done(result)`
+    builds the response body once it is done. `then_flush`: a write-through WRITE is made
+    durable before it is answered."""
 
-    op: str                      # "write" | "fsync"
+    op: str                      # "write" | "flush"
+    share: str
     fd: int
     offset: int = 0
     data: memoryview | None = None
-    io: object = None            # the share's VFS module stack
-    done: object = None          # result -> response body
-
-    async def run(self) -> int:
-        if self.io is None:
-            return self.run_sync()
-        if self.op == "write":
-            return await self.io.pwrite_all(self.fd, self.data, self.offset)
-        await self.io.fsync(self.fd)
-        return 0
-
-    def run_sync(self) -> int:
-        if self.op == "write":
-            return Posix.pwrite_all_sync(self.fd, self.data, self.offset)
-        os.fsync(self.fd)
-        return 0
-
-
-class Deferred:
-    """What handle_frame returns for a lone request that waits for file I/O: the I/O layer
-    awaits `io.run()` and sends `finish(result or OSError)`."""
-
-    def __init__(self, io: FileIO, finish):
-        self.io, self.finish = io, finish
+    done: Callable = None        # result -> response body
+    then_flush: bool = False

@@ -101,7 +101,6 @@ DELETE_PENDING: dict = {}
 class Tree:
     share: Share | None          # None: IPC$
     vfs: PosixVFS | None
-    io: object = None            # the share's VFS module stack for file data (None: inline)
 
 
 @dataclass

@@ -215,6 +215,17 @@ class Header:
                             self.message_id, word, self.session_id, self.signature)
 
 
+# where the data of a WRITE alone in its frame starts (the header, then the WRITE request's
+# 48 bytes: its DataOffset, 0x70); the shell places frames so that it lands on a page
+WRITE_DATA_OFFSET = HEADER_SIZE + 48
+
+
+def is_lone_write(frame) -> bool:
+    """A plain SMB2 WRITE alone in its frame (not encrypted, not part of a compound)."""
+    return (len(frame) >= HEADER_SIZE and frame[:4] == PROTOCOL_ID and frame[12] == WRITE
+            and frame[13] == 0 and frame[20:24] == b"\0\0\0\0")
+
+
 def utf16(s: str) -> bytes:
     return s.encode("utf-16-le")
 

@@ -1,14 +1,13 @@
-"""READ, WRITE and FLUSH (MS-SMB2 3.3.5.11-13): a READ's data stays in the file for the I/O
-layer to move; a WRITE's and a FLUSH's file I/O is done by the share's VFS modules."""
+"""READ, WRITE and FLUSH (MS-SMB2 3.3.5.11-13): a READ's data stays in the file for the shell
+to move; a WRITE's and a FLUSH's file I/O is done by the shell, with the share's VFS modules."""
 from __future__ import annotations
 
 import os
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.datapath import FileRange
 from smbring.smb import locks, notify, sharemodes, wire
-from smbring.smb.effects import FileIO, FilePayload
+from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import MAX_FILE_SIZE
 from smbring.smb.wire import Header
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
-    return FileIO("fsync", o.fd, io=o.tree.io, done=lambda _: struct.pack("<HH", 4, 0)), None
+    return FileIO("flush", o.tree.share.name, o.fd, done=lambda _: struct.pack("<HH", 4, 0)), None
 
 
 def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -39,7 +38,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
-    return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.io),
+    return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.share.name),
                        splice_safe=not sharemodes.has_writer(o.key),
                        read_path=o.tree.share.read_path), None
 
@@ -59,14 +58,13 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
-    write_through = struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1   # WRITEFLAG_WRITE_THROUGH
+    write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
 
     def written(n: int) -> bytes:
         o.position = offset + n
         if notify.active():
             notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-        if write_through:
-            os.fdatasync(o.fd)
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
 
-    return FileIO("write", o.fd, offset, memoryview(msg)[data_off:data_off + length], o.tree.io, written), None
+    return FileIO("write", o.tree.share.name, o.fd, offset, memoryview(msg)[data_off:data_off + length],
+                  written, then_flush=write_through), None

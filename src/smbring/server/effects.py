@@ -1,0 +1,129 @@
+"""Carrying out the protocol core's effects for one connection (see ``smb.effects``).
+
+The core decides what happens; this is where it happens: responses get their NetBIOS length
+prefix and go to the transport (a READ's data straight from the file where the core left it
+there), file data is read and written through the share's VFS module stack, and the core's
+continuation gets the result. A WRITE the core marks `background` runs while the connection
+receives its next frames (at most WRITES_IN_FLIGHT of them, each holding its frame); the core
+asks with `Drain` where a later request must see them done.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from smbring import datapath
+from smbring.smb import effects
+
+log = logging.getLogger("smbring.server")
+# background WRITEs per connection: the next payload arrives while the last goes to the disk
+WRITES_IN_FLIGHT = 4
+NETBIOS_MAX = 0xFFFFFF      # the 24-bit length of a NetBIOS session message
+
+
+def descriptor(send: effects.Send, modules: dict) -> datapath.SendDescriptor:
+    """A response as the transport sends it: the NetBIOS prefix, then the message and payload
+    (a file range read through the share's modules when it must be read into memory)."""
+    payload = send.payload
+    size = len(send.message) + (payload.length if isinstance(payload, effects.FileRange)
+                                else len(payload) if payload is not None else 0)
+    if size > NETBIOS_MAX:
+        raise ConnectionError(f"a response of {size} bytes cannot be framed")
+    prefix = size.to_bytes(4, "big")
+    if payload is None:
+        return datapath.SendDescriptor(prefix, send.message)
+    if isinstance(payload, effects.FileRange):
+        payload = datapath.FileRange(payload.fd, payload.offset, payload.length, modules[payload.share])
+    return datapath.SendDescriptor(prefix + bytes(send.message), payload, splice_safe=send.splice_safe,
+                                   read_path=send.read_path)
+
+
+class WritesInFlight:
+    """The background WRITEs of one connection still running, with the bytes they write."""
+
+    def __init__(self):
+        self.tasks: dict[asyncio.Task, tuple[int, int, int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks)
+
+    async def drain(self, fd: int | None = None, start: int = 0, end: int = 0) -> None:
+        """Until none runs (with fd: none overlapping fd's bytes start to end)."""
+        while True:
+            ahead = [t for t, (f, s, e) in self.tasks.items()
+                     if fd is None or (f == fd and s < end and start < e)]
+            if not ahead:
+                return
+            await asyncio.wait(ahead)
+
+    async def start(self, fd: int, start: int, end: int, work) -> None:
+        """Runs work() as a task once there is room."""
+        while len(self.tasks) >= WRITES_IN_FLIGHT:
+            await asyncio.wait(list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(work())
+        self.tasks[task] = (fd, start, end)
+        task.add_done_callback(lambda t: self.tasks.pop(t, None))
+
+
+class EffectRunner:
+    """Carries out one connection's effects, in order."""
+
+    def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer):
+        self.transport = transport
+        self.modules = modules          # share name -> VFS module stack
+        self.sending = sending          # one frame on the wire at a time
+        self.file_maps = file_maps
+        self.peer = peer
+        self.writes = WritesInFlight()
+
+    async def run(self, todo: list) -> None:
+        for effect in todo:
+            if isinstance(effect, effects.Send):
+                async with self.sending:
+                    await self.transport.send(descriptor(effect, self.modules))
+            elif isinstance(effect, effects.Write) and effect.background:
+                end = effect.offset + len(effect.data)
+                await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))
+            elif isinstance(effect, effects.Drain):
+                await self.writes.drain(effect.fd, effect.start, effect.end)
+                await self.run(effect.then(None))
+            elif isinstance(effect, effects.Forget):
+                self.file_maps.forget_file(effect.dev, effect.ino)
+            else:
+                await self.run(effect.then(await self._file_io(effect)))
+
+    async def drain(self) -> None:
+        """Until every background WRITE is written and answered."""
+        await self.writes.drain()
+
+    async def _file_io(self, effect):
+        """The outcome of a file read, write or flush: its result, or the exception (the core
+        answers it as an NTSTATUS)."""
+        try:
+            if isinstance(effect, effects.ReadInto):
+                return await self._read_into(effect)
+            io = self.modules[effect.share]
+            if isinstance(effect, effects.Write):
+                return await io.pwrite_all(effect.fd, effect.data, effect.offset)
+            await io.fsync(effect.fd)
+            return 0
+        except Exception as e:
+            if not isinstance(e, OSError):
+                log.exception("file I/O for %s failed", self.peer)
+            return e
+
+    async def _read_into(self, effect: effects.ReadInto) -> int:
+        rng, view = effect.range, effect.into
+        done = await self.modules[rng.share].pread_into(rng.fd, view, rng.offset)
+        if done < len(view):            # the file is shorter now: zeros, as promised
+            view[done:] = bytes(len(view) - done)
+        return len(view)
+
+    async def _in_background(self, effect: effects.Write) -> None:
+        """A background WRITE's I/O and answer, while the connection reads on."""
+        try:
+            await self.run(effect.then(await self._file_io(effect)))
+        except OSError as e:
+            log.info("connection from %s: answer to a WRITE lost: %s", self.peer, e)
+        except Exception:
+            log.exception("connection from %s: WRITE failed", self.peer)
