@@ -8,6 +8,7 @@ import pytest
 import spnego as pyspnego
 from smbcore import carry_out
 
+from smbring.server.users import PasswordLookup
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import spnego, wire
 from smbring.smb.connection import Connection
@@ -639,7 +640,7 @@ def conn(tmp_path):
     """A Connection past NEGOTIATE (SMB 2.0.2) whose password file holds USER."""
     passdb = tmp_path / "passdb"
     passdb.write_text(f"{USER}:1000:{'0' * 32}:{HASHES[USER].hex().upper()}:[U]:LCT-00000000\n")
-    conn = Connection({"s": Share("s", str(tmp_path))}, passdb_path=str(passdb))
+    conn = Connection({"s": Share("s", str(tmp_path))}, lookup=PasswordLookup(str(passdb)))
     conn.handle_frame(smb2(wire.NEGOTIATE, struct.pack("<HHHHI16sIHH", 36, 1, 1, 0, 0, b"\1" * 16, 0, 0, 0)
                            + struct.pack("<H", wire.SMB202), 0))
     return conn

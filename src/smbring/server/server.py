@@ -29,6 +29,7 @@ import time
 
 from smbring.datapath import FILE_MAPS, READ_COSTS, FileRange, Receiver, Sender
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
+from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
@@ -226,7 +227,7 @@ class Server:
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
         self.shares = shares
-        self.passdb_path = passdb_path
+        self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
@@ -366,7 +367,7 @@ class Server:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             modules_by_share = self._io_modules()
-            conn = Connection(self.shares, passdb_path=self.passdb_path,
+            conn = Connection(self.shares, lookup=self.lookup,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0],
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),

@@ -11,18 +11,25 @@ resumes where it left off.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import struct
 import uuid
 
-import mmap
-
-from smbring.server.users import PasswordLookup
 from smbring.smb import acl, locks, notify, security, sharemodes, wire
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
-from smbring.smb.effects import Drain, FileIO, FilePayload, Flush, Forget, ReadInto, Send, Write
+from smbring.smb.effects import (
+    Drain,
+    FileIO,
+    FilePayload,
+    Flush,
+    Forget,
+    ReadInto,
+    Send,
+    Write,
+)
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.state import (
@@ -62,7 +69,7 @@ class ResponseBudget:
 
 
 class Connection:
-    def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
+    def __init__(self, shares: dict[str, Share], *, lookup, allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
                  local_address: str = "", file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
@@ -73,7 +80,7 @@ class Connection:
         # descriptor before the number can be reused
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
-        self.passdb_path, self.lookup = passdb_path, PasswordLookup(passdb_path)   # user -> NT hash
+        self.lookup = lookup     # user name -> NT hash, or None (the server reads its password file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.encryption_required = encryption_required

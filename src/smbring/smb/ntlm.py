@@ -21,7 +21,13 @@ import struct
 import time
 
 from smbring.smb import spnego
-from smbring.smb.ntlmssp import SIGNATURE, Identity, LogonFailure, NtlmServer, ServerNames
+from smbring.smb.ntlmssp import (
+    SIGNATURE,
+    Identity,
+    LogonFailure,
+    NtlmServer,
+    ServerNames,
+)
 
 __all__ = ["Acceptor", "Identity", "LogonFailure", "negotiate_token", "ntlm_auth_policy"]
 

@@ -8,12 +8,32 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
-from smbring.smb.contexts import encode_create_contexts, parse_create_contexts, parse_eas
+from smbring.smb.contexts import (
+    encode_create_contexts,
+    parse_create_contexts,
+    parse_eas,
+)
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.fileinfo import ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, times
+from smbring.smb.fileinfo import (
+    ROOT_UUID,
+    STORED_ATTRIBUTES,
+    alloc_size,
+    attributes,
+    times,
+)
 from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
 from smbring.smb.wire import Header
-from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, get_sd, set_dos, set_ea, set_sd, split_path, split_stream
+from smbring.vfs.posix import (
+    DosInfo,
+    PosixVFS,
+    get_dos,
+    get_sd,
+    set_dos,
+    set_ea,
+    set_sd,
+    split_path,
+    split_stream,
+)
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection

@@ -10,10 +10,27 @@ from smbring.smb import acl, notify, sharemodes, wire
 from smbring.smb.commands.create import sd_of, set_allocation
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.fileinfo import MAX_FILE_SIZE, ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, short_name, times
+from smbring.smb.fileinfo import (
+    MAX_FILE_SIZE,
+    ROOT_UUID,
+    STORED_ATTRIBUTES,
+    alloc_size,
+    attributes,
+    short_name,
+    times,
+)
 from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
 from smbring.smb.wire import Header
-from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, list_eas, set_dos, set_ea, set_sd, split_path
+from smbring.vfs.posix import (
+    DosInfo,
+    PosixVFS,
+    get_dos,
+    list_eas,
+    set_dos,
+    set_ea,
+    set_sd,
+    split_path,
+)
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
