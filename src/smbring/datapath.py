@@ -23,10 +23,8 @@ them out, choosing per response how a file range reaches the socket:
     ``SEND_ZC``; the buffer is reused only after the kernel's notification that it let go.
     How often the kernel copied after all is counted (always, on loopback).
 
-Writes travel the other way (:class:`Receiver`): the payload that follows a WRITE request's
-header is received straight into a page-aligned buffer and written with the ring (``copy``),
-or moved socket -> pipe -> file with ``splice(2)`` (``splice``), which suits payloads that need
-no verification first; signed or encrypted writes must be received and checked in memory.
+Frames arrive through :class:`Receiver`, straight into the buffer the server gives (a WRITE's
+payload lands page-aligned there and goes to the file through the share's VFS modules).
 
 The splice itself runs inline with non-blocking ``splice(2)`` and waits for socket space on the
 ring: the ring's SPLICE op always goes to a kernel worker thread, which measured 4x slower.
@@ -64,7 +62,6 @@ AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped o
 # choose_path); the other way is tried 4 sends in a row every 128, the first of them not
 # counted (it pays for the way before), and as a send's cost varies by a third around its
 # mean here, only a 20% difference changes the way
-READ_COSTS = CheaperOf("mmap", "splice", explore=128, run=4, settle=1, margin=0.2)
 MAP_WINDOW = 256 << 20        # FileMaps: where a file's maps start (multiples of this) ...
 MAX_SPAN = 8 << 20            # ... and how far past the next start each reaches (the largest READ)
 MAPS_LIMIT = 4 << 30          # FileMaps: bytes mapped at most (page tables: 8 MiB when all used)
@@ -110,8 +107,13 @@ def splice_pipe() -> tuple[int, int]:
     return r, w
 
 
+def read_costs() -> CheaperOf:
+    """What read path auto measures (one per server: every connection's sends count)."""
+    return CheaperOf("mmap", "splice", explore=128, run=4, settle=1, margin=0.2)
+
+
 def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
-                costs: CheaperOf = READ_COSTS, measuring: bool = True, paced: bool = False) -> str:
+                costs: CheaperOf | None = None, measuring: bool = True, paced: bool = False) -> str:
     """The path for one response. `configured` is the share's ``read path`` (auto, copy,
     mmap, splice, zc): ``splice`` is the share opting in (splice even while the file may be
     written); ``auto`` sends large payloads from a map of the file, or, on a connection that
@@ -137,7 +139,7 @@ def choose_path(configured: str, desc: SendDescriptor, supports_zc: bool,
     # (tries of 4 sends made splice look cheaper, tries of 32 made mmap look dearer, both
     # wrongly). So paced connections take mmap; unpaced ones measure both as they are used.
     # SEND_ZC is copied on loopback anyway and stays opt-in.
-    if auto_measured(configured, desc, paced):
+    if auto_measured(configured, desc, paced) and costs is not None:   # (none: nothing measured)
         return costs.pick(explore=measuring)
     return "mmap" if desc.payload.length >= AUTO_LARGE else "copy"
 
@@ -279,34 +281,30 @@ class FileMaps:
     def __len__(self) -> int:
         return len(self._maps)
 
-
-# fds belong to the process, so their maps do too
-FILE_MAPS = FileMaps()
-
-
-def cold_is_a_bound() -> bool:
-    """Whether a send from a cold map (see FileMaps) may only lower read path auto's mmap
-    estimate. auto compares steady costs; a cold range pays once more, for entering its
-    pages into the page table, and counting that would keep mmap from ever being chosen
-    where files are read again and again (each try of it, made while splice serves, finds
-    cold ranges). Only where nothing is read twice (no warm range after COLD_UNMEASURED) is
-    the cold cost the cost."""
-    return FILE_MAPS.sends[True] > 0 or FILE_MAPS.sends[False] < COLD_UNMEASURED
+    def cold_is_a_bound(self) -> bool:
+        """Whether a send from a cold map may only lower read path auto's mmap estimate.
+        auto compares steady costs; a cold range pays once more, for entering its pages into
+        the page table, and counting that would keep mmap from ever being chosen where files
+        are read again and again (each try of it, made while splice serves, finds cold
+        ranges). Only where nothing is read twice (no warm range after COLD_UNMEASURED) is
+        the cold cost the cost."""
+        return self.sends[True] > 0 or self.sends[False] < COLD_UNMEASURED
 
 
 class BufferPool:
     """Page-aligned buffers of one size, reused. Page alignment is not cosmetic: a kernel copy
     into a destination 16 bytes off alignment (where bytearray data sits) ran 6x slower here."""
 
-    def __init__(self, size: int, count: int = 8):
+    def __init__(self, size: int, keep: int = 8):
         self.size = size
-        self._free = [mmap.mmap(-1, size) for _ in range(count)]
+        self.keep = keep        # buffers kept for reuse at most (made when first needed)
+        self._free: list[mmap.mmap] = []
 
     def get(self) -> mmap.mmap:
         return self._free.pop() if self._free else mmap.mmap(-1, self.size)
 
     def put(self, buf: mmap.mmap) -> None:
-        if len(self._free) < 64:
+        if len(self._free) < self.keep:
             self._free.append(buf)
         else:
             buf.close()
@@ -324,7 +322,10 @@ class Sender:
     """Sends descriptors on one connected socket, one at a time, in order."""
 
     def __init__(self, aring, sock: socket.socket, *, read_path: str = "auto",
-                 max_payload: int = 8 << 20, crowded=None):
+                 max_payload: int = 8 << 20, crowded=None, maps: FileMaps | None = None,
+                 costs: CheaperOf | None = None):
+        """`maps` and `costs` are the server's (one each for all its connections: the maps of
+        a file serve every client, and auto learns from every send)."""
         if read_path not in ("auto",) + PATHS:
             raise ValueError(f"read path must be auto, copy, mmap, splice or zc, not {read_path!r}")
         self.aring = aring
@@ -333,8 +334,10 @@ class Sender:
         self.read_path = read_path
         self.stats = Stats()
         self._lock = asyncio.Lock()
-        self._pool = BufferPool(max_payload + 4096, count=2)
+        self._pool = BufferPool(max_payload + 4096, keep=2)
         self._pipe: tuple[int, int] | None = None
+        self.maps = maps if maps is not None else FileMaps()
+        self.costs = costs if costs is not None else read_costs()
         self._zc_ok = aring.ring.supports("send_zc")
         # like the io_uring VFS module's large reads: while other connections wait, a large
         # send's copy into the socket runs on an io-wq worker instead of the loop's thread
@@ -350,7 +353,7 @@ class Sender:
             # the process's CPU time is the cost, measured only while no other connection
             # can run in between (their work would be counted too)
             crowded = self.crowded()
-            path = choose_path(self.read_path, desc, self._zc_ok, measuring=not crowded,
+            path = choose_path(self.read_path, desc, self._zc_ok, self.costs, measuring=not crowded,
                                paced=self.paced)
             if not isinstance(desc.payload, FileRange):   # not a file read: not counted
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
@@ -367,11 +370,11 @@ class Sender:
                                                             rng.length) is False:
                 path, measure = "copy", False   # a disk read: on the ring, not in the loop
             elif path == "mmap":
-                found = FILE_MAPS.view(rng.fd, rng.offset, rng.length)
+                found = self.maps.view(rng.fd, rng.offset, rng.length)
                 if found is None:
                     path, measure = "copy", False
                 else:
-                    mapped, bound_only = found[0], not found[1] and cold_is_a_bound()
+                    mapped, bound_only = found[0], not found[1] and self.maps.cold_is_a_bound()
             now = time.process_time() if measure or self._measuring else 0.0
             self._record_previous(now, crowded)
             if mapped is not None:
@@ -394,9 +397,9 @@ class Sender:
         the way). Not while other connections ran in between: their work would be in it."""
         if self._measuring is not None and not crowded:
             way, started, nbytes, bound_only = self._measuring
-            known = READ_COSTS.cost[way]
+            known = self.costs.cost[way]
             if not bound_only or (known is not None and (now - started) / nbytes < known):
-                READ_COSTS.record(way, now - started, nbytes)
+                self.costs.record(way, now - started, nbytes)
         self._measuring = None
 
     def close(self) -> None:
@@ -540,17 +543,11 @@ class Sender:
 
 
 class Receiver:
-    """Moves request payloads from one connected socket into files."""
+    """Receives frames from one connected socket through the ring."""
 
-    def __init__(self, aring, sock: socket.socket, *, write_path: str = "copy",
-                 max_payload: int = 8 << 20):
-        if write_path not in ("copy", "splice"):
-            raise ValueError(f"write path must be copy or splice, not {write_path!r}")
+    def __init__(self, aring, sock: socket.socket):
         self.aring = aring
         self.fd = sock.fileno()
-        self.write_path = write_path
-        self._pool = BufferPool(max_payload, count=2)
-        self._pipe: tuple[int, int] | None = None
 
     async def recv_exact(self, view: memoryview) -> None:
         """Fills view from the socket; ConnectionResetError if the peer goes away first."""
@@ -560,58 +557,3 @@ class Receiver:
             if n == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
             got += n
-
-    async def to_file(self, fd: int, offset: int, length: int, *, verified: bool = False) -> int:
-        """Receives `length` payload bytes and writes them to fd at offset. `verified` payloads
-        (signed or encrypted: checked by the caller) never come here: they are in memory."""
-        if self.write_path == "splice" and not verified:
-            return await self._splice_in(fd, offset, length)
-        buf = self._pool.get() if length <= self._pool.size else mmap.mmap(-1, length)
-        try:
-            view = memoryview(buf)[:length]
-            await self.recv_exact(view)
-            return await write_all(self.aring, fd, view, offset)
-        finally:
-            if len(buf) == self._pool.size:
-                self._pool.put(buf)
-            else:
-                buf.close()
-
-    async def _splice_in(self, fd: int, offset: int, length: int) -> int:
-        if self._pipe is None:
-            self._pipe = splice_pipe()
-        rpipe, wpipe = self._pipe
-        left = length
-        while left:
-            try:
-                moved = os.splice(self.fd, wpipe, min(left, PIPE_SIZE), flags=os.SPLICE_F_NONBLOCK)
-            except BlockingIOError:
-                await self.aring.poll(self.fd, select.POLLIN)
-                continue
-            if moved == 0:
-                raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
-            left -= moved
-            while moved:
-                n = os.splice(rpipe, fd, moved, offset_dst=offset)
-                if n == 0:
-                    raise OSError(errno.ENOSPC, "no space left on device")
-                offset += n
-                moved -= n
-        return length
-
-    def close(self) -> None:
-        if self._pipe:
-            for fd in self._pipe:
-                os.close(fd)
-            self._pipe = None
-
-
-async def write_all(aring, fd: int, view: memoryview, offset: int) -> int:
-    """Writes all of view at offset; a write of 0 becomes ENOSPC so it can never spin."""
-    done = 0
-    while done < len(view):
-        n = await aring.write(fd, view[done:], offset + done)
-        if n == 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        done += n
-    return done

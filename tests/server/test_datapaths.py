@@ -62,7 +62,7 @@ def test_put_get_identical_bytes(tmp_path, vfs, read_path, expect):
     try:
         # again and again: auto measures neither a connection's first 16 reads nor a send
         # from a map before its pages are mapped (warm), and keeps a way's first 16 samples
-        # only after 16 more (see datapath.READ_COSTS)
+        # only after 16 more (see datapath.read_costs)
         gets = "; ".join(f"get file.bin {tmp_path / f'back{i}.bin' if i in (0, 15) else '/dev/null'}"
                          for i in range(16))
         r = smbclient(port, f"put {src} file.bin; {gets}")

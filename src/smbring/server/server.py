@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from smbring.datapath import FILE_MAPS, READ_COSTS, FileRange, Receiver, Sender
+from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
@@ -97,10 +97,10 @@ class FrameBuffers:
 class RingTransport:
     """Receives and sends on one socket through the engine."""
 
-    def __init__(self, aring, sock: socket.socket, read_path: str, crowded=None):
-        # frames arrive in self.frames, never through the receiver's payload buffers: one page
-        self.rx = Receiver(aring, sock, max_payload=mmap.PAGESIZE)
-        self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded)
+    def __init__(self, aring, sock: socket.socket, read_path: str, crowded=None, maps=None, costs=None):
+        self.rx = Receiver(aring, sock)
+        self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded,
+                         maps=maps, costs=costs)
         self.frames = FrameBuffers()
 
     async def recv_exact(self, n: int) -> memoryview:
@@ -228,6 +228,10 @@ class Server:
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
         self.shares = shares
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
+        # the data paths' state, shared by every connection (see smbring.datapath): maps of
+        # files (the fds are the process's), and what read path auto has measured
+        self.file_maps = FileMaps()
+        self.read_costs = read_costs()
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
@@ -270,7 +274,8 @@ class Server:
         aring = self._ring()
         if aring is None:
             return PlainTransport(sock)
-        return RingTransport(aring, sock, self.read_path, crowded=lambda: self.connections > 1)
+        return RingTransport(aring, sock, self.read_path, crowded=lambda: self.connections > 1,
+                             maps=self.file_maps, costs=self.read_costs)
 
     # -- connections in all and per client address ------------------------------------------
     def _refusal(self, address: str) -> str | None:
@@ -382,7 +387,7 @@ class Server:
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        runner = EffectRunner(transport, modules_by_share, link.sending, FILE_MAPS, peer)
+        runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
         flushes = set()
 
         async def flush_outbox():
@@ -420,12 +425,12 @@ class Server:
             conn.close_all()
             for effect in conn.outbox_drain():      # only Forget is carried out now
                 if isinstance(effect, effects.Forget):
-                    FILE_MAPS.forget_file(effect.dev, effect.ino)
+                    self.file_maps.forget_file(effect.dev, effect.ino)
             stats = getattr(getattr(transport, "tx", None), "stats", None)
             if stats is not None and any(stats.by_path.values()):
                 log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "
                          "copied: %d of %d; read path auto: %r)", peer, stats.by_path, stats.zc_copied,
-                         stats.zc_sends, READ_COSTS)
+                         stats.zc_sends, self.read_costs)
             transport.close()
             sock.close()
 
