@@ -31,6 +31,7 @@ from smbring.datapath import READ_COSTS, FileRange, Receiver, Sender
 from smbring.smb.connection import Connection
 from smbring.smb.effects import Deferred
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
 
@@ -276,6 +277,7 @@ class Server:
         self.links: set[Link] = set()
         self.throttle = Throttle()
         self._modules = None
+        self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
 
     def _ring(self):
         """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
@@ -406,7 +408,7 @@ class Server:
             conn = Connection(self.shares, passdb_path=self.passdb_path,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], io_modules=self._io_modules(),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)

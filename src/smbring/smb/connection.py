@@ -14,17 +14,16 @@ import uuid
 
 from smbring.datapath import FILE_MAPS, SendDescriptor
 from smbring.server.users import PasswordLookup
-from smbring.smb import acl, locks, notify, security, sharemodes, wire
+from smbring.smb import acl, notify, security, wire
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
 from smbring.smb.effects import Deferred, FileIO, FilePayload
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
-    DELETE_PENDING,
     FID_ANY,
-    OPEN_FILES,
     AsyncRequest,
     Chain,
     GoAsync,
@@ -62,7 +61,11 @@ class Connection:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
                  local_address: str = "", io_modules: dict | None = None,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 state: ServerState | None = None):
+        # what all connections of the server share (opens, share modes, locks, watches);
+        # a connection on its own has its own
+        self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
@@ -508,33 +511,27 @@ class Connection:
 
     def close_open(self, o: Open) -> None:
         self.opens.pop(o.fid, None)
-        OPEN_FILES.discard(o)
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
-        if o.watch is not None:
-            notify.remove(o.watch)
-        self.locks_held -= locks.count(o.key, id(o))
-        locks.release_owner(o.key, id(o))
-        sharemodes.remove(o.key, id(o))
+        closed = self.state.close_open(o)
+        self.locks_held -= closed.locks_released
         if o.tree is not None and o.tree.io is not None:
             o.tree.io.closed(o.fd)
         try:
             os.close(o.fd)
         except OSError:
             pass
-        if o.delete_on_close and o.tree is not None and o.tree.vfs is not None:
-            DELETE_PENDING[o.key] = o
-        if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
-            victim = DELETE_PENDING.pop(o.key)
+        victim = closed.delete
+        if victim is not None and victim.tree is not None and victim.tree.vfs is not None:
             FILE_MAPS.forget_file(*o.key)        # a kept map would keep the blocks allocated
             try:
                 sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.vfs.remove(victim.parts, victim.is_dir)
                 if victim.stream is None:
                     victim.tree.vfs.remove_streams(sid)
-                    notify.post(victim.path(), notify.REMOVED,
-                                notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+                    self.state.watches.post(victim.path(), notify.REMOVED,
+                                            notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
 

@@ -88,15 +88,6 @@ class Open:
         return "/".join([self.tree.vfs.root] + self.parts)
 
 
-# every open of every connection: a directory with an open file inside cannot be renamed
-OPEN_FILES: set = set()
-
-
-# files to delete when their last open closes ((dev, ino) -> the open that asked for it), as
-# delete-on-close works on Windows: other opens keep the file until they close too
-DELETE_PENDING: dict = {}
-
-
 @dataclass
 class Tree:
     share: Share | None          # None: IPC$

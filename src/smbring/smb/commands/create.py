@@ -7,11 +7,11 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb import acl, notify, wire
 from smbring.smb.contexts import encode_create_contexts, parse_create_contexts, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, times
-from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.state import Open
 from smbring.smb.wire import Header
 from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, get_sd, set_dos, set_ea, set_sd, split_path, split_stream
 
@@ -125,7 +125,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
             os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
             st, exists = vfs.stat(parts), True
-            notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
+            c.state.watches.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         base_key = vfs.stream_id(parts, create=not opening and not tree.share.read_only)
         if base_key is None:
@@ -156,9 +156,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
                                                 exists and not st.st_mode & 0o222):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
-    if exists and (st.st_dev, st.st_ino) in DELETE_PENDING:
+    if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
-    if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
+    if exists and not c.state.share_modes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
         if parts and len(parts) > 1:
@@ -223,18 +223,17 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
              tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
              stream=stream, base_parts=base_parts, base_key=base_key)
-    if not sharemodes.check_and_add(o.key, id(o), access, share_access):
+    if not c.state.register_open(o, access, share_access):
         os.close(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
-    OPEN_FILES.add(o)
     if action == wire.FILE_CREATED:
-        notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+        c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
-        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     if eas and action != wire.FILE_OPENED:
         for ea_name, value in eas:
             set_ea(fd, ea_name, value)

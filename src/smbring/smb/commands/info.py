@@ -11,7 +11,7 @@ from smbring.smb.commands.create import sd_of, set_allocation
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import MAX_FILE_SIZE, ROOT_UUID, STORED_ATTRIBUTES, alloc_size, attributes, short_name, times
-from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.state import Open
 from smbring.smb.wire import Header
 from smbring.vfs.posix import DosInfo, PosixVFS, get_dos, list_eas, set_dos, set_ea, set_sd, split_path
 
@@ -38,7 +38,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     dos = get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
     basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
-    pending = o.delete_on_close or o.key in DELETE_PENDING
+    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
     # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
     standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
                            int(pending), int(o.is_dir), 0)
@@ -197,7 +197,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
-        notify.post(o.path(), notify.MODIFIED, notify.SECURITY)
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -232,13 +232,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
-        if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
+        if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
         parent = tree.vfs.stat(o.parts[:-1])
-        if sharemodes.blocks_child_rename((parent.st_dev, parent.st_ino)):
+        if c.state.share_modes.blocks_child_rename((parent.st_dev, parent.st_ino)):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
-        if o.is_dir and any(other is not o and other.path().startswith(o.path() + "/")
-                            for other in OPEN_FILES):
+        if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace = buf[0]
         name_len = struct.unpack_from("<I", buf, 16)[0]
@@ -253,25 +252,22 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         tree.vfs.remove_streams(replaced)      # the streams of the file it replaced
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
-        notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
+        c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
         o.parts = new_parts
-        notify.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
+        c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
         if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
             raise SMBError(wire.STATUS_CANNOT_DELETE)
         if buf[0] and o.is_dir and PosixVFS.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
-        if o.delete_on_close:            # pending for everyone from now on, as on Windows
-            DELETE_PENDING[o.key] = o
-        elif DELETE_PENDING.get(o.key) is o:
-            del DELETE_PENDING[o.key]
+        c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
         os.ftruncate(o.fd, file_size(buf))
-        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:

@@ -7,7 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.datapath import FileRange
-from smbring.smb import locks, notify, sharemodes, wire
+from smbring.smb import notify, wire
 from smbring.smb.effects import FileIO, FilePayload
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import MAX_FILE_SIZE
@@ -31,7 +31,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not locks.io_allowed(o.key, offset, length, id(o), write=False):
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
     available = max(0, min(length, os.fstat(o.fd).st_size - offset))
@@ -40,7 +40,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
     return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.io),
-                       splice_safe=not sharemodes.has_writer(o.key),
+                       splice_safe=not c.state.share_modes.has_writer(o.key),
                        read_path=o.tree.share.read_path), None
 
 
@@ -57,14 +57,14 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
     if not o.granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not locks.io_allowed(o.key, offset, length, id(o), write=True):
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     write_through = struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1   # WRITEFLAG_WRITE_THROUGH
 
     def written(n: int) -> bytes:
         o.position = offset + n
-        if notify.active():
-            notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        if c.state.watches.active():
+            c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
         if write_through:
             os.fdatasync(o.fd)
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)

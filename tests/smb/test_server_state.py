@@ -1,0 +1,235 @@
+"""ServerState: what the connections of one server share (opens, delete on close, share
+modes, byte-range locks, change watches), seen through SMB requests on two connections that
+share one state, against real files (sans-I/O: frames in, answers out, no sockets)."""
+import os
+import struct
+
+import pytest
+
+from smbring.smb import wire
+from smbring.smb.connection import Connection
+from smbring.smb.server_state import ServerState
+from smbring.smb.state import Session, Share
+
+ALL_ACCESS = 0x001F01FF
+SHARE_ALL = 7
+FILE_DIRECTORY_FILE = 0x1
+
+
+class Client:
+    """One connection with a logged-on session (no NTLM) and a tree on the share."""
+
+    def __init__(self, share_dir, state):
+        self.conn = Connection({"s": Share("s", str(share_dir))}, passdb_path=str(share_dir / "none"),
+                               state=state)
+        self.conn.dialect = wire.SMB302
+        self.conn.sessions[1] = Session(id=1, valid=True)
+        self.tid = 0
+        status, body = self.request(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
+                                    wire.utf16("\\\\x\\s"))
+        assert status == 0, "tree connect failed"
+        self.tid = self.last_tree_id
+
+    def send(self, command, body):
+        """The answers to one request: (status, body) each, late ones of other requests too."""
+        hdr = wire.Header(command=command, session_id=1, tree_id=self.tid,
+                          message_id=self.conn.credits.low, credits=1)
+        return [self._parse(d) for d in self.conn.handle_frame(hdr.pack() + body)]
+
+    def request(self, command, body):
+        return self.send(command, body)[0]
+
+    def _parse(self, desc):
+        message = bytes(desc.header[4:])
+        self.last_tree_id = struct.unpack_from("<I", message, 36)[0]
+        return struct.unpack_from("<I", message, 8)[0], message[64:]
+
+    def create(self, name, access=ALL_ACCESS, share=SHARE_ALL, disposition=wire.FILE_OPEN_IF, options=0):
+        n = wire.utf16(name)
+        body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, access, 0, share, disposition,
+                           options, 120, len(n), 0, 0) + n
+        status, out = self.request(wire.CREATE, body)
+        return status, (out[64:80] if status == 0 else None)
+
+    def open(self, name, **kw):
+        status, fid = self.create(name, **kw)
+        assert status == 0, hex(status)
+        return fid
+
+    def close(self, fid):
+        return self.request(wire.CLOSE, struct.pack("<HHI", 24, 0, 0) + fid)[0]
+
+    def set_info(self, fid, klass, buf):
+        body = struct.pack("<HBBIHHI", 33, wire.INFO_FILE, klass, len(buf), 96, 0, 0) + fid + buf
+        return self.request(wire.SET_INFO, body)[0]
+
+    def delete_on_close(self, fid, delete=True):
+        return self.set_info(fid, 13, bytes([delete]))
+
+    def rename(self, fid, new_name):
+        n = wire.utf16(new_name)
+        return self.set_info(fid, 10, struct.pack("<B7xQI", 0, 0, len(n)) + n)
+
+    def lock(self, fid, offset, length, flags):
+        body = struct.pack("<HHI", 48, 1, 0) + fid + struct.pack("<QQII", offset, length, flags, 0)
+        return self.send(wire.LOCK, body)
+
+    def read(self, fid, offset, length):
+        body = struct.pack("<HBBIQ", 49, 80, 0, length, offset) + fid + struct.pack("<IIIHH", 0, 0, 0, 0, 0) + b"\0"
+        return self.request(wire.READ, body)[0]
+
+    def notify(self, fid, completion_filter=0x3):
+        body = struct.pack("<HHI", 32, 0, 4096) + fid + struct.pack("<II", completion_filter, 0)
+        return self.send(wire.CHANGE_NOTIFY, body)
+
+    def outbox(self):
+        return [self._parse(d) for d in self.conn.outbox_drain()]
+
+
+@pytest.fixture
+def share(tmp_path):
+    d = tmp_path / "share"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def two(share):
+    """Two connections of one server."""
+    state = ServerState()
+    a, b = Client(share, state), Client(share, state)
+    yield a, b
+    a.conn.close_all()
+    b.conn.close_all()
+
+
+def test_delete_pending_is_seen_by_another_connection(share, two):
+    a, b = two
+    (share / "doomed.txt").write_bytes(b"x")
+    keeper = a.open("doomed.txt")
+    deleter = b.open("doomed.txt")
+    assert b.delete_on_close(deleter) == 0
+    # a delete pending through b's open refuses new opens on a's connection too
+    assert a.create("doomed.txt")[0] == wire.STATUS_DELETE_PENDING
+    assert b.close(deleter) == 0
+    assert (share / "doomed.txt").exists()          # a still has it open
+    assert a.close(keeper) == 0
+    assert not (share / "doomed.txt").exists()      # the last close, on the other connection
+
+
+def test_delete_pending_withdrawn_by_its_open(share, two):
+    a, b = two
+    (share / "kept.txt").write_bytes(b"x")
+    keeper = a.open("kept.txt")
+    deleter = b.open("kept.txt")
+    assert b.delete_on_close(deleter) == 0
+    assert b.delete_on_close(deleter, False) == 0
+    assert a.close(a.open("kept.txt")) == 0
+    assert b.close(deleter) == 0 and a.close(keeper) == 0
+    assert (share / "kept.txt").exists()
+
+
+def test_share_modes_across_connections(share, two):
+    a, b = two
+    (share / "f").write_bytes(b"x")
+    fid = a.open("f", access=wire.GENERIC_READ, share=0)     # shares nothing
+    assert b.create("f", access=wire.GENERIC_READ)[0] == wire.STATUS_SHARING_VIOLATION
+    assert b.create("f", access=0x80)[0] == 0                 # attributes only: takes no part
+    assert a.close(fid) == 0
+    assert b.create("f", access=wire.GENERIC_READ)[0] == 0    # the open is gone from the table
+
+
+def test_connections_of_different_servers_share_nothing(share):
+    """Each ServerState is a server of its own: no table is global."""
+    (share / "f").write_bytes(b"x")
+    a, b = Client(share, None), Client(share, None)      # each gets its own state
+    try:
+        a.open("f", access=wire.GENERIC_READ, share=0)
+        assert b.create("f", access=wire.GENERIC_READ)[0] == 0
+    finally:
+        a.conn.close_all()
+        b.conn.close_all()
+
+
+def test_rename_refused_while_a_file_below_is_open(share, two):
+    a, b = two
+    (share / "dir" / "sub").mkdir(parents=True)
+    (share / "dir" / "sub" / "f").write_bytes(b"x")
+    inside = a.open("dir\\sub\\f")
+    d = b.open("dir", options=FILE_DIRECTORY_FILE)
+    assert b.rename(d, "moved") == wire.STATUS_ACCESS_DENIED
+    assert (share / "dir").is_dir()
+    assert a.close(inside) == 0
+    assert b.rename(d, "moved") == 0
+    assert (share / "moved" / "sub" / "f").exists()
+
+
+def test_rename_of_a_sibling_with_a_similar_name_is_allowed(share, two):
+    """"dir2/f" is not below "dir": only paths under "dir/" count."""
+    a, b = two
+    (share / "dir").mkdir()
+    (share / "dir2").mkdir()
+    (share / "dir2" / "f").write_bytes(b"x")
+    a.open("dir2\\f")
+    d = b.open("dir", options=FILE_DIRECTORY_FILE)
+    assert b.rename(d, "moved") == 0
+
+
+def test_byte_range_locks_across_connections(share, two):
+    a, b = two
+    (share / "f").write_bytes(b"0123456789")
+    fa, fb = a.open("f"), b.open("f")
+    [(status, _)] = a.lock(fa, 0, 10, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)
+    assert status == 0
+    assert b.read(fb, 0, 5) == wire.STATUS_FILE_LOCK_CONFLICT
+    [(status, _)] = b.lock(fb, 0, 1, wire.LOCK_EXCLUSIVE)     # blocking: waits for a
+    assert status == wire.STATUS_PENDING
+    assert a.lock(fa, 0, 10, wire.LOCK_UNLOCK)[0][0] == 0
+    assert [s for s, _ in b.outbox()] == [0]                   # granted on b's connection
+    assert a.read(fa, 5, 5) == 0
+    assert a.read(fa, 0, 1) == wire.STATUS_FILE_LOCK_CONFLICT
+
+
+def test_closing_a_connection_releases_its_locks_for_the_other(share, two):
+    a, b = two
+    (share / "f").write_bytes(b"0123456789")
+    fa, fb = a.open("f"), b.open("f")
+    assert a.lock(fa, 0, 10, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)[0][0] == 0
+    assert b.lock(fb, 0, 1, wire.LOCK_EXCLUSIVE)[0][0] == wire.STATUS_PENDING
+    a.conn.close_all()                                          # a's client went away
+    assert [s for s, _ in b.outbox()] == [0]
+    assert b.conn.locks_held == 1 and a.conn.locks_held == 0
+
+
+def test_change_made_on_one_connection_is_reported_on_the_other(share, two):
+    a, b = two
+    (share / "watched").mkdir()
+    d = b.open("watched", options=FILE_DIRECTORY_FILE)
+    [(status, _)] = b.notify(d)
+    assert status == wire.STATUS_PENDING
+    a.open("watched\\new.txt", disposition=wire.FILE_CREATE)
+    [(status, body)] = b.outbox()
+    assert status == 0
+    _size, offset, length = struct.unpack_from("<HHI", body)
+    action, name_len = struct.unpack_from("<II", body, offset - 64 + 4)
+    name = body[offset - 64 + 12:offset - 64 + 12 + name_len].decode("utf-16-le")
+    assert (action, name) == (1, "new.txt")                     # FILE_ACTION_ADDED
+
+
+def test_close_open_reports_locks_and_the_delete(share, two):
+    """The narrow interface itself: a close says how many locks went and what to delete."""
+    a, _b = two
+    (share / "f").write_bytes(b"x")
+    fid = a.open("f")
+    assert a.lock(fid, 0, 1, wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY)[0][0] == 0
+    o = a.conn.opens[fid]
+    state = a.conn.state
+    assert not state.is_delete_pending(o.key)
+    state.set_delete_pending(o, True)
+    assert state.is_delete_pending(o.key)
+    closed = state.close_open(o)
+    assert closed.locks_released == 1 and closed.delete is o
+    assert not state.is_delete_pending(o.key) and not state.has_open_below(str(share))
+    assert state.locks.count(o.key, id(o)) == 0 and state.share_modes.count(o.key) == 0
+    a.conn.opens.pop(fid)
+    os.close(o.fd)
