@@ -5,85 +5,10 @@ import os
 import struct
 
 import pytest
+from sansio_client import FILE_DIRECTORY_FILE, Client
 
 from smbring.smb import wire
-from smbring.smb.connection import Connection
 from smbring.smb.server_state import ServerState
-from smbring.smb.state import Session, Share
-
-ALL_ACCESS = 0x001F01FF
-SHARE_ALL = 7
-FILE_DIRECTORY_FILE = 0x1
-
-
-class Client:
-    """One connection with a logged-on session (no NTLM) and a tree on the share."""
-
-    def __init__(self, share_dir, state):
-        self.conn = Connection({"s": Share("s", str(share_dir))}, passdb_path=str(share_dir / "none"),
-                               state=state)
-        self.conn.dialect = wire.SMB302
-        self.conn.sessions[1] = Session(id=1, valid=True)
-        self.tid = 0
-        status, body = self.request(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +
-                                    wire.utf16("\\\\x\\s"))
-        assert status == 0, "tree connect failed"
-        self.tid = self.last_tree_id
-
-    def send(self, command, body):
-        """The answers to one request: (status, body) each, late ones of other requests too."""
-        hdr = wire.Header(command=command, session_id=1, tree_id=self.tid,
-                          message_id=self.conn.credits.low, credits=1)
-        return [self._parse(d) for d in self.conn.handle_frame(hdr.pack() + body)]
-
-    def request(self, command, body):
-        return self.send(command, body)[0]
-
-    def _parse(self, desc):
-        message = bytes(desc.header[4:])
-        self.last_tree_id = struct.unpack_from("<I", message, 36)[0]
-        return struct.unpack_from("<I", message, 8)[0], message[64:]
-
-    def create(self, name, access=ALL_ACCESS, share=SHARE_ALL, disposition=wire.FILE_OPEN_IF, options=0):
-        n = wire.utf16(name)
-        body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, access, 0, share, disposition,
-                           options, 120, len(n), 0, 0) + n
-        status, out = self.request(wire.CREATE, body)
-        return status, (out[64:80] if status == 0 else None)
-
-    def open(self, name, **kw):
-        status, fid = self.create(name, **kw)
-        assert status == 0, hex(status)
-        return fid
-
-    def close(self, fid):
-        return self.request(wire.CLOSE, struct.pack("<HHI", 24, 0, 0) + fid)[0]
-
-    def set_info(self, fid, klass, buf):
-        body = struct.pack("<HBBIHHI", 33, wire.INFO_FILE, klass, len(buf), 96, 0, 0) + fid + buf
-        return self.request(wire.SET_INFO, body)[0]
-
-    def delete_on_close(self, fid, delete=True):
-        return self.set_info(fid, 13, bytes([delete]))
-
-    def rename(self, fid, new_name):
-        n = wire.utf16(new_name)
-        return self.set_info(fid, 10, struct.pack("<B7xQI", 0, 0, len(n)) + n)
-
-    def lock(self, fid, offset, length, flags):
-        body = struct.pack("<HHI", 48, 1, 0) + fid + struct.pack("<QQII", offset, length, flags, 0)
-        return self.send(wire.LOCK, body)
-
-    def read(self, fid, offset, length):
-        body = struct.pack("<HBBIQ", 49, 80, 0, length, offset) + fid + struct.pack("<IIIHH", 0, 0, 0, 0, 0) + b"\0"
-        return self.request(wire.READ, body)[0]
-
-    def notify(self, fid, completion_filter=0x3):
-        body = struct.pack("<HHI", 32, 0, 4096) + fid + struct.pack("<II", completion_filter, 0)
-        return self.send(wire.CHANGE_NOTIFY, body)
-
-    def outbox(self):
-        return [self._parse(d) for d in self.conn.outbox_drain()]
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
+from smbring.vfs.posix import PosixVFS
 
 log = logging.getLogger("smbring.server")
 SMB1_HEADER_SIZE = 32       # the smallest frame: an SMB1 NEGOTIATE (the core refuses short SMB2 ones)
@@ -405,7 +406,7 @@ class Server:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(self.shares, passdb_path=self.passdb_path,
+            conn = Connection(self.shares, passdb_path=self.passdb_path, open_fs=PosixVFS,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], io_modules=self._io_modules(),
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)

@@ -8,9 +8,9 @@ here; file-system work is delegated to the share's VFS. Nothing here touches a s
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import uuid
+from typing import Callable
 
 from smbring.datapath import FILE_MAPS, SendDescriptor
 from smbring.server.users import PasswordLookup
@@ -20,6 +20,7 @@ from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
 from smbring.smb.effects import Deferred, FileIO, FilePayload
 from smbring.smb.errors import SMBError, status_for_oserror
+from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
@@ -34,7 +35,6 @@ from smbring.smb.state import (
 )
 from smbring.smb.wire import Header
 from smbring.vfs.modules import Posix
-from smbring.vfs.posix import PathError, PosixVFS
 
 log = logging.getLogger("smbring.smb")
 
@@ -58,7 +58,8 @@ class ResponseBudget:
 
 
 class Connection:
-    def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
+    def __init__(self, shares: dict[str, Share], *, passdb_path: str,
+                 open_fs: Callable[[str], FileSystem], allow_guest: bool = False,
                  signing_required: bool = False, encryption_required: bool = False,
                  local_address: str = "", io_modules: dict | None = None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
@@ -73,6 +74,7 @@ class Connection:
         # handle_frame as a Deferred for the I/O layer to carry out
         self.io_modules = io_modules or {}
         self.shares = {k.lower(): v for k, v in shares.items()}
+        self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
         self.passdb_path, self.lookup = passdb_path, PasswordLookup(passdb_path)   # user -> NT hash
         self.allow_guest = allow_guest
         self.signing_required = signing_required
@@ -93,7 +95,7 @@ class Connection:
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
-        self._vfs: dict[str, PosixVFS] = {}     # share name -> its root, for every tree of it
+        self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list[SendDescriptor] = []
         self.on_output = None    # called when a pending request completes outside handle_frame
@@ -491,17 +493,17 @@ class Connection:
         self.on_output = None
         for o in list(self.opens.values()):
             self.close_open(o)
-        for vfs in self._vfs.values():
-            vfs.close()
-        self._vfs.clear()
+        for fs in self._fs.values():
+            fs.close()
+        self._fs.clear()
 
-    def share_vfs(self, share: Share) -> PosixVFS:
+    def share_fs(self, share: Share) -> FileSystem:
         """The share's files as this connection reaches them: one root descriptor per share,
         however many trees connect to it."""
-        vfs = self._vfs.get(share.name)
-        if vfs is None:
-            vfs = self._vfs[share.name] = PosixVFS(share.path)
-        return vfs
+        fs = self._fs.get(share.name)
+        if fs is None:
+            fs = self._fs[share.name] = self.open_fs(share.path)
+        return fs
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
@@ -519,17 +521,17 @@ class Connection:
         if o.tree is not None and o.tree.io is not None:
             o.tree.io.closed(o.fd)
         try:
-            os.close(o.fd)
+            o.tree.fs.close_file(o.fd)
         except OSError:
             pass
         victim = closed.delete
-        if victim is not None and victim.tree is not None and victim.tree.vfs is not None:
+        if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             FILE_MAPS.forget_file(*o.key)        # a kept map would keep the blocks allocated
             try:
-                sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
-                victim.tree.vfs.remove(victim.parts, victim.is_dir)
+                sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
+                victim.tree.fs.remove(victim.parts, victim.is_dir)
                 if victim.stream is None:
-                    victim.tree.vfs.remove_streams(sid)
+                    victim.tree.fs.remove_streams(sid)
                     self.state.watches.post(victim.path(), notify.REMOVED,
                                             notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:

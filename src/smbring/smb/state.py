@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from smbring.smb import notify, security, wire
 from smbring.smb.wire import Header
-from smbring.vfs.posix import PosixVFS
+from smbring.smb.fs import FileSystem
 
 FID_ANY = b"\xff" * 16
 
@@ -85,13 +85,13 @@ class Open:
         return f"{name}:{self.stream}" if self.stream else name
 
     def path(self) -> str:
-        return "/".join([self.tree.vfs.root] + self.parts)
+        return "/".join([self.tree.fs.root] + self.parts)
 
 
 @dataclass
 class Tree:
     share: Share | None          # None: IPC$
-    vfs: PosixVFS | None
+    fs: FileSystem | None        # None: IPC$
     io: object = None            # the share's VFS module stack for file data (None: inline)
 
 
