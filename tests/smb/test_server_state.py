@@ -28,30 +28,32 @@ def two(share):
     b.conn.close_all()
 
 
-def test_delete_pending_is_seen_by_another_connection(share, two):
+@pytest.fixture
+def pending(share, two):
+    """A file open on both connections, marked for deletion through b's open."""
     a, b = two
     (share / "doomed.txt").write_bytes(b"x")
-    keeper = a.open("doomed.txt")
-    deleter = b.open("doomed.txt")
+    keeper, deleter = a.open("doomed.txt"), b.open("doomed.txt")
     assert b.delete_on_close(deleter) == 0
+    return a, b, keeper, deleter, share / "doomed.txt"
+
+
+def test_delete_pending_is_seen_by_another_connection(pending):
+    a, b, keeper, deleter, path = pending
     # a delete pending through b's open refuses new opens on a's connection too
     assert a.create("doomed.txt")[0] == wire.STATUS_DELETE_PENDING
     assert b.close(deleter) == 0
-    assert (share / "doomed.txt").exists()          # a still has it open
+    assert path.exists()                # a still has it open
     assert a.close(keeper) == 0
-    assert not (share / "doomed.txt").exists()      # the last close, on the other connection
+    assert not path.exists()            # the last close, on the other connection
 
 
-def test_delete_pending_withdrawn_by_its_open(share, two):
-    a, b = two
-    (share / "kept.txt").write_bytes(b"x")
-    keeper = a.open("kept.txt")
-    deleter = b.open("kept.txt")
-    assert b.delete_on_close(deleter) == 0
+def test_delete_pending_withdrawn_by_its_open(pending):
+    a, b, keeper, deleter, path = pending
     assert b.delete_on_close(deleter, False) == 0
-    assert a.close(a.open("kept.txt")) == 0
+    assert a.close(a.open("doomed.txt")) == 0
     assert b.close(deleter) == 0 and a.close(keeper) == 0
-    assert (share / "kept.txt").exists()
+    assert path.exists()
 
 
 def test_share_modes_across_connections(share, two):
