@@ -29,6 +29,7 @@ system-deps:
 
 # The ring tests run under AddressSanitizer first, then the whole suite on the normal build.
 test: system-deps build
+	$(BIN)/lint-imports --no-cache
 	$(MAKE) --no-print-directory test-asan
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -10,6 +10,7 @@ from smbring.server.users import PasswordLookup
 from smbring.smb import wire
 from smbring.smb.connection import Connection
 from smbring.smb.state import Session, Share
+from smbring.vfs.posix import PosixVFS
 
 
 def message(conn, command, body, session_id=1, tree_id=0, flags=0, message_id=None):
@@ -23,7 +24,8 @@ def connected(tmp_path):
     """A connection with a logged-on session (no NTLM: sans-I/O) and a tree on tmp_path/share."""
     share = tmp_path / "share"
     share.mkdir()
-    conn = Connection({"s": Share("s", str(share))}, lookup=PasswordLookup(str(tmp_path / "none")))
+    conn = Connection({"s": Share("s", str(share))}, lookup=PasswordLookup(str(tmp_path / "none")),
+                      open_fs=PosixVFS)
     conn.dialect = wire.SMB302
     conn.sessions[1] = Session(id=1, valid=True)
     tree = carry_out(conn.handle_frame(message(conn, wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, 10) +

@@ -1,4 +1,4 @@
-"""Byte-range locks (smb.locks): every rule of the module's docstring, a randomised comparison
+"""Byte-range locks (smb.locks.ByteRangeLocks): every rule of the module's docstring, a randomised comparison
 with a direct transcription of those rules, and costs that stay near linear when a client takes
 tens of thousands of locks in one request."""
 import random
@@ -8,24 +8,30 @@ from contextlib import contextmanager
 
 import pytest
 
-from smbring.smb import locks
-from smbring.smb.locks import Lock
+from smbring.smb.locks import ByteRangeLocks, Lock, _SortedInts
 
 A, B, C = 1, 2, 3       # three opens
 
 
 @pytest.fixture
-def key():
-    k = ("dev", object())       # a file no other test touches
+def locks():
+    return ByteRangeLocks()     # a server's locks: each test its own
+
+
+@pytest.fixture
+def key(locks):
+    k = ("dev", object())       # a file
     yield k
     for owner in (A, B, C):
         locks.release_owner(k, owner)
-    assert k not in locks._table      # nothing is left behind once every open has closed
-    locks._waiters.pop(k, None)
+    assert k not in locks._files      # nothing is left behind once every open has closed
 
 
-def take(key, *wanted):
-    return locks.acquire_all(key, list(wanted))
+@pytest.fixture
+def take(locks):
+    def take(key, *wanted):
+        return locks.acquire_all(key, list(wanted))
+    return take
 
 
 def ex(offset, length, owner):
@@ -40,27 +46,27 @@ def sh(offset, length, owner):
 
 @pytest.mark.parametrize("held", [ex(0, 10, A), sh(0, 10, A), ex(0, 10, B), sh(0, 10, B)])
 @pytest.mark.parametrize("offset, length", [(0, 10), (9, 1), (5, 100), (0, 1), (3, 4)])
-def test_exclusive_conflicts_with_any_overlapping_lock(key, held, offset, length):
+def test_exclusive_conflicts_with_any_overlapping_lock(key, held, offset, length, locks, take):
     assert take(key, held)
     assert not take(key, ex(offset, length, A))
     assert locks.count(key, A) == (1 if held.owner == A else 0)
 
 
 @pytest.mark.parametrize("held", [ex(10, 10, A), sh(10, 10, B)])
-def test_exclusive_beside_a_lock_does_not_conflict(key, held):
+def test_exclusive_beside_a_lock_does_not_conflict(key, held, take):
     assert take(key, held)
     assert take(key, ex(0, 10, A), ex(20, 5, A))     # ends where it starts, starts where it ends
 
 
 # -- a shared request conflicts only with another open's overlapping exclusive lock
 
-def test_shared_conflicts_with_another_opens_exclusive_lock(key):
+def test_shared_conflicts_with_another_opens_exclusive_lock(key, take):
     assert take(key, ex(0, 10, B))
     assert not take(key, sh(9, 5, A))
     assert take(key, sh(10, 5, A))
 
 
-def test_shared_stacks_over_shared_and_over_own_exclusive(key):
+def test_shared_stacks_over_shared_and_over_own_exclusive(key, locks, take):
     assert take(key, sh(0, 10, B), sh(0, 10, B))
     assert take(key, sh(0, 10, A), sh(5, 10, A))
     assert take(key, ex(100, 10, A))
@@ -69,7 +75,7 @@ def test_shared_stacks_over_shared_and_over_own_exclusive(key):
     assert locks.count(key, A) == 6 and locks.count(key, B) == 2
 
 
-def test_an_open_cannot_put_exclusive_over_its_own_shared(key):
+def test_an_open_cannot_put_exclusive_over_its_own_shared(key, locks, take):
     """Order inside one request matters: exclusive then shared is granted, not the reverse."""
     assert take(key, ex(0, 10, A), sh(0, 10, A))
     assert not take(key, sh(20, 10, A), ex(20, 10, A))
@@ -80,7 +86,7 @@ def test_an_open_cannot_put_exclusive_over_its_own_shared(key):
 
 @pytest.mark.parametrize("x, inside", [(0, False), (1, True), (5, True), (9, True), (10, False), (11, False)])
 @pytest.mark.parametrize("held_is_zero_length", [False, True])
-def test_zero_length_lock_against_a_range(key, x, inside, held_is_zero_length):
+def test_zero_length_lock_against_a_range(key, x, inside, held_is_zero_length, locks, take):
     """Whichever of the two is held, they overlap only when x lies strictly inside [0, 10)."""
     def point(kind, owner):
         return kind(x, 0, owner)
@@ -97,12 +103,12 @@ def test_zero_length_lock_against_a_range(key, x, inside, held_is_zero_length):
     assert take(key, asked(sh, B))                    # the holder's own exclusive: no conflict
 
 
-def test_zero_length_locks_never_overlap_each_other(key):
+def test_zero_length_locks_never_overlap_each_other(key, locks, take):
     assert take(key, ex(5, 0, A), ex(5, 0, A), ex(5, 0, B), sh(5, 0, C))
     assert locks.count(key, A) == 2
 
 
-def test_own_exclusive_range_conflicts_with_own_zero_length_inside(key):
+def test_own_exclusive_range_conflicts_with_own_zero_length_inside(key, take):
     assert take(key, ex(5, 0, A))
     assert not take(key, ex(0, 10, A))
     assert take(key, sh(0, 10, A))
@@ -110,7 +116,7 @@ def test_own_exclusive_range_conflicts_with_own_zero_length_inside(key):
 
 # -- unlocking takes the exclusive one of several identical locks first
 
-def test_unlock_takes_the_exclusive_lock_first(key):
+def test_unlock_takes_the_exclusive_lock_first(key, locks, take):
     assert take(key, ex(0, 10, A), sh(0, 10, A))
     assert not take(key, sh(0, 10, B))
     assert locks.release(key, 0, 10, A)
@@ -120,14 +126,14 @@ def test_unlock_takes_the_exclusive_lock_first(key):
     assert locks.count(key, A) == 0
 
 
-def test_unlock_of_zero_length_locks_exclusive_first(key):
+def test_unlock_of_zero_length_locks_exclusive_first(key, locks, take):
     assert take(key, ex(5, 0, A), sh(5, 0, A))
     assert not take(key, sh(0, 10, B))
     assert locks.release(key, 5, 0, A)
     assert take(key, sh(0, 10, B))
 
 
-def test_unlock_needs_the_exact_range_and_the_same_open(key):
+def test_unlock_needs_the_exact_range_and_the_same_open(key, locks, take):
     assert take(key, ex(100, 10, A))
     for offset, length in [(100, 9), (100, 11), (101, 9), (99, 10), (100, 0)]:
         assert not locks.release(key, offset, length, A)
@@ -138,7 +144,7 @@ def test_unlock_needs_the_exact_range_and_the_same_open(key):
 
 # -- reads are refused over another open's exclusive lock
 
-def test_reads(key):
+def test_reads(key, locks, take):
     assert take(key, ex(0, 10, A), sh(20, 10, A), sh(40, 10, B))
     assert locks.io_allowed(key, 0, 10, A, write=False)
     assert not locks.io_allowed(key, 9, 1, B, write=False)
@@ -150,7 +156,7 @@ def test_reads(key):
 
 # -- writes are refused over any lock but the writer's own exclusive one
 
-def test_writes(key):
+def test_writes(key, locks, take):
     assert take(key, ex(0, 10, A), sh(20, 10, A), sh(40, 10, B), ex(60, 10, A), sh(60, 10, A))
     assert locks.io_allowed(key, 0, 10, A, write=True)            # own exclusive
     assert not locks.io_allowed(key, 0, 10, B, write=True)
@@ -164,20 +170,20 @@ def test_writes(key):
 
 # -- zero-length locks never block I/O
 
-def test_zero_length_locks_never_block_io(key):
+def test_zero_length_locks_never_block_io(key, locks, take):
     assert take(key, ex(5, 0, B), sh(6, 0, B))
     assert locks.io_allowed(key, 0, 10, A, write=True)
     assert locks.io_allowed(key, 0, 10, A, write=False)
 
 
-def test_zero_length_io_is_always_allowed(key):
+def test_zero_length_io_is_always_allowed(key, locks, take):
     assert take(key, ex(0, 10, B))
     assert locks.io_allowed(key, 5, 0, A, write=True)
 
 
 # -- all or nothing, counts, closing, the far end of the file
 
-def test_a_request_takes_every_lock_or_none(key):
+def test_a_request_takes_every_lock_or_none(key, locks, take):
     assert take(key, ex(50, 1, B))
     assert not take(key, ex(0, 10, A), sh(20, 5, A), ex(30, 0, A), ex(50, 1, A))
     assert locks.count(key, A) == 0
@@ -185,7 +191,7 @@ def test_a_request_takes_every_lock_or_none(key):
     assert locks.count(key, A) == 3
 
 
-def test_release_owner_drops_every_lock_of_the_open_only(key):
+def test_release_owner_drops_every_lock_of_the_open_only(key, locks, take):
     assert take(key, ex(0, 10, A), sh(0, 10, A), sh(0, 10, A), ex(17, 0, A), sh(20, 5, B))
     locks.release_owner(key, A)
     assert locks.count(key, A) == 0 and locks.count(key, B) == 1
@@ -193,7 +199,7 @@ def test_release_owner_drops_every_lock_of_the_open_only(key):
     assert not take(key, ex(20, 1, C))
 
 
-def test_offsets_up_to_the_last_byte(key):
+def test_offsets_up_to_the_last_byte(key, locks, take):
     top = 1 << 64
     assert take(key, ex(top - 10, 10, A))
     assert not take(key, sh(top - 1, 1, B))
@@ -204,7 +210,7 @@ def test_offsets_up_to_the_last_byte(key):
 
 # -- waiters
 
-def test_waiters_retry_after_each_release(key):
+def test_waiters_retry_after_each_release(key, locks, take):
     woken = []
     assert take(key, ex(0, 10, A), ex(20, 1, A))
 
@@ -220,10 +226,10 @@ def test_waiters_retry_after_each_release(key):
     locks.unwait(key, retry)
     locks.release_owner(key, B)
     assert woken == [False, True]
-    assert key not in locks._waiters
+    assert locks.idle(key)
 
 
-def test_closing_an_open_wakes_the_waiters(key):
+def test_closing_an_open_wakes_the_waiters(key, locks, take):
     woken = []
     assert take(key, ex(0, 10, A))
     locks.wait(key, lambda: woken.append(True))
@@ -233,7 +239,7 @@ def test_closing_an_open_wakes_the_waiters(key):
     assert woken == [True]
 
 
-def test_many_releases_wake_once(key):
+def test_many_releases_wake_once(key, locks, take):
     woken = []
     assert take(key, *[ex(i, 1, A) for i in range(100)])
     locks.wait(key, lambda: woken.append(True))
@@ -244,7 +250,7 @@ def test_many_releases_wake_once(key):
     assert woken == [True]
 
 
-def test_a_waiter_withdrawn_by_another_is_not_called(key):
+def test_a_waiter_withdrawn_by_another_is_not_called(key, locks):
     called = []
 
     def first():
@@ -302,9 +308,9 @@ class Reference:
 
 @pytest.mark.parametrize("block", [None, 2])     # tiny blocks: split and dropped all the time
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_the_rules_on_random_requests(key, seed, block, monkeypatch):
+def test_matches_the_rules_on_random_requests(key, seed, block, monkeypatch, locks):
     if block:
-        monkeypatch.setattr(locks._SortedInts, "BLOCK", block)
+        monkeypatch.setattr(_SortedInts, "BLOCK", block)
     rnd = random.Random(seed)
     ref = Reference()
 
@@ -358,7 +364,7 @@ N = 65535           # the most elements one LOCK request can carry
 BOUND = 5.0         # seconds: well under two here, on a busy machine; a scan per lock takes minutes
 
 
-def test_65535_locks_in_one_request_then_io_and_unlock(key):
+def test_65535_locks_in_one_request_then_io_and_unlock(key, locks, take):
     offsets = list(range(0, 2 * N, 2))
     random.Random(1).shuffle(offsets)                   # out of order: inserted all over the table
     assert take(key, sh(4 * N, 1, B))                 # another open holds a lock on the file too
@@ -372,7 +378,7 @@ def test_65535_locks_in_one_request_then_io_and_unlock(key):
     assert locks.count(key, A) == 0
 
 
-def test_many_overlapping_shared_locks_and_one_huge_one(key):
+def test_many_overlapping_shared_locks_and_one_huge_one(key, locks):
     """Shared locks nest and overlap freely; one lock over the whole file overlaps them all:
     neither makes each later check look at every lock."""
     start = time.perf_counter()
@@ -389,7 +395,7 @@ def test_many_overlapping_shared_locks_and_one_huge_one(key):
     assert time.perf_counter() - start < BOUND
 
 
-def test_many_own_exclusive_locks_under_shared_requests(key):
+def test_many_own_exclusive_locks_under_shared_requests(key, locks):
     """An open's own exclusive locks do not count against its shared requests; there being
     thousands of them under each request costs nothing more."""
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from smbring.smb.connection import Connection
 from smbring.smb.md4 import md4
 from smbring.smb.ntlm import Acceptor, LogonFailure, negotiate_token, ntlm_auth_policy
 from smbring.smb.state import Share
+from smbring.vfs.posix import PosixVFS
 
 USER, PASSWORD = "alice", "Secret-pw1"
 HASHES = {USER: nc.nt_hash(PASSWORD)}
@@ -640,7 +641,7 @@ def conn(tmp_path):
     """A Connection past NEGOTIATE (SMB 2.0.2) whose password file holds USER."""
     passdb = tmp_path / "passdb"
     passdb.write_text(f"{USER}:1000:{'0' * 32}:{HASHES[USER].hex().upper()}:[U]:LCT-00000000\n")
-    conn = Connection({"s": Share("s", str(tmp_path))}, lookup=PasswordLookup(str(passdb)))
+    conn = Connection({"s": Share("s", str(tmp_path))}, lookup=PasswordLookup(str(passdb)), open_fs=PosixVFS)
     conn.handle_frame(smb2(wire.NEGOTIATE, struct.pack("<HHHHI16sIHH", 36, 1, 1, 0, 0, b"\1" * 16, 0, 0, 0)
                            + struct.pack("<H", wire.SMB202), 0))
     return conn

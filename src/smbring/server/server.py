@@ -33,8 +33,10 @@ from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
+from smbring.vfs.posix import PosixVFS
 
 log = logging.getLogger("smbring.server")
 SMB1_HEADER_SIZE = 32       # the smallest frame: an SMB1 NEGOTIATE (the core refuses short SMB2 ones)
@@ -115,7 +117,6 @@ class RingTransport:
         self.frames.release_idle()
 
     def close(self) -> None:
-        self.rx.close()
         self.tx.close()
 
 
@@ -243,6 +244,7 @@ class Server:
         self.links: set[Link] = set()
         self.throttle = Throttle()
         self._modules = None
+        self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
 
     def _ring(self):
         """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
@@ -372,11 +374,11 @@ class Server:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             modules_by_share = self._io_modules()
-            conn = Connection(self.shares, lookup=self.lookup,
+            conn = Connection(self.shares, lookup=self.lookup, open_fs=PosixVFS,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0],
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
@@ -421,18 +423,20 @@ class Server:
             log.exception("connection from %s failed", peer)
         finally:
             self.links.discard(link)
-            await runner.drain()     # their files stay open until their data is written
-            conn.close_all()
-            for effect in conn.outbox_drain():      # only Forget is carried out now
-                if isinstance(effect, effects.Forget):
-                    self.file_maps.forget_file(effect.dev, effect.ino)
-            stats = getattr(getattr(transport, "tx", None), "stats", None)
-            if stats is not None and any(stats.by_path.values()):
-                log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "
-                         "copied: %d of %d; read path auto: %r)", peer, stats.by_path, stats.zc_copied,
-                         stats.zc_sends, self.read_costs)
-            transport.close()
-            sock.close()
+            try:
+                await runner.drain()     # their files stay open until their data is written
+                conn.close_all()
+                for effect in conn.outbox_drain():      # only Forget is carried out now
+                    if isinstance(effect, effects.Forget):
+                        self.file_maps.forget_file(effect.dev, effect.ino)
+                stats = getattr(getattr(transport, "tx", None), "stats", None)
+                if stats is not None and any(stats.by_path.values()):
+                    log.info("connection from %s: file reads sent by path %s (zero-copy sends the kernel "
+                             "copied: %d of %d; read path auto: %r)", peer, stats.by_path, stats.zc_copied,
+                             stats.zc_sends, self.read_costs)
+                transport.close()
+            finally:
+                sock.close()     # whatever failed above, the client sees the connection end
 
     async def serve(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 import struct
 import uuid
+from typing import Callable
 
-from smbring.smb import acl, locks, notify, security, sharemodes, wire
+from smbring.smb import acl, notify, security, wire
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
@@ -31,11 +31,11 @@ from smbring.smb.effects import (
     Write,
 )
 from smbring.smb.errors import SMBError, status_for_oserror
+from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
-    DELETE_PENDING,
     FID_ANY,
-    OPEN_FILES,
     AsyncRequest,
     Chain,
     GoAsync,
@@ -45,7 +45,6 @@ from smbring.smb.state import (
     Tree,
 )
 from smbring.smb.wire import Header
-from smbring.vfs.posix import PathError, PosixVFS
 
 log = logging.getLogger("smbring.smb")
 
@@ -69,10 +68,14 @@ class ResponseBudget:
 
 
 class Connection:
-    def __init__(self, shares: dict[str, Share], *, lookup, allow_guest: bool = False,
-                 signing_required: bool = False, encryption_required: bool = False,
-                 local_address: str = "", file_closed=None,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+    def __init__(self, shares: dict[str, Share], *, lookup, open_fs: Callable[[str], FileSystem],
+                 allow_guest: bool = False, signing_required: bool = False,
+                 encryption_required: bool = False, local_address: str = "", file_closed=None,
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 state: ServerState | None = None):
+        # what all connections of the server share (opens, share modes, locks, watches);
+        # a connection on its own has its own
+        self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
@@ -80,6 +83,7 @@ class Connection:
         # descriptor before the number can be reused
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
+        self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
         self.lookup = lookup     # user name -> NT hash, or None (the server reads its password file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
@@ -100,7 +104,7 @@ class Connection:
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
-        self._vfs: dict[str, PosixVFS] = {}     # share name -> its root, for every tree of it
+        self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
@@ -552,17 +556,17 @@ class Connection:
         self.on_output = None
         for o in list(self.opens.values()):
             self.close_open(o)
-        for vfs in self._vfs.values():
-            vfs.close()
-        self._vfs.clear()
+        for fs in self._fs.values():
+            fs.close()
+        self._fs.clear()
 
-    def share_vfs(self, share: Share) -> PosixVFS:
+    def share_fs(self, share: Share) -> FileSystem:
         """The share's files as this connection reaches them: one root descriptor per share,
         however many trees connect to it."""
-        vfs = self._vfs.get(share.name)
-        if vfs is None:
-            vfs = self._vfs[share.name] = PosixVFS(share.path)
-        return vfs
+        fs = self._fs.get(share.name)
+        if fs is None:
+            fs = self._fs[share.name] = self.open_fs(share.path)
+        return fs
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
@@ -572,33 +576,27 @@ class Connection:
 
     def close_open(self, o: Open) -> None:
         self.opens.pop(o.fid, None)
-        OPEN_FILES.discard(o)
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
-        if o.watch is not None:
-            notify.remove(o.watch)
-        self.locks_held -= locks.count(o.key, id(o))
-        locks.release_owner(o.key, id(o))
-        sharemodes.remove(o.key, id(o))
+        closed = self.state.close_open(o)
+        self.locks_held -= closed.locks_released
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
             self.file_closed(o.tree.share.name, o.fd)
         try:
-            os.close(o.fd)
+            o.tree.fs.close_file(o.fd)
         except OSError:
             pass
-        if o.delete_on_close and o.tree is not None and o.tree.vfs is not None:
-            DELETE_PENDING[o.key] = o
-        if o.key in DELETE_PENDING and not sharemodes.count(o.key):   # the last close deletes
-            victim = DELETE_PENDING.pop(o.key)
+        victim = closed.delete
+        if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             self.outbox.append(Forget(*o.key))   # a kept map would keep the blocks allocated
             try:
-                sid = victim.tree.vfs.stream_id(victim.parts) if victim.stream is None else None
-                victim.tree.vfs.remove(victim.parts, victim.is_dir)
+                sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
+                victim.tree.fs.remove(victim.parts, victim.is_dir)
                 if victim.stream is None:
-                    victim.tree.vfs.remove_streams(sid)
-                    notify.post(victim.path(), notify.REMOVED,
-                                notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+                    victim.tree.fs.remove_streams(sid)
+                    self.state.watches.post(victim.path(), notify.REMOVED,
+                                            notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
 

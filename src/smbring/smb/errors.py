@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 
 from smbring.smb import wire
-from smbring.vfs.posix import NotAFile
+from smbring.smb.fs import NotAFile
 
 
 class SMBError(Exception):

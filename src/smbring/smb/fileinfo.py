@@ -10,7 +10,7 @@ import zlib
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
-from smbring.vfs.posix import DosInfo
+from smbring.smb.fs import DosInfo
 
 MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
 

@@ -1,4 +1,5 @@
-"""Byte-range locks, shared by every connection of the server (MS-SMB2 3.3.5.14, MS-FSA 2.1.5.7).
+"""Byte-range locks, shared by every connection of the server (MS-SMB2 3.3.5.14, MS-FSA 2.1.5.7):
+one `ByteRangeLocks` per server, held by its `ServerState`.
 
 A lock belongs to an open; locks on one file are found by (device, inode). Windows' rules, which
 clients and smbtorture expect:
@@ -176,76 +177,129 @@ class _File:
     owners: dict[int, _Held] = field(default_factory=dict)
 
 
-_table: dict[tuple[int, int], _File] = {}
-_waiters: dict[tuple[int, int], dict] = {}    # key -> {retry: None}, in the order they came
+class ByteRangeLocks:
+    """Every byte-range lock of the server, by file ((device, inode)), and the requests waiting
+    for one of them to be released."""
 
+    def __init__(self) -> None:
+        self._files: dict[tuple, _File] = {}
+        self._waiters: dict[tuple, dict] = {}    # key -> {retry: None}, in the order they came
 
-def conflicts(key, offset: int, length: int, exclusive: bool, owner: int) -> bool:
-    f = _table.get(key)
-    if f is None:
-        return False
-    if exclusive:
-        return bool(f.exclusive.overlapping(offset, length) or f.shared.overlapping(offset, length))
-    return bool(_others_exclusive(f, owner, offset, length))
-
-
-def acquire_all(key, wanted: list[Lock]) -> bool:
-    """Takes every lock or none."""
-    taken: list[Lock] = []
-    for lk in wanted:
-        if conflicts(key, lk.offset, lk.length, lk.exclusive, lk.owner):
-            for t in taken:
-                _take_back(key, t.offset, t.length, t.owner, t.exclusive)
+    def conflicts(self, key, offset: int, length: int, exclusive: bool, owner: int) -> bool:
+        f = self._files.get(key)
+        if f is None:
             return False
-        _add(key, lk)
-        taken.append(lk)
-    return True
+        if exclusive:
+            return bool(f.exclusive.overlapping(offset, length) or f.shared.overlapping(offset, length))
+        return bool(_others_exclusive(f, owner, offset, length))
 
-
-def release(key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
-    """Releases one lock of the open with exactly this range, the exclusive one first. A caller
-    releasing many at once passes wake_waiters=False and calls wake(key) once at the end."""
-    f = _table.get(key)
-    mine = f.owners.get(owner) if f else None
-    kinds = mine.ranges.get((offset, length)) if mine else None
-    if kinds is None:
-        return False
-    _take_back(key, offset, length, owner, exclusive=bool(kinds[0]))
-    if wake_waiters:
-        wake(key)
-    return True
-
-
-def release_owner(key, owner: int) -> None:
-    """Drops every lock the open holds on the file (it is closing)."""
-    f = _table.get(key)
-    mine = f.owners.pop(owner, None) if f else None
-    if mine is None:
-        return
-    for (offset, length), (exclusive, shared) in mine.ranges.items():
-        for _ in range(exclusive):
-            f.exclusive.remove(offset, length)
-        for _ in range(shared):
-            f.shared.remove(offset, length)
-    if not f.owners:
-        del _table[key]
-    wake(key)
-
-
-def count(key, owner: int) -> int:
-    """How many locks the open holds on the file (the core bounds it: Limits.max_locks)."""
-    f = _table.get(key)
-    mine = f.owners.get(owner) if f else None
-    return mine.count if mine else 0
-
-
-def io_allowed(key, offset: int, length: int, owner: int, write: bool) -> bool:
-    f = _table.get(key)
-    if not length or f is None:
+    def acquire_all(self, key, wanted: list[Lock]) -> bool:
+        """Takes every lock or none."""
+        taken: list[Lock] = []
+        for lk in wanted:
+            if self.conflicts(key, lk.offset, lk.length, lk.exclusive, lk.owner):
+                for t in taken:
+                    self._take_back(key, t.offset, t.length, t.owner, t.exclusive)
+                return False
+            self._add(key, lk)
+            taken.append(lk)
         return True
-    if _others_exclusive(f, owner, offset, length, points=False):
-        return False
-    return not (write and f.shared.overlapping(offset, length, points=False))
+
+    def release(self, key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
+        """Releases one lock of the open with exactly this range, the exclusive one first. A
+        caller releasing many at once passes wake_waiters=False and calls wake(key) once at the
+        end."""
+        f = self._files.get(key)
+        mine = f.owners.get(owner) if f else None
+        kinds = mine.ranges.get((offset, length)) if mine else None
+        if kinds is None:
+            return False
+        self._take_back(key, offset, length, owner, exclusive=bool(kinds[0]))
+        if wake_waiters:
+            self.wake(key)
+        return True
+
+    def release_owner(self, key, owner: int) -> int:
+        """Drops every lock the open holds on the file (it is closing); how many it held."""
+        f = self._files.get(key)
+        mine = f.owners.pop(owner, None) if f else None
+        if mine is None:
+            return 0
+        for (offset, length), (exclusive, shared) in mine.ranges.items():
+            for _ in range(exclusive):
+                f.exclusive.remove(offset, length)
+            for _ in range(shared):
+                f.shared.remove(offset, length)
+        if not f.owners:
+            del self._files[key]
+        self.wake(key)
+        return mine.count
+
+    def count(self, key, owner: int) -> int:
+        """How many locks the open holds on the file (the core bounds it: Limits.max_locks)."""
+        f = self._files.get(key)
+        mine = f.owners.get(owner) if f else None
+        return mine.count if mine else 0
+
+    def io_allowed(self, key, offset: int, length: int, owner: int, write: bool) -> bool:
+        f = self._files.get(key)
+        if not length or f is None:
+            return True
+        if _others_exclusive(f, owner, offset, length, points=False):
+            return False
+        return not (write and f.shared.overlapping(offset, length, points=False))
+
+    def wait(self, key, retry) -> None:
+        """Calls retry() after each release on the file, until unwait(key, retry)."""
+        self._waiters.setdefault(key, {})[retry] = None
+
+    def unwait(self, key, retry) -> None:
+        waiting = self._waiters.get(key)
+        if waiting and retry in waiting:
+            del waiting[retry]
+            if not waiting:
+                del self._waiters[key]
+
+    def wake(self, key) -> None:
+        """Lets every waiter on the file retry (after locks there were released)."""
+        for retry in list(self._waiters.get(key, ())):
+            if retry in self._waiters.get(key, ()):     # not withdrawn by an earlier retry meanwhile
+                retry()
+
+    def idle(self, key) -> bool:
+        """Whether nothing about the file is kept: no lock held, no request waiting."""
+        return key not in self._files and key not in self._waiters
+
+    def _add(self, key, lk: Lock) -> None:
+        f = self._files.get(key) or self._files.setdefault(key, _File())
+        mine = f.owners.get(lk.owner) or f.owners.setdefault(lk.owner, _Held())
+        kinds = mine.ranges.setdefault((lk.offset, lk.length), [0, 0])
+        kinds[0 if lk.exclusive else 1] += 1
+        mine.count += 1
+        if lk.exclusive:
+            f.exclusive.add(lk.offset, lk.length)
+            mine.exclusive.add(lk.offset, lk.length)
+        else:
+            f.shared.add(lk.offset, lk.length)
+
+    def _take_back(self, key, offset: int, length: int, owner: int, exclusive: bool) -> None:
+        """Removes one lock known to be held; forgets the open, then the file, once empty."""
+        f = self._files[key]
+        mine = f.owners[owner]
+        kinds = mine.ranges[(offset, length)]
+        kinds[0 if exclusive else 1] -= 1
+        if kinds == [0, 0]:
+            del mine.ranges[(offset, length)]
+        mine.count -= 1
+        if exclusive:
+            f.exclusive.remove(offset, length)
+            mine.exclusive.remove(offset, length)
+        else:
+            f.shared.remove(offset, length)
+        if not mine.count:
+            del f.owners[owner]
+            if not f.owners:
+                del self._files[key]
 
 
 def _others_exclusive(f: _File, owner: int, offset: int, length: int, points: bool = True) -> int:
@@ -255,56 +309,3 @@ def _others_exclusive(f: _File, owner: int, offset: int, length: int, points: bo
         return 0                # the open is the only one holding locks on the file
     n = f.exclusive.overlapping(offset, length, points)
     return n - mine.exclusive.overlapping(offset, length, points) if n and mine else n
-
-
-def wait(key, retry) -> None:
-    """Calls retry() after each release on the file, until unwait(key, retry)."""
-    _waiters.setdefault(key, {})[retry] = None
-
-
-def unwait(key, retry) -> None:
-    waiting = _waiters.get(key)
-    if waiting and retry in waiting:
-        del waiting[retry]
-        if not waiting:
-            del _waiters[key]
-
-
-def wake(key) -> None:
-    """Lets every waiter on the file retry (after locks there were released)."""
-    for retry in list(_waiters.get(key, ())):
-        if retry in _waiters.get(key, ()):     # not withdrawn by an earlier retry meanwhile
-            retry()
-
-
-def _add(key, lk: Lock) -> None:
-    f = _table.get(key) or _table.setdefault(key, _File())
-    mine = f.owners.get(lk.owner) or f.owners.setdefault(lk.owner, _Held())
-    kinds = mine.ranges.setdefault((lk.offset, lk.length), [0, 0])
-    kinds[0 if lk.exclusive else 1] += 1
-    mine.count += 1
-    if lk.exclusive:
-        f.exclusive.add(lk.offset, lk.length)
-        mine.exclusive.add(lk.offset, lk.length)
-    else:
-        f.shared.add(lk.offset, lk.length)
-
-
-def _take_back(key, offset: int, length: int, owner: int, exclusive: bool) -> None:
-    """Removes one lock known to be held; forgets the open, then the file, once empty."""
-    f = _table[key]
-    mine = f.owners[owner]
-    kinds = mine.ranges[(offset, length)]
-    kinds[0 if exclusive else 1] -= 1
-    if kinds == [0, 0]:
-        del mine.ranges[(offset, length)]
-    mine.count -= 1
-    if exclusive:
-        f.exclusive.remove(offset, length)
-        mine.exclusive.remove(offset, length)
-    else:
-        f.shared.remove(offset, length)
-    if not mine.count:
-        del f.owners[owner]
-        if not f.owners:
-            del _table[key]

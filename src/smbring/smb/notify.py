@@ -1,8 +1,9 @@
 """Change notification shared by every connection (MS-SMB2 3.3.5.19, MS-FSA 2.1.5.10).
 
-A directory open that has asked for CHANGE_NOTIFY owns a `Watch`: from then on, changes below
-it that match its completion filter are recorded, and handed to the pending request (or the
-next one, like Windows, when none is waiting). Changes are posted by the server itself when it
+A directory open that has asked for CHANGE_NOTIFY owns a `Watch`, kept in the server's
+`ChangeWatches` (in its `ServerState`): from then on, changes below it that match its
+completion filter are recorded, and handed to the pending request (or the next one, like
+Windows, when none is waiting). Changes are posted by the server itself when it
 creates, deletes, renames or modifies a file, so clients see what other clients of the same
 server do; a share's files changed by other programs are not reported.
 """
@@ -46,39 +47,40 @@ def encode(changes: list[tuple[int, str]]) -> bytes:
     return wire.chain(entry(action, name) for action, name in changes)
 
 
-_watches: list[Watch] = []
+class ChangeWatches:
+    """Every watch of the server: a change one connection makes is seen by the others'."""
 
+    def __init__(self) -> None:
+        self._watches: list[Watch] = []
 
-def add(w: Watch) -> None:
-    _watches.append(w)
+    def add(self, w: Watch) -> None:
+        self._watches.append(w)
 
+    def remove(self, w: Watch) -> None:
+        if w in self._watches:
+            self._watches.remove(w)
 
-def remove(w: Watch) -> None:
-    if w in _watches:
-        _watches.remove(w)
+    def active(self) -> bool:
+        """Whether any watch exists (posting a change is then worth its path)."""
+        return bool(self._watches)
 
-
-def active() -> bool:
-    return bool(_watches)
-
-
-def post(path: str, action: int, what: int) -> None:
-    """Records a change of `path` (absolute) for every watch it concerns."""
-    if not _watches:
-        return
-    parent, _, name = path.rpartition("/")
-    for w in list(_watches):
-        if not w.filter & what:
-            continue
-        if parent == w.path:
-            rel = name
-        elif w.recursive and parent.startswith(w.path + "/"):
-            rel = path[len(w.path) + 1:].replace("/", "\\")
-        else:
-            continue
-        if len(w.changes) >= MAX_BUFFERED:
-            w.overflowed = True
-        else:
-            w.changes.append((action, rel))
-        if w.deliver is not None:
-            w.deliver()
+    def post(self, path: str, action: int, what: int) -> None:
+        """Records a change of `path` (absolute) for every watch it concerns."""
+        if not self._watches:
+            return
+        parent, _, name = path.rpartition("/")
+        for w in list(self._watches):
+            if not w.filter & what:
+                continue
+            if parent == w.path:
+                rel = name
+            elif w.recursive and parent.startswith(w.path + "/"):
+                rel = path[len(w.path) + 1:].replace("/", "\\")
+            else:
+                continue
+            if len(w.changes) >= MAX_BUFFERED:
+                w.overflowed = True
+            else:
+                w.changes.append((action, rel))
+            if w.deliver is not None:
+                w.deliver()

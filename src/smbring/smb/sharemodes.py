@@ -1,4 +1,5 @@
-"""Share modes between opens of one file, across all connections (MS-FSA 2.1.5.1.2).
+"""Share modes between opens of one file, across all connections (MS-FSA 2.1.5.1.2): one
+`ShareModes` per server, held by its `ServerState`.
 
 An open that reads, writes or deletes says which of those it lets later opens do
 (ShareAccess); a new open is refused with STATUS_SHARING_VIOLATION when it wants what an
@@ -15,8 +16,6 @@ _WRITE_BITS = 0x2 | 0x4 | 0x40000000 | 0x10000000                # WRITE/APPEND_
 _DELETE_BITS = 0x10000 | 0x10000000                              # DELETE GENERIC_ALL
 MAXIMUM_ALLOWED = 0x02000000
 
-_opens: dict[tuple, dict[int, tuple[int, int]]] = {}
-
 
 def categories(access: int) -> int:
     if access & MAXIMUM_ALLOWED:
@@ -25,51 +24,52 @@ def categories(access: int) -> int:
             (DELETE if access & _DELETE_BITS else 0))
 
 
-def allowed(key, access: int, share: int) -> bool:
-    """Whether an open with this access and share mode may join the file's opens."""
-    wants = categories(access)
-    share &= READ | WRITE | DELETE
-    if not wants:
+class ShareModes:
+    """The access and share mode of every open that takes part, by file ((device, inode))."""
+
+    def __init__(self) -> None:
+        self._opens: dict[tuple, dict[int, tuple[int, int]]] = {}   # key -> owner -> (wants, shares)
+
+    def allowed(self, key, access: int, share: int) -> bool:
+        """Whether an open with this access and share mode may join the file's opens."""
+        wants = categories(access)
+        share &= READ | WRITE | DELETE
+        if not wants:
+            return True
+        return not any(wants & ~other_share or other_wants & ~share
+                       for other_wants, other_share in self._opens.get(key, {}).values()
+                       if other_wants)     # an attribute-only open shares everything
+
+    def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
+        """Registers the open unless it conflicts; False means STATUS_SHARING_VIOLATION."""
+        if not self.allowed(key, access, share):
+            return False
+        self._opens.setdefault(key, {})[owner] = (categories(access), share & (READ | WRITE | DELETE))
         return True
-    return not any(wants & ~other_share or other_wants & ~share
-                   for other_wants, other_share in _opens.get(key, {}).values()
-                   if other_wants)     # an attribute-only open shares everything
 
+    def remove(self, key, owner: int) -> None:
+        entries = self._opens.get(key)
+        if entries is not None:
+            entries.pop(owner, None)
+            if not entries:
+                del self._opens[key]
 
-def check_and_add(key, owner: int, access: int, share: int) -> bool:
-    """Registers the open unless it conflicts; False means STATUS_SHARING_VIOLATION."""
-    if not allowed(key, access, share):
-        return False
-    _opens.setdefault(key, {})[owner] = (categories(access), share & (READ | WRITE | DELETE))
-    return True
+    def others_share(self, key, owner: int, what: int) -> bool:
+        """Whether every other open of the file shares `what` (e.g. DELETE before a rename)."""
+        return all(share & what for other, (_wants, share) in self._opens.get(key, {}).items()
+                   if other != owner)
 
+    def blocks_child_rename(self, key) -> bool:
+        """Whether an open of a directory stops renames inside it: Windows refuses them while
+        the directory is open (for data, not only attributes) with DELETE access or without
+        sharing delete."""
+        return any(wants and (wants & DELETE or not share & DELETE)
+                   for wants, share in self._opens.get(key, {}).values())
 
-def remove(key, owner: int) -> None:
-    entries = _opens.get(key)
-    if entries is not None:
-        entries.pop(owner, None)
-        if not entries:
-            del _opens[key]
+    def has_writer(self, key) -> bool:
+        """Whether any open of the file may write its data (splicing it is then unsafe)."""
+        return any(wants & WRITE for wants, _share in self._opens.get(key, {}).values())
 
-
-def others_share(key, owner: int, what: int) -> bool:
-    """Whether every other open of the file shares `what` (e.g. DELETE before a rename)."""
-    return all(share & what for other, (_wants, share) in _opens.get(key, {}).items()
-               if other != owner)
-
-
-def blocks_child_rename(key) -> bool:
-    """Whether an open of a directory stops renames inside it: Windows refuses them while the
-    directory is open (for data, not only attributes) with DELETE access or without sharing
-    delete."""
-    return any(wants and (wants & DELETE or not share & DELETE) for wants, share in _opens.get(key, {}).values())
-
-
-def has_writer(key) -> bool:
-    """Whether any open of the file may write its data (splicing it is then unsafe)."""
-    return any(wants & WRITE for wants, _share in _opens.get(key, {}).values())
-
-
-def count(key) -> int:
-    """How many opens the file has (all of them, attribute-only ones included)."""
-    return len(_opens.get(key, ()))
+    def count(self, key) -> int:
+        """How many opens the file has (all of them, attribute-only ones included)."""
+        return len(self._opens.get(key, ()))

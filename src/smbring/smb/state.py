@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smbring.smb import notify, security, wire
+from smbring.smb.fs import FileSystem
 from smbring.smb.wire import Header
-from smbring.vfs.posix import PosixVFS
 
 FID_ANY = b"\xff" * 16
 
@@ -85,22 +85,13 @@ class Open:
         return f"{name}:{self.stream}" if self.stream else name
 
     def path(self) -> str:
-        return "/".join([self.tree.vfs.root] + self.parts)
-
-
-# every open of every connection: a directory with an open file inside cannot be renamed
-OPEN_FILES: set = set()
-
-
-# files to delete when their last open closes ((dev, ino) -> the open that asked for it), as
-# delete-on-close works on Windows: other opens keep the file until they close too
-DELETE_PENDING: dict = {}
+        return "/".join([self.tree.fs.root] + self.parts)
 
 
 @dataclass
 class Tree:
     share: Share | None          # None: IPC$
-    vfs: PosixVFS | None
+    fs: FileSystem | None        # None: IPC$
 
 
 @dataclass

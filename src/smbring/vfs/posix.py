@@ -1,100 +1,50 @@
 """The posix VFS module: a share's files through plain syscalls, every path resolved beneath
 the share root with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so ``..``, absolute
-paths and symlinks leading out of the share cannot escape it, whatever the client sends."""
+paths and symlinks leading out of the share cannot escape it, whatever the client sends.
+
+`PosixVFS` implements the file system the SMB core calls (``smbring.smb.fs.FileSystem``)."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import logging
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
+from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
+    STREAMS_DIR,
+    DosInfo,
+    NotAFile,
+    PathError,
+    check_stream_name,
+    split_path,
+    split_stream,
+)
+
+log = logging.getLogger("smbring.vfs")
 
 BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
-RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
-BAD_CHARS = set('"*/:<>?|') | {chr(c) for c in range(32)}
-
-
-class PathError(Exception):
-    """A client path that names nothing we may serve; `kind` picks the status."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind  # "invalid" | "syntax"
-
-
-class NotAFile(OSError):
-    """A FIFO, socket or device node: never opened for a client. Opening one could wait
-    forever (a FIFO waits for its other end) or act on a device; Samba refuses these opens with
-    STATUS_IO_REPARSE_TAG_NOT_HANDLED. Its errno is EACCES (access denied) for code that only
-    looks at the errno."""
-
-    def __init__(self, path: str):
-        super().__init__(errno.EACCES, "not a regular file or directory", path)
-
+FALLOC_FL_KEEP_SIZE = 0x1
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
-# file, named by an id stored on the file (so they follow renames), under this directory of
-# the share root, which clients can neither list nor name (Samba's streams_depot does the same).
+# file, named by an id stored on the file (so they follow renames), under STREAMS_DIR in the
+# share root, which clients can neither list nor name (Samba's streams_depot does the same).
 # Every path into it is <STREAMS_DIR>/<id>/<stream>, the id 16 hex digits, the stream name one
 # plain component: nothing a client names, nor an id someone else stored, leads elsewhere.
-STREAMS_DIR = ".smbring-streams"
 STREAM_ID_XATTR = "user.smbring.streams"
 STREAM_ID_DIGITS = frozenset("0123456789abcdef")
-STREAM_BAD_CHARS = frozenset("/\\:") | {chr(c) for c in range(32)}
-
-
-def check_stream_name(stream: str) -> None:
-    """A stream name is one component of its file's stream directory: never ".", "..", nor
-    anything with a separator, a colon or a control character (NUL included)."""
-    if (stream in ("", ".", "..") or set(stream) & STREAM_BAD_CHARS
-            or len(stream.encode("utf-8", "surrogatepass")) > 255):
-        raise PathError("invalid")
 
 
 def valid_stream_id(sid: str) -> bool:
     return len(sid) == 16 and set(sid) <= STREAM_ID_DIGITS
 
 
-def split_stream(name: str) -> tuple[str, str | None]:
-    """"dir\\file:stream:$DATA" -> ("dir\\file", "stream"); no stream (or "::$DATA", the file
-    itself) -> (name, None). Only $DATA streams exist on a file system like this one."""
-    head, sep, last = name.rpartition("\\")
-    if ":" not in last:
-        return name, None
-    base, _, spec = last.partition(":")
-    stream, _, kind = spec.partition(":")
-    if kind and kind.upper() != "$DATA" or ":" in kind:
-        raise PathError("invalid")
-    if not stream:
-        if not base:
-            raise PathError("invalid")
-        return head + sep + base, None
-    check_stream_name(stream)
-    return head + sep + base, stream
-
-
-def split_path(name: str) -> list[str]:
-    """SMB path (backslashes, relative to the share) -> checked components."""
-    if "\0" in name:
-        raise PathError("invalid")
-    name = name.strip("\\")
-    if not name:
-        return []
-    parts = name.split("\\")
-    for p in parts:
-        if p in ("", ".", ".."):
-            raise PathError("syntax")
-        if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
-            raise PathError("invalid")
-        if p.split(".")[0].upper() in RESERVED or p.casefold() == STREAMS_DIR:
-            raise PathError("invalid")
-    return parts
-
-
 class PosixVFS:
+    """A share's files beneath its root directory (one descriptor of it, held until close)."""
+
     def __init__(self, root: str):
         self.root = os.path.realpath(root)
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -269,6 +219,40 @@ class PosixVFS:
             os.close(ofd)
             os.close(nfd)
 
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.root_fd)
+
+    # -- open files ---------------------------------------------------------------------------
+    @staticmethod
+    def close_file(fd: int) -> None:
+        os.close(fd)
+
+    @staticmethod
+    def fstat(fd: int) -> os.stat_result:
+        return os.fstat(fd)
+
+    @staticmethod
+    def ftruncate(fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    @staticmethod
+    def fchmod(fd: int, mode: int) -> None:
+        os.fchmod(fd, mode)
+
+    @staticmethod
+    def set_times(fd: int, atime_ns: int, mtime_ns: int) -> None:
+        os.utime(fd, ns=(atime_ns, mtime_ns))
+
+    @staticmethod
+    def allocate(fd: int, size: int) -> None:
+        """fallocate(FALLOC_FL_KEEP_SIZE): blocks reserved, the size unchanged; a file system
+        without it (or a full one) reserves nothing, which only costs the guarantee."""
+        if size <= 0:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(size)) != 0:
+            log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
+
     @staticmethod
     def names(fd: int) -> list[str]:
         dup = os.dup(fd)
@@ -292,57 +276,75 @@ class PosixVFS:
                 return st
         return st
 
-    def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(self.root_fd)
+    # -- what Windows keeps and Unix does not: extended attributes ----------------------------
+    @staticmethod
+    def list_eas(fd: int) -> list[tuple[str, bytes]]:
+        try:
+            names = os.listxattr(fd)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return []
+            raise
+        return [(n[len(EA_PREFIX):], os.getxattr(fd, n)) for n in sorted(names)
+                if n.startswith(EA_PREFIX) and not n.startswith(PRIVATE_PREFIX)]
+
+    @staticmethod
+    def set_ea(fd: int, name: str, value: bytes) -> None:
+        """Sets an EA; an empty value removes it, as in NTFS."""
+        key = EA_PREFIX + name
+        if key.startswith(PRIVATE_PREFIX):
+            raise PathError("invalid")
+        if value:
+            os.setxattr(fd, key, value)
+        else:
+            try:
+                os.removexattr(fd, key)
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
+
+    @staticmethod
+    def get_sd(fd: int) -> bytes | None:
+        try:
+            return os.getxattr(fd, SD_XATTR)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            raise
+
+    @staticmethod
+    def set_sd(fd: int, blob: bytes) -> None:
+        os.setxattr(fd, SD_XATTR, blob)
+
+    @staticmethod
+    def get_dos(fd: int) -> DosInfo | None:
+        try:
+            return _unpack_dos(os.getxattr(fd, DOS_XATTR))
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+                return None
+            raise
+
+    @staticmethod
+    def get_dos_at(dir_fd: int, name: str) -> DosInfo | None:
+        """The same for a directory entry (listings): through the directory's /proc fd path."""
+        try:
+            return _unpack_dos(os.getxattr(f"/proc/self/fd/{dir_fd}/{name}", DOS_XATTR,
+                                           follow_symlinks=False))
+        except OSError:
+            return None
+
+    @staticmethod
+    def set_dos(fd: int, info: DosInfo) -> None:
+        os.setxattr(fd, DOS_XATTR, _DOS.pack(info.attrs, info.create_time, info.change_time,
+                                             info.change_mtime_ns, info.allocation))
 
 
 # Extended attributes (OS/2 EAs) live in the file's user.* xattrs, as Samba keeps them;
 # names under user.smbring. are the server's own metadata and never shown as EAs.
 EA_PREFIX = "user."
 PRIVATE_PREFIX = "user.smbring."
-
-
-def list_eas(fd: int) -> list[tuple[str, bytes]]:
-    try:
-        names = os.listxattr(fd)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return []
-        raise
-    return [(n[len(EA_PREFIX):], os.getxattr(fd, n)) for n in sorted(names)
-            if n.startswith(EA_PREFIX) and not n.startswith(PRIVATE_PREFIX)]
-
-
-def set_ea(fd: int, name: str, value: bytes) -> None:
-    """Sets an EA; an empty value removes it, as in NTFS."""
-    key = EA_PREFIX + name
-    if key.startswith(PRIVATE_PREFIX):
-        raise PathError("invalid")
-    if value:
-        os.setxattr(fd, key, value)
-    else:
-        try:
-            os.removexattr(fd, key)
-        except OSError as e:
-            if e.errno != errno.ENODATA:
-                raise
-
-
 SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (smb.acl)
-
-
-def get_sd(fd: int) -> bytes | None:
-    try:
-        return os.getxattr(fd, SD_XATTR)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise
-
-
-def set_sd(fd: int, blob: bytes) -> None:
-    os.setxattr(fd, SD_XATTR, blob)
-
 
 # DOS attributes and the times Unix cannot set (creation, change), as Samba keeps them in
 # user.DOSATTRIB: attributes, creation time, and a change time that holds while the file's
@@ -352,41 +354,7 @@ DOS_XATTR = PRIVATE_PREFIX + "dos"
 _DOS = struct.Struct("<IQQQQ")
 
 
-@dataclass
-class DosInfo:
-    attrs: int = 0            # 0: none stored
-    create_time: int = 0      # NT time; 0: none stored
-    change_time: int = 0
-    change_mtime_ns: int = 0
-    allocation: int = 0       # AllocationSize as set (AlSi, FileAllocationInformation)
-
-    def pack(self) -> bytes:
-        return _DOS.pack(self.attrs, self.create_time, self.change_time, self.change_mtime_ns,
-                         self.allocation)
-
-
-def _dos(blob: bytes | None) -> DosInfo | None:
+def _unpack_dos(blob: bytes | None) -> DosInfo | None:
     if not blob or len(blob) != _DOS.size:
         return None
     return DosInfo(*_DOS.unpack(blob))
-
-
-def get_dos(fd: int) -> DosInfo | None:
-    try:
-        return _dos(os.getxattr(fd, DOS_XATTR))
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            return None
-        raise
-
-
-def get_dos_at(dir_fd: int, name: str) -> DosInfo | None:
-    """The same for a directory entry (listings): through the directory's /proc fd path."""
-    try:
-        return _dos(os.getxattr(f"/proc/self/fd/{dir_fd}/{name}", DOS_XATTR, follow_symlinks=False))
-    except OSError:
-        return None
-
-
-def set_dos(fd: int, info: DosInfo) -> None:
-    os.setxattr(fd, DOS_XATTR, info.pack())

@@ -22,7 +22,7 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if o.watch is None:
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & 0x1))  # WATCH_TREE
-        notify.add(o.watch)
+        c.state.watches.add(o.watch)
     watch = o.watch
 
     def answer() -> tuple[int, bytes]:

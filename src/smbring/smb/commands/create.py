@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb import acl, notify, wire
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -21,19 +21,9 @@ from smbring.smb.fileinfo import (
     attributes,
     times,
 )
-from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
+from smbring.smb.state import Open
 from smbring.smb.wire import Header
-from smbring.vfs.posix import (
-    DosInfo,
-    PosixVFS,
-    get_dos,
-    get_sd,
-    set_dos,
-    set_ea,
-    set_sd,
-    split_path,
-    split_stream,
-)
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -45,37 +35,34 @@ def _may_delete(access: int) -> bool:
     return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
 
 
-def set_allocation(fd: int, size: int) -> None:
+def set_allocation(fs: FileSystem, fd: int, size: int) -> None:
     """AllocationSize (the AlSi create context, FileAllocationInformation): disk space reserved
-    without changing the file's size where the file system can (fallocate KEEP_SIZE), and the
-    size remembered to report it back."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if size > 0 and libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(size)) != 0:  # KEEP_SIZE
-        log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
-    dos = get_dos(fd) or DosInfo()
+    without changing the file's size where the file system can, and the size remembered to
+    report it back."""
+    fs.allocate(fd, size)
+    dos = fs.get_dos(fd) or DosInfo()
     dos.allocation = size
-    set_dos(fd, dos)
+    fs.set_dos(fd, dos)
 
 
-def stored_sd(vfs: PosixVFS, parts: list[str]) -> "acl.Descriptor | None":
+def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
     """The security descriptor a client set on the file (or directory), if any."""
     try:
-        fd = vfs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
     try:
-        return sd_of(fd, "/".join(parts))
+        return sd_of(fs, fd, "/".join(parts))
     except OSError:
         return None
     finally:
-        os.close(fd)
+        fs.close_file(fd)
 
 
-def sd_of(fd: int, where: str) -> "acl.Descriptor | None":
+def sd_of(fs: FileSystem, fd: int, where: str) -> "acl.Descriptor | None":
     """The descriptor stored on an open file, if any (an unreadable one is ignored, loudly;
     an error reading it is raised)."""
-    blob = get_sd(fd)
+    blob = fs.get_sd(fd)
     try:
         return acl.parse(blob) if blob else None
     except acl.BadDescriptor:
@@ -91,7 +78,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
-    if tree.vfs is None:
+    if tree.fs is None:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
     if len(c.opens) >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
@@ -115,22 +102,22 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-    vfs = tree.vfs
+    fs = tree.fs
     if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
                                  options & wire.FILE_DELETE_ON_CLOSE or
                                  disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
                                                  wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
     try:
-        st = vfs.stat(parts)
+        st = fs.stat(parts)
         exists = True
     except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
-        spelled = vfs.match_case(parts)     # names are case-insensitive in SMB
+        spelled = fs.match_case(parts)     # names are case-insensitive in SMB
         if spelled != parts:
             parts = spelled
             try:
-                st = vfs.stat(parts)
+                st = fs.stat(parts)
                 exists = True
             except (FileNotFoundError, NotADirectoryError):
                 pass
@@ -143,24 +130,24 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-            os.close(vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
-            st, exists = vfs.stat(parts), True
-            notify.post("/".join([vfs.root] + parts), notify.ADDED, notify.FILE_NAME)
+            fs.close_file(fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
+            st, exists = fs.stat(parts), True
+            c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
-        base_key = vfs.stream_id(parts, create=not opening and not tree.share.read_only)
+        base_key = fs.stream_id(parts, create=not opening and not tree.share.read_only)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
-        parts = vfs.stream_parts(base_key, stream)
-        spelled = next((n for n, _st in vfs.streams(base_key) if n.casefold() == stream.casefold()), None)
+        parts = fs.stream_parts(base_key, stream)
+        spelled = next((n for n, _st in fs.streams(base_key) if n.casefold() == stream.casefold()), None)
         if spelled is not None:      # stream names are case-insensitive too
-            stream, parts = spelled, vfs.stream_parts(base_key, spelled)
+            stream, parts = spelled, fs.stream_parts(base_key, spelled)
         try:
-            st, exists = vfs.stat(parts), True
+            st, exists = fs.stat(parts), True
         except FileNotFoundError:
             if opening:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             st, exists = None, False
-            vfs.make_stream_dir(base_key)
+            fs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
     if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
         raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
@@ -176,14 +163,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
                                                 exists and not st.st_mode & 0o222):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
-    if exists and (st.st_dev, st.st_ino) in DELETE_PENDING:
+    if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
-    if exists and not sharemodes.allowed((st.st_dev, st.st_ino), access, share_access):
+    if exists and not c.state.share_modes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
         if parts and len(parts) > 1:
             try:
-                vfs.stat(parts[:-1])
+                fs.stat(parts[:-1])
             except FileNotFoundError:
                 raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -195,9 +182,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     # request on the handle is checked against this, never against what was asked
     granted = acl.check(access, None, None, token)
     if exists and parts:   # a stored security descriptor decides who opens the file
-        sd = stored_sd(vfs, parts)
+        sd = stored_sd(fs, parts)
         if sd is not None:
-            parent = stored_sd(vfs, parts[:-1]) or acl.from_mode(vfs.stat(parts[:-1]))
+            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
             granted = acl.check(access, sd, parent, token)
             if granted < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -212,55 +199,54 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 new_sd = acl.parse(contexts[b"SecD"])
             except acl.BadDescriptor:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd = acl.complete(new_sd, stored_sd(vfs, parts[:-1]), want_dir)
+            new_sd = acl.complete(new_sd, stored_sd(fs, parts[:-1]), want_dir)
         else:
-            new_sd = acl.inherit(stored_sd(vfs, parts[:-1]), want_dir)
+            new_sd = acl.inherit(stored_sd(fs, parts[:-1]), want_dir)
         if want_dir:
-            vfs.mkdir(parts)
+            fs.mkdir(parts)
             is_dir = True
         else:
-            fd = vfs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
-            os.close(fd)
+            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
+            fs.close_file(fd)
         action = wire.FILE_CREATED
     writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
     if is_dir:
-        fd = vfs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+        fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     else:
         try:
-            fd = vfs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+            fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
         except PermissionError:
-            fd = vfs.open(parts, os.O_RDONLY)
+            fd = fs.open(parts, os.O_RDONLY)
         if exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE):
-            os.ftruncate(fd, 0)
+            fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
     if new_sd is not None:
-        set_sd(fd, new_sd.pack())
+        fs.set_sd(fd, new_sd.pack())
     if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
-        set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
-    st = os.fstat(fd)
-    dos = get_dos(fd)
+        fs.set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
+    st = fs.fstat(fd)
+    dos = fs.get_dos(fd)
     o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
              delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
              tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
              stream=stream, base_parts=base_parts, base_key=base_key)
-    if not sharemodes.check_and_add(o.key, id(o), access, share_access):
-        os.close(fd)
+    if not c.state.register_open(o, access, share_access):
+        fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
-    OPEN_FILES.add(o)
     if action == wire.FILE_CREATED:
-        notify.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+        c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
-        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     if eas and action != wire.FILE_OPENED:
         for ea_name, value in eas:
-            set_ea(fd, ea_name, value)
+            fs.set_ea(fd, ea_name, value)
     if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
-        set_allocation(fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
-        st, dos = os.fstat(fd), get_dos(fd)
+        set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
+        st, dos = fs.fstat(fd), fs.get_dos(fd)
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
         most = wire.READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS
@@ -278,8 +264,8 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)
-    st = os.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
-    dos = get_dos(o.fd) if st else None
+    st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
+    dos = o.tree.fs.get_dos(o.fd) if st else None
     c.close_open(o)
     if st:
         body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fileinfo import dir_entry
+from smbring.smb.fs import STREAMS_DIR
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
-
-
-from smbring.smb.fileinfo import dir_entry
-from smbring.vfs.posix import STREAMS_DIR, PosixVFS, get_dos, get_dos_at
 
 
 def _match(pattern: str, name: str) -> bool:
@@ -31,9 +28,10 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     pattern = wire.from_utf16(in_request(msg, name_off, name_len)) or "*"
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    fs = o.tree.fs
     if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
         # names now, details as they are returned: what is deleted meanwhile is not listed
-        o.dir_entries = [n for n in [".", ".."] + sorted(PosixVFS.names(o.fd))
+        o.dir_entries = [n for n in [".", ".."] + sorted(fs.names(o.fd))
                          if _match(pattern, n) and not (n == STREAMS_DIR and not o.parts)]
         o.dir_pos = 0
         if not o.dir_entries:
@@ -43,9 +41,9 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     while o.dir_pos < len(o.dir_entries):
         name = o.dir_entries[o.dir_pos]
         if name in (".", ".."):
-            st, dos = os.fstat(o.fd), get_dos(o.fd)
+            st, dos = fs.fstat(o.fd), fs.get_dos(o.fd)
         else:
-            st, dos = o.tree.vfs.entry_stat(o.fd, o.parts, name), get_dos_at(o.fd, name)
+            st, dos = fs.entry_stat(o.fd, o.parts, name), fs.get_dos_at(o.fd, name)
             if st is None:          # deleted since the scan began
                 o.dir_pos += 1
                 continue

@@ -2,7 +2,6 @@
 information."""
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -19,18 +18,9 @@ from smbring.smb.fileinfo import (
     short_name,
     times,
 )
-from smbring.smb.state import DELETE_PENDING, OPEN_FILES, Open
+from smbring.smb.fs import DosInfo, FileSystem, split_path
+from smbring.smb.state import Open
 from smbring.smb.wire import Header
-from smbring.vfs.posix import (
-    DosInfo,
-    PosixVFS,
-    get_dos,
-    list_eas,
-    set_dos,
-    set_ea,
-    set_sd,
-    split_path,
-)
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -51,11 +41,12 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass in READ_ATTRIBUTES_CLASSES and not may_read(o, FILE_READ_ATTRIBUTES) or \
             klass == 15 and not may_read(o, FILE_READ_EA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    st = os.fstat(o.fd)
-    dos = get_dos(o.fd)
+    fs = o.tree.fs
+    st = fs.fstat(o.fd)
+    dos = fs.get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
     basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
-    pending = o.delete_on_close or o.key in DELETE_PENDING
+    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
     # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
     standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
                            int(pending), int(o.is_dir), 0)
@@ -66,10 +57,10 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 6:
         return struct.pack("<Q", st.st_ino)
     if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
-        eas = list_eas(o.fd)
+        eas = fs.list_eas(o.fd)
         return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
     if klass == 15:  # FileFullEaInformation
-        eas = list_eas(o.fd)
+        eas = fs.list_eas(o.fd)
         if not eas:
             raise SMBError(wire.STATUS_NO_EAS_ON_FILE)
         return encode_eas(eas)
@@ -95,12 +86,12 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         n = wire.utf16(o.display_name())
         return struct.pack("<I", len(n)) + n
     if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
-        key = o.base_key or o.tree.vfs.stream_id(o.parts)
+        key = o.base_key or fs.stream_id(o.parts)
         entries = []
         if not o.is_dir or o.stream:
-            base = st if not o.stream else o.tree.vfs.stat(o.base_parts)   # beneath the root
+            base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
             entries.append(("::$DATA", base.st_size, alloc_size(base)))
-        for name, sst in o.tree.vfs.streams(key):
+        for name, sst in fs.streams(key):
             entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
         return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
                            for n, sz, al in entries), 8)
@@ -113,8 +104,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
-    sv = vfs.statvfs()
+def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
+    sv = fs.statvfs()
     unit = sv.f_frsize or 4096
     if klass == 1:   # FileFsVolumeInformation
         label = wire.utf16("smbring")
@@ -139,7 +130,7 @@ def fs_info(c: Connection, o: Open, vfs: PosixVFS, klass: int) -> bytes:
 
 def current_sd(o: Open) -> acl.Descriptor:
     """The file's stored descriptor, else the one its mode bits give."""
-    return sd_of(o.fd, o.path()) or acl.from_mode(os.fstat(o.fd))
+    return sd_of(o.tree.fs, o.fd, o.path()) or acl.from_mode(o.tree.fs.fstat(o.fd))
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -149,7 +140,7 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if info_type == wire.INFO_FILE:
         data = file_info(c, o, klass)
     elif info_type == wire.INFO_FILESYSTEM:
-        data = fs_info(c, o, tree.vfs, klass)
+        data = fs_info(c, o, tree.fs, klass)
     elif info_type == wire.INFO_SECURITY:
         if not may_read(o, READ_CONTROL):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -213,11 +204,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             new = acl.parse(buf)
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
-        notify.post(o.path(), notify.MODIFIED, notify.SECURITY)
+        tree.fs.set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    fs = tree.fs
     needs = SET_INFO_NEEDS.get(klass, 0)
     clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
     if needs and not clearing_delete and not o.granted & needs:
@@ -227,74 +219,70 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if attrs and not o.is_dir:   # READONLY lives in the write bits (0: leave attributes)
-            mode = os.fstat(o.fd).st_mode & 0o7777
+            mode = fs.fstat(o.fd).st_mode & 0o7777
             want = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | 0o200
             if want != mode:
-                os.fchmod(o.fd, want)
+                fs.fchmod(o.fd, want)
         keep = (0, 0xFFFFFFFFFFFFFFFF)
         if atime not in keep or mtime not in keep:
-            st = os.fstat(o.fd)
+            st = fs.fstat(o.fd)
             a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
             m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
-            os.utime(o.fd, ns=(a, m))
+            fs.set_times(o.fd, a, m)
         if ctime_set not in keep or change not in keep or attrs:
-            dos = get_dos(o.fd) or DosInfo()
+            dos = fs.get_dos(o.fd) or DosInfo()
             if ctime_set not in keep:
                 dos.create_time = ctime_set
             if change not in keep:
-                dos.change_time, dos.change_mtime_ns = change, os.fstat(o.fd).st_mtime_ns
+                dos.change_time, dos.change_mtime_ns = change, fs.fstat(o.fd).st_mtime_ns
             if attrs:
                 dos.attrs = attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL
-            set_dos(o.fd, dos)
+            fs.set_dos(o.fd, dos)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
-        if not sharemodes.others_share(o.key, id(o), sharemodes.DELETE):
+        if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
-        parent = tree.vfs.stat(o.parts[:-1])
-        if sharemodes.blocks_child_rename((parent.st_dev, parent.st_ino)):
+        parent = fs.stat(o.parts[:-1])
+        if c.state.share_modes.blocks_child_rename((parent.st_dev, parent.st_ino)):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
-        if o.is_dir and any(other is not o and other.path().startswith(o.path() + "/")
-                            for other in OPEN_FILES):
+        if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace = buf[0]
         name_len = struct.unpack_from("<I", buf, 16)[0]
         new_name = wire.from_utf16(buf[20:20 + name_len])
         new_parts = split_path(new_name)
-        new_parts = tree.vfs.match_case(new_parts[:-1]) + new_parts[-1:]
-        replaced = tree.vfs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        new_parts = fs.match_case(new_parts[:-1]) + new_parts[-1:]
+        replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
         try:
-            tree.vfs.rename(o.parts, new_parts, bool(replace))
+            fs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
-        tree.vfs.remove_streams(replaced)      # the streams of the file it replaced
+        fs.remove_streams(replaced)      # the streams of the file it replaced
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
-        notify.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
+        c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
         o.parts = new_parts
-        notify.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
+        c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
-        if buf[0] and not o.is_dir and not os.fstat(o.fd).st_mode & 0o222:
+        if buf[0] and not o.is_dir and not fs.fstat(o.fd).st_mode & 0o222:
             raise SMBError(wire.STATUS_CANNOT_DELETE)
-        if buf[0] and o.is_dir and PosixVFS.names(o.fd):
+        if buf[0] and o.is_dir and fs.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
-        if o.delete_on_close:            # pending for everyone from now on, as on Windows
-            DELETE_PENDING[o.key] = o
-        elif DELETE_PENDING.get(o.key) is o:
-            del DELETE_PENDING[o.key]
+        c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
-            set_ea(o.fd, ea_name, value)
+            fs.set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
-        os.ftruncate(o.fd, file_size(buf))
-        notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        fs.ftruncate(o.fd, file_size(buf))
+        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
-            if wanted < os.fstat(o.fd).st_size:
-                os.ftruncate(o.fd, wanted)
-            set_allocation(o.fd, wanted)
+            if wanted < fs.fstat(o.fd).st_size:
+                fs.ftruncate(o.fd, wanted)
+            set_allocation(fs, o.fd, wanted)
     elif klass == 14:  # Position (CurrentByteOffset)
         o.position = struct.unpack_from("<Q", buf, 0)[0]
     elif klass == 16:  # Mode: only the flags a handle may change (MS-FSCC 2.4.26)

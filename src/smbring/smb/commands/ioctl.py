@@ -1,7 +1,6 @@
 """IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers."""
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -66,7 +65,7 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
     elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:
         o = c.open_for(fid, chain, hdr)
-        st = os.fstat(o.fd)
+        st = o.tree.fs.fstat(o.fd)
         object_id = struct.pack("<QQ", st.st_ino, st.st_dev)
         out = object_id + ROOT_UUID + object_id + b"\0" * 16   # ObjectId, BirthVolumeId, BirthObjectId, DomainId
     else:

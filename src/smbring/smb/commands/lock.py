@@ -4,8 +4,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import locks, wire
+from smbring.smb import wire
 from smbring.smb.errors import SMBError
+from smbring.smb.locks import Lock
 from smbring.smb.state import AsyncRequest, GoAsync
 from smbring.smb.wire import Header
 
@@ -30,24 +31,24 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             for offset, length, flags in elements:
                 if flags != wire.LOCK_UNLOCK:
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)
-                if not locks.release(o.key, offset, length, id(o), wake_waiters=False):
+                if not c.state.locks.release(o.key, offset, length, id(o), wake_waiters=False):
                     raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
                 released += 1
         finally:
             c.locks_held -= released
             if released:
-                locks.wake(o.key)       # once: each waiter retries once, not once per element
+                c.state.locks.wake(o.key)       # once: each waiter retries once, not once per element
         return body, None
     for offset, length, flags in elements:
         if flags not in LOCK_REQUESTS or (count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY):
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
-    if locks.count(o.key, id(o)) + count > c.limits.max_locks or \
+    if c.state.locks.count(o.key, id(o)) + count > c.limits.max_locks or \
             c.locks_held + count > c.limits.max_locks_per_connection:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
-    wanted = [locks.Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
-    if locks.acquire_all(o.key, wanted):
+    wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
+    if c.state.locks.acquire_all(o.key, wanted):
         c.locks_held += count
         return body, None
     if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
@@ -55,18 +56,18 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
     def start(areq: AsyncRequest) -> None:   # a blocking lock waits for a release
         def retry():
-            if locks.acquire_all(o.key, wanted):
+            if c.state.locks.acquire_all(o.key, wanted):
                 c.locks_held += count
                 stop()
                 c.complete_async(areq, wire.STATUS_SUCCESS, body)
 
         def stop():
-            locks.unwait(o.key, retry)
+            c.state.locks.unwait(o.key, retry)
             if areq in o.waiting:
                 o.waiting.remove(areq)
 
         areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
         o.waiting.append(areq)
-        locks.wait(o.key, retry)
+        c.state.locks.wait(o.key, retry)
 
     raise GoAsync(start)

@@ -2,11 +2,10 @@
 to move; a WRITE's and a FLUSH's file I/O is done by the shell, with the share's VFS modules."""
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import locks, notify, sharemodes, wire
+from smbring.smb import notify, wire
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import MAX_FILE_SIZE
@@ -30,16 +29,16 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not locks.io_allowed(o.key, offset, length, id(o), write=False):
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
-    available = max(0, min(length, os.fstat(o.fd).st_size - offset))
+    available = max(0, min(length, o.tree.fs.fstat(o.fd).st_size - offset))
     if (not available and length) or available < min_count:
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
     return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.share.name),
-                       splice_safe=not sharemodes.has_writer(o.key),
+                       splice_safe=not c.state.share_modes.has_writer(o.key),
                        read_path=o.tree.share.read_path), None
 
 
@@ -56,14 +55,14 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
     if not o.granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not locks.io_allowed(o.key, offset, length, id(o), write=True):
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
 
     def written(n: int) -> bytes:
         o.position = offset + n
-        if notify.active():
-            notify.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        if c.state.watches.active():
+            c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
 
     return FileIO("write", o.tree.share.name, o.fd, offset, memoryview(msg)[data_off:data_off + length],

@@ -1,0 +1,185 @@
+"""The file system as the SMB core calls it (the role of Samba's SMB_VFS table): every file
+operation of the core goes through a `FileSystem` it is given, one per share, never through
+``os`` directly. ``smbring.vfs.posix.PosixVFS`` implements it.
+
+A path is a list of components relative to the share root, as `split_path` makes them from a
+client's name; an implementation resolves it beneath the root and nowhere else (``..``,
+absolute paths and symlinks leading out of the share are refused, whatever the client sends).
+A file opened through `FileSystem.open` is named by its descriptor from then on.
+
+Errors: an implementation raises `OSError` subclasses with the errno of what went wrong
+(FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError, ...: the core maps
+them to NTSTATUS with `errors.status_for_oserror`), `NotAFile` for anything that is neither a
+regular file nor a directory, and `PathError` for a name it will not store.
+
+The types both sides name (DosInfo, PathError, NotAFile, STREAMS_DIR, split_path,
+split_stream) live in ``smbring.vfs.api``, below both the core and the implementations, and
+are re-exported here for the core.
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol, runtime_checkable
+
+from smbring.vfs.api import (
+    STREAMS_DIR,
+    DosInfo,
+    NotAFile,
+    PathError,
+    split_path,
+    split_stream,
+)
+
+__all__ = ["STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError", "split_path", "split_stream"]
+
+
+@runtime_checkable
+class FileSystem(Protocol):
+    root: str
+    """The share root's absolute path: names changes for CHANGE_NOTIFY and compares opens
+    (a directory with an open file below it cannot be renamed); never opened by the core."""
+
+    def close(self) -> None:
+        """Releases what the file system holds itself (the root's descriptor); the files
+        opened through it are closed with `close_file` first."""
+
+    # -- paths --------------------------------------------------------------------------------
+    def open(self, parts: list[str], flags: int, mode: int = 0o644) -> int:
+        """Opens the regular file or directory at `parts` with the ``os.O_*`` flags (O_CREAT,
+        O_EXCL, O_DIRECTORY, O_PATH, ... as for open(2)) and returns its descriptor; `mode` is
+        a new file's permission bits. The open never waits (a FIFO) nor takes a terminal.
+        Raises NotAFile for anything else (a FIFO, socket or device), before acting on it;
+        OSError (FileNotFoundError, FileExistsError with O_EXCL, PermissionError, ELOOP or
+        EXDEV for a path leading out of the share, ...)."""
+        ...
+
+    def stat(self, parts: list[str]) -> os.stat_result:
+        """The stat of the file or directory at `parts`, symlinks inside the share followed.
+        Raises FileNotFoundError, NotADirectoryError, or OSError for a path leading out."""
+        ...
+
+    def match_case(self, parts: list[str]) -> list[str]:
+        """`parts` with each component spelled as on disk where only its case differs (SMB
+        names are case-insensitive); components found in no spelling are kept as given, and
+        so is the rest of the path after one it cannot look up. Raises OSError when a
+        directory on the way cannot be listed."""
+        ...
+
+    def mkdir(self, parts: list[str]) -> None:
+        """Creates the directory. Raises FileExistsError, FileNotFoundError (no parent),
+        OSError."""
+        ...
+
+    def remove(self, parts: list[str], is_dir: bool) -> None:
+        """Deletes the file, or the (empty) directory. Raises FileNotFoundError, OSError
+        (ENOTEMPTY for a directory with entries)."""
+        ...
+
+    def rename(self, old: list[str], new: list[str], replace: bool) -> None:
+        """Moves `old` to `new`, within the share. Raises FileExistsError when `new` exists
+        and `replace` is false; OSError."""
+        ...
+
+    def statvfs(self) -> os.statvfs_result:
+        """Sizes and free space of the share's file system (FileFsSizeInformation)."""
+        ...
+
+    # -- alternate data streams ---------------------------------------------------------------
+    def stream_id(self, parts: list[str], create: bool = False) -> str | None:
+        """The id under which the file's named streams are kept; None when it has none and
+        `create` is false, or when the file cannot be opened. With `create`, a new id is
+        stored on the file. Raises OSError only when storing a new id fails."""
+        ...
+
+    def stream_parts(self, sid: str, stream: str | None = None) -> list[str]:
+        """The path of the file's stream directory, or of one stream in it. Raises PathError
+        for an id or stream name no client could have made."""
+        ...
+
+    def streams(self, sid: str | None) -> list[tuple[str, os.stat_result]]:
+        """The file's named streams with their stats, by name; [] for none (or no id, or no
+        stream directory). Raises OSError (a stream removed while they are listed)."""
+        ...
+
+    def make_stream_dir(self, sid: str) -> None:
+        """Creates the file's stream directory unless it exists. Raises OSError."""
+        ...
+
+    def remove_streams(self, sid: str | None) -> None:
+        """Deletes the streams of a file that is gone (nothing for None); one it cannot
+        delete is left. Raises OSError only as `streams` does."""
+        ...
+
+    # -- open files ---------------------------------------------------------------------------
+    def close_file(self, fd: int) -> None:
+        """Closes a descriptor `open` returned. Raises OSError (EBADF)."""
+        ...
+
+    def fstat(self, fd: int) -> os.stat_result:
+        """The open file's stat. Raises OSError."""
+        ...
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        """Sets the file's size (end of file), cutting or extending it with zeros. Raises
+        OSError (EFBIG, ENOSPC, EINVAL), OverflowError for a size beyond 64 bits."""
+        ...
+
+    def fchmod(self, fd: int, mode: int) -> None:
+        """Sets the file's permission bits (READONLY is the absence of the write bits).
+        Raises OSError."""
+        ...
+
+    def set_times(self, fd: int, atime_ns: int, mtime_ns: int) -> None:
+        """Sets the file's access and modification times (ns since the Unix epoch). Raises
+        OSError."""
+        ...
+
+    def allocate(self, fd: int, size: int) -> None:
+        """Reserves disk space for the first `size` bytes without changing the file's size,
+        where the file system can; where it cannot, nothing happens. Raises nothing."""
+        ...
+
+    def names(self, fd: int) -> list[str]:
+        """The names in the open directory, without "." and "..", in no particular order.
+        Raises OSError."""
+        ...
+
+    def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:
+        """The stat of an entry of the open directory at `dir_parts`, None once it is gone. A
+        symlink shows as its target when that lies inside the share, else as the link itself
+        (a listing reveals nothing of files outside). Raises nothing."""
+        ...
+
+    # -- what Windows keeps and Unix does not -------------------------------------------------
+    def get_dos(self, fd: int) -> DosInfo | None:
+        """The DOS attributes, creation and change times and allocation size stored for the
+        file, None if none are. Raises OSError for a failure other than there being none."""
+        ...
+
+    def get_dos_at(self, dir_fd: int, name: str) -> DosInfo | None:
+        """The same for an entry of an open directory (listings). Raises nothing."""
+        ...
+
+    def set_dos(self, fd: int, info: DosInfo) -> None:
+        """Stores the file's DOS information. Raises OSError (ENOTSUP where nothing can be
+        stored, ENOSPC, ...)."""
+        ...
+
+    def get_sd(self, fd: int) -> bytes | None:
+        """The security descriptor a client set on the file (self-relative, as sent), None if
+        none was. Raises OSError for a failure other than there being none."""
+        ...
+
+    def set_sd(self, fd: int, blob: bytes) -> None:
+        """Stores the file's security descriptor. Raises OSError."""
+        ...
+
+    def list_eas(self, fd: int) -> list[tuple[str, bytes]]:
+        """The file's extended attributes (OS/2 EAs) by name, the server's own metadata left
+        out; [] where the file system keeps none. Raises OSError."""
+        ...
+
+    def set_ea(self, fd: int, name: str, value: bytes) -> None:
+        """Sets an extended attribute; an empty value removes it (as NTFS does). Raises
+        PathError for a name reserved for the server's own metadata, OSError."""
+        ...

@@ -1,0 +1,94 @@
+"""What every connection of one server shares: the one owner of state that is not a single
+connection's (Samba keeps it in its locking.tdb, brlock.tdb and notify databases).
+
+The server creates one `ServerState` and hands it to each `Connection`; a connection built
+alone (a test) gets its own. Nothing else in the core keeps state beyond a connection.
+
+Its interface, which is all the commands use:
+
+- ``locks`` (`ByteRangeLocks`): byte-range locks by file, and the blocking requests waiting
+  for a release (LOCK, READ and WRITE checks);
+- ``share_modes`` (`ShareModes`): the access and share mode of every open by file (CREATE,
+  rename, whether a file has a writer);
+- ``watches`` (`ChangeWatches`): CHANGE_NOTIFY watches, and the changes posted to them;
+- the opens themselves: `register_open` (refused on a sharing violation), `close_open` (what
+  the close leaves to do), `has_open_below` (a directory with an open file inside cannot be
+  renamed);
+- delete on close that other opens see: `is_delete_pending`, `set_delete_pending`.
+
+Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
+the lock and share-mode tables is ``id(open)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smbring.smb.locks import ByteRangeLocks
+from smbring.smb.notify import ChangeWatches
+from smbring.smb.sharemodes import ShareModes
+
+if TYPE_CHECKING:
+    from smbring.smb.state import Open
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What closing an open leaves to its connection."""
+
+    locks_released: int             # byte-range locks the open still held
+    delete: Open | None = None      # the open whose file is now to be deleted (its last close)
+
+
+class ServerState:
+    def __init__(self) -> None:
+        self.locks = ByteRangeLocks()
+        self.share_modes = ShareModes()
+        self.watches = ChangeWatches()
+        self._opens: set[Open] = set()
+        # files to delete when their last open closes: key -> the open that asked for it, as
+        # delete on close works on Windows (other opens keep the file until they close too)
+        self._delete_pending: dict[tuple, Open] = {}
+
+    def register_open(self, o: Open, access: int, share: int) -> bool:
+        """Adds a new open of the file `o.key` with its access and share mode; False (and
+        nothing added) when that is a sharing violation with the file's other opens."""
+        if not self.share_modes.check_and_add(o.key, id(o), access, share):
+            return False
+        self._opens.add(o)
+        return True
+
+    def close_open(self, o: Open) -> Closed:
+        """Forgets a closing open: its watch, its byte-range locks (requests waiting for them
+        retry), its share mode. A delete on close it asked for becomes pending for the file;
+        when this was the file's last open, `Closed.delete` names what to delete."""
+        self._opens.discard(o)
+        if o.watch is not None:
+            self.watches.remove(o.watch)
+        released = self.locks.release_owner(o.key, id(o))
+        self.share_modes.remove(o.key, id(o))
+        if o.delete_on_close:
+            self._delete_pending[o.key] = o
+        victim = None
+        if o.key in self._delete_pending and not self.share_modes.count(o.key):
+            victim = self._delete_pending.pop(o.key)
+        return Closed(released, victim)
+
+    def has_open_below(self, path: str) -> bool:
+        """Whether any open (of any connection) names a file below the directory `path`
+        (absolute, as `Open.path()` gives it)."""
+        below = path + "/"
+        return any(o.path().startswith(below) for o in self._opens)
+
+    def is_delete_pending(self, key) -> bool:
+        """Whether the file will be deleted when its last open closes (new opens are then
+        refused with STATUS_DELETE_PENDING)."""
+        return key in self._delete_pending
+
+    def set_delete_pending(self, o: Open, pending: bool) -> None:
+        """FileDispositionInformation through the open `o`: the delete is pending for every
+        open of the file from now on, or withdrawn if `o` had asked for it."""
+        if pending:
+            self._delete_pending[o.key] = o
+        elif self._delete_pending.get(o.key) is o:
+            del self._delete_pending[o.key]

@@ -1,0 +1,94 @@
+"""What the SMB core and the file systems that serve it share: the SMB path rules, the errors
+a file system raises for a client's path, and the DOS information it keeps for a file. Types
+and pure functions only, no I/O.
+
+The core (``smbring.smb``) calls a file system through the ``smbring.smb.fs.FileSystem``
+protocol; an implementation (``smbring.vfs.posix.PosixVFS``) lies below the core and must not
+import it, so what both sides name lives here, below both.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+RESERVED = frozenset({"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} |
+                     {f"LPT{i}" for i in range(1, 10)})
+BAD_CHARS = frozenset('"*/:<>?|') | {chr(c) for c in range(32)}
+STREAM_BAD_CHARS = frozenset("/\\:") | {chr(c) for c in range(32)}
+
+# where a file system keeps alternate data streams, in the share root: a name clients can
+# neither open (split_path refuses it) nor see in a listing of the root
+STREAMS_DIR = ".smbring-streams"
+
+
+class PathError(Exception):
+    """A client path that names nothing we may serve; `kind` picks the status."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind  # "invalid" | "syntax"
+
+
+class NotAFile(OSError):
+    """A FIFO, socket or device node: never opened for a client. Opening one could wait
+    forever (a FIFO waits for its other end) or act on a device; Samba refuses these opens with
+    STATUS_IO_REPARSE_TAG_NOT_HANDLED. Its errno is EACCES (access denied) for code that only
+    looks at the errno."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.EACCES, "not a regular file or directory", path)
+
+
+@dataclass
+class DosInfo:
+    """What Windows keeps for a file and Unix does not, as a file system stores it."""
+
+    attrs: int = 0            # 0: none stored
+    create_time: int = 0      # NT time; 0: none stored
+    change_time: int = 0
+    change_mtime_ns: int = 0
+    allocation: int = 0       # AllocationSize as set (AlSi, FileAllocationInformation)
+
+
+def check_stream_name(stream: str) -> None:
+    """A stream name is one component of its file's stream directory: never ".", "..", nor
+    anything with a separator, a colon or a control character (NUL included)."""
+    if (stream in ("", ".", "..") or set(stream) & STREAM_BAD_CHARS
+            or len(stream.encode("utf-8", "surrogatepass")) > 255):
+        raise PathError("invalid")
+
+
+def split_stream(name: str) -> tuple[str, str | None]:
+    """"dir\\file:stream:$DATA" -> ("dir\\file", "stream"); no stream (or "::$DATA", the file
+    itself) -> (name, None). Only $DATA streams exist on a file system like this one."""
+    head, sep, last = name.rpartition("\\")
+    if ":" not in last:
+        return name, None
+    base, _, spec = last.partition(":")
+    stream, _, kind = spec.partition(":")
+    if kind and kind.upper() != "$DATA" or ":" in kind:
+        raise PathError("invalid")
+    if not stream:
+        if not base:
+            raise PathError("invalid")
+        return head + sep + base, None
+    check_stream_name(stream)
+    return head + sep + base, stream
+
+
+def split_path(name: str) -> list[str]:
+    """SMB path (backslashes, relative to the share) -> checked components."""
+    if "\0" in name:
+        raise PathError("invalid")
+    name = name.strip("\\")
+    if not name:
+        return []
+    parts = name.split("\\")
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise PathError("syntax")
+        if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
+            raise PathError("invalid")
+        if p.split(".")[0].upper() in RESERVED or p.casefold() == STREAMS_DIR:
+            raise PathError("invalid")
+    return parts
