@@ -72,13 +72,13 @@ YOUNG_SENDS = 16              # read path auto: a connection's first file sends 
 
 
 class FileRange(NamedTuple):
-    """`length` bytes of the open file `fd` from `offset`; `io` is the VFS module that reads
-    them when they must be read into memory (see smbring.vfs.modules), else the ring."""
+    """`length` bytes of the open file `fd` from `offset`; `io` is the VFS module stack that
+    reads them when they must be read into memory (see smbring.vfs.modules)."""
 
     fd: int
     offset: int
     length: int
-    io: object = None
+    io: object
 
 
 Payload = Union[bytes, bytearray, memoryview, FileRange, None]
@@ -435,15 +435,7 @@ class Sender:
         """Reads rng into buf[start:]; a short file is padded with zeros (the length was
         promised in the header already). Returns rng.length."""
         view = memoryview(buf)[start:start + rng.length]
-        if rng.io is not None:
-            done = await rng.io.pread_into(rng.fd, view, rng.offset)
-        else:
-            done = 0
-            while done < rng.length:
-                n = await self.aring.read(rng.fd, view[done:], rng.offset + done)
-                if n == 0:
-                    break
-                done += n
+        done = await rng.io.pread_into(rng.fd, view, rng.offset)
         if done < rng.length:
             view[done:] = bytes(rng.length - done)
         return rng.length

@@ -13,6 +13,9 @@ if not uring.available():
     pytest.skip(f"io_uring unavailable: {uring.unavailable_reason()}", allow_module_level=True)
 
 from smbring.datapath import FileRange, SendDescriptor, Sender, choose_path  # noqa: E402
+from smbring.vfs.modules import Posix  # noqa: E402
+
+POSIX = Posix()    # reads what must be read into memory
 from smbring.uring import aio  # noqa: E402
 
 
@@ -72,7 +75,7 @@ def test_paths_deliver_identical_bytes(tmp_path, path, crowded):
             for i, (off, ln) in enumerate(ranges):
                 header = b"HDR%d:" % i
                 expected += header + data[off:off + ln]
-                sends.append(SendDescriptor(header, FileRange(fd, off, ln), splice_safe=True))
+                sends.append(SendDescriptor(header, FileRange(fd, off, ln, POSIX), splice_safe=True))
             sends.append(SendDescriptor(b"plain-buffer", b"-payload"))
             expected += b"plain-buffer-payload"
             # concurrent sends still produce whole, ordered frames
@@ -103,7 +106,7 @@ def test_file_shorter_than_promised_is_zero_padded(tmp_path):
         fd = os.open(f, os.O_RDONLY)
         for path in ("copy", "mmap", "splice", "zc"):
             sender = Sender(aio.get_ring(), conn, read_path=path)
-            await sender.send(SendDescriptor(b"H", FileRange(fd, 0, 10), splice_safe=True))
+            await sender.send(SendDescriptor(b"H", FileRange(fd, 0, 10, POSIX), splice_safe=True))
             assert await receive(loop, cli, 11) == b"Habc" + bytes(7)
             sender.close()
         os.close(fd)
@@ -133,11 +136,11 @@ def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
                 pytest.skip("no cachestat(2) here")
             assert cached is False
             got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
-            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == "copy"
+            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data), POSIX))) == "copy"
             assert await got == b"H:" + data
             assert in_page_cache(fd, 0, len(data))                # the read brought it in
             got = asyncio.ensure_future(receive(loop, cli, 2 + len(data)))
-            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data)))) == path
+            assert await sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data), POSIX))) == path
             assert await got == b"H:" + data
 
     asyncio.run(asyncio.wait_for(main(), 10))
@@ -146,7 +149,7 @@ def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
 def test_path_rules():
     from smbring.cheaper import CheaperOf
     from smbring.datapath import AUTO_LARGE
-    rng, big = FileRange(3, 0, 10), FileRange(3, 0, AUTO_LARGE)
+    rng, big = FileRange(3, 0, 10, POSIX), FileRange(3, 0, AUTO_LARGE, POSIX)
     costs = CheaperOf("mmap", "splice")
     # auto measures mmap and splice on large payloads of files nobody may write meanwhile
     # (mmap first, then splice), then takes the cheaper ...
@@ -262,7 +265,7 @@ def test_file_shrinking_under_its_map_sends_zeros_not_sigbus(tmp_path):
                 view, _ = sender.maps.view(fd, 0, len(data))
                 os.ftruncate(fd, 1 << 20)
                 got = asyncio.ensure_future(receive(loop, cli, 2 + len(data) + 4))
-                await sender._send_mapped(b"H:", view, FileRange(fd, 0, len(data)))
+                await sender._send_mapped(b"H:", view, FileRange(fd, 0, len(data), POSIX))
                 await sender.send(SendDescriptor(b"NEXT", None))
                 assert await got == b"H:" + data[:1 << 20] + bytes(len(data) - (1 << 20)) + b"NEXT"
             finally:

@@ -21,7 +21,6 @@ import asyncio
 import errno
 import logging
 import mmap
-import os
 import resource
 import socket
 import sys
@@ -144,7 +143,9 @@ class PlainTransport:
         data = bytes(desc.header)
         if isinstance(desc.payload, FileRange):
             r = desc.payload
-            data += os.pread(r.fd, r.length, r.offset).ljust(r.length, b"\0")
+            buf = bytearray(r.length)            # zeros where the file is shorter now
+            await r.io.pread_into(r.fd, memoryview(buf), r.offset)
+            data += buf
         elif desc.payload is not None:
             data += bytes(desc.payload)
         await self.loop.sock_sendall(self.sock, data)
