@@ -68,7 +68,7 @@ RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
     req->is_batch = 0;
     req->selects_buffer = 0;
     req->buf_group = 0;
-    req->gives_back = 0;
+    req->finish = NULL;
     /* Only a callback can lead back to the request (a closure that holds it); what else a
      * request refers to (pinned buffers, paths, results) cannot, so the collector need not
      * watch the rest, which are most requests of a busy server. */
@@ -166,10 +166,6 @@ void request_release(RequestObject *req)
     }
     req->nviews = 0;
     free_views(req);
-    if (req->gives_back) {
-        req->gives_back = 0;
-        bufring_give_back(req->keep, req->give_back_bid);
-    }
     Py_CLEAR(req->keep);
 }
 
@@ -205,9 +201,6 @@ void request_start(RequestObject *req, RingObject *r, int fd, int sqe_flags)
     Py_INCREF(req);
 }
 
-/* Builds the op-specific result value at the final completion; see ops.c. */
-extern int ops_finish(RequestObject *req);
-
 /* One CQE for req. Returns 0, or -1 if its callback raised. */
 int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent)
 {
@@ -235,7 +228,7 @@ int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent
         r->ninflight--;
         if (req->uses_fixed_buffer)
             r->fixed_inflight--;
-        if (req->mem && ops_finish(req) < 0)   /* only ops with scratch memory have results */
+        if (req->finish && req->finish(req) < 0)
             PyErr_Clear();  /* a result we could not build shows as value None */
         request_release(req);
         req->ring = NULL;

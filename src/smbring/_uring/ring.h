@@ -77,11 +77,17 @@
 #define SR_TAG_MASK 7u
 
 typedef struct RingObject RingObject;
+typedef struct RequestObject RequestObject;
+
+/* What an op does at its last completion, before the request releases its buffers: build
+ * the result value (statx, epoll_wait, recvmsg) or give a forwarded buffer back to its ring.
+ * Set by the op that needs it; -1 with an exception leaves value None. */
+typedef int (*request_finish_fn)(RequestObject *req);
 
 enum { REQ_NEW = 0, REQ_INFLIGHT = 1, REQ_DONE = 2 };
 
 /* A submitted operation; see request.c. */
-typedef struct RequestObject {
+struct RequestObject {
     PyObject_HEAD
     struct RequestObject *prev, *next;  /* ring's in-flight list */
     RingObject *ring;                   /* strong while in flight */
@@ -103,9 +109,9 @@ typedef struct RequestObject {
     uint8_t is_batch;
     uint8_t selects_buffer;             /* the kernel picks a buffer of group buf_group */
     uint16_t buf_group;
-    uint8_t gives_back;                 /* a forwarded provided buffer: back to its ring (keep) */
-    uint16_t give_back_bid;             /* ... at the last completion */
-} RequestObject;
+    uint16_t give_back_bid;             /* a forwarded provided buffer (its ring in keep) */
+    request_finish_fn finish;           /* NULL: nothing op-specific at the last completion */
+};
 
 /* A batch: many SQEs of one kind, one Python object, one callback when all are done. */
 typedef struct BatchItem {
@@ -228,7 +234,6 @@ int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent
 struct io_uring_sqe *request_queue(RequestObject *req, RingObject *r, int fd, int sqe_flags);
 void request_start(RequestObject *req, RingObject *r, int fd, int sqe_flags);
 BatchObject *batch_new(RingObject *r, uint8_t opcode, PyObject *callback, Py_ssize_t count);
-int ops_finish(RequestObject *req);
 
 /* ops.c, register.c */
 extern PyMethodDef ring_op_methods[];
