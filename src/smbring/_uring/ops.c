@@ -4,7 +4,8 @@
  * Every op takes the keyword-only arguments callback=None and sqe_flags=0 and returns the
  * Request (or Batch) that its completions are delivered to.
  */
-#include "ring.h"
+#include "ops.h"
+#include "register.h"
 
 #include <arpa/inet.h>
 #include <stddef.h>
@@ -112,13 +113,35 @@ static struct __kernel_timespec *timespec_in(RequestObject *req, double seconds)
     return ts;
 }
 
-extern PyTypeObject *sr_statx_type;
-
 /* ---- results built at the last completion ------------------------------------------------ */
+
+static PyStructSequence_Field statx_fields[] = {
+    {"mask", "STATX_* bits the kernel filled in"},
+    {"mode", NULL}, {"ino", NULL}, {"dev", "major << 32 | minor"}, {"nlink", NULL},
+    {"uid", NULL}, {"gid", NULL}, {"size", NULL}, {"blocks", NULL}, {"blksize", NULL},
+    {"attributes", NULL},
+    {"atime_ns", NULL}, {"mtime_ns", NULL}, {"ctime_ns", NULL},
+    {"btime_ns", "birth time, or None where the file system has none"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc statx_desc = {
+    "smbring._uring.Statx", "The result of a statx op.", statx_fields, 15,
+};
+
+static PyTypeObject *statx_type;
+
+int ops_add_types(PyObject *module)
+{
+    statx_type = PyStructSequence_NewType(&statx_desc);
+    if (!statx_type)
+        return -1;
+    return PyModule_AddObjectRef(module, "Statx", (PyObject *)statx_type);
+}
 
 static PyObject *statx_value(const struct statx *st)
 {
-    PyObject *v = PyStructSequence_New(sr_statx_type);
+    PyObject *v = PyStructSequence_New(statx_type);
     if (!v)
         return NULL;
 #define TS_NS(t) PyLong_FromLongLong((long long)(t).tv_sec * 1000000000LL + (t).tv_nsec)
