@@ -1,19 +1,24 @@
-"""The engine's C files are layered: no two of them call each other in a circle.
+"""The C files of the engine and of the event library are layered: no two of them call each
+other in a circle.
 
 Each file is compiled on its own and `nm` says which symbols it defines and which it needs;
 a file "calls into" the file that defines what it needs. The graph must have no cycle (see
-docs/ENGINE.md, "Source layout"), so a change that makes a lower layer call a higher one fails
-here rather than silently tangling the engine again.
+docs/ENGINE.md, "Source layout", and docs/EVENTS.md), so a change that makes a lower layer
+call a higher one fails here rather than silently tangling the code again. An event backend
+is reached from the core only through its struct event_backend (a table of pointers).
 """
+import functools
 import os
 import shutil
 import subprocess
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
 
-ENGINE = Path(__file__).resolve().parents[2] / "src" / "smbring" / "_uring"
+SOURCES = Path(__file__).resolve().parents[2] / "src" / "smbring"
+ENGINE = SOURCES / "_uring"     # its headers are the event library's too (uring_api.h)
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("nm")),
                                 reason="needs gcc and nm")
@@ -37,13 +42,13 @@ def symbols(source: Path, out: Path) -> tuple[set[str], set[str]]:
     return defined, needed
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory) -> dict[str, set[str]]:
-    """file -> the files it calls into."""
-    tmp_path = tmp_path_factory.mktemp("objects")
+@functools.cache
+def call_graph(folder: str) -> dict[str, set[str]]:
+    """file -> the files it calls into, for the C files of src/smbring/<folder>."""
     defined, needed = {}, {}
-    for source in sorted(ENGINE.glob("*.c")):
-        defined[source.name], needed[source.name] = symbols(source, tmp_path / f"{source.stem}.o")
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in sorted((SOURCES / folder).glob("*.c")):
+            defined[source.name], needed[source.name] = symbols(source, Path(tmp) / f"{source.stem}.o")
     owner = {sym: name for name, syms in defined.items() for sym in syms}
     return {name: {owner[s] for s in syms if s in owner and owner[s] != name}
             for name, syms in needed.items()}
@@ -74,13 +79,16 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_two_files_call_each_other_in_a_circle(graph):
+@pytest.mark.parametrize("folder", ["_uring", "_events"])
+def test_no_two_files_call_each_other_in_a_circle(folder):
+    graph = call_graph(folder)
     cycle = find_cycle(graph)
-    assert cycle is None, "the engine's files call each other in a circle: " + " -> ".join(cycle)
+    assert cycle is None, "the C files call each other in a circle: " + " -> ".join(cycle)
     assert len(graph) >= 8
 
 
-def test_the_bottom_layers_call_nothing_above_them(graph):
+def test_the_engine_s_bottom_layers_call_nothing_above_them():
+    graph = call_graph("_uring")
     assert graph["base.c"] == set()
     assert graph["queue.c"] <= {"base.c"}
     assert "ops.c" not in graph["request.c"] and "register.c" not in graph["request.c"]
@@ -89,3 +97,10 @@ def test_the_bottom_layers_call_nothing_above_them(graph):
 def test_find_cycle_sees_a_circle():
     assert find_cycle({"a.c": {"b.c"}, "b.c": {"c.c"}, "c.c": {"a.c"}}) == ["a.c", "b.c", "c.c", "a.c"]
     assert find_cycle({"a.c": {"b.c"}, "b.c": set()}) is None
+
+
+def test_event_backends_call_only_the_core_s_declared_helpers():
+    graph = call_graph("_events")
+    for backend in ("backend_poll.c", "backend_epoll.c", "backend_uring.c"):
+        assert graph[backend] <= {"event.c", "signals.c", "backend_epoll.c"}, backend
+    assert graph["signals.c"] == set()
