@@ -57,33 +57,15 @@ static int poll_watch_signal_pipe(ContextObject *ctx, int pipe_fd)
     return poll_fd_changed(ctx, pipe_fd, 0);
 }
 
-static short poll_events(int flags)
-{
-    short m = 0;
-    if (flags & EV_READ)
-        m |= POLLIN;
-    if (flags & EV_WRITE)
-        m |= POLLOUT;
-    if (flags & EV_ERROR)
-        m |= POLLRDHUP;
-    return m;
-}
+/* poll's and epoll's event bits are the same on Linux: flags_to_epoll() serves for both, and
+ * what poll reports is what the ready list holds, but for POLLNVAL (a closed fd: an error). */
+_Static_assert(POLLIN == EPOLLIN && POLLOUT == EPOLLOUT && POLLERR == EPOLLERR &&
+               POLLHUP == EPOLLHUP && POLLRDHUP == EPOLLRDHUP, "poll and epoll bits differ");
 
-/* What poll reported, in epoll's terms: what the core's ready list holds. */
 static uint32_t epoll_events(short revents)
 {
-    uint32_t ev = 0;
-    if (revents & POLLIN)
-        ev |= EPOLLIN;
-    if (revents & POLLOUT)
-        ev |= EPOLLOUT;
-    if (revents & (POLLERR | POLLNVAL))
-        ev |= EPOLLERR;
-    if (revents & POLLHUP)
-        ev |= EPOLLHUP;
-    if (revents & POLLRDHUP)
-        ev |= EPOLLRDHUP;
-    return ev;
+    uint32_t ev = (uint16_t)revents & (POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP);
+    return revents & POLLNVAL ? ev | EPOLLERR : ev;
 }
 
 /* One pollfd per fd event (READ and WRITE events on one fd get one each), and the signal
@@ -103,7 +85,7 @@ static int rebuild(ContextObject *ctx, PollState *p)
     Py_ssize_t n = 0;
     for (EventObject *e = ctx->fds.head.next; e != &ctx->fds.head; e = e->next) {
         FdEventObject *f = (FdEventObject *)e;
-        short m = poll_events(f->flags);
+        short m = (short)flags_to_epoll(f->flags);
         if (!m)
             continue;
         p->pfds[n].fd = f->fd;
