@@ -74,7 +74,8 @@ struct event_backend {
      * nothing: a timeout, EINTR). 1 if a handler already ran inside the wait (a ring
      * completion's callback), 0 if not, -1 with an exception. */
     int (*wait)(ContextObject *ctx, int64_t timeout_ns);
-    /* Work the core does not see is pending (ring ops in flight): loop_wait() goes on. */
+    /* Work the core does not see is pending (ring ops in flight): loop_wait() goes on.
+     * NULL: there never is. */
     int (*has_pending_work)(ContextObject *ctx);
     /* A wait may end for a reason the core does not see (a ring completion), so waiting
      * with no fd events, timers or signals is not waiting forever. */

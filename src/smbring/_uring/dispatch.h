@@ -8,8 +8,8 @@
 #include "ring.h"
 
 /* Submits, waits for min_complete CQEs for at most timeout_ns (-1: no limit), then dispatches
- * what is ready, Python callbacks up to max_callbacks (-1: all). The callbacks run, or -1 with
- * the exception of the first that raised (the rest stay queued). */
+ * what is ready, Python callbacks up to max_callbacks (-1: all). Returns the callbacks run, or
+ * -1 with the exception of the first that raised (the CQEs after it stay queued). */
 int ring_wait_and_dispatch(RingObject *r, unsigned min_complete, int64_t timeout_ns,
                            int max_callbacks);
 
