@@ -7,7 +7,7 @@ from setuptools import Extension, find_packages, setup
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
 # Only PyInit_* is exported (PyMODINIT_FUNC): calls between the engine's files then go direct,
 # not through the PLT, and link-time optimisation may inline them. Every op crosses files
-# (ops.c -> request.c -> ring.c), so this is worth ~10% of an op's CPU time.
+# (ops.c -> request.c -> queue.c), so this is worth ~10% of an op's CPU time.
 FAST = ["-fvisibility=hidden", "-flto=auto"]
 if os.environ.get("SMBRING_ASAN"):
     CFLAGS += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]

@@ -2,35 +2,17 @@
  * smbring._uring: module set-up, names, constants, and the few synchronous helpers that
  * need no ring (openat2 for the VFS fallback, setup-flag probing for `smbring features`).
  */
-#include "ring.h"
+#include "capi.h"
+#include "kernel.h"
+#include "ops.h"
+#include "register.h"
+#include "ring_object.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-PyObject *UringUnavailable, *UnsupportedOp;
-PyTypeObject *sr_statx_type;
-
-const char *const sr_op_names[SR_OP_COUNT] = {
-    "nop", "readv", "writev", "fsync", "read_fixed", "write_fixed", "poll_add", "poll_remove",
-    "sync_file_range", "sendmsg", "recvmsg", "timeout", "timeout_remove", "accept",
-    "async_cancel", "link_timeout", "connect", "fallocate", "openat", "close", "files_update",
-    "statx", "read", "write", "fadvise", "madvise", "send", "recv", "openat2", "epoll_ctl",
-    "splice", "provide_buffers", "remove_buffers", "tee", "shutdown", "renameat", "unlinkat",
-    "mkdirat", "symlinkat", "linkat", "msg_ring", "fsetxattr", "setxattr", "fgetxattr",
-    "getxattr", "socket", "uring_cmd", "send_zc", "sendmsg_zc", "read_multishot", "waitid",
-    "futex_wait", "futex_wake", "futex_waitv", "fixed_fd_install", "ftruncate", "bind", "listen",
-    "recv_zc", "epoll_wait", "readv_fixed", "writev_fixed", "pipe",
-};
-
-static void fork_child(void)
-{
-    sr_fork_generation++;
-}
 
 /* try_setup(flags, entries=8) -> 0 or errno: whether the kernel accepts these setup flags. */
 static PyObject *mod_try_setup(PyObject *self, PyObject *args)
@@ -44,7 +26,7 @@ static PyObject *mod_try_setup(PyObject *self, PyObject *args)
     p.flags = flags;
     if (flags & IORING_SETUP_CQSIZE)
         p.cq_entries = entries * 2;
-    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    int fd = sys_io_uring_setup(entries, &p);
     if (fd < 0)
         return PyLong_FromLong(errno);
     close(fd);
@@ -89,20 +71,6 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyStructSequence_Field statx_fields[] = {
-    {"mask", "STATX_* bits the kernel filled in"},
-    {"mode", NULL}, {"ino", NULL}, {"dev", "major << 32 | minor"}, {"nlink", NULL},
-    {"uid", NULL}, {"gid", NULL}, {"size", NULL}, {"blocks", NULL}, {"blksize", NULL},
-    {"attributes", NULL},
-    {"atime_ns", NULL}, {"mtime_ns", NULL}, {"ctime_ns", NULL},
-    {"btime_ns", "birth time, or None where the file system has none"},
-    {NULL, NULL},
-};
-
-static PyStructSequence_Desc statx_desc = {
-    "smbring._uring.Statx", "The result of a statx op.", statx_fields, 15,
-};
-
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "smbring._uring",
     "The io_uring engine's C core. Use it through smbring.uring.", -1, module_methods,
@@ -122,38 +90,13 @@ static int add_int(PyObject *m, const char *name, long long v)
 
 PyMODINIT_FUNC PyInit__uring(void)
 {
-    static int atfork_done;
-    if (!atfork_done) {
-        pthread_atfork(NULL, NULL, fork_child);
-        atfork_done = 1;
-    }
-    BatchType.tp_base = &RequestType;
-    BatchType.tp_traverse = RequestType.tp_traverse;
-    BatchType.tp_clear = RequestType.tp_clear;
-    BatchType.tp_dealloc = RequestType.tp_dealloc;
-    if (ring_type_ready() < 0 || PyType_Ready(&RequestType) < 0 || PyType_Ready(&BatchType) < 0 ||
-        PyType_Ready(&BufRingType) < 0)
+    ring_watch_forks();
+    if (ring_type_ready() < 0 || request_types_ready() < 0 || PyType_Ready(&BufRingType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m)
         return NULL;
-    sr_statx_type = PyStructSequence_NewType(&statx_desc);
-    if (!sr_statx_type)
-        goto fail;
-    UringUnavailable = PyErr_NewExceptionWithDoc(
-        "smbring._uring.UringUnavailable",
-        "io_uring cannot be used here: args are (errno, reason).", PyExc_OSError, NULL);
-    UnsupportedOp = PyErr_NewExceptionWithDoc(
-        "smbring._uring.UnsupportedOp", "The kernel lacks this io_uring op (see Ring.ops).",
-        PyExc_NotImplementedError, NULL);
-    if (!UringUnavailable || !UnsupportedOp)
-        goto fail;
-    Py_INCREF(UringUnavailable);
-    Py_INCREF(UnsupportedOp);
-    Py_INCREF(sr_statx_type);
-    if (PyModule_AddObject(m, "UringUnavailable", UringUnavailable) < 0 ||
-        PyModule_AddObject(m, "UnsupportedOp", UnsupportedOp) < 0 ||
-        PyModule_AddObject(m, "Statx", (PyObject *)sr_statx_type) < 0 ||
+    if (base_add_exceptions(m) < 0 || ops_add_types(m) < 0 ||
         PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0 ||
         PyModule_AddObjectRef(m, "Request", (PyObject *)&RequestType) < 0 ||
         PyModule_AddObjectRef(m, "Batch", (PyObject *)&BatchType) < 0 ||

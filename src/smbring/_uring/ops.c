@@ -4,7 +4,8 @@
  * Every op takes the keyword-only arguments callback=None and sqe_flags=0 and returns the
  * Request (or Batch) that its completions are delivered to.
  */
-#include "ring.h"
+#include "ops.h"
+#include "register.h"
 
 #include <arpa/inet.h>
 #include <stddef.h>
@@ -112,6 +113,106 @@ static struct __kernel_timespec *timespec_in(RequestObject *req, double seconds)
     return ts;
 }
 
+/* ---- results built at the last completion ------------------------------------------------ */
+
+static PyStructSequence_Field statx_fields[] = {
+    {"mask", "STATX_* bits the kernel filled in"},
+    {"mode", NULL}, {"ino", NULL}, {"dev", "major << 32 | minor"}, {"nlink", NULL},
+    {"uid", NULL}, {"gid", NULL}, {"size", NULL}, {"blocks", NULL}, {"blksize", NULL},
+    {"attributes", NULL},
+    {"atime_ns", NULL}, {"mtime_ns", NULL}, {"ctime_ns", NULL},
+    {"btime_ns", "birth time, or None where the file system has none"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc statx_desc = {
+    "smbring._uring.Statx", "The result of a statx op.", statx_fields, 15,
+};
+
+static PyTypeObject *statx_type;
+
+int ops_add_types(PyObject *module)
+{
+    statx_type = PyStructSequence_NewType(&statx_desc);
+    if (!statx_type)
+        return -1;
+    return PyModule_AddObjectRef(module, "Statx", (PyObject *)statx_type);
+}
+
+static PyObject *statx_value(const struct statx *st)
+{
+    PyObject *v = PyStructSequence_New(statx_type);
+    if (!v)
+        return NULL;
+#define TS_NS(t) PyLong_FromLongLong((long long)(t).tv_sec * 1000000000LL + (t).tv_nsec)
+    PyObject *items[] = {
+        PyLong_FromUnsignedLong(st->stx_mask),
+        PyLong_FromUnsignedLong(st->stx_mode),
+        PyLong_FromUnsignedLongLong(st->stx_ino),
+        PyLong_FromUnsignedLongLong(((unsigned long long)st->stx_dev_major << 32) | st->stx_dev_minor),
+        PyLong_FromUnsignedLong(st->stx_nlink),
+        PyLong_FromUnsignedLong(st->stx_uid),
+        PyLong_FromUnsignedLong(st->stx_gid),
+        PyLong_FromUnsignedLongLong(st->stx_size),
+        PyLong_FromUnsignedLongLong(st->stx_blocks),
+        PyLong_FromUnsignedLong(st->stx_blksize),
+        PyLong_FromUnsignedLongLong(st->stx_attributes),
+        TS_NS(st->stx_atime), TS_NS(st->stx_mtime), TS_NS(st->stx_ctime),
+        (st->stx_mask & STATX_BTIME) ? TS_NS(st->stx_btime) : Py_NewRef(Py_None),
+    };
+#undef TS_NS
+    for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
+        if (!items[i]) {
+            for (size_t j = i + 1; j < sizeof(items) / sizeof(items[0]); j++)
+                Py_XDECREF(items[j]);
+            Py_DECREF(v);
+            return NULL;
+        }
+        PyStructSequence_SET_ITEM(v, (Py_ssize_t)i, items[i]);
+    }
+    return v;
+}
+
+static PyObject *epoll_value(const struct epoll_event *ev, int n)
+{
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iI)", (int)ev[i].data.fd, ev[i].events);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    return list;
+}
+
+/* The request_finish_fn of the ops with a result value: built from what the kernel wrote
+ * into the request's scratch memory, once, at the last completion. */
+static int finish_statx(RequestObject *req)
+{
+    return req->res < 0 || (req->value = statx_value(req->mem)) ? 0 : -1;
+}
+
+static int finish_epoll_wait(RequestObject *req)
+{
+    return req->res < 0 || (req->value = epoll_value(req->mem, req->res)) ? 0 : -1;
+}
+
+static int finish_recvmsg(RequestObject *req)
+{
+    struct msghdr *m = req->mem;
+    return req->res < 0 || (req->value = PyLong_FromLong(m->msg_flags)) ? 0 : -1;
+}
+
+/* write(fd, req) / send(fd, req) is done with the provided buffer it sent from (whatever
+ * the result): the buffer goes back to the ring it came from, held in req->keep. */
+static int finish_give_back(RequestObject *req)
+{
+    bufring_give_back(req->keep, req->give_back_bid);
+    return 0;
+}
+
 /* ---- generic ---------------------------------------------------------------------------- */
 
 static PyObject *op_nop(RingObject *r, PyObject *args, PyObject *kw)
@@ -161,8 +262,8 @@ static PyObject *queue_buffer_op(RingObject *r, int opcode, int fd, PyObject *bu
         sqe->off = (uint64_t)extra;
     if (src) {
         src->flags &= ~(uint32_t)IORING_CQE_F_BUFFER;   /* handed over: not taken twice */
-        req->gives_back = 1;
         req->give_back_bid = bid;
+        req->finish = finish_give_back;
     }
     END;
 }
@@ -594,6 +695,7 @@ static PyObject *op_statx(RingObject *r, PyObject *args, PyObject *kw)
     sqe->len = mask;
     sqe->off = (uint64_t)(uintptr_t)st;
     sqe->statx_flags = (uint32_t)flags;
+    req->finish = finish_statx;
     END;
 }
 
@@ -809,6 +911,8 @@ static PyObject *msg(RingObject *r, PyObject *args, PyObject *kw, int opcode, co
     sqe->msg_flags = (uint32_t)flags;
     if (opcode == IORING_OP_SENDMSG_ZC)
         sqe->ioprio = IORING_SEND_ZC_REPORT_USAGE;
+    if (opcode == IORING_OP_RECVMSG)
+        req->finish = finish_recvmsg;
     END;
 }
 
@@ -1135,79 +1239,8 @@ static PyObject *op_epoll_wait(RingObject *r, PyObject *args, PyObject *kw)
     QUEUE(epfd);
     sqe->addr = (uint64_t)(uintptr_t)ev;
     sqe->len = (uint32_t)maxevents;
+    req->finish = finish_epoll_wait;
     END;
-}
-
-/* ---- results built at the last completion ------------------------------------------------ */
-
-extern PyTypeObject *sr_statx_type;
-
-static PyObject *statx_value(const struct statx *st)
-{
-    PyObject *v = PyStructSequence_New(sr_statx_type);
-    if (!v)
-        return NULL;
-#define TS_NS(t) PyLong_FromLongLong((long long)(t).tv_sec * 1000000000LL + (t).tv_nsec)
-    PyObject *items[] = {
-        PyLong_FromUnsignedLong(st->stx_mask),
-        PyLong_FromUnsignedLong(st->stx_mode),
-        PyLong_FromUnsignedLongLong(st->stx_ino),
-        PyLong_FromUnsignedLongLong(((unsigned long long)st->stx_dev_major << 32) | st->stx_dev_minor),
-        PyLong_FromUnsignedLong(st->stx_nlink),
-        PyLong_FromUnsignedLong(st->stx_uid),
-        PyLong_FromUnsignedLong(st->stx_gid),
-        PyLong_FromUnsignedLongLong(st->stx_size),
-        PyLong_FromUnsignedLongLong(st->stx_blocks),
-        PyLong_FromUnsignedLong(st->stx_blksize),
-        PyLong_FromUnsignedLongLong(st->stx_attributes),
-        TS_NS(st->stx_atime), TS_NS(st->stx_mtime), TS_NS(st->stx_ctime),
-        (st->stx_mask & STATX_BTIME) ? TS_NS(st->stx_btime) : Py_NewRef(Py_None),
-    };
-#undef TS_NS
-    for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
-        if (!items[i]) {
-            for (size_t j = i + 1; j < sizeof(items) / sizeof(items[0]); j++)
-                Py_XDECREF(items[j]);
-            Py_DECREF(v);
-            return NULL;
-        }
-        PyStructSequence_SET_ITEM(v, (Py_ssize_t)i, items[i]);
-    }
-    return v;
-}
-
-static PyObject *epoll_value(const struct epoll_event *ev, int n)
-{
-    PyObject *list = PyList_New(n);
-    for (int i = 0; list && i < n; i++) {
-        PyObject *t = Py_BuildValue("(iI)", (int)ev[i].data.fd, ev[i].events);
-        if (!t) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, i, t);
-    }
-    return list;
-}
-
-int ops_finish(RequestObject *req)
-{
-    if (req->res < 0 || !req->mem)
-        return 0;
-    switch (req->opcode) {
-    case IORING_OP_STATX:
-        req->value = statx_value(req->mem);
-        break;
-    case SR_OP_EPOLL_WAIT:
-        req->value = epoll_value(req->mem, req->res);
-        break;
-    case IORING_OP_RECVMSG:
-        req->value = PyLong_FromLong(((struct msghdr *)req->mem)->msg_flags);
-        break;
-    default:
-        return 0;
-    }
-    return req->value ? 0 : -1;
 }
 
 /* ---- the method table --------------------------------------------------------------------- */

@@ -2,10 +2,9 @@
  * Registered resources: fixed buffers (pinned once, no page pinning per request), the fixed
  * file table, and provided buffer rings for multishot receives.
  */
-#include "ring.h"
+#include "register.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <string.h>
 #include <structmember.h>
 #include <sys/mman.h>
@@ -75,6 +74,16 @@ fail:
     return NULL;
 }
 
+/* Unpins the registered buffers (the kernel has let go of them, or is about to). */
+static void release_registered(RingObject *r)
+{
+    for (int i = 0; i < r->nregistered; i++)
+        PyBuffer_Release(&r->registered[i]);
+    PyMem_Free(r->registered);
+    r->registered = NULL;
+    r->nregistered = 0;
+}
+
 static PyObject *Ring_unregister_buffers(RingObject *r, PyObject *unused)
 {
     (void)unused;
@@ -88,11 +97,7 @@ static PyObject *Ring_unregister_buffers(RingObject *r, PyObject *unused)
         Py_RETURN_NONE;
     if (ring_register(r, IORING_UNREGISTER_BUFFERS, NULL, 0) < 0)
         return sr_oserror(errno, "IORING_UNREGISTER_BUFFERS");
-    for (int i = 0; i < r->nregistered; i++)
-        PyBuffer_Release(&r->registered[i]);
-    PyMem_Free(r->registered);
-    r->registered = NULL;
-    r->nregistered = 0;
+    release_registered(r);
     Py_RETURN_NONE;
 }
 
@@ -346,7 +351,6 @@ static int completion_buffer(BufRingObject *b, RequestObject *req, int *bid, Py_
     return 1;
 }
 
-/* The ring's buffer ring for group (borrowed), or NULL. */
 PyObject *bufring_lookup(RingObject *r, unsigned group)
 {
     if (!r->buf_rings)
@@ -391,7 +395,6 @@ int bufring_forward(RingObject *r, RequestObject *src, PyObject **ring_buffers, 
     return 0;
 }
 
-/* The kernel is done with a forwarded buffer: back into the ring it came from. */
 void bufring_give_back(PyObject *ring_buffers, uint16_t bid)
 {
     BufRingObject *b = (BufRingObject *)ring_buffers;
@@ -508,7 +511,7 @@ PyMethodDef ring_register_methods[] = {
 };
 
 /* At ring teardown: buffer rings still referenced from Python forget their ring. */
-void bufrings_detach(RingObject *r)
+static void bufrings_detach(RingObject *r)
 {
     if (!r->buf_rings)
         return;
@@ -519,4 +522,11 @@ void bufrings_detach(RingObject *r)
         b->ring = NULL;
         b->registered = 0;
     }
+}
+
+void register_release_all(RingObject *r)
+{
+    release_registered(r);
+    bufrings_detach(r);
+    Py_CLEAR(r->buf_rings);
 }

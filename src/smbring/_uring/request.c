@@ -3,12 +3,13 @@
  * memory, path objects) and releases the buffers only at its last completion: for multishot
  * ops the CQE without IORING_CQE_F_MORE, for zero-copy sends the notification.
  */
-#include "ring.h"
+#include "request.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <string.h>
 #include <structmember.h>
+
+#define request_of(l) ((RequestObject *)((char *)(l) - offsetof(RequestObject, link)))
 
 /* What every new request checks: a usable ring, an op the kernel has, a callable or None. */
 static int check_new(RingObject *r, uint8_t opcode, PyObject **callback)
@@ -17,7 +18,7 @@ static int check_new(RingObject *r, uint8_t opcode, PyObject **callback)
         return -1;
     if (!ring_op_supported(r, opcode)) {
         PyErr_Format(UnsupportedOp, "IORING_OP_%s is not supported by this kernel",
-                     sr_op_names[opcode] ? sr_op_names[opcode] : "?");
+                     sr_op_name(opcode));
         return -1;
     }
     if (*callback == Py_None)
@@ -49,7 +50,7 @@ RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
         if (!req)
             return NULL;
     }
-    req->prev = req->next = NULL;
+    req->link.prev = req->link.next = NULL;
     req->ring = NULL;
     req->callback = Py_XNewRef(callback);
     req->keep = NULL;
@@ -68,7 +69,7 @@ RequestObject *request_new(RingObject *r, uint8_t opcode, PyObject *callback)
     req->is_batch = 0;
     req->selects_buffer = 0;
     req->buf_group = 0;
-    req->gives_back = 0;
+    req->finish = NULL;
     /* Only a callback can lead back to the request (a closure that holds it); what else a
      * request refers to (pinned buffers, paths, results) cannot, so the collector need not
      * watch the rest, which are most requests of a busy server. */
@@ -155,7 +156,7 @@ void *request_alloc(RequestObject *req, size_t size)
     return req->mem;
 }
 
-void request_release(RequestObject *req)
+static void request_release(RequestObject *req)
 {
     for (int i = 0; i < req->nviews; i++) {
         Py_buffer *view = &req->views[i];
@@ -166,10 +167,6 @@ void request_release(RequestObject *req)
     }
     req->nviews = 0;
     free_views(req);
-    if (req->gives_back) {
-        req->gives_back = 0;
-        bufring_give_back(req->keep, req->give_back_bid);
-    }
     Py_CLEAR(req->keep);
 }
 
@@ -199,16 +196,16 @@ void request_start(RequestObject *req, RingObject *r, int fd, int sqe_flags)
     req->ring = r;
     req->fd = (sqe_flags & IOSQE_FIXED_FILE) ? -1 : fd;
     req->state = REQ_INFLIGHT;
-    ring_link_inflight(r, req);
+    req->link.prev = r->inflight.prev;
+    req->link.next = &r->inflight;
+    r->inflight.prev->next = &req->link;
+    r->inflight.prev = &req->link;
+    r->ninflight++;
     if (req->uses_fixed_buffer)
         r->fixed_inflight++;
     Py_INCREF(req);
 }
 
-/* Builds the op-specific result value at the final completion; see ops.c. */
-extern int ops_finish(RequestObject *req);
-
-/* One CQE for req. Returns 0, or -1 if its callback raised. */
 int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent)
 {
     RingObject *r = req->ring;
@@ -229,13 +226,13 @@ int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent
     }
     if (final) {
         req->state = REQ_DONE;
-        req->prev->next = req->next;
-        req->next->prev = req->prev;
-        req->prev = req->next = NULL;
+        req->link.prev->next = req->link.next;
+        req->link.next->prev = req->link.prev;
+        req->link.prev = req->link.next = NULL;
         r->ninflight--;
         if (req->uses_fixed_buffer)
             r->fixed_inflight--;
-        if (req->mem && ops_finish(req) < 0)   /* only ops with scratch memory have results */
+        if (req->finish && req->finish(req) < 0)
             PyErr_Clear();  /* a result we could not build shows as value None */
         request_release(req);
         req->ring = NULL;
@@ -328,7 +325,7 @@ static PyObject *Request_result(RequestObject *req, PyObject *unused)
 static PyObject *Request_repr(RequestObject *req)
 {
     static const char *states[] = {"new", "in flight", "done"};
-    const char *name = sr_op_names[req->opcode] ? sr_op_names[req->opcode] : "?";
+    const char *name = sr_op_name(req->opcode);
     return PyUnicode_FromFormat("<Request %s %s res=%d>", name, states[req->state], (int)req->res);
 }
 
@@ -343,7 +340,7 @@ REQ_GETTER(zc_copied, PyBool_FromLong(req->zc_copied))
 REQ_GETTER(buffer_id, (req->flags & IORING_CQE_F_BUFFER)
                           ? PyLong_FromUnsignedLong(req->flags >> IORING_CQE_BUFFER_SHIFT)
                           : Py_NewRef(Py_None))
-REQ_GETTER(op, PyUnicode_FromString(sr_op_names[req->opcode] ? sr_op_names[req->opcode] : "?"))
+REQ_GETTER(op, PyUnicode_FromString(sr_op_name(req->opcode)))
 REQ_GETTER(value, Py_NewRef(req->value ? req->value : Py_None))
 
 static PyGetSetDef Request_getset[] = {
@@ -463,4 +460,41 @@ BatchObject *batch_new(RingObject *r, uint8_t opcode, PyObject *callback, Py_ssi
     for (Py_ssize_t i = 0; i < count; i++)
         b->items[i].batch = b;
     return b;
+}
+
+/* ---- the ring's requests in flight -------------------------------------------------------- */
+
+Py_ssize_t requests_on_fd(RingObject *r, int fd)
+{
+    Py_ssize_t n = 0;
+    for (InflightLink *l = r->inflight.next; l != &r->inflight; l = l->next)
+        n += request_of(l)->fd == fd;
+    return n;
+}
+
+/* At close, for requests the kernel did not finish: forget them without touching their
+ * buffers (leaked on purpose: their memory stays valid, which a use-after-free would not). */
+void requests_abandon(RingObject *r)
+{
+    if (r->ninflight > 0 && r->fork_generation == sr_fork_generation) {
+        PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                         "Ring closed with %zd request(s) the kernel did not finish; "
+                         "their buffers are leaked rather than freed under the kernel",
+                         r->ninflight);
+        PyErr_Clear();
+    }
+    for (InflightLink *l = r->inflight.next; l != &r->inflight; l = l->next)
+        request_of(l)->ring = NULL;
+    r->inflight.next = r->inflight.prev = &r->inflight;
+    r->ninflight = 0;
+}
+
+int request_types_ready(void)
+{
+    /* a Batch is a Request with items: same lifetime handling, no freelist (see dealloc) */
+    BatchType.tp_base = &RequestType;
+    BatchType.tp_traverse = RequestType.tp_traverse;
+    BatchType.tp_clear = RequestType.tp_clear;
+    BatchType.tp_dealloc = RequestType.tp_dealloc;
+    return PyType_Ready(&RequestType) < 0 || PyType_Ready(&BatchType) < 0 ? -1 : 0;
 }
