@@ -102,7 +102,7 @@ void ring_free_queued(RingObject *r)
 
 /* ---- completion ------------------------------------------------------------------------ */
 
-/* Waits for CQEs without ever exceeding timeout_ns (seed 001, problem a). The first enter
+/* Waits for CQEs without ever exceeding timeout_ns (a problem Samba's developers met with liburing). The first enter
  * submits and runs deferred task work without blocking, holding the GIL: most completions
  * are ready by then and this costs one syscall. Only if that is not enough does it block,
  * with the GIL released, for at most the remaining time. */

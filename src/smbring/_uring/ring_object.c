@@ -186,7 +186,7 @@ static PyObject *Ring_process(RingObject *r, PyObject *unused)
 
 /* Closes fd for real: cancels every pending request on it, reaps those cancellations, then
  * closes. A pending POLL_ADD or RECV holds a reference to the file, so a plain close() would
- * neither end them nor shut a socket down (seed 001, problem b). */
+ * neither end them nor shut a socket down (a problem Samba's developers met with io_uring under tevent). */
 static PyObject *Ring_close_fd(RingObject *r, PyObject *arg)
 {
     int fd = sr_as_int(arg);

@@ -3,7 +3,7 @@
 Workloads (the ones of ``shared/anchors/tevent_pipe_bench.c``, which is built and run for
 tevent's C backends in the same run):
 
-- ``samba``: the workload of tevent's testsuite "context" test, whose figures the seed quotes:
+- ``samba``: the workload of tevent's testsuite "context" test, whose figures Samba's io_uring report quotes:
   one pipe; a READ handler on fd[0] that sends itself SIGUSR1 and SIGALRM and reads one byte
   (counted), a level-triggered WRITE handler on fd[1] writing one byte, two fd events that
   never fire, signal events for both signals. ``samba-nosig``: the same without signals.
