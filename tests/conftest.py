@@ -3,6 +3,16 @@ import threading
 
 import pytest
 
+# tests that start real servers and drive real clients over sockets (all run by `make test`;
+# `pytest -m "not integration"` runs the rest: the core without sockets, the engine, the VFS)
+INTEGRATION_DIRS = {"server", "security", "fuzz"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_DIRS & set(item.path.parent.parts[-1:]):
+            item.add_marker(pytest.mark.integration)
+
 
 def _promptly(fn, seconds: float = 2.0):
     """fn() run in a daemon thread: what it returned or the exception it raised, or "hung" if it
