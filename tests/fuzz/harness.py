@@ -63,6 +63,9 @@ def worker(argv: list[str]) -> None:
     def test_one_input(data: bytes) -> None:
         smbfuzz_world.run_input(world, data, atheris.FuzzedDataProvider, tolerate)
 
+    # files are bounded by RLIMIT_FSIZE (EFBIG for the core to answer): libFuzzer must not
+    # take SIGXFSZ for a crash
+    argv = argv + ["-handle_xfsz=0"]
     with smbfuzz_world.bounded_files():
         atheris.Setup(argv, test_one_input)
         atheris.Fuzz()
@@ -91,9 +94,9 @@ def show(paths: list[str]) -> int:
                                                      smbfuzz_world.tolerated(), seen=seen)
                     if client.known:
                         print("   known findings:", ", ".join(client.known))
-                except AssertionError as e:
+                except Exception as e:      # a check, or the core's own exception
                     failed += 1
-                    print("   FINDING:", e)
+                    print(f"   FINDING: {type(e).__name__}: {e}")
                 print("   answers:", " ".join(f"{c}:{s:x}" for c, s in seen))
     finally:
         world.close()

@@ -28,6 +28,7 @@ import shutil
 import signal
 import struct
 import tempfile
+import traceback
 from contextlib import contextmanager
 
 from smbring.datapath import FileRange
@@ -60,6 +61,12 @@ KNOWN = {
     "vfs-parent-fd-leak": "PosixVFS.parent opens the parent directory before it finds the path "
                           "empty (IndexError), and rename opens the first parent before the second "
                           "fails: a rename to an empty name leaks two descriptors",
+    "root-delete-on-close": "delete on close of the share root: close_open calls PosixVFS.remove([]), "
+                            "whose IndexError escapes close_all, and the opens after it stay open",
+    "fid-tree-mismatch": "requests on a FileId take the share from the header's TreeId, not from "
+                         "the open (never matched): SET_INFO through a read-only share's open "
+                         "with a writable share's TreeId changes the read-only share; with the "
+                         "IPC$ TreeId, AttributeError (STATUS_INTERNAL_ERROR)",
     "reauth-drops-signing": "an unsigned re-authentication as anonymous turns a session that "
                             "must sign into a guest session that need not",
 }
@@ -181,11 +188,17 @@ class World:
                                                           st.st_ctime_ns, xattrs, link)
         return state
 
-    def check_outside(self) -> None:
+    def changed_outside(self) -> list[str]:
+        """What changed outside the writable share (and, if anything did, a fresh read-only
+        share so that the next input starts from the same state)."""
         now = self.snapshot()
-        if now != self.outside:
-            changed = sorted(k for k in set(now) | set(self.outside) if now.get(k) != self.outside.get(k))
-            raise Finding(f"outside the writable share, changed: {changed}")
+        if now == self.outside:
+            return []
+        changed = sorted(k for k in set(now) | set(self.outside) if now.get(k) != self.outside.get(k))
+        shutil.rmtree(self.ro)
+        populate(self.ro, os.path.join(self.root, "outside"), writable=False)
+        self.outside = self.snapshot()
+        return changed
 
 
 def write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -271,6 +284,7 @@ class Client:
         self.valid: set[int] = set()                 # SessionIds logged on
         self.reauth_failed = False                   # a logged-on session failed to re-authenticate
         self.downgraded: set[int] = set()            # sessions re-authenticated as guest or anonymous
+        self.cross_tree = False                      # a FileId sent with another tree's TreeId
         self.responses = 0
         self.statuses: list[tuple[int, int]] = []    # (command, status) of every response
         self.seal_key = self.unseal_key = b""        # the sealed session's, once it exists
@@ -401,6 +415,9 @@ class Client:
             at = fi.FID_OFFSET.get(spec.command)
             if spec.fid != fi.NO_FID and at is not None and len(body) >= at + 16:
                 body[at:at + 16] = self.fid(spec.fid)
+            if at is not None and not flags & wire.FLAGS_RELATED:
+                named = self.conn.opens.get(bytes(body[at:at + 16]))
+                self.cross_tree |= named is not None and named.tree_id != hdr.tree_id
             part = bytearray(hdr.pack()) + body
             if i < len(messages) - 1:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))
@@ -432,6 +449,19 @@ class Client:
         if negotiated and any(status_of(a, wire.NEGOTIATE) for a in answers):
             self.found("a second NEGOTIATE was answered; the connection should have ended",
                        "second-negotiate")
+
+    def disconnect(self) -> None:
+        """What the server does when a connection ends: close_all, which must not raise (the
+        opens after the one that raised would stay open for good)."""
+        for _ in range(len(self.conn.opens) + 1):
+            try:
+                self.conn.close_all()
+                return
+            except Exception as e:
+                where = [frame.name for frame in traceback.extract_tb(e.__traceback__)]
+                kind = "root-delete-on-close" if isinstance(e, IndexError) and "parent" in where \
+                    else "close-all-raised"
+                self.found(f"close_all raised {type(e).__name__}: {e} (in {' < '.join(reversed(where))})", kind)
 
     def found(self, message: str, kind: str) -> None:
         """A known finding is recorded (the input goes on); anything else fails."""
@@ -592,7 +622,7 @@ def leak_kind(client: Client, targets: list[str]) -> str:
     if all(os.path.isdir(t) for t in targets):
         if client.reauth_failed:
             return "reauth-fd-leak"
-        if any(cmd in (wire.SET_INFO, wire.CLOSE) for cmd, _ in statuses):
+        if "root-delete-on-close" in client.known or any(cmd in (wire.SET_INFO, wire.CLOSE) for cmd, _ in statuses):
             return "vfs-parent-fd-leak"
     elif all(t.endswith(" (deleted)") or os.path.isfile(t) for t in targets) and \
             any(cmd == wire.CREATE and status >> 30 == 3 for cmd, status in statuses):
@@ -630,17 +660,23 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
             for answer in client.conn.outbox_drain():
                 client.check_response(answer)
         finally:
-            client.conn.close_all()     # what the server does when a connection ends
+            client.disconnect()
         if errors.records:
-            raise Finding("the core logged an error:\n" + "\n".join(errors.records))
+            kind = "fid-tree-mismatch" if client.cross_tree and \
+                all("has no attribute 'read_only'" in r for r in errors.records) else "core-error"
+            client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
     client.check_left_nothing()
-    world.check_outside()
+    changed = world.changed_outside()
+    if changed:
+        kind = "fid-tree-mismatch" if client.cross_tree and all(c.startswith("ro/") for c in changed) \
+            else "outside-changed"
+        client.found(f"outside the writable share, changed: {changed}", kind)
     leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
     if leaked:
         kind = leak_kind(client, list(leaked.values()))
-        client.found(f"file descriptors left open by the connection: {leaked}", kind)
         for fd in leaked:           # nobody owns them: the next inputs start clean
             os.close(int(fd))
+        client.found(f"file descriptors left open by the connection: {leaked}", kind)
     growth = peak_rss() - rss_before
     if growth > MAX_GROWTH:
         raise Finding(f"one input grew the peak RSS by {growth >> 20} MiB")
