@@ -67,9 +67,16 @@ KNOWN = {
                          "the open (never matched): SET_INFO through a read-only share's open "
                          "with a writable share's TreeId changes the read-only share; with the "
                          "IPC$ TreeId, AttributeError (STATUS_INTERNAL_ERROR)",
+    "sealed-session-mismatch": "a decrypted request is not checked to belong to the session whose key "
+                               "encrypted it: one session's key carries out another session's requests",
+    "eof-overflow": "SET_INFO FileEndOfFileInformation of 2**63 or more: os.ftruncate raises "
+                    "OverflowError, answered STATUS_INTERNAL_ERROR (not STATUS_INVALID_PARAMETER)",
     "reauth-drops-signing": "an unsigned re-authentication as anonymous turns a session that "
                             "must sign into a guest session that need not",
 }
+# how a known finding shows in what the core logs (its catch-all logs the traceback)
+LOGGED = (("has no attribute 'read_only'", "fid-tree-mismatch"),
+          ("os.ftruncate(o.fd, struct.unpack_from", "eof-overflow"))
 STRICT = "SMBRING_FUZZ_STRICT"
 
 
@@ -280,7 +287,7 @@ class Client:
         self.fids: list[bytes] = []                  # FileIds of CREATE answers, oldest first
         self.pending: list[tuple[int, int]] = []     # (MessageId, AsyncId) answered PENDING
         self.file_keys: set = set()                  # (dev, ino) of every file opened
-        self.requests: dict[int, tuple[bool, bool]] = {}   # MessageId -> (signed, sealed)
+        self.requests: dict[int, tuple[bool, int]] = {}    # MessageId -> (signed, sealed by session)
         self.valid: set[int] = set()                 # SessionIds logged on
         self.reauth_failed = False                   # a logged-on session failed to re-authenticate
         self.downgraded: set[int] = set()            # sessions re-authenticated as guest or anonymous
@@ -381,7 +388,7 @@ class Client:
         elif frame.cancel is not None:
             data = self.cancel(frame.cancel)
         else:
-            data = self.chain(frame.messages, seal)
+            data = self.chain(frame.messages, sealed if seal else 0)
         if seal:
             transform, ciphertext = security.encrypt(self.conn.cipher, self.seal_key, sealed, data)
             data = transform + bytes(ciphertext)
@@ -399,7 +406,7 @@ class Client:
                      flags=wire.FLAGS_ASYNC if choice & 1 else 0, async_id=async_id)
         return hdr.pack() + struct.pack("<HH", 4, 0)
 
-    def chain(self, messages: list[fi.Message], sealed: bool = False) -> bytes:
+    def chain(self, messages: list[fi.Message], sealed_by: int = 0) -> bytes:
         parts = []
         for i, m in enumerate(messages):
             spec = m.spec
@@ -408,7 +415,7 @@ class Client:
             hdr = Header(command=spec.command, flags=flags, credit_charge=spec.credit_charge,
                          credits=spec.credits, message_id=self.message_id(spec), session_id=sid,
                          tree_id=self.tree_id(spec.tree, sid))
-            self.requests[hdr.message_id] = (bool(flags & wire.FLAGS_SIGNED), sealed)
+            self.requests[hdr.message_id] = (bool(flags & wire.FLAGS_SIGNED), sealed_by)
             if flags & wire.FLAGS_ASYNC:
                 hdr.async_id = self.pending[-1][1] if self.pending else spec.mid
             body = bytearray(m.body)
@@ -564,7 +571,13 @@ class Client:
     def check_protection(self, h: Header) -> None:
         if h.status != wire.STATUS_SUCCESS or h.command in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.ECHO):
             return
-        signed, sealed = self.requests.get(h.message_id, (True, True))
+        if h.message_id not in self.requests:
+            return              # a raw frame: its requests are not known
+        signed, sealed_by = self.requests[h.message_id]
+        sealed = sealed_by == h.session_id
+        if sealed_by and not sealed:
+            self.found(f"a request (command {h.command}) of session {h.session_id:#x}, encrypted with the "
+                       f"key of session {sealed_by:#x}, succeeded", "sealed-session-mismatch")
         if h.session_id == self.sessions.get(fi.SIGNED) and not (signed or sealed):
             kind = "reauth-drops-signing" if h.session_id in self.downgraded else "unsigned-accepted"
             self.found(f"an unsigned request (command {h.command}) succeeded on a session that must sign", kind)
@@ -662,8 +675,8 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
         finally:
             client.disconnect()
         if errors.records:
-            kind = "fid-tree-mismatch" if client.cross_tree and \
-                all("has no attribute 'read_only'" in r for r in errors.records) else "core-error"
+            kinds = {next((kind for sign, kind in LOGGED if sign in r), "core-error") for r in errors.records}
+            kind = kinds.pop() if len(kinds) == 1 else "core-error"
             client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
     client.check_left_nothing()
     changed = world.changed_outside()
