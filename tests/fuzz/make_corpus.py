@@ -22,7 +22,7 @@ from smbring.smb import acl, wire
 from smbring.smb.wire import Header
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
-SMB302, SMB311, SMB202, FRESH = 3, 4, 0, fi.Mode.FRESH
+SMB202, SMB300, SMB302, SMB311, FRESH = 0, 2, 3, 4, fi.Mode.FRESH
 ANY = fi.FID_ANY_SLOT       # in a related compound: the previous request's file
 NEWEST = 2                  # the FileId of the latest CREATE answer
 RELATED = 0x01
@@ -261,6 +261,11 @@ def seeds() -> dict[str, bytes]:
         msg(wire.READ, read(), session=fi.SEALED_SESSION, fid=NEWEST) + \
         msg(wire.READ, read(), session=fi.SEALED_PLAIN, fid=NEWEST)
     s["sealed-311"] = encode_mode(SMB311) + fi.encode_sealed(msg(wire.ECHO, simple(), session=fi.SEALED_SESSION))
+    s["signed-gmac-sealed-256"] = encode_mode(SMB311, other_offer=True) + \
+        msg(wire.CREATE, create("f.txt"), session=fi.SIGNED, flags=0x02) + \
+        msg(wire.READ, read(), session=fi.SEALED_SESSION, fid=NEWEST)
+    s["no-encryption"] = encode_mode(SMB300, other_offer=True) + msg(wire.ECHO, simple(), session=fi.SEALED_SESSION) + \
+        msg(wire.IOCTL, ioctl(0x00140204, vni_body(), 24))
     s["mutated"] = encode_mode(SMB302) + fi.encode_mutate([(66, 0xFF), (120, 0x80)], opened())
     # ids out of sequence: a repeated MessageId, one far away
     s["message-ids"] = encode_mode(SMB302) + msg(wire.ECHO, simple()) + msg(wire.ECHO, simple(), mid=fi.MID_REUSE) + \
@@ -301,13 +306,13 @@ def check(made: dict[str, bytes]) -> None:
     import atheris
     import smbfuzz_world
     world = smbfuzz_world.World()
-    setup = 13      # the answers to NEGOTIATE and the tree connects of the set-up
     try:
         with smbfuzz_world.bounded_files():
             for name, data in made.items():
+                seen = []           # the answers after the set-up's
                 client = smbfuzz_world.run_input(world, data, atheris.FuzzedDataProvider,
-                                                 smbfuzz_world.tolerated())
-                said = " ".join(f"{cmd}:{status:x}" for cmd, status in client.statuses[setup:])
+                                                 smbfuzz_world.tolerated(), seen)
+                said = " ".join(f"{cmd}:{status:x}" for cmd, status in seen)
                 known = f" known: {','.join(client.known)}" if client.known else ""
                 print(f"{name:28} {'alive' if client.alive else 'dropped':8} {said}{known}")
     finally:

@@ -299,13 +299,13 @@ class Client:
         self.statuses: list[tuple[int, int]] = []    # (command, status) of every response
         self.seal_key = self.unseal_key = b""        # the sealed session's, once it exists
         if mode.dialect:
-            self.log_on(mode.dialect)
+            self.log_on(mode.dialect, mode.other_offer)
 
     # -- set-up -------------------------------------------------------------------------------
-    def log_on(self, dialect: int) -> None:
+    def log_on(self, dialect: int, other_offer: bool = False) -> None:
         """NEGOTIATE, then the sessions a logon would leave, then their tree connects."""
         self.send_frame(fi.Frame(messages=[fi.Message(fi.Spec(wire.NEGOTIATE, session=fi.NO_SESSION),
-                                                      negotiate_body(dialect))]))
+                                                      negotiate_body(dialect, other_offer))]))
         c = self.conn
         if c.dialect != dialect:
             raise Finding(f"NEGOTIATE of {dialect:#x} chose {c.dialect:#x}")
@@ -614,15 +614,19 @@ class Client:
             raise Finding(f"left behind: {len(self.conn.async_requests)} pending requests")
 
 
-def negotiate_body(dialect: int) -> bytes:
-    """What a client offers for one dialect: for 3.1.1 the preauth and cipher contexts, for
-    3.0 and 3.0.2 the encryption capability."""
-    caps = wire.CAP_ENCRYPTION if dialect in (wire.SMB300, wire.SMB302) else 0
+def negotiate_body(dialect: int, other_offer: bool = False) -> bytes:
+    """What a client offers for one dialect: for 3.1.1 the preauth and cipher contexts (and
+    a signing context with the other offer), for 3.0 and 3.0.2 the encryption capability
+    (none with the other offer)."""
+    caps = wire.CAP_ENCRYPTION if dialect in (wire.SMB300, wire.SMB302) and not other_offer else 0
     contexts = []
     if dialect == wire.SMB311:
+        cipher = security.AES_256_GCM if other_offer else security.AES_128_GCM
         contexts = [struct.pack("<HHIHH", wire.PREAUTH_INTEGRITY_CAPABILITIES, 38, 0, 1, 32) +
                     struct.pack("<H", wire.SHA512) + b"\x5a" * 32,
-                    struct.pack("<HHIHH", wire.ENCRYPTION_CAPABILITIES, 4, 0, 1, security.AES_128_GCM)]
+                    struct.pack("<HHIHH", wire.ENCRYPTION_CAPABILITIES, 4, 0, 1, cipher)]
+        if other_offer:
+            contexts.append(struct.pack("<HHIHH", wire.SIGNING_CAPABILITIES, 4, 0, 1, security.AES_GMAC))
     ctx_off = wire.pad8(64 + 36 + 2) if contexts else 0
     body = struct.pack("<HHHHI16sIHHH", 36, 1, wire.SECURITY_SIGNING_ENABLED, 0, caps, b"\x11" * 16,
                        ctx_off, len(contexts), 0, dialect)
