@@ -74,6 +74,8 @@ KNOWN = {
     "compound-response-size": "a compound's responses are built in memory with no bound on their "
                               "total: three 8 MiB READs make a 24 MiB frame whose length overflows the "
                               "24-bit NetBIOS field (and 128 of them, 1 GiB)",
+    "readonly-delete-on-close": "h_create on a read-only share refuses DELETE but not GENERIC_ALL "
+                                "or MAXIMUM_ALLOWED with FILE_DELETE_ON_CLOSE: a guest deletes its files",
     "reauth-drops-signing": "an unsigned re-authentication as anonymous turns a session that "
                             "must sign into a guest session that need not",
 }
@@ -198,17 +200,18 @@ class World:
                                                           st.st_ctime_ns, xattrs, link)
         return state
 
-    def changed_outside(self) -> list[str]:
-        """What changed outside the writable share (and, if anything did, a fresh read-only
-        share so that the next input starts from the same state)."""
+    def changed_outside(self) -> tuple[list[str], list[str]]:
+        """What changed outside the writable share, and what of it is gone (and, if anything
+        changed, a fresh read-only share so that the next input starts from the same state)."""
         now = self.snapshot()
         if now == self.outside:
-            return []
+            return [], []
         changed = sorted(k for k in set(now) | set(self.outside) if now.get(k) != self.outside.get(k))
+        gone = [k for k in changed if k not in now]
         shutil.rmtree(self.ro)
         populate(self.ro, os.path.join(self.root, "outside"), writable=False)
         self.outside = self.snapshot()
-        return changed
+        return changed, gone
 
 
 def write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -688,10 +691,14 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
                 kind = "core-error"
             client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
     client.check_left_nothing()
-    changed = world.changed_outside()
+    changed, gone = world.changed_outside()
     if changed:
-        kind = "fid-tree-mismatch" if client.cross_tree and all(c.startswith("ro/") for c in changed) \
-            else "outside-changed"
+        kind = "outside-changed"
+        if all(c.startswith("ro/") for c in changed):
+            if gone:
+                kind = "readonly-delete-on-close"
+            elif client.cross_tree:
+                kind = "fid-tree-mismatch"
         client.found(f"outside the writable share, changed: {changed}", kind)
     leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
     if leaked:
