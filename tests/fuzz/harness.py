@@ -8,7 +8,7 @@ for instance, ten minutes from the committed seeds, new inputs kept in a scratch
         -rss_limit_mb=2048 /tmp/smb-corpus tests/fuzz/corpus
 
 Each input is a script of frames for one fresh, logged-on connection (smbfuzz_input), run
-and checked by smbfuzz_world. The modules of smbring.smb, and the path checks of
+and checked by smbfuzz_client and smbfuzz_world. The modules of smbring.smb, and the path checks of
 smbring.vfs.posix, are instrumented so that coverage of them guides the mutations. An input
 that breaks a check raises, and libFuzzer saves it as crash-<sha1>; replay one with
 
@@ -54,11 +54,12 @@ def instrument(prefixes=INSTRUMENTED) -> int:
 
 def worker(argv: list[str]) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import smbfuzz_findings
     import smbfuzz_world                     # imports smbring.smb.* and smbring.vfs.posix
     count = instrument()
     print(f"INFO: instrumented {count} functions of {', '.join(INSTRUMENTED)}", file=sys.stderr)
     world = smbfuzz_world.World(os.environ.get(WORLD_DIR))
-    tolerate = smbfuzz_world.tolerated()
+    tolerate = smbfuzz_findings.tolerated()
 
     def test_one_input(data: bytes) -> None:
         smbfuzz_world.run_input(world, data, atheris.FuzzedDataProvider, tolerate)
@@ -75,6 +76,7 @@ def show(paths: list[str]) -> int:
     """Triage: what each input sends and what every answer said (known findings are
     reported and passed over unless SMBRING_FUZZ_STRICT=1)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import smbfuzz_findings
     import smbfuzz_input
     import smbfuzz_world
     world = smbfuzz_world.World()
@@ -91,7 +93,7 @@ def show(paths: list[str]) -> int:
                 seen = []
                 try:
                     client = smbfuzz_world.run_input(world, data, atheris.FuzzedDataProvider,
-                                                     smbfuzz_world.tolerated(), seen=seen)
+                                                     smbfuzz_findings.tolerated(), seen=seen)
                     if client.known:
                         print("   known findings:", ", ".join(client.known))
                 except Exception as e:      # a check, or the core's own exception

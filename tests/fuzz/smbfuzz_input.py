@@ -15,7 +15,7 @@ records, each one frame (or a wrapper around the next record):
     CANCEL    a CANCEL for a request still waiting (by AsyncId or MessageId)
 
 A message starts with a fixed 9-byte `Spec` of symbolic header fields: which session, tree and
-FileId to use are slots that the world (smbfuzz_world) resolves when the frame is sent, so the
+FileId to use are slots that the client (smbfuzz_client) resolves when the frame is sent, so the
 ids the server handed out earlier in the same input (FileIds of CREATE responses) are reused.
 Nothing here knows about the server's state: decoding an input never depends on running it.
 """

@@ -3,7 +3,7 @@
 It fails if the harness finds an input that breaks a check (an exception escaping
 handle_frame, a bad response frame, a file outside the shares touched or shown, a leak, a
 hang past 10 s, memory past the limits). Known findings, reported and not yet fixed
-(smbfuzz_world.KNOWN), are passed over; tests/fuzz/test_replay.py replays them.
+(smbfuzz_findings.KNOWN), are passed over; tests/fuzz/test_replay.py replays them.
 """
 import os
 import subprocess

@@ -2,7 +2,7 @@
 requests that matter) through the harness's checks, none tolerated.
 
 A file is named after its finding (`<kind>` or `<kind>-<n>`); while the kind is listed in
-smbfuzz_world.KNOWN (reported, not fixed), its replay is expected to fail. Once the bug is
+smbfuzz_findings.KNOWN (reported, not fixed), its replay is expected to fail. Once the bug is
 fixed, remove the kind from KNOWN: the replay then must pass, and the fuzzer stops passing
 over the finding.
 """
@@ -12,6 +12,7 @@ import atheris
 import pytest
 
 import smbfuzz_world
+from smbfuzz_findings import KNOWN
 
 CRASHES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashes")
 
@@ -19,7 +20,7 @@ CRASHES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashes")
 def replays():
     for name in sorted(os.listdir(CRASHES)):
         kind = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
-        marks = [pytest.mark.xfail(reason=smbfuzz_world.KNOWN[kind], strict=False)] if kind in smbfuzz_world.KNOWN else []
+        marks = [pytest.mark.xfail(reason=KNOWN[kind], strict=False)] if kind in KNOWN else []
         yield pytest.param(name, id=name, marks=marks)
 
 
