@@ -347,6 +347,7 @@ class Client:
         if sealed_by and not sealed:
             self.found(f"a request (command {h.command}) of session {h.session_id:#x}, encrypted with the "
                        f"key of session {sealed_by:#x}, succeeded", "sealed-session-mismatch")
+            return              # the signing and sealing checks below would blame the same cause
         if h.session_id == self.sessions.get(fi.SIGNED) and not (signed or sealed):
             kind = "reauth-drops-signing" if h.session_id in self.downgraded else "unsigned-accepted"
             self.found(f"an unsigned request (command {h.command}) succeeded on a session that must sign", kind)
