@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from smbring.smb import acl, wire
 from smbring.smb.connection import Share
+from smbring.smb.limits import MAX_IO
 from smbring.vfs.posix import PosixVFS, set_ea, set_sd
 
 import smbfuzz_input as fi
@@ -239,6 +240,12 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
                 kind = "core-error"
             client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
     client.check_left_nothing()
+    leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
+    if leaked:
+        kind = leak_kind(client, list(leaked.values()))
+        for fd in leaked:           # nobody owns them: the next inputs start clean
+            os.close(int(fd))
+        client.found(f"file descriptors left open by the connection: {leaked}", kind)
     changed, gone = world.changed_outside()
     if changed:
         kind = "outside-changed"
@@ -248,15 +255,9 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
             elif client.cross_tree:
                 kind = "fid-tree-mismatch"
         client.found(f"outside the writable share, changed: {changed}", kind)
-    leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
-    if leaked:
-        kind = leak_kind(client, list(leaked.values()))
-        for fd in leaked:           # nobody owns them: the next inputs start clean
-            os.close(int(fd))
-        client.found(f"file descriptors left open by the connection: {leaked}", kind)
     growth = peak_rss() - rss_before
     if growth > MAX_GROWTH:
-        kind = "compound-response-size" if client.largest > connection.MAX_IO + 65536 else "memory-growth"
+        kind = "compound-response-size" if client.largest > MAX_IO + 65536 else "memory-growth"
         client.found(f"one input grew the peak RSS by {growth >> 20} MiB", kind)
     return client
 
