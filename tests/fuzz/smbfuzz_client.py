@@ -211,7 +211,7 @@ class Client:
             return
         data = self.render(frame)
         negotiated = self.conn.dialect not in (0, wire.WILDCARD_DIALECT)
-        limit = self.conn.frame_limit() if hasattr(self.conn, "frame_limit") else connection.MAX_IO + 65536
+        limit = self.conn.frame_limit()
         if len(data) < 64 or len(data) > limit:
             self.alive = False        # the server drops such a frame's connection unread
             return
