@@ -62,17 +62,20 @@ class Finding(AssertionError):
 
 
 
-def leak_kind(client, targets: list[str]) -> str:
-    """Which known finding a descriptor leak looks like ("fd-leak" if none)."""
-    statuses = client.statuses
-    if all(os.path.isdir(t) for t in targets):
-        if client.reauth_failed:
-            return "reauth-fd-leak"
-        if "root-delete-on-close" in client.known or any(cmd in (wire.SET_INFO, wire.CLOSE) for cmd, _ in statuses):
-            return "vfs-parent-fd-leak"
-    elif all(t.endswith(" (deleted)") or os.path.isfile(t) for t in targets) and \
-            any(cmd == wire.CREATE and status >> 30 == 3 for cmd, status in statuses):
-        return "create-fd-leak"
-    return "fd-leak"
-
-
+def leak_kinds(client, targets: list[str]) -> dict[str, list[str]]:
+    """The leaked descriptors' targets by the known finding each looks like ("fd-leak": none)."""
+    failed_create = any(cmd == wire.CREATE and status >> 30 == 3 for cmd, status in client.statuses)
+    parents = "root-delete-on-close" in client.known or \
+        any(cmd in (wire.SET_INFO, wire.CLOSE) for cmd, _ in client.statuses)
+    kinds: dict[str, list[str]] = {}
+    for target in targets:
+        kind = "fd-leak"
+        if os.path.isdir(target):
+            if client.reauth_failed:
+                kind = "reauth-fd-leak"
+            elif parents:
+                kind = "vfs-parent-fd-leak"
+        elif (target.endswith(" (deleted)") or os.path.isfile(target)) and failed_create:
+            kind = "create-fd-leak"
+        kinds.setdefault(kind, []).append(target)
+    return kinds

@@ -27,7 +27,7 @@ from smbring.vfs.posix import PosixVFS, set_ea, set_sd
 
 import smbfuzz_input as fi
 from smbfuzz_client import Client
-from smbfuzz_findings import LOGGED, leak_kind
+from smbfuzz_findings import LOGGED, leak_kinds
 
 MAX_GROWTH = 64 << 20          # bytes of peak RSS one input may add
 MAX_FILE = 64 << 20            # RLIMIT_FSIZE while fuzzing: a client may not fill the disk here
@@ -241,11 +241,10 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
             client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
     client.check_left_nothing()
     leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
-    if leaked:
-        kind = leak_kind(client, list(leaked.values()))
-        for fd in leaked:           # nobody owns them: the next inputs start clean
-            os.close(int(fd))
-        client.found(f"file descriptors left open by the connection: {leaked}", kind)
+    for fd in leaked:               # nobody owns them: the next inputs start clean
+        os.close(int(fd))
+    for kind, targets in leak_kinds(client, list(leaked.values())).items():
+        client.found(f"file descriptors left open by the connection: {targets}", kind)
     changed, gone = world.changed_outside()
     if changed:
         kind = "outside-changed"
