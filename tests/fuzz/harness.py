@@ -65,8 +65,8 @@ def worker(argv: list[str]) -> None:
         smbfuzz_world.run_input(world, data, atheris.FuzzedDataProvider, tolerate)
 
     # files are bounded by RLIMIT_FSIZE (EFBIG for the core to answer): libFuzzer must not
-    # take SIGXFSZ for a crash
-    argv = argv + ["-handle_xfsz=0"]
+    # take SIGXFSZ for a crash; and -merge, -fork and -jobs run argv[0] again as a command
+    argv = [f"{sys.executable} {os.path.abspath(__file__)}"] + argv[1:] + ["-handle_xfsz=0"]
     with smbfuzz_world.bounded_files():
         atheris.Setup(argv, test_one_input)
         atheris.Fuzz()
