@@ -48,3 +48,14 @@ bench: build
 
 clean:
 	rm -rf build $(VENV) src/*.egg-info src/smbring/*.so
+
+# Coverage-guided fuzzing of the protocol core (docs/FUZZING.md): FUZZ_TIME seconds, new
+# inputs and any crash-* in FUZZ_DIR; more libFuzzer options in FUZZ_ARGS.
+FUZZ_TIME ?= 600
+FUZZ_DIR  ?= /tmp/smbring-fuzz
+.PHONY: fuzz
+fuzz: build
+	mkdir -p $(FUZZ_DIR)/corpus
+	nice -n 10 $(BIN)/python tests/fuzz/harness.py -max_total_time=$(FUZZ_TIME) -timeout=10 \
+		-rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ \
+		$(FUZZ_ARGS) $(FUZZ_DIR)/corpus tests/fuzz/corpus
