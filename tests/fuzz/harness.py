@@ -8,8 +8,9 @@ for instance, ten minutes from the committed seeds, new inputs kept in a scratch
         -rss_limit_mb=2048 /tmp/smb-corpus tests/fuzz/corpus
 
 Each input is a script of frames for one fresh, logged-on connection (smbfuzz_input), run
-and checked by smbfuzz_client and smbfuzz_world. The modules of smbring.smb, and the path checks of
-smbring.vfs.posix, are instrumented so that coverage of them guides the mutations. An input
+and checked by smbfuzz_client, smbfuzz_shell and smbfuzz_world. The modules of smbring.smb,
+and the path checks of smbring.vfs.api and smbring.vfs.posix, are instrumented so that
+coverage of them guides the mutations. An input
 that breaks a check raises, and libFuzzer saves it as crash-<sha1>; replay one with
 
     .venv/bin/python tests/fuzz/harness.py crash-<sha1>
@@ -29,8 +30,14 @@ import types
 
 import atheris
 
-INSTRUMENTED = ("smbring.smb", "smbring.vfs.posix")
+INSTRUMENTED = ("smbring.smb", "smbring.vfs.posix", "smbring.vfs.api")
 WORLD_DIR = "SMBRING_FUZZ_DIR"     # where the worker keeps its shares (the parent removes it)
+
+
+def on_path() -> None:
+    """The fuzzer's modules, and tests/smbcore.py (effects carried out with system calls)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [here, os.path.dirname(here)]
 
 
 def instrument(prefixes=INSTRUMENTED) -> int:
@@ -53,7 +60,7 @@ def instrument(prefixes=INSTRUMENTED) -> int:
 
 
 def worker(argv: list[str]) -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    on_path()
     import smbfuzz_findings
     import smbfuzz_world                     # imports smbring.smb.* and smbring.vfs.posix
     count = instrument()
@@ -75,7 +82,7 @@ def worker(argv: list[str]) -> None:
 def show(paths: list[str]) -> int:
     """Triage: what each input sends and what every answer said (known findings are
     reported and passed over unless SMBRING_FUZZ_STRICT=1)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    on_path()
     import smbfuzz_findings
     import smbfuzz_input
     import smbfuzz_world
@@ -87,7 +94,7 @@ def show(paths: list[str]) -> int:
                 with open(path, "rb") as f:
                     data = f.read()
                 mode, script = smbfuzz_input.decode(atheris.FuzzedDataProvider(data))
-                print(f"== {path}: mode {mode.kind}, io modules {mode.io_modules}")
+                print(f"== {path}: mode {mode.kind}, WRITEs held {mode.held_writes}")
                 for frame in ([script] if mode.raw else script):
                     print("  ", frame)
                 seen = []
@@ -113,7 +120,7 @@ def main() -> int:
     if os.environ.get(WORLD_DIR):
         worker(sys.argv)
         return 0
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    on_path()
     from smbfuzz_world import scratch_dir
     scratch = tempfile.mkdtemp(prefix="smbring-fuzz-", dir=scratch_dir())
     try:

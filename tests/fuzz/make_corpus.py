@@ -111,8 +111,9 @@ def session_setup(token: bytes) -> bytes:
 
 
 def vni_body() -> bytes:
-    dialects = (0x0202, 0x0210, 0x0300, 0x0302)
-    return struct.pack("<I16sHH", 0x7F, b"\x11" * 16, 1, len(dialects)) + struct.pack("<4H", *dialects)
+    """FSCTL_VALIDATE_NEGOTIATE_INFO as the client of a 3.0.2 set-up sends it: what its
+    NEGOTIATE offered (smbfuzz_client.negotiate_body)."""
+    return struct.pack("<I16sHHH", wire.CAP_ENCRYPTION, b"\x11" * 16, wire.SECURITY_SIGNING_ENABLED, 1, wire.SMB302)
 
 
 def security_descriptor() -> bytes:
@@ -138,9 +139,9 @@ def opened(name="f.txt", **kw) -> bytes:
     return msg(wire.CREATE, create(name, **kw))
 
 
-def on_file(*requests: tuple[int, bytes], name="f.txt", mode=SMB302, io=False, **kw) -> bytes:
+def on_file(*requests: tuple[int, bytes], name="f.txt", mode=SMB302, held_writes=False, **kw) -> bytes:
     """Open `name`, send each request on it, close it."""
-    return encode_mode(mode, io) + opened(name, **kw) + \
+    return encode_mode(mode, held_writes) + opened(name, **kw) + \
         b"".join(msg(cmd, body, fid=NEWEST) for cmd, body in requests) + msg(wire.CLOSE, close(), fid=NEWEST)
 
 
@@ -192,8 +193,8 @@ def seeds() -> dict[str, bytes]:
         msg(wire.CREATE, create("f.txt", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN), tree=fi.TREE_RO) + \
         msg(wire.READ, read(), fid=NEWEST, tree=fi.TREE_RO)
     s["read"] = on_file((wire.READ, read(4096)), (wire.READ, read(10, 1 << 20)))
-    s["write"] = on_file((wire.WRITE, write(b"fuzz" * 64, 100)), (wire.READ, read(400)), io=True)
-    s["flush"] = on_file((wire.WRITE, write(b"x", 0, 1)), (wire.FLUSH, flush()), io=True)
+    s["write"] = on_file((wire.WRITE, write(b"fuzz" * 64, 100)), (wire.READ, read(400)), held_writes=True)
+    s["flush"] = on_file((wire.WRITE, write(b"x", 0, 1)), (wire.FLUSH, flush()), held_writes=True)
     s["lock-many"] = on_file((wire.LOCK, lock([(i * 10, 5, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)
                                               for i in range(60)])),
                              (wire.LOCK, lock([(i * 10, 5, wire.LOCK_UNLOCK) for i in range(60)])))
@@ -305,6 +306,7 @@ def main() -> None:
 def check(made: dict[str, bytes]) -> None:
     """Runs every seed with the harness's checks; prints what each answer said."""
     import atheris
+    sys.path.insert(0, os.path.dirname(os.path.dirname(CORPUS)))   # tests/: smbcore
     import smbfuzz_findings
     import smbfuzz_world
     world = smbfuzz_world.World()

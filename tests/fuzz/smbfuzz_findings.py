@@ -15,10 +15,8 @@ from smbring.smb import wire
 # one known bug does not hide the next); SMBRING_FUZZ_STRICT=1, and the replays of
 # tests/fuzz/crashes, treat them as failures. Remove an entry once its bug is fixed.
 KNOWN = {
-    "second-negotiate": "Connection._one catches OSError before re-raising ConnectionError "
-                        "(a subclass), so a second NEGOTIATE is answered, not disconnected",
-    "reauth-fd-leak": "a failed re-authentication deletes the session without closing its "
-                      "trees' share directories",
+    "reauth-fd-leak": "a failed re-authentication (a bad token, or another user) deletes the session "
+                      "without closing its opens: they stay, unreachable, until the connection ends",
     "create-fd-leak": "h_create leaves the file it opened open when a later step fails (ftruncate "
                       "of a read-only descriptor for FILE_SUPERSEDE or FILE_OVERWRITE without write "
                       "access), and nothing ever closes it",
@@ -27,25 +25,11 @@ KNOWN = {
                           "fails: a rename to an empty name leaks two descriptors",
     "root-delete-on-close": "delete on close of the share root: close_open calls PosixVFS.remove([]), "
                             "whose IndexError escapes close_all, and the opens after it stay open",
-    "fid-tree-mismatch": "requests on a FileId take the share from the header's TreeId, not from "
-                         "the open (never matched): SET_INFO through a read-only share's open "
-                         "with a writable share's TreeId changes the read-only share; with the "
-                         "IPC$ TreeId, AttributeError (STATUS_INTERNAL_ERROR)",
-    "sealed-session-mismatch": "a decrypted request is not checked to belong to the session whose key "
-                               "encrypted it: one session's key carries out another session's requests",
-    "eof-overflow": "SET_INFO FileEndOfFileInformation of 2**63 or more: os.ftruncate raises "
-                    "OverflowError, answered STATUS_INTERNAL_ERROR (not STATUS_INVALID_PARAMETER)",
-    "compound-response-size": "a compound's responses are built in memory with no bound on their "
-                              "total: three 8 MiB READs make a 24 MiB frame whose length overflows the "
-                              "24-bit NetBIOS field (and 128 of them, 1 GiB)",
-    "readonly-delete-on-close": "h_create on a read-only share refuses DELETE but not GENERIC_ALL "
-                                "or MAXIMUM_ALLOWED with FILE_DELETE_ON_CLOSE: a guest deletes its files",
-    "reauth-drops-signing": "an unsigned re-authentication as anonymous turns a session that "
-                            "must sign into a guest session that need not",
+    "second-negotiate-malformed": "a second NEGOTIATE that is signed, carries a flag the core refuses "
+                                  "or a wrong StructureSize fails _one's generic checks first and is "
+                                  "answered STATUS_INVALID_PARAMETER; the connection stays (h_negotiate, "
+                                  "which drops it, is never reached)",
 }
-# how a known finding shows in what the core logs (its catch-all logs the traceback)
-LOGGED = (("'NoneType' object has no attribute", "fid-tree-mismatch"),      # IPC$ has no share, no VFS
-          ("os.ftruncate(o.fd, struct.unpack_from", "eof-overflow"))
 STRICT = "SMBRING_FUZZ_STRICT"
 
 
@@ -70,11 +54,8 @@ def leak_kinds(client, targets: list[str]) -> dict[str, list[str]]:
     kinds: dict[str, list[str]] = {}
     for target in targets:
         kind = "fd-leak"
-        if os.path.isdir(target):
-            if client.reauth_failed:
-                kind = "reauth-fd-leak"
-            elif parents:
-                kind = "vfs-parent-fd-leak"
+        if os.path.isdir(target) and parents:
+            kind = "vfs-parent-fd-leak"
         elif (target.endswith(" (deleted)") or os.path.isfile(target)) and failed_create:
             kind = "create-fd-leak"
         kinds.setdefault(kind, []).append(target)

@@ -49,10 +49,11 @@ FID_OFFSET = {wire.CLOSE: 8, wire.FLUSH: 8, wire.READ: 16, wire.WRITE: 16, wire.
 
 
 class Mode:
-    """The first byte: bits 0-2 the dialect (or no NEGOTIATE at all, or raw mode), bit 3 a
-    VFS module stack on the writable share (lone WRITE and FLUSH come back as Deferred), bit 4
-    the other offer: for 3.1.1 AES-256-GCM and AES-GMAC signing, for 3.0 and 3.0.2 no
-    encryption (then no session must encrypt)."""
+    """The first byte: bits 0-2 the dialect (or no NEGOTIATE at all, or raw mode), bit 3
+    WRITEs in the background (the shell holds back the WRITEs the core lets run while it reads
+    on, until a Drain asks for them: smbfuzz_shell), bit 4 the other offer: for 3.1.1
+    AES-256-GCM and AES-GMAC signing, for 3.0 and 3.0.2 no encryption (then no session must
+    encrypt)."""
     DIALECTS = (wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302, wire.SMB311)
     FRESH = 5        # a connection that has not negotiated: NEGOTIATE and SESSION_SETUP first
     RAW = 6          # the rest of the input is one frame, on a logged-on 3.0.2 connection
@@ -60,7 +61,7 @@ class Mode:
 
     def __init__(self, byte: int):
         self.kind = byte & 7
-        self.io_modules = bool(byte & 8)
+        self.held_writes = bool(byte & 8)
         self.other_offer = bool(byte & 16)
 
     @property
@@ -513,8 +514,8 @@ GENERATORS = {
 
 # -- writing (the seed corpus) ---------------------------------------------------------------
 
-def encode_mode(kind: int, io_modules: bool = False, other_offer: bool = False) -> bytes:
-    return bytes([kind | (8 if io_modules else 0) | (16 if other_offer else 0)])
+def encode_mode(kind: int, held_writes: bool = False, other_offer: bool = False) -> bytes:
+    return bytes([kind | (8 if held_writes else 0) | (16 if other_offer else 0)])
 
 
 def encode_msg(spec: Spec, body: bytes) -> bytes:

@@ -21,13 +21,12 @@ import tempfile
 from contextlib import contextmanager
 
 from smbring.smb import acl, wire
-from smbring.smb.connection import Share
-from smbring.smb.limits import MAX_IO
-from smbring.vfs.posix import PosixVFS, set_ea, set_sd
+from smbring.smb.state import Share
+from smbring.vfs.posix import PosixVFS
 
 import smbfuzz_input as fi
 from smbfuzz_client import Client
-from smbfuzz_findings import LOGGED, leak_kinds
+from smbfuzz_findings import leak_kinds
 
 MAX_GROWTH = 64 << 20          # bytes of peak RSS one input may add
 MAX_FILE = 64 << 20            # RLIMIT_FSIZE while fuzzing: a client may not fill the disk here
@@ -136,18 +135,17 @@ class World:
                                                           st.st_ctime_ns, xattrs, link)
         return state
 
-    def changed_outside(self) -> tuple[list[str], list[str]]:
-        """What changed outside the writable share, and what of it is gone (and, if anything
-        changed, a fresh read-only share so that the next input starts from the same state)."""
+    def changed_outside(self) -> list[str]:
+        """What changed outside the writable share (and, if anything did, a fresh read-only
+        share so that the next input starts from the same state)."""
         now = self.snapshot()
         if now == self.outside:
-            return [], []
+            return []
         changed = sorted(k for k in set(now) | set(self.outside) if now.get(k) != self.outside.get(k))
-        gone = [k for k in changed if k not in now]
         shutil.rmtree(self.ro)
         populate(self.ro, os.path.join(self.root, "outside"), writable=False)
         self.outside = self.snapshot()
-        return changed, gone
+        return changed
 
 
 def write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -178,14 +176,14 @@ def populate(share: str, outside: str, writable: bool) -> None:
         os.write(fd, b"stream data")
         os.close(fd)
         fd = vfs.open(["ea.txt"], os.O_RDWR)
-        set_ea(fd, "a", b"value")
+        vfs.set_ea(fd, "a", b"value")
         os.close(fd)
         fd = vfs.open(["deny.txt"], os.O_RDWR)
         deny_writes = acl.Descriptor(
             control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=acl.OWNER_SID, group=acl.GROUP_SID,
             dacl=[acl.Ace(acl.DENIED, 0, wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.DELETE, acl.EVERYONE),
                   acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
-        set_sd(fd, deny_writes.pack())
+        vfs.set_sd(fd, deny_writes.pack())
         os.close(fd)
     finally:
         vfs.close()
@@ -229,34 +227,23 @@ def run_input(world: World, data: bytes, fdp_class, tolerate: frozenset = frozen
             else:
                 for frame in script:
                     client.send_frame(frame)
-            for answer in client.conn.outbox_drain():
-                client.check_response(answer)
+            if client.alive:
+                client.shell.run(client.conn.outbox_drain())
         finally:
             client.disconnect()
         if errors.records:
-            kinds = {next((kind for sign, kind in LOGGED if sign in r), "core-error") for r in errors.records}
-            kind = kinds.pop() if len(kinds) == 1 else "core-error"
-            if kind == "fid-tree-mismatch" and not client.cross_tree:
-                kind = "core-error"
-            client.found("the core logged an error:\n" + "\n".join(errors.records), kind)
+            client.found("the core logged an error:\n" + "\n".join(errors.records), "core-error")
     client.check_left_nothing()
     leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
     for fd in leaked:               # nobody owns them: the next inputs start clean
         os.close(int(fd))
     for kind, targets in leak_kinds(client, list(leaked.values())).items():
         client.found(f"file descriptors left open by the connection: {targets}", kind)
-    changed, gone = world.changed_outside()
+    changed = world.changed_outside()
     if changed:
-        kind = "outside-changed"
-        if all(c.startswith("ro/") for c in changed):
-            if gone:
-                kind = "readonly-delete-on-close"
-            elif client.cross_tree:
-                kind = "fid-tree-mismatch"
-        client.found(f"outside the writable share, changed: {changed}", kind)
+        client.found(f"outside the writable share, changed: {changed}", "outside-changed")
     growth = peak_rss() - rss_before
     if growth > MAX_GROWTH:
-        kind = "compound-response-size" if client.largest > MAX_IO + 65536 else "memory-growth"
-        client.found(f"one input grew the peak RSS by {growth >> 20} MiB", kind)
+        client.found(f"one input grew the peak RSS by {growth >> 20} MiB", "memory-growth")
     return client
 

@@ -1,0 +1,127 @@
+"""The harness's checks can fail: each is shown a core that breaks the rule it guards (a fault
+put into a real connection, on real files), and must say so."""
+import os
+
+import pytest
+
+import make_corpus as mc
+import smbfuzz_input as fi
+import smbfuzz_world
+from smbfuzz_client import Client
+from smbfuzz_findings import Finding
+
+from smbring.smb import effects, wire
+from smbring.smb.notify import Watch
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = smbfuzz_world.World()
+    with smbfuzz_world.bounded_files():
+        yield w
+    w.close()
+
+
+def logged_on(world) -> Client:
+    world.reset()
+    return Client(world, fi.Mode(mc.SMB302))
+
+
+def send(client: Client, command: int, body: bytes, **spec) -> None:
+    client.send_frame(fi.Frame(messages=[fi.Message(fi.Spec(command, **spec), body)]))
+
+
+def echo(client: Client, **spec) -> None:
+    send(client, wire.ECHO, mc.simple(), **spec)
+
+
+def test_a_replayed_message_id_is_refused(world):
+    client = logged_on(world)
+    echo(client)
+    echo(client, mid=fi.MID_REUSE)
+    assert not client.alive
+
+
+def test_a_replay_the_server_takes_is_a_finding(world):
+    client = logged_on(world)
+    client.conn.credits.consume = lambda message_id, charge: True     # no window at all
+    echo(client)
+    with pytest.raises(Finding, match="credit-replay"):
+        echo(client, mid=fi.MID_REUSE)
+
+
+def test_a_granted_message_id_the_server_refuses_is_a_finding(world):
+    client = logged_on(world)
+    client.conn.credits.consume = lambda message_id, charge: False
+    with pytest.raises(Finding, match="credit-refused"):
+        echo(client)
+
+
+def test_a_message_id_never_granted_is_refused(world):
+    client = logged_on(world)
+    echo(client, mid=fi.MID_RANDOM + 20)       # 2**28 ids ahead
+    assert not client.alive
+
+
+def test_an_effect_on_a_descriptor_the_connection_does_not_hold_is_a_finding(world):
+    client = logged_on(world)
+    fd = os.open(os.path.join(world.root, "canary.txt"), os.O_RDONLY)
+    try:
+        with pytest.raises(Finding, match="none of the connection's open files"):
+            client.shell.run([effects.Send(b"", effects.FileRange(fd, 0, 10, "rw"))])
+    finally:
+        os.close(fd)
+
+
+def test_an_open_that_outlives_its_session_is_a_finding(world):
+    client = logged_on(world)
+    send(client, wire.CREATE, mc.create("f.txt"))
+    assert client.conn.opens
+    del client.conn.sessions[client.sessions[fi.USER]]     # as if the session ended alone
+    with pytest.raises(Finding, match="outlived its session"):
+        client.check_opens()
+    client.disconnect()
+
+
+def test_what_the_server_state_keeps_after_close_all_is_a_finding(world):
+    client = logged_on(world)
+    client.disconnect()
+    client.check_left_nothing()
+    client.state.watches.add(Watch(world.rw, 1, False))
+    with pytest.raises(Finding, match="change-notify watch"):
+        client.check_left_nothing()
+
+
+def test_a_table_the_public_checks_do_not_name_is_checked_too(world):
+    client = logged_on(world)
+    client.disconnect()
+    client.state.locks.wait(("a file", 1), retry=lambda: None)     # a waiter on no open's file
+    with pytest.raises(Finding, match="ServerState"):
+        client.check_left_nothing()
+
+
+def test_a_held_write_is_written_before_the_next_request(world):
+    """WRITEs held in the background (mode bit 3) are written when the core drains them: the
+    READ after them sees their data."""
+    world.reset()
+    client = Client(world, fi.Mode(mc.SMB302 | 8))
+    send(client, wire.CREATE, mc.create("held.txt", disposition=wire.FILE_OVERWRITE_IF))
+    send(client, wire.WRITE, mc.write(b"abc"), fid=mc.NEWEST)
+    assert client.shell.held, "the lone WRITE was not left to run in the background"
+    send(client, wire.READ, mc.read(3), fid=mc.NEWEST)
+    assert not client.shell.held
+    assert client.statuses[-2:] == [(wire.WRITE, 0), (wire.READ, 0)]
+    client.disconnect()
+    with open(os.path.join(world.rw, "held.txt"), "rb") as f:
+        assert f.read() == b"abc"
+
+
+def test_the_window_model_follows_the_grants():
+    from smbfuzz_credits import OK, REFUSED, UNKNOWN, ClientWindow
+    w = ClientWindow()
+    assert w.judge([(0, 1)]) == OK and w.judge([(1, 1)]) == REFUSED
+    w.take([(0, 1)])
+    w.grant(4)
+    assert w.judge([(1, 4)]) == OK and w.judge([(2, 4)]) == REFUSED and w.judge([(0, 1)]) == REFUSED
+    w.all_answers_seen = False
+    assert w.judge([(2, 4)]) == UNKNOWN and w.judge([(0, 1)]) == REFUSED
