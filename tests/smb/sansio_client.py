@@ -19,8 +19,9 @@ FILE_DIRECTORY_FILE = 0x1
 class Client:
     """One connection with a logged-on session (no NTLM) and a tree on the share."""
 
-    def __init__(self, share_dir, state=None):
-        self.conn = Connection({"s": Share("s", str(share_dir))}, lookup=PasswordLookup(str(share_dir / "none")),
+    def __init__(self, share_dir, state=None, **share_options):
+        share = Share("s", str(share_dir), **share_options)
+        self.conn = Connection({"s": share}, lookup=PasswordLookup(str(share_dir / "none")),
                                open_fs=PosixVFS, state=state)
         self.conn.dialect = wire.SMB302
         self.conn.sessions[1] = Session(id=1, valid=True)
