@@ -84,7 +84,7 @@ class Connection:
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
-        self.lookup = lookup     # user name -> NT hash, or None (the server reads its password file)
+        self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.encryption_required = encryption_required
