@@ -4,6 +4,7 @@ is the one a server would run, on real files through the share's real file syste
 import struct
 
 from smbcore import (
+    SHORT_BODY,
     carry_out,
     change_notify_body,
     close_body,
@@ -30,10 +31,11 @@ SHARE_ALL = 7
 FILE_DIRECTORY_FILE = 0x1
 
 
-def connection(share_dir, state=None, *, read_only=False, **options) -> Connection:
+def connection(share_dir, state=None, *, share=None, **options) -> Connection:
     """A new connection (before NEGOTIATE) of a server with one share, "s", on share_dir;
-    options: Connection's (limits, local_address, signing_required, ...)."""
-    return Connection({"s": Share("s", str(share_dir), read_only=read_only)},
+    share: the Share's fields (read_only, guest_ok, ...), options: Connection's (limits,
+    local_address, signing_required, ...)."""
+    return Connection({"s": Share("s", str(share_dir), **(share or {}))},
                       lookup=PasswordLookup(str(share_dir / "none")), open_fs=PosixVFS, state=state, **options)
 
 
@@ -53,19 +55,20 @@ def sent(effects) -> list[tuple[wire.Header, bytes]]:
 
 
 class Client:
-    """One connection with a logged-on session (no NTLM) and a tree on the share; it asks for
-    `credits` with each request, so compounds and multi-credit requests find ids granted."""
+    """One connection with a logged-on session (no NTLM) and (unless `tree` is False) a tree on
+    the share; it asks for `credits` with each request, so compounds and multi-credit requests
+    find ids granted."""
 
-    def __init__(self, share_dir, state=None, *, dialect=wire.SMB302, credits=16, **options):
+    def __init__(self, share_dir, state=None, *, dialect=wire.SMB302, credits=16, tree=True, **options):
         self.conn = connection(share_dir, state, **options)
         self.conn.dialect = dialect
         self.conn.sessions[1] = Session(id=1, valid=True)
         self.credits = credits
         self.next_message_id = 0
-        self.tid = 0
-        status, _body = self.request(wire.TREE_CONNECT, tree_connect_body("\\\\x\\s"))
-        assert status == 0, "tree connect failed"
-        self.tid = self.last_tree_id
+        self.tid = 0        # none yet: the tree connect's
+        if tree:
+            status, self.tid, _body = self.tree_connect()
+            assert status == 0, "tree connect failed"
 
     def message(self, command, body, *, charge=0, **header) -> bytes:
         """A request of this session and tree with the next MessageId (and `charge` of them)."""
@@ -77,10 +80,7 @@ class Client:
 
     def exchange(self, frame) -> list[tuple[wire.Header, bytes]]:
         """The answers to one frame, parsed: (header, body) each."""
-        answers = sent(self.conn.handle_frame(frame))
-        if answers:
-            self.last_tree_id = answers[-1][0].tree_id
-        return answers
+        return sent(self.conn.handle_frame(frame))
 
     def send(self, command, body, **header):
         """The answers to one request: (status, body) each, late ones of other requests too."""
@@ -88,6 +88,14 @@ class Client:
 
     def request(self, command, body, **header):
         return self.send(command, body, **header)[0]
+
+    def tree_connect(self, path="\\\\x\\s", **header):
+        """(status, the TreeId, the body)."""
+        [(h, body)] = self.exchange(self.message(wire.TREE_CONNECT, tree_connect_body(path), **header))
+        return h.status, h.tree_id, body
+
+    def tree_disconnect(self, tree_id):
+        return self.request(wire.TREE_DISCONNECT, SHORT_BODY, tree_id=tree_id)[0]
 
     def create(self, name, access=ALL_ACCESS, share=SHARE_ALL, disposition=wire.FILE_OPEN_IF, options=0, **kw):
         """(status, the FileId or None); kw: create_body's (attributes, contexts, ...)."""
