@@ -128,8 +128,9 @@ def read_body(fid: bytes, length: int, offset: int = 0) -> bytes:
     return struct.pack("<HBBIQ16sIIIHH", 49, 80, 0, length, offset, fid, 0, 0, 0, 0, 0) + b"\0"
 
 
-def write_body(fid: bytes, data: bytes, offset: int = 0) -> bytes:
-    return struct.pack("<HHIQ16sIIHHI", 49, 112, len(data), offset, fid, 0, 0, 0, 0, 0) + data
+def write_body(fid: bytes, data: bytes, offset: int = 0, flags: int = 0) -> bytes:
+    """flags: 1 is SMB2_WRITEFLAG_WRITE_THROUGH."""
+    return struct.pack("<HHIQ16sIIHHI", 49, 112, len(data), offset, fid, 0, 0, 0, 0, flags) + data
 
 
 def lock_body(fid: bytes, elements: list[tuple[int, int, int]]) -> bytes:
