@@ -50,8 +50,19 @@ def parse(message: bytes) -> tuple[wire.Header, bytes]:
 
 
 def sent(effects) -> list[tuple[wire.Header, bytes]]:
-    """The responses the effects send once carried out, parsed."""
-    return [parse(m) for m in carry_out(effects)]
+    """The responses the effects send once carried out, parsed (each of a compound's too)."""
+    return [parse(m) for frame in carry_out(effects) for m in split(frame)]
+
+
+def split(frame: bytes) -> list[bytes]:
+    """The messages of a response frame (one, or a compound chained by NextCommand)."""
+    messages = []
+    while True:
+        next_command = wire.Header.parse(frame).next_command
+        if not next_command:
+            return messages + [frame]
+        messages.append(frame[:next_command])
+        frame = frame[next_command:]
 
 
 class Client:

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 from sansio_client import Client, parse, sent
-from smbcore import SHORT_BODY, carry_out, close_body, compound, flush_body, lock_body, read_body, write_body
+from smbcore import SHORT_BODY, close_body, compound, flush_body, lock_body, read_body, write_body
 
 from smbring.smb import security, wire
 from smbring.smb.effects import Drain, FileRange, Flush, ReadInto, Send, Write
@@ -129,27 +129,16 @@ def test_a_compound_read_reads_into_memory_and_resumes(client, fid):
     effect.into[:] = b"z" * 100                 # what the shell read: the core sends that
     [done] = effect.then(100)
     assert isinstance(done, Send) and not isinstance(done.payload, FileRange)
-    (read_header, read_body_), (echo_header, _) = [parse(m) for m in split(bytes(done.message))]
+    (read_header, read_body_), (echo_header, _) = sent([done])
     assert read_header.status == 0 and read_data(read_body_) == b"z" * 100
     assert echo_header.command == wire.ECHO
-
-
-def split(chain: bytes) -> list[bytes]:
-    """The messages of a compound response."""
-    out = []
-    while True:
-        header = wire.Header.parse(chain)
-        if not header.next_command:
-            return out + [chain]
-        out.append(chain[:header.next_command])
-        chain = chain[header.next_command:]
 
 
 def test_a_compound_reads_before_a_later_close_of_its_file(client, fid):
     frame = compound([client.message(wire.READ, read_body(fid, 100)), client.message(wire.CLOSE, close_body(fid))])
     [effect] = client.conn.handle_frame(frame)
     assert isinstance(effect, ReadInto) and fid in client.conn.opens     # not closed yet
-    [(read_header, body), (close_header, _)] = [parse(m) for m in split(carry_out([effect])[0])]
+    [(read_header, body), (close_header, _)] = sent([effect])
     assert read_data(body) == DATA[:100] and close_header.status == 0
     assert fid not in client.conn.opens
 
@@ -158,7 +147,7 @@ def test_a_read_the_shell_fails_is_answered_with_its_status(client, fid):
     frame = compound([client.message(wire.READ, read_body(fid, 100)), client.message(wire.ECHO, SHORT_BODY)])
     [effect] = client.conn.handle_frame(frame)
     [done] = effect.then(OSError(errno.ENOMEM, "no memory"))
-    read_header, _ = parse(split(bytes(done.message))[0])
+    read_header, _ = sent([done])[0]
     assert read_header.status == wire.STATUS_INSUFFICIENT_RESOURCES
 
 
@@ -251,7 +240,7 @@ def test_a_write_in_a_compound_is_not_in_the_background(client, fid):
     [effect] = client.conn.handle_frame(frame)
     assert isinstance(effect, Write) and not effect.background
     [done] = effect.then(3)
-    assert [parse(m)[0].command for m in split(bytes(done.message))] == [wire.WRITE, wire.ECHO]
+    assert [h.command for h, _ in sent([done])] == [wire.WRITE, wire.ECHO]
 
 
 def test_a_sealed_write_is_not_in_the_background(client, fid):
