@@ -98,7 +98,10 @@ class Client:
         return [(h.status, b) for h, b in self.exchange(self.message(command, body, **header))]
 
     def request(self, command, body, **header):
-        return self.send(command, body, **header)[0]
+        """(status, body) of the answer to this request (late answers to others are dropped)."""
+        message_id = header.get("message_id", self.next_message_id)
+        return next((h.status, b) for h, b in self.exchange(self.message(command, body, **header))
+                    if h.message_id == message_id)
 
     def tree_connect(self, path="\\\\x\\s", **header):
         """(status, the TreeId, the body)."""
