@@ -199,4 +199,6 @@ def test_an_output_buffer_over_max_transact_size(share):
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO + 1),
                                          charge=129))
     assert header.status == wire.STATUS_INVALID_PARAMETER
+    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
+    assert header.status == wire.STATUS_PENDING
     c.conn.close_all()
