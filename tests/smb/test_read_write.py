@@ -349,7 +349,7 @@ def test_a_write_needs_write_access(client):
 
 def test_a_write_on_a_read_only_share(share):
     c = Client(share, share={"read_only": True})
-    fid = c.open("f", access=wire.GENERIC_READ)
+    fid = c.open("f", access=wire.MAXIMUM_ALLOWED)
     assert answer(write(c, fid, b"abc"))[0].status == wire.STATUS_ACCESS_DENIED
     assert (share / "f").read_bytes() == DATA
     c.conn.close_all()
