@@ -34,7 +34,7 @@ from smbcore import (  # the message bodies both test clients build requests fro
     set_info_body,
     smb1_negotiate_message,
     tree_connect_body,
-    validate_negotiate_body,
+    validate_negotiate_body,  # noqa: F401 - tests import it from here
     write_body,
 )
 

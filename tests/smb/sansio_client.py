@@ -3,22 +3,7 @@
 is the one a server would run, on real files through the share's real file system."""
 import struct
 
-from smbcore import (
-    SHORT_BODY,
-    carry_out,
-    change_notify_body,
-    close_body,
-    create_body,
-    flush_body,
-    ioctl_body,
-    lock_body,
-    query_directory_body,
-    query_info_body,
-    read_body,
-    set_info_body,
-    tree_connect_body,
-    write_body,
-)
+import smbcore
 
 from smbring.server.users import PasswordLookup
 from smbring.smb import wire
@@ -51,7 +36,7 @@ def parse(message: bytes) -> tuple[wire.Header, bytes]:
 
 def sent(effects) -> list[tuple[wire.Header, bytes]]:
     """The responses the effects send once carried out, parsed (each of a compound's too)."""
-    return [parse(m) for frame in carry_out(effects) for m in split(frame)]
+    return [parse(m) for frame in smbcore.carry_out(effects) for m in split(frame)]
 
 
 def split(frame: bytes) -> list[bytes]:
@@ -105,16 +90,16 @@ class Client:
 
     def tree_connect(self, path="\\\\x\\s", **header):
         """(status, the TreeId, the body)."""
-        [(h, body)] = self.exchange(self.message(wire.TREE_CONNECT, tree_connect_body(path), **header))
+        [(h, body)] = self.exchange(self.message(wire.TREE_CONNECT, smbcore.tree_connect_body(path), **header))
         return h.status, h.tree_id, body
 
     def tree_disconnect(self, tree_id):
-        return self.request(wire.TREE_DISCONNECT, SHORT_BODY, tree_id=tree_id)[0]
+        return self.request(wire.TREE_DISCONNECT, smbcore.SHORT_BODY, tree_id=tree_id)[0]
 
     def create(self, name, access=ALL_ACCESS, share=SHARE_ALL, disposition=wire.FILE_OPEN_IF, options=0, **kw):
         """(status, the FileId or None); kw: create_body's (attributes, contexts, ...)."""
-        status, out = self.request(wire.CREATE, create_body(name, access, disposition, options,
-                                                            share_access=share, **kw))
+        body = smbcore.create_body(name, access, disposition, options, share_access=share, **kw)
+        status, out = self.request(wire.CREATE, body)
         return status, (out[64:80] if status == 0 else None)
 
     def open(self, name, **kw):
@@ -123,21 +108,22 @@ class Client:
         return fid
 
     def close(self, fid, flags=0):
-        return self.request(wire.CLOSE, close_body(fid, flags))[0]
+        return self.request(wire.CLOSE, smbcore.close_body(fid, flags))[0]
 
     def set_info(self, fid, klass, buf, info_type=wire.INFO_FILE, additional=0):
-        return self.request(wire.SET_INFO, set_info_body(fid, info_type, klass, buf, additional))[0]
+        return self.request(wire.SET_INFO, smbcore.set_info_body(fid, info_type, klass, buf, additional))[0]
 
     def query_info(self, fid, klass, info_type=wire.INFO_FILE, additional=0, out_len=4096):
         """(status, the information returned)."""
-        status, out = self.request(wire.QUERY_INFO, query_info_body(fid, info_type, klass, out_len, additional))
+        status, out = self.request(wire.QUERY_INFO, smbcore.query_info_body(fid, info_type, klass, out_len, additional))
         if status not in (0, wire.STATUS_BUFFER_OVERFLOW):
             return status, b""
         return status, buffer(out)
 
     def query_directory(self, fid, pattern="*", klass=37, flags=0, out_len=65536):
         """(status, the directory entries' bytes); klass 37: FileIdBothDirectoryInformation."""
-        status, out = self.request(wire.QUERY_DIRECTORY, query_directory_body(fid, pattern, klass, flags, out_len))
+        body = smbcore.query_directory_body(fid, pattern, klass, flags, out_len)
+        status, out = self.request(wire.QUERY_DIRECTORY, body)
         return status, (buffer(out) if status == 0 else b"")
 
     def delete_on_close(self, fid, delete=True):
@@ -148,24 +134,24 @@ class Client:
         return self.set_info(fid, 10, struct.pack("<B7xQI", replace, 0, len(n)) + n)
 
     def lock(self, fid, offset, length, flags):
-        return self.send(wire.LOCK, lock_body(fid, [(offset, length, flags)]))
+        return self.send(wire.LOCK, smbcore.lock_body(fid, [(offset, length, flags)]))
 
     def read(self, fid, offset, length):
-        return self.request(wire.READ, read_body(fid, length, offset))[0]
+        return self.request(wire.READ, smbcore.read_body(fid, length, offset))[0]
 
     def write(self, fid, data, offset=0):
-        return self.request(wire.WRITE, write_body(fid, data, offset))[0]
+        return self.request(wire.WRITE, smbcore.write_body(fid, data, offset))[0]
 
     def flush(self, fid):
-        return self.request(wire.FLUSH, flush_body(fid))[0]
+        return self.request(wire.FLUSH, smbcore.flush_body(fid))[0]
 
     def ioctl(self, ctl, fid=b"\xff" * 16, data=b"", max_output=65536):
         """(status, the output buffer)."""
-        status, out = self.request(wire.IOCTL, ioctl_body(fid, ctl, data, max_output))
+        status, out = self.request(wire.IOCTL, smbcore.ioctl_body(fid, ctl, data, max_output))
         return status, (buffer(out, 32, "<II") if status == 0 else b"")
 
     def notify(self, fid, completion_filter=0x3, flags=0, out_len=4096):
-        return self.send(wire.CHANGE_NOTIFY, change_notify_body(fid, completion_filter, flags, out_len))
+        return self.send(wire.CHANGE_NOTIFY, smbcore.change_notify_body(fid, completion_filter, flags, out_len))
 
     def outbox(self):
         return [(h.status, b) for h, b in sent(self.conn.outbox_drain())]

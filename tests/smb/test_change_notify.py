@@ -6,7 +6,7 @@ say "enumerate the directory" (NOTIFY_ENUM_DIR)."""
 import struct
 
 import pytest
-from sansio_client import FILE_DIRECTORY_FILE, Client, buffer, sent
+from sansio_client import FILE_DIRECTORY_FILE, buffer, sent
 from smbcore import SHORT_BODY, change_notify_body, create_body, set_info_body
 
 from smbring.smb import notify, wire
@@ -18,20 +18,12 @@ WATCH_TREE = 0x1
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "dir").mkdir()
-    (d / "dir" / "sub").mkdir()
-    (d / "dir" / "old").write_bytes(b"")
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
+def share(share):
+    """The share with the files these tests use."""
+    (share / "dir").mkdir()
+    (share / "dir" / "sub").mkdir()
+    (share / "dir" / "old").write_bytes(b"")
+    return share
 
 
 @pytest.fixture
@@ -54,8 +46,8 @@ def changes(body) -> list[tuple[int, str]]:
 
 def notify_request(client, fid, completion_filter=NAMES, flags=0, out_len=4096):
     """The answers to a CHANGE_NOTIFY: (header, body) each."""
-    return client.exchange(client.message(wire.CHANGE_NOTIFY, change_notify_body(fid, completion_filter, flags,
-                                                                                  out_len)))
+    body = change_notify_body(fid, completion_filter, flags, out_len)
+    return client.exchange(client.message(wire.CHANGE_NOTIFY, body))
 
 
 def wait(client, fid, **kw):
@@ -93,9 +85,9 @@ def test_a_new_file_completes_a_waiting_request(client, watched):
     assert client.conn.async_requests == {}
 
 
-def test_a_change_on_another_connection_is_answered_through_the_outbox(share):
+def test_a_change_on_another_connection_is_answered_through_the_outbox(clients):
     state = ServerState()
-    a, b = Client(share, state), Client(share, state)
+    a, b = clients(state=state), clients(state=state)
     watched = a.open("dir", options=FILE_DIRECTORY_FILE)
     woken = []
     a.conn.on_output = lambda: woken.append(True)
@@ -103,8 +95,6 @@ def test_a_change_on_another_connection_is_answered_through_the_outbox(share):
     assert b.create("dir\\from-b")[0] == 0
     assert woken == [True]
     assert late(sent(a.conn.outbox_drain()), interim) == (0, [(notify.ADDED, "from-b")])
-    a.conn.close_all()
-    b.conn.close_all()
 
 
 def test_changes_outside_the_filter_are_not_reported(client, watched):
@@ -135,8 +125,8 @@ def test_rename_write_and_delete_are_reported(client, watched):
     old = client.open("dir\\old")
     every = NAMES | notify.SIZE | notify.LAST_WRITE
     interim = wait(client, watched, completion_filter=every)
-    rename = client.exchange(client.message(wire.SET_INFO, set_info_body(old, wire.INFO_FILE, 10,
-                                                                          rename_to("dir\\renamed"))))
+    body = set_info_body(old, wire.INFO_FILE, 10, rename_to("dir\\renamed"))
+    rename = client.exchange(client.message(wire.SET_INFO, body))
     assert [h.status for h, _ in rename] == [0, 0]
     first = late(rename, interim)
     assert client.write(old, b"data") == 0
@@ -193,15 +183,14 @@ def test_a_file_cannot_be_watched(client):
     assert at_once(client, fid)[0] == wire.STATUS_INVALID_PARAMETER
 
 
-def test_an_output_buffer_over_max_transact_size(share):
-    c = Client(share, credits=300)                    # enough for the CreditCharge
+def test_an_output_buffer_over_max_transact_size(clients):
+    c = clients(credits=300)                    # enough for the CreditCharge
     fid = c.open("dir", options=FILE_DIRECTORY_FILE)
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO + 1),
                                          charge=129))
     assert header.status == wire.STATUS_INVALID_PARAMETER
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
     assert header.status == wire.STATUS_PENDING
-    c.conn.close_all()
 
 
 @pytest.mark.xfail(strict=True, reason="a second CHANGE_NOTIFY on the same open replaces the first one's delivery "

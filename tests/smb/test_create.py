@@ -5,7 +5,7 @@ import os
 import struct
 
 import pytest
-from sansio_client import ALL_ACCESS, Client
+from sansio_client import ALL_ACCESS
 from smbcore import create_body
 
 from smbring.smb import wire
@@ -15,24 +15,8 @@ FILE_ACCESS_INFORMATION = 8
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
-
-
-@pytest.fixture
-def read_only(share):
-    c = Client(share, share={"read_only": True})
-    yield c
-    c.conn.close_all()
+def read_only(clients):
+    return clients(share={"read_only": True})
 
 
 def create(client, name, access=ALL_ACCESS, disposition=wire.FILE_OPEN_IF, options=0, **kw):
@@ -356,8 +340,8 @@ def test_the_unnamed_stream_is_the_file(client, share):
 
 # -- the bound on open files --------------------------------------------------------------------
 
-def test_max_open_files(share):
-    c = Client(share, limits=Limits(max_open_files=5))
+def test_max_open_files(share, clients):
+    c = clients(limits=Limits(max_open_files=5))
     (share / "f").write_bytes(b"x")
     fids = [c.open("f") for _ in range(5)]
     assert create(c, "f")[0] == wire.STATUS_TOO_MANY_OPENED_FILES
@@ -365,7 +349,6 @@ def test_max_open_files(share):
     assert not (share / "g").exists()
     assert c.close(fids[0]) == 0
     assert create(c, "f")[0] == 0
-    c.conn.close_all()
 
 
 # -- CLOSE ----------------------------------------------------------------------------------------

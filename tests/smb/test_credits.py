@@ -2,7 +2,6 @@
 MessageIds a frame may carry, what a request's CreditCharge must pay, and how many credits the
 responses grant. A frame outside the window drops the connection (ConnectionError)."""
 import pytest
-from sansio_client import Client
 from smbcore import SHORT_BODY, compound, lock_body, read_body
 
 from smbring.smb import wire
@@ -19,19 +18,15 @@ def echo(client, message_id, credits=1, charge=0):
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(clients):
     """A client asking for one credit a request: the window moves one id at a time."""
-    c = Client(tmp_path, credits=1)
-    yield c
-    c.conn.close_all()
+    return clients(credits=1)
 
 
 @pytest.fixture
-def wide(tmp_path):
+def wide(clients):
     """A client that holds 16 credits (MessageIds 1 to 16) after its tree connect."""
-    c = Client(tmp_path, credits=16)
-    yield c
-    c.conn.close_all()
+    return clients(credits=16)
 
 
 def test_ids_in_order_each_answered_with_the_credit_asked_for(client):
@@ -81,8 +76,8 @@ def test_cancel_takes_no_id_and_gets_no_answer(wide):
 
 
 @pytest.fixture
-def large_file(wide, tmp_path):
-    (tmp_path / "large").write_bytes(b"x" * (256 * KiB))
+def large_file(wide, share):
+    (share / "large").write_bytes(b"x" * (256 * KiB))
     return wide.open("large")
 
 
@@ -114,18 +109,18 @@ def test_a_credit_charge_takes_as_many_ids(wide, large_file):
         echo(wide, first + 2)                  # one of the READ's four
 
 
-def test_a_credit_charge_over_the_credits_held_drops_the_connection(tmp_path):
-    c = Client(tmp_path, credits=3)            # holds 3 after the tree connect
-    (tmp_path / "f").write_bytes(b"x")
+def test_a_credit_charge_over_the_credits_held_drops_the_connection(share, clients):
+    c = clients(credits=3)                     # holds 3 after the tree connect
+    (share / "f").write_bytes(b"x")
     fid = c.open("f")                          # holds 3 - 1 + 3
     c.credits = 0
     with pytest.raises(ConnectionError):
         read(c, fid, 64 * KiB * 6, 6)
 
 
-def test_on_2002_a_request_takes_one_id_whatever_its_charge(tmp_path):
-    c = Client(tmp_path, dialect=wire.SMB202, credits=4)
-    (tmp_path / "f").write_bytes(b"x" * (64 * KiB))
+def test_on_2002_a_request_takes_one_id_whatever_its_charge(share, clients):
+    c = clients(dialect=wire.SMB202, credits=4)
+    (share / "f").write_bytes(b"x" * (64 * KiB))
     fid = c.open("f")
     first = c.next_message_id
     assert read(c, fid, 64 * KiB, 3).status == wire.STATUS_SUCCESS
@@ -135,8 +130,8 @@ def test_on_2002_a_request_takes_one_id_whatever_its_charge(tmp_path):
 
 
 @pytest.mark.parametrize("max_credits", [1, 16, 130])
-def test_credits_granted_never_exceed_smb2_max_credits(tmp_path, max_credits):
-    c = Client(tmp_path, credits=1000, limits=Limits(max_credits=max_credits))
+def test_credits_granted_never_exceed_smb2_max_credits(clients, max_credits):
+    c = clients(credits=1000, limits=Limits(max_credits=max_credits))
     held = c.conn.credits.granted              # what the tree connect's answer granted
     assert held <= max_credits
     for i in range(3 * max_credits):
@@ -148,8 +143,8 @@ def test_credits_granted_never_exceed_smb2_max_credits(tmp_path, max_credits):
         echo(c, c.conn.credits.low + max_credits)
 
 
-def test_credits_held_out_of_order_still_bound_the_window(tmp_path):
-    c = Client(tmp_path, credits=1000, limits=Limits(max_credits=16))
+def test_credits_held_out_of_order_still_bound_the_window(clients):
+    c = clients(credits=1000, limits=Limits(max_credits=16))
     low = c.conn.credits.low
     for message_id in range(low + 15, low, -1):   # all but the lowest, highest first
         echo(c, message_id, credits=1000)
@@ -162,8 +157,8 @@ def lock_body_for(fid, flags):
     return lock_body(fid, [(0, 10, flags)])
 
 
-def test_an_async_final_response_grants_no_credit(wide, tmp_path):
-    (tmp_path / "f").write_bytes(b"x" * 10)
+def test_an_async_final_response_grants_no_credit(wide, share):
+    (share / "f").write_bytes(b"x" * 10)
     holder, waiter = wide.open("f"), wide.open("f")
     wide.exchange(wide.message(wire.LOCK, lock_body_for(holder, wire.LOCK_EXCLUSIVE)))
     [(interim, _)] = wide.exchange(wide.message(wire.LOCK, lock_body_for(waiter, wire.LOCK_EXCLUSIVE),

@@ -5,7 +5,7 @@ import os
 import struct
 
 import pytest
-from sansio_client import FILE_DIRECTORY_FILE, Client
+from sansio_client import FILE_DIRECTORY_FILE
 from smbcore import query_directory_body
 
 from smbring.smb import wire
@@ -18,21 +18,13 @@ FILES = {"a.txt": b"a" * 10, "abc": b"", "B.TXT": b"b" * 5000, "long name of a f
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "dir").mkdir()
+def share(share):
+    """The share with the files these tests use."""
+    (share / "dir").mkdir()
     for name, data in FILES.items():
-        (d / "dir" / name).write_bytes(data)
-    (d / "dir" / "sub").mkdir()
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
+        (share / "dir" / name).write_bytes(data)
+    (share / "dir" / "sub").mkdir()
+    return share
 
 
 @pytest.fixture
@@ -167,14 +159,13 @@ def test_a_pattern_outside_the_message(client, dirfid):
     assert client.request(wire.QUERY_DIRECTORY, bytes(body))[0] == wire.STATUS_INVALID_PARAMETER
 
 
-def test_an_output_buffer_over_max_transact_size(share):
-    c = Client(share, credits=300)                    # enough for the CreditCharge
+def test_an_output_buffer_over_max_transact_size(clients):
+    c = clients(credits=300)                    # enough for the CreditCharge
     fid = c.open("dir", options=FILE_DIRECTORY_FILE)
     status, _ = c.request(wire.QUERY_DIRECTORY, query_directory_body(fid, output_length=(8 << 20) + 1), charge=129)
     assert status == wire.STATUS_INVALID_PARAMETER
     status, _ = c.request(wire.QUERY_DIRECTORY, query_directory_body(fid, output_length=8 << 20), charge=128)
     assert status == wire.STATUS_SUCCESS
-    c.conn.close_all()
 
 
 def test_names_deleted_after_the_scan_began_are_skipped(client, dirfid, share):

@@ -5,7 +5,7 @@ import os
 import struct
 
 import pytest
-from sansio_client import ALL_ACCESS, FILE_DIRECTORY_FILE, Client
+from sansio_client import ALL_ACCESS, FILE_DIRECTORY_FILE
 from smbcore import set_info_body
 
 from smbring.smb import acl, wire
@@ -19,19 +19,11 @@ FILE_READ_ATTRIBUTES = 0x80
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "f").write_bytes(b"x" * 5000)
-    (d / "d").mkdir()
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
+def share(share):
+    """The share with the files these tests use."""
+    (share / "f").write_bytes(b"x" * 5000)
+    (share / "d").mkdir()
+    return share
 
 
 @pytest.fixture
@@ -330,7 +322,7 @@ def rename_buffer(name, replace=False):
 
 
 @pytest.mark.parametrize("klass", sorted(SETTABLE) + [RENAME])
-def test_each_class_needs_its_access(client, share, klass):
+def test_each_class_needs_its_access(client, klass):
     buf, needs = SETTABLE[klass] if klass != RENAME else (rename_buffer("renamed"), wire.DELETE)
     if needs:
         without = client.open("f", access=all_access_but(needs))
@@ -345,14 +337,13 @@ def test_clearing_a_delete_disposition_needs_no_access(client):
 
 
 @pytest.mark.parametrize("klass", sorted(SETTABLE) + [RENAME])
-def test_a_read_only_share_sets_nothing(share, klass):
-    c = Client(share, share={"read_only": True})
+def test_a_read_only_share_sets_nothing(share, klass, clients):
+    c = clients(share={"read_only": True})
     fid = c.open("f", access=wire.MAXIMUM_ALLOWED)
     buf = SETTABLE[klass][0] if klass != RENAME else rename_buffer("renamed")
     assert c.set_info(fid, klass, buf) == wire.STATUS_ACCESS_DENIED
     assert sorted(os.listdir(share)) == ["d", "f"]
     assert (share / "f").stat().st_size == 5000
-    c.conn.close_all()
 
 
 @pytest.mark.parametrize("klass", [0, 1, 9, 11, 99])

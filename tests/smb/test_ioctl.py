@@ -5,7 +5,7 @@ import ipaddress
 import struct
 
 import pytest
-from sansio_client import FILE_DIRECTORY_FILE, Client
+from sansio_client import FILE_DIRECTORY_FILE
 from smbcore import ioctl_body, negotiate_body, negotiate_contexts, validate_negotiate_body
 
 from smbring.smb import wire
@@ -19,35 +19,36 @@ from smbring.smb.limits import MAX_IO
 from smbring.smb.state import FID_ANY
 
 GUID = bytes(range(16))
-OFFERED = dict(dialects=(wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302), security_mode=wire.SECURITY_SIGNING_ENABLED,
-               caps=wire.CAP_LARGE_MTU | wire.CAP_ENCRYPTION, guid=GUID)
+OFFERED = dict(dialects=(wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302),
+               security_mode=wire.SECURITY_SIGNING_ENABLED, caps=wire.CAP_LARGE_MTU | wire.CAP_ENCRYPTION, guid=GUID)
 FSCTL_PIPE_TRANSCEIVE, FSCTL_SET_SPARSE = 0x0011C017, 0x000900C4
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "f").write_bytes(b"x")
-    return d
-
-
-def negotiated(share, dialects=OFFERED["dialects"], **options):
-    """A client whose connection received a real NEGOTIATE offering OFFERED (and `dialects`);
-    its session and tree are set up first (an unsigned tree connect is refused on 3.1.1)."""
-    c = Client(share, dialect=0, **options)
-    contexts = negotiate_contexts((1, 2), (1,)) if wire.SMB311 in dialects else []
-    [(header, _)] = c.exchange(c.message(wire.NEGOTIATE, negotiate_body(dialects, OFFERED["security_mode"],
-                                                                        OFFERED["caps"], GUID, contexts)))
-    assert header.status == 0
-    return c
+def share(share):
+    """The share with the file these tests use."""
+    (share / "f").write_bytes(b"x")
+    return share
 
 
 @pytest.fixture
-def client(share):
-    c = negotiated(share)
-    yield c
-    c.conn.close_all()
+def negotiated(clients):
+    """Makes a client whose connection received a real NEGOTIATE offering OFFERED (and
+    `dialects`); its session and tree are set up first (an unsigned tree connect is refused
+    on 3.1.1)."""
+    def make(dialects=OFFERED["dialects"], **options):
+        c = clients(dialect=0, **options)
+        contexts = negotiate_contexts((1, 2), (1,)) if wire.SMB311 in dialects else []
+        [(header, _)] = c.exchange(c.message(wire.NEGOTIATE, negotiate_body(dialects, OFFERED["security_mode"],
+                                                                            OFFERED["caps"], GUID, contexts)))
+        assert header.status == 0
+        return c
+    return make
+
+
+@pytest.fixture
+def client(negotiated):
+    return negotiated()
 
 
 def validate(client, **changed):
@@ -58,19 +59,18 @@ def validate(client, **changed):
 
 
 @pytest.mark.parametrize("dialects", [OFFERED["dialects"], OFFERED["dialects"][:3]])
-def test_validate_negotiate_info_that_matches_gets_the_servers_values(share, dialects):
-    c = negotiated(share, dialects)
+def test_validate_negotiate_info_that_matches_gets_the_servers_values(negotiated, dialects):
+    c = negotiated(dialects)
     status, out = validate(c, dialects=dialects)
     assert status == 0
     caps, guid, security_mode, dialect = struct.unpack("<I16sHH", out)
     assert (guid, dialect) == (c.conn.server_guid, dialects[-1])
     assert security_mode == wire.SECURITY_SIGNING_ENABLED
     assert caps == wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if dialect >= wire.SMB300 else 0)
-    c.conn.close_all()
 
 
-def test_validate_negotiate_info_repeats_a_required_signing(share):
-    c = negotiated(share, signing_required=True)
+def test_validate_negotiate_info_repeats_a_required_signing(negotiated):
+    c = negotiated(signing_required=True)
     _status, out = validate(c)
     assert struct.unpack_from("<H", out, 20)[0] == wire.SECURITY_SIGNING_ENABLED | wire.SECURITY_SIGNING_REQUIRED
 
@@ -92,15 +92,15 @@ def test_validate_negotiate_info_that_differs_drops_the_connection(client, chang
 @pytest.mark.xfail(strict=True, reason="validate_negotiate compares only the dialect chosen from the list, not the "
                                        "list itself with Connection.ClientDialects (kept but unused), which MS-SMB2 "
                                        "3.3.5.15.12 requires of a server implementing 3.1.1, as Samba checks")
-@pytest.mark.parametrize("dialects", [(wire.SMB302,), (wire.SMB210, wire.SMB302), (wire.SMB302, wire.SMB300, wire.SMB210,
-                                                                                  wire.SMB202)])
+@pytest.mark.parametrize("dialects", [(wire.SMB302,), (wire.SMB210, wire.SMB302),
+                                      (wire.SMB302, wire.SMB300, wire.SMB210, wire.SMB202)])   # reordered
 def test_validate_negotiate_info_with_other_dialects_leading_to_the_same_drops_the_connection(client, dialects):
     with pytest.raises(ConnectionError):
         validate(client, dialects=dialects)
 
 
-def test_validate_negotiate_info_on_311_drops_the_connection(share):
-    c = negotiated(share, (wire.SMB302, wire.SMB311))
+def test_validate_negotiate_info_on_311_drops_the_connection(negotiated):
+    c = negotiated((wire.SMB302, wire.SMB311))
     with pytest.raises(ConnectionError):
         validate(c, dialects=(wire.SMB302, wire.SMB311))
 
@@ -129,8 +129,8 @@ def test_an_input_outside_the_message_is_an_invalid_parameter(client):
 # -- network interfaces ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("address", ["192.0.2.7", "2001:db8::7"])
-def test_network_interface_info_names_the_address_reached(share, address):
-    c = negotiated(share, local_address=address)
+def test_network_interface_info_names_the_address_reached(negotiated, address):
+    c = negotiated(local_address=address)
     status, out = c.ioctl(FSCTL_QUERY_NETWORK_INTERFACE_INFO)
     assert status == 0 and len(out) == 152
     next_offset, index, capability, _r, speed = struct.unpack_from("<IIIIQ", out)
@@ -141,17 +141,15 @@ def test_network_interface_info_names_the_address_reached(share, address):
         assert family == 2 and out[28:32] == ip.packed
     else:
         assert family == 0x17 and out[32:48] == ip.packed
-    c.conn.close_all()
 
 
 def test_network_interface_info_without_an_address_is_not_supported(client):
     assert client.ioctl(FSCTL_QUERY_NETWORK_INTERFACE_INFO)[0] == wire.STATUS_NOT_SUPPORTED
 
 
-def test_network_interface_info_that_does_not_fit(share):
-    c = negotiated(share, local_address="192.0.2.7")
+def test_network_interface_info_that_does_not_fit(negotiated):
+    c = negotiated(local_address="192.0.2.7")
     assert c.ioctl(FSCTL_QUERY_NETWORK_INTERFACE_INFO, max_output=151)[0] == wire.STATUS_BUFFER_TOO_SMALL
-    c.conn.close_all()
 
 
 # -- object ids ---------------------------------------------------------------------------------
@@ -204,12 +202,11 @@ def test_a_directory_has_an_object_id_too(client):
     assert client.ioctl(FSCTL_CREATE_OR_GET_OBJECT_ID, fid=d)[0] == 0
 
 
-def test_a_max_output_over_max_transact_size(share):
-    c = negotiated(share)
+def test_a_max_output_over_max_transact_size(negotiated):
+    c = negotiated()
     c.credits = 300
     c.request(wire.ECHO, b"\4\0\0\0")                # gather the credits to pay for it
     status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_SET_SPARSE, b"", MAX_IO + 1), charge=129)
     assert status == wire.STATUS_INVALID_PARAMETER
     status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_SET_SPARSE, b"", MAX_IO), charge=128)
     assert status == wire.STATUS_NOT_SUPPORTED                  # past the size checks
-    c.conn.close_all()

@@ -2,7 +2,7 @@
 conflicts, malformed requests, blocking locks that wait (on this connection or another of the
 same server) and are answered later through the outbox, CANCEL, and the bounds on locks."""
 import pytest
-from sansio_client import Client, sent
+from sansio_client import sent
 from smbcore import SHORT_BODY, compound, lock_body
 
 from smbring.smb import wire
@@ -13,28 +13,18 @@ X, S, U, NOW = wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED, wire.LOCK_UNLOCK, wire.LOC
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "f").write_bytes(b"x" * 100)
-    return d
+def share(share):
+    """The share with the files these tests use."""
+    (share / "f").write_bytes(b"x" * 100)
+    return share
 
 
 @pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
-
-
-@pytest.fixture
-def two(share):
+def two(clients):
     """Two connections of one server, each with the file open."""
     state = ServerState()
-    a, b = Client(share, state), Client(share, state)
+    a, b = clients(state=state), clients(state=state)
     yield (a, a.open("f")), (b, b.open("f"))
-    a.conn.close_all()
-    b.conn.close_all()
 
 
 def lock(client, fid, *elements, **header):
@@ -233,8 +223,8 @@ def test_only_the_last_request_of_a_compound_may_wait(client):
 
 # -- bounds ---------------------------------------------------------------------------------------
 
-def test_max_locks_per_open(share):
-    c = Client(share, limits=Limits(max_locks=4))
+def test_max_locks_per_open(clients):
+    c = clients(limits=Limits(max_locks=4))
     fid, other = c.open("f"), c.open("f")
     assert status(c, fid, *[(i, 1, X | NOW) for i in range(3)]) == 0
     assert status(c, fid, (10, 1, X | NOW), (11, 1, X | NOW)) == wire.STATUS_INSUFFICIENT_RESOURCES
@@ -244,25 +234,22 @@ def test_max_locks_per_open(share):
     assert status(c, fid, (0, 1, U)) == 0
     assert status(c, fid, (11, 1, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED   # counted again, then refused
     assert status(c, fid, (12, 1, X)) == 0
-    c.conn.close_all()
 
 
-def test_max_locks_per_connection(share):
-    c = Client(share, limits=Limits(max_locks_per_connection=3))
+def test_max_locks_per_connection(clients):
+    c = clients(limits=Limits(max_locks_per_connection=3))
     fids = [c.open("f") for _ in range(3)]
     assert [status(c, fid, (i, 1, X)) for i, fid in enumerate(fids)] == [0, 0, 0]
     assert status(c, fids[0], (10, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
     assert c.close(fids[2]) == 0                              # its lock is released with it
     assert status(c, fids[0], (10, 1, X)) == 0
     assert status(c, fids[0], (11, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
-    c.conn.close_all()
 
 
-def test_max_pending_requests(share):
-    c = Client(share, limits=Limits(max_pending_requests=2))
+def test_max_pending_requests(clients):
+    c = clients(limits=Limits(max_pending_requests=2))
     holder = c.open("f")
     assert status(c, holder, (0, 100, X)) == 0
     for i in range(2):
         pending(c, c.open("f"), offset=i)
     assert status(c, c.open("f"), (5, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
-    c.conn.close_all()

@@ -10,7 +10,7 @@ import os
 import struct
 
 import pytest
-from sansio_client import Client, parse, sent
+from sansio_client import parse, sent
 from smbcore import SHORT_BODY, close_body, compound, flush_body, lock_body, read_body, write_body
 
 from smbring.smb import security, wire
@@ -23,18 +23,10 @@ WRITE_THROUGH = 0x1
 
 
 @pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    (d / "f").write_bytes(DATA)
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
+def share(share):
+    """The share with the files these tests use."""
+    (share / "f").write_bytes(DATA)
+    return share
 
 
 @pytest.fixture
@@ -109,15 +101,14 @@ def test_a_read_short_of_its_minimum_count(client, fid):
     assert client.request(wire.READ, bytes(body))[0] == wire.STATUS_SUCCESS
 
 
-def test_read_path_and_splice_safety_come_with_the_range(share):
-    c = Client(share, share={"read_path": "copy"})
+def test_read_path_and_splice_safety_come_with_the_range(clients):
+    c = clients(share={"read_path": "copy"})
     reader = c.open("f", access=wire.GENERIC_READ)
     [effect] = read(c, reader, 10)
     assert effect.splice_safe and effect.read_path == "copy"
     c.open("f", access=wire.GENERIC_WRITE)                  # a writer: splice could see it change
     [effect] = read(c, reader, 10)
     assert not effect.splice_safe
-    c.conn.close_all()
 
 
 def test_a_compound_read_reads_into_memory_and_resumes(client, fid):
@@ -196,12 +187,11 @@ def test_a_sealed_read_is_read_into_a_buffer_and_sealed(client, fid):
     assert wire.Header.parse(plain).status == 0 and read_data(plain[64:]) == DATA[5:105]
 
 
-def test_a_read_over_max_read_size(share):
-    c = Client(share, credits=300)                        # enough for the CreditCharge
+def test_a_read_over_max_read_size(clients):
+    c = clients(credits=300)                        # enough for the CreditCharge
     fid = c.open("f")
     assert answer(read(c, fid, MAX_IO + 1, charge=129))[0].status == wire.STATUS_INVALID_PARAMETER
     assert isinstance(read(c, fid, MAX_IO, charge=128)[0], Send)
-    c.conn.close_all()
 
 
 def test_a_read_of_a_directory(client):
@@ -347,12 +337,11 @@ def test_a_write_needs_write_access(client):
     assert isinstance(write(client, fid, b"abc")[0], Write)
 
 
-def test_a_write_on_a_read_only_share(share):
-    c = Client(share, share={"read_only": True})
+def test_a_write_on_a_read_only_share(share, clients):
+    c = clients(share={"read_only": True})
     fid = c.open("f", access=wire.MAXIMUM_ALLOWED)
     assert answer(write(c, fid, b"abc"))[0].status == wire.STATUS_ACCESS_DENIED
     assert (share / "f").read_bytes() == DATA
-    c.conn.close_all()
 
 
 def test_write_data_outside_the_message(client, fid):

@@ -4,26 +4,11 @@ session may hold, and what a disconnect leaves behind."""
 import struct
 
 import pytest
-from sansio_client import Client
 from smbcore import create_body, tree_connect_body
 
 from smbring.smb import wire
 from smbring.smb.limits import Limits
 from smbring.smb.state import Session
-
-
-@pytest.fixture
-def share(tmp_path):
-    d = tmp_path / "share"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def client(share):
-    c = Client(share)
-    yield c
-    c.conn.close_all()
 
 
 def tree_response(body):
@@ -44,8 +29,8 @@ def test_each_connect_gets_a_tree_of_its_own(client):
     assert len(tids | {client.tid}) == 4
 
 
-def test_a_read_only_share_offers_read_access_only(share):
-    c = Client(share, share={"read_only": True})
+def test_a_read_only_share_offers_read_access_only(clients):
+    c = clients(share={"read_only": True})
     _status, _tid, body = c.tree_connect()
     assert tree_response(body)[2] == wire.READ_ONLY_ACCESS
 
@@ -76,25 +61,25 @@ def test_tree_connect_needs_a_session(client):
     assert status == wire.STATUS_USER_SESSION_DELETED
 
 
-def test_a_guest_reaches_guest_shares_only(share):
-    refused = Client(share)
+def test_a_guest_reaches_guest_shares_only(clients):
+    refused = clients()
     refused.conn.sessions[2] = Session(id=2, valid=True, guest=True)
     assert refused.tree_connect(session_id=2)[0] == wire.STATUS_ACCESS_DENIED
-    allowed = Client(share, share={"guest_ok": True})
+    allowed = clients(share={"guest_ok": True})
     allowed.conn.sessions[2] = Session(id=2, valid=True, guest=True)
     assert allowed.tree_connect(session_id=2)[0] == wire.STATUS_SUCCESS
 
 
-def test_valid_users_are_the_only_ones_let_in(share):
-    c = Client(share, share={"valid_users": ["alice"]}, tree=False)
+def test_valid_users_are_the_only_ones_let_in(clients):
+    c = clients(share={"valid_users": ["alice"]}, tree=False)
     c.conn.sessions[2] = Session(id=2, valid=True, user="DOMAIN\\Alice")
     c.conn.sessions[3] = Session(id=3, valid=True, user="bob")
     assert c.tree_connect(session_id=2)[0] == wire.STATUS_SUCCESS
     assert c.tree_connect(session_id=3)[0] == wire.STATUS_ACCESS_DENIED
 
 
-def test_an_encrypted_share_refuses_a_client_that_cannot_encrypt(share):
-    c = Client(share, share={"encrypt": True}, tree=False)
+def test_an_encrypted_share_refuses_a_client_that_cannot_encrypt(clients):
+    c = clients(share={"encrypt": True}, tree=False)
     assert c.tree_connect()[0] == wire.STATUS_ACCESS_DENIED      # no cipher negotiated
     c.conn.cipher = 1
     status, _tid, body = c.tree_connect()
@@ -102,8 +87,8 @@ def test_an_encrypted_share_refuses_a_client_that_cannot_encrypt(share):
     assert tree_response(body)[1] == 0x8000                        # SHAREFLAG_ENCRYPT_DATA
 
 
-def test_max_trees_per_session(share):
-    c = Client(share, limits=Limits(max_trees=3))   # its own tree is the first
+def test_max_trees_per_session(clients):
+    c = clients(limits=Limits(max_trees=3))   # its own tree is the first
     extra = [c.tree_connect()[1], c.tree_connect("\\\\x\\IPC$")[1]]
     assert c.tree_connect()[0] == wire.STATUS_INSUFFICIENT_RESOURCES
     assert c.tree_connect("\\\\x\\IPC$")[0] == wire.STATUS_INSUFFICIENT_RESOURCES
