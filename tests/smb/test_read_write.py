@@ -93,6 +93,11 @@ def test_a_read_at_or_past_the_end_of_file(client, fid, offset):
     assert header.status == wire.STATUS_END_OF_FILE
 
 
+@pytest.mark.parametrize("offset", [2 ** 63 - 5, 2 ** 64 - 1])
+def test_a_read_ending_past_the_largest_offset(client, fid, offset):
+    assert answer(read(client, fid, 10, offset=offset))[0].status == wire.STATUS_INVALID_PARAMETER
+
+
 def test_a_read_short_of_its_minimum_count(client, fid):
     body = bytearray(read_body(fid, 100, len(DATA) - 10))
     struct.pack_into("<I", body, 32, 11)                    # MinimumCount
