@@ -81,7 +81,7 @@ def test_a_transform_header_whose_flags_are_not_1_is_refused():
 def test_allocation_reserves_disk_only_under_strict_allocate(tmp_path, strict):
     share = tmp_path / "share"
     share.mkdir()
-    client = Client(share, strict_allocate=strict)
+    client = Client(share, share={"strict_allocate": strict})
     fid = client.open("alloc.bin")
     assert client.set_info(fid, 19, struct.pack("<Q", 64 << 20)) == 0      # FileAllocationInformation
     status, standard = client.query_info(fid, 5)                              # FileStandardInformation
