@@ -17,6 +17,26 @@ import struct
 from dataclasses import dataclass, field
 
 import spnego
+from smbcore import (  # the message bodies both test clients build requests from
+    SHORT_BODY,
+    change_notify_body,
+    close_body,
+    create_body,
+    flush_body,
+    ioctl_body,
+    lock_body,
+    negotiate_body,
+    negotiate_contexts,
+    query_directory_body,
+    query_info_body,
+    read_body,
+    session_setup_body,
+    set_info_body,
+    smb1_negotiate_message,
+    tree_connect_body,
+    validate_negotiate_body,  # noqa: F401 - tests import it from here
+    write_body,
+)
 
 from smbring.smb import security, wire
 
@@ -99,113 +119,6 @@ class Session:
     @property
     def status(self) -> int:
         return self.last.status if self.last else -1
-
-
-# -- message bodies (MS-SMB2 2.2): bytes after the 64-byte header --------------------------
-
-def negotiate_body(dialects, security_mode, capabilities, client_guid, contexts=()) -> bytes:
-    fixed = 36 + 2 * len(dialects)
-    ctx_off = wire.pad8(64 + fixed) if contexts else 0
-    body = struct.pack("<HHHHI16sIHH", 36, len(dialects), security_mode, 0, capabilities,
-                       client_guid, ctx_off, len(contexts), 0) + struct.pack(f"<{len(dialects)}H", *dialects)
-    if contexts:
-        body += b"\0" * (ctx_off - 64 - len(body))
-        body += b"".join(contexts)        # negotiate_contexts() padded all but the last
-    return body
-
-
-def negotiate_contexts(ciphers, signing_algorithms) -> list[bytes]:
-    def context(ctype: int, data: bytes) -> bytes:
-        return struct.pack("<HHI", ctype, len(data), 0) + data
-    out = [context(wire.PREAUTH_INTEGRITY_CAPABILITIES,
-                   struct.pack("<HHH", 1, 32, wire.SHA512) + os.urandom(32))]
-    if ciphers:
-        out.append(context(wire.ENCRYPTION_CAPABILITIES, struct.pack(f"<H{len(ciphers)}H", len(ciphers), *ciphers)))
-    if signing_algorithms:
-        out.append(context(wire.SIGNING_CAPABILITIES,
-                           struct.pack(f"<H{len(signing_algorithms)}H", len(signing_algorithms), *signing_algorithms)))
-    return [c + b"\0" * (wire.pad8(len(c)) - len(c)) if i < len(out) - 1 else c for i, c in enumerate(out)]
-
-
-def session_setup_body(token: bytes, security_mode=wire.SECURITY_SIGNING_ENABLED, flags=0, previous=0) -> bytes:
-    return struct.pack("<HBBIIHHQ", 25, flags, security_mode, 0, 0, 88, len(token), previous) + token
-
-
-def tree_connect_body(path: str) -> bytes:
-    name = wire.utf16(path)
-    return struct.pack("<HHHH", 9, 0, 72, len(name)) + name
-
-
-def create_body(name: str, access: int, disposition: int, options: int, *, share_access: int = 7,
-                attributes: int = 0, contexts: list[tuple[bytes, bytes]] = (), name_offset: int | None = None,
-                name_length: int | None = None, impersonation: int = 2, oplock: int = 0) -> bytes:
-    """NameOffset/NameLength default to the name as sent; given, they are sent as they are."""
-    encoded = wire.utf16(name)
-    ctx = wire.chain((struct.pack("<IHHHHI", 0, 16, len(cname), 0, 24 if data else 0, len(data)) +
-                      cname.ljust(8, b"\0") + data for cname, data in contexts), 8)   # MS-SMB2 2.2.13.2
-    name_part = encoded or b"\0"          # the buffer holds at least one byte
-    ctx_off = wire.pad8(120 + len(name_part)) if ctx else 0
-    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, oplock, impersonation, 0, 0, access, attributes,
-                       share_access, disposition, options,
-                       120 if name_offset is None else name_offset,
-                       len(encoded) if name_length is None else name_length,
-                       ctx_off, len(ctx)) + name_part
-    if ctx:
-        body += b"\0" * (ctx_off - 64 - len(body)) + ctx
-    return body
-
-
-def close_body(fid: bytes, flags: int = 0) -> bytes:
-    return struct.pack("<HHI", 24, flags, 0) + fid
-
-
-def flush_body(fid: bytes) -> bytes:
-    return struct.pack("<HHI", 24, 0, 0) + fid
-
-
-def read_body(fid: bytes, length: int, offset: int = 0) -> bytes:
-    return struct.pack("<HBBIQ16sIIIHH", 49, 80, 0, length, offset, fid, 0, 0, 0, 0, 0) + b"\0"
-
-
-def write_body(fid: bytes, data: bytes, offset: int = 0) -> bytes:
-    return struct.pack("<HHIQ16sIIHHI", 49, 112, len(data), offset, fid, 0, 0, 0, 0, 0) + data
-
-
-def lock_body(fid: bytes, elements: list[tuple[int, int, int]]) -> bytes:
-    return struct.pack("<HHI16s", 48, len(elements), 0, fid) + \
-        b"".join(struct.pack("<QQII", off, length, flags, 0) for off, length, flags in elements)
-
-
-def query_info_body(fid: bytes, info_type: int, klass: int, output_length: int = 65536,
-                    additional: int = 0) -> bytes:
-    return struct.pack("<HBBIHHIII16s", 41, info_type, klass, output_length, 0, 0, 0, additional, 0, fid)
-
-
-def set_info_body(fid: bytes, info_type: int, klass: int, data: bytes, additional: int = 0) -> bytes:
-    return struct.pack("<HBBIHHI16s", 33, info_type, klass, len(data), 96, 0, additional, fid) + data
-
-
-def query_directory_body(fid: bytes, pattern: str = "*", klass: int = 37, flags: int = 0,
-                         output_length: int = 65536) -> bytes:
-    name = wire.utf16(pattern)
-    return struct.pack("<HBBI16sHHI", 33, klass, flags, 0, fid, 96, len(name), output_length) + name
-
-
-def ioctl_body(fid: bytes, ctl: int, data: bytes = b"", max_output: int = 65536) -> bytes:
-    return struct.pack("<HHI16sIIIIIIII", 57, 0, ctl, fid, 120 if data else 0, len(data), 0, 0, 0,
-                       max_output, 1, 0) + data          # Flags: SMB2_0_IOCTL_IS_FSCTL
-
-
-def change_notify_body(fid: bytes, completion_filter: int = 0x17, flags: int = 0,
-                       output_length: int = 4096) -> bytes:
-    return struct.pack("<HHI16sII", 32, flags, output_length, fid, completion_filter, 0)
-
-
-def validate_negotiate_body(capabilities: int, guid: bytes, security_mode: int, dialects) -> bytes:
-    return struct.pack(f"<I16sHH{len(dialects)}H", capabilities, guid, security_mode, len(dialects), *dialects)
-
-
-SHORT_BODY = struct.pack("<HH", 4, 0)       # ECHO, LOGOFF, TREE_DISCONNECT
 
 
 class RawClient:
@@ -431,9 +344,7 @@ class RawClient:
 
     def smb1_negotiate(self) -> None:
         """An SMB1 NEGOTIATE offering SMB 2.002 and 2.??? (what old clients open with)."""
-        dialects = b"".join(b"\x02" + d + b"\0" for d in (b"NT LM 0.12", b"SMB 2.002", b"SMB 2.???"))
-        smb1 = struct.pack("<4sBIBHH8sHHHHHB", b"\xffSMB", 0x72, 0, 0x18, 0xC853, 0, b"\0" * 8, 0,
-                           0xFFFF, 1, 0, 0, 0) + struct.pack("<H", len(dialects)) + dialects
+        smb1 = smb1_negotiate_message()
         self.send_frame(len(smb1).to_bytes(4, "big") + smb1)
 
     # -- logon ------------------------------------------------------------------------------

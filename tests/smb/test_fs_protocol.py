@@ -153,7 +153,7 @@ def check(status):
 def test_a_session_of_requests_reaches_files_only_through_the_vfs(tmp_path, recorder):
     share = tmp_path / "share"
     share.mkdir()
-    client = Client(share)
+    client = Client(share, share={"strict_allocate": True})       # (so an allocation reaches the disk too)
     recorder.active = True
     d = client.open("Dir", options=FILE_DIRECTORY_FILE, disposition=wire.FILE_CREATE)
     f = client.open("dir\\f.txt", disposition=wire.FILE_CREATE)         # the case of "Dir" matched

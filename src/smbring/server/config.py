@@ -29,7 +29,7 @@ FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
                "log level", "read path", "ntlm auth", *OPTIONS}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
-              "vfs objects", "smb encrypt", "browseable", "browsable", "read path"}
+              "vfs objects", "smb encrypt", "browseable", "browsable", "read path", "strict allocate"}
 READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
 WHOLE = re.compile(r"[0-9]+")
 DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
@@ -152,6 +152,7 @@ def load(path: str) -> Config:
             encrypt=encrypt in ("required", "mandatory", "yes"),
             vfs_objects=[m for m in vfs if m in MODULES],
             read_path=_read_path(opts["read path"], where) if "read path" in opts else None,
+            strict_allocate=_bool(opts.get("strict allocate", "no"), f"{where} strict allocate"),
         )
     if not cfg.shares:
         raise ConfigError(f"{path}: no share sections")

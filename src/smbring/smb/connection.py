@@ -84,7 +84,7 @@ class Connection:
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
-        self.lookup = lookup     # user name -> NT hash, or None (the server reads its password file)
+        self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.encryption_required = encryption_required
@@ -555,7 +555,10 @@ class Connection:
         """The connection is gone: every open is closed as a CLOSE would (delete on close too)."""
         self.on_output = None
         for o in list(self.opens.values()):
-            self.close_open(o)
+            try:
+                self.close_open(o)
+            except Exception:       # a bug of ours: the other opens are closed all the same
+                log.exception("closing %s at disconnect failed", o.display_name())
         for fs in self._fs.values():
             fs.close()
         self._fs.clear()
@@ -567,6 +570,11 @@ class Connection:
         if fs is None:
             fs = self._fs[share.name] = self.open_fs(share.path)
         return fs
+
+    def end_session(self, session_id: int) -> None:
+        """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""
+        self.close_opens(session_id)
+        self.sessions.pop(session_id, None)
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""

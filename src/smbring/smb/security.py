@@ -135,7 +135,9 @@ def parse_transform(buf) -> tuple[int, int]:
     """(session id, original size) of a transform header."""
     if len(buf) < 52 or bytes(buf[:4]) != wire.TRANSFORM_ID:
         raise DecryptError("not a transform header")
-    _p, _sig, _nonce, size, _r, _flags, session_id = _TRANSFORM.unpack_from(buf, 0)
+    _p, _sig, _nonce, size, _r, flags, session_id = _TRANSFORM.unpack_from(buf, 0)
+    if flags != 1:      # Flags (3.1.1) / EncryptionAlgorithm (3.0): 1, or disconnect (3.3.5.2.1.1)
+        raise DecryptError(f"transform header flags {flags:#x}")
     return session_id, size
 
 

@@ -54,6 +54,7 @@ class Share:
     encrypt: bool = False                              # smb encrypt = required
     vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
     read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
+    strict_allocate: bool = False                      # reserve the space a client allocates
 
 
 @dataclass(eq=False)

@@ -79,7 +79,10 @@ class PosixVFS:
         return fd
 
     def parent(self, parts: list[str]) -> tuple[int, str]:
-        """An O_PATH fd of the parent directory (beneath the root) and the last component."""
+        """An O_PATH fd of the parent directory (beneath the root) and the last component;
+        the share root itself has none that may be touched (EACCES)."""
+        if not parts:
+            raise PermissionError(errno.EACCES, "the share root cannot be removed or renamed")
         fd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, BENEATH)
         return fd, parts[-1]
 
@@ -206,7 +209,11 @@ class PosixVFS:
 
     def rename(self, old: list[str], new: list[str], replace: bool) -> None:
         ofd, oname = self.parent(old)
-        nfd, nname = self.parent(new)
+        try:
+            nfd, nname = self.parent(new)
+        except BaseException:
+            os.close(ofd)
+            raise
         try:
             if not replace:
                 try:

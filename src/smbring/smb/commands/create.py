@@ -35,11 +35,13 @@ def _may_delete(access: int) -> bool:
     return bool(access & (wire.DELETE | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED))
 
 
-def set_allocation(fs: FileSystem, fd: int, size: int) -> None:
-    """AllocationSize (the AlSi create context, FileAllocationInformation): disk space reserved
-    without changing the file's size where the file system can, and the size remembered to
-    report it back."""
-    fs.allocate(fd, size)
+def set_allocation(fs: FileSystem, fd: int, size: int, strict: bool) -> None:
+    """AllocationSize (the AlSi create context, FileAllocationInformation): the size remembered
+    to report it back; with Samba's `strict allocate`, disk space reserved too (without
+    changing the file's size, where the file system can). Not by default: space reserved
+    beyond a file's size is space a client can take without writing it (as in Samba)."""
+    if strict:
+        fs.allocate(fd, size)
     dos = fs.get_dos(fd) or DosInfo()
     dos.allocation = size
     fs.set_dos(fd, dos)
@@ -158,8 +160,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
     if exists and disposition == wire.FILE_CREATE:
         raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
-    if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if options & wire.FILE_DELETE_ON_CLOSE and (not _may_delete(access) or not parts):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # (the share's root is never deleted)
     if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
                                                 exists and not st.st_mode & 0o222):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
@@ -217,20 +219,26 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
         except PermissionError:
             fd = fs.open(parts, os.O_RDONLY)
-        if exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE):
+    try:        # the descriptor is closed whatever fails before the open is registered
+        if not is_dir and exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF,
+                                                     wire.FILE_SUPERSEDE):
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
-    if new_sd is not None:
-        fs.set_sd(fd, new_sd.pack())
-    if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
-        fs.set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
-    st = fs.fstat(fd)
-    dos = fs.get_dos(fd)
-    o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
-             delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
-             tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
-             stream=stream, base_parts=base_parts, base_key=base_key)
-    if not c.state.register_open(o, access, share_access):
+        if new_sd is not None:
+            fs.set_sd(fd, new_sd.pack())
+        if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
+            fs.set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
+        st = fs.fstat(fd)
+        dos = fs.get_dos(fd)
+        o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
+                 delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
+                 tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
+                 stream=stream, base_parts=base_parts, base_key=base_key)
+        registered = c.state.register_open(o, access, share_access)
+    except BaseException:
+        fs.close_file(fd)
+        raise
+    if not registered:
         fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
@@ -241,12 +249,18 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
         c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-    if eas and action != wire.FILE_OPENED:
-        for ea_name, value in eas:
-            fs.set_ea(fd, ea_name, value)
-    if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
-        set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0])
-        st, dos = fs.fstat(fd), fs.get_dos(fd)
+    try:        # registered: what fails now undoes the open as a CLOSE would (deleting nothing)
+        if eas and action != wire.FILE_OPENED:
+            for ea_name, value in eas:
+                fs.set_ea(fd, ea_name, value)
+        if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
+            set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0],
+                           tree.share.strict_allocate)
+            st, dos = fs.fstat(fd), fs.get_dos(fd)
+    except BaseException:
+        o.delete_on_close = False
+        c.close_open(o)
+        raise
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
         most = wire.READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS

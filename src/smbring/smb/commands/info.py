@@ -265,6 +265,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.parts = new_parts
         c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
+        if buf[0] and not o.parts:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)      # the share's root is never deleted
         if buf[0] and not o.is_dir and not fs.fstat(o.fd).st_mode & 0o222:
             raise SMBError(wire.STATUS_CANNOT_DELETE)
         if buf[0] and o.is_dir and fs.names(o.fd):
@@ -282,7 +284,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if not o.is_dir:
             if wanted < fs.fstat(o.fd).st_size:
                 fs.ftruncate(o.fd, wanted)
-            set_allocation(fs, o.fd, wanted)
+            set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)
     elif klass == 14:  # Position (CurrentByteOffset)
         o.position = struct.unpack_from("<Q", buf, 0)[0]
     elif klass == 16:  # Mode: only the flags a handle may change (MS-FSCC 2.4.26)

@@ -44,14 +44,14 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         out = s.auth.step(bytes(token))
     except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
         log.info("authentication failed: %s", e)
-        del c.sessions[s.id]
+        c.end_session(s.id)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
         who = identity.user if identity.kind == "user" else identity.kind
         if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
             log.info("session %d: re-authentication as %s refused (was %s)", s.id, who, s.reauth_of)
-            del c.sessions[s.id]
+            c.end_session(s.id)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.reauth_of = None
     if s.auth.complete and identity.kind != "user":
@@ -83,6 +83,5 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
-    c.close_opens(hdr.session_id)
-    c.sessions.pop(hdr.session_id)
+    c.end_session(hdr.session_id)
     return struct.pack("<HH", 4, 0), None

@@ -1,0 +1,255 @@
+"""LOCK through the sans-I/O connection (MS-SMB2 3.3.5.14): byte-range locks and unlocks,
+conflicts, malformed requests, blocking locks that wait (on this connection or another of the
+same server) and are answered later through the outbox, CANCEL, and the bounds on locks."""
+import pytest
+from sansio_client import sent
+from smbcore import SHORT_BODY, compound, lock_body
+
+from smbring.smb import wire
+from smbring.smb.limits import Limits
+from smbring.smb.server_state import ServerState
+
+X, S, U, NOW = wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED, wire.LOCK_UNLOCK, wire.LOCK_FAIL_IMMEDIATELY
+
+
+@pytest.fixture
+def share(share):
+    """The share with the files these tests use."""
+    (share / "f").write_bytes(b"x" * 100)
+    return share
+
+
+@pytest.fixture
+def two(clients):
+    """Two connections of one server, each with the file open."""
+    state = ServerState()
+    a, b = clients(state=state), clients(state=state)
+    yield (a, a.open("f")), (b, b.open("f"))
+
+
+def lock(client, fid, *elements, **header):
+    """The answers to a LOCK: (header, body) each."""
+    return client.exchange(client.message(wire.LOCK, lock_body(fid, list(elements)), **header))
+
+
+def status(client, fid, *elements):
+    [(header, _body)] = lock(client, fid, *elements)
+    return header.status
+
+
+def test_lock_and_unlock(client):
+    fid = client.open("f")
+    assert status(client, fid, (0, 10, X)) == 0
+    assert status(client, fid, (0, 10, U)) == 0
+    assert status(client, fid, (0, 10, U)) == wire.STATUS_RANGE_NOT_LOCKED
+
+
+def test_unlock_needs_the_exact_range(client):
+    fid = client.open("f")
+    assert status(client, fid, (0, 10, X)) == 0
+    assert status(client, fid, (0, 5, U)) == wire.STATUS_RANGE_NOT_LOCKED
+    assert status(client, fid, (0, 11, U)) == wire.STATUS_RANGE_NOT_LOCKED
+
+
+@pytest.mark.parametrize("held, asked, granted", [
+    (X, X, False), (X, S, False), (S, X, False), (S, S, True),
+])
+def test_conflicts_between_opens(client, held, asked, granted):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (10, 10, held)) == 0
+    assert status(client, b, (15, 10, asked | NOW)) == (0 if granted else wire.STATUS_LOCK_NOT_GRANTED)
+    assert status(client, b, (20, 10, asked | NOW)) == 0        # beside it: no conflict
+    assert status(client, b, (0, 10, asked | NOW)) == 0
+
+
+def test_a_lock_of_another_open_is_not_unlocked(client):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (0, 10, X)) == 0
+    assert status(client, b, (0, 10, U)) == wire.STATUS_RANGE_NOT_LOCKED
+    assert status(client, b, (0, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED
+
+
+def test_a_request_of_several_locks_takes_all_or_none(client):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (50, 10, X)) == 0
+    assert status(client, b, (0, 10, X | NOW), (50, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED
+    assert status(client, a, (0, 10, X | NOW)) == 0         # the first was not kept
+
+
+def test_several_unlocks_stop_at_the_first_not_locked(client):
+    fid = client.open("f")
+    assert status(client, fid, (0, 10, X | NOW), (20, 10, X | NOW)) == 0
+    assert status(client, fid, (0, 10, U), (40, 10, U), (20, 10, U)) == wire.STATUS_RANGE_NOT_LOCKED
+    assert status(client, fid, (20, 10, U)) == 0             # the third was not reached
+    assert status(client, fid, (0, 10, U)) == wire.STATUS_RANGE_NOT_LOCKED
+
+
+@pytest.mark.parametrize("elements, expected", [
+    ([], wire.STATUS_INVALID_PARAMETER),                            # LockCount 0
+    ([(0, 10, 0)], wire.STATUS_INVALID_PARAMETER),                  # no flag
+    ([(0, 10, X | S)], wire.STATUS_INVALID_PARAMETER),
+    ([(0, 10, U | NOW)], wire.STATUS_INVALID_PARAMETER),
+    ([(0, 10, X | NOW), (20, 10, U)], wire.STATUS_INVALID_PARAMETER),   # locks and unlocks mixed
+    ([(0, 10, X), (20, 10, X)], wire.STATUS_INVALID_PARAMETER),     # several: each must fail at once
+    ([(2 ** 64 - 1, 2, X)], wire.STATUS_INVALID_LOCK_RANGE),         # past the last byte
+    ([(2 ** 64 - 1, 1, X)], 0),                                      # the last byte
+    ([(5, 0, X)], 0),                                                # zero length
+])
+def test_malformed_requests(client, elements, expected):
+    fid = client.open("f")
+    assert status(client, fid, *elements) == expected
+
+
+def test_an_unlock_request_stops_at_an_element_that_is_no_unlock(client):
+    fid = client.open("f")
+    assert status(client, fid, (0, 10, X | NOW), (20, 10, X | NOW)) == 0
+    assert status(client, fid, (0, 10, U), (20, 10, X), (20, 10, U)) == wire.STATUS_INVALID_PARAMETER
+    assert status(client, fid, (0, 10, U)) == wire.STATUS_RANGE_NOT_LOCKED   # the first was unlocked
+    assert status(client, fid, (20, 10, U)) == 0                             # the third was not
+
+
+def test_a_lock_count_past_the_message(client):
+    fid = client.open("f")
+    body = bytearray(lock_body(fid, [(0, 10, X)]))
+    body[2] = 3                                                      # LockCount 3, one element sent
+    assert client.request(wire.LOCK, bytes(body))[0] == wire.STATUS_INVALID_PARAMETER
+
+
+def test_a_closed_open_drops_its_locks(client):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (0, 10, X)) == 0
+    assert client.close(a) == 0
+    assert status(client, b, (0, 10, X | NOW)) == 0
+
+
+# -- blocking locks -------------------------------------------------------------------------------
+
+def pending(client, fid, offset=0, length=10, flags=X):
+    """A blocking lock that waits: its interim response's header."""
+    [(interim, _)] = lock(client, fid, (offset, length, flags))
+    assert interim.status == wire.STATUS_PENDING and interim.flags & wire.FLAGS_ASYNC and interim.async_id
+    return interim
+
+
+def test_a_blocking_lock_waits_and_is_granted_after_an_unlock_on_another_connection(two):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, X)) == 0
+    woken = []
+    b.conn.on_output = lambda: woken.append(True)
+    interim = pending(b, fb)
+    assert b.outbox() == []
+    assert status(a, fa, (0, 10, U)) == 0                   # on the other connection
+    assert woken == [True]
+    [(final, _body)] = sent(b.conn.outbox_drain())
+    assert final.status == wire.STATUS_SUCCESS and final.async_id == interim.async_id
+    assert final.message_id == interim.message_id and final.flags & wire.FLAGS_ASYNC
+    assert status(a, fa, (0, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED   # b holds it now
+
+
+def test_a_blocking_lock_is_granted_when_the_holder_closes(two):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, S)) == 0
+    pending(b, fb)
+    assert a.close(fa) == 0
+    assert [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS]
+
+
+def test_a_blocking_lock_waits_past_an_unlock_of_something_else(two):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, X)) == 0
+    assert status(a, fa, (50, 10, X)) == 0
+    pending(b, fb)
+    assert status(a, fa, (50, 10, U)) == 0
+    assert b.outbox() == []                                  # retried, still in conflict
+    assert status(a, fa, (0, 10, U)) == 0
+    assert [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS]
+
+
+def test_a_blocking_lock_on_the_same_connection_is_answered_with_the_unlock(client):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (0, 10, X)) == 0
+    interim = pending(client, b)
+    unlock_id = client.next_message_id
+    answers = lock(client, a, (0, 10, U))
+    assert {(h.message_id, h.status) for h, _ in answers} == {(interim.message_id, 0), (unlock_id, 0)}
+
+
+@pytest.mark.parametrize("by", ["async_id", "message_id"])
+def test_cancel_ends_a_blocking_lock(two, by):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, X)) == 0
+    interim = pending(b, fb)
+    fields = dict(flags=wire.FLAGS_ASYNC, async_id=interim.async_id) if by == "async_id" else \
+        dict(message_id=interim.message_id)
+    [(cancelled, _)] = b.exchange(b.message(wire.CANCEL, SHORT_BODY, **fields))
+    assert cancelled.status == wire.STATUS_CANCELLED and cancelled.message_id == interim.message_id
+    assert b.conn.async_requests == {}
+    assert status(a, fa, (0, 10, U)) == 0
+    assert b.outbox() == []                                  # nothing granted after a cancel
+    assert status(a, fa, (0, 10, X | NOW)) == 0
+
+
+def test_cancel_of_nothing_is_silent(client):
+    assert client.exchange(client.message(wire.CANCEL, SHORT_BODY, flags=wire.FLAGS_ASYNC, async_id=99)) == []
+
+
+def test_closing_the_waiting_open_answers_range_not_locked(two):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, X)) == 0
+    pending(b, fb)
+    answers = b.send(wire.CLOSE, b"\x18\0\0\0\0\0\0\0" + fb)
+    assert sorted(s for s, _ in answers) == [0, wire.STATUS_RANGE_NOT_LOCKED]
+    assert status(a, fa, (0, 10, U)) == 0
+    assert b.outbox() == []
+
+
+def test_a_connection_gone_ends_its_waits(two):
+    (a, fa), (b, fb) = two
+    assert status(a, fa, (0, 10, X)) == 0
+    pending(b, fb)
+    b.conn.close_all()
+    assert status(a, fa, (0, 10, U)) == 0
+    assert status(a, fa, (0, 10, X | NOW)) == 0
+
+
+def test_only_the_last_request_of_a_compound_may_wait(client):
+    a, b = client.open("f"), client.open("f")
+    assert status(client, a, (0, 10, X)) == 0
+    frame = compound([client.message(wire.LOCK, lock_body(b, [(0, 10, X)])), client.message(wire.ECHO, SHORT_BODY)])
+    [(first, _), (second, _)] = client.exchange(frame)
+    assert first.status == wire.STATUS_INTERNAL_ERROR and second.status == 0
+    assert client.conn.async_requests == {}
+
+
+# -- bounds ---------------------------------------------------------------------------------------
+
+def test_max_locks_per_open(clients):
+    c = clients(limits=Limits(max_locks=4))
+    fid, other = c.open("f"), c.open("f")
+    assert status(c, fid, *[(i, 1, X | NOW) for i in range(3)]) == 0
+    assert status(c, fid, (10, 1, X | NOW), (11, 1, X | NOW)) == wire.STATUS_INSUFFICIENT_RESOURCES
+    assert status(c, fid, (10, 1, X)) == 0
+    assert status(c, fid, (11, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
+    assert status(c, other, (11, 1, X)) == 0                  # per open
+    assert status(c, fid, (0, 1, U)) == 0
+    assert status(c, fid, (11, 1, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED   # counted again, then refused
+    assert status(c, fid, (12, 1, X)) == 0
+
+
+def test_max_locks_per_connection(clients):
+    c = clients(limits=Limits(max_locks_per_connection=3))
+    fids = [c.open("f") for _ in range(3)]
+    assert [status(c, fid, (i, 1, X)) for i, fid in enumerate(fids)] == [0, 0, 0]
+    assert status(c, fids[0], (10, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
+    assert c.close(fids[2]) == 0                              # its lock is released with it
+    assert status(c, fids[0], (10, 1, X)) == 0
+    assert status(c, fids[0], (11, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
+
+
+def test_max_pending_requests(clients):
+    c = clients(limits=Limits(max_pending_requests=2))
+    holder = c.open("f")
+    assert status(c, holder, (0, 100, X)) == 0
+    for i in range(2):
+        pending(c, c.open("f"), offset=i)
+    assert status(c, c.open("f"), (5, 1, X)) == wire.STATUS_INSUFFICIENT_RESOURCES
