@@ -75,7 +75,6 @@ class Client:
         self.file_keys: set = set()                  # (dev, ino) of every file opened
         self.requests: dict[int, tuple[bool, int]] = {}    # MessageId -> (signed, sealed by session)
         self.valid: set[int] = set()                 # SessionIds logged on
-        self.reauth_failed = False                   # a logged-on session failed to re-authenticate
         self.downgraded: set[int] = set()            # sessions re-authenticated as guest or anonymous
         self.largest = 0                             # bytes in the longest response
         self.statuses: list[tuple[int, int]] = []    # (command, status) of every response
@@ -281,9 +280,8 @@ class Client:
                 break
             except Exception as e:
                 where = [frame.name for frame in traceback.extract_tb(e.__traceback__)]
-                kind = "root-delete-on-close" if isinstance(e, IndexError) and "parent" in where \
-                    else "close-all-raised"
-                self.found(f"close_all raised {type(e).__name__}: {e} (in {' < '.join(reversed(where))})", kind)
+                self.found(f"close_all raised {type(e).__name__}: {e} (in {' < '.join(reversed(where))})",
+                           "close-all-raised")
         self.shell.run([e for e in self.conn.outbox_drain() if isinstance(e, effects.Forget)])
 
     def file_closed(self, share: str, fd: int) -> None:
@@ -367,11 +365,8 @@ class Client:
                 self.downgraded.add(h.session_id)
             if h.status == wire.STATUS_SUCCESS:
                 self.valid.add(h.session_id)
-        elif h.command == wire.SESSION_SETUP and h.session_id in self.valid and \
-                h.status in (wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED):
-            self.reauth_failed = True       # (refused as another user, the session is gone too)
-            if h.status == wire.STATUS_LOGON_FAILURE:
-                self.valid.discard(h.session_id)
+        elif h.command == wire.SESSION_SETUP and h.status == wire.STATUS_LOGON_FAILURE:
+            self.valid.discard(h.session_id)        # a failed re-authentication ends the session
 
     def check_protection(self, h: Header) -> None:
         if h.status != wire.STATUS_SUCCESS or h.command in (wire.NEGOTIATE, wire.SESSION_SETUP, wire.ECHO):
@@ -401,9 +396,8 @@ class Client:
             self.file_keys.add(o.key)
             session = self.conn.sessions.get(o.session_id)
             if session is None or o.tree_id not in session.trees:
-                kind = "reauth-fd-leak" if session is None and self.reauth_failed else "orphan-open"
                 self.found(f"an open of {o.display_name()!r} outlived its "
-                           f"{'session' if session is None else 'tree connect'}", kind)
+                           f"{'session' if session is None else 'tree connect'}", "orphan-open")
             target = os.readlink(f"/proc/self/fd/{o.fd}")
             root = o.tree.fs.root if o.tree is not None and o.tree.fs is not None else "?"
             if target != root and not target.startswith(root + "/"):
