@@ -139,9 +139,10 @@ def opened(name="f.txt", **kw) -> bytes:
     return msg(wire.CREATE, create(name, **kw))
 
 
-def on_file(*requests: tuple[int, bytes], name="f.txt", mode=SMB302, held_writes=False, **kw) -> bytes:
+def on_file(*requests: tuple[int, bytes], name="f.txt", mode=SMB302, held_writes=False,
+            strict_allocate=False, **kw) -> bytes:
     """Open `name`, send each request on it, close it."""
-    return encode_mode(mode, held_writes) + opened(name, **kw) + \
+    return encode_mode(mode, held_writes, strict_allocate=strict_allocate) + opened(name, **kw) + \
         b"".join(msg(cmd, body, fid=NEWEST) for cmd, body in requests) + msg(wire.CLOSE, close(), fid=NEWEST)
 
 
@@ -239,6 +240,9 @@ def seeds() -> dict[str, bytes]:
     for label, body in set_infos.items():
         s[f"set-info-{label}"] = on_file((wire.SET_INFO, body), (wire.QUERY_INFO, query_info(1, 18)),
                                          name="ea.txt", access=wire.GENERIC_ALL, disposition=wire.FILE_OPEN)
+    s["set-info-allocation-strict"] = on_file((wire.SET_INFO, set_infos["allocation"]), strict_allocate=True)
+    s["create-allocation-strict"] = on_file(name="new-alloc", disposition=wire.FILE_CREATE, strict_allocate=True,
+                                            contexts=[(b"AlSi", struct.pack("<Q", 1 << 20))])
     s["oplock-break"] = on_file((wire.OPLOCK_BREAK, struct.pack("<HBBI16s", 24, 0, 0, 0, b"\0" * 16)))
     # a compound: create, write, read, query, close, each on the file the one before used
     s["compound"] = encode_mode(SMB302) + encode_compound([

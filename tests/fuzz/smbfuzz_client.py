@@ -54,7 +54,7 @@ class Client:
         self.tolerate = tolerate
         self.known: list[str] = []                   # known findings met (and tolerated)
         self.state = ServerState()
-        self.conn = Connection(world.shares(), lookup=PasswordLookup(os.path.join(world.root, "no-passdb")),
+        self.conn = Connection(world.shares(mode.strict_allocate), lookup=PasswordLookup(os.path.join(world.root, "no-passdb")),
                                open_fs=PosixVFS, state=self.state, allow_guest=True,
                                local_address="127.0.0.1", file_closed=self.file_closed)
         self.shell = Shell(self.conn, mode.held_writes, self.check_response)

@@ -53,7 +53,7 @@ class Mode:
     WRITEs in the background (the shell holds back the WRITEs the core lets run while it reads
     on, until a Drain asks for them: smbfuzz_shell), bit 4 the other offer: for 3.1.1
     AES-256-GCM and AES-GMAC signing, for 3.0 and 3.0.2 no encryption (then no session must
-    encrypt)."""
+    encrypt), bit 5 `strict allocate` on the writable share (allocation reserves disk)."""
     DIALECTS = (wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302, wire.SMB311)
     FRESH = 5        # a connection that has not negotiated: NEGOTIATE and SESSION_SETUP first
     RAW = 6          # the rest of the input is one frame, on a logged-on 3.0.2 connection
@@ -63,6 +63,7 @@ class Mode:
         self.kind = byte & 7
         self.held_writes = bool(byte & 8)
         self.other_offer = bool(byte & 16)
+        self.strict_allocate = bool(byte & 32)
 
     @property
     def dialect(self) -> int:
@@ -514,8 +515,9 @@ GENERATORS = {
 
 # -- writing (the seed corpus) ---------------------------------------------------------------
 
-def encode_mode(kind: int, held_writes: bool = False, other_offer: bool = False) -> bytes:
-    return bytes([kind | (8 if held_writes else 0) | (16 if other_offer else 0)])
+def encode_mode(kind: int, held_writes: bool = False, other_offer: bool = False,
+                strict_allocate: bool = False) -> bytes:
+    return bytes([kind | (8 if held_writes else 0) | (16 if other_offer else 0) | (32 if strict_allocate else 0)])
 
 
 def encode_msg(spec: Spec, body: bytes) -> bytes:

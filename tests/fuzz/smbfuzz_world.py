@@ -113,8 +113,9 @@ class World:
             shutil.rmtree(self.rw)
         shutil.copytree(self.template, self.rw, symlinks=True)
 
-    def shares(self) -> dict[str, Share]:
-        return {"rw": Share("rw", self.rw), "ro": Share("ro", self.ro, read_only=True, guest_ok=True)}
+    def shares(self, strict_allocate: bool = False) -> dict[str, Share]:
+        return {"rw": Share("rw", self.rw, strict_allocate=strict_allocate),
+                "ro": Share("ro", self.ro, read_only=True, guest_ok=True)}
 
     def snapshot(self) -> dict:
         """Everything outside the writable share: names, sizes, times, xattrs, link targets."""
