@@ -6,20 +6,11 @@ import pytest
 
 import make_corpus as mc
 import smbfuzz_input as fi
-import smbfuzz_world
 from smbfuzz_client import Client
 from smbfuzz_findings import Finding
 
 from smbring.smb import effects, wire
 from smbring.smb.notify import Watch
-
-
-@pytest.fixture(scope="module")
-def world():
-    w = smbfuzz_world.World()
-    with smbfuzz_world.bounded_files():
-        yield w
-    w.close()
 
 
 def logged_on(world) -> Client:

@@ -21,14 +21,6 @@ def kind_of(name: str) -> str:
     return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
 
 
-@pytest.fixture(scope="module")
-def world():
-    w = smbfuzz_world.World()
-    with smbfuzz_world.bounded_files():
-        yield w
-    w.close()
-
-
 def replay(world, name: str) -> None:
     with open(os.path.join(CRASHES, name), "rb") as f:
         data = f.read()
