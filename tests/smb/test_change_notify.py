@@ -193,9 +193,6 @@ def test_an_output_buffer_over_max_transact_size(clients):
     assert header.status == wire.STATUS_PENDING
 
 
-@pytest.mark.xfail(strict=True, reason="a second CHANGE_NOTIFY on the same open replaces the first one's delivery "
-                                       "(Watch.deliver holds one callback): the first waits until close or cancel, "
-                                       "however many changes follow; Samba and Windows queue them and answer in order")
 def test_two_waiting_requests_on_one_open_are_answered_in_turn(client, watched):
     first, second = wait(client, watched), wait(client, watched)
     answered = [late(make(client, f"dir\\{name}"), interim) for name, interim in (("a", first), ("b", second))]

@@ -238,8 +238,6 @@ def test_reading_the_security_descriptor_needs_read_control(client):
     assert client.query_info(fid, 0, info_type=wire.INFO_SECURITY, additional=acl.DACL)[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="may_read leaves GENERIC_READ out for READ_CONTROL, though GENERIC_READ "
-                                       "maps to FILE_GENERIC_READ, which includes READ_CONTROL (MS-DTYP 2.4.3)")
 def test_generic_read_may_read_the_security_descriptor(client):
     fid = client.open("f", access=wire.GENERIC_READ)
     assert client.query_info(fid, 0, info_type=wire.INFO_SECURITY, additional=acl.DACL)[0] == 0
@@ -282,8 +280,6 @@ def sacl() -> bytes:
     return struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
 
 
-@pytest.mark.xfail(strict=True, reason="a SACL is set with WRITE_DAC alone: no open can hold ACCESS_SYSTEM_SECURITY "
-                                       "(refused at CREATE), so MS-FSA 2.1.5.16 says ACCESS_DENIED, as Samba answers")
 def test_setting_a_sacl_needs_access_system_security(client, fid):
     d = everyone_reads()
     d.sacl_raw = sacl()
@@ -291,9 +287,6 @@ def test_setting_a_sacl_needs_access_system_security(client, fid):
         wire.STATUS_ACCESS_DENIED
 
 
-@pytest.mark.xfail(strict=True, reason="QUERY_INFO answers SACL_SECURITY_INFORMATION (with any SACL stored) though "
-                                       "no open can hold ACCESS_SYSTEM_SECURITY (MS-FSA 2.1.5.12: ACCESS_DENIED, as "
-                                       "Samba answers)")
 def test_reading_a_sacl_needs_access_system_security(client, fid):
     status, _ = client.query_info(fid, 0, info_type=wire.INFO_SECURITY, additional=acl.SACL)
     assert status == wire.STATUS_ACCESS_DENIED
@@ -409,8 +402,6 @@ def test_rename(client, fid, share):
     assert client.create("d\\moved", disposition=wire.FILE_OPEN)[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="rename updates Open.parts but not Open.base_parts, which display_name() "
-                                       "reports: FileAllInformation keeps the old name")
 def test_the_name_an_open_reports_after_a_rename(client, fid):
     assert client.rename(fid, "d\\moved") == 0
     assert query(client, fid, ALL)[100:].decode("utf-16-le") == "\\d\\moved"
@@ -445,9 +436,6 @@ def test_rename_to_a_name_outside_or_invalid(client, fid, share, name):
     assert (share / "f").exists() and sorted(os.listdir(share.parent)) == ["share"]
 
 
-@pytest.mark.xfail(strict=True, reason="h_set_info takes FileNameLength as given and renames to the bytes the buffer "
-                                       "holds (buf[20:20 + length] is cut short silently); a length past the buffer "
-                                       "should be refused with INVALID_PARAMETER")
 def test_a_rename_name_length_past_the_buffer_is_an_invalid_parameter(client, fid, share):
     n = wire.utf16("moved")
     assert client.set_info(fid, RENAME, struct.pack("<B7xQI", 0, 0, 100) + n) == wire.STATUS_INVALID_PARAMETER

@@ -89,9 +89,6 @@ def test_validate_negotiate_info_that_differs_drops_the_connection(client, chang
         validate(client, **changed)
 
 
-@pytest.mark.xfail(strict=True, reason="validate_negotiate compares only the dialect chosen from the list, not the "
-                                       "list itself with Connection.ClientDialects (kept but unused), which MS-SMB2 "
-                                       "3.3.5.15.12 requires of a server implementing 3.1.1, as Samba checks")
 @pytest.mark.parametrize("dialects", [(wire.SMB302,), (wire.SMB210, wire.SMB302),
                                       (wire.SMB302, wire.SMB300, wire.SMB210, wire.SMB202)])   # reordered
 def test_validate_negotiate_info_with_other_dialects_leading_to_the_same_drops_the_connection(client, dialects):

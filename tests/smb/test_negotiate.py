@@ -106,10 +106,6 @@ def test_negotiate_contexts_outside_the_message_are_an_invalid_parameter(conn):
     assert header.status == wire.STATUS_INVALID_PARAMETER
 
 
-@pytest.mark.xfail(strict=True, reason="h_negotiate sets Connection.dialect (and the client's GUID, capabilities) "
-                                       "before it parses the 3.1.1 contexts: a NEGOTIATE refused for malformed "
-                                       "contexts leaves the connection negotiated at 3.1.1 (a SESSION_SETUP is then "
-                                       "taken on; a corrected NEGOTIATE drops the connection)")
 def test_a_negotiate_refused_for_its_contexts_leaves_the_connection_unnegotiated(conn):
     sent(conn.handle_frame(malformed_311_negotiate()))
     assert conn.dialect == 0

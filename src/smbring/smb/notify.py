@@ -26,7 +26,8 @@ class Watch:
         self.recursive = recursive
         self.changes: list[tuple[int, str]] = []
         self.overflowed = False
-        self.deliver = None     # set while a request waits: called after each recorded change
+        # the requests waiting, oldest first: the next change answers the first of them
+        self.waiting: list = []
 
     def take(self, max_len: int) -> tuple[bytes, bool]:
         """The recorded changes as FILE_NOTIFY_INFORMATION entries; False when they do not
@@ -82,5 +83,5 @@ class ChangeWatches:
                 w.overflowed = True
             else:
                 w.changes.append((action, rel))
-            if w.deliver is not None:
-                w.deliver()
+            if w.waiting:
+                w.waiting[0]()

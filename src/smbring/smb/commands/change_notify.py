@@ -42,12 +42,13 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
             c.complete_async(areq, status, body)
 
         def stop():
-            watch.deliver = None
+            if deliver in watch.waiting:
+                watch.waiting.remove(deliver)
             if areq in o.waiting:
                 o.waiting.remove(areq)
 
         areq.on_cancel, areq.close_status = stop, wire.STATUS_NOTIFY_CLEANUP
         o.waiting.append(areq)
-        watch.deliver = deliver
+        watch.waiting.append(deliver)     # after any other request already waiting on it
 
     raise GoAsync(start)

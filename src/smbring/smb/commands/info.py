@@ -33,8 +33,8 @@ FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
 
 
 def may_read(o: Open, need: int) -> bool:
-    return bool(o.access & (need | wire.GENERIC_ALL | wire.MAXIMUM_ALLOWED |
-                            (wire.GENERIC_READ if need != READ_CONTROL else 0)))
+    """Whether the open was granted `need` (generic rights are mapped when it is granted)."""
+    return bool(o.granted & need)
 
 
 def file_info(c: Connection, o: Open, klass: int) -> bytes:
@@ -145,6 +145,8 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if not may_read(o, READ_CONTROL):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         parts = struct.unpack_from("<I", msg, 80)[0] or (acl.OWNER | acl.GROUP | acl.DACL)
+        if parts & acl.SACL and not o.granted & acl.ACCESS_SYSTEM_SECURITY:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # (MS-SMB2 3.3.5.20.3; no open holds it)
         data = current_sd(o).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
     else:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -197,7 +199,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     buf = in_request(msg, off, length)
     if info_type == wire.INFO_SECURITY:
         parts = struct.unpack_from("<I", msg, 64 + 12)[0]     # AdditionalInformation
-        needs = (acl.WRITE_DAC if parts & acl.DACL else 0) | (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0)
+        needs = ((acl.WRITE_DAC if parts & acl.DACL else 0) |
+                 (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0) |
+                 (acl.ACCESS_SYSTEM_SECURITY if parts & acl.SACL else 0))
         if not needs or o.granted & needs != needs:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         try:
@@ -250,6 +254,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace = buf[0]
         name_len = struct.unpack_from("<I", buf, 16)[0]
+        if 20 + name_len > len(buf):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
         new_name = wire.from_utf16(buf[20:20 + name_len])
         new_parts = split_path(new_name)
         new_parts = fs.match_case(new_parts[:-1]) + new_parts[-1:]
@@ -262,7 +268,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
         c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
-        o.parts = new_parts
+        o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
     elif klass == 13:  # Disposition
         if buf[0] and not o.parts:

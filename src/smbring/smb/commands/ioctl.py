@@ -42,9 +42,10 @@ def validate_negotiate(c: Connection, request, max_out: int) -> None:
     if max_out < 24 or len(request) < 24:
         raise ConnectionError("VALIDATE_NEGOTIATE_INFO: short request or response buffer")
     caps, guid, secmode, count = struct.unpack_from("<I16sHH", request, 0)
-    dialects = struct.unpack_from(f"<{count}H", request, 24) if 24 + 2 * count <= len(request) else ()
-    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
-    if (caps, guid, secmode, chosen) != (c.client_caps, c.client_guid, c.client_security_mode, c.dialect):
+    dialects = struct.unpack_from(f"<{count}H", request, 24) if 24 + 2 * count <= len(request) else None
+    # the very dialect list, as MS-SMB2 asks of a server that speaks 3.1.1 (and Samba checks)
+    if (caps, guid, secmode, dialects) != (c.client_caps, c.client_guid, c.client_security_mode,
+                                           tuple(c.client_dialects)):
         raise ConnectionError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE received")
 
 

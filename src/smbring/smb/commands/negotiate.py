@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, wire
-from smbring.smb.errors import SMBError
+from smbring.smb.errors import SMBError, in_request
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202
 from smbring.smb.wire import Header
 
@@ -30,26 +30,27 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     chosen = next((d for d in wire.DIALECTS if d in dialects), None)
     if chosen is None:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
-    c.client_dialects = dialects
-    contexts = []
+    cipher, signing_algorithm, offered = 0, None, []
     if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION:
-        c.cipher = security.AES_128_CCM
-    if chosen == wire.SMB311:
-        offered = []
+        cipher = security.AES_128_CCM
+    if chosen == wire.SMB311:       # the contexts are read before anything is settled
         pos = ctx_off
         for _ in range(ctx_count):
             ctype, dlen = struct.unpack_from("<HH", msg, pos)
-            data = msg[pos + 8:pos + 8 + dlen]
+            data = in_request(msg, pos + 8, dlen)
             if ctype == wire.ENCRYPTION_CAPABILITIES:
                 n = struct.unpack_from("<H", data, 0)[0]
                 offered = list(struct.unpack_from(f"<{n}H", data, 2))
             elif ctype == wire.SIGNING_CAPABILITIES:
                 n = struct.unpack_from("<H", data, 0)[0]
                 algs = struct.unpack_from(f"<{n}H", data, 2)
-                c.signing_algorithm = next((a for a in security.SIGNING_PREFERENCE if a in algs), None)
+                signing_algorithm = next((a for a in security.SIGNING_PREFERENCE if a in algs), None)
             pos = wire.pad8(pos + 8 + dlen)
-        c.cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
+        cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
+    c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
+    c.client_dialects, c.cipher, c.signing_algorithm = dialects, cipher, signing_algorithm
+    contexts = []
+    if chosen == wire.SMB311:
         c.preauth.update(msg)
         salt = os.urandom(32)
         preauth = struct.pack("<HHI", wire.PREAUTH_INTEGRITY_CAPABILITIES, 38, 0) + \
