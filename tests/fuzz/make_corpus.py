@@ -243,6 +243,21 @@ def seeds() -> dict[str, bytes]:
     s["set-info-allocation-strict"] = on_file((wire.SET_INFO, set_infos["allocation"]), strict_allocate=True)
     s["create-allocation-strict"] = on_file(name="new-alloc", disposition=wire.FILE_CREATE, strict_allocate=True,
                                             contexts=[(b"AlSi", struct.pack("<Q", 1 << 20))])
+    # the share reached encrypted only: unencrypted, then encrypted by the session that must
+    s["encrypted-share"] = encode_mode(SMB302) + msg(wire.TREE_CONNECT, tree_connect("\\\\srv\\enc")) + \
+        msg(wire.CREATE, create("a", disposition=wire.FILE_OPEN), tree=fi.TREE_LAST) + \
+        msg(wire.TREE_CONNECT, tree_connect("\\\\srv\\enc"), session=fi.SEALED_SESSION) + \
+        msg(wire.CREATE, create("a", disposition=wire.FILE_OPEN), session=fi.SEALED_SESSION, tree=fi.TREE_LAST) + \
+        msg(wire.READ, read(), session=fi.SEALED_SESSION, tree=fi.TREE_LAST, fid=NEWEST) + \
+        msg(wire.READ, read(), session=fi.SEALED_PLAIN, tree=fi.TREE_LAST, fid=NEWEST)
+    # WRITEs held in the background, the second overlapping the first (it waits for it)
+    s["held-writes-overlapping"] = on_file((wire.WRITE, write(b"abcdef", 0)), (wire.WRITE, write(b"XY", 2)),
+                                           (wire.WRITE, write(b"far", 4096)), (wire.READ, read(8)),
+                                           held_writes=True)
+    # three 8 MiB READs in one compound: the frame's responses cannot hold them all
+    s["compound-reads-over-budget"] = encode_mode(SMB302) + opened() + \
+        msg(wire.SET_INFO, set_info(1, 20, struct.pack("<Q", 24 << 20)), fid=NEWEST) + \
+        encode_compound([(Spec(wire.READ, fid=NEWEST, credit_charge=128), read(8 << 20))] * 3)
     s["oplock-break"] = on_file((wire.OPLOCK_BREAK, struct.pack("<HBBI16s", 24, 0, 0, 0, b"\0" * 16)))
     # a compound: create, write, read, query, close, each on the file the one before used
     s["compound"] = encode_mode(SMB302) + encode_compound([

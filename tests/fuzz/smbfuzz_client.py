@@ -16,7 +16,8 @@ the effects the core returns (smbfuzz_shell), and checks every answer:
   file outside the shares; every file the connection holds open is inside its share, and
   every effect names a descriptor the connection holds open;
 - a session that must sign (or encrypt) has no unsigned (or unencrypted) request carried out,
-  nor one encrypted with another session's key; a second NEGOTIATE ends the connection;
+  nor one encrypted with another session's key, and a share that must be reached encrypted
+  no unencrypted one; a second NEGOTIATE ends the connection;
 - once the connection is gone (close_all, which must not raise), it left nothing behind: its
   ServerState holds nothing, and the connection no open, request or lock.
 """
@@ -44,6 +45,9 @@ from smbfuzz_shell import Shell
 # and must on SMB 3.1.1 for its TREE_CONNECTs
 SIGNING_KEYS = {fi.USER: bytes(range(16, 32)), fi.SIGNED: bytes(range(16))}
 SEAL_KEYS = (bytes(range(32, 64)), bytes(range(64, 96)))   # server->client, client->server
+SHAREFLAG_ENCRYPT_DATA = 0x8000
+# requests that name no tree connect (its TreeId field is not looked at)
+TREELESS = (wire.NEGOTIATE, wire.SESSION_SETUP, wire.LOGOFF, wire.TREE_CONNECT, wire.ECHO, wire.CANCEL)
 
 
 class Client:
@@ -73,7 +77,8 @@ class Client:
         self.fids: list[bytes] = []                  # FileIds of CREATE answers, oldest first
         self.pending: list[tuple[int, int]] = []     # (MessageId, AsyncId) answered PENDING
         self.file_keys: set = set()                  # (dev, ino) of every file opened
-        self.requests: dict[int, tuple[bool, int]] = {}    # MessageId -> (signed, sealed by session)
+        self.requests: dict[int, tuple[bool, int, int]] = {}   # MessageId -> (signed, sealed by, tree)
+        self.encrypted_trees: set[int] = set()       # TreeIds of shares reached encrypted only
         self.valid: set[int] = set()                 # SessionIds logged on
         self.downgraded: set[int] = set()            # sessions re-authenticated as guest or anonymous
         self.largest = 0                             # bytes in the longest response
@@ -186,6 +191,8 @@ class Client:
             for pos, value in frame.patches:
                 patched[pos % len(patched)] = value
             data = bytes(patched)
+            for mid, _charge in self.planned or ():
+                self.requests.pop(mid, None)    # what the patches made of them is not known
             self.planned = None
         return data
 
@@ -198,6 +205,7 @@ class Client:
 
     def chain(self, messages: list[fi.Message], sealed_by: int = 0) -> bytes:
         parts = []
+        tree = 0        # the tree a related request inherits (the server's view, roughly)
         for i, m in enumerate(messages):
             spec = m.spec
             sid = self.session_id(spec.session)
@@ -208,7 +216,8 @@ class Client:
                          tree_id=self.tree_id(spec.tree, sid))
             if spec.command != wire.CANCEL:
                 self.planned.append((hdr.message_id, charge))
-            self.requests[hdr.message_id] = (bool(flags & wire.FLAGS_SIGNED), sealed_by)
+            tree = tree if flags & wire.FLAGS_RELATED and i else hdr.tree_id
+            self.requests[hdr.message_id] = (bool(flags & wire.FLAGS_SIGNED), sealed_by, tree)
             if flags & wire.FLAGS_ASYNC:
                 hdr.async_id = self.pending[-1][1] if self.pending else spec.mid
             body = bytearray(m.body)
@@ -357,6 +366,8 @@ class Client:
             self.fids.append(bytes(part[64 + 64:64 + 80]))
         elif h.command == wire.TREE_CONNECT and h.status == wire.STATUS_SUCCESS:
             self.last_tree = h.tree_id
+            if len(part) >= 64 + 8 and struct.unpack_from("<I", part, 64 + 4)[0] & SHAREFLAG_ENCRYPT_DATA:
+                self.encrypted_trees.add(h.tree_id)
         elif h.command == wire.SESSION_SETUP and h.status in (wire.STATUS_SUCCESS,
                                                              wire.STATUS_MORE_PROCESSING_REQUIRED):
             self.last_session = h.session_id
@@ -373,8 +384,11 @@ class Client:
             return
         if h.message_id not in self.requests:
             return              # a raw frame: its requests are not known
-        signed, sealed_by = self.requests[h.message_id]
+        signed, sealed_by, tree = self.requests[h.message_id]
         sealed = sealed_by == h.session_id
+        if tree in self.encrypted_trees and not sealed and h.command not in TREELESS:
+            self.found(f"an unencrypted request (command {h.command}) succeeded on a share that must be "
+                       "reached encrypted", "unsealed-share-access")
         if sealed_by and not sealed:
             self.found(f"a request (command {h.command}) of session {h.session_id:#x}, encrypted with the "
                        f"key of session {sealed_by:#x}, succeeded", "sealed-session-mismatch")

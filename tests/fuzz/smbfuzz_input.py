@@ -300,7 +300,8 @@ def gen_session_setup(r: Reader):
 
 
 TREE_PATHS = ("\\\\srv\\rw", "\\\\srv\\ro", "\\\\srv\\IPC$", "\\\\srv\\nosuch", "rw", "",
-              "\\\\srv\\RW", "\\\\srv\\rw\\..", "\\\\srv\\..\\rw", "\\\\srv\\ro\\")
+              "\\\\srv\\RW", "\\\\srv\\rw\\..", "\\\\srv\\..\\rw", "\\\\srv\\ro\\",
+              "\\\\srv\\enc")
 
 
 def gen_tree_connect(r: Reader):

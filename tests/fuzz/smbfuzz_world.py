@@ -114,8 +114,11 @@ class World:
         shutil.copytree(self.template, self.rw, symlinks=True)
 
     def shares(self, strict_allocate: bool = False) -> dict[str, Share]:
+        """The writable share, the read-only one, and one inside the writable share that is
+        reached encrypted only (`smb encrypt = required`) and by the user "fuzz" only."""
         return {"rw": Share("rw", self.rw, strict_allocate=strict_allocate),
-                "ro": Share("ro", self.ro, read_only=True, guest_ok=True)}
+                "ro": Share("ro", self.ro, read_only=True, guest_ok=True),
+                "enc": Share("enc", os.path.join(self.rw, "dir"), encrypt=True, valid_users=["fuzz"])}
 
     def snapshot(self) -> dict:
         """Everything outside the writable share: names, sizes, times, xattrs, link targets."""

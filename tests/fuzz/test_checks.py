@@ -116,3 +116,14 @@ def test_the_window_model_follows_the_grants():
     assert w.judge([(1, 4)]) == OK and w.judge([(2, 4)]) == REFUSED and w.judge([(0, 1)]) == REFUSED
     w.all_answers_seen = False
     assert w.judge([(2, 4)]) == UNKNOWN and w.judge([(0, 1)]) == REFUSED
+
+
+def test_an_encrypted_share_reached_unencrypted_is_a_finding(world):
+    client = logged_on(world)
+    send(client, wire.TREE_CONNECT, mc.tree_connect("\\\\srv\\enc"))
+    send(client, wire.CREATE, mc.create("a", disposition=wire.FILE_OPEN), tree=fi.TREE_LAST)
+    assert client.statuses[-1] == (wire.CREATE, wire.STATUS_ACCESS_DENIED)
+    client.conn.shares["enc"].encrypt = False        # the core forgets what the share requires
+    with pytest.raises(Finding, match="unsealed-share-access"):
+        send(client, wire.CREATE, mc.create("a", disposition=wire.FILE_OPEN), tree=fi.TREE_LAST)
+    client.disconnect()
