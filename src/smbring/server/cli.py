@@ -72,6 +72,8 @@ class Settings:
 
 
 def load_settings(args) -> Settings:
+    import configparser
+
     from smbring.server.config import ConfigError, load
     from smbring.smb.limits import Limits
     from smbring.smb.state import Share
@@ -79,8 +81,8 @@ def load_settings(args) -> Settings:
     if args.config:
         try:
             cfg = load(args.config)
-        except (OSError, ConfigError) as e:
-            raise SettingsError(f"configuration: {e}") from None
+        except (OSError, ConfigError, configparser.Error) as e:
+            raise SettingsError(f"configuration {args.config}: {' '.join(str(e).split())}") from None
         settings = Settings(cfg.shares, args.listen or cfg.listen or DEFAULT_LISTEN,
                             args.passdb or cfg.passdb or default_path(),
                             args.signing_required or cfg.signing_required,

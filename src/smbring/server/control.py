@@ -71,7 +71,7 @@ def snapshot(server: "Server") -> dict:
             sessions.append({
                 "id": s.id, "user": s.user, "guest": s.guest,
                 "signing": SIGNING.get(conn.sign_algorithm(), "?") if s.sign else None,
-                "encryption": CIPHERS.get(conn.cipher, "?") if s.encrypt else None,
+                "encryption": CIPHERS.get(conn.cipher, "?") if s.encrypt or s.client_seals else None,
                 "trees": [{"id": tid, "share": t.share.name if t.share else "IPC$",
                            "path": t.share.path if t.share else None}
                           for tid, t in s.trees.items()],

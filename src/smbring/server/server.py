@@ -451,7 +451,9 @@ class Server:
                 if metrics is not None:
                     metrics.frame(conn.frame_commands, loop.time() - started)
         except (ConnectionError, OSError) as e:
-            log.info("connection from %s closed: %s", peer, link.closed_because or e or "eof")
+            # a client that hangs up between requests has simply left: not an error
+            log.info("connection from %s closed: %s", peer,
+                     link.closed_because or (e if link.busy else "by the client"))
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import time
@@ -49,7 +50,8 @@ def bind(host: str, port: int) -> socket.socket:
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=128)
+        resolved = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
+        return socket.create_server(resolved, family=family, backlog=128)
     except socket.gaierror as e:
         raise ListenError(f"cannot listen on {where}: {host!r} is not an address or a known "
                           f"host name ({e.strerror})") from None
@@ -63,8 +65,9 @@ def bind(host: str, port: int) -> socket.socket:
         elif e.errno == errno.EADDRNOTAVAIL:
             hint = "no interface of this machine has that address"
         else:
-            hint = e.strerror or str(e)
-        raise ListenError(f"cannot listen on {where}: {e.strerror}: {hint}") from None
+            hint = "see the error"
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise ListenError(f"cannot listen on {where}: {reason}: {hint}") from None
 
 
 @dataclass

@@ -150,7 +150,9 @@ class Connection:
             s = self.sessions.get(sid)
             if not s or not s.decrypt_key:
                 raise ConnectionError("encrypted message for an unknown session")
-            return memoryview(security.decrypt(self.cipher, s.decrypt_key, frame)), s
+            plain = memoryview(security.decrypt(self.cipher, s.decrypt_key, frame))
+            s.client_seals = True
+            return plain, s
         except security.DecryptError as e:
             raise ConnectionError(f"undecryptable message: {e}") from None
 
