@@ -116,6 +116,18 @@ def write_config(path, shares: dict, **global_options):
     path.write_text("\n".join(lines) + "\n")
 
 
+def ls_share(port, share):
+    return subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                           "-c", "ls"], capture_output=True, text=True, timeout=60)
+
+
+def wait_for_log(tmp_path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while text not in (tmp_path / "server.log").read_text():
+        assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+        time.sleep(0.05)
+
+
 # -- SIGHUP -----------------------------------------------------------------------------------
 def test_reload_adds_a_share_for_new_clients_while_an_old_session_keeps_working(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -128,18 +140,13 @@ def test_reload_adds_a_share_for_new_clients_while_an_old_session_keeps_working(
     proc, _ = start(tmp_path, "--config", str(conf), port=port)
     try:
         old = Client(port, "a")
-        r = subprocess.run(["smbclient", "//127.0.0.1/b", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-c", "ls"],
-                           capture_output=True, text=True, timeout=60)
+        r = ls_share(port, "b")
         assert "NT_STATUS_BAD_NETWORK_NAME" in r.stdout + r.stderr
         # b added, a made read-only: both for new tree connects only
         write_config(conf, {"a": {"path": a, "read_only": "yes"}, "b": {"path": b}}, listen=f"127.0.0.1:{port}")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "configuration reloaded" not in (tmp_path / "server.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.05)
-        r = subprocess.run(["smbclient", "//127.0.0.1/b", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-c", "ls"],
-                           capture_output=True, text=True, timeout=60)
+        wait_for_log(tmp_path, "configuration reloaded")
+        r = ls_share(port, "b")
         assert r.returncode == 0 and "in-b.txt" in r.stdout, r.stdout + r.stderr
         # the old session: its tree still reads and writes, and it reaches b too
         f = old.open("in-a.txt", write=True)
@@ -157,12 +164,8 @@ def test_reload_adds_a_share_for_new_clients_while_an_old_session_keeps_working(
         # a broken configuration changes nothing
         conf.write_text("[global\nbroken")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "reload failed, keeping the configuration" not in (tmp_path / "server.log").read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        r = subprocess.run(["smbclient", "//127.0.0.1/b", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-c", "ls"],
-                           capture_output=True, text=True, timeout=60)
+        wait_for_log(tmp_path, "reload failed, keeping the configuration")
+        r = ls_share(port, "b")
         assert r.returncode == 0 and "in-b.txt" in r.stdout
         assert proc.poll() is None
         old.close()
