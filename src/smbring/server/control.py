@@ -176,11 +176,14 @@ class ControlSocket:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             uid = peer_uid(writer.get_extra_info("socket"))
+            # the request is read (bounded) before anyone is refused, so that the refusal
+            # reaches a client still sending rather than a reset
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
             if uid not in (0, os.geteuid()):
                 log.warning("control socket: uid %d refused (only root and uid %d may ask)", uid, os.geteuid())
                 writer.write(json.dumps({"error": "permission denied"}).encode() + b"\n")
+                await writer.drain()
                 return
-            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
             request = line[:REQUEST_MAX].decode(errors="replace").strip()
             if request == "status":
                 answer = snapshot(self.server)
