@@ -27,7 +27,9 @@ log = logging.getLogger("smbring.config")
 TRUE = {"yes", "true", "1", "on"}
 FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level", "read path", "ntlm auth", *OPTIONS}
+               "log level", "read path", "ntlm auth", *OPTIONS,
+               # the service's own (read by smbring.server.cli, logs, control, metrics)
+               "log file", "max log size", "logging", "control socket", "metrics port", "shutdown timeout"}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
               "vfs objects", "smb encrypt", "browseable", "browsable", "read path", "strict allocate"}
 READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
@@ -51,6 +53,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     ntlm_auth: str = "ntlmv2-only"
     warnings: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)    # [global] as read (lower-case names)
 
 
 def _bool(value: str, where: str) -> bool:
@@ -126,6 +129,7 @@ def load(path: str) -> Config:
             cfg.read_path = _read_path(opts.get("read path", "auto"), "[global]")
             cfg.limits = _limits(opts)
             cfg.ntlm_auth = _ntlm_auth(opts.get("ntlm auth", "ntlmv2-only"))
+            cfg.options = dict(opts)
             continue
         where = f"[{section}]"
         for key in opts:

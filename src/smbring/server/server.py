@@ -49,6 +49,17 @@ NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, e
                    errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
                    errno.EOPNOTSUPP, errno.ENETUNREACH}
 LOG_EVERY = 60.0    # a message that may repeat (a refused address) is logged once a minute
+STOP_PAUSE = 0.5    # stopping: a quiet connection whose client paused this long is closed
+STOP_CLEANUP = 5.0  # stopping: how long the connections cut at the timeout may take to clean up
+
+
+def describe_address(address) -> str:
+    """host:port, [v6]:port, or a Unix socket's path."""
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
 class FrameBuffers:
     """Page-aligned buffers for large frames (WRITEs, mostly), reused once nothing views them.
     A fresh 8 MiB bytearray per WRITE is zero-filled, and on a VM whose host takes freed
@@ -161,14 +172,25 @@ class Link:
     """One client connection as the server keeps track of it: what its timeouts count from,
     whether a response is on its way, and a way to close it from outside its task."""
 
-    def __init__(self, sock: socket.socket, conn: Connection, transport, now: float):
+    def __init__(self, sock: socket.socket, conn: Connection, transport, now: float, peer=None):
         self.sock = sock
         self.conn = conn
         self.transport = transport
+        self.peer = peer                        # the client's (address, port)
+        self.connected_at = time.time()         # for status
         self.last_frame = now                   # when the last complete frame arrived
         self.not_logged_on_since: float | None = now  # accepted, or its last session ended
         self.sending = asyncio.Lock()           # one frame on the wire at a time
         self.closed_because: str | None = None
+        self.busy = False                       # a frame is being received or answered
+        self.runner: EffectRunner | None = None
+
+    def quiet(self) -> bool:
+        """Whether closing the connection now would cut nothing: no frame on its way in or
+        out, no WRITE in flight, no open file, no request waiting (a graceful stop closes a
+        connection once it is quiet)."""
+        return (not self.busy and not self.sending.locked() and self.conn.idle_closable()
+                and not (self.runner is not None and self.runner.writes))
 
     def close(self, reason: str) -> None:
         """Ends the connection: its task sees the end of the stream and cleans up."""
@@ -246,6 +268,9 @@ class Server:
         self.throttle = Throttle()
         self._modules = None
         self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
+        self.stopping = False          # a graceful stop: no new connections, quiet ones close
+        self.metrics = None            # a server.metrics.Metrics when metrics are on
+        self._tasks: set[asyncio.Task] = set()    # one per connection
 
     def _ring(self):
         """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
@@ -378,7 +403,7 @@ class Server:
             modules_by_share = self._io_modules()
             conn = Connection(self.shares, lookup=self.lookup, open_fs=PosixVFS,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
-                              local_address=sock.getsockname()[0],
+                              local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
             transport = self._transport(sock)
@@ -386,12 +411,15 @@ class Server:
             log.info("connection from %s lost: %s", peer, e)
             sock.close()
             return
-        link = Link(sock, conn, transport, loop.time())
+        link = Link(sock, conn, transport, loop.time(), peer)
         self.links.add(link)
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
+        runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.connected()
         flushes = set()
 
         async def flush_outbox():
@@ -409,6 +437,7 @@ class Server:
         try:
             while True:
                 head = await transport.recv_exact(4)
+                link.busy = True
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
@@ -417,14 +446,21 @@ class Server:
                     raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
                                           f"{'now' if conn.logged_on() else 'before logon'})")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
-                link.last_frame = loop.time()
+                link.last_frame = started = loop.time()
                 await runner.run(conn.handle_frame(frame))
+                link.busy = False
+                if metrics is not None:
+                    metrics.frame(conn.frame_commands, loop.time() - started)
         except (ConnectionError, OSError) as e:
-            log.info("connection from %s closed: %s", peer, link.closed_because or e or "eof")
+            # a client that hangs up between requests has simply left: not an error
+            log.info("connection from %s closed: %s", peer,
+                     link.closed_because or (e if link.busy else "by the client"))
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
             self.links.discard(link)
+            if metrics is not None:
+                metrics.disconnected(link)
             try:
                 await runner.drain()     # their files stay open until their data is written
                 conn.close_all()
@@ -441,7 +477,13 @@ class Server:
                 sock.close()     # whatever failed above, the client sees the connection end
 
     async def serve(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
+        """Listens on host:port and serves until cancelled."""
+        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
+        await self.serve_on([listener])
+
+    async def serve_on(self, listeners: list[socket.socket]) -> None:
+        """Serves on listening sockets (made here or inherited: socket activation) until
+        cancelled or until stop() ends accepting."""
         open_files = raise_open_files_limit()
         if self.limits.max_connections and open_files < self.limits.max_connections + 64:
             log.warning("the open files limit (%d) is low for max smbd processes = %d: "
@@ -450,28 +492,87 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
-        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
-        listener.setblocking(False)
-        log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
-        tasks = set()
+        for listener in listeners:
+            listener.setblocking(False)
+        log.info("smbring serving %s on %s", ", ".join(self.shares),
+                 ", ".join(describe_address(listener.getsockname()) for listener in listeners))
         sweeper = asyncio.ensure_future(self._sweep())
+        accepting = [asyncio.ensure_future(self._accept_loop(listener)) for listener in listeners]
         try:
-            while True:
-                sock, peer = await self._accept(listener)
-                address = peer[0]
-                refusal = self._refusal(address)
-                if refusal is not None:
-                    if self.throttle.due(address, loop.time()):
-                        log.warning("refusing connections from %s: %s", address, refusal)
-                    sock.close()
-                    continue
-                self._admit(address)
-                task = asyncio.ensure_future(self.handle(sock, peer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _, address=address: self._leave(address))
-                # accept returns at once while connections wait: let the others run between
-                await asyncio.sleep(0)
+            await asyncio.gather(*accepting)
         finally:
+            for task in accepting:
+                task.cancel()
             sweeper.cancel()
-            listener.close()
+            for listener in listeners:
+                listener.close()
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            sock, peer = await self._accept(listener)
+            address = peer[0]
+            refusal = self._refusal(address)
+            if refusal is not None:
+                if self.throttle.due(address, loop.time()):
+                    log.warning("refusing connections from %s: %s", address, refusal)
+                sock.close()
+                continue
+            if self.stopping:
+                sock.close()
+                return
+            self._admit(address)
+            task = asyncio.ensure_future(self.handle(sock, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _, address=address: self._leave(address))
+            # accept returns at once while connections wait: let the others run between
+            await asyncio.sleep(0)
+
+    # -- a graceful stop and a reload -----------------------------------------------------
+    async def stop(self, timeout: float) -> None:
+        """Stops accepting, lets the connections finish what they are doing (each is closed
+        once it is quiet: nothing in flight, no open file), and after `timeout` seconds
+        closes those left. The caller cancels serve_on() first."""
+        loop = asyncio.get_running_loop()
+        self.stopping = True
+        deadline = loop.time() + timeout
+        busy = len(self.links)
+        log.info("stopping: %d connections to finish (at most %g s)", busy, timeout)
+        while self._tasks and loop.time() < deadline:
+            now = loop.time()
+            for link in list(self.links):
+                # a quiet connection closes once the client has paused: a client finishing
+                # a transfer (close, tree disconnect, logoff) is not cut between requests
+                if link.quiet() and (not link.conn.logged_on() or now - link.last_frame >= STOP_PAUSE):
+                    link.close("the server is stopping")
+            await asyncio.wait(list(self._tasks), timeout=min(STOP_PAUSE / 5, max(deadline - now, 0)))
+        cut = list(self.links)
+        for link in cut:
+            link.close(f"the server is stopping: {timeout:g} s passed")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_CLEANUP)
+        if cut:
+            log.warning("stopped: %d connections closed with work in flight after %g s", len(cut), timeout)
+        else:
+            log.info("stopped: every connection finished")
+
+    def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
+                    signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str) -> None:
+        """A reload: the shares apply to new tree connects on every connection (trees
+        connected keep the share they connected to); the rest to new connections."""
+        if self._modules is not None:
+            for name, share in shares.items():
+                old = self.shares.get(name)
+                if name not in self._modules:
+                    self._modules[name] = modules.build(share.vfs_objects, self._ring(),
+                                                        crowded=lambda: self.connections > 1)
+                elif old is not None and old.vfs_objects != share.vfs_objects:
+                    log.warning("share %s: a change of vfs objects takes effect at restart", name)
+        self.shares = shares
+        for link in self.links:
+            link.conn.update_shares(shares)
+        if passdb_path != self.lookup.path:
+            self.lookup = PasswordLookup(passdb_path)
+        self.allow_guest, self.signing_required = allow_guest, signing_required
+        self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth

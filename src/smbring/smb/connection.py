@@ -70,7 +70,8 @@ class ResponseBudget:
 class Connection:
     def __init__(self, shares: dict[str, Share], *, lookup, open_fs: Callable[[str], FileSystem],
                  allow_guest: bool = False, signing_required: bool = False,
-                 encryption_required: bool = False, local_address: str = "", file_closed=None,
+                 encryption_required: bool = False, local_address: str = "", client_address: str = "",
+                 file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None):
         # what all connections of the server share (opens, share modes, locks, watches);
@@ -79,6 +80,7 @@ class Connection:
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
+        self.client_address = client_address   # named in the logon audit
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
         # descriptor before the number can be reused
         self.file_closed = file_closed
@@ -105,11 +107,13 @@ class Connection:
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
         self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
+        self._fs_path: dict[str, str] = {}      # share name -> the path its FileSystem opened
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
         self._seal_bufs = None
         self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
+        self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -146,7 +150,9 @@ class Connection:
             s = self.sessions.get(sid)
             if not s or not s.decrypt_key:
                 raise ConnectionError("encrypted message for an unknown session")
-            return memoryview(security.decrypt(self.cipher, s.decrypt_key, frame)), s
+            plain = memoryview(security.decrypt(self.cipher, s.decrypt_key, frame))
+            s.client_seals = True
+            return plain, s
         except security.DecryptError as e:
             raise ConnectionError(f"undecryptable message: {e}") from None
 
@@ -181,6 +187,7 @@ class Connection:
                                       f"the credit window [{self.credits.low}, +{self.credits.range})")
             messages.append((hdr, frame[offset:end]))
             if not hdr.next_command:
+                self.frame_commands = [h.command for h, _ in messages]
                 return messages
             offset = end
 
@@ -565,11 +572,20 @@ class Connection:
 
     def share_fs(self, share: Share) -> FileSystem:
         """The share's files as this connection reaches them: one root descriptor per share,
-        however many trees connect to it."""
+        however many trees connect to it (a share whose path a reload changed gets a new one;
+        the trees of the old path keep theirs)."""
         fs = self._fs.get(share.name)
-        if fs is None:
+        if fs is None or self._fs_path.get(share.name) != share.path:
+            if fs is not None:                  # kept for its trees, closed with the others
+                self._fs[f"{share.name}\0{id(fs)}"] = fs
             fs = self._fs[share.name] = self.open_fs(share.path)
+            self._fs_path[share.name] = share.path
         return fs
+
+    def update_shares(self, shares: dict[str, Share]) -> None:
+        """A reload: new tree connects see these shares; the trees connected keep the share
+        (and the files) they connected to."""
+        self.shares = {k.lower(): v for k, v in shares.items()}
 
     def end_session(self, session_id: int) -> None:
         """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""

@@ -77,6 +77,13 @@ class Acceptor:
         self.complete = False
         self.identity: Identity | None = None
 
+    @property
+    def user(self) -> str:
+        """The user name the client's AUTHENTICATE gave ("" before it came): the logon audit
+        names it whether or not the logon succeeds."""
+        ntlm = self._ntlm
+        return f"{ntlm.domain}\\{ntlm.user}" if ntlm.domain and ntlm.user else ntlm.user
+
     def step(self, token: bytes) -> bytes:
         """The reply to one token; raises LogonFailure (after which every step does)."""
         if self._over:

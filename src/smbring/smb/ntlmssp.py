@@ -134,6 +134,7 @@ class NtlmServer:
         self.state = "negotiate"
         self.flags = 0
         self.mic_present = False     # the client's blob announced an NTLM MIC (Samba's new_spnego)
+        self.user = self.domain = ""  # the names the AUTHENTICATE gave (for the logon audit)
         self._negotiate = self._challenge = b""
         self._sent_pairs: dict[int, bytes] = {}
         self._challenged_at = 0.0
@@ -193,6 +194,7 @@ class NtlmServer:
         auth = Authenticate.parse(msg)
         self._settle_flags(auth.flags)
         user, domain = self._decode(auth.user, self.flags), self._decode(auth.domain, self.flags)
+        self.user, self.domain = user, domain
         if not user and not auth.nt_response and auth.lm_response in (b"", b"\0"):
             if not self.guest_ok:
                 raise LogonFailure("anonymous logon refused")

@@ -108,5 +108,6 @@ class Session:
     encrypt_key: bytes = b""      # server -> client
     decrypt_key: bytes = b""      # client -> server
     encrypt: bool = False         # every response of this session is encrypted
+    client_seals: bool = False    # the client has sent a frame sealed with its key (status)
     trees: dict = field(default_factory=dict)
     reauth_of: str | None = None  # the user, while a re-authentication is in progress

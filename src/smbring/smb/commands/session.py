@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 log = logging.getLogger("smbring.smb")
+# every logon attempt, with its user, client address and result: a logger of its own, so that
+# an administrator can send it elsewhere or keep it at another level
+audit = logging.getLogger("smbring.audit")
 
 
 def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -43,21 +46,24 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     try:
         out = s.auth.step(bytes(token))
     except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
-        log.info("authentication failed: %s", e)
+        audit.warning("logon refused: user %s from %s: %s", s.auth.user or "(not given)",
+                      c.client_address or "?", e)
         c.end_session(s.id)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
         who = identity.user if identity.kind == "user" else identity.kind
         if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
-            log.info("session %d: re-authentication as %s refused (was %s)", s.id, who, s.reauth_of)
+            audit.warning("logon refused: user %s from %s: re-authentication of session %d "
+                          "(was %s)", who, c.client_address or "?", s.id, s.reauth_of)
             c.end_session(s.id)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.reauth_of = None
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
-        log.info("session %d: %s logon", s.id, identity.kind)
+        audit.info("logon accepted: %s (user %s) from %s, session %d", identity.kind,
+                   identity.user or "(none)", c.client_address or "?", s.id)
         flag = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
         return struct.pack("<HHHH", 9, flag, 72, len(out)) + out, None
     if s.auth.complete:
@@ -72,7 +78,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             if c.encryption_required:
                 s.encrypt = True
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
-        log.info("session %d: user %s authenticated", s.id, s.user)
+        audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
         rhdr.status = wire.STATUS_SUCCESS
     else:
         rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
