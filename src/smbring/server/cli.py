@@ -40,10 +40,11 @@ def run(args) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from smbring.server.config import ConfigError, load
+    from smbring.server.config import ConfigError, default_netbios_name, load
+    from smbring.smb.rpc.services import ServerInfo
 
     listen, signing = args.listen, args.signing_required
-    limits, ntlm_auth = Limits(), "ntlmv2-only"
+    limits, ntlm_auth, server_info = Limits(), "ntlmv2-only", None
     if args.config:
         try:
             cfg = load(args.config)
@@ -54,7 +55,7 @@ def run(args) -> int:
         read_path = args.read_path or cfg.read_path
         listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
         args.passdb = args.passdb or cfg.passdb
-        limits, ntlm_auth = cfg.limits, cfg.ntlm_auth
+        limits, ntlm_auth, server_info = cfg.limits, cfg.ntlm_auth, cfg.server_info
     elif args.path:
         shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
                                     read_only=args.read_only, guest_ok=args.guest,
@@ -77,7 +78,8 @@ def run(args) -> int:
     guest = args.guest or any(share.guest_ok for share in shares.values())
     server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
                     signing_required=signing, read_path=read_path, use_uring=not args.no_io_uring,
-                    limits=limits, ntlm_auth=ntlm_auth)
+                    limits=limits, ntlm_auth=ntlm_auth,
+                    server_info=server_info or ServerInfo(name=default_netbios_name()))
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

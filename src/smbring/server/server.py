@@ -32,6 +32,7 @@ from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
@@ -227,7 +228,8 @@ def sweep_period(limits: Limits) -> float:
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 server_info: ServerInfo | None = None):
         self.shares = shares
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
@@ -240,6 +242,7 @@ class Server:
         self.use_uring = use_uring
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth
+        self.server_info = server_info    # what share listings say of the server
         self.connections = 0
         self.per_address: dict[str, int] = {}
         self.links: set[Link] = set()
@@ -379,7 +382,8 @@ class Server:
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0],
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
+                              server_info=self.server_info)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
