@@ -6,12 +6,13 @@ description, as Samba's srvsvc answers them.
   by their name: clients leave them out); NetrShareEnumSticky (opnum 36; Samba's NetShareEnum)
   leaves them out itself. As in Samba (with `access based share enum` off, its default), a share
   the caller may not connect to (`valid users`, `guest ok`) is listed all the same: the list
-  says what exists, the tree connect decides who enters.
-- NetrShareGetInfo (opnum 16) describes one share by name, browseable or not.
+  says what exists, the tree connect decides who enters. Level 503 (MS-SRVS; not in Samba) is
+  served too, for Windows' tools.
+- NetrShareGetInfo (opnum 16) describes one share by name, browseable or not (the same levels).
 - NetrServerGetInfo (opnum 21), levels 100, 101 and 102.
 
-Levels 2 and 502 carry the share's path as Samba gives it to any caller, "C:" and the path
-with backslashes (a path the Windows share dialogs accept); level 502 also the share's
+Levels 2, 502 and 503 carry the share's path as Samba gives it to any caller, "C:" and the path
+with backslashes (a path the Windows share dialogs accept); levels 502 and 503 also the share's
 security descriptor (Everyone: the access the share grants). With `restrict anonymous` at 1 or
 more, guests and anonymous callers are refused (WERR_ACCESS_DENIED) every one of these calls.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smbring.smb import acl
+from smbring.smb import acl, wire
 from smbring.smb.rpc.ndr import BYTES, STR, U32, NdrError, Reader, Writer
 from smbring.smb.rpc.pdu import Syntax
 from smbring.smb.rpc.services import (
@@ -49,18 +50,19 @@ SHARE_INFO_FIELDS = {
     2: (STR, U32, STR, U32, U32, U32, STR, STR),
     501: (STR, U32, STR, U32),
     502: (STR, U32, STR, U32, U32, U32, STR, STR, U32, BYTES),
+    503: (STR, U32, STR, U32, U32, U32, STR, STR, STR, U32, BYTES),
     1004: (STR,),
     1005: (U32,),
 }
-# the levels the unions have an arm (a pointer) for, served or not (Samba's srvsvc.idl): a
-# level without one is answered with no arm at all, as its NDR says
-SHARE_ARMS = frozenset({0, 1, 2, 501, 502, 1004, 1005, 1006, 1007, 1501})
+# the levels the unions have an arm (a pointer) for, served or not (MS-SRVS's and Samba's
+# srvsvc.idl): a level without one is answered with no arm at all, as its NDR says
+SHARE_ARMS = frozenset({0, 1, 2, 501, 502, 503, 1004, 1005, 1006, 1007, 1501})
 SERVER_INFO_FIELDS = {
     100: (U32, STR),
     101: (U32, STR, U32, U32, U32, STR),
     102: (U32, STR, U32, U32, U32, STR, U32, U32, U32, U32, U32, U32, STR),
 }
-SERVER_ARMS = frozenset({100, 101, 102, 402, 403, 502, 503, 599, 1005, 1010, 1016, 1017, 1018, 1107,
+SERVER_ARMS = frozenset({100, 101, 102, 103, 402, 403, 502, 503, 599, 1005, 1010, 1016, 1017, 1018, 1107,
                          1501, 1502, 1503, 1506, *range(1509, 1517), 1518, *range(1520, 1526),
                          *range(1528, 1531), *range(1533, 1551), *range(1552, 1557)})
 
@@ -81,9 +83,9 @@ def _shares(caller: Caller) -> list[Listed]:
     out = []
     for share in caller.shares:
         out.append(Listed(share.name, STYPE_DISKTREE, share.comment, "C:" + share.path.replace("/", "\\"),
-                          acl.map_generic(0x80000000) if share.read_only else acl.FILE_ALL_ACCESS))
+                          wire.READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS))
     out.append(Listed("IPC$", STYPE_IPC | STYPE_SPECIAL, f"IPC Service ({caller.server.comment})", "",
-                      acl.FILE_ALL_ACCESS))
+                      wire.FILE_ALL_ACCESS))
     return out
 
 
@@ -112,6 +114,9 @@ def _share_info(level: int, s: Listed) -> tuple:
     if level == 502:
         sd = _security_descriptor(s)
         return s.name, s.type, s.comment, 0, MAX_USES_UNLIMITED, 0, s.path, "", len(sd), sd
+    if level == 503:           # the name the share is reached by: any ("*")
+        sd = _security_descriptor(s)
+        return s.name, s.type, s.comment, 0, MAX_USES_UNLIMITED, 0, s.path, "", "*", len(sd), sd
     if level == 1004:
         return (s.comment,)
     return (0,)                                        # 1005: no DFS, manual caching
