@@ -165,7 +165,7 @@ def loopback_on_445():
     """A loopback address of its own with port 445 free (`net rpc` of Samba 4.17 ignores -p)."""
     rng = random.Random()
     for _ in range(20):
-        address = str(ipaddress.IPv4Address(f"127.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}.{rng.randrange(2, 255)}"))
+        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
         with socket.socket() as s:
             try:
                 s.bind((address, 445))
@@ -188,3 +188,26 @@ def test_net_rpc_share_list(tmp_path):
         stop(proc)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split() == list(LISTED)
+
+
+def test_the_listing_options_are_read(tmp_path):
+    from smbring.server.config import load
+    conf = configured(tmp_path, "127.0.0.1:1", "    restrict anonymous = 1\n")
+    conf.write_text(conf.read_text() + f"[old]\n    path = {tmp_path}\n    browsable = no\n")
+    cfg = load(str(conf))
+    assert not cfg.warnings
+    assert (cfg.shares["data"].comment, cfg.shares["data"].browseable) == ("Team data", True)
+    assert not cfg.shares["secret"].browseable and not cfg.shares["old"].browseable
+    info = cfg.server_info
+    assert (info.name, info.comment, info.workgroup, info.restrict_anonymous) == ("FILER", "The filer", "HOME", 1)
+
+
+@pytest.mark.parametrize("line", ["restrict anonymous = 3", "restrict anonymous = yes",
+                                  "netbios name = a-name-longer-than-15", "[pub]\nbrowseable = perhaps"])
+def test_bad_listing_options_are_refused(tmp_path, line):
+    from smbring.server.config import ConfigError, load
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\n{line}\n[pub]\npath = {tmp_path}\n" if not line.startswith("[")
+                    else f"{line}\npath = {tmp_path}\n")
+    with pytest.raises(ConfigError):
+        load(str(conf))

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 from sansio_client import Client, buffer
-from smbcore import ioctl_body, read_body, write_body
+from smbcore import create_body, ioctl_body, read_body, write_body
 
 from smbring.smb import wire
 
@@ -131,8 +131,8 @@ class PipeClient(Client):
 
     def open_pipe(self, name="srvsvc", **kw):
         """(status, FileId) of a CREATE on IPC$."""
-        from smbcore import create_body
-        status, out = self.request(wire.CREATE, create_body(name, 0x0012019F, wire.FILE_OPEN, 0), tree_id=self.ipc, **kw)
+        body = create_body(name, 0x0012019F, wire.FILE_OPEN, 0)      # read, write, attributes, EAs
+        status, out = self.request(wire.CREATE, body, tree_id=self.ipc, **kw)
         return status, (out[64:80] if status == 0 else None)
 
     def pipe(self, name="srvsvc") -> bytes:

@@ -28,6 +28,9 @@ from smbring.smb.state import Share
 ACCEPTANCE, PROVIDER_REJECTION, NEGOTIATE_ACK = 0, 2, 3
 ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 1, 2
 NO_SYNTAX = b"\0" * 20
+ACCEPTED = (ACCEPTANCE, 0, NDR)
+NOT_NDR = (PROVIDER_REJECTION, TRANSFER_SYNTAXES_NOT_SUPPORTED, NO_SYNTAX)
+UNKNOWN = (PROVIDER_REJECTION, ABSTRACT_SYNTAX_NOT_SUPPORTED, NO_SYNTAX)
 
 
 def endpoint(interface=srvsvc.INTERFACE, **caller) -> Endpoint:
@@ -49,29 +52,27 @@ def test_a_bind_of_the_pipes_interface_with_ndr_is_accepted():
     assert parsed["call_id"] == 1 and parsed["max_tfrag"] == parsed["max_rfrag"] == TRANSPORT_MAX_FRAG
     assert parsed["assoc_group"] == 0x5A5A                  # a new group: nonzero
     assert parsed["SecondaryAddr"].rstrip("\0") == "\\PIPE\\srvsvc"
-    assert ack_results(ack) == [(ACCEPTANCE, 0, NDR)]
+    assert ack_results(ack) == [ACCEPTED]
 
 
 def test_wkssvc_is_bound_on_its_own_pipe_and_srvsvc_is_not():
-    assert ack_results(exchange(endpoint(wkssvc.INTERFACE), bind_pdu(((WKSSVC, (NDR,)),)))[0]) == \
-        [(ACCEPTANCE, 0, NDR)]
-    assert ack_results(exchange(endpoint(wkssvc.INTERFACE), bind_pdu())[0]) == \
-        [(PROVIDER_REJECTION, ABSTRACT_SYNTAX_NOT_SUPPORTED, NO_SYNTAX)]
+    assert ack_results(exchange(endpoint(wkssvc.INTERFACE), bind_pdu(((WKSSVC, (NDR,)),)))[0]) == [ACCEPTED]
+    assert ack_results(exchange(endpoint(wkssvc.INTERFACE), bind_pdu())[0]) == [UNKNOWN]
 
 
 def test_windows_style_bind_ndr_accepted_ndr64_refused_features_acknowledged():
     """Windows proposes the interface with NDR, with NDR64, and a bind time feature
     negotiation: as Samba, NDR is accepted, NDR64 refused, the negotiation acknowledged
     with no features."""
-    [ack] = exchange(endpoint(), bind_pdu(((SRVSVC, (NDR,)), (SRVSVC, (NDR64,)), (SRVSVC, (BIND_TIME_FEATURES,)))))
-    assert ack_results(ack) == [(ACCEPTANCE, 0, NDR), (PROVIDER_REJECTION, TRANSFER_SYNTAXES_NOT_SUPPORTED, NO_SYNTAX),
-                                (NEGOTIATE_ACK, 0, NO_SYNTAX)]
+    proposed = ((SRVSVC, (NDR,)), (SRVSVC, (NDR64,)), (SRVSVC, (BIND_TIME_FEATURES,)))
+    [ack] = exchange(endpoint(), bind_pdu(proposed))
+    assert ack_results(ack) == [ACCEPTED, NOT_NDR, (NEGOTIATE_ACK, 0, NO_SYNTAX)]
 
 
 def test_only_one_context_is_accepted_per_bind_and_ndr_is_found_among_several():
-    [ack] = exchange(endpoint(), bind_pdu(((SRVSVC, (NDR64, NDR)), (SRVSVC, (NDR,)), (UNKNOWN_INTERFACE, (NDR,)))))
-    assert ack_results(ack) == [(ACCEPTANCE, 0, NDR), (PROVIDER_REJECTION, TRANSFER_SYNTAXES_NOT_SUPPORTED, NO_SYNTAX),
-                                (PROVIDER_REJECTION, ABSTRACT_SYNTAX_NOT_SUPPORTED, NO_SYNTAX)]
+    proposed = ((SRVSVC, (NDR64, NDR)), (SRVSVC, (NDR,)), (UNKNOWN_INTERFACE, (NDR,)))
+    [ack] = exchange(endpoint(), bind_pdu(proposed))
+    assert ack_results(ack) == [ACCEPTED, NOT_NDR, UNKNOWN]
 
 
 def test_a_refused_context_cannot_carry_calls():
@@ -151,8 +152,7 @@ def test_alter_context_adds_a_context_and_refuses_others():
     [resp] = exchange(ep, alter)
     assert ptype(resp) == rpcrt.MSRPC_ALTERCTX_R
     # context 0 is the one already accepted: accepted again; context 1 would be a second new one
-    assert ack_results(resp) == [(ACCEPTANCE, 0, NDR), (PROVIDER_REJECTION, TRANSFER_SYNTAXES_NOT_SUPPORTED, NO_SYNTAX),
-                                 (PROVIDER_REJECTION, ABSTRACT_SYNTAX_NOT_SUPPORTED, NO_SYNTAX)]
+    assert ack_results(resp) == [ACCEPTED, NOT_NDR, UNKNOWN]
     assert not ep.disconnected
 
 
@@ -160,7 +160,7 @@ def test_alter_context_can_bring_the_first_accepted_context():
     ep = endpoint()
     exchange(ep, bind_pdu(((SRVSVC, (NDR64,)),)))
     [resp] = exchange(ep, bind_pdu(((SRVSVC, (NDR,)),), call_id=2, ptype=rpcrt.MSRPC_ALTERCTX))
-    assert ack_results(resp) == [(ACCEPTANCE, 0, NDR)]
+    assert ack_results(resp) == [ACCEPTED]
     [answer] = exchange(ep, request_pdu(21, server_get_info(100), call_id=3))
     assert ptype(answer) == rpcrt.MSRPC_RESPONSE
 

@@ -24,9 +24,10 @@ from rpc_client import (
     text,
     wksta_get_info,
 )
+from smbcore import create_body, ioctl_body, query_info_body, read_body, write_body
 
 from smbring.smb import wire
-from smbring.smb.commands.pipe import STATUS_PIPE_DISCONNECTED
+from smbring.smb.commands.pipe import FSCTL_PIPE_TRANSCEIVE, FSCTL_PIPE_WAIT, STATUS_PIPE_DISCONNECTED
 from smbring.smb.rpc import pdu, srvsvc, wkssvc
 from smbring.smb.rpc.endpoint import MAX_PENDING_OUTPUT, MAX_REQUEST, Endpoint
 from smbring.smb.rpc.ndr import NdrError
@@ -55,8 +56,8 @@ def answer(ep: Endpoint, data: bytes) -> list[bytes]:
 def fragments(opnum: int, stub: bytes, size: int, call_id=2) -> bytes:
     """A request cut in fragments of `size` stub bytes."""
     parts = [stub[i:i + size] for i in range(0, len(stub), size)] or [b""]
-    return b"".join(request_pdu(opnum, part, call_id, flags=(FIRST if i == 0 else 0) | (LAST if i == len(parts) - 1 else 0),
-                                alloc_hint=len(stub) - i * size)
+    return b"".join(request_pdu(opnum, part, call_id, alloc_hint=len(stub) - i * size,
+                                flags=(FIRST if i == 0 else 0) | (LAST if i == len(parts) - 1 else 0))
                     for i, part in enumerate(parts))
 
 
@@ -295,4 +296,52 @@ def test_random_bytes_through_the_pipe_get_a_status(share):
                 status = c.pipe_read(fid, rng.randrange(1, 5000))[0]
                 assert status in (0, STATUS_PIPE_DISCONNECTED, wire.STATUS_PENDING)
         assert c.request(wire.CLOSE, struct.pack("<HHI", 24, 0, 0) + fid, tree_id=c.ipc)[0] == 0
+    c.conn.close_all()
+
+
+
+def pipe_request(rng: random.Random, fid: bytes):
+    """A request on IPC$ naming the pipe, its parameters random (within what the credit window
+    and MaxTransactSize let reach the handler), its bytes now and then corrupted."""
+    command = rng.choice([wire.READ, wire.WRITE, wire.IOCTL, wire.QUERY_INFO, wire.CLOSE, wire.CREATE,
+                          wire.FLUSH, wire.LOCK, wire.SET_INFO, wire.QUERY_DIRECTORY, wire.CHANGE_NOTIFY])
+    length = rng.choice([0, 1, 16, 100, 4280, 65536])
+    if command == wire.READ:
+        body = read_body(fid, length, rng.randrange(1 << 64))
+    elif command == wire.WRITE:
+        body = write_body(fid, mutate(rng, rng.choice(valid_conversation())))
+    elif command == wire.IOCTL:
+        ctl = rng.choice([FSCTL_PIPE_TRANSCEIVE, FSCTL_PIPE_WAIT, 0x0011400C, rng.randrange(1 << 32)])
+        body = ioctl_body(fid, ctl, mutate(rng, rng.choice(valid_conversation())), length)
+    elif command == wire.QUERY_INFO:
+        klass = rng.choice([5, 23, 24, rng.randrange(256)])
+        body = query_info_body(fid, rng.choice([1, 1, 1, 2, 3, 4]), klass, length)
+    elif command == wire.CREATE:
+        body = create_body(rng.choice(["srvsvc", "\\PIPE\\wkssvc", "x", rng.randbytes(8).hex()]),
+                           rng.randrange(1 << 32), rng.randrange(6), rng.randrange(1 << 24))
+    else:
+        body = struct.pack("<H", wire.REQUEST_SIZES[command]) + rng.randbytes(6) + fid + rng.randbytes(24)
+    if rng.random() < 0.3:
+        body = mutate(rng, body)
+    return command, body
+
+
+def test_random_requests_naming_a_pipe_get_a_status(share):
+    """READ, WRITE, IOCTL, QUERY_INFO, CLOSE, CREATE and the commands a pipe does not serve,
+    random, on IPC$ with a live pipe's FileId: an NTSTATUS each, never STATUS_INTERNAL_ERROR
+    (an exception in the core)."""
+    c = PipeClient(share)
+    rng = random.Random(4)
+    fid = c.bound()
+    seen = set()
+    for _ in range(3000):
+        command, body = pipe_request(rng, fid)
+        for status, _ in c.send(command, body, tree_id=c.ipc, charge=1):
+            assert status != wire.STATUS_INTERNAL_ERROR, (command, body.hex())
+            seen.add((command, status))
+        if fid not in c.conn.opens or rng.random() < 0.01:
+            fid = c.bound()
+    # the handlers were reached, not only the checks before them
+    assert {(wire.READ, 0), (wire.WRITE, 0), (wire.IOCTL, 0), (wire.QUERY_INFO, 0), (wire.CLOSE, 0),
+            (wire.READ, STATUS_PIPE_DISCONNECTED)} <= seen
     c.conn.close_all()

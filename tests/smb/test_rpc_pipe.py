@@ -212,8 +212,8 @@ def test_a_transceive_answer_larger_than_its_buffer_overflows_and_the_rest_is_re
 
 def test_a_transceive_without_an_answer_waits(client):
     fid = client.pipe()
-    [(interim, _)] = client.exchange(client.message(wire.IOCTL, ioctl_body(fid, FSCTL_PIPE_TRANSCEIVE, bind_pdu()[:20]),
-                                                    tree_id=client.ipc))
+    half = ioctl_body(fid, FSCTL_PIPE_TRANSCEIVE, bind_pdu()[:20])
+    [(interim, _)] = client.exchange(client.message(wire.IOCTL, half, tree_id=client.ipc))
     assert interim.status == wire.STATUS_PENDING
     answers = client.exchange(client.message(wire.WRITE, write_body(fid, bind_pdu()[20:]), tree_id=client.ipc))
     [(header, body)] = [(h, b) for h, b in answers if h.message_id == interim.message_id]
@@ -221,10 +221,11 @@ def test_a_transceive_without_an_answer_waits(client):
 
 
 def test_a_related_compound_create_transceive_close(client):
+    previous = b"\xff" * 16
     frame = compound([
         client.message(wire.CREATE, create_body("srvsvc", 0x0012019F, wire.FILE_OPEN, 0), tree_id=client.ipc),
-        client.message(wire.IOCTL, ioctl_body(b"\xff" * 16, FSCTL_PIPE_TRANSCEIVE, bind_pdu()), tree_id=client.ipc),
-        client.message(wire.CLOSE, close_body(b"\xff" * 16), tree_id=client.ipc),
+        client.message(wire.IOCTL, ioctl_body(previous, FSCTL_PIPE_TRANSCEIVE, bind_pdu()), tree_id=client.ipc),
+        client.message(wire.CLOSE, close_body(previous), tree_id=client.ipc),
     ], related=True)
     answers = client.exchange(frame)
     assert [h.status for h, _ in answers] == [0, 0, 0]
@@ -264,7 +265,8 @@ def test_query_info_on_a_pipe(client):
     fid = client.pipe()
 
     def query(klass, out_len=4096):
-        return client.request(wire.QUERY_INFO, query_info_body(fid, wire.INFO_FILE, klass, out_len), tree_id=client.ipc)
+        body = query_info_body(fid, wire.INFO_FILE, klass, out_len)
+        return client.request(wire.QUERY_INFO, body, tree_id=client.ipc)
     status, body = query(5)
     assert status == 0
     assert struct.unpack("<QQIBB", buffer(body)[:22]) == (4096, 0, 1, 1, 0)       # as Samba answers
@@ -289,10 +291,9 @@ def test_what_a_pipe_does_not_serve(client):
     assert client.request(wire.FLUSH, flush_body(fid), **ipc)[0] == STATUS_NOT_IMPLEMENTED
     assert client.request(wire.QUERY_DIRECTORY, query_directory_body(fid, "*", 37, 0, 4096),
                           **ipc)[0] == wire.STATUS_NOT_SUPPORTED
-    assert client.request(wire.LOCK, lock_body(fid, [(0, 1, 2)]), **ipc)[0] == wire.STATUS_INVALID_DEVICE_REQUEST
-    assert client.request(wire.CHANGE_NOTIFY, change_notify_body(fid), **ipc)[0] == wire.STATUS_INVALID_DEVICE_REQUEST
-    assert client.request(wire.IOCTL, ioctl_body(fid, FSCTL_CREATE_OR_GET_OBJECT_ID), **ipc)[0] == \
-        wire.STATUS_INVALID_DEVICE_REQUEST
+    for command, body in ((wire.LOCK, lock_body(fid, [(0, 1, 2)])), (wire.CHANGE_NOTIFY, change_notify_body(fid)),
+                          (wire.IOCTL, ioctl_body(fid, FSCTL_CREATE_OR_GET_OBJECT_ID))):
+        assert client.request(command, body, **ipc)[0] == wire.STATUS_INVALID_DEVICE_REQUEST
     assert client.transceive(fid, bind_pdu())[0] == 0                      # and it still works
 
 
@@ -317,7 +318,8 @@ def test_pipe_wait(client):
 
 def test_open_pipes_are_bounded(share):
     c = PipeClient(share, limits=Limits(max_open_pipes=2))
-    first, _second = c.pipe(), c.pipe("wkssvc")
+    first = c.pipe()
+    c.pipe("wkssvc")
     assert c.open_pipe()[0] == wire.STATUS_INSUFFICIENT_RESOURCES
     assert c.request(wire.CLOSE, close_body(first), tree_id=c.ipc)[0] == 0
     assert c.open_pipe()[0] == 0

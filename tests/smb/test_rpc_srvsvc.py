@@ -170,7 +170,8 @@ def test_enum_levels_not_served_are_invalid_level(client):
 
 def test_server_info_levels(client):
     fid = client.bound()
-    info = srvs.NetrServerGetInfoResponse(client.call(fid, 21, server_get_info(101)))["InfoStruct"]["ServerInfo101"]
+    resp = srvs.NetrServerGetInfoResponse(client.call(fid, 21, server_get_info(101)))
+    info = resp["InfoStruct"]["ServerInfo101"]
     assert (info["sv101_platform_id"], text(info["sv101_name"]), info["sv101_version_major"],
             info["sv101_version_minor"], text(info["sv101_comment"])) == (500, "FILER", 6, 1, "The filer")
     assert info["sv101_type"] & 0x8003 == 0x8003               # workstation, server, NT server

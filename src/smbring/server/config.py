@@ -2,9 +2,10 @@
 
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
 ``smb ports``, ``passdb``, ``netbios name``, ``server string``, ``workgroup`` and ``restrict
-anonymous`` (what share listings say and show: see smbring.smb.rpc); per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``browseable``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
-smbring.vfs.modules), ``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
+anonymous`` (what share listings say and show: see smbring.smb.rpc); per share ``path``,
+``read only`` / ``writable``, ``guest ok``, ``valid users``, ``comment``, ``browseable``,
+``vfs objects`` (direct_writes, io_uring, threadpool, posix: see smbring.vfs.modules),
+``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
 [global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
 In [global] also the bounds of smbring.smb.limits.OPTIONS (``max smbd processes``, ``max
 connections per client``, ``handshake timeout``, ``deadtime``, ``smb2 max credits``, ...) and

@@ -75,6 +75,20 @@ class Writer:
                 elif kind == BYTES and value is not None:
                     self.byte_array(value)
 
+    def info_answer(self, level: int, arms: frozenset, kinds: tuple | None, row: tuple | None,
+                    status: int) -> None:
+        """A *GetInfo call's answer: a union of unique pointers to the structure of each level
+        ([switch_is(level)]), then the WERROR. The level, then its arm: the structure `row`
+        (`kinds`), a NULL pointer when there is none (a refusal), nothing where the union has
+        no arm for the level (its NDR has no room for one)."""
+        self.u32(level)
+        if row is not None:
+            self.pointer(True)
+            self.structs(kinds, [row])
+        elif level in arms:
+            self.pointer(False)
+        self.u32(status)
+
     def getvalue(self) -> bytes:
         return bytes(self.buf)
 

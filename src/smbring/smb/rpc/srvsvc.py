@@ -187,17 +187,12 @@ def net_share_get_info(caller: Caller, stub: bytes) -> bytes:
     r.unique_string()                  # ServerName
     name = r.string()                  # NetName ([in, string] wchar_t*: a reference pointer)
     level = r.u32()
-    w = Writer()
-    w.u32(level)
     found = next((s for s in _shares(caller) if s.name.lower() == name.lower()), None)
     status = (WERR_ACCESS_DENIED if _refused(caller) else WERR_INVALID_NAME if found is None
               else WERR_INVALID_LEVEL if level not in SHARE_INFO_FIELDS else WERR_OK)
-    if status == WERR_OK:
-        w.pointer(True)
-        w.structs(SHARE_INFO_FIELDS[level], [_share_info(level, found)])
-    elif level in SHARE_ARMS:
-        w.pointer(False)
-    w.u32(status)
+    w = Writer()
+    w.info_answer(level, SHARE_ARMS, SHARE_INFO_FIELDS.get(level),
+                  _share_info(level, found) if status == WERR_OK else None, status)
     return w.getvalue()
 
 
@@ -206,19 +201,14 @@ def net_server_get_info(caller: Caller, stub: bytes) -> bytes:
     r.unique_string()                  # ServerName
     level = r.u32()
     server = caller.server
-    w = Writer()
-    w.u32(level)
     status = (WERR_ACCESS_DENIED if _refused(caller) else
               WERR_INVALID_LEVEL if level not in SERVER_INFO_FIELDS else WERR_OK)
-    if status == WERR_OK:
-        info = (PLATFORM_ID_NT, server.name, VERSION_MAJOR, VERSION_MINOR, SERVER_TYPE, server.comment,
-                # users, disc, hidden, announce, anndelta, licenses, userpath: Samba's values
-                0xFFFFFFFF, 0xF, 0, 240, 3000, 100000, "C:\\")
-        w.pointer(True)
-        w.structs(SERVER_INFO_FIELDS[level], [info[:len(SERVER_INFO_FIELDS[level])]])
-    elif level in SERVER_ARMS:
-        w.pointer(False)
-    w.u32(status)
+    info = (PLATFORM_ID_NT, server.name, VERSION_MAJOR, VERSION_MINOR, SERVER_TYPE, server.comment,
+            # users, disc, hidden, announce, anndelta, licenses, userpath: Samba's values
+            0xFFFFFFFF, 0xF, 0, 240, 3000, 100000, "C:\\")
+    kinds = SERVER_INFO_FIELDS.get(level)
+    w = Writer()
+    w.info_answer(level, SERVER_ARMS, kinds, info[:len(kinds)] if status == WERR_OK else None, status)
     return w.getvalue()
 
 

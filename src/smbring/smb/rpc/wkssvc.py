@@ -26,23 +26,17 @@ def net_wksta_get_info(caller: Caller, stub: bytes) -> bytes:
     r = Reader(stub)
     r.unique_string()                  # ServerName
     level = r.u32()
-    w = Writer()
-    w.u32(level)
     if level == 102 or level == 502 or level == 101 and caller.guest:
         status = WERR_ACCESS_DENIED
     elif level not in WKSTA_INFO_FIELDS:
         status = WERR_INVALID_LEVEL
     else:
         status = WERR_OK
-    if status == WERR_OK:
-        server = caller.server
-        info = (PLATFORM_ID_NT, server.name.upper(), server.workgroup.upper(), VERSION_MAJOR, VERSION_MINOR,
-                "", 0)
-        w.pointer(True)
-        w.structs(WKSTA_INFO_FIELDS[level], [info[:len(WKSTA_INFO_FIELDS[level])]])
-    elif level in WKSTA_ARMS:
-        w.pointer(False)
-    w.u32(status)
+    server = caller.server
+    info = (PLATFORM_ID_NT, server.name.upper(), server.workgroup.upper(), VERSION_MAJOR, VERSION_MINOR, "", 0)
+    kinds = WKSTA_INFO_FIELDS.get(level)
+    w = Writer()
+    w.info_answer(level, WKSTA_ARMS, kinds, info[:len(kinds)] if status == WERR_OK else None, status)
     return w.getvalue()
 
 
