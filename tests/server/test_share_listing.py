@@ -192,7 +192,7 @@ def test_net_rpc_share_list(tmp_path):
 
 def test_the_listing_options_are_read(tmp_path):
     from smbring.server.config import load
-    conf = configured(tmp_path, "127.0.0.1:1", "    restrict anonymous = 1\n")
+    conf = configured(tmp_path, "127.0.0.1:1", "    restrict anonymous = 1\n    max open pipes = 2\n")
     conf.write_text(conf.read_text() + f"[old]\n    path = {tmp_path}\n    browsable = no\n")
     cfg = load(str(conf))
     assert not cfg.warnings
@@ -200,6 +200,7 @@ def test_the_listing_options_are_read(tmp_path):
     assert not cfg.shares["secret"].browseable and not cfg.shares["old"].browseable
     info = cfg.server_info
     assert (info.name, info.comment, info.workgroup, info.restrict_anonymous) == ("FILER", "The filer", "HOME", 1)
+    assert cfg.limits.max_open_pipes == 2
 
 
 @pytest.mark.parametrize("line", ["restrict anonymous = 3", "restrict anonymous = yes",

@@ -179,3 +179,17 @@ def test_other_pdu_types_after_the_bind_end_the_association(kind):
     exchange(ep, bind_pdu())
     [fault] = exchange(ep, pdu.header(kind, 3, 24, 5) + b"\0" * 8)
     assert fault_status(fault) == pdu.NCA_S_PROTO_ERROR and ep.disconnected
+
+
+def test_alter_context_without_contexts_faults_and_ends_the_association():
+    ep = endpoint()
+    exchange(ep, bind_pdu(assoc_group=0x77))
+    [fault] = exchange(ep, bind_pdu((), call_id=2, ptype=rpcrt.MSRPC_ALTERCTX))
+    assert fault_status(fault) == pdu.NCA_S_PROTO_ERROR and ep.disconnected
+
+
+def test_alter_context_answers_with_the_bound_association_group():
+    ep = endpoint()
+    exchange(ep, bind_pdu(assoc_group=0x77))
+    [resp] = exchange(ep, bind_pdu(call_id=2, ptype=rpcrt.MSRPC_ALTERCTX, assoc_group=0))
+    assert struct.unpack_from("<I", resp, 20)[0] == 0x77

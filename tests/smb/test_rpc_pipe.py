@@ -291,9 +291,10 @@ def test_what_a_pipe_does_not_serve(client):
     assert client.request(wire.FLUSH, flush_body(fid), **ipc)[0] == STATUS_NOT_IMPLEMENTED
     assert client.request(wire.QUERY_DIRECTORY, query_directory_body(fid, "*", 37, 0, 4096),
                           **ipc)[0] == wire.STATUS_NOT_SUPPORTED
-    for command, body in ((wire.LOCK, lock_body(fid, [(0, 1, 2)])), (wire.CHANGE_NOTIFY, change_notify_body(fid)),
-                          (wire.IOCTL, ioctl_body(fid, FSCTL_CREATE_OR_GET_OBJECT_ID))):
+    for command, body in ((wire.LOCK, lock_body(fid, [(0, 1, 2)])), (wire.CHANGE_NOTIFY, change_notify_body(fid))):
         assert client.request(command, body, **ipc)[0] == wire.STATUS_INVALID_DEVICE_REQUEST
+    for ctl in (FSCTL_CREATE_OR_GET_OBJECT_ID, 0x0011400C):        # FSCTL_PIPE_PEEK: as Samba, neither
+        assert client.request(wire.IOCTL, ioctl_body(fid, ctl), **ipc)[0] == wire.STATUS_FS_DRIVER_REQUIRED
     assert client.transceive(fid, bind_pdu())[0] == 0                      # and it still works
 
 

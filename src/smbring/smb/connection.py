@@ -53,7 +53,7 @@ log = logging.getLogger("smbring.smb")
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
 NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STATUS_NOT_IMPLEMENTED,
-                 wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED}
+                 wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED, wire.IOCTL: wire.STATUS_FS_DRIVER_REQUIRED}
 
 
 class ResponseBudget:

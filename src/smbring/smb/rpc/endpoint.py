@@ -40,6 +40,7 @@ class Endpoint:
         self.max_frag = TRANSPORT_MAX_FRAG
         self.bound = False                 # a BIND was answered (accepted or not)
         self.context_ids: set[int] = set()  # presentation contexts accepted
+        self._accepted_now = False         # a new context was accepted by the PDU at hand
         self.disconnected = False
         self._input = bytearray()          # at most one PDU not yet whole
         self._output = bytearray()
@@ -116,36 +117,40 @@ class Endpoint:
 
     def _negotiate(self, hdr: pdu.Header, packet) -> tuple[pdu.Bind, list] | None:
         """The results for a BIND's or ALTER_CONTEXT's contexts (accepting at most one new one,
-        as Samba), or None when the PDU itself is refused."""
-        if hdr.auth_length:
-            self._disconnect_with(pdu.bind_nak(hdr.call_id, pdu.NAK_AUTHENTICATION_TYPE_NOT_RECOGNIZED),
-                                  "authenticated bind (only auth level none is offered)")
-            return None
+        as Samba), or None when the PDU itself is refused (a BIND with a BIND_NAK, an
+        ALTER_CONTEXT with a FAULT, as Samba; the association ends)."""
         bind = pdu.parse_bind(packet)
-        if not bind.contexts or any(not c.transfers for c in bind.contexts):
-            self._disconnect_with(pdu.bind_nak(hdr.call_id, pdu.NAK_NOT_SPECIFIED), "no presentation context")
-            return None
-        results = []
-        accepted = False
-        for c in bind.contexts:
-            if c.transfers[0].uuid[:8] == pdu.BIND_TIME_FEATURES and c.transfers[0].version == 1:
-                results.append((pdu.NEGOTIATE_ACK, 0, pdu.NO_SYNTAX))   # no features offered
-            elif c.abstract != self.interface.syntax:
-                results.append((pdu.PROVIDER_REJECTION, pdu.REASON_ABSTRACT_SYNTAX_NOT_SUPPORTED, pdu.NO_SYNTAX))
-            elif pdu.NDR not in c.transfers or (accepted and c.context_id not in self.context_ids):
-                results.append((pdu.PROVIDER_REJECTION, pdu.REASON_TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                                pdu.NO_SYNTAX))
-            else:
-                accepted = True
-                self.context_ids.add(c.context_id)
-                results.append((pdu.ACCEPTANCE, 0, pdu.NDR))
-        return bind, results
+        if hdr.auth_length:
+            why, reason = "an authenticated bind (only auth level none is offered)", \
+                pdu.NAK_AUTHENTICATION_TYPE_NOT_RECOGNIZED
+        elif not bind.contexts or any(not c.transfers for c in bind.contexts):
+            why, reason = "no presentation context", pdu.NAK_NOT_SPECIFIED
+        else:
+            return bind, [self._result(c) for c in bind.contexts]
+        self._disconnect_with(pdu.bind_nak(hdr.call_id, reason) if hdr.ptype == pdu.BIND else
+                              pdu.fault(hdr.call_id, 0, pdu.NCA_S_PROTO_ERROR), why)
+        return None
+
+    def _result(self, c: pdu.Context) -> tuple[int, int, pdu.Syntax]:
+        """A proposed context's result: the interface's with NDR is accepted once per PDU (a
+        context id already accepted is accepted again), a bind time feature negotiation is
+        acknowledged with no features."""
+        if c.transfers[0].uuid[:8] == pdu.BIND_TIME_FEATURES and c.transfers[0].version == 1:
+            return pdu.NEGOTIATE_ACK, 0, pdu.NO_SYNTAX
+        if c.abstract != self.interface.syntax:
+            return pdu.PROVIDER_REJECTION, pdu.REASON_ABSTRACT_SYNTAX_NOT_SUPPORTED, pdu.NO_SYNTAX
+        if pdu.NDR not in c.transfers or (self._accepted_now and c.context_id not in self.context_ids):
+            return pdu.PROVIDER_REJECTION, pdu.REASON_TRANSFER_SYNTAXES_NOT_SUPPORTED, pdu.NO_SYNTAX
+        self._accepted_now = True
+        self.context_ids.add(c.context_id)
+        return pdu.ACCEPTANCE, 0, pdu.NDR
 
     def _bind(self, hdr: pdu.Header, packet) -> None:
         if hdr.ptype != pdu.BIND:
             self._disconnect_with(pdu.bind_nak(hdr.call_id, pdu.NAK_PROTOCOL_VERSION_NOT_SUPPORTED),
                                   f"PDU type {hdr.ptype} before BIND")
             return
+        self._accepted_now = False
         negotiated = self._negotiate(hdr, packet)
         if negotiated is None:
             return
@@ -155,16 +160,16 @@ class Endpoint:
         self.max_frag = min(max(MIN_FRAG, min(bind.max_xmit_frag, bind.max_recv_frag)), TRANSPORT_MAX_FRAG) & ~7
         # an association group asked for by id is granted as asked: nothing here is shared
         # between the pipes of a group (no context handles), so there is nothing to check
-        group = bind.assoc_group or self.assoc_group
-        self._output += pdu.bind_ack(pdu.BIND_ACK, hdr.call_id, self.max_frag, group,
+        self.assoc_group = bind.assoc_group or self.assoc_group
+        self._output += pdu.bind_ack(pdu.BIND_ACK, hdr.call_id, self.max_frag, self.assoc_group,
                                      f"\\PIPE\\{self.interface.pipe}", results)
 
     def _alter_context(self, hdr: pdu.Header, packet) -> None:
+        self._accepted_now = False
         negotiated = self._negotiate(hdr, packet)
         if negotiated is not None:
-            bind, results = negotiated
-            self._output += pdu.bind_ack(pdu.ALTER_CONTEXT_RESP, hdr.call_id, self.max_frag,
-                                         bind.assoc_group or self.assoc_group, "", results)
+            self._output += pdu.bind_ack(pdu.ALTER_CONTEXT_RESP, hdr.call_id, self.max_frag, self.assoc_group,
+                                         "", negotiated[1])
 
     def _request(self, hdr: pdu.Header, packet) -> None:
         if hdr.frag_length > self.max_frag:
