@@ -19,10 +19,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
+def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, host: str = "127.0.0.1"):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
     until it listens (preexec_fn runs in the server's process before it starts, e.g. to
-    lower a resource limit). Returns (process, port, log path)."""
+    lower a resource limit; host: the address a --config server listens on). Returns (process,
+    port, log path)."""
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
@@ -38,7 +39,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return proc, port, log_path
         if proc.poll() is not None:
             raise RuntimeError(log_path.read_text())

@@ -69,13 +69,15 @@ class Settings:
     ntlm_auth: str
     options: dict = field(default_factory=dict)    # [global] as read
     guest: bool = False          # guest logons (--guest, or any share with guest ok)
+    server_info: object = None   # what share listing says of the server (smb.rpc.services)
 
 
 def load_settings(args) -> Settings:
     import configparser
 
-    from smbring.server.config import ConfigError, load
+    from smbring.server.config import ConfigError, default_netbios_name, load
     from smbring.smb.limits import Limits
+    from smbring.smb.rpc.services import ServerInfo
     from smbring.smb.state import Share
 
     if args.config:
@@ -97,6 +99,8 @@ def load_settings(args) -> Settings:
     else:
         raise SettingsError("give a directory to share, or --config FILE")
     settings.guest = args.guest or any(share.guest_ok for share in settings.shares.values())
+    settings.server_info = (getattr(cfg, "server_info", None) if args.config else None) or \
+        ServerInfo(name=default_netbios_name())
     for share in settings.shares.values():
         if not os.path.isdir(share.path):
             raise SettingsError(f"share {share.name}: {share.path} is not a directory")
@@ -149,7 +153,8 @@ def run(args) -> int:
     from smbring.server.server import Server
     server = Server(settings.shares, passdb_path=passdb.path, allow_guest=settings.guest,
                     signing_required=settings.signing_required, read_path=settings.read_path,
-                    use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth)
+                    use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth,
+                    server_info=settings.server_info)
 
     def reload() -> str:
         if not args.config:
@@ -162,7 +167,7 @@ def run(args) -> int:
         before = server.shares
         server.reconfigure(new.shares, passdb_path=new.passdb, allow_guest=new.guest,
                            signing_required=new.signing_required, read_path=new.read_path,
-                           limits=new.limits, ntlm_auth=new.ntlm_auth)
+                           limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info)
         return describe_change(before, new.shares)
 
     try:

@@ -1,9 +1,11 @@
 """smb.conf-style configuration: ``[global]`` and one section per share.
 
 Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
-``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
-smbring.vfs.modules), ``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
+``smb ports``, ``passdb``, ``netbios name``, ``server string``, ``workgroup`` and ``restrict
+anonymous`` (what share listings say and show: see smbring.smb.rpc); per share ``path``,
+``read only`` / ``writable``, ``guest ok``, ``valid users``, ``comment``, ``browseable``,
+``vfs objects`` (direct_writes, io_uring, threadpool, posix: see smbring.vfs.modules),
+``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
 [global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
 In [global] also the bounds of smbring.smb.limits.OPTIONS (``max smbd processes``, ``max
 connections per client``, ``handshake timeout``, ``deadtime``, ``smb2 max credits``, ...) and
@@ -15,10 +17,12 @@ from __future__ import annotations
 import configparser
 import logging
 import re
+import socket
 from dataclasses import dataclass, field
 
 from smbring.smb.limits import OPTIONS, Limits
 from smbring.smb.ntlm import ntlm_auth_policy
+from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.state import Share
 from smbring.vfs.modules import MODULES
 
@@ -27,7 +31,7 @@ log = logging.getLogger("smbring.config")
 TRUE = {"yes", "true", "1", "on"}
 FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level", "read path", "ntlm auth", *OPTIONS,
+               "log level", "read path", "ntlm auth", "netbios name", "restrict anonymous", *OPTIONS,
                # the service's own (read by smbring.server.cli, logs, control, metrics)
                "log file", "max log size", "logging", "control socket", "metrics port", "shutdown timeout"}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
@@ -52,6 +56,7 @@ class Config:
     read_path: str = "auto"
     limits: Limits = field(default_factory=Limits)
     ntlm_auth: str = "ntlmv2-only"
+    server_info: ServerInfo | None = None     # netbios name (None: the host's), server string, ...
     warnings: list[str] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)    # [global] as read (lower-case names)
 
@@ -102,6 +107,30 @@ def _ntlm_auth(value: str) -> str:
         raise ConfigError(f"[global] {e}") from None
 
 
+def _server_info(opts) -> ServerInfo | None:
+    """What share listings say of the server; None when [global] sets none of it."""
+    keys = ("netbios name", "server string", "workgroup", "restrict anonymous")
+    if not any(k in opts for k in keys):
+        return None
+    restrict = opts.get("restrict anonymous", "0").strip()
+    if restrict not in ("0", "1", "2"):
+        raise ConfigError(f"[global] restrict anonymous: 0, 1 or 2, not {restrict!r}")
+    name = opts.get("netbios name", "").strip()
+    if len(name) > 15:
+        raise ConfigError(f"[global] netbios name: at most 15 characters, not {name!r}")
+    default = ServerInfo()
+    return ServerInfo(name=name.upper() or default_netbios_name(),
+                      comment=opts.get("server string", default.comment).strip(),
+                      workgroup=opts.get("workgroup", default.workgroup).strip().upper() or default.workgroup,
+                      restrict_anonymous=int(restrict))
+
+
+def default_netbios_name() -> str:
+    """The host's name, as Samba's `netbios name` defaults to it: its first label, in upper
+    case, at most 15 characters."""
+    return (socket.gethostname().split(".")[0].upper() or "SMBRING")[:15]
+
+
 def load(path: str) -> Config:
     parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",),
                                        comment_prefixes=("#", ";"), inline_comment_prefixes=None)
@@ -130,6 +159,7 @@ def load(path: str) -> Config:
             cfg.limits = _limits(opts)
             cfg.ntlm_auth = _ntlm_auth(opts.get("ntlm auth", "ntlmv2-only"))
             cfg.options = dict(opts)
+            cfg.server_info = _server_info(opts)
             continue
         where = f"[{section}]"
         for key in opts:
@@ -157,6 +187,8 @@ def load(path: str) -> Config:
             vfs_objects=[m for m in vfs if m in MODULES],
             read_path=_read_path(opts["read path"], where) if "read path" in opts else None,
             strict_allocate=_bool(opts.get("strict allocate", "no"), f"{where} strict allocate"),
+            comment=opts.get("comment", "").strip(),
+            browseable=_bool(opts.get("browseable", opts.get("browsable", "yes")), f"{where} browseable"),
         )
     if not cfg.shares:
         raise ConfigError(f"{path}: no share sections")

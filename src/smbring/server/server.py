@@ -32,6 +32,7 @@ from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
@@ -249,7 +250,8 @@ def sweep_period(limits: Limits) -> float:
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 server_info: ServerInfo | None = None):
         self.shares = shares
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
@@ -262,11 +264,13 @@ class Server:
         self.use_uring = use_uring
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth
+        self.server_info = server_info    # what share listings say of the server
         self.connections = 0
         self.per_address: dict[str, int] = {}
         self.links: set[Link] = set()
         self.throttle = Throttle()
         self._modules = None
+        self._pool = None           # the threadpool module's threads (made with the stacks)
         self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
@@ -291,9 +295,9 @@ class Server:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
             aring = self._ring()
-            pool = modules.thread_pool()     # (threads start only when a stack uses it)
+            self._pool = modules.thread_pool()     # (threads start only when a stack uses it)
             self._modules = {name: modules.build(share.vfs_objects, aring,
-                                                 crowded=lambda: self.connections > 1, pool=pool)
+                                                 crowded=lambda: self.connections > 1, pool=self._pool)
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
@@ -405,7 +409,8 @@ class Server:
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
+                              server_info=self.server_info)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
@@ -558,7 +563,8 @@ class Server:
             log.info("stopped: every connection finished")
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
-                    signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str) -> None:
+                    signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
+                    server_info: ServerInfo | None = None) -> None:
         """A reload: the shares apply to new tree connects on every connection (trees
         connected keep the share they connected to); the rest to new connections."""
         if self._modules is not None:
@@ -566,7 +572,8 @@ class Server:
                 old = self.shares.get(name)
                 if name not in self._modules:
                     self._modules[name] = modules.build(share.vfs_objects, self._ring(),
-                                                        crowded=lambda: self.connections > 1)
+                                                        crowded=lambda: self.connections > 1,
+                                                        pool=self._pool)
                 elif old is not None and old.vfs_objects != share.vfs_objects:
                     log.warning("share %s: a change of vfs objects takes effect at restart", name)
         self.shares = shares
@@ -576,3 +583,5 @@ class Server:
             self.lookup = PasswordLookup(passdb_path)
         self.allow_guest, self.signing_required = allow_guest, signing_required
         self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
+        if server_info is not None:
+            self.server_info = server_info

@@ -33,6 +33,7 @@ from smbring.smb.effects import (
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
     FID_ANY,
@@ -40,6 +41,7 @@ from smbring.smb.state import (
     Chain,
     GoAsync,
     Open,
+    Pipe,
     Session,
     Share,
     Tree,
@@ -47,6 +49,11 @@ from smbring.smb.state import (
 from smbring.smb.wire import Header
 
 log = logging.getLogger("smbring.smb")
+
+
+# what a file command answers when it names a named pipe (Samba's answers on IPC$)
+NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STATUS_NOT_IMPLEMENTED,
+                 wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED, wire.IOCTL: wire.STATUS_FS_DRIVER_REQUIRED}
 
 
 class ResponseBudget:
@@ -73,12 +80,13 @@ class Connection:
                  encryption_required: bool = False, local_address: str = "", client_address: str = "",
                  file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
-                 state: ServerState | None = None):
+                 state: ServerState | None = None, server_info: ServerInfo | None = None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
+        self.server_info = server_info or ServerInfo()   # what srvsvc and wkssvc say of the server
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
         self.client_address = client_address   # named in the logon audit
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
@@ -100,6 +108,7 @@ class Connection:
         self.server_guid = uuid.uuid4().bytes
         self.sessions: dict[int, Session] = {}
         self.opens: dict[bytes, Open] = {}
+        self.pipes_open = 0                     # named pipes among the opens (smb.commands.pipe)
         self.next_id = 1
         self.client_guid = b"\0" * 16
         self.client_security_mode = 0
@@ -544,10 +553,11 @@ class Connection:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
-    def open_for(self, fid: bytes, chain: "Chain", hdr: Header) -> Open:
+    def open_for(self, fid: bytes, chain: "Chain", hdr: Header, kind: type = Open) -> Open:
         """The open a request names; in a related compound, FileId -1 is the previous one.
         An open is reachable only through the session and tree connect that made it: with any
-        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED)."""
+        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED).
+        A named pipe (`kind` Pipe) is not a file, nor a file a pipe: INVALID_DEVICE_REQUEST."""
         if fid == FID_ANY and chain.related and chain.fid is not None:
             fid = chain.fid
         o = self.opens.get(bytes(fid))
@@ -556,6 +566,8 @@ class Connection:
                 raise SMBError(chain.create_error)   # the CREATE it depends on failed
             raise SMBError(wire.STATUS_FILE_CLOSED)
         chain.fid = bytes(fid)
+        if not isinstance(o, kind):
+            raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
         return o
 
     def close_all(self) -> None:
@@ -603,6 +615,9 @@ class Connection:
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
+        if isinstance(o, Pipe):
+            self.pipes_open -= 1
+            return          # a pipe holds no file, lock or share mode
         closed = self.state.close_open(o)
         self.locks_held -= closed.locks_released
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:

@@ -55,6 +55,8 @@ class Share:
     vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
     read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
     strict_allocate: bool = False                      # reserve the space a client allocates
+    comment: str = ""                                  # what a share listing says of it
+    browseable: bool = True                            # listed (srvsvc NetShareEnum) or not
 
 
 @dataclass(eq=False)
@@ -87,6 +89,24 @@ class Open:
 
     def path(self) -> str:
         return "/".join([self.tree.fs.root] + self.parts)
+
+
+@dataclass(eq=False)
+class Pipe:
+    """A named pipe open on IPC$ (srvsvc, wkssvc): no file, a DCE/RPC association instead
+    (`rpc.endpoint.Endpoint`). Its FileId is bound to its session and tree like an Open's."""
+
+    name: str
+    endpoint: object
+    fid: bytes = b""
+    tree: "Tree | None" = None
+    session_id: int = 0
+    tree_id: int = 0
+    waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
+    readers: list = field(default_factory=list)   # READs (and TRANSCEIVEs) waiting for data
+
+    def display_name(self) -> str:
+        return self.name
 
 
 @dataclass

@@ -8,6 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, wire
+from smbring.smb.commands import pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -80,8 +81,6 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
-    if tree.fs is None:
-        raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
     if len(c.opens) >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
@@ -95,6 +94,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
+    if tree.fs is None:         # IPC$: named pipes
+        return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     name, stream = split_stream(name)
@@ -275,6 +276,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_close(c, hdr, msg, rhdr, chain)
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)

@@ -6,6 +6,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb.commands import pipe
 from smbring.smb.commands.create import sd_of, set_allocation
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
@@ -134,6 +135,8 @@ def current_sd(o: Open) -> acl.Descriptor:
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_query_info(c, hdr, msg, rhdr, chain)
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
     o = c.open_for(bytes(msg[88:104]), chain, hdr)
     tree = c.tree(hdr)
