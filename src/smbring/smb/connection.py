@@ -10,6 +10,7 @@ resumes where it left off.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mmap
 import struct
@@ -33,6 +34,7 @@ from smbring.smb.effects import (
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
     FID_ANY,
@@ -72,13 +74,20 @@ class Connection:
                  allow_guest: bool = False, signing_required: bool = False,
                  encryption_required: bool = False, local_address: str = "", file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
-                 state: ServerState | None = None):
+                 state: ServerState | None = None, policy: Policy | None = None,
+                 client_address: str = ""):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
+        self.client_address = client_address   # for hosts allow/deny of a share, %I, %m
+        # [global] security settings (dialects, encryption, guests); encryption_required is
+        # `smb encrypt = required` in [global]
+        self.policy = policy or Policy()
+        if encryption_required:
+            self.policy = dataclasses.replace(self.policy, encryption="required")
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
         # descriptor before the number can be reused
         self.file_closed = file_closed
@@ -87,7 +96,7 @@ class Connection:
         self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
-        self.encryption_required = encryption_required
+        self.encryption_required = self.policy.encryption == "required"
         self.cipher = 0
         self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
         self._sealed_by: Session | None = None   # the session whose key sealed the frame at hand
@@ -524,7 +533,10 @@ class Connection:
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
         s = self.sessions.get(hdr.session_id)
-        return acl.GUEST_TOKEN if s is None or s.guest else acl.USER_TOKEN
+        if s is None or s.guest:
+            return acl.GUEST_TOKEN
+        t = s.trees.get(hdr.tree_id)
+        return acl.GUEST_TOKEN if t is not None and t.guest else acl.USER_TOKEN
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:
@@ -559,22 +571,36 @@ class Connection:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
+        for s in self.sessions.values():
+            for tree in s.trees.values():
+                self.drop_tree(tree)
         for fs in self._fs.values():
             fs.close()
         self._fs.clear()
 
     def share_fs(self, share: Share) -> FileSystem:
-        """The share's files as this connection reaches them: one root descriptor per share,
-        however many trees connect to it."""
-        fs = self._fs.get(share.name)
+        """The share's files as this connection reaches them: one root descriptor per share
+        directory, however many trees connect to it (a share's directory may depend on the
+        session: path = /srv/%U)."""
+        fs = self._fs.get(share.path)
         if fs is None:
-            fs = self._fs[share.name] = self.open_fs(share.path)
+            fs = self._fs[share.path] = self.open_fs(share.path)
         return fs
+
+    def drop_tree(self, tree: Tree) -> None:
+        """A tree connect ends (TREE_DISCONNECT, LOGOFF, the connection's end): it no longer
+        counts against its share's `max connections`."""
+        if tree.counted is not None:
+            self.state.disconnect_tree(tree.counted)
+            tree.counted = None
 
     def end_session(self, session_id: int) -> None:
         """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""
         self.close_opens(session_id)
-        self.sessions.pop(session_id, None)
+        s = self.sessions.pop(session_id, None)
+        if s is not None:
+            for tree in s.trees.values():
+                self.drop_tree(tree)
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
