@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = {
     "features": "smbring.uring.cli",
     "serve": "smbring.server.cli",
+    "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
     "bench": "smbring.bench.cli",
 }

@@ -10,17 +10,23 @@ from smbring.server.users import PasswordDB, default_path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="serve a directory over SMB2/3")
+    p = sub.add_parser("serve", help="serve a directory over SMB2/3",
+                       description="Flags override the configuration file: PATH adds the share "
+                                   "--share; --listen, --passdb, --read-path, --signing-required "
+                                   "replace [global]'s settings; --read-only, --encrypt, --guest "
+                                   "and --vfs-objects apply to every share.")
     p.add_argument("path", nargs="?", help="directory to share (or use --config)")
-    p.add_argument("--config", help="smb.conf-style file: [global] and one section per share")
-    p.add_argument("--share", default="share", help="share name (default: share)")
-    p.add_argument("--listen", default="127.0.0.1:4445", help="HOST:PORT (default 127.0.0.1:4445)")
+    p.add_argument("--config", help="smb.conf: [global] and one section per share (docs/ADMIN.md)")
+    p.add_argument("--share", default="share", help="share name for PATH (default: share)")
+    p.add_argument("--listen", default=None,
+                   help="HOST:PORT (default: the file's, else 127.0.0.1:4445)")
     p.add_argument("--read-only", action="store_true", help="refuse every write")
-    p.add_argument("--guest", action="store_true", help="allow guest access to the share")
+    p.add_argument("--guest", action="store_true",
+                   help="allow guest access (guest ok, and map to guest = bad user)")
     p.add_argument("--passdb", help=f"password file (default {default_path()})")
     p.add_argument("--signing-required", action="store_true", help="require signed sessions")
     p.add_argument("--encrypt", action="store_true",
-                   help="the share is reached over encrypted sessions only (smb encrypt = required)")
+                   help="shares are reached over encrypted sessions only (smb encrypt = required)")
     p.add_argument("--vfs-objects", default="",
                    help="data VFS modules, top first: direct_writes, io_uring, threadpool, posix "
                         "(default: direct_writes over io_uring where available, else over threadpool)")
@@ -31,55 +37,73 @@ def register(sub) -> None:
                         "pool (as where io_uring is unavailable)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
+    t = sub.add_parser("testparm", help="check an smb.conf and print what smbring makes of it")
+    t.add_argument("file")
+    t.set_defaults(func=testparm)
+
+
+def configuration(args):
+    """The configuration to serve: the file's, with the command line's flags over it."""
+    from smbring.server.config import Config, load, override
+    from smbring.smb.policy import Policy
+
+    cfg = load(args.config) if args.config else Config(policy=Policy(map_to_guest="never"))
+    return override(cfg, path=args.path, share=args.share, listen=args.listen, passdb=args.passdb,
+                    read_path=args.read_path, signing_required=args.signing_required,
+                    read_only=args.read_only, guest=args.guest, encrypt=args.encrypt,
+                    vfs_objects=args.vfs_objects)
+
+
+def testparm(args) -> int:
+    """Like Samba's `testparm -s FILE`: the effective settings on stdout, notices on stderr;
+    exit status 1 when the server would not start."""
+    from smbring.server.config import ConfigError, load, testparm_text
+
+    logging.basicConfig(level="ERROR")
+    try:
+        cfg = load(args.file)
+    except (OSError, ConfigError) as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    for notice in cfg.notices:
+        print(notice, file=sys.stderr)
+    print(testparm_text(cfg))
+    return 0
 
 
 def run(args) -> int:
+    from smbring.server.accounts import UnixAccounts
+    from smbring.server.config import ConfigError
     from smbring.server.server import Server
-    from smbring.smb.limits import Limits
-    from smbring.smb.state import Share
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from smbring.server.config import ConfigError, load
-
-    listen, signing = args.listen, args.signing_required
-    limits, ntlm_auth = Limits(), "ntlmv2-only"
-    if args.config:
-        try:
-            cfg = load(args.config)
-        except (OSError, ConfigError) as e:
-            print(f"configuration: {e}", file=sys.stderr)
-            return 2
-        shares, signing = cfg.shares, signing or cfg.signing_required
-        read_path = args.read_path or cfg.read_path
-        listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
-        args.passdb = args.passdb or cfg.passdb
-        limits, ntlm_auth = cfg.limits, cfg.ntlm_auth
-    elif args.path:
-        shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
-                                    read_only=args.read_only, guest_ok=args.guest,
-                                    encrypt=args.encrypt,
-                                    vfs_objects=args.vfs_objects.replace(",", " ").split())}
-        read_path = args.read_path or "auto"
-    else:
+    if not args.config and not args.path:
         print("give a directory to share, or --config FILE", file=sys.stderr)
         return 2
-    for share in shares.values():
-        if not os.path.isdir(share.path):
-            print(f"share {share.name}: {share.path} is not a directory", file=sys.stderr)
-            return 2
-    passdb = PasswordDB(args.passdb).load()
+    try:
+        cfg = configuration(args)
+    except (OSError, ConfigError) as e:
+        print(f"configuration: {e}", file=sys.stderr)
+        return 2
+    if args.path and not os.path.isdir(args.path):
+        print(f"share {args.share}: {args.path} is not a directory", file=sys.stderr)
+        return 2
+    shares = cfg.shares
+    passdb = PasswordDB(cfg.passdb).load()
     if not passdb.users and not any(share.guest_ok for share in shares.values()):
         print(f"no users in {passdb.path}: add one with `smbring user add NAME` "
               "(or serve with --guest)", file=sys.stderr)
         return 2
-    host, _, port = listen.rpartition(":")
-    guest = args.guest or any(share.guest_ok for share in shares.values())
+    cfg.policy.accounts = UnixAccounts()
+    guest = any(share.guest_ok for share in shares.values())
     server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
-                    signing_required=signing, read_path=read_path, use_uring=not args.no_io_uring,
-                    limits=limits, ntlm_auth=ntlm_auth)
+                    signing_required=cfg.signing_required, read_path=cfg.read_path,
+                    use_uring=not args.no_io_uring, limits=cfg.limits, ntlm_auth=cfg.ntlm_auth,
+                    policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny)
+    (host, port), *more = cfg.listen
     try:
-        asyncio.run(server.serve(host or "127.0.0.1", int(port)))
+        asyncio.run(server.serve(host, port, *more))
     except KeyboardInterrupt:
         pass
     return 0

@@ -29,9 +29,10 @@ import time
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
-from smbring.smb import effects, wire
+from smbring.smb import effects, hosts, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
@@ -227,8 +228,13 @@ def sweep_period(limits: Limits) -> float:
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 policy: Policy | None = None, hosts_allow=(), hosts_deny=()):
         self.shares = shares
+        # [global] security settings for the core, and `hosts allow`/`hosts deny` of
+        # [global], checked when a connection is accepted
+        self.policy = policy or Policy()
+        self.hosts_allow, self.hosts_deny = tuple(hosts_allow), tuple(hosts_deny)
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
@@ -283,6 +289,8 @@ class Server:
     # -- connections in all and per client address ------------------------------------------
     def _refusal(self, address: str) -> str | None:
         """Why a new connection from address is refused, if it is."""
+        if not hosts.allowed(self.hosts_allow, self.hosts_deny, address):
+            return "not allowed (hosts allow / hosts deny)"
         limits = self.limits
         if limits.max_connections and self.connections >= limits.max_connections:
             return (f"{self.connections} connections in all "
@@ -379,7 +387,8 @@ class Server:
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0],
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
+                              policy=self.policy, client_address=str(peer[0]))
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
@@ -439,7 +448,9 @@ class Server:
             finally:
                 sock.close()     # whatever failed above, the client sees the connection end
 
-    async def serve(self, host: str, port: int) -> None:
+    async def serve(self, host: str, port: int, *more: tuple[str, int]) -> None:
+        """Serves on host:port and on each further (host, port) of `more` (smb.conf's
+        `smb ports` and `interfaces`)."""
         loop = asyncio.get_running_loop()
         open_files = raise_open_files_limit()
         if self.limits.max_connections and open_files < self.limits.max_connections + 64:
@@ -449,28 +460,50 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
-        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
-        listener.setblocking(False)
-        log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
+        listeners = []
+        try:
+            for address in [(host, port), *more]:
+                listener = socket.create_server(address, reuse_port=False, backlog=128,
+                                                family=_family(address[0]))
+                listener.setblocking(False)
+                listeners.append(listener)
+                log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), *address)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
         tasks = set()
         sweeper = asyncio.ensure_future(self._sweep())
+        acceptors = [asyncio.ensure_future(self._accept_loop(listener, tasks)) for listener in listeners[1:]]
         try:
-            while True:
-                sock, peer = await self._accept(listener)
-                address = peer[0]
-                refusal = self._refusal(address)
-                if refusal is not None:
-                    if self.throttle.due(address, loop.time()):
-                        log.warning("refusing connections from %s: %s", address, refusal)
-                    sock.close()
-                    continue
-                self._admit(address)
-                task = asyncio.ensure_future(self.handle(sock, peer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _, address=address: self._leave(address))
-                # accept returns at once while connections wait: let the others run between
-                await asyncio.sleep(0)
+            await self._accept_loop(listeners[0], tasks)
         finally:
             sweeper.cancel()
-            listener.close()
+            for acceptor in acceptors:
+                acceptor.cancel()
+            for listener in listeners:
+                listener.close()
+
+    async def _accept_loop(self, listener: socket.socket, tasks: set) -> None:
+        """Accepts connections on one listener, for as long as the server runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, peer = await self._accept(listener)
+            address = peer[0]
+            refusal = self._refusal(address)
+            if refusal is not None:
+                if self.throttle.due(address, loop.time()):
+                    log.warning("refusing connections from %s: %s", address, refusal)
+                sock.close()
+                continue
+            self._admit(address)
+            task = asyncio.ensure_future(self.handle(sock, peer))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _, address=address: self._leave(address))
+            # accept returns at once while connections wait: let the others run between
+            await asyncio.sleep(0)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
