@@ -303,10 +303,13 @@ class Connection:
         return [self._sealed(seal, plain, sealed)]
 
     def _seal_for(self, out, sealed_by) -> Session | None:
-        """The session whose key seals the responses: the request's, or one that encrypts all."""
+        """The session whose key seals the responses: the request's, or one that encrypts all
+        (not the SESSION_SETUP that completes it: the client has no keys before it, so that
+        one is signed, MS-SMB2 3.3.4.1.4)."""
         return sealed_by or next(
             (self.sessions[r.session_id] for _, r, _ in out
-             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
+             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt
+             and r.command != wire.SESSION_SETUP), None)
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
