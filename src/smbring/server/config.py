@@ -317,43 +317,37 @@ def expand(value: str, values: dict[str, str], where: str, templates: bool) -> s
     return value
 
 
-def _settings(section: smbconf.Section, scope: str, doc_name: str, values, ignored: set,
-              display: list, known: dict | None = None, sections: dict | None = None) -> dict:
-    """The options a section sets: canonical name -> (value, where, text), in the file's
-    order (the last setting wins); `copy` takes an earlier section's first. `display` gets
-    (name, text) of every option set, ignored ones too (for testparm)."""
-    out: dict = dict(known or {})
-    shown: dict = {}
-    for opt in section.options:
-        name, inverted = canonical(opt.name)
-        shown[name] = opt.value if not inverted else _invert_text(opt.value)
-        where = f"{opt.where}: [{doc_name}] {name}"
-        if name == "copy":
-            source = (sections or {}).get(opt.value.lower())
-            if source is None:
-                raise ConfigError(f"{where} = {opt.value}: no such section before this one")
-            out.update(source)
-            continue
-        if name in REFUSED:
-            harmless, why = REFUSED[name]
-            if not harmless(opt.value):
-                raise ConfigError(f"{where} = {opt.value}: {why}")
-            continue
-        spec = OPTIONS.get(name)
-        if spec is None:
-            if name not in QUIET:
-                ignored.add(name)
-            continue
-        if spec.scope == G and scope == S:
-            ignored.add(f"{name} (a [global] option, in [{doc_name}])")
-            continue
-        text = expand(opt.value, values, where, spec.templates)
-        value = spec.parse(text, where)
-        if inverted:
-            value = not value
-        out[name] = (value, where, opt.value if not inverted else ("no" if value else "yes"))
-    display.extend(shown.items())
-    return out
+def _apply(out: dict, shown: dict, opt: smbconf.Option, scope: str, section: str, values,
+           ignored: set, sections: dict) -> None:
+    """One option of a section onto its settings: canonical name -> (value, where, text)
+    (the last setting wins); `copy` takes what an earlier section has set so far. `shown`
+    gets every option set, ignored ones too (for testparm)."""
+    name, inverted = canonical(opt.name)
+    where = f"{opt.where}: [{section}] {name}"
+    if name == "copy":
+        source = sections.get(opt.value.lower())
+        if source is None or source is out:
+            raise ConfigError(f"{where} = {opt.value}: no such section before this one")
+        out.update(source)
+        return
+    shown[name] = opt.value if not inverted else _invert_text(opt.value)
+    if name in REFUSED:
+        harmless, why = REFUSED[name]
+        if not harmless(opt.value):
+            raise ConfigError(f"{where} = {opt.value}: {why}")
+        return
+    spec = OPTIONS.get(name)
+    if spec is None:
+        if name not in QUIET:
+            ignored.add(name)
+        return
+    if spec.scope == G and scope == S:
+        ignored.add(f"{name} (a [global] option, in [{section}])")
+        return
+    value = spec.parse(expand(opt.value, values, where, spec.templates), where)
+    if inverted:
+        value = not value
+    out[name] = (value, where, opt.value if not inverted else ("no" if value else "yes"))
 
 
 def _invert_text(value: str) -> str:
@@ -376,20 +370,24 @@ def load(path: str) -> Config:
                     if canonical(o.name)[0] == "netbios name"), socket.gethostname().split(".")[0])
     values = load_time_values(netbios.upper())
     values["L"] = values["N"] = netbios.upper()
-    display: list = []
-    globals_ = _settings(global_section, G, "global", values, ignored, display)
-    _apply_global(cfg, globals_, netbios.upper())
-    share_defaults = {k: v for k, v in globals_.items() if OPTIONS[k].scope == S}
-    cfg.sections.append(("global", display))
-    seen: dict[str, dict] = {}
+    # the options in the files' order, as Samba applies them: a share starts from the share
+    # options [global] has set by the time the share's section first appears
+    settings: dict[str, dict] = {"global": {}}
+    shown: dict[str, dict] = {"global": {}}
+    for key, opt in doc.events:
+        if key not in settings:
+            settings[key] = {k: v for k, v in settings["global"].items() if OPTIONS[k].scope == S}
+            shown[key] = {}
+        if opt is not None:
+            scope = G if key == "global" else S
+            _apply(settings[key], shown[key], opt, scope, doc.sections[key].name, values, ignored,
+                   settings)
+    _apply_global(cfg, settings["global"], netbios.upper())
     for key, section in doc.sections.items():
+        cfg.sections.append((section.name, list(shown[key].items())))
         if key == "global":
             continue
-        display = []
-        settings = _settings(section, S, section.name, values, ignored, display, share_defaults, seen)
-        seen[key] = settings
-        cfg.sections.append((section.name, display))
-        share = _share(section.name, settings, cfg)
+        share = _share(section.name, settings[key], cfg)
         if share is not None:
             cfg.shares[section.name] = share
     _check_guests(cfg)

@@ -43,12 +43,23 @@ class Section:
 class Document:
     sections: dict[str, Section] = field(default_factory=dict)   # lower-case name -> section
     files: list[str] = field(default_factory=list)                # the files read, in order
+    # what the files say in their order: (section key, option), None for a section's header
+    # (Samba applies it in this order: `copy` copies what is set so far)
+    events: list = field(default_factory=list)
 
     def section(self, name: str) -> Section:
         key = name.lower()
         if key not in self.sections:
             self.sections[key] = Section(name)
+        self.events.append((key, None))
         return self.sections[key]
+
+    def add(self, section: str, option: Option) -> None:
+        key = section.lower()
+        if key not in self.sections:
+            self.section(section)
+        self.sections[key].options.append(option)
+        self.events.append((key, option))
 
 
 def key(name: str) -> str:
@@ -82,8 +93,8 @@ def parse(path: str, expand=lambda value: value) -> Document:
     load-time substitutions (for include paths); it may raise ValueError to refuse one.
     Raises SmbConfError for what cannot be read (OSError for a file that cannot be opened)."""
     doc = Document()
-    _read(doc, os.path.abspath(path), "global", [], expand)
     doc.section("global")
+    _read(doc, os.path.abspath(path), "global", [], expand)
     return doc
 
 
@@ -126,7 +137,7 @@ def _read(doc: Document, path: str, current: str, stack: list[str], expand) -> s
             except OSError as e:
                 raise SmbConfError(f"{where}: include = {value}: {e.strerror}") from None
             continue
-        doc.section(current).options.append(Option(name, value, where))
+        doc.add(current, Option(name, value, where))
     return current
 
 
