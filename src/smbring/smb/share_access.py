@@ -183,10 +183,13 @@ class NameRules:
     hide_unwriteable: bool = False
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
+    uid: int = 0            # who judges readability (hide unreadable): the server's own ids
+    gid: int = 0
 
     @classmethod
     def of(cls, share) -> "NameRules":
-        return cls(veto=tuple(_pattern(e) for e in share.veto_files),
+        return cls(uid=os.geteuid(), gid=os.getegid(),
+                   veto=tuple(_pattern(e) for e in share.veto_files),
                    hide=tuple(_pattern(e) for e in share.hide_files),
                    hide_dot_files=share.hide_dot_files, hide_unreadable=share.hide_unreadable,
                    hide_unwriteable=share.hide_unwriteable,
@@ -224,25 +227,21 @@ class NameRules:
         kind = stat.S_IFMT(st.st_mode)
         if self.hide_special_files and kind not in (stat.S_IFREG, stat.S_IFDIR):
             return True
-        if self.hide_unreadable and not _may(st, 0o4):
+        if self.hide_unreadable and not self._may(st, 0o4):
             return True
-        if self.hide_unwriteable and kind != stat.S_IFDIR and not _may(st, 0o2):
+        if self.hide_unwriteable and kind != stat.S_IFDIR and not self._may(st, 0o2):
             return True
         if self.hide_new_files_timeout and time.time() - st.st_mtime < self.hide_new_files_timeout:
             return True
         return False
 
-    def any_listing_rule(self) -> bool:
-        return bool(self.hide_unreadable or self.hide_unwriteable or self.hide_special_files
-                    or self.hide_new_files_timeout)
-
-
-def _may(st: os.stat_result, bit: int) -> bool:
-    uid = os.geteuid()
-    if uid == 0:
-        return bit != 0o1 or bool(st.st_mode & 0o111)
-    if st.st_uid == uid:
-        return bool(st.st_mode & (bit << 6))
-    if st.st_gid == os.getegid():
-        return bool(st.st_mode & (bit << 3))
-    return bool(st.st_mode & bit)
+    def _may(self, st: os.stat_result, bit: int) -> bool:
+        """Whether the server's ids may read (4) or write (2) the file by its mode bits (root
+        may do both: nothing is unreadable to a server running as root)."""
+        if self.uid == 0:
+            return True
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid == self.gid:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
