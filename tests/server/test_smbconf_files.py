@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
-from smbconf_server import refused, smbconf  # noqa: F401
+from smbconf_server import smbconf  # noqa: F401
 
 from servers import PASSWORD, USER
 from smbring.smb import wire

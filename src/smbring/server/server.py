@@ -451,7 +451,6 @@ class Server:
     async def serve(self, host: str, port: int, *more: tuple[str, int]) -> None:
         """Serves on host:port and on each further (host, port) of `more` (smb.conf's
         `smb ports` and `interfaces`)."""
-        loop = asyncio.get_running_loop()
         open_files = raise_open_files_limit()
         if self.limits.max_connections and open_files < self.limits.max_connections + 64:
             log.warning("the open files limit (%d) is low for max smbd processes = %d: "
