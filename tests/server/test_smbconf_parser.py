@@ -245,3 +245,15 @@ def test_protocol_names(tmp_path):
         conf = tmp_path / "smb.conf"
         conf.write_text(f"[global]\nserver max protocol = {name}\n[s]\npath = {tmp_path}\n")
         assert load(str(conf)).policy.max_dialect == dialect
+
+
+def test_every_option_is_in_the_administrators_table():
+    from pathlib import Path
+
+    from smbring.server.smbconf_options import OPTIONS, REFUSED, SYNONYMS
+    from smbring.smb.limits import OPTIONS as LIMITS
+    docs = Path(__file__).parents[2] / "docs"
+    admin, security = (docs / "ADMIN.md").read_text(), (docs / "SECURITY.md").read_text()
+    missing = [name for name in [*OPTIONS, *REFUSED, *SYNONYMS]
+               if f"`{name}`" not in admin and not (name in LIMITS and f"`{name}`" in security)]
+    assert not missing, missing
