@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
 
 import pytest
 from smbconf_server import refused, smbconf  # noqa: F401
 
 from servers import PASSWORD, USER, free_port, spawn, stop
 from smbring.smb import wire
+
+
+def ls(share: str, port: int, host: str = "127.0.0.1") -> subprocess.CompletedProcess:
+    return subprocess.run(["smbclient", f"//{host}/{share}", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                           "-c", "ls"], capture_output=True, text=True, timeout=60)
 
 
 def test_read_only_flag_overrides_the_file(smbconf, tmp_path):
@@ -42,42 +50,39 @@ def test_guest_encrypt_and_signing_flags(smbconf):
     assert "NT_STATUS_LOGON_FAILURE" not in r.stdout + r.stderr
 
 
-def test_listen_and_passdb_flags_override_the_file(tmp_path):
+def one_share(tmp_path, global_options: str):
+    """smb.conf with [global] global_options and a share s."""
     if not shutil.which("smbclient"):
         pytest.skip("smbclient missing")
     share = tmp_path / "s"
     share.mkdir()
-    file_port, flag_port = free_port(), free_port()
     conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{file_port}\npassdb = {tmp_path}/nowhere\n"
-                    f"[s]\npath = {share}\n")
+    conf.write_text(f"[global]\n{global_options}\n[s]\npath = {share}\n")
+    return conf
+
+
+def test_listen_and_passdb_flags_override_the_file(tmp_path):
+    file_port, flag_port = free_port(), free_port()
+    conf = one_share(tmp_path, f"listen = 127.0.0.1:{file_port}\npassdb = {tmp_path}/nowhere")
     # spawn puts alice in $SMBRING_PASSDB; --passdb names that file over the file's passdb
     proc, port, _log = spawn(tmp_path, "--config", str(conf), "--listen", f"127.0.0.1:{flag_port}",
                              "--passdb", str(tmp_path / "passdb"), port=flag_port)
     try:
-        r = subprocess.run(["smbclient", "//127.0.0.1/s", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                            "-c", "ls"], capture_output=True, text=True, timeout=60)
+        r = ls("s", port)
         assert r.returncode == 0, r.stdout + r.stderr
-        import socket
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", file_port)) != 0      # the file's address is not used
     finally:
         stop(proc)
 
 
-def test_smb_ports_serves_each_port(smbconf, tmp_path):
-    if not shutil.which("smbclient"):
-        pytest.skip("smbclient missing")
-    share = tmp_path / "s"
-    share.mkdir()
+def test_smb_ports_serves_each_port(tmp_path):
     a, b = free_port(), free_port()
-    conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nsmb ports = {a} 139 {b}\n[s]\npath = {share}\n")
+    conf = one_share(tmp_path, f"smb ports = {a} 139 {b}")
     proc, _, log = spawn(tmp_path, "--config", str(conf), port=a)
     try:
         for port in (a, b):
-            r = subprocess.run(["smbclient", "//127.0.0.1/s", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                                "-c", "ls"], capture_output=True, text=True, timeout=60)
+            r = ls("s", port)
             assert r.returncode == 0, r.stdout + r.stderr
         assert "139 (NetBIOS session service) is not served" in log.read_text()
     finally:
@@ -85,18 +90,9 @@ def test_smb_ports_serves_each_port(smbconf, tmp_path):
 
 
 def test_bind_interfaces_only_binds_only_those(tmp_path):
-    if not shutil.which("smbclient"):
-        pytest.skip("smbclient missing")
-    share = tmp_path / "s"
-    share.mkdir()
     port = free_port()
-    conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nsmb ports = {port}\ninterfaces = 127.0.0.2/8\nbind interfaces only = yes\n"
-                    f"[s]\npath = {share}\n")
-    import socket
-    import time
+    conf = one_share(tmp_path, f"smb ports = {port}\ninterfaces = 127.0.0.2/8\nbind interfaces only = yes")
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
-    import sys
     subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", USER, "--password-stdin"],
                    input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "smbring.cli", "serve", "--config", str(conf)], env=env,
@@ -111,8 +107,7 @@ def test_bind_interfaces_only_binds_only_those(tmp_path):
             time.sleep(0.05)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0       # not bound there
-        r = subprocess.run(["smbclient", "//127.0.0.2/s", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                            "-c", "ls"], capture_output=True, text=True, timeout=60)
+        r = ls("s", port, host="127.0.0.2")
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         stop(proc)
@@ -125,12 +120,9 @@ def test_debian_stock_smb_conf_serves(tmp_path):
     port = free_port()
     proc, port, log = spawn(tmp_path, "--config", stock, "--listen", f"127.0.0.1:{port}", port=port)
     try:
-        base = ["smbclient", "-p", str(port), "-U", f"{USER}%{PASSWORD}", "-c", "ls"]
-        r = subprocess.run(base[:1] + ["//127.0.0.1/print$"] + base[1:], capture_output=True, text=True,
-                           timeout=60)
+        r = ls("print$", port)
         assert r.returncode == 0, r.stdout + r.stderr
-        r = subprocess.run(base[:1] + ["//127.0.0.1/printers"] + base[1:], capture_output=True, text=True,
-                           timeout=60)
+        r = ls("printers", port)
         assert "NT_STATUS_BAD_NETWORK_NAME" in r.stdout + r.stderr
         text = log.read_text()
         assert "printing is not supported" in text and "obey pam restrictions" in text
