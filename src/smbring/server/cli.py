@@ -1,4 +1,4 @@
-"""``smbring serve PATH``: share a directory."""
+"""``smbring serve PATH``: share a directory; ``smbring testparm FILE``: check an smb.conf."""
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +62,11 @@ def testparm(args) -> int:
     logging.basicConfig(level="ERROR")
     try:
         cfg = load(args.file)
-    except (OSError, ConfigError) as e:
-        print(f"{args.file}: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"{args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as e:        # (it names the file and line)
+        print(e, file=sys.stderr)
         return 1
     for notice in cfg.notices:
         print(notice, file=sys.stderr)

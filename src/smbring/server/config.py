@@ -297,8 +297,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     missing = [m for m in vfs if m not in MODULES]
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
-    if _get(s, "access based share enum", False) or not _get(s, "browseable", True):
-        pass    # no share list is ever given out: every share is as good as hidden
+    # browseable, access based share enum: no share list is ever given out, so every share
+    # is as good as hidden
     if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
         cfg.notices.append(f"[{name}]: {path} is not a directory (tree connects will fail)")
     encrypt = _get(s, "server smb encrypt", "if_required")
@@ -332,8 +332,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
 
 
 def _check_guests(cfg: Config) -> None:
-    """Guests need a share that admits them; `guest only` without `guest ok` does nothing
-    (as in Samba)."""
+    """`map to guest = bad user` makes guests only where a share admits them: say so when none
+    does."""
     if cfg.policy.map_to_guest == "bad user" and not any(s.guest_ok for s in cfg.shares.values()):
         cfg.notices.append("map to guest = bad user: no share has guest ok, so unknown users "
                            "are refused")
