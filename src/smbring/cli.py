@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS = {
     "features": "smbring.uring.cli",
     "serve": "smbring.server.cli",
+    "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
     "status": "smbring.server.control",
     "bench": "smbring.bench.cli",

@@ -1,4 +1,5 @@
-"""``smbring serve PATH`` / ``smbring serve --config smb.conf``: share directories.
+"""``smbring serve PATH`` / ``smbring serve --config smb.conf``: share directories;
+``smbring testparm FILE``: check an smb.conf.
 
 Mistakes an operator can make (a bad --listen, a port in use or needing privilege, a share
 path that is not a directory, a configuration that does not parse) end with one line saying
@@ -18,16 +19,21 @@ DEFAULT_LISTEN = "127.0.0.1:4445"
 
 def register(sub) -> None:
     from smbring.server.control import default_path as default_control
-    p = sub.add_parser("serve", help="serve a directory over SMB2/3")
+    p = sub.add_parser("serve", help="serve a directory over SMB2/3",
+                       description="Flags override the configuration file: PATH adds the share "
+                                   "--share; --listen, --passdb, --read-path, --signing-required "
+                                   "replace [global]'s settings; --read-only, --encrypt, --guest "
+                                   "and --vfs-objects apply to every share.")
     p.add_argument("path", nargs="?", help="directory to share (or use --config)")
-    p.add_argument("--config", help="smb.conf-style file: [global] and one section per share "
-                                    "(SIGHUP reloads it)")
-    p.add_argument("--share", default="share", help="share name (default: share)")
+    p.add_argument("--config", help="smb.conf: [global] and one section per share (docs/ADMIN.md; "
+                                    "SIGHUP reloads it)")
+    p.add_argument("--share", default="share", help="share name for PATH (default: share)")
     p.add_argument("--listen", default=None,
                    help=f"HOST:PORT or [IPv6]:PORT (default {DEFAULT_LISTEN}; ignored when systemd "
                         "passes the listening socket)")
     p.add_argument("--read-only", action="store_true", help="refuse every write")
-    p.add_argument("--guest", action="store_true", help="allow guest access to the share")
+    p.add_argument("--guest", action="store_true",
+                   help="allow guest access (guest ok, and map to guest = bad user)")
     p.add_argument("--passdb", help=f"password file, Samba's smbpasswd format (default {default_path()})")
     p.add_argument("--signing-required", action="store_true", help="require signed sessions")
     p.add_argument("--encrypt", action="store_true",
@@ -50,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM, how long connections may finish their work (default 10)")
     p.set_defaults(func=run)
+    t = sub.add_parser("testparm", help="check an smb.conf and print what smbring makes of it")
+    t.add_argument("file")
+    t.set_defaults(func=testparm)
 
 
 class SettingsError(ValueError):
@@ -61,7 +70,7 @@ class Settings:
     """What the command line and the configuration file ask for (read again on SIGHUP)."""
 
     shares: dict
-    listen: str
+    listen: list                 # (host, port) to bind, the first at least
     passdb: str
     signing_required: bool
     read_path: str
@@ -70,41 +79,67 @@ class Settings:
     options: dict = field(default_factory=dict)    # [global] as read
     guest: bool = False          # guest logons (--guest, or any share with guest ok)
     server_info: object = None   # what share listing says of the server (smb.rpc.services)
+    policy: object = None        # [global]'s security settings (smb.policy)
+    hosts_allow: tuple = ()
+    hosts_deny: tuple = ()
+
+
+def configuration(args):
+    """The configuration to serve: the file's, with the command line's flags over it."""
+    from smbring.server.config import Config, load, override
+    from smbring.smb.policy import Policy
+
+    cfg = load(args.config) if args.config else Config(policy=Policy(map_to_guest="never"))
+    return override(cfg, path=args.path, share=args.share, listen=args.listen, passdb=args.passdb,
+                    read_path=args.read_path, signing_required=args.signing_required,
+                    read_only=args.read_only, guest=args.guest, encrypt=args.encrypt,
+                    vfs_objects=args.vfs_objects)
 
 
 def load_settings(args) -> Settings:
-    import configparser
-
-    from smbring.server.config import ConfigError, default_netbios_name, load
-    from smbring.smb.limits import Limits
+    from smbring.server import service
+    from smbring.server.accounts import UnixAccounts
+    from smbring.server.config import ConfigError, default_netbios_name
     from smbring.smb.rpc.services import ServerInfo
-    from smbring.smb.state import Share
 
-    if args.config:
-        try:
-            cfg = load(args.config)
-        except (OSError, ConfigError, configparser.Error) as e:
-            raise SettingsError(f"configuration {args.config}: {' '.join(str(e).split())}") from None
-        settings = Settings(cfg.shares, args.listen or cfg.listen or DEFAULT_LISTEN,
-                            args.passdb or cfg.passdb or default_path(),
-                            args.signing_required or cfg.signing_required,
-                            args.read_path or cfg.read_path, cfg.limits, cfg.ntlm_auth,
-                            dict(getattr(cfg, "options", {})))
-    elif args.path:
-        share = Share(name=args.share, path=os.path.abspath(args.path), read_only=args.read_only,
-                      guest_ok=args.guest, encrypt=args.encrypt,
-                      vfs_objects=args.vfs_objects.replace(",", " ").split())
-        settings = Settings({args.share: share}, args.listen or DEFAULT_LISTEN, args.passdb or default_path(),
-                            args.signing_required, args.read_path or "auto", Limits(), "ntlmv2-only")
-    else:
+    if not args.config and not args.path:
         raise SettingsError("give a directory to share, or --config FILE")
-    settings.guest = args.guest or any(share.guest_ok for share in settings.shares.values())
-    settings.server_info = (getattr(cfg, "server_info", None) if args.config else None) or \
-        ServerInfo(name=default_netbios_name())
-    for share in settings.shares.values():
-        if not os.path.isdir(share.path):
-            raise SettingsError(f"share {share.name}: {share.path} is not a directory")
-    return settings
+    if args.path and not os.path.isdir(args.path):
+        raise SettingsError(f"share {args.share}: {args.path} is not a directory")
+    if args.listen:
+        service.parse_listen(args.listen)       # a ListenError with a hint, before anything else
+    try:
+        cfg = configuration(args)
+    except (OSError, ConfigError) as e:
+        raise SettingsError(f"configuration {args.config}: {' '.join(str(e).split())}") from None
+    cfg.policy.accounts = UnixAccounts()
+    return Settings(cfg.shares, cfg.listen, cfg.passdb or default_path(), cfg.signing_required,
+                    cfg.read_path, cfg.limits, cfg.ntlm_auth, cfg.options,
+                    guest=any(share.guest_ok for share in cfg.shares.values()),
+                    server_info=cfg.server_info or ServerInfo(name=default_netbios_name()),
+                    policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny)
+
+
+def testparm(args) -> int:
+    """Like Samba's `testparm -s FILE`: the effective settings on stdout, notices on stderr;
+    exit status 1 when the server would not start."""
+    import logging
+
+    from smbring.server.config import ConfigError, load, testparm_text
+
+    logging.basicConfig(level="ERROR")
+    try:
+        cfg = load(args.file)
+    except OSError as e:
+        print(f"{args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as e:        # (it names the file and line)
+        print(e, file=sys.stderr)
+        return 1
+    for notice in cfg.notices:
+        print(notice, file=sys.stderr)
+    print(testparm_text(cfg))
+    return 0
 
 
 def service_options(args, settings: Settings):
@@ -137,7 +172,7 @@ def run(args) -> int:
         extras = service_options(args, settings)
         listeners = systemd.listen_fds()
         if not listeners:
-            listeners = [service.bind(*service.parse_listen(settings.listen))]
+            listeners = [service.bind(host, port) for host, port in settings.listen]
     except (SettingsError, logs.LogError, service.ListenError) as e:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
@@ -154,7 +189,8 @@ def run(args) -> int:
     server = Server(settings.shares, passdb_path=passdb.path, allow_guest=settings.guest,
                     signing_required=settings.signing_required, read_path=settings.read_path,
                     use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth,
-                    server_info=settings.server_info)
+                    server_info=settings.server_info, policy=settings.policy,
+                    hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny)
 
     def reload() -> str:
         if not args.config:
@@ -167,7 +203,8 @@ def run(args) -> int:
         before = server.shares
         server.reconfigure(new.shares, passdb_path=new.passdb, allow_guest=new.guest,
                            signing_required=new.signing_required, read_path=new.read_path,
-                           limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info)
+                           limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
+                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny)
         return describe_change(before, new.shares)
 
     try:

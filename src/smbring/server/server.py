@@ -29,10 +29,11 @@ import time
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
-from smbring.smb import effects, wire
+from smbring.smb import effects, hosts, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.rpc.services import ServerInfo
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
@@ -251,8 +252,13 @@ class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
-                 server_info: ServerInfo | None = None):
+                 server_info: ServerInfo | None = None, policy: Policy | None = None,
+                 hosts_allow=(), hosts_deny=()):
         self.shares = shares
+        # [global] security settings for the core, and `hosts allow`/`hosts deny` of
+        # [global], checked when a connection is accepted
+        self.policy = policy or Policy()
+        self.hosts_allow, self.hosts_deny = tuple(hosts_allow), tuple(hosts_deny)
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
@@ -313,6 +319,8 @@ class Server:
     # -- connections in all and per client address ------------------------------------------
     def _refusal(self, address: str) -> str | None:
         """Why a new connection from address is refused, if it is."""
+        if not hosts.allowed(self.hosts_allow, self.hosts_deny, address):
+            return "not allowed (hosts allow / hosts deny)"
         limits = self.limits
         if limits.max_connections and self.connections >= limits.max_connections:
             return (f"{self.connections} connections in all "
@@ -410,7 +418,7 @@ class Server:
                               local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
-                              server_info=self.server_info)
+                              server_info=self.server_info, policy=self.policy)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
@@ -481,10 +489,19 @@ class Server:
             finally:
                 sock.close()     # whatever failed above, the client sees the connection end
 
-    async def serve(self, host: str, port: int) -> None:
-        """Listens on host:port and serves until cancelled."""
-        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
-        await self.serve_on([listener])
+    async def serve(self, host: str, port: int, *more: tuple[str, int]) -> None:
+        """Listens on host:port and on each further (host, port) of `more` (smb.conf's
+        `smb ports` and `interfaces`), and serves until cancelled."""
+        listeners = []
+        try:
+            for address in [(host, port), *more]:
+                listeners.append(socket.create_server(address, reuse_port=False, backlog=128,
+                                                      family=_family(address[0])))
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        await self.serve_on(listeners)
 
     async def serve_on(self, listeners: list[socket.socket]) -> None:
         """Serves on listening sockets (made here or inherited: socket activation) until
@@ -564,7 +581,8 @@ class Server:
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
-                    server_info: ServerInfo | None = None) -> None:
+                    server_info: ServerInfo | None = None, policy: Policy | None = None,
+                    hosts_allow=None, hosts_deny=None) -> None:
         """A reload: the shares apply to new tree connects on every connection (trees
         connected keep the share they connected to); the rest to new connections."""
         if self._modules is not None:
@@ -585,3 +603,11 @@ class Server:
         self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
         if server_info is not None:
             self.server_info = server_info
+        if policy is not None:
+            self.policy = policy
+        if hosts_allow is not None:
+            self.hosts_allow, self.hosts_deny = hosts_allow, hosts_deny or ()
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -10,6 +10,7 @@ resumes where it left off.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mmap
 import struct
@@ -34,6 +35,7 @@ from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
     FID_ANY,
@@ -80,7 +82,8 @@ class Connection:
                  encryption_required: bool = False, local_address: str = "", client_address: str = "",
                  file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
-                 state: ServerState | None = None, server_info: ServerInfo | None = None):
+                 state: ServerState | None = None, server_info: ServerInfo | None = None,
+                 policy: Policy | None = None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
@@ -88,7 +91,12 @@ class Connection:
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.server_info = server_info or ServerInfo()   # what srvsvc and wkssvc say of the server
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
-        self.client_address = client_address   # named in the logon audit
+        self.client_address = client_address   # for hosts allow/deny of a share, %I, %m
+        # [global] security settings (dialects, encryption, guests); encryption_required is
+        # `smb encrypt = required` in [global]
+        self.policy = policy or Policy()
+        if encryption_required:
+            self.policy = dataclasses.replace(self.policy, encryption="required")
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
         # descriptor before the number can be reused
         self.file_closed = file_closed
@@ -97,7 +105,7 @@ class Connection:
         self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
-        self.encryption_required = encryption_required
+        self.encryption_required = self.policy.encryption == "required"
         self.cipher = 0
         self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
         self._sealed_by: Session | None = None   # the session whose key sealed the frame at hand
@@ -116,7 +124,6 @@ class Connection:
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
         self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
-        self._fs_path: dict[str, str] = {}      # share name -> the path its FileSystem opened
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
@@ -310,10 +317,13 @@ class Connection:
         return [self._sealed(seal, plain, sealed)]
 
     def _seal_for(self, out, sealed_by) -> Session | None:
-        """The session whose key seals the responses: the request's, or one that encrypts all."""
+        """The session whose key seals the responses: the request's, or one that encrypts all
+        (not the SESSION_SETUP that completes it: the client has no keys before it, so that
+        one is signed, MS-SMB2 3.3.4.1.4)."""
         return sealed_by or next(
             (self.sessions[r.session_id] for _, r, _ in out
-             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
+             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt
+             and r.command != wire.SESSION_SETUP), None)
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
@@ -540,7 +550,10 @@ class Connection:
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
         s = self.sessions.get(hdr.session_id)
-        return acl.GUEST_TOKEN if s is None or s.guest else acl.USER_TOKEN
+        if s is None or s.guest:
+            return acl.GUEST_TOKEN
+        t = s.trees.get(hdr.tree_id)
+        return acl.GUEST_TOKEN if t is not None and t.guest else acl.USER_TOKEN
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:
@@ -578,21 +591,28 @@ class Connection:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
+        for s in self.sessions.values():
+            for tree in s.trees.values():
+                self.drop_tree(tree)
         for fs in self._fs.values():
             fs.close()
         self._fs.clear()
 
     def share_fs(self, share: Share) -> FileSystem:
-        """The share's files as this connection reaches them: one root descriptor per share,
-        however many trees connect to it (a share whose path a reload changed gets a new one;
-        the trees of the old path keep theirs)."""
-        fs = self._fs.get(share.name)
-        if fs is None or self._fs_path.get(share.name) != share.path:
-            if fs is not None:                  # kept for its trees, closed with the others
-                self._fs[f"{share.name}\0{id(fs)}"] = fs
-            fs = self._fs[share.name] = self.open_fs(share.path)
-            self._fs_path[share.name] = share.path
+        """The share's files as this connection reaches them: one root descriptor per share
+        directory, however many trees connect to it (a share's directory may depend on the
+        session: path = /srv/%U)."""
+        fs = self._fs.get(share.path)
+        if fs is None:
+            fs = self._fs[share.path] = self.open_fs(share.path)
         return fs
+
+    def drop_tree(self, tree: Tree) -> None:
+        """A tree connect ends (TREE_DISCONNECT, LOGOFF, the connection's end): it no longer
+        counts against its share's `max connections`."""
+        if tree.counted is not None:
+            self.state.disconnect_tree(tree.counted)
+            tree.counted = None
 
     def update_shares(self, shares: dict[str, Share]) -> None:
         """A reload: new tree connects see these shares; the trees connected keep the share
@@ -602,7 +622,10 @@ class Connection:
     def end_session(self, session_id: int) -> None:
         """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""
         self.close_opens(session_id)
-        self.sessions.pop(session_id, None)
+        s = self.sessions.pop(session_id, None)
+        if s is not None:
+            for tree in s.trees.values():
+                self.drop_tree(tree)
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""

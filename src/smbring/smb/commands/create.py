@@ -73,6 +73,25 @@ def sd_of(fs: FileSystem, fd: int, where: str) -> "acl.Descriptor | None":
         return None
 
 
+def new_file_mode(share, readonly: bool) -> int:
+    """A new file's mode bits: Samba's `create mask` and `force create mode` over rw-rw-rw-
+    (r--r--r-- with the READONLY attribute); set with fchmod, whatever the umask."""
+    return (0o444 if readonly else 0o666) & share.create_mask | share.force_create_mode
+
+
+def new_directory_mode(share) -> int:
+    """A new directory's: `directory mask` and `force directory mode` over rwxrwxrwx."""
+    return 0o777 & share.directory_mask | share.force_directory_mode
+
+
+def check_veto(names, parts: list[str]) -> None:
+    """A path through or to a vetoed name (`veto files`) does not exist, in any case."""
+    i = names.vetoed_path(parts)
+    if i is not None:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if i == len(parts) - 1
+                       else wire.STATUS_OBJECT_PATH_NOT_FOUND)
+
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -100,6 +119,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     name, stream = split_stream(name)
     parts = split_path(name)
+    check_veto(tree.names, parts)
     in_request(msg, ctx_off, ctx_len)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
@@ -124,6 +144,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 exists = True
             except (FileNotFoundError, NotADirectoryError):
                 pass
+            check_veto(tree.names, parts)      # as spelled on disk too
     base_parts, base_key = parts, None
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
@@ -133,7 +154,11 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-            fs.close_file(fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
+            base_fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)   # the file too
+            try:
+                fs.fchmod(base_fd, new_file_mode(tree.share, False))
+            finally:
+                fs.close_file(base_fd)
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
@@ -209,8 +234,16 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fs.mkdir(parts)
             is_dir = True
         else:
-            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
-            fs.close_file(fd)
+            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            try:
+                if stream is None:
+                    fs.fchmod(fd, new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY)))
+                elif attrs & wire.ATTR_READONLY:
+                    fs.fchmod(fd, 0o444)
+                else:
+                    fs.fchmod(fd, 0o644)
+            finally:
+                fs.close_file(fd)
         action = wire.FILE_CREATED
     writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
     if is_dir:
@@ -225,6 +258,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                                                      wire.FILE_SUPERSEDE):
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+        if action == wire.FILE_CREATED and is_dir:
+            fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
             fs.set_sd(fd, new_sd.pack())
         if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
@@ -270,9 +305,17 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
-        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
+        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,
+        attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
+
+
+def shown_hidden(o: Open) -> bool:
+    """Whether the open's file shows the hidden attribute by the share's rules (`hide files`,
+    `hide dot files`)."""
+    base = o.base_parts if o.base_parts is not None else o.parts
+    return bool(base) and o.tree.names.hidden(base[-1])
 
 
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -286,7 +329,8 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     c.close_open(o)
     if st:
         body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
-            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size, attributes(st, dos))
+            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
+            attributes(st, dos, hidden=shown_hidden(o)))
     else:
         body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
     return body, o.fid

@@ -41,7 +41,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
     if s.auth is None:
-        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest)
+        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
+                               bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
+                               netbios_name=c.policy.server_name)
     session_flags = 0
     try:
         out = s.auth.step(bytes(token))
@@ -61,13 +63,25 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.reauth_of = None
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
+        if c.encryption_required:       # smb encrypt = required in [global]: no guests
+            log.info("session %d: %s logon refused: encryption is required", s.id, identity.kind)
+            c.end_session(s.id)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
+        s.asked_as, s.domain = identity.user, identity.domain
         audit.info("logon accepted: %s (user %s) from %s, session %d", identity.kind,
                    identity.user or "(none)", c.client_address or "?", s.id)
         flag = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
         return struct.pack("<HHHH", 9, flag, 72, len(out)) + out, None
     if s.auth.complete:
+        if c.encryption_required and not c.cipher:
+            # smb encrypt = required in [global]: a client that cannot encrypt is refused
+            log.info("session %d: logon of %s refused: encryption is required and the client "
+                     "cannot encrypt", s.id, identity.user)
+            c.end_session(s.id)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+        s.asked_as, s.domain = identity.user, identity.domain
         s.valid = True
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
@@ -75,7 +89,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         if c.cipher:
             s.encrypt_key, s.decrypt_key = security.cipher_keys(
                 identity.session_key, c.dialect, s.preauth.value if s.preauth else None, c.cipher)
-            if c.encryption_required:
+            if c.policy.encryption in ("required", "desired"):
                 s.encrypt = True
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
         audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
