@@ -190,10 +190,10 @@ class PosixVFS:
         except OSError:
             pass
 
-    def mkdir(self, parts: list[str]) -> None:
+    def mkdir(self, parts: list[str], mode: int = 0o755) -> None:
         fd, name = self.parent(parts)
         try:
-            os.mkdir(name, 0o755, dir_fd=fd)
+            os.mkdir(name, mode, dir_fd=fd)
         finally:
             os.close(fd)
 
