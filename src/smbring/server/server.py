@@ -266,8 +266,9 @@ class Server:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
             aring = self._ring()
+            pool = modules.thread_pool()     # (threads start only when a stack uses it)
             self._modules = {name: modules.build(share.vfs_objects, aring,
-                                                 crowded=lambda: self.connections > 1)
+                                                 crowded=lambda: self.connections > 1, pool=pool)
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())

@@ -97,15 +97,23 @@ class Posix:
         return self.name + (f" -> {self.below.describe()}" if self.below else "")
 
 
+def thread_pool() -> ThreadPoolExecutor:
+    """The threads the threadpool module runs file I/O in: one pool for all the stacks `build`
+    makes at once (as Samba has one per smbd), made when a stack needs it."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="smbring-io")
+
+
 class ThreadPool(Posix):
     name = "threadpool"
-    _pool: ThreadPoolExecutor | None = None
 
-    @classmethod
-    def pool(cls) -> ThreadPoolExecutor:
-        if cls._pool is None:   # one pool for the process, as Samba has one per smbd
-            cls._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smbring-io")
-        return cls._pool
+    def __init__(self, below=None, pool: ThreadPoolExecutor | None = None):
+        super().__init__(below)
+        self._pool = pool
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = thread_pool()
+        return self._pool
 
     async def pread_into(self, fd, view, offset):
         return await asyncio.get_running_loop().run_in_executor(
@@ -291,10 +299,11 @@ def _address(view: memoryview) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
-def build(names: list[str], aring=None, crowded=None) -> Posix:
+def build(names: list[str], aring=None, crowded=None, pool: ThreadPoolExecutor | None = None) -> Posix:
     """The stack for a share's ``vfs objects`` (top first). Without any data module listed:
-    direct_writes over io_uring where the engine is available, else over threadpool. Unknown
-    names are skipped (the configuration loader has warned about them)."""
+    direct_writes over io_uring where the engine is available, else over threadpool (in
+    `pool`, shared by the stacks of a server). Unknown names are skipped (the configuration
+    loader has warned about them)."""
     data = [n for n in names if n in MODULES and n != "posix"]
     if not data and "posix" not in names:
         data = ["direct_writes", "io_uring" if aring is not None else "threadpool"]
@@ -303,11 +312,11 @@ def build(names: list[str], aring=None, crowded=None) -> Posix:
         if name == "direct_writes":
             stack = DirectWrites(stack)
         elif name == "threadpool":
-            stack = ThreadPool(stack)
+            stack = ThreadPool(stack, pool)
         elif name == "io_uring":
             if aring is None:
                 log.warning("vfs io_uring: io_uring is unavailable here; threadpool serves instead")
-                stack = ThreadPool(stack)
+                stack = ThreadPool(stack, pool)
             else:
                 stack = IoUring(stack, aring, crowded)
     return stack
