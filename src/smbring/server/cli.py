@@ -29,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--no-io-uring", action="store_true",
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
+    p.add_argument("--username-map", default=None,
+                   help="Samba's username map file: SMB user names to Unix account names (as root)")
+    p.add_argument("--guest-account", default=None,
+                   help="the Unix account guests act as when the server runs as root (default nobody)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -75,9 +79,17 @@ def run(args) -> int:
         return 2
     host, _, port = listen.rpartition(":")
     guest = args.guest or any(share.guest_ok for share in shares.values())
+    username_map = args.username_map or (cfg.username_map if args.config else None)
+    guest_account = args.guest_account or (cfg.guest_account if args.config else None)
     server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
                     signing_required=signing, read_path=read_path, use_uring=not args.no_io_uring,
-                    limits=limits, ntlm_auth=ntlm_auth)
+                    limits=limits, ntlm_auth=ntlm_auth, username_map=username_map,
+                    guest_account=guest_account or "nobody")
+    problems = server.identities.check(shares, guest) if os.geteuid() == 0 else []
+    for problem in problems:
+        print(f"configuration: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         asyncio.run(server.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

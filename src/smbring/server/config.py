@@ -27,7 +27,8 @@ log = logging.getLogger("smbring.config")
 TRUE = {"yes", "true", "1", "on"}
 FALSE = {"no", "false", "0", "off"}
 GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level", "read path", "ntlm auth", *OPTIONS}
+               "log level", "read path", "ntlm auth", *OPTIONS,
+               "username map", "guest account"}
 SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
               "vfs objects", "smb encrypt", "browseable", "browsable", "read path", "strict allocate"}
 READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
@@ -50,6 +51,8 @@ class Config:
     read_path: str = "auto"
     limits: Limits = field(default_factory=Limits)
     ntlm_auth: str = "ntlmv2-only"
+    username_map: str | None = None     # Samba's username map file (SMB name -> Unix account)
+    guest_account: str | None = None    # the Unix account guests act as (None: nobody)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -126,6 +129,8 @@ def load(path: str) -> Config:
             cfg.read_path = _read_path(opts.get("read path", "auto"), "[global]")
             cfg.limits = _limits(opts)
             cfg.ntlm_auth = _ntlm_auth(opts.get("ntlm auth", "ntlmv2-only"))
+            cfg.username_map = opts.get("username map", "").strip() or None
+            cfg.guest_account = opts.get("guest account", "").strip() or None
             continue
         where = f"[{section}]"
         for key in opts:

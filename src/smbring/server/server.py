@@ -21,12 +21,14 @@ import asyncio
 import errno
 import logging
 import mmap
+import os
 import resource
 import socket
 import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
+from smbring.server.accounts import Accounts, ServerAccount, share_modes
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, wire
@@ -35,6 +37,7 @@ from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
+from smbring.vfs.identity import ShareView, ThreadCredentials
 from smbring.vfs.posix import PosixVFS
 
 log = logging.getLogger("smbring.server")
@@ -227,9 +230,20 @@ def sweep_period(limits: Limits) -> float:
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 username_map: str | None = None, guest_account: str = "nobody"):
         self.shares = shares
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
+        # who sessions act as: started as root, each its Unix account (the event loop's thread
+        # switches its credentials for their file-system calls, see vfs.identity, and the
+        # server's own work runs under creds.as_server); otherwise the server's own user
+        if os.geteuid() == 0:
+            self.creds: ThreadCredentials | None = ThreadCredentials()
+            self.identities = Accounts(username_map, guest_account)
+        else:
+            self.creds = None
+            self.identities = ServerAccount()
+        self._share_files: dict[str, PosixVFS] = {}   # share name -> its files, opened by the server
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -266,13 +280,38 @@ class Server:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
             aring = self._ring()
-            pool = modules.thread_pool()     # (threads start only when a stack uses it)
+            pool = modules.thread_pool(     # (threads start only when a stack uses it)
+                initializer=self.creds.server_thread if self.creds else None)
+            as_server = self.creds.as_server if self.creds else None
             self._modules = {name: modules.build(share.vfs_objects, aring,
-                                                 crowded=lambda: self.connections > 1, pool=pool)
+                                                 crowded=lambda: self.connections > 1, pool=pool,
+                                                 as_server=as_server)
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
         return self._modules
+
+    # -- who a session acts as -----------------------------------------------------------------
+    def _lookup(self, name: str):
+        """The password file's NT hash for name, read as the server (whoever the event loop's
+        thread acted as last)."""
+        if self.creds is None:
+            return self.lookup(name)
+        with self.creds.as_server():
+            return self.lookup(name)
+
+    def _open_fs(self, share: Share, identity) -> ShareView:
+        """The share's files as identity: a view of the share's one PosixVFS, whose root the
+        server opened as itself when the share was first reached."""
+        base = self._share_files.get(share.name)
+        if base is None:
+            if self.creds is None:
+                base = PosixVFS(share.path)
+            else:
+                with self.creds.as_server():
+                    base = PosixVFS(share.path)
+            self._share_files[share.name] = base
+        return ShareView(base, identity, self.creds, share_modes(share))
 
     def _transport(self, sock: socket.socket):
         aring = self._ring()
@@ -376,7 +415,8 @@ class Server:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             modules_by_share = self._io_modules()
-            conn = Connection(self.shares, lookup=self.lookup, open_fs=PosixVFS,
+            conn = Connection(self.shares, lookup=self._lookup, open_fs=self._open_fs,
+                              identities=self.identities,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0],
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
@@ -450,6 +490,9 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
+        if self.creds is None:
+            log.warning("not running as root: every session acts as the server's user (uid %d), "
+                        "whatever its SMB user", os.geteuid())
         listener = socket.create_server((host, port), reuse_port=False, backlog=128)
         listener.setblocking(False)
         log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
@@ -475,3 +518,6 @@ class Server:
         finally:
             sweeper.cancel()
             listener.close()
+            for files in self._share_files.values():
+                files.close()
+            self._share_files.clear()

@@ -65,9 +65,9 @@ class FileSystem(Protocol):
         directory on the way cannot be listed."""
         ...
 
-    def mkdir(self, parts: list[str]) -> None:
-        """Creates the directory. Raises FileExistsError, FileNotFoundError (no parent),
-        OSError."""
+    def mkdir(self, parts: list[str], mode: int = 0o755) -> None:
+        """Creates the directory with the permission bits `mode` (the share's directory mask
+        may narrow them). Raises FileExistsError, FileNotFoundError (no parent), OSError."""
         ...
 
     def remove(self, parts: list[str], is_dir: bool) -> None:

@@ -55,6 +55,14 @@ class Share:
     vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
     read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
     strict_allocate: bool = False                      # reserve the space a client allocates
+    # who the share's users act as, and the modes of what they create (Samba's options; the
+    # server applies them where it runs as root): None keeps the session's own account
+    force_user: str | None = None
+    force_group: str | None = None                     # "+group": only for its members
+    create_mask: int = 0o744
+    force_create_mode: int = 0
+    directory_mask: int = 0o755
+    force_directory_mode: int = 0
 
 
 @dataclass(eq=False)
@@ -110,3 +118,4 @@ class Session:
     encrypt: bool = False         # every response of this session is encrypted
     trees: dict = field(default_factory=dict)
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
+    identity: object = None       # the account its file-system calls act as (the server's)

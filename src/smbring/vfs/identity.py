@@ -70,6 +70,11 @@ class ThreadCredentials:
         self.current = who
         self.switches += 1
 
+    def server_thread(self) -> None:
+        """Run first in a new thread of the server's (a thread pool's): a thread starts with
+        the credentials of the one that started it, acting as some user perhaps."""
+        set_thread_credentials(self.server.uid, self.server.gid, self.server.groups)
+
     def as_server(self):
         """A context in which the thread acts as the server. It stays so afterwards: the next
         file-system call of a session switches again if it must."""
@@ -144,9 +149,9 @@ class ShareView:
         self._act()
         return self.base.open(parts, flags, self.modes.file(mode) if flags & os.O_CREAT else mode)
 
-    def mkdir(self, parts):
+    def mkdir(self, parts, mode=0o755):
         self._act()
-        return self.base.mkdir(parts, self.modes.directory())
+        return self.base.mkdir(parts, self.modes.directory(mode))
 
 
 def _acting(name: str):

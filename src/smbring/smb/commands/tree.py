@@ -32,7 +32,12 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if share.encrypt and not c.cipher:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
-        tree = Tree(share, c.share_fs(share))
+        identity = None
+        if c.identities is not None:     # the account the tree acts as (force user, group)
+            identity = c.identities.for_share(share, s.identity)
+            if identity is None:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+        tree = Tree(share, c.share_fs(share, identity))
         share_type = wire.SHARE_TYPE_DISK
         access = wire.READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS
     tid = c.next_id
