@@ -75,6 +75,13 @@ class FileSystem(Protocol):
         (ENOTEMPTY for a directory with entries)."""
         ...
 
+    def may_delete(self, parts: list[str]) -> bool:
+        """Whether the file or directory at `parts` may be removed from its directory by
+        whoever the file system acts as: write and search access to the directory, and in a
+        sticky directory, owning the entry or the directory. False for the share root, or
+        when the directory cannot be reached. Raises nothing."""
+        ...
+
     def rename(self, old: list[str], new: list[str], replace: bool) -> None:
         """Moves `old` to `new`, within the share. Raises FileExistsError when `new` exists
         and `replace` is false; OSError."""

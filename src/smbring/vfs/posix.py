@@ -207,6 +207,28 @@ class PosixVFS:
         finally:
             os.close(fd)
 
+    def may_delete(self, parts: list[str]) -> bool:
+        """unlink(2)'s own rules, asked before a DELETE is granted: write and search access to
+        the directory (faccessat with the effective ids: the calling thread's), and in a sticky
+        directory owning the entry or the directory (root may always)."""
+        try:
+            fd, name = self.parent(parts)
+        except OSError:
+            return False
+        try:
+            if not os.access(".", os.W_OK | os.X_OK, dir_fd=fd, effective_ids=True):
+                return False
+            directory = os.fstat(fd)
+            if not directory.st_mode & stat.S_ISVTX:
+                return True
+            uid = os.geteuid()
+            return uid in (0, directory.st_uid) or \
+                os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid == uid
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
     def rename(self, old: list[str], new: list[str], replace: bool) -> None:
         ofd, oname = self.parent(old)
         try:

@@ -192,6 +192,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
     if tree.share.read_only:
         granted &= wire.READ_ONLY_ACCESS
+    if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
+        # the account may not remove the file from its directory (no write access there, or a
+        # sticky directory and someone else's file): refused to a client that asked for DELETE,
+        # left out of what MAXIMUM_ALLOWED grants (as Samba's can_delete_file_in_directory)
+        if not access & wire.MAXIMUM_ALLOWED or options & wire.FILE_DELETE_ON_CLOSE:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        granted &= ~wire.DELETE
     if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
