@@ -19,6 +19,7 @@ against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,7 +152,14 @@ class ShareView:
 
     def mkdir(self, parts, mode=0o755):
         self._act()
-        return self.base.mkdir(parts, self.modes.directory(mode))
+        mode = self.modes.directory(mode)
+        self.base.mkdir(parts, mode)
+        if mode & (stat.S_ISUID | stat.S_ISGID):    # mkdir(2) leaves these to the parent
+            fd = self.base.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self.base.fchmod(fd, mode)
+            finally:
+                self.base.close_file(fd)
 
 
 def _acting(name: str):
