@@ -4,31 +4,14 @@ thread's credentials runs in a thread of its own, which ends with the test: the 
 thread never acts as anyone else."""
 import errno
 import os
-import threading
 
 import pytest
+from threads import in_thread
 
 from smbring import uring
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="acting as other ids needs root")
 UID, GID, GROUPS = 61201, 61201, (61201, 61299)
-
-
-def in_thread(fn):
-    """fn() in a new thread; its result, or its exception raised here."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:    # handed to the test
-            out["error"] = e
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(30)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def complete(ring, req):

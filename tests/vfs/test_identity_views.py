@@ -9,9 +9,9 @@ import inspect
 import os
 import pwd
 import stat
-import threading
 
 import pytest
+from threads import in_thread
 
 from smbring.server.accounts import Accounts, account, map_username, parse_username_map
 from smbring.smb.fs import FileSystem
@@ -23,22 +23,6 @@ from smbring.vfs.posix import PosixVFS
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="acting as other ids needs root")
 ALICE = Identity("alice", 61301, 61301, (61301, 61399))
 BOB = Identity("bob", 61302, 61302, (61302,))
-
-
-def in_thread(fn):
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:      # handed to the test
-            out["error"] = e
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(30)
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 def test_the_view_covers_every_call_of_the_protocol():
@@ -124,18 +108,24 @@ def test_a_failed_switch_leaves_the_thread_as_the_server(share):
 
 
 def test_modes_of_new_files_and_directories(share):
+    """Samba's masks and forced modes, whatever the umask (here 027) takes away."""
     root, base = share
-    old = os.umask(0)
+    old = os.umask(0o027)
     try:
         view = ShareView(base, None, None, Modes(create_mask=0o640, force_create=0o004,
-                                                 directory_mask=0o750, force_directory=0o2000))
+                                                 directory_mask=0o750, force_directory=0o2000,
+                                                 umask=0o027))
         view.close_file(view.open(["open", "f"], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666))
         view.mkdir(["open", "d"])
         view.close_file(view.open(["open", "f"], os.O_RDWR, 0o777))     # no O_CREAT: as is
+        view.close_file(view.open(["open", "f"], os.O_CREAT | os.O_RDWR, 0o777))  # may exist: as is
+        plain = ShareView(base, None, None, Modes(umask=0o027))
+        plain.close_file(plain.open(["open", "g"], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))
     finally:
         os.umask(old)
     assert stat.S_IMODE((root / "open" / "f").stat().st_mode) == 0o644
     assert stat.S_IMODE((root / "open" / "d").stat().st_mode) == 0o2750
+    assert stat.S_IMODE((root / "open" / "g").stat().st_mode) == 0o644    # the mask's 0744 & 0644
     view.close()                          # a view closes nothing of the server's
     assert base.stat(["open"])
 

@@ -218,7 +218,8 @@ class ServerAccount:
         return self.me
 
 
-def share_modes(share: Share) -> Modes:
-    """The permission bits of what the share's users create (create mask and friends)."""
+def share_modes(share: Share, umask: int) -> Modes:
+    """The permission bits of what the share's users create (create mask and friends), the
+    process's umask not taking any away."""
     return Modes(share.create_mask, share.force_create_mode, share.directory_mask,
-                 share.force_directory_mode)
+                 share.force_directory_mode, umask)

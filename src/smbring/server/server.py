@@ -244,6 +244,8 @@ class Server:
             self.creds = None
             self.identities = ServerAccount()
         self._share_files: dict[str, PosixVFS] = {}   # share name -> its files, opened by the server
+        self._umask = os.umask(0o22)           # (read: there is no other way; put back at once)
+        os.umask(self._umask)
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -311,7 +313,7 @@ class Server:
                 with self.creds.as_server():
                     base = PosixVFS(share.path)
             self._share_files[share.name] = base
-        return ShareView(base, identity, self.creds, share_modes(share))
+        return ShareView(base, identity, self.creds, share_modes(share, self._umask))
 
     def _transport(self, sock: socket.socket):
         aring = self._ring()

@@ -22,17 +22,18 @@ import os
 import stat
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smbring.uring import set_thread_credentials
 
 
 @dataclass(frozen=True)
 class Identity:
-    """A Unix account as a session acts as it: its name (for the log), uid, primary gid and
-    supplementary groups (the primary one among them, as initgroups makes them)."""
+    """A Unix account as a session acts as it: its name (for the log; two names of one
+    account are the same identity), uid, primary gid and supplementary groups (the primary
+    one among them, as initgroups makes them)."""
 
-    name: str
+    name: str = field(compare=False)
     uid: int
     gid: int
     groups: tuple[int, ...] = ()
@@ -111,12 +112,19 @@ class Modes:
     """The permission bits of what a share's users create (Samba's ``create mask``, ``force
     create mode``, ``directory mask``, ``force directory mode``): a new file gets
     (asked & create_mask) | force_create, a new directory (0o755 & directory_mask) |
-    force_directory."""
+    force_directory, whatever the process umask (`umask`, as the server started with it)
+    took away at creation (Samba's smbd runs with umask 0)."""
 
     create_mask: int = 0o744
     force_create: int = 0
     directory_mask: int = 0o755
     force_directory: int = 0
+    umask: int = 0
+
+    def needs_chmod(self, mode: int) -> bool:
+        """Whether creation alone cannot give these bits: the umask, or set-id bits that
+        open(2) and mkdir(2) leave out."""
+        return bool(mode & (self.umask | stat.S_ISUID | stat.S_ISGID))
 
     def file(self, mode: int) -> int:
         return (mode & self.create_mask) | self.force_create
@@ -148,13 +156,23 @@ class ShareView:
 
     def open(self, parts, flags, mode=0o644):
         self._act()
-        return self.base.open(parts, flags, self.modes.file(mode) if flags & os.O_CREAT else mode)
+        if not flags & os.O_CREAT:
+            return self.base.open(parts, flags, mode)
+        mode = self.modes.file(mode)
+        fd = self.base.open(parts, flags, mode)
+        if flags & os.O_EXCL and self.modes.needs_chmod(mode):     # (O_EXCL: a new file)
+            try:
+                self.base.fchmod(fd, mode)
+            except BaseException:
+                self.base.close_file(fd)
+                raise
+        return fd
 
     def mkdir(self, parts, mode=0o755):
         self._act()
         mode = self.modes.directory(mode)
         self.base.mkdir(parts, mode)
-        if mode & (stat.S_ISUID | stat.S_ISGID):    # mkdir(2) leaves these to the parent
+        if self.modes.needs_chmod(mode):
             fd = self.base.open(parts, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self.base.fchmod(fd, mode)
