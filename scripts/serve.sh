@@ -9,6 +9,13 @@ if [ -z "$($BIN/smbring user list 2>/dev/null)" ]; then
     printf '%s\n' "$pw" | $BIN/smbring user add smbring --password-stdin >/dev/null
     echo "created user 'smbring' with password '$pw' (change it: .venv/bin/smbring user add smbring)"
 fi
+if [ "$(id -u)" = 0 ] && ! id smbring >/dev/null 2>&1; then
+    # as root, each user acts as its Unix account; 'smbring' has none: it acts as the owner
+    # of the shared directory (an smb.conf `username map`, as Samba reads it)
+    owner=$(stat -c %U "$SHARE")
+    printf '%s = smbring\n' "$owner" > "$BIN/../serve-username.map"
+    SERVE_ARGS="--username-map $BIN/../serve-username.map $SERVE_ARGS"
+fi
 host=${LISTEN%:*}; port=${LISTEN##*:}
 echo "try: smbclient //$host/share -p $port -U smbring -c ls"
 exec $BIN/smbring serve "$SHARE" --share share --listen "$LISTEN" $SERVE_ARGS

@@ -14,8 +14,7 @@ import urllib.request
 import uuid
 
 import pytest
-
-from servers import PASSWORD, USER, free_port, smbclient, stop
+from servers import PASSWORD, USER, as_root_args, free_port, smbclient, stop
 
 CLI = [sys.executable, "-m", "smbring"]
 smbprotocol = pytest.importorskip("smbprotocol")
@@ -59,7 +58,7 @@ def start(tmp_path, *args, env=None, port=None, **popen):
     """`smbring serve *args` with its log in tmp_path/server.log; returns (proc, port)."""
     port = port or free_port()
     log = tmp_path / "server.log"
-    args = list(args)
+    args = list(args) + as_root_args(tmp_path)
     if "--config" not in args:
         args += ["--listen", f"127.0.0.1:{port}"]
     if "--control-socket" not in args:
@@ -366,7 +365,8 @@ def test_socket_activation_and_sd_notify(tmp_path):
     # as systemd starts a socket-activated service: the socket as descriptor 3, LISTEN_PID
     # naming the process (bash's $$ survives its exec), LISTEN_FDS=1
     script = (f'exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; '
-              f'exec "$0" -m smbring serve "$1" --control-socket none --log-level info')
+              f'exec "$0" -m smbring serve "$1" --control-socket none --log-level info '
+              + " ".join(as_root_args(tmp_path)))
     log = tmp_path / "server.log"
     proc = subprocess.Popen(["bash", "-c", script, sys.executable, str(share)], pass_fds=(fd,), env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)

@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
+from servers import PASSWORD, USER, as_root_args, free_port, spawn, stop
 from smbconf_server import refused, smbconf  # noqa: F401
 
-from servers import PASSWORD, USER, free_port, spawn, stop
 from smbring.smb import wire
 
 
@@ -95,7 +95,8 @@ def test_bind_interfaces_only_binds_only_those(tmp_path):
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", USER, "--password-stdin"],
                    input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "smbring.cli", "serve", "--config", str(conf)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "smbring.cli", "serve", "--config", str(conf),
+                             *as_root_args(tmp_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15

@@ -1,13 +1,12 @@
 """The password file is Samba's smbpasswd: a file Samba's own tool made logs on and survives
 `smbring user add`; lines smbring does not change stay byte for byte; flags are honoured."""
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+from servers import PASSWORD, USER, as_root_args, free_port, stop
 
-from servers import PASSWORD, USER, free_port, stop
 from smbring.server.users import PasswordDB, PasswordLookup, parse_line
 from smbring.smb.ntlm_crypto import nt_hash
 
@@ -134,7 +133,8 @@ def _serve(tmp_path, passdb):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(CLI + ["serve", str(share), "--listen", f"127.0.0.1:{port}", "--passdb", str(passdb),
-                                   "--control-socket", "none"], stdout=log, stderr=subprocess.STDOUT)
+                                   "--control-socket", "none", *as_root_args(tmp_path)],
+                            stdout=log, stderr=subprocess.STDOUT)
     import socket
     import time
     deadline = time.monotonic() + 15
@@ -169,7 +169,7 @@ def test_a_samba_made_file_logs_on_and_survives_user_add(tmp_path, samba_passdb,
         assert _ls(port, unix_user).returncode == 0               # still logs on
         assert _ls(port, USER, "Other-pw-2").returncode == 0      # and the new user too
         audit = (tmp_path / "server.log").read_text()
-        assert f"logon refused: user WORKGROUP\\daemon from 127.0.0.1" in audit
+        assert "logon refused: user WORKGROUP\\daemon from 127.0.0.1" in audit
         assert f"logon accepted: user WORKGROUP\\{unix_user} from 127.0.0.1" in audit
     finally:
         stop(proc)

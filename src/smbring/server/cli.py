@@ -46,6 +46,12 @@ def register(sub) -> None:
     p.add_argument("--no-io-uring", action="store_true",
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
+    p.add_argument("--username-map", default=None,
+                   help="Samba's username map file: SMB user names to Unix account names (as root; "
+                        "default: the file's `username map`)")
+    p.add_argument("--guest-account", default=None,
+                   help="the Unix account guests act as when the server runs as root "
+                        "(default: the file's `guest account`, else nobody)")
     p.add_argument("--log-level", default=None,
                    help="debug, info, warning, error, or Samba's number (default: `log level`, else info)")
     p.add_argument("--control-socket", default=None,
@@ -80,6 +86,8 @@ class Settings:
     guest: bool = False          # guest logons (--guest, or any share with guest ok)
     server_info: object = None   # what share listing says of the server (smb.rpc.services)
     policy: object = None        # [global]'s security settings (smb.policy)
+    username_map: str | None = None   # SMB user name -> Unix account (as root)
+    guest_account: str = "nobody"     # the account guests act as (as root)
     hosts_allow: tuple = ()
     hosts_deny: tuple = ()
 
@@ -117,7 +125,9 @@ def load_settings(args) -> Settings:
                     cfg.read_path, cfg.limits, cfg.ntlm_auth, cfg.options,
                     guest=any(share.guest_ok for share in cfg.shares.values()),
                     server_info=cfg.server_info or ServerInfo(name=default_netbios_name()),
-                    policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny)
+                    policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny,
+                    username_map=args.username_map or cfg.username_map,
+                    guest_account=args.guest_account or cfg.guest_account or "nobody")
 
 
 def testparm(args) -> int:
@@ -190,7 +200,13 @@ def run(args) -> int:
                     signing_required=settings.signing_required, read_path=settings.read_path,
                     use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth,
                     server_info=settings.server_info, policy=settings.policy,
-                    hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny)
+                    hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny,
+                    username_map=settings.username_map, guest_account=settings.guest_account)
+    problems = server.identities.check(settings.shares, settings.guest) if os.geteuid() == 0 else []
+    for problem in problems:
+        print(f"smbring serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
 
     def reload() -> str:
         if not args.config:

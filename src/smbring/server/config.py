@@ -64,6 +64,8 @@ class Config:
     notices: list[str] = field(default_factory=list)   # what is skipped or ignored, once each
     sections: list = field(default_factory=list)       # (name, [(option, value)]) as set
     server_info: ServerInfo | None = None   # what share listings say of the server
+    username_map: str | None = None     # Samba's username map file (SMB name -> Unix account)
+    guest_account: str = "nobody"       # the Unix account guests act as (as root)
 
     @property
     def warnings(self) -> list[str]:
@@ -247,6 +249,8 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
     if "server smb3 signing algorithms" in g:
         policy.signing_algorithms = g["server smb3 signing algorithms"][0]
     cfg.policy = policy
+    cfg.username_map = _get(g, "username map", "").strip() or None
+    cfg.guest_account = policy.guest_account
     cfg.ntlm_auth = _get(g, "ntlm auth", "ntlmv2-only")
     cfg.passdb = _get(g, "passdb")
     cfg.read_path = _get(g, "read path", "auto")
@@ -357,7 +361,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_directory_mode=_get(s, "force directory mode", 0),
         browseable=_get(s, "browseable", True),
         vfs_objects=[m for m in vfs if m in MODULES],
-        read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False))
+        read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
+        force_user=_get(s, "force user", "").strip() or None,
+        force_group=_get(s, "force group", "").strip() or None)
 
 
 def _check_guests(cfg: Config) -> None:

@@ -21,12 +21,14 @@ import asyncio
 import errno
 import logging
 import mmap
+import os
 import resource
 import socket
 import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
+from smbring.server.accounts import Accounts, ServerAccount, share_modes
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -37,6 +39,7 @@ from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
+from smbring.vfs.identity import ShareView, ThreadCredentials
 from smbring.vfs.posix import PosixVFS
 
 log = logging.getLogger("smbring.server")
@@ -253,13 +256,26 @@ class Server:
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  server_info: ServerInfo | None = None, policy: Policy | None = None,
-                 hosts_allow=(), hosts_deny=()):
+                 hosts_allow=(), hosts_deny=(), username_map: str | None = None,
+                 guest_account: str = "nobody"):
         self.shares = shares
         # [global] security settings for the core, and `hosts allow`/`hosts deny` of
         # [global], checked when a connection is accepted
         self.policy = policy or Policy()
         self.hosts_allow, self.hosts_deny = tuple(hosts_allow), tuple(hosts_deny)
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
+        # who sessions act as: started as root, each its Unix account (the event loop's thread
+        # switches its credentials for their file-system calls, see vfs.identity, and the
+        # server's own work runs under creds.as_server); otherwise the server's own user
+        if os.geteuid() == 0:
+            self.creds: ThreadCredentials | None = ThreadCredentials()
+            self.identities = Accounts(username_map, guest_account)
+        else:
+            self.creds = None
+            self.identities = ServerAccount()
+        self._share_files: dict[str, PosixVFS] = {}   # share directory -> its files, opened by the server
+        self._umask = os.umask(0o22)           # (read: there is no other way; put back at once)
+        os.umask(self._umask)
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -301,13 +317,41 @@ class Server:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
             aring = self._ring()
-            self._pool = modules.thread_pool()     # (threads start only when a stack uses it)
+            self._pool = modules.thread_pool(     # (threads start only when a stack uses it)
+                initializer=self.creds.server_thread if self.creds else None)
             self._modules = {name: modules.build(share.vfs_objects, aring,
-                                                 crowded=lambda: self.connections > 1, pool=self._pool)
+                                                 crowded=lambda: self.connections > 1, pool=self._pool,
+                                                 as_server=self._as_server())
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
         return self._modules
+
+    # -- who a session acts as -----------------------------------------------------------------
+    def _as_server(self):
+        """What runs the server's own work as the server (None: not root, nothing to switch)."""
+        return self.creds.as_server if self.creds else None
+
+    def _lookup(self, name: str):
+        """The password file's NT hash for name, read as the server (whoever the event loop's
+        thread acted as last)."""
+        if self.creds is None:
+            return self.lookup(name)
+        with self.creds.as_server():
+            return self.lookup(name)
+
+    def _open_fs(self, share: Share, identity) -> ShareView:
+        """The share's files as identity: a view of the share directory's one PosixVFS, whose
+        root the server opened as itself when the directory was first reached."""
+        base = self._share_files.get(share.path)
+        if base is None:
+            if self.creds is None:
+                base = PosixVFS(share.path)
+            else:
+                with self.creds.as_server():
+                    base = PosixVFS(share.path)
+            self._share_files[share.path] = base
+        return ShareView(base, identity, self.creds, share_modes(share, self._umask))
 
     def _transport(self, sock: socket.socket):
         aring = self._ring()
@@ -413,7 +457,8 @@ class Server:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             modules_by_share = self._io_modules()
-            conn = Connection(self.shares, lookup=self.lookup, open_fs=PosixVFS,
+            conn = Connection(self.shares, lookup=self._lookup, open_fs=self._open_fs,
+                              identities=self.identities,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
@@ -514,6 +559,9 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
+        if self.creds is None:
+            log.warning("not running as root: every session acts as the server's user (uid %d), "
+                        "whatever its SMB user", os.geteuid())
         for listener in listeners:
             listener.setblocking(False)
         log.info("smbring serving %s on %s", ", ".join(self.shares),
@@ -578,6 +626,9 @@ class Server:
             log.warning("stopped: %d connections closed with work in flight after %g s", len(cut), timeout)
         else:
             log.info("stopped: every connection finished")
+        for files in self._share_files.values():     # no connection is left to use them
+            files.close()
+        self._share_files.clear()
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
@@ -591,7 +642,7 @@ class Server:
                 if name not in self._modules:
                     self._modules[name] = modules.build(share.vfs_objects, self._ring(),
                                                         crowded=lambda: self.connections > 1,
-                                                        pool=self._pool)
+                                                        pool=self._pool, as_server=self._as_server())
                 elif old is not None and old.vfs_objects != share.vfs_objects:
                     log.warning("share %s: a change of vfs objects takes effect at restart", name)
         self.shares = shares

@@ -167,6 +167,8 @@ OPTIONS: dict[str, Spec] = {
     "ntlm auth": Spec(G, lambda v, w: _ntlm_auth(v, w)),
     "map to guest": Spec(G, one_of(MAP_TO_GUEST, "map to guest")),
     "guest account": Spec(G, _text), "restrict anonymous": Spec(G, _restrict_anonymous),
+    "username map": Spec(G, _text),
+    "force user": Spec(S, _text), "force group": Spec(S, _text),
     "interfaces": Spec(G, lambda v, w: share_access.split_list(v)),
     "bind interfaces only": Spec(G, boolean), "smb ports": Spec(G, _ports),
     "netbios name": Spec(G, _text),
@@ -196,12 +198,8 @@ SYNONYMS = {
     "root dir": ("root directory", False), "debug level": ("log level", False),
 }
 # refused unless harmless: name -> (is the value harmless?, why it cannot be enforced)
-PER_USER = "needs per-user identity (smbring acts as one Unix user); not yet"
 REFUSED: dict[str, tuple] = {
-    "force user": (lambda v: not v.strip(), PER_USER),
-    "force group": (lambda v: not v.strip(), PER_USER),
     "admin users": (lambda v: not v.strip(), "would act as root on the share; not supported"),
-    "username map": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
     "username map script": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
     "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
     "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),

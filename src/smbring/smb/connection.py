@@ -83,7 +83,7 @@ class Connection:
                  file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None, server_info: ServerInfo | None = None,
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, identities=None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
@@ -102,6 +102,12 @@ class Connection:
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
+        # who each session acts as, where the server acts as its users' accounts (None: no
+        # such thing, one FileSystem per share): identities.logon(user name, kind) -> an
+        # identity or None (the logon is refused); identities.for_share(share, identity) ->
+        # the identity its trees of that share act as (force user), or None (refused). Then
+        # open_fs(share, identity) gives the share's files as that identity.
+        self.identities = identities
         self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
@@ -123,7 +129,7 @@ class Connection:
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
-        self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
+        self._fs: dict[tuple, FileSystem] = {}  # (share name, identity) -> its files, for every tree
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
@@ -598,13 +604,15 @@ class Connection:
             fs.close()
         self._fs.clear()
 
-    def share_fs(self, share: Share) -> FileSystem:
-        """The share's files as this connection reaches them: one root descriptor per share
-        directory, however many trees connect to it (a share's directory may depend on the
-        session: path = /srv/%U)."""
-        fs = self._fs.get(share.path)
+    def share_fs(self, share: Share, identity=None) -> FileSystem:
+        """The share's files as this connection reaches them, as `identity` (where the server
+        acts as each user's account): one FileSystem per share directory and identity,
+        however many trees connect to it (a share's directory may depend on the session:
+        path = /srv/%U)."""
+        fs = self._fs.get((share.path, identity))
         if fs is None:
-            fs = self._fs[share.path] = self.open_fs(share.path)
+            fs = self.open_fs(share.path) if self.identities is None else self.open_fs(share, identity)
+            self._fs[(share.path, identity)] = fs
         return fs
 
     def drop_tree(self, tree: Tree) -> None:

@@ -83,6 +83,10 @@ class Share:
     directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force
     force_directory_mode: int = 0
     browseable: bool = True           # listed (srvsvc NetShareEnum) or not
+    # who the share's users act as (Samba's options; the server applies them where it runs as
+    # root): None keeps the session's own account
+    force_user: str | None = None
+    force_group: str | None = None                     # "+group": only for its members
 
 
 @dataclass(eq=False)
@@ -162,3 +166,4 @@ class Session:
     asked_as: str = ""            # the user name the client gave (a guest's too)
     domain: str = ""
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
+    identity: object = None       # the account its file-system calls act as (the server's)

@@ -218,6 +218,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
     if tree.share.read_only:
         granted &= wire.READ_ONLY_ACCESS
+    if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
+        # the account may not remove the file from its directory (no write access there, or a
+        # sticky directory and someone else's file): refused to a client that asked for DELETE,
+        # left out of what MAXIMUM_ALLOWED grants (as Samba's can_delete_file_in_directory)
+        if not access & wire.MAXIMUM_ALLOWED or options & wire.FILE_DELETE_ON_CLOSE:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        granted &= ~wire.DELETE
     if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
@@ -252,6 +259,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         try:
             fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
         except PermissionError:
+            # the user may not write the file: an existing one is then refused to a client that
+            # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
+            # a file just made read-only (0444) by this CREATE keeps the rights asked for
+            if not writable or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+                raise
+            if action != wire.FILE_CREATED:
+                granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
             fd = fs.open(parts, os.O_RDONLY)
     try:        # the descriptor is closed whatever fails before the open is registered
         if not is_dir and exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF,

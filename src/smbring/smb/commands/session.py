@@ -61,6 +61,8 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             c.end_session(s.id)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.reauth_of = None
+    if s.auth.complete:
+        act_as(c, s, identity.user if identity.kind == "user" else "", identity.kind)
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         if c.encryption_required:       # smb encrypt = required in [global]: no guests
@@ -100,6 +102,30 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311 and not s.auth.complete:
         s.preauth.update(rhdr_bytes(rhdr, hdr, body))
     return body, None
+
+
+def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
+    """Binds the session to the account its file-system calls act as, where the server acts
+    as its users' accounts: a user without one is refused (STATUS_LOGON_FAILURE), as Samba
+    refuses. A re-authentication may find the account changed (its groups): the session's
+    trees act as it from now on."""
+    if c.identities is None:
+        return
+    account = c.identities.logon(user, kind)
+    if account is None:
+        log.info("session %d: %s has no Unix account: logon refused", s.id, user or kind)
+        c.end_session(s.id)
+        raise SMBError(wire.STATUS_LOGON_FAILURE)
+    if account != s.identity:
+        for t in s.trees.values():
+            if t.share is not None:
+                shared = c.identities.for_share(t.share, account)
+                if shared is None:
+                    log.info("session %d: %s may no longer reach share %s", s.id, user, t.share.name)
+                    c.end_session(s.id)
+                    raise SMBError(wire.STATUS_LOGON_FAILURE)
+                t.fs = c.share_fs(t.share, shared)
+    s.identity = account
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):

@@ -82,8 +82,13 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
         share = dataclasses.replace(share, read_only=read_only)
     if share.encrypt and (not c.cipher or s.guest):
         raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client (or a guest) cannot encrypt
+    identity = None
+    if c.identities is not None:     # the account the tree acts as (force user, force group)
+        identity = c.identities.for_share(share, s.identity)
+        if identity is None:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
     try:
-        fs = c.share_fs(share)
+        fs = c.share_fs(share, identity)
     except OSError as e:
         log.info("tree connect to %s: its directory %s: %s", name, share.path, e)
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME) from None
