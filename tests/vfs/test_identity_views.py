@@ -8,7 +8,6 @@ import asyncio
 import inspect
 import os
 import pwd
-import stat
 
 import pytest
 from threads import in_thread
@@ -17,7 +16,7 @@ from smbring.server.accounts import Accounts, account, map_username, parse_usern
 from smbring.smb.fs import FileSystem
 from smbring.smb.state import Share
 from smbring.vfs import modules
-from smbring.vfs.identity import CALLS, Identity, Modes, ShareView, ThreadCredentials
+from smbring.vfs.identity import CALLS, Identity, ShareView, ThreadCredentials
 from smbring.vfs.posix import PosixVFS
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="acting as other ids needs root")
@@ -105,29 +104,6 @@ def test_a_failed_switch_leaves_the_thread_as_the_server(share):
             creds.become(Identity("bad", 61301, 61301, (-3,)))
         assert creds.current == creds.server and os.geteuid() == 0
     in_thread(run)
-
-
-def test_modes_of_new_files_and_directories(share):
-    """Samba's masks and forced modes, whatever the umask (here 027) takes away."""
-    root, base = share
-    old = os.umask(0o027)
-    try:
-        view = ShareView(base, None, None, Modes(create_mask=0o640, force_create=0o004,
-                                                 directory_mask=0o750, force_directory=0o2000,
-                                                 umask=0o027))
-        view.close_file(view.open(["open", "f"], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666))
-        view.mkdir(["open", "d"])
-        view.close_file(view.open(["open", "f"], os.O_RDWR, 0o777))     # no O_CREAT: as is
-        view.close_file(view.open(["open", "f"], os.O_CREAT | os.O_RDWR, 0o777))  # may exist: as is
-        plain = ShareView(base, None, None, Modes(umask=0o027))
-        plain.close_file(plain.open(["open", "g"], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((root / "open" / "f").stat().st_mode) == 0o644
-    assert stat.S_IMODE((root / "open" / "d").stat().st_mode) == 0o2750
-    assert stat.S_IMODE((root / "open" / "g").stat().st_mode) == 0o644    # the mask's 0744 & 0644
-    view.close()                          # a view closes nothing of the server's
-    assert base.stat(["open"])
 
 
 def test_direct_writes_never_open_a_twin_for_a_read_only_descriptor(tmp_path):

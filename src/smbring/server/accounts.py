@@ -29,7 +29,7 @@ import pwd
 from dataclasses import dataclass
 
 from smbring.smb.state import Share
-from smbring.vfs.identity import Identity, Modes, current_identity
+from smbring.vfs.identity import Identity, current_identity
 
 log = logging.getLogger("smbring.accounts")
 
@@ -217,12 +217,6 @@ class ServerAccount:
     def for_share(self, share: Share, who) -> Identity:
         return self.me
 
-
-def share_modes(share: Share, umask: int) -> Modes:
-    """The permission bits of what the share's users create (create mask and friends), the
-    process's umask not taking any away."""
-    return Modes(share.create_mask, share.force_create_mode, share.directory_mask,
-                 share.force_directory_mode, umask)
 
 
 # -- what share rules ask of the system (`smb.share_access.Accounts`): Unix groups for

@@ -28,7 +28,7 @@ import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
-from smbring.server.accounts import Accounts, ServerAccount, share_modes
+from smbring.server.accounts import Accounts, ServerAccount
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -274,8 +274,6 @@ class Server:
             self.creds = None
             self.identities = ServerAccount()
         self._share_files: dict[str, PosixVFS] = {}   # share directory -> its files, opened by the server
-        self._umask = os.umask(0o22)           # (read: there is no other way; put back at once)
-        os.umask(self._umask)
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -351,7 +349,7 @@ class Server:
                 with self.creds.as_server():
                     base = PosixVFS(share.path)
             self._share_files[share.path] = base
-        return ShareView(base, identity, self.creds, share_modes(share, self._umask))
+        return ShareView(base, identity, self.creds)
 
     def _transport(self, sock: socket.socket):
         aring = self._ring()

@@ -19,7 +19,6 @@ against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,45 +106,17 @@ CALLS = ("open", "stat", "match_case", "mkdir", "remove", "may_delete", "rename"
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
 
-@dataclass(frozen=True)
-class Modes:
-    """The permission bits of what a share's users create (Samba's ``create mask``, ``force
-    create mode``, ``directory mask``, ``force directory mode``): a new file gets
-    (asked & create_mask) | force_create, a new directory (0o755 & directory_mask) |
-    force_directory, whatever the process umask (`umask`, as the server started with it)
-    took away at creation (Samba's smbd runs with umask 0)."""
-
-    create_mask: int = 0o744
-    force_create: int = 0
-    directory_mask: int = 0o755
-    force_directory: int = 0
-    umask: int = 0
-
-    def needs_chmod(self, mode: int) -> bool:
-        """Whether creation alone cannot give these bits: the umask, or set-id bits that
-        open(2) and mkdir(2) leave out."""
-        return bool(mode & (self.umask | stat.S_ISUID | stat.S_ISGID))
-
-    def file(self, mode: int) -> int:
-        return (mode & self.create_mask) | self.force_create
-
-    def directory(self, mode: int = 0o755) -> int:
-        return (mode & self.directory_mask) | self.force_directory
-
-
 class ShareView:
     """A share's files as one identity reaches them: every call of the FileSystem protocol
     first makes the thread act as that identity, then goes to the share's one `PosixVFS`
     (whose root descriptor the server opened, as itself, and shares). Closing a view closes
     nothing: the root descriptor is the server's."""
 
-    def __init__(self, base, identity: Identity | None, creds: ThreadCredentials | None,
-                 modes: Modes | None = None):
+    def __init__(self, base, identity: Identity | None, creds: ThreadCredentials | None):
         self.base = base
         self.root = base.root
         self.identity = identity
         self.creds = creds if identity is not None else None
-        self.modes = modes or Modes()
 
     def close(self) -> None:
         pass
@@ -156,28 +127,11 @@ class ShareView:
 
     def open(self, parts, flags, mode=0o644):
         self._act()
-        if not flags & os.O_CREAT:
-            return self.base.open(parts, flags, mode)
-        mode = self.modes.file(mode)
-        fd = self.base.open(parts, flags, mode)
-        if flags & os.O_EXCL and self.modes.needs_chmod(mode):     # (O_EXCL: a new file)
-            try:
-                self.base.fchmod(fd, mode)
-            except BaseException:
-                self.base.close_file(fd)
-                raise
-        return fd
+        return self.base.open(parts, flags, mode)
 
     def mkdir(self, parts, mode=0o755):
         self._act()
-        mode = self.modes.directory(mode)
         self.base.mkdir(parts, mode)
-        if self.modes.needs_chmod(mode):
-            fd = self.base.open(parts, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                self.base.fchmod(fd, mode)
-            finally:
-                self.base.close_file(fd)
 
 
 def _acting(name: str):
