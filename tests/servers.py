@@ -19,10 +19,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
+def as_root_args(tmp_path) -> list[str]:
+    """`smbring serve` options for a test server that is not about identities: started as
+    root, a server acts as each user's Unix account, and USER has none; every user and guest
+    then act as root (a username map `root = *`, guest account root)."""
+    if os.geteuid() != 0:
+        return []
+    (tmp_path / "all-as-root.map").write_text("root = *\n")
+    return ["--username-map", str(tmp_path / "all-as-root.map"), "--guest-account", "root"]
+
+
+def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, host: str = "127.0.0.1",
+          accounts: bool = False):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
     until it listens (preexec_fn runs in the server's process before it starts, e.g. to
-    lower a resource limit). Returns (process, port, log path)."""
+    lower a resource limit; host: the address a --config server listens on). Returns (process,
+    port, log path).
+
+    A server started as root acts as its users' Unix accounts; USER has none, so unless
+    `accounts` is set every user and guest is mapped to root (a username map `root = *`,
+    guest account root), as the tests that are not about identities expect."""
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
@@ -30,7 +46,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
     port = port or free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
-        args = list(serve_args)
+        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path))
         if "--config" not in args:
             args += ["--listen", f"127.0.0.1:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
@@ -38,7 +54,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None):
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return proc, port, log_path
         if proc.poll() is not None:
             raise RuntimeError(log_path.read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 # subcommand -> module that registers it; imported only when that subcommand is asked for,
@@ -14,13 +15,24 @@ import sys
 SUBCOMMANDS = {
     "features": "smbring.uring.cli",
     "serve": "smbring.server.cli",
+    "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
+    "status": "smbring.server.control",
     "bench": "smbring.bench.cli",
 }
 
 
+def version() -> str:
+    """The installed distribution's version (the source tree's when run from it)."""
+    try:
+        return importlib.metadata.version("smbring")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smbring", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"smbring {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     seen = set()

@@ -162,23 +162,17 @@ def paces(sock: socket.socket) -> bool:
 
 _CACHESTAT = 451          # cachestat(2), Linux 6.5: the same number on x86-64 and arm64
 _PAGE = mmap.PAGESIZE
-_libc = None
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def in_page_cache(fd: int, offset: int, length: int) -> bool | None:
     """Whether every page of the range is in the page cache (cachestat(2)); None where the
-    kernel cannot say. Splice reads the file in the calling thread and would stall the whole
-    event loop on a disk read; the ring's read does not (io_uring finishes it on a worker)."""
-    global _libc
-    if _libc is False:
-        return None
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+    kernel cannot say (before 6.5: one failed system call each time). Splice reads the file in
+    the calling thread and would stall the whole event loop on a disk read; the ring's read
+    does not (io_uring finishes it on a worker)."""
     rng = (ctypes.c_uint64 * 2)(offset, length)
     stat = (ctypes.c_uint64 * 5)()
-    if _libc.syscall(_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(stat), 0) != 0:
-        if ctypes.get_errno() == errno.ENOSYS:
-            _libc = False
+    if _LIBC.syscall(_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(stat), 0) != 0:
         return None
     pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
     return stat[0] >= pages

@@ -122,8 +122,11 @@ class Session:
 
 
 class RawClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT,
+                 source: str | None = None):
+        # source: the local address to connect from (127.0.0.2: another client on loopback)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.dialect = 0
         self.cipher = 0
         self.signing_algorithm = None       # from a 3.1.1 signing context, else by dialect

@@ -12,3 +12,21 @@ def server(tmp_path):
     proc, port, log = spawn(tmp_path, str(share), "--share", "share")
     yield {"port": port, "share": share, "proc": proc, "log": log}
     stop(proc)
+
+
+@pytest.fixture
+def unix_user():
+    """A Unix account made for the test (root only), removed after it: a user that is
+    neither root nor the server's."""
+    import os
+    import secrets
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("making a Unix user needs root")
+    name = f"smbrt{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

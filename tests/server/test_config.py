@@ -101,8 +101,8 @@ def test_guest_only_where_a_share_allows_it(tmp_path):
     (pub / "hello.txt").write_text("open to all")
     port = free_port()
     conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[pub]\npath = {pub}\nguest ok = yes\n"
-                    f"[priv]\npath = {priv}\n")
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\nmap to guest = bad user\n"
+                    f"[pub]\npath = {pub}\nguest ok = yes\n[priv]\npath = {priv}\n")
     proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
     try:
         def run(share, creds, cmd):

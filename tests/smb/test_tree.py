@@ -47,7 +47,10 @@ def test_ipc_is_a_pipe_share_without_files(client):
     assert tree_response(body)[0] == wire.SHARE_TYPE_PIPE
     status, _ = client.request(wire.CREATE, create_body("srvsvc", wire.GENERIC_READ, wire.FILE_OPEN, 0),
                                tree_id=tid)
-    assert status == wire.STATUS_NOT_SUPPORTED       # no named pipes, no RPC services
+    assert status == wire.STATUS_SUCCESS             # a named pipe (tests/smb/test_rpc_pipe.py)
+    status, _ = client.request(wire.CREATE, create_body("f", wire.GENERIC_READ, wire.FILE_OPEN, 0),
+                               tree_id=tid)
+    assert status == wire.STATUS_OBJECT_NAME_NOT_FOUND   # no files
 
 
 def test_a_path_outside_the_message_is_an_invalid_parameter(client):

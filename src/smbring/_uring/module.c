@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* try_setup(flags, entries=8) -> 0 or errno: whether the kernel accepts these setup flags. */
@@ -63,7 +64,84 @@ static PyObject *mod_openat2(PyObject *self, PyObject *args, PyObject *kw)
     return PyLong_FromLong(fd);
 }
 
+/* set_thread_credentials(uid, gid, groups): the calling thread's effective uid and gid and its
+ * supplementary groups, with the raw system calls, which act on this thread only (glibc's
+ * wrappers change every thread of the process). The real and saved ids stay as they are, so a
+ * process started as root can come back (as Samba's become_user does): first to euid 0, which
+ * restores the capabilities to change groups and gid, then the groups, the gid, the uid last.
+ * On a failure after the first step the thread is left with euid 0 (its groups and gid
+ * unknown: set them again) and the error raised. */
+static PyObject *mod_set_thread_credentials(PyObject *self, PyObject *args)
+{
+    (void)self;
+    long uid, gid;
+    PyObject *groups;
+    if (!PyArg_ParseTuple(args, "llO:set_thread_credentials", &uid, &gid, &groups))
+        return NULL;
+    if (uid < 0 || uid >= UINT32_MAX || gid < 0 || gid >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "uid and gid must be valid ids");
+        return NULL;
+    }
+    PyObject *fast = PySequence_Fast(groups, "groups must be a sequence of gids");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > 65536) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "at most 65536 supplementary groups");
+        return NULL;
+    }
+    gid_t small[32], *list = n <= 32 ? small : PyMem_Malloc((size_t)n * sizeof(gid_t));
+    if (!list) {
+        Py_DECREF(fast);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long g = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (g < 0 || g >= UINT32_MAX) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "groups must be valid gids");
+            goto fail;
+        }
+        list[i] = (gid_t)g;
+    }
+    const char *step = "setresuid(-1, 0, -1)";
+    if (syscall(SYS_setresuid, -1, 0, -1) != 0) {
+        sr_oserror(errno, step);        /* nothing changed: not started as root */
+        goto fail;
+    }
+    step = "setgroups";
+    if (syscall(SYS_setgroups, (size_t)n, list) != 0)
+        goto os_fail;
+    step = "setresgid";
+    if (syscall(SYS_setresgid, -1, (gid_t)gid, -1) != 0)
+        goto os_fail;
+    step = "setresuid";
+    if (uid != 0 && syscall(SYS_setresuid, -1, (uid_t)uid, -1) != 0)
+        goto os_fail;
+    if (list != small)
+        PyMem_Free(list);
+    Py_DECREF(fast);
+    Py_RETURN_NONE;
+os_fail: {
+        int err = errno;
+        if (syscall(SYS_setresuid, -1, 0, -1) != 0) {
+            /* neither the user asked for nor root: never go on acting as someone else */
+            Py_FatalError("set_thread_credentials: cannot return to euid 0");
+        }
+        sr_oserror(err, step);
+    }
+fail:
+    if (list != small)
+        PyMem_Free(list);
+    Py_DECREF(fast);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_thread_credentials", mod_set_thread_credentials, METH_VARARGS,
+     "set_thread_credentials(uid, gid, groups)\n\nThe calling thread's effective uid, gid and "
+     "supplementary groups (real and saved ids unchanged); needs a saved or real uid 0."},
     {"try_setup", mod_try_setup, METH_VARARGS,
      "try_setup(flags, entries=8) -> int\n\n0 if io_uring_setup accepts flags, else the errno."},
     {"openat2", (PyCFunction)(void (*)(void))mod_openat2, METH_VARARGS | METH_KEYWORDS,

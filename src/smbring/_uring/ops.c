@@ -560,6 +560,7 @@ static PyObject *rw_batch(RingObject *r, PyObject *args, PyObject *kw, int opcod
         sqe->fd = fd;
         sqe->flags = (uint8_t)sqe_flags;
         sqe->addr = (uint64_t)(uintptr_t)(base + i * size);
+        sqe->personality = r->personality;
         sqe->len = (uint32_t)size;
         sqe->off = offs[i];
         if (fixed_index >= 0)

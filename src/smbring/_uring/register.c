@@ -493,7 +493,43 @@ PyTypeObject BufRingType = {
     .tp_members = BufRing_members,
 };
 
+/* IORING_REGISTER_PERSONALITY: the calling thread's credentials (uid, gids, groups,
+ * capabilities) as they are now, under a new id that an SQE can name. */
+static PyObject *Ring_register_personality(RingObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (ring_check_usable(r) < 0)
+        return NULL;
+    int id = ring_register(r, IORING_REGISTER_PERSONALITY, NULL, 0);
+    if (id < 0)
+        return sr_oserror(errno, "IORING_REGISTER_PERSONALITY");
+    return PyLong_FromLong(id);
+}
+
+static PyObject *Ring_unregister_personality(RingObject *r, PyObject *arg)
+{
+    if (ring_check_usable(r) < 0)
+        return NULL;
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 1 || id > UINT16_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a personality id");
+        return NULL;
+    }
+    if (ring_register(r, IORING_UNREGISTER_PERSONALITY, NULL, (unsigned)id) < 0)
+        return sr_oserror(errno, "IORING_UNREGISTER_PERSONALITY");
+    if (r->personality == id)
+        r->personality = 0;
+    Py_RETURN_NONE;
+}
+
 PyMethodDef ring_register_methods[] = {
+    {"register_personality", (PyCFunction)Ring_register_personality, METH_NOARGS,
+     "register_personality() -> int\n\nRegisters the calling thread's current credentials; "
+     "ops prepared while ring.personality is the id run with them."},
+    {"unregister_personality", (PyCFunction)Ring_unregister_personality, METH_O,
+     "unregister_personality(id)"},
     {"register_buffers", (PyCFunction)Ring_register_buffers, METH_O,
      "register_buffers(buffers)\n\nPin writable buffers for read_fixed/write_fixed/send_zc; "
      "they stay pinned (not resizable) until unregister_buffers() or close()."},

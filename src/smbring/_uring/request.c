@@ -186,6 +186,7 @@ struct io_uring_sqe *request_queue(RequestObject *req, RingObject *r, int fd, in
     sqe->fd = fd;
     sqe->flags = (uint8_t)sqe_flags;
     sqe->user_data = (uint64_t)(uintptr_t)req | SR_TAG_REQUEST;
+    sqe->personality = r->personality;
     request_start(req, r, fd, sqe_flags);
     return sqe;
 }

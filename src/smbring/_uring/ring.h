@@ -50,6 +50,7 @@ typedef struct RingObject {
     unsigned sq_local_tail;      /* SQEs written but not yet handed to the kernel end here */
     PendingSQE *pending_head, *pending_tail;  /* queued in user space while the SQ is full */
     Py_ssize_t npending;
+    uint16_t personality;        /* stamped on every op's SQE: a registered personality, 0 none */
 
     /* completion queue */
     unsigned *cq_head, *cq_tail, *cq_mask, *cq_entries, *cq_overflow, *cq_flags;

@@ -304,7 +304,32 @@ static PyObject *Ring_get_closed(RingObject *r, void *c)
     return PyBool_FromLong(r->fd < 0);
 }
 
+RING_INT_GETTER(personality, r->personality)
+
+/* The personality (an id from register_personality(), 0 for none) that the ops prepared from
+ * now on carry in their SQE: the kernel runs each with the credentials registered under it. */
+static int Ring_set_personality(RingObject *r, PyObject *value, void *c)
+{
+    (void)c;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "personality cannot be deleted (set 0)");
+        return -1;
+    }
+    long id = PyLong_AsLong(value);
+    if (id == -1 && PyErr_Occurred())
+        return -1;
+    if (id < 0 || id > UINT16_MAX) {
+        PyErr_SetString(PyExc_ValueError, "personality must be 0 or an id from register_personality()");
+        return -1;
+    }
+    r->personality = (uint16_t)id;
+    return 0;
+}
+
 static PyGetSetDef Ring_getset[] = {
+    {"personality", (getter)Ring_get_personality, (setter)Ring_set_personality,
+     "the registered personality stamped on every op prepared from now on (0: the submitting "
+     "thread's own credentials)", NULL},
     {"fd", (getter)Ring_get_fd, NULL, "the ring's file descriptor (-1 once closed)", NULL},
     {"closed", (getter)Ring_get_closed, NULL, NULL, NULL},
     {"setup_flags", (getter)Ring_get_setup_flags, NULL, "IORING_SETUP_* flags the kernel accepted", NULL},

@@ -8,6 +8,7 @@ BENCHMARKS = {
     "ops": "raw engine ops: 4 KiB/1 MiB reads via ring, pread and a thread pool; NOP round trips",
     "events": "event loops: tevent's pipe workloads on our backends and tevent's own",
     "smbclient": "smbclient get/put against smbring and Samba's smbd",
+    "identity": "acting as each user: thread credential switches against io_uring personalities",
 }
 
 

@@ -1,23 +1,40 @@
-"""``smbring serve PATH``: share a directory."""
+"""``smbring serve PATH`` / ``smbring serve --config smb.conf``: share directories;
+``smbring testparm FILE``: check an smb.conf.
+
+Mistakes an operator can make (a bad --listen, a port in use or needing privilege, a share
+path that is not a directory, a configuration that does not parse) end with one line saying
+what and what to do, exit status 2, never a traceback.
+"""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
+from dataclasses import dataclass, field
 
 from smbring.server.users import PasswordDB, default_path
 
+DEFAULT_LISTEN = "127.0.0.1:4445"
+
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="serve a directory over SMB2/3")
+    from smbring.server.control import default_path as default_control
+    p = sub.add_parser("serve", help="serve a directory over SMB2/3",
+                       description="Flags override the configuration file: PATH adds the share "
+                                   "--share; --listen, --passdb, --read-path, --signing-required "
+                                   "replace [global]'s settings; --read-only, --encrypt, --guest "
+                                   "and --vfs-objects apply to every share.")
     p.add_argument("path", nargs="?", help="directory to share (or use --config)")
-    p.add_argument("--config", help="smb.conf-style file: [global] and one section per share")
-    p.add_argument("--share", default="share", help="share name (default: share)")
-    p.add_argument("--listen", default="127.0.0.1:4445", help="HOST:PORT (default 127.0.0.1:4445)")
+    p.add_argument("--config", help="smb.conf: [global] and one section per share (docs/ADMIN.md; "
+                                    "SIGHUP reloads it)")
+    p.add_argument("--share", default="share", help="share name for PATH (default: share)")
+    p.add_argument("--listen", default=None,
+                   help=f"HOST:PORT or [IPv6]:PORT (default {DEFAULT_LISTEN}; ignored when systemd "
+                        "passes the listening socket)")
     p.add_argument("--read-only", action="store_true", help="refuse every write")
-    p.add_argument("--guest", action="store_true", help="allow guest access to the share")
-    p.add_argument("--passdb", help=f"password file (default {default_path()})")
+    p.add_argument("--guest", action="store_true",
+                   help="allow guest access (guest ok, and map to guest = bad user)")
+    p.add_argument("--passdb", help=f"password file, Samba's smbpasswd format (default {default_path()})")
     p.add_argument("--signing-required", action="store_true", help="require signed sessions")
     p.add_argument("--encrypt", action="store_true",
                    help="the share is reached over encrypted sessions only (smb encrypt = required)")
@@ -29,57 +46,198 @@ def register(sub) -> None:
     p.add_argument("--no-io-uring", action="store_true",
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--username-map", default=None,
+                   help="Samba's username map file: SMB user names to Unix account names (as root; "
+                        "default: the file's `username map`)")
+    p.add_argument("--guest-account", default=None,
+                   help="the Unix account guests act as when the server runs as root "
+                        "(default: the file's `guest account`, else nobody)")
+    p.add_argument("--log-level", default=None,
+                   help="debug, info, warning, error, or Samba's number (default: `log level`, else info)")
+    p.add_argument("--control-socket", default=None,
+                   help=f"where `smbring status` asks (default: `control socket`, else {default_control()}; "
+                        "'none': no control socket)")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
+    p.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
+                   help="on SIGTERM, how long connections may finish their work (default 10)")
     p.set_defaults(func=run)
+    t = sub.add_parser("testparm", help="check an smb.conf and print what smbring makes of it")
+    t.add_argument("file")
+    t.set_defaults(func=testparm)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass
+class Settings:
+    """What the command line and the configuration file ask for (read again on SIGHUP)."""
+
+    shares: dict
+    listen: list                 # (host, port) to bind, the first at least
+    passdb: str
+    signing_required: bool
+    read_path: str
+    limits: object
+    ntlm_auth: str
+    options: dict = field(default_factory=dict)    # [global] as read
+    guest: bool = False          # guest logons (--guest, or any share with guest ok)
+    server_info: object = None   # what share listing says of the server (smb.rpc.services)
+    policy: object = None        # [global]'s security settings (smb.policy)
+    username_map: str | None = None   # SMB user name -> Unix account (as root)
+    guest_account: str = "nobody"     # the account guests act as (as root)
+    hosts_allow: tuple = ()
+    hosts_deny: tuple = ()
+
+
+def configuration(args):
+    """The configuration to serve: the file's, with the command line's flags over it."""
+    from smbring.server.config import Config, load, override
+    from smbring.smb.policy import Policy
+
+    cfg = load(args.config) if args.config else Config(policy=Policy(map_to_guest="never"))
+    return override(cfg, path=args.path, share=args.share, listen=args.listen, passdb=args.passdb,
+                    read_path=args.read_path, signing_required=args.signing_required,
+                    read_only=args.read_only, guest=args.guest, encrypt=args.encrypt,
+                    vfs_objects=args.vfs_objects)
+
+
+def load_settings(args) -> Settings:
+    from smbring.server import service
+    from smbring.server.accounts import UnixAccounts
+    from smbring.server.config import ConfigError, default_netbios_name
+    from smbring.smb.rpc.services import ServerInfo
+
+    if not args.config and not args.path:
+        raise SettingsError("give a directory to share, or --config FILE")
+    if args.path and not os.path.isdir(args.path):
+        raise SettingsError(f"share {args.share}: {args.path} is not a directory")
+    if args.listen:
+        service.parse_listen(args.listen)       # a ListenError with a hint, before anything else
+    try:
+        cfg = configuration(args)
+    except (OSError, ConfigError) as e:
+        raise SettingsError(f"configuration {args.config}: {' '.join(str(e).split())}") from None
+    cfg.policy.accounts = UnixAccounts()
+    return Settings(cfg.shares, cfg.listen, cfg.passdb or default_path(), cfg.signing_required,
+                    cfg.read_path, cfg.limits, cfg.ntlm_auth, cfg.options,
+                    guest=any(share.guest_ok for share in cfg.shares.values()),
+                    server_info=cfg.server_info or ServerInfo(name=default_netbios_name()),
+                    policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny,
+                    username_map=args.username_map or cfg.username_map,
+                    guest_account=args.guest_account or cfg.guest_account or "nobody")
+
+
+def testparm(args) -> int:
+    """Like Samba's `testparm -s FILE`: the effective settings on stdout, notices on stderr;
+    exit status 1 when the server would not start."""
+    import logging
+
+    from smbring.server.config import ConfigError, load, testparm_text
+
+    logging.basicConfig(level="ERROR")
+    try:
+        cfg = load(args.file)
+    except OSError as e:
+        print(f"{args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as e:        # (it names the file and line)
+        print(e, file=sys.stderr)
+        return 1
+    for notice in cfg.notices:
+        print(notice, file=sys.stderr)
+    print(testparm_text(cfg))
+    return 0
+
+
+def service_options(args, settings: Settings):
+    """The control socket, metrics and shutdown timeout: the command line, else [global]."""
+    from smbring.server.control import default_path as default_control
+    from smbring.server.service import Extras, parse_listen
+    options = settings.options
+    control = args.control_socket or options.get("control socket") or default_control()
+    metrics = args.metrics or options.get("metrics port")
+    if metrics and ":" not in metrics:
+        metrics = f"127.0.0.1:{metrics}"        # `metrics port = 9445`: on loopback
+    timeout = args.shutdown_timeout
+    if timeout is None and "shutdown timeout" in options:
+        try:
+            timeout = float(options["shutdown timeout"])
+        except ValueError:
+            raise SettingsError(f"shutdown timeout: expected seconds, not {options['shutdown timeout']!r}") from None
+    if timeout is not None and timeout < 0:
+        raise SettingsError("shutdown timeout: must be 0 or more seconds")
+    return Extras(control_socket=None if control.lower() == "none" else control,
+                  metrics=parse_listen(metrics) if metrics else None,
+                  shutdown_timeout=10.0 if timeout is None else timeout)
 
 
 def run(args) -> int:
-    from smbring.server.server import Server
-    from smbring.smb.limits import Limits
-    from smbring.smb.state import Share
-
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from smbring.server.config import ConfigError, load
-
-    listen, signing = args.listen, args.signing_required
-    limits, ntlm_auth = Limits(), "ntlmv2-only"
-    if args.config:
-        try:
-            cfg = load(args.config)
-        except (OSError, ConfigError) as e:
-            print(f"configuration: {e}", file=sys.stderr)
-            return 2
-        shares, signing = cfg.shares, signing or cfg.signing_required
-        read_path = args.read_path or cfg.read_path
-        listen = cfg.listen if cfg.listen and args.listen == "127.0.0.1:4445" else listen
-        args.passdb = args.passdb or cfg.passdb
-        limits, ntlm_auth = cfg.limits, cfg.ntlm_auth
-    elif args.path:
-        shares = {args.share: Share(name=args.share, path=os.path.abspath(args.path),
-                                    read_only=args.read_only, guest_ok=args.guest,
-                                    encrypt=args.encrypt,
-                                    vfs_objects=args.vfs_objects.replace(",", " ").split())}
-        read_path = args.read_path or "auto"
-    else:
-        print("give a directory to share, or --config FILE", file=sys.stderr)
-        return 2
-    for share in shares.values():
-        if not os.path.isdir(share.path):
-            print(f"share {share.name}: {share.path} is not a directory", file=sys.stderr)
-            return 2
-    passdb = PasswordDB(args.passdb).load()
-    if not passdb.users and not any(share.guest_ok for share in shares.values()):
-        print(f"no users in {passdb.path}: add one with `smbring user add NAME` "
-              "(or serve with --guest)", file=sys.stderr)
-        return 2
-    host, _, port = listen.rpartition(":")
-    guest = args.guest or any(share.guest_ok for share in shares.values())
-    server = Server(shares, passdb_path=passdb.path, allow_guest=guest,
-                    signing_required=signing, read_path=read_path, use_uring=not args.no_io_uring,
-                    limits=limits, ntlm_auth=ntlm_auth)
+    from smbring.server import logs, service, systemd
     try:
-        asyncio.run(server.serve(host or "127.0.0.1", int(port)))
-    except KeyboardInterrupt:
-        pass
-    return 0
+        settings = load_settings(args)
+        logs.configure(logs.settings(settings.options, args.log_level))
+        extras = service_options(args, settings)
+        listeners = systemd.listen_fds()
+        if not listeners:
+            listeners = [service.bind(host, port) for host, port in settings.listen]
+    except (SettingsError, logs.LogError, service.ListenError) as e:
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:         # a log file or an inherited descriptor that cannot be used
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+    passdb = PasswordDB(settings.passdb).load()
+    if not passdb.users and not settings.guest:
+        print(f"smbring serve: no user in {passdb.path} can log on: add one with "
+              f"`smbring user add NAME --passdb {passdb.path}` (or serve with --guest)", file=sys.stderr)
+        return 2
+
+    from smbring.server.server import Server
+    server = Server(settings.shares, passdb_path=passdb.path, allow_guest=settings.guest,
+                    signing_required=settings.signing_required, read_path=settings.read_path,
+                    use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth,
+                    server_info=settings.server_info, policy=settings.policy,
+                    hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny,
+                    username_map=settings.username_map, guest_account=settings.guest_account)
+    problems = server.identities.check(settings.shares, settings.guest) if os.geteuid() == 0 else []
+    for problem in problems:
+        print(f"smbring serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+
+    def reload() -> str:
+        if not args.config:
+            logs.configure(logs.settings({}, args.log_level))      # reopens the log
+            return "nothing to read (no --config); the log reopened"
+        new = load_settings(args)
+        logs.configure(logs.settings(new.options, args.log_level))
+        if new.listen != settings.listen:
+            server_log(f"listen changed to {new.listen}: takes effect at restart")
+        before = server.shares
+        server.reconfigure(new.shares, passdb_path=new.passdb, allow_guest=new.guest,
+                           signing_required=new.signing_required, read_path=new.read_path,
+                           limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
+                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny)
+        return describe_change(before, new.shares)
+
+    try:
+        return asyncio.run(service.run(server, listeners, extras, reload))
+    except KeyboardInterrupt:       # a second ^C while stopping
+        return 130
+
+
+def server_log(message: str) -> None:
+    import logging
+    logging.getLogger("smbring.server").warning("%s", message)
+
+
+def describe_change(before: dict, after: dict) -> str:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(n for n in set(before) & set(after) if before[n] != after[n])
+    parts = [f"{what} {', '.join(names)}" for what, names in
+             (("added", added), ("changed", changed), ("removed", removed)) if names]
+    return f"shares {', '.join(sorted(after))}" + (f" ({'; '.join(parts)})" if parts else " (unchanged)")

@@ -1,159 +1,414 @@
-"""smb.conf-style configuration: ``[global]`` and one section per share.
+"""What smb.conf's options mean here: each is honoured, refused (the server does not start,
+with one line naming the option and why), or ignored (listed once when the server starts).
+docs/ADMIN.md has the table; `OPTIONS` and `REFUSED` are its source.
 
-Understood: global ``server signing`` (mandatory/required), ``listen`` (HOST:PORT),
-``smb ports``, ``passdb``; per share ``path``, ``read only`` / ``writable``, ``guest ok``,
-``valid users``, ``comment``, ``vfs objects`` (direct_writes, io_uring, threadpool, posix: see
-smbring.vfs.modules), ``read path`` (auto, copy, mmap, splice, zc: see smbring.datapath; also in
-[global]), ``smb encrypt`` (``required``: the share is reached over encrypted sessions only).
-In [global] also the bounds of smbring.smb.limits.OPTIONS (``max smbd processes``, ``max
-connections per client``, ``handshake timeout``, ``deadtime``, ``smb2 max credits``, ...) and
-``ntlm auth`` (ntlmv2-only, ntlmv1-permitted, mschapv2-and-ntlmv2-only, disabled).
-Anything else is warned about and ignored, as Samba users expect from testparm.
+The syntax is Samba's (`smbring.server.smbconf`); names are compared as Samba compares them
+(no case, no whitespace) and Samba's synonyms are understood (`writable` is `read only`
+inverted, `browsable` is `browseable`, ...). Share options in [global] are the default of
+every share. Values that depend on the session (%U, %S, ...) are kept as templates in the
+fields that take them (see smb.share_access) and substituted at tree connect; load-time ones
+(%L, %h, %v, %$(VAR)) are substituted now.
 """
 from __future__ import annotations
 
-import configparser
 import logging
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 
-from smbring.smb.limits import OPTIONS, Limits
-from smbring.smb.ntlm import ntlm_auth_policy
+from smbring.server import interfaces, smbconf
+from smbring.server.smbconf_options import (
+    DECIMAL,
+    OPTIONS,
+    QUIET,
+    REFUSED,
+    SKIPPED_SECTIONS,
+    SYNONYMS,
+    WHOLE,
+    ConfigError,
+    G,
+    S,
+    listen_address,
+)
+from smbring.smb import share_access
+from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
+from smbring.smb.limits import Limits
+from smbring.smb.policy import PROTOCOLS, Policy
+from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.state import Share
 from smbring.vfs.modules import MODULES
 
+__all__ = ["Config", "ConfigError", "load", "override", "testparm_text"]
+
 log = logging.getLogger("smbring.config")
 
-TRUE = {"yes", "true", "1", "on"}
-FALSE = {"no", "false", "0", "off"}
-GLOBAL_KEYS = {"server signing", "listen", "smb ports", "passdb", "workgroup", "server string",
-               "log level", "read path", "ntlm auth", *OPTIONS}
-SHARE_KEYS = {"path", "read only", "writable", "writeable", "guest ok", "valid users", "comment",
-              "vfs objects", "smb encrypt", "browseable", "browsable", "read path", "strict allocate"}
-READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
-WHOLE = re.compile(r"[0-9]+")
-DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
+DEFAULT_LISTEN = ("127.0.0.1", 4445)
 # 0 means no bound for these, as for Samba's `max smbd processes`
 ZERO_IS_UNLIMITED = {"max_connections", "max_connections_per_address"}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
 class Config:
     shares: dict[str, Share] = field(default_factory=dict)
     signing_required: bool = False
-    listen: str | None = None
+    listen: list = field(default_factory=lambda: [DEFAULT_LISTEN])   # (host, port) to bind
+    listen_set: bool = False           # the file chose the addresses or ports
     passdb: str | None = None
     read_path: str = "auto"
     limits: Limits = field(default_factory=Limits)
     ntlm_auth: str = "ntlmv2-only"
-    warnings: list[str] = field(default_factory=list)
+    policy: Policy = field(default_factory=lambda: Policy(map_to_guest="never"))
+    hosts_allow: tuple = ()            # [global]: checked when a connection is accepted
+    hosts_deny: tuple = ()
+    notices: list[str] = field(default_factory=list)   # what is skipped or ignored, once each
+    sections: list = field(default_factory=list)       # (name, [(option, value)]) as set
+    server_info: ServerInfo | None = None   # what share listings say of the server
+    username_map: str | None = None     # Samba's username map file (SMB name -> Unix account)
+    guest_account: str = "nobody"       # the Unix account guests act as (as root)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.notices
+
+    @property
+    def options(self) -> dict[str, str]:
+        """[global] as set (Samba's names, values as written): the service's own options
+        (log file, control socket, metrics port, ...) are read from here."""
+        return next((dict(opts) for name, opts in self.sections if name.lower() == "global"), {})
 
 
-def _bool(value: str, where: str) -> bool:
+def default_netbios_name() -> str:
+    """The host's name, as Samba's `netbios name` defaults to it: its first label, in upper
+    case, at most 15 characters."""
+    return (socket.gethostname().split(".")[0].upper() or "SMBRING")[:15]
+
+
+def server_info(options: dict[str, str]) -> ServerInfo:
+    """What share listings say of the server: [global]'s netbios name, server string,
+    workgroup and restrict anonymous."""
+    default = ServerInfo()
+    name = options.get("netbios name", "").strip().upper()
+    if len(name) > 15:
+        raise ConfigError(f"[global] netbios name: at most 15 characters, not {name!r}")
+    restrict = options.get("restrict anonymous", "0").strip()
+    return ServerInfo(name=name or default_netbios_name(),
+                      comment=options.get("server string", default.comment).strip(),
+                      workgroup=options.get("workgroup", default.workgroup).strip().upper() or default.workgroup,
+                      restrict_anonymous=int(restrict) if restrict in ("0", "1", "2") else 0)
+
+
+# -- reading --------------------------------------------------------------------------------
+def canonical(name: str) -> tuple[str, bool]:
+    """Samba's name for an option as written, and whether its boolean is inverted."""
+    k = smbconf.key(name)
+    for table in (OPTIONS, REFUSED, QUIET):
+        for known in table:
+            if smbconf.key(known) == k:
+                return known, False
+    for synonym, (target, inverted) in SYNONYMS.items():
+        if smbconf.key(synonym) == k:
+            return target, inverted
+    return " ".join(name.lower().split()), False
+
+
+def load_time_values(netbios_name: str) -> dict[str, str]:
+    host = socket.gethostname()
+    return {"L": netbios_name, "N": netbios_name, "h": host, "v": "smbring",
+            "d": str(os.getpid())}
+
+
+def expand(value: str, values: dict[str, str], where: str, templates: bool) -> str:
+    """Load-time substitutions; session variables stay where the option takes templates and
+    are refused elsewhere."""
+    value = re.sub(r"%\$\(([A-Za-z0-9_]+)\)", lambda m: os.environ.get(m.group(1), ""), value)
+    value = share_access.substitute(value, values)
+    if not templates and share_access.has_session_variables(value):
+        raise ConfigError(f"{where}: session variables (%U, %m, ...) are substituted only in "
+                          "path, comment, the user lists and veto/hide files")
+    return value
+
+
+def _apply(out: dict, shown: dict, opt: smbconf.Option, scope: str, section: str, values,
+           ignored: set, sections: dict) -> None:
+    """One option of a section onto its settings: canonical name -> (value, where, text)
+    (the last setting wins); `copy` takes what an earlier section has set so far. `shown`
+    gets every option set, ignored ones too (for testparm)."""
+    name, inverted = canonical(opt.name)
+    where = f"{opt.where}: [{section}] {name}"
+    if name == "copy":
+        source = sections.get(opt.value.lower())
+        if source is None or source is out:
+            raise ConfigError(f"{where} = {opt.value}: no such section before this one")
+        out.update(source)
+        return
+    shown[name] = opt.value if not inverted else _invert_text(opt.value)
+    if name in REFUSED:
+        harmless, why = REFUSED[name]
+        if not harmless(opt.value):
+            raise ConfigError(f"{where} = {opt.value}: {why}")
+        return
+    spec = OPTIONS.get(name)
+    if spec is None:
+        if name not in QUIET:
+            ignored.add(name)
+        return
+    if spec.scope == G and scope == S:
+        ignored.add(f"{name} (a [global] option, in [{section}])")
+        return
+    value = spec.parse(expand(opt.value, values, where, spec.templates), where)
+    if inverted:
+        value = not value
+    out[name] = (value, where, opt.value if not inverted else ("no" if value else "yes"))
+
+
+def _invert_text(value: str) -> str:
     v = value.strip().lower()
-    if v in TRUE:
-        return True
-    if v in FALSE:
-        return False
-    raise ConfigError(f"{where}: expected yes or no, not {value!r}")
+    return "no" if v in ("yes", "true", "1", "on") else "yes" if v in ("no", "false", "0", "off") else value
 
 
-def _read_path(value: str, where: str) -> str:
-    v = value.strip().lower()
-    if v not in READ_PATHS:
-        raise ConfigError(f"{where} read path: one of {', '.join(READ_PATHS)}, not {value!r}")
-    return v
+def load(path: str) -> Config:
+    """The configuration a file describes; ConfigError (one line: where, which option, why)
+    for anything that would make the server less strict than the file says."""
+    # the netbios name is needed for %L before the rest is read
+    try:
+        doc = smbconf.parse(path, expand=lambda v: _include_path(v))
+    except smbconf.SmbConfError as e:
+        raise ConfigError(str(e)) from None
+    cfg = Config()
+    ignored: set[str] = set()
+    global_section = doc.sections["global"]
+    netbios = next((o.value for o in global_section.options
+                    if canonical(o.name)[0] == "netbios name"), socket.gethostname().split(".")[0])
+    values = load_time_values(netbios.upper())
+    values["L"] = values["N"] = netbios.upper()
+    # the options in the files' order, as Samba applies them: a share starts from the share
+    # options [global] has set by the time the share's section first appears
+    settings: dict[str, dict] = {"global": {}}
+    shown: dict[str, dict] = {"global": {}}
+    for key, opt in doc.events:
+        if key not in settings:
+            settings[key] = {k: v for k, v in settings["global"].items() if OPTIONS[k].scope == S}
+            shown[key] = {}
+        if opt is not None:
+            scope = G if key == "global" else S
+            _apply(settings[key], shown[key], opt, scope, doc.sections[key].name, values, ignored,
+                   settings)
+    _apply_global(cfg, settings["global"], netbios.upper())
+    for key, section in doc.sections.items():
+        cfg.sections.append((section.name, list(shown[key].items())))
+        if key == "global":
+            continue
+        share = _share(section.name, settings[key], cfg)
+        if share is not None:
+            cfg.shares[section.name] = share
+    _check_guests(cfg)
+    cfg.server_info = server_info(cfg.options)
+    if ignored:
+        cfg.notices.append("options with no effect here (ignored): " + ", ".join(sorted(ignored)))
+    if not cfg.shares:
+        raise ConfigError(f"{path}: no share to serve")
+    for notice in cfg.notices:
+        log.warning("%s: %s", path, notice)
+    return cfg
 
 
-def _limits(opts) -> Limits:
+def _include_path(value: str) -> str:
+    if share_access.has_session_variables(value):
+        raise ValueError("per-connection includes (%m, %U, %I, ...) are not supported")
+    return share_access.substitute(value, load_time_values(socket.gethostname().upper()))
+
+
+def _get(settings: dict, name: str, default=None):
+    return settings[name][0] if name in settings else default
+
+
+def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
+    where = lambda name: g[name][1]      # noqa: E731
+    if _get(g, "security", "user") != "user":
+        raise ConfigError(f"{where('security')}: only user security (smbring's password file) "
+                          "is supported")
+    if _get(g, "server role", "standalone") != "standalone":
+        raise ConfigError(f"{where('server role')}: only a standalone server is supported")
+    cfg.signing_required = _get(g, "server signing", False)
+    encryption = _get(g, "server smb encrypt", "if_required")
+    low = _get(g, "server min protocol") or PROTOCOLS["smb2_02"]
+    high = _get(g, "server max protocol") or PROTOCOLS["smb3_11"]
+    if low > high:
+        raise ConfigError(f"{where('server min protocol')}: above server max protocol")
+    map_to_guest = _get(g, "map to guest", "never")
+    if map_to_guest in ("bad password", "bad uid"):
+        raise ConfigError(f"{where('map to guest')} = {map_to_guest}: not supported (a known "
+                          "user's wrong password is always refused); use Never or Bad User")
+    policy = Policy(min_dialect=low, max_dialect=high, encryption=encryption,
+                    map_to_guest=map_to_guest,
+                    guest_account=_get(g, "guest account", "nobody").strip() or "nobody",
+                    restrict_anonymous=_get(g, "restrict anonymous", 0), server_name=netbios)
+    if "server smb3 encryption algorithms" in g:
+        policy.ciphers = g["server smb3 encryption algorithms"][0]
+    if "server smb3 signing algorithms" in g:
+        policy.signing_algorithms = g["server smb3 signing algorithms"][0]
+    cfg.policy = policy
+    cfg.username_map = _get(g, "username map", "").strip() or None
+    cfg.guest_account = policy.guest_account
+    cfg.ntlm_auth = _get(g, "ntlm auth", "ntlmv2-only")
+    cfg.passdb = _get(g, "passdb")
+    cfg.read_path = _get(g, "read path", "auto")
+    cfg.limits = _limits(g)
+    cfg.hosts_allow, cfg.hosts_deny = _get(g, "hosts allow", ()), _get(g, "hosts deny", ())
+    _addresses(cfg, g)
+
+
+def _addresses(cfg: Config, g: dict) -> None:
+    """Where to listen: `listen` (smbring's HOST:PORT); else `smb ports` on the addresses of
+    `interfaces` with `bind interfaces only = yes`, or on 127.0.0.1."""
+    if "listen" in g:
+        cfg.listen, cfg.listen_set = [g["listen"][0]], True
+        return
+    ports = [DEFAULT_LISTEN[1]]
+    if "smb ports" in g:
+        ports = [p for p in g["smb ports"][0] if p != 139]
+        if len(ports) < len(g["smb ports"][0]):
+            cfg.notices.append("smb ports: 139 (NetBIOS session service) is not served")
+        if not ports:
+            raise ConfigError(f"{g['smb ports'][1]}: no port left to serve (139 is not served)")
+        cfg.listen_set = True
+    addresses = [DEFAULT_LISTEN[0]]
+    if _get(g, "bind interfaces only", False):
+        if "interfaces" not in g:
+            raise ConfigError(f"{g['bind interfaces only'][1]}: needs `interfaces`")
+        try:
+            addresses = interfaces.addresses(g["interfaces"][0])
+        except interfaces.InterfaceError as e:
+            raise ConfigError(f"{g['interfaces'][1]}: {e}") from None
+        cfg.listen_set = True
+    elif "interfaces" in g:
+        cfg.notices.append("interfaces: used only with bind interfaces only = yes (without "
+                           "it, smbring listens on 127.0.0.1 or `listen`)")
+    cfg.listen = [(a, p) for a in addresses for p in ports]
+
+
+def _limits(g: dict) -> Limits:
     """The [global] bounds. Counts are whole numbers of at least 1, except that 0 connections
     means no bound (as for Samba's `max smbd processes`); the timeouts, in seconds (handshake
     timeout) or minutes (deadtime), may have decimals, and 0 means never (as for Samba's
     deadtime)."""
     limits = Limits()
-    for option, name in OPTIONS.items():
-        if option not in opts:
+    for option, name in LIMIT_OPTIONS.items():
+        if option not in g:
             continue
-        text = opts[option].strip()
+        text, where = g[option][0].strip(), g[option][1]
         timeout = isinstance(getattr(limits, name), float)
         if timeout and not DECIMAL.fullmatch(text):
             unit = "minutes" if name == "deadtime" else "seconds"
-            raise ConfigError(f"[global] {option}: expected a number of {unit}, not {opts[option]!r}")
+            raise ConfigError(f"{where}: expected a number of {unit}, not {g[option][2]!r}")
         if not timeout and not WHOLE.fullmatch(text):
-            raise ConfigError(f"[global] {option}: expected a whole number, not {opts[option]!r}")
+            raise ConfigError(f"{where}: expected a whole number, not {g[option][2]!r}")
         value = float(text) if timeout else int(text)
         if value == 0 and not timeout and name not in ZERO_IS_UNLIMITED:
-            raise ConfigError(f"[global] {option}: must be at least 1")
+            raise ConfigError(f"{where}: must be at least 1")
         setattr(limits, name, value)
     return limits
 
 
-def _ntlm_auth(value: str) -> str:
-    try:
-        return ntlm_auth_policy(value)
-    except ValueError as e:
-        raise ConfigError(f"[global] {e}") from None
+def _share(name: str, s: dict, cfg: Config) -> Share | None:
+    """The share a section describes, None (with a notice) for one that is not served."""
+    homes = name.lower() == "homes"
+    if name.lower() in SKIPPED_SECTIONS or _get(s, "printable", False):
+        cfg.notices.append(f"[{name}]: printing is not supported; share skipped")
+        return None
+    if not _get(s, "available", True):
+        cfg.notices.append(f"[{name}]: available = no; share skipped")
+        return None
+    path = _get(s, "path", "")
+    if not path and not homes:
+        cfg.notices.append(f"[{name}]: no path; share skipped (as Samba does)")
+        return None
+    if path and not path.startswith("/") and not path.startswith("%"):
+        raise ConfigError(f"{s['path'][1]}: the path must be absolute, not {path!r}")
+    vfs = _get(s, "vfs objects", "").replace(",", " ").split()
+    missing = [m for m in vfs if m not in MODULES]
+    if missing:
+        cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
+    # browseable, access based share enum: no share list is ever given out, so every share
+    # is as good as hidden
+    if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
+        cfg.notices.append(f"[{name}]: {path} is not a directory (tree connects will fail)")
+    encrypt = _get(s, "server smb encrypt", "if_required")
+    if encrypt in ("required", "desired") and cfg.policy.encryption == "off":
+        cfg.notices.append(f"[{name}] smb encrypt = {encrypt}: encryption is off in [global], "
+                           "so this share cannot be reached" if encrypt == "required" else
+                           f"[{name}] smb encrypt = desired: encryption is off in [global]")
+    return Share(
+        name=name, path=path, section=name, homes=homes,
+        read_only=_get(s, "read only", True), guest_ok=_get(s, "guest ok", False),
+        guest_only=_get(s, "guest only", False), comment=_get(s, "comment", ""),
+        valid_users=_get(s, "valid users", []), invalid_users=_get(s, "invalid users", []),
+        read_list=_get(s, "read list", []), write_list=_get(s, "write list", []),
+        hosts_allow=_get(s, "hosts allow", ()), hosts_deny=_get(s, "hosts deny", ()),
+        encrypt=encrypt == "required" or encrypt == "desired" and cfg.policy.encryption == "required",
+        encrypt_desired=encrypt == "desired",
+        max_connections=_get(s, "max connections", 0),
+        veto_files=share_access.split_names(_get(s, "veto files", "")),
+        hide_files=share_access.split_names(_get(s, "hide files", "")),
+        hide_dot_files=_get(s, "hide dot files", True),
+        hide_unreadable=_get(s, "hide unreadable", False),
+        hide_unwriteable=_get(s, "hide unwriteable files", False),
+        hide_special_files=_get(s, "hide special files", False),
+        hide_new_files_timeout=_get(s, "hide new files timeout", 0.0),
+        create_mask=_get(s, "create mask", 0o744), directory_mask=_get(s, "directory mask", 0o755),
+        force_create_mode=_get(s, "force create mode", 0),
+        force_directory_mode=_get(s, "force directory mode", 0),
+        browseable=_get(s, "browseable", True),
+        vfs_objects=[m for m in vfs if m in MODULES],
+        read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
+        force_user=_get(s, "force user", "").strip() or None,
+        force_group=_get(s, "force group", "").strip() or None)
 
 
-def load(path: str) -> Config:
-    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",),
-                                       comment_prefixes=("#", ";"), inline_comment_prefixes=None)
-    parser.optionxform = lambda option: " ".join(option.lower().split())
-    with open(path) as f:
-        parser.read_file(f)
-    cfg = Config()
+def _check_guests(cfg: Config) -> None:
+    """`map to guest = bad user` makes guests only where a share admits them: say so when none
+    does."""
+    if cfg.policy.map_to_guest == "bad user" and not any(s.guest_ok for s in cfg.shares.values()):
+        cfg.notices.append("map to guest = bad user: no share has guest ok, so unknown users "
+                           "are refused")
 
-    def warn(msg: str) -> None:
-        cfg.warnings.append(msg)
-        log.warning("%s: %s", path, msg)
 
-    for section in parser.sections():
-        opts = parser[section]
-        if section.lower() == "global":
-            for key, value in opts.items():
-                if key not in GLOBAL_KEYS:
-                    warn(f"[global] {key}: unknown option ignored")
-            signing = opts.get("server signing", "auto").strip().lower()
-            cfg.signing_required = signing in ("mandatory", "required")
-            if "smb ports" in opts:
-                cfg.listen = f"127.0.0.1:{opts['smb ports'].split()[0]}"
-            cfg.listen = opts.get("listen", cfg.listen)
-            cfg.passdb = opts.get("passdb")
-            cfg.read_path = _read_path(opts.get("read path", "auto"), "[global]")
-            cfg.limits = _limits(opts)
-            cfg.ntlm_auth = _ntlm_auth(opts.get("ntlm auth", "ntlmv2-only"))
-            continue
-        where = f"[{section}]"
-        for key in opts:
-            if key not in SHARE_KEYS:
-                warn(f"{where} {key}: unknown option ignored")
-        if "path" not in opts:
-            raise ConfigError(f"{where}: a share needs a path")
-        read_only = _bool(opts.get("read only", "yes"), f"{where} read only")
-        for alias in ("writable", "writeable"):
-            if alias in opts:
-                read_only = not _bool(opts[alias], f"{where} {alias}")
-        vfs = opts.get("vfs objects", "").replace(",", " ").split()
-        for module in vfs:
-            if module not in MODULES:
-                warn(f"{where} vfs objects: module {module!r} is not available here (skipped)")
-        encrypt = opts.get("smb encrypt", "off").strip().lower()
-        if encrypt not in ("off", "no", "disabled", "default", "desired", "if_required",
-                           "required", "mandatory", "yes"):
-            raise ConfigError(f"{where} smb encrypt: unknown value {encrypt!r}")
-        cfg.shares[section] = Share(
-            name=section, path=opts["path"], read_only=read_only,
-            guest_ok=_bool(opts.get("guest ok", "no"), f"{where} guest ok"),
-            valid_users=[u.strip().lower() for u in opts.get("valid users", "").replace(",", " ").split()],
-            encrypt=encrypt in ("required", "mandatory", "yes"),
-            vfs_objects=[m for m in vfs if m in MODULES],
-            read_path=_read_path(opts["read path"], where) if "read path" in opts else None,
-            strict_allocate=_bool(opts.get("strict allocate", "no"), f"{where} strict allocate"),
-        )
-    if not cfg.shares:
-        raise ConfigError(f"{path}: no share sections")
+# -- the command line over the file ------------------------------------------------------------
+def override(cfg: Config, *, path: str | None = None, share: str = "share", listen: str | None = None,
+             passdb: str | None = None, read_path: str | None = None, signing_required: bool = False,
+             read_only: bool = False, guest: bool = False, encrypt: bool = False,
+             vfs_objects: str = "") -> Config:
+    """The command line's flags over the file's settings (flags win): PATH adds (or replaces)
+    the share --share; --listen, --passdb, --read-path and --signing-required replace [global]'s
+    settings; --read-only, --encrypt, --guest and --vfs-objects apply to every share (--guest
+    also maps unknown users to guests, as map to guest = bad user)."""
+    if path is not None:
+        cfg.shares[share] = Share(name=share, path=os.path.abspath(path), section=share)
+        cfg.sections.append((share, [("path", cfg.shares[share].path)]))
+    if listen is not None:
+        cfg.listen, cfg.listen_set = [listen_address(listen, "--listen")], True
+    cfg.passdb = passdb or cfg.passdb
+    cfg.read_path = read_path or cfg.read_path
+    cfg.signing_required = cfg.signing_required or signing_required
+    if guest:
+        cfg.policy.map_to_guest = "bad user"
+    modules = vfs_objects.replace(",", " ").split()
+    for name, s in cfg.shares.items():
+        s.read_only = s.read_only or read_only
+        s.guest_ok = s.guest_ok or guest
+        s.encrypt = s.encrypt or encrypt
+        if modules:
+            s.vfs_objects = modules
     return cfg
+
+
+def testparm_text(cfg: Config) -> str:
+    """The settings as `testparm -s` prints them: [global] first, then each section with
+    the options it sets (Samba's names)."""
+    out = ["# Global parameters"]
+    for name, options in cfg.sections:
+        out.append(f"[{name}]")
+        out.extend(f"\t{option} = {value}" for option, value in options)
+        out.append("")
+    return "\n".join(out)

@@ -75,6 +75,10 @@ class EffectRunner:
         self.file_maps = file_maps
         self.peer = peer
         self.writes = WritesInFlight()
+        # for metrics: file bytes written, and read into memory (signed, sealed, compounded
+        # READs; the others are counted by the transport's read paths)
+        self.bytes_written = 0
+        self.bytes_read_in_memory = 0
 
     async def run(self, todo: list) -> None:
         for effect in todo:
@@ -104,7 +108,9 @@ class EffectRunner:
                 return await self._read_into(effect)
             io = self.modules[effect.share]
             if isinstance(effect, effects.Write):
-                return await io.pwrite_all(effect.fd, effect.data, effect.offset)
+                written = await io.pwrite_all(effect.fd, effect.data, effect.offset)
+                self.bytes_written += written
+                return written
             await io.fsync(effect.fd)
             return 0
         except Exception as e:
@@ -115,6 +121,7 @@ class EffectRunner:
     async def _read_into(self, effect: effects.ReadInto) -> int:
         rng, view = effect.range, effect.into
         done = await self.modules[rng.share].pread_into(rng.fd, view, rng.offset)
+        self.bytes_read_in_memory += done
         if done < len(view):            # the file is shorter now: zeros, as promised
             view[done:] = bytes(len(view) - done)
         return len(view)

@@ -21,20 +21,25 @@ import asyncio
 import errno
 import logging
 import mmap
+import os
 import resource
 import socket
 import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
+from smbring.server.accounts import Accounts, ServerAccount
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
-from smbring.smb import effects, wire
+from smbring.smb import effects, hosts, wire
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
+from smbring.smb.rpc.services import ServerInfo
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import Share
 from smbring.vfs import modules
+from smbring.vfs.identity import ShareView, ThreadCredentials
 from smbring.vfs.posix import PosixVFS
 
 log = logging.getLogger("smbring.server")
@@ -49,6 +54,17 @@ NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, e
                    errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
                    errno.EOPNOTSUPP, errno.ENETUNREACH}
 LOG_EVERY = 60.0    # a message that may repeat (a refused address) is logged once a minute
+STOP_PAUSE = 0.5    # stopping: a quiet connection whose client paused this long is closed
+STOP_CLEANUP = 5.0  # stopping: how long the connections cut at the timeout may take to clean up
+
+
+def describe_address(address) -> str:
+    """host:port, [v6]:port, or a Unix socket's path."""
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
 class FrameBuffers:
     """Page-aligned buffers for large frames (WRITEs, mostly), reused once nothing views them.
     A fresh 8 MiB bytearray per WRITE is zero-filled, and on a VM whose host takes freed
@@ -161,14 +177,25 @@ class Link:
     """One client connection as the server keeps track of it: what its timeouts count from,
     whether a response is on its way, and a way to close it from outside its task."""
 
-    def __init__(self, sock: socket.socket, conn: Connection, transport, now: float):
+    def __init__(self, sock: socket.socket, conn: Connection, transport, now: float, peer=None):
         self.sock = sock
         self.conn = conn
         self.transport = transport
+        self.peer = peer                        # the client's (address, port)
+        self.connected_at = time.time()         # for status
         self.last_frame = now                   # when the last complete frame arrived
         self.not_logged_on_since: float | None = now  # accepted, or its last session ended
         self.sending = asyncio.Lock()           # one frame on the wire at a time
         self.closed_because: str | None = None
+        self.busy = False                       # a frame is being received or answered
+        self.runner: EffectRunner | None = None
+
+    def quiet(self) -> bool:
+        """Whether closing the connection now would cut nothing: no frame on its way in or
+        out, no WRITE in flight, no open file, no request waiting (a graceful stop closes a
+        connection once it is quiet)."""
+        return (not self.busy and not self.sending.locked() and self.conn.idle_closable()
+                and not (self.runner is not None and self.runner.writes))
 
     def close(self, reason: str) -> None:
         """Ends the connection: its task sees the end of the stream and cleans up."""
@@ -227,9 +254,26 @@ def sweep_period(limits: Limits) -> float:
 class Server:
     def __init__(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool = False,
                  signing_required: bool = False, read_path: str = "auto", use_uring: bool = True,
-                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only"):
+                 limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
+                 server_info: ServerInfo | None = None, policy: Policy | None = None,
+                 hosts_allow=(), hosts_deny=(), username_map: str | None = None,
+                 guest_account: str = "nobody"):
         self.shares = shares
+        # [global] security settings for the core, and `hosts allow`/`hosts deny` of
+        # [global], checked when a connection is accepted
+        self.policy = policy or Policy()
+        self.hosts_allow, self.hosts_deny = tuple(hosts_allow), tuple(hosts_deny)
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
+        # who sessions act as: started as root, each its Unix account (the event loop's thread
+        # switches its credentials for their file-system calls, see vfs.identity, and the
+        # server's own work runs under creds.as_server); otherwise the server's own user
+        if os.geteuid() == 0:
+            self.creds: ThreadCredentials | None = ThreadCredentials()
+            self.identities = Accounts(username_map, guest_account)
+        else:
+            self.creds = None
+            self.identities = ServerAccount()
+        self._share_files: dict[str, PosixVFS] = {}   # share directory -> its files, opened by the server
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -240,12 +284,17 @@ class Server:
         self.use_uring = use_uring
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth
+        self.server_info = server_info    # what share listings say of the server
         self.connections = 0
         self.per_address: dict[str, int] = {}
         self.links: set[Link] = set()
         self.throttle = Throttle()
         self._modules = None
+        self._pool = None           # the threadpool module's threads (made with the stacks)
         self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
+        self.stopping = False          # a graceful stop: no new connections, quiet ones close
+        self.metrics = None            # a server.metrics.Metrics when metrics are on
+        self._tasks: set[asyncio.Task] = set()    # one per connection
 
     def _ring(self):
         """The loop's io_uring, or None where it is unavailable (then for good). A shortage of
@@ -266,12 +315,41 @@ class Server:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
             aring = self._ring()
+            self._pool = modules.thread_pool(     # (threads start only when a stack uses it)
+                initializer=self.creds.server_thread if self.creds else None)
             self._modules = {name: modules.build(share.vfs_objects, aring,
-                                                 crowded=lambda: self.connections > 1)
+                                                 crowded=lambda: self.connections > 1, pool=self._pool,
+                                                 as_server=self._as_server())
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
         return self._modules
+
+    # -- who a session acts as -----------------------------------------------------------------
+    def _as_server(self):
+        """What runs the server's own work as the server (None: not root, nothing to switch)."""
+        return self.creds.as_server if self.creds else None
+
+    def _lookup(self, name: str):
+        """The password file's NT hash for name, read as the server (whoever the event loop's
+        thread acted as last)."""
+        if self.creds is None:
+            return self.lookup(name)
+        with self.creds.as_server():
+            return self.lookup(name)
+
+    def _open_fs(self, share: Share, identity) -> ShareView:
+        """The share's files as identity: a view of the share directory's one PosixVFS, whose
+        root the server opened as itself when the directory was first reached."""
+        base = self._share_files.get(share.path)
+        if base is None:
+            if self.creds is None:
+                base = PosixVFS(share.path)
+            else:
+                with self.creds.as_server():
+                    base = PosixVFS(share.path)
+            self._share_files[share.path] = base
+        return ShareView(base, identity, self.creds)
 
     def _transport(self, sock: socket.socket):
         aring = self._ring()
@@ -283,6 +361,8 @@ class Server:
     # -- connections in all and per client address ------------------------------------------
     def _refusal(self, address: str) -> str | None:
         """Why a new connection from address is refused, if it is."""
+        if not hosts.allowed(self.hosts_allow, self.hosts_deny, address):
+            return "not allowed (hosts allow / hosts deny)"
         limits = self.limits
         if limits.max_connections and self.connections >= limits.max_connections:
             return (f"{self.connections} connections in all "
@@ -375,22 +455,27 @@ class Server:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             modules_by_share = self._io_modules()
-            conn = Connection(self.shares, lookup=self.lookup, open_fs=PosixVFS,
+            conn = Connection(self.shares, lookup=self._lookup, open_fs=self._open_fs,
+                              identities=self.identities,
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
-                              local_address=sock.getsockname()[0],
+                              local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state)
+                              limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
+                              server_info=self.server_info, policy=self.policy)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
             sock.close()
             return
-        link = Link(sock, conn, transport, loop.time())
+        link = Link(sock, conn, transport, loop.time(), peer)
         self.links.add(link)
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
+        runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.connected()
         flushes = set()
 
         async def flush_outbox():
@@ -408,6 +493,7 @@ class Server:
         try:
             while True:
                 head = await transport.recv_exact(4)
+                link.busy = True
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
@@ -416,14 +502,21 @@ class Server:
                     raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
                                           f"{'now' if conn.logged_on() else 'before logon'})")
                 frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
-                link.last_frame = loop.time()
+                link.last_frame = started = loop.time()
                 await runner.run(conn.handle_frame(frame))
+                link.busy = False
+                if metrics is not None:
+                    metrics.frame(conn.frame_commands, loop.time() - started)
         except (ConnectionError, OSError) as e:
-            log.info("connection from %s closed: %s", peer, link.closed_because or e or "eof")
+            # a client that hangs up between requests has simply left: not an error
+            log.info("connection from %s closed: %s", peer,
+                     link.closed_because or (e if link.busy else "by the client"))
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
             self.links.discard(link)
+            if metrics is not None:
+                metrics.disconnected(link)
             try:
                 await runner.drain()     # their files stay open until their data is written
                 conn.close_all()
@@ -439,8 +532,23 @@ class Server:
             finally:
                 sock.close()     # whatever failed above, the client sees the connection end
 
-    async def serve(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
+    async def serve(self, host: str, port: int, *more: tuple[str, int]) -> None:
+        """Listens on host:port and on each further (host, port) of `more` (smb.conf's
+        `smb ports` and `interfaces`), and serves until cancelled."""
+        listeners = []
+        try:
+            for address in [(host, port), *more]:
+                listeners.append(socket.create_server(address, reuse_port=False, backlog=128,
+                                                      family=_family(address[0])))
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        await self.serve_on(listeners)
+
+    async def serve_on(self, listeners: list[socket.socket]) -> None:
+        """Serves on listening sockets (made here or inherited: socket activation) until
+        cancelled or until stop() ends accepting."""
         open_files = raise_open_files_limit()
         if self.limits.max_connections and open_files < self.limits.max_connections + 64:
             log.warning("the open files limit (%d) is low for max smbd processes = %d: "
@@ -449,28 +557,106 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
-        listener = socket.create_server((host, port), reuse_port=False, backlog=128)
-        listener.setblocking(False)
-        log.warning("smbring serving %s on %s:%d", ", ".join(self.shares), host, port)
-        tasks = set()
+        if self.creds is None:
+            log.warning("not running as root: every session acts as the server's user (uid %d), "
+                        "whatever its SMB user", os.geteuid())
+        for listener in listeners:
+            listener.setblocking(False)
+        log.info("smbring serving %s on %s", ", ".join(self.shares),
+                 ", ".join(describe_address(listener.getsockname()) for listener in listeners))
         sweeper = asyncio.ensure_future(self._sweep())
+        accepting = [asyncio.ensure_future(self._accept_loop(listener)) for listener in listeners]
         try:
-            while True:
-                sock, peer = await self._accept(listener)
-                address = peer[0]
-                refusal = self._refusal(address)
-                if refusal is not None:
-                    if self.throttle.due(address, loop.time()):
-                        log.warning("refusing connections from %s: %s", address, refusal)
-                    sock.close()
-                    continue
-                self._admit(address)
-                task = asyncio.ensure_future(self.handle(sock, peer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _, address=address: self._leave(address))
-                # accept returns at once while connections wait: let the others run between
-                await asyncio.sleep(0)
+            await asyncio.gather(*accepting)
         finally:
+            for task in accepting:
+                task.cancel()
             sweeper.cancel()
-            listener.close()
+            for listener in listeners:
+                listener.close()
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            sock, peer = await self._accept(listener)
+            address = peer[0]
+            refusal = self._refusal(address)
+            if refusal is not None:
+                if self.throttle.due(address, loop.time()):
+                    log.warning("refusing connections from %s: %s", address, refusal)
+                sock.close()
+                continue
+            if self.stopping:
+                sock.close()
+                return
+            self._admit(address)
+            task = asyncio.ensure_future(self.handle(sock, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _, address=address: self._leave(address))
+            # accept returns at once while connections wait: let the others run between
+            await asyncio.sleep(0)
+
+    # -- a graceful stop and a reload -----------------------------------------------------
+    async def stop(self, timeout: float) -> None:
+        """Stops accepting, lets the connections finish what they are doing (each is closed
+        once it is quiet: nothing in flight, no open file), and after `timeout` seconds
+        closes those left. The caller cancels serve_on() first."""
+        loop = asyncio.get_running_loop()
+        self.stopping = True
+        deadline = loop.time() + timeout
+        busy = len(self.links)
+        log.info("stopping: %d connections to finish (at most %g s)", busy, timeout)
+        while self._tasks and loop.time() < deadline:
+            now = loop.time()
+            for link in list(self.links):
+                # a quiet connection closes once the client has paused: a client finishing
+                # a transfer (close, tree disconnect, logoff) is not cut between requests
+                if link.quiet() and (not link.conn.logged_on() or now - link.last_frame >= STOP_PAUSE):
+                    link.close("the server is stopping")
+            await asyncio.wait(list(self._tasks), timeout=min(STOP_PAUSE / 5, max(deadline - now, 0)))
+        cut = list(self.links)
+        for link in cut:
+            link.close(f"the server is stopping: {timeout:g} s passed")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_CLEANUP)
+        if cut:
+            log.warning("stopped: %d connections closed with work in flight after %g s", len(cut), timeout)
+        else:
+            log.info("stopped: every connection finished")
+        for files in self._share_files.values():     # no connection is left to use them
+            files.close()
+        self._share_files.clear()
+
+    def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
+                    signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
+                    server_info: ServerInfo | None = None, policy: Policy | None = None,
+                    hosts_allow=None, hosts_deny=None) -> None:
+        """A reload: the shares apply to new tree connects on every connection (trees
+        connected keep the share they connected to); the rest to new connections."""
+        if self._modules is not None:
+            for name, share in shares.items():
+                old = self.shares.get(name)
+                if name not in self._modules:
+                    self._modules[name] = modules.build(share.vfs_objects, self._ring(),
+                                                        crowded=lambda: self.connections > 1,
+                                                        pool=self._pool, as_server=self._as_server())
+                elif old is not None and old.vfs_objects != share.vfs_objects:
+                    log.warning("share %s: a change of vfs objects takes effect at restart", name)
+        self.shares = shares
+        for link in self.links:
+            link.conn.update_shares(shares)
+        if passdb_path != self.lookup.path:
+            self.lookup = PasswordLookup(passdb_path)
+        self.allow_guest, self.signing_required = allow_guest, signing_required
+        self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
+        if server_info is not None:
+            self.server_info = server_info
+        if policy is not None:
+            self.policy = policy
+        if hosts_allow is not None:
+            self.hosts_allow, self.hosts_deny = hosts_allow, hosts_deny or ()
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,25 +1,65 @@
-"""The password database and ``smbring user add|del|list``.
+"""The password database, in Samba's smbpasswd format, and ``smbring user``.
 
-One line per user in Samba's smbpasswd layout, ``NAME:UID:LMHASH:NTHASH:[U]:LCT-0``, holding
-only the NT hash (the LM hash is zeroed): never a password. The server reads it through a
-``PasswordLookup``, which sees changes without a restart. Written atomically, mode 0600.
-Default location: ``$SMBRING_PASSDB``, else ``$XDG_CONFIG_HOME/smbring/passdb``
-(``~/.config/smbring/passdb``).
+One line per account, exactly as Samba's ``smbpasswd`` writes it
+(``source3/passdb/pdb_smbpasswd.c``)::
+
+    alice:1000:XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX:8846F7EAEE8FB117AD06BDD830B7586C:[U          ]:LCT-6B0DFF76:
+
+name, Unix uid, LM hash, NT hash (32 hex digits, or 32 X when there is none), the account
+flags in brackets padded to 11 letters, and the time of the last password change
+(``LCT-`` and 8 hex digits). smbring writes the NT hash only: the LM field is always X
+(LM logons are never accepted). Lines starting with ``#``, blank lines, lines smbring cannot
+parse and every account it is not asked to change are written back byte for byte, so a file
+Samba made keeps whatever smbring does not understand.
+
+Who may log on (what ``PasswordLookup`` hands the logon code):
+
+- a normal user account (flag ``U``) whose NT field holds a hash;
+- not one flagged ``D`` (disabled) or ``L`` (locked out by Samba's bad-password count);
+- not a trust account (``W`` workstation, ``S`` server, ``I`` interdomain): those log on
+  to a domain controller's netlogon, never to a file share (Samba refuses them too);
+- an account with no password (``NO PASSWORD`` in the hash fields, flag ``N``) cannot log
+  on: smbring has no ``null passwords``; an ``N`` account that has a hash logs on with it;
+- ``X`` (password never expires), ``H``, ``T``, ``M`` change nothing: smbring has no
+  password expiry.
+
+An account that may not log on is treated as an unknown name: the logon is refused, or
+becomes a guest logon where guest access is on (as for any name the file does not hold).
+Names are compared without regard to case, as Samba does; when a hand-edited file holds a
+name twice, the first line counts.
+
+The server reads the file through a ``PasswordLookup``, which sees changes without a restart.
+The file is replaced atomically (a new file renamed over it) while holding the same
+``fcntl`` lock Samba's tools take, keeps its owner, and has mode 0600. Default location:
+``$SMBRING_PASSDB``, else ``$XDG_CONFIG_HOME/smbring/passdb`` (``~/.config/smbring/passdb``).
 """
 from __future__ import annotations
 
+import argparse
+import fcntl
 import getpass
 import logging
 import os
+import pwd
 import re
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 
 from smbring.smb.ntlm_crypto import nt_hash
 
 log = logging.getLogger("smbring.users")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
+NO_HASH = "X" * 32                          # what Samba writes for a hash it does not have
+NO_PASSWORD = "NO PASSWORD" + "X" * 21      # ... and for an account without a password (N)
+# Samba's account flags in the order pdb_encode_acct_ctrl writes them, padded to this many
+FLAG_ORDER = "NDHTUMWSLXI"
+FLAG_WIDTH = 11
+TRUST_FLAGS = {"W": "a workstation trust account", "S": "a server trust account",
+               "I": "an interdomain trust account"}
 
 
 def default_path() -> str:
@@ -29,61 +69,228 @@ def default_path() -> str:
     return os.path.join(base, "smbring", "passdb")
 
 
+@dataclass
+class Account:
+    """One account line. `line` is the text as read: written back unchanged unless smbring
+    changes the account (then it is formatted as Samba formats it)."""
+
+    name: str
+    uid: int
+    lm: str                    # the LM field as written (32 characters)
+    nt: str                    # the NT field as written ("" in an old file without one)
+    flags: str                 # the letters between the brackets, e.g. "U" or "DU"
+    last_change: int = 0       # LCT: seconds since 1970 of the last password change
+    line: str | None = None
+
+    @property
+    def nt_hash(self) -> bytes | None:
+        """The NT hash, or None when the field holds none (X, *, NO PASSWORD)."""
+        return bytes.fromhex(self.nt) if HEX32.fullmatch(self.nt) else None
+
+    @property
+    def disabled(self) -> bool:
+        return "D" in self.flags
+
+    def refusal(self) -> str | None:
+        """Why this account cannot log on, or None when it can."""
+        for flag, what in TRUST_FLAGS.items():
+            if flag in self.flags:
+                return f"{what} (it cannot log on to a share)"
+        if "D" in self.flags:
+            return "disabled"
+        if "L" in self.flags:
+            return "locked out"
+        if "U" not in self.flags:
+            return "not a user account"
+        if self.nt_hash is None:
+            return "no password (smbring has no null passwords)"
+        return None
+
+    def format(self) -> str:
+        """The line as Samba's format_new_smbpasswd_entry writes it."""
+        flags = "".join(f for f in FLAG_ORDER if f in self.flags)
+        return (f"{self.name}:{self.uid}:{self.lm}:{self.nt}:[{flags:<{FLAG_WIDTH}}]:"
+                f"LCT-{self.last_change & 0xFFFFFFFF:08X}:")
+
+    def text(self) -> str:
+        return self.line if self.line is not None else self.format()
+
+
+def parse_line(line: str) -> Account | None:
+    """An account line read as Samba's getsmbfilepwent reads it, or None for a comment, a
+    blank line or a line Samba would skip as malformed."""
+    if not line or line.startswith("#"):
+        return None
+    name, colon, rest = line.partition(":")
+    uid, colon2, rest = rest.partition(":")
+    if not colon or not colon2 or not name or not uid.isdigit() or not uid.isascii():
+        return None
+    if len(rest) < 33 or rest[32] != ":":
+        return None                       # the LM field is 32 characters and a colon
+    lm, rest = rest[:32], rest[33:]
+    nt = ""
+    if len(rest) >= 33 and rest[32] == ":":
+        nt, rest = rest[:32], rest[33:]
+    if not rest.startswith("["):
+        # an old file: no flags; Samba makes names ending in $ workstation trust accounts
+        return Account(name, int(uid), lm, nt, "W" if name.endswith("$") else "U", line=line)
+    inside, _, rest = rest[1:].partition("]")
+    flags = "".join(dict.fromkeys(f for f in inside.upper() if f in FLAG_ORDER)) or "U"
+    last_change = 0
+    if rest.startswith(":") and rest[1:5].upper() == "LCT-" and re.fullmatch(r"[0-9A-Fa-f]{8}", rest[5:13]):
+        last_change = int(rest[5:13], 16)
+    return Account(name, int(uid), lm, nt, flags, last_change, line=line)
+
+
+def unix_uid(name: str) -> int:
+    """The uid written for a new account: the Unix account's of that name where there is one
+    (what Samba writes), else the uid smbring runs as (whose files it serves)."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return os.getuid()
+
+
 class PasswordDB:
+    """The file's lines: `Account`s and, as plain strings, everything else."""
+
     def __init__(self, path: str | None = None):
         self.path = path or default_path()
-        self.users: dict[str, bytes] = {}
+        self.lines: list[Account | str] = []
+        self.skipped: list[int] = []        # line numbers of lines that are neither
 
+    # -- reading ----------------------------------------------------------------------------
     def load(self) -> "PasswordDB":
-        self.users = {}
         try:
-            with open(self.path) as f:
-                for line in f:
-                    parts = line.strip().split(":")
-                    if len(parts) == 6:
-                        self.users[parts[0]] = bytes.fromhex(parts[3])
+            with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+                self.parse(f.read())
         except FileNotFoundError:
-            pass
+            self.lines, self.skipped = [], []
         return self
+
+    def parse(self, text: str) -> None:
+        self.lines, self.skipped = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            account = parse_line(line)
+            if account is None and line.strip() and not line.startswith("#"):
+                self.skipped.append(number)
+            self.lines.append(account if account is not None else line)
+
+    @property
+    def accounts(self) -> list[Account]:
+        return [a for a in self.lines if isinstance(a, Account)]
+
+    def find(self, name: str) -> Account | None:
+        """The account of that name, in any case (the first, if a hand-edited file repeats it)."""
+        folded = name.casefold()
+        return next((a for a in self.accounts if a.name.casefold() == folded), None)
+
+    @property
+    def users(self) -> dict[str, bytes]:
+        """Name -> NT hash of every account that may log on."""
+        usable: dict[str, bytes] = {}
+        seen = set()
+        for a in self.accounts:
+            if a.name.casefold() not in seen and a.refusal() is None:
+                usable[a.name] = a.nt_hash
+            seen.add(a.name.casefold())
+        return usable
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def add(self, name: str, password: str) -> None:
-        if not NAME_RE.match(name):
-            raise ValueError("user names are 1-64 letters, digits, '.', '_' or '-'")
-        self.users[name] = nt_hash(password)
-        self.save()
+    # -- changing ---------------------------------------------------------------------------
+    def set_password(self, name: str, password: str, now: int | None = None) -> str:
+        """Adds the account or changes its password; says which. A new account is a normal
+        user; an existing one keeps its uid and flags (a disabled account stays disabled,
+        as with Samba's smbpasswd), except that having a password now clears N, and D when
+        the account was disabled for having none."""
+        now = int(time.time()) if now is None else now
+        account = self.find(name)
+        if account is None:
+            if not NAME_RE.match(name):
+                raise ValueError("user names are 1-64 letters, digits, '.', '_' or '-'")
+            self.lines.append(Account(name, unix_uid(name), NO_HASH, nt_hash(password).hex().upper(), "U", now))
+            return f"user {name} added"
+        if account.refusal() and any(f in account.flags for f in TRUST_FLAGS):
+            raise ValueError(f"{account.name} is {account.refusal()}: smbring does not change it")
+        had_password = account.nt_hash is not None or HEX32.fullmatch(account.lm) is not None
+        flags = account.flags.replace("N", "")
+        if not had_password:
+            flags = flags.replace("D", "")
+        account.lm, account.nt = NO_HASH, nt_hash(password).hex().upper()
+        account.flags, account.last_change, account.line = flags, now, None
+        still = " (the account is disabled: `smbring user enable` allows it to log on)" if account.disabled else ""
+        return f"password of user {account.name} changed{still}"
 
-    def remove(self, name: str) -> None:
-        if name not in self.users:
+    def set_disabled(self, name: str, disabled: bool) -> str:
+        account = self.find(name)
+        if account is None:
             raise KeyError(name)
-        del self.users[name]
-        self.save()
+        word = "disabled" if disabled else "enabled"
+        if account.disabled == disabled:
+            return f"user {account.name} was already {word}"
+        flags = account.flags + "D" if disabled else account.flags.replace("D", "")
+        account.flags, account.line = flags, None
+        if not disabled and account.refusal():
+            return f"user {account.name} enabled, but cannot log on: {account.refusal()}"
+        return f"user {account.name} {word}"
 
-    def nt_hash(self, name: str) -> bytes | None:
-        for user, h in self.users.items():
-            if user.lower() == name.lower():
-                return h
-        return None
+    def remove(self, name: str) -> str:
+        account = self.find(name)
+        if account is None:
+            raise KeyError(name)
+        self.lines.remove(account)
+        return f"user {account.name} removed"
 
     def save(self) -> None:
+        """Writes every line (the unchanged ones as they were read) to a new file that then
+        replaces the old one: a reader sees the old file or the new, never half of one."""
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".passdb-")
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
                 os.fchmod(f.fileno(), 0o600)
-                for i, (name, h) in enumerate(sorted(self.users.items())):
-                    f.write(f"{name}:{1000 + i}:{'0' * 32}:{h.hex().upper()}:[U]:LCT-00000000\n")
+                try:          # the file keeps its owner (root editing a service's file)
+                    st = os.stat(self.path)
+                    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                        os.fchown(f.fileno(), st.st_uid, st.st_gid)
+                except (FileNotFoundError, PermissionError):
+                    pass
+                f.write("".join((line.text() if isinstance(line, Account) else line) + "\n"
+                                for line in self.lines))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             os.unlink(tmp)
             raise
 
 
+class Locked:
+    """The password file's lock while it is read, changed and replaced: Samba's tools take an
+    fcntl write lock on its first byte before they change it, and so does smbring."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> "Locked":
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self           # nothing to lock yet: the first write creates it
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)     # closing releases the lock
+
+
 class PasswordLookup:
-    """lookup(user name) -> NT hash, or None for a user the file does not hold (any case).
+    """lookup(user name) -> NT hash, or None for a name that may not log on (any case).
 
     What the server hands the logon code: the file is read again only when its size,
     modification time or inode changed (``smbring user add`` replaces it), so users added or
@@ -101,33 +308,62 @@ class PasswordLookup:
             st = os.stat(self.path)
             stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
             if stamp != self._stamp:
-                users = PasswordDB(self.path).load().users
-                self._hashes = {user.lower(): h for user, h in users.items()}
+                db = PasswordDB(self.path).load()
+                if db.skipped:
+                    log.warning("password file %s: lines %s are not smbpasswd entries (ignored)",
+                                self.path, ", ".join(map(str, db.skipped[:10])))
+                self._hashes = {user.casefold(): h for user, h in db.users.items()}
                 self._stamp = stamp
         except FileNotFoundError:
             self._hashes, self._stamp = {}, None
         except (OSError, ValueError) as e:
             log.warning("password file %s: %s (keeping the users read before)", self.path, e)
-        return self._hashes.get(name.lower())
+        return self._hashes.get(name.casefold())
 
 
+# -- smbring user ---------------------------------------------------------------------------
 def register(sub) -> None:
-    p = sub.add_parser("user", help="manage the password database")
-    p.add_argument("--passdb", help=f"password file (default {default_path()})")
+    # --passdb is accepted before and after the action (`smbring user add NAME --passdb F`):
+    # SUPPRESS keeps the action's parser from overwriting a value given before it
+    passdb = argparse.ArgumentParser(add_help=False)
+    passdb.add_argument("--passdb", default=argparse.SUPPRESS,
+                        help=f"password file, Samba's smbpasswd format (default {default_path()})")
+    p = sub.add_parser("user", help="manage the password file (Samba's smbpasswd format)", parents=[passdb])
     us = p.add_subparsers(dest="action", metavar="ACTION")
     us.required = True
-    add = us.add_parser("add", help="add a user or change a password")
+    add = us.add_parser("add", parents=[passdb], help="add a user or change a user's password")
     add.add_argument("name")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.set_defaults(func=_add)
-    rm = us.add_parser("del", help="remove a user")
-    rm.add_argument("name")
-    rm.set_defaults(func=_del)
-    us.add_parser("list", help="list users").set_defaults(func=_list)
+    for action, func, text in (("del", _del, "remove a user"), ("enable", _enable, "let a disabled user log on"),
+                               ("disable", _disable, "keep a user from logging on (flag D)")):
+        one = us.add_parser(action, parents=[passdb], help=text)
+        one.add_argument("name")
+        one.set_defaults(func=func)
+    us.add_parser("list", parents=[passdb], help="list the accounts and whether each can log on"
+                  ).set_defaults(func=_list)
 
 
-def _db(args) -> PasswordDB:
-    return PasswordDB(args.passdb).load()
+def _path(args) -> str:
+    return getattr(args, "passdb", None) or default_path()
+
+
+def _change(args, change) -> int:
+    """Reads the file under its lock, applies change(db) -> message, saves, says what it did."""
+    path = _path(args)
+    try:
+        with Locked(path):
+            db = PasswordDB(path).load()
+            message = change(db)
+            db.save()
+    except KeyError:
+        print(f"no user {args.name} in {path}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return 1
+    print(f"{message} ({path})")
+    return 0
 
 
 def _add(args) -> int:
@@ -136,31 +372,42 @@ def _add(args) -> int:
     else:
         password = getpass.getpass("New password: ")
         if getpass.getpass("Again: ") != password:
-            print("passwords differ", file=sys.stderr)
+            print("passwords differ: nothing changed", file=sys.stderr)
             return 1
     if not password:
-        print("empty password refused", file=sys.stderr)
+        print("empty password refused: nothing changed", file=sys.stderr)
         return 1
-    db = _db(args)
-    try:
-        db.add(args.name, password)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 1
-    print(f"user {args.name} saved in {db.path}")
-    return 0
+    return _change(args, lambda db: db.set_password(args.name, password))
 
 
 def _del(args) -> int:
-    try:
-        _db(args).remove(args.name)
-    except KeyError:
-        print(f"no user {args.name}", file=sys.stderr)
-        return 1
-    return 0
+    return _change(args, lambda db: db.remove(args.name))
+
+
+def _enable(args) -> int:
+    return _change(args, lambda db: db.set_disabled(args.name, False))
+
+
+def _disable(args) -> int:
+    return _change(args, lambda db: db.set_disabled(args.name, True))
 
 
 def _list(args) -> int:
-    for name in sorted(_db(args).users):
-        print(name)
+    db = PasswordDB(_path(args))
+    try:
+        db.load()
+    except OSError as e:
+        print(f"{db.path}: {e}", file=sys.stderr)
+        return 1
+    if not db.accounts:
+        print(f"no users in {db.path}" + ("" if db.exists() else " (the file does not exist)"),
+              file=sys.stderr)
+        return 0
+    seen = set()
+    for account in db.accounts:
+        why = account.refusal()
+        if account.name.casefold() in seen:
+            why = "a repeated name (the first line counts)"
+        seen.add(account.name.casefold())
+        print(account.name if why is None else f"{account.name}\tcannot log on: {why}")
     return 0

@@ -10,6 +10,7 @@ resumes where it left off.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mmap
 import struct
@@ -33,6 +34,8 @@ from smbring.smb.effects import (
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.rpc.services import ServerInfo
+from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
     FID_ANY,
@@ -40,6 +43,7 @@ from smbring.smb.state import (
     Chain,
     GoAsync,
     Open,
+    Pipe,
     Session,
     Share,
     Tree,
@@ -47,6 +51,11 @@ from smbring.smb.state import (
 from smbring.smb.wire import Header
 
 log = logging.getLogger("smbring.smb")
+
+
+# what a file command answers when it names a named pipe (Samba's answers on IPC$)
+NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STATUS_NOT_IMPLEMENTED,
+                 wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED, wire.IOCTL: wire.STATUS_FS_DRIVER_REQUIRED}
 
 
 class ResponseBudget:
@@ -70,24 +79,39 @@ class ResponseBudget:
 class Connection:
     def __init__(self, shares: dict[str, Share], *, lookup, open_fs: Callable[[str], FileSystem],
                  allow_guest: bool = False, signing_required: bool = False,
-                 encryption_required: bool = False, local_address: str = "", file_closed=None,
+                 encryption_required: bool = False, local_address: str = "", client_address: str = "",
+                 file_closed=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
-                 state: ServerState | None = None):
+                 state: ServerState | None = None, server_info: ServerInfo | None = None,
+                 policy: Policy | None = None, identities=None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
+        self.server_info = server_info or ServerInfo()   # what srvsvc and wkssvc say of the server
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
+        self.client_address = client_address   # for hosts allow/deny of a share, %I, %m
+        # [global] security settings (dialects, encryption, guests); encryption_required is
+        # `smb encrypt = required` in [global]
+        self.policy = policy or Policy()
+        if encryption_required:
+            self.policy = dataclasses.replace(self.policy, encryption="required")
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
         # descriptor before the number can be reused
         self.file_closed = file_closed
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
+        # who each session acts as, where the server acts as its users' accounts (None: no
+        # such thing, one FileSystem per share): identities.logon(user name, kind) -> an
+        # identity or None (the logon is refused); identities.for_share(share, identity) ->
+        # the identity its trees of that share act as (force user), or None (refused). Then
+        # open_fs(share, identity) gives the share's files as that identity.
+        self.identities = identities
         self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
         self.allow_guest = allow_guest
         self.signing_required = signing_required
-        self.encryption_required = encryption_required
+        self.encryption_required = self.policy.encryption == "required"
         self.cipher = 0
         self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
         self._sealed_by: Session | None = None   # the session whose key sealed the frame at hand
@@ -98,18 +122,20 @@ class Connection:
         self.server_guid = uuid.uuid4().bytes
         self.sessions: dict[int, Session] = {}
         self.opens: dict[bytes, Open] = {}
+        self.pipes_open = 0                     # named pipes among the opens (smb.commands.pipe)
         self.next_id = 1
         self.client_guid = b"\0" * 16
         self.client_security_mode = 0
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
-        self._fs: dict[str, FileSystem] = {}    # share name -> its files, for every tree of it
+        self._fs: dict[tuple, FileSystem] = {}  # (share name, identity) -> its files, for every tree
         self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
         self._seal_bufs = None
         self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
+        self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -146,7 +172,9 @@ class Connection:
             s = self.sessions.get(sid)
             if not s or not s.decrypt_key:
                 raise ConnectionError("encrypted message for an unknown session")
-            return memoryview(security.decrypt(self.cipher, s.decrypt_key, frame)), s
+            plain = memoryview(security.decrypt(self.cipher, s.decrypt_key, frame))
+            s.client_seals = True
+            return plain, s
         except security.DecryptError as e:
             raise ConnectionError(f"undecryptable message: {e}") from None
 
@@ -181,6 +209,7 @@ class Connection:
                                       f"the credit window [{self.credits.low}, +{self.credits.range})")
             messages.append((hdr, frame[offset:end]))
             if not hdr.next_command:
+                self.frame_commands = [h.command for h, _ in messages]
                 return messages
             offset = end
 
@@ -294,10 +323,13 @@ class Connection:
         return [self._sealed(seal, plain, sealed)]
 
     def _seal_for(self, out, sealed_by) -> Session | None:
-        """The session whose key seals the responses: the request's, or one that encrypts all."""
+        """The session whose key seals the responses: the request's, or one that encrypts all
+        (not the SESSION_SETUP that completes it: the client has no keys before it, so that
+        one is signed, MS-SMB2 3.3.4.1.4)."""
         return sealed_by or next(
             (self.sessions[r.session_id] for _, r, _ in out
-             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt), None)
+             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt
+             and r.command != wire.SESSION_SETUP), None)
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
@@ -524,7 +556,10 @@ class Connection:
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
         s = self.sessions.get(hdr.session_id)
-        return acl.GUEST_TOKEN if s is None or s.guest else acl.USER_TOKEN
+        if s is None or s.guest:
+            return acl.GUEST_TOKEN
+        t = s.trees.get(hdr.tree_id)
+        return acl.GUEST_TOKEN if t is not None and t.guest else acl.USER_TOKEN
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:
@@ -537,10 +572,11 @@ class Connection:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
-    def open_for(self, fid: bytes, chain: "Chain", hdr: Header) -> Open:
+    def open_for(self, fid: bytes, chain: "Chain", hdr: Header, kind: type = Open) -> Open:
         """The open a request names; in a related compound, FileId -1 is the previous one.
         An open is reachable only through the session and tree connect that made it: with any
-        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED)."""
+        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED).
+        A named pipe (`kind` Pipe) is not a file, nor a file a pipe: INVALID_DEVICE_REQUEST."""
         if fid == FID_ANY and chain.related and chain.fid is not None:
             fid = chain.fid
         o = self.opens.get(bytes(fid))
@@ -549,6 +585,8 @@ class Connection:
                 raise SMBError(chain.create_error)   # the CREATE it depends on failed
             raise SMBError(wire.STATUS_FILE_CLOSED)
         chain.fid = bytes(fid)
+        if not isinstance(o, kind):
+            raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
         return o
 
     def close_all(self) -> None:
@@ -559,22 +597,43 @@ class Connection:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
+        for s in self.sessions.values():
+            for tree in s.trees.values():
+                self.drop_tree(tree)
         for fs in self._fs.values():
             fs.close()
         self._fs.clear()
 
-    def share_fs(self, share: Share) -> FileSystem:
-        """The share's files as this connection reaches them: one root descriptor per share,
-        however many trees connect to it."""
-        fs = self._fs.get(share.name)
+    def share_fs(self, share: Share, identity=None) -> FileSystem:
+        """The share's files as this connection reaches them, as `identity` (where the server
+        acts as each user's account): one FileSystem per share directory and identity,
+        however many trees connect to it (a share's directory may depend on the session:
+        path = /srv/%U)."""
+        fs = self._fs.get((share.path, identity))
         if fs is None:
-            fs = self._fs[share.name] = self.open_fs(share.path)
+            fs = self.open_fs(share.path) if self.identities is None else self.open_fs(share, identity)
+            self._fs[(share.path, identity)] = fs
         return fs
+
+    def drop_tree(self, tree: Tree) -> None:
+        """A tree connect ends (TREE_DISCONNECT, LOGOFF, the connection's end): it no longer
+        counts against its share's `max connections`."""
+        if tree.counted is not None:
+            self.state.disconnect_tree(tree.counted)
+            tree.counted = None
+
+    def update_shares(self, shares: dict[str, Share]) -> None:
+        """A reload: new tree connects see these shares; the trees connected keep the share
+        (and the files) they connected to."""
+        self.shares = {k.lower(): v for k, v in shares.items()}
 
     def end_session(self, session_id: int) -> None:
         """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""
         self.close_opens(session_id)
-        self.sessions.pop(session_id, None)
+        s = self.sessions.pop(session_id, None)
+        if s is not None:
+            for tree in s.trees.values():
+                self.drop_tree(tree)
 
     def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
         """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
@@ -587,6 +646,9 @@ class Connection:
         for areq in list(o.waiting):
             self.cancel_async(areq, areq.close_status)
         o.waiting.clear()
+        if isinstance(o, Pipe):
+            self.pipes_open -= 1
+            return          # a pipe holds no file, lock or share mode
         closed = self.state.close_open(o)
         self.locks_held -= closed.locks_released
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:

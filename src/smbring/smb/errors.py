@@ -3,9 +3,12 @@ rule that a request's variable parts lie inside it."""
 from __future__ import annotations
 
 import errno
+import logging
 
 from smbring.smb import wire
 from smbring.smb.fs import NotAFile
+
+log = logging.getLogger("smbring.smb")
 
 
 class SMBError(Exception):
@@ -22,25 +25,45 @@ def in_request(msg, offset: int, length: int):
     return msg[offset:offset + length]
 
 
+# what a system call's failure means to a client (after Samba's unix_nt_errmap); ours where a
+# check of ours raised it (EXDEV, ELOOP: RESOLVE_BENEATH refused an escape)
+ERRNO_STATUS = {
+    errno.ENOENT: wire.STATUS_OBJECT_NAME_NOT_FOUND,
+    errno.EEXIST: wire.STATUS_OBJECT_NAME_COLLISION,
+    errno.EACCES: wire.STATUS_ACCESS_DENIED,
+    errno.EPERM: wire.STATUS_ACCESS_DENIED,
+    errno.EXDEV: wire.STATUS_ACCESS_DENIED,
+    errno.ELOOP: wire.STATUS_ACCESS_DENIED,
+    errno.ENOTDIR: wire.STATUS_OBJECT_PATH_NOT_FOUND,
+    errno.EISDIR: wire.STATUS_FILE_IS_A_DIRECTORY,
+    errno.ENOTEMPTY: wire.STATUS_DIRECTORY_NOT_EMPTY,
+    errno.ENOSPC: wire.STATUS_DISK_FULL,
+    errno.EDQUOT: wire.STATUS_DISK_FULL,
+    errno.EFBIG: wire.STATUS_DISK_FULL,
+    errno.ENAMETOOLONG: wire.STATUS_OBJECT_NAME_INVALID,
+    errno.EROFS: wire.STATUS_MEDIA_WRITE_PROTECTED,
+    errno.EMFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # out of descriptors: refuse this
+    errno.ENFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # request, keep serving
+    errno.ENOMEM: wire.STATUS_INSUFFICIENT_RESOURCES,
+    errno.EINVAL: wire.STATUS_INVALID_PARAMETER,
+    errno.EBADF: wire.STATUS_INVALID_HANDLE,
+    errno.EBUSY: wire.STATUS_SHARING_VIOLATION,
+    errno.ETXTBSY: wire.STATUS_SHARING_VIOLATION,
+    errno.EAGAIN: wire.STATUS_SHARING_VIOLATION,          # a local lease holds it (non-blocking open)
+    errno.EIO: wire.STATUS_UNEXPECTED_IO_ERROR,
+    errno.ENOTSUP: wire.STATUS_NOT_SUPPORTED,
+    errno.ENOSYS: wire.STATUS_NOT_SUPPORTED,
+    errno.EMLINK: wire.STATUS_TOO_MANY_LINKS,
+}
+
+
 def status_for_oserror(e: OSError) -> int:
+    """The NTSTATUS for a failed system call; one not in the table is STATUS_UNSUCCESSFUL and
+    logged (never silently ACCESS_DENIED: the client would look for a permission problem)."""
     if isinstance(e, NotAFile):     # a FIFO, socket or device, never opened: Samba's answer
         return wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED
-    return {
-        errno.ENOENT: wire.STATUS_OBJECT_NAME_NOT_FOUND,
-        errno.EEXIST: wire.STATUS_OBJECT_NAME_COLLISION,
-        errno.EACCES: wire.STATUS_ACCESS_DENIED,
-        errno.EPERM: wire.STATUS_ACCESS_DENIED,
-        errno.EXDEV: wire.STATUS_ACCESS_DENIED,      # RESOLVE_BENEATH refused an escape
-        errno.ELOOP: wire.STATUS_ACCESS_DENIED,
-        errno.ENOTDIR: wire.STATUS_OBJECT_PATH_NOT_FOUND,
-        errno.EISDIR: wire.STATUS_FILE_IS_A_DIRECTORY,
-        errno.ENOTEMPTY: wire.STATUS_DIRECTORY_NOT_EMPTY,
-        errno.ENOSPC: wire.STATUS_DISK_FULL,
-        errno.ENAMETOOLONG: wire.STATUS_OBJECT_NAME_INVALID,
-        errno.EROFS: wire.STATUS_MEDIA_WRITE_PROTECTED,
-        errno.EMFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # out of descriptors: refuse
-        errno.ENFILE: wire.STATUS_INSUFFICIENT_RESOURCES,     # this request, keep serving
-        errno.ENOMEM: wire.STATUS_INSUFFICIENT_RESOURCES,
-        errno.EDQUOT: wire.STATUS_DISK_FULL,
-        errno.EFBIG: wire.STATUS_DISK_FULL,
-    }.get(e.errno, wire.STATUS_ACCESS_DENIED)
+    status = ERRNO_STATUS.get(e.errno)
+    if status is None:
+        log.warning("no NTSTATUS for %s: answered STATUS_UNSUCCESSFUL", e)
+        return wire.STATUS_UNSUCCESSFUL
+    return status

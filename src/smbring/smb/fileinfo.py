@@ -23,7 +23,8 @@ ROOT_UUID = uuid.uuid4().bytes
 STORED_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
 
 
-def attributes(st: os.stat_result, dos: DosInfo | None = None) -> int:
+def attributes(st: os.stat_result, dos: DosInfo | None = None, hidden: bool = False) -> int:
+    """The file's DOS attributes; `hidden`: the share's rules hide it (hide files)."""
     is_dir = stat.S_ISDIR(st.st_mode)
     if dos is not None and dos.attrs:
         a = dos.attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY
@@ -33,6 +34,8 @@ def attributes(st: os.stat_result, dos: DosInfo | None = None) -> int:
         a |= wire.ATTR_DIRECTORY
     if not st.st_mode & 0o222 and not is_dir:
         a |= wire.ATTR_READONLY
+    if hidden:
+        a |= wire.ATTR_HIDDEN
     return a or wire.ATTR_NORMAL
 
 
@@ -54,10 +57,12 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
     return max((st.st_size + 4095) & ~4095, dos.allocation if dos is not None else 0)
 
 
-def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None) -> bytes:
+def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,
+              hidden: bool = False) -> bytes:
     n = wire.utf16(name)
     common = struct.pack("<II", 0, file_index) + times(st, dos) + struct.pack(
-        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos), attributes(st, dos))
+        "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos),
+        attributes(st, dos, hidden))
     short = wire.utf16(short_name(name)) if name not in (".", "..") else b""
     if klass == 1:    # FileDirectoryInformation
         return common + struct.pack("<I", len(n)) + n

@@ -65,14 +65,21 @@ class FileSystem(Protocol):
         directory on the way cannot be listed."""
         ...
 
-    def mkdir(self, parts: list[str]) -> None:
-        """Creates the directory. Raises FileExistsError, FileNotFoundError (no parent),
-        OSError."""
+    def mkdir(self, parts: list[str], mode: int = 0o755) -> None:
+        """Creates the directory with the permission bits `mode` (the share's directory mask
+        may narrow them). Raises FileExistsError, FileNotFoundError (no parent), OSError."""
         ...
 
     def remove(self, parts: list[str], is_dir: bool) -> None:
         """Deletes the file, or the (empty) directory. Raises FileNotFoundError, OSError
         (ENOTEMPTY for a directory with entries)."""
+        ...
+
+    def may_delete(self, parts: list[str]) -> bool:
+        """Whether the file or directory at `parts` may be removed from its directory by
+        whoever the file system acts as: write and search access to the directory, and in a
+        sticky directory, owning the entry or the directory. False for the share root, or
+        when the directory cannot be reached. Raises nothing."""
         ...
 
     def rename(self, old: list[str], new: list[str], replace: bool) -> None:

@@ -21,6 +21,7 @@ class Limits:
     max_sessions: int = 64                   # max sessions per connection
     max_pending_sessions: int = 8            # max pending sessions (logons not yet complete)
     max_open_files: int = 16384              # max open files (per connection, as one smbd)
+    max_open_pipes: int = 64                 # max open pipes (srvsvc, wkssvc; among the files)
     max_pending_requests: int = 1024         # max pending requests (blocking locks, notifies)
     # per session
     max_trees: int = 256                     # max trees per session
@@ -44,6 +45,7 @@ OPTIONS = {
     "max sessions per connection": "max_sessions",
     "max pending sessions": "max_pending_sessions",
     "max open files": "max_open_files",
+    "max open pipes": "max_open_pipes",
     "max pending requests": "max_pending_requests",
     "max trees per session": "max_trees",
     "max locks per open": "max_locks",

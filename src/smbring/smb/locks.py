@@ -219,6 +219,17 @@ class ByteRangeLocks:
             self.wake(key)
         return True
 
+    def held(self, key, owner: int) -> list[Lock]:
+        """The locks an open holds on the file (read-only, for status), by offset."""
+        f = self._files.get(key)
+        mine = f.owners.get(owner) if f else None
+        if mine is None:
+            return []
+        return sorted((Lock(offset, length, exclusive, owner)
+                       for (offset, length), (exclusive_count, shared_count) in mine.ranges.items()
+                       for exclusive in [True] * exclusive_count + [False] * shared_count),
+                      key=lambda lk: (lk.offset, lk.length, not lk.exclusive))
+
     def release_owner(self, key, owner: int) -> int:
         """Drops every lock the open holds on the file (it is closing); how many it held."""
         f = self._files.get(key)

@@ -61,12 +61,14 @@ def negotiate_token() -> bytes:
 
 class Acceptor:
     def __init__(self, lookup, *, ntlm_auth: str = "ntlmv2-only", guest_ok: bool = False,
+                 bad_user_to_guest: bool | None = None,
                  netbios_name: str = "SMBRING", domain: str = "WORKGROUP", dns_name: str | None = None,
                  dns_domain: str = "", clock=time.monotonic):
         names = ServerNames(netbios_name=netbios_name, domain=domain,
                             dns_name=dns_name if dns_name is not None else netbios_name.lower(),
                             dns_domain=dns_domain)
         self._ntlm = NtlmServer(lookup, policy=ntlm_auth_policy(ntlm_auth), guest_ok=guest_ok,
+                                bad_user_to_guest=guest_ok if bad_user_to_guest is None else bad_user_to_guest,
                                 names=names, clock=clock)
         self._framing: str | None = None      # "raw" NTLMSSP or "spnego", fixed by the first token
         self._sent_mech_list = False
@@ -76,6 +78,13 @@ class Acceptor:
         self._over = False
         self.complete = False
         self.identity: Identity | None = None
+
+    @property
+    def user(self) -> str:
+        """The user name the client's AUTHENTICATE gave ("" before it came): the logon audit
+        names it whether or not the logon succeeds."""
+        ntlm = self._ntlm
+        return f"{ntlm.domain}\\{ntlm.user}" if ntlm.domain and ntlm.user else ntlm.user
 
     def step(self, token: bytes) -> bytes:
         """The reply to one token; raises LogonFailure (after which every step does)."""

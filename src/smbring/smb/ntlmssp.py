@@ -126,7 +126,12 @@ class Authenticate:
 class NtlmServer:
     """One NTLMSSP exchange on the server side. lookup(user) gives the NT hash or None."""
 
-    def __init__(self, lookup, *, policy: str, guest_ok: bool, names: ServerNames, clock=time.monotonic):
+    def __init__(self, lookup, *, policy: str, guest_ok: bool, names: ServerNames, clock=time.monotonic,
+                 bad_user_to_guest: bool | None = None):
+        # guest_ok: anonymous logons are accepted; bad_user_to_guest: so are users the password
+        # file does not know, as guests (Samba's `map to guest = bad user`; by default with
+        # guest_ok)
+        self.bad_user_to_guest = guest_ok if bad_user_to_guest is None else bad_user_to_guest
         if policy not in POLICIES:
             raise ValueError(f"ntlm auth policy: one of {', '.join(POLICIES)}, not {policy!r}")
         self.lookup, self.policy, self.guest_ok, self.names, self.clock = lookup, policy, guest_ok, names, clock
@@ -134,6 +139,7 @@ class NtlmServer:
         self.state = "negotiate"
         self.flags = 0
         self.mic_present = False     # the client's blob announced an NTLM MIC (Samba's new_spnego)
+        self.user = self.domain = ""  # the names the AUTHENTICATE gave (for the logon audit)
         self._negotiate = self._challenge = b""
         self._sent_pairs: dict[int, bytes] = {}
         self._challenged_at = 0.0
@@ -193,6 +199,7 @@ class NtlmServer:
         auth = Authenticate.parse(msg)
         self._settle_flags(auth.flags)
         user, domain = self._decode(auth.user, self.flags), self._decode(auth.domain, self.flags)
+        self.user, self.domain = user, domain
         if not user and not auth.nt_response and auth.lm_response in (b"", b"\0"):
             if not self.guest_ok:
                 raise LogonFailure("anonymous logon refused")
@@ -203,7 +210,7 @@ class NtlmServer:
             raise LogonFailure("a response without a user name")
         nt = self.lookup(user)
         if nt is None:
-            if self.guest_ok:   # Samba's "map to guest = bad user"
+            if self.bad_user_to_guest:   # Samba's "map to guest = bad user"
                 return Identity(user, domain, "guest", b"")
             self._verify(auth, user, domain, os.urandom(16))   # the same work as for a known user
             raise LogonFailure(f"unknown user {user!r}")

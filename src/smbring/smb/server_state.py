@@ -14,7 +14,8 @@ Its interface, which is all the commands use:
 - the opens themselves: `register_open` (refused on a sharing violation), `close_open` (what
   the close leaves to do), `has_open_below` (a directory with an open file inside cannot be
   renamed);
-- delete on close that other opens see: `is_delete_pending`, `set_delete_pending`.
+- delete on close that other opens see: `is_delete_pending`, `set_delete_pending`;
+- tree connects per share, for `max connections`: `connect_tree`, `disconnect_tree`.
 
 Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
 the lock and share-mode tables is ``id(open)``).
@@ -49,6 +50,23 @@ class ServerState:
         # files to delete when their last open closes: key -> the open that asked for it, as
         # delete on close works on Windows (other opens keep the file until they close too)
         self._delete_pending: dict[tuple, Open] = {}
+        self._trees: dict[str, int] = {}      # share -> tree connects to it now
+
+    def connect_tree(self, share: str, limit: int) -> bool:
+        """Counts a new tree connect to the share; False (and nothing counted) when `limit`
+        (smb.conf's `max connections`; 0: no bound) are connected already."""
+        held = self._trees.get(share, 0)
+        if limit and held >= limit:
+            return False
+        self._trees[share] = held + 1
+        return True
+
+    def disconnect_tree(self, share: str) -> None:
+        held = self._trees.get(share, 0) - 1
+        if held > 0:
+            self._trees[share] = held
+        else:
+            self._trees.pop(share, None)
 
     def register_open(self, o: Open, access: int, share: int) -> bool:
         """Adds a new open of the file `o.key` with its access and share mode; False (and

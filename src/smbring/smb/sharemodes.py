@@ -70,6 +70,11 @@ class ShareModes:
         """Whether any open of the file may write its data (splicing it is then unsafe)."""
         return any(wants & WRITE for wants, _share in self._opens.get(key, {}).values())
 
+    def of(self, key, owner: int) -> tuple[int, int] | None:
+        """What an open takes part with (read-only, for status): (READ|WRITE|DELETE it
+        wants, the same bits it shares), None when it takes no part."""
+        return self._opens.get(key, {}).get(owner)
+
     def count(self, key) -> int:
         """How many opens the file has (all of them, attribute-only ones included)."""
         return len(self._opens.get(key, ()))

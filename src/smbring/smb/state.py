@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from smbring.smb import notify, security, wire
 from smbring.smb.fs import FileSystem
+from smbring.smb.share_access import NameRules
 from smbring.smb.wire import Header
 
 FID_ANY = b"\xff" * 16
@@ -46,15 +47,46 @@ class GoAsync(Exception):
 
 @dataclass
 class Share:
+    """A share and its smb.conf rules (docs/ADMIN.md). Fields listed in
+    `share_access.TEMPLATE_FIELDS` may hold session variables (%U, %S, ...), substituted at
+    each tree connect; lists hold smb.conf's tokens (names, @group, +group)."""
+
     name: str
     path: str
     read_only: bool = False
     guest_ok: bool = False
-    valid_users: list = field(default_factory=list)   # lower-case names; empty: everyone
+    valid_users: list = field(default_factory=list)   # empty: everyone
     encrypt: bool = False                              # smb encrypt = required
     vfs_objects: list = field(default_factory=list)    # data modules, top first (vfs.modules)
     read_path: str | None = None                       # auto, copy, splice, zc (None: server's)
     strict_allocate: bool = False                      # reserve the space a client allocates
+    section: str = ""                 # the section it came from ("homes" for a home share)
+    homes: bool = False               # [homes]: a share per user, named after them
+    comment: str = ""
+    guest_only: bool = False          # everyone connects as the guest account (with guest ok)
+    invalid_users: list = field(default_factory=list)
+    read_list: list = field(default_factory=list)     # read-only for these, whatever read only
+    write_list: list = field(default_factory=list)    # writable for these (wins over read list)
+    hosts_allow: tuple = ()           # smb.hosts tokens
+    hosts_deny: tuple = ()
+    encrypt_desired: bool = False     # smb encrypt = desired: encrypted where the client can
+    max_connections: int = 0          # tree connects at once, all clients (0: no bound)
+    veto_files: list = field(default_factory=list)    # neither listed nor reachable
+    hide_files: list = field(default_factory=list)    # listed with the hidden attribute
+    hide_dot_files: bool = True
+    hide_unreadable: bool = False
+    hide_unwriteable: bool = False
+    hide_special_files: bool = False
+    hide_new_files_timeout: float = 0.0
+    create_mask: int = 0o744          # mode bits of a new file: 0o666 & mask | force
+    force_create_mode: int = 0
+    directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force
+    force_directory_mode: int = 0
+    browseable: bool = True           # listed (srvsvc NetShareEnum) or not
+    # who the share's users act as (Samba's options; the server applies them where it runs as
+    # root): None keeps the session's own account
+    force_user: str | None = None
+    force_group: str | None = None                     # "+group": only for its members
 
 
 @dataclass(eq=False)
@@ -89,10 +121,31 @@ class Open:
         return "/".join([self.tree.fs.root] + self.parts)
 
 
+@dataclass(eq=False)
+class Pipe:
+    """A named pipe open on IPC$ (srvsvc, wkssvc): no file, a DCE/RPC association instead
+    (`rpc.endpoint.Endpoint`). Its FileId is bound to its session and tree like an Open's."""
+
+    name: str
+    endpoint: object
+    fid: bytes = b""
+    tree: "Tree | None" = None
+    session_id: int = 0
+    tree_id: int = 0
+    waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
+    readers: list = field(default_factory=list)   # READs (and TRANSCEIVEs) waiting for data
+
+    def display_name(self) -> str:
+        return self.name
+
+
 @dataclass
 class Tree:
-    share: Share | None          # None: IPC$
+    share: Share | None          # None: IPC$; else the share as this session sees it
     fs: FileSystem | None        # None: IPC$
+    names: NameRules = field(default_factory=NameRules)   # veto and hide rules
+    guest: bool = False          # acts as the guest (guest only = yes)
+    counted: str | None = None   # the share whose `max connections` counts this tree
 
 
 @dataclass
@@ -108,5 +161,9 @@ class Session:
     encrypt_key: bytes = b""      # server -> client
     decrypt_key: bytes = b""      # client -> server
     encrypt: bool = False         # every response of this session is encrypted
+    client_seals: bool = False    # the client has sent a frame sealed with its key (status)
     trees: dict = field(default_factory=dict)
+    asked_as: str = ""            # the user name the client gave (a guest's too)
+    domain: str = ""
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
+    identity: object = None       # the account its file-system calls act as (the server's)

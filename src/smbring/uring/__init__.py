@@ -43,12 +43,14 @@ from smbring._uring import (  # noqa: F401  (re-exported API)
     UnsupportedOp,
     UringUnavailable,
     openat2,
+    set_thread_credentials,
 )
 from smbring import _uring
 
 __all__ = [
     "Ring", "Request", "Batch", "BufRing", "Statx", "UringUnavailable", "UnsupportedOp",
     "available", "unavailable_reason", "features", "Features", "openat2", "punts_buffered_io",
+    "set_thread_credentials",
     "LINK", "HARDLINK", "DRAIN", "ASYNC", "FIXED_FILE",
     "RESOLVE_BENEATH", "RESOLVE_NO_SYMLINKS", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_XDEV",
     "RESOLVE_IN_ROOT", "RESOLVE_CACHED", "AT_FDCWD", "AT_EMPTY_PATH", "AT_REMOVEDIR",

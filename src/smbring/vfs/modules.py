@@ -37,8 +37,10 @@ buffer or raises OSError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -97,15 +99,25 @@ class Posix:
         return self.name + (f" -> {self.below.describe()}" if self.below else "")
 
 
+def thread_pool(initializer=None) -> ThreadPoolExecutor:
+    """The threads the threadpool module runs file I/O in: one pool for all the stacks `build`
+    makes at once (as Samba has one per smbd), made when a stack needs it. A new thread takes
+    the credentials of the thread that starts it (the event loop's, acting as some user):
+    `initializer` runs first in each (the server's gives it back the server's identity)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="smbring-io", initializer=initializer)
+
+
 class ThreadPool(Posix):
     name = "threadpool"
-    _pool: ThreadPoolExecutor | None = None
 
-    @classmethod
-    def pool(cls) -> ThreadPoolExecutor:
-        if cls._pool is None:   # one pool for the process, as Samba has one per smbd
-            cls._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="smbring-io")
-        return cls._pool
+    def __init__(self, below=None, pool: ThreadPoolExecutor | None = None):
+        super().__init__(below)
+        self._pool = pool
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = thread_pool()
+        return self._pool
 
     async def pread_into(self, fd, view, offset):
         return await asyncio.get_running_loop().run_in_executor(
@@ -182,8 +194,11 @@ class DirectWrites(Posix):
     ALIGN = 4096           # offsets, lengths and memory: what O_DIRECT asks on any device
     BOUNCE_KEPT = 4        # idle aligned buffers kept for reuse (8 MiB each, usually)
 
-    def __init__(self, below):
+    def __init__(self, below, as_server=None):
         super().__init__(below)
+        # the context in which the twin is opened: as the server (the thread may be acting as
+        # another user than the file's opener), on a descriptor the opener may write through
+        self.as_server = as_server or contextlib.nullcontext
         self._direct: dict[int, int] = {}           # fd -> its O_DIRECT twin (-1: none)
         self._device_of: dict[int, int] = {}        # fd -> st_dev
         self.devices: dict[int, CheaperOf] = {}     # st_dev -> buffered or direct
@@ -265,8 +280,13 @@ class DirectWrites(Posix):
         twin = self._direct.get(fd)
         if twin is None:
             try:
-                # a new open of the same file (not a dup: O_DIRECT belongs to the open)
-                twin = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                # a new open of the same file (not a dup: O_DIRECT belongs to the open), made
+                # only for a descriptor open for writing: opened as the server, it must never
+                # let anyone write through it what their own descriptor could not
+                if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
+                    raise OSError(errno.EBADF, "not open for writing")
+                with self.as_server():
+                    twin = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
             except OSError as e:
                 twin = -1
                 if e.errno == errno.EINVAL:        # the file system has no direct I/O
@@ -291,23 +311,25 @@ def _address(view: memoryview) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
-def build(names: list[str], aring=None, crowded=None) -> Posix:
+def build(names: list[str], aring=None, crowded=None, pool: ThreadPoolExecutor | None = None,
+          as_server=None) -> Posix:
     """The stack for a share's ``vfs objects`` (top first). Without any data module listed:
-    direct_writes over io_uring where the engine is available, else over threadpool. Unknown
-    names are skipped (the configuration loader has warned about them)."""
+    direct_writes over io_uring where the engine is available, else over threadpool (in
+    `pool`, shared by the stacks of a server). Unknown names are skipped (the configuration
+    loader has warned about them)."""
     data = [n for n in names if n in MODULES and n != "posix"]
     if not data and "posix" not in names:
         data = ["direct_writes", "io_uring" if aring is not None else "threadpool"]
     stack: Posix = Posix()
     for name in reversed(data):
         if name == "direct_writes":
-            stack = DirectWrites(stack)
+            stack = DirectWrites(stack, as_server)
         elif name == "threadpool":
-            stack = ThreadPool(stack)
+            stack = ThreadPool(stack, pool)
         elif name == "io_uring":
             if aring is None:
                 log.warning("vfs io_uring: io_uring is unavailable here; threadpool serves instead")
-                stack = ThreadPool(stack)
+                stack = ThreadPool(stack, pool)
             else:
                 stack = IoUring(stack, aring, crowded)
     return stack

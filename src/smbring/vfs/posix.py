@@ -190,10 +190,10 @@ class PosixVFS:
         except OSError:
             pass
 
-    def mkdir(self, parts: list[str]) -> None:
+    def mkdir(self, parts: list[str], mode: int = 0o755) -> None:
         fd, name = self.parent(parts)
         try:
-            os.mkdir(name, 0o755, dir_fd=fd)
+            os.mkdir(name, mode, dir_fd=fd)
         finally:
             os.close(fd)
 
@@ -204,6 +204,28 @@ class PosixVFS:
                 os.rmdir(name, dir_fd=fd)
             else:
                 os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def may_delete(self, parts: list[str]) -> bool:
+        """unlink(2)'s own rules, asked before a DELETE is granted: write and search access to
+        the directory (faccessat with the effective ids: the calling thread's), and in a sticky
+        directory owning the entry or the directory (root may always)."""
+        try:
+            fd, name = self.parent(parts)
+        except OSError:
+            return False
+        try:
+            if not os.access(".", os.W_OK | os.X_OK, dir_fd=fd, effective_ids=True):
+                return False
+            directory = os.fstat(fd)
+            if not directory.st_mode & stat.S_ISVTX:
+                return True
+            uid = os.geteuid()
+            return uid in (0, directory.st_uid) or \
+                os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid == uid
+        except OSError:
+            return False
         finally:
             os.close(fd)
 

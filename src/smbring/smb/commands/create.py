@@ -8,6 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, wire
+from smbring.smb.commands import pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -72,6 +73,25 @@ def sd_of(fs: FileSystem, fd: int, where: str) -> "acl.Descriptor | None":
         return None
 
 
+def new_file_mode(share, readonly: bool) -> int:
+    """A new file's mode bits: Samba's `create mask` and `force create mode` over rw-rw-rw-
+    (r--r--r-- with the READONLY attribute); set with fchmod, whatever the umask."""
+    return (0o444 if readonly else 0o666) & share.create_mask | share.force_create_mode
+
+
+def new_directory_mode(share) -> int:
+    """A new directory's: `directory mask` and `force directory mode` over rwxrwxrwx."""
+    return 0o777 & share.directory_mask | share.force_directory_mode
+
+
+def check_veto(names, parts: list[str]) -> None:
+    """A path through or to a vetoed name (`veto files`) does not exist, in any case."""
+    i = names.vetoed_path(parts)
+    if i is not None:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if i == len(parts) - 1
+                       else wire.STATUS_OBJECT_PATH_NOT_FOUND)
+
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -80,8 +100,6 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
-    if tree.fs is None:
-        raise SMBError(wire.STATUS_NOT_SUPPORTED)      # named pipes: no RPC services
     if len(c.opens) >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
@@ -95,10 +113,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
+    if tree.fs is None:         # IPC$: named pipes
+        return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     name, stream = split_stream(name)
     parts = split_path(name)
+    check_veto(tree.names, parts)
     in_request(msg, ctx_off, ctx_len)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
@@ -123,6 +144,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 exists = True
             except (FileNotFoundError, NotADirectoryError):
                 pass
+            check_veto(tree.names, parts)      # as spelled on disk too
     base_parts, base_key = parts, None
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
@@ -132,7 +154,11 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-            fs.close_file(fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))   # the file too
+            base_fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)   # the file too
+            try:
+                fs.fchmod(base_fd, new_file_mode(tree.share, False))
+            finally:
+                fs.close_file(base_fd)
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
@@ -192,6 +218,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
     if tree.share.read_only:
         granted &= wire.READ_ONLY_ACCESS
+    if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
+        # the account may not remove the file from its directory (no write access there, or a
+        # sticky directory and someone else's file): refused to a client that asked for DELETE,
+        # left out of what MAXIMUM_ALLOWED grants (as Samba's can_delete_file_in_directory)
+        if not access & wire.MAXIMUM_ALLOWED or options & wire.FILE_DELETE_ON_CLOSE:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        granted &= ~wire.DELETE
     if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
@@ -208,8 +241,16 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fs.mkdir(parts)
             is_dir = True
         else:
-            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444 if attrs & wire.ATTR_READONLY else 0o644)
-            fs.close_file(fd)
+            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            try:
+                if stream is None:
+                    fs.fchmod(fd, new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY)))
+                elif attrs & wire.ATTR_READONLY:
+                    fs.fchmod(fd, 0o444)
+                else:
+                    fs.fchmod(fd, 0o644)
+            finally:
+                fs.close_file(fd)
         action = wire.FILE_CREATED
     writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
     if is_dir:
@@ -218,12 +259,21 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         try:
             fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
         except PermissionError:
+            # the user may not write the file: an existing one is then refused to a client that
+            # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
+            # a file just made read-only (0444) by this CREATE keeps the rights asked for
+            if not writable or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+                raise
+            if action != wire.FILE_CREATED:
+                granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
             fd = fs.open(parts, os.O_RDONLY)
     try:        # the descriptor is closed whatever fails before the open is registered
         if not is_dir and exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF,
                                                      wire.FILE_SUPERSEDE):
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+        if action == wire.FILE_CREATED and is_dir:
+            fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
             fs.set_sd(fd, new_sd.pack())
         if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
@@ -269,12 +319,22 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
     body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
-        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size, attributes(st, dos), 0) + fid + \
+        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,
+        attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
 
 
+def shown_hidden(o: Open) -> bool:
+    """Whether the open's file shows the hidden attribute by the share's rules (`hide files`,
+    `hide dot files`)."""
+    base = o.base_parts if o.base_parts is not None else o.parts
+    return bool(base) and o.tree.names.hidden(base[-1])
+
+
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_close(c, hdr, msg, rhdr, chain)
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)
@@ -283,7 +343,8 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     c.close_open(o)
     if st:
         body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
-            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size, attributes(st, dos))
+            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
+            attributes(st, dos, hidden=shown_hidden(o)))
     else:
         body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
     return body, o.fid

@@ -29,10 +29,14 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     fs = o.tree.fs
-    if o.dir_entries is None or flags & (0x1 | 0x10):      # RESTART_SCANS, REOPEN
+    fresh = o.dir_entries is None or bool(flags & (0x1 | 0x10))
+    if fresh:      # the first query, RESTART_SCANS, REOPEN
         # names now, details as they are returned: what is deleted meanwhile is not listed
+        # (vetoed names are never listed, whatever the pattern: `veto files`)
+        names = o.tree.names
         o.dir_entries = [n for n in [".", ".."] + sorted(fs.names(o.fd))
-                         if _match(pattern, n) and not (n == STREAMS_DIR and not o.parts)]
+                         if _match(pattern, n) and not (n == STREAMS_DIR and not o.parts)
+                         and not names.vetoed(n)]
         o.dir_pos = 0
         if not o.dir_entries:
             raise SMBError(wire.STATUS_NO_SUCH_FILE)
@@ -44,10 +48,10 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
             st, dos = fs.fstat(o.fd), fs.get_dos(o.fd)
         else:
             st, dos = fs.entry_stat(o.fd, o.parts, name), fs.get_dos_at(o.fd, name)
-            if st is None:          # deleted since the scan began
-                o.dir_pos += 1
+            if st is None or o.tree.names.unlisted(st):   # deleted since the scan began, or
+                o.dir_pos += 1                              # hidden from listings (hide unreadable)
                 continue
-        entry = dir_entry(klass, name, st, o.dir_pos, dos)
+        entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name))
         start = wire.pad8(len(out))
         if start + len(entry) > out_len:
             if last is None:
@@ -61,6 +65,6 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
         o.dir_pos += 1
         if flags & 0x2:  # RETURN_SINGLE_ENTRY
             break
-    if last is None:
-        raise SMBError(wire.STATUS_NO_MORE_FILES)
+    if last is None:    # (a scan whose every name was left out found nothing)
+        raise SMBError(wire.STATUS_NO_SUCH_FILE if fresh else wire.STATUS_NO_MORE_FILES)
     return struct.pack("<HHI", 9, 72, len(out)) + bytes(out), None

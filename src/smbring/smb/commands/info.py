@@ -6,7 +6,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
-from smbring.smb.commands.create import sd_of, set_allocation
+from smbring.smb.commands import pipe
+from smbring.smb.commands.create import check_veto, sd_of, set_allocation, shown_hidden
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
@@ -45,7 +46,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     st = fs.fstat(o.fd)
     dos = fs.get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
-    basic = times(st, dos) + struct.pack("<II", attributes(st, dos), 0)
+    attrs = attributes(st, dos, hidden=shown_hidden(o))
+    basic = times(st, dos) + struct.pack("<II", attrs, 0)
     pending = o.delete_on_close or c.state.is_delete_pending(o.key)
     # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
     standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
@@ -98,9 +100,9 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 34:  # FileNetworkOpenInformation
-        return times(st, dos) + struct.pack("<QQII", alloc_size(st, dos), size, attributes(st, dos), 0)
+        return times(st, dos) + struct.pack("<QQII", alloc_size(st, dos), size, attrs, 0)
     if klass == 35:  # FileAttributeTagInformation
-        return struct.pack("<II", attributes(st, dos), 0)
+        return struct.pack("<II", attrs, 0)
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
@@ -134,6 +136,8 @@ def current_sd(o: Open) -> acl.Descriptor:
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_query_info(c, hdr, msg, rhdr, chain)
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
     o = c.open_for(bytes(msg[88:104]), chain, hdr)
     tree = c.tree(hdr)
@@ -258,7 +262,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         new_name = wire.from_utf16(buf[20:20 + name_len])
         new_parts = split_path(new_name)
+        check_veto(o.tree.names, new_parts)          # no file is renamed to a vetoed name
         new_parts = fs.match_case(new_parts[:-1]) + new_parts[-1:]
+        check_veto(o.tree.names, new_parts)
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
         try:
             fs.rename(o.parts, new_parts, bool(replace))

@@ -5,6 +5,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
+from smbring.smb.commands import pipe
 from smbring.smb.commands.negotiate import capabilities, security_mode
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import ROOT_UUID
@@ -62,6 +63,8 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if not c.local_address:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)
         out = interface_info(c.local_address)
+    elif ctl in (pipe.FSCTL_PIPE_TRANSCEIVE, pipe.FSCTL_PIPE_WAIT) and c.tree(hdr).fs is None:
+        return pipe.h_ioctl(c, hdr, msg, rhdr, chain)
     elif ctl == FSCTL_DFS_GET_REFERRALS:
         raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
     elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:

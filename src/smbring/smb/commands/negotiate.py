@@ -27,11 +27,17 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if not count:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     dialects = struct.unpack_from(f"<{count}H", msg, 64 + 36)
-    chosen = next((d for d in wire.DIALECTS if d in dialects), None)
+    policy = c.policy
+    # the highest dialect both sides speak within server min/max protocol
+    chosen = next((d for d in wire.DIALECTS if d in dialects and policy.allows(d)), None)
     if chosen is None:
+        log.info("NEGOTIATE refused: no dialect of %s within server min/max protocol",
+                 [hex(d) for d in dialects])
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    encrypting = policy.encryption != "off"
     cipher, signing_algorithm, offered = 0, None, []
-    if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION:
+    if chosen in (wire.SMB300, wire.SMB302) and caps & wire.CAP_ENCRYPTION and encrypting \
+            and security.AES_128_CCM in policy.ciphers:
         cipher = security.AES_128_CCM
     if chosen == wire.SMB311:       # the contexts are read before anything is settled
         pos = ctx_off
@@ -44,9 +50,10 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             elif ctype == wire.SIGNING_CAPABILITIES:
                 n = struct.unpack_from("<H", data, 0)[0]
                 algs = struct.unpack_from(f"<{n}H", data, 2)
-                signing_algorithm = next((a for a in security.SIGNING_PREFERENCE if a in algs), None)
+                signing_algorithm = next((a for a in policy.signing_algorithms if a in algs), None)
             pos = wire.pad8(pos + 8 + dlen)
-        cipher = next((x for x in security.CIPHER_PREFERENCE if x in offered), 0)
+        if encrypting:
+            cipher = next((x for x in policy.ciphers if x in offered), 0)
     c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
     c.client_dialects, c.cipher, c.signing_algorithm = dialects, cipher, signing_algorithm
     contexts = []
@@ -84,6 +91,8 @@ def smb1_negotiate(c: Connection, frame: bytes) -> bytes:
         raise ConnectionError("SMB1 NEGOTIATE after the first frame")
     if b"SMB 2.???" not in frame and b"SMB 2.002" not in frame:
         raise ConnectionError("SMB1 only client")
+    if b"SMB 2.???" not in frame and not c.policy.allows(wire.SMB202):
+        raise ConnectionError("SMB 2.0.2 only client, below server min protocol")
     c.smb1_negotiated = True
     c.credits.start_after_smb1_negotiate()
     # "SMB 2.???": an SMB2 NEGOTIATE follows; "SMB 2.002" alone: 2.0.2 it is, and the

@@ -6,6 +6,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import notify, wire
+from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import MAX_FILE_SIZE
@@ -21,6 +22,8 @@ def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_read(c, hdr, msg, rhdr, chain)
     _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if o.is_dir:
@@ -43,6 +46,8 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if c.tree(hdr).fs is None:
+        return pipe.h_write(c, hdr, msg, rhdr, chain)
     _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if c.tree(hdr).share.read_only:

@@ -1,16 +1,25 @@
-"""TREE_CONNECT and TREE_DISCONNECT (MS-SMB2 3.3.5.7, 3.3.5.8)."""
+"""TREE_CONNECT and TREE_DISCONNECT (MS-SMB2 3.3.5.7, 3.3.5.8), and the share's rules a tree
+connect is checked against, in Samba's order (make_connection_snum): the client's address
+(`hosts allow`/`hosts deny`), guests, the user lists, encryption, then `max connections`."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import wire
+from smbring.smb import hosts, share_access, wire
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.state import Tree
+from smbring.smb.policy import DIALECT_NAMES
+from smbring.smb.share_access import NameRules
+from smbring.smb.state import Session, Share, Tree
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
+
+log = logging.getLogger("smbring.smb")
+SHAREFLAG_ENCRYPT_DATA = 0x8000
 
 
 def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -21,26 +30,86 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if len(s.trees) >= c.limits.max_trees:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     if name == "ipc$":
+        if s.user == "anonymous" and c.policy.restrict_anonymous >= 2:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)     # restrict anonymous = 2
         tree, share_type, access = Tree(None, None), wire.SHARE_TYPE_PIPE, 0x001F01FF
     else:
-        share = c.shares.get(name)
-        if share is None:
-            raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
-        if s.guest and not share.guest_ok:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
-        if share.valid_users and s.user.rsplit("\\", 1)[-1].lower() not in share.valid_users:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
-        if share.encrypt and not c.cipher:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client cannot encrypt
-        tree = Tree(share, c.share_fs(share))
+        tree = _connect_share(c, s, name)
         share_type = wire.SHARE_TYPE_DISK
-        access = wire.READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS
+        access = wire.READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS
     tid = c.next_id
     c.next_id += 1
     s.trees[tid] = tree
     rhdr.tree_id = tid
-    share_flags = 0x8000 if tree.share and tree.share.encrypt else 0  # SHAREFLAG_ENCRYPT_DATA
+    share = tree.share
+    encrypted = share is not None and (share.encrypt or share.encrypt_desired and c.cipher and not s.guest)
+    share_flags = SHAREFLAG_ENCRYPT_DATA if encrypted else 0
     return struct.pack("<HBBIII", 16, share_type, 0, share_flags, 0, access), None
+
+
+def _connect_share(c: Connection, s: Session, name: str) -> Tree:
+    share = c.shares.get(name)
+    if share is None or share.homes:
+        share = _home_share(c, s, name)
+    if share is None:
+        raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
+    if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
+        log.info("tree connect to %s refused: %s is not allowed (hosts allow/deny)", name,
+                 c.client_address)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if s.guest and not share.guest_ok:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    as_guest = s.guest or (share.guest_only and share.guest_ok)
+    user = c.policy.guest_account if as_guest else share_access.bare(s.user)
+    values = share_access.session_values(
+        user=user, asked_as=s.asked_as, domain=s.domain, share=name,
+        client_address=c.client_address, server_name=c.policy.server_name,
+        dialect=DIALECT_NAMES.get(c.dialect, ""), accounts=c.policy.accounts)
+    share = share_access.resolve(share, values)
+    if share is share_access.BAD_VALUE:
+        raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
+    accounts = c.policy.accounts
+    if share_access.in_list(share.invalid_users, user, accounts) or \
+            share.valid_users and not share_access.in_list(share.valid_users, user, accounts):
+        log.info("tree connect to %s refused: user %s (valid/invalid users)", name, user)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    read_only = share.read_only
+    if share.read_list and share_access.in_list(share.read_list, user, accounts):
+        read_only = True
+    if share.write_list and share_access.in_list(share.write_list, user, accounts):
+        read_only = False
+    if read_only != share.read_only:
+        share = dataclasses.replace(share, read_only=read_only)
+    if share.encrypt and (not c.cipher or s.guest):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client (or a guest) cannot encrypt
+    identity = None
+    if c.identities is not None:     # the account the tree acts as (force user, force group)
+        identity = c.identities.for_share(share, s.identity)
+        if identity is None:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+    try:
+        fs = c.share_fs(share, identity)
+    except OSError as e:
+        log.info("tree connect to %s: its directory %s: %s", name, share.path, e)
+        raise SMBError(wire.STATUS_BAD_NETWORK_NAME) from None
+    if not c.state.connect_tree(name, share.max_connections):
+        log.info("tree connect to %s refused: max connections = %d reached", name, share.max_connections)
+        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+    return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, counted=name)
+
+
+def _home_share(c: Connection, s: Session, name: str) -> Share | None:
+    """[homes]: a share named after the session's user, only for that user; its directory is
+    the user's home (or the section's path, where %S is the user)."""
+    homes = c.shares.get("homes")
+    if homes is None or not homes.homes or s.guest or share_access.bare(s.user) != name:
+        return None
+    if homes.path:
+        return homes
+    home = c.policy.accounts.home(name)
+    if not home:
+        return None
+    return dataclasses.replace(homes, path=home)
 
 
 def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -48,4 +117,5 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if t is None:
         raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
     c.close_opens(hdr.session_id, hdr.tree_id)
+    c.drop_tree(t)
     return struct.pack("<HH", 4, 0), None

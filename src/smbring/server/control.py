@@ -1,0 +1,287 @@
+"""The control socket and ``smbring status``, smbring's ``smbstatus``.
+
+The server listens on a Unix stream socket (``control socket`` in [global] or
+``--control-socket``; default ``/run/smbring/control`` as root, else
+``$XDG_RUNTIME_DIR/smbring/control``). The socket has mode 0600 in a directory of mode 0700
+owned by the server's user, and every connection is checked with ``SO_PEERCRED``: only root
+and the server's own user are answered (anyone else gets one line saying so). What it
+tells is who is connected from where, as which user, and what they have open: nothing a
+client should learn about the others.
+
+The protocol is one request line (``status``) and one JSON document in answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from smbring.smb import security, sharemodes, wire
+
+if TYPE_CHECKING:
+    from smbring.server.server import Server
+
+log = logging.getLogger("smbring.control")
+
+REQUEST_MAX = 256               # bytes of a request line
+REQUEST_TIMEOUT = 5.0
+DIALECTS = {wire.SMB202: "SMB2_02", wire.SMB210: "SMB2_10", wire.SMB300: "SMB3_00",
+            wire.SMB302: "SMB3_02", wire.SMB311: "SMB3_11"}
+SIGNING = {security.HMAC_SHA256: "HMAC-SHA256", security.AES_CMAC: "AES-128-CMAC",
+           security.AES_GMAC: "AES-128-GMAC"}
+CIPHERS = {security.AES_128_CCM: "AES-128-CCM", security.AES_128_GCM: "AES-128-GCM",
+           security.AES_256_CCM: "AES-256-CCM", security.AES_256_GCM: "AES-256-GCM"}
+
+
+def default_path() -> str:
+    if os.geteuid() == 0:
+        return "/run/smbring/control"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "smbring", "control")
+    return f"/tmp/smbring-{os.geteuid()}/control"
+
+
+# -- what status tells --------------------------------------------------------------------
+def _modes(bits: int) -> str:
+    """READ|WRITE|DELETE bits as smbstatus letters: R, W, D (- for none)."""
+    return "".join(c for b, c in ((sharemodes.READ, "R"), (sharemodes.WRITE, "W"),
+                                  (sharemodes.DELETE, "D")) if bits & b) or "-"
+
+
+def snapshot(server: "Server") -> dict:
+    """What the server holds now: its connections, their sessions, tree connects, open
+    files (with their share modes) and byte-range locks. Read only."""
+    state = server.state
+    connections = []
+    for link in sorted(server.links, key=lambda lk: lk.connected_at):
+        conn = link.conn
+        host, port = (link.peer or ("?", 0))[:2]
+        sessions = []
+        for s in conn.sessions.values():
+            if not s.valid:
+                continue
+            sessions.append({
+                "id": s.id, "user": s.user, "guest": s.guest,
+                "signing": SIGNING.get(conn.sign_algorithm(), "?") if s.sign else None,
+                "encryption": CIPHERS.get(conn.cipher, "?") if s.encrypt or s.client_seals else None,
+                "trees": [{"id": tid, "share": t.share.name if t.share else "IPC$",
+                           "path": t.share.path if t.share else None}
+                          for tid, t in s.trees.items()],
+            })
+        opens = []
+        for o in conn.opens.values():
+            modes = state.share_modes.of(o.key, id(o))
+            opens.append({
+                "session": o.session_id, "tree": o.tree_id,
+                "share": o.tree.share.name if o.tree and o.tree.share else None,
+                "name": o.display_name() or ".", "directory": o.is_dir,
+                "access": f"0x{o.granted:08x}",
+                "uses": _modes(modes[0]) if modes else "-",
+                "shares": _modes(modes[1]) if modes else "RWD",
+                "oplock": "NONE", "lease": None,       # smbring grants neither yet
+                "delete_on_close": o.delete_on_close,
+                "locks": [{"offset": lk.offset, "length": lk.length,
+                           "type": "exclusive" if lk.exclusive else "shared"}
+                          for lk in state.locks.held(o.key, id(o))],
+            })
+        connections.append({
+            "client": f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}",
+            "connected": link.connected_at,
+            "dialect": DIALECTS.get(conn.dialect, f"0x{conn.dialect:04x}") if conn.dialect else None,
+            "sessions": sessions, "opens": opens,
+        })
+    return {"pid": os.getpid(), "stopping": server.stopping, "shares": sorted(server.shares),
+            "connections": connections, "time": time.time()}
+
+
+# -- the server's side ----------------------------------------------------------------------
+class ControlError(OSError):
+    pass
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _prepare_directory(directory: str) -> None:
+    """The socket's directory: made with mode 0700, or one that exists owned by this user
+    (or root) and writable by nobody else: another user must not be able to replace the
+    socket."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ControlError(f"control socket directory {directory}: owned by uid {st.st_uid} with mode "
+                           f"{stat.S_IMODE(st.st_mode):o}: it must be this user's, writable only by it")
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+
+
+def _claim(path: str) -> None:
+    """Removes a stale socket left by a server that is gone; refuses one that answers."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlError(f"control socket {path}: exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(path) == 0:
+            raise ControlError(f"control socket {path}: another smbring serves it "
+                               "(give each server its own: --control-socket or `control socket`)")
+    os.unlink(path)
+
+
+class ControlSocket:
+    def __init__(self, server: "Server", path: str):
+        self.server = server
+        self.path = path
+        self._unix: asyncio.AbstractServer | None = None
+        self._ino: int | None = None
+
+    async def start(self) -> None:
+        _prepare_directory(os.path.dirname(os.path.abspath(self.path)))
+        _claim(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)           # no moment with a wider mode than 0600
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        self._ino = os.stat(self.path).st_ino
+        sock.listen(16)
+        self._unix = await asyncio.start_unix_server(self._serve, sock=sock)
+        log.info("control socket %s (smbring status)", self.path)
+
+    async def close(self) -> None:
+        if self._unix is not None:
+            self._unix.close()
+            await self._unix.wait_closed()
+        try:
+            if os.stat(self.path).st_ino == self._ino:     # ours, not a newer server's
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            # the request is read (bounded) before anyone is refused, so that the refusal
+            # reaches a client still sending rather than a reset
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            if uid not in (0, os.geteuid()):
+                log.warning("control socket: uid %d refused (only root and uid %d may ask)", uid, os.geteuid())
+                writer.write(json.dumps({"error": "permission denied"}).encode() + b"\n")
+                await writer.drain()
+                return
+            request = line[:REQUEST_MAX].decode(errors="replace").strip()
+            if request == "status":
+                answer = snapshot(self.server)
+            else:
+                answer = {"error": f"unknown request {request[:40]!r} (known: status)"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError) as e:
+            log.info("control socket: request dropped: %s", e)
+        finally:
+            writer.close()
+
+
+# -- smbring status -------------------------------------------------------------------------
+def ask(path: str, request: str = "status", timeout: float = 10.0) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request.encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+def _table(rows: list[list[str]], head: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+    return "\n".join([line(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [line(r) for r in rows])
+
+
+def render(status: dict) -> str:
+    """The text `smbring status` prints: sessions, tree connects, open files, locks."""
+    sessions, trees, opens, locks = [], [], [], []
+    for c in status["connections"]:
+        users = {s["id"]: s["user"] for s in c["sessions"]}
+        if not c["sessions"]:
+            sessions.append(["-", "(not logged on)", c["client"], c["dialect"] or "-", "-", "-"])
+        for s in c["sessions"]:
+            sessions.append([str(s["id"]), s["user"] + (" (guest)" if s["guest"] and s["user"] != "guest" else ""),
+                             c["client"], c["dialect"] or "-", s["signing"] or "-", s["encryption"] or "-"])
+            for t in s["trees"]:
+                trees.append([t["share"], str(s["id"]), c["client"], t["path"] or "-"])
+        for o in c["opens"]:
+            opens.append([users.get(o["session"], "?"), o["share"] or "-", o["name"], o["uses"],
+                          o["shares"], o["access"], o["lease"] or o["oplock"]])
+            for lk in o["locks"]:
+                locks.append([o["name"], lk["type"], str(lk["offset"]), str(lk["length"]), c["client"]])
+    parts = [f"smbring (pid {status['pid']}){' stopping' if status['stopping'] else ''}: "
+             f"shares {', '.join(status['shares'])}"]
+    parts.append(_table(sessions, ["Session", "User", "Client", "Dialect", "Signing", "Encryption"])
+                 if sessions else "No sessions.")
+    parts.append(_table(trees, ["Share", "Session", "Client", "Path"]) if trees else "No tree connects.")
+    parts.append(_table(opens, ["User", "Share", "Name", "Uses", "Shares", "Access", "Oplock/lease"])
+                 if opens else "No open files.")
+    parts.append(_table(locks, ["Name", "Lock", "Offset", "Length", "Client"])
+                 if locks else "No byte-range locks.")
+    return "\n\n".join(parts)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="what a running server holds: sessions, shares, open files, "
+                                      "locks (like smbstatus)")
+    p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    p.add_argument("--control-socket", help=f"the server's control socket (default {default_path()})")
+    p.add_argument("--config", help="smb.conf whose `control socket` to use")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    path = args.control_socket
+    if not path and args.config:
+        from smbring.server.config import ConfigError, load
+        try:
+            path = load(args.config).options.get("control socket")
+        except (OSError, ConfigError) as e:
+            print(f"configuration: {e}", file=sys.stderr)
+            return 2
+    path = path or default_path()
+    try:
+        status = ask(path)
+    except FileNotFoundError:
+        print(f"no server at {path} (is smbring serving? see --control-socket)", file=sys.stderr)
+        return 1
+    except ConnectionRefusedError:
+        print(f"no server at {path}: the socket is left from one that has stopped", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"{path}: permission denied (only root and the server's user may ask)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return 1
+    if "error" in status:
+        print(f"{path}: {status['error']}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0

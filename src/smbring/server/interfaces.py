@@ -1,0 +1,74 @@
+"""`interfaces` with `bind interfaces only = yes`: the addresses the server binds to.
+
+An entry is an interface name (shell wildcards allowed: ``eth*``), an address, or
+address/mask (the address is bound; the mask says nothing more here). Samba's extended syntax
+(``"eth0;speed=1000000000"``) is accepted, the part after ``;`` ignored. Host names are
+refused: binding must not depend on name resolution."""
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import ipaddress
+import socket
+import struct
+
+SIOCGIFADDR = 0x8915
+
+
+class InterfaceError(ValueError):
+    pass
+
+
+def interface_names() -> list[str]:
+    return [name for _index, name in socket.if_nameindex()]
+
+
+def ipv4_of(name: str) -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def ipv6_of(name: str) -> list[str]:
+    """Global and loopback IPv6 addresses (link-local ones need a scope: left out)."""
+    found = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5] == name:
+                    ip = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+                    if not ip.is_link_local:
+                        found.append(str(ip))
+    except OSError:
+        pass
+    return found
+
+
+def addresses(entries: list[str]) -> list[str]:
+    """The addresses to bind for the `interfaces` entries; InterfaceError for an entry that
+    names nothing this machine has."""
+    out: list[str] = []
+    names = interface_names()
+    for entry in entries:
+        entry = entry.strip('"').split(";", 1)[0]
+        if not entry:
+            continue
+        address = entry.split("/", 1)[0]
+        try:
+            out.append(str(ipaddress.ip_address(address)))
+            continue
+        except ValueError:
+            pass
+        matched = [n for n in names if fnmatch.fnmatchcase(n, entry)]
+        if not matched:
+            raise InterfaceError(f"{entry}: no such interface (host names are not looked up)")
+        for name in matched:
+            v4 = ipv4_of(name)
+            out.extend(([v4] if v4 else []) + ipv6_of(name))
+    if not out:
+        raise InterfaceError("no address on the interfaces listed")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,245 @@
+"""smb.conf's options: Samba's names and synonyms, how each value is read, and which options
+are honoured (`OPTIONS`), refused unless harmless (`REFUSED`) or ignored without a word
+(`QUIET`); every other option is ignored and listed once. `smbring.server.config` applies
+them; docs/ADMIN.md is the table for administrators."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from smbring.smb import hosts, share_access
+from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
+from smbring.smb.ntlm import ntlm_auth_policy
+from smbring.smb.policy import CIPHER_NAMES, PROTOCOLS, SIGNING_NAMES
+
+
+class ConfigError(ValueError):
+    pass
+
+
+READ_PATHS = ("auto", "copy", "mmap", "splice", "zc")
+WHOLE = re.compile(r"[0-9]+")
+DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
+OCTAL = re.compile(r"0?[0-7]{1,4}")
+# -- values ---------------------------------------------------------------------------------
+def boolean(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("yes", "true", "1", "on"):
+        return True
+    if v in ("no", "false", "0", "off"):
+        return False
+    raise ConfigError(f"{where}: expected yes or no, not {value!r}")
+
+
+def octal(value: str, where: str) -> int:
+    if not OCTAL.fullmatch(value.strip()):
+        raise ConfigError(f"{where}: expected octal mode bits (0744), not {value!r}")
+    return int(value.strip(), 8)
+
+
+def whole(value: str, where: str) -> int:
+    if not WHOLE.fullmatch(value.strip()):
+        raise ConfigError(f"{where}: expected a whole number, not {value!r}")
+    return int(value.strip())
+
+
+def one_of(table: dict, what: str):
+    def parse(value: str, where: str):
+        v = " ".join(value.lower().split())
+        if v not in table:
+            raise ConfigError(f"{where}: {what} is one of {', '.join(sorted(set(table)))}, not {value!r}")
+        return table[v]
+    return parse
+
+
+SIGNING = {**dict.fromkeys(("required", "mandatory", "force", "forced", "enforced"), True),
+           **dict.fromkeys(("default", "auto", "if_required", "yes", "true", "1", "on", "enabled",
+                            "desired", "no", "false", "0", "off", "disabled"), False)}
+ENCRYPTION = {**dict.fromkeys(("no", "false", "0", "off", "disabled"), "off"),
+              **dict.fromkeys(("default", "if_required", "yes", "true", "1", "on", "enabled", "auto"),
+                              "if_required"),
+              "desired": "desired",
+              **dict.fromkeys(("required", "mandatory", "force", "forced", "enforced"), "required")}
+MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
+                "bad uid": "bad uid"}
+PROTOCOL_VALUES = {**PROTOCOLS, "default": None}
+
+
+def listen_address(value: str, where: str) -> tuple[str, int]:
+    host, _, port = value.strip().rpartition(":")
+    if not WHOLE.fullmatch(port) or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected HOST:PORT, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _ports(value: str, where: str) -> list[int]:
+    ports = [whole(p, where) for p in share_access.split_list(value)]
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise ConfigError(f"{where}: expected port numbers, not {value!r}")
+    return ports
+
+
+def _hosts(value: str, where: str) -> tuple[str, ...]:
+    try:
+        return hosts.parse_list(value)
+    except hosts.HostsError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _users(value: str, where: str) -> list[str]:
+    tokens = share_access.split_list(value)
+    for token in tokens:
+        if token.lstrip("+@") != token.lstrip("+@&"):       # &group: NIS netgroups only
+            raise ConfigError(f"{where}: {token}: NIS netgroups are not supported (use @group "
+                              "or +group for Unix groups)")
+    return tokens
+
+
+def _algorithms(table: dict):
+    def parse(value: str, where: str) -> tuple:
+        names = [n.lower() for n in share_access.split_list(value)]
+        unknown = [n for n in names if n not in table]
+        if unknown or not names:
+            raise ConfigError(f"{where}: one or more of {', '.join(table)}, not {value!r}")
+        return tuple(dict.fromkeys(table[n] for n in names))
+    return parse
+
+
+def _text(value: str, where: str) -> str:
+    return value
+
+
+def _seconds(value: str, where: str) -> float:
+    if not DECIMAL.fullmatch(value.strip()):
+        raise ConfigError(f"{where}: expected a number of seconds, not {value!r}")
+    return float(value)
+
+
+def _read_path(value: str, where: str) -> str:
+    v = value.strip().lower()
+    if v not in READ_PATHS:
+        raise ConfigError(f"{where}: one of {', '.join(READ_PATHS)}, not {value!r}")
+    return v
+
+
+def _restrict_anonymous(value: str, where: str) -> int:
+    n = whole(value, where)
+    if n > 2:
+        raise ConfigError(f"{where}: 0, 1 or 2, not {value!r}")
+    return n
+
+
+# -- the options ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    scope: str          # "global", or "share" (a share option in [global] is every share's default)
+    parse: object       # (value, where) -> the value
+    templates: bool = False   # may hold session variables (%U, %S, ...)
+
+
+S, G = "share", "global"
+# honoured: Samba's canonical name (or smbring's own) -> how it is read
+OPTIONS: dict[str, Spec] = {
+    # shares
+    "path": Spec(S, _text, True), "comment": Spec(S, _text, True),
+    "read only": Spec(S, boolean), "guest ok": Spec(S, boolean), "guest only": Spec(S, boolean),
+    "valid users": Spec(S, _users, True), "invalid users": Spec(S, _users, True),
+    "read list": Spec(S, _users, True), "write list": Spec(S, _users, True),
+    "hosts allow": Spec(S, _hosts), "hosts deny": Spec(S, _hosts),
+    "server smb encrypt": Spec(S, one_of(ENCRYPTION, "smb encrypt")),
+    "max connections": Spec(S, whole),
+    "veto files": Spec(S, _text, True), "hide files": Spec(S, _text, True),
+    "hide dot files": Spec(S, boolean), "hide unreadable": Spec(S, boolean),
+    "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),
+    "hide new files timeout": Spec(S, _seconds),
+    "create mask": Spec(S, octal), "directory mask": Spec(S, octal),
+    "force create mode": Spec(S, octal), "force directory mode": Spec(S, octal),
+    "browseable": Spec(S, boolean), "access based share enum": Spec(S, boolean),
+    "available": Spec(S, boolean), "printable": Spec(S, boolean), "copy": Spec(S, _text),
+    "vfs objects": Spec(S, _text), "read path": Spec(S, _read_path),
+    "strict allocate": Spec(S, boolean),
+    # the server
+    "server signing": Spec(G, one_of(SIGNING, "server signing")),
+    "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
+    "server max protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
+    "server smb3 encryption algorithms": Spec(G, _algorithms(CIPHER_NAMES)),
+    "server smb3 signing algorithms": Spec(G, _algorithms(SIGNING_NAMES)),
+    "ntlm auth": Spec(G, lambda v, w: _ntlm_auth(v, w)),
+    "map to guest": Spec(G, one_of(MAP_TO_GUEST, "map to guest")),
+    "guest account": Spec(G, _text), "restrict anonymous": Spec(G, _restrict_anonymous),
+    "username map": Spec(G, _text),
+    "force user": Spec(S, _text), "force group": Spec(S, _text),
+    "interfaces": Spec(G, lambda v, w: share_access.split_list(v)),
+    "bind interfaces only": Spec(G, boolean), "smb ports": Spec(G, _ports),
+    "netbios name": Spec(G, _text),
+    "security": Spec(G, one_of({"auto": "user", "user": "user", "ads": "ads", "domain": "domain"},
+                               "security")),
+    "server role": Spec(G, one_of({"auto": "standalone", "standalone": "standalone",
+                                   "standalone server": "standalone",
+                                   "member server": "member", "member": "member",
+                                   "classic primary domain controller": "dc",
+                                   "classic backup domain controller": "dc",
+                                   "active directory domain controller": "dc", "dc": "dc",
+                                   "pdc": "dc", "bdc": "dc"}, "server role")),
+    "listen": Spec(G, listen_address), "passdb": Spec(G, _text),     # smbring's own
+    **{name: Spec(G, _text) for name in LIMIT_OPTIONS},
+}
+# Samba's synonyms: name -> (canonical, inverted boolean)
+SYNONYMS = {
+    "writable": ("read only", True), "writeable": ("read only", True), "write ok": ("read only", True),
+    "public": ("guest ok", False), "only guest": ("guest only", False),
+    "browsable": ("browseable", False), "allow hosts": ("hosts allow", False),
+    "deny hosts": ("hosts deny", False), "smb encrypt": ("server smb encrypt", False),
+    "directory": ("path", False), "create mode": ("create mask", False),
+    "directory mode": ("directory mask", False), "print ok": ("printable", False),
+    "vfs object": ("vfs objects", False), "min protocol": ("server min protocol", False),
+    "max protocol": ("server max protocol", False), "protocol": ("server max protocol", False),
+    "group": ("force group", False), "exec": ("preexec", False), "root": ("root directory", False),
+    "root dir": ("root directory", False), "debug level": ("log level", False),
+}
+# refused unless harmless: name -> (is the value harmless?, why it cannot be enforced)
+REFUSED: dict[str, tuple] = {
+    "admin users": (lambda v: not v.strip(), "would act as root on the share; not supported"),
+    "username map script": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
+    "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
+    "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),
+    "follow symlinks": (lambda v: v.strip().lower() in ("yes", "true", "1", "on"),
+                        "= no is not supported (symlinks inside the share are followed; those "
+                        "leading out of it never are)"),
+    "dont descend": (lambda v: not v.strip(), "not supported"),
+    "preexec close": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
+                      "= yes would make a script decide who connects; scripts are not run"),
+    "root preexec close": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
+                           "= yes would make a script decide who connects; scripts are not run"),
+}
+# ignored without being listed: names, logging, printing, browsing, AD and password-change
+# settings that change nothing smbring does
+QUIET = {
+    "workgroup", "server string", "log file", "max log size", "logging", "log level", "panic action",
+    "syslog", "syslog only", "debug timestamp", "debug pid", "debug uid", "debug hires timestamp",
+    "timestamp logs", "load printers", "printing", "printcap name", "disable spoolss",
+    "show add printer wizard", "dns proxy", "wins support", "wins server", "wins proxy",
+    "os level", "local master", "preferred master", "domain master", "unix password sync",
+    "passwd program", "passwd chat", "pam password change", "usershare allow guests",
+    "usershare max shares", "usershare path", "usershare owner only", "template shell",
+    "template homedir", "dos charset", "unix charset", "display charset", "server services",
+    "lock directory", "state directory", "cache directory", "pid directory", "private dir",
+    "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
+    "case sensitive", "preserve case", "short preserve case", "default case", "mangled names",
+    "oplocks", "level2 oplocks", "kernel oplocks", "fake oplocks", "strict locking", "posix locking",
+    "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
+    "durable handles", "smb2 leases", "aio read size", "aio write size", "use sendfile",
+    "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
+    "printer name", "print command", "lpq command", "lprm command", "min print space",
+    "kernel change notify", "change notify",
+    # smbring's service options (read by smbring.server.cli, logs, control, metrics)
+    "control socket", "metrics port", "shutdown timeout",
+}
+SKIPPED_SECTIONS = {"printers"}
+
+
+def _ntlm_auth(value: str, where: str) -> str:
+    try:
+        return ntlm_auth_policy(value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None

@@ -1,0 +1,149 @@
+"""Acting as a user: the Unix identity a session's file-system calls run as, and a share's
+files as one identity sees them.
+
+A server started as root acts for each session as the Unix account its SMB user maps to, as
+Samba's smbd does (its ``become_user``): the event loop's thread switches its effective uid,
+gid and supplementary groups to the session's before a file-system call of that session,
+so the kernel's own permission checks apply and new files belong to the user. The switch is
+made with the raw system calls (``smbring.set_thread_credentials``), which act on the
+calling thread only; only the effective ids change, so the real and saved uid stay 0: the
+thread can come back, and processes of the users cannot signal the server.
+
+Switching costs about 5 us (three credential commits), so it is cached: the thread stays as
+the last identity until a call needs another one (`ThreadCredentials.become`). What the
+server does for itself in that thread (reading its password file, opening a file it must
+open whatever the user could) runs under `ThreadCredentials.as_server`, which returns the
+thread to the server's own identity first. ``smbring bench identity`` measures the choice
+against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from smbring.uring import set_thread_credentials
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A Unix account as a session acts as it: its name (for the log; two names of one
+    account are the same identity), uid, primary gid and supplementary groups (the primary
+    one among them, as initgroups makes them)."""
+
+    name: str = field(compare=False)
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def current_identity(name: str = "server") -> Identity:
+    """The calling thread's effective identity now."""
+    return Identity(name, os.geteuid(), os.getegid(), tuple(os.getgroups()))
+
+
+class ThreadCredentials:
+    """Switches one thread (the one that creates it: the event loop's) between the server's
+    identity and its users'. Any other thread asking is refused: credentials are per thread,
+    and a call made on the wrong thread would run as whatever that thread is."""
+
+    def __init__(self) -> None:
+        self.server = current_identity()
+        self.current = self.server
+        self.switches = 0           # how many switches were made (for the tests and the log)
+        self._thread = threading.get_ident()
+
+    def become(self, who: Identity) -> None:
+        """Makes the thread act as `who` (nothing to do when it already does)."""
+        if who == self.current:
+            return
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("credentials switched from a thread they do not belong to")
+        try:
+            set_thread_credentials(who.uid, who.gid, who.groups)
+        except OSError:
+            # half switched at worst (euid 0): go back to the server's identity entirely
+            self.current = None
+            set_thread_credentials(self.server.uid, self.server.gid, self.server.groups)
+            self.current = self.server
+            raise
+        self.current = who
+        self.switches += 1
+
+    def server_thread(self) -> None:
+        """Run first in a new thread of the server's (a thread pool's): a thread starts with
+        the credentials of the one that started it, acting as some user perhaps."""
+        set_thread_credentials(self.server.uid, self.server.gid, self.server.groups)
+
+    def as_server(self):
+        """A context in which the thread acts as the server. It stays so afterwards: the next
+        file-system call of a session switches again if it must."""
+        return self._as(self.server)
+
+    @contextmanager
+    def _as(self, who: Identity):
+        self.become(who)
+        yield
+
+
+class NoSwitch:
+    """Where the server is not root: everything runs as the server's user."""
+
+    server = None
+
+    @staticmethod
+    @contextmanager
+    def as_server():
+        yield
+
+
+# What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
+# identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
+CALLS = ("open", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "statvfs", "stream_id",
+         "stream_parts", "streams", "make_stream_dir", "remove_streams", "close_file", "fstat",
+         "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "get_dos",
+         "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
+
+
+class ShareView:
+    """A share's files as one identity reaches them: every call of the FileSystem protocol
+    first makes the thread act as that identity, then goes to the share's one `PosixVFS`
+    (whose root descriptor the server opened, as itself, and shares). Closing a view closes
+    nothing: the root descriptor is the server's."""
+
+    def __init__(self, base, identity: Identity | None, creds: ThreadCredentials | None):
+        self.base = base
+        self.root = base.root
+        self.identity = identity
+        self.creds = creds if identity is not None else None
+
+    def close(self) -> None:
+        pass
+
+    def _act(self) -> None:
+        if self.creds is not None:
+            self.creds.become(self.identity)
+
+    def open(self, parts, flags, mode=0o644):
+        self._act()
+        return self.base.open(parts, flags, mode)
+
+    def mkdir(self, parts, mode=0o755):
+        self._act()
+        self.base.mkdir(parts, mode)
+
+
+def _acting(name: str):
+    def call(self, *args, **kw):
+        self._act()
+        return getattr(self.base, name)(*args, **kw)
+    call.__name__ = name
+    call.__doc__ = f"FileSystem.{name}, as the view's identity."
+    return call
+
+
+for _name in CALLS:
+    if _name not in ShareView.__dict__:
+        setattr(ShareView, _name, _acting(_name))
+del _name
