@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the 13 smbtorture smb2 suites of issue 4 against a fresh smbring server.
+# Run smbtorture smb2 suites (by default the 13 core ones) against a fresh smbring server.
 #   scripts/torture.sh [OUTDIR] [SUITE ...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
