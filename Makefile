@@ -13,15 +13,15 @@ LISTEN ?= 127.0.0.1:4445
 
 all: build
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=77'
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
 # The extension is rebuilt in place whenever a C file changes.
 build: $(STAMP) $(CSRC)
-	$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v -e '^running' -e '^copying' || true
+	$(BIN)/python setup.py -q build_ext --inplace > $(VENV)/build.log 2>&1 || { cat $(VENV)/build.log; exit 1; }
 	$(BIN)/python -c 'import smbring._uring'
 
 system-deps:

@@ -33,5 +33,6 @@ MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events")]
 setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
+    include_package_data=False,   # the C sources under _uring/ and _events/ are not package data
     ext_modules=[extension(n, f) for n, f in MODULES if glob.glob(f"src/smbring/{f}/*.c")],
 )

@@ -3,18 +3,28 @@
 # create one with a random password and say so (only its NT hash is stored).
 set -euo pipefail
 BIN=.venv/bin
+new_share=no
+[ -d "$SHARE" ] || new_share=yes
 mkdir -p "$SHARE"
 if [ -z "$($BIN/smbring user list 2>/dev/null)" ]; then
     pw=$($BIN/python -c 'import secrets; print(secrets.token_urlsafe(12))')
     printf '%s\n' "$pw" | $BIN/smbring user add smbring --password-stdin >/dev/null
     echo "created user 'smbring' with password '$pw' (change it: .venv/bin/smbring user add smbring)"
 fi
-if [ "$(id -u)" = 0 ] && ! id smbring >/dev/null 2>&1; then
-    # as root, each user acts as its Unix account; 'smbring' has none: it acts as the owner
-    # of the shared directory (an smb.conf `username map`, as Samba reads it)
-    owner=$(stat -c %U "$SHARE")
-    printf '%s = smbring\n' "$owner" > "$BIN/../serve-username.map"
-    SERVE_ARGS="--username-map $BIN/../serve-username.map $SERVE_ARGS"
+if [ "$(id -u)" = 0 ]; then
+    # as root, each user acts as its Unix account (as with smbd)
+    if id smbring >/dev/null 2>&1; then
+        [ "$new_share" = yes ] && chown smbring: "$SHARE"
+        echo "user 'smbring' acts as the Unix account smbring (owner of $SHARE: $(stat -c %U "$SHARE"))"
+    else
+        # no such account: it acts as the owner of the shared directory (an smb.conf
+        # `username map`, as Samba reads it)
+        owner=$(stat -c %U "$SHARE")
+        printf '%s = smbring\n' "$owner" > "$BIN/../serve-username.map"
+        SERVE_ARGS="--username-map $BIN/../serve-username.map $SERVE_ARGS"
+        echo "user 'smbring' acts as $owner, the owner of $SHARE"
+        [ "$owner" = root ] && echo "  (root: the kernel's permission checks do not apply; chown the directory to an account to change that)"
+    fi
 fi
 host=${LISTEN%:*}; port=${LISTEN##*:}
 echo "try: smbclient //$host/share -p $port -U smbring -c ls"

@@ -54,6 +54,20 @@ def wait_listening(proc, port, log, timeout=15):
     raise RuntimeError("server did not start")
 
 
+_STARTED = []     # the servers this module's tests started; the fixture below reaps them
+
+
+@pytest.fixture(autouse=True)
+def _reap_servers():
+    """A test that fails half way must not leave its server running (and its port taken)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def start(tmp_path, *args, env=None, port=None, **popen):
     """`smbring serve *args` with its log in tmp_path/server.log; returns (proc, port)."""
     port = port or free_port()
@@ -65,6 +79,7 @@ def start(tmp_path, *args, env=None, port=None, **popen):
         args += ["--control-socket", str(tmp_path / "ctl" / "control")]
     proc = subprocess.Popen(CLI + ["serve", *args, "--log-level", "info"], env=env or env_for(tmp_path),
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, **popen)
+    _STARTED.append(proc)
     wait_listening(proc, port, log)
     control = args[args.index("--control-socket") + 1]
     deadline = time.monotonic() + 10
