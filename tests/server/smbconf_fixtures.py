@@ -205,8 +205,9 @@ class HeldClient:
 
     def __init__(self, served: Served, share: str, user: str | None, extra: tuple = ()):
         creds = served._creds(user, None)
+        # stdbuf: smbclient's output to a pipe is block-buffered, answers would wait for its end
         self.proc = subprocess.Popen(
-            ["smbclient", f"//{served.host}/{share}", "-p", str(served.port), *creds, *extra],
+            ["stdbuf", "-oL", "smbclient", f"//{served.host}/{share}", "-p", str(served.port), *creds, *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.seen = b""
 
@@ -239,11 +240,11 @@ class HeldClient:
             return False
 
     def close(self) -> str:
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
+        if self.proc.returncode is not None:
+            return self.seen.decode(errors="replace")
+        if self.proc.stdin.closed:          # (a write failed): communicate would flush it
+            self.proc.stdin = None
+        try:                                # closes stdin: smbclient ends
             rest, _ = self.proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
