@@ -207,37 +207,36 @@ class HeldClient:
         creds = served._creds(user, None)
         # stdbuf: smbclient's output to a pipe is block-buffered, answers would wait for its end
         self.proc = subprocess.Popen(
-            ["stdbuf", "-oL", "smbclient", f"//{served.host}/{share}", "-p", str(served.port), *creds, *extra],
+            ["stdbuf", "-oL", "smbclient", f"//{served.host}/{share}", "-p", str(served.port), *creds,
+             *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.seen = b""
 
-    def ask(self, command: str, until: bytes, timeout: float = 15.0) -> str:
-        """Sends a command; returns the output up to `until` (or up to smbclient's end)."""
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.read_until(until, timeout)
-
-    def read_until(self, until: bytes, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while until not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"smbclient did not answer {until!r}: {self.seen!r}")
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break           # smbclient has ended
-                self.seen += chunk
-        text, _, self.seen = self.seen.partition(until)
-        return (text + (until if _ else b"")).decode(errors="replace")
-
-    def connected(self) -> bool:
-        """Whether the tree is usable: `pwd` answers with the current directory."""
+    def ask(self, command: str, ends: tuple[bytes, ...], timeout: float = 20.0) -> str | None:
+        """Sends one command; returns what smbclient says up to the end of the first line
+        holding one of `ends` (or up to its end, or the timeout); None if smbclient has ended.
+        One command at a time: smbclient reads its input through a buffer, so a second line
+        sent with the first would wait there unseen."""
         try:
-            return "Current directory is" in self.ask("pwd", b"Current directory is", 15)
-        except (BrokenPipeError, TimeoutError):
-            return False
+            self.proc.stdin.write(command.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while not any(end in self.seen for end in ends):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break               # smbclient has ended
+            self.seen += chunk
+        found = [self.seen.find(end) for end in ends if end in self.seen]
+        cut = self.seen.find(b"\n", min(found)) + 1 if found else 0
+        cut = cut or len(self.seen)
+        text, self.seen = self.seen[:cut], self.seen[cut:]
+        return text.decode(errors="replace")
 
     def close(self) -> str:
         if self.proc.returncode is not None:

@@ -8,7 +8,6 @@ shows."""
 from __future__ import annotations
 
 import os
-import select
 import time
 
 import pytest
@@ -53,42 +52,10 @@ def start(accounts, tmp_path):
         context.__exit__(None, None, None)
 
 
-def answers(held, timeout: float = 20.0) -> bool:
-    """Whether the held smbclient's tree still answers `ls` (which needs the server). One
-    command at a time: smbclient reads its input through a buffer, a second line sent with the
-    first would wait there."""
-    try:
-        held.proc.stdin.write(b"ls\n")
-        held.proc.stdin.flush()
-    except (BrokenPipeError, ValueError):
-        return False                # smbclient has ended
-    text = read_answer(held, (b"blocks available", b"NT_STATUS"), timeout)
-    return "file.txt" in text and "blocks available" in text and "NT_STATUS" not in text
-
-
-def read_answer(held, ends: tuple[bytes, ...], timeout: float) -> str:
-    """What smbclient says up to the first line holding one of `ends` (or its end, or the
-    timeout)."""
-    fd = held.proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    while not any(end in held.seen for end in ends):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        held.seen += chunk
-    cut = max((held.seen.find(end) for end in ends if end in held.seen), default=-1)
-    cut = len(held.seen) if cut < 0 else held.seen.find(b"\n", cut) + 1 or len(held.seen)
-    text, held.seen = held.seen[:cut], held.seen[cut:]
-    return text.decode(errors="replace")
-
-
-def send(held, command: str, ends: tuple[bytes, ...]) -> str:
-    held.proc.stdin.write(command.encode() + b"\n")
-    held.proc.stdin.flush()
-    return read_answer(held, ends, 20)
+def answers(held) -> bool:
+    """Whether the held smbclient's tree still answers `ls` (which needs the server)."""
+    text = held.ask("ls", (b"blocks available", b"NT_STATUS"))
+    return text is not None and "file.txt" in text and "blocks available" in text
 
 
 def hold(server, share, user, held_list):
@@ -140,7 +107,7 @@ def test_deadtime_drops_an_idle_connection_with_nothing_open(start, held_clients
     busy = hold(server, "s", BOB, held_clients)
     assert answers(idle) and answers(busy)
     # BOB keeps a file open (smbclient's `open`): dropping him would lose it
-    assert "fnum" in send(busy, "open file.txt", (b"fnum", b"NT_STATUS"))
+    assert "fnum" in busy.ask("open file.txt", (b"fnum", b"NT_STATUS"))
     time.sleep(DEADTIME_MINUTES * 60 * 2 + 2)
     if deadtime:
         assert not answers(idle), "an idle connection outlived deadtime"

@@ -88,7 +88,8 @@ def server(accounts, tmp_path_factory):
         owned(directory / f"in-{directory.name}", account, directory.name, 0o644)
     for directory in (subs / "u", subs / "g", subs / "i", subs / "t", subs / "d"):
         directory.mkdir(exist_ok=True)
-    rules = "veto files = /*.secret/Private/\nhide files = /*.tmp/\nhide dot files = yes\nhide unreadable = yes"
+    rules = ("veto files = /*.secret/Private/\nhide files = /*.tmp/\nhide dot files = yes\n"
+             "hide unreadable = yes")
     shares = {
         "names": f"path = {names}\nread only = no\n{rules}",
         "shown": f"path = {names}\nread only = no\nhide dot files = no",
