@@ -1,0 +1,192 @@
+"""Who a session acts as, with Samba's smbclient and real Unix accounts: `force user`,
+`force group` (and `+group`), a `guest account` other than nobody, and `admin users`, which
+smbring refuses to start with. The server runs as root and acts as each account, so the
+kernel's own permission checks decide; each test also checks that what was refused left the
+directory as it was."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from smbconf_fixtures import TAG, need_root_and_samba, output, refused, serve, snapshot, unix_accounts
+
+need_root_and_samba()
+
+PASSWORD = "Clients-pw1"
+USER = f"sclu{TAG}"          # logs on with a password, member of nothing special
+MEMBER = f"sclm{TAG}"        # logs on with a password, member of GROUP
+FORCED = f"sclf{TAG}"        # force user of [forced]
+GUEST = f"sclg{TAG}"         # the guest account
+GROUP = f"sclgr{TAG}"        # force group of [forced], [fgroup] and (+) [fplus]
+
+
+def chown(path, account_or_ids, gid=None, mode=None):
+    uid, g = (account_or_ids.uid, account_or_ids.gid) if hasattr(account_or_ids, "uid") else account_or_ids
+    os.chown(path, uid, g if gid is None else gid)
+    if mode is not None:
+        path.chmod(mode)
+
+
+def file(path, text, owner, mode, gid=None):
+    path.write_text(text)
+    chown(path, owner, gid, mode)
+    return path
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    with unix_accounts({USER: (), MEMBER: (GROUP,), FORCED: (), GUEST: ()}, groups=(GROUP,)) as made:
+        import grp
+        made["group_gid"] = grp.getgrnam(GROUP).gr_gid
+        yield made
+
+
+@pytest.fixture(scope="module")
+def server(accounts, tmp_path_factory):
+    """One server for the module:
+    [forced]  force user FORCED, force group GROUP; its directory FORCED's 0700: only FORCED
+              may create in it; forced600.txt (FORCED 0600), root600.txt, user600.txt (USER's)
+    [fgroup]  force group GROUP; a 1777 directory; group640.txt (root:GROUP 0640)
+    [fplus]   force group +GROUP (members only); a 1777 directory
+    [pub]     guest ok; GUEST's 0755 directory with guest600.txt (GUEST's) and root600.txt,
+              and a root 0755 subdirectory
+    """
+    tmp = tmp_path_factory.mktemp("clients-identity")
+    root = tmp / "shares"
+    root.mkdir()
+    root.chmod(0o755)
+    gid = accounts["group_gid"]
+    forced, fgroup, fplus, pub = (root / n for n in ("forced", "fgroup", "fplus", "pub"))
+    for d in (forced, fgroup, fplus, pub):
+        d.mkdir()
+    chown(forced, accounts[FORCED], mode=0o700)
+    file(forced / "forced600.txt", "forced's own", accounts[FORCED], 0o600)
+    file(forced / "root600.txt", "root's own", (0, 0), 0o600)
+    file(forced / "user600.txt", "the user's own", accounts[USER], 0o600)
+    fgroup.chmod(0o1777)
+    fplus.chmod(0o1777)
+    file(fgroup / "group640.txt", "for the group", (0, gid), 0o640)
+    chown(pub, accounts[GUEST], mode=0o755)
+    file(pub / "guest600.txt", "the guest's own", accounts[GUEST], 0o600)
+    file(pub / "root600.txt", "root's own", (0, 0), 0o600)
+    (pub / "rootdir").mkdir()
+    (pub / "rootdir").chmod(0o755)
+    shares = {
+        "forced": f"path = {forced}\nread only = no\nforce user = {FORCED}\nforce group = {GROUP}",
+        "fgroup": f"path = {fgroup}\nread only = no\nforce group = {GROUP}",
+        "fplus": f"path = {fplus}\nread only = no\nforce group = +{GROUP}",
+        "pub": f"path = {pub}\nread only = no\nguest ok = yes",
+    }
+    with serve(tmp / "run", f"guest account = {GUEST}\nmap to guest = bad user", shares,
+               {USER: PASSWORD, MEMBER: PASSWORD}) as served:
+        served.paths = {"forced": forced, "fgroup": fgroup, "fplus": fplus, "pub": pub}
+        yield served
+
+
+@pytest.fixture
+def src(tmp_path):
+    path = tmp_path / "src.txt"
+    path.write_text("from the client")
+    return path
+
+
+def owner(path):
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+# -- force user / force group ---------------------------------------------------------------
+def test_force_user_owns_what_a_real_user_creates(server, accounts, src):
+    r = server.smbclient("forced", f"put {src} made.txt; mkdir madedir", user=USER)
+    assert r.returncode == 0 and "NT_STATUS" not in output(r), output(r)
+    # only FORCED may create in its 0700 directory: USER's own account could not have
+    expected = (accounts[FORCED].uid, accounts["group_gid"])
+    assert owner(server.paths["forced"] / "made.txt") == expected
+    assert owner(server.paths["forced"] / "madedir") == expected
+
+
+def test_force_user_rights_are_the_forced_accounts(server, tmp_path):
+    got = tmp_path / "got"
+    r = server.smbclient("forced", f"get forced600.txt {got}", user=USER)
+    assert r.returncode == 0 and got.read_text() == "forced's own", output(r)
+    got.unlink()
+    before = snapshot(server.paths["forced"])
+    # root's file, and USER's own file: FORCED may read neither
+    for name in ("root600.txt", "user600.txt"):
+        r = server.smbclient("forced", f"get {name} {got}", user=USER)
+        assert refused(r), (name, output(r))
+        assert not got.exists()
+    # nor delete or overwrite them: the kernel refuses FORCED, and the files stay
+    for command in ("del root600.txt", "rename user600.txt taken.txt"):
+        r = server.smbclient("forced", command, user=USER)
+        assert refused(r), (command, output(r))
+    assert snapshot(server.paths["forced"]) == before
+
+
+def test_force_group_is_the_primary_group_of_new_files(server, accounts, src, tmp_path):
+    r = server.smbclient("fgroup", f"put {src} by-user.txt", user=USER)
+    assert r.returncode == 0, output(r)
+    assert owner(server.paths["fgroup"] / "by-user.txt") == (accounts[USER].uid, accounts["group_gid"])
+    # USER is no member of GROUP, yet the forced group's rights apply
+    got = tmp_path / "got"
+    r = server.smbclient("fgroup", f"get group640.txt {got}", user=USER)
+    assert r.returncode == 0 and got.read_text() == "for the group", output(r)
+
+
+def test_force_group_plus_applies_to_members_only(server, accounts, src, tmp_path):
+    for user, gid in ((USER, accounts[USER].gid), (MEMBER, accounts["group_gid"])):
+        r = server.smbclient("fplus", f"put {src} by-{user}.txt", user=user)
+        assert r.returncode == 0, output(r)
+        assert owner(server.paths["fplus"] / f"by-{user}.txt") == (accounts[user].uid, gid), user
+
+
+# -- guest account ----------------------------------------------------------------------------
+@pytest.mark.parametrize("who", ["anonymous", "bad-user"])
+def test_guests_act_as_the_guest_account(server, accounts, src, tmp_path, who):
+    kw = {"user": None} if who == "anonymous" else {"user": f"stranger{TAG}", "password": "x"}
+    made = f"by-{who}.txt"
+    r = server.smbclient("pub", f"put {src} {made}", **kw)
+    assert r.returncode == 0, output(r)
+    assert owner(server.paths["pub"] / made) == (accounts[GUEST].uid, accounts[GUEST].gid)
+    got = tmp_path / "got"
+    r = server.smbclient("pub", f"get guest600.txt {got}", **kw)      # the guest account's own
+    assert r.returncode == 0 and got.read_text() == "the guest's own", output(r)
+    got.unlink()
+    before = snapshot(server.paths["pub"])
+    for command in (f"get root600.txt {got}", f"put {src} rootdir\\in-root.txt", "mkdir rootdir\\sub",
+                    "del root600.txt"):
+        r = server.smbclient("pub", command, **kw)
+        assert refused(r), (command, output(r))
+    assert not got.exists()
+    assert snapshot(server.paths["pub"]) == before
+
+
+# -- admin users: refused ----------------------------------------------------------------------
+@pytest.mark.parametrize("section", ["global", "share"])
+def test_admin_users_stops_the_server_with_one_line(tmp_path, section):
+    from servers import free_port
+    port = free_port()
+    (tmp_path / "s").mkdir()
+    admin = f"admin users = {USER}\n"
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n{admin if section == 'global' else ''}"
+                    f"[s]\npath = {tmp_path / 's'}\n{admin if section == 'share' else ''}")
+    line_no = 3 if section == "global" else 5
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
+    cli = [sys.executable, "-m", "smbring.cli"]
+    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input="pw\n", text=True, env=env,
+                   check=True, capture_output=True)
+    for command in (["serve", "--config", str(conf)], ["testparm", str(conf)]):
+        try:
+            r = subprocess.run(cli + command, env=env, capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{command[0]} accepted admin users (still running after 10 s)")
+        assert r.returncode != 0, (command, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, (command, r.stderr)
+        assert f"{conf}:{line_no}" in lines[0] and "admin users" in lines[0] and "root" in lines[0], lines
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "something listens"
