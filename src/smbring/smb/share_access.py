@@ -34,6 +34,8 @@ TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list
                    "veto_files", "hide_files")
 # what a tree connect refuses when substitution leaves a path it cannot use
 BAD_VALUE = object()
+# what a listing asks the file system's may_access (access(2)'s R_OK and W_OK)
+MAY_READ, MAY_WRITE = 4, 2
 
 
 class Accounts(Protocol):
@@ -220,10 +222,10 @@ class NameRules:
     def unlisted(self, st: os.stat_result, may) -> bool:
         """Left out of listings for what the file is (`hide unreadable`, `hide unwriteable
         files`, `hide special files`, `hide new files timeout`); it stays reachable by name.
-        `may(mode)` says whether the session's account may read (``os.R_OK``) or write
-        (``os.W_OK``) the entry, as the kernel judges it for that account (the tree's file
-        system, acting as it: root is never refused, as smbd never hides from root); it is
-        asked once per entry, only where one of the first two options is on. A symlink
+        `may(mode)` says whether the session's account may read (MAY_READ) or write
+        (MAY_WRITE) the entry, as the kernel judges it for that account: the tree's file
+        system, acting as it (root is never refused: smbd never hides from root either). It
+        is asked once per entry, only where one of the first two options is on. A symlink
         leading out of the share (which `st` shows as a link) may not be read or written."""
         kind = stat.S_IFMT(st.st_mode)
         if self.hide_special_files and kind not in (stat.S_IFREG, stat.S_IFDIR):
@@ -231,8 +233,8 @@ class NameRules:
         if self.hide_new_files_timeout and time.time() - st.st_mtime < self.hide_new_files_timeout:
             return True
         # unwriteable directories are listed (as Samba lists them)
-        wanted = (os.R_OK if self.hide_unreadable else 0) | \
-            (os.W_OK if self.hide_unwriteable and kind != stat.S_IFDIR else 0)
+        wanted = (MAY_READ if self.hide_unreadable else 0) | \
+            (MAY_WRITE if self.hide_unwriteable and kind != stat.S_IFDIR else 0)
         if not wanted:
             return False
         return kind == stat.S_IFLNK or not may(wanted)
