@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,7 +63,11 @@ def server(accounts, tmp_path_factory):
     of ALICE and one of BOB, group/ (root:GROUP 0770) holding g.txt (root:GROUP 0640)."""
     import grp
     tmp = tmp_path_factory.mktemp("identity")
-    share = tmp / "share"
+    # pytest's directories are root's alone (0700): the users could not reach a share there
+    # (a tree connect would connect, and every request be refused, as smbd does)
+    reachable = Path(tempfile.mkdtemp(prefix="smbring-identity-", dir="/tmp"))
+    reachable.chmod(0o755)
+    share = reachable / "share"
     share.mkdir()
     share.chmod(0o755)
     (share / "root600.txt").write_text("root's secret")
@@ -96,6 +101,7 @@ def server(accounts, tmp_path_factory):
     yield {"port": port, "share": share, "proc": proc, "log": log, "ids": accounts}
     stop(proc)
     smbprotocol.reset_connection_cache()
+    shutil.rmtree(reachable, ignore_errors=True)
 
 
 def smbclient(server, command: str, user: str):

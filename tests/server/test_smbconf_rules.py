@@ -1,6 +1,6 @@
 """The pure rules under the smb.conf options: hosts lists as Samba's lib/util/access.c applies
 them (the examples of smb.conf(5)), substitutions that cannot escape, user lists, and the
-name rules (veto, hide, hide unreadable judged as a non-root server would)."""
+name rules (veto, hide; hide unreadable asks the session's account's answer)."""
 from __future__ import annotations
 
 import os
@@ -99,13 +99,26 @@ def st(mode, uid=1000, gid=1000, mtime=0.0):
     return os.stat_result((mode, 1, 1, 1, uid, gid, 0, 0, int(mtime), 0))
 
 
-def test_hide_unreadable_and_unwriteable_as_a_non_root_server_sees_them():
-    r = NameRules(hide_unreadable=True, hide_unwriteable=True, uid=1000, gid=1000)
-    assert not r.unlisted(st(stat.S_IFREG | 0o600))
-    assert r.unlisted(st(stat.S_IFREG | 0o200))                  # not readable by its owner
-    assert r.unlisted(st(stat.S_IFREG | 0o004, uid=0, gid=0))     # readable, not writable
-    assert not r.unlisted(st(stat.S_IFDIR | 0o555))               # directories are never unwriteable
-    assert r.unlisted(st(stat.S_IFREG | 0o640, uid=0, gid=5))     # neither owner nor group
-    assert not NameRules(hide_unreadable=True, uid=0).unlisted(st(stat.S_IFREG))   # root reads all
-    assert NameRules(hide_special_files=True).unlisted(st(stat.S_IFIFO | 0o666))
-    assert NameRules(hide_new_files_timeout=60).unlisted(st(stat.S_IFREG | 0o644, mtime=2e9))
+def test_hide_unreadable_and_unwriteable_ask_the_sessions_account():
+    asked = []
+
+    def may(allowed):
+        """The session's account's answer: it may do what `allowed` holds."""
+        def check(mode):
+            asked.append(mode)
+            return mode & allowed == mode
+        return check
+    r = NameRules(hide_unreadable=True, hide_unwriteable=True)
+    assert not r.unlisted(st(stat.S_IFREG | 0o600), may(os.R_OK | os.W_OK))
+    assert r.unlisted(st(stat.S_IFREG | 0o666), may(os.W_OK))       # its account may not read it
+    assert r.unlisted(st(stat.S_IFREG | 0o666), may(os.R_OK))       # nor write this one
+    assert not r.unlisted(st(stat.S_IFDIR | 0o555), may(os.R_OK))   # directories are never unwriteable
+    assert r.unlisted(st(stat.S_IFDIR | 0o700), may(0))
+    assert r.unlisted(st(stat.S_IFLNK | 0o777), may(os.R_OK | os.W_OK))   # a link leading out
+    assert asked == [os.R_OK | os.W_OK] * 3 + [os.R_OK] * 2          # one question per entry
+    assert not NameRules(hide_unreadable=True).unlisted(st(stat.S_IFREG), may(os.R_OK))
+    asked.clear()
+    assert not NameRules(hide_dot_files=True).unlisted(st(stat.S_IFREG), may(0))
+    assert asked == []                                                # not asked when both are off
+    assert NameRules(hide_special_files=True).unlisted(st(stat.S_IFIFO | 0o666), may(0))
+    assert NameRules(hide_new_files_timeout=60).unlisted(st(stat.S_IFREG | 0o644, mtime=2e9), may(0))

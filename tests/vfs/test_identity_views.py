@@ -106,6 +106,45 @@ def test_a_failed_switch_leaves_the_thread_as_the_server(share):
     in_thread(run)
 
 
+@ROOT_ONLY
+def test_the_servers_tasks_resume_as_the_server_and_a_moment_returns_to_the_user(share):
+    """A task of the server's own (server_steps) runs each step as the server, whatever a
+    session's task made the thread act as in between; a server_moment inside a user's call
+    acts as the server and returns to the user."""
+    _root, base = share
+
+    def run():
+        creds = ThreadCredentials()
+        alice = ShareView(base, ALICE, creds)
+        seen = []
+
+        async def servers_work():
+            for _ in range(3):
+                seen.append(os.geteuid())
+                await asyncio.sleep(0)
+            return "done"
+
+        async def users_work():
+            for _ in range(3):
+                alice.stat(["open"])             # the thread acts as alice afterwards
+                await asyncio.sleep(0)
+
+        async def main():
+            server_task = asyncio.ensure_future(creds.server_steps(servers_work()))
+            await asyncio.gather(users_work(), server_task)
+            return server_task.result()
+        assert asyncio.run(main()) == "done"
+        assert seen == [0, 0, 0]
+        alice.stat(["open"])
+        with creds.server_moment():
+            assert os.geteuid() == 0
+        assert os.geteuid() == ALICE.uid and creds.current == ALICE
+        in_thread(lambda: creds.as_server().__enter__())        # another thread: nothing to do
+        with creds.as_server():
+            assert os.geteuid() == 0
+    in_thread(run)
+
+
 def test_direct_writes_never_open_a_twin_for_a_read_only_descriptor(tmp_path):
     """The O_DIRECT twin is opened as the server: through a descriptor its opener could only
     read, that would let them write. Such a descriptor gets no twin, and the write fails as a

@@ -22,6 +22,7 @@ keyed by SMB names) and maps it afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -131,9 +132,13 @@ class Accounts:
     """The server's identities (the ``identities`` of `smb.connection.Connection`) where it
     runs as root: logon -> the account a session acts as; share -> the account its trees act as."""
 
-    def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT):
+    def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT,
+                 as_server=contextlib.nullcontext):
         self.username_map = username_map
         self.guest_account = guest_account
+        # the look-ups (the username map file, the user and group databases) are the server's
+        # work: made as the server, not as the user the event loop's thread acted as last
+        self.as_server = as_server
 
     def check(self, shares: dict[str, Share], guests: bool) -> list[str]:
         """What in the configuration names no account (the server refuses to start)."""
@@ -163,6 +168,10 @@ class Accounts:
 
     def logon(self, user: str, kind: str) -> Identity | None:
         """The account a new session acts as; None: the user has none (refused)."""
+        with self.as_server():
+            return self._logon(user, kind)
+
+    def _logon(self, user: str, kind: str) -> Identity | None:
         if kind != "user":
             found = account(self.guest_account)
             if found is None:
@@ -179,6 +188,10 @@ class Accounts:
         user, with force group as the primary group."""
         if who is None:
             return None
+        with self.as_server():
+            return self._for_share(share, who)
+
+    def _for_share(self, share: Share, who: Identity) -> Identity | None:
         if share.force_user:
             forced = account(share.force_user)
             if forced is None:
@@ -209,7 +222,11 @@ class ServerAccount:
     user (it cannot be anyone else), whatever its SMB user."""
 
     def __init__(self) -> None:
-        self.me = current_identity()
+        try:
+            name = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            name = str(os.geteuid())
+        self.me = current_identity(name)
 
     def logon(self, user: str, kind: str) -> Identity:
         return self.me

@@ -202,6 +202,7 @@ def run(args) -> int:
                     server_info=settings.server_info, policy=settings.policy,
                     hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny,
                     username_map=settings.username_map, guest_account=settings.guest_account)
+    logs.act_as_server(server.server_moment)    # a record written while acting as a user
     problems = server.identities.check(settings.shares, settings.guest) if os.geteuid() == 0 else []
     for problem in problems:
         print(f"smbring serve: {problem}", file=sys.stderr)
@@ -210,10 +211,10 @@ def run(args) -> int:
 
     def reload() -> str:
         if not args.config:
-            logs.configure(logs.settings({}, args.log_level))      # reopens the log
+            logs.configure(logs.settings({}, args.log_level), server.server_moment)  # reopens the log
             return "nothing to read (no --config); the log reopened"
         new = load_settings(args)
-        logs.configure(logs.settings(new.options, args.log_level))
+        logs.configure(logs.settings(new.options, args.log_level), server.server_moment)
         if new.listen != settings.listen:
             server_log(f"listen changed to {new.listen}: takes effect at restart")
         before = server.shares

@@ -5,8 +5,9 @@ The server listens on a Unix stream socket (``control socket`` in [global] or
 ``$XDG_RUNTIME_DIR/smbring/control``). The socket has mode 0600 in a directory of mode 0700
 owned by the server's user, and every connection is checked with ``SO_PEERCRED``: only root
 and the server's own user are answered (anyone else gets one line saying so). What it
-tells is who is connected from where, as which user, and what they have open: nothing a
-client should learn about the others.
+tells is who is connected from where, as which SMB user and Unix account (the one each
+session's and tree's file-system calls act as), and what they have open: nothing a client
+should learn about the others.
 
 The protocol is one request line (``status``) and one JSON document in answer.
 """
@@ -69,11 +70,12 @@ def snapshot(server: "Server") -> dict:
             if not s.valid:
                 continue
             sessions.append({
-                "id": s.id, "user": s.user, "guest": s.guest,
+                "id": s.id, "user": s.user, "guest": s.guest, "unix": _account(s.identity),
                 "signing": SIGNING.get(conn.sign_algorithm(), "?") if s.sign else None,
                 "encryption": CIPHERS.get(conn.cipher, "?") if s.encrypt or s.client_seals else None,
                 "trees": [{"id": tid, "share": t.share.name if t.share else "IPC$",
-                           "path": t.share.path if t.share else None}
+                           "path": t.share.path if t.share else None,
+                           "unix": _account(getattr(t.fs, "identity", None))}
                           for tid, t in s.trees.items()],
             })
         opens = []
@@ -100,6 +102,18 @@ def snapshot(server: "Server") -> dict:
         })
     return {"pid": os.getpid(), "stopping": server.stopping, "shares": sorted(server.shares),
             "connections": connections, "time": time.time()}
+
+
+def _account(identity) -> dict | None:
+    """The Unix account a session or tree acts as (force user may make a tree's another):
+    its name, uid and gid; None where there is none (a tree of IPC$)."""
+    if identity is None:
+        return None
+    return {"user": identity.name, "uid": identity.uid, "gid": identity.gid}
+
+
+def _describe_account(account: dict | None) -> str:
+    return f"{account['user']} (uid {account['uid']})" if account else "-"
 
 
 # -- the server's side ----------------------------------------------------------------------
@@ -147,6 +161,9 @@ class ControlSocket:
         self.path = path
         self._unix: asyncio.AbstractServer | None = None
         self._ino: int | None = None
+        # who may ask besides root: the server's own user, as it starts (the event loop's
+        # thread acts as sessions' users at times, so geteuid later may name one of them)
+        self.server_uid = os.geteuid()
 
     async def start(self) -> None:
         _prepare_directory(os.path.dirname(os.path.abspath(self.path)))
@@ -160,7 +177,9 @@ class ControlSocket:
         os.chmod(self.path, 0o600)
         self._ino = os.stat(self.path).st_ino
         sock.listen(16)
-        self._unix = await asyncio.start_unix_server(self._serve, sock=sock)
+        # each request is the server's work: as the server, whoever the loop acted as last
+        self._unix = await asyncio.start_unix_server(
+            lambda reader, writer: self.server.server_work(self._serve(reader, writer)), sock=sock)
         log.info("control socket %s (smbring status)", self.path)
 
     async def close(self) -> None:
@@ -179,8 +198,8 @@ class ControlSocket:
             # the request is read (bounded) before anyone is refused, so that the refusal
             # reaches a client still sending rather than a reset
             line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
-            if uid not in (0, os.geteuid()):
-                log.warning("control socket: uid %d refused (only root and uid %d may ask)", uid, os.geteuid())
+            if uid not in (0, self.server_uid):
+                log.warning("control socket: uid %d refused (only root and uid %d may ask)", uid, self.server_uid)
                 writer.write(json.dumps({"error": "permission denied"}).encode() + b"\n")
                 await writer.drain()
                 return
@@ -224,12 +243,14 @@ def render(status: dict) -> str:
     for c in status["connections"]:
         users = {s["id"]: s["user"] for s in c["sessions"]}
         if not c["sessions"]:
-            sessions.append(["-", "(not logged on)", c["client"], c["dialect"] or "-", "-", "-"])
+            sessions.append(["-", "(not logged on)", "-", c["client"], c["dialect"] or "-", "-", "-"])
         for s in c["sessions"]:
             sessions.append([str(s["id"]), s["user"] + (" (guest)" if s["guest"] and s["user"] != "guest" else ""),
-                             c["client"], c["dialect"] or "-", s["signing"] or "-", s["encryption"] or "-"])
+                             _describe_account(s.get("unix")), c["client"], c["dialect"] or "-",
+                             s["signing"] or "-", s["encryption"] or "-"])
             for t in s["trees"]:
-                trees.append([t["share"], str(s["id"]), c["client"], t["path"] or "-"])
+                trees.append([t["share"], str(s["id"]), _describe_account(t.get("unix")), c["client"],
+                              t["path"] or "-"])
         for o in c["opens"]:
             opens.append([users.get(o["session"], "?"), o["share"] or "-", o["name"], o["uses"],
                           o["shares"], o["access"], o["lease"] or o["oplock"]])
@@ -237,9 +258,10 @@ def render(status: dict) -> str:
                 locks.append([o["name"], lk["type"], str(lk["offset"]), str(lk["length"]), c["client"]])
     parts = [f"smbring (pid {status['pid']}){' stopping' if status['stopping'] else ''}: "
              f"shares {', '.join(status['shares'])}"]
-    parts.append(_table(sessions, ["Session", "User", "Client", "Dialect", "Signing", "Encryption"])
-                 if sessions else "No sessions.")
-    parts.append(_table(trees, ["Share", "Session", "Client", "Path"]) if trees else "No tree connects.")
+    parts.append(_table(sessions, ["Session", "User", "Unix user", "Client", "Dialect", "Signing",
+                                   "Encryption"]) if sessions else "No sessions.")
+    parts.append(_table(trees, ["Share", "Session", "Unix user", "Client", "Path"])
+                 if trees else "No tree connects.")
     parts.append(_table(opens, ["User", "Share", "Name", "Uses", "Shares", "Access", "Oplock/lease"])
                  if opens else "No open files.")
     parts.append(_table(locks, ["Name", "Lock", "Offset", "Length", "Client"])

@@ -14,9 +14,15 @@
   ``<file>.old`` and a new one begun, as Samba does.
 
 ``configure`` may be called again (a reload): it replaces the handlers it installed before.
+
+Where the server acts as its users (started as root), a record may be written while the
+event loop's thread acts as a user: the file and syslog handlers write each record as the
+server (``server_moment``), so that rotating the file, reopening it or reconnecting to
+syslog never runs as the user, and the user's call goes on as the user afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -122,16 +128,34 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+class AsServer:
+    """A handler that handles each record inside `server_moment()`: as the server."""
+
+    server_moment = staticmethod(contextlib.nullcontext)
+
+    def handle(self, record: logging.LogRecord):
+        with self.server_moment():
+            return super().handle(record)
+
+
+class ServerFile(AsServer, logging.handlers.RotatingFileHandler):
+    pass
+
+
+class ServerSyslog(AsServer, logging.handlers.SysLogHandler):
+    pass
+
+
 def _handler(name: str, s: LogSettings) -> logging.Handler:
     if name == "file":
         os.makedirs(os.path.dirname(os.path.abspath(s.file)), exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(s.file, maxBytes=s.max_size_kib * 1024, backupCount=1)
+        handler = ServerFile(s.file, maxBytes=s.max_size_kib * 1024, backupCount=1)
         handler.namer = lambda default: default[:-len(".1")] + ".old"      # Samba's log.smbd.old
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     elif name == "syslog":
         if not os.path.exists("/dev/log"):
             raise LogError("logging = syslog: there is no /dev/log (no syslog daemon or journal)")
-        handler = logging.handlers.SysLogHandler("/dev/log", logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler = ServerSyslog("/dev/log", logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("smbring[%(process)d]: %(name)s: %(message)s"))
     elif name == "systemd":
         handler = logging.StreamHandler(sys.stderr)
@@ -142,12 +166,15 @@ def _handler(name: str, s: LogSettings) -> logging.Handler:
     return handler
 
 
-def configure(s: LogSettings) -> None:
+def configure(s: LogSettings, server_moment=None) -> None:
     """Installs the handlers (replacing those of an earlier call). Raises LogError or
-    OSError (a log file that cannot be opened) and then changes nothing."""
+    OSError (a log file that cannot be opened) and then changes nothing. server_moment: the
+    server's context for writing a record as the server (see `act_as_server`)."""
     handlers = []
     for name, level in s.backends:
         handler = _handler(name, s)
+        if server_moment is not None and isinstance(handler, AsServer):
+            handler.server_moment = server_moment
         handler.setLevel(level if level is not None else logging.NOTSET)
         setattr(handler, MARK, True)
         handlers.append(handler)
@@ -160,3 +187,11 @@ def configure(s: LogSettings) -> None:
     root.setLevel(s.level if s.audit_level is None else min(s.level, s.audit_level))
     logging.getLogger("smbring").setLevel(s.level)
     logging.getLogger("smbring.audit").setLevel(s.audit_level if s.audit_level is not None else s.level)
+
+
+def act_as_server(server_moment) -> None:
+    """Makes the handlers installed already write their records in `server_moment()` (a
+    server that acts as its users, made after the log was configured)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, MARK, False) and isinstance(handler, AsServer):
+            handler.server_moment = server_moment

@@ -114,7 +114,9 @@ class Metrics:
 
     # -- /metrics over HTTP, on the event loop -------------------------------------------------
     async def start(self, host: str, port: int) -> None:
-        self._http = await asyncio.start_server(self._serve, host, port)
+        # each scrape is the server's work: as the server, whoever the loop acted as last
+        self._http = await asyncio.start_server(
+            lambda reader, writer: self.server.server_work(self._serve(reader, writer)), host, port)
         log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def close(self) -> None:

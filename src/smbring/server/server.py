@@ -18,6 +18,7 @@ the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import mmap
@@ -269,7 +270,7 @@ class Server:
         # server's own work runs under creds.as_server); otherwise the server's own user
         if os.geteuid() == 0:
             self.creds: ThreadCredentials | None = ThreadCredentials()
-            self.identities = Accounts(username_map, guest_account)
+            self.identities = Accounts(username_map, guest_account, as_server=self.creds.as_server)
         else:
             self.creds = None
             self.identities = ServerAccount()
@@ -329,6 +330,27 @@ class Server:
     def _as_server(self):
         """What runs the server's own work as the server (None: not root, nothing to switch)."""
         return self.creds.as_server if self.creds else None
+
+    def server_work(self, coro):
+        """`coro` made to run each of its steps as the server: the server's own tasks (the
+        service around it, accepting, timeouts, the control socket), which would otherwise
+        resume as whichever user the event loop's thread acted as last."""
+        return self.creds.server_steps(coro) if self.creds else coro
+
+    def as_server(self):
+        """A context for the server's own work (the thread stays the server's after it)."""
+        return self.creds.as_server() if self.creds else contextlib.nullcontext()
+
+    def server_moment(self):
+        """A context for the server's work in the middle of a user's (a log record): as the
+        server, then back to the user."""
+        return self.creds.server_moment() if self.creds else contextlib.nullcontext()
+
+    def server_thread(self) -> None:
+        """Run first in every thread the server starts: a thread begins with the credentials
+        of the one that started it, acting as some user perhaps."""
+        if self.creds:
+            self.creds.server_thread()
 
     def _lookup(self, name: str):
         """The password file's NT hash for name, read as the server (whoever the event loop's
@@ -564,8 +586,9 @@ class Server:
             listener.setblocking(False)
         log.info("smbring serving %s on %s", ", ".join(self.shares),
                  ", ".join(describe_address(listener.getsockname()) for listener in listeners))
-        sweeper = asyncio.ensure_future(self._sweep())
-        accepting = [asyncio.ensure_future(self._accept_loop(listener)) for listener in listeners]
+        sweeper = asyncio.ensure_future(self.server_work(self._sweep()))
+        accepting = [asyncio.ensure_future(self.server_work(self._accept_loop(listener)))
+                     for listener in listeners]
         try:
             await asyncio.gather(*accepting)
         finally:

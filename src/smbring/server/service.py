@@ -82,13 +82,26 @@ class Extras:
 async def run(server, listeners: list[socket.socket], extras: Extras, reload) -> int:
     """Serves until SIGTERM or SIGINT, then stops gracefully. reload() is called on SIGHUP
     and returns a message (what changed) or raises (then nothing changed). Returns the
-    exit status."""
+    exit status.
+
+    All of it is the server's own work: where the server acts as its users (started as
+    root), the event loop's thread is made the server's again before each step of it, before
+    a reload, and in any thread the loop starts, whichever user it acted as last."""
+    return await server.server_work(_serve(server, listeners, extras, reload))
+
+
+async def _serve(server, listeners: list[socket.socket], extras: Extras, reload) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from smbring.server.control import ControlError, ControlSocket
     loop = asyncio.get_running_loop()
+    # the loop's own threads (name look-ups) start as the server, not as whoever it acted as
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="smbring-loop",
+                                                 initializer=server.server_thread))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(reload))
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(reload, server))
     metrics = None
     if extras.metrics is not None:
         from smbring.server.metrics import Metrics
@@ -102,7 +115,7 @@ async def run(server, listeners: list[socket.socket], extras: Extras, reload) ->
         except (ControlError, OSError) as e:     # serving matters more than status
             log.error("no control socket (smbring status will not reach this server): %s", e)
             control = None
-    serving = asyncio.ensure_future(server.serve_on(listeners))
+    serving = asyncio.ensure_future(server.server_work(server.serve_on(listeners)))
     await asyncio.sleep(0)          # serve_on has logged that it listens
     systemd.notify(f"READY=1\nSTATUS=serving {', '.join(server.shares)}")
     stopping = asyncio.ensure_future(stop.wait())
@@ -127,12 +140,13 @@ async def run(server, listeners: list[socket.socket], extras: Extras, reload) ->
     return status
 
 
-def _reload(reload) -> None:
-    systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-    try:
-        message = reload()
-    except Exception as e:         # a bad file, a missing share path, a log file not writable
-        log.error("reload failed, keeping the configuration in force: %s", e)
-    else:
-        log.info("configuration reloaded: %s", message)
-    systemd.notify("READY=1")
+def _reload(reload, server) -> None:
+    with server.as_server():       # files only root may read, the log reopened as root's
+        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            message = reload()
+        except Exception as e:         # a bad file, a missing share path, a log file not writable
+            log.error("reload failed, keeping the configuration in force: %s", e)
+        else:
+            log.info("configuration reloaded: %s", message)
+        systemd.notify("READY=1")

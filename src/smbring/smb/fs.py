@@ -157,6 +157,20 @@ class FileSystem(Protocol):
         (a listing reveals nothing of files outside). Raises nothing."""
         ...
 
+    def may_access(self, dir_fd: int, name: str, mode: int) -> bool:
+        """Whether whoever the file system acts as may read (``os.R_OK``) or write
+        (``os.W_OK``) an entry of the open directory, as the kernel judges it (mode bits,
+        ACLs; root may do both), a symlink by its target (`entry_stat` shows a symlink
+        leading out of the share as a link: the caller judges those). False for an entry
+        gone. Raises nothing."""
+        ...
+
+    def reachable(self) -> bool:
+        """Whether whoever the file system acts as may reach the share's directory by its
+        path: search permission on it and on every directory above it (what a chdir into it
+        needs). Raises nothing."""
+        ...
+
     # -- what Windows keeps and Unix does not -------------------------------------------------
     def get_dos(self, fd: int) -> DosInfo | None:
         """The DOS attributes, creation and change times and allocation size stored for the

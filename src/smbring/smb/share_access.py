@@ -11,7 +11,7 @@ and on every name a client opens or lists.
 - Name rules (``veto files``, ``hide files``, ``hide dot files``, ``hide unreadable``, ...):
   `NameRules`, built once per tree connect.
 
-Pure: no I/O beyond the `Accounts` callables.
+Pure: no I/O beyond the callables given (`Accounts`, and a listing's access check).
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list
                    "veto_files", "hide_files")
 # what a tree connect refuses when substitution leaves a path it cannot use
 BAD_VALUE = object()
+# what a listing asks the file system's may_access (access(2)'s R_OK and W_OK)
+MAY_READ, MAY_WRITE = 4, 2
 
 
 class Accounts(Protocol):
@@ -183,13 +185,10 @@ class NameRules:
     hide_unwriteable: bool = False
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
-    uid: int = 0            # who judges readability (hide unreadable): the server's own ids
-    gid: int = 0
 
     @classmethod
     def of(cls, share) -> "NameRules":
-        return cls(uid=os.geteuid(), gid=os.getegid(),
-                   veto=tuple(_pattern(e) for e in share.veto_files),
+        return cls(veto=tuple(_pattern(e) for e in share.veto_files),
                    hide=tuple(_pattern(e) for e in share.hide_files),
                    hide_dot_files=share.hide_dot_files, hide_unreadable=share.hide_unreadable,
                    hide_unwriteable=share.hide_unwriteable,
@@ -220,28 +219,22 @@ class NameRules:
         folded = name.casefold()
         return any(p.fullmatch(folded) for p in self.hide)
 
-    def unlisted(self, st: os.stat_result) -> bool:
+    def unlisted(self, st: os.stat_result, may) -> bool:
         """Left out of listings for what the file is (`hide unreadable`, `hide unwriteable
         files`, `hide special files`, `hide new files timeout`); it stays reachable by name.
-        Readability is judged from the mode bits against the server's own uid and gid."""
+        `may(mode)` says whether the session's account may read (MAY_READ) or write
+        (MAY_WRITE) the entry, as the kernel judges it for that account: the tree's file
+        system, acting as it (root is never refused: smbd never hides from root either). It
+        is asked once per entry, only where one of the first two options is on. A symlink
+        leading out of the share (which `st` shows as a link) may not be read or written."""
         kind = stat.S_IFMT(st.st_mode)
         if self.hide_special_files and kind not in (stat.S_IFREG, stat.S_IFDIR):
             return True
-        if self.hide_unreadable and not self._may(st, 0o4):
-            return True
-        if self.hide_unwriteable and kind != stat.S_IFDIR and not self._may(st, 0o2):
-            return True
         if self.hide_new_files_timeout and time.time() - st.st_mtime < self.hide_new_files_timeout:
             return True
-        return False
-
-    def _may(self, st: os.stat_result, bit: int) -> bool:
-        """Whether the server's ids may read (4) or write (2) the file by its mode bits (root
-        may do both: nothing is unreadable to a server running as root)."""
-        if self.uid == 0:
-            return True
-        if st.st_uid == self.uid:
-            return bool(st.st_mode & (bit << 6))
-        if st.st_gid == self.gid:
-            return bool(st.st_mode & (bit << 3))
-        return bool(st.st_mode & bit)
+        # unwriteable directories are listed (as Samba lists them)
+        wanted = (MAY_READ if self.hide_unreadable else 0) | \
+            (MAY_WRITE if self.hide_unwriteable and kind != stat.S_IFDIR else 0)
+        if not wanted:
+            return False
+        return kind == stat.S_IFLNK or not may(wanted)

@@ -13,11 +13,15 @@ Switching costs about 5 us (three credential commits), so it is cached: the thre
 the last identity until a call needs another one (`ThreadCredentials.become`). What the
 server does for itself in that thread (reading its password file, opening a file it must
 open whatever the user could) runs under `ThreadCredentials.as_server`, which returns the
-thread to the server's own identity first. ``smbring bench identity`` measures the choice
+thread to the server's own identity first; its own tasks (signals, reload, shutdown, timers,
+the control socket) run each of their steps so (`ThreadCredentials.server_steps`), and a log
+record written in the middle of a user's call as the server for a moment (`server_moment`). ``smbring bench identity`` measures the choice
 against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import os
 import threading
 from contextlib import contextmanager
@@ -76,15 +80,85 @@ class ThreadCredentials:
         the credentials of the one that started it, acting as some user perhaps."""
         set_thread_credentials(self.server.uid, self.server.gid, self.server.groups)
 
+    def on_own_thread(self) -> bool:
+        """Whether the calling thread is the one these credentials switch (the event loop's);
+        every other thread of the server acts as the server (see `server_thread`)."""
+        return threading.get_ident() == self._thread
+
     def as_server(self):
         """A context in which the thread acts as the server. It stays so afterwards: the next
-        file-system call of a session switches again if it must."""
-        return self._as(self.server)
+        file-system call of a session switches again if it must. On another thread (one of
+        the server's, acting as the server already) it does nothing."""
+        return self._as(self.server) if self.on_own_thread() else contextlib.nullcontext()
+
+    @contextmanager
+    def server_moment(self):
+        """The server's work done in the middle of a session's (a log record written while a
+        user's file-system call runs: rotating the log): as the server, then back to whoever
+        the thread acted as, so that the rest of the user's call is not made as the server."""
+        if not self.on_own_thread() or self.current == self.server:
+            yield
+            return
+        before = self.current
+        self.become(self.server)
+        try:
+            yield
+        finally:
+            self.become(before)
+
+    def server_steps(self, coro):
+        """`coro` as a coroutine each of whose steps starts as the server: for the server's
+        own tasks (signals, reload, shutdown, timers, the control socket), which would
+        otherwise resume as whichever session's user the event loop's thread acted as last."""
+        return ServerSteps(coro, self.to_server)
+
+    def to_server(self) -> None:
+        """Makes the thread act as the server (nothing to do on another thread)."""
+        if self.on_own_thread():
+            self.become(self.server)
 
     @contextmanager
     def _as(self, who: Identity):
         self.become(who)
         yield
+
+
+class ServerSteps(collections.abc.Coroutine):
+    """Wraps a coroutine so that every step (the first, and each resumption after an await)
+    runs after `enter()`: the thread is made the server's again before any of the server's
+    code runs, whatever ran on the loop in between. asyncio runs it as a task as it runs any
+    coroutine (send, throw, close)."""
+
+    def __init__(self, coro, enter):
+        self._coro = coro       # enter(): makes the thread the server's
+        self._enter = enter
+        self.__name__ = self.__qualname__ = getattr(coro, "__qualname__", "server work")
+
+    def send(self, value):
+        self._enter()
+        return self._coro.send(value)
+
+    def throw(self, typ, val=None, tb=None):
+        self._enter()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self):
+        self._enter()
+        return self._coro.close()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    def __repr__(self) -> str:
+        return f"<as the server: {self._coro!r}>"
 
 
 class NoSwitch:
@@ -97,12 +171,23 @@ class NoSwitch:
     def as_server():
         yield
 
+    server_moment = as_server
+
+    @staticmethod
+    def server_steps(coro):
+        return coro
+
+    @staticmethod
+    def to_server() -> None:
+        pass
+
 
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
 CALLS = ("open", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "statvfs", "stream_id",
          "stream_parts", "streams", "make_stream_dir", "remove_streams", "close_file", "fstat",
-         "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "get_dos",
+         "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "may_access",
+         "reachable", "get_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
 

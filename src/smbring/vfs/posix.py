@@ -305,6 +305,20 @@ class PosixVFS:
                 return st
         return st
 
+    @staticmethod
+    def may_access(dir_fd: int, name: str, mode: int) -> bool:
+        """faccessat with the effective ids (the calling thread's): one system call."""
+        try:
+            return os.access(name, mode, dir_fd=dir_fd, effective_ids=True)
+        except OSError:
+            return False
+
+    def reachable(self) -> bool:
+        try:
+            return os.access(self.root, os.X_OK, effective_ids=True)
+        except OSError:
+            return False
+
     # -- what Windows keeps and Unix does not: extended attributes ----------------------------
     @staticmethod
     def list_eas(fd: int) -> list[tuple[str, bytes]]:

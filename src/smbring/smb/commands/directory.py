@@ -48,8 +48,11 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
             st, dos = fs.fstat(o.fd), fs.get_dos(o.fd)
         else:
             st, dos = fs.entry_stat(o.fd, o.parts, name), fs.get_dos_at(o.fd, name)
-            if st is None or o.tree.names.unlisted(st):   # deleted since the scan began, or
-                o.dir_pos += 1                              # hidden from listings (hide unreadable)
+            # deleted since the scan began, or left out of listings (hide unreadable: judged
+            # by the tree's file system, as the session's account)
+            if st is None or o.tree.names.unlisted(
+                    st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
+                o.dir_pos += 1
                 continue
         entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name))
         start = wire.pad8(len(out))

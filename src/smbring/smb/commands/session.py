@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, wire
 from smbring.smb.commands.negotiate import rhdr_bytes
+from smbring.smb.commands.tree import tree_files
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -124,7 +125,7 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
                     log.info("session %d: %s may no longer reach share %s", s.id, user, t.share.name)
                     c.end_session(s.id)
                     raise SMBError(wire.STATUS_LOGON_FAILURE)
-                t.fs = c.share_fs(t.share, shared)
+                t.fs = tree_files(c, t.share, shared)
     s.identity = account
 
 

@@ -4,12 +4,14 @@ connect is checked against, in Samba's order (make_connection_snum): the client'
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import hosts, share_access, wire
 from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fs import FileSystem
 from smbring.smb.policy import DIALECT_NAMES
 from smbring.smb.share_access import NameRules
 from smbring.smb.state import Session, Share, Tree
@@ -88,7 +90,7 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
         if identity is None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
     try:
-        fs = c.share_fs(share, identity)
+        fs = tree_files(c, share, identity)
     except OSError as e:
         log.info("tree connect to %s: its directory %s: %s", name, share.path, e)
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME) from None
@@ -96,6 +98,60 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
         log.info("tree connect to %s refused: max connections = %d reached", name, share.max_connections)
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, counted=name)
+
+
+def tree_files(c: Connection, share: Share, identity) -> FileSystem:
+    """The share's files as a tree acting as `identity` reaches them. Where that account
+    cannot reach the share's directory (a directory above it it may not search), the tree
+    connects but every request on it is refused with STATUS_ACCESS_DENIED, as smbd refuses
+    them (its chdir into the share, as the user, fails before each); asked at each tree
+    connect. Raises OSError where the directory cannot be opened at all."""
+    fs = c.share_fs(share, identity)
+    if fs.reachable():
+        return fs
+    log.info("share %s: its directory %s cannot be reached as %s (a directory on the way is not "
+             "searchable): every request on the tree is refused", share.name, share.path,
+             getattr(identity, "name", "the server"))
+    return Unreachable(fs.root, identity)
+
+
+class Unreachable:
+    """A share's files for an account that cannot reach its directory: every call refused
+    (EACCES, which the core answers with STATUS_ACCESS_DENIED); the calls that raise nothing
+    answer that there is nothing to be had."""
+
+    def __init__(self, root: str, identity=None):
+        self.root = root
+        self.identity = identity        # (for status)
+
+    def close(self) -> None:
+        pass
+
+    def may_delete(self, parts) -> bool:
+        return False
+
+    def entry_stat(self, dir_fd, dir_parts, name):
+        return None
+
+    def may_access(self, dir_fd, name, mode) -> bool:
+        return False
+
+    def reachable(self) -> bool:
+        return False
+
+    def get_dos_at(self, dir_fd, name):
+        return None
+
+    def allocate(self, fd, size) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or not hasattr(FileSystem, name):
+            raise AttributeError(name)
+
+        def refuse(*args, **kw):
+            raise PermissionError(errno.EACCES, "the share's directory cannot be reached by this account")
+        return refuse
 
 
 def _home_share(c: Connection, s: Session, name: str) -> Share | None:
