@@ -10,7 +10,13 @@ port=${PORT:-4488}
 work=$(mktemp -d /tmp/smbring-torture.XXXXXX)
 mkdir -p "$work/share" "$out"
 printf 'Secret1\n' | SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" user add torture --password-stdin >/dev/null
-SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture \
+# as root a server acts as each user's Unix account; the torture user has none: act as root
+as_root=()
+if [ "$(id -u)" = 0 ]; then
+    printf 'root = *\n' >"$work/all-as-root.map"
+    as_root=(--username-map "$work/all-as-root.map" --guest-account root)
+fi
+SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture "${as_root[@]}" \
     --listen 127.0.0.1:$port --log-level ${LOGLEVEL:-warning} >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT

@@ -39,14 +39,36 @@ def attributes(st: os.stat_result, dos: DosInfo | None = None, hidden: bool = Fa
     return a or wire.ATTR_NORMAL
 
 
+def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
+    """The creation time (NT time): as stored (set when smbring made the file, or by a
+    client), else the birth time where the stat has one, else the older of the modification
+    and change times (which a later write or a client setting the write time moves: the
+    stored one is pinned before that, see `pin_creation_time`)."""
+    if dos is not None and dos.create_time:
+        return dos.create_time
+    return wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
+
+
 def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
-    birth = wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
+    birth = creation_time(st, dos)
     change = wire.nt_time(st.st_ctime_ns)
     if dos is not None:
-        birth = dos.create_time or birth
         if dos.change_time and dos.change_mtime_ns == st.st_mtime_ns:
             change = dos.change_time     # as set, until the next write moves the file on
     return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
+
+
+def pin_creation_time(fs, fd: int) -> None:
+    """Stores the file's creation time as reported now, unless one is stored, before its
+    times change (setting the write time must never move the creation time). Best effort:
+    where the file system stores nothing, the time stays as the stat gives it."""
+    try:
+        dos = fs.get_dos(fd) or DosInfo()
+        if not dos.create_time:
+            dos.create_time = creation_time(fs.fstat(fd), dos)
+            fs.set_dos(fd, dos)
+    except OSError:
+        pass
 
 
 def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:

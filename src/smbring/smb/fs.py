@@ -87,6 +87,13 @@ class FileSystem(Protocol):
         and `replace` is false; OSError."""
         ...
 
+    def link(self, old: list[str], new: list[str], replace: bool) -> None:
+        """Gives the file at `old` a second name `new` (a hard link), within the share; with
+        `replace`, a file already named `new` is replaced in one step. A symlink at `old` is
+        linked itself, never followed. Raises FileExistsError when `new` exists and `replace`
+        is false; OSError (EXDEV across file systems, EPERM for a directory, ...)."""
+        ...
+
     def statvfs(self) -> os.statvfs_result:
         """Sizes and free space of the share's file system (FileFsSizeInformation)."""
         ...

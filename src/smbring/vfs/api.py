@@ -80,12 +80,10 @@ def split_path(name: str) -> list[str]:
     """SMB path (backslashes, relative to the share) -> checked components."""
     if "\0" in name:
         raise PathError("invalid")
-    name = name.strip("\\")
-    if not name:
-        return []
-    parts = name.split("\\")
+    # repeated separators name nothing more than one does (smbd folds them the same way)
+    parts = [p for p in name.split("\\") if p]
     for p in parts:
-        if p in ("", ".", ".."):
+        if p in (".", ".."):
             raise PathError("syntax")
         if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
             raise PathError("invalid")

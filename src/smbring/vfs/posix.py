@@ -248,6 +248,31 @@ class PosixVFS:
             os.close(ofd)
             os.close(nfd)
 
+    def link(self, old: list[str], new: list[str], replace: bool) -> None:
+        """linkat(2) without following a final symlink (one pointing out of the share would
+        otherwise give an outside file a name inside it); replacing links a temporary name
+        first and renames it over the old file, so the name is never missing."""
+        ofd, oname = self.parent(old)
+        try:
+            nfd, nname = self.parent(new)
+        except BaseException:
+            os.close(ofd)
+            raise
+        try:
+            if not replace:
+                os.link(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd, follow_symlinks=False)
+                return
+            temporary = f".smbring-link-{os.urandom(8).hex()}"
+            os.link(oname, temporary, src_dir_fd=ofd, dst_dir_fd=nfd, follow_symlinks=False)
+            try:
+                os.rename(temporary, nname, src_dir_fd=nfd, dst_dir_fd=nfd)
+            except BaseException:
+                os.unlink(temporary, dir_fd=nfd)
+                raise
+        finally:
+            os.close(ofd)
+            os.close(nfd)
+
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)
 

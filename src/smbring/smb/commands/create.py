@@ -20,6 +20,7 @@ from smbring.smb.fileinfo import (
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
+    pin_creation_time,
     times,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
@@ -92,6 +93,14 @@ def check_veto(names, parts: list[str]) -> None:
                        else wire.STATUS_OBJECT_PATH_NOT_FOUND)
 
 
+def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
+    """Whether the directory a new name would go in exists (and is a directory)."""
+    try:
+        return stat.S_ISDIR(fs.stat(parts[:-1]).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
@@ -145,6 +154,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             except (FileNotFoundError, NotADirectoryError):
                 pass
             check_veto(tree.names, parts)      # as spelled on disk too
+    if not exists and len(parts) > 1 and not parent_is_directory(fs, parts):
+        # a missing (or non-directory) parent is a path not found, whatever the disposition
+        raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     base_parts, base_key = parts, None
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
@@ -180,12 +192,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
         raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
     want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
+    if exists and disposition == wire.FILE_CREATE:
+        # whatever the name is (a directory made over a file too): the name is taken (MS-FSA
+        # 2.1.5.1.2, before the file's type is looked at)
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
     if exists and want_dir and not is_dir:
         raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
     if exists and options & wire.FILE_NON_DIRECTORY_FILE and is_dir:
         raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
-    if exists and disposition == wire.FILE_CREATE:
-        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
     if options & wire.FILE_DELETE_ON_CLOSE and (not _may_delete(access) or not parts):
         raise SMBError(wire.STATUS_ACCESS_DENIED)      # (the share's root is never deleted)
     if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
@@ -196,11 +210,6 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if exists and not c.state.share_modes.allowed((st.st_dev, st.st_ino), access, share_access):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
-        if parts and len(parts) > 1:
-            try:
-                fs.stat(parts[:-1])
-            except FileNotFoundError:
-                raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     if not exists and tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
@@ -278,6 +287,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fs.set_sd(fd, new_sd.pack())
         if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
             fs.set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
+        if action == wire.FILE_CREATED and stream is None:
+            pin_creation_time(fs, fd)   # the stat's times move with writes; this one must not
         st = fs.fstat(fd)
         dos = fs.get_dos(fd)
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,

@@ -2,12 +2,20 @@
 information."""
 from __future__ import annotations
 
+import errno
+import stat
 import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
 from smbring.smb.commands import pipe
-from smbring.smb.commands.create import check_veto, sd_of, set_allocation, shown_hidden
+from smbring.smb.commands.create import (
+    check_veto,
+    parent_is_directory,
+    sd_of,
+    set_allocation,
+    shown_hidden,
+)
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
@@ -16,6 +24,7 @@ from smbring.smb.fileinfo import (
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
+    pin_creation_time,
     short_name,
     times,
 )
@@ -31,6 +40,7 @@ if TYPE_CHECKING:
 READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
 
 FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
+STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
 
 def may_read(o: Open, need: int) -> bool:
@@ -49,8 +59,10 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     attrs = attributes(st, dos, hidden=shown_hidden(o))
     basic = times(st, dos) + struct.pack("<II", attrs, 0)
     pending = o.delete_on_close or c.state.is_delete_pending(o.key)
-    # a file about to go is no longer counted among its names (NTFS reports NumberOfLinks 0)
-    standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, st.st_nlink - int(pending and st.st_nlink > 0),
+    # a directory has one name (Unix counts its subdirectories' ".." too); a file about to go
+    # is no longer counted among its names (NTFS reports NumberOfLinks 0)
+    links = min(st.st_nlink, 1) if o.is_dir else st.st_nlink
+    standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, links - int(pending and links > 0),
                            int(pending), int(o.is_dir), 0)
     if klass == 4:
         return basic
@@ -189,6 +201,64 @@ def file_size(buf) -> int:
     return size
 
 
+def new_name(o: Open, buf) -> tuple[bool, list[str]]:
+    """ReplaceIfExists and the checked path of FileRenameInformation or FileLinkInformation
+    (MS-FSCC 2.4.42.2, 2.4.27.2: the same layout; the name relative to the share's root),
+    its directories spelled as on disk."""
+    replace = bool(buf[0])
+    name_len = struct.unpack_from("<I", buf, 16)[0]
+    if 20 + name_len > len(buf):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    new_parts = split_path(wire.from_utf16(buf[20:20 + name_len]))
+    check_veto(o.tree.names, new_parts)          # no file gets a vetoed name
+    new_parts = o.tree.fs.match_case(new_parts[:-1]) + new_parts[-1:]
+    check_veto(o.tree.names, new_parts)
+    return replace, new_parts
+
+
+def add_link(c: Connection, o: Open, buf) -> None:
+    """FileLinkInformation (MS-FSA 2.1.5.14.6): a hard link to the open file, in the same
+    share (a name is always relative to the open's share; the file system refuses one on
+    another device). Directories and streams have no second names; a file already named so
+    is replaced only with ReplaceIfExists, and never while it is open, a directory or
+    read-only."""
+    if o.is_dir:
+        raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
+    if o.stream is not None:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    fs = o.tree.fs
+    replace, new_parts = new_name(o, buf)
+    if not new_parts:
+        raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
+    if len(new_parts) > 1 and not parent_is_directory(fs, new_parts):
+        raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
+    spelled = fs.match_case(new_parts)
+    try:
+        existing = fs.stat(spelled)
+    except (FileNotFoundError, NotADirectoryError):
+        existing = None
+    replaced = None
+    if existing is not None:
+        if (existing.st_dev, existing.st_ino) == o.key:
+            return                                  # already a name of this file
+        if not replace:
+            raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        if stat.S_ISDIR(existing.st_mode) or not existing.st_mode & 0o222 or \
+                c.state.share_modes.count((existing.st_dev, existing.st_ino)):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        new_parts, replaced = spelled, fs.stream_id(spelled)
+    try:
+        fs.link(o.parts, new_parts, replace)
+    except FileExistsError:
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    except OSError as e:
+        if e.errno == errno.EXDEV:
+            raise SMBError(STATUS_NOT_SAME_DEVICE)
+        raise
+    fs.remove_streams(replaced)      # the streams of the file it replaced
+    c.state.watches.post("/".join([fs.root] + new_parts), notify.ADDED, notify.FILE_NAME)
+
+
 # the access each settable file information class needs (MS-SMB2 3.3.5.21.1)
 SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELETE, 15: wire.FILE_WRITE_EA,
                   19: wire.FILE_WRITE_DATA, 20: wire.FILE_WRITE_DATA}
@@ -233,6 +303,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
                 fs.fchmod(o.fd, want)
         keep = (0, 0xFFFFFFFFFFFFFFFF)
         if atime not in keep or mtime not in keep:
+            if ctime_set in keep:
+                pin_creation_time(fs, o.fd)     # (it may come from the write time)
             st = fs.fstat(o.fd)
             a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
             m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
@@ -256,15 +328,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
         if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
-        replace = buf[0]
-        name_len = struct.unpack_from("<I", buf, 16)[0]
-        if 20 + name_len > len(buf):
-            raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        new_name = wire.from_utf16(buf[20:20 + name_len])
-        new_parts = split_path(new_name)
-        check_veto(o.tree.names, new_parts)          # no file is renamed to a vetoed name
-        new_parts = fs.match_case(new_parts[:-1]) + new_parts[-1:]
-        check_veto(o.tree.names, new_parts)
+        replace, new_parts = new_name(o, buf)
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
         try:
             fs.rename(o.parts, new_parts, bool(replace))
@@ -276,6 +340,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
+    elif klass == 11:  # Link: another name for the file
+        add_link(c, o, buf)
     elif klass == 13:  # Disposition
         if buf[0] and not o.parts:
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # the share's root is never deleted

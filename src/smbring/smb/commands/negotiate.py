@@ -85,22 +85,56 @@ def rhdr_bytes(rhdr: Header, req: Header, body: bytes) -> bytes:
     return h.pack() + body
 
 
+SMB1_NEGOTIATE = 0x72
+SMB1_HEADER = struct.Struct("<4sB27x")     # Protocol, Command; the rest is not read
+SMB2_WILDCARD_NAME, SMB202_NAME = b"SMB 2.???", b"SMB 2.002"
+
+
+def smb1_dialect_names(frame: bytes) -> list[bytes]:
+    """The dialect strings of an SMB1 NEGOTIATE request ([MS-CIFS] 2.2.4.52.1: no parameter
+    words, then ByteCount bytes of 0x02-prefixed, NUL-terminated names). Anything else is a
+    ConnectionError: the connection's first frame claims to be SMB1, and only this is read."""
+    if len(frame) < SMB1_HEADER.size + 3:
+        raise ConnectionError("SMB1 frame too short for a NEGOTIATE")
+    _protocol, command = SMB1_HEADER.unpack_from(frame)
+    word_count = frame[SMB1_HEADER.size]
+    if command != SMB1_NEGOTIATE or word_count != 0:
+        raise ConnectionError(f"SMB1 command {command:#x} (word count {word_count}), not NEGOTIATE")
+    (byte_count,) = struct.unpack_from("<H", frame, SMB1_HEADER.size + 1)
+    start = SMB1_HEADER.size + 3
+    data = frame[start:start + byte_count]
+    if len(data) != byte_count:
+        raise ConnectionError("SMB1 NEGOTIATE's ByteCount runs past the frame")
+    names, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\0", pos)
+        if data[pos] != 0x02 or end < 0:
+            raise ConnectionError("SMB1 NEGOTIATE with a malformed dialect string")
+        names.append(data[pos + 1:end])
+        pos = end + 1
+    return names
+
+
 def smb1_negotiate(c: Connection, frame: bytes) -> bytes:
-    """A multi-protocol NEGOTIATE (MS-SMB2 3.3.5.3.1), only as a connection's first frame."""
+    """A multi-protocol NEGOTIATE (MS-SMB2 3.3.5.3.1), only as a connection's first frame.
+    SMB1 itself is not spoken: a client that offers no SMB2 dialect is disconnected."""
     if c.dialect or c.smb1_negotiated:
         raise ConnectionError("SMB1 NEGOTIATE after the first frame")
-    if b"SMB 2.???" not in frame and b"SMB 2.002" not in frame:
-        raise ConnectionError("SMB1 only client")
-    if b"SMB 2.???" not in frame and not c.policy.allows(wire.SMB202):
-        raise ConnectionError("SMB 2.0.2 only client, below server min protocol")
+    names = smb1_dialect_names(frame)
+    if SMB2_WILDCARD_NAME in names:
+        dialect = wire.WILDCARD_DIALECT     # an SMB2 NEGOTIATE follows with the real list
+    elif SMB202_NAME in names:
+        if not c.policy.allows(wire.SMB202):
+            raise ConnectionError("SMB 2.0.2 only client, below server min protocol")
+        dialect = wire.SMB202               # settled: the client goes on with SESSION_SETUP
+    else:
+        raise ConnectionError(f"SMB1 only client (offered {names[:8]})")
     c.smb1_negotiated = True
     c.credits.start_after_smb1_negotiate()
-    # "SMB 2.???": an SMB2 NEGOTIATE follows; "SMB 2.002" alone: 2.0.2 it is, and the
-    # client goes on with SESSION_SETUP (pysmb does)
-    dialect = wire.WILDCARD_DIALECT if b"SMB 2.???" in frame else wire.SMB202
     body = negotiate_body(c, dialect, [])
     if dialect == wire.SMB202:
         c.dialect = dialect
+        log.info("negotiated dialect %#x (from an SMB1 NEGOTIATE)", dialect)
     hdr = Header(command=wire.NEGOTIATE, flags=wire.FLAGS_SERVER_TO_REDIR, credits=1)
     return hdr.pack() + body
 
