@@ -165,6 +165,11 @@ def serve(workdir: Path, global_options: str, shares: dict[str, str], users: dic
         where = f"listen = {host}:{port}\n"
     conf = workdir / "smb.conf"
     conf.write_text(conf_text(f"{where}control socket = {control}\n{global_options}", shares))
+    for options in shares.values():
+        for line in options.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "path" and "%" not in value:
+                searchable_to(Path(value.strip()))
     env = dict(os.environ, SMBRING_PASSDB=str(workdir / "passdb"))
     password = next(iter(users.values()), "")
     for name, pw in users.items():
@@ -176,6 +181,17 @@ def serve(workdir: Path, global_options: str, shares: dict[str, str], users: dic
         yield Served(host if not bind else bind[0], port, workdir, conf, log, proc, password, control)
     finally:
         stop(proc)
+
+
+def searchable_to(path: Path) -> None:
+    """The test accounts must reach a share as smbd requires: the directories pytest made
+    above it (0700, root's) become passable (o+x), not listable."""
+    inside = [p for p in path.parents
+              if p.name.startswith("pytest-of-") or any(q.name.startswith("pytest-of-") for q in p.parents)]
+    for parent in inside:
+        st = parent.stat()
+        if st.st_uid == 0:
+            parent.chmod(st.st_mode & 0o7777 | 0o001)
 
 
 def output(result: subprocess.CompletedProcess) -> str:

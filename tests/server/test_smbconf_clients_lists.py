@@ -164,10 +164,19 @@ def test_the_owner_may_set_and_clear_read_only(server):
 
 
 
-@pytest.mark.xfail(strict=True, reason="an owner is refused WRITE_DAC (and so cannot put its ACL "
-                   "right again) once the file's ACL no longer grants it to anyone; Windows and "
-                   "Samba give the owner READ_CONTROL and WRITE_DAC implicitly")
 def test_the_owner_may_always_change_its_files_acl(server):
+    """Windows and Samba give a file's owner READ_CONTROL and WRITE_DAC whatever its DACL says,
+    so an owner can always put its ACL right again; the owner is the account the session acts
+    as (S-1-22-1-uid), and another account gets nothing of the kind."""
+    import struct
+    import uuid
+
+    from smbprotocol.connection import Connection
+    from smbprotocol.exceptions import SMBResponseException
+    from smbprotocol.open import CreateDisposition, ImpersonationLevel, Open, ShareAccess, SMB2SetInfoRequest
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
     root = server.paths["ro"]
     (root / "owned.txt").write_text("x")
     os.chown(root / "owned.txt", server.accounts[WRITER].uid, server.accounts[WRITER].gid)
@@ -175,5 +184,55 @@ def test_the_owner_may_always_change_its_files_acl(server):
     r = server.smbcacls("ro", "owned.txt", "-S", f"REVISION:1,OWNER:S-1-22-1-{server.accounts[WRITER].uid},"
                         f"GROUP:S-1-22-2-{server.accounts[WRITER].gid},{read_only}", user=WRITER)
     assert r.returncode == 0, output(r)
-    r = server.smbcacls("ro", "owned.txt", "-M", EVERYONE_ALL, user=WRITER)
-    assert r.returncode == 0 and "NT_STATUS" not in output(r), output(r)
+    everyone_all = (struct.pack("<BBHIIII", 1, 0, 0x8004, 0, 0, 0, 20) + struct.pack("<BBHHH", 2, 0, 28, 1, 0)
+                    + struct.pack("<BBHI", 0, 0, 20, 0x1F01FF) + bytes([1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
+
+    def put_dacl(user: str) -> None:
+        conn = Connection(uuid.uuid4(), server.host, server.port)
+        conn.connect()
+        try:
+            session = Session(conn, user, PASSWORD, require_encryption=False)
+            session.connect()
+            tree = TreeConnect(session, rf"\\{server.host}\ro")
+            tree.connect()
+            f = Open(tree, "owned.txt")
+            f.create(ImpersonationLevel.Impersonation, 0x00060000, 0,     # READ_CONTROL | WRITE_DAC
+                     ShareAccess.FILE_SHARE_READ, CreateDisposition.FILE_OPEN, 0)
+            req = SMB2SetInfoRequest()
+            req["info_type"] = 3                    # SMB2_0_INFO_SECURITY
+            req["file_info_class"] = 0
+            req["additional_information"] = 4       # DACL_SECURITY_INFORMATION
+            req["file_id"] = f.file_id
+            req["buffer"] = everyone_all
+            conn.receive(conn.send(req, sid=session.session_id, tid=tree.tree_connect_id))
+            f.close()
+        finally:
+            conn.disconnect(True)
+
+    with pytest.raises(SMBResponseException):
+        put_dacl(READER)                            # not the owner: the DACL decides, and refuses
+    put_dacl(WRITER)                                # the owner
+    r = server.smbcacls("ro", "owned.txt", user=WRITER)
+    assert "ACL:S-1-1-0:ALLOWED/0x0/FULL" in output(r) or "0x001f01ff" in output(r), output(r)
+
+def test_a_files_acl_is_matched_against_the_sessions_own_account(server, tmp_path):
+    """An ACE naming an account (S-1-22-1-uid) applies to sessions acting as that account and
+    to no other: the DACL here lets only the reader read; its owner may then read its ACL but
+    not its data."""
+    root = server.paths["ro"]
+    (root / "for-reader.txt").write_text("for the reader")
+    writer, reader = server.accounts[WRITER], server.accounts[READER]
+    os.chown(root / "for-reader.txt", writer.uid, writer.gid)
+    os.chmod(root / "for-reader.txt", 0o644)
+    r = server.smbcacls("ro", "for-reader.txt", "-S", f"REVISION:1,OWNER:S-1-22-1-{writer.uid},"
+                        f"GROUP:S-1-22-2-{writer.gid},ACL:S-1-22-1-{reader.uid}:ALLOWED/0x0/0x001200a9",
+                        user=WRITER)
+    assert r.returncode == 0, output(r)
+    got = tmp_path / "got"
+    r = server.smbclient("ro", f"get for-reader.txt {got}", user=READER)
+    assert r.returncode == 0 and got.read_text() == "for the reader", output(r)
+    got.unlink()
+    r = server.smbclient("ro", f"get for-reader.txt {got}", user=WRITER)
+    assert refused(r) and not got.exists(), output(r)
+    r = server.smbcacls("ro", "for-reader.txt", user=WRITER)       # READ_CONTROL: the owner's
+    assert f"S-1-22-1-{reader.uid}" in output(r), output(r)

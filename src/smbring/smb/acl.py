@@ -1,9 +1,10 @@
 """Security descriptors a client can set, and the access checks they imply (MS-DTYP 2.4.6,
 2.5.3): sans-I/O, bytes in and out.
 
-smbring runs as one Unix user, so every file belongs to it: a file's owner is that user's SID
-(Samba's S-1-22-1-uid mapping) and every authenticated user acts as that owner, with
-Everyone and Authenticated Users besides. A file without a stored descriptor keeps the one
+A tree acts as one Unix account (the session's user's where the server runs as root, else the
+server's own), named by Samba's S-1-22 SIDs: its `Token` holds the SIDs ACEs are matched
+against (the user, its groups, Everyone, Authenticated Users) and the owner and group a new
+file's descriptor names. A file without a stored descriptor keeps the one
 derived from its mode bits and no extra checks (what smbring always did); a stored one (set by
 SET_INFO or a CREATE's SecD context, or inherited from a parent directory that has one) is
 enforced on every open: its DACL decides, the owner always keeps READ_CONTROL and WRITE_DAC,
@@ -35,9 +36,35 @@ def sid(authority: int, *subs: int) -> bytes:
 
 EVERYONE, AUTHENTICATED_USERS = sid(1, 0), sid(5, 11)
 CREATOR_OWNER, CREATOR_GROUP = sid(3, 0), sid(3, 1)
-OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())
-USER_TOKEN = frozenset({OWNER_SID, GROUP_SID, EVERYONE, AUTHENTICATED_USERS})
-GUEST_TOKEN = frozenset({EVERYONE})
+OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())   # the server's
+
+
+@dataclass(frozen=True)
+class Token:
+    """Whom a tree acts as, for security descriptors: the SIDs its ACEs are matched against,
+    and the owner and group a descriptor made for a new file names."""
+    sids: frozenset
+    owner: bytes
+    group: bytes
+
+    def __contains__(self, who: bytes) -> bool:
+        return who in self.sids
+
+
+def unix_token(uid: int, gid: int, groups=(), guest: bool = False) -> Token:
+    """The token of a Unix account: its user and group SIDs, Everyone and Authenticated
+    Users. A guest matches Everyone's ACEs only (never an owner's implicit rights, whichever
+    account it acts as); its new files name the account as their owner."""
+    user, primary = sid(22, 1, uid), sid(22, 2, gid)
+    if guest:
+        return Token(frozenset({EVERYONE}), user, primary)
+    return Token(frozenset({user, primary, EVERYONE, AUTHENTICATED_USERS,
+                            *(sid(22, 2, g) for g in groups)}), user, primary)
+
+
+USER_TOKEN = unix_token(os.geteuid(), os.getegid())
+# a guest where every session acts as the server: only Everyone's ACEs apply to it
+GUEST_TOKEN = Token(frozenset({EVERYONE}), OWNER_SID, GROUP_SID)
 
 
 class BadDescriptor(ValueError):
@@ -166,7 +193,7 @@ def map_generic(mask: int) -> int:
     return mask
 
 
-def granted(d: Descriptor | None, token=USER_TOKEN) -> int:
+def granted(d: Descriptor | None, token: Token = USER_TOKEN) -> int:
     """The access this token gets from the descriptor (first matching ACE decides per bit)."""
     if d is None or not d.control & SE_DACL_PRESENT or d.dacl is None:
         return FILE_ALL_ACCESS
@@ -179,12 +206,12 @@ def granted(d: Descriptor | None, token=USER_TOKEN) -> int:
             denied |= mask & ~allowed
         else:
             allowed |= mask & ~denied
-    if (d.owner or OWNER_SID) in token:
+    if d.owner is not None and d.owner in token:
         allowed |= READ_CONTROL | WRITE_DAC     # an owner can always read and fix its DACL
     return allowed
 
 
-def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token=USER_TOKEN) -> int:
+def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token: Token = USER_TOKEN) -> int:
     """The access to grant for `desired` (MAXIMUM_ALLOWED and generic bits resolved), or -1
     when the descriptor refuses part of it."""
     have = granted(d, token)
@@ -196,7 +223,7 @@ def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token=U
     return want | (have if desired & MAXIMUM_ALLOWED else 0)
 
 
-def inherit(parent: Descriptor | None, is_dir: bool) -> Descriptor | None:
+def inherit(parent: Descriptor | None, is_dir: bool, token: Token = USER_TOKEN) -> Descriptor | None:
     """The descriptor a new file or directory gets from its parent's inheritable ACEs; None
     when the parent has no stored descriptor (the file then has none either)."""
     if parent is None or parent.dacl is None or not parent.control & SE_DACL_PRESENT:
@@ -216,25 +243,25 @@ def inherit(parent: Descriptor | None, is_dir: bool) -> Descriptor | None:
             new_flags = 0
         else:
             continue
-        who = {CREATOR_OWNER: OWNER_SID, CREATOR_GROUP: GROUP_SID}.get(ace.sid, ace.sid)
+        who = {CREATOR_OWNER: token.owner, CREATOR_GROUP: token.group}.get(ace.sid, ace.sid)
         aces.append(Ace(ace.type, new_flags | INHERITED, ace.mask, who))
     return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT | SE_DACL_AUTO_INHERITED,
-                      owner=OWNER_SID, group=GROUP_SID, dacl=aces)
+                      owner=token.owner, group=token.group, dacl=aces)
 
 
 SYSTEM = sid(5, 18)
 
 
-def complete(d: Descriptor, parent: Descriptor | None, is_dir: bool) -> Descriptor:
+def complete(d: Descriptor, parent: Descriptor | None, is_dir: bool, token: Token = USER_TOKEN) -> Descriptor:
     """A descriptor given at creation (the SecD context) with its gaps filled as Windows does:
     owner and group from the token, and without a DACL the inherited one, else the token's
     default (owner and SYSTEM: full control)."""
-    d.owner = d.owner or OWNER_SID
-    d.group = d.group or GROUP_SID
+    d.owner = d.owner or token.owner
+    d.group = d.group or token.group
     if not d.control & SE_DACL_PRESENT:
-        inherited = inherit(parent, is_dir)
+        inherited = inherit(parent, is_dir, token)
         d.dacl = inherited.dacl if inherited is not None else [
-            Ace(ALLOWED, 0, FILE_ALL_ACCESS, OWNER_SID), Ace(ALLOWED, 0, FILE_ALL_ACCESS, SYSTEM)]
+            Ace(ALLOWED, 0, FILE_ALL_ACCESS, token.owner), Ace(ALLOWED, 0, FILE_ALL_ACCESS, SYSTEM)]
         d.control |= SE_DACL_PRESENT | (SE_DACL_AUTO_INHERITED if inherited is not None else 0)
     return d
 

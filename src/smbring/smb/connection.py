@@ -556,10 +556,8 @@ class Connection:
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
         s = self.sessions.get(hdr.session_id)
-        if s is None or s.guest:
-            return acl.GUEST_TOKEN
-        t = s.trees.get(hdr.tree_id)
-        return acl.GUEST_TOKEN if t is not None and t.guest else acl.USER_TOKEN
+        t = s.trees.get(hdr.tree_id) if s is not None else None
+        return acl.GUEST_TOKEN if t is None else t.token
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:

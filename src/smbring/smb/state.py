@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smbring.smb import notify, security, wire
+from smbring.smb import acl, notify, security, wire
 from smbring.smb.fs import FileSystem
 from smbring.smb.share_access import NameRules
 from smbring.smb.wire import Header
@@ -146,6 +146,7 @@ class Tree:
     names: NameRules = field(default_factory=NameRules)   # veto and hide rules
     guest: bool = False          # acts as the guest (guest only = yes)
     counted: str | None = None   # the share whose `max connections` counts this tree
+    token: acl.Token = acl.GUEST_TOKEN   # whom security descriptors see (smb.acl)
 
 
 @dataclass

@@ -243,9 +243,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 new_sd = acl.parse(contexts[b"SecD"])
             except acl.BadDescriptor:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd = acl.complete(new_sd, stored_sd(fs, parts[:-1]), want_dir)
+            new_sd = acl.complete(new_sd, stored_sd(fs, parts[:-1]), want_dir, token)
         else:
-            new_sd = acl.inherit(stored_sd(fs, parts[:-1]), want_dir)
+            new_sd = acl.inherit(stored_sd(fs, parts[:-1]), want_dir, token)
         if want_dir:
             fs.mkdir(parts)
             is_dir = True

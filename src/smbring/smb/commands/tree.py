@@ -9,7 +9,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import hosts, share_access, wire
+from smbring.smb import acl, hosts, share_access, wire
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fs import FileSystem
 from smbring.smb.policy import DIALECT_NAMES
@@ -97,7 +97,12 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
     if not c.state.connect_tree(name, share.max_connections):
         log.info("tree connect to %s refused: max connections = %d reached", name, share.max_connections)
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
-    return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, counted=name)
+    if getattr(identity, "uid", None) is not None:     # a Unix account (identities are opaque here)
+        token = acl.unix_token(identity.uid, identity.gid, identity.groups, guest=as_guest)
+    else:
+        token = acl.GUEST_TOKEN if as_guest else acl.USER_TOKEN
+    return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, counted=name,
+                token=token)
 
 
 def tree_files(c: Connection, share: Share, identity) -> FileSystem:
