@@ -10,7 +10,10 @@ port=${PORT:-4488}
 work=$(mktemp -d /tmp/smbring-torture.XXXXXX)
 mkdir -p "$work/share" "$out"
 printf 'Secret1\n' | SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" user add torture --password-stdin >/dev/null
-SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture \
+# as root the server acts as each user's Unix account: the torture user acts as root
+map=()
+if [ "$(id -u)" = 0 ]; then printf 'root = torture\n' >"$work/users.map"; map=(--username-map "$work/users.map"); fi
+SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture "${map[@]}" \
     --listen 127.0.0.1:$port --log-level ${LOGLEVEL:-warning} >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
