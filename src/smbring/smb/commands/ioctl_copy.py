@@ -57,7 +57,9 @@ def request_resume_key(c: Connection, hdr: Header, o: Open, request, max_out: in
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.resume_key:
         o.resume_key = o.fid + secrets.token_bytes(8)
-    return o.resume_key + struct.pack("<I", 0)      # ResumeKey, ContextLength 0
+    # ResumeKey, ContextLength 0, and the 4 bytes of zeros Windows sends as Context (which
+    # Samba's client expects: 32 bytes)
+    return o.resume_key + struct.pack("<I4x", 0)
 
 
 def source_of(c: Connection, hdr: Header, key: bytes) -> Open:
