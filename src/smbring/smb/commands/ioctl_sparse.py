@@ -39,6 +39,9 @@ STATUS_NOT_A_REPARSE_POINT = 0xC0000275
 
 RANGE = struct.Struct("<qq")      # FILE_ZERO_DATA_INFORMATION, FILE_ALLOCATED_RANGE_BUFFER
 INT64_MAX = (1 << 63) - 1
+# the most ranges one answer lists (1 MiB of them), whatever output buffer is offered: a file
+# of millions of holes costs no more; the client asks on from the last (BUFFER_OVERFLOW)
+MAX_RANGES = 65536
 
 
 def writable(o: Open, access: int) -> None:
@@ -120,7 +123,7 @@ def query_allocated_ranges(c: Connection, hdr: Header, o: Open, request, max_out
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & wire.FILE_READ_DATA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    fits = max_out // RANGE.size
+    fits = min(max_out // RANGE.size, MAX_RANGES)
     size = o.tree.fs.fstat(o.fd).st_size
     if not length or start >= size:
         return b""
