@@ -10,11 +10,14 @@ port=${PORT:-4488}
 work=$(mktemp -d /tmp/smbring-torture.XXXXXX)
 mkdir -p "$work/share" "$out"
 printf 'Secret1\n' | SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" user add torture --password-stdin >/dev/null
-# as root a server acts as each user's Unix account; the torture user has none: act as root
+# as root the server acts as each user's Unix account and the torture user has none: it is
+# mapped to root (smb.conf's username map applies before the password is checked, as in
+# Samba, so root's entry in the password file carries the same password)
 as_root=()
 if [ "$(id -u)" = 0 ]; then
-    printf 'root = *\n' >"$work/all-as-root.map"
-    as_root=(--username-map "$work/all-as-root.map" --guest-account root)
+    printf 'Secret1\n' | SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" user add root --password-stdin >/dev/null
+    printf 'root = torture\n' >"$work/users.map"
+    as_root=(--username-map "$work/users.map" --guest-account root)
 fi
 SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture "${as_root[@]}" \
     --listen 127.0.0.1:$port --log-level ${LOGLEVEL:-warning} >"$out/server.log" 2>&1 &

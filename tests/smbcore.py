@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import struct
 
+from smbring.server.effects import range_operation
 from smbring.smb import effects, wire
 
 
@@ -32,6 +33,8 @@ def carry_out(todo: list) -> list[bytes]:
             todo[:0] = effect.then(outcome(lambda: os.fsync(effect.fd) or 0))
         elif isinstance(effect, effects.Drain):
             todo[:0] = effect.then(None)
+        elif isinstance(effect, effects.RANGE_OPERATIONS):
+            todo[:0] = effect.then(outcome(lambda: range_operation(effect)))
         elif not isinstance(effect, effects.Forget):
             raise AssertionError(f"unknown effect {effect!r}")
     return sent

@@ -14,7 +14,7 @@ import os
 
 from smbcore import outcome, read, write
 
-from smbring.server.effects import NETBIOS_MAX, WRITES_IN_FLIGHT
+from smbring.server.effects import NETBIOS_MAX, WRITES_IN_FLIGHT, range_operation
 from smbring.smb import effects
 
 from smbfuzz_findings import Finding
@@ -59,6 +59,12 @@ class Shell:
                 todo[:0] = effect.then(None)
             elif isinstance(effect, effects.Forget):
                 self.forgotten.append((effect.dev, effect.ino))
+            elif isinstance(effect, effects.RANGE_OPERATIONS):
+                for fd in {getattr(effect, name) for name in ("fd", "src_fd", "dst_fd") if hasattr(effect, name)}:
+                    self.check_fd(fd, effect)
+                    if any(w.fd == fd for w in self.held):
+                        raise Finding(f"{type(effect).__name__} while a background WRITE of the file runs")
+                todo[:0] = effect.then(outcome(lambda: range_operation(effect)))
             else:
                 raise Finding(f"an effect the shell does not know: {effect!r}")
 

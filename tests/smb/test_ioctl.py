@@ -21,7 +21,8 @@ from smbring.smb.state import FID_ANY
 GUID = bytes(range(16))
 OFFERED = dict(dialects=(wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB302),
                security_mode=wire.SECURITY_SIGNING_ENABLED, caps=wire.CAP_LARGE_MTU | wire.CAP_ENCRYPTION, guid=GUID)
-FSCTL_PIPE_TRANSCEIVE, FSCTL_SET_SPARSE = 0x0011C017, 0x000900C4
+FSCTL_PIPE_TRANSCEIVE = 0x0011C017
+FSCTL_GET_INTEGRITY_INFORMATION = 0x0009027C   # not served (as by smbd)
 
 
 @pytest.fixture
@@ -176,7 +177,7 @@ def test_dfs_referrals_need_a_dfs_driver(client):
         wire.STATUS_FS_DRIVER_REQUIRED
 
 
-@pytest.mark.parametrize("ctl", [FSCTL_PIPE_TRANSCEIVE, FSCTL_SET_SPARSE, 0, 0xFFFFFFFF])
+@pytest.mark.parametrize("ctl", [FSCTL_PIPE_TRANSCEIVE, FSCTL_GET_INTEGRITY_INFORMATION, 0, 0xFFFFFFFF])
 def test_unknown_controls_are_not_supported(client, ctl):
     assert client.ioctl(ctl)[0] == wire.STATUS_NOT_SUPPORTED
     assert client.ioctl(ctl, fid=client.open("f"))[0] == wire.STATUS_NOT_SUPPORTED
@@ -185,7 +186,7 @@ def test_unknown_controls_are_not_supported(client, ctl):
 def test_an_unknown_control_on_a_closed_file_is_file_closed(client):
     fid = client.open("f")
     assert client.close(fid) == 0
-    assert client.ioctl(FSCTL_SET_SPARSE, fid=fid)[0] == wire.STATUS_FILE_CLOSED
+    assert client.ioctl(FSCTL_GET_INTEGRITY_INFORMATION, fid=fid)[0] == wire.STATUS_FILE_CLOSED
 
 
 def test_an_ioctl_that_is_no_fsctl_is_not_supported(client):
@@ -203,7 +204,7 @@ def test_a_max_output_over_max_transact_size(negotiated):
     c = negotiated()
     c.credits = 300
     c.request(wire.ECHO, b"\4\0\0\0")                # gather the credits to pay for it
-    status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_SET_SPARSE, b"", MAX_IO + 1), charge=129)
+    status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_GET_INTEGRITY_INFORMATION, b"", MAX_IO + 1), charge=129)
     assert status == wire.STATUS_INVALID_PARAMETER
-    status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_SET_SPARSE, b"", MAX_IO), charge=128)
+    status, _ = c.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_GET_INTEGRITY_INFORMATION, b"", MAX_IO), charge=128)
     assert status == wire.STATUS_NOT_SUPPORTED                  # past the size checks

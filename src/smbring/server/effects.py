@@ -14,6 +14,7 @@ import logging
 
 from smbring import datapath
 from smbring.smb import effects
+from smbring.vfs import extents
 
 log = logging.getLogger("smbring.server")
 # background WRITEs per connection: the next payload arrives while the last goes to the disk
@@ -36,6 +37,22 @@ def descriptor(send: effects.Send, modules: dict) -> datapath.SendDescriptor:
         payload = datapath.FileRange(payload.fd, payload.offset, payload.length, modules[payload.share])
     return datapath.SendDescriptor(prefix + bytes(send.message), payload, splice_safe=send.splice_safe,
                                    read_path=send.read_path)
+
+
+def range_operation(effect):
+    """Carries out a file-range operation (a blocking call: run it in a worker thread); its
+    result, what the effect's `then` is called with."""
+    if isinstance(effect, effects.CopyRange):
+        return extents.copy_range(effect.src_fd, effect.src_offset, effect.dst_fd, effect.dst_offset,
+                                  effect.length)
+    if isinstance(effect, effects.CloneRange):
+        return extents.clone_range(effect.src_fd, effect.src_offset, effect.dst_fd, effect.dst_offset,
+                                   effect.length)
+    if isinstance(effect, effects.ZeroRange):
+        return extents.zero_range(effect.fd, effect.offset, effect.length, effect.deallocate)
+    if isinstance(effect, effects.AllocatedRanges):
+        return extents.allocated_ranges(effect.fd, effect.offset, effect.length, effect.limit)
+    raise TypeError(f"not a file-range operation: {effect!r}")
 
 
 class WritesInFlight:
@@ -68,12 +85,15 @@ class WritesInFlight:
 class EffectRunner:
     """Carries out one connection's effects, in order."""
 
-    def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer):
+    def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer, pool=None):
         self.transport = transport
         self.modules = modules          # share name -> VFS module stack
         self.sending = sending          # one frame on the wire at a time
         self.file_maps = file_maps
         self.peer = peer
+        # where file-range operations (server-side copy, hole punching) run: the server's
+        # file I/O threads (None: the event loop's default executor)
+        self.pool = pool
         self.writes = WritesInFlight()
         # for metrics: file bytes written, and read into memory (signed, sealed, compounded
         # READs; the others are counted by the transport's read paths)
@@ -101,11 +121,13 @@ class EffectRunner:
         await self.writes.drain()
 
     async def _file_io(self, effect):
-        """The outcome of a file read, write or flush: its result, or the exception (the core
-        answers it as an NTSTATUS)."""
+        """The outcome of a file read, write, flush or range operation: its result, or the
+        exception (the core answers it as an NTSTATUS)."""
         try:
             if isinstance(effect, effects.ReadInto):
                 return await self._read_into(effect)
+            if isinstance(effect, effects.RANGE_OPERATIONS):
+                return await asyncio.get_running_loop().run_in_executor(self.pool, range_operation, effect)
             io = self.modules[effect.share]
             if isinstance(effect, effects.Write):
                 written = await io.pwrite_all(effect.fd, effect.data, effect.offset)

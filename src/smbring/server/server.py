@@ -494,7 +494,8 @@ class Server:
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
-        runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer)
+        runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer,
+                                            pool=self._pool)
         metrics = self.metrics
         if metrics is not None:
             metrics.connected()

@@ -25,6 +25,7 @@ from smbring.smb.effects import (
     Drain,
     FileIO,
     FilePayload,
+    FileSteps,
     Flush,
     Forget,
     ReadInto,
@@ -246,6 +247,8 @@ class Connection:
             rhdr, body = resp
             if isinstance(body, FileIO):
                 body = yield from self._file_io(body, rhdr, background=lone_write)
+            elif isinstance(body, FileSteps):
+                body = yield from self._file_steps(body, rhdr)
             elif isinstance(body, FilePayload) and not chain.single:
                 # in memory now: a later request of the chain may close the file
                 body = yield from self._read(body.range, body.prefix, rhdr)
@@ -278,6 +281,23 @@ class Connection:
         if isinstance(result, BaseException):
             return self._failed(rhdr, result)
         return job.done(result)
+
+    @staticmethod
+    def _file_steps(job: FileSteps, rhdr: Header):
+        """A response that waits for file-range operations (steps): the body its steps return,
+        or the error response they raise."""
+        try:
+            return (yield from job.steps)
+        except SMBError as e:
+            rhdr.status = e.status
+        except ConnectionError:
+            raise
+        except OSError as e:        # a file-system call of the steps failed
+            rhdr.status = status_for_oserror(e)
+        except Exception:
+            log.exception("file-range steps failed")      # a bug of ours, not the client's
+            rhdr.status = wire.STATUS_INTERNAL_ERROR
+        return wire.error_body()
 
     def _read(self, rng, prefix: bytes, rhdr: Header):
         """A READ's response body with its data read into memory (steps)."""

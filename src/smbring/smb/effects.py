@@ -5,12 +5,14 @@ A response is a `Send`; a READ's data may stay in the file (`FileRange`), passed
 shell untouched, so the shell may copy, map, splice or zero-copy it. Where the core needs the
 outcome of file I/O (a WRITE's count, a READ it must sign or encrypt, a FLUSH), the effect
 carries `then`, which the shell calls with the result (or the OSError) and which returns the
-effects that follow. Effects are carried out in the order given.
+effects that follow. Effects are carried out in the order given. File-range operations
+(`CopyRange`, `CloneRange`, `ZeroRange`, `AllocatedRanges`: server-side copy, sparse files) are
+carried out off the event loop by ``smbring.vfs.extents.carry_out``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Union
+from typing import Callable, Generator, NamedTuple, Union
 
 
 class FileRange(NamedTuple):
@@ -88,7 +90,64 @@ class Forget:
     ino: int
 
 
-Effect = Union[Send, ReadInto, Write, Flush, Drain, Forget]
+@dataclass
+class CopyRange:
+    """Copy `length` bytes of `src_fd` from `src_offset` to `dst_fd` at `dst_offset` without
+    bringing them to user space where the file system can (copy_file_range), as if read whole
+    and then written (a source and target overlapping in one file copy as they were before),
+    then call `then(count)` (less than `length` where the source ends first) or `then(error)`."""
+
+    src_fd: int
+    src_offset: int
+    dst_fd: int
+    dst_offset: int
+    length: int
+    then: Callable = None
+
+
+@dataclass
+class CloneRange:
+    """Make `length` bytes of `dst_fd` at `dst_offset` share the blocks of `src_fd` at
+    `src_offset` (FICLONERANGE), then call `then(0)`, or `then(error)` where the file system
+    cannot (EOPNOTSUPP, EXDEV, EINVAL for unaligned ranges)."""
+
+    src_fd: int
+    src_offset: int
+    dst_fd: int
+    dst_offset: int
+    length: int
+    then: Callable = None
+
+
+@dataclass
+class ZeroRange:
+    """Zero `length` bytes of `fd` from `offset` without changing its size: the blocks freed
+    (a hole) when `deallocate`, else kept allocated; then call `then(0)` or `then(error)`."""
+
+    fd: int
+    offset: int
+    length: int
+    deallocate: bool
+    then: Callable = None
+
+
+@dataclass
+class AllocatedRanges:
+    """The ranges of `fd` holding data (SEEK_DATA/SEEK_HOLE) between `offset` and
+    `offset + length`, at most `limit` of them: `then([(offset, length), ...])` or
+    `then(error)`."""
+
+    fd: int
+    offset: int
+    length: int
+    limit: int
+    then: Callable = None
+
+
+RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, AllocatedRanges)
+
+Effect = Union[Send, ReadInto, Write, Flush, Drain, Forget, CopyRange, CloneRange, ZeroRange,
+               AllocatedRanges]
 
 
 @dataclass
@@ -114,3 +173,14 @@ class FileIO:
     data: memoryview | None = None
     done: Callable = None        # result -> response body
     then_flush: bool = False
+
+
+@dataclass
+class FileSteps:
+    """A response that waits for file-range operations (a handler's result): `steps`, a
+    generator, yields them one at a time, is sent each one's result (or the OSError) and
+    returns the response body. It may raise SMBError (an error response) and may set the
+    response header's status for a body sent with a failure (a server-side copy says how far
+    it got)."""
+
+    steps: Generator

@@ -21,13 +21,15 @@ ROOT_UUID = uuid.uuid4().bytes
 # DOS attributes kept as set (MS-FSCC 2.6): READONLY HIDDEN SYSTEM ARCHIVE TEMPORARY OFFLINE
 # NOT_CONTENT_INDEXED; DIRECTORY follows the file type and READONLY its write bits.
 STORED_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
+# SPARSE_FILE is stored too, but set by FSCTL_SET_SPARSE only (not by CREATE or SET_INFO)
+ATTR_SPARSE_FILE = 0x200
 
 
 def attributes(st: os.stat_result, dos: DosInfo | None = None, hidden: bool = False) -> int:
     """The file's DOS attributes; `hidden`: the share's rules hide it (hide files)."""
     is_dir = stat.S_ISDIR(st.st_mode)
     if dos is not None and dos.attrs:
-        a = dos.attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY
+        a = dos.attrs & (STORED_ATTRIBUTES | ATTR_SPARSE_FILE) & ~wire.ATTR_READONLY
     else:
         a = 0 if is_dir else wire.ATTR_ARCHIVE
     if is_dir:

@@ -111,6 +111,7 @@ class Open:
     stream: str | None = None                      # a named stream: parts are its depot file
     base_parts: list | None = None                 # the file as the client names it
     base_key: str | None = None                    # and its stream id, for a stream
+    resume_key: bytes = b""                        # names it as a server-side copy's source
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

@@ -19,6 +19,7 @@ from smbring.smb.commands.create import (
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
+    ATTR_SPARSE_FILE,
     MAX_FILE_SIZE,
     ROOT_UUID,
     STORED_ATTRIBUTES,
@@ -130,7 +131,8 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
         return struct.pack("<II", 7, 0)
     if klass == 5:   # FileFsAttributeInformation
         name = wire.utf16("NTFS")
-        return struct.pack("<III", 0x3 | 0x40000, 255, len(name)) + name
+        # case-sensitive search, case-preserved names, sparse files, named streams
+        return struct.pack("<III", 0x3 | 0x40 | 0x40000, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
     if klass == 6:   # FileFsControlInformation: no quotas
@@ -316,7 +318,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             if change not in keep:
                 dos.change_time, dos.change_mtime_ns = change, fs.fstat(o.fd).st_mtime_ns
             if attrs:
-                dos.attrs = attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL
+                dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
             fs.set_dos(o.fd, dos)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:

@@ -1,12 +1,19 @@
-"""IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers."""
+"""IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers. Those about the connection are
+here; those about an open file are in `ioctl_copy` (server-side copy) and `ioctl_sparse`
+(sparse files, compression, reparse points, trim), each a function of the open that returns
+the output buffer, or the steps (a generator of file-range effects) that end with it. Any
+other FSCTL is NOT_SUPPORTED, as smbd answers."""
 from __future__ import annotations
 
 import struct
+import types
+from functools import partial
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
-from smbring.smb.commands import pipe
+from smbring.smb.commands import ioctl_copy, ioctl_sparse, pipe
 from smbring.smb.commands.negotiate import capabilities, security_mode
+from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import ROOT_UUID
 from smbring.smb.state import FID_ANY
@@ -21,6 +28,23 @@ FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
 FSCTL_DFS_GET_REFERRALS = 0x00060194
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 SMB2_0_IOCTL_IS_FSCTL = 0x1
+
+# the FSCTLs of an open file: (connection, header, open, input buffer, MaxOutputResponse,
+# response header) -> output buffer, or steps ending with it
+FILE_CONTROLS = {
+    ioctl_copy.FSCTL_SRV_REQUEST_RESUME_KEY: ioctl_copy.request_resume_key,
+    ioctl_copy.FSCTL_SRV_COPYCHUNK: partial(ioctl_copy.copychunk, ctl=ioctl_copy.FSCTL_SRV_COPYCHUNK),
+    ioctl_copy.FSCTL_SRV_COPYCHUNK_WRITE:
+        partial(ioctl_copy.copychunk, ctl=ioctl_copy.FSCTL_SRV_COPYCHUNK_WRITE),
+    ioctl_copy.FSCTL_DUPLICATE_EXTENTS_TO_FILE: ioctl_copy.duplicate_extents,
+    ioctl_sparse.FSCTL_SET_SPARSE: ioctl_sparse.set_sparse,
+    ioctl_sparse.FSCTL_SET_ZERO_DATA: ioctl_sparse.zero_data,
+    ioctl_sparse.FSCTL_QUERY_ALLOCATED_RANGES: ioctl_sparse.query_allocated_ranges,
+    ioctl_sparse.FSCTL_GET_COMPRESSION: ioctl_sparse.get_compression,
+    ioctl_sparse.FSCTL_SET_COMPRESSION: ioctl_sparse.set_compression,
+    ioctl_sparse.FSCTL_GET_REPARSE_POINT: ioctl_sparse.get_reparse_point,
+    ioctl_sparse.FSCTL_FILE_LEVEL_TRIM: ioctl_sparse.file_level_trim,
+}
 
 
 def interface_info(address: str, link_speed: int = 10_000_000_000) -> bytes:
@@ -50,16 +74,37 @@ def validate_negotiate(c: Connection, request, max_out: int) -> None:
         raise ConnectionError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE received")
 
 
+def ioctl_response(ctl: int, fid: bytes, out: bytes, max_out: int) -> bytes:
+    """The IOCTL response body carrying `out` (one that does not fit: BUFFER_TOO_SMALL)."""
+    if len(out) > max_out:
+        raise SMBError(wire.STATUS_BUFFER_TOO_SMALL)
+    return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out
+
+
+def respond_after(steps, ctl: int, fid: bytes, max_out: int):
+    """The steps of a file control, then its response body."""
+    out = yield from steps
+    return ioctl_response(ctl, fid, out, max_out)
+
+
 def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     in_off, in_len, _max_in, _out_off, _out_len, max_out, flags = struct.unpack_from("<IIIIIII", msg, 88)
     if not flags & SMB2_0_IOCTL_IS_FSCTL:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if ctl in FILE_CONTROLS:
+        o = c.open_for(fid, chain, hdr)
+        out = FILE_CONTROLS[ctl](c, hdr, o, in_request(msg, in_off, in_len), max_out, rhdr)
+        if isinstance(out, types.GeneratorType):
+            return FileSteps(respond_after(out, ctl, fid, max_out)), None
+        return ioctl_response(ctl, fid, out, max_out), None
     if ctl == FSCTL_VALIDATE_NEGOTIATE_INFO:
         validate_negotiate(c, in_request(msg, in_off, in_len), max_out)
         out = struct.pack("<I16sHH", capabilities(c, c.dialect), c.server_guid, security_mode(c), c.dialect)
     elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
+        if fid != FID_ANY:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)   # about the server, not a file (smbd)
         if not c.local_address:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)
         out = interface_info(c.local_address)
@@ -76,6 +121,4 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         if fid != FID_ANY or chain.related:
             c.open_for(fid, chain, hdr)   # a file-level control on a closed handle: FILE_CLOSED
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    if len(out) > max_out:
-        raise SMBError(wire.STATUS_BUFFER_TOO_SMALL)
-    return struct.pack("<HHI16sIIIIII", 49, 0, ctl, fid, 112, 0, 112, len(out), 0, 0) + out, None
+    return ioctl_response(ctl, fid, out, max_out), None
