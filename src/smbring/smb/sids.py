@@ -1,6 +1,6 @@
 """Security identifiers (MS-DTYP 2.4.2): their binary and text forms, and the well-known ones
-with the names Samba gives them (source3/lib/util_wellknown.c, util_builtin.c; checked
-against Samba 4.17's smbd).
+with the names Samba gives them (its source3/lib/util_wellknown.c and util_builtin.c), and
+`Directory`, which translates names and SIDs both ways for the lsarpc pipe.
 
 Names as Samba's LSA answers them, by domain:
 
@@ -42,20 +42,6 @@ def text(sid: bytes) -> str:
     authority, subs = parts(sid)
     head = f"S-{sid[0]}-{authority}" if authority < 1 << 32 else f"S-{sid[0]}-0x{authority:012X}"
     return "-".join([head, *map(str, subs)])
-
-
-_SID_TEXT = re.compile(r"S-1-([0-9]{1,15})((?:-[0-9]{1,10}){0,15})", re.IGNORECASE)
-
-
-def parse(value: str) -> bytes | None:
-    """The binary form of an S-1-... string, None if it is not one."""
-    m = _SID_TEXT.fullmatch(value)
-    if not m or int(m.group(1)) >= 1 << 48:
-        return None
-    subs = [int(s) for s in m.group(2).split("-")[1:]]
-    if any(s >= 1 << 32 for s in subs):
-        return None
-    return make(int(m.group(1)), *subs)
 
 
 def domain_and_rid(sid: bytes) -> tuple[bytes, int] | None:
