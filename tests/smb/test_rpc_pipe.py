@@ -60,7 +60,7 @@ def test_a_served_pipe_opens_by_name(client, name):
     assert (action, alloc, eof, attrs) == (wire.FILE_OPENED, 4096, 0, 0x80)     # as Samba answers
 
 
-@pytest.mark.parametrize("name", ["lsarpc", "samr", "spoolss", "srvsvc\\x", "\\PIPE\\", "", "PIPE\\..\\srvsvc",
+@pytest.mark.parametrize("name", ["netlogon", "samr", "spoolss", "srvsvc\\x", "\\PIPE\\", "", "PIPE\\..\\srvsvc",
                                   "..\\srvsvc", "srvsvc:stream", "\\PIPE\\PIPE\\srvsvc", "srvsvc ", "f"])
 def test_other_names_are_not_found(client, name):
     assert client.open_pipe(name)[0] == wire.STATUS_OBJECT_NAME_NOT_FOUND
@@ -312,7 +312,7 @@ def test_pipe_wait(client):
     def wait(data):
         return client.request(wire.IOCTL, ioctl_body(b"\xff" * 16, FSCTL_PIPE_WAIT, data), tree_id=client.ipc)[0]
     assert wait(pipe_wait("srvsvc")) == 0
-    assert wait(pipe_wait("lsarpc")) == wire.STATUS_OBJECT_NAME_NOT_FOUND
+    assert wait(pipe_wait("netlogon")) == wire.STATUS_OBJECT_NAME_NOT_FOUND
     assert wait(pipe_wait("srvsvc", declared=200)) == wire.STATUS_INVALID_PARAMETER
     assert wait(b"\0" * 6) == wire.STATUS_INVALID_PARAMETER
 

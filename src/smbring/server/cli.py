@@ -108,6 +108,7 @@ def load_settings(args) -> Settings:
     from smbring.server import service
     from smbring.server.accounts import UnixAccounts
     from smbring.server.config import ConfigError, default_netbios_name
+    from smbring.server.unix_names import UnixNames
     from smbring.smb.rpc.services import ServerInfo
 
     if not args.config and not args.path:
@@ -121,6 +122,7 @@ def load_settings(args) -> Settings:
     except (OSError, ConfigError) as e:
         raise SettingsError(f"configuration {args.config}: {' '.join(str(e).split())}") from None
     cfg.policy.accounts = UnixAccounts()
+    cfg.policy.unix_names = UnixNames()
     return Settings(cfg.shares, cfg.listen, cfg.passdb or default_path(), cfg.signing_required,
                     cfg.read_path, cfg.limits, cfg.ntlm_auth, cfg.options,
                     guest=any(share.guest_ok for share in cfg.shares.values()),

@@ -330,8 +330,6 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     missing = [m for m in vfs if m not in MODULES]
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
-    # browseable, access based share enum: no share list is ever given out, so every share
-    # is as good as hidden
     if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
         cfg.notices.append(f"[{name}]: {path} is not a directory (tree connects will fail)")
     encrypt = _get(s, "server smb encrypt", "if_required")
@@ -360,6 +358,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_create_mode=_get(s, "force create mode", 0),
         force_directory_mode=_get(s, "force directory mode", 0),
         browseable=_get(s, "browseable", True),
+        access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES],
         read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
         force_user=_get(s, "force user", "").strip() or None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smbring.smb import security, wire
+from smbring.smb.sids import NoUnixNames, UnixNames
 from smbring.smb.share_access import Accounts, NoAccounts
 
 # `server min protocol` / `server max protocol` (Samba's enum_protocol): SMB1 and older are
@@ -40,6 +41,7 @@ class Policy:
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L
     accounts: Accounts = field(default_factory=NoAccounts)   # Unix groups and homes (%G, @group)
+    unix_names: UnixNames = field(default_factory=NoUnixNames)   # uids and gids (lsarpc lookups)
 
     def allows(self, dialect: int) -> bool:
         return self.min_dialect <= dialect <= self.max_dialect

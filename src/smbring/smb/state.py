@@ -83,6 +83,7 @@ class Share:
     directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force
     force_directory_mode: int = 0
     browseable: bool = True           # listed (srvsvc NetShareEnum) or not
+    access_based_share_enum: bool = False   # listed only to those who may connect to it
     # who the share's users act as (Samba's options; the server applies them where it runs as
     # root): None keeps the session's own account
     force_user: str | None = None

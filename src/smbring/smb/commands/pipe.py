@@ -1,4 +1,4 @@
-"""Named pipes on IPC$: srvsvc and wkssvc, each a DCE/RPC association (`smb.rpc`).
+"""Named pipes on IPC$: srvsvc, wkssvc and lsarpc, each a DCE/RPC association (`smb.rpc`).
 
 CREATE opens one (the name with or without `\\PIPE\\`, in any case; any other name is
 OBJECT_NAME_NOT_FOUND, as Samba answers); WRITE hands the client's bytes to the association,
@@ -19,9 +19,10 @@ import os
 import struct
 from typing import TYPE_CHECKING, Callable
 
-from smbring.smb import wire
+from smbring.smb import share_access, wire
+from smbring.smb.commands import tree as tree_command
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.rpc import srvsvc, wkssvc
+from smbring.smb.rpc import lsarpc, srvsvc, wkssvc
 from smbring.smb.rpc.endpoint import Endpoint
 from smbring.smb.rpc.services import Caller
 from smbring.smb.state import GoAsync, Pipe
@@ -30,7 +31,7 @@ from smbring.smb.wire import Header
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
-PIPES = {interface.pipe: interface for interface in (srvsvc.INTERFACE, wkssvc.INTERFACE)}
+PIPES = {interface.pipe: interface for interface in (srvsvc.INTERFACE, wkssvc.INTERFACE, lsarpc.INTERFACE)}
 
 FSCTL_PIPE_TRANSCEIVE = 0x0011C017
 FSCTL_PIPE_WAIT = 0x00110018
@@ -62,7 +63,8 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     if c.pipes_open >= c.limits.max_open_pipes:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     session = c.sessions[hdr.session_id]
-    caller = Caller(tuple(c.shares.values()), c.server_info, session.user, session.guest)
+    caller = Caller(tuple(c.shares.values()), c.server_info, session.user, session.guest,
+                    view=_share_view(c, session), unix_names=c.policy.unix_names)
     number = c.next_id
     c.next_id += 1
     fid = os.urandom(8) + struct.pack("<Q", number)
@@ -72,6 +74,21 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     body = struct.pack("<HBBI", 89, 0, 0, wire.FILE_OPENED) + b"\0" * 32 + struct.pack(
         "<QQII", PIPE_ALLOCATION, 0, ATTR_NORMAL, 0) + fid + struct.pack("<II", 0, 0)
     return body, fid
+
+
+def _share_view(c: Connection, session):
+    """The shares as the session's listings show them (srvsvc): with the session's
+    substitutions in their comments and paths, and without those marked `access based share
+    enum` that the session may not connect to (the tree connect's own rules decide)."""
+    def view(share):
+        name = share.name.lower()
+        seen, user, _guest = tree_command.seen_by(c, session, share, name)
+        if seen is share_access.BAD_VALUE:
+            return None if share.access_based_share_enum else share
+        if share.access_based_share_enum and tree_command.refusal(c, session, seen, user) is not None:
+            return None
+        return seen
+    return view
 
 
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):

@@ -55,26 +55,16 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
         share = _home_share(c, s, name)
     if share is None:
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
-    if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
-        log.info("tree connect to %s refused: %s is not allowed (hosts allow/deny)", name,
-                 c.client_address)
+    why = refusal(c, s, share, None)
+    if why is None:
+        share, user, as_guest = seen_by(c, s, share, name)
+        if share is share_access.BAD_VALUE:
+            raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
+        why = refusal(c, s, share, user)
+    if why is not None:
+        log.info("tree connect to %s refused: %s", name, why)
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if s.guest and not share.guest_ok:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
-    as_guest = s.guest or (share.guest_only and share.guest_ok)
-    user = c.policy.guest_account if as_guest else share_access.bare(s.user)
-    values = share_access.session_values(
-        user=user, asked_as=s.asked_as, domain=s.domain, share=name,
-        client_address=c.client_address, server_name=c.policy.server_name,
-        dialect=DIALECT_NAMES.get(c.dialect, ""), accounts=c.policy.accounts)
-    share = share_access.resolve(share, values)
-    if share is share_access.BAD_VALUE:
-        raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
     accounts = c.policy.accounts
-    if share_access.in_list(share.invalid_users, user, accounts) or \
-            share.valid_users and not share_access.in_list(share.valid_users, user, accounts):
-        log.info("tree connect to %s refused: user %s (valid/invalid users)", name, user)
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
     read_only = share.read_only
     if share.read_list and share_access.in_list(share.read_list, user, accounts):
         read_only = True
@@ -157,6 +147,36 @@ class Unreachable:
         def refuse(*args, **kw):
             raise PermissionError(errno.EACCES, "the share's directory cannot be reached by this account")
         return refuse
+
+
+def seen_by(c: Connection, s: Session, share: Share, name: str):
+    """The share as the session sees it, its templates substituted (share_access.BAD_VALUE
+    for a path that cannot be used), the account the session acts as there, and whether as
+    the guest."""
+    as_guest = s.guest or (share.guest_only and share.guest_ok)
+    user = c.policy.guest_account if as_guest else share_access.bare(s.user)
+    values = share_access.session_values(
+        user=user, asked_as=s.asked_as, domain=s.domain, share=name,
+        client_address=c.client_address, server_name=c.policy.server_name,
+        dialect=DIALECT_NAMES.get(c.dialect, ""), accounts=c.policy.accounts)
+    return share_access.resolve(share, values), user, as_guest
+
+
+def refusal(c: Connection, s: Session, share: Share, user: str | None) -> str | None:
+    """Why the session may not connect to the share, None when it may: the client's address
+    (`hosts allow`/`hosts deny`), guests (`guest ok`), then, given the account the session
+    acts as (`seen_by`; None to leave them out), the user lists of the substituted share."""
+    if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
+        return f"{c.client_address} is not allowed (hosts allow/deny)"
+    if s.guest and not share.guest_ok:
+        return "guests are not admitted (guest ok = no)"
+    if user is None:
+        return None
+    accounts = c.policy.accounts
+    if share_access.in_list(share.invalid_users, user, accounts) or \
+            share.valid_users and not share_access.in_list(share.valid_users, user, accounts):
+        return f"user {user} (valid/invalid users)"
+    return None
 
 
 def _home_share(c: Connection, s: Session, name: str) -> Share | None:

@@ -159,7 +159,8 @@ class Endpoint:
         # transport's, on an 8-byte boundary; the same both ways
         self.max_frag = min(max(MIN_FRAG, min(bind.max_xmit_frag, bind.max_recv_frag)), TRANSPORT_MAX_FRAG) & ~7
         # an association group asked for by id is granted as asked: nothing here is shared
-        # between the pipes of a group (no context handles), so there is nothing to check
+        # between the pipes of a group (each pipe's context handles are its own), so there is
+        # nothing to check
         self.assoc_group = bind.assoc_group or self.assoc_group
         self._output += pdu.bind_ack(pdu.BIND_ACK, hdr.call_id, self.max_frag, self.assoc_group,
                                      f"\\PIPE\\{self.interface.pipe}", results)

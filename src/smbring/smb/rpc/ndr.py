@@ -1,7 +1,8 @@
 """NDR, the Network Data Representation (C706 chapter 14, MS-RPCE 2.2.5), as far as the
-share-listing calls need it: little-endian 32-bit NDR; integers aligned to their size; unique
-pointers as referent ids whose targets follow after the scalars of what holds them; conformant
-varying strings of UTF-16; conformant arrays of bytes and of structures.
+share-listing and name-lookup calls need it: little-endian 32-bit NDR; integers aligned to
+their size; unique pointers as referent ids whose targets follow after the scalars of what
+holds them; conformant varying strings of UTF-16; conformant arrays of bytes and of
+structures; counted strings (RPC_UNICODE_STRING) and SIDs (RPC_SID, MS-DTYP 2.4.2.3).
 
 A structure is described by the kinds of its fields (U32, STR for a unique pointer to a string,
 BYTES for a unique pointer to a byte array whose size precedes it as a U32), so one description
@@ -9,6 +10,8 @@ serves to write an answer and to read (or skip) what a client sent."""
 from __future__ import annotations
 
 import struct
+
+from smbring.smb.sids import MAX_SUB_AUTHORITIES
 
 U32, STR, BYTES = "u32", "str", "bytes"
 
@@ -58,6 +61,44 @@ class Writer:
         """A conformant array of bytes (its size_is field was written with the scalars)."""
         self.u32(len(data))
         self.buf += data
+
+    def counted_string(self, text: str | None, terminated_size: bool = False) -> None:
+        """The scalars of an RPC_UNICODE_STRING (a structure aligned to 4, as it holds a
+        pointer): Length and MaximumLength in bytes, then the unique pointer to its characters
+        (`counted_chars` writes them, deferred). With `terminated_size` the maximum leaves
+        room for a terminator that is not sent (Samba's lsa_StringLarge, for domain names)."""
+        self.align(4)
+        if text is None:
+            self.u16(0)
+            self.u16(0)
+            self.pointer(False)
+            return
+        length = len(text.encode("utf-16-le"))
+        self.u16(length)
+        self.u16(length + 2 if terminated_size else length)
+        self.pointer(True)
+
+    def counted_chars(self, text: str | None, terminated_size: bool = False) -> None:
+        """The deferred characters of a counted string (nothing for a NULL one): a
+        conformant varying array of UTF-16 units, without a terminator."""
+        if text is None:
+            return
+        chars = text.encode("utf-16-le")
+        self.u32(len(chars) // 2 + (1 if terminated_size else 0))
+        self.u32(0)
+        self.u32(len(chars) // 2)
+        self.buf += chars
+
+    def handle(self, value: bytes) -> None:
+        """A context handle (policy_handle): 20 opaque bytes, aligned to 4."""
+        self.align(4)
+        self.buf += value
+
+    def sid(self, value: bytes) -> None:
+        """An RPC_SID (a conformant structure: its sub-authority count first, as the
+        conformance), from a SID in its binary form."""
+        self.u32(value[1])
+        self.buf += value
 
     def structs(self, kinds: tuple, rows: list[tuple]) -> None:
         """Structures laid out in a row, as in an array: every structure's scalars first, then
@@ -116,6 +157,14 @@ class Reader:
         self.align(4)
         return struct.unpack("<I", self._take(4))[0]
 
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def handle(self) -> bytes:
+        """A context handle (policy_handle): 20 opaque bytes, aligned to 4."""
+        self.align(4)
+        return self._take(20)
+
     def pointer(self) -> int:
         """A unique pointer's referent id (0: NULL)."""
         return self.u32()
@@ -133,6 +182,36 @@ class Reader:
 
     def unique_string(self) -> str | None:
         return self.string() if self.pointer() else None
+
+    def counted_string(self) -> tuple[int, int, int]:
+        """An RPC_UNICODE_STRING's scalars: (Length, MaximumLength, referent id)."""
+        self.align(4)
+        length, maximum = self.u16(), self.u16()
+        return length, maximum, self.pointer()
+
+    def counted_chars(self, length: int, maximum: int, limit: int) -> str:
+        """A counted string's deferred characters, checked against its scalars as NDR
+        requires (sizes even, length within the maximum, the array's bounds the same);
+        NdrError past `limit` characters."""
+        if length % 2 or maximum % 2 or length > maximum:
+            raise NdrError("a counted string with bad lengths")
+        size, offset, actual = self.u32(), self.u32(), self.u32()
+        if size != maximum // 2 or offset != 0 or actual != length // 2:
+            raise NdrError("a counted string's array does not match its lengths")
+        if actual > limit:
+            raise NdrError(f"a string of {actual} characters (at most {limit})")
+        try:
+            return self._take(length).decode("utf-16-le")
+        except UnicodeDecodeError:
+            raise NdrError("a string that is not UTF-16") from None
+
+    def sid(self) -> bytes:
+        """An RPC_SID, in its binary form (MS-DTYP 2.4.2.2)."""
+        count = self.u32()
+        head = self._take(8)
+        if head[0] != 1 or head[1] != count or count > MAX_SUB_AUTHORITIES:
+            raise NdrError("a malformed SID")
+        return head + self._take(4 * count)
 
     def byte_array(self, size: int) -> bytes:
         if self.u32() != size:

@@ -1,10 +1,12 @@
 """What an RPC interface is, and what its operations know of the server and the caller."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Callable
 
 from smbring.smb.rpc.pdu import Syntax
+from smbring.smb.sids import NoUnixNames, UnixNames
 
 # Windows error codes (WERROR) the operations return
 WERR_OK = 0
@@ -25,15 +27,56 @@ class ServerInfo:
     restrict_anonymous: int = 0
 
 
+MAX_HANDLES = 256      # context handles one pipe may hold open at once
+
+
+class Handles:
+    """The context handles (policy handles) open on one pipe: 20 bytes each, a zero type and
+    16 random bytes, so that a client cannot guess another's (and a pipe knows only its
+    own), each with what it grants. At most MAX_HANDLES at once."""
+
+    def __init__(self, limit: int = MAX_HANDLES) -> None:
+        self.limit = limit
+        self._open: dict[bytes, int] = {}
+
+    def open(self, granted: int) -> bytes | None:
+        """A new handle, None when the pipe holds as many as it may."""
+        if len(self._open) >= self.limit:
+            return None
+        handle = bytes(4) + os.urandom(16)
+        self._open[handle] = granted
+        return handle
+
+    def granted(self, handle: bytes) -> int | None:
+        """What the handle grants, None for a handle this pipe did not open (or closed)."""
+        return self._open.get(handle)
+
+    def close(self, handle: bytes) -> bool:
+        return self._open.pop(handle, None) is not None
+
+
+def _as_configured(share):
+    return share
+
+
 @dataclass(frozen=True)
 class Caller:
     """What an operation knows of the call: the server's shares (in configuration order), the
-    server's description, and who calls (a guest or anonymous session, or a user)."""
+    server's description, and who calls (a guest or anonymous session, or a user). One per
+    pipe: `handles` are that pipe's.
+
+    `view` gives a share as the caller sees it (its comment and path with the session's
+    substitutions, %U and the like), or None for a share the caller may not see (`access
+    based share enum`, where the caller may not connect to it). `unix_names` are the
+    system's users and groups, for name lookups."""
 
     shares: tuple
     server: ServerInfo
     user: str = ""
     guest: bool = False
+    view: Callable = _as_configured
+    unix_names: UnixNames = field(default_factory=NoUnixNames)
+    handles: Handles = field(default_factory=Handles)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,16 @@ description, as Samba's srvsvc answers them.
   by their name: clients leave them out); NetrShareEnumSticky (opnum 36; Samba's NetShareEnum)
   leaves them out itself. As in Samba (with `access based share enum` off, its default), a share
   the caller may not connect to (`valid users`, `guest ok`) is listed all the same: the list
-  says what exists, the tree connect decides who enters. Level 503 (MS-SRVS; not in Samba) is
-  served too, for Windows' tools.
-- NetrShareGetInfo (opnum 16) describes one share by name, browseable or not (the same levels).
+  says what exists, the tree connect decides who enters. A share with `access based share
+  enum = yes` is listed only to callers the tree connect would admit (its `hosts allow`/`hosts
+  deny`, `guest ok`, `valid users`/`invalid users`; Samba's own check leaves out the hosts).
+  Level 503 (MS-SRVS; not in Samba) is served too, for Windows' tools.
+- NetrShareGetInfo (opnum 16) describes one share by name, browseable or not (the same levels);
+  a share hidden from the caller by `access based share enum` is WERR_INVALID_NAME, as if it did
+  not exist (Samba describes it all the same).
+
+Comments and paths are given as the caller sees them, with the session's substitutions (%U,
+%u, %G, %H, %S, %P, %m, %I, %L, ...), as Samba substitutes a share's comment.
 - NetrServerGetInfo (opnum 21), levels 100, 101 and 102.
 
 Levels 2, 502 and 503 carry the share's path as Samba gives it to any caller, "C:" and the path
@@ -79,9 +86,13 @@ class Listed:
 
 
 def _shares(caller: Caller) -> list[Listed]:
-    """Every share the configuration names, then IPC$ (as Samba lists it)."""
+    """Every share the configuration names that the caller may see, as the caller sees it,
+    then IPC$ (as Samba lists it)."""
     out = []
-    for share in caller.shares:
+    for configured in caller.shares:
+        share = caller.view(configured)
+        if share is None:           # hidden from this caller (access based share enum)
+            continue
         out.append(Listed(share.name, STYPE_DISKTREE, share.comment, "C:" + share.path.replace("/", "\\"),
                           wire.READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS))
     out.append(Listed("IPC$", STYPE_IPC | STYPE_SPECIAL, f"IPC Service ({caller.server.comment})", "",
