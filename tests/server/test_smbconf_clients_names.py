@@ -218,9 +218,6 @@ def test_domain_in_a_path_is_the_accounts_not_the_clients(server):
 
 
 # -- substitutions in comment ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a share's comment keeps its %u/%G/%I as written in share "
-                   "listings (smbclient -L, rpcclient netsharegetinfo); Samba substitutes them "
-                   "for the caller")
 def test_a_comment_is_substituted_for_whoever_lists_it(server):
     wanted = f"for {ALICE} of {GROUP} from 127.0.0.1"
     r = server.smbclient_list(user=ALICE)
