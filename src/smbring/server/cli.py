@@ -212,15 +212,22 @@ def run(args) -> int:
         if not args.config:
             logs.configure(logs.settings({}, args.log_level))      # reopens the log
             return "nothing to read (no --config); the log reopened"
+        from smbring.server.config import restart_only_changes
         new = load_settings(args)
+        problems = server.identities.check(new.shares, new.guest) if os.geteuid() == 0 else []
+        if problems:        # (the reload fails; the configuration in force stays)
+            raise SettingsError("; ".join(problems))
         logs.configure(logs.settings(new.options, args.log_level))
-        if new.listen != settings.listen:
-            server_log(f"listen changed to {new.listen}: takes effect at restart")
+        # the options a reload cannot apply, compared with those in force since the start
+        for name in restart_only_changes(settings.options, new.options):
+            server_log(f"{name} takes effect at restart (now {new.options.get(name, '(not set)')!r} "
+                       f"in the file; {settings.options.get(name, '(not set)')!r} stays in force)")
         before = server.shares
         server.reconfigure(new.shares, passdb_path=new.passdb, allow_guest=new.guest,
                            signing_required=new.signing_required, read_path=new.read_path,
                            limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
-                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny)
+                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny,
+                           username_map=new.username_map, guest_account=new.guest_account)
         return describe_change(before, new.shares)
 
     try:
