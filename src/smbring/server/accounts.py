@@ -23,6 +23,7 @@ file is read again at each logon, so edits apply at once.
 """
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -149,9 +150,13 @@ class Accounts:
     A reload sets `username_map` and `guest_account` anew (every connection shares this
     object, so the next logon on any of them sees them)."""
 
-    def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT):
+    def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT,
+                 as_server=None):
         self.username_map = username_map
         self.guest_account = guest_account
+        # the map file is read as the server: the thread may still act as the last session's
+        # account, which may not read it (and a name left unmapped would act as itself)
+        self._as_server = as_server or contextlib.nullcontext
 
     def check(self, shares: dict[str, Share], guests: bool) -> list[str]:
         """What in the configuration names no account (the server refuses to start)."""
@@ -176,7 +181,8 @@ class Accounts:
             if found is None:
                 log.error("guest account %r is not a Unix account: guest logon refused", self.guest_account)
             return found
-        unix = map_name(self.username_map, user)
+        with self._as_server():
+            unix = map_name(self.username_map, user)
         found = account(unix)
         if found is None:
             log.warning("user %s (Unix name %s) has no Unix account: logon refused", user, unix)

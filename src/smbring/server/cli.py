@@ -8,6 +8,7 @@ what and what to do, exit status 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -209,12 +210,20 @@ def run(args) -> int:
         return 2
 
     def reload() -> str:
+        # as the server: the event loop's thread may still act as the last session's account
+        # (see vfs.identity), which may not read the configuration or open the log
+        with server.creds.as_server() if server.creds else contextlib.nullcontext():
+            return reload_as_server()
+
+    def reload_as_server() -> str:
         if not args.config:
             logs.configure(logs.settings({}, args.log_level))      # reopens the log
             return "nothing to read (no --config); the log reopened"
+        from smbring.server.accounts import Accounts
         from smbring.server.config import restart_only_changes
         new = load_settings(args)
-        problems = server.identities.check(new.shares, new.guest) if os.geteuid() == 0 else []
+        problems = (Accounts(new.username_map, new.guest_account).check(new.shares, new.guest)
+                    if os.geteuid() == 0 else [])
         if problems:        # (the reload fails; the configuration in force stays)
             raise SettingsError("; ".join(problems))
         logs.configure(logs.settings(new.options, args.log_level))

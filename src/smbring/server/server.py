@@ -272,7 +272,7 @@ class Server:
         # server's own work runs under creds.as_server); otherwise the server's own user
         if os.geteuid() == 0:
             self.creds: ThreadCredentials | None = ThreadCredentials()
-            self.identities = Accounts(username_map, guest_account)
+            self.identities = Accounts(username_map, guest_account, as_server=self.creds.as_server)
         else:
             self.creds = None
             self.identities = ServerAccount()
