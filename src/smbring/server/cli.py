@@ -48,8 +48,9 @@ def register(sub) -> None:
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
     p.add_argument("--username-map", default=None,
-                   help="Samba's username map file: SMB user names to Unix account names (as root; "
-                        "default: the file's `username map`)")
+                   help="Samba's username map file: client names to account names, mapped before the "
+                        "password is checked, as Samba does (as root, also the Unix account a session "
+                        "acts as; default: the file's `username map`)")
     p.add_argument("--guest-account", default=None,
                    help="the Unix account guests act as when the server runs as root "
                         "(default: the file's `guest account`, else nobody)")

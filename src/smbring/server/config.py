@@ -364,8 +364,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     missing = [m for m in vfs if m not in MODULES]
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
-    # browseable, access based share enum: no share list is ever given out, so every share
-    # is as good as hidden
+    # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
+    # still reached by name
     if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
         cfg.notices.append(f"[{name}]: {path} is not a directory (tree connects will fail)")
     encrypt = _get(s, "server smb encrypt", "if_required")
