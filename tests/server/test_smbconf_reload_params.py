@@ -425,3 +425,11 @@ def test_a_samba_made_smbpasswd_file_named_by_passdb_backend(served, accounts, t
     # smb passwd file names it too
     other = served(f"smb passwd file = {made}")
     assert other.put("d.txt", SRC, SRC_PW) == accounts[SRC]
+
+
+def test_the_example_configuration_names_the_password_file_as_samba_does():
+    from smbring.server.config import load as load_conf
+    example = Path(__file__).parents[2] / "contrib" / "smb.conf.example"
+    cfg = load_conf(str(example))
+    assert cfg.passdb == "/var/lib/smbring/passdb"
+    assert "passdb backend" in cfg.options
