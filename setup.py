@@ -34,5 +34,6 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=False,   # the C sources under _uring/ and _events/ are not package data
+    package_data={"smbring.server": ["samba_parameters.txt"]},   # Samba's smb.conf parameter names
     ext_modules=[extension(n, f) for n, f in MODULES if glob.glob(f"src/smbring/{f}/*.c")],
 )

@@ -19,13 +19,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def as_root_args(tmp_path) -> list[str]:
+def as_root_args(tmp_path, passdb=None) -> list[str]:
     """`smbring serve` options for a test server that is not about identities: started as
-    root, a server acts as each user's Unix account, and USER has none; every user and guest
-    then act as root (a username map `root = *`, guest account root)."""
+    root, a server acts as each user's Unix account, and USER has none; USER and guests then
+    act as root (a username map `root = USER`, guest account root). As in Samba, the map
+    applies before the password is checked: USER logs on with the password file's entry for
+    root, which gets USER's password (added to `passdb`, default tmp_path/passdb, once).
+    Other users act as their own Unix accounts."""
     if os.geteuid() != 0:
         return []
-    (tmp_path / "all-as-root.map").write_text("root = *\n")
+    (tmp_path / "all-as-root.map").write_text(f"root = {USER}\n")
+    passdb = str(passdb or tmp_path / "passdb")
+    if not os.path.exists(passdb) or not any(line.startswith("root:") for line in open(passdb)):
+        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", "root", "--passdb", passdb,
+                        "--password-stdin"], input=PASSWORD + "\n", text=True, check=True,
+                       capture_output=True)
     return ["--username-map", str(tmp_path / "all-as-root.map"), "--guest-account", "root"]
 
 
@@ -37,8 +45,8 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     port, log path).
 
     A server started as root acts as its users' Unix accounts; USER has none, so unless
-    `accounts` is set every user and guest is mapped to root (a username map `root = *`,
-    guest account root), as the tests that are not about identities expect."""
+    `accounts` is set USER and guests act as root (see as_root_args), as the tests that are
+    not about identities expect."""
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",

@@ -69,6 +69,8 @@ def smbconf(tmp_path):
         for name, options in shares.items():
             if "path" not in options.lower() and name.lower() not in ("homes", "printers"):
                 (tmp_path / name).mkdir(exist_ok=True)
+                # writable by OTHER's Unix account too (a server started as root acts as it)
+                (tmp_path / name).chmod(0o777)
                 options = f"path = {tmp_path / name}\n{options}"
             body[name] = options
         conf = write_conf(run / "smb.conf", f"listen = 127.0.0.1:{port}\n{global_options}", body)

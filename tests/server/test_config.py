@@ -7,13 +7,13 @@ from servers import PASSWORD, USER, free_port, spawn, stop
 from smbring.server.config import ConfigError, load
 
 
-def test_parse_shares_and_warn_about_unknown_options(tmp_path):
+def test_parse_shares_and_warn_about_ignored_options(tmp_path):
     conf = tmp_path / "smb.conf"
     conf.write_text(f"""
 [global]
     server signing = mandatory
     workgroup = HOME
-    frobnicate = 3
+    nt acl support = no
 [Data]
     path = {tmp_path}
     read only = no
@@ -28,7 +28,7 @@ def test_parse_shares_and_warn_about_unknown_options(tmp_path):
     assert set(cfg.shares) == {"Data", "pub"}
     assert not cfg.shares["Data"].read_only and cfg.shares["pub"].read_only
     assert cfg.shares["Data"].valid_users == ["alice", "bob"] and cfg.shares["pub"].guest_ok
-    assert any("frobnicate" in w for w in cfg.warnings)
+    assert any("nt acl support" in w for w in cfg.warnings)
     assert any("fruit" in w for w in cfg.warnings)
 
 

@@ -104,10 +104,13 @@ def test_pysmb(served):
 def test_users_added_and_removed_take_effect_on_a_running_server(served, tmp_path):
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli", "user"]
-    assert refused(smbclient(served, "ls", user="bob", password="Bob-pw-2"))
-    subprocess.run(cli + ["add", "bob", "--password-stdin"], input="Bob-pw-2\n", text=True, check=True,
+    # daemon: a Unix account, for a server started as root to act as
+    assert refused(smbclient(served, "ls", user="daemon", password="Bob-pw-2"))
+    subprocess.run(cli + ["add", "daemon", "--password-stdin"], input="Bob-pw-2\n", text=True, check=True,
                    env=env, capture_output=True)
-    result = smbclient(served, "ls", user="bob", password="Bob-pw-2")
+    result = smbclient(served, "ls", user="daemon", password="Bob-pw-2")
     assert result.returncode == 0, result.stdout + result.stderr
     subprocess.run(cli + ["del", USER], check=True, env=env, capture_output=True)
+    # (as root, USER logs on with root's entry: see servers.as_root_args)
+    subprocess.run(cli + ["del", "root"], env=env, capture_output=True)
     assert refused(smbclient(served, "ls"))

@@ -72,12 +72,13 @@ def start(tmp_path, *args, env=None, port=None, **popen):
     """`smbring serve *args` with its log in tmp_path/server.log; returns (proc, port)."""
     port = port or free_port()
     log = tmp_path / "server.log"
+    env = env or env_for(tmp_path)          # (USER first: as_root_args adds root to the file)
     args = list(args) + as_root_args(tmp_path)
     if "--config" not in args:
         args += ["--listen", f"127.0.0.1:{port}"]
     if "--control-socket" not in args:
         args += ["--control-socket", str(tmp_path / "ctl" / "control")]
-    proc = subprocess.Popen(CLI + ["serve", *args, "--log-level", "info"], env=env or env_for(tmp_path),
+    proc = subprocess.Popen(CLI + ["serve", *args, "--log-level", "info"], env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, **popen)
     _STARTED.append(proc)
     wait_listening(proc, port, log)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from servers import PASSWORD, USER, as_root_args, free_port, stop
+from servers import PASSWORD, as_root_args, free_port, stop
 
 from smbring.server.users import PasswordDB, PasswordLookup, parse_line
 from smbring.smb.ntlm_crypto import nt_hash
@@ -133,7 +133,7 @@ def _serve(tmp_path, passdb):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(CLI + ["serve", str(share), "--listen", f"127.0.0.1:{port}", "--passdb", str(passdb),
-                                   "--control-socket", "none", *as_root_args(tmp_path)],
+                                   "--control-socket", "none", *as_root_args(tmp_path, passdb)],
                             stdout=log, stderr=subprocess.STDOUT)
     import socket
     import time
@@ -163,11 +163,12 @@ def test_a_samba_made_file_logs_on_and_survives_user_add(tmp_path, samba_passdb,
         assert r.returncode == 0 and "hello.txt" in r.stdout, r.stdout + r.stderr
         r = _ls(port, "daemon")                                   # disabled by smbpasswd -d
         assert r.returncode != 0 and "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr
-        added = user("add", USER, passdb=samba_passdb, password="Other-pw-2")
+        # (a Unix account, so that the server started as root has one to act as)
+        added = user("add", "nobody", passdb=samba_passdb, password="Other-pw-2")
         assert added.returncode == 0, added.stderr
         assert samba_passdb.read_text().startswith(samba_made)   # Samba's lines untouched
         assert _ls(port, unix_user).returncode == 0               # still logs on
-        assert _ls(port, USER, "Other-pw-2").returncode == 0      # and the new user too
+        assert _ls(port, "nobody", "Other-pw-2").returncode == 0  # and the new user too
         audit = (tmp_path / "server.log").read_text()
         assert "logon refused: user WORKGROUP\\daemon from 127.0.0.1" in audit
         assert f"logon accepted: user WORKGROUP\\{unix_user} from 127.0.0.1" in audit

@@ -16,9 +16,10 @@ The ``username map`` file, as Samba reads it: one mapping per line, ``unixname =
 ``*`` anywhere on the right matches every name, ``@group`` or ``+group`` every member of a
 Unix group; lines are tried in order and a later match overrides an earlier one (each tried
 with the name as mapped so far), except that a line starting with ``!`` ends the search when
-it matches; ``#`` and ``;`` start comments. Unlike a standalone Samba, which looks up the
-mapped name's password, smbring authenticates the name the client sent (its password file is
-keyed by SMB names) and maps it afterwards.
+it matches; ``#`` and ``;`` start comments. As in a standalone Samba, the map applies
+before authentication: the client's name is mapped first and the mapped account's password is
+checked (``map_name``, used by the server's password lookup and by ``Accounts.logon``); the
+file is read again at each logon, so edits apply at once.
 """
 from __future__ import annotations
 
@@ -128,9 +129,26 @@ def account(name: str) -> Identity | None:
     return Identity(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(sorted(set(groups))))
 
 
+def map_name(username_map: str | None, name: str) -> str:
+    """The name `name` maps to through the ``username map`` file (itself without one). A file
+    that cannot be read maps nothing, with a warning: a name then stays the client's own,
+    whose password is checked (never a looser check)."""
+    if not username_map:
+        return name
+    try:
+        with open(username_map) as f:
+            lines = parse_username_map(f.read())
+    except (OSError, UnicodeDecodeError) as e:
+        log.warning("username map %s: %s (names not mapped)", username_map, e)
+        return name
+    return map_username(lines, name)
+
+
 class Accounts:
     """The server's identities (the ``identities`` of `smb.connection.Connection`) where it
-    runs as root: logon -> the account a session acts as; share -> the account its trees act as."""
+    runs as root: logon -> the account a session acts as; share -> the account its trees act as.
+    A reload sets `username_map` and `guest_account` anew (every connection shares this
+    object, so the next logon on any of them sees them)."""
 
     def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT,
                  as_server=contextlib.nullcontext):
@@ -155,19 +173,9 @@ class Accounts:
             problems.append(f"username map {self.username_map!r} is not a file")
         return problems
 
-    def _map(self, name: str) -> str:
-        if not self.username_map:
-            return name
-        try:
-            with open(self.username_map) as f:
-                lines = parse_username_map(f.read())
-        except (OSError, UnicodeDecodeError) as e:
-            log.warning("username map %s: %s (names not mapped)", self.username_map, e)
-            return name
-        return map_username(lines, name)
-
     def logon(self, user: str, kind: str) -> Identity | None:
-        """The account a new session acts as; None: the user has none (refused)."""
+        """The account a new session acts as; None: the user has none (refused; the logon
+        audit says so)."""
         with self.as_server():
             return self._logon(user, kind)
 
@@ -177,7 +185,7 @@ class Accounts:
             if found is None:
                 log.error("guest account %r is not a Unix account: guest logon refused", self.guest_account)
             return found
-        unix = self._map(user)
+        unix = map_name(self.username_map, user)
         found = account(unix)
         if found is None:
             log.warning("user %s (Unix name %s) has no Unix account: logon refused", user, unix)

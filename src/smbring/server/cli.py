@@ -8,6 +8,7 @@ what and what to do, exit status 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ def register(sub) -> None:
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
     p.add_argument("--username-map", default=None,
-                   help="Samba's username map file: SMB user names to Unix account names (as root; "
-                        "default: the file's `username map`)")
+                   help="Samba's username map file: client names to account names, mapped before the "
+                        "password is checked, as Samba does (as root, also the Unix account a session "
+                        "acts as; default: the file's `username map`)")
     p.add_argument("--guest-account", default=None,
                    help="the Unix account guests act as when the server runs as root "
                         "(default: the file's `guest account`, else nobody)")
@@ -212,18 +214,33 @@ def run(args) -> int:
         return 2
 
     def reload() -> str:
+        # as the server: the event loop's thread may still act as the last session's account
+        # (see vfs.identity), which may not read the configuration or open the log
+        with server.creds.as_server() if server.creds else contextlib.nullcontext():
+            return reload_as_server()
+
+    def reload_as_server() -> str:
         if not args.config:
             logs.configure(logs.settings({}, args.log_level), server.server_moment)  # reopens the log
             return "nothing to read (no --config); the log reopened"
+        from smbring.server.accounts import Accounts
+        from smbring.server.config import restart_only_changes
         new = load_settings(args)
+        problems = (Accounts(new.username_map, new.guest_account).check(new.shares, new.guest)
+                    if os.geteuid() == 0 else [])
+        if problems:        # (the reload fails; the configuration in force stays)
+            raise SettingsError("; ".join(problems))
         logs.configure(logs.settings(new.options, args.log_level), server.server_moment)
-        if new.listen != settings.listen:
-            server_log(f"listen changed to {new.listen}: takes effect at restart")
+        # the options a reload cannot apply, compared with those in force since the start
+        for name in restart_only_changes(settings.options, new.options):
+            server_log(f"{name} takes effect at restart (now {new.options.get(name, '(not set)')!r} "
+                       f"in the file; {settings.options.get(name, '(not set)')!r} stays in force)")
         before = server.shares
         server.reconfigure(new.shares, passdb_path=new.passdb, allow_guest=new.guest,
                            signing_required=new.signing_required, read_path=new.read_path,
                            limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
-                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny)
+                           policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny,
+                           username_map=new.username_map, guest_account=new.guest_account)
         return describe_change(before, new.shares)
 
     try:

@@ -23,13 +23,19 @@ from smbring.server.smbconf_options import (
     OPTIONS,
     QUIET,
     REFUSED,
+    RESTART_ONLY,
+    SAMBA_PARAMETERS,
+    SAMBA_SMB_PASSWD_FILE,
     SKIPPED_SECTIONS,
     SYNONYMS,
     WHOLE,
     ConfigError,
     G,
     S,
+    is_parametric,
+    known,
     listen_address,
+    suggestion,
 )
 from smbring.smb import share_access
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
@@ -39,7 +45,7 @@ from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.state import Share
 from smbring.vfs.modules import MODULES
 
-__all__ = ["Config", "ConfigError", "load", "override", "testparm_text"]
+__all__ = ["Config", "ConfigError", "load", "override", "restart_only_changes", "testparm_text"]
 
 log = logging.getLogger("smbring.config")
 
@@ -109,6 +115,9 @@ def canonical(name: str) -> tuple[str, bool]:
     for synonym, (target, inverted) in SYNONYMS.items():
         if smbconf.key(synonym) == k:
             return target, inverted
+    spelling, target = SAMBA_PARAMETERS.get(k, (None, None))
+    if spelling is not None:          # a Samba parameter smbring does not implement
+        return (target or spelling).lower(), False
     return " ".join(name.lower().split()), False
 
 
@@ -130,10 +139,20 @@ def expand(value: str, values: dict[str, str], where: str, templates: bool) -> s
 
 
 def _apply(out: dict, shown: dict, opt: smbconf.Option, scope: str, section: str, values,
-           ignored: set, sections: dict) -> None:
+           ignored: set, sections: dict, parametric: set) -> None:
     """One option of a section onto its settings: canonical name -> (value, where, text)
     (the last setting wins); `copy` takes what an earlier section has set so far. `shown`
-    gets every option set, ignored ones too (for testparm)."""
+    gets every option set, ignored ones too (for testparm). A name neither Samba nor smbring
+    knows stops the server (a misspelt security option must not pass for an ignored one);
+    parametric options (`module:option`) are ignored."""
+    if is_parametric(opt.name):
+        parametric.add(" ".join(opt.name.lower().split()))
+        shown[" ".join(opt.name.split())] = opt.value
+        return
+    if not known(opt.name):
+        close = suggestion(opt.name)
+        raise ConfigError(f"{opt.where}: unknown parameter '{opt.name}'"
+                          + (f" (did you mean '{close}'?)" if close else ""))
     name, inverted = canonical(opt.name)
     where = f"{opt.where}: [{section}] {name}"
     if name == "copy":
@@ -177,6 +196,7 @@ def load(path: str) -> Config:
         raise ConfigError(str(e)) from None
     cfg = Config()
     ignored: set[str] = set()
+    parametric: set[str] = set()
     global_section = doc.sections["global"]
     netbios = next((o.value for o in global_section.options
                     if canonical(o.name)[0] == "netbios name"), socket.gethostname().split(".")[0])
@@ -193,7 +213,7 @@ def load(path: str) -> Config:
         if opt is not None:
             scope = G if key == "global" else S
             _apply(settings[key], shown[key], opt, scope, doc.sections[key].name, values, ignored,
-                   settings)
+                   settings, parametric)
     _apply_global(cfg, settings["global"], netbios.upper())
     for key, section in doc.sections.items():
         cfg.sections.append((section.name, list(shown[key].items())))
@@ -206,6 +226,9 @@ def load(path: str) -> Config:
     cfg.server_info = server_info(cfg.options)
     if ignored:
         cfg.notices.append("options with no effect here (ignored): " + ", ".join(sorted(ignored)))
+    if parametric:
+        cfg.notices.append("parametric options (module:option) with no effect here (ignored): "
+                           + ", ".join(sorted(parametric)))
     if not cfg.shares:
         raise ConfigError(f"{path}: no share to serve")
     for notice in cfg.notices:
@@ -252,11 +275,22 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
     cfg.username_map = _get(g, "username map", "").strip() or None
     cfg.guest_account = policy.guest_account
     cfg.ntlm_auth = _get(g, "ntlm auth", "ntlmv2-only")
-    cfg.passdb = _get(g, "passdb")
+    cfg.passdb = _passdb(g)
     cfg.read_path = _get(g, "read path", "auto")
     cfg.limits = _limits(g)
     cfg.hosts_allow, cfg.hosts_deny = _get(g, "hosts allow", ()), _get(g, "hosts deny", ())
     _addresses(cfg, g)
+
+
+def _passdb(g: dict) -> str | None:
+    """The password file (an smbpasswd file): `passdb backend = smbpasswd:PATH`, else
+    `smb passwd file` (`passdb`), else with `passdb backend = smbpasswd` Samba's default
+    smbpasswd file; None: smbring's default. (Other backends are refused as they are read.)"""
+    backend = "passdb backend" in g
+    path = _get(g, "passdb backend") or _get(g, "smb passwd file", "").strip()
+    if not path and backend:
+        path = SAMBA_SMB_PASSWD_FILE
+    return path or None
 
 
 def _addresses(cfg: Config, g: dict) -> None:
@@ -330,6 +364,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     missing = [m for m in vfs if m not in MODULES]
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
+    # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
+    # still reached by name
     if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
         cfg.notices.append(f"[{name}]: {path} is not a directory (tree connects will fail)")
     encrypt = _get(s, "server smb encrypt", "if_required")
@@ -400,6 +436,12 @@ def override(cfg: Config, *, path: str | None = None, share: str = "share", list
         if modules:
             s.vfs_objects = modules
     return cfg
+
+
+def restart_only_changes(running: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The [global] options (RESTART_ONLY) whose new value a reload cannot apply: `running`
+    and `new` are Config.options of the configuration in force and of the one read."""
+    return [name for name in RESTART_ONLY if running.get(name) != new.get(name)]
 
 
 def testparm_text(cfg: Config) -> str:

@@ -29,7 +29,7 @@ import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
-from smbring.server.accounts import Accounts, ServerAccount
+from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -265,6 +265,9 @@ class Server:
         self.policy = policy or Policy()
         self.hosts_allow, self.hosts_deny = tuple(hosts_allow), tuple(hosts_deny)
         self.lookup = PasswordLookup(passdb_path)   # one cached read for all connections
+        # Samba's username map: applied before authentication (the mapped name's password is
+        # checked), and as root to the account a session acts as
+        self.username_map = username_map
         # who sessions act as: started as root, each its Unix account (the event loop's thread
         # switches its credentials for their file-system calls, see vfs.identity, and the
         # server's own work runs under creds.as_server); otherwise the server's own user
@@ -353,12 +356,13 @@ class Server:
             self.creds.server_thread()
 
     def _lookup(self, name: str):
-        """The password file's NT hash for name, read as the server (whoever the event loop's
-        thread acted as last)."""
+        """The NT hash of the account the client's name maps to (`username map`, as Samba
+        maps before checking the password), from the password file, read as the server
+        (whoever the event loop's thread acted as last)."""
         if self.creds is None:
-            return self.lookup(name)
+            return self.lookup(map_name(self.username_map, name))
         with self.creds.as_server():
-            return self.lookup(name)
+            return self.lookup(map_name(self.username_map, name))
 
     def _open_fs(self, share: Share, identity) -> ShareView:
         """The share's files as identity: a view of the share directory's one PosixVFS, whose
@@ -655,9 +659,12 @@ class Server:
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
                     server_info: ServerInfo | None = None, policy: Policy | None = None,
-                    hosts_allow=None, hosts_deny=None) -> None:
+                    hosts_allow=None, hosts_deny=None, username_map: str | None = None,
+                    guest_account: str = "nobody") -> None:
         """A reload: the shares apply to new tree connects on every connection (trees
-        connected keep the share they connected to); the rest to new connections."""
+        connected keep the share they connected to); the username map and the guest account
+        to the next logon on any connection; the rest to new connections. (What applies only
+        at a restart is named in the log by the caller: see config.RESTART_ONLY.)"""
         if self._modules is not None:
             for name, share in shares.items():
                 old = self.shares.get(name)
@@ -680,6 +687,10 @@ class Server:
             self.policy = policy
         if hosts_allow is not None:
             self.hosts_allow, self.hosts_deny = hosts_allow, hosts_deny or ()
+        self.username_map = username_map
+        if isinstance(self.identities, Accounts):     # every connection shares this object
+            self.identities.username_map = username_map
+            self.identities.guest_account = guest_account
 
 
 def _family(host: str) -> int:

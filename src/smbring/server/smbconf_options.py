@@ -4,8 +4,11 @@ are honoured (`OPTIONS`), refused unless harmless (`REFUSED`) or ignored without
 them; docs/ADMIN.md is the table for administrators."""
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
 
 from smbring.smb import hosts, share_access
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
@@ -181,7 +184,8 @@ OPTIONS: dict[str, Spec] = {
                                    "classic backup domain controller": "dc",
                                    "active directory domain controller": "dc", "dc": "dc",
                                    "pdc": "dc", "bdc": "dc"}, "server role")),
-    "listen": Spec(G, listen_address), "passdb": Spec(G, _text),     # smbring's own
+    "listen": Spec(G, listen_address),     # smbring's own
+    "smb passwd file": Spec(G, _text), "passdb backend": Spec(G, lambda v, w: _passdb_backend(v, w)),
     **{name: Spec(G, _text) for name in LIMIT_OPTIONS},
 }
 # Samba's synonyms: name -> (canonical, inverted boolean)
@@ -196,6 +200,7 @@ SYNONYMS = {
     "max protocol": ("server max protocol", False), "protocol": ("server max protocol", False),
     "group": ("force group", False), "exec": ("preexec", False), "root": ("root directory", False),
     "root dir": ("root directory", False), "debug level": ("log level", False),
+    "passdb": ("smb passwd file", False),     # smbring's older name for the password file
 }
 # refused unless harmless: name -> (is the value harmless?, why it cannot be enforced)
 REFUSED: dict[str, tuple] = {
@@ -236,6 +241,12 @@ QUIET = {
     "control socket", "metrics port", "shutdown timeout",
 }
 SKIPPED_SECTIONS = {"printers"}
+# [global] options a reload (SIGHUP) cannot change: the listening sockets and the service's
+# own control socket, metrics endpoint and stop timeout are set up once, at start. Every other
+# option applies on reload (see Server.reconfigure); a change of these is logged as taking
+# effect at restart.
+RESTART_ONLY = ("listen", "smb ports", "interfaces", "bind interfaces only", "control socket",
+                "metrics port", "shutdown timeout")
 
 
 def _ntlm_auth(value: str, where: str) -> str:
@@ -243,3 +254,67 @@ def _ntlm_auth(value: str, where: str) -> str:
         return ntlm_auth_policy(value)
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+# Samba's `smb passwd file` default (Debian's build), for `passdb backend = smbpasswd` without
+# a path and without `smb passwd file`
+SAMBA_SMB_PASSWD_FILE = "/etc/samba/smbpasswd"
+
+
+def _passdb_backend(value: str, where: str) -> str | None:
+    """`passdb backend = smbpasswd[:PATH]`: the smbpasswd file (None: `smb passwd file`'s).
+    Every other backend is refused: smbring reads no other user database."""
+    kind, _, location = value.strip().partition(":")
+    kind = kind.strip().lower()
+    location = location.strip().strip('"')
+    if kind == "smbpasswd":
+        return location or None
+    if kind == "tdbsam":
+        tdb = location or "passdb.tdb in the private dir"
+        raise ConfigError(f"{where} = {value.strip()}: smbring reads smbpasswd files only, not "
+                          f"tdbsam; export the users with `pdbedit -i tdbsam:{location or 'PATH'} "
+                          f"-e smbpasswd:FILE` (from {tdb}) and set passdb backend = smbpasswd:FILE")
+    raise ConfigError(f"{where} = {value.strip()}: only the smbpasswd backend is supported "
+                      "(passdb backend = smbpasswd:FILE)")
+
+
+# -- names ------------------------------------------------------------------------------------
+def _samba_parameters() -> MappingProxyType:
+    """Samba's parameter names (samba_parameters.txt), by their key (no case, no whitespace):
+    key -> (the name as Samba spells it, the parameter a synonym names or None)."""
+    text = resources.files(__package__).joinpath("samba_parameters.txt").read_text(encoding="utf-8")
+    names = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _scope, *target = line.split("\t")
+        names[_key(name)] = (name, target[0] if target else None)
+    return MappingProxyType(names)
+
+
+def _key(name: str) -> str:
+    return "".join(name.lower().split())      # as smbring.server.smbconf.key compares names
+
+
+SAMBA_PARAMETERS = _samba_parameters()
+# smbring's own options, which Samba does not have
+OWN = frozenset(_key(n) for n in (*OPTIONS, *QUIET, *SYNONYMS)) - SAMBA_PARAMETERS.keys()
+
+
+def is_parametric(name: str) -> bool:
+    """`module:option` (Samba's parametric options, which modules read)."""
+    return ":" in name
+
+
+def known(name: str) -> bool:
+    """Whether name is a Samba parameter (or synonym), or one of smbring's own options."""
+    return _key(name) in SAMBA_PARAMETERS or _key(name) in OWN
+
+
+def suggestion(name: str) -> str | None:
+    """The known name closest to a misspelt one (difflib), or None when none is close."""
+    spelled = " ".join(name.lower().split())
+    candidates = {" ".join(spelling.lower().split()) for spelling, _ in SAMBA_PARAMETERS.values()}
+    candidates |= {n for n in (*OPTIONS, *QUIET, *SYNONYMS)}
+    close = difflib.get_close_matches(spelled, sorted(candidates), n=1, cutoff=0.75)
+    return close[0] if close else None

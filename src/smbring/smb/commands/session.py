@@ -114,7 +114,9 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
         return
     account = c.identities.logon(user, kind)
     if account is None:
-        log.info("session %d: %s has no Unix account: logon refused", s.id, user or kind)
+        # the password was right: only the audit says why the logon failed after all
+        audit.warning("logon refused: user %s from %s: no Unix account%s", user or "(none)",
+                      c.client_address or "?", "" if kind == "user" else f" for the {kind}")
         c.end_session(s.id)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     if account != s.identity:
