@@ -47,6 +47,8 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     A server started as root acts as its users' Unix accounts; USER has none, so unless
     `accounts` is set USER and guests act as root (see as_root_args), as the tests that are
     not about identities expect."""
+    if os.geteuid() == 0:
+        searchable_to(tmp_path / "share")
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
@@ -85,3 +87,17 @@ def smbclient(server, command: str, *extra: str, user=USER, password=PASSWORD):
     return subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(server["port"]),
                            "-U", f"{user}%{password}", *extra, "-c", command],
                           capture_output=True, text=True, timeout=60)
+
+
+def searchable_to(path) -> None:
+    """The test accounts must reach a share as smbd requires: the directories pytest made
+    above it under /tmp (0700, root's) become passable (o+x), not listable. (pytest puts
+    its own /tmp/pytest-of-root back to 0700 when another run starts: a test calls this
+    again right before it starts a server.)"""
+    from pathlib import Path
+    for parent in Path(path).parents:
+        if len(parent.parts) < 3 or parent.parts[1] != "tmp":
+            continue            # only below /tmp
+        st = parent.stat()
+        if st.st_uid == 0 and not st.st_mode & 0o001:
+            parent.chmod(st.st_mode & 0o7777 | 0o001)

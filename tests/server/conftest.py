@@ -1,7 +1,18 @@
 """The `server` fixture: one `smbring serve` per test (see servers.py)."""
+import os
+
 import pytest
 
-from servers import spawn, stop
+from servers import searchable_to, spawn, stop
+
+
+@pytest.fixture(autouse=True)
+def _reachable_tmp_path(request):
+    """As root the server acts as each session's Unix account and, as smbd, refuses a share
+    that account cannot reach: a test's own directory (pytest makes it 0700) is made
+    passable (o+x, not listable) for the test accounts."""
+    if os.geteuid() == 0 and "tmp_path" in request.fixturenames:
+        searchable_to(request.getfixturevalue("tmp_path") / "share")
 
 
 @pytest.fixture

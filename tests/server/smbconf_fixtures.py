@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port, spawn, stop
+from servers import free_port, searchable_to, spawn, stop
 
 TAG = f"{os.getpid() % 100000}"
 SAMBA_TOOLS = ("smbclient", "rpcclient", "smbcacls")
@@ -181,17 +181,6 @@ def serve(workdir: Path, global_options: str, shares: dict[str, str], users: dic
         yield Served(host if not bind else bind[0], port, workdir, conf, log, proc, password, control)
     finally:
         stop(proc)
-
-
-def searchable_to(path: Path) -> None:
-    """The test accounts must reach a share as smbd requires: the directories pytest made
-    above it (0700, root's) become passable (o+x), not listable."""
-    inside = [p for p in path.parents
-              if p.name.startswith("pytest-of-") or any(q.name.startswith("pytest-of-") for q in p.parents)]
-    for parent in inside:
-        st = parent.stat()
-        if st.st_uid == 0:
-            parent.chmod(st.st_mode & 0o7777 | 0o001)
 
 
 def output(result: subprocess.CompletedProcess) -> str:
