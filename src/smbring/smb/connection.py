@@ -136,6 +136,7 @@ class Connection:
         self._seal_bufs = None
         self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
         self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
+        self.closed = False                      # close_all() has run
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -375,6 +376,47 @@ class Connection:
         if self.on_output is not None:
             self.on_output()
 
+    def resume(self, areq: "AsyncRequest", run) -> None:
+        """Runs a waiting request's handler again (a CREATE held for an oplock break) and
+        answers it, or lets it wait again; `run(rhdr)` returns the response body."""
+        if self.closed or areq.async_id not in self.async_requests:
+            return                                        # cancelled meanwhile
+        hdr = areq.hdr
+        rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
+        s = self.sessions.get(hdr.session_id)
+        try:
+            if s is None or not s.valid:
+                raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+            body = run(rhdr)
+        except GoAsync as e:
+            e.start(areq)
+            return
+        except SMBError as e:
+            rhdr.status, body = e.status, None
+        except PathError:
+            rhdr.status, body = wire.STATUS_OBJECT_NAME_INVALID, None
+        except OSError as e:
+            rhdr.status, body = status_for_oserror(e), None
+        except Exception:   # a bug of ours: answer, keep the connection
+            log.exception("command %d failed when resumed", hdr.command)
+            rhdr.status, body = wire.STATUS_INTERNAL_ERROR, None
+        self.complete_async(areq, rhdr.status, body)
+
+    def send_oplock_break(self, o: Open, level: int) -> None:
+        """Tells the client that holds an oplock on `o` to break it to `level`
+        (MS-SMB2 3.3.4.6): an unsolicited message, MessageId -1, no session or tree, not
+        signed; sealed where the open's session encrypts."""
+        rhdr = Header(command=wire.OPLOCK_BREAK, flags=wire.FLAGS_SERVER_TO_REDIR,
+                      message_id=0xFFFFFFFFFFFFFFFF, credits=0)
+        message = bytearray(rhdr.pack()) + struct.pack("<HBBI", 24, level, 0, 0) + o.fid
+        s = self.sessions.get(o.session_id)
+        if s is not None and s.encrypt and s.encrypt_key:
+            self.outbox.append(self._sealed(s, message))
+        else:
+            self.outbox.append(Send(message))
+        if self.on_output is not None:
+            self.on_output()
+
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
             if areq.on_cancel is not None:
@@ -592,11 +634,16 @@ class Connection:
     def close_all(self) -> None:
         """The connection is gone: every open is closed as a CLOSE would (delete on close too)."""
         self.on_output = None
+        self.closed = True          # nothing waiting resumes now
         for o in list(self.opens.values()):
             try:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
+        for areq in list(self.async_requests.values()):   # waiting on no open of its own:
+            if areq.on_cancel is not None:                 # a CREATE held for an oplock break
+                areq.on_cancel()
+        self.async_requests.clear()
         for s in self.sessions.values():
             for tree in s.trees.values():
                 self.drop_tree(tree)
@@ -669,5 +716,6 @@ class Connection:
                                             notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
+        self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------

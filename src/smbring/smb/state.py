@@ -87,6 +87,8 @@ class Share:
     # root): None keeps the session's own account
     force_user: str | None = None
     force_group: str | None = None                     # "+group": only for its members
+    oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
+    level2_oplocks: bool = True       # level II ones too (level2 oplocks)
 
 
 @dataclass(eq=False)

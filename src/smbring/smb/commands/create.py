@@ -23,7 +23,7 @@ from smbring.smb.fileinfo import (
     times,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
-from smbring.smb.state import Open
+from smbring.smb.state import Chain, GoAsync, Open
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -96,8 +96,9 @@ def check_veto(names, parts: list[str]) -> None:
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
 
-def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
-    (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: bool = False):
+    """CREATE; `retry`: again, after the oplock break it waited for was answered."""
+    (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
     if len(c.opens) >= c.limits.max_open_files:
@@ -193,8 +194,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
     if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
-    if exists and not c.state.share_modes.allowed((st.st_dev, st.st_ino), access, share_access):
-        raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
+    if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
+        key = (st.st_dev, st.st_ino)
+        sharing_violation = not c.state.share_modes.allowed(key, access, share_access)
+        if c.state.oplocks.contend(key, access, sharing_violation, first_attempt=not retry,
+                                   overwrite=disposition in OVERWRITING):
+            raise held_for_break(c, hdr, msg, key)
+        if sharing_violation:
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
         if parts and len(parts) > 1:
             try:
@@ -295,6 +302,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
+    oplock = c.state.oplocks.grant(
+        o, requested_oplock, enabled=tree.share.oplocks, level2=tree.share.level2_oplocks,
+        locked=action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key),
+        send_break=c.send_oplock_break)
     if action == wire.FILE_CREATED:
         c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
@@ -318,11 +329,32 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
-    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
+    body = struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,
         attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
+
+
+OVERWRITING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
+
+
+def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
+    """A CREATE that waits for an oplock's holder (MS-SMB2 3.3.5.9: answered STATUS_PENDING
+    first): tried again when the break is answered, the holder closes or its time is up."""
+    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+
+    def start(areq) -> None:
+        def retry() -> None:
+            c.resume(areq, lambda rhdr: h_create(c, areq.hdr, request, rhdr, Chain(), retry=True)[0])
+
+        def stop() -> None:
+            c.state.oplocks.unwait(key, retry)
+
+        areq.on_cancel = stop
+        c.state.oplocks.wait(key, retry)
+
+    return GoAsync(start)
 
 
 def shown_hidden(o: Open) -> bool:
