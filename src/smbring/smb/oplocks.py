@@ -134,7 +134,7 @@ class Oplocks:
         (or hold an oplock), less READ and HANDLE when the file has byte-range locks;
         level II only where the share allows it (`level2 oplocks`)."""
         h = self._holder(o)
-        if h is None or not enabled or o.is_dir or h.stat_only:
+        if h is None or not enabled or o.is_dir:
             return LEVEL_NONE
         granted = CACHING.get(requested, 0)
         if locked:

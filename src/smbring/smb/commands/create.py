@@ -194,11 +194,17 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
     if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
+    # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
+    # so it counts for share modes and oplocks, and the descriptor must be writable
+    overwriting = exists and not is_dir and disposition in OVERWRITING
+    open_access = access | wire.FILE_WRITE_DATA if overwriting else access
+    if overwriting and not st.st_mode & 0o222:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # a read-only file is not truncated (Samba)
     if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
         key = (st.st_dev, st.st_ino)
-        sharing_violation = not c.state.share_modes.allowed(key, access, share_access)
-        if c.state.oplocks.contend(key, access, sharing_violation, first_attempt=not retry,
-                                   overwrite=disposition in OVERWRITING):
+        sharing_violation = not c.state.share_modes.allowed(key, open_access, share_access)
+        if c.state.oplocks.contend(key, open_access, sharing_violation, first_attempt=not retry,
+                                   overwrite=overwriting):
             raise held_for_break(c, hdr, msg, key)
         if sharing_violation:
             raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
@@ -264,12 +270,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     else:
         try:
-            fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+            fd = fs.open(parts, os.O_RDWR if writable or overwriting else os.O_RDONLY)
         except PermissionError:
             # the user may not write the file: an existing one is then refused to a client that
             # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
             # a file just made read-only (0444) by this CREATE keeps the rights asked for
-            if not writable or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+            if not writable or overwriting or \
+                    action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
                 raise
             if action != wire.FILE_CREATED:
                 granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
@@ -291,7 +298,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key)
-        registered = c.state.register_open(o, access, share_access)
+        registered = c.state.register_open(o, open_access, share_access)
     except BaseException:
         fs.close_file(fd)
         raise

@@ -295,8 +295,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
+            c.state.oplocks.contend_level2(o.key)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
             if wanted < fs.fstat(o.fd).st_size:
-                c.state.oplocks.contend_level2(o.key)
                 fs.ftruncate(o.fd, wanted)
             set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)
     elif klass == 14:  # Position (CurrentByteOffset)
