@@ -127,14 +127,15 @@ class Oplocks:
             self._break(h, break_to)
         return must_wait
 
-    def grant(self, o, requested: int, *, enabled: bool = True, level2: bool = True,
-              locked: bool = False, send_break: Callable | None = None) -> int:
+    def grant(self, o, requested: int, *, created: bool = False, enabled: bool = True,
+              level2: bool = True, locked: bool = False, send_break: Callable | None = None) -> int:
         """The oplock level a new open (added already) gets (Samba's rules): what it asked
         for, less WRITE caching when the file has other opens that are not attribute-only
         (or hold an oplock), less READ and HANDLE when the file has byte-range locks;
-        level II only where the share allows it (`level2 oplocks`)."""
+        level II only where the share allows it (`level2 oplocks`). An attribute-only open
+        gets one only where it created the file."""
         h = self._holder(o)
-        if h is None or not enabled or o.is_dir:
+        if h is None or not enabled or o.is_dir or h.stat_only and not created:
             return LEVEL_NONE
         granted = CACHING.get(requested, 0)
         if locked:

@@ -310,7 +310,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
     o.fid = fid
     c.opens[fid] = o
     oplock = c.state.oplocks.grant(
-        o, requested_oplock, enabled=tree.share.oplocks, level2=tree.share.level2_oplocks,
+        o, requested_oplock, created=action == wire.FILE_CREATED,
+        enabled=tree.share.oplocks, level2=tree.share.level2_oplocks,
         locked=action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key),
         send_break=c.send_oplock_break)
     if action == wire.FILE_CREATED:
