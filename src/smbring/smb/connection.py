@@ -242,6 +242,13 @@ class Connection:
                     raise ConnectionError("an encrypted frame carried another session's request")
             self._sealed_by = sealed_by     # (set again for each request: steps may interleave)
             resp = self._one(hdr, msg, chain, budget)
+            if chain.split is not None:     # a held CREATE: the rest of the chain follows its answer
+                areq, chain.split = chain.split, None
+                areq.rest = [(h, bytes(m)) for h, m in messages[i + 1:]]
+                areq.chain, areq.sealed_by = chain, sealed_by
+                out.append((hdr, *resp))
+                signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
+                return self._responses(out, signed_requests, sealed_by)
             if resp is None:
                 continue
             rhdr, body = resp
@@ -255,6 +262,33 @@ class Connection:
             signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
         if len(out) == 1 and isinstance(out[0][2], FilePayload):
             return (yield from self._read_response(out[0], signed_requests[0], sealed_by))
+        return self._responses(out, signed_requests, sealed_by)
+
+    def _chain_rest(self, areq: "AsyncRequest"):
+        """The steps of a compound's requests after a held CREATE, once it is answered: as
+        `_frame` handles them, with the chain the CREATE left (its FileId, or its failure)."""
+        chain, sealed_by = areq.chain, areq.sealed_by
+        out, signed_requests = [], []
+        budget = ResponseBudget(self.limits.max_frame)
+        for i, (hdr, msg) in enumerate(areq.rest):
+            chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
+            chain.last = i == len(areq.rest) - 1
+            if chain.related:
+                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+            else:
+                chain.fid = None
+            self._sealed_by = sealed_by
+            resp = self._one(hdr, memoryview(msg), chain, budget)
+            if resp is None:
+                continue
+            rhdr, body = resp
+            if isinstance(body, FileIO):
+                body = yield from self._file_io(body, rhdr, background=False)
+            elif isinstance(body, FilePayload):
+                body = yield from self._read(body.range, body.prefix, rhdr)
+            budget.spend(body)
+            out.append((hdr, rhdr, body))
+            signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
         return self._responses(out, signed_requests, sealed_by)
 
     def _file_io(self, job: FileIO, rhdr: Header, background: bool):
@@ -373,12 +407,15 @@ class Connection:
         s = self.sessions.get(areq.hdr.session_id)
         self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
                                            [areq.signed], s if areq.sealed else None))
+        if areq.rest and not self.closed:      # the compound's requests after it
+            areq.chain.create_error = status
+            self.outbox.extend(self._drive(self._chain_rest(areq), None))
         if self.on_output is not None:
             self.on_output()
 
     def resume(self, areq: "AsyncRequest", run) -> None:
         """Runs a waiting request's handler again (a CREATE held for an oplock break) and
-        answers it, or lets it wait again; `run(rhdr)` returns the response body."""
+        answers it, or lets it wait again; `run(rhdr)` returns the response body and FileId."""
         if self.closed or areq.async_id not in self.async_requests:
             return                                        # cancelled meanwhile
         hdr = areq.hdr
@@ -387,7 +424,9 @@ class Connection:
         try:
             if s is None or not s.valid:
                 raise SMBError(wire.STATUS_USER_SESSION_DELETED)
-            body = run(rhdr)
+            body, fid = run(rhdr)
+            if areq.chain is not None:
+                areq.chain.fid = fid
         except GoAsync as e:
             e.start(areq)
             return
@@ -516,7 +555,10 @@ class Connection:
                 chain.fid = fid
             return rhdr, body
         except GoAsync as e:
-            if not chain.last:       # only the last of a compound may wait (Windows: <162>)
+            # only the last of a compound may wait (Windows: <162>), but a CREATE held for an
+            # oplock break, whose holder may answer on this connection: the chain is split there
+            # (as Samba does), the requests after it handled once it is answered
+            if not chain.last and hdr.command != wire.CREATE:
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
                 return rhdr, wire.error_body()
             if len(self.async_requests) >= self.limits.max_pending_requests:
@@ -530,6 +572,8 @@ class Connection:
             rhdr.flags |= wire.FLAGS_ASYNC
             rhdr.async_id = areq.async_id
             e.start(areq)
+            if not chain.last:
+                chain.split = areq
             return rhdr, wire.error_body()
         except SMBError as e:
             log.debug("command %d: status %#x", hdr.command, e.status)

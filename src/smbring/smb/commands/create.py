@@ -354,7 +354,7 @@ def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
 
     def start(areq) -> None:
         def retry() -> None:
-            c.resume(areq, lambda rhdr: h_create(c, areq.hdr, request, rhdr, Chain(), retry=True)[0])
+            c.resume(areq, lambda rhdr: h_create(c, areq.hdr, request, rhdr, Chain(), retry=True))
 
         def stop() -> None:
             c.state.oplocks.unwait(key, retry)
