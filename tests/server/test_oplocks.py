@@ -307,3 +307,23 @@ def test_kernel_oplocks_refused(smbconf, tmp_path):
         load(str(conf))
     conf.write_text(f"[global]\n[s]\npath = {tmp_path}\nkernel oplocks = no\n")
     load(str(conf))
+
+
+def test_held_create_within_a_compound(clients):
+    """A CREATE held for a break in the middle of a related compound (its holder on the same
+    connection): the chain is split there, and the request after it runs on the new open."""
+    a = clients()
+    held = a.open("f", BATCH)
+    second = Open(a.tree, "f")
+    create, create_done = second.create(
+        ImpersonationLevel.Impersonation, READ, FileAttributes.FILE_ATTRIBUTE_NORMAL, ALL_SHARE,
+        CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE, send=False)
+    close, close_done = second.close(send=False)
+    requests = a.conn.send_compound([create, close], a.session.session_id, a.tree.tree_connect_id,
+                                    related=True)
+    level, _fid = a.next_break()
+    assert level == II
+    assert a.ack(held, II) == II
+    answers = Background(lambda: (create_done(requests[0]), close_done(requests[1])))
+    answers.wait()              # both answered, without an error
+    assert second.oplock_level == NONE

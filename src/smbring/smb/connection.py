@@ -409,7 +409,8 @@ class Connection:
                                            [areq.signed], s if areq.sealed else None))
         if areq.rest and not self.closed:      # the compound's requests after it
             areq.chain.create_error = status
-            self.outbox.extend(self._drive(self._chain_rest(areq), None))
+            rest = self._drive(self._chain_rest(areq), None)   # (drains the outbox: before it)
+            self.outbox.extend(rest)
         if self.on_output is not None:
             self.on_output()
 
