@@ -463,6 +463,10 @@ class Server:
         period = sweep_period(self.limits)
         while True:
             await asyncio.sleep(period)
+            try:        # oplock breaks not answered in time: the CREATEs held for them go on
+                self.state.oplocks.expire()
+            except Exception:
+                log.exception("timeout sweep: oplock breaks not expired")
             now = loop.time()
             for link in list(self.links):
                 try:

@@ -161,6 +161,7 @@ OPTIONS: dict[str, Spec] = {
     "available": Spec(S, boolean), "printable": Spec(S, boolean), "copy": Spec(S, _text),
     "vfs objects": Spec(S, _text), "read path": Spec(S, _read_path),
     "strict allocate": Spec(S, boolean),
+    "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
@@ -212,6 +213,9 @@ REFUSED: dict[str, tuple] = {
                         "= no is not supported (symlinks inside the share are followed; those "
                         "leading out of it never are)"),
     "dont descend": (lambda v: not v.strip(), "not supported"),
+    "kernel oplocks": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
+                       "= yes is not supported (oplocks are kept by the server alone: a local "
+                       "process opening a file breaks none)"),
     "preexec close": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
                       "= yes would make a script decide who connects; scripts are not run"),
     "root preexec close": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
@@ -231,7 +235,7 @@ QUIET = {
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
     "case sensitive", "preserve case", "short preserve case", "default case", "mangled names",
-    "oplocks", "level2 oplocks", "kernel oplocks", "fake oplocks", "strict locking", "posix locking",
+    "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "durable handles", "smb2 leases", "aio read size", "aio write size", "use sendfile",
     "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",

@@ -137,6 +137,7 @@ class Connection:
         self._seal_bufs = None
         self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
         self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
+        self.closed = False                      # close_all() has run
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -242,6 +243,13 @@ class Connection:
                     raise ConnectionError("an encrypted frame carried another session's request")
             self._sealed_by = sealed_by     # (set again for each request: steps may interleave)
             resp = self._one(hdr, msg, chain, budget)
+            if chain.split is not None:     # a held CREATE: the rest of the chain follows its answer
+                areq, chain.split = chain.split, None
+                areq.rest = [(h, bytes(m)) for h, m in messages[i + 1:]]
+                areq.chain, areq.sealed_by = chain, sealed_by
+                out.append((hdr, *resp))
+                signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
+                return self._responses(out, signed_requests, sealed_by)
             if resp is None:
                 continue
             rhdr, body = resp
@@ -257,6 +265,33 @@ class Connection:
             signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
         if len(out) == 1 and isinstance(out[0][2], FilePayload):
             return (yield from self._read_response(out[0], signed_requests[0], sealed_by))
+        return self._responses(out, signed_requests, sealed_by)
+
+    def _chain_rest(self, areq: "AsyncRequest"):
+        """The steps of a compound's requests after a held CREATE, once it is answered: as
+        `_frame` handles them, with the chain the CREATE left (its FileId, or its failure)."""
+        chain, sealed_by = areq.chain, areq.sealed_by
+        out, signed_requests = [], []
+        budget = ResponseBudget(self.limits.max_frame)
+        for i, (hdr, msg) in enumerate(areq.rest):
+            chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
+            chain.last = i == len(areq.rest) - 1
+            if chain.related:
+                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+            else:
+                chain.fid = None
+            self._sealed_by = sealed_by
+            resp = self._one(hdr, memoryview(msg), chain, budget)
+            if resp is None:
+                continue
+            rhdr, body = resp
+            if isinstance(body, FileIO):
+                body = yield from self._file_io(body, rhdr, background=False)
+            elif isinstance(body, FilePayload):
+                body = yield from self._read(body.range, body.prefix, rhdr)
+            budget.spend(body)
+            out.append((hdr, rhdr, body))
+            signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
         return self._responses(out, signed_requests, sealed_by)
 
     def _file_io(self, job: FileIO, rhdr: Header, background: bool):
@@ -392,6 +427,53 @@ class Connection:
         s = self.sessions.get(areq.hdr.session_id)
         self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
                                            [areq.signed], s if areq.sealed else None))
+        if areq.rest and not self.closed:      # the compound's requests after it
+            areq.chain.create_error = status
+            rest = self._drive(self._chain_rest(areq), None)   # (drains the outbox: before it)
+            self.outbox.extend(rest)
+        if self.on_output is not None:
+            self.on_output()
+
+    def resume(self, areq: "AsyncRequest", run) -> None:
+        """Runs a waiting request's handler again (a CREATE held for an oplock break) and
+        answers it, or lets it wait again; `run(rhdr)` returns the response body and FileId."""
+        if self.closed or areq.async_id not in self.async_requests:
+            return                                        # cancelled meanwhile
+        hdr = areq.hdr
+        rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
+        s = self.sessions.get(hdr.session_id)
+        try:
+            if s is None or not s.valid:
+                raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+            body, fid = run(rhdr)
+            if areq.chain is not None:
+                areq.chain.fid = fid
+        except GoAsync as e:
+            e.start(areq)
+            return
+        except SMBError as e:
+            rhdr.status, body = e.status, None
+        except PathError:
+            rhdr.status, body = wire.STATUS_OBJECT_NAME_INVALID, None
+        except OSError as e:
+            rhdr.status, body = status_for_oserror(e), None
+        except Exception:   # a bug of ours: answer, keep the connection
+            log.exception("command %d failed when resumed", hdr.command)
+            rhdr.status, body = wire.STATUS_INTERNAL_ERROR, None
+        self.complete_async(areq, rhdr.status, body)
+
+    def send_oplock_break(self, o: Open, level: int) -> None:
+        """Tells the client that holds an oplock on `o` to break it to `level`
+        (MS-SMB2 3.3.4.6): an unsolicited message, MessageId -1, no session or tree, not
+        signed; sealed where the open's session encrypts."""
+        rhdr = Header(command=wire.OPLOCK_BREAK, flags=wire.FLAGS_SERVER_TO_REDIR,
+                      message_id=0xFFFFFFFFFFFFFFFF, credits=0)
+        message = bytearray(rhdr.pack()) + struct.pack("<HBBI", 24, level, 0, 0) + o.fid
+        s = self.sessions.get(o.session_id)
+        if s is not None and s.encrypt and s.encrypt_key:
+            self.outbox.append(self._sealed(s, message))
+        else:
+            self.outbox.append(Send(message))
         if self.on_output is not None:
             self.on_output()
 
@@ -494,7 +576,10 @@ class Connection:
                 chain.fid = fid
             return rhdr, body
         except GoAsync as e:
-            if not chain.last:       # only the last of a compound may wait (Windows: <162>)
+            # only the last of a compound may wait (Windows: <162>), but a CREATE held for an
+            # oplock break, whose holder may answer on this connection: the chain is split there
+            # (as Samba does), the requests after it handled once it is answered
+            if not chain.last and hdr.command != wire.CREATE:
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
                 return rhdr, wire.error_body()
             if len(self.async_requests) >= self.limits.max_pending_requests:
@@ -508,6 +593,8 @@ class Connection:
             rhdr.flags |= wire.FLAGS_ASYNC
             rhdr.async_id = areq.async_id
             e.start(areq)
+            if not chain.last:
+                chain.split = areq
             return rhdr, wire.error_body()
         except SMBError as e:
             log.debug("command %d: status %#x", hdr.command, e.status)
@@ -610,11 +697,16 @@ class Connection:
     def close_all(self) -> None:
         """The connection is gone: every open is closed as a CLOSE would (delete on close too)."""
         self.on_output = None
+        self.closed = True          # nothing waiting resumes now
         for o in list(self.opens.values()):
             try:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
+        for areq in list(self.async_requests.values()):   # waiting on no open of its own:
+            if areq.on_cancel is not None:                 # a CREATE held for an oplock break
+                areq.on_cancel()
+        self.async_requests.clear()
         for s in self.sessions.values():
             for tree in s.trees.values():
                 self.drop_tree(tree)
@@ -687,5 +779,6 @@ class Connection:
                                             notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
+        self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------

@@ -14,6 +14,7 @@ from smbring.smb.commands.info import h_query_info, h_set_info
 from smbring.smb.commands.ioctl import h_ioctl
 from smbring.smb.commands.lock import h_lock
 from smbring.smb.commands.negotiate import h_negotiate
+from smbring.smb.commands.oplock_break import h_oplock_break
 from smbring.smb.commands.read_write import h_flush, h_read, h_write
 from smbring.smb.commands.session import h_logoff, h_session_setup
 from smbring.smb.commands.tree import h_tree_connect, h_tree_disconnect
@@ -65,4 +66,5 @@ COMMANDS = {
     wire.CHANGE_NOTIFY: Command(h_change_notify, asked=_u32_at(68)),
     wire.QUERY_INFO: Command(h_query_info, sent=_u32_at(76), asked=_u32_at(68)),
     wire.SET_INFO: Command(h_set_info, sent=_u32_at(68)),
+    wire.OPLOCK_BREAK: Command(h_oplock_break),
 }

@@ -11,6 +11,8 @@ Its interface, which is all the commands use:
 - ``share_modes`` (`ShareModes`): the access and share mode of every open by file (CREATE,
   rename, whether a file has a writer);
 - ``watches`` (`ChangeWatches`): CHANGE_NOTIFY watches, and the changes posted to them;
+- ``oplocks`` (`Oplocks`): every open's oplock by file, the breaks sent and the CREATEs held
+  until they are answered (CREATE, OPLOCK_BREAK, and WRITE, LOCK, truncation for level II);
 - the opens themselves: `register_open` (refused on a sharing violation), `close_open` (what
   the close leaves to do), `has_open_below` (a directory with an open file inside cannot be
   renamed);
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
+from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
 
 if TYPE_CHECKING:
@@ -42,10 +45,11 @@ class Closed:
 
 
 class ServerState:
-    def __init__(self) -> None:
+    def __init__(self, oplocks: Oplocks | None = None) -> None:
         self.locks = ByteRangeLocks()
         self.share_modes = ShareModes()
         self.watches = ChangeWatches()
+        self.oplocks = oplocks if oplocks is not None else Oplocks()
         self._opens: set[Open] = set()
         # files to delete when their last open closes: key -> the open that asked for it, as
         # delete on close works on Windows (other opens keep the file until they close too)
@@ -74,6 +78,7 @@ class ServerState:
         if not self.share_modes.check_and_add(o.key, id(o), access, share):
             return False
         self._opens.add(o)
+        self.oplocks.add(o, access)
         return True
 
     def close_open(self, o: Open) -> Closed:
@@ -85,6 +90,7 @@ class ServerState:
             self.watches.remove(o.watch)
         released = self.locks.release_owner(o.key, id(o))
         self.share_modes.remove(o.key, id(o))
+        self.oplocks.remove(o)
         if o.delete_on_close:
             self._delete_pending[o.key] = o
         victim = None

@@ -23,6 +23,7 @@ class Chain:
     tree_id: int = 0xFFFFFFFF
     fid: bytes | None = None               # the open the previous request used or created
     create_error: int = 0                  # a failed CREATE fails the requests that follow it
+    split: object = None                   # the AsyncRequest of a held CREATE within the chain
 
 
 @dataclass
@@ -35,6 +36,11 @@ class AsyncRequest:
     signed: bool
     on_cancel: object = None     # called when CANCEL, close or disconnect ends the wait
     close_status: int = wire.STATUS_CANCELLED    # the answer when its open is closed
+    # a compound's requests after this one (a CREATE held for an oplock break): handled
+    # once it is answered, with the chain as it left it ((header, message) pairs, copied)
+    rest: list = field(default_factory=list)
+    chain: "Chain | None" = None
+    sealed_by: object = None
 
 
 class GoAsync(Exception):
@@ -88,6 +94,8 @@ class Share:
     # root): None keeps the session's own account
     force_user: str | None = None
     force_group: str | None = None                     # "+group": only for its members
+    oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
+    level2_oplocks: bool = True       # level II ones too (level2 oplocks)
 
 
 @dataclass(eq=False)

@@ -24,7 +24,7 @@ from smbring.smb.fileinfo import (
     times,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
-from smbring.smb.state import Open
+from smbring.smb.state import Chain, GoAsync, Open
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -105,8 +105,9 @@ def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 
 
-def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
-    (_size, _secflags, _oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: bool = False):
+    """CREATE; `retry`: again, after the oplock break it waited for was answered."""
+    (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
     if len(c.opens) >= c.limits.max_open_files:
@@ -207,8 +208,20 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
     if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
-    if exists and not c.state.share_modes.allowed((st.st_dev, st.st_ino), access, share_access):
-        raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
+    # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
+    # so it counts for share modes and oplocks, and the descriptor must be writable
+    overwriting = exists and not is_dir and disposition in OVERWRITING
+    open_access = access | wire.FILE_WRITE_DATA if overwriting else access
+    if overwriting and not st.st_mode & 0o222:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # a read-only file is not truncated (Samba)
+    if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
+        key = (st.st_dev, st.st_ino)
+        sharing_violation = not c.state.share_modes.allowed(key, open_access, share_access)
+        if c.state.oplocks.contend(key, open_access, sharing_violation, first_attempt=not retry,
+                                   overwrite=overwriting):
+            raise held_for_break(c, hdr, msg, key)
+        if sharing_violation:
+            raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     if not exists and tree.share.read_only:
@@ -266,12 +279,13 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     else:
         try:
-            fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+            fd = fs.open(parts, os.O_RDWR if writable or overwriting else os.O_RDONLY)
         except PermissionError:
             # the user may not write the file: an existing one is then refused to a client that
             # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
             # a file just made read-only (0444) by this CREATE keeps the rights asked for
-            if not writable or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+            if not writable or overwriting or \
+                    action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
                 raise
             if action != wire.FILE_CREATED:
                 granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
@@ -295,7 +309,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key)
-        registered = c.state.register_open(o, access, share_access)
+        registered = c.state.register_open(o, open_access, share_access)
     except BaseException:
         fs.close_file(fd)
         raise
@@ -306,6 +320,11 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
+    oplock = c.state.oplocks.grant(
+        o, requested_oplock, created=action == wire.FILE_CREATED,
+        enabled=tree.share.oplocks, level2=tree.share.level2_oplocks,
+        locked=action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key),
+        send_break=c.send_oplock_break)
     if action == wire.FILE_CREATED:
         c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
@@ -329,11 +348,32 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
-    body = struct.pack("<HBBI", 89, 0, 0, action) + times(st, dos) + struct.pack(
+    body = struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,
         attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
+
+
+OVERWRITING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
+
+
+def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
+    """A CREATE that waits for an oplock's holder (MS-SMB2 3.3.5.9: answered STATUS_PENDING
+    first): tried again when the break is answered, the holder closes or its time is up."""
+    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+
+    def start(areq) -> None:
+        def retry() -> None:
+            c.resume(areq, lambda rhdr: h_create(c, areq.hdr, request, rhdr, Chain(), retry=True))
+
+        def stop() -> None:
+            c.state.oplocks.unwait(key, retry)
+
+        areq.on_cancel = stop
+        c.state.oplocks.wait(key, retry)
+
+    return GoAsync(start)
 
 
 def shown_hidden(o: Open) -> bool:

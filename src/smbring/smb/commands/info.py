@@ -357,11 +357,13 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         for ea_name, value in parse_eas(buf):
             fs.set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
+        c.state.oplocks.contend_level2(o.key)
         fs.ftruncate(o.fd, file_size(buf))
         c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
+            c.state.oplocks.contend_level2(o.key)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
             if wanted < fs.fstat(o.fd).st_size:
                 fs.ftruncate(o.fd, wanted)
             set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)
