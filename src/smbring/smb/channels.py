@@ -66,3 +66,17 @@ def signing_key_on(session: "Session", conn: "Connection") -> bytes:
     if channel is not None and channel.signing_key:
         return channel.signing_key
     return session.signing_key
+
+
+RSS_CAPABLE = 0x1
+
+
+@dataclass(frozen=True)
+class NetworkInterface:
+    """An address the server listens on, as FSCTL_QUERY_NETWORK_INTERFACE_INFO lists it
+    (MS-SMB2 2.2.32.5): a client opens further channels to these. The shell finds them."""
+
+    index: int                  # the interface's index (if_nametoindex)
+    address: str                # IPv4 or IPv6, without a scope
+    speed: int = 1_000_000_000  # bits per second (Samba's default when the link says nothing)
+    capability: int = 0         # RSS_CAPABLE where the interface has several receive queues

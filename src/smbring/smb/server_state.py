@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smbring.smb.channels import Client
+from smbring.smb.channels import Client, NetworkInterface
 
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
@@ -133,6 +133,9 @@ class SessionRegistry:
         self._sessions: dict[int, Session] = {}
         self._clients: dict[bytes, Client] = {}
         self._next_session_id = 1
+        # the addresses the server listens on, for FSCTL_QUERY_NETWORK_INTERFACE_INFO (the
+        # shell fills it in when it starts listening; empty: the connection's own address)
+        self.network_interfaces: list[NetworkInterface] = []
 
     def new_session_id(self) -> int:
         sid = self._next_session_id
