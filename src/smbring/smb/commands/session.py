@@ -42,7 +42,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.channels[c] = Channel()
         c.sessions[sid] = s
         c.state.sessions.add(s)
-    elif s.valid:  # re-authentication: as the same user (checked when it completes)
+    elif s.valid and (s.auth is None or s.auth.complete):
+        # a re-authentication starts: as the same user (checked when it completes); its
+        # later legs go on with this acceptor
         s.auth = None
         s.preauth = c.preauth.copy()
         s.reauth_of = s.user
