@@ -138,7 +138,8 @@ def test_max_read_write_and_transact_size(conn, dialect, size):
 ])
 def test_capabilities_and_cipher(conn, dialect, client_caps, caps, cipher):
     _h, fields, _c, _ = negotiate(conn, [dialect], caps=client_caps)
-    assert fields["caps"] == caps
+    # SMB 3 also announces multichannel (`server multi channel support`, on by default)
+    assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL if dialect >= wire.SMB300 else 0)
     assert conn.cipher == cipher
 
 

@@ -7,6 +7,7 @@ refused: binding must not depend on name resolution."""
 from __future__ import annotations
 
 import fcntl
+import os
 import fnmatch
 import ipaddress
 import socket
@@ -72,3 +73,41 @@ def addresses(entries: list[str]) -> list[str]:
     if not out:
         raise InterfaceError("no address on the interfaces listed")
     return list(dict.fromkeys(out))
+
+
+def _link(name: str) -> tuple[int, int]:
+    """(bits per second, capability) of an interface from /sys/class/net: its speed (Mb/s;
+    unknown for loopback and most virtual links: Samba's 1 Gb/s then) and RSS where it has
+    more than one receive queue."""
+    from smbring.smb.channels import RSS_CAPABLE
+    speed = 1_000_000_000
+    try:
+        with open(f"/sys/class/net/{name}/speed") as f:
+            mbits = int(f.read().strip())
+        if mbits > 0:
+            speed = mbits * 1_000_000
+    except (OSError, ValueError):
+        pass
+    try:
+        queues = [q for q in os.listdir(f"/sys/class/net/{name}/queues") if q.startswith("rx-")]
+    except OSError:
+        queues = []
+    return speed, RSS_CAPABLE if len(queues) > 1 else 0
+
+
+def advertised(listening: list[str]) -> list:
+    """The NetworkInterfaces FSCTL_QUERY_NETWORK_INTERFACE_INFO lists for the addresses the
+    server listens on: a wildcard address stands for every address of that family on the
+    machine's interfaces, loopback left out (as Samba's default `interfaces`)."""
+    from smbring.smb.channels import NetworkInterface
+    out = []
+    for index, name in socket.if_nameindex():
+        v4, v6 = ipv4_of(name), ipv6_of(name)
+        for address in ([v4] if v4 else []) + v6:
+            ip = ipaddress.ip_address(address)
+            wildcard = "0.0.0.0" if ip.version == 4 else "::"
+            if address in listening or (wildcard in listening and not ip.is_loopback):
+                speed, capability = _link(name)
+                out.append(NetworkInterface(index=index, address=address, speed=speed,
+                                            capability=capability))
+    return out

@@ -29,6 +29,7 @@ import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
+from smbring.server import interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
@@ -593,6 +594,10 @@ class Server:
                         "whatever its SMB user", os.geteuid())
         for listener in listeners:
             listener.setblocking(False)
+        # the addresses a multichannel client may open further channels to
+        self.state.sessions.network_interfaces = interfaces.advertised(
+            [listener.getsockname()[0] for listener in listeners
+             if listener.family in (socket.AF_INET, socket.AF_INET6)])
         log.info("smbring serving %s on %s", ", ".join(self.shares),
                  ", ".join(describe_address(listener.getsockname()) for listener in listeners))
         sweeper = asyncio.ensure_future(self.server_work(self._sweep()))

@@ -164,6 +164,7 @@ OPTIONS: dict[str, Spec] = {
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
+    "server multi channel support": Spec(G, boolean),
     "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server max protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server smb3 encryption algorithms": Spec(G, _algorithms(CIPHER_NAMES)),

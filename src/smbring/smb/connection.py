@@ -14,10 +14,10 @@ import dataclasses
 import logging
 import mmap
 import struct
-import uuid
 from typing import Callable
 
 from smbring.smb import acl, notify, security, wire
+from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
 from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
@@ -120,18 +120,16 @@ class Connection:
         self.smb1_negotiated = False     # an SMB1 NEGOTIATE was answered with the SMB2 wildcard
         self.dialect = 0
         self.preauth = security.PreauthIntegrity()
-        self.server_guid = uuid.uuid4().bytes
-        self.sessions: dict[int, Session] = {}
-        self.opens: dict[bytes, Open] = {}
-        self.pipes_open = 0                     # named pipes among the opens (smb.commands.pipe)
-        self.next_id = 1
+        self.server_guid = self.state.sessions.server_guid   # one per server: channels compare it
+        # sessions, opens and their FileSystems live in a Client (smb.channels): this
+        # connection's own until NEGOTIATE joins it to the client's other SMB 3 channels
+        self.client = Client()
+        self.client.connections.append(self)
         self.client_guid = b"\0" * 16
         self.client_security_mode = 0
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
-        self._fs: dict[tuple, FileSystem] = {}  # (share name, identity) -> its files, for every tree
-        self.locks_held = 0                     # byte-range locks of all its opens
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
         self._seal_bufs = None
@@ -139,10 +137,64 @@ class Connection:
         self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
         self.closed = False                      # close_all() has run
 
+    # -- the tables its client shares with the client's other channels (smb.channels) -------
+    @property
+    def sessions(self) -> dict[int, Session]:
+        return self.client.sessions
+
+    @property
+    def opens(self) -> dict:
+        return self.client.opens
+
+    @property
+    def _fs(self) -> dict:
+        return self.client.fs      # (share path, identity) -> its files, for every tree
+
+    @property
+    def pipes_open(self) -> int:   # named pipes among the opens (smb.commands.pipe)
+        return self.client.pipes_open
+
+    @pipes_open.setter
+    def pipes_open(self, value: int) -> None:
+        self.client.pipes_open = value
+
+    @property
+    def locks_held(self) -> int:   # byte-range locks of all the client's opens
+        return self.client.locks_held
+
+    @locks_held.setter
+    def locks_held(self, value: int) -> None:
+        self.client.locks_held = value
+
+    @property
+    def next_id(self) -> int:
+        return self.client.next_id
+
+    @next_id.setter
+    def next_id(self, value: int) -> None:
+        self.client.next_id = value
+
+    def join_client(self) -> None:
+        """After NEGOTIATE: an SMB 3 connection works on the tables of its ClientGuid's other
+        connections (so that its sessions can bind channels here), where multichannel is on."""
+        if not (self.policy.multi_channel and self.dialect >= wire.SMB300 and any(self.client_guid)):
+            return
+        if self.sessions or self.opens:
+            return      # (NEGOTIATE comes first: nothing can be here yet)
+        self.client.connections.remove(self)
+        self.client = self.state.sessions.client_for(self.client_guid)
+        self.client.connections.append(self)
+
+    def reaches(self, s: Session) -> bool:
+        """Whether the session has a channel on this connection. (A Session put straight
+        into the table, without SESSION_SETUP, has no client: the tests' shortcut; it belongs
+        to this connection.)"""
+        return self in s.channels or (s.client is None and not s.channels)
+
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
-        """Whether a session is established (before that, frames are small and time out)."""
-        return any(s.valid for s in self.sessions.values())
+        """Whether a session is established here (before that, frames are small and time out)."""
+        return any(s.valid and self.reaches(s) for s in self.sessions.values())
 
     def frame_limit(self) -> int:
         """The largest frame (without its 4-byte prefix) the connection accepts now."""
@@ -172,7 +224,7 @@ class Connection:
         try:
             sid, _size = security.parse_transform(frame)
             s = self.sessions.get(sid)
-            if not s or not s.decrypt_key:
+            if not s or not s.decrypt_key or not self.reaches(s):
                 raise ConnectionError("encrypted message for an unknown session")
             plain = memoryview(security.decrypt(self.cipher, s.decrypt_key, frame))
             s.client_seals = True
@@ -402,7 +454,7 @@ class Connection:
                 struct.pack_into("<I", part, 20, len(part))
             if seal is None and self._must_sign(rhdr, signed_requests[i]):
                 security.apply_signature(self.sign_algorithm(),
-                                         self.sessions[rhdr.session_id].signing_key, part)
+                                         signing_key_on(self.sessions[rhdr.session_id], self), part)
             chained += part
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
@@ -529,7 +581,7 @@ class Connection:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
         s = self.sessions.get(rhdr.session_id)
-        if not s or not s.signing_key or s.guest:
+        if not s or not signing_key_on(s, self) or s.guest:
             return False
         final_setup = rhdr.command == wire.SESSION_SETUP and rhdr.status == wire.STATUS_SUCCESS
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
@@ -625,7 +677,7 @@ class Connection:
 
     def _check_session(self, hdr: Header, msg) -> Session:
         s = self.sessions.get(hdr.session_id)
-        if not s or not s.valid:
+        if not s or not s.valid or not self.reaches(s):    # (another connection's session)
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
         self._check_protection(s, hdr, msg)
         return s
@@ -639,7 +691,8 @@ class Connection:
         if s.encrypt:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this session must be encrypted
         if hdr.flags & wire.FLAGS_SIGNED:
-            if not s.signing_key or not security.verify(self.sign_algorithm(), s.signing_key, msg):
+            key = signing_key_on(s, self)
+            if not key or not security.verify(self.sign_algorithm(), key, msg):
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
         elif s.sign:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -656,8 +709,10 @@ class Connection:
                     sum(not s.valid for s in self.sessions.values()) >= self.limits.max_pending_sessions:
                 raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
             return
+        if msg[66] & wire.SESSION_FLAG_BINDING:
+            return      # checked by the binding itself (commands.session, MS-SMB2 3.3.5.5)
         s = self.sessions.get(hdr.session_id)
-        if s is not None and s.valid and not s.guest:
+        if s is not None and s.valid and not s.guest and self.reaches(s):
             self._check_protection(s, hdr, msg)
 
     def token(self, hdr: Header) -> frozenset:
@@ -695,24 +750,40 @@ class Connection:
         return o
 
     def close_all(self) -> None:
-        """The connection is gone: every open is closed as a CLOSE would (delete on close too)."""
+        """The connection is gone: its channels go; a session left without a channel ends,
+        every open of it closed as a CLOSE would (delete on close too). The client's last
+        connection closes whatever is left."""
         self.on_output = None
         self.closed = True          # nothing waiting resumes now
+        if self not in self.client.connections:
+            return          # closed already
+        for areq in list(self.async_requests.values()):
+            self.async_requests.pop(areq.async_id, None)   # nobody to answer any more
+            if areq.on_cancel is not None:
+                areq.on_cancel()
+        for s in list(self.sessions.values()):
+            if s.channels.pop(self, None) is not None and not s.channels:
+                self._end_quietly(s.id)
+        self.client.connections.remove(self)
+        if self.client.connections:
+            return          # the other channels carry on with the client's tables
+        self.state.sessions.forget_client(self.client)
         for o in list(self.opens.values()):
             try:
                 self.close_open(o)
             except Exception:       # a bug of ours: the other opens are closed all the same
                 log.exception("closing %s at disconnect failed", o.display_name())
-        for areq in list(self.async_requests.values()):   # waiting on no open of its own:
-            if areq.on_cancel is not None:                 # a CREATE held for an oplock break
-                areq.on_cancel()
-        self.async_requests.clear()
-        for s in self.sessions.values():
-            for tree in s.trees.values():
-                self.drop_tree(tree)
+        for s in list(self.sessions.values()):
+            self._end_quietly(s.id)
         for fs in self._fs.values():
             fs.close()
         self._fs.clear()
+
+    def _end_quietly(self, session_id: int) -> None:
+        try:
+            self.end_session(session_id)
+        except Exception:           # a bug of ours: the other sessions end all the same
+            log.exception("ending session %d at disconnect failed", session_id)
 
     def share_fs(self, share: Share, identity=None) -> FileSystem:
         """The share's files as this connection reaches them, as `identity` (where the server
@@ -738,10 +809,14 @@ class Connection:
         self.shares = {k.lower(): v for k, v in shares.items()}
 
     def end_session(self, session_id: int) -> None:
-        """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened."""
+        """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened,
+        on all its channels."""
         self.close_opens(session_id)
         s = self.sessions.pop(session_id, None)
         if s is not None:
+            self.state.sessions.remove(s)
+            s.valid = False
+            s.channels.clear()
             for tree in s.trees.values():
                 self.drop_tree(tree)
 
@@ -753,8 +828,8 @@ class Connection:
 
     def close_open(self, o: Open) -> None:
         self.opens.pop(o.fid, None)
-        for areq in list(o.waiting):
-            self.cancel_async(areq, areq.close_status)
+        for areq in list(o.waiting):      # answered on the channel each came through
+            (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
         if isinstance(o, Pipe):
             self.pipes_open -= 1

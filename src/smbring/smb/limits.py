@@ -25,6 +25,7 @@ class Limits:
     max_pending_requests: int = 1024         # max pending requests (blocking locks, notifies)
     # per session
     max_trees: int = 256                     # max trees per session
+    max_channels: int = 32                   # max channels per session (connections bound to it)
     # per open
     max_locks: int = 4096                    # max locks per open
     max_locks_per_connection: int = 65536    # max locks per connection (all its opens)
@@ -48,6 +49,7 @@ OPTIONS = {
     "max open pipes": "max_open_pipes",
     "max pending requests": "max_pending_requests",
     "max trees per session": "max_trees",
+    "max channels per session": "max_channels",
     "max locks per open": "max_locks",
     "max locks per connection": "max_locks_per_connection",
     "max compound requests": "max_compound",

@@ -37,6 +37,9 @@ class Policy:
     # unknown users become guests where a share admits guests (Samba's `map to guest = bad
     # user`), or are refused (`never`)
     map_to_guest: str = "bad user"
+    # `server multi channel support`: SMB2_GLOBAL_CAP_MULTI_CHANNEL, session binding and the
+    # interface list (yes by default, as Samba 4.15 and later on Linux)
+    multi_channel: bool = True
     guest_account: str = "nobody"                  # the name guests have in user lists
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L

@@ -17,15 +17,20 @@ Its interface, which is all the commands use:
   the close leaves to do), `has_open_below` (a directory with an open file inside cannot be
   renamed);
 - delete on close that other opens see: `is_delete_pending`, `set_delete_pending`;
-- tree connects per share, for `max connections`: `connect_tree`, `disconnect_tree`.
+- tree connects per share, for `max connections`: `connect_tree`, `disconnect_tree`;
+- ``sessions`` (`SessionRegistry`): every session by id, the clients by ClientGuid, the
+  server's GUID (multichannel: session binding and PreviousSessionId reach across connections).
 
 Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
 the lock and share-mode tables is ``id(open)``).
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from smbring.smb.channels import Client, NetworkInterface
 
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
@@ -33,7 +38,7 @@ from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
 
 if TYPE_CHECKING:
-    from smbring.smb.state import Open
+    from smbring.smb.state import Open, Session
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ServerState:
         # delete on close works on Windows (other opens keep the file until they close too)
         self._delete_pending: dict[tuple, Open] = {}
         self._trees: dict[str, int] = {}      # share -> tree connects to it now
+        self.sessions = SessionRegistry()     # sessions and clients (the section at the end)
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`
@@ -116,3 +122,53 @@ class ServerState:
             self._delete_pending[o.key] = o
         elif self._delete_pending.get(o.key) is o:
             del self._delete_pending[o.key]
+
+
+# -- Sessions and channels (multichannel) ---------------------------------------------------
+# Kept apart from the file state above: every session of the server by id (a binding request
+# or a PreviousSessionId may name a session of another connection, MS-SMB2 3.3.5.5), the
+# Clients (smb.channels) by ClientGuid, and the server's GUID, which every connection must
+# announce alike for a client to bind its channels.
+
+class SessionRegistry:
+    """The server's sessions and clients. Session ids are unique across the server (a client
+    binding a second connection names the session by the id the first one got)."""
+
+    def __init__(self) -> None:
+        self.server_guid = uuid.uuid4().bytes
+        self._sessions: dict[int, Session] = {}
+        self._clients: dict[bytes, Client] = {}
+        self._next_session_id = 1
+        # the addresses the server listens on, for FSCTL_QUERY_NETWORK_INTERFACE_INFO (the
+        # shell fills it in when it starts listening; empty: the connection's own address)
+        self.network_interfaces: list[NetworkInterface] = []
+
+    def new_session_id(self) -> int:
+        sid = self._next_session_id
+        self._next_session_id += 1
+        return sid
+
+    def add(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    def get(self, session_id: int) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def remove(self, session: Session) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+
+    def client_for(self, guid: bytes) -> Client:
+        """The Client of a ClientGuid (made on its first connection)."""
+        client = self._clients.get(guid)
+        if client is None:
+            client = self._clients[guid] = Client(guid=guid)
+        return client
+
+    def forget_client(self, client: Client) -> None:
+        """Its last connection ended."""
+        if self._clients.get(client.guid) is client:
+            del self._clients[client.guid]
+
+    def __len__(self) -> int:
+        return len(self._sessions)

@@ -178,3 +178,10 @@ class Session:
     domain: str = ""
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
     identity: object = None       # the account its file-system calls act as (the server's)
+    # multichannel (smb.channels): the connections it is reachable on, each with its signing
+    # key, and what a connection binding to it must have negotiated alike
+    channels: dict = field(default_factory=dict)    # Connection -> channels.Channel
+    client: object = None         # the channels.Client whose tables hold it
+    dialect: int = 0
+    cipher: int = 0
+    signing_algorithm: int = 0

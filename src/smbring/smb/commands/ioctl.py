@@ -5,12 +5,14 @@ the output buffer, or the steps (a generator of file-range effects) that end wit
 other FSCTL is NOT_SUPPORTED, as smbd answers."""
 from __future__ import annotations
 
+import ipaddress
 import struct
 import types
 from functools import partial
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
+from smbring.smb.channels import NetworkInterface
 from smbring.smb.commands import ioctl_copy, ioctl_sparse, pipe
 from smbring.smb.commands.negotiate import capabilities, security_mode
 from smbring.smb.effects import FileSteps
@@ -47,15 +49,22 @@ FILE_CONTROLS = {
 }
 
 
-def interface_info(address: str, link_speed: int = 10_000_000_000) -> bytes:
-    """NETWORK_INTERFACE_INFO for the address the client reached us on (MS-SMB2 2.2.32.5)."""
-    import ipaddress
-    ip = ipaddress.ip_address(address)
-    if ip.version == 4:
-        sockaddr = struct.pack("<HH", 0x2, 0) + ip.packed
-    else:
-        sockaddr = struct.pack("<HHI", 0x17, 0, 0) + ip.packed + b"\0" * 4
-    return struct.pack("<IIIIQ", 0, 1, 0, 0, link_speed) + sockaddr.ljust(128, b"\0")
+def interface_info(interfaces: list[NetworkInterface]) -> bytes:
+    """NETWORK_INTERFACE_INFO entries, chained by Next (MS-SMB2 2.2.32.5)."""
+    out = bytearray()
+    for i, iface in enumerate(interfaces):
+        ip = ipaddress.ip_address(iface.address)
+        if ip.version == 4:
+            sockaddr = struct.pack("<HH", 0x2, 0) + ip.packed
+        else:
+            sockaddr = struct.pack("<HHI", 0x17, 0, 0) + ip.packed + b"\0" * 4
+        following = INTERFACE_ENTRY if i < len(interfaces) - 1 else 0
+        out += struct.pack("<IIIIQ", following, iface.index, iface.capability, 0, iface.speed)
+        out += sockaddr.ljust(128, b"\0")
+    return bytes(out)
+
+
+INTERFACE_ENTRY = 152
 
 
 def validate_negotiate(c: Connection, request, max_out: int) -> None:
@@ -103,11 +112,14 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         validate_negotiate(c, in_request(msg, in_off, in_len), max_out)
         out = struct.pack("<I16sHH", capabilities(c, c.dialect), c.server_guid, security_mode(c), c.dialect)
     elif ctl == FSCTL_QUERY_NETWORK_INTERFACE_INFO:
-        if fid != FID_ANY:
+        if fid != FID_ANY or in_len:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)   # about the server, not a file (smbd)
-        if not c.local_address:
+        interfaces = c.state.sessions.network_interfaces
+        if not interfaces and c.local_address:
+            interfaces = [NetworkInterface(index=1, address=c.local_address.split("%", 1)[0])]
+        if not interfaces:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)
-        out = interface_info(c.local_address)
+        out = interface_info(interfaces)
     elif ctl in (pipe.FSCTL_PIPE_TRANSCEIVE, pipe.FSCTL_PIPE_WAIT) and c.tree(hdr).fs is None:
         return pipe.h_ioctl(c, hdr, msg, rhdr, chain)
     elif ctl == FSCTL_DFS_GET_REFERRALS:

@@ -56,6 +56,7 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             cipher = next((x for x in policy.ciphers if x in offered), 0)
     c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps
     c.client_dialects, c.cipher, c.signing_algorithm = dialects, cipher, signing_algorithm
+    c.join_client()     # an SMB 3 connection shares its client's sessions (multichannel)
     contexts = []
     if chosen == wire.SMB311:
         c.preauth.update(msg)
@@ -144,6 +145,8 @@ def capabilities(c: Connection, dialect: int) -> int:
     caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
     if dialect in (wire.SMB300, wire.SMB302) and c.cipher:
         caps |= wire.CAP_ENCRYPTION
+    if dialect >= wire.SMB300 and c.policy.multi_channel:
+        caps |= wire.CAP_MULTI_CHANNEL      # sessions bind further connections (smb.channels)
     return caps
 
 

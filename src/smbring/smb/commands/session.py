@@ -1,4 +1,5 @@
-"""SESSION_SETUP (logon, re-authentication) and LOGOFF (MS-SMB2 3.3.5.5, 3.3.5.6)."""
+"""SESSION_SETUP (logon, re-authentication, binding a channel, PreviousSessionId) and LOGOFF
+(MS-SMB2 3.3.5.5, 3.3.5.6). Multichannel is described in `smb.channels`."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, wire
+from smbring.smb.channels import Channel, signing_key_on
 from smbring.smb.commands.negotiate import rhdr_bytes
 from smbring.smb.commands.tree import tree_files
 from smbring.smb.errors import SMBError, in_request
@@ -26,15 +28,23 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     _size, flags, secmode, caps, channel, off, length, prev = struct.unpack_from("<HBBIIHHQ", msg, 64)
     token = in_request(msg, off, length)
+    if flags & wire.SESSION_FLAG_BINDING:
+        return bind(c, hdr, msg, rhdr, bytes(token))
     s = c.sessions.get(hdr.session_id) if hdr.session_id else None
+    if s is not None and not c.reaches(s):
+        s = None        # a session of another connection: reached by binding only
     if s is None:
         if hdr.session_id:
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
-        sid = c.next_id
-        c.next_id += 1
-        s = Session(id=sid, preauth=c.preauth.copy())
+        sid = c.state.sessions.new_session_id()
+        s = Session(id=sid, preauth=c.preauth.copy(), client=c.client, dialect=c.dialect,
+                    cipher=c.cipher, signing_algorithm=c.sign_algorithm())
+        s.channels[c] = Channel()
         c.sessions[sid] = s
-    elif s.valid:  # re-authentication: as the same user (checked when it completes)
+        c.state.sessions.add(s)
+    elif s.valid and (s.auth is None or s.auth.complete):
+        # a re-authentication starts: as the same user (checked when it completes); its
+        # later legs go on with this acceptor
         s.auth = None
         s.preauth = c.preauth.copy()
         s.reauth_of = s.user
@@ -85,9 +95,20 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
         s.asked_as, s.domain = identity.user, identity.domain
+        reauthenticated = s.valid and bool(s.signing_key)
         s.valid = True
+        if reauthenticated:
+            # the keys stay those of the first logon (Samba; MS-SMB2 3.3.5.5.3 derives them
+            # only for a new session): the channels keep signing and sealing as before
+            audit.info("re-authenticated: user %s from %s, session %d", s.user,
+                       c.client_address or "?", s.id)
+            rhdr.status = wire.STATUS_SUCCESS
+            body = struct.pack("<HHHH", 9, wire.SESSION_FLAG_ENCRYPT_DATA if s.encrypt else 0,
+                               72, len(out)) + out
+            return body, None
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
+        s.channels[c].signing_key = s.signing_key
         s.sign = c.signing_required or bool(c.client_security_mode & wire.SECURITY_SIGNING_REQUIRED)
         if c.cipher:
             s.encrypt_key, s.decrypt_key = security.cipher_keys(
@@ -97,6 +118,8 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
         audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
         rhdr.status = wire.STATUS_SUCCESS
+        if prev and prev != s.id:
+            close_previous(c, s, prev)
     else:
         rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
     body = struct.pack("<HHHH", 9, session_flags, 72, len(out)) + out
@@ -134,3 +157,93 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.end_session(hdr.session_id)
     return struct.pack("<HH", 4, 0), None
+
+
+def close_previous(c: Connection, s: Session, previous_id: int) -> None:
+    """PreviousSessionId (MS-SMB2 3.3.5.5.3): the client reconnected; its old session, if it
+    was the same user's, ends with what it opened, on whichever connection it lives.
+    Another user's session, a guest's, or one that is gone is left alone, as Samba does."""
+    old = c.state.sessions.get(previous_id)
+    if old is None or old is s or old.guest or not old.valid or old.user.lower() != s.user.lower():
+        return
+    owner = next(iter(old.channels), None)
+    if owner is None:
+        return
+    log.info("session %d replaces session %d of %s", s.id, old.id, s.user)
+    owner.end_session(old.id)
+    if owner is not c and owner.on_output is not None and owner.outbox:
+        owner.on_output()
+
+
+def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
+    """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING: this connection becomes a channel of an
+    existing session (MS-SMB2 3.3.5.5, in the order and with the statuses smbd answers). The
+    request is signed with the session's key; the client authenticates again as the session's
+    user; the channel then signs with its own key. A refused or failed binding leaves the
+    session as it was on its other channels."""
+    if not hdr.session_id:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    s = c.state.sessions.get(hdr.session_id)
+    if s is None:
+        raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+    algorithm = c.sign_algorithm()
+    if s.signing_algorithm >= security.AES_GMAC and algorithm != s.signing_algorithm:
+        raise SMBError(wire.STATUS_REQUEST_OUT_OF_SEQUENCE)
+    if algorithm >= security.AES_GMAC and s.signing_algorithm != algorithm:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if c.dialect < wire.SMB300 or not c.policy.multi_channel:
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)
+    if not hdr.flags & wire.FLAGS_SIGNED:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if s.dialect != c.dialect or s.cipher != c.cipher:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if s.guest:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)       # guests and anonymous have no key
+    if not s.valid or (s.auth is not None and not s.auth.complete):
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # logon or re-authentication under way
+    if s.client is not c.client:
+        raise SMBError(wire.STATUS_USER_SESSION_DELETED)  # another ClientGuid's session
+    ch = s.channels.get(c)
+    if ch is not None and ch.bound:
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
+    if not security.verify(algorithm, signing_key_on(s, c), msg):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if ch is None:
+        if len(s.channels) >= c.limits.max_channels:
+            log.info("session %d: binding refused: %d channels already", s.id, len(s.channels))
+            raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+        ch = s.channels[c] = Channel(preauth=c.preauth.copy())
+        ch.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=False,
+                                bad_user_to_guest=False, netbios_name=c.policy.server_name)
+    rhdr.session_id = s.id
+    if c.dialect == wire.SMB311:
+        ch.preauth.update(msg)
+    try:
+        out = ch.auth.step(token)
+    except ntlm.LogonFailure as e:
+        audit.warning("binding refused: user %s from %s to session %d: %s", ch.auth.user or "(not given)",
+                      c.client_address or "?", s.id, e)
+        del s.channels[c]
+        raise SMBError(wire.STATUS_LOGON_FAILURE)
+    if not ch.auth.complete:
+        rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
+        body = struct.pack("<HHHH", 9, 0, 72, len(out)) + out
+        if c.dialect == wire.SMB311:     # the response as sent: signed with the session's key
+            sent = bytearray(rhdr_bytes(rhdr, hdr, body))
+            security.apply_signature(algorithm, signing_key_on(s, c), sent)
+            ch.preauth.update(sent)
+        return body, None
+    identity = ch.auth.identity
+    ch.auth = None
+    if identity.kind != "user" or identity.user.lower() != s.user.rsplit("\\", 1)[-1].lower():
+        audit.warning("binding refused: user %s from %s to session %d of %s", identity.user,
+                      c.client_address or "?", s.id, s.user)
+        del s.channels[c]
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    ch.signing_key = security.signing_key(identity.session_key, c.dialect,
+                                          ch.preauth.value if c.dialect == wire.SMB311 else None)
+    ch.preauth = None
+    audit.info("channel bound: user %s from %s, session %d (%d channels)", s.user,
+               c.client_address or "?", s.id, len(s.channels))
+    rhdr.status = wire.STATUS_SUCCESS
+    return struct.pack("<HHHH", 9, 0, 72, len(out)) + out, None

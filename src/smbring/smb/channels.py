@@ -1,0 +1,82 @@
+"""Multichannel (MS-SMB2 3.2.5.3.2, 3.3.5.5): a session reached through several connections.
+
+Samba keeps what a client's connections share in one `smbXsrv_client` per ClientGuid: the
+session table and the open table. smbring does the same with `Client`: every SMB 3.x
+connection that negotiates with the same ClientGuid (where `server multi channel support` is
+on) works on one `Client`, so an open made through one channel is reachable through any other
+channel of its session. A connection of SMB 2.x, or with multichannel off, has a `Client` of
+its own, and nothing changes for it.
+
+A session is usable on a connection only where it has a `Channel` there: the connection that
+logged it on, and each connection that bound to it since (SESSION_SETUP with
+SMB2_SESSION_FLAG_BINDING). Each channel signs with its own key (SMB 3.1.1 derives it from that
+connection's preauthentication hash; 3.0 and 3.0.2 derive the same key as the first channel's);
+the encryption keys are the session's. When a connection ends, its channels go; a session
+whose last channel went is logged off, with what it opened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from smbring.smb import security
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+    from smbring.smb.state import Session
+
+
+@dataclass(eq=False)
+class Channel:
+    """A session as one connection reaches it."""
+
+    signing_key: bytes = b""            # empty until the channel's logon or binding completes
+    auth: object = None                 # the binding's acceptor while it is in progress
+    preauth: security.PreauthIntegrity | None = None    # the binding's hash (SMB 3.1.1)
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.signing_key)
+
+
+@dataclass(eq=False)
+class Client:
+    """What the connections of one client share (Samba's smbXsrv_client): sessions by id,
+    opens by FileId, the FileSystems their trees use, and the counters the per-client limits
+    are checked against."""
+
+    guid: bytes = b""
+    connections: list = field(default_factory=list)     # the Connections working on it
+    sessions: dict = field(default_factory=dict)        # session id -> Session
+    opens: dict = field(default_factory=dict)           # FileId -> Open or Pipe
+    fs: dict = field(default_factory=dict)              # (share path, identity) -> FileSystem
+    pipes_open: int = 0
+    locks_held: int = 0
+    next_id: int = 1                                    # tree, FileId and AsyncId numbers
+
+    def connection_of(self, areq) -> "Connection | None":
+        """The connection an asynchronous request waits on (its answer goes there)."""
+        return next((c for c in self.connections if c.async_requests.get(areq.async_id) is areq), None)
+
+
+def signing_key_on(session: "Session", conn: "Connection") -> bytes:
+    """The key that signs and verifies the session's messages on `conn`: its channel's there,
+    else the session's (a binding request is signed with the session's key, MS-SMB2 3.3.5.5)."""
+    channel = session.channels.get(conn)
+    if channel is not None and channel.signing_key:
+        return channel.signing_key
+    return session.signing_key
+
+
+RSS_CAPABLE = 0x1
+
+
+@dataclass(frozen=True)
+class NetworkInterface:
+    """An address the server listens on, as FSCTL_QUERY_NETWORK_INTERFACE_INFO lists it
+    (MS-SMB2 2.2.32.5): a client opens further channels to these. The shell finds them."""
+
+    index: int                  # the interface's index (if_nametoindex)
+    address: str                # IPv4 or IPv6, without a scope
+    speed: int = 1_000_000_000  # bits per second (Samba's default when the link says nothing)
+    capability: int = 0         # RSS_CAPABLE where the interface has several receive queues

@@ -1,0 +1,323 @@
+"""Sessions across connections against a real server, with the raw client (tests/security/raw.py):
+binding a second channel (SMB2_SESSION_FLAG_BINDING), each check of a binding with a client
+that tries to get around it, a channel's loss, PreviousSessionId, re-authentication keeping the
+session's keys, and FSCTL_QUERY_NETWORK_INTERFACE_INFO.
+
+(smbprotocol, impacket and pysmb cannot bind a channel: the raw client signs the binding with
+the session's key and derives the channel's key itself, as MS-SMB2 3.2.5.3.2 has a client do.)
+"""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spnego
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from raw import FID_ANY, Disconnected, RawClient, Session  # noqa: E402
+from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
+from smbcore import ioctl_body, read_body, session_setup_body, write_body  # noqa: E402
+
+from smbring.smb import security, wire  # noqa: E402
+
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+OTHER, OTHER_PASSWORD = "otheruser", "Other-pass1"
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """start(**global options) -> (port, root): a server with one writable share `rw`."""
+    procs = []
+
+    def run(**options):
+        root = tmp_path_factory.mktemp("mc")
+        (root / "rw").mkdir()
+        port = free_port()
+        lines = ["[global]", f"listen = 127.0.0.1:{port}"]
+        lines += [f"{k.replace('_', ' ')} = {v}" for k, v in options.items()]
+        lines += ["[rw]", f"path = {root / 'rw'}", "read only = no"]
+        (root / "smb.conf").write_text("\n".join(lines) + "\n")
+        proc, port, _log = spawn(root, "--config", str(root / "smb.conf"), port=port)
+        procs.append(proc)
+        env = dict(os.environ, SMBRING_PASSDB=str(root / "passdb"))
+        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", OTHER, "--password-stdin"],
+                       input=OTHER_PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
+        return port, root
+
+    yield run
+    for proc in procs:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(start):
+    return start()
+
+
+def connect(port, dialects=(wire.SMB311,), guid=None) -> RawClient:
+    c = RawClient(port)
+    r = c.negotiate(dialects, client_guid=guid)
+    assert r.status == wire.STATUS_SUCCESS
+    return c
+
+
+def first_channel(port, dialects=(wire.SMB311,)):
+    """A connection, its session, a tree on `rw` and a file open there with some data."""
+    guid = os.urandom(16)
+    c = connect(port, dialects, guid)
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "rw")
+    fid = tree.open(f"f-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, b"channel data")).status == wire.STATUS_SUCCESS
+    return c, s, tree, fid, guid
+
+
+def bind(c2: RawClient, s1: Session, user=USER, password=PASSWORD, *, sign=True, signing_key=None,
+         flags=wire.SESSION_FLAG_BINDING, session_id=None):
+    """Binds c2 to the session s1 (every leg signed with the session's key, as a client
+    binds); returns (the channel's Session on c2, the last response)."""
+    ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
+    channel = Session(id=s1.id if session_id is None else session_id)
+    channel.preauth = c2.preauth.copy() if c2.dialect == wire.SMB311 else None
+    token = ctx.step()
+    while True:
+        msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=flags), session=channel.id)
+        c2.send([msg], sign=sign, signing_key=signing_key or s1.signing_key)
+        r = c2.response_to(wire.Header.parse(msg).message_id)
+        if channel.preauth is not None:
+            channel.preauth.update(msg)
+            if r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
+                channel.preauth.update(r.raw)
+        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+            break
+        token = ctx.step(c2.security_buffer(r))
+    if r.status == wire.STATUS_SUCCESS:
+        key = ctx.session_key[:16].ljust(16, b"\0")
+        channel.signing_key = security.signing_key(
+            key, c2.dialect, channel.preauth.value if channel.preauth else None)
+        channel.encrypt_key, channel.decrypt_key = s1.encrypt_key, s1.decrypt_key
+        channel.flags = s1.flags
+        channel.trees = s1.trees
+        c2.sessions[channel.id] = channel
+    return channel, r
+
+
+def read_on(c: RawClient, s: Session, tree_id: int, fid: bytes):
+    return c.request(wire.READ, read_body(fid, 100), session=s, tree_id=tree_id)
+
+
+@pytest.mark.parametrize("dialect", [wire.SMB311, wire.SMB302, wire.SMB300])
+def test_a_second_connection_binds_and_reaches_the_sessions_open(server, dialect):
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port, (dialect,))
+    assert c1.server["capabilities"] & wire.CAP_MULTI_CHANNEL
+    c2 = connect(port, (dialect,), guid)
+    assert c2.server["guid"] == c1.server["guid"]       # one server GUID for all connections
+    channel, r = bind(c2, s1)
+    assert r.status == wire.STATUS_SUCCESS, r
+    # the final response is signed with the channel's own key
+    assert r.header.flags & wire.FLAGS_SIGNED
+    assert security.verify(c2.sign_algorithm(), channel.signing_key, r.raw)
+    if dialect == wire.SMB311:      # derived from this connection's preauth hash
+        assert channel.signing_key != s1.signing_key
+    got = read_on(c2, channel, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"channel data")
+    assert security.verify(c2.sign_algorithm(), channel.signing_key, got.raw)
+    # the first channel carries on as before
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+    # a request on the second channel signed with the first channel's key is refused (3.1.1)
+    if dialect == wire.SMB311:
+        msg = c2.message(wire.READ, read_body(fid, 10), session=channel, tree_id=tree.id)
+        c2.send([msg], sign=True, signing_key=s1.signing_key)
+        assert c2.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_ACCESS_DENIED
+    c1.close()
+    c2.close()
+
+
+def test_the_session_outlives_a_channel_and_ends_with_the_last(server):
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    channel, r = bind(c2, s1)
+    assert r.status == wire.STATUS_SUCCESS
+    c1.close()                                  # the first channel is lost
+    for _ in range(3):                          # (the server notices in its own time)
+        assert read_on(c2, channel, tree.id, fid).status == wire.STATUS_SUCCESS
+    c3 = connect(port, guid=guid)               # and can be bound again through another
+    third, r = bind(c3, s1)                     # (signed with the session's key)
+    assert r.status == wire.STATUS_SUCCESS
+    c2.close()
+    c3.close()
+    # with its last channel the session went: binding to it now finds nothing
+    c4 = connect(port, guid=guid)
+    _ch, r = bind(c4, third)
+    assert r.status == wire.STATUS_USER_SESSION_DELETED
+    c4.close()
+
+
+def test_binding_refusals_leave_the_session_alone(server):
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    cases = []
+    # not signed: INVALID_PARAMETER (MS-SMB2 3.3.5.5)
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, sign=False)[1].status, wire.STATUS_INVALID_PARAMETER))
+    # signed with a forged key: ACCESS_DENIED (3.3.5.2.4)
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, signing_key=os.urandom(16))[1].status, wire.STATUS_ACCESS_DENIED))
+    # a session id that does not exist
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, session_id=s1.id + 1000)[1].status, wire.STATUS_USER_SESSION_DELETED))
+    # another ClientGuid (MS-SMB2: MAY refuse; smbd cannot bind across clients either)
+    c = connect(port, guid=os.urandom(16))
+    cases.append((bind(c, s1)[1].status, wire.STATUS_USER_SESSION_DELETED))
+    # another dialect: with another signing algorithm than the session's AES-GMAC, refused
+    # for that first, as smbd does
+    c = connect(port, (wire.SMB302,), guid=guid)
+    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    # the same algorithm (AES-CMAC) on 3.1.1 for a 3.0.2 session: the dialect differs
+    c0, s0, _t0, _f0, guid0 = first_channel(port, (wire.SMB302,))
+    c = RawClient(port)
+    assert c.negotiate((wire.SMB311,), client_guid=guid0,
+                       signing_algorithms=(security.AES_CMAC,)).status == wire.STATUS_SUCCESS
+    cases.append((bind(c, s0)[1].status, wire.STATUS_INVALID_PARAMETER))
+    # SMB 2.1 cannot bind at all (to an AES-CMAC session; to an AES-GMAC one the algorithm
+    # is refused first, as above)
+    c = connect(port, (wire.SMB210,), guid=guid0)
+    cases.append((bind(c, s0)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
+    c = connect(port, (wire.SMB210,), guid=guid)
+    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    # another user, with that user's right password: ACCESS_DENIED once authenticated
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, OTHER, OTHER_PASSWORD)[1].status, wire.STATUS_ACCESS_DENIED))
+    # the right user with a wrong password
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, USER, "wrong")[1].status, wire.STATUS_LOGON_FAILURE))
+    # a SESSION_SETUP without the binding flag does not reach another connection's session
+    c = connect(port, guid=guid)
+    cases.append((bind(c, s1, flags=0)[1].status, wire.STATUS_USER_SESSION_DELETED))
+    # binding the connection that already carries the session
+    cases.append((bind(c1, s1)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
+    assert [got for got, _ in cases] == [want for _, want in cases]
+    # after all of that the session works as before on its channel
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_a_replayed_binding_does_not_bind(server):
+    """The legs of a real binding, captured and sent again on a third connection of the
+    same ClientGuid: the signature is the session's and verifies, but the authentication
+    answers another challenge, so the channel is never made."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    frames = []
+    send_frame = c2.send_frame
+    c2.send_frame = lambda frame: (frames.append(frame), send_frame(frame))
+    _channel, r = bind(c2, s1)
+    assert r.status == wire.STATUS_SUCCESS and len(frames) == 2
+    c3 = connect(port, guid=guid)
+    statuses = []
+    for frame in frames:
+        c3.send_frame(frame)
+        statuses.append(c3.parse(c3.recv_frame())[0].status)
+    assert statuses[-1] != wire.STATUS_SUCCESS
+    assert statuses[-1] in (wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED)
+    c3.next_message_id += len(frames)       # (the replayed frames took those MessageIds)
+    # nothing was bound on c3: the session is not reachable there
+    assert c3.request(wire.READ, read_body(fid, 10), session=s1.id, tree_id=tree.id).status == \
+        wire.STATUS_USER_SESSION_DELETED
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_bindings_are_bounded_per_session(start):
+    port, _root = start(max_channels_per_session=2)
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    assert bind(c2, s1)[1].status == wire.STATUS_SUCCESS
+    c3 = connect(port, guid=guid)
+    assert bind(c3, s1)[1].status == wire.STATUS_INSUFFICIENT_RESOURCES
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_multichannel_off_announces_nothing_and_binds_nothing(start):
+    port, _root = start(server_multi_channel_support="no")
+    c1, s1, _tree, _fid, guid = first_channel(port)
+    assert not c1.server["capabilities"] & wire.CAP_MULTI_CHANNEL
+    c2 = connect(port, guid=guid)
+    assert bind(c2, s1)[1].status == wire.STATUS_REQUEST_NOT_ACCEPTED
+
+
+def test_previous_session_id_closes_the_same_users_old_session(server):
+    port, root = server
+    c1, s1, tree, fid, _guid = first_channel(port)
+    c2 = connect(port)
+    ctx = spnego.client(USER, PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
+    s2 = c2.start_logon(None)
+    msg_flags = {}
+    r = c2.request(wire.SESSION_SETUP, session_setup_body(ctx.step(), previous=s1.id), **msg_flags)
+    s2.id = r.header.session_id
+    s2.preauth = None
+    r = c2.request(wire.SESSION_SETUP, session_setup_body(ctx.step(c2.security_buffer(r)), previous=s1.id),
+                   session=s2.id)
+    assert r.status == wire.STATUS_SUCCESS
+    # the old session and its open are gone
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_previous_session_id_of_another_user_is_left_alone(server):
+    port, _root = server
+    c1, s1, tree, fid, _guid = first_channel(port)
+    c2 = connect(port)
+    ctx = spnego.client(OTHER, OTHER_PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
+    r = c2.request(wire.SESSION_SETUP, session_setup_body(ctx.step(), previous=s1.id))
+    r = c2.request(wire.SESSION_SETUP, session_setup_body(ctx.step(c2.security_buffer(r)), previous=s1.id),
+                   session=r.header.session_id)
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_reauthentication_keeps_the_sessions_keys(server):
+    port, _root = server
+    c1, s1, tree, fid, _guid = first_channel(port)
+    key = s1.signing_key
+    ctx = spnego.client(USER, PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
+    r = c1.request(wire.SESSION_SETUP, session_setup_body(ctx.step()), session=s1)
+    assert r.status == wire.STATUS_MORE_PROCESSING_REQUIRED
+    r = c1.request(wire.SESSION_SETUP, session_setup_body(ctx.step(c1.security_buffer(r))), session=s1)
+    assert r.status == wire.STATUS_SUCCESS
+    assert security.verify(c1.sign_algorithm(), key, r.raw)       # still the first logon's key
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_network_interface_info_lists_the_listening_address(server):
+    port, _root = server
+    c1, s1, tree, _fid, _guid = first_channel(port)
+    r = tree.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_QUERY_NETWORK_INTERFACE_INFO))
+    assert r.status == wire.STATUS_SUCCESS
+    _s, _r, _ctl, _fid, _io, _il, out_off, out_len = struct.unpack_from("<HHI16sIIII", r.raw, 64)
+    out = r.raw[out_off:out_off + out_len]
+    following, index, capability, _res, speed, family, _port, address = struct.unpack_from("<IIIIQHH4s", out)
+    assert (following, family, address) == (0, 2, bytes([127, 0, 0, 1]))
+    assert index >= 1 and speed > 0 and capability & ~1 == 0
+    # input is refused, as smbd refuses it
+    r = tree.request(wire.IOCTL, ioctl_body(FID_ANY, FSCTL_QUERY_NETWORK_INTERFACE_INFO, b"x"))
+    assert r.status == wire.STATUS_INVALID_PARAMETER
+
+
+def test_a_dropped_binding_connection_does_not_disturb_the_session(server):
+    """A channel that goes away halfway through its binding: the session is untouched."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    ctx = spnego.client(USER, PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
+    msg = c2.message(wire.SESSION_SETUP, session_setup_body(ctx.step(), flags=wire.SESSION_FLAG_BINDING),
+                     session=s1.id)
+    c2.send([msg], sign=True, signing_key=s1.signing_key)
+    assert c2.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_MORE_PROCESSING_REQUIRED
+    c2.close()
+    with pytest.raises((Disconnected, OSError)):
+        c2.echo()
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
