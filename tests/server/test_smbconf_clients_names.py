@@ -203,10 +203,6 @@ def test_time_in_a_path_is_the_tree_connects(server):
     assert before <= stamp <= after, (before, stamp, after)
 
 
-@pytest.mark.xfail(strict=True, reason="%D is the domain the client typed (smbclient -W), not the "
-                   "account's domain as the server authenticated it, upper-cased (for a local "
-                   "account Samba's is the server's own name, NAMESRV here): a client chooses "
-                   "the directory a %D path leads to")
 def test_domain_in_a_path_is_the_accounts_not_the_clients(server):
     base = server.subs / "d"
     for domain in ("NAMESRV", "OTHERDOM", "WORKGROUP"):

@@ -155,8 +155,10 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     the guest."""
     as_guest = s.guest or (share.guest_only and share.guest_ok)
     user = c.policy.guest_account if as_guest else share_access.bare(s.user)
+    # %D is the domain the account belongs to as the server authenticated it, never the one the
+    # client typed: every account is the server's own, so (as Samba's local SAM) its name
     values = share_access.session_values(
-        user=user, asked_as=s.asked_as, domain=s.domain, share=name,
+        user=user, asked_as=s.asked_as, domain=c.policy.server_name.upper(), share=name,
         client_address=c.client_address, server_name=c.policy.server_name,
         dialect=DIALECT_NAMES.get(c.dialect, ""), accounts=c.policy.accounts)
     return share_access.resolve(share, values), user, as_guest
