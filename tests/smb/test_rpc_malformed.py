@@ -48,9 +48,28 @@ def bound(max_frag=4280, **kw) -> Endpoint:
     return ep
 
 
+def read_all(ep: Endpoint) -> bytes:
+    """Everything the pipe holds (one READ returns one PDU at most)."""
+    out = b""
+    while ep.pending():
+        out += ep.read(1 << 24)
+    return out
+
+
 def answer(ep: Endpoint, data: bytes) -> list[bytes]:
     ep.write(data)
-    return split_pdus(ep.read(1 << 24))
+    return split_pdus(read_all(ep))
+
+
+def test_a_read_returns_one_pdu_at_most_and_a_short_one_says_so(share=None):
+    ep = bound(2048)
+    ep.write(request_pdu(15, share_enum(502)))
+    first = ep.read(1 << 24)
+    assert len(split_pdus(first)) == 1 and ep.pending() and not ep.message_unread()
+    part = ep.read(10)
+    assert len(part) == 10 and ep.message_unread()      # a READ shorter than the PDU
+    rest = ep.read(1 << 24)
+    assert len(split_pdus(part + rest)) == 1 and not ep.message_unread()
 
 
 def fragments(opnum: int, stub: bytes, size: int, call_id=2) -> bytes:
@@ -75,7 +94,7 @@ def test_fragments_written_a_byte_at_a_time_make_the_same_call():
     data = fragments(16, share_get_info("share007", 0), 5)
     for i in range(len(data)):
         ep.write(data[i:i + 1])
-    assert srvs.NetrShareGetInfoResponse(response_stub(split_pdus(ep.read(1 << 20))))["ErrorCode"] == 0
+    assert srvs.NetrShareGetInfoResponse(response_stub(split_pdus(read_all(ep))))["ErrorCode"] == 0
 
 
 @pytest.mark.parametrize("max_frag", [2048, 3000, 4280])

@@ -113,7 +113,7 @@ def _answer_or_wait(c: Connection, p: Pipe, rhdr: Header, length: int, build):
     ep = p.endpoint
     if ep.pending() and not p.readers:
         data = ep.read(length)
-        rhdr.status, body = build(data, ep.pending() > 0)
+        rhdr.status, body = build(data, ep.message_unread())
         return body, None
     if ep.disconnected and not p.readers:
         raise SMBError(STATUS_PIPE_DISCONNECTED)
@@ -141,7 +141,7 @@ def _serve_readers(c: Connection, p: Pipe) -> None:
         if areq in p.waiting:
             p.waiting.remove(areq)
         if ep.pending():
-            status, body = build(ep.read(length), ep.pending() > 0)
+            status, body = build(ep.read(length), ep.message_unread())
             c.complete_async(areq, status, body)
         else:
             c.complete_async(areq, STATUS_PIPE_DISCONNECTED)

@@ -43,7 +43,8 @@ class Endpoint:
         self._accepted_now = False         # a new context was accepted by the PDU at hand
         self.disconnected = False
         self._input = bytearray()          # at most one PDU not yet whole
-        self._output = bytearray()
+        self._output = bytearray()         # whole PDUs, one after another
+        self._fragment_left = 0            # bytes of the first PDU in _output a READ left
         self._call: tuple[int, int, int, bytearray] | None = None   # (call id, context, opnum, stub)
 
     # -- the pipe's two directions ---------------------------------------------------------
@@ -74,9 +75,20 @@ class Endpoint:
         return len(self._output)
 
     def read(self, limit: int) -> bytes:
-        data = bytes(self._output[:limit])
-        del self._output[:limit]
+        """At most `limit` bytes, and never past the end of a PDU: a named pipe is read one
+        message at a time, as Samba's are (clients such as impacket read one fragment per
+        READ and would take the next fragment's start for the end of this one)."""
+        if not self._fragment_left and len(self._output) >= 10:
+            self._fragment_left = struct.unpack_from("<H", self._output, 8)[0]
+        n = min(limit, self._fragment_left or len(self._output))
+        data = bytes(self._output[:n])
+        del self._output[:n]
+        self._fragment_left = max(0, self._fragment_left - n)
         return data
+
+    def message_unread(self) -> bool:
+        """The PDU the last read began is not read to its end (a READ shorter than it)."""
+        return self._fragment_left > 0
 
     # -- PDUs ------------------------------------------------------------------------------
     def _handle(self, packet: bytes) -> None:
