@@ -156,12 +156,32 @@ def test_a_buffer_too_small_asks_for_an_enumeration(client, watched):
 
 
 def test_too_many_changes_ask_for_an_enumeration(client, watched):
-    wait(client, watched, completion_filter=notify.SIZE)       # the watch exists from now on
+    interim = wait(client, watched, out_len=1024)      # the watch holds what 1024 bytes carry
+    late(make(client, "dir\\first"), interim)
+    for i in range(1024 // notify.entry_size("f000") + 1):
+        make(client, f"dir\\f{i:03}")
+    assert at_once(client, watched, out_len=4096) == (wire.STATUS_NOTIFY_ENUM_DIR, [])
+
+
+def test_the_first_request_fixes_the_buffer_and_the_filter(client, watched):
+    """Later requests on the same open cannot widen what the first asked for (MS-FSA)."""
+    interim = wait(client, watched, completion_filter=notify.DIR_NAME, out_len=1)
+    assert late(make(client, "dir\\a-file"), interim) is None      # not a directory name
+    assert late(make(client, "dir\\a-dir", options=FILE_DIRECTORY_FILE), interim) == \
+        (wire.STATUS_NOTIFY_ENUM_DIR, [])                           # does not fit in 1 byte
+    make(client, "dir\\b-dir", options=FILE_DIRECTORY_FILE)
+    assert at_once(client, watched, completion_filter=NAMES, out_len=4096) == (wire.STATUS_NOTIFY_ENUM_DIR, [])
+    make(client, "dir\\b-file")
+    wait(client, watched, completion_filter=NAMES, out_len=4096)     # file names: still not watched
+
+
+def test_repeated_modifications_are_reported_once(client, watched):
+    wait(client, watched, completion_filter=notify.SIZE | notify.FILE_NAME)
     fid = client.open("dir\\old")
-    for _ in range(notify.MAX_BUFFERED + 1):
+    assert client.write(fid, b"x") == 0                 # answers the waiting request
+    for _ in range(3):
         assert client.write(fid, b"x") == 0
-    [(header, _)] = notify_request(client, watched, completion_filter=notify.SIZE)
-    assert header.status == wire.STATUS_NOTIFY_ENUM_DIR
+    assert at_once(client, watched) == (0, [(notify.MODIFIED, "old")])
 
 
 def test_closing_the_directory_ends_the_wait_with_notify_cleanup(client, watched):
@@ -183,13 +203,18 @@ def test_a_file_cannot_be_watched(client):
     assert at_once(client, fid)[0] == wire.STATUS_INVALID_PARAMETER
 
 
-def test_an_output_buffer_over_max_transact_size(clients):
+def test_an_output_buffer_over_the_notify_bound(clients):
+    """As Windows: at most 0x80000 bytes of notifications in one answer."""
     c = clients(credits=300)                    # enough for the CreditCharge
     fid = c.open("dir", options=FILE_DIRECTORY_FILE)
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO + 1),
                                          charge=129))
     assert header.status == wire.STATUS_INVALID_PARAMETER
-    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
+    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY,
+                                         change_notify_body(fid, NAMES, 0, notify.MAX_OUTPUT + 1), charge=9))
+    assert header.status == wire.STATUS_INVALID_PARAMETER
+    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY,
+                                         change_notify_body(fid, NAMES, 0, notify.MAX_OUTPUT), charge=8))
     assert header.status == wire.STATUS_PENDING
 
 
