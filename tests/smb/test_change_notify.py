@@ -203,19 +203,36 @@ def test_a_file_cannot_be_watched(client):
     assert at_once(client, fid)[0] == wire.STATUS_INVALID_PARAMETER
 
 
-def test_an_output_buffer_over_the_notify_bound(clients):
-    """As Windows: at most 0x80000 bytes of notifications in one answer."""
+def test_an_output_buffer_over_max_transact_size(clients):
     c = clients(credits=300)                    # enough for the CreditCharge
     fid = c.open("dir", options=FILE_DIRECTORY_FILE)
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO + 1),
                                          charge=129))
     assert header.status == wire.STATUS_INVALID_PARAMETER
-    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY,
-                                         change_notify_body(fid, NAMES, 0, notify.MAX_OUTPUT + 1), charge=9))
-    assert header.status == wire.STATUS_INVALID_PARAMETER
-    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY,
-                                         change_notify_body(fid, NAMES, 0, notify.MAX_OUTPUT), charge=8))
+    [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
     assert header.status == wire.STATUS_PENDING
+
+
+def test_a_huge_buffer_holds_no_more_than_a_watch_may(clients):
+    """Asking for MaxTransactSize does not let a watch buffer that much: beyond WATCH_BYTES
+    the client is asked to enumerate."""
+    c = clients(credits=300)
+    fid = c.open("dir", options=FILE_DIRECTORY_FILE)
+
+    def huge():
+        return c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
+    [(interim, _)] = huge()
+    late(make(c, "dir\\first"), interim)
+    for i in range(notify.WATCH_BYTES // notify.entry_size("f0000") + 1):
+        make(c, f"dir\\f{i:04}")
+    [(header, _)] = huge()
+    assert header.status == wire.STATUS_NOTIFY_ENUM_DIR
+
+
+def test_a_handle_that_may_not_list_cannot_watch(client):
+    fid = client.open("dir", access=0x80,     # FILE_READ_ATTRIBUTES
+                      options=FILE_DIRECTORY_FILE)
+    assert at_once(client, fid)[0] == wire.STATUS_ACCESS_DENIED
 
 
 def test_two_waiting_requests_on_one_open_are_answered_in_turn(client, watched):

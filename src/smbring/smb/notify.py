@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 
 from smbring.smb import wire
+from smbring.smb.limits import MAX_IO
 
 FILE_NAME, DIR_NAME, ATTRIBUTES, SIZE, LAST_WRITE = 0x1, 0x2, 0x4, 0x8, 0x10
 LAST_ACCESS, CREATION, EA, SECURITY = 0x20, 0x40, 0x80, 0x100
@@ -35,7 +36,7 @@ STREAM_NAME, STREAM_SIZE, STREAM_WRITE = 0x200, 0x400, 0x800
 ADDED, REMOVED, MODIFIED, RENAMED_OLD_NAME, RENAMED_NEW_NAME = 1, 2, 3, 4, 5
 ADDED_STREAM, REMOVED_STREAM, MODIFIED_STREAM = 6, 7, 8
 
-MAX_OUTPUT = 0x80000        # the largest OutputBufferLength a CHANGE_NOTIFY may ask for
+MAX_OUTPUT = MAX_IO         # the largest OutputBufferLength a CHANGE_NOTIFY may ask for
 WATCH_BYTES = 0x10000       # what one watch buffers at most (encoded), whatever it asked for
 OWNER_BYTES = 4 << 20       # what one connection's watches buffer at most together
 
