@@ -138,6 +138,8 @@ class ChangeWatches:
             self._watches.remove(w)
             self._release(w)
             w.changes, w.size = [], 0
+            if not self._watches:
+                self._own.clear()      # no kernel watch is left to echo them
             self._changed()
 
     def active(self) -> bool:
