@@ -156,12 +156,32 @@ def test_a_buffer_too_small_asks_for_an_enumeration(client, watched):
 
 
 def test_too_many_changes_ask_for_an_enumeration(client, watched):
-    wait(client, watched, completion_filter=notify.SIZE)       # the watch exists from now on
+    interim = wait(client, watched, out_len=1024)      # the watch holds what 1024 bytes carry
+    late(make(client, "dir\\first"), interim)
+    for i in range(1024 // notify.entry_size("f000") + 1):
+        make(client, f"dir\\f{i:03}")
+    assert at_once(client, watched, out_len=4096) == (wire.STATUS_NOTIFY_ENUM_DIR, [])
+
+
+def test_the_first_request_fixes_the_buffer_and_the_filter(client, watched):
+    """Later requests on the same open cannot widen what the first asked for (MS-FSA)."""
+    interim = wait(client, watched, completion_filter=notify.DIR_NAME, out_len=1)
+    assert late(make(client, "dir\\a-file"), interim) is None      # not a directory name
+    assert late(make(client, "dir\\a-dir", options=FILE_DIRECTORY_FILE), interim) == \
+        (wire.STATUS_NOTIFY_ENUM_DIR, [])                           # does not fit in 1 byte
+    make(client, "dir\\b-dir", options=FILE_DIRECTORY_FILE)
+    assert at_once(client, watched, completion_filter=NAMES, out_len=4096) == (wire.STATUS_NOTIFY_ENUM_DIR, [])
+    make(client, "dir\\b-file")
+    wait(client, watched, completion_filter=NAMES, out_len=4096)     # file names: still not watched
+
+
+def test_repeated_modifications_are_reported_once(client, watched):
+    wait(client, watched, completion_filter=notify.SIZE | notify.FILE_NAME)
     fid = client.open("dir\\old")
-    for _ in range(notify.MAX_BUFFERED + 1):
+    assert client.write(fid, b"x") == 0                 # answers the waiting request
+    for _ in range(3):
         assert client.write(fid, b"x") == 0
-    [(header, _)] = notify_request(client, watched, completion_filter=notify.SIZE)
-    assert header.status == wire.STATUS_NOTIFY_ENUM_DIR
+    assert at_once(client, watched) == (0, [(notify.MODIFIED, "old")])
 
 
 def test_closing_the_directory_ends_the_wait_with_notify_cleanup(client, watched):
@@ -191,6 +211,28 @@ def test_an_output_buffer_over_max_transact_size(clients):
     assert header.status == wire.STATUS_INVALID_PARAMETER
     [(header, _)] = c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
     assert header.status == wire.STATUS_PENDING
+
+
+def test_a_huge_buffer_holds_no_more_than_a_watch_may(clients):
+    """Asking for MaxTransactSize does not let a watch buffer that much: beyond WATCH_BYTES
+    the client is asked to enumerate."""
+    c = clients(credits=300)
+    fid = c.open("dir", options=FILE_DIRECTORY_FILE)
+
+    def huge():
+        return c.exchange(c.message(wire.CHANGE_NOTIFY, change_notify_body(fid, NAMES, 0, MAX_IO), charge=128))
+    [(interim, _)] = huge()
+    late(make(c, "dir\\first"), interim)
+    for i in range(notify.WATCH_BYTES // notify.entry_size("f0000") + 1):
+        make(c, f"dir\\f{i:04}")
+    [(header, _)] = huge()
+    assert header.status == wire.STATUS_NOTIFY_ENUM_DIR
+
+
+def test_a_handle_that_may_not_list_cannot_watch(client):
+    fid = client.open("dir", access=0x80,     # FILE_READ_ATTRIBUTES
+                      options=FILE_DIRECTORY_FILE)
+    assert at_once(client, fid)[0] == wire.STATUS_ACCESS_DENIED
 
 
 def test_two_waiting_requests_on_one_open_are_answered_in_turn(client, watched):

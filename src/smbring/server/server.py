@@ -31,6 +31,7 @@ import time
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
 from smbring.server import interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
+from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -299,6 +300,7 @@ class Server:
         self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
+        self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
         self._tasks: set[asyncio.Task] = set()    # one per connection
 
     def _ring(self):
@@ -329,6 +331,17 @@ class Server:
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
         return self._modules
+
+    def _start_change_watcher(self) -> None:
+        """Kernel watches for the directories clients watch (changes by other programs)."""
+        if self.change_watcher is not None:
+            return
+        try:
+            self.change_watcher = ChangeWatcher(self.state, asyncio.get_running_loop(),
+                                                as_server=self.creds.as_server if self.creds else None)
+        except OSError as e:
+            log.warning("change notify: inotify unavailable (%s): changes made by other programs "
+                        "are not reported", e)
 
     # -- who a session acts as -----------------------------------------------------------------
     def _as_server(self):
@@ -589,6 +602,7 @@ class Server:
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
+        self._start_change_watcher()
         if self.creds is None:
             log.warning("not running as root: every session acts as the server's user (uid %d), "
                         "whatever its SMB user", os.geteuid())
@@ -661,6 +675,9 @@ class Server:
             log.warning("stopped: %d connections closed with work in flight after %g s", len(cut), timeout)
         else:
             log.info("stopped: every connection finished")
+        if self.change_watcher is not None:
+            self.change_watcher.close()
+            self.change_watcher = None
         for files in self._share_files.values():     # no connection is left to use them
             files.close()
         self._share_files.clear()

@@ -852,6 +852,8 @@ class Connection:
                     victim.tree.fs.remove_streams(sid)
                     self.state.watches.post(victim.path(), notify.REMOVED,
                                             notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+                else:
+                    self.state.watches.post_open(victim, notify.REMOVED, notify.FILE_NAME)
             except OSError as e:
                 log.info("delete on close failed: %s", e)
         self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on

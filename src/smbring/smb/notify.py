@@ -3,39 +3,104 @@
 A directory open that has asked for CHANGE_NOTIFY owns a `Watch`, kept in the server's
 `ChangeWatches` (in its `ServerState`): from then on, changes below it that match its
 completion filter are recorded, and handed to the pending request (or the next one, like
-Windows, when none is waiting). Changes are posted by the server itself when it
-creates, deletes, renames or modifies a file, so clients see what other clients of the same
-server do; a share's files changed by other programs are not reported.
+Windows, when none is waiting).
+
+Changes come from two sides:
+
+- the server itself posts what its clients do (`post`, `post_open`, `post_rename`) as it
+  creates, deletes, renames or modifies a file, so clients see what other clients of the
+  same server do;
+- the shell watches the watched directories in the kernel (inotify, see
+  `smbring.server.change_watcher`) and feeds what other programs do through `observed`. The
+  core does no I/O of its own: it only says which directories it wants watched
+  (`directories`, with `on_change` called when that set changes), and drops what the
+  kernel reports of the server's own changes (those were posted already).
+
+Bounds: a watch keeps at most what its first request's OutputBufferLength can carry (as
+Windows and Samba, which fix the buffer on the first request), and at most WATCH_BYTES;
+a connection's watches at most OWNER_BYTES together. Beyond that the watch overflows: its
+changes are dropped and the next answer is STATUS_NOTIFY_ENUM_DIR (the client re-reads the
+directory), so a client that never reads its notifications cannot make the server grow.
+Names that `veto files` hides are never reported.
 """
 from __future__ import annotations
 
 import struct
 
 from smbring.smb import wire
+from smbring.smb.limits import MAX_IO
 
 FILE_NAME, DIR_NAME, ATTRIBUTES, SIZE, LAST_WRITE = 0x1, 0x2, 0x4, 0x8, 0x10
 LAST_ACCESS, CREATION, EA, SECURITY = 0x20, 0x40, 0x80, 0x100
+STREAM_NAME, STREAM_SIZE, STREAM_WRITE = 0x200, 0x400, 0x800
 ADDED, REMOVED, MODIFIED, RENAMED_OLD_NAME, RENAMED_NEW_NAME = 1, 2, 3, 4, 5
-MAX_BUFFERED = 1024     # more unread changes than this: the client must re-read the directory
+ADDED_STREAM, REMOVED_STREAM, MODIFIED_STREAM = 6, 7, 8
+
+MAX_OUTPUT = MAX_IO         # the largest OutputBufferLength a CHANGE_NOTIFY may ask for
+WATCH_BYTES = 0x10000       # what one watch buffers at most (encoded), whatever it asked for
+OWNER_BYTES = 4 << 20       # what one connection's watches buffer at most together
+
+# an action on a file -> the same on one of its named streams; and the filter bits likewise
+STREAM_ACTIONS = {ADDED: ADDED_STREAM, REMOVED: REMOVED_STREAM, MODIFIED: MODIFIED_STREAM}
+
+
+def stream_filter(what: int) -> int:
+    return ((STREAM_NAME if what & FILE_NAME else 0) | (STREAM_SIZE if what & SIZE else 0)
+            | (STREAM_WRITE if what & LAST_WRITE else 0))
+
+
+def entry_size(name: str) -> int:
+    """The bytes a FILE_NOTIFY_INFORMATION entry for `name` takes, aligned."""
+    return (12 + 2 * len(name) + 3) & ~3       # (a bound: UTF-16 of non-BMP names is 4 bytes)
 
 
 class Watch:
-    def __init__(self, path: str, completion_filter: int, recursive: bool):
-        self.path = path.rstrip("/")
+    """The watch of one directory open: `path` (absolute, as `Open.path()` gives it), `key`
+    (st_dev, st_ino) of the directory, the completion filter and WATCH_TREE of its first
+    request, and its first request's OutputBufferLength (`max_output`: MS-FSA keeps the
+    first request's parameters for the open's lifetime). `names` are the tree's veto rules
+    (`share_access.NameRules`); `owner` is whose budget its buffered bytes count against."""
+
+    def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
+                 max_output: int = MAX_OUTPUT, names=None, owner: object = None):
+        self.path = path.rstrip("/") or "/"
+        self.key = key
         self.filter = completion_filter
         self.recursive = recursive
+        self.max_output = max_output
+        self.names = names
+        self.owner = owner
         self.changes: list[tuple[int, str]] = []
+        self.size = 0               # the encoded size of `changes`
         self.overflowed = False
-        # the requests waiting, oldest first: the next change answers the first of them
+        # the requests waiting, oldest first: deliver(status or None) answers one (None: with
+        # the changes recorded); the next change answers the first of them
         self.waiting: list = []
 
+    def capacity(self) -> int:
+        return min(self.max_output, WATCH_BYTES)
+
+    def relative(self, path: str) -> str | None:
+        """`path` as this watch reports it ("sub\\name"), or None when it is not watched: the
+        directory's own entries, and with WATCH_TREE the entries below them."""
+        parent, _, name = path.rpartition("/")
+        if parent == self.path:
+            return name
+        if self.recursive and parent.startswith(self.path.rstrip("/") + "/"):
+            return path[len(self.path.rstrip("/")) + 1:]
+        return None
+
+    def vetoed(self, rel: str) -> bool:
+        return self.names is not None and any(self.names.vetoed(n) for n in rel.split("/"))
+
     def take(self, max_len: int) -> tuple[bytes, bool]:
-        """The recorded changes as FILE_NOTIFY_INFORMATION entries; False when they do not
-        fit (or too many were lost) and the client must enumerate the directory instead."""
+        """The recorded changes as FILE_NOTIFY_INFORMATION entries; False when they do not fit
+        (in the request's buffer or in the first request's) or were lost: the client must
+        enumerate the directory instead."""
         changes, overflowed = self.changes, self.overflowed
-        self.changes, self.overflowed = [], False
+        self.changes, self.size, self.overflowed = [], 0, False
         out = encode(changes)
-        if overflowed or len(out) > max_len:
+        if overflowed or not changes or len(out) > min(max_len, self.max_output):
             return b"", False
         return out, True
 
@@ -43,45 +108,185 @@ class Watch:
 def encode(changes: list[tuple[int, str]]) -> bytes:
     """FILE_NOTIFY_INFORMATION entries (MS-FSCC 2.7.1)."""
     def entry(action: int, name: str) -> bytes:
-        n = name.encode("utf-16-le")
+        n = name.encode("utf-16-le", "surrogatepass")
         return struct.pack("<III", 0, action, len(n)) + n
     return wire.chain(entry(action, name) for action, name in changes)
 
 
 class ChangeWatches:
-    """Every watch of the server: a change one connection makes is seen by the others'."""
+    """Every watch of the server: a change one connection makes is seen by the others', and
+    what the kernel reports (`observed`) by all."""
 
     def __init__(self) -> None:
         self._watches: list[Watch] = []
+        self._owner_bytes: dict[object, int] = {}
+        # the server's own changes by path -> the epoch they were posted in: the kernel reports
+        # them too, and they must not be reported twice (see `observed`, `tick`)
+        self._own: dict[str, int] = {}
+        self._epoch = 0
+        # called (without arguments) when the set of watched directories changes: the shell
+        # then updates its kernel watches
+        self.on_change = None
 
+    # -- the watches -----------------------------------------------------------------------
     def add(self, w: Watch) -> None:
         self._watches.append(w)
+        self._changed()
 
     def remove(self, w: Watch) -> None:
         if w in self._watches:
             self._watches.remove(w)
+            self._release(w)
+            w.changes, w.size = [], 0
+            if not self._watches:
+                self._own.clear()      # no kernel watch is left to echo them
+            self._changed()
 
     def active(self) -> bool:
         """Whether any watch exists (posting a change is then worth its path)."""
         return bool(self._watches)
 
-    def post(self, path: str, action: int, what: int) -> None:
+    def directories(self) -> dict[str, bool]:
+        """The directories watched, each with whether its subdirectories are watched too:
+        what the shell keeps kernel watches on."""
+        out: dict[str, bool] = {}
+        for w in self._watches:
+            out[w.path] = out.get(w.path, False) or w.recursive
+        return out
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- changes the server makes ------------------------------------------------------------
+    def post(self, path: str, action: int, what: int, *, own: bool = True) -> None:
         """Records a change of `path` (absolute) for every watch it concerns."""
         if not self._watches:
             return
-        parent, _, name = path.rpartition("/")
+        if own:
+            self._own[path] = self._epoch
+        for w in self._concerned(path, what):
+            self._record(w, action, w.relative(path))
+            self._wake(w)
+
+    def post_open(self, o, action: int, what: int) -> None:
+        """A change of the file an open names: a named stream's is reported as the stream's
+        own action on "file:stream" (ADDED_STREAM, ...) with the stream filter bits."""
+        if o.stream is None:
+            self.post(o.path(), action, what)
+            return
+        if not self._watches or action not in STREAM_ACTIONS:
+            return
+        base = "/".join([o.tree.fs.root] + list(o.base_parts or []))
+        self._own[base] = self._epoch
+        for w in self._concerned(base, stream_filter(what)):
+            self._record(w, STREAM_ACTIONS[action], f"{w.relative(base)}:{o.stream}")
+            self._wake(w)
+
+    def post_rename(self, old: str, new: str, is_dir: bool, *, own: bool = True) -> None:
+        """A rename: within one directory the OLD_NAME and NEW_NAME pair, answered together;
+        across directories a removal and an addition. A file renamed also reports its
+        attributes and creation time modified under the new name, as Windows does."""
+        if not self._watches:
+            return
+        if own:
+            self._own[old] = self._own[new] = self._epoch
+        what = DIR_NAME if is_dir else FILE_NAME
+        same_dir = old.rpartition("/")[0] == new.rpartition("/")[0]
+        woken = []
+        for w in self._concerned(old, what):
+            self._record(w, RENAMED_OLD_NAME if same_dir else REMOVED, w.relative(old))
+            woken.append(w)
+        for w in self._concerned(new, what):
+            self._record(w, RENAMED_NEW_NAME if same_dir else ADDED, w.relative(new))
+            woken.append(w)
+        if not is_dir:
+            for w in self._concerned(new, ATTRIBUTES | CREATION):
+                self._record(w, MODIFIED, w.relative(new))
+                woken.append(w)
+        for w in dict.fromkeys(woken):
+            self._wake(w)
+
+    def delete_pending(self, key: tuple) -> None:
+        """The directory `key` is to be deleted: the requests waiting on its watches end with
+        STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: a watched directory being deleted)."""
         for w in list(self._watches):
+            if w.key == key:
+                for deliver in list(w.waiting):
+                    deliver(wire.STATUS_DELETE_PENDING)
+
+    # -- changes the kernel reports (fed by the shell) -----------------------------------------
+    def observed(self, path: str, action: int, what: int) -> None:
+        """A change the kernel reported: recorded like the server's own, unless the server
+        made it itself in the last epoch or two (then it was posted already)."""
+        if self._own.get(path, -2) >= self._epoch - 1:
+            return
+        self.post(path, action, what, own=False)
+
+    def observed_rename(self, old: str, new: str, is_dir: bool) -> None:
+        if self._own.get(old, -2) >= self._epoch - 1 or self._own.get(new, -2) >= self._epoch - 1:
+            return
+        self.post_rename(old, new, is_dir, own=False)
+
+    def overflow(self, path: str | None = None) -> None:
+        """Changes below `path` (None: anywhere) were lost (the kernel's queue overflowed, or a
+        directory could not be watched): the watches covering it answer
+        STATUS_NOTIFY_ENUM_DIR next."""
+        for w in list(self._watches):
+            if path is None or path == w.path \
+                    or (w.recursive and path.startswith(w.path.rstrip("/") + "/")):
+                self._overflow(w)
+                self._wake(w)
+
+    def tick(self) -> None:
+        """A new epoch (the shell calls this about every second, after reading what the kernel
+        has queued): the server's own changes older than the last epoch are forgotten."""
+        self._epoch += 1
+        self._own = {p: e for p, e in self._own.items() if e >= self._epoch - 1}
+
+    # -- recording -------------------------------------------------------------------------------
+    def _concerned(self, path: str, what: int) -> list[Watch]:
+        out = []
+        for w in self._watches:
             if not w.filter & what:
                 continue
-            if parent == w.path:
-                rel = name
-            elif w.recursive and parent.startswith(w.path + "/"):
-                rel = path[len(w.path) + 1:].replace("/", "\\")
-            else:
+            rel = w.relative(path)
+            if rel is None or w.vetoed(rel):
                 continue
-            if len(w.changes) >= MAX_BUFFERED:
-                w.overflowed = True
-            else:
-                w.changes.append((action, rel))
-            if w.waiting:
-                w.waiting[0]()
+            out.append(w)
+        return out
+
+    def _record(self, w: Watch, action: int, rel: str) -> None:
+        if w.overflowed:
+            return              # lost already: the client re-reads the directory anyway
+        name = rel.replace("/", "\\")
+        if action == MODIFIED and w.changes and w.changes[-1] == (action, name):
+            return              # the same change again (a write after a write): once is enough
+        size = entry_size(name)
+        held = self._owner_bytes.get(w.owner, 0)
+        if w.size + size > w.capacity() or held + size > OWNER_BYTES:
+            self._overflow(w)
+            return
+        w.changes.append((action, name))
+        w.size += size
+        self._owner_bytes[w.owner] = held + size
+
+    def _overflow(self, w: Watch) -> None:
+        self._release(w)
+        w.changes, w.size, w.overflowed = [], 0, True
+
+    def _release(self, w: Watch) -> None:
+        left = self._owner_bytes.get(w.owner, 0) - w.size
+        if left > 0:
+            self._owner_bytes[w.owner] = left
+        else:
+            self._owner_bytes.pop(w.owner, None)
+
+    def take(self, w: Watch, max_len: int) -> tuple[bytes, bool]:
+        """A watch's changes for an answer (`Watch.take`); their bytes no longer count."""
+        self._release(w)
+        return w.take(max_len)
+
+    def _wake(self, w: Watch) -> None:
+        if w.waiting and (w.changes or w.overflowed):
+            w.waiting[0](None)

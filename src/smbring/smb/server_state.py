@@ -99,6 +99,8 @@ class ServerState:
         self.oplocks.remove(o)
         if o.delete_on_close:
             self._delete_pending[o.key] = o
+            if o.is_dir:
+                self.watches.delete_pending(o.key)    # waiting change notifies end
         victim = None
         if o.key in self._delete_pending and not self.share_modes.count(o.key):
             victim = self._delete_pending.pop(o.key)
@@ -120,6 +122,8 @@ class ServerState:
         open of the file from now on, or withdrawn if `o` had asked for it."""
         if pending:
             self._delete_pending[o.key] = o
+            if o.is_dir:
+                self.watches.delete_pending(o.key)    # waiting change notifies end
         elif self._delete_pending.get(o.key) is o:
             del self._delete_pending[o.key]
 

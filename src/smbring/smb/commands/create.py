@@ -326,9 +326,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         locked=action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key),
         send_break=c.send_oplock_break)
     if action == wire.FILE_CREATED:
-        c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+        c.state.watches.post_open(o, notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
-        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     try:        # registered: what fails now undoes the open as a CLOSE would (deleting nothing)
         if eas and action != wire.FILE_OPENED:
             for ea_name, value in eas:

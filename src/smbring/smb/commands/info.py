@@ -285,7 +285,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         tree.fs.set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
-        c.state.watches.post(o.path(), notify.MODIFIED, notify.SECURITY)
+        c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -320,6 +320,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             if attrs:
                 dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
             fs.set_dos(o.fd, dos)
+        changed = ((notify.CREATION if ctime_set not in keep else 0) | (notify.ATTRIBUTES if attrs else 0)
+                   | (notify.LAST_ACCESS if atime not in keep else 0)
+                   | (notify.LAST_WRITE if mtime not in keep else 0))
+        if changed:
+            c.state.watches.post_open(o, notify.MODIFIED, changed)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
             raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
@@ -337,11 +342,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
-        what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
-        same_dir = new_parts[:-1] == o.parts[:-1]
-        c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
+        old_path = o.path()
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
-        c.state.watches.post(o.path(), notify.RENAMED_NEW_NAME if same_dir else notify.ADDED, what)
+        c.state.watches.post_rename(old_path, o.path(), o.is_dir)
     elif klass == 11:  # Link: another name for the file
         add_link(c, o, buf)
     elif klass == 13:  # Disposition
@@ -356,10 +359,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             fs.set_ea(o.fd, ea_name, value)
+        c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key)
         fs.ftruncate(o.fd, file_size(buf))
-        c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:

@@ -138,7 +138,7 @@ def copy_steps(c: Connection, src: Open, dst: Open, chunks: list, rhdr: Header):
             return copy_response(rhdr, STATUS_INVALID_VIEW_SIZE, done, total)
         done += 1
     if done and c.state.watches.active():
-        c.state.watches.post(dst.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        c.state.watches.post_open(dst, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     return copy_response(rhdr, wire.STATUS_SUCCESS, done, total)
 
 
@@ -173,5 +173,5 @@ def clone_steps(c: Connection, src: Open, dst: Open, src_off: int, dst_off: int,
     if isinstance(result, BaseException):
         raise result
     if c.state.watches.active():
-        c.state.watches.post(dst.path(), notify.MODIFIED, notify.LAST_WRITE)
+        c.state.watches.post_open(dst, notify.MODIFIED, notify.LAST_WRITE)
     return b""

@@ -72,7 +72,7 @@ def set_sparse(c: Connection, hdr: Header, o: Open, request, max_out: int, rhdr:
         dos.attrs = attrs
         fs.set_dos(o.fd, dos)
         if c.state.watches.active():
-            c.state.watches.post(o.path(), notify.MODIFIED, notify.ATTRIBUTES)
+            c.state.watches.post_open(o, notify.MODIFIED, notify.ATTRIBUTES)
     return b""
 
 
@@ -108,7 +108,7 @@ def zero_steps(c: Connection, o: Open, start: int, length: int, deallocate: bool
     if isinstance(result, BaseException):
         raise result        # (an OSError: its status)
     if c.state.watches.active():
-        c.state.watches.post(o.path(), notify.MODIFIED, notify.LAST_WRITE)
+        c.state.watches.post_open(o, notify.MODIFIED, notify.LAST_WRITE)
     return b""
 
 

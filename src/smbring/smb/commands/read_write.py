@@ -68,7 +68,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     def written(n: int) -> bytes:
         o.position = offset + n
         if c.state.watches.active():
-            c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+            c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
 
     return FileIO("write", o.tree.share.name, o.fd, offset, memoryview(msg)[data_off:data_off + length],

@@ -117,6 +117,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 s.encrypt = True
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
         audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
+        old = c.sessions.get(prev) if prev and prev != s.id else None
+        if old is not None and old.valid and not old.guest and old.user.lower() == s.user.lower():
+            c.end_session(prev)    # PreviousSessionId: the client's earlier session ends (MS-SMB2 3.3.5.5.3)
         rhdr.status = wire.STATUS_SUCCESS
         if prev and prev != s.id:
             close_previous(c, s, prev)

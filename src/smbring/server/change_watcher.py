@@ -1,0 +1,288 @@
+"""Changes made by other programs, seen through inotify and fed into the core's watches.
+
+The protocol core (`smb.notify.ChangeWatches`) knows which directories clients watch
+(`directories()`: each with whether its subdirectories count, WATCH_TREE) and tells the
+server when that set changes (`on_change`); this module keeps one inotify watch per such
+directory, and per subdirectory of a recursive one (added as directories appear, dropped as
+they go), and turns what the kernel reports into `observed` changes. Kernel watches exist
+while a watch on the directory exists, and are removed when none remains.
+
+Safety:
+- a directory is watched through a descriptor opened beneath its parent with O_NOFOLLOW
+  (the watched root through the path the core resolved beneath the share), and inotify is
+  asked not to follow symbolic links: a link inside the share leads nowhere outside it;
+- at most MAX_KERNEL_WATCHES directories are watched in all (the kernel's own
+  max_user_watches bounds it too): a tree larger than that, or a directory that cannot be
+  watched, makes the watches covering it answer STATUS_NOTIFY_ENUM_DIR, as Windows answers
+  when it cannot keep track;
+- a kernel queue overflow does the same for every watch.
+
+The server's own changes are reported by the core when it makes them; the core drops their
+kernel echo (`ChangeWatches.tick` ages what it remembers). Writes through the server run
+in the background, so a modification of a file some client has open for writing is taken
+as the server's own.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+
+from smbring.smb import notify
+from smbring.vfs.posix import STREAMS_DIR
+
+log = logging.getLogger("smbring.server")
+
+MAX_KERNEL_WATCHES = 8192       # directories watched in the kernel, all watches together
+TICK = 1.0                      # seconds between epochs of the core's memory of its own changes
+
+IN_MODIFY, IN_ATTRIB = 0x2, 0x4
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
+IN_Q_OVERFLOW, IN_IGNORED, IN_ISDIR = 0x4000, 0x8000, 0x40000000
+IN_ONLYDIR, IN_DONT_FOLLOW, IN_EXCL_UNLINK = 0x01000000, 0x02000000, 0x04000000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+MASK = (IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+        | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+EVENT = struct.Struct("iIII")       # wd, mask, cookie, len (then the name, NUL-padded)
+ATTRIBUTE_CHANGES = (notify.ATTRIBUTES | notify.LAST_WRITE | notify.LAST_ACCESS | notify.CREATION
+                     | notify.EA | notify.SECURITY)
+
+
+class Inotify:
+    """The three inotify system calls (glibc's wrappers, through ctypes)."""
+
+    def __init__(self):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._init1, self._add, self._rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        fd = self._init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+
+    def add(self, path: bytes, mask: int) -> int:
+        wd = self._add(self.fd, path, mask)
+        if wd < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return wd
+
+    def remove(self, wd: int) -> None:
+        self._rm(self.fd, wd)          # (gone already: the kernel dropped it, nothing to do)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class ChangeWatcher:
+    """The kernel watches of one server (its `ServerState.watches`)."""
+
+    def __init__(self, state, loop, limit: int = MAX_KERNEL_WATCHES, as_server=None):
+        self.state = state
+        self.watches = state.watches
+        self.loop = loop
+        self.limit = limit
+        self.as_server = as_server          # a context making the thread the server's (root)
+        self.inotify = Inotify()
+        self._path: dict[int, str] = {}     # wd -> the directory's path
+        self._wd: dict[str, int] = {}       # path -> wd
+        self._roots: dict[str, bool] = {}   # what the core wants watched (see directories())
+        self._sync_due = False
+        loop.add_reader(self.inotify.fd, self.read)
+        self.watches.on_change = self.request_sync
+        self._ticker = loop.call_later(TICK, self._tick)
+
+    def close(self) -> None:
+        self.watches.on_change = None
+        self._ticker.cancel()
+        self.loop.remove_reader(self.inotify.fd)
+        self.inotify.close()
+
+    def watched(self) -> int:
+        return len(self._wd)
+
+    # -- what to watch -------------------------------------------------------------------------
+    def request_sync(self) -> None:
+        if not self._sync_due:
+            self._sync_due = True
+            self.loop.call_soon(self.sync)
+
+    def sync(self) -> None:
+        """Brings the kernel watches in line with the core's watched directories."""
+        self._sync_due = False
+        wanted = self.watches.directories()
+        for path in list(self._wd):
+            if not self._covered(path, wanted):
+                self._unwatch(path)
+        added = {p: r for p, r in wanted.items() if self._roots.get(p) != r}
+        self._roots = wanted
+        for path, recursive in added.items():
+            self._watch(path, recursive)
+
+    @staticmethod
+    def _covered(path: str, roots: dict[str, bool]) -> bool:
+        if path in roots:
+            return True
+        return any(recursive and path.startswith(root.rstrip("/") + "/") for root, recursive in roots.items())
+
+    def _recursive_below(self, path: str) -> bool:
+        """Whether the subdirectories of `path` are watched (a recursive root covers it)."""
+        return self._covered(path + "/x", {r: rec for r, rec in self._roots.items() if rec}) \
+            or self._roots.get(path, False)
+
+    def _watch(self, path: str, recursive: bool) -> None:
+        """Watches `path` (and with `recursive` every directory below it)."""
+        todo = [path]
+        while todo:
+            here = todo.pop()
+            if here not in self._wd and not self._add(here):
+                continue
+            if recursive:
+                todo.extend(self._subdirectories(here))
+
+    def _add(self, path: str) -> bool:
+        if len(self._wd) >= self.limit:
+            log.warning("change notify: %d directories watched already: changes below %s are "
+                        "answered with an enumeration request", self.limit, path)
+            self.watches.overflow(path)
+            return False
+        try:
+            with self._as_server():
+                wd = self._add_beneath(path)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                log.warning("change notify: cannot watch %s: %s", path, e)
+                self.watches.overflow(path)
+            return False
+        old = self._path.get(wd)
+        if old is not None and old != path:     # the same directory under another name
+            self._wd.pop(old, None)
+        self._path[wd] = path
+        self._wd[path] = wd
+        return True
+
+    def _add_beneath(self, path: str) -> int:
+        """The watch of the directory `path`, reached without following a symbolic link at its
+        last component (its parent's path is the core's, resolved beneath the share root)."""
+        parent, _, name = path.rpartition("/")
+        if not name:
+            return self.inotify.add(os.fsencode(path), MASK)
+        dirfd = os.open(parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        finally:
+            os.close(dirfd)
+        try:
+            return self.inotify.add(f"/proc/self/fd/{fd}".encode(), MASK & ~IN_DONT_FOLLOW)
+        finally:
+            os.close(fd)
+
+    def _subdirectories(self, path: str) -> list[str]:
+        try:
+            with self._as_server(), os.scandir(path) as it:
+                return [f"{path}/{e.name}" for e in it
+                        if e.name != STREAMS_DIR and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+
+    def _unwatch(self, path: str) -> None:
+        wd = self._wd.pop(path, None)
+        if wd is not None:
+            self._path.pop(wd, None)
+            self.inotify.remove(wd)
+
+    def _as_server(self):
+        import contextlib
+        return self.as_server() if self.as_server is not None else contextlib.nullcontext()
+
+    # -- what the kernel reports ---------------------------------------------------------------
+    def _tick(self) -> None:
+        self.read()                   # what is queued is the server's own or not: decide first
+        self.watches.tick()
+        self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def read(self) -> None:
+        moves: dict[int, tuple[str, bool]] = {}      # cookie -> (old path, is a directory)
+        while True:
+            try:
+                data = os.read(self.inotify.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                log.warning("change notify: reading inotify failed: %s", e)
+                break
+            if not data:
+                break
+            pos = 0
+            while pos + EVENT.size <= len(data):
+                wd, mask, cookie, length = EVENT.unpack_from(data, pos)
+                raw = data[pos + EVENT.size:pos + EVENT.size + length].split(b"\0", 1)[0]
+                pos += EVENT.size + length
+                try:
+                    self._event(wd, mask, cookie, os.fsdecode(raw), moves)
+                except Exception:           # one odd event must not stop the others
+                    log.exception("change notify: inotify event skipped")
+        for old, is_dir in moves.values():   # moved out of every watched directory
+            self._removed(old, is_dir)
+
+    def _event(self, wd: int, mask: int, cookie: int, name: str, moves: dict) -> None:
+        if mask & IN_Q_OVERFLOW:
+            log.warning("change notify: the kernel's event queue overflowed")
+            self.watches.overflow(None)
+            return
+        here = self._path.get(wd)
+        if mask & IN_IGNORED:
+            if here is not None and self._wd.get(here) == wd:
+                del self._wd[here]
+            self._path.pop(wd, None)
+            return
+        if here is None or mask & (IN_DELETE_SELF | IN_MOVE_SELF) or not name or name == STREAMS_DIR:
+            return
+        path = f"{here}/{name}"
+        is_dir = bool(mask & IN_ISDIR)
+        what = notify.DIR_NAME if is_dir else notify.FILE_NAME
+        if mask & IN_CREATE:
+            self.watches.observed(path, notify.ADDED, what)
+            if is_dir and self._recursive_below(here):
+                self._watch(path, True)
+        elif mask & IN_DELETE:
+            self.watches.observed(path, notify.REMOVED, what)
+        elif mask & IN_MOVED_FROM:
+            moves[cookie] = (path, is_dir)
+        elif mask & IN_MOVED_TO:
+            old = moves.pop(cookie, None)
+            if old is not None:
+                self.watches.observed_rename(old[0], path, is_dir)
+                if is_dir:
+                    self._forget_below(old[0])
+            else:
+                self.watches.observed(path, notify.ADDED, what)
+            if is_dir and self._recursive_below(here):
+                self._watch(path, True)
+        elif mask & IN_MODIFY:
+            if not self._written_by_server(path):
+                self.watches.observed(path, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        elif mask & IN_ATTRIB:
+            self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES)
+
+    def _removed(self, path: str, is_dir: bool) -> None:
+        self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+        if is_dir:
+            self._forget_below(path)
+
+    def _forget_below(self, path: str) -> None:
+        """A directory moved away: its watches (and those below it) no longer name it."""
+        for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
+            self._unwatch(p)
+
+    def _written_by_server(self, path: str) -> bool:
+        try:
+            with self._as_server():
+                st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        return self.state.share_modes.has_writer((st.st_dev, st.st_ino))

@@ -1,0 +1,222 @@
+"""Change notify against a real server: smbprotocol's FileSystemWatcher on one connection, the
+changes made by another connection or directly on disk (inotify, in the server), and the
+bounds: kernel watches, buffered changes, links out of the share, veto'd names."""
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+
+pytest.importorskip("smbprotocol")
+
+from smbprotocol.change_notify import ChangeNotifyFlags, CompletionFilter, FileAction, FileSystemWatcher  # noqa: E402
+from smbprotocol.connection import Connection  # noqa: E402
+from smbprotocol.exceptions import SMBResponseException  # noqa: E402
+from smbprotocol.open import (  # noqa: E402
+    CreateDisposition,
+    CreateOptions,
+    DirectoryAccessMask,
+    FileAttributes,
+    ImpersonationLevel,
+    Open,
+    ShareAccess,
+)
+from smbprotocol.session import Session  # noqa: E402
+from smbprotocol.tree import TreeConnect  # noqa: E402
+
+from servers import PASSWORD, USER  # noqa: E402
+from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
+
+from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
+from smbring.smb import notify  # noqa: E402
+from smbring.smb.server_state import ServerState  # noqa: E402
+
+NAMES = CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
+QUIET = 1.5     # seconds: longer than the server keeps its own changes apart from the kernel's
+
+
+class Client:
+    def __init__(self, port: int, share: str = "share"):
+        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port)
+        self.conn.connect()
+        self.session = Session(self.conn, USER, PASSWORD)
+        self.session.connect()
+        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
+        self.tree.connect()
+
+    def open_dir(self, name: str = "") -> Open:
+        o = Open(self.tree, name)
+        o.create(ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
+                 | ShareAccess.FILE_SHARE_DELETE, CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+        return o
+
+    def make_file(self, name: str) -> None:
+        o = Open(self.tree, name)
+        o.create(ImpersonationLevel.Impersonation, 0x12019F, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                 ShareAccess.FILE_SHARE_READ, CreateDisposition.FILE_CREATE, CreateOptions.FILE_NON_DIRECTORY_FILE)
+        o.write(b"data", 0)
+        o.close()
+
+    def close(self):
+        self.conn.disconnect()
+
+
+@pytest.fixture
+def clients(server):
+    made = []
+
+    def make(share="share"):
+        made.append(Client(server["port"], share))
+        return made[-1]
+    yield make
+    for c in made:
+        c.close()
+
+
+def actions(watcher, timeout=10.0) -> list[tuple[int, str]]:
+    assert watcher.response_event.wait(timeout), "no change notification came"
+    return [(a["action"].get_value(), a["file_name"].get_value()) for a in watcher.result]
+
+
+def watch(o: Open, completion_filter=NAMES, tree=False, out_len=65536) -> FileSystemWatcher:
+    w = FileSystemWatcher(o)
+    w.start(completion_filter, flags=ChangeNotifyFlags.SMB2_WATCH_TREE if tree else 0,
+            output_buffer_length=out_len)
+    time.sleep(0.2)      # the interim response, and the server's kernel watch, are in place
+    return w
+
+
+def test_a_file_made_on_disk_is_reported(clients, server):
+    c = clients()
+    root = c.open_dir()
+    w = watch(root)
+    (server["share"] / "from-disk.txt").write_bytes(b"x")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "from-disk.txt")]
+
+
+def test_a_tree_on_disk_is_followed_as_directories_appear(clients, server):
+    c = clients()
+    root = c.open_dir()
+    w = watch(root, tree=True)
+    (server["share"] / "new-dir").mkdir()
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "new-dir")]
+    w = watch(root, tree=True)
+    (server["share"] / "new-dir" / "deep.txt").write_bytes(b"x")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, r"new-dir\deep.txt")]
+
+
+def test_a_rename_on_disk_is_an_old_and_new_name_pair(clients, server):
+    (server["share"] / "before").write_bytes(b"")
+    c = clients()
+    w = watch(c.open_dir())
+    os.rename(server["share"] / "before", server["share"] / "after")
+    assert actions(w) == [(FileAction.FILE_ACTION_RENAMED_OLD_NAME, "before"),
+                          (FileAction.FILE_ACTION_RENAMED_NEW_NAME, "after")]
+
+
+def test_another_connection_is_reported_once_not_again_by_the_kernel(clients, server):
+    a, b = clients(), clients()
+    everything = NAMES | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE \
+        | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
+    root = a.open_dir()
+    w = watch(root, everything)
+    b.make_file("from-b.txt")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "from-b.txt")]
+    w = watch(root, everything)           # what came after, buffered: the write, once
+    assert actions(w) == [(FileAction.FILE_ACTION_MODIFIED, "from-b.txt")]
+    time.sleep(QUIET)
+    w = watch(root, everything)           # what b did is not reported again (inotify saw it too)
+    (server["share"] / "marker").write_bytes(b"")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "marker")]
+
+
+def test_a_compound_create_and_change_notify(clients, server):
+    c = clients()
+    o = Open(c.tree, "")
+    create, create_unpack = o.create(
+        ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY,
+        FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+        CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE, send=False)
+    w = FileSystemWatcher(o)
+    o.file_id = b"\xff" * 16
+    notify_request, start = w.start(NAMES, send=False)
+    requests = c.conn.send_compound([create, notify_request], c.session.session_id,
+                                    c.tree.tree_connect_id, related=True)
+    create_unpack(requests[0])
+    start(requests[1])
+    time.sleep(0.2)
+    (server["share"] / "after-compound").write_bytes(b"")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "after-compound")]
+
+
+def test_a_link_out_of_the_share_is_not_followed(clients, server, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (server["share"] / "sub").mkdir()
+    (server["share"] / "sub" / "link").symlink_to(outside)
+    c = clients()
+    with pytest.raises(SMBResponseException):
+        c.open_dir(r"sub\link")                    # the link is no way out of the share
+    w = watch(c.open_dir(), tree=True)
+    (outside / "secret.txt").write_bytes(b"x")     # outside: never reported
+    time.sleep(0.3)
+    (server["share"] / "sub" / "inside.txt").write_bytes(b"x")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, r"sub\inside.txt")]
+
+
+def test_veto_files_are_never_reported(smbconf):
+    srv = smbconf("", {"share": "read only = no\nveto files = /*.secret/"})
+    c = Client(srv.port)
+    try:
+        w = watch(c.open_dir())
+        (srv.root / "share" / "hidden.secret").write_bytes(b"x")
+        time.sleep(0.3)
+        (srv.root / "share" / "shown.txt").write_bytes(b"x")
+        assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "shown.txt")]
+    finally:
+        c.close()
+
+
+# -- the bounds, with the server's watcher in this process (the real kernel, a real loop) -----
+
+@pytest.fixture
+def watcher(tmp_path):
+    """A ChangeWatcher with at most 5 kernel watches over a fresh ServerState."""
+    loop = asyncio.new_event_loop()
+    state = ServerState()
+    w = ChangeWatcher(state, loop, limit=5)
+    yield state, w, loop, tmp_path
+    w.close()
+    loop.close()
+
+
+def run_briefly(loop, seconds=0.2):
+    loop.run_until_complete(asyncio.sleep(seconds))
+
+
+def test_a_tree_larger_than_the_watch_bound_asks_for_an_enumeration(watcher):
+    state, w, loop, tmp_path = watcher
+    for i in range(10):
+        (tmp_path / f"d{i}").mkdir()
+    watch_ = notify.Watch(str(tmp_path), notify.FILE_NAME, True, max_output=4096)
+    state.watches.add(watch_)
+    run_briefly(loop)
+    assert w.watched() == 5                        # the bound, not one more
+    assert watch_.overflowed                        # so the client will re-read the directory
+    state.watches.remove(watch_)
+    run_briefly(loop)
+    assert w.watched() == 0                        # none left once no watch needs them
+
+
+def test_a_client_that_never_reads_its_changes_holds_a_bounded_buffer(watcher):
+    state, w, loop, tmp_path = watcher
+    watch_ = notify.Watch(str(tmp_path), notify.FILE_NAME, False, max_output=notify.MAX_OUTPUT, owner="c")
+    state.watches.add(watch_)
+    run_briefly(loop)
+    for i in range(5000):
+        (tmp_path / f"file-with-a-longish-name-{i:05}").write_bytes(b"")
+    run_briefly(loop, 0.5)
+    assert watch_.size <= notify.WATCH_BYTES
+    assert watch_.overflowed and watch_.changes == []     # dropped: an enumeration is asked for
