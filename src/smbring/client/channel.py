@@ -69,6 +69,7 @@ class Channel:
         self._next_id = 0
         self._balance = 1               # credits granted and not yet used
         self._in_flight = 0             # credits of requests sent and not yet answered
+        self.peak_in_flight = 0         # the most credits ever in flight at once (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
         self._pending: dict[int, _Pending] = {}
         self._error: BaseException | None = None
@@ -123,6 +124,7 @@ class Channel:
             raise self._error
         self._balance -= charge
         self._in_flight += charge
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         message_id = self._next_id
         self._next_id += charge
         return message_id

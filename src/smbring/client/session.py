@@ -75,6 +75,11 @@ class Client:
     def encrypting(self) -> bool:
         return self.keys.encrypt
 
+    @property
+    def peak_in_flight(self) -> int:
+        """The most credits this connection ever had in flight at once."""
+        return self._channel.peak_in_flight
+
     async def request(self, command: int, body: bytes, **kw):
         """A request on this session and tree (see Channel.request)."""
         return await self._channel.request(command, body, keys=self.keys, tree_id=self.tree_id, **kw)
@@ -136,14 +141,21 @@ class Client:
         await self.close_file(r.file_id)
 
     async def remove(self, path: str) -> None:
-        r = await self.create(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN,
-                              wire.FILE_NON_DIRECTORY_FILE | wire.FILE_DELETE_ON_CLOSE)
-        await self.close_file(r.file_id)
+        await self._delete(path, wire.FILE_NON_DIRECTORY_FILE)
 
     async def rmdir(self, path: str) -> None:
-        r = await self.create(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN,
-                              wire.FILE_DIRECTORY_FILE | wire.FILE_DELETE_ON_CLOSE)
-        await self.close_file(r.file_id)
+        await self._delete(path, wire.FILE_DIRECTORY_FILE)
+
+    async def _delete(self, path: str, kind: int) -> None:
+        """Marks the file for deletion with FileDispositionInformation rather than opening it
+        delete-on-close: the server checks then (a directory that is not empty answers
+        STATUS_DIRECTORY_NOT_EMPTY), where a failed delete-on-close goes unreported."""
+        r = await self.create(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN, kind)
+        try:
+            await self.set_info(r.file_id, m.FILE_DISPOSITION_INFORMATION, b"\x01",
+                                what=f"remove {path!r}")
+        finally:
+            await self.close_file(r.file_id)
 
     async def rename(self, src: str, dst: str, replace: bool = False) -> None:
         """Renames within the share; `replace`: an existing dst is replaced (a file only)."""
