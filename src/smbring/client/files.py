@@ -99,9 +99,11 @@ class RemoteFile:
         await self.close()
 
     async def close(self) -> None:
+        """Closes the handle; quietly when the connection is gone (the handle went with it)."""
         if not self.closed:
             self.closed = True
-            await self._client.close_file(self.file_id)
+            if self._client.connected:
+                await self._client.close_file(self.file_id)
 
     def _check_open(self) -> None:
         if self.closed:

@@ -68,6 +68,10 @@ class Client:
         await self._channel.close()
 
     @property
+    def connected(self) -> bool:
+        return not self._channel.closed
+
+    @property
     def signing(self) -> bool:
         return self.keys.sign
 

@@ -64,6 +64,9 @@ async def _get_tree(client, remote: str, local_dir: str, depth: int) -> None:
     for entry in entries:
         check_listed_name(entry.name)     # listdir did; a later caller must never skip it
         target = os.path.join(local_dir, entry.name)
+        # and whatever the name check missed, the path must stay inside the staging directory
+        if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
+            raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
         child = f"{remote}\\{entry.name}" if remote else entry.name
         if entry.is_dir:
             os.mkdir(target, 0o755)
@@ -88,12 +91,12 @@ async def _get_file(client, remote: str, local: str) -> None:
 
 
 async def _download(client, remote: str, local: str) -> None:
-    """remote -> a new local file (O_EXCL, never following a link), byte for byte."""
-    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        async with await RemoteFile.open(client, remote, "r") as f:
-            size = f.size_at_open
-
+    """remote -> a new local file (O_EXCL, never following a link), byte for byte. The remote
+    file is opened first: a name the server refuses creates nothing here."""
+    async with await RemoteFile.open(client, remote, "r") as f:
+        size = f.size_at_open
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
             def sink(offset: int, data) -> None:
                 view = memoryview(data)
                 while len(view):           # pwrite may write less (a full disk): go on or fail
@@ -103,10 +106,10 @@ async def _download(client, remote: str, local: str) -> None:
             got = await f.read_to(0, size, sink, exact=True)
             if got != size:
                 raise ProtocolError(f"{remote!r}: {got} bytes arrived, the server announced {size}")
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 async def put(client, local: str, remote: str) -> str:
