@@ -267,6 +267,26 @@ def test_a_file_named_dot_dot_is_refused(smbring_server, tampering_proxy, tmp_pa
     assert not (tmp_path / "XY").exists()
 
 
+@pytest.mark.parametrize("dialect", [wire.SMB300, wire.SMB302])
+def test_negotiate_altered_in_transit_is_detected_on_smb30(smbring_server, tampering_proxy, dialect):
+    """Someone in between hides the server's CAP_ENCRYPTION (a downgrade): the signed
+    VALIDATE_NEGOTIATE_INFO exchange shows it."""
+    srv = smbring_server()
+
+    def hide_encryption(frame):
+        caps = struct.unpack_from("<I", frame, 64 + 24)[0]
+        struct.pack_into("<I", frame, 64 + 24, caps & ~wire.CAP_ENCRYPTION)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(
+            hide_encryption, lambda f: command(f) == wire.NEGOTIATE), dialects=(dialect,))
+        await c.close()
+        await proxy.__aexit__(None, None, None)
+    with pytest.raises(ConnectionError, match="VALIDATE_NEGOTIATE_INFO"):
+        run(go())
+
+
 def test_server_granting_no_credits_is_refused(smbring_server, tampering_proxy):
     srv = smbring_server()
 

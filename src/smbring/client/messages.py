@@ -206,6 +206,30 @@ def parse_write(msg) -> int:
     return struct.unpack_from("<I", msg, wire.HEADER_SIZE + 4)[0]
 
 
+# ---- IOCTL: FSCTL_VALIDATE_NEGOTIATE_INFO (2.2.31, 2.2.32.6) ----
+
+FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+IOCTL_IS_FSCTL = 0x1
+NO_FILE = b"\xff" * 16
+
+
+def validate_negotiate_request(capabilities: int, guid: bytes, security_mode: int, dialects) -> bytes:
+    data = struct.pack(f"<I16sHH{len(dialects)}H", capabilities, guid, security_mode, len(dialects),
+                       *dialects)
+    return struct.pack("<HHI16sIIIIIIII", 57, 0, FSCTL_VALIDATE_NEGOTIATE_INFO, NO_FILE,
+                       wire.HEADER_SIZE + 56, len(data), 0, 0, 0, 24, IOCTL_IS_FSCTL, 0) + data
+
+
+def parse_validate_negotiate(msg) -> tuple[int, bytes, int, int]:
+    """(Capabilities, Guid, SecurityMode, Dialect) the server says it sent in NEGOTIATE."""
+    body_of(msg, 49, 48)
+    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
+        "<HHI16sIIII", msg, wire.HEADER_SIZE)
+    if ctl != FSCTL_VALIDATE_NEGOTIATE_INFO or out_len < 24:
+        raise ProtocolError("VALIDATE_NEGOTIATE_INFO answered with another control or too little")
+    return struct.unpack_from("<I16sHH", buffer_in(msg, out_off, 24, "VALIDATE_NEGOTIATE_INFO output"), 0)
+
+
 # ---- QUERY_DIRECTORY, QUERY_INFO, SET_INFO (2.2.33 - 2.2.40) ----
 
 def query_directory_request(file_id: bytes, pattern: str, flags: int, output: int) -> bytes:

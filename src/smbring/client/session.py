@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from smbring.smb import security, wire
 from smbring.client import messages as m
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
-from smbring.client.errors import ProtocolError, error_for
+from smbring.client.errors import ProtocolError, SMBError, error_for
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
@@ -210,6 +210,8 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)
+        if client.dialect in (wire.SMB300, wire.SMB302) and not client.guest:
+            await _validate_negotiate(client, negotiated)
     except BaseException:
         await channel.close()
         raise
@@ -218,9 +220,10 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
 
 class _Negotiated:
     def __init__(self, response: m.NegotiateResponse, preauth: security.PreauthIntegrity,
-                 cipher: int, signing_algorithm: int):
+                 cipher: int, signing_algorithm: int, offered: tuple):
         self.response, self.preauth = response, preauth
         self.cipher, self.signing_algorithm = cipher, signing_algorithm
+        self.offered = offered        # (capabilities, guid, security mode, dialects) sent
 
 
 async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: bool,
@@ -228,7 +231,8 @@ async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: 
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     capabilities = wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if ciphers else 0)
     signing_algorithms = security.SIGNING_PREFERENCE
-    body = m.negotiate_request(tuple(dialects), security_mode, capabilities, os.urandom(16),
+    guid = os.urandom(16)
+    body = m.negotiate_request(tuple(dialects), security_mode, capabilities, guid,
                                os.urandom(32), tuple(ciphers), signing_algorithms)
     r = await channel.request(wire.NEGOTIATE, body, keep_request=True)
     neg = m.parse_negotiate(r.message)
@@ -266,7 +270,8 @@ async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: 
         raise ProtocolError(f"the server allows READs and WRITEs of only {largest} bytes")
     client.io_size = max(4096, min(client.io_size, largest))
     channel.frame_limit = max(client.io_size, LISTING_BUFFER) + FRAME_SLACK
-    return _Negotiated(neg, preauth, cipher, algorithm)
+    return _Negotiated(neg, preauth, cipher, algorithm,
+                       (capabilities, guid, security_mode, tuple(dialects)))
 
 
 async def _session_setup(channel: Channel, client: Client, neg: _Negotiated, user: str,
@@ -349,3 +354,22 @@ async def _tree_connect(client: Client, host: str, share: str) -> None:
         if not client.keys.cipher:
             raise ProtocolError(f"share {share!r} requires encryption, and no cipher was negotiated")
         client.keys.encrypt = True   # every later message of the session is sealed
+
+
+async def _validate_negotiate(client: Client, neg: _Negotiated) -> None:
+    """FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 3.2.5.14.12): on SMB 3.0 and 3.0.2, which have no
+    preauthentication hash, the server repeats under the session's signature what it answered
+    to NEGOTIATE and checks what we offered; a difference means that someone in between
+    changed the NEGOTIATE (a downgrade). 3.1.1's signed SESSION_SETUP covers it already."""
+    try:
+        r = await client.request(wire.IOCTL, m.validate_negotiate_request(*neg.offered), sign=True,
+                                 what="VALIDATE_NEGOTIATE_INFO")
+    except SMBError as e:
+        raise ProtocolError(f"the server refused VALIDATE_NEGOTIATE_INFO ({e}): the "
+                            f"negotiation cannot be trusted") from None
+    said = m.parse_validate_negotiate(r.message)
+    sent = (neg.response.capabilities, neg.response.server_guid, neg.response.security_mode,
+            neg.response.dialect)
+    if tuple(said) != sent:
+        raise ProtocolError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE response: "
+                            "the negotiation was altered in transit")
