@@ -24,6 +24,7 @@ from smbring.client.errors import ProtocolError, error_for
 CREDIT_TARGET = 512
 CREDIT_CAP = 1 << 16          # a server granting more is not believed beyond this
 FRAME_SLACK = 64 * 1024       # headers, transform header, padding beyond the largest payload
+UNSOLICITED = 0xFFFFFFFFFFFFFFFF   # the MessageId of a server's own notifications (breaks)
 
 
 @dataclass
@@ -235,6 +236,8 @@ class Channel:
             raise ProtocolError("a message without SERVER_TO_REDIR: not a response")
         if header.next_command:
             raise ProtocolError("a compounded response to a request that was not compounded")
+        if header.command == wire.OPLOCK_BREAK and header.message_id == UNSOLICITED:
+            return      # the client asks for no oplocks or leases: a break concerns nothing here
         pending = self._pending.get(header.message_id)
         if pending is None:
             raise ProtocolError(f"a response to MessageId {header.message_id}, which has no "

@@ -60,8 +60,8 @@ async def get(client, remote: str, local: str) -> str:
 async def _get_tree(client, remote: str, local_dir: str, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise ProtocolError(f"{remote!r} nests deeper than {MAX_DEPTH} directories: refused")
-    entries = [entry async for entry in client.listdir(remote)]
-    for entry in entries:
+    # streamed: memory stays bounded however many names the server lists
+    async for entry in client.listdir(remote):
         check_listed_name(entry.name)     # listdir did; a later caller must never skip it
         target = os.path.join(local_dir, entry.name)
         # and whatever the name check missed, the path must stay inside the staging directory
