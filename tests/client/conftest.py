@@ -2,7 +2,6 @@
 front of either that lies on purpose (tampers with chosen responses)."""
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -168,16 +167,3 @@ class TamperingProxy:
 @pytest.fixture
 def tampering_proxy():
     return TamperingProxy
-
-
-def tree_files(root):
-    """Every path under root (relative), for checking that nothing appeared elsewhere."""
-    out = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            out.add(os.path.relpath(os.path.join(dirpath, name), root))
-    return out
-
-
-def have_smbclient():
-    return shutil.which("smbclient") is not None

@@ -14,9 +14,16 @@ import pytest
 import smbring.client as sc
 from smbring.smb import wire
 
-from conftest import tree_files
-
 MiB = 1024 * 1024
+
+
+def tree_files(root):
+    """Every path under root (relative), for checking that nothing appeared elsewhere."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
 
 
 def run(coro):

@@ -135,3 +135,21 @@ def test_listing_rename_remove(samba_server, tmp_path):
     assert run(go()) == []
     assert len(os.listdir(tmp_path / "copy")) == 298
     assert (tmp_path / "copy" / "name-0299.txt").read_text() == "299"
+
+
+def test_few_credits_limit_what_is_in_flight(samba_server, tmp_path):
+    """With `smb2 max credits = 40` Samba grants fewer credits than 8 x 1 MiB READs need (16
+    each): the client waits for credits instead of going beyond what was granted (Samba drops
+    a connection that does)."""
+    srv = samba_server("    smb2 max credits = 40")
+    data = os.urandom(16 * MiB + 7)
+    (tmp_path / "src").write_bytes(data)
+
+    async def go():
+        async with await connected(srv) as c:
+            await c.put(str(tmp_path / "src"), "f")
+            await c.get("f", str(tmp_path / "back"))
+            return c.peak_in_flight
+    peak = run(go())
+    assert (tmp_path / "back").read_bytes() == data
+    assert peak > 16

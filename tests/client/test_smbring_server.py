@@ -235,3 +235,31 @@ def test_concurrent_requests_share_the_credit_window(smbring_server):
     results, peak = run(go())
     assert all(r == bytes([i]) * 70_000 for i, r in enumerate(results))
     assert peak > 2
+
+
+def test_client_stays_within_a_small_credit_window(tmp_path):
+    """`smb2 max credits = 40`: at most two 1 MiB requests (16 credits each) fit; the server
+    drops a connection that uses a MessageId outside its window, so the transfer finishing
+    byte-exact shows the client waited for credits."""
+    from servers import PASSWORD, USER, free_port, spawn, stop
+    share = tmp_path / "share"
+    share.mkdir()
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\nsmb2 max credits = 40\n"
+                    f"[share]\npath = {share}\nread only = no\n")
+    proc, port, _log = spawn(tmp_path, "--config", str(conf), port=port)
+    data = os.urandom(16 * MiB + 7)
+    (tmp_path / "src").write_bytes(data)
+
+    async def go():
+        async with await sc.connect("127.0.0.1", port, USER, PASSWORD, "share") as c:
+            await c.put(str(tmp_path / "src"), "f")
+            await c.get("f", str(tmp_path / "back"))
+            return c.peak_in_flight
+    try:
+        peak = run(go())
+    finally:
+        stop(proc)
+    assert (tmp_path / "back").read_bytes() == data
+    assert 16 < peak <= 40
