@@ -263,3 +263,18 @@ def test_client_stays_within_a_small_credit_window(tmp_path):
         stop(proc)
     assert (tmp_path / "back").read_bytes() == data
     assert 16 < peak <= 40
+
+
+def test_guest_session_refused_unless_allowed(smbring_server):
+    """A server that maps an unknown user to guest gives no keys: nothing could be signed or
+    sealed, and the credentials were not accepted. Refused unless allow_guest."""
+    srv = smbring_server("--guest")
+
+    async def go(**kw):
+        async with await sc.connect(srv["host"], srv["port"], "nobody-here", "x", srv["name"], **kw) as c:
+            return c.guest
+    with pytest.raises(PermissionError, match="guest"):
+        run(go())
+    assert run(go(allow_guest=True)) is True
+    with pytest.raises(ConnectionError, match="guest"):
+        run(go(allow_guest=True, sign=True))
