@@ -71,6 +71,12 @@ def test_password_in_the_url_is_refused(smbring_server):
     assert r.returncode == 2 and "password does not belong in the URL" in r.stderr
 
 
+def test_no_password_and_no_terminal_is_a_usage_error(smbring_server):
+    srv = smbring_server()
+    r = smbring("ls", url(srv))
+    assert r.returncode == 2 and "no password" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_missing_remote_file(smbring_server, tmp_path):
     srv = smbring_server()
     r = smbring("get", url(srv, "nope"), str(tmp_path / "x"), password=srv["password"])

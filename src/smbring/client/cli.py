@@ -82,7 +82,13 @@ def credentials(args, target: Target) -> tuple[str, str, str]:
     if password is None:
         password = os.environ.get(PASSWORD_ENV)
     if password is None:
-        password = getpass.getpass(f"Password for {user}@{target.host}: ")
+        if not sys.stdin.isatty():      # getpass would read it from stdin, echoed
+            raise UsageError(f"no password: give --credentials FILE or ${PASSWORD_ENV}, or run "
+                             f"on a terminal to be asked")
+        try:
+            password = getpass.getpass(f"Password for {user}@{target.host}: ")
+        except EOFError:
+            raise UsageError("no password given") from None
     return user, password, domain
 
 
