@@ -5,7 +5,7 @@ import pytest
 
 # tests that start real servers and drive real clients over sockets (all run by `make test`;
 # `pytest -m "not integration"` runs the rest: the core without sockets, the engine, the VFS)
-INTEGRATION_DIRS = {"server", "security", "fuzz"}
+INTEGRATION_DIRS = {"server", "security", "fuzz", "client"}
 
 
 def pytest_collection_modifyitems(items):

@@ -19,6 +19,13 @@ SUBCOMMANDS = {
     "user": "smbring.server.users",
     "status": "smbring.server.control",
     "bench": "smbring.bench.cli",
+    # the client: smb:// URLs, as smbclient's commands
+    "get": "smbring.client.cli",
+    "put": "smbring.client.cli",
+    "ls": "smbring.client.cli",
+    "mkdir": "smbring.client.cli",
+    "rm": "smbring.client.cli",
+    "mv": "smbring.client.cli",
 }
 
 

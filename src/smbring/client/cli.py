@@ -1,0 +1,197 @@
+"""``smbring get|put|ls|mkdir|rm|mv smb://[domain;]user@host[:port]/share/path [local]``.
+
+The password is never taken from the command line: ``--credentials FILE`` (smbclient's
+format: ``username =``, ``password =``, ``domain =`` lines), else the environment variable
+SMBRING_PASSWORD, else a prompt. Exit status: 0, 1 when the server refused (an NTSTATUS) or a
+local file failed, 2 for a usage error, 3 when the server's answers were refused as broken or
+hostile.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from smbring.client.errors import ProtocolError
+from smbring.client.session import connect
+
+PASSWORD_ENV = "SMBRING_PASSWORD"
+COMMANDS = ("get", "put", "ls", "mkdir", "rm", "mv")
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Target:
+    host: str
+    port: int
+    user: str
+    domain: str
+    share: str
+    path: str           # inside the share, "/"-separated, no leading "/"
+
+
+def parse_url(url: str) -> Target:
+    parts = urlsplit(url)
+    if parts.scheme != "smb" or not parts.hostname:
+        raise UsageError(f"{url!r} is not an smb://[domain;]user@host[:port]/share/path URL")
+    if parts.password is not None:
+        raise UsageError("a password does not belong in the URL (it would show in the process "
+                         "list): use --credentials, $SMBRING_PASSWORD or the prompt")
+    user = unquote(parts.username or "")
+    domain = ""
+    if ";" in user:
+        domain, user = user.split(";", 1)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise UsageError(f"{url!r} names no share")
+    try:
+        port = parts.port or 445
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return Target(parts.hostname, port, user, domain, segments[0], "/".join(segments[1:]))
+
+
+def read_credentials(path: str) -> dict[str, str]:
+    """smbclient's authentication file: `key = value` lines (username, password, domain)."""
+    values = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in ("username", "password", "domain"):
+                values[key.strip()] = value.strip()
+    return values
+
+
+def credentials(args, target: Target) -> tuple[str, str, str]:
+    """(user, password, domain) from the credentials file, the URL, the environment, a prompt."""
+    values = read_credentials(args.credentials) if args.credentials else {}
+    user = values.get("username") or target.user or getpass.getuser()
+    domain = values.get("domain") or target.domain
+    if "/" in user or "\\" in user:
+        domain, user = user.replace("/", "\\").split("\\", 1)
+    password = values.get("password")
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():      # getpass would read it from stdin, echoed
+            raise UsageError(f"no password: give --credentials FILE or ${PASSWORD_ENV}, or run "
+                             f"on a terminal to be asked")
+        try:
+            password = getpass.getpass(f"Password for {user}@{target.host}: ")
+        except EOFError:
+            raise UsageError("no password given") from None
+    return user, password, domain
+
+
+def register(subparsers) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--credentials", metavar="FILE",
+                        help="smbclient-style file with username=, password=, domain= lines")
+    common.add_argument("--encrypt", action="store_true", help="encrypt every message (refused "
+                        "if the server cannot)")
+    common.add_argument("--sign", action="store_true", help="sign every message even where the "
+                        "server does not ask")
+    common.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for each answer (default 60)")
+    url_help = "smb://[domain;]user@host[:port]/share/path"
+    p = subparsers.add_parser("get", parents=[common], help="download a file or directory tree")
+    p.add_argument("url", help=url_help)
+    p.add_argument("local", nargs="?", help="where to write (default: the name, here)")
+    p = subparsers.add_parser("put", parents=[common], help="upload a file")
+    p.add_argument("url", help=url_help + " (a directory: into it)")
+    p.add_argument("local", help="the local file")
+    p = subparsers.add_parser("ls", parents=[common], help="list a directory")
+    p.add_argument("url", help=url_help)
+    p.add_argument("--json", action="store_true", help="one JSON array of entries")
+    p = subparsers.add_parser("mkdir", parents=[common], help="make a directory")
+    p.add_argument("url", help=url_help)
+    p = subparsers.add_parser("rm", parents=[common], help="remove a file or an empty directory")
+    p.add_argument("url", help=url_help)
+    p = subparsers.add_parser("mv", parents=[common], help="rename within the share")
+    p.add_argument("url", help=url_help)
+    p.add_argument("new", help="the new path in the same share (or its smb:// URL)")
+    p.add_argument("--replace", action="store_true", help="replace an existing file")
+    for name in COMMANDS:
+        subparsers.choices[name].set_defaults(func=main)
+
+
+def main(args) -> int:
+    try:
+        if args.command == "put" and args.url and not args.url.startswith("smb://") and \
+                args.local.startswith("smb://"):
+            args.url, args.local = args.local, args.url      # `put LOCAL URL` reads as well
+        target = parse_url(args.url)
+        user, password, domain = credentials(args, target)
+        return asyncio.run(_run(args, target, user, password, domain))
+    except UsageError as e:
+        print(f"smbring {args.command}: {e}", file=sys.stderr)
+        return 2
+    except ProtocolError as e:
+        print(f"smbring {args.command}: refused the server's answer: {e}", file=sys.stderr)
+        return 3
+    except (OSError, ConnectionError, ValueError, RuntimeError) as e:
+        print(f"smbring {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+async def _run(args, target: Target, user: str, password: str, domain: str) -> int:
+    async with await connect(target.host, target.port, user, password, target.share, domain=domain,
+                             sign=args.sign, encrypt=args.encrypt, timeout=args.timeout) as c:
+        if args.command == "get":
+            local = args.local or os.path.basename(target.path.rstrip("/")) or target.share
+            print(await c.get(target.path, local))
+        elif args.command == "put":
+            remote = target.path + ("/" if args.url.endswith("/") else "")
+            print(await c.put(args.local, remote))
+        elif args.command == "ls":
+            await _ls(c, target.path, args.json)
+        elif args.command == "mkdir":
+            await c.mkdir(target.path)
+        elif args.command == "rm":
+            if (await c.stat(target.path)).is_dir:
+                await c.rmdir(target.path)
+            else:
+                await c.remove(target.path)
+        elif args.command == "mv":
+            new = args.new
+            if new.startswith("smb://"):
+                other = parse_url(new)
+                if (other.host, other.port, other.share) != (target.host, target.port, target.share):
+                    raise UsageError("mv renames within one share")
+                new = other.path
+            await c.rename(target.path, new, replace=args.replace)
+    return 0
+
+
+def _iso(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+
+
+async def _ls(client, path: str, as_json: bool) -> None:
+    entries = sorted([e async for e in client.listdir(path)], key=lambda e: e.name)
+    if as_json:
+        json.dump([{"name": e.name, "is_dir": e.is_dir, "size": e.size, "attributes": e.attributes,
+                    "modified": _iso(e.modified_ns), "created": _iso(e.created_ns)}
+                   for e in entries], sys.stdout, indent=1)
+        print()
+        return
+    for e in entries:
+        kind = "D" if e.is_dir else "-"
+        when = datetime.datetime.fromtimestamp(e.modified_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+        # a name is printed with its control characters escaped: it came from the server
+        print(f"{kind} {e.size:>14} {when}  {_printable(e.name)}")
+
+
+def _printable(name: str) -> str:
+    """The name with control characters escaped: it came from the server, and a terminal
+    would act on them."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)

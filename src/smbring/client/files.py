@@ -1,0 +1,254 @@
+"""A remote file as an async file object, and the pipelined READs and WRITEs under it.
+
+Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight (within the
+credits the server granted: a request that finds none waits for responses to bring more).
+Data goes through *sinks* and *sources*: ``read_to(offset, length, sink)`` hands each chunk to
+``sink(offset, data)`` as soon as it and every chunk before it have arrived, and
+``write_from(offset, length, source)`` asks ``source(offset, length)`` for each chunk. That is
+the seam where data could later be received into registered buffers and spliced to a file
+without passing through Python objects (docs/CLIENT.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+
+from smbring.smb import wire
+from smbring.client import messages as m
+from smbring.client.errors import ProtocolError
+
+Sink = Callable[[int, memoryview], object]
+Source = Callable[[int, int], bytes | memoryview]
+
+_MODES = {
+    # mode: (needs read, needs write, create disposition, start at the end)
+    "r": (True, False, wire.FILE_OPEN, False),
+    "w": (False, True, wire.FILE_OVERWRITE_IF, False),
+    "x": (False, True, wire.FILE_CREATE, False),
+    "a": (False, True, wire.FILE_OPEN_IF, True),
+}
+
+
+def parse_mode(mode: str) -> tuple[int, int, bool]:
+    """(DesiredAccess, CreateDisposition, append) for an open() mode (binary only)."""
+    plain = mode.replace("b", "")
+    plus = "+" in plain
+    base = plain.replace("+", "")
+    if len(base) != 1 or base not in _MODES or len(plain) - len(base) > 1 or "t" in mode:
+        raise ValueError(f"invalid mode {mode!r} (binary modes only: r, w, x, a, with an optional +)")
+    reads, writes, disposition, append = _MODES[base]
+    access = m.SYNCHRONIZE | m.FILE_READ_ATTRIBUTES
+    if reads or plus:
+        access |= m.FILE_GENERIC_READ
+    if writes or plus:
+        access |= m.FILE_GENERIC_WRITE
+    return access, disposition, append
+
+
+async def pipelined(jobs, depth: int, on_result: Callable[[object], object] | None = None) -> None:
+    """Runs the awaitables `jobs` yields, at most `depth` at a time, and hands their results
+    to on_result in the order the jobs were made. The first failure cancels the rest."""
+    running: deque[asyncio.Task] = deque()
+    try:
+        for job in jobs:
+            running.append(asyncio.ensure_future(job))
+            if len(running) >= depth:
+                result = await running.popleft()
+                if on_result:
+                    on_result(result)
+        while running:
+            result = await running.popleft()
+            if on_result:
+                on_result(result)
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+class RemoteFile:
+    """An open file on the share. Not safe for concurrent calls on the same object (like a
+    local file object); open it twice for that."""
+
+    def __init__(self, client, path: str, created: m.CreateResponse, access: int):
+        self._client = client
+        self.path = path
+        self.file_id = created.file_id
+        self._access = access
+        self._position = 0
+        self.size_at_open = created.size
+        self.closed = False
+
+    @classmethod
+    async def open(cls, client, path: str, mode: str = "r") -> "RemoteFile":
+        access, disposition, append = parse_mode(mode)
+        created = await client.create(path, access, disposition, wire.FILE_NON_DIRECTORY_FILE)
+        f = cls(client, path, created, access)
+        if append:
+            f._position = created.size
+        return f
+
+    async def __aenter__(self) -> "RemoteFile":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the handle; quietly when the connection is gone (the handle went with it)."""
+        if not self.closed:
+            self.closed = True
+            if self._client.connected:
+                await self._client.close_file(self.file_id)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    # ---- position ----
+
+    def tell(self) -> int:
+        return self._position
+
+    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._check_open()
+        if whence == os.SEEK_CUR:
+            offset += self._position
+        elif whence == os.SEEK_END:
+            offset += (await self.stat()).size
+        elif whence != os.SEEK_SET:
+            raise ValueError(f"invalid whence {whence}")
+        if offset < 0:
+            raise ValueError("negative seek position")
+        self._position = offset
+        return offset
+
+    # ---- data ----
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes from the position (all to the end with n < 0); fewer only at the end."""
+        self._check_open()
+        if n < 0:
+            n = max(0, (await self.stat()).size - self._position)
+        out = bytearray()
+        got = await self.read_to(self._position, n, lambda _off, data: out.extend(data), exact=False)
+        self._position += got
+        return bytes(out)
+
+    async def _read_chunk(self, offset: int, length: int) -> tuple[int, int, memoryview]:
+        r = await self._client.request(
+            wire.READ, m.read_request(self.file_id, offset, length), payload=length,
+            expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}")
+        if r.status == wire.STATUS_END_OF_FILE:
+            return offset, length, memoryview(b"")
+        return offset, length, m.parse_read(r.message, length)
+
+    async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True) -> int:
+        """Reads [offset, offset+length) with READs pipelined, handing each chunk to
+        sink(offset, data) in file order; returns the bytes read. With `exact` every byte must
+        come (a short READ is a ProtocolError: the server said the file had them). Without it,
+        the data may end early, but only once: a chunk after a short one must be empty."""
+        self._check_open()
+        size = self._client.io_size
+        state = {"end": None, "total": 0}
+
+        def jobs():
+            for start in range(offset, offset + length, size):
+                if state["end"] is not None:
+                    return          # the end of the file is known: ask no further
+                yield self._read_chunk(start, min(size, offset + length - start))
+
+        def take(result) -> None:
+            start, asked, data = result
+            if state["end"] is not None:
+                if len(data):
+                    raise ProtocolError(f"READ at offset {start} returned data after the file "
+                                        f"ended at {state['end']}: the server is inconsistent")
+                return
+            if len(data) < asked:
+                if exact:
+                    raise ProtocolError(f"short read of {self.path!r}: asked for {asked} bytes at "
+                                        f"offset {start}, the server returned {len(data)}")
+                state["end"] = start + len(data)
+            if len(data):
+                sink(start, data)
+            state["total"] += len(data)
+
+        await pipelined(jobs(), self._client.depth, take)
+        return state["total"]
+
+    async def write(self, data) -> int:
+        """Writes all of data at the position (WRITEs pipelined); returns len(data)."""
+        self._check_open()
+        view = memoryview(data).cast("B")
+        base = self._position
+        n = await self.write_from(base, len(view), lambda off, length: view[off - base:off - base + length])
+        self._position += n
+        return n
+
+    async def _write_chunk(self, offset: int, chunk) -> None:
+        r = await self._client.request(
+            wire.WRITE, m.write_request_head(self.file_id, offset, len(chunk)), data=chunk,
+            payload=len(chunk), what=f"write {self.path!r}")
+        count = m.parse_write(r.message)
+        if count != len(chunk):
+            raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
+                                f"the server says it wrote {count}")
+
+    async def write_from(self, offset: int, length: int, source: Source) -> int:
+        """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined."""
+        self._check_open()
+        size = self._client.io_size
+
+        def jobs():
+            for start in range(offset, offset + length, size):
+                n = min(size, offset + length - start)
+                chunk = source(start, n)
+                if len(chunk) != n:
+                    raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
+                                     f"(the local file changed during the transfer?)")
+                yield self._write_chunk(start, chunk)
+
+        await pipelined(jobs(), self._client.depth)
+        return length
+
+    async def flush(self) -> None:
+        self._check_open()
+        await self._client.request(wire.FLUSH, _flush_request(self.file_id))
+
+    # ---- metadata ----
+
+    async def stat(self) -> m.RemoteStat:
+        self._check_open()
+        return m.parse_network_open(await self._client.query_info(
+            self.file_id, m.FILE_NETWORK_OPEN_INFORMATION, 56))
+
+    async def truncate(self, size: int | None = None) -> int:
+        self._check_open()
+        size = self._position if size is None else size
+        if size < 0:
+            raise ValueError("negative size")
+        await self._client.set_info(self.file_id, m.FILE_END_OF_FILE_INFORMATION,
+                                    size.to_bytes(8, "little"), what=f"truncate {self.path!r}")
+        return size
+
+    async def set_times(self, *, atime_ns: int | None = None, mtime_ns: int | None = None,
+                        ctime_ns: int | None = None, birthtime_ns: int | None = None) -> None:
+        """Sets the times given (Unix ns); the others stay as they are."""
+        self._check_open()
+
+        def nt(ns):
+            return 0 if ns is None else wire.nt_time(ns)
+        await self._client.set_info(self.file_id, m.FILE_BASIC_INFORMATION,
+                                    m.basic_information((nt(birthtime_ns), nt(atime_ns), nt(mtime_ns),
+                                                         nt(ctime_ns))),
+                                    what=f"set times of {self.path!r}")
+
+
+def _flush_request(file_id: bytes) -> bytes:
+    return struct.pack("<HHI16s", 24, 0, 0, file_id)
+

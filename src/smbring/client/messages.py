@@ -1,0 +1,337 @@
+"""The client's side of the SMB2 layouts: request bodies to send, response bodies to read.
+
+Constants and the 64-byte header come from :mod:`smbring.smb.wire` (the server's own); this
+module only holds the bodies a client writes and the checks a client makes on what it reads.
+No state, no I/O. Every parser checks each offset and length against the message that holds
+it and raises :class:`ProtocolError` otherwise: a server's answer is untrusted input.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from smbring.smb import wire
+from smbring.client.errors import ProtocolError
+
+# QUERY_DIRECTORY flags, info classes (MS-SMB2 2.2.33, MS-FSCC 2.4)
+RESTART_SCANS = 0x1
+FILE_ID_BOTH_DIRECTORY_INFORMATION = 37
+FILE_BASIC_INFORMATION = 4
+FILE_RENAME_INFORMATION = 10
+FILE_DISPOSITION_INFORMATION = 13
+FILE_END_OF_FILE_INFORMATION = 20
+FILE_NETWORK_OPEN_INFORMATION = 34
+SHAREFLAG_ENCRYPT_DATA = 0x8000
+FILE_SHARE_ALL = 0x7                       # read, write, delete
+FILE_GENERIC_READ = 0x00120089
+FILE_GENERIC_WRITE = 0x00120116
+FILE_READ_ATTRIBUTES = 0x80
+SYNCHRONIZE = 0x00100000
+IMPERSONATION = 2
+
+
+def body_of(msg, structure: int, fixed: int) -> None:
+    """A response body must be at least its fixed size and carry the StructureSize it claims."""
+    if len(msg) < wire.HEADER_SIZE + fixed:
+        raise ProtocolError(f"response body of {len(msg) - wire.HEADER_SIZE} bytes, "
+                            f"shorter than its {fixed}-byte fixed part")
+    size = struct.unpack_from("<H", msg, wire.HEADER_SIZE)[0]
+    if size != structure:
+        raise ProtocolError(f"response StructureSize {size}, expected {structure}")
+
+
+def buffer_in(msg, offset: int, length: int, what: str) -> memoryview:
+    """msg[offset:offset+length], an offset counted from the header, or ProtocolError."""
+    if length == 0:
+        return memoryview(b"")
+    if offset < wire.HEADER_SIZE or offset + length > len(msg):
+        raise ProtocolError(f"{what}: {length} bytes at offset {offset} run outside the "
+                            f"{len(msg)}-byte response")
+    return memoryview(msg)[offset:offset + length]
+
+
+# ---- NEGOTIATE (MS-SMB2 2.2.3, 2.2.4) ----
+
+def negotiate_request(dialects, security_mode: int, capabilities: int, client_guid: bytes,
+                      salt: bytes, ciphers, signing_algorithms) -> bytes:
+    contexts = []
+    if wire.SMB311 in dialects:
+        contexts.append(_context(wire.PREAUTH_INTEGRITY_CAPABILITIES,
+                                 struct.pack("<HHH", 1, len(salt), wire.SHA512) + salt))
+        if ciphers:
+            contexts.append(_context(wire.ENCRYPTION_CAPABILITIES,
+                                     struct.pack(f"<H{len(ciphers)}H", len(ciphers), *ciphers)))
+        contexts.append(_context(wire.SIGNING_CAPABILITIES,
+                                 struct.pack(f"<H{len(signing_algorithms)}H", len(signing_algorithms),
+                                             *signing_algorithms)))
+    fixed = 36 + 2 * len(dialects)
+    ctx_offset = wire.pad8(wire.HEADER_SIZE + fixed) if contexts else 0
+    body = struct.pack("<HHHHI16sIHH", 36, len(dialects), security_mode, 0, capabilities,
+                       client_guid, ctx_offset, len(contexts), 0)
+    body += struct.pack(f"<{len(dialects)}H", *dialects)
+    if contexts:
+        body += b"\0" * (ctx_offset - wire.HEADER_SIZE - len(body))
+        for i, ctx in enumerate(contexts):
+            body += ctx
+            if i < len(contexts) - 1:
+                body += b"\0" * (wire.pad8(len(ctx)) - len(ctx))
+    return body
+
+
+def _context(kind: int, data: bytes) -> bytes:
+    return struct.pack("<HHI", kind, len(data), 0) + data
+
+
+@dataclass
+class NegotiateResponse:
+    security_mode: int
+    dialect: int
+    server_guid: bytes
+    capabilities: int
+    max_transact: int
+    max_read: int
+    max_write: int
+    security_blob: bytes
+    contexts: dict[int, bytes]
+
+
+def parse_negotiate(msg) -> NegotiateResponse:
+    body_of(msg, 65, 64)
+    (_size, secmode, dialect, ctx_count, guid, caps, max_trans, max_read, max_write, _now, _start,
+     sec_off, sec_len, ctx_off) = struct.unpack_from("<HHHH16sIIIIQQHHI", msg, wire.HEADER_SIZE)
+    blob = bytes(buffer_in(msg, sec_off, sec_len, "NEGOTIATE security buffer"))
+    contexts: dict[int, bytes] = {}
+    if dialect == wire.SMB311:
+        pos = ctx_off
+        for _ in range(ctx_count):
+            head = buffer_in(msg, pos, 8, "negotiate context")
+            kind, length = struct.unpack_from("<HH", head, 0)
+            if kind in contexts:
+                raise ProtocolError(f"negotiate context {kind:#x} given twice")
+            contexts[kind] = bytes(buffer_in(msg, pos + 8, length, "negotiate context data"))
+            pos = wire.pad8(pos + 8 + length)
+    return NegotiateResponse(secmode, dialect, bytes(guid), caps, max_trans, max_read, max_write,
+                             blob, contexts)
+
+
+def one_choice(data: bytes, what: str) -> int:
+    """The single algorithm a server's ENCRYPTION/SIGNING_CAPABILITIES context chose."""
+    if len(data) < 4 or struct.unpack_from("<H", data, 0)[0] != 1:
+        raise ProtocolError(f"the server's {what} context must name exactly one algorithm")
+    return struct.unpack_from("<H", data, 2)[0]
+
+
+# ---- SESSION_SETUP, TREE_CONNECT (2.2.5 - 2.2.10) ----
+
+def session_setup_request(security_mode: int, token: bytes) -> bytes:
+    return struct.pack("<HBBIIHHQ", 25, 0, security_mode, 0, 0, wire.HEADER_SIZE + 24,
+                       len(token), 0) + token
+
+
+def parse_session_setup(msg) -> tuple[int, bytes]:
+    """(SessionFlags, security token)."""
+    body_of(msg, 9, 8)
+    _size, flags, off, length = struct.unpack_from("<HHHH", msg, wire.HEADER_SIZE)
+    return flags, bytes(buffer_in(msg, off, length, "SESSION_SETUP security buffer"))
+
+
+def tree_connect_request(unc: str) -> bytes:
+    path = wire.utf16(unc)
+    return struct.pack("<HHHH", 9, 0, wire.HEADER_SIZE + 8, len(path)) + path
+
+
+def parse_tree_connect(msg) -> tuple[int, int]:
+    """(ShareType, ShareFlags)."""
+    body_of(msg, 16, 16)
+    _size, share_type, _r, flags, _caps, _access = struct.unpack_from("<HBBIII", msg, wire.HEADER_SIZE)
+    return share_type, flags
+
+
+# ---- CREATE, CLOSE (2.2.13 - 2.2.16) ----
+
+def create_request(name: str, access: int, disposition: int, options: int,
+                   attributes: int = 0, share: int = FILE_SHARE_ALL) -> bytes:
+    raw = wire.utf16(name)
+    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, IMPERSONATION, 0, 0, access, attributes,
+                       share, disposition, options, wire.HEADER_SIZE + 56, len(raw), 0, 0)
+    return body + (raw or b"\0")   # the buffer is never empty (MS-SMB2 2.2.13)
+
+
+@dataclass
+class CreateResponse:
+    file_id: bytes
+    action: int
+    size: int
+    allocation: int
+    attributes: int
+    times: tuple[int, int, int, int]       # creation, access, write, change (NT time)
+
+
+def parse_create(msg) -> CreateResponse:
+    body_of(msg, 89, 88)
+    (_size, _oplock, _flags, action, created, accessed, written, changed, alloc, eof, attrs, _r,
+     fid, _co, _cl) = struct.unpack_from("<HBBIQQQQQQII16sII", msg, wire.HEADER_SIZE)
+    if eof > 1 << 62:
+        raise ProtocolError(f"CREATE response claims a size of {eof} bytes")
+    return CreateResponse(bytes(fid), action, eof, alloc, attrs, (created, accessed, written, changed))
+
+
+def close_request(file_id: bytes) -> bytes:
+    return struct.pack("<HHI16s", 24, 0, 0, file_id)
+
+
+# ---- READ, WRITE (2.2.19 - 2.2.22) ----
+
+def read_request(file_id: bytes, offset: int, length: int) -> bytes:
+    return struct.pack("<HBBIQ16sIIIHHB", 49, 0x50, 0, length, offset, file_id, 0, 0, 0, 0, 0, 0)
+
+
+def parse_read(msg, asked: int) -> memoryview:
+    """The data of a READ response: never more than asked, always inside the message."""
+    body_of(msg, 17, 16)
+    _size, off, _r, length, _remaining, _r2 = struct.unpack_from("<HBBIII", msg, wire.HEADER_SIZE)
+    if length > asked:
+        raise ProtocolError(f"READ returned {length} bytes, {asked} were asked for")
+    return buffer_in(msg, off, length, "READ data")
+
+
+def write_request_head(file_id: bytes, offset: int, length: int) -> bytes:
+    """The WRITE body up to its data (the data follows at wire.WRITE_DATA_OFFSET)."""
+    return struct.pack("<HHIQ16sIIHHI", 49, wire.WRITE_DATA_OFFSET, length, offset, file_id,
+                       0, 0, 0, 0, 0)
+
+
+def parse_write(msg) -> int:
+    body_of(msg, 17, 16)
+    return struct.unpack_from("<I", msg, wire.HEADER_SIZE + 4)[0]
+
+
+# ---- IOCTL: FSCTL_VALIDATE_NEGOTIATE_INFO (2.2.31, 2.2.32.6) ----
+
+FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+IOCTL_IS_FSCTL = 0x1
+NO_FILE = b"\xff" * 16
+
+
+def validate_negotiate_request(capabilities: int, guid: bytes, security_mode: int, dialects) -> bytes:
+    data = struct.pack(f"<I16sHH{len(dialects)}H", capabilities, guid, security_mode, len(dialects),
+                       *dialects)
+    return struct.pack("<HHI16sIIIIIIII", 57, 0, FSCTL_VALIDATE_NEGOTIATE_INFO, NO_FILE,
+                       wire.HEADER_SIZE + 56, len(data), 0, 0, 0, 24, IOCTL_IS_FSCTL, 0) + data
+
+
+def parse_validate_negotiate(msg) -> tuple[int, bytes, int, int]:
+    """(Capabilities, Guid, SecurityMode, Dialect) the server says it sent in NEGOTIATE."""
+    body_of(msg, 49, 48)
+    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
+        "<HHI16sIIII", msg, wire.HEADER_SIZE)
+    if ctl != FSCTL_VALIDATE_NEGOTIATE_INFO or out_len < 24:
+        raise ProtocolError("VALIDATE_NEGOTIATE_INFO answered with another control or too little")
+    return struct.unpack_from("<I16sHH", buffer_in(msg, out_off, 24, "VALIDATE_NEGOTIATE_INFO output"), 0)
+
+
+# ---- QUERY_DIRECTORY, QUERY_INFO, SET_INFO (2.2.33 - 2.2.40) ----
+
+def query_directory_request(file_id: bytes, pattern: str, flags: int, output: int) -> bytes:
+    raw = wire.utf16(pattern)
+    return struct.pack("<HBBI16sHHI", 33, FILE_ID_BOTH_DIRECTORY_INFORMATION, flags, 0, file_id,
+                       wire.HEADER_SIZE + 32, len(raw), output) + raw
+
+
+def parse_output_buffer(msg, limit: int) -> memoryview:
+    """The OutputBuffer of a QUERY_DIRECTORY or QUERY_INFO response (at most `limit` bytes)."""
+    body_of(msg, 9, 8)
+    _size, off, length = struct.unpack_from("<HHI", msg, wire.HEADER_SIZE)
+    if length > limit:
+        raise ProtocolError(f"{length}-byte output buffer, {limit} were allowed")
+    return buffer_in(msg, off, length, "output buffer")
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One name in a listing, with what the server said about it (times in Unix ns)."""
+    name: str
+    size: int
+    allocation: int
+    attributes: int
+    created_ns: int
+    accessed_ns: int
+    modified_ns: int
+    changed_ns: int
+    file_id: int
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & wire.ATTR_DIRECTORY)
+
+
+_ID_BOTH = struct.Struct("<IIQQQQQQIIIBB24sHQ")      # 104 bytes, then the name
+
+
+def parse_directory(buf) -> list[DirEntry]:
+    """FileIdBothDirectoryInformation entries (MS-FSCC 2.4.17). Each entry and its name must
+    lie inside the buffer and each NextEntryOffset must move forward; names are decoded
+    strictly (a name that is not UTF-16 is refused, never guessed at)."""
+    entries, pos = [], 0
+    while True:
+        if pos + _ID_BOTH.size > len(buf):
+            raise ProtocolError(f"directory entry at {pos} runs past the {len(buf)}-byte buffer")
+        (nxt, _index, created, accessed, written, changed, eof, alloc, attrs, name_len, _ea,
+         _short_len, _r, _short, _r2, file_id) = _ID_BOTH.unpack_from(buf, pos)
+        start = pos + _ID_BOTH.size
+        if start + name_len > len(buf) or name_len % 2 or (nxt and nxt < _ID_BOTH.size + name_len):
+            raise ProtocolError(f"directory entry at {pos}: name of {name_len} bytes or next "
+                                f"entry offset {nxt} does not fit")
+        try:
+            name = wire.from_utf16(buf[start:start + name_len])
+        except UnicodeDecodeError:
+            raise ProtocolError("directory entry name is not valid UTF-16") from None
+        entries.append(DirEntry(name, eof, alloc, attrs, wire.unix_ns(created), wire.unix_ns(accessed),
+                                wire.unix_ns(written), wire.unix_ns(changed), file_id))
+        if not nxt:
+            return entries
+        pos += nxt
+
+
+def query_info_request(file_id: bytes, info_type: int, klass: int, output: int) -> bytes:
+    return struct.pack("<HBBIHHIII16sB", 41, info_type, klass, output, 0, 0, 0, 0, 0, file_id, 0)
+
+
+def set_info_request(file_id: bytes, info_type: int, klass: int, data: bytes) -> bytes:
+    return struct.pack("<HBBIHHI16s", 33, info_type, klass, len(data), wire.HEADER_SIZE + 32, 0, 0,
+                       file_id) + data
+
+
+def rename_information(target: str, replace: bool) -> bytes:
+    raw = wire.utf16(target)
+    return struct.pack("<B7xQI", 1 if replace else 0, 0, len(raw)) + raw
+
+
+def basic_information(times: tuple[int, int, int, int], attributes: int = 0) -> bytes:
+    """FileBasicInformation: NT times (0: leave as is), attributes (0: leave as is)."""
+    return struct.pack("<QQQQII", *times, attributes, 0)
+
+
+@dataclass(frozen=True)
+class RemoteStat:
+    """A file's metadata as the server reports it (times in Unix ns)."""
+    size: int
+    allocation: int
+    attributes: int
+    created_ns: int
+    accessed_ns: int
+    modified_ns: int
+    changed_ns: int
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & wire.ATTR_DIRECTORY)
+
+
+def parse_network_open(buf) -> RemoteStat:
+    """FileNetworkOpenInformation (MS-FSCC 2.4.29): 56 bytes."""
+    if len(buf) < 56:
+        raise ProtocolError(f"FileNetworkOpenInformation of {len(buf)} bytes, 56 expected")
+    created, accessed, written, changed, alloc, eof, attrs = struct.unpack_from("<QQQQQQI", buf, 0)
+    return RemoteStat(eof, alloc, attrs, wire.unix_ns(created), wire.unix_ns(accessed),
+                      wire.unix_ns(written), wire.unix_ns(changed))

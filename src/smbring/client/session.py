@@ -1,0 +1,375 @@
+"""Connecting: NEGOTIATE, the NTLMv2 logon (pyspnego's client), the session's keys, the tree
+connect; and the namespace calls of a connected share (open, stat, listdir, mkdir, rename,
+remove, rmdir).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import AsyncIterator
+
+from smbring.smb import security, wire
+from smbring.client import messages as m
+from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
+from smbring.client.errors import ProtocolError, SMBError, error_for
+
+DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
+DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
+LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
+FILE_LIST_DIRECTORY = 0x1
+
+
+def smb_path(path: str) -> str:
+    """A share-relative path as SMB names it: backslashes, no leading or trailing separator."""
+    if "\0" in path:
+        raise ValueError("a path cannot contain NUL")
+    return "\\".join(part for part in path.replace("/", "\\").split("\\") if part)
+
+
+def check_listed_name(name: str) -> None:
+    """A name a listing gave must be one name inside the directory listed: never a path, never
+    the directory itself or its parent, never absolute."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or \
+            (len(name) >= 2 and name[1] == ":"):
+        raise ProtocolError(f"the server listed the name {name!r}, which is not a plain file "
+                            f"name (a path, a parent reference or an absolute name): refused")
+
+
+class Client:
+    """One logged-on session and one tree connect on one connection. Use ``connect()``."""
+
+    def __init__(self, channel: Channel, host: str, share: str, *, io_size: int, depth: int):
+        self._channel = channel
+        self.host, self.share = host, share
+        self.io_size, self.depth = io_size, depth
+        self.dialect = 0
+        self.keys = SessionKeys()
+        self.tree_id = 0
+        self.guest = False
+
+    # ---- lifecycle ----
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Disconnects the tree and logs off (best effort), then closes the connection."""
+        if not self._channel.closed:
+            try:
+                if self.tree_id:
+                    await self.request(wire.TREE_DISCONNECT, struct.pack("<HH", 4, 0))
+                await self._channel.request(wire.LOGOFF, struct.pack("<HH", 4, 0), keys=self.keys)
+            except (OSError, ConnectionError):
+                pass
+        await self._channel.close()
+
+    @property
+    def connected(self) -> bool:
+        return not self._channel.closed
+
+    @property
+    def signing(self) -> bool:
+        return self.keys.sign
+
+    @property
+    def encrypting(self) -> bool:
+        return self.keys.encrypt
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most credits this connection ever had in flight at once."""
+        return self._channel.peak_in_flight
+
+    async def request(self, command: int, body: bytes, **kw):
+        """A request on this session and tree (see Channel.request)."""
+        return await self._channel.request(command, body, keys=self.keys, tree_id=self.tree_id, **kw)
+
+    def charge_for(self, size: int) -> int:
+        return self._channel.charge_for(size)
+
+    # ---- opens ----
+
+    async def create(self, path: str, access: int, disposition: int, options: int = 0,
+                     attributes: int = 0) -> m.CreateResponse:
+        name = smb_path(path)
+        r = await self.request(wire.CREATE, m.create_request(name, access, disposition, options,
+                                                             attributes), what=f"open {path!r}")
+        return m.parse_create(r.message)
+
+    async def close_file(self, file_id: bytes) -> None:
+        await self.request(wire.CLOSE, m.close_request(file_id))
+
+    async def open(self, path: str, mode: str = "r"):
+        """The remote file as an async file object (see files.RemoteFile); modes as open()'s,
+        always binary: r, w, a, x, with + for reading and writing."""
+        from smbring.client.files import RemoteFile    # files builds on this module
+        return await RemoteFile.open(self, path, mode)
+
+    async def stat(self, path: str) -> m.RemoteStat:
+        r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
+        await self.close_file(r.file_id)
+        return m.RemoteStat(r.size, r.allocation, r.attributes,
+                            *(wire.unix_ns(t) for t in r.times))
+
+    async def listdir(self, path: str = "") -> AsyncIterator[m.DirEntry]:
+        """The entries of a directory (not "." and ".."), as the server lists them. A name that
+        is not a plain file name ends the listing with ProtocolError."""
+        r = await self.create(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
+                              wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
+        try:
+            flags = m.RESTART_SCANS
+            while True:
+                resp = await self.request(
+                    wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", flags, LISTING_BUFFER),
+                    payload=LISTING_BUFFER, expect=(wire.STATUS_SUCCESS, wire.STATUS_NO_MORE_FILES),
+                    what=f"list {path!r}")
+                if resp.status == wire.STATUS_NO_MORE_FILES:
+                    return
+                flags = 0
+                for entry in m.parse_directory(m.parse_output_buffer(resp.message, LISTING_BUFFER)):
+                    if entry.name in (".", "..") and entry.is_dir:
+                        continue          # the directory itself and its parent
+                    check_listed_name(entry.name)
+                    yield entry
+        finally:
+            if not self._channel.closed:
+                await asyncio.shield(self.close_file(r.file_id))
+
+    async def mkdir(self, path: str) -> None:
+        r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_CREATE,
+                              wire.FILE_DIRECTORY_FILE)
+        await self.close_file(r.file_id)
+
+    async def remove(self, path: str) -> None:
+        await self._delete(path, wire.FILE_NON_DIRECTORY_FILE)
+
+    async def rmdir(self, path: str) -> None:
+        await self._delete(path, wire.FILE_DIRECTORY_FILE)
+
+    async def _delete(self, path: str, kind: int) -> None:
+        """Marks the file for deletion with FileDispositionInformation rather than opening it
+        delete-on-close: the server checks then (a directory that is not empty answers
+        STATUS_DIRECTORY_NOT_EMPTY), where a failed delete-on-close goes unreported."""
+        r = await self.create(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN, kind)
+        try:
+            await self.set_info(r.file_id, m.FILE_DISPOSITION_INFORMATION, b"\x01",
+                                what=f"remove {path!r}")
+        finally:
+            await self.close_file(r.file_id)
+
+    async def rename(self, src: str, dst: str, replace: bool = False) -> None:
+        """Renames within the share; `replace`: an existing dst is replaced (a file only)."""
+        r = await self.create(src, wire.DELETE | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
+        try:
+            await self.set_info(r.file_id, m.FILE_RENAME_INFORMATION,
+                                 m.rename_information(smb_path(dst), replace),
+                                 what=f"rename {src!r} to {dst!r}")
+        finally:
+            await self.close_file(r.file_id)
+
+    async def set_info(self, file_id: bytes, klass: int, data: bytes, what: str = "") -> None:
+        await self.request(wire.SET_INFO, m.set_info_request(file_id, wire.INFO_FILE, klass, data),
+                           what=what)
+
+    async def query_info(self, file_id: bytes, klass: int, size: int) -> memoryview:
+        r = await self.request(wire.QUERY_INFO, m.query_info_request(file_id, wire.INFO_FILE, klass, size))
+        return m.parse_output_buffer(r.message, size)
+
+    # ---- transfers ----
+
+    async def get(self, remote: str, local: str) -> str:
+        from smbring.client.transfer import get
+        return await get(self, remote, local)
+
+    async def put(self, local: str, remote: str) -> str:
+        from smbring.client.transfer import put
+        return await put(self, local, remote)
+
+
+async def connect(host: str, port: int = 445, user: str = "", password: str = "", share: str = "",
+                  *, domain: str = "", sign: bool = False, encrypt: bool = False,
+                  dialects=wire.DIALECTS, ciphers=security.CIPHER_PREFERENCE,
+                  allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
+                  depth: int = DEFAULT_DEPTH, timeout: float = 60.0) -> Client:
+    """Connects, logs on as `user` with NTLMv2 and connects to `share`.
+
+    sign: insist on signed messages even when the server does not ask for it;
+    encrypt: seal every message after the logon (refused if the server offers no cipher);
+    dialects, ciphers: what is offered, in order of preference; allow_guest: accept being
+    logged on as guest (else refused: the server did not accept the credentials).
+    """
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    channel = Channel(reader, writer, timeout=timeout)
+    client = Client(channel, host, share, io_size=io_size, depth=depth)
+    try:
+        negotiated = await _negotiate(channel, client, dialects, ciphers, sign, encrypt)
+        await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
+                             allow_guest)
+        await _tree_connect(client, host, share)
+        if client.dialect in (wire.SMB300, wire.SMB302) and not client.guest:
+            await _validate_negotiate(client, negotiated)
+    except BaseException:
+        await channel.close()
+        raise
+    return client
+
+
+class _Negotiated:
+    def __init__(self, response: m.NegotiateResponse, preauth: security.PreauthIntegrity,
+                 cipher: int, signing_algorithm: int, offered: tuple):
+        self.response, self.preauth = response, preauth
+        self.cipher, self.signing_algorithm = cipher, signing_algorithm
+        self.offered = offered        # (capabilities, guid, security mode, dialects) sent
+
+
+async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: bool,
+                     encrypt: bool) -> _Negotiated:
+    security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
+    capabilities = wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if ciphers else 0)
+    signing_algorithms = security.SIGNING_PREFERENCE
+    guid = os.urandom(16)
+    body = m.negotiate_request(tuple(dialects), security_mode, capabilities, guid,
+                               os.urandom(32), tuple(ciphers), signing_algorithms)
+    r = await channel.request(wire.NEGOTIATE, body, keep_request=True)
+    neg = m.parse_negotiate(r.message)
+    if neg.dialect not in dialects:
+        raise ProtocolError(f"the server chose dialect {neg.dialect:#x}, which was not offered")
+    preauth = security.PreauthIntegrity()
+    cipher, algorithm = 0, security.algorithm_for(neg.dialect)
+    if neg.dialect == wire.SMB311:
+        ctx = neg.contexts.get(wire.PREAUTH_INTEGRITY_CAPABILITIES)
+        if ctx is None or len(ctx) < 6 or struct.unpack_from("<HH", ctx, 0)[0] != 1 or \
+                struct.unpack_from("<H", ctx, 4)[0] != wire.SHA512:
+            raise ProtocolError("SMB 3.1.1 without SHA-512 preauthentication integrity")
+        preauth.update(r.request)
+        preauth.update(r.message)
+        if wire.ENCRYPTION_CAPABILITIES in neg.contexts:
+            cipher = m.one_choice(neg.contexts[wire.ENCRYPTION_CAPABILITIES], "encryption")
+            if cipher and cipher not in ciphers:
+                raise ProtocolError(f"the server chose cipher {cipher}, which was not offered")
+        if wire.SIGNING_CAPABILITIES in neg.contexts:
+            algorithm = m.one_choice(neg.contexts[wire.SIGNING_CAPABILITIES], "signing")
+            if algorithm not in signing_algorithms:
+                raise ProtocolError(f"the server chose signing algorithm {algorithm}, which was not offered")
+    elif neg.dialect >= wire.SMB300 and neg.capabilities & wire.CAP_ENCRYPTION and \
+            security.AES_128_CCM in ciphers:
+        cipher = security.AES_128_CCM
+    if encrypt and not cipher:
+        raise ProtocolError(f"encryption was asked for, but the server (dialect {neg.dialect:#x}) "
+                            f"negotiated no cipher")
+    client.dialect = neg.dialect
+    channel.multi_credit = neg.dialect > wire.SMB202 and bool(neg.capabilities & wire.CAP_LARGE_MTU)
+    largest = neg.max_read if neg.max_read < neg.max_write else neg.max_write
+    if not channel.multi_credit:
+        largest = min(largest, 65536)
+    if largest < 4096:
+        raise ProtocolError(f"the server allows READs and WRITEs of only {largest} bytes")
+    client.io_size = max(4096, min(client.io_size, largest))
+    channel.frame_limit = max(client.io_size, LISTING_BUFFER) + FRAME_SLACK
+    return _Negotiated(neg, preauth, cipher, algorithm,
+                       (capabilities, guid, security_mode, tuple(dialects)))
+
+
+async def _session_setup(channel: Channel, client: Client, neg: _Negotiated, user: str,
+                         password: str, domain: str, sign: bool, encrypt: bool,
+                         allow_guest: bool) -> None:
+    try:
+        import spnego
+    except ImportError:
+        raise RuntimeError("the SMB client needs pyspnego: pip install 'smbring[client]'") from None
+    principal = f"{domain}\\{user}" if domain else user
+    context = spnego.client(principal or None, password or None, hostname=client.host,
+                            service="cifs", protocol="negotiate")
+    security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
+    preauth = neg.preauth.copy()
+    token = context.step()
+    session_id = 0
+    while True:
+        r = await channel.request(
+            wire.SESSION_SETUP, m.session_setup_request(security_mode, token), session_id=session_id,
+            expect=(wire.STATUS_SUCCESS, wire.STATUS_MORE_PROCESSING_REQUIRED), keep_request=True,
+            what=f"logon as {principal or '(anonymous)'}")
+        if client.dialect == wire.SMB311:
+            preauth.update(r.request)
+        if session_id and r.header.session_id != session_id:
+            raise ProtocolError("the server changed the session id during the logon")
+        session_id = r.header.session_id
+        flags, reply = m.parse_session_setup(r.message)
+        if r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
+            if client.dialect == wire.SMB311:
+                preauth.update(r.message)
+            token = context.step(reply)
+            if not token:
+                raise ProtocolError("the logon needs another step but the mechanism has nothing to send")
+            continue
+        break
+    if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
+        if not allow_guest:
+            raise error_for(wire.STATUS_LOGON_FAILURE, f"logon as {principal}: the server made "
+                            f"it a guest session (credentials not accepted)")
+        if sign or encrypt:
+            raise ProtocolError("a guest session can be neither signed nor encrypted")
+        client.guest = True
+        client.keys = SessionKeys(session_id=session_id)
+        channel.register(client.keys)
+        return
+    if reply:
+        context.step(reply)        # lets the mechanism check the server's mechListMIC
+    if not context.complete:
+        raise ProtocolError("the server accepted the logon before the mechanism completed")
+    session_key = (context.session_key + b"\0" * 16)[:16]
+    preauth_value = preauth.value if client.dialect == wire.SMB311 else None
+    keys = SessionKeys(session_id=session_id, signing_algorithm=neg.signing_algorithm,
+                       signing_key=security.signing_key(session_key, client.dialect, preauth_value),
+                       cipher=neg.cipher)
+    keys.sign = sign or bool(neg.response.security_mode & wire.SECURITY_SIGNING_REQUIRED)
+    # the final SESSION_SETUP is signed in SMB 3.x (it proves the NEGOTIATE in 3.1.1)
+    if r.header.flags & wire.FLAGS_SIGNED or keys.sign or client.dialect >= wire.SMB300:
+        if not r.header.flags & wire.FLAGS_SIGNED or \
+                not security.verify(keys.signing_algorithm, keys.signing_key, r.message):
+            raise ProtocolError("bad signature on the final SESSION_SETUP response: the "
+                                "server does not hold the session key, or the messages were altered")
+    if neg.cipher:
+        keys.decrypt_key, keys.encrypt_key = security.cipher_keys(session_key, client.dialect,
+                                                                  preauth_value, neg.cipher)
+        keys.encrypt = encrypt or bool(flags & wire.SESSION_FLAG_ENCRYPT_DATA)
+    elif flags & wire.SESSION_FLAG_ENCRYPT_DATA:
+        raise ProtocolError("the server requires encryption but negotiated no cipher")
+    client.keys = keys
+    channel.register(keys)
+
+
+async def _tree_connect(client: Client, host: str, share: str) -> None:
+    # a 3.1.1 TREE_CONNECT is signed whatever the session's signing (MS-SMB2 3.2.4.2.4): the
+    # answer then proves that the server holds the key
+    r = await client.request(wire.TREE_CONNECT, m.tree_connect_request(f"\\\\{host}\\{share}"),
+                             what=f"connect to share {share!r}", sign=client.dialect == wire.SMB311)
+    _share_type, flags = m.parse_tree_connect(r.message)
+    client.tree_id = r.header.tree_id
+    if flags & m.SHAREFLAG_ENCRYPT_DATA and not client.keys.encrypt:
+        if not client.keys.cipher:
+            raise ProtocolError(f"share {share!r} requires encryption, and no cipher was negotiated")
+        client.keys.encrypt = True   # every later message of the session is sealed
+
+
+async def _validate_negotiate(client: Client, neg: _Negotiated) -> None:
+    """FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 3.2.5.14.12): on SMB 3.0 and 3.0.2, which have no
+    preauthentication hash, the server repeats under the session's signature what it answered
+    to NEGOTIATE and checks what we offered; a difference means that someone in between
+    changed the NEGOTIATE (a downgrade). 3.1.1's signed SESSION_SETUP covers it already."""
+    try:
+        r = await client.request(wire.IOCTL, m.validate_negotiate_request(*neg.offered), sign=True,
+                                 what="VALIDATE_NEGOTIATE_INFO")
+    except SMBError as e:
+        raise ProtocolError(f"the server refused VALIDATE_NEGOTIATE_INFO ({e}): the "
+                            f"negotiation cannot be trusted") from None
+    said = m.parse_validate_negotiate(r.message)
+    sent = (neg.response.capabilities, neg.response.server_guid, neg.response.security_mode,
+            neg.response.dialect)
+    if tuple(said) != sent:
+        raise ProtocolError("VALIDATE_NEGOTIATE_INFO does not match the NEGOTIATE response: "
+                            "the negotiation was altered in transit")

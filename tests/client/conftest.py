@@ -1,0 +1,169 @@
+"""Servers for the client's tests: a real `smbring serve`, a real Samba smbd, and a proxy in
+front of either that lies on purpose (tampers with chosen responses)."""
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from servers import PASSWORD, USER, free_port, spawn, stop
+
+SMBD = "/usr/sbin/smbd"
+SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
+
+
+@pytest.fixture
+def smbring_server(tmp_path):
+    """`smbring serve` sharing tmp_path/share (options: request.param via make_server)."""
+    servers = []
+
+    def make(*options):
+        share = tmp_path / "share"
+        share.mkdir(exist_ok=True)
+        proc, port, log = spawn(tmp_path, str(share), "--share", "share", *options)
+        servers.append(proc)
+        return {"host": "127.0.0.1", "port": port, "share": share, "name": "share",
+                "user": USER, "password": PASSWORD, "log": log}
+    yield make
+    for proc in servers:
+        stop(proc)
+
+
+SAMBA_CONF = """[global]
+    server role = standalone server
+    workgroup = WORKGROUP
+    netbios name = CLIENTTEST
+    disable netbios = yes
+    interfaces = 127.0.0.1
+    bind interfaces only = yes
+    private dir = {d}/private
+    lock directory = {d}/lock
+    state directory = {d}/state
+    cache directory = {d}/cache
+    pid directory = {d}/pid
+    ncalrpc dir = {d}/ncalrpc
+    binddns dir = {d}/bind-dns
+    passdb backend = tdbsam:{d}/private/passdb.tdb
+    log file = {d}/log/log.%m
+    log level = 1
+    load printers = no
+    printing = bsd
+    printcap name = /dev/null
+    disable spoolss = yes
+    usershare path =
+    map to guest = never
+    server min protocol = SMB2_02
+    server max protocol = SMB3_11
+{extra}
+[share]
+    path = {d}/share
+    read only = no
+"""
+
+
+@pytest.fixture
+def samba_server(tmp_path):
+    """Samba's smbd on a free loopback port (root only), its state and share in tmp_path;
+    always stopped. make(extra) adds [global] lines."""
+    if os.geteuid() != 0 or not os.path.exists(SMBD):
+        pytest.skip("Samba's smbd (run as root) is needed")
+    procs = []
+
+    def make(extra: str = ""):
+        d = tmp_path / "samba"
+        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns", "log", "share"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        conf = d / "smb.conf"
+        conf.write_text(SAMBA_CONF.format(d=d, extra=extra))
+        subprocess.run(["smbpasswd", "-c", str(conf), "-a", "-s", SAMBA_USER],
+                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
+        port = free_port()
+        log = open(d / "log" / "smbd.out", "w")
+        # smbd makes itself a process group (no --no-process-group): its SIGTERM to the
+        # group reaches its children, never this test's process
+        proc = subprocess.Popen([SMBD, "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError((d / "log" / "smbd.out").read_text())
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("smbd did not start")
+        return {"host": "127.0.0.1", "port": port, "share": d / "share", "name": "share",
+                "user": SAMBA_USER, "password": PASSWORD, "log": d / "log"}
+    yield make
+    for proc, log in procs:
+        _stop_smbd(proc)
+        log.close()
+
+
+def _stop_smbd(proc) -> None:
+    try:
+        group = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        group = None
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    # the connection children of this smbd, if any outlived it (its own group, never ours)
+    if group is not None and group == proc.pid and group != os.getpgid(0):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class TamperingProxy:
+    """An asyncio server of our own between the client and a real server: frames from the
+    client pass unchanged, each frame from the server goes through `tamper(frame) -> frame`
+    first. The server then lies exactly where a test wants it to."""
+
+    def __init__(self, upstream_port: int, tamper):
+        self.upstream_port, self.tamper = upstream_port, tamper
+        self.server = None
+        self.port = 0
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, creader, cwriter):
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pump(reader, writer, change):
+            try:
+                while True:
+                    head = await reader.readexactly(4)
+                    frame = await reader.readexactly(struct.unpack(">I", head)[0])
+                    frame = change(bytearray(frame))
+                    if frame is None:
+                        continue
+                    writer.write(struct.pack(">I", len(frame)) + bytes(frame))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+        await asyncio.gather(pump(creader, swriter, lambda f: f), pump(sreader, cwriter, self.tamper))
+
+
+@pytest.fixture
+def tampering_proxy():
+    return TamperingProxy

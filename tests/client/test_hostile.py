@@ -1,0 +1,396 @@
+"""Servers that lie: a proxy of our own in front of a real `smbring serve` tampers with chosen
+responses (short reads, wrong lengths, altered signed data, names in listings that are paths),
+and fake servers that answer badly from the first frame. Each lie is refused with a clear
+ConnectionError, and nothing is written outside the destination (nor a partial file presented
+as complete)."""
+import asyncio
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import smbring.client as sc
+from smbring.smb import wire
+
+MiB = 1024 * 1024
+
+
+def tree_files(root):
+    """Every path under root (relative), for checking that nothing appeared elsewhere."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def command(frame) -> int:
+    return struct.unpack_from("<H", frame, 12)[0] if frame[:4] == wire.PROTOCOL_ID else -1
+
+
+def status(frame) -> int:
+    return struct.unpack_from("<I", frame, 8)[0]
+
+
+def first_only(change, which):
+    """A tamper function that changes only the first frame `which` matches."""
+    done = []
+
+    def tamper(frame):
+        if not done and which(frame):
+            done.append(True)
+            return change(frame)
+        return frame
+    return tamper
+
+
+async def through(proxy_cls, srv, tamper, **kw):
+    """Connects through a tampering proxy; returns (proxy, client)."""
+    proxy = proxy_cls(srv["port"], tamper)
+    await proxy.__aenter__()
+    try:
+        client = await sc.connect("127.0.0.1", proxy.port, srv["user"], srv["password"], srv["name"], **kw)
+    except BaseException:
+        await proxy.__aexit__(None, None, None)
+        raise
+    return proxy, client
+
+
+def short_read(frame):
+    """A READ response that says (and carries) 1000 bytes fewer than the server read."""
+    length = struct.unpack_from("<I", frame, 64 + 4)[0]
+    struct.pack_into("<I", frame, 64 + 4, length - 1000)
+    return frame[:-1000]
+
+
+def is_read_ok(frame):
+    return command(frame) == wire.READ and status(frame) == 0
+
+
+def test_short_read_during_get_is_refused_and_nothing_is_left(smbring_server, tampering_proxy, tmp_path):
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(short_read, is_read_ok))
+        try:
+            with pytest.raises(ConnectionError, match="short read"):
+                await c.get("big", str(dest / "big"))
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(dest) == []           # neither the file nor its temporary
+
+
+def test_short_read_in_the_middle_of_a_read_is_refused(smbring_server, tampering_proxy):
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(short_read, is_read_ok))
+        try:
+            async with await c.open("big") as f:
+                with pytest.raises(ConnectionError, match="after the file ended"):
+                    await f.read(3 * MiB)
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def test_read_longer_than_asked_is_refused(smbring_server, tampering_proxy):
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"z" * 100_000)
+
+    def longer(frame):
+        struct.pack_into("<I", frame, 64 + 4, struct.unpack_from("<I", frame, 64 + 4)[0] + 10)
+        return frame + b"\0" * 10
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(longer, is_read_ok))
+        try:
+            async with await c.open("f") as f:
+                with pytest.raises(ConnectionError, match="bytes were asked for|asked for"):
+                    await f.read(100_000)
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def test_wrong_write_count_fails_the_upload_and_the_name_stays_absent(smbring_server, tampering_proxy, tmp_path):
+    srv = smbring_server()
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(2 * MiB))
+
+    def fewer(frame):
+        struct.pack_into("<I", frame, 64 + 4, struct.unpack_from("<I", frame, 64 + 4)[0] - 1)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(
+            fewer, lambda f: command(f) == wire.WRITE and status(f) == 0))
+        try:
+            with pytest.raises(ConnectionError, match="says it wrote"):
+                await c.put(str(src), "uploaded")
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert not (srv["share"] / "uploaded").exists()
+
+
+@pytest.mark.parametrize("alteration", ["data", "unsigned"])
+def test_altered_signed_response_is_refused(smbring_server, tampering_proxy, tmp_path, alteration):
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(os.urandom(MiB))
+
+    def alter(frame):
+        if alteration == "data":
+            frame[-1] ^= 0x01                   # one bit of the file's data
+        else:
+            flags = struct.unpack_from("<I", frame, 16)[0] & ~wire.FLAGS_SIGNED
+            struct.pack_into("<I", frame, 16, flags)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(alter, is_read_ok), sign=True)
+        try:
+            with pytest.raises(ConnectionError, match="bad signature" if alteration == "data"
+                               else "unsigned READ response"):
+                await c.get("f", str(tmp_path / "f"))
+            # the connection is closed: nothing it would carry could be trusted
+            with pytest.raises(ConnectionError):
+                await c.stat("f")
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert not (tmp_path / "f").exists()
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".f.")] == []
+
+
+def test_altered_sealed_response_is_refused(smbring_server, tampering_proxy):
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(os.urandom(MiB))
+
+    def alter(frame):
+        frame[-5] ^= 0x80
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(
+            alter, lambda f: f[:4] == wire.TRANSFORM_ID and len(f) > MiB), encrypt=True)
+        try:
+            async with await c.open("f") as f:
+                with pytest.raises(ConnectionError, match="failed to decrypt"):
+                    await f.read()
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def test_forged_final_session_setup_signature_is_refused(smbring_server, tampering_proxy):
+    srv = smbring_server()
+
+    def alter(frame):
+        frame[50] ^= 0xFF
+        return frame
+
+    with pytest.raises(ConnectionError, match="SESSION_SETUP"):
+        run(through(tampering_proxy, srv, first_only(
+            alter, lambda f: command(f) == wire.SESSION_SETUP and status(f) == 0)))
+
+
+HOSTILE_NAMES = ["..\\AAAAA", "../AAAAA", "/tmp/pwn", "C:\\Windo", "C:AAAAAA", "AAAA\\..\\"]
+
+
+@pytest.mark.parametrize("lie", HOSTILE_NAMES)
+def test_listing_with_a_path_for_a_name_writes_nothing(smbring_server, tampering_proxy, tmp_path, lie):
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "AAAAAAAA").write_bytes(b"payload")
+    (srv["share"] / "dir" / "other").write_bytes(b"x")
+    real, fake = wire.utf16("AAAAAAAA"), wire.utf16(lie)
+    assert len(real) == len(fake)
+
+    def rename_entry(frame):
+        if command(frame) == wire.QUERY_DIRECTORY and status(frame) == 0:
+            return bytearray(bytes(frame).replace(real, fake))
+        return frame
+    work = tmp_path / "work"
+    work.mkdir()
+    before = tree_files(tmp_path)
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, rename_entry)
+        try:
+            with pytest.raises(ConnectionError, match="not a plain file name"):
+                await c.get("dir", str(work / "dest"))
+            with pytest.raises(ConnectionError):
+                [e async for e in c.listdir("dir")]
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    after = tree_files(tmp_path) - {p for p in tree_files(tmp_path) if p.startswith("share")}
+    assert after - before <= {"server.log"}     # nothing new outside the share
+    assert os.listdir(work) == []
+    if lie.startswith("/") and os.path.exists(lie):
+        os.unlink(lie)
+        pytest.fail(f"{lie} was written")
+
+
+def test_a_file_named_dot_dot_is_refused(smbring_server, tampering_proxy, tmp_path):
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "XY").write_bytes(b"payload")
+
+    def rename_entry(frame):
+        if command(frame) == wire.QUERY_DIRECTORY and status(frame) == 0:
+            return bytearray(bytes(frame).replace(wire.utf16("XY"), wire.utf16("..")))
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, rename_entry)
+        try:
+            with pytest.raises(ConnectionError, match="'\\.\\.'"):
+                await c.get("dir", str(tmp_path / "dest"))
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert not (tmp_path / "dest").exists()
+    assert not (tmp_path / "XY").exists()
+
+
+@pytest.mark.parametrize("dialect", [wire.SMB300, wire.SMB302])
+def test_negotiate_altered_in_transit_is_detected_on_smb30(smbring_server, tampering_proxy, dialect):
+    """Someone in between hides the server's CAP_ENCRYPTION (a downgrade): the signed
+    VALIDATE_NEGOTIATE_INFO exchange shows it."""
+    srv = smbring_server()
+
+    def hide_encryption(frame):
+        caps = struct.unpack_from("<I", frame, 64 + 24)[0]
+        struct.pack_into("<I", frame, 64 + 24, caps & ~wire.CAP_ENCRYPTION)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(
+            hide_encryption, lambda f: command(f) == wire.NEGOTIATE), dialects=(dialect,))
+        await c.close()
+        await proxy.__aexit__(None, None, None)
+    with pytest.raises(ConnectionError, match="VALIDATE_NEGOTIATE_INFO"):
+        run(go())
+
+
+def test_server_granting_no_credits_is_refused(smbring_server, tampering_proxy):
+    srv = smbring_server()
+
+    def no_credits(frame):
+        struct.pack_into("<H", frame, 14, 0)
+        return frame
+    with pytest.raises(ConnectionError, match="too few credits"):
+        run(through(tampering_proxy, srv, first_only(no_credits, lambda f: command(f) == wire.NEGOTIATE)))
+
+
+# ---- fake servers: our own asyncio socket servers, lying from the first answer ----
+
+async def fake_server(answer):
+    """A server whose answer(frame) -> bytes (sent as is) or None (nothing sent) is called per frame."""
+    async def serve(reader, writer):
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                frame = await reader.readexactly(struct.unpack(">I", head)[0])
+                out = answer(frame)
+                if out is not None:
+                    writer.write(out)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def negotiate_response(request, dialect: int, contexts: bytes = b"", count: int = 0) -> bytes:
+    req = wire.Header.parse(request)
+    h = wire.Header(command=wire.NEGOTIATE, flags=wire.FLAGS_SERVER_TO_REDIR, credits=10,
+                    message_id=req.message_id)
+    body = struct.pack("<HHHH16sIIIIQQHHI", 65, 1, dialect, count, b"s" * 16, wire.CAP_LARGE_MTU,
+                       MiB, MiB, MiB, 0, 0, 0, 0, 128 if count else 0) + contexts
+    msg = h.pack() + body
+    return struct.pack(">I", len(msg)) + msg
+
+
+@pytest.mark.parametrize("lie, message", [
+    ("huge frame", "frame of"),
+    ("dialect not offered", "not offered"),
+    ("no preauth", "preauthentication"),
+    ("not a response", "SERVER_TO_REDIR"),
+    ("closes", "closed the connection"),
+    ("silent", "no answer"),
+    ("garbage", "not an SMB2 header|bad response header"),
+])
+def test_fake_server_lies_in_negotiate(lie, message):
+    def answer(frame):
+        if lie == "huge frame":
+            return struct.pack(">I", 0xFFFFFF) + b"\0" * 100
+        if lie == "dialect not offered":
+            return negotiate_response(frame, wire.SMB210)
+        if lie == "no preauth":
+            return negotiate_response(frame, wire.SMB311)
+        if lie == "not a response":
+            out = bytearray(negotiate_response(frame, wire.SMB311))
+            struct.pack_into("<I", out, 4 + 16, 0)
+            return bytes(out)
+        if lie == "closes":
+            raise ConnectionError
+        if lie == "silent":
+            return None
+        return struct.pack(">I", 70) + b"\xfeSMB" + b"\xff" * 66
+
+    async def go():
+        server, port = await fake_server(answer)
+        try:
+            await sc.connect("127.0.0.1", port, "u", "p", "s", timeout=2,
+                             dialects=(wire.SMB311,) if lie == "dialect not offered" else wire.DIALECTS)
+        finally:
+            server.close()
+    with pytest.raises(ConnectionError, match=message):
+        run(go())
+
+
+def test_cli_reports_a_hostile_listing(smbring_server, tampering_proxy, tmp_path):
+    """The CLI exits 3 with the reason when it refuses the server's answer."""
+    srv = smbring_server()
+    (srv["share"] / "AAAAAAAA").write_bytes(b"")
+
+    def rename_entry(frame):
+        if command(frame) == wire.QUERY_DIRECTORY and status(frame) == 0:
+            return bytearray(bytes(frame).replace(wire.utf16("AAAAAAAA"), wire.utf16("../AAAAA")))
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], rename_entry) as proxy:
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "smbring.cli", "ls", f"smb://{srv['user']}@127.0.0.1:{proxy.port}/share",
+                env=dict(os.environ, SMBRING_PASSWORD=srv["password"]),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await p.communicate()
+            return p.returncode, out.decode(), err.decode()
+    code, out, err = run(go())
+    assert code == 3, (out, err)
+    assert "'../AAAAA'" in err and "refused" in err
