@@ -124,7 +124,8 @@ TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
 # what the READONLY attribute takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1): writing,
 # appending, adding a subdirectory, deleting a child
 ATTR_SYSTEM = 0x4
-READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | 0x4 | acl.FILE_DELETE_CHILD
+ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
+READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
 
 
 def check_read_only(st, dos, access: int, options: int, disposition: int, attrs: int) -> None:
@@ -292,14 +293,18 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
     if not exists:
+        parent_sd = stored_sd(fs, parts[:-1])
+        if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
+                                               None, token) < 0:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
         if b"SecD" in contexts:
             try:
                 new_sd = acl.parse(contexts[b"SecD"])
             except acl.BadDescriptor:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd = acl.complete(new_sd, stored_sd(fs, parts[:-1]), want_dir, token)
+            new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
         else:
-            new_sd = acl.inherit(stored_sd(fs, parts[:-1]), want_dir, token)
+            new_sd = acl.inherit(parent_sd, want_dir, token)
         if want_dir:
             fs.mkdir(parts)
             is_dir = True
