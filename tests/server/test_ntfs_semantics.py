@@ -371,3 +371,31 @@ def test_special_times_leave_the_times_and_the_write_time_leaves_the_creation_ti
         assert c.set_attributes(f, 0, (before_1970, 0, before_1970, before_1970)) == 0
         assert struct.unpack_from("<QQQ", c.query_info(f, INFO_FILE, BASIC), 0)[::2] == (before_1970, before_1970)
         f.close()
+
+
+def test_a_write_time_set_or_frozen_on_a_handle_stays_through_its_writes(root_server):
+    """MS-FSA 2.1.5.14.2: a write time set on a handle, or frozen there (-1), is not moved by
+    that handle's own writes and size changes; thawing (-2) lets them move it again; another
+    handle's writes move it as always."""
+    _port, share, _user, _pw = root_server
+    path = share / "frozen.txt"
+    set_time = 130_000_000_000_000_000
+    with root_client(root_server) as c:
+        f = c.open("frozen.txt", FILE_ALL, CREATE)
+        assert c.set_attributes(f, 0, (0, 0, set_time, 0)) == 0
+        f.write(b"more data", 0)
+        assert c.set_info(f, INFO_FILE, 20, struct.pack("<Q", 100)) == 0        # EndOfFile
+        assert os.stat(path).st_mtime_ns == (set_time - 116_444_736_000_000_000) * 100
+        assert c.set_attributes(f, 0, (0, 0, -2, 0)) == 0                        # thaw
+        f.write(b"x", 0)
+        thawed = os.stat(path).st_mtime_ns
+        assert thawed > (set_time - 116_444_736_000_000_000) * 100
+        assert c.set_attributes(f, 0, (0, 0, -1, 0)) == 0                        # freeze
+        f.write(b"y", 0)
+        assert os.stat(path).st_mtime_ns == thawed
+        other = c.open("frozen.txt", FILE_ALL)
+        os.utime(path, ns=(thawed, thawed - 10**9))
+        other.write(b"z", 0)                                                      # not frozen there
+        assert os.stat(path).st_mtime_ns > thawed - 10**9
+        other.close()
+        f.close()

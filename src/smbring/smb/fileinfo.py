@@ -103,6 +103,16 @@ def pin_creation_time(fs, fd: int) -> None:
         pass
 
 
+def keep_write_time(fs, fd: int, mtime_ns: int) -> None:
+    """Puts the write time back after a handle that set or froze it wrote through itself
+    (the kernel moves it on every write). Best effort: a file that cannot be touched keeps
+    the kernel's time."""
+    try:
+        fs.set_times(fd, fs.fstat(fd).st_atime_ns, mtime_ns)
+    except OSError:
+        pass
+
+
 def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
     """AllocationSize: the size in whole clusters, or what a client reserved. Not st_blocks:
     ext4 counts a block of extended attributes there, and smbring keeps its metadata in them."""

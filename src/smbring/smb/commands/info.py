@@ -26,6 +26,7 @@ from smbring.smb.fileinfo import (
     alloc_size,
     attributes,
     is_read_only,
+    keep_write_time,
     pin_creation_time,
     short_name,
     times,
@@ -289,6 +290,14 @@ def set_basic(o: Open, buf) -> None:
     if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     keep = (TIME_LEAVE, TIME_FREEZE, TIME_THAW)
+    # a write time set or frozen here is one this handle's own writes no longer move; thawing
+    # lets them again
+    if mtime == TIME_THAW:
+        o.kept_write_ns = None
+    elif mtime == TIME_FREEZE:
+        o.kept_write_ns = fs.fstat(o.fd).st_mtime_ns
+    elif mtime != TIME_LEAVE:
+        o.kept_write_ns = wire.unix_ns(mtime)
     if atime not in keep or mtime not in keep:
         if ctime_set in keep:
             pin_creation_time(fs, o.fd)     # (it may come from the write time)
@@ -387,6 +396,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             fs.set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
         fs.ftruncate(o.fd, file_size(buf))
+        if o.kept_write_ns is not None:
+            keep_write_time(fs, o.fd, o.kept_write_ns)
         c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
