@@ -366,10 +366,12 @@ def test_special_times_leave_the_times_and_the_write_time_leaves_the_creation_ti
             assert struct.unpack_from("<QQ", again, 0) == (created, struct.unpack_from("<Q", basic, 8)[0])
             assert struct.unpack_from("<Q", again, 16)[0] == 130_000_000_000_000_000
         assert c.set_attributes(f, 0, (-3, 0, 0, 0)) == INVALID_PARAMETER
-        # a time before 1970 is a time like any other
-        before_1970 = 116_444_736_000_000_000 - 10_000_000
-        assert c.set_attributes(f, 0, (before_1970, 0, before_1970, before_1970)) == 0
-        assert struct.unpack_from("<QQQ", c.query_info(f, INFO_FILE, BASIC), 0)[::2] == (before_1970, before_1970)
+        # a time before 1970, or after 2262 (past a signed 64-bit count of ns), is a time
+        # like any other
+        for when in (116_444_736_000_000_000 - 10_000_000, (15032385535 + 11644473600) * 10**7):
+            assert c.set_attributes(f, 0, (when, 0, when, when)) == 0
+            assert struct.unpack_from("<QQQQ", c.query_info(f, INFO_FILE, BASIC), 0) == (
+                when, struct.unpack_from("<Q", c.query_info(f, INFO_FILE, BASIC), 8)[0], when, when)
         f.close()
 
 
@@ -399,3 +401,16 @@ def test_a_write_time_set_or_frozen_on_a_handle_stays_through_its_writes(root_se
         assert os.stat(path).st_mtime_ns > thawed - 10**9
         other.close()
         f.close()
+
+
+def test_a_read_only_file_is_not_replaced_by_a_rename(root_server):
+    _port, share, _user, _pw = root_server
+    with root_client(root_server) as c:
+        c.open("target.txt", FILE_ALL, CREATE, attrs=ATTR_READONLY).close()
+        (share / "target.txt").chmod(0o444)
+        f = c.open("source.txt", FILE_ALL | DELETE, CREATE)
+        name = "target.txt".encode("utf-16-le")
+        rename = struct.pack("<B7xQI", 1, 0, len(name)) + name        # ReplaceIfExists
+        assert c.set_info(f, INFO_FILE, 10, rename) == ACCESS_DENIED
+        f.close()
+        assert (share / "source.txt").exists() and (share / "target.txt").exists()

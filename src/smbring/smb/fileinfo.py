@@ -81,11 +81,17 @@ def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
     return wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
 
 
+def stored_ns(ns: int) -> int:
+    """A time in ns as the DOS record keeps it: 64 bits unsigned, so a time before 1970
+    (negative) or after 2262 (past a signed 64-bit count) still fits and compares equal."""
+    return ns & 0xFFFFFFFFFFFFFFFF
+
+
 def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
     birth = creation_time(st, dos)
     change = wire.nt_time(st.st_ctime_ns)
     if dos is not None:
-        if dos.change_time and dos.change_mtime_ns == st.st_mtime_ns:
+        if dos.change_time and dos.change_mtime_ns == stored_ns(st.st_mtime_ns):
             change = dos.change_time     # as set, until the next write moves the file on
     return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
 

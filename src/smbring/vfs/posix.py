@@ -419,7 +419,7 @@ SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (sm
 # mtime is still the one it was set with (the next write moves the real ctime on), and the
 # allocation size a client asked for.
 DOS_XATTR = PRIVATE_PREFIX + "dos"
-_DOS = struct.Struct("<IQQqQ")   # (the mtime is signed: before 1970 it is negative)
+_DOS = struct.Struct("<IQQQQ")
 
 
 def _unpack_dos(blob: bytes | None) -> DosInfo | None:

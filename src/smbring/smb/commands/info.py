@@ -29,6 +29,7 @@ from smbring.smb.fileinfo import (
     keep_write_time,
     pin_creation_time,
     short_name,
+    stored_ns,
     times,
     writable_for_metadata,
 )
@@ -228,6 +229,16 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
+def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
+    """Whether a rename's target exists with the READONLY attribute (a file without write
+    bits; a directory is never replaced anyway)."""
+    try:
+        st = fs.stat(fs.match_case(parts))
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and is_read_only(st)
+
+
 def add_link(c: Connection, o: Open, buf) -> None:
     """FileLinkInformation (MS-FSA 2.1.5.14.6): a hard link to the open file, in the same
     share (a name is always relative to the open's share; the file system refuses one on
@@ -311,7 +322,7 @@ def set_basic(o: Open, buf) -> None:
     if ctime_set not in keep:
         dos.create_time = ctime_set
     if change not in keep:
-        dos.change_time, dos.change_mtime_ns = change, fs.fstat(o.fd).st_mtime_ns
+        dos.change_time, dos.change_mtime_ns = change, stored_ns(fs.fstat(o.fd).st_mtime_ns)
     mode = fs.fstat(o.fd).st_mode & 0o7777
     want_mode = mode
     if attrs:
@@ -370,6 +381,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace, new_parts = new_name(o, buf)
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
         try:
             fs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
@@ -393,7 +406,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
-            fs.set_ea(o.fd, ea_name, value)
+            writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
     elif klass == 20:  # EndOfFile
         fs.ftruncate(o.fd, file_size(buf))
         if o.kept_write_ns is not None:
