@@ -16,6 +16,7 @@ from smbring.smb.contexts import (
 )
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
+    ATTR_SPARSE_FILE,
     ROOT_UUID,
     STORED_ATTRIBUTES,
     alloc_size,
@@ -121,10 +122,10 @@ def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
-# what the READONLY attribute takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1): writing,
-# appending, adding a subdirectory, deleting a child
 ATTR_SYSTEM = 0x4
 ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
+# what the READONLY attribute takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1): writing,
+# appending, adding a subdirectory, deleting a child
 READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
 
 
@@ -145,7 +146,6 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
     kept = (dos.attrs if dos is not None else 0) & (wire.ATTR_HIDDEN | ATTR_SYSTEM)
     if disposition in TRUNCATING and kept & ~attrs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-
 
 
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -340,7 +340,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
             if stream is None:
-                overwrite_attributes(tree.share, fs, fd, attrs)
+                overwrite_attributes(fs, fd, attrs)
         if action == wire.FILE_CREATED and is_dir:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
@@ -399,12 +399,12 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return body, fid
 
 
-def overwrite_attributes(share, fs: FileSystem, fd: int, attrs: int) -> None:
+def overwrite_attributes(fs: FileSystem, fd: int, attrs: int) -> None:
     """An overwritten file takes the attributes the CREATE asks for, with ARCHIVE (MS-FSA
     2.1.5.1.2), READONLY as its write bits; the DOS information goes first, while the file
     can still be written."""
     dos = fs.get_dos(fd) or DosInfo()
-    dos.attrs = (attrs & STORED_ATTRIBUTES) | wire.ATTR_ARCHIVE | (dos.attrs & 0x200)   # (SPARSE kept)
+    dos.attrs = (attrs & STORED_ATTRIBUTES) | wire.ATTR_ARCHIVE | (dos.attrs & ATTR_SPARSE_FILE)
     writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
     if attrs & wire.ATTR_READONLY:
         fs.fchmod(fd, fs.fstat(fd).st_mode & 0o7777 & ~0o222)
