@@ -334,6 +334,9 @@ def test_read_only_holds_against_a_server_acting_as_root(root_server):
         assert c.attributes(d) & ATTR_READONLY
         d.close()
         c.open("rodir\\inside.txt", FILE_ALL, CREATE).close()
+        d = c.open("rodir", MAXIMUM_ALLOWED, options=DIRECTORY_FILE)
+        assert c.granted(d) == FILE_ALL                     # (Windows takes nothing from a folder's)
+        d.close()
         assert c.status("rodir", DELETE, options=DELETE_ON_CLOSE | DIRECTORY_FILE) == CANNOT_DELETE
         assert (share / "rodir" / "inside.txt").exists()
 

@@ -124,8 +124,8 @@ INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
 ATTR_SYSTEM = 0x4
 ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
-# what the READONLY attribute takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1): writing,
-# appending, adding a subdirectory, deleting a child
+# what the READONLY attribute of a file takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1):
+# writing, appending, adding a subdirectory, deleting a child
 READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
 
 
@@ -275,10 +275,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         granted = acl.check(access, sd, parent, token)
         most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
-    if exists and is_read_only(st, dos):
-        most &= ~READ_ONLY_WITHHOLDS
-        if access & wire.MAXIMUM_ALLOWED:
-            granted &= ~READ_ONLY_WITHHOLDS
+    if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
+        # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
+        granted &= ~READ_ONLY_WITHHOLDS
     if tree.share.read_only:
         granted &= wire.READ_ONLY_ACCESS
         most &= wire.READ_ONLY_ACCESS
