@@ -147,10 +147,6 @@ def test_write_list_may_write_on_a_read_only_share(server, src):
             assert xattrs(root / "acl.txt") != before, args
 
 
-@pytest.mark.xfail(strict=True, reason="setting or clearing READONLY as a non-root owner: the "
-                   "server drops the write bits (or finds them gone) and then cannot write the "
-                   "user.DOSATTRIB extended attribute, so the client gets ACCESS_DENIED although "
-                   "the owner may change the file's attributes (Samba allows it: dos filemode)")
 def test_the_owner_may_set_and_clear_read_only(server):
     root = server.paths["ro"]
     (root / "ro-attr.txt").write_text("x")

@@ -58,12 +58,106 @@ def test_inheritance():
                   Ace(acl.ALLOWED, acl.CONTAINER_INHERIT, 0x1F01FF, acl.EVERYONE),
                   Ace(acl.ALLOWED, 0, WRITE_DATA, acl.EVERYONE))               # not inheritable
     f = acl.inherit(parent, is_dir=False)
-    assert [(a.sid, a.mask, a.flags) for a in f.dacl] == [(acl.OWNER_SID, READ, acl.INHERITED)]
+    # INHERITED marks the ACEs only where the parent's DACL is AUTO_INHERITED
+    assert [(a.sid, a.mask, a.flags) for a in f.dacl] == [(acl.OWNER_SID, READ, 0)]
     d = acl.inherit(parent, is_dir=True)
+    # an object-inherit ACE stays inherit-only on a directory, CREATOR OWNER kept for its files
     assert [(a.sid, a.flags) for a in d.dacl] == [
-        (acl.OWNER_SID, acl.OBJECT_INHERIT | acl.INHERIT_ONLY | acl.INHERITED),
-        (acl.EVERYONE, acl.CONTAINER_INHERIT | acl.INHERITED)]
+        (acl.CREATOR_OWNER, acl.OBJECT_INHERIT | acl.INHERIT_ONLY),
+        (acl.EVERYONE, acl.CONTAINER_INHERIT)]
     assert acl.inherit(None, is_dir=False) is None
+    auto = dacl(*parent.dacl, control=acl.SE_DACL_PRESENT | acl.SE_DACL_AUTO_INHERITED)
+    f = acl.inherit(auto, is_dir=False)
+    assert f.control & acl.SE_DACL_AUTO_INHERITED and f.dacl[0].flags == acl.INHERITED
+
+
+def test_creator_owner_on_a_container_is_replaced_and_kept_inherit_only():
+    generic_all = 0x10000000
+    parent = dacl(Ace(acl.ALLOWED, acl.OBJECT_INHERIT | acl.CONTAINER_INHERIT, generic_all, acl.CREATOR_OWNER))
+    d = acl.inherit(parent, is_dir=True)
+    assert [(a.sid, a.mask, a.flags) for a in d.dacl] == [
+        (acl.OWNER_SID, acl.FILE_ALL_ACCESS, 0),                          # generic rights mapped
+        (acl.CREATOR_OWNER, generic_all, acl.OBJECT_INHERIT | acl.CONTAINER_INHERIT | acl.INHERIT_ONLY)]
+    f = acl.inherit(d, is_dir=False)
+    assert [(a.sid, a.mask, a.flags) for a in f.dacl] == [(acl.OWNER_SID, acl.FILE_ALL_ACCESS, 0)]
+
+
+@pytest.mark.parametrize("flags, file_flags, dir_flags", [
+    (0, None, None),
+    (acl.NO_PROPAGATE, None, None),
+    (acl.OBJECT_INHERIT | acl.NO_PROPAGATE, 0, None),
+    (acl.CONTAINER_INHERIT | acl.NO_PROPAGATE, None, 0),
+    (acl.INHERIT_ONLY | acl.CONTAINER_INHERIT, None, acl.CONTAINER_INHERIT),
+    (acl.INHERIT_ONLY | acl.OBJECT_INHERIT, 0, acl.OBJECT_INHERIT | acl.INHERIT_ONLY),
+])
+def test_inherit_flags_and_the_default_dacl(flags, file_flags, dir_flags):
+    parent = dacl(Ace(acl.ALLOWED, flags, WRITE_DATA, acl.EVERYONE))
+    for is_dir, want in ((False, file_flags), (True, dir_flags)):
+        child = acl.inherit(parent, is_dir=is_dir)
+        if want is None:        # nothing to inherit: Windows' default, owner and SYSTEM
+            assert [a.sid for a in child.dacl] == [acl.OWNER_SID, acl.SYSTEM]
+        else:
+            assert [(a.sid, a.flags) for a in child.dacl] == [(acl.EVERYONE, want)]
+
+
+def test_an_inherited_ace_grants_no_more_than_the_parent_says():
+    parent = dacl(Ace(acl.ALLOWED, acl.OBJECT_INHERIT, READ, acl.EVERYONE),
+                  Ace(acl.ALLOWED, 0, acl.FILE_ALL_ACCESS, acl.EVERYONE))      # the folder only
+    child = acl.inherit(parent, is_dir=False, token=acl.unix_token(4242, 4242))
+    who = acl.unix_token(4343, 4343)
+    assert acl.check(acl.MAXIMUM_ALLOWED, child, None, who) == READ
+    assert acl.check(WRITE_DATA, child, None, who) == -1
+
+
+def test_owner_rights_replace_the_owners_implicit_rights():
+    owner = acl.USER_TOKEN
+    d = Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=owner.owner,
+                   dacl=[Ace(acl.ALLOWED, 0, READ, owner.owner), Ace(acl.ALLOWED, 0, WRITE_DATA, acl.OWNER_RIGHTS)])
+    assert acl.granted(d, owner) == READ | WRITE_DATA                   # no WRITE_DAC
+    assert acl.check(acl.WRITE_DAC, d, None, owner) == -1
+    deny = Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=owner.owner,
+                      dacl=[Ace(acl.DENIED, 0, 0x1, acl.OWNER_RIGHTS), Ace(acl.ALLOWED, 0, READ, owner.owner)])
+    assert acl.granted(deny, owner) == READ & ~0x1
+    # OWNER RIGHTS ACEs say nothing to anyone but the owner
+    other = acl.unix_token(4343, 4343)
+    assert acl.granted(d, other) == 0
+    # without one, the owner keeps READ_CONTROL and WRITE_DAC, and a later deny takes nothing
+    plain = Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=owner.owner,
+                       dacl=[Ace(acl.ALLOWED, 0, READ | WRITE_DATA, owner.owner),
+                             Ace(acl.DENIED, 0, WRITE_DATA | acl.WRITE_DAC, owner.owner)])
+    assert acl.granted(plain, owner) == READ | WRITE_DATA | acl.WRITE_DAC
+
+
+def test_set_info_maps_generic_rights_and_keeps_auto_inherited_only_on_request():
+    old = dacl(Ace(acl.ALLOWED, 0, READ, acl.EVERYONE))
+    new = Descriptor(control=acl.SE_DACL_PRESENT | acl.SE_DACL_AUTO_INHERITED,
+                     dacl=[Ace(acl.ALLOWED, 0, 0x80000000, acl.EVERYONE),
+                           Ace(acl.ALLOWED, acl.OBJECT_INHERIT | acl.INHERIT_ONLY, 0x80000000, acl.CREATOR_OWNER)])
+    merged = acl.merge(old, new, acl.DACL)
+    assert [a.mask for a in merged.dacl] == [READ, 0x80000000]          # inherit-only keeps its generic bit
+    assert not merged.control & acl.SE_DACL_AUTO_INHERITED
+    new.control |= acl.SE_DACL_AUTO_INHERIT_REQ
+    merged = acl.merge(old, new, acl.DACL)
+    assert merged.control & acl.SE_DACL_AUTO_INHERITED and not merged.control & acl.SE_DACL_AUTO_INHERIT_REQ
+
+
+def test_parent_list_directory_grants_read_attributes():
+    nothing = dacl(Ace(acl.ALLOWED, 0, WRITE_DATA, acl.CREATOR_OWNER))
+    lister = dacl(Ace(acl.ALLOWED, 0, 0x1, acl.EVERYONE))
+    assert acl.check(0x80, nothing, None) == -1
+    assert acl.check(0x80, nothing, lister) == 0x80
+
+
+def test_a_protected_dacl_given_at_creation_inherits_nothing():
+    parent = dacl(Ace(acl.ALLOWED, acl.OBJECT_INHERIT, READ, acl.EVERYONE),
+                  control=acl.SE_DACL_PRESENT | acl.SE_DACL_AUTO_INHERITED)
+    own = [Ace(acl.ALLOWED, 0, WRITE_DATA, acl.OWNER_SID)]
+    merged = acl.complete(Descriptor(control=acl.SE_DACL_PRESENT, dacl=list(own)), parent, is_dir=False)
+    assert [a.sid for a in merged.dacl] == [acl.OWNER_SID, acl.EVERYONE]
+    assert merged.dacl[1].flags == acl.INHERITED
+    protected = acl.complete(Descriptor(control=acl.SE_DACL_PRESENT | acl.SE_DACL_PROTECTED, dacl=list(own)),
+                             parent, is_dir=False)
+    assert protected.dacl == own
 
 
 def test_setting_no_dacl_sets_a_null_dacl_and_creation_fills_gaps():

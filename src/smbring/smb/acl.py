@@ -7,8 +7,10 @@ against (the user, its groups, Everyone, Authenticated Users) and the owner and 
 file's descriptor names. A file without a stored descriptor keeps the one
 derived from its mode bits and no extra checks (what smbring always did); a stored one (set by
 SET_INFO or a CREATE's SecD context, or inherited from a parent directory that has one) is
-enforced on every open: its DACL decides, the owner always keeps READ_CONTROL and WRITE_DAC,
-and DELETE is also granted by the parent's FILE_DELETE_CHILD.
+enforced on every open: its DACL decides, the owner keeps READ_CONTROL and WRITE_DAC unless
+an OWNER RIGHTS ACE says otherwise, DELETE is also granted by the parent's FILE_DELETE_CHILD
+and FILE_READ_ATTRIBUTES by its FILE_LIST_DIRECTORY. New files inherit from their parent's
+stored descriptor as NTFS makes them inherit (MS-DTYP 2.5.3.4).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 OWNER, GROUP, DACL, SACL = 0x1, 0x2, 0x4, 0x8          # SECURITY_INFORMATION bits
 SE_DACL_PRESENT, SE_SACL_PRESENT, SE_DACL_AUTO_INHERITED = 0x0004, 0x0010, 0x0400
+SE_DACL_AUTO_INHERIT_REQ = 0x0100
 SE_DACL_PROTECTED, SE_SELF_RELATIVE = 0x1000, 0x8000
 ALLOWED, DENIED = 0, 1
 OBJECT_INHERIT, CONTAINER_INHERIT, NO_PROPAGATE, INHERIT_ONLY, INHERITED = 0x1, 0x2, 0x4, 0x8, 0x10
@@ -36,6 +39,8 @@ def sid(authority: int, *subs: int) -> bytes:
 
 EVERYONE, AUTHENTICATED_USERS = sid(1, 0), sid(5, 11)
 CREATOR_OWNER, CREATOR_GROUP = sid(3, 0), sid(3, 1)
+OWNER_RIGHTS = sid(3, 4)        # what the owner gets, in place of its implicit rights
+SYSTEM = sid(5, 18)
 OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())   # the server's
 
 
@@ -175,9 +180,13 @@ def merge(old: Descriptor, new: Descriptor, parts: int) -> Descriptor:
     if parts & GROUP and new.group:
         out.group = new.group
     if parts & DACL:
-        keep = ~(SE_DACL_PRESENT | SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED)
-        out.control = (out.control & keep) | (new.control & ~keep)
-        out.dacl, out.acl_revision = new.dacl, new.acl_revision
+        keep = ~(SE_DACL_PRESENT | SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ)
+        out.control = (out.control & keep) | (new.control & (SE_DACL_PRESENT | SE_DACL_PROTECTED))
+        if new.control & SE_DACL_AUTO_INHERITED and new.control & SE_DACL_AUTO_INHERIT_REQ:
+            # (Windows keeps AUTO_INHERITED only when the setter asks for it with the request
+            # flag, which is never stored itself)
+            out.control |= SE_DACL_AUTO_INHERITED
+        out.dacl, out.acl_revision = mapped(new.dacl), new.acl_revision
         if not new.control & SE_DACL_PRESENT:   # setting "no DACL" sets a NULL DACL: all access
             out.control |= SE_DACL_PRESENT
             out.dacl = None
@@ -193,85 +202,155 @@ def map_generic(mask: int) -> int:
     return mask
 
 
+def mapped(dacl: list[Ace] | None) -> list[Ace] | None:
+    """A DACL as Windows stores it: generic rights mapped to the file rights in the ACEs that
+    apply to the object itself (an inherit-only ACE keeps them, for its children to map)."""
+    if dacl is None:
+        return None
+    return [a if a.body or a.flags & INHERIT_ONLY else Ace(a.type, a.flags, map_generic(a.mask), a.sid)
+            for a in dacl]
+
+
 def granted(d: Descriptor | None, token: Token = USER_TOKEN) -> int:
-    """The access this token gets from the descriptor (first matching ACE decides per bit)."""
+    """The most this token gets from the descriptor (MS-DTYP 2.5.3.2, MAXIMUM_ALLOWED): the
+    first ACE naming a right decides it. The owner gets READ_CONTROL and WRITE_DAC whatever
+    the DACL says (so it can always put its DACL right), unless an OWNER RIGHTS (S-1-3-4) ACE
+    is there: then those ACEs say what the owner gets, in place of the implicit rights."""
     if d is None or not d.control & SE_DACL_PRESENT or d.dacl is None:
         return FILE_ALL_ACCESS
-    allowed = denied = 0
-    for ace in d.dacl:
-        if ace.body or ace.flags & INHERIT_ONLY or ace.sid not in token:
+    effective = [a for a in d.dacl if not a.body and not a.flags & INHERIT_ONLY]
+    is_owner = d.owner is not None and d.owner in token
+    owner_rights = is_owner and any(a.sid == OWNER_RIGHTS for a in effective)
+    allowed = READ_CONTROL | WRITE_DAC if is_owner and not owner_rights else 0
+    denied = 0
+    for ace in effective:
+        if not (ace.sid in token or owner_rights and ace.sid == OWNER_RIGHTS):
             continue
         mask = map_generic(ace.mask)
         if ace.type == DENIED:
             denied |= mask & ~allowed
         else:
             allowed |= mask & ~denied
-    if d.owner is not None and d.owner in token:
-        allowed |= READ_CONTROL | WRITE_DAC     # an owner can always read and fix its DACL
-    return allowed
+    return allowed & FILE_ALL_ACCESS
+
+
+FILE_LIST_DIRECTORY, FILE_READ_ATTRIBUTES = 0x1, 0x80
 
 
 def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token: Token = USER_TOKEN) -> int:
     """The access to grant for `desired` (MAXIMUM_ALLOWED and generic bits resolved), or -1
-    when the descriptor refuses part of it."""
+    when the descriptor refuses part of it. The parent's descriptor adds what NTFS derives
+    from it: DELETE from its FILE_DELETE_CHILD, FILE_READ_ATTRIBUTES from its
+    FILE_LIST_DIRECTORY (a parent without a stored descriptor grants what its mode allows)."""
     have = granted(d, token)
-    if parent is not None and granted(parent, token) & FILE_DELETE_CHILD:
-        have |= DELETE          # (a parent without a stored descriptor grants no DELETE_CHILD)
+    if parent is not None:
+        from_parent = granted(parent, token)
+        if from_parent & FILE_DELETE_CHILD:
+            have |= DELETE
+        if from_parent & FILE_LIST_DIRECTORY:
+            have |= FILE_READ_ATTRIBUTES
     want = map_generic(desired) & ~(MAXIMUM_ALLOWED | ACCESS_SYSTEM_SECURITY)
     if want & ~have:
         return -1
     return want | (have if desired & MAXIMUM_ALLOWED else 0)
 
 
-def inherit(parent: Descriptor | None, is_dir: bool, token: Token = USER_TOKEN) -> Descriptor | None:
-    """The descriptor a new file or directory gets from its parent's inheritable ACEs; None
-    when the parent has no stored descriptor (the file then has none either)."""
-    if parent is None or parent.dacl is None or not parent.control & SE_DACL_PRESENT:
-        return None
-    aces = []
-    for ace in parent.dacl:
+def _inherited_aces(parent: Descriptor, is_dir: bool, token: Token) -> list[Ace]:
+    """The ACEs a new child gets from its parent's DACL (MS-DTYP 2.5.3.4.2, as NTFS and
+    Samba make them): a file takes the object-inherit ACEs as plain ones; a directory the
+    container-inherit ones (still inheritable unless NO_PROPAGATE) and the object-inherit ones
+    as inherit-only (for its files). CREATOR OWNER and CREATOR GROUP become the child's owner
+    and group; on a directory that passes them on, the CREATOR ACE is also kept inherit-only.
+    Generic rights are mapped in the ACEs that apply to the child itself. The ACEs are marked
+    INHERITED only where the parent's DACL is AUTO_INHERITED."""
+    mark = INHERITED if parent.control & SE_DACL_AUTO_INHERITED else 0
+    aces: list[Ace] = []
+    for ace in parent.dacl or ():
+        flags = ace.flags
         if ace.body:
             continue
-        flags = ace.flags
-        if is_dir and flags & CONTAINER_INHERIT:
-            new_flags = flags & ~INHERIT_ONLY
-            if flags & NO_PROPAGATE:
-                new_flags &= ~(OBJECT_INHERIT | CONTAINER_INHERIT | NO_PROPAGATE)
-        elif is_dir and flags & OBJECT_INHERIT and not flags & NO_PROPAGATE:
-            new_flags = flags | INHERIT_ONLY          # only for the files below it
-        elif not is_dir and flags & OBJECT_INHERIT:
+        if not is_dir:
+            if not flags & OBJECT_INHERIT:
+                continue
             new_flags = 0
         else:
-            continue
+            if not (flags & CONTAINER_INHERIT or flags & OBJECT_INHERIT and not flags & NO_PROPAGATE):
+                continue
+            new_flags = flags & ~(INHERIT_ONLY | INHERITED)
+            if not new_flags & CONTAINER_INHERIT:
+                new_flags |= INHERIT_ONLY               # only for the files below it
+            if new_flags & NO_PROPAGATE:
+                new_flags = 0                           # for this directory only
+        creator = ace.sid if ace.sid in (CREATOR_OWNER, CREATOR_GROUP) else None
         who = {CREATOR_OWNER: token.owner, CREATOR_GROUP: token.group}.get(ace.sid, ace.sid)
-        aces.append(Ace(ace.type, new_flags | INHERITED, ace.mask, who))
-    return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT | SE_DACL_AUTO_INHERITED,
-                      owner=token.owner, group=token.group, dacl=aces)
+        if creator and is_dir and new_flags & CONTAINER_INHERIT:
+            aces.append(Ace(ace.type, mark, map_generic(ace.mask), who))
+            aces.append(Ace(ace.type, new_flags | INHERIT_ONLY | mark, ace.mask, creator))
+            continue
+        if new_flags & INHERIT_ONLY:
+            aces.append(Ace(ace.type, new_flags | mark, ace.mask, ace.sid))   # (CREATOR kept)
+        else:
+            aces.append(Ace(ace.type, new_flags | mark, map_generic(ace.mask), who))
+    unique: list[Ace] = []
+    for a in aces:
+        if a not in unique:
+            unique.append(a)
+    return unique
 
 
-SYSTEM = sid(5, 18)
+def default_dacl(token: Token) -> list[Ace]:
+    """Windows' DACL for a new file with nothing to inherit: full control for the owner and
+    SYSTEM."""
+    return [Ace(ALLOWED, 0, FILE_ALL_ACCESS, token.owner), Ace(ALLOWED, 0, FILE_ALL_ACCESS, SYSTEM)]
+
+
+def inherit(parent: Descriptor | None, is_dir: bool, token: Token = USER_TOKEN) -> Descriptor | None:
+    """The descriptor a new file or directory gets from its parent's inheritable ACEs (the
+    default DACL when none is inheritable); None when the parent has no stored descriptor
+    (the file then has none either: its mode bits speak for it)."""
+    if parent is None or parent.dacl is None or not parent.control & SE_DACL_PRESENT:
+        return None
+    aces = _inherited_aces(parent, is_dir, token)
+    control = SE_SELF_RELATIVE | SE_DACL_PRESENT
+    if aces and parent.control & SE_DACL_AUTO_INHERITED:
+        control |= SE_DACL_AUTO_INHERITED
+    return Descriptor(control=control, owner=token.owner, group=token.group,
+                      dacl=aces or default_dacl(token))
+
 
 
 def complete(d: Descriptor, parent: Descriptor | None, is_dir: bool, token: Token = USER_TOKEN) -> Descriptor:
-    """A descriptor given at creation (the SecD context) with its gaps filled as Windows does:
-    owner and group from the token, and without a DACL the inherited one, else the token's
-    default (owner and SYSTEM: full control)."""
+    """A descriptor given at creation (the SecD context) with its gaps filled as Windows does
+    (MS-DTYP 2.5.3.4.1): owner and group from the token; without a DACL the inherited one,
+    else the default (owner and SYSTEM: full control); with one, its generic rights mapped
+    and, unless it is PROTECTED, the parent's inheritable ACEs added after its own where the
+    parent's DACL is AUTO_INHERITED. The request flag is never stored."""
     d.owner = d.owner or token.owner
     d.group = d.group or token.group
+    d.control &= ~SE_DACL_AUTO_INHERIT_REQ
     if not d.control & SE_DACL_PRESENT:
         inherited = inherit(parent, is_dir, token)
-        d.dacl = inherited.dacl if inherited is not None else [
-            Ace(ALLOWED, 0, FILE_ALL_ACCESS, token.owner), Ace(ALLOWED, 0, FILE_ALL_ACCESS, SYSTEM)]
-        d.control |= SE_DACL_PRESENT | (SE_DACL_AUTO_INHERITED if inherited is not None else 0)
+        d.dacl = inherited.dacl if inherited is not None else default_dacl(token)
+        d.control |= SE_DACL_PRESENT | (inherited.control & SE_DACL_AUTO_INHERITED if inherited else 0)
+        return d
+    d.dacl = mapped(d.dacl)
+    if (d.dacl is not None and not d.control & SE_DACL_PROTECTED and parent is not None
+            and parent.control & SE_DACL_PRESENT and parent.control & SE_DACL_AUTO_INHERITED):
+        explicit = [a for a in d.dacl if a.body or not a.flags & INHERITED]
+        d.dacl = explicit + [a for a in _inherited_aces(parent, is_dir, token) if a not in explicit]
+        d.control |= SE_DACL_AUTO_INHERITED
     return d
 
 
-def from_mode(st: os.stat_result) -> Descriptor:
+def from_mode(st: os.stat_result, read_only_attribute: bool = False) -> Descriptor:
     """The descriptor of a file without a stored one: owner and group from its uid/gid (Samba's
-    S-1-22 Unix SIDs), a DACL granting Everyone what the mode bits allow."""
+    S-1-22 Unix SIDs), a DACL granting Everyone what the mode bits allow. Write bits dropped
+    for the READONLY attribute (`read_only_attribute`) do not count: as on Windows, the
+    attribute leaves the DACL as it was."""
     import stat as stat_module
-    mask = 0x001200A9 | (0x00130116 if st.st_mode & 0o222 else 0)
-    if stat_module.S_ISDIR(st.st_mode) and st.st_mode & 0o222:
+    writable = st.st_mode & 0o222 or read_only_attribute
+    mask = 0x001200A9 | (0x00130116 if writable else 0)
+    if stat_module.S_ISDIR(st.st_mode) and writable:
         mask |= FILE_DELETE_CHILD      # a writable Unix directory lets its entries be removed
     return Descriptor(control=SE_SELF_RELATIVE | SE_DACL_PRESENT, owner=sid(22, 1, st.st_uid),
                       group=sid(22, 2, st.st_gid), dacl=[Ace(ALLOWED, 0, mask, EVERYONE)])

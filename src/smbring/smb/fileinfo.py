@@ -19,7 +19,10 @@ ROOT_UUID = uuid.uuid4().bytes
 
 
 # DOS attributes kept as set (MS-FSCC 2.6): READONLY HIDDEN SYSTEM ARCHIVE TEMPORARY OFFLINE
-# NOT_CONTENT_INDEXED; DIRECTORY follows the file type and READONLY its write bits.
+# NOT_CONTENT_INDEXED; DIRECTORY follows the file type. A file's READONLY is its lack of write
+# bits (what Unix programs see too; the stored bit only tells that the bits were dropped for
+# it); a directory's is the stored bit alone (without write bits no file could be added to
+# it, which READONLY on a Windows directory does not forbid).
 STORED_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
 # SPARSE_FILE is stored too, but set by FSCTL_SET_SPARSE only (not by CREATE or SET_INFO)
 ATTR_SPARSE_FILE = 0x200
@@ -34,11 +37,38 @@ def attributes(st: os.stat_result, dos: DosInfo | None = None, hidden: bool = Fa
         a = 0 if is_dir else wire.ATTR_ARCHIVE
     if is_dir:
         a |= wire.ATTR_DIRECTORY
-    if not st.st_mode & 0o222 and not is_dir:
+    if is_read_only(st, dos):
         a |= wire.ATTR_READONLY
     if hidden:
         a |= wire.ATTR_HIDDEN
     return a or wire.ATTR_NORMAL
+
+
+def is_read_only(st: os.stat_result, dos: DosInfo | None = None) -> bool:
+    """Whether the file or directory has the READONLY attribute (see STORED_ATTRIBUTES)."""
+    if stat.S_ISDIR(st.st_mode):
+        return bool(dos is not None and dos.attrs & wire.ATTR_READONLY)
+    return not st.st_mode & 0o222
+
+
+def writable_for_metadata(fs, fd: int, store) -> None:
+    """Runs `store` (an xattr write: DOS information, a security descriptor), which the kernel
+    allows only on a file the account may write: on its own read-only file, the owner gets its
+    write bit back for the moment (an owner may always chmod its file), as Windows lets the
+    owner change the attributes and security of a read-only file. Anyone else's refusal
+    stands (PermissionError)."""
+    try:
+        store()
+        return
+    except PermissionError:
+        mode = fs.fstat(fd).st_mode & 0o7777
+        if mode & 0o200:
+            raise
+    fs.fchmod(fd, mode | 0o200)          # PermissionError unless the account owns the file
+    try:
+        store()
+    finally:
+        fs.fchmod(fd, mode)
 
 
 def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
@@ -51,11 +81,17 @@ def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
     return wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
 
 
+def stored_ns(ns: int) -> int:
+    """A time in ns as the DOS record keeps it: 64 bits unsigned, so a time before 1970
+    (negative) or after 2262 (past a signed 64-bit count) still fits and compares equal."""
+    return ns & 0xFFFFFFFFFFFFFFFF
+
+
 def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
     birth = creation_time(st, dos)
     change = wire.nt_time(st.st_ctime_ns)
     if dos is not None:
-        if dos.change_time and dos.change_mtime_ns == st.st_mtime_ns:
+        if dos.change_time and dos.change_mtime_ns == stored_ns(st.st_mtime_ns):
             change = dos.change_time     # as set, until the next write moves the file on
     return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
 
@@ -68,7 +104,17 @@ def pin_creation_time(fs, fd: int) -> None:
         dos = fs.get_dos(fd) or DosInfo()
         if not dos.create_time:
             dos.create_time = creation_time(fs.fstat(fd), dos)
-            fs.set_dos(fd, dos)
+            writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
+    except OSError:
+        pass
+
+
+def keep_write_time(fs, fd: int, mtime_ns: int) -> None:
+    """Puts the write time back after a handle that set or froze it wrote through itself
+    (the kernel moves it on every write). Best effort: a file that cannot be touched keeps
+    the kernel's time."""
+    try:
+        fs.set_times(fd, fs.fstat(fd).st_atime_ns, mtime_ns)
     except OSError:
         pass
 

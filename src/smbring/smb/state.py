@@ -121,6 +121,8 @@ class Open:
     base_parts: list | None = None                 # the file as the client names it
     base_key: str | None = None                    # and its stream id, for a stream
     resume_key: bytes = b""                        # names it as a server-side copy's source
+    kept_write_ns: int | None = None               # a write time set or frozen on this handle:
+                                                   # its own writes leave it (MS-FSA 2.1.5.14.2)
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

@@ -16,12 +16,15 @@ from smbring.smb.contexts import (
 )
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
+    ATTR_SPARSE_FILE,
     ROOT_UUID,
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
+    is_read_only,
     pin_creation_time,
     times,
+    writable_for_metadata,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.state import Chain, GoAsync, Open
@@ -59,6 +62,21 @@ def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
         return sd_of(fs, fd, "/".join(parts))
     except OSError:
         return None
+    finally:
+        fs.close_file(fd)
+
+
+def stored_metadata(fs: FileSystem, parts: list[str]) -> tuple["acl.Descriptor | None", DosInfo | None]:
+    """The stored security descriptor and DOS information of an existing file (one open for
+    both); (None, None) when it cannot be opened."""
+    try:
+        fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None, None
+    try:
+        return sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
+    except OSError:
+        return None, None
     finally:
         fs.close_file(fd)
 
@@ -103,6 +121,31 @@ def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
 
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
+TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
+ATTR_SYSTEM = 0x4
+ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
+# what the READONLY attribute of a file takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1):
+# writing, appending, adding a subdirectory, deleting a child
+READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
+
+
+def check_read_only(st, dos, access: int, options: int, disposition: int, attrs: int) -> None:
+    """What the attributes of an existing file refuse, before any descriptor is looked at
+    (MS-FSA 2.1.5.1.2, 2.1.5.1.2.1), whoever the server acts as (root included): writing or
+    overwriting a READONLY file, deleting a READONLY file or directory on close, and
+    overwriting a HIDDEN or SYSTEM file without asking for the attribute again."""
+    read_only = is_read_only(st, dos)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if read_only and options & wire.FILE_DELETE_ON_CLOSE:
+        raise SMBError(wire.STATUS_CANNOT_DELETE)
+    if is_dir:
+        return
+    if read_only and (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
+                      or disposition in TRUNCATING):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    kept = (dos.attrs if dos is not None else 0) & (wire.ATTR_HIDDEN | ATTR_SYSTEM)
+    if disposition in TRUNCATING and kept & ~attrs:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: bool = False):
@@ -203,22 +246,25 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
     if options & wire.FILE_DELETE_ON_CLOSE and (not _may_delete(access) or not parts):
         raise SMBError(wire.STATUS_ACCESS_DENIED)      # (the share's root is never deleted)
-    if options & wire.FILE_DELETE_ON_CLOSE and (attrs & wire.ATTR_READONLY and not exists or
-                                                exists and not st.st_mode & 0o222):
+    if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY and not exists:
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
+    sd = dos = None
+    if exists and parts:
+        sd, dos = stored_metadata(fs, parts)
+        check_read_only(st, dos, access, options, disposition, attrs)
+    truncating = exists and not is_dir and disposition in TRUNCATING
+    # overwriting a file needs the right to write it, whatever the open asks for (the open
+    # itself holds only what it asked for)
+    checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
     if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
         raise SMBError(wire.STATUS_DELETE_PENDING)
     # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
-    # so it counts for share modes and oplocks, and the descriptor must be writable
-    overwriting = exists and not is_dir and disposition in OVERWRITING
-    open_access = access | wire.FILE_WRITE_DATA if overwriting else access
-    if overwriting and not st.st_mode & 0o222:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)      # a read-only file is not truncated (Samba)
+    # so it counts for share modes and oplocks
     if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
         key = (st.st_dev, st.st_ino)
-        sharing_violation = not c.state.share_modes.allowed(key, open_access, share_access)
-        if c.state.oplocks.contend(key, open_access, sharing_violation, first_attempt=not retry,
-                                   overwrite=overwriting):
+        sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
+        if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
+                                   overwrite=truncating):
             raise held_for_break(c, hdr, msg, key)
         if sharing_violation:
             raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
@@ -231,15 +277,19 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
     # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
     # request on the handle is checked against this, never against what was asked
     granted = acl.check(access, None, None, token)
-    if exists and parts:   # a stored security descriptor decides who opens the file
-        sd = stored_sd(fs, parts)
-        if sd is not None:
-            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-            granted = acl.check(access, sd, parent, token)
-            if granted < 0:
-                raise SMBError(wire.STATUS_ACCESS_DENIED)
+    most = wire.FILE_ALL_ACCESS         # what MxAc reports
+    if sd is not None:     # a stored security descriptor decides who opens the file
+        parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+        if acl.check(checked_access, sd, parent, token) < 0:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        granted = acl.check(access, sd, parent, token)
+        most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
+    if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
+        # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
+        granted &= ~READ_ONLY_WITHHOLDS
     if tree.share.read_only:
         granted &= wire.READ_ONLY_ACCESS
+        most &= wire.READ_ONLY_ACCESS
     if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
         # the account may not remove the file from its directory (no write access there, or a
         # sticky directory and someone else's file): refused to a client that asked for DELETE,
@@ -251,14 +301,18 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     new_sd = None
     if not exists:
+        parent_sd = stored_sd(fs, parts[:-1])
+        if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
+                                               None, token) < 0:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
         if b"SecD" in contexts:
             try:
                 new_sd = acl.parse(contexts[b"SecD"])
             except acl.BadDescriptor:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd = acl.complete(new_sd, stored_sd(fs, parts[:-1]), want_dir, token)
+            new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
         else:
-            new_sd = acl.inherit(stored_sd(fs, parts[:-1]), want_dir, token)
+            new_sd = acl.inherit(parent_sd, want_dir, token)
         if want_dir:
             fs.mkdir(parts)
             is_dir = True
@@ -274,33 +328,34 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
             finally:
                 fs.close_file(fd)
         action = wire.FILE_CREATED
-    writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA))
+    writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
     if is_dir:
         fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     else:
         try:
-            fd = fs.open(parts, os.O_RDWR if writable or overwriting else os.O_RDONLY)
+            fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
         except PermissionError:
             # the user may not write the file: an existing one is then refused to a client that
             # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
             # a file just made read-only (0444) by this CREATE keeps the rights asked for
-            if not writable or overwriting or \
-                    action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+            if not writable or truncating or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
                 raise
             if action != wire.FILE_CREATED:
                 granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
             fd = fs.open(parts, os.O_RDONLY)
     try:        # the descriptor is closed whatever fails before the open is registered
-        if not is_dir and exists and disposition in (wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF,
-                                                     wire.FILE_SUPERSEDE):
+        if truncating:
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
+            if stream is None:
+                overwrite_attributes(fs, fd, attrs)
         if action == wire.FILE_CREATED and is_dir:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
-            fs.set_sd(fd, new_sd.pack())
-        if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES & ~wire.ATTR_READONLY:
-            fs.set_dos(fd, DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE)))
+            writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
+        if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES:
+            created = DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE))
+            writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, created))
         if action == wire.FILE_CREATED and stream is None:
             pin_creation_time(fs, fd)   # the stat's times move with writes; this one must not
         st = fs.fstat(fd)
@@ -309,7 +364,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key)
-        registered = c.state.register_open(o, open_access, share_access)
+        registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:
         fs.close_file(fd)
         raise
@@ -343,8 +398,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         raise
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
-        most = wire.READ_ONLY_ACCESS if tree.share.read_only else wire.FILE_ALL_ACCESS
-        answers.append((b"MxAc", struct.pack("<II", 0, most)))
+        if new_sd is not None and action == wire.FILE_CREATED:
+            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+            most = acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
+        answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     extra = encode_create_contexts(answers)
@@ -353,9 +410,6 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
     return body, fid
-
-
-OVERWRITING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
 
 
 def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
@@ -374,6 +428,17 @@ def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
         c.state.oplocks.wait(key, retry)
 
     return GoAsync(start)
+
+
+def overwrite_attributes(fs: FileSystem, fd: int, attrs: int) -> None:
+    """An overwritten file takes the attributes the CREATE asks for, with ARCHIVE (MS-FSA
+    2.1.5.1.2), READONLY as its write bits; the DOS information goes first, while the file
+    can still be written."""
+    dos = fs.get_dos(fd) or DosInfo()
+    dos.attrs = (attrs & STORED_ATTRIBUTES) | wire.ATTR_ARCHIVE | (dos.attrs & ATTR_SPARSE_FILE)
+    writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
+    if attrs & wire.ATTR_READONLY:
+        fs.fchmod(fd, fs.fstat(fd).st_mode & 0o7777 & ~0o222)
 
 
 def shown_hidden(o: Open) -> bool:

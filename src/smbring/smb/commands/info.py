@@ -25,9 +25,13 @@ from smbring.smb.fileinfo import (
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
+    is_read_only,
+    keep_write_time,
     pin_creation_time,
     short_name,
+    stored_ns,
     times,
+    writable_for_metadata,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path
 from smbring.smb.state import Open
@@ -145,8 +149,13 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
 
 
 def current_sd(o: Open) -> acl.Descriptor:
-    """The file's stored descriptor, else the one its mode bits give."""
-    return sd_of(o.tree.fs, o.fd, o.path()) or acl.from_mode(o.tree.fs.fstat(o.fd))
+    """The file's stored descriptor, else the one its mode bits give (write bits dropped for
+    the READONLY attribute counted as there)."""
+    stored = sd_of(o.tree.fs, o.fd, o.path())
+    if stored is not None:
+        return stored
+    dos = o.tree.fs.get_dos(o.fd)
+    return acl.from_mode(o.tree.fs.fstat(o.fd), bool(dos and dos.attrs & wire.ATTR_READONLY))
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -160,9 +169,11 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif info_type == wire.INFO_FILESYSTEM:
         data = fs_info(c, o, tree.fs, klass)
     elif info_type == wire.INFO_SECURITY:
-        if not may_read(o, READ_CONTROL):
+        # AdditionalInformation names the parts; none at all gets an empty descriptor, which
+        # needs no right (as Windows answers)
+        parts = struct.unpack_from("<I", msg, 80)[0]
+        if parts & (acl.OWNER | acl.GROUP | acl.DACL) and not may_read(o, READ_CONTROL):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        parts = struct.unpack_from("<I", msg, 80)[0] or (acl.OWNER | acl.GROUP | acl.DACL)
         if parts & acl.SACL and not o.granted & acl.ACCESS_SYSTEM_SECURITY:
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # (MS-SMB2 3.3.5.20.3; no open holds it)
         data = current_sd(o).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
@@ -218,6 +229,16 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
+def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
+    """Whether a rename's target exists with the READONLY attribute (a file without write
+    bits; a directory is never replaced anyway)."""
+    try:
+        st = fs.stat(fs.match_case(parts))
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and is_read_only(st)
+
+
 def add_link(c: Connection, o: Open, buf) -> None:
     """FileLinkInformation (MS-FSA 2.1.5.14.6): a hard link to the open file, in the same
     share (a name is always relative to the open's share; the file system refuses one on
@@ -266,6 +287,57 @@ SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELET
                   19: wire.FILE_WRITE_DATA, 20: wire.FILE_WRITE_DATA}
 
 
+# FileBasicInformation times (MS-FSA 2.1.5.14.2): 0 leaves a time as it is, -1 also stops the
+# handle's own operations from moving it, -2 lets them again; below -2 is malformed
+TIME_LEAVE, TIME_FREEZE, TIME_THAW = 0, -1, -2
+
+
+def set_basic(o: Open, buf) -> None:
+    """FileBasicInformation: times and attributes (0 leaves the attributes as they are)."""
+    fs = o.tree.fs
+    ctime_set, atime, mtime, change, attrs = struct.unpack_from("<qqqqI", buf, 0)
+    if min(ctime_set, atime, mtime, change) < TIME_THAW:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    keep = (TIME_LEAVE, TIME_FREEZE, TIME_THAW)
+    # a write time set or frozen here is one this handle's own writes no longer move; thawing
+    # lets them again
+    if mtime == TIME_THAW:
+        o.kept_write_ns = None
+    elif mtime == TIME_FREEZE:
+        o.kept_write_ns = fs.fstat(o.fd).st_mtime_ns
+    elif mtime != TIME_LEAVE:
+        o.kept_write_ns = wire.unix_ns(mtime)
+    if atime not in keep or mtime not in keep:
+        if ctime_set in keep:
+            pin_creation_time(fs, o.fd)     # (it may come from the write time)
+        st = fs.fstat(o.fd)
+        a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
+        m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
+        fs.set_times(o.fd, a, m)
+    if ctime_set in keep and change in keep and not attrs:
+        return
+    dos = fs.get_dos(o.fd) or DosInfo()
+    if ctime_set not in keep:
+        dos.create_time = ctime_set
+    if change not in keep:
+        dos.change_time, dos.change_mtime_ns = change, stored_ns(fs.fstat(o.fd).st_mtime_ns)
+    mode = fs.fstat(o.fd).st_mode & 0o7777
+    want_mode = mode
+    if attrs:
+        dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
+        if not o.is_dir:    # a file's READONLY lives in its write bits (see fileinfo)
+            want_mode = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | (0 if mode & 0o222 else 0o200)
+    # the write bits go last when they are dropped and first when they come back: the DOS
+    # information is an xattr, which the kernel lets only an account that may write store
+    if want_mode != mode and want_mode & 0o200:
+        fs.fchmod(o.fd, want_mode)
+    writable_for_metadata(fs, o.fd, lambda: fs.set_dos(o.fd, dos))
+    if want_mode != mode and not want_mode & 0o200:
+        fs.fchmod(o.fd, want_mode)
+
+
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
@@ -284,7 +356,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             new = acl.parse(buf)
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        tree.fs.set_sd(o.fd, acl.merge(current_sd(o), new, parts).pack())
+        blob = acl.merge(current_sd(o), new, parts).pack()
+        writable_for_metadata(tree.fs, o.fd, lambda: tree.fs.set_sd(o.fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
@@ -294,35 +367,13 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
     if needs and not clearing_delete and not o.granted & needs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if klass == 4:  # Basic: times (0 = leave, -1 = don't change) and attributes (0 = leave)
-        ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
-        if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
-            raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        if attrs and not o.is_dir:   # READONLY lives in the write bits (0: leave attributes)
-            mode = fs.fstat(o.fd).st_mode & 0o7777
-            want = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | 0o200
-            if want != mode:
-                fs.fchmod(o.fd, want)
-        keep = (0, 0xFFFFFFFFFFFFFFFF)
-        if atime not in keep or mtime not in keep:
-            if ctime_set in keep:
-                pin_creation_time(fs, o.fd)     # (it may come from the write time)
-            st = fs.fstat(o.fd)
-            a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
-            m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
-            fs.set_times(o.fd, a, m)
-        if ctime_set not in keep or change not in keep or attrs:
-            dos = fs.get_dos(o.fd) or DosInfo()
-            if ctime_set not in keep:
-                dos.create_time = ctime_set
-            if change not in keep:
-                dos.change_time, dos.change_mtime_ns = change, fs.fstat(o.fd).st_mtime_ns
-            if attrs:
-                dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
-            fs.set_dos(o.fd, dos)
-        changed = ((notify.CREATION if ctime_set not in keep else 0) | (notify.ATTRIBUTES if attrs else 0)
-                   | (notify.LAST_ACCESS if atime not in keep else 0)
-                   | (notify.LAST_WRITE if mtime not in keep else 0))
+    if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
+        set_basic(o, buf)
+        ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
+        unset = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE)
+        changed = ((notify.CREATION if ctime_set not in unset else 0) | (notify.ATTRIBUTES if attrs else 0)
+                   | (notify.LAST_ACCESS if atime not in unset else 0)
+                   | (notify.LAST_WRITE if mtime not in unset else 0))
         if changed:
             c.state.watches.post_open(o, notify.MODIFIED, changed)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
@@ -337,6 +388,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace, new_parts = new_name(o, buf)
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
         try:
             fs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
@@ -350,19 +403,21 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 13:  # Disposition
         if buf[0] and not o.parts:
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # the share's root is never deleted
-        if buf[0] and not o.is_dir and not fs.fstat(o.fd).st_mode & 0o222:
-            raise SMBError(wire.STATUS_CANNOT_DELETE)
+        if buf[0] and is_read_only(fs.fstat(o.fd), fs.get_dos(o.fd)):
+            raise SMBError(wire.STATUS_CANNOT_DELETE)      # (MS-FSA 2.1.5.14.3)
         if buf[0] and o.is_dir and fs.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
-            fs.set_ea(o.fd, ea_name, value)
+            writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key)
         fs.ftruncate(o.fd, file_size(buf))
+        if o.kept_write_ns is not None:
+            keep_write_time(fs, o.fd, o.kept_write_ns)
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)

@@ -9,7 +9,7 @@ from smbring.smb import notify, wire
 from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
-from smbring.smb.fileinfo import MAX_FILE_SIZE
+from smbring.smb.fileinfo import MAX_FILE_SIZE, keep_write_time
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
     def written(n: int) -> bytes:
         o.position = offset + n
+        if o.kept_write_ns is not None:
+            keep_write_time(o.tree.fs, o.fd, o.kept_write_ns)
         if c.state.watches.active():
             c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
