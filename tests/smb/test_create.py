@@ -386,3 +386,17 @@ def test_close_ends_the_open(client, share):
     assert client.close(fid) == wire.STATUS_FILE_CLOSED
     assert client.read(fid, 0, 1) == wire.STATUS_FILE_CLOSED
     assert client.conn.opens == {}
+
+
+def test_a_parent_component_is_resolved_by_name_within_the_share(client, share):
+    """`a\\..` names what `a`'s directory is, as Samba reads it (smbtorture's notify tree
+    test opens `dir\\sub\\..`): by the name alone, never through a link, never above the share."""
+    (share / "d").mkdir()
+    os.symlink("/etc", share / "out")
+    status, _ = create(client, "d\\..\\made.txt", disposition=wire.FILE_CREATE)
+    assert status == 0 and (share / "made.txt").exists()
+    status, _ = create(client, "out\\..\\d\\..\\..\\passwd", disposition=wire.FILE_OPEN)
+    assert status == wire.STATUS_OBJECT_PATH_SYNTAX_BAD
+    status, _ = create(client, "out\\..\\passwd", disposition=wire.FILE_OPEN)   # the share's (none)
+    assert status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+    assert sorted(os.listdir(share)) == ["d", "made.txt", "out"]

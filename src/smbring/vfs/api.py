@@ -81,12 +81,22 @@ def split_path(name: str) -> list[str]:
     if "\0" in name:
         raise PathError("invalid")
     # repeated separators name nothing more than one does (smbd folds them the same way)
-    parts = [p for p in name.split("\\") if p]
-    for p in parts:
-        if p in (".", ".."):
+    parts: list[str] = []
+    for p in name.split("\\"):
+        if not p:
+            continue
+        if p == "..":
+            # as Samba's check_path_syntax: `a\..` names what `a`'s directory is, by the
+            # name alone (never through a link); nothing goes above the share
+            if not parts:
+                raise PathError("syntax")
+            parts.pop()
+            continue
+        if p == ".":
             raise PathError("syntax")
         if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
             raise PathError("invalid")
         if p.split(".")[0].upper() in RESERVED or p.casefold() == STREAMS_DIR:
             raise PathError("invalid")
+        parts.append(p)
     return parts
