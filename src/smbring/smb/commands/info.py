@@ -337,6 +337,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
+        c.state.oplocks.break_handle_caching(o)     # other leases keep no handle to the old name
         what = notify.DIR_NAME if o.is_dir else notify.FILE_NAME
         same_dir = new_parts[:-1] == o.parts[:-1]
         c.state.watches.post(o.path(), notify.RENAMED_OLD_NAME if same_dir else notify.REMOVED, what)
@@ -357,13 +358,13 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         for ea_name, value in parse_eas(buf):
             fs.set_ea(o.fd, ea_name, value)
     elif klass == 20:  # EndOfFile
-        c.state.oplocks.contend_level2(o.key)
+        c.state.oplocks.contend_level2(o.key, o)
         fs.ftruncate(o.fd, file_size(buf))
         c.state.watches.post(o.path(), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
-            c.state.oplocks.contend_level2(o.key)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
+            c.state.oplocks.contend_level2(o.key, o)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
             if wanted < fs.fstat(o.fd).st_size:
                 fs.ftruncate(o.fd, wanted)
             set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)
