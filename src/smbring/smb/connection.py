@@ -522,8 +522,15 @@ class Connection:
 
     def send_lease_break(self, o: Open, lease, old: int, new: int, ack_required: bool) -> None:
         """Tells the client that holds `lease` (through the open `o`) to break it from `old`
-        to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is."""
-        self._send_break(o, leasing.break_notification(lease, old, new, ack_required))
+        to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is: on the client's oldest
+        connection, as Windows does (a lease belongs to the client, not to one connection),
+        unless the open's session encrypts (then on this one, which its client reads)."""
+        body = leasing.break_notification(lease, old, new, ack_required)
+        s = self.sessions.get(o.session_id)
+        target = self
+        if not (s is not None and s.encrypt and s.encrypt_key):
+            target = next((x for x in self.client.connections if not x.closed), self)
+        target._send_break(o, body)
 
     def _send_break(self, o: Open, body: bytes) -> None:
         if self.closed:

@@ -63,6 +63,7 @@ BREAK_TIMEOUT = 35.0            # seconds a holder has to answer a break
 
 # access that only reads or writes attributes: such an open breaks no oplock
 _STAT_ACCESS = 0x80 | 0x100 | 0x00100000   # FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE
+READ_CONTROL = 0x00020000                  # an open that only reads these and the ACL breaks no lease
 
 
 def level_of(caching: int) -> int:
@@ -177,9 +178,10 @@ class Oplocks:
         delay_mask = HANDLE if sharing_violation else WRITE
         must_wait = False
         seen = set()
+        lease_stat = stat_only(access & ~READ_CONTROL)     # (Samba's is_lease_stat_open)
         for h in list(self._files.get(key, {}).values()):
             if h.lease is not None:
-                if h.lease in seen or h.lease.ident == lease:
+                if lease_stat or h.lease in seen or h.lease.ident == lease:
                     continue        # a lease is broken once, and never by its own opens
                 seen.add(h.lease)
                 must_wait |= self._contend_lease(h.lease, delay_mask, overwrite, first_attempt)
