@@ -467,3 +467,18 @@ def test_oplocks_off_share_grants_no_lease(smbconf):
         assert o.oplock_level == NONE and lease is None
     finally:
         a.close()
+
+
+def test_delete_on_close_breaks_others_handle_caching(clients):
+    a, b = clients(), clients()
+    a.open("f", key(1), RH)
+    deleter, _ = b.open("f", access=DELETE, disposition=CreateDisposition.FILE_OPEN)
+    assert a.next_break(0.3) is None
+    gone = Open(b.tree, "f")
+    gone.create(ImpersonationLevel.Impersonation, DELETE, FileAttributes.FILE_ATTRIBUTE_NORMAL, ALL_SHARE,
+                CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE |
+                CreateOptions.FILE_DELETE_ON_CLOSE)
+    br = a.next_break()
+    assert (br.key, br.old, br.new, br.flags) == (key(1), RH, R, ACK_REQUIRED)
+    assert a.ack(key(1), R) == R
+    deleter.close()

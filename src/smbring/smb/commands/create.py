@@ -339,6 +339,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
             o, requested_oplock, created=action == wire.FILE_CREATED,
             enabled=tree.share.oplocks, level2=tree.share.level2_oplocks, locked=locked,
             send_break=c.send_oplock_break)
+    if o.delete_on_close:       # the name goes at close: other leases keep no handle to it
+        c.state.oplocks.break_handle_caching(o)
     if action == wire.FILE_CREATED:
         c.state.watches.post(o.path(), notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:

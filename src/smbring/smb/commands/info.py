@@ -354,6 +354,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
+        if o.delete_on_close:
+            c.state.oplocks.break_handle_caching(o)     # the name goes: no handle kept to it
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             fs.set_ea(o.fd, ea_name, value)
