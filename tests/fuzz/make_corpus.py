@@ -31,11 +31,11 @@ RELATED = 0x01
 # -- request bodies (MS-SMB2 2.2), the fields a client fills in ---------------------------------
 
 def create(name: str, access=wire.GENERIC_READ | wire.GENERIC_WRITE, disposition=wire.FILE_OPEN_IF,
-           options=0, share=7, attrs=0, contexts: list[tuple[bytes, bytes]] = ()) -> bytes:
+           options=0, share=7, attrs=0, contexts: list[tuple[bytes, bytes]] = (), oplock=0) -> bytes:
     n = wire.utf16(name)
     ctx = fi.context_chain(list(contexts))
     ctx_off = wire.pad8(120 + len(n)) if ctx else 0
-    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, access, attrs, share, disposition, options,
+    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, oplock, 2, 0, 0, access, attrs, share, disposition, options,
                        120, len(n), ctx_off, len(ctx)) + n
     return body + b"\0" * (ctx_off - 64 - len(body)) + ctx if ctx else body
 
@@ -186,6 +186,12 @@ def seeds() -> dict[str, bytes]:
         access=wire.MAXIMUM_ALLOWED,
         contexts=[(b"ExtA", wire.chain([ea(b"user.a", b"1"), ea(b"B", b"two")])), (b"SecD", security_descriptor()),
                   (b"MxAc", b""), (b"QFid", b""), (b"AlSi", struct.pack("<Q", 1 << 20))])
+    # a version 2 lease (RWH, parent key set), then a lease break acknowledgement for its key
+    lease_key = bytes(range(16))
+    s["create-lease"] = on_file(
+        (wire.OPLOCK_BREAK, struct.pack("<HHI16sIQ", 36, 0, 0, lease_key, 3, 0)),
+        name="leased", oplock=0xFF,
+        contexts=[(b"RqLs", struct.pack("<16sIIQ16sHH", lease_key, 7, 4, 0, b"p" * 16, 1, 0))])
     s["create-stream"] = on_file((wire.WRITE, write(b"alt data")), (wire.QUERY_INFO, query_info(1, 22)),
                                  name="s.txt:new:$DATA")
     s["create-delete-on-close"] = on_file(name="dir\\a", access=wire.DELETE | wire.GENERIC_READ,

@@ -267,7 +267,8 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     map_to_guest=map_to_guest,
                     guest_account=_get(g, "guest account", "nobody").strip() or "nobody",
                     restrict_anonymous=_get(g, "restrict anonymous", 0), server_name=netbios,
-                    multi_channel=_get(g, "server multi channel support", True))
+                    multi_channel=_get(g, "server multi channel support", True),
+                    smb2_leases=_get(g, "smb2 leases", True))
     if "server smb3 encryption algorithms" in g:
         policy.ciphers = g["server smb3 encryption algorithms"][0]
     if "server smb3 signing algorithms" in g:

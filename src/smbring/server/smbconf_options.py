@@ -165,6 +165,7 @@ OPTIONS: dict[str, Spec] = {
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
+    "smb2 leases": Spec(G, boolean),
     "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server max protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server smb3 encryption algorithms": Spec(G, _algorithms(CIPHER_NAMES)),
@@ -238,7 +239,7 @@ QUIET = {
     "case sensitive", "preserve case", "short preserve case", "default case", "mangled names",
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
-    "durable handles", "smb2 leases", "aio read size", "aio write size", "use sendfile",
+    "durable handles", "aio read size", "aio write size", "use sendfile",
     "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",

@@ -16,7 +16,7 @@ import mmap
 import struct
 from typing import Callable
 
-from smbring.smb import acl, notify, security, wire
+from smbring.smb import acl, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
@@ -518,9 +518,26 @@ class Connection:
         """Tells the client that holds an oplock on `o` to break it to `level`
         (MS-SMB2 3.3.4.6): an unsolicited message, MessageId -1, no session or tree, not
         signed; sealed where the open's session encrypts."""
+        self._send_break(o, struct.pack("<HBBI", 24, level, 0, 0) + o.fid)
+
+    def send_lease_break(self, o: Open, lease, old: int, new: int, ack_required: bool) -> None:
+        """Tells the client that holds `lease` (through the open `o`) to break it from `old`
+        to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is: on the client's oldest
+        connection, as Windows does (a lease belongs to the client, not to one connection),
+        unless the open's session encrypts (then on this one, which its client reads)."""
+        body = leasing.break_notification(lease, old, new, ack_required)
+        s = self.sessions.get(o.session_id)
+        target = self
+        if not (s is not None and s.encrypt and s.encrypt_key):
+            target = next((x for x in self.client.connections if not x.closed), self)
+        target._send_break(o, body)
+
+    def _send_break(self, o: Open, body: bytes) -> None:
+        if self.closed:
+            return
         rhdr = Header(command=wire.OPLOCK_BREAK, flags=wire.FLAGS_SERVER_TO_REDIR,
                       message_id=0xFFFFFFFFFFFFFFFF, credits=0)
-        message = bytearray(rhdr.pack()) + struct.pack("<HBBI", 24, level, 0, 0) + o.fid
+        message = bytearray(rhdr.pack()) + body
         s = self.sessions.get(o.session_id)
         if s is not None and s.encrypt and s.encrypt_key:
             self.outbox.append(self._sealed(s, message))
@@ -613,8 +630,12 @@ class Connection:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
             if command.needs_tree:
                 self.tree(hdr)
-            if len(msg) < 66 or struct.unpack_from("<H", msg, 64)[0] != wire.REQUEST_SIZES[hdr.command] or \
-                    len(msg) < 64 + (wire.REQUEST_SIZES[hdr.command] & ~1):
+            size = wire.REQUEST_SIZES[hdr.command]
+            if len(msg) >= 66 and hdr.command == wire.OPLOCK_BREAK and \
+                    struct.unpack_from("<H", msg, 64)[0] == wire.LEASE_BREAK_ACK_SIZE:
+                size = wire.LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
+            if len(msg) < 66 or struct.unpack_from("<H", msg, 64)[0] != size or \
+                    len(msg) < 64 + (size & ~1):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
             sent, asked = command.sizes(msg)
             if max(sent, asked) > self.max_io():

@@ -40,6 +40,9 @@ class Policy:
     # `server multi channel support`: SMB2_GLOBAL_CAP_MULTI_CHANNEL, session binding and the
     # interface list (yes by default, as Samba 4.15 and later on Linux)
     multi_channel: bool = True
+    # `smb2 leases`: SMB2_GLOBAL_CAP_LEASING on SMB 2.1 and later, and lease contexts heeded
+    # (yes by default, as Samba 4.x)
+    smb2_leases: bool = True
     guest_account: str = "nobody"                  # the name guests have in user lists
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L

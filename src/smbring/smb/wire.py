@@ -100,6 +100,7 @@ REQUEST_SIZES = {
     CLOSE: 24, FLUSH: 24, READ: 49, WRITE: 49, LOCK: 48, IOCTL: 57, CANCEL: 4, ECHO: 4,
     QUERY_DIRECTORY: 33, CHANGE_NOTIFY: 32, QUERY_INFO: 41, SET_INFO: 33, OPLOCK_BREAK: 24,
 }
+LEASE_BREAK_ACK_SIZE = 36      # OPLOCK_BREAK's other form: a lease break acknowledgement
 
 
 # lock element flags

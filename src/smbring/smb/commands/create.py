@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, notify, wire
+from smbring.smb import acl, leasing, notify, wire
 from smbring.smb.commands import pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -27,6 +27,7 @@ from smbring.smb.fileinfo import (
     writable_for_metadata,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
+from smbring.smb.oplocks import LEVEL_LEASE
 from smbring.smb.state import Chain, GoAsync, Open
 from smbring.smb.wire import Header
 
@@ -178,6 +179,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    lease_req = leasing.requested(contexts, requested_oplock, c.dialect, c.policy.smb2_leases)
     fs = tree.fs
     if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
                                  options & wire.FILE_DELETE_ON_CLOSE or
@@ -233,6 +235,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
             st, exists = None, False
             fs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
+    if lease_req is not None and c.state.oplocks.lease_key_elsewhere(
+            c.client_guid, lease_req.key, (st.st_dev, st.st_ino) if exists else None):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)  # a lease key names one file (3.3.5.9.8)
     if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
         raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
     want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
@@ -264,7 +269,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         key = (st.st_dev, st.st_ino)
         sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
         if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
-                                   overwrite=truncating):
+                                   overwrite=truncating,
+                                   lease=(c.client_guid, lease_req.key) if lease_req else None):
             raise held_for_break(c, hdr, msg, key)
         if sharing_violation:
             raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
@@ -375,11 +381,21 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
     c.next_id += 1
     o.fid = fid
     c.opens[fid] = o
-    oplock = c.state.oplocks.grant(
-        o, requested_oplock, created=action == wire.FILE_CREATED,
-        enabled=tree.share.oplocks, level2=tree.share.level2_oplocks,
-        locked=action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key),
-        send_break=c.send_oplock_break)
+    locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
+    lease = None
+    if lease_req is not None and not is_dir and tree.share.oplocks:   # (no directory leases)
+        lease = c.state.oplocks.grant_lease(
+            o, c.client_guid, lease_req.key, lease_req.state, version=lease_req.version,
+            epoch=lease_req.epoch, parent_key=lease_req.parent_key, locked=locked,
+            send_lease_break=c.send_lease_break)
+        oplock = LEVEL_LEASE
+    else:
+        oplock = c.state.oplocks.grant(
+            o, requested_oplock, created=action == wire.FILE_CREATED,
+            enabled=tree.share.oplocks, level2=tree.share.level2_oplocks, locked=locked,
+            send_break=c.send_oplock_break)
+    if o.delete_on_close:       # the name goes at close: other leases keep no handle to it
+        c.state.oplocks.break_handle_caching(o)
     if action == wire.FILE_CREATED:
         c.state.watches.post_open(o, notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
@@ -404,6 +420,8 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
+    if lease is not None:
+        answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     extra = encode_create_contexts(answers)
     body = struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,

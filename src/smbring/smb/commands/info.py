@@ -395,6 +395,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
+        c.state.oplocks.break_handle_caching(o)     # other leases keep no handle to the old name
         old_path = o.path()
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
@@ -409,12 +410,14 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
+        if o.delete_on_close:
+            c.state.oplocks.break_handle_caching(o)     # the name goes: no handle kept to it
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
     elif klass == 20:  # EndOfFile
-        c.state.oplocks.contend_level2(o.key)
+        c.state.oplocks.contend_level2(o.key, o)
         fs.ftruncate(o.fd, file_size(buf))
         if o.kept_write_ns is not None:
             keep_write_time(fs, o.fd, o.kept_write_ns)
@@ -422,7 +425,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
-            c.state.oplocks.contend_level2(o.key)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
+            c.state.oplocks.contend_level2(o.key, o)    # grown or shrunk (Samba: LEVEL2_CONTEND_ALLOC_*)
             if wanted < fs.fstat(o.fd).st_size:
                 fs.ftruncate(o.fd, wanted)
             set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)

@@ -47,7 +47,7 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if c.state.locks.count(o.key, id(o)) + count > c.limits.max_locks or \
             c.locks_held + count > c.limits.max_locks_per_connection:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
-    c.state.oplocks.contend_level2(o.key)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
+    c.state.oplocks.contend_level2(o.key, o)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
     if c.state.locks.acquire_all(o.key, wanted):
         c.locks_held += count

@@ -143,6 +143,8 @@ def smb1_negotiate(c: Connection, frame: bytes) -> bytes:
 def capabilities(c: Connection, dialect: int) -> int:
     """What NEGOTIATE announced (and FSCTL_VALIDATE_NEGOTIATE_INFO must repeat exactly)."""
     caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
+    if dialect >= wire.SMB210 and c.policy.smb2_leases:
+        caps |= wire.CAP_LEASING            # (no directory leases: no DIRECTORY_LEASING)
     if dialect in (wire.SMB300, wire.SMB302) and c.cipher:
         caps |= wire.CAP_ENCRYPTION
     if dialect >= wire.SMB300 and c.policy.multi_channel:

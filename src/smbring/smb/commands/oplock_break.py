@@ -1,12 +1,12 @@
-"""OPLOCK_BREAK from the client: the acknowledgement of an oplock break (MS-SMB2 3.3.5.22.1,
-with Samba's answers). Leases are not granted, so a lease acknowledgement (StructureSize 36)
-is malformed here: STATUS_INVALID_PARAMETER, as any request of a size it does not have."""
+"""OPLOCK_BREAK from the client: the acknowledgement of an oplock break (MS-SMB2 3.3.5.22.1)
+or of a lease break (3.3.5.22.2), told apart by their StructureSize (24, 36), with Samba's
+answers."""
 from __future__ import annotations
 
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import wire
+from smbring.smb import leasing, wire
 from smbring.smb.errors import SMBError
 from smbring.smb.oplocks import LEVEL_II, LEVEL_NONE
 from smbring.smb.wire import Header
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def h_oplock_break(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+    if struct.unpack_from("<H", msg, 64)[0] == leasing.ACK_SIZE:
+        return lease_break_ack(c, msg)
     level = msg[66]
     # an open of this session and tree connect (else FILE_CLOSED), to which a break was sent
     # and not yet answered (else INVALID_OPLOCK_PROTOCOL: a level II break to none expects
@@ -27,3 +29,24 @@ def h_oplock_break(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     kept = c.state.oplocks.acknowledge(o, level)
     return struct.pack("<HBBI", 24, kept, 0, 0) + o.fid, None
+
+
+def lease_break_ack(c: Connection, msg: bytes):
+    """A lease break acknowledgement: a lease of this client (by ClientGuid: any of its
+    connections may answer; else OBJECT_NAME_NOT_FOUND, whoever else knows the key), being
+    broken (else UNSUCCESSFUL: nothing to answer, or answered already, or too late), to the
+    state asked for or less (else REQUEST_NOT_ACCEPTED)."""
+    if c.dialect < wire.SMB210 or len(msg) < 64 + leasing.ACK_SIZE:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)     # no leases before SMB 2.1
+    key = bytes(msg[72:88])
+    state = struct.unpack_from("<I", msg, 88)[0]
+    oplocks = c.state.oplocks
+    lease = oplocks.lease(c.client_guid, key)
+    if lease is None:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if not lease.breaking:
+        raise SMBError(wire.STATUS_UNSUCCESSFUL)
+    if state & ~lease.breaking_to_requested:
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)
+    oplocks.acknowledge_lease(lease, state)
+    return leasing.ack_response(key, state), None

@@ -62,7 +62,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
-    c.state.oplocks.contend_level2(o.key)     # level II holders' cached data goes stale
+    c.state.oplocks.contend_level2(o.key, o)     # level II holders' cached data goes stale
     write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
 
     def written(n: int) -> bytes:
