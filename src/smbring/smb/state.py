@@ -96,6 +96,7 @@ class Share:
     force_group: str | None = None                     # "+group": only for its members
     oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
+    durable_handles: bool = True      # grant durable handles (durable handles)
 
 
 @dataclass(eq=False)
@@ -121,6 +122,7 @@ class Open:
     base_parts: list | None = None                 # the file as the client names it
     base_key: str | None = None                    # and its stream id, for a stream
     resume_key: bytes = b""                        # names it as a server-side copy's source
+    channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
