@@ -750,6 +750,8 @@ class Connection:
             raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
         if self.dialect >= wire.SMB300 and isinstance(o, Open):
             check_channel_sequence(o, hdr)
+        if isinstance(o, Open):
+            self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
         return o
 
     def close_all(self) -> None:

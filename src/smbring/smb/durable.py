@@ -21,7 +21,8 @@ The replay cache (MS-SMB2 3.3.5.9.10): a CREATE with DH2Q names itself by its Cr
 same client (ClientGuid) and user asking again with SMB2_FLAGS_REPLAY_OPERATION gets the open
 that CREATE made instead of a new one; asking again without the flag gets
 STATUS_DUPLICATE_OBJECTID; asking while the first is still held (waiting for an oplock break)
-gets STATUS_FILE_NOT_AVAILABLE. An entry lives as long as its open.
+gets STATUS_FILE_NOT_AVAILABLE. An entry lives until a request uses the open (its client has
+had the answer then) or the open closes.
 
 Every structure here is bounded by the opens (and the detached ones by their limit).
 """
@@ -183,6 +184,13 @@ class DurableOpens:
         """The CREATE named `key` made the open `o`."""
         self._creates[key] = (o, action)
         self._create_of[o] = key
+
+    def seen(self, o) -> None:
+        """A request used the open: its client has had the CREATE's answer, so a replay of
+        that CREATE is no replay any more (its CreateGuid is forgotten, as Samba does)."""
+        key = self._create_of.pop(o, None)
+        if key is not None:
+            self._creates.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._by_open)
