@@ -365,14 +365,20 @@ def test_a_replayed_create_gets_the_same_open(smbconf):
     c = Conn(server)
     guid = os.urandom(16)
     r = c.create("replayed", contexts=[dh2q(guid)], share_access=SHARE_NONE)
-    assert r.status == wire.STATUS_SUCCESS
-    again = c.create("replayed", contexts=[dh2q(guid)], share_access=SHARE_NONE, flags=wire.FLAGS_REPLAY)
+    assert r.status == wire.STATUS_SUCCESS and oplock_of(r) == BATCH
+    # a replay asking for no oplock: the same open, the oplock asked for, no DH2Q answer
+    again = c.create("replayed", contexts=[dh2q(guid)], share_access=SHARE_NONE, oplock=NONE_OPLOCK,
+                     flags=wire.FLAGS_REPLAY)
     assert again.status == wire.STATUS_SUCCESS and again.file_id == r.file_id
+    assert oplock_of(again) == NONE_OPLOCK and not contexts_of(again)
     assert c.create("replayed", contexts=[dh2q(guid)]).status == STATUS_DUPLICATE_OBJECTID
-    # once the open is used, its CREATE is answered for sure: a replay is a new CREATE
+    # once the open is used, its CREATE is answered for sure: a replay is a new CREATE (which
+    # conflicts with the open)
     assert c.tree.flush(r.file_id).status == wire.STATUS_SUCCESS
-    late = c.create("replayed", contexts=[dh2q(guid)], share_access=SHARE_NONE, flags=wire.FLAGS_REPLAY)
-    assert late.status == wire.STATUS_SHARING_VIOLATION
+    late = c.create("replayed", contexts=[dh2q(guid)], share_access=SHARE_NONE, oplock=NONE_OPLOCK,
+                    access=0x80 | 0x1, flags=wire.FLAGS_REPLAY)
+    assert late.status in (wire.STATUS_SHARING_VIOLATION, wire.STATUS_PENDING)
+    assert late.file_id != r.file_id
 
 
 def test_a_replay_is_its_user_s_only(smbconf):
