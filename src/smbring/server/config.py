@@ -401,7 +401,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
         force_user=_get(s, "force user", "").strip() or None,
         force_group=_get(s, "force group", "").strip() or None,
-        oplocks=_get(s, "oplocks", True), level2_oplocks=_get(s, "level2 oplocks", True))
+        oplocks=_get(s, "oplocks", True), level2_oplocks=_get(s, "level2 oplocks", True),
+        durable_handles=_get(s, "durable handles", True))
 
 
 def _check_guests(cfg: Config) -> None:

@@ -481,6 +481,15 @@ class Server:
                 self.state.oplocks.expire()
             except Exception:
                 log.exception("timeout sweep: oplock breaks not expired")
+            try:        # durable opens detached past their timeout are closed
+                closing: list = []
+                if self.state.durable.expire(closing):
+                    log.info("durable handles past their timeout closed")
+                for effect in closing:          # a file deleted on close: its maps go
+                    if isinstance(effect, effects.Forget):
+                        self.file_maps.forget_file(effect.dev, effect.ino)
+            except Exception:
+                log.exception("timeout sweep: durable handles not expired")
             now = loop.time()
             for link in list(self.links):
                 try:

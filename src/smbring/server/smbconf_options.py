@@ -161,7 +161,7 @@ OPTIONS: dict[str, Spec] = {
     "available": Spec(S, boolean), "printable": Spec(S, boolean), "copy": Spec(S, _text),
     "vfs objects": Spec(S, _text), "read path": Spec(S, _read_path),
     "strict allocate": Spec(S, boolean),
-    "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean),
+    "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
@@ -239,7 +239,7 @@ QUIET = {
     "case sensitive", "preserve case", "short preserve case", "default case", "mangled names",
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
-    "durable handles", "aio read size", "aio write size", "use sendfile",
+    "aio read size", "aio write size", "use sendfile",
     "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",

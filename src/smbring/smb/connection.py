@@ -36,6 +36,7 @@ from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
+from smbring.smb.oplocks import HANDLE
 from smbring.smb.policy import Policy
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
@@ -768,6 +769,10 @@ class Connection:
         chain.fid = bytes(fid)
         if not isinstance(o, kind):
             raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
+        if self.dialect >= wire.SMB300 and isinstance(o, Open):
+            check_channel_sequence(o, hdr)
+        if isinstance(o, Open):
+            self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
         return o
 
     def close_all(self) -> None:
@@ -797,7 +802,8 @@ class Connection:
         for s in list(self.sessions.values()):
             self._end_quietly(s.id)
         for fs in self._fs.values():
-            fs.close()
+            if not self.state.durable.uses(fs):     # (a detached open still reaches its file)
+                fs.close()
         self._fs.clear()
 
     def _end_quietly(self, session_id: int) -> None:
@@ -830,9 +836,10 @@ class Connection:
         self.shares = {k.lower(): v for k, v in shares.items()}
 
     def end_session(self, session_id: int) -> None:
-        """LOGOFF, or a failed (re-)authentication: the session goes, with what it opened,
-        on all its channels."""
-        self.close_opens(session_id)
+        """LOGOFF, or a failed (re-)authentication, the loss of its last channel, a
+        PreviousSessionId: the session goes, with what it opened, on all its channels (its
+        durable opens wait detached, smb.durable, as Samba keeps them)."""
+        self.close_opens(session_id, detach=True)
         s = self.sessions.pop(session_id, None)
         if s is not None:
             self.state.sessions.remove(s)
@@ -841,11 +848,30 @@ class Connection:
             for tree in s.trees.values():
                 self.drop_tree(tree)
 
-    def close_opens(self, session_id: int, tree_id: int | None = None) -> None:
-        """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session."""
+    def close_opens(self, session_id: int, tree_id: int | None = None, detach: bool = False) -> None:
+        """TREE_DISCONNECT and LOGOFF close what they leave without a tree or session; where
+        the session ends (`detach`), a durable open is detached instead (a tree disconnect
+        closes it, as Samba's does)."""
         for o in list(self.opens.values()):
             if o.session_id == session_id and (tree_id is None or o.tree_id == tree_id):
-                self.close_open(o)
+                if not (detach and self.detach_open(o)):
+                    self.close_open(o)
+
+    def detach_open(self, o) -> bool:
+        """A durable open whose session is gone waits, detached, for a reconnect (True);
+        False: it is not durable."""
+        if not isinstance(o, Open) or self.state.durable.of(o) is None or \
+                not self.state.oplocks.caching(o) & HANDLE:
+            return False    # (its batch oplock or handle lease was broken: no longer durable)
+        self.opens.pop(o.fid, None)
+        for areq in list(o.waiting):
+            (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
+        o.waiting.clear()
+        locks = self.state.locks.count(o.key, id(o))
+        self.locks_held -= locks            # counted again by the client that reclaims it
+        self.state.oplocks.rebind(o, None)
+        return self.state.durable.detach(o, lambda effects: self.release_file(o, effects), locks,
+                                         self.limits.max_disconnected_durable, self.outbox)
 
     def close_open(self, o: Open) -> None:
         self.opens.pop(o.fid, None)
@@ -855,8 +881,14 @@ class Connection:
         if isinstance(o, Pipe):
             self.pipes_open -= 1
             return          # a pipe holds no file, lock or share mode
-        closed = self.state.close_open(o)
+        closed = self.release_file(o, self.outbox)
         self.locks_held -= closed.locks_released
+
+    def release_file(self, o: Open, effects: list):
+        """What closing an open does beyond its client's tables (also for a detached durable
+        open, which has none): its share mode, locks and oplock go, its descriptor is closed,
+        a delete on close is done; a file to forget goes to `effects`."""
+        closed = self.state.close_open(o)
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
             self.file_closed(o.tree.share.name, o.fd)
         try:
@@ -865,7 +897,7 @@ class Connection:
             pass
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
-            self.outbox.append(Forget(*o.key))   # a kept map would keep the blocks allocated
+            effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
             try:
                 sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.fs.remove(victim.parts, victim.is_dir)
@@ -878,5 +910,28 @@ class Connection:
             except OSError as e:
                 log.info("delete on close failed: %s", e)
         self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
+        return closed
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
+
+
+# -- channel sequence numbers (MS-SMB2 3.3.5.2.10) ---------------------------------------------
+# A client that resends a request on another channel (after losing one) raises the session's
+# ChannelSequence; a request still carrying an older one must not modify the file after the
+# newer ones did. Kept per open, as Samba's smbd_smb2_request_dispatch_update_counts: requests
+# here are answered before the next is taken, so no request counts are needed.
+MODIFYING = (wire.WRITE, wire.SET_INFO, wire.IOCTL)
+
+
+def check_channel_sequence(o: Open, hdr: Header) -> None:
+    """Takes the request's ChannelSequence (the low half of the header's Status field in a
+    3.x request) for the open; an older one fails a WRITE, SET_INFO or IOCTL with
+    STATUS_FILE_NOT_AVAILABLE (other commands go on)."""
+    sequence = hdr.status & 0xFFFF
+    diff = sequence - o.channel_sequence
+    if abs(diff) > 0x7FFF:
+        diff = -diff            # the client's 16-bit counter wrapped (Samba's reading)
+    if diff > 0:
+        o.channel_sequence = sequence
+    elif diff < 0 and hdr.command in MODIFYING:
+        raise SMBError(wire.STATUS_FILE_NOT_AVAILABLE)

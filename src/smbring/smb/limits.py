@@ -33,6 +33,9 @@ class Limits:
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
     max_frame_unauthenticated: int = 65536   # before: NEGOTIATE and SESSION_SETUP only
+    # per server, in the protocol core: durable opens whose session is gone, kept for a
+    # reconnect (each holds a descriptor, a share mode and locks): past this, the oldest is closed
+    max_disconnected_durable: int = 1024     # max disconnected durable handles (smbring's)
     # per server (enforced by the server, not the protocol core)
     max_connections: int = 1024              # max smbd processes (Samba: one per connection)
     max_connections_per_address: int = 128   # max connections per client
@@ -56,5 +59,6 @@ OPTIONS = {
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",
     "handshake timeout": "handshake_timeout",
+    "max disconnected durable handles": "max_disconnected_durable",
     "deadtime": "deadtime",
 }

@@ -164,6 +164,18 @@ class Oplocks:
         h = self._holder(o)
         return level_of(h.caching) if h is not None else LEVEL_NONE
 
+    def caching(self, o) -> int:
+        """What the open may cache (READ, WRITE, HANDLE): a durable handle needs HANDLE."""
+        h = self._holder(o)
+        return h.caching if h is not None else 0
+
+    def rebind(self, o, send_break: Callable | None) -> None:
+        """The open's breaks go through another connection from now on (a durable open
+        reconnected), or nowhere (None: detached; breaks then wait for their timeout)."""
+        h = self._holder(o)
+        if h is not None:
+            h.send_break = send_break
+
     def _holder(self, o) -> Holder | None:
         return self._files.get(o.key, {}).get(o)
 

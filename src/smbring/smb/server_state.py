@@ -19,7 +19,10 @@ Its interface, which is all the commands use:
 - delete on close that other opens see: `is_delete_pending`, `set_delete_pending`;
 - tree connects per share, for `max connections`: `connect_tree`, `disconnect_tree`;
 - ``sessions`` (`SessionRegistry`): every session by id, the clients by ClientGuid, the
-  server's GUID (multichannel: session binding and PreviousSessionId reach across connections).
+  server's GUID (multichannel: session binding and PreviousSessionId reach across connections);
+- ``durable`` (`DurableOpens`): the durable opens, attached or detached from a session that is
+  gone, and the CREATE replay cache by CreateGuid (CREATE with DHnQ/DH2Q, DHnC/DH2C, replays;
+  connection loss and LOGOFF detach; the sweep expires them).
 
 Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
 the lock and share-mode tables is ``id(open)``).
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smbring.smb.channels import Client, NetworkInterface
-
+from smbring.smb.durable import DurableOpens
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
@@ -55,6 +58,7 @@ class ServerState:
         self.share_modes = ShareModes()
         self.watches = ChangeWatches()
         self.oplocks = oplocks if oplocks is not None else Oplocks()
+        self.durable = DurableOpens()
         self._opens: set[Open] = set()
         # files to delete when their last open closes: key -> the open that asked for it, as
         # delete on close works on Windows (other opens keep the file until they close too)
@@ -97,6 +101,7 @@ class ServerState:
         released = self.locks.release_owner(o.key, id(o))
         self.share_modes.remove(o.key, id(o))
         self.oplocks.remove(o)
+        self.durable.forget(o)
         if o.delete_on_close:
             self._delete_pending[o.key] = o
             if o.is_dir:

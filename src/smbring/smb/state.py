@@ -96,6 +96,7 @@ class Share:
     force_group: str | None = None                     # "+group": only for its members
     oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
+    durable_handles: bool = True      # grant durable handles (durable handles)
 
 
 @dataclass(eq=False)
@@ -123,6 +124,7 @@ class Open:
     resume_key: bytes = b""                        # names it as a server-side copy's source
     kept_write_ns: int | None = None               # a write time set or frozen on this handle:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)
+    channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

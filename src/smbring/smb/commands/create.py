@@ -8,7 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, leasing, notify, wire
-from smbring.smb.commands import pipe
+from smbring.smb.commands import create_durable, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -149,8 +149,27 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
-def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: bool = False):
-    """CREATE; `retry`: again, after the oplock break it waited for was answered."""
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False):
+    """CREATE; `retry`: again, after the oplock break it waited for was answered. A durable
+    reconnect or a replay is answered by `create_durable` before anything is opened."""
+    tree = c.tree(hdr)
+    if len(c.opens) >= c.limits.max_open_files:
+        raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
+    answered, durable = create_durable.before_create(c, hdr, msg, tree, msg[67], retry)
+    if answered is not None:
+        return answered
+    try:
+        return open_file(c, hdr, msg, rhdr, chain, retry, durable)
+    except GoAsync:
+        raise           # held for an oplock break: its CreateGuid stays taken meanwhile
+    except BaseException:
+        durable.failed(c)
+        raise
+
+
+def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
+              durable: create_durable.DurableRequest):
+    """CREATE of a file, directory or named pipe."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
@@ -267,6 +286,9 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
     # so it counts for share modes and oplocks
     if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
         key = (st.st_dev, st.st_ino)
+        if create_durable.close_detached(c, key, checked_access):
+            # a durable open whose client is gone held it: closed (deleted on close, perhaps)
+            return open_file(c, hdr, msg, rhdr, chain, retry, durable)
         sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
         if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                    overwrite=truncating,
@@ -422,12 +444,20 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _, retry: boo
         answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
+    answers += create_durable.granted(c, hdr, o, durable, action)
+    return response_body(o, oplock, action, answers, st, dos), fid
+
+
+def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None) -> bytes:
+    """The CREATE response for the open (its file's stat and DOS information, read again
+    unless given) with these create contexts."""
+    if st is None:
+        st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
     extra = encode_create_contexts(answers)
-    body = struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
-        "<QQII", alloc_size(st, dos), 0 if is_dir else st.st_size,
-        attributes(st, dos, hidden=bool(base_parts) and tree.names.hidden(base_parts[-1])), 0) + fid + \
+    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
+        "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
+        attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
-    return body, fid
 
 
 def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:

@@ -1,0 +1,237 @@
+"""The durable-handle create contexts of CREATE (MS-SMB2 2.2.13.2.3-.12, 3.3.5.9.6, 3.3.5.9.7,
+3.3.5.9.10, 3.3.5.9.12, 3.3.5.9.13), in the order and with the statuses smbd answers:
+
+- DHnQ (v1) and DH2Q (v2, SMB 3.x) ask for a durable open: granted where the open got HANDLE
+  caching (a batch oplock, or a lease with H), on a file (not a directory nor a stream) of a
+  share with `durable handles = yes`, for a session of a user (not a guest: a guest cannot be
+  told from another guest when reclaiming). A v2 timeout is the one asked for, at most 300 s
+  (60 s for 0); v1's is 16 minutes. Persistent handles are never granted.
+- DHnC and DH2C reclaim a detached durable open (`smb.durable`): the request's other fields
+  and name are ignored; only the same user, through a tree of the same share, and for DH2C
+  with the CreateGuid the open was made with (and for a leased open from the same client),
+  gets it back; every other attempt is STATUS_OBJECT_NAME_NOT_FOUND.
+- DH2Q's CreateGuid names the CREATE for replays (SMB2_FLAGS_REPLAY_OPERATION): see
+  `smb.durable`.
+- SMB2_CREATE_APP_INSTANCE_ID with DH2Q: an open of the same user with the same AppInstanceId
+  (an application's earlier instance, on another client perhaps) is closed first.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smbring.smb import wire
+from smbring.smb.contexts import parse_create_contexts
+from smbring.smb.durable import V1_TIMEOUT, Durable, Pending, v2_timeout
+from smbring.smb.errors import SMBError, in_request
+from smbring.smb.oplocks import HANDLE, LEVEL_BATCH, LEVEL_LEASE, stat_only
+from smbring.smb.state import Open
+
+if TYPE_CHECKING:
+    from smbring.smb.connection import Connection
+    from smbring.smb.wire import Header
+
+DHNQ, DHNC, DH2Q, DH2C = b"DHnQ", b"DHnC", b"DH2Q", b"DH2C"
+RQLS = b"RqLs"
+APP_INSTANCE_ID = bytes.fromhex("45BCA66AEFA7F74A9008FA462E144D74")
+
+
+@dataclass
+class DurableRequest:
+    """What a CREATE asked of durability (none: version 0)."""
+
+    version: int = 0            # 1: DHnQ, 2: DH2Q
+    timeout: float = 0.0        # seconds, as granted
+    create_guid: bytes = b""
+    app_instance: bytes = b""
+    key: tuple | None = None    # its name in the replay cache (DH2Q)
+
+    def failed(self, c: "Connection") -> None:
+        """The CREATE failed: its CreateGuid is free again."""
+        entry = c.state.durable.created(self.key) if self.key is not None else None
+        if isinstance(entry, Pending):
+            c.state.durable.release(self.key, entry)
+
+
+def session_user(c: "Connection", hdr: "Header") -> str:
+    """Who may reclaim what this session opens: its user (empty for a guest: nobody)."""
+    s = c.sessions.get(hdr.session_id)
+    return "" if s is None or s.guest or not s.user else s.user.lower()
+
+
+def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: int,
+                  retry: bool):
+    """The durable contexts of a CREATE, checked before anything is opened: a reconnect
+    (DHnC, DH2C) or a replay is answered here ((body, FileId)); otherwise (None, the
+    request) and the CREATE goes on."""
+    ctx_off, ctx_len = struct.unpack_from("<II", msg, 64 + 48)
+    in_request(msg, ctx_off, ctx_len)
+    contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+    if c.dialect < wire.SMB300:        # version 2 contexts are SMB 3's
+        contexts.pop(DH2Q, None)
+        contexts.pop(DH2C, None)
+    dhnq, dhnc, dh2q, dh2c = (contexts.get(n) for n in (DHNQ, DHNC, DH2Q, DH2C))
+    if (dhnc is not None and (dh2c is not None or dh2q is not None)) or \
+            (dh2c is not None and (dhnq is not None or dh2q is not None)):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)       # not both kinds at once
+    if tree.fs is None:                # IPC$: no durable pipes
+        if dhnc is not None or dh2c is not None:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        return None, DurableRequest()
+    leased = 1 if RQLS in contexts else 0
+    if dhnc is not None:
+        if len(dhnc) != 16:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if len(contexts) != 1 + (dhnq is not None) + leased:    # (a DHnQ with it is ignored)
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        return reconnect(c, hdr, tree, dhnc[:8], None), DurableRequest()
+    if dh2c is not None:
+        if len(dh2c) != 36:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if len(contexts) != 1 + leased:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        return reconnect(c, hdr, tree, dh2c[:8], dh2c[16:32]), DurableRequest()
+    request = DurableRequest(app_instance=contexts.get(APP_INSTANCE_ID, b"")[4:20])
+    if dhnq is not None:
+        if len(dhnq) != 16 or dh2q is not None:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        request.version, request.timeout = 1, V1_TIMEOUT
+    if dh2q is not None:
+        if len(dh2q) != 32:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        asked_ms, _flags, _reserved, create_guid = struct.unpack_from("<II8s16s", dh2q)
+        request.version, request.timeout = 2, v2_timeout(asked_ms)    # (persistent: never)
+        request.create_guid = create_guid
+        request.key = (c.client_guid, session_user(c, hdr), create_guid)
+        answered = replay(c, hdr, request, requested_oplock, retry)
+        if answered is not None:
+            return answered, request
+    if request.app_instance and request.version == 2 and any(request.app_instance):
+        close_app_instance(c, hdr, request.app_instance)
+    return None, request
+
+
+def replay(c: "Connection", hdr: "Header", request: DurableRequest, requested_oplock: int,
+           retry: bool):
+    """A CreateGuid the client used before (MS-SMB2 3.3.5.9.10): a replay of that CREATE gets
+    its open ((body, FileId)); a new CREATE naming it is refused; otherwise it is taken for
+    this CREATE while it runs (None)."""
+    table = c.state.durable
+    if retry:       # the held CREATE again: the name is its own already
+        return None
+    entry = table.created(request.key)
+    if isinstance(entry, Pending):
+        raise SMBError(wire.STATUS_FILE_NOT_AVAILABLE)      # the first is still held
+    if entry is not None:
+        o, action = entry
+        reachable = c.opens.get(o.fid) is o and o.session_id == hdr.session_id
+        if not hdr.flags & wire.FLAGS_REPLAY:
+            raise SMBError(wire.STATUS_DUPLICATE_OBJECTID)
+        if reachable and o.tree_id == hdr.tree_id:
+            return replayed(c, o, action, requested_oplock)
+        # a replay of an open this session no longer reaches: made anew
+    mid, conn = hdr.message_id, c
+    table.reserve(request.key, Pending(
+        lambda: not conn.closed and any(a.hdr.message_id == mid for a in conn.async_requests.values())))
+    return None
+
+
+def replayed(c: "Connection", o: Open, action: int, requested_oplock: int):
+    """The answer to a replayed CREATE: the open it made, with the oplock level asked for and
+    the DH2Q answer where the open is durable and durability could be granted for the ask
+    (as smbd answers)."""
+    from smbring.smb.commands.create import response_body    # (create imports this module)
+    answers = []
+    d = c.state.durable.of(o)
+    if d is not None and requested_oplock in (LEVEL_BATCH, LEVEL_LEASE):
+        answers.append((DH2Q, struct.pack("<II", int(d.timeout * 1000), 0)))
+    return response_body(o, requested_oplock, action, answers), o.fid
+
+
+def close_app_instance(c: "Connection", hdr: "Header", app_instance: bytes) -> None:
+    """MS-SMB2 3.3.5.9.13: the user's other open with this AppInstanceId is closed (a
+    failed-over application's earlier instance), wherever it is."""
+    user = session_user(c, hdr)
+    if not user:
+        return
+    for d in list(c.state.durable.with_app_instance(app_instance)):
+        if d.user != user:
+            continue
+        if d.detached:
+            c.state.durable.close_detached(d, c.outbox)
+            continue
+        owner = owner_of(c, d.open)
+        if owner is not None:
+            owner.close_open(d.open)
+
+
+def owner_of(c: "Connection", o: Open) -> "Connection | None":
+    """The connection whose client's tables hold an attached open."""
+    if c.opens.get(o.fid) is o:
+        return c
+    s = c.state.sessions.get(o.session_id)
+    client = getattr(s, "client", None)
+    if client is not None and client.connections and client.opens.get(o.fid) is o:
+        return client.connections[0]
+    return None
+
+
+def close_detached(c: "Connection", key, access: int) -> bool:
+    """A new open of the file `key` that would break a detached durable open's oplock (any
+    open that reads, writes or deletes: a detached open always holds HANDLE caching), or be
+    refused by its share mode, closes it first: nobody could answer the break (Windows and
+    Samba do the same). True when one was closed (the file may be gone: delete on close)."""
+    if stat_only(access):
+        return False
+    detached = c.state.durable.detached_of(key)
+    for d in detached:
+        c.state.durable.close_detached(d, c.outbox)
+    return bool(detached)
+
+
+def granted(c: "Connection", hdr: "Header", o: Open, request: DurableRequest, action: int) -> list:
+    """After the open is made: its CreateGuid names it; durability is granted where the rules
+    allow (the create contexts to answer with)."""
+    table = c.state.durable
+    if request.key is not None:
+        table.remember(request.key, o, action)
+    if not request.version:
+        return []
+    share = o.tree.share
+    user = session_user(c, hdr)
+    if not (share.durable_handles and user and not o.is_dir and o.stream is None and
+            c.state.oplocks.caching(o) & HANDLE):
+        return []
+    table.grant(Durable(open=o, persistent=o.fid[:8], user=user, client_guid=c.client_guid,
+                        create_guid=request.create_guid if request.version == 2 else b"",
+                        timeout=request.timeout, share=(share.name.lower(), share.path),
+                        app_instance=request.app_instance if request.version == 2 else b""))
+    if request.version == 1:
+        return [(DHNQ, b"\0" * 8)]
+    return [(DH2Q, struct.pack("<II", int(request.timeout * 1000), 0))]
+
+
+def reconnect(c: "Connection", hdr: "Header", tree, persistent: bytes, create_guid: bytes | None):
+    """DHnC / DH2C: the detached open, attached to this session and tree again."""
+    from smbring.smb.commands.create import response_body    # (create imports this module)
+    table = c.state.durable
+    d = table.reclaim(persistent, session_user(c, hdr), create_guid)
+    if d is None or d.share != (tree.share.name.lower(), tree.share.path):
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    o = d.open
+    oplock = c.state.oplocks.level(o)
+    if oplock == LEVEL_LEASE and d.client_guid != c.client_guid:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)   # a lease is its client's
+    if tree.share.read_only and o.delete_on_close:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)           # the share is read-only now
+    c.locks_held += d.locks
+    table.reattach(d)
+    if tree.share.read_only:         # what the share allows now, as a new open would get
+        o.granted &= wire.READ_ONLY_ACCESS
+    o.tree, o.session_id, o.tree_id = tree, hdr.session_id, hdr.tree_id
+    o.fid = d.persistent + struct.pack("<Q", c.next_id)
+    c.next_id += 1
+    c.opens[o.fid] = o
+    c.state.oplocks.rebind(o, c.send_oplock_break)
+    return response_body(o, oplock, wire.FILE_OPENED, []), o.fid

@@ -1,0 +1,201 @@
+"""Durable handles and the CREATE replay cache, shared by every connection of the server
+(MS-SMB2 3.3.5.9.6, 3.3.5.9.7, 3.3.5.9.10, 3.3.5.9.12, 3.3.7.1): one `DurableOpens` per
+server, held by its `ServerState`.
+
+A durable open survives the loss of its session (the connection dropped, a LOGOFF, a
+PreviousSessionId that replaced the session): it is then *detached*, owned by nobody but this
+table, its file, share mode, byte-range locks and oplock kept, until
+
+- the same user reclaims it on a new session (a CREATE with DHnC, or DH2C with the CreateGuid
+  it was opened with): it is attached to that session and tree again, with its FileId's
+  persistent half;
+- another open of the file would have to break its oplock or is refused by its share mode:
+  it is closed then (nobody could answer a break), as Windows and Samba do;
+- its timeout passes (`expire`, called by the server's sweep): it is closed;
+- more than `max disconnected durable handles` are detached: the oldest is closed.
+
+Closing a detached open is a CLOSE (delete on close is honoured): the connection that detached
+it left a function for it, handed the effects list the close may add to (a file to forget).
+
+The replay cache (MS-SMB2 3.3.5.9.10): a CREATE with DH2Q names itself by its CreateGuid; the
+same client (ClientGuid) and user asking again with SMB2_FLAGS_REPLAY_OPERATION gets the open
+that CREATE made instead of a new one; asking again without the flag gets
+STATUS_DUPLICATE_OBJECTID; asking while the first is still held (waiting for an oplock break)
+gets STATUS_FILE_NOT_AVAILABLE. An entry lives until a request uses the open (its client has
+had the answer then) or the open closes.
+
+Every structure here is bounded by the opens (and the detached ones by their limit).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+V1_TIMEOUT = 16 * 60.0          # seconds a DHnQ open waits detached (Windows', Samba's)
+V2_DEFAULT_TIMEOUT = 60.0       # a DH2Q asking for 0 (MS-SMB2 3.3.5.9.10, Windows 2012, Samba)
+V2_MAX_TIMEOUT = 300.0          # the most a DH2Q gets (Samba's cap)
+
+
+def v2_timeout(asked_ms: int) -> float:
+    """The timeout (seconds) a DH2Q asking for `asked_ms` milliseconds is granted."""
+    if not asked_ms:
+        return V2_DEFAULT_TIMEOUT
+    return min(asked_ms / 1000.0, V2_MAX_TIMEOUT)
+
+
+@dataclass(eq=False)
+class Durable:
+    """A durable open, attached or detached."""
+
+    open: object
+    persistent: bytes               # FileId.Persistent: what a reconnect names it by
+    user: str                       # the user who may reclaim it (lowercased)
+    client_guid: bytes
+    create_guid: bytes              # DH2Q's; empty for DHnQ (a DH2C never finds it then)
+    timeout: float                  # seconds it waits detached
+    share: tuple                    # (share name lowercased, share path): a reconnect's tree must match
+    deadline: float | None = None   # detached: when it is closed
+    close: Callable | None = None   # detached: close(effects) closes the file as a CLOSE would
+    locks: int = 0                  # detached: the byte-range locks it holds (counted again on reattach)
+    app_instance: bytes = b""       # SMB2_CREATE_APP_INSTANCE_ID's (v2)
+
+    @property
+    def detached(self) -> bool:
+        return self.deadline is not None
+
+
+class Pending:
+    """A CREATE with DH2Q that is held (for an oplock break): its CreateGuid is taken, and a
+    replay of it is refused, until it is answered. `live()` says whether it still waits."""
+
+    def __init__(self, live: Callable[[], bool]):
+        self.live = live
+
+
+class DurableOpens:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._by_persistent: dict[bytes, Durable] = {}
+        self._by_open: dict[object, Durable] = {}
+        self._detached: dict[Durable, None] = {}        # in the order they were detached
+        # (ClientGuid, user, CreateGuid) -> (the open, its CreateAction) or Pending
+        self._creates: dict[tuple, object] = {}
+        self._create_of: dict[object, tuple] = {}       # open -> its replay key
+
+    # -- durable opens ---------------------------------------------------------------------
+    def grant(self, d: Durable) -> None:
+        self._by_persistent[d.persistent] = d
+        self._by_open[d.open] = d
+
+    def of(self, o) -> Durable | None:
+        return self._by_open.get(o)
+
+    def detach(self, o, close: Callable, locks: int, limit: int, effects: list) -> bool:
+        """The open's session is gone: it waits detached (True), unless it is not durable
+        (False: the caller closes it). Past `limit` detached opens, the oldest is closed."""
+        d = self._by_open.get(o)
+        if d is None or d.detached:
+            return False
+        d.deadline = self.clock() + d.timeout
+        d.close, d.locks = close, locks
+        self._detached[d] = None
+        while len(self._detached) > max(limit, 0):
+            self._close(next(iter(self._detached)), effects)
+        return True
+
+    def reclaim(self, persistent: bytes, user: str, create_guid: bytes | None) -> Durable | None:
+        """The detached open a reconnect names, if `user` may have it: None for any other
+        (unknown, attached, another user's, another CreateGuid: all look alike to the client).
+        `create_guid` None: a DHnC, which does not check it."""
+        d = self._by_persistent.get(bytes(persistent))
+        if d is None or not d.detached or not user or d.user != user:
+            return None
+        if create_guid is not None and (not d.create_guid or d.create_guid != create_guid):
+            return None
+        return d
+
+    def reattach(self, d: Durable) -> None:
+        self._detached.pop(d, None)
+        d.deadline, d.close, d.locks = None, None, 0
+
+    def forget(self, o) -> None:
+        """The open is closed: it is no longer durable nor named by its CreateGuid."""
+        d = self._by_open.pop(o, None)
+        if d is not None:
+            self._by_persistent.pop(d.persistent, None)
+            self._detached.pop(d, None)
+        key = self._create_of.pop(o, None)
+        if key is not None:
+            self._creates.pop(key, None)
+
+    def with_app_instance(self, app_instance: bytes) -> list[Durable]:
+        return [d for d in self._by_open.values() if d.app_instance == app_instance]
+
+    def detached_of(self, key) -> list[Durable]:
+        """The detached opens of the file `key` ((device, inode))."""
+        return [d for d in self._detached if d.open.key == key]
+
+    def close_detached(self, d: Durable, effects: list) -> None:
+        if d.detached:
+            self._close(d, effects)
+
+    def expire(self, effects: list) -> int:
+        """Closes the detached opens whose timeout has passed; how many."""
+        now = self.clock()
+        late = [d for d in self._detached if d.deadline <= now]
+        for d in late:
+            self._close(d, effects)
+        return len(late)
+
+    def _close(self, d: Durable, effects: list) -> None:
+        close = d.close
+        self._detached.pop(d, None)
+        d.deadline, d.close = None, None
+        if close is not None:
+            close(effects)          # (its ServerState.close_open forgets it here too)
+        self.forget(d.open)
+
+    def uses(self, fs) -> bool:
+        """Whether a detached open reaches its file through this FileSystem."""
+        return any(d.open.tree is not None and d.open.tree.fs is fs for d in self._detached)
+
+    def detached_count(self) -> int:
+        return len(self._detached)
+
+    # -- the replay cache ------------------------------------------------------------------
+    def created(self, key: tuple):
+        """What a CreateGuid names: (open, CreateAction), a Pending CREATE, or None. A Pending
+        whose CREATE is gone (cancelled, its connection lost) is dropped."""
+        entry = self._creates.get(key)
+        if isinstance(entry, Pending) and not entry.live():
+            del self._creates[key]
+            return None
+        return entry
+
+    def reserve(self, key: tuple, pending: Pending) -> None:
+        self._creates[key] = pending
+
+    def release(self, key: tuple, pending: Pending) -> None:
+        if self._creates.get(key) is pending:
+            del self._creates[key]
+
+    def remember(self, key: tuple, o, action: int) -> None:
+        """The CREATE named `key` made the open `o`."""
+        self._creates[key] = (o, action)
+        self._create_of[o] = key
+
+    def seen(self, o) -> None:
+        """A request used the open: its client has had the CREATE's answer, so a replay of
+        that CREATE is no replay any more (its CreateGuid is forgotten, as Samba does)."""
+        key = self._create_of.pop(o, None)
+        if key is not None:
+            self._creates.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._by_open)
+
+    def held(self) -> int:
+        """Entries of any kind (for tests: nothing stays once the opens are closed)."""
+        return len(self._by_open) + len(self._by_persistent) + len(self._detached) + \
+            len(self._creates) + len(self._create_of)
