@@ -1,7 +1,9 @@
 """A remote file as an async file object, and the pipelined READs and WRITEs under it.
 
-Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight (within the
-credits the server granted: a request that finds none waits for responses to bring more).
+Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight per channel
+(within the credits the server granted: a request that finds none waits for responses to bring
+more), each on the channel with the fewest requests waiting; a READ or WRITE whose channel is
+lost goes again on another (session.Client.data_request).
 Data goes through *sinks* and *sources*: ``read_to(offset, length, sink)`` hands each chunk to
 ``sink(offset, data)`` as soon as it and every chunk before it have arrived, and
 ``write_from(offset, length, source)`` asks ``source(offset, length)`` for each chunk. That is
@@ -140,7 +142,7 @@ class RemoteFile:
         return bytes(out)
 
     async def _read_chunk(self, offset: int, length: int) -> tuple[int, int, memoryview]:
-        r = await self._client.request(
+        r = await self._client.data_request(
             wire.READ, m.read_request(self.file_id, offset, length), payload=length,
             expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}")
         if r.status == wire.STATUS_END_OF_FILE:
@@ -178,7 +180,7 @@ class RemoteFile:
                 sink(start, data)
             state["total"] += len(data)
 
-        await pipelined(jobs(), self._client.depth, take)
+        await pipelined(jobs(), self._client.transfer_depth, take)
         return state["total"]
 
     async def write(self, data) -> int:
@@ -191,7 +193,7 @@ class RemoteFile:
         return n
 
     async def _write_chunk(self, offset: int, chunk) -> None:
-        r = await self._client.request(
+        r = await self._client.data_request(
             wire.WRITE, m.write_request_head(self.file_id, offset, len(chunk)), data=chunk,
             payload=len(chunk), what=f"write {self.path!r}")
         count = m.parse_write(r.message)
@@ -199,10 +201,20 @@ class RemoteFile:
             raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
                                 f"the server says it wrote {count}")
 
-    async def write_from(self, offset: int, length: int, source: Source) -> int:
-        """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined."""
+    async def write_from(self, offset: int, length: int, source: Source,
+                         done: Callable[[object], object] | None = None) -> int:
+        """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined. done(chunk),
+        if given, is called once each chunk's WRITE is answered (or abandoned): the source may
+        then reuse its buffer (the data has left, or will never leave)."""
         self._check_open()
         size = self._client.io_size
+
+        async def write(start: int, chunk) -> None:
+            try:
+                await self._write_chunk(start, chunk)
+            finally:
+                if done is not None:
+                    done(chunk)
 
         def jobs():
             for start in range(offset, offset + length, size):
@@ -211,9 +223,9 @@ class RemoteFile:
                 if len(chunk) != n:
                     raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
                                      f"(the local file changed during the transfer?)")
-                yield self._write_chunk(start, chunk)
+                yield write(start, chunk)
 
-        await pipelined(jobs(), self._client.depth)
+        await pipelined(jobs(), self._client.transfer_depth)
         return length
 
     async def flush(self) -> None:
