@@ -13,6 +13,7 @@ without passing through Python objects (docs/CLIENT.md).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import struct
 from collections import deque
@@ -22,7 +23,7 @@ from smbring.smb import wire
 from smbring.client import messages as m
 from smbring.client.errors import ProtocolError
 
-Sink = Callable[[int, memoryview], object]
+Sink = Callable[[int, memoryview], object]     # may return an awaitable: waited for
 Source = Callable[[int, int], bytes | memoryview]
 
 _MODES = {
@@ -52,19 +53,22 @@ def parse_mode(mode: str) -> tuple[int, int, bool]:
 
 async def pipelined(jobs, depth: int, on_result: Callable[[object], object] | None = None) -> None:
     """Runs the awaitables `jobs` yields, at most `depth` at a time, and hands their results
-    to on_result in the order the jobs were made. The first failure cancels the rest."""
+    to on_result in the order the jobs were made (awaiting what on_result returns, if it is
+    awaitable: a sink waiting for its disk). The first failure cancels the rest."""
     running: deque[asyncio.Task] = deque()
+
+    async def take(result) -> None:
+        if on_result:
+            after = on_result(result)
+            if inspect.isawaitable(after):
+                await after
     try:
         for job in jobs:
             running.append(asyncio.ensure_future(job))
             if len(running) >= depth:
-                result = await running.popleft()
-                if on_result:
-                    on_result(result)
+                await take(await running.popleft())
         while running:
-            result = await running.popleft()
-            if on_result:
-                on_result(result)
+            await take(await running.popleft())
     finally:
         for task in running:
             task.cancel()
@@ -164,7 +168,7 @@ class RemoteFile:
                     return          # the end of the file is known: ask no further
                 yield self._read_chunk(start, min(size, offset + length - start))
 
-        def take(result) -> None:
+        def take(result):
             start, asked, data = result
             if state["end"] is not None:
                 if len(data):
@@ -176,9 +180,10 @@ class RemoteFile:
                     raise ProtocolError(f"short read of {self.path!r}: asked for {asked} bytes at "
                                         f"offset {start}, the server returned {len(data)}")
                 state["end"] = start + len(data)
-            if len(data):
-                sink(start, data)
             state["total"] += len(data)
+            if len(data):
+                return sink(start, data)
+            return None
 
         await pipelined(jobs(), self._client.transfer_depth, take)
         return state["total"]

@@ -228,13 +228,14 @@ class Client:
 
     # ---- transfers ----
 
-    async def get(self, remote: str, local: str) -> str:
+    async def get(self, remote: str, local: str, progress=None) -> str:
         from smbring.client.transfer import get
-        return await get(self, remote, local)
+        return await get(self, remote, local, progress)
 
-    async def put(self, local: str, remote: str) -> str:
+    async def put(self, local: str, remote: str, progress=None) -> str:
+        """A local file, or a whole directory tree (to a name that must be new on the share)."""
         from smbring.client.transfer import put
-        return await put(self, local, remote)
+        return await put(self, local, remote, progress)
 
 
 async def connect(host: str, port: int = 445, user: str = "", password: str = "", share: str = "",
