@@ -88,6 +88,7 @@ class Channel:
         self._balance = 1               # credits granted and not yet used
         self._in_flight = 0             # credits of requests sent and not yet answered
         self.peak_in_flight = 0         # the most credits ever in flight at once (diagnostics)
+        self.answered = 0               # final responses received (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
         self._pending: dict[int, _Pending] = {}
         self._error: BaseException | None = None
@@ -146,8 +147,11 @@ class Channel:
         self._fail(ConnectionError("connection closed by the client"))
 
     def abort(self) -> None:
-        """Drops the connection at once, as a network failure would (the tests' channel loss)."""
-        self._sock.shutdown(socket.SHUT_RDWR)
+        """Drops the connection at once (a reset: nothing more is received or sent), as a
+        network failure would; what was waiting on it fails as lost."""
+        if self._error is None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._fail(ConnectionError("connection lost: reset"))
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -371,6 +375,7 @@ class Channel:
             self._granted(header.credits)
             return
         del self._pending[header.message_id]
+        self.answered += 1
         self._in_flight -= pending.charge
         self._granted(header.credits)
         if not pending.future.done():

@@ -51,6 +51,7 @@ class Client:
         self.guid = os.urandom(16)      # the ClientGuid: the same on every channel
         self.port = 0
         self.multichannel_note = ""     # why fewer channels than asked were bound, if so
+        self.retried = 0                # READs and WRITEs sent again after their channel was lost
 
     # ---- lifecycle ----
 
@@ -134,6 +135,7 @@ class Client:
             except ConnectionError as e:
                 if not channel_lost(e) or not channel.closed or len(live) < 2:
                     raise
+                self.retried += 1
 
     def charge_for(self, size: int) -> int:
         return self._channels[0].charge_for(size)
