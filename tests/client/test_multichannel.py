@@ -205,11 +205,12 @@ def test_samba_binds_channels_on_loopback(samba_server, tmp_path):
             assert c.open_channels == 3, c.multichannel_note
             await round_trip(c, tmp_path, 24 * MiB + 3)
             assert all(ch.peak_in_flight >= 16 for ch in c.channels)
-            await while_losing(c, 1, 4, c.get("big.bin", str(tmp_path / "again.bin")))
+            await c.put(str(random_file(tmp_path / "bigger.bin", 96 * MiB)), "bigger.bin")
+            await while_losing(c, 1, 2, c.get("bigger.bin", str(tmp_path / "again.bin")))
             assert c.open_channels == 2 and c.retried >= 1
     run(go())
     assert (srv["share"] / "big.bin").read_bytes() == (tmp_path / "up.bin").read_bytes()
-    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "up.bin").read_bytes()
+    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "bigger.bin").read_bytes()
 
 
 def _ioctl_response(output: bytes) -> bytes:
