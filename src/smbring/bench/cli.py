@@ -9,6 +9,8 @@ BENCHMARKS = {
     "events": "event loops: tevent's pipe workloads on our backends and tevent's own",
     "smbclient": "smbclient get/put against smbring and Samba's smbd",
     "identity": "acting as each user: thread credential switches against io_uring personalities",
+    "client": "SMB clients (smbring's, 1 and N channels; smbclient; smbprotocol) get/put "
+              "against smbring and Samba's smbd",
 }
 
 

@@ -7,17 +7,25 @@ that finds too few credits waits until responses bring more. One task reads fram
 completes the waiting requests; everything it finds wrong (a bad signature, an unencrypted
 answer on an encrypted session, an answer to nothing we asked) closes the connection with a
 :class:`ProtocolError` that every waiting and later request receives.
+
+The socket is driven directly (no asyncio streams), so that data is copied once each way in
+user space at most: each frame is received with ``recv_into`` straight into a buffer of its
+own size (a READ's data is then a slice of it, never copied again), and each request goes out
+with ``sendmsg`` from the caller's buffers (a WRITE's data is sent from where it was read).
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
 import struct
+from collections import deque
 from dataclasses import dataclass
 
 from smbring.smb import security, wire
 from smbring.smb.credits import charge_needed
 from smbring.smb.wire import Header
-from smbring.client.errors import ProtocolError, error_for
+from smbring.client.errors import ChannelTimeout, ProtocolError, error_for
 
 # how many credits the client tries to hold (granted and not yet used, plus those in flight):
 # enough for 8 x 1 MiB READs and some metadata requests; Samba and smbring grant up to 8192
@@ -25,6 +33,8 @@ CREDIT_TARGET = 512
 CREDIT_CAP = 1 << 16          # a server granting more is not believed beyond this
 FRAME_SLACK = 64 * 1024       # headers, transform header, padding beyond the largest payload
 UNSOLICITED = 0xFFFFFFFFFFFFFFFF   # the MessageId of a server's own notifications (breaks)
+IOV_MAX = 1024                     # buffers per sendmsg (the kernel's UIO_MAXIOV)
+RECEIVES_PER_WAKEUP = 64           # then the event loop gets back to the other channels
 
 
 @dataclass
@@ -43,7 +53,7 @@ class SessionKeys:
 @dataclass
 class Response:
     header: Header
-    message: bytes                  # the whole plaintext message, header first
+    message: bytes | bytearray      # the whole plaintext message, header first
     request: bytes | None = None    # the request as sent (for the preauthentication hash)
 
     @property
@@ -61,9 +71,16 @@ class _Pending:
 
 
 class Channel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 timeout: float = 60.0):
-        self._reader, self._writer = reader, writer
+    """One connected socket. `address`: where it leads (for diagnostics and the channel list);
+    `keys`: what protects this client's session on this connection (each channel of a session
+    has its own signing key on SMB 3.1.1), set once its logon or binding is done."""
+
+    def __init__(self, sock: socket.socket, *, timeout: float = 60.0, address: str = ""):
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self.address = address
+        self.keys: SessionKeys | None = None
         self.timeout = timeout
         self.multi_credit = False       # CAP_LARGE_MTU on a dialect above 2.0.2
         self.frame_limit = 1024 * 1024  # until NEGOTIATE says how large READs may be
@@ -71,11 +88,40 @@ class Channel:
         self._balance = 1               # credits granted and not yet used
         self._in_flight = 0             # credits of requests sent and not yet answered
         self.peak_in_flight = 0         # the most credits ever in flight at once (diagnostics)
+        self.answered = 0               # final responses received (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
         self._pending: dict[int, _Pending] = {}
         self._error: BaseException | None = None
         self._sessions: dict[int, SessionKeys] = {}
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        # receiving: the 4-byte frame length, then the frame into a buffer of its own
+        self._length = bytearray(4)
+        self._frame: bytearray | None = None
+        self._into = memoryview(self._length)
+        self._got = 0
+        # sending: what is queued and not yet taken by the kernel (views of the callers' buffers)
+        self._unsent: deque[memoryview] = deque()
+        self._writing = False
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, timeout: float = 60.0) -> "Channel":
+        """A new TCP connection to host:port (Nagle off: requests go out whole at once)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        error: OSError | None = None
+        for family, kind, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout)
+            except (OSError, asyncio.TimeoutError) as e:
+                sock.close()
+                error = e if isinstance(e, OSError) else TimeoutError(f"connecting to {host}:{port} "
+                                                                      f"timed out")
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return cls(sock, timeout=timeout, address=sockaddr[0])
+        raise error or OSError(f"{host}: no address")
 
     # ---- lifecycle ----
 
@@ -87,23 +133,111 @@ class Channel:
     def closed(self) -> bool:
         return self._error is not None
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why the channel closed (None while it is open)."""
+        return self._error
+
+    @property
+    def load(self) -> int:
+        """Requests sent and not yet answered: where a transfer puts its next chunk."""
+        return len(self._pending)
+
     async def close(self) -> None:
         self._fail(ConnectionError("connection closed by the client"))
-        self._task.cancel()
-        try:
-            await self._task
-        except (asyncio.CancelledError, Exception):
-            pass
+
+    def abort(self) -> None:
+        """Drops the connection at once (a reset: nothing more is received or sent), as a
+        network failure would; what was waiting on it fails as lost."""
+        if self._error is None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._fail(ConnectionError("connection lost: reset"))
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-            self._writer.close()
+            self._loop.remove_reader(self._sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(self._sock.fileno())
+                self._writing = False
+            self._sock.close()
+            self._unsent.clear()        # never sent now: the buffers go back to their owners
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(self._error)
         self._pending.clear()
         self._credit_change.set()
+
+    # ---- the socket ----
+
+    def _send(self, parts) -> None:
+        self._unsent.extend(memoryview(p).cast("B") for p in parts if len(p))
+        if not self._writing:
+            self._on_writable()
+            if self._unsent and self._error is None:
+                self._loop.add_writer(self._sock.fileno(), self._on_writable)
+                self._writing = True
+
+    def _on_writable(self) -> None:
+        try:
+            while self._unsent:
+                sent = self._sock.sendmsg(list(itertools.islice(self._unsent, IOV_MAX)))
+                while sent:
+                    head = self._unsent[0]
+                    if sent >= len(head):
+                        sent -= len(head)
+                        self._unsent.popleft()
+                    else:
+                        self._unsent[0] = head[sent:]
+                        sent = 0
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._fail(ConnectionError(f"connection lost: {e}"))
+            return
+        if self._writing:
+            self._loop.remove_writer(self._sock.fileno())
+            self._writing = False
+
+    def _on_readable(self) -> None:
+        try:
+            for _ in range(RECEIVES_PER_WAKEUP):
+                n = self._sock.recv_into(self._into[self._got:])
+                if not n:
+                    raise EOFError
+                self._got += n
+                if self._got < len(self._into):
+                    continue
+                if self._frame is None:
+                    self._start_frame()
+                else:
+                    frame = self._frame
+                    self._frame, self._into, self._got = None, memoryview(self._length), 0
+                    self._deliver(frame)
+                if self._error is not None:
+                    return
+        except (BlockingIOError, InterruptedError):
+            pass
+        except EOFError:
+            self._fail(ConnectionError("the server closed the connection"))
+        except ProtocolError as e:
+            self._fail(e)
+        except OSError as e:
+            self._fail(ConnectionError(f"connection lost: {e}"))
+        except Exception as e:   # a bug here must not leave requests waiting forever
+            self._fail(ProtocolError(f"unreadable response: {e!r}"))
+
+    def _start_frame(self) -> None:
+        size = struct.unpack(">I", self._length)[0]
+        if size >> 24:
+            raise ProtocolError(f"not a direct-TCP SMB frame (first byte {self._length[0]:#x})")
+        if size > self.frame_limit:
+            raise ProtocolError(f"the server sent a frame of {size} bytes; the largest "
+                                f"expected is {self.frame_limit}")
+        if size < wire.HEADER_SIZE:
+            raise ProtocolError(f"a frame of {size} bytes cannot hold an SMB2 header")
+        self._frame = bytearray(size)
+        self._into, self._got = memoryview(self._frame), 0
 
     # ---- credits ----
 
@@ -143,12 +277,14 @@ class Channel:
     async def request(self, command: int, body: bytes, *, keys: SessionKeys | None = None,
                       tree_id: int = 0, payload: int = 0, data=None, session_id: int = 0,
                       expect=(wire.STATUS_SUCCESS,), what: str = "",
-                      keep_request: bool = False, sign: bool = False) -> Response:
+                      keep_request: bool = False, sign: bool = False,
+                      verify: bool = True) -> Response:
         """Sends one request and returns its final response. `payload`: the bytes it moves
         (sets the CreditCharge); `data`: bytes sent after `body` (a WRITE's data, not copied
         unless the message is signed or sealed); sign: sign this request even where the
-        session does not sign everything (a 3.1.1 TREE_CONNECT). A status outside `expect`
-        raises SMBError."""
+        session does not sign everything (a 3.1.1 TREE_CONNECT); verify=False: the caller
+        checks the response's signature itself (a binding, whose answers are signed with a
+        key that only its end defines). A status outside `expect` raises SMBError."""
         if self._error is not None:
             raise self._error
         charge = self.charge_for(payload)
@@ -157,7 +293,6 @@ class Channel:
                         credits=self._credits_to_ask(charge), message_id=message_id,
                         tree_id=tree_id, session_id=keys.session_id if keys else session_id)
         parts = [header.pack(), body] + ([data] if data is not None else [])
-        sent = b"".join(parts) if keep_request else None
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
         if sealed:
@@ -168,21 +303,16 @@ class Channel:
             message = bytearray(b"".join(parts))
             security.apply_signature(keys.signing_algorithm, keys.signing_key, message)
             parts = [message]
-        future = asyncio.get_running_loop().create_future()
-        self._pending[message_id] = _Pending(command, charge, future, keys, signed)
-        size = sum(len(p) for p in parts)
-        self._writer.write(struct.pack(">I", size))
-        self._writer.writelines(parts)
+        # as it went out (signed: a binding's preauthentication hash covers the signature)
+        sent = b"".join(parts) if keep_request else None
+        future = self._loop.create_future()
+        self._pending[message_id] = _Pending(command, charge, future, keys, signed and verify)
+        self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
         try:
-            await self._writer.drain()
             response = await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
-            self._fail(ProtocolError(f"no answer to {_command_name(command)} within "
-                                     f"{self.timeout:g} s"))
-            raise self._error from None
-        except (ConnectionError, OSError) as e:
-            if self._error is None:
-                self._fail(ConnectionError(f"connection lost: {e}"))
+            self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
+                                      f"{self.timeout:g} s"))
             raise self._error from None
         response.request = sent
         if response.status not in expect:
@@ -190,29 +320,6 @@ class Channel:
         return response
 
     # ---- responses ----
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                head = await self._reader.readexactly(4)
-                size = struct.unpack(">I", head)[0]
-                if size >> 24:
-                    raise ProtocolError(f"not a direct-TCP SMB frame (first byte {head[0]:#x})")
-                if size > self.frame_limit:
-                    raise ProtocolError(f"the server sent a frame of {size} bytes; the largest "
-                                        f"expected is {self.frame_limit}")
-                frame = await self._reader.readexactly(size)
-                self._deliver(frame)
-        except asyncio.IncompleteReadError:
-            self._fail(ConnectionError("the server closed the connection"))
-        except ProtocolError as e:
-            self._fail(e)
-        except (ConnectionError, OSError) as e:
-            self._fail(ConnectionError(f"connection lost: {e}"))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:   # a bug here must not leave requests waiting forever
-            self._fail(ProtocolError(f"unreadable response: {e!r}"))
 
     def _deliver(self, frame: bytes) -> None:
         sealed_by = None
@@ -268,6 +375,7 @@ class Channel:
             self._granted(header.credits)
             return
         del self._pending[header.message_id]
+        self.answered += 1
         self._in_flight -= pending.charge
         self._granted(header.credits)
         if not pending.future.done():

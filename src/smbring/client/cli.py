@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from smbring.client.errors import ProtocolError
+from smbring.client.progress import Progress
 from smbring.client.session import connect
 
 PASSWORD_ENV = "SMBRING_PASSWORD"
@@ -102,13 +103,18 @@ def register(subparsers) -> None:
                         "server does not ask")
     common.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="how long to wait for each answer (default 60)")
+    common.add_argument("--channels", type=int, default=1, metavar="N",
+                        help="connections to stripe transfers over (multichannel, SMB 3.x; "
+                             "fewer when the server does not offer it)")
+    common.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is one only on a terminal anyway)")
     url_help = "smb://[domain;]user@host[:port]/share/path"
     p = subparsers.add_parser("get", parents=[common], help="download a file or directory tree")
     p.add_argument("url", help=url_help)
     p.add_argument("local", nargs="?", help="where to write (default: the name, here)")
-    p = subparsers.add_parser("put", parents=[common], help="upload a file")
+    p = subparsers.add_parser("put", parents=[common], help="upload a file or a directory tree")
     p.add_argument("url", help=url_help + " (a directory: into it)")
-    p.add_argument("local", help="the local file")
+    p.add_argument("local", help="the local file or directory")
     p = subparsers.add_parser("ls", parents=[common], help="list a directory")
     p.add_argument("url", help=url_help)
     p.add_argument("--json", action="store_true", help="one JSON array of entries")
@@ -144,14 +150,30 @@ def main(args) -> int:
 
 
 async def _run(args, target: Target, user: str, password: str, domain: str) -> int:
+    if args.channels < 1 or args.channels > 32:
+        raise UsageError("--channels takes 1 to 32")
     async with await connect(target.host, target.port, user, password, target.share, domain=domain,
-                             sign=args.sign, encrypt=args.encrypt, timeout=args.timeout) as c:
-        if args.command == "get":
-            local = args.local or os.path.basename(target.path.rstrip("/")) or target.share
-            print(await c.get(target.path, local))
-        elif args.command == "put":
-            remote = target.path + ("/" if args.url.endswith("/") else "")
-            print(await c.put(args.local, remote))
+                             sign=args.sign, encrypt=args.encrypt, timeout=args.timeout,
+                             channels=args.channels) as c:
+        if c.multichannel_note:
+            print(f"smbring {args.command}: {c.open_channels} channel(s): {c.multichannel_note}",
+                  file=sys.stderr)
+        progress = None
+        if args.command in ("get", "put") and not args.no_progress and sys.stderr.isatty():
+            progress = Progress(sys.stderr)
+        written = None
+        try:
+            if args.command == "get":
+                local = args.local or os.path.basename(target.path.rstrip("/")) or target.share
+                written = await c.get(target.path, local, progress)
+            elif args.command == "put":
+                remote = target.path + ("/" if args.url.endswith("/") else "")
+                written = await c.put(args.local, remote, progress)
+        finally:
+            if progress is not None:
+                progress.end()     # the bar's line is cleared before anything else is printed
+        if written is not None:
+            print(written)
         elif args.command == "ls":
             await _ls(c, target.path, args.json)
         elif args.command == "mkdir":

@@ -38,6 +38,18 @@ class ProtocolError(ConnectionError):
     """The server's answer cannot be trusted (or makes no sense); the connection is closed."""
 
 
+class ChannelTimeout(ProtocolError):
+    """No answer came in time; the connection is closed. With several channels, a transfer's
+    READs and WRITEs that were waiting on it go to the others (as for a lost connection)."""
+
+
+def channel_lost(error: BaseException) -> bool:
+    """Whether a failed request failed because its connection went (closed, reset, silent),
+    not because an answer was refused: only then may it be sent again on another channel."""
+    return isinstance(error, ChannelTimeout) or (isinstance(error, ConnectionError) and
+                                                 not isinstance(error, ProtocolError))
+
+
 class _NotFound(SMBError, FileNotFoundError):
     pass
 

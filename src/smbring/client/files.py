@@ -1,7 +1,9 @@
 """A remote file as an async file object, and the pipelined READs and WRITEs under it.
 
-Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight (within the
-credits the server granted: a request that finds none waits for responses to bring more).
+Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight per channel
+(within the credits the server granted: a request that finds none waits for responses to bring
+more), each on the channel with the fewest requests waiting; a READ or WRITE whose channel is
+lost goes again on another (session.Client.data_request).
 Data goes through *sinks* and *sources*: ``read_to(offset, length, sink)`` hands each chunk to
 ``sink(offset, data)`` as soon as it and every chunk before it have arrived, and
 ``write_from(offset, length, source)`` asks ``source(offset, length)`` for each chunk. That is
@@ -11,6 +13,7 @@ without passing through Python objects (docs/CLIENT.md).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import struct
 from collections import deque
@@ -20,7 +23,7 @@ from smbring.smb import wire
 from smbring.client import messages as m
 from smbring.client.errors import ProtocolError
 
-Sink = Callable[[int, memoryview], object]
+Sink = Callable[[int, memoryview], object]     # may return an awaitable: waited for
 Source = Callable[[int, int], bytes | memoryview]
 
 _MODES = {
@@ -50,19 +53,22 @@ def parse_mode(mode: str) -> tuple[int, int, bool]:
 
 async def pipelined(jobs, depth: int, on_result: Callable[[object], object] | None = None) -> None:
     """Runs the awaitables `jobs` yields, at most `depth` at a time, and hands their results
-    to on_result in the order the jobs were made. The first failure cancels the rest."""
+    to on_result in the order the jobs were made (awaiting what on_result returns, if it is
+    awaitable: a sink waiting for its disk). The first failure cancels the rest."""
     running: deque[asyncio.Task] = deque()
+
+    async def take(result) -> None:
+        if on_result:
+            after = on_result(result)
+            if inspect.isawaitable(after):
+                await after
     try:
         for job in jobs:
             running.append(asyncio.ensure_future(job))
             if len(running) >= depth:
-                result = await running.popleft()
-                if on_result:
-                    on_result(result)
+                await take(await running.popleft())
         while running:
-            result = await running.popleft()
-            if on_result:
-                on_result(result)
+            await take(await running.popleft())
     finally:
         for task in running:
             task.cancel()
@@ -140,7 +146,7 @@ class RemoteFile:
         return bytes(out)
 
     async def _read_chunk(self, offset: int, length: int) -> tuple[int, int, memoryview]:
-        r = await self._client.request(
+        r = await self._client.data_request(
             wire.READ, m.read_request(self.file_id, offset, length), payload=length,
             expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}")
         if r.status == wire.STATUS_END_OF_FILE:
@@ -162,7 +168,7 @@ class RemoteFile:
                     return          # the end of the file is known: ask no further
                 yield self._read_chunk(start, min(size, offset + length - start))
 
-        def take(result) -> None:
+        def take(result):
             start, asked, data = result
             if state["end"] is not None:
                 if len(data):
@@ -174,11 +180,12 @@ class RemoteFile:
                     raise ProtocolError(f"short read of {self.path!r}: asked for {asked} bytes at "
                                         f"offset {start}, the server returned {len(data)}")
                 state["end"] = start + len(data)
-            if len(data):
-                sink(start, data)
             state["total"] += len(data)
+            if len(data):
+                return sink(start, data)
+            return None
 
-        await pipelined(jobs(), self._client.depth, take)
+        await pipelined(jobs(), self._client.transfer_depth, take)
         return state["total"]
 
     async def write(self, data) -> int:
@@ -191,7 +198,7 @@ class RemoteFile:
         return n
 
     async def _write_chunk(self, offset: int, chunk) -> None:
-        r = await self._client.request(
+        r = await self._client.data_request(
             wire.WRITE, m.write_request_head(self.file_id, offset, len(chunk)), data=chunk,
             payload=len(chunk), what=f"write {self.path!r}")
         count = m.parse_write(r.message)
@@ -199,10 +206,20 @@ class RemoteFile:
             raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
                                 f"the server says it wrote {count}")
 
-    async def write_from(self, offset: int, length: int, source: Source) -> int:
-        """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined."""
+    async def write_from(self, offset: int, length: int, source: Source,
+                         done: Callable[[object], object] | None = None) -> int:
+        """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined. done(chunk),
+        if given, is called once each chunk's WRITE is answered (or abandoned): the source may
+        then reuse its buffer (the data has left, or will never leave)."""
         self._check_open()
         size = self._client.io_size
+
+        async def write(start: int, chunk) -> None:
+            try:
+                await self._write_chunk(start, chunk)
+            finally:
+                if done is not None:
+                    done(chunk)
 
         def jobs():
             for start in range(offset, offset + length, size):
@@ -211,9 +228,9 @@ class RemoteFile:
                 if len(chunk) != n:
                     raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
                                      f"(the local file changed during the transfer?)")
-                yield self._write_chunk(start, chunk)
+                yield write(start, chunk)
 
-        await pipelined(jobs(), self._client.depth)
+        await pipelined(jobs(), self._client.transfer_depth)
         return length
 
     async def flush(self) -> None:

@@ -123,8 +123,9 @@ def one_choice(data: bytes, what: str) -> int:
 
 # ---- SESSION_SETUP, TREE_CONNECT (2.2.5 - 2.2.10) ----
 
-def session_setup_request(security_mode: int, token: bytes) -> bytes:
-    return struct.pack("<HBBIIHHQ", 25, 0, security_mode, 0, 0, wire.HEADER_SIZE + 24,
+def session_setup_request(security_mode: int, token: bytes, flags: int = 0) -> bytes:
+    """flags: wire.SESSION_FLAG_BINDING to bind this connection to an existing session."""
+    return struct.pack("<HBBIIHHQ", 25, flags, security_mode, 0, 0, wire.HEADER_SIZE + 24,
                        len(token), 0) + token
 
 
@@ -228,6 +229,63 @@ def parse_validate_negotiate(msg) -> tuple[int, bytes, int, int]:
     if ctl != FSCTL_VALIDATE_NEGOTIATE_INFO or out_len < 24:
         raise ProtocolError("VALIDATE_NEGOTIATE_INFO answered with another control or too little")
     return struct.unpack_from("<I16sHH", buffer_in(msg, out_off, 24, "VALIDATE_NEGOTIATE_INFO output"), 0)
+
+
+# ---- IOCTL: FSCTL_QUERY_NETWORK_INTERFACE_INFO (2.2.32.5) ----
+
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+INTERFACE_ENTRY = 152               # Next, IfIndex, Capability, Reserved, LinkSpeed, SockAddr
+MAX_INTERFACES = 256                # entries believed (a server could list a great many)
+INTERFACE_OUTPUT = 64 * 1024        # MaxOutputResponse of the query
+RSS_CAPABLE = 0x1
+AF_INET, AF_INET6 = 0x2, 0x17
+
+
+@dataclass(frozen=True)
+class NetworkInterface:
+    """An address the server says it can be reached at, with what it says of the link."""
+    index: int
+    address: str
+    speed: int                      # bits per second
+    capability: int                 # RSS_CAPABLE, RDMA_CAPABLE
+
+
+def query_interfaces_request() -> bytes:
+    return struct.pack("<HHI16sIIIIIIII", 57, 0, FSCTL_QUERY_NETWORK_INTERFACE_INFO, NO_FILE,
+                       wire.HEADER_SIZE + 56, 0, 0, 0, 0, INTERFACE_OUTPUT, IOCTL_IS_FSCTL, 0)
+
+
+def parse_interfaces(msg) -> list[NetworkInterface]:
+    """The NETWORK_INTERFACE_INFO chain: every entry inside the output, each Next moving on
+    by at least one entry, at most MAX_INTERFACES believed; an address family other than IPv4
+    or IPv6 is skipped (RDMA and the like are of no use here)."""
+    import ipaddress
+    body_of(msg, 49, 48)
+    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
+        "<HHI16sIIII", msg, wire.HEADER_SIZE)
+    if ctl != FSCTL_QUERY_NETWORK_INTERFACE_INFO:
+        raise ProtocolError("QUERY_NETWORK_INTERFACE_INFO answered with another control")
+    if out_len > INTERFACE_OUTPUT:
+        raise ProtocolError(f"{out_len}-byte interface list, {INTERFACE_OUTPUT} were allowed")
+    out = buffer_in(msg, out_off, out_len, "QUERY_NETWORK_INTERFACE_INFO output")
+    found, pos = [], 0
+    while len(out):
+        if pos + INTERFACE_ENTRY > len(out):
+            raise ProtocolError(f"network interface entry at {pos} runs past the {len(out)}-byte list")
+        nxt, index, capability, _r, speed = struct.unpack_from("<IIIIQ", out, pos)
+        family = struct.unpack_from("<H", out, pos + 24)[0]
+        if family == AF_INET:
+            found.append(NetworkInterface(index, str(ipaddress.IPv4Address(bytes(out[pos + 28:pos + 32]))),
+                                          speed, capability))
+        elif family == AF_INET6:
+            found.append(NetworkInterface(index, str(ipaddress.IPv6Address(bytes(out[pos + 32:pos + 48]))),
+                                          speed, capability))
+        if not nxt or len(found) >= MAX_INTERFACES:
+            break
+        if nxt < INTERFACE_ENTRY:
+            raise ProtocolError(f"network interface entry at {pos}: Next {nxt} does not move past it")
+        pos += nxt
+    return found
 
 
 # ---- QUERY_DIRECTORY, QUERY_INFO, SET_INFO (2.2.33 - 2.2.40) ----

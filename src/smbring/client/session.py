@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from smbring.smb import security, wire
 from smbring.client import messages as m
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
-from smbring.client.errors import ProtocolError, SMBError, error_for
+from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
@@ -37,16 +37,21 @@ def check_listed_name(name: str) -> None:
 
 
 class Client:
-    """One logged-on session and one tree connect on one connection. Use ``connect()``."""
+    """One logged-on session and one tree connect, over one connection or several (channels
+    bound to the session: see ``connect(channels=N)``). Use ``connect()``."""
 
     def __init__(self, channel: Channel, host: str, share: str, *, io_size: int, depth: int):
-        self._channel = channel
+        self._channels = [channel]      # the first is the one that logged on
         self.host, self.share = host, share
         self.io_size, self.depth = io_size, depth
         self.dialect = 0
         self.keys = SessionKeys()
         self.tree_id = 0
         self.guest = False
+        self.guid = os.urandom(16)      # the ClientGuid: the same on every channel
+        self.port = 0
+        self.multichannel_note = ""     # why fewer channels than asked were bound, if so
+        self.retried = 0                # READs and WRITEs sent again after their channel was lost
 
     # ---- lifecycle ----
 
@@ -57,19 +62,34 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Disconnects the tree and logs off (best effort), then closes the connection."""
-        if not self._channel.closed:
+        """Disconnects the tree and logs off (best effort), then closes every connection."""
+        channel = self._open_channel()
+        if channel is not None:
             try:
                 if self.tree_id:
                     await self.request(wire.TREE_DISCONNECT, struct.pack("<HH", 4, 0))
-                await self._channel.request(wire.LOGOFF, struct.pack("<HH", 4, 0), keys=self.keys)
+                await channel.request(wire.LOGOFF, struct.pack("<HH", 4, 0), keys=channel.keys)
             except (OSError, ConnectionError):
                 pass
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     @property
     def connected(self) -> bool:
-        return not self._channel.closed
+        return self._open_channel() is not None
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The connections of this session (the first logged on; closed ones stay listed)."""
+        return list(self._channels)
+
+    @property
+    def open_channels(self) -> int:
+        return sum(1 for c in self._channels if not c.closed)
+
+    def add_channel(self, channel: Channel) -> None:
+        """A connection bound to this session (its keys set): transfers use it from now on."""
+        self._channels.append(channel)
 
     @property
     def signing(self) -> bool:
@@ -81,15 +101,44 @@ class Client:
 
     @property
     def peak_in_flight(self) -> int:
-        """The most credits this connection ever had in flight at once."""
-        return self._channel.peak_in_flight
+        """The most credits the first connection ever had in flight at once."""
+        return self._channels[0].peak_in_flight
+
+    @property
+    def transfer_depth(self) -> int:
+        """READs or WRITEs a transfer keeps in flight: `depth` per open channel."""
+        return self.depth * max(1, self.open_channels)
+
+    def _open_channel(self) -> Channel | None:
+        return next((c for c in self._channels if not c.closed), None)
 
     async def request(self, command: int, body: bytes, **kw):
-        """A request on this session and tree (see Channel.request)."""
-        return await self._channel.request(command, body, keys=self.keys, tree_id=self.tree_id, **kw)
+        """A request on this session and tree, on the first channel still open (see
+        Channel.request). Not sent again if that channel fails: not every request may be
+        repeated (a CREATE that made its file would fail the second time)."""
+        channel = self._open_channel() or self._channels[0]
+        return await channel.request(command, body, keys=channel.keys, tree_id=self.tree_id, **kw)
+
+    async def data_request(self, command: int, body: bytes, **kw):
+        """A READ or WRITE (which may be repeated: same bytes, same offset) on the channel with
+        the fewest requests waiting; when that channel is lost (closed, reset, silent), sent
+        again on another one while any is left. A refused answer is never retried."""
+        while True:
+            live = [c for c in self._channels if not c.closed]
+            if not live:
+                return await self._channels[0].request(command, body, keys=self._channels[0].keys,
+                                                       tree_id=self.tree_id, **kw)
+            channel = min(live, key=lambda c: c.load)
+            try:
+                return await channel.request(command, body, keys=channel.keys, tree_id=self.tree_id,
+                                             **kw)
+            except ConnectionError as e:
+                if not channel_lost(e) or not channel.closed or len(live) < 2:
+                    raise
+                self.retried += 1
 
     def charge_for(self, size: int) -> int:
-        return self._channel.charge_for(size)
+        return self._channels[0].charge_for(size)
 
     # ---- opens ----
 
@@ -136,7 +185,7 @@ class Client:
                     check_listed_name(entry.name)
                     yield entry
         finally:
-            if not self._channel.closed:
+            if self.connected:
                 await asyncio.shield(self.close_file(r.file_id))
 
     async def mkdir(self, path: str) -> None:
@@ -181,57 +230,74 @@ class Client:
 
     # ---- transfers ----
 
-    async def get(self, remote: str, local: str) -> str:
+    async def get(self, remote: str, local: str, progress=None) -> str:
         from smbring.client.transfer import get
-        return await get(self, remote, local)
+        return await get(self, remote, local, progress)
 
-    async def put(self, local: str, remote: str) -> str:
+    async def put(self, local: str, remote: str, progress=None) -> str:
+        """A local file, or a whole directory tree (to a name that must be new on the share)."""
         from smbring.client.transfer import put
-        return await put(self, local, remote)
+        return await put(self, local, remote, progress)
 
 
 async def connect(host: str, port: int = 445, user: str = "", password: str = "", share: str = "",
                   *, domain: str = "", sign: bool = False, encrypt: bool = False,
                   dialects=wire.DIALECTS, ciphers=security.CIPHER_PREFERENCE,
                   allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
-                  depth: int = DEFAULT_DEPTH, timeout: float = 60.0) -> Client:
+                  depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1) -> Client:
     """Connects, logs on as `user` with NTLMv2 and connects to `share`.
 
     sign: insist on signed messages even when the server does not ask for it;
     encrypt: seal every message after the logon (refused if the server offers no cipher);
     dialects, ciphers: what is offered, in order of preference; allow_guest: accept being
-    logged on as guest (else refused: the server did not accept the credentials).
+    logged on as guest (else refused: the server did not accept the credentials);
+    channels: connections to use (multichannel, SMB 3.x): the others are bound to the
+    session, to the addresses the server lists; with fewer if the server does not offer it
+    (``Client.multichannel_note`` says why).
     """
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    channel = Channel(reader, writer, timeout=timeout)
+    if channels < 1:
+        raise ValueError("channels must be at least 1")
+    channel = await Channel.open(host, port, timeout=timeout)
     client = Client(channel, host, share, io_size=io_size, depth=depth)
+    client.port = port
     try:
-        negotiated = await _negotiate(channel, client, dialects, ciphers, sign, encrypt)
+        negotiated = await negotiate(channel, dialects, ciphers, sign, encrypt, client.guid,
+                                     io_size, multichannel=channels > 1)
+        client.dialect = negotiated.response.dialect
+        client.io_size = negotiated.io_size
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)
         if client.dialect in (wire.SMB300, wire.SMB302) and not client.guest:
-            await _validate_negotiate(client, negotiated)
+            await validate_negotiate(client, channel, negotiated)
+        if channels > 1:
+            from smbring.client.multichannel import add_channels   # it builds on this module
+            await add_channels(client, negotiated, channels - 1, user, password, domain,
+                               dialects, ciphers, sign, encrypt)
     except BaseException:
-        await channel.close()
+        for c in client.channels:
+            await c.close()
         raise
     return client
 
 
-class _Negotiated:
+class Negotiated:
     def __init__(self, response: m.NegotiateResponse, preauth: security.PreauthIntegrity,
-                 cipher: int, signing_algorithm: int, offered: tuple):
+                 cipher: int, signing_algorithm: int, offered: tuple, io_size: int):
         self.response, self.preauth = response, preauth
         self.cipher, self.signing_algorithm = cipher, signing_algorithm
         self.offered = offered        # (capabilities, guid, security mode, dialects) sent
+        self.io_size = io_size        # the READ and WRITE size this connection allows
 
 
-async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: bool,
-                     encrypt: bool) -> _Negotiated:
+async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bool, guid: bytes,
+                    io_size: int, multichannel: bool = False) -> Negotiated:
+    """NEGOTIATE on a new connection; sets its credit mode and frame limit."""
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     capabilities = wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if ciphers else 0)
+    if multichannel:
+        capabilities |= wire.CAP_MULTI_CHANNEL      # Samba offers it only to who asks
     signing_algorithms = security.SIGNING_PREFERENCE
-    guid = os.urandom(16)
     body = m.negotiate_request(tuple(dialects), security_mode, capabilities, guid,
                                os.urandom(32), tuple(ciphers), signing_algorithms)
     r = await channel.request(wire.NEGOTIATE, body, keep_request=True)
@@ -261,20 +327,19 @@ async def _negotiate(channel: Channel, client: Client, dialects, ciphers, sign: 
     if encrypt and not cipher:
         raise ProtocolError(f"encryption was asked for, but the server (dialect {neg.dialect:#x}) "
                             f"negotiated no cipher")
-    client.dialect = neg.dialect
     channel.multi_credit = neg.dialect > wire.SMB202 and bool(neg.capabilities & wire.CAP_LARGE_MTU)
     largest = neg.max_read if neg.max_read < neg.max_write else neg.max_write
     if not channel.multi_credit:
         largest = min(largest, 65536)
     if largest < 4096:
         raise ProtocolError(f"the server allows READs and WRITEs of only {largest} bytes")
-    client.io_size = max(4096, min(client.io_size, largest))
-    channel.frame_limit = max(client.io_size, LISTING_BUFFER) + FRAME_SLACK
-    return _Negotiated(neg, preauth, cipher, algorithm,
-                       (capabilities, guid, security_mode, tuple(dialects)))
+    io_size = max(4096, min(io_size, largest))
+    channel.frame_limit = max(io_size, LISTING_BUFFER) + FRAME_SLACK
+    return Negotiated(neg, preauth, cipher, algorithm,
+                      (capabilities, guid, security_mode, tuple(dialects)), io_size)
 
 
-async def _session_setup(channel: Channel, client: Client, neg: _Negotiated, user: str,
+async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user: str,
                          password: str, domain: str, sign: bool, encrypt: bool,
                          allow_guest: bool) -> None:
     try:
@@ -314,7 +379,7 @@ async def _session_setup(channel: Channel, client: Client, neg: _Negotiated, use
         if sign or encrypt:
             raise ProtocolError("a guest session can be neither signed nor encrypted")
         client.guest = True
-        client.keys = SessionKeys(session_id=session_id)
+        client.keys = channel.keys = SessionKeys(session_id=session_id)
         channel.register(client.keys)
         return
     if reply:
@@ -339,7 +404,7 @@ async def _session_setup(channel: Channel, client: Client, neg: _Negotiated, use
         keys.encrypt = encrypt or bool(flags & wire.SESSION_FLAG_ENCRYPT_DATA)
     elif flags & wire.SESSION_FLAG_ENCRYPT_DATA:
         raise ProtocolError("the server requires encryption but negotiated no cipher")
-    client.keys = keys
+    client.keys = channel.keys = keys
     channel.register(keys)
 
 
@@ -356,14 +421,15 @@ async def _tree_connect(client: Client, host: str, share: str) -> None:
         client.keys.encrypt = True   # every later message of the session is sealed
 
 
-async def _validate_negotiate(client: Client, neg: _Negotiated) -> None:
+async def validate_negotiate(client: Client, channel: Channel, neg: Negotiated) -> None:
     """FSCTL_VALIDATE_NEGOTIATE_INFO (MS-SMB2 3.2.5.14.12): on SMB 3.0 and 3.0.2, which have no
     preauthentication hash, the server repeats under the session's signature what it answered
     to NEGOTIATE and checks what we offered; a difference means that someone in between
     changed the NEGOTIATE (a downgrade). 3.1.1's signed SESSION_SETUP covers it already."""
     try:
-        r = await client.request(wire.IOCTL, m.validate_negotiate_request(*neg.offered), sign=True,
-                                 what="VALIDATE_NEGOTIATE_INFO")
+        r = await channel.request(wire.IOCTL, m.validate_negotiate_request(*neg.offered), sign=True,
+                                  keys=channel.keys, tree_id=client.tree_id,
+                                  what="VALIDATE_NEGOTIATE_INFO")
     except SMBError as e:
         raise ProtocolError(f"the server refused VALIDATE_NEGOTIATE_INFO ({e}): the "
                             f"negotiation cannot be trusted") from None

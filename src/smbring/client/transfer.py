@@ -4,12 +4,18 @@
 every byte the server announced has arrived; a directory is assembled in a temporary directory
 and renamed as a whole. ``put`` writes a temporary name on the share and renames it over the
 destination at the end. On any failure the temporary is removed and the destination is left as
-it was. What a hostile server may say is checked: short reads and wrong lengths
+it was (a tree uploaded the same way: into a temporary directory on the share, renamed at the
+end). What a hostile server may say is checked: short reads and wrong lengths
 (ProtocolError), names in a listing that are paths or parent references (ProtocolError, nothing
-written), trees deeper than MAX_DEPTH.
+written), trees deeper than MAX_DEPTH. A local tree to upload is checked whole before
+anything is sent: names the share would read as paths or streams, links, special files.
+
+`progress`, where given, is told `expect(total bytes)` (again for each file of a tree it
+finds) and `advance(bytes)` as data is written (cli.Progress draws it).
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -30,7 +36,7 @@ def _basename(remote: str) -> str:
     return path.rsplit("\\", 1)[-1] if path else ""
 
 
-async def get(client, remote: str, local: str) -> str:
+async def get(client, remote: str, local: str, progress=None) -> str:
     """Downloads a remote file or directory tree to `local` (into it, when it is an existing
     directory and the remote is a file); returns the local path written."""
     st = await client.stat(remote)
@@ -42,7 +48,7 @@ async def get(client, remote: str, local: str) -> str:
         staging = os.path.join(parent, _temporary_name(os.path.basename(os.path.abspath(local))))
         os.mkdir(staging, 0o700)
         try:
-            await _get_tree(client, smb_path(remote), staging, 0)
+            await _get_tree(client, smb_path(remote), staging, 0, progress)
             os.chmod(staging, 0o755)
             os.rename(staging, local)
         except BaseException:
@@ -53,11 +59,13 @@ async def get(client, remote: str, local: str) -> str:
         if not name:
             raise ValueError("the share root is a directory")
         local = os.path.join(local, name)
-    await _get_file(client, remote, local)
+    if progress is not None:
+        progress.expect(st.size)
+    await _get_file(client, remote, local, progress)
     return local
 
 
-async def _get_tree(client, remote: str, local_dir: str, depth: int) -> None:
+async def _get_tree(client, remote: str, local_dir: str, depth: int, progress=None) -> None:
     if depth >= MAX_DEPTH:
         raise ProtocolError(f"{remote!r} nests deeper than {MAX_DEPTH} directories: refused")
     # streamed: memory stays bounded however many names the server lists
@@ -70,17 +78,19 @@ async def _get_tree(client, remote: str, local_dir: str, depth: int) -> None:
         child = f"{remote}\\{entry.name}" if remote else entry.name
         if entry.is_dir:
             os.mkdir(target, 0o755)
-            await _get_tree(client, child, target, depth + 1)
+            await _get_tree(client, child, target, depth + 1, progress)
         else:
             # inside the staging directory: nothing is presented until the whole tree is there
-            await _download(client, child, target)
+            if progress is not None:
+                progress.expect(entry.size)
+            await _download(client, child, target, progress)
 
 
-async def _get_file(client, remote: str, local: str) -> None:
+async def _get_file(client, remote: str, local: str, progress=None) -> None:
     directory = os.path.dirname(os.path.abspath(local))
     temporary = os.path.join(directory, _temporary_name(os.path.basename(local)))
     try:
-        await _download(client, remote, temporary)
+        await _download(client, remote, temporary, progress)
         os.replace(temporary, local)
     except BaseException:
         try:
@@ -90,20 +100,131 @@ async def _get_file(client, remote: str, local: str) -> None:
         raise
 
 
-async def _download(client, remote: str, local: str) -> None:
+def _write_all(fd: int, views: list[memoryview], offset: int) -> None:
+    """pwritev until every byte is written (a short write goes on; a full disk raises)."""
+    views = list(views)
+    while views:
+        n = os.pwritev(fd, views, offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+class FileSink:
+    """Received chunks -> a local file, written straight from the receive buffers (each chunk
+    is a slice of the frame it came in: no copy in user space), BATCH chunks per writev.
+    The writes go through the io_uring ring (smbring.uring) where there is one, else a
+    thread: either way off the event loop, which goes on receiving while the disk writes.
+    At most MAX_WRITING batches are being written at once (the frames they hold stay alive
+    until then); `finish()` waits for the last."""
+
+    BATCH = 8
+    MAX_WRITING = 4
+
+    def __init__(self, fd: int, progress=None):
+        self.fd, self.progress = fd, progress
+        self._views: list[memoryview] = []
+        self._offset = 0           # where the batch starts in the file
+        self._batched = 0          # its bytes
+        self._writing: list[asyncio.Future] = []
+        try:
+            from smbring.uring import aio
+            self._ring = aio.get_ring()
+        except Exception:          # no io_uring here (kernel, seccomp): a thread writes
+            self._ring = None
+
+    def __call__(self, offset: int, data):
+        """Takes one chunk; returns an awaitable when the caller must wait for the disk."""
+        if self._views and offset != self._offset + self._batched:
+            self._submit()
+        if not self._views:
+            self._offset = offset
+        self._views.append(memoryview(data))
+        self._batched += len(data)
+        if len(self._views) >= self.BATCH:
+            self._submit()
+            if len(self._writing) >= self.MAX_WRITING:
+                return self._wait_oldest()
+        return None
+
+    def _submit(self) -> None:
+        views, offset, size = self._views, self._offset, self._batched
+        self._views, self._batched = [], 0
+        self._writing.append(asyncio.ensure_future(self._write(views, offset, size)))
+
+    async def _write(self, views, offset: int, size: int) -> None:
+        if self._ring is not None:
+            n = await self._ring.writev(self.fd, views, offset)
+            if n < size:           # short: the rest the plain way (it raises ENOSPC)
+                rest, skip = [], n
+                for v in views:
+                    if skip >= len(v):
+                        skip -= len(v)
+                        continue
+                    rest.append(v[skip:])
+                    skip = 0
+                _write_all(self.fd, rest, offset + n)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, views, offset)
+        if self.progress is not None:
+            self.progress.advance(size)
+
+    async def _wait_oldest(self) -> None:
+        await self._writing.pop(0)
+
+    async def finish(self) -> None:
+        if self._views:
+            self._submit()
+        try:
+            while self._writing:
+                await self._wait_oldest()
+        finally:
+            for task in self._writing:
+                task.cancel()
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
+
+
+class FileSource:
+    """A local file -> WRITE chunks, read with os.preadv into buffers that are used again once
+    their WRITE is answered (no new object per chunk; the data is sent from there)."""
+
+    def __init__(self, fd: int, chunk: int, progress=None):
+        self.fd, self.chunk, self.progress = fd, chunk, progress
+        self._free: list[bytearray] = []
+
+    def __call__(self, offset: int, n: int) -> memoryview:
+        buf = self._free.pop() if self._free else bytearray(self.chunk)
+        view = memoryview(buf)[:n]
+        got = 0
+        while got < n:
+            read = os.preadv(self.fd, [view[got:]], offset + got)
+            if not read:
+                break              # the file shrank: write_from reports the short chunk
+            got += read
+        return view[:got]
+
+    def done(self, chunk: memoryview) -> None:
+        if self.progress is not None:
+            self.progress.advance(len(chunk))
+        self._free.append(chunk.obj)
+
+
+async def _download(client, remote: str, local: str, progress=None) -> None:
     """remote -> a new local file (O_EXCL, never following a link), byte for byte. The remote
     file is opened first: a name the server refuses creates nothing here."""
     async with await RemoteFile.open(client, remote, "r") as f:
         size = f.size_at_open
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            def sink(offset: int, data) -> None:
-                view = memoryview(data)
-                while len(view):           # pwrite may write less (a full disk): go on or fail
-                    n = os.pwrite(fd, view, offset)
-                    view, offset = view[n:], offset + n
-
-            got = await f.read_to(0, size, sink, exact=True)
+            sink = FileSink(fd, progress)
+            try:
+                got = await f.read_to(0, size, sink, exact=True)
+            finally:
+                await sink.finish()
             if got != size:
                 raise ProtocolError(f"{remote!r}: {got} bytes arrived, the server announced {size}")
             os.ftruncate(fd, size)
@@ -112,10 +233,12 @@ async def _download(client, remote: str, local: str) -> None:
             os.close(fd)
 
 
-async def put(client, local: str, remote: str) -> str:
-    """Uploads a local file to `remote` (into it, when it names an existing directory or ends
-    with a separator); returns the remote path written."""
-    name = os.path.basename(local)
+async def put(client, local: str, remote: str, progress=None) -> str:
+    """Uploads a local file or directory tree to `remote` (into it, when it names an existing
+    directory or ends with a separator); returns the remote path written. A tree is uploaded
+    into a temporary directory on the share and renamed into place as a whole; it must not
+    exist there yet."""
+    name = os.path.basename(os.path.normpath(local))
     target = smb_path(remote)
     if remote.endswith(("/", "\\")) or not target:
         target = f"{target}\\{name}" if target else name
@@ -127,16 +250,13 @@ async def put(client, local: str, remote: str) -> str:
             pass
     directory, _, base = target.rpartition("\\")
     temporary = f"{directory}\\{_temporary_name(base)}" if directory else _temporary_name(base)
+    if os.path.isdir(local) and not os.path.islink(local):
+        return await _put_tree(client, local, target, temporary, progress)
     with open(local, "rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        fd = source.fileno()
+        if progress is not None:
+            progress.expect(os.fstat(source.fileno()).st_size)
         try:
-            async with await RemoteFile.open(client, temporary, "x") as f:
-                await f.write_from(0, size, lambda offset, n: os.pread(fd, n, offset))
-                written = (await f.stat()).size
-                if written != size:
-                    raise ProtocolError(f"{temporary!r} is {written} bytes on the server after "
-                                        f"writing {size}")
+            await _upload(client, source.fileno(), temporary, progress)
             await client.rename(temporary, target, replace=True)
         except BaseException:
             try:
@@ -145,3 +265,106 @@ async def put(client, local: str, remote: str) -> str:
                 pass
             raise
     return target.replace("\\", "/")
+
+
+async def _upload(client, fd: int, remote: str, progress=None) -> None:
+    """A local file (open, fd) -> a new remote file, its size checked at the end."""
+    size = os.fstat(fd).st_size
+    async with await RemoteFile.open(client, remote, "x") as f:
+        source = FileSource(fd, client.io_size, progress)
+        await f.write_from(0, size, source, source.done)
+        written = (await f.stat()).size
+        if written != size:
+            raise ProtocolError(f"{remote!r} is {written} bytes on the server after writing {size}")
+
+
+# characters a name on the share cannot hold: "\" separates paths there, ":" names a stream
+# (a file "a:b" would become stream b of file a), the rest Windows refuses in names
+_UNSHAREABLE = set('\\:*?"<>|') | {chr(c) for c in range(32)}
+
+
+def check_local_name(name: str, where: str) -> None:
+    """A local name that would mean something else on the share is refused, before anything
+    is uploaded: a separator or a stream, a character Windows refuses, bytes that are not
+    text (they cannot be encoded in UTF-16)."""
+    bad = sorted(set(name) & _UNSHAREABLE)
+    if bad or name in (".", ".."):
+        raise ValueError(f"{where}: the name {name!r} cannot be uploaded (it holds "
+                         f"{''.join(bad)!r}, which the share would read as a path, a stream or "
+                         f"an invalid name)")
+    try:
+        name.encode("utf-16-le")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: the name {name.encode('utf-8', 'surrogateescape')!r} is not "
+                         f"valid text in this locale and cannot be named on the share") from None
+
+
+def _local_tree(root: str) -> tuple[list[str], list[str], int]:
+    """(directories, files, total bytes) under root, relative, parents first; symbolic links
+    and special files are refused (a link could lead anywhere, a FIFO would never end)."""
+    dirs, files, total = [], [], 0
+    pending = [("", 0)]
+    while pending:
+        rel, depth = pending.pop()
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{os.path.join(root, rel)} nests deeper than {MAX_DEPTH} directories")
+        with os.scandir(os.path.join(root, rel)) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = os.path.join(rel, entry.name) if rel else entry.name
+            check_local_name(entry.name, os.path.join(root, rel))
+            if entry.is_symlink():
+                raise ValueError(f"{os.path.join(root, path)} is a symbolic link: not uploaded "
+                                 f"(links are not followed)")
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(path)
+                pending.append((path, depth + 1))
+            elif entry.is_file(follow_symlinks=False):
+                files.append(path)
+                total += entry.stat(follow_symlinks=False).st_size
+            else:
+                raise ValueError(f"{os.path.join(root, path)} is not a regular file or directory")
+    return dirs, files, total
+
+
+async def _put_tree(client, local: str, target: str, temporary: str, progress) -> str:
+    dirs, files, total = _local_tree(local)      # every name checked before anything is sent
+    try:
+        await client.stat(target)
+        raise FileExistsError(f"{target.replace(chr(92), '/')} exists on the share; a directory "
+                              f"is uploaded to a new name")
+    except FileNotFoundError:
+        pass
+    if progress is not None:
+        progress.expect(total)
+    await client.mkdir(temporary)
+    try:
+        for rel in dirs:
+            await client.mkdir(temporary + "\\" + rel.replace(os.sep, "\\"))
+        for rel in files:
+            fd = os.open(os.path.join(local, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                await _upload(client, fd, temporary + "\\" + rel.replace(os.sep, "\\"), progress)
+            finally:
+                os.close(fd)
+        await client.rename(temporary, target, replace=False)
+    except BaseException:
+        if client.connected:
+            await remove_tree(client, temporary)
+        raise
+    return target.replace("\\", "/")
+
+
+async def remove_tree(client, remote: str) -> None:
+    """Removes a directory tree on the share, best effort (a failed upload's temporary)."""
+    try:
+        entries = [e async for e in client.listdir(remote)]
+        for entry in entries:
+            child = f"{remote}\\{entry.name}"
+            if entry.is_dir:
+                await remove_tree(client, child)
+            else:
+                await client.remove(child)
+        await client.rmdir(remote)
+    except (OSError, ConnectionError):
+        pass

@@ -1,0 +1,181 @@
+"""Multichannel (MS-SMB2 3.2.4.1.1, 3.2.5.3.1): further connections bound to a session.
+
+After the first connection has logged on and connected its share, the client asks the server
+where else it can be reached (FSCTL_QUERY_NETWORK_INTERFACE_INFO, asked and answered under
+the session's signature, so that the addresses come from the server that holds the key), opens
+a connection to each address in turn, NEGOTIATEs there the same dialect, cipher and signing
+algorithm with the same ClientGuid, checks that the same server (ServerGuid) answered, and
+binds it: a SESSION_SETUP with SMB2_SESSION_FLAG_BINDING, signed with the session's signing
+key, carrying a new NTLMv2 logon as the same user. The final response must be signed with the
+channel's own signing key (derived from that logon's session key and, on SMB 3.1.1, from that
+connection's own preauthentication hash). The tree and the opens are the session's: every
+channel reaches them.
+
+A server that does not offer multichannel (no CAP_MULTI_CHANNEL, SMB 2.x, a guest session, no
+interface list) or refuses a binding leaves the client with the channels it has, and
+``Client.multichannel_note`` says why. An answer that fails its checks (a bad signature on the
+binding) is a ProtocolError: someone in between is suspected, and nothing more is bound.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+from smbring.smb import security, wire
+from smbring.client import messages as m
+from smbring.client.channel import Channel, SessionKeys
+from smbring.client.errors import ProtocolError, SMBError
+from smbring.client.session import Client, Negotiated, negotiate, validate_negotiate
+
+MAX_CHANNELS = 32         # connections per session the client opens at most (smbd allows 32)
+
+
+class BindingRefused(Exception):
+    """This connection cannot join the session (the server said no, or offers something else)."""
+
+
+async def add_channels(client: Client, neg: Negotiated, count: int, user: str, password: str,
+                       domain: str, dialects, ciphers, sign: bool, encrypt: bool) -> None:
+    """Binds up to `count` more connections to the client's session; fewer (with the reason
+    in client.multichannel_note) where the server does not offer it."""
+    count = min(count, MAX_CHANNELS - 1)
+    why = _why_not(client, neg)
+    if why:
+        client.multichannel_note = why
+        return
+    try:
+        r = await client.request(wire.IOCTL, m.query_interfaces_request(), sign=True,
+                                 what="QUERY_NETWORK_INTERFACE_INFO")
+    except SMBError as e:
+        client.multichannel_note = f"the server lists no network interfaces ({e})"
+        return
+    addresses = usable_addresses(m.parse_interfaces(r.message))
+    if not addresses:
+        client.multichannel_note = "the server lists no address this client can use"
+        return
+    for i in range(count):
+        listed = addresses[i % len(addresses)]
+        try:
+            channel = await _open_to(client, listed)
+            try:
+                await _bind(client, neg, channel, user, password, domain, ciphers, sign)
+            except BaseException:
+                await channel.close()
+                raise
+        except (SMBError, BindingRefused) as e:
+            client.multichannel_note = f"channel {i + 2} not bound: {e}"
+            return
+        except ProtocolError:
+            raise
+        except (OSError, ConnectionError) as e:
+            client.multichannel_note = f"channel {i + 2} not connected: {e}"
+            return
+        client.add_channel(channel)
+
+
+def _why_not(client: Client, neg: Negotiated) -> str:
+    if client.dialect < wire.SMB300:
+        return f"dialect {client.dialect:#x} has no multichannel (SMB 3.0 and later)"
+    if not neg.response.capabilities & wire.CAP_MULTI_CHANNEL:
+        return "the server does not offer multichannel (no CAP_MULTI_CHANNEL)"
+    if client.guest or not client.keys.signing_key:
+        return "a guest session has no key to bind channels with"
+    return ""
+
+
+def usable_addresses(interfaces: list[m.NetworkInterface]) -> list[str]:
+    """The listed addresses worth a connection, fastest first (RSS-capable first among equals),
+    each once: never an unspecified, multicast or link-local address (the last needs a scope
+    the server cannot give)."""
+    ranked = sorted(interfaces, key=lambda i: (-i.speed, not i.capability & m.RSS_CAPABLE))
+    out: list[str] = []
+    for iface in ranked:
+        ip = ipaddress.ip_address(iface.address)
+        if ip.is_unspecified or ip.is_multicast or ip.is_link_local or \
+                (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255")):
+            continue
+        if iface.address not in out:
+            out.append(iface.address)
+    return out
+
+
+async def _open_to(client: Client, listed: str) -> Channel:
+    """A connection to a listed address on the session's port; if that address does not
+    answer, to the address the first connection reached (the same server, by then checked)."""
+    timeout = client.channels[0].timeout
+    try:
+        return await Channel.open(listed, client.port, timeout=timeout)
+    except OSError:
+        first = client.channels[0].address or client.host
+        if first == listed:
+            raise
+        return await Channel.open(first, client.port, timeout=timeout)
+
+
+async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, password: str,
+                domain: str, ciphers, sign: bool) -> None:
+    keys = client.keys
+    own = await negotiate(channel, (client.dialect,), (keys.cipher,) if keys.cipher else tuple(ciphers),
+                          sign, False, client.guid, client.io_size, multichannel=True)
+    if own.response.server_guid != first.response.server_guid:
+        raise BindingRefused("another server answered there (its ServerGuid differs)")
+    if own.response.dialect != client.dialect or own.cipher != keys.cipher or \
+            own.signing_algorithm != keys.signing_algorithm:
+        raise BindingRefused("the server negotiated other algorithms on this connection")
+    if not own.response.capabilities & wire.CAP_MULTI_CHANNEL:
+        raise BindingRefused("no CAP_MULTI_CHANNEL on this connection")
+    if own.io_size < client.io_size:
+        raise BindingRefused(f"this connection allows READs and WRITEs of {own.io_size} bytes only")
+    channel.keys = await _binding_logon(client, own, channel, user, password, domain, sign)
+    channel.register(channel.keys)
+    if client.dialect in (wire.SMB300, wire.SMB302):
+        await validate_negotiate(client, channel, own)
+
+
+async def _binding_logon(client: Client, own: Negotiated, channel: Channel, user: str,
+                         password: str, domain: str, sign: bool) -> SessionKeys:
+    import spnego
+    principal = f"{domain}\\{user}" if domain else user
+    context = spnego.client(principal or None, password or None, hostname=client.host,
+                            service="cifs", protocol="negotiate")
+    security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
+    session = client.keys
+    # the binding requests are signed with the session's key and never sealed (MS-SMB2 3.2.4.1.1)
+    binding = SessionKeys(session_id=session.session_id, signing_key=session.signing_key,
+                          signing_algorithm=session.signing_algorithm, sign=True)
+    preauth = own.preauth.copy()
+    token = context.step()
+    while True:
+        # verify=False: the interim answers may be signed with the session's key, the final
+        # one with the channel's, which exists only once the logon is done (checked below)
+        r = await channel.request(
+            wire.SESSION_SETUP, m.session_setup_request(security_mode, token, wire.SESSION_FLAG_BINDING),
+            keys=binding, keep_request=True, verify=False,
+            expect=(wire.STATUS_SUCCESS, wire.STATUS_MORE_PROCESSING_REQUIRED),
+            what="bind a channel")
+        if client.dialect == wire.SMB311:
+            preauth.update(r.request)
+        if r.header.session_id != session.session_id:
+            raise ProtocolError("the server answered a binding for another session")
+        flags, reply = m.parse_session_setup(r.message)
+        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+            break
+        if client.dialect == wire.SMB311:
+            preauth.update(r.message)
+        token = context.step(reply)
+        if not token:
+            raise ProtocolError("the binding needs another step but the mechanism has nothing to send")
+    if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
+        raise ProtocolError("the server made a binding a guest logon")
+    if reply:
+        context.step(reply)
+    if not context.complete:
+        raise ProtocolError("the server accepted the binding before the mechanism completed")
+    session_key = (context.session_key + b"\0" * 16)[:16]
+    channel_key = security.signing_key(session_key, client.dialect,
+                                       preauth.value if client.dialect == wire.SMB311 else None)
+    if not r.header.flags & wire.FLAGS_SIGNED or \
+            not security.verify(session.signing_algorithm, channel_key, r.message):
+        raise ProtocolError("bad signature on the final binding SESSION_SETUP response: the "
+                            "server does not hold the channel's key, or the messages were altered")
+    return dataclasses.replace(session, signing_key=channel_key)

@@ -1,0 +1,247 @@
+"""Multichannel against real servers: channels bound to the session on `smbring serve` (each
+3.x dialect, signed, sealed) and on Samba's smbd; a channel lost mid-transfer (its socket shut
+down) with the transfer completing byte-exact on the others; a server with multichannel off, and
+a server that refuses every binding, leave one working channel."""
+import asyncio
+import os
+import struct
+
+import pytest
+
+import smbring.client as sc
+from smbring.client import messages as m
+from smbring.smb import wire
+from servers import spawn, stop, free_port
+
+MiB = 1024 * 1024
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 300))
+
+
+async def connected(srv, **kw):
+    return await sc.connect(srv["host"], srv["port"], srv["user"], srv["password"], srv["name"], **kw)
+
+
+def random_file(path, size):
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def round_trip(c, tmp_path, size):
+    """put then get of `size` random bytes through the client; both byte-exact."""
+    up = random_file(tmp_path / "up.bin", size)
+    await c.put(str(up), "big.bin")
+    down = tmp_path / "down.bin"
+    await c.get("big.bin", str(down))
+    assert down.read_bytes() == up.read_bytes()
+
+
+@pytest.mark.parametrize("dialect", [wire.SMB300, wire.SMB302, wire.SMB311])
+def test_channels_bind_and_share_a_transfer(smbring_server, tmp_path, dialect):
+    srv = smbring_server()
+
+    async def go():
+        async with await connected(srv, channels=3, dialects=(dialect,)) as c:
+            assert c.open_channels == 3, c.multichannel_note
+            await round_trip(c, tmp_path, 24 * MiB + 5)
+            # every channel carried 1 MiB READs or WRITEs (16 credits each), not just the first
+            assert all(ch.peak_in_flight >= 16 for ch in c.channels)
+            assert (srv["share"] / "big.bin").read_bytes() == (tmp_path / "up.bin").read_bytes()
+    run(go())
+    assert srv["log"].read_text().count("channel bound") == 2
+
+
+def test_signed_and_sealed_channels(smbring_server, tmp_path):
+    srv = smbring_server()
+
+    async def go():
+        async with await connected(srv, channels=2, sign=True) as c:
+            assert c.open_channels == 2 and c.signing
+            # each channel signs with its own key (3.1.1: from its own preauthentication hash)
+            assert c.channels[0].keys.signing_key != c.channels[1].keys.signing_key
+            await round_trip(c, tmp_path, 5 * MiB)
+        async with await connected(srv, channels=2, encrypt=True) as c:
+            assert c.open_channels == 2 and c.encrypting
+            assert c.channels[1].keys.encrypt
+            await round_trip(c, tmp_path, 5 * MiB)
+    run(go())
+
+
+async def lose_channel(client, index, answers):
+    """Shuts down one channel's socket (as a failing network would) once it has answered
+    `answers` more requests, at a moment when requests are waiting on it."""
+    channel = client.channels[index]
+    start = channel.answered
+    while channel.answered < start + answers or not channel.load:
+        await asyncio.sleep(0.001)
+    channel.abort()
+
+
+async def while_losing(client, index, answers, transfer):
+    loser = asyncio.ensure_future(lose_channel(client, index, answers))
+    try:
+        await transfer
+    finally:
+        fired = loser.done()
+        loser.cancel()
+    assert fired, "the transfer ended before the channel could be lost"
+
+
+@pytest.mark.parametrize("lost", [1, 0], ids=["another-channel", "the-first-channel"])
+def test_a_lost_channel_s_requests_finish_on_the_others(smbring_server, tmp_path, lost):
+    srv = smbring_server()
+    size = 48 * MiB + 7
+    up = random_file(tmp_path / "up.bin", size)
+
+    async def go():
+        async with await connected(srv, channels=3) as c:
+            assert c.open_channels == 3
+            await while_losing(c, lost, 4, c.put(str(up), "big.bin"))
+            assert c.channels[lost].closed and c.open_channels == 2
+            assert c.retried >= 1          # WRITEs were in flight there and went again
+            retried = c.retried
+            await while_losing(c, 2, 4, c.get("big.bin", str(tmp_path / "down.bin")))
+            assert c.open_channels == 1
+            assert c.retried > retried
+            assert [e.name async for e in c.listdir("")] == ["big.bin"]   # still usable
+    run(go())
+    assert (srv["share"] / "big.bin").read_bytes() == up.read_bytes()
+    assert (tmp_path / "down.bin").read_bytes() == up.read_bytes()
+
+
+def test_a_server_without_multichannel_leaves_one_channel(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    port = free_port()
+    (tmp_path / "smb.conf").write_text(
+        f"[global]\nlisten = 127.0.0.1:{port}\nserver multi channel support = no\n"
+        f"[share]\npath = {share}\nread only = no\n")
+    proc, port, _log = spawn(tmp_path, "--config", str(tmp_path / "smb.conf"), port=port)
+    srv = {"host": "127.0.0.1", "port": port, "name": "share", "user": "alice", "password": "Secret-pw1"}
+    from servers import USER, PASSWORD
+    srv.update(user=USER, password=PASSWORD)
+    try:
+        async def go():
+            async with await connected(srv, channels=4) as c:
+                assert c.open_channels == 1
+                assert "CAP_MULTI_CHANNEL" in c.multichannel_note
+                await round_trip(c, tmp_path, 3 * MiB)
+        run(go())
+    finally:
+        stop(proc)
+
+
+class BindingRefuser:
+    """A server in front of `smbring serve` that passes everything through except a binding
+    SESSION_SETUP, which it answers itself with STATUS_REQUEST_NOT_ACCEPTED (as a server
+    does that will not bind this session), never forwarding it."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.refused = 0
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, creader, cwriter):
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def upstream():
+            try:
+                while True:
+                    head = await creader.readexactly(4)
+                    frame = await creader.readexactly(struct.unpack(">I", head)[0])
+                    hdr = wire.Header.parse(frame)
+                    if hdr.command == wire.SESSION_SETUP and frame[66] & wire.SESSION_FLAG_BINDING:
+                        self.refused += 1
+                        answer = wire.Header(command=wire.SESSION_SETUP,
+                                             status=wire.STATUS_REQUEST_NOT_ACCEPTED,
+                                             flags=wire.FLAGS_SERVER_TO_REDIR, credits=1,
+                                             message_id=hdr.message_id,
+                                             session_id=hdr.session_id).pack() + struct.pack("<HBBIB", 9, 0, 0, 0, 0)
+                        cwriter.write(struct.pack(">I", len(answer)) + answer)
+                        continue
+                    swriter.write(head + frame)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                swriter.close()
+
+        async def downstream():
+            try:
+                while data := await sreader.read(1 << 16):
+                    cwriter.write(data)
+                    await cwriter.drain()
+            except ConnectionError:
+                pass
+            cwriter.close()
+        await asyncio.gather(upstream(), downstream())
+
+
+def test_a_refused_binding_falls_back_to_one_channel(smbring_server, tmp_path):
+    srv = smbring_server()
+
+    async def go():
+        async with BindingRefuser(srv["port"]) as refuser:
+            async with await connected(dict(srv, port=refuser.port), channels=3) as c:
+                assert refuser.refused == 1          # the first refusal ends the attempts
+                assert c.open_channels == 1
+                assert "REQUEST_NOT_ACCEPTED" in c.multichannel_note
+                await round_trip(c, tmp_path, 3 * MiB)
+    run(go())
+
+
+def test_samba_binds_channels_on_loopback(samba_server, tmp_path):
+    srv = samba_server("    server multi channel support = yes\n")
+
+    async def go():
+        async with await connected(srv, channels=3) as c:
+            assert c.open_channels == 3, c.multichannel_note
+            await round_trip(c, tmp_path, 24 * MiB + 3)
+            assert all(ch.peak_in_flight >= 16 for ch in c.channels)
+            await c.put(str(random_file(tmp_path / "bigger.bin", 96 * MiB)), "bigger.bin")
+            await while_losing(c, 1, 2, c.get("bigger.bin", str(tmp_path / "again.bin")))
+            assert c.open_channels == 2 and c.retried >= 1
+    run(go())
+    assert (srv["share"] / "big.bin").read_bytes() == (tmp_path / "up.bin").read_bytes()
+    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "bigger.bin").read_bytes()
+
+
+def _ioctl_response(output: bytes) -> bytes:
+    return (wire.Header(command=wire.IOCTL, flags=wire.FLAGS_SERVER_TO_REDIR).pack() +
+            struct.pack("<HHI16sIIIIII", 49, 0, m.FSCTL_QUERY_NETWORK_INTERFACE_INFO, m.NO_FILE,
+                        0, 0, wire.HEADER_SIZE + 48, len(output), 0, 0) + output)
+
+
+def _entry(nxt: int, address: bytes) -> bytes:
+    return (struct.pack("<IIIIQ", nxt, 1, 0, 0, 10**9) +
+            struct.pack("<HH", m.AF_INET, 0) + address).ljust(m.INTERFACE_ENTRY, b"\0")
+
+
+def test_interface_lists_that_lie_are_refused():
+    good = m.parse_interfaces(_ioctl_response(_entry(m.INTERFACE_ENTRY, b"\x0a\0\0\x01") +
+                                              _entry(0, b"\x7f\0\0\x01")))
+    assert [i.address for i in good] == ["10.0.0.1", "127.0.0.1"]
+    with pytest.raises(sc.ProtocolError, match="does not move past"):
+        m.parse_interfaces(_ioctl_response(_entry(8, b"\x7f\0\0\x01") + _entry(0, b"\x7f\0\0\x01")))
+    with pytest.raises(sc.ProtocolError, match="runs past"):
+        m.parse_interfaces(_ioctl_response(_entry(m.INTERFACE_ENTRY, b"\x7f\0\0\x01")))
+    with pytest.raises(sc.ProtocolError, match="outside"):
+        m.parse_interfaces(_ioctl_response(_entry(0, b"\x7f\0\0\x01"))[:-10])
+    # a chain that loops forever is cut at MAX_INTERFACES
+    many = b"".join(_entry(m.INTERFACE_ENTRY, b"\x7f\0\0\x01") for _ in range(300)) + _entry(0, b"\x7f\0\0\x01")
+    assert len(m.parse_interfaces(_ioctl_response(many[:60000]))) == m.MAX_INTERFACES
+
+
+def test_unusable_addresses_are_never_dialled():
+    from smbring.client.multichannel import usable_addresses
+    listed = [m.NetworkInterface(1, a, 10**9, 0) for a in
+              ("0.0.0.0", "224.0.0.1", "fe80::1", "255.255.255.255", "::", "192.0.2.7")]
+    listed.append(m.NetworkInterface(2, "192.0.2.8", 10**10, 0))
+    assert usable_addresses(listed) == ["192.0.2.8", "192.0.2.7"]
