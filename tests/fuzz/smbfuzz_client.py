@@ -102,9 +102,9 @@ class Client:
             kinds.append((fi.SEALED_SESSION, {"encrypt": True, "encrypt_key": SEAL_KEYS[0][:size],
                                               "decrypt_key": SEAL_KEYS[1][:size]}))
         for slot, extra in kinds:
-            sid = c.next_id
-            c.next_id += 1
+            sid = c.state.sessions.new_session_id()     # (ids are the server's, as a logon's are)
             c.sessions[sid] = Session(id=sid, valid=True, user="guest" if extra.get("guest") else "fuzz", **extra)
+            c.state.sessions.add(c.sessions[sid])
             if extra.get("encrypt"):
                 self.seal_key, self.unseal_key = extra["decrypt_key"], extra["encrypt_key"]
             self.sessions[slot] = sid
