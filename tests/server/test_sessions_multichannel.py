@@ -77,16 +77,17 @@ def first_channel(port, dialects=(wire.SMB311,)):
 
 
 def bind(c2: RawClient, s1: Session, user=USER, password=PASSWORD, *, sign=True, signing_key=None,
-         flags=wire.SESSION_FLAG_BINDING, session_id=None):
+         flags=wire.SESSION_FLAG_BINDING, session_id=None, algorithm=None):
     """Binds c2 to the session s1 (every leg signed with the session's key, as a client
-    binds); returns (the channel's Session on c2, the last response)."""
+    binds, with `algorithm`: the session's, where it differs from c2's); returns (the
+    channel's Session on c2, the last response)."""
     ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
     channel = Session(id=s1.id if session_id is None else session_id)
     channel.preauth = c2.preauth.copy() if c2.dialect == wire.SMB311 else None
     token = ctx.step()
     while True:
         msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=flags), session=channel.id)
-        c2.send([msg], sign=sign, signing_key=signing_key or s1.signing_key)
+        c2.send([msg], sign=sign, signing_key=signing_key or s1.signing_key, algorithm=algorithm)
         r = c2.response_to(wire.Header.parse(msg).message_id)
         if channel.preauth is not None:
             channel.preauth.update(msg)
@@ -172,13 +173,14 @@ def test_binding_refusals_leave_the_session_alone(server):
     # a session id that does not exist
     c = connect(port, guid=guid)
     cases.append((bind(c, s1, session_id=s1.id + 1000)[1].status, wire.STATUS_USER_SESSION_DELETED))
-    # another ClientGuid (MS-SMB2: MAY refuse; smbd cannot bind across clients either)
+    # another ClientGuid (MS-SMB2: MAY refuse; smbd cannot bind across clients either, and
+    # answers REQUEST_NOT_ACCEPTED)
     c = connect(port, guid=os.urandom(16))
-    cases.append((bind(c, s1)[1].status, wire.STATUS_USER_SESSION_DELETED))
+    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
     # another dialect: with another signing algorithm than the session's AES-GMAC, refused
-    # for that first, as smbd does
+    # for that first, as smbd does (the binding is signed as the session signs, AES-GMAC)
     c = connect(port, (wire.SMB302,), guid=guid)
-    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    cases.append((bind(c, s1, algorithm=security.AES_GMAC)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
     # the same algorithm (AES-CMAC) on 3.1.1 for a 3.0.2 session: the dialect differs
     c0, s0, _t0, _f0, guid0 = first_channel(port, (wire.SMB302,))
     c = RawClient(port)
@@ -188,9 +190,12 @@ def test_binding_refusals_leave_the_session_alone(server):
     # SMB 2.1 cannot bind at all (to an AES-CMAC session; to an AES-GMAC one the algorithm
     # is refused first, as above)
     c = connect(port, (wire.SMB210,), guid=guid0)
-    cases.append((bind(c, s0)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
+    cases.append((bind(c, s0, algorithm=security.AES_CMAC)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
     c = connect(port, (wire.SMB210,), guid=guid)
-    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    cases.append((bind(c, s1, algorithm=security.AES_GMAC)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    # signed with the connection's algorithm rather than the session's: not its signature
+    c = connect(port, (wire.SMB302,), guid=guid)
+    cases.append((bind(c, s1)[1].status, wire.STATUS_ACCESS_DENIED))
     # another user, with that user's right password: ACCESS_DENIED once authenticated
     c = connect(port, guid=guid)
     cases.append((bind(c, s1, OTHER, OTHER_PASSWORD)[1].status, wire.STATUS_ACCESS_DENIED))
@@ -225,7 +230,8 @@ def test_a_replayed_binding_does_not_bind(server):
         c3.send_frame(frame)
         statuses.append(c3.parse(c3.recv_frame())[0].status)
     assert statuses[-1] != wire.STATUS_SUCCESS
-    assert statuses[-1] in (wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED)
+    # (the AUTHENTICATE repeats the first CHALLENGE's timestamp: INVALID_PARAMETER, as Samba)
+    assert statuses[-1] in (wire.STATUS_INVALID_PARAMETER, wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED)
     c3.next_message_id += len(frames)       # (the replayed frames took those MessageIds)
     # nothing was bound on c3: the session is not reachable there
     assert c3.request(wire.READ, read_body(fid, 10), session=s1.id, tree_id=tree.id).status == \
@@ -320,4 +326,74 @@ def test_a_dropped_binding_connection_does_not_disturb_the_session(server):
     c2.close()
     with pytest.raises((Disconnected, OSError)):
         c2.echo()
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def signed_by(r, algorithm, key) -> bool:
+    return bool(r.header.flags & wire.FLAGS_SIGNED) and security.verify(algorithm, key, r.raw)
+
+
+def test_refused_bindings_are_answered_signed_with_the_sessions_key(server):
+    """A client checks the answer to its binding with the session's key (smbXcli refuses an
+    unsigned one with ACCESS_DENIED): smbd signs it whatever the status, once the request's
+    signature proved the key; an answer to a request that did not prove it is never signed."""
+    port, _root = server
+    c1, s1, _tree, _fid, guid = first_channel(port)                    # 3.1.1, AES-GMAC
+    c0, s0, _t0, _f0, guid0 = first_channel(port, (wire.SMB302,))      # 3.0.2, AES-CMAC
+    # SMB 2.1 binding to the AES-CMAC session: REQUEST_NOT_ACCEPTED, signed as the session signs
+    c = connect(port, (wire.SMB210,), guid=guid0)
+    _ch, r = bind(c, s0, algorithm=security.AES_CMAC)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED
+    assert signed_by(r, security.AES_CMAC, s0.signing_key)
+    # 3.0.2 of another ClientGuid: REQUEST_NOT_ACCEPTED, signed
+    c = connect(port, (wire.SMB302,))
+    _ch, r = bind(c, s0)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED and signed_by(r, security.AES_CMAC, s0.signing_key)
+    # 3.1.1 of another ClientGuid, to the AES-GMAC session: likewise
+    c = connect(port)
+    _ch, r = bind(c, s1)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED and signed_by(r, security.AES_GMAC, s1.signing_key)
+    # and without the binding flag: USER_SESSION_DELETED, signed
+    _ch, r = bind(c, s1, flags=0)
+    assert r.status == wire.STATUS_USER_SESSION_DELETED and signed_by(r, security.AES_GMAC, s1.signing_key)
+    # a forged signature proves nothing: ACCESS_DENIED, unsigned, from any connection
+    for c in (connect(port, guid=guid), connect(port), connect(port, (wire.SMB210,), guid=guid0)):
+        _ch, r = bind(c, s1, signing_key=os.urandom(16))
+        assert r.status == wire.STATUS_ACCESS_DENIED and not r.header.flags & wire.FLAGS_SIGNED
+        _ch, r = bind(c, s1, signing_key=os.urandom(16), flags=0)
+        assert r.status == wire.STATUS_USER_SESSION_DELETED and not r.header.flags & wire.FLAGS_SIGNED
+    # unsigned: INVALID_PARAMETER, unsigned
+    _ch, r = bind(connect(port, guid=guid), s1, sign=False)
+    assert r.status == wire.STATUS_INVALID_PARAMETER and not r.header.flags & wire.FLAGS_SIGNED
+    # the sessions carry on
+    for c, s in ((c1, s1), (c0, s0)):
+        assert c.echo().status == wire.STATUS_SUCCESS
+
+
+@pytest.mark.parametrize("session_algorithm, channel_algorithm",
+                         [(security.AES_CMAC, security.HMAC_SHA256), (security.HMAC_SHA256, security.AES_CMAC)])
+def test_a_channel_may_sign_with_another_non_gmac_algorithm(server, session_algorithm, channel_algorithm):
+    """3.1.1 on both connections, AES-CMAC and HMAC-SHA256 negotiated apart: the binding is
+    signed with the session's key and algorithm (as smbd verifies it), the channel signs with
+    its own key and its connection's algorithm (smb2.session.bind_negative_smb3signCtoHs)."""
+    port, _root = server
+    guid = os.urandom(16)
+    c1 = RawClient(port)
+    assert c1.negotiate((wire.SMB311,), client_guid=guid,
+                        signing_algorithms=(session_algorithm,)).status == wire.STATUS_SUCCESS
+    s1 = c1.logon(USER, PASSWORD)
+    tree = c1.tree(s1, "rw")
+    fid = tree.open(f"alg-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, b"data")).status == wire.STATUS_SUCCESS
+    c2 = RawClient(port)
+    assert c2.negotiate((wire.SMB311,), client_guid=guid,
+                        signing_algorithms=(channel_algorithm,)).status == wire.STATUS_SUCCESS
+    # signed with the channel's connection's algorithm instead: not the session's signature
+    _ch, r = bind(c2, s1, algorithm=channel_algorithm)
+    assert r.status == wire.STATUS_ACCESS_DENIED
+    channel, r = bind(c2, s1, algorithm=session_algorithm)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, channel_algorithm, channel.signing_key)
+    got = read_on(c2, channel, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and signed_by(got, channel_algorithm, channel.signing_key)
     assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS

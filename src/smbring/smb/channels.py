@@ -68,6 +68,20 @@ def signing_key_on(session: "Session", conn: "Connection") -> bytes:
     return session.signing_key
 
 
+def signer_on(session: "Session", conn: "Connection") -> tuple[int, bytes]:
+    """The signing algorithm and key of the session's messages on `conn`: its channel's key
+    there, with the connection's algorithm; where the connection has no bound channel (a
+    binding under way, or a request on the wrong connection), the session's own key with the
+    algorithm of the connection that logged it on, which a client signs a binding with
+    (MS-SMB2 3.2.4.1.1, 3.3.5.5; smbd verifies it so)."""
+    channel = session.channels.get(conn)
+    if channel is not None and channel.signing_key:
+        return conn.sign_algorithm(), channel.signing_key
+    if session.client is None:      # a Session put straight into a table (tests): this one's
+        return conn.sign_algorithm(), session.signing_key
+    return session.signing_algorithm, session.signing_key
+
+
 RSS_CAPABLE = 0x1
 
 

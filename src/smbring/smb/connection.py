@@ -452,7 +452,9 @@ class Connection:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
             if i < len(out) - 1:
                 struct.pack_into("<I", part, 20, len(part))
-            if seal is None and self._must_sign(rhdr, signed_requests[i]):
+            if seal is None and rhdr.signer is not None:    # (commands.session sets it)
+                security.apply_signature(*rhdr.signer, part)
+            elif seal is None and self._must_sign(rhdr, signed_requests[i]):
                 security.apply_signature(self.sign_algorithm(),
                                          signing_key_on(self.sessions[rhdr.session_id], self), part)
             chained += part
@@ -583,6 +585,8 @@ class Connection:
         s = self.sessions.get(rhdr.session_id)
         if not s or not signing_key_on(s, self) or s.guest:
             return False
+        if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
+            return False    # signed where its signature verified (rhdr.signer, commands.session)
         final_setup = rhdr.command == wire.SESSION_SETUP and rhdr.status == wire.STATUS_SUCCESS
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 

@@ -7,7 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, wire
-from smbring.smb.channels import Channel, signing_key_on
+from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
 from smbring.smb.commands.tree import tree_files
 from smbring.smb.errors import SMBError, in_request
@@ -35,6 +35,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s = None        # a session of another connection: reached by binding only
     if s is None:
         if hdr.session_id:
+            other = c.state.sessions.get(hdr.session_id)
+            if other is not None:       # (another connection's or another client's)
+                answer_as_session(c, hdr, msg, rhdr, other)
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
         sid = c.state.sessions.new_session_id()
         s = Session(id=sid, preauth=c.preauth.copy(), client=c.client, dialect=c.dialect,
@@ -62,7 +65,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         audit.warning("logon refused: user %s from %s: %s", s.auth.user or "(not given)",
                       c.client_address or "?", e)
         c.end_session(s.id)
-        raise SMBError(wire.STATUS_LOGON_FAILURE)
+        raise SMBError(logon_failure_status(e))
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
         who = identity.user if identity.kind == "user" else identity.kind
@@ -131,6 +134,12 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return body, None
 
 
+def logon_failure_status(e: ntlm.LogonFailure) -> int:
+    """What a failed logon answers: INVALID_PARAMETER for a malformed NTLMv2 response (as
+    Samba), LOGON_FAILURE for everything else (wrong password, unknown user, policy)."""
+    return wire.STATUS_INVALID_PARAMETER if isinstance(e, ntlm.InvalidResponse) else wire.STATUS_LOGON_FAILURE
+
+
 def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
     """Binds the session to the account its file-system calls act as, where the server acts
     as its users' accounts: a user without one is refused (STATUS_LOGON_FAILURE), as Samba
@@ -178,17 +187,36 @@ def close_previous(c: Connection, s: Session, previous_id: int) -> None:
         owner.on_output()
 
 
+def answer_as_session(c: Connection, hdr: Header, msg, rhdr: Header, s: Session) -> bool:
+    """A SESSION_SETUP naming a session that this connection carries no bound channel of (a
+    binding, or a request on the wrong connection): when it is signed and its signature is
+    the session's (`signer_on`), the answer is signed alike, whatever its status, as smbd
+    answers (a client that signed its request wants the answer signed, MS-SMB2 3.3.4.1.1; a
+    client checks a refused binding's answer with the session's key). Whether it verified.
+    A request whose signature does not verify gets nothing signed."""
+    if not hdr.flags & wire.FLAGS_SIGNED:
+        return False
+    algorithm, key = signer_on(s, c)
+    if not key or not security.verify(algorithm, key, msg):
+        return False
+    rhdr.signer = (algorithm, key)
+    return True
+
+
 def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
     """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING: this connection becomes a channel of an
     existing session (MS-SMB2 3.3.5.5, in the order and with the statuses smbd answers). The
-    request is signed with the session's key; the client authenticates again as the session's
-    user; the channel then signs with its own key. A refused or failed binding leaves the
-    session as it was on its other channels."""
+    request is signed with the session's key, and verified first; the client authenticates
+    again as the session's user; the channel then signs with its own key. A refused or failed
+    binding leaves the session as it was on its other channels."""
     if not hdr.session_id:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     s = c.state.sessions.get(hdr.session_id)
     if s is None:
         raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+    if hdr.flags & wire.FLAGS_SIGNED and not answer_as_session(c, hdr, msg, rhdr, s):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)       # (MS-SMB2 3.3.5.2.4)
+    rhdr.session_id = s.id
     algorithm = c.sign_algorithm()
     if s.signing_algorithm >= security.AES_GMAC and algorithm != s.signing_algorithm:
         raise SMBError(wire.STATUS_REQUEST_OUT_OF_SEQUENCE)
@@ -200,17 +228,18 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if s.dialect != c.dialect or s.cipher != c.cipher:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if s.client is not c.client:
+        # another ClientGuid's session (MS-SMB2 3.3.5.5: the server MAY refuse): smbd cannot
+        # bind across clients either, and answers so, rather than USER_SESSION_DELETED,
+        # lest the client start a new session
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)
+    ch = s.channels.get(c)
+    if ch is not None and ch.bound:
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
     if s.guest:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)       # guests and anonymous have no key
     if not s.valid or (s.auth is not None and not s.auth.complete):
         raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # logon or re-authentication under way
-    if s.client is not c.client:
-        raise SMBError(wire.STATUS_USER_SESSION_DELETED)  # another ClientGuid's session
-    ch = s.channels.get(c)
-    if ch is not None and ch.bound:
-        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
-    if not security.verify(algorithm, signing_key_on(s, c), msg):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if ch is None:
         if len(s.channels) >= c.limits.max_channels:
             log.info("session %d: binding refused: %d channels already", s.id, len(s.channels))
@@ -218,7 +247,6 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         ch = s.channels[c] = Channel(preauth=c.preauth.copy())
         ch.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=False,
                                 bad_user_to_guest=False, netbios_name=c.policy.server_name)
-    rhdr.session_id = s.id
     if c.dialect == wire.SMB311:
         ch.preauth.update(msg)
     try:
@@ -227,13 +255,13 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         audit.warning("binding refused: user %s from %s to session %d: %s", ch.auth.user or "(not given)",
                       c.client_address or "?", s.id, e)
         del s.channels[c]
-        raise SMBError(wire.STATUS_LOGON_FAILURE)
+        raise SMBError(logon_failure_status(e))
     if not ch.auth.complete:
         rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
         body = struct.pack("<HHHH", 9, 0, 72, len(out)) + out
         if c.dialect == wire.SMB311:     # the response as sent: signed with the session's key
             sent = bytearray(rhdr_bytes(rhdr, hdr, body))
-            security.apply_signature(algorithm, signing_key_on(s, c), sent)
+            security.apply_signature(*rhdr.signer, sent)
             ch.preauth.update(sent)
         return body, None
     identity = ch.auth.identity
@@ -246,6 +274,7 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
     ch.signing_key = security.signing_key(identity.session_key, c.dialect,
                                           ch.preauth.value if c.dialect == wire.SMB311 else None)
     ch.preauth = None
+    rhdr.signer = None      # the final answer is signed with the channel's own key
     audit.info("channel bound: user %s from %s, session %d (%d channels)", s.user,
                c.client_address or "?", s.id, len(s.channels))
     rhdr.status = wire.STATUS_SUCCESS
