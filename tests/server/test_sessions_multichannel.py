@@ -18,6 +18,7 @@ import pytest
 import spnego
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from logon import ANONYMOUS, V1_FLAGS, forged_logon  # noqa: E402
 from raw import FID_ANY, Disconnected, RawClient, Session  # noqa: E402
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 from smbcore import ioctl_body, read_body, session_setup_body, write_body  # noqa: E402
@@ -33,13 +34,16 @@ def start(tmp_path_factory):
     """start(**global options) -> (port, root): a server with one writable share `rw`."""
     procs = []
 
-    def run(**options):
+    def run(guest_share=False, **options):
         root = tmp_path_factory.mktemp("mc")
         (root / "rw").mkdir()
         port = free_port()
         lines = ["[global]", f"listen = 127.0.0.1:{port}"]
         lines += [f"{k.replace('_', ' ')} = {v}" for k, v in options.items()]
         lines += ["[rw]", f"path = {root / 'rw'}", "read only = no"]
+        if guest_share:     # (a guest ok share: the server then admits guests and anonymous)
+            (root / "pub").mkdir(mode=0o777)
+            lines += ["[pub]", f"path = {root / 'pub'}", "read only = no", "guest ok = yes"]
         (root / "smb.conf").write_text("\n".join(lines) + "\n")
         proc, port, _log = spawn(root, "--config", str(root / "smb.conf"), port=port)
         procs.append(proc)
@@ -397,3 +401,108 @@ def test_a_channel_may_sign_with_another_non_gmac_algorithm(server, session_algo
     got = read_on(c2, channel, tree.id, fid)
     assert got.status == wire.STATUS_SUCCESS and signed_by(got, channel_algorithm, channel.signing_key)
     assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+# -- re-authentication as someone else (smbd: the session keeps its keys and its opens) ------
+
+@pytest.fixture(scope="module")
+def guest_server(start):
+    return start(guest_share=True)
+
+
+def reauth_anonymous(c: RawClient, s: Session):
+    """Re-authenticates s anonymously (an empty NTLM AUTHENTICATE), signed with its keys."""
+    return forged_logon(c, "", lambda _challenge: (b"", b""), flags=V1_FLAGS | ANONYMOUS, session=s).last
+
+
+def reauth(c: RawClient, s: Session, user=USER, password=PASSWORD):
+    ctx, s, r = c.begin_logon(user, password, session=s)
+    while r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
+        r = c.session_setup(s, ctx.step(c.security_buffer(r)))
+    return r
+
+
+def test_reauthentication_as_anonymous_keeps_the_keys_and_the_opens(guest_server):
+    """smb2.session.reauth2/3: a user's session re-authenticated anonymously goes on with the
+    first logon's keys (signed, as the client expects) and its open handles; back as the user
+    it works as before."""
+    port, _root = guest_server
+    c = connect(port)
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "pub")
+    fid = tree.open(f"anon-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, b"kept")).status == wire.STATUS_SUCCESS
+    r = reauth_anonymous(c, s)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, c.sign_algorithm(), s.signing_key)
+    assert not struct.unpack_from("<H", r.raw, 66)[0] & (wire.SESSION_FLAG_IS_NULL | wire.SESSION_FLAG_IS_GUEST)
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"kept")
+    assert signed_by(got, c.sign_algorithm(), s.signing_key)
+    # an anonymous session is no channel's: binding it is refused as for a guest
+    c2 = connect(port, guid=c.offered["guid"])
+    assert bind(c2, s)[1].status == wire.STATUS_NOT_SUPPORTED
+    # a re-authentication signed with another key still cannot take the session over
+    msg = c.message(wire.SESSION_SETUP, session_setup_body(b"\x60\x00"), session=s)
+    c.send([msg], signing_key=os.urandom(16))
+    assert c.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_ACCESS_DENIED
+    r = reauth(c, s)
+    assert r.status == wire.STATUS_SUCCESS and signed_by(r, c.sign_algorithm(), s.signing_key)
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_reauthentication_as_anonymous_ends_a_session_with_a_tree_anonymous_may_not_reach(guest_server):
+    """[rw] admits no guests: re-authenticated anonymously the session could not keep its tree
+    connect there, so it ends, with its opens (it never reaches [rw] as anonymous)."""
+    port, _root = guest_server
+    c = connect(port)
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "rw")
+    fid = tree.open(f"rw-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert reauth_anonymous(c, s).status == wire.STATUS_ACCESS_DENIED
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_a_session_without_keys_does_not_become_a_users(guest_server):
+    """An anonymous session (no keys) re-authenticated as a user would have nothing to sign
+    with: refused, and the session ends (the client logs on anew)."""
+    port, _root = guest_server
+    c = connect(port)
+    s = forged_logon(c, "", lambda _challenge: (b"", b""), flags=V1_FLAGS | ANONYMOUS)
+    assert s.status == wire.STATUS_SUCCESS and s.flags & wire.SESSION_FLAG_IS_NULL
+    tree = c.tree(s, "pub")
+    assert reauth(c, s).status == wire.STATUS_ACCESS_DENIED
+    assert tree.create("x", wire.GENERIC_READ, wire.FILE_OPEN_IF).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_anonymous_reauthentication_is_refused_where_guests_are(server):
+    """Without a guest share the server admits no anonymous logon, a re-authentication
+    neither; the session ends as after any failed re-authentication."""
+    port, _root = server
+    c, s, tree, fid, _guid = first_channel(port)
+    assert reauth_anonymous(c, s).status == wire.STATUS_LOGON_FAILURE
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_reauthentication_as_another_user_acts_as_them(guest_server):
+    """Re-authenticated as another user, the session acts as that user: its opens keep the
+    access they were granted, new opens are checked as the new user (as root the server acts
+    as the Unix account `nobody`, who may not write into [rw]), and back as the first user
+    everything works again."""
+    port, root = guest_server
+    env = dict(os.environ, SMBRING_PASSDB=str(root / "passdb"))
+    subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", "nobody", "--password-stdin"],
+                   input="Nobody-pw1\n", text=True, env=env, check=True, capture_output=True)
+    c, s, tree, fid, _guid = first_channel(port)
+    r = reauth(c, s, "nobody", "Nobody-pw1")
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, c.sign_algorithm(), s.signing_key)      # the first logon's keys
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"channel data")
+    name = f"as-nobody-{os.urandom(4).hex()}"
+    created = tree.create(name, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    if os.geteuid() == 0:       # the share's directory is root's, 0755: nobody may not create
+        assert created.status == wire.STATUS_ACCESS_DENIED
+    assert reauth(c, s).status == wire.STATUS_SUCCESS
+    assert tree.create(f"{name}-2", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE).status == \
+        wire.STATUS_SUCCESS

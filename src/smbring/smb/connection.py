@@ -583,7 +583,7 @@ class Connection:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
         s = self.sessions.get(rhdr.session_id)
-        if not s or not signing_key_on(s, self) or s.guest:
+        if not s or not signing_key_on(s, self):    # (a guest's session has no key)
             return False
         if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
             return False    # signed where its signature verified (rhdr.signer, commands.session)
@@ -716,7 +716,7 @@ class Connection:
         if msg[66] & wire.SESSION_FLAG_BINDING:
             return      # checked by the binding itself (commands.session, MS-SMB2 3.3.5.5)
         s = self.sessions.get(hdr.session_id)
-        if s is not None and s.valid and not s.guest and self.reaches(s):
+        if s is not None and s.valid and s.signing_key and self.reaches(s):
             self._check_protection(s, hdr, msg)
 
     def token(self, hdr: Header) -> frozenset:

@@ -6,10 +6,10 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import ntlm, security, wire
+from smbring.smb import ntlm, security, share_access, wire
 from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
-from smbring.smb.commands.tree import tree_files
+from smbring.smb.commands.tree import reauthorize, tree_files
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -68,13 +68,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         raise SMBError(logon_failure_status(e))
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
-        who = identity.user if identity.kind == "user" else identity.kind
-        if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
-            audit.warning("logon refused: user %s from %s: re-authentication of session %d "
-                          "(was %s)", who, c.client_address or "?", s.id, s.reauth_of)
-            c.end_session(s.id)
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
-        s.reauth_of = None
+        return reauthenticated(c, s, identity, out, rhdr)
     if s.auth.complete:
         act_as(c, s, identity.user if identity.kind == "user" else "", identity.kind)
     if s.auth.complete and identity.kind != "user":
@@ -96,19 +90,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                      "cannot encrypt", s.id, identity.user)
             c.end_session(s.id)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+        s.user = user_name(identity)
         s.asked_as, s.domain = identity.user, identity.domain
-        reauthenticated = s.valid and bool(s.signing_key)
         s.valid = True
-        if reauthenticated:
-            # the keys stay those of the first logon (Samba; MS-SMB2 3.3.5.5.3 derives them
-            # only for a new session): the channels keep signing and sealing as before
-            audit.info("re-authenticated: user %s from %s, session %d", s.user,
-                       c.client_address or "?", s.id)
-            rhdr.status = wire.STATUS_SUCCESS
-            body = struct.pack("<HHHH", 9, wire.SESSION_FLAG_ENCRYPT_DATA if s.encrypt else 0,
-                               72, len(out)) + out
-            return body, None
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.channels[c].signing_key = s.signing_key
@@ -132,6 +116,60 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311 and not s.auth.complete:
         s.preauth.update(rhdr_bytes(rhdr, hdr, body))
     return body, None
+
+
+def user_name(identity: ntlm.Identity) -> str:
+    """The session's user: DOMAIN\\user as the client gave it, or the guest's kind."""
+    if identity.kind != "user":
+        return identity.kind
+    return f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+
+
+def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: bytes, rhdr: Header):
+    """A re-authentication of the session completed (MS-SMB2 3.3.5.5.3), as smbd has it: the
+    session keeps its keys (the first logon's: its channels sign and seal as before) and its
+    opens, and acts from now on as whoever authenticated: the same user, another one, or
+    the guest or anonymous (where the server admits guests at all), its tree connects checked
+    again as them (`tree.reauthorize`: one the new user may not reach ends the session,
+    ACCESS_DENIED). A session that logged on without keys (a guest's) does not become a
+    user's this way, for it would have no keys to sign with: ACCESS_DENIED, the session ends,
+    and the client logs on anew."""
+    was, was_guest = s.reauth_of, s.guest
+    s.reauth_of = s.auth = None
+    user, guest = user_name(identity), identity.kind != "user"
+    if not guest and not s.signing_key:
+        audit.warning("logon refused: user %s from %s: re-authentication of session %d of %s, "
+                      "which has no keys", user, c.client_address or "?", s.id, was)
+        c.end_session(s.id)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    same = (guest, share_access.bare(user).lower()) == (was_guest, share_access.bare(was).lower())
+    if same:
+        act_as(c, s, identity.user if not guest else "", identity.kind)
+    else:
+        account = None
+        if c.identities is not None:
+            account = c.identities.logon(identity.user if not guest else "", identity.kind)
+            if account is None:
+                audit.warning("logon refused: user %s from %s: no Unix account", user, c.client_address or "?")
+                c.end_session(s.id)
+                raise SMBError(wire.STATUS_LOGON_FAILURE)
+        s.identity = account
+    s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
+    if not same:
+        why = reauthorize(c, s)
+        if why is not None:
+            audit.warning("re-authentication refused: %s from %s, session %d (was %s): %s", user,
+                          c.client_address or "?", s.id, was, why)
+            c.end_session(s.id)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+    audit.info("re-authenticated: %s from %s, session %d%s", user, c.client_address or "?", s.id,
+               "" if same else f" (was {was})")
+    rhdr.status = wire.STATUS_SUCCESS
+    if s.signing_key:
+        flags = wire.SESSION_FLAG_ENCRYPT_DATA if s.encrypt else 0
+    else:
+        flags = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
+    return struct.pack("<HHHH", 9, flags, 72, len(out)) + out, None
 
 
 def logon_failure_status(e: ntlm.LogonFailure) -> int:
