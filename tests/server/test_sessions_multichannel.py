@@ -407,7 +407,7 @@ def test_a_channel_may_sign_with_another_non_gmac_algorithm(server, session_algo
 
 @pytest.fixture(scope="module")
 def guest_server(start):
-    return start(guest_share=True)
+    return start(guest_share=True, map_to_guest="bad user")
 
 
 def reauth_anonymous(c: RawClient, s: Session):
@@ -506,3 +506,16 @@ def test_reauthentication_as_another_user_acts_as_them(guest_server):
     assert reauth(c, s).status == wire.STATUS_SUCCESS
     assert tree.create(f"{name}-2", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE).status == \
         wire.STATUS_SUCCESS
+
+
+def test_a_binding_that_authenticates_as_the_guest_is_access_denied(guest_server):
+    """With map to guest = bad user an unknown user's binding authenticates as the guest, who
+    is not the session's user: ACCESS_DENIED, as smbd answers (smb2.session.bind_invalid_auth
+    where guests are admitted); where they are not, the same binding is LOGON_FAILURE
+    (test_binding_refusals_leave_the_session_alone). The session carries on either way."""
+    port, _root = guest_server
+    c1, s1, tree, fid, guid = first_channel(port)
+    _ch, r = bind(connect(port, guid=guid), s1, "nosuchuser", "whatever")
+    assert r.status == wire.STATUS_ACCESS_DENIED
+    assert signed_by(r, c1.sign_algorithm(), s1.signing_key)
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS

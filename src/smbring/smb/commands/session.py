@@ -55,9 +55,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
     if s.auth is None:
-        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
-                               bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
-                               netbios_name=c.policy.server_name)
+        s.auth = new_acceptor(c)
     session_flags = 0
     try:
         out = s.auth.step(bytes(token))
@@ -116,6 +114,14 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311 and not s.auth.complete:
         s.preauth.update(rhdr_bytes(rhdr, hdr, body))
     return body, None
+
+
+def new_acceptor(c: Connection) -> ntlm.Acceptor:
+    """An NTLM exchange as the server's logon policy has it (guests and anonymous where it
+    admits guests; `map to guest = bad user`)."""
+    return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
+                         bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
+                         netbios_name=c.policy.server_name)
 
 
 def user_name(identity: ntlm.Identity) -> str:
@@ -283,8 +289,9 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
             log.info("session %d: binding refused: %d channels already", s.id, len(s.channels))
             raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
         ch = s.channels[c] = Channel(preauth=c.preauth.copy())
-        ch.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=False,
-                                bad_user_to_guest=False, netbios_name=c.policy.server_name)
+        # as a logon authenticates (a guest or anonymous is then refused as any other user
+        # than the session's: ACCESS_DENIED, as smbd answers)
+        ch.auth = new_acceptor(c)
     if c.dialect == wire.SMB311:
         ch.preauth.update(msg)
     try:
