@@ -519,3 +519,30 @@ def test_a_binding_that_authenticates_as_the_guest_is_access_denied(guest_server
     assert r.status == wire.STATUS_ACCESS_DENIED
     assert signed_by(r, c1.sign_algorithm(), s1.signing_key)
     assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server):
+    """A failed re-authentication on one channel ends the session on all of them; a client
+    still naming it with its keys is answered USER_SESSION_DELETED signed, as smbd answers
+    (smbXcli takes an unsigned answer for an attack: ACCESS_DENIED, smb2.session.
+    bind_invalid_auth); a request that does not prove the key gets nothing signed."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    channel, r = bind(c2, s1)
+    assert r.status == wire.STATUS_SUCCESS
+    assert reauth(c2, channel, USER, "wrong").status == wire.STATUS_LOGON_FAILURE
+    got = read_on(c1, s1, tree.id, fid)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and signed_by(got, c1.sign_algorithm(), s1.signing_key)
+    got = read_on(c2, channel, tree.id, fid)        # (the channel's own key, 3.1.1)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED
+    assert signed_by(got, c2.sign_algorithm(), channel.signing_key)
+    msg = c1.message(wire.READ, read_body(fid, 10), session=s1, tree_id=tree.id)
+    c1.send([msg], signing_key=os.urandom(16))
+    got = c1.response_to(wire.Header.parse(msg).message_id)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED
+    # a session that logged off is simply gone (smbd answers unsigned too)
+    c3, s3, tree3, fid3, _g = first_channel(port)
+    assert c3.logoff(s3).status == wire.STATUS_SUCCESS
+    got = read_on(c3, s3, tree3.id, fid3)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED

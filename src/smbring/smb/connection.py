@@ -655,6 +655,8 @@ class Connection:
         except SMBError as e:
             log.debug("command %d: status %#x", hdr.command, e.status)
             rhdr.status = e.status
+            if getattr(e, "signer", None) is not None:      # (channels.SessionDeleted)
+                rhdr.signer = e.signer
         except PathError as e:
             rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
                            else wire.STATUS_OBJECT_NAME_INVALID)
@@ -682,7 +684,7 @@ class Connection:
     def _check_session(self, hdr: Header, msg) -> Session:
         s = self.sessions.get(hdr.session_id)
         if not s or not s.valid or not self.reaches(s):    # (another connection's session)
-            raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+            raise self.client.deleted(self, hdr, msg)
         self._check_protection(s, hdr, msg)
         return s
 

@@ -62,7 +62,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
         audit.warning("logon refused: user %s from %s: %s", s.auth.user or "(not given)",
                       c.client_address or "?", e)
-        c.end_session(s.id)
+        end_session(c, s)
         raise SMBError(logon_failure_status(e))
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
@@ -73,7 +73,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         if c.encryption_required:       # smb encrypt = required in [global]: no guests
             log.info("session %d: %s logon refused: encryption is required", s.id, identity.kind)
-            c.end_session(s.id)
+            end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
         s.asked_as, s.domain = identity.user, identity.domain
@@ -86,7 +86,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             # smb encrypt = required in [global]: a client that cannot encrypt is refused
             log.info("session %d: logon of %s refused: encryption is required and the client "
                      "cannot encrypt", s.id, identity.user)
-            c.end_session(s.id)
+            end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.user = user_name(identity)
         s.asked_as, s.domain = identity.user, identity.domain
@@ -114,6 +114,14 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311 and not s.auth.complete:
         s.preauth.update(rhdr_bytes(rhdr, hdr, body))
     return body, None
+
+
+def end_session(c: Connection, s: Session) -> None:
+    """A logon or re-authentication failed: the session ends, with what it opened. (A
+    re-authenticated session's keys are remembered a while: `Client.remember_ended`.)"""
+    if s.signing_key:
+        c.client.remember_ended(s)
+    c.end_session(s.id)
 
 
 def new_acceptor(c: Connection) -> ntlm.Acceptor:
@@ -146,7 +154,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
     if not guest and not s.signing_key:
         audit.warning("logon refused: user %s from %s: re-authentication of session %d of %s, "
                       "which has no keys", user, c.client_address or "?", s.id, was)
-        c.end_session(s.id)
+        end_session(c, s)
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     same = (guest, share_access.bare(user).lower()) == (was_guest, share_access.bare(was).lower())
     if same:
@@ -157,7 +165,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
             account = c.identities.logon(identity.user if not guest else "", identity.kind)
             if account is None:
                 audit.warning("logon refused: user %s from %s: no Unix account", user, c.client_address or "?")
-                c.end_session(s.id)
+                end_session(c, s)
                 raise SMBError(wire.STATUS_LOGON_FAILURE)
         s.identity = account
     s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
@@ -166,7 +174,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
         if why is not None:
             audit.warning("re-authentication refused: %s from %s, session %d (was %s): %s", user,
                           c.client_address or "?", s.id, was, why)
-            c.end_session(s.id)
+            end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
     audit.info("re-authenticated: %s from %s, session %d%s", user, c.client_address or "?", s.id,
                "" if same else f" (was {was})")
@@ -196,7 +204,7 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
         # the password was right: only the audit says why the logon failed after all
         audit.warning("logon refused: user %s from %s: no Unix account%s", user or "(none)",
                       c.client_address or "?", "" if kind == "user" else f" for the {kind}")
-        c.end_session(s.id)
+        end_session(c, s)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     if account != s.identity:
         for t in s.trees.values():
@@ -204,7 +212,7 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
                 shared = c.identities.for_share(t.share, account)
                 if shared is None:
                     log.info("session %d: %s may no longer reach share %s", s.id, user, t.share.name)
-                    c.end_session(s.id)
+                    end_session(c, s)
                     raise SMBError(wire.STATUS_LOGON_FAILURE)
                 t.fs = tree_files(c, t.share, shared)
     s.identity = account
