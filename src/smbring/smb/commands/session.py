@@ -46,7 +46,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         c.sessions[sid] = s
         c.state.sessions.add(s)
     elif s.valid and (s.auth is None or s.auth.complete):
-        # a re-authentication starts: as the same user (checked when it completes); its
+        # a re-authentication starts (as whoever authenticates: `reauthenticated`); its
         # later legs go on with this acceptor
         s.auth = None
         s.preauth = c.preauth.copy()
