@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run smbtorture smb2 suites (by default the 13 core ones) against a fresh smbring server.
 #   scripts/torture.sh [OUTDIR] [SUITE ...]
+# SERVE_ARGS: further `smbring serve` options (SERVE_ARGS=--guest admits guests and anonymous,
+# which smb2.session.reauth2-5 need)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-/tmp/tort/out}; shift || true
@@ -19,7 +21,8 @@ if [ "$(id -u)" = 0 ]; then
     printf 'root = torture\n' >"$work/users.map"
     as_root=(--username-map "$work/users.map" --guest-account root)
 fi
-SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture "${as_root[@]}" \
+# shellcheck disable=SC2086
+SMBRING_PASSDB="$work/passdb" "$here/.venv/bin/smbring" serve "$work/share" --share torture "${as_root[@]}" ${SERVE_ARGS:-} \
     --listen 127.0.0.1:$port --log-level ${LOGLEVEL:-warning} >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT

@@ -9,6 +9,7 @@ logon stays with pyspnego's public client.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import struct
 
@@ -158,4 +159,38 @@ def logon_without_mech_list_mic(client: RawClient, user: str, password: str) -> 
     r = client.session_setup(session, neg_token_resp(authenticate.getData()))
     if r.status == wire.STATUS_SUCCESS:
         client.establish(session, key)
+    return session
+
+# -- NTLMv2 responses built by hand ------------------------------------------------------------
+
+def target_info(challenge: bytes) -> bytes:
+    """The CHALLENGE message's TargetInfo: the AV pairs an NTLMv2 blob must repeat."""
+    length, _max, offset = struct.unpack_from("<HHI", challenge, 40)
+    return challenge[offset:offset + length]
+
+
+def ntlmv2_blob(av_pairs: bytes, client_challenge: bytes = b"\x3f" * 8) -> bytes:
+    """NTLMv2_CLIENT_CHALLENGE (MS-NLMP 2.2.2.7): versions, timestamp, client challenge, AV pairs."""
+    return struct.pack("<BBHIQ", 1, 1, 0, 0, 0) + client_challenge + b"\0" * 4 + av_pairs + b"\0" * 4
+
+
+def ntlmv2_response(nt_hash: bytes, user: str, domain: str, challenge: bytes, blob: bytes) -> bytes:
+    """NTProofStr followed by the blob (MS-NLMP 3.3.2), for the password whose NT hash is given."""
+    key = hmac.new(nt_hash, (user.upper() + domain).encode("utf-16-le"), "md5").digest()
+    return hmac.new(key, challenge + blob, "md5").digest() + blob
+
+
+def forged_v2_logon(client: RawClient, user: str, nt_response_for, *, domain: str = "",
+                    wrap: bool = True) -> Session:
+    """NTLM whose AUTHENTICATE carries nt_response_for(CHALLENGE message) as its NT response
+    (the LM response zeroed, as NTLMv2 clients send it). Returns the session (.status)."""
+    flags = V1_FLAGS | EXTENDED_SESSIONSECURITY
+    session = client.start_logon(None)
+    negotiate = ntlm_negotiate(flags)
+    r = client.session_setup(session, neg_token_init(negotiate) if wrap else negotiate)
+    if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+        return session
+    nt = nt_response_for(ntlm_token(client.security_buffer(r)))
+    authenticate = ntlm_authenticate(user, b"\0" * 24, nt, flags, domain)
+    client.session_setup(session, neg_token_resp(authenticate) if wrap else authenticate)
     return session

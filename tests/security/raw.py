@@ -177,11 +177,12 @@ class RawClient:
         return self.signing_algorithm if self.signing_algorithm is not None else security.algorithm_for(self.dialect)
 
     def send(self, messages: list[bytearray], *, sign: bool | None = None, signing_key: bytes | None = None,
-             flip_bit: bool = False, encrypt: bool | None = None, transform_session: Session | None = None) -> bytes:
+             algorithm: int | None = None, flip_bit: bool = False, encrypt: bool | None = None,
+             transform_session: Session | None = None) -> bytes:
         """Chains the messages into one frame (a compound when more than one) and sends it.
 
         sign: None signs when the session has a key and the frame is not encrypted; signing_key
-        signs with another key; flip_bit changes the frame's last byte once it is signed or
+        signs with another key, algorithm with another algorithm than the connection's; flip_bit changes the frame's last byte once it is signed or
         sealed. encrypt: None
         encrypts for a session that asked for it or a tree of an encrypted share;
         transform_session seals with that session's key and id instead of the message's own.
@@ -200,7 +201,8 @@ class RawClient:
                 msg += b"\0" * (wire.pad8(len(msg)) - len(msg))
                 struct.pack_into("<I", msg, 20, len(msg))
             if sign:
-                security.apply_signature(self.sign_algorithm(), signing_key or session.signing_key, msg)
+                security.apply_signature(self.sign_algorithm() if algorithm is None else algorithm,
+                                         signing_key or session.signing_key, msg)
             chained += msg
         if encrypt:
             sealer = transform_session or session

@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from logon import (ANONYMOUS, EXTENDED_SESSIONSECURITY, V1_FLAGS, desl, forged_logon,
-                   logon_without_mech_list_mic, ntlmv1_responses)
+from logon import (ANONYMOUS, EXTENDED_SESSIONSECURITY, V1_FLAGS, desl, forged_logon, forged_v2_logon,
+                   logon_without_mech_list_mic, ntlmv1_responses, ntlmv2_blob, ntlmv2_response,
+                   server_challenge, target_info)
 from smbring.smb import wire
 
 WRAPS = pytest.mark.parametrize("wrap", [False, True], ids=["raw-ntlmssp", "spnego"])
@@ -123,4 +124,64 @@ def test_spnego_logon_without_mech_list_mic_completes(plain):
 def test_spnego_logon_without_mech_list_mic_still_checks_the_password(plain):
     c = negotiated(plain)
     s = logon_without_mech_list_mic(c, plain.user, "not-the-password")
+    assert s.status == wire.STATUS_LOGON_FAILURE
+
+
+# -- NTLMv2 responses whose blob is malformed --------------------------------------------------
+# (blob(target info of the CHALLENGE) -> the NTLMv2 blob): with the right password's proof
+NTLMV2_BLOBS = {
+    "no-eol": lambda info: ntlmv2_blob(info[:-4])[:-4],      # the AV pairs end without MsvAvEOL
+    "pairs-not-repeated": lambda _info: ntlmv2_blob(b"\0\0\0\0"),  # just MsvAvEOL
+    "first-pair-dropped": lambda info: ntlmv2_blob(info[4 + int.from_bytes(info[2:4], "little"):]),
+    "short-blob": lambda _info: b"\x01\x01" + b"\0" * 10,
+}
+# what smbtorture's smb2.session.ntlmssp_bug14932 sends (a NetApp tool's odd response): its
+# "AV pairs" run to the end of the buffer without MsvAvEOL
+NETAPP_RESPONSE = bytes.fromhex(
+    "abababababababababababababababab" "0101000000000000" "3f3f3f3f3f3f3f3f" "b8823af1b3dd0815"
+    "00000000" "11a20881" "503822782b9447fe54947bff17275ab4f418badc2c38fd5bfb0ec1851ecc92bb"
+    "9bb1c4d55314ff8c7649f5459019a2")
+
+
+def v2_logon(server, blob_for, user=None, wrap=True):
+    c = negotiated(server)
+    user = user or server.user
+    return forged_v2_logon(c, user, lambda challenge: ntlmv2_response(
+        server.nt_hash(), user, "", server_challenge(challenge), blob_for(target_info(challenge))), wrap=wrap)
+
+
+@WRAPS
+def test_a_hand_built_ntlmv2_response_logs_on(plain, wrap):
+    """(The forging below is right: the same response with a well-formed blob logs on.)"""
+    assert v2_logon(plain, ntlmv2_blob, wrap=wrap).status == wire.STATUS_SUCCESS
+
+
+@WRAPS
+@pytest.mark.parametrize("case", NTLMV2_BLOBS)
+def test_a_malformed_ntlmv2_blob_is_invalid_parameter_even_with_the_right_password(plain, case, wrap):
+    """As Samba answers (smb2.session.ntlmssp_bug14932): the blob is checked before the
+    password, so the answer is the same for any user, known or not."""
+    assert v2_logon(plain, NTLMV2_BLOBS[case], wrap=wrap).status == wire.STATUS_INVALID_PARAMETER
+    assert v2_logon(plain, NTLMV2_BLOBS[case], user="nosuchuser", wrap=wrap).status == \
+        wire.STATUS_INVALID_PARAMETER
+
+
+def test_the_netapp_response_is_invalid_parameter(plain):
+    c = negotiated(plain)
+    s = forged_v2_logon(c, plain.user, lambda _challenge: NETAPP_RESPONSE)
+    assert s.status == wire.STATUS_INVALID_PARAMETER
+    # the connection goes on: a proper logon works on it
+    assert c.logon(plain.user, plain.password).status == wire.STATUS_SUCCESS
+
+
+def test_a_malformed_ntlmv2_blob_is_not_mapped_to_guest(with_guest):
+    """map to guest = bad user turns an unknown user into a guest, never a malformed response."""
+    s = v2_logon(with_guest, NTLMV2_BLOBS["no-eol"], user="nosuchuser")
+    assert s.status == wire.STATUS_INVALID_PARAMETER
+
+
+def test_a_well_formed_ntlmv2_blob_with_a_wrong_proof_is_logon_failure(plain):
+    c = negotiated(plain)
+    s = forged_v2_logon(c, plain.user, lambda challenge: ntlmv2_response(
+        os.urandom(16), plain.user, "", server_challenge(challenge), ntlmv2_blob(target_info(challenge))))
     assert s.status == wire.STATUS_LOGON_FAILURE

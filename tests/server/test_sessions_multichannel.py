@@ -18,6 +18,7 @@ import pytest
 import spnego
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from logon import ANONYMOUS, V1_FLAGS, forged_logon  # noqa: E402
 from raw import FID_ANY, Disconnected, RawClient, Session  # noqa: E402
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 from smbcore import ioctl_body, read_body, session_setup_body, write_body  # noqa: E402
@@ -33,13 +34,16 @@ def start(tmp_path_factory):
     """start(**global options) -> (port, root): a server with one writable share `rw`."""
     procs = []
 
-    def run(**options):
+    def run(guest_share=False, **options):
         root = tmp_path_factory.mktemp("mc")
         (root / "rw").mkdir()
         port = free_port()
         lines = ["[global]", f"listen = 127.0.0.1:{port}"]
         lines += [f"{k.replace('_', ' ')} = {v}" for k, v in options.items()]
         lines += ["[rw]", f"path = {root / 'rw'}", "read only = no"]
+        if guest_share:     # (a guest ok share: the server then admits guests and anonymous)
+            (root / "pub").mkdir(mode=0o777)
+            lines += ["[pub]", f"path = {root / 'pub'}", "read only = no", "guest ok = yes"]
         (root / "smb.conf").write_text("\n".join(lines) + "\n")
         proc, port, _log = spawn(root, "--config", str(root / "smb.conf"), port=port)
         procs.append(proc)
@@ -77,16 +81,17 @@ def first_channel(port, dialects=(wire.SMB311,)):
 
 
 def bind(c2: RawClient, s1: Session, user=USER, password=PASSWORD, *, sign=True, signing_key=None,
-         flags=wire.SESSION_FLAG_BINDING, session_id=None):
+         flags=wire.SESSION_FLAG_BINDING, session_id=None, algorithm=None):
     """Binds c2 to the session s1 (every leg signed with the session's key, as a client
-    binds); returns (the channel's Session on c2, the last response)."""
+    binds, with `algorithm`: the session's, where it differs from c2's); returns (the
+    channel's Session on c2, the last response)."""
     ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
     channel = Session(id=s1.id if session_id is None else session_id)
     channel.preauth = c2.preauth.copy() if c2.dialect == wire.SMB311 else None
     token = ctx.step()
     while True:
         msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=flags), session=channel.id)
-        c2.send([msg], sign=sign, signing_key=signing_key or s1.signing_key)
+        c2.send([msg], sign=sign, signing_key=signing_key or s1.signing_key, algorithm=algorithm)
         r = c2.response_to(wire.Header.parse(msg).message_id)
         if channel.preauth is not None:
             channel.preauth.update(msg)
@@ -172,13 +177,14 @@ def test_binding_refusals_leave_the_session_alone(server):
     # a session id that does not exist
     c = connect(port, guid=guid)
     cases.append((bind(c, s1, session_id=s1.id + 1000)[1].status, wire.STATUS_USER_SESSION_DELETED))
-    # another ClientGuid (MS-SMB2: MAY refuse; smbd cannot bind across clients either)
+    # another ClientGuid (MS-SMB2: MAY refuse; smbd cannot bind across clients either, and
+    # answers REQUEST_NOT_ACCEPTED)
     c = connect(port, guid=os.urandom(16))
-    cases.append((bind(c, s1)[1].status, wire.STATUS_USER_SESSION_DELETED))
+    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
     # another dialect: with another signing algorithm than the session's AES-GMAC, refused
-    # for that first, as smbd does
+    # for that first, as smbd does (the binding is signed as the session signs, AES-GMAC)
     c = connect(port, (wire.SMB302,), guid=guid)
-    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    cases.append((bind(c, s1, algorithm=security.AES_GMAC)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
     # the same algorithm (AES-CMAC) on 3.1.1 for a 3.0.2 session: the dialect differs
     c0, s0, _t0, _f0, guid0 = first_channel(port, (wire.SMB302,))
     c = RawClient(port)
@@ -188,9 +194,12 @@ def test_binding_refusals_leave_the_session_alone(server):
     # SMB 2.1 cannot bind at all (to an AES-CMAC session; to an AES-GMAC one the algorithm
     # is refused first, as above)
     c = connect(port, (wire.SMB210,), guid=guid0)
-    cases.append((bind(c, s0)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
+    cases.append((bind(c, s0, algorithm=security.AES_CMAC)[1].status, wire.STATUS_REQUEST_NOT_ACCEPTED))
     c = connect(port, (wire.SMB210,), guid=guid)
-    cases.append((bind(c, s1)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    cases.append((bind(c, s1, algorithm=security.AES_GMAC)[1].status, wire.STATUS_REQUEST_OUT_OF_SEQUENCE))
+    # signed with the connection's algorithm rather than the session's: not its signature
+    c = connect(port, (wire.SMB302,), guid=guid)
+    cases.append((bind(c, s1)[1].status, wire.STATUS_ACCESS_DENIED))
     # another user, with that user's right password: ACCESS_DENIED once authenticated
     c = connect(port, guid=guid)
     cases.append((bind(c, s1, OTHER, OTHER_PASSWORD)[1].status, wire.STATUS_ACCESS_DENIED))
@@ -225,7 +234,8 @@ def test_a_replayed_binding_does_not_bind(server):
         c3.send_frame(frame)
         statuses.append(c3.parse(c3.recv_frame())[0].status)
     assert statuses[-1] != wire.STATUS_SUCCESS
-    assert statuses[-1] in (wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED)
+    # (the AUTHENTICATE repeats the first CHALLENGE's timestamp: INVALID_PARAMETER, as Samba)
+    assert statuses[-1] in (wire.STATUS_INVALID_PARAMETER, wire.STATUS_LOGON_FAILURE, wire.STATUS_ACCESS_DENIED)
     c3.next_message_id += len(frames)       # (the replayed frames took those MessageIds)
     # nothing was bound on c3: the session is not reachable there
     assert c3.request(wire.READ, read_body(fid, 10), session=s1.id, tree_id=tree.id).status == \
@@ -321,3 +331,218 @@ def test_a_dropped_binding_connection_does_not_disturb_the_session(server):
     with pytest.raises((Disconnected, OSError)):
         c2.echo()
     assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def signed_by(r, algorithm, key) -> bool:
+    return bool(r.header.flags & wire.FLAGS_SIGNED) and security.verify(algorithm, key, r.raw)
+
+
+def test_refused_bindings_are_answered_signed_with_the_sessions_key(server):
+    """A client checks the answer to its binding with the session's key (smbXcli refuses an
+    unsigned one with ACCESS_DENIED): smbd signs it whatever the status, once the request's
+    signature proved the key; an answer to a request that did not prove it is never signed."""
+    port, _root = server
+    c1, s1, _tree, _fid, guid = first_channel(port)                    # 3.1.1, AES-GMAC
+    c0, s0, _t0, _f0, guid0 = first_channel(port, (wire.SMB302,))      # 3.0.2, AES-CMAC
+    # SMB 2.1 binding to the AES-CMAC session: REQUEST_NOT_ACCEPTED, signed as the session signs
+    c = connect(port, (wire.SMB210,), guid=guid0)
+    _ch, r = bind(c, s0, algorithm=security.AES_CMAC)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED
+    assert signed_by(r, security.AES_CMAC, s0.signing_key)
+    # 3.0.2 of another ClientGuid: REQUEST_NOT_ACCEPTED, signed
+    c = connect(port, (wire.SMB302,))
+    _ch, r = bind(c, s0)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED and signed_by(r, security.AES_CMAC, s0.signing_key)
+    # 3.1.1 of another ClientGuid, to the AES-GMAC session: likewise
+    c = connect(port)
+    _ch, r = bind(c, s1)
+    assert r.status == wire.STATUS_REQUEST_NOT_ACCEPTED and signed_by(r, security.AES_GMAC, s1.signing_key)
+    # and without the binding flag: USER_SESSION_DELETED, signed
+    _ch, r = bind(c, s1, flags=0)
+    assert r.status == wire.STATUS_USER_SESSION_DELETED and signed_by(r, security.AES_GMAC, s1.signing_key)
+    # a forged signature proves nothing: ACCESS_DENIED, unsigned, from any connection
+    for c in (connect(port, guid=guid), connect(port), connect(port, (wire.SMB210,), guid=guid0)):
+        _ch, r = bind(c, s1, signing_key=os.urandom(16))
+        assert r.status == wire.STATUS_ACCESS_DENIED and not r.header.flags & wire.FLAGS_SIGNED
+        _ch, r = bind(c, s1, signing_key=os.urandom(16), flags=0)
+        assert r.status == wire.STATUS_USER_SESSION_DELETED and not r.header.flags & wire.FLAGS_SIGNED
+    # unsigned: INVALID_PARAMETER, unsigned
+    _ch, r = bind(connect(port, guid=guid), s1, sign=False)
+    assert r.status == wire.STATUS_INVALID_PARAMETER and not r.header.flags & wire.FLAGS_SIGNED
+    # the sessions carry on
+    for c, s in ((c1, s1), (c0, s0)):
+        assert c.echo().status == wire.STATUS_SUCCESS
+
+
+@pytest.mark.parametrize("session_algorithm, channel_algorithm",
+                         [(security.AES_CMAC, security.HMAC_SHA256), (security.HMAC_SHA256, security.AES_CMAC)])
+def test_a_channel_may_sign_with_another_non_gmac_algorithm(server, session_algorithm, channel_algorithm):
+    """3.1.1 on both connections, AES-CMAC and HMAC-SHA256 negotiated apart: the binding is
+    signed with the session's key and algorithm (as smbd verifies it), the channel signs with
+    its own key and its connection's algorithm (smb2.session.bind_negative_smb3signCtoHs)."""
+    port, _root = server
+    guid = os.urandom(16)
+    c1 = RawClient(port)
+    assert c1.negotiate((wire.SMB311,), client_guid=guid,
+                        signing_algorithms=(session_algorithm,)).status == wire.STATUS_SUCCESS
+    s1 = c1.logon(USER, PASSWORD)
+    tree = c1.tree(s1, "rw")
+    fid = tree.open(f"alg-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, b"data")).status == wire.STATUS_SUCCESS
+    c2 = RawClient(port)
+    assert c2.negotiate((wire.SMB311,), client_guid=guid,
+                        signing_algorithms=(channel_algorithm,)).status == wire.STATUS_SUCCESS
+    # signed with the channel's connection's algorithm instead: not the session's signature
+    _ch, r = bind(c2, s1, algorithm=channel_algorithm)
+    assert r.status == wire.STATUS_ACCESS_DENIED
+    channel, r = bind(c2, s1, algorithm=session_algorithm)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, channel_algorithm, channel.signing_key)
+    got = read_on(c2, channel, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and signed_by(got, channel_algorithm, channel.signing_key)
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+# -- re-authentication as someone else (smbd: the session keeps its keys and its opens) ------
+
+@pytest.fixture(scope="module")
+def guest_server(start):
+    return start(guest_share=True, map_to_guest="bad user")
+
+
+def reauth_anonymous(c: RawClient, s: Session):
+    """Re-authenticates s anonymously (an empty NTLM AUTHENTICATE), signed with its keys."""
+    return forged_logon(c, "", lambda _challenge: (b"", b""), flags=V1_FLAGS | ANONYMOUS, session=s).last
+
+
+def reauth(c: RawClient, s: Session, user=USER, password=PASSWORD):
+    ctx, s, r = c.begin_logon(user, password, session=s)
+    while r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
+        r = c.session_setup(s, ctx.step(c.security_buffer(r)))
+    return r
+
+
+def test_reauthentication_as_anonymous_keeps_the_keys_and_the_opens(guest_server):
+    """smb2.session.reauth2/3: a user's session re-authenticated anonymously goes on with the
+    first logon's keys (signed, as the client expects) and its open handles; back as the user
+    it works as before."""
+    port, _root = guest_server
+    c = connect(port)
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "pub")
+    fid = tree.open(f"anon-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, b"kept")).status == wire.STATUS_SUCCESS
+    r = reauth_anonymous(c, s)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, c.sign_algorithm(), s.signing_key)
+    assert not struct.unpack_from("<H", r.raw, 66)[0] & (wire.SESSION_FLAG_IS_NULL | wire.SESSION_FLAG_IS_GUEST)
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"kept")
+    assert signed_by(got, c.sign_algorithm(), s.signing_key)
+    # an anonymous session is no channel's: binding it is refused as for a guest
+    c2 = connect(port, guid=c.offered["guid"])
+    assert bind(c2, s)[1].status == wire.STATUS_NOT_SUPPORTED
+    # a re-authentication signed with another key still cannot take the session over
+    msg = c.message(wire.SESSION_SETUP, session_setup_body(b"\x60\x00"), session=s)
+    c.send([msg], signing_key=os.urandom(16))
+    assert c.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_ACCESS_DENIED
+    r = reauth(c, s)
+    assert r.status == wire.STATUS_SUCCESS and signed_by(r, c.sign_algorithm(), s.signing_key)
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_reauthentication_as_anonymous_ends_a_session_with_a_tree_anonymous_may_not_reach(guest_server):
+    """[rw] admits no guests: re-authenticated anonymously the session could not keep its tree
+    connect there, so it ends, with its opens (it never reaches [rw] as anonymous)."""
+    port, _root = guest_server
+    c = connect(port)
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "rw")
+    fid = tree.open(f"rw-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    assert reauth_anonymous(c, s).status == wire.STATUS_ACCESS_DENIED
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_a_session_without_keys_does_not_become_a_users(guest_server):
+    """An anonymous session (no keys) re-authenticated as a user would have nothing to sign
+    with: refused, and the session ends (the client logs on anew)."""
+    port, _root = guest_server
+    c = connect(port)
+    s = forged_logon(c, "", lambda _challenge: (b"", b""), flags=V1_FLAGS | ANONYMOUS)
+    assert s.status == wire.STATUS_SUCCESS and s.flags & wire.SESSION_FLAG_IS_NULL
+    tree = c.tree(s, "pub")
+    assert reauth(c, s).status == wire.STATUS_ACCESS_DENIED
+    assert tree.create("x", wire.GENERIC_READ, wire.FILE_OPEN_IF).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_anonymous_reauthentication_is_refused_where_guests_are(server):
+    """Without a guest share the server admits no anonymous logon, a re-authentication
+    neither; the session ends as after any failed re-authentication."""
+    port, _root = server
+    c, s, tree, fid, _guid = first_channel(port)
+    assert reauth_anonymous(c, s).status == wire.STATUS_LOGON_FAILURE
+    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+
+
+def test_reauthentication_as_another_user_acts_as_them(guest_server):
+    """Re-authenticated as another user, the session acts as that user: its opens keep the
+    access they were granted, new opens are checked as the new user (as root the server acts
+    as the Unix account `nobody`, who may not write into [rw]), and back as the first user
+    everything works again."""
+    port, root = guest_server
+    env = dict(os.environ, SMBRING_PASSDB=str(root / "passdb"))
+    subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", "nobody", "--password-stdin"],
+                   input="Nobody-pw1\n", text=True, env=env, check=True, capture_output=True)
+    c, s, tree, fid, _guid = first_channel(port)
+    r = reauth(c, s, "nobody", "Nobody-pw1")
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert signed_by(r, c.sign_algorithm(), s.signing_key)      # the first logon's keys
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"channel data")
+    name = f"as-nobody-{os.urandom(4).hex()}"
+    created = tree.create(name, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
+    if os.geteuid() == 0:       # the share's directory is root's, 0755: nobody may not create
+        assert created.status == wire.STATUS_ACCESS_DENIED
+    assert reauth(c, s).status == wire.STATUS_SUCCESS
+    assert tree.create(f"{name}-2", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE).status == \
+        wire.STATUS_SUCCESS
+
+
+def test_a_binding_that_authenticates_as_the_guest_is_access_denied(guest_server):
+    """With map to guest = bad user an unknown user's binding authenticates as the guest, who
+    is not the session's user: ACCESS_DENIED, as smbd answers (smb2.session.bind_invalid_auth
+    where guests are admitted); where they are not, the same binding is LOGON_FAILURE
+    (test_binding_refusals_leave_the_session_alone). The session carries on either way."""
+    port, _root = guest_server
+    c1, s1, tree, fid, guid = first_channel(port)
+    _ch, r = bind(connect(port, guid=guid), s1, "nosuchuser", "whatever")
+    assert r.status == wire.STATUS_ACCESS_DENIED
+    assert signed_by(r, c1.sign_algorithm(), s1.signing_key)
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+
+
+def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server):
+    """A failed re-authentication on one channel ends the session on all of them; a client
+    still naming it with its keys is answered USER_SESSION_DELETED signed, as smbd answers
+    (smbXcli takes an unsigned answer for an attack: ACCESS_DENIED, smb2.session.
+    bind_invalid_auth); a request that does not prove the key gets nothing signed."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid)
+    channel, r = bind(c2, s1)
+    assert r.status == wire.STATUS_SUCCESS
+    assert reauth(c2, channel, USER, "wrong").status == wire.STATUS_LOGON_FAILURE
+    got = read_on(c1, s1, tree.id, fid)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and signed_by(got, c1.sign_algorithm(), s1.signing_key)
+    got = read_on(c2, channel, tree.id, fid)        # (the channel's own key, 3.1.1)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED
+    assert signed_by(got, c2.sign_algorithm(), channel.signing_key)
+    msg = c1.message(wire.READ, read_body(fid, 10), session=s1, tree_id=tree.id)
+    c1.send([msg], signing_key=os.urandom(16))
+    got = c1.response_to(wire.Header.parse(msg).message_id)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED
+    # a session that logged off is simply gone (smbd answers unsigned too)
+    c3, s3, tree3, fid3, _g = first_channel(port)
+    assert c3.logoff(s3).status == wire.STATUS_SUCCESS
+    got = read_on(c3, s3, tree3.id, fid3)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from smbring.smb import security
+from smbring.smb import security, wire
+from smbring.smb.errors import SMBError
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -53,10 +54,48 @@ class Client:
     pipes_open: int = 0
     locks_held: int = 0
     next_id: int = 1                                    # tree, FileId and AsyncId numbers
+    # sessions that a failed re-authentication ended: id -> {id(Connection): (algorithm, key)}
+    ended: dict = field(default_factory=dict)
+
+    def remember_ended(self, session: "Session") -> None:
+        """A session of this client ends because its re-authentication failed, while the
+        client may still be using it on its channels: its keys are kept a while (the last
+        ENDED_SESSIONS_KEPT such sessions), so that a request still naming it, signed with its
+        key, is answered USER_SESSION_DELETED signed, as smbd answers it (a client that signs
+        takes an unsigned answer for an attack: smbXcli reports ACCESS_DENIED and drops the
+        connection). Call it before the session's channels are cleared."""
+        keys = {id(conn): signer_on(session, conn) for conn in session.channels}
+        keys = {conn: signer for conn, signer in keys.items() if signer[1]}
+        if not keys:
+            return
+        self.ended[session.id] = keys
+        while len(self.ended) > ENDED_SESSIONS_KEPT:
+            del self.ended[next(iter(self.ended))]
+
+    def deleted(self, conn: "Connection", hdr, msg) -> SMBError:
+        """USER_SESSION_DELETED for a request naming a session that `conn` does not carry:
+        signed where the session ended under this client and the request's signature is its
+        key's on `conn` (`remember_ended`), never otherwise."""
+        keys = self.ended.get(hdr.session_id) if hdr.flags & wire.FLAGS_SIGNED else None
+        signer = keys.get(id(conn)) if keys else None
+        if signer is not None and not security.verify(*signer, msg):
+            signer = None
+        return SessionDeleted(signer)
 
     def connection_of(self, areq) -> "Connection | None":
         """The connection an asynchronous request waits on (its answer goes there)."""
         return next((c for c in self.connections if c.async_requests.get(areq.async_id) is areq), None)
+
+
+ENDED_SESSIONS_KEPT = 16
+
+
+class SessionDeleted(SMBError):
+    """USER_SESSION_DELETED, with the (algorithm, key) that signs the answer, if any."""
+
+    def __init__(self, signer: tuple | None = None):
+        super().__init__(wire.STATUS_USER_SESSION_DELETED)
+        self.signer = signer
 
 
 def signing_key_on(session: "Session", conn: "Connection") -> bytes:
@@ -66,6 +105,20 @@ def signing_key_on(session: "Session", conn: "Connection") -> bytes:
     if channel is not None and channel.signing_key:
         return channel.signing_key
     return session.signing_key
+
+
+def signer_on(session: "Session", conn: "Connection") -> tuple[int, bytes]:
+    """The signing algorithm and key of the session's messages on `conn`: its channel's key
+    there, with the connection's algorithm; where the connection has no bound channel (a
+    binding under way, or a request on the wrong connection), the session's own key with the
+    algorithm of the connection that logged it on, which a client signs a binding with
+    (MS-SMB2 3.2.4.1.1, 3.3.5.5; smbd verifies it so)."""
+    channel = session.channels.get(conn)
+    if channel is not None and channel.signing_key:
+        return conn.sign_algorithm(), channel.signing_key
+    if session.client is None:      # a Session put straight into a table (tests): this one's
+        return conn.sign_algorithm(), session.signing_key
+    return session.signing_algorithm, session.signing_key
 
 
 RSS_CAPABLE = 0x1

@@ -453,7 +453,9 @@ class Connection:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
             if i < len(out) - 1:
                 struct.pack_into("<I", part, 20, len(part))
-            if seal is None and self._must_sign(rhdr, signed_requests[i]):
+            if seal is None and rhdr.signer is not None:    # (commands.session sets it)
+                security.apply_signature(*rhdr.signer, part)
+            elif seal is None and self._must_sign(rhdr, signed_requests[i]):
                 security.apply_signature(self.sign_algorithm(),
                                          signing_key_on(self.sessions[rhdr.session_id], self), part)
             chained += part
@@ -599,8 +601,10 @@ class Connection:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
         s = self.sessions.get(rhdr.session_id)
-        if not s or not signing_key_on(s, self) or s.guest:
+        if not s or not signing_key_on(s, self):    # (a guest's session has no key)
             return False
+        if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
+            return False    # signed where its signature verified (rhdr.signer, commands.session)
         final_setup = rhdr.command == wire.SESSION_SETUP and rhdr.status == wire.STATUS_SUCCESS
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
@@ -673,6 +677,8 @@ class Connection:
         except SMBError as e:
             log.debug("command %d: status %#x", hdr.command, e.status)
             rhdr.status = e.status
+            if getattr(e, "signer", None) is not None:      # (channels.SessionDeleted)
+                rhdr.signer = e.signer
         except PathError as e:
             rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
                            else wire.STATUS_OBJECT_NAME_INVALID)
@@ -700,7 +706,7 @@ class Connection:
     def _check_session(self, hdr: Header, msg) -> Session:
         s = self.sessions.get(hdr.session_id)
         if not s or not s.valid or not self.reaches(s):    # (another connection's session)
-            raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+            raise self.client.deleted(self, hdr, msg)
         self._check_protection(s, hdr, msg)
         return s
 
@@ -734,7 +740,7 @@ class Connection:
         if msg[66] & wire.SESSION_FLAG_BINDING:
             return      # checked by the binding itself (commands.session, MS-SMB2 3.3.5.5)
         s = self.sessions.get(hdr.session_id)
-        if s is not None and s.valid and not s.guest and self.reaches(s):
+        if s is not None and s.valid and s.signing_key and self.reaches(s):
             self._check_protection(s, hdr, msg)
 
     def token(self, hdr: Header) -> frozenset:

@@ -24,12 +24,13 @@ from smbring.smb import spnego
 from smbring.smb.ntlmssp import (
     SIGNATURE,
     Identity,
+    InvalidResponse,
     LogonFailure,
     NtlmServer,
     ServerNames,
 )
 
-__all__ = ["Acceptor", "Identity", "LogonFailure", "negotiate_token", "ntlm_auth_policy"]
+__all__ = ["Acceptor", "Identity", "InvalidResponse", "LogonFailure", "negotiate_token", "ntlm_auth_policy"]
 
 
 MAX_TOKEN = 0xFFFF   # as Samba: no SPNEGO or NTLMSSP token of a logon is larger

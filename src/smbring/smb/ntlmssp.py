@@ -51,6 +51,13 @@ class LogonFailure(Exception):
     """Wrong password, malformed token, or refused by policy: STATUS_LOGON_FAILURE."""
 
 
+class InvalidResponse(LogonFailure):
+    """An NTLMv2 response whose blob is malformed (too short, AV pairs without MsvAvEOL), does
+    not repeat the AV pairs the CHALLENGE sent, or announces a MIC the AUTHENTICATE lacks:
+    STATUS_INVALID_PARAMETER, as Samba answers (it checks the blob before the password, so
+    the answer says nothing about the user or the password)."""
+
+
 @dataclass
 class Identity:
     user: str          # as the client spelled it ("" for anonymous)
@@ -96,7 +103,7 @@ def av_pairs(data: bytes) -> dict[int, bytes]:
             break
         pairs.setdefault(av_id, data[pos + 4:pos + 4 + length])
         pos += 4 + length
-    raise LogonFailure("AV pairs without MsvAvEOL")
+    raise InvalidResponse("AV pairs without MsvAvEOL")
 
 
 def _encode_av_pairs(pairs: list[tuple[int, bytes]]) -> bytes:
@@ -208,6 +215,8 @@ class NtlmServer:
             raise LogonFailure("NTLM logons are disabled (ntlm auth = disabled)")
         if not user:
             raise LogonFailure("a response without a user name")
+        if len(auth.nt_response) > 24:
+            self._check_v2_blob(auth)       # before the user is looked up, as Samba does
         nt = self.lookup(user)
         if nt is None:
             if self.bad_user_to_guest:   # Samba's "map to guest = bad user"
@@ -243,27 +252,31 @@ class NtlmServer:
             return self._verify_v1(auth, nt)
         raise LogonFailure("no NT response (LM responses are never accepted)")
 
-    def _verify_v2(self, nt_response: bytes, user: str, domain: str, nt: bytes) -> bytes | None:
-        proof, blob = nt_response[:16], nt_response[16:]
+    def _check_v2_blob(self, auth: Authenticate) -> None:
+        """The NTLMv2 response's blob is well formed and repeats the names and timestamp this
+        CHALLENGE sent (which binds the response to this server and this challenge); a MIC
+        it announces is in the AUTHENTICATE. Else InvalidResponse."""
+        blob = auth.nt_response[16:]
         if len(blob) < 28:
-            raise LogonFailure("NTLMv2 blob too short")
+            raise InvalidResponse("NTLMv2 blob too short")
         pairs = av_pairs(blob[28:])
-        self._check_echoed(pairs)
+        for av_id, value in self._sent_pairs.items():
+            if pairs.get(av_id) != value:
+                raise InvalidResponse(f"the NTLMv2 blob does not repeat AV pair {av_id}")
         av_flags = pairs.get(AV_FLAGS, b"\0\0\0\0")
         self.mic_present = len(av_flags) == 4 and bool(_u32(av_flags, 0) & AV_FLAG_MIC_PRESENT)
+        if self.mic_present and len(auth.raw) < MIC_OFFSET + MIC_SIZE:
+            raise InvalidResponse("the blob announces a MIC the AUTHENTICATE does not hold")
+
+    def _verify_v2(self, nt_response: bytes, user: str, domain: str, nt: bytes) -> bytes | None:
+        """(The blob was checked by `_check_v2_blob`.)"""
+        proof, blob = nt_response[:16], nt_response[16:]
         user_utf16 = nc.windows_upper(user).encode("utf-16-le")
         for candidate in dict.fromkeys((domain, nc.windows_upper(domain), "")):
             response_key = nc.ntowfv2(nt, user_utf16, candidate.encode("utf-16-le"))
             if hmac.compare_digest(nc.ntlmv2_proof(response_key, self.server_challenge, blob), proof):
                 return nc.ntlmv2_session_base_key(response_key, proof)   # KXKEY is SessionBaseKey
         return None
-
-    def _check_echoed(self, pairs: dict[int, bytes]) -> None:
-        """The blob must repeat the names and timestamp this CHALLENGE sent (as Samba checks):
-        it binds the response to this server and this challenge."""
-        for av_id, value in self._sent_pairs.items():
-            if pairs.get(av_id) != value:
-                raise LogonFailure(f"the NTLMv2 blob does not repeat AV pair {av_id}")
 
     def _verify_v1(self, auth: Authenticate, nt: bytes) -> bytes | None:
         ess = bool(self.flags & nc.EXTENDED_SESSION_SECURITY) and len(auth.lm_response) == 24
@@ -285,8 +298,6 @@ class NtlmServer:
         return nc.exported_session_key(key_exchange_key, auth.encrypted_session_key)
 
     def _check_mic(self, raw: bytes) -> None:
-        if len(raw) < MIC_OFFSET + MIC_SIZE:
-            raise LogonFailure("the blob announces a MIC the AUTHENTICATE does not hold")
         zeroed = raw[:MIC_OFFSET] + b"\0" * MIC_SIZE + raw[MIC_OFFSET + MIC_SIZE:]
         expected = nc.hmac_md5(self._exported, self._negotiate + self._challenge + zeroed)
         if not hmac.compare_digest(expected, raw[MIC_OFFSET:MIC_OFFSET + MIC_SIZE]):

@@ -161,6 +161,7 @@ class Tree:
     guest: bool = False          # acts as the guest (guest only = yes)
     counted: str | None = None   # the share whose `max connections` counts this tree
     token: acl.Token = acl.GUEST_TOKEN   # whom security descriptors see (smb.acl)
+    name: str = ""               # the share's name as the client connected to it (lower case)
 
 
 @dataclass

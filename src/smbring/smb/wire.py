@@ -195,6 +195,10 @@ class Header:
     session_id: int = 0
     async_id: int = 0
     signature: bytes = b"\0" * 16
+    # a response's (algorithm, key) where it is not what its session signs with on the
+    # connection: a SESSION_SETUP answering for a session the connection does not carry, or
+    # USER_SESSION_DELETED for a session a failed re-authentication ended (smb.channels)
+    signer: tuple | None = None
 
     @classmethod
     def parse(cls, buf) -> "Header":

@@ -6,10 +6,10 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import ntlm, security, wire
-from smbring.smb.channels import Channel, signing_key_on
+from smbring.smb import ntlm, security, share_access, wire
+from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
-from smbring.smb.commands.tree import tree_files
+from smbring.smb.commands.tree import reauthorize, tree_files
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -35,6 +35,9 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s = None        # a session of another connection: reached by binding only
     if s is None:
         if hdr.session_id:
+            other = c.state.sessions.get(hdr.session_id)
+            if other is not None:       # (another connection's or another client's)
+                answer_as_session(c, hdr, msg, rhdr, other)
             raise SMBError(wire.STATUS_USER_SESSION_DELETED)
         sid = c.state.sessions.new_session_id()
         s = Session(id=sid, preauth=c.preauth.copy(), client=c.client, dialect=c.dialect,
@@ -43,7 +46,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         c.sessions[sid] = s
         c.state.sessions.add(s)
     elif s.valid and (s.auth is None or s.auth.complete):
-        # a re-authentication starts: as the same user (checked when it completes); its
+        # a re-authentication starts (as whoever authenticates: `reauthenticated`); its
         # later legs go on with this acceptor
         s.auth = None
         s.preauth = c.preauth.copy()
@@ -52,33 +55,25 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
     if s.auth is None:
-        s.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
-                               bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
-                               netbios_name=c.policy.server_name)
+        s.auth = new_acceptor(c)
     session_flags = 0
     try:
         out = s.auth.step(bytes(token))
     except ntlm.LogonFailure as e:  # wrong password, malformed token, refused by policy
         audit.warning("logon refused: user %s from %s: %s", s.auth.user or "(not given)",
                       c.client_address or "?", e)
-        c.end_session(s.id)
-        raise SMBError(wire.STATUS_LOGON_FAILURE)
+        end_session(c, s)
+        raise SMBError(logon_failure_status(e))
     identity = s.auth.identity
     if s.auth.complete and s.reauth_of is not None:
-        who = identity.user if identity.kind == "user" else identity.kind
-        if (s.guest, s.reauth_of.rsplit("\\", 1)[-1].lower()) != (identity.kind != "user", who.lower()):
-            audit.warning("logon refused: user %s from %s: re-authentication of session %d "
-                          "(was %s)", who, c.client_address or "?", s.id, s.reauth_of)
-            c.end_session(s.id)
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
-        s.reauth_of = None
+        return reauthenticated(c, s, identity, out, rhdr)
     if s.auth.complete:
         act_as(c, s, identity.user if identity.kind == "user" else "", identity.kind)
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         if c.encryption_required:       # smb encrypt = required in [global]: no guests
             log.info("session %d: %s logon refused: encryption is required", s.id, identity.kind)
-            c.end_session(s.id)
+            end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.valid, s.guest, s.user, s.auth = True, True, identity.kind, None
         s.asked_as, s.domain = identity.user, identity.domain
@@ -91,21 +86,11 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             # smb encrypt = required in [global]: a client that cannot encrypt is refused
             log.info("session %d: logon of %s refused: encryption is required and the client "
                      "cannot encrypt", s.id, identity.user)
-            c.end_session(s.id)
+            end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        s.user = f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+        s.user = user_name(identity)
         s.asked_as, s.domain = identity.user, identity.domain
-        reauthenticated = s.valid and bool(s.signing_key)
         s.valid = True
-        if reauthenticated:
-            # the keys stay those of the first logon (Samba; MS-SMB2 3.3.5.5.3 derives them
-            # only for a new session): the channels keep signing and sealing as before
-            audit.info("re-authenticated: user %s from %s, session %d", s.user,
-                       c.client_address or "?", s.id)
-            rhdr.status = wire.STATUS_SUCCESS
-            body = struct.pack("<HHHH", 9, wire.SESSION_FLAG_ENCRYPT_DATA if s.encrypt else 0,
-                               72, len(out)) + out
-            return body, None
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.channels[c].signing_key = s.signing_key
@@ -131,6 +116,82 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     return body, None
 
 
+def end_session(c: Connection, s: Session) -> None:
+    """A logon or re-authentication failed: the session ends, with what it opened. (A
+    re-authenticated session's keys are remembered a while: `Client.remember_ended`.)"""
+    if s.signing_key:
+        c.client.remember_ended(s)
+    c.end_session(s.id)
+
+
+def new_acceptor(c: Connection) -> ntlm.Acceptor:
+    """An NTLM exchange as the server's logon policy has it (guests and anonymous where it
+    admits guests; `map to guest = bad user`)."""
+    return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
+                         bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
+                         netbios_name=c.policy.server_name)
+
+
+def user_name(identity: ntlm.Identity) -> str:
+    """The session's user: DOMAIN\\user as the client gave it, or the guest's kind."""
+    if identity.kind != "user":
+        return identity.kind
+    return f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
+
+
+def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: bytes, rhdr: Header):
+    """A re-authentication of the session completed (MS-SMB2 3.3.5.5.3), as smbd has it: the
+    session keeps its keys (the first logon's: its channels sign and seal as before) and its
+    opens, and acts from now on as whoever authenticated: the same user, another one, or
+    the guest or anonymous (where the server admits guests at all), its tree connects checked
+    again as them (`tree.reauthorize`: one the new user may not reach ends the session,
+    ACCESS_DENIED). A session that logged on without keys (a guest's) does not become a
+    user's this way, for it would have no keys to sign with: ACCESS_DENIED, the session ends,
+    and the client logs on anew."""
+    was, was_guest = s.reauth_of, s.guest
+    s.reauth_of = s.auth = None
+    user, guest = user_name(identity), identity.kind != "user"
+    if not guest and not s.signing_key:
+        audit.warning("logon refused: user %s from %s: re-authentication of session %d of %s, "
+                      "which has no keys", user, c.client_address or "?", s.id, was)
+        end_session(c, s)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    same = (guest, share_access.bare(user).lower()) == (was_guest, share_access.bare(was).lower())
+    if same:
+        act_as(c, s, identity.user if not guest else "", identity.kind)
+    else:
+        account = None
+        if c.identities is not None:
+            account = c.identities.logon(identity.user if not guest else "", identity.kind)
+            if account is None:
+                audit.warning("logon refused: user %s from %s: no Unix account", user, c.client_address or "?")
+                end_session(c, s)
+                raise SMBError(wire.STATUS_LOGON_FAILURE)
+        s.identity = account
+    s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
+    if not same:
+        why = reauthorize(c, s)
+        if why is not None:
+            audit.warning("re-authentication refused: %s from %s, session %d (was %s): %s", user,
+                          c.client_address or "?", s.id, was, why)
+            end_session(c, s)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+    audit.info("re-authenticated: %s from %s, session %d%s", user, c.client_address or "?", s.id,
+               "" if same else f" (was {was})")
+    rhdr.status = wire.STATUS_SUCCESS
+    if s.signing_key:
+        flags = wire.SESSION_FLAG_ENCRYPT_DATA if s.encrypt else 0
+    else:
+        flags = wire.SESSION_FLAG_IS_NULL if identity.kind == "anonymous" else wire.SESSION_FLAG_IS_GUEST
+    return struct.pack("<HHHH", 9, flags, 72, len(out)) + out, None
+
+
+def logon_failure_status(e: ntlm.LogonFailure) -> int:
+    """What a failed logon answers: INVALID_PARAMETER for a malformed NTLMv2 response (as
+    Samba), LOGON_FAILURE for everything else (wrong password, unknown user, policy)."""
+    return wire.STATUS_INVALID_PARAMETER if isinstance(e, ntlm.InvalidResponse) else wire.STATUS_LOGON_FAILURE
+
+
 def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
     """Binds the session to the account its file-system calls act as, where the server acts
     as its users' accounts: a user without one is refused (STATUS_LOGON_FAILURE), as Samba
@@ -143,7 +204,7 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
         # the password was right: only the audit says why the logon failed after all
         audit.warning("logon refused: user %s from %s: no Unix account%s", user or "(none)",
                       c.client_address or "?", "" if kind == "user" else f" for the {kind}")
-        c.end_session(s.id)
+        end_session(c, s)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
     if account != s.identity:
         for t in s.trees.values():
@@ -151,7 +212,7 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
                 shared = c.identities.for_share(t.share, account)
                 if shared is None:
                     log.info("session %d: %s may no longer reach share %s", s.id, user, t.share.name)
-                    c.end_session(s.id)
+                    end_session(c, s)
                     raise SMBError(wire.STATUS_LOGON_FAILURE)
                 t.fs = tree_files(c, t.share, shared)
     s.identity = account
@@ -178,17 +239,36 @@ def close_previous(c: Connection, s: Session, previous_id: int) -> None:
         owner.on_output()
 
 
+def answer_as_session(c: Connection, hdr: Header, msg, rhdr: Header, s: Session) -> bool:
+    """A SESSION_SETUP naming a session that this connection carries no bound channel of (a
+    binding, or a request on the wrong connection): when it is signed and its signature is
+    the session's (`signer_on`), the answer is signed alike, whatever its status, as smbd
+    answers (a client that signed its request wants the answer signed, MS-SMB2 3.3.4.1.1; a
+    client checks a refused binding's answer with the session's key). Whether it verified.
+    A request whose signature does not verify gets nothing signed."""
+    if not hdr.flags & wire.FLAGS_SIGNED:
+        return False
+    algorithm, key = signer_on(s, c)
+    if not key or not security.verify(algorithm, key, msg):
+        return False
+    rhdr.signer = (algorithm, key)
+    return True
+
+
 def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
     """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING: this connection becomes a channel of an
     existing session (MS-SMB2 3.3.5.5, in the order and with the statuses smbd answers). The
-    request is signed with the session's key; the client authenticates again as the session's
-    user; the channel then signs with its own key. A refused or failed binding leaves the
-    session as it was on its other channels."""
+    request is signed with the session's key, and verified first; the client authenticates
+    again as the session's user; the channel then signs with its own key. A refused or failed
+    binding leaves the session as it was on its other channels."""
     if not hdr.session_id:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     s = c.state.sessions.get(hdr.session_id)
     if s is None:
         raise SMBError(wire.STATUS_USER_SESSION_DELETED)
+    if hdr.flags & wire.FLAGS_SIGNED and not answer_as_session(c, hdr, msg, rhdr, s):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)       # (MS-SMB2 3.3.5.2.4)
+    rhdr.session_id = s.id
     algorithm = c.sign_algorithm()
     if s.signing_algorithm >= security.AES_GMAC and algorithm != s.signing_algorithm:
         raise SMBError(wire.STATUS_REQUEST_OUT_OF_SEQUENCE)
@@ -200,25 +280,26 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if s.dialect != c.dialect or s.cipher != c.cipher:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if s.client is not c.client:
+        # another ClientGuid's session (MS-SMB2 3.3.5.5: the server MAY refuse): smbd cannot
+        # bind across clients either, and answers so, rather than USER_SESSION_DELETED,
+        # lest the client start a new session
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)
+    ch = s.channels.get(c)
+    if ch is not None and ch.bound:
+        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
     if s.guest:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)       # guests and anonymous have no key
     if not s.valid or (s.auth is not None and not s.auth.complete):
         raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # logon or re-authentication under way
-    if s.client is not c.client:
-        raise SMBError(wire.STATUS_USER_SESSION_DELETED)  # another ClientGuid's session
-    ch = s.channels.get(c)
-    if ch is not None and ch.bound:
-        raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
-    if not security.verify(algorithm, signing_key_on(s, c), msg):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if ch is None:
         if len(s.channels) >= c.limits.max_channels:
             log.info("session %d: binding refused: %d channels already", s.id, len(s.channels))
             raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
         ch = s.channels[c] = Channel(preauth=c.preauth.copy())
-        ch.auth = ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=False,
-                                bad_user_to_guest=False, netbios_name=c.policy.server_name)
-    rhdr.session_id = s.id
+        # as a logon authenticates (a guest or anonymous is then refused as any other user
+        # than the session's: ACCESS_DENIED, as smbd answers)
+        ch.auth = new_acceptor(c)
     if c.dialect == wire.SMB311:
         ch.preauth.update(msg)
     try:
@@ -227,13 +308,13 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         audit.warning("binding refused: user %s from %s to session %d: %s", ch.auth.user or "(not given)",
                       c.client_address or "?", s.id, e)
         del s.channels[c]
-        raise SMBError(wire.STATUS_LOGON_FAILURE)
+        raise SMBError(logon_failure_status(e))
     if not ch.auth.complete:
         rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
         body = struct.pack("<HHHH", 9, 0, 72, len(out)) + out
         if c.dialect == wire.SMB311:     # the response as sent: signed with the session's key
             sent = bytearray(rhdr_bytes(rhdr, hdr, body))
-            security.apply_signature(algorithm, signing_key_on(s, c), sent)
+            security.apply_signature(*rhdr.signer, sent)
             ch.preauth.update(sent)
         return body, None
     identity = ch.auth.identity
@@ -246,6 +327,7 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
     ch.signing_key = security.signing_key(identity.session_key, c.dialect,
                                           ch.preauth.value if c.dialect == wire.SMB311 else None)
     ch.preauth = None
+    rhdr.signer = None      # the final answer is signed with the channel's own key
     audit.info("channel bound: user %s from %s, session %d (%d channels)", s.user,
                c.client_address or "?", s.id, len(s.channels))
     rhdr.status = wire.STATUS_SUCCESS

@@ -50,6 +50,17 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 def _connect_share(c: Connection, s: Session, name: str) -> Tree:
+    tree = _share_view(c, s, name)
+    if not c.state.connect_tree(name, tree.share.max_connections):
+        log.info("tree connect to %s refused: max connections = %d reached", name, tree.share.max_connections)
+        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
+    tree.counted = name
+    return tree
+
+
+def _share_view(c: Connection, s: Session, name: str) -> Tree:
+    """The share `name` as the session's user reaches it (not yet counted against `max
+    connections`); SMBError where the user may not."""
     share = c.shares.get(name)
     if share is None or share.homes:
         share = _home_share(c, s, name)
@@ -84,15 +95,31 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
     except OSError as e:
         log.info("tree connect to %s: its directory %s: %s", name, share.path, e)
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME) from None
-    if not c.state.connect_tree(name, share.max_connections):
-        log.info("tree connect to %s refused: max connections = %d reached", name, share.max_connections)
-        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     if getattr(identity, "uid", None) is not None:     # a Unix account (identities are opaque here)
         token = acl.unix_token(identity.uid, identity.gid, identity.groups, guest=as_guest)
     else:
         token = acl.GUEST_TOKEN if as_guest else acl.USER_TOKEN
-    return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, counted=name,
-                token=token)
+    return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, token=token, name=name)
+
+
+def reauthorize(c: Connection, s: Session) -> str | None:
+    """After a re-authentication as another user (or as the guest, or anonymous): each tree
+    connect of the session is checked again as the new user and acts as it from now on, as
+    smbd checks a tree again at its next request. The opens stay, with the access they were
+    granted when opened (smbd keeps them too); what is checked against the user anew
+    (security descriptors, the share's rules) sees the new one. Returns why a tree connect
+    may not be kept (then the caller ends the session), None when all are."""
+    for t in s.trees.values():
+        if t.share is None:     # IPC$
+            if s.user == "anonymous" and c.policy.restrict_anonymous >= 2:
+                return "IPC$: restrict anonymous = 2"
+            continue
+        try:
+            view = _share_view(c, s, t.name)
+        except SMBError as e:
+            return f"share {t.name}: status {e.status:#x}"
+        t.share, t.fs, t.names, t.guest, t.token = view.share, view.fs, view.names, view.guest, view.token
+    return None
 
 
 def tree_files(c: Connection, share: Share, identity) -> FileSystem:
