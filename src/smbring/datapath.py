@@ -55,6 +55,8 @@ PATHS = ("copy", "mmap", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
+DIRECT_SEND_MAX = 1 << 16     # responses up to this size are sent directly, not through the ring
+DIRECT_SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
 IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
 AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped or spliced
 # read path auto, on connections that do not pace, where splice is safe: which of mmap and
@@ -351,7 +353,7 @@ class Sender:
                                paced=self.paced)
             if not isinstance(desc.payload, FileRange):   # not a file read: not counted
                 parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
-                await self._send_all(parts)
+                await self._send_all(self._send_now(parts))
                 return path
             # a young connection's TCP is still finding its rate (slow start): its first
             # sends are typical of neither way
@@ -401,6 +403,27 @@ class Sender:
             for fd in self._pipe:
                 os.close(fd)
             self._pipe = None
+
+    def _send_now(self, parts) -> list:
+        """A small response goes out with one direct non-blocking send: a ring send would cost
+        two turns of the event loop (submission, completion) for what the socket takes at once.
+        Returns what is left for the ring (all of it when the socket is full, or the
+        response is large)."""
+        views = [memoryview(p).cast("B") for p in parts]
+        if sum(len(v) for v in views) > DIRECT_SEND_MAX:
+            return views
+        try:
+            sent = self.sock.sendmsg(views, (), DIRECT_SEND_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return views
+        left = []
+        for p in views:
+            if sent >= len(p):
+                sent -= len(p)
+            else:
+                left.append(p[sent:])
+                sent = 0
+        return left
 
     # -- the paths ---------------------------------------------------------------------
     async def _send_all(self, parts, refill=None) -> None:
@@ -529,15 +552,53 @@ class Sender:
 
 
 class Receiver:
-    """Receives frames from one connected socket through the ring."""
+    """Receives frames from one connected socket through the ring.
+
+    Small messages come out of a receive buffer that each ring receive fills with whatever
+    has arrived: a request's 4-byte NetBIOS prefix and its message arrive in one completion,
+    and pipelined requests (a client keeping several in flight) in one for all of them,
+    instead of two ring round trips per request. Large frames are received straight into
+    the buffer the server gives (a WRITE's payload page-aligned there), after what the
+    receive buffer already holds of them."""
+
+    BUFFER = 16384          # the most taken into the receive buffer at once
 
     def __init__(self, aring, sock: socket.socket):
         self.aring = aring
         self.fd = sock.fileno()
+        self._buf = bytearray(self.BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0     # the bytes received and not yet handed out
+
+    async def recv_small(self, n: int) -> memoryview:
+        """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep
+        it: a background WRITE holds its frame); ConnectionResetError if the peer goes away
+        first."""
+        if self._end - self._start < n:
+            if self._start:         # what is left moves to the front: room for the rest
+                left = self._end - self._start
+                self._buf[:left] = self._view[self._start:self._end]
+                self._start, self._end = 0, left
+            while self._end < n:
+                got = await self.aring.recv(self.fd, self._view[self._end:], 0)
+                if got == 0:
+                    raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
+                self._end += got
+        out = memoryview(self._buf[self._start:self._start + n])
+        self._start += n
+        if self._start == self._end:
+            self._start = self._end = 0
+        return out
 
     async def recv_exact(self, view: memoryview) -> None:
-        """Fills view from the socket; ConnectionResetError if the peer goes away first."""
-        got = 0
+        """Fills view from the socket (what the receive buffer holds first); ConnectionResetError
+        if the peer goes away first."""
+        got = min(self._end - self._start, len(view))
+        if got:
+            view[:got] = self._view[self._start:self._start + got]
+            self._start += got
+            if self._start == self._end:
+                self._start = self._end = 0
         while got < len(view):
             n = await self.aring.recv(self.fd, view[got:], socket.MSG_WAITALL)
             if n == 0:

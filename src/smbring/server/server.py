@@ -124,6 +124,8 @@ class RingTransport:
         self.frames = FrameBuffers()
 
     async def recv_exact(self, n: int) -> memoryview:
+        if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
+            return await self.rx.recv_small(n)
         view = self.frames.frame(n)
         await self.rx.recv_exact(view)
         return view
