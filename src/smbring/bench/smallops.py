@@ -78,6 +78,9 @@ def add_arguments(p) -> None:
                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--port", type=int, default=4480, help="first of the ports used")
+    p.add_argument("--core", action="store_true",
+                   help="no servers: time the protocol core's handling of an ECHO in this process, "
+                        "and its parts")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of a few seconds (1 run, 1 s per smbtorture run, 200 files "
                         "listed, 20 copied): checks the benchmark, measures nothing")
@@ -233,7 +236,66 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
     return {"records": records, "ratios": ratios}
 
 
+# -- the protocol core alone --------------------------------------------------------------------
+
+def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
+    """Microseconds per ECHO of the sans-I/O core (`Connection.handle_frame` and the response's
+    send descriptor) and of its parts, in this process with no sockets: what the server's own
+    code costs per request, apart from the event loop, the ring and the kernel. Minimum over
+    `rounds` rounds of `n` requests (the least disturbed by other work on the machine); hot
+    caches, so a lower bound of what the same code costs between other processes' work."""
+    import timeit
+
+    from smbring.server.effects import descriptor
+    from smbring.smb import wire
+    from smbring.smb.connection import Connection
+    from smbring.smb.credits import CreditWindow
+
+    def connection() -> Connection:
+        conn = Connection({}, lookup=lambda name: None, open_fs=lambda path: None)
+        conn.dialect = wire.SMB311          # as after NEGOTIATE (ECHO needs no session)
+        return conn
+
+    def echo(message_id: int) -> bytes:
+        return wire.Header(command=wire.ECHO, message_id=message_id, credits=1,
+                           credit_charge=1).pack() + b"\x04\x00\x00\x00"
+
+    frames = [memoryview(echo(i)) for i in range(n * rounds)]
+    head = frames[0][:64]
+    parsed = wire.Header.parse(head)
+    state = {"conn": connection(), "next": 0, "window": CreditWindow(8192)}
+
+    def whole():
+        i = state["next"]
+        state["next"] = i + n
+        conn = state["conn"]
+        for f in frames[i:i + n]:
+            descriptor(conn.handle_frame(f)[0], {})
+
+    def credits():
+        w = state["window"] = CreditWindow(8192)
+        for i in range(n):
+            w.consume(i, 1)
+            w.grant(1, 1)
+
+    def best(fn) -> float:
+        return round(min(timeit.repeat(fn, number=1, repeat=rounds)) / n * 1e6, 3)
+
+    return {
+        "core_total": best(whole),
+        "header_decode": best(lambda: [wire.Header.parse(head) for _ in range(n)]),
+        "header_encode": best(lambda: [parsed.pack() for _ in range(n)]),
+        "credit_accounting": best(credits),
+        "frame_limit_check": best(lambda: [state["conn"].frame_limit() for _ in range(n)]),
+    }
+
+
 def run(args) -> int:
+    if args.core:
+        costs = core_costs()
+        print(json.dumps(costs, indent=2) if args.json else
+              "\n".join(f"  {k:<20}{v:>8.3f} us per ECHO" for k, v in costs.items()))
+        return 0
     for tool in ("smbtorture", "smbclient"):
         if not shutil.which(tool):
             print(f"{tool} is not installed (Debian packages samba-testsuite, smbclient)")

@@ -52,6 +52,7 @@ from smbring.smb.state import (
 from smbring.smb.wire import Header
 
 log = logging.getLogger("smbring.smb")
+_U16 = struct.Struct("<H")
 
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
@@ -193,8 +194,12 @@ class Connection:
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
-        """Whether a session is established here (before that, frames are small and time out)."""
-        return any(s.valid and self.reaches(s) for s in self.sessions.values())
+        """Whether a session is established here (before that, frames are small and time out).
+        (Asked for every frame: a plain loop, no generator.)"""
+        for s in self.client.sessions.values():
+            if s.valid and self.reaches(s):
+                return True
+        return False
 
     def frame_limit(self) -> int:
         """The largest frame (without its 4-byte prefix) the connection accepts now."""
@@ -433,10 +438,14 @@ class Connection:
         """The session whose key seals the responses: the request's, or one that encrypts all
         (not the SESSION_SETUP that completes it: the client has no keys before it, so that
         one is signed, MS-SMB2 3.3.4.1.4)."""
-        return sealed_by or next(
-            (self.sessions[r.session_id] for _, r, _ in out
-             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt
-             and r.command != wire.SESSION_SETUP), None)
+        if sealed_by is not None:
+            return sealed_by
+        sessions = self.client.sessions
+        for _, r, _ in out:
+            s = sessions.get(r.session_id)
+            if s is not None and s.encrypt and r.command != wire.SESSION_SETUP:
+                return s
+        return None
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
@@ -613,8 +622,8 @@ class Connection:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
             if command.needs_tree:
                 self.tree(hdr)
-            if len(msg) < 66 or struct.unpack_from("<H", msg, 64)[0] != wire.REQUEST_SIZES[hdr.command] or \
-                    len(msg) < 64 + (wire.REQUEST_SIZES[hdr.command] & ~1):
+            size = wire.REQUEST_SIZES[hdr.command]
+            if len(msg) < 66 or _U16.unpack_from(msg, 64)[0] != size or len(msg) < 64 + (size & ~1):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
             sent, asked = command.sizes(msg)
             if max(sent, asked) > self.max_io():
