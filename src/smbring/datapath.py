@@ -342,19 +342,39 @@ class Sender:
         self._measuring: tuple[str, float, int, bool] | None = None
         self._file_sends = 0
         self.paced = paces(sock)
+        # small responses held back while the client's next request has already arrived
+        # (see `send`): they leave together, with the response that finds none waiting
+        self.more_requests = lambda: False
+        self._held: list[memoryview] = []
+        self._held_bytes = 0
 
     async def send(self, desc: SendDescriptor) -> str:
-        """Send one response; returns the path used."""
+        """Send one response; returns the path used. A small response is held back while
+        `more_requests()` says the next request is received already (a client keeping several
+        in flight): the responses to a burst of requests go out in one send, and the client
+        is woken once, not once per response. Whoever waits for the client to send more
+        calls `flush` first."""
         async with self._lock:
+            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
+                parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
+                views = [memoryview(p).cast("B") for p in parts if len(p)]
+                size = sum(len(v) for v in views)
+                if self._held_bytes + size <= DIRECT_SEND_MAX and self.more_requests():
+                    # a copy: a response may sit in a buffer the connection reuses for its
+                    # next one (a sealed READ's)
+                    self._held.append(memoryview(b"".join(views)))
+                    self._held_bytes += size
+                    return "copy"
+                if self._held:
+                    views, self._held, self._held_bytes = self._held + views, [], 0
+                await self._send_all(self._send_now(views))
+                return "copy"
+            await self._flush_held()
             # the process's CPU time is the cost, measured only while no other connection
             # can run in between (their work would be counted too)
             crowded = self.crowded()
             path = choose_path(self.read_path, desc, self._zc_ok, self.costs, measuring=not crowded,
                                paced=self.paced)
-            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
-                parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
-                await self._send_all(self._send_now(parts))
-                return path
             # a young connection's TCP is still finding its rate (slow start): its first
             # sends are typical of neither way
             self._file_sends += 1
@@ -403,6 +423,24 @@ class Sender:
             for fd in self._pipe:
                 os.close(fd)
             self._pipe = None
+
+    async def flush(self) -> None:
+        """Sends the responses held back (before waiting for the client's next request)."""
+        if self._held:
+            async with self._lock:
+                await self._flush_held()
+
+    def flush_nowait(self) -> None:
+        """Sends what the socket takes now of the responses held back (the connection is
+        ending: nothing waits for room on it any more)."""
+        if self._held:
+            views, self._held, self._held_bytes = self._held, [], 0
+            self._send_now(views)
+
+    async def _flush_held(self) -> None:
+        if self._held:
+            views, self._held, self._held_bytes = self._held, [], 0
+            await self._send_all(self._send_now(views))
 
     def _send_now(self, parts) -> list:
         """A small response goes out with one direct non-blocking send: a ring send would cost
@@ -569,6 +607,17 @@ class Receiver:
         self._buf = bytearray(self.BUFFER)
         self._view = memoryview(self._buf)
         self._start = self._end = 0     # the bytes received and not yet handed out
+        self.before_wait = None         # awaited before waiting for the client (a Sender's flush)
+
+    def frame_waiting(self) -> bool:
+        """Whether a whole request (NetBIOS prefix and message) has been received already.
+        (Between a prefix and its message the buffer starts with the message's protocol id,
+        never 0: a prefix's first byte is, so no message is taken for a prefix.)"""
+        have = self._end - self._start
+        if have < 4 or self._buf[self._start] != 0:
+            return False
+        size = int.from_bytes(self._view[self._start + 1:self._start + 4], "big")
+        return have >= 4 + size
 
     async def recv_small(self, n: int) -> memoryview:
         """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep
@@ -580,6 +629,8 @@ class Receiver:
                 self._buf[:left] = self._view[self._start:self._end]
                 self._start, self._end = 0, left
             while self._end < n:
+                if self.before_wait is not None:
+                    await self.before_wait()        # what was held back goes out first
                 got = await self.aring.recv(self.fd, self._view[self._end:], 0)
                 if got == 0:
                     raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
@@ -600,6 +651,8 @@ class Receiver:
             if self._start == self._end:
                 self._start = self._end = 0
         while got < len(view):
+            if self.before_wait is not None:
+                await self.before_wait()
             n = await self.aring.recv(self.fd, view[got:], socket.MSG_WAITALL)
             if n == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
