@@ -454,6 +454,15 @@ class Connection:
         if not out:
             return []
         seal = self._seal_for(out, sealed_by)
+        if len(out) == 1:       # the usual answer: one message, no chaining, no copy of it
+            req, rhdr, body = out[0]
+            part = self._finish(req, rhdr, body)
+            if seal is None and self._must_sign(rhdr, signed_requests[0]):
+                security.apply_signature(self.sign_algorithm(),
+                                         signing_key_on(self.sessions[rhdr.session_id], self), part)
+            if seal is not None and seal.encrypt_key:
+                return [self._sealed(seal, part)]
+            return [Send(self._checked(part))]
         chained = bytearray()
         for i, (req, rhdr, body) in enumerate(out):
             part = self._finish(req, rhdr, body)
@@ -579,7 +588,9 @@ class Connection:
         rhdr.flags |= wire.FLAGS_SERVER_TO_REDIR | (req.flags & wire.FLAGS_RELATED)
         rhdr.message_id = req.message_id
         rhdr.credit_charge = req.credit_charge
-        return bytearray(rhdr.pack()) + body
+        message = bytearray(rhdr.pack())
+        message += body
+        return message
 
     def sign_algorithm(self) -> int:
         if self.signing_algorithm is not None:
