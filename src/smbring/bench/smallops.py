@@ -223,7 +223,7 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
             if not runs:
                 continue
             records.append({"workload": w.name, "server": name,
-                            "ops_per_s": round(statistics.median(r[0] for r in runs), 1),
+                            "ops_per_s": round(statistics.median(r[0] for r in runs), 3),
                             "server_cpu_us_per_op": round(statistics.median(r[1] for r in runs), 2),
                             "workers": w.workers, "runs": len(runs),
                             "failed_runs": (failures or {}).get((w.name, name), 0)})
