@@ -600,6 +600,10 @@ class Receiver:
     receive buffer already holds of them."""
 
     BUFFER = 16384          # the most taken into the receive buffer at once
+    # pieces handed out of the buffer in a row without waiting for the socket, after which the
+    # other connections get a turn of the event loop: a client that pipelines many requests
+    # must not hold the loop for all of them (each awaited receive used to give that turn)
+    FAIR_BURST = 32
 
     def __init__(self, aring, sock: socket.socket):
         self.aring = aring
@@ -608,6 +612,7 @@ class Receiver:
         self._view = memoryview(self._buf)
         self._start = self._end = 0     # the bytes received and not yet handed out
         self.before_wait = None         # awaited before waiting for the client (a Sender's flush)
+        self._in_a_row = 0              # pieces handed out since the last wait (FAIR_BURST)
 
     def frame_waiting(self) -> bool:
         """Whether a whole request (NetBIOS prefix and message) has been received already.
@@ -623,7 +628,13 @@ class Receiver:
         """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep
         it: a background WRITE holds its frame); ConnectionResetError if the peer goes away
         first."""
-        if self._end - self._start < n:
+        if self._end - self._start >= n:
+            self._in_a_row += 1
+            if self._in_a_row >= self.FAIR_BURST:
+                self._in_a_row = 0
+                await asyncio.sleep(0)
+        else:
+            self._in_a_row = 0
             if self._start:         # what is left moves to the front: room for the rest
                 left = self._end - self._start
                 self._buf[:left] = self._view[self._start:self._end]

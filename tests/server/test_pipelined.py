@@ -49,3 +49,42 @@ def test_answers_before_a_request_that_ends_the_connection_are_sent(server):
         got = responses(s)      # (no SHUT_WR: the server ends the connection)
     assert got == [(0, 0, 0), (ECHO, 0, 1), (ECHO, 0, 2), (ECHO, 0, 3)]
     assert server["proc"].poll() is None
+
+
+def test_a_pipelining_client_leaves_the_event_loop_to_others():
+    """Requests served out of the receive buffer, without waiting for the socket, still give
+    the other connections a turn of the event loop every Receiver.FAIR_BURST pieces."""
+    import asyncio
+
+    from smbring.datapath import Receiver
+    from smbring.uring import aio
+
+    frames = 200
+
+    async def main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            rx = Receiver(aio.get_ring(), a)
+            b.sendall(b"".join(echo(i) for i in range(frames)))
+            turns = 0
+
+            async def other_connection():
+                nonlocal turns
+                while True:
+                    turns += 1
+                    await asyncio.sleep(0)
+
+            other = asyncio.ensure_future(other_connection())
+            await asyncio.sleep(0)
+            started = turns
+            for i in range(frames):      # the prefix, then the message, as the server reads
+                size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
+                message = await rx.recv_small(size)
+                assert struct.unpack_from("<Q", message, 24)[0] == i
+            other.cancel()
+            # one ring receive takes in 16 KiB (227 frames of 72 bytes): 400 pieces, a turn
+            # at least every FAIR_BURST of them
+            assert turns - started >= 2 * frames // Receiver.FAIR_BURST - 2
+
+    asyncio.run(asyncio.wait_for(main(), 10))
