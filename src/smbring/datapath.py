@@ -55,6 +55,8 @@ PATHS = ("copy", "mmap", "splice", "zc")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 PUNT_MIN = 1 << 20            # copies this large may go to io-wq workers while others wait
+DIRECT_SEND_MAX = 1 << 16     # responses up to this size are sent directly, not through the ring
+DIRECT_SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
 IOSQE_ASYNC = 0x10            # (the SQE flag; kept here so this module needs no ring to import)
 AUTO_LARGE = 256 << 10        # read path auto: payloads this large are mapped or spliced
 # read path auto, on connections that do not pace, where splice is safe: which of mmap and
@@ -340,19 +342,39 @@ class Sender:
         self._measuring: tuple[str, float, int, bool] | None = None
         self._file_sends = 0
         self.paced = paces(sock)
+        # small responses held back while the client's next request has already arrived
+        # (see `send`): they leave together, with the response that finds none waiting
+        self.more_requests = lambda: False
+        self._held: list[memoryview] = []
+        self._held_bytes = 0
 
     async def send(self, desc: SendDescriptor) -> str:
-        """Send one response; returns the path used."""
+        """Send one response; returns the path used. A small response is held back while
+        `more_requests()` says the next request is received already (a client keeping several
+        in flight): the responses to a burst of requests go out in one send, and the client
+        is woken once, not once per response. Whoever waits for the client to send more
+        calls `flush` first."""
         async with self._lock:
+            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
+                parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
+                views = [memoryview(p).cast("B") for p in parts if len(p)]
+                size = sum(len(v) for v in views)
+                if self._held_bytes + size <= DIRECT_SEND_MAX and self.more_requests():
+                    # a copy: a response may sit in a buffer the connection reuses for its
+                    # next one (a sealed READ's)
+                    self._held.append(memoryview(b"".join(views)))
+                    self._held_bytes += size
+                    return "copy"
+                if self._held:
+                    views, self._held, self._held_bytes = self._held + views, [], 0
+                await self._send_all(self._send_now(views))
+                return "copy"
+            await self._flush_held()
             # the process's CPU time is the cost, measured only while no other connection
             # can run in between (their work would be counted too)
             crowded = self.crowded()
             path = choose_path(self.read_path, desc, self._zc_ok, self.costs, measuring=not crowded,
                                paced=self.paced)
-            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
-                parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
-                await self._send_all(parts)
-                return path
             # a young connection's TCP is still finding its rate (slow start): its first
             # sends are typical of neither way
             self._file_sends += 1
@@ -401,6 +423,45 @@ class Sender:
             for fd in self._pipe:
                 os.close(fd)
             self._pipe = None
+
+    async def flush(self) -> None:
+        """Sends the responses held back (before waiting for the client's next request)."""
+        if self._held:
+            async with self._lock:
+                await self._flush_held()
+
+    def flush_nowait(self) -> None:
+        """Sends what the socket takes now of the responses held back (the connection is
+        ending: nothing waits for room on it any more)."""
+        if self._held:
+            views, self._held, self._held_bytes = self._held, [], 0
+            self._send_now(views)
+
+    async def _flush_held(self) -> None:
+        if self._held:
+            views, self._held, self._held_bytes = self._held, [], 0
+            await self._send_all(self._send_now(views))
+
+    def _send_now(self, parts) -> list:
+        """A small response goes out with one direct non-blocking send: a ring send would cost
+        two turns of the event loop (submission, completion) for what the socket takes at once.
+        Returns what is left for the ring (all of it when the socket is full, or the
+        response is large)."""
+        views = [memoryview(p).cast("B") for p in parts]
+        if sum(len(v) for v in views) > DIRECT_SEND_MAX:
+            return views
+        try:
+            sent = self.sock.sendmsg(views, (), DIRECT_SEND_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return views
+        left = []
+        for p in views:
+            if sent >= len(p):
+                sent -= len(p)
+            else:
+                left.append(p[sent:])
+                sent = 0
+        return left
 
     # -- the paths ---------------------------------------------------------------------
     async def _send_all(self, parts, refill=None) -> None:
@@ -529,16 +590,80 @@ class Sender:
 
 
 class Receiver:
-    """Receives frames from one connected socket through the ring."""
+    """Receives frames from one connected socket through the ring.
+
+    Small messages come out of a receive buffer that each ring receive fills with whatever
+    has arrived: a request's 4-byte NetBIOS prefix and its message arrive in one completion,
+    and pipelined requests (a client keeping several in flight) in one for all of them,
+    instead of two ring round trips per request. Large frames are received straight into
+    the buffer the server gives (a WRITE's payload page-aligned there), after what the
+    receive buffer already holds of them."""
+
+    BUFFER = 16384          # the most taken into the receive buffer at once
+    # pieces handed out of the buffer in a row without waiting for the socket, after which the
+    # other connections get a turn of the event loop: a client that pipelines many requests
+    # must not hold the loop for all of them (each awaited receive used to give that turn)
+    FAIR_BURST = 32
 
     def __init__(self, aring, sock: socket.socket):
         self.aring = aring
         self.fd = sock.fileno()
+        self._buf = bytearray(self.BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0     # the bytes received and not yet handed out
+        self.before_wait = None         # awaited before waiting for the client (a Sender's flush)
+        self._in_a_row = 0              # pieces handed out since the last wait (FAIR_BURST)
+
+    def frame_waiting(self) -> bool:
+        """Whether a whole request (NetBIOS prefix and message) has been received already.
+        (Between a prefix and its message the buffer starts with the message's protocol id,
+        never 0: a prefix's first byte is, so no message is taken for a prefix.)"""
+        have = self._end - self._start
+        if have < 4 or self._buf[self._start] != 0:
+            return False
+        size = int.from_bytes(self._view[self._start + 1:self._start + 4], "big")
+        return have >= 4 + size
+
+    async def recv_small(self, n: int) -> memoryview:
+        """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep
+        it: a background WRITE holds its frame); ConnectionResetError if the peer goes away
+        first."""
+        if self._end - self._start >= n:
+            self._in_a_row += 1
+            if self._in_a_row >= self.FAIR_BURST:
+                self._in_a_row = 0
+                await asyncio.sleep(0)
+        else:
+            self._in_a_row = 0
+            if self._start:         # what is left moves to the front: room for the rest
+                left = self._end - self._start
+                self._buf[:left] = self._view[self._start:self._end]
+                self._start, self._end = 0, left
+            while self._end < n:
+                if self.before_wait is not None:
+                    await self.before_wait()        # what was held back goes out first
+                got = await self.aring.recv(self.fd, self._view[self._end:], 0)
+                if got == 0:
+                    raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
+                self._end += got
+        out = memoryview(self._buf[self._start:self._start + n])
+        self._start += n
+        if self._start == self._end:
+            self._start = self._end = 0
+        return out
 
     async def recv_exact(self, view: memoryview) -> None:
-        """Fills view from the socket; ConnectionResetError if the peer goes away first."""
-        got = 0
+        """Fills view from the socket (what the receive buffer holds first); ConnectionResetError
+        if the peer goes away first."""
+        got = min(self._end - self._start, len(view))
+        if got:
+            view[:got] = self._view[self._start:self._start + got]
+            self._start += got
+            if self._start == self._end:
+                self._start = self._end = 0
         while got < len(view):
+            if self.before_wait is not None:
+                await self.before_wait()
             n = await self.aring.recv(self.fd, view[got:], socket.MSG_WAITALL)
             if n == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")

@@ -8,6 +8,7 @@ BENCHMARKS = {
     "ops": "raw engine ops: 4 KiB/1 MiB reads via ring, pread and a thread pool; NOP round trips",
     "events": "event loops: tevent's pipe workloads on our backends and tevent's own",
     "smbclient": "smbclient get/put against smbring and Samba's smbd",
+    "smallops": "small requests (smbtorture echo, create+close; listing; 4 KiB copies) against smbd",
     "identity": "acting as each user: thread credential switches against io_uring personalities",
     "client": "SMB clients (smbring's, 1 and N channels; smbclient; smbprotocol) get/put "
               "against smbring and Samba's smbd",

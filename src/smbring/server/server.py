@@ -122,14 +122,22 @@ class RingTransport:
         self.tx = Sender(aring, sock, read_path=read_path, max_payload=MAX_IO, crowded=crowded,
                          maps=maps, costs=costs)
         self.frames = FrameBuffers()
+        # responses to a client's pipelined requests leave together (see Sender.send)
+        self.tx.more_requests = self.rx.frame_waiting
+        self.rx.before_wait = self.tx.flush
 
     async def recv_exact(self, n: int) -> memoryview:
+        if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
+            return await self.rx.recv_small(n)
         view = self.frames.frame(n)
         await self.rx.recv_exact(view)
         return view
 
     async def send(self, desc) -> None:
         await self.tx.send(desc)
+
+    def flush_nowait(self) -> None:
+        self.tx.flush_nowait()
 
     def release_idle(self) -> None:
         self.frames.release_idle()
@@ -157,6 +165,9 @@ class PlainTransport:
                 raise ConnectionResetError("peer closed")
             got += k
         return view
+
+    def flush_nowait(self) -> None:
+        pass            # nothing is held back
 
     async def send(self, desc) -> None:
         data = bytes(desc.header)
@@ -573,6 +584,10 @@ class Server:
                 metrics.disconnected(link)
             try:
                 await runner.drain()     # their files stay open until their data is written
+                try:        # answers held back for requests that came before the last one
+                    transport.flush_nowait()
+                except OSError:
+                    pass
                 conn.close_all()
                 for effect in conn.outbox_drain():      # only Forget is carried out now
                     if isinstance(effect, effects.Forget):

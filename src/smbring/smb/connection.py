@@ -53,6 +53,7 @@ from smbring.smb.state import (
 from smbring.smb.wire import Header
 
 log = logging.getLogger("smbring.smb")
+_U16 = struct.Struct("<H")
 
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
@@ -194,8 +195,12 @@ class Connection:
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
-        """Whether a session is established here (before that, frames are small and time out)."""
-        return any(s.valid and self.reaches(s) for s in self.sessions.values())
+        """Whether a session is established here (before that, frames are small and time out).
+        (Asked for every frame: a plain loop, no generator.)"""
+        for s in self.client.sessions.values():
+            if s.valid and self.reaches(s):
+                return True
+        return False
 
     def frame_limit(self) -> int:
         """The largest frame (without its 4-byte prefix) the connection accepts now."""
@@ -434,10 +439,14 @@ class Connection:
         """The session whose key seals the responses: the request's, or one that encrypts all
         (not the SESSION_SETUP that completes it: the client has no keys before it, so that
         one is signed, MS-SMB2 3.3.4.1.4)."""
-        return sealed_by or next(
-            (self.sessions[r.session_id] for _, r, _ in out
-             if r.session_id in self.sessions and self.sessions[r.session_id].encrypt
-             and r.command != wire.SESSION_SETUP), None)
+        if sealed_by is not None:
+            return sealed_by
+        sessions = self.client.sessions
+        for _, r, _ in out:
+            s = sessions.get(r.session_id)
+            if s is not None and s.encrypt and r.command != wire.SESSION_SETUP:
+                return s
+        return None
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
@@ -446,6 +455,15 @@ class Connection:
         if not out:
             return []
         seal = self._seal_for(out, sealed_by)
+        if len(out) == 1:       # the usual answer: one message, no chaining, no copy of it
+            req, rhdr, body = out[0]
+            part = self._finish(req, rhdr, body)
+            if seal is None and self._must_sign(rhdr, signed_requests[0]):
+                security.apply_signature(self.sign_algorithm(),
+                                         signing_key_on(self.sessions[rhdr.session_id], self), part)
+            if seal is not None and seal.encrypt_key:
+                return [self._sealed(seal, part)]
+            return [Send(self._checked(part))]
         chained = bytearray()
         for i, (req, rhdr, body) in enumerate(out):
             part = self._finish(req, rhdr, body)
@@ -590,7 +608,9 @@ class Connection:
         rhdr.flags |= wire.FLAGS_SERVER_TO_REDIR | (req.flags & wire.FLAGS_RELATED)
         rhdr.message_id = req.message_id
         rhdr.credit_charge = req.credit_charge
-        return bytearray(rhdr.pack()) + body
+        message = bytearray(rhdr.pack())
+        message += body
+        return message
 
     def sign_algorithm(self) -> int:
         if self.signing_algorithm is not None:
@@ -637,10 +657,9 @@ class Connection:
                 self.tree(hdr)
             size = wire.REQUEST_SIZES[hdr.command]
             if len(msg) >= 66 and hdr.command == wire.OPLOCK_BREAK and \
-                    struct.unpack_from("<H", msg, 64)[0] == wire.LEASE_BREAK_ACK_SIZE:
+                    _U16.unpack_from(msg, 64)[0] == wire.LEASE_BREAK_ACK_SIZE:
                 size = wire.LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
-            if len(msg) < 66 or struct.unpack_from("<H", msg, 64)[0] != size or \
-                    len(msg) < 64 + (size & ~1):
+            if len(msg) < 66 or _U16.unpack_from(msg, 64)[0] != size or len(msg) < 64 + (size & ~1):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
             sent, asked = command.sizes(msg)
             if max(sent, asked) > self.max_io():

@@ -40,6 +40,17 @@ class CreditWindow:
     def consume(self, message_id: int, charge: int) -> bool:
         """Takes the request's MessageIds out of the window; False if any of them is outside it
         or was used already (the caller then drops the connection)."""
+        if message_id == self.low and charge <= 1 and self.granted and not self._either_first:
+            # the usual request: the next MessageId, one credit (what the general case below
+            # does for it, without building the set of ids)
+            self.granted -= 1
+            self.low += 1
+            self.range -= 1
+            while self.low in self._used:
+                self._used.discard(self.low)
+                self.low += 1
+                self.range -= 1
+            return True
         charge = max(charge, 1)
         if self._either_first and message_id == 1 and self.low == 0:
             self.low = 1

@@ -182,7 +182,7 @@ INFO_FILE, INFO_FILESYSTEM, INFO_SECURITY, INFO_QUOTA = 1, 2, 3, 4
 _HEADER = struct.Struct("<4sHHIHHIIQQQ16s")
 
 
-@dataclass
+@dataclass(slots=True)
 class Header:
     command: int
     status: int = 0
@@ -208,14 +208,13 @@ class Header:
          word, session_id, signature) = _HEADER.unpack_from(buf, 0)
         if proto != PROTOCOL_ID or size != HEADER_SIZE:
             raise ValueError("not an SMB2 header")
-        h = cls(command=command, status=status, flags=flags, credit_charge=credit_charge,
-                credits=credits, next_command=next_command, message_id=message_id,
-                session_id=session_id, signature=bytes(signature))
+        # (positional: a request's header is parsed for every request)
         if flags & FLAGS_ASYNC:
-            h.async_id = word
-        else:
-            h.tree_id = word >> 32  # Reserved (ProcessId) in the low half
-        return h
+            return cls(command, status, flags, credit_charge, credits, next_command, message_id,
+                       0, session_id, word, signature)
+        # Reserved (ProcessId) in the low half of the word, TreeId in the high half
+        return cls(command, status, flags, credit_charge, credits, next_command, message_id,
+                   word >> 32, session_id, 0, signature)
 
     def pack(self) -> bytes:
         if self.flags & FLAGS_ASYNC:

@@ -1,0 +1,360 @@
+"""``smbring bench smallops``: small requests against smbring and Samba's smbd.
+
+What a server costs per request when the requests are small: Samba's own small-request
+benchmarks from smbtorture (``smb2.bench.echo``, ``smb2.bench.path-contention-shared``: CREATE
+and CLOSE of the share's root) at one and several connections and queue depths, a listing of a
+directory of many files with smbclient's ``ls``, and copying many 4 KiB files each way with
+smbclient's ``mput`` and ``mget``. Both servers serve the same ext4 directory on loopback, as
+``bench smbclient`` starts them (smbd with ``vfs objects = io_uring``); they alternate workload
+by workload inside every run.
+
+Per (workload, server): the median over the runs of the operations per second the client saw,
+and of the server's CPU time per operation (utime + stime of the server process and of every
+process it started, smbd's per-connection children included), with `workers` the number of
+requests the client keeps in flight (connections x queue depth). Ratios are medians of the
+per-run ratios smbring / smbd.
+
+An operation is one ECHO; one CREATE + CLOSE pair; one listing of the whole directory; one
+file copied. smbtorture's counts come from its own report (operations per second over its time
+limit); smbclient's from the wall time of the whole client run (its connection set-up included,
+the same for both servers).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from smbring.bench.smbclient import PASSWORD, USER, Smbd, Smbring, free_port
+
+FILE_SIZE = 4096
+RETRIES = 2         # a run whose client failed is run again (counted as failed_runs), this often
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str               # "torture" (smbtorture), "list", "put", "get" (smbclient)
+    test: str = ""          # the smbtorture test
+    nprocs: int = 1         # connections
+    qdepth: int = 1         # requests in flight per connection
+
+    @property
+    def workers(self) -> int:
+        return self.nprocs * self.qdepth
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("echo-1x1", "torture", "smb2.bench.echo", 1, 1),
+    Workload("echo-4x8", "torture", "smb2.bench.echo", 4, 8),
+    Workload("create-close-1x1", "torture", "smb2.bench.path-contention-shared", 1, 1),
+    Workload("create-close-4x4", "torture", "smb2.bench.path-contention-shared", 4, 4),
+    Workload("list-dir", "list"),
+    Workload("copy-put", "put"),
+    Workload("copy-get", "get"),
+)}
+
+# smbtorture's final report: "echo[num/s=15890,avslat=..." / "open[num/s=4401,avslat=..."
+_TORTURE_RATE = {"smb2.bench.echo": re.compile(r"echo\[num/s=(\d+),"),
+                 "smb2.bench.path-contention-shared": re.compile(r"open\[num/s=(\d+),")}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dir", default=os.environ.get("SMBRING_BENCH_DIR", "/var/tmp/smbring-bench"),
+                   help="ext4 directory for the share (not tmpfs)")
+    p.add_argument("--runs", type=int, default=3, help="runs per (workload, server); medians reported")
+    p.add_argument("--timelimit", type=int, default=5, help="seconds per smbtorture run (at least 1)")
+    p.add_argument("--list-files", type=int, default=10000, help="files in the directory listed")
+    p.add_argument("--listings", type=int, default=5, help="listings per smbclient run")
+    p.add_argument("--copy-files", type=int, default=2000, help="4 KiB files copied each way")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help=f"comma-separated, of: {', '.join(WORKLOADS)}")
+    p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
+    p.add_argument("--port", type=int, default=4480, help="first of the ports used")
+    p.add_argument("--core", action="store_true",
+                   help="no servers: time the protocol core's handling of an ECHO in this process, "
+                        "and its parts")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run of a few seconds (1 run, 1 s per smbtorture run, 200 files "
+                        "listed, 20 copied): checks the benchmark, measures nothing")
+
+
+def parse_torture_rate(test: str, output: str) -> int:
+    """Operations per second from smbtorture's final report; ValueError if it has none."""
+    found = _TORTURE_RATE[test].findall(output)
+    if not found:
+        raise ValueError(f"{test}: no result in smbtorture's output: {output.strip()[-300:]}")
+    return int(found[-1])      # the last: the whole run's (earlier ones are progress lines)
+
+
+def parse_workloads(text: str) -> list[Workload]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        raise ValueError(f"unknown workloads {unknown}: choose from {', '.join(WORKLOADS)}")
+    return [WORKLOADS[n] for n in names]
+
+
+# -- the files --------------------------------------------------------------------------------
+
+def fill(directory: str, count: int, size: int) -> None:
+    """`count` files of `size` bytes in `directory` (made again if it holds other ones)."""
+    names = {f"f{i:05d}" for i in range(count)}
+    if os.path.isdir(directory) and set(os.listdir(directory)) == names and all(
+            os.path.getsize(os.path.join(directory, n)) == size for n in names):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    data = os.urandom(size)
+    for name in sorted(names):
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+        os.chmod(os.path.join(directory, name), 0o644)
+    os.chmod(directory, 0o755)
+
+
+@dataclass
+class Files:
+    share: str          # what both servers serve
+    list_dir: str       # share/list: the directory listed
+    get_dir: str        # share/get: the files copied from the server
+    put_src: str        # a local directory: the files copied to the server
+    local: str          # scratch for the clients (mget's destination, smbtorture's cwd)
+
+
+def prepare(directory: str, list_files: int, copy_files: int) -> Files:
+    share = os.path.join(directory, "smallops-share")
+    os.makedirs(share, exist_ok=True)
+    os.chmod(share, 0o777)
+    files = Files(share, os.path.join(share, "list"), os.path.join(share, "get"),
+                  os.path.join(directory, "smallops-put-src"), tempfile.mkdtemp(prefix="smallops-"))
+    fill(files.list_dir, list_files, 0)
+    fill(files.get_dir, copy_files, FILE_SIZE)
+    fill(files.put_src, copy_files, FILE_SIZE)
+    return files
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+def _smbclient(port: int, command: str, cwd: str) -> str:
+    out = subprocess.run(["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                          "-m", "SMB3", "-c", command], cwd=cwd, capture_output=True, text=True,
+                         timeout=600)
+    text = out.stdout + out.stderr
+    if out.returncode != 0 or "NT_STATUS" in text:
+        raise RuntimeError(f"smbclient {command[:40]!r} failed ({out.returncode}): {text.strip()[-300:]}")
+    return text
+
+
+def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, float]:
+    """One run of a workload: (operations per second, server CPU microseconds per operation)."""
+    cpu0 = server.cpu()
+    if w.kind == "torture":
+        out = subprocess.run(
+            ["smbtorture", "//127.0.0.1/bench", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+             w.test, f"--option=torture:nprocs={w.nprocs}", f"--option=torture:qdepth={w.qdepth}",
+             f"--option=torture:timelimit={args.timelimit}", "--option=torture:progress=no"],
+            cwd=files.local, capture_output=True, text=True, timeout=args.timelimit + 120)
+        try:
+            rate = parse_torture_rate(w.test, out.stdout + out.stderr)
+        except ValueError as e:
+            raise RuntimeError(f"{server.name} {w.name}: {e}") from None
+        # the operations counted are those of the time limit; the set-up's few are not
+        ops = rate * max(args.timelimit, 1)
+    else:
+        if w.kind == "list":
+            ops = args.listings
+            command = "cd list; " + "; ".join(["ls"] * ops)
+        elif w.kind == "put":
+            ops = args.copy_files
+            target = f"put-{server.name}-{run}"
+            shutil.rmtree(os.path.join(files.share, target), ignore_errors=True)
+            command = f"prompt off; mkdir {target}; cd {target}; lcd {files.put_src}; mput *"
+        else:
+            ops = args.copy_files
+            dest = os.path.join(files.local, f"get-{server.name}-{run}")
+            os.makedirs(dest)
+            command = f"prompt off; cd get; lcd {dest}; mget *"
+        started = time.perf_counter()
+        _smbclient(server.port, command, files.local)
+        rate = ops / (time.perf_counter() - started)
+        if w.kind == "put":
+            copied = os.listdir(os.path.join(files.share, target))
+            shutil.rmtree(os.path.join(files.share, target), ignore_errors=True)
+        elif w.kind == "get":
+            copied = os.listdir(dest)
+            shutil.rmtree(dest, ignore_errors=True)
+        if w.kind in ("put", "get") and len(copied) != ops:
+            raise RuntimeError(f"{server.name} {w.name}: {len(copied)} of {ops} files copied")
+    time.sleep(0.3)     # let smbd's per-connection processes exit and be accounted
+    cpu = server.cpu() - cpu0
+    return rate, cpu / max(ops, 1) * 1e6
+
+
+def run_retried(server, w: Workload, files: Files, args, run: int, failures: dict) -> tuple[float, float]:
+    """A run, run again (at most RETRIES times) when its client fails: loopback clients of
+    both servers occasionally lose a connection; a server that fails every time fails the
+    benchmark. The failures are counted in the results."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return run_once(server, w, files, args, run)
+        except RuntimeError as e:
+            failures[(w.name, server.name)] = failures.get((w.name, server.name), 0) + 1
+            if attempt == RETRIES:
+                raise
+            print(f"warning: {e}; running it again", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def summarize(results: dict, workloads: list[Workload], servers: list[str],
+              failures: dict | None = None) -> dict:
+    """Records (medians per workload and server) and ratios (medians of per-run ratios)."""
+    records, ratios = [], {}
+    for w in workloads:
+        for name in servers:
+            runs = results.get((w.name, name), [])
+            if not runs:
+                continue
+            records.append({"workload": w.name, "server": name,
+                            "ops_per_s": round(statistics.median(r[0] for r in runs), 3),
+                            "server_cpu_us_per_op": round(statistics.median(r[1] for r in runs), 2),
+                            "workers": w.workers, "runs": len(runs),
+                            "failed_runs": (failures or {}).get((w.name, name), 0)})
+        ours, theirs = results.get((w.name, "smbring"), []), results.get((w.name, "smbd"), [])
+        pairs = list(zip(ours, theirs))
+        if pairs:
+            ratios[f"{w.name}_ops_vs_smbd"] = round(statistics.median(a[0] / b[0] for a, b in pairs), 3)
+            ratios[f"{w.name}_cpu_vs_smbd"] = round(
+                statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+    return {"records": records, "ratios": ratios}
+
+
+# -- the protocol core alone --------------------------------------------------------------------
+
+def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
+    """Microseconds per ECHO of the sans-I/O core (`Connection.handle_frame` and the response's
+    send descriptor) and of its parts, in this process with no sockets: what the server's own
+    code costs per request, apart from the event loop, the ring and the kernel. Minimum over
+    `rounds` rounds of `n` requests (the least disturbed by other work on the machine); hot
+    caches, so a lower bound of what the same code costs between other processes' work."""
+    import timeit
+
+    from smbring.server.effects import descriptor
+    from smbring.smb import wire
+    from smbring.smb.connection import Connection
+    from smbring.smb.credits import CreditWindow
+
+    def connection() -> Connection:
+        conn = Connection({}, lookup=lambda name: None, open_fs=lambda path: None)
+        conn.dialect = wire.SMB311          # as after NEGOTIATE (ECHO needs no session)
+        return conn
+
+    def echo(message_id: int) -> bytes:
+        return wire.Header(command=wire.ECHO, message_id=message_id, credits=1,
+                           credit_charge=1).pack() + b"\x04\x00\x00\x00"
+
+    frames = [memoryview(echo(i)) for i in range(n * rounds)]
+    head = frames[0][:64]
+    parsed = wire.Header.parse(head)
+    state = {"conn": connection(), "next": 0, "window": CreditWindow(8192)}
+
+    def whole():
+        i = state["next"]
+        state["next"] = i + n
+        conn = state["conn"]
+        for f in frames[i:i + n]:
+            descriptor(conn.handle_frame(f)[0], {})
+
+    def credits():
+        w = state["window"] = CreditWindow(8192)
+        for i in range(n):
+            w.consume(i, 1)
+            w.grant(1, 1)
+
+    def best(fn) -> float:
+        return round(min(timeit.repeat(fn, number=1, repeat=rounds)) / n * 1e6, 3)
+
+    return {
+        "core_total": best(whole),
+        "header_decode": best(lambda: [wire.Header.parse(head) for _ in range(n)]),
+        "header_encode": best(lambda: [parsed.pack() for _ in range(n)]),
+        "credit_accounting": best(credits),
+        "frame_limit_check": best(lambda: [state["conn"].frame_limit() for _ in range(n)]),
+    }
+
+
+def run(args) -> int:
+    if args.core:
+        costs = core_costs()
+        print(json.dumps(costs, indent=2) if args.json else
+              "\n".join(f"  {k:<20}{v:>8.3f} us per ECHO" for k, v in costs.items()))
+        return 0
+    for tool in ("smbtorture", "smbclient"):
+        if not shutil.which(tool):
+            print(f"{tool} is not installed (Debian packages samba-testsuite, smbclient)")
+            return 2
+    if args.quick:
+        args.runs, args.timelimit, args.list_files, args.listings, args.copy_files = 1, 1, 200, 1, 20
+    try:
+        workloads = parse_workloads(args.workloads)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.runs < 1 or args.timelimit < 1 or args.listings < 1 or args.copy_files < 1:
+        print("--runs, --timelimit, --listings and --copy-files must be at least 1", file=sys.stderr)
+        return 2
+    files = prepare(args.dir, args.list_files, args.copy_files)
+    state = tempfile.mkdtemp(prefix="smbring-bench-")
+    # smbd's per-connection processes act as the user and reach each other through sockets in
+    # its lock directory: a private (0700) parent makes its share-mode locking panic
+    os.chmod(state, 0o755)
+    servers = []
+    results: dict = {}
+    failures: dict = {}
+    load_before = os.getloadavg()
+    try:
+        port = args.port
+        for name in args.servers.split(","):
+            port = free_port(port + 1)
+            try:
+                if name == "smbring":
+                    servers.append(Smbring(files.share, port, os.path.join(state, name)))
+                elif name == "smbd":
+                    servers.append(Smbd(files.share, port, os.path.join(state, name)))
+                else:
+                    raise KeyError(name)
+            except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
+                print(f"skipping {name}: {e!r}", file=sys.stderr)
+        if not servers:
+            print("no server to measure", file=sys.stderr)
+            return 2
+        for i in range(args.runs):
+            for w in workloads:
+                for server in servers:      # alternate inside every run
+                    results.setdefault((w.name, server.name), []).append(
+                        run_retried(server, w, files, args, i, failures))
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(files.local, ignore_errors=True)
+    summary = {"runs": args.runs, "timelimit_s": args.timelimit, "list_files": args.list_files,
+               "copy_files": args.copy_files, "load_average": [round(x, 2) for x in load_before],
+               **summarize(results, workloads, [s.name for s in servers], failures)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs")
+    for r in summary["records"]:
+        print(f"  {r['workload']:<18} {r['server']:<8} {r['ops_per_s']:>10.1f} ops/s  "
+              f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  workers={r['workers']}")
+    for k, v in summary["ratios"].items():
+        print(f"  {k:<34}{v:>8}x")
+    return 0

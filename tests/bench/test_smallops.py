@@ -1,0 +1,88 @@
+"""`smbring bench smallops`: its parsing, its records, and a quick real run against both servers."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from servers import searchable_to
+from smbring.bench import smallops
+
+# what smbtorture 4.17 prints: progress lines end in \r, the whole run's figure comes last
+ECHO_OUTPUT = (
+    "Opening 1 connections\nOpened 1 connections with qdepth=1 => 1 loops\nRunning for 2 seconds\n"
+    "1.00 second: echo[num/s=15000,avslat=0.000060,minlat=0.000030,maxlat=0.001000]      \r"
+    "2.00 second: echo[num/s=15890,avslat=0.000061,minlat=0.000030,maxlat=0.002000]\n2.00 seconds\n")
+OPEN_OUTPUT = (
+    "2.00 second: open[num/s=4401,avslat=0.000200,minlat=0.000100,maxlat=0.001000] "
+    "close[num/s=4400,avslat=0.000100,minlat=0.000050,maxlat=0.001000]\n")
+
+
+def test_torture_rate_is_the_last_report():
+    assert smallops.parse_torture_rate("smb2.bench.echo", ECHO_OUTPUT) == 15890
+    assert smallops.parse_torture_rate("smb2.bench.path-contention-shared", OPEN_OUTPUT) == 4401
+
+
+def test_torture_rate_of_a_failed_run_is_an_error():
+    failed = "failure: echo [\nloop->error was NT_STATUS_CONNECTION_RESET\n]\n"
+    with pytest.raises(ValueError):
+        smallops.parse_torture_rate("smb2.bench.echo", failed)
+    with pytest.raises(ValueError):    # the other test's figure is not this one's
+        smallops.parse_torture_rate("smb2.bench.echo", OPEN_OUTPUT)
+
+
+def test_workloads():
+    ws = smallops.parse_workloads("echo-4x8, create-close-1x1")
+    assert [(w.name, w.nprocs, w.qdepth, w.workers) for w in ws] == [
+        ("echo-4x8", 4, 8, 32), ("create-close-1x1", 1, 1, 1)]
+    assert [w.name for w in smallops.parse_workloads(",".join(smallops.WORKLOADS))] == list(smallops.WORKLOADS)
+    for bad in ("echo", "", "echo-1x1,nope"):
+        with pytest.raises(ValueError):
+            smallops.parse_workloads(bad)
+
+
+def test_records_are_medians_and_ratios_medians_of_run_ratios():
+    ws = smallops.parse_workloads("echo-1x1")
+    results = {("echo-1x1", "smbring"): [(100.0, 40.0), (300.0, 20.0), (200.0, 30.0)],
+               ("echo-1x1", "smbd"): [(200.0, 10.0), (200.0, 10.0), (100.0, 20.0)]}
+    summary = smallops.summarize(results, ws, ["smbring", "smbd"], {("echo-1x1", "smbd"): 1})
+    assert summary["records"] == [
+        {"workload": "echo-1x1", "server": "smbring", "ops_per_s": 200.0, "server_cpu_us_per_op": 30.0,
+         "workers": 1, "runs": 3, "failed_runs": 0},
+        {"workload": "echo-1x1", "server": "smbd", "ops_per_s": 200.0, "server_cpu_us_per_op": 10.0,
+         "workers": 1, "runs": 3, "failed_runs": 1}]
+    # per run: ops 0.5, 1.5, 2.0; CPU 4.0, 2.0, 1.5
+    assert summary["ratios"] == {"echo-1x1_ops_vs_smbd": 1.5, "echo-1x1_cpu_vs_smbd": 2.0}
+
+
+def test_the_cli_refuses_what_it_cannot_run(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--workloads", "nope",
+                          "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "unknown workloads" in run.stdout + run.stderr
+    run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--runs", "0",
+                          "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="smbd needs root (a Unix user for its password database)")
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("smbd", "smbtorture", "smbclient")),
+                    reason="needs Samba's smbd, smbtorture and smbclient")
+def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
+    """The whole benchmark in its smoke mode (1 s per smbtorture run, few files): every
+    workload ran on both servers and gave a figure."""
+    searchable_to(tmp_path / "share")     # both servers act as the benchmark's user
+    run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--quick", "--json",
+                          "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    got = {(r["workload"], r["server"]): r for r in summary["records"]}
+    assert set(got) == {(w, s) for w in smallops.WORKLOADS for s in ("smbring", "smbd")}
+    for (workload, _), r in got.items():
+        assert set(r) == {"workload", "server", "ops_per_s", "server_cpu_us_per_op", "workers", "runs",
+                          "failed_runs"}
+        assert r["ops_per_s"] > 0 and r["server_cpu_us_per_op"] >= 0 and r["runs"] == 1
+        assert r["workers"] == smallops.WORKLOADS[workload].workers
+    assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}
