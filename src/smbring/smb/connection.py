@@ -458,9 +458,7 @@ class Connection:
         if len(out) == 1:       # the usual answer: one message, no chaining, no copy of it
             req, rhdr, body = out[0]
             part = self._finish(req, rhdr, body)
-            if seal is None and self._must_sign(rhdr, signed_requests[0]):
-                security.apply_signature(self.sign_algorithm(),
-                                         signing_key_on(self.sessions[rhdr.session_id], self), part)
+            self._sign(part, rhdr, signed_requests[0], seal)
             if seal is not None and seal.encrypt_key:
                 return [self._sealed(seal, part)]
             return [Send(self._checked(part))]
@@ -471,15 +469,22 @@ class Connection:
                 part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
             if i < len(out) - 1:
                 struct.pack_into("<I", part, 20, len(part))
-            if seal is None and rhdr.signer is not None:    # (commands.session sets it)
-                security.apply_signature(*rhdr.signer, part)
-            elif seal is None and self._must_sign(rhdr, signed_requests[i]):
-                security.apply_signature(self.sign_algorithm(),
-                                         signing_key_on(self.sessions[rhdr.session_id], self), part)
+            self._sign(part, rhdr, signed_requests[i], seal)
             chained += part
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
         return [Send(self._checked(chained))]
+
+    def _sign(self, part, rhdr: Header, request_signed: bool, seal) -> None:
+        """Signs a response that must be (unless sealed): with the key a SESSION_SETUP answer
+        names (rhdr.signer, commands.session), else its session's key on this connection."""
+        if seal is not None:
+            return
+        if rhdr.signer is not None:
+            security.apply_signature(*rhdr.signer, part)
+        elif self._must_sign(rhdr, request_signed):
+            security.apply_signature(self.sign_algorithm(),
+                                     signing_key_on(self.sessions[rhdr.session_id], self), part)
 
     # -- asynchronous requests (blocking locks, change notify) ------------------------------
     def outbox_drain(self) -> list:
