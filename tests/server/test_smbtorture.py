@@ -14,9 +14,13 @@ FLOORS = {
     "smb2.connect": 1, "smb2.read": 4, "smb2.rw": 3, "smb2.create": 14, "smb2.dir": 8,
     "smb2.getinfo": 8, "smb2.setinfo": 1, "smb2.rename": 11, "smb2.lock": 20, "smb2.compound": 19,
     "smb2.credits": 3, "smb2.delete-on-close-perms": 9, "smb2.sharemode": 3,
-    # raised 2026-12-01 (smbd 4.17 here: tcon 1, mkdir 1, ioctl 42, oplock 38, session 55, notify 17)
-    "smb2.tcon": 1, "smb2.mkdir": 1, "smb2.ioctl": 43, "smb2.oplock": 41, "smb2.session": 26,
-    "smb2.notify": 20,
+    # raised 2026-12-01 (smbd 4.17 here: tcon 1, mkdir 1, ioctl 42, oplock 38, session 55,
+    # notify 17, lease 25, durable-open 20, durable-v2-open 14, acls 2)
+    "smb2.tcon": 1, "smb2.mkdir": 1, "smb2.ioctl": 43, "smb2.oplock": 41, "smb2.session": 53,
+    "smb2.notify": 21, "smb2.lease": 35, "smb2.durable-open": 20, "smb2.durable-v2-open": 11,
+    "smb2.acls": 13, "smb2.timestamps": 10, "smb2.compound_find": 3, "smb2.deny": 2,
+    "smb2.compound_async": 2, "smb2.session-id": 1, "smb2.sdread": 1, "smb2.openattr": 1,
+    "smb2.winattr": 1, "smb2.streams": 5, "smb2.fileid": 2, "smb2.charset": 3,
 }
 
 pytestmark = pytest.mark.skipif(shutil.which("smbtorture") is None,
@@ -28,7 +32,7 @@ def test_smbtorture_suite(server, tmp_path, suite):
     run = subprocess.run(
         ["smbtorture", r"//127.0.0.1/share", "-p", str(server["port"]), "-U", f"{USER}%{PASSWORD}",
          "--fullname", "--format=subunit", suite],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     results = re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)
     passed = [name for kind, name in results if kind == "success"]
     failed = [name for kind, name in results if kind in ("failure", "error")]

@@ -165,9 +165,10 @@ class Oplocks:
         return level_of(h.caching) if h is not None else LEVEL_NONE
 
     def caching(self, o) -> int:
-        """What the open may cache (READ, WRITE, HANDLE): a durable handle needs HANDLE."""
+        """What the open may cache (READ, WRITE, HANDLE), by its oplock or its lease: a
+        durable handle needs HANDLE."""
         h = self._holder(o)
-        return h.caching if h is not None else 0
+        return h.cached() if h is not None else 0
 
     def rebind(self, o, send_break: Callable | None) -> None:
         """The open's breaks go through another connection from now on (a durable open
