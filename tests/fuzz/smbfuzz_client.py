@@ -217,7 +217,9 @@ class Client:
             if spec.command != wire.CANCEL:
                 self.planned.append((hdr.message_id, charge))
             tree = tree if flags & wire.FLAGS_RELATED and i else hdr.tree_id
-            self.requests[hdr.message_id] = (bool(flags & wire.FLAGS_SIGNED), sealed_by, tree)
+            if spec.command != wire.CANCEL:     # (a CANCEL names the request it cancels: no answer
+                # of its own; and a MessageId used twice ends the connection: the first stays)
+                self.requests.setdefault(hdr.message_id, (bool(flags & wire.FLAGS_SIGNED), sealed_by, tree))
             if flags & wire.FLAGS_ASYNC:
                 hdr.async_id = self.pending[-1][1] if self.pending else spec.mid
             body = bytearray(m.body)
