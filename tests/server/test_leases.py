@@ -8,7 +8,6 @@ notifications (MessageId -1): `Client` collects them in a queue (`BreakInbox`), 
 acknowledgements itself (`LeaseBreakAck`)."""
 import queue
 import struct
-import threading
 import time
 import uuid
 
@@ -28,6 +27,7 @@ from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
 from servers import PASSWORD, USER  # noqa: E402
+from waiting_calls import Background, status_of  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
 R, H, W = 0x1, 0x2, 0x4
@@ -147,39 +147,6 @@ class Client:
     def close(self):
         self.conn.outstanding_requests.pop(BREAK_ID, None)
         self.conn.disconnect(True)
-
-
-def status_of(call) -> int:
-    try:
-        call()
-    except SMBResponseException as e:
-        return e.status
-    return 0
-
-
-class Background:
-    """A call (a CREATE that waits for a break) in a thread."""
-
-    def __init__(self, call):
-        self.result = self.error = None
-        self.done = threading.Event()
-        self.started = time.monotonic()
-        threading.Thread(target=self._run, args=(call,), daemon=True).start()
-
-    def _run(self, call):
-        try:
-            self.result = call()
-        except Exception as e:      # the test looks at it
-            self.error = e
-        finally:
-            self.elapsed = time.monotonic() - self.started
-            self.done.set()
-
-    def wait(self, timeout: float = 10.0):
-        assert self.done.wait(timeout), "the request was not answered"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 @pytest.fixture
