@@ -433,3 +433,21 @@ def test_the_example_configuration_names_the_password_file_as_samba_does():
     cfg = load_conf(str(example))
     assert cfg.passdb == "/var/lib/smbring/passdb"
     assert "passdb backend" in cfg.options
+
+
+@needs_root
+@needs_smbclient
+def test_user_lists_name_the_mapped_unix_account(served, accounts, tmp_path):
+    """As in Samba, `valid users` (and the other lists) are checked against the Unix account
+    the username map gave, not the name the client typed: a list naming the typed name does
+    not let the mapped session in, one naming the account does."""
+    usermap = tmp_path / "users.map"
+    usermap.write_text(f"{DST} = {SRC}\n")
+    server = served(f"username map = {usermap}", share_options=f"read only = no\nvalid users = {DST}",
+                    users={SRC: SRC_PW, DST: DST_PW})
+    r = server.smbclient("ls", SRC, DST_PW)                 # typed SRC, acts as DST: admitted
+    assert r.returncode == 0, r.stdout + r.stderr
+    server.write(f"username map = {usermap}", f"read only = no\nvalid users = {SRC}")
+    assert "configuration reloaded" in server.reload()
+    r = server.smbclient("ls", SRC, DST_PW)                 # the list names the typed name only
+    assert r.returncode != 0 and "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -150,6 +150,10 @@ class Accounts:
     A reload sets `username_map` and `guest_account` anew (every connection shares this
     object, so the next logon on any of them sees them)."""
 
+    # share rules (valid users, read list, %u, ...) then name the Unix account a session acts
+    # as, the one the username map gave, as Samba's do
+    acts_as_each_user = True
+
     def __init__(self, username_map: str | None = None, guest_account: str = GUEST_ACCOUNT,
                  as_server=contextlib.nullcontext):
         self.username_map = username_map
@@ -228,6 +232,8 @@ def _group_id(name: str) -> int | None:
 class ServerAccount:
     """The identities where the server is not root: every session acts as the server's own
     user (it cannot be anyone else), whatever its SMB user."""
+
+    acts_as_each_user = False      # share rules name the SMB user, as the client gave it
 
     def __init__(self) -> None:
         try:

@@ -182,6 +182,8 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     the guest."""
     as_guest = s.guest or (share.guest_only and share.guest_ok)
     user = c.policy.guest_account if as_guest else share_access.bare(s.user)
+    if not as_guest and s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
+        user = s.identity.name      # the Unix account (username map applied), as Samba checks
     # %D is the domain the account belongs to as the server authenticated it, never the one the
     # client typed: every account is the server's own, so (as Samba's local SAM) its name
     values = share_access.session_values(
