@@ -4,9 +4,11 @@ a test starts is stopped when it ends (the `smbconf` fixture)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +59,17 @@ def smbconf(tmp_path):
     to [global]. Each share's directory is tmp_path/<share> unless its options give a path."""
     if not shutil.which("smbclient"):
         pytest.skip("Samba's smbclient is not installed")
-    started = []
+    started, accounts_made = [], []
+    cleanup = ExitStack()
 
     def start(global_options: str = "", shares: dict[str, str] | None = None, *serve_args: str,
-              users: tuple = (), preexec_fn=None) -> ConfServer:
+              users: tuple = (), preexec_fn=None, accounts: bool = False) -> ConfServer:
+        """`accounts`: as root, USER gets a real Unix account of its name for the test, and
+        every session acts as its own account (no mapping of USER to root), so user lists
+        and %u see the names the test wrote."""
         shares = shares or {"share": "read only = no"}
+        if accounts and os.geteuid() == 0 and not accounts_made:
+            accounts_made.append(cleanup.enter_context(unix_account(USER)))
         port = free_port()
         run = tmp_path / f"run{len(started)}"
         run.mkdir()
@@ -78,14 +86,34 @@ def smbconf(tmp_path):
         for name, password in users:
             subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", name, "--password-stdin"],
                            input=password + "\n", text=True, check=True, env=env, capture_output=True)
-        proc, port, log = spawn(run, "--config", str(conf), *serve_args, port=port, preexec_fn=preexec_fn)
+        proc, port, log = spawn(run, "--config", str(conf), *serve_args, port=port, preexec_fn=preexec_fn,
+                                accounts=accounts)
         server = ConfServer(port, proc, tmp_path, log, conf, env)
         started.append(server)
         return server
 
-    yield start
-    for server in started:
-        stop(server.proc)
+    with cleanup:
+        yield start
+        for server in started:
+            stop(server.proc)
+
+
+@contextmanager
+def unix_account(name: str):
+    """A Unix account `name` (its own group, no home, no shell) for one test, removed after;
+    refuses to borrow an account that already exists, which the test would then delete."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        pass
+    else:
+        pytest.skip(f"a Unix account {name} exists already")
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+                   check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
 
 
 def refused(result: subprocess.CompletedProcess, status: str = "NT_STATUS_ACCESS_DENIED") -> bool:

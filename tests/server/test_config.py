@@ -1,7 +1,10 @@
 """smb.conf-style configuration, and a server started from it used by smbclient."""
+import os
 import subprocess
+from contextlib import ExitStack
 
 import pytest
+from smbconf_server import unix_account
 
 from servers import PASSWORD, USER, free_port, spawn, stop
 from smbring.server.config import ConfigError, load
@@ -58,19 +61,22 @@ def test_server_from_config_read_only_and_valid_users(tmp_path):
     conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[ro]\npath = {ro}\n"
                     f"[rw]\npath = {rw}\nread only = no\nvalid users = {USER}\n"
                     f"[other]\npath = {rw}\nvalid users = somebody\n")
-    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
-    try:
+    with ExitStack() as cleanup:
+        if os.geteuid() == 0:       # USER acts as a Unix account of its own name
+            cleanup.enter_context(unix_account(USER))
+            rw.chmod(0o777)
+        proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port, accounts=True)
+        cleanup.callback(stop, proc)
+
         def run(share, cmd):
             return smbclient_at(port, share, ["-U", f"{USER}%{PASSWORD}"], cmd)
 
         r = run("ro", f"put {conf} new.txt")
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr and not (ro / "new.txt").exists()
         r = run("rw", f"put {conf} new.txt")
-        assert r.returncode == 0 and (rw / "new.txt").exists()
+        assert r.returncode == 0 and (rw / "new.txt").exists(), r.stdout + r.stderr
         r = run("other", "ls")
         assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr
-    finally:
-        stop(proc)
 
 
 def test_encrypted_only_share(tmp_path):

@@ -65,7 +65,7 @@ ANONYMOUS = ("-U%",)
 
 @pytest.fixture
 def server(smbconf):
-    return smbconf("", SHARES, users=((OTHER, OTHER_PASSWORD),))
+    return smbconf("", SHARES, users=((OTHER, OTHER_PASSWORD),), accounts=True)
 
 
 def test_access_based_share_enum_lists_what_each_user_may_connect_to(server):
@@ -96,11 +96,15 @@ def test_a_share_hidden_from_the_caller_is_not_described_either(server):
 
 
 def test_comments_carry_the_callers_substitutions(server):
-    other_group = grp.getgrgid(pwd.getpwnam(OTHER).pw_gid).gr_name
-    # alice has no Unix account here (the test servers map her to root for file access, but
-    # %U and %u are her SMB name); daemon is a Unix user with a primary group
-    want = {ALICE: f"for {USER} ({USER}) of  at 127.0.0.1 on ",
-            DAEMON: f"for {OTHER} ({OTHER}) of {other_group} at 127.0.0.1 on "}
+    def primary_group(name: str) -> str:
+        try:
+            return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_name
+        except KeyError:
+            return ""
+    # as root alice is a Unix account of her own (with group alice); otherwise she has none
+    # and %G is empty; daemon is a Unix user with a primary group
+    want = {ALICE: f"for {USER} ({USER}) of {primary_group(USER)} at 127.0.0.1 on ",
+            DAEMON: f"for {OTHER} ({OTHER}) of {primary_group(OTHER)} at 127.0.0.1 on "}
     for creds, start in want.items():
         comment = listed(server, *creds)["open"]
         assert comment.startswith(start) and comment.endswith(", share open"), comment

@@ -98,7 +98,7 @@ def test_read_list_and_write_list(smbconf, tmp_path):
                           "wl": f"read only = yes\nwrite list = {USER}",
                           "both": f"read only = no\nread list = {USER}\nwrite list = @nogroup, {USER}",
                           "grp": "read only = yes\nwrite list = @daemon"},
-                     users=((OTHER, OTHER_PASSWORD),))
+                     users=((OTHER, OTHER_PASSWORD),), accounts=True)
     r = server.smbclient("rl", f"put {src} new.txt")
     assert refused(r) and not (tmp_path / "rl" / "new.txt").exists()
     r = server.smbclient("rl", "mkdir d")
@@ -128,7 +128,7 @@ def test_map_to_guest(smbconf, tmp_path):
 
 def test_guest_only_makes_everyone_the_guest(smbconf, tmp_path):
     server = smbconf("", {"g": "guest ok = yes\nguest only = yes\nread only = no\nvalid users = nobody",
-                          "u": f"guest ok = yes\nread only = no\nvalid users = {USER}"})
+                          "u": f"guest ok = yes\nread only = no\nvalid users = {USER}"}, accounts=True)
     # alice connects, but as the guest account: `valid users = nobody` lets her in
     assert server.smbclient("g", "ls").returncode == 0
     # without guest only she is herself, and a guest is nobody
@@ -181,7 +181,7 @@ def test_homes_is_each_users_own(smbconf, tmp_path):
         (homes / who / f"{who}.txt").write_text(who)
     server = smbconf("map to guest = bad user",
                      {"homes": f"path = {homes}/%S\nread only = no\nvalid users = %S\nguest ok = yes"},
-                     users=((OTHER, OTHER_PASSWORD),))
+                     users=((OTHER, OTHER_PASSWORD),), accounts=True)
     r = server.smbclient(USER, "ls")
     assert r.returncode == 0 and f"{USER}.txt" in r.stdout, r.stdout + r.stderr
     r = server.smbclient(OTHER, "ls")                  # another user's home: not there at all
