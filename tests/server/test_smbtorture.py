@@ -21,6 +21,9 @@ FLOORS = {
     "smb2.acls": 13, "smb2.timestamps": 10, "smb2.compound_find": 3, "smb2.deny": 2,
     "smb2.compound_async": 2, "smb2.session-id": 1, "smb2.sdread": 1, "smb2.openattr": 1,
     "smb2.winattr": 1, "smb2.streams": 5, "smb2.fileid": 2, "smb2.charset": 3,
+    # added 2026-12-01 (replay of requests on another channel or connection, and channels
+    # bound to one session)
+    "smb2.replay": 16, "smb2.multichannel": 4,
 }
 
 pytestmark = pytest.mark.skipif(shutil.which("smbtorture") is None,
