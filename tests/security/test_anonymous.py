@@ -17,10 +17,11 @@ from logon import ANONYMOUS, V1_FLAGS, neg_token_init, neg_token_resp, ntlm_auth
 from raw import Session
 from servers import USER
 from smbcore import read_body, session_setup_body, write_body
-from smbring.smb import security, wire
+from smbring.smb import acl, security, wire
 
 WRAPS = pytest.mark.parametrize("wrap", [False, True], ids=["raw-ntlmssp", "spnego"])
 FLAGS = V1_FLAGS | ANONYMOUS
+ANONYMOUS_LOGON = acl.sid(5, 7)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +201,42 @@ def test_a_session_reauthenticated_anonymously_holding_ipc_ends_under_restrict_a
     tree = c.tree(s, "rw")
     assert anonymous_exchange(c, s).status == wire.STATUS_ACCESS_DENIED
     assert tree.create("", wire.GENERIC_READ).status == wire.STATUS_USER_SESSION_DELETED
+
+
+# -- whom security descriptors see ----------------------------------------------------------------
+FILE_GENERIC_READ = 0x00120089
+
+
+def file_with_dacl(server, aces, data: bytes) -> str:
+    """A file the user makes on [rw] with the DACL given, then moved (on disk, its stored
+    descriptor with it) into [public]; its name."""
+    c, s = server.logon()
+    tree = c.tree(s, "rw")
+    name = f"sd-{os.urandom(4).hex()}.txt"
+    fid = tree.open(name, wire.GENERIC_READ | wire.GENERIC_WRITE | 0x40000, wire.FILE_CREATE)
+    assert tree.request(wire.WRITE, write_body(fid, data)).status == wire.STATUS_SUCCESS
+    sd = acl.Descriptor(control=acl.SE_DACL_PRESENT, dacl=aces).pack(acl.DACL)
+    assert tree.set_info(fid, wire.INFO_SECURITY, 0, sd, additional=acl.DACL).status == wire.STATUS_SUCCESS
+    tree.close(fid)
+    os.rename(server.path("rw") / name, server.path("public") / name)
+    return name
+
+
+def test_security_descriptors_see_a_null_session_as_anonymous_logon(servers):
+    """S-1-5-7 is in the null session's token: an ACE granting it read lets it read, a deny
+    ACE naming it shuts it out where Everyone may read (and a user still reads)."""
+    server = servers(guest=True)
+    granted = file_with_dacl(server, [acl.Ace(acl.ALLOWED, 0, FILE_GENERIC_READ, ANONYMOUS_LOGON)], b"for anonymous")
+    denied = file_with_dacl(server, [acl.Ace(acl.DENIED, 0, FILE_GENERIC_READ, ANONYMOUS_LOGON),
+                                     acl.Ace(acl.ALLOWED, 0, FILE_GENERIC_READ, acl.EVERYONE)], b"not for anonymous")
+    c = negotiated(server)
+    s = anonymous_exchange(c)
+    tree = c.tree(s, "public")
+    fid = tree.open(granted, wire.GENERIC_READ)
+    got = tree.request(wire.READ, read_body(fid, 100))
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"for anonymous")
+    assert tree.create(denied, wire.GENERIC_READ).status == wire.STATUS_ACCESS_DENIED
+    c, s = server.logon()
+    user_tree = c.tree(s, "public")
+    assert user_tree.create(granted, wire.GENERIC_READ).status == wire.STATUS_ACCESS_DENIED
+    user_tree.close(user_tree.open(denied, wire.GENERIC_READ))
