@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run smbtorture smb2 suites (by default the 13 core ones) against a fresh smbring server.
 #   scripts/torture.sh [OUTDIR] [SUITE ...]
-# SERVE_ARGS: further `smbring serve` options (SERVE_ARGS=--guest admits guests and anonymous,
-# which smb2.session.reauth2-5 need)
+# SERVE_ARGS: further `smbring serve` options (SERVE_ARGS=--guest: guest ok on the share, and
+# unknown users as guests; anonymous logons, which smb2.session.reauth2-4 use, need no flag)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-/tmp/tort/out}; shift || true

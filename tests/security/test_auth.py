@@ -97,9 +97,14 @@ def anonymous(server, wrap: bool):
 
 
 @WRAPS
-def test_anonymous_is_refused_without_a_guest_share(plain, wrap):
-    _c, s = anonymous(plain, wrap)
-    assert s.status == wire.STATUS_LOGON_FAILURE
+def test_anonymous_without_a_guest_share_reaches_ipc_only(plain, wrap):
+    """As smbd by default: the null session is admitted whether or not a share admits guests;
+    without one it reaches IPC$ and nothing else (more in test_anonymous.py)."""
+    c, s = anonymous(plain, wrap)
+    assert s.status == wire.STATUS_SUCCESS and s.flags & wire.SESSION_FLAG_IS_NULL
+    assert c.tree_connect(s, "IPC$").status == wire.STATUS_SUCCESS
+    for share in ("ro", "rw", "enc"):
+        assert c.tree_connect(s, share).status == wire.STATUS_ACCESS_DENIED, share
 
 
 @WRAPS

@@ -451,16 +451,22 @@ def test_reauthentication_as_anonymous_keeps_the_keys_and_the_opens(guest_server
     assert read_on(c, s, tree.id, fid).status == wire.STATUS_SUCCESS
 
 
-def test_reauthentication_as_anonymous_ends_a_session_with_a_tree_anonymous_may_not_reach(guest_server):
-    """[rw] admits no guests: re-authenticated anonymously the session could not keep its tree
-    connect there, so it ends, with its opens (it never reaches [rw] as anonymous)."""
+def test_reauthentication_as_anonymous_keeps_a_tree_anonymous_could_not_connect(guest_server):
+    """[rw] admits no guests. As smbd (smb2.session.reauth2-4), a session re-authenticated
+    anonymously keeps its tree connect there and its opens, acting as the guest account from
+    then on; `guest ok` is asked of a new tree connect, which is refused."""
     port, _root = guest_server
     c = connect(port)
     s = c.logon(USER, PASSWORD)
     tree = c.tree(s, "rw")
     fid = tree.open(f"rw-{os.urandom(4).hex()}", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE)
-    assert reauth_anonymous(c, s).status == wire.STATUS_ACCESS_DENIED
-    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+    assert tree.request(wire.WRITE, write_body(fid, b"kept")).status == wire.STATUS_SUCCESS
+    assert reauth_anonymous(c, s).status == wire.STATUS_SUCCESS
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"kept")
+    assert c.tree_connect(s, "rw").status == wire.STATUS_ACCESS_DENIED
+    assert reauth(c, s).status == wire.STATUS_SUCCESS
+    assert c.tree_connect(s, "rw").status == wire.STATUS_SUCCESS
 
 
 def test_a_session_without_keys_does_not_become_a_users(guest_server):
@@ -475,13 +481,16 @@ def test_a_session_without_keys_does_not_become_a_users(guest_server):
     assert tree.create("x", wire.GENERIC_READ, wire.FILE_OPEN_IF).status == wire.STATUS_USER_SESSION_DELETED
 
 
-def test_anonymous_reauthentication_is_refused_where_guests_are(server):
-    """Without a guest share the server admits no anonymous logon, a re-authentication
-    neither; the session ends as after any failed re-authentication."""
+def test_anonymous_reauthentication_without_a_guest_share(server):
+    """No share admits guests: the anonymous logon is admitted all the same (as smbd's), and
+    the re-authenticated session keeps its opens, signed with the first logon's keys."""
     port, _root = server
     c, s, tree, fid, _guid = first_channel(port)
-    assert reauth_anonymous(c, s).status == wire.STATUS_LOGON_FAILURE
-    assert read_on(c, s, tree.id, fid).status == wire.STATUS_USER_SESSION_DELETED
+    r = reauth_anonymous(c, s)
+    assert r.status == wire.STATUS_SUCCESS and signed_by(r, c.sign_algorithm(), s.signing_key)
+    got = read_on(c, s, tree.id, fid)
+    assert got.status == wire.STATUS_SUCCESS and got.raw.endswith(b"channel data")
+    assert c.tree_connect(s, "rw").status == wire.STATUS_ACCESS_DENIED
 
 
 def test_reauthentication_as_another_user_acts_as_them(guest_server):

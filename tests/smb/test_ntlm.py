@@ -668,3 +668,19 @@ def test_connection_refuses_an_lm_only_raw_ntlmssp_logon(conn):
     auth = authenticate_message(user=USER, lm=os.urandom(8) + b"\0" * 16, flags=CLIENT_FLAGS & ~nc.KEY_EXCH)
     got, _, _ = answer(conn, session_setup(auth, 2, session_id))
     assert got == wire.STATUS_LOGON_FAILURE and session_id not in conn.sessions
+
+
+@pytest.mark.parametrize("guest_ok", [False, True])
+def test_anonymous_ok_admits_the_null_session_apart_from_guests(guest_ok):
+    """anonymous_ok decides the anonymous logon on its own (the server admits it always, as
+    smbd), guest_ok still decides unknown users; a keyless identity either way."""
+    identity = raw_exchange(Acceptor(lookup, guest_ok=guest_ok, anonymous_ok=True),
+                            lambda c: authenticate_message(user="", lm=b""))
+    assert (identity.kind, identity.user, identity.session_key) == ("anonymous", "", b"")
+    with pytest.raises(LogonFailure, match="anonymous logon refused"):
+        raw_exchange(Acceptor(lookup, guest_ok=guest_ok, anonymous_ok=False),
+                     lambda c: authenticate_message(user="", lm=b""))
+    if not guest_ok:
+        with pytest.raises(LogonFailure, match="unknown user"):
+            raw_exchange(Acceptor(lookup, ntlm_auth="ntlmv1-permitted", guest_ok=False, anonymous_ok=True),
+                         lambda c: authenticate_message(user="stranger", nt=os.urandom(24)))

@@ -62,7 +62,7 @@ def negotiate_token() -> bytes:
 
 class Acceptor:
     def __init__(self, lookup, *, ntlm_auth: str = "ntlmv2-only", guest_ok: bool = False,
-                 bad_user_to_guest: bool | None = None,
+                 bad_user_to_guest: bool | None = None, anonymous_ok: bool | None = None,
                  netbios_name: str = "SMBRING", domain: str = "WORKGROUP", dns_name: str | None = None,
                  dns_domain: str = "", clock=time.monotonic):
         names = ServerNames(netbios_name=netbios_name, domain=domain,
@@ -70,6 +70,7 @@ class Acceptor:
                             dns_domain=dns_domain)
         self._ntlm = NtlmServer(lookup, policy=ntlm_auth_policy(ntlm_auth), guest_ok=guest_ok,
                                 bad_user_to_guest=guest_ok if bad_user_to_guest is None else bad_user_to_guest,
+                                anonymous_ok=guest_ok if anonymous_ok is None else anonymous_ok,
                                 names=names, clock=clock)
         self._framing: str | None = None      # "raw" NTLMSSP or "spnego", fixed by the first token
         self._sent_mech_list = False

@@ -134,11 +134,12 @@ class NtlmServer:
     """One NTLMSSP exchange on the server side. lookup(user) gives the NT hash or None."""
 
     def __init__(self, lookup, *, policy: str, guest_ok: bool, names: ServerNames, clock=time.monotonic,
-                 bad_user_to_guest: bool | None = None):
-        # guest_ok: anonymous logons are accepted; bad_user_to_guest: so are users the password
-        # file does not know, as guests (Samba's `map to guest = bad user`; by default with
-        # guest_ok)
+                 bad_user_to_guest: bool | None = None, anonymous_ok: bool | None = None):
+        # anonymous_ok: anonymous logons (no user name, no password) are accepted (by default
+        # with guest_ok); bad_user_to_guest: so are users the password file does not know, as
+        # guests (Samba's `map to guest = bad user`; by default with guest_ok)
         self.bad_user_to_guest = guest_ok if bad_user_to_guest is None else bad_user_to_guest
+        self.anonymous_ok = guest_ok if anonymous_ok is None else anonymous_ok
         if policy not in POLICIES:
             raise ValueError(f"ntlm auth policy: one of {', '.join(POLICIES)}, not {policy!r}")
         self.lookup, self.policy, self.guest_ok, self.names, self.clock = lookup, policy, guest_ok, names, clock
@@ -208,7 +209,7 @@ class NtlmServer:
         user, domain = self._decode(auth.user, self.flags), self._decode(auth.domain, self.flags)
         self.user, self.domain = user, domain
         if not user and not auth.nt_response and auth.lm_response in (b"", b"\0"):
-            if not self.guest_ok:
+            if not self.anonymous_ok:
                 raise LogonFailure("anonymous logon refused")
             return Identity(user, domain, "anonymous", b"")
         if self.policy == "disabled":

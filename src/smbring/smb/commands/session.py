@@ -125,9 +125,12 @@ def end_session(c: Connection, s: Session) -> None:
 
 
 def new_acceptor(c: Connection) -> ntlm.Acceptor:
-    """An NTLM exchange as the server's logon policy has it (guests and anonymous where it
-    admits guests; `map to guest = bad user`)."""
-    return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest,
+    """An NTLM exchange as the server's logon policy has it. An anonymous logon (no user name,
+    no password) is always accepted, as smbd's `anonymous` auth module accepts it: the session
+    it makes has no keys, acts as the guest account, and reaches only IPC$ (not under
+    `restrict anonymous = 2`) and shares with `guest ok` (`tree.refusal`). Unknown users
+    become guests only under `map to guest = bad user` where some share admits guests."""
+    return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest, anonymous_ok=True,
                          bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
                          netbios_name=c.policy.server_name)
 

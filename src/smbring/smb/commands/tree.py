@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("smbring.smb")
 SHAREFLAG_ENCRYPT_DATA = 0x8000
+ANONYMOUS_LOGON = acl.sid(5, 7)      # S-1-5-7
+
+
+def is_anonymous(s: Session) -> bool:
+    """The session acts for an anonymous logon (no user name, no password): a guest session
+    whose user is the kind `anonymous` (commands.session), not a user of that name."""
+    return s.guest and s.user == "anonymous"
 
 
 def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -32,8 +39,11 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if len(s.trees) >= c.limits.max_trees:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     if name == "ipc$":
-        if s.user == "anonymous" and c.policy.restrict_anonymous >= 2:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)     # restrict anonymous = 2
+        if s.guest and c.policy.restrict_anonymous >= 2:
+            # restrict anonymous = 2: IPC$ is no guest share (Samba's lp_add_ipc), so neither
+            # anonymous nor a guest reaches it
+            log.info("tree connect to IPC$ refused: %s, restrict anonymous = 2", s.user)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         tree, share_type, access = Tree(None, None), wire.SHARE_TYPE_PIPE, 0x001F01FF
     else:
         tree = _connect_share(c, s, name)
@@ -58,20 +68,21 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
     return tree
 
 
-def _share_view(c: Connection, s: Session, name: str) -> Tree:
+def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tree:
     """The share `name` as the session's user reaches it (not yet counted against `max
-    connections`); SMBError where the user may not."""
+    connections`); SMBError where the user may not. `kept`: a tree connect of the session
+    checked again after a re-authentication (`reauthorize`), not a new one."""
     share = c.shares.get(name)
     if share is None or share.homes:
         share = _home_share(c, s, name)
     if share is None:
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
-    why = refusal(c, s, share, None)
+    why = refusal(c, s, share, None, kept)
     if why is None:
         share, user, as_guest = seen_by(c, s, share, name)
         if share is share_access.BAD_VALUE:
             raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
-        why = refusal(c, s, share, user)
+        why = refusal(c, s, share, user, kept)
     if why is not None:
         log.info("tree connect to %s refused: %s", name, why)
         raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -83,8 +94,10 @@ def _share_view(c: Connection, s: Session, name: str) -> Tree:
         read_only = False
     if read_only != share.read_only:
         share = dataclasses.replace(share, read_only=read_only)
-    if share.encrypt and (not c.cipher or s.guest):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)  # the client (or a guest) cannot encrypt
+    if share.encrypt and (not c.cipher or s.guest and not s.encrypt_key):
+        # the client cannot encrypt, or the session has no keys (a guest's, anonymous'; one
+        # re-authenticated as them keeps its first logon's keys, and goes on encrypting)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     identity = None
     if c.identities is not None:     # the account the tree acts as (force user, force group)
         identity = c.identities.for_share(share, s.identity)
@@ -99,23 +112,33 @@ def _share_view(c: Connection, s: Session, name: str) -> Tree:
         token = acl.unix_token(identity.uid, identity.gid, identity.groups, guest=as_guest)
     else:
         token = acl.GUEST_TOKEN if as_guest else acl.USER_TOKEN
+    if is_anonymous(s):
+        # Anonymous Logon (S-1-5-7) besides Everyone, as in Samba's anonymous token: an ACE
+        # naming it applies to the session, a deny ACE too
+        token = dataclasses.replace(token, sids=token.sids | {ANONYMOUS_LOGON})
     return Tree(share, fs, names=NameRules.of(share), guest=as_guest and not s.guest, token=token, name=name)
 
 
 def reauthorize(c: Connection, s: Session) -> str | None:
     """After a re-authentication as another user (or as the guest, or anonymous): each tree
     connect of the session is checked again as the new user and acts as it from now on, as
-    smbd checks a tree again at its next request. The opens stay, with the access they were
-    granted when opened (smbd keeps them too); what is checked against the user anew
-    (security descriptors, the share's rules) sees the new one. Returns why a tree connect
-    may not be kept (then the caller ends the session), None when all are."""
+    smbd checks a tree again at its next request (check_user_share_access: the client's
+    address, valid users and invalid users, read list and write list, the guest account for
+    a guest or anonymous). As in smbd, `guest ok` is not asked again: it decides which
+    shares a guest or anonymous session may connect to, and a user's session that
+    re-authenticates as one keeps the tree connects it made as the user, acting there as the
+    guest account from now on (smb2.session.reauth2-4 expect this). The opens stay, with
+    the access they were granted when opened (smbd keeps them too); what is checked against
+    the user anew (security descriptors, the Unix permissions of the account acted as, the
+    share's rules) sees the new one. Returns why a tree connect may not be kept (then the
+    caller ends the session), None when all are."""
     for t in s.trees.values():
         if t.share is None:     # IPC$
-            if s.user == "anonymous" and c.policy.restrict_anonymous >= 2:
+            if s.guest and c.policy.restrict_anonymous >= 2:
                 return "IPC$: restrict anonymous = 2"
             continue
         try:
-            view = _share_view(c, s, t.name)
+            view = _share_view(c, s, t.name, kept=True)
         except SMBError as e:
             return f"share {t.name}: status {e.status:#x}"
         t.share, t.fs, t.names, t.guest, t.token = view.share, view.fs, view.names, view.guest, view.token
@@ -193,13 +216,15 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     return share_access.resolve(share, values), user, as_guest
 
 
-def refusal(c: Connection, s: Session, share: Share, user: str | None) -> str | None:
+def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: bool = False) -> str | None:
     """Why the session may not connect to the share, None when it may: the client's address
-    (`hosts allow`/`hosts deny`), guests (`guest ok`), then, given the account the session
-    acts as (`seen_by`; None to leave them out), the user lists of the substituted share."""
+    (`hosts allow`/`hosts deny`), guests and anonymous (`guest ok`; not asked of a tree
+    connect `kept` through a re-authentication, see `reauthorize`), then, given the account
+    the session acts as (`seen_by`; None to leave them out), the user lists of the
+    substituted share."""
     if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
         return f"{c.client_address} is not allowed (hosts allow/deny)"
-    if s.guest and not share.guest_ok:
+    if s.guest and not share.guest_ok and not kept:
         return "guests are not admitted (guest ok = no)"
     if user is None:
         return None
