@@ -23,6 +23,7 @@ from smbring.smb.fileinfo import (
     attributes,
     is_read_only,
     pin_creation_time,
+    show_on_close,
     times,
     writable_for_metadata,
 )
@@ -222,7 +223,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not exists and len(parts) > 1 and not parent_is_directory(fs, parts):
         # a missing (or non-directory) parent is a path not found, whatever the disposition
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
-    base_parts, base_key = parts, None
+    base_parts, base_key, index_number = parts, None, 0
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -239,6 +240,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+        index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
         base_key = fs.stream_id(parts, create=not opening and not tree.share.read_only)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
@@ -391,7 +393,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
-                 stream=stream, base_parts=base_parts, base_key=base_key)
+                 stream=stream, base_parts=base_parts, base_key=base_key,
+                 index_number=index_number or st.st_ino)
         registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:
         fs.close_file(fd)
@@ -441,20 +444,22 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             most = acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
         answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
-        answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
+        answers.append((b"QFid", struct.pack("<QQ", o.index_number, st.st_dev) + ROOT_UUID))
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)
-    return response_body(o, oplock, action, answers, st, dos), fid
+    return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
 
 
-def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None) -> bytes:
+def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None,
+                  write_ns: int | None = None) -> bytes:
     """The CREATE response for the open (its file's stat and DOS information, read again
-    unless given) with these create contexts."""
+    unless given; `write_ns`: the write time shown in place of the kernel's) with these
+    create contexts."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
     extra = encode_create_contexts(answers)
-    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
+    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos, write_ns) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
         attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
@@ -502,11 +507,13 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)
+    show_on_close(c.state.write_times, o)      # (before the times are read for the answer)
     st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = o.tree.fs.get_dos(o.fd) if st else None
     c.close_open(o)
     if st:
-        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
+        write_ns = c.state.write_times.shown(o.key)     # other handles' writes still to show
+        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos, write_ns) + struct.pack(
             "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
             attributes(st, dos, hidden=shown_hidden(o)))
     else:
