@@ -1,7 +1,7 @@
 """When writes show in LastWriteTime, FileIds that agree across every query, and the server's
 own extended attributes, through a real `smbring serve` and a raw SMB2 client.
 
-Write times follow MS-FSA 2.1.4.17 as Windows Server 2022 does (and Samba since 4.23): every
+Write times follow MS-FSA 2.1.4.17 as Windows Server 2022 and Samba 4.23 do: every
 write, and a change of the end of file, shows at once, through every handle, the name and the
 directory listing; FLUSH, CLOSE and a FileBasicInformation that sets no time move nothing; a
 write time a client set on a handle stays through that handle's own writes."""
