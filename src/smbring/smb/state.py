@@ -125,6 +125,7 @@ class Open:
     kept_write_ns: int | None = None               # a write time set or frozen on this handle:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)
     channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
+    index_number: int = 0                          # its FileId on disk (a stream: its file's)
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

@@ -354,14 +354,16 @@ class PosixVFS:
                 return []
             raise
         return [(n[len(EA_PREFIX):], os.getxattr(fd, n)) for n in sorted(names)
-                if n.startswith(EA_PREFIX) and not n.startswith(PRIVATE_PREFIX)]
+                if n.startswith(EA_PREFIX) and not n.casefold().startswith(PRIVATE_PREFIX)]
 
     @staticmethod
     def set_ea(fd: int, name: str, value: bytes) -> None:
-        """Sets an EA; an empty value removes it, as in NTFS."""
+        """Sets an EA; an empty value removes it, as in NTFS. The server's own metadata is
+        no client's to set, however the name is spelled (EA names are case-insensitive):
+        refused as Samba's acl_xattr refuses its NTACL, STATUS_ACCESS_DENIED."""
         key = EA_PREFIX + name
-        if key.startswith(PRIVATE_PREFIX):
-            raise PathError("invalid")
+        if key.casefold().startswith(PRIVATE_PREFIX):
+            raise PermissionError(errno.EACCES, "the server's own extended attribute", name)
         if value:
             os.setxattr(fd, key, value)
         else:

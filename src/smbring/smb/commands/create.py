@@ -222,7 +222,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not exists and len(parts) > 1 and not parent_is_directory(fs, parts):
         # a missing (or non-directory) parent is a path not found, whatever the disposition
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
-    base_parts, base_key = parts, None
+    base_parts, base_key, index_number = parts, None, 0
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -239,6 +239,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+        index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
         base_key = fs.stream_id(parts, create=not opening and not tree.share.read_only)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
@@ -391,7 +392,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
-                 stream=stream, base_parts=base_parts, base_key=base_key)
+                 stream=stream, base_parts=base_parts, base_key=base_key,
+                 index_number=index_number or st.st_ino)
         registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:
         fs.close_file(fd)
@@ -441,7 +443,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             most = acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
         answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
-        answers.append((b"QFid", struct.pack("<QQ", st.st_ino, st.st_dev) + ROOT_UUID))
+        answers.append((b"QFid", struct.pack("<QQ", o.index_number, st.st_dev) + ROOT_UUID))
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)

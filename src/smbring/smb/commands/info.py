@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
 
 FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
+VOLUME_SERIAL = 0x534D4252              # FileFsVolumeInformation's, FileIdInformation's
 STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
 
@@ -73,8 +74,10 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return basic
     if klass == 5:
         return standard
-    if klass == 6:
-        return struct.pack("<Q", st.st_ino)
+    if klass == 6:   # FileInternalInformation: the id every other query reports too
+        return struct.pack("<Q", o.index_number or st.st_ino)
+    if klass == 59:  # FileIdInformation: the volume's serial number, the FileId in 128 bits
+        return struct.pack("<QQQ", VOLUME_SERIAL, o.index_number or st.st_ino, 0)
     if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
         eas = fs.list_eas(o.fd)
         return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
@@ -93,7 +96,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return struct.pack("<I", 0)
     if klass == 18:  # FileAllInformation
         name = wire.utf16("\\" + o.display_name())
-        return (basic + standard + struct.pack("<QIIQII", st.st_ino, 0, o.granted, o.position, o.mode, 0) +
+        return (basic + standard + struct.pack("<QIIQII", o.index_number or st.st_ino, 0, o.granted,
+                                               o.position, o.mode, 0) +
                 struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
         base = o.base_parts if o.base_parts is not None else o.parts
@@ -128,7 +132,7 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     unit = sv.f_frsize or 4096
     if klass == 1:   # FileFsVolumeInformation
         label = wire.utf16("smbring")
-        return struct.pack("<QIIBB", 0, 0x534D4252, len(label), 0, 0) + label
+        return struct.pack("<QIIBB", 0, VOLUME_SERIAL, len(label), 0, 0) + label
     if klass == 3:   # FileFsSizeInformation
         return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
     if klass == 4:   # FileFsDeviceInformation
