@@ -1,10 +1,10 @@
 """When writes show in LastWriteTime, FileIds that agree across every query, and the server's
 own extended attributes, through a real `smbring serve` and a raw SMB2 client.
 
-Write times follow MS-FSA 2.1.4.17 as Windows Server 2022 and Samba 4.23 do: every
-write, and a change of the end of file, shows at once, through every handle, the name and the
-directory listing; FLUSH, CLOSE and a FileBasicInformation that sets no time move nothing; a
-write time a client set on a handle stays through that handle's own writes."""
+Write times follow Windows Server 2016 and Samba's smbd (`smb.write_times`): a handle's
+first write shows two seconds later, later ones when it closes (as the time of the close);
+FLUSH, the end of file and FileBasicInformation show a pending write at once; a write time a
+client set stays. These tests wait for the two seconds: each sleeps about three."""
 from __future__ import annotations
 
 import os
@@ -24,7 +24,7 @@ from raw import RawClient  # noqa: E402
 BASIC, INTERNAL, EOF, ALL, FULL_EA, ID_INFO = 4, 6, 20, 18, 15, 59
 LIST_DIRECTORY, READ_ATTRIBUTES = 0x1, 0x80
 RW = wire.GENERIC_READ | wire.GENERIC_WRITE | wire.DELETE
-GRANULE = 0.02                  # past the file system's timestamp granularity
+DELAY = 2.0                     # smb.write_times.DELAY_NS
 UNIX_EPOCH_NT = 116_444_736_000_000_000
 
 
@@ -87,37 +87,68 @@ def new_file(tree, name: str) -> tuple[bytes, int]:
 
 
 # -- when a write shows ----------------------------------------------------------------------
-def test_every_write_shows_at_once_everywhere_and_a_close_or_flush_moves_nothing(tree, server):
+def test_a_first_write_shows_two_seconds_later_everywhere_and_on_disk_at_close(tree, server):
     fid, created = new_file(tree, "w.txt")
-    time.sleep(GRANULE)
     assert tree.write(fid, b"data").status == wire.STATUS_SUCCESS
+    # not yet: not through the handle, nor the name, nor the directory listing
+    assert write_time(tree, fid) == created
+    assert write_time_by_name(tree, "w.txt") == created
+    assert listed(tree, "w.txt")[0] == created
+    time.sleep(DELAY + 0.5)
+    shown = write_time(tree, fid)
+    assert shown > created
+    assert write_time_by_name(tree, "w.txt") == shown
+    assert listed(tree, "w.txt")[0] == shown
+    # the close owes nothing more: the time stays, and the disk gets it
+    assert close_times(tree, fid)[0] == shown
+    assert nt_of_unix_ns(os.stat(server["share"] / "w.txt").st_mtime_ns) == shown
+    assert write_time_by_name(tree, "w.txt") == shown
+
+
+def test_later_writes_of_a_handle_show_only_at_its_close_as_the_time_of_the_close(tree, server):
+    fid, created = new_file(tree, "w2.txt")
+    tree.write(fid, b"one")
+    time.sleep(DELAY + 0.5)
     first = write_time(tree, fid)
     assert first > created
-    assert write_time_by_name(tree, "w.txt") == first
-    assert listed(tree, "w.txt")[0] == first
-    time.sleep(GRANULE)
-    tree.write(fid, b"more", 4)                 # a second write through the handle shows too
-    second = write_time(tree, fid)
-    assert second > first
-    time.sleep(GRANULE)
+    assert tree.write(fid, b"two", 3).status == wire.STATUS_SUCCESS
+    time.sleep(DELAY + 0.5)
+    assert write_time(tree, fid) == first            # a second write does not show by itself
+    before_close = nt_of_unix_ns(time.time_ns())
+    closed, size = close_times(tree, fid)
+    assert size == 6
+    assert closed >= before_close                    # the close showed it, as its own time
+    assert nt_of_unix_ns(os.stat(server["share"] / "w2.txt").st_mtime_ns) == closed
+
+
+def test_flush_end_of_file_and_basic_information_show_a_pending_write_at_once(tree):
+    def pending() -> tuple[bytes, int]:
+        fid, created = new_file(tree, f"p{time.monotonic_ns()}.txt")
+        time.sleep(0.02)
+        tree.write(fid, b"x")
+        assert write_time(tree, fid) == created
+        return fid, created
+
+    fid, created = pending()
     assert tree.flush(fid).status == wire.STATUS_SUCCESS
-    assert set_basic(tree, fid) == wire.STATUS_SUCCESS     # every time 0: changes nothing
-    assert write_time(tree, fid) == second
-    time.sleep(GRANULE)
-    assert close_times(tree, fid) == (second, 8)            # nothing was left for the close
-    assert nt_of_unix_ns(os.stat(server["share"] / "w.txt").st_mtime_ns) == second
+    flushed = write_time(tree, fid)
+    assert flushed > created
+    assert close_times(tree, fid)[0] == flushed     # nothing left for the close
 
+    fid, created = pending()
+    assert tree.set_info(fid, wire.INFO_FILE, EOF, struct.pack("<Q", 1)).status == 0   # the same size
+    assert write_time(tree, fid) > created
+    tree.close(fid)
 
-def test_setting_the_end_of_file_shows_even_at_the_same_size(tree):
-    fid, created = new_file(tree, "eof.txt")
-    time.sleep(GRANULE)
-    assert tree.set_info(fid, wire.INFO_FILE, EOF, struct.pack("<Q", 0)).status == 0
+    fid, created = pending()
+    assert set_basic(tree, fid) == wire.STATUS_SUCCESS      # every time 0: sets nothing, shows it
     assert write_time(tree, fid) > created
     tree.close(fid)
 
 
 def test_a_write_time_set_by_another_handle_outlasts_the_writer_close(tree, server):
-    """smbtorture's delayed-write-vs-seteof as Windows Server 2022 answers it."""
+    """The writer's update showed (end of file); another handle then sets the write time; the
+    writer's close leaves it (smbtorture's delayed-write-vs-seteof)."""
     fid, created = new_file(tree, "set.txt")
     tree.write(fid, b"s")
     tree.set_info(fid, wire.INFO_FILE, EOF, struct.pack("<Q", 1))
@@ -135,10 +166,25 @@ def test_a_handle_that_set_the_write_time_never_moves_it_with_its_writes(tree):
     chosen = 130_000_000_000_000_000
     assert set_basic(tree, fid, written=chosen) == wire.STATUS_SUCCESS
     tree.write(fid, b"more")
-    tree.set_info(fid, wire.INFO_FILE, EOF, struct.pack("<Q", 2))
     tree.flush(fid)
+    time.sleep(DELAY + 0.5)
     assert write_time(tree, fid) == chosen
     assert close_times(tree, fid)[0] == chosen
+
+
+def test_a_handle_gone_with_its_connection_still_gives_the_file_its_write_time(server):
+    """No CLOSE: the connection drops; the write still reaches the file's time."""
+    c = RawClient(server["port"])
+    c.negotiate()
+    t = c.tree(c.logon(USER, PASSWORD), "share")
+    fid, created = new_file(t, "dropped.txt")
+    t.write(fid, b"x")
+    c.close()
+    path = server["share"] / "dropped.txt"
+    deadline = time.monotonic() + 10
+    while nt_of_unix_ns(path.stat().st_mtime_ns) <= created and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert nt_of_unix_ns(path.stat().st_mtime_ns) > created
 
 
 # -- FileIds ---------------------------------------------------------------------------------

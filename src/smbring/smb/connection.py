@@ -33,6 +33,7 @@ from smbring.smb.effects import (
     Write,
 )
 from smbring.smb.errors import SMBError, status_for_oserror
+from smbring.smb.fileinfo import show_on_close
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
@@ -918,6 +919,7 @@ class Connection:
         """What closing an open does beyond its client's tables (also for a detached durable
         open, which has none): its share mode, locks and oplock go, its descriptor is closed,
         a delete on close is done; a file to forget goes to `effects`."""
+        show_on_close(self.state.write_times, o)     # (a CLOSE has done so already)
         closed = self.state.close_open(o)
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
             self.file_closed(o.tree.share.name, o.fd)

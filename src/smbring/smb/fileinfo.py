@@ -87,13 +87,16 @@ def stored_ns(ns: int) -> int:
     return ns & 0xFFFFFFFFFFFFFFFF
 
 
-def times(st: os.stat_result, dos: DosInfo | None = None) -> bytes:
+def times(st: os.stat_result, dos: DosInfo | None = None, write_ns: int | None = None) -> bytes:
+    """CreationTime, LastAccessTime, LastWriteTime, ChangeTime; `write_ns`: the write time
+    shown in place of the kernel's while writes are still to show it (`smb.write_times`)."""
     birth = creation_time(st, dos)
     change = wire.nt_time(st.st_ctime_ns)
     if dos is not None:
         if dos.change_time and dos.change_mtime_ns == stored_ns(st.st_mtime_ns):
             change = dos.change_time     # as set, until the next write moves the file on
-    return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(st.st_mtime_ns), change)
+    written = st.st_mtime_ns if write_ns is None else write_ns
+    return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(written), change)
 
 
 def pin_creation_time(fs, fd: int) -> None:
@@ -119,6 +122,14 @@ def keep_write_time(fs, fd: int, mtime_ns: int) -> None:
         pass
 
 
+def show_on_close(write_times, o) -> None:
+    """Gives the file the write time its closing handle owes it (`WriteTimes.closing`):
+    before the descriptor goes, and before a CLOSE reports the file's times."""
+    when = write_times.closing(o)
+    if when is not None:
+        keep_write_time(o.tree.fs, o.fd, when)
+
+
 def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
     """AllocationSize: the size in whole clusters, or what a client reserved. Not st_blocks:
     ext4 counts a block of extended attributes there, and smbring keeps its metadata in them."""
@@ -128,9 +139,9 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
 
 
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,
-              hidden: bool = False) -> bytes:
+              hidden: bool = False, write_ns: int | None = None) -> bytes:
     n = wire.utf16(name)
-    common = struct.pack("<II", 0, file_index) + times(st, dos) + struct.pack(
+    common = struct.pack("<II", 0, file_index) + times(st, dos, write_ns) + struct.pack(
         "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos),
         attributes(st, dos, hidden))
     short = wire.utf16(short_name(name)) if name not in (".", "..") else b""

@@ -22,7 +22,9 @@ Its interface, which is all the commands use:
   server's GUID (multichannel: session binding and PreviousSessionId reach across connections);
 - ``durable`` (`DurableOpens`): the durable opens, attached or detached from a session that is
   gone, and the CREATE replay cache by CreateGuid (CREATE with DHnQ/DH2Q, DHnC/DH2C, replays;
-  connection loss and LOGOFF detach; the sweep expires them).
+  connection loss and LOGOFF detach; the sweep expires them);
+- ``write_times`` (`WriteTimes`): the write times shown in place of the kernel's while a
+  handle's writes are still to show (WRITE, FLUSH, SET_INFO, CLOSE and every report of times).
 
 Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
 the lock and share-mode tables is ``id(open)``).
@@ -39,6 +41,7 @@ from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
+from smbring.smb.write_times import WriteTimes
 
 if TYPE_CHECKING:
     from smbring.smb.state import Open, Session
@@ -59,6 +62,7 @@ class ServerState:
         self.watches = ChangeWatches()
         self.oplocks = oplocks if oplocks is not None else Oplocks()
         self.durable = DurableOpens()
+        self.write_times = WriteTimes()
         self._opens: set[Open] = set()
         # files to delete when their last open closes: key -> the open that asked for it, as
         # delete on close works on Windows (other opens keep the file until they close too)

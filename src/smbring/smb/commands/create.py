@@ -23,6 +23,7 @@ from smbring.smb.fileinfo import (
     attributes,
     is_read_only,
     pin_creation_time,
+    show_on_close,
     times,
     writable_for_metadata,
 )
@@ -447,16 +448,18 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)
-    return response_body(o, oplock, action, answers, st, dos), fid
+    return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
 
 
-def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None) -> bytes:
+def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None,
+                  write_ns: int | None = None) -> bytes:
     """The CREATE response for the open (its file's stat and DOS information, read again
-    unless given) with these create contexts."""
+    unless given; `write_ns`: the write time shown in place of the kernel's) with these
+    create contexts."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
     extra = encode_create_contexts(answers)
-    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos) + struct.pack(
+    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos, write_ns) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
         attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
@@ -504,11 +507,13 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)
+    show_on_close(c.state.write_times, o)      # (before the times are read for the answer)
     st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = o.tree.fs.get_dos(o.fd) if st else None
     c.close_open(o)
     if st:
-        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos) + struct.pack(
+        write_ns = c.state.write_times.shown(o.key)     # other handles' writes still to show
+        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos, write_ns) + struct.pack(
             "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
             attributes(st, dos, hidden=shown_hidden(o)))
     else:

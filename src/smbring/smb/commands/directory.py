@@ -54,7 +54,8 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
                     st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
                 o.dir_pos += 1
                 continue
-        entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name))
+        entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
+                          write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)))
         start = wire.pad8(len(out))
         if start + len(entry) > out_len:
             if last is None:

@@ -36,6 +36,7 @@ from smbring.smb.fileinfo import (
 from smbring.smb.fs import DosInfo, FileSystem, split_path
 from smbring.smb.state import Open
 from smbring.smb.wire import Header
+from smbring.smb.write_times import WriteTimes
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -63,7 +64,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     dos = fs.get_dos(o.fd)
     size = 0 if o.is_dir else st.st_size
     attrs = attributes(st, dos, hidden=shown_hidden(o))
-    basic = times(st, dos) + struct.pack("<II", attrs, 0)
+    write_ns = c.state.write_times.shown(o.key)
+    basic = times(st, dos, write_ns) + struct.pack("<II", attrs, 0)
     pending = o.delete_on_close or c.state.is_delete_pending(o.key)
     # a directory has one name (Unix counts its subdirectories' ".." too); a file about to go
     # is no longer counted among its names (NTFS reports NumberOfLinks 0)
@@ -121,7 +123,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 34:  # FileNetworkOpenInformation
-        return times(st, dos) + struct.pack("<QQII", alloc_size(st, dos), size, attrs, 0)
+        return times(st, dos, write_ns) + struct.pack("<QQII", alloc_size(st, dos), size, attrs, 0)
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attrs, 0)
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
@@ -296,7 +298,7 @@ SET_INFO_NEEDS = {4: wire.FILE_WRITE_ATTRIBUTES, 10: wire.DELETE, 13: wire.DELET
 TIME_LEAVE, TIME_FREEZE, TIME_THAW = 0, -1, -2
 
 
-def set_basic(o: Open, buf) -> None:
+def set_basic(o: Open, buf, write_times: WriteTimes) -> None:
     """FileBasicInformation: times and attributes (0 leaves the attributes as they are)."""
     fs = o.tree.fs
     ctime_set, atime, mtime, change, attrs = struct.unpack_from("<qqqqI", buf, 0)
@@ -305,14 +307,20 @@ def set_basic(o: Open, buf) -> None:
     if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     keep = (TIME_LEAVE, TIME_FREEZE, TIME_THAW)
+    # whatever it sets (nothing at all too), it shows the handle's pending write (as Windows
+    # Server 2016 does)
+    shown = write_times.show_now(o)
+    if shown is not None:
+        keep_write_time(fs, o.fd, shown)
     # a write time set or frozen here is one this handle's own writes no longer move; thawing
     # lets them again
     if mtime == TIME_THAW:
         o.kept_write_ns = None
     elif mtime == TIME_FREEZE:
-        o.kept_write_ns = fs.fstat(o.fd).st_mtime_ns
+        o.kept_write_ns = write_times.shown(o.key) or fs.fstat(o.fd).st_mtime_ns
     elif mtime != TIME_LEAVE:
         o.kept_write_ns = wire.unix_ns(mtime)
+        write_times.set_by_client(o.key, o.kept_write_ns)
     if atime not in keep or mtime not in keep:
         if ctime_set in keep:
             pin_creation_time(fs, o.fd)     # (it may come from the write time)
@@ -372,7 +380,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if needs and not clearing_delete and not o.granted & needs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
-        set_basic(o, buf)
+        set_basic(o, buf, c.state.write_times)
         ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
         unset = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE)
         changed = ((notify.CREATION if ctime_set not in unset else 0) | (notify.ATTRIBUTES if attrs else 0)
@@ -425,6 +433,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         fs.ftruncate(o.fd, file_size(buf))
         if o.kept_write_ns is not None:
             keep_write_time(fs, o.fd, o.kept_write_ns)
+        else:
+            c.state.write_times.modified_now(o)     # (the kernel's time is now too)
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
+    shown = c.state.write_times.show_now(o)      # its writes show in the write time now
+    if shown is not None:
+        keep_write_time(o.tree.fs, o.fd, shown)
     return FileIO("flush", o.tree.share.name, o.fd, done=lambda _: struct.pack("<HH", 4, 0)), None
 
 
@@ -64,6 +67,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     c.state.oplocks.contend_level2(o.key, o)     # level II holders' cached data goes stale
     write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
+    c.state.write_times.writing(o, lambda: o.tree.fs.fstat(o.fd).st_mtime_ns)
 
     def written(n: int) -> bytes:
         o.position = offset + n
