@@ -9,14 +9,17 @@ answer on an encrypted session, an answer to nothing we asked) closes the connec
 :class:`ProtocolError` that every waiting and later request receives.
 
 The socket is driven directly (no asyncio streams), so that data is copied once each way in
-user space at most: each frame is received with ``recv_into`` straight into a buffer of its
-own size (a READ's data is then a slice of it, never copied again), and each request goes out
-with ``sendmsg`` from the caller's buffers (a WRITE's data is sent from where it was read).
+user space at most: each frame is received with ``recv_into`` straight into a buffer (a large
+one, a READ response, into a buffer of the client's ReceivePool, used again once its data is
+written; a READ's data is a slice of it, never copied again), and each request goes out with
+``sendmsg`` from the caller's buffers (a WRITE's data is sent from where it was read), or,
+for a WRITE that is neither signed nor sealed, with ``sendfile`` from the local file itself.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
+import errno
+import os
 import socket
 import struct
 from collections import deque
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from smbring.smb import security, wire
 from smbring.smb.credits import charge_needed
 from smbring.smb.wire import Header
-from smbring.client.errors import ChannelTimeout, ProtocolError, error_for
+from smbring.client.buffers import POOLED_MIN, FileRange, ReceivePool
+from smbring.client.errors import ChannelTimeout, LocalFileChanged, ProtocolError, error_for
 
 # how many credits the client tries to hold (granted and not yet used, plus those in flight):
 # enough for 8 x 1 MiB READs and some metadata requests; Samba and smbring grant up to 8192
@@ -93,13 +97,16 @@ class Channel:
         self._pending: dict[int, _Pending] = {}
         self._error: BaseException | None = None
         self._sessions: dict[int, SessionKeys] = {}
+        self.pool: ReceivePool | None = None   # where large frames are received (the client's)
+        self.on_lost = None             # called with the channel when its connection is lost
         # receiving: the 4-byte frame length, then the frame into a buffer of its own
         self._length = bytearray(4)
-        self._frame: bytearray | None = None
+        self._frame: bytearray | memoryview | None = None
         self._into = memoryview(self._length)
         self._got = 0
-        # sending: what is queued and not yet taken by the kernel (views of the callers' buffers)
-        self._unsent: deque[memoryview] = deque()
+        # sending: what is queued and not yet taken by the kernel (views of the callers'
+        # buffers, and ranges of local files)
+        self._unsent: deque[memoryview | FileRange] = deque()
         self._writing = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -162,16 +169,21 @@ class Channel:
                 self._writing = False
             self._sock.close()
             self._unsent.clear()        # never sent now: the buffers go back to their owners
+            self._frame = None
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(self._error)
         self._pending.clear()
         self._credit_change.set()
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost(self)
 
     # ---- the socket ----
 
     def _send(self, parts) -> None:
-        self._unsent.extend(memoryview(p).cast("B") for p in parts if len(p))
+        self._unsent.extend(p if isinstance(p, FileRange) else memoryview(p).cast("B")
+                            for p in parts if len(p))
         if not self._writing:
             self._on_writable()
             if self._unsent and self._error is None:
@@ -181,7 +193,19 @@ class Channel:
     def _on_writable(self) -> None:
         try:
             while self._unsent:
-                sent = self._sock.sendmsg(list(itertools.islice(self._unsent, IOV_MAX)))
+                head = self._unsent[0]
+                if isinstance(head, FileRange):
+                    self._send_file(head)
+                    continue
+                views, more = [], 0
+                for part in self._unsent:
+                    if isinstance(part, FileRange):
+                        more = socket.MSG_MORE      # a header: sent with the data that follows
+                        break
+                    views.append(part)
+                    if len(views) == IOV_MAX:
+                        break
+                sent = self._sock.sendmsg(views, (), more)
                 while sent:
                     head = self._unsent[0]
                     if sent >= len(head):
@@ -192,12 +216,34 @@ class Channel:
                         sent = 0
         except (BlockingIOError, InterruptedError):
             return
+        except LocalFileChanged as e:
+            self._fail(e)
+            return
         except OSError as e:
             self._fail(ConnectionError(f"connection lost: {e}"))
             return
         if self._writing:
             self._loop.remove_writer(self._sock.fileno())
             self._writing = False
+
+    def _send_file(self, part: FileRange) -> None:
+        """Sends a local file range with sendfile(2): page cache -> socket, no user-space copy."""
+        try:
+            sent = os.sendfile(self._sock.fileno(), part.fd, part.offset, part.length)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError as e:
+            if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise
+            raise LocalFileChanged(f"reading the local file failed during the upload: {e}") from None
+        if not sent:
+            # the header announced these bytes; the stream cannot be continued without them
+            raise LocalFileChanged(f"the local file ended at {part.offset} during the upload, "
+                                   f"{part.length} more bytes were due (it shrank?)")
+        if sent == part.length:
+            self._unsent.popleft()
+        else:
+            self._unsent[0] = FileRange(part.fd, part.offset + sent, part.length - sent)
 
     def _on_readable(self) -> None:
         try:
@@ -236,7 +282,10 @@ class Channel:
                                 f"expected is {self.frame_limit}")
         if size < wire.HEADER_SIZE:
             raise ProtocolError(f"a frame of {size} bytes cannot hold an SMB2 header")
-        self._frame = bytearray(size)
+        if size >= POOLED_MIN and self.pool is not None:
+            self._frame = self.pool.take(size)
+        else:
+            self._frame = bytearray(size)
         self._into, self._got = memoryview(self._frame), 0
 
     # ---- credits ----
@@ -292,9 +341,11 @@ class Channel:
         header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
                         credits=self._credits_to_ask(charge), message_id=message_id,
                         tree_id=tree_id, session_id=keys.session_id if keys else session_id)
-        parts = [header.pack(), body] + ([data] if data is not None else [])
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
+        if isinstance(data, FileRange) and (sealed or signed):
+            data = data.read()          # the signature or the cipher needs the bytes themselves
+        parts = [header.pack(), body] + ([data] if data is not None else [])
         if sealed:
             transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id,
                                                      b"".join(parts))

@@ -43,11 +43,17 @@ class ChannelTimeout(ProtocolError):
     READs and WRITEs that were waiting on it go to the others (as for a lost connection)."""
 
 
+class LocalFileChanged(ConnectionError):
+    """A local file being uploaded ended (or failed to read) in the middle of a WRITE that
+    was already announced on the wire: that connection cannot go on and is closed. Not a lost
+    connection: the WRITE is not sent again elsewhere."""
+
+
 def channel_lost(error: BaseException) -> bool:
     """Whether a failed request failed because its connection went (closed, reset, silent),
     not because an answer was refused: only then may it be sent again on another channel."""
-    return isinstance(error, ChannelTimeout) or (isinstance(error, ConnectionError) and
-                                                 not isinstance(error, ProtocolError))
+    return isinstance(error, ChannelTimeout) or (
+        isinstance(error, ConnectionError) and not isinstance(error, (ProtocolError, LocalFileChanged)))
 
 
 class _NotFound(SMBError, FileNotFoundError):

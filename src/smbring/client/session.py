@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 
 from smbring.smb import security, wire
 from smbring.client import messages as m
+from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
 LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
+SINK_HOLDS = 40                   # READ responses a download's file sink may hold at once
 FILE_LIST_DIRECTORY = 0x1
 
 
@@ -52,6 +54,7 @@ class Client:
         self.port = 0
         self.multichannel_note = ""     # why fewer channels than asked were bound, if so
         self.retried = 0                # READs and WRITEs sent again after their channel was lost
+        self.pool: ReceivePool | None = None   # the channels' buffers for READ responses
 
     # ---- lifecycle ----
 
@@ -89,6 +92,7 @@ class Client:
 
     def add_channel(self, channel: Channel) -> None:
         """A connection bound to this session (its keys set): transfers use it from now on."""
+        channel.pool = self.pool
         self._channels.append(channel)
 
     @property
@@ -265,6 +269,9 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                                      io_size, multichannel=channels > 1)
         client.dialect = negotiated.response.dialect
         client.io_size = negotiated.io_size
+        # READ responses land in these: those in flight on every channel, and those the file
+        # sink holds while the disk writes (FileSink: BATCH chunks x MAX_WRITING + 1 batches)
+        client.pool = channel.pool = ReceivePool(channel.frame_limit, depth * channels + SINK_HOLDS)
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)

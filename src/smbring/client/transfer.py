@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 
+from smbring.client.buffers import FileRange
 from smbring.client.errors import ProtocolError
 from smbring.client.files import RemoteFile
 from smbring.client.session import check_listed_name, smb_path
@@ -189,14 +190,21 @@ class FileSink:
 
 
 class FileSource:
-    """A local file -> WRITE chunks, read with os.preadv into buffers that are used again once
-    their WRITE is answered (no new object per chunk; the data is sent from there)."""
+    """A local file -> WRITE chunks. Where the WRITEs are neither signed nor sealed
+    (`in_place`), each chunk is a FileRange that the channel sends with sendfile(2), from the
+    page cache to the socket without a copy in user space. Otherwise each chunk is read with
+    os.preadv into one of a few buffers that are used again once their WRITE is answered (the
+    signature or the cipher is computed from there)."""
 
-    def __init__(self, fd: int, chunk: int, progress=None):
-        self.fd, self.chunk, self.progress = fd, chunk, progress
+    def __init__(self, fd: int, chunk: int, progress=None, in_place: bool = False):
+        self.fd, self.chunk, self.progress, self.in_place = fd, chunk, progress, in_place
         self._free: list[bytearray] = []
 
-    def __call__(self, offset: int, n: int) -> memoryview:
+    def __call__(self, offset: int, n: int) -> memoryview | FileRange:
+        if self.in_place:
+            # as many bytes as the file still has: write_from refuses a short chunk before
+            # anything is announced (the file shrank); sendfile itself checks again
+            return FileRange(self.fd, offset, max(0, min(n, os.fstat(self.fd).st_size - offset)))
         buf = self._free.pop() if self._free else bytearray(self.chunk)
         view = memoryview(buf)[:n]
         got = 0
@@ -207,10 +215,11 @@ class FileSource:
             got += read
         return view[:got]
 
-    def done(self, chunk: memoryview) -> None:
+    def done(self, chunk: memoryview | FileRange) -> None:
         if self.progress is not None:
             self.progress.advance(len(chunk))
-        self._free.append(chunk.obj)
+        if isinstance(chunk, memoryview):
+            self._free.append(chunk.obj)
 
 
 async def _download(client, remote: str, local: str, progress=None) -> None:
@@ -271,7 +280,8 @@ async def _upload(client, fd: int, remote: str, progress=None) -> None:
     """A local file (open, fd) -> a new remote file, its size checked at the end."""
     size = os.fstat(fd).st_size
     async with await RemoteFile.open(client, remote, "x") as f:
-        source = FileSource(fd, client.io_size, progress)
+        source = FileSource(fd, client.io_size, progress,
+                            in_place=not (client.keys.sign or client.keys.encrypt))
         await f.write_from(0, size, source, source.done)
         written = (await f.stat()).size
         if written != size:
