@@ -83,3 +83,39 @@ class FileRange:
                 break
             out += got
         return bytes(out)
+
+
+@dataclass
+class FileTarget:
+    """Where a READ's data may go straight from the socket: `fd` (the download's file, open
+    for writing) at `offset`, at most `asked` bytes. The channel duplicates the descriptor
+    while the READ is waiting, so that a transfer that ends early (and closes its file) can
+    never have data spliced into whatever file takes the number next."""
+    fd: int
+    offset: int
+    asked: int
+
+
+@dataclass
+class Spliced:
+    """A READ's data that went socket -> pipe -> file without entering user space: only how
+    many bytes (the sink has nothing left to write)."""
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+
+def splice_pipe() -> tuple[int, int]:
+    """A non-blocking pipe, as large as the system lets it be (1 MiB: a whole READ)."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        import fcntl
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass                     # the default (64 KiB) works too, in more steps
+    return r, w

@@ -55,6 +55,9 @@ class Client:
         self.multichannel_note = ""     # why fewer channels than asked were bound, if so
         self.retried = 0                # READs and WRITEs sent again after their channel was lost
         self.pool: ReceivePool | None = None   # the channels' buffers for READ responses
+        # READ data of responses neither signed nor sealed goes socket -> pipe -> file in
+        # get (False: through the receive buffers, as signed and sealed data always does)
+        self.splice = True
 
     # ---- lifecycle ----
 

@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 
-from smbring.client.buffers import FileRange
+from smbring.client.buffers import FileRange, Spliced
 from smbring.client.errors import ProtocolError
 from smbring.client.files import RemoteFile
 from smbring.client.session import check_listed_name, smb_path
@@ -127,6 +127,7 @@ class FileSink:
 
     def __init__(self, fd: int, progress=None):
         self.fd, self.progress = fd, progress
+        self.splice_fd = fd        # READ data may also be spliced into it (RemoteFile.read_to)
         self._views: list[memoryview] = []
         self._offset = 0           # where the batch starts in the file
         self._batched = 0          # its bytes
@@ -139,6 +140,10 @@ class FileSink:
 
     def __call__(self, offset: int, data):
         """Takes one chunk; returns an awaitable when the caller must wait for the disk."""
+        if isinstance(data, Spliced):         # already in the file
+            if self.progress is not None:
+                self.progress.advance(len(data))
+            return None
         if self._views and offset != self._offset + self._batched:
             self._submit()
         if not self._views:
