@@ -14,17 +14,25 @@ a cancellation can never return a buffer that is still being written from, nor l
 """
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import sys
 from dataclasses import dataclass
 
 POOLED_MIN = 128 * 1024   # frames from this size on come from the pool (READ data); the rest
                           # are small allocations that Python's allocator serves cheaply
+ALIGN = 4096              # what O_DIRECT asks of buffers, offsets and lengths (a page)
+READ_DATA_OFFSET = 80     # where servers put a READ's data: right after the 64 + 16 byte head
 
 
 class ReceivePool:
     """Up to `keep` buffers of `size` bytes, each handed out again once nothing refers to it.
-    When all are in use (a slow disk holds many), a fresh buffer is made that is not kept."""
+    When all are in use (a slow disk holds many), a fresh buffer is made that is not kept.
+
+    The buffers are page-aligned maps, and a frame starts READ_DATA_OFFSET bytes before a page
+    boundary: a READ's data then begins on a page, so the file sink can write it with O_DIRECT
+    (disk DMA from here, no copy into the page cache)."""
 
     def __init__(self, size: int, keep: int):
         self.size, self.keep = size, keep
@@ -32,7 +40,7 @@ class ReceivePool:
         self.made = 0            # buffers allocated (pooled or not): diagnostics and tests
         # what the count is for a buffer nobody else holds, seen the way take() looks at one
         # (held by a list and a loop variable)
-        for buf in [bytearray(1)]:
+        for buf in [mmap.mmap(-1, 1)]:
             self._idle = self._references(buf)
 
     @staticmethod
@@ -41,16 +49,17 @@ class ReceivePool:
 
     def take(self, n: int) -> memoryview:
         """A buffer of exactly n bytes (its contents are whatever was there before)."""
+        lead = ALIGN - READ_DATA_OFFSET
         if n <= self.size:
             for buf in self._buffers:
                 if self._references(buf) == self._idle:
-                    return memoryview(buf)[:n]
+                    return memoryview(buf)[lead:lead + n]
         self.made += 1
         if n > self.size or len(self._buffers) >= self.keep:
             return memoryview(bytearray(n))
-        buf = bytearray(self.size)
+        buf = mmap.mmap(-1, lead + self.size)
         self._buffers.append(buf)
-        return memoryview(buf)[:n]
+        return memoryview(buf)[lead:lead + n]
 
     def in_use(self) -> int:
         count = 0
@@ -119,3 +128,10 @@ def splice_pipe() -> tuple[int, int]:
     except OSError:
         pass                     # the default (64 KiB) works too, in more steps
     return r, w
+
+
+def aligned(view: memoryview) -> bool:
+    """Whether a (writable) buffer starts on a page and is a whole number of pages long."""
+    if len(view) % ALIGN or view.readonly:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0

@@ -58,6 +58,9 @@ class Client:
         # READ data of responses neither signed nor sealed goes socket -> pipe -> file in
         # get (False: through the receive buffers, as signed and sealed data always does)
         self.splice = True
+        # get writes page-aligned READ data with O_DIRECT (no page cache copy; where the file
+        # system allows it); False: through the page cache (then splice applies)
+        self.direct = True
 
     # ---- lifecycle ----
 
