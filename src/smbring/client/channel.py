@@ -87,6 +87,7 @@ class Channel:
     def __init__(self, sock: socket.socket, *, timeout: float = 60.0, address: str = ""):
         sock.setblocking(False)
         self._sock = sock
+        self._sockname = sock.getsockname()
         self._loop = asyncio.get_running_loop()
         self.address = address
         self.keys: SessionKeys | None = None
@@ -158,6 +159,11 @@ class Channel:
     def error(self) -> BaseException | None:
         """Why the channel closed (None while it is open)."""
         return self._error
+
+    @property
+    def sockname(self):
+        """The local end of the connection (address, port), as it was when it was open."""
+        return self._sockname
 
     @property
     def load(self) -> int:

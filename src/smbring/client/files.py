@@ -154,8 +154,10 @@ class RemoteFile:
             into=None if into is None else FileTarget(into, offset, length))
         if r.status == wire.STATUS_END_OF_FILE:
             return offset, length, memoryview(b"")
-        if r.spliced is not None:
-            return offset, length, Spliced(r.spliced)     # checked by the channel, and written
+        if r.spliced is not None:      # checked by the channel before it wrote anything
+            if r.spliced > length:
+                raise ProtocolError(f"READ returned {r.spliced} bytes, {length} were asked for")
+            return offset, length, Spliced(r.spliced)
         return offset, length, m.parse_read(r.message, length)
 
     async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True) -> int:

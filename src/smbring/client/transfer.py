@@ -269,6 +269,7 @@ async def _download(client, remote: str, local: str, progress=None) -> None:
                 got = await f.read_to(0, size, sink, exact=True)
             finally:
                 await sink.finish()
+                client.direct_bytes += sink.direct_bytes
             if got != size:
                 raise ProtocolError(f"{remote!r}: {got} bytes arrived, the server announced {size}")
             os.ftruncate(fd, size)
