@@ -6,8 +6,11 @@ in io_size chunks). Each transfer runs in a process of its own so that its CPU t
 system, from wait4) is the client's alone. Both servers serve the same file from the same
 directory (page cache warm); each get writes a local file in the bench directory (every client
 alike), each put reads one. Records: {client, server, case, channels, gbps,
-client_cpu_s_per_gib}, medians over the runs. smbd runs with ``server multi channel support =
-yes`` (it binds channels on loopback too).
+client_cpu_s_per_gib}, medians over the runs; a transfer whose result is not byte-exact (checked
+after the clock stopped) is reported and left out. smbd runs with ``server multi channel
+support = yes`` (it binds channels on loopback too). ``--baseline-src DIR`` also runs the client
+of another checkout (its built ``src``), interleaved with this one: before and after from the
+same run, under the same load.
 """
 from __future__ import annotations
 

@@ -132,6 +132,6 @@ def splice_pipe() -> tuple[int, int]:
 
 def aligned(view: memoryview) -> bool:
     """Whether a (writable) buffer starts on a page and is a whole number of pages long."""
-    if len(view) % ALIGN or view.readonly:
+    if not len(view) or len(view) % ALIGN or view.readonly or not view.c_contiguous:
         return False
     return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0
