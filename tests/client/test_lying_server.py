@@ -127,6 +127,65 @@ def test_read_longer_than_asked_is_refused(smbring_server, tampering_proxy):
     run(go())
 
 
+def _longer(frame):
+    """DataLength 10 bytes more than the server read (the frame carries them)."""
+    struct.pack_into("<I", frame, 64 + 4, struct.unpack_from("<I", frame, 64 + 4)[0] + 10)
+    return frame + b"\0" * 10
+
+
+def _past_the_frame(frame):
+    """DataLength as the server said, DataOffset moved so that the data runs past the frame."""
+    frame[64 + 2] = 0x60
+    return frame
+
+
+def _short_on_the_socket(frame):
+    """Fewer bytes of data than asked, announced as such (a short read)."""
+    return short_read(frame)
+
+
+@pytest.mark.parametrize("path", ["direct", "splice", "pool"])
+@pytest.mark.parametrize("lie, error", [(_longer, "asked for"), (_past_the_frame, "outside"),
+                                        (_short_on_the_socket, "short read")],
+                         ids=["longer-than-asked", "data-past-the-frame", "short"])
+def test_lying_read_on_each_data_path_writes_nothing(smbring_server, tampering_proxy, tmp_path,
+                                                     path, lie, error):
+    """1 MiB READs of a get, on each path their data may take (O_DIRECT from the receive
+    pool, spliced to the file, through the page cache): a READ response that lies about its
+    data is refused before any of it is written under a name, and no temporary is left."""
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(5 * MiB))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    def third_read(frame):
+        return is_read_ok(frame) and len(frame) > MiB
+
+    seen = []
+
+    def tamper(frame):
+        if third_read(frame):
+            seen.append(True)
+            if len(seen) == 3:
+                return lie(frame)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper)
+        c.direct, c.splice = path == "direct", path == "splice"
+        try:
+            with pytest.raises(sc.ProtocolError, match=error):
+                await c.get("big", str(dest / "big"))
+            if path == "splice":
+                # the READs before the lie did go the spliced way
+                assert c.channels[0].spliced >= 2 * MiB
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(dest) == []
+
+
 def test_wrong_write_count_fails_the_upload_and_the_name_stays_absent(smbring_server, tampering_proxy, tmp_path):
     srv = smbring_server()
     src = tmp_path / "src"

@@ -1,10 +1,14 @@
 """Multichannel against real servers: channels bound to the session on `smbring serve` (each
-3.x dialect, signed, sealed) and on Samba's smbd; a channel lost mid-transfer (its socket shut
-down) with the transfer completing byte-exact on the others; a server with multichannel off, and
-a server that refuses every binding, leave one working channel."""
+3.x dialect, signed, sealed) and on Samba's smbd; a channel lost mid-transfer (its socket reset
+by the client, or the server's end killed by the kernel with `ss -K`) with the transfer
+completing byte-exact on the others and the channel opened and bound again; attempts to reopen
+that end after a bound; a server with multichannel off, and a server that refuses every
+binding, leave one working channel."""
 import asyncio
 import os
+import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -79,8 +83,26 @@ async def lose_channel(client, index, answers):
     channel.abort()
 
 
-async def while_losing(client, index, answers, transfer):
-    loser = asyncio.ensure_future(lose_channel(client, index, answers))
+def kill_server_end(server_port, channel):
+    """The kernel destroys the server's end of this channel's TCP connection (`ss -K`, as a
+    failing middlebox or a server that drops the connection would): the client sees a reset."""
+    local_port = channel.sockname[1]
+    r = subprocess.run(["ss", "-K", "-t", "src", "127.0.0.1", "sport", "=", str(server_port),
+                        "dport", "=", str(local_port)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return f":{local_port}" in r.stdout
+
+
+async def kill_channel(client, server_port, index, answers):
+    channel = client.channels[index]
+    start = channel.answered
+    while channel.answered < start + answers or not channel.load:
+        await asyncio.sleep(0.001)
+    assert kill_server_end(server_port, channel)
+
+
+async def while_losing(client, index, answers, transfer, how=None):
+    loser = asyncio.ensure_future(how or lose_channel(client, index, answers))
     try:
         await transfer
     finally:
@@ -98,17 +120,100 @@ def test_a_lost_channel_s_requests_finish_on_the_others(smbring_server, tmp_path
     async def go():
         async with await connected(srv, channels=3) as c:
             assert c.open_channels == 3
+            first = c.channels[lost]
             await while_losing(c, lost, 4, c.put(str(up), "big.bin"))
-            assert c.channels[lost].closed and c.open_channels == 2
+            assert first.closed
             assert c.retried >= 1          # WRITEs were in flight there and went again
+            await c.wait_reopened()
+            # opened and bound again, in the lost one's place
+            assert c.open_channels == 3 and c.reopened == 1, c.multichannel_note
+            assert c.channels[lost] is not first and not c.channels[lost].closed
             retried = c.retried
             await while_losing(c, 2, 4, c.get("big.bin", str(tmp_path / "down.bin")))
-            assert c.open_channels == 1
             assert c.retried > retried
+            await c.wait_reopened()
+            assert c.open_channels == 3 and c.reopened == 2
             assert [e.name async for e in c.listdir("")] == ["big.bin"]   # still usable
+            # the reopened channels carry transfers too
+            await c.get("big.bin", str(tmp_path / "again.bin"))
+            assert c.channels[lost].answered > 0
+    run(go())
+    assert (tmp_path / "again.bin").read_bytes() == up.read_bytes()
+    assert (srv["share"] / "big.bin").read_bytes() == up.read_bytes()
+    assert (tmp_path / "down.bin").read_bytes() == up.read_bytes()
+
+
+needs_ss = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ss"),
+                              reason="ss -K (root) kills a connection's server end")
+
+
+@needs_ss
+def test_a_channel_killed_by_the_kernel_is_reopened(smbring_server, tmp_path):
+    srv = smbring_server()
+    size = 64 * MiB + 9
+    up = random_file(tmp_path / "up.bin", size)
+
+    async def go():
+        async with await connected(srv, channels=4) as c:
+            assert c.open_channels == 4
+            await while_losing(c, 1, 3, c.put(str(up), "big.bin"),
+                               kill_channel(c, srv["port"], 1, 3))
+            await while_losing(c, 3, 3, c.get("big.bin", str(tmp_path / "down.bin")),
+                               kill_channel(c, srv["port"], 3, 3))
+            await c.wait_reopened()
+            assert c.open_channels == 4 and c.reopened == 2, c.multichannel_note
+            assert c.retried >= 2
     run(go())
     assert (srv["share"] / "big.bin").read_bytes() == up.read_bytes()
     assert (tmp_path / "down.bin").read_bytes() == up.read_bytes()
+    assert srv["log"].read_text().count("channel bound") == 3 + 2
+
+
+def test_reopening_gives_up_after_a_bounded_number_of_attempts(smbring_server, tmp_path):
+    """Where the server no longer answers (here: the port the client dials again is closed),
+    the client tries REOPEN_ATTEMPTS times with growing pauses, says why in
+    multichannel_note, and goes on with the channels it has."""
+    srv = smbring_server()
+    up = random_file(tmp_path / "up.bin", 24 * MiB)
+
+    async def go():
+        async with await connected(srv, channels=3) as c:
+            c.rebinder.pause = 0.01
+            c.port = free_port()                  # nothing listens there
+            await while_losing(c, 2, 2, c.put(str(up), "big.bin"))
+            await c.wait_reopened()
+            assert c.open_channels == 2 and c.reopened == 0
+            assert "not reopened after 4 attempts" in c.multichannel_note
+            await c.get("big.bin", str(tmp_path / "down.bin"))
+    run(go())
+    assert (tmp_path / "down.bin").read_bytes() == up.read_bytes()
+
+
+def test_a_channel_closed_for_a_broken_answer_is_not_reopened(smbring_server, tampering_proxy, tmp_path):
+    """Only a lost connection is reopened: one closed because its answer was refused (an
+    altered READ on a signed session: someone in between is suspected) stays closed."""
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(8 * MiB))
+    altered = []
+
+    def tamper(frame):
+        if not altered and frame[:4] == wire.PROTOCOL_ID and \
+                struct.unpack_from("<H", frame, 12)[0] == wire.READ and len(frame) > 1000:
+            altered.append(True)
+            frame[500] ^= 1
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], tamper) as proxy:
+            async with await sc.connect("127.0.0.1", proxy.port, srv["user"], srv["password"],
+                                        srv["name"], channels=3, sign=True) as c:
+                assert c.open_channels == 3
+                with pytest.raises(sc.ProtocolError, match="bad signature"):
+                    await c.get("big", str(tmp_path / "big"))
+                await c.wait_reopened()
+                assert c.open_channels == 2 and c.reopened == 0
+    run(go())
+    assert altered and "big" not in os.listdir(tmp_path)
 
 
 def test_a_server_without_multichannel_leaves_one_channel(tmp_path):
@@ -207,10 +312,17 @@ def test_samba_binds_channels_on_loopback(samba_server, tmp_path):
             assert all(ch.peak_in_flight >= 16 for ch in c.channels)
             await c.put(str(random_file(tmp_path / "bigger.bin", 96 * MiB)), "bigger.bin")
             await while_losing(c, 1, 2, c.get("bigger.bin", str(tmp_path / "again.bin")))
-            assert c.open_channels == 2 and c.retried >= 1
+            assert c.retried >= 1
+            await c.wait_reopened()
+            assert c.open_channels == 3 and c.reopened == 1, c.multichannel_note
+            await while_losing(c, 2, 2, c.put(str(tmp_path / "bigger.bin"), "third.bin"),
+                               kill_channel(c, srv["port"], 2, 2))
+            await c.wait_reopened()
+            assert c.open_channels == 3 and c.reopened == 2, c.multichannel_note
     run(go())
     assert (srv["share"] / "big.bin").read_bytes() == (tmp_path / "up.bin").read_bytes()
     assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "bigger.bin").read_bytes()
+    assert (srv["share"] / "third.bin").read_bytes() == (tmp_path / "bigger.bin").read_bytes()
 
 
 def _ioctl_response(output: bytes) -> bytes:

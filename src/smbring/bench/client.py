@@ -6,11 +6,15 @@ in io_size chunks). Each transfer runs in a process of its own so that its CPU t
 system, from wait4) is the client's alone. Both servers serve the same file from the same
 directory (page cache warm); each get writes a local file in the bench directory (every client
 alike), each put reads one. Records: {client, server, case, channels, gbps,
-client_cpu_s_per_gib}, medians over the runs. smbd runs with ``server multi channel support =
-yes`` (it binds channels on loopback too).
+client_cpu_s_per_gib}, medians over the runs; a transfer whose result is not byte-exact (checked
+after the clock stopped) is reported and left out. smbd runs with ``server multi channel
+support = yes`` (it binds channels on loopback too). ``--baseline-src DIR`` also runs the client
+of another checkout (its built ``src``), interleaved with this one: before and after from the
+same run, under the same load.
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -66,6 +70,10 @@ def add_arguments(p) -> None:
                    help="comma-separated: smbring, smbclient, smbprotocol")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")
     p.add_argument("--port", type=int, default=4560, help="first of the ports used")
+    p.add_argument("--baseline-src", default=None, metavar="DIR",
+                   help="also run the smbring client found in DIR (the src directory of another "
+                        "checkout, built) as client 'smbring-baseline', interleaved with this "
+                        "one: before and after figures from the same run")
 
 
 class MultichannelSmbd(Smbd):
@@ -91,7 +99,7 @@ class MultichannelSmbd(Smbd):
 
 
 def _command(client: str, port: int, case: str, local: str, channels: int) -> list[str]:
-    if client == "smbring":
+    if client in ("smbring", "smbring-baseline"):
         code = SMBRING_CLIENT.format(user=USER, password=PASSWORD)
         return [sys.executable, "-c", code, str(port), case, local, str(channels)]
     if client == "smbprotocol":
@@ -102,13 +110,17 @@ def _command(client: str, port: int, case: str, local: str, channels: int) -> li
             "-m", "SMB3", "-c", command]
 
 
-def run_once(client: str, port: int, case: str, local: str, channels: int) -> tuple[float, float]:
+def run_once(client: str, port: int, case: str, local: str, channels: int,
+             baseline_src: str | None = None) -> tuple[float, float]:
     """(seconds, client CPU seconds) of one transfer in a process of its own."""
     if case == "get" and os.path.exists(local):
         os.unlink(local)
+    env = None
+    if client == "smbring-baseline":
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(baseline_src))
     start = time.perf_counter()
     proc = subprocess.Popen(_command(client, port, case, local, channels),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = proc.stdout.read()
     _pid, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
@@ -135,12 +147,15 @@ def run(args) -> int:
             except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                 print(f"skipping server {name}: {e}", file=sys.stderr)
         variants = []
-        for client in args.clients.split(","):
+        clients = args.clients.split(",")
+        if args.baseline_src and "smbring" in clients:
+            clients.insert(clients.index("smbring"), "smbring-baseline")
+        for client in clients:
             if client == "smbclient" and not shutil.which("smbclient"):
                 print("skipping smbclient: not installed", file=sys.stderr)
                 continue
             variants.append((client, 1))
-            if client == "smbring" and args.channels > 1:
+            if client.startswith("smbring") and args.channels > 1:
                 variants.append((client, args.channels))
         results: dict[tuple, list] = {}
         for _ in range(args.runs):
@@ -149,9 +164,17 @@ def run(args) -> int:
                     for client, channels in variants:
                         local = download if case == "get" else upload
                         try:
-                            elapsed, cpu = run_once(client, server.port, case, local, channels)
+                            elapsed, cpu = run_once(client, server.port, case, local, channels,
+                                                    args.baseline_src)
                         except RuntimeError as e:
                             print(f"warning: {e}", file=sys.stderr)
+                            continue
+                        # every transfer is checked byte for byte (after the clock stopped)
+                        moved = (download, os.path.join(share, "bigfile")) if case == "get" else \
+                            (upload, os.path.join(share, "upload-" + client.split("-")[0]))
+                        if not filecmp.cmp(*moved, shallow=False):
+                            print(f"warning: {client} {case} from {server.name}: not byte-exact",
+                                  file=sys.stderr)
                             continue
                         results.setdefault((client, server.name, case, channels), []).append((elapsed, cpu))
         gib = size / (1 << 30)

@@ -9,14 +9,17 @@ answer on an encrypted session, an answer to nothing we asked) closes the connec
 :class:`ProtocolError` that every waiting and later request receives.
 
 The socket is driven directly (no asyncio streams), so that data is copied once each way in
-user space at most: each frame is received with ``recv_into`` straight into a buffer of its
-own size (a READ's data is then a slice of it, never copied again), and each request goes out
-with ``sendmsg`` from the caller's buffers (a WRITE's data is sent from where it was read).
+user space at most: each frame is received with ``recv_into`` straight into a buffer (a large
+one, a READ response, into a buffer of the client's ReceivePool, used again once its data is
+written; a READ's data is a slice of it, never copied again), and each request goes out with
+``sendmsg`` from the caller's buffers (a WRITE's data is sent from where it was read), or,
+for a WRITE that is neither signed nor sealed, with ``sendfile`` from the local file itself.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
+import errno
+import os
 import socket
 import struct
 from collections import deque
@@ -25,7 +28,9 @@ from dataclasses import dataclass
 from smbring.smb import security, wire
 from smbring.smb.credits import charge_needed
 from smbring.smb.wire import Header
-from smbring.client.errors import ChannelTimeout, ProtocolError, error_for
+from smbring.client.buffers import (PIPE_SIZE, POOLED_MIN, FileRange, FileTarget, ReceivePool,
+                                    splice_pipe)
+from smbring.client.errors import ChannelTimeout, LocalFileError, ProtocolError, error_for
 
 # how many credits the client tries to hold (granted and not yet used, plus those in flight):
 # enough for 8 x 1 MiB READs and some metadata requests; Samba and smbring grant up to 8192
@@ -35,6 +40,8 @@ FRAME_SLACK = 64 * 1024       # headers, transform header, padding beyond the la
 UNSOLICITED = 0xFFFFFFFFFFFFFFFF   # the MessageId of a server's own notifications (breaks)
 IOV_MAX = 1024                     # buffers per sendmsg (the kernel's UIO_MAXIOV)
 RECEIVES_PER_WAKEUP = 64           # then the event loop gets back to the other channels
+READ_HEAD = wire.HEADER_SIZE + 16  # a READ response up to its data (DataOffset is at least this)
+SPLICE_F_MOVE, SPLICE_F_NONBLOCK = 1, 2
 
 
 @dataclass
@@ -55,6 +62,7 @@ class Response:
     header: Header
     message: bytes | bytearray      # the whole plaintext message, header first
     request: bytes | None = None    # the request as sent (for the preauthentication hash)
+    spliced: int | None = None      # a READ whose data went to its file: message is its head
 
     @property
     def status(self) -> int:
@@ -68,6 +76,7 @@ class _Pending:
     future: asyncio.Future
     keys: SessionKeys | None
     signed: bool                # the response must carry a good signature (unless sealed)
+    into: FileTarget | None = None  # a READ's file (a descriptor of the channel's own)
 
 
 class Channel:
@@ -78,6 +87,7 @@ class Channel:
     def __init__(self, sock: socket.socket, *, timeout: float = 60.0, address: str = ""):
         sock.setblocking(False)
         self._sock = sock
+        self._sockname = sock.getsockname()
         self._loop = asyncio.get_running_loop()
         self.address = address
         self.keys: SessionKeys | None = None
@@ -89,17 +99,29 @@ class Channel:
         self._in_flight = 0             # credits of requests sent and not yet answered
         self.peak_in_flight = 0         # the most credits ever in flight at once (diagnostics)
         self.answered = 0               # final responses received (diagnostics)
+        self.spliced = 0                # READ data bytes spliced to their file (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
         self._pending: dict[int, _Pending] = {}
         self._error: BaseException | None = None
         self._sessions: dict[int, SessionKeys] = {}
+        self.pool: ReceivePool | None = None   # where large frames are received (the client's)
+        self.on_lost = None             # called with the channel when its connection is lost
         # receiving: the 4-byte frame length, then the frame into a buffer of its own
         self._length = bytearray(4)
-        self._frame: bytearray | None = None
+        self._frame: bytearray | memoryview | None = None
+        self._size = 0                  # of the frame being received
+        # a READ spliced to its file: its head, then steps (skip n, splice n, skip n)
+        self._head: bytearray | None = None
+        self._steps: deque[tuple[str, int, FileTarget | None]] = deque()
+        self._spliced = None
+        self._splice_waiting = 0        # READs waiting that named their file
+        self._pipe: tuple[int, int] | None = None
+        self._scratch = bytearray(64 * 1024)
         self._into = memoryview(self._length)
         self._got = 0
-        # sending: what is queued and not yet taken by the kernel (views of the callers' buffers)
-        self._unsent: deque[memoryview] = deque()
+        # sending: what is queued and not yet taken by the kernel (views of the callers'
+        # buffers, and ranges of local files)
+        self._unsent: deque[memoryview | FileRange] = deque()
         self._writing = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -139,6 +161,11 @@ class Channel:
         return self._error
 
     @property
+    def sockname(self):
+        """The local end of the connection (address, port), as it was when it was open."""
+        return self._sockname
+
+    @property
     def load(self) -> int:
         """Requests sent and not yet answered: where a transfer puts its next chunk."""
         return len(self._pending)
@@ -161,17 +188,33 @@ class Channel:
                 self._loop.remove_writer(self._sock.fileno())
                 self._writing = False
             self._sock.close()
+            for part in self._unsent:
+                if isinstance(part, FileRange):
+                    os.close(part.fd)
             self._unsent.clear()        # never sent now: the buffers go back to their owners
+            self._frame = self._head = self._spliced = None
+            self._steps.clear()
+            if self._pipe:
+                os.close(self._pipe[0])
+                os.close(self._pipe[1])
+                self._pipe = None
         for pending in self._pending.values():
+            self._forget(pending)
             if not pending.future.done():
                 pending.future.set_exception(self._error)
         self._pending.clear()
         self._credit_change.set()
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost(self)
 
     # ---- the socket ----
 
     def _send(self, parts) -> None:
-        self._unsent.extend(memoryview(p).cast("B") for p in parts if len(p))
+        # a file range gets a descriptor of its own: its transfer may end (and close its file)
+        # while the range still waits here
+        self._unsent.extend(FileRange(os.dup(p.fd), p.offset, p.length) if isinstance(p, FileRange)
+                            else memoryview(p).cast("B") for p in parts if len(p))
         if not self._writing:
             self._on_writable()
             if self._unsent and self._error is None:
@@ -181,7 +224,19 @@ class Channel:
     def _on_writable(self) -> None:
         try:
             while self._unsent:
-                sent = self._sock.sendmsg(list(itertools.islice(self._unsent, IOV_MAX)))
+                head = self._unsent[0]
+                if isinstance(head, FileRange):
+                    self._send_file(head)
+                    continue
+                views, more = [], 0
+                for part in self._unsent:
+                    if isinstance(part, FileRange):
+                        more = socket.MSG_MORE      # a header: sent with the data that follows
+                        break
+                    views.append(part)
+                    if len(views) == IOV_MAX:
+                        break
+                sent = self._sock.sendmsg(views, (), more)
                 while sent:
                     head = self._unsent[0]
                     if sent >= len(head):
@@ -192,6 +247,9 @@ class Channel:
                         sent = 0
         except (BlockingIOError, InterruptedError):
             return
+        except LocalFileError as e:
+            self._fail(e)
+            return
         except OSError as e:
             self._fail(ConnectionError(f"connection lost: {e}"))
             return
@@ -199,17 +257,42 @@ class Channel:
             self._loop.remove_writer(self._sock.fileno())
             self._writing = False
 
+    def _send_file(self, part: FileRange) -> None:
+        """Sends a local file range with sendfile(2): page cache -> socket, no user-space copy."""
+        try:
+            sent = os.sendfile(self._sock.fileno(), part.fd, part.offset, part.length)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError as e:
+            if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise
+            raise LocalFileError(f"reading the local file failed during the upload: {e}") from None
+        if not sent:
+            # the header announced these bytes; the stream cannot be continued without them
+            raise LocalFileError(f"the local file ended at {part.offset} during the upload, "
+                                   f"{part.length} more bytes were due (it shrank?)")
+        if sent == part.length:
+            os.close(self._unsent.popleft().fd)
+        else:
+            self._unsent[0] = FileRange(part.fd, part.offset + sent, part.length - sent)
+
     def _on_readable(self) -> None:
         try:
             for _ in range(RECEIVES_PER_WAKEUP):
+                if self._steps:
+                    if not self._splice_step():
+                        return          # the socket has nothing more now
+                    continue
                 n = self._sock.recv_into(self._into[self._got:])
                 if not n:
                     raise EOFError
                 self._got += n
                 if self._got < len(self._into):
                     continue
-                if self._frame is None:
+                if self._frame is None and self._head is None:
                     self._start_frame()
+                elif self._head is not None:
+                    self._after_head()
                 else:
                     frame = self._frame
                     self._frame, self._into, self._got = None, memoryview(self._length), 0
@@ -220,7 +303,7 @@ class Channel:
             pass
         except EOFError:
             self._fail(ConnectionError("the server closed the connection"))
-        except ProtocolError as e:
+        except (ProtocolError, LocalFileError) as e:
             self._fail(e)
         except OSError as e:
             self._fail(ConnectionError(f"connection lost: {e}"))
@@ -236,8 +319,108 @@ class Channel:
                                 f"expected is {self.frame_limit}")
         if size < wire.HEADER_SIZE:
             raise ProtocolError(f"a frame of {size} bytes cannot hold an SMB2 header")
-        self._frame = bytearray(size)
+        self._size = size
+        if size >= POOLED_MIN and self._splice_waiting:
+            # a READ that may go straight to its file: its header first, to decide
+            self._head = bytearray(READ_HEAD)
+            self._into, self._got = memoryview(self._head), 0
+            return
+        self._receive_whole(size)
+
+    def _receive_whole(self, size: int) -> None:
+        if size >= POOLED_MIN and self.pool is not None:
+            self._frame = self.pool.take(size)
+        else:
+            self._frame = bytearray(size)
         self._into, self._got = memoryview(self._frame), 0
+
+    # ---- READ data spliced socket -> pipe -> file ----
+
+    def _after_head(self) -> None:
+        """The first READ_HEAD bytes of a large frame are in. If it is a clean, successful
+        READ response to a request that named its file, on a session that neither signs nor
+        seals, its data is spliced to the file; anything else (a transform, an error, a
+        length that does not fit...) is received whole and checked the ordinary way."""
+        head, self._head = self._head, None
+        plan = self._splice_plan(head)
+        if plan is None:
+            self._receive_whole(self._size)
+            self._frame[:READ_HEAD] = head
+            self._got = READ_HEAD
+            return
+        header, pending, data_offset, length = plan
+        target = pending.into
+        self._steps.extend([("skip", data_offset - READ_HEAD, None),
+                            ("splice", length, target),
+                            ("skip", self._size - data_offset - length, None)])
+        self._spliced = (header, bytes(head), length)
+        if not self._pipe:
+            self._pipe = splice_pipe()
+
+    def _splice_plan(self, head: bytearray):
+        """(header, pending, data offset, data length) when the frame may be spliced, else None."""
+        if head[:4] != wire.PROTOCOL_ID:
+            return None
+        try:
+            header = Header.parse(head)
+        except ValueError:
+            return None
+        pending = self._pending.get(header.message_id)
+        if pending is None or pending.into is None or pending.command != wire.READ or \
+                header.command != wire.READ or header.status != wire.STATUS_SUCCESS or \
+                header.next_command or header.flags & wire.FLAGS_ASYNC or \
+                not header.flags & wire.FLAGS_SERVER_TO_REDIR or pending.signed or \
+                pending.keys is None or pending.keys.encrypt or \
+                header.session_id != pending.keys.session_id:
+            return None
+        structure, data_offset, _r, length = struct.unpack_from("<HBBI", head, wire.HEADER_SIZE)
+        if structure != 17 or data_offset < READ_HEAD or length > pending.into.asked or \
+                data_offset + length > self._size or not length:
+            return None
+        return header, pending, data_offset, length
+
+    def _splice_step(self) -> bool:
+        """Moves the current step on (skipping padding, or data socket -> pipe -> file);
+        False when the socket has nothing more for now."""
+        kind, left, target = self._steps[0]
+        if left:
+            if kind == "skip":
+                n = self._sock.recv_into(memoryview(self._scratch)[:min(left, len(self._scratch))])
+            else:
+                try:
+                    n = os.splice(self._sock.fileno(), self._pipe[1], min(left, PIPE_SIZE),
+                                  flags=SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                except BlockingIOError:
+                    return False
+                if n:
+                    self._drain_pipe(n, target)
+            if not n:
+                raise EOFError
+            left -= n
+            self._steps[0] = (kind, left, target)
+            if left:
+                return True
+        self._steps.popleft()
+        if not self._steps:
+            header, head, length = self._spliced
+            self._spliced = None
+            self.spliced += length
+            self._into, self._got = memoryview(self._length), 0
+            self._complete(header, Response(header, head, spliced=length))
+        return True
+
+    def _drain_pipe(self, n: int, target: FileTarget) -> None:
+        """The n bytes just spliced into the pipe -> the file, at the READ's place in it."""
+        while n:
+            try:
+                w = os.splice(self._pipe[0], target.fd, n, offset_dst=target.offset,
+                              flags=SPLICE_F_MOVE)
+            except OSError as e:
+                raise LocalFileError(f"writing the downloaded data failed: {e}") from None
+            if not w:
+                raise LocalFileError("writing the downloaded data failed: the file took nothing")
+            target.offset += w
+            n -= w
 
     # ---- credits ----
 
@@ -278,13 +461,15 @@ class Channel:
                       tree_id: int = 0, payload: int = 0, data=None, session_id: int = 0,
                       expect=(wire.STATUS_SUCCESS,), what: str = "",
                       keep_request: bool = False, sign: bool = False,
-                      verify: bool = True) -> Response:
+                      verify: bool = True, into: FileTarget | None = None) -> Response:
         """Sends one request and returns its final response. `payload`: the bytes it moves
         (sets the CreditCharge); `data`: bytes sent after `body` (a WRITE's data, not copied
         unless the message is signed or sealed); sign: sign this request even where the
         session does not sign everything (a 3.1.1 TREE_CONNECT); verify=False: the caller
         checks the response's signature itself (a binding, whose answers are signed with a
-        key that only its end defines). A status outside `expect` raises SMBError."""
+        key that only its end defines); into: a READ's file, where its data may be spliced
+        (then Response.spliced says how much went there). A status outside `expect` raises
+        SMBError."""
         if self._error is not None:
             raise self._error
         charge = self.charge_for(payload)
@@ -292,9 +477,11 @@ class Channel:
         header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
                         credits=self._credits_to_ask(charge), message_id=message_id,
                         tree_id=tree_id, session_id=keys.session_id if keys else session_id)
-        parts = [header.pack(), body] + ([data] if data is not None else [])
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
+        if isinstance(data, FileRange) and (sealed or signed):
+            data = data.read()          # the signature or the cipher needs the bytes themselves
+        parts = [header.pack(), body] + ([data] if data is not None else [])
         if sealed:
             transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id,
                                                      b"".join(parts))
@@ -306,7 +493,10 @@ class Channel:
         # as it went out (signed: a binding's preauthentication hash covers the signature)
         sent = b"".join(parts) if keep_request else None
         future = self._loop.create_future()
-        self._pending[message_id] = _Pending(command, charge, future, keys, signed and verify)
+        if into is not None:
+            into = FileTarget(os.dup(into.fd), into.offset, into.asked)
+            self._splice_waiting += 1
+        self._pending[message_id] = _Pending(command, charge, future, keys, signed and verify, into)
         self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
         try:
             response = await asyncio.wait_for(asyncio.shield(future), self.timeout)
@@ -374,12 +564,22 @@ class Channel:
             # the final response follows with the same MessageId; credits granted now count
             self._granted(header.credits)
             return
-        del self._pending[header.message_id]
+        self._complete(header, Response(header, frame))
+
+    def _complete(self, header: Header, response: Response) -> None:
+        pending = self._pending.pop(header.message_id)
+        self._forget(pending)
         self.answered += 1
         self._in_flight -= pending.charge
         self._granted(header.credits)
         if not pending.future.done():
-            pending.future.set_result(Response(header, frame))
+            pending.future.set_result(response)
+
+    def _forget(self, pending: _Pending) -> None:
+        if pending.into is not None:
+            os.close(pending.into.fd)
+            pending.into = None
+            self._splice_waiting -= 1
 
 
 _NAMES = ("NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE",

@@ -43,11 +43,18 @@ class ChannelTimeout(ProtocolError):
     READs and WRITEs that were waiting on it go to the others (as for a lost connection)."""
 
 
+class LocalFileError(ConnectionError):
+    """A local file failed in the middle of a message: an upload's file ended (or failed to
+    read) in a WRITE already announced on the wire, or a download's file refused data spliced
+    into it (a full disk). That connection cannot go on and is closed. Not a lost connection:
+    the request is not sent again elsewhere."""
+
+
 def channel_lost(error: BaseException) -> bool:
     """Whether a failed request failed because its connection went (closed, reset, silent),
     not because an answer was refused: only then may it be sent again on another channel."""
-    return isinstance(error, ChannelTimeout) or (isinstance(error, ConnectionError) and
-                                                 not isinstance(error, ProtocolError))
+    return isinstance(error, ChannelTimeout) or (
+        isinstance(error, ConnectionError) and not isinstance(error, (ProtocolError, LocalFileError)))
 
 
 class _NotFound(SMBError, FileNotFoundError):

@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 from smbring.smb import wire
 from smbring.client import messages as m
+from smbring.client.buffers import FileTarget, Spliced
 from smbring.client.errors import ProtocolError
 
-Sink = Callable[[int, memoryview], object]     # may return an awaitable: waited for
+Sink = Callable[[int, memoryview | Spliced], object]     # may return an awaitable: waited for
 Source = Callable[[int, int], bytes | memoryview]
 
 _MODES = {
@@ -145,28 +146,40 @@ class RemoteFile:
         self._position += got
         return bytes(out)
 
-    async def _read_chunk(self, offset: int, length: int) -> tuple[int, int, memoryview]:
+    async def _read_chunk(self, offset: int, length: int,
+                          into: int | None = None) -> tuple[int, int, memoryview | Spliced]:
         r = await self._client.data_request(
             wire.READ, m.read_request(self.file_id, offset, length), payload=length,
-            expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}")
+            expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}",
+            into=None if into is None else FileTarget(into, offset, length))
         if r.status == wire.STATUS_END_OF_FILE:
             return offset, length, memoryview(b"")
+        if r.spliced is not None:      # checked by the channel before it wrote anything
+            if r.spliced > length:
+                raise ProtocolError(f"READ returned {r.spliced} bytes, {length} were asked for")
+            return offset, length, Spliced(r.spliced)
         return offset, length, m.parse_read(r.message, length)
 
     async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True) -> int:
         """Reads [offset, offset+length) with READs pipelined, handing each chunk to
         sink(offset, data) in file order; returns the bytes read. With `exact` every byte must
         come (a short READ is a ProtocolError: the server said the file had them). Without it,
-        the data may end early, but only once: a chunk after a short one must be empty."""
+        the data may end early, but only once: a chunk after a short one must be empty.
+        A sink with a `splice_fd` (a file the data goes to at the same offsets) may receive,
+        instead of the data, Spliced(n): the n bytes went socket -> pipe -> that file directly
+        (only for responses that are neither signed nor sealed)."""
         self._check_open()
         size = self._client.io_size
+        keys = self._client.keys
+        into = getattr(sink, "splice_fd", None) if self._client.splice and \
+            not (keys.sign or keys.encrypt) else None
         state = {"end": None, "total": 0}
 
         def jobs():
             for start in range(offset, offset + length, size):
                 if state["end"] is not None:
                     return          # the end of the file is known: ask no further
-                yield self._read_chunk(start, min(size, offset + length - start))
+                yield self._read_chunk(start, min(size, offset + length - start), into)
 
         def take(result):
             start, asked, data = result

@@ -11,6 +11,11 @@ channel's own signing key (derived from that logon's session key and, on SMB 3.1
 connection's own preauthentication hash). The tree and the opens are the session's: every
 channel reaches them.
 
+A channel lost later (its connection closed, reset or silent: never one whose answer was
+refused as broken) is opened again the same way: a new connection to the address it had, bound
+to the session, after a short pause, up to REOPEN_ATTEMPTS times with the pause doubling each
+time (Client._channel_lost). A transfer that lost a channel thus gets back to N channels.
+
 A server that does not offer multichannel (no CAP_MULTI_CHANNEL, SMB 2.x, a guest session, no
 interface list) or refuses a binding leaves the client with the channels it has, and
 ``Client.multichannel_note`` says why. An answer that fails its checks (a bad signature on the
@@ -28,6 +33,8 @@ from smbring.client.errors import ProtocolError, SMBError
 from smbring.client.session import Client, Negotiated, negotiate, validate_negotiate
 
 MAX_CHANNELS = 32         # connections per session the client opens at most (smbd allows 32)
+REOPEN_ATTEMPTS = 4       # tries to reopen one lost channel ...
+REOPEN_PAUSE = 0.1        # ... the first after this many seconds, each later one after twice the last
 
 
 class BindingRefused(Exception):
@@ -71,6 +78,32 @@ async def add_channels(client: Client, neg: Negotiated, count: int, user: str, p
             client.multichannel_note = f"channel {i + 2} not connected: {e}"
             return
         client.add_channel(channel)
+    # from now on a lost channel is bound again (the credentials stay with the binder)
+    client.rebinder = Rebinder(client, neg, user, password, domain, ciphers, sign)
+
+
+class Rebinder:
+    """Opens a connection again and binds it to the client's session, as add_channels did."""
+
+    def __init__(self, client: Client, neg: Negotiated, user: str, password: str, domain: str,
+                 ciphers, sign: bool):
+        self._client, self._neg = client, neg
+        self._user, self._password, self._domain = user, password, domain
+        self._ciphers, self._sign = ciphers, sign
+        self.attempts, self.pause = REOPEN_ATTEMPTS, REOPEN_PAUSE
+
+    async def bind(self, address: str) -> Channel:
+        """A new channel to `address`, bound; raises what connecting or binding raised."""
+        client = self._client
+        channel = await Channel.open(address or client.host, client.port,
+                                     timeout=client.channels[0].timeout)
+        try:
+            await _bind(client, self._neg, channel, self._user, self._password, self._domain,
+                        self._ciphers, self._sign)
+        except BaseException:
+            await channel.close()
+            raise
+        return channel
 
 
 def _why_not(client: Client, neg: Negotiated) -> str:

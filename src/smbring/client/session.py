@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 
 from smbring.smb import security, wire
 from smbring.client import messages as m
+from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
 LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
+SINK_HOLDS = 40                   # READ responses a download's file sink may hold at once
 FILE_LIST_DIRECTORY = 0x1
 
 
@@ -52,6 +54,18 @@ class Client:
         self.port = 0
         self.multichannel_note = ""     # why fewer channels than asked were bound, if so
         self.retried = 0                # READs and WRITEs sent again after their channel was lost
+        self.reopened = 0               # lost channels opened and bound again
+        self.rebinder = None            # multichannel.Rebinder, once channels are bound
+        self._reopening: set[asyncio.Task] = set()
+        self._closing = False
+        self.pool: ReceivePool | None = None   # the channels' buffers for READ responses
+        # READ data of responses neither signed nor sealed goes socket -> pipe -> file in
+        # get (False: through the receive buffers, as signed and sealed data always does)
+        self.splice = True
+        # get writes page-aligned READ data with O_DIRECT (no page cache copy; where the file
+        # system allows it); False: through the page cache (then splice applies)
+        self.direct = True
+        self.direct_bytes = 0           # bytes get wrote with O_DIRECT (diagnostics)
 
     # ---- lifecycle ----
 
@@ -63,6 +77,10 @@ class Client:
 
     async def close(self) -> None:
         """Disconnects the tree and logs off (best effort), then closes every connection."""
+        self._closing = True
+        for task in self._reopening:
+            task.cancel()
+        await asyncio.gather(*self._reopening, return_exceptions=True)
         channel = self._open_channel()
         if channel is not None:
             try:
@@ -80,7 +98,8 @@ class Client:
 
     @property
     def channels(self) -> list[Channel]:
-        """The connections of this session (the first logged on; closed ones stay listed)."""
+        """The connections of this session (the first logged on; a closed one stays listed
+        until it is reopened, which takes its place)."""
         return list(self._channels)
 
     @property
@@ -89,7 +108,48 @@ class Client:
 
     def add_channel(self, channel: Channel) -> None:
         """A connection bound to this session (its keys set): transfers use it from now on."""
+        channel.pool = self.pool
         self._channels.append(channel)
+        for c in self._channels:
+            c.on_lost = self._channel_lost
+
+    def _channel_lost(self, channel: Channel) -> None:
+        """A channel closed: when its connection was lost (not refused as broken, not closed
+        by us) and channels can be bound, it is opened and bound again in the background."""
+        if self._closing or self.rebinder is None or not channel_lost(channel.error):
+            return
+        task = asyncio.ensure_future(self._reopen(channel))
+        self._reopening.add(task)
+        task.add_done_callback(self._reopening.discard)
+
+    async def _reopen(self, lost: Channel) -> None:
+        pause, error = self.rebinder.pause, None
+        for _attempt in range(self.rebinder.attempts):
+            await asyncio.sleep(pause)
+            pause *= 2
+            try:
+                channel = await self.rebinder.bind(lost.address)
+            except ProtocolError as e:
+                self.multichannel_note = f"a lost channel was not reopened: {e}"
+                return          # someone in between is suspected: bind nothing more
+            except Exception as e:   # refused, unreachable, silent: again after a longer pause
+                error = e
+                continue
+            if self._closing:
+                await channel.close()
+                return
+            channel.pool = self.pool
+            channel.on_lost = self._channel_lost
+            self._channels[self._channels.index(lost)] = channel
+            self.reopened += 1
+            return
+        self.multichannel_note = (f"a lost channel was not reopened after "
+                                  f"{self.rebinder.attempts} attempts: {error}")
+
+    async def wait_reopened(self) -> None:
+        """Returns once no lost channel is being reopened (each reopened or given up)."""
+        while self._reopening:
+            await asyncio.gather(*list(self._reopening), return_exceptions=True)
 
     @property
     def signing(self) -> bool:
@@ -265,6 +325,9 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                                      io_size, multichannel=channels > 1)
         client.dialect = negotiated.response.dialect
         client.io_size = negotiated.io_size
+        # READ responses land in these: those in flight on every channel, and those the file
+        # sink holds while the disk writes (FileSink: BATCH chunks x MAX_WRITING + 1 batches)
+        client.pool = channel.pool = ReceivePool(channel.frame_limit, depth * channels + SINK_HOLDS)
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)

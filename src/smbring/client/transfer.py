@@ -16,10 +16,12 @@ finds) and `advance(bytes)` as data is written (cli.Progress draws it).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import shutil
 
+from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import ProtocolError
 from smbring.client.files import RemoteFile
 from smbring.client.session import check_listed_name, smb_path
@@ -119,13 +121,25 @@ class FileSink:
     The writes go through the io_uring ring (smbring.uring) where there is one, else a
     thread: either way off the event loop, which goes on receiving while the disk writes.
     At most MAX_WRITING batches are being written at once (the frames they hold stay alive
-    until then); `finish()` waits for the last."""
+    until then); `finish()` waits for the last.
+
+    With `direct_fd` (the same file opened with O_DIRECT), page-aligned chunks (the receive
+    pool lands READ data on a page) are written with direct I/O: the disk takes the data from
+    the receive buffer, with no copy into the page cache (a download is synced before it is
+    renamed anyway, so the cache would only have held it until then). The rest (the last
+    partial page, data from a sealed response) goes through the page cache. Without it, and
+    with `splice` allowed, READ data of unsigned, unsealed responses is spliced into `fd`."""
 
     BATCH = 8
     MAX_WRITING = 4
 
-    def __init__(self, fd: int, progress=None):
-        self.fd, self.progress = fd, progress
+    def __init__(self, fd: int, progress=None, direct_fd: int | None = None, splice: bool = True):
+        self.fd, self.progress, self.direct_fd = fd, progress, direct_fd
+        # READ data may also be spliced into the file (RemoteFile.read_to): where there is no
+        # direct I/O, splicing saves the copy from the socket at least
+        self.splice_fd = fd if splice and direct_fd is None else None
+        self.direct_bytes = 0      # bytes written with O_DIRECT (diagnostics)
+        self._batch_fd = fd
         self._views: list[memoryview] = []
         self._offset = 0           # where the batch starts in the file
         self._batched = 0          # its bytes
@@ -138,10 +152,17 @@ class FileSink:
 
     def __call__(self, offset: int, data):
         """Takes one chunk; returns an awaitable when the caller must wait for the disk."""
-        if self._views and offset != self._offset + self._batched:
+        if isinstance(data, Spliced):         # already in the file
+            if self.progress is not None:
+                self.progress.advance(len(data))
+            return None
+        fd = self.fd
+        if self.direct_fd is not None and not offset % ALIGN and aligned(data):
+            fd = self.direct_fd
+        if self._views and (offset != self._offset + self._batched or fd != self._batch_fd):
             self._submit()
         if not self._views:
-            self._offset = offset
+            self._offset, self._batch_fd = offset, fd
         self._views.append(memoryview(data))
         self._batched += len(data)
         if len(self._views) >= self.BATCH:
@@ -153,11 +174,27 @@ class FileSink:
     def _submit(self) -> None:
         views, offset, size = self._views, self._offset, self._batched
         self._views, self._batched = [], 0
-        self._writing.append(asyncio.ensure_future(self._write(views, offset, size)))
+        self._writing.append(asyncio.ensure_future(self._write(views, offset, size, self._batch_fd)))
 
-    async def _write(self, views, offset: int, size: int) -> None:
+    async def _write(self, views, offset: int, size: int, fd: int) -> None:
+        if fd == self.direct_fd:
+            try:
+                await self._write_batch(views, offset, size, fd)
+                self.direct_bytes += size
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # this file system takes no direct I/O after all: the page cache from now on
+                self.direct_fd = None
+                await self._write_batch(views, offset, size, self.fd)
+        else:
+            await self._write_batch(views, offset, size, fd)
+        if self.progress is not None:
+            self.progress.advance(size)
+
+    async def _write_batch(self, views, offset: int, size: int, fd: int) -> None:
         if self._ring is not None:
-            n = await self._ring.writev(self.fd, views, offset)
+            n = await self._ring.writev(fd, views, offset)
             if n < size:           # short: the rest the plain way (it raises ENOSPC)
                 rest, skip = [], n
                 for v in views:
@@ -168,9 +205,7 @@ class FileSink:
                     skip = 0
                 _write_all(self.fd, rest, offset + n)
         else:
-            await asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, views, offset)
-        if self.progress is not None:
-            self.progress.advance(size)
+            await asyncio.get_running_loop().run_in_executor(None, _write_all, fd, views, offset)
 
     async def _wait_oldest(self) -> None:
         await self._writing.pop(0)
@@ -189,14 +224,21 @@ class FileSink:
 
 
 class FileSource:
-    """A local file -> WRITE chunks, read with os.preadv into buffers that are used again once
-    their WRITE is answered (no new object per chunk; the data is sent from there)."""
+    """A local file -> WRITE chunks. Where the WRITEs are neither signed nor sealed
+    (`in_place`), each chunk is a FileRange that the channel sends with sendfile(2), from the
+    page cache to the socket without a copy in user space. Otherwise each chunk is read with
+    os.preadv into one of a few buffers that are used again once their WRITE is answered (the
+    signature or the cipher is computed from there)."""
 
-    def __init__(self, fd: int, chunk: int, progress=None):
-        self.fd, self.chunk, self.progress = fd, chunk, progress
+    def __init__(self, fd: int, chunk: int, progress=None, in_place: bool = False):
+        self.fd, self.chunk, self.progress, self.in_place = fd, chunk, progress, in_place
         self._free: list[bytearray] = []
 
-    def __call__(self, offset: int, n: int) -> memoryview:
+    def __call__(self, offset: int, n: int) -> memoryview | FileRange:
+        if self.in_place:
+            # as many bytes as the file still has: write_from refuses a short chunk before
+            # anything is announced (the file shrank); sendfile itself checks again
+            return FileRange(self.fd, offset, max(0, min(n, os.fstat(self.fd).st_size - offset)))
         buf = self._free.pop() if self._free else bytearray(self.chunk)
         view = memoryview(buf)[:n]
         got = 0
@@ -207,10 +249,11 @@ class FileSource:
             got += read
         return view[:got]
 
-    def done(self, chunk: memoryview) -> None:
+    def done(self, chunk: memoryview | FileRange) -> None:
         if self.progress is not None:
             self.progress.advance(len(chunk))
-        self._free.append(chunk.obj)
+        if isinstance(chunk, memoryview):
+            self._free.append(chunk.obj)
 
 
 async def _download(client, remote: str, local: str, progress=None) -> None:
@@ -219,18 +262,31 @@ async def _download(client, remote: str, local: str, progress=None) -> None:
     async with await RemoteFile.open(client, remote, "r") as f:
         size = f.size_at_open
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        direct_fd = _reopen_direct(fd) if client.direct else None
         try:
-            sink = FileSink(fd, progress)
+            sink = FileSink(fd, progress, direct_fd, splice=client.splice)
             try:
                 got = await f.read_to(0, size, sink, exact=True)
             finally:
                 await sink.finish()
+                client.direct_bytes += sink.direct_bytes
             if got != size:
                 raise ProtocolError(f"{remote!r}: {got} bytes arrived, the server announced {size}")
             os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
+            if direct_fd is not None:
+                os.close(direct_fd)
             os.close(fd)
+
+
+def _reopen_direct(fd: int) -> int | None:
+    """The file open as fd, opened again for O_DIRECT writes (through /proc/self/fd: the same
+    file, whatever its name leads to now); None where the file system refuses direct I/O."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
 
 
 async def put(client, local: str, remote: str, progress=None) -> str:
@@ -271,7 +327,8 @@ async def _upload(client, fd: int, remote: str, progress=None) -> None:
     """A local file (open, fd) -> a new remote file, its size checked at the end."""
     size = os.fstat(fd).st_size
     async with await RemoteFile.open(client, remote, "x") as f:
-        source = FileSource(fd, client.io_size, progress)
+        source = FileSource(fd, client.io_size, progress,
+                            in_place=not (client.keys.sign or client.keys.encrypt))
         await f.write_from(0, size, source, source.done)
         written = (await f.stat()).size
         if written != size:
