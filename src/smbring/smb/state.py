@@ -125,6 +125,9 @@ class Open:
     kept_write_ns: int | None = None               # a write time set or frozen on this handle:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)
     channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
+    # LockSequenceArray (MS-SMB2 3.3.1.10): the last LockSequenceNumber that succeeded in each
+    # of the 64 LockSequenceIndex buckets, 0xFF where none is valid (smb.commands.lock)
+    lock_sequences: bytearray | None = None
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
