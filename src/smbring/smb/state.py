@@ -41,6 +41,11 @@ class AsyncRequest:
     rest: list = field(default_factory=list)
     chain: "Chain | None" = None
     sealed_by: object = None
+    # a CREATE a replay may name (DH2Q): it outlives the loss of its connection where its
+    # session goes on through another channel; moved there, it is `orphaned` (its answer
+    # goes nowhere: the client gets the open by replaying the CREATE)
+    replayable: bool = False
+    orphaned: bool = False
 
 
 class GoAsync(Exception):
