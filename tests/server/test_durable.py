@@ -226,14 +226,16 @@ def test_v2_reconnect_needs_its_create_guid(smbconf):
     assert r.status == wire.STATUS_SUCCESS and not contexts_of(r)
 
 
-def test_v1_open_is_not_reclaimed_by_dh2c(smbconf):
+def test_v1_open_is_reclaimed_by_dh2c_only_without_a_create_guid(smbconf):
+    """A DHnQ open has no CreateGuid (all zero, as smbd keeps it, and Windows alike): a DH2C
+    naming any other does not reclaim it; one naming none does."""
     server = start(smbconf)
     c = Conn(server)
     fid = durable_open(c, "v1")
     c.kill()
     c2 = Conn(server)
-    assert reconnect(c2, dh2c(fid, b"\0" * 16), wait=0.5).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
-    assert reconnect(c2, dhnc(fid)).status == wire.STATUS_SUCCESS
+    assert reconnect(c2, dh2c(fid, os.urandom(16)), wait=0.5).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+    assert reconnect(c2, dh2c(fid, b"\0" * 16)).status == wire.STATUS_SUCCESS
 
 
 def test_reconnect_while_still_connected_is_refused(smbconf):

@@ -498,6 +498,8 @@ class Connection:
         """Answers a pending request; the answer waits in the outbox for the shell."""
         if self.async_requests.pop(areq.async_id, None) is None:
             return                                        # already answered or cancelled
+        if areq.orphaned:
+            return          # its connection is gone: nobody to answer
         rhdr = Header(command=areq.hdr.command, status=status, flags=wire.FLAGS_ASYNC,
                       session_id=areq.hdr.session_id, async_id=areq.async_id)
         req = Header(command=areq.hdr.command, message_id=areq.hdr.message_id,
@@ -583,7 +585,7 @@ class Connection:
         """CANCEL: by AsyncId, or by MessageId for a request still answered synchronously."""
         for areq in list(self.async_requests.values()):
             if (areq.async_id == hdr.async_id if hdr.flags & wire.FLAGS_ASYNC
-                    else areq.hdr.message_id == hdr.message_id):
+                    else areq.hdr.message_id == hdr.message_id and not areq.orphaned):
                 self.cancel_async(areq)
 
     def _seal_buffers(self, size: int) -> tuple[memoryview, memoryview]:
@@ -816,7 +818,11 @@ class Connection:
             return          # closed already
         for areq in list(self.async_requests.values()):
             self.async_requests.pop(areq.async_id, None)   # nobody to answer any more
-            if areq.on_cancel is not None:
+            heir = self._heir_of(areq)
+            if heir is not None:
+                areq.orphaned = True        # it goes on there, unanswered (smb.durable)
+                heir.async_requests[areq.async_id] = areq
+            elif areq.on_cancel is not None:
                 areq.on_cancel()
         for s in list(self.sessions.values()):
             if s.channels.pop(self, None) is not None and not s.channels:
@@ -836,6 +842,16 @@ class Connection:
             if not self.state.durable.uses(fs):     # (a detached open still reaches its file)
                 fs.close()
         self._fs.clear()
+
+    def _heir_of(self, areq: "AsyncRequest") -> "Connection | None":
+        """Where a CREATE a replay may name goes on when this connection is lost: another
+        channel of its session (a single request, not a compound's part), if any."""
+        if not areq.replayable or areq.rest:
+            return None
+        s = self.sessions.get(areq.hdr.session_id)
+        if s is None:
+            return None
+        return next((x for x in s.channels if x is not self and not x.closed), None)
 
     def _end_quietly(self, session_id: int) -> None:
         try:

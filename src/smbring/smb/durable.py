@@ -21,8 +21,11 @@ The replay cache (MS-SMB2 3.3.5.9.10): a CREATE with DH2Q names itself by its Cr
 same client (ClientGuid) and user asking again with SMB2_FLAGS_REPLAY_OPERATION gets the open
 that CREATE made instead of a new one; asking again without the flag gets
 STATUS_DUPLICATE_OBJECTID; asking while the first is still held (waiting for an oplock break)
-gets STATUS_FILE_NOT_AVAILABLE. An entry lives until a request uses the open (its client has
-had the answer then) or the open closes.
+gets STATUS_FILE_NOT_AVAILABLE (smbd's answer; Windows answers STATUS_ACCESS_DENIED). A held
+CREATE outlives the loss of its channel where its session goes on through another one: it
+completes when the break is answered, its answer going nowhere, and a replay through the
+other channel then gets its open. An entry lives until a request uses the open (its client
+has had the answer then) or the open closes.
 
 Every structure here is bounded by the opens (and the detached ones by their limit).
 """
@@ -66,11 +69,17 @@ class Durable:
 
 
 class Pending:
-    """A CREATE with DH2Q that is held (for an oplock break): its CreateGuid is taken, and a
-    replay of it is refused, until it is answered. `live()` says whether it still waits."""
+    """A CREATE with DH2Q under way: its CreateGuid is taken, and a replay of it is refused,
+    until it is answered. Once it is held (for an oplock break) `request` is its
+    AsyncRequest, which may move to another channel of its client when its own connection
+    is lost; it is live while one of the client's connections still holds it."""
 
-    def __init__(self, live: Callable[[], bool]):
-        self.live = live
+    def __init__(self, client):
+        self.client = client            # the channels.Client whose connections may hold it
+        self.request = None
+
+    def live(self) -> bool:
+        return self.request is not None and self.client.connection_of(self.request) is not None
 
 
 class DurableOpens:
@@ -107,11 +116,12 @@ class DurableOpens:
     def reclaim(self, persistent: bytes, user: str, create_guid: bytes | None) -> Durable | None:
         """The detached open a reconnect names, if `user` may have it: None for any other
         (unknown, attached, another user's, another CreateGuid: all look alike to the client).
-        `create_guid` None: a DHnC, which does not check it."""
+        `create_guid` None: a DHnC, which does not check it; a DH2C's must be the open's (a
+        DHnQ open's is all zero, as smbd keeps it: a DH2C naming no CreateGuid reclaims it)."""
         d = self._by_persistent.get(bytes(persistent))
         if d is None or not d.detached or not user or d.user != user:
             return None
-        if create_guid is not None and (not d.create_guid or d.create_guid != create_guid):
+        if create_guid is not None and (d.create_guid or bytes(16)) != bytes(create_guid):
             return None
         return d
 
@@ -174,6 +184,9 @@ class DurableOpens:
         return entry
 
     def reserve(self, key: tuple, pending: Pending) -> None:
+        earlier = self._creates.get(key)
+        if isinstance(earlier, tuple):      # an open its session no longer reaches
+            self._create_of.pop(earlier[0], None)
         self._creates[key] = pending
 
     def release(self, key: tuple, pending: Pending) -> None:
@@ -182,6 +195,7 @@ class DurableOpens:
 
     def remember(self, key: tuple, o, action: int) -> None:
         """The CREATE named `key` made the open `o`."""
+        self.reserve(key, None)
         self._creates[key] = (o, action)
         self._create_of[o] = key
 

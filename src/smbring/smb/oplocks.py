@@ -170,12 +170,19 @@ class Oplocks:
         h = self._holder(o)
         return h.cached() if h is not None else 0
 
-    def rebind(self, o, send_break: Callable | None) -> None:
+    def lease_of(self, o) -> Lease | None:
+        """The lease the open holds, if any."""
+        h = self._holder(o)
+        return h.lease if h is not None else None
+
+    def rebind(self, o, send_break: Callable | None, send_lease_break: Callable | None = None) -> None:
         """The open's breaks go through another connection from now on (a durable open
         reconnected), or nowhere (None: detached; breaks then wait for their timeout)."""
         h = self._holder(o)
         if h is not None:
             h.send_break = send_break
+            if h.lease is not None:
+                h.send_lease_break = send_lease_break
 
     def _holder(self, o) -> Holder | None:
         return self._files.get(o.key, {}).get(o)

@@ -41,6 +41,11 @@ class AsyncRequest:
     rest: list = field(default_factory=list)
     chain: "Chain | None" = None
     sealed_by: object = None
+    # a CREATE a replay may name (DH2Q): it outlives the loss of its connection where its
+    # session goes on through another channel; moved there, it is `orphaned` (its answer
+    # goes nowhere: the client gets the open by replaying the CREATE)
+    replayable: bool = False
+    orphaned: bool = False
 
 
 class GoAsync(Exception):
@@ -126,6 +131,9 @@ class Open:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)
     channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
     index_number: int = 0                          # its FileId on disk (a stream: its file's)
+    # LockSequenceArray (MS-SMB2 3.3.1.10): the last LockSequenceNumber that succeeded in each
+    # of the 64 LockSequenceIndex buckets, 0xFF where none is valid (smb.commands.lock)
+    lock_sequences: bytearray | None = None
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

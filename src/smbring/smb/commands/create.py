@@ -295,7 +295,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                    overwrite=truncating,
                                    lease=(c.client_guid, lease_req.key) if lease_req else None):
-            raise held_for_break(c, hdr, msg, key)
+            raise held_for_break(c, hdr, msg, key, durable)
         if sharing_violation:
             raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
     if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -465,19 +465,33 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
         struct.pack("<II", 152 if extra else 0, len(extra)) + extra
 
 
-def held_for_break(c: Connection, hdr: Header, msg, key) -> GoAsync:
+def held_for_break(c: Connection, hdr: Header, msg, key,
+                   durable: create_durable.DurableRequest | None = None) -> GoAsync:
     """A CREATE that waits for an oplock's holder (MS-SMB2 3.3.5.9: answered STATUS_PENDING
-    first): tried again when the break is answered, the holder closes or its time is up."""
+    first): tried again when the break is answered, the holder closes or its time is up.
+    One a replay may name (its CreateGuid reserved in the replay cache: `durable.pending`)
+    outlives the loss of its connection where its session has another channel (it then
+    runs there); its reservation ends with it."""
     request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+    named = durable is not None and durable.key is not None
+    pending = durable.pending if durable is not None else None
 
     def start(areq) -> None:
         def retry() -> None:
-            c.resume(areq, lambda rhdr: h_create(c, areq.hdr, request, rhdr, Chain(), retry=True))
+            conn = c.client.connection_of(areq) or c
+            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+            if named:
+                c.state.durable.created(durable.key)    # (forgets a reservation that ended)
 
         def stop() -> None:
             c.state.oplocks.unwait(key, retry)
+            if named:
+                durable.failed(c)       # cancelled, or its connection lost for good
 
         areq.on_cancel = stop
+        if pending is not None:
+            pending.request = areq
+            areq.replayable = True
         c.state.oplocks.wait(key, retry)
 
     return GoAsync(start)

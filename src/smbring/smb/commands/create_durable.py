@@ -7,11 +7,18 @@
   told from another guest when reclaiming). A v2 timeout is the one asked for, at most 300 s
   (60 s for 0); v1's is 16 minutes. Persistent handles are never granted.
 - DHnC and DH2C reclaim a detached durable open (`smb.durable`): the request's other fields
-  and name are ignored; only the same user, through a tree of the same share, and for DH2C
-  with the CreateGuid the open was made with (and for a leased open from the same client),
-  gets it back; every other attempt is STATUS_OBJECT_NAME_NOT_FOUND.
+  are ignored; only the same user, through a tree of the same share, and for DH2C with the
+  CreateGuid the open was made with, gets it back; every other attempt is
+  STATUS_OBJECT_NAME_NOT_FOUND. A leased open (MS-SMB2 3.3.5.9.7, 3.3.5.9.12) is reclaimed
+  only by its client (ClientGuid), with a lease context naming its LeaseKey (the state asked
+  for is ignored: the lease keeps its own), and under the file's name (another name:
+  STATUS_INVALID_PARAMETER); an open without a lease is not reclaimed with a lease context.
+  The answer carries the lease as it is.
 - DH2Q's CreateGuid names the CREATE for replays (SMB2_FLAGS_REPLAY_OPERATION): see
-  `smb.durable`.
+  `smb.durable`. A replay is answered the open the CREATE made, with the oplock level it asks
+  for, DH2Q's answer where the open is durable and it asks for a batch oplock or a lease, and
+  the open's lease as it is now where it sends a lease context; a replay with a lease context
+  of an open without that lease (none, or another key) is refused STATUS_ACCESS_DENIED.
 - SMB2_CREATE_APP_INSTANCE_ID with DH2Q: an open of the same user with the same AppInstanceId
   (an application's earlier instance, on another client perhaps) is closed first.
 """
@@ -21,10 +28,11 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smbring.smb import wire
+from smbring.smb import leasing, wire
 from smbring.smb.contexts import parse_create_contexts
 from smbring.smb.durable import V1_TIMEOUT, Durable, Pending, v2_timeout
 from smbring.smb.errors import SMBError, in_request
+from smbring.smb.fs import split_path, split_stream
 from smbring.smb.oplocks import HANDLE, LEVEL_BATCH, LEVEL_LEASE, stat_only
 from smbring.smb.state import Open
 
@@ -46,6 +54,7 @@ class DurableRequest:
     create_guid: bytes = b""
     app_instance: bytes = b""
     key: tuple | None = None    # its name in the replay cache (DH2Q)
+    pending: Pending | None = None  # the replay cache's entry while it runs (a first attempt)
 
     def failed(self, c: "Connection") -> None:
         """The CREATE failed: its CreateGuid is free again."""
@@ -79,19 +88,22 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
         if dhnc is not None or dh2c is not None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
         return None, DurableRequest()
-    leased = 1 if RQLS in contexts else 0
+    # a lease context counts where the server announced leasing (as smbd reads it)
+    lease_ctx = contexts.get(RQLS) if c.policy.smb2_leases and c.dialect >= wire.SMB210 else None
+    leased = 1 if lease_ctx is not None else 0
     if dhnc is not None:
         if len(dhnc) != 16:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if len(contexts) != 1 + (dhnq is not None) + leased:    # (a DHnQ with it is ignored)
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        return reconnect(c, hdr, tree, dhnc[:8], None), DurableRequest()
+        return reconnect(c, hdr, msg, tree, dhnc[:8], None, lease_key(c, lease_ctx)), DurableRequest()
     if dh2c is not None:
         if len(dh2c) != 36:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if len(contexts) != 1 + leased:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        return reconnect(c, hdr, tree, dh2c[:8], dh2c[16:32]), DurableRequest()
+        return reconnect(c, hdr, msg, tree, dh2c[:8], dh2c[16:32], lease_key(c, lease_ctx)), \
+            DurableRequest()
     request = DurableRequest(app_instance=contexts.get(APP_INSTANCE_ID, b"")[4:20])
     if dhnq is not None:
         if len(dhnq) != 16 or dh2q is not None:
@@ -104,7 +116,7 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
         request.version, request.timeout = 2, v2_timeout(asked_ms)    # (persistent: never)
         request.create_guid = create_guid
         request.key = (c.client_guid, session_user(c, hdr), create_guid)
-        answered = replay(c, hdr, request, requested_oplock, retry)
+        answered = replay(c, hdr, request, requested_oplock, retry, lease_ctx)
         if answered is not None:
             return answered, request
     if request.app_instance and request.version == 2 and any(request.app_instance):
@@ -112,8 +124,17 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
     return None, request
 
 
+def lease_key(c: "Connection", lease_ctx: bytes | None) -> bytes | None:
+    """The LeaseKey of a CREATE's lease context (None: none, or the all-zero key, which names
+    no lease); a context of a wrong size is STATUS_INVALID_PARAMETER."""
+    if lease_ctx is None:
+        return None
+    key = leasing.parse_request(lease_ctx, c.dialect).key
+    return key if any(key) else None
+
+
 def replay(c: "Connection", hdr: "Header", request: DurableRequest, requested_oplock: int,
-           retry: bool):
+           retry: bool, lease_ctx: bytes | None):
     """A CreateGuid the client used before (MS-SMB2 3.3.5.9.10): a replay of that CREATE gets
     its open ((body, FileId)); a new CREATE naming it is refused; otherwise it is taken for
     this CREATE while it runs (None)."""
@@ -125,27 +146,32 @@ def replay(c: "Connection", hdr: "Header", request: DurableRequest, requested_op
         raise SMBError(wire.STATUS_FILE_NOT_AVAILABLE)      # the first is still held
     if entry is not None:
         o, action = entry
-        reachable = c.opens.get(o.fid) is o and o.session_id == hdr.session_id
         if not hdr.flags & wire.FLAGS_REPLAY:
             raise SMBError(wire.STATUS_DUPLICATE_OBJECTID)
-        if reachable and o.tree_id == hdr.tree_id:
-            return replayed(c, o, action, requested_oplock)
+        if c.opens.get(o.fid) is o and o.session_id == hdr.session_id and o.tree_id == hdr.tree_id:
+            return replayed(c, o, action, requested_oplock, lease_ctx)
         # a replay of an open this session no longer reaches: made anew
-    mid, conn = hdr.message_id, c
-    table.reserve(request.key, Pending(
-        lambda: not conn.closed and any(a.hdr.message_id == mid for a in conn.async_requests.values())))
+    request.pending = Pending(c.client)
+    table.reserve(request.key, request.pending)
     return None
 
 
-def replayed(c: "Connection", o: Open, action: int, requested_oplock: int):
-    """The answer to a replayed CREATE: the open it made, with the oplock level asked for and
-    the DH2Q answer where the open is durable and durability could be granted for the ask
-    (as smbd answers)."""
+def replayed(c: "Connection", o: Open, action: int, requested_oplock: int, lease_ctx: bytes | None):
+    """The answer to a replayed CREATE: the open it made, with the oplock level asked for, the
+    DH2Q answer where the open is durable and durability could be granted for the ask, and
+    the open's lease as it is now where the replay names it (as smbd answers)."""
     from smbring.smb.commands.create import response_body    # (create imports this module)
+    lease = c.state.oplocks.lease_of(o)
+    if lease_ctx is not None:
+        key = leasing.parse_request(lease_ctx, c.dialect).key
+        if lease is None or key != lease.key:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)       # not the lease the open holds
     answers = []
     d = c.state.durable.of(o)
     if d is not None and requested_oplock in (LEVEL_BATCH, LEVEL_LEASE):
         answers.append((DH2Q, struct.pack("<II", int(d.timeout * 1000), 0)))
+    if lease_ctx is not None:
+        answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     return response_body(o, requested_oplock, action, answers), o.fid
 
 
@@ -212,17 +238,25 @@ def granted(c: "Connection", hdr: "Header", o: Open, request: DurableRequest, ac
     return [(DH2Q, struct.pack("<II", int(request.timeout * 1000), 0))]
 
 
-def reconnect(c: "Connection", hdr: "Header", tree, persistent: bytes, create_guid: bytes | None):
-    """DHnC / DH2C: the detached open, attached to this session and tree again."""
+def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, create_guid: bytes | None,
+              asked_lease: bytes | None):
+    """DHnC / DH2C: the detached open, attached to this session and tree again; `asked_lease`:
+    the LeaseKey of the request's lease context, if any."""
     from smbring.smb.commands.create import response_body    # (create imports this module)
     table = c.state.durable
     d = table.reclaim(persistent, session_user(c, hdr), create_guid)
     if d is None or d.share != (tree.share.name.lower(), tree.share.path):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     o = d.open
-    oplock = c.state.oplocks.level(o)
-    if oplock == LEVEL_LEASE and d.client_guid != c.client_guid:
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)   # a lease is its client's
+    lease = c.state.oplocks.lease_of(o)
+    if lease is not None:
+        if d.client_guid != c.client_guid or asked_lease != lease.key:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)   # a lease is its client's
+        if not o.delete_on_close and not names_the_open(msg, o):
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    elif asked_lease is not None:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)       # it has no lease to name
+    oplock = LEVEL_LEASE if lease is not None else c.state.oplocks.level(o)
     if tree.share.read_only and o.delete_on_close:
         raise SMBError(wire.STATUS_ACCESS_DENIED)           # the share is read-only now
     c.locks_held += d.locks
@@ -233,5 +267,16 @@ def reconnect(c: "Connection", hdr: "Header", tree, persistent: bytes, create_gu
     o.fid = d.persistent + struct.pack("<Q", c.next_id)
     c.next_id += 1
     c.opens[o.fid] = o
-    c.state.oplocks.rebind(o, c.send_oplock_break)
-    return response_body(o, oplock, wire.FILE_OPENED, []), o.fid
+    c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
+    answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
+    return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid
+
+
+def names_the_open(msg, o: Open) -> bool:
+    """Whether a CREATE's name is the open's file (its path now, case-insensitively)."""
+    name_off, name_len = struct.unpack_from("<HH", msg, 64 + 44)
+    name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
+    base, stream = split_stream(name)
+    parts = o.base_parts if o.base_parts is not None else o.parts
+    return [p.casefold() for p in split_path(base)] == [p.casefold() for p in parts] and \
+        (stream or "").casefold() == (o.stream or "").casefold()

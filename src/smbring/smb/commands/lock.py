@@ -1,10 +1,24 @@
-"""LOCK (MS-SMB2 3.3.5.14): byte-range locks, blocking ones answered later."""
+"""LOCK (MS-SMB2 3.3.5.14): byte-range locks, blocking ones answered later.
+
+Lock sequences (MS-SMB2 3.3.5.14, Samba's smbd alike): a client that may resend a LOCK it got
+no answer to (on another channel, or after a reconnect) numbers it: LockSequence holds a
+LockSequenceIndex (bits 4-31, a bucket 1-64) and a LockSequenceNumber (bits 0-3). The open
+remembers, per bucket, the number of the last request that succeeded; a request naming that
+bucket and that number again is a replay of it and is answered STATUS_SUCCESS without doing
+anything (neither locking nor unlocking: what the first did stays done). A request naming the
+bucket with another number clears the bucket first and records its number only if it
+succeeds. Index 0 or above 64 names no bucket: nothing is checked. The check applies where
+the specification asks for it: on a connection that announced SMB2_GLOBAL_CAP_MULTI_CHANNEL
+(SMB 3.x with `server multi channel support`), and for a durable open on SMB 2.1 and later
+(in SMB 2.0.2 the field is reserved). The buckets are the open's own: no other open, client
+or session can match them, and a replay never grants a lock it does not already hold."""
 from __future__ import annotations
 
 import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
+from smbring.smb.commands.negotiate import capabilities
 from smbring.smb.errors import SMBError
 from smbring.smb.locks import Lock
 from smbring.smb.state import AsyncRequest, GoAsync
@@ -12,19 +26,56 @@ from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
+    from smbring.smb.state import Open
 
 
 LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY,
                  wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)
 
 
+LOCK_SEQUENCE_BUCKETS = 64
+NO_SEQUENCE = 0xFF          # a bucket with no valid number (a number is 0-15)
+
+
+def sequence_bucket(c: Connection, o: Open, lock_sequence: int) -> int | None:
+    """The bucket (0-63) of the open's LockSequenceArray the request names, where lock
+    sequences are checked for it; None otherwise."""
+    index = lock_sequence >> 4
+    if not 1 <= index <= LOCK_SEQUENCE_BUCKETS or c.dialect < wire.SMB210:
+        return None
+    if not (capabilities(c, c.dialect) & wire.CAP_MULTI_CHANNEL or c.state.durable.of(o) is not None):
+        return None
+    if o.lock_sequences is None:
+        o.lock_sequences = bytearray([NO_SEQUENCE]) * LOCK_SEQUENCE_BUCKETS
+    return index - 1
+
+
 def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    _size, count, _seq = struct.unpack_from("<HHI", msg, 64)
+    _size, count, lock_sequence = struct.unpack_from("<HHI", msg, 64)
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
     if count == 0 or 88 + 24 * count > len(msg):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
     body = struct.pack("<HH", 4, 0)
+    bucket = sequence_bucket(c, o, lock_sequence)
+    number = lock_sequence & 0xF
+    if bucket is not None:
+        if o.lock_sequences[bucket] == number:
+            return body, None           # a replay of the request that succeeded: done already
+        o.lock_sequences[bucket] = NO_SEQUENCE     # valid again only if this one succeeds
+
+    def succeeded() -> None:
+        if bucket is not None:
+            o.lock_sequences[bucket] = number
+
+    lock(c, o, msg, count, body, succeeded)     # (GoAsync: a blocking lock waits)
+    succeeded()
+    return body, None
+
+
+def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
+    """Does the LOCK, or raises GoAsync for a blocking lock that must wait (`granted()` is
+    called once it is taken, before it is answered)."""
+    elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
     if elements[0][2] & wire.LOCK_UNLOCK:   # an unlock request: element by element (3.3.5.14.1)
         released = 0
         try:
@@ -38,7 +89,7 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             c.locks_held -= released
             if released:
                 c.state.locks.wake(o.key)       # once: each waiter retries once, not once per element
-        return body, None
+        return
     for offset, length, flags in elements:
         if flags not in LOCK_REQUESTS or (count > 1 and not flags & wire.LOCK_FAIL_IMMEDIATELY):
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -51,24 +102,27 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
     if c.state.locks.acquire_all(o.key, wanted):
         c.locks_held += count
-        return body, None
+        return
     if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
         raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
+    raise GoAsync(lambda areq: wait(c, o, areq, wanted, count, body, granted))
 
-    def start(areq: AsyncRequest) -> None:   # a blocking lock waits for a release
-        def retry():
-            if c.state.locks.acquire_all(o.key, wanted):
-                c.locks_held += count
-                stop()
-                c.complete_async(areq, wire.STATUS_SUCCESS, body)
 
-        def stop():
-            c.state.locks.unwait(o.key, retry)
-            if areq in o.waiting:
-                o.waiting.remove(areq)
+def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: int, body: bytes,
+         granted) -> None:
+    """A blocking lock waits for a release; answered once all its locks are taken."""
+    def retry():
+        if c.state.locks.acquire_all(o.key, wanted):
+            c.locks_held += count
+            stop()
+            granted()
+            c.complete_async(areq, wire.STATUS_SUCCESS, body)
 
-        areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
-        o.waiting.append(areq)
-        c.state.locks.wait(o.key, retry)
+    def stop():
+        c.state.locks.unwait(o.key, retry)
+        if areq in o.waiting:
+            o.waiting.remove(areq)
 
-    raise GoAsync(start)
+    areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
+    o.waiting.append(areq)
+    c.state.locks.wait(o.key, retry)
