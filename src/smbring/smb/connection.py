@@ -506,7 +506,8 @@ class Connection:
         self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
                                            [areq.signed], s if areq.sealed else None))
         if areq.rest and not self.closed:      # the compound's requests after it
-            areq.chain.create_error = status
+            if areq.hdr.command == wire.CREATE:
+                areq.chain.create_error = status   # (a held SET_INFO's failure is its own)
             rest = self._drive(self._chain_rest(areq), None)   # (drains the outbox: before it)
             self.outbox.extend(rest)
         if self.on_output is not None:
@@ -678,10 +679,10 @@ class Connection:
                 chain.fid = fid
             return rhdr, body
         except GoAsync as e:
-            # only the last of a compound may wait (Windows: <162>), but a CREATE held for an
-            # oplock break, whose holder may answer on this connection: the chain is split there
+            # only the last of a compound may wait (Windows: <162>), but a CREATE or a rename
+            # held for a break, whose holder may answer on this connection: the chain is split there
             # (as Samba does), the requests after it handled once it is answered
-            if not chain.last and hdr.command != wire.CREATE:
+            if not chain.last and hdr.command not in (wire.CREATE, wire.SET_INFO):
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
                 return rhdr, wire.error_body()
             if len(self.async_requests) >= self.limits.max_pending_requests:

@@ -8,7 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
-from smbring.smb.commands import pipe
+from smbring.smb.commands import pipe, setinfo_hold
 from smbring.smb.commands.create import (
     check_veto,
     parent_is_directory,
@@ -338,7 +338,9 @@ def set_basic(o: Open, buf) -> None:
         fs.fchmod(o.fd, want_mode)
 
 
-def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
+               held_since: float | None = None):
+    """SET_INFO; `held_since`: again, after waiting (since then) for lease breaks."""
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     tree = c.tree(hdr)
@@ -367,6 +369,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
     if needs and not clearing_delete and not o.granted & needs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
+    renaming = klass == 10 and o.stream is None
+    deleting = klass == 13 and buf[:1] not in (b"", b"\0") and bool(o.parts)
+    if renaming or deleting:    # other clients' handle leases are broken first, and answer
+        setinfo_hold.wait_for_handle_breaks(
+            c, msg, o, held_since,
+            lambda h, m, r, ch, since: h_set_info(c, h, m, r, ch, held_since=since))
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
         set_basic(o, buf)
         ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
@@ -395,7 +403,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
-        c.state.oplocks.break_handle_caching(o)     # other leases keep no handle to the old name
         old_path = o.path()
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
@@ -410,8 +417,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
-        if o.delete_on_close:
-            c.state.oplocks.break_handle_caching(o)     # the name goes: no handle kept to it
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
@@ -438,4 +443,4 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.mode = mode
     else:
         raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
-    return struct.pack("<H", 2), None
+    return struct.pack("<H", 2), o.fid      # (the FileId a held request's compound goes on with)
