@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import wire
 from smbring.smb.effects import Send
@@ -46,15 +46,20 @@ class PendingBreak:
     channels_of_session: bool = False   # an oplock break: only the session's channels
     seal: bool = False              # the session encrypts: sealed with its keys
     retry: bool = True              # sent again on the next connection when one is lost
+    wanted: Callable[[], bool] = lambda: True   # whether the break is still to be told
     failed: list = field(default_factory=list)    # connections it was not delivered on
 
 
-def send(client: "Client", body: bytes, session, *, oplock: bool, retry: bool) -> bool:
+def send(client: "Client", body: bytes, session, *, oplock: bool, retry: bool,
+         wanted: Callable[[], bool]) -> bool:
     """Sends a break (its body) for an open of `session` (a Session, or None when it is
-    gone); False when no connection can carry it."""
+    gone); False when no connection can carry it. `wanted()`: whether it is still worth
+    sending again (not once the break is answered, timed out, or its open closed: a client
+    that has just closed its connections is not sent what no longer matters)."""
     seal = bool(session is not None and session.encrypt and session.encrypt_key)
     pb = PendingBreak(client, body, session.id if session is not None else 0,
-                      channels_of_session=oplock or seal, seal=seal, retry=retry or not oplock)
+                      channels_of_session=oplock or seal, seal=seal, retry=retry or not oplock,
+                      wanted=wanted)
     return _submit(pb)
 
 
@@ -87,7 +92,7 @@ def _submit(pb: PendingBreak) -> bool:
 def _delivered(pb: PendingBreak, conn: "Connection", ok: bool) -> None:
     """The shell's word on one send: acknowledged by the client's TCP stack, or not (the
     shell closes that connection), in which case the break goes on to the next one."""
-    if ok:
+    if ok or not pb.wanted():
         return
     pb.failed.append(conn)
     _submit(pb)

@@ -547,9 +547,11 @@ class Connection:
         (MS-SMB2 3.3.4.6): an unsolicited message, MessageId -1, no session or tree, not
         signed; sealed where the open's session encrypts; on a channel of the open's session
         (smb.breaks: the oldest, the next one where it is not delivered)."""
-        breaks.send(self.client, struct.pack("<HBBI", 24, level, 0, 0) + o.fid,
+        oplocks, client = self.state.oplocks, self.client
+        breaks.send(client, struct.pack("<HBBI", 24, level, 0, 0) + o.fid,
                     self.sessions.get(o.session_id), oplock=True,
-                    retry=self.policy.oplock_break_retry)
+                    retry=self.policy.oplock_break_retry,
+                    wanted=lambda: client.opens.get(o.fid) is o and oplocks.breaking(o))
 
     def send_lease_break(self, o: Open, lease, old: int, new: int, ack_required: bool) -> None:
         """Tells the client that holds `lease` (through the open `o`) to break it from `old`
@@ -557,7 +559,8 @@ class Connection:
         connection (a lease belongs to the client, not to one connection), or where the
         open's session encrypts its oldest channel (smb.breaks)."""
         breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required),
-                    self.sessions.get(o.session_id), oplock=False, retry=True)
+                    self.sessions.get(o.session_id), oplock=False, retry=True,
+                    wanted=lambda: lease.breaking and bool(lease.holders))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
