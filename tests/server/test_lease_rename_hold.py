@@ -186,3 +186,64 @@ def test_held_rename_within_a_compound(clients):
                                   close_done(requests[2])))
     answers.wait()
     assert exists(a, "g") and not exists(a, "f")
+
+
+STATUS_ACCESS_DENIED = 0xC0000022
+
+
+def test_replacing_a_file_breaks_its_handle_leases_and_waits(clients):
+    """A rename onto a file another client holds with a handle lease: that lease is broken
+    first; once its holder has closed, the file is replaced."""
+    a, b = clients(), clients()
+    renamer, _ = a.open("src", key(1), RH, access=READ_WRITE | DELETE)
+    target, _ = b.open("dst", key(2), RH, access=READ)
+    request = set_info(a, renamer, FileInformationClass.FILE_RENAME_INFORMATION,
+                       rename_info("dst", replace=True))
+    br = b.next_break()
+    assert (br.key, br.old, br.new) == (key(2), RH, R)
+    assert pending(a, request)
+    target.close()                          # the holder lets go of the file
+    assert answer(a, request) == 0
+    assert exists(a, "dst") and not exists(a, "src")
+
+
+def test_replacing_a_file_still_open_is_refused_once_its_lease_is_broken(clients):
+    a, b = clients(), clients()
+    renamer, _ = a.open("src2", key(1), RH, access=READ_WRITE | DELETE)
+    b.open("dst2", key(2), RH, access=READ)
+    request = set_info(a, renamer, FileInformationClass.FILE_RENAME_INFORMATION,
+                       rename_info("dst2", replace=True))
+    assert b.next_break().new == R
+    assert b.ack(key(2), R) == R            # answered, but the file stays open
+    assert answer(a, request) == STATUS_ACCESS_DENIED
+    assert exists(a, "src2") and exists(a, "dst2")
+
+
+def test_replacing_an_open_file_without_leases_is_refused_at_once(clients):
+    a, b = clients(), clients()
+    renamer, _ = a.open("src3", access=READ_WRITE | DELETE)
+    b.open("dst3", access=READ)
+    request = set_info(a, renamer, FileInformationClass.FILE_RENAME_INFORMATION,
+                       rename_info("dst3", replace=True))
+    assert answer(a, request) == STATUS_ACCESS_DENIED
+
+
+def test_renaming_a_directory_breaks_handle_leases_below_it(clients):
+    """A file open below the directory with a handle lease: the lease is broken first; the
+    directory moves once the file is closed, and is refused while it stays open."""
+    a, b = clients(), clients()
+    d, _ = a.open("d", access=READ | DELETE, directory=True)
+    below, _ = b.open(r"d\f", key(2), RH, access=READ)
+    request = set_info(a, d, FileInformationClass.FILE_RENAME_INFORMATION, rename_info("e"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new) == (key(2), RH, R)
+    assert pending(a, request)
+    below.close()
+    assert answer(a, request) == 0
+    assert exists(a, r"e\f")
+    again, _ = b.open(r"e\f", key(3), RH, access=READ)
+    request = set_info(a, d, FileInformationClass.FILE_RENAME_INFORMATION, rename_info("g"))
+    assert b.next_break().key == key(3)
+    assert b.ack(key(3), R) == R
+    assert answer(a, request) == STATUS_ACCESS_DENIED      # a file inside it is open
+    again.close()

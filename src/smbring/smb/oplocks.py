@@ -361,10 +361,14 @@ class Oplocks:
         time is up (`expire` takes the lease away). Oplocks are left alone (a rename breaks
         no oplock; a batch holder's share mode answers for it, as on Windows)."""
         h = self._holder(o)
-        own = h.lease if h is not None else None
+        return self.break_handles(o.key, h.lease if h is not None else None)
+
+    def break_handles(self, key, own: Lease | None = None) -> bool:
+        """Every lease of the file `key` but `own` loses its HANDLE caching (a rename that
+        replaces the file, or moves the directory it is in); True while one still holds it."""
         must_wait = False
         seen = set()
-        for other in list(self._files.get(o.key, {}).values()):
+        for other in list(self._files.get(key, {}).values()):
             lease = other.lease
             if lease is None or lease is own or lease in seen:
                 continue

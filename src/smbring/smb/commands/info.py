@@ -229,6 +229,29 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
+def existing_target(o: Open, replace: bool, new_parts: list[str]):
+    """The key of the other file a rename with ReplaceIfExists would replace, or None."""
+    if not replace or new_parts == o.parts:
+        return None
+    fs = o.tree.fs
+    try:
+        st = fs.stat(fs.match_case(new_parts))
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino)
+    return key if key != o.key else None
+
+
+def rename_contended(c: Connection, o: Open, buf) -> list:
+    """The other files whose leases lose HANDLE caching before a rename goes on (as Windows
+    and Samba's `strict rename`): the file it replaces, the files open below a directory it
+    moves."""
+    replace, new_parts = new_name(o, buf)
+    keys = [o2.key for o2 in c.state.opens_below(o.path())] if o.is_dir else []
+    target = existing_target(o, replace, new_parts)
+    return keys + ([target] if target is not None else [])
+
+
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
     """Whether a rename's target exists with the READONLY attribute (a file without write
     bits; a directory is never replaced anyway)."""
@@ -373,7 +396,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
     deleting = klass == 13 and buf[:1] not in (b"", b"\0") and bool(o.parts)
     if renaming or deleting:    # other clients' handle leases are broken first, and answer
         setinfo_hold.wait_for_handle_breaks(
-            c, msg, o, held_since,
+            c, msg, o, rename_contended(c, o, buf) if renaming else [], held_since,
             lambda h, m, r, ch, since: h_set_info(c, h, m, r, ch, held_since=since))
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
         set_basic(o, buf)
@@ -398,6 +421,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
         if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
+        target = existing_target(o, replace, new_parts)
+        if target is not None and c.state.share_modes.count(target):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # nor one still open (MS-FSA 2.1.5.14.11)
         try:
             fs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:

@@ -24,13 +24,17 @@ if TYPE_CHECKING:
 _FILE_ID = slice(80, 96)
 
 
-def wait_for_handle_breaks(c: Connection, msg, o: Open, held_since: float | None,
+def wait_for_handle_breaks(c: Connection, msg, o: Open, others: list, held_since: float | None,
                            again: Callable) -> None:
-    """Raises GoAsync while another lease of the open's file still holds HANDLE caching (its
-    break sent); refuses the request once it has waited past the break timeout.
-    `again(request, held_since)` handles the request anew (rhdr given by the caller)."""
+    """Raises GoAsync while another lease of the open's file, or of the `others` files (keys:
+    the file a rename replaces, the files open below a directory it moves), still holds
+    HANDLE caching (its break sent); refuses the request once it has waited past the break
+    timeout. `again(hdr, request, rhdr, chain, held_since)` handles the request anew."""
     oplocks = c.state.oplocks
-    if not oplocks.break_handles_for_rename(o):
+    must_wait = oplocks.break_handles_for_rename(o)
+    for key in others:
+        must_wait |= oplocks.break_handles(key)
+    if not must_wait:
         return
     now = oplocks.clock()
     if held_since is not None and now - held_since >= oplocks.timeout:
@@ -40,11 +44,14 @@ def wait_for_handle_breaks(c: Connection, msg, o: Open, held_since: float | None
     # to resolve it then)
     request = bytearray(msg)
     request[_FILE_ID] = o.fid
-    raise held(c, o, bytes(request), since, again)
+    raise held(c, o, [o.key, *others], bytes(request), since, again)
 
 
-def held(c: Connection, o: Open, request: bytes, since: float, again: Callable) -> GoAsync:
-    key = o.key
+def held(c: Connection, o: Open, keys: list, request: bytes, since: float,
+         again: Callable) -> GoAsync:
+    """Tried again once anything changes on one of the files `keys` (a break answered, an
+    open closed, a break's time up)."""
+    keys = list(dict.fromkeys(keys))
 
     def start(areq: AsyncRequest) -> None:
         def retry() -> None:
@@ -52,12 +59,14 @@ def held(c: Connection, o: Open, request: bytes, since: float, again: Callable) 
             c.resume(areq, lambda rhdr: again(areq.hdr, request, rhdr, Chain(), since))
 
         def stop() -> None:
-            c.state.oplocks.unwait(key, retry)
+            for key in keys:
+                c.state.oplocks.unwait(key, retry)
             if areq in o.waiting:
                 o.waiting.remove(areq)
 
         areq.on_cancel = stop
         o.waiting.append(areq)      # closing the handle ends the wait (STATUS_CANCELLED)
-        c.state.oplocks.wait(key, retry)
+        for key in keys:
+            c.state.oplocks.wait(key, retry)
 
     return GoAsync(start)
