@@ -114,10 +114,10 @@ class EffectRunner:
                         if effect.delivered is not None:
                             effect.delivered(False)     # the break goes on another channel
                         raise
-                    if effect.delivered is not None:
-                        self.transport.flush_nowait()   # (a small message may be held back)
-                        if self.delivery is not None:
-                            self.delivery.watch(effect.delivered)
+                    if effect.delivered is not None and self.delivery is not None:
+                        # (a small message may be held back a moment: the first look at
+                        # what is acknowledged is a retransmission timeout later)
+                        self.delivery.watch(effect.delivered)
             elif isinstance(effect, effects.Write) and effect.background:
                 end = effect.offset + len(effect.data)
                 await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))
