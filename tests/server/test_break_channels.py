@@ -269,3 +269,19 @@ def test_a_lost_holder_breaks_nothing_on_its_way_out(hooked):
     assert b.conns[0].response_to(mid).status == wire.STATUS_SUCCESS
     assert next_break(b.conns[0], 2) is None
     b.close()
+
+
+def test_the_test_control_changes_only_the_connection_that_asks(hooked):
+    """Another client's connection asks for the control: this client's breaks are still
+    delivered, and its connection stays."""
+    other = Client(hooked)
+    assert force_unacked(other.conns[0]).status == wire.STATUS_SUCCESS
+    a = Client(hooked)
+    fid = a.open("f7", oplock=BATCH).file_id
+    b, mid = start_open(hooked, "f7")
+    assert next_break(a.conns[0], 5) is not None
+    assert not disconnected_within(a.conns[0], 7)
+    assert a.ack_oplock(0, fid, LEVEL_II).status == wire.STATUS_SUCCESS
+    assert b.conns[0].response_to(mid).status == wire.STATUS_SUCCESS
+    for client in (other, a, b):
+        client.close()
