@@ -329,9 +329,11 @@ def test_rename_breaks_others_handle_caching(clients):
     req["file_info_class"] = FileInformationClass.FILE_RENAME_INFORMATION
     req["file_id"] = renamer.file_id
     req["buffer"] = struct.pack("<B7xQI", 0, 0, len(name)) + name
-    a.conn.receive(a.conn.send(req, sid=a.session.session_id, tid=a.tree.tree_connect_id))
+    sent = a.conn.send(req, sid=a.session.session_id, tid=a.tree.tree_connect_id)
     br = b.next_break()
     assert (br.key, br.old, br.new) == (key(2), RH, R)
+    assert b.ack(key(2), R) == R            # (the rename waits for it)
+    a.conn.receive(sent)
     assert a.next_break(0.3) is None
 
 

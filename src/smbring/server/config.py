@@ -21,6 +21,7 @@ from smbring.server import interfaces, smbconf
 from smbring.server.smbconf_options import (
     DECIMAL,
     OPTIONS,
+    PARAMETRIC,
     QUIET,
     REFUSED,
     RESTART_ONLY,
@@ -146,8 +147,14 @@ def _apply(out: dict, shown: dict, opt: smbconf.Option, scope: str, section: str
     knows stops the server (a misspelt security option must not pass for an ignored one);
     parametric options (`module:option`) are ignored."""
     if is_parametric(opt.name):
-        parametric.add(" ".join(opt.name.lower().split()))
         shown[" ".join(opt.name.split())] = opt.value
+        name = "".join(opt.name.lower().split())
+        spec = PARAMETRIC.get(name)
+        if spec is None or (spec.scope == G and scope == S):
+            parametric.add(" ".join(opt.name.lower().split()))
+        else:
+            out[name] = (spec.parse(opt.value, f"{opt.where}: [{section}] {opt.name}"),
+                         opt.where, opt.value)
         return
     if not known(opt.name):
         close = suggestion(opt.name)
@@ -208,7 +215,8 @@ def load(path: str) -> Config:
     shown: dict[str, dict] = {"global": {}}
     for key, opt in doc.events:
         if key not in settings:
-            settings[key] = {k: v for k, v in settings["global"].items() if OPTIONS[k].scope == S}
+            settings[key] = {k: v for k, v in settings["global"].items()
+                             if (OPTIONS.get(k) or PARAMETRIC[k]).scope == S}
             shown[key] = {}
         if opt is not None:
             scope = G if key == "global" else S
@@ -268,7 +276,9 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     guest_account=_get(g, "guest account", "nobody").strip() or "nobody",
                     restrict_anonymous=_get(g, "restrict anonymous", 0), server_name=netbios,
                     multi_channel=_get(g, "server multi channel support", True),
-                    smb2_leases=_get(g, "smb2 leases", True))
+                    smb2_leases=_get(g, "smb2 leases", True),
+                    oplock_break_retry=not _get(g, "smb2 disable oplock break retry", False),
+                    smbtorture_fsctl=_get(g, "smbd:fsctl_smbtorture", False))
     if "server smb3 encryption algorithms" in g:
         policy.ciphers = g["server smb3 encryption algorithms"][0]
     if "server smb3 signing algorithms" in g:

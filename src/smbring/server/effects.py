@@ -85,8 +85,12 @@ class WritesInFlight:
 class EffectRunner:
     """Carries out one connection's effects, in order."""
 
-    def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer, pool=None):
+    def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer, pool=None,
+                 delivery=None):
         self.transport = transport
+        # watches that break notifications reach the client (server.delivery.DeliveryWatch;
+        # None: they are taken as delivered)
+        self.delivery = delivery
         self.modules = modules          # share name -> VFS module stack
         self.sending = sending          # one frame on the wire at a time
         self.file_maps = file_maps
@@ -104,7 +108,16 @@ class EffectRunner:
         for effect in todo:
             if isinstance(effect, effects.Send):
                 async with self.sending:
-                    await self.transport.send(descriptor(effect, self.modules))
+                    try:
+                        await self.transport.send(descriptor(effect, self.modules))
+                    except OSError:
+                        if effect.delivered is not None:
+                            effect.delivered(False)     # the break goes on another channel
+                        raise
+                    if effect.delivered is not None and self.delivery is not None:
+                        # (a small message may be held back a moment: the first look at
+                        # what is acknowledged is a retransmission timeout later)
+                        self.delivery.watch(effect.delivered)
             elif isinstance(effect, effects.Write) and effect.background:
                 end = effect.offset + len(effect.data)
                 await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))

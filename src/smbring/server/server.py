@@ -32,6 +32,7 @@ from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
 from smbring.server import interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.change_watcher import ChangeWatcher
+from smbring.server.delivery import DeliveryWatch
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -536,8 +537,11 @@ class Server:
         log.info("connection from %s", peer)
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
+        # a break notification the client's TCP stack does not acknowledge: the connection
+        # is lost, the break goes on another channel (smb.breaks)
+        delivery = DeliveryWatch(sock, lambda: conn.force_unacked_timeout, link.close)
         runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer,
-                                            pool=self._pool)
+                                            pool=self._pool, delivery=delivery)
         metrics = self.metrics
         if metrics is not None:
             metrics.connected()

@@ -166,6 +166,7 @@ OPTIONS: dict[str, Spec] = {
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
     "smb2 leases": Spec(G, boolean),
+    "smb2 disable oplock break retry": Spec(G, boolean),
     "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server max protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server smb3 encryption algorithms": Spec(G, _algorithms(CIPHER_NAMES)),
@@ -305,6 +306,12 @@ def _key(name: str) -> str:
 SAMBA_PARAMETERS = _samba_parameters()
 # smbring's own options, which Samba does not have
 OWN = frozenset(_key(n) for n in (*OPTIONS, *QUIET, *SYNONYMS)) - SAMBA_PARAMETERS.keys()
+
+
+# the parametric options (`module:option`) that have an effect here; the others are ignored
+PARAMETRIC = {
+    "smbd:fsctl_smbtorture": Spec(G, boolean),      # Samba's test controls (smb.breaks)
+}
 
 
 def is_parametric(name: str) -> bool:

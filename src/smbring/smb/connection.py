@@ -16,7 +16,7 @@ import mmap
 import struct
 from typing import Callable
 
-from smbring.smb import acl, leasing, notify, security, wire
+from smbring.smb import acl, breaks, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
@@ -133,6 +133,7 @@ class Connection:
         self.client_caps = 0
         self.client_dialects: tuple = ()
         self.async_requests: dict[int, AsyncRequest] = {}
+        self.force_unacked_timeout = False     # breaks count as never delivered (smb.breaks)
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
         self._seal_bufs = None
@@ -509,7 +510,8 @@ class Connection:
         self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
                                            [areq.signed], s if areq.sealed else None))
         if areq.rest and not self.closed:      # the compound's requests after it
-            areq.chain.create_error = status
+            if areq.hdr.command == wire.CREATE:
+                areq.chain.create_error = status   # (a held SET_INFO's failure is its own)
             rest = self._drive(self._chain_rest(areq), None)   # (drains the outbox: before it)
             self.outbox.extend(rest)
         if self.on_output is not None:
@@ -546,34 +548,22 @@ class Connection:
     def send_oplock_break(self, o: Open, level: int) -> None:
         """Tells the client that holds an oplock on `o` to break it to `level`
         (MS-SMB2 3.3.4.6): an unsolicited message, MessageId -1, no session or tree, not
-        signed; sealed where the open's session encrypts."""
-        self._send_break(o, struct.pack("<HBBI", 24, level, 0, 0) + o.fid)
+        signed; sealed where the open's session encrypts; on a channel of the open's session
+        (smb.breaks: the oldest, the next one where it is not delivered)."""
+        oplocks, client = self.state.oplocks, self.client
+        breaks.send(client, struct.pack("<HBBI", 24, level, 0, 0) + o.fid,
+                    self.sessions.get(o.session_id), oplock=True,
+                    retry=self.policy.oplock_break_retry,
+                    wanted=lambda: client.opens.get(o.fid) is o and oplocks.breaking(o))
 
     def send_lease_break(self, o: Open, lease, old: int, new: int, ack_required: bool) -> None:
         """Tells the client that holds `lease` (through the open `o`) to break it from `old`
-        to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is: on the client's oldest
-        connection, as Windows does (a lease belongs to the client, not to one connection),
-        unless the open's session encrypts (then on this one, which its client reads)."""
-        body = leasing.break_notification(lease, old, new, ack_required)
-        s = self.sessions.get(o.session_id)
-        target = self
-        if not (s is not None and s.encrypt and s.encrypt_key):
-            target = next((x for x in self.client.connections if not x.closed), self)
-        target._send_break(o, body)
-
-    def _send_break(self, o: Open, body: bytes) -> None:
-        if self.closed:
-            return
-        rhdr = Header(command=wire.OPLOCK_BREAK, flags=wire.FLAGS_SERVER_TO_REDIR,
-                      message_id=0xFFFFFFFFFFFFFFFF, credits=0)
-        message = bytearray(rhdr.pack()) + body
-        s = self.sessions.get(o.session_id)
-        if s is not None and s.encrypt and s.encrypt_key:
-            self.outbox.append(self._sealed(s, message))
-        else:
-            self.outbox.append(Send(message))
-        if self.on_output is not None:
-            self.on_output()
+        to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is, on the client's oldest
+        connection (a lease belongs to the client, not to one connection), or where the
+        open's session encrypts its oldest channel (smb.breaks)."""
+        breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required),
+                    self.sessions.get(o.session_id), oplock=False, retry=True,
+                    wanted=lambda: lease.breaking and bool(lease.holders))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
@@ -644,6 +634,10 @@ class Connection:
             return None
         # granted now, so that an interim response carries them and the final one none
         rhdr.credits = self.credits.grant(hdr.credits, self._charge(hdr))
+        hooked = breaks.force_unacked_timeout(self, hdr, msg)     # (a test control, off by default)
+        if hooked is not None:
+            rhdr.status, body = hooked
+            return rhdr, body
         command = COMMANDS.get(hdr.command)
         session_ok = True
         try:
@@ -681,10 +675,10 @@ class Connection:
                 chain.fid = fid
             return rhdr, body
         except GoAsync as e:
-            # only the last of a compound may wait (Windows: <162>), but a CREATE held for an
-            # oplock break, whose holder may answer on this connection: the chain is split there
+            # only the last of a compound may wait (Windows: <162>), but a CREATE or a rename
+            # held for a break, whose holder may answer on this connection: the chain is split there
             # (as Samba does), the requests after it handled once it is answered
-            if not chain.last and hdr.command != wire.CREATE:
+            if not chain.last and hdr.command not in (wire.CREATE, wire.SET_INFO):
                 rhdr.status = wire.STATUS_INTERNAL_ERROR
                 return rhdr, wire.error_body()
             if len(self.async_requests) >= self.limits.max_pending_requests:

@@ -36,6 +36,10 @@ class Send:
     payload: Union[bytes, bytearray, memoryview, FileRange, None] = None
     splice_safe: bool = False
     read_path: str | None = None
+    # a break notification (smb.breaks): the shell watches that the client's TCP stack
+    # acknowledges the message, and calls delivered(True), or delivered(False) after closing
+    # the connection, when it does not in time
+    delivered: Callable[[bool], None] | None = None
 
 
 @dataclass

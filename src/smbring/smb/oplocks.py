@@ -36,8 +36,9 @@ and what a new open breaks, with these differences (Samba's and Windows' behavio
   once it answers it is broken on in steps (to R, then to none);
 - an open of a lease asks for more by asking for a strict superset of its state that can be
   granted whole (else the state stays as it is);
-- a write or lock does not break the writer's own lease; a rename breaks the HANDLE caching
-  of the file's other leases;
+- a write or lock does not break the writer's own lease; a rename (or a delete on close set
+  through a handle) breaks the HANDLE caching of the file's other leases, and waits for their
+  answers (`break_handles_for_rename`);
 - an oplock is not granted beside a lease with HANDLE caching, nor HANDLE caching to a lease
   beside an oplock;
 - a version 2 lease counts its changes (Epoch): once when granted, again on each upgrade and
@@ -358,6 +359,31 @@ class Oplocks:
             self._send_lease_break(lease, state, step, lease.breaking)
         if not lease.breaking:
             self.wake(lease.file)
+
+    def break_handles_for_rename(self, o) -> bool:
+        """A rename of the open's file, or a delete on close set through it (MS-SMB2 3.3.4.7,
+        Samba's delay_for_handle_lease_break): the file's other leases (not the open's own,
+        which its client breaks itself) lose their HANDLE caching, and the request waits
+        while one of them still holds it (True): until its client answers, closes, or its
+        time is up (`expire` takes the lease away). Oplocks are left alone (a rename breaks
+        no oplock; a batch holder's share mode answers for it, as on Windows)."""
+        h = self._holder(o)
+        return self.break_handles(o.key, h.lease if h is not None else None)
+
+    def break_handles(self, key, own: Lease | None = None) -> bool:
+        """Every lease of the file `key` but `own` loses its HANDLE caching (a rename that
+        replaces the file, or moves the directory it is in); True while one still holds it."""
+        must_wait = False
+        seen = set()
+        for other in list(self._files.get(key, {}).values()):
+            lease = other.lease
+            if lease is None or lease is own or lease in seen:
+                continue
+            seen.add(lease)
+            if lease.state & HANDLE:        # (being broken already: what it must reach drops H)
+                self._break_lease(lease, lease.state & ~HANDLE)
+                must_wait = True
+        return must_wait
 
     def break_handle_caching(self, o) -> None:
         """A rename of the open's file (or a delete): the file's other leases lose their

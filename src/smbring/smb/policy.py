@@ -43,6 +43,12 @@ class Policy:
     # `smb2 leases`: SMB2_GLOBAL_CAP_LEASING on SMB 2.1 and later, and lease contexts heeded
     # (yes by default, as Samba 4.x)
     smb2_leases: bool = True
+    # `smb2 disable oplock break retry` (no by default, as Samba): an oplock break not
+    # delivered on one channel is sent again on the session's next one (MS-SMB2), else it
+    # goes on the newest channel only, once (Windows)
+    oplock_break_retry: bool = True
+    # `smbd:FSCTL_SMBTORTURE` (no by default): Samba's test controls (smb.breaks)
+    smbtorture_fsctl: bool = False
     guest_account: str = "nobody"                  # the name guests have in user lists
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L

@@ -118,8 +118,11 @@ class ServerState:
     def has_open_below(self, path: str) -> bool:
         """Whether any open (of any connection) names a file below the directory `path`
         (absolute, as `Open.path()` gives it)."""
+        return bool(self.opens_below(path))
+
+    def opens_below(self, path: str) -> list[Open]:
         below = path + "/"
-        return any(o.path().startswith(below) for o in self._opens)
+        return [o for o in self._opens if o.path().startswith(below)]
 
     def is_delete_pending(self, key) -> bool:
         """Whether the file will be deleted when its last open closes (new opens are then

@@ -8,7 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
-from smbring.smb.commands import pipe
+from smbring.smb.commands import pipe, setinfo_hold
 from smbring.smb.commands.create import (
     check_veto,
     parent_is_directory,
@@ -235,6 +235,29 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
+def existing_target(o: Open, replace: bool, new_parts: list[str]):
+    """The key of the other file a rename with ReplaceIfExists would replace, or None."""
+    if not replace or new_parts == o.parts:
+        return None
+    fs = o.tree.fs
+    try:
+        st = fs.stat(fs.match_case(new_parts))
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino)
+    return key if key != o.key else None
+
+
+def rename_contended(c: Connection, o: Open, buf) -> list:
+    """The other files whose leases lose HANDLE caching before a rename goes on (as Windows
+    and Samba's `strict rename`): the file it replaces, the files open below a directory it
+    moves."""
+    replace, new_parts = new_name(o, buf)
+    keys = [o2.key for o2 in c.state.opens_below(o.path())] if o.is_dir else []
+    target = existing_target(o, replace, new_parts)
+    return keys + ([target] if target is not None else [])
+
+
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
     """Whether a rename's target exists with the READONLY attribute (a file without write
     bits; a directory is never replaced anyway)."""
@@ -350,7 +373,9 @@ def set_basic(o: Open, buf, write_times: WriteTimes) -> None:
         fs.fchmod(o.fd, want_mode)
 
 
-def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
+def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
+               held_since: float | None = None):
+    """SET_INFO; `held_since`: again, after waiting (since then) for lease breaks."""
     _size, info_type, klass, length, off = struct.unpack_from("<HBBIH", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     tree = c.tree(hdr)
@@ -379,6 +404,12 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
     if needs and not clearing_delete and not o.granted & needs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
+    renaming = klass == 10 and o.stream is None
+    deleting = klass == 13 and buf[:1] not in (b"", b"\0") and bool(o.parts)
+    if renaming or deleting:    # other clients' handle leases are broken first, and answer
+        setinfo_hold.wait_for_handle_breaks(
+            c, msg, o, rename_contended(c, o, buf) if renaming else [], held_since,
+            lambda h, m, r, ch, since: h_set_info(c, h, m, r, ch, held_since=since))
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
         set_basic(o, buf, c.state.write_times)
         ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
@@ -402,12 +433,14 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
         if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
+        target = existing_target(o, replace, new_parts)
+        if target is not None and c.state.share_modes.count(target):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # nor one still open (MS-FSA 2.1.5.14.11)
         try:
             fs.rename(o.parts, new_parts, bool(replace))
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
-        c.state.oplocks.break_handle_caching(o)     # other leases keep no handle to the old name
         old_path = o.path()
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
@@ -422,8 +455,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
-        if o.delete_on_close:
-            c.state.oplocks.break_handle_caching(o)     # the name goes: no handle kept to it
     elif klass == 15:  # FullEa: set or (with an empty value) remove
         for ea_name, value in parse_eas(buf):
             writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
@@ -452,4 +483,4 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.mode = mode
     else:
         raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
-    return struct.pack("<H", 2), None
+    return struct.pack("<H", 2), o.fid      # (the FileId a held request's compound goes on with)
