@@ -37,9 +37,8 @@ from collections.abc import Mapping
 
 from smbring.uring import Ring
 
-__all__ = ["RingEventLoop", "RingSelector", "new_event_loop", "loop_factory", "LOOPS"]
+__all__ = ["RingEventLoop", "RingEventLoopPolicy", "RingSelector", "new_event_loop"]
 
-LOOPS = ("asyncio", "ring")        # what `smbring serve --event-loop` accepts
 MAX_EVENTS = 1024                  # ready descriptors fetched per wake-up, at most
 
 
@@ -284,10 +283,9 @@ def new_event_loop() -> RingEventLoop:
     return RingEventLoop()
 
 
-def loop_factory(name: str):
-    """The loop factory for an ``--event-loop`` choice: None means asyncio's default loop."""
-    if name == "asyncio":
-        return None
-    if name == "ring":
-        return RingEventLoop
-    raise ValueError(f"unknown event loop {name!r}: one of {', '.join(LOOPS)}")
+class RingEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy (child watchers included) whose new loops are RingEventLoops."""
+
+    def new_event_loop(self) -> RingEventLoop:
+        return RingEventLoop()
+
