@@ -184,6 +184,11 @@ def service_options(args, settings: Settings):
 def run(args) -> int:
     from smbring.server import logs, service, systemd
     try:
+        loop_factory = event_loop_factory(args)
+    except ValueError as e:
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+    try:
         settings = load_settings(args)
         logs.configure(logs.settings(settings.options, args.log_level))
         extras = service_options(args, settings)
@@ -194,11 +199,6 @@ def run(args) -> int:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
     except OSError as e:         # a log file or an inherited descriptor that cannot be used
-        print(f"smbring serve: {e}", file=sys.stderr)
-        return 2
-    try:
-        loop_factory = event_loop_factory(args)
-    except ValueError as e:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
     passdb = PasswordDB(settings.passdb).load()
