@@ -113,12 +113,19 @@ static int enter_nowait(RingObject *r, unsigned n)
     return 0;
 }
 
-/* Nothing is ready and the kernel flags no deferred task work: a wait now would block. */
+/* The kernel says it holds nothing for us: no deferred task work that would post CQEs
+ * (IORING_SQ_TASKRUN, which it only reports with TASKRUN_FLAG) and no CQEs that overflowed
+ * the ring. Then an enter that neither submits nor blocks would do nothing. */
+static int kernel_idle(RingObject *r)
+{
+    return (r->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+           !(__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+/* Nothing is ready and nothing is on its way: a wait now would block. */
 static int would_block(RingObject *r, unsigned min_complete, int64_t timeout_ns)
 {
-    return min_complete > 0 && timeout_ns != 0 && cq_ready(r) < min_complete &&
-           (r->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
-           !(__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_TASKRUN);
+    return min_complete > 0 && timeout_ns != 0 && cq_ready(r) < min_complete && kernel_idle(r);
 }
 
 /* Waits for CQEs without ever exceeding timeout_ns (a problem Samba's developers met with liburing). The first enter
@@ -126,7 +133,8 @@ static int would_block(RingObject *r, unsigned min_complete, int64_t timeout_ns)
  * are ready by then and this costs one syscall. Only if that is not enough does it block,
  * with the GIL released, for at most the remaining time. When the kernel says beforehand that
  * nothing is ready (IORING_SQ_TASKRUN clear, no CQE), the blocking enter submits too: one
- * system call per wait instead of two, what an event loop waiting in the ring makes most. */
+ * system call per wait instead of two, what an event loop waiting in the ring makes most;
+ * and a poll with nothing to submit and nothing pending in the kernel makes none. */
 int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
 {
     int64_t deadline = timeout_ns >= 0 ? sr_now_ns() + timeout_ns : 0;
@@ -137,7 +145,8 @@ int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
     if (would_block(r, min_complete, timeout_ns)) {
         /* submitted by the first enter of the loop below */
     } else {
-        if ((n > 0 || min_complete == 0 || cq_ready(r) < min_complete) && enter_nowait(r, n) < 0)
+        if ((n > 0 || min_complete == 0 || cq_ready(r) < min_complete) &&
+            (n > 0 || !kernel_idle(r)) && enter_nowait(r, n) < 0)
             return -1;
         n = 0;
     }

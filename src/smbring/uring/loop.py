@@ -207,7 +207,9 @@ class RingSelector(selectors.BaseSelector):
         return mask
 
     def select(self, timeout=None):
-        ring = self.ring
+        ring = self._ring
+        if ring is None:
+            ring = self.ring
         if self._wait is None and not self._ready and not self._refetch:
             self._arm(ring)
         if self._ready or self._refetch:
