@@ -6,15 +6,23 @@ parametrised by its event loop is subclassed here with ``create_event_loop`` ret
 ring loop, once waiting through ``IORING_OP_EPOLL_WAIT`` and once through the ``POLL_ADD``
 fallback that older kernels get. Nothing of them is changed; the tests skipped on purpose are
 listed in SKIPPED with the reason.
+
+The modules whose tests make their loops with ``asyncio.new_event_loop()`` (streams, SSL,
+tasks, locks, ...) run whole with the event loop policy's loops being ring loops
+(POLICY_MODULES). What they skip is CPython's own doing: Windows-only tests, and
+test_tasks' reference-leak test, which needs a debug build of Python.
 """
 from __future__ import annotations
 
 import asyncio
 import faulthandler
+import importlib
+import io
+import unittest
 
 import pytest
 
-from smbring.uring.loop import RingEventLoop
+from smbring.uring.loop import RingEventLoop, RingEventLoopPolicy
 
 cpython = pytest.importorskip("test.test_asyncio.utils", reason="CPython's test package is not installed")
 from test.test_asyncio import test_events, test_sendfile, test_sock_lowlevel, test_subprocess  # noqa: E402
@@ -106,3 +114,32 @@ class TestRingLoopSubprocessThreaded(_RingSubprocess, test_utils.TestCase):
 @_skip_listed
 class TestRingLoopSubprocessPidfd(_RingSubprocess, test_utils.TestCase):
     Watcher = unix_events.PidfdChildWatcher
+
+
+# -- modules whose loops come from the policy: all of their tests, on ring loops -------------------
+POLICY_MODULES = ["test_streams", "test_ssl", "test_sslproto", "test_taskgroups", "test_tasks",
+                  "test_timeouts", "test_waitfor", "test_threads", "test_queues", "test_locks",
+                  "test_unix_events"]
+
+
+@pytest.mark.parametrize("name", POLICY_MODULES)
+def test_cpython_module_with_ring_loops(name):
+    made = []
+
+    class Counting(RingEventLoopPolicy):
+        def new_event_loop(self):
+            made.append(None)
+            return super().new_event_loop()
+    saved = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(Counting())
+    try:
+        module = importlib.import_module(f"test.test_asyncio.{name}")
+        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+        out = io.StringIO()
+        result = unittest.TextTestRunner(stream=out, verbosity=0).run(suite)
+    finally:
+        asyncio.set_event_loop_policy(saved)
+    assert result.wasSuccessful() and result.testsRun > 0, out.getvalue()[-5000:]
+    expected_skips = {"Windows only", "object <module 'sys' (built-in)> has no attribute 'gettotalrefcount'"}
+    assert {why for _, why in result.skipped} <= expected_skips
+    assert made, "no ring loop was made: the module did not run on the ring"
