@@ -80,24 +80,30 @@ def test_a_ring_completion_wakes_the_blocked_loop(loop):
 def test_the_idle_loop_waits_in_io_uring_enter():
     """Read from /proc which system call the loop's thread is blocked in while it is idle."""
     seen = {}
+    started = threading.Event()
 
     def loop_thread():
         loop = RingEventLoop()
         seen["tid"] = threading.get_native_id()
+        started.set()
         try:
-            loop.run_until_complete(asyncio.sleep(1.0))
+            loop.run_until_complete(asyncio.sleep(2.0))
         finally:
             loop.close()
     t = threading.Thread(target=loop_thread)
     t.start()
     try:
-        time.sleep(0.4)
-        with open(f"/proc/self/task/{seen['tid']}/syscall") as f:
-            number = int(f.read().split()[0])
+        assert started.wait(10)
+        for _ in range(30):             # until the thread has settled into its wait
+            with open(f"/proc/self/task/{seen['tid']}/syscall") as f:
+                number = f.read().split()[0]        # a number, or "running"
+            if number == str(IO_URING_ENTER[platform.machine()]):
+                break
+            time.sleep(0.05)
     finally:
         t.join()
-    assert number == IO_URING_ENTER[platform.machine()]
-    assert number not in EPOLL_WAITS[platform.machine()]
+    assert number == str(IO_URING_ENTER[platform.machine()])
+    assert number not in map(str, EPOLL_WAITS[platform.machine()])
 
 
 def test_a_reader_that_leaves_data_is_called_again(loop):
