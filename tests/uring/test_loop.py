@@ -274,3 +274,23 @@ def test_selector_rejects_what_selectors_reject():
         sel.close()
         os.close(r)
         os.close(w)
+
+
+def test_waits_submit_what_was_prepared_even_without_time_left():
+    """The loop's select() relies on every wait submitting first: a blocking wait submits in
+    its one enter, and one whose time is up before it could block still submits."""
+    from smbring.uring import Ring
+    with Ring(8) as ring:
+        done = []
+        for timeout in (1e-9, 1e-6, 0.5):
+            ring.nop(callback=done.append)
+            ring.wait(1, timeout)
+            assert len(done) == 1, timeout
+            done.clear()
+        a, b = socket.socketpair()
+        with a, b:
+            buf = bytearray(4)
+            ring.recv(b.fileno(), buf, 0, callback=done.append)
+            threading.Timer(0.1, a.send, (b"late",)).start()
+            ring.wait(1, 5.0)            # submits the recv and blocks until it completes
+            assert [req.res for req in done] == [4] and bytes(buf) == b"late"
