@@ -57,7 +57,7 @@ def test_the_idle_server_waits_in_io_uring_enter(ring_server):
     pid = ring_server["proc"].pid
     for _ in range(50):         # the main thread, once it has settled into waiting
         with open(f"/proc/{pid}/syscall") as f:
-            number = f.read().split()[0]
+            number = f.read().split()[0]    # a number, or "running"
         if number == str(IO_URING_ENTER[platform.machine()]):
             break
         time.sleep(0.05)
@@ -75,3 +75,25 @@ def test_refused_choices(tmp_path, args, env, says):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert says in r.stderr
+
+
+@pytest.mark.skipif(platform.machine() not in IO_URING_ENTER, reason="syscall numbers known for x86_64, aarch64")
+def test_the_variable_is_a_default_that_no_io_uring_overrides(tmp_path, monkeypatch):
+    """SMBRING_EVENT_LOOP=ring with --no-io-uring serves on asyncio's loop (idle in epoll_wait),
+    where --event-loop ring --no-io-uring is refused."""
+    monkeypatch.setenv("SMBRING_EVENT_LOOP", "ring")
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--no-io-uring")
+    try:
+        for _ in range(50):
+            with open(f"/proc/{proc.pid}/syscall") as f:
+                number = f.read().split()[0]
+            if number not in ("running", str(IO_URING_ENTER[platform.machine()])):
+                break
+            time.sleep(0.05)
+        assert number in {"x86_64": ("232", "281", "441"), "aarch64": ("22", "441")}[platform.machine()]
+        r = smbclient({"port": port}, "ls", "-m", "SMB3")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        stop(proc)

@@ -267,6 +267,8 @@ def event_loop_factory(args):
     if name != "ring":
         raise ValueError(f"SMBRING_EVENT_LOOP={name!r}: the event loop is asyncio or ring")
     if args.no_io_uring:
+        if args.event_loop is None:
+            return None      # the variable is a default, and --no-io-uring says otherwise
         raise ValueError("--event-loop ring waits in io_uring: it cannot go with --no-io-uring")
     from smbring import uring
     if not uring.available():
