@@ -1,13 +1,15 @@
 """`smbring bench smallops`: its parsing, its records, and a quick real run against both servers."""
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from servers import searchable_to
+from servers import free_port, searchable_to
 from smbring.bench import smallops
 
 # what smbtorture 4.17 prints: progress lines end in \r, the whole run's figure comes last
@@ -86,3 +88,34 @@ def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
         assert r["ops_per_s"] > 0 and r["server_cpu_us_per_op"] >= 0 and r["runs"] == 1
         assert r["workers"] == smallops.WORKLOADS[workload].workers
     assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}
+
+
+def test_ring_loop_ratios_pair_the_two_smbring_loops():
+    ws = smallops.parse_workloads("echo-1x1")
+    results = {("echo-1x1", "smbring"): [(100.0, 40.0), (200.0, 30.0)],
+               ("echo-1x1", "smbring-ring"): [(150.0, 20.0), (200.0, 33.0)]}
+    summary = smallops.summarize(results, ws, ["smbring", "smbring-ring"])
+    assert [r["server"] for r in summary["records"]] == ["smbring", "smbring-ring"]
+    # per run: ops 1.5, 1.0; CPU 0.5, 1.1
+    assert summary["ratios"] == {"echo-1x1_ops_ring_vs_asyncio": 1.25, "echo-1x1_cpu_ring_vs_asyncio": 0.8}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="io_uring_enter's number is x86_64's")
+def test_smbring_ring_server_waits_in_io_uring_enter(tmp_path):
+    """The benchmark's smbring-ring server really runs on the ring loop (its idle main thread
+    sits in io_uring_enter, 426, not in epoll_wait), and the environment is left as it was."""
+    share = tmp_path / "share"
+    share.mkdir()
+    before = os.environ.get(smallops.EVENT_LOOP_ENV)
+    server = smallops.SmbringRingLoop(str(share), free_port(), str(tmp_path / "state"))
+    try:
+        assert os.environ.get(smallops.EVENT_LOOP_ENV) == before
+        for _ in range(50):
+            with open(f"/proc/{server.proc.pid}/syscall") as f:
+                number = f.read().split()[0]
+            if number == "426":
+                break
+            time.sleep(0.05)
+        assert number == "426"
+    finally:
+        server.stop()

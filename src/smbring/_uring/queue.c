@@ -102,10 +102,39 @@ void ring_free_queued(RingObject *r)
 
 /* ---- completion ------------------------------------------------------------------------ */
 
+/* Submits n SQEs and runs deferred task work, without blocking. */
+static int enter_nowait(RingObject *r, unsigned n)
+{
+    if (sys_enter(r, n, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno != EINTR &&
+        errno != EAGAIN && errno != EBUSY) {
+        sr_oserror(errno, "io_uring_enter");
+        return -1;
+    }
+    return 0;
+}
+
+/* The kernel says it holds nothing for us: no deferred task work that would post CQEs
+ * (IORING_SQ_TASKRUN, which it only reports with TASKRUN_FLAG) and no CQEs that overflowed
+ * the ring. Then an enter that neither submits nor blocks would do nothing. */
+static int kernel_idle(RingObject *r)
+{
+    return (r->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+           !(__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+/* Nothing is ready and nothing is on its way: a wait now would block. */
+static int would_block(RingObject *r, unsigned min_complete, int64_t timeout_ns)
+{
+    return min_complete > 0 && timeout_ns != 0 && cq_ready(r) < min_complete && kernel_idle(r);
+}
+
 /* Waits for CQEs without ever exceeding timeout_ns (a problem Samba's developers met with liburing). The first enter
  * submits and runs deferred task work without blocking, holding the GIL: most completions
  * are ready by then and this costs one syscall. Only if that is not enough does it block,
- * with the GIL released, for at most the remaining time. */
+ * with the GIL released, for at most the remaining time. When the kernel says beforehand that
+ * nothing is ready (IORING_SQ_TASKRUN clear, no CQE), the blocking enter submits too: one
+ * system call per wait instead of two, what an event loop waiting in the ring makes most;
+ * and a poll with nothing to submit and nothing pending in the kernel makes none. */
 int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
 {
     int64_t deadline = timeout_ns >= 0 ? sr_now_ns() + timeout_ns : 0;
@@ -113,12 +142,13 @@ int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
         return -1;
     unsigned n = r->sq_local_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     __atomic_store_n(r->sq_tail, r->sq_local_tail, __ATOMIC_RELEASE);
-    if (n > 0 || min_complete == 0 || cq_ready(r) < min_complete) {
-        if (sys_enter(r, n, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno != EINTR &&
-            errno != EAGAIN && errno != EBUSY) {
-            sr_oserror(errno, "io_uring_enter");
+    if (would_block(r, min_complete, timeout_ns)) {
+        /* submitted by the first enter of the loop below */
+    } else {
+        if ((n > 0 || min_complete == 0 || cq_ready(r) < min_complete) &&
+            (n > 0 || !kernel_idle(r)) && enter_nowait(r, n) < 0)
             return -1;
-        }
+        n = 0;
     }
     while (cq_ready(r) < min_complete && timeout_ns != 0) {
         struct __kernel_timespec ts;
@@ -127,7 +157,7 @@ int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
         if (timeout_ns > 0) {
             int64_t left = deadline - sr_now_ns();
             if (left <= 0)
-                return 0;
+                return n > 0 ? enter_nowait(r, n) : 0;
             ts.tv_sec = left / 1000000000;
             ts.tv_nsec = left % 1000000000;
             arg.ts = (uint64_t)(uintptr_t)&ts;
@@ -135,10 +165,13 @@ int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
         unsigned want = min_complete - cq_ready(r);
         int ret, err;
         Py_BEGIN_ALLOW_THREADS
-        ret = sys_enter(r, 0, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
+        ret = sys_enter(r, n, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
                         sizeof(arg));
         err = errno;
         Py_END_ALLOW_THREADS
+        /* whatever the kernel did not take is submitted by the next call (as ring_submit
+         * leaves it after EAGAIN/EBUSY: completions must be reaped first) */
+        n = 0;
         if (ret < 0) {
             if (err == ETIME)
                 return 0;

@@ -35,7 +35,25 @@ from dataclasses import dataclass
 from smbring.bench.smbclient import PASSWORD, USER, Smbd, Smbring, free_port
 
 FILE_SIZE = 4096
+EVENT_LOOP_ENV = "SMBRING_EVENT_LOOP"   # read by `smbring serve` (its --event-loop default)
 RETRIES = 2         # a run whose client failed is run again (counted as failed_runs), this often
+
+
+class SmbringRingLoop(Smbring):
+    """smbring serving on the event loop that waits in io_uring (`serve --event-loop ring`),
+    to measure side by side with the standard asyncio loop."""
+    name = "smbring-ring"
+
+    def __init__(self, share: str, port: int, state: str):
+        before = os.environ.get(EVENT_LOOP_ENV)
+        os.environ[EVENT_LOOP_ENV] = "ring"      # the server process inherits it
+        try:
+            super().__init__(share, port, state)
+        finally:
+            if before is None:
+                del os.environ[EVENT_LOOP_ENV]
+            else:
+                os.environ[EVENT_LOOP_ENV] = before
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,9 @@ def add_arguments(p) -> None:
     p.add_argument("--copy-files", type=int, default=2000, help="4 KiB files copied each way")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
-    p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
+    p.add_argument("--servers", default="smbring,smbd",
+                   help="comma-separated: smbring, smbring-ring (smbring on the event loop that "
+                        "waits in io_uring), smbd; smbring's loop also follows SMBRING_EVENT_LOOP")
     p.add_argument("--port", type=int, default=4480, help="first of the ports used")
     p.add_argument("--core", action="store_true",
                    help="no servers: time the protocol core's handling of an ECHO in this process, "
@@ -233,6 +253,13 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
             ratios[f"{w.name}_ops_vs_smbd"] = round(statistics.median(a[0] / b[0] for a, b in pairs), 3)
             ratios[f"{w.name}_cpu_vs_smbd"] = round(
                 statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+        ring, plain = results.get((w.name, "smbring-ring"), []), results.get((w.name, "smbring"), [])
+        pairs = list(zip(ring, plain))
+        if pairs:
+            ratios[f"{w.name}_ops_ring_vs_asyncio"] = round(
+                statistics.median(a[0] / b[0] for a, b in pairs), 3)
+            ratios[f"{w.name}_cpu_ring_vs_asyncio"] = round(
+                statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
     return {"records": records, "ratios": ratios}
 
 
@@ -326,6 +353,8 @@ def run(args) -> int:
             try:
                 if name == "smbring":
                     servers.append(Smbring(files.share, port, os.path.join(state, name)))
+                elif name == "smbring-ring":
+                    servers.append(SmbringRingLoop(files.share, port, os.path.join(state, name)))
                 elif name == "smbd":
                     servers.append(Smbd(files.share, port, os.path.join(state, name)))
                 else:

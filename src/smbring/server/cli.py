@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--no-io-uring", action="store_true",
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
+    p.add_argument("--event-loop", default=None, choices=["asyncio", "ring"],
+                   help="asyncio: the standard loop (default); ring: a loop that waits in io_uring "
+                        "(docs/EVENTS.md); the environment variable SMBRING_EVENT_LOOP sets the default")
     p.add_argument("--username-map", default=None,
                    help="Samba's username map file: client names to account names, mapped before the "
                         "password is checked, as Samba does (as root, also the Unix account a session "
@@ -181,6 +184,11 @@ def service_options(args, settings: Settings):
 def run(args) -> int:
     from smbring.server import logs, service, systemd
     try:
+        loop_factory = event_loop_factory(args)
+    except ValueError as e:
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+    try:
         settings = load_settings(args)
         logs.configure(logs.settings(settings.options, args.log_level))
         extras = service_options(args, settings)
@@ -244,9 +252,29 @@ def run(args) -> int:
         return describe_change(before, new.shares)
 
     try:
-        return asyncio.run(service.run(server, listeners, extras, reload))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(service.run(server, listeners, extras, reload))
     except KeyboardInterrupt:       # a second ^C while stopping
         return 130
+
+
+def event_loop_factory(args):
+    """The loop factory `--event-loop` (or SMBRING_EVENT_LOOP) asks for; None: asyncio's own.
+    ValueError when the choice is unknown or cannot work here."""
+    name = args.event_loop or os.environ.get("SMBRING_EVENT_LOOP") or "asyncio"
+    if name == "asyncio":
+        return None
+    if name != "ring":
+        raise ValueError(f"SMBRING_EVENT_LOOP={name!r}: the event loop is asyncio or ring")
+    if args.no_io_uring:
+        if args.event_loop is None:
+            return None      # the variable is a default, and --no-io-uring says otherwise
+        raise ValueError("--event-loop ring waits in io_uring: it cannot go with --no-io-uring")
+    from smbring import uring
+    if not uring.available():
+        raise ValueError(f"--event-loop ring: io_uring is unavailable ({uring.unavailable_reason()})")
+    from smbring.uring.loop import RingEventLoop
+    return RingEventLoop
 
 
 def server_log(message: str) -> None:

@@ -57,10 +57,18 @@ class AsyncRing:
     def __init__(self, ring: Ring | None = None, *, entries: int = 256,
                  loop: asyncio.AbstractEventLoop | None = None):
         self.loop = loop or asyncio.get_running_loop()
-        self.ring = ring if ring is not None else Ring(entries)
-        self._eventfd = self.ring.eventfd()
+        # a loop that waits in a ring of its own (smbring.uring.loop.RingEventLoop) submits
+        # what was prepared and dispatches completions in every wait: no eventfd, no flush
+        loop_ring = getattr(self.loop, "uring", None)
+        if ring is None:
+            ring = loop_ring if isinstance(loop_ring, Ring) else Ring(entries)
+        self.ring = ring
+        self._loop_drains = ring is loop_ring
+        self._eventfd = -1
         self._flush_pending = False
-        self.loop.add_reader(self._eventfd, self._on_ready)
+        if not self._loop_drains:
+            self._eventfd = self.ring.eventfd()
+            self.loop.add_reader(self._eventfd, self._on_ready)
 
     def _on_ready(self) -> None:
         try:
@@ -76,7 +84,7 @@ class AsyncRing:
 
     def kick(self) -> None:
         """Make sure what was prepared gets submitted in this loop iteration."""
-        if not self._flush_pending:
+        if not self._flush_pending and not self._loop_drains:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
 
@@ -218,7 +226,8 @@ class AsyncRing:
         self.ring.close_fd(fd)
 
     def close_ring(self) -> None:
-        if self.ring.closed:
+        """Close the ring; one the loop waits in is the loop's, closed with it instead."""
+        if self.ring.closed or self._loop_drains:
             return
         self.loop.remove_reader(self._eventfd)
         self.ring.close()
