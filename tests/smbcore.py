@@ -193,3 +193,23 @@ def compound(messages: list[bytes], related: bool = False) -> bytes:
             struct.pack_into("<I", m, 20, len(m))
         out += m
     return bytes(out)
+
+
+# -- reading responses ----------------------------------------------------------------------------
+def create_contexts_of(response) -> dict[bytes, bytes]:
+    """The create contexts of a CREATE response (a raw client's, with `.raw`): name -> data."""
+    raw = response.raw
+    off, length = struct.unpack_from("<II", raw, 64 + 80)
+    out, pos = {}, off
+    while length and pos < off + length:
+        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", raw, pos)
+        out[raw[pos + name_off:pos + name_off + name_len]] = raw[pos + data_off:pos + data_off + data_len]
+        if not nxt:
+            break
+        pos += nxt
+    return out
+
+
+def oplock_level_of(response) -> int:
+    """The OplockLevel of a CREATE response."""
+    return response.raw[66]

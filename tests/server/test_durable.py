@@ -18,6 +18,8 @@ import pytest
 from servers import PASSWORD, USER
 from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fixture)
 from smbcore import create_body, read_body, write_body
+from smbcore import create_contexts_of as contexts_of
+from smbcore import oplock_level_of as oplock_of
 
 from smbring.smb import wire
 
@@ -55,23 +57,6 @@ class Conn:
     def kill(self) -> None:
         """The connection is lost (no LOGOFF, no CLOSE)."""
         self.raw.close()
-
-
-def contexts_of(r) -> dict[bytes, bytes]:
-    """The create contexts of a CREATE response."""
-    off, length = struct.unpack_from("<II", r.raw, 64 + 80)
-    out, pos = {}, off
-    while length and pos < off + length:
-        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", r.raw, pos)
-        out[r.raw[pos + name_off:pos + name_off + name_len]] = r.raw[pos + data_off:pos + data_off + data_len]
-        if not nxt:
-            break
-        pos += nxt
-    return out
-
-
-def oplock_of(r) -> int:
-    return r.raw[66]
 
 
 def dhnq() -> tuple[bytes, bytes]:

@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient, Session  # noqa: E402
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 from smbcore import create_body, session_setup_body  # noqa: E402
+from smbcore import create_contexts_of as contexts_of  # noqa: E402
+from smbcore import oplock_level_of as oplock_of  # noqa: E402
 
 from smbring.smb import security, wire  # noqa: E402
 
@@ -90,22 +92,6 @@ class Conn:
         body = struct.pack("<HHI16s", 48, 1, (index << 4) | number, fid) + \
             struct.pack("<QQII", offset, length, flags, 0)
         return self.tree.request(wire.LOCK, body)
-
-
-def contexts_of(r) -> dict[bytes, bytes]:
-    off, length = struct.unpack_from("<II", r.raw, 64 + 80)
-    out, pos = {}, off
-    while length and pos < off + length:
-        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", r.raw, pos)
-        out[r.raw[pos + name_off:pos + name_off + name_len]] = r.raw[pos + data_off:pos + data_off + data_len]
-        if not nxt:
-            break
-        pos += nxt
-    return out
-
-
-def oplock_of(r) -> int:
-    return r.raw[66]
 
 
 def action_of(r) -> int:
