@@ -220,12 +220,16 @@ class RemoteFile:
                                 f"the server says it wrote {count}")
 
     async def write_from(self, offset: int, length: int, source: Source,
-                         done: Callable[[object], object] | None = None) -> int:
+                         done: Callable[[object], object] | None = None, *,
+                         chunk_size: int | None = None, depth: int | None = None) -> int:
         """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined. done(chunk),
         if given, is called once each chunk's WRITE is answered (or abandoned): the source may
-        then reuse its buffer (the data has left, or will never leave)."""
+        then reuse its buffer (the data has left, or will never leave). chunk_size, depth:
+        bytes per WRITE and WRITEs in flight (default: the client's io_size and transfer
+        depth); a chunk_size above what the server allows is lowered to it."""
         self._check_open()
-        size = self._client.io_size
+        size = self._client.io_size if chunk_size is None else \
+            max(1, min(chunk_size, max(self._client.io_size, self._client.write_size)))
 
         async def write(start: int, chunk) -> None:
             try:
@@ -243,7 +247,7 @@ class RemoteFile:
                                      f"(the local file changed during the transfer?)")
                 yield write(start, chunk)
 
-        await pipelined(jobs(), self._client.transfer_depth)
+        await pipelined(jobs(), self._client.transfer_depth if depth is None else max(1, depth))
         return length
 
     async def flush(self) -> None:
