@@ -326,6 +326,10 @@ async def put(client, local: str, remote: str, progress=None) -> str:
 async def _upload(client, fd: int, remote: str, progress=None) -> None:
     """A local file (open, fd) -> a new remote file, its size checked at the end."""
     size = os.fstat(fd).st_size
+    try:        # read ahead further (only a file not in the page cache yet gains anything)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (OSError, AttributeError):
+        pass
     async with await RemoteFile.open(client, remote, "x") as f:
         in_place = not (client.keys.sign or client.keys.encrypt)
         source = FileSource(fd, client.io_size, progress, in_place=in_place)
