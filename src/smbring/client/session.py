@@ -183,6 +183,15 @@ class Client:
         per_channel = max(2, -(-self.depth * self.io_size // self.write_size))
         return per_channel * max(1, self.open_channels)
 
+    def fitting_write(self, size: int) -> int:
+        """The bytes of the next WRITE of an upload that asks for `size` (write_size): no more
+        than half the credit window the server has opened on each channel, so that two fit at
+        once (a server that grants 40 credits never lets an 8 MiB WRITE, 128 credits, through);
+        never less than io_size (what every transfer needs anyway)."""
+        room = min((c.credits_held for c in self._channels if not c.closed), default=0)
+        fits = room // 2 * 65536 if self._channels[0].multi_credit else size
+        return min(size, max(self.io_size, fits))
+
     def _open_channel(self) -> Channel | None:
         return next((c for c in self._channels if not c.closed), None)
 
