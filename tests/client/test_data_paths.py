@@ -135,3 +135,66 @@ def test_write_data_is_read_into_buffers_when_signed(smbring_server, tmp_path):
             await c.put(str(src), "s.bin")
             assert digest(srv["share"] / "s.bin") == digest(src)
     run(go())
+
+
+def _put_counting(c, src, name):
+    """The put, and the requests it took (every one answered on the first channel)."""
+    async def go():
+        before = c.channels[0].answered
+        await c.put(str(src), name)
+        return c.channels[0].answered - before
+    return go()
+
+
+@pytest.mark.parametrize("server", ["smbring_server", "samba_server"])
+def test_unsigned_put_sends_writes_as_large_as_the_server_takes(request, tmp_path, server):
+    """sendfile needs no buffer of the client's, so its WRITEs are write_size (8 MiB: both
+    servers' MaxWriteSize), not io_size: 3 WRITEs for 20 MiB + 4097 bytes where 1 MiB WRITEs
+    take 21; byte-exact either way."""
+    srv = request.getfixturevalue(server)()
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(SIZE))
+
+    async def go():
+        async with await connected(srv) as c:
+            assert c.write_size == 8 * MiB and c.io_size == MiB
+            large = await _put_counting(c, src, "large.bin")
+            assert digest(srv["share"] / "large.bin") == digest(src)
+            c.write_size = c.io_size
+            small = await _put_counting(c, src, "small.bin")
+            assert digest(srv["share"] / "small.bin") == digest(src)
+            assert small - large == 21 - 3
+    run(go())
+
+
+def test_write_size_is_lowered_to_what_the_server_allows(smbring_server, tmp_path):
+    """SMB 2.0.2 has no multi-credit requests: 64 KiB per WRITE at most, whatever was asked."""
+    srv = smbring_server()
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(MiB + 3))
+
+    async def go():
+        async with await connected(srv, dialects=(wire.SMB202,), write_size=32 * MiB) as c:
+            assert c.write_size == 65536
+            requests = await _put_counting(c, src, "w.bin")
+            assert digest(srv["share"] / "w.bin") == digest(src)
+            assert requests >= 17                     # 1 MiB + 3 bytes in 64 KiB WRITEs
+        async with await connected(srv, write_size=32 * MiB) as c:
+            assert c.write_size == 8 * MiB            # smbring's MaxWriteSize
+    run(go())
+
+
+def test_signed_put_keeps_io_size_writes(smbring_server, tmp_path):
+    """A signed WRITE is read into a reused buffer of io_size and copied to be signed: those
+    stay io_size, whatever write_size is."""
+    srv = smbring_server()
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 * MiB + 1))
+
+    async def go():
+        async with await connected(srv, sign=True) as c:
+            c.write_size = 8 * MiB
+            requests = await _put_counting(c, src, "signed.bin")
+            assert digest(srv["share"] / "signed.bin") == digest(src)
+            assert requests >= 4 + 5                  # 4 WRITEs, and the opens around them
+    run(go())

@@ -10,7 +10,10 @@ client_cpu_s_per_gib}, medians over the runs; a transfer whose result is not byt
 after the clock stopped) is reported and left out. smbd runs with ``server multi channel
 support = yes`` (it binds channels on loopback too). ``--baseline-src DIR`` also runs the client
 of another checkout (its built ``src``), interleaved with this one: before and after from the
-same run, under the same load.
+same run, under the same load. The Python clients run with their modules' bytecode cached (in
+a directory of the run's own, written by an untimed import before the first transfer), as an
+installed package has it: otherwise a checkout run with PYTHONDONTWRITEBYTECODE would compile
+smbring's sources in every timed run.
 """
 from __future__ import annotations
 
@@ -110,14 +113,34 @@ def _command(client: str, port: int, case: str, local: str, channels: int) -> li
             "-m", "SMB3", "-c", command]
 
 
+def _environment(client: str, baseline_src: str | None, pycache: str | None) -> dict:
+    env = dict(os.environ)
+    if pycache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
+    if client == "smbring-baseline":
+        env["PYTHONPATH"] = os.path.abspath(baseline_src)
+    return env
+
+
+def warm_bytecode(clients, baseline_src: str | None, pycache: str) -> None:
+    """Compiles what each Python client imports into `pycache`, untimed."""
+    imports = {"smbring": "import asyncio, spnego, smbring.client, smbring.client.transfer, "
+                          "smbring.client.multichannel",
+               "smbprotocol": "import smbclient"}
+    for client in clients:
+        code = imports.get(client.split("-")[0])
+        if code:
+            subprocess.run([sys.executable, "-c", code], env=_environment(client, baseline_src, pycache),
+                           capture_output=True)
+
+
 def run_once(client: str, port: int, case: str, local: str, channels: int,
-             baseline_src: str | None = None) -> tuple[float, float]:
+             baseline_src: str | None = None, pycache: str | None = None) -> tuple[float, float]:
     """(seconds, client CPU seconds) of one transfer in a process of its own."""
     if case == "get" and os.path.exists(local):
         os.unlink(local)
-    env = None
-    if client == "smbring-baseline":
-        env = dict(os.environ, PYTHONPATH=os.path.abspath(baseline_src))
+    env = _environment(client, baseline_src, pycache)
     start = time.perf_counter()
     proc = subprocess.Popen(_command(client, port, case, local, channels),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -157,6 +180,8 @@ def run(args) -> int:
             variants.append((client, 1))
             if client.startswith("smbring") and args.channels > 1:
                 variants.append((client, args.channels))
+        pycache = os.path.join(state, "pycache")
+        warm_bytecode([c for c, _ in variants], args.baseline_src, pycache)
         results: dict[tuple, list] = {}
         for _ in range(args.runs):
             for case in CASES:
@@ -165,7 +190,7 @@ def run(args) -> int:
                         local = download if case == "get" else upload
                         try:
                             elapsed, cpu = run_once(client, server.port, case, local, channels,
-                                                    args.baseline_src)
+                                                    args.baseline_src, pycache)
                         except RuntimeError as e:
                             print(f"warning: {e}", file=sys.stderr)
                             continue

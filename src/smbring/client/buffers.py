@@ -24,6 +24,10 @@ POOLED_MIN = 128 * 1024   # frames from this size on come from the pool (READ da
                           # are small allocations that Python's allocator serves cheaply
 ALIGN = 4096              # what O_DIRECT asks of buffers, offsets and lengths (a page)
 READ_DATA_OFFSET = 80     # where servers put a READ's data: right after the 64 + 16 byte head
+# private anonymous memory, its pages made at once: a shared map (mmap's default) is shmem,
+# whose page faults cost about twice as much, and populating all pages in the mmap call
+# costs less again than taking them one fault at a time (1 MiB: 0.34 ms against 0.83 ms)
+_PRIVATE_MAP = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class ReceivePool:
@@ -57,7 +61,7 @@ class ReceivePool:
         self.made += 1
         if n > self.size or len(self._buffers) >= self.keep:
             return memoryview(bytearray(n))
-        buf = mmap.mmap(-1, lead + self.size)
+        buf = mmap.mmap(-1, lead + self.size, flags=_PRIVATE_MAP)
         self._buffers.append(buf)
         return memoryview(buf)[lead:lead + n]
 

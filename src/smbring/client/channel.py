@@ -427,6 +427,12 @@ class Channel:
     def charge_for(self, size: int) -> int:
         return charge_needed(size) if self.multi_credit else 1
 
+    @property
+    def credits_held(self) -> int:
+        """Credits granted so far and not given back: unused, plus those of requests in flight
+        (the server's window for this connection, as far as it has opened it)."""
+        return self._balance + self._in_flight
+
     async def _take_credits(self, charge: int) -> int:
         while self._balance < charge:
             if self._error is not None:

@@ -220,12 +220,17 @@ class RemoteFile:
                                 f"the server says it wrote {count}")
 
     async def write_from(self, offset: int, length: int, source: Source,
-                         done: Callable[[object], object] | None = None) -> int:
+                         done: Callable[[object], object] | None = None, *,
+                         chunk_size: int | None = None, depth: int | None = None) -> int:
         """Writes [offset, offset+length) from source(offset, n), WRITEs pipelined. done(chunk),
         if given, is called once each chunk's WRITE is answered (or abandoned): the source may
-        then reuse its buffer (the data has left, or will never leave)."""
+        then reuse its buffer (the data has left, or will never leave). chunk_size, depth:
+        bytes per WRITE and WRITEs in flight (default: the client's io_size and transfer
+        depth); a chunk_size above what the server allows is lowered to it."""
         self._check_open()
-        size = self._client.io_size
+        client = self._client
+        if chunk_size is not None:
+            chunk_size = max(1, min(chunk_size, max(client.io_size, client.write_size)))
 
         async def write(start: int, chunk) -> None:
             try:
@@ -235,15 +240,19 @@ class RemoteFile:
                     done(chunk)
 
         def jobs():
-            for start in range(offset, offset + length, size):
+            start = offset
+            while start < offset + length:
+                # large WRITEs only as far as the server's credit window lets them through
+                size = client.io_size if chunk_size is None else client.fitting_write(chunk_size)
                 n = min(size, offset + length - start)
                 chunk = source(start, n)
                 if len(chunk) != n:
                     raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
                                      f"(the local file changed during the transfer?)")
                 yield write(start, chunk)
+                start += n
 
-        await pipelined(jobs(), self._client.transfer_depth)
+        await pipelined(jobs(), client.transfer_depth if depth is None else max(1, depth))
         return length
 
     async def flush(self) -> None:

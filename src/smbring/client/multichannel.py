@@ -149,7 +149,8 @@ async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, 
                 domain: str, ciphers, sign: bool) -> None:
     keys = client.keys
     own = await negotiate(channel, (client.dialect,), (keys.cipher,) if keys.cipher else tuple(ciphers),
-                          sign, False, client.guid, client.io_size, multichannel=True)
+                          sign, False, client.guid, client.io_size, multichannel=True,
+                          write_size=client.write_size)
     if own.response.server_guid != first.response.server_guid:
         raise BindingRefused("another server answered there (its ServerGuid differs)")
     if own.response.dialect != client.dialect or own.cipher != keys.cipher or \
@@ -157,8 +158,9 @@ async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, 
         raise BindingRefused("the server negotiated other algorithms on this connection")
     if not own.response.capabilities & wire.CAP_MULTI_CHANNEL:
         raise BindingRefused("no CAP_MULTI_CHANNEL on this connection")
-    if own.io_size < client.io_size:
-        raise BindingRefused(f"this connection allows READs and WRITEs of {own.io_size} bytes only")
+    if own.io_size < client.io_size or own.write_size < client.write_size:
+        raise BindingRefused(f"this connection allows READs of {own.io_size} and WRITEs of "
+                             f"{own.write_size} bytes only")
     channel.keys = await _binding_logon(client, own, channel, user, password, domain, sign)
     channel.register(channel.keys)
     if client.dialect in (wire.SMB300, wire.SMB302):

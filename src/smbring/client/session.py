@@ -15,8 +15,12 @@ from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
 
-DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ or WRITE
+DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ (and per WRITE sent from a buffer)
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
+# bytes per WRITE that put sends with sendfile (neither signed nor sealed): much of an upload's
+# cost is per request on both ends (the request, a server's interim and final answers, the
+# client's Python); against smbd, 8 MiB WRITEs took 0.47x the client CPU of 1 MiB ones
+DEFAULT_WRITE_SIZE = 8 * 1024 * 1024
 LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
 SINK_HOLDS = 40                   # READ responses a download's file sink may hold at once
 FILE_LIST_DIRECTORY = 0x1
@@ -42,10 +46,12 @@ class Client:
     """One logged-on session and one tree connect, over one connection or several (channels
     bound to the session: see ``connect(channels=N)``). Use ``connect()``."""
 
-    def __init__(self, channel: Channel, host: str, share: str, *, io_size: int, depth: int):
+    def __init__(self, channel: Channel, host: str, share: str, *, io_size: int, depth: int,
+                 write_size: int = DEFAULT_WRITE_SIZE):
         self._channels = [channel]      # the first is the one that logged on
         self.host, self.share = host, share
         self.io_size, self.depth = io_size, depth
+        self.write_size = write_size    # bytes per WRITE of a sendfile upload
         self.dialect = 0
         self.keys = SessionKeys()
         self.tree_id = 0
@@ -168,6 +174,23 @@ class Client:
     def transfer_depth(self) -> int:
         """READs or WRITEs a transfer keeps in flight: `depth` per open channel."""
         return self.depth * max(1, self.open_channels)
+
+    @property
+    def write_depth(self) -> int:
+        """WRITEs of `write_size` an upload keeps in flight: as many bytes per open channel as
+        `depth` x `io_size`, and never fewer than 2 per channel (one is on the wire while the
+        server writes the other)."""
+        per_channel = max(2, -(-self.depth * self.io_size // self.write_size))
+        return per_channel * max(1, self.open_channels)
+
+    def fitting_write(self, size: int) -> int:
+        """The bytes of the next WRITE of an upload that asks for `size` (write_size): no more
+        than half the credit window the server has opened on each channel, so that two fit at
+        once (a server that grants 40 credits never lets an 8 MiB WRITE, 128 credits, through);
+        never less than io_size (what every transfer needs anyway)."""
+        room = min((c.credits_held for c in self._channels if not c.closed), default=0)
+        fits = room // 2 * 65536 if self._channels[0].multi_credit else size
+        return min(size, max(self.io_size, fits))
 
     def _open_channel(self) -> Channel | None:
         return next((c for c in self._channels if not c.closed), None)
@@ -304,7 +327,8 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                   *, domain: str = "", sign: bool = False, encrypt: bool = False,
                   dialects=wire.DIALECTS, ciphers=security.CIPHER_PREFERENCE,
                   allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
-                  depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1) -> Client:
+                  depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1,
+                  write_size: int = DEFAULT_WRITE_SIZE) -> Client:
     """Connects, logs on as `user` with NTLMv2 and connects to `share`.
 
     sign: insist on signed messages even when the server does not ask for it;
@@ -313,18 +337,22 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     logged on as guest (else refused: the server did not accept the credentials);
     channels: connections to use (multichannel, SMB 3.x): the others are bound to the
     session, to the addresses the server lists; with fewer if the server does not offer it
-    (``Client.multichannel_note`` says why).
+    (``Client.multichannel_note`` says why);
+    io_size: bytes per READ, and per WRITE sent from a buffer (signed, sealed, RemoteFile.write);
+    write_size: bytes per WRITE of an upload sent with sendfile (neither signed nor sealed);
+    both lowered to what the server allows.
     """
     if channels < 1:
         raise ValueError("channels must be at least 1")
     channel = await Channel.open(host, port, timeout=timeout)
-    client = Client(channel, host, share, io_size=io_size, depth=depth)
+    client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size)
     client.port = port
     try:
         negotiated = await negotiate(channel, dialects, ciphers, sign, encrypt, client.guid,
-                                     io_size, multichannel=channels > 1)
+                                     io_size, multichannel=channels > 1, write_size=write_size)
         client.dialect = negotiated.response.dialect
         client.io_size = negotiated.io_size
+        client.write_size = negotiated.write_size
         # READ responses land in these: those in flight on every channel, and those the file
         # sink holds while the disk writes (FileSink: BATCH chunks x MAX_WRITING + 1 batches)
         client.pool = channel.pool = ReceivePool(channel.frame_limit, depth * channels + SINK_HOLDS)
@@ -346,15 +374,18 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
 
 class Negotiated:
     def __init__(self, response: m.NegotiateResponse, preauth: security.PreauthIntegrity,
-                 cipher: int, signing_algorithm: int, offered: tuple, io_size: int):
+                 cipher: int, signing_algorithm: int, offered: tuple, io_size: int,
+                 write_size: int):
         self.response, self.preauth = response, preauth
         self.cipher, self.signing_algorithm = cipher, signing_algorithm
         self.offered = offered        # (capabilities, guid, security mode, dialects) sent
-        self.io_size = io_size        # the READ and WRITE size this connection allows
+        self.io_size = io_size        # the READ (and buffered WRITE) size this connection allows
+        self.write_size = write_size  # the sendfile WRITE size this connection allows
 
 
 async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bool, guid: bytes,
-                    io_size: int, multichannel: bool = False) -> Negotiated:
+                    io_size: int, multichannel: bool = False,
+                    write_size: int = DEFAULT_WRITE_SIZE) -> Negotiated:
     """NEGOTIATE on a new connection; sets its credit mode and frame limit."""
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     capabilities = wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if ciphers else 0)
@@ -397,9 +428,11 @@ async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bo
     if largest < 4096:
         raise ProtocolError(f"the server allows READs and WRITEs of only {largest} bytes")
     io_size = max(4096, min(io_size, largest))
+    # WRITEs only need MaxWriteSize (responses to them are small: the frame limit stays)
+    write_size = max(4096, min(write_size, neg.max_write if channel.multi_credit else largest))
     channel.frame_limit = max(io_size, LISTING_BUFFER) + FRAME_SLACK
     return Negotiated(neg, preauth, cipher, algorithm,
-                      (capabilities, guid, security_mode, tuple(dialects)), io_size)
+                      (capabilities, guid, security_mode, tuple(dialects)), io_size, write_size)
 
 
 async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user: str,
