@@ -245,7 +245,7 @@ def supervise(args, settings: Settings, listeners, extras, activated: bool) -> i
         log.warning("metrics: not served with %d workers (each would need its own port)", count)
     try:
         sockets = [listeners] * count if activated else workers.bind_reuseport(listeners, count)
-        store = workers.store_directory(extras.control_socket)
+        store, _lock = workers.store_directory(extras.control_socket)     # (held until exit)
     except OSError as e:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2

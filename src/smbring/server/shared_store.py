@@ -2,9 +2,11 @@
 
 With one worker, `ServerState` keeps every table in Python dictionaries. With several, the
 tables a correct answer needs across workers live in one LMDB environment in a fresh
-directory (see `prepare`): memory-mapped, read without locks, one writer at a time across
-processes, each change a transaction. Like Samba's locking.tdb it is volatile: it describes
-live processes, is opened without fsync and is emptied when the server starts.
+directory of the server's run directory (see server.workers.store_directory):
+memory-mapped, read without locks, one writer at a time across processes, each change a
+transaction. Like Samba's locking.tdb it is volatile: it describes live processes, is
+opened without fsync and is removed when the server stops (or, left by a server that was
+killed, when the next one starts).
 
 Records, all keyed by the file (st_dev, st_ino) first, each entry naming its owner as
 (worker id, open id) so that the supervisor can remove a dead worker's entries:
@@ -31,8 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import stat
 import struct
 
 import lmdb
@@ -55,20 +55,17 @@ WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,
              b"trees": -WORKER.size, b"conns": -WORKER.size}
 
 
-def prepare(directory: str) -> None:
-    """Makes `directory` a fresh, empty store directory of mode 0700: a store left by a
-    server that is gone is removed (it describes processes that no longer exist); anything
-    at that name that is not this user's directory is refused."""
+def remove_store(directory: str) -> None:
+    """Removes a store directory (the server that made it has stopped, or is gone)."""
+    for name in ("data.mdb", "lock.mdb", "owner"):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
     try:
-        st = os.lstat(directory)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise OSError(f"store directory {directory}: exists and is not this user's directory")
-        shutil.rmtree(directory)
-    os.mkdir(directory, 0o700)
-    os.chmod(directory, 0o700)      # (whatever the umask)
+        os.rmdir(directory)
+    except OSError as e:
+        log.warning("shared store %s not removed: %s", directory, e)
 
 
 def open_environment(directory: str) -> lmdb.Environment:
@@ -78,7 +75,7 @@ def open_environment(directory: str) -> lmdb.Environment:
 
 class Store:
     """One process's handle on the shared store: opened in that process (LMDB environments
-    do not survive fork), after `prepare` made the directory."""
+    do not survive fork), in the directory server.workers made for it."""
 
     def __init__(self, directory: str, worker: int):
         if not 0 < worker < MAX_WORKERS:

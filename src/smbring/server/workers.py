@@ -141,7 +141,6 @@ class Supervisor:
 
     # -- the supervisor's loop ----------------------------------------------------------------
     def run(self) -> int:
-        shared_store.prepare(self.store_directory)
         env = shared_store.open_environment(self.store_directory)   # the databases exist
         for name in shared_store.DATABASES:
             env.open_db(name)
@@ -371,8 +370,7 @@ class Supervisor:
                     os.unlink(self.control_path)
             except OSError:
                 pass
-        import shutil
-        shutil.rmtree(self.store_directory, ignore_errors=True)
+        shared_store.remove_store(self.store_directory)
         for w in self.workers:
             for s in w.sockets:
                 s.close()
@@ -382,14 +380,34 @@ def worker_control_path(control_path: str | None, slot: int) -> str | None:
     return f"{control_path}.worker{slot}" if control_path else None
 
 
-def store_directory(control_path: str | None) -> str:
-    """Where the shared store lives: beside the control socket (its directory is the
-    server's run directory, mode 0700), else in a new directory of the runtime directory."""
-    if control_path:
-        return control_path + ".store"
+def store_directory(control_path: str | None) -> tuple[str, int]:
+    """A fresh, empty directory of mode 0700 for the shared store, in the server's run
+    directory (the control socket's, else the default one), and a descriptor holding an
+    exclusive lock on it for as long as the server runs (the workers inherit it). Stores of
+    servers that are gone (their lock free: a supervisor that was killed) are removed
+    first: they describe processes that no longer exist."""
+    import fcntl
     import tempfile
 
-    from smbring.server.control import default_path
-    run = os.path.dirname(default_path())
-    os.makedirs(run, mode=0o700, exist_ok=True)
-    return tempfile.mkdtemp(prefix="store-", dir=run)
+    from smbring.server.control import _prepare_directory, default_path
+    run = os.path.dirname(os.path.abspath(control_path or default_path()))
+    _prepare_directory(run)
+    for name in os.listdir(run):
+        if name.startswith("store-"):
+            path = os.path.join(run, name)
+            try:
+                fd = os.open(os.path.join(path, "owner"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue                # not one of ours, or being made right now
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                # a running server's
+            finally:
+                os.close(fd)
+            shared_store.remove_store(path)
+    path = tempfile.mkdtemp(prefix="store-", dir=run)       # (mode 0700)
+    fd = os.open(os.path.join(path, "owner"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return path, fd
