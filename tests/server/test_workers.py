@@ -342,3 +342,49 @@ def test_change_notify_sees_the_other_workers_changes(pair):
     b.open("watched\\new.txt").close()
     assert watcher.response_event.wait(10), "no change reported"
     assert any(r["file_name"].get_value() == "new.txt" for r in watcher.result)
+
+
+# -- the server's bounds count every worker -----------------------------------------------------
+@pytest.fixture
+def bounded(tmp_path):
+    """Two workers with `max smbd processes = 3` and a share `limited` with `max connections = 1`."""
+    from servers import free_port
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir()
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\nsmbring workers = 2\nmax smbd processes = 3\n"
+                    f"control socket = {tmp_path / 'run' / 'control'}\n"
+                    f"[share]\npath = {share}\nread only = no\n"
+                    f"[limited]\npath = {share}\nread only = no\nmax connections = 1\n")
+    proc, port, log = spawn(tmp_path, "--config", str(conf), port=port)
+    yield {"port": port, "share": share, "proc": proc, "log": log,
+           "control": str(tmp_path / "run" / "control")}
+    stop(proc)
+
+
+def connections_per_worker(server) -> dict:
+    return {w["worker"]: w.get("connections", 0) for w in status_of(server)["workers"]}
+
+
+def test_connection_and_tree_bounds_count_every_worker(bounded):
+    a = Client(bounded["port"])
+    TreeConnect(a.session, r"\\127.0.0.1\limited").connect()
+    for _ in range(20):         # b on the other worker
+        b = Client(bounded["port"])
+        if all(n == 1 for n in connections_per_worker(bounded).values()):
+            break
+        b.close()
+        time.sleep(0.2)         # (its worker counts it gone)
+    else:
+        pytest.fail("no connection reached the other worker")
+    with pytest.raises(SMBResponseException):      # the share's one tree connect is a's
+        TreeConnect(b.session, r"\\127.0.0.1\limited").connect()
+    c = Client(bounded["port"])                     # the third connection in all
+    for _ in range(6):          # past max smbd processes on whichever worker it lands
+        with pytest.raises(Exception):
+            Client(bounded["port"])
+    assert "max smbd processes = 3" in bounded["log"].read_text()
+    for client in (a, b, c):
+        client.close()
