@@ -291,6 +291,24 @@ def test_sigterm_stops_every_worker(server):
     c.close()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(server):
+    pids = [w["pid"] for w in status_of(server)["workers"]]
+    server["proc"].kill()
+    server["proc"].wait(10)
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    assert not alive
+
+
 def test_reload_reaches_every_worker(server, tmp_path):
     server["proc"].send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10

@@ -69,8 +69,11 @@ def remove_store(directory: str) -> None:
 
 
 def open_environment(directory: str) -> lmdb.Environment:
+    # no fsync (volatile, as above); writemap: a commit writes into the shared map instead of
+    # making write system calls (a write transaction costs ~1 us instead of ~5)
     return lmdb.open(directory, map_size=MAP_SIZE, max_dbs=len(DATABASES), sync=False,
-                     metasync=False, readahead=False, max_readers=512, create=True, mode=0o600)
+                     metasync=False, writemap=True, readahead=False, max_readers=512, create=True,
+                     mode=0o600)
 
 
 class Store:

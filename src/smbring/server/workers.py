@@ -138,6 +138,7 @@ class Supervisor:
         self._control: socket.socket | None = None
         self._signals: list[int] = []
         self._stop_deadline = float("inf")
+        self.pid = os.getpid()
 
     # -- the supervisor's loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -283,6 +284,7 @@ class Supervisor:
                     if id(s) not in mine:   # (inherited sockets are every worker's)
                         s.close()
             os.environ.pop("NOTIFY_SOCKET", None)     # systemd hears the supervisor only
+            _stop_with(self.pid)
             status = self.serve(setup, w.sockets)
         except BaseException:
             log.exception("worker %d failed", w.slot)
@@ -374,6 +376,21 @@ class Supervisor:
         for w in self.workers:
             for s in w.sockets:
                 s.close()
+
+
+def _stop_with(supervisor: int) -> None:
+    """A worker stops gracefully (SIGTERM) when its supervisor dies, killed or not: nobody
+    would restart it or clean up after it (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import ctypes.util
+    PR_SET_PDEATHSIG = 1
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        return
+    if os.getppid() != supervisor:      # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_control_path(control_path: str | None, slot: int) -> str | None:
