@@ -32,6 +32,8 @@ from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, 
 from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
+from smbring.smb.locks import Lock  # noqa: E402
+
 from servers import PASSWORD, USER, spawn, stop  # noqa: E402
 
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
@@ -406,3 +408,69 @@ def test_connection_and_tree_bounds_count_every_worker(bounded):
     assert "max smbd processes = 3" in bounded["log"].read_text()
     for client in (a, b, c):
         client.close()
+
+
+# -- the store's rules between two real processes -----------------------------------------------
+OTHER_WORKER = r"""
+import sys, types
+from smbring.server.shared_store import Store, SharedByteRangeLocks, SharedShareModes, SharedDeletePending
+from smbring.smb.locks import Lock
+store = Store(sys.argv[1], 2)
+locks = SharedByteRangeLocks(store, None)
+modes = SharedShareModes(store)
+pending = SharedDeletePending(store, modes)
+K, P = (1, 10), (1, 20)
+assert locks.acquire_all(K, [Lock(100, 10, True, 7), Lock(200, 10, False, 7), Lock(300, 0, True, 7)])
+assert modes.check_and_add(K, 7, 0x1, 0)                # reads, shares nothing
+assert modes.check_and_add(P, 8, 0x10000, 7)            # deletes, shares all
+pending.mark(types.SimpleNamespace(key=P))
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_store_rules_between_processes_and_a_dead_workers_cleanup(tmp_path):
+    from smbring.server import shared_store
+    from smbring.server.shared_store import (SharedByteRangeLocks, SharedShareModes, Store,
+                                             remove_worker)
+    directory = str(tmp_path / "store")
+    os.mkdir(directory, 0o700)
+    env = shared_store.open_environment(directory)
+    for name in shared_store.DATABASES:
+        env.open_db(name)
+    env.close()
+    other = subprocess.Popen([sys.executable, "-c", OTHER_WORKER, directory], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        store = Store(directory, 1)
+        locks, modes = SharedByteRangeLocks(store, None), SharedShareModes(store)
+        key, doomed = (1, 10), (1, 20)
+        assert locks.conflicts(key, 105, 1, False, 1)          # its exclusive lock
+        assert not locks.conflicts(key, 205, 1, False, 1)      # shared beside shared
+        assert locks.conflicts(key, 205, 1, True, 1)
+        assert locks.conflicts(key, 295, 10, True, 1)          # a zero-length lock at 300 inside
+        assert not locks.conflicts(key, 300, 0, True, 1)       # two zero-length locks never overlap
+        assert locks.io_allowed(key, 290, 20, 1, write=True)   # zero-length locks never block I/O
+        assert locks.io_allowed(key, 200, 5, 1, write=False)   # reading under a shared lock
+        assert not locks.io_allowed(key, 200, 5, 1, write=True)
+        assert not locks.io_allowed(key, 100, 1, 1, write=False)
+        assert not locks.acquire_all(key, [Lock(0, 1, True, 1), Lock(109, 1, False, 1)])
+        assert locks.local.count(key, 1) == 0                  # all or nothing
+        assert not modes.check_and_add(key, 1, 0x1, 7)         # it shares nothing
+        assert modes.count(key) == 1 and not modes.has_writer_here(key)
+        assert shared_store.SharedDeletePending(store, modes).is_pending(doomed)
+        other.kill()
+        other.wait()
+        store.close()           # (one environment per process: the supervisor holds none)
+        assert remove_worker(directory, 2) == 5               # 3 locks, 2 share modes
+        store = Store(directory, 1)
+        locks, modes = SharedByteRangeLocks(store, None), SharedShareModes(store)
+        assert not locks.conflicts(key, 105, 1, True, 1) and locks.idle(key)
+        assert modes.check_and_add(key, 1, 0x1, 0)
+        # no open of the doomed file is left: its pending delete goes (nobody would do it)
+        assert not shared_store.SharedDeletePending(store, modes).is_pending(doomed)
+        store.close()
+    finally:
+        other.kill()
+        other.wait()

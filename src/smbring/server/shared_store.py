@@ -31,6 +31,7 @@ per connection`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -87,6 +88,32 @@ class Store:
         self.worker = worker
         self.env = open_environment(directory)
         self.db = {name: self.env.open_db(name) for name in DATABASES}
+        self._txn = None            # the write transaction `write` made, while it lasts
+
+    @contextlib.contextmanager
+    def write(self):
+        """A write transaction: the one in progress in this process (a step of ServerState
+        that changes several tables is one transaction: `atomic`), else a new one."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.env.begin(write=True) as txn:
+            self._txn = txn
+            try:
+                yield txn
+            finally:
+                self._txn = None
+
+    def read(self):
+        """A read transaction, or the write transaction in progress (which sees its own
+        changes)."""
+        if self._txn is not None:
+            return contextlib.nullcontext(self._txn)
+        return self.env.begin()
+
+    def atomic(self):
+        """What ServerState makes one step of: registering an open, closing one."""
+        return self.write()
 
     def owner(self, open_id: int) -> bytes:
         return OWNER.pack(self.worker, open_id & 0xFFFFFFFFFFFFFFFF)
@@ -158,7 +185,7 @@ class SharedShareModes:
             yield k[FILE.size:], v[0], v[1]
 
     def _read(self, key) -> list:
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             return list(self._modes(txn, key))
 
     @staticmethod
@@ -174,7 +201,7 @@ class SharedShareModes:
         return self._allowed(self._read(key), access, share)
 
     def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
-        with self.store.env.begin(write=True) as txn:      # the check and the add: one step
+        with self.store.write() as txn:      # the check and the add: one step
             if not self._allowed(self._modes(txn, key), access, share):
                 return False
             txn.put(_file(key) + self.store.owner(owner),
@@ -182,7 +209,7 @@ class SharedShareModes:
         return True
 
     def remove(self, key, owner: int) -> None:
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             txn.delete(_file(key) + self.store.owner(owner), db=self.db)
 
     def others_share(self, key, owner: int, what: int) -> bool:
@@ -203,7 +230,7 @@ class SharedShareModes:
                    if who.startswith(self._here))
 
     def of(self, key, owner: int):
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             v = txn.get(_file(key) + self.store.owner(owner), db=self.db)
         return (v[0], v[1]) if v is not None else None
 
@@ -225,16 +252,16 @@ class SharedDeletePending:
         self._setters: dict = {}        # key -> this worker's open that asked, while it is open
 
     def is_pending(self, key) -> bool:
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             return txn.get(_file(key), db=self.db) is not None
 
     def mark(self, o) -> None:
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             txn.put(_file(o.key), self.store.owner(id(o)), db=self.db)
         self._setters[o.key] = o
 
     def withdraw(self, o) -> None:
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             if txn.get(_file(o.key), db=self.db) == self.store.owner(id(o)):
                 txn.delete(_file(o.key), db=self.db)
         if self._setters.get(o.key) is o:
@@ -244,7 +271,7 @@ class SharedDeletePending:
         """`o` has closed (its share mode is gone): the open whose file is to be deleted
         now, when a delete is pending and no open of any worker is left; else None."""
         file = _file(o.key)
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             setter = txn.get(file, db=self.db)
             if setter is None:
                 last = False
@@ -276,14 +303,14 @@ class SharedOpenPaths:
 
     def add(self, o) -> None:
         entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             txn.put(entry, b"", db=self.db)
         self._mine[o] = entry
 
     def discard(self, o) -> None:
         entry = self._mine.pop(o, None)
         if entry is not None:
-            with self.store.env.begin(write=True) as txn:
+            with self.store.write() as txn:
                 txn.delete(entry, db=self.db)
 
     def any_below(self, path: str) -> bool:
@@ -291,7 +318,7 @@ class SharedOpenPaths:
         if any(o.path().startswith(below) for o in self._mine):
             return True
         prefix = os.fsencode(below)
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             cursor = txn.cursor(self.db)
             if not cursor.set_range(prefix):
                 return False
@@ -344,14 +371,14 @@ class SharedTreeCounts(_Counts):
 
     def connect(self, share: str, limit: int) -> bool:
         name = share.encode()
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             if limit and self._total(txn, name) >= limit:
                 return False
             self._add(txn, name, 1)
         return True
 
     def disconnect(self, share: str) -> None:
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             self._add(txn, share.encode(), -1)
 
 
@@ -366,7 +393,7 @@ class SharedConnections(_Counts):
         """Counts a new connection from `address`, or says why it is refused (nothing
         counted then)."""
         name = address.encode()
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             total = self._total(txn, b"")
             if most and total >= most:
                 return f"{total} connections in all, all workers (max smbd processes = {most})"
@@ -379,7 +406,7 @@ class SharedConnections(_Counts):
         return None
 
     def leave(self, address: str) -> None:
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             self._add(txn, b"", -1)
             self._add(txn, address.encode(), -1)
 
@@ -437,11 +464,11 @@ class SharedByteRangeLocks:
     def conflicts(self, key, offset: int, length: int, exclusive: bool, owner: int) -> bool:
         if self.local.conflicts(key, offset, length, exclusive, owner):
             return True
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             return self._conflicts(self._others(txn, key), offset, length, exclusive)
 
     def acquire_all(self, key, wanted: list[Lock]) -> bool:
-        with self.store.env.begin(write=True) as txn:      # other workers wait meanwhile
+        with self.store.write() as txn:      # other workers wait meanwhile
             others = list(self._others(txn, key))
             if any(self._conflicts(others, lk.offset, lk.length, lk.exclusive) for lk in wanted):
                 return False
@@ -461,7 +488,7 @@ class SharedByteRangeLocks:
     def release(self, key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
         if not self.local.release(key, offset, length, owner, wake_waiters=False):
             return False
-        with self.store.env.begin(write=True) as txn:
+        with self.store.write() as txn:
             for exclusive in (True, False):          # the exclusive one first, as locally
                 k = self._key(key, owner, offset, length, exclusive)
                 v = txn.get(k, db=self.db)
@@ -482,7 +509,7 @@ class SharedByteRangeLocks:
     def release_owner(self, key, owner: int) -> int:
         if self.local.count(key, owner):
             prefix = _file(key) + self.store.owner(owner)
-            with self.store.env.begin(write=True) as txn:
+            with self.store.write() as txn:
                 cursor = txn.cursor(self.db)
                 if cursor.set_range(prefix):
                     while cursor.key().startswith(prefix):
@@ -498,7 +525,7 @@ class SharedByteRangeLocks:
             return True
         if not self.local.io_allowed(key, offset, length, owner, write):
             return False
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             for o, n, exclusive in self._others(txn, key):
                 # zero-length locks never block I/O
                 if n and offset < o + n and o < offset + length and (exclusive or write):
@@ -525,7 +552,7 @@ class SharedByteRangeLocks:
     def idle(self, key) -> bool:
         if not self.local.idle(key):
             return False
-        with self.store.env.begin() as txn:
+        with self.store.read() as txn:
             return not _has_prefix(txn, self.db, _file(key))
 
     def _poll(self) -> None:

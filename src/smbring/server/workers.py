@@ -104,7 +104,8 @@ class WorkerSetup:
             delete_pending=SharedDeletePending(store, share_modes),
             trees=SharedTreeCounts(store),
             open_paths=SharedOpenPaths(store),
-            sessions=SessionRegistry(self.server_guid, worker=self.worker, generation=self.generation))
+            sessions=SessionRegistry(self.server_guid, worker=self.worker, generation=self.generation),
+            atomic=store.atomic)
 
 
 @dataclasses.dataclass

@@ -31,6 +31,7 @@ the lock and share-mode tables is ``id(open)``).
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,6 +75,8 @@ class ServerState:
         self._delete_pending = (backends.delete_pending if backends.delete_pending is not None
                                 else DeletePending(self.share_modes))
         self._trees = backends.trees if backends.trees is not None else TreeCounts()
+        # one step over several tables: the shared store makes it one transaction
+        self._atomic = backends.atomic or contextlib.nullcontext
         self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
                          else SessionRegistry())
 
@@ -88,9 +91,10 @@ class ServerState:
     def register_open(self, o: Open, access: int, share: int) -> bool:
         """Adds a new open of the file `o.key` with its access and share mode; False (and
         nothing added) when that is a sharing violation with the file's other opens."""
-        if not self.share_modes.check_and_add(o.key, id(o), access, share):
-            return False
-        self._opens.add(o)
+        with self._atomic():
+            if not self.share_modes.check_and_add(o.key, id(o), access, share):
+                return False
+            self._opens.add(o)
         self.oplocks.add(o, access)
         return True
 
@@ -98,18 +102,20 @@ class ServerState:
         """Forgets a closing open: its watch, its byte-range locks (requests waiting for them
         retry), its share mode. A delete on close it asked for becomes pending for the file;
         when this was the file's last open, `Closed.delete` names what to delete."""
-        self._opens.discard(o)
-        if o.watch is not None:
-            self.watches.remove(o.watch)
-        released = self.locks.release_owner(o.key, id(o))
-        if o.delete_on_close:
-            self._delete_pending.mark(o)
-            if o.is_dir:
-                self.watches.delete_pending(o.key)    # waiting change notifies end
-        self.share_modes.remove(o.key, id(o))
-        self.oplocks.remove(o)
-        self.durable.forget(o)
-        return Closed(released, self._delete_pending.take(o))
+        with self._atomic():
+            self._opens.discard(o)
+            if o.watch is not None:
+                self.watches.remove(o.watch)
+            released = self.locks.release_owner(o.key, id(o))
+            if o.delete_on_close:
+                self._delete_pending.mark(o)
+                if o.is_dir:
+                    self.watches.delete_pending(o.key)    # waiting change notifies end
+            self.share_modes.remove(o.key, id(o))
+            self.oplocks.remove(o)
+            self.durable.forget(o)
+            victim = self._delete_pending.take(o)
+        return Closed(released, victim)
 
     def has_open_below(self, path: str) -> bool:
         """Whether any open (of any connection) names a file below the directory `path`
@@ -143,6 +149,7 @@ class Backends:
     trees: object = None            # TreeCounts
     open_paths: object = None       # OpenPaths
     sessions: object = None         # SessionRegistry
+    atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
 
 
 class OpenPaths:
