@@ -41,6 +41,7 @@ ALL_ACCESS = 0x001F01FF
 SHARING_VIOLATION, DELETE_PENDING = 0xC0000043, 0xC0000056
 LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT = 0xC0000055, 0xC0000054
 EXCLUSIVE_NOW = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+SHARED_NOW = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
 
 
 class Client:
@@ -59,7 +60,8 @@ class Client:
             ImpersonationLevel.Impersonation, ALL_ACCESS,
             FileAttributes.FILE_ATTRIBUTE_DIRECTORY if directory else FileAttributes.FILE_ATTRIBUTE_NORMAL,
             share, disposition,
-            options | (CreateOptions.FILE_DIRECTORY_FILE if directory else CreateOptions.FILE_NON_DIRECTORY_FILE),
+            options | (CreateOptions.FILE_DIRECTORY_FILE if directory
+                       else CreateOptions.FILE_NON_DIRECTORY_FILE),
             oplock_level=oplock, create_contexts=contexts)
         return o
 
@@ -173,6 +175,33 @@ def test_delete_on_close_across_workers(pair, server):
     b.open("doomed.txt").close()                         # a new file of that name
 
 
+def rename(client: Client, o: Open, new_name: str) -> None:
+    """FileRenameInformation through SET_INFO (smbprotocol's own structures)."""
+    from smbprotocol.file_info import FileRenameInformation
+    from smbprotocol.open import SMB2SetInfoRequest
+    info = FileRenameInformation()
+    info["replace_if_exists"] = False
+    info["file_name"] = new_name.encode("utf-16-le")
+    request = SMB2SetInfoRequest()
+    request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
+    request["file_id"] = o.file_id
+    request["buffer"] = info
+    client.conn.receive(client.conn.send(request, client.session.session_id, client.tree.tree_connect_id))
+
+
+def test_directory_with_an_open_file_on_another_worker_is_not_renamed(pair, server):
+    a, b, _wa, _wb = pair
+    a.open("outer", directory=True).close()
+    inner = a.open("outer\\inner.txt")
+    outer = b.open("outer", directory=True)
+    with pytest.raises(SMBResponseException) as e:
+        rename(b, outer, "outer2")
+    assert status_code(e) == 0xC0000022                 # ACCESS_DENIED: a file inside is open
+    inner.close()
+    rename(b, outer, "outer2")
+    assert (server["share"] / "outer2" / "inner.txt").exists()
+
+
 # -- byte-range locks ---------------------------------------------------------------------------
 def test_byte_range_locks_across_workers(pair):
     a, b, _wa, _wb = pair
@@ -180,7 +209,7 @@ def test_byte_range_locks_across_workers(pair):
     fa.write(b"x" * 200, 0)
     fa.lock([element(100, 10, EXCLUSIVE_NOW)])
     with pytest.raises(SMBResponseException) as e:
-        fb.lock([element(105, 1, LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY)])
+        fb.lock([element(105, 1, SHARED_NOW)])
     assert status_code(e) == LOCK_NOT_GRANTED
     with pytest.raises(SMBResponseException) as e:
         fb.read(104, 2)

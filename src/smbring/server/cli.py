@@ -251,8 +251,8 @@ def supervise(args, settings: Settings, listeners, extras, activated: bool) -> i
         return 2
 
     def serve_worker(setup, worker_sockets) -> int:
-        worker_extras = dataclasses.replace(
-            extras, metrics=None, control_socket=workers.worker_control_path(extras.control_socket, setup.worker))
+        control = workers.worker_control_path(extras.control_socket, setup.worker)
+        worker_extras = dataclasses.replace(extras, metrics=None, control_socket=control)
         return serve_process(args, settings, worker_sockets, worker_extras, setup)
 
     return workers.Supervisor(count, sockets, serve_worker, store_directory=store,
