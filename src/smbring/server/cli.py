@@ -205,7 +205,6 @@ def run(args) -> int:
         extras = service_options(args, settings)
         args.workers_in_force = worker_count(args, settings.options)
         listeners = systemd.listen_fds()
-        activated = bool(listeners)
         if not listeners:
             listeners = [service.bind(host, port) for host, port in settings.listen]
     except (SettingsError, logs.LogError, service.ListenError) as e:
@@ -220,11 +219,11 @@ def run(args) -> int:
               f"`smbring user add NAME --passdb {passdb.path}` (or serve with --guest)", file=sys.stderr)
         return 2
     if args.workers_in_force > 1:
-        return supervise(args, settings, listeners, extras, activated)
+        return supervise(args, settings, listeners, extras)
     return serve_process(args, settings, listeners, extras)
 
 
-def supervise(args, settings: Settings, listeners, extras, activated: bool) -> int:
+def supervise(args, settings: Settings, listeners, extras) -> int:
     """--workers N, N > 1: the supervisor (server.workers) forks N processes that each run
     serve_process() with their part of the shared state in the store."""
     import dataclasses
@@ -244,7 +243,6 @@ def supervise(args, settings: Settings, listeners, extras, activated: bool) -> i
     if extras.metrics is not None:
         log.warning("metrics: not served with %d workers (each would need its own port)", count)
     try:
-        sockets = [listeners] * count if activated else workers.bind_reuseport(listeners, count)
         store, _lock = workers.store_directory(extras.control_socket)     # (held until exit)
     except OSError as e:
         print(f"smbring serve: {e}", file=sys.stderr)
@@ -255,7 +253,7 @@ def supervise(args, settings: Settings, listeners, extras, activated: bool) -> i
         worker_extras = dataclasses.replace(extras, metrics=None, control_socket=control)
         return serve_process(args, settings, worker_sockets, worker_extras, setup)
 
-    return workers.Supervisor(count, sockets, serve_worker, store_directory=store,
+    return workers.Supervisor(count, listeners, serve_worker, store_directory=store,
                               control_path=extras.control_socket,
                               shutdown_timeout=extras.shutdown_timeout).run()
 
