@@ -253,9 +253,14 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
         worker_extras = dataclasses.replace(extras, metrics=None, control_socket=control)
         return serve_process(args, settings, worker_sockets, worker_extras, setup)
 
+    def reopen_log() -> None:     # the log settings of the file as it is now
+        from smbring.server import logs
+        options = configuration(args).options if args.config else {}
+        logs.configure(logs.settings(options, args.log_level))
+
     return workers.Supervisor(count, listeners, serve_worker, store_directory=store,
                               control_path=extras.control_socket,
-                              shutdown_timeout=extras.shutdown_timeout).run()
+                              shutdown_timeout=extras.shutdown_timeout, reopen_log=reopen_log).run()
 
 
 def serve_process(args, settings: Settings, listeners, extras, worker=None) -> int:

@@ -110,8 +110,10 @@ class Supervisor:
     nothing of the supervisor's runs there after the fork."""
 
     def __init__(self, count: int, listeners: list[socket.socket], serve, *,
-                 store_directory: str, control_path: str | None, shutdown_timeout: float):
+                 store_directory: str, control_path: str | None, shutdown_timeout: float,
+                 reopen_log=None):
         self.serve = serve
+        self.reopen_log = reopen_log        # SIGHUP: the supervisor's own log (rotation)
         self.store_directory = store_directory
         self.control_path = control_path
         self.shutdown_timeout = shutdown_timeout
@@ -148,6 +150,11 @@ class Supervisor:
                 self._reap()
                 for sig in self._take_signals():
                     if sig == signal.SIGHUP and not self.stopping:
+                        if self.reopen_log is not None:
+                            try:
+                                self.reopen_log()
+                            except Exception as e:      # (the log in force stays)
+                                log.error("reload: the supervisor's log not reopened: %s", e)
                         log.info("reload: passing SIGHUP to the workers")
                         self._signal_workers(signal.SIGHUP)
                     elif sig in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
