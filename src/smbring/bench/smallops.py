@@ -97,6 +97,9 @@ def add_arguments(p) -> None:
     p.add_argument("--servers", default="smbring,smbd",
                    help="comma-separated: smbring, smbring-ring (smbring on the event loop that "
                         "waits in io_uring), smbd; smbring's loop also follows SMBRING_EVENT_LOOP")
+    p.add_argument("--workers", default="1",
+                   help="smbring's worker processes (serve --workers), comma-separated to compare: "
+                        "1,2 measures smbring and smbring-w2")
     p.add_argument("--port", type=int, default=4480, help="first of the ports used")
     p.add_argument("--core", action="store_true",
                    help="no servers: time the protocol core's handling of an ECHO in this process, "
@@ -247,6 +250,14 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
                             "server_cpu_us_per_op": round(statistics.median(r[1] for r in runs), 2),
                             "workers": w.workers, "runs": len(runs),
                             "failed_runs": (failures or {}).get((w.name, name), 0)})
+        for name in servers:        # smbring with N workers against smbring with one
+            if name.startswith("smbring-w"):
+                pairs = list(zip(results.get((w.name, name), []), results.get((w.name, "smbring"), [])))
+                if pairs:
+                    ratios[f"{w.name}_ops_{name[8:]}_vs_w1"] = round(
+                        statistics.median(a[0] / b[0] for a, b in pairs), 3)
+                    ratios[f"{w.name}_cpu_{name[8:]}_vs_w1"] = round(
+                        statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
         ours, theirs = results.get((w.name, "smbring"), []), results.get((w.name, "smbd"), [])
         pairs = list(zip(ours, theirs))
         if pairs:
@@ -337,6 +348,11 @@ def run(args) -> int:
     if args.runs < 1 or args.timelimit < 1 or args.listings < 1 or args.copy_files < 1:
         print("--runs, --timelimit, --listings and --copy-files must be at least 1", file=sys.stderr)
         return 2
+    try:
+        worker_counts = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        print(f"--workers: numbers, comma-separated, not {args.workers!r}", file=sys.stderr)
+        return 2
     files = prepare(args.dir, args.list_files, args.copy_files)
     state = tempfile.mkdtemp(prefix="smbring-bench-")
     # smbd's per-connection processes act as the user and reach each other through sockets in
@@ -348,11 +364,13 @@ def run(args) -> int:
     load_before = os.getloadavg()
     try:
         port = args.port
-        for name in args.servers.split(","):
+        for name, workers in [(n, w) for n in args.servers.split(",")
+                              for w in (worker_counts if n == "smbring" else [1])]:
             port = free_port(port + 1)
             try:
                 if name == "smbring":
-                    servers.append(Smbring(files.share, port, os.path.join(state, name)))
+                    servers.append(Smbring(files.share, port, os.path.join(state, f"{name}-w{workers}"),
+                                           workers=workers))
                 elif name == "smbring-ring":
                     servers.append(SmbringRingLoop(files.share, port, os.path.join(state, name)))
                 elif name == "smbd":

@@ -188,8 +188,11 @@ class Smbd(Server):
 class Smbring(Server):
     name = "smbring"
 
-    def __init__(self, share: str, port: int, state: str, read_path: str = "auto"):
+    def __init__(self, share: str, port: int, state: str, read_path: str = "auto", workers: int = 1):
         passdb = os.path.join(state, "passdb")
+        if workers > 1:
+            self.name = f"smbring-w{workers}"
+        os.makedirs(os.path.join(state, "run"), mode=0o700, exist_ok=True)
         env = dict(os.environ, SMBRING_PASSDB=passdb)
         smbring = [sys.executable, "-m", "smbring.cli"]
         subprocess.run(smbring + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
@@ -198,7 +201,8 @@ class Smbring(Server):
         self.log = os.path.join(state, "smbring.log")
         self.proc = subprocess.Popen(
             smbring + ["serve", share, "--share", "bench", "--listen", f"127.0.0.1:{port}",
-                       "--passdb", passdb, "--log-level", "info", "--read-path", read_path],
+                       "--passdb", passdb, "--log-level", "info", "--read-path", read_path,
+                       "--workers", str(workers), "--control-socket", os.path.join(state, "run", "control")],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_port(port)
         self.configured = read_path

@@ -285,4 +285,4 @@ class ChangeWatcher:
                 st = os.stat(path, follow_symlinks=False)
         except OSError:
             return False
-        return self.state.share_modes.has_writer((st.st_dev, st.st_ino))
+        return self.state.share_modes.has_writer_here((st.st_dev, st.st_ino))

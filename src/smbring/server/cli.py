@@ -64,6 +64,10 @@ def register(sub) -> None:
                         "'none': no control socket)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="serve with N worker processes under a supervisor (default: `smbring "
+                        "workers`, else 1: one process). With more than one, oplocks, leases, "
+                        "durable handles and multichannel are not offered (docs/SCALE.md)")
     p.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM, how long connections may finish their work (default 10)")
     p.set_defaults(func=run)
@@ -181,6 +185,21 @@ def service_options(args, settings: Settings):
                   shutdown_timeout=10.0 if timeout is None else timeout)
 
 
+MAX_WORKERS = 256
+
+
+def worker_count(args, options: dict) -> int:
+    """--workers, else [global]'s `smbring workers`, else 1."""
+    value = args.workers if getattr(args, "workers", None) is not None else options.get("smbring workers", "1")
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"smbring workers: expected a number of processes, not {value!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise SettingsError(f"smbring workers: from 1 to {MAX_WORKERS}, not {count}")
+    return count
+
+
 def run(args) -> int:
     from smbring.server import logs, service, systemd
     try:
@@ -192,6 +211,7 @@ def run(args) -> int:
         settings = load_settings(args)
         logs.configure(logs.settings(settings.options, args.log_level))
         extras = service_options(args, settings)
+        args.workers_in_force = worker_count(args, settings.options)
         listeners = systemd.listen_fds()
         if not listeners:
             listeners = [service.bind(host, port) for host, port in settings.listen]
@@ -206,14 +226,63 @@ def run(args) -> int:
         print(f"smbring serve: no user in {passdb.path} can log on: add one with "
               f"`smbring user add NAME --passdb {passdb.path}` (or serve with --guest)", file=sys.stderr)
         return 2
+    if args.workers_in_force > 1:
+        return supervise(args, settings, listeners, extras)
+    return serve_process(args, settings, listeners, extras)
 
+
+def supervise(args, settings: Settings, listeners, extras) -> int:
+    """--workers N, N > 1: the supervisor (server.workers) forks N processes that each run
+    serve_process() with their part of the shared state in the store."""
+    import dataclasses
+    import logging
+
+    from smbring.server import workers
+    from smbring.server.accounts import Accounts
+    log = logging.getLogger("smbring.server")
+    count = args.workers_in_force
+    workers.restrict(settings)
+    problems = (Accounts(settings.username_map, settings.guest_account).check(settings.shares, settings.guest)
+                if os.geteuid() == 0 else [])
+    for problem in problems:
+        print(f"smbring serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    if extras.metrics is not None:
+        log.warning("metrics: not served with %d workers (each would need its own port)", count)
+    try:
+        store, _lock = workers.store_directory(extras.control_socket)     # (held until exit)
+    except OSError as e:
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+
+    def serve_worker(setup, worker_sockets) -> int:
+        control = workers.worker_control_path(extras.control_socket, setup.worker)
+        worker_extras = dataclasses.replace(extras, metrics=None, control_socket=control)
+        return serve_process(args, settings, worker_sockets, worker_extras, setup)
+
+    def reopen_log() -> None:     # the log settings of the file as it is now
+        from smbring.server import logs
+        options = configuration(args).options if args.config else {}
+        logs.configure(logs.settings(options, args.log_level))
+
+    return workers.Supervisor(count, listeners, serve_worker, store_directory=store,
+                              control_path=extras.control_socket,
+                              shutdown_timeout=extras.shutdown_timeout, reopen_log=reopen_log).run()
+
+
+def serve_process(args, settings: Settings, listeners, extras, worker=None) -> int:
+    """One server process: the whole server, or one worker of several (`worker`: its
+    server.workers.WorkerSetup)."""
+    from smbring.server import logs, service
     from smbring.server.server import Server
-    server = Server(settings.shares, passdb_path=passdb.path, allow_guest=settings.guest,
+    server = Server(settings.shares, passdb_path=PasswordDB(settings.passdb).path, allow_guest=settings.guest,
                     signing_required=settings.signing_required, read_path=settings.read_path,
                     use_uring=not args.no_io_uring, limits=settings.limits, ntlm_auth=settings.ntlm_auth,
                     server_info=settings.server_info, policy=settings.policy,
                     hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny,
-                    username_map=settings.username_map, guest_account=settings.guest_account)
+                    username_map=settings.username_map, guest_account=settings.guest_account,
+                    worker=worker)
     logs.act_as_server(server.server_moment)    # a record written while acting as a user
     problems = server.identities.check(settings.shares, settings.guest) if os.geteuid() == 0 else []
     for problem in problems:
@@ -234,6 +303,9 @@ def run(args) -> int:
         from smbring.server.accounts import Accounts
         from smbring.server.config import restart_only_changes
         new = load_settings(args)
+        if args.workers_in_force > 1:
+            from smbring.server.workers import restrict
+            restrict(new)           # (the number of workers changes at restart only)
         problems = (Accounts(new.username_map, new.guest_account).check(new.shares, new.guest)
                     if os.geteuid() == 0 else [])
         if problems:        # (the reload fails; the configuration in force stays)

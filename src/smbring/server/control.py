@@ -258,6 +258,12 @@ def render(status: dict) -> str:
                 locks.append([o["name"], lk["type"], str(lk["offset"]), str(lk["length"]), c["client"]])
     parts = [f"smbring (pid {status['pid']}){' stopping' if status['stopping'] else ''}: "
              f"shares {', '.join(status['shares'])}"]
+    if "workers" in status:         # a supervisor's answer (smbring serve --workers N)
+        parts.append(_table([[str(w["worker"]), str(w["pid"] or "-"), str(w.get("connections", "-")),
+                              str(w["restarts"]), w.get("error", "")] for w in status["workers"]],
+                            ["Worker", "Pid", "Connections", "Restarts", "Problem"]))
+        for c in status["connections"]:     # the client column names the worker
+            c["client"] = f"{c['client']} (worker {c['worker']})"
     parts.append(_table(sessions, ["Session", "User", "Unix user", "Client", "Dialect", "Signing",
                                    "Encryption"]) if sessions else "No sessions.")
     parts.append(_table(trees, ["Share", "Session", "Unix user", "Client", "Path"])

@@ -272,7 +272,7 @@ class Server:
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  server_info: ServerInfo | None = None, policy: Policy | None = None,
                  hosts_allow=(), hosts_deny=(), username_map: str | None = None,
-                 guest_account: str = "nobody"):
+                 guest_account: str = "nobody", worker=None):
         self.shares = shares
         # [global] security settings for the core, and `hosts allow`/`hosts deny` of
         # [global], checked when a connection is accepted
@@ -309,7 +309,18 @@ class Server:
         self.throttle = Throttle()
         self._modules = None
         self._pool = None           # the threadpool module's threads (made with the stacks)
-        self.state = ServerState()     # opens, share modes, locks, watches: shared by all connections
+        # one worker of several (server.workers): what every worker must see is in the
+        # shared store, connection bounds included
+        self.worker = worker
+        self.store = self.admissions = None
+        backends = None
+        if worker is not None:
+            from smbring.server.shared_store import SharedConnections, Store
+            self.store = Store(worker.store_directory, worker.worker)
+            backends = worker.backends(self.store)
+            self.admissions = SharedConnections(self.store)
+        # opens, share modes, locks, watches: shared by all connections
+        self.state = ServerState(backends=backends)
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
@@ -416,6 +427,9 @@ class Server:
         if not hosts.allowed(self.hosts_allow, self.hosts_deny, address):
             return "not allowed (hosts allow / hosts deny)"
         limits = self.limits
+        if self.admissions is not None:     # counted over all workers (then _admit counts here)
+            return self.admissions.admit(address, limits.max_connections,
+                                         limits.max_connections_per_address)
         if limits.max_connections and self.connections >= limits.max_connections:
             return (f"{self.connections} connections in all "
                     f"(max smbd processes = {limits.max_connections})")
@@ -430,6 +444,8 @@ class Server:
         self.per_address[address] = self.per_address.get(address, 0) + 1
 
     def _leave(self, address: str) -> None:
+        if self.admissions is not None:
+            self.admissions.leave(address)
         self.connections -= 1
         self.per_address[address] -= 1
         if not self.per_address[address]:
@@ -640,7 +656,9 @@ class Server:
         self.state.sessions.network_interfaces = interfaces.advertised(
             [listener.getsockname()[0] for listener in listeners
              if listener.family in (socket.AF_INET, socket.AF_INET6)])
-        log.info("smbring serving %s on %s", ", ".join(self.shares),
+        log.info("smbring%s serving %s on %s",
+                 f" worker {self.worker.worker} (pid {os.getpid()})" if self.worker else "",
+                 ", ".join(self.shares),
                  ", ".join(describe_address(listener.getsockname()) for listener in listeners))
         sweeper = asyncio.ensure_future(self.server_work(self._sweep()))
         accepting = [asyncio.ensure_future(self.server_work(self._accept_loop(listener)))
@@ -665,10 +683,11 @@ class Server:
                     log.warning("refusing connections from %s: %s", address, refusal)
                 sock.close()
                 continue
+            self._admit(address)
             if self.stopping:
                 sock.close()
+                self._leave(address)
                 return
-            self._admit(address)
             task = asyncio.ensure_future(self.handle(sock, peer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -706,6 +725,9 @@ class Server:
         if self.change_watcher is not None:
             self.change_watcher.close()
             self.change_watcher = None
+        close_locks = getattr(self.state.locks, "close", None)
+        if close_locks is not None:         # (the shared store's: its retry timer)
+            close_locks()
         for files in self._share_files.values():     # no connection is left to use them
             files.close()
         self._share_files.clear()

@@ -245,7 +245,7 @@ QUIET = {
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",
     # smbring's service options (read by smbring.server.cli, logs, control, metrics)
-    "control socket", "metrics port", "shutdown timeout",
+    "control socket", "metrics port", "shutdown timeout", "smbring workers",
 }
 SKIPPED_SECTIONS = {"printers"}
 # [global] options a reload (SIGHUP) cannot change: the listening sockets and the service's
@@ -253,7 +253,7 @@ SKIPPED_SECTIONS = {"printers"}
 # option applies on reload (see Server.reconfigure); a change of these is logged as taking
 # effect at restart.
 RESTART_ONLY = ("listen", "smb ports", "interfaces", "bind interfaces only", "control socket",
-                "metrics port", "shutdown timeout")
+                "metrics port", "shutdown timeout", "smbring workers")
 
 
 def _ntlm_auth(value: str, where: str) -> str:

@@ -31,6 +31,7 @@ the lock and share-mode tables is ``id(open)``).
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,42 +57,44 @@ class Closed:
 
 
 class ServerState:
-    def __init__(self, oplocks: Oplocks | None = None) -> None:
-        self.locks = ByteRangeLocks()
-        self.share_modes = ShareModes()
+    """The one owner of cross-connection state. The tables that must be seen by every
+    process of a server with several workers can be handed in (`backends`: the server's
+    shared store, see server.shared_store); by default they are this process's own."""
+
+    def __init__(self, oplocks: Oplocks | None = None, backends: Backends | None = None) -> None:
+        backends = backends or Backends()
+        self.locks = backends.locks if backends.locks is not None else ByteRangeLocks()
+        self.share_modes = backends.share_modes if backends.share_modes is not None else ShareModes()
         self.watches = ChangeWatches()
         self.oplocks = oplocks if oplocks is not None else Oplocks()
         self.durable = DurableOpens()
         self.write_times = WriteTimes()
-        self._opens: set[Open] = set()
-        # files to delete when their last open closes: key -> the open that asked for it, as
-        # delete on close works on Windows (other opens keep the file until they close too)
-        self._delete_pending: dict[tuple, Open] = {}
-        self._trees: dict[str, int] = {}      # share -> tree connects to it now
-        self.sessions = SessionRegistry()     # sessions and clients (the section at the end)
+        self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
+        # files to delete when their last open closes, as delete on close works on Windows
+        # (other opens keep the file until they close too)
+        self._delete_pending = (backends.delete_pending if backends.delete_pending is not None
+                                else DeletePending(self.share_modes))
+        self._trees = backends.trees if backends.trees is not None else TreeCounts()
+        # one step over several tables: the shared store makes it one transaction
+        self._atomic = backends.atomic or contextlib.nullcontext
+        self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
+                         else SessionRegistry())
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`
         (smb.conf's `max connections`; 0: no bound) are connected already."""
-        held = self._trees.get(share, 0)
-        if limit and held >= limit:
-            return False
-        self._trees[share] = held + 1
-        return True
+        return self._trees.connect(share, limit)
 
     def disconnect_tree(self, share: str) -> None:
-        held = self._trees.get(share, 0) - 1
-        if held > 0:
-            self._trees[share] = held
-        else:
-            self._trees.pop(share, None)
+        self._trees.disconnect(share)
 
     def register_open(self, o: Open, access: int, share: int) -> bool:
         """Adds a new open of the file `o.key` with its access and share mode; False (and
         nothing added) when that is a sharing violation with the file's other opens."""
-        if not self.share_modes.check_and_add(o.key, id(o), access, share):
-            return False
-        self._opens.add(o)
+        with self._atomic():
+            if not self.share_modes.check_and_add(o.key, id(o), access, share):
+                return False
+            self._opens.add(o)
         self.oplocks.add(o, access)
         return True
 
@@ -99,45 +102,126 @@ class ServerState:
         """Forgets a closing open: its watch, its byte-range locks (requests waiting for them
         retry), its share mode. A delete on close it asked for becomes pending for the file;
         when this was the file's last open, `Closed.delete` names what to delete."""
-        self._opens.discard(o)
-        if o.watch is not None:
-            self.watches.remove(o.watch)
-        released = self.locks.release_owner(o.key, id(o))
-        self.share_modes.remove(o.key, id(o))
-        self.oplocks.remove(o)
-        self.durable.forget(o)
-        if o.delete_on_close:
-            self._delete_pending[o.key] = o
-            if o.is_dir:
-                self.watches.delete_pending(o.key)    # waiting change notifies end
-        victim = None
-        if o.key in self._delete_pending and not self.share_modes.count(o.key):
-            victim = self._delete_pending.pop(o.key)
+        with self._atomic():
+            self._opens.discard(o)
+            if o.watch is not None:
+                self.watches.remove(o.watch)
+            released = self.locks.release_owner(o.key, id(o))
+            if o.delete_on_close:
+                self._delete_pending.mark(o)
+                if o.is_dir:
+                    self.watches.delete_pending(o.key)    # waiting change notifies end
+            self.share_modes.remove(o.key, id(o))
+            self.oplocks.remove(o)
+            self.durable.forget(o)
+            victim = self._delete_pending.take(o)
         return Closed(released, victim)
 
     def has_open_below(self, path: str) -> bool:
         """Whether any open (of any connection) names a file below the directory `path`
         (absolute, as `Open.path()` gives it)."""
-        return bool(self.opens_below(path))
+        return self._opens.any_below(path)
 
     def opens_below(self, path: str) -> list[Open]:
+        """This process's opens of files below the directory `path` (their leases are broken
+        before it is renamed; a server with several workers grants no leases)."""
         below = path + "/"
         return [o for o in self._opens if o.path().startswith(below)]
 
     def is_delete_pending(self, key) -> bool:
         """Whether the file will be deleted when its last open closes (new opens are then
         refused with STATUS_DELETE_PENDING)."""
-        return key in self._delete_pending
+        return self._delete_pending.is_pending(key)
 
     def set_delete_pending(self, o: Open, pending: bool) -> None:
         """FileDispositionInformation through the open `o`: the delete is pending for every
         open of the file from now on, or withdrawn if `o` had asked for it."""
         if pending:
-            self._delete_pending[o.key] = o
+            self._delete_pending.mark(o)
             if o.is_dir:
                 self.watches.delete_pending(o.key)    # waiting change notifies end
-        elif self._delete_pending.get(o.key) is o:
-            del self._delete_pending[o.key]
+        else:
+            self._delete_pending.withdraw(o)
+
+
+@dataclass
+class Backends:
+    """Tables a ServerState may be given instead of making its own (each with the interface
+    of the class named): None makes the in-memory one."""
+
+    share_modes: object = None      # ShareModes
+    locks: object = None            # ByteRangeLocks
+    delete_pending: object = None   # DeletePending
+    trees: object = None            # TreeCounts
+    open_paths: object = None       # OpenPaths
+    sessions: object = None         # SessionRegistry
+    atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
+
+
+class OpenPaths:
+    """Every open of the server, for `has_open_below`."""
+
+    def __init__(self) -> None:
+        self._opens: set[Open] = set()
+
+    def add(self, o: Open) -> None:
+        self._opens.add(o)
+
+    def discard(self, o: Open) -> None:
+        self._opens.discard(o)
+
+    def any_below(self, path: str) -> bool:
+        below = path + "/"
+        return any(o.path().startswith(below) for o in self._opens)
+
+    def __iter__(self):
+        return iter(self._opens)
+
+
+class DeletePending:
+    """Files whose delete on close is pending: key -> the open that asked for it."""
+
+    def __init__(self, share_modes: ShareModes) -> None:
+        self._share_modes = share_modes
+        self._by_key: dict[tuple, Open] = {}
+
+    def is_pending(self, key) -> bool:
+        return key in self._by_key
+
+    def mark(self, o: Open) -> None:
+        self._by_key[o.key] = o
+
+    def withdraw(self, o: Open) -> None:
+        if self._by_key.get(o.key) is o:
+            del self._by_key[o.key]
+
+    def take(self, o: Open) -> Open | None:
+        """`o` has closed (its share mode is gone): the open whose file is to be deleted
+        now, when a delete is pending and the file has no open left; else None."""
+        if o.key in self._by_key and not self._share_modes.count(o.key):
+            return self._by_key.pop(o.key)
+        return None
+
+
+class TreeCounts:
+    """Tree connects per share, for `max connections`."""
+
+    def __init__(self) -> None:
+        self._trees: dict[str, int] = {}      # share -> tree connects to it now
+
+    def connect(self, share: str, limit: int) -> bool:
+        held = self._trees.get(share, 0)
+        if limit and held >= limit:
+            return False
+        self._trees[share] = held + 1
+        return True
+
+    def disconnect(self, share: str) -> None:
+        held = self._trees.get(share, 0) - 1
+        if held > 0:
+            self._trees[share] = held
+        else:
+            self._trees.pop(share, None)
 
 
 # -- Sessions and channels (multichannel) ---------------------------------------------------
@@ -150,11 +234,15 @@ class SessionRegistry:
     """The server's sessions and clients. Session ids are unique across the server (a client
     binding a second connection names the session by the id the first one got)."""
 
-    def __init__(self) -> None:
-        self.server_guid = uuid.uuid4().bytes
+    def __init__(self, server_guid: bytes | None = None, worker: int = 0, generation: int = 0) -> None:
+        self.server_guid = server_guid or uuid.uuid4().bytes
         self._sessions: dict[int, Session] = {}
         self._clients: dict[bytes, Client] = {}
         self._next_session_id = 1
+        # a server with several workers: a session id names its worker in its low 16 bits
+        # and the worker's start (generation) above the counter, so that no two workers,
+        # nor a restarted worker and the one before it, give out the same id
+        self._worker, self._generation = worker, generation
         # the addresses the server listens on, for FSCTL_QUERY_NETWORK_INTERFACE_INFO (the
         # shell fills it in when it starts listening; empty: the connection's own address)
         self.network_interfaces: list[NetworkInterface] = []
@@ -162,6 +250,8 @@ class SessionRegistry:
     def new_session_id(self) -> int:
         sid = self._next_session_id
         self._next_session_id += 1
+        if self._worker:
+            return ((self._generation & 0xFFFF) << 48 | (sid & 0xFFFFFFFF) << 16) | self._worker
         return sid
 
     def add(self, session: Session) -> None:

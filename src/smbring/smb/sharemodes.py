@@ -70,6 +70,11 @@ class ShareModes:
         """Whether any open of the file may write its data (splicing it is then unsafe)."""
         return any(wants & WRITE for wants, _share in self._opens.get(key, {}).values())
 
+    def has_writer_here(self, key) -> bool:
+        """Whether an open of this process may write the file (the server's own changes, for
+        change notify); with one process, has_writer."""
+        return self.has_writer(key)
+
     def of(self, key, owner: int) -> tuple[int, int] | None:
         """What an open takes part with (read-only, for status): (READ|WRITE|DELETE it
         wants, the same bits it shares), None when it takes no part."""

@@ -1,0 +1,572 @@
+"""The state the worker processes of one server share (``smbring serve --workers N``), in LMDB.
+
+With one worker, `ServerState` keeps every table in Python dictionaries. With several, the
+tables a correct answer needs across workers live in one LMDB environment in a fresh
+directory of the server's run directory (see server.workers.store_directory):
+memory-mapped, read without locks, one writer at a time across processes, each change a
+transaction. Like Samba's locking.tdb it is volatile: it describes live processes, is
+opened without fsync and is removed when the server stops (or, left by a server that was
+killed, when the next one starts).
+
+Records, all keyed by the file (st_dev, st_ino) first, each entry naming its owner as
+(worker id, open id) so that the supervisor can remove a dead worker's entries:
+
+- ``opens``: file + worker + open -> (READ|WRITE|DELETE wanted, shared): share modes;
+- ``pending``: file -> worker + open that asked: delete on close pending for every open;
+- ``locks``: file + worker + open + offset + length + exclusive -> how many such locks;
+- ``paths``: path + NUL + worker + open: which opens name a file below a directory;
+- ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
+- ``conns``: client address (empty: all) + NUL + worker -> connections (`max smbd processes`,
+  `max connections per client`).
+
+Each class here has the interface of the in-memory one it replaces (`ShareModes`,
+`ByteRangeLocks`, and server_state's `DeletePending`, `TreeCounts`, `OpenPaths`) and is
+handed to `ServerState` by the server: the protocol core stays free of I/O.
+
+Costs: a CREATE and its CLOSE are a few write transactions of a few dozen bytes (~10 us
+each); a READ or WRITE on a file without locks is one read transaction and one lookup. A
+check against the other workers' byte-range locks on a file reads all of theirs on that
+file: it costs O(their locks on that file), bounded by `max locks per open` and `max locks
+per connection`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+
+import lmdb
+
+from smbring.smb.locks import ByteRangeLocks, Lock
+from smbring.smb.sharemodes import DELETE, READ, WRITE, categories
+
+log = logging.getLogger("smbring.server")
+
+FILE = struct.Struct(">QQ")                 # st_dev, st_ino
+OWNER = struct.Struct(">HQ")                # worker id, open id
+RANGE = struct.Struct(">QQB")               # offset, length, exclusive
+COUNT = struct.Struct(">I")
+WORKER = struct.Struct(">H")
+MAP_SIZE = 1 << 30      # address space reserved; the file grows only as far as it is used
+DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns")
+MAX_WORKERS = 1024
+# where each database's keys name their worker (an offset from the end when negative)
+WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,
+             b"trees": -WORKER.size, b"conns": -WORKER.size}
+
+
+def remove_store(directory: str) -> None:
+    """Removes a store directory (the server that made it has stopped, or is gone)."""
+    for name in ("data.mdb", "lock.mdb", "owner"):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(directory)
+    except OSError as e:
+        log.warning("shared store %s not removed: %s", directory, e)
+
+
+def open_environment(directory: str) -> lmdb.Environment:
+    # no fsync (volatile, as above); writemap: a commit writes into the shared map instead of
+    # making write system calls (a write transaction costs ~1 us instead of ~5)
+    return lmdb.open(directory, map_size=MAP_SIZE, max_dbs=len(DATABASES), sync=False,
+                     metasync=False, writemap=True, readahead=False, max_readers=512, create=True,
+                     mode=0o600)
+
+
+class Store:
+    """One process's handle on the shared store: opened in that process (LMDB environments
+    do not survive fork), in the directory server.workers made for it."""
+
+    def __init__(self, directory: str, worker: int):
+        if not 0 < worker < MAX_WORKERS:
+            raise ValueError(f"worker id {worker}: from 1 to {MAX_WORKERS - 1}")
+        self.directory = directory
+        self.worker = worker
+        self.env = open_environment(directory)
+        self.db = {name: self.env.open_db(name) for name in DATABASES}
+        self._txn = None            # the write transaction `write` made, while it lasts
+
+    @contextlib.contextmanager
+    def write(self):
+        """A write transaction: the one in progress in this process (a step of ServerState
+        that changes several tables is one transaction: `atomic`), else a new one."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.env.begin(write=True) as txn:
+            self._txn = txn
+            try:
+                yield txn
+            finally:
+                self._txn = None
+
+    def read(self):
+        """A read transaction, or the write transaction in progress (which sees its own
+        changes)."""
+        if self._txn is not None:
+            return contextlib.nullcontext(self._txn)
+        return self.env.begin()
+
+    def atomic(self):
+        """What ServerState makes one step of: registering an open, closing one."""
+        return self.write()
+
+    def owner(self, open_id: int) -> bytes:
+        return OWNER.pack(self.worker, open_id & 0xFFFFFFFFFFFFFFFF)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def remove_worker(directory: str, worker: int) -> int:
+    """The supervisor's cleanup after a worker died: every entry it owned goes (its opens,
+    locks, tree connects, connections); a delete it had asked for stays pending for the
+    opens of the other workers, or is dropped where no open is left (nobody is left to
+    delete the file, and new opens must not be refused for it). Returns how many entries
+    went."""
+    env = open_environment(directory)
+    try:
+        env.reader_check()          # reader slots of the dead process
+        dbs = {name: env.open_db(name) for name in DATABASES}
+        mine = WORKER.pack(worker)
+        removed = 0
+        with env.begin(write=True) as txn:
+            for name, at in WORKER_AT.items():
+                doomed = []
+                for key in txn.cursor(dbs[name]).iternext(values=False):
+                    field = key[at:(at + WORKER.size) or None]
+                    if field == mine:
+                        doomed.append(key)
+                for key in doomed:
+                    txn.delete(key, db=dbs[name])
+                removed += len(doomed)
+            pending = dbs[b"pending"]
+            for file, setter in list(txn.cursor(pending)):
+                if not _has_prefix(txn, dbs[b"opens"], file):
+                    txn.delete(file, db=pending)
+                elif setter[:WORKER.size] == mine:
+                    txn.put(file, OWNER.pack(worker, 0), db=pending)   # its open is gone
+        return removed
+    finally:
+        env.close()
+
+
+def _has_prefix(txn, db, prefix: bytes) -> bool:
+    cursor = txn.cursor(db)
+    return cursor.set_range(prefix) and cursor.key().startswith(prefix)
+
+
+def _file(key) -> bytes:
+    return FILE.pack(*key)
+
+
+# -- share modes ----------------------------------------------------------------------------
+class SharedShareModes:
+    """`smb.sharemodes.ShareModes` over the store: every worker's opens of a file."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.db = store.db[b"opens"]
+        self._here = WORKER.pack(store.worker)
+
+    def _modes(self, txn, key):
+        """(owner bytes, wants, shares) of every open of the file."""
+        prefix = _file(key)
+        cursor = txn.cursor(self.db)
+        if not cursor.set_range(prefix):
+            return
+        for k, v in cursor:
+            if not k.startswith(prefix):
+                return
+            yield k[FILE.size:], v[0], v[1]
+
+    def _read(self, key) -> list:
+        with self.store.read() as txn:
+            return list(self._modes(txn, key))
+
+    @staticmethod
+    def _allowed(modes, access: int, share: int) -> bool:
+        wants = categories(access)
+        share &= READ | WRITE | DELETE
+        if not wants:
+            return True
+        return not any(wants & ~other_share or other_wants & ~share
+                       for _owner, other_wants, other_share in modes if other_wants)
+
+    def allowed(self, key, access: int, share: int) -> bool:
+        return self._allowed(self._read(key), access, share)
+
+    def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
+        with self.store.write() as txn:      # the check and the add: one step
+            if not self._allowed(self._modes(txn, key), access, share):
+                return False
+            txn.put(_file(key) + self.store.owner(owner),
+                    bytes([categories(access), share & (READ | WRITE | DELETE)]), db=self.db)
+        return True
+
+    def remove(self, key, owner: int) -> None:
+        with self.store.write() as txn:
+            txn.delete(_file(key) + self.store.owner(owner), db=self.db)
+
+    def others_share(self, key, owner: int, what: int) -> bool:
+        me = self.store.owner(owner)
+        return all(share & what for who, _wants, share in self._read(key) if who != me)
+
+    def blocks_child_rename(self, key) -> bool:
+        return any(wants and (wants & DELETE or not share & DELETE)
+                   for _who, wants, share in self._read(key))
+
+    def has_writer(self, key) -> bool:
+        return any(wants & WRITE for _who, wants, _share in self._read(key))
+
+    def has_writer_here(self, key) -> bool:
+        """Whether an open of this worker may write the file (its writes are the server's
+        own changes for change notify; another worker's are not)."""
+        return any(wants & WRITE for who, wants, _share in self._read(key)
+                   if who.startswith(self._here))
+
+    def of(self, key, owner: int):
+        with self.store.read() as txn:
+            v = txn.get(_file(key) + self.store.owner(owner), db=self.db)
+        return (v[0], v[1]) if v is not None else None
+
+    def count(self, key) -> int:
+        return len(self._read(key))
+
+
+# -- delete pending -------------------------------------------------------------------------
+class SharedDeletePending:
+    """server_state's `DeletePending` over the store. The file is deleted by whichever
+    worker closes its last open: with the open that asked for it where that is still open
+    in this worker, else with the closing open (the same file; the delete is then done as
+    the closing open's user, under the name it knows)."""
+
+    def __init__(self, store: Store, share_modes: SharedShareModes):
+        self.store = store
+        self.db = store.db[b"pending"]
+        self.opens = share_modes.db
+        self._setters: dict = {}        # key -> this worker's open that asked, while it is open
+
+    def is_pending(self, key) -> bool:
+        with self.store.read() as txn:
+            return txn.get(_file(key), db=self.db) is not None
+
+    def mark(self, o) -> None:
+        with self.store.write() as txn:
+            txn.put(_file(o.key), self.store.owner(id(o)), db=self.db)
+        self._setters[o.key] = o
+
+    def withdraw(self, o) -> None:
+        with self.store.write() as txn:
+            if txn.get(_file(o.key), db=self.db) == self.store.owner(id(o)):
+                txn.delete(_file(o.key), db=self.db)
+        if self._setters.get(o.key) is o:
+            del self._setters[o.key]
+
+    def take(self, o):
+        """`o` has closed (its share mode is gone): the open whose file is to be deleted
+        now, when a delete is pending and no open of any worker is left; else None."""
+        file = _file(o.key)
+        with self.store.write() as txn:
+            setter = txn.get(file, db=self.db)
+            if setter is None:
+                last = False
+            else:
+                last = not _has_prefix(txn, self.opens, file)
+                if last:
+                    txn.delete(file, db=self.db)
+                elif setter == self.store.owner(id(o)):
+                    txn.put(file, self.store.owner(0), db=self.db)   # its id may be reused
+        setter_open = self._setters.get(o.key)
+        if setter_open is o or last:
+            self._setters.pop(o.key, None)
+        if not last:
+            return None
+        return setter_open if setter_open is not None else o
+
+
+# -- opens by path --------------------------------------------------------------------------
+class SharedOpenPaths:
+    """server_state's `OpenPaths` over the store: whether any open of any worker names a
+    file below a directory. This worker's opens are looked at by their path now (a rename
+    through them changes it); another worker's by the path it had when it was opened."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.db = store.db[b"paths"]
+        self._mine: dict = {}           # open -> the entry it added
+        self._here = WORKER.pack(store.worker)
+
+    def add(self, o) -> None:
+        entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
+        with self.store.write() as txn:
+            txn.put(entry, b"", db=self.db)
+        self._mine[o] = entry
+
+    def discard(self, o) -> None:
+        entry = self._mine.pop(o, None)
+        if entry is not None:
+            with self.store.write() as txn:
+                txn.delete(entry, db=self.db)
+
+    def any_below(self, path: str) -> bool:
+        below = path + "/"
+        if any(o.path().startswith(below) for o in self._mine):
+            return True
+        prefix = os.fsencode(below)
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.db)
+            if not cursor.set_range(prefix):
+                return False
+            for k in cursor.iternext(values=False):
+                if not k.startswith(prefix):
+                    return False
+                if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here:
+                    return True
+        return False
+
+    def __iter__(self):
+        return iter(self._mine)
+
+
+# -- tree connects and connections ----------------------------------------------------------
+class _Counts:
+    """Counts per name, one entry per worker; a limit bounds the sum over the workers."""
+
+    def __init__(self, store: Store, db: bytes):
+        self.store = store
+        self.db = store.db[db]
+
+    def _total(self, txn, name: bytes) -> int:
+        prefix = name + b"\0"
+        cursor = txn.cursor(self.db)
+        total = 0
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                if not k.startswith(prefix) or len(k) != len(prefix) + WORKER.size:
+                    break
+                total += COUNT.unpack(v)[0]
+        return total
+
+    def _add(self, txn, name: bytes, by: int) -> None:
+        key = name + b"\0" + WORKER.pack(self.store.worker)
+        v = txn.get(key, db=self.db)
+        n = (COUNT.unpack(v)[0] if v is not None else 0) + by
+        if n > 0:
+            txn.put(key, COUNT.pack(n), db=self.db)
+        else:
+            txn.delete(key, db=self.db)
+
+
+class SharedTreeCounts(_Counts):
+    """server_state's `TreeCounts` over the store: `max connections` counts every worker's
+    tree connects to the share."""
+
+    def __init__(self, store: Store):
+        super().__init__(store, b"trees")
+
+    def connect(self, share: str, limit: int) -> bool:
+        name = share.encode()
+        with self.store.write() as txn:
+            if limit and self._total(txn, name) >= limit:
+                return False
+            self._add(txn, name, 1)
+        return True
+
+    def disconnect(self, share: str) -> None:
+        with self.store.write() as txn:
+            self._add(txn, share.encode(), -1)
+
+
+class SharedConnections(_Counts):
+    """The server's connection bounds over every worker: `max smbd processes` (all
+    connections) and `max connections per client` (per client address)."""
+
+    def __init__(self, store: Store):
+        super().__init__(store, b"conns")
+
+    def admit(self, address: str, most: int, most_per_address: int) -> str | None:
+        """Counts a new connection from `address`, or says why it is refused (nothing
+        counted then)."""
+        name = address.encode()
+        with self.store.write() as txn:
+            total = self._total(txn, b"")
+            if most and total >= most:
+                return f"{total} connections in all, all workers (max smbd processes = {most})"
+            held = self._total(txn, name)
+            if most_per_address and held >= most_per_address:
+                return (f"{held} connections from it, all workers "
+                        f"(max connections per client = {most_per_address})")
+            self._add(txn, b"", 1)
+            self._add(txn, name, 1)
+        return None
+
+    def leave(self, address: str) -> None:
+        with self.store.write() as txn:
+            self._add(txn, b"", -1)
+            self._add(txn, address.encode(), -1)
+
+
+# -- byte-range locks -----------------------------------------------------------------------
+class SharedByteRangeLocks:
+    """`smb.locks.ByteRangeLocks` across workers: this worker's locks are kept as they are
+    with one worker (an in-memory `ByteRangeLocks`, which has all of Windows' rules between
+    opens), and every lock is also recorded in the store, where the other workers check
+    theirs against it; a lock of another worker is always another open's.
+
+    A blocking lock waiting for a lock of another worker is retried every RETRY seconds
+    (a release in this worker retries it at once, as with one worker)."""
+
+    RETRY = 0.1
+
+    def __init__(self, store: Store, call_later):
+        self.store = store
+        self.db = store.db[b"locks"]
+        self.local = ByteRangeLocks()
+        self._call_later = call_later        # (delay, callback) -> a handle with cancel()
+        self._waiting: dict = {}             # key -> {retry: None}
+        self._timer = None
+
+    def _key(self, key, owner: int, offset: int, length: int, exclusive: bool) -> bytes:
+        return _file(key) + self.store.owner(owner) + RANGE.pack(offset, length, exclusive)
+
+    def _others(self, txn, key):
+        """The locks other workers hold on the file: (offset, length, exclusive)."""
+        prefix = _file(key)
+        here = prefix + WORKER.pack(self.store.worker)
+        cursor = txn.cursor(self.db)
+        if not cursor.set_range(prefix):
+            return
+        while True:
+            k = cursor.key()
+            if not k.startswith(prefix):
+                return
+            if k.startswith(here):           # this worker's own: skip past them
+                if not cursor.set_range(_file(key) + WORKER.pack(self.store.worker + 1)):
+                    return
+                continue
+            offset, length, exclusive = RANGE.unpack_from(k, FILE.size + OWNER.size)
+            yield offset, length, bool(exclusive)
+            if not cursor.next():
+                return
+
+    @staticmethod
+    def _conflicts(others, offset: int, length: int, exclusive: bool) -> bool:
+        # an exclusive request conflicts with every overlapping lock, a shared one with an
+        # exclusive one (another worker's lock is always another open's)
+        return any(Lock(o, n, x, 0).overlaps(offset, length) for o, n, x in others
+                   if exclusive or x)
+
+    def conflicts(self, key, offset: int, length: int, exclusive: bool, owner: int) -> bool:
+        if self.local.conflicts(key, offset, length, exclusive, owner):
+            return True
+        with self.store.read() as txn:
+            return self._conflicts(self._others(txn, key), offset, length, exclusive)
+
+    def acquire_all(self, key, wanted: list[Lock]) -> bool:
+        with self.store.write() as txn:      # other workers wait meanwhile
+            others = list(self._others(txn, key))
+            if any(self._conflicts(others, lk.offset, lk.length, lk.exclusive) for lk in wanted):
+                return False
+            if not self.local.acquire_all(key, wanted):
+                return False
+            try:
+                for lk in wanted:
+                    k = self._key(key, lk.owner, lk.offset, lk.length, lk.exclusive)
+                    v = txn.get(k, db=self.db)
+                    txn.put(k, COUNT.pack((COUNT.unpack(v)[0] if v else 0) + 1), db=self.db)
+            except BaseException:
+                for lk in wanted:      # not recorded: not held
+                    self.local.release(key, lk.offset, lk.length, lk.owner, wake_waiters=False)
+                raise
+        return True
+
+    def release(self, key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
+        if not self.local.release(key, offset, length, owner, wake_waiters=False):
+            return False
+        with self.store.write() as txn:
+            for exclusive in (True, False):          # the exclusive one first, as locally
+                k = self._key(key, owner, offset, length, exclusive)
+                v = txn.get(k, db=self.db)
+                if v is not None:
+                    n = COUNT.unpack(v)[0] - 1
+                    if n:
+                        txn.put(k, COUNT.pack(n), db=self.db)
+                    else:
+                        txn.delete(k, db=self.db)
+                    break
+        if wake_waiters:
+            self.wake(key)
+        return True
+
+    def held(self, key, owner: int) -> list[Lock]:
+        return self.local.held(key, owner)
+
+    def release_owner(self, key, owner: int) -> int:
+        if self.local.count(key, owner):
+            prefix = _file(key) + self.store.owner(owner)
+            with self.store.write() as txn:
+                cursor = txn.cursor(self.db)
+                if cursor.set_range(prefix):
+                    while cursor.key().startswith(prefix):
+                        if not cursor.delete():
+                            break
+        return self.local.release_owner(key, owner)
+
+    def count(self, key, owner: int) -> int:
+        return self.local.count(key, owner)
+
+    def io_allowed(self, key, offset: int, length: int, owner: int, write: bool) -> bool:
+        if not length:
+            return True
+        if not self.local.io_allowed(key, offset, length, owner, write):
+            return False
+        with self.store.read() as txn:
+            for o, n, exclusive in self._others(txn, key):
+                # zero-length locks never block I/O
+                if n and offset < o + n and o < offset + length and (exclusive or write):
+                    return False
+        return True
+
+    def wait(self, key, retry) -> None:
+        self.local.wait(key, retry)
+        self._waiting.setdefault(key, {})[retry] = None
+        if self._timer is None:
+            self._timer = self._call_later(self.RETRY, self._poll)
+
+    def unwait(self, key, retry) -> None:
+        self.local.unwait(key, retry)
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.pop(retry, None)
+            if not waiting:
+                del self._waiting[key]
+
+    def wake(self, key) -> None:
+        self.local.wake(key)
+
+    def idle(self, key) -> bool:
+        if not self.local.idle(key):
+            return False
+        with self.store.read() as txn:
+            return not _has_prefix(txn, self.db, _file(key))
+
+    def _poll(self) -> None:
+        """Lets every waiting request retry: a release in another worker wakes nobody here."""
+        self._timer = None
+        for key in list(self._waiting):
+            try:
+                self.local.wake(key)
+            except Exception:       # one request's fault must not stop the others' retries
+                log.exception("blocking lock retry failed")
+        if self._waiting and self._timer is None:
+            self._timer = self._call_later(self.RETRY, self._poll)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,505 @@
+"""`smbring serve --workers 2`: real smbprotocol clients on two different worker processes
+see each other's share modes, delete-pending files and byte-range locks; a worker killed in
+the middle of a transfer is replaced, its share modes and locks go, and the other worker's
+transfer completes byte-exact; SIGTERM stops everything; what is not shared across workers
+(oplocks, leases, durable handles, multichannel) is not granted.
+
+Which worker serves a connection is the kernel's choice (SO_REUSEPORT): a test opens a
+probe file on each connection and asks `smbring status` which worker holds it, opening
+connections until it has one on each worker."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+pytest.importorskip("smbprotocol")
+
+from smbprotocol.change_notify import CompletionFilter, FileSystemWatcher  # noqa: E402
+from smbprotocol.connection import Capabilities, Connection  # noqa: E402
+from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest,  # noqa: E402
+                                         SMB2CreateDurableHandleRequest,
+                                         SMB2CreateDurableHandleResponse)
+from smbprotocol.exceptions import SMBResponseException  # noqa: E402
+from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,  # noqa: E402
+                              ImpersonationLevel, LockFlags, Open, RequestedOplockLevel,
+                              ShareAccess, SMB2LockElement)
+from smbprotocol.session import Session  # noqa: E402
+from smbprotocol.tree import TreeConnect  # noqa: E402
+
+from smbring.smb.locks import Lock  # noqa: E402
+
+from servers import PASSWORD, USER, spawn, stop  # noqa: E402
+
+ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
+ALL_ACCESS = 0x001F01FF
+SHARING_VIOLATION, DELETE_PENDING = 0xC0000043, 0xC0000056
+LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT = 0xC0000055, 0xC0000054
+EXCLUSIVE_NOW = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+SHARED_NOW = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+
+
+class Client:
+    def __init__(self, port: int):
+        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port)
+        self.conn.connect()
+        self.session = Session(self.conn, USER, PASSWORD, require_encryption=False)
+        self.session.connect()
+        self.tree = TreeConnect(self.session, r"\\127.0.0.1\share")
+        self.tree.connect()
+
+    def open(self, name: str, share=ALL_SHARE, options=0, disposition=CreateDisposition.FILE_OPEN_IF,
+             oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_NONE, contexts=None, directory=False):
+        o = Open(self.tree, name)
+        o.answers = o.create(
+            ImpersonationLevel.Impersonation, ALL_ACCESS,
+            FileAttributes.FILE_ATTRIBUTE_DIRECTORY if directory else FileAttributes.FILE_ATTRIBUTE_NORMAL,
+            share, disposition,
+            options | (CreateOptions.FILE_DIRECTORY_FILE if directory
+                       else CreateOptions.FILE_NON_DIRECTORY_FILE),
+            oplock_level=oplock, create_contexts=contexts)
+        return o
+
+    def close(self):
+        try:
+            self.conn.disconnect(True)
+        except Exception:        # its worker was killed
+            pass
+
+
+def element(offset: int, length: int, flags: int) -> SMB2LockElement:
+    e = SMB2LockElement()
+    e["offset"], e["length"], e["flags"] = offset, length, flags
+    return e
+
+
+def status_of(server) -> dict:
+    from smbring.server.control import ask
+    return ask(server["control"])
+
+
+def worker_holding(server, name: str) -> int | None:
+    for c in status_of(server)["connections"]:
+        if any(o["name"] == name for o in c["opens"]):
+            return c["worker"]
+    return None
+
+
+@pytest.fixture
+def server(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir()
+    control = str(tmp_path / "run" / "control")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", control, "--shutdown-timeout", "2")
+    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control}
+    deadline = time.monotonic() + 15       # both workers answer status
+    while time.monotonic() < deadline:
+        try:
+            if all(w.get("pid") and "error" not in w for w in status_of(server)["workers"]):
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    yield server
+    stop(proc)
+
+
+@pytest.fixture
+def pair(server):
+    """Two clients on different workers, each with its probe file open: (a, b, a's worker,
+    b's worker)."""
+    a = Client(server["port"])
+    probes = [a.open("probe-a")]
+    wa = worker_holding(server, "probe-a")
+    others = []
+    for i in range(40):
+        b = Client(server["port"])
+        probes.append(b.open(f"probe-b{i}"))
+        wb = worker_holding(server, f"probe-b{i}")
+        if wb != wa:
+            break
+        others.append(b)
+    else:
+        pytest.fail("40 connections all went to one worker")
+    for c in others:
+        c.close()
+    assert {wa, wb} == {1, 2}
+    yield a, b, wa, wb
+    a.close()
+    b.close()
+
+
+def status_code(excinfo) -> int:
+    return excinfo.value.status
+
+
+# -- share modes and delete pending -------------------------------------------------------------
+def test_share_modes_across_workers(pair):
+    a, b, _wa, _wb = pair
+    held = a.open("exclusive.txt", share=0)
+    with pytest.raises(SMBResponseException) as e:
+        b.open("exclusive.txt")
+    assert status_code(e) == SHARING_VIOLATION
+    with pytest.raises(SMBResponseException) as e:       # also one that only reads
+        b.open("exclusive.txt", share=ShareAccess.FILE_SHARE_READ)
+    assert status_code(e) == SHARING_VIOLATION
+    held.close()
+    b.open("exclusive.txt").close()                       # released: allowed now
+    # the other way round: b shares only reading; a may not open to write
+    reader = b.open("readers.txt", share=ShareAccess.FILE_SHARE_READ)
+    with pytest.raises(SMBResponseException) as e:
+        a.open("readers.txt")
+    assert status_code(e) == SHARING_VIOLATION
+    reader.close()
+
+
+def test_delete_on_close_across_workers(pair, server):
+    a, b, _wa, _wb = pair
+    doomed = a.open("doomed.txt", options=CreateOptions.FILE_DELETE_ON_CLOSE)
+    kept = b.open("doomed.txt")
+    doomed.close()                                      # pending: b still has it open
+    assert (server["share"] / "doomed.txt").exists()
+    for client in (a, b):                               # every worker refuses new opens
+        with pytest.raises(SMBResponseException) as e:
+            client.open("doomed.txt")
+        assert status_code(e) == DELETE_PENDING
+    kept.close()                                        # the last close, on the other worker
+    assert not (server["share"] / "doomed.txt").exists()
+    b.open("doomed.txt").close()                         # a new file of that name
+
+
+def rename(client: Client, o: Open, new_name: str) -> None:
+    """FileRenameInformation through SET_INFO (smbprotocol's own structures)."""
+    from smbprotocol.file_info import FileRenameInformation
+    from smbprotocol.open import SMB2SetInfoRequest
+    info = FileRenameInformation()
+    info["replace_if_exists"] = False
+    info["file_name"] = new_name.encode("utf-16-le")
+    request = SMB2SetInfoRequest()
+    request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
+    request["file_id"] = o.file_id
+    request["buffer"] = info
+    client.conn.receive(client.conn.send(request, client.session.session_id, client.tree.tree_connect_id))
+
+
+def test_directory_with_an_open_file_on_another_worker_is_not_renamed(pair, server):
+    a, b, _wa, _wb = pair
+    a.open("outer", directory=True).close()
+    inner = a.open("outer\\inner.txt")
+    outer = b.open("outer", directory=True)
+    with pytest.raises(SMBResponseException) as e:
+        rename(b, outer, "outer2")
+    assert status_code(e) == 0xC0000022                 # ACCESS_DENIED: a file inside is open
+    inner.close()
+    rename(b, outer, "outer2")
+    assert (server["share"] / "outer2" / "inner.txt").exists()
+
+
+# -- byte-range locks ---------------------------------------------------------------------------
+def test_byte_range_locks_across_workers(pair):
+    a, b, _wa, _wb = pair
+    fa, fb = a.open("locked.bin"), b.open("locked.bin")
+    fa.write(b"x" * 200, 0)
+    fa.lock([element(100, 10, EXCLUSIVE_NOW)])
+    with pytest.raises(SMBResponseException) as e:
+        fb.lock([element(105, 1, SHARED_NOW)])
+    assert status_code(e) == LOCK_NOT_GRANTED
+    with pytest.raises(SMBResponseException) as e:
+        fb.read(104, 2)
+    assert status_code(e) == FILE_LOCK_CONFLICT
+    with pytest.raises(SMBResponseException) as e:
+        fb.write(b"y", 100)
+    assert status_code(e) == FILE_LOCK_CONFLICT
+    assert fb.read(0, 100) == b"x" * 100                 # outside the lock
+    fb.lock([element(0, 10, EXCLUSIVE_NOW)])             # no overlap: granted
+    # a blocking lock waits for the other worker's unlock (retried on a timer there)
+    result = {}
+
+    def blocking():
+        try:
+            fb.lock([element(100, 10, LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK)])
+            result["ok"] = True
+        except Exception as err:
+            result["error"] = err
+
+    t = threading.Thread(target=blocking, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive(), result                          # pending
+    fa.lock([element(100, 10, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    t.join(10)
+    assert result == {"ok": True}
+    with pytest.raises(SMBResponseException) as e:      # now b's
+        fa.lock([element(100, 1, EXCLUSIVE_NOW)])
+    assert status_code(e) == LOCK_NOT_GRANTED
+    fb.close()                                           # closing drops its locks
+    fa.lock([element(100, 10, EXCLUSIVE_NOW)])
+
+
+# -- a worker killed ----------------------------------------------------------------------------
+def test_killed_worker_is_replaced_and_its_state_goes(pair, server):
+    a, b, wa, wb = pair
+    # a's worker holds a share mode and a lock that b's conflict with
+    a.open("held-open.txt", share=0)
+    fa_locked = a.open("held-lock.bin")
+    fa_locked.lock([element(0, 1, EXCLUSIVE_NOW)])
+    fb_locked = b.open("held-lock.bin")
+    with pytest.raises(SMBResponseException):
+        fb_locked.lock([element(0, 1, EXCLUSIVE_NOW)])
+    # large transfers on both workers at once
+    size, chunk = 48 << 20, 1 << 20
+    data_a, data_b = os.urandom(size), os.urandom(size)
+    progress = {"a": 0, "b": 0}
+    errors = {}
+
+    def transfer(client, name, data, key):
+        try:
+            f = client.open(name)
+            for off in range(0, size, chunk):
+                f.write(data[off:off + chunk], off)
+                progress[key] = off + chunk
+            f.close()
+        except Exception as err:
+            errors[key] = err
+
+    ta = threading.Thread(target=transfer, args=(a, "big-a.bin", data_a, "a"), daemon=True)
+    tb = threading.Thread(target=transfer, args=(b, "big-b.bin", data_b, "b"), daemon=True)
+    ta.start()
+    tb.start()
+    deadline = time.monotonic() + 30
+    while progress["a"] < 4 * chunk and time.monotonic() < deadline and not errors:
+        time.sleep(0.01)
+    assert progress["a"] >= 4 * chunk, (progress, errors)
+    assert progress["a"] < size and progress["b"] < size, "the transfers ended before the kill"
+    pid = next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == wa)
+    os.kill(pid, signal.SIGKILL)
+    ta.join(60)
+    tb.join(120)
+    assert "a" in errors                                  # its connection died with its worker
+    assert "b" not in errors, errors
+    assert hashlib.sha256((server["share"] / "big-b.bin").read_bytes()).digest() == \
+        hashlib.sha256(data_b).digest()
+    # the supervisor logged the death and started a new worker in its place
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        workers = {w["worker"]: w for w in status_of(server)["workers"]}
+        if workers[wa].get("pid") not in (None, pid) and "error" not in workers[wa]:
+            break
+        time.sleep(0.1)
+    assert workers[wa]["pid"] not in (None, pid) and workers[wa]["restarts"] == 1, workers
+    assert f"worker {wa} (pid {pid}) died: killed by signal 9" in server["log"].read_text()
+    # the dead worker's share mode and lock are gone
+    b.open("held-open.txt", share=0).close()
+    fb_locked.lock([element(0, 1, EXCLUSIVE_NOW)])
+    # and a client reaches the new worker (a fresh connection may land on either)
+    c = Client(server["port"])
+    c.open("after.txt").close()
+    c.close()
+
+
+# -- a stop -------------------------------------------------------------------------------------
+def test_sigterm_stops_every_worker(server):
+    c = Client(server["port"])
+    c.open("f.txt").close()
+    pids = [w["pid"] for w in status_of(server)["workers"]]
+    assert len(pids) == 2 and all(pids)
+    server["proc"].send_signal(signal.SIGTERM)
+    assert server["proc"].wait(20) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not os.path.exists(server["control"])
+    assert not os.path.exists(server["control"] + ".store")
+    log = server["log"].read_text()
+    assert "worker 1 (pid" in log and "stopped: exit status 0" in log
+    c.close()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(server):
+    pids = [w["pid"] for w in status_of(server)["workers"]]
+    server["proc"].kill()
+    server["proc"].wait(10)
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    assert not alive
+
+
+def test_reload_reaches_every_worker(server, tmp_path):
+    server["proc"].send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server["log"].read_text().count("configuration reloaded") >= 2:
+            break
+        time.sleep(0.1)
+    assert server["log"].read_text().count("configuration reloaded") == 2
+    assert server["proc"].poll() is None
+
+
+def test_status_command_lists_the_workers(server):
+    c = Client(server["port"])
+    c.open("shown.txt")
+    out = subprocess.run([sys.executable, "-m", "smbring.cli", "status", "--control-socket",
+                          server["control"]], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "Worker" in out.stdout and "shown.txt" in out.stdout
+    c.close()
+
+
+# -- what is not shared is not granted ----------------------------------------------------------
+def test_no_oplock_lease_durable_or_multichannel(server):
+    c = Client(server["port"])
+    caps = c.conn.server_capabilities.get_value()
+    assert not caps & Capabilities.SMB2_GLOBAL_CAP_LEASING
+    assert not caps & Capabilities.SMB2_GLOBAL_CAP_MULTI_CHANNEL
+    assert c.open("batch.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH).oplock_level == 0
+    assert c.open("excl.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_EXCLUSIVE).oplock_level == 0
+    assert c.open("l2.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_II).oplock_level == 0
+    request = SMB2CreateContextRequest()
+    request["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST
+    request["buffer_data"] = SMB2CreateDurableHandleRequest()
+    durable = c.open("durable.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH,
+                     contexts=[request])
+    assert durable.oplock_level == 0
+    assert not any(isinstance(x, SMB2CreateDurableHandleResponse) for x in durable.answers or ())
+    c.close()
+
+
+# -- change notify ------------------------------------------------------------------------------
+def test_change_notify_sees_the_other_workers_changes(pair):
+    a, b, _wa, _wb = pair
+    watched = a.open("watched", directory=True)
+    watcher = FileSystemWatcher(watched)
+    watcher.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+    time.sleep(0.3)
+    assert not watcher.response_event.is_set()          # pending
+    b.open("watched\\new.txt").close()
+    assert watcher.response_event.wait(10), "no change reported"
+    assert any(r["file_name"].get_value() == "new.txt" for r in watcher.result)
+
+
+# -- the server's bounds count every worker -----------------------------------------------------
+@pytest.fixture
+def bounded(tmp_path):
+    """Two workers with `max smbd processes = 3` and a share `limited` with `max connections = 1`."""
+    from servers import free_port
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir()
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\nsmbring workers = 2\nmax smbd processes = 3\n"
+                    f"control socket = {tmp_path / 'run' / 'control'}\n"
+                    f"[share]\npath = {share}\nread only = no\n"
+                    f"[limited]\npath = {share}\nread only = no\nmax connections = 1\n")
+    proc, port, log = spawn(tmp_path, "--config", str(conf), port=port)
+    yield {"port": port, "share": share, "proc": proc, "log": log,
+           "control": str(tmp_path / "run" / "control")}
+    stop(proc)
+
+
+def connections_per_worker(server) -> dict:
+    return {w["worker"]: w.get("connections", 0) for w in status_of(server)["workers"]}
+
+
+def test_connection_and_tree_bounds_count_every_worker(bounded):
+    a = Client(bounded["port"])
+    TreeConnect(a.session, r"\\127.0.0.1\limited").connect()
+    for _ in range(20):         # b on the other worker
+        b = Client(bounded["port"])
+        if all(n == 1 for n in connections_per_worker(bounded).values()):
+            break
+        b.close()
+        time.sleep(0.2)         # (its worker counts it gone)
+    else:
+        pytest.fail("no connection reached the other worker")
+    with pytest.raises(SMBResponseException):      # the share's one tree connect is a's
+        TreeConnect(b.session, r"\\127.0.0.1\limited").connect()
+    c = Client(bounded["port"])                     # the third connection in all
+    for _ in range(6):          # past max smbd processes on whichever worker it lands
+        with pytest.raises(Exception):
+            Client(bounded["port"])
+    assert "max smbd processes = 3" in bounded["log"].read_text()
+    for client in (a, b, c):
+        client.close()
+
+
+# -- the store's rules between two real processes -----------------------------------------------
+OTHER_WORKER = r"""
+import sys, types
+from smbring.server.shared_store import Store, SharedByteRangeLocks, SharedShareModes, SharedDeletePending
+from smbring.smb.locks import Lock
+store = Store(sys.argv[1], 2)
+locks = SharedByteRangeLocks(store, None)
+modes = SharedShareModes(store)
+pending = SharedDeletePending(store, modes)
+K, P = (1, 10), (1, 20)
+assert locks.acquire_all(K, [Lock(100, 10, True, 7), Lock(200, 10, False, 7), Lock(300, 0, True, 7)])
+assert modes.check_and_add(K, 7, 0x1, 0)                # reads, shares nothing
+assert modes.check_and_add(P, 8, 0x10000, 7)            # deletes, shares all
+pending.mark(types.SimpleNamespace(key=P))
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_store_rules_between_processes_and_a_dead_workers_cleanup(tmp_path):
+    from smbring.server import shared_store
+    from smbring.server.shared_store import (SharedByteRangeLocks, SharedShareModes, Store,
+                                             remove_worker)
+    directory = str(tmp_path / "store")
+    os.mkdir(directory, 0o700)
+    env = shared_store.open_environment(directory)
+    for name in shared_store.DATABASES:
+        env.open_db(name)
+    env.close()
+    other = subprocess.Popen([sys.executable, "-c", OTHER_WORKER, directory], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        store = Store(directory, 1)
+        locks, modes = SharedByteRangeLocks(store, None), SharedShareModes(store)
+        key, doomed = (1, 10), (1, 20)
+        assert locks.conflicts(key, 105, 1, False, 1)          # its exclusive lock
+        assert not locks.conflicts(key, 205, 1, False, 1)      # shared beside shared
+        assert locks.conflicts(key, 205, 1, True, 1)
+        assert locks.conflicts(key, 295, 10, True, 1)          # a zero-length lock at 300 inside
+        assert not locks.conflicts(key, 300, 0, True, 1)       # two zero-length locks never overlap
+        assert locks.io_allowed(key, 290, 20, 1, write=True)   # zero-length locks never block I/O
+        assert locks.io_allowed(key, 200, 5, 1, write=False)   # reading under a shared lock
+        assert not locks.io_allowed(key, 200, 5, 1, write=True)
+        assert not locks.io_allowed(key, 100, 1, 1, write=False)
+        assert not locks.acquire_all(key, [Lock(0, 1, True, 1), Lock(109, 1, False, 1)])
+        assert locks.local.count(key, 1) == 0                  # all or nothing
+        assert not modes.check_and_add(key, 1, 0x1, 7)         # it shares nothing
+        assert modes.count(key) == 1 and not modes.has_writer_here(key)
+        assert shared_store.SharedDeletePending(store, modes).is_pending(doomed)
+        other.kill()
+        other.wait()
+        store.close()           # (one environment per process: the supervisor holds none)
+        assert remove_worker(directory, 2) == 5               # 3 locks, 2 share modes
+        store = Store(directory, 1)
+        locks, modes = SharedByteRangeLocks(store, None), SharedShareModes(store)
+        assert not locks.conflicts(key, 105, 1, True, 1) and locks.idle(key)
+        assert modes.check_and_add(key, 1, 0x1, 0)
+        # no open of the doomed file is left: its pending delete goes (nobody would do it)
+        assert not shared_store.SharedDeletePending(store, modes).is_pending(doomed)
+        store.close()
+    finally:
+        other.kill()
+        other.wait()
