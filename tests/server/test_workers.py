@@ -4,9 +4,10 @@ the middle of a transfer is replaced, its share modes and locks go, and the othe
 transfer completes byte-exact; SIGTERM stops everything; what is not shared across workers
 (oplocks, leases, durable handles, multichannel) is not granted.
 
-Which worker serves a connection is the kernel's choice (SO_REUSEPORT): a test opens a
-probe file on each connection and asks `smbring status` which worker holds it, opening
-connections until it has one on each worker."""
+Which worker serves a connection is whichever takes it first from the listening socket they
+share: a test opens a probe file on each connection and asks `smbring status` which worker
+holds it; to put a second client on the other worker it stops the first one's worker while
+that client connects."""
 import hashlib
 import os
 import signal
@@ -114,22 +115,19 @@ def server(tmp_path):
 @pytest.fixture
 def pair(server):
     """Two clients on different workers, each with its probe file open: (a, b, a's worker,
-    b's worker)."""
+    b's worker). While b connects, a's worker is stopped (SIGSTOP): it cannot take the
+    connection from the shared listening socket, so the other worker does."""
     a = Client(server["port"])
-    probes = [a.open("probe-a")]
+    a.open("probe-a")
     wa = worker_holding(server, "probe-a")
-    others = []
-    for i in range(40):
+    pid = next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == wa)
+    os.kill(pid, signal.SIGSTOP)
+    try:
         b = Client(server["port"])
-        probes.append(b.open(f"probe-b{i}"))
-        wb = worker_holding(server, f"probe-b{i}")
-        if wb != wa:
-            break
-        others.append(b)
-    else:
-        pytest.fail("40 connections all went to one worker")
-    for c in others:
-        c.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    b.open("probe-b")
+    wb = worker_holding(server, "probe-b")
     assert {wa, wb} == {1, 2}
     yield a, b, wa, wb
     a.close()

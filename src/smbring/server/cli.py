@@ -203,7 +203,7 @@ def worker_count(args, options: dict) -> int:
 def run(args) -> int:
     from smbring.server import logs, service, systemd
     try:
-        loop_factory = event_loop_factory(args)
+        event_loop_factory(args)        # (checked before anything starts; used in serve_process)
     except ValueError as e:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
@@ -324,7 +324,8 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         return describe_change(before, new.shares)
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        # each process makes its own loop (a worker's ring cannot cross the fork)
+        with asyncio.Runner(loop_factory=event_loop_factory(args)) as runner:
             return runner.run(service.run(server, listeners, extras, reload))
     except KeyboardInterrupt:       # a second ^C while stopping
         return 130
