@@ -285,3 +285,45 @@ def test_the_test_control_changes_only_the_connection_that_asks(hooked):
     assert b.conns[0].response_to(mid).status == wire.STATUS_SUCCESS
     for client in (other, a, b):
         client.close()
+
+
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory):
+    """A server admitting guests (`--guest`) to its one writable share `rw`."""
+    root = tmp_path_factory.mktemp("guest-breaks")
+    (root / "rw").mkdir()
+    proc, port, _log = spawn(root, str(root / "rw"), "--share", "rw", "--guest")
+    yield port
+    stop(proc)
+
+
+def test_a_guests_oplock_is_broken_like_anyone_elses(guests):
+    """A guest's session has no key, and so no signing key on its channel: its channel must
+    carry breaks all the same, or every conflicting open waits 35 s while the guest, never
+    told, keeps writing from its cache."""
+    guest = connect(guests)
+    gs = guest.logon("no-such-user", "whatever")
+    assert gs.flags & wire.SESSION_FLAG_IS_GUEST
+    gtree = guest.tree(gs, "rw")
+    r = gtree.request(wire.CREATE, create_body("cached.txt", READ_WRITE, wire.FILE_OPEN_IF, 0, oplock=BATCH))
+    assert r.status == wire.STATUS_SUCCESS and r.raw[66] == BATCH
+    fid = r.raw[64 + 64:64 + 80]
+    user = connect(guests)
+    us = user.logon(USER, PASSWORD)
+    utree = user.tree(us, "rw")
+    msg = utree.message(wire.CREATE, create_body("cached.txt", READ_WRITE, wire.FILE_OPEN_IF, 0))
+    user.send([msg])
+    started = time.monotonic()
+    body = next_break(guest, 5)
+    assert body is not None, "the guest was never sent the break"
+    assert body[2] == LEVEL_II or body[2] == 0
+    ack = guest.request(wire.OPLOCK_BREAK, struct.pack("<HBBI16s", 24, body[2], 0, 0, fid),
+                        session=gs, tree_id=gtree.id)
+    assert ack.status == wire.STATUS_SUCCESS
+    answer = user.response_to(wire.Header.parse(msg).message_id)
+    if answer.status == wire.STATUS_PENDING:          # (the interim answer, then the final one)
+        answer = user.response_to(wire.Header.parse(msg).message_id)
+    assert answer.status == wire.STATUS_SUCCESS
+    assert time.monotonic() - started < 10
+    guest.close()
+    user.close()

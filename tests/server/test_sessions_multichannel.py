@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -555,3 +556,35 @@ def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server)
     assert c3.logoff(s3).status == wire.STATUS_SUCCESS
     got = read_on(c3, s3, tree3.id, fid3)
     assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED
+
+
+@pytest.mark.parametrize("dialect", [wire.SMB311, wire.SMB300])
+def test_a_binding_under_way_reaches_nothing_of_the_session(server, dialect):
+    """A binding's first leg is signed with the session's key, so whoever captured one can
+    send it again from a connection of their own (with the victim's ClientGuid). Until the
+    binding completes, that connection must reach nothing of the session: not its files
+    through requests signed with the session's key (captured from the first channel, where
+    3.0 and 3.1.1 sign with it), nor the held requests of a channel that is lost."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port, (dialect,))
+    c2 = connect(port, (dialect,), guid)
+    ctx = spnego.client(USER, PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
+    leg = c2.message(wire.SESSION_SETUP, session_setup_body(ctx.step(), flags=wire.SESSION_FLAG_BINDING),
+                     session=s1.id)
+    c2.send([leg], sign=True, signing_key=s1.signing_key)
+    assert c2.response_to(wire.Header.parse(leg).message_id).status == wire.STATUS_MORE_PROCESSING_REQUIRED
+    # a READ as the first channel signs it, sent on the half-bound connection
+    msg = c2.message(wire.READ, read_body(fid, 100), session=s1.id, tree_id=tree.id)
+    c2.send([msg], sign=True, signing_key=s1.signing_key)
+    got = c2.response_to(wire.Header.parse(msg).message_id)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED, got
+    assert b"channel data" not in got.raw
+    # the first channel goes on, and when it is lost the session ends: the half-bound
+    # connection keeps nothing alive
+    assert read_on(c1, s1, tree.id, fid).status == wire.STATUS_SUCCESS
+    c1.close()
+    time.sleep(0.5)
+    again = c2.message(wire.READ, read_body(fid, 100), session=s1.id, tree_id=tree.id)
+    c2.send([again], sign=True, signing_key=s1.signing_key)
+    assert c2.response_to(wire.Header.parse(again).message_id).status == wire.STATUS_USER_SESSION_DELETED
+    c2.close()

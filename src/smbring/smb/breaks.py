@@ -70,7 +70,8 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
         return True
     s = conn.sessions.get(pb.session_id)
     channel = s.channels.get(conn) if s is not None else None
-    return channel is not None and channel.bound
+    # a channel whose logon or binding is complete, a guest's (keyless) too
+    return channel is not None and not channel.in_binding and s.valid
 
 
 def _submit(pb: PendingBreak) -> bool:

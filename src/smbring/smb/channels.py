@@ -39,6 +39,13 @@ class Channel:
     def bound(self) -> bool:
         return bool(self.signing_key)
 
+    @property
+    def in_binding(self) -> bool:
+        """A binding is under way: until it completes, the connection reaches nothing of the
+        session (its requests, sealed frames and breaks), since the binding's first leg is
+        signed with the session's key and proves nothing about who sent it."""
+        return self.auth is not None
+
 
 @dataclass(eq=False)
 class Client:

@@ -190,10 +190,13 @@ class Connection:
         self.client.connections.append(self)
 
     def reaches(self, s: Session) -> bool:
-        """Whether the session has a channel on this connection. (A Session put straight
-        into the table, without SESSION_SETUP, has no client: the tests' shortcut; it belongs
-        to this connection.)"""
-        return self in s.channels or (s.client is None and not s.channels)
+        """Whether the session has a channel on this connection, its binding complete. (A
+        Session put straight into the table, without SESSION_SETUP, has no client: the tests'
+        shortcut; it belongs to this connection.)"""
+        channel = s.channels.get(self)
+        if channel is not None:
+            return not channel.in_binding
+        return s.client is None and not s.channels
 
     # -- what the server asks of a connection ---------------------------------------------
     def logged_on(self) -> bool:
@@ -819,7 +822,9 @@ class Connection:
             elif areq.on_cancel is not None:
                 areq.on_cancel()
         for s in list(self.sessions.values()):
-            if s.channels.pop(self, None) is not None and not s.channels:
+            # (a binding still under way on another connection keeps nothing alive)
+            if s.channels.pop(self, None) is not None and \
+                    not any(not ch.in_binding for ch in s.channels.values()):
                 self._end_quietly(s.id)
         self.client.connections.remove(self)
         if self.client.connections:
@@ -845,7 +850,7 @@ class Connection:
         s = self.sessions.get(areq.hdr.session_id)
         if s is None:
             return None
-        return next((x for x in s.channels if x is not self and not x.closed), None)
+        return next((x for x in s.channels if x is not self and not x.closed and x.reaches(s)), None)
 
     def _end_quietly(self, session_id: int) -> None:
         try:
