@@ -240,3 +240,39 @@ def test_security_descriptors_see_a_null_session_as_anonymous_logon(servers):
     user_tree = c.tree(s, "public")
     assert user_tree.create(granted, wire.GENERIC_READ).status == wire.STATUS_ACCESS_DENIED
     user_tree.close(user_tree.open(denied, wire.GENERIC_READ))
+
+
+# -- a ClientGuid is no credential ----------------------------------------------------------------
+def test_another_connection_with_a_clients_guid_cannot_use_up_its_sessions_or_pipes(plain):
+    """NEGOTIATE alone puts a connection among those of its ClientGuid (so that channels can
+    bind), and a ClientGuid travels in the clear. A connection that names another client's
+    GUID and logs on anonymously many times, or opens pipes, must not exhaust that client's
+    sessions or pipes: they are counted per connection."""
+    from servers import PASSWORD
+    from smbcore import create_body
+    guid = os.urandom(16)
+    victim = negotiated(plain, guid=guid)
+    victim.logon(USER, PASSWORD)
+    intruder = negotiated(plain, guid=guid)
+    sessions = []
+    for _ in range(80):
+        s = anonymous_exchange(intruder)
+        if s.status != wire.STATUS_SUCCESS:
+            assert s.status == wire.STATUS_INSUFFICIENT_RESOURCES
+            break
+        sessions.append(s)
+    assert len(sessions) >= 1
+    # the intruder's connection is full; the victim's is not
+    s2 = victim.logon(USER, PASSWORD)
+    assert s2.status == wire.STATUS_SUCCESS
+    # pipes: the intruder opens what it may on IPC$; the victim still opens its own
+    tree = intruder.tree(sessions[0], "IPC$")
+    for _ in range(200):
+        r = tree.request(wire.CREATE, create_body("srvsvc", wire.GENERIC_READ | wire.GENERIC_WRITE,
+                                                  wire.FILE_OPEN, 0))
+        if r.status != wire.STATUS_SUCCESS:
+            assert r.status == wire.STATUS_INSUFFICIENT_RESOURCES
+            break
+    vtree = victim.tree(s2, "IPC$")
+    r = vtree.request(wire.CREATE, create_body("srvsvc", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN, 0))
+    assert r.status == wire.STATUS_SUCCESS

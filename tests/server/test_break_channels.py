@@ -327,3 +327,37 @@ def test_a_guests_oplock_is_broken_like_anyone_elses(guests):
     assert time.monotonic() - started < 10
     guest.close()
     user.close()
+
+
+def test_a_lease_break_never_goes_to_a_connection_that_only_borrowed_the_clients_guid(plain):
+    """A connection that NEGOTIATEs another client's ClientGuid (no secret) and logs on
+    anonymously, before that client connects, is the client's oldest connection: a lease
+    break sent there would never reach the client, whose cache would go stale. Lease breaks
+    go only where the open's session, or a logon other than an anonymous one, is."""
+    guid = os.urandom(16)
+    intruder = connect(plain, guid=guid)
+    sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+    from test_anonymous import anonymous_exchange
+    assert anonymous_exchange(intruder).status == wire.STATUS_SUCCESS
+    victim = connect(plain, guid=guid)
+    vs = victim.logon(USER, PASSWORD)
+    vtree = victim.tree(vs, "rw")
+    key = os.urandom(16)
+    r = vtree.request(wire.CREATE, create_body("leased.txt", READ_WRITE, wire.FILE_OPEN_IF, 0, oplock=LEASE,
+                                               contexts=[(b"RqLs", struct.pack("<16sIIQ", key, R | W | H, 0, 0))]))
+    assert r.status == wire.STATUS_SUCCESS
+    b, mid = start_open(plain, "leased.txt")
+    assert next_break(intruder, 2) is None
+    got = next_break(victim, 5)
+    assert got is not None and got[8:24] == key
+    new_state = struct.unpack_from("<I", got, 28)[0]
+    ack = victim.request(wire.OPLOCK_BREAK, struct.pack("<HHI16sIQ", 36, 0, 0, key, new_state, 0),
+                         session=vs, tree_id=vtree.id)
+    assert ack.status == wire.STATUS_SUCCESS
+    answer = b.conns[0].response_to(mid)
+    if answer.status == wire.STATUS_PENDING:
+        answer = b.conns[0].response_to(mid)
+    assert answer.status == wire.STATUS_SUCCESS
+    for c in (intruder, victim):
+        c.close()
+    b.close()

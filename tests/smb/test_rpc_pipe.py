@@ -178,7 +178,8 @@ def test_closing_the_pipe_ends_a_waiting_read_with_pipe_broken(client, how):
     else:
         answers = client.exchange(client.message(wire.LOGOFF, SHORT_BODY))
     assert late(answers, interim) == (STATUS_PIPE_BROKEN, b"")
-    assert fid not in client.conn.opens and client.conn.pipes_open == 0
+    assert fid not in client.conn.opens
+    assert all(s.pipes_open == 0 for s in client.conn.sessions.values())
 
 
 def test_waiting_reads_are_bounded_by_max_pending_requests(share):

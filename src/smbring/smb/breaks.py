@@ -67,7 +67,11 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
     if conn.closed or conn in pb.failed:
         return False
     if not pb.channels_of_session:
-        return True
+        # a lease break: a connection of the client that carries the open's session, or a
+        # logon other than an anonymous one (a connection that only NEGOTIATEd the ClientGuid,
+        # which is no secret, or logged on anonymously proves nothing of being that client)
+        return any(s.valid and conn.reaches(s) and (s.id == pb.session_id or s.user != "anonymous")
+                   for s in conn.sessions.values())
     s = conn.sessions.get(pb.session_id)
     channel = s.channels.get(conn) if s is not None else None
     # a channel whose logon or binding is complete, a guest's (keyless) too

@@ -155,14 +155,6 @@ class Connection:
         return self.client.fs      # (share path, identity) -> its files, for every tree
 
     @property
-    def pipes_open(self) -> int:   # named pipes among the opens (smb.commands.pipe)
-        return self.client.pipes_open
-
-    @pipes_open.setter
-    def pipes_open(self, value: int) -> None:
-        self.client.pipes_open = value
-
-    @property
     def locks_held(self) -> int:   # byte-range locks of all the client's opens
         return self.client.locks_held
 
@@ -757,8 +749,11 @@ class Connection:
         established session protected as that session's requests are (an unsigned
         SESSION_SETUP cannot end or take over a signed session)."""
         if not hdr.session_id:
-            if len(self.sessions) >= self.limits.max_sessions or \
-                    sum(not s.valid for s in self.sessions.values()) >= self.limits.max_pending_sessions:
+            # counted on this connection: another connection with the same ClientGuid (which
+            # NEGOTIATE alone gives) must not use up this one's sessions
+            here = [s for s in self.sessions.values() if self in s.channels]
+            if len(here) >= self.limits.max_sessions or \
+                    sum(not s.valid for s in here) >= self.limits.max_pending_sessions:
                 raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
             return
         if msg[66] & wire.SESSION_FLAG_BINDING:
@@ -925,7 +920,9 @@ class Connection:
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
         if isinstance(o, Pipe):
-            self.pipes_open -= 1
+            s = self.sessions.get(o.session_id)
+            if s is not None:
+                s.pipes_open -= 1
             return          # a pipe holds no file, lock or share mode
         closed = self.release_file(o, self.outbox)
         self.locks_held -= closed.locks_released

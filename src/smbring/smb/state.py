@@ -181,6 +181,7 @@ class Session:
     valid: bool = False
     guest: bool = False
     user: str = ""
+    pipes_open: int = 0         # named pipes it has open (the limit counts a connection's sessions)
     signing_key: bytes = b""
     sign: bool = False
     encrypt_key: bytes = b""      # server -> client

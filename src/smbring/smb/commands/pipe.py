@@ -60,7 +60,9 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     service = pipe_name(name)
     if service is None:
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-    if c.pipes_open >= c.limits.max_open_pipes:
+    # counted over the sessions this connection carries: another connection that merely
+    # NEGOTIATEd the same ClientGuid must not use up this one's pipes
+    if sum(s.pipes_open for s in c.sessions.values() if c.reaches(s)) >= c.limits.max_open_pipes:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     session = c.sessions[hdr.session_id]
     caller = Caller(tuple(c.shares.values()), c.server_info, session.user, session.guest,
@@ -68,7 +70,7 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     number = c.next_id
     c.next_id += 1
     fid = os.urandom(8) + struct.pack("<Q", number)
-    c.pipes_open += 1
+    session.pipes_open += 1
     c.opens[fid] = Pipe(service, Endpoint(PIPES[service], caller, assoc_group=number), fid=fid,
                         tree=c.tree(hdr), session_id=hdr.session_id, tree_id=hdr.tree_id)
     body = struct.pack("<HBBI", 89, 0, 0, wire.FILE_OPENED) + b"\0" * 32 + struct.pack(
