@@ -173,6 +173,41 @@ def test_delete_on_close_across_workers(pair, server):
     b.open("doomed.txt").close()                         # a new file of that name
 
 
+def test_delete_on_close_removes_the_name_it_was_asked_through(pair, server):
+    """Two names of one file (hard links): an open through one name asks for delete on
+    close and closes while an open of the other name, on the other worker, keeps the file;
+    when that one closes, the name the delete was asked through goes, the other stays."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "victim.txt").write_bytes(b"precious")
+    os.link(share / "victim.txt", share / "link.txt")
+    kept = a.open("victim.txt", disposition=CreateDisposition.FILE_OPEN)
+    doomed = b.open("link.txt", options=CreateOptions.FILE_DELETE_ON_CLOSE,
+                    disposition=CreateDisposition.FILE_OPEN)
+    doomed.close()                                      # pending: a still has the file open
+    kept.close()                                        # the last close, on the other worker
+    assert not (share / "link.txt").exists()
+    assert (share / "victim.txt").read_bytes() == b"precious"
+
+
+def test_delete_on_close_leaves_a_name_that_now_names_another_file(pair, server):
+    """The name the delete was asked through was replaced by another file before the last
+    close (on the other worker): nothing is deleted."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "victim.txt").write_bytes(b"precious")
+    os.link(share / "victim.txt", share / "link.txt")
+    kept = a.open("victim.txt", disposition=CreateDisposition.FILE_OPEN)
+    doomed = b.open("link.txt", options=CreateOptions.FILE_DELETE_ON_CLOSE,
+                    disposition=CreateDisposition.FILE_OPEN)
+    doomed.close()
+    (share / "other.txt").write_bytes(b"other")
+    os.replace(share / "other.txt", share / "link.txt")  # the name now names another file
+    kept.close()
+    assert (share / "link.txt").read_bytes() == b"other"
+    assert (share / "victim.txt").read_bytes() == b"precious"
+
+
 def rename(client: Client, o: Open, new_name: str) -> None:
     """FileRenameInformation through SET_INFO (smbprotocol's own structures)."""
     from smbprotocol.file_info import FileRenameInformation
@@ -450,7 +485,7 @@ K, P = (1, 10), (1, 20)
 assert locks.acquire_all(K, [Lock(100, 10, True, 7), Lock(200, 10, False, 7), Lock(300, 0, True, 7)])
 assert modes.check_and_add(K, 7, 0x1, 0)                # reads, shares nothing
 assert modes.check_and_add(P, 8, 0x10000, 7)            # deletes, shares all
-pending.mark(types.SimpleNamespace(key=P))
+pending.mark(types.SimpleNamespace(key=P, is_dir=False, stream=None, path=lambda: "/share/doomed"))
 print("ready", flush=True)
 sys.stdin.readline()
 """

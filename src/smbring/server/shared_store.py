@@ -12,7 +12,8 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
 (worker id, open id) so that the supervisor can remove a dead worker's entries:
 
 - ``opens``: file + worker + open -> (READ|WRITE|DELETE wanted, shared): share modes;
-- ``pending``: file -> worker + open that asked: delete on close pending for every open;
+- ``pending``: file -> worker + open that asked, flags, the name it asked through: delete on
+  close pending for every open;
 - ``locks``: file + worker + open + offset + length + exclusive -> how many such locks;
 - ``paths``: path + NUL + worker + open: which opens name a file below a directory;
 - ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
@@ -148,8 +149,8 @@ def remove_worker(directory: str, worker: int) -> int:
             for file, setter in list(txn.cursor(pending)):
                 if not _has_prefix(txn, dbs[b"opens"], file):
                     txn.delete(file, db=pending)
-                elif setter[:WORKER.size] == mine:
-                    txn.put(file, OWNER.pack(worker, 0), db=pending)   # its open is gone
+                elif setter[:WORKER.size] == mine:     # its open is gone, its name stays
+                    txn.put(file, OWNER.pack(worker, 0) + bytes(setter[OWNER.size:]), db=pending)
         return removed
     finally:
         env.close()
@@ -239,11 +240,53 @@ class SharedShareModes:
 
 
 # -- delete pending -------------------------------------------------------------------------
+IS_DIR, IS_STREAM = 1, 2        # flags of a pending record, after its owner
+
+
+def _pending_record(owner: bytes, o) -> bytes:
+    """What a pending delete records: who asked, and the name it asked through (absolute, as
+    that open knew it then), which is what the last close deletes, on whichever worker."""
+    flags = (IS_DIR if o.is_dir else 0) | (IS_STREAM if o.stream is not None else 0)
+    return owner + bytes([flags]) + os.fsencode(o.path())
+
+
+class RecordedDelete:
+    """The delete on close another worker's open asked for, done by the file's last close in
+    this worker: the name that open had, reached through the closing open's share (its tree
+    and identity), and deleted only where it still names the file (`still_names_file`)."""
+
+    stream = None                   # (a stream's depot file: no streams of its own to remove)
+    base_parts = None
+
+    def __init__(self, closer, parts: list[str], is_dir: bool, is_stream: bool, key):
+        self.tree = closer.tree
+        self.parts = parts
+        self.is_dir = is_dir
+        self.is_stream = is_stream
+        self.key = key
+
+    def path(self) -> str:
+        return "/".join([self.tree.fs.root] + self.parts)
+
+    def still_names_file(self) -> bool:
+        """Whether the name is still the file's (not a symlink to it, nor another file put in
+        its place since): the name itself is looked at (O_NOFOLLOW), beneath the share root."""
+        try:
+            fd = self.tree.fs.open(self.parts, os.O_PATH | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (st.st_dev, st.st_ino) == tuple(self.key)
+
+
 class SharedDeletePending:
     """server_state's `DeletePending` over the store. The file is deleted by whichever
-    worker closes its last open: with the open that asked for it where that is still open
-    in this worker, else with the closing open (the same file; the delete is then done as
-    the closing open's user, under the name it knows)."""
+    worker closes its last open: through the open that asked for it where that is still open
+    in this worker, else under the name that open recorded (`RecordedDelete`: the delete is
+    then done as the closing open's user, in its share, if the name still names the file)."""
 
     def __init__(self, store: Store, share_modes: SharedShareModes):
         self.store = store
@@ -257,36 +300,57 @@ class SharedDeletePending:
 
     def mark(self, o) -> None:
         with self.store.write() as txn:
-            txn.put(_file(o.key), self.store.owner(id(o)), db=self.db)
+            txn.put(_file(o.key), _pending_record(self.store.owner(id(o)), o), db=self.db)
         self._setters[o.key] = o
 
     def withdraw(self, o) -> None:
         with self.store.write() as txn:
-            if txn.get(_file(o.key), db=self.db) == self.store.owner(id(o)):
+            record = txn.get(_file(o.key), db=self.db)
+            if record is not None and record[:OWNER.size] == self.store.owner(id(o)):
                 txn.delete(_file(o.key), db=self.db)
         if self._setters.get(o.key) is o:
             del self._setters[o.key]
 
     def take(self, o):
-        """`o` has closed (its share mode is gone): the open whose file is to be deleted
-        now, when a delete is pending and no open of any worker is left; else None."""
+        """`o` has closed (its share mode is gone): what is to be deleted now (the open that
+        asked for it, or a `RecordedDelete`), when a delete is pending and no open of any
+        worker is left; else None."""
         file = _file(o.key)
         with self.store.write() as txn:
-            setter = txn.get(file, db=self.db)
-            if setter is None:
+            record = txn.get(file, db=self.db)
+            if record is None:
                 last = False
             else:
+                record = bytes(record)
                 last = not _has_prefix(txn, self.opens, file)
                 if last:
                     txn.delete(file, db=self.db)
-                elif setter == self.store.owner(id(o)):
-                    txn.put(file, self.store.owner(0), db=self.db)   # its id may be reused
+                elif record[:OWNER.size] == self.store.owner(id(o)):
+                    # its id may be reused: the record names no open now, only the name
+                    txn.put(file, self.store.owner(0) + record[OWNER.size:], db=self.db)
         setter_open = self._setters.get(o.key)
         if setter_open is o or last:
             self._setters.pop(o.key, None)
         if not last:
             return None
-        return setter_open if setter_open is not None else o
+        if setter_open is not None:
+            return setter_open
+        return self._recorded(o, record)
+
+    @staticmethod
+    def _recorded(closer, record: bytes):
+        flags = record[OWNER.size] if len(record) > OWNER.size else 0
+        path = os.fsdecode(record[OWNER.size + 1:])
+        root = closer.tree.fs.root if closer.tree is not None and closer.tree.fs is not None else None
+        if root is None or not path.startswith(root.rstrip("/") + "/"):
+            log.warning("delete on close of %s not done: it was asked for in another share "
+                        "than the last open's", path or "a file")
+            return None
+        parts = path[len(root.rstrip("/")) + 1:].split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            log.warning("delete on close of %s not done: not a plain name", path)
+            return None
+        return RecordedDelete(closer, parts, bool(flags & IS_DIR), bool(flags & IS_STREAM), closer.key)
 
 
 # -- opens by path --------------------------------------------------------------------------
