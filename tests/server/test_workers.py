@@ -338,6 +338,40 @@ def test_killed_worker_is_replaced_and_its_state_goes(pair, server):
 
 
 # -- a stop -------------------------------------------------------------------------------------
+def test_a_dead_worker_is_not_restarted_before_its_entries_are_removed(pair, server):
+    """The removal of a dead worker's entries fails (its store cannot be opened for a
+    moment): the slot is started again only once a later try removed them, so that they do
+    not count as the new worker's own (a file it held exclusively would stay refused)."""
+    a, b, wa, _wb = pair
+    a.open("held.txt", share=0)
+    with pytest.raises(SMBResponseException) as e:
+        b.open("held.txt")
+    assert status_code(e) == SHARING_VIOLATION
+    run = os.path.dirname(server["control"])
+    store = next(os.path.join(run, n) for n in os.listdir(run) if n.startswith("store-"))
+    os.rename(store, store + ".aside")
+    with open(store, "w"):                  # where the store was: not a directory
+        pass
+    pid = next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == wa)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1.5)                     # reaped; its cleanup failed, and was tried again
+    finally:
+        os.unlink(store)
+        os.rename(store + ".aside", store)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        workers = status_of(server)["workers"]
+        if all(w.get("pid") and "error" not in w for w in workers) and \
+                next(w["pid"] for w in workers if w["worker"] == wa) != pid:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the worker was not restarted")
+    b.open("held.txt").close()              # the dead worker's open is gone from the store
+    assert "could not be removed" in server["log"].read_text()
+
+
 def test_sigterm_stops_every_worker(server):
     c = Client(server["port"])
     c.open("f.txt").close()
