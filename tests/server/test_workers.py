@@ -372,6 +372,36 @@ def test_a_dead_worker_is_not_restarted_before_its_entries_are_removed(pair, ser
     assert "could not be removed" in server["log"].read_text()
 
 
+@pytest.fixture
+def small_store(tmp_path, monkeypatch):
+    """A server with two workers whose shared store's map is 512 KiB (the default is 1 GiB)."""
+    monkeypatch.setenv("SMBRING_STORE_MAP_SIZE", str(512 * 1024))
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir()
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", str(tmp_path / "run" / "control"),
+                            "--shutdown-timeout", "2")
+    yield {"port": port, "proc": proc, "log": log}
+    stop(proc)
+
+
+def test_a_full_store_refuses_new_opens_and_closes_go_on(small_store):
+    client = Client(small_store["port"])
+    held = []
+    with pytest.raises(SMBResponseException) as e:
+        for i in range(5000):           # each open records its long path in the store
+            held.append(client.open(f"{i:04d}" + "x" * 200))
+    assert status_code(e) == 0xC000009A                  # STATUS_INSUFFICIENT_RESOURCES
+    assert len(held) > 10
+    for o in held:                                       # every close succeeds
+        o.close()
+    client.open("after.txt").close()                     # room again
+    client.close()
+    assert small_store["proc"].poll() is None
+    assert "new entries refused" in small_store["log"].read_text()
+
+
 def test_sigterm_stops_every_worker(server):
     c = Client(server["port"])
     c.open("f.txt").close()

@@ -39,6 +39,8 @@ import struct
 
 import lmdb
 
+from smbring.smb import wire
+from smbring.smb.errors import SMBError
 from smbring.smb.locks import ByteRangeLocks, Lock
 from smbring.smb.sharemodes import DELETE, READ, WRITE, categories
 
@@ -50,6 +52,12 @@ RANGE = struct.Struct(">QQB")               # offset, length, exclusive
 COUNT = struct.Struct(">I")
 WORKER = struct.Struct(">H")
 MAP_SIZE = 1 << 30      # address space reserved; the file grows only as far as it is used
+MAP_SIZE_VARIABLE = "SMBRING_STORE_MAP_SIZE"     # another size, in bytes (for tests)
+# new entries are refused once this share of the map is used: what is left is headroom for
+# the removals that closes, unlocks and disconnects make (LMDB copies pages to change them,
+# and keeps the pages of the last transactions): at least RESERVE_PAGES
+FULL_AT = 0.9
+RESERVE_PAGES = 64
 DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
@@ -73,9 +81,17 @@ def remove_store(directory: str) -> None:
 def open_environment(directory: str) -> lmdb.Environment:
     # no fsync (volatile, as above); writemap: a commit writes into the shared map instead of
     # making write system calls (a write transaction costs ~1 us instead of ~5)
-    return lmdb.open(directory, map_size=MAP_SIZE, max_dbs=len(DATABASES), sync=False,
+    return lmdb.open(directory, map_size=int(os.environ.get(MAP_SIZE_VARIABLE) or MAP_SIZE), max_dbs=len(DATABASES), sync=False,
                      metasync=False, writemap=True, readahead=False, max_readers=512, create=True,
                      mode=0o600)
+
+
+class StoreFull(SMBError):
+    """The shared store has no room for a new entry: the open, lock, tree connect or
+    connection that needed it is refused (STATUS_INSUFFICIENT_RESOURCES); closes go on."""
+
+    def __init__(self):
+        super().__init__(wire.STATUS_INSUFFICIENT_RESOURCES)
 
 
 class Store:
@@ -90,20 +106,43 @@ class Store:
         self.env = open_environment(directory)
         self.db = {name: self.env.open_db(name) for name in DATABASES}
         self._txn = None            # the write transaction `write` made, while it lasts
+        self._page_size = self.env.stat()["psize"]
 
     @contextlib.contextmanager
-    def write(self):
+    def write(self, grows: bool = False):
         """A write transaction: the one in progress in this process (a step of ServerState
-        that changes several tables is one transaction: `atomic`), else a new one."""
+        that changes several tables is one transaction: `atomic`), else a new one. One that
+        `grows` (adds an entry) is refused with StoreFull once the map is FULL_AT used; any
+        that finds the map full is undone and refused alike."""
+        if grows and self._nearly_full():
+            log.warning("shared store %s: over %d%% of its map used; new entries refused",
+                        self.directory, FULL_AT * 100)
+            raise StoreFull()
         if self._txn is not None:
             yield self._txn
             return
-        with self.env.begin(write=True) as txn:
-            self._txn = txn
-            try:
-                yield txn
-            finally:
-                self._txn = None
+        try:
+            with self.env.begin(write=True) as txn:
+                self._txn = txn
+                try:
+                    yield txn
+                finally:
+                    self._txn = None
+        except lmdb.MapFullError:
+            log.warning("shared store %s: its map is full; a change was refused", self.directory)
+            raise StoreFull() from None
+
+    def _nearly_full(self) -> bool:
+        info = self.env.info()
+        pages = info["map_size"] // self._page_size
+        bound = min(pages * FULL_AT, pages - RESERVE_PAGES)
+        if info["last_pgno"] + 1 < bound:       # the file's high-water mark: nowhere near
+            return False
+        # past it once: the pages the databases use now (freed ones are used again)
+        with self.env.begin() as txn:
+            stats = [txn.stat()] + [txn.stat(db) for db in self.db.values()]
+        used = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+        return used + 2 >= bound                # (+ the two meta pages)
 
     def read(self):
         """A read transaction, or the write transaction in progress (which sees its own
@@ -202,7 +241,7 @@ class SharedShareModes:
         return self._allowed(self._read(key), access, share)
 
     def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
-        with self.store.write() as txn:      # the check and the add: one step
+        with self.store.write(grows=True) as txn:      # the check and the add: one step
             if not self._allowed(self._modes(txn, key), access, share):
                 return False
             txn.put(_file(key) + self.store.owner(owner),
@@ -299,6 +338,7 @@ class SharedDeletePending:
             return txn.get(_file(key), db=self.db) is not None
 
     def mark(self, o) -> None:
+        # not refused when nearly full: a close marks too, and one per file is bounded by opens
         with self.store.write() as txn:
             txn.put(_file(o.key), _pending_record(self.store.owner(id(o)), o), db=self.db)
         self._setters[o.key] = o
@@ -367,7 +407,7 @@ class SharedOpenPaths:
 
     def add(self, o) -> None:
         entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
-        with self.store.write() as txn:
+        with self.store.write(grows=True) as txn:
             txn.put(entry, b"", db=self.db)
         self._mine[o] = entry
 
@@ -435,7 +475,7 @@ class SharedTreeCounts(_Counts):
 
     def connect(self, share: str, limit: int) -> bool:
         name = share.encode()
-        with self.store.write() as txn:
+        with self.store.write(grows=True) as txn:
             if limit and self._total(txn, name) >= limit:
                 return False
             self._add(txn, name, 1)
@@ -457,16 +497,22 @@ class SharedConnections(_Counts):
         """Counts a new connection from `address`, or says why it is refused (nothing
         counted then)."""
         name = address.encode()
-        with self.store.write() as txn:
-            total = self._total(txn, b"")
-            if most and total >= most:
-                return f"{total} connections in all, all workers (max smbd processes = {most})"
-            held = self._total(txn, name)
-            if most_per_address and held >= most_per_address:
-                return (f"{held} connections from it, all workers "
-                        f"(max connections per client = {most_per_address})")
-            self._add(txn, b"", 1)
-            self._add(txn, name, 1)
+        try:
+            with self.store.write(grows=True) as txn:
+                return self._admit(txn, name, most, most_per_address)
+        except StoreFull:
+            return "the shared store is full"
+
+    def _admit(self, txn, name: bytes, most: int, most_per_address: int) -> str | None:
+        total = self._total(txn, b"")
+        if most and total >= most:
+            return f"{total} connections in all, all workers (max smbd processes = {most})"
+        held = self._total(txn, name)
+        if most_per_address and held >= most_per_address:
+            return (f"{held} connections from it, all workers "
+                    f"(max connections per client = {most_per_address})")
+        self._add(txn, b"", 1)
+        self._add(txn, name, 1)
         return None
 
     def leave(self, address: str) -> None:
@@ -532,7 +578,7 @@ class SharedByteRangeLocks:
             return self._conflicts(self._others(txn, key), offset, length, exclusive)
 
     def acquire_all(self, key, wanted: list[Lock]) -> bool:
-        with self.store.write() as txn:      # other workers wait meanwhile
+        with self.store.write(grows=True) as txn:      # other workers wait meanwhile
             others = list(self._others(txn, key))
             if any(self._conflicts(others, lk.offset, lk.length, lk.exclusive) for lk in wanted):
                 return False
