@@ -173,6 +173,41 @@ def test_delete_on_close_across_workers(pair, server):
     b.open("doomed.txt").close()                         # a new file of that name
 
 
+def test_delete_on_close_removes_the_name_it_was_asked_through(pair, server):
+    """Two names of one file (hard links): an open through one name asks for delete on
+    close and closes while an open of the other name, on the other worker, keeps the file;
+    when that one closes, the name the delete was asked through goes, the other stays."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "victim.txt").write_bytes(b"precious")
+    os.link(share / "victim.txt", share / "link.txt")
+    kept = a.open("victim.txt", disposition=CreateDisposition.FILE_OPEN)
+    doomed = b.open("link.txt", options=CreateOptions.FILE_DELETE_ON_CLOSE,
+                    disposition=CreateDisposition.FILE_OPEN)
+    doomed.close()                                      # pending: a still has the file open
+    kept.close()                                        # the last close, on the other worker
+    assert not (share / "link.txt").exists()
+    assert (share / "victim.txt").read_bytes() == b"precious"
+
+
+def test_delete_on_close_leaves_a_name_that_now_names_another_file(pair, server):
+    """The name the delete was asked through was replaced by another file before the last
+    close (on the other worker): nothing is deleted."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "victim.txt").write_bytes(b"precious")
+    os.link(share / "victim.txt", share / "link.txt")
+    kept = a.open("victim.txt", disposition=CreateDisposition.FILE_OPEN)
+    doomed = b.open("link.txt", options=CreateOptions.FILE_DELETE_ON_CLOSE,
+                    disposition=CreateDisposition.FILE_OPEN)
+    doomed.close()
+    (share / "other.txt").write_bytes(b"other")
+    os.replace(share / "other.txt", share / "link.txt")  # the name now names another file
+    kept.close()
+    assert (share / "link.txt").read_bytes() == b"other"
+    assert (share / "victim.txt").read_bytes() == b"precious"
+
+
 def rename(client: Client, o: Open, new_name: str) -> None:
     """FileRenameInformation through SET_INFO (smbprotocol's own structures)."""
     from smbprotocol.file_info import FileRenameInformation
@@ -303,6 +338,70 @@ def test_killed_worker_is_replaced_and_its_state_goes(pair, server):
 
 
 # -- a stop -------------------------------------------------------------------------------------
+def test_a_dead_worker_is_not_restarted_before_its_entries_are_removed(pair, server):
+    """The removal of a dead worker's entries fails (its store cannot be opened for a
+    moment): the slot is started again only once a later try removed them, so that they do
+    not count as the new worker's own (a file it held exclusively would stay refused)."""
+    a, b, wa, _wb = pair
+    a.open("held.txt", share=0)
+    with pytest.raises(SMBResponseException) as e:
+        b.open("held.txt")
+    assert status_code(e) == SHARING_VIOLATION
+    run = os.path.dirname(server["control"])
+    store = next(os.path.join(run, n) for n in os.listdir(run) if n.startswith("store-"))
+    os.rename(store, store + ".aside")
+    with open(store, "w"):                  # where the store was: not a directory
+        pass
+    pid = next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == wa)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1.5)                     # reaped; its cleanup failed, and was tried again
+    finally:
+        os.unlink(store)
+        os.rename(store + ".aside", store)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        workers = status_of(server)["workers"]
+        if all(w.get("pid") and "error" not in w for w in workers) and \
+                next(w["pid"] for w in workers if w["worker"] == wa) != pid:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the worker was not restarted")
+    b.open("held.txt").close()              # the dead worker's open is gone from the store
+    assert "could not be removed" in server["log"].read_text()
+
+
+@pytest.fixture
+def small_store(tmp_path, monkeypatch):
+    """A server with two workers whose shared store's map is 512 KiB (the default is 1 GiB)."""
+    monkeypatch.setenv("SMBRING_STORE_MAP_SIZE", str(512 * 1024))
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir()
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", str(tmp_path / "run" / "control"),
+                            "--shutdown-timeout", "2")
+    yield {"port": port, "proc": proc, "log": log}
+    stop(proc)
+
+
+def test_a_full_store_refuses_new_opens_and_closes_go_on(small_store):
+    client = Client(small_store["port"])
+    held = []
+    with pytest.raises(SMBResponseException) as e:
+        for i in range(5000):           # each open records its long path in the store
+            held.append(client.open(f"{i:04d}" + "x" * 200))
+    assert status_code(e) == 0xC000009A                  # STATUS_INSUFFICIENT_RESOURCES
+    assert len(held) > 10
+    for o in held:                                       # every close succeeds
+        o.close()
+    client.open("after.txt").close()                     # room again
+    client.close()
+    assert small_store["proc"].poll() is None
+    assert "new entries refused" in small_store["log"].read_text()
+
+
 def test_sigterm_stops_every_worker(server):
     c = Client(server["port"])
     c.open("f.txt").close()
@@ -450,7 +549,7 @@ K, P = (1, 10), (1, 20)
 assert locks.acquire_all(K, [Lock(100, 10, True, 7), Lock(200, 10, False, 7), Lock(300, 0, True, 7)])
 assert modes.check_and_add(K, 7, 0x1, 0)                # reads, shares nothing
 assert modes.check_and_add(P, 8, 0x10000, 7)            # deletes, shares all
-pending.mark(types.SimpleNamespace(key=P))
+pending.mark(types.SimpleNamespace(key=P, is_dir=False, stream=None, path=lambda: "/share/doomed"))
 print("ready", flush=True)
 sys.stdin.readline()
 """

@@ -12,7 +12,8 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
 (worker id, open id) so that the supervisor can remove a dead worker's entries:
 
 - ``opens``: file + worker + open -> (READ|WRITE|DELETE wanted, shared): share modes;
-- ``pending``: file -> worker + open that asked: delete on close pending for every open;
+- ``pending``: file -> worker + open that asked, flags, the name it asked through: delete on
+  close pending for every open;
 - ``locks``: file + worker + open + offset + length + exclusive -> how many such locks;
 - ``paths``: path + NUL + worker + open: which opens name a file below a directory;
 - ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
@@ -38,6 +39,8 @@ import struct
 
 import lmdb
 
+from smbring.smb import wire
+from smbring.smb.errors import SMBError
 from smbring.smb.locks import ByteRangeLocks, Lock
 from smbring.smb.sharemodes import DELETE, READ, WRITE, categories
 
@@ -49,6 +52,12 @@ RANGE = struct.Struct(">QQB")               # offset, length, exclusive
 COUNT = struct.Struct(">I")
 WORKER = struct.Struct(">H")
 MAP_SIZE = 1 << 30      # address space reserved; the file grows only as far as it is used
+MAP_SIZE_VARIABLE = "SMBRING_STORE_MAP_SIZE"     # another size, in bytes (for tests)
+# new entries are refused once this share of the map is used: what is left is headroom for
+# the removals that closes, unlocks and disconnects make (LMDB copies pages to change them,
+# and keeps the pages of the last transactions): at least RESERVE_PAGES
+FULL_AT = 0.9
+RESERVE_PAGES = 64
 DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
@@ -72,9 +81,17 @@ def remove_store(directory: str) -> None:
 def open_environment(directory: str) -> lmdb.Environment:
     # no fsync (volatile, as above); writemap: a commit writes into the shared map instead of
     # making write system calls (a write transaction costs ~1 us instead of ~5)
-    return lmdb.open(directory, map_size=MAP_SIZE, max_dbs=len(DATABASES), sync=False,
+    return lmdb.open(directory, map_size=int(os.environ.get(MAP_SIZE_VARIABLE) or MAP_SIZE), max_dbs=len(DATABASES), sync=False,
                      metasync=False, writemap=True, readahead=False, max_readers=512, create=True,
                      mode=0o600)
+
+
+class StoreFull(SMBError):
+    """The shared store has no room for a new entry: the open, lock, tree connect or
+    connection that needed it is refused (STATUS_INSUFFICIENT_RESOURCES); closes go on."""
+
+    def __init__(self):
+        super().__init__(wire.STATUS_INSUFFICIENT_RESOURCES)
 
 
 class Store:
@@ -89,20 +106,43 @@ class Store:
         self.env = open_environment(directory)
         self.db = {name: self.env.open_db(name) for name in DATABASES}
         self._txn = None            # the write transaction `write` made, while it lasts
+        self._page_size = self.env.stat()["psize"]
 
     @contextlib.contextmanager
-    def write(self):
+    def write(self, grows: bool = False):
         """A write transaction: the one in progress in this process (a step of ServerState
-        that changes several tables is one transaction: `atomic`), else a new one."""
+        that changes several tables is one transaction: `atomic`), else a new one. One that
+        `grows` (adds an entry) is refused with StoreFull once the map is FULL_AT used; any
+        that finds the map full is undone and refused alike."""
+        if grows and self._nearly_full():
+            log.warning("shared store %s: over %d%% of its map used; new entries refused",
+                        self.directory, FULL_AT * 100)
+            raise StoreFull()
         if self._txn is not None:
             yield self._txn
             return
-        with self.env.begin(write=True) as txn:
-            self._txn = txn
-            try:
-                yield txn
-            finally:
-                self._txn = None
+        try:
+            with self.env.begin(write=True) as txn:
+                self._txn = txn
+                try:
+                    yield txn
+                finally:
+                    self._txn = None
+        except lmdb.MapFullError:
+            log.warning("shared store %s: its map is full; a change was refused", self.directory)
+            raise StoreFull() from None
+
+    def _nearly_full(self) -> bool:
+        info = self.env.info()
+        pages = info["map_size"] // self._page_size
+        bound = min(pages * FULL_AT, pages - RESERVE_PAGES)
+        if info["last_pgno"] + 1 < bound:       # the file's high-water mark: nowhere near
+            return False
+        # past it once: the pages the databases use now (freed ones are used again)
+        with self.env.begin() as txn:
+            stats = [txn.stat()] + [txn.stat(db) for db in self.db.values()]
+        used = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+        return used + 2 >= bound                # (+ the two meta pages)
 
     def read(self):
         """A read transaction, or the write transaction in progress (which sees its own
@@ -148,8 +188,8 @@ def remove_worker(directory: str, worker: int) -> int:
             for file, setter in list(txn.cursor(pending)):
                 if not _has_prefix(txn, dbs[b"opens"], file):
                     txn.delete(file, db=pending)
-                elif setter[:WORKER.size] == mine:
-                    txn.put(file, OWNER.pack(worker, 0), db=pending)   # its open is gone
+                elif setter[:WORKER.size] == mine:     # its open is gone, its name stays
+                    txn.put(file, OWNER.pack(worker, 0) + bytes(setter[OWNER.size:]), db=pending)
         return removed
     finally:
         env.close()
@@ -201,7 +241,7 @@ class SharedShareModes:
         return self._allowed(self._read(key), access, share)
 
     def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
-        with self.store.write() as txn:      # the check and the add: one step
+        with self.store.write(grows=True) as txn:      # the check and the add: one step
             if not self._allowed(self._modes(txn, key), access, share):
                 return False
             txn.put(_file(key) + self.store.owner(owner),
@@ -239,11 +279,53 @@ class SharedShareModes:
 
 
 # -- delete pending -------------------------------------------------------------------------
+IS_DIR, IS_STREAM = 1, 2        # flags of a pending record, after its owner
+
+
+def _pending_record(owner: bytes, o) -> bytes:
+    """What a pending delete records: who asked, and the name it asked through (absolute, as
+    that open knew it then), which is what the last close deletes, on whichever worker."""
+    flags = (IS_DIR if o.is_dir else 0) | (IS_STREAM if o.stream is not None else 0)
+    return owner + bytes([flags]) + os.fsencode(o.path())
+
+
+class RecordedDelete:
+    """The delete on close another worker's open asked for, done by the file's last close in
+    this worker: the name that open had, reached through the closing open's share (its tree
+    and identity), and deleted only where it still names the file (`still_names_file`)."""
+
+    stream = None                   # (a stream's depot file: no streams of its own to remove)
+    base_parts = None
+
+    def __init__(self, closer, parts: list[str], is_dir: bool, is_stream: bool, key):
+        self.tree = closer.tree
+        self.parts = parts
+        self.is_dir = is_dir
+        self.is_stream = is_stream
+        self.key = key
+
+    def path(self) -> str:
+        return "/".join([self.tree.fs.root] + self.parts)
+
+    def still_names_file(self) -> bool:
+        """Whether the name is still the file's (not a symlink to it, nor another file put in
+        its place since): the name itself is looked at (O_NOFOLLOW), beneath the share root."""
+        try:
+            fd = self.tree.fs.open(self.parts, os.O_PATH | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (st.st_dev, st.st_ino) == tuple(self.key)
+
+
 class SharedDeletePending:
     """server_state's `DeletePending` over the store. The file is deleted by whichever
-    worker closes its last open: with the open that asked for it where that is still open
-    in this worker, else with the closing open (the same file; the delete is then done as
-    the closing open's user, under the name it knows)."""
+    worker closes its last open: through the open that asked for it where that is still open
+    in this worker, else under the name that open recorded (`RecordedDelete`: the delete is
+    then done as the closing open's user, in its share, if the name still names the file)."""
 
     def __init__(self, store: Store, share_modes: SharedShareModes):
         self.store = store
@@ -256,37 +338,59 @@ class SharedDeletePending:
             return txn.get(_file(key), db=self.db) is not None
 
     def mark(self, o) -> None:
+        # not refused when nearly full: a close marks too, and one per file is bounded by opens
         with self.store.write() as txn:
-            txn.put(_file(o.key), self.store.owner(id(o)), db=self.db)
+            txn.put(_file(o.key), _pending_record(self.store.owner(id(o)), o), db=self.db)
         self._setters[o.key] = o
 
     def withdraw(self, o) -> None:
         with self.store.write() as txn:
-            if txn.get(_file(o.key), db=self.db) == self.store.owner(id(o)):
+            record = txn.get(_file(o.key), db=self.db)
+            if record is not None and record[:OWNER.size] == self.store.owner(id(o)):
                 txn.delete(_file(o.key), db=self.db)
         if self._setters.get(o.key) is o:
             del self._setters[o.key]
 
     def take(self, o):
-        """`o` has closed (its share mode is gone): the open whose file is to be deleted
-        now, when a delete is pending and no open of any worker is left; else None."""
+        """`o` has closed (its share mode is gone): what is to be deleted now (the open that
+        asked for it, or a `RecordedDelete`), when a delete is pending and no open of any
+        worker is left; else None."""
         file = _file(o.key)
         with self.store.write() as txn:
-            setter = txn.get(file, db=self.db)
-            if setter is None:
+            record = txn.get(file, db=self.db)
+            if record is None:
                 last = False
             else:
+                record = bytes(record)
                 last = not _has_prefix(txn, self.opens, file)
                 if last:
                     txn.delete(file, db=self.db)
-                elif setter == self.store.owner(id(o)):
-                    txn.put(file, self.store.owner(0), db=self.db)   # its id may be reused
+                elif record[:OWNER.size] == self.store.owner(id(o)):
+                    # its id may be reused: the record names no open now, only the name
+                    txn.put(file, self.store.owner(0) + record[OWNER.size:], db=self.db)
         setter_open = self._setters.get(o.key)
         if setter_open is o or last:
             self._setters.pop(o.key, None)
         if not last:
             return None
-        return setter_open if setter_open is not None else o
+        if setter_open is not None:
+            return setter_open
+        return self._recorded(o, record)
+
+    @staticmethod
+    def _recorded(closer, record: bytes):
+        flags = record[OWNER.size] if len(record) > OWNER.size else 0
+        path = os.fsdecode(record[OWNER.size + 1:])
+        root = closer.tree.fs.root if closer.tree is not None and closer.tree.fs is not None else None
+        if root is None or not path.startswith(root.rstrip("/") + "/"):
+            log.warning("delete on close of %s not done: it was asked for in another share "
+                        "than the last open's", path or "a file")
+            return None
+        parts = path[len(root.rstrip("/")) + 1:].split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            log.warning("delete on close of %s not done: not a plain name", path)
+            return None
+        return RecordedDelete(closer, parts, bool(flags & IS_DIR), bool(flags & IS_STREAM), closer.key)
 
 
 # -- opens by path --------------------------------------------------------------------------
@@ -303,7 +407,7 @@ class SharedOpenPaths:
 
     def add(self, o) -> None:
         entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
-        with self.store.write() as txn:
+        with self.store.write(grows=True) as txn:
             txn.put(entry, b"", db=self.db)
         self._mine[o] = entry
 
@@ -371,7 +475,7 @@ class SharedTreeCounts(_Counts):
 
     def connect(self, share: str, limit: int) -> bool:
         name = share.encode()
-        with self.store.write() as txn:
+        with self.store.write(grows=True) as txn:
             if limit and self._total(txn, name) >= limit:
                 return False
             self._add(txn, name, 1)
@@ -393,16 +497,22 @@ class SharedConnections(_Counts):
         """Counts a new connection from `address`, or says why it is refused (nothing
         counted then)."""
         name = address.encode()
-        with self.store.write() as txn:
-            total = self._total(txn, b"")
-            if most and total >= most:
-                return f"{total} connections in all, all workers (max smbd processes = {most})"
-            held = self._total(txn, name)
-            if most_per_address and held >= most_per_address:
-                return (f"{held} connections from it, all workers "
-                        f"(max connections per client = {most_per_address})")
-            self._add(txn, b"", 1)
-            self._add(txn, name, 1)
+        try:
+            with self.store.write(grows=True) as txn:
+                return self._admit(txn, name, most, most_per_address)
+        except StoreFull:
+            return "the shared store is full"
+
+    def _admit(self, txn, name: bytes, most: int, most_per_address: int) -> str | None:
+        total = self._total(txn, b"")
+        if most and total >= most:
+            return f"{total} connections in all, all workers (max smbd processes = {most})"
+        held = self._total(txn, name)
+        if most_per_address and held >= most_per_address:
+            return (f"{held} connections from it, all workers "
+                    f"(max connections per client = {most_per_address})")
+        self._add(txn, b"", 1)
+        self._add(txn, name, 1)
         return None
 
     def leave(self, address: str) -> None:
@@ -468,7 +578,7 @@ class SharedByteRangeLocks:
             return self._conflicts(self._others(txn, key), offset, length, exclusive)
 
     def acquire_all(self, key, wanted: list[Lock]) -> bool:
-        with self.store.write() as txn:      # other workers wait meanwhile
+        with self.store.write(grows=True) as txn:      # other workers wait meanwhile
             others = list(self._others(txn, key))
             if any(self._conflicts(others, lk.offset, lk.length, lk.exclusive) for lk in wanted):
                 return False

@@ -101,6 +101,9 @@ class Worker:
     restarts: int = 0
     restart_at: float | None = None     # a restart waiting for its pause to end
     pause: float = RESTART_PAUSE_FIRST
+    # its dead predecessor's entries are still in the shared store (their removal failed):
+    # the slot is not started again until they are gone, else they would count as its own
+    cleanup_due: bool = False
 
 
 class Supervisor:
@@ -220,11 +223,7 @@ class Supervisor:
             w.pid = 0
             how = (f"killed by signal {os.WTERMSIG(wait_status)}" if os.WIFSIGNALED(wait_status)
                    else f"exit status {os.waitstatus_to_exitcode(wait_status)}")
-            try:
-                removed = shared_store.remove_worker(self.store_directory, w.slot)
-            except Exception:
-                log.exception("worker %d: its entries in the shared store could not be removed", w.slot)
-                removed = -1
+            removed = self._clean_up(w)
             if self.stopping:
                 log.info("worker %d (pid %d) stopped: %s", w.slot, pid, how)
                 continue
@@ -235,10 +234,30 @@ class Supervisor:
                       "and connections removed from the shared store; restarting it%s", w.slot, pid,
                       how, lived, removed, "" if lived > QUICK_DEATH else f" in {w.pause:g} s")
 
+    def _clean_up(self, w: Worker) -> int:
+        """Removes a dead worker's entries from the shared store: how many went, or -1 when
+        that failed (retried before the slot is started again)."""
+        try:
+            removed = shared_store.remove_worker(self.store_directory, w.slot)
+        except Exception:
+            log.exception("worker %d: its entries in the shared store could not be removed; "
+                          "it is not restarted before they are", w.slot)
+            w.cleanup_due = True
+            return -1
+        w.cleanup_due = False
+        return removed
+
     def _restart_due(self) -> None:
         now = time.monotonic()
         for w in self.workers:
             if w.restart_at is not None and w.restart_at <= now:
+                if w.cleanup_due:
+                    removed = self._clean_up(w)
+                    if removed < 0:
+                        w.restart_at = now + RESTART_PAUSE_FIRST     # the next try
+                        continue
+                    log.info("worker %d: %d entries of its dead predecessor removed from the "
+                             "shared store; restarting it", w.slot, removed)
                 w.restart_at = None
                 w.restarts += 1
                 self._start(w)

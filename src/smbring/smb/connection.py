@@ -942,6 +942,26 @@ class Connection:
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
+            # a delete another worker's open asked for is done under the name it recorded,
+            # only where that name still names this file (server.shared_store.RecordedDelete)
+            still_names_file = getattr(victim, "still_names_file", None)
+            try:
+                if still_names_file is not None:
+                    if not still_names_file():
+                        log.warning("delete on close of %s not done: the name no longer names "
+                                    "the file", victim.path())
+                    else:
+                        sid = None if victim.is_stream else victim.tree.fs.stream_id(victim.parts)
+                        victim.tree.fs.remove(victim.parts, victim.is_dir)
+                        if not victim.is_stream:
+                            victim.tree.fs.remove_streams(sid)
+                            self.state.watches.post(victim.path(), notify.REMOVED,
+                                                    notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+                    victim = None
+            except OSError as e:
+                log.info("delete on close failed: %s", e)
+                victim = None
+        if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             try:
                 sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
                 victim.tree.fs.remove(victim.parts, victim.is_dir)
