@@ -901,9 +901,10 @@ class Connection:
     def detach_open(self, o) -> bool:
         """A durable open whose session is gone waits, detached, for a reconnect (True);
         False: it is not durable."""
-        if not isinstance(o, Open) or self.state.durable.of(o) is None or \
-                not self.state.oplocks.caching(o) & HANDLE:
-            return False    # (its batch oplock or handle lease was broken: no longer durable)
+        d = self.state.durable.of(o) if isinstance(o, Open) else None
+        if d is None or not (d.resilient or self.state.oplocks.caching(o) & HANDLE):
+            return False    # (its batch oplock or handle lease was broken: no longer durable;
+            #                 a resilient open does not depend on its oplock)
         self.opens.pop(o.fid, None)
         for areq in list(o.waiting):
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)

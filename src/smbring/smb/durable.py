@@ -14,6 +14,10 @@ table, its file, share mode, byte-range locks and oplock kept, until
 - its timeout passes (`expire`, called by the server's sweep): it is closed;
 - more than `max disconnected durable handles` are detached: the oldest is closed.
 
+A resilient open (FSCTL_LMR_REQUEST_RESILIENCY, MS-SMB2 3.3.5.15.9) is one of these too, marked
+`resilient`: it is detached whatever oplock it holds, for the timeout it asked for, and only a
+DHnC reclaims it (it is no durable open for a DH2C, MS-SMB2 3.3.5.9.12).
+
 Closing a detached open is a CLOSE (delete on close is honoured): the connection that detached
 it left a function for it, handed the effects list the close may add to (a file to forget).
 
@@ -62,6 +66,7 @@ class Durable:
     close: Callable | None = None   # detached: close(effects) closes the file as a CLOSE would
     locks: int = 0                  # detached: the byte-range locks it holds (counted again on reattach)
     app_instance: bytes = b""       # SMB2_CREATE_APP_INSTANCE_ID's (v2)
+    resilient: bool = False         # made so by FSCTL_LMR_REQUEST_RESILIENCY (Open.IsResilient)
 
     @property
     def detached(self) -> bool:
@@ -117,11 +122,12 @@ class DurableOpens:
         """The detached open a reconnect names, if `user` may have it: None for any other
         (unknown, attached, another user's, another CreateGuid: all look alike to the client).
         `create_guid` None: a DHnC, which does not check it; a DH2C's must be the open's (a
-        DHnQ open's is all zero, as smbd keeps it: a DH2C naming no CreateGuid reclaims it)."""
+        DHnQ open's is all zero, as smbd keeps it: a DH2C naming no CreateGuid reclaims it),
+        and a DH2C never reclaims a resilient open (not durable: MS-SMB2 3.3.5.9.12)."""
         d = self._by_persistent.get(bytes(persistent))
         if d is None or not d.detached or not user or d.user != user:
             return None
-        if create_guid is not None and (d.create_guid or bytes(16)) != bytes(create_guid):
+        if create_guid is not None and (d.resilient or (d.create_guid or bytes(16)) != bytes(create_guid)):
             return None
         return d
 

@@ -9,7 +9,8 @@
 - DHnC and DH2C reclaim a detached durable open (`smb.durable`): the request's other fields
   are ignored; only the same user, through a tree of the same share, and for DH2C with the
   CreateGuid the open was made with, gets it back; every other attempt is
-  STATUS_OBJECT_NAME_NOT_FOUND. A leased open (MS-SMB2 3.3.5.9.7, 3.3.5.9.12) is reclaimed
+  STATUS_OBJECT_NAME_NOT_FOUND. A resilient open (`ioctl_resilient`) is reclaimed so by a
+  DHnC only (a DH2C: STATUS_OBJECT_NAME_NOT_FOUND). A leased open (MS-SMB2 3.3.5.9.7, 3.3.5.9.12) is reclaimed
   only by its client (ClientGuid), with a lease context naming its LeaseKey (the state asked
   for is ignored: the lease keeps its own), and under the file's name (another name:
   STATUS_INVALID_PARAMETER); an open without a lease is not reclaimed with a lease context.
@@ -168,7 +169,7 @@ def replayed(c: "Connection", o: Open, action: int, requested_oplock: int, lease
             raise SMBError(wire.STATUS_ACCESS_DENIED)       # not the lease the open holds
     answers = []
     d = c.state.durable.of(o)
-    if d is not None and requested_oplock in (LEVEL_BATCH, LEVEL_LEASE):
+    if d is not None and not d.resilient and requested_oplock in (LEVEL_BATCH, LEVEL_LEASE):
         answers.append((DH2Q, struct.pack("<II", int(d.timeout * 1000), 0)))
     if lease_ctx is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))

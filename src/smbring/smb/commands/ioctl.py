@@ -1,6 +1,6 @@
 """IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers. Those about the connection are
-here; those about an open file are in `ioctl_copy` (server-side copy) and `ioctl_sparse`
-(sparse files, compression, reparse points, trim), each a function of the open that returns
+here; those about an open file are in `ioctl_copy` (server-side copy), `ioctl_sparse`
+(sparse files, compression, reparse points, trim) and `ioctl_resilient` (resilient handles), each a function of the open that returns
 the output buffer, or the steps (a generator of file-range effects) that end with it. Any
 other FSCTL is NOT_SUPPORTED, as smbd answers."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb import wire
 from smbring.smb.channels import NetworkInterface
-from smbring.smb.commands import ioctl_copy, ioctl_sparse, pipe
+from smbring.smb.commands import ioctl_copy, ioctl_resilient, ioctl_sparse, pipe
 from smbring.smb.commands.negotiate import capabilities, security_mode
 from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
@@ -46,6 +46,7 @@ FILE_CONTROLS = {
     ioctl_sparse.FSCTL_SET_COMPRESSION: ioctl_sparse.set_compression,
     ioctl_sparse.FSCTL_GET_REPARSE_POINT: ioctl_sparse.get_reparse_point,
     ioctl_sparse.FSCTL_FILE_LEVEL_TRIM: ioctl_sparse.file_level_trim,
+    ioctl_resilient.FSCTL_LMR_REQUEST_RESILIENCY: ioctl_resilient.request_resiliency,
 }
 
 

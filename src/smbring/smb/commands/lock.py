@@ -9,8 +9,9 @@ anything (neither locking nor unlocking: what the first did stays done). A reque
 bucket with another number clears the bucket first and records its number only if it
 succeeds. Index 0 or above 64 names no bucket: nothing is checked. The check applies where
 the specification asks for it: on a connection that announced SMB2_GLOBAL_CAP_MULTI_CHANNEL
-(SMB 3.x with `server multi channel support`), and for a durable open on SMB 2.1 and later
-(in SMB 2.0.2 the field is reserved). The buckets are the open's own: no other open, client
+(SMB 3.x with `server multi channel support`), and for a durable or resilient open (both
+are in the durable table, `smb.durable`) on SMB 2.1 and later (in SMB 2.0.2 the field is
+reserved). The buckets are the open's own: no other open, client
 or session can match them, and a replay never grants a lock it does not already hold."""
 from __future__ import annotations
 
