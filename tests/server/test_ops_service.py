@@ -505,3 +505,17 @@ def test_metrics(tmp_path):
 def test_version_and_python_m(tmp_path):
     r = subprocess.run(CLI + ["--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("smbring ")
+
+
+def test_a_control_socket_directory_that_is_a_symbolic_link_is_not_used(tmp_path):
+    """In a shared /tmp anyone may plant `smbring-UID` as a link to a directory of their
+    choosing: the server must not put its control socket (nor the workers' store) there."""
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "ctl").symlink_to(target)
+    proc, _ = start(tmp_path, str(tmp_path), "--control-socket", str(tmp_path / "ctl" / "control"))
+    try:
+        assert "is a symbolic link" in (tmp_path / "server.log").read_text()
+        assert not list(target.iterdir())
+    finally:
+        stop(proc)

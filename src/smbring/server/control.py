@@ -132,7 +132,10 @@ def _prepare_directory(directory: str) -> None:
     (or root) and writable by nobody else: another user must not be able to replace the
     socket."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    st = os.stat(directory)
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):    # (in a shared /tmp, anyone could have planted the link)
+        raise ControlError(f"control socket directory {directory}: is a symbolic link: it must be "
+                           "a directory of this user's")
     if st.st_uid not in (os.geteuid(), 0) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ControlError(f"control socket directory {directory}: owned by uid {st.st_uid} with mode "
                            f"{stat.S_IMODE(st.st_mode):o}: it must be this user's, writable only by it")
