@@ -898,6 +898,24 @@ class Connection:
                 if not (detach and self.detach_open(o)):
                     self.close_open(o)
 
+    def add_open(self, o) -> None:
+        """A new open (or pipe) in the client's table, counted on its session: `max open
+        files` counts the opens of the sessions a connection carries, so that another
+        connection naming the same ClientGuid cannot use up this one's."""
+        self.opens[o.fid] = o
+        s = self.sessions.get(o.session_id)
+        if s is not None:
+            s.opens_held += 1
+
+    def opens_here(self) -> int:
+        return sum(s.opens_held for s in self.sessions.values() if self.reaches(s))
+
+    def _forget_open(self, o) -> None:
+        if self.opens.pop(o.fid, None) is not None:
+            s = self.sessions.get(o.session_id)
+            if s is not None:
+                s.opens_held -= 1
+
     def detach_open(self, o) -> bool:
         """A durable open whose session is gone waits, detached, for a reconnect (True);
         False: it is not durable."""
@@ -905,7 +923,7 @@ class Connection:
         if d is None or not (d.resilient or self.state.oplocks.caching(o) & HANDLE):
             return False    # (its batch oplock or handle lease was broken: no longer durable;
             #                 a resilient open does not depend on its oplock)
-        self.opens.pop(o.fid, None)
+        self._forget_open(o)
         for areq in list(o.waiting):
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
@@ -916,7 +934,7 @@ class Connection:
                                          self.limits.max_disconnected_durable, self.outbox)
 
     def close_open(self, o: Open) -> None:
-        self.opens.pop(o.fid, None)
+        self._forget_open(o)
         for areq in list(o.waiting):      # answered on the channel each came through
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()

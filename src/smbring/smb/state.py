@@ -182,6 +182,7 @@ class Session:
     guest: bool = False
     user: str = ""
     pipes_open: int = 0         # named pipes it has open (the limit counts a connection's sessions)
+    opens_held: int = 0         # its opens and pipes (`max open files` counts a connection's sessions)
     signing_key: bytes = b""
     sign: bool = False
     encrypt_key: bytes = b""      # server -> client

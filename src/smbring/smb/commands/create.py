@@ -154,7 +154,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
     """CREATE; `retry`: again, after the oplock break it waited for was answered. A durable
     reconnect or a replay is answered by `create_durable` before anything is opened."""
     tree = c.tree(hdr)
-    if len(c.opens) >= c.limits.max_open_files:
+    if c.opens_here() >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     answered, durable = create_durable.before_create(c, hdr, msg, tree, msg[67], retry)
     if answered is not None:
@@ -174,7 +174,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
     tree = c.tree(hdr)
-    if len(c.opens) >= c.limits.max_open_files:
+    if c.opens_here() >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
@@ -405,7 +405,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     fid = os.urandom(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
     o.fid = fid
-    c.opens[fid] = o
+    c.add_open(o)
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
     lease = None
     if lease_req is not None and not is_dir and tree.share.oplocks:   # (no directory leases)

@@ -267,7 +267,7 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     o.tree, o.session_id, o.tree_id = tree, hdr.session_id, hdr.tree_id
     o.fid = d.persistent + struct.pack("<Q", c.next_id)
     c.next_id += 1
-    c.opens[o.fid] = o
+    c.add_open(o)
     c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
     answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
     return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid

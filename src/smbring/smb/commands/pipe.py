@@ -71,8 +71,8 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     c.next_id += 1
     fid = os.urandom(8) + struct.pack("<Q", number)
     session.pipes_open += 1
-    c.opens[fid] = Pipe(service, Endpoint(PIPES[service], caller, assoc_group=number), fid=fid,
-                        tree=c.tree(hdr), session_id=hdr.session_id, tree_id=hdr.tree_id)
+    c.add_open(Pipe(service, Endpoint(PIPES[service], caller, assoc_group=number), fid=fid,
+                    tree=c.tree(hdr), session_id=hdr.session_id, tree_id=hdr.tree_id))
     body = struct.pack("<HBBI", 89, 0, 0, wire.FILE_OPENED) + b"\0" * 32 + struct.pack(
         "<QQII", PIPE_ALLOCATION, 0, ATTR_NORMAL, 0) + fid + struct.pack("<II", 0, 0)
     return body, fid
