@@ -276,3 +276,25 @@ def test_another_connection_with_a_clients_guid_cannot_use_up_its_sessions_or_pi
     vtree = victim.tree(s2, "IPC$")
     r = vtree.request(wire.CREATE, create_body("srvsvc", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN, 0))
     assert r.status == wire.STATUS_SUCCESS
+
+
+def test_another_connection_with_a_clients_guid_cannot_use_up_its_open_files(servers):
+    """As above, for `max open files`: the intruder fills what its own connection may hold
+    on a guest share; the client's connection still opens files."""
+    from servers import PASSWORD
+    from smbcore import create_body
+    server = servers({"max open files": "4"}, guest=True)
+    (server.root / "public" / "f.txt").write_text("x")
+    guid = os.urandom(16)
+    victim = negotiated(server, guid=guid)
+    vs = victim.logon(USER, PASSWORD)
+    intruder = negotiated(server, guid=guid)
+    s = anonymous_exchange(intruder)
+    assert s.status == wire.STATUS_SUCCESS
+    tree = intruder.tree(s, "public")
+    statuses = [tree.request(wire.CREATE, create_body("f.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0)).status
+                for _ in range(6)]
+    assert statuses[:4] == [wire.STATUS_SUCCESS] * 4 and statuses[4] == wire.STATUS_TOO_MANY_OPENED_FILES
+    vtree = victim.tree(vs, "public")
+    r = vtree.request(wire.CREATE, create_body("f.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0))
+    assert r.status == wire.STATUS_SUCCESS
