@@ -423,9 +423,9 @@ class Client:
         """After close_all: the connection holds nothing, and its ServerState (which would
         be the server's, shared by every connection) holds nothing of it."""
         c = self.conn
-        if c.opens or c.async_requests or c.locks_held or self.shell.held:
+        if c.opens or c.async_requests or c.locks_here() or self.shell.held:
             raise Finding(f"left behind: {len(c.opens)} opens, {len(c.async_requests)} pending requests, "
-                          f"{c.locks_held} locks, {len(self.shell.held)} WRITEs not carried out")
+                          f"{c.locks_here()} locks, {len(self.shell.held)} WRITEs not carried out")
         for key in self.file_keys:
             if self.state.share_modes.count(key):
                 raise Finding(f"left behind: share modes on {key}")

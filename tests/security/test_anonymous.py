@@ -298,3 +298,24 @@ def test_another_connection_with_a_clients_guid_cannot_use_up_its_open_files(ser
     vtree = victim.tree(vs, "public")
     r = vtree.request(wire.CREATE, create_body("f.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0))
     assert r.status == wire.STATUS_SUCCESS
+
+
+def test_another_connection_with_a_clients_guid_cannot_use_up_its_locks(servers):
+    """As above, for `max locks per connection`."""
+    from servers import PASSWORD
+    from smbcore import create_body, lock_body
+    server = servers({"max locks per connection": "2"}, guest=True)
+    (server.root / "public" / "f.txt").write_text("x" * 100)
+    guid = os.urandom(16)
+    victim = negotiated(server, guid=guid)
+    vs = victim.logon(USER, PASSWORD)
+    intruder = negotiated(server, guid=guid)
+    s = anonymous_exchange(intruder)
+    tree = intruder.tree(s, "public")
+    fid = tree.open("f.txt", wire.GENERIC_READ, wire.FILE_OPEN)
+    shared_now = wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY
+    statuses = [tree.request(wire.LOCK, lock_body(fid, [(i, 1, shared_now)])).status for i in range(3)]
+    assert statuses == [wire.STATUS_SUCCESS, wire.STATUS_SUCCESS, wire.STATUS_INSUFFICIENT_RESOURCES]
+    vtree = victim.tree(vs, "public")
+    vfid = vtree.open("f.txt", wire.GENERIC_READ, wire.FILE_OPEN)
+    assert vtree.request(wire.LOCK, lock_body(vfid, [(50, 1, shared_now)])).status == wire.STATUS_SUCCESS

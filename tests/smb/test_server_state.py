@@ -125,7 +125,7 @@ def test_closing_a_connection_releases_its_locks_for_the_other(share, two):
     assert b.lock(fb, 0, 1, wire.LOCK_EXCLUSIVE)[0][0] == wire.STATUS_PENDING
     a.conn.close_all()                                          # a's client went away
     assert [s for s, _ in b.outbox()] == [0]
-    assert b.conn.locks_held == 1 and a.conn.locks_held == 0
+    assert b.conn.locks_here() == 1 and a.conn.locks_here() == 0
 
 
 def test_change_made_on_one_connection_is_reported_on_the_other(share, two):

@@ -58,7 +58,6 @@ class Client:
     sessions: dict = field(default_factory=dict)        # session id -> Session
     opens: dict = field(default_factory=dict)           # FileId -> Open or Pipe
     fs: dict = field(default_factory=dict)              # (share path, identity) -> FileSystem
-    locks_held: int = 0
     next_id: int = 1                                    # tree, FileId and AsyncId numbers
     # sessions that a failed re-authentication ended: id -> {id(Connection): (algorithm, key)}
     ended: dict = field(default_factory=dict)

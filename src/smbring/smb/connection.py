@@ -155,14 +155,6 @@ class Connection:
         return self.client.fs      # (share path, identity) -> its files, for every tree
 
     @property
-    def locks_held(self) -> int:   # byte-range locks of all the client's opens
-        return self.client.locks_held
-
-    @locks_held.setter
-    def locks_held(self, value: int) -> None:
-        self.client.locks_held = value
-
-    @property
     def next_id(self) -> int:
         return self.client.next_id
 
@@ -910,6 +902,16 @@ class Connection:
     def opens_here(self) -> int:
         return sum(s.opens_held for s in self.sessions.values() if self.reaches(s))
 
+    def count_locks(self, o, n: int) -> None:
+        """Byte-range locks taken (n > 0) or released through the open, counted on its
+        session: `max locks per connection` counts the sessions a connection carries."""
+        s = self.sessions.get(o.session_id)
+        if s is not None:
+            s.locks_held += n
+
+    def locks_here(self) -> int:
+        return sum(s.locks_held for s in self.sessions.values() if self.reaches(s))
+
     def _forget_open(self, o) -> None:
         if self.opens.pop(o.fid, None) is not None:
             s = self.sessions.get(o.session_id)
@@ -928,7 +930,7 @@ class Connection:
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
         locks = self.state.locks.count(o.key, id(o))
-        self.locks_held -= locks            # counted again by the client that reclaims it
+        self.count_locks(o, -locks)         # counted again by the session that reclaims it
         self.state.oplocks.rebind(o, None)
         return self.state.durable.detach(o, lambda effects: self.release_file(o, effects), locks,
                                          self.limits.max_disconnected_durable, self.outbox)
@@ -944,7 +946,7 @@ class Connection:
                 s.pipes_open -= 1
             return          # a pipe holds no file, lock or share mode
         closed = self.release_file(o, self.outbox)
-        self.locks_held -= closed.locks_released
+        self.count_locks(o, -closed.locks_released)
 
     def release_file(self, o: Open, effects: list):
         """What closing an open does beyond its client's tables (also for a detached durable

@@ -183,6 +183,7 @@ class Session:
     user: str = ""
     pipes_open: int = 0         # named pipes it has open (the limit counts a connection's sessions)
     opens_held: int = 0         # its opens and pipes (`max open files` counts a connection's sessions)
+    locks_held: int = 0         # byte-range locks of its opens (likewise `max locks per connection`)
     signing_key: bytes = b""
     sign: bool = False
     encrypt_key: bytes = b""      # server -> client

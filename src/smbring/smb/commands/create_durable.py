@@ -260,11 +260,11 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     oplock = LEVEL_LEASE if lease is not None else c.state.oplocks.level(o)
     if tree.share.read_only and o.delete_on_close:
         raise SMBError(wire.STATUS_ACCESS_DENIED)           # the share is read-only now
-    c.locks_held += d.locks
     table.reattach(d)
     if tree.share.read_only:         # what the share allows now, as a new open would get
         o.granted &= wire.READ_ONLY_ACCESS
     o.tree, o.session_id, o.tree_id = tree, hdr.session_id, hdr.tree_id
+    c.count_locks(o, d.locks)
     o.fid = d.persistent + struct.pack("<Q", c.next_id)
     c.next_id += 1
     c.add_open(o)

@@ -87,7 +87,7 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
                     raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
                 released += 1
         finally:
-            c.locks_held -= released
+            c.count_locks(o, -released)
             if released:
                 c.state.locks.wake(o.key)       # once: each waiter retries once, not once per element
         return
@@ -97,12 +97,12 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
     if c.state.locks.count(o.key, id(o)) + count > c.limits.max_locks or \
-            c.locks_held + count > c.limits.max_locks_per_connection:
+            c.locks_here() + count > c.limits.max_locks_per_connection:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
     c.state.oplocks.contend_level2(o.key, o)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
     if c.state.locks.acquire_all(o.key, wanted):
-        c.locks_held += count
+        c.count_locks(o, count)
         return
     if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
         raise SMBError(wire.STATUS_LOCK_NOT_GRANTED)
@@ -114,7 +114,7 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
     """A blocking lock waits for a release; answered once all its locks are taken."""
     def retry():
         if c.state.locks.acquire_all(o.key, wanted):
-            c.locks_held += count
+            c.count_locks(o, count)
             stop()
             granted()
             c.complete_async(areq, wire.STATUS_SUCCESS, body)
