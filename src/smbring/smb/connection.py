@@ -899,8 +899,12 @@ class Connection:
         if s is not None:
             s.opens_held += 1
 
+    def sessions_here(self):
+        """The sessions this connection carries (its per-connection limits count theirs)."""
+        return (s for s in self.sessions.values() if self.reaches(s))
+
     def opens_here(self) -> int:
-        return sum(s.opens_held for s in self.sessions.values() if self.reaches(s))
+        return sum(s.opens_held for s in self.sessions_here())
 
     def count_locks(self, o, n: int) -> None:
         """Byte-range locks taken (n > 0) or released through the open, counted on its
@@ -910,7 +914,7 @@ class Connection:
             s.locks_held += n
 
     def locks_here(self) -> int:
-        return sum(s.locks_held for s in self.sessions.values() if self.reaches(s))
+        return sum(s.locks_held for s in self.sessions_here())
 
     def _forget_open(self, o) -> None:
         if self.opens.pop(o.fid, None) is not None:

@@ -62,7 +62,7 @@ def open_pipe(c: Connection, hdr: Header, name: str):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     # counted over the sessions this connection carries: another connection that merely
     # NEGOTIATEd the same ClientGuid must not use up this one's pipes
-    if sum(s.pipes_open for s in c.sessions.values() if c.reaches(s)) >= c.limits.max_open_pipes:
+    if sum(s.pipes_open for s in c.sessions_here()) >= c.limits.max_open_pipes:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     session = c.sessions[hdr.session_id]
     caller = Caller(tuple(c.shares.values()), c.server_info, session.user, session.guest,
