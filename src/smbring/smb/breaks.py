@@ -70,8 +70,8 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
         # a lease break: a connection of the client that carries the open's session, or a
         # logon other than an anonymous one (a connection that only NEGOTIATEd the ClientGuid,
         # which is no secret, or logged on anonymously proves nothing of being that client)
-        return any(s.valid and conn.reaches(s) and (s.id == pb.session_id or s.user != "anonymous")
-                   for s in conn.sessions.values())
+        return any(s.valid and (s.id == pb.session_id or s.user != "anonymous")
+                   for s in conn.sessions_here())
     s = conn.sessions.get(pb.session_id)
     channel = s.channels.get(conn) if s is not None else None
     # a channel whose logon or binding is complete, a guest's (keyless) too
