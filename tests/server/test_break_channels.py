@@ -361,3 +361,48 @@ def test_a_lease_break_never_goes_to_a_connection_that_only_borrowed_the_clients
     for c in (intruder, victim):
         c.close()
     b.close()
+
+
+@pytest.fixture(scope="module")
+def sealed_share(tmp_path_factory):
+    """A server with `rw` (plain) and `sealed` (smb encrypt = required on the share only)."""
+    root = tmp_path_factory.mktemp("sealed")
+    (root / "rw").mkdir()
+    port = free_port()
+    (root / "smb.conf").write_text("\n".join([
+        "[global]", f"listen = 127.0.0.1:{port}",
+        "[rw]", f"path = {root / 'rw'}", "read only = no",
+        "[sealed]", f"path = {root / 'rw'}", "read only = no", "smb encrypt = required"]) + "\n")
+    proc, port, _log = spawn(root, "--config", str(root / "smb.conf"), port=port)
+    yield port
+    stop(proc)
+
+
+def test_a_held_create_on_an_encrypted_share_goes_on_after_an_unsealed_request(sealed_share):
+    """Only the share asks for encryption, so the waiting client's requests on other trees
+    (IPC$ here) arrive unsealed. The held CREATE was sealed: when the break is answered it goes
+    on as the sealed request it was, whatever frame the connection handled last."""
+    holder = connect(sealed_share)
+    hs = holder.logon(USER, PASSWORD)
+    htree = holder.tree(hs, "sealed")
+    r = htree.request(wire.CREATE, create_body("held.txt", READ_WRITE, wire.FILE_OPEN_IF, 0, oplock=BATCH))
+    assert r.status == wire.STATUS_SUCCESS and r.encrypted and r.raw[66] == BATCH
+    fid = r.raw[64 + 64:64 + 80]
+    opener = connect(sealed_share)
+    us = opener.logon(USER, PASSWORD)
+    sealed, ipc = opener.tree(us, "sealed"), opener.tree(us, "IPC$")
+    msg = sealed.message(wire.CREATE, create_body("held.txt", READ_WRITE, wire.FILE_OPEN_IF, 0))
+    opener.send([msg])
+    mid = wire.Header.parse(msg).message_id
+    assert opener.response_to(mid).status == wire.STATUS_PENDING
+    body = next_break(holder, 5)
+    assert body is not None, "the holder was never sent the break"
+    unsealed = ipc.request(wire.CREATE, create_body("srvsvc", READ_WRITE, wire.FILE_OPEN, 0))
+    assert unsealed.status == wire.STATUS_SUCCESS and not unsealed.encrypted
+    ack = holder.request(wire.OPLOCK_BREAK, struct.pack("<HBBI16s", 24, body[2], 0, 0, fid),
+                         session=hs, tree_id=htree.id)
+    assert ack.status == wire.STATUS_SUCCESS
+    answer = opener.response_to(mid)
+    assert answer.status == wire.STATUS_SUCCESS and answer.encrypted
+    holder.close()
+    opener.close()

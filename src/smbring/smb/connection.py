@@ -512,6 +512,9 @@ class Connection:
         hdr = areq.hdr
         rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
         s = self.sessions.get(hdr.session_id)
+        # the request runs again as the frame it came in: sealed or not, whatever frame this
+        # connection handled last (a share that alone asks for encryption sees both kinds)
+        self._sealed_by = areq.sealed_by
         try:
             if s is None or not s.valid:
                 raise SMBError(wire.STATUS_USER_SESSION_DELETED)
@@ -672,7 +675,7 @@ class Connection:
                 rhdr.status = wire.STATUS_INSUFFICIENT_RESOURCES
                 return rhdr, wire.error_body()
             areq = AsyncRequest(self.next_id, hdr, self._sealed_by is not None,
-                                bool(hdr.flags & wire.FLAGS_SIGNED))
+                                bool(hdr.flags & wire.FLAGS_SIGNED), sealed_by=self._sealed_by)
             self.next_id += 1
             self.async_requests[areq.async_id] = areq
             rhdr.status = wire.STATUS_PENDING
