@@ -37,6 +37,25 @@ def as_root_args(tmp_path, passdb=None) -> list[str]:
     return ["--username-map", str(tmp_path / "all-as-root.map"), "--guest-account", "root"]
 
 
+def own_control_socket(serve_args) -> list[str]:
+    """`--control-socket` in a directory of the server's own, unless the test names one (on
+    the command line or in its smb.conf): servers of different tests never meet at the default
+    socket, where the second would run without one and requests could reach the wrong one.
+    (A short path: a Unix socket's name has at most 107 bytes.)"""
+    args = list(serve_args)
+    if "--control-socket" in args:
+        return []
+    if "--config" in args:
+        with open(args[args.index("--config") + 1]) as conf:
+            if "control socket" in conf.read().lower():
+                return []
+    import atexit
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="smbring-ctl-")
+    atexit.register(shutil.rmtree, directory, True)
+    return ["--control-socket", os.path.join(directory, "control")]
+
+
 def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, host: str = "127.0.0.1",
           accounts: bool = False):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
@@ -56,7 +75,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     port = port or free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
-        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path))
+        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path)) + own_control_socket(serve_args)
         if "--config" not in args:
             args += ["--listen", f"127.0.0.1:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
