@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CSRC   := $(wildcard src/smbring/_uring/*.c src/smbring/_uring/*.h src/smbring/_events/*.c src/smbring/_events/*.h)
+CSRC   := $(wildcard src/smbring/_uring/*.c src/smbring/_uring/*.h src/smbring/_events/*.c src/smbring/_events/*.h \
+         src/smbring/_dirent/*.c)
 
 # What `make serve` shares, and where; override on the command line.
 SHARE  ?= $(CURDIR)/share

@@ -28,8 +28,9 @@ def extension(name: str, folder: str) -> Extension:
     )
 
 
-# _uring is the engine; _events is the tevent-style loop that shares its ring via a capsule.
-MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events")]
+# _uring is the engine; _events is the tevent-style loop that shares its ring via a capsule;
+# _dirent stats and encodes directory listings in batches.
+MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events"), ("smbring._dirent", "_dirent")]
 setup(
     package_dir={"": "src"},
     packages=find_packages("src"),

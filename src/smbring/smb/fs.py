@@ -164,6 +164,18 @@ class FileSystem(Protocol):
         (a listing reveals nothing of files outside). Raises nothing."""
         ...
 
+    def entry_details(self, dir_fd: int, dir_parts: list[str], names: list[str], start: int,
+                      count: int) -> bytes:
+        """What `entry_stat` and `get_dos_at` give for names[start:start + count] (entries of
+        the open directory at `dir_parts`, at most as many as there are), in one call: a
+        record per name, packed as ``smbring._dirent.RECORD`` (flags: PRESENT unless the
+        entry is gone, HAS_DOS when DOS information is stored, NEEDS_GENERAL for a value no
+        record holds; the mode, inode, device, size, access, modification and change times in
+        ns of the stat; the DOS information's fields). A listing's cost is these calls.
+        Raises ValueError for a name that is not one component, OSError for a descriptor
+        that is no directory."""
+        ...
+
     def may_access(self, dir_fd: int, name: str, mode: int) -> bool:
         """Whether whoever the file system acts as may read (``os.R_OK``) or write
         (``os.W_OK``) an entry of the open directory, as the kernel judges it (mode bits,

@@ -13,6 +13,7 @@ import os
 import stat
 import struct
 
+from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, stat_entries
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
@@ -330,6 +331,34 @@ class PosixVFS:
                 return st
         return st
 
+    def entry_details(self, dir_fd: int, dir_parts: list[str], names: list[str], start: int,
+                      count: int) -> bytes:
+        """`entry_stat` and `get_dos_at` of names[start:start + count] at once, as records
+        (smbring._dirent.RECORD): one fstatat and one getxattrat per entry, made in C (a
+        listing's cost is these calls). A symlink is resolved beneath the root here, as
+        `entry_stat` does; its DOS information is the link's own (none: a symlink carries no
+        user xattrs), as `get_dos_at` reads it."""
+        records, symlinks = stat_entries(dir_fd, names, start, count, DOS_XATTR)
+        if not symlinks:
+            return records
+        out = bytearray(records)
+        for i in symlinks:
+            at = i * RECORD_SIZE
+            fields = list(_RECORD.unpack_from(out, at))
+            st = self.entry_stat(dir_fd, dir_parts, names[start + i])
+            if st is None:
+                fields[0] &= ~PRESENT
+            else:
+                fields[1:8] = [st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_atime_ns,
+                               st.st_mtime_ns, st.st_ctime_ns]
+            try:
+                _RECORD.pack_into(out, at, *fields)
+            except struct.error:        # a time beyond 64-bit ns: the entry's general path
+                fields[1:8] = [0] * 7
+                fields[0] |= NEEDS_GENERAL
+                _RECORD.pack_into(out, at, *fields)
+        return bytes(out)
+
     @staticmethod
     def may_access(dir_fd: int, name: str, mode: int) -> bool:
         """faccessat with the effective ids (the calling thread's): one system call."""
@@ -422,6 +451,7 @@ SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (sm
 # allocation size a client asked for.
 DOS_XATTR = PRIVATE_PREFIX + "dos"
 _DOS = struct.Struct("<IQQQQ")
+_RECORD = struct.Struct(RECORD)      # entry_details' records
 
 
 def _unpack_dos(blob: bytes | None) -> DosInfo | None:

@@ -5,9 +5,10 @@ import fnmatch
 import struct
 from typing import TYPE_CHECKING
 
+from smbring._dirent import DONE, FULL, SINGLE, count_fitting, encode_entries
 from smbring.smb import wire
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.fileinfo import dir_entry
+from smbring.smb.fileinfo import dir_entry, short_name
 from smbring.smb.fs import STREAMS_DIR
 from smbring.smb.wire import Header
 
@@ -41,34 +42,82 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
         if not o.dir_entries:
             raise SMBError(wire.STATUS_NO_SUCH_FILE)
     out = bytearray()
-    last = None
+    last = -1           # where the last entry written starts (its NextEntryOffset is set next)
+    rules = o.tree.names
+    # per-name rules beyond hide dot files (hide files, hide unreadable, ...) take the general
+    # path, entry by entry
+    batched = klass in BATCHED_CLASSES and not (
+        rules.hide or rules.hide_unreadable or rules.hide_unwriteable or rules.hide_special_files
+        or rules.hide_new_files_timeout)
     while o.dir_pos < len(o.dir_entries):
-        name = o.dir_entries[o.dir_pos]
-        if name in (".", ".."):
-            st, dos = fs.fstat(o.fd), fs.get_dos(o.fd)
-        else:
-            st, dos = fs.entry_stat(o.fd, o.parts, name), fs.get_dos_at(o.fd, name)
-            # deleted since the scan began, or left out of listings (hide unreadable: judged
-            # by the tree's file system, as the session's account)
-            if st is None or o.tree.names.unlisted(
-                    st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
-                o.dir_pos += 1
+        if batched and o.dir_entries[o.dir_pos] not in (".", ".."):
+            status, last = _batch(c, o, klass, flags, out, out_len, last)
+            if status in (FULL, SINGLE):
+                break
+            if status == DONE:
                 continue
-        entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
-                          write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)))
+        # ".", "..", a share with per-name rules, or an entry the batch leaves to this code
+        entry = _entry(c, o, klass)
+        if entry is None:       # gone, or left out of listings
+            o.dir_pos += 1
+            continue
         start = wire.pad8(len(out))
         if start + len(entry) > out_len:
-            if last is None:
-                raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH if not out else wire.STATUS_BUFFER_OVERFLOW)
             break
         out += b"\0" * (start - len(out))
-        if last is not None:
+        if last >= 0:
             struct.pack_into("<I", out, last, start - last)
         last = start
         out += entry
         o.dir_pos += 1
         if flags & 0x2:  # RETURN_SINGLE_ENTRY
             break
-    if last is None:    # (a scan whose every name was left out found nothing)
+    if last < 0:
+        if o.dir_pos < len(o.dir_entries):      # the next entry alone does not fit
+            raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH)
+        # (a scan whose every name was left out found nothing)
         raise SMBError(wire.STATUS_NO_SUCH_FILE if fresh else wire.STATUS_NO_MORE_FILES)
     return struct.pack("<HHI", 9, 72, len(out)) + bytes(out), None
+
+
+# the classes `encode_entries` writes (the others go to dir_entry, which refuses them)
+BATCHED_CLASSES = frozenset({1, 2, 3, 12, 37, 38})
+
+
+def _batch(c: Connection, o, klass: int, flags: int, out: bytearray, out_len: int,
+           last: int) -> tuple[int, int]:
+    """Entries from o.dir_pos on, as many as fit, in one call to the file system (the stats
+    and DOS information of the names that may fit: `FileSystem.entry_details`) and one to
+    the encoder; returns (status, last). Status DONE: the names stat'ed are all consumed (some
+    may be gone: more may fit); FULL: the next entry does not fit; SINGLE: one entry written,
+    as asked; SLOW: the entry at o.dir_pos is `_entry`'s."""
+    names = o.dir_entries
+    single = bool(flags & 0x2)
+    # ("." and "..", the directory itself, come first: never in a batch)
+    count = 1 if single else count_fitting(names, o.dir_pos, len(names), klass, out_len, len(out))
+    if count == 0:
+        return FULL, last
+    fs = o.tree.fs
+    records = fs.entry_details(o.fd, o.parts, names, o.dir_pos, count)
+    index, last, status = encode_entries(
+        records, names, o.dir_pos, klass, out, out_len, last, single,
+        o.tree.names.hide_dot_files, c.state.write_times.shown, short_name)
+    o.dir_pos = index
+    return status, last
+
+
+def _entry(c: Connection, o, klass: int) -> bytes | None:
+    """The entry at o.dir_pos, None when it is gone or left out of listings."""
+    fs = o.tree.fs
+    name = o.dir_entries[o.dir_pos]
+    if name in (".", ".."):
+        st, dos = fs.fstat(o.fd), fs.get_dos(o.fd)
+    else:
+        st, dos = fs.entry_stat(o.fd, o.parts, name), fs.get_dos_at(o.fd, name)
+        # deleted since the scan began, or left out of listings (hide unreadable: judged
+        # by the tree's file system, as the session's account)
+        if st is None or o.tree.names.unlisted(
+                st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
+            return None
+    return dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
+                     write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)))

@@ -1,0 +1,658 @@
+/*
+ * smbring._dirent: directory listings in batches (QUERY_DIRECTORY of a large directory).
+ *
+ * Two functions, one per layer, meeting in a fixed-size binary record per entry (RECORD, a
+ * struct format string the Python side packs and unpacks the same way):
+ *
+ *   stat_entries(dir_fd, names, start, count, xattr) -> (records, symlinks)
+ *       The VFS's half, the only one that makes system calls: for each name, fstatat
+ *       (AT_SYMLINK_NOFOLLOW, as os.stat) and its DOS information xattr, read with
+ *       getxattrat(2) where the kernel has it (one path component looked up), else through
+ *       /proc/self/fd/<dir_fd>/<name> as before. `symlinks`: the indexes of entries that are
+ *       symlinks, which the caller resolves itself (beneath the share root).
+ *
+ *   encode_entries(records, names, start, klass, out, room, last, single, hide_dot,
+ *                  shown, short_name) -> (index, last, status)
+ *       The protocol core's half, pure: appends MS-FSCC directory entries to the bytearray
+ *       `out` exactly as smb.fileinfo.dir_entry builds them one by one, and stops where the
+ *       Python code must take over (an entry it leaves to the general code: SLOW).
+ *
+ * Every argument is checked; failures raise (ValueError, TypeError, OSError with errno);
+ * nothing here keeps state between calls.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* One entry as the VFS found it. Native byte order, no padding: "=IIQQqqqqIIQQQQ". */
+struct record {
+    uint32_t flags;
+    uint32_t mode;
+    uint64_t ino;
+    uint64_t dev;
+    int64_t size;
+    int64_t atime_ns;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+    uint32_t dos_attrs;     /* smbring's DOS record (vfs.posix._DOS: "<IQQQQ") */
+    uint32_t reserved;
+    uint64_t dos_create;
+    uint64_t dos_change;
+    uint64_t dos_change_mtime_ns;
+    uint64_t dos_allocation;
+};
+_Static_assert(sizeof(struct record) == 96, "record layout");
+#define RECORD_FORMAT "=IIQQqqqqIIQQQQ"
+
+#define REC_PRESENT 0x1   /* the stat succeeded (else: gone since the names were read) */
+#define REC_DOS 0x2       /* a valid DOS record was stored on the entry */
+#define REC_SLOW 0x4      /* a value no fixed-size field holds (a time beyond 64-bit ns) */
+
+#define DOS_SIZE 36       /* "<IQQQQ" */
+
+/* encode_entries' status */
+#define DONE 0            /* every record consumed */
+#define FULL 1            /* the entry at `index` does not fit in `room` */
+#define SLOW 2            /* the entry at `index` is the general code's */
+#define SINGLE 3          /* one entry written, as RETURN_SINGLE_ENTRY asks */
+
+#define MAX_NAMES (1 << 24)
+
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv)
+#ifndef SYS_getxattrat
+#define SYS_getxattrat 464
+#endif
+#endif
+
+struct xattr_args_v0 {      /* struct xattr_args (Linux 6.13) */
+    uint64_t value;
+    uint32_t size;
+    uint32_t flags;
+};
+
+/* The name as the kernel takes it (what os.fsencode gives), one path component: never
+ * empty, ".", "..", nor holding a slash or a NUL (a caller's mistake must not reach outside
+ * the directory). Returns a new reference to bytes, or NULL with ValueError/TypeError set. */
+static PyObject *component(PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "names must be str");
+        return NULL;
+    }
+    PyObject *b = PyUnicode_EncodeFSDefault(name);
+    if (b == NULL)
+        return NULL;
+    const char *s = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (n == 0 || n > NAME_MAX || memchr(s, '/', n) || memchr(s, '\0', n) ||
+        strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        Py_DECREF(b);
+        PyErr_Format(PyExc_ValueError, "not a directory entry's name: %R", name);
+        return NULL;
+    }
+    return b;
+}
+
+static int ns_of(const struct timespec *t, int64_t *out)
+{
+    int64_t ns;
+    if (__builtin_mul_overflow((int64_t)t->tv_sec, (int64_t)1000000000, &ns) ||
+        __builtin_add_overflow(ns, (int64_t)t->tv_nsec, &ns))
+        return -1;
+    *out = ns;
+    return 0;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* The entry's DOS xattr into buf (DOS_SIZE + 1 bytes); its length, or -1 (none, or unreadable:
+ * a listing shows the entry without it, as smb.fs.get_dos_at does). *have_at: whether
+ * getxattrat exists (cleared the first time the kernel says ENOSYS). */
+static ssize_t read_dos(int dir_fd, const char *name, const char *xattr, unsigned char *buf,
+                        int *have_at)
+{
+#ifdef SYS_getxattrat
+    if (*have_at) {
+        struct xattr_args_v0 a = {(uint64_t)(uintptr_t)buf, DOS_SIZE + 1, 0};
+        long r = syscall(SYS_getxattrat, dir_fd, name, AT_SYMLINK_NOFOLLOW, xattr, &a, sizeof(a));
+        if (r >= 0 || errno != ENOSYS)
+            return r;
+        *have_at = 0;
+    }
+#else
+    (void)have_at;
+#endif
+    char path[64 + NAME_MAX];
+    int n = snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dir_fd, name);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -1;
+    return lgetxattr(path, xattr, buf, DOS_SIZE + 1);
+}
+
+static PyObject *stat_entries(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int dir_fd;
+    PyObject *names;
+    Py_ssize_t start, count;
+    const char *xattr;
+    if (!PyArg_ParseTuple(args, "iO!nns:stat_entries", &dir_fd, &PyList_Type, &names, &start,
+                          &count, &xattr))
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(names);
+    if (dir_fd < 0 || start < 0 || count < 0 || start > total || count > MAX_NAMES) {
+        PyErr_SetString(PyExc_ValueError, "stat_entries: dir_fd, start or count out of range");
+        return NULL;
+    }
+    if (count > total - start)
+        count = total - start;
+    PyObject *records = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(struct record));
+    PyObject *symlinks = PyList_New(0);
+    if (records == NULL || symlinks == NULL)
+        goto fail;
+    struct record *r = (struct record *)PyBytes_AS_STRING(records);
+    memset(r, 0, count * sizeof(struct record));
+    int have_at = 1;
+    for (Py_ssize_t i = 0; i < count; i++, r++) {
+        PyObject *b = component(PyList_GET_ITEM(names, start + i));
+        if (b == NULL)
+            goto fail;
+        const char *name = PyBytes_AS_STRING(b);
+        struct stat st;
+        int gone;
+        ssize_t dlen = -1;
+        unsigned char dos[DOS_SIZE + 1];
+        Py_BEGIN_ALLOW_THREADS
+        gone = fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0;
+        if (!gone)
+            dlen = read_dos(dir_fd, name, xattr, dos, &have_at);
+        Py_END_ALLOW_THREADS
+        Py_DECREF(b);
+        if (gone) {
+            if (errno == EBADF || errno == ENOTDIR) {    /* not a directory fd: the caller's */
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto fail;
+            }
+            continue;
+        }
+        r->flags = REC_PRESENT;
+        r->mode = st.st_mode;
+        r->ino = st.st_ino;
+        r->dev = st.st_dev;
+        r->size = st.st_size;
+        if (ns_of(&st.st_atim, &r->atime_ns) || ns_of(&st.st_mtim, &r->mtime_ns) ||
+            ns_of(&st.st_ctim, &r->ctime_ns))
+            r->flags |= REC_SLOW;
+        if (dlen == DOS_SIZE) {
+            r->flags |= REC_DOS;
+            r->dos_attrs = get32(dos);
+            r->dos_create = get64(dos + 4);
+            r->dos_change = get64(dos + 12);
+            r->dos_change_mtime_ns = get64(dos + 20);
+            r->dos_allocation = get64(dos + 28);
+        }
+        if (S_ISLNK(st.st_mode)) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(symlinks, index) < 0) {
+                Py_XDECREF(index);
+                goto fail;
+            }
+            Py_DECREF(index);
+        }
+    }
+    return Py_BuildValue("(NN)", records, symlinks);
+fail:
+    Py_XDECREF(records);
+    Py_XDECREF(symlinks);
+    return NULL;
+}
+
+/* -- encoding (no system calls) ------------------------------------------------------------ */
+
+#define EPOCH_NT 116444736000000000LL
+#define ATTR_READONLY 0x1u
+#define ATTR_HIDDEN 0x2u
+#define ATTR_DIRECTORY 0x10u
+#define ATTR_ARCHIVE 0x20u
+#define ATTR_NORMAL 0x80u
+/* smb.fileinfo.STORED_ATTRIBUTES | ATTR_SPARSE_FILE */
+#define KEPT_ATTRIBUTES (0x1u | 0x2u | 0x4u | 0x20u | 0x100u | 0x1000u | 0x2000u | 0x200u)
+
+/* NT time of a Unix time in ns (wire.nt_time: floor division); -1 if negative (the general
+ * code decides what such a time gives). */
+static int64_t nt_time(int64_t ns)
+{
+    int64_t q = ns / 100;
+    if (ns % 100 < 0)
+        q--;
+    q += EPOCH_NT;
+    return q < 0 ? -1 : q;
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* UTF-16LE length of the name in bytes; -1 for a lone surrogate (a name the strict codec
+ * refuses: left to the general code). */
+static Py_ssize_t utf16_size(PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), size = 0;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (kind == PyUnicode_1BYTE_KIND)
+        return 2 * n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0xD800 && c <= 0xDFFF)
+            return -1;
+        size += c > 0xFFFF ? 4 : 2;
+    }
+    return size;
+}
+
+static void utf16_put(PyObject *s, unsigned char *p)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c > 0xFFFF) {
+            c -= 0x10000;
+            put16(p, (uint16_t)(0xD800 | (c >> 10)));
+            put16(p + 2, (uint16_t)(0xDC00 | (c & 0x3FF)));
+            p += 4;
+        } else {
+            put16(p, (uint16_t)c);
+            p += 2;
+        }
+    }
+}
+
+static uint32_t crc32_of(const unsigned char *s, size_t n)
+{
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= s[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static int short_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'()-@^_`{}~", c) != NULL);
+}
+
+static unsigned char upper(unsigned char c)
+{
+    return c >= 'a' && c <= 'z' ? (unsigned char)(c - 32) : c;
+}
+
+/* smb.fileinfo.short_name for an ASCII name, into out (at most 12 characters); its length. */
+static size_t ascii_short_name(const unsigned char *s, size_t n, char out[13])
+{
+    size_t k = 0;
+    while (k < n && s[k] == '.')
+        k++;
+    size_t blen = n, elen = 0;
+    const unsigned char *ext = s + n;
+    if (memchr(s + k, '.', n - k) != NULL) {
+        const unsigned char *dot = s + n - 1;
+        while (*dot != '.')
+            dot--;
+        blen = (size_t)(dot - s);
+        ext = dot + 1;
+        elen = n - blen - 1;
+    }
+    int valid = blen > 0 && blen <= 8 && elen <= 3;
+    for (size_t i = 0; valid && i < blen; i++)
+        valid = short_char(upper(s[i]));
+    for (size_t i = 0; valid && i < elen; i++)
+        valid = short_char(upper(ext[i]));
+    size_t len = 0;
+    if (valid) {
+        for (size_t i = 0; i < n; i++)
+            out[len++] = (char)upper(s[i]);
+        return len;
+    }
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    uint32_t h = crc32_of(s, n);
+    for (size_t i = 0; i < blen && len < 5; i++) {
+        unsigned char c = upper(s[i]);
+        if (short_char(c) && c != '~')
+            out[len++] = (char)c;
+    }
+    if (len == 0)
+        out[len++] = '_';
+    out[len++] = '~';
+    out[len++] = alphabet[h % 36];
+    out[len++] = alphabet[(h / 36) % 36];
+    size_t tail = 0;
+    for (size_t i = 0; i < elen && tail < 3; i++) {
+        unsigned char c = upper(ext[i]);
+        if (short_char(c)) {
+            if (tail == 0)
+                out[len++] = '.';
+            out[len++] = (char)c;
+            tail++;
+        }
+    }
+    return len;
+}
+
+/* The 8.3 name's UTF-16LE bytes into out (24 bytes, zero-filled), its length in bytes; -1 for
+ * a short name longer than the field (left to the general code); -2 with an exception set. */
+static int short_name_into(PyObject *name, PyObject *short_name, unsigned char out[24])
+{
+    memset(out, 0, 24);
+    if (PyUnicode_IS_ASCII(name)) {
+        char s[13];
+        size_t n = ascii_short_name((const unsigned char *)PyUnicode_DATA(name),
+                                    (size_t)PyUnicode_GET_LENGTH(name), s);
+        for (size_t i = 0; i < n; i++)
+            put16(out + 2 * i, (unsigned char)s[i]);
+        return (int)(2 * n);
+    }
+    PyObject *sn = PyObject_CallOneArg(short_name, name);
+    if (sn == NULL)
+        return -2;
+    if (!PyUnicode_Check(sn)) {
+        Py_DECREF(sn);
+        PyErr_SetString(PyExc_TypeError, "short_name must return str");
+        return -2;
+    }
+    Py_ssize_t size = utf16_size(sn);
+    if (size < 0 || size > 24) {
+        Py_DECREF(sn);
+        return -1;
+    }
+    utf16_put(sn, out);
+    Py_DECREF(sn);
+    return (int)size;
+}
+
+/* The write time shown for the entry (smb.write_times.shown((dev, ino))) in ns, into *ns;
+ * 0: the kernel's, 1: *ns set, -1: an exception, -2: a value beyond 64 bits (general code). */
+static int shown_write(PyObject *shown, const struct record *r, int64_t *ns)
+{
+    PyObject *key = Py_BuildValue("(KK)", (unsigned long long)r->dev, (unsigned long long)r->ino);
+    if (key == NULL)
+        return -1;
+    PyObject *v = PyObject_CallOneArg(shown, key);
+    Py_DECREF(key);
+    if (v == NULL)
+        return -1;
+    if (v == Py_None) {
+        Py_DECREF(v);
+        return 0;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow)
+        return -2;
+    *ns = x;
+    return 1;
+}
+
+static const int FIXED[] = {[1] = 64, [2] = 68, [3] = 94, [12] = 12, [37] = 104, [38] = 80};
+
+static int known_class(int klass)
+{
+    return klass == 1 || klass == 2 || klass == 3 || klass == 12 || klass == 37 || klass == 38;
+}
+
+static uint32_t attributes_of(const struct record *r, int hidden)
+{
+    int is_dir = S_ISDIR(r->mode);
+    int dos = (r->flags & REC_DOS) != 0;
+    uint32_t a;
+    if (dos && r->dos_attrs)
+        a = r->dos_attrs & KEPT_ATTRIBUTES & ~ATTR_READONLY;
+    else
+        a = is_dir ? 0 : ATTR_ARCHIVE;
+    if (is_dir)
+        a |= ATTR_DIRECTORY;
+    if (is_dir ? (dos && (r->dos_attrs & ATTR_READONLY)) : !(r->mode & 0222))
+        a |= ATTR_READONLY;
+    if (hidden)
+        a |= ATTR_HIDDEN;
+    return a ? a : ATTR_NORMAL;
+}
+
+static PyObject *result(Py_ssize_t index, Py_ssize_t last, int status)
+{
+    return Py_BuildValue("(nni)", index, last, status);
+}
+
+static PyObject *encode_entries(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer rec;
+    PyObject *names, *out, *shown, *short_name;
+    Py_ssize_t start, room, last;
+    int klass, single, hide_dot;
+    if (!PyArg_ParseTuple(args, "y*O!niO!nnppOO:encode_entries", &rec, &PyList_Type, &names,
+                          &start, &klass, &PyByteArray_Type, &out, &room, &last, &single,
+                          &hide_dot, &shown, &short_name))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t count = rec.len / (Py_ssize_t)sizeof(struct record);
+    if (rec.len % (Py_ssize_t)sizeof(struct record) != 0 || start < 0 ||
+        start > PyList_GET_SIZE(names) || count > PyList_GET_SIZE(names) - start ||
+        !known_class(klass) || room < 0 || room > INT32_MAX || last < -1 ||
+        last >= PyByteArray_GET_SIZE(out) || PyByteArray_GET_SIZE(out) > room ||
+        (last >= 0 && last + 4 > PyByteArray_GET_SIZE(out))) {
+        PyErr_SetString(PyExc_ValueError, "encode_entries: arguments out of range");
+        goto done;
+    }
+    if (!PyCallable_Check(shown) || !PyCallable_Check(short_name)) {
+        PyErr_SetString(PyExc_TypeError, "encode_entries: shown and short_name must be callable");
+        goto done;
+    }
+    const struct record *records = rec.buf;
+    Py_ssize_t index = start;
+    for (Py_ssize_t i = 0; i < count; i++, index++) {
+        struct record r;
+        memcpy(&r, records + i, sizeof(r));     /* the buffer need not be aligned */
+        if (!(r.flags & REC_PRESENT))
+            continue;       /* gone since the scan began: not listed */
+        PyObject *name = PyList_GET_ITEM(names, index);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            goto done;
+        }
+        Py_ssize_t nlen = utf16_size(name);
+        /* (".", ".." and an empty name are never a listing's batch: the general code's too) */
+        if ((r.flags & REC_SLOW) || nlen <= 0 || nlen > 0xFFFF ||
+            PyUnicode_CompareWithASCIIString(name, ".") == 0 ||
+            PyUnicode_CompareWithASCIIString(name, "..") == 0) {
+            ret = result(index, last, SLOW);
+            goto done;
+        }
+        int64_t write_ns = r.mtime_ns;
+        int64_t create = 0, access = 0, write = 0, change = 0;
+        if (klass != 12) {
+            int w = shown_write(shown, &r, &write_ns);
+            if (w == -1)
+                goto done;
+            int dos = (r.flags & REC_DOS) != 0;
+            create = dos && r.dos_create ? (int64_t)r.dos_create
+                                         : nt_time(r.mtime_ns < r.ctime_ns ? r.mtime_ns : r.ctime_ns);
+            access = nt_time(r.atime_ns);
+            write = nt_time(write_ns);
+            change = dos && r.dos_change && r.dos_change_mtime_ns == (uint64_t)r.mtime_ns
+                         ? (int64_t)r.dos_change : nt_time(r.ctime_ns);
+            /* dos_create/dos_change beyond 2^63 read as negative here: the general code's */
+            if (w == -2 || create < 0 || access < 0 || write < 0 || change < 0) {
+                ret = result(index, last, SLOW);
+                goto done;
+            }
+        }
+        unsigned char short_utf16[24];
+        int short_len = 0;
+        if (klass == 3 || klass == 37) {
+            short_len = short_name_into(name, short_name, short_utf16);
+            if (short_len == -2)
+                goto done;
+            if (short_len < 0) {
+                ret = result(index, last, SLOW);
+                goto done;
+            }
+        }
+        Py_ssize_t size = PyByteArray_GET_SIZE(out);
+        Py_ssize_t at = (size + 7) & ~(Py_ssize_t)7;
+        Py_ssize_t fixed = FIXED[klass];
+        if (at + fixed + nlen > room) {
+            ret = result(index, last, FULL);
+            goto done;
+        }
+        if (PyByteArray_Resize(out, at + fixed + nlen) < 0)
+            goto done;
+        unsigned char *buf = (unsigned char *)PyByteArray_AS_STRING(out);
+        memset(buf + size, 0, at + fixed - size);
+        if (last >= 0)
+            put32(buf + last, (uint32_t)(at - last));
+        last = at;
+        unsigned char *e = buf + at;
+        put32(e + 4, (uint32_t)index);
+        if (klass == 12) {
+            put32(e + 8, (uint32_t)nlen);
+        } else {
+            int is_dir = S_ISDIR(r.mode);
+            uint64_t size_rounded = ((uint64_t)r.size + 4095) & ~(uint64_t)4095;
+            uint64_t reserved = (r.flags & REC_DOS) ? r.dos_allocation : 0;
+            put64(e + 8, (uint64_t)create);
+            put64(e + 16, (uint64_t)access);
+            put64(e + 24, (uint64_t)write);
+            put64(e + 32, (uint64_t)change);
+            put64(e + 40, is_dir ? 0 : (uint64_t)r.size);
+            put64(e + 48, is_dir ? 0 : (size_rounded > reserved ? size_rounded : reserved));
+            put32(e + 56, attributes_of(&r, hide_dot && PyUnicode_READ_CHAR(name, 0) == '.'));
+            put32(e + 60, (uint32_t)nlen);
+            if (klass == 3 || klass == 37) {
+                e[68] = (unsigned char)short_len;
+                memcpy(e + 70, short_utf16, 24);
+            }
+            if (klass == 37)
+                put64(e + 96, r.ino);
+            if (klass == 38)
+                put64(e + 72, r.ino);
+        }
+        utf16_put(name, e + fixed);
+        if (single) {
+            ret = result(index + 1, last, SINGLE);
+            goto done;
+        }
+    }
+    ret = result(index, last, DONE);
+done:
+    PyBuffer_Release(&rec);
+    return ret;
+}
+
+/* count_fitting(names, start, stop, klass, room, used) -> how many of names[start:stop] could
+ * fit in `room` bytes after `used` (each entry at least its fixed part and two bytes per
+ * character, on an 8-byte boundary): how many entries a batch stats at most. */
+static PyObject *count_fitting(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *names;
+    Py_ssize_t start, stop, room, used;
+    int klass;
+    if (!PyArg_ParseTuple(args, "O!nninn:count_fitting", &PyList_Type, &names, &start, &stop,
+                          &klass, &room, &used))
+        return NULL;
+    if (start < 0 || stop < start || stop > PyList_GET_SIZE(names) || !known_class(klass) ||
+        used < 0 || room < 0) {
+        PyErr_SetString(PyExc_ValueError, "count_fitting: arguments out of range");
+        return NULL;
+    }
+    Py_ssize_t i = start;
+    for (; i < stop; i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            return NULL;
+        }
+        used = ((used + 7) & ~(Py_ssize_t)7) + FIXED[klass] + 2 * PyUnicode_GET_LENGTH(name);
+        if (used > room)
+            break;
+    }
+    return PyLong_FromSsize_t(i - start);
+}
+
+static PyMethodDef methods[] = {
+    {"stat_entries", stat_entries, METH_VARARGS,
+     "stat_entries(dir_fd, names, start, count, xattr) -> (records, symlink indexes)"},
+    {"encode_entries", encode_entries, METH_VARARGS,
+     "encode_entries(records, names, start, klass, out, room, last, single, hide_dot, shown, "
+     "short_name) -> (index, last, status)"},
+    {"count_fitting", count_fitting, METH_VARARGS,
+     "count_fitting(names, start, stop, klass, room, used) -> count"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "smbring._dirent",
+    "Directory listings in batches: the entries' stats (VFS) and their encoding (core).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__dirent(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddStringConstant(m, "RECORD", RECORD_FORMAT) < 0 ||
+        PyModule_AddIntConstant(m, "RECORD_SIZE", sizeof(struct record)) < 0 ||
+        PyModule_AddIntConstant(m, "PRESENT", REC_PRESENT) < 0 ||
+        PyModule_AddIntConstant(m, "HAS_DOS", REC_DOS) < 0 ||
+        PyModule_AddIntConstant(m, "NEEDS_GENERAL", REC_SLOW) < 0 ||
+        PyModule_AddIntConstant(m, "DONE", DONE) < 0 ||
+        PyModule_AddIntConstant(m, "FULL", FULL) < 0 ||
+        PyModule_AddIntConstant(m, "SLOW", SLOW) < 0 ||
+        PyModule_AddIntConstant(m, "SINGLE", SINGLE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
