@@ -183,3 +183,49 @@ def test_the_stream_store_is_never_listed_at_the_root(client, share):
     assert status == 0 and sorted(found) == [".", "..", "dir"]
     assert listing(client, root, STREAMS_DIR, flags=RESTART_SCANS)[0] == wire.STATUS_NO_SUCH_FILE
     assert listing(client, root, ".smbring*", flags=RESTART_SCANS)[0] == wire.STATUS_NO_SUCH_FILE
+
+
+def test_a_name_that_is_not_utf8_is_listed_not_fatal(client, share):
+    """A name made on the server that is not UTF-8 (a byte 0xFF): the listing goes on, and the
+    entry shows with the byte as a lone surrogate (U+DCFF), as change notifications show it,
+    instead of failing the whole listing for everyone."""
+    os.close(os.open(os.fsencode(share / "dir") + b"/bad\xff", os.O_CREAT | os.O_WRONLY, 0o644))
+    fid = client.open("dir", options=FILE_DIRECTORY_FILE)
+    for klass in NAME_AT:
+        status, buf = client.query_directory(fid, "*", klass, RESTART_SCANS)
+        assert status == 0
+        length_at, name_at = NAME_AT[klass]
+        found = [e for _, e in entries_raw(buf, klass) if e == "bad\udcff".encode("utf-16-le", "surrogatepass")]
+        assert len(found) == 1, klass
+
+
+def entries_raw(buf: bytes, klass: int):
+    """(offset, the name's UTF-16 bytes) of each entry, without decoding the names."""
+    length_at, name_at = NAME_AT[klass]
+    out, pos = [], 0
+    while True:
+        next_offset = struct.unpack_from("<I", buf, pos)[0]
+        length = struct.unpack_from("<I", buf, pos + length_at)[0]
+        out.append((pos, bytes(buf[pos + name_at:pos + name_at + length])))
+        if not next_offset:
+            assert pos + name_at + length == len(buf)
+            return out
+        pos += next_offset
+
+
+def test_a_short_name_fits_its_field_whatever_upper_case_makes_of_the_name(client, share):
+    """Eight "ffi" ligatures are an 8-character name whose upper case has 24 characters: its
+    short name must still be an 8.3 name of at most 12 characters (24 bytes, the field's size),
+    or the entry's layout breaks."""
+    name = "\ufb03" * 8
+    (share / "dir" / name).write_bytes(b"")
+    fid = client.open("dir", options=FILE_DIRECTORY_FILE)
+    for klass in (3, 37):
+        status, buf = client.query_directory(fid, "*", klass, RESTART_SCANS)
+        assert status == 0
+        by_name = dict(entries(buf, klass))
+        entry = by_name[name]
+        short_len = entry[68]
+        assert 0 < short_len <= 24
+        short = entry[70:70 + short_len].decode("utf-16-le")
+        assert "~" in short and short.isascii()

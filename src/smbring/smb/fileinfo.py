@@ -140,11 +140,13 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
 
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,
               hidden: bool = False, write_ns: int | None = None) -> bytes:
-    n = wire.utf16(name)
+    # a name that is not UTF-8 on disk holds its bytes as lone surrogates (U+DC80-U+DCFF):
+    # shown as such, as change notifications show them, rather than failing the listing
+    n = name.encode("utf-16-le", "surrogatepass")
     common = struct.pack("<II", 0, file_index) + times(st, dos, write_ns) + struct.pack(
         "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos),
         attributes(st, dos, hidden))
-    short = wire.utf16(short_name(name)) if name not in (".", "..") else b""
+    short = short_name(name).encode("utf-16-le") if name not in (".", "..") else b""
     if klass == 1:    # FileDirectoryInformation
         return common + struct.pack("<I", len(n)) + n
     if klass == 2:    # FileFullDirectoryInformation
@@ -168,9 +170,11 @@ def short_name(name: str) -> str:
     """An 8.3 name: the name itself when it is one, else Samba's style of mangling (five
     characters, a tilde and two from a hash, then up to three of the extension)."""
     base, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    if (0 < len(base) <= 8 and len(ext) <= 3 and set(base.upper()) <= SHORT_NAME_CHARS
-            and set(ext.upper()) <= SHORT_NAME_CHARS):
-        return name.upper()
+    # (judged upper-cased: upper case may lengthen a name, as "\ufb03" becomes "FFI")
+    upper_base, upper_ext = base.upper(), ext.upper()
+    if (0 < len(upper_base) <= 8 and len(upper_ext) <= 3 and set(upper_base) <= SHORT_NAME_CHARS
+            and set(upper_ext) <= SHORT_NAME_CHARS):
+        return f"{upper_base}.{upper_ext}" if dot else upper_base
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     h = zlib.crc32(name.encode("utf-8", "surrogatepass"))
     prefix = "".join(ch for ch in base.upper() if ch in SHORT_NAME_CHARS and ch != "~")[:5] or "_"
