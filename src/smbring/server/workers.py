@@ -428,8 +428,12 @@ def store_directory(control_path: str | None) -> tuple[str, int]:
             finally:
                 os.close(fd)
             shared_store.remove_store(path)
-    path = tempfile.mkdtemp(prefix="store-", dir=run)       # (mode 0700)
-    fd = os.open(os.path.join(path, "owner"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    # made under another name and locked before it is named store-*: a server starting at
+    # the same moment never sees an unlocked store of a live server, and never removes it
+    making = tempfile.mkdtemp(prefix="making-store-", dir=run)       # (mode 0700)
+    fd = os.open(os.path.join(making, "owner"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.write(fd, f"{os.getpid()}\n".encode())
+    path = os.path.join(run, os.path.basename(making)[len("making-"):])
+    os.rename(making, path)
     return path, fd
