@@ -163,6 +163,27 @@ def test_smbclient_supplementary_groups_count(server, tmp_path):
     assert "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr, r
 
 
+def test_a_listing_shows_what_the_users_account_may_see(server):
+    """A directory whose names its account may read but not search (r without x): the user
+    lists it, and every entry's details would need a search, so only "." and ".." show (as
+    `ls -l` by the account finds nothing it may stat). Root, the server's own account, would
+    see every file: the listing's file-system calls run as the session's account."""
+    names = server["share"] / "names-only"
+    names.mkdir()
+    names.chmod(0o744)
+    for n in ("one.txt", "two.txt", "three.txt"):
+        (names / n).write_text(n)
+    try:
+        r = smbclient(server, "ls names-only\\*", ALICE)
+        assert r.returncode == 0, r
+        listed = [line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ")]
+        assert sorted(listed) == [".", ".."], r.stdout
+        r = smbclient(server, "ls *", ALICE)        # the root: readable and searchable by all
+        assert "pub.txt" in r.stdout and "names-only" in r.stdout, r.stdout
+    finally:
+        shutil.rmtree(names)
+
+
 def test_guest_acts_as_nobody(server, tmp_path):
     if not shutil.which("smbclient"):
         pytest.skip("Samba's smbclient is not installed")
