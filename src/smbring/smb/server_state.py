@@ -66,7 +66,8 @@ class ServerState:
         self.locks = backends.locks if backends.locks is not None else ByteRangeLocks()
         self.share_modes = backends.share_modes if backends.share_modes is not None else ShareModes()
         self.watches = ChangeWatches()
-        self.oplocks = oplocks if oplocks is not None else Oplocks()
+        self.oplocks = (oplocks if oplocks is not None else backends.oplocks if backends.oplocks
+                        is not None else Oplocks())
         self.durable = DurableOpens()
         self.write_times = WriteTimes()
         self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
@@ -124,7 +125,8 @@ class ServerState:
 
     def opens_below(self, path: str) -> list[Open]:
         """This process's opens of files below the directory `path` (their leases are broken
-        before it is renamed; a server with several workers grants no leases)."""
+        before it is renamed). (With several workers, a directory with an open file below it
+        in another worker is not renamed at all: `has_open_below`.)"""
         below = path + "/"
         return [o for o in self._opens if o.path().startswith(below)]
 
@@ -155,6 +157,7 @@ class Backends:
     trees: object = None            # TreeCounts
     open_paths: object = None       # OpenPaths
     sessions: object = None         # SessionRegistry
+    oplocks: object = None          # Oplocks
     atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
 
 
