@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("smbprotocol")
 
+import test_lease_rename_hold as renames  # noqa: E402
 import test_leases as leases  # noqa: E402
 import test_oplocks as oplocks  # noqa: E402
 from servers import spawn, stop  # noqa: E402
@@ -172,6 +173,34 @@ def test_one_lease_key_through_both_workers_is_one_lease(place, server):
         assert lease[1] == leases.RH
     finally:
         other.close()
+
+
+def test_rename_waits_for_a_handle_lease_on_another_worker(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    renamer, _ = a.open("f", leases.key(1), leases.RH, access=leases.READ_WRITE | leases.DELETE)
+    b.open("f", leases.key(2), leases.RH, access=leases.READ)
+    request = renames.set_info(a, renamer, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("g"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new, br.flags) == (leases.key(2), leases.RH, leases.R, leases.ACK_REQUIRED)
+    assert renames.pending(a, request)
+    assert b.ack(leases.key(2), leases.R) == leases.R
+    assert renames.answer(a, request) == 0
+    assert renames.exists(a, "g")
+
+
+def test_directory_rename_breaks_handle_leases_below_it_on_another_worker(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    d, _ = a.open("d", access=leases.READ | leases.DELETE, directory=True)
+    below, _ = b.open(r"d\f", leases.key(2), leases.RH, access=leases.READ)
+    request = renames.set_info(a, d, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("e"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new) == (leases.key(2), leases.RH, leases.R)
+    assert renames.pending(a, request)
+    below.close()
+    assert renames.answer(a, request) == 0
+    assert renames.exists(a, r"e\f")
 
 
 # -- (2) a holder that never answers --------------------------------------------------------

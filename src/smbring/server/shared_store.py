@@ -436,7 +436,7 @@ class SharedOpenPaths:
     def add(self, o) -> None:
         entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
         with self.store.write(grows=True) as txn:
-            txn.put(entry, b"", db=self.db)
+            txn.put(entry, _file(o.key), db=self.db)      # (the file: its leases, `others_below`)
         self._mine[o] = entry
 
     def discard(self, o) -> None:
@@ -460,6 +460,22 @@ class SharedOpenPaths:
                 if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here:
                     return True
         return False
+
+    def others_below(self, path: str) -> list[tuple]:
+        """The files (keys) the other workers' opens below the directory `path` name: their
+        leases lose HANDLE caching before it is renamed."""
+        prefix = os.fsencode(path + "/")
+        keys = []
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.db)
+            if not cursor.set_range(prefix):
+                return keys
+            for k, v in cursor:
+                if not k.startswith(prefix):
+                    break
+                if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here and len(v) == FILE.size:
+                    keys.append(FILE.unpack(v))
+        return keys
 
     def __iter__(self):
         return iter(self._mine)

@@ -125,10 +125,14 @@ class ServerState:
 
     def opens_below(self, path: str) -> list[Open]:
         """This process's opens of files below the directory `path` (their leases are broken
-        before it is renamed). (With several workers, a directory with an open file below it
-        in another worker is not renamed at all: `has_open_below`.)"""
+        before it is renamed), and with several workers the other workers' opens there, as
+        `OpenedElsewhere` (only their file is known here)."""
         below = path + "/"
-        return [o for o in self._opens if o.path().startswith(below)]
+        here = [o for o in self._opens if o.path().startswith(below)]
+        others_below = getattr(self._opens, "others_below", None)
+        if others_below is None:
+            return here
+        return here + [OpenedElsewhere(key) for key in others_below(path)]
 
     def is_delete_pending(self, key) -> bool:
         """Whether the file will be deleted when its last open closes (new opens are then
@@ -144,6 +148,13 @@ class ServerState:
                 self.watches.delete_pending(o.key)    # waiting change notifies end
         else:
             self._delete_pending.withdraw(o)
+
+
+@dataclass(frozen=True)
+class OpenedElsewhere:
+    """An open of another worker process, known by its file only."""
+
+    key: tuple
 
 
 @dataclass
