@@ -43,7 +43,8 @@ from smbring.smb.oplocks import (BREAK_TIMEOUT, LEVEL_NONE, Holder, Lease, Oploc
 log = logging.getLogger("smbring.server")
 
 POLL = 1.0          # seconds between the retries of a CREATE waiting on another worker
-HOLDER = struct.Struct(">BBBBdB32s")      # stat-only, caching, breaking to, level2, deadline, has lease, lease
+# stat-only, caching, breaking to, level2, deadline, has lease, lease, when the open was made
+HOLDER = struct.Struct(">BBBBdB32sQ")
 LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
 DEADLINE = struct.Struct(">d")
 NOT_BREAKING = 0xFF
@@ -63,12 +64,12 @@ def _file(key) -> bytes:
     return FILE.pack(*key)
 
 
-def _encode_holder(h: Holder) -> bytes:
+def _encode_holder(h: Holder, since: int) -> bytes:
     lease = h.lease
     return HOLDER.pack(h.stat_only, h.caching & 0x7,
                        NOT_BREAKING if h.breaking_to is None else h.breaking_to & 0x7,
                        h.level2, h.deadline, lease is not None,
-                       (lease.client_guid + lease.key) if lease is not None else bytes(32))
+                       (lease.client_guid + lease.key) if lease is not None else bytes(32), since)
 
 
 def _encode_lease(lease: Lease) -> bytes:
@@ -105,6 +106,7 @@ class SharedOplocks(Oplocks):
         # while a step runs: its transaction, what it loaded, and what to do once committed
         self._txn = None
         self._owner: dict[Holder, bytes] = {}
+        self._since: dict[Holder, int] = {}
         self._loaded: dict[bytes, bytes] = {}        # oplocks key -> record as loaded
         self._leases_loaded: dict[tuple, bytes] = {}
         self._actions: list | None = None
@@ -132,7 +134,7 @@ class SharedOplocks(Oplocks):
             self._txn, self._actions = None, None
             self._files, self._leases = {}, {}
             self._breaking, self._breaking_leases = set(), set()
-            self._owner, self._loaded, self._leases_loaded = {}, {}, {}
+            self._owner, self._since, self._loaded, self._leases_loaded = {}, {}, {}, {}
         if actions:
             if outer:       # committed only when the outer step ends: after it
                 self._loop_of().call_soon(self._run, actions)
@@ -171,7 +173,7 @@ class SharedOplocks(Oplocks):
             k, v = bytes(k), bytes(v)
             owner = k[FILE.size:]
             try:
-                stat, caching, breaking_to, level2, deadline, has_lease, ident = HOLDER.unpack(v)
+                stat, caching, breaking_to, level2, deadline, has_lease, ident, since = HOLDER.unpack(v)
                 worker, open_id = OWNER.unpack(owner)
             except struct.error:
                 log.error("oplocks: a malformed record in the shared store skipped")
@@ -192,9 +194,14 @@ class SharedOplocks(Oplocks):
                 h.lease.holders.append(h)
             holders[h.open] = h
             self._owner[h] = owner
+            self._since[h] = since
             self._loaded[k] = v
             if h.breaking_to is not None:
                 self._breaking.add(h)
+        # a lease's opens oldest first, in every worker alike: its breaks go through the
+        # oldest one's worker (on that client's oldest connection there), as in one process
+        for lease in {h.lease for h in holders.values() if h.lease is not None}:
+            lease.holders.sort(key=lambda h: self._since.get(h, 0))
 
     def _load_lease(self, ident: bytes) -> Lease | None:
         ident_t = (ident[:16], ident[16:])
@@ -224,7 +231,7 @@ class SharedOplocks(Oplocks):
                 if owner is None:
                     continue
                 k = file + owner
-                record = _encode_holder(h)
+                record = _encode_holder(h, self._since.get(h, 0))
                 if record == self._loaded.get(k):
                     continue
                 txn.put(k, record, db=self.db)
@@ -269,10 +276,9 @@ class SharedOplocks(Oplocks):
         return send
 
     def _send_lease_break(self, lease: Lease, old: int, new: int, ack: bool) -> None:
-        # through this worker's own open of the lease where it has one, else another's
-        # (any connection of the client will do)
-        ordered = sorted(lease.holders, key=lambda h: isinstance(h.open, RemoteOpen))
-        for h in ordered:
+        # through the lease's oldest open (its worker sends it on the client's oldest
+        # connection there)
+        for h in lease.holders:
             if h.send_lease_break is not None:
                 h.send_lease_break(h.open, lease, old, new, ack)
                 return
@@ -290,7 +296,8 @@ class SharedOplocks(Oplocks):
         h = Holder(o, stat_only(access))
         self._mine[id(o)] = h
         with self.store.write() as txn:
-            txn.put(_file(o.key) + self.store.owner(id(o)), _encode_holder(h), db=self.db)
+            txn.put(_file(o.key) + self.store.owner(id(o)), _encode_holder(h, time.monotonic_ns()),
+                    db=self.db)
 
     def remove(self, o) -> None:
         if id(o) not in self._mine:
