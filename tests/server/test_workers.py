@@ -2,7 +2,7 @@
 see each other's share modes, delete-pending files and byte-range locks; a worker killed in
 the middle of a transfer is replaced, its share modes and locks go, and the other worker's
 transfer completes byte-exact; SIGTERM stops everything; what is not shared across workers
-(oplocks, leases, durable handles, multichannel) is not granted.
+(durable handles, multichannel) is not granted. (Oplocks and leases: test_workers_leases.)
 
 Which worker serves a connection is whichever takes it first from the listening socket they
 share: a test opens a probe file on each connection and asks `smbring status` which worker
@@ -459,20 +459,19 @@ def test_status_command_lists_the_workers(server):
 
 
 # -- what is not shared is not granted ----------------------------------------------------------
-def test_no_oplock_lease_durable_or_multichannel(server):
+def test_no_durable_handle_or_multichannel(server):
+    """(Oplocks and leases are shared across workers: test_workers_leases.)"""
     c = Client(server["port"])
     caps = c.conn.server_capabilities.get_value()
-    assert not caps & Capabilities.SMB2_GLOBAL_CAP_LEASING
+    assert caps & Capabilities.SMB2_GLOBAL_CAP_LEASING
     assert not caps & Capabilities.SMB2_GLOBAL_CAP_MULTI_CHANNEL
-    assert c.open("batch.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH).oplock_level == 0
-    assert c.open("excl.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_EXCLUSIVE).oplock_level == 0
-    assert c.open("l2.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_II).oplock_level == 0
+    assert c.open("batch.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH).oplock_level == 9
     request = SMB2CreateContextRequest()
     request["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST
     request["buffer_data"] = SMB2CreateDurableHandleRequest()
     durable = c.open("durable.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH,
                      contexts=[request])
-    assert durable.oplock_level == 0
+    assert durable.oplock_level == 9            # the oplock, without the durable handle
     assert not any(isinstance(x, SMB2CreateDurableHandleResponse) for x in durable.answers or ())
     c.close()
 

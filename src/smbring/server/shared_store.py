@@ -58,16 +58,24 @@ MAP_SIZE_VARIABLE = "SMBRING_STORE_MAP_SIZE"     # another size, in bytes (for t
 # and keeps the pages of the last transactions): at least RESERVE_PAGES
 FULL_AT = 0.9
 RESERVE_PAGES = 64
-DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns")
+DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
+             # oplocks and leases (server.shared_oplocks)
+             b"oplocks", b"leases", b"obreaks", b"owaits")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
 WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,
-             b"trees": -WORKER.size, b"conns": -WORKER.size}
+             b"trees": -WORKER.size, b"conns": -WORKER.size, b"oplocks": FILE.size,
+             b"owaits": FILE.size}
+OPLOCK_BREAK_ENTRY = 1 + FILE.size + OWNER.size     # b"o" + file + owner (server.shared_oplocks)
 
 
 def remove_store(directory: str) -> None:
     """Removes a store directory (the server that made it has stopped, or is gone)."""
-    for name in ("data.mdb", "lock.mdb", "owner"):
+    try:
+        wake_sockets = [name for name in os.listdir(directory) if name.startswith("wake-")]
+    except OSError:
+        wake_sockets = []
+    for name in ("data.mdb", "lock.mdb", "owner", *wake_sockets):
         try:
             os.unlink(os.path.join(directory, name))
         except FileNotFoundError:
@@ -190,9 +198,29 @@ def remove_worker(directory: str, worker: int) -> int:
                     txn.delete(file, db=pending)
                 elif setter[:WORKER.size] == mine:     # its open is gone, its name stays
                     txn.put(file, OWNER.pack(worker, 0) + bytes(setter[OWNER.size:]), db=pending)
+            removed += _remove_worker_breaks(txn, dbs, mine)
         return removed
     finally:
         env.close()
+
+
+def _remove_worker_breaks(txn, dbs, mine: bytes) -> int:
+    """The dead worker's oplock breaks under way go with its opens, and so do the leases
+    that no open holds any more (a lease another worker's open still holds stays)."""
+    breaks, leases, oplocks = dbs[b"obreaks"], dbs[b"leases"], dbs[b"oplocks"]
+    doomed = [bytes(k) for k in txn.cursor(breaks).iternext(values=False)
+              if k[:1] == b"o" and len(k) == OPLOCK_BREAK_ENTRY and k[1 + FILE.size:1 + FILE.size + WORKER.size] == mine]
+    held: set = set()       # the lease records any open still names
+    for v in txn.cursor(oplocks).iternext(keys=False):
+        if len(v) >= 45 and v[12]:
+            held.add(bytes(v[13:45]))
+    orphans = [bytes(k) for k in txn.cursor(leases).iternext(values=False) if bytes(k) not in held]
+    for k in doomed:
+        txn.delete(k, db=breaks)
+    for k in orphans:
+        txn.delete(k, db=leases)
+        txn.delete(b"l" + k, db=breaks)
+    return len(doomed) + len(orphans)
 
 
 def _has_prefix(txn, db, prefix: bytes) -> bool:
@@ -408,7 +436,7 @@ class SharedOpenPaths:
     def add(self, o) -> None:
         entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
         with self.store.write(grows=True) as txn:
-            txn.put(entry, b"", db=self.db)
+            txn.put(entry, _file(o.key), db=self.db)      # (the file: its leases, `others_below`)
         self._mine[o] = entry
 
     def discard(self, o) -> None:
@@ -432,6 +460,22 @@ class SharedOpenPaths:
                 if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here:
                     return True
         return False
+
+    def others_below(self, path: str) -> list[tuple]:
+        """The files (keys) the other workers' opens below the directory `path` name: their
+        leases lose HANDLE caching before it is renamed."""
+        prefix = os.fsencode(path + "/")
+        keys = []
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.db)
+            if not cursor.set_range(prefix):
+                return keys
+            for k, v in cursor:
+                if not k.startswith(prefix):
+                    break
+                if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here and len(v) == FILE.size:
+                    keys.append(FILE.unpack(v))
+        return keys
 
     def __iter__(self):
         return iter(self._mine)

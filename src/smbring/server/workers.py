@@ -27,10 +27,16 @@ SO_REUSEPORT's hash still gave the blocked one half (93 connections/s). The pric
 every idle worker wakes for each new connection and all but one find nothing to accept: a
 few microseconds per worker, against a logon's milliseconds.
 
+Oplocks and leases are shared (server.shared_oplocks): their state is in the store, and a
+worker tells another "break your client's oplock", "a CREATE waiting on this file may go on"
+through a datagram socket per worker in the store's directory (server.wakeups); after a
+worker's death the supervisor removes its oplocks and leases with its opens and wakes the
+others.
+
 What is not shared across workers yet is switched off (`restrict`), so that no answer is
-ever wrong for a client of another worker: oplocks and leases are not granted, durable
-handles are not granted, multichannel is not offered (no CAP_MULTI_CHANNEL, session binding
-refused), and a PreviousSessionId only ends a session of the same worker.
+ever wrong for a client of another worker: durable handles are not granted, multichannel is
+not offered (no CAP_MULTI_CHANNEL, session binding refused), and a PreviousSessionId only
+ends a session of the same worker.
 """
 from __future__ import annotations
 
@@ -55,12 +61,22 @@ STATUS_TIMEOUT = 5.0        # a worker answering status slower than this is repo
 
 
 def restrict(settings) -> None:
-    """What the workers do not share yet is switched off (in place): oplocks, leases,
-    durable handles, multichannel."""
-    settings.shares = {name: dataclasses.replace(share, oplocks=False, level2_oplocks=False,
-                                                 durable_handles=False)
+    """What the workers do not share yet is switched off (in place): durable handles and
+    multichannel. (Oplocks and leases are shared: server.shared_oplocks.)"""
+    settings.shares = {name: dataclasses.replace(share, durable_handles=False)
                        for name, share in settings.shares.items()}
-    settings.policy = dataclasses.replace(settings.policy, multi_channel=False, smb2_leases=False)
+    settings.policy = dataclasses.replace(settings.policy, multi_channel=False)
+
+
+BREAK_TIMEOUT_VARIABLE = "SMBRING_BREAK_TIMEOUT"     # another break timeout, in seconds (for tests)
+
+
+def break_timeout(default: float) -> float:
+    try:
+        value = float(os.environ.get(BREAK_TIMEOUT_VARIABLE) or default)
+    except ValueError:
+        return default
+    return value if 0 < value <= default else default
 
 
 @dataclasses.dataclass
@@ -79,9 +95,16 @@ class WorkerSetup:
         from smbring.server.shared_store import (SharedByteRangeLocks, SharedDeletePending,
                                                  SharedOpenPaths, SharedShareModes,
                                                  SharedTreeCounts)
+        from smbring.server import wakeups
+        from smbring.server.shared_oplocks import SharedOplocks
+        from smbring.smb.oplocks import BREAK_TIMEOUT
         from smbring.smb.server_state import Backends, SessionRegistry
         share_modes = SharedShareModes(store)
+        channel = wakeups.Channel(self.store_directory, self.worker)
+        oplocks = SharedOplocks(store, channel, asyncio.get_running_loop,
+                                timeout=break_timeout(BREAK_TIMEOUT))
         return Backends(
+            oplocks=oplocks,
             share_modes=share_modes,
             locks=SharedByteRangeLocks(
                 store, lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback)),
@@ -142,8 +165,8 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for w in self.workers:
             self._start(w)
-        log.info("supervisor (pid %d): %d workers serving; not shared across workers, so not "
-                 "offered: oplocks, leases, durable handles, multichannel", os.getpid(), len(self.workers))
+        log.info("supervisor (pid %d): %d workers serving; oplocks and leases shared across them; "
+                 "not shared, so not offered: durable handles, multichannel", os.getpid(), len(self.workers))
         from smbring.server import systemd
         systemd.notify(f"READY=1\nSTATUS=serving with {len(self.workers)} workers")
         status = 0
@@ -224,6 +247,8 @@ class Supervisor:
             how = (f"killed by signal {os.WTERMSIG(wait_status)}" if os.WIFSIGNALED(wait_status)
                    else f"exit status {os.waitstatus_to_exitcode(wait_status)}")
             removed = self._clean_up(w)
+            if removed >= 0:
+                self._wake_workers()
             if self.stopping:
                 log.info("worker %d (pid %d) stopped: %s", w.slot, pid, how)
                 continue
@@ -247,6 +272,15 @@ class Supervisor:
         w.cleanup_due = False
         return removed
 
+    def _wake_workers(self) -> None:
+        """A dead worker's oplocks and leases are gone: the requests the other workers hold
+        waiting for them try again now (server.wakeups: a hint; they poll anyway)."""
+        from smbring.server import wakeups
+        with wakeups.sender() as sock:
+            for other in self.workers:
+                if other.pid:
+                    wakeups.send(sock, self.store_directory, other.slot, wakeups.Message(wakeups.WAKE_ALL))
+
     def _restart_due(self) -> None:
         now = time.monotonic()
         for w in self.workers:
@@ -258,6 +292,7 @@ class Supervisor:
                         continue
                     log.info("worker %d: %d entries of its dead predecessor removed from the "
                              "shared store; restarting it", w.slot, removed)
+                    self._wake_workers()
                 w.restart_at = None
                 w.restarts += 1
                 self._start(w)

@@ -66,7 +66,8 @@ class ServerState:
         self.locks = backends.locks if backends.locks is not None else ByteRangeLocks()
         self.share_modes = backends.share_modes if backends.share_modes is not None else ShareModes()
         self.watches = ChangeWatches()
-        self.oplocks = oplocks if oplocks is not None else Oplocks()
+        self.oplocks = (oplocks if oplocks is not None else backends.oplocks if backends.oplocks
+                        is not None else Oplocks())
         self.durable = DurableOpens()
         self.write_times = WriteTimes()
         self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
@@ -124,9 +125,14 @@ class ServerState:
 
     def opens_below(self, path: str) -> list[Open]:
         """This process's opens of files below the directory `path` (their leases are broken
-        before it is renamed; a server with several workers grants no leases)."""
+        before it is renamed), and with several workers the other workers' opens there, as
+        `OpenedElsewhere` (only their file is known here)."""
         below = path + "/"
-        return [o for o in self._opens if o.path().startswith(below)]
+        here = [o for o in self._opens if o.path().startswith(below)]
+        others_below = getattr(self._opens, "others_below", None)
+        if others_below is None:
+            return here
+        return here + [OpenedElsewhere(key) for key in others_below(path)]
 
     def is_delete_pending(self, key) -> bool:
         """Whether the file will be deleted when its last open closes (new opens are then
@@ -144,6 +150,13 @@ class ServerState:
             self._delete_pending.withdraw(o)
 
 
+@dataclass(frozen=True)
+class OpenedElsewhere:
+    """An open of another worker process, known by its file only."""
+
+    key: tuple
+
+
 @dataclass
 class Backends:
     """Tables a ServerState may be given instead of making its own (each with the interface
@@ -155,6 +168,7 @@ class Backends:
     trees: object = None            # TreeCounts
     open_paths: object = None       # OpenPaths
     sessions: object = None         # SessionRegistry
+    oplocks: object = None          # Oplocks
     atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
 
 

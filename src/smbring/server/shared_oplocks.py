@@ -1,0 +1,600 @@
+"""Oplocks and leases across the worker processes of one server (``smbring serve --workers N``).
+
+`smb.oplocks.Oplocks` decides what an open may cache and what a new open breaks; with one
+process it keeps its tables in memory. `SharedOplocks` runs the very same decisions over the
+shared store (server.shared_store): each public step is one store write transaction that
+loads the file's opens (every worker's) and their leases into the in-memory tables, runs
+`Oplocks`' own code on them, and writes back what changed. So one lease key used by the same
+client through two workers is one lease record, and a decision in one worker sees the
+caching the others' opens hold.
+
+What only the open's own worker can do goes there as a hint (server.wakeups): telling the
+client of an oplock or a lease that it breaks (through that worker's connection to it), and
+letting a waiting CREATE try again. A hint is acted on only where the store agrees (the
+break is still under way, the lease is still at most what it breaks to); messages are sent
+only once the transaction is committed. A CREATE waiting for another worker's holder is also
+retried every POLL seconds, and every worker takes away the breaks not answered by their
+deadline (the store records them), so a lost hint delays, it never blocks; a dead worker's
+entries are removed by the supervisor, which then wakes every worker.
+
+Records (added to the store's databases):
+
+- ``oplocks``: file + worker + open -> the open's Holder: attribute-only, oplock caching,
+  the break under way (0xFF: none), its deadline, level II allowed, its lease (if any);
+- ``leases``: ClientGuid + LeaseKey -> the Lease: file, version, epoch, state, break under
+  way, what it asked for and what it must reach, deadline, parent key;
+- ``obreaks``: ``o`` + file + worker + open, or ``l`` + ClientGuid + LeaseKey -> deadline:
+  the breaks not yet answered (what `expire` looks at);
+- ``owaits``: file + worker: the workers with a CREATE (or rename) waiting on the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import struct
+import time
+
+from smbring.server import wakeups
+from smbring.server.shared_store import FILE, OWNER, WORKER, Store
+from smbring.smb.oplocks import (BREAK_TIMEOUT, LEVEL_NONE, Holder, Lease, Oplocks, level_of,
+                                 stat_only)
+
+log = logging.getLogger("smbring.server")
+
+POLL = 1.0          # seconds between the retries of a CREATE waiting on another worker
+# stat-only, caching, breaking to, level2, deadline, has lease, lease, when the open was made
+HOLDER = struct.Struct(">BBBBdB32sQ")
+LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
+DEADLINE = struct.Struct(">d")
+NOT_BREAKING = 0xFF
+
+
+@dataclasses.dataclass(eq=False)
+class RemoteOpen:
+    """Another worker's open of a file, as the decisions here see it."""
+
+    worker: int
+    open_id: int
+    key: tuple
+    is_dir: bool = False
+
+
+def _file(key) -> bytes:
+    return FILE.pack(*key)
+
+
+def _encode_holder(h: Holder, since: int) -> bytes:
+    lease = h.lease
+    return HOLDER.pack(h.stat_only, h.caching & 0x7,
+                       NOT_BREAKING if h.breaking_to is None else h.breaking_to & 0x7,
+                       h.level2, h.deadline, lease is not None,
+                       (lease.client_guid + lease.key) if lease is not None else bytes(32), since)
+
+
+def _encode_lease(lease: Lease) -> bytes:
+    return LEASE.pack(*lease.file, lease.version, lease.epoch & 0xFFFF, lease.state & 0x7,
+                      lease.breaking, lease.breaking_to_requested & 0x7,
+                      lease.breaking_to_required & 0x7, lease.deadline,
+                      lease.parent_key is not None, lease.parent_key or bytes(16))
+
+
+def _decode_lease(ident: bytes, data) -> Lease:
+    dev, ino, version, epoch, state, breaking, requested, required, deadline, has_parent, parent = \
+        LEASE.unpack(bytes(data))
+    return Lease(ident[:16], ident[16:], (dev, ino), version, epoch=epoch,
+                 parent_key=parent if has_parent else None, state=state, breaking=bool(breaking),
+                 breaking_to_requested=requested, breaking_to_required=required, deadline=deadline)
+
+
+class SharedOplocks(Oplocks):
+    """`Oplocks` over the shared store, for one worker (see the module's description)."""
+
+    def __init__(self, store: Store, channel: wakeups.Channel, loop_of, *,
+                 clock=time.monotonic, timeout: float = BREAK_TIMEOUT):
+        super().__init__(clock, timeout)
+        self.store = store
+        self.channel = channel
+        self._loop_of = loop_of              # () -> the running event loop
+        self.db = store.db[b"oplocks"]
+        self.leases_db = store.db[b"leases"]
+        self.breaks_db = store.db[b"obreaks"]
+        self.waits_db = store.db[b"owaits"]
+        self._me = WORKER.pack(store.worker)
+        self._mine: dict[int, Holder] = {}           # open id -> this worker's Holder
+        self._raw: dict[int, tuple] = {}             # open id -> (send_break, send_lease_break)
+        # while a step runs: its transaction, what it loaded, and what to do once committed
+        self._txn = None
+        self._owner: dict[Holder, bytes] = {}
+        self._since: dict[Holder, int] = {}
+        self._loaded: dict[bytes, bytes] = {}        # oplocks key -> record as loaded
+        self._leases_loaded: dict[tuple, bytes] = {}
+        self._actions: list | None = None
+        self._poll_timer = None
+        self._listening = False
+
+    # -- a step: load, decide, save ---------------------------------------------------------
+    @contextlib.contextmanager
+    def _step(self, *keys):
+        if self._txn is not None:       # (a step inside another: same transaction)
+            for key in keys:
+                self._load(key)
+            yield
+            return
+        outer = self.store._txn is not None      # inside ServerState's atomic step
+        actions: list = []
+        try:
+            with self.store.write() as txn:
+                self._txn, self._actions = txn, actions
+                for key in keys:
+                    self._load(key)
+                yield
+                self._save()
+        finally:
+            self._txn, self._actions = None, None
+            self._files, self._leases = {}, {}
+            self._breaking, self._breaking_leases = set(), set()
+            self._owner, self._since, self._loaded, self._leases_loaded = {}, {}, {}, {}
+        if actions:
+            if outer:       # committed only when the outer step ends: after it
+                self._loop_of().call_soon(self._run, actions)
+            else:
+                self._run(actions)
+
+    @staticmethod
+    def _run(actions: list) -> None:
+        for action, args in actions:
+            try:
+                action(*args)
+            except Exception:
+                log.exception("oplocks: a break or wake-up failed")
+
+    def _later(self, action, *args) -> None:
+        """Done once the step's transaction is committed (at once outside a step)."""
+        if self._actions is not None:
+            self._actions.append((action, args))
+        elif self.store._txn is not None:
+            self._loop_of().call_soon(self._run, [(action, args)])
+        else:
+            self._run([(action, args)])
+
+    def _load(self, key) -> None:
+        if key in self._files:
+            return
+        txn, file = self._txn, _file(key)
+        holders: dict = {}
+        self._files[key] = holders
+        cursor = txn.cursor(self.db)
+        if not cursor.set_range(file):
+            return
+        for k, v in cursor:
+            if not k.startswith(file):
+                break
+            k, v = bytes(k), bytes(v)
+            owner = k[FILE.size:]
+            try:
+                stat, caching, breaking_to, level2, deadline, has_lease, ident, since = HOLDER.unpack(v)
+                worker, open_id = OWNER.unpack(owner)
+            except struct.error:
+                log.error("oplocks: a malformed record in the shared store skipped")
+                continue
+            h = self._mine.get(open_id) if owner[:WORKER.size] == self._me else None
+            if h is None:
+                o = RemoteOpen(worker, open_id, key)
+                h = Holder(o, bool(stat), send_break=self._remote_break(o),
+                           send_lease_break=self._remote_lease_break(o))
+            else:
+                send_break, send_lease_break = self._raw.get(open_id, (None, None))
+                h.send_break = self._deferred(send_break)
+                h.send_lease_break = self._deferred(send_lease_break)
+            h.stat_only, h.caching, h.level2, h.deadline = bool(stat), caching, bool(level2), deadline
+            h.breaking_to = None if breaking_to == NOT_BREAKING else breaking_to
+            h.lease = self._load_lease(ident) if has_lease else None
+            if h.lease is not None:
+                h.lease.holders.append(h)
+            holders[h.open] = h
+            self._owner[h] = owner
+            self._since[h] = since
+            self._loaded[k] = v
+            if h.breaking_to is not None:
+                self._breaking.add(h)
+        # a lease's opens oldest first, in every worker alike: its breaks go through the
+        # oldest one's worker (on that client's oldest connection there), as in one process
+        for lease in {h.lease for h in holders.values() if h.lease is not None}:
+            lease.holders.sort(key=lambda h: self._since.get(h, 0))
+
+    def _load_lease(self, ident: bytes) -> Lease | None:
+        ident_t = (ident[:16], ident[16:])
+        lease = self._leases.get(ident_t)
+        if lease is not None:
+            return lease
+        v = self._txn.get(ident, db=self.leases_db)
+        if v is None:
+            return None
+        try:
+            lease = _decode_lease(ident, v)
+        except struct.error:
+            log.error("oplocks: a malformed lease in the shared store skipped")
+            return None
+        self._leases[ident_t] = lease
+        self._leases_loaded[ident_t] = bytes(v)
+        if lease.breaking:
+            self._breaking_leases.add(lease)
+        return lease
+
+    def _save(self) -> None:
+        txn = self._txn
+        for key, holders in self._files.items():
+            file = _file(key)
+            for h in holders.values():
+                owner = self._owner.get(h)
+                if owner is None:
+                    continue
+                k = file + owner
+                record = _encode_holder(h, self._since.get(h, 0))
+                if record == self._loaded.get(k):
+                    continue
+                txn.put(k, record, db=self.db)
+                if h.breaking_to is not None:
+                    txn.put(b"o" + k, DEADLINE.pack(h.deadline), db=self.breaks_db)
+                else:
+                    txn.delete(b"o" + k, db=self.breaks_db)
+        for ident, lease in self._leases.items():
+            if getattr(lease, "orphan", False):
+                continue
+            k = ident[0] + ident[1]
+            record = _encode_lease(lease)
+            if record == self._leases_loaded.get(ident):
+                continue
+            txn.put(k, record, db=self.leases_db)
+            if lease.breaking:
+                txn.put(b"l" + k, DEADLINE.pack(lease.deadline), db=self.breaks_db)
+            else:
+                txn.delete(b"l" + k, db=self.breaks_db)
+        for ident in self._leases_loaded.keys() - self._leases.keys():     # its last open closed
+            k = ident[0] + ident[1]
+            txn.delete(k, db=self.leases_db)
+            txn.delete(b"l" + k, db=self.breaks_db)
+
+    # -- the senders: this worker's connections, or another worker by a hint -----------------
+    def _deferred(self, send):
+        if send is None:
+            return None
+        return lambda *args: self._later(send, *args)
+
+    def _remote_break(self, o: RemoteOpen):
+        def send(_open, level: int) -> None:
+            self._later(self.channel.send, o.worker,
+                        wakeups.Message(wakeups.OPLOCK_BREAK, file=o.key, open_id=o.open_id, level=level))
+        return send
+
+    def _remote_lease_break(self, o: RemoteOpen):
+        def send(_open, lease: Lease, old: int, new: int, ack: bool) -> None:
+            self._later(self.channel.send, o.worker, wakeups.Message(
+                wakeups.LEASE_BREAK, file=o.key, client_guid=lease.client_guid, lease_key=lease.key,
+                old=old, new=new, ack=ack, epoch=lease.epoch))
+        return send
+
+    def _send_lease_break(self, lease: Lease, old: int, new: int, ack: bool) -> None:
+        # through the lease's oldest open (its worker sends it on the client's oldest
+        # connection there)
+        for h in lease.holders:
+            if h.send_lease_break is not None:
+                h.send_lease_break(h.open, lease, old, new, ack)
+                return
+
+    # -- the opens ---------------------------------------------------------------------------
+    def _listen(self) -> None:
+        """Hints from the other workers are read from the first open on (before it, this
+        worker holds nothing they could be about; its socket keeps what comes meanwhile)."""
+        if not self._listening:
+            self.channel.start(self._loop_of(), self.on_message)
+            self._listening = True
+
+    def add(self, o, access: int) -> None:
+        self._listen()
+        h = Holder(o, stat_only(access))
+        self._mine[id(o)] = h
+        with self.store.write() as txn:
+            txn.put(_file(o.key) + self.store.owner(id(o)), _encode_holder(h, time.monotonic_ns()),
+                    db=self.db)
+
+    def remove(self, o) -> None:
+        if id(o) not in self._mine:
+            return
+        with self._step(o.key):
+            super().remove(o)
+            k = _file(o.key) + self.store.owner(id(o))
+            self._txn.delete(k, db=self.db)
+            self._txn.delete(b"o" + k, db=self.breaks_db)
+        self._mine.pop(id(o), None)
+        self._raw.pop(id(o), None)
+
+    def level(self, o) -> int:
+        with self._step(o.key):
+            return super().level(o)
+
+    def caching(self, o) -> int:
+        with self._step(o.key):
+            return super().caching(o)
+
+    def lease_of(self, o) -> Lease | None:
+        with self._step(o.key):
+            return super().lease_of(o)
+
+    def breaking(self, o) -> bool:
+        with self._step(o.key):
+            return super().breaking(o)
+
+    def rebind(self, o, send_break, send_lease_break=None) -> None:
+        h = self._mine.get(id(o))
+        if h is not None:
+            raw = self._raw.get(id(o), (None, None))
+            self._raw[id(o)] = (send_break, send_lease_break if h.lease is not None else raw[1])
+
+    def _holder(self, o) -> Holder | None:
+        if self._txn is None and not isinstance(o, RemoteOpen):
+            return None         # (only a step's tables are current)
+        return super()._holder(o)
+
+    # -- a new open ----------------------------------------------------------------------------
+    def contend(self, key, access: int, sharing_violation: bool, overwrite: bool,
+                first_attempt: bool = True, lease=None) -> bool:
+        with self._step(key):
+            return super().contend(key, access, sharing_violation, overwrite, first_attempt, lease)
+
+    def grant(self, o, requested: int, *, created: bool = False, enabled: bool = True,
+              level2: bool = True, locked: bool = False, send_break=None) -> int:
+        with self._step(o.key):
+            level = super().grant(o, requested, created=created, enabled=enabled, level2=level2,
+                                  locked=locked, send_break=send_break)
+        if id(o) in self._mine:
+            self._raw[id(o)] = (send_break, self._raw.get(id(o), (None, None))[1])
+        return level
+
+    # -- leases --------------------------------------------------------------------------------
+    def _lease_record(self, client_guid: bytes, key: bytes) -> Lease | None:
+        with self.store.read() as txn:
+            v = txn.get(client_guid + key, db=self.leases_db)
+            if v is None:
+                return None
+            try:
+                return _decode_lease(client_guid + key, v)
+            except struct.error:
+                return None
+
+    def lease(self, client_guid: bytes, key: bytes) -> Lease | None:
+        found = self._lease_record(client_guid, key)
+        if found is None:
+            return None
+        with self._step(found.file):
+            return self._leases.get((client_guid, key))
+
+    def lease_key_elsewhere(self, client_guid: bytes, key: bytes, file) -> bool:
+        found = self._lease_record(client_guid, key)
+        return found is not None and found.file != tuple(file or ())
+
+    def grant_lease(self, o, client_guid: bytes, key: bytes, requested: int, *, version: int = 1,
+                    epoch: int = 0, parent_key: bytes | None = None, locked: bool = False,
+                    send_lease_break=None) -> Lease:
+        with self._step(o.key):
+            ident = (client_guid, key)
+            if ident not in self._leases:
+                other = self._load_lease(client_guid + key)
+                if other is not None and other.file != o.key:
+                    # the key was taken for another file since the CREATE checked: this open
+                    # gets no caching, and the other file's lease stays as it is
+                    del self._leases[ident]
+                    del self._leases_loaded[ident]
+                    orphan = Lease(client_guid, key, o.key, version)
+                    orphan.orphan = True
+                    return orphan
+            lease = super().grant_lease(o, client_guid, key, requested, version=version, epoch=epoch,
+                                        parent_key=parent_key, locked=locked,
+                                        send_lease_break=send_lease_break)
+        if id(o) in self._mine:
+            self._raw[id(o)] = (self._raw.get(id(o), (None, None))[0], send_lease_break)
+        return lease
+
+    def acknowledge_lease(self, lease: Lease, state: int) -> None:
+        with self._step(lease.file):
+            current = self._leases.get(lease.ident)
+            # (checked again here: another worker may have taken the break away meanwhile)
+            if current is None or not current.breaking or state & ~current.breaking_to_requested:
+                return
+            super().acknowledge_lease(current, state)
+
+    def break_handles_for_rename(self, o) -> bool:
+        with self._step(o.key):
+            return super().break_handles_for_rename(o)
+
+    def break_handles(self, key, own: Lease | None = None) -> bool:
+        with self._step(key):
+            return super().break_handles(key, own)
+
+    def break_handle_caching(self, o) -> None:
+        with self._step(o.key):
+            super().break_handle_caching(o)
+
+    def contend_level2(self, key, writer=None) -> None:
+        if not self._may_cache(key):        # (every WRITE comes here: a read is enough mostly)
+            return
+        with self._step(key):
+            super().contend_level2(key, writer)
+
+    def _may_cache(self, key) -> bool:
+        """Whether an open of the file holds an oplock or a lease (a read transaction)."""
+        file = _file(key)
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.db)
+            if not cursor.set_range(file):
+                return False
+            for k, v in cursor:
+                if not bytes(k).startswith(file):
+                    return False
+                if len(v) == HOLDER.size and (v[1] or v[2] != NOT_BREAKING or v[12]):
+                    return True
+        return False
+
+    # -- breaks answered, or not -------------------------------------------------------------
+    def acknowledge(self, o, level: int) -> int:
+        with self._step(o.key):
+            if not super().breaking(o):         # (taken away meanwhile by another worker)
+                return LEVEL_NONE
+            return super().acknowledge(o, level)
+
+    def expire(self) -> int:
+        """Takes away every worker's breaks whose deadline has passed (any worker may: the
+        holder's own may be gone)."""
+        now = self.clock()
+        due = []
+        with self.store.read() as txn:
+            for k, v in txn.cursor(self.breaks_db):
+                if len(v) == DEADLINE.size and DEADLINE.unpack(v)[0] <= now:
+                    due.append(bytes(k))
+        taken = 0
+        for k in due:
+            try:
+                if k[:1] == b"o" and len(k) == 1 + FILE.size + OWNER.size:
+                    key = FILE.unpack_from(k, 1)
+                    with self._step(key):
+                        owner = k[1 + FILE.size:]
+                        for h in list(self._files[key].values()):
+                            if self._owner.get(h) == owner and h.breaking_to is not None \
+                                    and h.deadline <= now:
+                                self._settle(h, 0)
+                                taken += 1
+                        if not any(self._owner.get(h) == owner for h in self._files[key].values()):
+                            self._txn.delete(k, db=self.breaks_db)     # (its open is gone)
+                elif k[:1] == b"l" and len(k) == 33:
+                    found = self._lease_record(k[1:17], k[17:])
+                    if found is None:
+                        with self.store.write() as txn:
+                            txn.delete(k, db=self.breaks_db)
+                        continue
+                    with self._step(found.file):
+                        lease = self._leases.get((k[1:17], k[17:]))
+                        if lease is not None and lease.breaking and lease.deadline <= now:
+                            lease.state, lease.breaking = 0, False
+                            self._breaking_leases.discard(lease)
+                            self.wake(lease.file)
+                            taken += 1
+                else:
+                    with self.store.write() as txn:
+                        txn.delete(k, db=self.breaks_db)
+            except Exception:
+                log.exception("oplocks: a break not expired")
+        return taken
+
+    # -- requests waiting ------------------------------------------------------------------
+    def wait(self, key, retry) -> None:
+        self._listen()
+        first = key not in self._waiters
+        super().wait(key, retry)
+        if first:
+            with self.store.write() as txn:
+                txn.put(_file(key) + self._me, b"", db=self.waits_db)
+        if self._poll_timer is None:
+            self._poll_timer = self._loop_of().call_later(POLL, self._poll)
+
+    def unwait(self, key, retry) -> None:
+        super().unwait(key, retry)
+        if key not in self._waiters:
+            with self.store.write() as txn:
+                txn.delete(_file(key) + self._me, db=self.waits_db)
+
+    def wake(self, key) -> None:
+        """The CREATEs waiting on the file try again: this worker's (once the step is
+        committed) and, by a hint, the other workers'."""
+        retries = list(self._waiters.pop(key, ()))
+        file = _file(key)
+        others = []
+        with self.store.write() as txn:
+            if retries:
+                txn.delete(file + self._me, db=self.waits_db)
+            cursor = txn.cursor(self.waits_db)
+            if cursor.set_range(file):
+                for k in cursor.iternext(values=False):
+                    if not bytes(k).startswith(file):
+                        break
+                    worker = WORKER.unpack_from(k, FILE.size)[0]
+                    if worker != self.store.worker:
+                        others.append(worker)
+        for worker in others:
+            self._later(self.channel.send, worker, wakeups.Message(wakeups.WAKE, file=tuple(key)))
+        for retry in retries:
+            self._later(retry)
+
+    def _wake_here(self, key) -> None:
+        retries = list(self._waiters.pop(key, ()))
+        if retries:
+            with self.store.write() as txn:
+                txn.delete(_file(key) + self._me, db=self.waits_db)
+        self._run([(retry, ()) for retry in retries])
+
+    def _poll(self) -> None:
+        """The safety net: every request waiting here tries again (a hint may have been lost)."""
+        self._poll_timer = None
+        for key in list(self._waiters):
+            try:
+                self._wake_here(key)
+            except Exception:
+                log.exception("oplocks: waiting requests not retried")
+        if self._waiters and self._poll_timer is None:
+            self._poll_timer = self._loop_of().call_later(POLL, self._poll)
+
+    # -- hints from the other workers --------------------------------------------------------
+    def on_message(self, m: wakeups.Message) -> None:
+        if m.kind == wakeups.WAKE:
+            self._wake_here(m.file)
+        elif m.kind == wakeups.WAKE_ALL:
+            for key in list(self._waiters):
+                self._wake_here(key)
+        elif m.kind == wakeups.OPLOCK_BREAK:
+            self._tell_oplock_break(m)
+        elif m.kind == wakeups.LEASE_BREAK:
+            self._tell_lease_break(m)
+
+    def _tell_oplock_break(self, m: wakeups.Message) -> None:
+        h = self._mine.get(m.open_id)
+        send = self._raw.get(m.open_id, (None, None))[0]
+        if h is None or send is None or tuple(h.open.key) != m.file:
+            return
+        o = h.open
+        with self._step(o.key):
+            h = super()._holder(o)
+            if h is None:
+                return
+            # told only what the store says: the break under way, or a level II oplock gone
+            if h.breaking_to is not None:
+                due = level_of(h.breaking_to) == m.level
+            else:
+                due = m.level == LEVEL_NONE and not h.caching
+            if due:
+                self._later(send, o, m.level)
+
+    def _tell_lease_break(self, m: wakeups.Message) -> None:
+        with self._step(m.file):
+            lease = self._leases.get((m.client_guid, m.lease_key))
+            if lease is None or lease.file != m.file:
+                return
+            if m.ack and not (lease.breaking and m.new == lease.breaking_to_requested):
+                return
+            if not m.ack and lease.state & ~m.new:
+                return
+            for h in lease.holders:
+                if isinstance(h.open, RemoteOpen):
+                    continue
+                send = self._raw.get(id(h.open), (None, None))[1]
+                if send is not None:
+                    told = dataclasses.replace(lease, epoch=m.epoch, holders=list(lease.holders))
+                    self._later(send, h.open, told, m.old, m.new, m.ack)
+                    return
+
+    def held(self) -> int:
+        return len(self._mine) + len(self._waiters)
+
+    def close(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None

@@ -1,0 +1,313 @@
+"""Oplocks and leases across the workers of ``smbring serve --workers 2``, with real
+smbprotocol clients on different worker processes: a holder on one worker is told to break
+when a client of the other worker opens its file, and that client's CREATE waits for the
+answer, for the break timeout (shortened here through SMBRING_BREAK_TIMEOUT), or for the
+holder's worker to die; one client's lease key used through both workers is one lease; and
+garbage on the workers' wake-up sockets changes nothing.
+
+Placing clients: as in test_workers, the first client's worker is stopped (SIGSTOP) while
+the second one connects, so the other worker takes that connection."""
+import os
+import signal
+import socket
+import stat
+import struct
+import time
+import uuid
+
+import pytest
+
+pytest.importorskip("smbprotocol")
+
+import test_lease_rename_hold as renames  # noqa: E402
+import test_leases as leases  # noqa: E402
+import test_oplocks as oplocks  # noqa: E402
+from servers import spawn, stop  # noqa: E402
+from waiting_calls import Background  # noqa: E402
+
+from smbring.server import wakeups  # noqa: E402
+
+BREAK_TIMEOUT = 3.0
+
+
+def status_of(server) -> dict:
+    from smbring.server.control import ask
+    return ask(server["control"])
+
+
+def worker_holding(server, name: str) -> int | None:
+    for c in status_of(server)["connections"]:
+        if any(o["name"] == name for o in c["opens"]):
+            return c["worker"]
+    return None
+
+
+def pid_of(server, worker: int) -> int:
+    return next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == worker)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMBRING_BREAK_TIMEOUT", str(BREAK_TIMEOUT))
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    control = str(tmp_path / "run" / "control")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", control, "--shutdown-timeout", "2")
+    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
+              "run": tmp_path / "run"}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if all(w.get("pid") and "error" not in w for w in status_of(server)["workers"]):
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    yield server
+    stop(proc)
+
+
+@pytest.fixture
+def place(server):
+    """place(make_a, make_b): two clients made by these, on different workers; returns
+    (a, b, a's worker, b's worker). Each is closed at the end."""
+    made = []
+
+    def place(make_a, make_b):
+        a = make_a(server["port"])
+        made.append(a)
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+        a.open(probe)
+        wa = worker_holding(server, probe)
+        pid = pid_of(server, wa)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            b = make_b(server["port"])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        made.append(b)
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+        b.open(probe)
+        wb = worker_holding(server, probe)
+        assert {wa, wb} == {1, 2}
+        return a, b, wa, wb
+    yield place
+    for c in made:
+        try:
+            c.close()
+        except Exception:       # its worker was killed
+            pass
+
+
+def oplock_client(port):
+    return oplocks.Client(port)
+
+
+def lease_client(guid=None):
+    return lambda port: leases.Client(port, guid=guid)
+
+
+# -- (1) a break across workers, answered ------------------------------------------------------
+def test_batch_oplock_broken_across_workers(place):
+    a, b, _wa, _wb = place(oplock_client, oplock_client)
+    held = a.open("f", oplocks.BATCH)
+    assert held.oplock_level == oplocks.BATCH
+    opener = Background(lambda: b.open("f", oplocks.BATCH))
+    level, file_id = a.next_break()
+    assert (level, file_id) == (oplocks.II, held.file_id)
+    time.sleep(0.5)
+    assert not opener.done.is_set()             # held until the holder answers
+    assert a.ack(held, oplocks.II) == oplocks.II
+    assert opener.wait().oplock_level == oplocks.II
+    assert opener.elapsed < 5
+    # a level II holder on the other worker loses it to a write, told with no answer expected
+    second = opener.result
+    second.write(b"x", 0)
+    level, _ = a.next_break()
+    assert level == oplocks.NONE
+
+
+def test_rwh_lease_broken_across_workers(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    _held, lease = a.open("f", leases.key(1), leases.RWH)
+    assert lease[1] == leases.RWH
+    opener = Background(lambda: b.open("f", leases.key(2), leases.RWH))
+    br = a.next_break()
+    assert (br.key, br.old, br.new, br.flags) == (leases.key(1), leases.RWH, leases.RH, leases.ACK_REQUIRED)
+    time.sleep(0.5)
+    assert not opener.done.is_set()
+    assert a.ack(leases.key(1), leases.RH) == leases.RH
+    _o, lease = opener.wait()
+    assert lease[1] == leases.RH                # beside another reader: no WRITE caching
+    assert a.next_break(0.3) is None            # and a's lease stays RH
+
+
+def test_one_lease_key_through_both_workers_is_one_lease(place, server):
+    guid = uuid.uuid4()
+    a, a2, _wa, _wb = place(lease_client(guid), lease_client(guid))
+    _o, lease = a.open("f", leases.key(1), leases.RWH)
+    assert lease[1] == leases.RWH
+    _o, lease = a2.open("f", leases.key(1), leases.RWH)     # the same client's other connection
+    assert lease[1] == leases.RWH                            # shares it, breaks nothing
+    assert a.next_break(0.3) is None and a2.next_break(0.1) is None
+    other = leases.Client(server["port"])
+    try:
+        opener = Background(lambda: other.open("f", leases.key(9), leases.RWH))
+        # one break for the one lease, on one of the client's connections
+        told = []
+        deadline = time.monotonic() + 2         # (within the shortened break timeout)
+        while not told and time.monotonic() < deadline:
+            told = [(c, br) for c, br in ((a, a.next_break(0.05)), (a2, a2.next_break(0.05)))
+                    if br is not None]
+        assert len(told) == 1, told
+        time.sleep(0.3)
+        assert a.next_break(0.05) is None and a2.next_break(0.05) is None     # told once
+        _c, br = told[0]
+        assert (br.key, br.old, br.new) == (leases.key(1), leases.RWH, leases.RH)
+        # acknowledged through the other connection (a lease is the client's, not a connection's)
+        answering = a2 if told[0][0] is a else a
+        assert answering.ack(leases.key(1), leases.RH) == leases.RH
+        _o, lease = opener.wait()
+        assert lease[1] == leases.RH
+    finally:
+        other.close()
+
+
+def test_rename_waits_for_a_handle_lease_on_another_worker(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    renamer, _ = a.open("f", leases.key(1), leases.RH, access=leases.READ_WRITE | leases.DELETE)
+    b.open("f", leases.key(2), leases.RH, access=leases.READ)
+    request = renames.set_info(a, renamer, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("g"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new, br.flags) == (leases.key(2), leases.RH, leases.R, leases.ACK_REQUIRED)
+    assert renames.pending(a, request)
+    assert b.ack(leases.key(2), leases.R) == leases.R
+    assert renames.answer(a, request) == 0
+    assert renames.exists(a, "g")
+
+
+def test_directory_rename_breaks_handle_leases_below_it_on_another_worker(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    d, _ = a.open("d", access=leases.READ | leases.DELETE, directory=True)
+    below, _ = b.open(r"d\f", leases.key(2), leases.RH, access=leases.READ)
+    request = renames.set_info(a, d, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("e"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new) == (leases.key(2), leases.RH, leases.R)
+    assert renames.pending(a, request)
+    below.close()
+    assert renames.answer(a, request) == 0
+    assert renames.exists(a, r"e\f")
+
+
+# -- (2) a holder that never answers --------------------------------------------------------
+def test_silent_holder_on_another_worker_times_out(place):
+    a, b, _wa, _wb = place(oplock_client, oplock_client)
+    held = a.open("f", oplocks.BATCH)
+    opener = Background(lambda: b.open("f", oplocks.BATCH))
+    assert a.next_break() is not None           # told, never answers
+    assert opener.wait(BREAK_TIMEOUT + 10).oplock_level == oplocks.II
+    assert BREAK_TIMEOUT - 0.5 <= opener.elapsed < BREAK_TIMEOUT + 5
+    assert oplocks.status_of(lambda: a.ack(held, oplocks.II)) == oplocks.STATUS_INVALID_OPLOCK_PROTOCOL
+
+
+def test_silent_lease_holder_on_another_worker_times_out(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    a.open("f", leases.key(1), leases.RWH)
+    opener = Background(lambda: b.open("f", leases.key(2), leases.RWH))
+    assert a.next_break() is not None
+    _o, lease = opener.wait(BREAK_TIMEOUT + 10)
+    assert BREAK_TIMEOUT - 0.5 <= opener.elapsed < BREAK_TIMEOUT + 5
+    assert lease[1] == leases.RH
+    assert oplocks.status_of(lambda: a.ack(leases.key(1), leases.RH)) == leases.STATUS_UNSUCCESSFUL
+
+
+# -- (3) the holder's worker dies -------------------------------------------------------------
+def test_holder_worker_killed_lets_the_opener_go(place, server):
+    a, b, wa, _wb = place(oplock_client, oplock_client)
+    a.open("f", oplocks.BATCH)
+    opener = Background(lambda: b.open("f", oplocks.BATCH))
+    assert a.next_break() is not None
+    os.kill(pid_of(server, wa), signal.SIGKILL)
+    assert opener.wait(BREAK_TIMEOUT - 0.5).oplock_level == oplocks.BATCH     # alone now
+    assert opener.elapsed < BREAK_TIMEOUT - 0.5       # not the timeout: the death let it go
+
+
+def test_lease_holder_worker_killed_lets_the_opener_go(place, server):
+    a, b, wa, _wb = place(lease_client(), lease_client())
+    a.open("f", leases.key(1), leases.RWH)
+    opener = Background(lambda: b.open("f", leases.key(2), leases.RWH))
+    assert a.next_break() is not None
+    os.kill(pid_of(server, wa), signal.SIGKILL)
+    _o, lease = opener.wait(BREAK_TIMEOUT - 0.5)
+    assert lease[1] == leases.RWH
+
+
+# -- (4) the wake-up sockets ------------------------------------------------------------------
+def wake_sockets(server) -> list[str]:
+    stores = [p for p in server["run"].iterdir() if p.name.startswith("store-")]
+    assert len(stores) == 1
+    return sorted(str(p) for p in stores[0].iterdir() if p.name.startswith("wake-"))
+
+
+def test_wake_sockets_are_private(server):
+    paths = wake_sockets(server)
+    assert [os.path.basename(p) for p in paths] == ["wake-1", "wake-2"]
+    for path in paths:
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_uid == os.geteuid()
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+
+
+def test_garbage_on_the_wake_sockets_changes_nothing(place, server):
+    a, b, wa, wb = place(oplock_client, oplock_client)
+    held = a.open("f", oplocks.BATCH)
+    pids = {w["worker"]: w["pid"] for w in status_of(server)["workers"]}
+    garbage = [b"", b"x", b"\0" * 4096, os.urandom(wakeups.MAX_MESSAGE), wakeups.MAGIC,
+               wakeups.MAGIC + bytes([99]) + bytes(30),
+               wakeups.MAGIC + bytes([wakeups.OPLOCK_BREAK]) + bytes(24),         # short
+               wakeups.MAGIC + bytes([wakeups.OPLOCK_BREAK]) + bytes(25) + b"\7",  # level 7
+               wakeups.MAGIC + bytes([wakeups.LEASE_BREAK]) + bytes(52) + b"\xff" * 1]
+    # well-formed but naming nothing true: an open id no worker has, a lease nobody holds,
+    # a break the store does not record
+    forged = [wakeups.Message(wakeups.OPLOCK_BREAK, file=(1, 2), open_id=12345, level=0),
+              wakeups.Message(wakeups.LEASE_BREAK, file=(1, 2), client_guid=bytes(16),
+                              lease_key=bytes(16), old=7, new=3, ack=True),
+              wakeups.Message(wakeups.WAKE, file=(0, 0)), wakeups.Message(wakeups.WAKE_ALL)]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        for path in wake_sockets(server):
+            for _ in range(20):
+                for data in garbage:
+                    s.sendto(data, path)
+            for m in forged:
+                s.sendto(wakeups.encode(m), path)
+    # nobody was told to break, nothing died, and breaks still work both ways
+    assert a.next_break(0.5) is None
+    assert {w["worker"]: w["pid"] for w in status_of(server)["workers"]} == pids
+    opener = Background(lambda: b.open("f", oplocks.BATCH))
+    assert a.next_break()[0] == oplocks.II
+    assert a.ack(held, oplocks.II) == oplocks.II
+    assert opener.wait().oplock_level == oplocks.II
+    assert "malformed messages dropped" in server["log"].read_text()
+
+
+def test_wake_messages_are_checked():
+    assert wakeups.decode(b"") is None
+    ok = wakeups.Message(wakeups.LEASE_BREAK, file=(1, 2), client_guid=b"g" * 16, lease_key=b"k" * 16,
+                         old=7, new=3, ack=True, epoch=5)
+    assert wakeups.decode(wakeups.encode(ok)) == ok
+    data = wakeups.encode(ok)
+    assert wakeups.decode(data + b"\0") is None and wakeups.decode(data[:-1]) is None
+    # a break that raises the state, or unknown bits, or the same state: dropped
+    for old, new in ((3, 7), (0x17, 3), (3, 3)):
+        bad = bytearray(data)
+        bad[-5], bad[-4] = old, new
+        assert wakeups.decode(bytes(bad)) is None
+    bad = bytearray(data)
+    bad[-3] = 2                 # ack is 0 or 1
+    assert wakeups.decode(bytes(bad)) is None
+    assert struct.unpack(">4sB", data[:5]) == (wakeups.MAGIC, wakeups.LEASE_BREAK)
