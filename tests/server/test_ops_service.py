@@ -4,9 +4,11 @@ server's user may ask), socket activation, sd_notify, operator mistakes, metrics
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -247,6 +249,41 @@ def test_sigterm_closes_connections_that_hold_files_after_the_timeout(tmp_path):
 
 
 # -- smbring status -----------------------------------------------------------------------
+def test_status_shows_each_opens_oplock_or_lease(tmp_path):
+    """smbstatus's Oplock column: the level an open holds, or its lease's state."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "security"))
+    from raw import RawClient
+    from smbcore import create_body
+
+    from smbring.smb import wire
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port = start(tmp_path, str(share))
+    try:
+        with RawClient(port) as c:
+            c.negotiate()
+            tree = c.tree(c.logon(USER, PASSWORD), "share")
+            rw = wire.GENERIC_READ | wire.GENERIC_WRITE
+            r = tree.request(wire.CREATE, create_body("batch.txt", rw, wire.FILE_OPEN_IF, 0, oplock=0x09))
+            assert r.status == 0 and r.raw[66] == 0x09
+            key = bytes(range(16))
+            lease = [(b"RqLs", struct.pack("<16sIIQ", key, 0x7, 0, 0))]
+            r = tree.request(wire.CREATE, create_body("leased.txt", rw, wire.FILE_OPEN_IF, 0, oplock=0xFF,
+                                                      contexts=lease))
+            assert r.status == 0 and r.raw[66] == 0xFF
+            r = tree.create("plain.txt", rw, wire.FILE_OPEN_IF)
+            assert r.status == 0
+            opens = {o["name"]: o for conn in status(tmp_path)["connections"] for o in conn["opens"]}
+            assert (opens["batch.txt"]["oplock"], opens["batch.txt"]["lease"]) == ("BATCH", None)
+            assert opens["leased.txt"]["oplock"] == "LEASE"
+            assert opens["leased.txt"]["lease"] == {"key": key.hex(), "state": "RWH"}
+            assert (opens["plain.txt"]["oplock"], opens["plain.txt"]["lease"]) == ("NONE", None)
+            text = status(tmp_path, as_json=False)
+            assert "BATCH" in text and "LEASE(RWH)" in text
+    finally:
+        stop(proc)
+
+
 def test_status_shows_sessions_opens_share_modes_and_locks(tmp_path):
     share = tmp_path / "share"
     share.mkdir()

@@ -66,8 +66,8 @@ def register(sub) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="serve with N worker processes under a supervisor (default: `smbring "
-                        "workers`, else 1: one process). With more than one, oplocks, leases, "
-                        "durable handles and multichannel are not offered (docs/SCALE.md)")
+                        "workers`, else 1: one process). With more than one, durable handles "
+                        "and multichannel are not offered (docs/SCALE.md)")
     p.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM, how long connections may finish their work (default 10)")
     p.set_defaults(func=run)

@@ -57,6 +57,19 @@ def _modes(bits: int) -> str:
                                   (sharemodes.DELETE, "D")) if bits & b) or "-"
 
 
+OPLOCK_NAMES = {0x00: "NONE", 0x01: "LEVEL_II", 0x08: "EXCLUSIVE", 0x09: "BATCH"}
+
+
+def _caching(oplocks, o) -> dict:
+    """The open's oplock level, or its lease (key and state, as RWH letters) as smbstatus
+    shows them."""
+    lease = oplocks.lease_of(o)
+    if lease is None:
+        return {"oplock": OPLOCK_NAMES.get(oplocks.level(o), "?"), "lease": None}
+    letters = "".join(c for bit, c in ((0x1, "R"), (0x4, "W"), (0x2, "H")) if lease.state & bit)
+    return {"oplock": "LEASE", "lease": {"key": lease.key.hex(), "state": letters or "NONE"}}
+
+
 def snapshot(server: "Server") -> dict:
     """What the server holds now: its connections, their sessions, tree connects, open
     files (with their share modes) and byte-range locks. Read only."""
@@ -88,7 +101,7 @@ def snapshot(server: "Server") -> dict:
                 "access": f"0x{o.granted:08x}",
                 "uses": _modes(modes[0]) if modes else "-",
                 "shares": _modes(modes[1]) if modes else "RWD",
-                "oplock": "NONE", "lease": None,       # smbring grants neither yet
+                **_caching(state.oplocks, o),
                 "delete_on_close": o.delete_on_close,
                 "locks": [{"offset": lk.offset, "length": lk.length,
                            "type": "exclusive" if lk.exclusive else "shared"}
@@ -256,7 +269,8 @@ def render(status: dict) -> str:
                               t["path"] or "-"])
         for o in c["opens"]:
             opens.append([users.get(o["session"], "?"), o["share"] or "-", o["name"], o["uses"],
-                          o["shares"], o["access"], o["lease"] or o["oplock"]])
+                          o["shares"], o["access"],
+                          f"LEASE({o['lease']['state']})" if o["lease"] else o["oplock"]])
             for lk in o["locks"]:
                 locks.append([o["name"], lk["type"], str(lk["offset"]), str(lk["length"]), c["client"]])
     parts = [f"smbring (pid {status['pid']}){' stopping' if status['stopping'] else ''}: "
