@@ -140,9 +140,16 @@ def test_the_ring_runs_each_op_as_its_owner_in_one_batch(share):
         io = modules.build(["io_uring"], aring, owners=creds.data)
         fa = ShareView(base, ALICE, creds).open(["a"], os.O_RDWR)
         fb = ShareView(base, BOB, creds).open(["b"], os.O_RDWR)
-        creds.to_server()
-        await asyncio.gather(io.pwrite_all(fa, memoryview(b"1" * 100), 0),
-                             io.pwrite_all(fb, memoryview(b"2" * 100), 0))
+        # twice: the first registers the personalities (the thread acts as each meanwhile),
+        # the second finds them and the thread stays root until the ring has submitted both
+        for _ in range(2):
+            creds.to_server()
+            os.chmod(a, SETGID)
+            os.chmod(b, 0o4777)
+            await asyncio.gather(io.pwrite_all(fa, memoryview(b"1" * 100), 0),
+                                 io.pwrite_all(fb, memoryview(b"2" * 100), 0))
+            creds.to_server()
+            assert (mode(a), mode(b)) == (0o0775, 0o0777)
         assert creds.data.registered == 2
         for fd in (fa, fb):
             creds.data.closed(fd)
