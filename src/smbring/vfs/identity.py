@@ -17,6 +17,10 @@ thread to the server's own identity first; its own tasks (signals, reload, shutd
 the control socket) run each of their steps so (`ThreadCredentials.server_steps`), and a log
 record written in the middle of a user's call as the server for a moment (`server_moment`). ``smbring bench identity`` measures the choice
 against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
+
+File data I/O does not run in a view's call (the ring submits it later, or a pool's thread
+runs it): it runs as the identity that opened the file, see ``vfs.data_identity``; the views
+record who opened each descriptor (`ThreadCredentials.data`).
 """
 from __future__ import annotations
 
