@@ -10,6 +10,7 @@ asks with `Drain` where a later request must see them done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from smbring import datapath
@@ -55,6 +56,12 @@ def range_operation(effect):
     raise TypeError(f"not a file-range operation: {effect!r}")
 
 
+def written_fd(effect) -> int:
+    """The descriptor a file-range operation changes (or reads, for AllocatedRanges): the
+    operation runs as its owner."""
+    return effect.dst_fd if isinstance(effect, (effects.CopyRange, effects.CloneRange)) else effect.fd
+
+
 class WritesInFlight:
     """The background WRITEs of one connection still running, with the bytes they write."""
 
@@ -86,7 +93,7 @@ class EffectRunner:
     """Carries out one connection's effects, in order."""
 
     def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer, pool=None,
-                 delivery=None):
+                 delivery=None, owners=None):
         self.transport = transport
         # watches that break notifications reach the client (server.delivery.DeliveryWatch;
         # None: they are taken as delivered)
@@ -98,6 +105,9 @@ class EffectRunner:
         # where file-range operations (server-side copy, hole punching) run: the server's
         # file I/O threads (None: the event loop's default executor)
         self.pool = pool
+        # who each descriptor's data I/O runs as (vfs.data_identity; None: the server acts as
+        # itself): a range operation runs as its file's owner in the pool's thread
+        self.owners = owners
         self.writes = WritesInFlight()
         # for metrics: file bytes written, and read into memory (signed, sealed, compounded
         # READs; the others are counted by the transport's read paths)
@@ -140,7 +150,9 @@ class EffectRunner:
             if isinstance(effect, effects.ReadInto):
                 return await self._read_into(effect)
             if isinstance(effect, effects.RANGE_OPERATIONS):
-                return await asyncio.get_running_loop().run_in_executor(self.pool, range_operation, effect)
+                work = (functools.partial(range_operation, effect) if self.owners is None
+                        else self.owners.in_worker(written_fd(effect), range_operation, effect))
+                return await asyncio.get_running_loop().run_in_executor(self.pool, work)
             io = self.modules[effect.share]
             if isinstance(effect, effects.Write):
                 written = await io.pwrite_all(effect.fd, effect.data, effect.offset)

@@ -349,7 +349,7 @@ class Server:
                 initializer=self.creds.server_thread if self.creds else None)
             self._modules = {name: modules.build(share.vfs_objects, aring,
                                                  crowded=lambda: self.connections > 1, pool=self._pool,
-                                                 as_server=self._as_server())
+                                                 as_server=self._as_server(), owners=self._owners())
                              for name, share in self.shares.items()}
             for name, stack in self._modules.items():
                 log.info("share %s: file data through %s", name, stack.describe())
@@ -370,6 +370,10 @@ class Server:
     def _as_server(self):
         """What runs the server's own work as the server (None: not root, nothing to switch)."""
         return self.creds.as_server if self.creds else None
+
+    def _owners(self):
+        """Who each descriptor's data I/O runs as (see vfs.data_identity); None: not root."""
+        return self.creds.data if self.creds else None
 
     def server_work(self, coro):
         """`coro` made to run each of its steps as the server: the server's own tasks (the
@@ -557,7 +561,7 @@ class Server:
         # is lost, the break goes on another channel (smb.breaks)
         delivery = DeliveryWatch(sock, lambda: conn.force_unacked_timeout, link.close)
         runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer,
-                                            pool=self._pool, delivery=delivery)
+                                            pool=self._pool, delivery=delivery, owners=self._owners())
         metrics = self.metrics
         if metrics is not None:
             metrics.connected()
@@ -747,7 +751,8 @@ class Server:
                 if name not in self._modules:
                     self._modules[name] = modules.build(share.vfs_objects, self._ring(),
                                                         crowded=lambda: self.connections > 1,
-                                                        pool=self._pool, as_server=self._as_server())
+                                                        pool=self._pool, as_server=self._as_server(),
+                                                        owners=self._owners())
                 elif old is not None and old.vfs_objects != share.vfs_objects:
                     log.warning("share %s: a change of vfs objects takes effect at restart", name)
         self.shares = shares

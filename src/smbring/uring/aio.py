@@ -88,9 +88,20 @@ class AsyncRing:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
 
-    async def _await(self, prepare, *args, result=_res, **kw):
+    async def _await(self, prepare, *args, result=_res, personality=0, **kw):
         fut = self.loop.create_future()
-        req = prepare(*args, callback=_resolver(fut, result), **kw)
+        if personality:
+            # the op runs with the credentials registered under `personality`; only this op:
+            # the stamp goes as soon as it is prepared
+            ring = self.ring
+            before = ring.personality
+            ring.personality = personality
+            try:
+                req = prepare(*args, callback=_resolver(fut, result), **kw)
+            finally:
+                ring.personality = before
+        else:
+            req = prepare(*args, callback=_resolver(fut, result), **kw)
         self.kick()
         try:
             return await fut
@@ -103,11 +114,13 @@ class AsyncRing:
     def nop(self):
         return self._await(self.ring.nop)
 
-    def read(self, fd, buf, offset=-1, sqe_flags=0):
-        return self._await(self.ring.read, fd, buf, offset, sqe_flags=sqe_flags)
+    # personality: an id from ring.register_personality(), the op's credentials (0: the
+    # submitting thread's when it is submitted)
+    def read(self, fd, buf, offset=-1, sqe_flags=0, personality=0):
+        return self._await(self.ring.read, fd, buf, offset, sqe_flags=sqe_flags, personality=personality)
 
-    def write(self, fd, buf, offset=-1):
-        return self._await(self.ring.write, fd, buf, offset)
+    def write(self, fd, buf, offset=-1, personality=0):
+        return self._await(self.ring.write, fd, buf, offset, personality=personality)
 
     def readv(self, fd, buffers, offset=-1):
         return self._await(self.ring.readv, fd, buffers, offset)
@@ -121,8 +134,8 @@ class AsyncRing:
     def write_fixed(self, fd, index, offset, length=-1, buf_offset=0):
         return self._await(self.ring.write_fixed, fd, index, offset, length, buf_offset)
 
-    def fsync(self, fd, datasync=False):
-        return self._await(self.ring.fsync, fd, datasync)
+    def fsync(self, fd, datasync=False, personality=0):
+        return self._await(self.ring.fsync, fd, datasync, personality=personality)
 
     def fadvise(self, fd, offset, length, advice):
         return self._await(self.ring.fadvise, fd, offset, length, advice)

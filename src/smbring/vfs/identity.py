@@ -17,6 +17,10 @@ thread to the server's own identity first; its own tasks (signals, reload, shutd
 the control socket) run each of their steps so (`ThreadCredentials.server_steps`), and a log
 record written in the middle of a user's call as the server for a moment (`server_moment`). ``smbring bench identity`` measures the choice
 against io_uring personalities (docs/ARCHITECTURE.md, docs/BENCHMARKS.md).
+
+File data I/O does not run in a view's call (the ring submits it later, or a pool's thread
+runs it): it runs as the identity that opened the file, see ``vfs.data_identity``; the views
+record who opened each descriptor (`ThreadCredentials.data`).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from smbring.uring import set_thread_credentials
+from smbring.vfs.data_identity import DataCredentials
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class ThreadCredentials:
         self.current = self.server
         self.switches = 0           # how many switches were made (for the tests and the log)
         self._thread = threading.get_ident()
+        # who each open file's data I/O runs as (on the ring, in the pool's threads)
+        self.data = DataCredentials(self)
 
     def become(self, who: Identity) -> None:
         """Makes the thread act as `who` (nothing to do when it already does)."""
@@ -212,7 +219,16 @@ class ShareView:
 
     def open(self, parts, flags, mode=0o644):
         self._act()
-        return self.base.open(parts, flags, mode)
+        fd = self.base.open(parts, flags, mode)
+        if self.creds is not None:
+            self.creds.data.opened(fd, self.identity)    # its data I/O runs as the identity
+        return fd
+
+    def close_file(self, fd):
+        if self.creds is not None:
+            self.creds.data.closed(fd)
+        self._act()
+        self.base.close_file(fd)
 
     def mkdir(self, parts, mode=0o755):
         self._act()

@@ -33,6 +33,13 @@ is always at the bottom. Listed top first, as in smb.conf::
 
 Every module fills the whole buffer of a read unless the file ends first, and writes all of a
 buffer or raises OSError.
+
+Where the server acts as each session's Unix account, every module runs a descriptor's data
+I/O as the identity that opened it (`data`, a ``vfs.data_identity.DataCredentials``): ops on
+the ring name that identity's registered personality, the pool's threads switch their own
+credentials, inline I/O makes the loop's thread act as it (what the kernel does on a write
+depends on who writes: see vfs.data_identity). Without `data` (a server that acts as itself)
+nothing is switched.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import logging
 import mmap
 import os
@@ -58,16 +66,23 @@ MODULES = ("posix", "threadpool", "io_uring", "direct_writes")
 class Posix:
     name = "posix"
 
-    def __init__(self, below=None):
+    def __init__(self, below=None, data=None):
         self.below = below
+        self.data = data        # who each descriptor's I/O runs as (None: as the thread is)
 
     async def pread_into(self, fd: int, view: memoryview, offset: int) -> int:
+        if self.data is not None:
+            self.data.act_here(fd)
         return self.pread_into_sync(fd, view, offset)
 
     async def pwrite_all(self, fd: int, view: memoryview, offset: int) -> int:
+        if self.data is not None:
+            self.data.act_here(fd)
         return self.pwrite_all_sync(fd, view, offset)
 
     async def fsync(self, fd: int) -> None:
+        if self.data is not None:
+            self.data.act_here(fd)
         os.fsync(fd)
 
     @staticmethod
@@ -110,8 +125,8 @@ def thread_pool(initializer=None) -> ThreadPoolExecutor:
 class ThreadPool(Posix):
     name = "threadpool"
 
-    def __init__(self, below=None, pool: ThreadPoolExecutor | None = None):
-        super().__init__(below)
+    def __init__(self, below=None, pool: ThreadPoolExecutor | None = None, data=None):
+        super().__init__(below, data)
         self._pool = pool
 
     def pool(self) -> ThreadPoolExecutor:
@@ -119,23 +134,27 @@ class ThreadPool(Posix):
             self._pool = thread_pool()
         return self._pool
 
+    def _in_pool(self, fd, call, *args):
+        """call(*args) in a thread of the pool, acting as fd's owner there (a thread has
+        credentials of its own)."""
+        work = self.data.in_worker(fd, call, *args) if self.data is not None else functools.partial(call, *args)
+        return asyncio.get_running_loop().run_in_executor(self.pool(), work)
+
     async def pread_into(self, fd, view, offset):
-        return await asyncio.get_running_loop().run_in_executor(
-            self.pool(), self.pread_into_sync, fd, view, offset)
+        return await self._in_pool(fd, self.pread_into_sync, fd, view, offset)
 
     async def pwrite_all(self, fd, view, offset):
-        return await asyncio.get_running_loop().run_in_executor(
-            self.pool(), self.pwrite_all_sync, fd, view, offset)
+        return await self._in_pool(fd, self.pwrite_all_sync, fd, view, offset)
 
     async def fsync(self, fd):
-        await asyncio.get_running_loop().run_in_executor(self.pool(), os.fsync, fd)
+        await self._in_pool(fd, os.fsync, fd)
 
 
 class IoUring(Posix):
     name = "io_uring"
 
-    def __init__(self, below, aring, crowded=None):
-        super().__init__(below)
+    def __init__(self, below, aring, crowded=None, data=None):
+        super().__init__(below, data)
         self.aring = aring
         self._punts: dict[int, bool] = {}    # st_dev -> io_uring would punt buffered I/O
         # A large buffered read is one long copy done inline by io_uring_enter, in the event
@@ -167,7 +186,7 @@ class IoUring(Posix):
         done = 0
         flags = IOSQE_ASYNC if len(view) >= PUNT_MIN and self.crowded() else 0
         while done < len(view):
-            n = await self.aring.read(fd, view[done:], offset + done, flags)
+            n = await self._on_ring(fd, self.aring.read, fd, view[done:], offset + done, flags)
             if n == 0:
                 break
             done += n
@@ -178,14 +197,25 @@ class IoUring(Posix):
             return await self.below.pwrite_all(fd, view, offset)
         done = 0
         while done < len(view):
-            n = await self.aring.write(fd, view[done:], offset + done)
+            n = await self._on_ring(fd, self.aring.write, fd, view[done:], offset + done)
             if n == 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             done += n
         return done
 
     async def fsync(self, fd):
-        await self.aring.fsync(fd)
+        await self._on_ring(fd, self.aring.fsync, fd)
+
+    async def _on_ring(self, fd, op, *args):
+        """op(*args) on the ring, run with fd's owner's credentials (its personality named in
+        the SQE: whoever the thread acts as when the ring submits it)."""
+        if self.data is None:
+            return await op(*args)
+        p = self.data.personality(self.aring.ring, fd)
+        try:
+            return await op(*args, personality=p.id)
+        finally:
+            self.data.done(p)
 
 
 class DirectWrites(Posix):
@@ -194,8 +224,8 @@ class DirectWrites(Posix):
     ALIGN = 4096           # offsets, lengths and memory: what O_DIRECT asks on any device
     BOUNCE_KEPT = 4        # idle aligned buffers kept for reuse (8 MiB each, usually)
 
-    def __init__(self, below, as_server=None):
-        super().__init__(below)
+    def __init__(self, below, as_server=None, data=None):
+        super().__init__(below, data)
         # the context in which the twin is opened: as the server (the thread may be acting as
         # another user than the file's opener), on a descriptor the opener may write through
         self.as_server = as_server or contextlib.nullcontext
@@ -287,6 +317,8 @@ class DirectWrites(Posix):
                     raise OSError(errno.EBADF, "not open for writing")
                 with self.as_server():
                     twin = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                if self.data is not None:
+                    self.data.twin(twin, fd)    # written as fd's owner, whoever opened it
             except OSError as e:
                 twin = -1
                 if e.errno == errno.EINVAL:        # the file system has no direct I/O
@@ -300,6 +332,8 @@ class DirectWrites(Posix):
         twin = self._direct.pop(fd, -1)
         self._device_of.pop(fd, None)
         if twin >= 0:
+            if self.data is not None:
+                self.data.forget_twin(twin)
             os.close(twin)
         super().closed(fd)
 
@@ -312,24 +346,25 @@ def _address(view: memoryview) -> int:
 
 
 def build(names: list[str], aring=None, crowded=None, pool: ThreadPoolExecutor | None = None,
-          as_server=None) -> Posix:
+          as_server=None, owners=None) -> Posix:
     """The stack for a share's ``vfs objects`` (top first). Without any data module listed:
     direct_writes over io_uring where the engine is available, else over threadpool (in
     `pool`, shared by the stacks of a server). Unknown names are skipped (the configuration
-    loader has warned about them)."""
+    loader has warned about them). `owners`: who each descriptor's I/O runs as (a server
+    acting as each user's account, see vfs.data_identity), None where it acts as itself."""
     data = [n for n in names if n in MODULES and n != "posix"]
     if not data and "posix" not in names:
         data = ["direct_writes", "io_uring" if aring is not None else "threadpool"]
-    stack: Posix = Posix()
+    stack: Posix = Posix(data=owners)
     for name in reversed(data):
         if name == "direct_writes":
-            stack = DirectWrites(stack, as_server)
+            stack = DirectWrites(stack, as_server, owners)
         elif name == "threadpool":
-            stack = ThreadPool(stack, pool)
+            stack = ThreadPool(stack, pool, owners)
         elif name == "io_uring":
             if aring is None:
                 log.warning("vfs io_uring: io_uring is unavailable here; threadpool serves instead")
-                stack = ThreadPool(stack, pool)
+                stack = ThreadPool(stack, pool, owners)
             else:
-                stack = IoUring(stack, aring, crowded)
+                stack = IoUring(stack, aring, crowded, owners)
     return stack
