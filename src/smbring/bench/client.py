@@ -59,23 +59,41 @@ async def main(host, port, case, local, channels):
         else:
             await c.put(local, "upload-smbring")
         print("channel addresses:", " ".join(ch.address or host for ch in c.channels))
+        print(f"negotiated: dialect {{c.dialect:#x}}, signed {{c.keys.sign}}, "
+              f"sealed {{c.keys.encrypt}}, read {{c.io_size}}, write {{c.write_size}}, "
+              f"in flight {{c.depth}} per channel")
 asyncio.run(main(*sys.argv[1:]))
 """
 
 SMBPROTOCOL_CLIENT = """
 import sys, smbclient
-host, port, case, local = sys.argv[1:5]
-smbclient.register_session(host, username={user!r}, password={password!r}, port=int(port))
+host, port, case, local, tuned = sys.argv[1:6]
+tuned = tuned == "tuned"
+# its defaults: every message signed (require_signing=True), through a 64 KiB BufferedReader/
+# Writer in 1 MiB calls; tuned: signed only where the server requires it (as smbring's client
+# and smbclient), unbuffered, each call as large as the server allows (one request at a time
+# either way: smbprotocol waits for each answer before it sends the next request)
+session = smbclient.register_session(host, username={user!r}, password={password!r}, port=int(port),
+                                     require_signing=not tuned)
+conn = session.connection
 remote = f"//{{host}}/bench/" + ("bigfile" if case == "get" else "upload-smbprotocol")
-chunk = 1 << 20
 if case == "get":
-    with smbclient.open_file(remote, "rb", port=int(port)) as src, open(local, "wb") as dst:
+    with smbclient.open_file(remote, "rb", port=int(port), buffering=0 if tuned else -1) as src, \
+            open(local, "wb") as dst:
+        chunk = conn.max_read_size if tuned else 1 << 20
         while data := src.read(chunk):
             dst.write(data)
 else:
-    with open(local, "rb") as src, smbclient.open_file(remote, "wb", port=int(port)) as dst:
+    with open(local, "rb") as src, \
+            smbclient.open_file(remote, "wb", port=int(port), buffering=0 if tuned else -1) as dst:
+        chunk = conn.max_write_size if tuned else 1 << 20
         while data := src.read(chunk):
-            dst.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[dst.write(view):]
+print(f"negotiated: dialect {{conn.dialect:#x}}, signed {{bool(session.signing_required)}}, "
+      f"sealed {{bool(session.encrypt_data)}}, read {{conn.max_read_size}}, "
+      f"write {{conn.max_write_size}}, chunk {{chunk}}, in flight 1")
 """
 
 
@@ -86,7 +104,9 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=3, help="runs per record; medians reported")
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
-                   help="comma-separated: smbring, smbclient, smbprotocol")
+                   help="comma-separated: smbring, smbclient, smbprotocol (unsigned where the "
+                        "server allows it, requests as large as it allows), smbprotocol-default "
+                        "(its defaults: signed, 64 KiB buffered, in 1 MiB calls)")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")
     p.add_argument("--port", type=int, default=4560, help="first of the ports used")
     p.add_argument("--links", type=int, default=0, metavar="N",
@@ -169,9 +189,10 @@ def _command(client: str, host: str, port: int, case: str, local: str, channels:
     if client in ("smbring", "smbring-baseline"):
         code = SMBRING_CLIENT.format(user=USER, password=PASSWORD)
         return [sys.executable, "-c", code, host, str(port), case, local, str(channels)]
-    if client == "smbprotocol":
+    if client in ("smbprotocol", "smbprotocol-default"):
         code = SMBPROTOCOL_CLIENT.format(user=USER, password=PASSWORD)
-        return [sys.executable, "-c", code, host, str(port), case, local]
+        return [sys.executable, "-c", code, host, str(port), case, local,
+                "default" if client == "smbprotocol-default" else "tuned"]
     command = "get bigfile " + local if case == "get" else f"put {local} upload-smbclient"
     return ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
             "-m", "SMB3", "-c", command]
@@ -227,11 +248,12 @@ def run_once(client: str, port: int, case: str, local: str, channels: int,
     return elapsed, usage.ru_utime + usage.ru_stime, output.decode(errors="replace")
 
 
-def _channel_addresses(output: str) -> list[str]:
+def _reported(output: str, what: str) -> str:
+    """The rest of the line the client printed starting with `what:`, else ''."""
     for line in output.splitlines():
-        if line.startswith("channel addresses:"):
-            return line.split(":", 1)[1].split()
-    return []
+        if line.startswith(what + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def _terminate_as_interrupt(signum, frame):
@@ -280,17 +302,42 @@ def run(args) -> int:
         if os.path.exists(download):
             os.unlink(download)
     where = (f"{args.links} emulated links of {args.link_rate} each way" if links else "loopback")
+    ratios = _ratios(records)
     if args.json:
-        print(json.dumps({"size_mib": args.size_mib, "network": where, "records": records}, indent=2))
+        print(json.dumps({"size_mib": args.size_mib, "network": where, "records": records,
+                          "ratios": ratios}, indent=2))
         return 0
     print(f"network: {where}")
     for r in records:
         extra = ""
         if r.get("link_gib"):
             extra = "  per link GiB " + "/".join(f"{g:.2f}" for g in r["link_gib"])
-        print(f"  {r['client']:<12} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
+        print(f"  {r['client']:<19} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
               f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB{extra}")
+    seen = set()
+    for r in records:
+        if r.get("negotiated") and (r["client"], r["server"]) not in seen:
+            seen.add((r["client"], r["server"]))
+            print(f"  {r['client']} with {r['server']}: {r['negotiated']}")
+    for name, value in ratios.items():
+        print(f"  {name:<48}{value:>8}x")
     return 0
+
+
+def _ratios(records: list[dict]) -> dict:
+    """smbring's N channels against its one, and its one against each other client, by
+    server and case (throughput)."""
+    by = {(r["client"], r["server"], r["case"], r["channels"]): r["gbps"] for r in records}
+    out = {}
+    for (client, server, case, channels), gbps in sorted(by.items()):
+        one = by.get(("smbring", server, case, 1))
+        if not one or not gbps:
+            continue
+        if client == "smbring" and channels > 1:
+            out[f"{server} {case}: smbring {channels} channels / 1"] = round(gbps / one, 2)
+        elif not client.startswith("smbring"):
+            out[f"{server} {case}: smbring 1 channel / {client}"] = round(one / gbps, 2)
+    return out
 
 
 def _measure(args, servers, share: str, upload: str, download: str, size: int,
@@ -331,7 +378,8 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                                   file=sys.stderr)
                             continue
                         results.setdefault((client, server.name, case, channels), []).append(
-                            (elapsed, cpu, carried, _channel_addresses(output)))
+                            (elapsed, cpu, carried, _reported(output, "channel addresses").split(),
+                             _reported(output, "negotiated")))
     finally:
         shutil.rmtree(pycache, ignore_errors=True)
     gib = size / (1 << 30)
@@ -347,5 +395,7 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                                   for i in range(links.count)]
         if runs[-1][3]:
             record["channel_addresses"] = runs[-1][3]
+        if runs[-1][4]:
+            record["negotiated"] = runs[-1][4]
         records.append(record)
     return records

@@ -6,9 +6,10 @@ token bucket, ``tc qdisc tbf``, on the sending end of both directions).
 Nothing touches the machine's own namespace: its interfaces, routes and loopback stay as they
 were; processes are put inside with ``ip netns exec``. Deleting the namespaces deletes the
 veths with them; ``Links`` does so on leaving its ``with`` block whatever happened (an
-exception, Ctrl-C, SIGTERM turned into SystemExit by the caller). Namespaces left behind by a
+exception, Ctrl-C, SIGTERM turned into an exception by the caller). Namespaces left behind by a
 run that was killed outright (their names carry its pid, no longer alive) are removed by the
-next run.
+next run. The processes put inside must be stopped before: a namespace lives on, unnamed, while
+a process is in it.
 
 Needs root (CAP_NET_ADMIN) and iproute2's ``ip`` and ``tc``; ``available()`` says why not.
 """
@@ -59,7 +60,7 @@ def remove_stale() -> None:
     listing = _ip("netns", "list", check=False).stdout
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
-        found = re.fullmatch(re.escape(PREFIX) + r"(\d+)-[cs]", name)
+        found = re.fullmatch(re.escape(PREFIX) + r"(\d+)-[0-9a-f]+-[cs]", name)
         if found and not os.path.exists(f"/proc/{found.group(1)}"):
             _ip("netns", "del", name, check=False)
 
@@ -71,8 +72,8 @@ class Links:
         if not 1 <= count <= 64:
             raise ValueError("links: from 1 to 64")
         self.count, self.rate, self.mtu = count, rate, mtu
-        self.client_ns = f"{PREFIX}{os.getpid()}-c"
-        self.server_ns = f"{PREFIX}{os.getpid()}-s"
+        own = f"{PREFIX}{os.getpid()}-{os.urandom(3).hex()}"     # several may exist at once
+        self.client_ns, self.server_ns = f"{own}-c", f"{own}-s"
         self.client_addresses = [SUBNET.format(index=i + 1, host=1) for i in range(count)]
         self.server_addresses = [SUBNET.format(index=i + 1, host=2) for i in range(count)]
         self.server_devices = [f"mls{i}" for i in range(count)]
