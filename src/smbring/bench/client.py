@@ -49,9 +49,9 @@ CASES = ("get", "put")
 SMBRING_CLIENT = """
 import asyncio, sys
 import smbring.client as sc
-async def main(host, port, case, local, channels):
+async def main(host, port, case, local, channels, sign):
     async with await sc.connect(host, int(port), {user!r}, {password!r}, "bench",
-                                channels=int(channels)) as c:
+                                channels=int(channels), sign=sign == "signed") as c:
         if c.open_channels != int(channels):
             sys.exit(f"{{c.open_channels}} channels: {{c.multichannel_note}}")
         if case == "get":
@@ -68,13 +68,13 @@ asyncio.run(main(*sys.argv[1:]))
 SMBPROTOCOL_CLIENT = """
 import sys, smbclient
 host, port, case, local, tuned = sys.argv[1:6]
-tuned = tuned == "tuned"
+tuned = tuned == "large"
 # its defaults: every message signed (require_signing=True), through a 64 KiB BufferedReader/
-# Writer in 1 MiB calls; tuned: signed only where the server requires it (as smbring's client
-# and smbclient), unbuffered, each call as large as the server allows (one request at a time
-# either way: smbprotocol waits for each answer before it sends the next request)
-session = smbclient.register_session(host, username={user!r}, password={password!r}, port=int(port),
-                                     require_signing=not tuned)
+# Writer, here in 1 MiB calls; large: unbuffered, each call (so each READ or WRITE) as large as
+# the server allows. Signed either way: with require_signing=False smbprotocol 1.17 leaves its
+# SMB 3.1.1 TREE_CONNECT unsigned, which smbd and smbring refuse (ACCESS_DENIED). One request
+# at a time either way: smbprotocol waits for each answer before it sends the next request.
+session = smbclient.register_session(host, username={user!r}, password={password!r}, port=int(port))
 conn = session.connection
 remote = f"//{{host}}/bench/" + ("bigfile" if case == "get" else "upload-smbprotocol")
 if case == "get":
@@ -104,9 +104,10 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=3, help="runs per record; medians reported")
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
-                   help="comma-separated: smbring, smbclient, smbprotocol (unsigned where the "
-                        "server allows it, requests as large as it allows), smbprotocol-default "
-                        "(its defaults: signed, 64 KiB buffered, in 1 MiB calls)")
+                   help="comma-separated: smbring, smbring-signed (every message signed), "
+                        "smbclient, smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
+                        "calls), smbprotocol-large (signed, unbuffered, requests as large as the "
+                        "server allows)")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")
     p.add_argument("--port", type=int, default=4560, help="first of the ports used")
     p.add_argument("--links", type=int, default=0, metavar="N",
@@ -186,13 +187,14 @@ def start_server(name: str, share: str, port: int, state: str, links: netlinks.L
 
 
 def _command(client: str, host: str, port: int, case: str, local: str, channels: int) -> list[str]:
-    if client in ("smbring", "smbring-baseline"):
+    if client in ("smbring", "smbring-baseline", "smbring-signed"):
         code = SMBRING_CLIENT.format(user=USER, password=PASSWORD)
-        return [sys.executable, "-c", code, host, str(port), case, local, str(channels)]
-    if client in ("smbprotocol", "smbprotocol-default"):
+        return [sys.executable, "-c", code, host, str(port), case, local, str(channels),
+                "signed" if client == "smbring-signed" else "as-the-server-asks"]
+    if client in ("smbprotocol", "smbprotocol-large"):
         code = SMBPROTOCOL_CLIENT.format(user=USER, password=PASSWORD)
         return [sys.executable, "-c", code, host, str(port), case, local,
-                "default" if client == "smbprotocol-default" else "tuned"]
+                "large" if client == "smbprotocol-large" else "default"]
     command = "get bigfile " + local if case == "get" else f"put {local} upload-smbclient"
     return ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
             "-m", "SMB3", "-c", command]
@@ -337,6 +339,9 @@ def _ratios(records: list[dict]) -> dict:
             out[f"{server} {case}: smbring {channels} channels / 1"] = round(gbps / one, 2)
         elif not client.startswith("smbring"):
             out[f"{server} {case}: smbring 1 channel / {client}"] = round(one / gbps, 2)
+        signed = by.get(("smbring-signed", server, case, 1))
+        if client.startswith("smbprotocol") and signed:   # both signing every message
+            out[f"{server} {case}: smbring-signed / {client}"] = round(signed / gbps, 2)
     return out
 
 
@@ -351,7 +356,7 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
             print("skipping smbclient: not installed", file=sys.stderr)
             continue
         variants.append((client, 1))
-        if client.startswith("smbring") and args.channels > 1:
+        if client in ("smbring", "smbring-baseline") and args.channels > 1:
             variants.append((client, args.channels))
     pycache = tempfile.mkdtemp(prefix="smbring-bench-pycache-")
     try:
