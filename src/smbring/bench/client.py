@@ -267,16 +267,15 @@ def _terminate_as_interrupt(signum, frame):
 def run(args) -> int:
     links = None
     if args.links:
-        try:
-            rate = netlinks.rate_bits(args.link_rate)
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
         why = netlinks.available()
         if why:
             print(f"--links: {why}", file=sys.stderr)
             return 2
-        links = netlinks.Links(args.links, rate)
+        try:
+            links = netlinks.Links(args.links, netlinks.rate_bits(args.link_rate))
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
     share, upload = prepare(args.dir, args.size_mib)
     size = args.size_mib << 20
     download = os.path.join(args.dir, "client-download")
