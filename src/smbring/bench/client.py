@@ -14,52 +14,86 @@ same run, under the same load. The Python clients run with their modules' byteco
 a directory of the run's own, written by an untimed import before the first transfer), as an
 installed package has it: otherwise a checkout run with PYTHONDONTWRITEBYTECODE would compile
 smbring's sources in every timed run.
+
+On loopback (the default) there is one path with no rate of its own, so channels have nothing
+to add up. ``--links N --link-rate RATE`` instead runs the servers in a network namespace of
+their own and the clients in another, joined by N emulated links of RATE each way
+(``smbring.bench.netlinks``: veth pairs with a token-bucket limit). The servers list every
+link's address in FSCTL_QUERY_NETWORK_INTERFACE_INFO (smbd through ``interfaces =
+"ADDR;speed=RATE,capability=RSS"``, ``smbring serve`` listening on 0.0.0.0 lists the
+namespace's addresses); the clients connect to the first link, and smbring's binds its further
+channels to the others. Each record then also says which link carried how many bytes (the
+server ends' counters) and which addresses the client's channels were connected to. The
+namespaces and their links are removed afterwards, on an error or Ctrl-C too.
 """
 from __future__ import annotations
 
 import filecmp
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from smbring.bench.smbclient import PASSWORD, SMBD_CONF, USER, Smbd, Smbring, free_port, prepare, wait_port
+from smbring.bench import netlinks
+from smbring.bench.smbclient import (PASSWORD, SMBD_CONF, USER, Server, Smbd, Smbring, free_port,
+                                     prepare, wait_port)
 
 CASES = ("get", "put")
 
 SMBRING_CLIENT = """
 import asyncio, sys
 import smbring.client as sc
-async def main(port, case, local, channels):
-    async with await sc.connect("127.0.0.1", int(port), {user!r}, {password!r}, "bench",
-                                channels=int(channels)) as c:
+async def main(host, port, case, local, channels, sign):
+    async with await sc.connect(host, int(port), {user!r}, {password!r}, "bench",
+                                channels=int(channels), sign=sign == "signed") as c:
         if c.open_channels != int(channels):
             sys.exit(f"{{c.open_channels}} channels: {{c.multichannel_note}}")
         if case == "get":
             await c.get("bigfile", local)
         else:
             await c.put(local, "upload-smbring")
+        print("channel addresses:", " ".join(ch.address or host for ch in c.channels))
+        print(f"negotiated: dialect {{c.dialect:#x}}, signed {{c.keys.sign}}, "
+              f"sealed {{c.keys.encrypt}}, read {{c.io_size}}, write {{c.write_size}}, "
+              f"in flight {{c.depth}} per channel")
 asyncio.run(main(*sys.argv[1:]))
 """
 
 SMBPROTOCOL_CLIENT = """
 import sys, smbclient
-port, case, local = sys.argv[1:4]
-smbclient.register_session("127.0.0.1", username={user!r}, password={password!r}, port=int(port))
-remote = "//127.0.0.1/bench/" + ("bigfile" if case == "get" else "upload-smbprotocol")
-chunk = 1 << 20
+host, port, case, local, tuned = sys.argv[1:6]
+tuned = tuned == "large"
+# its defaults: every message signed (require_signing=True), through a 64 KiB BufferedReader/
+# Writer, here in 1 MiB calls; large: unbuffered, each call (so each READ or WRITE) as large as
+# the server allows. Signed either way: with require_signing=False smbprotocol 1.17 leaves its
+# SMB 3.1.1 TREE_CONNECT unsigned, which smbd and smbring refuse (ACCESS_DENIED). One request
+# at a time either way: smbprotocol waits for each answer before it sends the next request.
+session = smbclient.register_session(host, username={user!r}, password={password!r}, port=int(port))
+conn = session.connection
+remote = f"//{{host}}/bench/" + ("bigfile" if case == "get" else "upload-smbprotocol")
 if case == "get":
-    with smbclient.open_file(remote, "rb", port=int(port)) as src, open(local, "wb") as dst:
+    with smbclient.open_file(remote, "rb", port=int(port), buffering=0 if tuned else -1) as src, \
+            open(local, "wb") as dst:
+        chunk = conn.max_read_size if tuned else 1 << 20
         while data := src.read(chunk):
             dst.write(data)
 else:
-    with open(local, "rb") as src, smbclient.open_file(remote, "wb", port=int(port)) as dst:
+    with open(local, "rb") as src, \
+            smbclient.open_file(remote, "wb", port=int(port), buffering=0 if tuned else -1) as dst:
+        chunk = conn.max_write_size if tuned else 1 << 20
         while data := src.read(chunk):
-            dst.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[dst.write(view):]
+print(f"negotiated: dialect {{conn.dialect:#x}}, signed {{bool(session.signing_required)}}, "
+      f"sealed {{bool(session.encrypt_data)}}, read {{conn.max_read_size}}, "
+      f"write {{conn.max_write_size}}, chunk {{chunk}}, in flight 1")
 """
 
 
@@ -70,9 +104,18 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=3, help="runs per record; medians reported")
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
-                   help="comma-separated: smbring, smbclient, smbprotocol")
+                   help="comma-separated: smbring, smbring-signed (every message signed), "
+                        "smbclient, smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
+                        "calls), smbprotocol-large (signed, unbuffered, requests as large as the "
+                        "server allows)")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")
     p.add_argument("--port", type=int, default=4560, help="first of the ports used")
+    p.add_argument("--links", type=int, default=0, metavar="N",
+                   help="run over N emulated links (veth pairs between two network namespaces "
+                        "of the run's own, root only) instead of loopback; the servers list every "
+                        "link, smbring's client binds its channels to them")
+    p.add_argument("--link-rate", default="2gbit", metavar="RATE",
+                   help="with --links: each link's rate, each way (tc units: 500mbit, 2gbit)")
     p.add_argument("--baseline-src", default=None, metavar="DIR",
                    help="also run the smbring client found in DIR (the src directory of another "
                         "checkout, built) as client 'smbring-baseline', interleaved with this "
@@ -80,15 +123,21 @@ def add_arguments(p) -> None:
 
 
 class MultichannelSmbd(Smbd):
-    """smbd as bench.smbclient runs it, with multichannel on."""
+    """smbd as bench.smbclient runs it, with multichannel on; with `links`, inside their
+    server namespace, listening on and listing every link's address."""
 
-    def __init__(self, share: str, port: int, state: str):
+    def __init__(self, share: str, port: int, state: str, links: netlinks.Links | None = None):
         for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns"):
             os.makedirs(os.path.join(state, sub), exist_ok=True)
         conf = os.path.join(state, "smb.conf")
+        text = SMBD_CONF.format(state=state, share=share).replace(
+            "[bench]", "    server multi channel support = yes\n\n[bench]")
+        if links:
+            # the quotes keep each address's ";speed=...,capability=..." together (smb.conf(5))
+            listed = " ".join(f'"{a};speed={links.rate},capability=RSS"' for a in links.server_addresses)
+            text = text.replace("interfaces = 127.0.0.1", f"interfaces = {listed}")
         with open(conf, "w") as f:
-            f.write(SMBD_CONF.format(state=state, share=share).replace(
-                "[bench]", "    server multi channel support = yes\n\n[bench]"))
+            f.write(text)
         if os.geteuid() != 0:
             raise RuntimeError("smbd needs root for its user database")
         if subprocess.run(["id", USER], capture_output=True).returncode:
@@ -96,20 +145,58 @@ class MultichannelSmbd(Smbd):
         subprocess.run(["smbpasswd", "-c", conf, "-a", "-s", USER],
                        input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
         self.port = port
-        self.proc = subprocess.Popen(["smbd", "--foreground", "-s", conf, "-p", str(port)],
+        command = ["smbd", "--foreground", "-s", conf, "-p", str(port)]
+        self.proc = subprocess.Popen(links.in_server(command) if links else command,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port)
+        links.wait_listening(port) if links else wait_port(port)
 
 
-def _command(client: str, port: int, case: str, local: str, channels: int) -> list[str]:
-    if client in ("smbring", "smbring-baseline"):
+class LinkedSmbring(Server):
+    """`smbring serve` inside the links' server namespace, on 0.0.0.0: it lists every address
+    of that namespace but loopback, that is every link."""
+    name = "smbring"
+
+    def __init__(self, share: str, port: int, state: str, links: netlinks.Links):
+        passdb = os.path.join(state, "passdb")
+        os.makedirs(os.path.join(state, "run"), mode=0o700, exist_ok=True)
+        env = dict(os.environ, SMBRING_PASSDB=passdb)
+        smbring = [sys.executable, "-m", "smbring.cli"]
+        subprocess.run(smbring + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
+                       text=True, check=True, env=env, capture_output=True)
+        self.port = port
+        self.log = os.path.join(state, "smbring.log")
+        serve = smbring + ["serve", share, "--share", "bench", "--listen", f"0.0.0.0:{port}",
+                           "--passdb", passdb, "--log-level", "info",
+                           "--control-socket", os.path.join(state, "run", "control")]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(links.in_server(serve), stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=env)
+        try:
+            links.wait_listening(port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+
+def start_server(name: str, share: str, port: int, state: str, links: netlinks.Links | None) -> Server:
+    if name == "smbd":
+        return MultichannelSmbd(share, port, state, links)
+    if name == "smbring":
+        return LinkedSmbring(share, port, state, links) if links else Smbring(share, port, state)
+    raise KeyError(f"no server {name!r} (smbring, smbd)")
+
+
+def _command(client: str, host: str, port: int, case: str, local: str, channels: int) -> list[str]:
+    if client in ("smbring", "smbring-baseline", "smbring-signed"):
         code = SMBRING_CLIENT.format(user=USER, password=PASSWORD)
-        return [sys.executable, "-c", code, str(port), case, local, str(channels)]
-    if client == "smbprotocol":
+        return [sys.executable, "-c", code, host, str(port), case, local, str(channels),
+                "signed" if client == "smbring-signed" else "as-the-server-asks"]
+    if client in ("smbprotocol", "smbprotocol-large"):
         code = SMBPROTOCOL_CLIENT.format(user=USER, password=PASSWORD)
-        return [sys.executable, "-c", code, str(port), case, local]
+        return [sys.executable, "-c", code, host, str(port), case, local,
+                "large" if client == "smbprotocol-large" else "default"]
     command = "get bigfile " + local if case == "get" else f"put {local} upload-smbclient"
-    return ["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+    return ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
             "-m", "SMB3", "-c", command]
 
 
@@ -136,51 +223,142 @@ def warm_bytecode(clients, baseline_src: str | None, pycache: str) -> None:
 
 
 def run_once(client: str, port: int, case: str, local: str, channels: int,
-             baseline_src: str | None = None, pycache: str | None = None) -> tuple[float, float]:
-    """(seconds, client CPU seconds) of one transfer in a process of its own."""
+             baseline_src: str | None = None, pycache: str | None = None,
+             links: netlinks.Links | None = None) -> tuple[float, float, str]:
+    """(seconds, client CPU seconds, output) of one transfer in a process of its own (in the
+    links' client namespace with `links`: `ip netns exec` execs the client in its own place,
+    so wait4 still sees the client's CPU time)."""
     if case == "get" and os.path.exists(local):
         os.unlink(local)
     env = _environment(client, baseline_src, pycache)
+    host = links.server_addresses[0] if links else "127.0.0.1"
+    command = _command(client, host, port, case, local, channels)
     start = time.perf_counter()
-    proc = subprocess.Popen(_command(client, port, case, local, channels),
+    proc = subprocess.Popen(links.in_client(command) if links else command,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    output = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    try:
+        output = proc.stdout.read()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:        # Ctrl-C, SIGTERM: the client goes too (it may hold a namespace)
+        proc.kill()
+        proc.wait()
+        raise
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode or b"NT_STATUS" in output:
         raise RuntimeError(f"{client} {case}: {output.decode(errors='replace').strip()[-300:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_utime + usage.ru_stime, output.decode(errors="replace")
+
+
+def _reported(output: str, what: str) -> str:
+    """The rest of the line the client printed starting with `what:`, else ''."""
+    for line in output.splitlines():
+        if line.startswith(what + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM ends the run as Ctrl-C does: through the `finally`s that stop the servers and
+    remove the links."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args) -> int:
+    links = None
+    if args.links:
+        why = netlinks.available()
+        if why:
+            print(f"--links: {why}", file=sys.stderr)
+            return 2
+        try:
+            links = netlinks.Links(args.links, netlinks.rate_bits(args.link_rate))
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
     share, upload = prepare(args.dir, args.size_mib)
     size = args.size_mib << 20
     download = os.path.join(args.dir, "client-download")
     state = tempfile.mkdtemp(prefix="smbring-bench-client-")
     servers = []
     records = []
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        port = args.port
-        for name in args.servers.split(","):
-            port = free_port(port + 1)
-            try:
-                cls = {"smbring": Smbring, "smbd": MultichannelSmbd}[name]
-                servers.append(cls(share, port, os.path.join(state, name)))
-            except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
-                print(f"skipping server {name}: {e}", file=sys.stderr)
-        variants = []
-        clients = args.clients.split(",")
-        if args.baseline_src and "smbring" in clients:
-            clients.insert(clients.index("smbring"), "smbring-baseline")
-        for client in clients:
-            if client == "smbclient" and not shutil.which("smbclient"):
-                print("skipping smbclient: not installed", file=sys.stderr)
-                continue
-            variants.append((client, 1))
-            if client.startswith("smbring") and args.channels > 1:
-                variants.append((client, args.channels))
-        pycache = os.path.join(state, "pycache")
+        with contextlib.ExitStack() as cleanup:
+            # the links are removed after the servers in them are stopped (exits run in reverse)
+            cleanup.callback(shutil.rmtree, state, ignore_errors=True)
+            if links:
+                cleanup.enter_context(links)
+            cleanup.callback(lambda: [s.stop() for s in servers])
+            port = args.port
+            for name in args.servers.split(","):
+                port = free_port(port + 1)
+                try:
+                    servers.append(start_server(name, share, port, os.path.join(state, name), links))
+                except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
+                    print(f"skipping server {name}: {e}", file=sys.stderr)
+            records = _measure(args, servers, share, upload, download, size, links)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if os.path.exists(download):
+            os.unlink(download)
+    where = (f"{args.links} emulated links of {args.link_rate} each way" if links else "loopback")
+    ratios = _ratios(records)
+    if args.json:
+        print(json.dumps({"size_mib": args.size_mib, "network": where, "records": records,
+                          "ratios": ratios}, indent=2))
+        return 0
+    print(f"network: {where}")
+    for r in records:
+        extra = ""
+        if r.get("link_gib"):
+            extra = "  per link GiB " + "/".join(f"{g:.2f}" for g in r["link_gib"])
+        print(f"  {r['client']:<19} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
+              f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB{extra}")
+    seen = set()
+    for r in records:
+        if r.get("negotiated") and (r["client"], r["server"]) not in seen:
+            seen.add((r["client"], r["server"]))
+            print(f"  {r['client']} with {r['server']}: {r['negotiated']}")
+    for name, value in ratios.items():
+        print(f"  {name:<48}{value:>8}x")
+    return 0
+
+
+def _ratios(records: list[dict]) -> dict:
+    """smbring's N channels against its one, and its one against each other client, by
+    server and case (throughput)."""
+    by = {(r["client"], r["server"], r["case"], r["channels"]): r["gbps"] for r in records}
+    out = {}
+    for (client, server, case, channels), gbps in sorted(by.items()):
+        one = by.get(("smbring", server, case, 1))
+        if not one or not gbps:
+            continue
+        if client == "smbring" and channels > 1:
+            out[f"{server} {case}: smbring {channels} channels / 1"] = round(gbps / one, 2)
+        elif not client.startswith("smbring"):
+            out[f"{server} {case}: smbring 1 channel / {client}"] = round(one / gbps, 2)
+        signed = by.get(("smbring-signed", server, case, 1))
+        if client.startswith("smbprotocol") and signed:   # both signing every message
+            out[f"{server} {case}: smbring-signed / {client}"] = round(signed / gbps, 2)
+    return out
+
+
+def _measure(args, servers, share: str, upload: str, download: str, size: int,
+             links: netlinks.Links | None) -> list[dict]:
+    variants = []
+    clients = args.clients.split(",")
+    if args.baseline_src and "smbring" in clients:
+        clients.insert(clients.index("smbring"), "smbring-baseline")
+    for client in clients:
+        if client == "smbclient" and not shutil.which("smbclient"):
+            print("skipping smbclient: not installed", file=sys.stderr)
+            continue
+        variants.append((client, 1))
+        if client in ("smbring", "smbring-baseline") and args.channels > 1:
+            variants.append((client, args.channels))
+    pycache = tempfile.mkdtemp(prefix="smbring-bench-pycache-")
+    try:
         warm_bytecode([c for c, _ in variants], args.baseline_src, pycache)
         results: dict[tuple, list] = {}
         for _ in range(args.runs):
@@ -188,12 +366,14 @@ def run(args) -> int:
                 for server in servers:
                     for client, channels in variants:
                         local = download if case == "get" else upload
+                        before = links.server_bytes() if links else []
                         try:
-                            elapsed, cpu = run_once(client, server.port, case, local, channels,
-                                                    args.baseline_src, pycache)
+                            elapsed, cpu, output = run_once(client, server.port, case, local, channels,
+                                                            args.baseline_src, pycache, links)
                         except RuntimeError as e:
                             print(f"warning: {e}", file=sys.stderr)
                             continue
+                        carried = [b - a for a, b in zip(before, links.server_bytes())] if links else []
                         # every transfer is checked byte for byte (after the clock stopped)
                         moved = (download, os.path.join(share, "bigfile")) if case == "get" else \
                             (upload, os.path.join(share, "upload-" + client.split("-")[0]))
@@ -201,23 +381,25 @@ def run(args) -> int:
                             print(f"warning: {client} {case} from {server.name}: not byte-exact",
                                   file=sys.stderr)
                             continue
-                        results.setdefault((client, server.name, case, channels), []).append((elapsed, cpu))
-        gib = size / (1 << 30)
-        for (client, server, case, channels), runs in results.items():
-            records.append({"client": client, "server": server, "case": case, "channels": channels,
-                            "gbps": round(statistics.median(size / e / 1e9 for e, _ in runs), 3),
-                            "client_cpu_s_per_gib": round(statistics.median(c for _, c in runs) / gib, 3),
-                            "runs": len(runs)})
+                        results.setdefault((client, server.name, case, channels), []).append(
+                            (elapsed, cpu, carried, _reported(output, "channel addresses").split(),
+                             _reported(output, "negotiated")))
     finally:
-        for s in servers:
-            s.stop()
-        shutil.rmtree(state, ignore_errors=True)
-        if os.path.exists(download):
-            os.unlink(download)
-    if args.json:
-        print(json.dumps({"size_mib": args.size_mib, "records": records}, indent=2))
-        return 0
-    for r in records:
-        print(f"  {r['client']:<12} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
-              f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB")
-    return 0
+        shutil.rmtree(pycache, ignore_errors=True)
+    gib = size / (1 << 30)
+    records = []
+    for (client, server, case, channels), runs in results.items():
+        record = {"client": client, "server": server, "case": case, "channels": channels,
+                  "gbps": round(statistics.median(size / r[0] / 1e9 for r in runs), 3),
+                  "client_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / gib, 3),
+                  "runs": len(runs)}
+        if links:
+            # the bytes each link carried (both ways, headers included), median over the runs
+            record["link_gib"] = [round(statistics.median(r[2][i] for r in runs) / (1 << 30), 3)
+                                  for i in range(links.count)]
+        if runs[-1][3]:
+            record["channel_addresses"] = runs[-1][3]
+        if runs[-1][4]:
+            record["negotiated"] = runs[-1][4]
+        records.append(record)
+    return records

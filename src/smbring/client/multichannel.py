@@ -3,7 +3,9 @@
 After the first connection has logged on and connected its share, the client asks the server
 where else it can be reached (FSCTL_QUERY_NETWORK_INTERFACE_INFO, asked and answered under
 the session's signature, so that the addresses come from the server that holds the key), opens
-a connection to each address in turn, NEGOTIATEs there the same dialect, cipher and signing
+further connections spread over the listed addresses (one per address before any gets a second:
+channels are there to add up links; an address that does not answer, or where another server
+answers, is passed over; AddressPlan), NEGOTIATEs there the same dialect, cipher and signing
 algorithm with the same ClientGuid, checks that the same server (ServerGuid) answered, and
 binds it: a SESSION_SETUP with SMB2_SESSION_FLAG_BINDING, signed with the session's signing
 key, carrying a new NTLMv2 logon as the same user. The final response must be signed with the
@@ -23,6 +25,7 @@ binding) is a ProtocolError: someone in between is suspected, and nothing more i
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 
@@ -35,10 +38,15 @@ from smbring.client.session import Client, Negotiated, negotiate, validate_negot
 MAX_CHANNELS = 32         # connections per session the client opens at most (smbd allows 32)
 REOPEN_ATTEMPTS = 4       # tries to reopen one lost channel ...
 REOPEN_PAUSE = 0.1        # ... the first after this many seconds, each later one after twice the last
+CONNECT_TIMEOUT = 5.0     # seconds a listed address has to accept before the next one is tried
 
 
 class BindingRefused(Exception):
     """This connection cannot join the session (the server said no, or offers something else)."""
+
+
+class OtherServer(BindingRefused):
+    """Another server (another ServerGuid) answered at a listed address: the next is tried."""
 
 
 async def add_channels(client: Client, neg: Negotiated, count: int, user: str, password: str,
@@ -60,15 +68,10 @@ async def add_channels(client: Client, neg: Negotiated, count: int, user: str, p
     if not addresses:
         client.multichannel_note = "the server lists no address this client can use"
         return
+    plan = AddressPlan(addresses, client.channels[0].address or client.host)
     for i in range(count):
-        listed = addresses[i % len(addresses)]
         try:
-            channel = await _open_to(client, listed)
-            try:
-                await _bind(client, neg, channel, user, password, domain, ciphers, sign)
-            except BaseException:
-                await channel.close()
-                raise
+            channel = await _open_and_bind(client, plan, neg, user, password, domain, ciphers, sign)
         except (SMBError, BindingRefused) as e:
             client.multichannel_note = f"channel {i + 2} not bound: {e}"
             return
@@ -132,17 +135,65 @@ def usable_addresses(interfaces: list[m.NetworkInterface]) -> list[str]:
     return out
 
 
-async def _open_to(client: Client, listed: str) -> Channel:
-    """A connection to a listed address on the session's port; if that address does not
-    answer, to the address the first connection reached (the same server, by then checked)."""
-    timeout = client.channels[0].timeout
+class AddressPlan:
+    """Where the next channel goes. Channels are for aggregating links: each goes to the listed
+    address that carries the fewest channels so far (the first connection's counted), the
+    fastest listed first among equals, so that N channels over N addresses use one each. An
+    address that does not accept a connection within CONNECT_TIMEOUT, or where another server
+    answers, is not tried again; with none left, the channel goes where the first connection
+    went (the same server, by then checked)."""
+
+    def __init__(self, listed: list[str], first: str):
+        self.first = first
+        self.load = {_canonical(a): 0 for a in listed}       # listed order: fastest first
+        if _canonical(first) in self.load:
+            self.load[_canonical(first)] += 1
+        self.skipped: dict[str, str] = {}                    # address -> why it is not used
+
+    def candidates(self) -> list[str]:
+        live = [a for a in self.load if a not in self.skipped]
+        return sorted(live, key=lambda a: self.load[a])       # stable: listed order among equals
+
+    def used(self, address: str) -> None:
+        address = _canonical(address)
+        self.load[address] = self.load.get(address, 0) + 1
+
+
+def _canonical(address: str) -> str:
     try:
-        return await Channel.open(listed, client.port, timeout=timeout)
-    except OSError:
-        first = client.channels[0].address or client.host
-        if first == listed:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+async def _open_and_bind(client: Client, plan: AddressPlan, neg: Negotiated, user: str,
+                         password: str, domain: str, ciphers, sign: bool) -> Channel:
+    """A new channel bound to the session, to the plan's best address that takes it."""
+    timeout = client.channels[0].timeout
+    tries = [(address, False) for address in plan.candidates()] + [(plan.first, True)]
+    for address, last_resort in tries:
+        try:
+            channel = await asyncio.wait_for(Channel.open(address, client.port, timeout=timeout),
+                                             min(timeout, CONNECT_TIMEOUT))
+        except (OSError, asyncio.TimeoutError) as e:
+            if last_resort:
+                raise
+            plan.skipped[_canonical(address)] = f"not reachable ({e or type(e).__name__})"
+            continue
+        try:
+            await _bind(client, neg, channel, user, password, domain, ciphers, sign)
+        except OtherServer as e:
+            await channel.close()
+            if last_resort:
+                raise
+            plan.skipped[_canonical(address)] = str(e)
+            continue
+        except BaseException:
+            await channel.close()
             raise
-        return await Channel.open(first, client.port, timeout=timeout)
+        plan.used(address)
+        return channel
+    raise AssertionError("unreachable: the first address ends the loop")
 
 
 async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, password: str,
@@ -152,7 +203,7 @@ async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, 
                           sign, False, client.guid, client.io_size, multichannel=True,
                           write_size=client.write_size)
     if own.response.server_guid != first.response.server_guid:
-        raise BindingRefused("another server answered there (its ServerGuid differs)")
+        raise OtherServer("another server answered there (its ServerGuid differs)")
     if own.response.dialect != client.dialect or own.cipher != keys.cipher or \
             own.signing_algorithm != keys.signing_algorithm:
         raise BindingRefused("the server negotiated other algorithms on this connection")
