@@ -196,9 +196,11 @@ class Client:
 
     @property
     def read_depth(self) -> int:
-        """READs of `read_size` a download keeps in flight: twice the bytes of `depth` x
-        `io_size` per open channel (the server reads the next while one is on the wire and
-        one is being received), and never fewer than 2 per channel."""
+        """READs of `read_size` a download keeps in flight: `depth` per open channel when they
+        are io_size READs, else twice the bytes of `depth` x `io_size` (the server reads the
+        next while one is on the wire and one is being received), never fewer than 2."""
+        if self.read_size <= self.io_size:
+            return self.transfer_depth
         per_channel = max(2, -(-2 * self.depth * self.io_size // self.read_size))
         return per_channel * max(1, self.open_channels)
 
