@@ -144,22 +144,24 @@ def _short_on_the_socket(frame):
     return short_read(frame)
 
 
+@pytest.mark.parametrize("read_size", [MiB, 4 * MiB], ids=["1MiB-reads", "4MiB-reads"])
 @pytest.mark.parametrize("path", ["direct", "splice", "pool"])
 @pytest.mark.parametrize("lie, error", [(_longer, "asked for"), (_past_the_frame, "outside"),
                                         (_short_on_the_socket, "short read")],
                          ids=["longer-than-asked", "data-past-the-frame", "short"])
 def test_lying_read_on_each_data_path_writes_nothing(smbring_server, tampering_proxy, tmp_path,
-                                                     path, lie, error):
-    """1 MiB READs of a get, on each path their data may take (O_DIRECT from the receive
-    pool, spliced to the file, through the page cache): a READ response that lies about its
-    data is refused before any of it is written under a name, and no temporary is left."""
+                                                     path, lie, error, read_size):
+    """The READs of a get (1 MiB, and the larger ones a get asks for by default), on each path
+    their data may take (O_DIRECT from the receive pool, spliced to the file, through the
+    page cache): a READ response that lies about its data is refused before any of it is
+    written under a name, and no temporary is left."""
     srv = smbring_server()
-    (srv["share"] / "big").write_bytes(os.urandom(5 * MiB))
+    (srv["share"] / "big").write_bytes(os.urandom(5 * read_size))
     dest = tmp_path / "dest"
     dest.mkdir()
 
     def third_read(frame):
-        return is_read_ok(frame) and len(frame) > MiB
+        return is_read_ok(frame) and len(frame) > read_size
 
     seen = []
 
@@ -171,14 +173,15 @@ def test_lying_read_on_each_data_path_writes_nothing(smbring_server, tampering_p
         return frame
 
     async def go():
-        proxy, c = await through(tampering_proxy, srv, tamper)
+        proxy, c = await through(tampering_proxy, srv, tamper, read_size=read_size)
         c.direct, c.splice = path == "direct", path == "splice"
         try:
+            assert c.read_size == read_size
             with pytest.raises(sc.ProtocolError, match=error):
                 await c.get("big", str(dest / "big"))
             if path == "splice":
                 # the READs before the lie did go the spliced way
-                assert c.channels[0].spliced >= 2 * MiB
+                assert c.channels[0].spliced >= 2 * read_size
         finally:
             await c.close()
             await proxy.__aexit__(None, None, None)

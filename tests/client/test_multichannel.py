@@ -118,8 +118,8 @@ def test_a_lost_channel_s_requests_finish_on_the_others(smbring_server, tmp_path
     up = random_file(tmp_path / "up.bin", size)
 
     async def go():
-        # 1 MiB WRITEs (not 8 MiB): many in flight on each channel when it is lost
-        async with await connected(srv, channels=3, write_size=MiB) as c:
+        # 1 MiB WRITEs and READs (not 8 and 4 MiB): many in flight on each channel when it is lost
+        async with await connected(srv, channels=3, write_size=MiB, read_size=MiB) as c:
             assert c.open_channels == 3
             first = c.channels[lost]
             await while_losing(c, lost, 4, c.put(str(up), "big.bin"))
@@ -155,8 +155,8 @@ def test_a_channel_killed_by_the_kernel_is_reopened(smbring_server, tmp_path):
     up = random_file(tmp_path / "up.bin", size)
 
     async def go():
-        # 1 MiB WRITEs (not 8 MiB): many in flight on each channel when it is killed
-        async with await connected(srv, channels=4, write_size=MiB) as c:
+        # 1 MiB WRITEs and READs (not 8 and 4 MiB): many in flight on each channel when it is killed
+        async with await connected(srv, channels=4, write_size=MiB, read_size=MiB) as c:
             assert c.open_channels == 4
             await while_losing(c, 1, 3, c.put(str(up), "big.bin"),
                                kill_channel(c, srv["port"], 1, 3))
@@ -180,7 +180,7 @@ def test_reopening_gives_up_after_a_bounded_number_of_attempts(smbring_server, t
 
     async def go():
         # 1 MiB WRITEs: 24 of them, so that the lost channel has some in flight after 2 answers
-        async with await connected(srv, channels=3, write_size=MiB) as c:
+        async with await connected(srv, channels=3, write_size=MiB, read_size=MiB) as c:
             c.rebinder.pause = 0.01
             c.port = free_port()                  # nothing listens there
             await while_losing(c, 2, 2, c.put(str(up), "big.bin"))

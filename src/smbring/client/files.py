@@ -160,26 +160,36 @@ class RemoteFile:
             return offset, length, Spliced(r.spliced)
         return offset, length, m.parse_read(r.message, length)
 
-    async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True) -> int:
+    async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True,
+                      chunk_size: int | None = None, depth: int | None = None) -> int:
         """Reads [offset, offset+length) with READs pipelined, handing each chunk to
         sink(offset, data) in file order; returns the bytes read. With `exact` every byte must
         come (a short READ is a ProtocolError: the server said the file had them). Without it,
         the data may end early, but only once: a chunk after a short one must be empty.
         A sink with a `splice_fd` (a file the data goes to at the same offsets) may receive,
         instead of the data, Spliced(n): the n bytes went socket -> pipe -> that file directly
-        (only for responses that are neither signed nor sealed)."""
+        (only for responses that are neither signed nor sealed).
+        chunk_size, depth: bytes per READ and READs in flight (default: the client's io_size
+        and transfer depth); a chunk_size above what the client negotiated (read_size) is
+        lowered to it, and each READ to what the server's credit window lets through."""
         self._check_open()
-        size = self._client.io_size
-        keys = self._client.keys
+        client = self._client
+        if chunk_size is not None:
+            chunk_size = max(1, min(chunk_size, max(client.io_size, client.read_size)))
+        keys = client.keys
         into = getattr(sink, "splice_fd", None) if self._client.splice and \
             not (keys.sign or keys.encrypt) else None
         state = {"end": None, "total": 0}
 
         def jobs():
-            for start in range(offset, offset + length, size):
+            start = offset
+            while start < offset + length:
                 if state["end"] is not None:
                     return          # the end of the file is known: ask no further
-                yield self._read_chunk(start, min(size, offset + length - start), into)
+                size = client.io_size if chunk_size is None else client.fitting(chunk_size)
+                n = min(size, offset + length - start)
+                yield self._read_chunk(start, n, into)
+                start += n
 
         def take(result):
             start, asked, data = result
@@ -198,7 +208,7 @@ class RemoteFile:
                 return sink(start, data)
             return None
 
-        await pipelined(jobs(), self._client.transfer_depth, take)
+        await pipelined(jobs(), client.transfer_depth if depth is None else max(1, depth), take)
         return state["total"]
 
     async def write(self, data) -> int:
@@ -243,7 +253,7 @@ class RemoteFile:
             start = offset
             while start < offset + length:
                 # large WRITEs only as far as the server's credit window lets them through
-                size = client.io_size if chunk_size is None else client.fitting_write(chunk_size)
+                size = client.io_size if chunk_size is None else client.fitting(chunk_size)
                 n = min(size, offset + length - start)
                 chunk = source(start, n)
                 if len(chunk) != n:

@@ -15,14 +15,18 @@ from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
 
-DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ (and per WRITE sent from a buffer)
+DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ of RemoteFile.read (and per WRITE sent from a buffer)
+# bytes per READ of a download (get): most of a download's CPU in user space is per READ (the
+# request, its future, the chunk's way to the file sink); 4 MiB READs took about half the
+# user CPU of 1 MiB ones against smbd, with the same kernel cost (one copy from the socket)
+DEFAULT_READ_SIZE = 4 * 1024 * 1024
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
 # bytes per WRITE that put sends with sendfile (neither signed nor sealed): much of an upload's
 # cost is per request on both ends (the request, a server's interim and final answers, the
 # client's Python); against smbd, 8 MiB WRITEs took 0.47x the client CPU of 1 MiB ones
 DEFAULT_WRITE_SIZE = 8 * 1024 * 1024
 LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
-SINK_HOLDS = 40                   # READ responses a download's file sink may hold at once
+SINK_HOLDS = 40 * 1024 * 1024     # bytes of READ responses a download's file sink may hold
 FILE_LIST_DIRECTORY = 0x1
 
 
@@ -47,11 +51,12 @@ class Client:
     bound to the session: see ``connect(channels=N)``). Use ``connect()``."""
 
     def __init__(self, channel: Channel, host: str, share: str, *, io_size: int, depth: int,
-                 write_size: int = DEFAULT_WRITE_SIZE):
+                 write_size: int = DEFAULT_WRITE_SIZE, read_size: int = DEFAULT_READ_SIZE):
         self._channels = [channel]      # the first is the one that logged on
         self.host, self.share = host, share
         self.io_size, self.depth = io_size, depth
         self.write_size = write_size    # bytes per WRITE of a sendfile upload
+        self.read_size = read_size      # bytes per READ of a download
         self.dialect = 0
         self.keys = SessionKeys()
         self.tree_id = 0
@@ -112,9 +117,15 @@ class Client:
     def open_channels(self) -> int:
         return sum(1 for c in self._channels if not c.closed)
 
+    def _adopt(self, channel: Channel) -> None:
+        """What every channel of the session shares: the receive buffers, and the largest frame
+        accepted (a READ of read_size goes on whichever channel is least busy)."""
+        channel.pool = self.pool
+        channel.frame_limit = max(channel.frame_limit, self._channels[0].frame_limit)
+
     def add_channel(self, channel: Channel) -> None:
         """A connection bound to this session (its keys set): transfers use it from now on."""
-        channel.pool = self.pool
+        self._adopt(channel)
         self._channels.append(channel)
         for c in self._channels:
             c.on_lost = self._channel_lost
@@ -144,7 +155,7 @@ class Client:
             if self._closing:
                 await channel.close()
                 return
-            channel.pool = self.pool
+            self._adopt(channel)
             channel.on_lost = self._channel_lost
             self._channels[self._channels.index(lost)] = channel
             self.reopened += 1
@@ -183,14 +194,27 @@ class Client:
         per_channel = max(2, -(-self.depth * self.io_size // self.write_size))
         return per_channel * max(1, self.open_channels)
 
-    def fitting_write(self, size: int) -> int:
-        """The bytes of the next WRITE of an upload that asks for `size` (write_size): no more
-        than half the credit window the server has opened on each channel, so that two fit at
-        once (a server that grants 40 credits never lets an 8 MiB WRITE, 128 credits, through);
-        never less than io_size (what every transfer needs anyway)."""
+    @property
+    def read_depth(self) -> int:
+        """READs of `read_size` a download keeps in flight: `depth` per open channel when they
+        are io_size READs, else twice the bytes of `depth` x `io_size` (the server reads the
+        next while one is on the wire and one is being received), never fewer than 2."""
+        if self.read_size <= self.io_size:
+            return self.transfer_depth
+        per_channel = max(2, -(-2 * self.depth * self.io_size // self.read_size))
+        return per_channel * max(1, self.open_channels)
+
+    def fitting(self, size: int) -> int:
+        """The bytes of the next large READ or WRITE of a transfer that asks for `size`
+        (read_size, write_size): no more than half the credit window the server has opened on
+        each channel, so that two fit at once (a server that grants 40 credits never lets an
+        8 MiB WRITE, 128 credits, through); never less than io_size (what every transfer needs
+        anyway)."""
         room = min((c.credits_held for c in self._channels if not c.closed), default=0)
         fits = room // 2 * 65536 if self._channels[0].multi_credit else size
         return min(size, max(self.io_size, fits))
+
+    fitting_write = fitting
 
     def _open_channel(self) -> Channel | None:
         return next((c for c in self._channels if not c.closed), None)
@@ -328,7 +352,7 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                   dialects=wire.DIALECTS, ciphers=security.CIPHER_PREFERENCE,
                   allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
                   depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1,
-                  write_size: int = DEFAULT_WRITE_SIZE) -> Client:
+                  write_size: int = DEFAULT_WRITE_SIZE, read_size: int = DEFAULT_READ_SIZE) -> Client:
     """Connects, logs on as `user` with NTLMv2 and connects to `share`.
 
     sign: insist on signed messages even when the server does not ask for it;
@@ -340,22 +364,28 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     (``Client.multichannel_note`` says why);
     io_size: bytes per READ, and per WRITE sent from a buffer (signed, sealed, RemoteFile.write);
     write_size: bytes per WRITE of an upload sent with sendfile (neither signed nor sealed);
-    both lowered to what the server allows.
+    read_size: bytes per READ of a download (get);
+    all three lowered to what the server allows.
     """
     if channels < 1:
         raise ValueError("channels must be at least 1")
     channel = await Channel.open(host, port, timeout=timeout)
-    client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size)
+    client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size,
+                    read_size=read_size)
     client.port = port
     try:
         negotiated = await negotiate(channel, dialects, ciphers, sign, encrypt, client.guid,
-                                     io_size, multichannel=channels > 1, write_size=write_size)
+                                     io_size, multichannel=channels > 1, write_size=write_size,
+                                     read_size=read_size)
         client.dialect = negotiated.response.dialect
         client.io_size = negotiated.io_size
         client.write_size = negotiated.write_size
+        client.read_size = negotiated.read_size
         # READ responses land in these: those in flight on every channel, and those the file
-        # sink holds while the disk writes (FileSink: BATCH chunks x MAX_WRITING + 1 batches)
-        client.pool = channel.pool = ReceivePool(channel.frame_limit, depth * channels + SINK_HOLDS)
+        # sink holds while the disk writes (FileSink.HOLDS bytes)
+        in_flight = max(depth, client.read_depth)
+        client.pool = channel.pool = ReceivePool(
+            channel.frame_limit, in_flight * channels + -(-SINK_HOLDS // channel.frame_limit))
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)
@@ -375,17 +405,19 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
 class Negotiated:
     def __init__(self, response: m.NegotiateResponse, preauth: security.PreauthIntegrity,
                  cipher: int, signing_algorithm: int, offered: tuple, io_size: int,
-                 write_size: int):
+                 write_size: int, read_size: int | None = None):
         self.response, self.preauth = response, preauth
         self.cipher, self.signing_algorithm = cipher, signing_algorithm
         self.offered = offered        # (capabilities, guid, security mode, dialects) sent
         self.io_size = io_size        # the READ (and buffered WRITE) size this connection allows
         self.write_size = write_size  # the sendfile WRITE size this connection allows
+        self.read_size = io_size if read_size is None else read_size   # a download's READs
 
 
 async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bool, guid: bytes,
                     io_size: int, multichannel: bool = False,
-                    write_size: int = DEFAULT_WRITE_SIZE) -> Negotiated:
+                    write_size: int = DEFAULT_WRITE_SIZE,
+                    read_size: int = DEFAULT_READ_SIZE) -> Negotiated:
     """NEGOTIATE on a new connection; sets its credit mode and frame limit."""
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     capabilities = wire.CAP_LARGE_MTU | (wire.CAP_ENCRYPTION if ciphers else 0)
@@ -430,9 +462,12 @@ async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bo
     io_size = max(4096, min(io_size, largest))
     # WRITEs only need MaxWriteSize (responses to them are small: the frame limit stays)
     write_size = max(4096, min(write_size, neg.max_write if channel.multi_credit else largest))
-    channel.frame_limit = max(io_size, LISTING_BUFFER) + FRAME_SLACK
+    # a download's READs need MaxReadSize only (and a frame that large: the frame limit grows)
+    read_size = max(io_size, min(read_size, neg.max_read if channel.multi_credit else largest))
+    channel.frame_limit = max(io_size, read_size, LISTING_BUFFER) + FRAME_SLACK
     return Negotiated(neg, preauth, cipher, algorithm,
-                      (capabilities, guid, security_mode, tuple(dialects)), io_size, write_size)
+                      (capabilities, guid, security_mode, tuple(dialects)), io_size, write_size,
+                      read_size)
 
 
 async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user: str,
