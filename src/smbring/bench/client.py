@@ -102,6 +102,10 @@ def add_arguments(p) -> None:
                    help="ext4 directory for the share and the local files (not tmpfs)")
     p.add_argument("--size-mib", type=int, default=512, help="size of the file moved")
     p.add_argument("--runs", type=int, default=3, help="runs per record; medians reported")
+    p.add_argument("--put-over-existing", action="store_true",
+                   help="put over the previous run's upload (smbclient then overwrites in place, "
+                        "smbring's client writes a new file and renames it); default: each put "
+                        "writes a new file")
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
                    help="comma-separated: smbring, smbring-signed (every message signed), "
@@ -344,6 +348,18 @@ def _ratios(records: list[dict]) -> dict:
     return out
 
 
+def _remove_upload(share: str, client: str) -> None:
+    """The client's previous upload removed, untimed, so every put writes a new file, as a
+    first upload does: smbclient overwrites an existing file in place, where smbring's client
+    writes a new file and renames it over the old one (a put is complete or absent), and on
+    a virtual machine writing into pages just freed by the overwritten file costs far less
+    than into fresh ones, which compared the two page-cache cases rather than the clients."""
+    target = os.path.join(share, "upload-" + client.split("-")[0])
+    if os.path.exists(target):
+        os.unlink(target)
+        os.sync()
+
+
 def _measure(args, servers, share: str, upload: str, download: str, size: int,
              links: netlinks.Links | None) -> list[dict]:
     variants = []
@@ -366,6 +382,8 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                 for server in servers:
                     for client, channels in variants:
                         local = download if case == "get" else upload
+                        if case == "put" and not args.put_over_existing:
+                            _remove_upload(share, client)
                         before = links.server_bytes() if links else []
                         try:
                             elapsed, cpu, output = run_once(client, server.port, case, local, channels,
