@@ -155,38 +155,11 @@ class MultichannelSmbd(Smbd):
         links.wait_listening(port) if links else wait_port(port)
 
 
-class LinkedSmbring(Server):
-    """`smbring serve` inside the links' server namespace, on 0.0.0.0: it lists every address
-    of that namespace but loopback, that is every link."""
-    name = "smbring"
-
-    def __init__(self, share: str, port: int, state: str, links: netlinks.Links):
-        passdb = os.path.join(state, "passdb")
-        os.makedirs(os.path.join(state, "run"), mode=0o700, exist_ok=True)
-        env = dict(os.environ, SMBRING_PASSDB=passdb)
-        smbring = [sys.executable, "-m", "smbring.cli"]
-        subprocess.run(smbring + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
-                       text=True, check=True, env=env, capture_output=True)
-        self.port = port
-        self.log = os.path.join(state, "smbring.log")
-        serve = smbring + ["serve", share, "--share", "bench", "--listen", f"0.0.0.0:{port}",
-                           "--passdb", passdb, "--log-level", "info",
-                           "--control-socket", os.path.join(state, "run", "control")]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(links.in_server(serve), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=env)
-        try:
-            links.wait_listening(port)
-        except RuntimeError:
-            self.stop()
-            raise
-
-
 def start_server(name: str, share: str, port: int, state: str, links: netlinks.Links | None) -> Server:
     if name == "smbd":
         return MultichannelSmbd(share, port, state, links)
     if name == "smbring":
-        return LinkedSmbring(share, port, state, links) if links else Smbring(share, port, state)
+        return Smbring(share, port, state, links=links)
     raise KeyError(f"no server {name!r} (smbring, smbd)")
 
 

@@ -188,7 +188,11 @@ class Smbd(Server):
 class Smbring(Server):
     name = "smbring"
 
-    def __init__(self, share: str, port: int, state: str, read_path: str = "auto", workers: int = 1):
+    def __init__(self, share: str, port: int, state: str, read_path: str = "auto", workers: int = 1,
+                 links=None):
+        """`smbring serve` of `share` on loopback, or with `links` (bench.netlinks.Links) inside
+        their server namespace on 0.0.0.0, where it lists every address but loopback, that is
+        every link."""
         passdb = os.path.join(state, "passdb")
         if workers > 1:
             self.name = f"smbring-w{workers}"
@@ -199,12 +203,19 @@ class Smbring(Server):
                        text=True, check=True, env=env, capture_output=True)
         self.port = port
         self.log = os.path.join(state, "smbring.log")
-        self.proc = subprocess.Popen(
-            smbring + ["serve", share, "--share", "bench", "--listen", f"127.0.0.1:{port}",
-                       "--passdb", passdb, "--log-level", "info", "--read-path", read_path,
-                       "--workers", str(workers), "--control-socket", os.path.join(state, "run", "control")],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        wait_port(port)
+        host = "0.0.0.0" if links else "127.0.0.1"
+        serve = smbring + ["serve", share, "--share", "bench", "--listen", f"{host}:{port}",
+                           "--passdb", passdb, "--log-level", "info", "--read-path", read_path,
+                           "--workers", str(workers), "--control-socket", os.path.join(state, "run", "control")]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(links.in_server(serve) if links else serve, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            links.wait_listening(port) if links else wait_port(port)
+        except RuntimeError:
+            if links:
+                self.stop()
+            raise
         self.configured = read_path
 
     def path_counts(self) -> dict[str, int]:
