@@ -136,7 +136,7 @@ class Connection:
         self.force_unacked_timeout = False     # breaks count as never delivered (smb.breaks)
         self.outbox: list = []   # effects produced outside handle_frame (late answers, Forget)
         self.on_output = None    # called when the outbox fills outside handle_frame
-        self._seal_bufs = None
+        self._read_buf = self._seal_buf = None    # (_plain_buffer, _sealed_buffer)
         self._background: set[tuple[int, int, int]] = set()   # (fd, start, end) of background Writes
         self.frame_commands: list[int] = []      # the commands of the last frame (for metrics)
         self.closed = False                      # close_all() has run
@@ -402,27 +402,27 @@ class Connection:
 
     def _read_response(self, response, signed: bool, sealed_by):
         """A lone READ's response (steps): unsigned, its data stays in the file for the shell to
-        move (passed through untouched); signed, read into memory and signed; sealed, read
-        straight into a reused plaintext buffer and sealed into another (the previous
-        response has been sent by the time the next frame is handled, so two buffers serve
-        the connection)."""
+        move (passed through untouched); signed or sealed, the header and the data are read
+        into one reused buffer (the previous response has been sent by the time the next
+        frame is handled), then signed there, over exactly the bytes then sent, or sealed
+        into a second buffer."""
         req, rhdr, payload = response
         seal = self._seal_for([response], sealed_by)
         if seal is None and not self._must_sign(rhdr, signed):
             head = self._finish(req, rhdr, payload.prefix)
             return [Send(bytes(head), payload.range, splice_safe=payload.splice_safe,
                          read_path=payload.read_path)]
-        if seal is None:
-            body = yield from self._read(payload.range, payload.prefix, rhdr)
-            return self._responses([(req, rhdr, body)], [signed], None)
         head = self._finish(req, rhdr, payload.prefix)
         r = payload.range
-        plain, sealed = self._seal_buffers(len(head) + r.length)
+        plain = self._plain_buffer(len(head) + r.length)
         plain[:len(head)] = head
         result = yield ReadInto(r, plain[len(head):])
         if isinstance(result, BaseException):
             return self._responses([(req, rhdr, self._failed(rhdr, result))], [signed], sealed_by)
-        return [self._sealed(seal, plain, sealed)]
+        if seal is None:
+            self._sign(plain, rhdr, signed, None)
+            return [Send(self._checked(plain))]
+        return [self._sealed(seal, plain, self._sealed_buffer(len(plain)))]
 
     def _seal_for(self, out, sealed_by) -> Session | None:
         """The session whose key seals the responses: the request's, or one that encrypts all
@@ -568,14 +568,19 @@ class Connection:
                     else areq.hdr.message_id == hdr.message_id and not areq.orphaned):
                 self.cancel_async(areq)
 
-    def _seal_buffers(self, size: int) -> tuple[memoryview, memoryview]:
-        """Page-aligned buffers for an encrypted READ's plaintext and ciphertext, kept for the
-        connection's next ones (anonymous memory: no file behind them)."""
-        if self._seal_bufs is None or len(self._seal_bufs[0]) < size:
-            cap = max(size, 1 << 20) + 4096
-            self._seal_bufs = (mmap.mmap(-1, cap), mmap.mmap(-1, cap + 16))
-        plain, sealed = self._seal_bufs
-        return memoryview(plain)[:size], memoryview(sealed)
+    def _plain_buffer(self, size: int) -> memoryview:
+        """A page-aligned buffer for a signed or sealed READ's response, kept for the
+        connection's next ones (anonymous memory: no file behind it; its pages, once touched,
+        are not faulted in again for every response)."""
+        if self._read_buf is None or len(self._read_buf) < size:
+            self._read_buf = mmap.mmap(-1, max(size, 1 << 20) + 4096)
+        return memoryview(self._read_buf)[:size]
+
+    def _sealed_buffer(self, size: int) -> memoryview:
+        """Where a sealed READ's ciphertext is written (size + 16: the tag), kept as above."""
+        if self._seal_buf is None or len(self._seal_buf) < size + 16:
+            self._seal_buf = mmap.mmap(-1, max(size, 1 << 20) + 4096 + 16)
+        return memoryview(self._seal_buf)
 
     def _sealed(self, session: Session, plaintext, out=None) -> Send:
         transform, ciphertext = security.encrypt(self.cipher, session.encrypt_key, session.id,

@@ -12,7 +12,7 @@ import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from smbring.smb import wire
@@ -42,29 +42,58 @@ def algorithm_for(dialect: int) -> int:
 SIGNING_PREFERENCE = (AES_GMAC, AES_CMAC, HMAC_SHA256)
 
 
-def _gmac_nonce(message) -> bytes:
+def _gmac_nonce(header) -> bytes:
     """MessageId, then a bit for responses and one for CANCEL requests (MS-SMB2 3.1.4.1)."""
-    message_id = bytes(message[24:32])
-    flags, command = struct.unpack_from("<I", message, 16)[0], struct.unpack_from("<H", message, 12)[0]
+    message_id = bytes(header[24:32])
+    flags, command = struct.unpack_from("<I", header, 16)[0], struct.unpack_from("<H", header, 12)[0]
     role = (1 if flags & wire.FLAGS_SERVER_TO_REDIR else 0) | (2 if command == wire.CANCEL else 0)
     return message_id + struct.pack("<I", role)
 
 
+# Up to this size a message is MACed as one zeroed copy; past it in two parts, its header (64
+# bytes, the signature zeroed) then the rest as a view of the caller's buffer: a READ's or
+# WRITE's megabytes are not copied (a fresh large copy also costs a page fault per 4 KiB), and
+# the two-part MAC's fixed cost (a streaming GCM context: ~4 us more than AESGCM) is repaid.
+_ONE_PIECE_MAX = 16 << 10
+_NO_SIGNATURE = bytes(16)
+
+
 def sign(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
-    """The 16-byte signature of one message, computed with its signature field zeroed."""
-    data = bytearray(message)
-    data[48:64] = b"\0" * 16
+    """The 16-byte signature of one message, computed with its signature field zeroed (the
+    message itself is not changed)."""
+    view = memoryview(message).cast("B")
+    if len(view) <= _ONE_PIECE_MAX:
+        data = bytearray(view)
+        data[48:64] = _NO_SIGNATURE
+        if algorithm == HMAC_SHA256:
+            return hmac.new(key, data, hashlib.sha256).digest()[:16]
+        if algorithm == AES_GMAC:
+            return AESGCM(key).encrypt(_gmac_nonce(data), b"", data)
+        c = cmac.CMAC(algorithms.AES(key))
+        c.update(data)
+        return c.finalize()
+    header = bytearray(view[:64])
+    header[48:64] = _NO_SIGNATURE
+    header, rest = bytes(header), view[64:]
     if algorithm == HMAC_SHA256:
-        return hmac.new(key, bytes(data), hashlib.sha256).digest()[:16]
-    if algorithm == AES_GMAC:
-        return AESGCM(key).encrypt(_gmac_nonce(data), b"", bytes(data))
+        h = hmac.new(key, header, hashlib.sha256)
+        h.update(rest)
+        return h.digest()[:16]
+    if algorithm == AES_GMAC:     # GMAC: GCM with everything as additional data, no plaintext
+        gcm = Cipher(algorithms.AES(key), modes.GCM(_gmac_nonce(header))).encryptor()
+        gcm.authenticate_additional_data(header)
+        gcm.authenticate_additional_data(rest)
+        gcm.finalize()
+        return gcm.tag
     c = cmac.CMAC(algorithms.AES(key))
-    c.update(bytes(data))
+    c.update(header)
+    c.update(rest)
     return c.finalize()
 
 
-def apply_signature(algorithm: int, key: bytes, message: bytearray) -> None:
-    """Sets SMB2_FLAGS_SIGNED and writes the signature into a packed message."""
+def apply_signature(algorithm: int, key: bytes, message: bytearray | memoryview) -> None:
+    """Sets SMB2_FLAGS_SIGNED and writes the signature into a packed message (a bytearray or a
+    writable view: signed where it lies, the bytes that are then sent)."""
     flags = struct.unpack_from("<I", message, 16)[0] | wire.FLAGS_SIGNED
     struct.pack_into("<I", message, 16, flags)
     message[48:64] = sign(algorithm, key, message)
@@ -141,13 +170,28 @@ def parse_transform(buf) -> tuple[int, int]:
     return session_id, size
 
 
-def decrypt(cipher: int, key: bytes, buf) -> bytes:
+def decrypt(cipher: int, key: bytes, buf) -> bytearray:
+    """The message a transform header and its ciphertext carry, authenticated. The ciphertext
+    is read where it lies: AES-GCM decrypts it in one pass into the result (the tag, which
+    comes before it, checked at the end, before anything is returned); AES-CCM, which has no
+    streaming form here, needs it joined to its tag once."""
     _p, signature, nonce, size, _r, _flags, _sid = _TRANSFORM.unpack_from(buf, 0)
-    ciphertext = bytes(buf[52:])
+    view = memoryview(buf).cast("B")
+    ciphertext, aad = view[52:], bytes(view[20:52])
     if len(ciphertext) != size:
         raise DecryptError("transform size mismatch")
+    plaintext = bytearray(size)
     try:
-        return _aead(cipher, key).decrypt(nonce[:_nonce_size(cipher)], ciphertext + signature,
-                                          bytes(buf[20:52]))
+        if cipher in (AES_128_GCM, AES_256_GCM):
+            gcm = Cipher(algorithms.AES(key), modes.GCM(nonce[:12], signature)).decryptor()
+            gcm.authenticate_additional_data(aad)
+            gcm.update_into(ciphertext, plaintext)
+            gcm.finalize()
+        else:
+            joined = bytearray(size + 16)
+            joined[:size] = ciphertext
+            joined[size:] = signature
+            AESCCM(key, tag_length=16).decrypt_into(nonce[:11], joined, aad, plaintext)
     except InvalidTag:
         raise DecryptError("message failed authentication") from None
+    return plaintext
