@@ -130,7 +130,7 @@ class PosixVFS:
         return fd, parts[-1]
 
     def stat(self, parts: list[str]) -> os.stat_result:
-        fd = self.open(parts, os.O_PATH)
+        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, BENEATH)
         try:
             return os.fstat(fd)
         finally:
