@@ -280,8 +280,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 pass
             check_veto(tree.names, parts)      # as spelled on disk too
     parent_sd = None        # a new file's directory's stored descriptor (not a stream's)
-    if not exists and stream is None:
-        parent_is_dir, parent_sd = parent_metadata(fs, parts)
+    if not exists and stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+        parent_is_dir, parent_sd = parent_metadata(fs, parts)     # (read where a file may be made)
     else:
         parent_is_dir = exists or len(parts) <= 1 or parent_is_directory(fs, parts)
     if not exists and len(parts) > 1 and not parent_is_dir:
@@ -548,7 +548,7 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     create contexts."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
-    extra = encode_create_contexts(answers)
+    extra = encode_create_contexts(answers) if answers else b""
     return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos, write_ns) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
         attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \
