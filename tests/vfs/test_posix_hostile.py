@@ -285,3 +285,25 @@ def test_a_store_entry_no_client_could_make_is_left_alone(share):
     (root / STREAMS_DIR / sid / "ok").write_text("x")
     vfs.remove_streams(sid)
     assert os.listdir(root / STREAMS_DIR / sid) == ["a:b"]
+
+
+def test_a_stat_in_the_root_follows_links_only_beneath_it(share, tmp_path):
+    """One name in the root is looked up without following it; a link there is still
+    resolved beneath the root (refused where it leads out), as a longer path is."""
+    root, vfs = share
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f").write_text("outside")
+    os.symlink(tmp_path / "outside", root / "out")
+    os.symlink(tmp_path / "outside" / "f", root / "out-file")
+    os.symlink("../share/file.txt", root / "in-by-the-way-out")
+    os.symlink("file.txt", root / "in")
+    for name in ("out", "out-file", "in-by-the-way-out"):
+        with pytest.raises(OSError) as e:
+            vfs.stat([name])
+        assert e.value.errno in (errno.EXDEV, errno.ELOOP)
+    assert vfs.stat(["in"]).st_ino == os.stat(root / "file.txt").st_ino
+    assert vfs.stat(["file.txt"]).st_ino == os.stat(root / "file.txt").st_ino
+    assert vfs.stat([]).st_ino == os.stat(root).st_ino
+    assert stat.S_ISFIFO(vfs.stat(["fifo"]).st_mode)
+    with pytest.raises(FileNotFoundError):
+        vfs.stat(["missing"])

@@ -130,6 +130,13 @@ class PosixVFS:
         return fd, parts[-1]
 
     def stat(self, parts: list[str]) -> os.stat_result:
+        if len(parts) <= 1:
+            # the root itself or one name in it: the lookup resolves nothing but that entry, so
+            # fstatat not following it is the very lookup openat2 makes beneath the root (one
+            # system call, not three); a symlink there is resolved beneath the root below
+            st = os.stat(self.rel(parts), dir_fd=self.root_fd, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode):
+                return st
         fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, BENEATH)
         try:
             return os.fstat(fd)
