@@ -68,21 +68,6 @@ def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
         fs.close_file(fd)
 
 
-def stored_metadata(fs: FileSystem, parts: list[str]) -> tuple["acl.Descriptor | None", DosInfo | None]:
-    """The stored security descriptor and DOS information of an existing file (one open for
-    both); (None, None) when it cannot be opened."""
-    try:
-        fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        return None, None
-    try:
-        return sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
-    except OSError:
-        return None, None
-    finally:
-        fs.close_file(fd)
-
-
 def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bool):
     """An existing file's stored security descriptor and DOS information, read through one
     open of it: (fd and stat, descriptor, DOS information), with ((None, None), None, None)
