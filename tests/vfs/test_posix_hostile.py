@@ -13,7 +13,10 @@ from smbring.vfs import posix
 from smbring.vfs.posix import STREAM_ID_XATTR, STREAMS_DIR, PathError, PosixVFS, split_path, split_stream
 
 FLAGS = {"read": os.O_RDONLY, "write": os.O_WRONLY, "read-write": os.O_RDWR,
-         "read, non-blocking": os.O_RDONLY | os.O_NONBLOCK, "directory": os.O_RDONLY | os.O_DIRECTORY}
+         "read, non-blocking": os.O_RDONLY | os.O_NONBLOCK, "directory": os.O_RDONLY | os.O_DIRECTORY,
+         # creating, not exclusively: whatever is there is opened, so it is checked (a FIFO
+         # opened to write would wait for a reader)
+         "create": os.O_CREAT | os.O_WRONLY}
 
 
 @pytest.fixture
@@ -104,7 +107,96 @@ def test_files_and_directories_open_with_the_flags_asked_for(share):
     finally:
         os.close(fd)
     fd = vfs.open(["new.txt"], os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    try:
+        status = fcntl.fcntl(fd, fcntl.F_GETFL)
+        assert not status & os.O_NONBLOCK and status & os.O_ACCMODE == os.O_RDWR
+        assert os.get_inheritable(fd) is False
+    finally:
+        os.close(fd)
+    for parts, flags in [(["file.txt"], os.O_RDONLY), (["sub"], os.O_RDONLY | os.O_DIRECTORY),
+                         (["new2.txt"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)]:
+        fd, st = vfs.open_stat(parts, flags)        # the stat is the descriptor's
+        try:
+            assert (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("name", SPECIAL + ["link-out", "dangling-link-out"])
+def test_an_exclusive_create_opens_nothing_that_is_there(share, tmp_path, name, promptly):
+    """O_CREAT | O_EXCL (opened without a type check, as it can only make a new regular file)
+    fails at once on anything there, a link included, and makes nothing where a link points."""
+    root, vfs = share
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside" / "made", root / "dangling-link-out")
+    os.symlink(tmp_path / "outside", root / "link-out")
+    if not os.path.lexists(root / name):
+        pytest.skip("device nodes need root (CAP_MKNOD)")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    result = promptly(lambda: vfs.open(name.split("/"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    assert result != "hung", "the open waited"
+    assert isinstance(result, FileExistsError), f"opened: {result}"
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    assert os.listdir(tmp_path / "outside") == []
+
+
+def test_directory_opens_stay_beneath_the_root(share, tmp_path):
+    """O_DIRECTORY opens (no type check needed) resolve beneath the root as every open does."""
+    root, vfs = share
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", root / "out")
+    os.symlink("../..", root / "sub" / "up2")
+    for parts in (["out"], ["sub", "up2"]):
+        for call in (vfs.open, vfs.open_stat):
+            with pytest.raises(OSError) as e:
+                call(parts, os.O_RDONLY | os.O_DIRECTORY)
+            assert e.value.errno in (errno.EXDEV, errno.ELOOP)
+    fd = vfs.open(["sub"], os.O_RDONLY | os.O_DIRECTORY)     # a directory inside: opened
     os.close(fd)
+
+
+# -- names that differ in case only
+
+def _first_spelled_alike(entries: list[str], name: str) -> str | None:
+    """What a lookup of `name` then a scan of the directory finds (the walk's rule)."""
+    if name in entries:
+        return name
+    return next((e for e in entries if e.casefold() == name.casefold()), None)
+
+
+TRICKY = ["ß", "SS", "ss", "ﬀ", "FF", "İ", "i̇", "ς", "Σ", "σ", "ǅ", "ǆ", "K", "k", "Å", "å",
+          "a", "A", "straße", "STRASSE", "ﬁle", "FILE", "e\u0301", "é", "x" * 255]
+
+
+def test_case_matching_finds_what_a_scan_would_whatever_folding_does_to_lengths():
+    import random
+    rng = random.Random(7)
+    for _ in range(2000):
+        entries = rng.sample(TRICKY, rng.randint(0, len(TRICKY)))
+        name = rng.choice(TRICKY)
+        assert posix._same_but_case(entries, name) == _first_spelled_alike(entries, name), (entries, name)
+
+
+def test_case_matching_never_matches_a_name_across_entries():
+    assert posix._same_but_case(["a", "b"], "a\0b") is None
+    assert posix._same_but_case(["a", "b"], "A") == "a"
+    assert posix._same_but_case([], "a") is None
+
+
+def test_case_matching_looks_in_the_parent_and_never_leaves_the_share(share, tmp_path):
+    root, vfs = share
+    (root / "sub" / "File.Txt").write_text("x")
+    (root / "Dir").mkdir()
+    (root / "Dir" / "Inner").write_text("x")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("x")
+    os.symlink(tmp_path / "outside", root / "out")
+    assert vfs.match_case(["sub", "FILE.TXT"]) == ["sub", "File.Txt"]
+    assert vfs.match_case(["sub", "new.txt"]) == ["sub", "new.txt"]
+    assert vfs.match_case(["DIR", "INNER"]) == ["Dir", "Inner"]          # the walk, from the root
+    assert vfs.match_case(["out", "SECRET.TXT"]) == ["out", "SECRET.TXT"]
+    assert vfs.match_case(["file.txt", "X"]) == ["file.txt", "X"]       # below a file: as given
 
 
 def test_a_file_swapped_for_a_fifo_is_refused(share, promptly):
@@ -193,3 +285,25 @@ def test_a_store_entry_no_client_could_make_is_left_alone(share):
     (root / STREAMS_DIR / sid / "ok").write_text("x")
     vfs.remove_streams(sid)
     assert os.listdir(root / STREAMS_DIR / sid) == ["a:b"]
+
+
+def test_a_stat_in_the_root_follows_links_only_beneath_it(share, tmp_path):
+    """One name in the root is looked up without following it; a link there is still
+    resolved beneath the root (refused where it leads out), as a longer path is."""
+    root, vfs = share
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f").write_text("outside")
+    os.symlink(tmp_path / "outside", root / "out")
+    os.symlink(tmp_path / "outside" / "f", root / "out-file")
+    os.symlink("../share/file.txt", root / "in-by-the-way-out")
+    os.symlink("file.txt", root / "in")
+    for name in ("out", "out-file", "in-by-the-way-out"):
+        with pytest.raises(OSError) as e:
+            vfs.stat([name])
+        assert e.value.errno in (errno.EXDEV, errno.ELOOP)
+    assert vfs.stat(["in"]).st_ino == os.stat(root / "file.txt").st_ino
+    assert vfs.stat(["file.txt"]).st_ino == os.stat(root / "file.txt").st_ino
+    assert vfs.stat([]).st_ino == os.stat(root).st_ino
+    assert stat.S_ISFIFO(vfs.stat(["fifo"]).st_mode)
+    with pytest.raises(FileNotFoundError):
+        vfs.stat(["missing"])

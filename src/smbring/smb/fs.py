@@ -53,6 +53,11 @@ class FileSystem(Protocol):
         EXDEV for a path leading out of the share, ...)."""
         ...
 
+    def open_stat(self, parts: list[str], flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+        """`open`, and the stat of what it opened (fstat of the descriptor returned), as one
+        call: an open that checks what it opened has read it already."""
+        ...
+
     def stat(self, parts: list[str]) -> os.stat_result:
         """The stat of the file or directory at `parts`, symlinks inside the share followed.
         Raises FileNotFoundError, NotADirectoryError, or OSError for a path leading out."""

@@ -191,7 +191,7 @@ class NoSwitch:
 
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
-CALLS = ("open", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
+CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_parts", "streams", "make_stream_dir", "remove_streams", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access",
          "reachable", "get_dos",
@@ -214,8 +214,11 @@ class ShareView:
         pass
 
     def _act(self) -> None:
-        if self.creds is not None:
-            self.creds.become(self.identity)
+        # (the thread mostly acts as this identity already: one look at who it is, no
+        # comparison of the ids and groups, before `become` does its own checks)
+        creds = self.creds
+        if creds is not None and creds.current is not self.identity:
+            creds.become(self.identity)
 
     def open(self, parts, flags, mode=0o644):
         self._act()
@@ -237,7 +240,9 @@ class ShareView:
 
 def _acting(name: str):
     def call(self, *args, **kw):
-        self._act()
+        creds = self.creds
+        if creds is not None and creds.current is not self.identity:
+            creds.become(self.identity)
         return getattr(self.base, name)(*args, **kw)
     call.__name__ = name
     call.__doc__ = f"FileSystem.{name}, as the view's identity."

@@ -39,6 +39,22 @@ STREAM_ID_XATTR = "user.smbring.streams"
 STREAM_ID_DIGITS = frozenset("0123456789abcdef")
 
 
+def _same_but_case(entries: list[str], name: str) -> str | None:
+    """The first of a directory's entries that is `name` but for case (casefold() equal),
+    if any. The entries are folded and searched as one string, NUL-separated (no name holds
+    a NUL), not one by one: a directory of thousands of entries is looked through on every
+    new file's CREATE."""
+    if "\0" in name or not entries:
+        return None
+    folded = "\0" + "\0".join(entries).casefold() + "\0"
+    at = folded.find("\0" + name.casefold() + "\0")
+    if at < 0:
+        return None
+    match = entries[folded.count("\0", 0, at)]   # (folding keeps the NULs: they count entries)
+    # the name as given where it is there too (made since it was looked up): as a lookup finds it
+    return name if match != name and name in entries else match
+
+
 def valid_stream_id(sid: str) -> bool:
     return len(sid) == 16 and set(sid) <= STREAM_ID_DIGITS
 
@@ -63,6 +79,32 @@ class PosixVFS:
         again (io_uring answers EAGAIN on a non-blocking one). O_PATH opens nothing: as is."""
         if flags & os.O_PATH:
             return openat2(self.root_fd, self.rel(parts), flags, mode, BENEATH)
+        if self._cannot_wait(flags):
+            return openat2(self.root_fd, self.rel(parts), flags | os.O_NOCTTY, mode, BENEATH)
+        return self._open_checked(parts, flags, mode)[0]
+
+    def open_stat(self, parts: list[str], flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+        """`open`, and the fd's stat (the one its type was checked with, where it was)."""
+        if flags & os.O_PATH or self._cannot_wait(flags):
+            fd = self.open(parts, flags, mode)
+            try:
+                return fd, os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        return self._open_checked(parts, flags, mode)
+
+    @staticmethod
+    def _cannot_wait(flags: int) -> bool:
+        """Whether the open can only give a directory or a new regular file, so that it neither
+        waits nor needs the type checked: O_DIRECTORY (without O_CREAT) fails with ENOTDIR
+        on anything else before opening it (a FIFO, a device); O_CREAT | O_EXCL makes the
+        file or fails (EEXIST: whatever is there, a symlink included, is not opened)."""
+        if flags & os.O_DIRECTORY:
+            return not flags & os.O_CREAT
+        return flags & (os.O_CREAT | os.O_EXCL) == os.O_CREAT | os.O_EXCL
+
+    def _open_checked(self, parts: list[str], flags: int, mode: int) -> tuple[int, os.stat_result]:
         try:
             fd = openat2(self.root_fd, self.rel(parts), flags | os.O_NONBLOCK | os.O_NOCTTY, mode, BENEATH)
         except OSError as e:
@@ -70,14 +112,15 @@ class PosixVFS:
                 raise NotAFile(self.rel(parts)) from None
             raise
         try:
-            if stat.S_IFMT(os.fstat(fd).st_mode) not in (stat.S_IFREG, stat.S_IFDIR):
+            st = os.fstat(fd)
+            if stat.S_IFMT(st.st_mode) not in (stat.S_IFREG, stat.S_IFDIR):
                 raise NotAFile(self.rel(parts))
             if not flags & os.O_NONBLOCK:
                 fcntl.fcntl(fd, fcntl.F_SETFL, flags)   # sets only the status flags
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, st
 
     def parent(self, parts: list[str]) -> tuple[int, str]:
         """An O_PATH fd of the parent directory (beneath the root) and the last component;
@@ -88,7 +131,14 @@ class PosixVFS:
         return fd, parts[-1]
 
     def stat(self, parts: list[str]) -> os.stat_result:
-        fd = self.open(parts, os.O_PATH)
+        if len(parts) <= 1:
+            # the root itself or one name in it: the lookup resolves nothing but that entry, so
+            # fstatat not following it is the very lookup openat2 makes beneath the root (one
+            # system call, not three); a symlink there is resolved beneath the root below
+            st = os.stat(self.rel(parts), dir_fd=self.root_fd, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode):
+                return st
+        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, BENEATH)
         try:
             return os.fstat(fd)
         finally:
@@ -99,6 +149,19 @@ class PosixVFS:
         SMB names are case-insensitive (Windows clients ask for "FILE.TXT" to open
         "file.txt"), the file system is not. Called after an exact lookup missed; components
         that exist in no spelling are kept as given (a file about to be created)."""
+        if len(parts) > 1:
+            # mostly only the last name is missing (a new file in a directory named as on
+            # disk): one look in that directory, no walk from the root
+            try:
+                fd = self.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                pass
+            else:
+                try:
+                    match = _same_but_case(os.listdir(fd), parts[-1])
+                finally:
+                    os.close(fd)
+                return parts[:-1] + [match if match is not None else parts[-1]]
         found: list[str] = []
         for i, name in enumerate(parts):
             try:
@@ -114,8 +177,7 @@ class PosixVFS:
             except OSError:
                 return found + parts[i:]
             try:
-                folded = name.casefold()
-                match = next((e for e in os.listdir(fd) if e.casefold() == folded), None)
+                match = _same_but_case(os.listdir(fd), name)
             finally:
                 os.close(fd)
             if match is None:

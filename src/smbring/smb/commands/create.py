@@ -21,8 +21,8 @@ from smbring.smb.fileinfo import (
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
+    creation_time,
     is_read_only,
-    pin_creation_time,
     show_on_close,
     times,
     writable_for_metadata,
@@ -68,19 +68,65 @@ def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
         fs.close_file(fd)
 
 
-def stored_metadata(fs: FileSystem, parts: list[str]) -> tuple["acl.Descriptor | None", DosInfo | None]:
-    """The stored security descriptor and DOS information of an existing file (one open for
-    both); (None, None) when it cannot be opened."""
+def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bool):
+    """An existing file's stored security descriptor and DOS information, read through one
+    open of it: (fd and stat, descriptor, DOS information), with ((None, None), None, None)
+    when it cannot be opened. With `keep` the fd is opened as a read-only open of the file
+    is (O_RDONLY, O_DIRECTORY for a directory) and left open, for the CREATE to take as its
+    own; else it is closed (None in its place)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0) if keep else os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd, st = fs.open_stat(parts, flags)
     except OSError:
-        return None, None
+        return (None, None), None, None
     try:
-        return sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
+        metadata = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
     except OSError:
-        return None, None
+        metadata = None, None
+    except BaseException:
+        fs.close_file(fd)
+        raise
+    if not keep:
+        fs.close_file(fd)
+        return (None, None), *metadata
+    return (fd, st), *metadata
+
+
+def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descriptor | None"]:
+    """Whether the directory a new name would go in exists (and is a directory), and the
+    security descriptor a client set on it: one open for both where the account may read the
+    directory; else its type from a stat (which raises what the path's lookup does) and no
+    descriptor, as `parent_is_directory` and `stored_sd` each give them."""
+    try:
+        fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False, None
+    except OSError:
+        return len(parts) <= 1 or parent_is_directory(fs, parts), None
+    try:
+        return True, sd_of(fs, fd, "/".join(parts[:-1]))
+    except OSError:
+        return True, None
     finally:
         fs.close_file(fd)
+
+
+def store_new_file_dos(fs: FileSystem, fd: int, attrs: int, is_dir: bool) -> DosInfo | None:
+    """The DOS information of a file or directory this CREATE made, stored in one write: the
+    attributes asked for (ARCHIVE with them, on a file) and the creation time the stat gives
+    now, pinned before writes move the times (`pin_creation_time`). A refusal to store the
+    attributes fails the CREATE; the creation time alone is best effort. Returns what is
+    stored now (read back where the write failed)."""
+    wanted = attrs & STORED_ATTRIBUTES
+    dos = DosInfo(attrs=wanted | (0 if is_dir else wire.ATTR_ARCHIVE) if wanted else 0)
+    try:
+        dos.create_time = creation_time(fs.fstat(fd), dos)
+        writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
+        return dos
+    except OSError:
+        if wanted:
+            raise
+    return fs.get_dos(fd)
 
 
 def sd_of(fs: FileSystem, fd: int, where: str) -> "acl.Descriptor | None":
@@ -173,9 +219,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     """CREATE of a file, directory or named pipe."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
-    tree = c.tree(hdr)
-    if c.opens_here() >= c.limits.max_open_files:
-        raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
+    tree = c.tree(hdr)     # (the open files limit: checked by h_create, which calls this)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
     if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
@@ -220,7 +264,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             except (FileNotFoundError, NotADirectoryError):
                 pass
             check_veto(tree.names, parts)      # as spelled on disk too
-    if not exists and len(parts) > 1 and not parent_is_directory(fs, parts):
+    parent_sd = None        # a new file's directory's stored descriptor (not a stream's)
+    if not exists and stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+        parent_is_dir, parent_sd = parent_metadata(fs, parts)     # (read where a file may be made)
+    else:
+        parent_is_dir = exists or len(parts) <= 1 or parent_is_directory(fs, parts)
+    if not exists and len(parts) > 1 and not parent_is_dir:
         # a missing (or non-directory) parent is a path not found, whatever the disposition
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     base_parts, base_key, index_number = parts, None, 0
@@ -275,104 +324,123 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY and not exists:
         raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
     sd = dos = None
+    # an existing file is opened once to read its stored descriptor and DOS information;
+    # where the open it asks for would be that same read-only open (nothing to write, nothing
+    # to truncate, no MAXIMUM_ALLOWED that might grant writing), that fd becomes the open's
+    held_fd = held_st = None
     if exists and parts:
-        sd, dos = stored_metadata(fs, parts)
-        check_read_only(st, dos, access, options, disposition, attrs)
-    truncating = exists and not is_dir and disposition in TRUNCATING
-    # overwriting a file needs the right to write it, whatever the open asks for (the open
-    # itself holds only what it asked for)
-    checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
-    if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
-        raise SMBError(wire.STATUS_DELETE_PENDING)
-    # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
-    # so it counts for share modes and oplocks
-    if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
-        key = (st.st_dev, st.st_ino)
-        if create_durable.close_detached(c, key, checked_access):
-            # a durable open whose client is gone held it: closed (deleted on close, perhaps)
-            return open_file(c, hdr, msg, rhdr, chain, retry, durable)
-        sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
-        if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
-                                   overwrite=truncating,
-                                   lease=(c.client_guid, lease_req.key) if lease_req else None):
-            raise held_for_break(c, hdr, msg, key, durable)
-        if sharing_violation:
-            raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
-    if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-    if not exists and tree.share.read_only:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
-    action = wire.FILE_OPENED
-    token = c.token(hdr)
-    # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
-    # request on the handle is checked against this, never against what was asked
-    granted = acl.check(access, None, None, token)
-    most = wire.FILE_ALL_ACCESS         # what MxAc reports
-    if sd is not None:     # a stored security descriptor decides who opens the file
-        parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-        if acl.check(checked_access, sd, parent, token) < 0:
+        keep = is_dir or not (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
+                              or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
+        (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep)
+    try:
+        if exists and parts:
+            check_read_only(st, dos, access, options, disposition, attrs)
+        truncating = exists and not is_dir and disposition in TRUNCATING
+        # overwriting a file needs the right to write it, whatever the open asks for (the open
+        # itself holds only what it asked for)
+        checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
+        if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
+            raise SMBError(wire.STATUS_DELETE_PENDING)
+        # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
+        # so it counts for share modes and oplocks
+        if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
+            key = (st.st_dev, st.st_ino)
+            if create_durable.close_detached(c, key, checked_access):
+                # a durable open whose client is gone held it: closed (deleted on close, perhaps)
+                if held_fd is not None:
+                    fs.close_file(held_fd)
+                    held_fd = None
+                return open_file(c, hdr, msg, rhdr, chain, retry, durable)
+            sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
+            if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
+                                       overwrite=truncating,
+                                       lease=(c.client_guid, lease_req.key) if lease_req else None):
+                raise held_for_break(c, hdr, msg, key, durable)
+            if sharing_violation:
+                raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
+        if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        if not exists and tree.share.read_only:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
+        action = wire.FILE_OPENED
+        token = c.token(hdr)
+        # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
+        # request on the handle is checked against this, never against what was asked
+        granted = acl.check(access, None, None, token)
+        most = wire.FILE_ALL_ACCESS         # what MxAc reports
+        if sd is not None:     # a stored security descriptor decides who opens the file
+            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+            if acl.check(checked_access, sd, parent, token) < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            granted = acl.check(access, sd, parent, token)
+            most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
+        if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
+            # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
+            granted &= ~READ_ONLY_WITHHOLDS
+        if tree.share.read_only:
+            granted &= wire.READ_ONLY_ACCESS
+            most &= wire.READ_ONLY_ACCESS
+        if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
+            # the account may not remove the file from its directory (no write access there, or a
+            # sticky directory and someone else's file): refused to a client that asked for DELETE,
+            # left out of what MAXIMUM_ALLOWED grants (as Samba's can_delete_file_in_directory)
+            if not access & wire.MAXIMUM_ALLOWED or options & wire.FILE_DELETE_ON_CLOSE:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            granted &= ~wire.DELETE
+        if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        granted = acl.check(access, sd, parent, token)
-        most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
-    if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
-        # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
-        granted &= ~READ_ONLY_WITHHOLDS
-    if tree.share.read_only:
-        granted &= wire.READ_ONLY_ACCESS
-        most &= wire.READ_ONLY_ACCESS
-    if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
-        # the account may not remove the file from its directory (no write access there, or a
-        # sticky directory and someone else's file): refused to a client that asked for DELETE,
-        # left out of what MAXIMUM_ALLOWED grants (as Samba's can_delete_file_in_directory)
-        if not access & wire.MAXIMUM_ALLOWED or options & wire.FILE_DELETE_ON_CLOSE:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
-        granted &= ~wire.DELETE
-    if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
-    new_sd = None
-    if not exists:
-        parent_sd = stored_sd(fs, parts[:-1])
-        if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
-                                               None, token) < 0:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-        if b"SecD" in contexts:
-            try:
-                new_sd = acl.parse(contexts[b"SecD"])
-            except acl.BadDescriptor:
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
+        new_sd = None
+        if not exists:
+            if stream is not None:      # (a new file's directory's: read with its type)
+                parent_sd = stored_sd(fs, parts[:-1])
+            if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
+                                                   None, token) < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
+            if b"SecD" in contexts:
+                try:
+                    new_sd = acl.parse(contexts[b"SecD"])
+                except acl.BadDescriptor:
+                    raise SMBError(wire.STATUS_INVALID_PARAMETER)
+                new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
+            else:
+                new_sd = acl.inherit(parent_sd, want_dir, token)
+            if want_dir:
+                fs.mkdir(parts)
+                is_dir = True
+            else:
+                fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                try:
+                    if stream is None:
+                        fs.fchmod(fd, new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY)))
+                    elif attrs & wire.ATTR_READONLY:
+                        fs.fchmod(fd, 0o444)
+                    else:
+                        fs.fchmod(fd, 0o644)
+                finally:
+                    fs.close_file(fd)
+            action = wire.FILE_CREATED
+        writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
+        opened = None       # the fd's stat and DOS information, where already read
+        if held_fd is not None and (is_dir or not writable):
+            fd, held_fd = held_fd, None       # the very open a second one would make
+            opened = held_st, dos
+        elif is_dir:
+            fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
         else:
-            new_sd = acl.inherit(parent_sd, want_dir, token)
-        if want_dir:
-            fs.mkdir(parts)
-            is_dir = True
-        else:
-            fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             try:
-                if stream is None:
-                    fs.fchmod(fd, new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY)))
-                elif attrs & wire.ATTR_READONLY:
-                    fs.fchmod(fd, 0o444)
-                else:
-                    fs.fchmod(fd, 0o644)
-            finally:
-                fs.close_file(fd)
-        action = wire.FILE_CREATED
-    writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
-    if is_dir:
-        fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
-    else:
-        try:
-            fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
-        except PermissionError:
-            # the user may not write the file: an existing one is then refused to a client that
-            # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
-            # a file just made read-only (0444) by this CREATE keeps the rights asked for
-            if not writable or truncating or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
-                raise
-            if action != wire.FILE_CREATED:
-                granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
-            fd = fs.open(parts, os.O_RDONLY)
+                fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
+            except PermissionError:
+                # the user may not write the file: an existing one is then refused to a client that
+                # asked to write it, and opened for reading with MAXIMUM_ALLOWED (as Samba does);
+                # a file just made read-only (0444) by this CREATE keeps the rights asked for
+                if not writable or truncating or action != wire.FILE_CREATED and not access & wire.MAXIMUM_ALLOWED:
+                    raise
+                if action != wire.FILE_CREATED:
+                    granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
+                fd = fs.open(parts, os.O_RDONLY)
+    finally:
+        if held_fd is not None:     # (not taken: refused, or opened to write)
+            fs.close_file(held_fd)
     try:        # the descriptor is closed whatever fails before the open is registered
         if truncating:
             fs.ftruncate(fd, 0)
@@ -383,13 +451,19 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
-        if action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES:
+        if action == wire.FILE_CREATED and stream is None:
+            # the stat's times move with writes; the creation time must not: stored now (the
+            # stat read again after, for the ChangeTime that storing moved)
+            stored = store_new_file_dos(fs, fd, attrs, is_dir)
+            opened = fs.fstat(fd), stored
+        elif action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES:
             created = DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE))
             writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, created))
-        if action == wire.FILE_CREATED and stream is None:
-            pin_creation_time(fs, fd)   # the stat's times move with writes; this one must not
-        st = fs.fstat(fd)
-        dos = fs.get_dos(fd)
+        if opened is not None:
+            st, dos = opened
+        else:
+            st = fs.fstat(fd)
+            dos = fs.get_dos(fd)
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
@@ -440,7 +514,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
         if new_sd is not None and action == wire.FILE_CREATED:
-            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+            parent = (parent_sd if stream is None else stored_sd(fs, parts[:-1])) or \
+                acl.from_mode(fs.stat(parts[:-1]))
             most = acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
         answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
@@ -458,7 +533,7 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     create contexts."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
-    extra = encode_create_contexts(answers)
+    extra = encode_create_contexts(answers) if answers else b""
     return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos, write_ns) + struct.pack(
         "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
         attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \

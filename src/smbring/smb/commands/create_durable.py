@@ -77,6 +77,8 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
     request) and the CREATE goes on."""
     ctx_off, ctx_len = struct.unpack_from("<II", msg, 64 + 48)
     in_request(msg, ctx_off, ctx_len)
+    if not ctx_len:         # no contexts at all (most CREATEs): nothing durable asked
+        return None, DurableRequest()
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     if c.dialect < wire.SMB300:        # version 2 contexts are SMB 3's
         contexts.pop(DH2Q, None)
