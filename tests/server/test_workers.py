@@ -1,8 +1,9 @@
 """`smbring serve --workers 2`: real smbprotocol clients on two different worker processes
 see each other's share modes, delete-pending files and byte-range locks; a worker killed in
 the middle of a transfer is replaced, its share modes and locks go, and the other worker's
-transfer completes byte-exact; SIGTERM stops everything; what is not shared across workers
-(durable handles, multichannel) is not granted. (Oplocks and leases: test_workers_leases.)
+transfer completes byte-exact; SIGTERM stops everything; durable handles and multichannel
+are offered (each client's connections on one worker: test_workers_handoff). (Oplocks and
+leases: test_workers_leases.)
 
 Which worker serves a connection is whichever takes it first from the listening socket they
 share: a test opens a probe file on each connection and asks `smbring status` which worker
@@ -458,21 +459,19 @@ def test_status_command_lists_the_workers(server):
     c.close()
 
 
-# -- what is not shared is not granted ----------------------------------------------------------
-def test_no_durable_handle_or_multichannel(server):
-    """(Oplocks and leases are shared across workers: test_workers_leases.)"""
+# -- durable handles and multichannel: offered (each client on one worker: test_workers_handoff)
+def test_durable_handle_and_multichannel_offered(server):
     c = Client(server["port"])
     caps = c.conn.server_capabilities.get_value()
     assert caps & Capabilities.SMB2_GLOBAL_CAP_LEASING
-    assert not caps & Capabilities.SMB2_GLOBAL_CAP_MULTI_CHANNEL
-    assert c.open("batch.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH).oplock_level == 9
+    assert caps & Capabilities.SMB2_GLOBAL_CAP_MULTI_CHANNEL
     request = SMB2CreateContextRequest()
     request["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST
     request["buffer_data"] = SMB2CreateDurableHandleRequest()
     durable = c.open("durable.txt", oplock=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH,
                      contexts=[request])
-    assert durable.oplock_level == 9            # the oplock, without the durable handle
-    assert not any(isinstance(x, SMB2CreateDurableHandleResponse) for x in durable.answers or ())
+    assert durable.oplock_level == 9
+    assert any(isinstance(x, SMB2CreateDurableHandleResponse) for x in durable.answers or ())
     c.close()
 
 

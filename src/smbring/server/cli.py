@@ -66,8 +66,9 @@ def register(sub) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="serve with N worker processes under a supervisor (default: `smbring "
-                        "workers`, else 1: one process). With more than one, durable handles "
-                        "and multichannel are not offered (docs/SCALE.md)")
+                        "workers`, else 1: one process). With more than one, each client's "
+                        "connections (by ClientGuid) are handed to one worker, so multichannel "
+                        "and durable handles work as with one (docs/SCALE.md)")
     p.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM, how long connections may finish their work (default 10)")
     p.set_defaults(func=run)
@@ -241,7 +242,6 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
     from smbring.server.accounts import Accounts
     log = logging.getLogger("smbring.server")
     count = args.workers_in_force
-    workers.restrict(settings)
     problems = (Accounts(settings.username_map, settings.guest_account).check(settings.shares, settings.guest)
                 if os.geteuid() == 0 else [])
     for problem in problems:
@@ -303,9 +303,6 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         from smbring.server.accounts import Accounts
         from smbring.server.config import restart_only_changes
         new = load_settings(args)
-        if args.workers_in_force > 1:
-            from smbring.server.workers import restrict
-            restrict(new)           # (the number of workers changes at restart only)
         problems = (Accounts(new.username_map, new.guest_account).check(new.shares, new.guest)
                     if os.geteuid() == 0 else [])
         if problems:        # (the reload fails; the configuration in force stays)

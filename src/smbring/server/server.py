@@ -29,7 +29,7 @@ import sys
 import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
-from smbring.server import interfaces
+from smbring.server import handoff, interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.delivery import DeliveryWatch
@@ -204,6 +204,7 @@ class Link:
         self.closed_because: str | None = None
         self.busy = False                       # a frame is being received or answered
         self.runner: EffectRunner | None = None
+        self.client_guid: bytes | None = None   # counted in the server's routes (server.handoff)
 
     def quiet(self) -> bool:
         """Whether closing the connection now would cut nothing: no frame on its way in or
@@ -313,14 +314,20 @@ class Server:
         # shared store, connection bounds included
         self.worker = worker
         self.store = self.admissions = None
+        # which worker serves which client, and the hand-off of connections between them
+        self.routes = self.handoffs = None
+        self.ports: set[int] = set()        # the ports listened on (a handed socket must be on one)
         backends = None
         if worker is not None:
+            from smbring.server.handoff import ClientRoutes
             from smbring.server.shared_store import SharedConnections, Store
             self.store = Store(worker.store_directory, worker.worker)
             backends = worker.backends(self.store)
             self.admissions = SharedConnections(self.store)
         # opens, share modes, locks, watches: shared by all connections
         self.state = ServerState(backends=backends)
+        if worker is not None:
+            self.routes = ClientRoutes(self.store, holds=self.state.durable.holds_client)
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
@@ -522,6 +529,11 @@ class Server:
                         self.file_maps.forget_file(effect.dev, effect.ino)
             except Exception:
                 log.exception("timeout sweep: durable handles not expired")
+            if self.routes is not None:
+                try:        # clients of this worker with no connection nor durable open left
+                    self.routes.sweep()
+                except Exception:
+                    log.exception("timeout sweep: client routes not swept")
             now = loop.time()
             for link in list(self.links):
                 try:
@@ -534,7 +546,11 @@ class Server:
                     log.exception("timeout sweep: connection skipped")
 
     # -- one connection -----------------------------------------------------------------------
-    async def handle(self, sock: socket.socket, peer) -> None:
+    async def handle(self, sock: socket.socket, peer, handed: bytes | None = None,
+                     client_guid: bytes | None = None) -> None:
+        """Serves one connection. `handed`: the frame another worker read of it before
+        handing it here (server.handoff), answered first; `client_guid`: its ClientGuid,
+        counted in the routes already."""
         loop = asyncio.get_running_loop()
         try:
             sock.setblocking(False)
@@ -553,8 +569,9 @@ class Server:
             sock.close()
             return
         link = Link(sock, conn, transport, loop.time(), peer)
+        link.client_guid = client_guid
         self.links.add(link)
-        log.info("connection from %s", peer)
+        log.info("connection from %s%s", peer, " (handed from another worker)" if handed else "")
         # one frame on the wire at a time: responses and late answers to pending requests
         # (a lock granted because another connection unlocked) take turns
         # a break notification the client's TCP stack does not acknowledge: the connection
@@ -579,9 +596,19 @@ class Server:
             task.add_done_callback(flushes.discard)
 
         conn.on_output = on_output
+        # a worker of several: until the connection's SMB2 NEGOTIATE is placed (answered
+        # here or handed to the worker serving its client, server.handoff), its frames are
+        # read exactly, so that nothing after the NEGOTIATE has been taken from the socket
+        receive, prelude = transport.recv_exact, None
+        routing = self.handoffs is not None and handed is None
+        if routing or handed:
+            prelude = Prelude(loop, sock, handed)
+            receive = prelude.recv_exact
+        seen = bytearray()              # the frames read before the SMB2 NEGOTIATE (SMB1's)
         try:
             while True:
-                head = await transport.recv_exact(4)
+                replayed = prelude is not None and bool(prelude.pending)
+                head = await receive(4)
                 link.busy = True
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
@@ -590,7 +617,24 @@ class Server:
                 if size < SMB1_HEADER_SIZE or size > limit:    # (pysmb's SMB1 NEGOTIATE: 58 bytes)
                     raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
                                           f"{'now' if conn.logged_on() else 'before logon'})")
-                frame = await transport.recv_exact(size)  # a view: WRITE data is not copied
+                frame = await receive(size)  # a view: WRITE data is not copied
+                kind = None
+                if routing or replayed:
+                    kind, guid = handoff.classify(frame)
+                if routing:
+                    if kind == handoff.SMB1_NEGOTIATE and not seen:
+                        seen += bytes(head) + bytes(frame)     # (upgrading to SMB2: placed on the next)
+                    else:
+                        routing = False
+                        if kind == handoff.SMB2_NEGOTIATE and guid != handoff.ZERO_GUID and \
+                                await self._place(link, guid, bytes(seen) + bytes(head) + bytes(frame)):
+                            break                   # handed over: our descriptor goes, not the stream
+                if prelude is not None and not routing and not prelude.pending:
+                    receive, prelude = transport.recv_exact, None   # the ring's receives from now on
+                if replayed and kind == handoff.SMB1_NEGOTIATE:
+                    conn.handle_frame(frame)        # answered by the worker that handed it over
+                    link.busy = False
+                    continue
                 link.last_frame = started = loop.time()
                 await runner.run(conn.handle_frame(frame))
                 link.busy = False
@@ -623,6 +667,11 @@ class Server:
                              stats.zc_sends, self.read_costs)
                 transport.close()
             finally:
+                if link.client_guid is not None:
+                    try:
+                        self.routes.leave(link.client_guid)
+                    except Exception:
+                        log.exception("connection from %s: its client route not released", peer)
                 sock.close()     # whatever failed above, the client sees the connection end
 
     async def serve(self, host: str, port: int, *more: tuple[str, int]) -> None:
@@ -664,17 +713,74 @@ class Server:
                  f" worker {self.worker.worker} (pid {os.getpid()})" if self.worker else "",
                  ", ".join(self.shares),
                  ", ".join(describe_address(listener.getsockname()) for listener in listeners))
+        self.ports = {listener.getsockname()[1] for listener in listeners
+                      if listener.family in (socket.AF_INET, socket.AF_INET6)}
         sweeper = asyncio.ensure_future(self.server_work(self._sweep()))
         accepting = [asyncio.ensure_future(self.server_work(self._accept_loop(listener)))
                      for listener in listeners]
+        receiving = self._start_handoffs()
         try:
             await asyncio.gather(*accepting)
         finally:
             for task in accepting:
                 task.cancel()
             sweeper.cancel()
+            if receiving is not None:
+                receiving.cancel()
+                self.handoffs.close()
+                self.handoffs = None
             for listener in listeners:
                 listener.close()
+
+    # -- connections handed between workers (server.handoff) ------------------------------
+    def _start_handoffs(self):
+        """A worker of several: its hand-off socket, received on by the task returned."""
+        if self.worker is None:
+            return None
+        try:
+            self.handoffs = handoff.HandOffs(self.worker.store_directory, self.worker.worker, self)
+        except OSError as e:
+            log.error("no hand-off socket (every connection is served where it arrives: "
+                      "multichannel and durable handles may fail): %s", e)
+            return None
+        return asyncio.ensure_future(self.server_work(self.handoffs.serve()))
+
+    async def _place(self, link: Link, guid: bytes, data: bytes) -> bool:
+        """The connection's SMB2 NEGOTIATE names client `guid`: True when it was handed to
+        the worker serving that client (the caller forgets it); else it is served here."""
+        target = self.routes.place(guid)
+        if target != self.worker.worker:
+            if self.handoffs is not None:       # (None: stopping)
+                self.links.discard(link)        # no timeout or stop shuts it down while handed
+                if await self.handoffs.give(target, link.sock, guid, data):
+                    log.info("connection from %s handed to worker %d (its client's)", link.peer, target)
+                    return True
+                self.links.add(link)
+            self.routes.join(guid)              # served here after all
+        link.client_guid = guid
+        return False
+
+    def refusal(self, sock: socket.socket) -> str | None:
+        """Why a connection handed by another worker is not taken now."""
+        if self.stopping:
+            return "stopping"
+        address = sock.getpeername()[0]
+        if not hosts.allowed(self.hosts_allow, self.hosts_deny, address):
+            return f"{address} not allowed (hosts allow / hosts deny)"
+        return None
+
+    def adopt(self, sock: socket.socket, peer, guid: bytes, data: bytes) -> None:
+        """Serves a connection another worker handed over, as if accepted here; `data` (its
+        NEGOTIATE) first. (Admitted by that worker: counted here, not checked again.)"""
+        address = peer[0]
+        self._admit(address)
+        if self.admissions is not None:
+            self.admissions.adopt(address)
+        self.routes.join(guid)
+        task = asyncio.ensure_future(self.handle(sock, peer, handed=data, client_guid=guid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _, address=address: self._leave(address))
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -772,6 +878,27 @@ class Server:
         if isinstance(self.identities, Accounts):     # every connection shares this object
             self.identities.username_map = username_map
             self.identities.guest_account = guest_account
+
+
+class Prelude:
+    """recv_exact for a connection's first frames: the bytes another worker handed over,
+    then the socket read for exactly what is asked (plain reads: the ring's receive buffer
+    would take what follows, which a hand-off could not carry)."""
+
+    def __init__(self, loop, sock: socket.socket, handed: bytes | None):
+        self.loop, self.sock = loop, sock
+        self.pending = bytearray(handed or b"")
+
+    async def recv_exact(self, n: int) -> memoryview:
+        view, got = memoryview(bytearray(n)), min(n, len(self.pending))
+        view[:got] = self.pending[:got]
+        del self.pending[:got]
+        while got < n:
+            k = await self.loop.sock_recv_into(self.sock, view[got:])
+            if not k:
+                raise ConnectionResetError("peer closed")
+            got += k
+        return view
 
 
 def _family(host: str) -> int:

@@ -18,7 +18,8 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
 - ``paths``: path + NUL + worker + open: which opens name a file below a directory;
 - ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
 - ``conns``: client address (empty: all) + NUL + worker -> connections (`max smbd processes`,
-  `max connections per client`).
+  `max connections per client`);
+- ``clients``: ClientGuid + worker: the worker serving that client (server.handoff).
 
 Each class here has the interface of the in-memory one it replaces (`ShareModes`,
 `ByteRangeLocks`, and server_state's `DeletePending`, `TreeCounts`, `OpenPaths`) and is
@@ -60,19 +61,21 @@ FULL_AT = 0.9
 RESERVE_PAGES = 64
 DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
              # oplocks and leases (server.shared_oplocks)
-             b"oplocks", b"leases", b"obreaks", b"owaits")
+             b"oplocks", b"leases", b"obreaks", b"owaits",
+             # which worker serves which ClientGuid (server.handoff)
+             b"clients")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
 WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,
              b"trees": -WORKER.size, b"conns": -WORKER.size, b"oplocks": FILE.size,
-             b"owaits": FILE.size}
+             b"owaits": FILE.size, b"clients": -WORKER.size}
 OPLOCK_BREAK_ENTRY = 1 + FILE.size + OWNER.size     # b"o" + file + owner (server.shared_oplocks)
 
 
 def remove_store(directory: str) -> None:
     """Removes a store directory (the server that made it has stopped, or is gone)."""
     try:
-        wake_sockets = [name for name in os.listdir(directory) if name.startswith("wake-")]
+        wake_sockets = [name for name in os.listdir(directory) if name.startswith(("wake-", "handoff-"))]
     except OSError:
         wake_sockets = []
     for name in ("data.mdb", "lock.mdb", "owner", *wake_sockets):
@@ -558,6 +561,14 @@ class SharedConnections(_Counts):
         self._add(txn, b"", 1)
         self._add(txn, name, 1)
         return None
+
+    def adopt(self, address: str) -> None:
+        """Counts a connection another worker counted until now and hands over (it goes
+        from that worker's count when it forgets the connection): not checked again, it
+        was admitted once."""
+        with self.store.write() as txn:
+            self._add(txn, b"", 1)
+            self._add(txn, address.encode(), 1)
 
     def leave(self, address: str) -> None:
         with self.store.write() as txn:

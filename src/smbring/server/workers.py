@@ -33,10 +33,16 @@ through a datagram socket per worker in the store's directory (server.wakeups); 
 worker's death the supervisor removes its oplocks and leases with its opens and wakes the
 others.
 
-What is not shared across workers yet is switched off (`restrict`), so that no answer is
-ever wrong for a client of another worker: durable handles are not granted, multichannel is
-not offered (no CAP_MULTI_CHANNEL, session binding refused), and a PreviousSessionId only
-ends a session of the same worker.
+A client's connections all reach one worker (server.handoff): each connection's SMB2
+NEGOTIATE names its client (ClientGuid), the store records which worker serves that client,
+and a worker that receives a connection of another worker's client passes the socket to it
+over that worker's hand-off socket (``handoff-<worker>`` in the store's directory). So a
+second channel binds to its session (multichannel), a reconnect finds its durable or
+resilient open, and a PreviousSessionId reaches the session it names, as long as the client
+keeps its ClientGuid (Windows and Samba's clients do). A reconnect under another ClientGuid
+may land on another worker, which knows nothing of the client's sessions and opens: its
+DHnC/DH2C fails with STATUS_OBJECT_NAME_NOT_FOUND, as for an unknown handle, and its
+PreviousSessionId ends nothing there.
 """
 from __future__ import annotations
 
@@ -58,14 +64,6 @@ KILL_MARGIN = 10.0          # seconds past the shutdown timeout before a worker 
 RESTART_PAUSE_FIRST, RESTART_PAUSE_MOST = 0.5, 30.0
 QUICK_DEATH = 5.0           # a worker dying sooner than this after its start is a crash loop
 STATUS_TIMEOUT = 5.0        # a worker answering status slower than this is reported so
-
-
-def restrict(settings) -> None:
-    """What the workers do not share yet is switched off (in place): durable handles and
-    multichannel. (Oplocks and leases are shared: server.shared_oplocks.)"""
-    settings.shares = {name: dataclasses.replace(share, durable_handles=False)
-                       for name, share in settings.shares.items()}
-    settings.policy = dataclasses.replace(settings.policy, multi_channel=False)
 
 
 BREAK_TIMEOUT_VARIABLE = "SMBRING_BREAK_TIMEOUT"     # another break timeout, in seconds (for tests)
@@ -165,8 +163,8 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for w in self.workers:
             self._start(w)
-        log.info("supervisor (pid %d): %d workers serving; oplocks and leases shared across them; "
-                 "not shared, so not offered: durable handles, multichannel", os.getpid(), len(self.workers))
+        log.info("supervisor (pid %d): %d workers serving; oplocks and leases shared across them, "
+                 "each client's connections handed to one worker", os.getpid(), len(self.workers))
         from smbring.server import systemd
         systemd.notify(f"READY=1\nSTATUS=serving with {len(self.workers)} workers")
         status = 0

@@ -176,6 +176,11 @@ class DurableOpens:
         """Whether a detached open reaches its file through this FileSystem."""
         return any(d.open.tree is not None and d.open.tree.fs is fs for d in self._detached)
 
+    def holds_client(self, client_guid: bytes) -> bool:
+        """Whether a durable open made by that client (ClientGuid) is kept, attached or not
+        (a worker of several keeps serving the client while one is: server.handoff)."""
+        return any(d.client_guid == client_guid for d in self._by_open.values())
+
     def detached_count(self) -> int:
         return len(self._detached)
 

@@ -1,0 +1,410 @@
+"""All the connections of one client on one worker (``smbring serve --workers N``).
+
+A client's sessions, channels and open files live in the worker process that serves it:
+its descriptors, its session keys. Multichannel (a second connection binding to the
+session), durable and resilient handles (a new connection reclaiming an open) and a
+PreviousSessionId all need the client's later connections to reach that same worker, while
+the kernel gives each new connection to whichever worker accepts it first.
+
+So connections are placed by the ClientGuid of their SMB2 NEGOTIATE (an SMB1 NEGOTIATE that
+upgrades to SMB2, as smbclient sends, is answered where it arrives and the SMB2 NEGOTIATE
+that follows is the one placed; an all-zero ClientGuid, SMB 2.0.2's, is not placed):
+
+- the store's ``clients`` database records which worker serves each ClientGuid (key:
+  ClientGuid + worker). A worker that takes a NEGOTIATE of a guid nobody serves records
+  itself; its entry goes once it has no connection of that guid and no durable open made
+  by it (a client reconnecting to its durable handle finds it there), or with the worker
+  (the supervisor's cleanup after a death);
+- a NEGOTIATE whose guid another worker serves is handed to it: the connection's socket
+  goes over that worker's hand-off socket (``handoff-<worker>``, a Unix SOCK_SEQPACKET socket
+  of mode 0600 in the store's 0700 directory) with SCM_RIGHTS, together with the NEGOTIATE
+  frame, which the connection read exactly (nothing after it was read), and the receiver
+  answers it as the first frame of a connection it accepted itself (an SMB1 NEGOTIATE
+  answered before it goes along too: the receiver runs it through the connection without
+  answering it again, so that the SMB2 NEGOTIATE finds the state it left).
+
+The hand-off is a three-way exchange so that a connection is never served twice nor
+dropped: the giver sends (header, frame, descriptor); the receiver checks everything and
+answers ACK (or NO); the giver then sends COMMIT and closes its own copy of the descriptor
+(the TCP stream stays open: the receiver holds the other copy). Without an ACK in time, or
+when COMMIT cannot be sent, the giver serves the connection itself; a receiver that gets no
+COMMIT shuts its reading side (a COMMIT sent after that fails at the giver) and takes one
+last look before it drops its copy.
+
+A ClientGuid is not a credential (any client can send any guid): it decides where a
+connection is served, nothing else. Every check after it is the same as for a connection
+accepted there (authentication, signing, limits per connection). A message on the hand-off
+socket is checked before anything is done with it: its peer's uid (the server's or root),
+its size (at most MAX_HANDED bytes of frame), the magic, that it carries exactly one
+descriptor, that the descriptor is a connected TCP socket (SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
+not listening, a peer) on one of the server's ports, and that the bytes are exactly NetBIOS
+frames of an SMB2 NEGOTIATE with the guid the header names, after at most one SMB1
+NEGOTIATE. Anything else is
+refused: every descriptor received is closed, the exchange ends, the worker goes on.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+
+from smbring.server.shared_store import WORKER, Store, StoreFull
+
+log = logging.getLogger("smbring.server")
+
+MAGIC = b"SRH1"
+HEADER = struct.Struct(">4s16sI")       # magic, ClientGuid, bytes of frame that follow
+MAX_HANDED = 64 * 1024                  # a NEGOTIATE frame is a few hundred bytes
+MAX_MESSAGE = HEADER.size + MAX_HANDED
+MAX_FDS = 8                             # room to see (and close) descriptors sent in excess
+MAX_IN_FLIGHT = 16                      # hand-offs under way at once, given and received each
+ACK, NO, COMMIT = b"A", b"N", b"C"
+ANSWER_TIMEOUT = 2.0                    # the giver waits this long for ACK or NO
+MESSAGE_TIMEOUT = 2.0                   # the receiver waits this long for the message
+COMMIT_TIMEOUT = 5.0                    # and this long for COMMIT after its ACK
+BAD_MESSAGE_LOG_EVERY = 60.0
+ZERO_GUID = bytes(16)
+
+SMB1_NEGOTIATE, SMB2_NEGOTIATE, OTHER = "smb1-negotiate", "smb2-negotiate", "other"
+SMB2_HEADER = 64
+NEGOTIATE_GUID_AT = SMB2_HEADER + 12    # StructureSize, DialectCount, SecurityMode, Reserved, Capabilities
+
+
+def classify(frame) -> tuple[str, bytes | None]:
+    """What a connection's frame (without its NetBIOS prefix) is for placing it: an SMB1
+    NEGOTIATE, an SMB2 NEGOTIATE with its ClientGuid, or anything else."""
+    frame = memoryview(frame)
+    if len(frame) >= 5 and frame[:4] == b"\xffSMB" and frame[4] == 0x72:
+        return SMB1_NEGOTIATE, None
+    if (len(frame) >= NEGOTIATE_GUID_AT + 16 and frame[:4] == b"\xfeSMB"
+            and int.from_bytes(frame[12:14], "little") == 0):
+        return SMB2_NEGOTIATE, bytes(frame[NEGOTIATE_GUID_AT:NEGOTIATE_GUID_AT + 16])
+    return OTHER, None
+
+
+def socket_path(directory: str, worker: int) -> str:
+    return os.path.join(directory, f"handoff-{worker}")
+
+
+def encode(guid: bytes, data: bytes) -> bytes:
+    return HEADER.pack(MAGIC, guid, len(data)) + data
+
+
+def decode(message: bytes) -> tuple[bytes, bytes] | None:
+    """(ClientGuid, frames with their prefixes), or None where the message does not carry
+    exactly an SMB2 NEGOTIATE frame naming the header's non-zero guid, after at most one
+    SMB1 NEGOTIATE frame (a client upgrading)."""
+    if len(message) < HEADER.size or len(message) > MAX_MESSAGE:
+        return None
+    magic, guid, length = HEADER.unpack_from(message)
+    data = message[HEADER.size:]
+    if magic != MAGIC or length != len(data) or guid == ZERO_GUID:
+        return None
+    kinds, pos = [], 0
+    while pos < len(data) and len(kinds) < 2:
+        if len(data) - pos < 4 or data[pos] != 0:
+            return None
+        end = pos + 4 + int.from_bytes(data[pos + 1:pos + 4], "big")
+        if end > len(data):
+            return None
+        kinds.append(classify(memoryview(data)[pos + 4:end]))
+        pos = end
+    if pos != len(data) or not kinds or kinds[-1] != (SMB2_NEGOTIATE, guid):
+        return None
+    if len(kinds) == 2 and kinds[0][0] != SMB1_NEGOTIATE:
+        return None
+    return guid, data
+
+
+def connected_tcp(fd: int, ports: set[int]) -> socket.socket | None:
+    """The descriptor as a socket when it is a connected TCP socket on one of `ports` (the
+    server's); None otherwise (the descriptor is closed then)."""
+    sock = None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return None
+        sock = socket.socket(fileno=fd)
+        fd = -1                     # the socket object owns it from here
+        if (sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM
+                or sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) not in (socket.AF_INET, socket.AF_INET6)
+                or sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) != socket.IPPROTO_TCP
+                or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+            return None
+        sock.getpeername()          # ENOTCONN unless connected
+        if sock.getsockname()[1] not in ports:
+            return None
+        result, sock = sock, None
+        return result
+    except OSError:
+        return None
+    finally:
+        if sock is not None:
+            sock.close()
+        elif fd >= 0:
+            os.close(fd)
+
+
+def received_fds(ancillary) -> list[int]:
+    """Every descriptor an SCM_RIGHTS message brought (to check, or to close)."""
+    fds = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            whole = len(data) - len(data) % array.array("i").itemsize
+            fds.extend(array.array("i", data[:whole]))
+    return fds
+
+
+async def _readable(sock: socket.socket, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+# -- which worker serves which client -------------------------------------------------------
+class ClientRoutes:
+    """The ``clients`` database: ClientGuid + worker -> (nothing), an entry per worker
+    serving the guid. `place` checks and records in one write transaction, so two workers
+    taking connections of a new guid at once agree on one; a second entry appears only when
+    a hand-off failed (the giver serves the connection, and records itself too)."""
+
+    def __init__(self, store: Store, holds):
+        self.store = store
+        self.db = store.db[b"clients"]
+        self.holds = holds              # holds(guid): a durable open of that client is kept here
+        self._here: dict[bytes, int] = {}   # guid -> this worker's connections of it
+        self._key = lambda guid: guid + WORKER.pack(store.worker)
+
+    def place(self, guid: bytes) -> int:
+        """The worker that serves `guid`: this one (the connection is counted, and recorded
+        in the store for the first) or another (nothing counted)."""
+        if guid in self._here:
+            self._here[guid] += 1
+            return self.store.worker
+        try:
+            with self.store.write(grows=True) as txn:
+                cursor = txn.cursor(self.db)
+                if cursor.set_range(guid) and cursor.key()[:16] == guid:
+                    other = WORKER.unpack_from(cursor.key(), 16)[0]
+                    if other != self.store.worker:
+                        return other
+                txn.put(self._key(guid), b"", db=self.db)
+        except StoreFull as e:        # served here, not recorded
+            log.warning("client routes: %s not recorded: %s", guid.hex(), e)
+        self._here[guid] = 1
+        return self.store.worker
+
+    def join(self, guid: bytes) -> None:
+        """A connection of `guid` served here whatever the store says (handed here, or
+        its hand-off failed)."""
+        if guid in self._here:
+            self._here[guid] += 1
+            return
+        try:
+            with self.store.write() as txn:
+                txn.put(self._key(guid), b"", db=self.db)
+        except StoreFull as e:
+            log.warning("client routes: %s not recorded: %s", guid.hex(), e)
+        self._here[guid] = 1
+
+    def leave(self, guid: bytes) -> None:
+        """A connection of `guid` has ended here."""
+        n = self._here.get(guid)
+        if n is None:
+            return
+        self._here[guid] = n - 1
+        if n == 1:
+            self._forget_if_unheld(guid)
+
+    def sweep(self) -> None:
+        """Clients without connections here whose last durable open has gone are forgotten."""
+        for guid in [g for g, n in self._here.items() if n <= 0]:
+            self._forget_if_unheld(guid)
+
+    def _forget_if_unheld(self, guid: bytes) -> None:
+        if self.holds(guid):
+            return
+        del self._here[guid]
+        try:
+            with self.store.write() as txn:
+                txn.delete(self._key(guid), db=self.db)
+        except Exception as e:
+            log.warning("client routes: %s not removed: %s", guid.hex(), e)
+
+    def serving(self) -> dict[bytes, int]:
+        return dict(self._here)
+
+
+# -- the hand-off sockets -------------------------------------------------------------------
+class HandOffs:
+    """A worker's hand-off socket (receiving) and its side of giving connections away.
+
+    `server` has `ports` (the set of ports it listens on), `refusal(sock)` (why a connection
+    would not be taken now, or None) and `adopt(sock, guid, data)` (serve it, `data` first)."""
+
+    def __init__(self, directory: str, worker: int, server):
+        self.directory, self.worker, self.server = directory, worker, server
+        self.path = socket_path(directory, worker)
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise OSError(f"{self.path}: exists and is not a socket")
+            os.unlink(self.path)        # the socket of this slot's dead predecessor
+        self.sock = socket.socket(socket.AF_UNIX,
+                                  socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        old_umask = os.umask(0o177)
+        try:
+            self.sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        self.sock.listen(MAX_IN_FLIGHT)
+        self._receiving: set[asyncio.Task] = set()
+        self._giving = 0
+        self._bad = 0
+        self._bad_logged = 0.0
+        self.given = self.received = self.refused = 0      # (for status and tests)
+
+    # -- receiving ------------------------------------------------------------------------
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await asyncio.sleep(0.1)
+                    continue
+                raise
+            if len(self._receiving) >= MAX_IN_FLIGHT:
+                conn.close()            # the giver sees the end and serves it itself
+                self._refuse("too many hand-offs at once")
+                continue
+            task = asyncio.ensure_future(self._receive(conn))
+            self._receiving.add(task)
+            task.add_done_callback(self._receiving.discard)
+
+    def _refuse(self, why: str) -> None:
+        self.refused += 1
+        self._bad += 1
+        now = time.monotonic()
+        if now - self._bad_logged >= BAD_MESSAGE_LOG_EVERY:
+            self._bad_logged = now
+            log.warning("hand-off socket %s: %d refused (the last: %s)", self.path, self._bad, why)
+
+    async def _receive(self, conn: socket.socket) -> None:
+        sock = None
+        with conn:
+            try:
+                sock, guid, data = await self._message(conn)
+                if sock is None:
+                    return
+                refusal = self.server.refusal(sock)
+                if refusal is not None:
+                    conn.send(NO)
+                    self._refuse(refusal)
+                    return
+                conn.send(ACK)
+                if not await self._committed(conn):
+                    return          # the giver serves it (or gave up): our copy goes
+                peer = sock.getpeername()
+                self.received += 1
+                self.server.adopt(sock, peer, guid, data)
+                sock = None
+            except Exception as e:      # a hand-off that fails must not stop the worker
+                self._refuse(f"{type(e).__name__}: {e}")
+            finally:
+                if sock is not None:
+                    sock.close()
+
+    async def _message(self, conn: socket.socket):
+        """(socket, guid, data) of a valid message, or (None, None, None)."""
+        from smbring.server.control import peer_uid
+        if peer_uid(conn) not in (0, os.geteuid()):
+            self._refuse("a peer of another user")
+            return None, None, None
+        if not await _readable(conn, MESSAGE_TIMEOUT):
+            self._refuse("no message in time")
+            return None, None, None
+        try:
+            message, ancillary, flags, _ = conn.recvmsg(
+                MAX_MESSAGE + 1, socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize),
+                socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+        except OSError as e:
+            self._refuse(f"receive failed: {e}")
+            return None, None, None
+        fds = received_fds(ancillary)
+        decoded = decode(message) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
+        if decoded is None or len(fds) != 1 or len(ancillary) != 1:
+            for fd in fds:
+                os.close(fd)
+            self._refuse("malformed message" if decoded is None else f"{len(fds)} descriptors")
+            return None, None, None
+        sock = connected_tcp(fds[0], self.server.ports)
+        if sock is None:
+            self._refuse("the descriptor is not a connected TCP socket on the server's port")
+            return None, None, None
+        return sock, decoded[0], decoded[1]
+
+    @staticmethod
+    async def _committed(conn: socket.socket) -> bool:
+        if await _readable(conn, COMMIT_TIMEOUT):
+            try:
+                return conn.recv(2, socket.MSG_DONTWAIT) == COMMIT
+            except OSError:
+                return False
+        # no COMMIT in time: refuse any later one (the giver's send fails: it serves the
+        # connection itself), then take one last look at what may have come just before
+        try:
+            conn.shutdown(socket.SHUT_RD)
+            return conn.recv(2, socket.MSG_DONTWAIT) == COMMIT
+        except OSError:
+            return False
+
+    # -- giving ---------------------------------------------------------------------------
+    async def give(self, worker: int, sock: socket.socket, guid: bytes, data: bytes) -> bool:
+        """Hands the connection `sock` to `worker`: True once that worker has taken it (the
+        caller then closes its own descriptor and forgets the connection, without shutting
+        it down); False when it stays here (the caller serves it)."""
+        if len(data) > MAX_HANDED or self._giving >= MAX_IN_FLIGHT or worker == self.worker:
+            return False
+        loop = asyncio.get_running_loop()
+        self._giving += 1
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        try:
+            await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
+            link.sendmsg([encode(guid, data)],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+            if not await _readable(link, ANSWER_TIMEOUT) or link.recv(2, socket.MSG_DONTWAIT) != ACK:
+                return False
+            link.send(COMMIT)       # fails once the receiver has given up: then it stays here
+            self.given += 1
+            return True
+        except (OSError, TimeoutError) as e:
+            log.info("connection not handed to worker %d (served here): %s", worker, e)
+            return False
+        finally:
+            self._giving -= 1
+            link.close()
+
+    def close(self) -> None:
+        """Stops receiving (the socket's name goes with the store when the server stops, or
+        is replaced by the next worker of this slot)."""
+        for task in self._receiving:
+            task.cancel()
+        self.sock.close()
