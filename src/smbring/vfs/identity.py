@@ -227,6 +227,13 @@ class ShareView:
             self.creds.data.opened(fd, self.identity)    # its data I/O runs as the identity
         return fd
 
+    def open_stat(self, parts, flags, mode=0o644):
+        self._act()
+        fd, st = self.base.open_stat(parts, flags, mode)
+        if self.creds is not None:
+            self.creds.data.opened(fd, self.identity)    # (a CREATE may keep it as the open's)
+        return fd, st
+
     def close_file(self, fd):
         if self.creds is not None:
             self.creds.data.closed(fd)
