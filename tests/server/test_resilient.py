@@ -35,9 +35,9 @@ class Conn:
     """One connection with one session and a tree of `share`."""
 
     def __init__(self, server, user: str = USER, password: str = PASSWORD, share: str = "share",
-                 dialect: int = wire.SMB311):
+                 dialect: int = wire.SMB311, guid: bytes | None = None):
         self.raw = server.raw()
-        assert self.raw.negotiate((dialect,)).status == wire.STATUS_SUCCESS
+        assert self.raw.negotiate((dialect,), client_guid=guid).status == wire.STATUS_SUCCESS
         self.session = self.raw.logon(user, password)
         self.tree = self.raw.tree(self.session, share)
 
@@ -111,11 +111,25 @@ def test_refused_without_durable_handles(smbconf):
     assert c.resiliency(c.open("no")) == wire.STATUS_NOT_SUPPORTED
 
 
-def test_refused_with_worker_processes(smbconf):
-    """Worker processes share no durable table: resiliency is refused, not promised."""
+def test_kept_with_worker_processes(smbconf):
+    """With worker processes a client's connections are all served by one worker: the
+    client reconnecting with its ClientGuid gets its resilient open back, whichever worker
+    accepted the new connection."""
     server = start(smbconf, "", None, "--workers", "2")
-    c = Conn(server)
-    assert c.resiliency(c.open("w")) == wire.STATUS_NOT_SUPPORTED
+    guid = os.urandom(16)
+    c = Conn(server, guid=guid)
+    fid = c.open("w")
+    assert c.resiliency(fid, 30_000) == wire.STATUS_SUCCESS
+    assert c.tree.write(fid, b"kept").status == wire.STATUS_SUCCESS
+    c.kill()
+    for _ in range(4):      # new connections, spread over the workers by the kernel
+        c2 = Conn(server, guid=guid)
+        r = reconnect(c2, fid)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c2.tree.close(r.file_id).status == wire.STATUS_SUCCESS
+        fid = c2.open("w")
+        assert c2.resiliency(fid, 30_000) == wire.STATUS_SUCCESS
+        c2.kill()
 
 
 def test_a_guest_gets_none(smbconf):

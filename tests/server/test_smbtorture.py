@@ -1,13 +1,14 @@
 """Samba's smbtorture (Debian package samba-testsuite) against a real smbring server: each
 suite must pass at least as many tests as it did when its floor was last raised, so a
 regression in any of them fails CI. README lists the counts."""
+import concurrent.futures
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from servers import PASSWORD, USER
+from servers import PASSWORD, USER, spawn, stop
 
 # suite -> tests passing on 2026-11-24 (104 in all; smbd passes 95 of these 112, impacket 15)
 FLOORS = {
@@ -30,17 +31,48 @@ FLOORS = {
 pytestmark = pytest.mark.skipif(shutil.which("smbtorture") is None,
                                 reason="smbtorture not installed (Debian package samba-testsuite)")
 
+# suites run at once, each against a server of its own: a suite spends most of its time
+# waiting (break timeouts, reconnects), so three share the machine without crowding it
+AT_ONCE = 3
+
+
+def run_suite(root, suite: str) -> dict:
+    """One suite against a fresh server sharing root/share: what passed and failed, and
+    whether the server survived without a traceback."""
+    share = root / "share"
+    share.mkdir()
+    proc, port, log = spawn(root, str(share), "--share", "share")
+    try:
+        run = subprocess.run(
+            ["smbtorture", r"//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+             "--fullname", "--format=subunit", suite],
+            cwd=root, capture_output=True, text=True, timeout=600)
+        alive = proc.poll() is None
+    finally:
+        stop(proc)
+    results = re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)
+    return {"results": results, "output": run.stdout[-2000:] + run.stderr[-2000:], "alive": alive,
+            "traceback": "Traceback" in log.read_text()}
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory):
+    """The suites this session selected, run AT_ONCE at a time: suite -> run_suite's dict."""
+    chosen = [item.callspec.params["suite"] for item in request.session.items
+              if item.originalname == "test_smbtorture_suite" and hasattr(item, "callspec")]
+    with concurrent.futures.ThreadPoolExecutor(AT_ONCE) as pool:
+        futures = {suite: pool.submit(run_suite, tmp_path_factory.mktemp(suite.replace(".", "-")), suite)
+                   for suite in dict.fromkeys(chosen)}
+        return {suite: future.result() for suite, future in futures.items()}
+
 
 @pytest.mark.parametrize("suite", list(FLOORS))
-def test_smbtorture_suite(server, tmp_path, suite):
-    run = subprocess.run(
-        ["smbtorture", r"//127.0.0.1/share", "-p", str(server["port"]), "-U", f"{USER}%{PASSWORD}",
-         "--fullname", "--format=subunit", suite],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    results = re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)
+def test_smbtorture_suite(outcomes, suite):
+    outcome = outcomes[suite]
+    results = outcome["results"]
     passed = [name for kind, name in results if kind == "success"]
     failed = [name for kind, name in results if kind in ("failure", "error")]
-    assert results, run.stdout[-2000:] + run.stderr[-2000:]
+    assert results, outcome["output"]
     assert len(passed) >= FLOORS[suite], f"{suite}: {len(passed)} passed, failing: {failed}"
-    assert server["proc"].poll() is None, "the server died"
-    assert "Traceback" not in server["log"].read_text()
+    assert outcome["alive"], "the server died"
+    assert not outcome["traceback"], "a traceback in the server's log"
