@@ -15,6 +15,7 @@ while it connects (test_workers_handoff.connect_while_stopped)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import sys
@@ -302,3 +303,42 @@ def test_close_requests_are_checked():
     data = wakeups.encode(m)
     assert wakeups.decode(data) == m
     assert wakeups.decode(data + b"\0") is None and wakeups.decode(data[:-1]) is None
+
+
+def test_a_stopped_worker_delays_the_create_it_does_not_block_it(tmp_path, monkeypatch):
+    """The open's worker is stopped and cannot act on the request: the CREATE waits the break
+    timeout (shortened here), then as for a holder that does not answer its break, and gets
+    its answer (the share mode); the requests read late, once that worker goes on, close
+    nothing (no CREATE waits any more): the client still reclaims its open."""
+    timeout = 2.0
+    monkeypatch.setenv("SMBRING_BREAK_TIMEOUT", str(timeout))
+    share = tmp_path / "share"
+    share.mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    control = str(tmp_path / "run" / "control")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", control, "--shutdown-timeout", "2")
+    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
+              "run": tmp_path / "run", "workers": 2}
+    try:
+        workers.wait_for_workers(server)
+        holder = Client(server)
+        _fid, reclaimer = durable_open(holder, "stopped", "dhnq-batch", SHARE_NONE)
+        lose(holder)
+        pid = workers.pid_of(server, holder.worker)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            other = Client(server)
+            assert other.worker != holder.worker
+            started = time.monotonic()
+            r = other.create("stopped", share_access=SHARE_NONE, oplock=BATCH, disposition=wire.FILE_OPEN)
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert r.status == wire.STATUS_SHARING_VIOLATION, r
+        assert timeout - 0.5 <= elapsed < 3 * timeout + 3, elapsed
+        time.sleep(0.5)
+        assert reclaim(server, holder.guid, reclaimer).status == wire.STATUS_SUCCESS
+        other.close()
+    finally:
+        stop(proc)
