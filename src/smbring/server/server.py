@@ -328,6 +328,8 @@ class Server:
         self.state = ServerState(backends=backends)
         if worker is not None:
             self.routes = ClientRoutes(self.store, holds=self.state.durable.holds_client)
+            # another worker's CREATE closes this one's detached durable opens as one process does
+            self.state.oplocks.close_detached_with(self.state.durable, self.file_maps.forget_file)
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts

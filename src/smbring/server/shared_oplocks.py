@@ -17,10 +17,20 @@ retried every POLL seconds, and every worker takes away the breaks not answered 
 deadline (the store records them), so a lost hint delays, it never blocks; a dead worker's
 entries are removed by the supervisor, which then wakes every worker.
 
+A durable open whose connection is gone (detached, smb.durable) is marked so in its record.
+One process closes a file's detached opens before a CREATE that reads, writes or deletes it
+(smb.commands.create_durable.close_detached: nobody could answer their breaks); a CREATE in
+another worker does the same through the open's worker: it asks it (CLOSE_DETACHED) and waits
+as for a break, asking again at each retry. The open's worker closes it only where its own
+table says it is still detached, the store's record says so too, and another worker has a
+CREATE waiting on the file; a CREATE asks for one open for the break timeout at most, after
+which the open is treated as an attached one whose client does not answer.
+
 Records (added to the store's databases):
 
-- ``oplocks``: file + worker + open -> the open's Holder: attribute-only, oplock caching,
-  the break under way (0xFF: none), its deadline, level II allowed, its lease (if any);
+- ``oplocks``: file + worker + open -> the open's Holder: attribute-only and detached (flags),
+  oplock caching, the break under way (0xFF: none), its deadline, level II allowed, its
+  lease (if any);
 - ``leases``: ClientGuid + LeaseKey -> the Lease: file, version, epoch, state, break under
   way, what it asked for and what it must reach, deadline, parent key;
 - ``obreaks``: ``o`` + file + worker + open, or ``l`` + ClientGuid + LeaseKey -> deadline:
@@ -37,14 +47,17 @@ import time
 
 from smbring.server import wakeups
 from smbring.server.shared_store import FILE, OWNER, WORKER, Store
+from smbring.smb.effects import Forget
 from smbring.smb.oplocks import (BREAK_TIMEOUT, LEVEL_NONE, Holder, Lease, Oplocks, level_of,
                                  stat_only)
 
 log = logging.getLogger("smbring.server")
 
 POLL = 1.0          # seconds between the retries of a CREATE waiting on another worker
-# stat-only, caching, breaking to, level2, deadline, has lease, lease, when the open was made
+# flags, caching, breaking to, level2, deadline, has lease, lease, when the open was made
 HOLDER = struct.Struct(">BBBBdB32sQ")
+STAT_ONLY, DETACHED = 0x1, 0x2      # a holder's flags: attribute-only; durable, its session gone
+MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking to close
 LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
 DEADLINE = struct.Struct(">d")
 NOT_BREAKING = 0xFF
@@ -64,9 +77,9 @@ def _file(key) -> bytes:
     return FILE.pack(*key)
 
 
-def _encode_holder(h: Holder, since: int) -> bytes:
+def _encode_holder(h: Holder, since: int, flags: int = 0) -> bytes:
     lease = h.lease
-    return HOLDER.pack(h.stat_only, h.caching & 0x7,
+    return HOLDER.pack((STAT_ONLY if h.stat_only else 0) | (flags & DETACHED), h.caching & 0x7,
                        NOT_BREAKING if h.breaking_to is None else h.breaking_to & 0x7,
                        h.level2, h.deadline, lease is not None,
                        (lease.client_guid + lease.key) if lease is not None else bytes(32), since)
@@ -107,11 +120,18 @@ class SharedOplocks(Oplocks):
         self._txn = None
         self._owner: dict[Holder, bytes] = {}
         self._since: dict[Holder, int] = {}
+        self._flags: dict[Holder, int] = {}
         self._loaded: dict[bytes, bytes] = {}        # oplocks key -> record as loaded
         self._leases_loaded: dict[tuple, bytes] = {}
         self._actions: list | None = None
         self._poll_timer = None
         self._listening = False
+        # the durable opens of this worker and what to do with the effects of closing one
+        # (set by the server: `close_detached_with`)
+        self._durable = None
+        self._forget_file = None
+        # file -> open owner -> when this worker first asked for that detached open's close
+        self._closes_asked: dict[bytes, dict[bytes, float]] = {}
 
     # -- a step: load, decide, save ---------------------------------------------------------
     @contextlib.contextmanager
@@ -135,6 +155,7 @@ class SharedOplocks(Oplocks):
             self._files, self._leases = {}, {}
             self._breaking, self._breaking_leases = set(), set()
             self._owner, self._since, self._loaded, self._leases_loaded = {}, {}, {}, {}
+            self._flags = {}
         if actions:
             if outer:       # committed only when the outer step ends: after it
                 self._loop_of().call_soon(self._run, actions)
@@ -187,7 +208,9 @@ class SharedOplocks(Oplocks):
                 send_break, send_lease_break = self._raw.get(open_id, (None, None))
                 h.send_break = self._deferred(send_break)
                 h.send_lease_break = self._deferred(send_lease_break)
-            h.stat_only, h.caching, h.level2, h.deadline = bool(stat), caching, bool(level2), deadline
+            h.stat_only, h.caching, h.level2, h.deadline = bool(stat & STAT_ONLY), caching, \
+                bool(level2), deadline
+            self._flags[h] = stat & DETACHED
             h.breaking_to = None if breaking_to == NOT_BREAKING else breaking_to
             h.lease = self._load_lease(ident) if has_lease else None
             if h.lease is not None:
@@ -231,7 +254,7 @@ class SharedOplocks(Oplocks):
                 if owner is None:
                     continue
                 k = file + owner
-                record = _encode_holder(h, self._since.get(h, 0))
+                record = _encode_holder(h, self._since.get(h, 0), self._flags.get(h, 0))
                 if record == self._loaded.get(k):
                     continue
                 txn.put(k, record, db=self.db)
@@ -327,10 +350,17 @@ class SharedOplocks(Oplocks):
             return super().breaking(o)
 
     def rebind(self, o, send_break, send_lease_break=None) -> None:
+        """As `Oplocks.rebind`; the store's record says whether the open is detached (no
+        sender: its session is gone) for the other workers' CREATEs."""
         h = self._mine.get(id(o))
-        if h is not None:
-            raw = self._raw.get(id(o), (None, None))
-            self._raw[id(o)] = (send_break, send_lease_break if h.lease is not None else raw[1])
+        if h is None:
+            return
+        raw = self._raw.get(id(o), (None, None))
+        self._raw[id(o)] = (send_break, send_lease_break if h.lease is not None else raw[1])
+        with self._step(o.key):
+            h = super()._holder(o)
+            if h is not None:
+                self._flags[h] = DETACHED if send_break is None else 0
 
     def _holder(self, o) -> Holder | None:
         if self._txn is None and not isinstance(o, RemoteOpen):
@@ -341,7 +371,37 @@ class SharedOplocks(Oplocks):
     def contend(self, key, access: int, sharing_violation: bool, overwrite: bool,
                 first_attempt: bool = True, lease=None) -> bool:
         with self._step(key):
+            if not stat_only(access) and self._ask_detached_closed(key):
+                return True
             return super().contend(key, access, sharing_violation, overwrite, first_attempt, lease)
+
+    def _ask_detached_closed(self, key) -> bool:
+        """The other workers' detached durable opens of the file are closed first, as one
+        process closes its own before a CREATE that reads, writes or deletes the file (see
+        the module's description): their workers are asked (once the step is committed);
+        True while one is still there, asked for less than the break timeout (the CREATE
+        waits, and asks again when it is retried). After that it goes on as for a holder
+        that does not answer a break."""
+        file, now = _file(key), self.clock()
+        detached = {self._owner[h]: h.open for h in self._files[key].values()
+                    if isinstance(h.open, RemoteOpen) and h.open.worker != self.store.worker
+                    and self._flags.get(h, 0) & DETACHED}
+        asked = self._closes_asked.pop(file, {})
+        asked = {owner: asked.get(owner, now) for owner in detached}    # (the gone ones forgotten)
+        if not asked:
+            return False
+        self._closes_asked[file] = asked            # (most recent last)
+        while len(self._closes_asked) > MAX_FILES_ASKED:
+            del self._closes_asked[next(iter(self._closes_asked))]
+        asking = [o for owner, o in detached.items() if now - asked[owner] < self.timeout]
+        if not asking:
+            return False
+        # the CREATE waits on the file: recorded now, for the asked worker to check
+        self._txn.put(file + self._me, b"", db=self.waits_db)
+        for o in asking:
+            self._later(self.channel.send, o.worker, wakeups.Message(
+                wakeups.CLOSE_DETACHED, file=tuple(key), open_id=o.open_id))
+        return True
 
     def grant(self, o, requested: int, *, created: bool = False, enabled: bool = True,
               level2: bool = True, locked: bool = False, send_break=None) -> int:
@@ -554,6 +614,53 @@ class SharedOplocks(Oplocks):
             self._tell_oplock_break(m)
         elif m.kind == wakeups.LEASE_BREAK:
             self._tell_lease_break(m)
+        elif m.kind == wakeups.CLOSE_DETACHED:
+            self._close_detached(m)
+
+    def close_detached_with(self, durable, forget_file) -> None:
+        """This worker's durable opens (`smb.durable.DurableOpens`): a detached one another
+        worker's CREATE asks for is closed there; forget_file(dev, ino) is called for a file
+        its close deleted (delete on close), as a connection does with `Forget`."""
+        self._durable, self._forget_file = durable, forget_file
+
+    def _close_detached(self, m: wakeups.Message) -> None:
+        """Another worker's CREATE asks for this worker's detached open `m.open_id` of the
+        file to be closed. Only a hint: closed only where it is this worker's open of that
+        file, detached in its own table (never an open with a session), detached in the
+        store's record, and another worker has a CREATE waiting on the file."""
+        h = self._mine.get(m.open_id)
+        durable = self._durable
+        if h is None or durable is None or tuple(h.open.key) != m.file:
+            return
+        d = durable.of(h.open)
+        if d is None or not d.detached:
+            return
+        file = _file(m.file)
+        with self.store.read() as txn:
+            record = txn.get(file + self.store.owner(m.open_id), db=self.db)
+            if record is None or len(record) != HOLDER.size or not record[0] & DETACHED:
+                return
+            if not self._waiting_elsewhere(txn, file):
+                return
+        effects: list = []
+        durable.close_detached(d, effects)
+        log.info("a detached durable handle closed: another worker's open of its file needs it")
+        for effect in effects:
+            if isinstance(effect, Forget) and self._forget_file is not None:
+                self._forget_file(effect.dev, effect.ino)
+
+    def _waiting_elsewhere(self, txn, file: bytes) -> bool:
+        """Whether a worker but this one has a request waiting on the file."""
+        cursor = txn.cursor(self.waits_db)
+        if not cursor.set_range(file):
+            return False
+        for k in cursor.iternext(values=False):
+            k = bytes(k)
+            if not k.startswith(file):
+                return False
+            if len(k) == FILE.size + WORKER.size and k[FILE.size:] != self._me:
+                return True
+        return False
 
     def _tell_oplock_break(self, m: wakeups.Message) -> None:
         h = self._mine.get(m.open_id)

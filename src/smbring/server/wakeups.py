@@ -7,7 +7,8 @@ The shared store holds every oplock and lease; a message only tells a worker to 
 again: "a CREATE waiting on file X may go on" (WAKE), "every CREATE waiting may try again"
 (WAKE_ALL: the supervisor, once a dead worker's entries are gone), "tell your client its
 oplock on open X breaks to level L" (OPLOCK_BREAK), "tell your client its lease breaks from
-S to T" (LEASE_BREAK). The receiver checks each against the store before acting on it (see
+S to T" (LEASE_BREAK), "a CREATE here waits for your detached durable open X of file F to be
+closed" (CLOSE_DETACHED). The receiver checks each against the store before acting on it (see
 server.shared_oplocks); a message is never the only way something happens (waiting requests
 are retried on a timer too), so a lost one only delays.
 
@@ -30,13 +31,14 @@ log = logging.getLogger("smbring.server")
 
 MAGIC = b"SRW1"
 HEADER = struct.Struct(">4sB")
-WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK = 1, 2, 3, 4
+WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK, CLOSE_DETACHED = 1, 2, 3, 4, 5
 FILE = struct.Struct(">QQ")                       # st_dev, st_ino
 BODIES = {
     WAKE: struct.Struct(">QQ"),
     WAKE_ALL: struct.Struct(">"),
     OPLOCK_BREAK: struct.Struct(">QQQB"),         # file, open id, level (0 or 1)
     LEASE_BREAK: struct.Struct(">QQ16s16sBBBH"),  # file, ClientGuid, LeaseKey, old, new, ack, epoch
+    CLOSE_DETACHED: struct.Struct(">QQQ"),        # file, open id
 }
 MAX_MESSAGE = HEADER.size + max(b.size for b in BODIES.values())
 CACHING_BITS = 0x7                                # READ | HANDLE | WRITE
@@ -66,6 +68,8 @@ def encode(m: Message) -> bytes:
         return head
     if m.kind == OPLOCK_BREAK:
         return head + body.pack(*m.file, m.open_id, m.level)
+    if m.kind == CLOSE_DETACHED:
+        return head + body.pack(*m.file, m.open_id)
     return head + body.pack(*m.file, m.client_guid, m.lease_key, m.old, m.new, int(m.ack), m.epoch)
 
 
@@ -87,6 +91,9 @@ def decode(data: bytes) -> Message | None:
         if level not in (0, 1):        # an oplock breaks to none or level II
             return None
         return Message(OPLOCK_BREAK, file=(dev, ino), open_id=open_id, level=level)
+    if kind == CLOSE_DETACHED:
+        dev, ino, open_id = fields
+        return Message(CLOSE_DETACHED, file=(dev, ino), open_id=open_id)
     dev, ino, guid, key, old, new, ack, epoch = fields
     if old & ~CACHING_BITS or new & ~CACHING_BITS or new & ~old or new == old or ack not in (0, 1):
         return None

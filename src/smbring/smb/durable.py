@@ -10,7 +10,8 @@ table, its file, share mode, byte-range locks and oplock kept, until
   it was opened with): it is attached to that session and tree again, with its FileId's
   persistent half;
 - another open of the file would have to break its oplock or is refused by its share mode:
-  it is closed then (nobody could answer a break), as Windows and Samba do;
+  it is closed then (nobody could answer a break), as Windows and Samba do (with several
+  workers, a CREATE in another worker asks this one to close it: server.shared_oplocks);
 - its timeout passes (`expire`, called by the server's sweep): it is closed;
 - more than `max disconnected durable handles` are detached: the oldest is closed.
 
