@@ -184,6 +184,36 @@ def test_a_listing_shows_what_the_users_account_may_see(server):
         shutil.rmtree(names)
 
 
+def test_an_open_the_account_may_not_make_breaks_nobodys_oplock(server):
+    """BOB may not read ALICE's 0600 file: his CREATE is refused ACCESS_DENIED at once, and
+    ALICE's batch oplock is not broken for it (as Windows checks access before it breaks
+    anything): a user must not be able to take other users' caching away, nor close their
+    detached durable opens, with opens he could never make."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+    from raw import NoAnswer, RawClient
+    from smbcore import create_body
+
+    from smbring.smb import wire
+    name = f"shared\\{ALICE}600.txt"
+    with RawClient(server["port"]) as alice, RawClient(server["port"]) as bob:
+        alice.negotiate()
+        atree = alice.tree(alice.logon(ALICE, PASSWORD), "share")
+        r = atree.request(wire.CREATE, create_body(name, wire.GENERIC_READ | wire.GENERIC_WRITE,
+                                                   wire.FILE_OPEN, 0, oplock=0x09))
+        assert r.status == wire.STATUS_SUCCESS and r.raw[66] == 0x09
+        bob.negotiate()
+        btree = bob.tree(bob.logon(BOB, PASSWORD), "share")
+        for access in (wire.GENERIC_READ, wire.GENERIC_WRITE):
+            r = btree.request(wire.CREATE, create_body(name, access, wire.FILE_OPEN, 0))
+            assert r.status == wire.STATUS_ACCESS_DENIED, r
+        alice.sock.settimeout(1.0)
+        try:
+            frame = alice.recv_frame()
+        except NoAnswer:
+            frame = None
+        assert frame is None, f"ALICE was sent {frame!r}"
+
+
 def test_guest_acts_as_nobody(server, tmp_path):
     if not shutil.which("smbclient"):
         pytest.skip("Samba's smbclient is not installed")

@@ -30,7 +30,11 @@ from smbring.vfs.api import (
     split_stream,
 )
 
-__all__ = ["STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError", "split_path", "split_stream"]
+__all__ = ["MAY_READ", "MAY_WRITE", "STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError",
+           "split_path", "split_stream"]
+
+# what `may_open` and `may_access` ask about (the values of os.R_OK and os.W_OK)
+MAY_READ, MAY_WRITE = 4, 2
 
 
 @runtime_checkable
@@ -187,6 +191,13 @@ class FileSystem(Protocol):
         ACLs; root may do both), a symlink by its target (`entry_stat` shows a symlink
         leading out of the share as a link: the caller judges those). False for an entry
         gone. Raises nothing."""
+        ...
+
+    def may_open(self, parts: list[str], mode: int) -> bool:
+        """Whether whoever the file system acts as may read (MAY_READ) and/or write
+        (MAY_WRITE) the file at `parts`, as the kernel judges it (mode bits, ACLs), asked
+        before a CREATE starts anything on other clients' behalf (breaks). True where it
+        cannot tell (the open that follows decides). Raises nothing."""
         ...
 
     def reachable(self) -> bool:

@@ -429,6 +429,21 @@ class PosixVFS:
         except OSError:
             return False
 
+    def may_open(self, parts: list[str], mode: int) -> bool:
+        """faccessat beneath the root with the effective ids: one system call. Only EACCES
+        and EPERM say no (a name that is gone, or a link the open will refuse, is the open's
+        to answer)."""
+        path = self.rel(parts)
+        try:
+            if os.access(path, mode, dir_fd=self.root_fd, effective_ids=True):
+                return True
+            # refused, or not there to judge (gone, a path it may not search): only a file
+            # that is there and refuses says no
+            return not os.access(path, os.F_OK, dir_fd=self.root_fd, effective_ids=True,
+                                 follow_symlinks=False)
+        except OSError:
+            return True
+
     def reachable(self) -> bool:
         try:
             return os.access(self.root, os.X_OK, effective_ids=True)

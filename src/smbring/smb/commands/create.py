@@ -27,7 +27,7 @@ from smbring.smb.fileinfo import (
     times,
     writable_for_metadata,
 )
-from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
+from smbring.smb.fs import MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
 from smbring.smb.state import Chain, GoAsync, Open
 from smbring.smb.wire import Header
@@ -66,6 +66,18 @@ def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
         return None
     finally:
         fs.close_file(fd)
+
+
+def refused_by_the_kernel(fs: FileSystem, parts: list[str], access: int) -> None:
+    """A file without a stored security descriptor is judged by the kernel when it is opened,
+    which comes after the oplock breaks and the closing of detached durable opens that the
+    open needs: an open the account may not make must start neither (as Windows, which checks
+    access before it breaks anything), so its read and write rights are asked first."""
+    mapped = acl.map_generic(access)
+    mode = ((MAY_READ if mapped & (wire.FILE_READ_DATA | wire.FILE_EXECUTE) else 0)
+            | (MAY_WRITE if mapped & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA) else 0))
+    if mode and not fs.may_open(parts, mode):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
 def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bool):
@@ -333,12 +345,22 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep)
     try:
-        if exists and parts:
-            check_read_only(st, dos, access, options, disposition, attrs)
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
         # itself holds only what it asked for)
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
+        token = c.token(hdr)
+        parent = None
+        if exists and parts:
+            check_read_only(st, dos, access, options, disposition, attrs)
+            # access is checked before anything is started for this open on other clients'
+            # behalf (breaks, closing detached durable opens), as Windows does
+            if sd is not None:      # a stored security descriptor decides who opens the file
+                parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+                if acl.check(checked_access, sd, parent, token) < 0:
+                    raise SMBError(wire.STATUS_ACCESS_DENIED)
+            elif not is_dir:        # else the kernel, which the open itself asks only later
+                refused_by_the_kernel(fs, parts, checked_access)
         if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
             raise SMBError(wire.STATUS_DELETE_PENDING)
         # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
@@ -363,15 +385,11 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if not exists and tree.share.read_only:
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
         action = wire.FILE_OPENED
-        token = c.token(hdr)
         # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
         # request on the handle is checked against this, never against what was asked
         granted = acl.check(access, None, None, token)
         most = wire.FILE_ALL_ACCESS         # what MxAc reports
-        if sd is not None:     # a stored security descriptor decides who opens the file
-            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-            if acl.check(checked_access, sd, parent, token) < 0:
-                raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if sd is not None:     # (its check passed above)
             granted = acl.check(access, sd, parent, token)
             most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
         if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
