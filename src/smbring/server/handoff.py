@@ -55,6 +55,7 @@ import struct
 import time
 
 from smbring.server.shared_store import WORKER, Store, StoreFull
+from smbring.server.wakeups import bind_worker_socket
 
 log = logging.getLogger("smbring.server")
 
@@ -257,22 +258,7 @@ class HandOffs:
     def __init__(self, directory: str, worker: int, server):
         self.directory, self.worker, self.server = directory, worker, server
         self.path = socket_path(directory, worker)
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise OSError(f"{self.path}: exists and is not a socket")
-            os.unlink(self.path)        # the socket of this slot's dead predecessor
-        self.sock = socket.socket(socket.AF_UNIX,
-                                  socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        old_umask = os.umask(0o177)
-        try:
-            self.sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        self.sock = bind_worker_socket(self.path, socket.SOCK_SEQPACKET)
         self.sock.listen(MAX_IN_FLIGHT)
         self._receiving: set[asyncio.Task] = set()
         self._giving = 0

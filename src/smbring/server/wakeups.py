@@ -120,6 +120,28 @@ def send(sock: socket.socket, directory: str, worker: int, message: Message) -> 
         return False
 
 
+def bind_worker_socket(path: str, kind: int) -> socket.socket:
+    """A Unix socket of a worker's slot, bound at `path` with mode 0600 (no moment with a wider
+    one), non-blocking; a socket left there by the slot's dead predecessor is replaced,
+    anything else at the path is refused (OSError)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{path}: exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return sock
+
+
 class Channel:
     """A worker's own socket: bound at its start (a dead predecessor's is replaced), read by
     the worker's event loop once `start` is called."""
@@ -128,22 +150,7 @@ class Channel:
         self.directory = directory
         self.worker = worker
         self.path = socket_path(directory, worker)
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise OSError(f"{self.path}: exists and is not a socket")
-            os.unlink(self.path)        # the socket of this slot's dead predecessor
-        self.sock = socket.socket(socket.AF_UNIX,
-                                  socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        old_umask = os.umask(0o177)
-        try:
-            self.sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        self.sock = bind_worker_socket(self.path, socket.SOCK_DGRAM)
         self._loop = None
         self._handler = None
         self._bad = 0
