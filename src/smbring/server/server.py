@@ -158,13 +158,8 @@ class PlainTransport:
         # asyncio reads what has arrived at once, without a turn of the loop: a client that
         # keeps its socket full would never let the other connections run
         await asyncio.sleep(0)
-        buf = bytearray(n)
-        view, got = memoryview(buf), 0
-        while got < n:
-            k = await self.loop.sock_recv_into(self.sock, view[got:])
-            if not k:
-                raise ConnectionResetError("peer closed")
-            got += k
+        view = memoryview(bytearray(n))
+        await _receive_into(self.loop, self.sock, view, 0)
         return view
 
     def flush_nowait(self) -> None:
@@ -895,12 +890,17 @@ class Prelude:
         view, got = memoryview(bytearray(n)), min(n, len(self.pending))
         view[:got] = self.pending[:got]
         del self.pending[:got]
-        while got < n:
-            k = await self.loop.sock_recv_into(self.sock, view[got:])
-            if not k:
-                raise ConnectionResetError("peer closed")
-            got += k
+        await _receive_into(self.loop, self.sock, view, got)
         return view
+
+
+async def _receive_into(loop, sock: socket.socket, view: memoryview, got: int) -> None:
+    """Fills view[got:] from the socket; ConnectionResetError where the peer closes first."""
+    while got < len(view):
+        k = await loop.sock_recv_into(sock, view[got:])
+        if not k:
+            raise ConnectionResetError("peer closed")
+        got += k
 
 
 def _family(host: str) -> int:
