@@ -162,8 +162,9 @@ def test_a_channel_killed_by_the_kernel_is_reopened(smbring_server, tmp_path):
             assert c.open_channels == 4
             await while_losing(c, 1, 3, c.put(str(up), "big.bin"),
                                kill_channel(c, srv["port"], 1, 3))
-            await while_losing(c, 3, 3, c.get("big.bin", str(tmp_path / "down.bin")),
-                               kill_channel(c, srv["port"], 3, 3))
+            # (killed after its first answer: the download is over quickly)
+            await while_losing(c, 3, 1, c.get("big.bin", str(tmp_path / "down.bin")),
+                               kill_channel(c, srv["port"], 3, 1))
             await c.wait_reopened()
             assert c.open_channels == 4 and c.reopened == 2, c.multichannel_note
             assert c.retried >= 2
