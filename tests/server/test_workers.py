@@ -37,6 +37,8 @@ from smbprotocol.tree import TreeConnect  # noqa: E402
 from smbring.smb.locks import Lock  # noqa: E402
 
 from servers import PASSWORD, USER, spawn, stop  # noqa: E402
+from worker_servers import status_of, worker_holding  # noqa: E402
+from worker_servers import start as start_workers  # noqa: E402
 
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
 ALL_ACCESS = 0x001F01FF
@@ -80,37 +82,11 @@ def element(offset: int, length: int, flags: int) -> SMB2LockElement:
     return e
 
 
-def status_of(server) -> dict:
-    from smbring.server.control import ask
-    return ask(server["control"])
-
-
-def worker_holding(server, name: str) -> int | None:
-    for c in status_of(server)["connections"]:
-        if any(o["name"] == name for o in c["opens"]):
-            return c["worker"]
-    return None
-
-
 @pytest.fixture
 def server(tmp_path):
-    share = tmp_path / "share"
-    share.mkdir()
-    (tmp_path / "run").mkdir()
-    control = str(tmp_path / "run" / "control")
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
-                            "--control-socket", control, "--shutdown-timeout", "2")
-    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control}
-    deadline = time.monotonic() + 15       # both workers answer status
-    while time.monotonic() < deadline:
-        try:
-            if all(w.get("pid") and "error" not in w for w in status_of(server)["workers"]):
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    server = start_workers(tmp_path)
     yield server
-    stop(proc)
+    stop(server["proc"])
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 import test_workers_handoff as workers  # noqa: E402
-from servers import spawn, stop  # noqa: E402
+from servers import stop  # noqa: E402
+from worker_servers import pid_of  # noqa: E402
+from worker_servers import start as start_workers  # noqa: E402
 from smbcore import create_body, read_body  # noqa: E402
 from smbcore import create_contexts_of as contexts_of  # noqa: E402
 from smbcore import oplock_level_of as oplock_of  # noqa: E402
@@ -46,19 +48,9 @@ PROMPTLY = 3.0          # seconds: well under the break timeout (35 s)
 
 @pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
 def server(request, tmp_path):
-    share = tmp_path / "share"
-    share.mkdir()
-    (tmp_path / "run").mkdir(mode=0o700)
-    control = str(tmp_path / "run" / "control")
-    workers_args = ["--workers", "2"] if request.param == 2 else []
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", *workers_args,
-                            "--control-socket", control, "--shutdown-timeout", "2")
-    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
-              "run": tmp_path / "run", "workers": request.param}
-    if request.param == 2:
-        workers.wait_for_workers(server)
+    server = start_workers(tmp_path, request.param)
     yield server
-    stop(proc)
+    stop(server["proc"])
 
 
 def two_workers(server) -> bool:
@@ -312,20 +304,13 @@ def test_a_stopped_worker_delays_the_create_it_does_not_block_it(tmp_path, monke
     nothing (no CREATE waits any more): the client still reclaims its open."""
     timeout = 2.0
     monkeypatch.setenv("SMBRING_BREAK_TIMEOUT", str(timeout))
-    share = tmp_path / "share"
-    share.mkdir()
-    (tmp_path / "run").mkdir(mode=0o700)
-    control = str(tmp_path / "run" / "control")
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
-                            "--control-socket", control, "--shutdown-timeout", "2")
-    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
-              "run": tmp_path / "run", "workers": 2}
+    server = start_workers(tmp_path)
+    proc = server["proc"]
     try:
-        workers.wait_for_workers(server)
         holder = Client(server)
         _fid, reclaimer = durable_open(holder, "stopped", "dhnq-batch", SHARE_NONE)
         lose(holder)
-        pid = workers.pid_of(server, holder.worker)
+        pid = pid_of(server, holder.worker)
         os.kill(pid, signal.SIGSTOP)
         try:
             other = Client(server)

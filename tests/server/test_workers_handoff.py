@@ -28,7 +28,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
-from servers import PASSWORD, USER, spawn, stop  # noqa: E402
+from servers import PASSWORD, USER, stop  # noqa: E402
+from worker_servers import pid_of, status_of, wait_for_workers  # noqa: E402
+from worker_servers import start as start_workers  # noqa: E402
 from smbcore import create_body, read_body, write_body  # noqa: E402
 from smbcore import create_contexts_of as contexts_of  # noqa: E402
 from test_sessions_multichannel import bind  # noqa: E402
@@ -38,15 +40,6 @@ from smbring.smb import wire  # noqa: E402
 
 BATCH = 0x09
 READ_WRITE = 0x0012019F
-
-
-def status_of(server) -> dict:
-    from smbring.server.control import ask
-    return ask(server["control"])
-
-
-def pid_of(server, worker: int) -> int:
-    return next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == worker)
 
 
 def worker_of(server, c: RawClient, wait: float = 5.0) -> int:
@@ -67,30 +60,9 @@ def other(worker: int) -> int:
 
 @pytest.fixture
 def server(tmp_path):
-    share = tmp_path / "share"
-    share.mkdir()
-    (tmp_path / "run").mkdir(mode=0o700)
-    control = str(tmp_path / "run" / "control")
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
-                            "--control-socket", control, "--shutdown-timeout", "2")
-    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
-              "run": tmp_path / "run"}
-    wait_for_workers(server)
+    server = start_workers(tmp_path)
     yield server
-    stop(proc)
-
-
-def wait_for_workers(server, old_pids=()) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            workers = status_of(server)["workers"]
-            if all(w.get("pid") and "error" not in w and w["pid"] not in old_pids for w in workers):
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the workers did not start")
+    stop(server["proc"])
 
 
 def store_directory(server) -> str:

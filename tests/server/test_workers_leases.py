@@ -22,7 +22,9 @@ pytest.importorskip("smbprotocol")
 import test_lease_rename_hold as renames  # noqa: E402
 import test_leases as leases  # noqa: E402
 import test_oplocks as oplocks  # noqa: E402
-from servers import spawn, stop  # noqa: E402
+from servers import stop  # noqa: E402
+from worker_servers import pid_of, status_of, worker_holding  # noqa: E402
+from worker_servers import start as start_workers  # noqa: E402
 from waiting_calls import Background  # noqa: E402
 
 from smbring.server import wakeups  # noqa: E402
@@ -30,43 +32,12 @@ from smbring.server import wakeups  # noqa: E402
 BREAK_TIMEOUT = 3.0
 
 
-def status_of(server) -> dict:
-    from smbring.server.control import ask
-    return ask(server["control"])
-
-
-def worker_holding(server, name: str) -> int | None:
-    for c in status_of(server)["connections"]:
-        if any(o["name"] == name for o in c["opens"]):
-            return c["worker"]
-    return None
-
-
-def pid_of(server, worker: int) -> int:
-    return next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == worker)
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("SMBRING_BREAK_TIMEOUT", str(BREAK_TIMEOUT))
-    share = tmp_path / "share"
-    share.mkdir()
-    (tmp_path / "run").mkdir(mode=0o700)
-    control = str(tmp_path / "run" / "control")
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
-                            "--control-socket", control, "--shutdown-timeout", "2")
-    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
-              "run": tmp_path / "run"}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if all(w.get("pid") and "error" not in w for w in status_of(server)["workers"]):
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    server = start_workers(tmp_path)
     yield server
-    stop(proc)
+    stop(server["proc"])
 
 
 @pytest.fixture
