@@ -1,9 +1,9 @@
 """File data I/O runs as the identity that opened the file (vfs.data_identity), whatever the
 event loop's thread acts as when the ring submits it, in the pool's threads, and through
 direct_writes' twin; personalities are registered one per identity (never shared by
-credentials that differ, supplementary groups included), bounded, and unregistered when the
-identity's last file is closed or it is the least recently used, never while an op prepared
-with it has not completed; a descriptor no view opened is refused.
+credentials that differ, supplementary groups included), kept after the identity's last file
+is closed, bounded, and unregistered when it is the least recently used or the server stops,
+never while an op prepared with it has not completed; a descriptor no view opened is refused.
 
 A write by a user (no CAP_FSETID) clears a setgid file's bit when the group may execute it: a
 file of OWNER's, group 61399 (ALICE's), mode 02775, shows who the kernel took the writer for.
@@ -118,9 +118,13 @@ def test_a_write_runs_as_the_opener_whoever_the_thread_is_at_submission(share, s
         finally:
             io.closed(fd)
             view.close_file(fd)
+        # its last file closed: kept for the next (one at most), gone once released
+        kept = creds.data.registered - creds.data.unregistered
+        assert kept == creds.data.kept_now <= 1
+        creds.data.release()        # (in the ring's thread)
         return creds.data
     data_creds = ring_loop(run)
-    assert data_creds.registered == data_creds.unregistered    # its last file closed: gone
+    assert data_creds.registered == data_creds.unregistered and data_creds.kept_now == 0
     assert path.read_bytes()[:2 << 20] == data + data
 
 
@@ -154,10 +158,12 @@ def test_the_ring_runs_each_op_as_its_owner_in_one_batch(share):
         for fd in (fa, fb):
             creds.data.closed(fd)
             os.close(fd)
+        assert creds.data.unregistered == 0 and creds.data.kept_now == 2   # kept for later files
+        creds.data.release()
         return creds.data
     data_creds = ring_loop(run)
     assert mode(a) == 0o0775 and mode(b) == 0o0777
-    assert data_creds.unregistered == 2
+    assert data_creds.unregistered == 2 and data_creds.kept_now == 0
 
 
 @ROOT_ONLY
@@ -186,9 +192,11 @@ def test_personalities_differ_by_groups_are_bounded_and_wait_for_their_ops(share
         p3 = data.personality(ring, fds[BOB])
         assert data.unregistered == 1 and p2.id == 0
         creds.become(BOB)
-        data.closed(fds[ALICE])        # ALICE's last file: retired, but an op still uses it
-        assert data.unregistered == 1 and p1.id != 0
+        data.closed(fds[ALICE])        # ALICE's last file: her personality is kept
+        assert data.unregistered == 1 and p1.id != 0 and data.kept_now == 2
         pid = p1.id
+        data.release()                 # the server stops: retired, but ops still use both
+        assert data.unregistered == 1 and p1.id == pid and p3.id != 0
         data.done(p1)                  # ... now it has completed: unregistered
         assert data.unregistered == 2
         with pytest.raises(OSError):   # the kernel no longer knows the id
@@ -198,8 +206,57 @@ def test_personalities_differ_by_groups_are_bounded_and_wait_for_their_ops(share
             data.closed(fds[who])
             os.close(fds[who])
         os.close(fds[ALICE])
-        assert data.unregistered == 3 and data.registered == 3
+        assert data.unregistered == 3 and data.registered == 3 and data.kept_now == 0
     ring_loop(run)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("kept", [1, 2])
+def test_kept_personalities_run_each_users_files_as_that_user(share, kept):
+    """Two users copying files one at a time, alternately (each file opened, written on the
+    ring and closed before the next): each write runs as its own opener, whether her
+    personality was kept from her last file (kept=2) or the other user's evicted it (kept=1).
+    A setgid file the group may not execute loses its bit to a writer outside its group only
+    (BOB), and a setuid one to any writer but root: so a write run as the other user, or as
+    the server, shows. The personalities stay within the bound and all go at release."""
+    root, base = share
+    g, u = root / "g", root / "u"
+    for path in (g, u):
+        path.write_bytes(b"0" * 4096)
+        os.chown(path, OWNER, 61399)
+    rounds = 6
+
+    async def run(creds, aring):
+        data = DataCredentials(creds, kept=kept)
+        io = modules.build(["io_uring"], aring, owners=data)
+        creds.data = data           # the views record their opens here
+        views = {who: ShareView(base, who, creds) for who in (ALICE, BOB)}
+        seen = []
+        for i in range(rounds):
+            for who in (ALICE, BOB):
+                creds.to_server()
+                os.chmod(g, 0o2666)
+                os.chmod(u, 0o4666)
+                for name in ("g", "u"):
+                    fd = views[who].open([name], os.O_RDWR)
+                    try:
+                        creds.to_server()       # what the server's own work leaves behind
+                        await io.pwrite_all(fd, memoryview(b"w" * 512), i * 512)
+                    finally:
+                        io.closed(fd)
+                        views[who].close_file(fd)
+                creds.to_server()
+                seen.append((who.name, bool(mode(g) & stat.S_ISGID), bool(mode(u) & stat.S_ISUID)))
+                assert data.kept_now <= kept
+        registered_before_release = data.registered - data.unregistered
+        data.release()
+        return data, seen, registered_before_release
+    data, seen, left = ring_loop(run)
+    # ALICE (in the file's group) keeps the setgid bit, BOB does not; neither is root
+    assert seen == [("alice", True, False), ("bob", False, False)] * rounds
+    assert left <= kept
+    assert data.registered == (2 if kept == 2 else 2 * rounds)     # kept: one per user
+    assert data.unregistered == data.registered and data.kept_now == 0
 
 
 @ROOT_ONLY

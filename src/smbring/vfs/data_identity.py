@@ -18,10 +18,13 @@ So every data op runs as the identity that opened its descriptor (`DataCredentia
   (``IORING_REGISTER_PERSONALITY``, made while the loop's thread acts as it) in its SQE, so
   the kernel runs it with those credentials whenever it is submitted and on whichever of its
   own threads it runs. One personality per identity (uid, gid and supplementary groups:
-  never shared between credentials that differ in any), registered at its first op, kept
-  while that identity has files open and unregistered when its last is closed; at most
-  PERSONALITIES_KEPT at once (the least recently used goes). One that ops still use is
-  unregistered only when they have completed: an SQE never names an id that may be reused.
+  never shared between credentials that differ in any), registered at its first op and kept
+  after the identity's last file is closed (a client copying files one at a time would
+  otherwise register and unregister one per file); at most PERSONALITIES_KEPT at once (the
+  least recently used goes), and all go at `release` (the server stopping) or with their
+  ring. One that ops still use is unregistered only when they have completed: an SQE never
+  names an id that may be reused. A kept personality is only ever named by an op on a
+  descriptor its identity opened (`owner`): keeping it lends its credentials to nobody.
 - in a thread of the pool: the thread switches its own credentials to the identity first
   (the raw per-thread system calls, as the loop's thread does; kept until another identity
   needs the thread);
@@ -109,10 +112,7 @@ class DataCredentials:
         if left:
             self._open[who] = left
             return
-        del self._open[who]
-        p = self._personalities.pop(who, None)     # its last file is closed
-        if p is not None:
-            self._retire(p)
+        del self._open[who]     # (its personality, if any, stays for its next file)
 
     # -- in the event loop's thread -----------------------------------------------------------
     def act_here(self, fd: int) -> None:
@@ -143,6 +143,18 @@ class DataCredentials:
             self._personalities.move_to_end(who)
         p.busy += 1
         return p
+
+    def release(self) -> None:
+        """Every personality goes (each once the ops stamped with it have completed): the
+        server is stopping. One made later (by an op after all) is bounded as before."""
+        for p in self._personalities.values():
+            self._retire(p)
+        self._personalities.clear()
+
+    @property
+    def kept_now(self) -> int:
+        """How many personalities are registered for new ops (for the tests and the log)."""
+        return len(self._personalities)
 
     def done(self, p: Personality) -> None:
         """An op prepared with p has completed (or will never be submitted)."""
