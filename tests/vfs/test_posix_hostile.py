@@ -199,6 +199,33 @@ def test_case_matching_looks_in_the_parent_and_never_leaves_the_share(share, tmp
     assert vfs.match_case(["file.txt", "X"]) == ["file.txt", "X"]       # below a file: as given
 
 
+def test_read_names_lists_what_listdir_does(tmp_path):
+    """read_names (getdents64 on the descriptor itself): every name of a directory larger
+    than one read of its buffer, names that are no UTF-8 as os.listdir decodes them, never
+    "." nor ".."; a descriptor of a file is refused as listdir refuses it."""
+    from smbring._dirent import read_names
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(3000):        # 3000 entries of ~40 bytes: several getdents64 reads
+        (d / f"entry-{i:05d}-{'x' * 16}").touch()
+    (d / "ÄÖ.txt").touch()
+    os.close(os.open(os.path.join(os.fsencode(d), b"bad-\xff-name"), os.O_CREAT | os.O_WRONLY))
+    (d / "..dots").touch()
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = read_names(fd)
+    finally:
+        os.close(fd)
+    assert len(names) == len(set(names)) == 3003
+    assert sorted(names) == sorted(os.listdir(d))
+    fd = os.open(d / "..dots", os.O_RDONLY)
+    try:
+        with pytest.raises(NotADirectoryError):
+            read_names(fd)
+    finally:
+        os.close(fd)
+
+
 def test_a_file_swapped_for_a_fifo_is_refused(share, promptly):
     """Whatever the caller saw before (a file), the open itself checks what it got."""
     root, vfs = share

@@ -1,7 +1,7 @@
 /*
  * smbring._dirent: directory listings in batches (QUERY_DIRECTORY of a large directory).
  *
- * Two functions, one per layer, meeting in a fixed-size binary record per entry (RECORD, a
+ * Two functions, one per layer (a third, read_names, below), meeting in a fixed-size binary record per entry (RECORD, a
  * struct format string the Python side packs and unpacks the same way):
  *
  *   stat_entries(dir_fd, names, start, count, xattr) -> (records, symlinks)
@@ -16,6 +16,10 @@
  *       The protocol core's half, pure: appends MS-FSCC directory entries to the bytearray
  *       `out` exactly as smb.fileinfo.dir_entry builds them one by one, and stops where the
  *       Python code must take over (an entry it leaves to the general code: SLOW).
+ *
+ *   read_names(dir_fd) -> names
+ *       A directory's names read with getdents64 straight on the descriptor (the case-
+ *       insensitive lookup of a name a CREATE did not find: see vfs.posix.match_case).
  *
  * Every argument is checked; failures raise (ValueError, TypeError, OSError with errno);
  * nothing here keeps state between calls.
@@ -620,6 +624,71 @@ static PyObject *count_fitting(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(i - start);
 }
 
+/* read_names(dir_fd) -> the names in the directory, "." and ".." left out, in the order the
+ * file system gives them: getdents64(2) straight on the descriptor, which os.listdir(fd)
+ * wraps in a dup, fdopendir's own fstat and fcntls, and a rewind. It reads from the
+ * descriptor's offset and leaves it at the end: for a descriptor opened for this one
+ * listing (match_case's), closed after. Names are decoded as os.listdir decodes them. */
+struct linux_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+#define NAMES_BUFFER 32768
+
+static PyObject *read_names(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd;
+    if (!PyArg_ParseTuple(args, "i:read_names", &fd))
+        return NULL;
+    char *buf = PyMem_Malloc(NAMES_BUFFER);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        goto failed;
+    for (;;) {
+        long n;
+        Py_BEGIN_ALLOW_THREADS
+        n = syscall(SYS_getdents64, fd, buf, NAMES_BUFFER);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto failed;
+        }
+        if (n == 0)
+            break;
+        for (long at = 0; at < n;) {
+            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + at);
+            if (d->d_reclen == 0 || at + d->d_reclen > n) {
+                PyErr_SetString(PyExc_OSError, "read_names: malformed directory entry");
+                goto failed;
+            }
+            at += d->d_reclen;
+            const char *name = d->d_name;
+            if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+                continue;
+            PyObject *s = PyUnicode_DecodeFSDefault(name);
+            if (s == NULL)
+                goto failed;
+            int appended = PyList_Append(names, s);
+            Py_DECREF(s);
+            if (appended < 0)
+                goto failed;
+        }
+    }
+    PyMem_Free(buf);
+    return names;
+failed:
+    PyMem_Free(buf);
+    Py_XDECREF(names);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"stat_entries", stat_entries, METH_VARARGS,
      "stat_entries(dir_fd, names, start, count, xattr) -> (records, symlink indexes)"},
@@ -628,6 +697,8 @@ static PyMethodDef methods[] = {
      "short_name) -> (index, last, status)"},
     {"count_fitting", count_fitting, METH_VARARGS,
      "count_fitting(names, start, stop, klass, room, used) -> count"},
+    {"read_names", read_names, METH_VARARGS,
+     "read_names(dir_fd) -> the directory's names from the descriptor's offset on"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -39,6 +39,7 @@ from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.oplocks import HANDLE
 from smbring.smb.policy import Policy
+from smbring.smb.random_ids import RandomBytes
 from smbring.smb.server_state import ServerState
 from smbring.smb.state import (
     FID_ANY,
@@ -120,6 +121,7 @@ class Connection:
         self.signing_algorithm = None    # chosen by a 3.1.1 signing context, else by dialect
         self._sealed_by: Session | None = None   # the session whose key sealed the frame at hand
         self.credits = CreditWindow(self.limits.max_credits)
+        self.random_ids = RandomBytes()  # FileIds' persistent halves (one getrandom for many)
         self.smb1_negotiated = False     # an SMB1 NEGOTIATE was answered with the SMB2 wildcard
         self.dialect = 0
         self.preauth = security.PreauthIntegrity()

@@ -13,7 +13,7 @@ import os
 import stat
 import struct
 
-from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, stat_entries
+from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, read_names, stat_entries
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
@@ -148,7 +148,9 @@ class PosixVFS:
         """The path with each component spelled as on disk, where only its case differs:
         SMB names are case-insensitive (Windows clients ask for "FILE.TXT" to open
         "file.txt"), the file system is not. Called after an exact lookup missed; components
-        that exist in no spelling are kept as given (a file about to be created)."""
+        that exist in no spelling are kept as given (a file about to be created). Each
+        directory is read through a descriptor opened for that one listing (read_names:
+        getdents64 on it, none of os.listdir's dup, fstat, fcntls and rewind)."""
         if len(parts) > 1:
             # mostly only the last name is missing (a new file in a directory named as on
             # disk): one look in that directory, no walk from the root
@@ -158,7 +160,7 @@ class PosixVFS:
                 pass
             else:
                 try:
-                    match = _same_but_case(os.listdir(fd), parts[-1])
+                    match = _same_but_case(read_names(fd), parts[-1])
                 finally:
                     os.close(fd)
                 return parts[:-1] + [match if match is not None else parts[-1]]
@@ -177,7 +179,7 @@ class PosixVFS:
             except OSError:
                 return found + parts[i:]
             try:
-                match = _same_but_case(os.listdir(fd), name)
+                match = _same_but_case(read_names(fd), name)
             finally:
                 os.close(fd)
             if match is None:

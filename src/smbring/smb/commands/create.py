@@ -359,7 +359,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
                 if acl.check(checked_access, sd, parent, token) < 0:
                     raise SMBError(wire.STATUS_ACCESS_DENIED)
-            elif not is_dir:        # else the kernel, which the open itself asks only later
+            elif not is_dir and held_fd is None:
+                # else the kernel, which the open itself asks only later; a held fd is a
+                # read-only open of the file this account just made (kept only for an open
+                # that asks to read at most): the kernel has answered that already
                 refused_by_the_kernel(fs, parts, checked_access)
         if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
             raise SMBError(wire.STATUS_DELETE_PENDING)
@@ -494,7 +497,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not registered:
         fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
-    fid = os.urandom(8) + struct.pack("<Q", c.next_id)
+    fid = c.random_ids.take(8) + struct.pack("<Q", c.next_id)
     c.next_id += 1
     o.fid = fid
     c.add_open(o)
