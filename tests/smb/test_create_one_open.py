@@ -234,3 +234,43 @@ def test_a_file_the_account_may_not_read_is_not_opened_through_its_metadata_open
     assert as_alice.create("root-only", access=GENERIC_READ, disposition=wire.FILE_OPEN)[0] == \
         wire.STATUS_ACCESS_DENIED
     assert open_descriptors() == before
+
+
+# -- a new file: its creating descriptor is the open's, where the kernel would open it again --
+
+def test_a_new_file_opened_to_write_keeps_its_creating_descriptor_and_leaks_none(client, share):
+    before = open_descriptors()
+    for i in range(20):
+        fid = client.open(f"new{i}", access=wire.FILE_WRITE_DATA | GENERIC_READ, disposition=wire.FILE_CREATE)
+        fd = the_open(client, fid).fd
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        assert flags & os.O_ACCMODE == os.O_RDWR and not flags & os.O_NONBLOCK
+        assert os.fstat(fd).st_ino == os.stat(share / f"new{i}").st_ino
+        assert client.write(fid, b"abc") == 0
+        assert client.close(fid) == 0
+        assert (share / f"new{i}").read_bytes() == b"abc"
+    # one asked to read only is opened again read-only, as before
+    fid = client.open("ro", access=GENERIC_READ, disposition=wire.FILE_CREATE)
+    assert fcntl.fcntl(the_open(client, fid).fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    assert client.close(fid) == 0
+    assert open_descriptors() == before and not client.conn.opens
+
+
+@ROOT_ONLY
+def test_a_new_read_only_file_is_opened_again_as_the_account_may(as_alice):
+    """A file made READONLY (0444) by its CREATE: the account may not open it to write again,
+    so the creating descriptor is not kept; the open is the read-only one it was before (the
+    rights asked for kept), and nothing leaks."""
+    before = open_descriptors()
+    fid = as_alice.open("locked", access=wire.FILE_WRITE_DATA | GENERIC_READ, disposition=wire.FILE_CREATE,
+                        attributes=wire.ATTR_READONLY)
+    o = the_open(as_alice, fid)
+    assert fcntl.fcntl(o.fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    assert o.granted & wire.FILE_WRITE_DATA
+    assert as_alice.close(fid) == 0
+    fid = as_alice.open("open", access=wire.FILE_WRITE_DATA | GENERIC_READ, disposition=wire.FILE_CREATE)
+    assert fcntl.fcntl(the_open(as_alice, fid).fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+    assert as_alice.close(fid) == 0
+    with as_alice.as_server():
+        assert os.stat(as_alice.share / "open").st_uid == ALICE.uid
+    assert open_descriptors() == before

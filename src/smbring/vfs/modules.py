@@ -157,6 +157,7 @@ class IoUring(Posix):
         super().__init__(below, data)
         self.aring = aring
         self._punts: dict[int, bool] = {}    # st_dev -> io_uring would punt buffered I/O
+        self._device_of: dict[int, int] = {}  # fd -> its st_dev (one fstat per open, not per op)
         # A large buffered read is one long copy done inline by io_uring_enter, in the event
         # loop's thread. When other connections are waiting (crowded() is true), it goes to
         # io_uring's worker threads instead (IOSQE_ASYNC): the copy runs on another core while
@@ -166,7 +167,11 @@ class IoUring(Posix):
         self.crowded = crowded or (lambda: False)
 
     def _inline(self, fd: int) -> bool:
-        dev = os.fstat(fd).st_dev
+        dev = self._device_of.get(fd)
+        if dev is None:
+            # (forgotten at `closed`; a number reused unseen could only pick the other way to
+            # run the same op as the same owner)
+            dev = self._device_of[fd] = os.fstat(fd).st_dev
         punts = self._punts.get(dev)
         if punts is None:
             from smbring.uring import punts_buffered_io
@@ -205,6 +210,10 @@ class IoUring(Posix):
 
     async def fsync(self, fd):
         await self._on_ring(fd, self.aring.fsync, fd)
+
+    def closed(self, fd: int) -> None:
+        self._device_of.pop(fd, None)
+        super().closed(fd)
 
     async def _on_ring(self, fd, op, *args):
         """op(*args) on the ring, run with fd's owner's credentials (its personality named in

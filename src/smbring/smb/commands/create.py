@@ -340,6 +340,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # where the open it asks for would be that same read-only open (nothing to write, nothing
     # to truncate, no MAXIMUM_ALLOWED that might grant writing), that fd becomes the open's
     held_fd = held_st = None
+    created_fd = None       # a new file's creating descriptor, kept where it is the open's
     if exists and parts:
         keep = is_dir or not (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
@@ -437,8 +438,16 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                         fs.fchmod(fd, 0o444)
                     else:
                         fs.fchmod(fd, 0o644)
+                    # the open below would open this file again read-write, as this account:
+                    # where the kernel would let it (asked as that open would be, after the
+                    # mode just set), the creating descriptor is that open (no close, no
+                    # second lookup, no window in which the name could change what it names)
+                    if stream is None and granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA) \
+                            and fs.may_open(parts, MAY_WRITE):
+                        created_fd = fd
                 finally:
-                    fs.close_file(fd)
+                    if created_fd is None:
+                        fs.close_file(fd)
             action = wire.FILE_CREATED
         writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
         opened = None       # the fd's stat and DOS information, where already read
@@ -447,6 +456,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             opened = held_st, dos
         elif is_dir:
             fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+        elif created_fd is not None:
+            fd, created_fd = created_fd, None
         else:
             try:
                 fd = fs.open(parts, os.O_RDWR if writable else os.O_RDONLY)
@@ -462,6 +473,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     finally:
         if held_fd is not None:     # (not taken: refused, or opened to write)
             fs.close_file(held_fd)
+        if created_fd is not None:  # (not taken: what followed its creation failed)
+            fs.close_file(created_fd)
     try:        # the descriptor is closed whatever fails before the open is registered
         if truncating:
             fs.ftruncate(fd, 0)
