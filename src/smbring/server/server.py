@@ -838,6 +838,8 @@ class Server:
         for files in self._share_files.values():     # no connection is left to use them
             files.close()
         self._share_files.clear()
+        if self.creds is not None:      # the accounts' io_uring personalities kept for reuse
+            self.creds.data.release()
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
