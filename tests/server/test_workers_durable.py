@@ -145,18 +145,25 @@ def durable_open(client: Client, name: str, kind: str, share_access: int = SHARE
 
 def reclaim(server, guid: bytes, reclaimer, wait: float = 3.0):
     """A reconnect of the client `guid` (a new connection: served by the open's worker) naming
-    the durable open; retried briefly where it may not be detached yet."""
-    name, oplock, contexts = reclaimer
+    the durable open; retried briefly where it may not be detached yet. Its connection is
+    closed once answered: a reclaimed open is detached again at once (see `reclaim_on` to
+    look at it while reclaimed)."""
     c = Client(server, guid=guid)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            r = c.create(name, oplock=oplock, contexts=contexts, disposition=wire.FILE_OPEN)
-            if r.status != wire.STATUS_OBJECT_NAME_NOT_FOUND or time.monotonic() > deadline:
-                return r
-            time.sleep(0.1)
+        return reclaim_on(c, reclaimer, wait)
     finally:
         c.close()
+
+
+def reclaim_on(c: Client, reclaimer, wait: float = 3.0):
+    """The reconnect of `reclaim`, through the client `c`, whose connection stays."""
+    name, oplock, contexts = reclaimer
+    deadline = time.monotonic() + wait
+    while True:
+        r = c.create(name, oplock=oplock, contexts=contexts, disposition=wire.FILE_OPEN)
+        if r.status != wire.STATUS_OBJECT_NAME_NOT_FOUND or time.monotonic() > deadline:
+            return r
+        time.sleep(0.1)
 
 
 def handle_works(client: Client, fid: bytes) -> bool:
@@ -255,6 +262,20 @@ def holder_records(server, key) -> list[tuple[int, int, int]]:
         env.close()
 
 
+def detached_in_store(server, key, wait: float = 5.0) -> bool:
+    """Whether the store's record of the file's one open comes to say detached within `wait`
+    seconds (its worker marks it once it has read the end of the lost connection: not at a
+    known moment after the client closed it)."""
+    deadline = time.monotonic() + wait
+    while True:
+        ((_w, _id, flags),) = holder_records(server, key)
+        if flags & 0x2:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
 def forge_close(server, worker: int, key, open_id: int) -> None:
     path = wakeups.socket_path(workers.store_directory(server), worker)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
@@ -276,18 +297,42 @@ def test_a_forged_close_request_closes_nothing(server):
     forge_close(server, worker, key, open_id)
     time.sleep(0.3)
     assert handle_works(holder, fid)
-    lose(holder)
-    ((_w, _id, flags),) = holder_records(server, key)
-    assert flags & 0x2                                           # detached, in the store too
+    holder.close()
+    assert detached_in_store(server, key)                        # its connection lost
     for _ in range(3):
         forge_close(server, worker, key, open_id)
     forge_close(server, worker, key, open_id + 1)                # an open id nobody has
     forge_close(server, worker, (key[0], key[1] + 1), open_id)   # another file
     time.sleep(0.3)
-    assert reclaim(server, holder.guid, reclaimer).status == wire.STATUS_SUCCESS
-    # reclaimed: attached again, in the store too
+    reclaimer_client = Client(server, guid=holder.guid)
+    assert reclaim_on(reclaimer_client, reclaimer).status == wire.STATUS_SUCCESS
+    # reclaimed: attached again, in the store too (looked at while its connection is there:
+    # once that is closed too, the open is detached again)
     ((_w, _id, flags),) = holder_records(server, key)
     assert not flags & 0x2
+    reclaimer_client.close()
+    assert detached_in_store(server, key)
+
+
+def test_the_store_says_attached_once_a_reconnect_is_answered(server):
+    """Another worker decides from the store's record whether an open is detached (and may
+    be closed for its CREATE): the record says attached before the reconnect's answer leaves,
+    never after. Looked at right after each answer, many times over."""
+    if not two_workers(server):
+        pytest.skip("the store is what the workers share")
+    holder = Client(server)
+    _fid, reclaimer = durable_open(holder, "reclaimed", "dhnq-batch", SHARE_NONE)
+    st = os.stat(server["share"] / "reclaimed")
+    key = (st.st_dev, st.st_ino)
+    guid = holder.guid
+    holder.close()
+    for attempt in range(20):
+        assert detached_in_store(server, key), attempt
+        c = Client(server, guid=guid)
+        assert reclaim_on(c, reclaimer).status == wire.STATUS_SUCCESS, attempt
+        ((_w, _id, flags),) = holder_records(server, key)
+        assert not flags & 0x2, attempt
+        c.close()
 
 
 def test_close_requests_are_checked():
