@@ -669,11 +669,11 @@ class Receiver:
         """Whether a whole request (NetBIOS prefix and message) has been received already.
         (Between a prefix and its message the buffer starts with the message's protocol id,
         never 0: a prefix's first byte is, so no message is taken for a prefix.)"""
-        have = self._end - self._start
-        if have < 4 or self._buf[self._start] != 0:
+        start, buf = self._start, self._buf
+        have = self._end - start
+        if have < 4 or buf[start]:
             return False
-        size = int.from_bytes(self._view[self._start + 1:self._start + 4], "big")
-        return have >= 4 + size
+        return have >= 4 + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
 
     def take_frame(self) -> memoryview | None:
         """The next request (its message, without the NetBIOS prefix), when all of it has been
