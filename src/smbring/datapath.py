@@ -345,8 +345,49 @@ class Sender:
         # small responses held back while the client's next request has already arrived
         # (see `send`): they leave together, with the response that finds none waiting
         self.more_requests = lambda: False
-        self._held: list[memoryview] = []
+        self._held: list = []
         self._held_bytes = 0
+        self._users = 0     # sends and flushes in progress or waiting for the lock
+
+    def send_small(self, parts: list, size: int) -> bool | None:
+        """A small response sent (or held back, as `send` would) at once, without a coroutine
+        or a future: the way of most responses. `parts` are its buffers, `size` their bytes.
+        True: done. None: nothing done, it goes the awaited way (`send`): another send or
+        flush is on its way, or it is too large to go directly. False: the socket did not take
+        all of it; the rest (a copy) is held back and goes before anything else, and the
+        caller awaits `flush` before going on (the client is slow to read: nothing more is
+        piled up for it meanwhile)."""
+        if self._users or size > DIRECT_SEND_MAX:
+            return None
+        held = self._held
+        if held:
+            size += self._held_bytes
+            if size > DIRECT_SEND_MAX:
+                return None
+            if self.more_requests():
+                held.append(b"".join(parts))    # a copy: see send
+                self._held_bytes = size
+                return True
+            parts = held + parts
+            self._held, self._held_bytes = [], 0
+        elif self.more_requests():
+            self._held.append(b"".join(parts))
+            self._held_bytes = size
+            return True
+        try:
+            sent = self.sock.sendmsg(parts, (), DIRECT_SEND_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == size:
+            return True
+        rest = b"".join(parts)[sent:]       # (its buffers may be reused once this returns)
+        self._held, self._held_bytes = [rest], len(rest)
+        return False
+
+    def flushing(self):
+        """What a receiver awaits before waiting for the client: a flush of the responses
+        held back, or None when none are (no coroutine made for nothing)."""
+        return self.flush() if self._held else None
 
     async def send(self, desc: SendDescriptor) -> str:
         """Send one response; returns the path used. A small response is held back while
@@ -354,58 +395,62 @@ class Sender:
         in flight): the responses to a burst of requests go out in one send, and the client
         is woken once, not once per response. Whoever waits for the client to send more
         calls `flush` first."""
-        async with self._lock:
-            if not isinstance(desc.payload, FileRange):   # not a file read: not counted
-                parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
-                views = [memoryview(p).cast("B") for p in parts if len(p)]
-                size = sum(len(v) for v in views)
-                if self._held_bytes + size <= DIRECT_SEND_MAX and self.more_requests():
-                    # a copy: a response may sit in a buffer the connection reuses for its
-                    # next one (a sealed READ's)
-                    self._held.append(memoryview(b"".join(views)))
-                    self._held_bytes += size
+        self._users += 1
+        try:
+            async with self._lock:
+                if not isinstance(desc.payload, FileRange):   # not a file read: not counted
+                    parts = [desc.header] if desc.payload is None else [desc.header, desc.payload]
+                    views = [memoryview(p).cast("B") for p in parts if len(p)]
+                    size = sum(len(v) for v in views)
+                    if self._held_bytes + size <= DIRECT_SEND_MAX and self.more_requests():
+                        # a copy: a response may sit in a buffer the connection reuses for its
+                        # next one (a sealed READ's)
+                        self._held.append(memoryview(b"".join(views)))
+                        self._held_bytes += size
+                        return "copy"
+                    if self._held:
+                        views, self._held, self._held_bytes = self._held + views, [], 0
+                    await self._send_all(self._send_now(views))
                     return "copy"
-                if self._held:
-                    views, self._held, self._held_bytes = self._held + views, [], 0
-                await self._send_all(self._send_now(views))
-                return "copy"
-            await self._flush_held()
-            # the process's CPU time is the cost, measured only while no other connection
-            # can run in between (their work would be counted too)
-            crowded = self.crowded()
-            path = choose_path(self.read_path, desc, self._zc_ok, self.costs, measuring=not crowded,
-                               paced=self.paced)
-            # a young connection's TCP is still finding its rate (slow start): its first
-            # sends are typical of neither way
-            self._file_sends += 1
-            measure = (auto_measured(self.read_path, desc, self.paced) and not crowded
-                       and self._file_sends > YOUNG_SENDS)
-            rng = desc.payload
-            mapped, bound_only = None, False
-            if path in ("mmap", "splice") and in_page_cache(rng.fd, rng.offset,
-                                                            rng.length) is False:
-                path, measure = "copy", False   # a disk read: on the ring, not in the loop
-            elif path == "mmap":
-                found = self.maps.view(rng.fd, rng.offset, rng.length)
-                if found is None:
-                    path, measure = "copy", False
+                await self._flush_held()
+                # the process's CPU time is the cost, measured only while no other connection
+                # can run in between (their work would be counted too)
+                crowded = self.crowded()
+                path = choose_path(self.read_path, desc, self._zc_ok, self.costs, measuring=not crowded,
+                                   paced=self.paced)
+                # a young connection's TCP is still finding its rate (slow start): its first
+                # sends are typical of neither way
+                self._file_sends += 1
+                measure = (auto_measured(self.read_path, desc, self.paced) and not crowded
+                           and self._file_sends > YOUNG_SENDS)
+                rng = desc.payload
+                mapped, bound_only = None, False
+                if path in ("mmap", "splice") and in_page_cache(rng.fd, rng.offset,
+                                                                rng.length) is False:
+                    path, measure = "copy", False   # a disk read: on the ring, not in the loop
+                elif path == "mmap":
+                    found = self.maps.view(rng.fd, rng.offset, rng.length)
+                    if found is None:
+                        path, measure = "copy", False
+                    else:
+                        mapped, bound_only = found[0], not found[1] and self.maps.cold_is_a_bound()
+                now = time.process_time() if measure or self._measuring else 0.0
+                self._record_previous(now, crowded)
+                if mapped is not None:
+                    nbytes = await self._send_mapped(desc.header, mapped, rng)
+                elif path == "splice":
+                    nbytes = await self._send_splice(desc.header, desc.payload)
+                elif path == "zc":
+                    nbytes = await self._send_zc(desc.header, desc.payload)
                 else:
-                    mapped, bound_only = found[0], not found[1] and self.maps.cold_is_a_bound()
-            now = time.process_time() if measure or self._measuring else 0.0
-            self._record_previous(now, crowded)
-            if mapped is not None:
-                nbytes = await self._send_mapped(desc.header, mapped, rng)
-            elif path == "splice":
-                nbytes = await self._send_splice(desc.header, desc.payload)
-            elif path == "zc":
-                nbytes = await self._send_zc(desc.header, desc.payload)
-            else:
-                nbytes = await self._send_copy(desc.header, desc.payload)
-            if measure:
-                self._measuring = (path, now, nbytes, bound_only)
-            self.stats.by_path[path] += 1
-            self.stats.bytes_by_path[path] += nbytes
-            return path
+                    nbytes = await self._send_copy(desc.header, desc.payload)
+                if measure:
+                    self._measuring = (path, now, nbytes, bound_only)
+                self.stats.by_path[path] += 1
+                self.stats.bytes_by_path[path] += nbytes
+                return path
+        finally:
+            self._users -= 1
 
     def _record_previous(self, now: float, crowded: bool) -> None:
         """The cost of a measured send is the process's CPU from its start to the next
@@ -427,8 +472,12 @@ class Sender:
     async def flush(self) -> None:
         """Sends the responses held back (before waiting for the client's next request)."""
         if self._held:
-            async with self._lock:
-                await self._flush_held()
+            self._users += 1
+            try:
+                async with self._lock:
+                    await self._flush_held()
+            finally:
+                self._users -= 1
 
     def flush_nowait(self) -> None:
         """Sends what the socket takes now of the responses held back (the connection is
@@ -611,18 +660,63 @@ class Receiver:
         self._buf = bytearray(self.BUFFER)
         self._view = memoryview(self._buf)
         self._start = self._end = 0     # the bytes received and not yet handed out
-        self.before_wait = None         # awaited before waiting for the client (a Sender's flush)
+        # called before waiting for the client: what it returns, unless None, is awaited
+        # first (a Sender's flush of the responses it holds back: Sender.flushing)
+        self.before_wait = None
         self._in_a_row = 0              # pieces handed out since the last wait (FAIR_BURST)
 
     def frame_waiting(self) -> bool:
         """Whether a whole request (NetBIOS prefix and message) has been received already.
         (Between a prefix and its message the buffer starts with the message's protocol id,
         never 0: a prefix's first byte is, so no message is taken for a prefix.)"""
-        have = self._end - self._start
-        if have < 4 or self._buf[self._start] != 0:
+        start, buf = self._start, self._buf
+        have = self._end - start
+        if have < 4 or buf[start]:
             return False
-        size = int.from_bytes(self._view[self._start + 1:self._start + 4], "big")
-        return have >= 4 + size
+        return have >= 4 + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
+
+    def take_frame(self) -> memoryview | None:
+        """The next request (its message, without the NetBIOS prefix), when all of it has been
+        received already, in a buffer of its own as recv_small gives it: taken without a
+        coroutine or a turn of the event loop. None when it must be received the awaited way:
+        not all received (or no NetBIOS prefix: recv_small's caller refuses it), or the
+        connection's FAIR_BURST pieces in a row are up (recv_small gives the turn)."""
+        start = self._start
+        have = self._end - start
+        if have < 4 or self._in_a_row >= self.FAIR_BURST - 2:
+            return None
+        buf = self._buf
+        if buf[start]:
+            return None
+        begin = start + 4
+        end = begin + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
+        if end > self._end:
+            return None
+        self._in_a_row += 2             # (a prefix and a message, as recv_small counts them)
+        out = memoryview(buf[begin:end])
+        if end == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = end
+        return out
+
+    def drained(self) -> bool:
+        """Whether nothing received is left to hand out."""
+        return self._start == self._end
+
+    async def receive_more(self) -> None:
+        """Waits for the client's next bytes, with nothing received left to hand out (what is
+        held back goes out first); ConnectionResetError if the peer goes away."""
+        self._in_a_row = 0
+        self._start = self._end = 0
+        if self.before_wait is not None:
+            flushing = self.before_wait()
+            if flushing is not None:
+                await flushing
+        got = await self.aring.recv(self.fd, self._view, 0)
+        if got == 0:
+            raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
+        self._end = got
 
     async def recv_small(self, n: int) -> memoryview:
         """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep
@@ -641,7 +735,9 @@ class Receiver:
                 self._start, self._end = 0, left
             while self._end < n:
                 if self.before_wait is not None:
-                    await self.before_wait()        # what was held back goes out first
+                    flushing = self.before_wait()   # what was held back goes out first
+                    if flushing is not None:
+                        await flushing
                 got = await self.aring.recv(self.fd, self._view[self._end:], 0)
                 if got == 0:
                     raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
@@ -663,7 +759,9 @@ class Receiver:
                 self._start = self._end = 0
         while got < len(view):
             if self.before_wait is not None:
-                await self.before_wait()
+                flushing = self.before_wait()
+                if flushing is not None:
+                    await flushing
             n = await self.aring.recv(self.fd, view[got:], socket.MSG_WAITALL)
             if n == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")

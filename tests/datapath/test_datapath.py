@@ -288,3 +288,92 @@ def test_receive_early_disconnect_is_an_error():
         conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_small_send_the_socket_takes_in_part_keeps_the_rest_first_in_line():
+    """Sender.send_small: what a full socket does not take is held back, and goes before
+    anything sent after it (frames never interleave); a flush delivers it."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        cli, conn = tcp_pair()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sender = Sender(aio.get_ring(), conn, read_path="copy")
+        try:
+            sent, partial = bytearray(), None
+            for i in range(10000):      # the client reads nothing: the socket fills
+                part = bytes([i % 251]) * 1000
+                done = sender.send_small([b"H%05d:" % i, part], 7 + len(part))
+                assert done is not None
+                sent += b"H%05d:" % i + part
+                if done is False:
+                    partial = i
+                    break
+            assert partial is not None, "the socket never filled"
+            # a later response goes behind the rest (the socket is still full: held too)
+            later, last = bytes(100), b"LAST"
+            assert sender.send_small([later], len(later)) is False
+            got = asyncio.ensure_future(receive(loop, cli, len(sent) + len(later) + len(last)))
+            await sender.flush()
+            await sender.send(SendDescriptor(last))
+            assert await got == bytes(sent) + later + last
+        finally:
+            sender.close()
+            cli.close()
+            conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_small_send_waits_while_another_send_is_on_its_way(tmp_path):
+    """While a send is in progress (a file's data going through the ring), send_small does
+    nothing and says so: the response goes the awaited way, after it."""
+    data = os.urandom(4 << 20)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with sender_of(path, "copy") as (cli, fd, sender):
+            got = asyncio.ensure_future(receive(loop, cli, 2 + len(data) + 4))
+            sending = asyncio.ensure_future(
+                sender.send(SendDescriptor(b"H:", FileRange(fd, 0, len(data), POSIX))))
+            await asyncio.sleep(0)      # the file's send has started and waits on the ring
+            assert sender.send_small([b"NEXT"], 4) is None
+            await sending
+            assert sender.send_small([b"NEXT"], 4) is True
+            assert await got == b"H:" + data + b"NEXT"
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_frame_taken_without_waiting_is_the_frame_received():
+    """Receiver.take_frame hands out exactly what recv_small would: whole frames only, each
+    in a buffer of its own; a partial frame or a missing NetBIOS prefix is left for the
+    awaited way."""
+    from smbring.datapath import Receiver
+
+    async def main():
+        cli, conn = tcp_pair()
+        rx = Receiver(aio.get_ring(), conn)
+        try:
+            assert rx.take_frame() is None and rx.drained()
+            first, second = b"\xfeSMB" + bytes(60), b"\xfeSMB" + os.urandom(100)
+            cli.send(b"\0\0\0\x40" + first + b"\0\0\0\x68" + second[:50])
+            await rx.receive_more()
+            while rx._end < 4 + 64 + 4 + 50:        # (loopback may split the segment)
+                await rx.recv_small(0)
+            taken = rx.take_frame()
+            assert bytes(taken) == first
+            assert rx.take_frame() is None and not rx.drained()     # half of the second
+            cli.send(second[50:])
+            size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
+            assert bytes(await rx.recv_small(size)) == second
+            assert bytes(taken) == first        # its own buffer: not overwritten
+            cli.send(b"\x85\0\0\0")             # a keep-alive, not a session message
+            await rx.receive_more()
+            assert rx.take_frame() is None and not rx.drained()
+        finally:
+            cli.close()
+            conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

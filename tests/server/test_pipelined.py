@@ -88,3 +88,86 @@ def test_a_pipelining_client_leaves_the_event_loop_to_others():
             assert turns - started >= 2 * frames // Receiver.FAIR_BURST - 2
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_frames_taken_without_waiting_still_leave_the_event_loop_to_others():
+    """The server's loop takes whole frames out of the receive buffer without a coroutine
+    (Receiver.take_frame), and the awaited way when it cannot: the other connections still
+    get a turn every Receiver.FAIR_BURST pieces."""
+    import asyncio
+
+    from smbring.datapath import Receiver
+    from smbring.uring import aio
+
+    frames = 200
+
+    async def main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            rx = Receiver(aio.get_ring(), a)
+            b.sendall(b"".join(echo(i) for i in range(frames)))
+            turns = taken = 0
+
+            async def other_connection():
+                nonlocal turns
+                while True:
+                    turns += 1
+                    await asyncio.sleep(0)
+
+            other = asyncio.ensure_future(other_connection())
+            await asyncio.sleep(0)
+            started = turns
+            for i in range(frames):      # as Server.handle receives
+                message = rx.take_frame()
+                if message is None:
+                    if rx.drained():
+                        await rx.receive_more()
+                        message = rx.take_frame()
+                if message is None:
+                    size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
+                    message = await rx.recv_small(size)
+                else:
+                    taken += 1
+                assert struct.unpack_from("<Q", message, 24)[0] == i
+            other.cancel()
+            assert taken > frames // 2
+            assert turns - started >= 2 * frames // Receiver.FAIR_BURST - 2
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_client_that_reads_its_answers_late_gets_them_all_in_order(server):
+    """A hundred thousand pipelined requests while the client reads nothing for a while:
+    the answers (7 MB) fill the server's socket, what it does not take waits its turn (no
+    frame cut by another), and every answer arrives, in order, once the client reads."""
+    import threading
+    import time
+
+    count = 100000
+    got: list = []
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+
+        def read_later():
+            time.sleep(1.0)
+            data = bytearray()
+            while chunk := s.recv(1 << 20):
+                data += chunk
+            offset = 0
+            while offset + 4 <= len(data):
+                size = int.from_bytes(data[offset + 1:offset + 4], "big")
+                _, _, _, status, command = struct.unpack_from("<4sHHIH", data, offset + 4)
+                got.append((command, status, struct.unpack_from("<Q", data, offset + 28)[0]))
+                offset += 4 + size
+
+        reader = threading.Thread(target=read_later)
+        reader.start()
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(frame(negotiate()))
+        for first in range(1, count + 1, 4):    # a few at a time: mostly answered at once
+            s.sendall(b"".join(echo(i) for i in range(first, min(first + 4, count + 1))))
+        s.shutdown(socket.SHUT_WR)
+        reader.join(60)
+    assert got == [(0, 0, 0)] + [(ECHO, 0, i) for i in range(1, count + 1)]
+    assert server["proc"].poll() is None

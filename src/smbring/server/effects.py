@@ -109,25 +109,77 @@ class EffectRunner:
         # itself): a range operation runs as its file's owner in the pool's thread
         self.owners = owners
         self.writes = WritesInFlight()
+        # runs of `run` holding or waiting for `sending`: while there are any, a response
+        # waits its turn the awaited way (run_now does not overtake them)
+        self._sending_users = 0
+        self._send_small = getattr(transport, "send_small", None)
         # for metrics: file bytes written, and read into memory (signed, sealed, compounded
         # READs; the others are counted by the transport's read paths)
         self.bytes_written = 0
         self.bytes_read_in_memory = 0
 
+    def run_now(self, todo: list):
+        """Carries out at once what needs no wait, in order: responses in memory that the
+        transport sends (or holds back) at once (`send_small`), files to forget. Returns None
+        when that was all, else an awaitable that carries out the rest (from the first effect
+        that waits: file I/O, a response too large or behind another, a socket that is full).
+        The usual request costs no coroutine, future or lock this way."""
+        send_small = self._send_small
+        if send_small is None:
+            return self.run(todo) if todo else None
+        for i, effect in enumerate(todo):
+            kind = type(effect)
+            if kind is effects.Send:
+                payload = effect.payload
+                if (self._sending_users or effect.delivered is not None
+                        or type(payload) is effects.FileRange):
+                    return self.run(todo[i:])
+                message = effect.message
+                if payload is None:
+                    size = len(message)
+                    parts = [size.to_bytes(4, "big"), message]
+                else:
+                    size = len(message) + len(payload)
+                    parts = [size.to_bytes(4, "big"), message, payload]
+                done = send_small(parts, size + 4)
+                if done is None:
+                    return self.run(todo[i:])
+                if done is False:       # a rest held back: sent before anything else
+                    return self._flush_then(todo[i + 1:])
+            elif kind is effects.Forget:
+                self.file_maps.forget_file(effect.dev, effect.ino)
+            else:
+                return self.run(todo[i:])
+        return None
+
+    async def _flush_then(self, todo: list) -> None:
+        """The rest of a response the socket did not take at once, then `todo`."""
+        self._sending_users += 1
+        try:
+            async with self.sending:
+                await self.transport.flush()
+        finally:
+            self._sending_users -= 1
+        await self.run(todo)
+
     async def run(self, todo: list) -> None:
         for effect in todo:
             if isinstance(effect, effects.Send):
-                async with self.sending:
-                    try:
-                        await self.transport.send(descriptor(effect, self.modules))
-                    except OSError:
-                        if effect.delivered is not None:
-                            effect.delivered(False)     # the break goes on another channel
-                        raise
-                    if effect.delivered is not None and self.delivery is not None:
-                        # (a small message may be held back a moment: the first look at
-                        # what is acknowledged is a retransmission timeout later)
-                        self.delivery.watch(effect.delivered)
+                self._sending_users += 1
+                try:
+                    async with self.sending:
+                        try:
+                            await self.transport.send(descriptor(effect, self.modules))
+                        except OSError:
+                            if effect.delivered is not None:
+                                effect.delivered(False)     # the break goes on another channel
+                            raise
+                        if effect.delivered is not None and self.delivery is not None:
+                            # (a small message may be held back a moment: the first look at
+                            # what is acknowledged is a retransmission timeout later)
+                            self.delivery.watch(effect.delivered)
+                finally:
+                    self._sending_users -= 1
             elif isinstance(effect, effects.Write) and effect.background:
                 end = effect.offset + len(effect.data)
                 await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))

@@ -125,7 +125,12 @@ class RingTransport:
         self.frames = FrameBuffers()
         # responses to a client's pipelined requests leave together (see Sender.send)
         self.tx.more_requests = self.rx.frame_waiting
-        self.rx.before_wait = self.tx.flush
+        self.rx.before_wait = self.tx.flushing
+        # the ways that need no coroutine, for the connection's loop and its effects runner
+        self.take_frame = self.rx.take_frame
+        self.drained = self.rx.drained
+        self.receive_more = self.rx.receive_more
+        self.send_small = self.tx.send_small
 
     async def recv_exact(self, n: int) -> memoryview:
         if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
@@ -136,6 +141,9 @@ class RingTransport:
 
     async def send(self, desc) -> None:
         await self.tx.send(desc)
+
+    async def flush(self) -> None:
+        await self.tx.flush()
 
     def flush_nowait(self) -> None:
         self.tx.flush_nowait()
@@ -149,6 +157,8 @@ class RingTransport:
 
 class PlainTransport:
     """The fallback: asyncio's own socket calls, file data read into memory."""
+
+    take_frame = send_small = None      # (no ways without a coroutine: see RingTransport)
 
     def __init__(self, sock: socket.socket):
         self.loop = asyncio.get_running_loop()
@@ -215,6 +225,17 @@ class Link:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def check_frame_size(conn: Connection, size: int) -> None:
+    """Refuses (ConnectionError) a frame of `size` bytes, its prefix not counted, that the
+    connection does not take now: at most `conn.frame_limit()`, small until a session is
+    established, and never shorter than the shortest message (pysmb's SMB1 NEGOTIATE: 58
+    bytes)."""
+    limit = conn.frame_limit()
+    if size < SMB1_HEADER_SIZE or size > limit:
+        raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
+                              f"{'now' if conn.logged_on() else 'before logon'})")
 
 
 class Throttle:
@@ -602,18 +623,35 @@ class Server:
             prelude = Prelude(loop, sock, handed)
             receive = prelude.recv_exact
         seen = bytearray()              # the frames read before the SMB2 NEGOTIATE (SMB1's)
+        # most requests are whole in the receive buffer once it is filled, and most
+        # responses go out at once: those are taken and carried out without a coroutine
+        take_frame = transport.take_frame
+        run_now = runner.run_now
         try:
             while True:
+                if prelude is None and take_frame is not None:
+                    frame = take_frame()
+                    if frame is not None:
+                        link.busy = True
+                        check_frame_size(conn, len(frame))
+                        link.last_frame = started = loop.time()
+                        pending = run_now(conn.handle_frame(frame))
+                        if pending is not None:
+                            await pending
+                        link.busy = False
+                        if metrics is not None:
+                            metrics.frame(conn.frame_commands, loop.time() - started)
+                        continue
+                    if transport.drained():     # (else part of a frame is in: the way below)
+                        await transport.receive_more()
+                        continue
                 replayed = prelude is not None and bool(prelude.pending)
                 head = await receive(4)
                 link.busy = True
                 if head[0] != 0:
                     raise ConnectionError("not a NetBIOS session message")
                 size = int.from_bytes(head[1:], "big")
-                limit = conn.frame_limit()      # small until a session is established
-                if size < SMB1_HEADER_SIZE or size > limit:    # (pysmb's SMB1 NEGOTIATE: 58 bytes)
-                    raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
-                                          f"{'now' if conn.logged_on() else 'before logon'})")
+                check_frame_size(conn, size)
                 frame = await receive(size)  # a view: WRITE data is not copied
                 kind = None
                 if routing or replayed:
@@ -633,7 +671,9 @@ class Server:
                     link.busy = False
                     continue
                 link.last_frame = started = loop.time()
-                await runner.run(conn.handle_frame(frame))
+                pending = run_now(conn.handle_frame(frame))
+                if pending is not None:
+                    await pending
                 link.busy = False
                 if metrics is not None:
                     metrics.frame(conn.frame_commands, loop.time() - started)
