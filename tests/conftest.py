@@ -1,4 +1,7 @@
 """Helpers every test directory may use."""
+import os
+import shutil
+import tempfile
 import threading
 
 import pytest
@@ -6,6 +9,34 @@ import pytest
 # tests that start real servers and drive real clients over sockets (all run by `make test`;
 # `pytest -m "not integration"` runs the rest: the core without sockets, the engine, the VFS)
 INTEGRATION_DIRS = {"server", "security", "fuzz", "client"}
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """A run as root keeps its temporary directories under one of its own (0711: passable for
+    the test accounts, not listable), not under /tmp/pytest-of-root: pytest puts that shared
+    directory back to 0700 whenever another run starts, and the shares the tests serve to
+    Unix accounts below it would then become unreachable to them in the middle of a test."""
+    if os.geteuid() == 0 and not config.option.basetemp and not hasattr(config, "workerinput"):
+        base = tempfile.mkdtemp(prefix="smbring-pytest-")
+        os.chmod(base, 0o711)
+        config.option.basetemp = os.path.join(base, "t")
+        config.stash[_OWN_BASETEMP] = base
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The run's own directory goes when every test passed; after a failure it stays for
+    looking into (its path is printed)."""
+    base = session.config.stash.get(_OWN_BASETEMP, None)
+    if base is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        print(f"\ntest files kept in {base}")
 
 
 def pytest_collection_modifyitems(items):
