@@ -467,6 +467,36 @@ def test_fake_server_lies_in_negotiate(lie, message):
         run(go())
 
 
+@pytest.mark.parametrize("then, message", [("closes", "closed the connection"),
+                                           ("stalls", "no answer")])
+def test_a_frame_that_stops_halfway_ends_the_wait(then, message):
+    """In the middle of a frame the client asks the kernel to wake it only once the rest is
+    there (SO_RCVLOWAT): a server that sends half of a large frame and then closes the
+    connection, or goes silent, still ends the wait (closed; the request's timeout)."""
+    size = 512 * 1024
+
+    async def serve(reader, writer):
+        try:
+            head = await reader.readexactly(4)
+            await reader.readexactly(struct.unpack(">I", head)[0])
+            writer.write(struct.pack(">I", size) + b"\xfeSMB" + bytes(size // 2))
+            await writer.drain()
+            if then == "stalls":
+                await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    async def go():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        try:
+            await sc.connect("127.0.0.1", server.sockets[0].getsockname()[1], "u", "p", "s",
+                             timeout=2)
+        finally:
+            server.close()
+    with pytest.raises(ConnectionError, match=message):
+        run(go())
+
+
 def test_cli_reports_a_hostile_listing(smbring_server, tampering_proxy, tmp_path):
     """The CLI exits 3 with the reason when it refuses the server's answer."""
     srv = smbring_server()

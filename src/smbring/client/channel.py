@@ -529,6 +529,8 @@ class Channel:
         except asyncio.TimeoutError:
             self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
                                       f"{self.timeout:g} s"))
+            if future.done() and not future.cancelled():
+                future.exception()      # raised below: not "never retrieved" at exit
             raise self._error from None
         response.request = sent
         if response.status not in expect:
