@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import sys
 
 # subcommand -> module that registers it; imported only when that subcommand is asked for,
@@ -31,15 +30,27 @@ SUBCOMMANDS = {
 
 def version() -> str:
     """The installed distribution's version (the source tree's when run from it)."""
+    import importlib.metadata     # only for --version: its import costs every command ~20 ms
     try:
         return importlib.metadata.version("smbring")
     except importlib.metadata.PackageNotFoundError:
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"smbring {version()}")
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smbring", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"smbring {version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     seen = set()

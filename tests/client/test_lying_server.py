@@ -91,6 +91,38 @@ def test_short_read_during_get_is_refused_and_nothing_is_left(smbring_server, ta
     assert os.listdir(dest) == []           # neither the file nor its temporary
 
 
+def announcing(size):
+    """A successful CREATE response whose EndofFile says `size`."""
+    def change(frame):
+        if command(frame) == wire.CREATE and status(frame) == 0:
+            struct.pack_into("<Q", frame, 64 + 48, size)
+        return frame
+    return change
+
+
+@pytest.mark.parametrize("announced", [64 * MiB, 1 << 50], ids=["room-for-it", "more-than-any-disk"])
+def test_a_size_the_server_never_sends_fails_the_get_and_frees_the_space(
+        smbring_server, tampering_proxy, tmp_path, announced):
+    """get allocates the announced size before the data comes (fallocate, for O_DIRECT writes
+    side by side): a server that announces more than it has fails the download as a short
+    read, whether the disk could hold that much or not, and leaves nothing behind."""
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, announcing(announced))
+        try:
+            with pytest.raises(ConnectionError, match="short read"):
+                await c.get("big", str(dest / "big"))
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(dest) == []
+
+
 def test_short_read_in_the_middle_of_a_read_is_refused(smbring_server, tampering_proxy):
     srv = smbring_server()
     (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
@@ -429,6 +461,36 @@ def test_fake_server_lies_in_negotiate(lie, message):
         try:
             await sc.connect("127.0.0.1", port, "u", "p", "s", timeout=2,
                              dialects=(wire.SMB311,) if lie == "dialect not offered" else wire.DIALECTS)
+        finally:
+            server.close()
+    with pytest.raises(ConnectionError, match=message):
+        run(go())
+
+
+@pytest.mark.parametrize("then, message", [("closes", "closed the connection"),
+                                           ("stalls", "no answer")])
+def test_a_frame_that_stops_halfway_ends_the_wait(then, message):
+    """In the middle of a frame the client asks the kernel to wake it only once the rest is
+    there (SO_RCVLOWAT): a server that sends half of a large frame and then closes the
+    connection, or goes silent, still ends the wait (closed; the request's timeout)."""
+    size = 512 * 1024
+
+    async def serve(reader, writer):
+        try:
+            head = await reader.readexactly(4)
+            await reader.readexactly(struct.unpack(">I", head)[0])
+            writer.write(struct.pack(">I", size) + b"\xfeSMB" + bytes(size // 2))
+            await writer.drain()
+            if then == "stalls":
+                await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    async def go():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        try:
+            await sc.connect("127.0.0.1", server.sockets[0].getsockname()[1], "u", "p", "s",
+                             timeout=2)
         finally:
             server.close()
     with pytest.raises(ConnectionError, match=message):

@@ -24,10 +24,39 @@ POOLED_MIN = 128 * 1024   # frames from this size on come from the pool (READ da
                           # are small allocations that Python's allocator serves cheaply
 ALIGN = 4096              # what O_DIRECT asks of buffers, offsets and lengths (a page)
 READ_DATA_OFFSET = 80     # where servers put a READ's data: right after the 64 + 16 byte head
-# private anonymous memory, its pages made at once: a shared map (mmap's default) is shmem,
-# whose page faults cost about twice as much, and populating all pages in the mmap call
-# costs less again than taking them one fault at a time (1 MiB: 0.34 ms against 0.83 ms)
-_PRIVATE_MAP = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+HUGE = 2 * 1024 * 1024    # a transparent huge page (x86-64, arm64 with 4 KiB pages)
+# private anonymous memory: a shared map (mmap's default) is shmem, whose page faults cost
+# about twice as much
+_PRIVATE_MAP = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+_MADV_POPULATE_WRITE = 23  # Linux 5.14: fault every page of a range in at once, writable
+
+
+def _receive_buffer(length: int, data_at: int) -> tuple[mmap.mmap, int]:
+    """`length` bytes of private memory, every page made, arranged so that byte `data_at`
+    (where a READ's data lands) starts a 2 MiB huge page, and the whole huge pages after it
+    asked for as such (MADV_HUGEPAGE: transparent huge pages are often enabled on request
+    only). A huge page is pinned for an O_DIRECT write in one step instead of 512, copying
+    into it misses the TLB less, and making it costs one fault: on a 2-core VM this took
+    about a tenth off a download's CPU. Where huge pages are not to be had, small pages do
+    the same job. Returns the map and where in it the buffer starts."""
+    whole = mmap.mmap(-1, length + HUGE, flags=_PRIVATE_MAP)
+    holder = ctypes.c_char.from_buffer(whole)
+    address = ctypes.addressof(holder)
+    del holder                  # the export ends here: the map can be handed on
+    start = -(address + data_at) % HUGE              # the data begins on a huge page
+    huge_from = start + data_at
+    huge_to = huge_from + (length - data_at) // HUGE * HUGE
+    try:
+        if huge_to > huge_from:
+            whole.madvise(mmap.MADV_HUGEPAGE, huge_from, huge_to - huge_from)
+    except (AttributeError, OSError):
+        pass
+    first = start // ALIGN * ALIGN
+    try:        # all pages made now, in one call, rather than one fault at a time later
+        whole.madvise(_MADV_POPULATE_WRITE, first, -(-(start + length) // ALIGN) * ALIGN - first)
+    except (AttributeError, OSError):
+        pass                    # an older kernel: the pages are made as they are first used
+    return whole, start
 
 
 class ReceivePool:
@@ -40,11 +69,12 @@ class ReceivePool:
 
     def __init__(self, size: int, keep: int):
         self.size, self.keep = size, keep
-        self._buffers: list[bytearray] = []
+        self._buffers: list[tuple[mmap.mmap, int]] = []     # (map, where the buffer starts)
         self.made = 0            # buffers allocated (pooled or not): diagnostics and tests
         # what the count is for a buffer nobody else holds, seen the way take() looks at one
-        # (held by a list and a loop variable)
-        for buf in [mmap.mmap(-1, 1)]:
+        # (held by a tuple in a list, and a loop variable); each buffer handed out holds one
+        # more (a memoryview of its own of the map) until the last slice of it is dropped
+        for buf, _start in [(mmap.mmap(-1, 1), 0)]:
             self._idle = self._references(buf)
 
     @staticmethod
@@ -55,19 +85,19 @@ class ReceivePool:
         """A buffer of exactly n bytes (its contents are whatever was there before)."""
         lead = ALIGN - READ_DATA_OFFSET
         if n <= self.size:
-            for buf in self._buffers:
+            for buf, start in self._buffers:
                 if self._references(buf) == self._idle:
-                    return memoryview(buf)[lead:lead + n]
+                    return memoryview(buf)[start + lead:start + lead + n]
         self.made += 1
         if n > self.size or len(self._buffers) >= self.keep:
             return memoryview(bytearray(n))
-        buf = mmap.mmap(-1, lead + self.size, flags=_PRIVATE_MAP)
-        self._buffers.append(buf)
-        return memoryview(buf)[lead:lead + n]
+        buf, start = _receive_buffer(lead + self.size, ALIGN)
+        self._buffers.append((buf, start))
+        return memoryview(buf)[start + lead:start + lead + n]
 
     def in_use(self) -> int:
         count = 0
-        for buf in self._buffers:
+        for buf, _start in self._buffers:
             count += self._references(buf) != self._idle
         return count
 

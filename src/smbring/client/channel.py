@@ -119,6 +119,9 @@ class Channel:
         self._scratch = bytearray(64 * 1024)
         self._into = memoryview(self._length)
         self._got = 0
+        # SO_RCVLOWAT: the bytes the socket must hold before it reports itself readable
+        # (the rest of the frame being received, 1 between frames; 0: not settable here)
+        self._lowat = 1
         # sending: what is queued and not yet taken by the kernel (views of the callers'
         # buffers, and ranges of local files)
         self._unsent: deque[memoryview | FileRange] = deque()
@@ -300,7 +303,7 @@ class Channel:
                 if self._error is not None:
                     return
         except (BlockingIOError, InterruptedError):
-            pass
+            self._wake_for_rest()
         except EOFError:
             self._fail(ConnectionError("the server closed the connection"))
         except (ProtocolError, LocalFileError) as e:
@@ -309,6 +312,23 @@ class Channel:
             self._fail(ConnectionError(f"connection lost: {e}"))
         except Exception as e:   # a bug here must not leave requests waiting forever
             self._fail(ProtocolError(f"unreadable response: {e!r}"))
+
+    def _wake_for_rest(self) -> None:
+        """Before waiting for the socket again: in the middle of a frame, have the kernel wake
+        us only once the rest of it is there (SO_RCVLOWAT; Linux also wakes us when the
+        receive window is about to close, or the connection ends). A 4 MiB READ response then
+        takes a wake-up or two instead of one per ~600 KiB that happened to be queued, each of
+        them an epoll_wait, a turn of the event loop and a recv: against smbd on loopback a
+        get took about a tenth less CPU per GiB. Between frames any byte wakes us."""
+        if not self._lowat:
+            return
+        want = len(self._into) - self._got if self._frame is not None and not self._steps else 1
+        if want != self._lowat:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self._lowat = want
+            except OSError:
+                self._lowat = 0     # not here: wake-ups as the data comes
 
     def _start_frame(self) -> None:
         size = struct.unpack(">I", self._length)[0]
@@ -509,6 +529,8 @@ class Channel:
         except asyncio.TimeoutError:
             self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
                                       f"{self.timeout:g} s"))
+            if future.done() and not future.cancelled():
+                future.exception()      # raised below: not "never retrieved" at exit
             raise self._error from None
         response.request = sent
         if response.status not in expect:
