@@ -506,10 +506,14 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
                 raise ProtocolError("the logon needs another step but the mechanism has nothing to send")
             continue
         break
-    if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
+    # an anonymous logon proved nothing and has no key, whatever the flags say (Samba gives
+    # an anonymous session neither IS_NULL nor a signature)
+    anonymous = client.auth == "ntlm" and not user and not password
+    if anonymous or flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
         if not allow_guest:
-            raise error_for(wire.STATUS_LOGON_FAILURE, f"logon as {principal}: the server made "
-                            f"it a guest session (credentials not accepted)")
+            raise error_for(wire.STATUS_LOGON_FAILURE, "an anonymous logon: allow_guest is needed"
+                            if anonymous else f"logon as {principal}: the server made it a guest "
+                            f"session (credentials not accepted)")
         if sign or encrypt:
             raise ProtocolError("a guest session can be neither signed nor encrypted")
         client.guest = True
