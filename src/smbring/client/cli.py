@@ -101,6 +101,9 @@ def register(subparsers) -> None:
                         "if the server cannot)")
     common.add_argument("--sign", action="store_true", help="sign every message even where the "
                         "server does not ask")
+    common.add_argument("--kerberos", action="store_true",
+                        help="log on through pyspnego's Negotiate (Kerberos when a ticket can be "
+                             "had, else its NTLM) instead of smbring's own NTLMv2")
     common.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="how long to wait for each answer (default 60)")
     common.add_argument("--channels", type=int, default=1, metavar="N",
@@ -154,7 +157,8 @@ async def _run(args, target: Target, user: str, password: str, domain: str) -> i
         raise UsageError("--channels takes 1 to 32")
     async with await connect(target.host, target.port, user, password, target.share, domain=domain,
                              sign=args.sign, encrypt=args.encrypt, timeout=args.timeout,
-                             channels=args.channels) as c:
+                             channels=args.channels,
+                             auth="negotiate" if args.kerberos else "ntlm") as c:
         if c.multichannel_note:
             print(f"smbring {args.command}: {c.open_channels} channel(s): {c.multichannel_note}",
                   file=sys.stderr)

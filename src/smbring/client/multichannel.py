@@ -33,6 +33,7 @@ from smbring.smb import security, wire
 from smbring.client import messages as m
 from smbring.client.channel import Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError
+from smbring.client.logon import logon_context, step
 from smbring.client.session import Client, Negotiated, negotiate, validate_negotiate
 
 MAX_CHANNELS = 32         # connections per session the client opens at most (smbd allows 32)
@@ -220,17 +221,14 @@ async def _bind(client: Client, first: Negotiated, channel: Channel, user: str, 
 
 async def _binding_logon(client: Client, own: Negotiated, channel: Channel, user: str,
                          password: str, domain: str, sign: bool) -> SessionKeys:
-    import spnego
-    principal = f"{domain}\\{user}" if domain else user
-    context = spnego.client(principal or None, password or None, hostname=client.host,
-                            service="cifs", protocol="negotiate")
+    context = logon_context(client.auth, user, password, domain, client.host)
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     session = client.keys
     # the binding requests are signed with the session's key and never sealed (MS-SMB2 3.2.4.1.1)
     binding = SessionKeys(session_id=session.session_id, signing_key=session.signing_key,
                           signing_algorithm=session.signing_algorithm, sign=True)
     preauth = own.preauth.copy()
-    token = context.step()
+    token = step(context)
     while True:
         # verify=False: the interim answers may be signed with the session's key, the final
         # one with the channel's, which exists only once the logon is done (checked below)
@@ -248,13 +246,13 @@ async def _binding_logon(client: Client, own: Negotiated, channel: Channel, user
             break
         if client.dialect == wire.SMB311:
             preauth.update(r.message)
-        token = context.step(reply)
+        token = step(context, reply)
         if not token:
             raise ProtocolError("the binding needs another step but the mechanism has nothing to send")
     if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
         raise ProtocolError("the server made a binding a guest logon")
     if reply:
-        context.step(reply)
+        step(context, reply)
     if not context.complete:
         raise ProtocolError("the server accepted the binding before the mechanism completed")
     session_key = (context.session_key + b"\0" * 16)[:16]

@@ -1,5 +1,5 @@
-"""Connecting: NEGOTIATE, the NTLMv2 logon (pyspnego's client), the session's keys, the tree
-connect; and the namespace calls of a connected share (open, stat, listdir, mkdir, rename,
+"""Connecting: NEGOTIATE, the logon (NTLMv2 by smbring's own initiator; Kerberos through
+pyspnego on request), the session's keys, the tree connect; and the namespace calls of a connected share (open, stat, listdir, mkdir, rename,
 remove, rmdir).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from smbring.client import messages as m
 from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
 from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
+from smbring.client.logon import check_auth, logon_context, step
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ of RemoteFile.read (and per WRITE sent from a buffer)
 # bytes per READ of a download (get): most of a download's CPU in user space is per READ (the
@@ -61,6 +62,7 @@ class Client:
         self.keys = SessionKeys()
         self.tree_id = 0
         self.guest = False
+        self.auth = "ntlm"              # the logon mechanism (logon.AUTH_MECHANISMS), for bindings too
         self.guid = os.urandom(16)      # the ClientGuid: the same on every channel
         self.port = 0
         self.multichannel_note = ""     # why fewer channels than asked were bound, if so
@@ -352,8 +354,13 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                   dialects=wire.DIALECTS, ciphers=security.CIPHER_PREFERENCE,
                   allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
                   depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1,
-                  write_size: int = DEFAULT_WRITE_SIZE, read_size: int = DEFAULT_READ_SIZE) -> Client:
+                  write_size: int = DEFAULT_WRITE_SIZE, read_size: int = DEFAULT_READ_SIZE,
+                  auth: str = "ntlm") -> Client:
     """Connects, logs on as `user` with NTLMv2 and connects to `share`.
+
+    auth: "ntlm" (default): NTLMv2 by smbring's own initiator (empty user and password: an
+    anonymous logon); "negotiate": pyspnego's SPNEGO client, which uses Kerberos when a ticket
+    can be had (then needs pyspnego with its Kerberos extra) and its NTLM otherwise;
 
     sign: insist on signed messages even when the server does not ask for it;
     encrypt: seal every message after the logon (refused if the server offers no cipher);
@@ -369,10 +376,11 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     """
     if channels < 1:
         raise ValueError("channels must be at least 1")
+    check_auth(auth)
     channel = await Channel.open(host, port, timeout=timeout)
     client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size,
                     read_size=read_size)
-    client.port = port
+    client.port, client.auth = port, auth
     try:
         negotiated = await negotiate(channel, dialects, ciphers, sign, encrypt, client.guid,
                                      io_size, multichannel=channels > 1, write_size=write_size,
@@ -473,16 +481,11 @@ async def negotiate(channel: Channel, dialects, ciphers, sign: bool, encrypt: bo
 async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user: str,
                          password: str, domain: str, sign: bool, encrypt: bool,
                          allow_guest: bool) -> None:
-    try:
-        import spnego
-    except ImportError:
-        raise RuntimeError("the SMB client needs pyspnego: pip install 'smbring[client]'") from None
     principal = f"{domain}\\{user}" if domain else user
-    context = spnego.client(principal or None, password or None, hostname=client.host,
-                            service="cifs", protocol="negotiate")
+    context = logon_context(client.auth, user, password, domain, client.host)
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     preauth = neg.preauth.copy()
-    token = context.step()
+    token = step(context)
     session_id = 0
     while True:
         r = await channel.request(
@@ -498,15 +501,19 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         if r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
             if client.dialect == wire.SMB311:
                 preauth.update(r.message)
-            token = context.step(reply)
+            token = step(context, reply)
             if not token:
                 raise ProtocolError("the logon needs another step but the mechanism has nothing to send")
             continue
         break
-    if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
+    # an anonymous logon proved nothing and has no key, whatever the flags say (Samba gives
+    # an anonymous session neither IS_NULL nor a signature)
+    anonymous = client.auth == "ntlm" and not user and not password
+    if anonymous or flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
         if not allow_guest:
-            raise error_for(wire.STATUS_LOGON_FAILURE, f"logon as {principal}: the server made "
-                            f"it a guest session (credentials not accepted)")
+            raise error_for(wire.STATUS_LOGON_FAILURE, "an anonymous logon: allow_guest is needed"
+                            if anonymous else f"logon as {principal}: the server made it a guest "
+                            f"session (credentials not accepted)")
         if sign or encrypt:
             raise ProtocolError("a guest session can be neither signed nor encrypted")
         client.guest = True
@@ -514,7 +521,7 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         channel.register(client.keys)
         return
     if reply:
-        context.step(reply)        # lets the mechanism check the server's mechListMIC
+        step(context, reply)       # lets the mechanism check the server's mechListMIC
     if not context.complete:
         raise ProtocolError("the server accepted the logon before the mechanism completed")
     session_key = (context.session_key + b"\0" * 16)[:16]

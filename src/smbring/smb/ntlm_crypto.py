@@ -75,6 +75,18 @@ def ntlmv2_session_base_key(response_key: bytes, proof: bytes) -> bytes:
     return hmac_md5(response_key, proof)
 
 
+def ntlmv2_client_blob(timestamp: bytes, client_challenge: bytes, av_pairs: bytes) -> bytes:
+    """The NTLMv2_CLIENT_CHALLENGE a client sends (MS-NLMP 3.3.2's `temp`): version 1, the
+    8-byte FILETIME, its 8-byte challenge, the AV pairs (ending with MsvAvEOL), and four zero
+    bytes after them as Windows sends."""
+    return b"\x01\x01" + b"\0" * 6 + timestamp + client_challenge + b"\0" * 4 + av_pairs + b"\0" * 4
+
+
+def lmv2_response(response_key: bytes, server_challenge: bytes, client_challenge: bytes) -> bytes:
+    """LMv2 (MS-NLMP 3.3.2): NTLMv2's companion response (from the NTOWFv2, never an LM hash)."""
+    return hmac_md5(response_key, server_challenge + client_challenge) + client_challenge
+
+
 def _des_key(seven: bytes) -> bytes:
     """Spread 56 key bits over 8 bytes, 7 per byte (DES ignores the low, parity bit)."""
     bits = int.from_bytes(seven, "big")

@@ -31,7 +31,7 @@ OEM_CODEC = "cp850"            # Samba's default DOS code page, for clients with
 
 # AV pair ids (MS-NLMP 2.2.2.1)
 AV_EOL, AV_NB_COMPUTER, AV_NB_DOMAIN, AV_DNS_COMPUTER, AV_DNS_DOMAIN = 0, 1, 2, 3, 4
-AV_FLAGS, AV_TIMESTAMP = 6, 7
+AV_FLAGS, AV_TIMESTAMP, AV_TARGET_NAME = 6, 7, 9
 AV_FLAG_MIC_PRESENT = 0x2
 
 
@@ -106,7 +106,7 @@ def av_pairs(data: bytes) -> dict[int, bytes]:
     raise InvalidResponse("AV pairs without MsvAvEOL")
 
 
-def _encode_av_pairs(pairs: list[tuple[int, bytes]]) -> bytes:
+def encode_av_pairs(pairs: list[tuple[int, bytes]]) -> bytes:
     return b"".join(struct.pack("<HH", av_id, len(v)) + v for av_id, v in pairs) + struct.pack("<HH", AV_EOL, 0)
 
 
@@ -172,7 +172,7 @@ class NtlmServer:
                  (AV_DNS_DOMAIN, self.names.dns_domain.encode("utf-16-le")),
                  (AV_DNS_COMPUTER, self.names.dns_name.encode("utf-16-le")),
                  (AV_TIMESTAMP, struct.pack("<Q", now))]
-        target_info = _encode_av_pairs(pairs)
+        target_info = encode_av_pairs(pairs)
         target_name = self._encode(self.names.netbios_name, flags)
         header = 56
         msg = (SIGNATURE + struct.pack("<I", CHALLENGE_MESSAGE)

@@ -1,8 +1,8 @@
-"""The SPNEGO tokens an acceptor reads and writes (RFC 4178), in DER.
+"""The SPNEGO tokens of an SMB logon (RFC 4178), in DER, for both ends.
 
-Only what an SMB server needs: the client's NegTokenInit (inside the GSS-API framing of
-RFC 2743 3.1) and NegTokenResp, and the server's NegTokenResp and its NEGOTIATE-response
-NegTokenInit. Every length is checked against the bytes that hold it; anything malformed
+Only what SMB needs: the client's NegTokenInit (inside the GSS-API framing of RFC 2743 3.1)
+and NegTokenResp, and the server's NegTokenResp and its NEGOTIATE-response NegTokenInit; the
+server reads and writes them with this module, and so does smbring's client. Every length is checked against the bytes that hold it; anything malformed
 raises ``ValueError``.
 """
 from __future__ import annotations
@@ -160,10 +160,15 @@ def encode_resp(neg_state: int, supported_mech: bytes | None = None,
     return der(_NEG_TOKEN_RESP, der(_SEQUENCE, body))
 
 
+def encode_mech_types(mech_types: list[bytes]) -> bytes:
+    """The DER MechTypeList: what a NegTokenInit carries and a mechListMIC signs."""
+    return der(_SEQUENCE, b"".join(der(_OID, oid) for oid in mech_types))
+
+
 def encode_init(mech_types: list[bytes], mech_token: bytes | None = None) -> bytes:
-    """A NegTokenInit in its GSS-API framing: the server's hint in the NEGOTIATE response."""
-    mechs = der(_SEQUENCE, b"".join(der(_OID, oid) for oid in mech_types))
-    body = der(0xA0, mechs)
+    """A NegTokenInit in its GSS-API framing: the server's hint in the NEGOTIATE response, or
+    a client's first token (with its first mechanism's token)."""
+    body = der(0xA0, encode_mech_types(mech_types))
     if mech_token is not None:
         body += der(0xA2, der(_OCTET_STRING, mech_token))
     return der(_GSS_FRAME, der(_OID, SPNEGO_OID) + der(_NEG_TOKEN_INIT, der(_SEQUENCE, body)))
