@@ -189,9 +189,15 @@ def _environment(client: str, baseline_src: str | None, pycache: str | None) -> 
 
 def warm_bytecode(clients, baseline_src: str | None, pycache: str) -> None:
     """Compiles what each Python client imports into `pycache`, untimed."""
-    imports = {"smbring": "import asyncio, spnego, smbring.client, smbring.client.transfer, "
-                          "smbring.client.multichannel",
-               "smbprotocol": "import smbclient"}
+    # each module on its own: a baseline checkout may lack some of them (spnego: the logon of
+    # older clients, and `--kerberos`)
+    modules = {"smbring": ["asyncio", "spnego", "smbring.client", "smbring.client.transfer",
+                           "smbring.client.multichannel", "smbring.client.logon",
+                           "smbring.smb.ntlm_initiator", "smbring.uring.aio"],
+               "smbprotocol": ["smbclient"]}
+    imports = {name: "import importlib\n" + "".join(
+        f"try:\n    importlib.import_module({m!r})\nexcept ImportError:\n    pass\n" for m in ms)
+        for name, ms in modules.items()}
     for client in clients:
         code = imports.get(client.split("-")[0])
         if code:
