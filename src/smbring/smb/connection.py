@@ -691,7 +691,7 @@ class Connection:
     def _must_sign(self, rhdr: Header, request_signed: bool) -> bool:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
-        s = self.sessions.get(rhdr.session_id)
+        s = self.client.sessions.get(rhdr.session_id)
         if not s or not signing_key_on(s, self):    # (a guest's session has no key)
             return False
         if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
@@ -853,14 +853,14 @@ class Connection:
 
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
-        s = self.sessions.get(hdr.session_id)
+        s = self.client.sessions.get(hdr.session_id)
         t = s.trees.get(hdr.tree_id) if s is not None else None
         return acl.GUEST_TOKEN if t is None else t.token
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:
         MS-SMB2 3.3.5.2.11)."""
-        s = self.sessions[hdr.session_id]
+        s = self.client.sessions[hdr.session_id]
         t = s.trees.get(hdr.tree_id)
         if t is None:
             raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
