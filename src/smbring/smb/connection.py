@@ -55,6 +55,7 @@ from smbring.smb.state import (
 from smbring.smb.wire import (
     CANCEL,
     FLAGS_RELATED,
+    FLAGS_SERVER_TO_REDIR,
     FLAGS_SIGNED,
     IOCTL,
     LEASE_BREAK_ACK_SIZE,
@@ -508,14 +509,22 @@ class Connection:
         seal = sealed_by
         if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP:
             seal = s
-        part = self._finish(req, rhdr, body)
         if seal is None:
             if rhdr.signer is not None:
+                part = self._finish(req, rhdr, body)
                 security.apply_signature(*rhdr.signer, part)
             elif s is not None and self._must_sign(rhdr, signed):
+                part = self._finish(req, rhdr, body)
                 security.apply_signature(self.sign_algorithm(), signing_key_on(s, self), part)
-        elif seal.encrypt_key:
-            return [self._sealed(seal, part)]
+            else:       # (as _finish makes it, but immutable: nothing writes to it)
+                rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
+                rhdr.message_id = req.message_id
+                rhdr.credit_charge = req.credit_charge
+                part = rhdr.pack() + body
+        else:
+            part = self._finish(req, rhdr, body)
+            if seal.encrypt_key:
+                return [self._sealed(seal, part)]
         if len(part) > 0xFFFFFF:
             self._checked(part)
         return [Send(part)]
