@@ -9,14 +9,15 @@ import pytest
 from sansio_client import Client, parse
 from smbcore import SHORT_BODY, close_body, create_body, query_info_body, read_body
 
-from smbring.smb import wire
+from smbring.smb import security, wire
 
 ALL_ACCESS = 0x001F01FF
 
 
-def general_path(conn, frame) -> list:
-    """The effects of a plain frame as the general path (`_frame`'s steps) makes them."""
-    return conn._drive(conn._frame(memoryview(frame), None), None)
+def general_path(conn, frame, sealed_by=None) -> list:
+    """The effects of a frame (its plaintext, and the session that sealed it) as the general
+    path (`_frame`'s steps) makes them."""
+    return conn._drive(conn._frame(memoryview(frame), sealed_by), None)
 
 
 def answers(effects) -> list[tuple]:
@@ -106,3 +107,94 @@ def test_a_message_id_outside_the_window_drops_the_connection_on_either_path(pai
 def test_a_short_header_drops_the_connection(pair):
     with pytest.raises(ConnectionError, match="malformed SMB2 header"):
         pair[0].conn.handle_frame(memoryview(wire.PROTOCOL_ID + struct.pack("<H", 64) + bytes(20)))
+
+
+# -- signed and sealed ---------------------------------------------------------------------------
+
+SIGNING_KEY = bytes(range(16))
+TO_SERVER, TO_CLIENT = b"c" * 16, b"s" * 16
+
+
+def signed(conn, frame: bytes) -> bytes:
+    request = bytearray(frame)
+    struct.pack_into("<I", request, 16, wire.FLAGS_SIGNED)
+    security.apply_signature(conn.sign_algorithm(), SIGNING_KEY, request)
+    return bytes(request)
+
+
+@pytest.mark.parametrize("command, body, status", [
+    (wire.ECHO, SHORT_BODY, wire.STATUS_SUCCESS),
+    (wire.TREE_DISCONNECT, b"\x05\x00\x00\x00", wire.STATUS_INVALID_PARAMETER),
+    (wire.READ, read_body(b"\xff" * 16, 4096, 0), wire.STATUS_FILE_CLOSED),
+])
+def test_a_signed_request_is_verified_and_its_answer_signed_alike(pair, command, body, status):
+    for c in pair:
+        c.conn.sessions[1].signing_key = SIGNING_KEY
+    short, general = pair
+    frames = [signed(c.conn, c.message(command, body)) for c in pair]
+    [got] = short.conn.handle_frame(memoryview(frames[0]))
+    [expected] = general_path(general.conn, frames[1])
+    assert bytes(got.message) == bytes(expected.message)
+    assert security.verify(short.conn.sign_algorithm(), SIGNING_KEY, bytes(got.message))
+    assert parse(bytes(got.message))[0].status == status
+
+
+def test_a_request_whose_signature_fails_is_refused_alike(pair):
+    for c in pair:
+        c.conn.sessions[1].signing_key = SIGNING_KEY
+    frames = [bytearray(signed(c.conn, c.message(wire.ECHO, SHORT_BODY))) for c in pair]
+    for f in frames:
+        f[-1] ^= 1          # the body changed after it was signed
+    [answer] = exchange_frames(pair, frames)
+    assert answer[1] == wire.STATUS_SUCCESS     # ECHO needs no session: nothing verified
+    frames = [bytearray(signed(c.conn, c.message(wire.TREE_DISCONNECT, SHORT_BODY))) for c in pair]
+    for f in frames:
+        f[-1] ^= 1
+    [answer] = exchange_frames(pair, frames)
+    assert answer[1] == wire.STATUS_ACCESS_DENIED
+
+
+def exchange_frames(pair, frames):
+    short, general = pair
+    got = answers(short.conn.handle_frame(memoryview(bytes(frames[0]))))
+    assert got == answers(general_path(general.conn, bytes(frames[1])))
+    return got
+
+
+def seal_sessions(pair):
+    for c in pair:
+        s = c.conn.sessions[1]
+        c.conn.cipher = security.AES_128_GCM
+        s.decrypt_key, s.encrypt_key, s.encrypt = TO_SERVER, TO_CLIENT, True
+    return [c.conn.sessions[1] for c in pair]
+
+
+def opened(effects) -> list[bytes]:
+    """The plaintext of each sealed response."""
+    return [security.decrypt(security.AES_128_GCM, TO_CLIENT, bytes(e.message) + bytes(e.payload))
+            for e in effects]
+
+
+@pytest.mark.parametrize("command, body, header, status", [
+    (wire.ECHO, SHORT_BODY, {}, wire.STATUS_SUCCESS),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"tree_id": 99}, wire.STATUS_NETWORK_NAME_DELETED),
+    (wire.READ, read_body(b"\xff" * 16, 4096, 0), {}, wire.STATUS_FILE_CLOSED),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"flags": wire.FLAGS_RELATED}, wire.STATUS_INVALID_PARAMETER),
+])
+def test_a_sealed_request_is_answered_sealed_alike(pair, command, body, header, status):
+    sessions = seal_sessions(pair)
+    short, general = pair
+    plaintexts = [c.message(command, body, **header) for c in pair]
+    transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintexts[0])
+    got = opened(short.conn.handle_frame(memoryview(transform + bytes(ciphertext))))
+    expected = opened(general_path(general.conn, plaintexts[1], sessions[1]))
+    assert got == expected and parse(got[0])[0].status == status
+
+
+def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(pair):
+    seal_sessions(pair)
+    client = pair[0]
+    plaintext = client.message(wire.ECHO, SHORT_BODY, session_id=2)
+    transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintext)
+    with pytest.raises(ConnectionError, match="another session"):
+        client.conn.handle_frame(memoryview(transform + bytes(ciphertext)))

@@ -223,27 +223,26 @@ class Connection:
         A ConnectionError means the client broke the protocol: drop the connection."""
         magic = frame[:4]
         if magic == PROTOCOL_ID:
-            return self._plain(frame)
+            return self._messages(frame, None)
         if magic == b"\xffSMB":
             return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
         if magic == wire.TRANSFORM_ID:
-            frame, sealed_by = self._decrypt(frame)
-        else:
-            raise ConnectionError("not SMB2")
-        return self._drive(self._frame(frame, sealed_by), None)
+            return self._messages(*self._decrypt(frame))
+        raise ConnectionError("not SMB2")
 
-    def _plain(self, frame) -> list:
-        """A frame neither sealed nor SMB1. The usual one, a single request (no compound) with
-        no background write to wait for first, is handled here as `_frame` would handle it,
-        without its generator, chain loop and budget, unless its response waits for file I/O
-        (then steps from where `_frame` would yield on)."""
+    def _messages(self, frame, sealed_by) -> list:
+        """An SMB2 frame (decrypted, `sealed_by` its session's key, or plain). The usual one, a
+        single request (no compound) with no background write to wait for first, is handled
+        here as `_frame` would handle it, without its generator, chain loop and budget, unless
+        its response waits for file I/O (then steps from where `_frame` would yield on)."""
         try:
             hdr = Header.parse(frame)
         except (ValueError, struct.error) as e:
             raise ConnectionError(f"malformed SMB2 header: {e}") from None
         command = hdr.command
-        if hdr.next_command or self.limits.max_compound < 1 or (self._background and command != WRITE):
-            return self._drive(self._frame(frame, None), None)
+        lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
+        if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
+            return self._drive(self._frame(frame, sealed_by), None)
         # _split for one request
         if command != CANCEL and not self.credits.consume(
                 hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1):
@@ -254,7 +253,9 @@ class Connection:
         if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
             chain.related = True
             hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
-        self._sealed_by = None
+        elif sealed_by is not None and hdr.session_id != sealed_by.id:
+            raise ConnectionError("an encrypted frame carried another session's request")
+        self._sealed_by = sealed_by
         resp = self._one(hdr, frame, chain, self.limits.max_frame)
         if resp is None:
             return self.outbox_drain()
@@ -265,19 +266,19 @@ class Connection:
             out = self.outbox
             if out:
                 self.outbox = []
-                return out + self._response(hdr, rhdr, body, signed, None)
-            return self._response(hdr, rhdr, body, signed, None)
-        return self._drive(self._single_steps(hdr, rhdr, body, signed, command == WRITE), None)
+                return out + self._response(hdr, rhdr, body, signed, sealed_by)
+            return self._response(hdr, rhdr, body, signed, sealed_by)
+        return self._drive(self._single_steps(hdr, rhdr, body, signed, sealed_by, lone_write), None)
 
-    def _single_steps(self, hdr: Header, rhdr: Header, body, signed: bool, lone_write: bool):
+    def _single_steps(self, hdr: Header, rhdr: Header, body, signed: bool, sealed_by, lone_write: bool):
         """The rest of `_frame`'s steps for a frame of one request whose response waits."""
         if isinstance(body, FileIO):
             body = yield from self._file_io(body, rhdr, background=lone_write)
         elif isinstance(body, FileSteps):
             body = yield from self._file_steps(body, rhdr)
         if isinstance(body, FilePayload):
-            return (yield from self._read_response((hdr, rhdr, body), signed, None))
-        return self._responses([(hdr, rhdr, body)], [signed], None)
+            return (yield from self._read_response((hdr, rhdr, body), signed, sealed_by))
+        return self._responses([(hdr, rhdr, body)], [signed], sealed_by)
 
     def _decrypt(self, frame):
         """The plaintext of an encrypted frame and the session whose key sealed it."""
