@@ -6,7 +6,8 @@ sealed as their session requires, and file I/O to carry out before the core goes
 shell calls the effect's `then` with the result). The protocol state (dialect, sessions, tree
 connects, opens, credits, signing) lives here. A frame is processed by a generator that yields
 the file I/O it waits for, so a compound or a sealed READ suspends where it needs data and
-resumes where it left off.
+resumes where it left off. The usual frame, one request whose answer is in memory at once, is
+answered without one (`_messages`), with the same checks in the same order.
 """
 from __future__ import annotations
 
