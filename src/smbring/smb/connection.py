@@ -6,7 +6,8 @@ sealed as their session requires, and file I/O to carry out before the core goes
 shell calls the effect's `then` with the result). The protocol state (dialect, sessions, tree
 connects, opens, credits, signing) lives here. A frame is processed by a generator that yields
 the file I/O it waits for, so a compound or a sealed READ suspends where it needs data and
-resumes where it left off.
+resumes where it left off. The usual frame, one request whose answer is in memory at once, is
+answered without one (`_messages`), with the same checks in the same order.
 """
 from __future__ import annotations
 
@@ -52,7 +53,22 @@ from smbring.smb.state import (
     Share,
     Tree,
 )
-from smbring.smb.wire import Header
+from smbring.smb.wire import (
+    CANCEL,
+    FLAGS_RELATED,
+    FLAGS_SERVER_TO_REDIR,
+    FLAGS_SIGNED,
+    IOCTL,
+    LEASE_BREAK_ACK_SIZE,
+    NEGOTIATE,
+    OPLOCK_BREAK,
+    PROTOCOL_ID,
+    REQUEST_SIZES,
+    SESSION_SETUP,
+    SMB202,
+    WRITE,
+    Header,
+)
 
 log = logging.getLogger("smbring.smb")
 _U16 = struct.Struct("<H")
@@ -206,15 +222,64 @@ class Connection:
     def handle_frame(self, frame) -> list:
         """One message or compound chain in (without its NetBIOS prefix); the effects out.
         A ConnectionError means the client broke the protocol: drop the connection."""
-        if frame[:4] == b"\xffSMB":
+        magic = frame[:4]
+        if magic == PROTOCOL_ID:
+            return self._messages(frame, None)
+        if magic == b"\xffSMB":
             return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
-        if frame[:4] == wire.TRANSFORM_ID:
-            frame, sealed_by = self._decrypt(frame)
-        elif frame[:4] == wire.PROTOCOL_ID:
-            sealed_by = None
-        else:
-            raise ConnectionError("not SMB2")
-        return self._drive(self._frame(frame, sealed_by), None)
+        if magic == wire.TRANSFORM_ID:
+            return self._messages(*self._decrypt(frame))
+        raise ConnectionError("not SMB2")
+
+    def _messages(self, frame, sealed_by) -> list:
+        """An SMB2 frame (decrypted, `sealed_by` its session's key, or plain). The usual one, a
+        single request (no compound) with no background write to wait for first, is handled
+        here as `_frame` would handle it, without its generator, chain loop and budget, unless
+        its response waits for file I/O (then steps from where `_frame` would yield on)."""
+        try:
+            hdr = Header.parse(frame)
+        except (ValueError, struct.error) as e:
+            raise ConnectionError(f"malformed SMB2 header: {e}") from None
+        command = hdr.command
+        lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
+        if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
+            return self._drive(self._frame(frame, sealed_by), None)
+        # _split for one request
+        if command != CANCEL and not self.credits.consume(
+                hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1):
+            raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
+                                  f"the credit window [{self.credits.low}, +{self.credits.range})")
+        self.frame_commands = [command]
+        chain = Chain()
+        if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
+            chain.related = True
+            hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+        elif sealed_by is not None and hdr.session_id != sealed_by.id:
+            raise ConnectionError("an encrypted frame carried another session's request")
+        self._sealed_by = sealed_by
+        resp = self._one(hdr, frame, chain, self.limits.max_frame)
+        if resp is None:
+            return self.outbox_drain()
+        rhdr, body = resp
+        signed = bool(hdr.flags & FLAGS_SIGNED)
+        kind = type(body)
+        if kind is bytes or kind is bytearray or kind is memoryview:
+            out = self.outbox
+            if out:
+                self.outbox = []
+                return out + self._response(hdr, rhdr, body, signed, sealed_by)
+            return self._response(hdr, rhdr, body, signed, sealed_by)
+        return self._drive(self._single_steps(hdr, rhdr, body, signed, sealed_by, lone_write), None)
+
+    def _single_steps(self, hdr: Header, rhdr: Header, body, signed: bool, sealed_by, lone_write: bool):
+        """The rest of `_frame`'s steps for a frame of one request whose response waits."""
+        if isinstance(body, FileIO):
+            body = yield from self._file_io(body, rhdr, background=lone_write)
+        elif isinstance(body, FileSteps):
+            body = yield from self._file_steps(body, rhdr)
+        if isinstance(body, FilePayload):
+            return (yield from self._read_response((hdr, rhdr, body), signed, sealed_by))
+        return self._responses([(hdr, rhdr, body)], [signed], sealed_by)
 
     def _decrypt(self, frame):
         """The plaintext of an encrypted frame and the session whose key sealed it."""
@@ -291,7 +356,7 @@ class Connection:
                 if sealed_by is not None and hdr.session_id != sealed_by.id:
                     raise ConnectionError("an encrypted frame carried another session's request")
             self._sealed_by = sealed_by     # (set again for each request: steps may interleave)
-            resp = self._one(hdr, msg, chain, budget)
+            resp = self._one(hdr, msg, chain, budget.left)
             if chain.split is not None:     # a held CREATE: the rest of the chain follows its answer
                 areq, chain.split = chain.split, None
                 areq.rest = [(h, bytes(m)) for h, m in messages[i + 1:]]
@@ -330,7 +395,7 @@ class Connection:
             else:
                 chain.fid = None
             self._sealed_by = sealed_by
-            resp = self._one(hdr, memoryview(msg), chain, budget)
+            resp = self._one(hdr, memoryview(msg), chain, budget.left)
             if resp is None:
                 continue
             rhdr, body = resp
@@ -439,20 +504,42 @@ class Connection:
                 return s
         return None
 
+    def _response(self, req: Header, rhdr: Header, body, signed: bool, sealed_by) -> list:
+        """The response to a frame of one request, its body in memory, as `_responses` makes
+        it (the usual answer: one message, no chaining, no copy of it)."""
+        s = self.client.sessions.get(rhdr.session_id)
+        seal = sealed_by
+        if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP:
+            seal = s
+        if seal is None:
+            if rhdr.signer is not None:
+                part = self._finish(req, rhdr, body)
+                security.apply_signature(*rhdr.signer, part)
+            elif s is not None and self._must_sign(rhdr, signed):
+                part = self._finish(req, rhdr, body)
+                security.apply_signature(self.sign_algorithm(), signing_key_on(s, self), part)
+            else:       # (as _finish makes it, but immutable: nothing writes to it)
+                rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
+                rhdr.message_id = req.message_id
+                rhdr.credit_charge = req.credit_charge
+                part = rhdr.pack() + body
+        else:
+            part = self._finish(req, rhdr, body)
+            if seal.encrypt_key:
+                return [self._sealed(seal, part)]
+        if len(part) > 0xFFFFFF:
+            self._checked(part)
+        return [Send(part)]
+
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
         chained by NextCommand, each part signed on its own after the chaining fields are
         final; the whole sealed where its session encrypts."""
         if not out:
             return []
+        if len(out) == 1:
+            return self._response(*out[0], signed_requests[0], sealed_by)
         seal = self._seal_for(out, sealed_by)
-        if len(out) == 1:       # the usual answer: one message, no chaining, no copy of it
-            req, rhdr, body = out[0]
-            part = self._finish(req, rhdr, body)
-            self._sign(part, rhdr, signed_requests[0], seal)
-            if seal is not None and seal.encrypt_key:
-                return [self._sealed(seal, part)]
-            return [Send(self._checked(part))]
         chained = bytearray()
         for i, (req, rhdr, body) in enumerate(out):
             part = self._finish(req, rhdr, body)
@@ -615,7 +702,7 @@ class Connection:
     def _must_sign(self, rhdr: Header, request_signed: bool) -> bool:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
-        s = self.sessions.get(rhdr.session_id)
+        s = self.client.sessions.get(rhdr.session_id)
         if not s or not signing_key_on(s, self):    # (a guest's session has no key)
             return False
         if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
@@ -624,23 +711,29 @@ class Connection:
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
     # -- dispatch ------------------------------------------------------------------------
-    def _one(self, hdr: Header, msg, chain: "Chain", budget: "ResponseBudget"):
-        rhdr = Header(command=hdr.command, session_id=hdr.session_id, tree_id=hdr.tree_id)
-        if hdr.command == wire.CANCEL:
+    def _one(self, hdr: Header, msg, chain: "Chain", budget_left: int):
+        """One request: the checks before its handler (Samba's smbd_smb2_request_dispatch),
+        then the handler; (response header, body), or None for a CANCEL. `budget_left`: what
+        the frame's responses may still take (ResponseBudget)."""
+        command = hdr.command
+        # (positional: command, status, flags, charge, credits, next, message id, tree, session)
+        rhdr = Header(command, 0, 0, 0, 0, 0, 0, hdr.tree_id, hdr.session_id)
+        if command == CANCEL:
             self._cancel(hdr)
             return None
         # granted now, so that an interim response carries them and the final one none
-        rhdr.credits = self.credits.grant(hdr.credits, self._charge(hdr))
-        hooked = breaks.force_unacked_timeout(self, hdr, msg)     # (a test control, off by default)
-        if hooked is not None:
-            rhdr.status, body = hooked
-            return rhdr, body
-        command = COMMANDS.get(hdr.command)
+        rhdr.credits = self.credits.grant(hdr.credits, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1)
+        if command == IOCTL:
+            hooked = breaks.force_unacked_timeout(self, hdr, msg)     # (a test control, off by default)
+            if hooked is not None:
+                rhdr.status, body = hooked
+                return rhdr, body
+        entry = COMMANDS.get(command)
         session_ok = True
         try:
-            if command is None or hdr.flags & ~ALLOWED_FLAGS:
+            if entry is None or hdr.flags & ~ALLOWED_FLAGS:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            if command.needs_session:
+            if entry.needs_session:
                 try:
                     self._check_session(hdr, msg)
                 except SMBError:
@@ -648,26 +741,31 @@ class Connection:
                     if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
                         raise SMBError(wire.STATUS_INVALID_PARAMETER)
                     raise
-            elif hdr.command == wire.SESSION_SETUP:
+            elif command == SESSION_SETUP:
                 self._check_session_setup(hdr, msg)
-            elif hdr.command == wire.NEGOTIATE and hdr.flags & wire.FLAGS_SIGNED:
+            elif command == NEGOTIATE and hdr.flags & FLAGS_SIGNED:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
-            if command.needs_tree:
+            if entry.needs_tree:
                 self.tree(hdr)
-            size = wire.REQUEST_SIZES[hdr.command]
-            if len(msg) >= 66 and hdr.command == wire.OPLOCK_BREAK and \
-                    _U16.unpack_from(msg, 64)[0] == wire.LEASE_BREAK_ACK_SIZE:
-                size = wire.LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
-            if len(msg) < 66 or _U16.unpack_from(msg, 64)[0] != size or len(msg) < 64 + (size & ~1):
+            size = REQUEST_SIZES[command]
+            if len(msg) < 66:
+                raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            given = _U16.unpack_from(msg, 64)[0]
+            if command == OPLOCK_BREAK and given == LEASE_BREAK_ACK_SIZE:
+                size = LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
+            if given != size or len(msg) < 64 + (size & ~1):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
-            sent, asked = command.sizes(msg)
-            if max(sent, asked) > self.max_io():
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
-            if self.dialect > wire.SMB202 and charge_needed(max(sent, asked)) > max(hdr.credit_charge, 1):
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.5
-            if not budget.allows(asked):
+            if entry.moves_data:
+                sent, asked = entry.sizes(msg)
+                if max(sent, asked) > self.max_io():
+                    raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
+                if self.dialect > SMB202 and charge_needed(max(sent, asked)) > (hdr.credit_charge or 1):
+                    raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.5
+            else:
+                asked = 0       # (nothing sent or asked: within MaxTransactSize and any charge)
+            if asked > budget_left:
                 raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)   # the frame's answers are full
-            body, fid = command.handler(self, hdr, msg, rhdr, chain)
+            body, fid = entry.handler(self, hdr, msg, rhdr, chain)
             if fid is not None:
                 chain.fid = fid
             return rhdr, body
@@ -722,7 +820,7 @@ class Connection:
         return MAX_IO_SMB202 if self.dialect == wire.SMB202 else MAX_IO
 
     def _check_session(self, hdr: Header, msg) -> Session:
-        s = self.sessions.get(hdr.session_id)
+        s = self.client.sessions.get(hdr.session_id)
         if not s or not s.valid or not self.reaches(s):    # (another connection's session)
             raise self.client.deleted(self, hdr, msg)
         self._check_protection(s, hdr, msg)
@@ -766,14 +864,14 @@ class Connection:
 
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
-        s = self.sessions.get(hdr.session_id)
+        s = self.client.sessions.get(hdr.session_id)
         t = s.trees.get(hdr.tree_id) if s is not None else None
         return acl.GUEST_TOKEN if t is None else t.token
 
     def tree(self, hdr: Header) -> Tree:
         """The tree connect a request names (checked once per request before its handler runs:
         MS-SMB2 3.3.5.2.11)."""
-        s = self.sessions[hdr.session_id]
+        s = self.client.sessions[hdr.session_id]
         t = s.trees.get(hdr.tree_id)
         if t is None:
             raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)

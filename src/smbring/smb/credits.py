@@ -72,12 +72,19 @@ class CreditWindow:
     def grant(self, requested: int, charge: int) -> int:
         """The credits to grant in a response to a request that asked for `requested` and
         consumed `charge`; the window grows by as many."""
-        requested = max(requested, 1)
+        # (comparisons, not max() and min(): this runs for every request)
+        if requested < 1:
+            requested = 1
         # Samba's scaling: all that is asked while the client holds little, less and less as
         # what it holds approaches the maximum, never less than one
-        scaled = max(1, (16 - self.granted * 16 // self.max) * requested // 16)
+        scaled = (16 - self.granted * 16 // self.max) * requested // 16
+        if scaled < 1:
+            scaled = 1
+        if scaled < charge:
+            scaled = charge
         # (a client holding no credit has an empty window, so it always gets at least one)
-        give = min(max(scaled, charge), self.max - self.range)
+        room = self.max - self.range
+        give = scaled if scaled < room else room
         self.granted += give
         self.range += give
         return give

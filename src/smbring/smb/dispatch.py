@@ -3,7 +3,7 @@ smbd_smb2_table): the table the connection checks every request against."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smbring.smb import wire
 from smbring.smb.commands.change_notify import h_change_notify
@@ -43,6 +43,12 @@ class Command:
     needs_tree: bool = True
     sent: object = _nothing       # msg -> payload bytes the request carries
     asked: object = _nothing      # msg -> the most response data it asks for
+    # derived once, not per request: whether the request names sizes to check at all (a
+    # command that moves no data passes the MaxTransactSize and CreditCharge checks as is)
+    moves_data: bool = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "moves_data", self.sent is not _nothing or self.asked is not _nothing)
 
     def sizes(self, msg) -> tuple[int, int]:
         return self.sent(msg), self.asked(msg)

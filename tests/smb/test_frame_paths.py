@@ -1,0 +1,200 @@
+"""A frame of one plain request is handled on a short path (no generator, chain loop or
+response budget); a compound, a sealed frame, or a frame behind a background write on the
+general one. Both must answer alike: the same request sent to two identical connections, one
+through `handle_frame` and the other through the general path's steps, gets the same status,
+flags, credits and body, and moves the credit window the same way."""
+import struct
+
+import pytest
+from sansio_client import Client, parse
+from smbcore import SHORT_BODY, close_body, create_body, query_info_body, read_body
+
+from smbring.smb import security, wire
+
+ALL_ACCESS = 0x001F01FF
+
+
+def general_path(conn, frame, sealed_by=None) -> list:
+    """The effects of a frame (its plaintext, and the session that sealed it) as the general
+    path (`_frame`'s steps) makes them."""
+    return conn._drive(conn._frame(memoryview(frame), sealed_by), None)
+
+
+def answers(effects) -> list[tuple]:
+    """What a client sees of the responses: each header's fields and its body (a FileId and
+    times differ between two connections: CREATE's and CLOSE's bodies are compared by size)."""
+    seen = []
+    for e in effects:
+        header, body = parse(bytes(e.message))
+        if header.command in (wire.CREATE, wire.CLOSE) and header.status == 0:
+            body = len(body)
+        seen.append((header.command, header.status, header.flags, header.message_id, header.credits,
+                     header.credit_charge, header.session_id, header.tree_id, header.next_command, body))
+    return seen
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two connections in the same state, each with its own share directory."""
+    made = []
+    for name in ("short", "general"):
+        (tmp_path / name).mkdir()
+        made.append(Client(tmp_path / name, credits=4))
+    yield made
+    for c in made:
+        c.conn.close_all()
+
+
+def exchange_both(pair, command, body, **header):
+    """The request sent to both connections (the same MessageId): their answers, compared."""
+    short, general = pair
+    frames = [c.message(command, body, **header) for c in pair]
+    assert frames[0] == frames[1]
+    got = answers(short.conn.handle_frame(memoryview(frames[0])))
+    expected = answers(general_path(general.conn, frames[1]))
+    assert got == expected
+    assert (short.conn.credits.low, short.conn.credits.range, short.conn.credits.granted) == \
+        (general.conn.credits.low, general.conn.credits.range, general.conn.credits.granted)
+    return got
+
+
+@pytest.mark.parametrize("command, body, header, status", [
+    (wire.ECHO, SHORT_BODY, {}, wire.STATUS_SUCCESS),
+    (wire.ECHO, b"\x05\x00\x00\x00", {}, wire.STATUS_INVALID_PARAMETER),      # StructureSize
+    (wire.ECHO, b"", {}, wire.STATUS_INVALID_PARAMETER),                      # no body at all
+    (wire.ECHO, SHORT_BODY, {"flags": 0x100}, wire.STATUS_INVALID_PARAMETER),  # a flag not defined
+    (0x55, SHORT_BODY, {}, wire.STATUS_INVALID_PARAMETER),                    # no such command
+    # related to no request before it: nothing to inherit, an invalid session
+    (wire.ECHO, SHORT_BODY, {"flags": wire.FLAGS_RELATED}, wire.STATUS_SUCCESS),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"flags": wire.FLAGS_RELATED}, wire.STATUS_INVALID_PARAMETER),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"session_id": 99}, wire.STATUS_USER_SESSION_DELETED),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"tree_id": 99}, wire.STATUS_NETWORK_NAME_DELETED),
+    (wire.READ, read_body(b"\xff" * 16, 16 << 20, 0), {}, wire.STATUS_INVALID_PARAMETER),  # > MaxReadSize
+    (wire.READ, read_body(b"\xff" * 16, 1 << 20, 0), {"charge": 1}, wire.STATUS_INVALID_PARAMETER),
+    (wire.READ, read_body(b"\xff" * 16, 4096, 0), {}, wire.STATUS_FILE_CLOSED),
+    (wire.QUERY_INFO, query_info_body(b"\xff" * 16, wire.INFO_FILE, 5, 4096, 0), {"credits": 9},
+     wire.STATUS_FILE_CLOSED),
+])
+def test_a_lone_request_is_answered_as_the_general_path_answers_it(pair, command, body, header, status):
+    [answer] = exchange_both(pair, command, body, **header)
+    assert answer[1] == status
+
+
+def test_a_lone_cancel_takes_no_id_and_gets_no_answer_on_either_path(pair):
+    assert exchange_both(pair, wire.CANCEL, SHORT_BODY) == []
+
+
+def test_create_and_close_are_answered_alike(pair):
+    [created] = exchange_both(pair, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN_IF, 0,
+                                                             share_access=7))
+    assert created[1] == wire.STATUS_SUCCESS
+    # each connection closes the FileId its own CREATE answered with
+    fids = [c.conn.opens and next(iter(c.conn.opens)) for c in pair]
+    short, general = pair
+    frames = [c.message(wire.CLOSE, close_body(fid, 0)) for c, fid in zip(pair, fids)]
+    got = answers(short.conn.handle_frame(memoryview(frames[0])))
+    assert got == answers(general_path(general.conn, frames[1]))
+    assert got[0][1] == wire.STATUS_SUCCESS and not short.conn.opens and not general.conn.opens
+
+
+def test_a_message_id_outside_the_window_drops_the_connection_on_either_path(pair):
+    for c, handle in zip(pair, (lambda conn, f: conn.handle_frame(memoryview(f)), general_path)):
+        frame = c.message(wire.ECHO, SHORT_BODY, message_id=c.next_message_id + 100)
+        with pytest.raises(ConnectionError, match="outside the credit window"):
+            handle(c.conn, frame)
+
+
+def test_a_short_header_drops_the_connection(pair):
+    with pytest.raises(ConnectionError, match="malformed SMB2 header"):
+        pair[0].conn.handle_frame(memoryview(wire.PROTOCOL_ID + struct.pack("<H", 64) + bytes(20)))
+
+
+# -- signed and sealed ---------------------------------------------------------------------------
+
+SIGNING_KEY = bytes(range(16))
+TO_SERVER, TO_CLIENT = b"c" * 16, b"s" * 16
+
+
+def signed(conn, frame: bytes) -> bytes:
+    request = bytearray(frame)
+    struct.pack_into("<I", request, 16, wire.FLAGS_SIGNED)
+    security.apply_signature(conn.sign_algorithm(), SIGNING_KEY, request)
+    return bytes(request)
+
+
+@pytest.mark.parametrize("command, body, status", [
+    (wire.ECHO, SHORT_BODY, wire.STATUS_SUCCESS),
+    (wire.TREE_DISCONNECT, b"\x05\x00\x00\x00", wire.STATUS_INVALID_PARAMETER),
+    (wire.READ, read_body(b"\xff" * 16, 4096, 0), wire.STATUS_FILE_CLOSED),
+])
+def test_a_signed_request_is_verified_and_its_answer_signed_alike(pair, command, body, status):
+    for c in pair:
+        c.conn.sessions[1].signing_key = SIGNING_KEY
+    short, general = pair
+    frames = [signed(c.conn, c.message(command, body)) for c in pair]
+    [got] = short.conn.handle_frame(memoryview(frames[0]))
+    [expected] = general_path(general.conn, frames[1])
+    assert bytes(got.message) == bytes(expected.message)
+    assert security.verify(short.conn.sign_algorithm(), SIGNING_KEY, bytes(got.message))
+    assert parse(bytes(got.message))[0].status == status
+
+
+def test_a_request_whose_signature_fails_is_refused_alike(pair):
+    for c in pair:
+        c.conn.sessions[1].signing_key = SIGNING_KEY
+    frames = [bytearray(signed(c.conn, c.message(wire.ECHO, SHORT_BODY))) for c in pair]
+    for f in frames:
+        f[-1] ^= 1          # the body changed after it was signed
+    [answer] = exchange_frames(pair, frames)
+    assert answer[1] == wire.STATUS_SUCCESS     # ECHO needs no session: nothing verified
+    frames = [bytearray(signed(c.conn, c.message(wire.TREE_DISCONNECT, SHORT_BODY))) for c in pair]
+    for f in frames:
+        f[-1] ^= 1
+    [answer] = exchange_frames(pair, frames)
+    assert answer[1] == wire.STATUS_ACCESS_DENIED
+
+
+def exchange_frames(pair, frames):
+    short, general = pair
+    got = answers(short.conn.handle_frame(memoryview(bytes(frames[0]))))
+    assert got == answers(general_path(general.conn, bytes(frames[1])))
+    return got
+
+
+def seal_sessions(pair):
+    for c in pair:
+        s = c.conn.sessions[1]
+        c.conn.cipher = security.AES_128_GCM
+        s.decrypt_key, s.encrypt_key, s.encrypt = TO_SERVER, TO_CLIENT, True
+    return [c.conn.sessions[1] for c in pair]
+
+
+def opened(effects) -> list[bytes]:
+    """The plaintext of each sealed response."""
+    return [security.decrypt(security.AES_128_GCM, TO_CLIENT, bytes(e.message) + bytes(e.payload))
+            for e in effects]
+
+
+@pytest.mark.parametrize("command, body, header, status", [
+    (wire.ECHO, SHORT_BODY, {}, wire.STATUS_SUCCESS),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"tree_id": 99}, wire.STATUS_NETWORK_NAME_DELETED),
+    (wire.READ, read_body(b"\xff" * 16, 4096, 0), {}, wire.STATUS_FILE_CLOSED),
+    (wire.TREE_DISCONNECT, SHORT_BODY, {"flags": wire.FLAGS_RELATED}, wire.STATUS_INVALID_PARAMETER),
+])
+def test_a_sealed_request_is_answered_sealed_alike(pair, command, body, header, status):
+    sessions = seal_sessions(pair)
+    short, general = pair
+    plaintexts = [c.message(command, body, **header) for c in pair]
+    transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintexts[0])
+    got = opened(short.conn.handle_frame(memoryview(transform + bytes(ciphertext))))
+    expected = opened(general_path(general.conn, plaintexts[1], sessions[1]))
+    assert got == expected and parse(got[0])[0].status == status
+
+
+def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(pair):
+    seal_sessions(pair)
+    client = pair[0]
+    plaintext = client.message(wire.ECHO, SHORT_BODY, session_id=2)
+    transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintext)
+    with pytest.raises(ConnectionError, match="another session"):
+        client.conn.handle_frame(memoryview(transform + bytes(ciphertext)))
