@@ -87,16 +87,26 @@ def stored_ns(ns: int) -> int:
     return ns & 0xFFFFFFFFFFFFFFFF
 
 
-def times(st: os.stat_result, dos: DosInfo | None = None, write_ns: int | None = None) -> bytes:
-    """CreationTime, LastAccessTime, LastWriteTime, ChangeTime; `write_ns`: the write time
-    shown in place of the kernel's while writes are still to show it (`smb.write_times`)."""
+def time_fields(st: os.stat_result, dos: DosInfo | None = None,
+                write_ns: int | None = None) -> tuple[int, int, int, int]:
+    """CreationTime, LastAccessTime, LastWriteTime, ChangeTime (NT times); `write_ns`: the
+    write time shown in place of the kernel's while writes are still to show it
+    (`smb.write_times`). As numbers, for a response packed in one go (`TIMES` packs them)."""
     birth = creation_time(st, dos)
     change = wire.nt_time(st.st_ctime_ns)
     if dos is not None:
         if dos.change_time and dos.change_mtime_ns == stored_ns(st.st_mtime_ns):
             change = dos.change_time     # as set, until the next write moves the file on
     written = st.st_mtime_ns if write_ns is None else write_ns
-    return struct.pack("<QQQQ", birth, wire.nt_time(st.st_atime_ns), wire.nt_time(written), change)
+    return birth, wire.nt_time(st.st_atime_ns), wire.nt_time(written), change
+
+
+TIMES = struct.Struct("<QQQQ")
+
+
+def times(st: os.stat_result, dos: DosInfo | None = None, write_ns: int | None = None) -> bytes:
+    """`time_fields`, packed as every information class and response carries them."""
+    return TIMES.pack(*time_fields(st, dos, write_ns))
 
 
 def pin_creation_time(fs, fd: int) -> None:

@@ -24,7 +24,7 @@ from smbring.smb.fileinfo import (
     creation_time,
     is_read_only,
     show_on_close,
-    times,
+    time_fields,
     writable_for_metadata,
 )
 from smbring.smb.fs import MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
@@ -568,10 +568,20 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
     extra = encode_create_contexts(answers) if answers else b""
-    return struct.pack("<HBBI", 89, oplock, 0, action) + times(st, dos, write_ns) + struct.pack(
-        "<QQII", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
-        attributes(st, dos, hidden=shown_hidden(o)), 0) + o.fid + \
-        struct.pack("<II", 152 if extra else 0, len(extra)) + extra
+    return CREATE_RESPONSE.pack(
+        89, oplock, 0, action, *time_fields(st, dos, write_ns), alloc_size(st, dos),
+        0 if o.is_dir else st.st_size, attributes(st, dos, hidden=shown_hidden(o)), 0, o.fid,
+        152 if extra else 0, len(extra)) + extra
+
+
+# the CREATE response's fixed part (MS-SMB2 2.2.14): StructureSize, OplockLevel, Flags,
+# CreateAction, the four times, AllocationSize, EndofFile, FileAttributes, Reserved2, FileId,
+# CreateContextsOffset and Length (the contexts follow it, at 64 + 88)
+CREATE_RESPONSE = struct.Struct("<HBBI4QQQII16sII")
+# the CLOSE response (2.2.16): StructureSize, Flags, Reserved, the four times, AllocationSize,
+# EndofFile, FileAttributes; without CLOSE_FLAG_POSTQUERY_ATTRIB all but its size are zero
+CLOSE_RESPONSE = struct.Struct("<HHI4QQQI")
+CLOSE_RESPONSE_EMPTY = CLOSE_RESPONSE.pack(60, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def held_for_break(c: Connection, hdr: Header, msg, key,
@@ -636,9 +646,9 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     c.close_open(o)
     if st:
         write_ns = c.state.write_times.shown(o.key)     # other handles' writes still to show
-        body = struct.pack("<HHI", 60, flags, 0) + times(st, dos, write_ns) + struct.pack(
-            "<QQI", alloc_size(st, dos), 0 if o.is_dir else st.st_size,
-            attributes(st, dos, hidden=shown_hidden(o)))
+        body = CLOSE_RESPONSE.pack(60, flags, 0, *time_fields(st, dos, write_ns), alloc_size(st, dos),
+                                   0 if o.is_dir else st.st_size,
+                                   attributes(st, dos, hidden=shown_hidden(o)))
     else:
-        body = struct.pack("<HHI", 60, 0, 0) + b"\0" * 52
+        body = CLOSE_RESPONSE_EMPTY
     return body, o.fid

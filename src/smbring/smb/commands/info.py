@@ -30,7 +30,7 @@ from smbring.smb.fileinfo import (
     pin_creation_time,
     short_name,
     stored_ns,
-    times,
+    time_fields,
     writable_for_metadata,
 )
 from smbring.smb.fs import DosInfo, FileSystem, split_path
@@ -55,31 +55,70 @@ def may_read(o: Open, need: int) -> bool:
     return bool(o.granted & need)
 
 
+# what the file information classes carry (MS-FSCC 2.4), packed in one go each
+BASIC = struct.Struct("<4QII")                  # FileBasicInformation: times, attributes
+STANDARD = struct.Struct("<QQIBBH")             # FileStandardInformation
+ALL = struct.Struct("<4QII QQIBBH QIIQIII")     # FileAllInformation up to its name
+NETWORK_OPEN = struct.Struct("<4QQQII")         # FileNetworkOpenInformation
+# the classes answered from the open alone, without the file's stat or DOS information
+OPEN_ONLY_CLASSES = {7, 8, 14, 15, 16, 17, 21, 48}
+
+
 def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass in READ_ATTRIBUTES_CLASSES and not may_read(o, FILE_READ_ATTRIBUTES) or \
             klass == 15 and not may_read(o, FILE_READ_EA):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     fs = o.tree.fs
+    if klass in OPEN_ONLY_CLASSES:
+        return open_info(c, o, klass)
     st = fs.fstat(o.fd)
-    dos = fs.get_dos(o.fd)
-    size = 0 if o.is_dir else st.st_size
-    attrs = attributes(st, dos, hidden=shown_hidden(o))
-    write_ns = c.state.write_times.shown(o.key)
-    basic = times(st, dos, write_ns) + struct.pack("<II", attrs, 0)
-    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
-    # a directory has one name (Unix counts its subdirectories' ".." too); a file about to go
-    # is no longer counted among its names (NTFS reports NumberOfLinks 0)
-    links = min(st.st_nlink, 1) if o.is_dir else st.st_nlink
-    standard = struct.pack("<QQIBBH", alloc_size(st, dos), size, links - int(pending and links > 0),
-                           int(pending), int(o.is_dir), 0)
-    if klass == 4:
-        return basic
-    if klass == 5:
-        return standard
     if klass == 6:   # FileInternalInformation: the id every other query reports too
         return struct.pack("<Q", o.index_number or st.st_ino)
     if klass == 59:  # FileIdInformation: the volume's serial number, the FileId in 128 bits
         return struct.pack("<QQQ", VOLUME_SERIAL, o.index_number or st.st_ino, 0)
+    if klass == 28:  # FileCompressionInformation
+        return struct.pack("<QHBBB3s", 0 if o.is_dir else st.st_size, 0, 0, 0, 0, b"\0" * 3)
+    if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
+        key = o.base_key or fs.stream_id(o.parts)
+        entries = []
+        if not o.is_dir or o.stream:
+            base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
+            entries.append(("::$DATA", base.st_size, alloc_size(base)))
+        for name, sst in fs.streams(key):
+            entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
+        return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
+                           for n, sz, al in entries), 8)
+    if klass not in (4, 5, 18, 34, 35):
+        raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+    dos = fs.get_dos(o.fd)
+    attrs = attributes(st, dos, hidden=shown_hidden(o))
+    if klass == 35:  # FileAttributeTagInformation
+        return struct.pack("<II", attrs, 0)
+    size = 0 if o.is_dir else st.st_size
+    if klass != 5:
+        write_ns = c.state.write_times.shown(o.key)
+        shown_times = time_fields(st, dos, write_ns)
+        if klass == 4:
+            return BASIC.pack(*shown_times, attrs, 0)
+        if klass == 34:
+            return NETWORK_OPEN.pack(*shown_times, alloc_size(st, dos), size, attrs, 0)
+    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
+    # a directory has one name (Unix counts its subdirectories' ".." too); a file about to go
+    # is no longer counted among its names (NTFS reports NumberOfLinks 0)
+    links = min(st.st_nlink, 1) if o.is_dir else st.st_nlink
+    standard = (alloc_size(st, dos), size, links - int(pending and links > 0), int(pending),
+                int(o.is_dir), 0)
+    if klass == 5:
+        return STANDARD.pack(*standard)
+    # FileAllInformation: basic, standard, internal, EA, access, position, mode, alignment
+    name = wire.utf16("\\" + o.display_name())
+    return ALL.pack(*shown_times, attrs, 0, *standard, o.index_number or st.st_ino, 0, o.granted,
+                    o.position, o.mode, 0, len(name)) + name
+
+
+def open_info(c: Connection, o: Open, klass: int) -> bytes:
+    """The information classes that the open alone answers (its EAs, position, mode, name)."""
+    fs = o.tree.fs
     if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
         eas = fs.list_eas(o.fd)
         return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
@@ -96,37 +135,15 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return struct.pack("<I", o.mode)
     if klass == 17:
         return struct.pack("<I", 0)
-    if klass == 18:  # FileAllInformation
-        name = wire.utf16("\\" + o.display_name())
-        return (basic + standard + struct.pack("<QIIQII", o.index_number or st.st_ino, 0, o.granted,
-                                               o.position, o.mode, 0) +
-                struct.pack("<I", len(name)) + name)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
         base = o.base_parts if o.base_parts is not None else o.parts
         n = wire.utf16(short_name(base[-1]) if base else "")
         return struct.pack("<I", len(n)) + n
-    if klass == 48:  # FileNormalizedNameInformation (SMB 3.1.1): the path as stored
-        if c.dialect < wire.SMB311:
-            raise SMBError(wire.STATUS_NOT_SUPPORTED)
-        n = wire.utf16(o.display_name())
-        return struct.pack("<I", len(n)) + n
-    if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
-        key = o.base_key or fs.stream_id(o.parts)
-        entries = []
-        if not o.is_dir or o.stream:
-            base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
-            entries.append(("::$DATA", base.st_size, alloc_size(base)))
-        for name, sst in fs.streams(key):
-            entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
-        return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
-                           for n, sz, al in entries), 8)
-    if klass == 28:  # FileCompressionInformation
-        return struct.pack("<QHBBB3s", size, 0, 0, 0, 0, b"\0" * 3)
-    if klass == 34:  # FileNetworkOpenInformation
-        return times(st, dos, write_ns) + struct.pack("<QQII", alloc_size(st, dos), size, attrs, 0)
-    if klass == 35:  # FileAttributeTagInformation
-        return struct.pack("<II", attrs, 0)
-    raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
+    # 48: FileNormalizedNameInformation (SMB 3.1.1): the path as stored
+    if c.dialect < wire.SMB311:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    n = wire.utf16(o.display_name())
+    return struct.pack("<I", len(n)) + n
 
 
 def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
@@ -165,11 +182,11 @@ def current_sd(o: Open) -> acl.Descriptor:
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    if c.tree(hdr).fs is None:
+    tree = c.tree(hdr)
+    if tree.fs is None:
         return pipe.h_query_info(c, hdr, msg, rhdr, chain)
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
     o = c.open_for(bytes(msg[88:104]), chain, hdr)
-    tree = c.tree(hdr)
     if info_type == wire.INFO_FILE:
         data = file_info(c, o, klass)
     elif info_type == wire.INFO_FILESYSTEM:
