@@ -277,7 +277,7 @@ class RingFlushingSelector(selectors.DefaultSelector):
         """Submit every pending ring's ops. True when that ran callbacks (which may have
         scheduled work) or left a ring pending again: the loop must not block then."""
         rings, self.pending = self.pending, []
-        busy = False
+        busy = False        # (C completion handlers of smbring._events run no asyncio code)
         failure = None
         for aring in rings:
             try:
@@ -304,8 +304,8 @@ class RingFlushingSelector(selectors.DefaultSelector):
 class FlushingEventLoop(asyncio.SelectorEventLoop):
     """asyncio's own selector loop, whose AsyncRings submit just before it polls."""
 
-    def __init__(self):
-        self.ring_flusher = RingFlushingSelector()
+    def __init__(self, selector: RingFlushingSelector | None = None):
+        self.ring_flusher = selector if selector is not None else RingFlushingSelector()
         super().__init__(selector=self.ring_flusher)
         self.ring_flusher.loop = self
 
