@@ -333,7 +333,15 @@ def event_loop_factory(args):
     ValueError when the choice is unknown or cannot work here."""
     name = args.event_loop or os.environ.get("SMBRING_EVENT_LOOP") or "asyncio"
     if name == "asyncio":
-        return None
+        if args.no_io_uring:
+            return None
+        # asyncio's selector loop, whose io_uring submits in the poll the loop makes anyway
+        # instead of in one more turn of the loop
+        try:
+            from smbring.uring.aio import FlushingEventLoop
+        except ImportError:      # no io_uring engine built: nothing to flush
+            return None
+        return FlushingEventLoop
     if name != "ring":
         raise ValueError(f"SMBRING_EVENT_LOOP={name!r}: the event loop is asyncio or ring")
     if args.no_io_uring:

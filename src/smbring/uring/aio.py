@@ -3,7 +3,9 @@
 The ring registers an eventfd that the kernel signals whenever completions (or, with
 DEFER_TASKRUN, the deferred work that produces them) are ready; the loop watches it with
 ``add_reader`` and then lets the ring submit and dispatch. Ops prepared during one loop
-iteration are submitted together by one ``call_soon``, so a burst of awaits costs one syscall.
+iteration are submitted together, so a burst of awaits costs one syscall: on a
+:class:`FlushingEventLoop` (see :func:`flushing_event_loop`) just before the loop polls, which
+costs nothing more; on any other loop by one ``call_soon``, which costs the loop one more turn.
 
 Every op of :class:`smbring.uring.Ring` has an awaitable form here that returns the result or
 raises ``OSError``. Cancelling the awaiting task cancels the kernel request too; its buffers stay
@@ -17,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import selectors
 import weakref
 
 from smbring.uring import Ring
 
-__all__ = ["AsyncRing", "get_ring"]
+__all__ = ["AsyncRing", "FlushingEventLoop", "RingFlushingSelector", "get_ring"]
 
 
 def _resolver(fut: asyncio.Future, result):
@@ -66,6 +69,10 @@ class AsyncRing:
         self._loop_drains = ring is loop_ring
         self._eventfd = -1
         self._flush_pending = False
+        # a loop that polls through a RingFlushingSelector submits what was prepared right
+        # before it polls; elsewhere one call_soon per iteration does
+        flusher = getattr(self.loop, "ring_flusher", None)
+        self._flusher = flusher if isinstance(flusher, RingFlushingSelector) else None
         if not self._loop_drains:
             self._eventfd = self.ring.eventfd()
             self.loop.add_reader(self._eventfd, self._on_ready)
@@ -77,15 +84,21 @@ class AsyncRing:
             pass
         self.ring.process()
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        """Submit what was prepared and dispatch what is ready; the number of callbacks run."""
         self._flush_pending = False
-        if not self.ring.closed:
-            self.ring.process()
+        if self.ring.closed:
+            return 0
+        return self.ring.process()
 
     def kick(self) -> None:
-        """Make sure what was prepared gets submitted in this loop iteration."""
-        if not self._flush_pending and not self._loop_drains:
-            self._flush_pending = True
+        """Make sure what was prepared gets submitted before the loop next waits."""
+        if self._flush_pending or self._loop_drains:
+            return
+        self._flush_pending = True
+        if self._flusher is not None:
+            self._flusher.pending.append(self)
+        else:
             self.loop.call_soon(self._flush)
 
     async def _await(self, prepare, *args, result=_res, personality=0, **kw):
@@ -244,6 +257,62 @@ class AsyncRing:
             return
         self.loop.remove_reader(self._eventfd)
         self.ring.close()
+
+
+class RingFlushingSelector(selectors.DefaultSelector):
+    """The platform's selector, except that every select() first submits the ops that the
+    AsyncRings of its loop prepared since the last one (see :class:`FlushingEventLoop`).
+
+    asyncio polls once per iteration, after the iteration's callbacks have run, so nothing
+    prepared can be left unsubmitted while the loop blocks, and the submission needs no extra
+    iteration (a ``call_soon`` makes the loop poll once more, with a timeout of 0, before it can
+    block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending: list[AsyncRing] = []    # the rings with ops prepared since the last select
+        self.loop: asyncio.AbstractEventLoop | None = None   # for reporting a failed flush
+
+    def flush(self) -> bool:
+        """Submit every pending ring's ops. True when that ran callbacks (which may have
+        scheduled work) or left a ring pending again: the loop must not block then."""
+        rings, self.pending = self.pending, []
+        busy = False        # (C completion handlers of smbring._events run no asyncio code)
+        failure = None
+        for aring in rings:
+            try:
+                busy = aring._flush() > 0 or busy
+            except Exception as e:      # reported as a failing call_soon callback would be
+                busy = True
+                if self.loop is None:
+                    failure = failure or e
+                else:
+                    self.loop.call_exception_handler({
+                        "message": "io_uring submission failed", "exception": e})
+        if failure is not None:
+            raise failure
+        # a completion callback that prepared more ops kicked its ring again: those go in
+        # the next select, which then comes at once
+        return busy or bool(self.pending)
+
+    def select(self, timeout=None):
+        if self.pending and self.flush():
+            timeout = 0
+        return super().select(timeout)
+
+
+class FlushingEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's own selector loop, whose AsyncRings submit just before it polls."""
+
+    def __init__(self, selector: RingFlushingSelector | None = None):
+        self.ring_flusher = selector if selector is not None else RingFlushingSelector()
+        super().__init__(selector=self.ring_flusher)
+        self.ring_flusher.loop = self
+
+
+def flushing_event_loop() -> FlushingEventLoop:
+    """A loop factory for ``asyncio.Runner(loop_factory=...)`` or ``asyncio.run``."""
+    return FlushingEventLoop()
 
 
 _rings: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRing]" = weakref.WeakKeyDictionary()
