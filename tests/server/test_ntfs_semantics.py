@@ -192,6 +192,30 @@ def test_an_inherited_ace_grants_no_more_than_the_parent_allows(server):
     assert f"ACL:{other}:0/0x0/0x001200a9" in output(r), output(r)      # (0: allowed)
 
 
+def test_a_descriptor_stored_on_the_share_root_decides_who_opens_the_root(server):
+    """The share's root is opened as any other directory: a descriptor a client stored on it
+    refuses what it does not grant, though the kernel would allow everything (0777). Without
+    that, an account the descriptor leaves out could still list the root, or open it with
+    WRITE_DAC and write itself a descriptor of its own."""
+    try:
+        with client(server, OWNER) as c:
+            root = c.open("", FILE_ALL, options=DIRECTORY_FILE)
+            assert c.set_info(root, INFO_SECURITY, 0, descriptor(
+                (0, 0x0, FILE_ALL, account_sid(server, OWNER))), DACL_PART) == 0
+            root.close()
+            assert c.status("", READ_DATA, options=DIRECTORY_FILE) == 0
+        with client(server, OTHER) as c:
+            for access in (READ_DATA, WRITE_DAC, WRITE_DATA, MAXIMUM_ALLOWED | WRITE_DAC):
+                assert c.status("", access, options=DIRECTORY_FILE) == ACCESS_DENIED, hex(access)
+            # what the descriptor grants everyone from the parent's side is not widened either
+            assert c.status("", READ_ATTRIBUTES, options=DIRECTORY_FILE) == ACCESS_DENIED
+    finally:
+        try:
+            os.removexattr(server.share, "user.smbring.sd")
+        except OSError:
+            pass
+
+
 def test_creator_owner_becomes_the_creator_and_stays_inheritable(server):
     """CREATOR OWNER in an inheritable ACE (Windows' "subfolders and files only") names
     whoever creates the child; a subfolder also keeps the CREATOR OWNER ACE inherit-only, for

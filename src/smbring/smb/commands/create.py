@@ -345,6 +345,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         keep = is_dir or not (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep)
+    elif exists:        # the share's root: a descriptor a client stored on it decides as well
+        sd = stored_sd(fs, parts)
     try:
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
@@ -365,6 +367,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 # read-only open of the file this account just made (kept only for an open
                 # that asks to read at most): the kernel has answered that already
                 refused_by_the_kernel(fs, parts, checked_access)
+        elif exists and sd is not None:     # the root (its parent is outside the share)
+            if acl.check(checked_access, sd, None, token) < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
         if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
             raise SMBError(wire.STATUS_DELETE_PENDING)
         # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
