@@ -1,15 +1,12 @@
 """Real `smbring serve` processes for the integration tests: a user USER in a fresh password
 file, a free loopback port, and Samba's smbclient against them. Importable from every test
 directory (pytest's pythonpath includes tests/)."""
-import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -109,22 +106,6 @@ def smbclient(server, command: str, *extra: str, user=USER, password=PASSWORD):
     return subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(server["port"]),
                            "-U", f"{user}%{password}", *extra, "-c", command],
                           capture_output=True, text=True, timeout=60)
-
-
-@contextlib.contextmanager
-def passable_directory(prefix: str = "smbring-test-"):
-    """A directory of the caller's own in the system's temporary directory, passable (o+x,
-    not listable) for the test accounts, removed after: for shares that Unix accounts must
-    reach for the whole test. A share under pytest's tmp_path may become unreachable at any
-    moment: pytest puts /tmp/pytest-of-<user> (shared by every pytest run of that user on the
-    machine) back to 0700 whenever another run starts, and the server then refuses the
-    share to the accounts, as smbd does (`searchable_to` only narrows that window)."""
-    directory = tempfile.mkdtemp(prefix=prefix)
-    try:
-        os.chmod(directory, 0o711)
-        yield Path(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def searchable_to(path) -> None:

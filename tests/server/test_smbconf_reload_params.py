@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, free_port, passable_directory, spawn, stop
+from servers import PASSWORD, USER, free_port, spawn, stop
 
 CLI = [sys.executable, "-m", "smbring.cli"]
 ROOT = os.geteuid() == 0
@@ -65,12 +65,12 @@ def add_user(passdb: Path, name: str, password: str) -> None:
 
 class Served:
     """A `smbring serve --config` process (acting as the Unix accounts: no test mapping) with
-    its password file, smb.conf and log in `run`, sharing `share` (made here)."""
+    its password file, smb.conf and log."""
 
-    def __init__(self, run: Path, share: Path, global_options: str, share_options: str = "read only = no",
+    def __init__(self, run: Path, global_options: str, share_options: str = "read only = no",
                  users: dict | None = None, as_accounts: bool = True):
         self.run, self.port = run, free_port()
-        self.share = share
+        self.share = run / "share"
         self.share.mkdir(exist_ok=True)
         self.share.chmod(0o777)         # every account may create files in it
         self.conf = run / "smb.conf"
@@ -128,23 +128,18 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path):
-    """Starts servers; their shares lie outside tmp_path, where the accounts reach them for
-    the whole test (see servers.passable_directory); the rest stays in tmp_path."""
     started = []
-    with passable_directory() as shares:
 
-        def start(*args, **kwargs) -> Served:
-            run = tmp_path / f"run{len(started)}"
-            run.mkdir()
-            server = Served(run, shares / f"share{len(started)}", *args, **kwargs)
-            started.append(server)
-            return server
+    def start(*args, **kwargs) -> Served:
+        run = tmp_path / f"run{len(started)}"
+        run.mkdir()
+        server = Served(run, *args, **kwargs)
+        started.append(server)
+        return server
 
-        try:
-            yield start
-        finally:
-            for server in started:
-                server.stop()
+    yield start
+    for server in started:
+        server.stop()
 
 
 def load(tmp_path: Path, text: str):
