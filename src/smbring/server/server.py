@@ -629,47 +629,41 @@ class Server:
         run_now = runner.run_now
         try:
             while True:
+                frame = None
                 if prelude is None and take_frame is not None:
                     frame = take_frame()
                     if frame is not None:
                         link.busy = True
                         check_frame_size(conn, len(frame))
-                        link.last_frame = started = loop.time()
-                        pending = run_now(conn.handle_frame(frame))
-                        if pending is not None:
-                            await pending
-                        link.busy = False
-                        if metrics is not None:
-                            metrics.frame(conn.frame_commands, loop.time() - started)
-                        continue
-                    if transport.drained():     # (else part of a frame is in: the way below)
+                    elif transport.drained():   # (else part of a frame is in: the way below)
                         await transport.receive_more()
                         continue
-                replayed = prelude is not None and bool(prelude.pending)
-                head = await receive(4)
-                link.busy = True
-                if head[0] != 0:
-                    raise ConnectionError("not a NetBIOS session message")
-                size = int.from_bytes(head[1:], "big")
-                check_frame_size(conn, size)
-                frame = await receive(size)  # a view: WRITE data is not copied
-                kind = None
-                if routing or replayed:
-                    kind, guid = handoff.classify(frame)
-                if routing:
-                    if kind == handoff.SMB1_NEGOTIATE and not seen:
-                        seen += bytes(head) + bytes(frame)     # (upgrading to SMB2: placed on the next)
-                    else:
-                        routing = False
-                        if kind == handoff.SMB2_NEGOTIATE and guid != handoff.ZERO_GUID and \
-                                await self._place(link, guid, bytes(seen) + bytes(head) + bytes(frame)):
-                            break                   # handed over: our descriptor goes, not the stream
-                if prelude is not None and not routing and not prelude.pending:
-                    receive, prelude = transport.recv_exact, None   # the ring's receives from now on
-                if replayed and kind == handoff.SMB1_NEGOTIATE:
-                    conn.handle_frame(frame)        # answered by the worker that handed it over
-                    link.busy = False
-                    continue
+                if frame is None:       # the awaited way: prefix, then message
+                    replayed = prelude is not None and bool(prelude.pending)
+                    head = await receive(4)
+                    link.busy = True
+                    if head[0] != 0:
+                        raise ConnectionError("not a NetBIOS session message")
+                    size = int.from_bytes(head[1:], "big")
+                    check_frame_size(conn, size)
+                    frame = await receive(size)  # a view: WRITE data is not copied
+                    kind = None
+                    if routing or replayed:
+                        kind, guid = handoff.classify(frame)
+                    if routing:
+                        if kind == handoff.SMB1_NEGOTIATE and not seen:
+                            seen += bytes(head) + bytes(frame)     # (upgrading to SMB2: placed on the next)
+                        else:
+                            routing = False
+                            if kind == handoff.SMB2_NEGOTIATE and guid != handoff.ZERO_GUID and \
+                                    await self._place(link, guid, bytes(seen) + bytes(head) + bytes(frame)):
+                                break                   # handed over: our descriptor goes, not the stream
+                    if prelude is not None and not routing and not prelude.pending:
+                        receive, prelude = transport.recv_exact, None   # the ring's receives from now on
+                    if replayed and kind == handoff.SMB1_NEGOTIATE:
+                        conn.handle_frame(frame)        # answered by the worker that handed it over
+                        link.busy = False
+                        continue
                 link.last_frame = started = loop.time()
                 pending = run_now(conn.handle_frame(frame))
                 if pending is not None:
