@@ -4,6 +4,8 @@ even when a later request ends the connection."""
 import socket
 import struct
 
+import pytest
+
 from test_hostile import frame, header, negotiate
 
 ECHO = 13
@@ -51,9 +53,12 @@ def test_answers_before_a_request_that_ends_the_connection_are_sent(server):
     assert server["proc"].poll() is None
 
 
-def test_a_pipelining_client_leaves_the_event_loop_to_others():
+@pytest.mark.parametrize("way", ["awaited", "taken"])
+def test_a_pipelining_client_leaves_the_event_loop_to_others(way):
     """Requests served out of the receive buffer, without waiting for the socket, still give
-    the other connections a turn of the event loop every Receiver.FAIR_BURST pieces."""
+    the other connections a turn of the event loop every Receiver.FAIR_BURST pieces: whether
+    each is awaited (the prefix, then the message) or, as the server's loop does, taken whole
+    without a coroutine (Receiver.take_frame) and awaited only when it cannot be."""
     import asyncio
 
     from smbring.datapath import Receiver
@@ -61,45 +66,17 @@ def test_a_pipelining_client_leaves_the_event_loop_to_others():
 
     frames = 200
 
-    async def main():
-        a, b = socket.socketpair()
-        with a, b:
-            a.setblocking(False)
-            rx = Receiver(aio.get_ring(), a)
-            b.sendall(b"".join(echo(i) for i in range(frames)))
-            turns = 0
-
-            async def other_connection():
-                nonlocal turns
-                while True:
-                    turns += 1
-                    await asyncio.sleep(0)
-
-            other = asyncio.ensure_future(other_connection())
-            await asyncio.sleep(0)
-            started = turns
-            for i in range(frames):      # the prefix, then the message, as the server reads
-                size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
-                message = await rx.recv_small(size)
-                assert struct.unpack_from("<Q", message, 24)[0] == i
-            other.cancel()
-            # one ring receive takes in 16 KiB (227 frames of 72 bytes): 400 pieces, a turn
-            # at least every FAIR_BURST of them
-            assert turns - started >= 2 * frames // Receiver.FAIR_BURST - 2
-
-    asyncio.run(asyncio.wait_for(main(), 10))
-
-
-def test_frames_taken_without_waiting_still_leave_the_event_loop_to_others():
-    """The server's loop takes whole frames out of the receive buffer without a coroutine
-    (Receiver.take_frame), and the awaited way when it cannot: the other connections still
-    get a turn every Receiver.FAIR_BURST pieces."""
-    import asyncio
-
-    from smbring.datapath import Receiver
-    from smbring.uring import aio
-
-    frames = 200
+    async def next_frame(rx):
+        """(the frame, whether it was taken without awaiting)"""
+        if way == "taken":
+            message = rx.take_frame()
+            if message is None and rx.drained():
+                await rx.receive_more()
+                message = rx.take_frame()
+            if message is not None:
+                return message, True
+        size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
+        return await rx.recv_small(size), False
 
     async def main():
         a, b = socket.socketpair()
@@ -118,20 +95,15 @@ def test_frames_taken_without_waiting_still_leave_the_event_loop_to_others():
             other = asyncio.ensure_future(other_connection())
             await asyncio.sleep(0)
             started = turns
-            for i in range(frames):      # as Server.handle receives
-                message = rx.take_frame()
-                if message is None:
-                    if rx.drained():
-                        await rx.receive_more()
-                        message = rx.take_frame()
-                if message is None:
-                    size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
-                    message = await rx.recv_small(size)
-                else:
-                    taken += 1
+            for i in range(frames):
+                message, without_waiting = await next_frame(rx)
+                taken += without_waiting
                 assert struct.unpack_from("<Q", message, 24)[0] == i
             other.cancel()
-            assert taken > frames // 2
+            if way == "taken":
+                assert taken > frames // 2
+            # one ring receive takes in 16 KiB (227 frames of 72 bytes): 400 pieces, a turn
+            # at least every FAIR_BURST of them
             assert turns - started >= 2 * frames // Receiver.FAIR_BURST - 2
 
     asyncio.run(asyncio.wait_for(main(), 10))
