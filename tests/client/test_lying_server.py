@@ -73,14 +73,15 @@ def is_read_ok(frame):
     return command(frame) == wire.READ and status(frame) == 0
 
 
-def test_short_read_during_get_is_refused_and_nothing_is_left(smbring_server, tampering_proxy, tmp_path):
-    srv = smbring_server()
+def get_fails_as_short_read(srv, tampering_proxy, tmp_path, change) -> None:
+    """A get of a 3 MiB file through a proxy that changes the server's answers with `change`
+    fails as a short read, and leaves neither the file nor its temporary."""
     (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
     dest = tmp_path / "dest"
     dest.mkdir()
 
     async def go():
-        proxy, c = await through(tampering_proxy, srv, first_only(short_read, is_read_ok))
+        proxy, c = await through(tampering_proxy, srv, change)
         try:
             with pytest.raises(ConnectionError, match="short read"):
                 await c.get("big", str(dest / "big"))
@@ -88,7 +89,11 @@ def test_short_read_during_get_is_refused_and_nothing_is_left(smbring_server, ta
             await c.close()
             await proxy.__aexit__(None, None, None)
     run(go())
-    assert os.listdir(dest) == []           # neither the file nor its temporary
+    assert os.listdir(dest) == []
+
+
+def test_short_read_during_get_is_refused_and_nothing_is_left(smbring_server, tampering_proxy, tmp_path):
+    get_fails_as_short_read(smbring_server(), tampering_proxy, tmp_path, first_only(short_read, is_read_ok))
 
 
 def announcing(size):
@@ -106,21 +111,7 @@ def test_a_size_the_server_never_sends_fails_the_get_and_frees_the_space(
     """get allocates the announced size before the data comes (fallocate, for O_DIRECT writes
     side by side): a server that announces more than it has fails the download as a short
     read, whether the disk could hold that much or not, and leaves nothing behind."""
-    srv = smbring_server()
-    (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
-    dest = tmp_path / "dest"
-    dest.mkdir()
-
-    async def go():
-        proxy, c = await through(tampering_proxy, srv, announcing(announced))
-        try:
-            with pytest.raises(ConnectionError, match="short read"):
-                await c.get("big", str(dest / "big"))
-        finally:
-            await c.close()
-            await proxy.__aexit__(None, None, None)
-    run(go())
-    assert os.listdir(dest) == []
+    get_fails_as_short_read(smbring_server(), tampering_proxy, tmp_path, announcing(announced))
 
 
 def test_short_read_in_the_middle_of_a_read_is_refused(smbring_server, tampering_proxy):
