@@ -216,6 +216,11 @@ def run(args) -> int:
         listeners = systemd.listen_fds()
         if not listeners:
             listeners = [service.bind(host, port) for host, port in settings.listen]
+        if extras.metrics is not None:      # (an address in use stops the server here)
+            try:
+                extras.metrics_listener = service.bind(*extras.metrics)
+            except service.ListenError as e:
+                raise service.ListenError(f"metrics: {e}") from None
     except (SettingsError, logs.LogError, service.ListenError) as e:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
@@ -249,7 +254,11 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
     if problems:
         return 2
     if extras.metrics is not None:
-        log.warning("metrics: not served with %d workers (each would need its own port)", count)
+        if not extras.control_socket:      # the supervisor gathers the workers' metrics there
+            print("smbring serve: metrics with more than one worker need the control socket "
+                  "(`control socket = none` turns it off)", file=sys.stderr)
+            return 2
+        log.info("metrics on http://%s:%d/metrics (all workers)", *extras.metrics)
     try:
         store, _lock = workers.store_directory(extras.control_socket)     # (held until exit)
     except OSError as e:
@@ -258,7 +267,8 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
 
     def serve_worker(setup, worker_sockets) -> int:
         control = workers.worker_control_path(extras.control_socket, setup.worker)
-        worker_extras = dataclasses.replace(extras, metrics=None, control_socket=control)
+        worker_extras = dataclasses.replace(extras, metrics=None, metrics_listener=None, control_socket=control,
+                                            metrics_collected=extras.metrics is not None)
         return serve_process(args, settings, worker_sockets, worker_extras, setup)
 
     def reopen_log() -> None:     # the log settings of the file as it is now
@@ -268,7 +278,8 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
 
     return workers.Supervisor(count, listeners, serve_worker, store_directory=store,
                               control_path=extras.control_socket,
-                              shutdown_timeout=extras.shutdown_timeout, reopen_log=reopen_log).run()
+                              shutdown_timeout=extras.shutdown_timeout, reopen_log=reopen_log,
+                              metrics_listener=extras.metrics_listener).run()
 
 
 def serve_process(args, settings: Settings, listeners, extras, worker=None) -> int:

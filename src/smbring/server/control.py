@@ -222,6 +222,9 @@ class ControlSocket:
             request = line[:REQUEST_MAX].decode(errors="replace").strip()
             if request == "status":
                 answer = snapshot(self.server)
+            elif request == "metrics" and self.server.metrics is not None:
+                # (a worker's: the supervisor serves them all at its metrics address)
+                answer = {"metrics": self.server.metrics.exposition()}
             else:
                 answer = {"error": f"unknown request {request[:40]!r} (known: status)"}
             writer.write(json.dumps(answer).encode() + b"\n")

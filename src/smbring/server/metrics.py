@@ -112,11 +112,17 @@ class Metrics:
     def describe(self):
         return []      # collected afresh at every scrape
 
+    def exposition(self) -> str:
+        """Every metric in Prometheus' text format."""
+        return self._prom.generate_latest(self.registry).decode()
+
     # -- /metrics over HTTP, on the event loop -------------------------------------------------
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, listener) -> None:
+        """Serves /metrics on `listener`, a listening socket (bound as the server starts)."""
         # each scrape is the server's work: as the server, whoever the loop acted as last
         self._http = await asyncio.start_server(
-            lambda reader, writer: self.server.server_work(self._serve(reader, writer)), host, port)
+            lambda reader, writer: self.server.server_work(self._serve(reader, writer)), sock=listener)
+        host, port = listener.getsockname()[:2]
         log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def close(self) -> None:

@@ -76,6 +76,9 @@ class Extras:
 
     control_socket: str | None = None       # None: no control socket
     metrics: tuple[str, int] | None = None
+    metrics_listener: socket.socket | None = None      # bound at start: metrics' address
+    # metrics kept without serving them (a worker's: its supervisor serves them)
+    metrics_collected: bool = False
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
 
 
@@ -103,10 +106,11 @@ async def _serve(server, listeners: list[socket.socket], extras: Extras, reload)
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(reload, server))
     metrics = None
-    if extras.metrics is not None:
+    if extras.metrics is not None or extras.metrics_collected:
         from smbring.server.metrics import Metrics
         metrics = server.metrics = Metrics(server)
-        await metrics.start(*extras.metrics)
+        if extras.metrics_listener is not None:
+            await metrics.start(extras.metrics_listener)
     control = None
     if extras.control_socket:
         control = ControlSocket(server, extras.control_socket)

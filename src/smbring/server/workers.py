@@ -13,7 +13,8 @@ io_uring) serving its share of the connections. The supervisor then only watches
   shutdown timeout and a margin;
 - ``smbring status`` asks the supervisor's control socket, which asks each worker's own
   (the same path with ``.worker<N>`` appended) and answers with every worker's connections,
-  each marked with its worker.
+  each marked with its worker; a Prometheus scrape is gathered the same way
+  (server.worker_metrics).
 
 How connections reach workers: every worker accepts on the same listening sockets, which
 the supervisor bound (or systemd passed) and keeps open. The kernel hands each connection to
@@ -64,6 +65,7 @@ KILL_MARGIN = 10.0          # seconds past the shutdown timeout before a worker 
 RESTART_PAUSE_FIRST, RESTART_PAUSE_MOST = 0.5, 30.0
 QUICK_DEATH = 5.0           # a worker dying sooner than this after its start is a crash loop
 STATUS_TIMEOUT = 5.0        # a worker answering status slower than this is reported so
+METRICS_TIMEOUT = 2.0       # a worker answering a scrape slower than this is left out of it
 
 
 BREAK_TIMEOUT_VARIABLE = "SMBRING_BREAK_TIMEOUT"     # another break timeout, in seconds (for tests)
@@ -135,7 +137,7 @@ class Supervisor:
 
     def __init__(self, count: int, listeners: list[socket.socket], serve, *,
                  store_directory: str, control_path: str | None, shutdown_timeout: float,
-                 reopen_log=None):
+                 reopen_log=None, metrics_listener: socket.socket | None = None):
         self.serve = serve
         self.reopen_log = reopen_log        # SIGHUP: the supervisor's own log (rotation)
         self.store_directory = store_directory
@@ -147,6 +149,10 @@ class Supervisor:
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._control: socket.socket | None = None
+        self._metrics = None        # a worker_metrics.MetricsEndpoint when metrics are on
+        if metrics_listener is not None:
+            from smbring.server.worker_metrics import MetricsEndpoint
+            self._metrics = MetricsEndpoint(metrics_listener, self._gather_metrics)
         self._signals: list[int] = []
         self._stop_deadline = float("inf")
         self.pid = os.getpid()
@@ -217,6 +223,9 @@ class Supervisor:
         due = [w.restart_at for w in self.workers if w.restart_at is not None]
         if due:
             timeout = max(0.0, min(due) - time.monotonic())
+        if self._metrics is not None:
+            readable += self._metrics.sockets()
+            timeout = min(timeout, self._metrics.seconds_to_deadline())
         try:
             ready, _, _ = select.select(readable, [], [], timeout)
         except InterruptedError:
@@ -229,6 +238,8 @@ class Supervisor:
                 pass
         if self._control is not None and self._control in ready:
             self._answer_status()
+        if self._metrics is not None:
+            self._metrics.on_ready(ready)
 
     def _reap(self) -> None:
         while True:
@@ -322,6 +333,8 @@ class Supervisor:
             os.close(self._wake_w)
             if self._control is not None:
                 self._control.close()       # (the supervisor's copy stays open)
+            if self._metrics is not None:
+                self._metrics.close()       # (the same)
             os.environ.pop("NOTIFY_SOCKET", None)     # systemd hears the supervisor only
             _stop_with(self.pid)
             status = self.serve(setup, self.listeners)
@@ -402,8 +415,26 @@ class Supervisor:
         return {"pid": os.getpid(), "stopping": self.stopping, "shares": shares,
                 "workers": workers, "connections": connections, "time": time.time()}
 
+    def _gather_metrics(self) -> bytes:
+        """One scrape: every running worker's metrics (asked on its control socket, as
+        `status` does) and the supervisor's own."""
+        from smbring.server.control import ask
+        from smbring.server.worker_metrics import render
+        answers = []
+        for w in self.workers:
+            text = None
+            if w.pid:
+                try:
+                    text = ask(self.worker_control_path(w.slot), "metrics", timeout=METRICS_TIMEOUT).get("metrics")
+                except (OSError, ValueError) as e:
+                    log.info("metrics: worker %d did not answer: %s", w.slot, e)
+            answers.append((w.slot, text))
+        return render(answers, {w.slot: w.restarts for w in self.workers})
+
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self._metrics is not None:
+            self._metrics.close()
         if self._control is not None:
             self._control.close()
             try:
