@@ -59,6 +59,13 @@ def test_records_are_medians_and_ratios_medians_of_run_ratios():
     assert summary["ratios"] == {"echo-1x1_ops_vs_smbd": 1.5, "echo-1x1_cpu_vs_smbd": 2.0}
 
 
+def test_the_clients_cpu_is_a_median_too():
+    ws = smallops.parse_workloads("echo-1x1")
+    results = {("echo-1x1", "smbring"): [(100.0, 40.0, 7.0), (300.0, 20.0, 5.0), (200.0, 30.0, 9.0)]}
+    [record] = smallops.summarize(results, ws, ["smbring"])["records"]
+    assert record["client_cpu_us_per_op"] == 7.0
+
+
 def test_the_cli_refuses_what_it_cannot_run(tmp_path):
     run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--workloads", "nope",
                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
@@ -84,8 +91,9 @@ def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
     assert set(got) == {(w, s) for w in smallops.WORKLOADS for s in ("smbring", "smbd")}
     for (workload, _), r in got.items():
         assert set(r) == {"workload", "server", "ops_per_s", "server_cpu_us_per_op", "workers", "runs",
-                          "failed_runs"}
+                          "failed_runs", "client_cpu_us_per_op"}
         assert r["ops_per_s"] > 0 and r["server_cpu_us_per_op"] >= 0 and r["runs"] == 1
+        assert r["client_cpu_us_per_op"] > 0        # (smbtorture's and smbclient's own time)
         assert r["workers"] == smallops.WORKLOADS[workload].workers
     assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}
 

@@ -11,7 +11,10 @@ by workload inside every run.
 Per (workload, server): the median over the runs of the operations per second the client saw,
 and of the server's CPU time per operation (utime + stime of the server process and of every
 process it started, smbd's per-connection children included), with `workers` the number of
-requests the client keeps in flight (connections x queue depth). Ratios are medians of the
+requests the client keeps in flight (connections x queue depth), and the client's CPU time
+per operation (`client_cpu_us_per_op`: smbtorture or smbclient and the processes they
+started). At one request in flight a round trip is the client's time, the server's and the
+wake-ups between them, so the client's figure bounds the rate any server can reach. Ratios are medians of the
 per-run ratios smbring / smbd.
 
 An operation is one ECHO; one CREATE + CLOSE pair; one listing of the whole directory; one
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -176,9 +180,18 @@ def _smbclient(port: int, command: str, cwd: str) -> str:
     return text
 
 
-def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, float]:
-    """One run of a workload: (operations per second, server CPU microseconds per operation)."""
+def children_cpu() -> float:
+    """CPU seconds of the child processes waited for so far (the clients: the servers are
+    waited for only when they stop)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, float, float]:
+    """One run of a workload: (operations per second, server CPU microseconds per operation,
+    the client's CPU microseconds per operation)."""
     cpu0 = server.cpu()
+    client0 = children_cpu()
     if w.kind == "torture":
         out = subprocess.run(
             ["smbtorture", "//127.0.0.1/bench", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
@@ -216,9 +229,10 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
             shutil.rmtree(dest, ignore_errors=True)
         if w.kind in ("put", "get") and len(copied) != ops:
             raise RuntimeError(f"{server.name} {w.name}: {len(copied)} of {ops} files copied")
+    client = children_cpu() - client0
     time.sleep(0.3)     # let smbd's per-connection processes exit and be accounted
     cpu = server.cpu() - cpu0
-    return rate, cpu / max(ops, 1) * 1e6
+    return rate, cpu / max(ops, 1) * 1e6, client / max(ops, 1) * 1e6
 
 
 def run_retried(server, w: Workload, files: Files, args, run: int, failures: dict) -> tuple[float, float]:
@@ -245,11 +259,14 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
             runs = results.get((w.name, name), [])
             if not runs:
                 continue
-            records.append({"workload": w.name, "server": name,
-                            "ops_per_s": round(statistics.median(r[0] for r in runs), 3),
-                            "server_cpu_us_per_op": round(statistics.median(r[1] for r in runs), 2),
-                            "workers": w.workers, "runs": len(runs),
-                            "failed_runs": (failures or {}).get((w.name, name), 0)})
+            record = {"workload": w.name, "server": name,
+                      "ops_per_s": round(statistics.median(r[0] for r in runs), 3),
+                      "server_cpu_us_per_op": round(statistics.median(r[1] for r in runs), 2),
+                      "workers": w.workers, "runs": len(runs),
+                      "failed_runs": (failures or {}).get((w.name, name), 0)}
+            if all(len(r) > 2 for r in runs):
+                record["client_cpu_us_per_op"] = round(statistics.median(r[2] for r in runs), 2)
+            records.append(record)
         for name in servers:        # smbring with N workers against smbring with one
             if name.startswith("smbring-w"):
                 pairs = list(zip(results.get((w.name, name), []), results.get((w.name, "smbring"), [])))
@@ -401,7 +418,8 @@ def run(args) -> int:
     print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs")
     for r in summary["records"]:
         print(f"  {r['workload']:<18} {r['server']:<8} {r['ops_per_s']:>10.1f} ops/s  "
-              f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  workers={r['workers']}")
+              f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  client {r.get('client_cpu_us_per_op', 0):>9.2f} us"
+              f"  workers={r['workers']}")
     for k, v in summary["ratios"].items():
         print(f"  {k:<34}{v:>8}x")
     return 0
