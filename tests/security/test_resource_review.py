@@ -1,0 +1,147 @@
+"""Adversarial probes of what one client may make the server compute or hold, beyond the
+counted limits of test_limits_core.py: the cost of a QUERY_DIRECTORY pattern, the size of
+what a client may store (EAs, security descriptors, streams), hostile DCE/RPC input, and
+many half-finished connections. Each probe runs against a real server while a second
+connection measures its ECHO round trips: one process serves every client, so a request that
+stalls the event loop stalls everyone.
+
+Timings are generous correctness bounds (the loop stalled for seconds), not performance claims.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import pytest
+
+from raw import SHORT_BODY, Disconnected, NoAnswer, query_directory_body
+from smbring.smb import wire
+
+FILE_DIRECTORY_FILE = 0x1
+STATUS_OBJECT_NAME_INVALID = 0xC0000033
+STALL = 1.0         # the longest another client's ECHO may wait, in seconds
+
+
+class EchoWatch:
+    """A second client's ECHOs, sent back to back in a thread while a probe runs: the slowest
+    round trip is how long the probe stalled the event loop for everyone else."""
+
+    def __init__(self, server):
+        self.client, self.session = server.logon(timeout=30)
+        self.slowest = 0.0
+        self.failure: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                r = self.client.echo(session=self.session)
+                assert r.status == wire.STATUS_SUCCESS, r
+            except Exception as e:      # noqa: BLE001 - reported by the test
+                self.failure = e
+                return
+            self.slowest = max(self.slowest, time.monotonic() - start)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(60)
+        assert self.failure is None, f"the other client's ECHO failed: {self.failure!r}"
+
+
+@pytest.fixture(scope="module")
+def default(servers):
+    return servers()
+
+
+def open_dir(tree, name: str) -> bytes:
+    return tree.open(name, wire.GENERIC_READ, wire.FILE_OPEN_IF, FILE_DIRECTORY_FILE)
+
+
+# -- 1. QUERY_DIRECTORY patterns ---------------------------------------------------------------
+def listing_dir(server, count: int = 200) -> str:
+    folder = server.path("rw") / "many"
+    if not folder.exists():
+        folder.mkdir()
+        for i in range(count):
+            (folder / (f"{i:05d}" + "a" * 240)).touch()
+    return folder.name
+
+
+def long_patterns(n: int, length: int):
+    """Distinct patterns of `length` characters, stars between letters: each compiles to a
+    regular expression of its own."""
+    for i in range(n):
+        tag = f"{i:04d}"
+        body = "<a" * ((length - len(tag)) // 2)
+        yield (tag + body)[:length]
+
+
+def test_long_wildcard_patterns_do_not_stall_other_clients(default):
+    """A pattern is one name component (MS-FSCC 2.1.5: at most 255 characters); one of 32,000
+    characters took over a second to compile, and each new one kept its compiled form."""
+    c, s = default.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    fid = open_dir(rw, listing_dir(default))
+    with EchoWatch(default) as watch:
+        start = time.monotonic()
+        # one frame: the requests of a compound are served one after another
+        queries = [rw.message(wire.QUERY_DIRECTORY, query_directory_body(fid, pattern, flags=0x1), payload=65536)
+                   for pattern in long_patterns(16, 32000)]       # RESTART_SCANS: each pattern is used
+        statuses = {r.status for r in c.compound(queries)}
+        took = time.monotonic() - start
+    assert watch.slowest < STALL and took < 4 * STALL, f"slowest ECHO {watch.slowest:.2f} s, patterns {took:.2f} s"
+    assert statuses == {STATUS_OBJECT_NAME_INVALID}, statuses
+
+
+def test_compound_of_longest_patterns_is_served_without_stalling_and_keeps_memory(default):
+    """128 distinct patterns of 255 characters (the longest a name can be) in each of four
+    frames: the loop stays responsive and the compiled patterns are not all kept."""
+    c, s = default.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    fid = open_dir(rw, listing_dir(default))
+    c.grow_credits(1024)
+    before = default.proc_status("VmRSS")
+    patterns = list(long_patterns(512, 255))
+    with EchoWatch(default) as watch:
+        statuses = set()
+        for frame in range(4):
+            queries = [rw.message(wire.QUERY_DIRECTORY, query_directory_body(fid, pattern, flags=0x1),
+                                  payload=65536) for pattern in patterns[frame * 128:(frame + 1) * 128]]
+            statuses |= {r.status for r in c.compound(queries)}
+    grew = (default.proc_status("VmRSS") - before) // 1024
+    assert statuses <= {wire.STATUS_SUCCESS, wire.STATUS_NO_SUCH_FILE}, statuses
+    assert watch.slowest < STALL, f"slowest ECHO {watch.slowest:.2f} s"
+    assert grew < 64, f"RSS grew by {grew} MiB"
+
+
+@pytest.mark.parametrize("pattern, listed", [
+    ("[ab]*", ["[ab] file"]), ("*]", ["x]"]), ("a?c", ["abc"]), ("A<", ["a", "abc"]), ("*.TXT", ["b.txt"]),
+    ("b\"txt", ["b.txt"]), ("x>", ["x]"]),
+], ids=["bracket", "closing-bracket", "question-mark", "dos-star", "case", "dos-dot", "dos-qm"])
+def test_patterns_match_as_dos_wildcards(default, pattern, listed):
+    """`[` and `]` are plain characters in a DOS pattern, not a set."""
+    folder = default.path("rw") / "wild"
+    if not folder.exists():
+        folder.mkdir()
+        for name in ("[ab] file", "a", "abc", "b.txt", "x]"):
+            (folder / name).touch()
+    c, s = default.logon()
+    rw = c.tree(s, "rw")
+    fid = open_dir(rw, "wild")
+    r = rw.query_directory(fid, pattern, klass=12)          # FileNamesInformation
+    assert r.status == wire.STATUS_SUCCESS, r
+    out, names = r.buffer(2), []
+    while out:
+        next_offset, _index, length = struct.unpack_from("<III", out)
+        names.append(out[12:12 + length].decode("utf-16-le"))
+        out = out[next_offset:] if next_offset else b""
+    assert names == listed
