@@ -145,3 +145,84 @@ def test_patterns_match_as_dos_wildcards(default, pattern, listed):
         names.append(out[12:12 + length].decode("utf-16-le"))
         out = out[next_offset:] if next_offset else b""
     assert names == listed
+
+
+# -- 3. sizes a client chooses --------------------------------------------------------------
+MiB = 1 << 20
+FILE_FULL_EA_INFORMATION = 15
+STATUS_EA_TOO_LARGE = 0xC0000050
+
+
+def tiny_eas(size: int) -> bytes:
+    """EA entries of 12 bytes (a one-letter name, no value), NextEntryOffset 12, filling `size`
+    bytes: the most entries a buffer of that size can hold."""
+    entry = struct.pack("<IBBH", 12, 0, 1, 0) + b"e\0\0\0"
+    count = size // 12
+    return entry * (count - 1) + struct.pack("<IBBH", 0, 0, 1, 0) + b"e\0\0\0"
+
+
+def probe(server, action):
+    """(action's result, the other client's slowest ECHO, seconds taken, peak RSS growth in MiB)."""
+    before = server.proc_status("VmHWM")
+    with EchoWatch(server) as watch:
+        start = time.monotonic()
+        try:
+            result = action()
+        except (Disconnected, NoAnswer) as e:
+            result = e
+        took = time.monotonic() - start
+    return result, watch.slowest, took, (server.proc_status("VmHWM") - before) // 1024
+
+
+def test_set_info_with_most_ea_entries_a_frame_holds(fresh_servers):
+    server = fresh_servers()
+    c, s = server.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    fid = rw.open("eas.bin", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OVERWRITE_IF)
+    c.grow_credits(256)
+    data = tiny_eas(8 * MiB - 4096)
+    r, slowest, took, grew = probe(server, lambda: rw.set_info(fid, wire.INFO_FILE, FILE_FULL_EA_INFORMATION,
+                                                               data, payload=len(data)))
+    assert slowest < STALL and grew < 64, f"slowest ECHO {slowest:.2f} s, took {took:.2f} s, peak RSS +{grew} MiB"
+    assert r.status == STATUS_EA_TOO_LARGE, r
+    # 64 KiB of them, NTFS's most, are taken (as many as the file system stores)
+    r, slowest, took, grew = probe(server, lambda: rw.set_info(fid, wire.INFO_FILE, FILE_FULL_EA_INFORMATION,
+                                                               tiny_eas(65536), payload=65536))
+    assert r.status == wire.STATUS_SUCCESS and slowest < STALL, (r, slowest)
+
+
+def tiny_contexts(size: int) -> bytes:
+    """CREATE contexts of 16 bytes whose four-byte name is their own Next field (16): the most
+    contexts a buffer of `size` bytes can hold."""
+    entry = struct.pack("<IHHHHI", 16, 0, 4, 0, 0, 0)
+    return entry * (size // 16 - 1) + struct.pack("<IHHHHI", 0, 0, 4, 0, 0, 0)
+
+
+def test_create_with_most_contexts_a_frame_holds_is_refused_at_once(fresh_servers):
+    server = fresh_servers()
+    c, s = server.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    c.grow_credits(256)
+    name = wire.utf16("contexts.bin")
+    contexts = tiny_contexts(8 * MiB - 4096)
+    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, wire.GENERIC_READ, 0, 7, wire.FILE_OPEN_IF, 0,
+                       120, len(name), 120 + len(name), len(contexts)) + name + contexts
+    r, slowest, took, grew = probe(server, lambda: rw.request(wire.CREATE, body, payload=len(body)))
+    assert slowest < STALL and grew < 64, f"slowest ECHO {slowest:.2f} s, took {took:.2f} s, peak RSS +{grew} MiB"
+    assert r.status == wire.STATUS_INVALID_PARAMETER, r
+    # 128 contexts (unknown ones, ignored) are taken
+    r = rw.create("contexts.bin", disposition=wire.FILE_OPEN_IF, contexts=[(b"Zz%02d" % i, b"") for i in range(128)])
+    assert r.status == wire.STATUS_SUCCESS, r
+
+
+def test_create_with_most_eas_a_frame_holds(fresh_servers):
+    server = fresh_servers()
+    c, s = server.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    c.grow_credits(256)
+    eas = tiny_eas(8 * MiB - 4096)
+    r, slowest, took, grew = probe(server, lambda: rw.create(
+        "eas.bin", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OVERWRITE_IF, contexts=[(b"ExtA", eas)],
+        payload=len(eas)))
+    assert slowest < STALL and grew < 64, f"slowest ECHO {slowest:.2f} s, took {took:.2f} s, peak RSS +{grew} MiB"
+    assert r.status == STATUS_EA_TOO_LARGE, r
