@@ -20,6 +20,7 @@ from smbring.smb import wire
 
 FILE_DIRECTORY_FILE = 0x1
 STATUS_OBJECT_NAME_INVALID = 0xC0000033
+STATUS_PIPE_DISCONNECTED = 0xC00000B0
 STALL = 1.0         # the longest another client's ECHO may wait, in seconds
 
 
@@ -226,3 +227,48 @@ def test_create_with_most_eas_a_frame_holds(fresh_servers):
         payload=len(eas)))
     assert slowest < STALL and grew < 64, f"slowest ECHO {slowest:.2f} s, took {took:.2f} s, peak RSS +{grew} MiB"
     assert r.status == STATUS_EA_TOO_LARGE, r
+
+
+# -- 4. DCE/RPC on IPC$, reached by an anonymous session ------------------------------------
+def srvsvc_bind() -> bytes:
+    from smbring.smb.rpc import pdu, srvsvc
+    context = struct.pack("<HBB", 0, 1, 0) + srvsvc.SYNTAX.pack() + pdu.NDR.pack()
+    body = struct.pack("<HHIB3x", 4280, 4280, 0, 1) + context
+    return pdu.header(pdu.BIND, pdu.PFC_FIRST_FRAG | pdu.PFC_LAST_FRAG, pdu.HEADER_SIZE + len(body), 1) + body
+
+
+def anonymous_pipe(server, name: str = "srvsvc"):
+    from test_anonymous import anonymous_exchange
+    c = server.client(timeout=120)
+    assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+    s = anonymous_exchange(c)
+    assert s.status == wire.STATUS_SUCCESS, s.last
+    ipc = c.tree(s, "IPC$")
+    return c, ipc, ipc.open(name, wire.GENERIC_READ | wire.GENERIC_WRITE)
+
+
+def test_pipe_write_of_most_pdus_a_frame_holds(fresh_servers):
+    """One WRITE to a pipe of 8 MiB: a BIND, then half a million 16-byte PDUs (CO_CANCEL,
+    which the pipe takes and ignores)."""
+    from smbring.smb.rpc import pdu
+    server = fresh_servers()
+    c, ipc, fid = anonymous_pipe(server)
+    c.grow_credits(256)
+    cancel = pdu.header(pdu.CO_CANCEL, pdu.PFC_FIRST_FRAG | pdu.PFC_LAST_FRAG, pdu.HEADER_SIZE, 1)
+    data = srvsvc_bind() + cancel * ((8 * MiB - 8192) // len(cancel))
+    r, slowest, took, grew = probe(server, lambda: ipc.write(fid, data))
+    assert slowest < STALL and grew < 64, f"slowest ECHO {slowest:.2f} s, took {took:.2f} s, peak RSS +{grew} MiB"
+    # the association ends after a FAULT, as for any PDU it cannot take
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert pdu.Header.parse(ipc.read(fid, 4280).body[16:]).ptype == pdu.FAULT
+    assert ipc.write(fid, cancel).status == STATUS_PIPE_DISCONNECTED
+
+
+def test_pipe_write_of_a_bind_and_many_small_pdus_is_served(fresh_servers):
+    """A BIND and 4,000 CO_CANCELs in one WRITE (64 KiB) are taken, and the pipe answers."""
+    from smbring.smb.rpc import pdu
+    server = fresh_servers()
+    c, ipc, fid = anonymous_pipe(server)
+    cancel = pdu.header(pdu.CO_CANCEL, pdu.PFC_FIRST_FRAG | pdu.PFC_LAST_FRAG, pdu.HEADER_SIZE, 1)
+    assert ipc.write(fid, srvsvc_bind() + cancel * 4000).status == wire.STATUS_SUCCESS
+    assert pdu.Header.parse(ipc.read(fid, 4280).body[16:]).ptype == pdu.BIND_ACK
