@@ -1,7 +1,7 @@
 """Adversarial probes of what one client may make the server compute or hold, beyond the
-counted limits of test_limits_core.py: the cost of a QUERY_DIRECTORY pattern, the size of
-what a client may store (EAs, security descriptors, streams), hostile DCE/RPC input, and
-many half-finished connections. Each probe runs against a real server while a second
+counted limits of test_limits_core.py: the cost of a QUERY_DIRECTORY pattern, EA lists,
+create contexts and security descriptors as large as a frame allows, and named-pipe writes
+full of tiny DCE/RPC PDUs (from an anonymous session). Each probe runs against a real server while a second
 connection measures its ECHO round trips: one process serves every client, so a request that
 stalls the event loop stalls everyone.
 
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from raw import SHORT_BODY, Disconnected, NoAnswer, query_directory_body
+from raw import Disconnected, NoAnswer, query_directory_body
 from smbring.smb import wire
 
 FILE_DIRECTORY_FILE = 0x1
