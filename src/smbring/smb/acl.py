@@ -147,7 +147,9 @@ def _acl_at(buf: bytes, off: int) -> tuple[list[Ace], int]:
             raise BadDescriptor("malformed ACE")
         if atype in (ALLOWED, DENIED):
             mask = struct.unpack_from("<I", buf, pos + 4)[0]
-            aces.append(Ace(atype, aflags, mask, _sid_at(buf[:pos + asize], pos + 8)))
+            # the SID must end within its ACE: a view, not a copy of all before it (a copy per
+            # ACE of a DACL placed at the end of an 8 MiB descriptor took seconds)
+            aces.append(Ace(atype, aflags, mask, _sid_at(memoryview(buf)[:pos + asize], pos + 8)))
         else:
             aces.append(Ace(atype, aflags, 0, b"", bytes(buf[pos:pos + asize])))
         pos += asize

@@ -7,11 +7,21 @@ from smbring.smb import wire
 from smbring.smb.errors import SMBError
 
 
+# CREATE contexts one request may carry: MS-SMB2 defines about twenty, and a client sends a few.
+# Eight MiB of 16-byte contexts (half a million) took a second of the event loop to read.
+MAX_CREATE_CONTEXTS = 128
+
+
 def parse_create_contexts(msg, off: int, length: int) -> dict[bytes, bytes]:
-    """CREATE contexts by name (MS-SMB2 2.2.13.2); unknown ones are ignored by the caller."""
+    """CREATE contexts by name (MS-SMB2 2.2.13.2); unknown ones are ignored by the caller.
+    More than MAX_CREATE_CONTEXTS is STATUS_INVALID_PARAMETER."""
     out = {}
     pos, end = off, off + length
+    count = 0
     while length and pos + 16 <= end:
+        count += 1
+        if count > MAX_CREATE_CONTEXTS:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
         nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", msg, pos)
         name = bytes(msg[pos + name_off:pos + name_off + name_len])
         data = bytes(msg[pos + data_off:pos + data_off + data_len]) if data_len else b""
@@ -37,8 +47,18 @@ def encode_create_contexts(contexts: list[tuple[bytes, bytes]]) -> bytes:
     return bytes(out)
 
 
+# the EAs one request may set (SET_INFO FileFullEaInformation, CREATE's ExtA): NTFS keeps at
+# most 64 KiB of EAs per file. A frame of 8 MiB held 700,000 EA entries, and setting them one
+# by one stalled the event loop, for every client, for seconds.
+MAX_EA_LIST = 65536
+STATUS_EA_TOO_LARGE = 0xC0000050
+
+
 def parse_eas(buf) -> list[tuple[str, bytes]]:
-    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15)."""
+    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15), at most MAX_EA_LIST bytes of them
+    (else STATUS_EA_TOO_LARGE)."""
+    if len(buf) > MAX_EA_LIST:
+        raise SMBError(STATUS_EA_TOO_LARGE)
     eas, pos = [], 0
     while pos + 8 <= len(buf):
         nxt, _flags, name_len, value_len = struct.unpack_from("<IBBH", buf, pos)

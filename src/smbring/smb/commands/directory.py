@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import struct
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,23 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 
-def _match(pattern: str, name: str) -> bool:
+# a pattern is one name component, wildcards allowed (MS-FSA 2.1.5.6.3, MS-FSCC 2.1.5): at
+# most 255 characters. Longer ones cost the event loop seconds to compile (a compound of them
+# stalled every client) and can match no name.
+MAX_PATTERN = 255
+
+
+def _matcher(pattern: str):
+    """The test a name passes to be listed, compiled once per scan: a DOS wildcard, `[` a
+    plain character. Not through fnmatch.fnmatchcase, whose process-wide cache keeps up to
+    32,768 compiled patterns, each new one a client sends (re's own cache keeps 512)."""
     if pattern in ("*", "<", "*.*"):
-        return True
-    return fnmatch.fnmatchcase(name.lower(), pattern.lower().replace("<", "*").replace(">", "?").replace('"', "."))
+        return lambda name: True
+    if len(pattern) > MAX_PATTERN:
+        raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
+    dos = pattern.lower().replace("[", "[[]").replace("<", "*").replace(">", "?").replace('"', ".")
+    match = re.compile(fnmatch.translate(dos)).match
+    return lambda name: match(name.lower()) is not None
 
 
 def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -35,8 +49,9 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
         # names now, details as they are returned: what is deleted meanwhile is not listed
         # (vetoed names are never listed, whatever the pattern: `veto files`)
         names = o.tree.names
+        matches = _matcher(pattern)
         o.dir_entries = [n for n in [".", ".."] + sorted(fs.names(o.fd))
-                         if _match(pattern, n) and not (n == STREAMS_DIR and not o.parts)
+                         if matches(n) and not (n == STREAMS_DIR and not o.parts)
                          and not names.vetoed(n)]
         o.dir_pos = 0
         if not o.dir_entries:

@@ -13,7 +13,7 @@ pipe's SMB session is the caller's identity, as for srvsvc on Samba).
 Bounds: a request's fragments together at most MAX_REQUEST bytes, a request fragment at most
 the negotiated size (Samba: the transport's 4280), a BIND at most 65535 (its length field); a
 client that does not read its answers may leave at most MAX_PENDING_OUTPUT bytes unread before
-a further PDU is taken. Breaking one ends the association after a FAULT (or BIND_NAK), as Samba
+a further PDU is taken; one write brings at most MAX_INPUT bytes. Breaking one ends the association after a FAULT (or BIND_NAK), as Samba
 drops it: the pipe then answers STATUS_PIPE_DISCONNECTED."""
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ TRANSPORT_MAX_FRAG = 4280        # Samba's TSTREAM_SMBXCLI_NP_MAX_BUF_SIZE
 MIN_FRAG = 2048                  # the least a BIND may negotiate (as Samba and Windows)
 MAX_REQUEST = 64 * 1024          # a request's stub data, all fragments together
 MAX_PENDING_OUTPUT = 64 * 1024   # answers written but not read, before another PDU is taken
+# bytes one WRITE (or transceive) may bring, with what an earlier one left: two of the largest
+# PDUs (a BIND's 16-bit length). Clients write a fragment at a time; eight MiB of 16-byte PDUs
+# in one WRITE stalled the event loop, for every client, for over a second.
+MAX_INPUT = 2 * 65536
 
 
 class Endpoint:
@@ -51,6 +55,11 @@ class Endpoint:
     def write(self, data) -> None:
         """Bytes the client wrote: every whole PDU among them is handled at once."""
         if self.disconnected:
+            return
+        if len(self._input) + len(data) > MAX_INPUT:
+            self._disconnect_with(pdu.fault(0, 0, pdu.NCA_S_PROTO_ERROR),
+                                  f"a write of {len(data)} bytes (at most {MAX_INPUT} at once)")
+            self._input.clear()
             return
         self._input += data
         pos = 0
