@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from smbring.server.change_watcher import ChangeWatcher
-from smbring.smb import notify
-from smbring.smb.server_state import ServerState
+sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from servers import PASSWORD, spawn, stop  # noqa: E402
+from worker_servers import pid_of, status_of, wait_for_workers  # noqa: E402
+
+from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
+from smbring.smb import notify  # noqa: E402
+from smbring.smb.server_state import ServerState  # noqa: E402
 
 
 # -- change notify: the watcher works as root on path strings ----------------------------------
@@ -60,3 +70,84 @@ def test_a_directory_swapped_for_a_link_out_is_never_watched(watcher):
     run_briefly(loop)
     reported = [path for _action, path in tree.changes]
     assert not any("secret" in p for p in reported), reported
+
+
+def worker_of(server, c, wait: float = 5.0) -> int:
+    """The worker serving a raw client's connection (by its port, in `smbring status`)."""
+    me = "127.0.0.1:%d" % c.sock.getsockname()[1]
+    deadline = time.monotonic() + wait
+    while True:
+        for conn in status_of(server)["connections"]:
+            if conn["client"] == me:
+                return conn["worker"]
+        assert time.monotonic() < deadline, f"{me} not in status"
+        time.sleep(0.05)
+
+
+# -- with several workers: the hand-off is the server's work, whoever the thread acted as ------
+def add_smb_user(passdb, name: str, password: str) -> None:
+    subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", name, "--passdb", str(passdb),
+                    "--password-stdin"], input=password + "\n", text=True, check=True, capture_output=True)
+
+
+@pytest.fixture
+def workers_as_root(tmp_path, unix_user):
+    """`serve --workers 2` as root acting as its users' accounts, a Unix account with an SMB
+    password, a file it may read (root's, 0644)."""
+    if os.geteuid() != 0:
+        pytest.skip("acting as Unix accounts needs root")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "pub.txt").write_text("for everyone")
+    (share / "pub.txt").chmod(0o644)
+    (tmp_path / "run").mkdir(mode=0o700)
+    add_smb_user(tmp_path / "passdb", unix_user, PASSWORD)
+    control = str(tmp_path / "run" / "control")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", "2",
+                            "--control-socket", control, "--shutdown-timeout", "2", accounts=True)
+    server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
+              "run": tmp_path / "run", "workers": 2, "user": unix_user}
+    try:
+        wait_for_workers(server)
+        yield server
+    finally:
+        stop(proc)
+
+
+def test_a_connection_is_handed_over_while_a_users_request_ran_last(workers_as_root):
+    """The worker that reads a connection's NEGOTIATE hands it to the worker serving its
+    client through a socket in the server's 0700 run directory. The hand-off is the server's
+    work: it must not be made as whichever user the worker's thread acted as last (that user
+    cannot reach the socket, the connection then stays on the wrong worker, and binding a
+    channel or reclaiming a durable handle there fails)."""
+    from raw import RawClient
+    server = workers_as_root
+    port = server["port"]
+    user = RawClient(port)          # a user's connection, and the worker serving it
+    user.negotiate(client_guid=os.urandom(16))
+    tree = user.tree(user.logon(server["user"], PASSWORD), "share")
+    busy = worker_of(server, user)
+    clients = []
+    while True:                     # a client the other worker serves
+        guid = os.urandom(16)
+        c = RawClient(port)
+        c.negotiate(client_guid=guid)
+        clients.append(c)
+        if worker_of(server, c) != busy:
+            break
+    home = 3 - busy
+    pid = pid_of(server, home)
+    os.kill(pid, signal.SIGSTOP)    # so that the busy worker accepts the client's next connection
+    try:
+        late = RawClient(port)
+        clients.append(late)
+        time.sleep(0.3)             # accepted, waiting for its NEGOTIATE
+        tree.close(tree.open("pub.txt"))    # the busy worker's thread now acts as the user
+        threading.Timer(0.5, os.kill, (pid, signal.SIGCONT)).start()
+        late.negotiate(client_guid=guid)
+    finally:
+        time.sleep(0.6)
+        os.kill(pid, signal.SIGCONT)
+    assert worker_of(server, late) == home, server["log"].read_text()[-2000:]
+    for c in clients + [user]:
+        c.close()
