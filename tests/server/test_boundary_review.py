@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from servers import PASSWORD, spawn, stop  # noqa: E402
-from worker_servers import pid_of, status_of, wait_for_workers  # noqa: E402
+from worker_servers import pid_of, status_of, wait_for_workers, worker_holding  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
@@ -151,3 +151,59 @@ def test_a_connection_is_handed_over_while_a_users_request_ran_last(workers_as_r
     assert worker_of(server, late) == home, server["log"].read_text()[-2000:]
     for c in clients + [user]:
         c.close()
+
+
+def test_an_oplock_on_another_worker_is_broken_for_a_users_open(workers_as_root, monkeypatch):
+    """A user's CREATE that meets a batch oplock held through the other worker posts a hint
+    to that worker's wake-up socket (in the server's 0700 directory): sent as the user the
+    thread acts as, it never arrives, the holder is never told, and the CREATE waits for the
+    whole break timeout. The holder must be told at once."""
+    pytest.importorskip("smbprotocol")
+    import pwd
+
+    import test_oplocks as oplocks
+    from smbprotocol.connection import Connection
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+    from waiting_calls import Background
+    server = workers_as_root
+    account = pwd.getpwnam(server["user"])
+    os.chown(server["share"], account.pw_uid, account.pw_gid)
+
+    class Client(oplocks.Client):
+        def __init__(self, port):           # (oplocks.Client's, as the test's account)
+            self.conn = Connection(__import__("uuid").uuid4(), "127.0.0.1", port)
+            self.conn.connect()
+            self.session = Session(self.conn, server["user"], PASSWORD, require_encryption=False)
+            self.session.connect()
+            self.tree = TreeConnect(self.session, r"\\127.0.0.1\share")
+            self.tree.connect()
+            self.breaks = oplocks.Request(oplocks.SMB2HeaderRequest(), None, self.conn,
+                                          session_id=self.session.session_id)
+            self.conn.outstanding_requests[oplocks.BREAK_ID] = self.breaks
+
+    def where(c) -> int:
+        probe = f"probe-{os.urandom(4).hex()}"
+        c.open(probe)
+        return worker_holding(server, probe)
+
+    a = Client(server["port"])
+    wa = where(a)
+    os.kill(pid_of(server, wa), signal.SIGSTOP)
+    try:
+        b = Client(server["port"])      # accepted by the other worker
+    finally:
+        os.kill(pid_of(server, wa), signal.SIGCONT)
+    try:
+        assert where(b) != wa
+        held = a.open("f", oplocks.BATCH)
+        assert held.oplock_level == oplocks.BATCH
+        opener = Background(lambda: b.open("f", oplocks.BATCH))
+        told = a.next_break(timeout=10)
+        assert told is not None, "the holder was never told to break"
+        a.ack(held, oplocks.II)
+        opener.wait()
+        assert opener.elapsed < 5
+    finally:
+        a.close()
+        b.close()

@@ -338,7 +338,7 @@ class Server:
             from smbring.server.handoff import ClientRoutes
             from smbring.server.shared_store import SharedConnections, Store
             self.store = Store(worker.store_directory, worker.worker)
-            backends = worker.backends(self.store)
+            backends = worker.backends(self.store, as_server=self._as_server())
             self.admissions = SharedConnections(self.store)
         # opens, share modes, locks, watches: shared by all connections
         self.state = ServerState(backends=backends)
