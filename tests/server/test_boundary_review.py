@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,3 +208,49 @@ def test_an_oplock_on_another_worker_is_broken_for_a_users_open(workers_as_root,
     finally:
         a.close()
         b.close()
+
+
+def test_a_local_user_reaches_nothing_of_the_run_directory(workers_as_root):
+    """Everything the server makes for itself (the control sockets, the shared store, its
+    lock, the hand-off and wake-up sockets) is the server's alone: nothing in the run
+    directory may be read, written or connected to by another local user, who can neither
+    ask for the status nor hand a connection nor post a wake-up."""
+    import stat as st_
+    server = workers_as_root
+    run = server["run"]
+    found = []
+    for directory, dirs, files in os.walk(run):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            found.append(name)
+            assert st.st_uid == 0, path
+            assert not st.st_mode & 0o077, (path, oct(st.st_mode))
+            assert not st_.S_ISLNK(st.st_mode), path
+    assert st_.S_IMODE(os.stat(run).st_mode) == 0o700
+    assert any(n.startswith("store-") for n in found) and any(n.startswith("handoff-") for n in found)
+    assert any(n.startswith("wake-") for n in found) and "control" in found
+    sockets = [os.path.join(d, n) for d, _dirs, files in os.walk(run) for n in files
+               if st_.S_ISSOCK(os.lstat(os.path.join(d, n)).st_mode)]
+    files = [os.path.join(d, n) for d, _dirs, fs in os.walk(run) for n in fs if os.path.join(d, n) not in sockets]
+    # the other user's client: the system's Python, nothing but the standard library
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 to run a client as another user")
+    code = ("import os, socket, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    kind = socket.SOCK_SEQPACKET if 'handoff' in path else socket.SOCK_DGRAM if 'wake' in path \\\n"
+            "        else socket.SOCK_STREAM\n"
+            "    try:\n"
+            "        if os.path.basename(path).startswith(('control', 'handoff', 'wake')):\n"
+            "            s = socket.socket(socket.AF_UNIX, kind); s.connect(path)\n"
+            "        else:\n"
+            "            open(path, 'rb').read(1)\n"
+            "        print('reached', path)\n"
+            "    except OSError as e:\n"
+            "        print('refused', e.errno, path)\n")
+    r = subprocess.run([python, "-c", code, *sockets, *files], user=server["user"], capture_output=True,
+                       text=True, timeout=30, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert "reached" not in r.stdout, r.stdout
+    assert r.stdout.count("refused 13") == len(sockets) + len(files), r.stdout
