@@ -254,3 +254,44 @@ def test_a_local_user_reaches_nothing_of_the_run_directory(workers_as_root):
     assert r.returncode == 0, r.stderr
     assert "reached" not in r.stdout, r.stdout
     assert r.stdout.count("refused 13") == len(sockets) + len(files), r.stdout
+
+
+# -- the metrics endpoint: open to every local user, so bounded ---------------------------------
+def test_idle_metrics_connections_cannot_take_the_servers_descriptors(tmp_path):
+    """Anyone who can reach the metrics port (every local user, on 127.0.0.1) may connect;
+    connections that send nothing must not pile up in the server (each holds a descriptor
+    for its 10 s): past a small number at once, more are closed at once, and a scrape and SMB
+    still work."""
+    pytest.importorskip("prometheus_client")
+    import socket
+    import urllib.request
+
+    from servers import free_port, smbclient
+    share = tmp_path / "share"
+    share.mkdir()
+    mport = free_port()
+    proc, port, _log = spawn(tmp_path, str(share), "--share", "share", "--metrics", f"127.0.0.1:{mport}")
+    idle = []
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", mport)) != 0:     # (up after SMB's port)
+            assert time.monotonic() < deadline, "metrics never listened"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        baseline = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        for _ in range(400):
+            idle.append(socket.create_connection(("127.0.0.1", mport)))
+        time.sleep(0.5)
+        held = len(os.listdir(f"/proc/{proc.pid}/fd")) - baseline
+        assert held <= 80, f"{held} descriptors held for 400 idle metrics connections"
+        for s in idle:
+            s.close()
+        idle.clear()
+        time.sleep(0.2)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read()
+        assert b"smbring_connections_open" in body
+        assert smbclient({"port": port}, "ls").returncode == 0
+    finally:
+        for s in idle:
+            s.close()
+        stop(proc)
