@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,67 @@ def test_no_write_path_makes_a_vetoed_name(server, bob):
         assert r.status in (wire.STATUS_OBJECT_NAME_NOT_FOUND, wire.STATUS_OBJECT_PATH_NOT_FOUND), (name, r)
     bob.close(fid)
     assert not [n for n in entries(server["share"] / "mine") if n.lower().endswith(".veto")]
+
+
+# -- a directory swapped for a link out while requests use it ------------------------------------
+def test_a_directory_swapped_for_a_link_out_in_a_loop_is_never_followed(server, bob):
+    """A local user swaps mine/d between a directory and a link to a directory outside the
+    share (whose files BOB could read, were he there) as fast as he can, while BOB opens,
+    reads, creates, renames into and lists through mine\\d: not one request reaches outside
+    (each lookup is made beneath the share's root, every time)."""
+    import threading
+    mine, outside = server["share"] / "mine", server["outside"]
+    (outside / "only-outside.txt").write_text("outside")
+    (outside / "only-outside.txt").chmod(0o644)
+    (outside / "outside-marker.txt").write_text("")
+    real, swap = mine / "d", mine / "d-swap"
+    stop_swapping = threading.Event()
+
+    def swapper():
+        while not stop_swapping.is_set():
+            try:
+                real.mkdir()
+                os.chmod(real, 0o777)
+                (real / "only-outside.txt").write_text("inside")
+                time.sleep(0.002)
+                os.symlink(outside, swap)
+                shutil.rmtree(real)
+                os.rename(swap, real)
+                time.sleep(0.002)
+                os.unlink(real)
+            except OSError:
+                pass
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    reached, opened = [], 0
+    try:
+        fid = write(bob, r"mine\to-move.txt", b"x")
+        for i in range(300):
+            r = bob.create(r"mine\d\only-outside.txt", wire.GENERIC_READ)
+            if r.status == wire.STATUS_SUCCESS:
+                opened += 1
+                if b"outside" in bob.read(r.file_id, 100).raw:
+                    reached.append("read")
+                bob.close(r.file_id)
+            r = bob.create(rf"mine\d\made-{i}.txt", READ_WRITE, wire.FILE_CREATE)
+            if r.status == wire.STATUS_SUCCESS:
+                bob.close(r.file_id)
+            if rename(bob, fid, rf"mine\d\moved-{i}.txt").status == wire.STATUS_SUCCESS:
+                bob.close(fid)
+                fid = write(bob, r"mine\to-move.txt", b"x")
+            r = bob.create(r"mine\d", wire.GENERIC_READ, wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
+            if r.status == wire.STATUS_SUCCESS:
+                listing = bob.query_directory(r.file_id)
+                if "outside-marker".encode("utf-16-le") in listing.raw:
+                    reached.append("listed")
+                bob.close(r.file_id)
+        bob.close(fid)
+    finally:
+        stop_swapping.set()
+        thread.join()
+        if real.is_symlink():
+            real.unlink()
+        shutil.rmtree(real, ignore_errors=True)
+    left = [n for n in entries(outside) if n.startswith(("made-", "moved-"))]
+    assert not reached and not left, (reached, left)
+    assert opened > 0           # the race was run: the directory was there at times
