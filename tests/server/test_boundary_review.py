@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -295,3 +296,36 @@ def test_idle_metrics_connections_cannot_take_the_servers_descriptors(tmp_path):
         for s in idle:
             s.close()
         stop(proc)
+
+
+def test_the_handoff_peer_check_is_the_servers_uid_not_the_threads(tmp_path, unix_user, caplog):
+    """A hand-off is taken only from root or the server's own user (SO_PEERCRED). The event
+    loop's thread acts as sessions' users at times: were the check made against the thread's
+    effective uid at that moment, a process of that user would be taken for the server."""
+    import logging
+    import pwd
+
+    from smbring.server import handoff
+    from smbring.uring import set_thread_credentials
+    if os.geteuid() != 0:
+        pytest.skip("acting as another account needs root")
+    user = pwd.getpwnam(unix_user)
+    handoffs = handoff.HandOffs(str(tmp_path), 1, server=None)      # made as root, as the server's
+    os.chmod(handoffs.path, 0o666)      # (so that the user's connection gets as far as the check)
+    loop = asyncio.new_event_loop()
+    groups = os.getgroups()
+    set_thread_credentials(user.pw_uid, user.pw_gid, (user.pw_gid,))     # the thread acts as the user
+    try:
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        peer.connect(handoffs.path)                 # a process of that user
+        conn, _ = handoffs.sock.accept()
+        with caplog.at_level(logging.WARNING, logger="smbring.server"):
+            taken = loop.run_until_complete(handoffs._message(conn))
+    finally:
+        set_thread_credentials(0, 0, tuple(groups))
+        loop.close()
+    assert taken == (None, None, None)
+    assert "a peer of another user" in caplog.text, caplog.text
+    conn.close()
+    peer.close()
+    handoffs.close()
