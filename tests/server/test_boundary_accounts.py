@@ -335,3 +335,38 @@ def test_a_directory_swapped_for_a_link_out_in_a_loop_is_never_followed(server, 
     left = [n for n in entries(outside) if n.startswith(("made-", "moved-"))]
     assert not reached and not left, (reached, left)
     assert opened > 0           # the race was run: the directory was there at times
+
+
+# -- new files in a directory whose default ACL keeps them private -------------------------------
+def posix_acl(user: int, group: int, other: int) -> bytes:
+    """A minimal POSIX ACL as the kernel stores it (system.posix_acl_*): owner, group, other."""
+    entry = struct.Struct("<HHI")
+    return struct.pack("<I", 2) + entry.pack(0x01, user, 0xFFFFFFFF) + entry.pack(0x04, group, 0xFFFFFFFF) \
+        + entry.pack(0x20, other, 0xFFFFFFFF)
+
+
+def test_a_default_acl_decides_the_modes_of_new_files(server, bob):
+    """A directory whose default ACL gives group and others nothing: what is created in it is
+    its owner's alone, as the kernel makes it (Samba sets no mode over a default ACL). The
+    server must not widen it afterwards to the create mask's 0644 / 0755, which would let
+    every local user read files the directory's ACL keeps private."""
+    private = server["share"] / "mine" / "private"
+    private.mkdir()
+    os.chown(private, *pwd.getpwnam(BOB)[2:4])
+    try:
+        os.setxattr(private, "system.posix_acl_default", posix_acl(7, 0, 0))
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs on this file system: {e}")
+    bob.close(write(bob, r"mine\private\secret.txt", b"bob's secret", wire.FILE_CREATE))
+    r = bob.create(r"mine\private\sub", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_CREATE,
+                   wire.FILE_DIRECTORY_FILE)
+    assert r.status == wire.STATUS_SUCCESS, r
+    bob.close(r.file_id)
+    for name in ("secret.txt", "sub"):
+        mode = os.stat(private / name).st_mode & 0o777
+        assert not mode & 0o077, f"{name}: {oct(mode)}"
+    # and where the default ACL gives others read, the create mask applies as always
+    os.setxattr(private, "system.posix_acl_default", posix_acl(7, 5, 5))
+    bob.close(write(bob, r"mine\private\open.txt", b"x", wire.FILE_CREATE))
+    assert os.stat(private / "open.txt").st_mode & 0o777 == 0o644
+    shutil.rmtree(private)
