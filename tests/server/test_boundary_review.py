@@ -329,3 +329,39 @@ def test_the_handoff_peer_check_is_the_servers_uid_not_the_threads(tmp_path, uni
     conn.close()
     peer.close()
     handoffs.close()
+
+
+def test_a_local_user_cannot_signal_or_inspect_the_server_acting_as_him(workers_as_root):
+    """While a worker's thread acts as a user's account (only its effective ids switch), a
+    process of that user may not signal the server's processes (their real and saved uid stay
+    root's), nor read their memory, environment or descriptors (they are not dumpable once
+    they switched), which would hand him every session's keys."""
+    from raw import RawClient
+    server = workers_as_root
+    c = RawClient(server["port"])
+    c.negotiate(client_guid=os.urandom(16))
+    tree = c.tree(c.logon(server["user"], PASSWORD), "share")
+    tree.close(tree.open("pub.txt"))        # the worker's thread now acts as the user
+    worker = pid_of(server, worker_of(server, c))
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 to run a process as another user")
+    code = ("import os, sys\n"
+            "for pid in sys.argv[1:]:\n"
+            "    try:\n"
+            "        os.kill(int(pid), 0); print('signalled', pid)\n"
+            "    except OSError as e:\n"
+            "        print('refused', e.errno)\n"
+            "    for what in ('environ', 'mem', 'fd', 'maps'):\n"
+            "        path = f'/proc/{pid}/{what}'\n"
+            "        try:\n"
+            "            os.listdir(path) if what == 'fd' else open(path, 'rb').read(1)\n"
+            "            print('read', path)\n"
+            "        except OSError as e:\n"
+            "            print('refused', e.errno)\n")
+    pids = [str(worker), str(server["proc"].pid)]
+    r = subprocess.run([python, "-c", code, *pids], user=server["user"], capture_output=True, text=True,
+                       timeout=30, cwd="/")
+    c.close()
+    assert r.returncode == 0, r.stderr
+    assert "signalled" not in r.stdout and "read" not in r.stdout, r.stdout
