@@ -264,7 +264,6 @@ def test_idle_metrics_connections_cannot_take_the_servers_descriptors(tmp_path):
     for its 10 s): past a small number at once, more are closed at once, and a scrape and SMB
     still work."""
     pytest.importorskip("prometheus_client")
-    import socket
     import urllib.request
 
     from servers import free_port, smbclient
