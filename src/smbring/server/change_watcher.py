@@ -8,9 +8,12 @@ they go), and turns what the kernel reports into `observed` changes. Kernel watc
 while a watch on the directory exists, and are removed when none remains.
 
 Safety:
-- a directory is watched through a descriptor opened beneath its parent with O_NOFOLLOW
-  (the watched root through the path the core resolved beneath the share), and inotify is
-  asked not to follow symbolic links: a link inside the share leads nowhere outside it;
+- a directory is watched, and listed for its subdirectories, through a descriptor of its
+  path opened with no symbolic link followed anywhere in it (RESOLVE_NO_SYMLINKS: the paths
+  are the shares' real paths and names beneath them, so a link there was put in since,
+  a directory above renamed away, perhaps, and a link out of the share in its place), and
+  inotify is asked not to follow symbolic links: a link inside the share leads nowhere
+  outside it;
 - at most MAX_KERNEL_WATCHES directories are watched in all (the kernel's own
   max_user_watches bounds it too): a tree larger than that, or a directory that cannot be
   watched, makes the watches covering it answer STATUS_NOTIFY_ENUM_DIR, as Windows answers
@@ -32,6 +35,7 @@ import os
 import struct
 
 from smbring.smb import notify
+from smbring.uring import AT_FDCWD, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs.posix import STREAMS_DIR
 
 log = logging.getLogger("smbring.server")
@@ -166,16 +170,11 @@ class ChangeWatcher:
         return True
 
     def _add_beneath(self, path: str) -> int:
-        """The watch of the directory `path`, reached without following a symbolic link at its
-        last component (its parent's path is the core's, resolved beneath the share root)."""
-        parent, _, name = path.rpartition("/")
-        if not name:
-            return self.inotify.add(os.fsencode(path), MASK)
-        dirfd = os.open(parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        finally:
-            os.close(dirfd)
+        """The watch of the directory `path`, reached through no symbolic link at all: the
+        path is the core's (the share's real path, then names resolved beneath it), but a
+        directory above it may have been renamed and a link put in its place since, and the
+        server, as root, must never watch (nor report) a directory outside the share."""
+        fd = _open_without_links(path, os.O_PATH | os.O_DIRECTORY)
         try:
             return self.inotify.add(f"/proc/self/fd/{fd}".encode(), MASK & ~IN_DONT_FOLLOW)
         finally:
@@ -183,11 +182,18 @@ class ChangeWatcher:
 
     def _subdirectories(self, path: str) -> list[str]:
         try:
-            with self._as_server(), os.scandir(path) as it:
+            with self._as_server():
+                fd = _open_without_links(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return []
+        try:
+            with os.scandir(fd) as it:      # (a descriptor: scandir closes none)
                 return [f"{path}/{e.name}" for e in it
                         if e.name != STREAMS_DIR and e.is_dir(follow_symlinks=False)]
         except OSError:
             return []
+        finally:
+            os.close(fd)
 
     def _unwatch(self, path: str) -> None:
         wd = self._wd.pop(path, None)
@@ -282,7 +288,18 @@ class ChangeWatcher:
     def _written_by_server(self, path: str) -> bool:
         try:
             with self._as_server():
-                st = os.stat(path, follow_symlinks=False)
+                fd = _open_without_links(path, os.O_PATH)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
         except OSError:
             return False
         return self.state.share_modes.has_writer_here((st.st_dev, st.st_ino))
+
+
+def _open_without_links(path: str, flags: int) -> int:
+    """A descriptor of `path` (absolute) if no component of it is a symbolic link (ELOOP
+    otherwise): the paths watched are the shares' real paths and names beneath them, so a
+    link anywhere in one was put there since, and may lead out of the share."""
+    return openat2(AT_FDCWD, path, flags | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)

@@ -265,6 +265,9 @@ class HandOffs:
         self._bad = 0
         self._bad_logged = 0.0
         self.given = self.received = self.refused = 0      # (for status and tests)
+        # who may hand a connection besides root: the server's own user, as it starts (the
+        # event loop's thread acts as sessions' users at times: geteuid later may name one)
+        self.server_uid = os.geteuid()
 
     # -- receiving ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -321,7 +324,7 @@ class HandOffs:
     async def _message(self, conn: socket.socket):
         """(socket, guid, data) of a valid message, or (None, None, None)."""
         from smbring.server.control import peer_uid
-        if peer_uid(conn) not in (0, os.geteuid()):
+        if peer_uid(conn) not in (0, self.server_uid):
             self._refuse("a peer of another user")
             return None, None, None
         if not await _readable(conn, MESSAGE_TIMEOUT):

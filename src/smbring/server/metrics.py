@@ -30,6 +30,11 @@ COMMAND_NAMES = {value: name.lower() for name, value in vars(wire).items()
                              "QUERY_DIRECTORY", "CHANGE_NOTIFY", "QUERY_INFO", "SET_INFO", "OPLOCK_BREAK")}
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 REQUEST_MAX = 8192
+# scrapes served at once: the port is open to every local user (and to whoever the address
+# given lets in), and each connection holds a descriptor while it waits up to 10 s for its
+# request; more are closed as soon as they are accepted, so idle connections cannot take
+# the descriptors the SMB connections need
+MAX_CONNECTIONS = 16
 
 
 class MetricsUnavailable(RuntimeError):
@@ -58,6 +63,7 @@ class Metrics:
         self._closed_written = 0
         self.registry.register(self)
         self._http: asyncio.AbstractServer | None = None
+        self._serving = 0               # connections being served now (MAX_CONNECTIONS)
 
     # -- what the server reports --------------------------------------------------------
     def connected(self) -> None:
@@ -131,6 +137,10 @@ class Metrics:
             await self._http.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._serving >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._serving += 1
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             if len(head) > REQUEST_MAX:
@@ -148,4 +158,5 @@ class Metrics:
                 ValueError):
             pass
         finally:
+            self._serving -= 1
             writer.close()

@@ -338,7 +338,7 @@ class Server:
             from smbring.server.handoff import ClientRoutes
             from smbring.server.shared_store import SharedConnections, Store
             self.store = Store(worker.store_directory, worker.worker)
-            backends = worker.backends(self.store)
+            backends = worker.backends(self.store, as_server=self._as_server())
             self.admissions = SharedConnections(self.store)
         # opens, share modes, locks, watches: shared by all connections
         self.state = ServerState(backends=backends)
@@ -783,7 +783,9 @@ class Server:
         if target != self.worker.worker:
             if self.handoffs is not None:       # (None: stopping)
                 self.links.discard(link)        # no timeout or stop shuts it down while handed
-                if await self.handoffs.give(target, link.sock, guid, data):
+                # the server's work (its socket is in the server's 0700 run directory), not
+                # the user's whose request the event loop's thread served last
+                if await self.server_work(self.handoffs.give(target, link.sock, guid, data)):
                     log.info("connection from %s handed to worker %d (its client's)", link.peer, target)
                     return True
                 self.links.add(link)

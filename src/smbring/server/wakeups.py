@@ -19,6 +19,7 @@ the hint (its waiting requests poll).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -146,9 +147,13 @@ class Channel:
     """A worker's own socket: bound at its start (a dead predecessor's is replaced), read by
     the worker's event loop once `start` is called."""
 
-    def __init__(self, directory: str, worker: int):
+    def __init__(self, directory: str, worker: int, as_server=None):
         self.directory = directory
         self.worker = worker
+        # a context in which the thread acts as the server: a send names a socket in the
+        # server's 0700 directory, and the event loop's thread may be acting as a user (a
+        # CREATE of the user's asks for the break), who cannot reach it
+        self.as_server = as_server or contextlib.nullcontext
         self.path = socket_path(directory, worker)
         self.sock = bind_worker_socket(self.path, socket.SOCK_DGRAM)
         self._loop = None
@@ -157,7 +162,8 @@ class Channel:
         self._bad_logged = 0.0
 
     def send(self, worker: int, message: Message) -> bool:
-        return send(self.sock, self.directory, worker, message)
+        with self.as_server():
+            return send(self.sock, self.directory, worker, message)
 
     def start(self, loop, handler) -> None:
         """Messages go to handler(Message) from now on (once: later calls do nothing)."""

@@ -88,8 +88,9 @@ class WorkerSetup:
     store_directory: str
     server_guid: bytes          # every worker announces the same
 
-    def backends(self, store) -> object:
-        """The ServerState tables over the store (the protocol core's interfaces)."""
+    def backends(self, store, as_server=None) -> object:
+        """The ServerState tables over the store (the protocol core's interfaces);
+        `as_server`: the server's context for acting as itself (wake-ups are its work)."""
         import asyncio
 
         from smbring.server.shared_store import (SharedByteRangeLocks, SharedDeletePending,
@@ -100,7 +101,7 @@ class WorkerSetup:
         from smbring.smb.oplocks import BREAK_TIMEOUT
         from smbring.smb.server_state import Backends, SessionRegistry
         share_modes = SharedShareModes(store)
-        channel = wakeups.Channel(self.store_directory, self.worker)
+        channel = wakeups.Channel(self.store_directory, self.worker, as_server)
         oplocks = SharedOplocks(store, channel, asyncio.get_running_loop,
                                 timeout=break_timeout(BREAK_TIMEOUT))
         return Backends(

@@ -185,6 +185,12 @@ class FileSystem(Protocol):
         that is no directory."""
         ...
 
+    def has_default_acl(self, fd: int) -> bool:
+        """Whether the open directory has a default POSIX ACL: the kernel then makes the mode
+        of what is created in it from that ACL and the mode asked for, and the server sets no
+        mode over it (the create mask is applied through the mode asked for)."""
+        ...
+
     def may_access(self, dir_fd: int, name: str, mode: int) -> bool:
         """Whether whoever the file system acts as may read (``os.R_OK``) or write
         (``os.W_OK``) an entry of the open directory, as the kernel judges it (mode bits,

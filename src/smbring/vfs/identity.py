@@ -194,7 +194,7 @@ class NoSwitch:
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_parts", "streams", "make_stream_dir", "remove_streams", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
-         "reachable", "get_dos",
+         "reachable", "has_default_acl", "get_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
 

@@ -424,6 +424,15 @@ class PosixVFS:
         return bytes(out)
 
     @staticmethod
+    def has_default_acl(fd: int) -> bool:
+        """Whether the open directory has a default POSIX ACL (system.posix_acl_default)."""
+        try:
+            os.getxattr(fd, "system.posix_acl_default")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
     def may_access(dir_fd: int, name: str, mode: int) -> bool:
         """faccessat with the effective ids (the calling thread's): one system call."""
         try:

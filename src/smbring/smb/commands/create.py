@@ -104,21 +104,24 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
     return (fd, st), *metadata
 
 
-def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descriptor | None"]:
-    """Whether the directory a new name would go in exists (and is a directory), and the
-    security descriptor a client set on it: one open for both where the account may read the
-    directory; else its type from a stat (which raises what the path's lookup does) and no
-    descriptor, as `parent_is_directory` and `stored_sd` each give them."""
+def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descriptor | None", bool]:
+    """Whether the directory a new name would go in exists (and is a directory), the
+    security descriptor a client set on it, and whether it has a default POSIX ACL: one open
+    for all where the account may read the directory; else its type from a stat (which
+    raises what the path's lookup does), no descriptor and no default ACL, as
+    `parent_is_directory` and `stored_sd` each give them."""
     try:
         fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, NotADirectoryError):
-        return False, None
+        return False, None, False
     except OSError:
-        return len(parts) <= 1 or parent_is_directory(fs, parts), None
+        return len(parts) <= 1 or parent_is_directory(fs, parts), None, False
     try:
-        return True, sd_of(fs, fd, "/".join(parts[:-1]))
-    except OSError:
-        return True, None
+        inherits = fs.has_default_acl(fd)
+        try:
+            return True, sd_of(fs, fd, "/".join(parts[:-1])), inherits
+        except OSError:
+            return True, None, inherits
     finally:
         fs.close_file(fd)
 
@@ -277,8 +280,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 pass
             check_veto(tree.names, parts)      # as spelled on disk too
     parent_sd = None        # a new file's directory's stored descriptor (not a stream's)
+    # the directory has a default ACL: the kernel makes a new file's mode from it and the
+    # mode asked for (no umask), and none is set over it (as Samba's directory_has_default_acl)
+    acl_decides_mode = False
     if not exists and stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
-        parent_is_dir, parent_sd = parent_metadata(fs, parts)     # (read where a file may be made)
+        # (read where a file may be made)
+        parent_is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
     else:
         parent_is_dir = exists or len(parts) <= 1 or parent_is_directory(fs, parts)
     if not exists and len(parts) > 1 and not parent_is_dir:
@@ -432,17 +439,20 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             else:
                 new_sd = acl.inherit(parent_sd, want_dir, token)
             if want_dir:
-                fs.mkdir(parts)
+                if acl_decides_mode:
+                    fs.mkdir(parts, new_directory_mode(tree.share))
+                else:
+                    fs.mkdir(parts)
                 is_dir = True
             else:
-                fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                if stream is None:
+                    mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY))
+                else:
+                    mode = 0o444 if attrs & wire.ATTR_READONLY else 0o644
+                fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
                 try:
-                    if stream is None:
-                        fs.fchmod(fd, new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY)))
-                    elif attrs & wire.ATTR_READONLY:
-                        fs.fchmod(fd, 0o444)
-                    else:
-                        fs.fchmod(fd, 0o644)
+                    if not acl_decides_mode:
+                        fs.fchmod(fd, mode)
                     # the open below would open this file again read-write, as this account:
                     # where the kernel would let it (asked as that open would be, after the
                     # mode just set), the creating descriptor is that open (no close, no
@@ -486,7 +496,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
             if stream is None:
                 overwrite_attributes(fs, fd, attrs)
-        if action == wire.FILE_CREATED and is_dir:
+        if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
