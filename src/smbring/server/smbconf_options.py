@@ -216,6 +216,13 @@ REFUSED: dict[str, tuple] = {
                         "= no is not supported (symlinks inside the share are followed; those "
                         "leading out of it never are)"),
     "dont descend": (lambda v: not v.strip(), "not supported"),
+    # both decide who may reach new files: served without them, new files would get the
+    # create mask's mode and the creator as owner, not what the admin wrote
+    "inherit permissions": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
+                            "= yes is not supported (new files get `create mask` and "
+                            "`directory mask`, not their parent directory's mode)"),
+    "inherit owner": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
+                      "is not supported (new files are owned by the account that creates them)"),
     "kernel oplocks": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
                        "= yes is not supported (oplocks are kept by the server alone: a local "
                        "process opening a file breaks none)"),
@@ -244,6 +251,10 @@ QUIET = {
     "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",
+    # a directory's default POSIX ACL always decides new files' modes (the mode asked for is
+    # the create mask's, with no chmod after): Samba's `inherit acls = yes`, stricter than its
+    # `no`, which chmods over the ACL
+    "inherit acls",
     # smbring's service options (read by smbring.server.cli, logs, control, metrics)
     "control socket", "metrics port", "shutdown timeout", "smbring workers",
 }
