@@ -524,18 +524,25 @@ class Channel:
             self._splice_waiting += 1
         self._pending[message_id] = _Pending(command, charge, future, keys, signed and verify, into)
         self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
+        # one timer per request, awaited directly: asyncio.wait_for(asyncio.shield(...)) made
+        # three more turns of the event loop per answer (the shield's outer future, wait_for's
+        # waiter, then the task), most of the client's Python per READ of a download
+        timer = self._loop.call_later(self.timeout, self._time_out, future, command)
         try:
-            response = await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except asyncio.TimeoutError:
-            self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
-                                      f"{self.timeout:g} s"))
-            if future.done() and not future.cancelled():
-                future.exception()      # raised below: not "never retrieved" at exit
-            raise self._error from None
+            response = await future
+        finally:
+            timer.cancel()
         response.request = sent
         if response.status not in expect:
             raise error_for(response.status, what or _command_name(command))
         return response
+
+    def _time_out(self, future: asyncio.Future, command: int) -> None:
+        """No answer within `timeout`: the connection is given up (every request waiting on it
+        fails with the ChannelTimeout, and a transfer goes on over the other channels)."""
+        if not future.done():
+            self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
+                                      f"{self.timeout:g} s"))
 
     # ---- responses ----
 

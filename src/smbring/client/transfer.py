@@ -134,7 +134,7 @@ class FileSink:
 
     BATCH = 8                  # chunks per writev at most,
     BATCH_BYTES = 8 << 20      # and bytes (a batch goes once either is reached)
-    MAX_WRITING = 4
+    MAX_WRITING = 2
 
     def __init__(self, fd: int, progress=None, direct_fd: int | None = None, splice: bool = True):
         self.fd, self.progress, self.direct_fd = fd, progress, direct_fd
