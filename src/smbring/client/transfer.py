@@ -20,7 +20,6 @@ import ctypes
 import errno
 import os
 import secrets
-import shutil
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import ProtocolError
@@ -55,6 +54,7 @@ async def get(client, remote: str, local: str, progress=None) -> str:
             os.chmod(staging, 0o755)
             os.rename(staging, local)
         except BaseException:
+            import shutil       # only here: it imports bz2, lzma... (about 7 ms per command)
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return local
@@ -134,7 +134,7 @@ class FileSink:
 
     BATCH = 8                  # chunks per writev at most,
     BATCH_BYTES = 8 << 20      # and bytes (a batch goes once either is reached)
-    MAX_WRITING = 4
+    MAX_WRITING = 2
 
     def __init__(self, fd: int, progress=None, direct_fd: int | None = None, splice: bool = True):
         self.fd, self.progress, self.direct_fd = fd, progress, direct_fd
