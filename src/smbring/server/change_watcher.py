@@ -18,7 +18,11 @@ Safety:
   max_user_watches bounds it too): a tree larger than that, or a directory that cannot be
   watched, makes the watches covering it answer STATUS_NOTIFY_ENUM_DIR, as Windows answers
   when it cannot keep track;
-- a kernel queue overflow does the same for every watch.
+- a kernel queue overflow does the same for every watch;
+- every change is fed with the (st_dev, st_ino) of the directory the kernel saw it in: the
+  core reports a change below a watched directory only to watches whose account may list
+  the directories down to it (`smb.notify`), and judges that directory, not whatever bears
+  its name by the time the event is read.
 
 The server's own changes are reported by the core when it makes them; the core drops their
 kernel echo (`ChangeWatches.tick` ages what it remembers). Writes through the server run
@@ -94,6 +98,7 @@ class ChangeWatcher:
         self.inotify = Inotify()
         self._path: dict[int, str] = {}     # wd -> the directory's path
         self._wd: dict[str, int] = {}       # path -> wd
+        self._key: dict[int, tuple] = {}    # wd -> the directory's (st_dev, st_ino)
         self._roots: dict[str, bool] = {}   # what the core wants watched (see directories())
         self._sync_due = False
         loop.add_reader(self.inotify.fd, self.read)
@@ -156,7 +161,7 @@ class ChangeWatcher:
             return False
         try:
             with self._as_server():
-                wd = self._add_beneath(path)
+                wd, key = self._add_beneath(path)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 log.warning("change notify: cannot watch %s: %s", path, e)
@@ -167,16 +172,20 @@ class ChangeWatcher:
             self._wd.pop(old, None)
         self._path[wd] = path
         self._wd[path] = wd
+        self._key[wd] = key
         return True
 
-    def _add_beneath(self, path: str) -> int:
+    def _add_beneath(self, path: str) -> tuple[int, tuple]:
         """The watch of the directory `path`, reached through no symbolic link at all: the
         path is the core's (the share's real path, then names resolved beneath it), but a
         directory above it may have been renamed and a link put in its place since, and the
-        server, as root, must never watch (nor report) a directory outside the share."""
+        server, as root, must never watch (nor report) a directory outside the share.
+        Returns the watch and the directory's (st_dev, st_ino)."""
         fd = _open_without_links(path, os.O_PATH | os.O_DIRECTORY)
         try:
-            return self.inotify.add(f"/proc/self/fd/{fd}".encode(), MASK & ~IN_DONT_FOLLOW)
+            st = os.fstat(fd)
+            return self.inotify.add(f"/proc/self/fd/{fd}".encode(), MASK & ~IN_DONT_FOLLOW), \
+                (st.st_dev, st.st_ino)
         finally:
             os.close(fd)
 
@@ -199,6 +208,7 @@ class ChangeWatcher:
         wd = self._wd.pop(path, None)
         if wd is not None:
             self._path.pop(wd, None)
+            self._key.pop(wd, None)
             self.inotify.remove(wd)
 
     def _as_server(self):
@@ -212,7 +222,8 @@ class ChangeWatcher:
         self._ticker = self.loop.call_later(TICK, self._tick)
 
     def read(self) -> None:
-        moves: dict[int, tuple[str, bool]] = {}      # cookie -> (old path, is a directory)
+        # cookie -> (old path, is a directory, the old directory's (st_dev, st_ino))
+        moves: dict[int, tuple[str, bool, tuple | None]] = {}
         while True:
             try:
                 data = os.read(self.inotify.fd, 65536)
@@ -232,8 +243,8 @@ class ChangeWatcher:
                     self._event(wd, mask, cookie, os.fsdecode(raw), moves)
                 except Exception:           # one odd event must not stop the others
                     log.exception("change notify: inotify event skipped")
-        for old, is_dir in moves.values():   # moved out of every watched directory
-            self._removed(old, is_dir)
+        for old, is_dir, directory in moves.values():   # moved out of every watched directory
+            self._removed(old, is_dir, directory)
 
     def _event(self, wd: int, mask: int, cookie: int, name: str, moves: dict) -> None:
         if mask & IN_Q_OVERFLOW:
@@ -245,38 +256,41 @@ class ChangeWatcher:
             if here is not None and self._wd.get(here) == wd:
                 del self._wd[here]
             self._path.pop(wd, None)
+            self._key.pop(wd, None)
             return
         if here is None or mask & (IN_DELETE_SELF | IN_MOVE_SELF) or not name or name == STREAMS_DIR:
             return
         path = f"{here}/{name}"
+        directory = self._key.get(wd)       # the directory the kernel saw the change in
         is_dir = bool(mask & IN_ISDIR)
         what = notify.DIR_NAME if is_dir else notify.FILE_NAME
         if mask & IN_CREATE:
-            self.watches.observed(path, notify.ADDED, what)
+            self.watches.observed(path, notify.ADDED, what, directory)
             if is_dir and self._recursive_below(here):
                 self._watch(path, True)
         elif mask & IN_DELETE:
-            self.watches.observed(path, notify.REMOVED, what)
+            self.watches.observed(path, notify.REMOVED, what, directory)
         elif mask & IN_MOVED_FROM:
-            moves[cookie] = (path, is_dir)
+            moves[cookie] = (path, is_dir, directory)
         elif mask & IN_MOVED_TO:
             old = moves.pop(cookie, None)
             if old is not None:
-                self.watches.observed_rename(old[0], path, is_dir)
+                self.watches.observed_rename(old[0], path, is_dir, old[2], directory)
                 if is_dir:
                     self._forget_below(old[0])
             else:
-                self.watches.observed(path, notify.ADDED, what)
+                self.watches.observed(path, notify.ADDED, what, directory)
             if is_dir and self._recursive_below(here):
                 self._watch(path, True)
         elif mask & IN_MODIFY:
             if not self._written_by_server(path):
-                self.watches.observed(path, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+                self.watches.observed(path, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE, directory)
         elif mask & IN_ATTRIB:
-            self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES)
+            self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES, directory)
 
-    def _removed(self, path: str, is_dir: bool) -> None:
-        self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
+    def _removed(self, path: str, is_dir: bool, directory: tuple | None = None) -> None:
+        self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
+                              directory)
         if is_dir:
             self._forget_below(path)
 

@@ -12,9 +12,10 @@ Changes come from two sides:
   same server do;
 - the shell watches the watched directories in the kernel (inotify, see
   `smbring.server.change_watcher`) and feeds what other programs do through `observed`. The
-  core does no I/O of its own: it only says which directories it wants watched
-  (`directories`, with `on_change` called when that set changes), and drops what the
-  kernel reports of the server's own changes (those were posted already).
+  core does no I/O of its own (a watch's `lists`, given by CHANGE_NOTIFY, asks the tree's
+  file system): it only says which directories it wants watched (`directories`, with
+  `on_change` called when that set changes), and drops what the kernel reports of the
+  server's own changes (those were posted already).
 
 Bounds: a watch keeps at most what its first request's OutputBufferLength can carry (as
 Windows and Samba, which fix the buffer on the first request), and at most WATCH_BYTES;
@@ -22,9 +23,19 @@ a connection's watches at most OWNER_BYTES together. Beyond that the watch overf
 changes are dropped and the next answer is STATUS_NOTIFY_ENUM_DIR (the client re-reads the
 directory), so a client that never reads its notifications cannot make the server grow.
 Names that `veto files` hides are never reported.
+
+Below the watched directory (WATCH_TREE), a change is reported only where the watch's account
+could have learnt the name by listing: it may list (read and search) every directory from the
+watched one down to the changed name's (`Watch.lists`, judged by the kernel acting as that
+account; the server watches every subdirectory as itself). Otherwise the change is dropped
+for that watch, with no trace of it (not even STATUS_NOTIFY_ENUM_DIR); other watches of the
+same tree see what their own accounts may list. Samba reports changes made through SMB only,
+and checks nothing; this server also reports what other programs do, so it must not tell a
+user the names in a directory the user could not list.
 """
 from __future__ import annotations
 
+import logging
 import struct
 
 from smbring.smb import wire
@@ -35,6 +46,8 @@ LAST_ACCESS, CREATION, EA, SECURITY = 0x20, 0x40, 0x80, 0x100
 STREAM_NAME, STREAM_SIZE, STREAM_WRITE = 0x200, 0x400, 0x800
 ADDED, REMOVED, MODIFIED, RENAMED_OLD_NAME, RENAMED_NEW_NAME = 1, 2, 3, 4, 5
 ADDED_STREAM, REMOVED_STREAM, MODIFIED_STREAM = 6, 7, 8
+
+log = logging.getLogger("smbring.smb")
 
 MAX_OUTPUT = MAX_IO         # the largest OutputBufferLength a CHANGE_NOTIFY may ask for
 WATCH_BYTES = 0x10000       # what one watch buffers at most (encoded), whatever it asked for
@@ -59,10 +72,13 @@ class Watch:
     (st_dev, st_ino) of the directory, the completion filter and WATCH_TREE of its first
     request, and its first request's OutputBufferLength (`max_output`: MS-FSA keeps the
     first request's parameters for the open's lifetime). `names` are the tree's veto rules
-    (`share_access.NameRules`); `owner` is whose budget its buffered bytes count against."""
+    (`share_access.NameRules`); `owner` is whose budget its buffered bytes count against.
+    `lists(dirs, directory)` says whether the watch's account may list each directory
+    dirs[:1], dirs[:2], ... below the watched one, the last of them being `directory`
+    ((st_dev, st_ino), None when unknown); None: no such check (every name is reported)."""
 
     def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
-                 max_output: int = MAX_OUTPUT, names=None, owner: object = None):
+                 max_output: int = MAX_OUTPUT, names=None, owner: object = None, lists=None):
         self.path = path.rstrip("/") or "/"
         self.key = key
         self.filter = completion_filter
@@ -70,6 +86,7 @@ class Watch:
         self.max_output = max_output
         self.names = names
         self.owner = owner
+        self.lists = lists
         self.changes: list[tuple[int, str]] = []
         self.size = 0               # the encoded size of `changes`
         self.overflowed = False
@@ -159,13 +176,15 @@ class ChangeWatches:
             self.on_change()
 
     # -- changes the server makes ------------------------------------------------------------
-    def post(self, path: str, action: int, what: int, *, own: bool = True) -> None:
-        """Records a change of `path` (absolute) for every watch it concerns."""
+    def post(self, path: str, action: int, what: int, *, own: bool = True,
+             directory: tuple | None = None) -> None:
+        """Records a change of `path` (absolute) for every watch it concerns; `directory`:
+        the (st_dev, st_ino) of the directory it happened in, when known."""
         if not self._watches:
             return
         if own:
             self._own[path] = self._epoch
-        for w in self._concerned(path, what):
+        for w in self._concerned(path, what, directory):
             self._record(w, action, w.relative(path))
             self._wake(w)
 
@@ -183,10 +202,12 @@ class ChangeWatches:
             self._record(w, STREAM_ACTIONS[action], f"{w.relative(base)}:{o.stream}")
             self._wake(w)
 
-    def post_rename(self, old: str, new: str, is_dir: bool, *, own: bool = True) -> None:
+    def post_rename(self, old: str, new: str, is_dir: bool, *, own: bool = True,
+                    old_directory: tuple | None = None, new_directory: tuple | None = None) -> None:
         """A rename: within one directory the OLD_NAME and NEW_NAME pair, answered together;
         across directories a removal and an addition. A file renamed also reports its
-        attributes and creation time modified under the new name, as Windows does."""
+        attributes and creation time modified under the new name, as Windows does.
+        `old_directory`, `new_directory`: the directories' (st_dev, st_ino), when known."""
         if not self._watches:
             return
         if own:
@@ -194,14 +215,15 @@ class ChangeWatches:
         what = DIR_NAME if is_dir else FILE_NAME
         same_dir = old.rpartition("/")[0] == new.rpartition("/")[0]
         woken = []
-        for w in self._concerned(old, what):
+        judged: dict = {}
+        for w in self._concerned(old, what, old_directory, judged):
             self._record(w, RENAMED_OLD_NAME if same_dir else REMOVED, w.relative(old))
             woken.append(w)
-        for w in self._concerned(new, what):
+        for w in self._concerned(new, what, new_directory, judged):
             self._record(w, RENAMED_NEW_NAME if same_dir else ADDED, w.relative(new))
             woken.append(w)
         if not is_dir:
-            for w in self._concerned(new, ATTRIBUTES | CREATION):
+            for w in self._concerned(new, ATTRIBUTES | CREATION, new_directory, judged):
                 self._record(w, MODIFIED, w.relative(new))
                 woken.append(w)
         for w in dict.fromkeys(woken):
@@ -216,25 +238,32 @@ class ChangeWatches:
                     deliver(wire.STATUS_DELETE_PENDING)
 
     # -- changes the kernel reports (fed by the shell) -----------------------------------------
-    def observed(self, path: str, action: int, what: int) -> None:
+    def observed(self, path: str, action: int, what: int, directory: tuple | None = None) -> None:
         """A change the kernel reported: recorded like the server's own, unless the server
-        made it itself in the last epoch or two (then it was posted already)."""
+        made it itself in the last epoch or two (then it was posted already). `directory`:
+        the (st_dev, st_ino) of the directory the kernel saw it in (what bears the name
+        now may be another directory: the kernel's events are read a moment later)."""
         if self._own.get(path, -2) >= self._epoch - 1:
             return
-        self.post(path, action, what, own=False)
+        self.post(path, action, what, own=False, directory=directory)
 
-    def observed_rename(self, old: str, new: str, is_dir: bool) -> None:
+    def observed_rename(self, old: str, new: str, is_dir: bool, old_directory: tuple | None = None,
+                        new_directory: tuple | None = None) -> None:
         if self._own.get(old, -2) >= self._epoch - 1 or self._own.get(new, -2) >= self._epoch - 1:
             return
-        self.post_rename(old, new, is_dir, own=False)
+        self.post_rename(old, new, is_dir, own=False, old_directory=old_directory,
+                         new_directory=new_directory)
 
     def overflow(self, path: str | None = None) -> None:
         """Changes below `path` (None: anywhere) were lost (the kernel's queue overflowed, or a
         directory could not be watched): the watches covering it answer
-        STATUS_NOTIFY_ENUM_DIR next."""
+        STATUS_NOTIFY_ENUM_DIR next, those whose account may list `path` (what was lost in
+        a directory it may not list would not have been reported to it anyway)."""
         for w in list(self._watches):
-            if path is None or path == w.path \
-                    or (w.recursive and path.startswith(w.path.rstrip("/") + "/")):
+            below = w.recursive and path is not None and path.startswith(w.path.rstrip("/") + "/")
+            if below and not self._may_list(w, w.relative(path + "/-"), None, {}):
+                continue
+            if path is None or path == w.path or below:
                 self._overflow(w)
                 self._wake(w)
 
@@ -245,16 +274,39 @@ class ChangeWatches:
         self._own = {p: e for p, e in self._own.items() if e >= self._epoch - 1}
 
     # -- recording -------------------------------------------------------------------------------
-    def _concerned(self, path: str, what: int) -> list[Watch]:
+    def _concerned(self, path: str, what: int, directory: tuple | None = None,
+                   judged: dict | None = None) -> list[Watch]:
+        """The watches a change of `path` is reported to. `judged` keeps, for one change (a
+        rename's names), what `_may_list` answered per watch and directory."""
         out = []
+        judged = {} if judged is None else judged
         for w in self._watches:
             if not w.filter & what:
                 continue
             rel = w.relative(path)
-            if rel is None or w.vetoed(rel):
+            if rel is None or w.vetoed(rel) or not self._may_list(w, rel, directory, judged):
                 continue
             out.append(w)
         return out
+
+    @staticmethod
+    def _may_list(w: Watch, rel: str, directory: tuple | None, judged: dict) -> bool:
+        """Whether the watch's account could learn the name `rel` by listing: a name in the
+        watched directory itself, yes (its open was granted FILE_LIST_DIRECTORY); one below
+        it only where `w.lists` says the account may list every directory down to it."""
+        dirs = rel.split("/")[:-1]
+        if not dirs or w.lists is None:
+            return True
+        key = (id(w), tuple(dirs), directory)
+        if key not in judged:
+            try:
+                judged[key] = bool(w.lists(dirs, directory))
+            except Exception:
+                # a failure to judge must neither tell the name nor fail the request of
+                # whoever made the change
+                log.exception("change notify: cannot judge whether %s may be reported", rel)
+                judged[key] = False
+        return judged[key]
 
     def _record(self, w: Watch, action: int, rel: str) -> None:
         if w.overflowed:

@@ -5,9 +5,14 @@ WATCH_TREE and OutputBufferLength hold for the open's lifetime, as on Windows an
 (a later request with another filter still sees what the first asked for). A request waits
 until a change, a CANCEL (STATUS_CANCELLED), the close of its open, its tree connect or
 session (STATUS_NOTIFY_CLEANUP), or the directory's deletion (STATUS_DELETE_PENDING).
+
+With WATCH_TREE, a change below the directory is reported only if the session's account may
+list every directory from the watched one down to the changed name's (`may_list_down`): the
+kernel judges, the tree's file system acting as that account, as it judges a listing.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
 
 WATCH_TREE = 0x1
 FILE_LIST_DIRECTORY = 0x1
+# a directory as it is, opened for nothing but its identity and as a base: never a link
+DIRECTORY_ONLY = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -36,7 +43,8 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
     watches = c.state.watches
     if o.watch is None:
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & WATCH_TREE), key=o.key,
-                               max_output=out_len, names=o.tree.names, owner=c)
+                               max_output=out_len, names=o.tree.names, owner=c,
+                               lists=may_list_down(o) if flags & WATCH_TREE else None)
         watches.add(o.watch)
     watch = o.watch
 
@@ -69,3 +77,42 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
         watch.waiting.append(deliver)     # after any other request already waiting on it
 
     raise GoAsync(start)
+
+
+def may_list_down(o):
+    """The judge of a watch on the directory open `o` (`notify.Watch.lists`): whether the
+    tree's account may list (read and search) each directory dirs[:1], dirs[:2], ... below
+    it, the last of them being `directory` ((st_dev, st_ino)) when that is known. Names
+    are what a notification tells: `sub\\deeper\\name` tells `sub`, `deeper` and `name`,
+    each of which the account could otherwise learn only by listing its directory.
+
+    Each directory is opened (as the account, beneath the share's root, no link as the last
+    name) and judged by that descriptor; then the chain is checked as it stands: each
+    directory's parent is the one judged before it (the first's, the watched directory), and
+    the last is the directory the change was seen in. A directory renamed away and another
+    put in its place while the change waited (the kernel's events are read a moment later)
+    so judges nothing but the directories the name really is in. Anything that cannot be
+    judged (gone, refused, moved) says no: the change is not reported."""
+    fs, top, top_key = o.tree.fs, list(o.parts), o.key
+
+    def lists(dirs: list[str], directory: tuple | None) -> bool:
+        fds: list[int] = []
+        try:
+            for depth in range(1, len(dirs) + 1):
+                fds.append(fs.open(top + dirs[:depth], DIRECTORY_ONLY))
+                if not fs.may_access(fds[-1], ".", os.R_OK | os.X_OK):
+                    return False
+            parent = top_key
+            for fd in fds:
+                up = fs.entry_stat(fd, [], "..")
+                if up is None or (up.st_dev, up.st_ino) != parent:
+                    return False
+                st = fs.fstat(fd)
+                parent = (st.st_dev, st.st_ino)
+            return directory is None or parent == directory
+        except OSError:
+            return False
+        finally:
+            for fd in fds:
+                fs.close_file(fd)
+    return lists
