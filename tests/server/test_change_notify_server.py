@@ -4,14 +4,12 @@ bounds: kernel watches, buffered changes, links out of the share, veto'd names."
 import asyncio
 import os
 import time
-import uuid
 
 import pytest
 
 pytest.importorskip("smbprotocol")
 
 from smbprotocol.change_notify import ChangeNotifyFlags, CompletionFilter, FileAction, FileSystemWatcher  # noqa: E402
-from smbprotocol.connection import Connection  # noqa: E402
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
 from smbprotocol.open import (  # noqa: E402
     CreateDisposition,
@@ -22,10 +20,8 @@ from smbprotocol.open import (  # noqa: E402
     Open,
     ShareAccess,
 )
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
 
-from servers import PASSWORD, USER  # noqa: E402
+from notify_clients import Client  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
@@ -34,33 +30,6 @@ from smbring.smb.server_state import ServerState  # noqa: E402
 
 NAMES = CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
 QUIET = 1.5     # seconds: longer than the server keeps its own changes apart from the kernel's
-
-
-class Client:
-    def __init__(self, port: int, share: str = "share"):
-        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port)
-        self.conn.connect()
-        self.session = Session(self.conn, USER, PASSWORD)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
-        self.tree.connect()
-
-    def open_dir(self, name: str = "") -> Open:
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY,
-                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
-                 | ShareAccess.FILE_SHARE_DELETE, CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
-        return o
-
-    def make_file(self, name: str) -> None:
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, 0x12019F, FileAttributes.FILE_ATTRIBUTE_NORMAL,
-                 ShareAccess.FILE_SHARE_READ, CreateDisposition.FILE_CREATE, CreateOptions.FILE_NON_DIRECTORY_FILE)
-        o.write(b"data", 0)
-        o.close()
-
-    def close(self):
-        self.conn.disconnect()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,20 +28,12 @@ import pytest
 pytest.importorskip("smbprotocol")
 
 from smbprotocol.change_notify import ChangeNotifyFlags, CompletionFilter, FileAction, FileSystemWatcher  # noqa: E402
-from smbprotocol.connection import Connection  # noqa: E402
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
 from smbprotocol.open import (  # noqa: E402
-    CreateDisposition,
-    CreateOptions,
-    DirectoryAccessMask,
-    FileAttributes,
-    ImpersonationLevel,
     Open,
-    ShareAccess,
 )
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
 
+from notify_clients import Client  # noqa: E402
 from servers import free_port, spawn, stop  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
@@ -103,39 +94,12 @@ def server(accounts, tmp_path_factory):
     shutil.rmtree(top, ignore_errors=True)
 
 
-class Client:
-    def __init__(self, port: int, user: str):
-        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port)
-        self.conn.connect()
-        self.session = Session(self.conn, user, PASSWORD)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, r"\\127.0.0.1\share")
-        self.tree.connect()
-
-    def open_dir(self, name: str = "") -> Open:
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY,
-                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
-                 | ShareAccess.FILE_SHARE_DELETE, CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
-        return o
-
-    def make_file(self, name: str) -> None:
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, 0x12019F, FileAttributes.FILE_ATTRIBUTE_NORMAL,
-                 ShareAccess.FILE_SHARE_READ, CreateDisposition.FILE_CREATE, CreateOptions.FILE_NON_DIRECTORY_FILE)
-        o.write(b"data", 0)
-        o.close()
-
-    def close(self):
-        self.conn.disconnect()
-
-
 @pytest.fixture
 def clients(server):
     made = []
 
     def make(user):
-        made.append(Client(server["port"], user))
+        made.append(Client(server["port"], user=user, password=PASSWORD))
         return made[-1]
     yield make
     for c in made:
