@@ -120,3 +120,19 @@ def searchable_to(path) -> None:
         st = parent.stat()
         if st.st_uid == 0 and not st.st_mode & 0o001:
             parent.chmod(st.st_mode & 0o7777 | 0o001)
+
+
+def unix_accounts(*names: str):
+    """Unix accounts (each with its own group, no home) made for a test module as root and
+    removed after it; yields {name: (uid, gid)}. Use as `yield from unix_accounts(...)` in a
+    fixture."""
+    import pwd
+    made = []
+    try:
+        for name in names:
+            subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
+            made.append(name)
+        yield {n: (pwd.getpwnam(n).pw_uid, pwd.getpwnam(n).pw_gid) for n in made}
+    finally:
+        for name in made:
+            subprocess.run(["userdel", name], capture_output=True)

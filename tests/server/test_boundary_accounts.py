@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
-from servers import free_port, spawn, stop  # noqa: E402
+from servers import free_port, spawn, stop, unix_accounts  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -37,15 +37,7 @@ READ_WRITE = wire.GENERIC_READ | wire.GENERIC_WRITE
 
 @pytest.fixture(scope="module")
 def accounts():
-    made = []
-    try:
-        for name in (ALICE, BOB):
-            subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
-            made.append(name)
-        yield {n: (pwd.getpwnam(n).pw_uid, pwd.getpwnam(n).pw_gid) for n in made}
-    finally:
-        for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
+    yield from unix_accounts(ALICE, BOB)
 
 
 @pytest.fixture(scope="module")

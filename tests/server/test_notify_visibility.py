@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -34,7 +33,7 @@ from smbprotocol.open import (  # noqa: E402
 )
 
 from notify_clients import Client  # noqa: E402
-from servers import free_port, spawn, stop  # noqa: E402
+from servers import free_port, spawn, stop, unix_accounts  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
@@ -56,15 +55,7 @@ EVERYTHING = NAMES | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES | Completion
 
 @pytest.fixture(scope="module")
 def accounts():
-    made = []
-    try:
-        for name in (ALICE, BOB):
-            subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
-            made.append(name)
-        yield {n: (pwd.getpwnam(n).pw_uid, pwd.getpwnam(n).pw_gid) for n in made}
-    finally:
-        for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
+    yield from unix_accounts(ALICE, BOB)
 
 
 @pytest.fixture(scope="module")
