@@ -52,7 +52,7 @@ log = logging.getLogger("smbring.config")
 
 DEFAULT_LISTEN = ("127.0.0.1", 4445)
 # 0 means no bound for these, as for Samba's `max smbd processes`
-ZERO_IS_UNLIMITED = {"max_connections", "max_connections_per_address"}
+ZERO_IS_UNLIMITED = {"max_connections", "max_connections_per_address", "max_frame_memory"}
 
 
 @dataclass

@@ -34,6 +34,7 @@ from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.delivery import DeliveryWatch
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
+from smbring.server.frame_budget import ArrivingFrames, frame_time
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
 from smbring.smb.connection import Connection
@@ -208,6 +209,7 @@ class Link:
         self.sending = asyncio.Lock()           # one frame on the wire at a time
         self.closed_because: str | None = None
         self.busy = False                       # a frame is being received or answered
+        self.frame_due: float | None = None     # a large frame arriving: the time it is due
         self.runner: EffectRunner | None = None
         self.client_guid: bytes | None = None   # counted in the server's routes (server.handoff)
 
@@ -318,6 +320,7 @@ class Server:
         self.read_path = read_path
         self.use_uring = use_uring
         self.limits = limits or Limits()
+        self.arriving = ArrivingFrames(self.limits.max_frame_memory << 20)
         self.ntlm_auth = ntlm_auth
         self.server_info = server_info    # what share listings say of the server
         self.connections = 0
@@ -504,11 +507,27 @@ class Server:
                 log.warning("accepting connections again (%d connections)", self.connections)
             return pair
 
+    async def _receive_large(self, link: Link, receive, size: int) -> memoryview:
+        """A frame larger than the receive buffer: counted among the server's frames
+        arriving (server.frame_budget: it may wait for room), and due within
+        frame_time(size) (the timeout sweep closes the connection otherwise)."""
+        arriving = self.arriving
+        await arriving.take(size)
+        link.frame_due = asyncio.get_running_loop().time() + frame_time(size)
+        try:
+            return await receive(size)      # a view: WRITE data is not copied
+        finally:
+            link.frame_due = None
+            arriving.give_back(size)
+
     # -- timeouts ---------------------------------------------------------------------------
     def _overdue(self, link: Link, now: float) -> str | None:
-        """Why link is closed now, if its timeout has passed: the handshake timeout while not
-        logged on, deadtime once logged on when closing loses nothing (no open file, no
-        request waiting). A response on its way is given one more period to finish."""
+        """Why link is closed now, if its timeout has passed: a large frame not all arrived
+        in time; the handshake timeout while not logged on, deadtime once logged on when
+        closing loses nothing (no open file, no request waiting). A response on its way is
+        given one more period to finish."""
+        if link.frame_due is not None and now > link.frame_due:
+            return "a frame not received in time (slower than 64 KiB/s, or stopped)"
         limits = self.limits
         if link.conn.logged_on():
             link.not_logged_on_since = None
@@ -646,7 +665,10 @@ class Server:
                         raise ConnectionError("not a NetBIOS session message")
                     size = int.from_bytes(head[1:], "big")
                     check_frame_size(conn, size)
-                    frame = await receive(size)  # a view: WRITE data is not copied
+                    if size > Receiver.BUFFER:
+                        frame = await self._receive_large(link, receive, size)
+                    else:
+                        frame = await receive(size)  # a view: WRITE data is not copied
                     kind = None
                     if routing or replayed:
                         kind, guid = handoff.classify(frame)
@@ -903,6 +925,7 @@ class Server:
             self.lookup = PasswordLookup(passdb_path)
         self.allow_guest, self.signing_required = allow_guest, signing_required
         self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
+        self.arriving.limit = limits.max_frame_memory << 20     # (frames arriving keep their count)
         if server_info is not None:
             self.server_info = server_info
         if policy is not None:

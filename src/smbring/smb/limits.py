@@ -39,6 +39,7 @@ class Limits:
     # per server (enforced by the server, not the protocol core)
     max_connections: int = 1024              # max smbd processes (Samba: one per connection)
     max_connections_per_address: int = 128   # max connections per client
+    max_frame_memory: int = 512              # max frame memory: MiB of large frames arriving (0: none)
     handshake_timeout: float = 60.0          # seconds to log on before the connection is dropped
     deadtime: float = 10080.0                # deadtime: minutes idle with no open file (0: never)
 
@@ -58,6 +59,7 @@ OPTIONS = {
     "max compound requests": "max_compound",
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",
+    "max frame memory": "max_frame_memory",
     "handshake timeout": "handshake_timeout",
     "max disconnected durable handles": "max_disconnected_durable",
     "deadtime": "deadtime",
