@@ -126,9 +126,11 @@ class RingTransport:
         # responses to a client's pipelined requests leave together (see Sender.send)
         self.tx.more_requests = self.rx.frame_waiting
         self.rx.before_wait = self.tx.flushing
+        self.rx.holding = self.tx.holding
         # the ways that need no coroutine, for the connection's loop and its effects runner
         self.take_frame = self.rx.take_frame
         self.drained = self.rx.drained
+        self.receive_now = self.rx.receive_now
         self.receive_more = self.rx.receive_more
         self.send_small = self.tx.send_small
 
@@ -152,6 +154,7 @@ class RingTransport:
         self.frames.release_idle()
 
     def close(self) -> None:
+        self.rx.close()
         self.tx.close()
 
 
@@ -626,6 +629,7 @@ class Server:
         # most requests are whole in the receive buffer once it is filled, and most
         # responses go out at once: those are taken and carried out without a coroutine
         take_frame = transport.take_frame
+        receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
         try:
             while True:
@@ -636,7 +640,8 @@ class Server:
                         link.busy = True
                         check_frame_size(conn, len(frame))
                     elif transport.drained():   # (else part of a frame is in: the way below)
-                        await transport.receive_more()
+                        if not receive_now():
+                            await transport.receive_more()
                         continue
                 if frame is None:       # the awaited way: prefix, then message
                     replayed = prelude is not None and bool(prelude.pending)
