@@ -235,6 +235,11 @@ def check_frame_size(conn: Connection, size: int) -> None:
     connection does not take now: at most `conn.frame_limit()`, small until a session is
     established, and never shorter than the shortest message (pysmb's SMB1 NEGOTIATE: 58
     bytes)."""
+    limits = conn.limits
+    # a frame within both limits is taken whatever the logon state: no look at the sessions
+    # (asked for every frame; the outcome is the same as below)
+    if SMB1_HEADER_SIZE <= size <= limits.max_frame_unauthenticated and size <= limits.max_frame:
+        return
     limit = conn.frame_limit()
     if size < SMB1_HEADER_SIZE or size > limit:
         raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
@@ -631,6 +636,7 @@ class Server:
         take_frame = transport.take_frame
         receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
+        monotonic = time.monotonic
         try:
             while True:
                 frame = None
@@ -669,13 +675,13 @@ class Server:
                         conn.handle_frame(frame)        # answered by the worker that handed it over
                         link.busy = False
                         continue
-                link.last_frame = started = loop.time()
+                link.last_frame = started = monotonic()     # (the loop's clock, without its method)
                 pending = run_now(conn.handle_frame(frame))
                 if pending is not None:
                     await pending
                 link.busy = False
                 if metrics is not None:
-                    metrics.frame(conn.frame_commands, loop.time() - started)
+                    metrics.frame(conn.frame_commands, monotonic() - started)
         except (ConnectionError, OSError) as e:
             # a client that hangs up between requests has simply left: not an error
             log.info("connection from %s closed: %s", peer,
