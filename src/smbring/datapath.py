@@ -675,6 +675,10 @@ class Receiver:
         self._waiter = None
         self._watching = False
         self._skip_direct = 0           # (see receive_now)
+        # serve() -> bool, where given: answers the frames that _on_readable received while
+        # receive_more waits, and says whether the rest goes the awaited way (True) or all
+        # is answered and the wait goes on (False); see Server.handle
+        self.serve = None
         # whether responses are held back (Sender.holding): receive_now leaves them to
         # receive_more, which sends them before it waits
         self.holding = lambda: False
@@ -757,7 +761,8 @@ class Receiver:
             if flushing is not None:
                 await flushing
         while True:
-            await self._readable()
+            if await self._readable():
+                return              # received (and perhaps served: see `serve`) by _on_readable
             try:
                 got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -782,12 +787,45 @@ class Receiver:
         return waiter
 
     def _on_readable(self) -> None:
-        waiter, self._waiter = self._waiter, None
+        """The socket is readable. Nobody waiting: the watch stops. Without `serve`: the
+        waiter is woken (False: it receives). With it: what has arrived is received and
+        served here, in the loop's callback, and the waiter is woken (True: received
+        already) only when `serve` says the rest goes the awaited way; the usual request is
+        answered without a future, a task step or another turn of the loop."""
+        waiter = self._waiter
         if waiter is None or waiter.done():
+            self._waiter = None
             self._loop.remove_reader(self.fd)
             self._watching = False
-        else:
-            waiter.set_result(None)
+            return
+        serve = self.serve
+        if serve is None:
+            self._waiter = None
+            waiter.set_result(False)
+            return
+        try:
+            got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return                  # woken for nothing: still waiting
+        except OSError as e:
+            self._waiter = None
+            waiter.set_exception(e)
+            return
+        if got == 0:
+            self._waiter = None
+            waiter.set_exception(ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload"))
+            return
+        self._start, self._end = 0, got
+        self._in_a_row = 0          # (the loop has turned since the last wait)
+        try:
+            more = serve()
+        except Exception as e:      # raised where the connection's task waits, as there
+            self._waiter = None
+            waiter.set_exception(e)
+            return
+        if more:
+            self._waiter = None
+            waiter.set_result(True)
 
     def close(self) -> None:
         """Stops watching the socket (before it is closed: its descriptor may be reused)."""

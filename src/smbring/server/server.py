@@ -131,8 +131,13 @@ class RingTransport:
         self.take_frame = self.rx.take_frame
         self.drained = self.rx.drained
         self.receive_now = self.rx.receive_now
+        self.holding = self.tx.holding
         self.receive_more = self.rx.receive_more
         self.send_small = self.tx.send_small
+
+    def serve_with(self, serve) -> None:
+        """What answers the frames received while the connection waits (Receiver.serve)."""
+        self.rx.serve = serve
 
     async def recv_exact(self, n: int) -> memoryview:
         if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
@@ -637,6 +642,34 @@ class Server:
         receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
         monotonic = time.monotonic
+        answering = None        # (what the last frame served below waits for, when it began)
+
+        def serve_received() -> bool:
+            """While the task waits for the client (receive_more), the frames the event loop's
+            readiness callback received are answered there, as the loop below answers them,
+            as long as each needs no wait (Receiver.serve). True: the rest goes the task's
+            way (a frame whose effects wait, a frame not all received, responses held back,
+            the connection's FAIR_BURST up); False: all answered, the wait goes on."""
+            nonlocal answering
+            while True:
+                frame = take_frame()
+                if frame is None:
+                    # (all answered: the next frames wait for the loop's next look at the
+                    # socket, which lets the other connections' in first)
+                    return not transport.drained() or transport.holding()
+                link.busy = True
+                check_frame_size(conn, len(frame))
+                link.last_frame = started = monotonic()
+                pending = run_now(conn.handle_frame(frame))
+                if pending is not None:
+                    answering = pending, started
+                    return True
+                link.busy = False
+                if metrics is not None:
+                    metrics.frame(conn.frame_commands, monotonic() - started)
+
+        if take_frame is not None:
+            transport.serve_with(serve_received)
         try:
             while True:
                 frame = None
@@ -648,6 +681,13 @@ class Server:
                     elif transport.drained():   # (else part of a frame is in: the way below)
                         if not receive_now():
                             await transport.receive_more()
+                            if answering is not None:   # a frame served while waiting waits
+                                pending, started = answering
+                                answering = None
+                                await pending
+                                link.busy = False
+                                if metrics is not None:
+                                    metrics.frame(conn.frame_commands, monotonic() - started)
                         continue
                 if frame is None:       # the awaited way: prefix, then message
                     replayed = prelude is not None and bool(prelude.pending)
