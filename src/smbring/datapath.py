@@ -643,14 +643,17 @@ class Sender:
 
 
 class Receiver:
-    """Receives frames from one connected socket through the ring.
+    """Receives frames from one connected socket.
 
-    Small messages come out of a receive buffer that each ring receive fills with whatever
-    has arrived: a request's 4-byte NetBIOS prefix and its message arrive in one completion,
-    and pipelined requests (a client keeping several in flight) in one for all of them,
-    instead of two ring round trips per request. Large frames are received straight into
-    the buffer the server gives (a WRITE's payload page-aligned there), after what the
-    receive buffer already holds of them."""
+    Small messages come out of a receive buffer that each receive fills with whatever has
+    arrived: a request's 4-byte NetBIOS prefix and its message in one, and pipelined
+    requests (a client keeping several in flight) in one for all of them. With the buffer
+    empty, that receive is a plain non-blocking recv: at once when the client has sent
+    already (`receive_now`), else once the event loop sees the socket readable
+    (`receive_more`), where the frames may be answered in the loop's callback (`serve`).
+    The rest of a frame begun in the buffer, and large frames, come through the ring,
+    large ones straight into the buffer the server gives (a WRITE's payload page-aligned
+    there), after what the receive buffer already holds of them."""
 
     BUFFER = 16384          # the most taken into the receive buffer at once
     # pieces handed out of the buffer in a row without waiting for the socket, after which the
