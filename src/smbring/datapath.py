@@ -384,6 +384,10 @@ class Sender:
         self._held, self._held_bytes = [rest], len(rest)
         return False
 
+    def holding(self) -> bool:
+        """Whether responses are held back (see `send`)."""
+        return bool(self._held)
+
     def flushing(self):
         """What a receiver awaits before waiting for the client: a flush of the responses
         held back, or None when none are (no coroutine made for nothing)."""
@@ -639,23 +643,28 @@ class Sender:
 
 
 class Receiver:
-    """Receives frames from one connected socket through the ring.
+    """Receives frames from one connected socket.
 
-    Small messages come out of a receive buffer that each ring receive fills with whatever
-    has arrived: a request's 4-byte NetBIOS prefix and its message arrive in one completion,
-    and pipelined requests (a client keeping several in flight) in one for all of them,
-    instead of two ring round trips per request. Large frames are received straight into
-    the buffer the server gives (a WRITE's payload page-aligned there), after what the
-    receive buffer already holds of them."""
+    Small messages come out of a receive buffer that each receive fills with whatever has
+    arrived: a request's 4-byte NetBIOS prefix and its message in one, and pipelined
+    requests (a client keeping several in flight) in one for all of them. With the buffer
+    empty, that receive is a plain non-blocking recv: at once when the client has sent
+    already (`receive_now`), else once the event loop sees the socket readable
+    (`receive_more`), where the frames may be answered in the loop's callback (`serve`).
+    The rest of a frame begun in the buffer, and large frames, come through the ring,
+    large ones straight into the buffer the server gives (a WRITE's payload page-aligned
+    there), after what the receive buffer already holds of them."""
 
     BUFFER = 16384          # the most taken into the receive buffer at once
     # pieces handed out of the buffer in a row without waiting for the socket, after which the
     # other connections get a turn of the event loop: a client that pipelines many requests
     # must not hold the loop for all of them (each awaited receive used to give that turn)
     FAIR_BURST = 32
+    DIRECT_BACKOFF = 3      # receives that wait without trying first after a recv found nothing
 
     def __init__(self, aring, sock: socket.socket):
         self.aring = aring
+        self._sock = sock
         self.fd = sock.fileno()
         self._buf = bytearray(self.BUFFER)
         self._view = memoryview(self._buf)
@@ -664,6 +673,18 @@ class Receiver:
         # first (a Sender's flush of the responses it holds back: Sender.flushing)
         self.before_wait = None
         self._in_a_row = 0              # pieces handed out since the last wait (FAIR_BURST)
+        # waiting for small frames: readiness (see _readable), not a ring receive
+        self._loop = None
+        self._waiter = None
+        self._watching = False
+        self._skip_direct = 0           # (see receive_now)
+        # serve() -> bool, where given: answers the frames that _on_readable received while
+        # receive_more waits, and says whether the rest goes the awaited way (True) or all
+        # is answered and the wait goes on (False); see Server.handle
+        self.serve = None
+        # whether responses are held back (Sender.holding): receive_now leaves them to
+        # receive_more, which sends them before it waits
+        self.holding = lambda: False
 
     def frame_waiting(self) -> bool:
         """Whether a whole request (NetBIOS prefix and message) has been received already.
@@ -704,19 +725,117 @@ class Receiver:
         """Whether nothing received is left to hand out."""
         return self._start == self._end
 
+    def receive_now(self) -> bool:
+        """Takes what the client has sent already with one non-blocking recv, with nothing
+        received left to hand out: no future, coroutine or turn of the event loop (on a busy
+        machine the client's next request is usually in by the time the answer to its last
+        has been sent). False when that is not the way now, and the caller awaits
+        `receive_more`: nothing has arrived (then the next DIRECT_BACKOFF receives wait
+        without trying first: a recv that finds nothing costs a system call), responses are
+        held back (they go first), or the connection's FAIR_BURST pieces in a row are up (a
+        direct recv counts as one: the wait gives the other connections their turn).
+        ConnectionResetError if the peer has gone."""
+        if self._in_a_row >= self.FAIR_BURST - 2 or self.holding():
+            return False
+        if self._skip_direct:
+            self._skip_direct -= 1
+            return False
+        try:
+            got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            self._skip_direct = self.DIRECT_BACKOFF
+            return False
+        if got == 0:
+            raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
+        self._in_a_row += 1
+        self._start, self._end = 0, got
+        return True
+
     async def receive_more(self) -> None:
         """Waits for the client's next bytes, with nothing received left to hand out (what is
-        held back goes out first); ConnectionResetError if the peer goes away."""
+        held back goes out first); ConnectionResetError if the peer goes away. The wait is
+        for the socket's readiness (see _readable), then one recv into the receive buffer:
+        the ring's receive, for a few bytes on an idle connection, cost a submission, the
+        eventfd's wake-up and the reaping of a completion besides."""
         self._in_a_row = 0
         self._start = self._end = 0
         if self.before_wait is not None:
             flushing = self.before_wait()
             if flushing is not None:
                 await flushing
-        got = await self.aring.recv(self.fd, self._view, 0)
+        while True:
+            if await self._readable():
+                return              # received (and perhaps served: see `serve`) by _on_readable
+            try:
+                got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue            # (woken for nothing)
+            if got == 0:
+                raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
+            self._end = got
+            return
+
+    def _readable(self):
+        """A future that is done once the socket has something to read. The loop keeps
+        watching the socket between waits (no epoll_ctl per wait); when it finds the socket
+        readable while nobody waits (the connection busy with what it received), it stops
+        watching until the next wait, as a level-triggered watch would fire every turn."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        if not self._watching:
+            loop.add_reader(self.fd, self._on_readable)
+            self._watching = True
+        return waiter
+
+    def _on_readable(self) -> None:
+        """The socket is readable. Nobody waiting: the watch stops. Without `serve`: the
+        waiter is woken (False: it receives). With it: what has arrived is received and
+        served here, in the loop's callback, and the waiter is woken (True: received
+        already) only when `serve` says the rest goes the awaited way; the usual request is
+        answered without a future, a task step or another turn of the loop."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._waiter = None
+            self._loop.remove_reader(self.fd)
+            self._watching = False
+            return
+        serve = self.serve
+        if serve is None:
+            self._waiter = None
+            waiter.set_result(False)
+            return
+        try:
+            got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return                  # woken for nothing: still waiting
+        except OSError as e:
+            self._waiter = None
+            waiter.set_exception(e)
+            return
         if got == 0:
-            raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
-        self._end = got
+            self._waiter = None
+            waiter.set_exception(ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload"))
+            return
+        self._start, self._end = 0, got
+        self._in_a_row = 0          # (the loop has turned since the last wait)
+        try:
+            more = serve()
+        except Exception as e:      # raised where the connection's task waits, as there
+            self._waiter = None
+            waiter.set_exception(e)
+            return
+        if more:
+            self._waiter = None
+            waiter.set_result(True)
+
+    def close(self) -> None:
+        """Stops watching the socket (before it is closed: its descriptor may be reused)."""
+        if self._watching:
+            self._loop.remove_reader(self.fd)
+            self._watching = False
+        self._waiter = None
 
     async def recv_small(self, n: int) -> memoryview:
         """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep

@@ -377,3 +377,49 @@ def test_a_frame_taken_without_waiting_is_the_frame_received():
             conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_frames_received_while_waiting_are_served_in_the_loop_callback():
+    """Receiver.serve: what arrives while receive_more waits is received and answered in the
+    event loop's readiness callback, the waiting task left asleep, until serve says the rest
+    goes the task's way (then receive_more returns, the rest in the buffer); an error serve
+    raises (a refused frame) is raised where the task waits."""
+    from smbring.datapath import Receiver
+
+    def framed(word: bytes) -> bytes:
+        return len(word).to_bytes(4, "big") + word
+
+    async def main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            rx = Receiver(aio.get_ring(), a)
+            served = []
+
+            def serve():
+                while (message := rx.take_frame()) is not None:
+                    served.append(bytes(message))
+                    if message == b"stop":
+                        return True
+                    if message == b"boom":
+                        raise ConnectionError("refused")
+                return False
+
+            rx.serve = serve
+            waiting = asyncio.ensure_future(rx.receive_more())
+            for word in (b"one", b"two"):
+                b.sendall(framed(word))
+                for _ in range(500):
+                    if served[-1:] == [word]:
+                        break
+                    await asyncio.sleep(0.002)
+            assert served == [b"one", b"two"] and not waiting.done()
+            b.sendall(framed(b"stop") + framed(b"next"))
+            await waiting
+            assert served[-1] == b"stop" and bytes(rx.take_frame()) == b"next" and rx.drained()
+            b.sendall(framed(b"boom"))
+            with pytest.raises(ConnectionError, match="refused"):
+                await rx.receive_more()
+            rx.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

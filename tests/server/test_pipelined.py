@@ -109,6 +109,68 @@ def test_a_pipelining_client_leaves_the_event_loop_to_others(way):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+def test_a_client_that_keeps_sending_leaves_the_event_loop_to_others(tmp_path):
+    """A client whose next requests are always in by the time the last are answered: the
+    server takes them with direct non-blocking receives (Receiver.receive_now), no turn of
+    the event loop each, and still gives the other connections a turn at least every
+    Receiver.FAIR_BURST pieces, across receives as within one."""
+    import asyncio
+    import subprocess
+
+    from smbring.datapath import Receiver
+    from smbring.uring import aio
+
+    frames = 4000           # 500 KB: many times what one receive takes in
+
+    def padded(message_id: int) -> bytes:
+        """An ECHO request padded to 128 bytes: the receive buffer holds whole ones"""
+        request = header(ECHO, message_id) + struct.pack("<HH", 4, 0)
+        return frame(request + bytes(124 - len(request)))
+
+    async def main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            rx = Receiver(aio.get_ring(), a)
+            # another process keeps the socket full (a thread of this one would take turns
+            # with the event loop for the GIL, and so leave the socket empty now and then)
+            requests = tmp_path / "requests"
+            requests.write_bytes(b"".join(padded(i) for i in range(frames)))
+            sender = subprocess.Popen(["cat", str(requests)], stdout=b)
+            turns = direct = 0
+
+            async def other_connection():
+                nonlocal turns
+                while True:
+                    turns += 1
+                    await asyncio.sleep(0)
+
+            other = asyncio.ensure_future(other_connection())
+            await asyncio.sleep(0)
+            seen, in_a_row, longest = turns, 0, 0     # frames handled without a turn between
+            for i in range(frames):
+                while (message := rx.take_frame()) is None:
+                    if not rx.drained():
+                        size = int.from_bytes((await rx.recv_small(4))[1:4], "big")
+                        message = await rx.recv_small(size)
+                        break
+                    if rx.receive_now():
+                        direct += 1
+                    else:
+                        await rx.receive_more()
+                assert struct.unpack_from("<Q", message, 24)[0] == i
+                in_a_row = 0 if turns != seen else in_a_row + 1
+                seen, longest = turns, max(longest, in_a_row)
+            other.cancel()
+            assert sender.wait(10) == 0
+            rx.close()
+            assert direct > 0       # (the way this is about was taken)
+            # a frame is two pieces (its prefix and its message)
+            assert longest <= Receiver.FAIR_BURST // 2
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
 def test_a_client_that_reads_its_answers_late_gets_them_all_in_order(server):
     """A hundred thousand pipelined requests while the client reads nothing for a while:
     the answers (7 MB) fill the server's socket, what it does not take waits its turn (no

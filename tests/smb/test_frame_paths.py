@@ -198,3 +198,31 @@ def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(p
     transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintext)
     with pytest.raises(ConnectionError, match="another session"):
         client.conn.handle_frame(memoryview(transform + bytes(ciphertext)))
+
+
+@pytest.mark.parametrize("max_frame, unauthenticated", [(8 << 20, 65536), (4096, 65536), (65536, 65536)])
+def test_the_frame_size_check_without_a_look_at_the_sessions_decides_as_the_full_one(
+        tmp_path, max_frame, unauthenticated):
+    """server.check_frame_size takes a frame within both limits without asking whether a
+    session is established: for every size around the limits, before and after logon (and
+    with a `max_frame` below the limit before logon, however odd), it takes and refuses
+    exactly the frames the full check (size against `frame_limit()`) does."""
+    from smbring.server.server import SMB1_HEADER_SIZE, check_frame_size
+    from smbring.smb.limits import Limits
+
+    client = Client(tmp_path, tree=False, limits=Limits(max_frame=max_frame,
+                                                        max_frame_unauthenticated=unauthenticated))
+    conn = client.conn
+    edges = {0, 1, SMB1_HEADER_SIZE, max_frame, unauthenticated, 0xFFFFFF}
+    sizes = sorted({max(0, e + d) for e in edges for d in (-1, 0, 1)})
+    for logged_on in (True, False):
+        conn.sessions[1].valid = logged_on
+        assert conn.logged_on() is logged_on
+        for size in sizes:
+            expected = SMB1_HEADER_SIZE <= size <= conn.frame_limit()
+            try:
+                check_frame_size(conn, size)
+                taken = True
+            except ConnectionError:
+                taken = False
+            assert taken is expected, (logged_on, size)

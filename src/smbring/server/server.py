@@ -127,11 +127,18 @@ class RingTransport:
         # responses to a client's pipelined requests leave together (see Sender.send)
         self.tx.more_requests = self.rx.frame_waiting
         self.rx.before_wait = self.tx.flushing
+        self.rx.holding = self.tx.holding
         # the ways that need no coroutine, for the connection's loop and its effects runner
         self.take_frame = self.rx.take_frame
         self.drained = self.rx.drained
+        self.receive_now = self.rx.receive_now
+        self.holding = self.tx.holding
         self.receive_more = self.rx.receive_more
         self.send_small = self.tx.send_small
+
+    def serve_with(self, serve) -> None:
+        """What answers the frames received while the connection waits (Receiver.serve)."""
+        self.rx.serve = serve
 
     async def recv_exact(self, n: int) -> memoryview:
         if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
@@ -153,6 +160,7 @@ class RingTransport:
         self.frames.release_idle()
 
     def close(self) -> None:
+        self.rx.close()
         self.tx.close()
 
 
@@ -234,6 +242,11 @@ def check_frame_size(conn: Connection, size: int) -> None:
     connection does not take now: at most `conn.frame_limit()`, small until a session is
     established, and never shorter than the shortest message (pysmb's SMB1 NEGOTIATE: 58
     bytes)."""
+    limits = conn.limits
+    # a frame within both limits is taken whatever the logon state: no look at the sessions
+    # (asked for every frame; the outcome is the same as below)
+    if SMB1_HEADER_SIZE <= size <= limits.max_frame_unauthenticated and size <= limits.max_frame:
+        return
     limit = conn.frame_limit()
     if size < SMB1_HEADER_SIZE or size > limit:
         raise ConnectionError(f"frame of {size} bytes refused (at most {limit} "
@@ -645,7 +658,37 @@ class Server:
         # most requests are whole in the receive buffer once it is filled, and most
         # responses go out at once: those are taken and carried out without a coroutine
         take_frame = transport.take_frame
+        receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
+        monotonic = time.monotonic
+        answering = None        # (what the last frame served below waits for, when it began)
+
+        def serve_received() -> bool:
+            """While the task waits for the client (receive_more), the frames the event loop's
+            readiness callback received are answered there, as the loop below answers them,
+            as long as each needs no wait (Receiver.serve). True: the rest goes the task's
+            way (a frame whose effects wait, a frame not all received, responses held back,
+            the connection's FAIR_BURST up); False: all answered, the wait goes on."""
+            nonlocal answering
+            while True:
+                frame = take_frame()
+                if frame is None:
+                    # (all answered: the next frames wait for the loop's next look at the
+                    # socket, which lets the other connections' in first)
+                    return not transport.drained() or transport.holding()
+                link.busy = True
+                check_frame_size(conn, len(frame))
+                link.last_frame = started = monotonic()
+                pending = run_now(conn.handle_frame(frame))
+                if pending is not None:
+                    answering = pending, started
+                    return True
+                link.busy = False
+                if metrics is not None:
+                    metrics.frame(conn.frame_commands, monotonic() - started)
+
+        if take_frame is not None:
+            transport.serve_with(serve_received)
         try:
             while True:
                 frame = None
@@ -655,7 +698,15 @@ class Server:
                         link.busy = True
                         check_frame_size(conn, len(frame))
                     elif transport.drained():   # (else part of a frame is in: the way below)
-                        await transport.receive_more()
+                        if not receive_now():
+                            await transport.receive_more()
+                            if answering is not None:   # a frame served while waiting waits
+                                pending, started = answering
+                                answering = None
+                                await pending
+                                link.busy = False
+                                if metrics is not None:
+                                    metrics.frame(conn.frame_commands, monotonic() - started)
                         continue
                 if frame is None:       # the awaited way: prefix, then message
                     replayed = prelude is not None and bool(prelude.pending)
@@ -686,13 +737,13 @@ class Server:
                         conn.handle_frame(frame)        # answered by the worker that handed it over
                         link.busy = False
                         continue
-                link.last_frame = started = loop.time()
+                link.last_frame = started = monotonic()     # (the loop's clock, without its method)
                 pending = run_now(conn.handle_frame(frame))
                 if pending is not None:
                     await pending
                 link.busy = False
                 if metrics is not None:
-                    metrics.frame(conn.frame_commands, loop.time() - started)
+                    metrics.frame(conn.frame_commands, monotonic() - started)
         except (ConnectionError, OSError) as e:
             # a client that hangs up between requests has simply left: not an error
             log.info("connection from %s closed: %s", peer,
