@@ -68,6 +68,10 @@ class ThreadCredentials:
     def become(self, who: Identity) -> None:
         """Makes the thread act as `who` (nothing to do when it already does)."""
         if who == self.current:
+            # the same ids and groups (another session of the account): the thread acts as
+            # `who` already; remembered as `who` so that its views' next calls find it so
+            # at one look (ShareView compares by identity, not by value)
+            self.current = who
             return
         if threading.get_ident() != self._thread:
             raise RuntimeError("credentials switched from a thread they do not belong to")
@@ -209,6 +213,27 @@ class ShareView:
         self.root = base.root
         self.identity = identity
         self.creds = creds if identity is not None else None
+        # each call bound once, for the view's life (a tree connect's): the class's `_acting`
+        # would look the method up by name on every call of every CREATE
+        for name in CALLS:
+            method = getattr(base, name, None)
+            if name not in ShareView.__dict__ and method is not None:
+                setattr(self, name, self._acting_as(method))
+
+    def _acting_as(self, method):
+        """`method` of the base, made as the view's identity: the thread switched first
+        unless it acts as the identity already (one comparison by identity: `become` makes
+        `current` this very object). A view without identity makes no switch at all."""
+        creds, identity = self.creds, self.identity
+        if creds is None:
+            return method
+
+        def call(*args, **kw):
+            if creds.current is not identity:
+                creds.become(identity)
+            return method(*args, **kw)
+        call.__name__ = call.__qualname__ = method.__name__
+        return call
 
     def close(self) -> None:
         pass
@@ -231,7 +256,8 @@ class ShareView:
         self._act()
         fd, st = self.base.open_stat(parts, flags, mode)
         if self.creds is not None:
-            self.creds.data.opened(fd, self.identity)    # (a CREATE may keep it as the open's)
+            # (a CREATE may keep it as the open's; its device saves the data modules a stat)
+            self.creds.data.opened(fd, self.identity, st.st_dev)
         return fd, st
 
     def close_file(self, fd):
@@ -246,6 +272,8 @@ class ShareView:
 
 
 def _acting(name: str):
+    # (the class's: what the protocol names, for a look at the class; a view binds its own
+    # in __init__, which is what its calls find first)
     def call(self, *args, **kw):
         creds = self.creds
         if creds is not None and creds.current is not self.identity:

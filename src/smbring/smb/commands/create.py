@@ -341,12 +341,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # to truncate, no MAXIMUM_ALLOWED that might grant writing), that fd becomes the open's
     held_fd = held_st = None
     created_fd = None       # a new file's creating descriptor, kept where it is the open's
-    if exists and parts:
+    if exists:
+        # (the share's root too, always a directory: a descriptor a client stored on it
+        # decides as well, and its one open is the open's, as any directory's is)
         keep = is_dir or not (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep)
-    elif exists:        # the share's root: a descriptor a client stored on it decides as well
-        sd = stored_sd(fs, parts)
     try:
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
