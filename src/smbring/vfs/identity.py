@@ -217,7 +217,7 @@ class ShareView:
         # would look the method up by name on every call of every CREATE
         for name in CALLS:
             method = getattr(base, name, None)
-            if name not in ShareView.__dict__ and method is not None:
+            if getattr(ShareView.__dict__[name], "acting", False) and method is not None:
                 setattr(self, name, self._acting_as(method))
 
     def _acting_as(self, method):
@@ -281,6 +281,7 @@ def _acting(name: str):
         return getattr(self.base, name)(*args, **kw)
     call.__name__ = name
     call.__doc__ = f"FileSystem.{name}, as the view's identity."
+    call.acting = True      # (what a view binds for itself: the calls the class does not define)
     return call
 
 
