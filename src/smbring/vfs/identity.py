@@ -46,6 +46,14 @@ class Identity:
     gid: int
     groups: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        # the hash computed once: descriptors' owners are counted by identity on every open
+        # and close (vfs.data_identity), and the dataclass's own builds a tuple each time
+        object.__setattr__(self, "_hash", hash((self.uid, self.gid, self.groups)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
 
 def current_identity(name: str = "server") -> Identity:
     """The calling thread's effective identity now."""
