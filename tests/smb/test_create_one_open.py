@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import stat
+import struct
 import tempfile
 
 import pytest
@@ -91,6 +92,36 @@ def test_a_directory_open_holds_a_directory(client, share):
     assert stat.S_ISDIR(os.fstat(the_open(client, fid).fd).st_mode)
     assert fcntl.fcntl(the_open(client, fid).fd, fcntl.F_GETFL) & os.O_DIRECTORY
     assert client.close(fid) == 0
+
+
+def test_the_share_root_is_opened_once_and_its_stored_descriptor_still_decides(client, share):
+    """The root's CREATE reads its stored descriptor and DOS information through the one open
+    it keeps as its own (no separate open for the descriptor); the stat it reports is the
+    root's (\".\" beneath the root's own descriptor is no other directory), and a stored
+    DACL on the root still refuses what it does not grant, leaking nothing."""
+    before = open_descriptors()
+    status, out = client.request(wire.CREATE, create_body("", GENERIC_READ, wire.FILE_OPEN,
+                                                          wire.FILE_DIRECTORY_FILE))
+    assert status == 0 and open_descriptors() == before + 1
+    fid = out[64:80]
+    fd = the_open(client, fid).fd
+    st, here = os.fstat(fd), os.stat(share)
+    assert stat.S_ISDIR(st.st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    assert the_open(client, fid).key == (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+    _size, _oplock, _flags, action, _birth, access_time, write_time, change_time, _alloc, end, attrs = \
+        struct.unpack_from("<HBBI4QQQI", out)
+    assert action == wire.FILE_OPENED and end == 0 and attrs & 0x10        # a directory
+    assert (access_time, write_time, change_time) == (
+        wire.nt_time(here.st_atime_ns), wire.nt_time(here.st_mtime_ns), wire.nt_time(here.st_ctime_ns))
+    assert client.close(fid) == 0 and open_descriptors() == before
+    set_dacl(client, "", dacl(acl.Ace(acl.ALLOWED, 0, 0x00120080 | acl.WRITE_DAC | acl.READ_CONTROL,
+                                      acl.EVERYONE)), directory=True)
+    for _ in range(20):
+        status, _fid = client.create("", access=GENERIC_READ, disposition=wire.FILE_OPEN)
+        assert status == wire.STATUS_ACCESS_DENIED
+    assert open_descriptors() == before and not client.conn.opens
+    fid = client.open("", access=READ_ATTRIBUTES, disposition=wire.FILE_OPEN)    # what it allows
+    assert client.close(fid) == 0 and open_descriptors() == before
 
 
 def test_refused_opens_of_an_existing_file_leak_no_descriptor(clients, share):

@@ -78,6 +78,36 @@ def test_owners_follow_opens_and_closes():
     assert not data._open        # nobody has a file open
 
 
+@ROOT_ONLY
+def test_a_descriptors_device_is_the_one_its_open_read_and_goes_with_it(share, tmp_path):
+    """The device a CREATE's open read (open_stat) is recorded with its owner, so that
+    io_uring's first READ of it need not ask fstat: it is fstat's answer, for exactly as long
+    as the descriptor is open; a descriptor opened without its stat, or reused by another
+    open, has none recorded (the module asks fstat then, and gets the same)."""
+    root, base = share
+    (root / "f").write_bytes(b"data")
+    (root / "g").write_bytes(b"data")
+
+    def run():
+        creds = ThreadCredentials()
+        view = ShareView(base, ALICE, creds)
+        try:
+            fd, st = view.open_stat(["f"], os.O_RDONLY)
+            assert creds.data.device(fd) == st.st_dev == os.fstat(fd).st_dev
+            io = modules.IoUring(modules.Posix(), aring=None, data=creds.data)
+            io._inline(fd)          # whether the device punts: asked of the recorded device
+            assert io._device_of[fd] == os.fstat(fd).st_dev
+            io.closed(fd)
+            view.close_file(fd)
+            assert creds.data.device(fd) is None
+            again = view.open(["g"], os.O_RDONLY)       # (the number reused, no stat read)
+            assert creds.data.device(again) is None
+            view.close_file(again)
+        finally:
+            creds.to_server()
+    in_thread(run)
+
+
 # -- on a real ring ----------------------------------------------------------------------------
 def ring_loop(fn):
     """fn(creds, aring) on an event loop with a ring, in a thread of its own (its credentials

@@ -87,6 +87,51 @@ def test_each_call_runs_as_the_views_identity(share):
 
 
 @ROOT_ONLY
+def test_every_bound_call_runs_as_its_views_identity_whatever_ran_before(share):
+    """A view binds its calls once; each still runs as the view's identity after another
+    view's call, the server's own work, or a call of an equal identity (the same account
+    from another session: no switch needed, none made), and an identity that differs in its
+    groups alone is switched to. The kernel is the judge: it answers by the effective ids."""
+    root, base = share
+    (root / "open" / "alices").write_text("alice's")
+    (root / "open" / "alices").chmod(0o600)
+    (root / "open" / "staff").write_text("group 61399's")
+    (root / "open" / "staff").chmod(0o040)
+    os.chown(root / "open" / "alices", ALICE.uid, ALICE.gid)
+    os.chown(root / "open" / "staff", 0, 61399)
+    alice_again = Identity("alice-again", ALICE.uid, ALICE.gid, ALICE.groups)  # equal, not the same
+    alice_fewer = Identity("alice-fewer", ALICE.uid, ALICE.gid, (ALICE.gid,))  # no group 61399
+
+    def run():
+        creds = ThreadCredentials()
+        views = {who.name: ShareView(base, who, creds) for who in (ALICE, BOB, alice_again, alice_fewer)}
+        alice, bob, again, fewer = views["alice"], views["bob"], views["alice-again"], views["alice-fewer"]
+        seen = []
+        for step in range(2):
+            assert not bob.may_open(["open", "alices"], 4) and alice.may_open(["open", "alices"], 4)
+            seen.append(os.geteuid())
+            with creds.as_server():
+                pass                                   # the server's work between two calls
+            assert alice.stat(["open", "alices"]).st_uid == ALICE.uid
+            seen.append(os.geteuid())
+            with pytest.raises(PermissionError):
+                bob.fchmod(alice.open(["open", "alices"], os.O_RDONLY), 0o666)   # not bob's file
+            assert bob.may_delete(["open", "alices"]) and not bob.may_delete(["sticky", "alices"])
+            assert alice.may_delete(["sticky", "alices"])
+            switches = creds.switches
+            assert again.may_delete(["sticky", "alices"]) and again.may_open(["open", "alices"], 4)
+            assert creds.switches == switches            # equal ids: the thread acts so already
+            assert again.may_open(["open", "staff"], 4) and not fewer.may_open(["open", "staff"], 4)
+            seen.append(os.getgroups())
+            assert alice.may_open(["open", "staff"], 4)
+            with pytest.raises(PermissionError):
+                bob.remove(["sticky", "alices"], False)     # someone else's, in a sticky directory
+        return seen
+    seen = in_thread(run)
+    assert seen == [ALICE.uid, ALICE.uid, [ALICE.gid]] * 2
+
+
+@ROOT_ONLY
 def test_credentials_belong_to_their_thread(share):
     _root, base = share
     creds = ThreadCredentials()          # this (the test's) thread's

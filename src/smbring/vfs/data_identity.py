@@ -68,6 +68,7 @@ class DataCredentials:
         self.creds = creds
         self.kept = kept
         self._owners: dict[int, object] = {}         # fd -> the Identity that opened it
+        self._devices: dict[int, int] = {}           # fd -> its st_dev, where the open read it
         self._twins: dict[int, int] = {}             # a module's second fd -> the client's fd
         self._open: dict[object, int] = {}           # Identity -> its descriptors open
         self._ring = None                            # the Ring the personalities belong to
@@ -76,19 +77,31 @@ class DataCredentials:
         self.registered = self.unregistered = 0      # (for the tests and the log)
 
     # -- descriptors --------------------------------------------------------------------------
-    def opened(self, fd: int, who) -> None:
-        """`who` opened fd (the view it was opened through acts as `who`)."""
+    def opened(self, fd: int, who, device: int | None = None) -> None:
+        """`who` opened fd (the view it was opened through acts as `who`); `device`: its
+        st_dev, where the open read its stat already (the modules ask which device a
+        descriptor is on: see `device`)."""
         stale = self._owners.pop(fd, None)
         if stale is not None:           # closed without a word: its number is reused now
             self._release(stale)
         self._owners[fd] = who
         self._open[who] = self._open.get(who, 0) + 1
+        if device is None:
+            self._devices.pop(fd, None)
+        else:
+            self._devices[fd] = device
 
     def closed(self, fd: int) -> None:
         """fd is being closed: it has no owner any more."""
         who = self._owners.pop(fd, None)
+        self._devices.pop(fd, None)
         if who is not None:
             self._release(who)
+
+    def device(self, fd: int) -> int | None:
+        """The device fd's file is on (its st_dev: an open file never moves to another), as
+        its open read it; None where it did not (the caller asks fstat)."""
+        return self._devices.get(fd)
 
     def twin(self, fd: int, of: int) -> None:
         """fd is another descriptor of the file `of` names, opened by a module for its own

@@ -46,6 +46,14 @@ class Identity:
     gid: int
     groups: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        # the hash computed once: descriptors' owners are counted by identity on every open
+        # and close (vfs.data_identity), and the dataclass's own builds a tuple each time
+        object.__setattr__(self, "_hash", hash((self.uid, self.gid, self.groups)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
 
 def current_identity(name: str = "server") -> Identity:
     """The calling thread's effective identity now."""
@@ -68,6 +76,10 @@ class ThreadCredentials:
     def become(self, who: Identity) -> None:
         """Makes the thread act as `who` (nothing to do when it already does)."""
         if who == self.current:
+            # the same ids and groups (another session of the account): the thread acts as
+            # `who` already; remembered as `who` so that its views' next calls find it so
+            # at one look (ShareView compares by identity, not by value)
+            self.current = who
             return
         if threading.get_ident() != self._thread:
             raise RuntimeError("credentials switched from a thread they do not belong to")
@@ -209,6 +221,27 @@ class ShareView:
         self.root = base.root
         self.identity = identity
         self.creds = creds if identity is not None else None
+        # each call bound once, for the view's life (a tree connect's): the class's `_acting`
+        # would look the method up by name on every call of every CREATE
+        for name in CALLS:
+            method = getattr(base, name, None)
+            if getattr(ShareView.__dict__[name], "acting", False) and method is not None:
+                setattr(self, name, self._acting_as(method))
+
+    def _acting_as(self, method):
+        """`method` of the base, made as the view's identity: the thread switched first
+        unless it acts as the identity already (one comparison by identity: `become` makes
+        `current` this very object). A view without identity makes no switch at all."""
+        creds, identity = self.creds, self.identity
+        if creds is None:
+            return method
+
+        def call(*args, **kw):
+            if creds.current is not identity:
+                creds.become(identity)
+            return method(*args, **kw)
+        call.__name__ = call.__qualname__ = method.__name__
+        return call
 
     def close(self) -> None:
         pass
@@ -231,7 +264,8 @@ class ShareView:
         self._act()
         fd, st = self.base.open_stat(parts, flags, mode)
         if self.creds is not None:
-            self.creds.data.opened(fd, self.identity)    # (a CREATE may keep it as the open's)
+            # (a CREATE may keep it as the open's; its device saves the data modules a stat)
+            self.creds.data.opened(fd, self.identity, st.st_dev)
         return fd, st
 
     def close_file(self, fd):
@@ -246,6 +280,8 @@ class ShareView:
 
 
 def _acting(name: str):
+    # (the class's: what the protocol names, for a look at the class; a view binds its own
+    # in __init__, which is what its calls find first)
     def call(self, *args, **kw):
         creds = self.creds
         if creds is not None and creds.current is not self.identity:
@@ -253,6 +289,7 @@ def _acting(name: str):
         return getattr(self.base, name)(*args, **kw)
     call.__name__ = name
     call.__doc__ = f"FileSystem.{name}, as the view's identity."
+    call.acting = True      # (what a view binds for itself: the calls the class does not define)
     return call
 
 

@@ -170,8 +170,11 @@ class IoUring(Posix):
         dev = self._device_of.get(fd)
         if dev is None:
             # (forgotten at `closed`; a number reused unseen could only pick the other way to
-            # run the same op as the same owner)
-            dev = self._device_of[fd] = os.fstat(fd).st_dev
+            # run the same op as the same owner). Its open may have read it already.
+            dev = self.data.device(fd) if self.data is not None else None
+            if dev is None:
+                dev = os.fstat(fd).st_dev
+            self._device_of[fd] = dev
         punts = self._punts.get(dev)
         if punts is None:
             from smbring.uring import punts_buffered_io

@@ -80,15 +80,20 @@ def refused_by_the_kernel(fs: FileSystem, parts: list[str], access: int) -> None
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
-def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bool):
+def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bool, root_st=None):
     """An existing file's stored security descriptor and DOS information, read through one
     open of it: (fd and stat, descriptor, DOS information), with ((None, None), None, None)
     when it cannot be opened. With `keep` the fd is opened as a read-only open of the file
     is (O_RDONLY, O_DIRECTORY for a directory) and left open, for the CREATE to take as its
-    own; else it is closed (None in its place)."""
+    own; else it is closed (None in its place). `root_st`: the share root's stat, for the
+    root (parts []): "." beneath the root's own descriptor opens that very directory, so
+    the stat already read is the fd's, and no fstat is asked again."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0) if keep else os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd, st = fs.open_stat(parts, flags)
+        if root_st is not None and not parts:
+            fd, st = fs.open(parts, flags), root_st
+        else:
+            fd, st = fs.open_stat(parts, flags)
     except OSError:
         return (None, None), None, None
     try:
@@ -348,12 +353,13 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # to truncate, no MAXIMUM_ALLOWED that might grant writing), that fd becomes the open's
     held_fd = held_st = None
     created_fd = None       # a new file's creating descriptor, kept where it is the open's
-    if exists and parts:
+    if exists:
+        # (the share's root too, always a directory: a descriptor a client stored on it
+        # decides as well, and its one open is the open's, as any directory's is)
         keep = is_dir or not (acl.map_generic(access) & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
-        (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep)
-    elif exists:        # the share's root: a descriptor a client stored on it decides as well
-        sd = stored_sd(fs, parts)
+        (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep,
+                                                          root_st=st if not parts else None)
     try:
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
