@@ -165,7 +165,8 @@ def test_the_depot_belongs_to_the_server(server, alice):
 
 def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess:
     """`code` run by a local user: a process with only that user's ids."""
-    prelude = f"import os\nos.setgroups([])\nos.setresgid({gid}, {gid}, {gid})\nos.setresuid({uid}, {uid}, {uid})\n"
+    # (modules first: the interpreter's own files need not be readable by the user)
+    prelude = f"import os, pathlib\nos.setgroups([])\nos.setresgid({gid}, {gid}, {gid})\nos.setresuid({uid}, {uid}, {uid})\n"
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60)
 
 
@@ -174,7 +175,7 @@ def test_a_local_user_cannot_read_streams_in_the_depot(server, alice):
     put(alice, r"shared\a600.txt:hers", b"alice's private stream")
     path = stream_file(server, "a600.txt", "hers")
     uid, gid = server["accounts"][BOB]
-    walk = (f"import pathlib\nfound = []\n"
+    walk = (f"found = []\n"
             f"try:\n    found.append(pathlib.Path({str(path)!r}).read_bytes())\nexcept OSError:\n    pass\n"
             f"for dirpath, dirs, files in os.walk({str(server['share'] / DEPOT)!r}):\n"
             f"    for f in files:\n"
