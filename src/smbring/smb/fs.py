@@ -114,9 +114,17 @@ class FileSystem(Protocol):
         stored on the file. Raises OSError only when storing a new id fails."""
         ...
 
+    def stream_id_of(self, fd: int, create: bool = False) -> str | None:
+        """The same for an open file: the id is read (or stored) on that very file, with the
+        rights of whoever the file system acts as, and is that file's only (an id copied
+        onto another file gives None). Raises OSError only when storing a new id fails."""
+        ...
+
     def stream_parts(self, sid: str, stream: str | None = None) -> list[str]:
-        """The path of the file's stream directory, or of one stream in it. Raises PathError
-        for an id or stream name no client could have made."""
+        """The path of the file's stream directory, or of one stream in it: a path into the
+        stream depot, which the file system reaches as itself (the server), never as a user
+        (a stream's access is decided by its file, at CREATE). Raises PathError for an id or
+        stream name no client could have made."""
         ...
 
     def streams(self, sid: str | None) -> list[tuple[str, os.stat_result]]:
@@ -204,6 +212,12 @@ class FileSystem(Protocol):
         (MAY_WRITE) the file at `parts`, as the kernel judges it (mode bits, ACLs), asked
         before a CREATE starts anything on other clients' behalf (breaks). True where it
         cannot tell (the open that follows decides). Raises nothing."""
+        ...
+
+    def may_access_open(self, fd: int, mode: int) -> bool:
+        """Whether whoever the file system acts as may read (MAY_READ) and/or write (MAY_WRITE)
+        the open file, as the kernel judges it (mode bits, ACLs, groups): a stream's rights
+        are its file's. Raises nothing."""
         ...
 
     def reachable(self) -> bool:

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from smbring.uring import set_thread_credentials
+from smbring.vfs.api import STREAMS_DIR
 from smbring.vfs.data_identity import DataCredentials
 
 
@@ -72,6 +73,8 @@ class ThreadCredentials:
         self._thread = threading.get_ident()
         # who each open file's data I/O runs as (on the ring, in the pool's threads)
         self.data = DataCredentials(self)
+        # descriptors of streams, opened by the server in its depot for a user (ShareView)
+        self.stream_fds: set[int] = set()
 
     def become(self, who: Identity) -> None:
         """Makes the thread act as `who` (nothing to do when it already does)."""
@@ -204,7 +207,8 @@ class NoSwitch:
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
-         "stream_id", "stream_parts", "streams", "make_stream_dir", "remove_streams", "close_file", "fstat",
+         "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "remove_streams",
+         "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
@@ -254,29 +258,122 @@ class ShareView:
             creds.become(self.identity)
 
     def open(self, parts, flags, mode=0o644):
-        self._act()
+        self._act_on(parts)
         fd = self.base.open(parts, flags, mode)
-        if self.creds is not None:
-            self.creds.data.opened(fd, self.identity)    # its data I/O runs as the identity
+        self._opened(fd, parts)
         return fd
 
     def open_stat(self, parts, flags, mode=0o644):
-        self._act()
+        self._act_on(parts)
         fd, st = self.base.open_stat(parts, flags, mode)
-        if self.creds is not None:
-            # (a CREATE may keep it as the open's; its device saves the data modules a stat)
-            self.creds.data.opened(fd, self.identity, st.st_dev)
+        # (a CREATE may keep it as the open's; its device saves the data modules a stat)
+        self._opened(fd, parts, st.st_dev)
         return fd, st
+
+    def _opened(self, fd, parts, device: int | None = None) -> None:
+        if self.creds is not None:
+            # its data I/O runs as the identity, a stream's too (the server opened it for
+            # the user, who was granted it by the stream's file: smb/commands/create.py)
+            self.creds.data.opened(fd, self.identity, device)
+            if _in_depot(parts):
+                self.creds.stream_fds.add(fd)
+            else:
+                self.creds.stream_fds.discard(fd)
 
     def close_file(self, fd):
         if self.creds is not None:
             self.creds.data.closed(fd)
+            self.creds.stream_fds.discard(fd)
         self._act()
         self.base.close_file(fd)
 
     def mkdir(self, parts, mode=0o755):
-        self._act()
+        self._act_on(parts)
         self.base.mkdir(parts, mode)
+
+    # -- alternate data streams: the depot is the server's ------------------------------------
+    # A stream is a file in the server's depot (vfs/posix.py), reached as the server once the
+    # user's rights on its base file were judged as the user (smb/commands/create.py): paths
+    # into the depot, and the metadata of stream descriptors, are the server's to handle.
+    def _act_on(self, parts) -> None:
+        if _in_depot(parts):
+            self._as_server()
+        else:
+            self._act()
+
+    def _act_on_fd(self, fd) -> None:
+        if self.creds is not None and fd in self.creds.stream_fds:
+            self._as_server()
+        else:
+            self._act()
+
+    def _as_server(self) -> None:
+        if self.creds is not None:
+            self.creds.to_server()
+
+    def stream_id_of(self, fd, create=False):
+        """The id is read (or stored) on the file as the user, with the user's rights on it;
+        whether its stream directory belongs to that file is the server's to check."""
+        self._act()
+        found = self.base.stream_key(fd, create)
+        if found is None:
+            return None
+        self._as_server()
+        return found[0] if self.base.claim_streams(*found, create) else None
+
+    def stream_id(self, parts, create=False):
+        self._act()
+        try:
+            fd = self.base.open(parts, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return self.stream_id_of(fd, create)
+        finally:
+            os.close(fd)
+
+    def streams(self, sid):
+        self._as_server()
+        return self.base.streams(sid)
+
+    def make_stream_dir(self, sid):
+        self._as_server()
+        self.base.make_stream_dir(sid)
+
+    def remove_streams(self, sid):
+        self._as_server()
+        self.base.remove_streams(sid)
+
+
+def _in_depot(parts) -> bool:
+    return bool(parts) and parts[0] == STREAMS_DIR
+
+
+def _on_path(name: str):
+    def call(self, parts, *args, **kw):
+        self._act_on(parts)
+        return getattr(self.base, name)(parts, *args, **kw)
+    call.__name__ = name
+    call.__doc__ = f"FileSystem.{name}, as the view's identity (as the server in the stream depot)."
+    return call
+
+
+def _on_fd(name: str):
+    def call(self, fd, *args, **kw):
+        self._act_on_fd(fd)
+        return getattr(self.base, name)(fd, *args, **kw)
+    call.__name__ = name
+    call.__doc__ = f"FileSystem.{name}, as the view's identity (as the server on a stream's descriptor)."
+    return call
+
+
+# the calls that name a path (into the depot, for a stream), or an open file's metadata (a
+# stream's: the server's file); data calls (ftruncate, allocate) on a stream's descriptor
+# run as the user, as its READs and WRITEs do
+for _name in ("stat", "remove", "may_delete", "may_open"):
+    setattr(ShareView, _name, _on_path(_name))
+for _name in ("fchmod", "set_times", "get_dos", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea"):
+    setattr(ShareView, _name, _on_fd(_name))
 
 
 def _acting(name: str):

@@ -14,7 +14,7 @@ import stat
 import struct
 
 from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, read_names, stat_entries
-from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
+from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
     DosInfo,
@@ -28,6 +28,10 @@ from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from he
 log = logging.getLogger("smbring.vfs")
 
 BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
+# a path into the stream depot follows no symlink at all: the server opens streams as itself
+# (root), and a link planted there (by a local user, in a depot an older version left to him)
+# must not lead to another file of the share
+IN_DEPOT = BENEATH | RESOLVE_NO_SYMLINKS
 FALLOC_FL_KEEP_SIZE = 0x1
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
@@ -35,7 +39,14 @@ FALLOC_FL_KEEP_SIZE = 0x1
 # share root, which clients can neither list nor name (Samba's streams_depot does the same).
 # Every path into it is <STREAMS_DIR>/<id>/<stream>, the id 16 hex digits, the stream name one
 # plain component: nothing a client names, nor an id someone else stored, leads elsewhere.
+# The depot and everything in it belong to the server (0700 directories, 0600 files): a server
+# running as root opens streams as itself, after judging the user's rights on the base file
+# as the user (smb/commands/create.py), so no local user reaches stream data in the depot.
+# Each file's directory records the file it belongs to (its device and inode, STREAM_BASE_XATTR):
+# an id copied onto another file (a local user may set user.* xattrs on his own files) reaches
+# no stream of the first.
 STREAM_ID_XATTR = "user.smbring.streams"
+STREAM_BASE_XATTR = "user.smbring.base"
 STREAM_ID_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -59,6 +70,44 @@ def valid_stream_id(sid: str) -> bool:
     return len(sid) == 16 and set(sid) <= STREAM_ID_DIGITS
 
 
+def _drop_acls(fd: int) -> None:
+    """Removes the POSIX ACLs an inherited default ACL gave a depot entry."""
+    for name in ("system.posix_acl_access", "system.posix_acl_default"):
+        try:
+            os.removexattr(fd, name)
+        except OSError:
+            pass
+
+
+def _make_servers(fd: int, mode: int) -> None:
+    os.fchown(fd, os.geteuid(), os.getegid())
+    os.fchmod(fd, mode)
+    _drop_acls(fd)
+
+
+def _take_over_entry(dir_fd: int, name: str, mode: int, inside=None) -> None:
+    """An entry of a depot being taken over: a directory (`inside` then walks it) or a plain
+    file with one name becomes the server's with `mode`; anything else (a symlink, a hard link,
+    a FIFO a local user left) is removed, never followed."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    wanted = stat.S_ISDIR(st.st_mode) if inside is not None else stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    if not wanted:
+        log.warning("stream depot: %s (mode %o, %d links) is no stream: removed", name, st.st_mode, st.st_nlink)
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError as e:
+            log.warning("stream depot: %s not removed: %s", name, e)
+        return
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_DIRECTORY if inside is not None else 0)
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        _make_servers(fd, mode)
+        if inside is not None:
+            inside(fd)
+    finally:
+        os.close(fd)
+
+
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
@@ -72,15 +121,20 @@ class PosixVFS:
     def rel(self, parts: list[str]) -> str:
         return "/".join(parts) if parts else "."
 
+    @staticmethod
+    def resolve(parts: list[str]) -> int:
+        """openat2's RESOLVE_* flags for a path: no symlink at all into the stream depot."""
+        return IN_DEPOT if parts and parts[0] == STREAMS_DIR else BENEATH
+
     def open(self, parts: list[str], flags: int, mode: int = 0o644) -> int:
         """An fd of the regular file or directory; anything else raises NotAFile, at once. The
         open itself never waits (O_NONBLOCK: a FIFO would wait for a writer) nor takes a
         terminal (O_NOCTTY); the fd then gets back the flags asked for, so a file is blocking
         again (io_uring answers EAGAIN on a non-blocking one). O_PATH opens nothing: as is."""
         if flags & os.O_PATH:
-            return openat2(self.root_fd, self.rel(parts), flags, mode, BENEATH)
+            return openat2(self.root_fd, self.rel(parts), flags, mode, self.resolve(parts))
         if self._cannot_wait(flags):
-            return openat2(self.root_fd, self.rel(parts), flags | os.O_NOCTTY, mode, BENEATH)
+            return openat2(self.root_fd, self.rel(parts), flags | os.O_NOCTTY, mode, self.resolve(parts))
         return self._open_checked(parts, flags, mode)[0]
 
     def open_stat(self, parts: list[str], flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
@@ -106,7 +160,8 @@ class PosixVFS:
 
     def _open_checked(self, parts: list[str], flags: int, mode: int) -> tuple[int, os.stat_result]:
         try:
-            fd = openat2(self.root_fd, self.rel(parts), flags | os.O_NONBLOCK | os.O_NOCTTY, mode, BENEATH)
+            fd = openat2(self.root_fd, self.rel(parts), flags | os.O_NONBLOCK | os.O_NOCTTY, mode,
+                         self.resolve(parts))
         except OSError as e:
             if e.errno in (errno.ENXIO, errno.ENODEV):     # a socket; a device without a driver
                 raise NotAFile(self.rel(parts)) from None
@@ -115,6 +170,11 @@ class PosixVFS:
             st = os.fstat(fd)
             if stat.S_IFMT(st.st_mode) not in (stat.S_IFREG, stat.S_IFDIR):
                 raise NotAFile(self.rel(parts))
+            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode) and self.resolve(parts) == IN_DEPOT:
+                # a stream has one name: a hard link in the depot (planted where an older
+                # version left it to a user) would be another file of the share
+                log.error("%s: a hard link in the stream depot, refused", self.rel(parts))
+                raise PermissionError(errno.EACCES, "a hard link in the stream depot")
             if not flags & os.O_NONBLOCK:
                 fcntl.fcntl(fd, fcntl.F_SETFL, flags)   # sets only the status flags
         except BaseException:
@@ -127,7 +187,7 @@ class PosixVFS:
         the share root itself has none that may be touched (EACCES)."""
         if not parts:
             raise PermissionError(errno.EACCES, "the share root cannot be removed or renamed")
-        fd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, BENEATH)
+        fd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, self.resolve(parts))
         return fd, parts[-1]
 
     def stat(self, parts: list[str]) -> os.stat_result:
@@ -138,7 +198,7 @@ class PosixVFS:
             st = os.stat(self.rel(parts), dir_fd=self.root_fd, follow_symlinks=False)
             if not stat.S_ISLNK(st.st_mode):
                 return st
-        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, BENEATH)
+        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, self.resolve(parts))
         try:
             return os.fstat(fd)
         finally:
@@ -198,27 +258,74 @@ class PosixVFS:
         return [STREAMS_DIR, sid, stream]
 
     def stream_id(self, parts: list[str], create: bool = False) -> str | None:
-        """The id under which the file's streams are kept, a random one stored on the file
-        itself (so a file that replaces a deleted one, even on the same inode, never sees the
-        old file's streams); None if it has none and `create` is false. An id that is not one
-        of ours (set by someone with local access) counts as none and is replaced."""
+        """The id under which the file's streams are kept (see `stream_id_of`); None also
+        when the file cannot be opened."""
         try:
             fd = self.open(parts, os.O_RDONLY)
         except OSError:
             return None
         try:
+            return self.stream_id_of(fd, create)
+        finally:
+            os.close(fd)
+
+    def stream_id_of(self, fd: int, create: bool = False) -> str | None:
+        """The id under which the open file's streams are kept: `stream_key` (read, or stored,
+        with the caller's rights on the file), then `claim_streams` (in the depot)."""
+        found = self.stream_key(fd, create)
+        if found is None:
+            return None
+        sid, st = found
+        return sid if self.claim_streams(sid, st, create) else None
+
+    @staticmethod
+    def stream_key(fd: int, create: bool = False) -> tuple[str, os.stat_result] | None:
+        """The stream id stored on the open file, a random one (so a file that replaces a
+        deleted one, even on the same inode, never sees the old file's streams), and the
+        file's stat; None if it has none and `create` is false. An id that is not one of ours
+        (set by someone with local access) counts as none and is replaced."""
+        try:
+            sid = os.getxattr(fd, STREAM_ID_XATTR).decode("ascii", "replace")
+            if valid_stream_id(sid):
+                return sid, os.fstat(fd)
+        except OSError as e:
+            if e.errno != errno.ENODATA:
+                return None
+        if not create:
+            return None
+        sid = os.urandom(8).hex()
+        os.setxattr(fd, STREAM_ID_XATTR, sid.encode("ascii"))
+        return sid, os.fstat(fd)
+
+    def claim_streams(self, sid: str, st: os.stat_result, create: bool) -> bool:
+        """Whether the id's stream directory belongs to the file `st` is the stat of: it
+        records the file's device and inode (made now with `create`, recorded now in a
+        directory an older version made); False for one another file's id named (an id
+        copied from file to file), which reaches nothing. Run as the server."""
+        base = f"{st.st_dev}:{st.st_ino}".encode("ascii")
+        self.check_depot()
+        try:
+            fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
+        except FileNotFoundError:
+            if not create:
+                return True     # no streams: nothing to reach
+            self.make_stream_dir(sid)
+            fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
+        except OSError:
+            return False
+        try:
             try:
-                sid = os.getxattr(fd, STREAM_ID_XATTR).decode("ascii", "replace")
-                if valid_stream_id(sid):
-                    return sid
+                recorded = os.getxattr(fd, STREAM_BASE_XATTR)
             except OSError as e:
                 if e.errno != errno.ENODATA:
-                    return None
-            if not create:
-                return None
-            sid = os.urandom(8).hex()
-            os.setxattr(fd, STREAM_ID_XATTR, sid.encode("ascii"))
-            return sid
+                    return False
+                os.setxattr(fd, STREAM_BASE_XATTR, base)
+                return True
+            if recorded != base:
+                log.warning("stream id %s stored on a file (inode %d) its streams do not belong to: "
+                            "its streams are not reached", sid, st.st_ino)
+                return False
+            return True
         finally:
             os.close(fd)
 
@@ -235,11 +342,49 @@ class PosixVFS:
             os.close(fd)
 
     def make_stream_dir(self, sid: str) -> None:
+        """The depot and the file's directory in it, the server's own (0700: made as the
+        server, whatever a directory mask or a default ACL would give)."""
+        self.check_depot()
         for i in (1, 2):
             try:
-                self.mkdir(self.stream_parts(sid)[:i])
+                self.mkdir(self.stream_parts(sid)[:i], 0o700)
             except FileExistsError:
-                pass
+                continue
+            fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)[:i]), os.O_RDONLY | os.O_DIRECTORY,
+                         0, IN_DEPOT)
+            try:
+                os.fchmod(fd, 0o700)     # (a default ACL in the share root would have widened it)
+                _drop_acls(fd)
+            finally:
+                os.close(fd)
+
+    def check_depot(self) -> None:
+        """The depot, where it exists, is the server's (its owner, 0700). One an older version
+        left (made by the first user to make a stream, 0755, that user's) is taken over: made
+        the server's with everything in it, links in it removed. Where the server cannot (not
+        root, and someone else's), PermissionError, and the log says what to do."""
+        try:
+            st = os.stat(STREAMS_DIR, dir_fd=self.root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        uid = os.geteuid()
+        if st.st_uid == uid and stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077:
+            return
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid and uid != 0:
+            log.error("%s/%s is not a directory of the server's (uid %d) that it can take over: "
+                      "streams refused; make it the server's (chown, chmod 0700) or remove it",
+                      self.root, STREAMS_DIR, uid)
+            raise PermissionError(errno.EACCES, "the stream depot is not the server's")
+        log.warning("%s/%s: a stream depot of uid %d, mode %o (an older version's): taken over "
+                    "by the server (owner uid %d, 0700)", self.root, STREAMS_DIR, st.st_uid,
+                    stat.S_IMODE(st.st_mode), uid)
+        fd = openat2(self.root_fd, STREAMS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, 0, IN_DEPOT)
+        try:
+            _make_servers(fd, 0o700)    # first: nobody else reaches what is below from now on
+            for name in os.listdir(fd):
+                _take_over_entry(fd, name, 0o700, lambda d: [_take_over_entry(d, n, 0o600) for n in os.listdir(d)])
+        finally:
+            os.close(fd)
 
     def remove_streams(self, sid: str | None) -> None:
         """Deletes the streams of a file that is gone."""
@@ -454,6 +599,15 @@ class PosixVFS:
                                  follow_symlinks=False)
         except OSError:
             return True
+
+    @staticmethod
+    def may_access_open(fd: int, mode: int) -> bool:
+        """faccessat of the open file itself (its /proc/self/fd link, which leads to the very
+        inode) with the effective ids: the rights on the file an open's descriptor pins."""
+        try:
+            return os.access(f"/proc/self/fd/{fd}", mode, effective_ids=True)
+        except OSError:
+            return False
 
     def reachable(self) -> bool:
         try:

@@ -131,6 +131,44 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
         fs.close_file(fd)
 
 
+def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access: int, options: int,
+                   disposition: int, attrs: int, create: bool, token) -> tuple[str | None, int]:
+    """A named stream's id, and the most an open of it may be granted: what this user's open
+    of the stream's file would have (as Samba's streams_xattr, whose streams are the file's
+    xattrs), judged on the very file whose id is read, opened as the user: reading by that
+    open (STATUS_ACCESS_DENIED where the kernel refuses it: a stream needs its file readable),
+    writing by the kernel's answer for it (mode bits, POSIX ACLs, groups), a descriptor a
+    client stored on it, its READONLY attribute and a read-only share. An open that asks to
+    write (or truncate, or delete) a stream of a file it may not write is refused; else its
+    open gets reading rights only. The stream itself is a file of the server's (the depot),
+    opened by the server: this is the check that guards it. The id is made (`create`) only
+    where the file may be written; None where there is none."""
+    try:
+        fd, st = fs.open_stat(parts, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
+    except PermissionError:
+        raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+    try:
+        sd, dos = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
+        truncating = disposition in TRUNCATING
+        checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
+        check_read_only(st, dos, access, options, disposition, attrs)
+        limit = wire.FILE_ALL_ACCESS
+        if sd is not None:
+            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+            if acl.check(checked_access, sd, parent, token) < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            limit = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
+        writable = (not share.read_only and not (not is_dir and is_read_only(st, dos))
+                    and limit & wire.FILE_WRITE_DATA and fs.may_access_open(fd, MAY_WRITE))
+        if not writable:
+            if acl.map_generic(access) & wire.WRITE_CLASS or truncating or options & wire.FILE_DELETE_ON_CLOSE:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            limit &= wire.READ_ONLY_ACCESS
+        return fs.stream_id_of(fd, create=bool(create and writable)), limit
+    finally:
+        fs.close_file(fd)
+
+
 def store_new_file_dos(fs: FileSystem, fd: int, attrs: int, is_dir: bool) -> DosInfo | None:
     """The DOS information of a file or directory this CREATE made, stored in one write: the
     attributes asked for (ARCHIVE with them, on a file) and the creation time the stat gives
@@ -297,6 +335,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # a missing (or non-directory) parent is a path not found, whatever the disposition
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     base_parts, base_key, index_number = parts, None, 0
+    stream_limit = None     # a stream's: the most its file lets this user's open of it have
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -314,7 +353,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
-        base_key = fs.stream_id(parts, create=not opening and not tree.share.read_only)
+        base_key, stream_limit = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options,
+                                                disposition, attrs, not opening, c.token(hdr))
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = fs.stream_parts(base_key, stream)
@@ -326,6 +366,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         except FileNotFoundError:
             if opening:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+            if not stream_limit & wire.FILE_WRITE_DATA:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)     # a new stream writes its file
             st, exists = None, False
             fs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
@@ -420,6 +462,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if tree.share.read_only:
             granted &= wire.READ_ONLY_ACCESS
             most &= wire.READ_ONLY_ACCESS
+        if stream_limit is not None:
+            granted &= stream_limit
+            most &= stream_limit
         if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
             # the account may not remove the file from its directory (no write access there, or a
             # sticky directory and someone else's file): refused to a client that asked for DELETE,
@@ -454,7 +499,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if stream is None:
                     mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY))
                 else:
-                    mode = 0o444 if attrs & wire.ATTR_READONLY else 0o644
+                    mode = 0o400 if attrs & wire.ATTR_READONLY else 0o600    # (the server's file)
                 fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
                 try:
                     if not acl_decides_mode:
