@@ -30,11 +30,11 @@ from smbring.vfs.api import (
     split_stream,
 )
 
-__all__ = ["MAY_READ", "MAY_WRITE", "STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError",
+__all__ = ["MAY_READ", "MAY_SEARCH", "MAY_WRITE", "STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError",
            "split_path", "split_stream"]
 
 # what `may_open` and `may_access` ask about (the values of os.R_OK and os.W_OK)
-MAY_READ, MAY_WRITE = 4, 2
+MAY_READ, MAY_WRITE, MAY_SEARCH = 4, 2, 1      # (access(2)'s R_OK, W_OK, X_OK)
 
 
 @runtime_checkable

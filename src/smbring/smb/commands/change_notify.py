@@ -17,6 +17,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import notify, wire
+from smbring.smb.fs import MAY_READ, MAY_SEARCH
 from smbring.smb.errors import SMBError
 from smbring.smb.state import AsyncRequest, GoAsync
 from smbring.smb.wire import Header
@@ -100,7 +101,7 @@ def may_list_down(o):
         try:
             for depth in range(1, len(dirs) + 1):
                 fds.append(fs.open(top + dirs[:depth], DIRECTORY_ONLY))
-                if not fs.may_access(fds[-1], ".", os.R_OK | os.X_OK):
+                if not fs.may_access(fds[-1], ".", MAY_READ | MAY_SEARCH):
                     return False
             parent = top_key
             for fd in fds:
