@@ -57,12 +57,16 @@ def lease_break_ack(c: Connection, hdr: Header, msg: bytes):
 
 def held_by_user_of(c: Connection, lease, session_id: int) -> bool:
     """Whether the session (valid on this connection: checked before the handler) is one of
-    the lease's opens' sessions, or of the same user as one of them (`breaks.acts_for`)."""
+    the lease's opens' sessions, or of the same user as one of them (`breaks.acts_for`). With
+    several workers, the opens of the lease held in other workers (whose sessions are not
+    known here) vouch for nobody: the client's connections are served by one worker."""
     sessions = c.state.sessions
     acker = c.sessions.get(session_id)
     who = acts_for(acker) if acker is not None else None
     for h in lease.holders:
-        sid = h.open.session_id
+        sid = getattr(h.open, "session_id", None)
+        if sid is None:
+            continue
         if sid == session_id:
             return True
         holder = sessions.get(sid)
