@@ -465,3 +465,42 @@ def test_an_unsigned_request_in_a_signed_compound_is_refused(server):
 def test_server_log_is_clean(server):
     text = server["log"].read_text()
     assert "Traceback" not in text and "failed" not in text.lower().replace("logon failed", ""), text[-3000:]
+
+
+# -- re-authentication as another user -----------------------------------------------------------
+
+def rename_info(name: str) -> bytes:
+    encoded = name.encode("utf-16-le")
+    return struct.pack("<B7xQI", 0, 0, len(encoded)) + encoded
+
+
+def test_handles_opened_before_a_reauthentication_act_as_the_new_user(server):
+    """ALICE's session re-authenticates as BOB (as smbd allows): her open keeps the access it
+    was granted (it still reads), but what is decided by who acts now (a rename in the sticky
+    share of her file, her 0600 file opened anew) is decided as BOB: her identity does not
+    stay with the handles for him to use."""
+    conn = Conn(server, ALICE)
+    try:
+        (server["share"] / "reauth.txt").write_text("hers")
+        os.chown(server["share"] / "reauth.txt", *server["accounts"][ALICE])
+        fid = conn.tree.open("reauth.txt", wire.GENERIC_READ | wire.DELETE)
+        raw, s = conn.raw, conn.session
+        ctx = spnego.client(BOB, PASSWORD, hostname="smbring", service="cifs")
+        r = raw.request(wire.SESSION_SETUP, session_setup_body(ctx.step()), session=s)
+        assert r.status == wire.STATUS_MORE_PROCESSING_REQUIRED, r
+        r = raw.request(wire.SESSION_SETUP, session_setup_body(ctx.step(raw.security_buffer(r))), session=s)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert conn.tree.read(fid, 4).status == wire.STATUS_SUCCESS
+        r = conn.tree.set_info(fid, 1, 10, rename_info("moved-by-bob.txt"))
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+        assert (server["share"] / "reauth.txt").exists()
+        assert conn.create("secret.txt", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN).status == \
+            wire.STATUS_ACCESS_DENIED
+        # back as ALICE, the same handle renames (the refusal above was BOB's)
+        ctx = spnego.client(ALICE, PASSWORD, hostname="smbring", service="cifs")
+        r = raw.request(wire.SESSION_SETUP, session_setup_body(ctx.step()), session=s)
+        r = raw.request(wire.SESSION_SETUP, session_setup_body(ctx.step(raw.security_buffer(r))), session=s)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert conn.tree.set_info(fid, 1, 10, rename_info("moved-by-alice.txt")).status == wire.STATUS_SUCCESS
+    finally:
+        conn.close()
