@@ -280,7 +280,8 @@ def test_a_lease_break_is_acknowledged_by_its_holder_only(server):
     opener = Conn(server, BOB)
     thief = Conn(server, BOB, alice.guid)
     try:
-        msg = opener.raw.message(wire.CREATE, create_request("shared-lease.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0, ()),
+        msg = opener.raw.message(wire.CREATE, create_request("shared-lease.txt", wire.GENERIC_READ,
+                                                             wire.FILE_OPEN, 0, ()),
                                  session=opener.session, tree_id=opener.tree.id)
         opener.raw.send([msg])
         pending = opener.raw.response_to(wire.Header.parse(msg).message_id)
