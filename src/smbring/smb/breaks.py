@@ -2,8 +2,10 @@
 (MS-SMB2 3.3.4.6, 3.3.4.7; Samba's smbXsrv_pending_break).
 
 A break belongs to a client, not to one of its connections: an oplock break may go on any
-channel of the open's session, a lease break on any connection of the client (by ClientGuid).
-It goes on the oldest one that qualifies (Windows and Samba alike). The shell then watches
+channel of the open's session, a lease break on any connection of the client (by ClientGuid)
+that carries the open's session or another session of the open's user (a ClientGuid is sent
+in the clear and is no credential: another user's connection naming it gets nothing of the
+user's leases, `acts_for`). It goes on the oldest one that qualifies (Windows and Samba alike). The shell then watches
 that the client's TCP stack acknowledges the message's bytes (`Send.delivered`): where it
 does not within a few retransmission timeouts, that connection is taken as lost (the shell
 closes it) and the break is sent again on the next connection that qualifies, as MS-SMB2
@@ -43,6 +45,7 @@ class PendingBreak:
     client: "Client"
     body: bytes
     session_id: int = 0             # the open's session: where it must go (0: any connection)
+    user: tuple | None = None       # its user (`acts_for`): a lease break may go to their other sessions
     channels_of_session: bool = False   # an oplock break: only the session's channels
     seal: bool = False              # the session encrypts: sealed with its keys
     retry: bool = True              # sent again on the next connection when one is lost
@@ -58,6 +61,7 @@ def send(client: "Client", body: bytes, session, *, oplock: bool, retry: bool,
     that has just closed its connections is not sent what no longer matters)."""
     seal = bool(session is not None and session.encrypt and session.encrypt_key)
     pb = PendingBreak(client, body, session.id if session is not None else 0,
+                      user=acts_for(session) if session is not None else None,
                       channels_of_session=oplock or seal, seal=seal, retry=retry or not oplock,
                       wanted=wanted)
     return _submit(pb)
@@ -68,14 +72,27 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
         return False
     if not pb.channels_of_session:
         # a lease break: a connection of the client that carries the open's session, or a
-        # logon other than an anonymous one (a connection that only NEGOTIATEd the ClientGuid,
-        # which is no secret, or logged on anonymously proves nothing of being that client)
-        return any(s.valid and (s.id == pb.session_id or s.user != "anonymous")
+        # logon of the same user (a connection that only NEGOTIATEd the ClientGuid, which is
+        # no secret, or logged on as another user or anonymously, proves nothing of being
+        # that client); where the open's session is gone, any logon but an anonymous one
+        if pb.user is None:
+            return any(s.valid and (s.id == pb.session_id or acts_for(s) is not None)
+                       for s in conn.sessions_here())
+        return any(s.valid and (s.id == pb.session_id or acts_for(s) == pb.user)
                    for s in conn.sessions_here())
     s = conn.sessions.get(pb.session_id)
     channel = s.channels.get(conn) if s is not None else None
     # a channel whose logon or binding is complete, a guest's (keyless) too
     return channel is not None and not channel.in_binding and s.valid
+
+
+def acts_for(session) -> tuple | None:
+    """Who a session is, as far as its client's shared state (leases) is concerned: its user
+    without the domain the client named, or the guest (all guests are one account); None for
+    an anonymous logon, which is nobody's."""
+    if session.guest:
+        return None if session.user == "anonymous" else ("guest",)
+    return ("user", session.user.rsplit("\\", 1)[-1].lower())
 
 
 def _submit(pb: PendingBreak) -> bool:
