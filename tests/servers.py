@@ -136,3 +136,19 @@ def unix_accounts(*names: str):
     finally:
         for name in made:
             subprocess.run(["userdel", name], capture_output=True)
+
+
+def spawn_for_accounts(tmp_path, share_path, users, password: str, more: str = "", share_options: str = ""):
+    """`smbring serve --config` as root, acting as real Unix accounts: [share] (read only =
+    no, plus `share_options` lines) at share_path, `more` appended to the file (other
+    shares), each of `users` in the password file with `password`. Returns (process, port,
+    log path)."""
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share_path}\nread only = no\n"
+                    + share_options + more)
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
+    for user in users:
+        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
+                       input=password + "\n", text=True, check=True, env=env, capture_output=True)
+    return spawn(tmp_path, "--config", str(conf), port=port, accounts=True)

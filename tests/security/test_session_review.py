@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 import spnego
 from raw import NoAnswer, RawClient
-from servers import free_port, spawn, stop, unix_accounts
+from servers import stop, unix_accounts, spawn_for_accounts
 from smbcore import change_notify_body, create_contexts_of, read_body, session_setup_body, write_body
 
 from smbring.smb import security, wire
@@ -64,15 +62,7 @@ def server(accounts, tmp_path_factory):
         os.chown(share / name, *accounts[ALICE])
     (share / "alice-dir").mkdir()
     os.chown(share / "alice-dir", *accounts[ALICE])
-    port = free_port()
-    conf = tmp / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share}\nread only = no\n"
-                    "durable handles = yes\n")
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp / "passdb"))
-    for user in (ALICE, BOB):
-        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
-                       input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
-    proc, port, log = spawn(tmp, "--config", str(conf), port=port, accounts=True)
+    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD, share_options="durable handles = yes\n")
     yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
     stop(proc)
     shutil.rmtree(top, ignore_errors=True)

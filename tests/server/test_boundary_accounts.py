@@ -10,7 +10,6 @@ import os
 import pwd
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
-from servers import free_port, spawn, stop, unix_accounts  # noqa: E402
+from servers import stop, unix_accounts, spawn_for_accounts  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -76,15 +75,7 @@ def server(accounts, tmp_path_factory):
     (share / "link-out").symlink_to(outside)                # left there by a local user
     (share / "link-root600").symlink_to("root600.txt")
     (share / "link-other").symlink_to(other)
-    port = free_port()
-    conf = tmp / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share}\nread only = no\n"
-                    f"veto files = /*.veto/\n[other]\npath = {other}\nread only = no\n")
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp / "passdb"))
-    for user in (ALICE, BOB):
-        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
-                       input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
-    proc, port, log = spawn(tmp, "--config", str(conf), port=port, accounts=True)
+    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD, share_options="veto files = /*.veto/\n", more=f"[other]\npath = {other}\nread only = no\n")
     srv = {"port": port, "share": share, "other": other, "outside": outside, "proc": proc, "log": log}
     # streams made through the server, as their owners
     with RawClient(port) as c:

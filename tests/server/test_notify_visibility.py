@@ -14,8 +14,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +31,7 @@ from smbprotocol.open import (  # noqa: E402
 )
 
 from notify_clients import Client  # noqa: E402
-from servers import free_port, spawn, stop, unix_accounts  # noqa: E402
+from servers import stop, unix_accounts, spawn_for_accounts  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
@@ -72,14 +70,7 @@ def server(accounts, tmp_path_factory):
         (share / rel).mkdir()
         (share / rel).chmod(mode)
         os.chown(share / rel, *accounts[BOB])
-    port = free_port()
-    conf = tmp / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share}\nread only = no\n")
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp / "passdb"))
-    for user in (ALICE, BOB):
-        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
-                       input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
-    proc, port, log = spawn(tmp, "--config", str(conf), port=port, accounts=True)
+    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD)
     yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
     stop(proc)
     shutil.rmtree(top, ignore_errors=True)

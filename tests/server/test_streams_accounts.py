@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
-from servers import free_port, spawn, stop  # noqa: E402
+from servers import stop, spawn_for_accounts  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -83,15 +83,7 @@ def server(accounts, tmp_path_factory):
         os.chown(path, *bob)
     for path in (depot, depot / LEGACY_ID):
         path.chmod(0o755)
-    port = free_port()
-    conf = tmp / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share}\nread only = no\n"
-                    f"[ro]\npath = {share}\nread only = yes\n")
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp / "passdb"))
-    for user in (ALICE, BOB):
-        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
-                       input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
-    proc, port, log = spawn(tmp, "--config", str(conf), port=port, accounts=True)
+    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD, more=f"[ro]\npath = {share}\nread only = yes\n")
     srv = {"port": port, "share": share, "shared": shared, "proc": proc, "log": log, "accounts": accounts}
     yield srv
     stop(proc)
