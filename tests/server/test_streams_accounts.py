@@ -7,7 +7,6 @@ Raw requests (tests/security/raw.py), so that every field is the test's."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
-from servers import stop, spawn_for_accounts  # noqa: E402
+from servers import spawn_for_accounts, stop, unix_accounts  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -37,15 +36,7 @@ LEGACY_ID = "0123456789abcdef"      # bob's b-legacy.txt's streams, as an older 
 
 @pytest.fixture(scope="module")
 def accounts():
-    made = []
-    try:
-        for name in (ALICE, BOB):
-            subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
-            made.append(name)
-        yield {n: (pwd.getpwnam(n).pw_uid, pwd.getpwnam(n).pw_gid) for n in made}
-    finally:
-        for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
+    yield from unix_accounts(ALICE, BOB)
 
 
 @pytest.fixture(scope="module")
