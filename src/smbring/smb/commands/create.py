@@ -581,8 +581,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not registered:
         fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
-    fid = c.random_ids.take(8) + struct.pack("<Q", c.next_id)
-    c.next_id += 1
+    volatile = c.next_id        # (a property: read once)
+    c.next_id = volatile + 1
+    fid = c.random_ids.take(8) + VOLATILE_ID.pack(volatile)
     o.fid = fid
     c.add_open(o)
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
@@ -647,6 +648,7 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
 
 # the CREATE request's fixed part (MS-SMB2 2.2.13), from StructureSize to CreateContextsLength
 CREATE_REQUEST = struct.Struct("<HBBIQQIIIIIHHII")
+VOLATILE_ID = struct.Struct("<Q")      # a FileId's second half: the connection's counter
 # the CREATE response's fixed part (MS-SMB2 2.2.14): StructureSize, OplockLevel, Flags,
 # CreateAction, the four times, AllocationSize, EndofFile, FileAttributes, Reserved2, FileId,
 # CreateContextsOffset and Length (the contexts follow it, at 64 + 88)
