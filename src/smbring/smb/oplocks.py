@@ -246,11 +246,13 @@ class Oplocks:
         granted = CACHING.get(requested, 0)
         if locked:
             granted &= ~(READ | HANDLE)
-        others = [other for other in self._files[o.key].values() if other is not h]
-        if any(not other.stat_only or other.cached() for other in others):
-            granted &= ~WRITE
-        if any(other.lease is not None and other.lease.state & HANDLE for other in others):
-            granted = 0
+        holders = self._files[o.key]
+        if len(holders) > 1:        # (the file's only open: no other to keep anything from it)
+            others = [other for other in holders.values() if other is not h]
+            if any(not other.stat_only or other.cached() for other in others):
+                granted &= ~WRITE
+            if any(other.lease is not None and other.lease.state & HANDLE for other in others):
+                granted = 0
         if granted & READ and not granted & WRITE and not level2:
             granted = 0
         level = level_of(granted)

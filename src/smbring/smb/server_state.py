@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from smbring.smb.channels import Client, NetworkInterface
 from smbring.smb.durable import DurableOpens
@@ -48,9 +48,8 @@ if TYPE_CHECKING:
     from smbring.smb.state import Open, Session
 
 
-@dataclass(frozen=True)
-class Closed:
-    """What closing an open leaves to its connection."""
+class Closed(NamedTuple):
+    """What closing an open leaves to its connection (a tuple: made at every CLOSE)."""
 
     locks_released: int             # byte-range locks the open still held
     delete: Open | None = None      # the open whose file is now to be deleted (its last close)
@@ -76,8 +75,10 @@ class ServerState:
         self._delete_pending = (backends.delete_pending if backends.delete_pending is not None
                                 else DeletePending(self.share_modes))
         self._trees = backends.trees if backends.trees is not None else TreeCounts()
-        # one step over several tables: the shared store makes it one transaction
-        self._atomic = backends.atomic or contextlib.nullcontext
+        # one step over several tables: the shared store makes it one transaction (alone, one
+        # reusable context that does nothing, not a new one per open and close)
+        no_transaction = contextlib.nullcontext()
+        self._atomic = backends.atomic or (lambda: no_transaction)
         self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
                          else SessionRegistry())
 

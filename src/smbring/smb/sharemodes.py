@@ -32,19 +32,29 @@ class ShareModes:
 
     def allowed(self, key, access: int, share: int) -> bool:
         """Whether an open with this access and share mode may join the file's opens."""
-        wants = categories(access)
-        share &= READ | WRITE | DELETE
+        others = self._opens.get(key)
+        if not others:          # (the file's first open: nothing to conflict with)
+            return True
+        return self._fits(others, categories(access), share & (READ | WRITE | DELETE))
+
+    @staticmethod
+    def _fits(others: dict, wants: int, share: int) -> bool:
         if not wants:
             return True
         return not any(wants & ~other_share or other_wants & ~share
-                       for other_wants, other_share in self._opens.get(key, {}).values()
+                       for other_wants, other_share in others.values()
                        if other_wants)     # an attribute-only open shares everything
 
     def check_and_add(self, key, owner: int, access: int, share: int) -> bool:
         """Registers the open unless it conflicts; False means STATUS_SHARING_VIOLATION."""
-        if not self.allowed(key, access, share):
+        wants, share = categories(access), share & (READ | WRITE | DELETE)
+        others = self._opens.get(key)
+        if others is None:
+            self._opens[key] = {owner: (wants, share)}
+            return True
+        if not self._fits(others, wants, share):
             return False
-        self._opens.setdefault(key, {})[owner] = (categories(access), share & (READ | WRITE | DELETE))
+        others[owner] = (wants, share)
         return True
 
     def remove(self, key, owner: int) -> None:

@@ -97,7 +97,7 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
     except OSError:
         return (None, None), None, None
     try:
-        metadata = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
+        metadata = sd_of(fs, fd, parts), fs.get_dos(fd)
     except OSError:
         metadata = None, None
     except BaseException:
@@ -187,14 +187,18 @@ def store_new_file_dos(fs: FileSystem, fd: int, attrs: int, is_dir: bool) -> Dos
     return fs.get_dos(fd)
 
 
-def sd_of(fs: FileSystem, fd: int, where: str) -> "acl.Descriptor | None":
+def sd_of(fs: FileSystem, fd: int, where: "str | list[str]") -> "acl.Descriptor | None":
     """The descriptor stored on an open file, if any (an unreadable one is ignored, loudly;
-    an error reading it is raised)."""
+    an error reading it is raised). `where`: the file's path for the log, or its parts
+    (joined only to be logged)."""
     blob = fs.get_sd(fd)
+    if not blob:
+        return None
     try:
-        return acl.parse(blob) if blob else None
+        return acl.parse(blob)
     except acl.BadDescriptor:
-        log.warning("%s: unreadable stored security descriptor ignored", where)
+        log.warning("%s: unreadable stored security descriptor ignored",
+                    where if isinstance(where, str) else "/".join(where))
         return None
 
 
@@ -264,7 +268,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
     if answered is not None:
         return answered
     try:
-        return open_file(c, hdr, msg, rhdr, chain, retry, durable)
+        return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree)
     except GoAsync:
         raise           # held for an oplock break: its CreateGuid stays taken meanwhile
     except BaseException:
@@ -273,11 +277,11 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
 
 
 def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
-              durable: create_durable.DurableRequest):
-    """CREATE of a file, directory or named pipe."""
+              durable: create_durable.DurableRequest, tree):
+    """CREATE of a file, directory or named pipe, on the request's tree (`c.tree(hdr)`, looked
+    up by h_create, which checks the open files limit too)."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
-     options, name_off, name_len, ctx_off, ctx_len) = struct.unpack_from("<HBBIQQIIIIIHHII", msg, 64)
-    tree = c.tree(hdr)     # (the open files limit: checked by h_create, which calls this)
+     options, name_off, name_len, ctx_off, ctx_len) = CREATE_REQUEST.unpack_from(msg, 64)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
     if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
@@ -354,7 +358,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
         base_key, stream_limit = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options,
-                                                disposition, attrs, not opening, c.token(hdr))
+                                                disposition, attrs, not opening, tree.token)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = fs.stream_parts(base_key, stream)
@@ -407,7 +411,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # overwriting a file needs the right to write it, whatever the open asks for (the open
         # itself holds only what it asked for)
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
-        token = c.token(hdr)
+        token = tree.token     # (c.token(hdr): the SIDs of this tree connect)
         parent = None
         if exists and parts:
             check_read_only(st, dos, access, options, disposition, attrs)
@@ -425,18 +429,19 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         elif exists and sd is not None:     # the root (its parent is outside the share)
             if acl.check(checked_access, sd, None, token) < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-        if exists and c.state.is_delete_pending((st.st_dev, st.st_ino)):
-            raise SMBError(wire.STATUS_DELETE_PENDING)
-        # truncating the file writes it, whatever the access asked for (Samba's open_access_mask):
-        # so it counts for share modes and oplocks
-        if exists:      # oplock breaks first: a holder may close the handle it keeps (batch)
+        if exists:
             key = (st.st_dev, st.st_ino)
+            if c.state.is_delete_pending(key):
+                raise SMBError(wire.STATUS_DELETE_PENDING)
+            # truncating the file writes it, whatever the access asked for (Samba's
+            # open_access_mask): so it counts for share modes and oplocks; oplock breaks
+            # first: a holder may close the handle it keeps (batch)
             if create_durable.close_detached(c, key, checked_access):
                 # a durable open whose client is gone held it: closed (deleted on close, perhaps)
                 if held_fd is not None:
                     fs.close_file(held_fd)
                     held_fd = None
-                return open_file(c, hdr, msg, rhdr, chain, retry, durable)
+                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree)
             sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
             if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                        overwrite=truncating,
@@ -576,8 +581,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not registered:
         fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
-    fid = c.random_ids.take(8) + struct.pack("<Q", c.next_id)
-    c.next_id += 1
+    volatile = c.next_id        # (a property: read once)
+    c.next_id = volatile + 1
+    fid = c.random_ids.take(8) + VOLATILE_ID.pack(volatile)
     o.fid = fid
     c.add_open(o)
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
@@ -640,6 +646,9 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
         152 if extra else 0, len(extra)) + extra
 
 
+# the CREATE request's fixed part (MS-SMB2 2.2.13), from StructureSize to CreateContextsLength
+CREATE_REQUEST = struct.Struct("<HBBIQQIIIIIHHII")
+VOLATILE_ID = struct.Struct("<Q")      # a FileId's second half: the connection's counter
 # the CREATE response's fixed part (MS-SMB2 2.2.14): StructureSize, OplockLevel, Flags,
 # CreateAction, the four times, AllocationSize, EndofFile, FileAttributes, Reserved2, FileId,
 # CreateContextsOffset and Length (the contexts follow it, at 64 + 88)
