@@ -94,6 +94,9 @@ class DurableOpens:
         self._by_persistent: dict[bytes, Durable] = {}
         self._by_open: dict[object, Durable] = {}
         self._detached: dict[Durable, None] = {}        # in the order they were detached
+        # the same by file ((device, inode)): every CREATE asks for its file's, and up to
+        # `max disconnected durable handles` may wait, so it is no scan of them all
+        self._detached_by_key: dict[object, dict[Durable, None]] = {}
         # (ClientGuid, user, CreateGuid) -> (the open, its CreateAction) or Pending
         self._creates: dict[tuple, object] = {}
         self._create_of: dict[object, tuple] = {}       # open -> its replay key
@@ -115,6 +118,7 @@ class DurableOpens:
         d.deadline = self.clock() + d.timeout
         d.close, d.locks = close, locks
         self._detached[d] = None
+        self._detached_by_key.setdefault(d.open.key, {})[d] = None
         while len(self._detached) > max(limit, 0):
             self._close(next(iter(self._detached)), effects)
         return True
@@ -132,8 +136,17 @@ class DurableOpens:
             return None
         return d
 
+    def _undetach(self, d: Durable) -> None:
+        if d in self._detached:
+            del self._detached[d]
+            same_file = self._detached_by_key.get(d.open.key)
+            if same_file is not None:
+                same_file.pop(d, None)
+                if not same_file:
+                    del self._detached_by_key[d.open.key]
+
     def reattach(self, d: Durable) -> None:
-        self._detached.pop(d, None)
+        self._undetach(d)
         d.deadline, d.close, d.locks = None, None, 0
 
     def forget(self, o) -> None:
@@ -141,7 +154,7 @@ class DurableOpens:
         d = self._by_open.pop(o, None)
         if d is not None:
             self._by_persistent.pop(d.persistent, None)
-            self._detached.pop(d, None)
+            self._undetach(d)
         key = self._create_of.pop(o, None)
         if key is not None:
             self._creates.pop(key, None)
@@ -151,7 +164,7 @@ class DurableOpens:
 
     def detached_of(self, key) -> list[Durable]:
         """The detached opens of the file `key` ((device, inode))."""
-        return [d for d in self._detached if d.open.key == key]
+        return list(self._detached_by_key.get(key, ()))
 
     def close_detached(self, d: Durable, effects: list) -> None:
         if d.detached:
@@ -167,7 +180,7 @@ class DurableOpens:
 
     def _close(self, d: Durable, effects: list) -> None:
         close = d.close
-        self._detached.pop(d, None)
+        self._undetach(d)
         d.deadline, d.close = None, None
         if close is not None:
             close(effects)          # (its ServerState.close_open forgets it here too)
@@ -223,5 +236,5 @@ class DurableOpens:
 
     def held(self) -> int:
         """Entries of any kind (for tests: nothing stays once the opens are closed)."""
-        return len(self._by_open) + len(self._by_persistent) + len(self._detached) + \
+        return len(self._by_open) + len(self._by_persistent) + len(self._detached) + len(self._detached_by_key) + \
             len(self._creates) + len(self._create_of)
