@@ -16,10 +16,8 @@ finds) and `advance(bytes)` as data is written (cli.Progress draws it).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
-import secrets
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import ProtocolError
@@ -30,7 +28,8 @@ MAX_DEPTH = 64        # directory levels a download follows (a server could nest
 
 
 def _temporary_name(name: str) -> str:
-    return f".{name}.smbring-{secrets.token_hex(4)}.part"
+    # os.urandom, as secrets.token_hex uses (whose import, random and all, cost ~2 ms per command)
+    return f".{name}.smbring-{os.urandom(4).hex()}.part"
 
 
 def _basename(remote: str) -> str:
@@ -297,6 +296,7 @@ def _allocate(fd: int, size: int) -> None:
     the writes allocate as they go (as before; a full disk then fails the write)."""
     if size <= 0:
         return
+    import ctypes           # here only: ls and put do without it
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fallocate = libc.fallocate
