@@ -13,6 +13,7 @@ without passing through Python objects (docs/CLIENT.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import struct
@@ -75,6 +76,42 @@ async def pipelined(jobs, depth: int, on_result: Callable[[object], object] | No
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+async def pipelined_requests(client, starts, depth: int, finish, on_result=None) -> None:
+    """Like pipelined, for requests begun with client.start_data_request: `starts` yields
+    (start, finish_args): start() begins a request at once (sent there and then where the
+    channel has the credits), finish(started, *finish_args) awaits and checks its answer. The
+    answers are handed to on_result in the order the requests were made. Neither the
+    requests nor their answers take a task of their own: the waiting is done here, so an
+    answer costs the event loop one turn (this task woken by it) instead of three."""
+    running: deque = deque()
+
+    def cancel(started) -> None:
+        channel, future, _request = started
+        future.cancel()         # a request still on the wire: its answer is dropped when it comes
+
+    async def take(started, args) -> None:
+        result = await finish(started, *args)
+        if on_result:
+            after = on_result(result)
+            if after is not None and inspect.isawaitable(after):
+                await after
+    try:
+        for start, args in starts:
+            running.append((start(), args))
+            if len(running) >= depth:
+                await take(*running.popleft())
+        while running:
+            await take(*running.popleft())
+    finally:
+        tasks = []
+        for started, _args in running:
+            cancel(started)
+            if started[0] is None:
+                tasks.append(started[1])
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class RemoteFile:
@@ -146,12 +183,15 @@ class RemoteFile:
         self._position += got
         return bytes(out)
 
-    async def _read_chunk(self, offset: int, length: int,
-                          into: int | None = None) -> tuple[int, int, memoryview | Spliced]:
-        r = await self._client.data_request(
+    def _start_read(self, offset: int, length: int, into: int | None = None):
+        return self._client.start_data_request(
             wire.READ, m.read_request(self.file_id, offset, length), payload=length,
             expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}",
             into=None if into is None else FileTarget(into, offset, length))
+
+    async def _finish_read(self, started, offset: int,
+                           length: int) -> tuple[int, int, memoryview | Spliced]:
+        r = await self._client.finish_data_request(started)
         if r.status == wire.STATUS_END_OF_FILE:
             return offset, length, memoryview(b"")
         if r.spliced is not None:      # checked by the channel before it wrote anything
@@ -188,7 +228,7 @@ class RemoteFile:
                     return          # the end of the file is known: ask no further
                 size = client.io_size if chunk_size is None else client.fitting(chunk_size)
                 n = min(size, offset + length - start)
-                yield self._read_chunk(start, n, into)
+                yield functools.partial(self._start_read, start, n, into), (start, n)
                 start += n
 
         def take(result):
@@ -208,7 +248,9 @@ class RemoteFile:
                 return sink(start, data)
             return None
 
-        await pipelined(jobs(), client.transfer_depth if depth is None else max(1, depth), take)
+        await pipelined_requests(client, jobs(),
+                                 client.transfer_depth if depth is None else max(1, depth),
+                                 self._finish_read, take)
         return state["total"]
 
     async def write(self, data) -> int:
