@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> module that registers it; imported only when that subcommand is asked for,
@@ -48,8 +49,41 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized as argparse sizes it (the terminal's width less 2) but
+    without shutil: argparse makes a formatter for every add_argument, and the first one
+    imported shutil (with bz2 and lzma), a few ms of every command."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser with :class:`Formatter`; subcommands' parsers are made of this class
+    too (add_subparsers hands its parser class on)."""
+
+    def __init__(self, *args, formatter_class=Formatter, **kw):
+        super().__init__(*args, formatter_class=formatter_class, **kw)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smbring", description=__doc__.splitlines()[0])
+    parser = Parser(prog="smbring", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

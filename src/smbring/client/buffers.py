@@ -14,7 +14,6 @@ a cancellation can never return a buffer that is still being written from, nor l
 """
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import sys
@@ -39,6 +38,7 @@ def _receive_buffer(length: int, data_at: int) -> tuple[mmap.mmap, int]:
     into it misses the TLB less, and making it costs one fault: on a 2-core VM this took
     about a tenth off a download's CPU. Where huge pages are not to be had, small pages do
     the same job. Returns the map and where in it the buffer starts."""
+    import ctypes           # (here and in aligned(): only a download needs it, ls and put do not)
     whole = mmap.mmap(-1, length + HUGE, flags=_PRIVATE_MAP)
     holder = ctypes.c_char.from_buffer(whole)
     address = ctypes.addressof(holder)
@@ -168,4 +168,5 @@ def aligned(view: memoryview) -> bool:
     """Whether a (writable) buffer starts on a page and is a whole number of pages long."""
     if not len(view) or len(view) % ALIGN or view.readonly or not view.c_contiguous:
         return False
+    import ctypes
     return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0

@@ -77,6 +77,7 @@ class _Pending:
     keys: SessionKeys | None
     signed: bool                # the response must carry a good signature (unless sealed)
     into: FileTarget | None = None  # a READ's file (a descriptor of the channel's own)
+    timer: asyncio.TimerHandle | None = None   # `timeout` for the answer, cancelled with it
 
 
 class Channel:
@@ -465,6 +466,10 @@ class Channel:
                 raise self._error
             self._credit_change.clear()
             await self._credit_change.wait()
+        return self._take_credits_now(charge)
+
+    def _take_credits_now(self, charge: int) -> int:
+        """The next MessageId, charge credits taken (the caller has seen there are enough)."""
         if self._error is not None:
             raise self._error
         self._balance -= charge
@@ -501,6 +506,40 @@ class Channel:
             raise self._error
         charge = self.charge_for(payload)
         message_id = await self._take_credits(charge)
+        pending, sent = self._send_request(message_id, charge, command, body, keys, tree_id,
+                                           session_id, data, sign, verify, into, keep_request)
+        try:
+            response = await pending.future
+        finally:
+            pending.timer.cancel()
+        response.request = sent
+        if response.status not in expect:
+            raise error_for(response.status, what or _command_name(command))
+        return response
+
+    def start_request(self, command: int, body: bytes, *, keys: SessionKeys | None = None,
+                      tree_id: int = 0, payload: int = 0, data=None,
+                      into: FileTarget | None = None) -> asyncio.Future | None:
+        """request(), begun without a task where nothing has to wait: with the credits at
+        hand, the request is sent now and the future its final Response will settle is
+        returned (its status not checked: the caller does); None when the credits are short
+        (request() waits for them). A download's READs go out this way, from the task that
+        takes their data: a task per READ cost the event loop two more turns per READ (the
+        task's first step, then waking the task that waits for it)."""
+        if self._error is not None:
+            raise self._error
+        charge = self.charge_for(payload)
+        if self._balance < charge:
+            return None
+        pending, _sent = self._send_request(self._take_credits_now(charge), charge, command, body,
+                                            keys, tree_id, 0, data, False, True, into, False)
+        return pending.future
+
+    def _send_request(self, message_id: int, charge: int, command: int, body: bytes,
+                      keys: SessionKeys | None, tree_id: int, session_id: int, data, sign: bool,
+                      verify: bool, into: FileTarget | None, keep_request: bool):
+        """Builds, signs or seals and sends one request whose credits are taken; returns its
+        _Pending (the future, the timer) and the request as sent when keep_request."""
         header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
                         credits=self._credits_to_ask(charge), message_id=message_id,
                         tree_id=tree_id, session_id=keys.session_id if keys else session_id)
@@ -523,20 +562,14 @@ class Channel:
         if into is not None:
             into = FileTarget(os.dup(into.fd), into.offset, into.asked)
             self._splice_waiting += 1
-        self._pending[message_id] = _Pending(command, charge, future, keys, signed and verify, into)
-        self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
-        # one timer per request, awaited directly: asyncio.wait_for(asyncio.shield(...)) made
-        # three more turns of the event loop per answer (the shield's outer future, wait_for's
-        # waiter, then the task), most of the client's Python per READ of a download
+        # one timer per request, the future awaited directly: asyncio.wait_for(asyncio.shield(...))
+        # made three more turns of the event loop per answer (the shield's outer future,
+        # wait_for's waiter, then the task), most of the client's Python per READ of a download
         timer = self._loop.call_later(self.timeout, self._time_out, future, command)
-        try:
-            response = await future
-        finally:
-            timer.cancel()
-        response.request = sent
-        if response.status not in expect:
-            raise error_for(response.status, what or _command_name(command))
-        return response
+        pending = _Pending(command, charge, future, keys, signed and verify, into, timer)
+        self._pending[message_id] = pending
+        self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
+        return pending, sent
 
     def _time_out(self, future: asyncio.Future, command: int) -> None:
         """No answer within `timeout`: the connection is given up (every request waiting on it
@@ -612,6 +645,8 @@ class Channel:
             pending.future.set_result(response)
 
     def _forget(self, pending: _Pending) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
         if pending.into is not None:
             os.close(pending.into.fd)
             pending.into = None

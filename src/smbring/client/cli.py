@@ -8,11 +8,7 @@ hostile.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import datetime
-import getpass
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -75,7 +71,7 @@ def read_credentials(path: str) -> dict[str, str]:
 def credentials(args, target: Target) -> tuple[str, str, str]:
     """(user, password, domain) from the credentials file, the URL, the environment, a prompt."""
     values = read_credentials(args.credentials) if args.credentials else {}
-    user = values.get("username") or target.user or getpass.getuser()
+    user = values.get("username") or target.user or _login_name()
     domain = values.get("domain") or target.domain
     if "/" in user or "\\" in user:
         domain, user = user.replace("/", "\\").split("\\", 1)
@@ -86,6 +82,7 @@ def credentials(args, target: Target) -> tuple[str, str, str]:
         if not sys.stdin.isatty():      # getpass would read it from stdin, echoed
             raise UsageError(f"no password: give --credentials FILE or ${PASSWORD_ENV}, or run "
                              f"on a terminal to be asked")
+        import getpass      # only for the prompt (it imports termios & co.)
         try:
             password = getpass.getpass(f"Password for {user}@{target.host}: ")
         except EOFError:
@@ -93,43 +90,53 @@ def credentials(args, target: Target) -> tuple[str, str, str]:
     return user, password, domain
 
 
+def add_common_arguments(p) -> None:
+    """The options every client command takes (added to each: an argparse parent parser
+    would be one more parser to build on every command)."""
+    p.add_argument("--credentials", metavar="FILE",
+                   help="smbclient-style file with username=, password=, domain= lines")
+    p.add_argument("--encrypt", action="store_true", help="encrypt every message (refused "
+                   "if the server cannot)")
+    p.add_argument("--sign", action="store_true", help="sign every message even where the "
+                   "server does not ask")
+    p.add_argument("--kerberos", action="store_true",
+                   help="log on through pyspnego's Negotiate (Kerberos when a ticket can be "
+                        "had, else its NTLM) instead of smbring's own NTLMv2")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for each answer (default 60)")
+    p.add_argument("--channels", type=int, default=1, metavar="N",
+                   help="connections to stripe transfers over (multichannel, SMB 3.x; "
+                        "fewer when the server does not offer it)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is one only on a terminal anyway)")
+
+
+def _login_name() -> str:
+    import getpass
+    return getpass.getuser()
+
+
 def register(subparsers) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--credentials", metavar="FILE",
-                        help="smbclient-style file with username=, password=, domain= lines")
-    common.add_argument("--encrypt", action="store_true", help="encrypt every message (refused "
-                        "if the server cannot)")
-    common.add_argument("--sign", action="store_true", help="sign every message even where the "
-                        "server does not ask")
-    common.add_argument("--kerberos", action="store_true",
-                        help="log on through pyspnego's Negotiate (Kerberos when a ticket can be "
-                             "had, else its NTLM) instead of smbring's own NTLMv2")
-    common.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for each answer (default 60)")
-    common.add_argument("--channels", type=int, default=1, metavar="N",
-                        help="connections to stripe transfers over (multichannel, SMB 3.x; "
-                             "fewer when the server does not offer it)")
-    common.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (there is one only on a terminal anyway)")
     url_help = "smb://[domain;]user@host[:port]/share/path"
-    p = subparsers.add_parser("get", parents=[common], help="download a file or directory tree")
+    p = subparsers.add_parser("get", help="download a file or directory tree")
     p.add_argument("url", help=url_help)
     p.add_argument("local", nargs="?", help="where to write (default: the name, here)")
-    p = subparsers.add_parser("put", parents=[common], help="upload a file or a directory tree")
+    p = subparsers.add_parser("put", help="upload a file or a directory tree")
     p.add_argument("url", help=url_help + " (a directory: into it)")
     p.add_argument("local", help="the local file or directory")
-    p = subparsers.add_parser("ls", parents=[common], help="list a directory")
+    p = subparsers.add_parser("ls", help="list a directory")
     p.add_argument("url", help=url_help)
     p.add_argument("--json", action="store_true", help="one JSON array of entries")
-    p = subparsers.add_parser("mkdir", parents=[common], help="make a directory")
+    p = subparsers.add_parser("mkdir", help="make a directory")
     p.add_argument("url", help=url_help)
-    p = subparsers.add_parser("rm", parents=[common], help="remove a file or an empty directory")
+    p = subparsers.add_parser("rm", help="remove a file or an empty directory")
     p.add_argument("url", help=url_help)
-    p = subparsers.add_parser("mv", parents=[common], help="rename within the share")
+    p = subparsers.add_parser("mv", help="rename within the share")
     p.add_argument("url", help=url_help)
     p.add_argument("new", help="the new path in the same share (or its smb:// URL)")
     p.add_argument("--replace", action="store_true", help="replace an existing file")
     for name in COMMANDS:
+        add_common_arguments(subparsers.choices[name])
         subparsers.choices[name].set_defaults(func=main)
 
 
@@ -199,12 +206,15 @@ async def _run(args, target: Target, user: str, password: str, domain: str) -> i
 
 
 def _iso(ns: int) -> str:
+    import datetime
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
 
 
 async def _ls(client, path: str, as_json: bool) -> None:
+    import datetime     # ls only: get and put do without it (and json)
     entries = sorted([e async for e in client.listdir(path)], key=lambda e: e.name)
     if as_json:
+        import json
         json.dump([{"name": e.name, "is_dir": e.is_dir, "size": e.size, "attributes": e.attributes,
                     "modified": _iso(e.modified_ns), "created": _iso(e.created_ns)}
                    for e in entries], sys.stdout, indent=1)

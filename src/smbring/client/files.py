@@ -3,7 +3,8 @@
 Large transfers keep up to ``depth`` READs or WRITEs of ``io_size`` bytes in flight per channel
 (within the credits the server granted: a request that finds none waits for responses to bring
 more), each on the channel with the fewest requests waiting; a READ or WRITE whose channel is
-lost goes again on another (session.Client.data_request).
+lost goes again on another (session.Client.data_request). Neither takes a task per request
+(``pipelined_requests``).
 Data goes through *sinks* and *sources*: ``read_to(offset, length, sink)`` hands each chunk to
 ``sink(offset, data)`` as soon as it and every chunk before it have arrived, and
 ``write_from(offset, length, source)`` asks ``source(offset, length)`` for each chunk. That is
@@ -13,6 +14,7 @@ without passing through Python objects (docs/CLIENT.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import struct
@@ -52,29 +54,48 @@ def parse_mode(mode: str) -> tuple[int, int, bool]:
     return access, disposition, append
 
 
-async def pipelined(jobs, depth: int, on_result: Callable[[object], object] | None = None) -> None:
-    """Runs the awaitables `jobs` yields, at most `depth` at a time, and hands their results
-    to on_result in the order the jobs were made (awaiting what on_result returns, if it is
-    awaitable: a sink waiting for its disk). The first failure cancels the rest."""
-    running: deque[asyncio.Task] = deque()
+async def pipelined_requests(starts, depth: int, finish, on_result=None, abandon=None) -> None:
+    """Runs requests begun with Client.start_data_request, at most `depth` at a time; the
+    first failure cancels the rest. `starts` yields (start, finish_args): start() begins a
+    request (sent there and then when its channel has the credits), finish(started,
+    *finish_args) awaits and checks its answer; the results go to on_result in the order the
+    requests were made (what on_result returns, if awaitable, is awaited: a sink waiting for
+    its disk). Neither the requests nor their answers take a task of their own: the waiting
+    is done here, so an answer costs the event loop one turn (this task woken by it) instead
+    of three. When the pipeline fails, abandon(*finish_args) is called for each request it
+    had begun and not finished."""
+    running: deque = deque()
 
-    async def take(result) -> None:
+    async def take(started, args) -> None:
+        result = await finish(started, *args)
         if on_result:
             after = on_result(result)
-            if inspect.isawaitable(after):
+            if after is not None and inspect.isawaitable(after):
                 await after
     try:
-        for job in jobs:
-            running.append(asyncio.ensure_future(job))
+        for start, args in starts:
+            try:
+                started = start()
+            except BaseException:
+                if abandon is not None:
+                    abandon(*args)
+                raise
+            running.append((started, args))
             if len(running) >= depth:
-                await take(await running.popleft())
+                await take(*running.popleft())
         while running:
-            await take(await running.popleft())
+            await take(*running.popleft())
     finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        tasks = []
+        for started, args in running:
+            started[1].cancel()     # a request on the wire: its answer is dropped when it comes
+            if started[0] is None:
+                tasks.append(started[1])
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if abandon is not None:
+            for _started, args in running:
+                abandon(*args)
 
 
 class RemoteFile:
@@ -146,12 +167,15 @@ class RemoteFile:
         self._position += got
         return bytes(out)
 
-    async def _read_chunk(self, offset: int, length: int,
-                          into: int | None = None) -> tuple[int, int, memoryview | Spliced]:
-        r = await self._client.data_request(
+    def _start_read(self, offset: int, length: int, into: int | None = None):
+        return self._client.start_data_request(
             wire.READ, m.read_request(self.file_id, offset, length), payload=length,
             expect=(wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE), what=f"read {self.path!r}",
             into=None if into is None else FileTarget(into, offset, length))
+
+    async def _finish_read(self, started, offset: int,
+                           length: int) -> tuple[int, int, memoryview | Spliced]:
+        r = await self._client.finish_data_request(started)
         if r.status == wire.STATUS_END_OF_FILE:
             return offset, length, memoryview(b"")
         if r.spliced is not None:      # checked by the channel before it wrote anything
@@ -188,7 +212,7 @@ class RemoteFile:
                     return          # the end of the file is known: ask no further
                 size = client.io_size if chunk_size is None else client.fitting(chunk_size)
                 n = min(size, offset + length - start)
-                yield self._read_chunk(start, n, into)
+                yield functools.partial(self._start_read, start, n, into), (start, n)
                 start += n
 
         def take(result):
@@ -208,7 +232,9 @@ class RemoteFile:
                 return sink(start, data)
             return None
 
-        await pipelined(jobs(), client.transfer_depth if depth is None else max(1, depth), take)
+        await pipelined_requests(jobs(),
+                                 client.transfer_depth if depth is None else max(1, depth),
+                                 self._finish_read, take)
         return state["total"]
 
     async def write(self, data) -> int:
@@ -220,11 +246,18 @@ class RemoteFile:
         self._position += n
         return n
 
-    async def _write_chunk(self, offset: int, chunk) -> None:
-        r = await self._client.data_request(
+    def _start_write(self, offset: int, chunk):
+        return self._client.start_data_request(
             wire.WRITE, m.write_request_head(self.file_id, offset, len(chunk)), data=chunk,
             payload=len(chunk), what=f"write {self.path!r}")
-        count = m.parse_write(r.message)
+
+    async def _finish_write(self, started, offset: int, chunk, done=None) -> None:
+        try:
+            r = await self._client.finish_data_request(started)
+            count = m.parse_write(r.message)
+        finally:
+            if done is not None:
+                done(chunk)
         if count != len(chunk):
             raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
                                 f"the server says it wrote {count}")
@@ -242,13 +275,6 @@ class RemoteFile:
         if chunk_size is not None:
             chunk_size = max(1, min(chunk_size, max(client.io_size, client.write_size)))
 
-        async def write(start: int, chunk) -> None:
-            try:
-                await self._write_chunk(start, chunk)
-            finally:
-                if done is not None:
-                    done(chunk)
-
         def jobs():
             start = offset
             while start < offset + length:
@@ -259,10 +285,16 @@ class RemoteFile:
                 if len(chunk) != n:
                     raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
                                      f"(the local file changed during the transfer?)")
-                yield write(start, chunk)
+                yield functools.partial(self._start_write, start, chunk), (start, chunk, done)
                 start += n
 
-        await pipelined(jobs(), client.transfer_depth if depth is None else max(1, depth))
+        def abandon(_start, chunk, done) -> None:
+            if done is not None:
+                done(chunk)
+
+        await pipelined_requests(jobs(),
+                                 client.transfer_depth if depth is None else max(1, depth),
+                                 self._finish_write, abandon=abandon)
         return length
 
     async def flush(self) -> None:

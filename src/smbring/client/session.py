@@ -246,6 +246,43 @@ class Client:
                     raise
                 self.retried += 1
 
+    def start_data_request(self, command: int, body: bytes, *, expect=(wire.STATUS_SUCCESS,),
+                           what: str = "", **kw):
+        """data_request(), begun at once where it can be: on the channel with the fewest
+        requests waiting, when it has the credits at hand, the request is sent now (no task,
+        no turn of the event loop first). Returns what finish_data_request takes: the channel
+        and the future its Response will settle, or no channel and a task running
+        data_request."""
+        live = [c for c in self._channels if not c.closed]
+        if live:
+            channel = min(live, key=lambda c: c.load)
+            future = channel.start_request(command, body, keys=channel.keys, tree_id=self.tree_id,
+                                           **kw)
+            if future is not None:
+                return channel, future, (command, body, expect, what, kw)
+        return None, asyncio.ensure_future(
+            self.data_request(command, body, expect=expect, what=what, **kw)), None
+
+    async def finish_data_request(self, started):
+        """The Response to a request start_data_request began, its status checked as
+        data_request checks it; when its channel was lost, the request goes again on the
+        others (data_request), while one is open."""
+        channel, future, request = started
+        if channel is None:             # data_request itself, as a task
+            return await future
+        command, body, expect, what, kw = request
+        try:
+            response = await future
+        except ConnectionError as e:
+            if not channel_lost(e) or not channel.closed or \
+                    not any(not c.closed for c in self._channels):
+                raise
+            self.retried += 1
+            return await self.data_request(command, body, expect=expect, what=what, **kw)
+        if response.status not in expect:
+            raise error_for(response.status, what or "request")
+        return response
+
     def charge_for(self, size: int) -> int:
         return self._channels[0].charge_for(size)
 

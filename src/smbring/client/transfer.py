@@ -16,10 +16,8 @@ finds) and `advance(bytes)` as data is written (cli.Progress draws it).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
-import secrets
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import ProtocolError
@@ -30,7 +28,8 @@ MAX_DEPTH = 64        # directory levels a download follows (a server could nest
 
 
 def _temporary_name(name: str) -> str:
-    return f".{name}.smbring-{secrets.token_hex(4)}.part"
+    # os.urandom, as secrets.token_hex uses (whose import, random and all, cost ~2 ms per command)
+    return f".{name}.smbring-{os.urandom(4).hex()}.part"
 
 
 def _basename(remote: str) -> str:
@@ -146,7 +145,7 @@ class FileSink:
         self._views: list[memoryview] = []
         self._offset = 0           # where the batch starts in the file
         self._batched = 0          # its bytes
-        self._writing: list[asyncio.Future] = []
+        self._writing: list[_Batch] = []
         try:
             from smbring.uring import aio
             self._ring = aio.get_ring()
@@ -175,43 +174,73 @@ class FileSink:
         return None
 
     def _submit(self) -> None:
-        views, offset, size = self._views, self._offset, self._batched
+        views, offset, size, fd = self._views, self._offset, self._batched, self._batch_fd
         self._views, self._batched = [], 0
-        self._writing.append(asyncio.ensure_future(self._write(views, offset, size, self._batch_fd)))
+        if self._ring is None:          # a thread writes
+            task = asyncio.ensure_future(self._write_in_thread(views, offset, size, fd))
+            self._writing.append(_Batch(task))
+            return
+        batch = _Batch(asyncio.get_running_loop().create_future())
+        self._writing.append(batch)
+        self._ring_write(batch, views, offset, size, fd)
 
-    async def _write(self, views, offset: int, size: int, fd: int) -> None:
+    def _ring_write(self, batch: "_Batch", views, offset: int, size: int, fd: int) -> None:
+        """Prepares the batch's writev on the ring and submits it at once. No task, no
+        call_soon flush: the completion callback (run by the AsyncRing's eventfd reader)
+        settles the batch's future, so a batch costs the event loop no turn of its own."""
+        direct = fd == self.direct_fd
+
+        def complete(req) -> None:
+            nonlocal views
+            if not req.done or batch.future.done():
+                return
+            res = req.res
+            batch.request = None
+            try:
+                if res == -errno.EINVAL and direct:
+                    # this file system takes no direct I/O after all: the page cache from now on
+                    self.direct_fd = None
+                    self._ring_write(batch, views, offset, size, self.fd)
+                    return
+                if res < 0:
+                    raise OSError(-res, os.strerror(-res))
+                if res < size:          # short: the rest the plain way (it raises ENOSPC)
+                    _write_all(self.fd, _views_after(views, res), offset + res)
+                if direct:
+                    self.direct_bytes += size
+                if self.progress is not None:
+                    self.progress.advance(size)
+            except Exception as e:      # the batch's waiter gets it (never the ring's dispatch)
+                batch.future.set_exception(e)
+            else:
+                batch.future.set_result(None)
+            # the receive buffers are free for the pool as soon as they are written, not only
+            # once the batch's waiter has looked at it
+            views = None
+
+        ring = self._ring.ring
+        batch.request = ring.writev(fd, views, offset, callback=complete)
+        ring.submit()
+
+    async def _write_in_thread(self, views, offset: int, size: int, fd: int) -> None:
+        loop = asyncio.get_running_loop()
         if fd == self.direct_fd:
             try:
-                await self._write_batch(views, offset, size, fd)
+                await loop.run_in_executor(None, _write_all, fd, views, offset)
                 self.direct_bytes += size
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
                 # this file system takes no direct I/O after all: the page cache from now on
                 self.direct_fd = None
-                await self._write_batch(views, offset, size, self.fd)
+                await loop.run_in_executor(None, _write_all, self.fd, views, offset)
         else:
-            await self._write_batch(views, offset, size, fd)
+            await loop.run_in_executor(None, _write_all, fd, views, offset)
         if self.progress is not None:
             self.progress.advance(size)
 
-    async def _write_batch(self, views, offset: int, size: int, fd: int) -> None:
-        if self._ring is not None:
-            n = await self._ring.writev(fd, views, offset)
-            if n < size:           # short: the rest the plain way (it raises ENOSPC)
-                rest, skip = [], n
-                for v in views:
-                    if skip >= len(v):
-                        skip -= len(v)
-                        continue
-                    rest.append(v[skip:])
-                    skip = 0
-                _write_all(self.fd, rest, offset + n)
-        else:
-            await asyncio.get_running_loop().run_in_executor(None, _write_all, fd, views, offset)
-
-    async def _wait_oldest(self) -> None:
-        await self._writing.pop(0)
+    def _wait_oldest(self) -> asyncio.Future:
+        return self._writing.pop(0).future
 
     async def finish(self) -> None:
         if self._views:
@@ -220,10 +249,39 @@ class FileSink:
             while self._writing:
                 await self._wait_oldest()
         finally:
-            for task in self._writing:
-                task.cancel()
-            if self._writing:
-                await asyncio.gather(*self._writing, return_exceptions=True)
+            for batch in self._writing:
+                batch.cancel()
+            tasks = [b.future for b in self._writing if isinstance(b.future, asyncio.Task)]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Batch:
+    """A FileSink write in progress: its future (a task where a thread writes), and its ring
+    request (cancelled if the download ends first; the kernel lets go of the buffers then)."""
+
+    __slots__ = ("future", "request")
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+        self.request = None
+
+    def cancel(self) -> None:
+        self.future.cancel()
+        if self.request is not None:
+            self.request.cancel()
+
+
+def _views_after(views, n: int) -> list[memoryview]:
+    """What is left of `views` after their first n bytes."""
+    rest = []
+    for v in views:
+        if n >= len(v):
+            n -= len(v)
+            continue
+        rest.append(v[n:])
+        n = 0
+    return rest
 
 
 class FileSource:
@@ -297,6 +355,7 @@ def _allocate(fd: int, size: int) -> None:
     the writes allocate as they go (as before; a full disk then fails the write)."""
     if size <= 0:
         return
+    import ctypes           # here only: ls and put do without it
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fallocate = libc.fallocate

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -132,6 +131,7 @@ def available() -> bool:
 @lru_cache(maxsize=1)
 def features() -> Features:
     """Probe the kernel once: ops (IORING_REGISTER_PROBE), setup flags, IORING_FEAT_* bits."""
+    import platform     # here only: a client that just writes through the ring does without it
     kernel = platform.release()
     reason = unavailable_reason()
     if reason is not None:
