@@ -226,3 +226,73 @@ def test_the_frame_size_check_without_a_look_at_the_sessions_decides_as_the_full
             except ConnectionError:
                 taken = False
             assert taken is expected, (logged_on, size)
+
+
+# -- the short path's cheaper objects ----------------------------------------------------------
+
+@pytest.mark.parametrize("flags", [0, wire.FLAGS_ASYNC, wire.FLAGS_ASYNC | wire.FLAGS_SIGNED, wire.FLAGS_RELATED])
+def test_a_parsed_header_is_the_header_packed(flags):
+    """Header.parse fills a bare instance's slots: every field as the dataclass makes it, the
+    8-byte word a TreeId (its high half) or an AsyncId (all of it) as the flags say."""
+    fields = dict(command=wire.READ, status=0x1234, flags=flags, credit_charge=3, credits=17,
+                  next_command=0x58, message_id=(1 << 63) + 5, session_id=(1 << 64) - 2,
+                  signature=bytes(range(16)))
+    if flags & wire.FLAGS_ASYNC:
+        fields["async_id"] = 0xFEDCBA9876543210
+    else:
+        fields["tree_id"] = 0xFFFFFFFE
+    header = wire.Header(**fields)
+    parsed = wire.Header.parse(header.pack() + b"body")
+    assert parsed == header and parsed.signer is None
+    assert parsed.pack() == header.pack()
+    # a synchronous header's Reserved (ProcessId) half is ignored, not taken for the TreeId
+    raw = bytearray(header.pack())
+    raw[32:36] = b"\x01\x02\x03\x04"
+    reparsed = wire.Header.parse(raw)
+    if flags & wire.FLAGS_ASYNC:
+        assert reparsed.async_id == (header.async_id & ~0xFFFFFFFF) | 0x04030201
+    else:
+        assert reparsed == header
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xfe", wire.PROTOCOL_ID + bytes(59), bytes(64),
+                                 b"\xfeSMX" + struct.pack("<H", 64) + bytes(58),
+                                 wire.PROTOCOL_ID + struct.pack("<H", 65) + bytes(58)])
+def test_a_header_that_is_not_one_is_refused(raw):
+    with pytest.raises(ValueError):
+        wire.Header.parse(raw)
+
+
+def test_a_response_header_starts_as_the_dataclass_would_make_it():
+    req = wire.Header(command=wire.ECHO, status=5, flags=wire.FLAGS_SIGNED, credit_charge=2,
+                      credits=9, message_id=7, tree_id=3, session_id=11, signature=b"x" * 16)
+    assert wire.Header.response_to(req) == wire.Header(wire.ECHO, tree_id=3, session_id=11)
+
+
+def test_a_bare_chain_reads_as_a_new_one():
+    """The short path takes a Chain without calling its __init__ (connection._new_chain): every
+    field must have a plain default (no default_factory), which the class then keeps."""
+    import dataclasses
+
+    from smbring.smb.connection import _new_chain
+    from smbring.smb.state import Chain
+
+    bare, made = _new_chain(Chain), Chain()
+    for f in dataclasses.fields(Chain):
+        assert f.default is not dataclasses.MISSING, f.name
+        assert getattr(bare, f.name) == getattr(made, f.name), f.name
+    bare.fid = b"f" * 16
+    assert Chain().fid is None and _new_chain(Chain).fid is None    # (set on the instance only)
+
+
+@pytest.mark.parametrize("frame", [b"", b"\xfe", b"\xfeSMX" + bytes(70), b"\xfe" + bytes(3),
+                                   b"\xfdSM", b"\x00SMB" + bytes(64)])
+def test_a_frame_that_is_no_smb2_message_drops_the_connection(pair, frame):
+    with pytest.raises(ConnectionError):
+        pair[0].conn.handle_frame(memoryview(frame))
+
+
+def test_the_dispatch_table_checks_each_commands_structure_size():
+    from smbring.smb.dispatch import COMMANDS
+    assert {c: e.size for c, e in COMMANDS.items()} == {
+        c: s for c, s in wire.REQUEST_SIZES.items() if c != wire.CANCEL}

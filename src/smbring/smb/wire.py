@@ -180,6 +180,12 @@ INFO_FILE, INFO_FILESYSTEM, INFO_SECURITY, INFO_QUOTA = 1, 2, 3, 4
 
 
 _HEADER = struct.Struct("<4sHHIHHIIQQQ16s")
+# the same 64 bytes as read: the 8-byte word of a synchronous header is Reserved (ProcessId)
+# then TreeId, an asynchronous one's the AsyncId, low half first
+_HEADER_IN = struct.Struct("<4sHHIHHIIQIIQ16s")
+_unpack_header = _HEADER_IN.unpack_from
+_pack_header = _HEADER.pack
+_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -200,30 +206,61 @@ class Header:
     # USER_SESSION_DELETED for a session a failed re-authentication ended (smb.channels)
     signer: tuple | None = None
 
+    # (parse and response_to fill the slots of a bare instance: a header is made twice for
+    # every request, and the dataclass's __init__, called through the type, costs more than
+    # the stores themselves; every field is set, as __init__ would)
     @classmethod
     def parse(cls, buf) -> "Header":
-        if len(buf) < HEADER_SIZE:
-            raise ValueError("short SMB2 header")
-        (proto, size, credit_charge, status, command, credits, flags, next_command, message_id,
-         word, session_id, signature) = _HEADER.unpack_from(buf, 0)
+        try:
+            (proto, size, credit_charge, status, command, credits, flags, next_command, message_id,
+             low, high, session_id, signature) = _unpack_header(buf, 0)
+        except struct.error:
+            raise ValueError("short SMB2 header") from None
         if proto != PROTOCOL_ID or size != HEADER_SIZE:
             raise ValueError("not an SMB2 header")
-        # (positional: a request's header is parsed for every request)
+        h = _new(cls)
+        h.command = command
+        h.status = status
+        h.flags = flags
+        h.credit_charge = credit_charge
+        h.credits = credits
+        h.next_command = next_command
+        h.message_id = message_id
         if flags & FLAGS_ASYNC:
-            return cls(command, status, flags, credit_charge, credits, next_command, message_id,
-                       0, session_id, word, signature)
-        # Reserved (ProcessId) in the low half of the word, TreeId in the high half
-        return cls(command, status, flags, credit_charge, credits, next_command, message_id,
-                   word >> 32, session_id, 0, signature)
+            h.tree_id = 0
+            h.async_id = low | high << 32
+        else:
+            h.tree_id = high        # (the low half, Reserved, is ignored)
+            h.async_id = 0
+        h.session_id = session_id
+        h.signature = signature
+        h.signer = None
+        return h
+
+    @classmethod
+    def response_to(cls, req: "Header") -> "Header":
+        """A response's header as it starts: the request's command, tree and session, the
+        rest zero (the handler and the framing fill them in)."""
+        h = _new(cls)
+        h.command = req.command
+        h.status = h.flags = h.credit_charge = h.credits = h.next_command = h.message_id = 0
+        h.tree_id = req.tree_id
+        h.session_id = req.session_id
+        h.async_id = 0
+        h.signature = ZERO_SIGNATURE
+        h.signer = None
+        return h
 
     def pack(self) -> bytes:
-        if self.flags & FLAGS_ASYNC:
-            word = self.async_id
-        else:
-            word = self.tree_id << 32  # Reserved (process id) then TreeId, little endian
-        return _HEADER.pack(PROTOCOL_ID, HEADER_SIZE, self.credit_charge, self.status,
-                            self.command, self.credits, self.flags, self.next_command,
-                            self.message_id, word, self.session_id, self.signature)
+        flags = self.flags
+        return _pack_header(PROTOCOL_ID, HEADER_SIZE, self.credit_charge, self.status,
+                            self.command, self.credits, flags, self.next_command,
+                            self.message_id,
+                            self.async_id if flags & FLAGS_ASYNC else self.tree_id << 32,
+                            self.session_id, self.signature)
+
+
+ZERO_SIGNATURE = b"\0" * 16
 
 
 # where the data of a WRITE alone in its frame starts (the header, then the WRITE request's
