@@ -74,9 +74,10 @@ log = logging.getLogger("smbring.smb")
 # attribute, so a bare instance reads them until it sets its own (tests/smb/test_frame_paths.py
 # checks that this still holds)
 _new_chain = object.__new__
-# (bound once: looking a classmethod up on its class makes a bound method every time)
-_parse_header = Header.parse
-_response_header = Header.response_to
+# (Header.parse and Header.response_to without a Python call around them)
+_parse_header = wire.HEADER_CODEC.parse
+_response_header = wire.HEADER_CODEC.response_to
+_pack_header = wire.HEADER_CODEC.pack
 
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
@@ -521,7 +522,7 @@ class Connection:
             rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
             rhdr.message_id = req.message_id
             rhdr.credit_charge = req.credit_charge
-            part = rhdr.pack() + body
+            part = _pack_header(rhdr) + body
             if len(part) > 0xFFFFFF:
                 self._checked(part)
             return [Send(part)]

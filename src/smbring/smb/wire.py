@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from smbring._wire import HeaderCodec
+
 PROTOCOL_ID = b"\xfeSMB"
 TRANSFORM_ID = b"\xfdSMB"
 HEADER_SIZE = 64
@@ -179,15 +181,6 @@ CLOSE_FLAG_POSTQUERY_ATTRIB = 0x1
 INFO_FILE, INFO_FILESYSTEM, INFO_SECURITY, INFO_QUOTA = 1, 2, 3, 4
 
 
-_HEADER = struct.Struct("<4sHHIHHIIQQQ16s")
-# the same 64 bytes as read: the 8-byte word of a synchronous header is Reserved (ProcessId)
-# then TreeId, an asynchronous one's the AsyncId, low half first
-_HEADER_IN = struct.Struct("<4sHHIHHIIQIIQ16s")
-_unpack_header = _HEADER_IN.unpack_from
-_pack_header = _HEADER.pack
-_new = object.__new__
-
-
 @dataclass(slots=True)
 class Header:
     command: int
@@ -206,61 +199,30 @@ class Header:
     # USER_SESSION_DELETED for a session a failed re-authentication ended (smb.channels)
     signer: tuple | None = None
 
-    # (parse and response_to fill the slots of a bare instance: a header is made twice for
-    # every request, and the dataclass's __init__, called through the type, costs more than
-    # the stores themselves; every field is set, as __init__ would)
+    # (in C, smbring._wire: a header is read and a response's made and written for every
+    # request, and in Python filling a new Header's twelve slots alone costs more than
+    # struct's reading of the 64 bytes; the connection's short path calls HEADER_CODEC's
+    # methods directly)
     @classmethod
     def parse(cls, buf) -> "Header":
-        try:
-            (proto, size, credit_charge, status, command, credits, flags, next_command, message_id,
-             low, high, session_id, signature) = _unpack_header(buf, 0)
-        except struct.error:
-            raise ValueError("short SMB2 header") from None
-        if proto != PROTOCOL_ID or size != HEADER_SIZE:
-            raise ValueError("not an SMB2 header")
-        h = _new(cls)
-        h.command = command
-        h.status = status
-        h.flags = flags
-        h.credit_charge = credit_charge
-        h.credits = credits
-        h.next_command = next_command
-        h.message_id = message_id
-        if flags & FLAGS_ASYNC:
-            h.tree_id = 0
-            h.async_id = low | high << 32
-        else:
-            h.tree_id = high        # (the low half, Reserved, is ignored)
-            h.async_id = 0
-        h.session_id = session_id
-        h.signature = signature
-        h.signer = None
-        return h
+        """The header at the start of `buf`; ValueError if it is short or not SMB2's. The
+        8-byte word is the AsyncId where the flags say ASYNC, else Reserved (ProcessId, not
+        kept) then the TreeId."""
+        return HEADER_CODEC.parse(buf)
 
     @classmethod
     def response_to(cls, req: "Header") -> "Header":
         """A response's header as it starts: the request's command, tree and session, the
         rest zero (the handler and the framing fill them in)."""
-        h = _new(cls)
-        h.command = req.command
-        h.status = h.flags = h.credit_charge = h.credits = h.next_command = h.message_id = 0
-        h.tree_id = req.tree_id
-        h.session_id = req.session_id
-        h.async_id = 0
-        h.signature = ZERO_SIGNATURE
-        h.signer = None
-        return h
+        return HEADER_CODEC.response_to(req)
 
     def pack(self) -> bytes:
-        flags = self.flags
-        return _pack_header(PROTOCOL_ID, HEADER_SIZE, self.credit_charge, self.status,
-                            self.command, self.credits, flags, self.next_command,
-                            self.message_id,
-                            self.async_id if flags & FLAGS_ASYNC else self.tree_id << 32,
-                            self.session_id, self.signature)
+        """The 64 bytes, as struct.pack("<4sHHIHHIIQQQ16s") lays them out (struct.error for
+        a value too large for its field)."""
+        return HEADER_CODEC.pack(self)
 
 
-ZERO_SIGNATURE = b"\0" * 16
+HEADER_CODEC = HeaderCodec(Header)
 
 
 # where the data of a WRITE alone in its frame starts (the header, then the WRITE request's
