@@ -78,9 +78,15 @@ static int codec_init(Codec *self, PyObject *args, PyObject *kwargs) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", cls->tp_name, FIELD_NAMES[i]);
             return -1;
         }
-        self->offset[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_ssize_t offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        if (offset < (Py_ssize_t)sizeof(PyObject) ||
+                offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of its instances", cls->tp_name, FIELD_NAMES[i]);
+            return -1;
+        }
+        self->offset[i] = offset;
     }
-    if (cls->tp_basicsize < (Py_ssize_t)sizeof(PyObject) || cls->tp_alloc == NULL) {
+    if (cls->tp_alloc == NULL || cls->tp_itemsize != 0) {
         PyErr_Format(PyExc_TypeError, "%s cannot be allocated here", cls->tp_name);
         return -1;
     }
@@ -281,21 +287,25 @@ static PyObject *codec_pack(Codec *self, PyObject *hdr) {
     PyObject *signature = slot(self, hdr, F_SIGNATURE);
     if (signature == NULL)
         return NULL;
+    if (!PyBytes_Check(signature) && !PyByteArray_Check(signature)) {
+        PyErr_SetString(self->struct_error, "argument for 's' must be a bytes object (signature)");
+        return NULL;
+    }
+    Py_INCREF(signature);       /* (the allocation below may run a finalizer that replaces it) */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE);
+    if (out == NULL) {
+        Py_DECREF(signature);
+        return NULL;
+    }
     const char *sig;
     Py_ssize_t sig_len;
     if (PyBytes_Check(signature)) {
         sig = PyBytes_AS_STRING(signature);
         sig_len = PyBytes_GET_SIZE(signature);
-    } else if (PyByteArray_Check(signature)) {
+    } else {
         sig = PyByteArray_AS_STRING(signature);
         sig_len = PyByteArray_GET_SIZE(signature);
-    } else {
-        PyErr_SetString(self->struct_error, "argument for 's' must be a bytes object (signature)");
-        return NULL;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE);
-    if (out == NULL)
-        return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
     memcpy(p, "\xfeSMB", 4);
     put16(p + 4, HEADER_SIZE);
@@ -310,6 +320,7 @@ static PyObject *codec_pack(Codec *self, PyObject *hdr) {
     put64(p + 40, session);
     memset(p + 48, 0, 16);
     memcpy(p + 48, sig, sig_len < 16 ? (size_t)sig_len : 16);
+    Py_DECREF(signature);
     return out;
 }
 
