@@ -29,8 +29,9 @@ def extension(name: str, folder: str) -> Extension:
 
 
 # _uring is the engine; _events is the tevent-style loop that shares its ring via a capsule;
-# _dirent stats and encodes directory listings in batches.
-MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events"), ("smbring._dirent", "_dirent")]
+# _dirent stats and encodes directory listings in batches; _wire reads and writes SMB2 headers.
+MODULES = [("smbring._uring", "_uring"), ("smbring._events", "_events"), ("smbring._dirent", "_dirent"),
+           ("smbring._wire", "_wire")]
 setup(
     package_dir={"": "src"},
     packages=find_packages("src"),

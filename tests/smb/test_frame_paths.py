@@ -226,3 +226,156 @@ def test_the_frame_size_check_without_a_look_at_the_sessions_decides_as_the_full
             except ConnectionError:
                 taken = False
             assert taken is expected, (logged_on, size)
+
+
+# -- the short path's cheaper objects ----------------------------------------------------------
+# (the header is read and written in C, smbring._wire: checked here against struct's layout)
+
+LAYOUT = struct.Struct("<4sHHIHHIIQQQ16s")
+
+
+def laid_out(h: wire.Header) -> bytes:
+    """The header's 64 bytes as MS-SMB2 2.2.1 lays them out (struct's reading of it)."""
+    word = h.async_id if h.flags & wire.FLAGS_ASYNC else h.tree_id << 32
+    return LAYOUT.pack(wire.PROTOCOL_ID, 64, h.credit_charge, h.status, h.command, h.credits, h.flags,
+                       h.next_command, h.message_id, word, h.session_id, h.signature)
+
+
+@pytest.mark.parametrize("flags", [0, wire.FLAGS_ASYNC, wire.FLAGS_ASYNC | wire.FLAGS_SIGNED, wire.FLAGS_RELATED])
+def test_a_parsed_header_is_the_header_packed(flags):
+    """Header.parse fills a new instance's slots: every field as the dataclass makes it, the
+    8-byte word a TreeId (its high half) or an AsyncId (all of it) as the flags say."""
+    fields = dict(command=wire.READ, status=0x1234, flags=flags, credit_charge=3, credits=17,
+                  next_command=0x58, message_id=(1 << 63) + 5, session_id=(1 << 64) - 2,
+                  signature=bytes(range(16)))
+    if flags & wire.FLAGS_ASYNC:
+        fields["async_id"] = 0xFEDCBA9876543210
+    else:
+        fields["tree_id"] = 0xFFFFFFFE
+    header = wire.Header(**fields)
+    assert header.pack() == laid_out(header)
+    for buf in (header.pack() + b"body", bytearray(header.pack()), memoryview(b"xx" + header.pack())[2:]):
+        parsed = wire.Header.parse(buf)
+        assert parsed == header and parsed.signer is None
+    # a synchronous header's Reserved (ProcessId) half is ignored, not taken for the TreeId
+    raw = bytearray(header.pack())
+    raw[32:36] = b"\x01\x02\x03\x04"
+    reparsed = wire.Header.parse(raw)
+    if flags & wire.FLAGS_ASYNC:
+        assert reparsed.async_id == (header.async_id & ~0xFFFFFFFF) | 0x04030201
+    else:
+        assert reparsed == header
+
+
+def test_random_headers_read_and_write_as_struct_lays_them_out():
+    import random
+    rng = random.Random(7)
+    for _ in range(3000):
+        raw = bytearray(rng.randbytes(64))
+        raw[:6] = wire.PROTOCOL_ID + b"\x40\x00"
+        if rng.random() < 0.2:
+            raw[48:64] = bytes(16)          # (an unsigned request's: one shared object)
+        h = wire.Header.parse(raw)
+        (_, _, charge, status, command, credits, flags, next_command, message_id, word, session_id,
+         signature) = LAYOUT.unpack(raw)
+        assert (h.command, h.status, h.flags, h.credit_charge, h.credits, h.next_command, h.message_id,
+                h.session_id, h.signature) == (command, status, flags, charge, credits, next_command,
+                                               message_id, session_id, signature)
+        assert (h.async_id, h.tree_id) == ((word, 0) if flags & wire.FLAGS_ASYNC else (0, word >> 32))
+        assert h.pack() == laid_out(h)
+        if not flags & wire.FLAGS_ASYNC:
+            raw[32:36] = bytes(4)           # (Reserved is not kept)
+        assert h.pack() == bytes(raw)
+
+
+@pytest.mark.parametrize("field, value", [("command", 1 << 16), ("status", 1 << 32), ("flags", -1),
+                                          ("credit_charge", 1 << 16), ("credits", -1),
+                                          ("next_command", 1 << 32), ("message_id", 1 << 64),
+                                          ("tree_id", 1 << 32), ("session_id", -1), ("command", 1.0),
+                                          ("signature", "text")])
+def test_a_header_value_that_does_not_fit_is_refused_as_struct_refuses_it(field, value):
+    h = wire.Header(wire.ECHO)
+    setattr(h, field, value)
+    with pytest.raises(struct.error):
+        laid_out(h)
+    with pytest.raises(struct.error):
+        h.pack()
+
+
+def test_an_async_headers_tree_id_and_a_synchronous_ones_async_id_are_not_written():
+    assert wire.Header(wire.ECHO, tree_id=1 << 40, flags=wire.FLAGS_ASYNC, async_id=5).pack() == \
+        laid_out(wire.Header(wire.ECHO, flags=wire.FLAGS_ASYNC, async_id=5))
+    assert wire.Header(wire.ECHO, tree_id=3, async_id=1 << 70).pack() == laid_out(wire.Header(wire.ECHO, tree_id=3))
+
+
+@pytest.mark.parametrize("signature", [b"", b"short", bytes(range(20)), bytearray(b"s" * 16)])
+def test_a_signature_is_cut_or_padded_to_16_bytes_as_struct_does(signature):
+    h = wire.Header(wire.ECHO, signature=signature)
+    assert h.pack() == laid_out(h)
+
+
+def test_only_a_whole_header_is_packed_or_answered():
+    from smbring._wire import HeaderCodec
+    with pytest.raises(TypeError):
+        wire.HEADER_CODEC.pack(object())
+    with pytest.raises(TypeError):
+        wire.HEADER_CODEC.response_to(b"\xfeSMB" + bytes(60))
+    bare = object.__new__(wire.Header)        # (no slot set)
+    with pytest.raises(AttributeError):
+        bare.pack()
+    with pytest.raises(AttributeError):
+        wire.Header.response_to(bare)
+    with pytest.raises(TypeError):
+        HeaderCodec(type("NoSlots", (), {}))
+    with pytest.raises(RuntimeError):
+        HeaderCodec.__new__(HeaderCodec).parse(bytes(64))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xfe", wire.PROTOCOL_ID + bytes(59), bytes(64),
+                                 b"\xfeSMX" + struct.pack("<H", 64) + bytes(58),
+                                 wire.PROTOCOL_ID + struct.pack("<H", 65) + bytes(58)])
+def test_a_header_that_is_not_one_is_refused(raw):
+    with pytest.raises(ValueError):
+        wire.Header.parse(raw)
+
+
+def test_a_header_only_from_bytes():
+    with pytest.raises(TypeError):
+        wire.Header.parse("\xfeSMB" + "\0" * 60)
+    with pytest.raises(BufferError):
+        wire.Header.parse(memoryview(bytes(256))[::2])     # (not contiguous, as struct refuses it)
+
+
+def test_a_response_header_starts_as_the_dataclass_would_make_it():
+    req = wire.Header(command=wire.ECHO, status=5, flags=wire.FLAGS_SIGNED, credit_charge=2,
+                      credits=9, message_id=7, tree_id=3, session_id=11, signature=b"x" * 16)
+    assert wire.Header.response_to(req) == wire.Header(wire.ECHO, tree_id=3, session_id=11)
+
+
+def test_a_bare_chain_reads_as_a_new_one():
+    """The short path takes a Chain without calling its __init__ (connection._new_chain): every
+    field must have a plain default (no default_factory), which the class then keeps."""
+    import dataclasses
+
+    from smbring.smb.connection import _new_chain
+    from smbring.smb.state import Chain
+
+    bare, made = _new_chain(Chain), Chain()
+    for f in dataclasses.fields(Chain):
+        assert f.default is not dataclasses.MISSING, f.name
+        assert getattr(bare, f.name) == getattr(made, f.name), f.name
+    bare.fid = b"f" * 16
+    assert Chain().fid is None and _new_chain(Chain).fid is None    # (set on the instance only)
+
+
+@pytest.mark.parametrize("frame", [b"", b"\xfe", b"\xfeSMX" + bytes(70), b"\xfe" + bytes(3),
+                                   b"\xfdSM", b"\x00SMB" + bytes(64)])
+def test_a_frame_that_is_no_smb2_message_drops_the_connection(pair, frame):
+    with pytest.raises(ConnectionError):
+        pair[0].conn.handle_frame(memoryview(frame))
+
+
+def test_the_dispatch_table_checks_each_commands_structure_size():
+    from smbring.smb.dispatch import COMMANDS
+    assert {c: e.size for c, e in COMMANDS.items()} == {
+        c: s for c, s in wire.REQUEST_SIZES.items() if c != wire.CANCEL}

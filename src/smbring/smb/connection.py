@@ -21,7 +21,7 @@ from smbring.smb import acl, breaks, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CreditWindow, charge_needed
-from smbring.smb.dispatch import ALLOWED_FLAGS, COMMANDS
+from smbring.smb.dispatch import COMMANDS, FLAGS_NOT_ALLOWED
 from smbring.smb.effects import (
     Drain,
     FileIO,
@@ -62,8 +62,6 @@ from smbring.smb.wire import (
     LEASE_BREAK_ACK_SIZE,
     NEGOTIATE,
     OPLOCK_BREAK,
-    PROTOCOL_ID,
-    REQUEST_SIZES,
     SESSION_SETUP,
     SMB202,
     WRITE,
@@ -71,7 +69,15 @@ from smbring.smb.wire import (
 )
 
 log = logging.getLogger("smbring.smb")
-_U16 = struct.Struct("<H")
+# A Chain as Chain() makes it, without the call of its __init__ (about 0.1 us, for every
+# request): each of its fields has a plain default, which dataclasses keep as a class
+# attribute, so a bare instance reads them until it sets its own (tests/smb/test_frame_paths.py
+# checks that this still holds)
+_new_chain = object.__new__
+# (Header.parse and Header.response_to without a Python call around them)
+_parse_header = wire.HEADER_CODEC.parse
+_response_header = wire.HEADER_CODEC.response_to
+_pack_header = wire.HEADER_CODEC.pack
 
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
@@ -222,9 +228,11 @@ class Connection:
     def handle_frame(self, frame) -> list:
         """One message or compound chain in (without its NetBIOS prefix); the effects out.
         A ConnectionError means the client broke the protocol: drop the connection."""
-        magic = frame[:4]
-        if magic == PROTOCOL_ID:
+        # (the first byte tells the kinds apart: a plain SMB2 frame's whole magic is checked
+        # by Header.parse, without a slice of it made for every frame)
+        if len(frame) and frame[0] == 0xFE:
             return self._messages(frame, None)
+        magic = frame[:4]
         if magic == b"\xffSMB":
             return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
         if magic == wire.TRANSFORM_ID:
@@ -237,7 +245,7 @@ class Connection:
         here as `_frame` would handle it, without its generator, chain loop and budget, unless
         its response waits for file I/O (then steps from where `_frame` would yield on)."""
         try:
-            hdr = Header.parse(frame)
+            hdr = _parse_header(frame)
         except (ValueError, struct.error) as e:
             raise ConnectionError(f"malformed SMB2 header: {e}") from None
         command = hdr.command
@@ -250,7 +258,7 @@ class Connection:
             raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                   f"the credit window [{self.credits.low}, +{self.credits.range})")
         self.frame_commands = [command]
-        chain = Chain()
+        chain = _new_chain(Chain)
         if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
             chain.related = True
             hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
@@ -261,7 +269,7 @@ class Connection:
         if resp is None:
             return self.outbox_drain()
         rhdr, body = resp
-        signed = bool(hdr.flags & FLAGS_SIGNED)
+        signed = hdr.flags & FLAGS_SIGNED != 0
         kind = type(body)
         if kind is bytes or kind is bytearray or kind is memoryview:
             out = self.outbox
@@ -508,6 +516,16 @@ class Connection:
         """The response to a frame of one request, its body in memory, as `_responses` makes
         it (the usual answer: one message, no chaining, no copy of it)."""
         s = self.client.sessions.get(rhdr.session_id)
+        if s is None and sealed_by is None and rhdr.signer is None:
+            # no session (an ECHO, a NEGOTIATE, an error for a session that is not there):
+            # nothing to sign or seal with, as _finish makes it but immutable
+            rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
+            rhdr.message_id = req.message_id
+            rhdr.credit_charge = req.credit_charge
+            part = _pack_header(rhdr) + body
+            if len(part) > 0xFFFFFF:
+                self._checked(part)
+            return [Send(part)]
         seal = sealed_by
         if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP:
             seal = s
@@ -716,8 +734,7 @@ class Connection:
         then the handler; (response header, body), or None for a CANCEL. `budget_left`: what
         the frame's responses may still take (ResponseBudget)."""
         command = hdr.command
-        # (positional: command, status, flags, charge, credits, next, message id, tree, session)
-        rhdr = Header(command, 0, 0, 0, 0, 0, 0, hdr.tree_id, hdr.session_id)
+        rhdr = _response_header(hdr)
         if command == CANCEL:
             self._cancel(hdr)
             return None
@@ -731,7 +748,7 @@ class Connection:
         entry = COMMANDS.get(command)
         session_ok = True
         try:
-            if entry is None or hdr.flags & ~ALLOWED_FLAGS:
+            if entry is None or hdr.flags & FLAGS_NOT_ALLOWED:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
             if entry.needs_session:
                 try:
@@ -747,10 +764,10 @@ class Connection:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
             if entry.needs_tree:
                 self.tree(hdr)
-            size = REQUEST_SIZES[command]
+            size = entry.size
             if len(msg) < 66:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            given = _U16.unpack_from(msg, 64)[0]
+            given = msg[64] | msg[65] << 8      # the body's StructureSize
             if command == OPLOCK_BREAK and given == LEASE_BREAK_ACK_SIZE:
                 size = LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
             if given != size or len(msg) < 64 + (size & ~1):

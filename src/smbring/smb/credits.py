@@ -44,12 +44,13 @@ class CreditWindow:
             # the usual request: the next MessageId, one credit (what the general case below
             # does for it, without building the set of ids)
             self.granted -= 1
-            self.low += 1
+            self.low = message_id + 1
             self.range -= 1
-            while self.low in self._used:
-                self._used.discard(self.low)
-                self.low += 1
-                self.range -= 1
+            if self._used:      # (empty unless the client used ids out of order)
+                while self.low in self._used:
+                    self._used.discard(self.low)
+                    self.low += 1
+                    self.range -= 1
             return True
         charge = max(charge, 1)
         if self._either_first and message_id == 1 and self.low == 0:
@@ -75,15 +76,16 @@ class CreditWindow:
         # (comparisons, not max() and min(): this runs for every request)
         if requested < 1:
             requested = 1
+        most = self.max
         # Samba's scaling: all that is asked while the client holds little, less and less as
         # what it holds approaches the maximum, never less than one
-        scaled = (16 - self.granted * 16 // self.max) * requested // 16
-        if scaled < 1:
-            scaled = 1
+        scaled = (16 - self.granted * 16 // most) * requested // 16
         if scaled < charge:
             scaled = charge
+        if scaled < 1:
+            scaled = 1
         # (a client holding no credit has an empty window, so it always gets at least one)
-        room = self.max - self.range
+        room = most - self.range
         give = scaled if scaled < room else room
         self.granted += give
         self.range += give

@@ -2,6 +2,7 @@
 smbd_smb2_table): the table the connection checks every request against."""
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from smbring.smb.commands.tree import h_tree_connect, h_tree_disconnect
 
 ALLOWED_FLAGS = (wire.FLAGS_RELATED | wire.FLAGS_SIGNED | wire.FLAGS_DFS | wire.FLAGS_PRIORITY_MASK |
                  wire.FLAGS_REPLAY)
+FLAGS_NOT_ALLOWED = ~ALLOWED_FLAGS      # a request with any of these is INVALID_PARAMETER
 
 
 def _u32_at(offset: int):
@@ -43,6 +45,7 @@ class Command:
     needs_tree: bool = True
     sent: object = _nothing       # msg -> payload bytes the request carries
     asked: object = _nothing      # msg -> the most response data it asks for
+    size: int = 0                 # its StructureSize (wire.REQUEST_SIZES; set by the table)
     # derived once, not per request: whether the request names sizes to check at all (a
     # command that moves no data passes the MaxTransactSize and CreditCharge checks as is)
     moves_data: bool = field(init=False)
@@ -54,7 +57,7 @@ class Command:
         return self.sent(msg), self.asked(msg)
 
 
-COMMANDS = {
+_COMMANDS = {
     wire.NEGOTIATE: Command(h_negotiate, needs_session=False, needs_tree=False),
     wire.SESSION_SETUP: Command(h_session_setup, needs_session=False, needs_tree=False),
     wire.LOGOFF: Command(h_logoff, needs_tree=False),
@@ -74,3 +77,6 @@ COMMANDS = {
     wire.SET_INFO: Command(h_set_info, sent=_u32_at(68)),
     wire.OPLOCK_BREAK: Command(h_oplock_break),
 }
+# each entry with its command's StructureSize, looked up with it rather than after it
+COMMANDS = {command: dataclasses.replace(entry, size=wire.REQUEST_SIZES[command])
+            for command, entry in _COMMANDS.items()}

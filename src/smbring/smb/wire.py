@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from smbring._wire import HeaderCodec
+
 PROTOCOL_ID = b"\xfeSMB"
 TRANSFORM_ID = b"\xfdSMB"
 HEADER_SIZE = 64
@@ -179,9 +181,6 @@ CLOSE_FLAG_POSTQUERY_ATTRIB = 0x1
 INFO_FILE, INFO_FILESYSTEM, INFO_SECURITY, INFO_QUOTA = 1, 2, 3, 4
 
 
-_HEADER = struct.Struct("<4sHHIHHIIQQQ16s")
-
-
 @dataclass(slots=True)
 class Header:
     command: int
@@ -200,30 +199,30 @@ class Header:
     # USER_SESSION_DELETED for a session a failed re-authentication ended (smb.channels)
     signer: tuple | None = None
 
+    # (in C, smbring._wire: a header is read and a response's made and written for every
+    # request, and in Python filling a new Header's twelve slots alone costs more than
+    # struct's reading of the 64 bytes; the connection's short path calls HEADER_CODEC's
+    # methods directly)
     @classmethod
     def parse(cls, buf) -> "Header":
-        if len(buf) < HEADER_SIZE:
-            raise ValueError("short SMB2 header")
-        (proto, size, credit_charge, status, command, credits, flags, next_command, message_id,
-         word, session_id, signature) = _HEADER.unpack_from(buf, 0)
-        if proto != PROTOCOL_ID or size != HEADER_SIZE:
-            raise ValueError("not an SMB2 header")
-        # (positional: a request's header is parsed for every request)
-        if flags & FLAGS_ASYNC:
-            return cls(command, status, flags, credit_charge, credits, next_command, message_id,
-                       0, session_id, word, signature)
-        # Reserved (ProcessId) in the low half of the word, TreeId in the high half
-        return cls(command, status, flags, credit_charge, credits, next_command, message_id,
-                   word >> 32, session_id, 0, signature)
+        """The header at the start of `buf`; ValueError if it is short or not SMB2's. The
+        8-byte word is the AsyncId where the flags say ASYNC, else Reserved (ProcessId, not
+        kept) then the TreeId."""
+        return HEADER_CODEC.parse(buf)
+
+    @classmethod
+    def response_to(cls, req: "Header") -> "Header":
+        """A response's header as it starts: the request's command, tree and session, the
+        rest zero (the handler and the framing fill them in)."""
+        return HEADER_CODEC.response_to(req)
 
     def pack(self) -> bytes:
-        if self.flags & FLAGS_ASYNC:
-            word = self.async_id
-        else:
-            word = self.tree_id << 32  # Reserved (process id) then TreeId, little endian
-        return _HEADER.pack(PROTOCOL_ID, HEADER_SIZE, self.credit_charge, self.status,
-                            self.command, self.credits, self.flags, self.next_command,
-                            self.message_id, word, self.session_id, self.signature)
+        """The 64 bytes, as struct.pack("<4sHHIHHIIQQQ16s") lays them out (struct.error for
+        a value too large for its field)."""
+        return HEADER_CODEC.pack(self)
+
+
+HEADER_CODEC = HeaderCodec(Header)
 
 
 # where the data of a WRITE alone in its frame starts (the header, then the WRITE request's
