@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from servers import PASSWORD, spawn, stop  # noqa: E402
-from worker_servers import pid_of, status_of, wait_for_workers, worker_holding  # noqa: E402
+from worker_servers import pid_of, wait_for_workers, worker_holding, worker_of  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
@@ -72,18 +72,6 @@ def test_a_directory_swapped_for_a_link_out_is_never_watched(watcher):
     run_briefly(loop)
     reported = [path for _action, path in tree.changes]
     assert not any("secret" in p for p in reported), reported
-
-
-def worker_of(server, c, wait: float = 5.0) -> int:
-    """The worker serving a raw client's connection (by its port, in `smbring status`)."""
-    me = "127.0.0.1:%d" % c.sock.getsockname()[1]
-    deadline = time.monotonic() + wait
-    while True:
-        for conn in status_of(server)["connections"]:
-            if conn["client"] == me:
-                return conn["worker"]
-        assert time.monotonic() < deadline, f"{me} not in status"
-        time.sleep(0.05)
 
 
 # -- with several workers: the hand-off is the server's work, whoever the thread acted as ------

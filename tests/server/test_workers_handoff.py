@@ -29,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
 from servers import PASSWORD, USER, stop  # noqa: E402
-from worker_servers import pid_of, status_of, wait_for_workers  # noqa: E402
+from worker_servers import pid_of, status_of, wait_for_workers, worker_of  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 from smbcore import create_body, read_body, write_body  # noqa: E402
 from smbcore import create_contexts_of as contexts_of  # noqa: E402
@@ -40,18 +40,6 @@ from smbring.smb import wire  # noqa: E402
 
 BATCH = 0x09
 READ_WRITE = 0x0012019F
-
-
-def worker_of(server, c: RawClient, wait: float = 5.0) -> int:
-    """The worker serving the raw client's connection (by its port, in `smbring status`)."""
-    me = "127.0.0.1:%d" % c.sock.getsockname()[1]
-    deadline = time.monotonic() + wait
-    while True:
-        for conn in status_of(server)["connections"]:
-            if conn["client"] == me:
-                return conn["worker"]
-        assert time.monotonic() < deadline, f"{me} not in status"
-        time.sleep(0.05)
 
 
 def other(worker: int) -> int:

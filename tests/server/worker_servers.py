@@ -56,3 +56,15 @@ def start(tmp_path, workers: int = 2) -> dict:
         stop(proc)
         raise
     return server
+
+
+def worker_of(server, c, wait: float = 5.0) -> int:
+    """The worker serving a raw client's connection (by its port, in `smbring status`)."""
+    me = "127.0.0.1:%d" % c.sock.getsockname()[1]
+    deadline = time.monotonic() + wait
+    while True:
+        for conn in status_of(server)["connections"]:
+            if conn["client"] == me:
+                return conn["worker"]
+        assert time.monotonic() < deadline, f"{me} not in status"
+        time.sleep(0.05)
