@@ -14,27 +14,16 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from servers import free_port, smbclient, spawn, stop  # noqa: E402
+import worker_servers  # noqa: E402
+from servers import free_port, smbclient, stop  # noqa: E402
 from worker_servers import pid_of, wait_for_workers  # noqa: E402
 
 
-def start(tmp_path, workers: int = 2) -> dict:
-    share = tmp_path / "share"
-    share.mkdir()
-    (share / "f").write_bytes(os.urandom(1 << 20))
-    (tmp_path / "run").mkdir(mode=0o700)
-    control = str(tmp_path / "run" / "control")
+def start(tmp_path) -> dict:
     mport = free_port()
-    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--workers", str(workers),
-                            "--control-socket", control, "--metrics", f"127.0.0.1:{mport}",
-                            "--shutdown-timeout", "2")
-    server = {"port": port, "proc": proc, "log": log, "control": control, "metrics": mport}
-    try:
-        wait_for_workers(server)
-    except BaseException:
-        stop(proc)
-        raise
-    return server
+    server = worker_servers.start(tmp_path, 2, "--metrics", f"127.0.0.1:{mport}")
+    (server["share"] / "f").write_bytes(os.urandom(1 << 20))
+    return {**server, "metrics": mport}
 
 
 @pytest.fixture

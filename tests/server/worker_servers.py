@@ -37,16 +37,17 @@ def wait_for_workers(server, old_pids=()) -> None:
     raise AssertionError("the workers did not start")
 
 
-def start(tmp_path, workers: int = 2) -> dict:
+def start(tmp_path, workers: int = 2, *serve_args: str) -> dict:
     """A server of tmp_path/share with `workers` worker processes (1: one process), its
-    control socket in tmp_path/run; stop it with servers.stop(server["proc"])."""
+    control socket in tmp_path/run, and `serve_args` more for `smbring serve`; stop it with
+    servers.stop(server["proc"])."""
     share = tmp_path / "share"
     share.mkdir()
     (tmp_path / "run").mkdir(mode=0o700)
     control = str(tmp_path / "run" / "control")
     more = ["--workers", str(workers)] if workers > 1 else []
     proc, port, log = spawn(tmp_path, str(share), "--share", "share", *more,
-                            "--control-socket", control, "--shutdown-timeout", "2")
+                            "--control-socket", control, "--shutdown-timeout", "2", *serve_args)
     server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
               "run": tmp_path / "run", "workers": workers}
     try:
