@@ -12,6 +12,7 @@ from smbcore import SHORT_BODY, change_notify_body, create_body, set_info_body
 from smbring.smb import notify, wire
 from smbring.smb.limits import MAX_IO
 from smbring.smb.server_state import ServerState
+from smbring.smb.state import Session
 
 NAMES = notify.FILE_NAME | notify.DIR_NAME
 WATCH_TREE = 0x1
@@ -196,6 +197,27 @@ def test_cancel_ends_the_wait(client, watched):
                                              async_id=interim.async_id))
     assert late(answers, interim) == (wire.STATUS_CANCELLED, [])
     assert late(make(client, "dir\\after"), interim) is None
+
+
+@pytest.mark.parametrize("by", ["another session", "no session", "unsigned where the session signs"])
+def test_only_the_requests_own_session_can_cancel_it(client, watched, by):
+    """Two sessions on one connection (a multi-user mount): a CANCEL naming the other session,
+    none, or unsigned where the request's session signs everything, ends nothing; the
+    session's own (as the client sends it, MS-SMB2 3.2.4.24) does."""
+    client.conn.sessions[2] = Session(id=2, valid=True)
+    interim = wait(client, watched)
+    session_id = {"another session": 2, "no session": 0}.get(by, 1)
+    if by == "unsigned where the session signs":
+        client.conn.sessions[1].sign = True
+    for flags, ids in ((wire.FLAGS_ASYNC, dict(async_id=interim.async_id)),
+                       (0, dict(message_id=interim.message_id))):
+        answers = client.exchange(client.message(wire.CANCEL, SHORT_BODY, flags=flags,
+                                                 session_id=session_id, **ids))
+        assert late(answers, interim) is None
+    client.conn.sessions[1].sign = False
+    answers = client.exchange(client.message(wire.CANCEL, SHORT_BODY, flags=wire.FLAGS_ASYNC,
+                                             async_id=interim.async_id))
+    assert late(answers, interim) == (wire.STATUS_CANCELLED, [])
 
 
 def test_a_file_cannot_be_watched(client):

@@ -668,12 +668,29 @@ class Connection:
                 areq.on_cancel()
             self.complete_async(areq, status)
 
-    def _cancel(self, hdr: Header) -> None:
-        """CANCEL: by AsyncId, or by MessageId for a request still answered synchronously."""
+    def _cancel(self, hdr: Header, msg) -> None:
+        """CANCEL: by AsyncId, or by MessageId for a request still answered synchronously.
+        Only by the session that sent the request (the client names it, MS-SMB2 3.2.4.24),
+        protected as that session's requests are: another session on the connection, or an
+        unsigned CANCEL where the session signs, ends nothing."""
         for areq in list(self.async_requests.values()):
             if (areq.async_id == hdr.async_id if hdr.flags & wire.FLAGS_ASYNC
                     else areq.hdr.message_id == hdr.message_id and not areq.orphaned):
-                self.cancel_async(areq)
+                if self._cancelled_by(areq, hdr, msg):
+                    self.cancel_async(areq)
+
+    def _cancelled_by(self, areq: "AsyncRequest", hdr: Header, msg) -> bool:
+        session_id = areq.hdr.session_id
+        if hdr.session_id != session_id:
+            return False
+        s = self.client.sessions.get(session_id)
+        if s is None:
+            return not session_id      # (no session behind the request: nothing to protect)
+        try:
+            self._check_protection(s, hdr, msg)
+        except SMBError:
+            return False
+        return True
 
     def _plain_buffer(self, size: int) -> memoryview:
         """A page-aligned buffer for a signed or sealed READ's response, kept for the
@@ -736,7 +753,7 @@ class Connection:
         command = hdr.command
         rhdr = _response_header(hdr)
         if command == CANCEL:
-            self._cancel(hdr)
+            self._cancel(hdr, msg)
             return None
         # granted now, so that an interim response carries them and the final one none
         rhdr.credits = self.credits.grant(hdr.credits, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1)
