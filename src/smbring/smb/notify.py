@@ -32,6 +32,17 @@ for that watch, with no trace of it (not even STATUS_NOTIFY_ENUM_DIR); other wat
 same tree see what their own accounts may list. Samba reports changes made through SMB only,
 and checks nothing; this server also reports what other programs do, so it must not tell a
 user the names in a directory the user could not list.
+
+On a share whose rules leave entries out of listings for what they are (`hide unreadable`,
+`hide unwriteable files`, `hide special files`, `hide new files timeout`), a change is reported
+only if a listing made as the watch's account would show its name, and each directory on the
+way to it (`Watch.shows`, the listing's own predicate, judged when the change is recorded);
+otherwise it is dropped with no trace. A name that is gone (a removal, a rename's old name)
+cannot be judged: the watch answers STATUS_NOTIFY_ENUM_DIR instead (the client lists the
+directory again, and learns only what a listing shows), except a rename within one directory,
+whose old name is judged by the file under its new name (the same file, in the same directory:
+what the rules look at is the same). `hide files` and `hide dot files` only mark names hidden in
+listings (they stay listed): they do not filter notifications.
 """
 from __future__ import annotations
 
@@ -75,10 +86,15 @@ class Watch:
     (`share_access.NameRules`); `owner` is whose budget its buffered bytes count against.
     `lists(dirs, directory)` says whether the watch's account may list each directory
     dirs[:1], dirs[:2], ... below the watched one, the last of them being `directory`
-    ((st_dev, st_ino), None when unknown); None: no such check (every name is reported)."""
+    ((st_dev, st_ino), None when unknown); None: no such check (every name is reported).
+    `shows(dirs, name, directory)` says whether a listing made as the watch's account shows
+    `name` in dirs (and each of dirs on the way): True, False, or None when it cannot be
+    judged (`name` None: a name that is gone); None: the share hides no entry for what it is
+    (every name is reported: no cost)."""
 
     def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
-                 max_output: int = MAX_OUTPUT, names=None, owner: object = None, lists=None):
+                 max_output: int = MAX_OUTPUT, names=None, owner: object = None, lists=None,
+                 shows=None):
         self.path = path.rstrip("/") or "/"
         self.key = key
         self.filter = completion_filter
@@ -87,6 +103,7 @@ class Watch:
         self.names = names
         self.owner = owner
         self.lists = lists
+        self.shows = shows
         self.changes: list[tuple[int, str]] = []
         self.size = 0               # the encoded size of `changes`
         self.overflowed = False
@@ -184,7 +201,7 @@ class ChangeWatches:
             return
         if own:
             self._own[path] = self._epoch
-        for w in self._concerned(path, what, directory):
+        for w in self._concerned(path, what, directory, gone=action in (REMOVED, RENAMED_OLD_NAME)):
             self._record(w, action, w.relative(path))
             self._wake(w)
 
@@ -216,7 +233,9 @@ class ChangeWatches:
         same_dir = old.rpartition("/")[0] == new.rpartition("/")[0]
         woken = []
         judged: dict = {}
-        for w in self._concerned(old, what, old_directory, judged):
+        # (the old name is gone: within one directory, the file under its new name stands for it)
+        for w in self._concerned(old, what, old_directory, judged, gone=True,
+                                 judged_as=new if same_dir else None):
             self._record(w, RENAMED_OLD_NAME if same_dir else REMOVED, w.relative(old))
             woken.append(w)
         for w in self._concerned(new, what, new_directory, judged):
@@ -275,9 +294,13 @@ class ChangeWatches:
 
     # -- recording -------------------------------------------------------------------------------
     def _concerned(self, path: str, what: int, directory: tuple | None = None,
-                   judged: dict | None = None) -> list[Watch]:
+                   judged: dict | None = None, *, gone: bool = False,
+                   judged_as: str | None = None) -> list[Watch]:
         """The watches a change of `path` is reported to. `judged` keeps, for one change (a
-        rename's names), what `_may_list` answered per watch and directory."""
+        rename's names), what `_may_list` and `_shown` answered per watch and name. `gone`:
+        the name no longer exists (where the share hides entries for what they are, the
+        watches that cannot judge it overflow: STATUS_NOTIFY_ENUM_DIR); `judged_as`: the
+        path of the same file in the same directory, judged instead."""
         out = []
         judged = {} if judged is None else judged
         for w in self._watches:
@@ -286,8 +309,32 @@ class ChangeWatches:
             rel = w.relative(path)
             if rel is None or w.vetoed(rel) or not self._may_list(w, rel, directory, judged):
                 continue
+            if w.shows is not None:
+                name = None if gone and judged_as is None else (judged_as or path).rpartition("/")[2]
+                shown = self._shown(w, rel, name, directory, judged)
+                if shown is False:
+                    continue            # left out of the account's listings: not told
+                if shown is None:
+                    self._overflow(w)   # cannot be judged: the client lists the directory again
             out.append(w)
         return out
+
+    @staticmethod
+    def _shown(w: Watch, rel: str, name: str | None, directory: tuple | None,
+               judged: dict) -> bool | None:
+        """Whether a listing made as the watch's account shows the directories of `rel` and
+        `name` in the last of them (`Watch.shows`); None: it cannot be judged."""
+        dirs = rel.split("/")[:-1]
+        key = (id(w), "shown", tuple(dirs), name, directory)
+        if key not in judged:
+            try:
+                judged[key] = w.shows(dirs, name, directory)
+            except Exception:
+                # a failure to judge must neither tell the name nor fail the request of
+                # whoever made the change: the client lists the directory instead
+                log.exception("change notify: cannot judge whether %s is listed", rel)
+                judged[key] = None
+        return judged[key]
 
     @staticmethod
     def _may_list(w: Watch, rel: str, directory: tuple | None, judged: dict) -> bool:

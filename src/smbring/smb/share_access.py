@@ -219,6 +219,13 @@ class NameRules:
         folded = name.casefold()
         return any(p.fullmatch(folded) for p in self.hide)
 
+    @property
+    def unlists(self) -> bool:
+        """Whether any rule may leave an entry out of listings for what it is (`unlisted`
+        can say yes): what a change notification must then judge too."""
+        return bool(self.hide_unreadable or self.hide_unwriteable or self.hide_special_files
+                    or self.hide_new_files_timeout)
+
     def unlisted(self, st: os.stat_result, may) -> bool:
         """Left out of listings for what the file is (`hide unreadable`, `hide unwriteable
         files`, `hide special files`, `hide new files timeout`); it stays reachable by name.

@@ -9,6 +9,11 @@ session (STATUS_NOTIFY_CLEANUP), or the directory's deletion (STATUS_DELETE_PEND
 With WATCH_TREE, a change below the directory is reported only if the session's account may
 list every directory from the watched one down to the changed name's (`may_list_down`): the
 kernel judges, the tree's file system acting as that account, as it judges a listing.
+
+On a share whose rules leave entries out of listings for what they are (hide unreadable, hide
+unwriteable files, hide special files, hide new files timeout: `NameRules.unlisted`), a change
+is reported only if a listing made as the session's account would show its name, and each
+directory on the way to it (`shown_in_listings`).
 """
 from __future__ import annotations
 
@@ -45,7 +50,8 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
     if o.watch is None:
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & WATCH_TREE), key=o.key,
                                max_output=out_len, names=o.tree.names, owner=c,
-                               lists=may_list_down(o) if flags & WATCH_TREE else None)
+                               lists=may_list_down(o) if flags & WATCH_TREE else None,
+                               shows=shown_in_listings(o) if o.tree.names.unlists else None)
         watches.add(o.watch)
     watch = o.watch
 
@@ -117,3 +123,55 @@ def may_list_down(o):
             for fd in fds:
                 fs.close_file(fd)
     return lists
+
+
+def shown_in_listings(o):
+    """The judge of a watch on the directory open `o`, on a share whose rules leave entries out
+    of listings for what they are (`notify.Watch.shows`): whether a listing made as the tree's
+    account would show each of dirs[0] (in the watched directory), dirs[1] (in dirs[0]), ...
+    and at last `name` (in the last of them): the very predicate QUERY_DIRECTORY applies
+    (`NameRules.unlisted`), the kernel judging the account's rights.
+
+    True: every one is shown. False: one of them is left out (the change must not be told).
+    None: it cannot be judged: `name` is None (the name is gone: a removal), a name is gone
+    by now, or the directories are no longer those the change happened in (the watched one
+    is not `o`'s, or the last is not `directory`, (st_dev, st_ino), when that is known).
+    The directories are opened as the account beneath the share's root, no link as the last
+    name, and each is checked to be the entry judged in the one before it."""
+    fs, top, top_key, rules = o.tree.fs, list(o.parts), o.key, o.tree.names
+
+    def judge(fd: int, parts: list[str], entry: str):
+        """The entry's stat when a listing of the open directory `fd` would show it; False
+        when it would leave it out; None when it is gone."""
+        st = fs.entry_stat(fd, parts, entry)
+        if st is None:
+            return None
+        return False if rules.unlisted(st, lambda mode: fs.may_access(fd, entry, mode)) else st
+
+    def shows(dirs: list[str], name: str | None, directory: tuple | None) -> bool | None:
+        fds: list[int] = []
+        try:
+            fds.append(fs.open(top, DIRECTORY_ONLY))
+            here = fs.fstat(fds[-1])
+            if (here.st_dev, here.st_ino) != top_key:
+                return None
+            for depth, entry in enumerate(dirs):
+                st = judge(fds[-1], top + dirs[:depth], entry)
+                if st is None or st is False:
+                    return st
+                fds.append(fs.open(top + dirs[:depth + 1], DIRECTORY_ONLY))
+                here = fs.fstat(fds[-1])
+                if (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
+                    return None
+            if directory is not None and (here.st_dev, here.st_ino) != directory:
+                return None
+            if name is None:
+                return None
+            st = judge(fds[-1], top + dirs, name)
+            return None if st is None else st is not False
+        except OSError:
+            return None
+        finally:
+            for fd in fds:
+                fs.close_file(fd)
+    return shows
