@@ -207,7 +207,8 @@ class NoSwitch:
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
-         "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "remove_streams",
+         "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "create_stream",
+         "remove_streams",
          "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos",
@@ -339,6 +340,14 @@ class ShareView:
     def make_stream_dir(self, sid):
         self._as_server()
         self.base.make_stream_dir(sid)
+
+    def create_stream(self, sid, stream, owner, mode=0o600):
+        """Made as the server (the depot is its own), given to the file's owner (see
+        PosixVFS.create_stream); its data I/O runs as this view's identity, as any open's."""
+        self._as_server()
+        fd = self.base.create_stream(sid, stream, owner, mode)
+        self._opened(fd, self.base.stream_parts(sid, stream))
+        return fd
 
     def remove_streams(self, sid):
         self._as_server()

@@ -358,6 +358,26 @@ class PosixVFS:
             finally:
                 os.close(fd)
 
+    def create_stream(self, sid: str, stream: str, owner: tuple[int, int], mode: int = 0o600) -> int:
+        """The new stream, made by the server in its depot and given to the file's owner at
+        once (before its descriptor is anyone's to write to): its blocks and inode count in
+        that user's quota, not the server's (on which none is set). The depot's directories
+        stay the server's (0700): the owner cannot reach the stream by its path."""
+        parts = self.stream_parts(sid, stream)
+        fd = self.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            if os.geteuid() == 0:       # (a server that is not root owns everything it makes)
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+        except BaseException:
+            os.close(fd)
+            try:
+                self.remove(parts, False)
+            except OSError:
+                pass
+            raise
+        return fd
+
     def check_depot(self) -> None:
         """The depot, where it exists, is the server's (its owner, 0700). One an older version
         left (made by the first user to make a stream, 0755, that user's) is taken over: made
