@@ -409,6 +409,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep,
                                                           root_st=st if not parts else None)
+        if stream is not None:
+            # a stream has no security descriptor of its own: its file's decided above
+            # (stream_limit); one an older version stored on the stream is ignored
+            sd = None
     try:
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
@@ -497,6 +501,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
             else:
                 new_sd = acl.inherit(parent_sd, want_dir, token)
+            if stream is not None:
+                new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
             if want_dir:
                 if acl_decides_mode:
                     fs.mkdir(parts, new_directory_mode(tree.share))
