@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from smbring.uring import set_thread_credentials
 from smbring.vfs.api import STREAMS_DIR
 from smbring.vfs.data_identity import DataCredentials
+from smbring.vfs.posix import stream_id_by_path
 
 
 @dataclass(frozen=True)
@@ -323,15 +324,9 @@ class ShareView:
         return found[0] if self.base.claim_streams(*found, create) else None
 
     def stream_id(self, parts, create=False):
-        self._act()
-        try:
-            fd = self.base.open(parts, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return self.stream_id_of(fd, create)
-        finally:
-            os.close(fd)
+        """PosixVFS.stream_id through this view: the file opened as the user, the id read
+        as `stream_id_of` reads it."""
+        return stream_id_by_path(self, parts, create)
 
     def streams(self, sid):
         self._as_server()

@@ -108,6 +108,23 @@ def _take_over_entry(dir_fd: int, name: str, mode: int, inside=None) -> None:
         os.close(fd)
 
 
+def stream_id_by_path(fs, parts: list[str], create: bool = False) -> str | None:
+    """`stream_id` made of the file system's own `open`, `stream_id_of` and `close_file`:
+    PosixVFS's, and a ShareView's (which opens the file as its user and checks the stream
+    directory as the server). None where the file cannot be opened, and for a path into
+    the depot (a stream has no streams: nothing there is opened for this)."""
+    if parts and parts[0] == STREAMS_DIR:
+        return None
+    try:
+        fd = fs.open(parts, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return fs.stream_id_of(fd, create)
+    finally:
+        fs.close_file(fd)
+
+
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
@@ -260,14 +277,7 @@ class PosixVFS:
     def stream_id(self, parts: list[str], create: bool = False) -> str | None:
         """The id under which the file's streams are kept (see `stream_id_of`); None also
         when the file cannot be opened."""
-        try:
-            fd = self.open(parts, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return self.stream_id_of(fd, create)
-        finally:
-            os.close(fd)
+        return stream_id_by_path(self, parts, create)
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:
         """The id under which the open file's streams are kept: `stream_key` (read, or stored,
