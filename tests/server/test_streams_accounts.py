@@ -171,6 +171,29 @@ def test_a_stream_another_user_makes_on_a_file_is_the_file_owner_s(server, alice
     assert get(alice, r"shared\group664.txt:bobs-on-hers").startswith(b"again, longer")
 
 
+def test_a_stream_someone_else_owns_is_given_to_the_file_s_owner_when_it_may_be_written(server, alice, bob):
+    """A stream an older version left the server's (root's), or one whose file changed hands
+    since, is given to the file's owner at its next open by someone who may write it: its
+    data counts in that user's quota from then on. Read by someone who may not write the
+    file, it is left as it is."""
+    put(alice, r"shared\a644.txt:was-roots", b"made by an older version")
+    path = stream_file(server, "a644.txt", "was-roots")
+    os.chown(path, 0, 0)
+    assert get(bob, r"shared\a644.txt:was-roots") == b"made by an older version"
+    assert path.lstat().st_uid == 0
+    assert get(alice, r"shared\a644.txt:was-roots") == b"made by an older version"
+    assert (path.lstat().st_uid, path.lstat().st_gid) == server["accounts"][ALICE]
+    base = server["shared"] / "group664.txt"
+    put(alice, r"shared\group664.txt:changes-hands", b"alice's, then bob's")
+    os.chown(base, *server["accounts"][BOB])
+    try:
+        put(bob, r"shared\group664.txt:changes-hands", b"bob's now")
+        path = stream_file(server, "group664.txt", "changes-hands")
+        assert (path.lstat().st_uid, path.lstat().st_gid) == server["accounts"][BOB]
+    finally:
+        os.chown(base, server["accounts"][ALICE][0], server["accounts"][BOB][1])
+
+
 def test_a_stream_owner_is_still_kept_out_of_the_depot(server, alice):
     """ALICE owns her stream's file, but the directories leading to it are the server's (0700):
     logged on to the machine she neither reads nor replaces it by its path."""

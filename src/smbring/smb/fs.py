@@ -146,6 +146,13 @@ class FileSystem(Protocol):
         when the stream cannot be given to its owner)."""
         ...
 
+    def own_stream(self, sid: str, stream: str, owner: tuple[int, int]) -> None:
+        """Gives an existing stream to `owner`, its file's uid and gid, where it is someone
+        else's (made by an older version, which left it the server's; or its file changed
+        hands since): from then on its data counts in that user's quota. Raises PathError,
+        OSError."""
+        ...
+
     def remove_streams(self, sid: str | None) -> None:
         """Deletes the streams of a file that is gone (nothing for None); one it cannot
         delete is left. Raises OSError only as `streams` does."""

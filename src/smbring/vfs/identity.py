@@ -209,7 +209,7 @@ class NoSwitch:
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "create_stream",
-         "remove_streams",
+         "own_stream", "remove_streams",
          "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos",
@@ -343,6 +343,10 @@ class ShareView:
         fd = self.base.create_stream(sid, stream, owner, mode)
         self._opened(fd, self.base.stream_parts(sid, stream))
         return fd
+
+    def own_stream(self, sid, stream, owner):
+        self._as_server()
+        self.base.own_stream(sid, stream, owner)
 
     def remove_streams(self, sid):
         self._as_server()

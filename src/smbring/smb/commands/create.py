@@ -370,6 +370,11 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             stream, parts = spelled, fs.stream_parts(base_key, spelled)
         try:
             st, exists = fs.stat(parts), True
+            if (st.st_uid, st.st_gid) != stream_owner and stream_limit & wire.FILE_WRITE_DATA \
+                    and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                # the server's (an older version's), or its file's former owner's: the
+                # file's owner's before anything more is written to it
+                fs.own_stream(base_key, stream, stream_owner)
         except FileNotFoundError:
             if opening:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
