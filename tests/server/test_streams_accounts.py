@@ -143,7 +143,73 @@ def test_the_depot_belongs_to_the_server(server, alice):
         st = path.lstat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700), path
     st = stream_file(server, "a644.txt", "owned").lstat()
-    assert st.st_uid == 0 and not stat.S_IMODE(st.st_mode) & 0o077
+    assert not stat.S_IMODE(st.st_mode) & 0o077
+
+
+# -- a stream is its file's owner's (disk quotas charge its data to that user) ---------------------
+def test_a_user_s_stream_on_his_file_is_his(server, alice):
+    """Made by the server in its depot, the stream is given to ALICE at once: its blocks count
+    in her quota, not in root's (on which there is none)."""
+    put(alice, r"shared\a644.txt:hers-owned", b"counted as alice's")
+    st = stream_file(server, "a644.txt", "hers-owned").lstat()
+    assert (st.st_uid, st.st_gid) == server["accounts"][ALICE]
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_a_stream_another_user_makes_on_a_file_is_the_file_owner_s(server, alice, bob):
+    """BOB may write group664.txt (ALICE's, BOB's group): the stream he makes on it is hers,
+    with the file's group, as the file's own data would be (NTFS charges a file's streams to
+    its owner); data BOB writes to it later does not change that."""
+    put(bob, r"shared\group664.txt:bobs-on-hers", b"bob writes, alice pays")
+    path = stream_file(server, "group664.txt", "bobs-on-hers")
+    base = (server["shared"] / "group664.txt").stat()
+    st = path.lstat()
+    assert (st.st_uid, st.st_gid) == (base.st_uid, base.st_gid) == (server["accounts"][ALICE][0],
+                                                                    server["accounts"][BOB][1])
+    put(bob, r"shared\group664.txt:bobs-on-hers", b"again, longer: " + b"x" * 65536)
+    assert path.lstat().st_uid == server["accounts"][ALICE][0]
+    assert get(alice, r"shared\group664.txt:bobs-on-hers").startswith(b"again, longer")
+
+
+def test_a_stream_someone_else_owns_is_given_to_the_file_s_owner_when_it_may_be_written(server, alice, bob):
+    """A stream an older version left the server's (root's), or one whose file changed hands
+    since, is given to the file's owner at its next open by someone who may write it: its
+    data counts in that user's quota from then on. Read by someone who may not write the
+    file, it is left as it is."""
+    put(alice, r"shared\a644.txt:was-roots", b"made by an older version")
+    path = stream_file(server, "a644.txt", "was-roots")
+    os.chown(path, 0, 0)
+    assert get(bob, r"shared\a644.txt:was-roots") == b"made by an older version"
+    assert path.lstat().st_uid == 0
+    assert get(alice, r"shared\a644.txt:was-roots") == b"made by an older version"
+    assert (path.lstat().st_uid, path.lstat().st_gid) == server["accounts"][ALICE]
+    base = server["shared"] / "group664.txt"
+    put(alice, r"shared\group664.txt:changes-hands", b"alice's, then bob's")
+    os.chown(base, *server["accounts"][BOB])
+    try:
+        put(bob, r"shared\group664.txt:changes-hands", b"bob's now")
+        path = stream_file(server, "group664.txt", "changes-hands")
+        assert (path.lstat().st_uid, path.lstat().st_gid) == server["accounts"][BOB]
+    finally:
+        os.chown(base, server["accounts"][ALICE][0], server["accounts"][BOB][1])
+
+
+def test_a_stream_owner_is_still_kept_out_of_the_depot(server, alice):
+    """ALICE owns her stream's file, but the directories leading to it are the server's (0700):
+    logged on to the machine she neither reads nor replaces it by its path."""
+    put(alice, r"shared\a600.txt:kept-in", b"reached through the server only")
+    path = stream_file(server, "a600.txt", "kept-in")
+    assert path.lstat().st_uid == server["accounts"][ALICE][0]
+    uid, gid = server["accounts"][ALICE]
+    code = (f"import errno\n"
+            f"for act in (lambda: open({str(path)!r}, 'rb').read(), lambda: open({str(path)!r}, 'ab'),\n"
+            f"            lambda: os.unlink({str(path)!r}), lambda: os.chmod({str(path)!r}, 0o666)):\n"
+            f"    try:\n        act()\n        print('reached')\n"
+            f"    except PermissionError:\n        print('refused')\n")
+    r = as_user(uid, gid, code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["refused"] * 4
+    assert get(alice, r"shared\a600.txt:kept-in") == b"reached through the server only"
 
 
 def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess:

@@ -136,6 +136,23 @@ class FileSystem(Protocol):
         """Creates the file's stream directory unless it exists. Raises OSError."""
         ...
 
+    def create_stream(self, sid: str, stream: str, owner: tuple[int, int], mode: int = 0o600) -> int:
+        """Creates the named stream in the file's stream directory (which exists: see
+        `make_stream_dir`), opened read-write, and returns its descriptor. The new stream
+        is owned by `owner`, its file's uid and gid, before anything is written to it: disk
+        quotas charge a stream's data to its file's owner, as they do the file's own data
+        (a file system acting as a single user keeps its own files its own). `mode`: its
+        permission bits. Raises FileExistsError, PathError, OSError (nothing is left behind
+        when the stream cannot be given to its owner)."""
+        ...
+
+    def own_stream(self, sid: str, stream: str, owner: tuple[int, int]) -> None:
+        """Gives an existing stream to `owner`, its file's uid and gid, where it is someone
+        else's (made by an older version, which left it the server's; or its file changed
+        hands since): from then on its data counts in that user's quota. Raises PathError,
+        OSError."""
+        ...
+
     def remove_streams(self, sid: str | None) -> None:
         """Deletes the streams of a file that is gone (nothing for None); one it cannot
         delete is left. Raises OSError only as `streams` does."""

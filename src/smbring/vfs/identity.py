@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from smbring.uring import set_thread_credentials
 from smbring.vfs.api import STREAMS_DIR
 from smbring.vfs.data_identity import DataCredentials
+from smbring.vfs.posix import stream_id_by_path
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ class NoSwitch:
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity.py checks that the list covers the whole protocol.
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
-         "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "remove_streams",
+         "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "create_stream",
+         "own_stream", "remove_streams",
          "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos",
@@ -322,15 +324,9 @@ class ShareView:
         return found[0] if self.base.claim_streams(*found, create) else None
 
     def stream_id(self, parts, create=False):
-        self._act()
-        try:
-            fd = self.base.open(parts, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return self.stream_id_of(fd, create)
-        finally:
-            os.close(fd)
+        """PosixVFS.stream_id through this view: the file opened as the user, the id read
+        as `stream_id_of` reads it."""
+        return stream_id_by_path(self, parts, create)
 
     def streams(self, sid):
         self._as_server()
@@ -339,6 +335,18 @@ class ShareView:
     def make_stream_dir(self, sid):
         self._as_server()
         self.base.make_stream_dir(sid)
+
+    def create_stream(self, sid, stream, owner, mode=0o600):
+        """Made as the server (the depot is its own), given to the file's owner (see
+        PosixVFS.create_stream); its data I/O runs as this view's identity, as any open's."""
+        self._as_server()
+        fd = self.base.create_stream(sid, stream, owner, mode)
+        self._opened(fd, self.base.stream_parts(sid, stream))
+        return fd
+
+    def own_stream(self, sid, stream, owner):
+        self._as_server()
+        self.base.own_stream(sid, stream, owner)
 
     def remove_streams(self, sid):
         self._as_server()

@@ -108,6 +108,23 @@ def _take_over_entry(dir_fd: int, name: str, mode: int, inside=None) -> None:
         os.close(fd)
 
 
+def stream_id_by_path(fs, parts: list[str], create: bool = False) -> str | None:
+    """`stream_id` made of the file system's own `open`, `stream_id_of` and `close_file`:
+    PosixVFS's, and a ShareView's (which opens the file as its user and checks the stream
+    directory as the server). None where the file cannot be opened, and for a path into
+    the depot (a stream has no streams: nothing there is opened for this)."""
+    if parts and parts[0] == STREAMS_DIR:
+        return None
+    try:
+        fd = fs.open(parts, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return fs.stream_id_of(fd, create)
+    finally:
+        fs.close_file(fd)
+
+
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
@@ -260,14 +277,7 @@ class PosixVFS:
     def stream_id(self, parts: list[str], create: bool = False) -> str | None:
         """The id under which the file's streams are kept (see `stream_id_of`); None also
         when the file cannot be opened."""
-        try:
-            fd = self.open(parts, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return self.stream_id_of(fd, create)
-        finally:
-            os.close(fd)
+        return stream_id_by_path(self, parts, create)
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:
         """The id under which the open file's streams are kept: `stream_key` (read, or stored,
@@ -357,6 +367,40 @@ class PosixVFS:
                 _drop_acls(fd)
             finally:
                 os.close(fd)
+
+    def create_stream(self, sid: str, stream: str, owner: tuple[int, int], mode: int = 0o600) -> int:
+        """The new stream, made by the server in its depot and given to the file's owner at
+        once (before its descriptor is anyone's to write to): its blocks and inode count in
+        that user's quota, not the server's (on which none is set). The depot's directories
+        stay the server's (0700): the owner cannot reach the stream by its path."""
+        parts = self.stream_parts(sid, stream)
+        fd = self.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            if os.geteuid() == 0:       # (a server that is not root owns everything it makes)
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+        except BaseException:
+            os.close(fd)
+            try:
+                self.remove(parts, False)
+            except OSError:
+                pass
+            raise
+        return fd
+
+    def own_stream(self, sid: str, stream: str, owner: tuple[int, int]) -> None:
+        """(See create_stream.) The stream is opened by its path in the depot (no link
+        followed, a hard link refused): what is given away is a stream, never another file
+        of the share."""
+        if os.geteuid() != 0:
+            return
+        fd = self.open(self.stream_parts(sid, stream), os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != tuple(owner):
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
 
     def check_depot(self) -> None:
         """The depot, where it exists, is the server's (its owner, 0700). One an older version

@@ -132,8 +132,9 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
 
 
 def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access: int, options: int,
-                   disposition: int, attrs: int, create: bool, token) -> tuple[str | None, int]:
-    """A named stream's id, and the most an open of it may be granted: what this user's open
+                   disposition: int, attrs: int, create: bool, token) -> tuple[str | None, int, os.stat_result]:
+    """A named stream's id, the most an open of it may be granted, and the file's stat (its
+    owner owns a new stream: see FileSystem.create_stream). The most granted: what this user's open
     of the stream's file would have (as Samba's streams_xattr, whose streams are the file's
     xattrs), judged on the very file whose id is read, opened as the user: reading by that
     open (STATUS_ACCESS_DENIED where the kernel refuses it: a stream needs its file readable),
@@ -164,7 +165,7 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
             if acl.map_generic(access) & wire.WRITE_CLASS or truncating or options & wire.FILE_DELETE_ON_CLOSE:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
             limit &= wire.READ_ONLY_ACCESS
-        return fs.stream_id_of(fd, create=bool(create and writable)), limit
+        return fs.stream_id_of(fd, create=bool(create and writable)), limit, st
     finally:
         fs.close_file(fd)
 
@@ -340,6 +341,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     base_parts, base_key, index_number = parts, None, 0
     stream_limit = None     # a stream's: the most its file lets this user's open of it have
+    stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -357,8 +359,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
-        base_key, stream_limit = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options,
-                                                disposition, attrs, not opening, tree.token)
+        base_key, stream_limit, base_st = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access,
+                                                         options, disposition, attrs, not opening, tree.token)
+        stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = fs.stream_parts(base_key, stream)
@@ -367,6 +370,11 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             stream, parts = spelled, fs.stream_parts(base_key, spelled)
         try:
             st, exists = fs.stat(parts), True
+            if (st.st_uid, st.st_gid) != stream_owner and stream_limit & wire.FILE_WRITE_DATA \
+                    and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                # the server's (an older version's), or its file's former owner's: the
+                # file's owner's before anything more is written to it
+                fs.own_stream(base_key, stream, stream_owner)
         except FileNotFoundError:
             if opening:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -406,6 +414,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep,
                                                           root_st=st if not parts else None)
+        if stream is not None:
+            # a stream has no security descriptor of its own: its file's decided above
+            # (stream_limit); one an older version stored on the stream is ignored
+            sd = None
     try:
         truncating = exists and not is_dir and disposition in TRUNCATING
         # overwriting a file needs the right to write it, whatever the open asks for (the open
@@ -494,6 +506,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
             else:
                 new_sd = acl.inherit(parent_sd, want_dir, token)
+            if stream is not None:
+                new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
             if want_dir:
                 if acl_decides_mode:
                     fs.mkdir(parts, new_directory_mode(tree.share))
@@ -503,11 +517,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             else:
                 if stream is None:
                     mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY))
-                else:
-                    mode = 0o400 if attrs & wire.ATTR_READONLY else 0o600    # (the server's file)
-                fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
+                    fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
+                else:       # (made by the server in its depot, owned by the file's owner)
+                    mode = 0o400 if attrs & wire.ATTR_READONLY else 0o600
+                    fd = fs.create_stream(base_key, stream, stream_owner, mode)
                 try:
-                    if not acl_decides_mode:
+                    if stream is None and not acl_decides_mode:
                         fs.fchmod(fd, mode)
                     # the open below would open this file again read-write, as this account:
                     # where the kernel would let it (asked as that open would be, after the

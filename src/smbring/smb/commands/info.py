@@ -3,8 +3,10 @@ information."""
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import struct
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, wire
@@ -91,13 +93,20 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass not in (4, 5, 18, 34, 35):
         raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
     dos = fs.get_dos(o.fd)
-    attrs = attributes(st, dos, hidden=shown_hidden(o))
+    # the times and attributes are the file's, through a stream's handle too (the sizes
+    # are the stream's own)
+    file_st, file_dos, file_key = st, dos, o.key
+    if o.stream is not None and klass != 5:
+        with file_of(o) as fd:
+            file_st, file_dos = fs.fstat(fd), fs.get_dos(fd)
+        file_key = (file_st.st_dev, file_st.st_ino)
+    attrs = attributes(file_st, file_dos, hidden=shown_hidden(o))
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attrs, 0)
     size = 0 if o.is_dir else st.st_size
     if klass != 5:
-        write_ns = c.state.write_times.shown(o.key)
-        shown_times = time_fields(st, dos, write_ns)
+        write_ns = c.state.write_times.shown(file_key)
+        shown_times = time_fields(file_st, file_dos, write_ns)
         if klass == 4:
             return BASIC.pack(*shown_times, attrs, 0)
         if klass == 34:
@@ -171,14 +180,44 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-def current_sd(o: Open) -> acl.Descriptor:
+@contextmanager
+def file_of(o: Open):
+    """The descriptor of the open's file, which holds what belongs to the file and not to
+    one of its streams: its security descriptor, times and DOS attributes (MS-FSA keeps them
+    per file; Samba's metadata_fsp). For a stream's open: its file opened by name, as the
+    user (read-only: the stream's open needed the file readable), and checked to be the
+    very file whose streams the open reaches (its stream id, bound to that file in the
+    depot); a file since renamed, or replaced by another, is not reached
+    (STATUS_OBJECT_NAME_NOT_FOUND)."""
+    if o.stream is None:
+        yield o.fd
+        return
+    fs = o.tree.fs
+    try:
+        fd = fs.open(o.base_parts, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND) from None
+    try:
+        if fs.stream_id_of(fd) != o.base_key:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        yield fd
+    finally:
+        fs.close_file(fd)
+
+
+def current_sd(o: Open, fd: int | None = None) -> acl.Descriptor:
     """The file's stored descriptor, else the one its mode bits give (write bits dropped for
-    the READONLY attribute counted as there)."""
-    stored = sd_of(o.tree.fs, o.fd, o.path())
+    the READONLY attribute counted as there). `fd`: the file's (`file_of`), where it is
+    open already; through a stream's handle, the descriptor is its file's."""
+    if fd is None:
+        with file_of(o) as fd:
+            return current_sd(o, fd)
+    fs = o.tree.fs
+    stored = sd_of(fs, fd, o.path())
     if stored is not None:
         return stored
-    dos = o.tree.fs.get_dos(o.fd)
-    return acl.from_mode(o.tree.fs.fstat(o.fd), bool(dos and dos.attrs & wire.ATTR_READONLY))
+    dos = fs.get_dos(fd)
+    return acl.from_mode(fs.fstat(fd), bool(dos and dos.attrs & wire.ATTR_READONLY))
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -339,12 +378,24 @@ TIME_LEAVE, TIME_FREEZE, TIME_THAW = 0, -1, -2
 
 
 def set_basic(o: Open, buf, write_times: WriteTimes) -> None:
-    """FileBasicInformation: times and attributes (0 leaves the attributes as they are)."""
-    fs = o.tree.fs
+    """FileBasicInformation: times and attributes (0 leaves the attributes as they are), the
+    file's, through a stream's handle too (`file_of`)."""
     ctime_set, atime, mtime, change, attrs = struct.unpack_from("<qqqqI", buf, 0)
     if min(ctime_set, atime, mtime, change) < TIME_THAW:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if attrs & wire.ATTR_DIRECTORY and not o.is_dir or attrs & wire.ATTR_TEMPORARY and o.is_dir:
+    with file_of(o) as fd:
+        set_file_basic(o, fd, (ctime_set, atime, mtime, change, attrs), write_times)
+
+
+def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> None:
+    """`set_basic` on the file's descriptor `fd` (the open's own, or its stream's file's);
+    the handle's pending write and the write time it keeps are the open's own."""
+    fs = o.tree.fs
+    ctime_set, atime, mtime, change, attrs = fields
+    st = fs.fstat(fd) if fd != o.fd else None
+    is_dir = o.is_dir if st is None else stat.S_ISDIR(st.st_mode)
+    key = o.key if st is None else (st.st_dev, st.st_ino)
+    if attrs & wire.ATTR_DIRECTORY and not is_dir or attrs & wire.ATTR_TEMPORARY and is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     keep = (TIME_LEAVE, TIME_FREEZE, TIME_THAW)
     # whatever it sets (nothing at all too), it shows the handle's pending write (as Windows
@@ -360,34 +411,34 @@ def set_basic(o: Open, buf, write_times: WriteTimes) -> None:
         o.kept_write_ns = write_times.shown(o.key) or fs.fstat(o.fd).st_mtime_ns
     elif mtime != TIME_LEAVE:
         o.kept_write_ns = wire.unix_ns(mtime)
-        write_times.set_by_client(o.key, o.kept_write_ns)
+        write_times.set_by_client(key, o.kept_write_ns)
     if atime not in keep or mtime not in keep:
         if ctime_set in keep:
-            pin_creation_time(fs, o.fd)     # (it may come from the write time)
-        st = fs.fstat(o.fd)
+            pin_creation_time(fs, fd)     # (it may come from the write time)
+        st = fs.fstat(fd)
         a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
         m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
-        fs.set_times(o.fd, a, m)
+        fs.set_times(fd, a, m)
     if ctime_set in keep and change in keep and not attrs:
         return
-    dos = fs.get_dos(o.fd) or DosInfo()
+    dos = fs.get_dos(fd) or DosInfo()
     if ctime_set not in keep:
         dos.create_time = ctime_set
     if change not in keep:
-        dos.change_time, dos.change_mtime_ns = change, stored_ns(fs.fstat(o.fd).st_mtime_ns)
-    mode = fs.fstat(o.fd).st_mode & 0o7777
+        dos.change_time, dos.change_mtime_ns = change, stored_ns(fs.fstat(fd).st_mtime_ns)
+    mode = fs.fstat(fd).st_mode & 0o7777
     want_mode = mode
     if attrs:
         dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
-        if not o.is_dir:    # a file's READONLY lives in its write bits (see fileinfo)
+        if not is_dir:      # a file's READONLY lives in its write bits (see fileinfo)
             want_mode = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | (0 if mode & 0o222 else 0o200)
     # the write bits go last when they are dropped and first when they come back: the DOS
     # information is an xattr, which the kernel lets only an account that may write store
     if want_mode != mode and want_mode & 0o200:
-        fs.fchmod(o.fd, want_mode)
-    writable_for_metadata(fs, o.fd, lambda: fs.set_dos(o.fd, dos))
+        fs.fchmod(fd, want_mode)
+    writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
     if want_mode != mode and not want_mode & 0o200:
-        fs.fchmod(o.fd, want_mode)
+        fs.fchmod(fd, want_mode)
 
 
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
@@ -410,8 +461,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             new = acl.parse(buf)
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        blob = acl.merge(current_sd(o), new, parts).pack()
-        writable_for_metadata(tree.fs, o.fd, lambda: tree.fs.set_sd(o.fd, blob))
+        # (through a stream's handle: its file's descriptor, stored as the user, whom the
+        # kernel lets store it only where he may write the file, as through the file's own)
+        with file_of(o) as fd:
+            blob = acl.merge(current_sd(o, fd), new, parts).pack()
+            writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
