@@ -114,7 +114,8 @@ def test_every_member_of_a_compound_grants_what_it_spent(client, ledger, related
     """A compound whose members succeed, or whose first fails and takes the related rest
     with it (unrelated, the rest fail on their own: no such FileId)."""
     fid = RELATED_FID if related else b"\0" * 16
-    frame = compound([client.message(wire.CREATE, create(first, wire.FILE_CREATE if first == "new" else wire.FILE_OPEN)),
+    disposition = wire.FILE_CREATE if first == "new" else wire.FILE_OPEN
+    frame = compound([client.message(wire.CREATE, create(first, disposition)),
                       client.message(wire.WRITE, smbcore.write_body(fid, b"data")),
                       client.message(wire.READ, smbcore.read_body(fid, 4)),
                       client.message(wire.CLOSE, smbcore.close_body(fid))], related=related)
