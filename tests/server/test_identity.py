@@ -312,12 +312,23 @@ def test_interleaved_users_never_act_as_each_other(server, one_connection):
     caches = {ALICE: shared_cache, BOB: shared_cache} if one_connection else {ALICE: {}, BOB: {}}
     errors: list = []
     barrier = threading.Barrier(2)
-    threads = [threading.Thread(target=hammer, args=(
-        user, other, dict(username=user, password=PASSWORD, port=server["port"],
-                          connection_cache=caches[user]), rounds, errors, barrier))
-        for user, other in ((ALICE, BOB), (BOB, ALICE))]
+    kws = {user: dict(username=user, password=PASSWORD, port=server["port"], connection_cache=caches[user])
+           for user in (ALICE, BOB)}
+    threads = [threading.Thread(target=hammer, args=(user, other, kws[user], rounds, errors, barrier))
+               for user, other in ((ALICE, BOB), (BOB, ALICE))]
     start = time.monotonic()
     try:
+        if one_connection:
+            # both sessions set up before the threads start: smbprotocol publishes a connection
+            # in the cache once NEGOTIATE has granted it its one credit and fails (rather than
+            # waits for credits) a request sent while that credit is spent, so a thread's
+            # SESSION_SETUP racing the other's raised "requires 1 credits but only 0"; two
+            # threads that both missed the cache also made a connection each (the test then
+            # ran on two)
+            for user in (ALICE, BOB):
+                smbprotocol.register_session("127.0.0.1", **kws[user])
+            [one] = shared_cache.values()
+            assert len(one.session_table) == 2
         for t in threads:
             t.start()
         for t in threads:
@@ -327,6 +338,8 @@ def test_interleaved_users_never_act_as_each_other(server, one_connection):
             for connection in cache.values():
                 connection.disconnect()
     assert not errors, errors[:5]
+    if one_connection:
+        assert list(shared_cache.values()) == [one]      # every request went on it
     shared = server["share"] / "shared"
     for user in (ALICE, BOB):
         for i in range(rounds):
