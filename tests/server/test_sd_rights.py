@@ -233,6 +233,8 @@ def test_a_group_writer_stores_no_descriptor(server):
             assert c.set_sd(f, owned_by(bob), OWNER_PART) == ACCESS_DENIED, name
             f.close()
         assert c.status(r"shared\lockout.txt:other", WRITE_DAC, OPEN_IF) == ACCESS_DENIED
+        assert c.status(r"shared\lockout.txt:new", WRITE_DAC) == ACCESS_DENIED       # (made above)
+        assert c.maximal_access(r"shared\lockout.txt:new") & (WRITE_DAC | WRITE_OWNER) == 0
     assert stored(path) is None
     with client(server, ALICE) as c:
         assert c.status(r"shared\lockout.txt", READ_DATA | WRITE_DATA) == 0
