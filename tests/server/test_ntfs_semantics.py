@@ -196,8 +196,12 @@ def test_a_descriptor_stored_on_the_share_root_decides_who_opens_the_root(server
     """The share's root is opened as any other directory: a descriptor a client stored on it
     refuses what it does not grant, though the kernel would allow everything (0777). Without
     that, an account the descriptor leaves out could still list the root, or open it with
-    WRITE_DAC and write itself a descriptor of its own."""
+    WRITE_DAC and write itself a descriptor of its own. (The root is OWNER's for the test:
+    without a stored descriptor, WRITE_DAC is the Unix owner's only.)"""
+    os.chown(server.share, server.accounts[OWNER].uid, -1)
     try:
+        with client(server, OTHER) as c:
+            assert c.status("", WRITE_DAC, options=DIRECTORY_FILE) == ACCESS_DENIED
         with client(server, OWNER) as c:
             root = c.open("", FILE_ALL, options=DIRECTORY_FILE)
             assert c.set_info(root, INFO_SECURITY, 0, descriptor(
@@ -214,6 +218,7 @@ def test_a_descriptor_stored_on_the_share_root_decides_who_opens_the_root(server
             os.removexattr(server.share, "user.smbring.sd")
         except OSError:
             pass
+        os.chown(server.share, 0, -1)
 
 
 def test_creator_owner_becomes_the_creator_and_stays_inheritable(server):

@@ -168,3 +168,39 @@ def test_setting_no_dacl_sets_a_null_dacl_and_creation_fills_gaps():
     made = acl.complete(Descriptor(control=0), None, is_dir=False)
     assert made.owner == acl.OWNER_SID and made.control & acl.SE_DACL_PRESENT
     assert [a.sid for a in made.dacl] == [acl.OWNER_SID, acl.SYSTEM]
+
+
+def test_without_a_stored_descriptor_write_dac_and_write_owner_are_the_unix_owner_s():
+    alice, bob = acl.unix_token(4242, 4242), acl.unix_token(4343, 4242)
+    alices = acl.unix_user(4242)
+    assert acl.granted(None, alice, alices) == acl.FILE_ALL_ACCESS
+    assert acl.granted(None, bob, alices) == acl.FILE_ALL_ACCESS & ~(acl.WRITE_DAC | acl.WRITE_OWNER)
+    assert acl.check(acl.WRITE_DAC, None, None, bob, alices) == -1
+    assert acl.check(acl.WRITE_OWNER | 0x1, None, None, bob, alices) == -1
+    assert acl.check(0x10000000, None, None, bob, alices) == -1                 # GENERIC_ALL
+    assert not acl.check(acl.MAXIMUM_ALLOWED, None, None, bob, alices) & (acl.WRITE_DAC | acl.WRITE_OWNER)
+    assert acl.check(acl.WRITE_DAC, None, None, acl.unix_token(0, 0), alices) == acl.WRITE_DAC   # root
+    guest_of_alice = acl.unix_token(4242, 4242, guest=True)
+    assert acl.check(acl.WRITE_DAC, None, None, guest_of_alice, alices) == -1
+    assert acl.check(acl.WRITE_DAC, None, None, bob) == acl.WRITE_DAC           # a file it creates
+
+
+def test_the_unix_owner_not_the_named_owner_holds_the_owner_s_rights():
+    alice, bob = acl.unix_token(4242, 4242), acl.unix_token(4343, 4343)
+    named_bob = Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=bob.owner,
+                           dacl=[Ace(acl.ALLOWED, 0, READ, acl.EVERYONE)])
+    alices = acl.unix_user(4242)
+    assert not acl.granted(named_bob, bob, alices) & acl.WRITE_DAC
+    assert acl.granted(named_bob, alice, alices) & acl.WRITE_DAC
+    assert acl.granted(named_bob, acl.unix_token(0, 0), alices) & acl.WRITE_DAC
+
+
+def test_an_owner_may_be_named_only_as_the_unix_owner():
+    alice, bob = acl.unix_token(4242, 4242), acl.unix_token(4343, 4343)
+    alices = acl.unix_user(4242)
+    assert acl.may_name_owner(alice, alices, alices)
+    assert not acl.may_name_owner(alice, bob.owner, alices)                    # no giving away
+    assert not acl.may_name_owner(bob, bob.owner, alices)                      # no taking either
+    assert acl.may_name_owner(bob, alices, alices)
+    assert acl.may_name_owner(bob, acl.SYSTEM, alices, current=acl.SYSTEM)     # as it is
+    assert acl.may_name_owner(acl.unix_token(0, 0), acl.EVERYONE, alices)      # root: anyone

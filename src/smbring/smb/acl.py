@@ -5,12 +5,23 @@ A tree acts as one Unix account (the session's user's where the server runs as r
 server's own), named by Samba's S-1-22 SIDs: its `Token` holds the SIDs ACEs are matched
 against (the user, its groups, Everyone, Authenticated Users) and the owner and group a new
 file's descriptor names. A file without a stored descriptor keeps the one
-derived from its mode bits and no extra checks (what smbring always did); a stored one (set by
+derived from its mode bits, and the kernel judges reading and writing it; a stored one (set by
 SET_INFO or a CREATE's SecD context, or inherited from a parent directory that has one) is
 enforced on every open: its DACL decides, the owner keeps READ_CONTROL and WRITE_DAC unless
 an OWNER RIGHTS ACE says otherwise, DELETE is also granted by the parent's FILE_DELETE_CHILD
 and FILE_READ_ATTRIBUTES by its FILE_LIST_DIRECTORY. New files inherit from their parent's
 stored descriptor as NTFS makes them inherit (MS-DTYP 2.5.3.4).
+
+Who may change a descriptor, as the kernel lets only a file's owner or root chmod and chown
+it (and Samba, `dos filemode = no`, maps the mode bits to a DACL in which only the owner has
+WRITE_DAC and WRITE_OWNER): the owner, here, is always the file's Unix owner (its uid; root
+owns every file; a guest none), never the SID a stored descriptor names, which no client can
+make itself by setting it. Without a stored descriptor, WRITE_DAC and WRITE_OWNER are the
+owner's alone: anyone else asking for them is refused, and MAXIMUM_ALLOWED leaves them out.
+With one, its DACL decides them (an ACE granting WRITE_DAC lets its user change the DACL),
+plus the owner's implicit rights. The owner a descriptor names may only be the file's Unix
+owner (or stay what it is); root may name anyone (`may_name_owner`). A file this open
+creates is its creator's: it gets what it asks for.
 """
 from __future__ import annotations
 
@@ -42,6 +53,14 @@ CREATOR_OWNER, CREATOR_GROUP = sid(3, 0), sid(3, 1)
 OWNER_RIGHTS = sid(3, 4)        # what the owner gets, in place of its implicit rights
 SYSTEM = sid(5, 18)
 OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())   # the server's
+ROOT_SID = sid(22, 1, 0)        # root: the owner of every file, as the kernel lets it chmod any
+OWNER_ONLY = WRITE_DAC | WRITE_OWNER    # what a file without a stored descriptor gives its owner only
+STATUS_INVALID_OWNER = 0xC000005A       # (an owner the setter may not name: MS-ERREF)
+
+
+def unix_user(uid: int) -> bytes:
+    """Samba's SID of a Unix user (S-1-22-1-uid): a file's Unix owner, as `owner` below."""
+    return sid(22, 1, uid)
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,22 @@ def unix_token(uid: int, gid: int, groups=(), guest: bool = False) -> Token:
 USER_TOKEN = unix_token(os.geteuid(), os.getegid())
 # a guest where every session acts as the server: only Everyone's ACEs apply to it
 GUEST_TOKEN = Token(frozenset({EVERYONE}), OWNER_SID, GROUP_SID)
+
+
+def owns(token: Token, owner: bytes | None) -> bool:
+    """Whether the token holds the owner's rights on a file whose Unix owner is `owner`
+    (`unix_user` of its uid): its user is that owner, or root. A guest's token holds
+    neither its account's SID nor root's: it owns nothing."""
+    return owner is not None and owner in token or ROOT_SID in token
+
+
+def may_name_owner(token: Token, new_owner: bytes, owner: bytes, current: bytes | None = None) -> bool:
+    """Whether a descriptor this token sets may name `new_owner` as the file's owner: the
+    file's Unix owner (`owner`, who holds the owner's rights), or the owner it names already
+    (`current`); root may name anyone. Windows wants SeRestorePrivilege to name anyone but
+    oneself, and Samba chowns the file (which needs root or a privilege): smbring never
+    chowns, so no one else is named (STATUS_INVALID_OWNER)."""
+    return ROOT_SID in token or new_owner == owner or current is not None and new_owner == current
 
 
 class BadDescriptor(ValueError):
@@ -213,15 +248,21 @@ def mapped(dacl: list[Ace] | None) -> list[Ace] | None:
             for a in dacl]
 
 
-def granted(d: Descriptor | None, token: Token = USER_TOKEN) -> int:
+def granted(d: Descriptor | None, token: Token = USER_TOKEN, owner: bytes | None = None) -> int:
     """The most this token gets from the descriptor (MS-DTYP 2.5.3.2, MAXIMUM_ALLOWED): the
     first ACE naming a right decides it. The owner gets READ_CONTROL and WRITE_DAC whatever
     the DACL says (so it can always put its DACL right), unless an OWNER RIGHTS (S-1-3-4) ACE
-    is there: then those ACEs say what the owner gets, in place of the implicit rights."""
-    if d is None or not d.control & SE_DACL_PRESENT or d.dacl is None:
-        return FILE_ALL_ACCESS
+    is there: then those ACEs say what the owner gets, in place of the implicit rights.
+    `owner`: the file's Unix owner (`unix_user`), who holds the owner's rights (see `owns`);
+    without a descriptor, all but WRITE_DAC and WRITE_OWNER unless the token owns the file.
+    None: a file this open creates (all, without a descriptor) or a descriptor made for it
+    (its owner SID, the creator's, then stands for the Unix owner)."""
+    if d is None:
+        return FILE_ALL_ACCESS if owner is None or owns(token, owner) else FILE_ALL_ACCESS & ~OWNER_ONLY
+    if not d.control & SE_DACL_PRESENT or d.dacl is None:
+        return FILE_ALL_ACCESS          # a NULL DACL: all access to everyone, as it says
     effective = [a for a in d.dacl if not a.body and not a.flags & INHERIT_ONLY]
-    is_owner = d.owner is not None and d.owner in token
+    is_owner = owns(token, d.owner if owner is None else owner)
     owner_rights = is_owner and any(a.sid == OWNER_RIGHTS for a in effective)
     allowed = READ_CONTROL | WRITE_DAC if is_owner and not owner_rights else 0
     denied = 0
@@ -239,12 +280,15 @@ def granted(d: Descriptor | None, token: Token = USER_TOKEN) -> int:
 FILE_LIST_DIRECTORY, FILE_READ_ATTRIBUTES = 0x1, 0x80
 
 
-def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token: Token = USER_TOKEN) -> int:
+def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token: Token = USER_TOKEN,
+          owner: bytes | None = None) -> int:
     """The access to grant for `desired` (MAXIMUM_ALLOWED and generic bits resolved), or -1
     when the descriptor refuses part of it. The parent's descriptor adds what NTFS derives
     from it: DELETE from its FILE_DELETE_CHILD, FILE_READ_ATTRIBUTES from its
-    FILE_LIST_DIRECTORY (a parent without a stored descriptor grants what its mode allows)."""
-    have = granted(d, token)
+    FILE_LIST_DIRECTORY (a parent without a stored descriptor grants what its mode allows).
+    `owner`: the file's Unix owner, as `granted` takes it (an existing file's is always
+    given)."""
+    have = granted(d, token, owner)
     if parent is not None:
         from_parent = granted(parent, token)
         if from_parent & FILE_DELETE_CHILD:

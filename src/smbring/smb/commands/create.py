@@ -153,12 +153,14 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         truncating = disposition in TRUNCATING
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
         check_read_only(st, dos, access, options, disposition, attrs)
-        limit = wire.FILE_ALL_ACCESS
+        parent = None
         if sd is not None:
             parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-            if acl.check(checked_access, sd, parent, token) < 0:
-                raise SMBError(wire.STATUS_ACCESS_DENIED)
-            limit = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
+        # (its Unix owner holds the owner's rights: without a descriptor, WRITE_DAC is his only)
+        owner = acl.unix_user(st.st_uid)
+        if acl.check(checked_access, sd, parent, token, owner) < 0:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        limit = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token, owner)
         writable = (not share.read_only and not (not is_dir and is_read_only(st, dos))
                     and limit & wire.FILE_WRITE_DATA and fs.may_access_open(fd, MAY_WRITE))
         if not writable:
@@ -424,6 +426,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # itself holds only what it asked for)
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
         token = tree.token     # (c.token(hdr): the SIDs of this tree connect)
+        # the file's Unix owner holds the owner's rights (WRITE_DAC and WRITE_OWNER without a
+        # stored descriptor: acl.owns); None for a file this CREATE makes, and for a stream,
+        # whose file's rights are stream_limit
+        file_owner = acl.unix_user(st.st_uid) if exists and stream is None else None
         parent = None
         if exists and parts:
             check_read_only(st, dos, access, options, disposition, attrs)
@@ -431,15 +437,17 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # behalf (breaks, closing detached durable opens), as Windows does
             if sd is not None:      # a stored security descriptor decides who opens the file
                 parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-                if acl.check(checked_access, sd, parent, token) < 0:
+                if acl.check(checked_access, sd, parent, token, file_owner) < 0:
                     raise SMBError(wire.STATUS_ACCESS_DENIED)
+            elif acl.check(checked_access, None, None, token, file_owner) < 0:
+                raise SMBError(wire.STATUS_ACCESS_DENIED)      # WRITE_DAC, WRITE_OWNER: the owner's
             elif not is_dir and held_fd is None:
                 # else the kernel, which the open itself asks only later; a held fd is a
                 # read-only open of the file this account just made (kept only for an open
                 # that asks to read at most): the kernel has answered that already
                 refused_by_the_kernel(fs, parts, checked_access)
-        elif exists and sd is not None:     # the root (its parent is outside the share)
-            if acl.check(checked_access, sd, None, token) < 0:
+        elif exists:     # the root (its parent is outside the share)
+            if acl.check(checked_access, sd, None, token, file_owner) < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
         if exists:
             key = (st.st_dev, st.st_ino)
@@ -468,11 +476,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         action = wire.FILE_OPENED
         # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
         # request on the handle is checked against this, never against what was asked
-        granted = acl.check(access, None, None, token)
-        most = wire.FILE_ALL_ACCESS         # what MxAc reports
-        if sd is not None:     # (its check passed above)
-            granted = acl.check(access, sd, parent, token)
-            most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token)
+        granted = acl.check(access, sd, parent, token, file_owner)     # (its check passed above)
+        most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token, file_owner)   # what MxAc reports
         if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
             # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
             granted &= ~READ_ONLY_WITHHOLDS
@@ -503,6 +508,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                     new_sd = acl.parse(contexts[b"SecD"])
                 except acl.BadDescriptor:
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)
+                if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
+                    raise SMBError(acl.STATUS_INVALID_OWNER)    # (the creator owns the new file)
                 new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
             else:
                 new_sd = acl.inherit(parent_sd, want_dir, token)

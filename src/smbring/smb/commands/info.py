@@ -464,7 +464,13 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         # (through a stream's handle: its file's descriptor, stored as the user, whom the
         # kernel lets store it only where he may write the file, as through the file's own)
         with file_of(o) as fd:
-            blob = acl.merge(current_sd(o, fd), new, parts).pack()
+            current = current_sd(o, fd)
+            # the owner named may only be the file's Unix owner, who holds the owner's rights
+            # (or stay as it is); root may name anyone (acl.may_name_owner)
+            if parts & acl.OWNER and new.owner and not acl.may_name_owner(
+                    tree.token, new.owner, acl.unix_user(tree.fs.fstat(fd).st_uid), current.owner):
+                raise SMBError(acl.STATUS_INVALID_OWNER)
+            blob = acl.merge(current, new, parts).pack()
             writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         return struct.pack("<H", 2), None
