@@ -55,7 +55,6 @@ SYSTEM = sid(5, 18)
 OWNER_SID, GROUP_SID = sid(22, 1, os.geteuid()), sid(22, 2, os.getegid())   # the server's
 ROOT_SID = sid(22, 1, 0)        # root: the owner of every file, as the kernel lets it chmod any
 OWNER_ONLY = WRITE_DAC | WRITE_OWNER    # what a file without a stored descriptor gives its owner only
-STATUS_INVALID_OWNER = 0xC000005A       # (an owner the setter may not name: MS-ERREF)
 
 
 def unix_user(uid: int) -> bytes:

@@ -509,7 +509,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 except acl.BadDescriptor:
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)
                 if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
-                    raise SMBError(acl.STATUS_INVALID_OWNER)    # (the creator owns the new file)
+                    raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
                 new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
             else:
                 new_sd = acl.inherit(parent_sd, want_dir, token)

@@ -469,7 +469,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             # (or stay as it is); root may name anyone (acl.may_name_owner)
             if parts & acl.OWNER and new.owner and not acl.may_name_owner(
                     tree.token, new.owner, acl.unix_user(tree.fs.fstat(fd).st_uid), current.owner):
-                raise SMBError(acl.STATUS_INVALID_OWNER)
+                raise SMBError(wire.STATUS_INVALID_OWNER)
             blob = acl.merge(current, new, parts).pack()
             writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
