@@ -662,6 +662,24 @@ class Server:
         run_now = runner.run_now
         monotonic = time.monotonic
         answering = None        # (what the last frame served below waits for, when it began)
+        started = 0.0           # when the frame begun last arrived (its latency's start)
+
+        # every frame is answered in two steps, wherever it was received: `begin` carries out
+        # what needs no wait and returns what does (None: nothing), then, once that is
+        # awaited, `finish`; both plain functions, so that a frame that waits for nothing
+        # is answered without a coroutine (serve_received)
+        def begin(frame, size_checked: bool = False):
+            nonlocal started
+            if not size_checked:    # (else checked from its prefix, before it was received)
+                link.busy = True
+                check_frame_size(conn, len(frame))
+            link.last_frame = started = monotonic()     # (the loop's clock, without its method)
+            return run_now(conn.handle_frame(frame))
+
+        def finish(began: float) -> None:
+            link.busy = False
+            if metrics is not None:
+                metrics.frame(conn.frame_commands, monotonic() - began)
 
         def serve_received() -> bool:
             """While the task waits for the client (receive_more), the frames the event loop's
@@ -676,16 +694,11 @@ class Server:
                     # (all answered: the next frames wait for the loop's next look at the
                     # socket, which lets the other connections' in first)
                     return not transport.drained() or transport.holding()
-                link.busy = True
-                check_frame_size(conn, len(frame))
-                link.last_frame = started = monotonic()
-                pending = run_now(conn.handle_frame(frame))
+                pending = begin(frame)
                 if pending is not None:
                     answering = pending, started
                     return True
-                link.busy = False
-                if metrics is not None:
-                    metrics.frame(conn.frame_commands, monotonic() - started)
+                finish(started)
 
         if take_frame is not None:
             transport.serve_with(serve_received)
@@ -694,21 +707,18 @@ class Server:
                 frame = None
                 if prelude is None and take_frame is not None:
                     frame = take_frame()
-                    if frame is not None:
-                        link.busy = True
-                        check_frame_size(conn, len(frame))
-                    elif transport.drained():   # (else part of a frame is in: the way below)
+                    if frame is None and transport.drained():   # (else part of a frame is in: the way below)
                         if not receive_now():
                             await transport.receive_more()
                             if answering is not None:   # a frame served while waiting waits
-                                pending, started = answering
+                                pending, began = answering
                                 answering = None
                                 await pending
-                                link.busy = False
-                                if metrics is not None:
-                                    metrics.frame(conn.frame_commands, monotonic() - started)
+                                finish(began)
                         continue
-                if frame is None:       # the awaited way: prefix, then message
+                if frame is not None:
+                    pending = begin(frame)
+                else:                   # the awaited way: prefix, then message
                     replayed = prelude is not None and bool(prelude.pending)
                     head = await receive(4)
                     link.busy = True
@@ -737,13 +747,10 @@ class Server:
                         conn.handle_frame(frame)        # answered by the worker that handed it over
                         link.busy = False
                         continue
-                link.last_frame = started = monotonic()     # (the loop's clock, without its method)
-                pending = run_now(conn.handle_frame(frame))
+                    pending = begin(frame, size_checked=True)
                 if pending is not None:
                     await pending
-                link.busy = False
-                if metrics is not None:
-                    metrics.frame(conn.frame_commands, monotonic() - started)
+                finish(started)     # (serve_received begins none meanwhile: it runs in receive_more only)
         except (ConnectionError, OSError) as e:
             # a client that hangs up between requests has simply left: not an error
             log.info("connection from %s closed: %s", peer,

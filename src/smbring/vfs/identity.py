@@ -227,37 +227,27 @@ class ShareView:
         self.root = base.root
         self.identity = identity
         self.creds = creds if identity is not None else None
-        # each call bound once, for the view's life (a tree connect's): the class's `_acting`
-        # would look the method up by name on every call of every CREATE
+        # makes the thread act as the view's identity, if it does not already: the one place
+        # that decides, bound once for the view's life (a tree connect's)
+        self._act = _switching(self.creds, identity)
+        # each call bound once too: the class's `_acting` would look the method up by name on
+        # every call of every CREATE
         for name in CALLS:
             method = getattr(base, name, None)
             if getattr(ShareView.__dict__[name], "acting", False) and method is not None:
                 setattr(self, name, self._acting_as(method))
 
     def _acting_as(self, method):
-        """`method` of the base, made as the view's identity: the thread switched first
-        unless it acts as the identity already (one comparison by identity: `become` makes
-        `current` this very object). A view without identity makes no switch at all."""
-        creds, identity = self.creds, self.identity
-        if creds is None:
+        """`method` of the base, made as the view's identity (see `_switching`). A view
+        without identity makes no switch at all: the base's method itself."""
+        if self.creds is None:
             return method
-
-        def call(*args, **kw):
-            if creds.current is not identity:
-                creds.become(identity)
-            return method(*args, **kw)
+        call = _switching(self.creds, self.identity, method)
         call.__name__ = call.__qualname__ = method.__name__
         return call
 
     def close(self) -> None:
         pass
-
-    def _act(self) -> None:
-        # (the thread mostly acts as this identity already: one look at who it is, no
-        # comparison of the ids and groups, before `become` does its own checks)
-        creds = self.creds
-        if creds is not None and creds.current is not self.identity:
-            creds.become(self.identity)
 
     def open(self, parts, flags, mode=0o644):
         self._act_on(parts)
@@ -286,7 +276,8 @@ class ShareView:
         if self.creds is not None:
             self.creds.data.closed(fd)
             self.creds.stream_fds.discard(fd)
-        self._act()
+        switch = self._act      # (see _act_on)
+        switch()
         self.base.close_file(fd)
 
     def mkdir(self, parts, mode=0o755):
@@ -301,13 +292,17 @@ class ShareView:
         if _in_depot(parts):
             self._as_server()
         else:
-            self._act()
+            # (`_act` is the view's own, not its class's: called as a method, the lookup
+            # would not be specialized, a few tens of nanoseconds more on every call)
+            switch = self._act
+            switch()
 
     def _act_on_fd(self, fd) -> None:
         if self.creds is not None and fd in self.creds.stream_fds:
             self._as_server()
         else:
-            self._act()
+            switch = self._act      # (see _act_on)
+            switch()
 
     def _as_server(self) -> None:
         if self.creds is not None:
@@ -353,6 +348,34 @@ class ShareView:
         self.base.remove_streams(sid)
 
 
+def _switching(creds: ThreadCredentials | None, identity: Identity | None, method=None):
+    """The one place that decides whether to switch: a function that makes the thread act as
+    `identity` unless it does already, then calls `method` if one is given (a view's `_act`
+    has none). The thread mostly does act so: one look at who it is, compared by identity
+    (`become` makes `current` this very object), before `become` does its own checks.
+    Without credentials (a view without identity) nothing switches.
+
+    The check is written in both shapes rather than the wrapper calling `act`: these run on
+    every file-system call, and a call more costs about a fifth of the wrapper's time."""
+    if creds is None:
+        return _stay if method is None else method
+    if method is None:
+        def act() -> None:
+            if creds.current is not identity:
+                creds.become(identity)
+        return act
+
+    def call(*args, **kw):
+        if creds.current is not identity:
+            creds.become(identity)
+        return method(*args, **kw)
+    return call
+
+
+def _stay() -> None:
+    pass
+
+
 def _in_depot(parts) -> bool:
     return bool(parts) and parts[0] == STREAMS_DIR
 
@@ -388,9 +411,7 @@ def _acting(name: str):
     # (the class's: what the protocol names, for a look at the class; a view binds its own
     # in __init__, which is what its calls find first)
     def call(self, *args, **kw):
-        creds = self.creds
-        if creds is not None and creds.current is not self.identity:
-            creds.become(self.identity)
+        self._act()
         return getattr(self.base, name)(*args, **kw)
     call.__name__ = name
     call.__doc__ = f"FileSystem.{name}, as the view's identity."
