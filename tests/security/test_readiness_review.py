@@ -260,3 +260,113 @@ def test_a_client_that_never_reads_its_read_answers_stops_being_read(default):
     assert read < 400, f"the server read {read} READs of a client that reads none of the answers"
     assert grown < 32 * 1024, f"the server grew by {grown} kB for a client that does not read"
     assert server.alive()
+
+
+# -- 2. frames in pieces, and lengths that cannot be ---------------------------------------------
+def test_frames_dribbled_a_byte_at_a_time_are_answered(default):
+    """NEGOTIATE and three ECHOs, one byte per send with a pause between: every piece is
+    taken as it comes (the receive buffer holds part of a prefix, part of a message), the
+    frames are answered in order."""
+    with connect(default) as sock:
+        data = negotiate() + echoes(1, 3)
+        for i in range(len(data)):
+            sock.send(data[i:i + 1])
+            time.sleep(0.001)
+        got = answers(read_frames(sock, 4))
+    assert got == [(wire.NEGOTIATE, 0, 0)] + [(wire.ECHO, 0, i) for i in (1, 2, 3)]
+
+
+def test_a_frame_split_at_every_offset_is_answered(default):
+    """An ECHO cut in two at every offset of its prefix and header, the first part sent
+    alone (on its own behind an answered request, or behind a whole one in the same send),
+    the rest after a pause: each answered once, in order."""
+    with negotiated(default) as sock:
+        message_id = 1
+        for cut in range(1, ECHO_FRAME_SIZE):
+            for behind_a_whole_one in (False, True):
+                ids = [message_id, message_id + 1] if behind_a_whole_one else [message_id]
+                data = b"".join(echo(i) for i in ids)
+                split = len(data) - ECHO_FRAME_SIZE + cut
+                sock.sendall(data[:split])
+                time.sleep(0.002)
+                sock.sendall(data[split:])
+                got = answers(read_frames(sock, len(ids)))
+                assert got == [(wire.ECHO, 0, i) for i in ids], f"cut at {cut}"
+                message_id += len(ids)
+
+
+@pytest.mark.parametrize("length", [0, 1, 4, 57, 58, 63, 65537, 0xFFFFFF, 0x7FFFFFFF])
+@pytest.mark.parametrize("behind", ["alone", "after an answered echo"])
+def test_a_netbios_length_that_cannot_be_a_request_ends_the_connection_at_once(default, length, behind):
+    """A length under the shortest message (58 bytes: SMB1's NEGOTIATE), a message shorter
+    than an SMB2 header, or one over the frame limit (64 KiB before logon): the connection
+    ends at once (not after a timeout), the requests before it answered. (0x7FFFFFFF: a
+    first byte that is not a session message's.)"""
+    server = default
+    with negotiated(server) as sock:
+        head = b"" if behind == "alone" else echo(1)
+        body = (header(wire.ECHO, 2) + ECHO_BODY)[:length] if length <= 0xFFFF else b"\xfeSMB"
+        sock.sendall(head + (length & 0xFFFFFFFF).to_bytes(4, "big") + body)
+        started = time.monotonic()
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert time.monotonic() - started < 5
+    assert answers(data) == ([] if behind == "alone" else [(wire.ECHO, 0, 1)])
+    assert server.alive()
+    assert "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("length", [64, 65, 67])
+def test_a_request_shorter_than_its_body_is_answered_with_a_status(default, length):
+    """A whole header and part of an ECHO's body (or none): the request is answered with
+    an error status, taken the fast way (behind another request) or alone, and the
+    connection goes on."""
+    with negotiated(default) as sock:
+        short = frame((header(wire.ECHO, 2) + ECHO_BODY)[:length])
+        sock.sendall(echo(1) + short)
+        time.sleep(0.05)
+        sock.sendall(frame((header(wire.ECHO, 3) + ECHO_BODY)[:length]))
+        sock.sendall(echo(4))
+        got = answers(read_frames(sock, 4))
+    assert [(c, m) for c, _, m in got] == [(wire.ECHO, i) for i in (1, 2, 3, 4)]
+    assert got[0][1] == got[3][1] == 0
+    assert got[1][1] == got[2][1] == wire.STATUS_INVALID_PARAMETER
+
+
+def test_a_frame_never_finished_holds_its_connection_no_longer_than_idleness(fresh_servers):
+    """Slowloris on a small frame: a prefix that promises 100 bytes and 10 of them, then
+    nothing. Small frames have no deadline of their own (a large one must arrive within
+    60 s + 1 s per 64 KiB, server.frame_budget): the connection is what an idle one is,
+    its bytes in the receive buffer every connection has (16 KiB), and it ends as an
+    idle one does: by the handshake timeout before logon, by deadtime after (no open
+    file). Each ends with its idle twin, not later."""
+    server = fresh_servers({"handshake timeout": "2", "deadtime": "0.05"})     # (3 s)
+    half = (100).to_bytes(4, "big") + (header(wire.ECHO, 1) + ECHO_BODY)[:10]
+    idle_before = negotiated(server)
+    half_before = negotiated(server)
+    half_before.sendall(half)
+    idle_after, session = server.logon()
+    half_after, _ = server.logon()
+    half_after.sock.sendall(half)
+    start = time.monotonic()
+    ends = {}
+    pending = {"idle before logon": idle_before, "half before logon": half_before,
+               "idle after logon": idle_after.sock, "half after logon": half_after.sock}
+    while pending and time.monotonic() - start < 10:
+        readable, _, _ = select.select(list(pending.values()), [], [], 0.1)
+        for name, sock in list(pending.items()):
+            if sock in readable and closed_by_server(sock, 0.01):
+                ends[name] = time.monotonic() - start
+                del pending[name]
+    assert not pending, f"not closed within 10 s: {sorted(pending)} (closed: {ends})"
+    assert ends["half before logon"] < 5 and ends["half after logon"] < 8, ends
+    assert abs(ends["half before logon"] - ends["idle before logon"]) < 1.5, ends
+    assert abs(ends["half after logon"] - ends["idle after logon"]) < 1.5, ends
+    assert server.alive()
