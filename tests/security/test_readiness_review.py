@@ -370,3 +370,110 @@ def test_a_frame_never_finished_holds_its_connection_no_longer_than_idleness(fre
     assert abs(ends["half before logon"] - ends["idle before logon"]) < 1.5, ends
     assert abs(ends["half after logon"] - ends["idle after logon"]) < 1.5, ends
     assert server.alive()
+
+
+# -- 3. bursts ------------------------------------------------------------------------------------
+def test_ten_thousand_echoes_in_one_send_leave_the_loop_to_others(default):
+    """10,000 ECHOs in one send, each taken out of the receive buffer (Receiver.FAIR_BURST
+    pieces in a row at most, then a turn of the event loop): all answered, in order, while
+    another client's ECHOs wait no more than a second."""
+    import threading
+
+    count = 10000
+    got = {}
+    with negotiated(default) as sock, EchoWatch(default) as watch:
+        reader = threading.Thread(target=lambda: got.update(data=read_frames(sock, count, timeout=30)))
+        reader.start()
+        sock.sendall(echoes(1, count))
+        reader.join(40)
+        assert watch.slowest < 1.0, f"another client's ECHO waited {watch.slowest:.2f} s"
+    assert answers(got["data"]) == [(wire.ECHO, 0, i) for i in range(1, count + 1)]
+
+
+def test_the_largest_compound_is_answered_whole_and_one_more_request_ends_the_connection(default):
+    from raw import Disconnected, NoAnswer
+
+    c, s = default.logon()
+    c.grow_credits(512)
+    limit = 128                                 # max compound requests
+    responses = c.compound([c.message(wire.ECHO, ECHO_BODY, session=s) for _ in range(limit)])
+    assert [r.status for r in responses] == [wire.STATUS_SUCCESS] * limit
+    assert [r.header.message_id for r in responses] == sorted(r.header.message_id for r in responses)
+    c.send([c.message(wire.ECHO, ECHO_BODY, session=s) for _ in range(limit + 1)])
+    with pytest.raises(Disconnected):
+        c.sock.settimeout(5)
+        try:
+            c.recv_frame()
+        except NoAnswer:
+            pytest.fail("a compound over the limit was neither answered nor refused")
+    assert default.alive()
+
+
+def pipelined(client, messages: list[bytearray]) -> bytes:
+    """The frames of `messages` (one request each, signed as the client signs), to send
+    together."""
+    captured = []
+    client.send_frame = captured.append
+    try:
+        for message in messages:
+            client.send([message])
+    finally:
+        del client.send_frame
+    return b"".join(captured)
+
+
+def test_frames_around_the_receive_buffers_size_land_exactly(default):
+    """WRITE frames of the receive buffer's size give or take a few bytes (Receiver.BUFFER:
+    up to it a frame is taken from the buffer, above it received into a buffer of its own),
+    behind runs of ECHOs that place them anywhere in the buffer, all in one send: every
+    answer, in MessageId order, and the file holds exactly what was written."""
+    server = default
+    buffer = Receiver.BUFFER
+    c, s = server.logon(timeout=30)
+    rw = c.tree(s, "rw")
+    fid = rw.open("straddle.bin", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OVERWRITE_IF)
+    c.grow_credits(1024)
+    rng = random.Random(11)
+    expected, offset, messages = bytearray(), 0, []
+    overhead = 64 + 48                      # a WRITE's header and fixed body
+    for size in (buffer - 5, buffer - 4, buffer - 3, buffer - 1, buffer, buffer + 1, buffer + 4,
+                 2 * buffer - 4, 2 * buffer, 200, buffer - 4):
+        for _ in range(rng.choice((0, 1, 3, 37, 150))):
+            messages.append(c.message(wire.ECHO, ECHO_BODY, session=s))
+        data = rng.randbytes(size - overhead)
+        messages.append(rw.message(wire.WRITE, write_body(fid, data, offset), payload=len(data)))
+        expected += data
+        offset += len(data)
+    ids = [wire.Header.parse(m).message_id for m in messages]
+    c.sock.sendall(pipelined(c, messages))
+    got = [r for _ in messages for r in c.parse(c.recv_frame())]
+    assert [r.header.message_id for r in got] == ids
+    assert all(r.status == wire.STATUS_SUCCESS for r in got), [r for r in got if r.status]
+    rw.close(fid)
+    assert (server.path("rw") / "straddle.bin").read_bytes() == bytes(expected)
+
+
+def test_signed_read_answers_held_back_together_are_each_exact(default):
+    """Pipelined READs whose signed answers are built in one buffer the connection reuses:
+    an answer held back while the next READ is in must be a copy, not the buffer the next
+    answer is built in. Sizes around the most sent at once (64 KiB with its prefix)."""
+    server = default
+    content = os.urandom(300000)
+    (server.path("rw") / "reads.bin").write_bytes(content)
+    c, s = server.logon(timeout=30)
+    rw = c.tree(s, "rw")
+    fid = rw.open("reads.bin")
+    c.grow_credits(1024)
+    rng = random.Random(5)
+    wanted, messages = [], []
+    for length in (1, 4000, 16300, 65452, 65453, 65536, 70000, 200000, 3, 65452) * 3:
+        offset = rng.randrange(0, len(content) - length)
+        wanted.append(content[offset:offset + length])
+        messages.append(rw.message(wire.READ, read_body(fid, length, offset), payload=length))
+    ids = [wire.Header.parse(m).message_id for m in messages]
+    c.sock.sendall(pipelined(c, messages))
+    got = [r for _ in messages for r in c.parse(c.recv_frame())]
+    assert [r.header.message_id for r in got] == ids
+    for r, data in zip(got, wanted):
+        assert r.status == wire.STATUS_SUCCESS and r.signature_ok, r
+        assert r.buffer(2, "<BxI") == data, f"{r!r}: not the bytes read"
