@@ -706,3 +706,80 @@ def test_a_compound_with_an_unaligned_next_command_is_answered(default):
         got = answers(read_frames(sock, 1, timeout=5))
     assert [(c, m) for c, _, m in got] == [(wire.ECHO, 2), (wire.ECHO, 3)]
     assert default.alive()
+
+
+# -- 5. clients that leave at every stage ---------------------------------------------------------
+def reset(sock: socket.socket) -> None:
+    """Closes with a reset (SO_LINGER 0): the server's next send or receive fails."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def leave_mid_prefix(server, close):
+    sock = connect(server)
+    sock.sendall(b"\0\0")
+    close(sock)
+
+
+def leave_mid_frame(server, close):
+    sock = negotiated(server)
+    sock.sendall(echo(1)[:30])
+    close(sock)
+
+
+def leave_before_the_answer(server, close):
+    sock = connect(server)
+    sock.sendall(negotiate() + echo(1))
+    close(sock)
+
+
+def leave_while_answers_are_held_back(server, close):
+    """Many requests in one send: the answers are held back while more are in, and the
+    client is gone before they are sent."""
+    sock = negotiated(server, rcvbuf=4096)
+    sock.sendall(echoes(1, 3000))
+    close(sock)
+
+
+def leave_while_the_server_waits_to_send(server, close):
+    """A client that reads none of its answers until the server's socket is full (the
+    server waits for room before reading on), then goes."""
+    sock = negotiated(server, rcvbuf=4096)
+    flood(sock, (echoes(first, 500) for first in range(1, 1 << 30, 500)), 0.6)
+    close(sock)
+
+
+def leave_mid_large_frame(server, close):
+    c, s = server.logon()
+    rw = c.tree(s, "rw")
+    fid = rw.open("leaving.bin", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+    data = bytes(1 << 20)
+    whole = pipelined(c, [rw.message(wire.WRITE, write_body(fid, data, 0), payload=len(data))])
+    c.sock.sendall(whole[:len(whole) // 2])
+    close(c.sock)
+
+
+@pytest.mark.parametrize("leave, rounds", [
+    (leave_mid_prefix, 25), (leave_mid_frame, 25), (leave_before_the_answer, 25),
+    (leave_while_answers_are_held_back, 25), (leave_while_the_server_waits_to_send, 3),
+    (leave_mid_large_frame, 4)])
+def test_a_client_that_leaves_at_any_stage_leaves_nothing_behind(fresh_servers, leave, rounds):
+    """Many clients leaving at one stage, each closing or resetting its connection: the
+    server's descriptors come back to what they were (each connection's socket, and any
+    file it opened, is closed by its task's end), its memory does not grow, and it serves
+    the next client."""
+    server = fresh_servers()
+    for warm_up in (socket.socket.close, reset):    # (the server's lazily made descriptors)
+        leave(server, warm_up)
+    time.sleep(0.3)
+    fds, rss = server.fd_count(), server.proc_status("VmRSS")
+    for _ in range(rounds):
+        for close in (socket.socket.close, reset):
+            leave(server, close)
+    left = settled(server, fds)
+    assert left <= fds, f"{left - fds} descriptors left behind ({fds} before)"
+    assert server.proc_status("VmRSS") - rss < 16 * 1024
+    with negotiated(server) as sock:
+        sock.sendall(echo(1))
+        assert answers(read_frames(sock, 1)) == [(wire.ECHO, 0, 1)]
+    assert "Traceback" not in server.log.read_text()
