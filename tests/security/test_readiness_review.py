@@ -782,6 +782,8 @@ def test_a_client_that_leaves_at_any_stage_leaves_nothing_behind(fresh_servers, 
     file it opened, is closed by its task's end), its memory does not grow, and it serves
     the next client."""
     server = fresh_servers()
+    with negotiated(server):        # (serving: it listens before its engine and loop are made)
+        pass
     for warm_up in (socket.socket.close, reset):    # (the server's lazily made descriptors)
         leave(server, warm_up)
     time.sleep(0.3)
