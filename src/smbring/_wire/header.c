@@ -9,7 +9,7 @@
  *
  *   HeaderCodec(cls) -> codec
  *       cls: smb.wire.Header, a dataclass with slots; its fields' slots are looked up once,
- *       here (each must be a plain object slot, else TypeError).
+ *       here (each must be a plain object slot of cls's own, else TypeError).
  *   codec.parse(buf) -> Header
  *       A request's header from the start of a bytes-like object: ValueError for fewer than
  *       64 bytes ("short SMB2 header") or another protocol's ("not an SMB2 header"). The
@@ -72,7 +72,11 @@ static int codec_init(Codec *self, PyObject *args, PyObject *kwargs) {
         return -1;
     for (int i = 0; i < N_FIELDS; i++) {
         PyObject *descr = PyDict_GetItemString(cls->tp_dict, FIELD_NAMES[i]);   /* borrowed */
+        /* the descriptor must be one of cls's own slots: another class's, set on cls as an
+           attribute, has that class's offsets, which in cls's instances may be anything
+           (a base's C fields: writing a field there crashed the interpreter) */
         if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+                ((PyDescrObject *)descr)->d_type != cls ||
                 ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX ||
                 (((PyMemberDescrObject *)descr)->d_member->flags & READONLY)) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", cls->tp_name, FIELD_NAMES[i]);
