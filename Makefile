@@ -34,12 +34,12 @@ test: system-deps build
 	$(MAKE) --no-print-directory test-asan
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The C tests (engine, event loop, the SMB2 header codec) under AddressSanitizer (rebuilt with
+# The C tests (engine, event loop, the SMB2 header codec and its review) under AddressSanitizer (rebuilt with
 # -fsanitize=address).
 test-asan: $(STAMP)
 	rm -rf build && SMBRING_ASAN=1 $(BIN)/python setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
-		$(BIN)/python -m pytest -q -p no:cacheprovider tests/uring tests/events tests/smb/test_frame_paths.py; \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/uring tests/events tests/smb/test_frame_paths.py tests/smb/test_header_codec_review.py; \
 	status=$$?; rm -rf build && $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 serve: build
