@@ -6,7 +6,8 @@ in io_size chunks). Each transfer runs in a process of its own so that its CPU t
 system, from wait4) is the client's alone. Both servers serve the same file from the same
 directory (page cache warm); each get writes a local file in the bench directory (every client
 alike), each put reads one. Records: {client, server, case, channels, gbps,
-client_cpu_s_per_gib}, medians over the runs; a transfer whose result is not byte-exact (checked
+client_cpu_s_per_gib, server_cpu_s_per_gib}, medians over the runs (the server's CPU: its
+process, its children and those it reaped, over each transfer); a transfer whose result is not byte-exact (checked
 after the clock stopped) is reported and left out. smbd runs with ``server multi channel
 support = yes`` (it binds channels on loopback too). ``--baseline-src DIR`` also runs the client
 of another checkout (its built ``src``), interleaved with this one: before and after from the
@@ -297,7 +298,8 @@ def run(args) -> int:
         if r.get("link_gib"):
             extra = "  per link GiB " + "/".join(f"{g:.2f}" for g in r["link_gib"])
         print(f"  {r['client']:<19} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
-              f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB{extra}")
+              f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB  "
+              f"{r['server_cpu_s_per_gib']:>6.3f} server{extra}")
     seen = set()
     for r in records:
         if r.get("negotiated") and (r["client"], r["server"]) not in seen:
@@ -388,12 +390,14 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                             _remove_upload(share, client)
                             _same_memory_for_each_put([upload, os.path.join(share, "bigfile")])
                         before = links.server_bytes() if links else []
+                        server_cpu = server.cpu()
                         try:
                             elapsed, cpu, output = run_once(client, server.port, case, local, channels,
                                                             args.baseline_src, pycache, links)
                         except RuntimeError as e:
                             print(f"warning: {e}", file=sys.stderr)
                             continue
+                        server_cpu = server.cpu() - server_cpu     # (smbd's children too, reaped)
                         carried = [b - a for a, b in zip(before, links.server_bytes())] if links else []
                         # every transfer is checked byte for byte (after the clock stopped)
                         moved = (download, os.path.join(share, "bigfile")) if case == "get" else \
@@ -404,7 +408,7 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                             continue
                         results.setdefault((client, server.name, case, channels), []).append(
                             (elapsed, cpu, carried, _reported(output, "channel addresses").split(),
-                             _reported(output, "negotiated")))
+                             _reported(output, "negotiated"), server_cpu))
     finally:
         shutil.rmtree(pycache, ignore_errors=True)
     gib = size / (1 << 30)
@@ -413,6 +417,9 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
         record = {"client": client, "server": server, "case": case, "channels": channels,
                   "gbps": round(statistics.median(size / r[0] / 1e9 for r in runs), 3),
                   "client_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / gib, 3),
+                  # the server's CPU for the same transfers: with the client's, what one GiB
+                  # costs the machine (client and server share its cores here)
+                  "server_cpu_s_per_gib": round(statistics.median(r[5] for r in runs) / gib, 3),
                   "runs": len(runs),
                   # every run, in order: with --baseline-src the two trees ran in turn, so
                   # pairs can be compared run by run (the load moves between runs)
