@@ -129,6 +129,9 @@ class Channel:
         # buffers, and ranges of local files)
         self._unsent: deque[memoryview | FileRange] = deque()
         self._writing = False
+        # the send buffer a sendfile upload asked for (raise_send_buffer), once it has begun:
+        # its size, or 0 where the kernel's autotuning was left to it
+        self.send_buffer: int | None = None
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
@@ -268,6 +271,8 @@ class Channel:
 
     def _send_file(self, part: FileRange) -> None:
         """Sends a local file range with sendfile(2): page cache -> socket, no user-space copy."""
+        if self.send_buffer is None:
+            self.send_buffer = raise_send_buffer(self._sock)
         try:
             sent = os.sendfile(self._sock.fileno(), part.fd, part.offset, part.length)
         except (BlockingIOError, InterruptedError):
@@ -698,6 +703,27 @@ def unpace(sock: socket.socket) -> str | None:
         except OSError:
             pass
     return current.decode(errors="replace")
+
+
+def raise_send_buffer(sock: socket.socket) -> int:
+    """The largest send buffer this process may ask for (SO_SNDBUF: net.core.wmem_max, which
+    the kernel doubles), where that is more than the kernel's autotuning would ever reach
+    (net.ipv4.tcp_wmem's maximum); returns the buffer set, 0 where it was left as it was.
+    For a sendfile upload: with the autotuned 4 MiB, an 8 MiB WRITE went out in ~4 sendfile
+    calls, a third of them refused (EAGAIN) and waited for again; with 8 MiB, ~2.6 calls per
+    WRITE and a third less system time per GiB. Asking for less than autotuning reaches would
+    lock the buffer smaller (many systems' wmem_max is 208 KiB): then nothing is asked."""
+    try:
+        with open("/proc/sys/net/core/wmem_max", "rb") as f:
+            largest = int(f.read())
+        with open("/proc/sys/net/ipv4/tcp_wmem", "rb") as f:
+            autotuned = int(f.read().split()[2])
+        if 2 * largest <= max(autotuned, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)):
+            return 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, largest)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _literal_address(host: str, port: int) -> list[tuple] | None:

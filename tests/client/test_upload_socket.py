@@ -1,15 +1,21 @@
-"""A loopback connection is not paced: where the system's congestion control is BBR, the
-client's socket to a server on this host is switched to reno (BBR's pacing timer per packet
-cost an upload most of its system time, for a path with no link or queue to protect). Real
-sockets, the real kernel's congestion controls."""
+"""How the client's socket is set for uploads. A loopback connection is not paced: where the
+system's congestion control is BBR, the client's socket to a server on this host is switched
+to reno (BBR's pacing timer per packet cost an upload most of its system time, for a path with
+no link or queue to protect). A sendfile upload raises the send buffer to the largest the
+system allows, only where that is more than autotuning reaches. Real sockets, the real
+kernel's congestion controls and limits."""
 import asyncio
+import os
 import socket
 
 import pytest
 
-from smbring.client.channel import Channel, is_loopback, unpace
+from smbring.client.channel import Channel, is_loopback, raise_send_buffer, unpace
 
 CONGESTION = "/proc/sys/net/ipv4/tcp_congestion_control"
+SO_SNDBUFFORCE = 32          # (Linux; the socket module does not name it)
+WMEM_MAX = "/proc/sys/net/core/wmem_max"
+TCP_WMEM = "/proc/sys/net/ipv4/tcp_wmem"
 
 
 def congestion_of(sock: socket.socket) -> str:
@@ -88,3 +94,48 @@ def test_a_loopback_channel_is_not_paced(listener):
     got = asyncio.run(main())
     assert not got.startswith("bbr")
     assert got == ("reno" if default.startswith("bbr") else default)
+
+
+def send_buffer_of(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
+def test_send_buffer_is_raised_only_beyond_autotuning(listener):
+    with open(WMEM_MAX) as f:
+        largest = int(f.read())
+    with open(TCP_WMEM) as f:
+        autotuned = int(f.read().split()[2])
+    sock = connected(listener)
+    try:
+        before = send_buffer_of(sock)
+        got = raise_send_buffer(sock)
+        if 2 * largest > max(autotuned, before):
+            assert got == send_buffer_of(sock) == 2 * largest
+        else:
+            # asking would have locked the buffer below what autotuning reaches: not asked
+            assert got == 0 and send_buffer_of(sock) == before
+    finally:
+        sock.close()
+
+
+def test_send_buffer_already_larger_is_left_alone(listener):
+    """A buffer the caller made larger than what raise_send_buffer would ask for (root may
+    force one) is never lowered."""
+    if os.geteuid() != 0:
+        pytest.skip("SO_SNDBUFFORCE needs CAP_NET_ADMIN")
+    with open(WMEM_MAX) as f:
+        largest = int(f.read())
+    sock = connected(listener)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 * largest)
+        assert raise_send_buffer(sock) == 0
+        assert send_buffer_of(sock) == 8 * largest
+    finally:
+        sock.close()
+
+
+def test_a_closed_socket_is_no_error():
+    sock = socket.socket()
+    sock.close()
+    assert raise_send_buffer(sock) == 0
+    assert unpace(sock) is None
