@@ -164,6 +164,8 @@ def test_unsigned_put_sends_writes_as_large_as_the_server_takes(request, tmp_pat
             small = await _put_counting(c, src, "small.bin")
             assert digest(srv["share"] / "small.bin") == digest(src)
             assert small - large == 21 - 3
+            # the sendfile upload asked for its send buffer (0: autotuning reaches further)
+            assert c.channels[0].send_buffer is not None
     run(go())
 
 
@@ -197,4 +199,5 @@ def test_signed_put_keeps_io_size_writes(smbring_server, tmp_path):
             requests = await _put_counting(c, src, "signed.bin")
             assert digest(srv["share"] / "signed.bin") == digest(src)
             assert requests >= 4 + 5                  # 4 WRITEs, and the opens around them
+            assert c.channels[0].send_buffer is None  # no sendfile: the buffer left as it was
     run(go())
