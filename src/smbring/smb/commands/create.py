@@ -132,7 +132,8 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
 
 
 def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access: int, options: int,
-                   disposition: int, attrs: int, create: bool, token) -> tuple[str | None, int, os.stat_result]:
+                   disposition: int, attrs: int, create: bool, token,
+                   made: bool = False) -> tuple[str | None, int, os.stat_result]:
     """A named stream's id, the most an open of it may be granted, and the file's stat (its
     owner owns a new stream: see FileSystem.create_stream). The most granted: what this user's open
     of the stream's file would have (as Samba's streams_xattr, whose streams are the file's
@@ -143,12 +144,17 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
     write (or truncate, or delete) a stream of a file it may not write is refused; else its
     open gets reading rights only. The stream itself is a file of the server's (the depot),
     opened by the server: this is the check that guards it. The id is made (`create`) only
-    where the file may be written; None where there is none."""
+    where the file may be written; None where there is none. `made`: the file was made by this
+    CREATE (`create_file_of_stream`, which stored its id): its creator's open is granted what
+    it asks for, as a plain CREATE's of a new file is, whatever the file's new descriptor or
+    READONLY attribute say about later opens."""
     try:
         fd, st = fs.open_stat(parts, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
     except PermissionError:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None
     try:
+        if made:
+            return fs.stream_id_of(fd), acl.check(acl.MAXIMUM_ALLOWED, None, None, token), st
         sd, dos = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
         truncating = disposition in TRUNCATING
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
@@ -170,6 +176,58 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         return fs.stream_id_of(fd, create=bool(create and writable)), limit, st
     finally:
         fs.close_file(fd)
+
+
+def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, contexts: dict, token) -> None:
+    """The file a CREATE of `name:stream` makes where `name` does not exist, made as a plain
+    CREATE of `name` makes it: its directory's stored DACL must grant adding a file; its
+    descriptor is the SecD context's (checked and completed as for a plain CREATE) or the one
+    its directory's inheritable ACEs give; its mode the create mask's (READONLY: no write
+    bits), or the kernel's from the directory's default POSIX ACL; its DOS attributes and
+    creation time stored. Its stream id is stored too, while the creating descriptor is open
+    (a READONLY file is not the user's to write after). All of it before the file is left
+    to anyone: a file whose descriptor cannot be stored is removed again (mode 0 first),
+    never left with its mode bits alone speaking for it."""
+    _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
+    if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
+    if b"SecD" in contexts:
+        try:
+            new_sd = acl.parse(contexts[b"SecD"])
+        except acl.BadDescriptor:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
+            raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
+        new_sd = acl.complete(new_sd, parent_sd, False, token)
+    else:
+        new_sd = acl.inherit(parent_sd, False, token)
+    mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
+    fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
+    try:
+        if not acl_decides_mode:
+            fs.fchmod(fd, mode)
+        if new_sd is not None:
+            writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
+        store_new_file_dos(fs, fd, attrs, False)
+        writable_for_metadata(fs, fd, lambda: fs.stream_id_of(fd, create=True))
+    except BaseException:
+        unmake(fs, parts, fd)
+        raise
+    finally:
+        fs.close_file(fd)
+
+
+def unmake(fs: FileSystem, parts: list[str], fd: int) -> None:
+    """Undoes the creation of the file open as `fd` at `parts`, best effort: no one may open
+    it (mode 0, on the very file), and its name goes where it still names that file."""
+    try:
+        fs.fchmod(fd, 0)
+        st = fs.fstat(fd)
+        named = fs.stat(parts)
+        if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
+            fs.remove(parts, False)
+    except OSError as e:
+        log.warning("%s: a file half made left behind (mode 0): %s", "/".join(parts), e)
 
 
 def store_new_file_dos(fs: FileSystem, fd: int, attrs: int, is_dir: bool) -> DosInfo | None:
@@ -344,6 +402,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     base_parts, base_key, index_number = parts, None, 0
     stream_limit = None     # a stream's: the most its file lets this user's open of it have
     stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
+    made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -352,17 +411,20 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-            base_fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)   # the file too
-            try:
-                fs.fchmod(base_fd, new_file_mode(tree.share, False))
-            finally:
-                fs.close_file(base_fd)
+            # what the request alone refuses, refused before a file is made for it
+            if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY:
+                raise SMBError(wire.STATUS_CANNOT_DELETE)
+            create_file_of_stream(fs, tree.share, parts, attrs, contexts, tree.token)    # the file too
+            made_file = True
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
         base_key, stream_limit, base_st = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access,
-                                                         options, disposition, attrs, not opening, tree.token)
+                                                         options, disposition, attrs, not opening, tree.token,
+                                                         made=made_file)
         stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
