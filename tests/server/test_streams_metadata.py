@@ -456,3 +456,112 @@ def test_a_default_acl_decides_the_mode_of_a_file_made_with_its_stream(server):
         c.open(r"shared\private\x.txt:s", READ_DATA | WRITE_DATA, CREATE).close()
     for name in ("plain.txt", "x.txt"):
         assert not os.stat(private / name).st_mode & 0o077, name
+
+
+# -- what else is the file's, through a stream: times and attributes in the CREATE response, the
+# -- READONLY attribute that forbids deleting, the EAs ------------------------------------------------
+DISPOSITION, FULL_EA, EA_INFORMATION = 13, 15, 7
+READ_EA, WRITE_EA = 0x8, 0x10
+NO_EAS_ON_FILE, NOT_FOUND = 0xC0000052, 0xC0000034
+EA_XATTR = "user.SMBRING_EA"
+
+
+def full_ea(name: bytes, value: bytes) -> bytes:
+    """One FileFullEaInformation entry (MS-FSCC 2.4.15)."""
+    return struct.pack("<IBBH", 0, 0, len(name), len(value)) + name + b"\0" + value
+
+
+def test_the_create_response_of_a_stream_shows_its_file_s_times_and_attributes(server):
+    """resp.txt is HIDDEN with a write time of 2020; its stream `s` holds 5 bytes. The CREATE
+    response of resp.txt:s (opening the stream, and making another) shows the file's times
+    and attributes, its own EndOfFile."""
+    with client(server, ALICE) as c:
+        f = c.open(r"shared\resp.txt", READ_DATA | WRITE_DATA | READ_ATTRIBUTES | WRITE_ATTRIBUTES, CREATE)
+        f.write(b"the file's own data, longer than the stream's", 0)
+        s = c.open(r"shared\resp.txt:s", READ_DATA | WRITE_DATA, CREATE)
+        s.write(b"12345", 0)
+        s.close()
+        assert c.set_basic(f, ATTR_HIDDEN, NT_2020) == 0
+        f.close()
+        f = c.open(r"shared\resp.txt", READ_ATTRIBUTES)
+        for name, disposition in ((r"shared\resp.txt:s", OPEN), (r"shared\resp.txt:t", CREATE)):
+            s = c.open(name, READ_DATA | WRITE_DATA, disposition)
+            assert (s.creation_time, s.last_write_time, s.change_time) == \
+                (f.creation_time, f.last_write_time, f.change_time), name
+            assert s.file_attributes == f.file_attributes and s.file_attributes & ATTR_HIDDEN, name
+            assert s.end_of_file == (5 if disposition == OPEN else 0), name
+            s.close()
+        f.close()
+
+
+def test_a_stream_of_a_read_only_file_cannot_be_deleted(server):
+    """rodel.txt, made READONLY by ALICE after she opened its stream for DELETE: the stream's
+    delete disposition is refused (STATUS_CANNOT_DELETE), as the file's own is; so is an open
+    of the stream with FILE_DELETE_ON_CLOSE; both are allowed again once the file is writable.
+    A stream made with the READONLY attribute on a writable file is deleted: the attribute is
+    its file's (which it leaves as it was)."""
+    with client(server, ALICE) as c:
+        f = c.open(r"shared\rodel.txt", READ_DATA | WRITE_DATA | READ_ATTRIBUTES | WRITE_ATTRIBUTES, CREATE)
+        c.open(r"shared\rodel.txt:s", READ_DATA | WRITE_DATA, CREATE).close()
+        s = c.open(r"shared\rodel.txt:s", READ_DATA | DELETE)
+        assert c.set_basic(f, ATTR_READONLY) == 0
+        assert c.set_info(s, INFO_FILE, DISPOSITION, b"\x01") == CANNOT_DELETE
+        assert c.status(r"shared\rodel.txt:s", READ_DATA | DELETE, options=DELETE_ON_CLOSE) == CANNOT_DELETE
+        assert c.set_basic(f, ATTR_NORMAL) == 0
+        assert c.set_info(s, INFO_FILE, DISPOSITION, b"\x01") == 0
+        s.close()
+        assert c.status(r"shared\rodel.txt:s", READ_DATA) == NOT_FOUND
+        c.open(r"shared\rodel.txt:ro", READ_DATA | WRITE_DATA, CREATE, attrs=ATTR_READONLY).close()
+        assert not c.basic(f)[4] & ATTR_READONLY
+        assert c.status(r"shared\rodel.txt:ro", READ_DATA | DELETE, options=DELETE_ON_CLOSE) == 0
+        assert c.status(r"shared\rodel.txt:ro", READ_DATA) == NOT_FOUND
+        f.close()
+
+
+def test_eas_through_a_stream_are_the_file_s(server):
+    """ALICE sets an EA through eas.txt:s: it is the file's (an xattr of the file, none on the
+    stream's file in the depot), read back through the file's handle and the stream's; one
+    set through the file's handle is read through the stream's; removed through the stream
+    (an empty value), it is gone from the file. An EA given with the CREATE of a file's
+    first stream is the new file's."""
+    path = server["shared"] / "eas.txt"
+    with client(server, ALICE) as c:
+        c.open(r"shared\eas.txt", READ_DATA | WRITE_DATA, CREATE).close()
+        s = c.open(r"shared\eas.txt:s", READ_DATA | READ_EA | WRITE_EA, CREATE)
+        f = c.open(r"shared\eas.txt", READ_EA | WRITE_EA)
+        assert c.set_info(s, INFO_FILE, FULL_EA, full_ea(b"VIA.STREAM", b"on the file")) == 0
+        assert os.getxattr(path, "user.VIA.STREAM") == b"on the file"
+        assert os.listxattr(stream_path(server, "eas.txt")) == []
+        assert c.set_info(f, INFO_FILE, FULL_EA, full_ea(b"VIA.FILE", b"also")) == 0
+        assert c.query_info(s, INFO_FILE, FULL_EA) == c.query_info(f, INFO_FILE, FULL_EA)
+        assert b"VIA.FILE" in c.query_info(s, INFO_FILE, FULL_EA)
+        assert c.query_info(s, INFO_FILE, EA_INFORMATION) == c.query_info(f, INFO_FILE, EA_INFORMATION)
+        for name in (b"VIA.STREAM", b"VIA.FILE"):
+            assert c.set_info(s, INFO_FILE, FULL_EA, full_ea(name, b"")) == 0
+        with pytest.raises(SMBResponseException) as refused:
+            c.query_info(s, INFO_FILE, FULL_EA)
+        assert refused.value.status == NO_EAS_ON_FILE
+        f.close()
+        s.close()
+        c.open(r"shared\eas-new.txt:s", READ_DATA | WRITE_DATA, CREATE,
+               contexts={b"ExtA": full_ea(b"AT.CREATE", b"given")}).close()
+    assert os.getxattr(server["shared"] / "eas-new.txt", "user.AT.CREATE") == b"given"
+    assert os.listxattr(stream_path(server, "eas-new.txt")) == []
+
+
+def test_a_user_who_may_not_write_the_file_sets_no_ea_through_its_stream(server):
+    """readable.txt (0644, ALICE's): BOB reads its stream but gets no FILE_WRITE_EA on it; the
+    file's EAs are read through the stream as through the file."""
+    os.setxattr(server["shared"] / "readable.txt", "user.ALICES", b"hers")
+    try:
+        with client(server, BOB) as c:
+            assert c.status(r"shared\readable.txt:s", READ_DATA | WRITE_EA) == ACCESS_DENIED
+            s = c.open(r"shared\readable.txt:s", READ_DATA | READ_EA)
+            assert b"ALICES" in c.query_info(s, INFO_FILE, FULL_EA)
+            assert c.set_info(s, INFO_FILE, FULL_EA, full_ea(b"BOBS", b"his")) == ACCESS_DENIED
+            s.close()
+        assert os.getxattr(server["shared"] / "readable.txt", "user.ALICES") == b"hers"
+        with pytest.raises(OSError):
+            os.getxattr(server["shared"] / "readable.txt", "user.BOBS")
+    finally:
+        os.removexattr(server["shared"] / "readable.txt", "user.ALICES")
