@@ -4,8 +4,11 @@ times belong to the file, not to the stream (MS-FSA keeps them per file; Samba a
 through the stream's base file). Set through `file:stream`, they are the file's, seen
 through the file's own handle; they are stored as the user, with no more right than the
 user has on the file (WRITE_DAC judged by the file's descriptor, the kernel's judgement of
-the user on the file itself), never as the server on the stream's file in the depot.
-Requests through smbprotocol."""
+the user on the file itself), never as the server on the stream's file in the depot. So are
+the EAs, the READONLY attribute that forbids deleting a stream, and the times and attributes
+a stream's CREATE response shows. A file made by the CREATE of its first stream (`new:s`)
+is made as a plain CREATE of `new` makes it: its directory's DACL asked, its inherited or
+SecD descriptor, its mode, its DOS attributes. Requests through smbprotocol."""
 from __future__ import annotations
 
 import os
@@ -547,6 +550,21 @@ def test_eas_through_a_stream_are_the_file_s(server):
                contexts={b"ExtA": full_ea(b"AT.CREATE", b"given")}).close()
     assert os.getxattr(server["shared"] / "eas-new.txt", "user.AT.CREATE") == b"given"
     assert os.listxattr(stream_path(server, "eas-new.txt")) == []
+
+
+def test_a_file_made_with_its_stream_is_not_left_half_made(server):
+    """An EA in the CREATE of eas-sd.txt:s named as the server's own metadata (its stored
+    descriptor) is refused, and the file made for it is removed again: nothing is left with
+    mode bits alone (in a directory whose inherited DACL refuses BOB), and no descriptor of
+    the client's is stored through an EA."""
+    bob_sid = unix_sid(1, server["accounts"][BOB][0])
+    directory_of_alice(server, "half-made", descriptor((DENIED_ACE, INHERITABLE, READ_DATA, bob_sid),
+                                                       (ALLOWED_ACE, INHERITABLE, FILE_ALL, acl.EVERYONE)))
+    with client(server, ALICE) as c:
+        status = c.status(r"shared\half-made\eas-sd.txt:s", READ_DATA | WRITE_DATA, CREATE,
+                          contexts={b"ExtA": full_ea(b"SMBRING.SD", descriptor((ALLOWED_ACE, 0, FILE_ALL, acl.EVERYONE)))})
+        assert status == ACCESS_DENIED
+    assert os.listdir(server["shared"] / "half-made") == []
 
 
 def test_a_user_who_may_not_write_the_file_sets_no_ea_through_its_stream(server):
