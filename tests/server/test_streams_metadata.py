@@ -560,9 +560,10 @@ def test_a_file_made_with_its_stream_is_not_left_half_made(server):
     bob_sid = unix_sid(1, server["accounts"][BOB][0])
     directory_of_alice(server, "half-made", descriptor((DENIED_ACE, INHERITABLE, READ_DATA, bob_sid),
                                                        (ALLOWED_ACE, INHERITABLE, FILE_ALL, acl.EVERYONE)))
+    everyone_all = descriptor((ALLOWED_ACE, 0, FILE_ALL, acl.EVERYONE))
     with client(server, ALICE) as c:
         status = c.status(r"shared\half-made\eas-sd.txt:s", READ_DATA | WRITE_DATA, CREATE,
-                          contexts={b"ExtA": full_ea(b"SMBRING.SD", descriptor((ALLOWED_ACE, 0, FILE_ALL, acl.EVERYONE)))})
+                          contexts={b"ExtA": full_ea(b"SMBRING.SD", everyone_all)})
         assert status == ACCESS_DENIED
     assert os.listdir(server["shared"] / "half-made") == []
 

@@ -185,11 +185,12 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
     CREATE of `name` makes it: its directory's stored DACL must grant adding a file; its
     descriptor is the SecD context's (checked and completed as for a plain CREATE) or the one
     its directory's inheritable ACEs give; its mode the create mask's (READONLY: no write
-    bits), or the kernel's from the directory's default POSIX ACL; its DOS attributes and
-    creation time stored, and the EAs of the ExtA context (`eas`). Its stream id is stored too, while the creating descriptor is open
-    (a READONLY file is not the user's to write after). All of it before the file is left
-    to anyone: a file whose descriptor cannot be stored is removed again (mode 0 first),
-    never left with its mode bits alone speaking for it."""
+    bits), or the kernel's from the directory's default POSIX ACL; its DOS attributes,
+    creation time and the ExtA context's EAs (`eas`) stored. Its stream id is stored too,
+    while the creating descriptor is open (a READONLY file is not the user's to write after).
+    All of it before the file is left to anyone: a file whose descriptor (or anything else)
+    cannot be stored is removed again (mode 0 first), never left with its mode bits alone
+    speaking for it."""
     _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
     if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
@@ -426,9 +427,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
-        base_key, stream_limit, base_st, base_dos = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access,
-                                                         options, disposition, attrs, not opening, tree.token,
-                                                         made=made_file)
+        base_key, stream_limit, base_st, base_dos = stream_of_file(
+            fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options, disposition, attrs, not opening,
+            tree.token, made=made_file)
         stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
@@ -717,8 +718,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     answers += create_durable.granted(c, hdr, o, durable, action)
     if stream is None:
         return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
-    return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown((base_st.st_dev, base_st.st_ino)),
-                         file=(base_st, base_dos)), fid
+    # (a stream's times and attributes: its file's, as read when its rights were judged)
+    file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
+    return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
 
 
 def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None,
