@@ -132,9 +132,11 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
 
 
 def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access: int, options: int,
-                   disposition: int, attrs: int, create: bool, token) -> tuple[str | None, int, os.stat_result]:
+                   disposition: int, attrs: int, create: bool, token,
+                   made: bool = False) -> tuple[str | None, int, os.stat_result, DosInfo | None]:
     """A named stream's id, the most an open of it may be granted, and the file's stat (its
-    owner owns a new stream: see FileSystem.create_stream). The most granted: what this user's open
+    owner owns a new stream: see FileSystem.create_stream) and DOS information (the stream's
+    open shows the file's times and attributes). The most granted: what this user's open
     of the stream's file would have (as Samba's streams_xattr, whose streams are the file's
     xattrs), judged on the very file whose id is read, opened as the user: reading by that
     open (STATUS_ACCESS_DENIED where the kernel refuses it: a stream needs its file readable),
@@ -143,12 +145,17 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
     write (or truncate, or delete) a stream of a file it may not write is refused; else its
     open gets reading rights only. The stream itself is a file of the server's (the depot),
     opened by the server: this is the check that guards it. The id is made (`create`) only
-    where the file may be written; None where there is none."""
+    where the file may be written; None where there is none. `made`: the file was made by this
+    CREATE (`create_file_of_stream`, which stored its id): its creator's open is granted what
+    it asks for, as a plain CREATE's of a new file is, whatever the file's new descriptor or
+    READONLY attribute say about later opens."""
     try:
         fd, st = fs.open_stat(parts, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
     except PermissionError:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None
     try:
+        if made:
+            return fs.stream_id_of(fd), acl.check(acl.MAXIMUM_ALLOWED, None, None, token), st, fs.get_dos(fd)
         sd, dos = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
         truncating = disposition in TRUNCATING
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
@@ -167,9 +174,65 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
             if acl.map_generic(access) & wire.WRITE_CLASS or truncating or options & wire.FILE_DELETE_ON_CLOSE:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
             limit &= wire.READ_ONLY_ACCESS
-        return fs.stream_id_of(fd, create=bool(create and writable)), limit, st
+        return fs.stream_id_of(fd, create=bool(create and writable)), limit, st, dos
     finally:
         fs.close_file(fd)
+
+
+def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, contexts: dict,
+                          eas: list[tuple[str, bytes]], token) -> None:
+    """The file a CREATE of `name:stream` makes where `name` does not exist, made as a plain
+    CREATE of `name` makes it: its directory's stored DACL must grant adding a file; its
+    descriptor is the SecD context's (checked and completed as for a plain CREATE) or the one
+    its directory's inheritable ACEs give; its mode the create mask's (READONLY: no write
+    bits), or the kernel's from the directory's default POSIX ACL; its DOS attributes,
+    creation time and the ExtA context's EAs (`eas`) stored. Its stream id is stored too,
+    while the creating descriptor is open (a READONLY file is not the user's to write after).
+    All of it before the file is left to anyone: a file whose descriptor (or anything else)
+    cannot be stored is removed again (mode 0 first), never left with its mode bits alone
+    speaking for it."""
+    _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
+    if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
+    if b"SecD" in contexts:
+        try:
+            new_sd = acl.parse(contexts[b"SecD"])
+        except acl.BadDescriptor:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
+            raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
+        new_sd = acl.complete(new_sd, parent_sd, False, token)
+    else:
+        new_sd = acl.inherit(parent_sd, False, token)
+    mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
+    fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
+    try:
+        if not acl_decides_mode:
+            fs.fchmod(fd, mode)
+        if new_sd is not None:
+            writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
+        store_new_file_dos(fs, fd, attrs, False)
+        for ea_name, value in eas:
+            writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
+        writable_for_metadata(fs, fd, lambda: fs.stream_id_of(fd, create=True))
+    except BaseException:
+        unmake(fs, parts, fd)
+        raise
+    finally:
+        fs.close_file(fd)
+
+
+def unmake(fs: FileSystem, parts: list[str], fd: int) -> None:
+    """Undoes the creation of the file open as `fd` at `parts`, best effort: no one may open
+    it (mode 0, on the very file), and its name goes where it still names that file."""
+    try:
+        fs.fchmod(fd, 0)
+        st = fs.fstat(fd)
+        named = fs.stat(parts)
+        if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
+            fs.remove(parts, False)
+    except OSError as e:
+        log.warning("%s: a file half made left behind (mode 0): %s", "/".join(parts), e)
 
 
 def store_new_file_dos(fs: FileSystem, fd: int, attrs: int, is_dir: bool) -> DosInfo | None:
@@ -344,6 +407,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     base_parts, base_key, index_number = parts, None, 0
     stream_limit = None     # a stream's: the most its file lets this user's open of it have
     stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
+    made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -352,17 +416,20 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
-            base_fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)   # the file too
-            try:
-                fs.fchmod(base_fd, new_file_mode(tree.share, False))
-            finally:
-                fs.close_file(base_fd)
+            # what the request alone refuses, refused before a file is made for it
+            if options & wire.FILE_DELETE_ON_CLOSE and not _may_delete(access):
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY:
+                raise SMBError(wire.STATUS_CANNOT_DELETE)
+            create_file_of_stream(fs, tree.share, parts, attrs, contexts, eas, tree.token)   # the file too
+            made_file = True
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
         opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
-        base_key, stream_limit, base_st = stream_of_file(fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access,
-                                                         options, disposition, attrs, not opening, tree.token)
+        base_key, stream_limit, base_st, base_dos = stream_of_file(
+            fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options, disposition, attrs, not opening,
+            tree.token, made=made_file)
         stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
@@ -432,7 +499,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         file_owner = acl.unix_user(st.st_uid) if exists and stream is None else None
         parent = None
         if exists and parts:
-            check_read_only(st, dos, access, options, disposition, attrs)
+            if stream is None:      # (a stream's attributes are its file's: see stream_of_file)
+                check_read_only(st, dos, access, options, disposition, attrs)
             # access is checked before anything is started for this open on other clients'
             # behalf (breaks, closing detached durable opens), as Windows does
             if sd is not None:      # a stored security descriptor decides who opens the file
@@ -478,7 +546,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # request on the handle is checked against this, never against what was asked
         granted = acl.check(access, sd, parent, token, file_owner)     # (its check passed above)
         most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token, file_owner)   # what MxAc reports
-        if exists and not is_dir and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
+        if exists and not is_dir and stream is None and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
             # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
             granted &= ~READ_ONLY_WITHHOLDS
         if tree.share.read_only:
@@ -525,9 +593,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if stream is None:
                     mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY))
                     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
-                else:       # (made by the server in its depot, owned by the file's owner)
-                    mode = 0o400 if attrs & wire.ATTR_READONLY else 0o600
-                    fd = fs.create_stream(base_key, stream, stream_owner, mode)
+                else:       # (made by the server in its depot, owned by the file's owner; its
+                    # attributes are its file's: the ones asked for went to a file made with it)
+                    fd = fs.create_stream(base_key, stream, stream_owner)
                 try:
                     if stream is None and not acl_decides_mode:
                         fs.fchmod(fd, mode)
@@ -583,9 +651,6 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # stat read again after, for the ChangeTime that storing moved)
             stored = store_new_file_dos(fs, fd, attrs, is_dir)
             opened = fs.fstat(fd), stored
-        elif action == wire.FILE_CREATED and attrs & STORED_ATTRIBUTES:
-            created = DosInfo(attrs=(attrs & STORED_ATTRIBUTES) | (0 if is_dir else wire.ATTR_ARCHIVE))
-            writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, created))
         if opened is not None:
             st, dos = opened
         else:
@@ -628,7 +693,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     elif action != wire.FILE_OPENED:
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     try:        # registered: what fails now undoes the open as a CLOSE would (deleting nothing)
-        if eas and action != wire.FILE_OPENED:
+        if eas and action != wire.FILE_OPENED and stream is None:   # (a stream's: see create_file_of_stream)
             for ea_name, value in eas:
                 fs.set_ea(fd, ea_name, value)
         if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
@@ -651,21 +716,42 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)
-    return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
+    if stream is None:
+        return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
+    # (a stream's times and attributes: its file's, as read when its rights were judged)
+    file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
+    return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
 
 
 def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None,
-                  write_ns: int | None = None) -> bytes:
+                  write_ns: int | None = None, file=None) -> bytes:
     """The CREATE response for the open (its file's stat and DOS information, read again
     unless given; `write_ns`: the write time shown in place of the kernel's) with these
-    create contexts."""
+    create contexts. A stream's open shows its file's times and attributes (MS-FSA keeps
+    them per file), its own sizes: `file` is the file's stat and DOS information, read
+    through `file_metadata` unless given."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
+    file_st, file_dos = file or file_metadata(o, st, dos)
     extra = encode_create_contexts(answers) if answers else b""
     return CREATE_RESPONSE.pack(
-        89, oplock, 0, action, *time_fields(st, dos, write_ns), alloc_size(st, dos),
-        0 if o.is_dir else st.st_size, attributes(st, dos, hidden=shown_hidden(o)), 0, o.fid,
+        89, oplock, 0, action, *time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
+        0 if o.is_dir else st.st_size, attributes(file_st, file_dos, hidden=shown_hidden(o)), 0, o.fid,
         152 if extra else 0, len(extra)) + extra
+
+
+def file_metadata(o: Open, st, dos) -> tuple:
+    """The stat and DOS information that give the open its times and attributes: `st` and
+    `dos`, the open's own, for a file or directory; a stream's file's, read through the file
+    (`info.file_of`), or the stream's own where its file is no longer reached by its name."""
+    if o.stream is None:
+        return st, dos
+    from smbring.smb.commands.info import file_of     # (info imports this module)
+    try:
+        with file_of(o) as fd:
+            return o.tree.fs.fstat(fd), o.tree.fs.get_dos(fd)
+    except (SMBError, OSError):
+        return st, dos
 
 
 # the CREATE request's fixed part (MS-SMB2 2.2.13), from StructureSize to CreateContextsLength
@@ -740,12 +826,14 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     show_on_close(c.state.write_times, o)      # (before the times are read for the answer)
     st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = o.tree.fs.get_dos(o.fd) if st else None
+    file_st, file_dos = file_metadata(o, st, dos) if st else (None, None)    # (a stream's: its file's)
     c.close_open(o)
     if st:
-        write_ns = c.state.write_times.shown(o.key)     # other handles' writes still to show
-        body = CLOSE_RESPONSE.pack(60, flags, 0, *time_fields(st, dos, write_ns), alloc_size(st, dos),
+        # other handles' writes still to show
+        write_ns = c.state.write_times.shown(o.key if o.stream is None else (file_st.st_dev, file_st.st_ino))
+        body = CLOSE_RESPONSE.pack(60, flags, 0, *time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
                                    0 if o.is_dir else st.st_size,
-                                   attributes(st, dos, hidden=shown_hidden(o)))
+                                   attributes(file_st, file_dos, hidden=shown_hidden(o)))
     else:
         body = CLOSE_RESPONSE_EMPTY
     return body, o.fid

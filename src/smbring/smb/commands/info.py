@@ -128,11 +128,12 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
 def open_info(c: Connection, o: Open, klass: int) -> bytes:
     """The information classes that the open alone answers (its EAs, position, mode, name)."""
     fs = o.tree.fs
+    if klass in (7, 15):    # the EAs are the file's, through a stream's handle too
+        with file_of(o) as fd:
+            eas = fs.list_eas(fd)
     if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
-        eas = fs.list_eas(o.fd)
         return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
     if klass == 15:  # FileFullEaInformation
-        eas = fs.list_eas(o.fd)
         if not eas:
             raise SMBError(wire.STATUS_NO_EAS_ON_FILE)
         return encode_eas(eas)
@@ -203,6 +204,15 @@ def file_of(o: Open):
         yield fd
     finally:
         fs.close_file(fd)
+
+
+def file_is_read_only(o: Open) -> bool:
+    """Whether the open's file has the READONLY attribute: a stream's file's (a read-only
+    file's streams are not deleted either, as in MS-FSA, where the attributes are the
+    file's)."""
+    fs = o.tree.fs
+    with file_of(o) as fd:
+        return is_read_only(fs.fstat(fd), fs.get_dos(fd))
 
 
 def current_sd(o: Open, fd: int | None = None) -> acl.Descriptor:
@@ -526,15 +536,17 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
     elif klass == 13:  # Disposition
         if buf[0] and not o.parts:
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # the share's root is never deleted
-        if buf[0] and is_read_only(fs.fstat(o.fd), fs.get_dos(o.fd)):
+        if buf[0] and file_is_read_only(o):
             raise SMBError(wire.STATUS_CANNOT_DELETE)      # (MS-FSA 2.1.5.14.3)
         if buf[0] and o.is_dir and fs.names(o.fd):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
-    elif klass == 15:  # FullEa: set or (with an empty value) remove
-        for ea_name, value in parse_eas(buf):
-            writable_for_metadata(fs, o.fd, lambda: fs.set_ea(o.fd, ea_name, value))
+    elif klass == 15:  # FullEa: set or (with an empty value) remove; the file's, through a stream too
+        eas = parse_eas(buf)
+        with file_of(o) as fd:
+            for ea_name, value in eas:
+                writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key, o)
