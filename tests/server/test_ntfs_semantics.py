@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
-from contextlib import contextmanager
 
 import pytest
 from smbconf_fixtures import (
@@ -28,16 +26,8 @@ from smbconf_fixtures import (
 need_root_and_samba()
 smbprotocol = pytest.importorskip("smbprotocol")
 
-from smbprotocol.connection import Connection  # noqa: E402
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
-from smbprotocol.open import (  # noqa: E402
-    Open,
-    SMB2QueryInfoRequest,
-    SMB2QueryInfoResponse,
-    SMB2SetInfoRequest,
-)
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
+from smbprotocol_user import UserClient  # noqa: E402
 
 PASSWORD = "Ntfs-pw1"
 OWNER = f"ntfso{TAG}"
@@ -51,8 +41,8 @@ FILE_ALL = 0x001F01FF
 SUPERSEDE, OPEN, CREATE, OPEN_IF, OVERWRITE, OVERWRITE_IF = range(6)
 DIRECTORY_FILE, NON_DIRECTORY_FILE, DELETE_ON_CLOSE = 0x1, 0x40, 0x1000
 ATTR_READONLY, ATTR_HIDDEN, ATTR_DIRECTORY, ATTR_NORMAL = 0x1, 0x2, 0x10, 0x80
-INFO_FILE, INFO_SECURITY = 1, 3
-BASIC, DISPOSITION, ACCESS_INFORMATION = 4, 13, 8
+INFO_FILE = 1
+BASIC, DISPOSITION = 4, 13
 OWNER_PART, GROUP_PART, DACL_PART, SACL_PART = 0x1, 0x2, 0x4, 0x8
 ACCESS_DENIED, CANNOT_DELETE, PRIVILEGE_NOT_HELD = 0xC0000022, 0xC0000121, 0xC0000061
 INVALID_PARAMETER = 0xC000000D
@@ -72,66 +62,6 @@ def descriptor(*aces: tuple[int, int, int, str], control: int = 0) -> bytes:
     return struct.pack("<BBHIIII", 1, 0, 0x8004 | control, 0, 0, 0, 20) + acl
 
 
-class Client:
-    """One SMB session and tree, raw requests through smbprotocol."""
-
-    def __init__(self, host: str, port: int, user: str, share: str, password: str = PASSWORD):
-        self.conn = Connection(uuid.uuid4(), host, port)
-        self.conn.connect()
-        self.session = Session(self.conn, user, password, require_encryption=False)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\{host}\{share}")
-        self.tree.connect()
-
-    def open(self, name: str, access: int, disposition: int = OPEN, attrs: int = 0, options: int = 0,
-             share: int = 7) -> Open:
-        f = Open(self.tree, name)
-        f.create(2, access, attrs, share, disposition, options)
-        return f
-
-    def status(self, name: str, access: int, disposition: int = OPEN, attrs: int = 0, options: int = 0) -> int:
-        """The NTSTATUS of the open (0: it opened, and is closed again)."""
-        try:
-            self.open(name, access, disposition, attrs, options).close()
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
-    def _send(self, req):
-        return self.conn.receive(self.conn.send(req, sid=self.session.session_id, tid=self.tree.tree_connect_id))
-
-    def set_info(self, f: Open, info_type: int, klass: int, buffer: bytes, parts: int = 0) -> int:
-        req = SMB2SetInfoRequest()
-        req["info_type"], req["file_info_class"] = info_type, klass
-        req["additional_information"], req["file_id"], req["buffer"] = parts, f.file_id, buffer
-        try:
-            self._send(req)
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
-    def query_info(self, f: Open, info_type: int, klass: int, parts: int = 0) -> bytes:
-        req = SMB2QueryInfoRequest()
-        req["info_type"], req["file_info_class"] = info_type, klass
-        req["additional_information"], req["output_buffer_length"] = parts, 65536
-        req["file_id"] = f.file_id
-        resp = SMB2QueryInfoResponse()
-        resp.unpack(self._send(req)["data"].get_value())
-        return resp["buffer"].get_value()
-
-    def granted(self, f: Open) -> int:
-        return struct.unpack("<I", self.query_info(f, INFO_FILE, ACCESS_INFORMATION))[0]
-
-    def attributes(self, f: Open) -> int:
-        return struct.unpack_from("<I", self.query_info(f, INFO_FILE, BASIC), 32)[0]
-
-    def set_attributes(self, f: Open, attrs: int, times=(0, 0, 0, 0)) -> int:
-        return self.set_info(f, INFO_FILE, BASIC, struct.pack("<qqqqII", *times, attrs, 0))
-
-    def close(self) -> None:
-        self.conn.disconnect(True)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with unix_accounts({OWNER: (), OTHER: ()}) as accounts:
@@ -147,13 +77,8 @@ def server(tmp_path_factory):
             yield served
 
 
-@contextmanager
-def client(server, user: str):
-    c = Client(server.host, server.port, user, "s")
-    try:
-        yield c
-    finally:
-        c.close()
+def client(server, user: str) -> UserClient:
+    return UserClient(server.host, server.port, user, PASSWORD, "s")
 
 
 def account_sid(server, user: str) -> str:
@@ -166,7 +91,7 @@ def test_an_inherited_ace_grants_no_more_than_the_parent_allows(server):
     other = account_sid(server, OTHER)
     with client(server, OWNER) as c:
         d = c.open("inh", FILE_ALL, CREATE, options=DIRECTORY_FILE)
-        assert c.set_info(d, INFO_SECURITY, 0, descriptor(
+        assert c.set_sd(d, descriptor(
             (0, 0x3, FILE_ALL, account_sid(server, OWNER)),        # the owner: everything, inherited
             (0, 0x1, FILE_READ, other),                             # the other: read, to files
             (0, 0x0, FILE_READ, other)), DACL_PART) == 0           # and to list the folder
@@ -204,7 +129,7 @@ def test_a_descriptor_stored_on_the_share_root_decides_who_opens_the_root(server
             assert c.status("", WRITE_DAC, options=DIRECTORY_FILE) == ACCESS_DENIED
         with client(server, OWNER) as c:
             root = c.open("", FILE_ALL, options=DIRECTORY_FILE)
-            assert c.set_info(root, INFO_SECURITY, 0, descriptor(
+            assert c.set_sd(root, descriptor(
                 (0, 0x0, FILE_ALL, account_sid(server, OWNER))), DACL_PART) == 0
             root.close()
             assert c.status("", READ_DATA, options=DIRECTORY_FILE) == 0
@@ -227,7 +152,7 @@ def test_creator_owner_becomes_the_creator_and_stays_inheritable(server):
     what is made in it; its GENERIC_ALL maps to FILE_ALL_ACCESS in the ACE that applies."""
     with client(server, OWNER) as c:
         d = c.open("co", FILE_ALL, CREATE, options=DIRECTORY_FILE)
-        assert c.set_info(d, INFO_SECURITY, 0, descriptor(
+        assert c.set_sd(d, descriptor(
             (0, 0xB, GENERIC_ALL, "S-1-3-0"), (0, 0x3, FILE_ALL, "S-1-1-0")), DACL_PART) == 0
         d.close()
     with client(server, OTHER) as c:
@@ -244,7 +169,7 @@ def test_owner_rights_limit_the_owner(server):
     owner cannot then change the DACL, nor write, although the kernel would let it."""
     with client(server, OWNER) as c:
         f = c.open("or.txt", FILE_ALL, CREATE)
-        assert c.set_info(f, INFO_SECURITY, 0, descriptor(
+        assert c.set_sd(f, descriptor(
             (0, 0, FILE_READ, "S-1-3-4"), (0, 0, FILE_READ, account_sid(server, OTHER))), DACL_PART) == 0
         f.close()
         assert c.status("or.txt", READ_DATA | READ_CONTROL) == 0
@@ -257,7 +182,7 @@ def test_owner_rights_limit_the_owner(server):
     with client(server, OWNER) as c:
         c.open("plain.txt", FILE_ALL, CREATE).close()
         f = c.open("plain.txt", WRITE_DAC)
-        assert c.set_info(f, INFO_SECURITY, 0, descriptor((0, 0, FILE_READ, "S-1-1-0")), DACL_PART) == 0
+        assert c.set_sd(f, descriptor((0, 0, FILE_READ, "S-1-1-0")), DACL_PART) == 0
         f.close()
         assert c.status("plain.txt", WRITE_DAC) == 0
         assert c.status("plain.txt", WRITE_DATA) == ACCESS_DENIED
@@ -274,15 +199,15 @@ def test_the_sacl_needs_a_privilege_nobody_holds(server):
         assert c.status("sacl.txt", ACCESS_SYSTEM_SECURITY | READ_CONTROL) == PRIVILEGE_NOT_HELD
         f = c.open("sacl.txt", MAXIMUM_ALLOWED)
         with pytest.raises(SMBResponseException) as e:
-            c.query_info(f, INFO_SECURITY, 0, SACL_PART)
+            c.sd(f, SACL_PART)
         assert e.value.status == ACCESS_DENIED
-        assert c.set_info(f, INFO_SECURITY, 0, descriptor(), SACL_PART) == ACCESS_DENIED
+        assert c.set_sd(f, descriptor(), SACL_PART) == ACCESS_DENIED
         f.close()
         # asking for no part at all needs no right and gets an empty descriptor (as Windows)
         f = c.open("sacl.txt", READ_ATTRIBUTES)
         with pytest.raises(SMBResponseException):
-            c.query_info(f, INFO_SECURITY, 0, OWNER_PART)
-        empty = c.query_info(f, INFO_SECURITY, 0, 0)
+            c.sd(f, OWNER_PART)
+        empty = c.sd(f, 0)
         assert struct.unpack_from("<IIII", empty, 4) == (0, 0, 0, 0)
         f.close()
 
@@ -295,8 +220,8 @@ def test_the_owner_sets_and_clears_read_only_and_read_only_holds(server):
     with client(server, OWNER) as c:
         f = c.open("ro.txt", FILE_ALL, CREATE)
         f.write(b"keep me")
-        assert c.set_attributes(f, ATTR_READONLY) == 0
-        assert c.attributes(f) & ATTR_READONLY
+        assert c.set_basic(f, ATTR_READONLY) == 0
+        assert c.basic(f)[4] & ATTR_READONLY
         f.close()
         assert not os.stat(path).st_mode & 0o222
         attempts = [(WRITE_DATA, OPEN, 0), (APPEND_DATA, OPEN, 0), (GENERIC_WRITE, OPEN, 0),
@@ -312,8 +237,8 @@ def test_the_owner_sets_and_clears_read_only_and_read_only_holds(server):
         f.close()
         assert path.read_bytes() == b"keep me"
         f = c.open("ro.txt", WRITE_ATTRIBUTES | READ_ATTRIBUTES)
-        assert c.set_attributes(f, ATTR_NORMAL) == 0
-        assert not c.attributes(f) & ATTR_READONLY
+        assert c.set_basic(f, ATTR_NORMAL) == 0
+        assert not c.basic(f)[4] & ATTR_READONLY
         f.close()
         assert c.status("ro.txt", WRITE_DATA) == 0
 
@@ -333,14 +258,9 @@ def root_server(tmp_path_factory):
         stop(proc)
 
 
-@contextmanager
-def root_client(root_server):
+def root_client(root_server) -> UserClient:
     port, _share, user, password = root_server
-    c = Client("127.0.0.1", port, user, "s", password)
-    try:
-        yield c
-    finally:
-        c.close()
+    return UserClient("127.0.0.1", port, user, password, "s")
 
 
 def test_read_only_holds_against_a_server_acting_as_root(root_server):
@@ -359,8 +279,8 @@ def test_read_only_holds_against_a_server_acting_as_root(root_server):
         assert (share / "rootro.txt").read_bytes() == b"keep me"
         # a directory keeps READONLY as an attribute: it still takes new files, it is not deleted
         d = c.open("rodir", FILE_ALL, CREATE, options=DIRECTORY_FILE)
-        assert c.set_attributes(d, ATTR_READONLY | ATTR_DIRECTORY) == 0
-        assert c.attributes(d) & ATTR_READONLY
+        assert c.set_basic(d, ATTR_READONLY | ATTR_DIRECTORY) == 0
+        assert c.basic(d)[4] & ATTR_READONLY
         d.close()
         c.open("rodir\\inside.txt", FILE_ALL, CREATE).close()
         d = c.open("rodir", MAXIMUM_ALLOWED, options=DIRECTORY_FILE)
@@ -388,20 +308,20 @@ def test_special_times_leave_the_times_and_the_write_time_leaves_the_creation_ti
     with root_client(root_server) as c:
         f = c.open("times.txt", FILE_ALL, CREATE)
         created = struct.unpack_from("<Q", c.query_info(f, INFO_FILE, BASIC), 0)[0]
-        assert c.set_attributes(f, 0, (0, 0, 130_000_000_000_000_000, 0)) == 0
+        assert c.set_basic(f, 0, (0, 0, 130_000_000_000_000_000, 0)) == 0
         basic = c.query_info(f, INFO_FILE, BASIC)
         assert struct.unpack_from("<QQQ", basic, 0)[0] == created
         assert struct.unpack_from("<Q", basic, 16)[0] == 130_000_000_000_000_000
         for special in (-1, -2):        # freeze, thaw: neither is a time
-            assert c.set_attributes(f, 0, (special, special, special, special)) == 0
+            assert c.set_basic(f, 0, (special, special, special, special)) == 0
             again = c.query_info(f, INFO_FILE, BASIC)
             assert struct.unpack_from("<QQ", again, 0) == (created, struct.unpack_from("<Q", basic, 8)[0])
             assert struct.unpack_from("<Q", again, 16)[0] == 130_000_000_000_000_000
-        assert c.set_attributes(f, 0, (-3, 0, 0, 0)) == INVALID_PARAMETER
+        assert c.set_basic(f, 0, (-3, 0, 0, 0)) == INVALID_PARAMETER
         # a time before 1970, or after 2262 (past a signed 64-bit count of ns), is a time
         # like any other
         for when in (116_444_736_000_000_000 - 10_000_000, (15032385535 + 11644473600) * 10**7):
-            assert c.set_attributes(f, 0, (when, 0, when, when)) == 0
+            assert c.set_basic(f, 0, (when, 0, when, when)) == 0
             assert struct.unpack_from("<QQQQ", c.query_info(f, INFO_FILE, BASIC), 0) == (
                 when, struct.unpack_from("<Q", c.query_info(f, INFO_FILE, BASIC), 8)[0], when, when)
         f.close()
@@ -416,15 +336,15 @@ def test_a_write_time_set_or_frozen_on_a_handle_stays_through_its_writes(root_se
     set_time = 130_000_000_000_000_000
     with root_client(root_server) as c:
         f = c.open("frozen.txt", FILE_ALL, CREATE)
-        assert c.set_attributes(f, 0, (0, 0, set_time, 0)) == 0
+        assert c.set_basic(f, 0, (0, 0, set_time, 0)) == 0
         f.write(b"more data", 0)
         assert c.set_info(f, INFO_FILE, 20, struct.pack("<Q", 100)) == 0        # EndOfFile
         assert os.stat(path).st_mtime_ns == (set_time - 116_444_736_000_000_000) * 100
-        assert c.set_attributes(f, 0, (0, 0, -2, 0)) == 0                        # thaw
+        assert c.set_basic(f, 0, (0, 0, -2, 0)) == 0                        # thaw
         f.write(b"x", 0)
         thawed = os.stat(path).st_mtime_ns
         assert thawed > (set_time - 116_444_736_000_000_000) * 100
-        assert c.set_attributes(f, 0, (0, 0, -1, 0)) == 0                        # freeze
+        assert c.set_basic(f, 0, (0, 0, -1, 0)) == 0                        # freeze
         frozen = os.stat(path).st_mtime_ns      # (the SET_INFO showed the handle's write)
         assert frozen >= thawed
         f.write(b"y", 0)

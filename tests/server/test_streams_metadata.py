@@ -16,8 +16,6 @@ import shutil
 import struct
 import sys
 import tempfile
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,12 +27,8 @@ if os.geteuid() != 0 or not shutil.which("useradd"):
     pytest.skip("acting as Unix accounts needs root (and useradd)", allow_module_level=True)
 pytest.importorskip("smbprotocol")
 
-from smbprotocol.connection import Connection  # noqa: E402
-from smbprotocol.create_contexts import SMB2CreateContextRequest  # noqa: E402
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
-from smbprotocol.open import Open, SMB2QueryInfoRequest, SMB2QueryInfoResponse, SMB2SetInfoRequest  # noqa: E402
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
+from smbprotocol_user import UserClient, create_context  # noqa: E402
 
 from smbring.smb import acl  # noqa: E402
 
@@ -49,12 +43,11 @@ READ_CONTROL, WRITE_DAC, MAXIMUM_ALLOWED = 0x20000, 0x40000, 0x02000000
 FILE_READ, FILE_ALL = 0x001200A9, 0x001F01FF
 OPEN, OPEN_IF = 1, 3
 ATTR_READONLY, ATTR_HIDDEN, ATTR_ARCHIVE, ATTR_NORMAL = 0x1, 0x2, 0x20, 0x80
-INFO_FILE, INFO_SECURITY = 1, 3
-BASIC, ACCESS_INFORMATION = 4, 8
+INFO_FILE = 1
 DACL_PART = 0x4
-ALL_PARTS = 0x7     # owner, group, DACL
 ACCESS_DENIED = 0xC0000022
 NT_2020 = 132223104000000000     # 2020-01-01T00:00:00Z as an NT time
+WRITTEN_2020 = (0, 0, NT_2020, 0)   # FileBasicInformation's times: last written then, the others kept
 UNIX_2020_NS = 1577836800 * 10**9
 
 
@@ -98,80 +91,8 @@ def server(accounts, tmp_path_factory):
         shutil.rmtree(top, ignore_errors=True)
 
 
-class Client:
-    """One SMB session and tree, raw requests through smbprotocol."""
-
-    def __init__(self, port: int, user: str):
-        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port)
-        self.conn.connect()
-        self.session = Session(self.conn, user, PASSWORD, require_encryption=False)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, r"\\127.0.0.1\share")
-        self.tree.connect()
-
-    def open(self, name: str, access: int, disposition: int = OPEN, attrs: int = 0, options: int = 0,
-             contexts: dict[bytes, bytes] | None = None) -> Open:
-        f = Open(self.tree, name)
-        f.create(2, access, attrs, 7, disposition, options, [context(n, v) for n, v in (contexts or {}).items()])
-        return f
-
-    def status(self, name: str, access: int, disposition: int = OPEN, **kw) -> int:
-        """The NTSTATUS of the open (0: it opened, and is closed again)."""
-        try:
-            self.open(name, access, disposition, **kw).close()
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
-    def _send(self, req):
-        return self.conn.receive(self.conn.send(req, sid=self.session.session_id, tid=self.tree.tree_connect_id))
-
-    def set_info(self, f: Open, info_type: int, klass: int, buffer: bytes, parts: int = 0) -> int:
-        req = SMB2SetInfoRequest()
-        req["info_type"], req["file_info_class"] = info_type, klass
-        req["additional_information"], req["file_id"], req["buffer"] = parts, f.file_id, buffer
-        try:
-            self._send(req)
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
-    def query_info(self, f: Open, info_type: int, klass: int, parts: int = 0) -> bytes:
-        req = SMB2QueryInfoRequest()
-        req["info_type"], req["file_info_class"] = info_type, klass
-        req["additional_information"], req["output_buffer_length"] = parts, 65536
-        req["file_id"] = f.file_id
-        resp = SMB2QueryInfoResponse()
-        resp.unpack(self._send(req)["data"].get_value())
-        return resp["buffer"].get_value()
-
-    def sd(self, f: Open) -> bytes:
-        return self.query_info(f, INFO_SECURITY, 0, ALL_PARTS)
-
-    def basic(self, f: Open) -> tuple[int, int, int, int, int]:
-        """CreationTime, LastAccessTime, LastWriteTime, ChangeTime, FileAttributes."""
-        return struct.unpack_from("<qqqqI", self.query_info(f, INFO_FILE, BASIC))
-
-    def set_basic(self, f: Open, attrs: int = 0, write_time: int = 0) -> int:
-        return self.set_info(f, INFO_FILE, BASIC, struct.pack("<qqqqII", 0, 0, write_time, 0, attrs, 0))
-
-    def close(self) -> None:
-        self.conn.disconnect(True)
-
-
-def context(name: bytes, data: bytes) -> SMB2CreateContextRequest:
-    c = SMB2CreateContextRequest()
-    c["buffer_name"], c["buffer_data"] = name, data
-    return c
-
-
-@contextmanager
-def client(server, user: str):
-    c = Client(server["port"], user)
-    try:
-        yield c
-    finally:
-        c.close()
+def client(server, user: str) -> UserClient:
+    return UserClient("127.0.0.1", server["port"], user, PASSWORD, "share")
 
 
 def unix_sid(kind: int, number: int) -> bytes:
@@ -205,7 +126,7 @@ def test_a_descriptor_set_through_a_stream_is_the_file_s(server):
         assert c.status(r"shared\private.txt", READ_DATA) == 0
     with client(server, ALICE) as c:
         s = c.open(r"shared\private.txt:s", READ_DATA | READ_CONTROL | WRITE_DAC)
-        assert c.set_info(s, INFO_SECURITY, 0, dacl((FILE_ALL, alice_sid)), DACL_PART) == 0
+        assert c.set_sd(s, dacl((FILE_ALL, alice_sid)), DACL_PART) == 0
         f = c.open(r"shared\private.txt", READ_CONTROL)
         assert allowed(c.sd(f)) == {alice_sid: FILE_ALL}
         assert c.sd(s) == c.sd(f)
@@ -249,16 +170,16 @@ def test_a_descriptor_through_a_stream_gives_no_more_than_the_file_s(server):
     bob_sid = unix_sid(1, server["accounts"][BOB][0])
     with client(server, ALICE) as c:
         f = c.open(r"shared\grouped-sd.txt", READ_CONTROL | WRITE_DAC)
-        assert c.set_info(f, INFO_SECURITY, 0, dacl((FILE_ALL, alice_sid), (FILE_READ, bob_sid)), DACL_PART) == 0
+        assert c.set_sd(f, dacl((FILE_ALL, alice_sid), (FILE_READ, bob_sid)), DACL_PART) == 0
         f.close()
     stored = os.getxattr(server["shared"] / "grouped-sd.txt", SD_XATTR)
     with client(server, BOB) as c:
         for access in (WRITE_DAC, READ_DATA | WRITE_DAC, WRITE_DATA, MAXIMUM_ALLOWED | WRITE_DAC):
             assert c.status(r"shared\grouped-sd.txt:s", access) == ACCESS_DENIED, hex(access)
         s = c.open(r"shared\grouped-sd.txt:s", MAXIMUM_ALLOWED)
-        granted = struct.unpack("<I", c.query_info(s, INFO_FILE, ACCESS_INFORMATION))[0]
+        granted = c.granted(s)
         assert not granted & (WRITE_DAC | WRITE_DATA), hex(granted)
-        assert c.set_info(s, INFO_SECURITY, 0, dacl((FILE_ALL, bob_sid)), DACL_PART) == ACCESS_DENIED
+        assert c.set_sd(s, dacl((FILE_ALL, bob_sid)), DACL_PART) == ACCESS_DENIED
         assert allowed(c.sd(s)) == {alice_sid: FILE_ALL, bob_sid: FILE_READ}
         s.close()
     assert os.getxattr(server["shared"] / "grouped-sd.txt", SD_XATTR) == stored
@@ -281,7 +202,7 @@ def test_basic_information_through_a_stream_is_the_file_s(server):
     path = server["shared"] / "times.txt"
     with client(server, ALICE) as c:
         s = c.open(r"shared\times.txt:s", READ_DATA | READ_ATTRIBUTES | WRITE_ATTRIBUTES)
-        assert c.set_basic(s, ATTR_HIDDEN, NT_2020) == 0
+        assert c.set_basic(s, ATTR_HIDDEN, WRITTEN_2020) == 0
         assert path.stat().st_mtime_ns == UNIX_2020_NS
         f = c.open(r"shared\times.txt", READ_ATTRIBUTES)
         assert c.basic(f)[4] & ATTR_HIDDEN and c.basic(f)[2] == NT_2020
@@ -309,7 +230,7 @@ def test_another_user_cannot_set_the_file_s_attributes_or_times_through_a_stream
         s = c.open(r"shared\grouped.txt:s", READ_DATA | READ_ATTRIBUTES | WRITE_ATTRIBUTES)
         for handle in (f, s):
             assert c.set_basic(handle, ATTR_READONLY) == ACCESS_DENIED
-            assert c.set_basic(handle, 0, NT_2020) == ACCESS_DENIED
+            assert c.set_basic(handle, 0, WRITTEN_2020) == ACCESS_DENIED
         assert not c.basic(s)[4] & ATTR_READONLY
         s.close()
         f.close()
@@ -338,7 +259,7 @@ def directory_of_alice(server, name: str, sd: bytes) -> None:
     """shared/<name>, made by ALICE through SMB, with the descriptor `sd` (its DACL) set by her."""
     with client(server, ALICE) as c:
         d = c.open(rf"shared\{name}", READ_DATA | READ_CONTROL | WRITE_DAC, CREATE, options=DIRECTORY_FILE)
-        assert c.set_info(d, INFO_SECURITY, 0, sd, DACL_PART) == 0
+        assert c.set_sd(d, sd, DACL_PART) == 0
         d.close()
 
 
@@ -391,16 +312,16 @@ def test_a_security_descriptor_context_describes_a_file_made_with_its_stream(ser
     alice_sid, bob_sid = (unix_sid(1, server["accounts"][u][0]) for u in (ALICE, BOB))
     with client(server, ALICE) as c:
         c.open(r"shared\secd.txt:s", READ_DATA | WRITE_DATA, CREATE,
-               contexts={b"SecD": descriptor((ALLOWED_ACE, 0, FILE_ALL, alice_sid))}).close()
+               contexts=[create_context(b"SecD", descriptor((ALLOWED_ACE, 0, FILE_ALL, alice_sid)))]).close()
         f = c.open(r"shared\secd.txt", READ_CONTROL)
         assert allowed(c.sd(f)) == {alice_sid: FILE_ALL}
         assert acl.parse(c.sd(f)).owner == alice_sid
         f.close()
         assert c.status(r"shared\secd-bob.txt:s", READ_DATA | WRITE_DATA, CREATE,
-                        contexts={b"SecD": descriptor((ALLOWED_ACE, 0, FILE_ALL, bob_sid), owner=bob_sid)}) \
-            == INVALID_OWNER
+                        contexts=[create_context(b"SecD", descriptor((ALLOWED_ACE, 0, FILE_ALL, bob_sid),
+                                                                     owner=bob_sid))]) == INVALID_OWNER
         assert c.status(r"shared\secd-bad.txt:s", READ_DATA | WRITE_DATA, CREATE,
-                        contexts={b"SecD": b"\x01\x00\x04\x80" + b"\xff" * 16}) == INVALID_PARAMETER
+                        contexts=[create_context(b"SecD", b"\x01\x00\x04\x80" + b"\xff" * 16)]) == INVALID_PARAMETER
     assert not (server["shared"] / "secd-bob.txt").exists()
     assert not (server["shared"] / "secd-bad.txt").exists()
     assert os.stat(server["shared"] / "secd.txt").st_mode & 0o004
@@ -484,7 +405,7 @@ def test_the_create_response_of_a_stream_shows_its_file_s_times_and_attributes(s
         s = c.open(r"shared\resp.txt:s", READ_DATA | WRITE_DATA, CREATE)
         s.write(b"12345", 0)
         s.close()
-        assert c.set_basic(f, ATTR_HIDDEN, NT_2020) == 0
+        assert c.set_basic(f, ATTR_HIDDEN, WRITTEN_2020) == 0
         f.close()
         f = c.open(r"shared\resp.txt", READ_ATTRIBUTES)
         for name, disposition in ((r"shared\resp.txt:s", OPEN), (r"shared\resp.txt:t", CREATE)):
@@ -547,7 +468,7 @@ def test_eas_through_a_stream_are_the_file_s(server):
         f.close()
         s.close()
         c.open(r"shared\eas-new.txt:s", READ_DATA | WRITE_DATA, CREATE,
-               contexts={b"ExtA": full_ea(b"AT.CREATE", b"given")}).close()
+               contexts=[create_context(b"ExtA", full_ea(b"AT.CREATE", b"given"))]).close()
     assert os.getxattr(server["shared"] / "eas-new.txt", "user.AT.CREATE") == b"given"
     assert os.listxattr(stream_path(server, "eas-new.txt")) == []
 
@@ -563,7 +484,7 @@ def test_a_file_made_with_its_stream_is_not_left_half_made(server):
     everyone_all = descriptor((ALLOWED_ACE, 0, FILE_ALL, acl.EVERYONE))
     with client(server, ALICE) as c:
         status = c.status(r"shared\half-made\eas-sd.txt:s", READ_DATA | WRITE_DATA, CREATE,
-                          contexts={b"ExtA": full_ea(b"SMBRING.SD", everyone_all)})
+                          contexts=[create_context(b"ExtA", full_ea(b"SMBRING.SD", everyone_all))])
         assert status == ACCESS_DENIED
     assert os.listdir(server["shared"] / "half-made") == []
 
