@@ -1,10 +1,13 @@
 """An smbprotocol client for the change-notify tests: one connection, session and tree, a
-directory opened for listing (to watch), files made through it."""
+directory opened for listing (to watch), files made and deleted through it; `clients_of`, the
+tests' `clients` fixture's maker of such clients."""
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from smbprotocol.connection import Connection
 from smbprotocol.open import (CreateDisposition, CreateOptions, DirectoryAccessMask, FileAttributes,
-                              ImpersonationLevel, Open, ShareAccess)
+                              FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess)
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
@@ -34,5 +37,30 @@ class Client:
         o.write(b"data", 0)
         o.close()
 
+    def delete_file(self, name: str) -> None:
+        """Deletes a file through this session (an open with delete on close)."""
+        o = Open(self.tree, name)
+        o.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.DELETE,
+                 FileAttributes.FILE_ATTRIBUTE_NORMAL, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_DELETE,
+                 CreateDisposition.FILE_OPEN,
+                 CreateOptions.FILE_NON_DIRECTORY_FILE | CreateOptions.FILE_DELETE_ON_CLOSE)
+        o.close()
+
     def close(self):
         self.conn.disconnect()
+
+
+@contextmanager
+def clients_of(port: int, password: str) -> Iterator[Callable[..., Client]]:
+    """Yields make(user, share="share"): a new client of that account on the server's share;
+    every client made is closed at the end."""
+    made = []
+
+    def make(user: str, share: str = "share") -> Client:
+        made.append(Client(port, share, user=user, password=password))
+        return made[-1]
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()

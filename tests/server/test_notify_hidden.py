@@ -23,17 +23,9 @@ import pytest
 pytest.importorskip("smbprotocol")
 
 from smbprotocol.change_notify import ChangeNotifyFlags, CompletionFilter, FileAction, FileSystemWatcher  # noqa: E402
-from smbprotocol.open import (  # noqa: E402
-    CreateDisposition,
-    CreateOptions,
-    FileAttributes,
-    FilePipePrinterAccessMask,
-    ImpersonationLevel,
-    Open,
-    ShareAccess,
-)
+from smbprotocol.open import Open  # noqa: E402
 
-from notify_clients import Client  # noqa: E402
+from notify_clients import clients_of  # noqa: E402
 from servers import stop, unix_accounts, spawn_for_accounts  # noqa: E402
 
 if os.geteuid() != 0 or not shutil.which("useradd"):
@@ -92,14 +84,8 @@ def server(accounts, tmp_path_factory):
 
 @pytest.fixture
 def clients(server):
-    made = []
-
-    def make(user, share):
-        made.append(Client(server["port"], share, user=user, password=PASSWORD))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with clients_of(server["port"], PASSWORD) as make:
+        yield make
 
 
 def watch(o: Open, tree: bool = False, completion_filter=NAMES) -> FileSystemWatcher:
@@ -126,15 +112,6 @@ def reported(o: Open, first: FileSystemWatcher, until: str, tree: bool = False,
     while not any(name == until for _, name in seen):
         seen += answer(watch(o, tree, completion_filter), max(0.1, deadline - time.monotonic()))
     return seen
-
-
-def delete(client: Client, name: str) -> None:
-    """Deletes a file through the client's session (an open with delete on close)."""
-    o = Open(client.tree, name)
-    o.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.DELETE, FileAttributes.FILE_ATTRIBUTE_NORMAL,
-             ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_DELETE, CreateDisposition.FILE_OPEN,
-             CreateOptions.FILE_NON_DIRECTORY_FILE | CreateOptions.FILE_DELETE_ON_CLOSE)
-    o.close()
 
 
 def put(server, share: str, name: str, mode: int = 0o644, mtime: float | None = OLD) -> Path:
@@ -264,7 +241,7 @@ def test_a_removal_through_smb_under_a_stat_based_rule_asks_to_enumerate(clients
     root = alice.open_dir()
     time.sleep(0.3)
     w = watch(root)
-    delete(bob, "bobs-to-delete.txt")
+    bob.delete_file("bobs-to-delete.txt")
     assert answer(w) == [ENUM_DIR]
 
 

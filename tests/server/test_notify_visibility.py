@@ -30,7 +30,7 @@ from smbprotocol.open import (  # noqa: E402
     Open,
 )
 
-from notify_clients import Client  # noqa: E402
+from notify_clients import clients_of  # noqa: E402
 from servers import stop, unix_accounts, spawn_for_accounts  # noqa: E402
 
 from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
@@ -78,14 +78,8 @@ def server(accounts, tmp_path_factory):
 
 @pytest.fixture
 def clients(server):
-    made = []
-
-    def make(user):
-        made.append(Client(server["port"], user=user, password=PASSWORD))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with clients_of(server["port"], PASSWORD) as make:
+        yield make
 
 
 def watch(o: Open, completion_filter=NAMES) -> FileSystemWatcher:
