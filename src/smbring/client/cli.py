@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from smbring.client.errors import ProtocolError
@@ -26,14 +25,23 @@ class UsageError(Exception):
     pass
 
 
-@dataclass
 class Target:
-    host: str
-    port: int
-    user: str
-    domain: str
-    share: str
-    path: str           # inside the share, "/"-separated, no leading "/"
+    """What an smb:// URL names. (A plain class: a dataclass generates and compiles its methods
+    at import time, a share of every run's fixed CPU.)"""
+    __slots__ = ("host", "port", "user", "domain", "share", "path")
+
+    def __init__(self, host: str, port: int, user: str, domain: str, share: str, path: str):
+        self.host, self.port, self.user, self.domain = host, port, user, domain
+        self.share = share
+        self.path = path    # inside the share, "/"-separated, no leading "/"
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Target(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
 def parse_url(url: str) -> Target:
