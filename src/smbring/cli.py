@@ -92,7 +92,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if (only and name != only) or module in seen:
             continue
         seen.add(module)
-        importlib.import_module(module).register(sub)
+        layer = importlib.import_module(module)
+        if only and hasattr(layer, "register_command"):
+            layer.register_command(sub, only)   # a module of several commands: just the one asked for
+        else:
+            layer.register(sub)
     return parser
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import mmap
 import os
 import sys
-from dataclasses import dataclass
 
 POOLED_MIN = 128 * 1024   # frames from this size on come from the pool (READ data); the rest
                           # are small allocations that Python's allocator serves cheaply
@@ -105,14 +104,25 @@ class ReceivePool:
         self._buffers.clear()
 
 
-@dataclass
 class FileRange:
     """`length` bytes of a local file from `offset`, as a WRITE's data: the channel sends them
     with sendfile(2), page cache -> socket, never through a Python buffer. Only for messages
-    that are neither signed nor sealed (those need the bytes: Channel.request reads them)."""
-    fd: int
-    offset: int
-    length: int
+    that are neither signed nor sealed (those need the bytes: Channel.request reads them).
+
+    (Here and below: plain classes, not dataclasses, which generate and compile their methods
+    at import time, a share of every run's fixed CPU.)"""
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self.fd, self.offset, self.length = fd, offset, length
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.fd, self.offset, self.length) == (other.fd, other.offset, other.length)
+
+    def __repr__(self) -> str:
+        return f"FileRange(fd={self.fd}, offset={self.offset}, length={self.length})"
 
     def __len__(self) -> int:
         return self.length
@@ -128,22 +138,32 @@ class FileRange:
         return bytes(out)
 
 
-@dataclass
 class FileTarget:
     """Where a READ's data may go straight from the socket: `fd` (the download's file, open
     for writing) at `offset`, at most `asked` bytes. The channel duplicates the descriptor
     while the READ is waiting, so that a transfer that ends early (and closes its file) can
     never have data spliced into whatever file takes the number next."""
-    fd: int
-    offset: int
-    asked: int
+    __slots__ = ("fd", "offset", "asked")
+
+    def __init__(self, fd: int, offset: int, asked: int):
+        self.fd, self.offset, self.asked = fd, offset, asked
 
 
-@dataclass
 class Spliced:
     """A READ's data that went socket -> pipe -> file without entering user space: only how
     many bytes (the sink has nothing left to write)."""
-    length: int
+    __slots__ = ("length",)
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.length == other.length
+
+    def __repr__(self) -> str:
+        return f"Spliced({self.length})"
 
     def __len__(self) -> int:
         return self.length

@@ -59,27 +59,37 @@ class SessionKeys:
     decrypt_key: bytes = b""        # server -> client
 
 
-@dataclass
 class Response:
-    header: Header
-    message: bytes | bytearray      # the whole plaintext message, header first
-    request: bytes | None = None    # the request as sent (for the preauthentication hash)
-    spliced: int | None = None      # a READ whose data went to its file: message is its head
+    """One response. (Here and below: plain classes with __slots__, not dataclasses: each
+    @dataclass generates and compiles its methods at import time, a share of every run's
+    fixed CPU.)"""
+    __slots__ = ("header", "message", "request", "spliced")
+
+    def __init__(self, header: Header, message: bytes | bytearray, request: bytes | None = None,
+                 spliced: int | None = None):
+        self.header = header
+        self.message = message      # the whole plaintext message, header first
+        self.request = request      # the request as sent (for the preauthentication hash)
+        self.spliced = spliced      # a READ whose data went to its file: message is its head
 
     @property
     def status(self) -> int:
         return self.header.status
 
 
-@dataclass
 class _Pending:
-    command: int
-    charge: int
-    future: asyncio.Future
-    keys: SessionKeys | None
-    signed: bool                # the response must carry a good signature (unless sealed)
-    into: FileTarget | None = None  # a READ's file (a descriptor of the channel's own)
-    timer: asyncio.TimerHandle | None = None   # `timeout` for the answer, cancelled with it
+    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "timer")
+
+    def __init__(self, command: int, charge: int, future: asyncio.Future, keys: SessionKeys | None,
+                 signed: bool, into: FileTarget | None = None,
+                 timer: asyncio.TimerHandle | None = None):
+        self.command = command
+        self.charge = charge
+        self.future = future
+        self.keys = keys
+        self.signed = signed        # the response must carry a good signature (unless sealed)
+        self.into = into            # a READ's file (a descriptor of the channel's own)
+        self.timer = timer          # `timeout` for the answer, cancelled with it
 
 
 class Channel:

@@ -82,17 +82,19 @@ def _context(kind: int, data: bytes) -> bytes:
     return struct.pack("<HHI", kind, len(data), 0) + data
 
 
-@dataclass
 class NegotiateResponse:
-    security_mode: int
-    dialect: int
-    server_guid: bytes
-    capabilities: int
-    max_transact: int
-    max_read: int
-    max_write: int
-    security_blob: bytes
-    contexts: dict[int, bytes]
+    # a plain class (as CreateResponse): a dataclass generates and compiles its methods at
+    # import time, a share of every run's fixed CPU
+    __slots__ = ("security_mode", "dialect", "server_guid", "capabilities", "max_transact",
+                 "max_read", "max_write", "security_blob", "contexts")
+
+    def __init__(self, security_mode: int, dialect: int, server_guid: bytes, capabilities: int,
+                 max_transact: int, max_read: int, max_write: int, security_blob: bytes,
+                 contexts: dict[int, bytes]):
+        self.security_mode, self.dialect, self.server_guid = security_mode, dialect, server_guid
+        self.capabilities, self.max_transact = capabilities, max_transact
+        self.max_read, self.max_write = max_read, max_write
+        self.security_blob, self.contexts = security_blob, contexts
 
 
 def parse_negotiate(msg) -> NegotiateResponse:
@@ -158,14 +160,14 @@ def create_request(name: str, access: int, disposition: int, options: int,
     return body + (raw or b"\0")   # the buffer is never empty (MS-SMB2 2.2.13)
 
 
-@dataclass
 class CreateResponse:
-    file_id: bytes
-    action: int
-    size: int
-    allocation: int
-    attributes: int
-    times: tuple[int, int, int, int]       # creation, access, write, change (NT time)
+    __slots__ = ("file_id", "action", "size", "allocation", "attributes", "times")
+
+    def __init__(self, file_id: bytes, action: int, size: int, allocation: int, attributes: int,
+                 times: tuple[int, int, int, int]):
+        self.file_id, self.action, self.size = file_id, action, size
+        self.allocation, self.attributes = allocation, attributes
+        self.times = times          # creation, access, write, change (NT time)
 
 
 def parse_create(msg) -> CreateResponse:
