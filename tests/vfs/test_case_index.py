@@ -197,3 +197,35 @@ def test_a_lost_queue_starts_the_index_again(tmp_path):
     finally:
         os.close(fd)
         index.close()
+
+
+def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
+    """Parent and child would otherwise read one kernel queue: what one read, the other
+    would miss."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(MANY):
+        (big / f"F{i}").write_bytes(b"")
+    index = CaseIndex(posix._same_but_case, read_names)
+
+    def ask(name):
+        fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return index.same_but_case(fd, name)
+        finally:
+            os.close(fd)
+
+    try:
+        assert ask("f1") == "F1" and index.directories == 1
+        pid = os.fork()
+        if pid == 0:        # the child: its own queue, its directories read again
+            ok = index.directories == 0
+            (big / "ChildMade").write_bytes(b"")
+            ok = ok and ask("childmade") == "ChildMade" and ask("f2") == "F2"
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        (big / "ParentMade").write_bytes(b"")
+        assert ask("childmade") == "ChildMade" and ask("parentmade") == "ParentMade"
+    finally:
+        index.close()

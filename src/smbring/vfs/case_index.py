@@ -32,10 +32,11 @@ import ctypes.util
 import os
 import struct
 import threading
+import weakref
 from typing import Callable
 
 MAX_DIRECTORIES = 128           # kernel watches held at once (max_user_watches bounds them too)
-MAX_NAMES = 400_000             # names held, all directories together
+MAX_NAMES = 200_000             # names held, all directories together (some 30 MB)
 MIN_ENTRIES = 32                # smaller directories are read each time: as cheap as an index
 
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -78,34 +79,52 @@ class _Libc:
 
 
 class _Directory:
-    """One directory's names by case fold, each fold with its spellings."""
+    """One directory's names by case fold: each fold with its one spelling, or a list of
+    its spellings where there are several (rare: a str each keeps the memory down)."""
     __slots__ = ("key", "wd", "folded", "count")
 
     def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
         self.key, self.wd, self.count = key, wd, 0
-        self.folded: dict[str, list[str]] = {}
+        self.folded: dict[str, str | list[str]] = {}
         for name in names:
             self.add(name)
 
+    def spellings(self, name: str) -> list[str]:
+        found = self.folded.get(name.casefold())
+        if found is None:
+            return []
+        return [found] if isinstance(found, str) else found
+
     def add(self, name: str) -> None:
         fold = name.casefold()
-        spellings = self.folded.get(fold)
-        if spellings is None:
-            self.folded[fold] = [name]
-        elif name in spellings:
+        found = self.folded.get(fold)
+        if found is None:
+            self.folded[fold] = name
+        elif isinstance(found, str):
+            if found == name:
+                return
+            self.folded[fold] = [found, name]
+        elif name in found:
             return
         else:
-            spellings.append(name)
+            found.append(name)
         self.count += 1
 
     def remove(self, name: str) -> None:
         fold = name.casefold()
-        spellings = self.folded.get(fold)
-        if spellings is None or name not in spellings:
+        found = self.folded.get(fold)
+        if found is None:
             return
-        spellings.remove(name)
-        if not spellings:
+        if isinstance(found, str):
+            if found != name:
+                return
             del self.folded[fold]
+        else:
+            if name not in found:
+                return
+            found.remove(name)
+            if len(found) == 1:
+                self.folded[fold] = found[0]
         self.count -= 1
 
 
@@ -124,13 +143,30 @@ class CaseIndex:
         self._by_wd: dict[int, _Directory] = {}
         self._names = 0
         self._local: dict[int, bool] = {}                        # st_dev: local file system?
+        self.fd = -1
         try:
             self._libc = _Libc()
-            self.fd = self._libc.init1(os.O_NONBLOCK | os.O_CLOEXEC)
         except (OSError, AttributeError):
-            self.fd = -1
+            return
+        self._start()
+        # a child process shares the queue's descriptor: what either read, the other would
+        # miss, so the child starts an index of its own
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: (forked() or (lambda: None))())
+
+    def _start(self) -> None:
+        fd = self._libc.init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = fd if fd >= 0 else -1
+
+    def _forked(self) -> None:
         if self.fd < 0:
-            self.fd = -1
+            return
+        os.close(self.fd)
+        self._dirs.clear()
+        self._by_wd.clear()
+        self._names = 0
+        self._lock = threading.Lock()
+        self._start()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -157,8 +193,8 @@ class CaseIndex:
             if directory is None:
                 return self.pick(self._first_look(dir_fd, key, st.st_dev), name)
             self._dirs[key] = directory         # the most recently used, now
-            spellings = directory.folded.get(name.casefold())
-            if spellings is None:
+            spellings = directory.spellings(name)
+            if not spellings:
                 return None
             if name in spellings:
                 return name
