@@ -239,3 +239,63 @@ def test_direct_writes_fall_back_to_the_page_cache_when_o_direct_is_refused(tmp_
             os.close(fd)
 
     asyncio.run(main())
+
+
+class CountingRing:
+    """The engine's ring, counting the reads submitted to it."""
+
+    def __init__(self, ring):
+        self.ring_ = ring
+        self.reads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.ring_, name)
+
+    async def read(self, *args, **kwargs):
+        self.reads += 1
+        return await self.ring_.read(*args, **kwargs)
+
+
+def evicted(fd: int) -> bool:
+    """Drops the file's pages from the page cache; whether they are gone."""
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return True
+    return False
+
+
+@needs_uring
+def test_io_uring_reads_small_cached_ranges_at_once_and_the_rest_on_the_ring(tmp_path):
+    """A small read the page cache holds is made at once (RWF_NOWAIT), with no ring read;
+    an uncached one, a large one and the end of the file come out the same either way."""
+    from smbring.uring import aio
+    payload = os.urandom(200_000)
+    (tmp_path / "f").write_bytes(payload)
+
+    async def main():
+        ring = CountingRing(aio.get_ring())
+        io = modules.build(["io_uring"], ring)
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+        try:
+            buf = bytearray(4096)
+            assert await io.pread_into(fd, memoryview(buf), 8192) == 4096 and buf == payload[8192:12288]
+            tail = bytearray(8192)          # a short read: the file ends
+            assert await io.pread_into(fd, memoryview(tail), len(payload) - 100) == 100
+            assert tail[:100] == payload[-100:]
+            assert await io.pread_into(fd, memoryview(bytearray(10)), len(payload) + 5) == 0
+            assert ring.reads == 0
+            big = bytearray(150_000)        # larger than CACHED_READ_MAX: on the ring
+            assert await io.pread_into(fd, memoryview(big), 1) == 150_000 and big == payload[1:150_001]
+            assert ring.reads >= 1
+            if evicted(fd):                 # not in the cache: the ring reads it from the disk
+                before = ring.reads
+                buf = bytearray(4096)
+                assert await io.pread_into(fd, memoryview(buf), 4096) == 4096 and buf == payload[4096:8192]
+                assert ring.reads > before
+        finally:
+            os.close(fd)
+
+    asyncio.run(main())

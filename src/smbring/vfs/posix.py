@@ -15,6 +15,7 @@ import struct
 
 from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, read_names, stat_entries
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
+from smbring.vfs.case_index import CaseIndex
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
     DosInfo,
@@ -131,8 +132,10 @@ class PosixVFS:
     def __init__(self, root: str):
         self.root = os.path.realpath(root)
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.case_index = CaseIndex(_same_but_case, read_names)   # what match_case reads
 
     def close(self) -> None:
+        self.case_index.close()
         os.close(self.root_fd)
 
     def rel(self, parts: list[str]) -> str:
@@ -226,8 +229,10 @@ class PosixVFS:
         SMB names are case-insensitive (Windows clients ask for "FILE.TXT" to open
         "file.txt"), the file system is not. Called after an exact lookup missed; components
         that exist in no spelling are kept as given (a file about to be created). Each
-        directory is read through a descriptor opened for that one listing (read_names:
-        getdents64 on it, none of os.listdir's dup, fstat, fcntls and rewind)."""
+        directory is opened as the user (the permission check a read of it makes) and
+        looked up in the share's CaseIndex, which reads it only where it does not keep its
+        names (read_names: getdents64 on that descriptor, none of os.listdir's dup, fstat,
+        fcntls and rewind)."""
         if len(parts) > 1:
             # mostly only the last name is missing (a new file in a directory named as on
             # disk): one look in that directory, no walk from the root
@@ -237,7 +242,7 @@ class PosixVFS:
                 pass
             else:
                 try:
-                    match = _same_but_case(read_names(fd), parts[-1])
+                    match = self.case_index.same_but_case(fd, parts[-1])
                 finally:
                     os.close(fd)
                 return parts[:-1] + [match if match is not None else parts[-1]]
@@ -256,7 +261,7 @@ class PosixVFS:
             except OSError:
                 return found + parts[i:]
             try:
-                match = _same_but_case(read_names(fd), name)
+                match = self.case_index.same_but_case(fd, name)
             finally:
                 os.close(fd)
             if match is None:

@@ -1,0 +1,270 @@
+"""Which entry of a directory a name means but for case, without reading the directory each time.
+
+SMB names are case-insensitive and the file system's are not, so a CREATE of a name that is
+not there as spelled must look through its directory for the same name in another case
+before it makes a new file (PosixVFS.match_case). Copying many files into one directory
+makes that look-through the bulk of the work per file: on ext4, reading a directory of n
+entries hashes and sorts all n in the kernel, on every CREATE.
+
+A CaseIndex remembers, for the directories looked through most recently, their names by case
+fold, and keeps them current through inotify: each such directory has a kernel watch for
+entries made, removed and renamed in it, by anyone. The kernel queues an event before the
+system call that caused it returns, so reading the queue dry before every answer brings in
+every change finished before the question: the answer is the one a fresh read of the
+directory would give. What it does not know it reads, as before:
+- a directory on a file system that is not local (NFS, SMB, FUSE, overlays...: changes made
+  elsewhere raise no event here) or that cannot be watched (no watch left);
+- a directory of fewer than MIN_ENTRIES entries (read at once anyway) or more than
+  MAX_NAMES (too much to hold);
+- a name with two or more spellings in the directory (the first in the directory's order
+  is the answer);
+- everything, after the kernel's queue overflowed (the index starts again).
+
+Nobody learns more through it than through a read: the directory is still opened as the
+user asking, which is the permission check a read of it makes, and only then looked up.
+At most MAX_DIRECTORIES watches and MAX_NAMES names are held (the least recently used
+directory goes first).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+import threading
+import weakref
+from typing import Callable
+
+MAX_DIRECTORIES = 128           # kernel watches held at once (max_user_watches bounds them too)
+MAX_NAMES = 200_000             # names held, all directories together (some 30 MB)
+MIN_ENTRIES = 32                # smaller directories are read each time: as cheap as an index
+
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x2000, 0x4000, 0x8000
+IN_ONLYDIR = 0x01000000
+MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR
+EVENT = struct.Struct("iIII")   # wd, mask, cookie, len (then the name, NUL-padded)
+
+# file systems whose every change raises inotify events here (statfs f_type): local ones
+LOCAL_FILE_SYSTEMS = frozenset({
+    0xEF53,         # ext2, ext3, ext4
+    0x58465342,     # xfs
+    0x9123683E,     # btrfs
+    0x01021994,     # tmpfs
+    0xF2F52010,     # f2fs
+    0x2FC12FC1,     # zfs
+    0x4D44,         # vfat
+    0x5346544E,     # ntfs (ntfs3)
+    0x2011BAB0,     # exfat
+})
+
+Pick = Callable[[list[str], str], "str | None"]
+
+
+class _Libc:
+    """inotify_init1, inotify_add_watch, inotify_rm_watch and fstatfs, through ctypes."""
+
+    def __init__(self):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self.init1, self.add, self.rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
+        self.add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.fstatfs = libc.fstatfs
+        self.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+    def fs_type(self, fd: int) -> int | None:
+        buf = ctypes.create_string_buffer(256)     # struct statfs (120 bytes on 64-bit Linux)
+        if self.fstatfs(fd, buf) != 0:
+            return None
+        return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF   # f_type: the first field
+
+
+class _Directory:
+    """One directory's names by case fold: each fold with its one spelling, or a list of
+    its spellings where there are several (rare: a str each keeps the memory down)."""
+    __slots__ = ("key", "wd", "folded", "count")
+
+    def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
+        self.key, self.wd, self.count = key, wd, 0
+        self.folded: dict[str, str | list[str]] = {}
+        for name in names:
+            self.add(name)
+
+    def spellings(self, name: str) -> list[str]:
+        found = self.folded.get(name.casefold())
+        if found is None:
+            return []
+        return [found] if isinstance(found, str) else found
+
+    def add(self, name: str) -> None:
+        fold = name.casefold()
+        found = self.folded.get(fold)
+        if found is None:
+            self.folded[fold] = name
+        elif isinstance(found, str):
+            if found == name:
+                return
+            self.folded[fold] = [found, name]
+        elif name in found:
+            return
+        else:
+            found.append(name)
+        self.count += 1
+
+    def remove(self, name: str) -> None:
+        fold = name.casefold()
+        found = self.folded.get(fold)
+        if found is None:
+            return
+        if isinstance(found, str):
+            if found != name:
+                return
+            del self.folded[fold]
+        else:
+            if name not in found:
+                return
+            found.remove(name)
+            if len(found) == 1:
+                self.folded[fold] = found[0]
+        self.count -= 1
+
+
+class CaseIndex:
+    """The directories' names of one share (its PosixVFS), kept current through inotify."""
+
+    def __init__(self, pick: Pick, read_names: Callable[[int], list[str]],
+                 max_directories: int = MAX_DIRECTORIES, max_names: int = MAX_NAMES,
+                 min_entries: int = MIN_ENTRIES):
+        """read_names(dir_fd): the names of the directory open at dir_fd (at its start), in
+        its order; pick(names, name): the answer from them."""
+        self.pick, self.read_names = pick, read_names
+        self.max_directories, self.max_names, self.min_entries = max_directories, max_names, min_entries
+        self._lock = threading.Lock()
+        self._dirs: dict[tuple[int, int], _Directory] = {}     # least recently used first
+        self._by_wd: dict[int, _Directory] = {}
+        self._names = 0
+        self._local: dict[int, bool] = {}                        # st_dev: local file system?
+        self.fd = -1
+        try:
+            self._libc = _Libc()
+        except (OSError, AttributeError):
+            return
+        self._start()
+        # a child process shares the queue's descriptor: what either read, the other would
+        # miss, so the child starts an index of its own
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: (forked() or (lambda: None))())
+
+    def _start(self) -> None:
+        fd = self._libc.init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = fd if fd >= 0 else -1
+
+    def _forked(self) -> None:
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self._dirs.clear()
+        self._by_wd.clear()
+        self._names = 0
+        self._lock = threading.Lock()
+        self._start()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self._dirs.clear()
+        self._by_wd.clear()
+        self._names = 0
+
+    @property
+    def directories(self) -> int:
+        return len(self._dirs)
+
+    def same_but_case(self, dir_fd: int, name: str) -> str | None:
+        """The entry of the directory open at dir_fd (at its start) that is name but for
+        case, if any: name itself where it is there as spelled."""
+        if self.fd < 0 or "\0" in name:
+            return self.pick(self.read_names(dir_fd), name)
+        st = os.fstat(dir_fd)
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            self._read_events()
+            directory = self._dirs.pop(key, None)
+            if directory is None:
+                return self.pick(self._first_look(dir_fd, key, st.st_dev), name)
+            self._dirs[key] = directory         # the most recently used, now
+            spellings = directory.spellings(name)
+            if not spellings:
+                return None
+            if name in spellings:
+                return name
+            if len(spellings) == 1:
+                return spellings[0]
+        # two spellings or more, neither the one asked for: the first in the directory's order
+        return self.pick(self.read_names(dir_fd), name)
+
+    # -- filling and emptying ---------------------------------------------------------------
+    def _first_look(self, dir_fd: int, key: tuple[int, int], dev: int) -> list[str]:
+        """The names of a directory not indexed, indexed where it can be: read, and if it is
+        worth indexing watched, then read again (a change in between is both in the read
+        and in the queue: applying it again changes nothing)."""
+        names = self.read_names(dir_fd)
+        if not self.min_entries <= len(names) <= self.max_names:
+            return names
+        local = self._local.get(dev)
+        if local is None:
+            local = self._local[dev] = self._libc.fs_type(dir_fd) in LOCAL_FILE_SYSTEMS
+        if not local:
+            return names
+        wd = self._libc.add(self.fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
+        if wd < 0 or wd in self._by_wd:
+            return names
+        os.lseek(dir_fd, 0, os.SEEK_SET)
+        names = self.read_names(dir_fd)
+        directory = _Directory(key, wd, names)
+        self._dirs[key] = directory
+        self._by_wd[wd] = directory
+        self._names += directory.count
+        while len(self._dirs) > self.max_directories or self._names > self.max_names:
+            self._forget(next(iter(self._dirs.values())), remove_watch=True)
+        return names
+
+    def _forget(self, directory: _Directory, remove_watch: bool) -> None:
+        self._dirs.pop(directory.key, None)
+        if self._by_wd.pop(directory.wd, None) is not None:
+            self._names -= directory.count
+        if remove_watch:
+            self._libc.rm(self.fd, directory.wd)
+
+    def _forget_all(self) -> None:
+        for directory in list(self._dirs.values()):
+            self._forget(directory, remove_watch=True)
+
+    def _read_events(self) -> None:
+        """Every change queued so far, into the directories it happened in."""
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            at, end = 0, len(data)
+            while at + EVENT.size <= end:
+                wd, mask, _cookie, length = EVENT.unpack_from(data, at)
+                raw = data[at + EVENT.size:at + EVENT.size + length]
+                at += EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    self._forget_all()          # changes were lost: start again
+                    continue
+                directory = self._by_wd.get(wd)
+                if directory is None:
+                    continue
+                if mask & (IN_IGNORED | IN_DELETE_SELF | IN_UNMOUNT):
+                    self._forget(directory, remove_watch=not mask & IN_IGNORED)
+                    continue
+                name = os.fsdecode(raw.rstrip(b"\0"))
+                before = directory.count
+                if mask & (IN_CREATE | IN_MOVED_TO):
+                    directory.add(name)
+                elif mask & (IN_DELETE | IN_MOVED_FROM):
+                    directory.remove(name)
+                self._names += directory.count - before

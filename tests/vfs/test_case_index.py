@@ -1,0 +1,231 @@
+"""The share's index of names by case (vfs.case_index) against changes made behind the server's
+back: whatever other programs do to a directory, match_case answers what a fresh read of the
+directory answers, and the index holds no more directories and names than its limits."""
+import os
+import random
+
+import pytest
+
+from smbring._dirent import read_names
+from smbring.vfs import posix
+from smbring.vfs.case_index import CaseIndex
+from smbring.vfs.posix import PosixVFS
+
+MANY = 40       # entries: enough for the directory to be indexed (case_index.MIN_ENTRIES)
+
+
+@pytest.fixture
+def share(tmp_path):
+    root = tmp_path / "share"
+    (root / "big").mkdir(parents=True)
+    for i in range(MANY):
+        (root / "big" / f"File{i:03d}.txt").write_bytes(b"")
+    vfs = PosixVFS(str(root))
+    yield root, vfs
+    vfs.close()
+
+
+def fresh(root, parts):
+    """What a read of the directory answers (the index bypassed)."""
+    fd = os.open(os.path.join(root, *parts[:-1]), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        match = posix._same_but_case(read_names(fd), parts[-1])
+    finally:
+        os.close(fd)
+    return parts[:-1] + [match if match is not None else parts[-1]]
+
+
+def test_a_large_directory_is_indexed_and_answers_as_a_read(share):
+    root, vfs = share
+    assert vfs.match_case(["big", "FILE001.TXT"]) == ["big", "File001.txt"]
+    assert vfs.case_index.directories == 1
+    assert vfs.match_case(["big", "file002.TXT"]) == ["big", "File002.txt"]
+    assert vfs.match_case(["big", "new.txt"]) == ["big", "new.txt"]
+
+
+def test_changes_by_other_programs_are_seen_at_once(share, tmp_path):
+    root, vfs = share
+    big = root / "big"
+    assert vfs.match_case(["big", "x"]) == ["big", "x"]             # indexed from here on
+    assert vfs.case_index.directories == 1
+    (big / "Made.Elsewhere").write_bytes(b"")
+    assert vfs.match_case(["big", "made.elsewhere"]) == ["big", "Made.Elsewhere"]
+    os.rename(big / "Made.Elsewhere", big / "RENAMED")
+    assert vfs.match_case(["big", "made.elsewhere"]) == ["big", "made.elsewhere"]
+    assert vfs.match_case(["big", "renamed"]) == ["big", "RENAMED"]
+    os.unlink(big / "RENAMED")
+    assert vfs.match_case(["big", "renamed"]) == ["big", "renamed"]
+    os.mkdir(big / "SubDir")
+    assert vfs.match_case(["big", "SUBDIR"]) == ["big", "SubDir"]
+    os.rmdir(big / "SubDir")
+    assert vfs.match_case(["big", "SUBDIR"]) == ["big", "SUBDIR"]
+    (tmp_path / "Outside").write_bytes(b"")
+    os.link(tmp_path / "Outside", big / "HardLink")                  # a link made into it
+    assert vfs.match_case(["big", "hardlink"]) == ["big", "HardLink"]
+    os.rename(big / "HardLink", root / "Moved")                       # and moved out of it
+    assert vfs.match_case(["big", "hardlink"]) == ["big", "hardlink"]
+    os.symlink("nowhere", big / "Dangling")
+    assert vfs.match_case(["big", "DANGLING"]) == ["big", "Dangling"]
+
+
+def test_a_directory_renamed_or_replaced_is_not_answered_for_by_its_old_index(share):
+    root, vfs = share
+    assert vfs.match_case(["big", "file000.txt"]) == ["big", "File000.txt"]
+    os.rename(root / "big", root / "old")
+    (root / "big").mkdir()
+    (root / "big" / "Other").write_bytes(b"")
+    assert vfs.match_case(["big", "file000.txt"]) == ["big", "file000.txt"]
+    assert vfs.match_case(["big", "OTHER"]) == ["big", "Other"]
+    assert vfs.match_case(["old", "FILE000.TXT"]) == ["old", "File000.txt"]   # followed by inode
+    for name in os.listdir(root / "old"):
+        os.unlink(root / "old" / name)
+    os.rmdir(root / "old")
+    assert vfs.match_case(["old", "FILE000.TXT"]) == ["old", "FILE000.TXT"]
+    assert vfs.match_case(["big", "other"]) == ["big", "Other"]
+    assert vfs.case_index.directories <= 1                             # the removed one forgotten
+
+
+def test_several_spellings_answer_as_the_directory_order_does(share):
+    root, vfs = share
+    big = root / "big"
+    for name in ("dup.TXT", "DUP.txt", "Dup.Txt"):
+        (big / name).write_bytes(b"")
+    vfs.match_case(["big", "x"])
+    for asked in ("dup.txt", "DUP.TXT", "dup.TXT", "Dup.Txt"):
+        assert vfs.match_case(["big", asked]) == fresh(root, ["big", asked])
+    os.unlink(big / "DUP.txt")
+    os.unlink(big / "dup.TXT")
+    assert vfs.match_case(["big", "DUP.TXT"]) == ["big", "Dup.Txt"]
+
+
+def test_random_changes_from_outside_never_lead_it_astray(share):
+    root, vfs = share
+    rnd = random.Random(7)
+    stems = ["a", "b", "straße", "STRASSE", "ǅ", "ǆ", "Ω", "ω", "k", "\u212a"]      # Kelvin sign: K
+    vfs.match_case(["big", "x"])
+    for _ in range(400):
+        name = "".join(rnd.choice((str.upper, str.lower, str))(rnd.choice(stems)) for _ in range(2))
+        path = root / "big" / name
+        action = rnd.random()
+        if action < 0.5:
+            path.write_bytes(b"")
+        elif action < 0.7 and path.exists():
+            path.unlink()
+        elif action < 0.85 and path.exists():
+            os.rename(path, root / "big" / rnd.choice(stems))
+        asked = ["big", rnd.choice((str.upper, str.lower))(name)]
+        assert vfs.match_case(asked) == fresh(root, asked)
+
+
+def test_small_and_foreign_directories_are_read_each_time(tmp_path):
+    root = tmp_path / "share"
+    (root / "small").mkdir(parents=True)
+    (root / "small" / "One").write_bytes(b"")
+    vfs = PosixVFS(str(root))
+    try:
+        assert vfs.match_case(["small", "ONE"]) == ["small", "One"]
+        assert vfs.case_index.directories == 0
+        (root / "small" / "Two").write_bytes(b"")
+        assert vfs.match_case(["small", "two"]) == ["small", "Two"]
+    finally:
+        vfs.close()
+    index = CaseIndex(posix._same_but_case, read_names, min_entries=1)
+    fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)      # no file system of local files
+    try:
+        assert index.same_but_case(fd, "SELF") == "self"
+        assert index.directories == 0
+    finally:
+        os.close(fd)
+        index.close()
+
+
+def test_the_limits_hold_and_evicted_directories_are_read_again(tmp_path):
+    dirs = []
+    for d in range(5):
+        path = tmp_path / f"d{d}"
+        path.mkdir()
+        for i in range(10):
+            (path / f"N{i}").write_bytes(b"")
+        dirs.append(path)
+    index = CaseIndex(posix._same_but_case, read_names, max_directories=2, max_names=25, min_entries=5)
+    try:
+        for round_ in range(2):
+            for path in dirs:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    assert index.same_but_case(fd, "n3") == "N3"
+                    (path / f"Late{round_}").write_bytes(b"")
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    assert index.same_but_case(fd, f"LATE{round_}") == f"Late{round_}"
+                finally:
+                    os.close(fd)
+                assert index.directories <= 2 and index._names <= 25
+        too_big = CaseIndex(posix._same_but_case, read_names, max_names=5, min_entries=1)
+        fd = os.open(dirs[0], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert too_big.same_but_case(fd, "n1") == "N1"
+            assert too_big.directories == 0
+        finally:
+            os.close(fd)
+            too_big.close()
+    finally:
+        index.close()
+
+
+def test_a_lost_queue_starts_the_index_again(tmp_path):
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        queue = int(f.read())
+    if queue > 40000:
+        pytest.skip(f"the kernel queues {queue} events: too many to overflow here")
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(MANY):
+        (big / f"F{i}").write_bytes(b"")
+    index = CaseIndex(posix._same_but_case, read_names)
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert index.same_but_case(fd, "f1") == "F1"
+        assert index.directories == 1
+        for i in range(queue // 2 + 10):        # two events a round: more than the queue holds
+            (big / "Churn").write_bytes(b"")
+            os.unlink(big / "Churn")
+        (big / "After").write_bytes(b"")
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert index.same_but_case(fd, "after") == "After"
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert index.same_but_case(fd, "churn") is None
+    finally:
+        os.close(fd)
+        index.close()
+
+
+def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
+    """Parent and child would otherwise read one kernel queue: what one read, the other
+    would miss."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(MANY):
+        (big / f"F{i}").write_bytes(b"")
+    index = CaseIndex(posix._same_but_case, read_names)
+
+    def ask(name):
+        fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return index.same_but_case(fd, name)
+        finally:
+            os.close(fd)
+
+    try:
+        assert ask("f1") == "F1" and index.directories == 1
+        pid = os.fork()
+        if pid == 0:        # the child: its own queue, its directories read again
+            ok = index.directories == 0
+            (big / "ChildMade").write_bytes(b"")
+            ok = ok and ask("childmade") == "ChildMade" and ask("f2") == "F2"
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        (big / "ParentMade").write_bytes(b"")
+        assert ask("childmade") == "ChildMade" and ask("parentmade") == "ParentMade"
+    finally:
+        index.close()
