@@ -163,6 +163,20 @@ def test_a_secd_descriptor_that_cannot_be_stored_leaves_nothing(server, is_dir):
     refused_and_gone(server, parent, "child", is_dir, contexts=[secd])
 
 
+def test_a_file_made_with_its_first_stream_is_undone_alike(server):
+    """`child:s`, where child does not exist, makes child as a plain CREATE would: with the
+    same descriptor, refused the same way, nothing left (no file, no stream)."""
+    parent = directory(server, "stream-secd")
+    secd = create_context(CreateContextName.SMB2_CREATE_SD_BUFFER, large_secd(server))
+    with client(server, ALICE) as c:
+        assert c.status(r"shared\stream-secd\child:s", READ_DATA | WRITE_DATA, CREATE, contexts=[secd]) == DISK_FULL
+    assert os.listdir(parent) == []
+    inheriting = directory(server, "stream-inheriting", bob_denied_inheriting_creator_aces(server))
+    with client(server, ALICE) as c:
+        assert c.status(r"shared\stream-inheriting\child:s", READ_DATA | WRITE_DATA, CREATE) == DISK_FULL
+    assert os.listdir(inheriting) == []
+
+
 @pytest.mark.parametrize("is_dir", [False, True], ids=["file", "directory"])
 def test_eas_that_cannot_be_stored_leave_nothing(server, is_dir):
     parent = directory(server, f"eas-{is_dir:d}")
