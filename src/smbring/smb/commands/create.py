@@ -194,16 +194,7 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
     _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
     if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-    if b"SecD" in contexts:
-        try:
-            new_sd = acl.parse(contexts[b"SecD"])
-        except acl.BadDescriptor:
-            raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
-            raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
-        new_sd = acl.complete(new_sd, parent_sd, False, token)
-    else:
-        new_sd = acl.inherit(parent_sd, False, token)
+    new_sd = new_descriptor(contexts, parent_sd, False, token)
     mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
     try:
@@ -222,15 +213,34 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
         fs.close_file(fd)
 
 
-def unmake(fs: FileSystem, parts: list[str], fd: int) -> None:
-    """Undoes the creation of the file open as `fd` at `parts`, best effort: no one may open
-    it (mode 0, on the very file), and its name goes where it still names that file."""
+def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: bool,
+                   token) -> "acl.Descriptor | None":
+    """The security descriptor of a file or directory a CREATE makes: the SecD context's,
+    checked (STATUS_INVALID_PARAMETER for one that does not parse, STATUS_INVALID_OWNER for
+    an owner the creator may not name) and completed from its directory's (`parent_sd`);
+    else the one its directory's inheritable ACEs give. None where neither gives one (its
+    mode bits then speak for it)."""
+    if b"SecD" not in contexts:
+        return acl.inherit(parent_sd, is_dir, token)
+    try:
+        new_sd = acl.parse(contexts[b"SecD"])
+    except acl.BadDescriptor:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
+        raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
+    return acl.complete(new_sd, parent_sd, is_dir, token)
+
+
+def unmake(fs: FileSystem, parts: list[str], fd: int, is_dir: bool = False) -> None:
+    """Undoes the creation of the file (or directory) open as `fd` at `parts`, best effort:
+    no one may open it (mode 0, on the very file), and its name goes where it still names
+    that file (a directory someone filled meanwhile stays, mode 0, and is logged)."""
     try:
         fs.fchmod(fd, 0)
         st = fs.fstat(fd)
         named = fs.stat(parts)
         if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
-            fs.remove(parts, False)
+            fs.remove(parts, is_dir)
     except OSError as e:
         log.warning("%s: a file half made left behind (mode 0): %s", "/".join(parts), e)
 
@@ -571,16 +581,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
                                                    None, token) < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-            if b"SecD" in contexts:
-                try:
-                    new_sd = acl.parse(contexts[b"SecD"])
-                except acl.BadDescriptor:
-                    raise SMBError(wire.STATUS_INVALID_PARAMETER)
-                if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
-                    raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
-                new_sd = acl.complete(new_sd, parent_sd, want_dir, token)
-            else:
-                new_sd = acl.inherit(parent_sd, want_dir, token)
+            new_sd = new_descriptor(contexts, parent_sd, want_dir, token)
             if stream is not None:
                 new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
             if want_dir:
@@ -636,6 +637,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs.close_file(held_fd)
         if created_fd is not None:  # (not taken: what followed its creation failed)
             fs.close_file(created_fd)
+    # a file or directory this CREATE made: what it must hold (its descriptor, EAs, DOS
+    # information) is stored before its open is registered; where any of it cannot be, it is
+    # undone (mode 0, then removed) and the client gets the error (ENOSPC: STATUS_DISK_FULL)
+    made = action == wire.FILE_CREATED and stream is None
     try:        # the descriptor is closed whatever fails before the open is registered
         if truncating:
             fs.ftruncate(fd, 0)
@@ -646,7 +651,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
-        if action == wire.FILE_CREATED and stream is None:
+        if made:
+            for ea_name, value in eas:      # (an overwritten file's: once its open is registered)
+                writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
             # the stat's times move with writes; the creation time must not: stored now (the
             # stat read again after, for the ChangeTime that storing moved)
             stored = store_new_file_dos(fs, fd, attrs, is_dir)
@@ -663,6 +670,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  index_number=index_number or st.st_ino)
         registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:
+        if made:    # never left with its mode bits alone speaking for it (as create_file_of_stream)
+            unmake(fs, parts, fd, is_dir)
         fs.close_file(fd)
         raise
     if not registered:
@@ -693,7 +702,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     elif action != wire.FILE_OPENED:
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     try:        # registered: what fails now undoes the open as a CLOSE would (deleting nothing)
-        if eas and action != wire.FILE_OPENED and stream is None:   # (a stream's: see create_file_of_stream)
+        if eas and not made and action != wire.FILE_OPENED and stream is None:
+            # (an overwritten file's; a new file's are stored above, a stream's file's by
+            # create_file_of_stream)
             for ea_name, value in eas:
                 fs.set_ea(fd, ea_name, value)
         if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
