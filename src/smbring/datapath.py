@@ -384,6 +384,45 @@ class Sender:
         self._held, self._held_bytes = [rest], len(rest)
         return False
 
+    def send_file_now(self, header, rng: FileRange, read_path: str | None) -> bool | None:
+        """A small file READ's response sent at once, as `send` would send it by copy, without
+        a coroutine or a future where its bytes are in the page cache (the module stack's
+        `read_now`): the way of a small file's one READ. True: sent. None: nothing done,
+        it goes the awaited way (another send on its way or responses held back, a path
+        other than copy, a read that might wait). False: as `send_small`'s (the rest held
+        back; the caller awaits `flush`)."""
+        size = len(header) + rng.length
+        if self._users or self._held or self._measuring is not None or size > DIRECT_SEND_MAX:
+            return None
+        configured = read_path or self.read_path
+        if configured != "copy" and (configured != "auto" or rng.length >= AUTO_LARGE):
+            return None
+        read_now = getattr(rng.io, "read_now", None)
+        if read_now is None:
+            return None
+        buf = self._buffer(rng.length)
+        try:
+            view = memoryview(buf)[:rng.length]
+            done = read_now(rng.fd, view, rng.offset)
+            if done is None:
+                return None
+            if done < rng.length:       # the file is shorter now: zeros, as promised
+                view[done:] = bytes(rng.length - done)
+            self._file_sends += 1
+            self.stats.by_path["copy"] += 1
+            self.stats.bytes_by_path["copy"] += size
+            try:
+                sent = self.sock.sendmsg([header, view], (), DIRECT_SEND_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == size:
+                return True
+            rest = (bytes(header) + bytes(view))[sent:]     # (the buffer goes back to the pool)
+            self._held, self._held_bytes = [rest], len(rest)
+            return False
+        finally:
+            self._release(buf)
+
     def holding(self) -> bool:
         """Whether responses are held back (see `send`)."""
         return bool(self._held)

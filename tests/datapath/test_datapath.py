@@ -423,3 +423,88 @@ def test_frames_received_while_waiting_are_served_in_the_loop_callback():
             rx.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def io_uring_stack():
+    """The module stack a share reads through by default: direct_writes over io_uring."""
+    from smbring.vfs.modules import DirectWrites, IoUring
+    return DirectWrites(IoUring(Posix(), aio.get_ring()))
+
+
+def test_a_small_cached_read_is_sent_at_once_and_a_short_file_padded(tmp_path):
+    """Sender.send_file_now: a small READ whose bytes are in the page cache is read and sent
+    without a coroutine; a file shorter than the range promised is padded with zeros; the
+    send counts as a copy."""
+    data = os.urandom(4096)
+    (tmp_path / "f").write_bytes(data)
+    (tmp_path / "short").write_bytes(b"abc")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with sender_of(tmp_path / "f", "auto") as (cli, fd, sender):
+            short = os.open(tmp_path / "short", os.O_RDONLY)
+            try:
+                stack = io_uring_stack()
+                assert sender.send_file_now(b"H:", FileRange(fd, 0, len(data), stack), None) is True
+                assert sender.send_file_now(b"S:", FileRange(short, 0, 10, stack), None) is True
+                assert await receive(loop, cli, 2 + len(data) + 12) == b"H:" + data + b"S:abc" + bytes(7)
+                assert sender.stats.by_path["copy"] == 2
+            finally:
+                os.close(short)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_read_that_might_wait_goes_the_awaited_way(tmp_path):
+    """send_file_now does nothing (None) where the read or its path is not one to make in
+    the event loop: a module stack without a read that never waits (a plain or thread-pool
+    read), a read path other than copy, a large range, responses held back or another
+    send on its way; the awaited send then delivers it."""
+    data = os.urandom(8192)
+    (tmp_path / "f").write_bytes(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with sender_of(tmp_path / "f", "copy") as (cli, fd, sender):
+            stack = io_uring_stack()
+            rng = FileRange(fd, 0, len(data), stack)
+            assert sender.send_file_now(b"H:", FileRange(fd, 0, len(data), POSIX), None) is None
+            for read_path in ("mmap", "splice", "zc"):
+                assert sender.send_file_now(b"H:", rng, read_path) is None
+            assert sender.send_file_now(b"H:", FileRange(fd, 0, 1 << 20, stack), None) is None
+            sender._held, sender._held_bytes = [b"HELD"], 4
+            assert sender.send_file_now(b"H:", rng, None) is None
+            await sender.flush()
+            sender._users += 1
+            assert sender.send_file_now(b"H:", rng, None) is None
+            sender._users -= 1
+            assert sender.stats.by_path["copy"] == 0
+            await sender.send(SendDescriptor(b"H:", rng))
+            assert await receive(loop, cli, 4 + 2 + len(data)) == b"HELD" + b"H:" + data
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_read_not_in_the_page_cache_is_not_made_in_the_loop(tmp_path):
+    """io_uring's read_now reads only what the page cache holds (RWF_NOWAIT): a range
+    dropped from the cache is left to the ring (None), never waited for in the loop."""
+    data = os.urandom(16384)
+    path = tmp_path / "cold"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        view = memoryview(bytearray(len(data)))
+
+        async def main():
+            stack = io_uring_stack()
+            if stack.read_now(fd, view, 0) is not None:
+                pytest.skip("the page cache kept the file (fadvise is a hint)")
+            assert await stack.pread_into(fd, view, 0) == len(data)
+            assert bytes(view) == data
+            assert stack.read_now(fd, view, 0) == len(data)   # cached now
+
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        os.close(fd)

@@ -113,6 +113,7 @@ class EffectRunner:
         # waits its turn the awaited way (run_now does not overtake them)
         self._sending_users = 0
         self._send_small = getattr(transport, "send_small", None)
+        self._send_file_now = getattr(transport, "send_file_now", None)
         # for metrics: file bytes written, and read into memory (signed, sealed, compounded
         # READs; the others are counted by the transport's read paths)
         self.bytes_written = 0
@@ -131,10 +132,21 @@ class EffectRunner:
             kind = type(effect)
             if kind is effects.Send:
                 payload = effect.payload
-                if (self._sending_users or effect.delivered is not None
-                        or type(payload) is effects.FileRange):
+                if self._sending_users or effect.delivered is not None:
                     return self.run(todo[i:])
                 message = effect.message
+                if type(payload) is effects.FileRange:
+                    # a small file READ whose bytes are in the page cache: read and sent here
+                    done = None if self._send_file_now is None else self._send_file_now(
+                        (len(message) + payload.length).to_bytes(4, "big") + message,
+                        datapath.FileRange(payload.fd, payload.offset, payload.length,
+                                           self.modules[payload.share]),
+                        effect.read_path)
+                    if done is None:
+                        return self.run(todo[i:])
+                    if done is False:
+                        return self._flush_then(todo[i + 1:])
+                    continue
                 if payload is None:
                     size = len(message)
                     parts = [size.to_bytes(4, "big"), message]

@@ -135,6 +135,7 @@ class RingTransport:
         self.holding = self.tx.holding
         self.receive_more = self.rx.receive_more
         self.send_small = self.tx.send_small
+        self.send_file_now = self.tx.send_file_now
 
     def serve_with(self, serve) -> None:
         """What answers the frames received while the connection waits (Receiver.serve)."""
@@ -167,7 +168,7 @@ class RingTransport:
 class PlainTransport:
     """The fallback: asyncio's own socket calls, file data read into memory."""
 
-    take_frame = send_small = None      # (no ways without a coroutine: see RingTransport)
+    take_frame = send_small = send_file_now = None     # (no ways without a coroutine: see RingTransport)
 
     def __init__(self, sock: socket.socket):
         self.loop = asyncio.get_running_loop()

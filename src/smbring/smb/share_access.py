@@ -216,6 +216,8 @@ class NameRules:
             return False
         if self.hide_dot_files and name.startswith("."):
             return True
+        if not self.hide:       # (asked for every CREATE and QUERY_INFO: no rules, no casefold)
+            return False
         folded = name.casefold()
         return any(p.fullmatch(folded) for p in self.hide)
 

@@ -75,6 +75,13 @@ class Posix:
             self.data.act_here(fd)
         return self.pread_into_sync(fd, view, offset)
 
+    def read_now(self, fd: int, view: memoryview, offset: int) -> int | None:
+        """The read `pread_into` makes, made here and now where it is sure not to wait (the
+        bytes read: all of them, or up to the file's end); None where it might wait, or
+        was not finished (then `pread_into` reads it all again). A module that adds no
+        such way says None: the event loop must never wait for a disk."""
+        return None
+
     async def pwrite_all(self, fd: int, view: memoryview, offset: int) -> int:
         if self.data is not None:
             self.data.act_here(fd)
@@ -212,6 +219,14 @@ class IoUring(Posix):
                          dev, self.below.name)
         return punts
 
+    def read_now(self, fd, view, offset):
+        """What the page cache holds of a small read (see _read_cached), where that is all
+        of it."""
+        if len(view) > self.CACHED_READ_MAX or self._inline(fd):
+            return None
+        done, finished = self._read_cached(fd, view, offset)
+        return done if finished else None
+
     async def pread_into(self, fd, view, offset):
         if self._inline(fd):
             return await self.below.pread_into(fd, view, offset)
@@ -276,6 +291,9 @@ class DirectWrites(Posix):
 
     async def pread_into(self, fd, view, offset):
         return await self.below.pread_into(fd, view, offset)
+
+    def read_now(self, fd, view, offset):
+        return self.below.read_now(fd, view, offset)     # (reads go below as they are)
 
     async def fsync(self, fd):
         await self.below.fsync(fd)   # the same file: covers what the twin wrote
