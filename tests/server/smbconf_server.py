@@ -81,6 +81,10 @@ def smbconf(tmp_path):
                 (tmp_path / name).chmod(0o777)
                 options = f"path = {tmp_path / name}\n{options}"
             body[name] = options
+        # a test's clients are often still connected when the server is stopped: it need not
+        # wait the default 10 s for them (a test that wants another timeout sets its own)
+        if "shutdown timeout" not in global_options.lower():
+            global_options = f"shutdown timeout = 1\n{global_options}"
         conf = write_conf(run / "smb.conf", f"listen = 127.0.0.1:{port}\n{global_options}", body)
         env = dict(os.environ, SMBRING_PASSDB=str(run / "passdb"))
         for name, password in users:
