@@ -62,6 +62,15 @@ def unix_user(uid: int) -> bytes:
     return sid(22, 1, uid)
 
 
+def unix_group_id(group: bytes) -> int | None:
+    """The gid a group SID names (Samba's S-1-22-2-gid), None for any other SID: smbring maps
+    no other SID to a Unix group (as Samba without idmap, whose `unpack_nt_owners` then
+    refuses it)."""
+    if len(group) == 16 and group[:12] == sid(22, 2, 0)[:12]:
+        return struct.unpack_from("<I", group, 12)[0]
+    return None
+
+
 @dataclass(frozen=True)
 class Token:
     """Whom a tree acts as, for security descriptors: the SIDs its ACEs are matched against,

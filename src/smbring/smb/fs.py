@@ -177,6 +177,11 @@ class FileSystem(Protocol):
         Raises OSError."""
         ...
 
+    def fchown_group(self, fd: int, gid: int) -> None:
+        """Gives the file to the Unix group `gid` (its owner unchanged), as the kernel allows
+        the caller: its owner to one of its groups, root to any. Raises OSError (EPERM)."""
+        ...
+
     def set_times(self, fd: int, atime_ns: int, mtime_ns: int) -> None:
         """Sets the file's access and modification times (ns since the Unix epoch). Raises
         OSError."""

@@ -553,6 +553,10 @@ class PosixVFS:
         os.fchmod(fd, mode)
 
     @staticmethod
+    def fchown_group(fd: int, gid: int) -> None:
+        os.fchown(fd, -1, gid)
+
+    @staticmethod
     def set_times(fd: int, atime_ns: int, mtime_ns: int) -> None:
         os.utime(fd, ns=(atime_ns, mtime_ns))
 
