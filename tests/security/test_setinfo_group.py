@@ -183,6 +183,19 @@ def test_a_directory_follows_the_same_rule(server):
     assert path.stat().st_gid == server["accounts"]["extra"]
 
 
+def test_a_create_cannot_name_a_group_its_creator_is_not_in(server):
+    """A CREATE's SecD context is checked as SET_INFO checks a group: another user's group
+    STATUS_ACCESS_DENIED, a SID that is no Unix group STATUS_INVALID_OWNER; nothing is made.
+    One of the creator's own groups is taken."""
+    with Conn(server, ALICE) as c:
+        for name, sid, status in (("secd-bob.txt", group_sid(server["accounts"][BOB][1]), wire.STATUS_ACCESS_DENIED),
+                                  ("secd-admins.txt", acl.sid(5, 32, 544), STATUS_INVALID_OWNER),
+                                  ("secd-extra.txt", group_sid(server["accounts"]["extra"]), wire.STATUS_SUCCESS)):
+            r = c.tree.create(name, READ_WRITE, wire.FILE_CREATE, contexts=[(b"SecD", group_only(sid))])
+            assert r.status == status, (name, r)
+            assert (server["share"] / name).exists() == (status == wire.STATUS_SUCCESS)
+
+
 def test_server_log_is_clean(server):
     text = server["log"].read_text()
     assert "Traceback" not in text, text[-3000:]

@@ -228,6 +228,11 @@ def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: b
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
         raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
+    if new_sd.group and new_sd.group != token.group:  # one of the creator's groups (root: any)
+        if acl.unix_group_id(new_sd.group) is None:
+            raise SMBError(wire.STATUS_INVALID_OWNER)
+        if new_sd.group not in token and acl.ROOT_SID not in token:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
     return acl.complete(new_sd, parent_sd, is_dir, token)
 
 
