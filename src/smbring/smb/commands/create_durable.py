@@ -9,7 +9,9 @@
 - DHnC and DH2C reclaim a detached durable open (`smb.durable`): the request's other fields
   are ignored; only the same user, through a tree of the same share, and for DH2C with the
   CreateGuid the open was made with, gets it back; every other attempt is
-  STATUS_OBJECT_NAME_NOT_FOUND. A resilient open (`ioctl_resilient`) is reclaimed so by a
+  STATUS_OBJECT_NAME_NOT_FOUND. The file's permissions are asked again, as the user, for the
+  data rights the open holds (`still_granted`: Samba reopens the file as the user): rights
+  taken from the user meanwhile are STATUS_ACCESS_DENIED, the open left waiting. A resilient open (`ioctl_resilient`) is reclaimed so by a
   DHnC only (a DH2C: STATUS_OBJECT_NAME_NOT_FOUND). A leased open (MS-SMB2 3.3.5.9.7, 3.3.5.9.12) is reclaimed
   only by its client (ClientGuid), with a lease context naming its LeaseKey (the state asked
   for is ignored: the lease keeps its own), and under the file's name (another name:
@@ -29,11 +31,11 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smbring.smb import leasing, wire
+from smbring.smb import acl, leasing, wire
 from smbring.smb.contexts import parse_create_contexts
 from smbring.smb.durable import V1_TIMEOUT, Durable, Pending, v2_timeout
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.fs import split_path, split_stream
+from smbring.smb.fs import MAY_READ, MAY_WRITE, split_path, split_stream
 from smbring.smb.oplocks import HANDLE, LEVEL_BATCH, LEVEL_LEASE, stat_only
 from smbring.smb.state import Open
 
@@ -260,6 +262,8 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     elif asked_lease is not None:
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)       # it has no lease to name
     oplock = LEVEL_LEASE if lease is not None else c.state.oplocks.level(o)
+    if not still_granted(tree, o):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)           # the file is no longer the user's to open so
     if tree.share.read_only and o.delete_on_close:
         raise SMBError(wire.STATUS_ACCESS_DENIED)           # the share is read-only now
     table.reattach(d)
@@ -273,6 +277,34 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
     answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
     return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid
+
+
+DATA_RIGHTS = wire.FILE_READ_DATA | wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_EXECUTE
+
+
+def still_granted(tree, o: Open) -> bool:
+    """Whether the reconnecting user may still open the file for the data rights the open
+    holds: Samba opens a reclaimed file anew as the user (vfs_default_durable_reconnect's
+    fd_open), so the kernel judges the file's mode, owner and ACLs as they are now; smbring
+    keeps the descriptor, so it asks the kernel the same of the very file (faccessat, as the
+    tree's account), and a stored descriptor too, as a new open would. A file whose
+    permissions were taken from the user while its open waited detached (chmod, chown, an
+    ACL, a group left) is not handed back with them: STATUS_ACCESS_DENIED, and the detached
+    open waits on (as in Samba) until its timeout or another open closes it."""
+    from smbring.smb.commands.create import sd_of     # (create imports this module)
+    fs, rights = tree.fs, o.granted
+    mode = ((MAY_READ if rights & (wire.FILE_READ_DATA | wire.FILE_EXECUTE) else 0)
+            | (MAY_WRITE if rights & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA) else 0))
+    try:
+        if mode and not fs.may_access_open(o.fd, mode):
+            return False
+        sd = sd_of(fs, o.fd, o.parts)
+        if sd is not None:
+            owner = acl.unix_user(fs.fstat(o.fd).st_uid)
+            return acl.check(rights & DATA_RIGHTS, sd, None, tree.token, owner) >= 0
+    except OSError:
+        return False
+    return True
 
 
 def names_the_open(msg, o: Open) -> bool:
