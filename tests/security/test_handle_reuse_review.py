@@ -14,6 +14,8 @@ ClientGuid, and tests/server/test_sessions_multichannel.py each refusal of a bin
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import shutil
 import struct
 import tempfile
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 from logon import forged_logon, ANONYMOUS, V1_FLAGS
 from raw import RawClient
-from servers import spawn_for_accounts, stop, unix_accounts
+from servers import free_port, spawn, spawn_for_accounts, stop, unix_accounts
 from smbcore import create_body, read_body, tree_connect_body, write_body
 
 from smbring.smb import acl, wire
@@ -319,6 +321,58 @@ def test_another_connections_session_id_reaches_nothing(server, same_client_guid
         for other in others:
             other.close()
         alice.close()
+
+
+# -- with several worker processes ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workers(accounts, tmp_path_factory):
+    """The same [share] served by `--workers 2` (durable state lives in the worker serving the
+    client's ClientGuid)."""
+    tmp = tmp_path_factory.mktemp("reuse-workers")
+    top = Path(tempfile.mkdtemp(prefix="smbring-reuse-w-", dir="/tmp"))
+    top.chmod(0o755)
+    share = top / "share"
+    share.mkdir()
+    share.chmod(0o1777)
+    port = free_port()
+    conf = tmp / "smb.conf"
+    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share}\nread only = no\n"
+                    "durable handles = yes\n")
+    env = dict(os.environ, SMBRING_PASSDB=str(tmp / "passdb"))
+    for user in (ALICE, BOB):
+        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
+                       input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
+    proc, port, log = spawn(tmp, "--config", str(conf), "--workers", "2", port=port, accounts=True)
+    yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
+    stop(proc)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_with_workers_a_reclaim_is_checked_as_with_one(workers):
+    """BOB naming ALICE's ClientGuid lands on the worker holding her detached open, and is
+    refused there (DHnC and DH2C); her own reclaim of a file made read-only meanwhile is
+    STATUS_ACCESS_DENIED, and succeeds once her rights are back."""
+    path = alices_file(workers, "workers.txt", 0o644)
+    alice = Conn(workers, ALICE)
+    fid, create_guid = durable_open(alice, "workers.txt")
+    lost(alice)
+    bob = Conn(workers, BOB, guid=alice.guid)
+    try:
+        for context in (dhnc(fid), dh2c(fid, create_guid)):
+            assert reconnect(bob, context, wait=0).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+    finally:
+        bob.close()
+    path.chmod(0o444)
+    back = Conn(workers, ALICE, guid=alice.guid)
+    try:
+        assert reconnect(back, dh2c(fid, create_guid)).status == wire.STATUS_ACCESS_DENIED
+        path.chmod(0o644)
+        r = reconnect(back, dh2c(fid, create_guid))
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert back.tree.write(r.file_id, b"W").status == wire.STATUS_SUCCESS
+    finally:
+        back.close()
 
 
 def test_server_log_is_clean(server):
