@@ -62,13 +62,28 @@ def unix_user(uid: int) -> bytes:
     return sid(22, 1, uid)
 
 
+# uid_t and gid_t's -1: to fchown "leave it as it is", so never the id of an account
+NO_ID = 0xFFFFFFFF
+
+
+def _unix_id(who: bytes, kind: int) -> int | None:
+    if len(who) == 16 and who[:12] == sid(22, kind, 0)[:12]:
+        number = struct.unpack_from("<I", who, 12)[0]
+        return number if number != NO_ID else None
+    return None
+
+
 def unix_group_id(group: bytes) -> int | None:
     """The gid a group SID names (Samba's S-1-22-2-gid), None for any other SID: smbring maps
     no other SID to a Unix group (as Samba without idmap, whose `unpack_nt_owners` then
-    refuses it)."""
-    if len(group) == 16 and group[:12] == sid(22, 2, 0)[:12]:
-        return struct.unpack_from("<I", group, 12)[0]
-    return None
+    refuses it). S-1-22-2-4294967295 names none: fchown would take it for "keep the group"."""
+    return _unix_id(group, 2)
+
+
+def unix_user_id(user: bytes) -> int | None:
+    """The uid a user SID names (Samba's S-1-22-1-uid), None for any other SID (and for
+    S-1-22-1-4294967295, fchown's "keep the owner")."""
+    return _unix_id(user, 1)
 
 
 @dataclass(frozen=True)
@@ -109,9 +124,10 @@ def owns(token: Token, owner: bytes | None) -> bool:
 def may_name_owner(token: Token, new_owner: bytes, owner: bytes, current: bytes | None = None) -> bool:
     """Whether a descriptor this token sets may name `new_owner` as the file's owner: the
     file's Unix owner (`owner`, who holds the owner's rights), or the owner it names already
-    (`current`); root may name anyone. Windows wants SeRestorePrivilege to name anyone but
-    oneself, and Samba chowns the file (which needs root or a privilege): smbring never
-    chowns, so no one else is named (STATUS_INVALID_OWNER)."""
+    (`current`); root may name anyone, and the file is then given to that user
+    (`unix_owner.follow_owner`). Windows wants SeRestorePrivilege to name anyone but oneself,
+    and Samba chowns the file (which needs root or a privilege): no one else is named
+    (STATUS_INVALID_OWNER)."""
     return ROOT_SID in token or new_owner == owner or current is not None and new_owner == current
 
 

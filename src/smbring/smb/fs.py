@@ -182,6 +182,11 @@ class FileSystem(Protocol):
         the caller: its owner to one of its groups, root to any. Raises OSError (EPERM)."""
         ...
 
+    def fchown_user(self, fd: int, uid: int) -> None:
+        """Gives the file to the Unix user `uid` (its group unchanged), which the kernel lets
+        root alone do. Raises OSError (EPERM)."""
+        ...
+
     def set_times(self, fd: int, atime_ns: int, mtime_ns: int) -> None:
         """Sets the file's access and modification times (ns since the Unix epoch). Raises
         OSError."""

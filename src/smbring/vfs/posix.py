@@ -557,6 +557,10 @@ class PosixVFS:
         os.fchown(fd, -1, gid)
 
     @staticmethod
+    def fchown_user(fd: int, uid: int) -> None:
+        os.fchown(fd, uid, -1)
+
+    @staticmethod
     def set_times(fd: int, atime_ns: int, mtime_ns: int) -> None:
         os.utime(fd, ns=(atime_ns, mtime_ns))
 

@@ -9,7 +9,7 @@ import struct
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, notify, sharemodes, wire
+from smbring.smb import acl, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold
 from smbring.smb.commands.create import (
     check_veto,
@@ -492,10 +492,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         with file_of(o) as fd:
             current = current_sd(o, fd)
             # the owner named may only be the file's Unix owner, who holds the owner's rights
-            # (or stay as it is); root may name anyone (acl.may_name_owner)
-            if parts & acl.OWNER and new.owner and not acl.may_name_owner(
-                    tree.token, new.owner, acl.unix_user(tree.fs.fstat(fd).st_uid), current.owner):
-                raise SMBError(wire.STATUS_INVALID_OWNER)
+            # (or stay as it is); root may name any Unix user, who gets the file (unix_owner)
+            if parts & acl.OWNER and new.owner:
+                unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner)
             if parts & acl.GROUP and new.group and new.group != current.group:
                 set_unix_group(tree.fs, fd, new.group)
             blob = acl.merge(current, new, parts).pack()

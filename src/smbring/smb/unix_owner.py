@@ -1,0 +1,55 @@
+"""A security descriptor's owner and group are the file's Unix owner and group, as in Samba
+(source3/smbd/posix_acls.c: `unpack_nt_owners`, `set_nt_acl`, `try_chown`): naming another
+owner or group gives the file to it (a chown), so that the descriptor and the file never
+disagree about whom the file belongs to.
+
+- SET_INFO(OWNER): anyone may name the file's Unix owner (or the owner its descriptor names
+  already: nothing changes); root alone may name another user, which must be a Unix user
+  (S-1-22-1-uid; any other SID is STATUS_INVALID_OWNER) and gets the file.
+- A CREATE's SecD context naming a group (one of the creator's, `create.new_descriptor`
+  checked): the new file is given to it, as its creator, so the kernel's rule holds (an owner
+  may give a file only to a group he is in).
+
+Every chown is made through the share's view, as the session's account; a refusal of the
+kernel is STATUS_ACCESS_DENIED, before anything is stored."""
+from __future__ import annotations
+
+from smbring.smb import acl, wire
+from smbring.smb.errors import SMBError
+
+
+def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner: bytes | None) -> None:
+    """SET_INFO(OWNER) naming `new_owner` for the open file `fd` (whose stored or derived
+    descriptor names `current_owner`): refused (STATUS_INVALID_OWNER) where the setter may not
+    name it; where root names a user other than the file's Unix owner, the file is given to
+    that user first."""
+    unix_owner = acl.unix_user(fs.fstat(fd).st_uid)
+    if not acl.may_name_owner(token, new_owner, unix_owner, current_owner):
+        raise SMBError(wire.STATUS_INVALID_OWNER)
+    if new_owner == unix_owner or new_owner == current_owner:
+        return          # (the owner as it is: nothing to give)
+    uid = acl.unix_user_id(new_owner)
+    if uid is None:
+        raise SMBError(wire.STATUS_INVALID_OWNER)     # no Unix user: Samba's unpack_nt_owners
+    try:
+        fs.fchown_user(fd, uid)
+    except PermissionError:
+        raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+
+
+def give_named_group(fs, fd: int, contexts: dict) -> None:
+    """A file or directory a CREATE just made (open as `fd`): where its SecD context names a
+    group (already checked to be a Unix group of its creator's), the file is given to it, as
+    the creator. A context without a group leaves the kernel's choice (the creator's primary
+    group, or a setgid directory's)."""
+    secd = contexts.get(b"SecD")
+    if secd is None:
+        return
+    group = acl.parse(secd).group
+    gid = acl.unix_group_id(group) if group else None
+    if gid is None or fs.fstat(fd).st_gid == gid:
+        return
+    try:
+        fs.fchown_group(fd, gid)
+    except PermissionError:
+        raise SMBError(wire.STATUS_ACCESS_DENIED) from None
