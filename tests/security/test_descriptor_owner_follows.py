@@ -10,8 +10,8 @@ accounts against a server started as root.
   the descriptor said the file was CAROL's while ALICE kept the owner's rights over it.
 - A CREATE whose SecD context names one of the creator's other groups makes a file (or a
   directory) of that Unix group (a chown made as the creator, so the kernel's membership
-  rule applies). Before, the descriptor named the group and the file kept the creator's
-  primary group.
+  rule applies); root's naming another owner makes the file that user's. Before, the
+  descriptor named them and the file kept its creator and the creator's primary group.
 - A group SID of gid 4294967295 is no group (it would be fchown's "leave as it is": the
   descriptor would name a group the file does not have)."""
 from __future__ import annotations
@@ -221,6 +221,24 @@ def test_a_create_naming_a_group_the_creator_is_not_in_makes_nothing(server):
             r = c.tree.create(name, READ_WRITE, wire.FILE_CREATE, contexts=secd_group(sid))
             assert r.status == status, (name, r)
             assert not (server["share"] / name).exists()
+
+
+def test_a_create_by_root_naming_another_owner_gives_the_file_to_that_user(server):
+    """Root's SecD context names CAROL: the new file is CAROL's (Samba chowns it); a SID that
+    is no Unix user is STATUS_INVALID_OWNER and nothing is left behind."""
+    carol_uid = server["accounts"][CAROL][0]
+    secd = acl.Descriptor(owner=user_sid(carol_uid)).pack(acl.OWNER)
+    with Conn(server, BOB, "asroot") as c:
+        r = c.tree.create("root-for-carol.txt", READ_WRITE | READ_CONTROL, wire.FILE_CREATE,
+                          contexts=[(b"SecD", secd)])
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c.descriptor(r.file_id).owner == user_sid(carol_uid)
+        for sid in (acl.EVERYONE, acl.sid(5, 32, 544), user_sid(NO_ID)):
+            r = c.tree.create("root-for-nobody.txt", READ_WRITE, wire.FILE_CREATE,
+                              contexts=[(b"SecD", acl.Descriptor(owner=sid).pack(acl.OWNER))])
+            assert r.status == STATUS_INVALID_OWNER, (sid.hex(), r)
+            assert not (server["share"] / "root-for-nobody.txt").exists()
+    assert (server["share"] / "root-for-carol.txt").stat().st_uid == carol_uid
 
 
 def test_server_log_is_clean(server):

@@ -6,9 +6,9 @@ disagree about whom the file belongs to.
 - SET_INFO(OWNER): anyone may name the file's Unix owner (or the owner its descriptor names
   already: nothing changes); root alone may name another user, which must be a Unix user
   (S-1-22-1-uid; any other SID is STATUS_INVALID_OWNER) and gets the file.
-- A CREATE's SecD context naming a group (one of the creator's, `create.new_descriptor`
-  checked): the new file is given to it, as its creator, so the kernel's rule holds (an owner
-  may give a file only to a group he is in).
+- A CREATE's SecD context naming another owner (root only) or a group (one of the creator's,
+  `create.new_descriptor` checked): the new file is given to them, as its creator, so the
+  kernel's rules hold (an owner may give a file only to a group he is in).
 
 Every chown is made through the share's view, as the session's account; a refusal of the
 kernel is STATUS_ACCESS_DENIED, before anything is stored."""
@@ -37,19 +37,26 @@ def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None
 
 
-def give_named_group(fs, fd: int, contexts: dict) -> None:
-    """A file or directory a CREATE just made (open as `fd`): where its SecD context names a
-    group (already checked to be a Unix group of its creator's), the file is given to it, as
-    the creator. A context without a group leaves the kernel's choice (the creator's primary
-    group, or a setgid directory's)."""
+def give_named_owner_and_group(fs, fd: int, contexts: dict) -> None:
+    """A file or directory a CREATE just made (open as `fd`): where its SecD context names an
+    owner other than its creator (root alone may: `create.new_descriptor` checked) the file is
+    given to that user, which must be a Unix user (else STATUS_INVALID_OWNER, and the CREATE
+    undoes the file); where it names a group (checked to be a Unix group of its creator's),
+    the file is given to it, as the creator. A context naming neither leaves the kernel's
+    choice (the creator, his primary group or a setgid directory's)."""
     secd = contexts.get(b"SecD")
     if secd is None:
         return
-    group = acl.parse(secd).group
-    gid = acl.unix_group_id(group) if group else None
-    if gid is None or fs.fstat(fd).st_gid == gid:
-        return
+    named = acl.parse(secd)     # (parsed and checked already by new_descriptor)
+    st = fs.fstat(fd)
     try:
-        fs.fchown_group(fd, gid)
+        if named.owner and named.owner != acl.unix_user(st.st_uid):
+            uid = acl.unix_user_id(named.owner)
+            if uid is None:
+                raise SMBError(wire.STATUS_INVALID_OWNER)
+            fs.fchown_user(fd, uid)
+        gid = acl.unix_group_id(named.group) if named.group else None
+        if gid is not None and st.st_gid != gid:
+            fs.fchown_group(fd, gid)
     except PermissionError:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None

@@ -201,7 +201,7 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
         if not acl_decides_mode:
             fs.fchmod(fd, mode)
         if new_sd is not None:
-            unix_owner.give_named_group(fs, fd, contexts)     # (the group a SecD context names)
+            unix_owner.give_named_owner_and_group(fs, fd, contexts)   # (a SecD context's)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         store_new_file_dos(fs, fd, attrs, False)
         for ea_name, value in eas:
@@ -656,7 +656,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
-            unix_owner.give_named_group(fs, fd, contexts)     # (the group a SecD context names)
+            unix_owner.give_named_owner_and_group(fs, fd, contexts)   # (a SecD context's)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         if made:
             for ea_name, value in eas:      # (an overwritten file's: once its open is registered)
