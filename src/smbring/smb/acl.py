@@ -49,6 +49,7 @@ def sid(authority: int, *subs: int) -> bytes:
 
 
 EVERYONE, AUTHENTICATED_USERS = sid(1, 0), sid(5, 11)
+UNIX_USERS = sid(22, 1, 0)[:-4]     # S-1-22-1-: what every `unix_user` SID starts with
 CREATOR_OWNER, CREATOR_GROUP = sid(3, 0), sid(3, 1)
 OWNER_RIGHTS = sid(3, 4)        # what the owner gets, in place of its implicit rights
 SYSTEM = sid(5, 18)
@@ -58,8 +59,9 @@ OWNER_ONLY = WRITE_DAC | WRITE_OWNER    # what a file without a stored descripto
 
 
 def unix_user(uid: int) -> bytes:
-    """Samba's SID of a Unix user (S-1-22-1-uid): a file's Unix owner, as `owner` below."""
-    return sid(22, 1, uid)
+    """Samba's SID of a Unix user (S-1-22-1-uid): a file's Unix owner, as `owner` below.
+    (`sid(22, 1, uid)`, its fixed part packed once: asked on every CREATE of a file.)"""
+    return UNIX_USERS + uid.to_bytes(4, "little")
 
 
 # uid_t and gid_t's -1: to fchown "leave it as it is", so never the id of an account

@@ -273,6 +273,11 @@ class FileSystem(Protocol):
         none was. Raises OSError for a failure other than there being none."""
         ...
 
+    def get_sd_and_dos(self, fd: int, device: int) -> tuple[bytes | None, DosInfo | None]:
+        """`get_sd` and `get_dos` of the open file at once (`device`: its st_dev), raising
+        what either raises; each None where it is not stored."""
+        ...
+
     def set_sd(self, fd: int, blob: bytes) -> None:
         """Stores the file's security descriptor. Raises OSError."""
         ...

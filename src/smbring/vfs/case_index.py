@@ -203,6 +203,15 @@ class CaseIndex:
         # two spellings or more, neither the one asked for: the first in the directory's order
         return self.pick(self.read_names(dir_fd), name)
 
+    def local(self, fd: int, dev: int) -> bool:
+        """Whether the file system of `fd` (whose st_dev is `dev`) is a local one
+        (LOCAL_FILE_SYSTEMS), asked once per device; False where it cannot be told."""
+        local = self._local.get(dev)
+        if local is None:
+            libc = getattr(self, "_libc", None)     # (none where ctypes could not load libc)
+            local = self._local[dev] = libc is not None and libc.fs_type(fd) in LOCAL_FILE_SYSTEMS
+        return local
+
     # -- filling and emptying ---------------------------------------------------------------
     def _first_look(self, dir_fd: int, key: tuple[int, int], dev: int) -> list[str]:
         """The names of a directory not indexed, indexed where it can be: read, and if it is
@@ -211,10 +220,7 @@ class CaseIndex:
         names = self.read_names(dir_fd)
         if not self.min_entries <= len(names) <= self.max_names:
             return names
-        local = self._local.get(dev)
-        if local is None:
-            local = self._local[dev] = self._libc.fs_type(dir_fd) in LOCAL_FILE_SYSTEMS
-        if not local:
+        if not self.local(dir_fd, dev):
             return names
         wd = self._libc.add(self.fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
         if wd < 0 or wd in self._by_wd:

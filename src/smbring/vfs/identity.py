@@ -212,7 +212,7 @@ CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_dele
          "own_stream", "remove_streams",
          "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "fchown_group", "fchown_user", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
-         "reachable", "has_default_acl", "get_dos",
+         "reachable", "has_default_acl", "get_dos", "get_sd_and_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
 
@@ -403,7 +403,8 @@ def _on_fd(name: str):
 # run as the user, as its READs and WRITEs do
 for _name in ("stat", "remove", "may_delete", "may_open"):
     setattr(ShareView, _name, _on_path(_name))
-for _name in ("fchmod", "set_times", "get_dos", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea"):
+for _name in ("fchmod", "set_times", "get_dos", "get_sd_and_dos", "set_dos", "get_sd", "set_sd", "list_eas",
+              "set_ea"):
     setattr(ShareView, _name, _on_fd(_name))
 
 

@@ -714,6 +714,25 @@ class PosixVFS:
     def set_sd(fd: int, blob: bytes) -> None:
         os.setxattr(fd, SD_XATTR, blob)
 
+    def get_sd_and_dos(self, fd: int, device: int) -> tuple[bytes | None, DosInfo | None]:
+        """`get_sd` and `get_dos` at once (a CREATE's first look at an existing file); `device`:
+        the file's st_dev. On a local file system (`CaseIndex.local`: the kernel lists its
+        xattrs itself) one flistxattr says which of the two are stored, and only those are
+        read: a file with neither (most files made outside the server) costs one system call
+        instead of two failed reads. Elsewhere (NFS, FUSE, ...: a listing another server or
+        a daemon answers, which might leave out a name its getxattr finds), and where the
+        listing fails, each is read as `get_sd` and `get_dos` read it: a stored descriptor
+        is never missed for a listing's sake."""
+        if self.case_index.local(fd, device):
+            try:
+                names = os.listxattr(fd)
+            except OSError:
+                names = None
+            if names is not None:
+                return (self.get_sd(fd) if SD_XATTR in names else None,
+                        self.get_dos(fd) if DOS_XATTR in names else None)
+        return self.get_sd(fd), self.get_dos(fd)
+
     @staticmethod
     def get_dos(fd: int) -> DosInfo | None:
         try:

@@ -97,7 +97,8 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
     except OSError:
         return (None, None), None, None
     try:
-        metadata = sd_of(fs, fd, parts), fs.get_dos(fd)
+        blob, dos = fs.get_sd_and_dos(fd, st.st_dev)     # (one flistxattr where it can tell)
+        metadata = parsed_sd(blob, parts), dos
     except OSError:
         metadata = None, None
     except BaseException:
@@ -156,7 +157,8 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
     try:
         if made:
             return fs.stream_id_of(fd), acl.check(acl.MAXIMUM_ALLOWED, None, None, token), st, fs.get_dos(fd)
-        sd, dos = sd_of(fs, fd, "/".join(parts)), fs.get_dos(fd)
+        blob, dos = fs.get_sd_and_dos(fd, st.st_dev)
+        sd = parsed_sd(blob, parts)
         truncating = disposition in TRUNCATING
         checked_access = access | (wire.FILE_WRITE_DATA if truncating else 0)
         check_read_only(st, dos, access, options, disposition, attrs)
@@ -273,7 +275,11 @@ def sd_of(fs: FileSystem, fd: int, where: "str | list[str]") -> "acl.Descriptor 
     """The descriptor stored on an open file, if any (an unreadable one is ignored, loudly;
     an error reading it is raised). `where`: the file's path for the log, or its parts
     (joined only to be logged)."""
-    blob = fs.get_sd(fd)
+    return parsed_sd(fs.get_sd(fd), where)
+
+
+def parsed_sd(blob: bytes | None, where: "str | list[str]") -> "acl.Descriptor | None":
+    """A stored descriptor's blob parsed (see `sd_of`); None for none, or an unreadable one."""
     if not blob:
         return None
     try:
