@@ -37,6 +37,22 @@ def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None
 
 
+def follow_group(fs, fd: int, group: bytes) -> None:
+    """A descriptor naming `group` for the open file `fd` (SET_INFO(GROUP), or a CREATE's SecD
+    context): a SID that names no Unix group is STATUS_INVALID_OWNER; another group is given
+    to the file first, as the user, so that the kernel's rule holds (its owner may give it
+    only to a group he is in, root to any): a refusal is STATUS_ACCESS_DENIED and nothing is
+    stored."""
+    gid = acl.unix_group_id(group)
+    if gid is None:
+        raise SMBError(wire.STATUS_INVALID_OWNER)
+    if fs.fstat(fd).st_gid != gid:
+        try:
+            fs.fchown_group(fd, gid)
+        except PermissionError:
+            raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+
+
 def give_named_owner_and_group(fs, fd: int, contexts: dict) -> None:
     """A file or directory a CREATE just made (open as `fd`): where its SecD context names an
     owner other than its creator (root alone may: `create.new_descriptor` checked) the file is
@@ -48,15 +64,13 @@ def give_named_owner_and_group(fs, fd: int, contexts: dict) -> None:
     if secd is None:
         return
     named = acl.parse(secd)     # (parsed and checked already by new_descriptor)
-    st = fs.fstat(fd)
-    try:
-        if named.owner and named.owner != acl.unix_user(st.st_uid):
-            uid = acl.unix_user_id(named.owner)
-            if uid is None:
-                raise SMBError(wire.STATUS_INVALID_OWNER)
+    if named.owner and named.owner != acl.unix_user(fs.fstat(fd).st_uid):
+        uid = acl.unix_user_id(named.owner)
+        if uid is None:
+            raise SMBError(wire.STATUS_INVALID_OWNER)
+        try:
             fs.fchown_user(fd, uid)
-        gid = acl.unix_group_id(named.group) if named.group else None
-        if gid is not None and st.st_gid != gid:
-            fs.fchown_group(fd, gid)
-    except PermissionError:
-        raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+        except PermissionError:
+            raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+    if named.group and acl.unix_group_id(named.group) is not None:
+        follow_group(fs, fd, named.group)

@@ -451,22 +451,6 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
         fs.fchmod(fd, want_mode)
 
 
-def set_unix_group(fs, fd: int, group: bytes) -> None:
-    """A descriptor's group is the file's Unix group, as in Samba (posix_acls.c, set_nt_acl
-    and try_chown): a SID that names no Unix group is STATUS_INVALID_OWNER; another group is
-    given to the file first, as the user, so that the kernel's rule holds (its owner may give
-    it only to a group he is in, root to any): a refusal is STATUS_ACCESS_DENIED and nothing
-    is stored. Before, any SID was stored as sent and the file's group never changed."""
-    gid = acl.unix_group_id(group)
-    if gid is None:
-        raise SMBError(wire.STATUS_INVALID_OWNER)
-    if fs.fstat(fd).st_gid != gid:
-        try:
-            fs.fchown_group(fd, gid)
-        except PermissionError:
-            raise SMBError(wire.STATUS_ACCESS_DENIED) from None
-
-
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
                held_since: float | None = None):
     """SET_INFO; `held_since`: again, after waiting (since then) for lease breaks."""
@@ -496,7 +480,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             if parts & acl.OWNER and new.owner:
                 unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner)
             if parts & acl.GROUP and new.group and new.group != current.group:
-                set_unix_group(tree.fs, fd, new.group)
+                unix_owner.follow_group(tree.fs, fd, new.group)
             blob = acl.merge(current, new, parts).pack()
             writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
