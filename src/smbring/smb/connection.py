@@ -236,8 +236,8 @@ class Connection:
         `handle_frame`), else (the offset after the last one answered, how many, their
         responses with their NetBIOS prefixes). Only when nothing may go before the answers:
         no late answer in the outbox, no background write a frame waits for."""
-        if self.outbox or self._background:
-            return None
+        if end - start < 72 or buf[start + 16] != wire.ECHO or self.outbox or self._background:
+            return None         # (the first frame's command, its low byte: other requests go at once)
         limits = self.limits
         if limits.max_compound < 1:     # (then every frame goes the chain's way: _messages)
             return None
