@@ -764,6 +764,26 @@ class Receiver:
             self._start = end
         return out
 
+    def take_answered(self, answer):
+        """The requests at the head of the receive buffer that `answer(buf, start, end,
+        most)` answers at once (Connection.answer_echoes: what it returns), taken out of the
+        buffer as take_frame would take them one by one, FAIR_BURST counted: None when it
+        answered none, else their responses."""
+        start = self._start
+        most = (self.FAIR_BURST - 1 - self._in_a_row) >> 1    # the frames take_frame would still give
+        if most <= 0 or self._end - start < 4:
+            return None
+        done = answer(self._buf, start, self._end, most)
+        if done is None:
+            return None
+        end, count, responses = done
+        self._in_a_row += count << 1
+        if end == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = end
+        return responses
+
     def drained(self) -> bool:
         """Whether nothing received is left to hand out."""
         return self._start == self._end

@@ -53,6 +53,23 @@ def test_answers_before_a_request_that_ends_the_connection_are_sent(server):
     assert server["proc"].poll() is None
 
 
+def test_echoes_answered_together_and_other_requests_keep_their_order(server):
+    """Plain ECHOs are answered in C, all those received at once; an ECHO that is not
+    plain (one naming a session, one of StructureSize 5, an unknown command between) goes
+    the protocol core's way: every answer comes, in the order asked, with its status."""
+    bad_size = header(ECHO, 4) + struct.pack("<HH", 5, 0)
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=10) as s:
+        s.sendall(frame(negotiate()) + echo(1) + echo(2) + frame(header(ECHO, 3, session_id=77) +
+                  struct.pack("<HH", 4, 0)) + frame(bad_size) + echo(5) + frame(header(0x55, 6) + bytes(8)) +
+                  b"".join(echo(i) for i in range(7, 40)))
+        s.shutdown(socket.SHUT_WR)
+        got = responses(s)
+    INVALID_PARAMETER = 0xC000000D
+    assert got[:7] == [(0, 0, 0), (ECHO, 0, 1), (ECHO, 0, 2), (ECHO, 0, 3), (ECHO, INVALID_PARAMETER, 4),
+                       (ECHO, 0, 5), (0x55, INVALID_PARAMETER, 6)]
+    assert got[7:] == [(ECHO, 0, i) for i in range(7, 40)]
+
+
 @pytest.mark.parametrize("way", ["awaited", "taken"])
 def test_a_pipelining_client_leaves_the_event_loop_to_others(way):
     """Requests served out of the receive buffer, without waiting for the socket, still give

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "wire.h"
+
 #define HEADER_SIZE 64
 #define FLAGS_ASYNC 0x2
 
@@ -370,13 +372,21 @@ static PyTypeObject CodecType = {
     .tp_methods = codec_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"answer_echoes", (PyCFunction)(void (*)(void))wire_answer_echoes, METH_FASTCALL,
+     "answer_echoes(buf, start, end, max_frames, max_size, window, multi_credit, sessions) -> "
+     "None | (next_start, count, responses): plain ECHOs answered (see echo.c)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
-    "The SMB2 header read into and written from smb.wire.Header.", -1, NULL, NULL, NULL, NULL, NULL,
+    "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered.", -1,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (PyType_Ready(&CodecType) < 0)
+    if (PyType_Ready(&CodecType) < 0 || wire_echo_init() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

@@ -119,6 +119,11 @@ class EffectRunner:
         self.bytes_written = 0
         self.bytes_read_in_memory = 0
 
+    def sends_waiting(self) -> bool:
+        """Whether responses are on their way the awaited way, or wait for their turn: a
+        response sent at once would overtake them (run_now sends none then)."""
+        return self._sending_users != 0
+
     def run_now(self, todo: list):
         """Carries out at once what needs no wait, in order: responses in memory that the
         transport sends (or holds back) at once (`send_small`), files to forget. Returns None

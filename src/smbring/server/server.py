@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 
-from smbring.datapath import FileMaps, FileRange, Receiver, Sender, read_costs
+from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
 from smbring.server import handoff, interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.change_watcher import ChangeWatcher
@@ -130,6 +130,7 @@ class RingTransport:
         self.rx.holding = self.tx.holding
         # the ways that need no coroutine, for the connection's loop and its effects runner
         self.take_frame = self.rx.take_frame
+        self.take_answered = self.rx.take_answered
         self.drained = self.rx.drained
         self.receive_now = self.rx.receive_now
         self.holding = self.tx.holding
@@ -168,7 +169,7 @@ class RingTransport:
 class PlainTransport:
     """The fallback: asyncio's own socket calls, file data read into memory."""
 
-    take_frame = send_small = send_file_now = None     # (no ways without a coroutine: see RingTransport)
+    take_frame = take_answered = send_small = send_file_now = None     # (no ways without a coroutine: see RingTransport)
 
     def __init__(self, sock: socket.socket):
         self.loop = asyncio.get_running_loop()
@@ -682,6 +683,39 @@ class Server:
             if metrics is not None:
                 metrics.frame(conn.frame_commands, monotonic() - began)
 
+        # plain ECHOs (most of a client's keep-alives, all of a benchmark's) are answered in
+        # C, all those received at once (Connection.answer_echoes: the core's checks and
+        # credits), with one send, where nothing is counted per frame (no metrics)
+        take_answered = getattr(transport, "take_answered", None) if metrics is None else None
+        answer_echoes = conn.answer_echoes
+        send_small = getattr(transport, "send_small", None)
+        sends_waiting = runner.sends_waiting
+
+        async def send_later(responses, flush_only: bool) -> None:
+            # (as EffectRunner.run sends a response, after those before it)
+            async with link.sending:
+                if flush_only:
+                    await transport.flush()
+                else:
+                    await transport.send(SendDescriptor(responses))
+
+        def answer_plain():
+            """The plain ECHOs at the head of what was received, answered and sent as run_now
+            sends a response: None when there were none (or responses wait to be sent the
+            awaited way: those go first), True when they were sent (or held back, as
+            Sender.send_small holds), else an awaitable that sends the rest."""
+            if sends_waiting():
+                return None
+            responses = take_answered(answer_echoes)
+            if responses is None:
+                return None
+            link.last_frame = monotonic()
+            done = send_small([responses], len(responses))
+            if done:
+                return True
+            link.busy = True        # (a graceful stop waits for the rest: Link.quiet)
+            return send_later(responses, done is False)
+
         def serve_received() -> bool:
             """While the task waits for the client (receive_more), the frames the event loop's
             readiness callback received are answered there, as the loop below answers them,
@@ -690,6 +724,14 @@ class Server:
             the connection's FAIR_BURST up); False: all answered, the wait goes on."""
             nonlocal answering
             while True:
+                if take_answered is not None:
+                    sent = answer_plain()
+                    if sent is not None:
+                        if sent is not True:
+                            answering = sent, monotonic()
+                            return True
+                        if transport.drained():     # (the usual: the wait goes on)
+                            return transport.holding()
                 frame = take_frame()
                 if frame is None:
                     # (all answered: the next frames wait for the loop's next look at the
@@ -707,6 +749,13 @@ class Server:
             while True:
                 frame = None
                 if prelude is None and take_frame is not None:
+                    if take_answered is not None:
+                        sent = answer_plain()
+                        if sent is not None:
+                            if sent is not True:
+                                await sent
+                                link.busy = False
+                            continue
                     frame = take_frame()
                     if frame is None and transport.drained():   # (else part of a frame is in: the way below)
                         if not receive_now():

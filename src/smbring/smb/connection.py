@@ -17,6 +17,8 @@ import mmap
 import struct
 from typing import Callable
 
+from smbring._wire import answer_echoes as _answer_echoes
+
 from smbring.smb import acl, breaks, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
@@ -225,6 +227,28 @@ class Connection:
         return not self.opens and not self.async_requests
 
     # -- framing -------------------------------------------------------------------------
+    def answer_echoes(self, buf, start: int, end: int, max_frames: int):
+        """The plain ECHOs at the head of `buf[start:end]` (received NetBIOS session messages)
+        answered at once, in C (smbring._wire.answer_echoes says which frames are plain:
+        one unsigned ECHO, no session, within the frame size taken before logon, the credit
+        window's next MessageId), as `handle_frame` would answer each of them, credits
+        included: None when the first frame is not one (nothing changed; it goes through
+        `handle_frame`), else (the offset after the last one answered, how many, their
+        responses with their NetBIOS prefixes). Only when nothing may go before the answers:
+        no late answer in the outbox, no background write a frame waits for."""
+        if end - start < 72 or buf[start + 16] != wire.ECHO or self.outbox or self._background:
+            return None         # (the first frame's command, its low byte: other requests go at once)
+        limits = self.limits
+        if limits.max_compound < 1:     # (then every frame goes the chain's way: _messages)
+            return None
+        size = limits.max_frame if limits.max_frame < limits.max_frame_unauthenticated \
+            else limits.max_frame_unauthenticated
+        done = _answer_echoes(buf, start, end, max_frames, size, self.credits, self.dialect > SMB202,
+                              self.client.sessions)
+        if done is not None:
+            self.frame_commands = [wire.ECHO]
+        return done
+
     def handle_frame(self, frame) -> list:
         """One message or compound chain in (without its NetBIOS prefix); the effects out.
         A ConnectionError means the client broke the protocol: drop the connection."""
