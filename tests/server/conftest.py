@@ -15,6 +15,20 @@ def _reachable_tmp_path(request):
         searchable_to(request.getfixturevalue("tmp_path") / "share")
 
 
+# seconds an oplock or lease break waits for an answer in a server of a test that asks for
+# `short_break_timeout` (35 s otherwise, as Windows and Samba)
+SHORT_BREAK_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def short_break_timeout(monkeypatch):
+    """The servers the test starts after this fixture (name it before `server` or `clients`)
+    time an unanswered break out after SHORT_BREAK_TIMEOUT seconds instead of 35 (the
+    SMBRING_BREAK_TIMEOUT variable; test_oplocks checks that without it a server uses 35 s)."""
+    monkeypatch.setenv("SMBRING_BREAK_TIMEOUT", str(SHORT_BREAK_TIMEOUT))
+    return SHORT_BREAK_TIMEOUT
+
+
 @pytest.fixture
 def server(tmp_path):
     """A real `smbring serve` process on a free loopback port, sharing tmp_path/share."""

@@ -9,20 +9,23 @@ listed in SKIPPED with the reason.
 
 The modules whose tests make their loops with ``asyncio.new_event_loop()`` (streams, SSL,
 tasks, locks, ...) run whole with the event loop policy's loops being ring loops
-(POLICY_MODULES). What they skip is CPython's own doing: Windows-only tests, and
-test_tasks' reference-leak test, which needs a debug build of Python.
+(POLICY_MODULES), each in a process of its own (cpython_module_on_ring.py): what a module
+does to its process cannot end or slow down the test run, and a hang ends only that process,
+with its stacks in the test's report. What they skip is CPython's own doing: Windows-only
+tests, and test_tasks' reference-leak test, which needs a debug build of Python.
 """
 from __future__ import annotations
 
 import asyncio
 import faulthandler
-import importlib
-import io
-import unittest
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from smbring.uring.loop import RingEventLoop, RingEventLoopPolicy
+from smbring.uring.loop import RingEventLoop
 
 cpython = pytest.importorskip("test.test_asyncio.utils", reason="CPython's test package is not installed")
 from test.test_asyncio import test_events, test_sendfile, test_sock_lowlevel, test_subprocess  # noqa: E402
@@ -34,12 +37,21 @@ SKIPPED: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
-def _no_hang():
+def _no_hang(request, capfd):
     """CPython's tests have no time limit of their own: a wake-up the loop loses would hang
-    the run, so a test still running after two minutes ends it with every thread's stack."""
-    faulthandler.dump_traceback_later(120, exit=True)
+    the run, so a test run here still running after two minutes ends it with every thread's
+    stack. The stacks go to the run's own stderr: the test's captured output dies with the
+    process (it would end with exit status 1 and not a word of why). (The modules run in
+    processes of their own have their own limits.)"""
+    if request.node.originalname == "test_cpython_module_with_ring_loops":
+        yield
+        return
+    with capfd.disabled():
+        run_stderr = os.dup(2)
+    faulthandler.dump_traceback_later(120, exit=True, file=run_stderr)
     yield
     faulthandler.cancel_dump_traceback_later()
+    os.close(run_stderr)
 
 
 def _skip_listed(cls):
@@ -122,24 +134,32 @@ POLICY_MODULES = ["test_streams", "test_ssl", "test_sslproto", "test_taskgroups"
                   "test_unix_events"]
 
 
-@pytest.mark.parametrize("name", POLICY_MODULES)
-def test_cpython_module_with_ring_loops(name):
-    made = []
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpython_module_on_ring.py")
+MODULE_TIMEOUT = 300    # seconds for a whole module (test_tasks, the longest, takes about 30)
 
-    class Counting(RingEventLoopPolicy):
-        def new_event_loop(self):
-            made.append(None)
-            return super().new_event_loop()
-    saved = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(Counting())
+
+def _summary(stdout: str) -> dict:
+    """The runner's JSON summary (its last line of output), or {} if it ended before it."""
+    lines = stdout.splitlines()
     try:
-        module = importlib.import_module(f"test.test_asyncio.{name}")
-        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
-        out = io.StringIO()
-        result = unittest.TextTestRunner(stream=out, verbosity=0).run(suite)
-    finally:
-        asyncio.set_event_loop_policy(saved)
-    assert result.wasSuccessful() and result.testsRun > 0, out.getvalue()[-5000:]
+        return json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+
+
+@pytest.mark.parametrize("name", POLICY_MODULES)
+def test_cpython_module_with_ring_loops(name, tmp_path):
+    try:
+        run = subprocess.run([sys.executable, RUNNER, name], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=MODULE_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        pytest.fail(f"{name} still running after {MODULE_TIMEOUT} s:\n{said[-5000:]}")
+    report = run.stderr[-8000:]
+    summary = _summary(run.stdout)
+    failed = "\n".join(summary.get("failed", ()))
+    assert run.returncode == 0, f"{name} failed (exit status {run.returncode}):\n{failed}\n...\n{report}"
+    assert summary["passed"] and summary["run"] > 0, report
     expected_skips = {"Windows only", "object <module 'sys' (built-in)> has no attribute 'gettotalrefcount'"}
-    assert {why for _, why in result.skipped} <= expected_skips
-    assert made, "no ring loop was made: the module did not run on the ring"
+    assert set(summary["skipped"]) <= expected_skips, summary["skipped"]
+    assert summary["ring_loops"], "no ring loop was made: the module did not run on the ring"

@@ -358,6 +358,12 @@ class Server:
             self.store = Store(worker.store_directory, worker.worker)
             backends = worker.backends(self.store, as_server=self._as_server())
             self.admissions = SharedConnections(self.store)
+        else:
+            # the break timeout a test may shorten (SMBRING_BREAK_TIMEOUT), as each worker's
+            from smbring.server.workers import break_timeout
+            from smbring.smb.oplocks import BREAK_TIMEOUT, Oplocks
+            from smbring.smb.server_state import Backends
+            backends = Backends(oplocks=Oplocks(timeout=break_timeout(BREAK_TIMEOUT)))
         # opens, share modes, locks, watches: shared by all connections
         self.state = ServerState(backends=backends)
         if worker is not None:
