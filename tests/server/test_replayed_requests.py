@@ -49,6 +49,9 @@ def start(tmp_path_factory):
         root = tmp_path_factory.mktemp("replay")
         (root / "rw").mkdir()
         port = free_port()
+        # clients are often still connected when the module's servers stop: they need not
+        # wait the default shutdown timeout (10 s each) for them
+        options = {"shutdown_timeout": 1, **options}
         lines = ["[global]", f"listen = 127.0.0.1:{port}"]
         lines += [f"{k.replace('_', ' ')} = {v}" for k, v in options.items()]
         lines += ["[rw]", f"path = {root / 'rw'}", "read only = no"]
