@@ -509,3 +509,42 @@ def test_cli_reports_a_hostile_listing(smbring_server, tampering_proxy, tmp_path
     code, out, err = run(go())
     assert code == 3, (out, err)
     assert "'../AAAAA'" in err and "refused" in err
+
+
+@pytest.mark.parametrize("pieces, message", [
+    # the length of a frame too large for the client, in two halves: refused once it is whole
+    ([struct.pack(">I", 0xFFFFFF)[:2], struct.pack(">I", 0xFFFFFF)[2:]], "frame of"),
+    # a frame of garbage and, in the same segment, the start of another: the first is refused
+    ([struct.pack(">I", 70) + b"\xfeSMB" + b"\xff" * 66 + struct.pack(">I", 70) + b"\xfeS"],
+     "not an SMB2 header|bad response header"),
+    # a whole answer to nothing asked, glued to the next frame's length
+    ([struct.pack(">I", 64) + bytes(wire.Header(command=wire.NEGOTIATE, flags=wire.FLAGS_SERVER_TO_REDIR,
+                                                 message_id=7).pack()) + b"\0\0"],
+     "MessageId 7"),
+])
+def test_answers_received_several_at_a_time_are_each_checked(pieces, message):
+    """Between frames, while no READ is waiting, the client takes whatever the socket holds in
+    one recv and delivers each whole frame in it, continuing a frame that goes on past it the
+    ordinary way: a length split across segments, a bad frame followed by more, and an
+    answer to nothing asked are each refused as they would be one frame at a time."""
+    async def serve(reader, writer):
+        try:
+            head = await reader.readexactly(4)
+            await reader.readexactly(struct.unpack(">I", head)[0])
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    async def go():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        try:
+            await sc.connect("127.0.0.1", server.sockets[0].getsockname()[1], "u", "p", "s",
+                             timeout=2)
+        finally:
+            server.close()
+    with pytest.raises(ConnectionError, match=message):
+        run(go())

@@ -128,6 +128,7 @@ class Channel:
         self._steps: deque[tuple[str, int, FileTarget | None]] = deque()
         self._spliced = None
         self._splice_waiting = 0        # READs waiting that named their file
+        self._reads_waiting = 0         # READs waiting, whether or not they named a file
         self._pipe: tuple[int, int] | None = None
         self._scratch = bytearray(64 * 1024)
         self._into = memoryview(self._length)
@@ -307,6 +308,13 @@ class Channel:
                     if not self._splice_step():
                         return          # the socket has nothing more now
                     continue
+                if not self._reads_waiting and self._frame is None and self._head is None \
+                        and not self._got:
+                    if not self._receive_small_frames():
+                        if self._error is None:
+                            self._wake_for_rest()
+                        return          # the socket had nothing more
+                    continue
                 n = self._sock.recv_into(self._into[self._got:])
                 if not n:
                     raise EOFError
@@ -351,15 +359,55 @@ class Channel:
             except OSError:
                 self._lowat = 0     # not here: wake-ups as the data comes
 
-    def _start_frame(self) -> None:
-        size = struct.unpack(">I", self._length)[0]
+    def _receive_small_frames(self) -> bool:
+        """Between frames, while no READ is waiting (an upload's WRITE answers, metadata): what
+        the socket holds, up to the scratch buffer, in one recv, and every whole frame in it
+        delivered; a frame that goes on past it continues the ordinary way. Receiving the
+        4-byte length and the frame apart took two recv calls per frame, and smbd answers each
+        WRITE twice (an interim STATUS_PENDING, then the result): about five recv calls per
+        WRITE, now one or less. False when the socket has nothing more for now (it held less
+        than the buffer). No READ is waiting, so no large frame is due whose data would have
+        to be received into a pool buffer or spliced: the one copy of a READ's data stays
+        the only one."""
+        view = memoryview(self._scratch)
+        n = self._sock.recv_into(view)
+        if not n:
+            raise EOFError
+        at = 0
+        while n - at >= 4:
+            size = self._frame_size(view[at:at + 4])
+            if at + 4 + size > n:
+                break
+            frame = bytearray(view[at + 4:at + 4 + size])
+            at += 4 + size
+            self._deliver(frame)
+            if self._error is not None:
+                return False
+        rest = view[at:n]
+        if len(rest) >= 4:
+            self._length[:] = rest[:4]
+            self._start_frame()
+            self._into[:len(rest) - 4] = rest[4:]
+            self._got = len(rest) - 4
+        elif rest:
+            self._length[:len(rest)] = rest
+            self._into, self._got = memoryview(self._length), len(rest)
+        return n == len(view)
+
+    def _frame_size(self, length) -> int:
+        """The size a frame's 4-byte length announces, checked."""
+        size = int.from_bytes(length, "big")
         if size >> 24:
-            raise ProtocolError(f"not a direct-TCP SMB frame (first byte {self._length[0]:#x})")
+            raise ProtocolError(f"not a direct-TCP SMB frame (first byte {length[0]:#x})")
         if size > self.frame_limit:
             raise ProtocolError(f"the server sent a frame of {size} bytes; the largest "
                                 f"expected is {self.frame_limit}")
         if size < wire.HEADER_SIZE:
             raise ProtocolError(f"a frame of {size} bytes cannot hold an SMB2 header")
+        return size
+
+    def _start_frame(self) -> None:
+        size = self._frame_size(self._length)
         self._size = size
         if size >= POOLED_MIN and self._splice_waiting:
             # a READ that may go straight to its file: its header first, to decide
@@ -581,6 +629,8 @@ class Channel:
         if into is not None:
             into = FileTarget(os.dup(into.fd), into.offset, into.asked)
             self._splice_waiting += 1
+        if command == wire.READ:
+            self._reads_waiting += 1
         # one timer per request, the future awaited directly: asyncio.wait_for(asyncio.shield(...))
         # made three more turns of the event loop per answer (the shield's outer future,
         # wait_for's waiter, then the task), most of the client's Python per READ of a download
@@ -666,6 +716,8 @@ class Channel:
     def _forget(self, pending: _Pending) -> None:
         if pending.timer is not None:
             pending.timer.cancel()
+        if pending.command == wire.READ:
+            self._reads_waiting -= 1
         if pending.into is not None:
             os.close(pending.into.fd)
             pending.into = None
