@@ -400,7 +400,11 @@ class Sender:
         read_now = getattr(rng.io, "read_now", None)
         if read_now is None:
             return None
-        buf = self._buffer(rng.length)
+        pool = self._pool
+        if rng.length > pool.size:
+            return None
+        # (what _buffer and _release do for a range the pool's buffers hold, without their calls)
+        buf = pool.get()
         try:
             view = memoryview(buf)[:rng.length]
             done = read_now(rng.fd, view, rng.offset)
@@ -421,7 +425,7 @@ class Sender:
             self._held, self._held_bytes = [rest], len(rest)
             return False
         finally:
-            self._release(buf)
+            pool.put(buf)
 
     def holding(self) -> bool:
         """Whether responses are held back (see `send`)."""
@@ -764,14 +768,16 @@ class Receiver:
             self._start = end
         return out
 
-    def take_answered(self, answer):
+    def take_answered(self, answer, command: int):
         """The requests at the head of the receive buffer that `answer(buf, start, end,
         most)` answers at once (Connection.answer_echoes: what it returns), taken out of the
         buffer as take_frame would take them one by one, FAIR_BURST counted: None when it
-        answered none, else their responses."""
+        answered none, else their responses. `answer` is asked only when the first message
+        is long enough for an SMB2 header and its command's low byte is `command` (asked for
+        every frame: most are other commands, answered without the call)."""
         start = self._start
         most = (self.FAIR_BURST - 1 - self._in_a_row) >> 1    # the frames take_frame would still give
-        if most <= 0 or self._end - start < 4:
+        if most <= 0 or self._end - start < 68 or self._buf[start + 16] != command:
             return None
         done = answer(self._buf, start, self._end, most)
         if done is None:

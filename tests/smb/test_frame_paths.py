@@ -4,12 +4,14 @@ general one. Both must answer alike: the same request sent to two identical conn
 through `handle_frame` and the other through the general path's steps, gets the same status,
 flags, credits and body, and moves the credit window the same way."""
 import struct
+from pathlib import Path
 
 import pytest
 from sansio_client import Client, parse
 from smbcore import SHORT_BODY, close_body, create_body, query_info_body, read_body
 
 from smbring.smb import security, wire
+from smbring.smb.channels import Channel
 
 ALL_ACCESS = 0x001F01FF
 
@@ -379,3 +381,71 @@ def test_the_dispatch_table_checks_each_commands_structure_size():
     from smbring.smb.dispatch import COMMANDS
     assert {c: e.size for c, e in COMMANDS.items()} == {
         c: s for c, s in wire.REQUEST_SIZES.items() if c != wire.CANCEL}
+
+
+# -- the usual requests' shortcuts (reads left in the file, sessions reached through a channel) -----
+
+def read_effects(effects) -> list[tuple]:
+    """What the shell is asked to do for a READ: each effect's kind, its message (a READ's
+    header and body prefix, or nothing before the data is read) and the file range (the
+    descriptors differ between two connections)."""
+    seen = []
+    for e in effects:
+        rng = getattr(e, "payload", None) if type(e).__name__ == "Send" else e.range
+        seen.append((type(e).__name__, bytes(e.message) if hasattr(e, "message") else None,
+                     None if rng is None else (rng.offset, rng.length)))
+    return seen
+
+
+@pytest.mark.parametrize("signing", ["none", "request signed", "session signs all"])
+def test_a_read_of_a_files_data_is_answered_as_the_general_path_answers_it(pair, signing):
+    """A READ whose data stays in the file is answered without the steps where nothing seals
+    or signs it; signed (the request, or everything of its session) it still goes the steps'
+    way: its data read into memory and signed there (a ReadInto), or, unsigned where the
+    session requires signing, refused."""
+    for c in pair:
+        (Path(c.conn.shares["s"].path) / "f").write_bytes(b"data" * 1024)
+    exchange_both(pair, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN, 0, share_access=7))
+    fids = [next(iter(c.conn.opens)) for c in pair]
+    for c in pair:
+        c.conn.sessions[1].signing_key = SIGNING_KEY
+        c.conn.sessions[1].sign = signing == "session signs all"
+    frames = [c.message(wire.READ, read_body(fid, 1000, 96)) for c, fid in zip(pair, fids)]
+    if signing == "request signed":
+        frames = [signed(c.conn, f) for c, f in zip(pair, frames)]
+    short, general = pair
+    got = read_effects(short.conn.handle_frame(memoryview(frames[0])))
+    expected = read_effects(general_path(general.conn, frames[1]))
+    assert got == expected
+    kinds = {"none": "Send", "request signed": "ReadInto", "session signs all": "Send"}
+    assert got[0][0] == kinds[signing]
+    if signing == "none":
+        assert got[0][2] == (96, 1000)      # the data left in the file, where the shell takes it
+        assert parse(got[0][1][:64])[0].status == wire.STATUS_SUCCESS
+    elif signing == "session signs all":
+        assert parse(got[0][1])[0].status == wire.STATUS_ACCESS_DENIED    # an unsigned request
+
+
+@pytest.mark.parametrize("binding", [False, True])
+def test_a_session_reached_through_a_channel_is_checked_alike(pair, binding):
+    """A session with a channel on the connection is reached unless that channel's binding is
+    under way (then USER_SESSION_DELETED), on the short path as on the general one; a tree
+    connect of a share reached encrypted only is refused to a plain request."""
+    for c in pair:
+        c.conn.sessions[1].channels[c.conn] = Channel(signing_key=SIGNING_KEY,
+                                                      auth=object() if binding else None)
+    [answer] = exchange_both(pair, wire.TREE_DISCONNECT, SHORT_BODY, tree_id=99)
+    assert answer[1] == (wire.STATUS_USER_SESSION_DELETED if binding else wire.STATUS_NETWORK_NAME_DELETED)
+    if binding:
+        return
+    for c in pair:
+        c.conn.sessions[1].trees[c.tid].share.encrypt = True
+    [answer] = exchange_both(pair, wire.TREE_DISCONNECT, SHORT_BODY)
+    assert answer[1] == wire.STATUS_ACCESS_DENIED
+
+
+def test_the_dispatch_table_refuses_a_command_needing_a_tree_but_no_session():
+    """The connection looks up a request's tree connect in the session it checked first."""
+    from smbring.smb.dispatch import Command
+    with pytest.raises(ValueError, match="needs a session"):
+        Command(lambda *a: None, needs_session=False)

@@ -110,8 +110,9 @@ class EffectRunner:
         self.owners = owners
         self.writes = WritesInFlight()
         # runs of `run` holding or waiting for `sending`: while there are any, a response
-        # waits its turn the awaited way (run_now does not overtake them)
-        self._sending_users = 0
+        # waits its turn the awaited way (run_now does not overtake them; the shell reads it
+        # for every frame, as sends_waiting() says it, without the call)
+        self.sending_users = 0
         self._send_small = getattr(transport, "send_small", None)
         self._send_file_now = getattr(transport, "send_file_now", None)
         # for metrics: file bytes written, and read into memory (signed, sealed, compounded
@@ -122,7 +123,7 @@ class EffectRunner:
     def sends_waiting(self) -> bool:
         """Whether responses are on their way the awaited way, or wait for their turn: a
         response sent at once would overtake them (run_now sends none then)."""
-        return self._sending_users != 0
+        return self.sending_users != 0
 
     def run_now(self, todo: list):
         """Carries out at once what needs no wait, in order: responses in memory that the
@@ -137,7 +138,7 @@ class EffectRunner:
             kind = type(effect)
             if kind is effects.Send:
                 payload = effect.payload
-                if self._sending_users or effect.delivered is not None:
+                if self.sending_users or effect.delivered is not None:
                     return self.run(todo[i:])
                 message = effect.message
                 if type(payload) is effects.FileRange:
@@ -171,18 +172,18 @@ class EffectRunner:
 
     async def _flush_then(self, todo: list) -> None:
         """The rest of a response the socket did not take at once, then `todo`."""
-        self._sending_users += 1
+        self.sending_users += 1
         try:
             async with self.sending:
                 await self.transport.flush()
         finally:
-            self._sending_users -= 1
+            self.sending_users -= 1
         await self.run(todo)
 
     async def run(self, todo: list) -> None:
         for effect in todo:
             if isinstance(effect, effects.Send):
-                self._sending_users += 1
+                self.sending_users += 1
                 try:
                     async with self.sending:
                         try:
@@ -196,7 +197,7 @@ class EffectRunner:
                             # what is acknowledged is a retransmission timeout later)
                             self.delivery.watch(effect.delivered)
                 finally:
-                    self._sending_users -= 1
+                    self.sending_users -= 1
             elif isinstance(effect, effects.Write) and effect.background:
                 end = effect.offset + len(effect.data)
                 await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))

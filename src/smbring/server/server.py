@@ -680,7 +680,12 @@ class Server:
             nonlocal started
             if not size_checked:    # (else checked from its prefix, before it was received)
                 link.busy = True
-                check_frame_size(conn, len(frame))
+                size = len(frame)
+                limits = conn.limits
+                # (check_frame_size's first test, without its call: the usual frame passes it)
+                if not (SMB1_HEADER_SIZE <= size <= limits.max_frame_unauthenticated
+                        and size <= limits.max_frame):
+                    check_frame_size(conn, size)
             link.last_frame = started = monotonic()     # (the loop's clock, without its method)
             return run_now(conn.handle_frame(frame))
 
@@ -695,7 +700,6 @@ class Server:
         take_answered = getattr(transport, "take_answered", None) if metrics is None else None
         answer_echoes = conn.answer_echoes
         send_small = getattr(transport, "send_small", None)
-        sends_waiting = runner.sends_waiting
 
         async def send_later(responses, flush_only: bool) -> None:
             # (as EffectRunner.run sends a response, after those before it)
@@ -705,16 +709,12 @@ class Server:
                 else:
                     await transport.send(SendDescriptor(responses))
 
-        def answer_plain():
-            """The plain ECHOs at the head of what was received, answered and sent as run_now
-            sends a response: None when there were none (or responses wait to be sent the
-            awaited way: those go first), True when they were sent (or held back, as
-            Sender.send_small holds), else an awaitable that sends the rest."""
-            if sends_waiting():
-                return None
-            responses = take_answered(answer_echoes)
-            if responses is None:
-                return None
+        # the plain ECHOs at the head of what was received are taken (answered) where no
+        # response waits to be sent the awaited way (runner.sends_waiting(), read without its
+        # call: those go first), then sent as run_now sends a response
+        def send_answered(responses):
+            """True when they were sent (or held back, as Sender.send_small holds), else an
+            awaitable that sends the rest."""
             link.last_frame = monotonic()
             done = send_small([responses], len(responses))
             if done:
@@ -730,9 +730,10 @@ class Server:
             the connection's FAIR_BURST up); False: all answered, the wait goes on."""
             nonlocal answering
             while True:
-                if take_answered is not None:
-                    sent = answer_plain()
-                    if sent is not None:
+                if take_answered is not None and not runner.sending_users:
+                    responses = take_answered(answer_echoes, wire.ECHO)
+                    if responses is not None:
+                        sent = send_answered(responses)
                         if sent is not True:
                             answering = sent, monotonic()
                             return True
@@ -747,7 +748,13 @@ class Server:
                 if pending is not None:
                     answering = pending, started
                     return True
-                finish(started)
+                link.busy = False       # (finish, without its call)
+                if metrics is not None:
+                    metrics.frame(conn.frame_commands, monotonic() - started)
+                if transport.drained():
+                    # (the usual: all answered; what the loop's next round would find without
+                    # looking at the buffer again)
+                    return transport.holding()
 
         if take_frame is not None:
             transport.serve_with(serve_received)
@@ -755,9 +762,10 @@ class Server:
             while True:
                 frame = None
                 if prelude is None and take_frame is not None:
-                    if take_answered is not None:
-                        sent = answer_plain()
-                        if sent is not None:
+                    if take_answered is not None and not runner.sending_users:
+                        responses = take_answered(answer_echoes, wire.ECHO)
+                        if responses is not None:
+                            sent = send_answered(responses)
                             if sent is not True:
                                 await sent
                                 link.busy = False

@@ -22,8 +22,8 @@ from smbring._wire import answer_echoes as _answer_echoes
 from smbring.smb import acl, breaks, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
-from smbring.smb.credits import CreditWindow, charge_needed
-from smbring.smb.dispatch import COMMANDS, FLAGS_NOT_ALLOWED
+from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
+from smbring.smb.dispatch import COMMANDS, FLAGS_NOT_ALLOWED, u32_at
 from smbring.smb.effects import (
     Drain,
     FileIO,
@@ -205,7 +205,7 @@ class Connection:
         shortcut; it belongs to this connection.)"""
         channel = s.channels.get(self)
         if channel is not None:
-            return not channel.in_binding
+            return channel.auth is None     # (not channel.in_binding, without the property's call)
         return s.client is None and not s.channels
 
     # -- what the server asks of a connection ---------------------------------------------
@@ -301,6 +301,22 @@ class Connection:
                 self.outbox = []
                 return out + self._response(hdr, rhdr, body, signed, sealed_by)
             return self._response(hdr, rhdr, body, signed, sealed_by)
+        if kind is FilePayload and sealed_by is None and not signed:
+            # a READ's data left in the file, as _read_response sends it where its session
+            # neither seals nor signs it (its first case), without the steps around it
+            s = self.client.sessions.get(rhdr.session_id)
+            if s is None or not (s.encrypt or s.sign):
+                rhdr.flags |= FLAGS_SERVER_TO_REDIR | (hdr.flags & FLAGS_RELATED)
+                rhdr.message_id = hdr.message_id
+                rhdr.credit_charge = hdr.credit_charge
+                send = Send(_pack_header(rhdr) + body.prefix, body.range, splice_safe=body.splice_safe,
+                            read_path=body.read_path)
+                out = self.outbox
+                if out:
+                    self.outbox = []
+                    out.append(send)
+                    return out
+                return [send]
         return self._drive(self._single_steps(hdr, rhdr, body, signed, sealed_by, lone_write), None)
 
     def _single_steps(self, hdr: Header, rhdr: Header, body, signed: bool, sealed_by, lone_write: bool):
@@ -557,14 +573,16 @@ class Connection:
             if rhdr.signer is not None:
                 part = self._finish(req, rhdr, body)
                 security.apply_signature(*rhdr.signer, part)
-            elif s is not None and self._must_sign(rhdr, signed):
+            # (_must_sign is False unless one of the first three holds: asked only then)
+            elif s is not None and (signed or s.sign or rhdr.command == SESSION_SETUP) and \
+                    self._must_sign(rhdr, signed):
                 part = self._finish(req, rhdr, body)
                 security.apply_signature(self.sign_algorithm(), signing_key_on(s, self), part)
             else:       # (as _finish makes it, but immutable: nothing writes to it)
                 rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
                 rhdr.message_id = req.message_id
                 rhdr.credit_charge = req.credit_charge
-                part = rhdr.pack() + body
+                part = _pack_header(rhdr) + body
         else:
             part = self._finish(req, rhdr, body)
             if seal.encrypt_key:
@@ -793,18 +811,22 @@ class Connection:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
             if entry.needs_session:
                 try:
-                    self._check_session(hdr, msg)
+                    s = self._check_session(hdr, msg)
                 except SMBError:
                     session_ok = False
                     if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
                         raise SMBError(wire.STATUS_INVALID_PARAMETER)
                     raise
+                if entry.needs_tree:    # (only commands that need a session need a tree: dispatch)
+                    # self.tree(hdr), its usual outcome without the call: the session's tree
+                    # connect, reached unencrypted where its share allows; else tree() raises
+                    t = s.trees.get(hdr.tree_id)
+                    if t is None or t.share and t.share.encrypt and self._sealed_by is None:
+                        self.tree(hdr)
             elif command == SESSION_SETUP:
                 self._check_session_setup(hdr, msg)
             elif command == NEGOTIATE and hdr.flags & FLAGS_SIGNED:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
-            if entry.needs_tree:
-                self.tree(hdr)
             size = entry.size
             if len(msg) < 66:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)
@@ -814,10 +836,15 @@ class Connection:
             if given != size or len(msg) < 64 + (size & ~1):
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
             if entry.moves_data:
-                sent, asked = entry.sizes(msg)
-                if max(sent, asked) > self.max_io():
+                # (entry.sizes(msg), without its call: the fields, bounds checked above)
+                sent = u32_at(msg, entry.sent_at)[0] if entry.sent_at else 0
+                asked = u32_at(msg, entry.asked_at)[0] if entry.asked_at else 0
+                most = sent if sent > asked else asked
+                if most > (MAX_IO_SMB202 if self.dialect == wire.SMB202 else MAX_IO):   # (self.max_io())
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
-                if self.dialect > SMB202 and charge_needed(max(sent, asked)) > (hdr.credit_charge or 1):
+                # (up to one credit's payload needs no more than the charge of 1 any request has)
+                if most > CREDIT_SIZE and self.dialect > SMB202 and \
+                        charge_needed(most) > (hdr.credit_charge or 1):
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.5
             else:
                 asked = 0       # (nothing sent or asked: within MaxTransactSize and any charge)
@@ -879,9 +906,17 @@ class Connection:
 
     def _check_session(self, hdr: Header, msg) -> Session:
         s = self.client.sessions.get(hdr.session_id)
-        if not s or not s.valid or not self.reaches(s):    # (another connection's session)
+        if not s or not s.valid:
             raise self.client.deleted(self, hdr, msg)
-        self._check_protection(s, hdr, msg)
+        # self.reaches(s), its usual case (a channel here, bound) without the call
+        channel = s.channels.get(self)
+        if (channel.auth is not None) if channel is not None else not self.reaches(s):
+            raise self.client.deleted(self, hdr, msg)       # (another connection's session)
+        # _check_protection passes a request without these (nothing sealed, signed or
+        # required of it): called only where one holds
+        if self._sealed_by is None and (s.encrypt or s.sign or hdr.flags & FLAGS_SIGNED
+                                        or hdr.command == wire.TREE_CONNECT):
+            self._check_protection(s, hdr, msg)
         return s
 
     def _check_protection(self, s: Session, hdr: Header, msg) -> None:
@@ -944,7 +979,7 @@ class Connection:
         A named pipe (`kind` Pipe) is not a file, nor a file a pipe: INVALID_DEVICE_REQUEST."""
         if fid == FID_ANY and chain.related and chain.fid is not None:
             fid = chain.fid
-        o = self.opens.get(bytes(fid))
+        o = self.client.opens.get(bytes(fid))
         if o is None or o.session_id != hdr.session_id or o.tree_id != hdr.tree_id:
             if chain.related and chain.create_error:
                 raise SMBError(chain.create_error)   # the CREATE it depends on failed
@@ -952,9 +987,9 @@ class Connection:
         chain.fid = bytes(fid)
         if not isinstance(o, kind):
             raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
-        if self.dialect >= wire.SMB300 and isinstance(o, Open):
-            check_channel_sequence(o, hdr)
         if isinstance(o, Open):
+            if self.dialect >= wire.SMB300:
+                check_channel_sequence(o, hdr)
             self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
         return o
 
@@ -1060,8 +1095,9 @@ class Connection:
         """A new open (or pipe) in the client's table, counted on its session: `max open
         files` counts the opens of the sessions a connection carries, so that another
         connection naming the same ClientGuid cannot use up this one's."""
-        self.opens[o.fid] = o
-        s = self.sessions.get(o.session_id)
+        # (self.client's tables, not the properties that name them: asked for every open)
+        self.client.opens[o.fid] = o
+        s = self.client.sessions.get(o.session_id)
         if s is not None:
             s.opens_held += 1
 
@@ -1070,12 +1106,17 @@ class Connection:
         return (s for s in self.sessions.values() if self.reaches(s))
 
     def opens_here(self) -> int:
-        return sum(s.opens_held for s in self.sessions_here())
+        # (sessions_here's count as a plain loop: asked for every CREATE)
+        held = 0
+        for s in self.client.sessions.values():
+            if self.reaches(s):
+                held += s.opens_held
+        return held
 
     def count_locks(self, o, n: int) -> None:
         """Byte-range locks taken (n > 0) or released through the open, counted on its
         session: `max locks per connection` counts the sessions a connection carries."""
-        s = self.sessions.get(o.session_id)
+        s = self.client.sessions.get(o.session_id)
         if s is not None:
             s.locks_held += n
 
@@ -1083,8 +1124,9 @@ class Connection:
         return sum(s.locks_held for s in self.sessions_here())
 
     def _forget_open(self, o) -> None:
-        if self.opens.pop(o.fid, None) is not None:
-            s = self.sessions.get(o.session_id)
+        client = self.client
+        if client.opens.pop(o.fid, None) is not None:
+            s = client.sessions.get(o.session_id)
             if s is not None:
                 s.opens_held -= 1
 
@@ -1116,7 +1158,8 @@ class Connection:
                 s.pipes_open -= 1
             return          # a pipe holds no file, lock or share mode
         closed = self.release_file(o, self.outbox)
-        self.count_locks(o, -closed.locks_released)
+        if closed.locks_released:
+            self.count_locks(o, -closed.locks_released)
 
     def release_file(self, o: Open, effects: list):
         """What closing an open does beyond its client's tables (also for a detached durable

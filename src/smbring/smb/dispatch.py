@@ -25,12 +25,9 @@ ALLOWED_FLAGS = (wire.FLAGS_RELATED | wire.FLAGS_SIGNED | wire.FLAGS_DFS | wire.
 FLAGS_NOT_ALLOWED = ~ALLOWED_FLAGS      # a request with any of these is INVALID_PARAMETER
 
 
-def _u32_at(offset: int):
-    return lambda msg: struct.unpack_from("<I", msg, offset)[0]
-
-
-def _nothing(_msg) -> int:
-    return 0
+# a request's size field: a little-endian u32 at an offset of the message (a C call: no
+# Python function around it, asked for every request that moves data)
+u32_at = struct.Struct("<I").unpack_from
 
 
 @dataclass(frozen=True)
@@ -43,18 +40,20 @@ class Command:
     handler: object
     needs_session: bool = True
     needs_tree: bool = True
-    sent: object = _nothing       # msg -> payload bytes the request carries
-    asked: object = _nothing      # msg -> the most response data it asks for
+    # where the message holds the payload bytes the request carries, and the most response
+    # data it asks for (u32 fields; 0: it names none, offset 0 being the header's)
+    sent_at: int = 0
+    asked_at: int = 0
     size: int = 0                 # its StructureSize (wire.REQUEST_SIZES; set by the table)
     # derived once, not per request: whether the request names sizes to check at all (a
     # command that moves no data passes the MaxTransactSize and CreditCharge checks as is)
     moves_data: bool = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "moves_data", self.sent is not _nothing or self.asked is not _nothing)
-
-    def sizes(self, msg) -> tuple[int, int]:
-        return self.sent(msg), self.asked(msg)
+        object.__setattr__(self, "moves_data", bool(self.sent_at or self.asked_at))
+        if self.needs_tree and not self.needs_session:
+            # (the connection looks up a request's tree connect in the session it checked)
+            raise ValueError("a command that needs a tree connect needs a session")
 
 
 _COMMANDS = {
@@ -66,15 +65,15 @@ _COMMANDS = {
     wire.CREATE: Command(h_create),
     wire.CLOSE: Command(h_close),
     wire.FLUSH: Command(h_flush),
-    wire.READ: Command(h_read, asked=_u32_at(68)),
-    wire.WRITE: Command(h_write, sent=_u32_at(68)),
+    wire.READ: Command(h_read, asked_at=68),
+    wire.WRITE: Command(h_write, sent_at=68),
     wire.LOCK: Command(h_lock),
-    wire.IOCTL: Command(h_ioctl, sent=_u32_at(92), asked=_u32_at(108)),
+    wire.IOCTL: Command(h_ioctl, sent_at=92, asked_at=108),
     wire.ECHO: Command(h_echo, needs_session=False, needs_tree=False),
-    wire.QUERY_DIRECTORY: Command(h_query_directory, asked=_u32_at(92)),
-    wire.CHANGE_NOTIFY: Command(h_change_notify, asked=_u32_at(68)),
-    wire.QUERY_INFO: Command(h_query_info, sent=_u32_at(76), asked=_u32_at(68)),
-    wire.SET_INFO: Command(h_set_info, sent=_u32_at(68)),
+    wire.QUERY_DIRECTORY: Command(h_query_directory, asked_at=92),
+    wire.CHANGE_NOTIFY: Command(h_change_notify, asked_at=68),
+    wire.QUERY_INFO: Command(h_query_info, sent_at=76, asked_at=68),
+    wire.SET_INFO: Command(h_set_info, sent_at=68),
     wire.OPLOCK_BREAK: Command(h_oplock_break),
 }
 # each entry with its command's StructureSize, looked up with it rather than after it
