@@ -138,6 +138,39 @@ def unix_accounts(*names: str):
             subprocess.run(["userdel", name], capture_output=True)
 
 
+def unix_accounts_with_group(names, group: str, member: str):
+    """unix_accounts(*names), plus a group `group` whose one member is `member` (not its
+    primary group): yields {name: (uid, gid)} with "extra": the group's gid. Use as
+    `yield from` in a fixture."""
+    import grp
+    for made in unix_accounts(*names):
+        subprocess.run(["groupadd", group], check=True, capture_output=True)
+        try:
+            subprocess.run(["usermod", "-aG", group, member], check=True, capture_output=True)
+            yield dict(made, extra=grp.getgrnam(group).gr_gid)
+        finally:
+            subprocess.run(["groupdel", group], capture_output=True)
+
+
+def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str = ""):
+    """spawn_for_accounts on a fresh 1777 directory (under a 0755 one in /tmp, reachable by
+    every account; `more`, other shares, may name it as `{share}`): yields {"port", "share",
+    "proc", "log"}, stopped and removed after. Use as `yield from` in a fixture."""
+    import tempfile
+    from pathlib import Path
+    top = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    top.chmod(0o755)
+    share = top / "share"
+    share.mkdir()
+    share.chmod(0o1777)
+    proc, port, log = spawn_for_accounts(tmp_path, share, users, password, more=more.format(share=share))
+    try:
+        yield {"port": port, "share": share, "proc": proc, "log": log}
+    finally:
+        stop(proc)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def spawn_for_accounts(tmp_path, share_path, users, password: str, more: str = "", share_options: str = ""):
     """`smbring serve --config` as root, acting as real Unix accounts: [share] (read only =
     no, plus `share_options` lines) at share_path, `more` appended to the file (other

@@ -16,16 +16,13 @@ accounts against a server started as root.
   descriptor would name a group the file does not have)."""
 from __future__ import annotations
 
-import grp
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from raw import RawClient
-from servers import spawn_for_accounts, stop, unix_accounts
+from servers import sticky_share_server, unix_accounts_with_group
 
 from smbring.smb import acl, wire
 
@@ -44,29 +41,15 @@ NO_ID = 0xFFFFFFFF
 
 @pytest.fixture(scope="module")
 def accounts():
-    for made in unix_accounts(ALICE, BOB, CAROL):
-        subprocess.run(["groupadd", EXTRA], check=True, capture_output=True)
-        try:
-            subprocess.run(["usermod", "-aG", EXTRA, ALICE], check=True, capture_output=True)
-            yield dict(made, extra=grp.getgrnam(EXTRA).gr_gid)
-        finally:
-            subprocess.run(["groupdel", EXTRA], capture_output=True)
+    yield from unix_accounts_with_group((ALICE, BOB, CAROL), EXTRA, ALICE)
 
 
 @pytest.fixture(scope="module")
 def server(accounts, tmp_path_factory):
     """`share` (1777) as each user, `asroot` on the same directory with `force user = root`."""
-    tmp = tmp_path_factory.mktemp("owner")
-    top = Path(tempfile.mkdtemp(prefix="smbring-owner-", dir="/tmp"))
-    top.chmod(0o755)
-    share = top / "share"
-    share.mkdir()
-    share.chmod(0o1777)
-    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB, CAROL), PASSWORD,
-                                         more=f"[asroot]\npath = {share}\nread only = no\nforce user = root\n")
-    yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
-    stop(proc)
-    shutil.rmtree(top, ignore_errors=True)
+    for started in sticky_share_server(tmp_path_factory.mktemp("owner"), "smbring-owner-", (ALICE, BOB, CAROL),
+                                       PASSWORD, more="[asroot]\npath = {share}\nread only = no\nforce user = root\n"):
+        yield dict(started, accounts=accounts)
 
 
 def user_sid(uid: int) -> bytes:

@@ -14,16 +14,13 @@ administrator reading the descriptor would trust), and naming one of her own gro
 nothing on the file."""
 from __future__ import annotations
 
-import grp
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from raw import RawClient
-from servers import spawn_for_accounts, stop, unix_accounts
+from servers import sticky_share_server, unix_accounts_with_group
 
 from smbring.smb import acl, wire
 
@@ -41,27 +38,13 @@ STATUS_INVALID_OWNER = 0xC000005A
 
 @pytest.fixture(scope="module")
 def accounts():
-    for made in unix_accounts(ALICE, BOB):
-        subprocess.run(["groupadd", EXTRA], check=True, capture_output=True)
-        try:
-            subprocess.run(["usermod", "-aG", EXTRA, ALICE], check=True, capture_output=True)
-            yield dict(made, extra=grp.getgrnam(EXTRA).gr_gid)
-        finally:
-            subprocess.run(["groupdel", EXTRA], capture_output=True)
+    yield from unix_accounts_with_group((ALICE, BOB), EXTRA, ALICE)
 
 
 @pytest.fixture(scope="module")
 def server(accounts, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("group")
-    top = Path(tempfile.mkdtemp(prefix="smbring-group-", dir="/tmp"))
-    top.chmod(0o755)
-    share = top / "share"
-    share.mkdir()
-    share.chmod(0o1777)
-    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD)
-    yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
-    stop(proc)
-    shutil.rmtree(top, ignore_errors=True)
+    for started in sticky_share_server(tmp_path_factory.mktemp("group"), "smbring-group-", (ALICE, BOB), PASSWORD):
+        yield dict(started, accounts=accounts)
 
 
 def group_sid(gid: int) -> bytes:
