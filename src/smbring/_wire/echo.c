@@ -51,15 +51,6 @@
 #define MAX_FRAMES 64           /* the most answered in one call (the receiver asks for fewer) */
 #define WINDOW_MOST ((int64_t)1 << 62)
 
-static inline uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static inline uint32_t rd32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static inline void wr16(unsigned char *p, uint64_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
-static inline void wr32(unsigned char *p, uint64_t v) { wr16(p, v); wr16(p + 2, v >> 16); }
-static inline void wr64(unsigned char *p, uint64_t v) { wr32(p, v); wr32(p + 4, v >> 32); }
-
 /* An attribute of the window as a C integer in [0, WINDOW_MOST); 0 when it is not one
    (the caller then answers nothing: the core's way handles whatever this is). */
 static int window_int(PyObject *window, PyObject *name, int64_t *out) {
@@ -165,11 +156,11 @@ PyObject *wire_answer_echoes(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (nb[0] != 0 || size < ECHO_REQUEST || size > max_size || size > end - at - 4)
             break;
         const unsigned char *h = nb + 4;
-        if (memcmp(h, "\xfeSMB", 4) != 0 || rd16(h + 4) != 64 || rd16(h + 12) != ECHO ||
-                (rd32(h + 16) & ~FLAGS_PRIORITY_MASK) != 0 || rd32(h + 20) != 0 || rd64(h + 40) != 0 || rd16(h + 64) != 4)
+        if (memcmp(h, "\xfeSMB", 4) != 0 || le16(h + 4) != 64 || le16(h + 12) != ECHO ||
+                (le32(h + 16) & ~FLAGS_PRIORITY_MASK) != 0 || le32(h + 20) != 0 || le64(h + 40) != 0 || le16(h + 64) != 4)
             break;
-        uint16_t charge = rd16(h + 6);
-        uint64_t message_id = rd64(h + 24);
+        uint16_t charge = le16(h + 6);
+        uint64_t message_id = le64(h + 24);
         if ((uint64_t)low != message_id || (multi_credit && charge > 1) || granted < 1)
             break;
         /* CreditWindow.consume, its first branch (no id used out of order: checked above) */
@@ -177,7 +168,7 @@ PyObject *wire_answer_echoes(PyObject *Py_UNUSED(module), PyObject *const *args,
         low += 1;
         range -= 1;
         /* CreditWindow.grant(requested, 1) */
-        int64_t requested = rd16(h + 14);
+        int64_t requested = le16(h + 14);
         if (requested < 1)
             requested = 1;
         int64_t scaled = (16 - granted * 16 / most) * requested / 16;
@@ -193,14 +184,14 @@ PyObject *wire_answer_echoes(PyObject *Py_UNUSED(module), PyObject *const *args,
         r[3] = ECHO_RESPONSE;               /* the NetBIOS prefix: 0, then the 24-bit length */
         unsigned char *p = r + 4;
         memcpy(p, "\xfeSMB", 4);
-        wr16(p + 4, 64);
-        wr16(p + 6, charge);
-        wr16(p + 12, ECHO);
-        wr16(p + 14, (uint64_t)give);
-        wr32(p + 16, FLAGS_SERVER_TO_REDIR);
-        wr64(p + 24, message_id);
-        wr32(p + 36, rd32(h + 36));         /* TreeId (Reserved, the process id, stays 0) */
-        wr16(p + 64, 4);                    /* StructureSize 4, Reserved 0 */
+        put16(p + 4, 64);
+        put16(p + 6, charge);
+        put16(p + 12, ECHO);
+        put16(p + 14, (uint64_t)give);
+        put32(p + 16, FLAGS_SERVER_TO_REDIR);
+        put64(p + 24, message_id);
+        put32(p + 36, le32(h + 36));         /* TreeId (Reserved, the process id, stays 0) */
+        put16(p + 64, 4);                    /* StructureSize 4, Reserved 0 */
         at += 4 + size;
         count += 1;
     }

@@ -55,15 +55,6 @@ typedef struct {
 
 #define SLOT(obj, codec, field) (*(PyObject **)((char *)(obj) + (codec)->offset[field]))
 
-static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static inline uint32_t le32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
-static inline void put16(unsigned char *p, uint64_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
-static inline void put32(unsigned char *p, uint64_t v) { put16(p, v); put16(p + 2, v >> 16); }
-static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 4, v >> 32); }
-
 static int codec_init(Codec *self, PyObject *args, PyObject *kwargs) {
     PyTypeObject *cls;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {

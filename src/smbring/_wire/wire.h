@@ -3,6 +3,17 @@
 #define SMBRING_WIRE_H
 
 #include <Python.h>
+#include <stdint.h>
+
+/* little-endian fields of the wire, read and written */
+static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
+static inline void put16(unsigned char *p, uint64_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+static inline void put32(unsigned char *p, uint64_t v) { put16(p, v); put16(p + 2, v >> 16); }
+static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 4, v >> 32); }
 
 /* echo.c: answer_echoes, and its names looked up once (0, or -1 with an exception) */
 int wire_echo_init(void);
