@@ -332,11 +332,12 @@ def test_a_netbios_length_that_cannot_be_a_request_ends_the_connection_at_once(d
     assert "Traceback" not in server.log.read_text()
 
 
-@pytest.mark.parametrize("length", [64, 65, 67])
+@pytest.mark.parametrize("length", [67])
 def test_a_request_shorter_than_its_body_is_answered_with_a_status(default, length):
-    """A whole header and part of an ECHO's body (or none): the request is answered with
-    an error status, taken the fast way (behind another request) or alone, and the
-    connection goes on."""
+    """A whole header and part of an ECHO's body: the request is answered with an error
+    status, taken the fast way (behind another request) or alone, and the connection goes
+    on. (One without its StructureSize, 64 or 65 bytes, drops the connection as Samba drops
+    it: test_compound_framing.py.)"""
     with negotiated(default) as sock:
         short = frame((header(wire.ECHO, 2) + ECHO_BODY)[:length])
         sock.sendall(echo(1) + short)

@@ -80,6 +80,9 @@ _new_chain = object.__new__
 _parse_header = wire.HEADER_CODEC.parse
 _response_header = wire.HEADER_CODEC.response_to
 _pack_header = wire.HEADER_CODEC.pack
+# the shortest a request can be: its header and its body's StructureSize (Samba's
+# SMB2_HDR_BODY + 2); a shorter one drops the connection, as Samba drops it
+SHORTEST_REQUEST = wire.HEADER_SIZE + 2
 
 
 # what a file command answers when it names a named pipe (Samba's answers on IPC$)
@@ -272,6 +275,8 @@ class Connection:
             hdr = _parse_header(frame)
         except (ValueError, struct.error) as e:
             raise ConnectionError(f"malformed SMB2 header: {e}") from None
+        if len(frame) < SHORTEST_REQUEST:
+            raise ConnectionError("a request without its StructureSize")
         command = hdr.command
         lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
         if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
@@ -366,8 +371,12 @@ class Connection:
             except (ValueError, struct.error) as e:
                 raise ConnectionError(f"malformed SMB2 header: {e}") from None
             end = offset + hdr.next_command if hdr.next_command else len(frame)
-            if end > len(frame) or end < offset + 64:
-                raise ConnectionError("bad NextCommand")
+            # (no alignment check: a NextCommand that is not a multiple of 8 is followed, as
+            # Samba follows it; a part must hold its header and StructureSize and end inside
+            # the frame, as Samba's smbd_smb2_inbuf_parse_compound wants, or the frame is refused)
+            if end > len(frame) or end < offset + SHORTEST_REQUEST:
+                raise ConnectionError("bad NextCommand" if hdr.next_command else
+                                      "a request without its StructureSize")
             if hdr.command != wire.CANCEL and not self.credits.consume(hdr.message_id, self._charge(hdr)):
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                       f"the credit window [{self.credits.low}, +{self.credits.range})")
