@@ -355,6 +355,8 @@ def test_random_requests_naming_a_pipe_get_a_status(share):
     seen = set()
     for _ in range(3000):
         command, body = pipe_request(rng, fid)
+        if len(body) < 2:   # no StructureSize: the connection is dropped (test_short_requests.py)
+            continue
         for status, _ in c.send(command, body, tree_id=c.ipc, charge=1):
             assert status != wire.STATUS_INTERNAL_ERROR, (command, body.hex())
             seen.add((command, status))

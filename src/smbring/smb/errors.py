@@ -25,8 +25,9 @@ def in_request(msg, offset: int, length: int):
     return msg[offset:offset + length]
 
 
-# what a system call's failure means to a client (after Samba's unix_nt_errmap); ours where a
-# check of ours raised it (EXDEV, ELOOP: RESOLVE_BENEATH refused an escape)
+# what a system call's failure means to a client (after Samba's unix_nt_errmap, in
+# source3/lib/errmap_unix.c); ours where a check of ours raised it (EXDEV, ELOOP:
+# RESOLVE_BENEATH refused an escape). (ENOTSUP is EOPNOTSUPP on Linux.)
 ERRNO_STATUS = {
     errno.ENOENT: wire.STATUS_OBJECT_NAME_NOT_FOUND,
     errno.EEXIST: wire.STATUS_OBJECT_NAME_COLLISION,
@@ -54,6 +55,19 @@ ERRNO_STATUS = {
     errno.ENOTSUP: wire.STATUS_NOT_SUPPORTED,
     errno.ENOSYS: wire.STATUS_NOT_SUPPORTED,
     errno.EMLINK: wire.STATUS_TOO_MANY_LINKS,
+    errno.ECANCELED: wire.STATUS_CANCELLED,
+    errno.ENOBUFS: wire.STATUS_INSUFFICIENT_RESOURCES,
+    errno.EOVERFLOW: wire.STATUS_ALLOTTED_SPACE_EXCEEDED,
+    errno.ENXIO: wire.STATUS_ILLEGAL_FUNCTION,
+    errno.ENODEV: wire.STATUS_DEVICE_DOES_NOT_EXIST,
+    errno.ETIMEDOUT: wire.STATUS_IO_TIMEOUT,              # (a network file system's)
+    errno.EINTR: wire.STATUS_RETRY,
+    errno.ENODATA: wire.STATUS_NOT_FOUND,                 # (Samba's ENOATTR: no such xattr)
+    errno.ERANGE: wire.STATUS_INTEGER_OVERFLOW,           # (an xattr name over 255 bytes)
+    # a value or list over the kernel's 64 KiB for extended attributes (XATTR_SIZE_MAX): an
+    # EA or a security descriptor too large to store. Samba has no entry (its fallback is
+    # ACCESS_DENIED); MS-FSA 2.1.5.15.5 fails EAs that do not fit with STATUS_EA_TOO_LARGE
+    errno.E2BIG: wire.STATUS_EA_TOO_LARGE,
 }
 
 
