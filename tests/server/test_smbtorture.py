@@ -31,54 +31,133 @@ FLOORS = {
 pytestmark = pytest.mark.skipif(shutil.which("smbtorture") is None,
                                 reason="smbtorture not installed (Debian package samba-testsuite)")
 
-# suites run at once, each against a server of its own: a suite spends most of its time
-# waiting (break timeouts, reconnects: all of them, six at once, keep a quarter of one core busy),
-# so six share the machine without crowding it
-AT_ONCE = 6
-# the suites that take longest (each 1 to 3 minutes, the others seconds) start first: started
-# last, one of them would run on alone after the others are done
-SLOWEST = ["smb2.lease", "smb2.durable-open", "smb2.replay", "smb2.oplock", "smb2.notify",
-           "smb2.multichannel", "smb2.timestamps", "smb2.dir", "smb2.create", "smb2.compound_find"]
+# jobs run at once, each an smbtorture against a server of its own: a suite spends most of its
+# time waiting (break timeouts, reconnects: six at once kept a quarter of one core busy), so
+# eight share the machine without crowding it
+AT_ONCE = 8
+# the slowest suites, each run as this many parts (each an smbtorture of some of the suite's
+# tests, against a server of its own): one suite of three minutes run whole was the critical
+# path of the run. The parts of a suite hold each of its tests once, so their passes add up
+# to the suite's and its floor is checked against the sum.
+PARTS = {"smb2.lease": 3, "smb2.durable-open": 4, "smb2.replay": 3, "smb2.oplock": 2, "smb2.notify": 2}
+# seconds each took on 2026-12-01 (the slow tests, as subunit names them, and the slow
+# suites): the parts are balanced by them and the longest jobs start first (started last, one
+# would run on alone after the others are done). A test not named here counts as its suite's
+# time left over, shared out evenly; a suite not named, 2 s.
+SECONDS = {
+    "smb2.notify.mask": 84, "smb2.lease.timeout": 39, "smb2.oplock.batch22a": 36,
+    "smb2.durable-open.oplock": 36, "smb2.durable-open.lease": 35, "smb2.durable-open.open2-lease": 35,
+    "smb2.durable-open.open2-oplock": 35, "smb2.lease.oplock": 30, "smb2.lease.break": 24,
+    "smb2.replay.dhv2-pending1n-vs-violation-lease-close-sane": 11,
+    "smb2.replay.dhv2-pending1n-vs-violation-lease-ack-sane": 11, "smb2.lease.lock1": 8,
+    "smb2.lease.breaking4": 7, "smb2.lease.breaking3": 6, "smb2.lease.v2_breaking3": 6,
+    "smb2.lease.multibreak": 5, "smb2.lease.complex1": 5, "smb2.lease.v2_complex1": 5,
+    "smb2.lease.breaking5": 5, "smb2.lease.v2_rename": 5, "smb2.lease.timeout-disconnect": 5,
+    "smb2.lease.v2_bug15148": 5, "smb2.lease.v1_bug15148": 5, "smb2.oplock.batch9a": 5,
+    "smb2.replay.replay6": 5,
+    **{f"smb2.replay.dhv2-pending{case}": 6 for case in (
+        "1n-vs-violation-lease-close-windows", "1n-vs-violation-lease-ack-windows",
+        "1n-vs-oplock-sane", "1n-vs-lease-sane", "1o-vs-oplock-sane", "1o-vs-lease-sane",
+        "1l-vs-oplock-sane", "1l-vs-lease-sane", "2n-vs-oplock-sane", "2n-vs-lease-sane",
+        "2o-vs-oplock-sane", "2o-vs-lease-sane", "2l-vs-oplock-sane", "2l-vs-lease-sane")},
+    "smb2.lease": 193, "smb2.durable-open": 144, "smb2.replay": 140, "smb2.oplock": 112,
+    "smb2.notify": 91, "smb2.multichannel": 19, "smb2.timestamps": 17, "smb2.create": 11,
+    "smb2.dir": 10, "smb2.compound_find": 9,
+}
 
 
-def run_suite(root, suite: str) -> dict:
-    """One suite against a fresh server sharing root/share: what passed and failed, and
-    whether the server survived without a traceback."""
+def reported(test_id: str) -> str:
+    """A test as subunit names it when its suite runs whole: `smbtorture --list` and a run of
+    one test name a test case of one test by both (smb2.lease.timeout.timeout)."""
+    case, _, test = test_id.rpartition(".")
+    return case if case.endswith("." + test) else test_id
+
+
+def expected_seconds(suite: str, tests: list[str]) -> dict[str, float]:
+    """How long each of a suite's tests (`smbtorture --list`'s names) is expected to take."""
+    known = {t: SECONDS.get(reported(t)) for t in tests}
+    unknown = [t for t, s in known.items() if s is None]
+    left = max(SECONDS.get(suite, 0) - sum(s for s in known.values() if s is not None), 0)
+    return {t: (left / len(unknown) if s is None else s) for t, s in known.items()}
+
+
+def parts_of(suite: str, count: int) -> list[tuple[float, list[str]]]:
+    """The suite's tests (as `smbtorture --list` names them) in `count` parts of about equal
+    time, each with its expected seconds: the longest first, each to the part with least so
+    far."""
+    listed = subprocess.run(["smbtorture", "--list", suite], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    tests = [t for t in listed if t.startswith(suite + ".")]
+    assert tests, f"smbtorture lists no tests of {suite}"
+    expected = expected_seconds(suite, tests)
+    parts: list[tuple[float, int, list[str]]] = [(0.0, i, []) for i in range(count)]
+    for test in sorted(tests, key=lambda t: (-expected[t], t)):
+        total, i, names = min(parts)
+        parts[i] = (total + expected[test], i, names + [test])
+    assert sorted(t for _, _, names in parts for t in names) == sorted(tests)   # each test once
+    return [(total, names) for total, _, names in parts if names]
+
+
+def run_smbtorture(root, label: str, names: list[str]) -> dict:
+    """smbtorture running `names` (a suite, or some of its tests) against a fresh server
+    sharing root/share: what passed and failed, and whether the server survived without a
+    traceback."""
     share = root / "share"
     share.mkdir()
     proc, port, log = spawn(root, str(share), "--share", "share")
     try:
         run = subprocess.run(
             ["smbtorture", r"//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-             "--fullname", "--format=subunit", suite],
+             "--fullname", "--format=subunit", *names],
             cwd=root, capture_output=True, text=True, timeout=600)
         alive = proc.poll() is None
     finally:
         stop(proc)
-    results = re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)
-    return {"results": results, "output": run.stdout[-2000:] + run.stderr[-2000:], "alive": alive,
-            "traceback": "Traceback" in log.read_text()}
+    results = [(kind, reported(name)) for kind, name in
+               re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)]
+    return {"label": label, "results": results, "output": run.stdout[-2000:] + run.stderr[-2000:],
+            "alive": alive, "traceback": "Traceback" in log.read_text()}
 
 
 @pytest.fixture(scope="module")
 def outcomes(request, tmp_path_factory):
-    """The suites this session selected, run AT_ONCE at a time: suite -> run_suite's dict."""
-    chosen = [item.callspec.params["suite"] for item in request.session.items
-              if item.originalname == "test_smbtorture_suite" and hasattr(item, "callspec")]
-    in_order = sorted(dict.fromkeys(chosen), key=lambda s: SLOWEST.index(s) if s in SLOWEST else len(SLOWEST))
+    """The suites this session selected, each run whole or in PARTS, AT_ONCE jobs at a time:
+    suite -> the outcome of each of its jobs (run_smbtorture's dicts)."""
+    chosen = dict.fromkeys(item.callspec.params["suite"] for item in request.session.items
+                           if item.originalname == "test_smbtorture_suite" and hasattr(item, "callspec"))
+    jobs = []       # (suite, label, names, seconds)
+    for suite in chosen:
+        if suite in PARTS:
+            parts = parts_of(suite, PARTS[suite])
+            jobs += [(suite, f"{suite} part {i + 1} of {len(parts)}", names, expected)
+                     for i, (expected, names) in enumerate(parts)]
+        else:
+            jobs.append((suite, suite, [suite], SECONDS.get(suite, 2)))
+    jobs.sort(key=lambda job: -job[3])
     with concurrent.futures.ThreadPoolExecutor(AT_ONCE) as pool:
-        futures = {suite: pool.submit(run_suite, tmp_path_factory.mktemp(suite.replace(".", "-")), suite)
-                   for suite in in_order}
-        return {suite: future.result() for suite, future in futures.items()}
+        futures = [(suite, pool.submit(run_smbtorture, tmp_path_factory.mktemp(label.replace(".", "-")
+                                                                               .replace(" ", "-")),
+                                       label, names))
+                   for suite, label, names, _ in jobs]
+        by_suite: dict[str, list[dict]] = {suite: [] for suite in chosen}
+        for suite, future in futures:
+            by_suite[suite].append(future.result())
+        return by_suite
 
 
 @pytest.mark.parametrize("suite", list(FLOORS))
 def test_smbtorture_suite(outcomes, suite):
-    outcome = outcomes[suite]
-    results = outcome["results"]
+    jobs = outcomes[suite]
+    for job in jobs:    # every part ran and reported (a part that said nothing hides its tests)
+        assert job["results"], f"{job['label']}: no results\n{job['output']}"
+    results = [r for job in jobs for r in job["results"]]
     passed = [name for kind, name in results if kind == "success"]
     failed = [name for kind, name in results if kind in ("failure", "error")]
-    assert results, outcome["output"]
-    assert len(passed) >= FLOORS[suite], f"{suite}: {len(passed)} passed, failing: {failed}"
-    assert outcome["alive"], "the server died"
-    assert not outcome["traceback"], "a traceback in the server's log"
+    failing_output = "\n".join(f"-- {job['label']}:\n{job['output']}" for job in jobs
+                               if any(kind in ("failure", "error") for kind, _ in job["results"]))
+    assert len(passed) >= FLOORS[suite], \
+        f"{suite}: {len(passed)} passed, failing: {failed}\n{failing_output}"
+    assert all(job["alive"] for job in jobs), \
+        f"the server died: {[job['label'] for job in jobs if not job['alive']]}"
+    assert not any(job["traceback"] for job in jobs), \
+        f"a traceback in the server's log: {[job['label'] for job in jobs if job['traceback']]}"
