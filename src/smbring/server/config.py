@@ -399,6 +399,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         hide_files=share_access.split_names(_get(s, "hide files", "")),
         hide_dot_files=_get(s, "hide dot files", True),
         hide_unreadable=_get(s, "hide unreadable", False),
+        force_unknown_acl_user=_get(s, "force unknown acl user", False),
         hide_unwriteable=_get(s, "hide unwriteable files", False),
         hide_special_files=_get(s, "hide special files", False),
         hide_new_files_timeout=_get(s, "hide new files timeout", 0.0),

@@ -153,6 +153,7 @@ OPTIONS: dict[str, Spec] = {
     "max connections": Spec(S, whole),
     "veto files": Spec(S, _text, True), "hide files": Spec(S, _text, True),
     "hide dot files": Spec(S, boolean), "hide unreadable": Spec(S, boolean),
+    "force unknown acl user": Spec(S, boolean),
     "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),
     "hide new files timeout": Spec(S, _seconds),
     "create mask": Spec(S, octal), "directory mask": Spec(S, octal),

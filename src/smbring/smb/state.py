@@ -86,6 +86,9 @@ class Share:
     hide_files: list = field(default_factory=list)    # listed with the hidden attribute
     hide_dot_files: bool = True
     hide_unreadable: bool = False
+    # a descriptor may name an owner or group that is no Unix account: the file keeps its
+    # own (Samba's `force unknown acl user`; default: STATUS_INVALID_OWNER)
+    force_unknown_acl_user: bool = False
     hide_unwriteable: bool = False
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0

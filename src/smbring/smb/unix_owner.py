@@ -11,24 +11,30 @@ disagree about whom the file belongs to.
   kernel's rules hold (an owner may give a file only to a group he is in).
 
 Every chown is made through the share's view, as the session's account; a refusal of the
-kernel is STATUS_ACCESS_DENIED, before anything is stored."""
+kernel is STATUS_ACCESS_DENIED, before anything is stored. A SID that names no Unix account
+is STATUS_INVALID_OWNER, as in Samba, unless the share sets `force unknown acl user`
+(`unknown_ok`): the descriptor then names it and the file keeps its owner or group (Samba
+maps it to the current user's, which the file has)."""
 from __future__ import annotations
 
 from smbring.smb import acl, wire
 from smbring.smb.errors import SMBError
 
 
-def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner: bytes | None) -> None:
+def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner: bytes | None,
+                 unknown_ok: bool = False) -> None:
     """SET_INFO(OWNER) naming `new_owner` for the open file `fd` (whose stored or derived
     descriptor names `current_owner`): refused (STATUS_INVALID_OWNER) where the setter may not
     name it; where root names a user other than the file's Unix owner, the file is given to
     that user first."""
     unix_owner = acl.unix_user(fs.fstat(fd).st_uid)
+    uid = acl.unix_user_id(new_owner)
+    if uid is None and unknown_ok:
+        return          # (no Unix user: named as the file's current owner, Samba's forced one)
     if not acl.may_name_owner(token, new_owner, unix_owner, current_owner):
         raise SMBError(wire.STATUS_INVALID_OWNER)
     if new_owner == unix_owner or new_owner == current_owner:
         return          # (the owner as it is: nothing to give)
-    uid = acl.unix_user_id(new_owner)
     if uid is None:
         raise SMBError(wire.STATUS_INVALID_OWNER)     # no Unix user: Samba's unpack_nt_owners
     try:
@@ -37,7 +43,7 @@ def follow_owner(fs, fd: int, token: acl.Token, new_owner: bytes, current_owner:
         raise SMBError(wire.STATUS_ACCESS_DENIED) from None
 
 
-def follow_group(fs, fd: int, group: bytes) -> None:
+def follow_group(fs, fd: int, group: bytes, unknown_ok: bool = False) -> None:
     """A descriptor naming `group` for the open file `fd` (SET_INFO(GROUP), or a CREATE's SecD
     context): a SID that names no Unix group is STATUS_INVALID_OWNER; another group is given
     to the file first, as the user, so that the kernel's rule holds (its owner may give it
@@ -45,6 +51,8 @@ def follow_group(fs, fd: int, group: bytes) -> None:
     stored."""
     gid = acl.unix_group_id(group)
     if gid is None:
+        if unknown_ok:
+            return      # (the file keeps its group: Samba's forced one)
         raise SMBError(wire.STATUS_INVALID_OWNER)
     if fs.fstat(fd).st_gid != gid:
         try:
@@ -53,7 +61,7 @@ def follow_group(fs, fd: int, group: bytes) -> None:
             raise SMBError(wire.STATUS_ACCESS_DENIED) from None
 
 
-def give_named_owner_and_group(fs, fd: int, contexts: dict) -> None:
+def give_named_owner_and_group(fs, fd: int, contexts: dict, unknown_ok: bool = False) -> None:
     """A file or directory a CREATE just made (open as `fd`): where its SecD context names an
     owner other than its creator (root alone may: `create.new_descriptor` checked) the file is
     given to that user, which must be a Unix user (else STATUS_INVALID_OWNER, and the CREATE
@@ -67,10 +75,12 @@ def give_named_owner_and_group(fs, fd: int, contexts: dict) -> None:
     if named.owner and named.owner != acl.unix_user(fs.fstat(fd).st_uid):
         uid = acl.unix_user_id(named.owner)
         if uid is None:
-            raise SMBError(wire.STATUS_INVALID_OWNER)
-        try:
-            fs.fchown_user(fd, uid)
-        except PermissionError:
-            raise SMBError(wire.STATUS_ACCESS_DENIED) from None
+            if not unknown_ok:
+                raise SMBError(wire.STATUS_INVALID_OWNER)
+        else:
+            try:
+                fs.fchown_user(fd, uid)
+            except PermissionError:
+                raise SMBError(wire.STATUS_ACCESS_DENIED) from None
     if named.group and acl.unix_group_id(named.group) is not None:
         follow_group(fs, fd, named.group)

@@ -196,14 +196,14 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
     _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
     if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-    new_sd = new_descriptor(contexts, parent_sd, False, token)
+    new_sd = new_descriptor(contexts, parent_sd, False, token, share.force_unknown_acl_user)
     mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
     try:
         if not acl_decides_mode:
             fs.fchmod(fd, mode)
         if new_sd is not None:
-            unix_owner.give_named_owner_and_group(fs, fd, contexts)   # (a SecD context's)
+            unix_owner.give_named_owner_and_group(fs, fd, contexts, share.force_unknown_acl_user)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         store_new_file_dos(fs, fd, attrs, False)
         for ea_name, value in eas:
@@ -217,22 +217,26 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
 
 
 def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: bool,
-                   token) -> "acl.Descriptor | None":
+                   token, unknown_ok: bool = False) -> "acl.Descriptor | None":
     """The security descriptor of a file or directory a CREATE makes: the SecD context's,
     checked (STATUS_INVALID_PARAMETER for one that does not parse, STATUS_INVALID_OWNER for
     an owner the creator may not name) and completed from its directory's (`parent_sd`);
     else the one its directory's inheritable ACEs give. None where neither gives one (its
-    mode bits then speak for it)."""
+    mode bits then speak for it). `unknown_ok` (the share's `force unknown acl user`): an
+    owner or group that is no Unix account may be named (the file keeps the creator's)."""
     if b"SecD" not in contexts:
         return acl.inherit(parent_sd, is_dir, token)
     try:
         new_sd = acl.parse(contexts[b"SecD"])
     except acl.BadDescriptor:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner):
+    if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner) and \
+            not (unknown_ok and acl.unix_user_id(new_sd.owner) is None):
         raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
     if new_sd.group and new_sd.group != token.group:  # one of the creator's groups (root: any)
         if acl.unix_group_id(new_sd.group) is None:
+            if unknown_ok:
+                return acl.complete(new_sd, parent_sd, is_dir, token)
             raise SMBError(wire.STATUS_INVALID_OWNER)
         if new_sd.group not in token and acl.ROOT_SID not in token:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -593,7 +597,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
                                                    None, token) < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-            new_sd = new_descriptor(contexts, parent_sd, want_dir, token)
+            new_sd = new_descriptor(contexts, parent_sd, want_dir, token, tree.share.force_unknown_acl_user)
             if stream is not None:
                 new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
             if want_dir:
@@ -662,7 +666,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
-            unix_owner.give_named_owner_and_group(fs, fd, contexts)   # (a SecD context's)
+            unix_owner.give_named_owner_and_group(fs, fd, contexts, tree.share.force_unknown_acl_user)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         if made:
             for ea_name, value in eas:      # (an overwritten file's: once its open is registered)

@@ -478,9 +478,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             # the owner named may only be the file's Unix owner, who holds the owner's rights
             # (or stay as it is); root may name any Unix user, who gets the file (unix_owner)
             if parts & acl.OWNER and new.owner:
-                unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner)
+                unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner,
+                                        tree.share.force_unknown_acl_user)
             if parts & acl.GROUP and new.group and new.group != current.group:
-                unix_owner.follow_group(tree.fs, fd, new.group)
+                unix_owner.follow_group(tree.fs, fd, new.group, tree.share.force_unknown_acl_user)
             blob = acl.merge(current, new, parts).pack()
             writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
