@@ -204,9 +204,7 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     for a path that cannot be used), the account the session acts as there, and whether as
     the guest."""
     as_guest = s.guest or (share.guest_only and share.guest_ok)
-    user = c.policy.guest_account if as_guest else share_access.bare(s.user)
-    if not as_guest and s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
-        user = s.identity.name      # the Unix account (username map applied), as Samba checks
+    user = c.policy.guest_account if as_guest else list_name(c, s)
     # %D is the domain the account belongs to as the server authenticated it, never the one the
     # client typed: every account is the server's own, so (as Samba's local SAM) its name
     values = share_access.session_values(
@@ -214,6 +212,16 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
         client_address=c.client_address, server_name=c.policy.server_name,
         dialect=DIALECT_NAMES.get(c.dialect, ""), accounts=c.policy.accounts)
     return share_access.resolve(share, values), user, as_guest
+
+
+def list_name(c: Connection, s: Session) -> str:
+    """The name a user's session has in share rules (user lists, %u): the account
+    the client's name maps to (`username map`), as Samba checks, never the client's own
+    spelling of it: an alias gets no further than its account."""
+    if s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
+        return s.identity.name      # the Unix account (username map applied)
+    mapped = getattr(c.identities, "list_name", None)
+    return mapped(s.user) if mapped is not None else share_access.bare(s.user)
 
 
 def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: bool = False) -> str | None:
