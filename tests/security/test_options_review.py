@@ -270,3 +270,112 @@ def test_hosts_lists_hold_for_ipv4_clients_of_an_ipv6_socket(mapped_server):
             status = tree_status(port, USER, share, source=source)
             want = wire.STATUS_SUCCESS if outcomes[i] else wire.STATUS_ACCESS_DENIED
             assert status == want, (share, source, hex(status))
+
+
+# -- veto files ---------------------------------------------------------------------------------
+VETO = "/*.secret/Private/a?c/"
+# on disk, vetoed: one name each pattern catches, two with a newline where a wildcard stands
+# (a name a client cannot type, but the server lists what it finds: it must veto them alike)
+VETOED = ("x.secret", "Private", "evil\n.secret", "a\nc")
+
+
+@pytest.fixture(scope="module")
+def veto_share(tmp_path_factory):
+    """A server whose [share] vetoes VETOED (every test checks that nothing changed, so the
+    tests share it): (its directory, its port)."""
+    tmp_path = tmp_path_factory.mktemp("veto")
+    root = tmp_path / "share"
+    root.mkdir()
+    for name in VETOED:
+        if name == "Private":
+            (root / name).mkdir()
+            (root / name / "inner.txt").write_text("inner")
+        else:
+            (root / name).write_text("vetoed")
+    (root / "plain.txt").write_text("plain")
+    (root / "dir").mkdir()
+    port = free_port()
+    conf = write_conf(tmp_path, port, "", {"share": f"veto files = {VETO}"})
+    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
+    yield root, port
+    stop(proc)
+
+
+@pytest.fixture
+def veto_server(veto_share):
+    root, port = veto_share
+    c, s = logon(port, USER)
+    try:
+        yield root, c.tree(s, "share")
+    finally:
+        c.close()
+
+
+def names_in(tree, directory: str, pattern: str) -> set[str]:
+    """Every name a directory search with `pattern` returns (FileDirectoryInformation)."""
+    fid = tree.open(directory, wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+    found, flags = set(), 0x1
+    try:
+        while True:
+            r = tree.query_directory(fid, pattern, klass=1, flags=flags)
+            if r.status != wire.STATUS_SUCCESS:
+                assert r.status in (wire.STATUS_NO_MORE_FILES, wire.STATUS_NO_SUCH_FILE,
+                                    wire.STATUS_OBJECT_NAME_INVALID), hex(r.status)
+                return found
+            data, at, flags = r.buffer(2), 0, 0
+            while True:
+                following, = struct.unpack_from("<I", data, at)
+                length, = struct.unpack_from("<I", data, at + 60)
+                found.add(data[at + 64:at + 64 + length].decode("utf-16-le"))
+                if not following:
+                    break
+                at += following
+    finally:
+        tree.close(fid)
+
+
+@pytest.mark.parametrize("pattern", ["*", "x.secret", "X.SECRET", "x.secre?", "x<", "*.secret",
+                                     "*.SECRET", "Private", "p*", "a?c", "evil*", "*\n*"])
+def test_a_directory_search_never_names_a_vetoed_file(veto_server, pattern):
+    _root, tree = veto_server
+    found = names_in(tree, "", pattern)
+    assert not found & set(VETOED), (pattern, found)
+    if pattern == "*":
+        assert "plain.txt" in found
+
+
+def link_info(name: str, replace: bool = False) -> bytes:
+    """FileLinkInformation / FileRenameInformation (the same layout, MS-FSCC 2.4.27.2)."""
+    encoded = name.encode("utf-16-le")
+    return struct.pack("<B7xQI", replace, 0, len(encoded)) + encoded
+
+
+@pytest.mark.parametrize("klass", [10, 11], ids=["rename", "hard link"])
+@pytest.mark.parametrize("target", ["new.secret", "NEW.SeCrEt", "Private", "PRIVATE\\in.txt",
+                                    "dir\\..\\x.secret", "abc", "ABC"])
+def test_no_file_gets_a_vetoed_name_by_rename_or_hard_link(veto_server, klass, target):
+    root, tree = veto_server
+    before = sorted(p.name for p in root.rglob("*"))
+    fid = tree.open("plain.txt", wire.GENERIC_READ | wire.DELETE)
+    try:
+        r = tree.set_info(fid, wire.INFO_FILE, klass, link_info(target, replace=True))
+        assert r.status != wire.STATUS_SUCCESS, (target, r)
+    finally:
+        tree.close(fid)
+    assert sorted(p.name for p in root.rglob("*")) == before
+    assert (root / "x.secret").read_text() == "vetoed"      # not replaced either
+
+
+@pytest.mark.parametrize("name", ["x.secret", "X.SECRET", "x.secret:s", "x.secret::$DATA",
+                                  "Private", "Private\\inner.txt", "dir\\..\\Private\\inner.txt",
+                                  "ABC"])
+@pytest.mark.parametrize("disposition", [wire.FILE_OPEN, wire.FILE_OPEN_IF, wire.FILE_OVERWRITE_IF,
+                                         wire.FILE_SUPERSEDE])
+def test_a_vetoed_name_is_neither_opened_nor_made(veto_server, name, disposition):
+    root, tree = veto_server
+    before = sorted(p.name for p in root.rglob("*"))
+    r = tree.create(name, wire.GENERIC_READ | wire.GENERIC_WRITE | wire.DELETE, disposition,
+                    options=0x1000)                          # and DELETE_ON_CLOSE, were it opened
+    assert r.status in (wire.STATUS_OBJECT_NAME_NOT_FOUND, wire.STATUS_OBJECT_PATH_NOT_FOUND), (name, r)
+    assert sorted(p.name for p in root.rglob("*")) == before
+    assert (root / "x.secret").read_text() == "vetoed"
