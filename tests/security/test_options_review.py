@@ -379,3 +379,108 @@ def test_a_vetoed_name_is_neither_opened_nor_made(veto_server, name, disposition
     assert r.status in (wire.STATUS_OBJECT_NAME_NOT_FOUND, wire.STATUS_OBJECT_PATH_NOT_FOUND), (name, r)
     assert sorted(p.name for p in root.rglob("*")) == before
     assert (root / "x.secret").read_text() == "vetoed"
+
+
+# -- ntlm auth ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ntlm_disabled(servers):
+    """`ntlm auth = disabled` (anonymous logons only), with a guest share and `map to guest =
+    bad user`, which must not turn a refused NTLM logon into a guest's."""
+    return servers({"ntlm auth": "disabled", "map to guest": "bad user"}, guest=True)
+
+
+def test_ntlm_auth_disabled_refuses_every_ntlm_logon(ntlm_disabled):
+    from logon import V1_FLAGS, forged_logon, ntlmv1_responses
+    server = ntlm_disabled
+    for user, password in ((USER, PASSWORD), ("stranger", "anything")):   # NTLMv2; an unknown user
+        c = server.client()
+        assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+        with pytest.raises(LogonError) as refused:
+            c.logon(user, password)
+        assert refused.value.status == wire.STATUS_LOGON_FAILURE, user
+    for extended in (False, True):                                        # NTLMv1, either kind
+        c = server.client()
+        assert c.negotiate((wire.SMB210,)).status == wire.STATUS_SUCCESS
+        s = forged_logon(c, USER, lambda challenge: ntlmv1_responses(server.nt_hash(), challenge, extended),
+                         flags=V1_FLAGS | (0x80000 if extended else 0))
+        assert s.status == wire.STATUS_LOGON_FAILURE, s.last
+    if shutil.which("smbclient"):
+        r = subprocess.run(["smbclient", "//127.0.0.1/rw", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+                            "-c", "ls"], capture_output=True, text=True, timeout=60)
+        assert "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr, r.stdout + r.stderr
+    # an anonymous logon is still a null session, that reaches the guest share and no other
+    c = server.client()
+    assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+    s = forged_logon(c, "", lambda _challenge: (b"", b""), flags=V1_FLAGS | 0x800)
+    assert s.status == wire.STATUS_SUCCESS
+    assert c.tree_connect(s, "public").status == wire.STATUS_SUCCESS
+    assert c.tree_connect(s, "rw").status == wire.STATUS_ACCESS_DENIED
+
+
+@pytest.mark.parametrize("extended", [False, True], ids=["ntlmv1", "ntlmv1-ess"])
+def test_mschapv2_and_ntlmv2_only_refuses_ntlmv1_over_smb(servers, extended):
+    from logon import V1_FLAGS, forged_logon, ntlmv1_responses
+    server = servers({"ntlm auth": "mschapv2-and-ntlmv2-only"})
+    c = server.client()
+    assert c.negotiate((wire.SMB210,)).status == wire.STATUS_SUCCESS
+    s = forged_logon(c, USER, lambda challenge: ntlmv1_responses(server.nt_hash(), challenge, extended),
+                     flags=V1_FLAGS | (0x80000 if extended else 0))
+    assert s.status == wire.STATUS_LOGON_FAILURE, s.last
+
+
+# -- server min protocol / server max protocol --------------------------------------------------
+@pytest.fixture(scope="module")
+def smb3_only(servers):
+    return servers({"server min protocol": "SMB3_00", "server max protocol": "SMB3_02"})
+
+
+def test_an_smb1_opening_with_the_wildcard_still_meets_the_minimum(smb3_only):
+    from raw import Disconnected
+    # SMB 2.??? is answered with the wildcard dialect; the SMB2 NEGOTIATE that follows
+    # offering only dialects below the minimum is refused, and one above the maximum is
+    # not granted
+    for offered, expected in (((wire.SMB202, wire.SMB210), None), ((wire.SMB311,), None),
+                              ((wire.SMB202, wire.SMB210, wire.SMB300, wire.SMB311), wire.SMB300)):
+        c = smb3_only.client()
+        c.smb1_negotiate()
+        r = c.parse(c.recv_frame())[0]
+        assert r.status == wire.STATUS_SUCCESS
+        assert struct.unpack_from("<H", r.raw, 64 + 4)[0] == 0x02FF
+        c.next_message_id = 1
+        r = c.negotiate(offered)
+        if expected is None:
+            assert r.status == wire.STATUS_NOT_SUPPORTED, (offered, r)
+        else:
+            assert r.status == wire.STATUS_SUCCESS and c.dialect == expected
+    # an SMB1 opening without the wildcard, offering 2.0.2 only, gets nothing at all
+    from smbcore import smb1_negotiate_message
+    c = smb3_only.client()
+    smb1 = smb1_negotiate_message((b"NT LM 0.12", b"SMB 2.002"))
+    c.send_frame(len(smb1).to_bytes(4, "big") + smb1)
+    with pytest.raises((Disconnected, OSError)):
+        c.recv_frame()
+    # nor does an SMB1 opening without any SMB2 dialect
+    c = smb3_only.client()
+    smb1 = smb1_negotiate_message((b"NT LM 0.12",))
+    c.send_frame(len(smb1).to_bytes(4, "big") + smb1)
+    with pytest.raises((Disconnected, OSError)):
+        c.recv_frame()
+
+
+def test_a_downgraded_negotiate_is_caught_by_validate_negotiate_info(smb3_only):
+    """A man in the middle that strips SMB 3.0.2 from the client's list gets SMB 3.0 at most;
+    the client's signed FSCTL_VALIDATE_NEGOTIATE_INFO then names what it really offered and
+    the server ends the connection (MS-SMB2 3.3.5.15.12)."""
+    from raw import Disconnected, answer_or_drop
+    c = smb3_only.client()
+    assert c.negotiate((wire.SMB300,)).status == wire.STATUS_SUCCESS and c.dialect == wire.SMB300
+    s = c.logon(USER, PASSWORD)
+    tree = c.tree(s, "rw")
+    sent = c.offered
+    validate = (struct.pack("<I16sHH", sent["capabilities"], sent["guid"], sent["security_mode"], 2)
+                + struct.pack("<HH", wire.SMB300, wire.SMB302))
+    r = answer_or_drop(lambda: tree.ioctl(b"\xff" * 16, 0x00140204, validate, max_output=24))
+    assert r is None or r.status != wire.STATUS_SUCCESS, r
+    if r is not None:
+        with pytest.raises((Disconnected, OSError)):
+            c.echo()
