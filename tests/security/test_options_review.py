@@ -484,3 +484,47 @@ def test_a_downgraded_negotiate_is_caught_by_validate_negotiate_info(smb3_only):
     if r is not None:
         with pytest.raises((Disconnected, OSError)):
             c.echo()
+
+
+# -- max connections ----------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 2])
+def test_max_connections_holds_against_clients_connecting_at_once(tmp_path, workers):
+    """Twelve clients, logged on, send their TREE_CONNECTs to a share of `max connections = 3`
+    at the same moment (over two worker processes too): three get in, the others are told
+    STATUS_INSUFFICIENT_RESOURCES; a session asking again for the share it holds counts again."""
+    (tmp_path / "share").mkdir()
+    (tmp_path / "run").mkdir()
+    port = free_port()
+    conf = write_conf(tmp_path, port, f"smbring workers = {workers}\ncontrol socket = {tmp_path / 'run' / 'ctl'}",
+                      {"capped": "max connections = 3"})
+    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
+    clients = []
+    try:
+        sessions = []
+        for _ in range(12):
+            c, s = logon(port, USER)
+            clients.append(c)
+            sessions.append((c, s))
+        start = threading.Barrier(len(sessions))
+        statuses = [None] * len(sessions)
+
+        def connect(i):
+            c, s = sessions[i]
+            start.wait()
+            statuses[i] = c.tree_connect(s, "capped").status
+
+        threads = [threading.Thread(target=connect, args=(i,)) for i in range(len(sessions))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert statuses.count(wire.STATUS_SUCCESS) == 3, [hex(x or 0) for x in statuses]
+        assert statuses.count(wire.STATUS_INSUFFICIENT_RESOURCES) == 9, [hex(x or 0) for x in statuses]
+        # one of the three asks again: no fourth place for it either
+        holder = statuses.index(wire.STATUS_SUCCESS)
+        c, s = sessions[holder]
+        assert c.tree_connect(s, "capped").status == wire.STATUS_INSUFFICIENT_RESOURCES
+    finally:
+        for c in clients:
+            c.close()
+        stop(proc)
