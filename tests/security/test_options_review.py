@@ -528,3 +528,55 @@ def test_max_connections_holds_against_clients_connecting_at_once(tmp_path, work
         for c in clients:
             c.close()
         stop(proc)
+
+
+# -- guest only ---------------------------------------------------------------------------------
+@needs_root
+def test_guest_only_gives_a_user_the_guests_rights_not_its_own(accounts, tmp_path):
+    """A user with a password connects to a `guest only` share: it acts there as the guest
+    account, so the files only it may read stay closed to it, and what it makes belongs to
+    the guest account."""
+    top = Path(tempfile.mkdtemp(prefix="smbring-guestonly-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        share = top / "share"
+        share.mkdir()
+        share.chmod(0o1777)
+        uid, gid = accounts[ACCOUNT]
+        own = share / "own600.txt"
+        own.write_text("the account's own")
+        os.chown(own, uid, gid)
+        own.chmod(0o600)
+        mine = share / "mine"                   # a directory only the account may enter
+        mine.mkdir()
+        (mine / "inner.txt").write_text("inner")
+        for path in (mine, mine / "inner.txt"):
+            os.chown(path, uid, gid)
+        mine.chmod(0o700)
+        port = free_port()
+        conf = tmp_path / "smb.conf"
+        conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\nshutdown timeout = 1\n"
+                        f"[g]\npath = {share}\nread only = no\nguest ok = yes\nguest only = yes\n"
+                        f"[u]\npath = {share}\nread only = no\n")
+        add_user(tmp_path, ACCOUNT)
+        proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port, accounts=True)
+        try:
+            c, s = logon(port, ACCOUNT)
+            own_tree, guest_tree = c.tree(s, "u"), c.tree(s, "g")
+            # as itself (share u) the account reads its files; as the guest (share g) it may not
+            for name in ("own600.txt", "mine\\inner.txt"):
+                r = own_tree.create(name)
+                assert r.status == wire.STATUS_SUCCESS, (name, r)
+                own_tree.close(r.file_id)
+                r = guest_tree.create(name)
+                assert r.status == wire.STATUS_ACCESS_DENIED, (name, r)
+            r = guest_tree.create("made.txt", wire.GENERIC_WRITE, wire.FILE_CREATE)
+            assert r.status == wire.STATUS_SUCCESS, r
+            guest_tree.close(r.file_id)
+            nobody = pwd.getpwnam("nobody")
+            assert (share / "made.txt").stat().st_uid == nobody.pw_uid
+            c.close()
+        finally:
+            stop(proc)
+    finally:
+        subprocess.run(["rm", "-rf", str(top)], check=False)

@@ -100,7 +100,12 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     identity = None
     if c.identities is not None:     # the account the tree acts as (force user, force group)
-        identity = c.identities.for_share(share, s.identity)
+        who = s.identity
+        if as_guest and not s.guest:
+            # guest only: a user's session acts on the share as the guest account, with its
+            # rights, not with the user's own (as smbd does), as the user lists saw it
+            who = c.identities.logon("", "guest")
+        identity = c.identities.for_share(share, who)
         if identity is None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
     try:
