@@ -580,3 +580,80 @@ def test_guest_only_gives_a_user_the_guests_rights_not_its_own(accounts, tmp_pat
             stop(proc)
     finally:
         subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+# -- a share's hosts lists and a second channel -------------------------------------------------
+def bind_channel(c2: RawClient, s1, user: str = USER, password: str = PASSWORD):
+    """Binds c2 to the session s1 (SMB2_SESSION_FLAG_BINDING, every leg signed with the
+    session's key, MS-SMB2 3.2.5.3.2): (the channel's Session on c2, the last response)."""
+    import spnego
+    from raw import Session
+    from smbcore import session_setup_body
+    from smbring.smb import security
+    ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
+    channel = Session(id=s1.id)
+    channel.preauth = c2.preauth.copy()
+    token = ctx.step()
+    while True:
+        msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=wire.SESSION_FLAG_BINDING),
+                         session=channel.id)
+        c2.send([msg], sign=True, signing_key=s1.signing_key)
+        r = c2.response_to(wire.Header.parse(msg).message_id)
+        channel.preauth.update(msg)
+        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+            break
+        channel.preauth.update(r.raw)
+        token = ctx.step(c2.security_buffer(r))
+    if r.status == wire.STATUS_SUCCESS:
+        channel.signing_key = security.signing_key(ctx.session_key[:16].ljust(16, b"\0"), c2.dialect,
+                                                   channel.preauth.value)
+        channel.encrypt_key, channel.decrypt_key = s1.encrypt_key, s1.decrypt_key
+        channel.flags, channel.trees = s1.flags, s1.trees
+        c2.sessions[channel.id] = channel
+    return channel, r
+
+
+def test_a_channel_from_a_denied_address_does_not_reach_the_share(tmp_path):
+    """A client the share's `hosts deny` names cannot connect to it; a channel bound from
+    there to a session that connected from an admitted address must not carry it in either,
+    whichever comes first: the binding (STATUS_ACCESS_DENIED) where the session holds a tree
+    connect to the share, the tree connect (STATUS_ACCESS_DENIED) where a channel of the
+    session comes from a refused address."""
+    from smbcore import read_body
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "data.txt").write_text("for admitted hosts only")
+    port = free_port()
+    conf = write_conf(tmp_path, port, "", {"d": "hosts deny = 127.0.0.3", "open": ""})
+    proc, port, _ = spawn(tmp_path, "--config", str(conf), port=port)
+
+    def connected(source: str, guid: bytes) -> RawClient:
+        c = RawClient(port, source=source)
+        assert c.negotiate((wire.SMB311,), client_guid=guid).status == wire.STATUS_SUCCESS
+        return c
+
+    try:
+        # the tree connect first, from 127.0.0.1; then a channel from 127.0.0.3
+        guid = os.urandom(16)
+        c1 = connected("127.0.0.1", guid)
+        s1 = c1.logon(USER, PASSWORD)
+        tree = c1.tree(s1, "d")
+        fid = tree.open("data.txt")
+        c2 = connected("127.0.0.3", guid)
+        _channel, r = bind_channel(c2, s1)
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+        assert tree.read(fid, 100).status == wire.STATUS_SUCCESS        # the admitted channel goes on
+        # the channel first, while the session holds only a share that admits both addresses
+        guid = os.urandom(16)
+        c3 = connected("127.0.0.1", guid)
+        s3 = c3.logon(USER, PASSWORD)
+        open_tree = c3.tree(s3, "open")
+        c4 = connected("127.0.0.3", guid)
+        channel, r = bind_channel(c4, s3)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c3.tree_connect(s3, "d").status == wire.STATUS_ACCESS_DENIED
+        assert c4.tree_connect(channel, "d").status == wire.STATUS_ACCESS_DENIED
+        fid = open_tree.open("data.txt")                              # the other share: both reach it
+        r = c4.request(wire.READ, read_body(fid, 100), session=channel, tree_id=open_tree.id)
+        assert r.status == wire.STATUS_SUCCESS, r
+    finally:
+        stop(proc)

@@ -235,8 +235,9 @@ def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: boo
     connect `kept` through a re-authentication, see `reauthorize`), then, given the account
     the session acts as (`seen_by`; None to leave them out), the user lists of the
     substituted share."""
-    if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
-        return f"{c.client_address} is not allowed (hosts allow/deny)"
+    for address in addresses_of(c, s):
+        if not hosts.allowed(share.hosts_allow, share.hosts_deny, address):
+            return f"{address} is not allowed (hosts allow/deny)"
     if s.guest and not share.guest_ok and not kept:
         return "guests are not admitted (guest ok = no)"
     if user is None:
@@ -245,6 +246,23 @@ def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: boo
     if share_access.in_list(share.invalid_users, user, accounts) or \
             share.valid_users and not share_access.in_list(share.valid_users, user, accounts):
         return f"user {user} (valid/invalid users)"
+    return None
+
+
+def addresses_of(c: Connection, s: Session) -> list:
+    """The addresses a session is reached from: this connection's, then its other channels'
+    (multichannel). A share's hosts lists must admit each, or a channel bound from a refused
+    address would carry the session's tree connects to the share there."""
+    others = [getattr(conn, "client_address", None) for conn in s.channels if conn is not c]
+    return [c.client_address] + [a for a in others if a != c.client_address]
+
+
+def binding_refusal(c: Connection, s: Session) -> str | None:
+    """Why this connection may not become a channel of the session, for the shares it has
+    tree connects to: their hosts lists refuse the connection's address."""
+    for t in s.trees.values():
+        if t.share is not None and not hosts.allowed(t.share.hosts_allow, t.share.hosts_deny, c.client_address):
+            return f"{c.client_address} is not allowed on share {t.name} (hosts allow/deny)"
     return None
 
 
