@@ -233,9 +233,12 @@ class ServerAccount:
     """The identities where the server is not root: every session acts as the server's own
     user (it cannot be anyone else), whatever its SMB user."""
 
-    acts_as_each_user = False      # share rules name the SMB user, as the client gave it
+    acts_as_each_user = False      # share rules name the SMB user (`list_name`), not an account
 
-    def __init__(self) -> None:
+    def __init__(self, username_map: str | None = None) -> None:
+        # the name a logon checked the password of is the mapped one (`map_name`); a reload
+        # sets this anew, as it does for `Accounts`
+        self.username_map = username_map
         try:
             name = pwd.getpwuid(os.geteuid()).pw_name
         except KeyError:
@@ -244,6 +247,13 @@ class ServerAccount:
 
     def logon(self, user: str, kind: str) -> Identity:
         return self.me
+
+    def list_name(self, user: str) -> str:
+        """The name share rules (valid users, read list, %u, ...) check for the SMB user
+        `user`: the one its username map gives, whose password logged the session on, as
+        Samba checks the mapped name. The client's own spelling would let an alias get
+        around `invalid users` naming the account."""
+        return map_name(self.username_map, user.rsplit("\\", 1)[-1]).lower()
 
     def for_share(self, share: Share, who) -> Identity:
         return self.me

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from smbring.smb import ntlm, security, share_access, wire
 from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
-from smbring.smb.commands.tree import reauthorize, tree_files
+from smbring.smb.commands.tree import binding_refusal, reauthorize, tree_files
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -293,6 +293,11 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # bound here already
     if s.guest:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)       # guests and anonymous have no key
+    why = binding_refusal(c, s)
+    if why is not None:         # a share the session is connected to refuses this address
+        audit.warning("binding refused: from %s to session %d of %s: %s", c.client_address or "?",
+                      s.id, s.user, why)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if not s.valid or (s.auth is not None and not s.auth.complete):
         raise SMBError(wire.STATUS_REQUEST_NOT_ACCEPTED)  # logon or re-authentication under way
     if ch is None:

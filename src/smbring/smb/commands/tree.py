@@ -100,7 +100,12 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     identity = None
     if c.identities is not None:     # the account the tree acts as (force user, force group)
-        identity = c.identities.for_share(share, s.identity)
+        who = s.identity
+        if as_guest and not s.guest:
+            # guest only: a user's session acts on the share as the guest account, with its
+            # rights, not with the user's own (as smbd does), as the user lists saw it
+            who = c.identities.logon("", "guest")
+        identity = c.identities.for_share(share, who)
         if identity is None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
     try:
@@ -204,9 +209,7 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     for a path that cannot be used), the account the session acts as there, and whether as
     the guest."""
     as_guest = s.guest or (share.guest_only and share.guest_ok)
-    user = c.policy.guest_account if as_guest else share_access.bare(s.user)
-    if not as_guest and s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
-        user = s.identity.name      # the Unix account (username map applied), as Samba checks
+    user = c.policy.guest_account if as_guest else list_name(c, s)
     # %D is the domain the account belongs to as the server authenticated it, never the one the
     # client typed: every account is the server's own, so (as Samba's local SAM) its name
     values = share_access.session_values(
@@ -216,14 +219,25 @@ def seen_by(c: Connection, s: Session, share: Share, name: str):
     return share_access.resolve(share, values), user, as_guest
 
 
+def list_name(c: Connection, s: Session) -> str:
+    """The name a user's session has in share rules (user lists, %u): the account
+    the client's name maps to (`username map`), as Samba checks, never the client's own
+    spelling of it: an alias gets no further than its account."""
+    if s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
+        return s.identity.name      # the Unix account (username map applied)
+    mapped = getattr(c.identities, "list_name", None)
+    return mapped(s.user) if mapped is not None else share_access.bare(s.user)
+
+
 def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: bool = False) -> str | None:
     """Why the session may not connect to the share, None when it may: the client's address
     (`hosts allow`/`hosts deny`), guests and anonymous (`guest ok`; not asked of a tree
     connect `kept` through a re-authentication, see `reauthorize`), then, given the account
     the session acts as (`seen_by`; None to leave them out), the user lists of the
     substituted share."""
-    if not hosts.allowed(share.hosts_allow, share.hosts_deny, c.client_address):
-        return f"{c.client_address} is not allowed (hosts allow/deny)"
+    for address in addresses_of(c, s):
+        if not hosts.allowed(share.hosts_allow, share.hosts_deny, address):
+            return f"{address} is not allowed (hosts allow/deny)"
     if s.guest and not share.guest_ok and not kept:
         return "guests are not admitted (guest ok = no)"
     if user is None:
@@ -232,6 +246,23 @@ def refusal(c: Connection, s: Session, share: Share, user: str | None, kept: boo
     if share_access.in_list(share.invalid_users, user, accounts) or \
             share.valid_users and not share_access.in_list(share.valid_users, user, accounts):
         return f"user {user} (valid/invalid users)"
+    return None
+
+
+def addresses_of(c: Connection, s: Session) -> list:
+    """The addresses a session is reached from: this connection's, then its other channels'
+    (multichannel). A share's hosts lists must admit each, or a channel bound from a refused
+    address would carry the session's tree connects to the share there."""
+    others = [getattr(conn, "client_address", None) for conn in s.channels if conn is not c]
+    return [c.client_address] + [a for a in others if a != c.client_address]
+
+
+def binding_refusal(c: Connection, s: Session) -> str | None:
+    """Why this connection may not become a channel of the session, for the shares it has
+    tree connects to: their hosts lists refuse the connection's address."""
+    for t in s.trees.values():
+        if t.share is not None and not hosts.allowed(t.share.hosts_allow, t.share.hosts_deny, c.client_address):
+            return f"{c.client_address} is not allowed on share {t.name} (hosts allow/deny)"
     return None
 
 
