@@ -65,8 +65,9 @@ def split_stream(name: str) -> tuple[str, str | None]:
     if ":" not in last:
         return name, None
     base, _, spec = last.partition(":")
-    stream, _, kind = spec.partition(":")
-    if kind and kind.upper() != "$DATA" or ":" in kind:
+    stream, typed, kind = spec.partition(":")
+    # ("name:" names no type: invalid, as on Windows, not the $DATA stream)
+    if typed and kind.upper() != "$DATA" or ":" in kind:
         raise PathError("invalid")
     if not stream:
         if not base:

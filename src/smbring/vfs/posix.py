@@ -393,6 +393,23 @@ class PosixVFS:
             raise
         return fd
 
+    def rename_stream(self, sid: str, old: str, new: str, replace: bool) -> None:
+        """Gives the stream `old` of the file (its id) the name `new`, in the file's own
+        stream directory (rename(2) there moves names, never follows one); without `replace`,
+        an existing `new` is FileExistsError."""
+        self.stream_parts(sid, old), self.stream_parts(sid, new)       # (both checked)
+        fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
+        try:
+            if not replace:
+                try:
+                    os.stat(new, dir_fd=fd, follow_symlinks=False)
+                    raise FileExistsError(errno.EEXIST, "exists")
+                except FileNotFoundError:
+                    pass
+            os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+
     def own_stream(self, sid: str, stream: str, owner: tuple[int, int]) -> None:
         """(See create_stream.) The stream is opened by its path in the depot (no link
         followed, a hard link refused): what is given away is a stream, never another file

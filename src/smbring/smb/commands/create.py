@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, leasing, notify, unix_owner, wire
+from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -179,6 +179,23 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         return fs.stream_id_of(fd, create=bool(create and writable)), limit, st, dos
     finally:
         fs.close_file(fd)
+
+
+def streams_refuse_delete(c, fs: FileSystem, parts: list[str], key: tuple) -> bool:
+    """Whether an open of the file that may delete it meets an open of one of its named
+    streams that does not share delete: deleting a file deletes its streams, so the open is
+    refused as an open of each stream asking DELETE would be (MS-FSA 2.1.5.1.2: a stream's
+    opens and its file's check each other for delete; Samba's open_streams_for_delete). Only
+    looked at where the file has another open: a stream's open is one of its file's too."""
+    if not c.state.share_modes.count(key):
+        return False
+    try:
+        streams = fs.streams(fs.stream_id(parts))
+    except OSError:
+        return False
+    everything = sharemodes.READ | sharemodes.WRITE | sharemodes.DELETE
+    return any(not c.state.share_modes.allowed((st.st_dev, st.st_ino), wire.DELETE, everything)
+               for _name, st in streams)
 
 
 def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, contexts: dict,
@@ -385,7 +402,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    spelled_name = name
     name, stream = split_stream(name)
+    # "name::$DATA": the file's data stream, which a directory has not
+    names_data_stream = stream is None and name != spelled_name
     parts = split_path(name)
     check_veto(tree.names, parts)
     in_request(msg, ctx_off, ctx_len)
@@ -432,7 +452,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
-            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            raise SMBError(wire.STATUS_NOT_A_DIRECTORY)     # a stream is never one (as Windows)
         if not exists:
             if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -453,6 +473,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options, disposition, attrs, not opening,
             tree.token, made=made_file)
         stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
+        if c.state.is_delete_pending((base_st.st_dev, base_st.st_ino)):
+            raise SMBError(wire.STATUS_DELETE_PENDING)      # its file goes when its opens close
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = fs.stream_parts(base_key, stream)
@@ -474,6 +496,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             st, exists = None, False
             fs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
+    if is_dir and names_data_stream:     # (as Windows and smbd)
+        raise SMBError(wire.STATUS_NOT_A_DIRECTORY if options & wire.FILE_DIRECTORY_FILE
+                       else wire.STATUS_FILE_IS_A_DIRECTORY)
     if lease_req is not None and c.state.oplocks.lease_key_elsewhere(
             c.client_guid, lease_req.key, (st.st_dev, st.st_ino) if exists else None):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)  # a lease key names one file (3.3.5.9.8)
@@ -557,6 +582,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                                        overwrite=truncating,
                                        lease=(c.client_guid, lease_req.key) if lease_req else None):
                 raise held_for_break(c, hdr, msg, key, durable)
+            if not sharing_violation and stream is None and not is_dir \
+                    and sharemodes.categories(checked_access) & sharemodes.DELETE:
+                sharing_violation = streams_refuse_delete(c, fs, parts, key)
             if sharing_violation:
                 raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
         if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -680,6 +708,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key,
+                 file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
                  index_number=index_number or st.st_ino)
         registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:

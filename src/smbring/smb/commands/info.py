@@ -35,7 +35,7 @@ from smbring.smb.fileinfo import (
     time_fields,
     writable_for_metadata,
 )
-from smbring.smb.fs import DosInfo, FileSystem, split_path
+from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.state import Open
 from smbring.smb.wire import Header
 from smbring.smb.write_times import WriteTimes
@@ -324,6 +324,45 @@ def rename_contended(c: Connection, o: Open, buf) -> list:
     return keys + ([target] if target is not None else [])
 
 
+def rename_stream(c: Connection, o: Open, buf) -> None:
+    """FileRenameInformation through a named stream's handle (MS-FSA 2.1.5.14.11): the new
+    name is another stream of the same file, ":name" or ":name:$DATA". A stream with that
+    name is replaced only with ReplaceIfExists (else OBJECT_NAME_COLLISION), and never while
+    it is open (ACCESS_DENIED); the stream's other opens must share delete. A full name
+    (`file:name`) is refused as smbd refuses it (SHARING_VIOLATION: the stream's file is open,
+    by this handle); the file's own data stream ("::$DATA") is no name a stream takes here."""
+    replace = bool(buf[0])
+    name_len = struct.unpack_from("<I", buf, 16)[0]
+    if 20 + name_len > len(buf):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    name = wire.from_utf16(buf[20:20 + name_len])
+    if not name.startswith(":"):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    if name.casefold() == "::$data":
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    _none, target = split_stream(name)          # (PathError: OBJECT_NAME_INVALID)
+    if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    fs = o.tree.fs
+    existing = next(((n, st) for n, st in fs.streams(o.base_key) if n.casefold() == target.casefold()), None)
+    if existing is not None and existing[0] != o.stream:
+        if (existing[1].st_dev, existing[1].st_ino) == o.key:
+            pass        # this stream, its name spelled in another case
+        elif not replace:
+            raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        elif c.state.share_modes.count((existing[1].st_dev, existing[1].st_ino)):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # an open stream is never replaced
+    if target == o.stream:
+        return
+    try:
+        fs.rename_stream(o.base_key, o.stream, target, replace)
+    except FileExistsError:
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION) from None
+    c.state.watches.post_open(o, notify.REMOVED, notify.FILE_NAME)     # (as the old stream's)
+    o.stream, o.parts = target, fs.stream_parts(o.base_key, target)
+    c.state.watches.post_open(o, notify.ADDED, notify.FILE_NAME)
+
+
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
     """Whether a rename's target exists with the READONLY attribute (a file without write
     bits; a directory is never replaced anyway)."""
@@ -509,7 +548,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             c.state.watches.post_open(o, notify.MODIFIED, changed)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
-            raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
+            rename_stream(c, o, buf)
+            return struct.pack("<H", 2), None
         if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
         parent = fs.stat(o.parts[:-1])
