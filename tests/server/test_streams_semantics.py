@@ -201,3 +201,57 @@ def test_a_stream_rename_needs_its_other_opens_to_share_delete(server):
         assert c.set_info(s, INFO_FILE, RENAME, rename_info(":b", False)) == SHARING_VIOLATION
         other.close()
         assert stream_names(c, s) == ["::$DATA", ":a:$DATA"]
+
+
+NT_2020 = 132223104000000000     # 2020-01-01T00:00:00Z as an NT time
+
+
+def test_a_write_through_a_stream_moves_its_file_s_write_time(server):
+    """MS-FSA keeps LastWriteTime per file: data written through f:s is f's modification.
+    f's write time set back to 2020 first; after a write through the stream and its close,
+    the file's own handle, its name and the directory listing's time show the write, not
+    2020 (the stream's data is in the depot, where the kernel moved only its own mtime)."""
+    with client(server) as c:
+        c.open("f:s", WRITE_DATA, CREATE).close()
+        f = c.open("f", READ_ATTRIBUTES | 0x100, OPEN)      # FILE_WRITE_ATTRIBUTES
+        assert c.set_basic(f, times=(0, 0, NT_2020, 0)) == 0
+        f.close()
+        s = c.open("f:s", WRITE_DATA, OPEN)
+        s.write(b"new data", 0)
+        s.close()
+        f = c.open("f", READ_ATTRIBUTES, OPEN)
+        written = c.basic(f)[2]
+        f.close()
+    assert written > NT_2020 + 10**7 * 3600
+    assert (server["share"] / "f").stat().st_mtime > 1577836800 + 3600
+
+
+def test_a_flush_through_a_stream_shows_its_write_in_the_file_s_time_at_once(server):
+    """The delayed update (two seconds, or the handle's close) shown at once by a FLUSH
+    through the stream's handle: the file's time, through the file's own handle."""
+    with client(server) as c:
+        c.open("f:s", WRITE_DATA, CREATE).close()
+        f = c.open("f", READ_ATTRIBUTES | 0x100, OPEN)
+        assert c.set_basic(f, times=(0, 0, NT_2020, 0)) == 0
+        s = c.open("f:s", WRITE_DATA, OPEN)
+        s.write(b"new data", 0)
+        assert c.basic(f)[2] == NT_2020         # (not yet: the update is delayed)
+        s.flush()
+        assert c.basic(f)[2] > NT_2020 + 10**7 * 3600
+        s.close()
+        f.close()
+
+
+def test_a_file_is_not_renamed_under_its_open_streams(server):
+    """f:s open (sharing everything) on one connection: f's rename through another's handle
+    is ACCESS_DENIED (Windows, smbd), so the stream's handle still reaches its file's
+    metadata by its name; once the stream is closed the rename goes through."""
+    with client(server) as c, client(server) as other:
+        s = c.open("f:s", FILE_ALL, CREATE, share=SHARE_ALL)
+        f = other.open("f", FILE_ALL, OPEN, share=SHARE_ALL)
+        assert other.set_info(f, INFO_FILE, RENAME, rename_info("g", False)) == ACCESS_DENIED
+        assert c.basic(s)[4] & 0x20          # (the file's attributes: ARCHIVE)
+        s.close()
+        assert other.set_info(f, INFO_FILE, RENAME, rename_info("g", False)) == 0
+        f.close()
+    assert (server["share"] / "g").exists()

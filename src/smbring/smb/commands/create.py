@@ -22,6 +22,7 @@ from smbring.smb.fileinfo import (
     alloc_size,
     attributes,
     creation_time,
+    file_of,
     is_read_only,
     show_on_close,
     time_fields,
@@ -181,21 +182,28 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         fs.close_file(fd)
 
 
+def open_streams(c, fs: FileSystem, parts: list[str], key: tuple, opens_here: int = 0) -> list[tuple]:
+    """The keys of the file's named streams that are open (the file `key` at `parts`). Only
+    looked for where the file has more opens than `opens_here` (the caller's own): a
+    stream's open is one of its file's too (ServerState.register_open)."""
+    if c.state.share_modes.count(key) <= opens_here:
+        return []
+    try:
+        streams = fs.streams(fs.stream_id(parts))
+    except OSError:
+        return []
+    keys = ((st.st_dev, st.st_ino) for _name, st in streams)
+    return [k for k in keys if c.state.share_modes.count(k)]
+
+
 def streams_refuse_delete(c, fs: FileSystem, parts: list[str], key: tuple) -> bool:
     """Whether an open of the file that may delete it meets an open of one of its named
     streams that does not share delete: deleting a file deletes its streams, so the open is
     refused as an open of each stream asking DELETE would be (MS-FSA 2.1.5.1.2: a stream's
-    opens and its file's check each other for delete; Samba's open_streams_for_delete). Only
-    looked at where the file has another open: a stream's open is one of its file's too."""
-    if not c.state.share_modes.count(key):
-        return False
-    try:
-        streams = fs.streams(fs.stream_id(parts))
-    except OSError:
-        return False
+    opens and its file's check each other for delete; Samba's open_streams_for_delete)."""
     everything = sharemodes.READ | sharemodes.WRITE | sharemodes.DELETE
-    return any(not c.state.share_modes.allowed((st.st_dev, st.st_ino), wire.DELETE, everything)
-               for _name, st in streams)
+    return any(not c.state.share_modes.allowed(k, wire.DELETE, everything)
+               for k in open_streams(c, fs, parts, key))
 
 
 def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, contexts: dict,
@@ -799,7 +807,6 @@ def file_metadata(o: Open, st, dos) -> tuple:
     (`info.file_of`), or the stream's own where its file is no longer reached by its name."""
     if o.stream is None:
         return st, dos
-    from smbring.smb.commands.info import file_of     # (info imports this module)
     try:
         with file_of(o) as fd:
             return o.tree.fs.fstat(fd), o.tree.fs.get_dos(fd)

@@ -6,13 +6,13 @@ import errno
 import os
 import stat
 import struct
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold
 from smbring.smb.commands.create import (
     check_veto,
+    open_streams,
     parent_is_directory,
     sd_of,
     set_allocation,
@@ -21,6 +21,7 @@ from smbring.smb.commands.create import (
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
+    file_of,
     ATTR_SPARSE_FILE,
     MAX_FILE_SIZE,
     ROOT_UUID,
@@ -179,31 +180,6 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     if klass == 11:  # FileFsSectorSizeInformation
         return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3, 0, 0, 0)[:28]
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
-
-
-@contextmanager
-def file_of(o: Open):
-    """The descriptor of the open's file, which holds what belongs to the file and not to
-    one of its streams: its security descriptor, times and DOS attributes (MS-FSA keeps them
-    per file; Samba's metadata_fsp). For a stream's open: its file opened by name, as the
-    user (read-only: the stream's open needed the file readable), and checked to be the
-    very file whose streams the open reaches (its stream id, bound to that file in the
-    depot); a file since renamed, or replaced by another, is not reached
-    (STATUS_OBJECT_NAME_NOT_FOUND)."""
-    if o.stream is None:
-        yield o.fd
-        return
-    fs = o.tree.fs
-    try:
-        fd = fs.open(o.base_parts, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND) from None
-    try:
-        if fs.stream_id_of(fd) != o.base_key:
-            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        yield fd
-    finally:
-        fs.close_file(fd)
 
 
 def file_is_read_only(o: Open) -> bool:
@@ -451,13 +427,13 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
     # Server 2016 does)
     shown = write_times.show_now(o)
     if shown is not None:
-        keep_write_time(fs, o.fd, shown)
+        keep_write_time(fs, fd, shown)      # (a stream's writes: its file's)
     # a write time set or frozen here is one this handle's own writes no longer move; thawing
     # lets them again
     if mtime == TIME_THAW:
         o.kept_write_ns = None
     elif mtime == TIME_FREEZE:
-        o.kept_write_ns = write_times.shown(o.key) or fs.fstat(o.fd).st_mtime_ns
+        o.kept_write_ns = write_times.shown(key) or fs.fstat(fd).st_mtime_ns
     elif mtime != TIME_LEAVE:
         o.kept_write_ns = wire.unix_ns(mtime)
         write_times.set_by_client(key, o.kept_write_ns)
@@ -552,6 +528,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             return struct.pack("<H", 2), None
         if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        if not o.is_dir and open_streams(c, fs, o.parts, o.key, opens_here=1):
+            # a file is not renamed under its open streams (as Windows and smbd: their
+            # handles reach the file by its name)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         parent = fs.stat(o.parts[:-1])
         if c.state.share_modes.blocks_child_rename((parent.st_dev, parent.st_ino)):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
