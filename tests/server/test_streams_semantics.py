@@ -255,3 +255,20 @@ def test_a_file_is_not_renamed_under_its_open_streams(server):
         assert other.set_info(f, INFO_FILE, RENAME, rename_info("g", False)) == 0
         f.close()
     assert (server["share"] / "g").exists()
+
+
+def test_a_stream_name_may_hold_control_characters(server):
+    """"\\x05Stream\\n One" is a stream name on Windows (and smbd: smb2.streams.names): made,
+    listed and opened again by that name; its depot file's name holds no control character."""
+    name = "\x05Stream\n One"
+    with client(server) as c:
+        s = c.open(f"f:{name}", READ_DATA | WRITE_DATA, CREATE)
+        s.write(b"summary", 0)
+        assert stream_names(c, s) == sorted(["::$DATA", f":{name}:$DATA"])
+        s.close()
+        r = c.open(f"f:{name}:$DATA", READ_DATA, OPEN)
+        assert r.read(0, 7) == b"summary"
+        r.close()
+        assert c.status("f:\x05Stream\x0a\x01One", READ_DATA, OPEN) == NAME_NOT_FOUND
+    entries = [p.name for p in (server["share"] / ".smbring-streams").glob("*/*")]
+    assert len(entries) == 1 and not set(entries[0]) & {chr(c) for c in range(32)}
