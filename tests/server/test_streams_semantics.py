@@ -272,3 +272,27 @@ def test_a_stream_name_may_hold_control_characters(server):
         assert c.status("f:\x05Stream\x0a\x01One", READ_DATA, OPEN) == NAME_NOT_FOUND
     entries = [p.name for p in (server["share"] / ".smbring-streams").glob("*/*")]
     assert len(entries) == 1 and not set(entries[0]) & {chr(c) for c in range(32)}
+
+
+OVERWRITE, OVERWRITE_IF, SUPERSEDE = 4, 5, 0
+
+
+@pytest.mark.parametrize("disposition", [OVERWRITE, OVERWRITE_IF, SUPERSEDE])
+def test_an_overwritten_file_has_no_named_stream_left(server, disposition):
+    """Overwriting (or superseding) f deletes its named streams, as Windows does (smbd's
+    clear_ads: smb2.streams.create-disposition): f::$DATA alone is listed, f:s is not found,
+    and a new f:s starts empty. Not while f:s is open: SHARING_VIOLATION, nothing truncated."""
+    with client(server) as c:
+        s = c.open("f:s", READ_DATA | WRITE_DATA, CREATE)
+        s.write(b"zone", 0)
+        (server["share"] / "f").write_bytes(b"data")
+        assert c.status("f", READ_DATA | WRITE_DATA, disposition) == SHARING_VIOLATION
+        assert (server["share"] / "f").read_bytes() == b"data"
+        s.close()
+        f = c.open("f", READ_DATA | WRITE_DATA, disposition)
+        assert stream_names(c, f) == ["::$DATA"]
+        f.close()
+        assert c.status("f:s", READ_DATA, OPEN) == NAME_NOT_FOUND
+        s = c.open("f:s", READ_DATA | WRITE_DATA, OPEN_IF)
+        assert struct.unpack_from("<q", c.query_info(s, INFO_FILE, 5), 8)[0] == 0   # its EndOfFile
+        s.close()

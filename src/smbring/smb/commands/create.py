@@ -593,6 +593,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if not sharing_violation and stream is None and not is_dir \
                     and sharemodes.categories(checked_access) & sharemodes.DELETE:
                 sharing_violation = streams_refuse_delete(c, fs, parts, key)
+            if not sharing_violation and stream is None and truncating:
+                # overwriting a file deletes its named streams (below): never one still open
+                sharing_violation = bool(open_streams(c, fs, parts, key))
             if sharing_violation:
                 raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
         if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -695,6 +698,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
             if stream is None:
                 overwrite_attributes(fs, fd, attrs)
+                # an overwritten file has no named stream left (Windows; Samba's clear_ads and
+                # delete_all_streams)
+                try:
+                    fs.remove_streams(fs.stream_id_of(fd))
+                except OSError:     # (a depot not the server's: its streams are not reached)
+                    pass
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
