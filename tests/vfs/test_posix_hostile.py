@@ -243,7 +243,8 @@ def test_a_file_swapped_for_a_fifo_is_refused(share, promptly):
 @pytest.mark.parametrize("name", [
     "file.txt:..", "file.txt:.", "file.txt:..:$DATA", "file.txt:.:$DATA", "file.txt:.:$data",
     "sub\\file.txt:..", ":..", ":.:$DATA",
-    "file.txt:a/b", "file.txt:../x", "file.txt:a\0b", "file.txt:\0", "file.txt:a\x01",
+    "file.txt:a/b", "file.txt:../x", "file.txt:a\0b", "file.txt:\0", "file.txt:a\\b", "file.txt:a\x01:b",
+    "file.txt:s:",
     "file.txt:x:$INDEX_ALLOCATION", "file.txt:x:$DATA:more", "file.txt:" + "s" * 256,
 ])
 def test_stream_names_that_leave_the_files_stream_directory_are_invalid(name):
@@ -274,6 +275,24 @@ def test_the_stream_store_cannot_be_named(name):
 ])
 def test_ordinary_stream_names_still_work(name, expected):
     assert split_stream(name) == expected
+
+
+@pytest.mark.parametrize("name", ["a\x01", "\x05Stream\n One", "\x1f", "x\x01\x02y"])
+def test_a_stream_name_s_control_characters_never_reach_a_depot_file_name(name):
+    """NTFS allows 0x01-0x1F in a stream name (smbd too): the name is valid, and its depot
+    file spells each as ":" and two hex digits (a ":" is in no stream name), read back as the
+    name; a depot entry spelled otherwise with a ":" is no stream's."""
+    assert split_stream("file.txt:" + name) == ("file.txt", name)
+    entry = PosixVFS.stream_parts("0123456789abcdef", name)[-1]
+    assert not set(entry) & {chr(c) for c in range(32)} and "/" not in entry
+    assert posix.stream_name(entry) == name
+    for planted in (entry + ":", entry.replace(":", ":z", 1), entry + ":20", entry + ":00"):
+        assert posix.stream_name(planted) is None
+
+
+def test_a_stream_name_too_long_once_spelled_out_is_invalid():
+    with pytest.raises(PathError):
+        PosixVFS.stream_parts("0123456789abcdef", "\x01" * 100)
 
 
 @pytest.mark.parametrize("sid", ["..", ".", "", "../0123456789ab", "0123456789ABCDEF", "0123456789abcde",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import stat
 import struct
 import uuid
@@ -137,7 +138,57 @@ def show_on_close(write_times, o) -> None:
     before the descriptor goes, and before a CLOSE reports the file's times."""
     when = write_times.closing(o)
     if when is not None:
-        keep_write_time(o.tree.fs, o.fd, when)
+        keep_file_write_time(o, when)
+
+
+def keep_file_write_time(o, mtime_ns: int) -> None:
+    """`keep_write_time` on the open's file: a stream's writes are its file's (MS-FSA keeps
+    the times per file), so the time goes to the file, where its name still reaches it."""
+    if o.stream is None:
+        keep_write_time(o.tree.fs, o.fd, mtime_ns)
+        return
+    try:
+        with file_of(o) as fd:
+            keep_write_time(o.tree.fs, fd, mtime_ns)
+    except (SMBError, OSError):
+        pass
+
+
+def file_write_ns(o) -> int:
+    """The write time the kernel has for the open's file (a stream's: its file's, where its
+    name still reaches it; else the stream's own)."""
+    if o.stream is not None:
+        try:
+            with file_of(o) as fd:
+                return o.tree.fs.fstat(fd).st_mtime_ns
+        except (SMBError, OSError):
+            pass
+    return o.tree.fs.fstat(o.fd).st_mtime_ns
+
+
+@contextmanager
+def file_of(o):
+    """The descriptor of the open's file, which holds what belongs to the file and not to
+    one of its streams: its security descriptor, times and DOS attributes (MS-FSA keeps them
+    per file; Samba's metadata_fsp). For a stream's open: its file opened by name, as the
+    user (read-only: the stream's open needed the file readable), and checked to be the
+    very file whose streams the open reaches (its stream id, bound to that file in the
+    depot); a file since renamed, or replaced by another, is not reached
+    (STATUS_OBJECT_NAME_NOT_FOUND)."""
+    if o.stream is None:
+        yield o.fd
+        return
+    fs = o.tree.fs
+    try:
+        fd = fs.open(o.base_parts, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND) from None
+    try:
+        if fs.stream_id_of(fd) != o.base_key:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        yield fd
+    finally:
+        fs.close_file(fd)
 
 
 def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:

@@ -153,6 +153,12 @@ class FileSystem(Protocol):
         OSError."""
         ...
 
+    def rename_stream(self, sid: str, old: str, new: str, replace: bool) -> None:
+        """Renames one of the file's streams (`old` to `new`, both in the file's stream
+        directory); without `replace` an existing `new` raises FileExistsError. Raises
+        PathError, OSError."""
+        ...
+
     def remove_streams(self, sid: str | None) -> None:
         """Deletes the streams of a file that is gone (nothing for None); one it cannot
         delete is left. Raises OSError only as `streams` does."""

@@ -96,6 +96,11 @@ class ServerState:
         with self._atomic():
             if not self.share_modes.check_and_add(o.key, id(o), access, share):
                 return False
+            if o.file_key:
+                # a stream's open is an open of its file too, one that takes no part in share
+                # modes (as Samba's base_fsp): the file is not deleted under it (a delete on
+                # close waits for it) and opens of the file see it
+                self.share_modes.check_and_add(o.file_key, id(o), 0, 7)
             self._opens.add(o)
         self.oplocks.add(o, access)
         return True
@@ -117,6 +122,10 @@ class ServerState:
             self.oplocks.remove(o)
             self.durable.forget(o)
             victim = self._delete_pending.take(o)
+            if o.file_key:      # its file's last open, where the file's delete waited for it
+                self.share_modes.remove(o.file_key, id(o))
+                # (deleting the file deletes its streams: this one's own delete with them)
+                victim = self._delete_pending.take(FileOfStream(o.file_key, o.tree)) or victim
         return Closed(released, victim)
 
     def has_open_below(self, path: str) -> bool:
@@ -149,6 +158,17 @@ class ServerState:
                 self.watches.delete_pending(o.key)    # waiting change notifies end
         else:
             self._delete_pending.withdraw(o)
+
+
+@dataclass(frozen=True)
+class FileOfStream:
+    """The file a closing stream's open was an open of too (`DeletePending.take` looks at
+    its key; with several workers, at the tree it is reached through)."""
+
+    key: tuple
+    tree: object
+    stream = None
+    is_dir = False
 
 
 @dataclass(frozen=True)

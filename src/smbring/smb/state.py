@@ -129,6 +129,7 @@ class Open:
     stream: str | None = None                      # a named stream: parts are its depot file
     base_parts: list | None = None                 # the file as the client names it
     base_key: str | None = None                    # and its stream id, for a stream
+    file_key: tuple = ()                           # a stream's: its file's (st_dev, st_ino)
     resume_key: bytes = b""                        # names it as a server-side copy's source
     kept_write_ns: int | None = None               # a write time set or frozen on this handle:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)

@@ -10,6 +10,9 @@ writes).
 - A handle whose write time the client set or froze never moves it (`Open.kept_write_ns`,
   kept by SET_INFO, WRITE and the end-of-file change themselves).
 
+A write through a named stream's handle is its file's: it moves the file's write time (the
+stream's data is kept elsewhere, so the time is put on the file at close).
+
 The kernel moves a file's mtime on every write, so while a handle has written the file,
 clients are shown the time kept here instead (through every handle, the file's name and its
 directory's listing); the file gets that time, or its close's, when the handle closes. The
@@ -24,6 +27,12 @@ from typing import Callable
 # how long after a handle's first write the write time shows it (smbd's
 # WRITE_TIME_UPDATE_USEC_DELAY, Windows' two seconds)
 DELAY_NS = 2_000_000_000
+
+
+def file_key(o) -> tuple:
+    """The file whose write time a handle's writes move: its own, or a named stream's file's
+    (MS-FSA keeps LastWriteTime per file, not per stream)."""
+    return getattr(o, "file_key", ()) or o.key
 
 
 @dataclass
@@ -55,10 +64,11 @@ class WriteTimes:
         time as the kernel has it now, before the write moves it)."""
         if o.kept_write_ns is not None:
             return          # the handle's own time stands (kept by the WRITE itself)
-        self._settle(o.key)
-        if o.key not in self._shown:
-            self._shown[o.key] = current_ns()
-        handles = self._written.setdefault(o.key, {})
+        key = file_key(o)
+        self._settle(key)
+        if key not in self._shown:
+            self._shown[key] = current_ns()
+        handles = self._written.setdefault(key, {})
         w = handles.get(o)
         if w is None:
             handles[o] = Written(due_ns=self.clock() + DELAY_NS, on_close=True)
@@ -68,26 +78,28 @@ class WriteTimes:
     def show_now(self, o) -> int | None:
         """FLUSH or FileBasicInformation through `o`: its pending update shows at once. The
         time the file must get now, or None when nothing was pending."""
-        self._settle(o.key)
-        w = self._written.get(o.key, {}).get(o)
+        key = file_key(o)
+        self._settle(key)
+        w = self._written.get(key, {}).get(o)
         if w is None or (w.due_ns is None and not w.on_close):
             return None
         now = self.clock()
         w.due_ns, w.on_close = None, False
-        self._shown[o.key] = now
+        self._shown[key] = now
         return now
 
     def modified_now(self, o) -> None:
         """The end of file set through `o`: the write time is now (the kernel's already, for
         a file no handle holds back); what `o` had pending is shown with it."""
-        self._settle(o.key)
-        handles = self._written.get(o.key)
+        key = file_key(o)
+        self._settle(key)
+        handles = self._written.get(key)
         if handles is None:
             return
         w = handles.get(o)
         if w is not None:
             w.due_ns, w.on_close = None, False
-        self._shown[o.key] = self.clock()
+        self._shown[key] = self.clock()
 
     def set_by_client(self, key: tuple, mtime_ns: int) -> None:
         """A client set the file's write time: every handle shows it from now on."""
@@ -97,18 +109,19 @@ class WriteTimes:
     def closing(self, o) -> int | None:
         """`o` closes: the write time its file must get now (its close's, when writes of
         `o` are still to show; else the time shown), or None: nothing to put right."""
-        handles = self._written.get(o.key)
+        key = file_key(o)
+        handles = self._written.get(key)
         if handles is None or o not in handles:
             return None
-        self._settle(o.key)
+        self._settle(key)
         w = handles.pop(o)
-        when = self.clock() if w.on_close else self._shown.get(o.key)
+        when = self.clock() if w.on_close else self._shown.get(key)
         if handles:
             if when is not None:
-                self._shown[o.key] = when       # the other handles show it too
+                self._shown[key] = when       # the other handles show it too
         else:
-            del self._written[o.key]
-            self._shown.pop(o.key, None)
+            del self._written[key]
+            self._shown.pop(key, None)
         return when
 
     def _settle(self, key: tuple) -> None:

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 RESERVED = frozenset({"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} |
                      {f"LPT{i}" for i in range(1, 10)})
 BAD_CHARS = frozenset('"*/:<>?|') | {chr(c) for c in range(32)}
-STREAM_BAD_CHARS = frozenset("/\\:") | {chr(c) for c in range(32)}
+# a stream name may hold control characters (NTFS allows 0x01-0x1F there, and clients use
+# them: "\x05DocumentSummaryInformation"); a file system keeps them out of its own file names
+# (vfs/posix.py `depot_name`). NUL, separators and the type separator ":" never.
+STREAM_BAD_CHARS = frozenset("/\\:\0")
 
 # where a file system keeps alternate data streams, in the share root: a name clients can
 # neither open (split_path refuses it) nor see in a listing of the root
@@ -51,8 +54,8 @@ class DosInfo:
 
 
 def check_stream_name(stream: str) -> None:
-    """A stream name is one component of its file's stream directory: never ".", "..", nor
-    anything with a separator, a colon or a control character (NUL included)."""
+    """A stream name names one entry of its file's stream directory: never ".", "..", nor
+    anything with a separator, a colon or NUL."""
     if (stream in ("", ".", "..") or set(stream) & STREAM_BAD_CHARS
             or len(stream.encode("utf-8", "surrogatepass")) > 255):
         raise PathError("invalid")
@@ -65,8 +68,9 @@ def split_stream(name: str) -> tuple[str, str | None]:
     if ":" not in last:
         return name, None
     base, _, spec = last.partition(":")
-    stream, _, kind = spec.partition(":")
-    if kind and kind.upper() != "$DATA" or ":" in kind:
+    stream, typed, kind = spec.partition(":")
+    # ("name:" names no type: invalid, as on Windows, not the $DATA stream)
+    if typed and kind.upper() != "$DATA" or ":" in kind:
         raise PathError("invalid")
     if not stream:
         if not base:

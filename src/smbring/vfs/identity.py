@@ -209,7 +209,7 @@ class NoSwitch:
 # identity; tests/vfs/test_identity_views.py checks that the list covers the whole protocol.
 CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "create_stream",
-         "own_stream", "remove_streams",
+         "own_stream", "remove_streams", "rename_stream",
          "may_access_open", "close_file", "fstat",
          "ftruncate", "fchmod", "fchown_group", "fchown_user", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos", "get_sd_and_dos",
@@ -346,6 +346,10 @@ class ShareView:
     def remove_streams(self, sid):
         self._as_server()
         self.base.remove_streams(sid)
+
+    def rename_stream(self, sid, old, new, replace):
+        self._as_server()
+        self.base.rename_stream(sid, old, new, replace)
 
 
 def _switching(creds: ThreadCredentials | None, identity: Identity | None, method=None):

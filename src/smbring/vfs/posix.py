@@ -67,6 +67,34 @@ def _same_but_case(entries: list[str], name: str) -> str | None:
     return name if match != name and name in entries else match
 
 
+# a stream name's control characters, as its depot file names them: ":" and two hex digits
+# (no stream name holds a ":", so no other name is spelled so; no file name gets a control
+# character, which a listing of the depot would otherwise print raw)
+CONTROL_CHARACTERS = frozenset(chr(c) for c in range(1, 32))
+
+
+def depot_name(stream: str) -> str:
+    """The depot file name of a (checked) stream name."""
+    if not CONTROL_CHARACTERS & set(stream):
+        return stream
+    return "".join(f":{ord(ch):02x}" if ch in CONTROL_CHARACTERS else ch for ch in stream)
+
+
+def stream_name(entry: str) -> str | None:
+    """The stream name a depot file name spells (`depot_name`'s inverse); None for one no
+    stream has."""
+    if ":" not in entry:
+        return entry
+    head, *rest = entry.split(":")
+    try:
+        decoded = [chr(int(piece[:2], 16)) + piece[2:] for piece in rest]
+    except ValueError:
+        return None
+    if any(len(piece) < 2 or chr(int(piece[:2], 16)) not in CONTROL_CHARACTERS for piece in rest):
+        return None
+    return head + "".join(decoded)
+
+
 def valid_stream_id(sid: str) -> bool:
     return len(sid) == 16 and set(sid) <= STREAM_ID_DIGITS
 
@@ -277,7 +305,10 @@ class PosixVFS:
         if stream is None:
             return [STREAMS_DIR, sid]
         check_stream_name(stream)
-        return [STREAMS_DIR, sid, stream]
+        name = depot_name(stream)
+        if len(name.encode("utf-8", "surrogatepass")) > 255:
+            raise PathError("invalid")      # (its control characters spelled out: too long)
+        return [STREAMS_DIR, sid, name]
 
     def stream_id(self, parts: list[str], create: bool = False) -> str | None:
         """The id under which the file's streams are kept (see `stream_id_of`); None also
@@ -352,7 +383,9 @@ class PosixVFS:
         except OSError:
             return []
         try:
-            return sorted((n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in os.listdir(fd))
+            named = ((stream_name(n), n) for n in os.listdir(fd))
+            return sorted((name, os.stat(entry, dir_fd=fd, follow_symlinks=False))
+                          for name, entry in named if name is not None)
         finally:
             os.close(fd)
 
@@ -392,6 +425,23 @@ class PosixVFS:
                 pass
             raise
         return fd
+
+    def rename_stream(self, sid: str, old: str, new: str, replace: bool) -> None:
+        """Gives the stream `old` of the file (its id) the name `new`, in the file's own
+        stream directory (rename(2) there moves names, never follows one); without `replace`,
+        an existing `new` is FileExistsError."""
+        self.stream_parts(sid, old), self.stream_parts(sid, new)       # (both checked)
+        fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
+        try:
+            if not replace:
+                try:
+                    os.stat(new, dir_fd=fd, follow_symlinks=False)
+                    raise FileExistsError(errno.EEXIST, "exists")
+                except FileNotFoundError:
+                    pass
+            os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def own_stream(self, sid: str, stream: str, owner: tuple[int, int]) -> None:
         """(See create_stream.) The stream is opened by its path in the depot (no link

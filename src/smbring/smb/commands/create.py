@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, leasing, notify, unix_owner, wire
+from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -22,6 +22,7 @@ from smbring.smb.fileinfo import (
     alloc_size,
     attributes,
     creation_time,
+    file_of,
     is_read_only,
     show_on_close,
     time_fields,
@@ -179,6 +180,30 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         return fs.stream_id_of(fd, create=bool(create and writable)), limit, st, dos
     finally:
         fs.close_file(fd)
+
+
+def open_streams(c, fs: FileSystem, parts: list[str], key: tuple, opens_here: int = 0) -> list[tuple]:
+    """The keys of the file's named streams that are open (the file `key` at `parts`). Only
+    looked for where the file has more opens than `opens_here` (the caller's own): a
+    stream's open is one of its file's too (ServerState.register_open)."""
+    if c.state.share_modes.count(key) <= opens_here:
+        return []
+    try:
+        streams = fs.streams(fs.stream_id(parts))
+    except OSError:
+        return []
+    keys = ((st.st_dev, st.st_ino) for _name, st in streams)
+    return [k for k in keys if c.state.share_modes.count(k)]
+
+
+def streams_refuse_delete(c, fs: FileSystem, parts: list[str], key: tuple) -> bool:
+    """Whether an open of the file that may delete it meets an open of one of its named
+    streams that does not share delete: deleting a file deletes its streams, so the open is
+    refused as an open of each stream asking DELETE would be (MS-FSA 2.1.5.1.2: a stream's
+    opens and its file's check each other for delete; Samba's open_streams_for_delete)."""
+    everything = sharemodes.READ | sharemodes.WRITE | sharemodes.DELETE
+    return any(not c.state.share_modes.allowed(k, wire.DELETE, everything)
+               for k in open_streams(c, fs, parts, key))
 
 
 def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, contexts: dict,
@@ -389,7 +414,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    spelled_name = name
     name, stream = split_stream(name)
+    # "name::$DATA": the file's data stream, which a directory has not
+    names_data_stream = stream is None and name != spelled_name
     parts = split_path(name)
     check_veto(tree.names, parts)
     in_request(msg, ctx_off, ctx_len)
@@ -436,7 +464,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if options & wire.FILE_DIRECTORY_FILE:
-            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+            raise SMBError(wire.STATUS_NOT_A_DIRECTORY)     # a stream is never one (as Windows)
         if not exists:
             if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -457,6 +485,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options, disposition, attrs, not opening,
             tree.token, made=made_file)
         stream_owner = base_st.st_uid, base_st.st_gid     # (of the file whose id was read)
+        if c.state.is_delete_pending((base_st.st_dev, base_st.st_ino)):
+            raise SMBError(wire.STATUS_DELETE_PENDING)      # its file goes when its opens close
         if base_key is None:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND if opening else wire.STATUS_ACCESS_DENIED)
         parts = fs.stream_parts(base_key, stream)
@@ -478,6 +508,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             st, exists = None, False
             fs.make_stream_dir(base_key)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
+    if is_dir and names_data_stream:     # (as Windows and smbd)
+        raise SMBError(wire.STATUS_NOT_A_DIRECTORY if options & wire.FILE_DIRECTORY_FILE
+                       else wire.STATUS_FILE_IS_A_DIRECTORY)
     if lease_req is not None and c.state.oplocks.lease_key_elsewhere(
             c.client_guid, lease_req.key, (st.st_dev, st.st_ino) if exists else None):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)  # a lease key names one file (3.3.5.9.8)
@@ -561,6 +594,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                                        overwrite=truncating,
                                        lease=(c.client_guid, lease_req.key) if lease_req else None):
                 raise held_for_break(c, hdr, msg, key, durable)
+            if not sharing_violation and stream is None and not is_dir \
+                    and sharemodes.categories(checked_access) & sharemodes.DELETE:
+                sharing_violation = streams_refuse_delete(c, fs, parts, key)
+            if not sharing_violation and stream is None and truncating:
+                # overwriting a file deletes its named streams (below): never one still open
+                sharing_violation = bool(open_streams(c, fs, parts, key))
             if sharing_violation:
                 raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
         if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
@@ -663,6 +702,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
             if stream is None:
                 overwrite_attributes(fs, fd, attrs)
+                # an overwritten file has no named stream left (Windows; Samba's clear_ads and
+                # delete_all_streams)
+                try:
+                    fs.remove_streams(fs.stream_id_of(fd))
+                except OSError:     # (a depot not the server's: its streams are not reached)
+                    pass
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share))
         if new_sd is not None:
@@ -684,6 +729,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key,
+                 file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
                  index_number=index_number or st.st_ino)
         registered = c.state.register_open(o, checked_access, share_access)
     except BaseException:
@@ -774,7 +820,6 @@ def file_metadata(o: Open, st, dos) -> tuple:
     (`info.file_of`), or the stream's own where its file is no longer reached by its name."""
     if o.stream is None:
         return st, dos
-    from smbring.smb.commands.info import file_of     # (info imports this module)
     try:
         with file_of(o) as fd:
             return o.tree.fs.fstat(fd), o.tree.fs.get_dos(fd)

@@ -6,13 +6,13 @@ import errno
 import os
 import stat
 import struct
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold
 from smbring.smb.commands.create import (
     check_veto,
+    open_streams,
     parent_is_directory,
     sd_of,
     set_allocation,
@@ -21,6 +21,7 @@ from smbring.smb.commands.create import (
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
+    file_of,
     ATTR_SPARSE_FILE,
     MAX_FILE_SIZE,
     ROOT_UUID,
@@ -35,7 +36,7 @@ from smbring.smb.fileinfo import (
     time_fields,
     writable_for_metadata,
 )
-from smbring.smb.fs import DosInfo, FileSystem, split_path
+from smbring.smb.fs import DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.state import Open
 from smbring.smb.wire import Header
 from smbring.smb.write_times import WriteTimes
@@ -181,31 +182,6 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-@contextmanager
-def file_of(o: Open):
-    """The descriptor of the open's file, which holds what belongs to the file and not to
-    one of its streams: its security descriptor, times and DOS attributes (MS-FSA keeps them
-    per file; Samba's metadata_fsp). For a stream's open: its file opened by name, as the
-    user (read-only: the stream's open needed the file readable), and checked to be the
-    very file whose streams the open reaches (its stream id, bound to that file in the
-    depot); a file since renamed, or replaced by another, is not reached
-    (STATUS_OBJECT_NAME_NOT_FOUND)."""
-    if o.stream is None:
-        yield o.fd
-        return
-    fs = o.tree.fs
-    try:
-        fd = fs.open(o.base_parts, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND) from None
-    try:
-        if fs.stream_id_of(fd) != o.base_key:
-            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        yield fd
-    finally:
-        fs.close_file(fd)
-
-
 def file_is_read_only(o: Open) -> bool:
     """Whether the open's file has the READONLY attribute: a stream's file's (a read-only
     file's streams are not deleted either, as in MS-FSA, where the attributes are the
@@ -324,6 +300,45 @@ def rename_contended(c: Connection, o: Open, buf) -> list:
     return keys + ([target] if target is not None else [])
 
 
+def rename_stream(c: Connection, o: Open, buf) -> None:
+    """FileRenameInformation through a named stream's handle (MS-FSA 2.1.5.14.11): the new
+    name is another stream of the same file, ":name" or ":name:$DATA". A stream with that
+    name is replaced only with ReplaceIfExists (else OBJECT_NAME_COLLISION), and never while
+    it is open (ACCESS_DENIED); the stream's other opens must share delete. A full name
+    (`file:name`) is refused as smbd refuses it (SHARING_VIOLATION: the stream's file is open,
+    by this handle); the file's own data stream ("::$DATA") is no name a stream takes here."""
+    replace = bool(buf[0])
+    name_len = struct.unpack_from("<I", buf, 16)[0]
+    if 20 + name_len > len(buf):
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    name = wire.from_utf16(buf[20:20 + name_len])
+    if not name.startswith(":"):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    if name.casefold() == "::$data":
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    _none, target = split_stream(name)          # (PathError: OBJECT_NAME_INVALID)
+    if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    fs = o.tree.fs
+    existing = next(((n, st) for n, st in fs.streams(o.base_key) if n.casefold() == target.casefold()), None)
+    if existing is not None and existing[0] != o.stream:
+        if (existing[1].st_dev, existing[1].st_ino) == o.key:
+            pass        # this stream, its name spelled in another case
+        elif not replace:
+            raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+        elif c.state.share_modes.count((existing[1].st_dev, existing[1].st_ino)):
+            raise SMBError(wire.STATUS_ACCESS_DENIED)   # an open stream is never replaced
+    if target == o.stream:
+        return
+    try:
+        fs.rename_stream(o.base_key, o.stream, target, replace)
+    except FileExistsError:
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION) from None
+    c.state.watches.post_open(o, notify.REMOVED, notify.FILE_NAME)     # (as the old stream's)
+    o.stream, o.parts = target, fs.stream_parts(o.base_key, target)
+    c.state.watches.post_open(o, notify.ADDED, notify.FILE_NAME)
+
+
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
     """Whether a rename's target exists with the READONLY attribute (a file without write
     bits; a directory is never replaced anyway)."""
@@ -412,13 +427,13 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
     # Server 2016 does)
     shown = write_times.show_now(o)
     if shown is not None:
-        keep_write_time(fs, o.fd, shown)
+        keep_write_time(fs, fd, shown)      # (a stream's writes: its file's)
     # a write time set or frozen here is one this handle's own writes no longer move; thawing
     # lets them again
     if mtime == TIME_THAW:
         o.kept_write_ns = None
     elif mtime == TIME_FREEZE:
-        o.kept_write_ns = write_times.shown(o.key) or fs.fstat(o.fd).st_mtime_ns
+        o.kept_write_ns = write_times.shown(key) or fs.fstat(fd).st_mtime_ns
     elif mtime != TIME_LEAVE:
         o.kept_write_ns = wire.unix_ns(mtime)
         write_times.set_by_client(key, o.kept_write_ns)
@@ -510,9 +525,14 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             c.state.watches.post_open(o, notify.MODIFIED, changed)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
-            raise SMBError(wire.STATUS_NOT_SUPPORTED)      # renaming streams: not here
+            rename_stream(c, o, buf)
+            return struct.pack("<H", 2), None
         if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
+        if not o.is_dir and open_streams(c, fs, o.parts, o.key, opens_here=1):
+            # a file is not renamed under its open streams (as Windows and smbd: their
+            # handles reach the file by its name)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         parent = fs.stat(o.parts[:-1])
         if c.state.share_modes.blocks_child_rename((parent.st_dev, parent.st_ino)):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)

@@ -9,7 +9,7 @@ from smbring.smb import notify, wire
 from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
-from smbring.smb.fileinfo import MAX_FILE_SIZE, keep_write_time
+from smbring.smb.fileinfo import MAX_FILE_SIZE, file_write_ns, keep_file_write_time, keep_write_time
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
     shown = c.state.write_times.show_now(o)      # its writes show in the write time now
     if shown is not None:
-        keep_write_time(o.tree.fs, o.fd, shown)
+        keep_file_write_time(o, shown)     # (a stream's: its file's)
     return FileIO("flush", o.tree.share.name, o.fd, done=lambda _: struct.pack("<HH", 4, 0)), None
 
 
@@ -67,7 +67,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     c.state.oplocks.contend_level2(o.key, o)     # level II holders' cached data goes stale
     write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
-    c.state.write_times.writing(o, lambda: o.tree.fs.fstat(o.fd).st_mtime_ns)
+    c.state.write_times.writing(o, lambda: file_write_ns(o))    # (a stream's: its file's)
 
     def written(n: int) -> bytes:
         o.position = offset + n
