@@ -156,9 +156,6 @@ def test_a_username_map_alias_is_checked_as_its_account_as_root(accounts, tmp_pa
 
 @needs_root
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs util-linux's setpriv")
-@pytest.mark.xfail(strict=True, reason="the server's not-root identities (accounts.ServerAccount) "
-                   "are not yet given the username map: server.py must pass `username_map` to "
-                   "ServerAccount and set it again at a reload, as it does for Accounts")
 def test_a_username_map_alias_is_checked_as_its_account_without_root(accounts, unprivileged_dir):
     """Started as an ordinary user, the server acts as itself for every session, but the
     username map still turns the alias into the account whose password logs it on: the user
@@ -663,10 +660,6 @@ def test_a_channel_from_a_denied_address_does_not_reach_the_share(tmp_path):
         stop(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="the veto check names only the path the client sent; the "
-                   "kernel then follows a link inside the share to a vetoed name (the open in "
-                   "smb/commands/create.py must check the opened file's own path, or refuse links "
-                   "whose target has a vetoed component)")
 def test_a_symlink_to_a_vetoed_name_does_not_reach_it(tmp_path):
     """`veto files` says a name is never reached: a link in the share whose target is a
     vetoed name (made by a local user; SMB clients cannot make links) must not open it."""

@@ -324,7 +324,7 @@ class Server:
             self.identities = Accounts(username_map, guest_account, as_server=self.creds.as_server)
         else:
             self.creds = None
-            self.identities = ServerAccount()
+            self.identities = ServerAccount(username_map)
         self._share_files: dict[str, PosixVFS] = {}   # share directory -> its files, opened by the server
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
@@ -1055,8 +1055,8 @@ class Server:
         if hosts_allow is not None:
             self.hosts_allow, self.hosts_deny = hosts_allow, hosts_deny or ()
         self.username_map = username_map
-        if isinstance(self.identities, Accounts):     # every connection shares this object
-            self.identities.username_map = username_map
+        self.identities.username_map = username_map    # every connection shares this object
+        if isinstance(self.identities, Accounts):
             self.identities.guest_account = guest_account
 
 

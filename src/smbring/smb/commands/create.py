@@ -338,6 +338,19 @@ def check_veto(names, parts: list[str]) -> None:
                        else wire.STATUS_OBJECT_PATH_NOT_FOUND)
 
 
+def check_veto_opened(names, root: str, fd: int) -> None:
+    """`veto files` judged on the file the kernel opened too: a symbolic link in the share (a
+    local user's: SMB clients make none) whose target is or passes through a vetoed name
+    reaches nothing either. The path the client sent was checked already (`check_veto`)."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    rel = os.path.relpath(real, root)
+    if rel != "." and not rel.startswith(".."):     # (beneath the root: the open was resolved so)
+        check_veto(names, rel.split("/"))
+
+
 def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
     """Whether the directory a new name would go in exists (and is a directory)."""
     try:
@@ -697,6 +710,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # undone (mode 0, then removed) and the client gets the error (ENOSPC: STATUS_DISK_FULL)
     made = action == wire.FILE_CREATED and stream is None
     try:        # the descriptor is closed whatever fails before the open is registered
+        if tree.names.veto and stream is None:
+            check_veto_opened(tree.names, fs.root, fd)
         if truncating:
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
