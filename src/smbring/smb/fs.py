@@ -188,6 +188,12 @@ class FileSystem(Protocol):
         the caller: its owner to one of its groups, root to any. Raises OSError (EPERM)."""
         ...
 
+    def opened_parts(self, fd: int) -> list[str] | None:
+        """The path of the open file beneath the share's root, as the kernel resolved it
+        (symbolic links followed): [] for the root itself, None where it cannot say (a file
+        removed since, or not beneath the root)."""
+        ...
+
     def fchown_user(self, fd: int, uid: int) -> None:
         """Gives the file to the Unix user `uid` (its group unchanged), which the kernel lets
         root alone do. Raises OSError (EPERM)."""

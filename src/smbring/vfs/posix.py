@@ -610,6 +610,16 @@ class PosixVFS:
     def fchown_user(fd: int, uid: int) -> None:
         os.fchown(fd, uid, -1)
 
+    def opened_parts(self, fd: int) -> list[str] | None:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")    # (the process's own: allowed as any user)
+        except OSError:
+            return None
+        rel = os.path.relpath(real, self.root)
+        if rel == ".":
+            return []
+        return None if rel.startswith("..") or real.endswith(" (deleted)") else rel.split("/")
+
     @staticmethod
     def set_times(fd: int, atime_ns: int, mtime_ns: int) -> None:
         os.utime(fd, ns=(atime_ns, mtime_ns))

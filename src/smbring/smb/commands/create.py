@@ -338,17 +338,13 @@ def check_veto(names, parts: list[str]) -> None:
                        else wire.STATUS_OBJECT_PATH_NOT_FOUND)
 
 
-def check_veto_opened(names, root: str, fd: int) -> None:
+def check_veto_opened(names, fs: FileSystem, fd: int) -> None:
     """`veto files` judged on the file the kernel opened too: a symbolic link in the share (a
     local user's: SMB clients make none) whose target is or passes through a vetoed name
     reaches nothing either. The path the client sent was checked already (`check_veto`)."""
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return
-    rel = os.path.relpath(real, root)
-    if rel != "." and not rel.startswith(".."):     # (beneath the root: the open was resolved so)
-        check_veto(names, rel.split("/"))
+    parts = fs.opened_parts(fd)
+    if parts:
+        check_veto(names, parts)
 
 
 def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
@@ -711,7 +707,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     made = action == wire.FILE_CREATED and stream is None
     try:        # the descriptor is closed whatever fails before the open is registered
         if tree.names.veto and stream is None:
-            check_veto_opened(tree.names, fs.root, fd)
+            check_veto_opened(tree.names, fs, fd)
         if truncating:
             fs.ftruncate(fd, 0)
             action = wire.FILE_OVERWRITTEN if disposition != wire.FILE_SUPERSEDE else wire.FILE_SUPERSEDED
