@@ -194,3 +194,32 @@ def forged_v2_logon(client: RawClient, user: str, nt_response_for, *, domain: st
     authenticate = ntlm_authenticate(user, b"\0" * 24, nt, flags, domain)
     client.session_setup(session, neg_token_resp(authenticate) if wrap else authenticate)
     return session
+
+
+def bind_channel(c2: RawClient, s1: Session, user: str, password: str):
+    """Binds c2 to the session s1 (SMB2_SESSION_FLAG_BINDING, every leg signed with the
+    session's key, MS-SMB2 3.2.5.3.2): (the channel's Session on c2, the last response). The
+    channel is added to c2's sessions only where the binding succeeded."""
+    from smbcore import session_setup_body
+    from smbring.smb import security
+    ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
+    channel = Session(id=s1.id)
+    channel.preauth = c2.preauth.copy()
+    token = ctx.step()
+    while True:
+        msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=wire.SESSION_FLAG_BINDING),
+                         session=channel.id)
+        c2.send([msg], sign=True, signing_key=s1.signing_key)
+        r = c2.response_to(wire.Header.parse(msg).message_id)
+        channel.preauth.update(msg)
+        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+            break
+        channel.preauth.update(r.raw)
+        token = ctx.step(c2.security_buffer(r))
+    if r.status == wire.STATUS_SUCCESS:
+        channel.signing_key = security.signing_key(ctx.session_key[:16].ljust(16, b"\0"), c2.dialect,
+                                                   channel.preauth.value)
+        channel.encrypt_key, channel.decrypt_key = s1.encrypt_key, s1.decrypt_key
+        channel.flags, channel.trees = s1.flags, s1.trees
+        c2.sessions[channel.id] = channel
+    return channel, r

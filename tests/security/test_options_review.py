@@ -225,7 +225,7 @@ def mapped_server(tmp_path):
     listener.bind(("::ffff:127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    conf = write_conf(tmp_path, port, f"hosts deny = 127.0.0.2\ncontrol socket = none", shares)
+    conf = write_conf(tmp_path, port, "hosts deny = 127.0.0.2\ncontrol socket = none", shares)
     add_user(tmp_path, USER)
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     fd = listener.fileno()
@@ -585,33 +585,9 @@ def test_guest_only_gives_a_user_the_guests_rights_not_its_own(accounts, tmp_pat
 
 # -- a share's hosts lists and a second channel -------------------------------------------------
 def bind_channel(c2: RawClient, s1, user: str = USER, password: str = PASSWORD):
-    """Binds c2 to the session s1 (SMB2_SESSION_FLAG_BINDING, every leg signed with the
-    session's key, MS-SMB2 3.2.5.3.2): (the channel's Session on c2, the last response)."""
-    import spnego
-    from raw import Session
-    from smbcore import session_setup_body
-    from smbring.smb import security
-    ctx = spnego.client(user, password, hostname="smbring", service="cifs", protocol="negotiate")
-    channel = Session(id=s1.id)
-    channel.preauth = c2.preauth.copy()
-    token = ctx.step()
-    while True:
-        msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=wire.SESSION_FLAG_BINDING),
-                         session=channel.id)
-        c2.send([msg], sign=True, signing_key=s1.signing_key)
-        r = c2.response_to(wire.Header.parse(msg).message_id)
-        channel.preauth.update(msg)
-        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
-            break
-        channel.preauth.update(r.raw)
-        token = ctx.step(c2.security_buffer(r))
-    if r.status == wire.STATUS_SUCCESS:
-        channel.signing_key = security.signing_key(ctx.session_key[:16].ljust(16, b"\0"), c2.dialect,
-                                                   channel.preauth.value)
-        channel.encrypt_key, channel.decrypt_key = s1.encrypt_key, s1.decrypt_key
-        channel.flags, channel.trees = s1.flags, s1.trees
-        c2.sessions[channel.id] = channel
-    return channel, r
+    """logon.bind_channel, as USER."""
+    from logon import bind_channel as bind
+    return bind(c2, s1, user, password)
 
 
 def test_a_channel_from_a_denied_address_does_not_reach_the_share(tmp_path):

@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
-import spnego
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from logon import bind_channel  # noqa: E402
 from raw import RawClient, Session  # noqa: E402
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
-from smbcore import create_body, session_setup_body  # noqa: E402
+from smbcore import create_body  # noqa: E402
 from smbcore import create_contexts_of as contexts_of  # noqa: E402
 from smbcore import oplock_level_of as oplock_of  # noqa: E402
 
-from smbring.smb import security, wire  # noqa: E402
+from smbring.smb import wire  # noqa: E402
 
 OTHER, OTHER_PASSWORD = "otheruser", "Other-pass1"
 BATCH, NONE_OPLOCK, LEASE = 0x09, 0x00, 0xFF
@@ -290,25 +290,8 @@ def test_a_replay_from_another_client_gets_nothing_of_this_one(port):
 
 def bind(c2: RawClient, s1: Session) -> Session:
     """Binds c2 to the session s1 (MS-SMB2 3.2.5.3.2): the channel's Session on c2."""
-    ctx = spnego.client(USER, PASSWORD, hostname="smbring", service="cifs", protocol="negotiate")
-    channel = Session(id=s1.id)
-    channel.preauth = c2.preauth.copy()
-    token = ctx.step()
-    while True:
-        msg = c2.message(wire.SESSION_SETUP, session_setup_body(token, flags=wire.SESSION_FLAG_BINDING),
-                         session=channel.id)
-        c2.send([msg], sign=True, signing_key=s1.signing_key)
-        r = c2.response_to(wire.Header.parse(msg).message_id)
-        channel.preauth.update(msg)
-        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
-            break
-        channel.preauth.update(r.raw)
-        token = ctx.step(c2.security_buffer(r))
+    channel, r = bind_channel(c2, s1, USER, PASSWORD)
     assert r.status == wire.STATUS_SUCCESS, r
-    channel.signing_key = security.signing_key(ctx.session_key[:16].ljust(16, b"\0"), c2.dialect,
-                                               channel.preauth.value)
-    channel.flags, channel.trees = s1.flags, s1.trees
-    c2.sessions[channel.id] = channel
     return channel
 
 
