@@ -19,6 +19,7 @@ MUST_NOT_LOAD = (
     "urllib.request", "pwd", "grp",
     "spnego",                                   # pyspnego: only for --kerberos
     "smbring.client.multichannel",              # only for --channels N > 1
+    "smbring.client.progress",                  # only when stderr is a terminal
 )
 
 # smbring's own modules a client run may load: anything else (the server, the VFS, the ring,

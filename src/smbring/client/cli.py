@@ -14,7 +14,6 @@ import sys
 from urllib.parse import unquote, urlsplit
 
 from smbring.client.errors import ProtocolError
-from smbring.client.progress import Progress
 from smbring.client.session import connect
 
 PASSWORD_ENV = "SMBRING_PASSWORD"
@@ -193,6 +192,7 @@ async def _run(args, target: Target, user: str, password: str, domain: str) -> i
                   file=sys.stderr)
         progress = None
         if args.command in ("get", "put") and not args.no_progress and sys.stderr.isatty():
+            from smbring.client.progress import Progress    # a terminal's run only
             progress = Progress(sys.stderr)
         written = None
         try:
