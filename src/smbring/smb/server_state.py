@@ -133,6 +133,18 @@ class ServerState:
         (absolute, as `Open.path()` gives it)."""
         return self._opens.any_below(path)
 
+    def renamed(self, o: Open, old_parts: list[str]) -> None:
+        """The file open as `o` was renamed from `old_parts` to `o.parts`: its other opens here
+        under the same share directory are given the new name too, so that what they do by
+        name later (a delete on close, a rename, a change notify) reaches this file, never one
+        that took its old name since. (Other workers' opens delete only where the name they
+        recorded still names their file: server.shared_store.RecordedDelete.)"""
+        root = o.tree.fs.root
+        for other in self._opens:
+            if other is not o and other.key == o.key and other.parts == old_parts and \
+                    other.tree is not None and other.tree.fs is not None and other.tree.fs.root == root:
+                other.parts = other.base_parts = list(o.parts)
+
     def opens_below(self, path: str) -> list[Open]:
         """This process's opens of files below the directory `path` (their leases are broken
         before it is renamed), and with several workers the other workers' opens there, as

@@ -550,8 +550,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
-        old_path = o.path()
+        old_path, old_parts = o.path(), o.parts
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
+        c.state.renamed(o, old_parts)           # (and the file's other opens with it)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
     elif klass == 11:  # Link: another name for the file
         add_link(c, o, buf)
