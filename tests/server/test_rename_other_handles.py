@@ -34,15 +34,22 @@ def served(tmp_path):
         stop(proc)
 
 
+def renamed_under_a_second_handle(c: UserClient, share):
+    """x.txt opened twice, renamed to y.txt through the first handle, and a new x.txt made by
+    someone else: (first handle, second handle)."""
+    (share / "x.txt").write_text("the file renamed")
+    first = c.open("x.txt", READ_WRITE | DELETE)
+    second = c.open("x.txt", READ_WRITE | DELETE)
+    assert c.set_info(first, INFO_FILE, RENAME, rename_to("y.txt")) == 0
+    c.open("x.txt", READ_WRITE, disposition=CREATE).close()     # another file takes the name
+    (share / "x.txt").write_text("someone else's new file")
+    return first, second
+
+
 def test_a_delete_on_close_through_another_handle_reaches_the_renamed_file(served):
     share, port = served
-    (share / "x.txt").write_text("the file renamed")
     with UserClient("127.0.0.1", port, USER, PASSWORD, "share") as c:
-        first = c.open("x.txt", READ_WRITE | DELETE)
-        second = c.open("x.txt", READ_WRITE | DELETE)
-        assert c.set_info(first, INFO_FILE, RENAME, rename_to("y.txt")) == 0
-        c.open("x.txt", READ_WRITE, disposition=CREATE).close()     # another file takes the name
-        (share / "x.txt").write_text("someone else's new file")
+        first, second = renamed_under_a_second_handle(c, share)
         assert c.set_info(second, INFO_FILE, DISPOSITION, b"\x01") == 0
         first.close()
         second.close()      # the last handle: the delete on close is done here, by its name
@@ -52,13 +59,8 @@ def test_a_delete_on_close_through_another_handle_reaches_the_renamed_file(serve
 
 def test_a_rename_through_another_handle_moves_the_renamed_file(served):
     share, port = served
-    (share / "x.txt").write_text("the file renamed")
     with UserClient("127.0.0.1", port, USER, PASSWORD, "share") as c:
-        first = c.open("x.txt", READ_WRITE | DELETE)
-        second = c.open("x.txt", READ_WRITE | DELETE)
-        assert c.set_info(first, INFO_FILE, RENAME, rename_to("y.txt")) == 0
-        c.open("x.txt", READ_WRITE, disposition=CREATE).close()
-        (share / "x.txt").write_text("someone else's new file")
+        first, second = renamed_under_a_second_handle(c, share)
         assert c.set_info(second, INFO_FILE, RENAME, rename_to("z.txt")) == 0
         first.close()
         second.close()

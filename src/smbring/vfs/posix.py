@@ -154,6 +154,18 @@ def stream_id_by_path(fs, parts: list[str], create: bool = False) -> str | None:
         fs.close_file(fd)
 
 
+def rename_at(ofd: int, oname: str, nfd: int, nname: str, replace: bool) -> None:
+    """rename(2) of `oname` in the directory `ofd` to `nname` in `nfd` (names, never followed);
+    without `replace`, an existing `nname` is FileExistsError."""
+    if not replace:
+        try:
+            os.stat(nname, dir_fd=nfd, follow_symlinks=False)
+            raise FileExistsError(errno.EEXIST, "exists")
+        except FileNotFoundError:
+            pass
+    os.rename(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd)
+
+
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
@@ -433,13 +445,7 @@ class PosixVFS:
         self.stream_parts(sid, old), self.stream_parts(sid, new)       # (both checked)
         fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
         try:
-            if not replace:
-                try:
-                    os.stat(new, dir_fd=fd, follow_symlinks=False)
-                    raise FileExistsError(errno.EEXIST, "exists")
-                except FileNotFoundError:
-                    pass
-            os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
+            rename_at(fd, old, fd, new, replace)
         finally:
             os.close(fd)
 
@@ -546,13 +552,7 @@ class PosixVFS:
             os.close(ofd)
             raise
         try:
-            if not replace:
-                try:
-                    os.stat(nname, dir_fd=nfd, follow_symlinks=False)
-                    raise FileExistsError(errno.EEXIST, "exists")
-                except FileNotFoundError:
-                    pass
-            os.rename(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd)
+            rename_at(ofd, oname, nfd, nname, replace)
         finally:
             os.close(ofd)
             os.close(nfd)
