@@ -111,7 +111,7 @@ class EffectRunner:
         self.writes = WritesInFlight()
         # runs of `run` holding or waiting for `sending`: while there are any, a response
         # waits its turn the awaited way (run_now does not overtake them; the shell reads it
-        # for every frame, as sends_waiting() says it, without the call)
+        # for every frame)
         self.sending_users = 0
         self._send_small = getattr(transport, "send_small", None)
         self._send_file_now = getattr(transport, "send_file_now", None)
@@ -119,11 +119,6 @@ class EffectRunner:
         # READs; the others are counted by the transport's read paths)
         self.bytes_written = 0
         self.bytes_read_in_memory = 0
-
-    def sends_waiting(self) -> bool:
-        """Whether responses are on their way the awaited way, or wait for their turn: a
-        response sent at once would overtake them (run_now sends none then)."""
-        return self.sending_users != 0
 
     def run_now(self, todo: list):
         """Carries out at once what needs no wait, in order: responses in memory that the

@@ -710,8 +710,8 @@ class Server:
                     await transport.send(SendDescriptor(responses))
 
         # the plain ECHOs at the head of what was received are taken (answered) where no
-        # response waits to be sent the awaited way (runner.sends_waiting(), read without its
-        # call: those go first), then sent as run_now sends a response
+        # response waits to be sent the awaited way (runner.sending_users: those go first),
+        # then sent as run_now sends a response
         def send_answered(responses):
             """True when they were sent (or held back, as Sender.send_small holds), else an
             awaitable that sends the rest."""
