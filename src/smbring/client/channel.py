@@ -457,9 +457,8 @@ class Channel:
         pending = self._pending.get(header.message_id)
         if pending is None or pending.into is None or pending.command != wire.READ or \
                 header.command != wire.READ or header.status != wire.STATUS_SUCCESS or \
-                header.next_command or header.flags & wire.FLAGS_ASYNC or \
-                not header.flags & wire.FLAGS_SERVER_TO_REDIR or pending.signed or \
-                pending.keys is None or pending.keys.encrypt or \
+                header.next_command or not header.flags & wire.FLAGS_SERVER_TO_REDIR or \
+                pending.signed or pending.keys is None or pending.keys.encrypt or \
                 header.session_id != pending.keys.session_id:
             return None
         structure, data_offset, _r, length = struct.unpack_from("<HBBI", head, wire.HEADER_SIZE)
