@@ -58,7 +58,7 @@ class Durable:
 
     open: object
     persistent: bytes               # FileId.Persistent: what a reconnect names it by
-    user: str                       # the user who may reclaim it (lowercased)
+    user: str                       # who may reclaim it: the session's resolved owner (Session.owner)
     client_guid: bytes
     create_guid: bytes              # DH2Q's; empty for DHnQ (a DH2C never finds it then)
     timeout: float                  # seconds it waits detached

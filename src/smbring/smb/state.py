@@ -199,6 +199,9 @@ class Session:
     domain: str = ""
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
     identity: object = None       # the account its file-system calls act as (the server's)
+    # who it is as the server resolved it ("uid:N", or "user:name" as mapped): what durable
+    # opens and replays are owned by; empty for a guest or anonymous (`session.resolved_owner`)
+    owner: str = ""
     # multichannel (smb.channels): the connections it is reachable on, each with its signing
     # key, and what a connection binding to it must have negotiated alike
     channels: dict = field(default_factory=dict)    # Connection -> channels.Channel

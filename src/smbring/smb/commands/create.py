@@ -14,6 +14,7 @@ from smbring.smb.contexts import (
     parse_create_contexts,
     parse_eas,
 )
+from smbring.smb.eas import store_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
     ATTR_SPARSE_FILE,
@@ -231,8 +232,7 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
             unix_owner.give_named_owner_and_group(fs, fd, contexts, share.force_unknown_acl_user)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         store_new_file_dos(fs, fd, attrs, False)
-        for ea_name, value in eas:
-            writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
+        store_eas(fs, fd, eas)
         writable_for_metadata(fs, fd, lambda: fs.stream_id_of(fd, create=True))
     except BaseException:
         unmake(fs, parts, fd)
@@ -725,8 +725,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             unix_owner.give_named_owner_and_group(fs, fd, contexts, tree.share.force_unknown_acl_user)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         if made:
-            for ea_name, value in eas:      # (an overwritten file's: once its open is registered)
-                writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
+            store_eas(fs, fd, eas)      # (an overwritten file's: once its open is registered)
             # the stat's times move with writes; the creation time must not: stored now (the
             # stat read again after, for the ChangeTime that storing moved)
             stored = store_new_file_dos(fs, fd, attrs, is_dir)
@@ -779,8 +778,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if eas and not made and action != wire.FILE_OPENED and stream is None:
             # (an overwritten file's; a new file's are stored above, a stream's file's by
             # create_file_of_stream)
-            for ea_name, value in eas:
-                fs.set_ea(fd, ea_name, value)
+            store_eas(fs, fd, eas)
         if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
             set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0],
                            tree.share.strict_allocate)

@@ -67,9 +67,11 @@ class DurableRequest:
 
 
 def session_user(c: "Connection", hdr: "Header") -> str:
-    """Who may reclaim what this session opens: its user (empty for a guest: nobody)."""
+    """Who may reclaim what this session opens: its account as the server resolved it at
+    logon (`session.resolved_owner`: not the name as typed, so "alice", "ALICE" and
+    "DOMAIN\\alice" are one owner); empty for a guest: nobody."""
     s = c.sessions.get(hdr.session_id)
-    return "" if s is None or s.guest or not s.user else s.user.lower()
+    return "" if s is None or s.guest else s.owner
 
 
 def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: int,

@@ -19,6 +19,7 @@ from smbring.smb.commands.create import (
     shown_hidden,
 )
 from smbring.smb.contexts import encode_eas, parse_eas
+from smbring.smb.eas import store_eas
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
     file_of,
@@ -568,8 +569,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
     elif klass == 15:  # FullEa: set or (with an empty value) remove; the file's, through a stream too
         eas = parse_eas(buf)
         with file_of(o) as fd:
-            for ea_name, value in eas:
-                writable_for_metadata(fs, fd, lambda: fs.set_ea(fd, ea_name, value))
+            store_eas(fs, fd, eas)
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key, o)

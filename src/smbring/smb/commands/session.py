@@ -90,6 +90,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.user = user_name(identity)
         s.asked_as, s.domain = identity.user, identity.domain
+        s.owner = resolved_owner(c, s)
         s.valid = True
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
@@ -103,7 +104,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 session_flags |= wire.SESSION_FLAG_ENCRYPT_DATA
         audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
         old = c.sessions.get(prev) if prev and prev != s.id else None
-        if old is not None and old.valid and not old.guest and old.user.lower() == s.user.lower():
+        if old is not None and old.valid and not old.guest and old.owner == s.owner:
             c.end_session(prev)    # PreviousSessionId: the client's earlier session ends (MS-SMB2 3.3.5.5.3)
         rhdr.status = wire.STATUS_SUCCESS
         if prev and prev != s.id:
@@ -142,6 +143,28 @@ def user_name(identity: ntlm.Identity) -> str:
     return f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
 
 
+def resolved_owner(c: Connection, s: Session) -> str:
+    """Who the session is, as the server resolved its logon, whatever the client typed (a
+    user name's case, a domain, which a standalone server ignores for its local accounts,
+    an alias of the username map): "uid:N" where the server acts as each user's Unix
+    account, as Samba compares a token's user SID; otherwise "user:" and the account name
+    the username map gives, whose password logged the session on. Empty for a guest or an
+    anonymous logon: nobody can be told from another guest."""
+    return "" if s.guest else owner_of_user(c, s.user, s.identity)
+
+
+def owner_of_user(c: Connection, user: str, account) -> str:
+    """`resolved_owner` of a user logged on as `user` ("DOMAIN\\name" or "name"), acting as
+    `account` (the server's `identities`' logon answer)."""
+    if not user:
+        return ""
+    identities = c.identities
+    if identities is not None and getattr(identities, "acts_as_each_user", False) and account is not None:
+        return f"uid:{account.uid}"
+    list_name = getattr(identities, "list_name", None)
+    return "user:" + (list_name(user) if list_name is not None else share_access.bare(user))
+
+
 def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: bytes, rhdr: Header):
     """A re-authentication of the session completed (MS-SMB2 3.3.5.5.3), as smbd has it: the
     session keeps its keys (the first logon's: its channels sign and seal as before) and its
@@ -172,6 +195,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
                 raise SMBError(wire.STATUS_LOGON_FAILURE)
         s.identity = account
     s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
+    s.owner = resolved_owner(c, s)
     if not same:
         why = reauthorize(c, s)
         if why is not None:
@@ -221,6 +245,13 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
     s.identity = account
 
 
+def bound_owner(c: Connection, identity: ntlm.Identity) -> str:
+    """`resolved_owner` of the user a binding authenticated: a channel is the session's
+    user's only (Samba compares the token's user SID), however the name was spelled."""
+    account = c.identities.logon(identity.user, "user") if c.identities is not None else None
+    return owner_of_user(c, user_name(identity), account)
+
+
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     c.end_session(hdr.session_id)
     return struct.pack("<HH", 4, 0), None
@@ -231,7 +262,7 @@ def close_previous(c: Connection, s: Session, previous_id: int) -> None:
     was the same user's, ends with what it opened, on whichever connection it lives.
     Another user's session, a guest's, or one that is gone is left alone, as Samba does."""
     old = c.state.sessions.get(previous_id)
-    if old is None or old is s or old.guest or not old.valid or old.user.lower() != s.user.lower():
+    if old is None or old is s or old.guest or not old.valid or old.owner != s.owner:
         return
     owner = next(iter(old.channels), None)
     if owner is None:
@@ -327,7 +358,7 @@ def bind(c: Connection, hdr: Header, msg, rhdr: Header, token: bytes):
         return body, None
     identity = ch.auth.identity
     ch.auth = None
-    if identity.kind != "user" or identity.user.lower() != s.user.rsplit("\\", 1)[-1].lower():
+    if identity.kind != "user" or bound_owner(c, identity) != s.owner:
         audit.warning("binding refused: user %s from %s to session %d of %s", identity.user,
                       c.client_address or "?", s.id, s.user)
         del s.channels[c]

@@ -73,7 +73,7 @@ def _directory(caller: Caller) -> sids.Directory:
 
 def _refused(caller: Caller) -> bool:
     """Samba's pipe_access_check: `restrict anonymous` keeps guests out."""
-    return caller.guest and caller.server.restrict_anonymous > 0
+    return caller.is_guest() and caller.server.restrict_anonymous > 0
 
 
 # -- policy handles -----------------------------------------------------------------------------

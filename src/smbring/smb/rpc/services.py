@@ -77,6 +77,14 @@ class Caller:
     view: Callable = _as_configured
     unix_names: UnixNames = field(default_factory=NoUnixNames)
     handles: Handles = field(default_factory=Handles)
+    # the SMB session the pipe belongs to: where given, who calls is who it is *now* (a
+    # re-authentication as someone else changes it for the pipes it has open, as for its
+    # other requests), not who opened the pipe
+    session: object = None
+
+    def is_guest(self) -> bool:
+        """Whether a guest or an anonymous logon calls (`restrict anonymous` refuses them)."""
+        return self.session.guest if self.session is not None else self.guest
 
 
 @dataclass(frozen=True)

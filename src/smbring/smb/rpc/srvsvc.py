@@ -135,7 +135,7 @@ def _share_info(level: int, s: Listed) -> tuple:
 
 def _refused(caller: Caller) -> bool:
     """Samba's pipe_access_check: `restrict anonymous` keeps guests out."""
-    return caller.guest and caller.server.restrict_anonymous > 0
+    return caller.is_guest() and caller.server.restrict_anonymous > 0
 
 
 def _enum(caller: Caller, stub: bytes, hidden_too: bool) -> bytes:

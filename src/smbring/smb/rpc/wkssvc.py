@@ -26,7 +26,7 @@ def net_wksta_get_info(caller: Caller, stub: bytes) -> bytes:
     r = Reader(stub)
     r.unique_string()                  # ServerName
     level = r.u32()
-    if level == 102 or level == 502 or level == 101 and caller.guest:
+    if level == 102 or level == 502 or level == 101 and caller.is_guest():
         status = WERR_ACCESS_DENIED
     elif level not in WKSTA_INFO_FIELDS:
         status = WERR_INVALID_LEVEL
