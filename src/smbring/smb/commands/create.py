@@ -127,7 +127,7 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
     try:
         inherits = fs.has_default_acl(fd)
         try:
-            return True, sd_of(fs, fd, "/".join(parts[:-1])), inherits
+            return True, sd_of(fs, fd, parts[:-1]), inherits     # (joined only to be logged)
         except OSError:
             return True, None, inherits
     finally:
