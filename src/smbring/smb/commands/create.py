@@ -125,11 +125,37 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
     except OSError:
         return len(parts) <= 1 or parent_is_directory(fs, parts), None, False
     try:
-        inherits = fs.has_default_acl(fd)
-        try:
-            return True, sd_of(fs, fd, parts[:-1]), inherits     # (joined only to be logged)
-        except OSError:
-            return True, None, inherits
+        return directory_metadata(fs, fd, parts)
+    finally:
+        fs.close_file(fd)
+
+
+def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool, "acl.Descriptor | None", bool]:
+    """`parent_metadata` of the new name `parts`, its directory open as `fd`."""
+    inherits = fs.has_default_acl(fd)
+    try:
+        return True, sd_of(fs, fd, parts[:-1]), inherits     # (joined only to be logged)
+    except OSError:
+        return True, None, inherits
+
+
+def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool) -> tuple[list[str], tuple | None]:
+    """`fs.match_case(parts)` for a name not found as spelled, and, where `metadata` is asked
+    and the name is in its directory in no other case, that directory's `parent_metadata`:
+    one open of the directory for both (the one match_case makes, as the user, to look the
+    name up in it). Where it cannot be opened: match_case's own walk, and no metadata (None:
+    `parent_metadata` answers for a directory it cannot open)."""
+    if not parts:
+        return fs.match_case(parts), None
+    try:
+        fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return fs.match_case(parts), None
+    try:
+        match = fs.match_case_in(fd, parts[-1])
+        if match is not None and match != parts[-1]:
+            return parts[:-1] + [match], None
+        return parts, directory_metadata(fs, fd, parts) if metadata else None
     finally:
         fs.close_file(fd)
 
@@ -443,12 +469,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                                  disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
                                                  wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
+    may_make = stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+    directory = None        # a new name's parent_metadata, read with its case lookup
     try:
         st = fs.stat(parts)
         exists = True
     except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
-        spelled = fs.match_case(parts)     # names are case-insensitive in SMB
+        # names are case-insensitive in SMB
+        spelled, directory = spelled_in_directory(fs, parts, may_make)
         if spelled != parts:
             parts = spelled
             try:
@@ -461,9 +490,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # the directory has a default ACL: the kernel makes a new file's mode from it and the
     # mode asked for (no umask), and none is set over it (as Samba's directory_has_default_acl)
     acl_decides_mode = False
-    if not exists and stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+    if not exists and may_make:
         # (read where a file may be made)
-        parent_is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
+        parent_is_dir, parent_sd, acl_decides_mode = directory or parent_metadata(fs, parts)
     else:
         parent_is_dir = exists or len(parts) <= 1 or parent_is_directory(fs, parts)
     if not exists and len(parts) > 1 and not parent_is_dir:
