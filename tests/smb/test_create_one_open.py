@@ -203,6 +203,36 @@ def test_a_new_name_that_exists_in_another_case_is_that_file(client, share, on_d
     assert set(os.listdir(d)) == {f"e{i:05d}" for i in range(3000)} | {on_disk}     # nothing made
 
 
+def test_a_new_names_directory_is_opened_once_for_its_case_lookup_and_its_metadata(share):
+    """The directory of a name not found as spelled is opened once: the case-insensitive look
+    for the name and the read of its stored descriptor and default ACL go through that open
+    (a name found there in another case is that file, and no metadata is read)."""
+    opened = []
+
+    class Counting(PosixVFS):
+        def open(self, parts, flags, mode=0o644):
+            opened.append(list(parts))
+            return super().open(parts, flags, mode)
+
+    base = Counting(str(share))
+    client = Client(share, tree=False)
+    client.conn.open_fs = lambda path: base
+    try:
+        status, client.tid, _body = client.tree_connect()
+        assert status == 0
+        (share / "d").mkdir()
+        (share / "d" / "Old.txt").write_bytes(b"old")
+        fid = client.open("d\\new.txt", access=wire.FILE_WRITE_DATA, disposition=wire.FILE_CREATE)
+        assert client.close(fid) == 0
+        assert opened.count(["d"]) == 1 and (share / "d" / "new.txt").exists()
+        opened.clear()
+        fid = client.open("d\\OLD.TXT", access=GENERIC_READ, disposition=wire.FILE_OPEN_IF)
+        assert the_open(client, fid).parts == ["d", "Old.txt"] and client.close(fid) == 0
+        assert opened.count(["d"]) == 1
+    finally:
+        client.conn.close_all()         # (closes the share's files, `base`, too)
+
+
 def test_the_case_of_a_new_name_is_never_looked_up_outside_the_share(client, share, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -108,6 +108,35 @@ def test_a_descriptors_device_is_the_one_its_open_read_and_goes_with_it(share, t
     in_thread(run)
 
 
+@ROOT_ONLY
+def test_a_new_files_device_is_the_one_its_first_fstat_read(share, tmp_path):
+    """A file made by O_CREAT (whose open reads no stat) has its device recorded by the first
+    fstat of it through the view (a CREATE's, before the file's first WRITE), so that the data
+    modules need not ask fstat again; a descriptor no view opened gets none recorded."""
+    root, base = share
+
+    def run():
+        creds = ThreadCredentials()
+        view = ShareView(base, ALICE, creds)
+        try:
+            os.chmod(root, 0o777)
+            fd = view.open(["new"], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            assert creds.data.device(fd) is None
+            assert view.fstat(fd).st_dev == creds.data.device(fd) == os.fstat(fd).st_dev
+            view.close_file(fd)
+            assert creds.data.device(fd) is None
+            creds.to_server()           # (the share's parents are root's only)
+            other = os.open(root / "new", os.O_RDONLY)      # (not a view's)
+            try:
+                view.fstat(other)
+                assert creds.data.device(other) is None
+            finally:
+                os.close(other)
+        finally:
+            creds.to_server()
+    in_thread(run)
+
+
 # -- on a real ring ----------------------------------------------------------------------------
 def ring_loop(fn):
     """fn(creds, aring) on an event loop with a ring, in a thread of its own (its credentials

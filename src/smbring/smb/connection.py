@@ -1156,7 +1156,8 @@ class Connection:
         return self.state.durable.detach(o, lambda effects: self.release_file(o, effects), locks,
                                          self.limits.max_disconnected_durable, self.outbox)
 
-    def close_open(self, o: Open) -> None:
+    def close_open(self, o: Open, shown: bool = False) -> None:
+        """`shown`: the write time the open owes its file is given already (a CLOSE's)."""
         self._forget_open(o)
         for areq in list(o.waiting):      # answered on the channel each came through
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
@@ -1166,15 +1167,16 @@ class Connection:
             if s is not None:
                 s.pipes_open -= 1
             return          # a pipe holds no file, lock or share mode
-        closed = self.release_file(o, self.outbox)
+        closed = self.release_file(o, self.outbox, shown)
         if closed.locks_released:
             self.count_locks(o, -closed.locks_released)
 
-    def release_file(self, o: Open, effects: list):
+    def release_file(self, o: Open, effects: list, shown: bool = False):
         """What closing an open does beyond its client's tables (also for a detached durable
         open, which has none): its share mode, locks and oplock go, its descriptor is closed,
-        a delete on close is done; a file to forget goes to `effects`."""
-        show_on_close(self.state.write_times, o)     # (a CLOSE has done so already)
+        a delete on close is done; a file to forget goes to `effects`. `shown`: as close_open."""
+        if not shown:       # (a CLOSE has done so already)
+            show_on_close(self.state.write_times, o)
         closed = self.state.close_open(o)
         if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
             self.file_closed(o.tree.share.name, o.fd)

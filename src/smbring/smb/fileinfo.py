@@ -72,6 +72,9 @@ def writable_for_metadata(fs, fd: int, store) -> None:
         fs.fchmod(fd, mode)
 
 
+NT_EPOCH = wire.nt_time(0)      # the Unix epoch in NT time (100 ns ticks since 1601)
+
+
 def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
     """The creation time (NT time): as stored (set when smbring made the file, or by a
     client), else the birth time where the stat has one, else the older of the modification
@@ -79,7 +82,7 @@ def creation_time(st: os.stat_result, dos: DosInfo | None = None) -> int:
     stored one is pinned before that, see `pin_creation_time`)."""
     if dos is not None and dos.create_time:
         return dos.create_time
-    return wire.nt_time(getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns))
+    return (getattr(st, "st_birthtime_ns", None) or min(st.st_mtime_ns, st.st_ctime_ns)) // 100 + NT_EPOCH
 
 
 def stored_ns(ns: int) -> int:
@@ -93,13 +96,14 @@ def time_fields(st: os.stat_result, dos: DosInfo | None = None,
     """CreationTime, LastAccessTime, LastWriteTime, ChangeTime (NT times); `write_ns`: the
     write time shown in place of the kernel's while writes are still to show it
     (`smb.write_times`). As numbers, for a response packed in one go (`TIMES` packs them)."""
+    # (wire.nt_time written out: these run for every CREATE, CLOSE and information query)
     birth = creation_time(st, dos)
-    change = wire.nt_time(st.st_ctime_ns)
+    change = st.st_ctime_ns // 100 + NT_EPOCH
     if dos is not None:
         if dos.change_time and dos.change_mtime_ns == stored_ns(st.st_mtime_ns):
             change = dos.change_time     # as set, until the next write moves the file on
     written = st.st_mtime_ns if write_ns is None else write_ns
-    return birth, wire.nt_time(st.st_atime_ns), wire.nt_time(written), change
+    return birth, st.st_atime_ns // 100 + NT_EPOCH, written // 100 + NT_EPOCH, change
 
 
 TIMES = struct.Struct("<QQQQ")

@@ -74,6 +74,13 @@ class FileSystem(Protocol):
         directory on the way cannot be listed."""
         ...
 
+    def match_case_in(self, dir_fd: int, name: str) -> str | None:
+        """The entry of the directory open as `dir_fd` (freshly: at its start) that is `name`
+        but for its case, if any (`name` itself where it is there as spelled): `match_case`'s
+        look in one directory, for a caller that has the directory open already. Raises
+        OSError when the directory cannot be listed."""
+        ...
+
     def mkdir(self, parts: list[str], mode: int = 0o755) -> None:
         """Creates the directory with the permission bits `mode` (the share's directory mask
         may narrow them). Raises FileExistsError, FileNotFoundError (no parent), OSError."""

@@ -31,7 +31,6 @@ the lock and share-mode tables is ``id(open)``).
 """
 from __future__ import annotations
 
-import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -75,10 +74,9 @@ class ServerState:
         self._delete_pending = (backends.delete_pending if backends.delete_pending is not None
                                 else DeletePending(self.share_modes))
         self._trees = backends.trees if backends.trees is not None else TreeCounts()
-        # one step over several tables: the shared store makes it one transaction (alone, one
-        # reusable context that does nothing, not a new one per open and close)
-        no_transaction = contextlib.nullcontext()
-        self._atomic = backends.atomic or (lambda: no_transaction)
+        # one step over several tables: the shared store makes it one transaction (alone,
+        # None: the steps are made as they are, with no context entered for every open and close)
+        self._atomic = backends.atomic
         self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
                          else SessionRegistry())
 
@@ -93,39 +91,52 @@ class ServerState:
     def register_open(self, o: Open, access: int, share: int) -> bool:
         """Adds a new open of the file `o.key` with its access and share mode; False (and
         nothing added) when that is a sharing violation with the file's other opens."""
-        with self._atomic():
-            if not self.share_modes.check_and_add(o.key, id(o), access, share):
-                return False
-            if o.file_key:
-                # a stream's open is an open of its file too, one that takes no part in share
-                # modes (as Samba's base_fsp): the file is not deleted under it (a delete on
-                # close waits for it) and opens of the file see it
-                self.share_modes.check_and_add(o.file_key, id(o), 0, 7)
-            self._opens.add(o)
-        self.oplocks.add(o, access)
+        if self._atomic is None:
+            added = self._add_open(o, access, share)
+        else:
+            with self._atomic():
+                added = self._add_open(o, access, share)
+        if added:
+            self.oplocks.add(o, access)
+        return added
+
+    def _add_open(self, o: Open, access: int, share: int) -> bool:
+        if not self.share_modes.check_and_add(o.key, id(o), access, share):
+            return False
+        if o.file_key:
+            # a stream's open is an open of its file too, one that takes no part in share
+            # modes (as Samba's base_fsp): the file is not deleted under it (a delete on
+            # close waits for it) and opens of the file see it
+            self.share_modes.check_and_add(o.file_key, id(o), 0, 7)
+        self._opens.add(o)
         return True
 
     def close_open(self, o: Open) -> Closed:
         """Forgets a closing open: its watch, its byte-range locks (requests waiting for them
         retry), its share mode. A delete on close it asked for becomes pending for the file;
         when this was the file's last open, `Closed.delete` names what to delete."""
+        if self._atomic is None:
+            return self._forget(o)
         with self._atomic():
-            self._opens.discard(o)
-            if o.watch is not None:
-                self.watches.remove(o.watch)
-            released = self.locks.release_owner(o.key, id(o))
-            if o.delete_on_close:
-                self._delete_pending.mark(o)
-                if o.is_dir:
-                    self.watches.delete_pending(o.key)    # waiting change notifies end
-            self.share_modes.remove(o.key, id(o))
-            self.oplocks.remove(o)
-            self.durable.forget(o)
-            victim = self._delete_pending.take(o)
-            if o.file_key:      # its file's last open, where the file's delete waited for it
-                self.share_modes.remove(o.file_key, id(o))
-                # (deleting the file deletes its streams: this one's own delete with them)
-                victim = self._delete_pending.take(FileOfStream(o.file_key, o.tree)) or victim
+            return self._forget(o)
+
+    def _forget(self, o: Open) -> Closed:
+        self._opens.discard(o)
+        if o.watch is not None:
+            self.watches.remove(o.watch)
+        released = self.locks.release_owner(o.key, id(o))
+        if o.delete_on_close:
+            self._delete_pending.mark(o)
+            if o.is_dir:
+                self.watches.delete_pending(o.key)    # waiting change notifies end
+        self.share_modes.remove(o.key, id(o))
+        self.oplocks.remove(o)
+        self.durable.forget(o)
+        victim = self._delete_pending.take(o)
+        if o.file_key:      # its file's last open, where the file's delete waited for it
+            self.share_modes.remove(o.file_key, id(o))
+            # (deleting the file deletes its streams: this one's own delete with them)
+            victim = self._delete_pending.take(FileOfStream(o.file_key, o.tree)) or victim
         return Closed(released, victim)
 
     def has_open_below(self, path: str) -> bool:

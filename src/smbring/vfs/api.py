@@ -98,7 +98,8 @@ def split_path(name: str) -> list[str]:
             continue
         if p == ".":
             raise PathError("syntax")
-        if len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
+        # (UTF-8 takes at most 4 bytes a character: a name of 63 or fewer is not encoded)
+        if len(p) > 63 and len(p.encode("utf-8", "surrogatepass")) > 255 or set(p) & BAD_CHARS:
             raise PathError("invalid")
         if p.split(".")[0].upper() in RESERVED or p.casefold() == STREAMS_DIR:
             raise PathError("invalid")

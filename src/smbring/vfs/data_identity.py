@@ -98,6 +98,12 @@ class DataCredentials:
         if who is not None:
             self._release(who)
 
+    def seen(self, fd: int, device: int) -> None:
+        """fd's st_dev, read by a stat of it: kept where a view opened fd (an open file
+        never moves to another device)."""
+        if fd in self._owners:
+            self._devices[fd] = device
+
     def device(self, fd: int) -> int | None:
         """The device fd's file is on (its st_dev: an open file never moves to another), as
         its open read it; None where it did not (the caller asks fstat)."""
@@ -130,7 +136,9 @@ class DataCredentials:
     # -- in the event loop's thread -----------------------------------------------------------
     def act_here(self, fd: int) -> None:
         """Makes the loop's thread act as fd's owner (for I/O made inline)."""
-        self.creds.become(self.owner(fd))
+        who = self.owner(fd)
+        if self.creds.current is not who:       # (mostly it does already: no call)
+            self.creds.become(who)
 
     # -- on the ring ----------------------------------------------------------------------------
     def personality(self, ring, fd: int) -> Personality:

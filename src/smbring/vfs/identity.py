@@ -207,7 +207,7 @@ class NoSwitch:
 
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity_views.py checks that the list covers the whole protocol.
-CALLS = ("open", "open_stat", "stat", "match_case", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
+CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_id_of", "stream_parts", "streams", "make_stream_dir", "create_stream",
          "own_stream", "remove_streams", "rename_stream",
          "may_access_open", "close_file", "fstat",
@@ -234,8 +234,17 @@ class ShareView:
         # every call of every CREATE
         for name in CALLS:
             method = getattr(base, name, None)
-            if getattr(ShareView.__dict__[name], "acting", False) and method is not None:
+            if method is None:
+                continue
+            kind = getattr(ShareView.__dict__[name], "acting", False)
+            if kind is True:
                 setattr(self, name, self._acting_as(method))
+            elif kind and self.creds is not None:
+                # (the path and descriptor calls too: their class's wrappers would look the
+                # method up by name, and make two calls more, on every call)
+                setattr(self, name, kind(self.creds, identity, method))
+        if self.creds is not None and "fstat" in CALLS:
+            self.fstat = _fstat_noting_device(self.creds, identity, base.fstat)
 
     def _acting_as(self, method):
         """`method` of the base, made as the view's identity (see `_switching`). A view
@@ -250,24 +259,36 @@ class ShareView:
         pass
 
     def open(self, parts, flags, mode=0o644):
-        self._act_on(parts)
+        # (_act_on written out, its answer kept for _opened: every CREATE opens)
+        depot = bool(parts) and parts[0] == STREAMS_DIR
+        if depot:
+            self._as_server()
+        else:
+            switch = self._act
+            switch()
         fd = self.base.open(parts, flags, mode)
-        self._opened(fd, parts)
+        self._opened(fd, depot)
         return fd
 
     def open_stat(self, parts, flags, mode=0o644):
-        self._act_on(parts)
+        depot = bool(parts) and parts[0] == STREAMS_DIR     # (as in `open`)
+        if depot:
+            self._as_server()
+        else:
+            switch = self._act
+            switch()
         fd, st = self.base.open_stat(parts, flags, mode)
         # (a CREATE may keep it as the open's; its device saves the data modules a stat)
-        self._opened(fd, parts, st.st_dev)
+        self._opened(fd, depot, st.st_dev)
         return fd, st
 
-    def _opened(self, fd, parts, device: int | None = None) -> None:
+    def _opened(self, fd, depot: bool, device: int | None = None) -> None:
+        """`depot`: fd is a stream's, opened in the depot (`_in_depot` of its path)."""
         if self.creds is not None:
             # its data I/O runs as the identity, a stream's too (the server opened it for
             # the user, who was granted it by the stream's file: smb/commands/create.py)
             self.creds.data.opened(fd, self.identity, device)
-            if _in_depot(parts):
+            if depot:
                 self.creds.stream_fds.add(fd)
             else:
                 self.creds.stream_fds.discard(fd)
@@ -336,7 +357,7 @@ class ShareView:
         PosixVFS.create_stream); its data I/O runs as this view's identity, as any open's."""
         self._as_server()
         fd = self.base.create_stream(sid, stream, owner, mode)
-        self._opened(fd, self.base.stream_parts(sid, stream))
+        self._opened(fd, _in_depot(self.base.stream_parts(sid, stream)))
         return fd
 
     def own_stream(self, sid, stream, owner):
@@ -390,7 +411,51 @@ def _on_path(name: str):
         return getattr(self.base, name)(parts, *args, **kw)
     call.__name__ = name
     call.__doc__ = f"FileSystem.{name}, as the view's identity (as the server in the stream depot)."
+    call.acting = _path_switching      # (what a view with an identity binds for itself)
     return call
+
+
+def _path_switching(creds: ThreadCredentials, identity: Identity, method):
+    """`_on_path`'s call, bound once for a view's life: as the server in the stream depot,
+    else as `identity` (`_act_on`, written out)."""
+    def call(parts, *args, **kw):
+        if parts and parts[0] == STREAMS_DIR:
+            creds.to_server()
+        elif creds.current is not identity:
+            creds.become(identity)
+        return method(parts, *args, **kw)
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
+
+
+def _fd_switching(creds: ThreadCredentials, identity: Identity, method):
+    """`_on_fd`'s call, bound once for a view's life: as the server on a stream's
+    descriptor, else as `identity` (`_act_on_fd`, written out)."""
+    stream_fds = creds.stream_fds       # (one set for the credentials' life)
+
+    def call(fd, *args, **kw):
+        if fd in stream_fds:
+            creds.to_server()
+        elif creds.current is not identity:
+            creds.become(identity)
+        return method(fd, *args, **kw)
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
+
+
+def _fstat_noting_device(creds: ThreadCredentials, identity: Identity, method):
+    """fstat as `identity`, its device noted for a descriptor a view opened (the data
+    modules ask which device a descriptor is on: a file made by O_CREAT, whose open read no
+    stat, is then known from the first fstat of it instead of one more of their own)."""
+    data = creds.data
+
+    def fstat(fd):
+        if creds.current is not identity:
+            creds.become(identity)
+        st = method(fd)
+        data.seen(fd, st.st_dev)
+        return st
+    return fstat
 
 
 def _on_fd(name: str):
@@ -398,6 +463,7 @@ def _on_fd(name: str):
         self._act_on_fd(fd)
         return getattr(self.base, name)(fd, *args, **kw)
     call.__name__ = name
+    call.acting = _fd_switching
     call.__doc__ = f"FileSystem.{name}, as the view's identity (as the server on a stream's descriptor)."
     return call
 

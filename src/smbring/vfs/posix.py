@@ -309,6 +309,10 @@ class PosixVFS:
             found.append(match)
         return found
 
+    def match_case_in(self, dir_fd: int, name: str) -> str | None:
+        """The share's CaseIndex's answer for a directory the caller opened (as the user)."""
+        return self.case_index.same_but_case(dir_fd, name)
+
     @staticmethod
     def stream_parts(sid: str, stream: str | None = None) -> list[str]:
         """Where the streams of a file live (its stream id), or one of them."""

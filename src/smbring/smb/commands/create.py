@@ -5,6 +5,7 @@ import logging
 import os
 import stat
 import struct
+from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
@@ -125,11 +126,37 @@ def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descri
     except OSError:
         return len(parts) <= 1 or parent_is_directory(fs, parts), None, False
     try:
-        inherits = fs.has_default_acl(fd)
-        try:
-            return True, sd_of(fs, fd, "/".join(parts[:-1])), inherits
-        except OSError:
-            return True, None, inherits
+        return directory_metadata(fs, fd, parts)
+    finally:
+        fs.close_file(fd)
+
+
+def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool, "acl.Descriptor | None", bool]:
+    """`parent_metadata` of the new name `parts`, its directory open as `fd`."""
+    inherits = fs.has_default_acl(fd)
+    try:
+        return True, sd_of(fs, fd, parts[:-1]), inherits     # (joined only to be logged)
+    except OSError:
+        return True, None, inherits
+
+
+def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool) -> tuple[list[str], tuple | None]:
+    """`fs.match_case(parts)` for a name not found as spelled, and, where `metadata` is asked
+    and the name is in its directory in no other case, that directory's `parent_metadata`:
+    one open of the directory for both (the one match_case makes, as the user, to look the
+    name up in it). Where it cannot be opened: match_case's own walk, and no metadata (None:
+    `parent_metadata` answers for a directory it cannot open)."""
+    if not parts:
+        return fs.match_case(parts), None
+    try:
+        fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return fs.match_case(parts), None
+    try:
+        match = fs.match_case_in(fd, parts[-1])
+        if match is not None and match != parts[-1]:
+            return parts[:-1] + [match], None
+        return parts, directory_metadata(fs, fd, parts) if metadata else None
     finally:
         fs.close_file(fd)
 
@@ -418,7 +445,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    name = wire.from_utf16(in_request(msg, name_off, name_len)) if name_len else ""
+    # (wire.from_utf16 without the codec registry's Python wrapper: one call, as strict)
+    name = utf_16_le_decode(in_request(msg, name_off, name_len), "strict", True)[0] if name_len else ""
     if tree.fs is None:         # IPC$: named pipes
         return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
@@ -441,12 +469,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                                  disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
                                                  wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
+    may_make = stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+    directory = None        # a new name's parent_metadata, read with its case lookup
     try:
         st = fs.stat(parts)
         exists = True
     except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
-        spelled = fs.match_case(parts)     # names are case-insensitive in SMB
+        # names are case-insensitive in SMB
+        spelled, directory = spelled_in_directory(fs, parts, may_make)
         if spelled != parts:
             parts = spelled
             try:
@@ -459,9 +490,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # the directory has a default ACL: the kernel makes a new file's mode from it and the
     # mode asked for (no umask), and none is set over it (as Samba's directory_has_default_acl)
     acl_decides_mode = False
-    if not exists and stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+    if not exists and may_make:
         # (read where a file may be made)
-        parent_is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
+        parent_is_dir, parent_sd, acl_decides_mode = directory or parent_metadata(fs, parts)
     else:
         parent_is_dir = exists or len(parts) <= 1 or parent_is_directory(fs, parts)
     if not exists and len(parts) > 1 and not parent_is_dir:
@@ -566,6 +597,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # whose file's rights are stream_limit
         file_owner = acl.unix_user(st.st_uid) if exists and stream is None else None
         parent = None
+        checked = None      # acl.check's answer for checked_access, where asked
         if exists and parts:
             if stream is None:      # (a stream's attributes are its file's: see stream_of_file)
                 check_read_only(st, dos, access, options, disposition, attrs)
@@ -573,17 +605,17 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # behalf (breaks, closing detached durable opens), as Windows does
             if sd is not None:      # a stored security descriptor decides who opens the file
                 parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
-                if acl.check(checked_access, sd, parent, token, file_owner) < 0:
-                    raise SMBError(wire.STATUS_ACCESS_DENIED)
-            elif acl.check(checked_access, None, None, token, file_owner) < 0:
-                raise SMBError(wire.STATUS_ACCESS_DENIED)      # WRITE_DAC, WRITE_OWNER: the owner's
-            elif not is_dir and held_fd is None:
+            checked = acl.check(checked_access, sd, parent, token, file_owner)
+            if checked < 0:         # (without a descriptor: WRITE_DAC, WRITE_OWNER are the owner's)
+                raise SMBError(wire.STATUS_ACCESS_DENIED)
+            if sd is None and not is_dir and held_fd is None:
                 # else the kernel, which the open itself asks only later; a held fd is a
                 # read-only open of the file this account just made (kept only for an open
                 # that asks to read at most): the kernel has answered that already
                 refused_by_the_kernel(fs, parts, checked_access)
         elif exists:     # the root (its parent is outside the share)
-            if acl.check(checked_access, sd, None, token, file_owner) < 0:
+            checked = acl.check(checked_access, sd, None, token, file_owner)
+            if checked < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
         if exists:
             key = (st.st_dev, st.st_ino)
@@ -618,17 +650,16 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         action = wire.FILE_OPENED
         # what the open is granted: generic rights mapped, MAXIMUM_ALLOWED resolved; every later
         # request on the handle is checked against this, never against what was asked
-        granted = acl.check(access, sd, parent, token, file_owner)     # (its check passed above)
-        most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token, file_owner)   # what MxAc reports
+        # (the check above answered it already where nothing was added for truncating)
+        granted = checked if checked is not None and checked_access == access else \
+            acl.check(access, sd, parent, token, file_owner)     # (its check passed above)
         if exists and not is_dir and stream is None and access & wire.MAXIMUM_ALLOWED and is_read_only(st, dos):
             # (a READONLY directory gives all, and MxAc stays what the DACL grants: as Windows)
             granted &= ~READ_ONLY_WITHHOLDS
         if tree.share.read_only:
             granted &= wire.READ_ONLY_ACCESS
-            most &= wire.READ_ONLY_ACCESS
         if stream_limit is not None:
             granted &= stream_limit
-            most &= stream_limit
         if exists and parts and granted & wire.DELETE and not fs.may_delete(parts):
             # the account may not remove the file from its directory (no write access there, or a
             # sticky directory and someone else's file): refused to a client that asked for DELETE,
@@ -750,8 +781,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if not registered:
         fs.close_file(fd)
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
-    volatile = c.next_id        # (a property: read once)
-    c.next_id = volatile + 1
+    client = c.client           # (c.next_id: a property of the client's counter)
+    volatile = client.next_id
+    client.next_id = volatile + 1
     fid = c.random_ids.take(8) + VOLATILE_ID.pack(volatile)
     o.fid = fid
     c.add_open(o)
@@ -789,11 +821,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         raise
     answers = []
     if b"MxAc" in contexts:    # the most this user may be granted here
-        if new_sd is not None and action == wire.FILE_CREATED:
-            parent = (parent_sd if stream is None else stored_sd(fs, parts[:-1])) or \
-                acl.from_mode(fs.stat(parts[:-1]))
-            most = acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
-        answers.append((b"MxAc", struct.pack("<II", 0, max(most, 0))))
+        answers.append((b"MxAc", struct.pack("<II", 0, max(most_allowed(
+            fs, parts, tree.share, token, (sd, parent, file_owner, stream_limit),
+            (new_sd, parent_sd if stream is None else stored_sd(fs, parts[:-1]))
+            if new_sd is not None and action == wire.FILE_CREATED else None), 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
         answers.append((b"QFid", struct.pack("<QQ", o.index_number, st.st_dev) + ROOT_UUID))
     if lease is not None:
@@ -804,6 +835,25 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # (a stream's times and attributes: its file's, as read when its rights were judged)
     file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
     return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
+
+
+def most_allowed(fs: FileSystem, parts: list[str], share, token, judged: tuple, made: tuple | None) -> int:
+    """What MxAc reports: the most this user may be granted on the file, as its open was judged
+    (`judged`: its descriptor, its directory's, its Unix owner and a stream's limit), within a
+    read-only share and the stream's limit; for a file made with a descriptor (`made`: that
+    descriptor and its directory's stored one, if any), what the new descriptor grants.
+    Asked only where a client asks for it."""
+    if made is not None:
+        new_sd, parent_sd = made
+        parent = parent_sd or acl.from_mode(fs.stat(parts[:-1]))
+        return acl.check(acl.MAXIMUM_ALLOWED, new_sd, parent, token)
+    sd, parent, file_owner, stream_limit = judged
+    most = acl.check(acl.MAXIMUM_ALLOWED, sd, parent, token, file_owner)
+    if share.read_only:
+        most &= wire.READ_ONLY_ACCESS
+    if stream_limit is not None:
+        most &= stream_limit
+    return most
 
 
 def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos=None,
@@ -909,7 +959,7 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = o.tree.fs.get_dos(o.fd) if st else None
     file_st, file_dos = file_metadata(o, st, dos) if st else (None, None)    # (a stream's: its file's)
-    c.close_open(o)
+    c.close_open(o, shown=True)
     if st:
         # other handles' writes still to show
         write_ns = c.state.write_times.shown(o.key if o.stream is None else (file_st.st_dev, file_st.st_ino))

@@ -69,8 +69,9 @@ OPEN_ONLY_CLASSES = {7, 8, 14, 15, 16, 17, 21, 48}
 
 
 def file_info(c: Connection, o: Open, klass: int) -> bytes:
-    if klass in READ_ATTRIBUTES_CLASSES and not may_read(o, FILE_READ_ATTRIBUTES) or \
-            klass == 15 and not may_read(o, FILE_READ_EA):
+    # (may_read written out: asked for every query)
+    if klass in READ_ATTRIBUTES_CLASSES and not o.granted & FILE_READ_ATTRIBUTES or \
+            klass == 15 and not o.granted & FILE_READ_EA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     fs = o.tree.fs
     if klass in OPEN_ONLY_CLASSES:

@@ -49,11 +49,12 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    if c.tree(hdr).fs is None:
+    tree = c.tree(hdr)
+    if tree.fs is None:
         return pipe.h_write(c, hdr, msg, rhdr, chain)
     _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
-    if c.tree(hdr).share.read_only:
+    if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if data_off + length > len(msg) or length > c.max_io() or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
