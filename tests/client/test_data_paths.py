@@ -180,17 +180,18 @@ def _put_counting(c, src, name):
 
 @pytest.mark.parametrize("server", ["smbring_server", "samba_server"])
 def test_unsigned_put_sends_writes_as_large_as_the_server_takes(request, tmp_path, server):
-    """sendfile needs no buffer of the client's, so its WRITEs are write_size (1 MiB by
-    default: see DEFAULT_WRITE_SIZE), which may be raised to the server's MaxWriteSize (8 MiB
-    for both) whatever io_size is: 3 WRITEs for 20 MiB + 4097 bytes where 1 MiB WRITEs take
-    21; byte-exact either way."""
+    """sendfile needs no buffer of the client's, so its WRITEs are write_size (1 MiB set here;
+    2 MiB - 64 KiB by default: see DEFAULT_WRITE_SIZE), which may be raised to the server's
+    MaxWriteSize (8 MiB for both) whatever io_size is: 3 WRITEs for 20 MiB + 4097 bytes where
+    1 MiB WRITEs take 21; byte-exact either way."""
     srv = request.getfixturevalue(server)()
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(SIZE))
 
     async def go():
         async with await connected(srv) as c:
-            assert c.write_size == MiB and c.io_size == MiB
+            assert c.write_size == 2 * MiB - 64 * 1024 and c.io_size == MiB
+            c.write_size = MiB
             small = await _put_counting(c, src, "small.bin")
             assert digest(srv["share"] / "small.bin") == digest(src)
             c.write_size = 8 * MiB

@@ -10,7 +10,10 @@ import socket
 
 import pytest
 
+from smbring.client.buffers import FileRange
 from smbring.client.channel import Channel, is_loopback, raise_send_buffer, unpace
+from smbring.client.errors import ChannelTimeout
+from smbring.smb import wire
 
 CONGESTION = "/proc/sys/net/ipv4/tcp_congestion_control"
 SO_SNDBUFFORCE = 32          # (Linux; the socket module does not name it)
@@ -139,3 +142,89 @@ def test_a_closed_socket_is_no_error():
     sock.close()
     assert raise_send_buffer(sock) == 0
     assert unpace(sock) is None
+
+
+# ---- what a WRITE costs the channel: descriptors, timers ----
+
+def test_a_file_range_the_socket_takes_at_once_is_sent_from_the_callers_descriptor(
+        listener, tmp_path, monkeypatch):
+    """A WRITE's file range that the socket takes at once is sent from the caller's descriptor
+    (a dup and a close per WRITE cost an upload two system calls each); one the socket cannot
+    take whole gets a descriptor of its own, so it is still sent whole after the caller has
+    closed its file (a transfer that ended while its last WRITE was queued)."""
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(4096))
+    large = tmp_path / "large.bin"
+    large.write_bytes(os.urandom(1 << 20) * 48)      # more than the socket buffers hold
+    dups = []
+    real_dup = os.dup
+
+    def counting_dup(fd):
+        dups.append(real_dup(fd))
+        return dups[-1]
+    monkeypatch.setattr(os, "dup", counting_dup)
+
+    async def receive(peer, n: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        got = bytearray()
+        while len(got) < n:
+            chunk = await loop.sock_recv(peer, min(1 << 20, n - len(got)))
+            assert chunk
+            got += chunk
+        return bytes(got)
+
+    async def go():
+        sock = connected(listener)
+        peer, _ = listener.accept()
+        peer.setblocking(False)
+        channel = Channel(sock)
+        try:
+            fd = os.open(small, os.O_RDONLY)
+            try:
+                channel._send([b"head", FileRange(fd, 0, 4096)])
+            finally:
+                os.close(fd)
+            assert dups == []
+            assert await receive(peer, 4100) == b"head" + small.read_bytes()
+
+            fd = os.open(large, os.O_RDONLY)
+            channel._send([b"head", FileRange(fd, 0, large.stat().st_size)])
+            os.close(fd)                     # the transfer is over; the range is not
+            assert len(dups) == 1
+            got = await receive(peer, 4 + large.stat().st_size)
+            assert got == b"head" + large.read_bytes()
+            with pytest.raises(OSError):     # the channel's own descriptor, closed once sent
+                os.fstat(dups[0])
+        finally:
+            await channel.close()
+            peer.close()
+    asyncio.run(go())
+
+
+def test_one_timer_per_channel_and_requests_still_time_out(listener):
+    """Each request has a deadline, and the channel one timer at the earliest (a timer per
+    request cost each WRITE of an upload a TimerHandle, its place in the loop's heap and its
+    cancellation). A request unanswered past its deadline still gives the connection up; one
+    whose waiter was cancelled is not waited for."""
+    async def go():
+        loop = asyncio.get_running_loop()
+        sock = connected(listener)
+        peer, _ = listener.accept()
+        channel = Channel(sock, timeout=0.3)
+        channel._balance = 100
+        try:
+            before = len(loop._scheduled)
+            abandoned = channel.start_request(wire.ECHO, b"\x04\x00\x00\x00")
+            abandoned.cancel()
+            await asyncio.sleep(0.5)
+            assert not channel.closed        # nobody waits for it: no timeout
+            futures = [channel.start_request(wire.ECHO, b"\x04\x00\x00\x00") for _ in range(50)]
+            assert len(loop._scheduled) <= before + 1
+            with pytest.raises(ChannelTimeout):
+                await futures[-1]
+            assert channel.closed
+            assert all(isinstance(f.exception(), ChannelTimeout) for f in futures)
+        finally:
+            await channel.close()
+            peer.close()
+    asyncio.run(go())

@@ -44,6 +44,8 @@ IOV_MAX = 1024                     # buffers per sendmsg (the kernel's UIO_MAXIO
 RECEIVES_PER_WAKEUP = 64           # then the event loop gets back to the other channels
 READ_HEAD = wire.HEADER_SIZE + 16  # a READ response up to its data (DataOffset is at least this)
 SPLICE_F_MOVE, SPLICE_F_NONBLOCK = 1, 2
+_LENGTH = struct.Struct(">I")      # a frame's length, before it (direct TCP)
+DEADLINE_SLACK = 0.001             # seconds a deadline may be early and still count as due
 
 
 @dataclass
@@ -78,18 +80,24 @@ class Response:
 
 
 class _Pending:
-    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "timer")
+    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline")
 
     def __init__(self, command: int, charge: int, future: asyncio.Future, keys: SessionKeys | None,
                  signed: bool, into: FileTarget | None = None,
-                 timer: asyncio.TimerHandle | None = None):
+                 deadline: float = 0.0):
         self.command = command
         self.charge = charge
         self.future = future
         self.keys = keys
         self.signed = signed        # the response must carry a good signature (unless sealed)
         self.into = into            # a READ's file (a descriptor of the channel's own)
-        self.timer = timer          # `timeout` for the answer, cancelled with it
+        self.deadline = deadline    # when the answer is due (the loop's clock)
+
+
+class _HeldRange(FileRange):
+    """A file range queued on a channel with a descriptor of the channel's own (closed once
+    the range is sent, or the channel fails)."""
+    __slots__ = ()
 
 
 class Channel:
@@ -115,6 +123,7 @@ class Channel:
         self.spliced = 0                # READ data bytes spliced to their file (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
         self._pending: dict[int, _Pending] = {}
+        self._watchdog: asyncio.TimerHandle | None = None   # at the next deadline (_check_deadlines)
         self._error: BaseException | None = None
         self._sessions: dict[int, SessionKeys] = {}
         self.pool: ReceivePool | None = None   # where large frames are received (the client's)
@@ -206,13 +215,16 @@ class Channel:
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             self._loop.remove_reader(self._sock.fileno())
             if self._writing:
                 self._loop.remove_writer(self._sock.fileno())
                 self._writing = False
             self._sock.close()
             for part in self._unsent:
-                if isinstance(part, FileRange):
+                if part.__class__ is _HeldRange:
                     os.close(part.fd)
             self._unsent.clear()        # never sent now: the buffers go back to their owners
             self._frame = self._head = self._spliced = None
@@ -234,15 +246,27 @@ class Channel:
     # ---- the socket ----
 
     def _send(self, parts) -> None:
-        # a file range gets a descriptor of its own: its transfer may end (and close its file)
-        # while the range still waits here
-        self._unsent.extend(FileRange(os.dup(p.fd), p.offset, p.length) if isinstance(p, FileRange)
-                            else memoryview(p).cast("B") for p in parts if len(p))
-        if not self._writing:
-            self._on_writable()
-            if self._unsent and self._error is None:
-                self._loop.add_writer(self._sock.fileno(), self._on_writable)
-                self._writing = True
+        unsent = self._unsent
+        unsent.extend(p if p.__class__ is FileRange or p.__class__ is bytes
+                      else memoryview(p).cast("B") for p in parts if len(p))
+        if self._writing:
+            self._hold_ranges()
+            return
+        # sent at once where the socket takes it: a file range is sent from the caller's own
+        # descriptor then (a dup and a close per WRITE saved); one the socket did not take
+        # whole gets a descriptor of its own below, for the transfer may end (and close its
+        # file) while the range still waits here
+        self._on_writable()
+        if unsent and self._error is None:
+            self._hold_ranges()
+            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+            self._writing = True
+
+    def _hold_ranges(self) -> None:
+        """Every file range still queued that is the caller's gets a descriptor of its own."""
+        for i, part in enumerate(self._unsent):
+            if part.__class__ is FileRange:
+                self._unsent[i] = _HeldRange(os.dup(part.fd), part.offset, part.length)
 
     def _on_writable(self) -> None:
         try:
@@ -297,9 +321,11 @@ class Channel:
             raise LocalFileError(f"the local file ended at {part.offset} during the upload, "
                                    f"{part.length} more bytes were due (it shrank?)")
         if sent == part.length:
-            os.close(self._unsent.popleft().fd)
+            self._unsent.popleft()
+            if part.__class__ is _HeldRange:
+                os.close(part.fd)
         else:
-            self._unsent[0] = FileRange(part.fd, part.offset + sent, part.length - sent)
+            self._unsent[0] = part.__class__(part.fd, part.offset + sent, part.length - sent)
 
     def _on_readable(self) -> None:
         try:
@@ -574,10 +600,7 @@ class Channel:
         message_id = await self._take_credits(charge)
         pending, sent = self._send_request(message_id, charge, command, body, keys, tree_id,
                                            session_id, data, sign, verify, into, keep_request)
-        try:
-            response = await pending.future
-        finally:
-            pending.timer.cancel()
+        response = await pending.future
         response.request = sent
         if response.status not in expect:
             raise error_for(response.status, what or _command_name(command))
@@ -605,7 +628,7 @@ class Channel:
                       keys: SessionKeys | None, tree_id: int, session_id: int, data, sign: bool,
                       verify: bool, into: FileTarget | None, keep_request: bool):
         """Builds, signs or seals and sends one request whose credits are taken; returns its
-        _Pending (the future, the timer) and the request as sent when keep_request."""
+        _Pending (the future, the deadline) and the request as sent when keep_request."""
         header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
                         credits=self._credits_to_ask(charge), message_id=message_id,
                         tree_id=tree_id, session_id=keys.session_id if keys else session_id)
@@ -613,6 +636,15 @@ class Channel:
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
         if isinstance(data, FileRange) and (sealed or signed):
             data = data.read()          # the signature or the cipher needs the bytes themselves
+        if not (sealed or signed or keep_request):
+            # the common case (every WRITE of an unsigned upload) in fewer steps: the frame's
+            # length, header and body as one buffer, then the data
+            head = header.pack() + body
+            size = len(head) + (len(data) if data is not None else 0)
+            pending = self._register(message_id, charge, command, keys, False, into)
+            self._send((_LENGTH.pack(size) + head, data) if data is not None else
+                       (_LENGTH.pack(size) + head,))
+            return pending, None
         parts = [header.pack(), body] + ([data] if data is not None else [])
         if sealed:
             transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id,
@@ -624,27 +656,53 @@ class Channel:
             parts = [message]
         # as it went out (signed: a binding's preauthentication hash covers the signature)
         sent = b"".join(parts) if keep_request else None
+        pending = self._register(message_id, charge, command, keys, signed and verify, into)
+        self._send([_LENGTH.pack(sum(len(p) for p in parts)), *parts])
+        return pending, sent
+
+    def _register(self, message_id: int, charge: int, command: int, keys: SessionKeys | None,
+                  signed: bool, into: FileTarget | None) -> _Pending:
+        """The _Pending a request sent now waits on: its future, its deadline."""
         future = self._loop.create_future()
         if into is not None:
             into = FileTarget(os.dup(into.fd), into.offset, into.asked)
             self._splice_waiting += 1
         if command == wire.READ:
             self._reads_waiting += 1
-        # one timer per request, the future awaited directly: asyncio.wait_for(asyncio.shield(...))
-        # made three more turns of the event loop per answer (the shield's outer future,
-        # wait_for's waiter, then the task), most of the client's Python per READ of a download
-        timer = self._loop.call_later(self.timeout, self._time_out, future, command)
-        pending = _Pending(command, charge, future, keys, signed and verify, into, timer)
+        # a deadline per request and one timer per channel (_check_deadlines), the future
+        # awaited directly: asyncio.wait_for(asyncio.shield(...)) made three more turns of the
+        # event loop per answer, and a timer per request cost each WRITE of an upload a
+        # TimerHandle, its place in the loop's heap and its cancellation
+        deadline = self._loop.time() + self.timeout
+        pending = _Pending(command, charge, future, keys, signed, into, deadline)
         self._pending[message_id] = pending
-        self._send([struct.pack(">I", sum(len(p) for p in parts)), *parts])
-        return pending, sent
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadlines)
+        return pending
 
-    def _time_out(self, future: asyncio.Future, command: int) -> None:
-        """No answer within `timeout`: the connection is given up (every request waiting on it
-        fails with the ChannelTimeout, and a transfer goes on over the other channels)."""
-        if not future.done():
-            self._fail(ChannelTimeout(f"no answer to {_command_name(command)} within "
-                                      f"{self.timeout:g} s"))
+    def _check_deadlines(self) -> None:
+        """A request unanswered past its deadline (`timeout` after it was sent) gives the
+        connection up: every request waiting on it fails with the ChannelTimeout, and a
+        transfer goes on over the other channels. One whose waiter has gone (cancelled) is
+        not waited for. Otherwise the timer is set again for the next deadline: while
+        requests come and go it fires about once per `timeout`."""
+        self._watchdog = None
+        if self._error is not None:
+            return
+        # the loop runs a timer up to its clock's resolution early: that much is "due"
+        now = self._loop.time() + DEADLINE_SLACK
+        due = None
+        for pending in self._pending.values():
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                self._fail(ChannelTimeout(f"no answer to {_command_name(pending.command)} "
+                                          f"within {self.timeout:g} s"))
+                return
+            if due is None or pending.deadline < due:
+                due = pending.deadline
+        if due is not None:
+            self._watchdog = self._loop.call_at(due, self._check_deadlines)
 
     # ---- responses ----
 
@@ -713,8 +771,6 @@ class Channel:
             pending.future.set_result(response)
 
     def _forget(self, pending: _Pending) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
         if pending.command == wire.READ:
             self._reads_waiting -= 1
         if pending.into is not None:

@@ -22,13 +22,15 @@ DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ of RemoteFile.read (and per W
 # user CPU of 1 MiB ones against smbd, with the same kernel cost (one copy from the socket)
 DEFAULT_READ_SIZE = 4 * 1024 * 1024
 DEFAULT_DEPTH = 8                 # READs or WRITEs in flight per transfer
-# bytes per WRITE that put sends with sendfile (neither signed nor sealed). Not larger: a
-# server writes each WRITE with one write(2), and from 2 MiB on the page cache takes the data
-# in 2 MiB folios, whose allocation can be far dearer than smaller ones (on virtual machines
-# whose free memory is handed back to the host, every such folio is faulted in afresh there:
-# smbd 4.17 took 0.6-0.8 CPU-s per GiB of 1 MiB WRITEs, 2.5-3.7 of 8 MiB ones, on the same
-# machine). 8 MiB WRITEs cost this client about 0.08 CPU-s per GiB less (fewer requests)
-DEFAULT_WRITE_SIZE = 1024 * 1024
+# bytes per WRITE that put sends with sendfile (neither signed nor sealed): just under 2 MiB.
+# A server writes each WRITE with one write(2), and a write of 2 MiB or more is taken into
+# the page cache in 2 MiB folios, whose allocation can be far dearer than smaller ones (on
+# virtual machines whose free memory is handed back to the host, every such folio is faulted
+# in afresh there: smbd 4.17 took 0.6-0.8 CPU-s per GiB of 1 MiB WRITEs, 2.5-3.7 of 8 MiB
+# ones, on the same machine). Below 2 MiB the page cache uses folios of 1 MiB at most, so
+# 2 MiB - 64 KiB costs the server no more than 1 MiB does, and the client (a request and two
+# answers per WRITE) half as many WRITEs
+DEFAULT_WRITE_SIZE = 2 * 1024 * 1024 - 64 * 1024
 LISTING_BUFFER = 64 * 1024        # OutputBufferLength of each QUERY_DIRECTORY
 SINK_HOLDS = 40 * 1024 * 1024     # bytes of READ responses a download's file sink may hold
 FILE_LIST_DIRECTORY = 0x1
