@@ -4,9 +4,12 @@ A server started as root acts for every session as a Unix account (see
 ``smbring.vfs.identity``): its uid, primary gid and supplementary groups, read from the
 system's user and group databases at logon (``pwd``, ``os.getgrouplist``):
 
-- a user acts as the account of the same name, or of the name Samba's ``username map`` file
-  gives it; a user without an account is refused at logon (STATUS_LOGON_FAILURE), as Samba
-  refuses;
+- a user acts as the Unix account of the password file's account whose password the logon
+  proved: the client's name, or the name Samba's ``username map`` file gives it, found in the
+  password file in any case and spelled as the file spells it; the Unix account of that
+  name is found as Samba's Get_Pwnam finds it (as written, in lower case, in upper case), so
+  "ALICE" logs on as "alice"; a user without an account is refused at logon
+  (STATUS_LOGON_FAILURE), as Samba refuses;
 - a guest, and an anonymous logon, act as the ``guest account`` (default ``nobody``);
 - a share's ``force user`` makes every tree connect to it act as that account (its groups
   too), ``force group`` replaces the primary group (``+group``: only for the group's members).
@@ -18,7 +21,8 @@ Unix group; lines are tried in order and a later match overrides an earlier one 
 with the name as mapped so far), except that a line starting with ``!`` ends the search when
 it matches; ``#`` and ``;`` start comments. As in a standalone Samba, the map applies
 before authentication: the client's name is mapped first and the mapped account's password is
-checked (``map_name``, used by the server's password lookup and by ``Accounts.logon``); the
+checked (``map_name``, used by the server's password lookup, which names the account for
+``Accounts.logon``); the
 file is read again at each logon, so edits apply at once.
 """
 from __future__ import annotations
@@ -117,10 +121,17 @@ def map_username(lines: list[MapLine], name: str, in_group=user_in_group) -> str
 
 
 def account(name: str) -> Identity | None:
-    """The Unix account `name`: its uid, primary gid and every group it belongs to."""
-    try:
-        pw = pwd.getpwnam(name)
-    except (KeyError, UnicodeEncodeError, ValueError):     # (ValueError: a NUL in the name)
+    """The Unix account `name`: its uid, primary gid and every group it belongs to. Found as
+    Samba's Get_Pwnam finds it: the name as given, else in lower case, else in upper case
+    (an account "alice" answers for "ALICE" or "Alice")."""
+    pw = None
+    for spelling in dict.fromkeys((name, name.lower(), name.upper())):
+        try:
+            pw = pwd.getpwnam(spelling)
+            break
+        except (KeyError, UnicodeEncodeError, ValueError):     # (ValueError: a NUL in the name)
+            continue
+    if pw is None:
         return None
     try:
         groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
@@ -179,7 +190,8 @@ class Accounts:
 
     def logon(self, user: str, kind: str) -> Identity | None:
         """The account a new session acts as; None: the user has none (refused; the logon
-        audit says so)."""
+        audit says so). `user`: the account the logon proved the password of (the password
+        file's spelling, the username map already applied: `ntlm.Identity.account`)."""
         with self.as_server():
             return self._logon(user, kind)
 
@@ -189,10 +201,11 @@ class Accounts:
             if found is None:
                 log.error("guest account %r is not a Unix account: guest logon refused", self.guest_account)
             return found
-        unix = map_name(self.username_map, user)
-        found = account(unix)
+        found = account(user)
         if found is None:
-            log.warning("user %s (Unix name %s) has no Unix account: logon refused", user, unix)
+            # (the client's spelling is in the logon audit)
+            log.warning("password file account %s (Unix name %s) has no Unix account: logon refused",
+                        user, user)
         return found
 
     def for_share(self, share: Share, who: Identity | None) -> Identity | None:

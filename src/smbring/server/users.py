@@ -25,8 +25,9 @@ Who may log on (what ``PasswordLookup`` hands the logon code):
 
 An account that may not log on is treated as an unknown name: the logon is refused, or
 becomes a guest logon where guest access is on (as for any name the file does not hold).
-Names are compared without regard to case, as Samba does; when a hand-edited file holds a
-name twice, the first line counts.
+Names are compared without regard to case, as Samba does: a line spelled exactly as asked
+comes first, else the first line of that name in any case (a hand-edited file may hold a name
+twice in different cases; each spelling then reaches its own line, never another's password).
 
 The server reads the file through a ``PasswordLookup``, which sees changes without a restart.
 The file is replaced atomically (a new file renamed over it) while holding the same
@@ -151,6 +152,39 @@ def unix_uid(name: str) -> int:
         return os.getuid()
 
 
+class Names:
+    """Which account a name reaches among accounts in file order: the first spelled exactly
+    so, else the first spelled so in any case. Deterministic, and one line only: the password
+    a logon checks and the account it then acts as are that line's."""
+
+    def __init__(self, accounts: list[Account]):
+        self.exact: dict[str, Account] = {}
+        self.folded: dict[str, Account] = {}
+        for a in accounts:
+            self.exact.setdefault(a.name, a)
+            self.folded.setdefault(a.name.casefold(), a)
+
+    def find(self, name: str) -> Account | None:
+        return self.exact.get(name) or self.folded.get(name.casefold())
+
+
+def same_name(accounts: list[Account], name: str) -> Account | None:
+    """The account `name` reaches among `accounts` (`Names`)."""
+    return Names(accounts).find(name)
+
+
+class AccountHash(bytes):
+    """An NT hash, with the name of the password file's account it is the hash of
+    (`account`): the spelling the file gives, which a logon then acts as."""
+
+    account: str
+
+    def __new__(cls, value: bytes, account: str) -> "AccountHash":
+        made = super().__new__(cls, value)
+        made.account = account
+        return made
+
+
 class PasswordDB:
     """The file's lines: `Account`s and, as plain strings, everything else."""
 
@@ -181,9 +215,9 @@ class PasswordDB:
         return [a for a in self.lines if isinstance(a, Account)]
 
     def find(self, name: str) -> Account | None:
-        """The account of that name, in any case (the first, if a hand-edited file repeats it)."""
-        folded = name.casefold()
-        return next((a for a in self.accounts if a.name.casefold() == folded), None)
+        """The account of that name: the line spelled exactly so, else the first of that name
+        in any case (a hand-edited file may repeat a name in another case)."""
+        return same_name(self.accounts, name)
 
     @property
     def users(self) -> dict[str, bytes]:
@@ -290,7 +324,9 @@ class Locked:
 
 
 class PasswordLookup:
-    """lookup(user name) -> NT hash, or None for a name that may not log on (any case).
+    """lookup(user name) -> NT hash (an `AccountHash`, naming the account as the file spells
+    it), or None for a name that may not log on. Any case reaches an account (`Names`);
+    an account that may not log on is not passed over for another line of the name.
 
     What the server hands the logon code: the file is read again only when its size,
     modification time or inode changed (``smbring user add`` replaces it), so users added or
@@ -301,9 +337,9 @@ class PasswordLookup:
     def __init__(self, path: str):
         self.path = path
         self._stamp: tuple | None = None
-        self._hashes: dict[str, bytes] = {}
+        self._names = Names([])
 
-    def __call__(self, name: str) -> bytes | None:
+    def __call__(self, name: str) -> AccountHash | None:
         try:
             st = os.stat(self.path)
             stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
@@ -312,13 +348,15 @@ class PasswordLookup:
                 if db.skipped:
                     log.warning("password file %s: lines %s are not smbpasswd entries (ignored)",
                                 self.path, ", ".join(map(str, db.skipped[:10])))
-                self._hashes = {user.casefold(): h for user, h in db.users.items()}
-                self._stamp = stamp
+                self._names, self._stamp = Names(db.accounts), stamp
         except FileNotFoundError:
-            self._hashes, self._stamp = {}, None
+            self._names, self._stamp = Names([]), None
         except (OSError, ValueError) as e:
             log.warning("password file %s: %s (keeping the users read before)", self.path, e)
-        return self._hashes.get(name.casefold())
+        account = self._names.find(name)
+        if account is None or account.refusal() is not None:
+            return None
+        return AccountHash(account.nt_hash, account.name)
 
 
 # -- smbring user ---------------------------------------------------------------------------
@@ -403,11 +441,15 @@ def _list(args) -> int:
         print(f"no users in {db.path}" + ("" if db.exists() else " (the file does not exist)"),
               file=sys.stderr)
         return 0
-    seen = set()
+    seen, folded = set(), set()
     for account in db.accounts:
         why = account.refusal()
-        if account.name.casefold() in seen:
+        if account.name in seen:
             why = "a repeated name (the first line counts)"
-        seen.add(account.name.casefold())
-        print(account.name if why is None else f"{account.name}\tcannot log on: {why}")
+        note = ""
+        if why is None and account.name.casefold() in folded:
+            note = "\tlogs on only when spelled exactly so (an earlier line has the name in another case)"
+        seen.add(account.name)
+        folded.add(account.name.casefold())
+        print(account.name + note if why is None else f"{account.name}\tcannot log on: {why}")
     return 0

@@ -3,7 +3,7 @@
 
 A break belongs to a client, not to one of its connections: an oplock break may go on any
 channel of the open's session, a lease break on any connection of the client (by ClientGuid)
-that carries the open's session or another session of the open's user (a ClientGuid is sent
+that carries the open's session or another session of the open's account (a ClientGuid is sent
 in the clear and is no credential: another user's connection naming it gets nothing of the
 user's leases, `acts_for`). It goes on the oldest one that qualifies (Windows and Samba alike). The shell then watches
 that the client's TCP stack acknowledges the message's bytes (`Send.delivered`): where it
@@ -87,12 +87,14 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
 
 
 def acts_for(session) -> tuple | None:
-    """Who a session is, as far as its client's shared state (leases) is concerned: its user
-    without the domain the client named, or the guest (all guests are one account); None for
-    an anonymous logon, which is nobody's."""
+    """Who a session is, as far as its client's shared state (leases) is concerned: the
+    account the server resolved at its logon (`Session.owner`: a Unix account's uid, or the
+    password file's account), however the client spelled it (another case, a domain, an
+    alias of the username map), or the guest (all guests are one account); None for an
+    anonymous logon, which is nobody's, and for a session not yet logged on."""
     if session.guest:
         return None if session.user == "anonymous" else ("guest",)
-    return ("user", session.user.rsplit("\\", 1)[-1].lower())
+    return ("owner", session.owner) if session.owner else None
 
 
 def _submit(pb: PendingBreak) -> bool:

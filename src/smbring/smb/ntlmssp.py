@@ -64,6 +64,9 @@ class Identity:
     domain: str
     kind: str          # "user" | "guest" | "anonymous"
     session_key: bytes  # ExportedSessionKey (16 bytes) for "user"; b"" for guest/anonymous
+    # the account whose password the logon proved, as the lookup names it (the server's: the
+    # password file's spelling, after the username map); "" where the lookup names none
+    account: str = ""
 
 
 @dataclass
@@ -230,7 +233,7 @@ class NtlmServer:
         self._exported = self._exported_key(auth, key_exchange_key)
         if self.mic_present:
             self._check_mic(auth.raw)
-        return Identity(user, domain, "user", self._exported)
+        return Identity(user, domain, "user", self._exported, getattr(nt, "account", ""))
 
     def _settle_flags(self, auth_flags: int) -> None:
         """The AUTHENTICATE's flags may drop what the CHALLENGE offered (never add to it)."""

@@ -199,7 +199,9 @@ class Session:
     domain: str = ""
     reauth_of: str | None = None  # the user, while a re-authentication is in progress
     identity: object = None       # the account its file-system calls act as (the server's)
-    # who it is as the server resolved it ("uid:N", or "user:name" as mapped): what durable
+    account: str = ""             # the password file's account whose password logged it on
+    # who it is as the server resolved it ("uid:N", or "user:" and the password file's
+    # account, the username map applied): what durable
     # opens and replays are owned by; empty for a guest or anonymous (`session.resolved_owner`)
     owner: str = ""
     # multichannel (smb.channels): the connections it is reachable on, each with its signing

@@ -68,7 +68,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     if s.auth.complete and s.reauth_of is not None:
         return reauthenticated(c, s, identity, out, rhdr)
     if s.auth.complete:
-        act_as(c, s, identity.user if identity.kind == "user" else "", identity.kind)
+        act_as(c, s, account_of(identity), identity.kind, identity.user)
     if s.auth.complete and identity.kind != "user":
         # a guest session: no keys, so nothing signed or sealed; only guest-ok shares
         if c.encryption_required:       # smb encrypt = required in [global]: no guests
@@ -89,7 +89,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             end_session(c, s)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         s.user = user_name(identity)
-        s.asked_as, s.domain = identity.user, identity.domain
+        s.asked_as, s.domain, s.account = identity.user, identity.domain, identity.account
         s.owner = resolved_owner(c, s)
         s.valid = True
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
@@ -143,24 +143,37 @@ def user_name(identity: ntlm.Identity) -> str:
     return f"{identity.domain}\\{identity.user}" if identity.domain else identity.user
 
 
+def account_of(identity: ntlm.Identity) -> str:
+    """The account a user's logon proved the password of, for the server's `identities`: as
+    the password file spells it, the username map applied (a client's "ALICE" is "alice");
+    "" for a guest or an anonymous logon."""
+    if identity.kind != "user":
+        return ""
+    return identity.account or identity.user
+
+
 def resolved_owner(c: Connection, s: Session) -> str:
     """Who the session is, as the server resolved its logon, whatever the client typed (a
     user name's case, a domain, which a standalone server ignores for its local accounts,
     an alias of the username map): "uid:N" where the server acts as each user's Unix
-    account, as Samba compares a token's user SID; otherwise "user:" and the account name
-    the username map gives, whose password logged the session on. Empty for a guest or an
-    anonymous logon: nobody can be told from another guest."""
-    return "" if s.guest else owner_of_user(c, s.user, s.identity)
+    account, as Samba compares a token's user SID; otherwise "user:" and the password file's
+    account whose password logged the session on (the username map applied, spelled as the
+    file spells it: two lines of a name in different cases are two accounts). Empty for a
+    guest or an anonymous logon: nobody can be told from another guest."""
+    return "" if s.guest else owner_of_user(c, s.user, s.identity, s.account)
 
 
-def owner_of_user(c: Connection, user: str, account) -> str:
+def owner_of_user(c: Connection, user: str, account, proved: str = "") -> str:
     """`resolved_owner` of a user logged on as `user` ("DOMAIN\\name" or "name"), acting as
-    `account` (the server's `identities`' logon answer)."""
+    `account` (the server's `identities`' logon answer), having proved the password of the
+    password file's account `proved` (where the lookup names it)."""
     if not user:
         return ""
     identities = c.identities
     if identities is not None and getattr(identities, "acts_as_each_user", False) and account is not None:
         return f"uid:{account.uid}"
+    if proved:
+        return "user:" + proved
     list_name = getattr(identities, "list_name", None)
     return "user:" + (list_name(user) if list_name is not None else share_access.bare(user))
 
@@ -184,17 +197,18 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     same = (guest, share_access.bare(user).lower()) == (was_guest, share_access.bare(was).lower())
     if same:
-        act_as(c, s, identity.user if not guest else "", identity.kind)
+        act_as(c, s, account_of(identity), identity.kind, identity.user)
     else:
         account = None
         if c.identities is not None:
-            account = c.identities.logon(identity.user if not guest else "", identity.kind)
+            account = c.identities.logon(account_of(identity), identity.kind)
             if account is None:
                 audit.warning("logon refused: user %s from %s: no Unix account", user, c.client_address or "?")
                 end_session(c, s)
                 raise SMBError(wire.STATUS_LOGON_FAILURE)
         s.identity = account
     s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
+    s.account = identity.account if not guest else ""
     s.owner = resolved_owner(c, s)
     if not same:
         why = reauthorize(c, s)
@@ -219,17 +233,19 @@ def logon_failure_status(e: ntlm.LogonFailure) -> int:
     return wire.STATUS_INVALID_PARAMETER if isinstance(e, ntlm.InvalidResponse) else wire.STATUS_LOGON_FAILURE
 
 
-def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
+def act_as(c: Connection, s: Session, user: str, kind: str, typed: str = "") -> None:
     """Binds the session to the account its file-system calls act as, where the server acts
-    as its users' accounts: a user without one is refused (STATUS_LOGON_FAILURE), as Samba
-    refuses. A re-authentication may find the account changed (its groups): the session's
-    trees act as it from now on."""
+    as its users' accounts (`user`: the account the logon proved, `account_of`; `typed`: the
+    client's spelling, for the audit): a user without one is refused (STATUS_LOGON_FAILURE),
+    as Samba refuses. A re-authentication may find the account changed (its groups): the
+    session's trees act as it from now on."""
     if c.identities is None:
         return
     account = c.identities.logon(user, kind)
     if account is None:
         # the password was right: only the audit says why the logon failed after all
-        audit.warning("logon refused: user %s from %s: no Unix account%s", user or "(none)",
+        audit.warning("logon refused: user %s from %s: no Unix account%s",
+                      (typed or user if kind == "user" else "") or "(none)",
                       c.client_address or "?", "" if kind == "user" else f" for the {kind}")
         end_session(c, s)
         raise SMBError(wire.STATUS_LOGON_FAILURE)
@@ -248,8 +264,8 @@ def act_as(c: Connection, s: Session, user: str, kind: str) -> None:
 def bound_owner(c: Connection, identity: ntlm.Identity) -> str:
     """`resolved_owner` of the user a binding authenticated: a channel is the session's
     user's only (Samba compares the token's user SID), however the name was spelled."""
-    account = c.identities.logon(identity.user, "user") if c.identities is not None else None
-    return owner_of_user(c, user_name(identity), account)
+    account = c.identities.logon(account_of(identity), "user") if c.identities is not None else None
+    return owner_of_user(c, user_name(identity), account, identity.account)
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
