@@ -82,6 +82,8 @@ def reconnect(conn: Conn, context, wait: float = 2.0):
     while True:
         r = conn.create("__ignored__", oplock=0x78, contexts=[context], access=0x12345678,
                         disposition=0x12345678, options=0x12345678, share_access=0x12345678)
+        while r.status == wire.STATUS_PENDING:      # held until the lost connection is taken down
+            r = conn.raw.response_to(r.header.message_id)
         if r.status != wire.STATUS_OBJECT_NAME_NOT_FOUND or time.monotonic() > deadline:
             return r
         time.sleep(0.1)
@@ -400,3 +402,39 @@ def test_an_older_channel_sequence_may_not_write(smbconf):
     assert write(5) == wire.STATUS_SUCCESS
     rd = c.tree.request(wire.READ, read_body(fid, 1, 0))
     assert rd.status == wire.STATUS_SUCCESS                    # reading is never refused
+
+
+# -- a reconnect that arrives before the lost connection's end is read --------------------------
+
+def reconnect_request(conn: Conn, fid: bytes):
+    """Sends a DHnC for fid; returns the first answer (STATUS_PENDING while it is held)."""
+    return conn.create("__ignored__", contexts=[dhnc(fid)])
+
+
+def test_a_reconnect_waits_for_the_old_connection_to_be_taken_down(smbconf):
+    """A client that reconnects before the server has read its old connection's end (the close
+    still on its way) is not told the open is gone: the reconnect waits, then succeeds."""
+    server = start(smbconf)
+    old = Conn(server)
+    fid = durable_open(old, "slow-close")
+    again = Conn(server)
+    first = reconnect_request(again, fid)       # the old connection is still there
+    assert first.status == wire.STATUS_PENDING, first
+    old.kill()
+    final = again.raw.response_to(first.header.message_id)
+    assert final.status == wire.STATUS_SUCCESS, final
+    assert again.tree.close(final.file_id).status == wire.STATUS_SUCCESS
+
+
+def test_a_reconnect_to_an_open_still_in_use_is_refused_after_the_wait(smbconf):
+    """The old connection stays: after the wait the reconnect is refused as before, and the
+    open stays its old connection's."""
+    server = start(smbconf)
+    old = Conn(server)
+    fid = durable_open(old, "in-use")
+    again = Conn(server)
+    started = time.monotonic()
+    r = reconnect(again, dhnc(fid), wait=0)
+    assert r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, r
+    assert time.monotonic() - started < 10
+    assert old.tree.close(fid).status == wire.STATUS_SUCCESS

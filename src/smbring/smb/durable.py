@@ -100,6 +100,9 @@ class DurableOpens:
         # (ClientGuid, user, CreateGuid) -> (the open, its CreateAction) or Pending
         self._creates: dict[tuple, object] = {}
         self._create_of: dict[object, tuple] = {}       # open -> its replay key
+        # persistent id -> {callback: deadline}: reconnects waiting for the open's old
+        # connection to be taken down (`wait_detached`)
+        self._awaited: dict[bytes, dict[Callable, float]] = {}
 
     # -- durable opens ---------------------------------------------------------------------
     def grant(self, d: Durable) -> None:
@@ -121,6 +124,7 @@ class DurableOpens:
         self._detached_by_key.setdefault(d.open.key, {})[d] = None
         while len(self._detached) > max(limit, 0):
             self._close(next(iter(self._detached)), effects)
+        self._wake(d.persistent)
         return True
 
     def reclaim(self, persistent: bytes, user: str, create_guid: bytes | None) -> Durable | None:
@@ -135,6 +139,34 @@ class DurableOpens:
         if create_guid is not None and (d.resilient or (d.create_guid or bytes(16)) != bytes(create_guid)):
             return None
         return d
+
+    def held_elsewhere(self, persistent: bytes, user: str, create_guid: bytes | None,
+                       session_id: int) -> bool:
+        """Whether the open a reconnect names is one `reclaim` would give it, but still
+        attached to another session: its client reconnected before the server saw the old
+        connection end (its close not yet read). The reconnect then waits for it."""
+        d = self._by_persistent.get(bytes(persistent))
+        if d is None or d.detached or not user or d.user != user or d.open.session_id == session_id:
+            return False
+        return create_guid is None or not d.resilient and (d.create_guid or bytes(16)) == bytes(create_guid)
+
+    def wait_detached(self, persistent: bytes, then: Callable[[], None], seconds: float) -> Callable[[], None]:
+        """Calls `then` once the open is detached or closed, or once `seconds` have passed
+        (`expire`), whichever comes first; returns what cancels the wait."""
+        key = bytes(persistent)
+        self._awaited.setdefault(key, {})[then] = self.clock() + seconds
+
+        def cancel() -> None:
+            waiting = self._awaited.get(key)
+            if waiting is not None:
+                waiting.pop(then, None)
+                if not waiting:
+                    del self._awaited[key]
+        return cancel
+
+    def _wake(self, persistent: bytes) -> None:
+        for then in self._awaited.pop(persistent, {}):
+            then()
 
     def _undetach(self, d: Durable) -> None:
         if d in self._detached:
@@ -154,6 +186,7 @@ class DurableOpens:
         d = self._by_open.pop(o, None)
         if d is not None:
             self._by_persistent.pop(d.persistent, None)
+            self._wake(d.persistent)
             self._undetach(d)
         key = self._create_of.pop(o, None)
         if key is not None:
@@ -176,6 +209,12 @@ class DurableOpens:
         late = [d for d in self._detached if d.deadline <= now]
         for d in late:
             self._close(d, effects)
+        for key, waiting in list(self._awaited.items()):     # reconnects waited long enough
+            for then in [t for t, deadline in waiting.items() if deadline <= now]:
+                del waiting[then]
+                then()
+            if not waiting:
+                self._awaited.pop(key, None)
         return len(late)
 
     def _close(self, d: Durable, effects: list) -> None:

@@ -37,7 +37,7 @@ from smbring.smb.durable import V1_TIMEOUT, Durable, Pending, v2_timeout
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fs import MAY_READ, MAY_WRITE, split_path, split_stream
 from smbring.smb.oplocks import HANDLE, LEVEL_BATCH, LEVEL_LEASE, stat_only
-from smbring.smb.state import Open
+from smbring.smb.state import Chain, GoAsync, Open
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -103,13 +103,13 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if len(contexts) != 1 + (dhnq is not None) + leased:    # (a DHnQ with it is ignored)
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        return reconnect(c, hdr, msg, tree, dhnc[:8], None, lease_key(c, lease_ctx)), DurableRequest()
+        return reconnect(c, hdr, msg, tree, dhnc[:8], None, lease_key(c, lease_ctx), retry), DurableRequest()
     if dh2c is not None:
         if len(dh2c) != 36:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if len(contexts) != 1 + leased:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-        return reconnect(c, hdr, msg, tree, dh2c[:8], dh2c[16:32], lease_key(c, lease_ctx)), \
+        return reconnect(c, hdr, msg, tree, dh2c[:8], dh2c[16:32], lease_key(c, lease_ctx), retry), \
             DurableRequest()
     request = DurableRequest(app_instance=contexts.get(APP_INSTANCE_ID, b"")[4:20])
     if dhnq is not None:
@@ -246,12 +246,17 @@ def granted(c: "Connection", hdr: "Header", o: Open, request: DurableRequest, ac
 
 
 def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, create_guid: bytes | None,
-              asked_lease: bytes | None):
+              asked_lease: bytes | None, retry: bool = False):
     """DHnC / DH2C: the detached open, attached to this session and tree again; `asked_lease`:
-    the LeaseKey of the request's lease context, if any."""
+    the LeaseKey of the request's lease context, if any. An open still attached to another
+    session of its user (the client reconnected before its old connection's end was read)
+    is waited for, at most DETACH_WAIT seconds, then asked for again (`retry`)."""
     from smbring.smb.commands.create import response_body    # (create imports this module)
     table = c.state.durable
-    d = table.reclaim(persistent, session_user(c, hdr), create_guid)
+    user = session_user(c, hdr)
+    d = table.reclaim(persistent, user, create_guid)
+    if d is None and not retry and table.held_elsewhere(persistent, user, create_guid, hdr.session_id):
+        raise held_for_detach(c, msg, persistent)
     if d is None or d.share != (tree.share.name.lower(), tree.share.path):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     o = d.open
@@ -279,6 +284,26 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
     answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
     return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid
+
+
+# seconds a reconnect waits for the open's old connection to be taken down (a client
+# reconnects once it has lost its connection; the server may read that end a little later)
+DETACH_WAIT = 2.0
+
+
+def held_for_detach(c: "Connection", msg, persistent: bytes) -> GoAsync:
+    """A reconnect that waits (answered STATUS_PENDING first) until the open it names is
+    detached or closed, or DETACH_WAIT has passed; then it is handled again, once."""
+    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+
+    def start(areq) -> None:
+        from smbring.smb.commands.create import h_create    # (create imports this module)
+
+        def again() -> None:
+            conn = c.client.connection_of(areq) or c
+            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+        areq.on_cancel = c.state.durable.wait_detached(persistent, again, DETACH_WAIT)
+    return GoAsync(start)
 
 
 DATA_RIGHTS = wire.FILE_READ_DATA | wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_EXECUTE
