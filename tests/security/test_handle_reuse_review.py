@@ -112,6 +112,8 @@ def reconnect(conn: Conn, context, wait: float = 3.0):
     deadline = time.monotonic() + wait
     while True:
         r = conn.create("ignored", 0, contexts=[context])
+        while r.status == wire.STATUS_PENDING:      # held while the open is still attached elsewhere
+            r = conn.tree.client.response_to(r.header.message_id)
         if r.status != wire.STATUS_OBJECT_NAME_NOT_FOUND or time.monotonic() > deadline:
             return r
         time.sleep(0.1)
