@@ -88,6 +88,15 @@ class Pending:
         return self.request is not None and self.client.connection_of(self.request) is not None
 
 
+def _names(d: Durable, user: str, create_guid: bytes | None) -> bool:
+    """Whether a reconnect by `user` naming `create_guid` (None: a DHnC, which does not check
+    it) may have `d`, attached or not: its user's; a DH2C's CreateGuid must be the open's (a
+    DHnQ open's is all zero) and never reclaims a resilient open."""
+    if not user or d.user != user:
+        return False
+    return create_guid is None or not d.resilient and (d.create_guid or bytes(16)) == bytes(create_guid)
+
+
 class DurableOpens:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
@@ -134,11 +143,7 @@ class DurableOpens:
         DHnQ open's is all zero, as smbd keeps it: a DH2C naming no CreateGuid reclaims it),
         and a DH2C never reclaims a resilient open (not durable: MS-SMB2 3.3.5.9.12)."""
         d = self._by_persistent.get(bytes(persistent))
-        if d is None or not d.detached or not user or d.user != user:
-            return None
-        if create_guid is not None and (d.resilient or (d.create_guid or bytes(16)) != bytes(create_guid)):
-            return None
-        return d
+        return d if d is not None and d.detached and _names(d, user, create_guid) else None
 
     def held_elsewhere(self, persistent: bytes, user: str, create_guid: bytes | None,
                        session_id: int) -> bool:
@@ -146,9 +151,8 @@ class DurableOpens:
         attached to another session: its client reconnected before the server saw the old
         connection end (its close not yet read). The reconnect then waits for it."""
         d = self._by_persistent.get(bytes(persistent))
-        if d is None or d.detached or not user or d.user != user or d.open.session_id == session_id:
-            return False
-        return create_guid is None or not d.resilient and (d.create_guid or bytes(16)) == bytes(create_guid)
+        return d is not None and not d.detached and d.open.session_id != session_id and \
+            _names(d, user, create_guid)
 
     def wait_detached(self, persistent: bytes, then: Callable[[], None], seconds: float) -> Callable[[], None]:
         """Calls `then` once the open is detached or closed, or once `seconds` have passed
