@@ -101,7 +101,8 @@ def put(server, user: str, password: str, name: str, tmp_path) -> subprocess.Com
     return run_smbclient(server, f"put {local} {name}", user=user, password=password)
 
 
-@pytest.mark.parametrize("spelling", [NAME.upper(), NAME.capitalize(), f"SOMEDOMAIN\\{NAME.upper()}"])
+@pytest.mark.parametrize("spelling", [NAME.upper(), NAME.capitalize(), f"SOMEDOMAIN\\{NAME.upper()}"],
+                         ids=["upper", "capitalised", "domain-upper"])   # ids alike in every process
 def test_a_name_in_another_case_logs_on_as_the_account(cased, spelling, tmp_path):
     target = f"by-{len(spelling)}-{sum(c.isupper() for c in spelling)}.txt"   # (names match in any case)
     r = put(cased, spelling, PASSWORD, target, tmp_path)
@@ -115,7 +116,7 @@ def test_a_name_in_another_case_with_a_wrong_password_is_refused(cased, tmp_path
     assert not (cased["share"] / "wrong.txt").exists()
 
 
-@pytest.mark.parametrize("spelling", [OTHER, OTHER.upper()])
+@pytest.mark.parametrize("spelling", [OTHER, OTHER.upper()], ids=["as-written", "upper"])
 def test_an_account_the_password_file_spells_capitalised_is_found(cased, spelling, tmp_path):
     target = f"other-{sum(c.isupper() for c in spelling)}.txt"
     r = put(cased, spelling, PASSWORD, target, tmp_path)

@@ -48,7 +48,8 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     frame(os.urandom(200)),                                   # a frame of noise
     frame(b"\xfeSMB" + os.urandom(60)),                       # a broken header
     frame(header(5)),                                         # CREATE before NEGOTIATE/logon, no body
-])
+], ids=["truncated", "over-limit", "keepalive-type", "noise", "noise-frame", "broken-header",
+        "create-first"])   # named: random bytes would name them differently in each process
 def test_garbage_gets_a_clean_disconnect(server, data):
     exchange(server["port"], data)
     assert server["proc"].poll() is None
