@@ -6,7 +6,7 @@ import os
 import stat
 import struct
 from codecs import utf_16_le_decode
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, pipe
@@ -32,7 +32,7 @@ from smbring.smb.fileinfo import (
 )
 from smbring.smb.fs import MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
-from smbring.smb.state import Chain, GoAsync, Open
+from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -906,14 +906,12 @@ def held_for_break(c: Connection, hdr: Header, msg, key,
     One a replay may name (its CreateGuid reserved in the replay cache: `durable.pending`)
     outlives the loss of its connection where its session has another channel (it then
     runs there); its reservation ends with it."""
-    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
     named = durable is not None and durable.key is not None
     pending = durable.pending if durable is not None else None
 
-    def start(areq) -> None:
+    def wait(areq, again: Callable[[], None]) -> None:
         def retry() -> None:
-            conn = c.client.connection_of(areq) or c
-            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+            again()
             if named:
                 c.state.durable.created(durable.key)    # (forgets a reservation that ended)
 
@@ -927,6 +925,22 @@ def held_for_break(c: Connection, hdr: Header, msg, key,
             pending.request = areq
             areq.replayable = True
         c.state.oplocks.wait(key, retry)
+
+    return held_create(c, msg, wait)
+
+
+def held_create(c: Connection, msg, wait: Callable[[AsyncRequest, Callable[[], None]], None]) -> GoAsync:
+    """A CREATE answered STATUS_PENDING first, handled again (as a retry) each time the
+    function `wait(areq, again)` arranged calls `again` (a break answered, an open detached:
+    `held_for_break`, `create_durable.held_for_detach`), on the connection that holds it then
+    (its session's other channel, where the first is gone)."""
+    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+
+    def start(areq: AsyncRequest) -> None:
+        def again() -> None:
+            conn = c.client.connection_of(areq) or c
+            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+        wait(areq, again)
 
     return GoAsync(start)
 

@@ -37,7 +37,7 @@ from smbring.smb.durable import V1_TIMEOUT, Durable, Pending, v2_timeout
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fs import MAY_READ, MAY_WRITE, split_path, split_stream
 from smbring.smb.oplocks import HANDLE, LEVEL_BATCH, LEVEL_LEASE, stat_only
-from smbring.smb.state import Chain, GoAsync, Open
+from smbring.smb.state import GoAsync, Open
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -294,16 +294,12 @@ DETACH_WAIT = 2.0
 def held_for_detach(c: "Connection", msg, persistent: bytes) -> GoAsync:
     """A reconnect that waits (answered STATUS_PENDING first) until the open it names is
     detached or closed, or DETACH_WAIT has passed; then it is handled again, once."""
-    request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+    from smbring.smb.commands.create import held_create    # (create imports this module)
 
-    def start(areq) -> None:
-        from smbring.smb.commands.create import h_create    # (create imports this module)
-
-        def again() -> None:
-            conn = c.client.connection_of(areq) or c
-            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+    def wait(areq, again) -> None:
         areq.on_cancel = c.state.durable.wait_detached(persistent, again, DETACH_WAIT)
-    return GoAsync(start)
+
+    return held_create(c, msg, wait)
 
 
 DATA_RIGHTS = wire.FILE_READ_DATA | wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_EXECUTE
