@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -304,6 +305,23 @@ def test_deleting_the_file_takes_its_streams(server, bob):
     assert not (server["shared"] / "b-gone.txt").exists()
     assert not path.exists() and not path.parent.exists()
 
+
+def test_a_stream_renamed_onto_its_empty_file_is_the_file_s_data(server, bob):
+    """FileRenameInformation "::$DATA" as the user: the data is written into his file (the
+    same file: inode and owner kept), the stream is removed from the server's depot."""
+    bob.close(bob.open(r"shared\b-default.txt", READ_WRITE, wire.FILE_CREATE))
+    before = os.stat(server["shared"] / "b-default.txt")
+    fid = bob.open(r"shared\b-default.txt:s", READ_WRITE | wire.DELETE, wire.FILE_CREATE)
+    assert bob.write(fid, b"stream data").status == wire.STATUS_SUCCESS
+    path = stream_file(server, "b-default.txt", "s")
+    name = "::$DATA".encode("utf-16-le")
+    rename = struct.pack("<B7xQI", 1, 0, len(name)) + name
+    assert bob.set_info(fid, wire.INFO_FILE, 10, rename).status == wire.STATUS_SUCCESS
+    assert bob.close(fid).status == wire.STATUS_SUCCESS
+    after = os.stat(server["shared"] / "b-default.txt")
+    assert (after.st_ino, after.st_uid) == (before.st_ino, before.st_uid)
+    assert (server["shared"] / "b-default.txt").read_bytes() == b"stream data"
+    assert not path.exists()
 
 # -- a depot an older version left ------------------------------------------------------------------
 def test_an_old_depot_is_taken_over_and_its_links_are_not_followed(server, bob):

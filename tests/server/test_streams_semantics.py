@@ -167,7 +167,7 @@ def stream_names(c: UserClient, f) -> list[str]:
 def test_a_stream_is_renamed_to_another_stream_of_its_file(server):
     """Through the stream's handle, ":new" (or ":new:$DATA") renames it among its file's
     streams; the data and the handle follow it. An existing stream is replaced only with
-    ReplaceIfExists, never while it is open; a full name and the data stream are refused."""
+    ReplaceIfExists, never while it is open; a full name is refused."""
     with client(server) as c:
         s = c.open("f:a", READ_DATA | WRITE_DATA | DELETE, CREATE)
         s.write(b"stream a", 0)
@@ -190,6 +190,57 @@ def test_a_stream_is_renamed_to_another_stream_of_its_file(server):
         r.close()
     depot = server["share"] / ".smbring-streams"
     assert sorted(p.name for p in depot.glob("*/*")) == ["c"]
+
+
+INVALID_PARAMETER = 0xC000000D
+
+
+def test_a_stream_renamed_onto_the_data_stream_becomes_the_file_s_data(server):
+    """"::$DATA" through a stream's handle (MS-FSA's stream rename with an empty name, as
+    smbtorture's smb2.streams.rename2 ends): the file's data stream always exists, so only
+    with ReplaceIfExists, and only while the file itself is not open and holds no data
+    (INVALID_PARAMETER); then the stream's data is the file's, the stream is gone and the
+    handle reads and writes the file. Another open of the stream could not follow it:
+    ACCESS_DENIED meanwhile."""
+    with client(server) as c:
+        s = c.open("f:a", READ_DATA | WRITE_DATA | DELETE, CREATE, share=SHARE_ALL)
+        s.write(b"stream a", 0)
+        assert c.set_info(s, INFO_FILE, RENAME, rename_info("::$DATA", False)) == NAME_COLLISION
+        f = c.open("f", READ_ATTRIBUTES, OPEN)
+        assert c.set_info(s, INFO_FILE, RENAME, rename_info("::$DATA", True)) == INVALID_PARAMETER
+        f.close()
+        other = c.open("f:a", READ_ATTRIBUTES, OPEN, share=SHARE_ALL)   # (it would be left naming nothing)
+        assert c.set_info(s, INFO_FILE, RENAME, rename_info("::$DATA", True)) == ACCESS_DENIED
+        other.close()
+        assert c.set_info(s, INFO_FILE, RENAME, rename_info("::$DATA", True)) == 0
+        assert s.read(0, 8) == b"stream a"
+        s.write(b"!", 8)
+        assert stream_names(c, s) == ["::$DATA"]
+        assert c.status("f:a", READ_DATA, OPEN) == NAME_NOT_FOUND
+        assert c.status("f", READ_DATA, OPEN, share=SHARE_ALL) == 0
+        s.close()
+        assert unlink(c, "f") == 0      # (no open left behind on the file)
+    assert not (server["share"] / "f").exists()
+    assert not list((server["share"] / ".smbring-streams").glob("*/*"))
+
+
+def test_a_stream_is_not_renamed_onto_a_data_stream_that_holds_data(server):
+    """A file with data, or a directory (which has no data stream): INVALID_PARAMETER, the
+    stream and the file as they were."""
+    with client(server) as c:
+        f = c.open("g", WRITE_DATA, CREATE)
+        f.write(b"file data", 0)
+        f.close()
+        s = c.open("g:t", READ_DATA | WRITE_DATA | DELETE, CREATE)
+        s.write(b"stream", 0)
+        assert c.set_info(s, INFO_FILE, RENAME, rename_info("::$DATA", True)) == INVALID_PARAMETER
+        assert s.read(0, 6) == b"stream"
+        s.close()
+        c.open("d", READ_DATA, CREATE, options=DIRECTORY_FILE).close()
+        d = c.open("d:s", WRITE_DATA | DELETE, CREATE)
+        assert c.set_info(d, INFO_FILE, RENAME, rename_info("::$DATA", True)) == INVALID_PARAMETER
+        d.close()
+    assert (server["share"] / "g").read_bytes() == b"file data"
 
 
 def test_a_stream_rename_needs_its_other_opens_to_share_delete(server):

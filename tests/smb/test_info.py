@@ -446,10 +446,10 @@ def test_a_rename_name_length_past_the_buffer_is_an_invalid_parameter(client, fi
 def test_a_stream_is_renamed_only_among_its_file_s_streams(client):
     # a full name is refused as smbd refuses it (its file is open: by this very handle); a
     # stream name (":t") renames it (smbtorture's smb2.streams.rename); the file's data
-    # stream is no name a stream takes here
+    # stream exists always: taken only with ReplaceIfExists (tests/server/test_streams_semantics)
     s = client.open("f:s", disposition=wire.FILE_CREATE)
     assert client.rename(s, "f:t") == wire.STATUS_SHARING_VIOLATION
-    assert client.rename(s, "::$DATA") == wire.STATUS_NOT_SUPPORTED
+    assert client.rename(s, "::$DATA") == wire.STATUS_OBJECT_NAME_COLLISION
     assert client.rename(s, ":t") == 0
     assert client.create("f:s", disposition=wire.FILE_OPEN)[0] == wire.STATUS_OBJECT_NAME_NOT_FOUND
 

@@ -9,7 +9,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, sharemodes, unix_owner, wire
-from smbring.smb.commands import pipe, setinfo_hold
+from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
     check_veto,
     open_streams,
@@ -302,13 +302,14 @@ def rename_contended(c: Connection, o: Open, buf) -> list:
     return keys + ([target] if target is not None else [])
 
 
-def rename_stream(c: Connection, o: Open, buf) -> None:
+def rename_stream(c: Connection, o: Open, buf):
     """FileRenameInformation through a named stream's handle (MS-FSA 2.1.5.14.11): the new
     name is another stream of the same file, ":name" or ":name:$DATA". A stream with that
     name is replaced only with ReplaceIfExists (else OBJECT_NAME_COLLISION), and never while
     it is open (ACCESS_DENIED); the stream's other opens must share delete. A full name
     (`file:name`) is refused as smbd refuses it (SHARING_VIOLATION: the stream's file is open,
-    by this handle); the file's own data stream ("::$DATA") is no name a stream takes here."""
+    by this handle). The file's own data stream ("::$DATA"): `stream_default`, whose steps
+    are returned (None otherwise: done)."""
     replace = bool(buf[0])
     name_len = struct.unpack_from("<I", buf, 16)[0]
     if 20 + name_len > len(buf):
@@ -316,11 +317,12 @@ def rename_stream(c: Connection, o: Open, buf) -> None:
     name = wire.from_utf16(buf[20:20 + name_len])
     if not name.startswith(":"):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
-    if name.casefold() == "::$data":
-        raise SMBError(wire.STATUS_NOT_SUPPORTED)
-    _none, target = split_stream(name)          # (PathError: OBJECT_NAME_INVALID)
+    # (split_stream: PathError, OBJECT_NAME_INVALID; the data stream is no name it gives)
+    target = None if name.casefold() == "::$data" else split_stream(name)[1]
     if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
         raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    if target is None:
+        return stream_default.rename_to_default(c, o, replace)
     fs = o.tree.fs
     existing = next(((n, st) for n, st in fs.streams(o.base_key) if n.casefold() == target.casefold()), None)
     if existing is not None and existing[0] != o.stream:
@@ -527,8 +529,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             c.state.watches.post_open(o, notify.MODIFIED, changed)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
-            rename_stream(c, o, buf)
-            return struct.pack("<H", 2), None
+            steps = rename_stream(c, o, buf)
+            return (steps if steps is not None else struct.pack("<H", 2)), o.fid
         if not c.state.share_modes.others_share(o.key, id(o), sharemodes.DELETE):
             raise SMBError(wire.STATUS_SHARING_VIOLATION)
         if not o.is_dir and open_streams(c, fs, o.parts, o.key, opens_here=1):
