@@ -63,30 +63,52 @@ def written_fd(effect) -> int:
 
 
 class WritesInFlight:
-    """The background WRITEs of one connection still running, with the bytes they write."""
+    """The background WRITEs of one connection still running, with the bytes they write. A
+    WRITE's task takes itself out when it ends (`ended`): a done callback would cost the
+    loop a turn of its own (and a poll) after every one."""
 
     def __init__(self):
         self.tasks: dict[asyncio.Task, tuple[int, int, int]] = {}
 
     def __bool__(self) -> bool:
+        self._prune()
         return bool(self.tasks)
+
+    def _prune(self) -> None:
+        """Forgets the tasks that ended without running (cancelled before their first step:
+        their `ended` never ran)."""
+        for task in [t for t in self.tasks if t.done()]:
+            del self.tasks[task]
+
+    def room(self) -> bool:
+        """Whether one more may start now (see `start`)."""
+        if len(self.tasks) < WRITES_IN_FLIGHT:
+            return True
+        self._prune()
+        return len(self.tasks) < WRITES_IN_FLIGHT
+
+    def ended(self, task) -> None:
+        self.tasks.pop(task, None)
 
     async def drain(self, fd: int | None = None, start: int = 0, end: int = 0) -> None:
         """Until none runs (with fd: none overlapping fd's bytes start to end)."""
         while True:
             ahead = [t for t, (f, s, e) in self.tasks.items()
-                     if fd is None or (f == fd and s < end and start < e)]
+                     if not t.done() and (fd is None or (f == fd and s < end and start < e))]
             if not ahead:
+                self._prune()
                 return
             await asyncio.wait(ahead)
 
+    def start_now(self, loop, fd: int, start: int, end: int, coro) -> None:
+        """Runs coro as a task (the caller saw `room`); coro calls `ended` when it ends."""
+        self.tasks[loop.create_task(coro)] = (fd, start, end)
+
     async def start(self, fd: int, start: int, end: int, work) -> None:
         """Runs work() as a task once there is room."""
-        while len(self.tasks) >= WRITES_IN_FLIGHT:
+        while not self.room():
             await asyncio.wait(list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.ensure_future(work())
-        self.tasks[task] = (fd, start, end)
-        task.add_done_callback(lambda t: self.tasks.pop(t, None))
+        self.start_now(asyncio.get_running_loop(), fd, start, end, work())
 
 
 class EffectRunner:
@@ -109,6 +131,7 @@ class EffectRunner:
         # itself): a range operation runs as its file's owner in the pool's thread
         self.owners = owners
         self.writes = WritesInFlight()
+        self._loop = None               # (the running loop, once a background WRITE starts)
         # runs of `run` holding or waiting for `sending`: while there are any, a response
         # waits its turn the awaited way (run_now does not overtake them; the shell reads it
         # for every frame)
@@ -161,9 +184,20 @@ class EffectRunner:
                     return self._flush_then(todo[i + 1:])
             elif kind is effects.Forget:
                 self.file_maps.forget_file(effect.dev, effect.ino)
+            elif kind is effects.Write and effect.background and self.writes.room():
+                # (as `run` starts it, without waiting for room: there is some)
+                self._background(effect)
             else:
                 return self.run(todo[i:])
         return None
+
+    def _background(self, effect: effects.Write) -> None:
+        """Starts a background WRITE's task (there is room for it)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self.writes.start_now(loop, effect.fd, effect.offset, effect.offset + len(effect.data),
+                              self._in_background(effect))
 
     async def _flush_then(self, todo: list) -> None:
         """The rest of a response the socket did not take at once, then `todo`."""
@@ -194,8 +228,11 @@ class EffectRunner:
                 finally:
                     self.sending_users -= 1
             elif isinstance(effect, effects.Write) and effect.background:
-                end = effect.offset + len(effect.data)
-                await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))
+                if not self.writes.room():
+                    end = effect.offset + len(effect.data)
+                    await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))
+                else:
+                    self._background(effect)
             elif isinstance(effect, effects.Drain):
                 await self.writes.drain(effect.fd, effect.start, effect.end)
                 await self.run(effect.then(None))
@@ -239,10 +276,15 @@ class EffectRunner:
         return len(view)
 
     async def _in_background(self, effect: effects.Write) -> None:
-        """A background WRITE's I/O and answer, while the connection reads on."""
+        """A background WRITE's I/O and answer, while the connection reads on; the answer
+        goes as run_now sends one (after any waiting their turn: see run_now)."""
         try:
-            await self.run(effect.then(await self._file_io(effect)))
+            pending = self.run_now(effect.then(await self._file_io(effect)))
+            if pending is not None:
+                await pending
         except OSError as e:
             log.info("connection from %s: answer to a WRITE lost: %s", self.peer, e)
         except Exception:
             log.exception("connection from %s: WRITE failed", self.peer)
+        finally:
+            self.writes.ended(asyncio.current_task(self._loop))

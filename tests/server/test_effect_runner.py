@@ -1,0 +1,97 @@
+"""EffectRunner: a background WRITE starts without a coroutine of the connection's, is
+answered once written, and leaves the writes in flight when it ends."""
+from __future__ import annotations
+
+import asyncio
+
+from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
+from smbring.smb import effects
+
+
+class Transport:
+    """A transport that sends every small response at once, recording it."""
+
+    def __init__(self):
+        self.sent: list[bytes] = []
+
+    def send_small(self, parts, size):
+        self.sent.append(b"".join(bytes(p) for p in parts))
+        return True
+
+    async def send(self, desc):
+        self.sent.append(bytes(desc.header) + bytes(desc.payload or b""))
+
+
+class Module:
+    """A VFS module stack whose writes wait for `gate`, recording what they wrote."""
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.written: list[tuple[int, bytes, int]] = []
+
+    async def pwrite_all(self, fd, view, offset):
+        await self.gate.wait()
+        self.written.append((fd, bytes(view), offset))
+        return len(view)
+
+
+def make_runner():
+    transport, module = Transport(), Module()
+    runner = EffectRunner(transport, {"s": module}, asyncio.Lock(), file_maps=None, peer="test")
+    return runner, transport, module
+
+
+def write(fd, offset, data=b"x" * 8):
+    return effects.Write("s", fd, offset, memoryview(data), background=True,
+                         then=lambda n: [effects.Send(b"answer %d" % n)])
+
+
+def test_background_write_starts_at_once_and_answers_once_written():
+    async def main():
+        runner, transport, module = make_runner()
+        assert runner.run_now([effects.Send(b"before"), write(3, 0)]) is None
+        assert transport.sent == [b"\0\0\0\x06before"]
+        assert runner.writes
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert transport.sent == [b"\0\0\0\x06before"]     # not answered before it is written
+        module.gate.set()
+        await runner.drain()
+        assert module.written == [(3, b"x" * 8, 0)]
+        assert transport.sent[1:] == [b"\0\0\0\x08answer 8"]
+        assert not runner.writes and not runner.writes.tasks
+    asyncio.run(main())
+
+
+def test_writes_past_the_limit_wait_their_turn():
+    async def main():
+        runner, transport, module = make_runner()
+        for i in range(WRITES_IN_FLIGHT):
+            assert runner.run_now([write(3, 8 * i)]) is None
+        pending = runner.run_now([write(3, 8 * WRITES_IN_FLIGHT)])
+        assert pending is not None                  # no room: the awaited way
+        waiting = asyncio.ensure_future(pending)
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        module.gate.set()
+        await waiting
+        await runner.drain()
+        assert len(module.written) == WRITES_IN_FLIGHT + 1
+        assert len(transport.sent) == WRITES_IN_FLIGHT + 1
+        assert not runner.writes.tasks
+    asyncio.run(main())
+
+
+def test_a_write_cancelled_before_it_ran_is_forgotten():
+    async def main():
+        runner, transport, module = make_runner()
+        assert runner.run_now([write(3, 0)]) is None
+        (task,) = runner.writes.tasks
+        task.cancel()
+        await asyncio.sleep(0)
+        assert task.done()
+        assert not runner.writes                    # (Link.quiet: nothing in flight)
+        await asyncio.wait_for(runner.drain(), 1)
+        assert runner.writes.room()
+    asyncio.run(main())
+
