@@ -3,6 +3,8 @@ answered once written, and leaves the writes in flight when it ends."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
 from smbring.smb import effects
@@ -17,6 +19,16 @@ class Transport:
     def send_small(self, parts, size):
         self.sent.append(b"".join(bytes(p) for p in parts))
         return True
+
+    async def send(self, desc):
+        self.sent.append(bytes(desc.header) + bytes(desc.payload or b""))
+
+
+class AwaitedTransport:
+    """A transport with the awaited way only (no send_small)."""
+
+    def __init__(self):
+        self.sent: list[bytes] = []
 
     async def send(self, desc):
         self.sent.append(bytes(desc.header) + bytes(desc.payload or b""))
@@ -95,3 +107,90 @@ def test_a_write_cancelled_before_it_ran_is_forgotten():
         assert runner.writes.room()
     asyncio.run(main())
 
+
+
+def finished(runner) -> list:
+    """The tasks of the writes in flight now (to look at their outcome once they end)."""
+    return list(runner.writes.tasks)
+
+
+def test_a_write_that_fails_is_answered_with_its_error():
+    async def main():
+        runner, transport, module = make_runner()
+
+        async def disk_full(fd, view, offset):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        module.pwrite_all = disk_full
+        effect = effects.Write("s", 3, 0, memoryview(b"x"), background=True,
+                               then=lambda e: [effects.Send(b"status %d" % e.errno)])
+        assert runner.run_now([effect]) is None
+        tasks = finished(runner)
+        await runner.drain()
+        assert transport.sent == [b"\0\0\0\x09status 28"]
+        assert [t.exception() for t in tasks] == [None]
+        assert not runner.writes.tasks
+    asyncio.run(main())
+
+
+def test_an_answer_lost_with_the_connection_ends_the_write_quietly(caplog):
+    async def main():
+        runner, transport, module = make_runner()
+
+        def gone(parts, size):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        transport.send_small = runner._send_small = gone
+        module.gate.set()
+        assert runner.run_now([write(3, 0)]) is None
+        tasks = finished(runner)
+        await runner.drain()
+        assert [t.exception() for t in tasks] == [None]
+        assert not runner.writes.tasks
+    with caplog.at_level(logging.INFO, logger="smbring.server"):
+        asyncio.run(main())
+    assert "answer to a WRITE lost" in caplog.text
+
+
+def test_a_continuation_that_fails_is_logged_and_the_write_ends(caplog):
+    async def main():
+        runner, transport, module = make_runner()
+        module.gate.set()
+
+        def broken(n):
+            raise RuntimeError("the core failed")
+        assert runner.run_now([effects.Write("s", 3, 0, memoryview(b"x"), background=True,
+                                             then=broken)]) is None
+        tasks = finished(runner)
+        await runner.drain()
+        assert [t.exception() for t in tasks] == [None]
+        assert not runner.writes.tasks and transport.sent == []
+    asyncio.run(main())
+    assert "WRITE failed" in caplog.text
+
+
+def test_a_write_cancelled_while_writing_leaves_the_writes_in_flight():
+    async def main():
+        runner, transport, module = make_runner()
+        assert runner.run_now([write(3, 0)]) is None
+        (task,) = runner.writes.tasks
+        await asyncio.sleep(0)                      # (waiting for the gate now)
+        task.cancel()
+        await asyncio.sleep(0)
+        assert task.cancelled()
+        assert not runner.writes.tasks              # (taken out as it ended, not pruned)
+        assert transport.sent == []
+    asyncio.run(main())
+
+
+def test_without_send_small_a_write_is_started_and_answered_the_awaited_way():
+    async def main():
+        transport, module = AwaitedTransport(), Module()
+        runner = EffectRunner(transport, {"s": module}, asyncio.Lock(), file_maps=None, peer="test")
+        module.gate.set()
+        pending = runner.run_now([write(3, 0)])
+        assert pending is not None
+        await pending
+        await runner.drain()
+        assert module.written == [(3, b"x" * 8, 0)]
+        assert transport.sent == [b"\0\0\0\x08answer 8"]
+        assert not runner.writes.tasks
+    asyncio.run(main())
