@@ -25,7 +25,6 @@ import os
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass
 
 from smbring.smb import security, wire
 from smbring.smb.credits import charge_needed
@@ -51,17 +50,32 @@ DEADLINE_SLACK = 0.001             # seconds a deadline may be early and still c
 TWO_ANSWERS = 2 * (4 + wire.HEADER_SIZE)
 
 
-@dataclass
 class SessionKeys:
-    """What protects one session's messages once it is established."""
-    session_id: int = 0
-    signing_key: bytes = b""
-    signing_algorithm: int = security.HMAC_SHA256
-    sign: bool = False              # sign requests, and insist that responses are signed
-    encrypt: bool = False           # seal requests, and insist that responses are sealed
-    cipher: int = 0
-    encrypt_key: bytes = b""        # client -> server
-    decrypt_key: bytes = b""        # server -> client
+    """What protects one session's messages once it is established. (A plain class, as the
+    records below: a dataclass compiles its methods at every start-up.)"""
+    __slots__ = ("session_id", "signing_key", "signing_algorithm", "sign", "encrypt", "cipher",
+                 "encrypt_key", "decrypt_key")
+
+    def __init__(self, session_id: int = 0, signing_key: bytes = b"",
+                 signing_algorithm: int = security.HMAC_SHA256, sign: bool = False,
+                 encrypt: bool = False, cipher: int = 0, encrypt_key: bytes = b"",
+                 decrypt_key: bytes = b""):
+        self.session_id = session_id
+        self.signing_key = signing_key
+        self.signing_algorithm = signing_algorithm
+        self.sign = sign                # sign requests, and insist that responses are signed
+        self.encrypt = encrypt          # seal requests, and insist that responses are sealed
+        self.cipher = cipher
+        self.encrypt_key = encrypt_key  # client -> server
+        self.decrypt_key = decrypt_key  # server -> client
+
+    def replace(self, **changes) -> "SessionKeys":
+        """A copy with `changes` (a channel's own signing key on SMB 3.1.1)."""
+        return SessionKeys(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
+
+    def __repr__(self) -> str:      # the keys themselves stay out of logs and tracebacks
+        return (f"SessionKeys(session_id={self.session_id:#x}, sign={self.sign}, "
+                f"encrypt={self.encrypt}, cipher={self.cipher})")
 
 
 class Response:
