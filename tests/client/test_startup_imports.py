@@ -100,9 +100,19 @@ def test_the_client_records_are_not_dataclasses():
     plain classes (the public DirEntry, RemoteStat stay dataclasses)."""
     import dataclasses
     from smbring.client import buffers, channel, cli, messages
+    from smbring.smb import ntlm_initiator
     for cls in (channel.Response, channel._Pending, buffers.FileRange, buffers.FileTarget,
-                buffers.Spliced, messages.NegotiateResponse, messages.CreateResponse, cli.Target):
+                buffers.Spliced, messages.NegotiateResponse, messages.CreateResponse, cli.Target,
+                channel.SessionKeys, messages.NetworkInterface, ntlm_initiator.Challenge,
+                ntlm_initiator.Authenticated):
         assert not dataclasses.is_dataclass(cls), cls
     assert dataclasses.is_dataclass(messages.DirEntry) and dataclasses.is_dataclass(messages.RemoteStat)
     assert buffers.FileRange(3, 4, 5) == buffers.FileRange(3, 4, 5) != buffers.FileRange(3, 4, 6)
     assert cli.parse_url("smb://d;u@h:4445/s/a/b") == cli.Target("h", 4445, "u", "d", "s", "a/b")
+    assert messages.NetworkInterface(1, "a", 2, 3) == messages.NetworkInterface(1, "a", 2, 3) != \
+        messages.NetworkInterface(1, "a", 2, 4)
+    keys = channel.SessionKeys(session_id=5, signing_key=b"k", sign=True)
+    moved = keys.replace(signing_key=b"c")
+    assert (moved.session_id, moved.signing_key, moved.sign, keys.signing_key) == (5, b"c", True, b"k")
+    with pytest.raises(TypeError):
+        keys.replace(no_such_field=1)

@@ -7,6 +7,7 @@ kernel's congestion controls and limits."""
 import asyncio
 import os
 import socket
+import struct
 
 import pytest
 
@@ -224,6 +225,56 @@ def test_one_timer_per_channel_and_requests_still_time_out(listener):
                 await futures[-1]
             assert channel.closed
             assert all(isinstance(f.exception(), ChannelTimeout) for f in futures)
+        finally:
+            await channel.close()
+            peer.close()
+    asyncio.run(go())
+
+
+# ---- WRITE answers: two to a wake-up ----
+
+def _answer(message_id: int, status: int = 0, interim: bool = False) -> bytes:
+    """A WRITE response frame: an interim STATUS_PENDING (async) or the final, 10 bytes written."""
+    flags = wire.FLAGS_SERVER_TO_REDIR | (wire.FLAGS_ASYNC if interim else 0)
+    header = wire.Header(command=wire.WRITE, status=wire.STATUS_PENDING if interim else status,
+                         flags=flags, credits=1, message_id=message_id, async_id=7).pack()
+    body = struct.pack("<HBBI", 9, 0, 0, 0) + b"\0" if interim else \
+        struct.pack("<HHIII", 17, 0, 10, 0, 0)
+    return struct.pack(">I", len(header) + len(body)) + header + body
+
+
+def test_two_writes_waiting_are_woken_for_two_answers_not_one(listener):
+    """While two WRITEs or more wait, the socket wakes the channel once two answers' worth is
+    there (SO_RCVLOWAT): smbd's interim STATUS_PENDING, which only grants credits, no longer
+    costs a wake-up (an epoll_wait, a turn of the event loop, a recv) of its own. With one
+    WRITE left, its lone answer wakes the channel as before (no wait that never ends)."""
+    async def go():
+        sock = connected(listener)
+        peer, _ = listener.accept()
+        channel = Channel(sock)
+        channel._balance = 100
+        wakes = []
+        receive = channel._receive_small_frames
+
+        def counting():
+            wakes.append(1)
+            return receive()
+        channel._receive_small_frames = counting
+        try:
+            body = b"\x31" + bytes(47)
+            first, second = (channel.start_request(wire.WRITE, body, data=b"x" * 10, payload=10)
+                             for _ in range(2))
+            peer.sendall(_answer(0, interim=True))
+            await asyncio.sleep(0.2)
+            assert wakes == [] and not first.done()     # an interim alone: not worth waking for
+            peer.sendall(_answer(0))
+            await asyncio.wait_for(asyncio.shield(first), 5)
+            assert len(wakes) == 1                      # the interim and the final together
+            peer.sendall(_answer(1, interim=True))      # one WRITE left: any answer wakes
+            await asyncio.sleep(0.2)
+            assert len(wakes) == 2 and not second.done()
+            peer.sendall(_answer(1))
+            assert (await asyncio.wait_for(second, 5)).status == 0
         finally:
             await channel.close()
             peer.close()

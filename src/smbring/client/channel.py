@@ -25,7 +25,6 @@ import os
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass
 
 from smbring.smb import security, wire
 from smbring.smb.credits import charge_needed
@@ -46,19 +45,37 @@ READ_HEAD = wire.HEADER_SIZE + 16  # a READ response up to its data (DataOffset 
 SPLICE_F_MOVE, SPLICE_F_NONBLOCK = 1, 2
 _LENGTH = struct.Struct(">I")      # a frame's length, before it (direct TCP)
 DEADLINE_SLACK = 0.001             # seconds a deadline may be early and still count as due
+# the fewest bytes two answers can take (each its 4-byte length and at least a header): what
+# the socket must hold before it wakes us between frames while two WRITEs or more wait
+TWO_ANSWERS = 2 * (4 + wire.HEADER_SIZE)
 
 
-@dataclass
 class SessionKeys:
-    """What protects one session's messages once it is established."""
-    session_id: int = 0
-    signing_key: bytes = b""
-    signing_algorithm: int = security.HMAC_SHA256
-    sign: bool = False              # sign requests, and insist that responses are signed
-    encrypt: bool = False           # seal requests, and insist that responses are sealed
-    cipher: int = 0
-    encrypt_key: bytes = b""        # client -> server
-    decrypt_key: bytes = b""        # server -> client
+    """What protects one session's messages once it is established. (A plain class, as the
+    records below: a dataclass compiles its methods at every start-up.)"""
+    __slots__ = ("session_id", "signing_key", "signing_algorithm", "sign", "encrypt", "cipher",
+                 "encrypt_key", "decrypt_key")
+
+    def __init__(self, session_id: int = 0, signing_key: bytes = b"",
+                 signing_algorithm: int = security.HMAC_SHA256, sign: bool = False,
+                 encrypt: bool = False, cipher: int = 0, encrypt_key: bytes = b"",
+                 decrypt_key: bytes = b""):
+        self.session_id = session_id
+        self.signing_key = signing_key
+        self.signing_algorithm = signing_algorithm
+        self.sign = sign                # sign requests, and insist that responses are signed
+        self.encrypt = encrypt          # seal requests, and insist that responses are sealed
+        self.cipher = cipher
+        self.encrypt_key = encrypt_key  # client -> server
+        self.decrypt_key = decrypt_key  # server -> client
+
+    def replace(self, **changes) -> "SessionKeys":
+        """A copy with `changes` (a channel's own signing key on SMB 3.1.1)."""
+        return SessionKeys(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
+
+    def __repr__(self) -> str:      # the keys themselves stay out of logs and tracebacks
+        return (f"SessionKeys(session_id={self.session_id:#x}, sign={self.sign}, "
+                f"encrypt={self.encrypt}, cipher={self.cipher})")
 
 
 class Response:
@@ -138,6 +155,7 @@ class Channel:
         self._spliced = None
         self._splice_waiting = 0        # READs waiting that named their file
         self._reads_waiting = 0         # READs waiting, whether or not they named a file
+        self._writes_waiting = 0        # WRITEs waiting for their final answer
         self._pipe: tuple[int, int] | None = None
         self._scratch = bytearray(64 * 1024)
         self._into = memoryview(self._length)
@@ -374,10 +392,21 @@ class Channel:
         receive window is about to close, or the connection ends). A 4 MiB READ response then
         takes a wake-up or two instead of one per ~600 KiB that happened to be queued, each of
         them an epoll_wait, a turn of the event loop and a recv: against smbd on loopback a
-        get took about a tenth less CPU per GiB. Between frames any byte wakes us."""
+        get took about a tenth less CPU per GiB. Between frames any byte wakes us, except
+        while two WRITEs or more wait for their answers: then two answers' worth (TWO_ANSWERS;
+        those two are sure to come, promptly). smbd answers most WRITEs twice (an interim
+        STATUS_PENDING, then the result), and each answer woke us apart: an epoll_wait, a turn
+        of the event loop and a recv for an interim that only grants credits. The pipeline
+        keeps the others in flight meanwhile."""
         if not self._lowat:
             return
-        want = len(self._into) - self._got if self._frame is not None and not self._steps else 1
+        if self._frame is not None and not self._steps:
+            want = len(self._into) - self._got
+        elif self._writes_waiting >= 2 and not self._reads_waiting and not self._got and \
+                self._head is None and not self._steps:
+            want = TWO_ANSWERS
+        else:
+            want = 1
         if want != self._lowat:
             try:
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
@@ -669,6 +698,10 @@ class Channel:
             self._splice_waiting += 1
         if command == wire.READ:
             self._reads_waiting += 1
+        elif command == wire.WRITE:
+            self._writes_waiting += 1
+            if self._writes_waiting == 2:
+                self._wake_for_rest()       # two answers' worth from now on
         # a deadline per request and one timer per channel (_check_deadlines), the future
         # awaited directly: asyncio.wait_for(asyncio.shield(...)) made three more turns of the
         # event loop per answer, and a timer per request cost each WRITE of an upload a
@@ -773,6 +806,8 @@ class Channel:
     def _forget(self, pending: _Pending) -> None:
         if pending.command == wire.READ:
             self._reads_waiting -= 1
+        elif pending.command == wire.WRITE:
+            self._writes_waiting -= 1
         if pending.into is not None:
             os.close(pending.into.fd)
             pending.into = None

@@ -243,13 +243,29 @@ RSS_CAPABLE = 0x1
 AF_INET, AF_INET6 = 0x2, 0x17
 
 
-@dataclass(frozen=True)
 class NetworkInterface:
-    """An address the server says it can be reached at, with what it says of the link."""
-    index: int
-    address: str
-    speed: int                      # bits per second
-    capability: int                 # RSS_CAPABLE, RDMA_CAPABLE
+    """An address the server says it can be reached at, with what it says of the link. (A
+    plain class: a frozen dataclass compiles six methods at every start-up of the client.)"""
+    __slots__ = ("index", "address", "speed", "capability")
+
+    def __init__(self, index: int, address: str, speed: int, capability: int):
+        self.index = index
+        self.address = address
+        self.speed = speed              # bits per second
+        self.capability = capability    # RSS_CAPABLE, RDMA_CAPABLE
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.index, self.address, self.speed, self.capability) == \
+            (other.index, other.address, other.speed, other.capability)
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.address, self.speed, self.capability))
+
+    def __repr__(self) -> str:
+        return (f"NetworkInterface(index={self.index}, address={self.address!r}, "
+                f"speed={self.speed}, capability={self.capability})")
 
 
 def query_interfaces_request() -> bytes:

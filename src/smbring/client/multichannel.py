@@ -26,7 +26,6 @@ binding) is a ProtocolError: someone in between is suspected, and nothing more i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 
 from smbring.smb import security, wire
@@ -262,4 +261,4 @@ async def _binding_logon(client: Client, own: Negotiated, channel: Channel, user
             not security.verify(session.signing_algorithm, channel_key, r.message):
         raise ProtocolError("bad signature on the final binding SESSION_SETUP response: the "
                             "server does not hold the channel's key, or the messages were altered")
-    return dataclasses.replace(session, signing_key=channel_key)
+    return session.replace(signing_key=channel_key)

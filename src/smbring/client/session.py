@@ -217,7 +217,11 @@ class Client:
         each channel, so that two fit at once (a server that grants 40 credits never lets an
         8 MiB WRITE, 128 credits, through); never less than io_size (what every transfer needs
         anyway)."""
-        room = min((c.credits_held for c in self._channels if not c.closed), default=0)
+        channels = self._channels
+        if len(channels) == 1:          # the usual case, once per WRITE of an upload: no genexpr
+            room = 0 if channels[0].closed else channels[0].credits_held
+        else:
+            room = min((c.credits_held for c in channels if not c.closed), default=0)
         fits = room // 2 * 65536 if self._channels[0].multi_credit else size
         return min(size, max(self.io_size, fits))
 
@@ -258,15 +262,21 @@ class Client:
         no turn of the event loop first). Returns what finish_data_request takes: the channel
         and the future its Response will settle, or no channel and a task running
         data_request."""
-        live = [c for c in self._channels if not c.closed]
-        if live:
-            channel = min(live, key=lambda c: c.load)
+        channel = self._least_loaded()
+        if channel is not None:
             future = channel.start_request(command, body, keys=channel.keys, tree_id=self.tree_id,
                                            **kw)
             if future is not None:
                 return channel, future, (command, body, expect, what, kw)
         return None, asyncio.ensure_future(
             self.data_request(command, body, expect=expect, what=what, **kw)), None
+
+    def _least_loaded(self) -> Channel | None:
+        """The open channel with the fewest requests waiting; None when none is open."""
+        channels = self._channels
+        if len(channels) == 1:          # the usual case, once per WRITE of an upload: no choice
+            return None if channels[0].closed else channels[0]
+        return min((c for c in channels if not c.closed), key=lambda c: c.load, default=None)
 
     async def finish_data_request(self, started):
         """The Response to a request start_data_request began, its status checked as

@@ -27,7 +27,6 @@ import hmac
 import os
 import struct
 import time
-from dataclasses import dataclass
 
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import spnego, wire
@@ -63,14 +62,18 @@ class NtlmError(ValueError):
     is wrong: the logon must not go on."""
 
 
-@dataclass
 class Challenge:
-    """The fields of a CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2) the client uses."""
+    """The fields of a CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2) the client uses. (This and
+    Authenticated: plain classes, not dataclasses, which compile their methods at every
+    start-up of the client.)"""
+    __slots__ = ("raw", "flags", "server_challenge", "target_info")
 
-    raw: bytes
-    flags: int
-    server_challenge: bytes
-    target_info: list[tuple[int, bytes]]    # the AV pairs in order, without MsvAvEOL
+    def __init__(self, raw: bytes, flags: int, server_challenge: bytes,
+                 target_info: list[tuple[int, bytes]]):
+        self.raw = raw
+        self.flags = flags
+        self.server_challenge = server_challenge
+        self.target_info = target_info      # the AV pairs in order, without MsvAvEOL
 
     @classmethod
     def parse(cls, msg: bytes) -> "Challenge":
@@ -139,11 +142,13 @@ def mech_list_mic(exported: bytes, flags: int, mech_types_der: bytes, client_to_
                             bool(flags & nc.KEY_EXCH))
 
 
-@dataclass
 class Authenticated:
-    message: bytes          # the AUTHENTICATE_MESSAGE, MIC included
-    flags: int              # the negotiated flags it carries
-    exported_session_key: bytes
+    __slots__ = ("message", "flags", "exported_session_key")
+
+    def __init__(self, message: bytes, flags: int, exported_session_key: bytes):
+        self.message = message          # the AUTHENTICATE_MESSAGE, MIC included
+        self.flags = flags              # the negotiated flags it carries
+        self.exported_session_key = exported_session_key
 
 
 def authenticate_message(negotiate: bytes, challenge: Challenge, user: str, domain: str,
