@@ -37,11 +37,17 @@ ASAN_TESTS := tests/uring tests/events tests/smb/test_frame_paths.py tests/smb/t
 # installed). `make test` so runs every test, and fails if either run fails.
 ASAN_ONLY  := tests/uring/test_loop_cpython.py
 
+# Test processes the main run spreads the test files over (pytest-xdist, one file to one
+# process: a file's servers and accounts are made once): most tests wait on servers, clients
+# and timeouts rather than on the CPU, so three share two cores well. TEST_JOBS=0 runs them in
+# one process.
+TEST_JOBS ?= 3
+
 # The ring tests run under AddressSanitizer first, then the whole suite on the normal build.
 test: system-deps build
 	$(BIN)/lint-imports --no-cache
 	$(MAKE) --no-print-directory test-asan
-	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(ASAN_ONLY)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(addprefix --ignore=,$(ASAN_ONLY)) $(PYTEST_ARGS)
 
 # ASAN_TESTS under AddressSanitizer (rebuilt with -fsanitize=address, then rebuilt as usual).
 test-asan: $(STAMP)

@@ -193,7 +193,9 @@ def test_descriptor_exhaustion_does_not_stop_the_server(serve):
     port = srv["port"]
     held = [connect(port) for _ in range(100)]  # more than 64 descriptors, within the backlog
     try:
-        time.sleep(1.5)                         # the server meets EMFILE and backs off
+        deadline = time.monotonic() + 15        # the server meets EMFILE and backs off
+        while not log_lines(srv, "out of descriptors") and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert srv["proc"].poll() is None, srv["log"].read_text()[-2000:]
         assert served(held[0])                  # one it did accept is still served
     finally:
