@@ -34,6 +34,11 @@
  *       them with big-integer arithmetic, most of the cost of an os.fstat (a CREATE and a
  *       QUERY_INFO take three). Failures raise OSError as os.fstat's.
  *
+ *   set_status_flags(fd, flags)
+ *       fcntl(F_SETFL): what an open's O_NONBLOCK is cleared with once its type is checked
+ *       (vfs.posix), without fcntl.fcntl's audit event and argument conversion (several
+ *       times the system call, on every CREATE of an existing file).
+ *
  * Every argument is checked; failures raise (ValueError, TypeError, OSError with errno);
  * nothing here keeps state between calls.
  */
@@ -815,6 +820,21 @@ static PyObject *lstat_at(PyObject *self, PyObject *args)
     return stat_object(&st);
 }
 
+static PyObject *set_status_flags(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd, flags, r, err = 0;
+    if (!PyArg_ParseTuple(args, "ii:set_status_flags", &fd, &flags))
+        return NULL;
+    r = fcntl(fd, F_SETFL, flags);      /* (never waits: no GIL released for it) */
+    err = errno;
+    if (r < 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 /* fgetxattr into `buf` (`size` bytes), errno kept across the GIL's return. */
 static ssize_t fgetxattr_nogil(int fd, const char *name, void *buf, size_t size, int *err)
 {
@@ -883,6 +903,8 @@ static PyMethodDef methods[] = {
      "fstat(fd) -> Stat (None where a time is beyond 64-bit nanoseconds: ask os.fstat)"},
     {"lstat_at", lstat_at, METH_VARARGS,
      "lstat_at(dir_fd, name) -> Stat of the entry, not followed (None as fstat's)"},
+    {"set_status_flags", set_status_flags, METH_VARARGS,
+     "set_status_flags(fd, flags): fcntl(fd, F_SETFL, flags)"},
     {"get_xattr", get_xattr, METH_VARARGS,
      "get_xattr(fd, name) -> the open file's extended attribute, None where it has none"},
     {NULL, NULL, 0, NULL},

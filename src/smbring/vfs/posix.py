@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import logging
 import os
 import stat
 import struct
 
-from smbring._dirent import NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xattr, lstat_at, read_names, stat_entries
+from smbring._dirent import (NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xattr, lstat_at, read_names,
+                             set_status_flags, stat_entries)
 from smbring._dirent import fstat as _fstat
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs.case_index import CaseIndex
@@ -237,7 +237,7 @@ class PosixVFS:
                 log.error("%s: a hard link in the stream depot, refused", self.rel(parts))
                 raise PermissionError(errno.EACCES, "a hard link in the stream depot")
             if not flags & os.O_NONBLOCK:
-                fcntl.fcntl(fd, fcntl.F_SETFL, flags)   # sets only the status flags
+                set_status_flags(fd, flags)     # (fcntl F_SETFL: sets only the status flags)
         except BaseException:
             os.close(fd)
             raise
