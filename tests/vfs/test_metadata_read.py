@@ -2,10 +2,13 @@
 information at once (`get_sd_and_dos`): on a local file system one flistxattr says which of
 the two are there. Real files, the real kernel: whatever is stored is what each read alone
 gives, whichever way it is read, and a stored descriptor still refuses an open."""
+import errno
 import os
+import sys
 
 import pytest
 
+from smbring._dirent import get_xattr
 from smbring.smb.fs import DosInfo
 from smbring.vfs.posix import DOS_XATTR, SD_XATTR, PosixVFS
 
@@ -80,5 +83,75 @@ def test_removed_xattrs_read_as_none(vfs):
         os.removexattr(fd, SD_XATTR)
         os.removexattr(fd, DOS_XATTR)
         assert vfs.get_sd_and_dos(fd, os.fstat(fd).st_dev) == (None, None)
+    finally:
+        os.close(fd)
+
+
+def c_exceptions(call) -> list[str]:
+    """The C functions that raised while `call()` ran (a caught exception counts too)."""
+    raised = []
+
+    def watch(frame, event, arg):
+        if event == "c_exception":
+            raised.append(getattr(arg, "__qualname__", repr(arg)))
+    sys.setprofile(watch)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return raised
+
+
+def test_nothing_stored_is_read_without_an_exception(vfs):
+    """A file made outside the server has no DOS information or descriptor stored: each
+    read of them answers None without an OSError raised and caught on the way (which cost
+    several times the system call, on every QUERY_INFO of such a file)."""
+    fd = stored(vfs, "f", False, False)
+    try:
+        got = []
+        assert c_exceptions(lambda: got.extend([vfs.get_dos(fd), vfs.get_sd(fd)])) == []
+        assert got == [None, None]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 3000])
+def test_get_xattr_gives_what_os_getxattr_gives(vfs, size):
+    fd = stored(vfs, "f", False, False)
+    try:
+        value = os.urandom(size)
+        os.setxattr(fd, "user.test", value)
+        assert get_xattr(fd, "user.test") == os.getxattr(fd, "user.test") == value
+        assert get_xattr(fd, "user.other") is None
+    finally:
+        os.close(fd)
+
+
+def test_get_xattr_raises_other_failures_as_os_getxattr(vfs):
+    """EBADF (a closed descriptor, an O_PATH one) is raised, not taken for "none stored";
+    get_dos answers None for an O_PATH descriptor as before."""
+    path = os.path.join(vfs.root, "f")
+    os.close(stored(vfs, "f", False, True))
+    fd = os.open(path, os.O_PATH)
+    try:
+        with pytest.raises(OSError) as raised:
+            get_xattr(fd, DOS_XATTR)
+        assert raised.value.errno == errno.EBADF
+        assert vfs.get_dos(fd) is None
+    finally:
+        os.close(fd)
+
+
+def test_size_is_the_stats(vfs):
+    """`size` (what a READ asks) is the fstat's st_size as the file grows and shrinks, and
+    leaves what positional reads give alone."""
+    fd = stored(vfs, "f", False, False)
+    try:
+        for length in (4, 0, 4096, 70000, 1):
+            os.truncate(os.path.join(vfs.root, "f"), length)
+            assert vfs.size(fd) == os.fstat(fd).st_size == length
+        with open(os.path.join(vfs.root, "f"), "r+b") as f:
+            f.write(b"data")
+        assert vfs.size(fd) == 4 and os.pread(fd, 4, 0) == b"data"
     finally:
         os.close(fd)

@@ -1,7 +1,7 @@
 /*
  * smbring._dirent: directory listings in batches (QUERY_DIRECTORY of a large directory).
  *
- * Two functions, one per layer (a third, read_names, below), meeting in a fixed-size binary record per entry (RECORD, a
+ * Two functions, one per layer (a third, read_names, and get_xattr, below), meeting in a fixed-size binary record per entry (RECORD, a
  * struct format string the Python side packs and unpacks the same way):
  *
  *   stat_entries(dir_fd, names, start, count, xattr) -> (records, symlinks)
@@ -21,15 +21,35 @@
  *       A directory's names read with getdents64 straight on the descriptor (the case-
  *       insensitive lookup of a name a CREATE did not find: see vfs.posix.match_case).
  *
+ *   get_xattr(fd, name) -> bytes | None
+ *       An open file's extended attribute, None where the file has none of that name
+ *       (ENODATA): os.getxattr raises an OSError for that, which costs several times the
+ *       system call (a QUERY_INFO of a file made outside the server, which has no DOS
+ *       information stored, asks for it every time). Other failures raise as os.getxattr's.
+ *
+ *   fstat(fd) -> Stat, lstat_at(dir_fd, name) -> Stat
+ *       An open file's stat, an entry's (AT_SYMLINK_NOFOLLOW), with the attributes of
+ *       os.stat_result that the server reads (st_mode ... st_ctime_ns, st_atime ...
+ *       st_ctime as floats), the nanosecond times computed in C: os.stat_result builds
+ *       them with big-integer arithmetic, most of the cost of an os.fstat (a CREATE and a
+ *       QUERY_INFO take three). Failures raise OSError as os.fstat's.
+ *
+ *   set_status_flags(fd, flags)
+ *       fcntl(F_SETFL): what an open's O_NONBLOCK is cleared with once its type is checked
+ *       (vfs.posix), without fcntl.fcntl's audit event and argument conversion (several
+ *       times the system call, on every CREATE of an existing file).
+ *
  * Every argument is checked; failures raise (ValueError, TypeError, OSError with errno);
  * nothing here keeps state between calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -689,6 +709,186 @@ failed:
     return NULL;
 }
 
+/* A stat kept as C fields; each attribute is made when read (a CREATE reads a few of the
+ * fields: building all of them, as os.stat_result's structseq does, cost most of a fstat). */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long mode, ino, dev, nlink, uid, gid, rdev;
+    long long size, blocks, blksize, atime_ns, mtime_ns, ctime_ns;
+    double atime, mtime, ctime;
+} StatObject;
+
+#define STAT_MEMBER(name, type) \
+    {"st_" #name, type, offsetof(StatObject, name), READONLY, NULL}
+
+static PyMemberDef stat_members[] = {
+    STAT_MEMBER(mode, T_ULONGLONG), STAT_MEMBER(ino, T_ULONGLONG), STAT_MEMBER(dev, T_ULONGLONG),
+    STAT_MEMBER(nlink, T_ULONGLONG), STAT_MEMBER(uid, T_ULONGLONG), STAT_MEMBER(gid, T_ULONGLONG),
+    STAT_MEMBER(rdev, T_ULONGLONG), STAT_MEMBER(size, T_LONGLONG), STAT_MEMBER(blocks, T_LONGLONG),
+    STAT_MEMBER(blksize, T_LONGLONG), STAT_MEMBER(atime_ns, T_LONGLONG),
+    STAT_MEMBER(mtime_ns, T_LONGLONG), STAT_MEMBER(ctime_ns, T_LONGLONG),
+    STAT_MEMBER(atime, T_DOUBLE), STAT_MEMBER(mtime, T_DOUBLE), STAT_MEMBER(ctime, T_DOUBLE),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject StatType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "smbring._dirent.Stat",
+    .tp_basicsize = sizeof(StatObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A file's stat: the attributes of os.stat_result the server reads, by the same names.",
+    .tp_members = stat_members,
+};
+
+static PyObject *stat_object(const struct stat *st)
+{
+    StatObject *r = PyObject_New(StatObject, &StatType);
+    if (r == NULL)
+        return NULL;
+    r->mode = st->st_mode;
+    r->ino = st->st_ino;
+    r->dev = st->st_dev;
+    r->nlink = st->st_nlink;
+    r->uid = st->st_uid;
+    r->gid = st->st_gid;
+    r->rdev = st->st_rdev;
+    r->size = st->st_size;
+    r->blocks = st->st_blocks;
+    r->blksize = st->st_blksize;
+    r->atime_ns = (long long)st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec;
+    r->mtime_ns = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    r->ctime_ns = (long long)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+    /* (as os.stat_result's floats: seconds + nanoseconds * 1e-9) */
+    r->atime = st->st_atim.tv_sec + st->st_atim.tv_nsec * 1e-9;
+    r->mtime = st->st_mtim.tv_sec + st->st_mtim.tv_nsec * 1e-9;
+    r->ctime = st->st_ctim.tv_sec + st->st_ctim.tv_nsec * 1e-9;
+    return (PyObject *)r;
+}
+
+/* Whether a time's nanoseconds fit in 64 bits (years 1678 to 2262); else the caller
+ * takes os.stat's answer, which has no such bound. */
+static int times_fit(const struct stat *st)
+{
+    const long long most = 9223372035LL, least = -9223372035LL;
+    return st->st_atim.tv_sec < most && st->st_atim.tv_sec > least &&
+           st->st_mtim.tv_sec < most && st->st_mtim.tv_sec > least &&
+           st->st_ctim.tv_sec < most && st->st_ctim.tv_sec > least;
+}
+
+static PyObject *fstat_fd(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd, r, err = 0;
+    struct stat st;
+    if (!PyArg_ParseTuple(args, "i:fstat", &fd))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = fstat(fd, &st);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (!times_fit(&st))
+        Py_RETURN_NONE;
+    return stat_object(&st);
+}
+
+static PyObject *lstat_at(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int dir_fd, r, err = 0;
+    PyObject *name_bytes = NULL;
+    struct stat st;
+    if (!PyArg_ParseTuple(args, "iO&:lstat_at", &dir_fd, PyUnicode_FSConverter, &name_bytes))
+        return NULL;
+    const char *name = PyBytes_AS_STRING(name_bytes);
+    Py_BEGIN_ALLOW_THREADS
+    r = fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 1));
+        Py_DECREF(name_bytes);
+        return NULL;
+    }
+    Py_DECREF(name_bytes);
+    if (!times_fit(&st))
+        Py_RETURN_NONE;
+    return stat_object(&st);
+}
+
+static PyObject *set_status_flags(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd, flags, r, err = 0;
+    if (!PyArg_ParseTuple(args, "ii:set_status_flags", &fd, &flags))
+        return NULL;
+    r = fcntl(fd, F_SETFL, flags);      /* (never waits: no GIL released for it) */
+    err = errno;
+    if (r < 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* fgetxattr into `buf` (`size` bytes), errno kept across the GIL's return. */
+static ssize_t fgetxattr_nogil(int fd, const char *name, void *buf, size_t size, int *err)
+{
+    ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = fgetxattr(fd, name, buf, size);
+    *err = errno;
+    Py_END_ALLOW_THREADS
+    return n;
+}
+
+#define XATTR_SMALL 256     /* what os.getxattr tries first too */
+
+static PyObject *get_xattr(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd, err = 0;
+    PyObject *name_bytes = NULL, *out = NULL;
+    if (!PyArg_ParseTuple(args, "iO&:get_xattr", &fd, PyUnicode_FSConverter, &name_bytes))
+        return NULL;
+    const char *name = PyBytes_AS_STRING(name_bytes);
+    char small[XATTR_SMALL];
+    ssize_t n = fgetxattr_nogil(fd, name, small, sizeof small, &err);
+    if (n >= 0) {
+        out = PyBytes_FromStringAndSize(small, n);
+        goto done;
+    }
+    /* larger than the first try: its size asked, then read; again if it grew meanwhile */
+    while (err == ERANGE) {
+        n = fgetxattr_nogil(fd, name, NULL, 0, &err);
+        if (n < 0)
+            break;
+        out = PyBytes_FromStringAndSize(NULL, n);
+        if (out == NULL)
+            goto done;
+        ssize_t got = fgetxattr_nogil(fd, name, PyBytes_AS_STRING(out), (size_t)n, &err);
+        if (got >= 0) {
+            if (got != n)
+                _PyBytes_Resize(&out, got);
+            goto done;
+        }
+        Py_CLEAR(out);
+    }
+    if (err == ENODATA) {
+        out = Py_NewRef(Py_None);
+    } else {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+done:
+    Py_DECREF(name_bytes);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"stat_entries", stat_entries, METH_VARARGS,
      "stat_entries(dir_fd, names, start, count, xattr) -> (records, symlink indexes)"},
@@ -699,6 +899,14 @@ static PyMethodDef methods[] = {
      "count_fitting(names, start, stop, klass, room, used) -> count"},
     {"read_names", read_names, METH_VARARGS,
      "read_names(dir_fd) -> the directory's names from the descriptor's offset on"},
+    {"fstat", fstat_fd, METH_VARARGS,
+     "fstat(fd) -> Stat (None where a time is beyond 64-bit nanoseconds: ask os.fstat)"},
+    {"lstat_at", lstat_at, METH_VARARGS,
+     "lstat_at(dir_fd, name) -> Stat of the entry, not followed (None as fstat's)"},
+    {"set_status_flags", set_status_flags, METH_VARARGS,
+     "set_status_flags(fd, flags): fcntl(fd, F_SETFL, flags)"},
+    {"get_xattr", get_xattr, METH_VARARGS,
+     "get_xattr(fd, name) -> the open file's extended attribute, None where it has none"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -710,9 +918,17 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__dirent(void)
 {
+    if (PyType_Ready(&StatType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    Py_INCREF(&StatType);
+    if (PyModule_AddObject(m, "Stat", (PyObject *)&StatType) < 0) {
+        Py_DECREF(&StatType);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddStringConstant(m, "RECORD", RECORD_FORMAT) < 0 ||
         PyModule_AddIntConstant(m, "RECORD_SIZE", sizeof(struct record)) < 0 ||
         PyModule_AddIntConstant(m, "PRESENT", REC_PRESENT) < 0 ||

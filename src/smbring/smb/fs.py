@@ -177,7 +177,13 @@ class FileSystem(Protocol):
         ...
 
     def fstat(self, fd: int) -> os.stat_result:
-        """The open file's stat. Raises OSError."""
+        """The open file's stat (os.stat_result's attributes, not necessarily its type).
+        Raises OSError."""
+        ...
+
+    def size(self, fd: int) -> int:
+        """The open regular file's size (its end of file) alone: what a READ asks, without
+        the stat's other fields. Raises OSError."""
         ...
 
     def ftruncate(self, fd: int, size: int) -> None:

@@ -38,7 +38,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
-    available = max(0, min(length, o.tree.fs.fstat(o.fd).st_size - offset))
+    available = max(0, min(length, o.tree.fs.size(o.fd) - offset))
     if (not available and length) or available < min_count:
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
