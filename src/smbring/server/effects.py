@@ -62,6 +62,73 @@ def written_fd(effect) -> int:
     return effect.dst_fd if isinstance(effect, (effects.CopyRange, effects.CloneRange)) else effect.fd
 
 
+_ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.AllocatedRanges)
+
+
+def named_descriptors(todo: list) -> tuple:
+    """The descriptors the effects of `todo` name (a file read, written, copied or sent)."""
+    fds = ()
+    for effect in todo:
+        kind = type(effect)
+        if kind is effects.Send:
+            if type(effect.payload) is effects.FileRange:
+                fds += (effect.payload.fd,)
+        elif kind is effects.ReadInto:
+            fds += (effect.range.fd,)
+        elif kind is effects.CopyRange or kind is effects.CloneRange:
+            fds += (effect.src_fd, effect.dst_fd)
+        elif kind in _ONE_FD:
+            fds += (effect.fd,)
+    return fds
+
+
+class DescriptorHolds:
+    """The descriptors that work carried out later still names, and the closes that wait for
+    it: one for all the connections of a server (its event loop's thread only).
+
+    The core names a file by its descriptor's number, and the work it asks for runs later or
+    elsewhere: an io_uring op the loop submits at its next turn, a worker thread's copy, a
+    READ's payload sent from the file after other connections were served. Were the number
+    closed meanwhile (a CLOSE on another channel, a LOGOFF, a durable handle's expiry) and
+    reused by another open, that work would read or write the other open's file. So the
+    runner `hold`s every descriptor its effects name from the moment it receives them until
+    they are carried out, and the core's closes go through `close`: a held descriptor stays
+    open (its number unused) until the last hold on it is released."""
+
+    def __init__(self):
+        self._held: dict[int, int] = {}             # fd -> holds on it
+        self._closing: dict[int, list] = {}         # held fd -> the closes waiting for it
+
+    def hold(self, fds: tuple) -> None:
+        held = self._held
+        for fd in fds:
+            held[fd] = held.get(fd, 0) + 1
+
+    def release(self, fds: tuple) -> None:
+        held = self._held
+        for fd in fds:
+            left = held[fd] - 1
+            if left:
+                held[fd] = left
+                continue
+            del held[fd]
+            for close in self._closing.pop(fd, ()):
+                try:
+                    close()
+                except Exception:       # a bug of ours: the other closes are made all the same
+                    log.exception("closing descriptor %d failed", fd)
+
+    def close(self, fd: int, close) -> None:
+        """Calls close() (which closes fd) now, or when fd's last hold is released."""
+        if fd in self._held:
+            self._closing.setdefault(fd, []).append(close)
+        else:
+            close()
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self._held
+
+
 class WritesInFlight:
     """The background WRITEs of one connection still running, with the bytes they write. A
     WRITE's task takes itself out when it ends (`ended`): a done callback would cost the
@@ -115,8 +182,14 @@ class EffectRunner:
     """Carries out one connection's effects, in order."""
 
     def __init__(self, transport, modules: dict, sending: asyncio.Lock, file_maps, peer, pool=None,
-                 delivery=None, owners=None):
+                 delivery=None, owners=None, holds: DescriptorHolds | None = None):
         self.transport = transport
+        # the server's descriptors held for work in flight (see DescriptorHolds); every list
+        # of effects is held from the moment it is received, in the same turn of the loop
+        self.holds = holds if holds is not None else DescriptorHolds()
+        # holds taken for runs not started yet (a frame served in the loop's callback is
+        # carried out by the connection's task later): released by `release_unstarted`
+        self._unstarted: dict[int, tuple] = {}
         # watches that break notifications reach the client (server.delivery.DeliveryWatch;
         # None: they are taken as delivered)
         self.delivery = delivery
@@ -197,49 +270,86 @@ class EffectRunner:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         self.writes.start_now(loop, effect.fd, effect.offset, effect.offset + len(effect.data),
-                              self._in_background(effect))
+                              self._in_background(effect, self.hold([effect])))
 
-    async def _flush_then(self, todo: list) -> None:
-        """The rest of a response the socket did not take at once, then `todo`."""
+    def _flush_then(self, todo: list):
+        """The rest of a response the socket did not take at once, then `todo` (held now)."""
+        return self._flushing(self.run(todo))
+
+    async def _flushing(self, then) -> None:
         self.sending_users += 1
         try:
             async with self.sending:
                 await self.transport.flush()
         finally:
             self.sending_users -= 1
-        await self.run(todo)
+        await then
 
-    async def run(self, todo: list) -> None:
-        for effect in todo:
-            if isinstance(effect, effects.Send):
-                self.sending_users += 1
-                try:
-                    async with self.sending:
-                        try:
-                            await self.transport.send(descriptor(effect, self.modules))
-                        except OSError:
-                            if effect.delivered is not None:
-                                effect.delivered(False)     # the break goes on another channel
-                            raise
-                        if effect.delivered is not None and self.delivery is not None:
-                            # (a small message may be held back a moment: the first look at
-                            # what is acknowledged is a retransmission timeout later)
-                            self.delivery.watch(effect.delivered)
-                finally:
-                    self.sending_users -= 1
-            elif isinstance(effect, effects.Write) and effect.background:
-                if not self.writes.room():
-                    end = effect.offset + len(effect.data)
-                    await self.writes.start(effect.fd, effect.offset, end, lambda e=effect: self._in_background(e))
+    def hold(self, todo: list) -> tuple:
+        """Holds the descriptors `todo` names (until `release`): their numbers stay theirs."""
+        fds = named_descriptors(todo)
+        if fds:
+            self.holds.hold(fds)
+        return fds
+
+    def release(self, fds: tuple) -> None:
+        if fds:
+            self.holds.release(fds)
+
+    def run(self, todo: list):
+        """An awaitable that carries out `todo`, in order; its descriptors are held from now
+        (not from when it is awaited) until it is done."""
+        fds = named_descriptors(todo) if todo else ()
+        if fds:
+            self.holds.hold(fds)
+            self._unstarted[id(fds)] = fds
+        return self._run(todo, fds)
+
+    def release_unstarted(self) -> None:
+        """The connection is gone: runs handed out and never awaited let go of their holds."""
+        for fds in self._unstarted.values():
+            self.holds.release(fds)
+        self._unstarted.clear()
+
+    async def _run(self, todo: list, fds: tuple = ()) -> None:
+        if fds:
+            self._unstarted.pop(id(fds), None)
+        try:
+            for effect in todo:
+                if isinstance(effect, effects.Send):
+                    self.sending_users += 1
+                    try:
+                        async with self.sending:
+                            try:
+                                await self.transport.send(descriptor(effect, self.modules))
+                            except OSError:
+                                if effect.delivered is not None:
+                                    effect.delivered(False)     # the break goes on another channel
+                                raise
+                            if effect.delivered is not None and self.delivery is not None:
+                                # (a small message may be held back a moment: the first look at
+                                # what is acknowledged is a retransmission timeout later)
+                                self.delivery.watch(effect.delivered)
+                    finally:
+                        self.sending_users -= 1
+                elif isinstance(effect, effects.Write) and effect.background:
+                    # (held again for the task, when it is made: this run may end before it does)
+                    if self.writes.room():
+                        self._background(effect)
+                    else:
+                        end = effect.offset + len(effect.data)
+                        await self.writes.start(effect.fd, effect.offset, end,
+                                                lambda e=effect: self._in_background(e, self.hold([e])))
+                elif isinstance(effect, effects.Drain):
+                    await self.writes.drain(effect.fd, effect.start, effect.end)
+                    await self.run(effect.then(None))
+                elif isinstance(effect, effects.Forget):
+                    self.file_maps.forget_file(effect.dev, effect.ino)
                 else:
-                    self._background(effect)
-            elif isinstance(effect, effects.Drain):
-                await self.writes.drain(effect.fd, effect.start, effect.end)
-                await self.run(effect.then(None))
-            elif isinstance(effect, effects.Forget):
-                self.file_maps.forget_file(effect.dev, effect.ino)
-            else:
-                await self.run(effect.then(await self._file_io(effect)))
+                    await self.run(effect.then(await self._file_io(effect)))
+        finally:
+            if fds:
+                self.holds.release(fds)
 
     async def drain(self) -> None:
         """Until every background WRITE is written and answered."""
@@ -275,9 +385,10 @@ class EffectRunner:
             view[done:] = bytes(len(view) - done)
         return len(view)
 
-    async def _in_background(self, effect: effects.Write) -> None:
+    async def _in_background(self, effect: effects.Write, fds: tuple) -> None:
         """A background WRITE's I/O and answer, while the connection reads on; the answer
-        goes as run_now sends one (after any waiting their turn: see run_now)."""
+        goes as run_now sends one (after any waiting their turn: see run_now). `fds`: the
+        hold taken for it when it was made."""
         try:
             pending = self.run_now(effect.then(await self._file_io(effect)))
             if pending is not None:
@@ -288,3 +399,4 @@ class EffectRunner:
             log.exception("connection from %s: WRITE failed", self.peer)
         finally:
             self.writes.ended(asyncio.current_task(self._loop))
+            self.release(fds)

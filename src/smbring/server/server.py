@@ -33,7 +33,7 @@ from smbring.server import handoff, interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.delivery import DeliveryWatch
-from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
+from smbring.server.effects import WRITES_IN_FLIGHT, DescriptorHolds, EffectRunner
 from smbring.server.frame_budget import ArrivingFrames, frame_time
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
@@ -330,6 +330,9 @@ class Server:
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
         self.read_costs = read_costs()
+        # descriptors that work in flight names: their closes wait for it (a number is the
+        # process's: one for every connection, see server.effects.DescriptorHolds)
+        self.holds = DescriptorHolds()
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
@@ -619,6 +622,7 @@ class Server:
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
+                              close_descriptor=self.holds.close,
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
                               server_info=self.server_info, policy=self.policy)
             transport = self._transport(sock)
@@ -636,20 +640,24 @@ class Server:
         # is lost, the break goes on another channel (smb.breaks)
         delivery = DeliveryWatch(sock, lambda: conn.force_unacked_timeout, link.close)
         runner = link.runner = EffectRunner(transport, modules_by_share, link.sending, self.file_maps, peer,
-                                            pool=self._pool, delivery=delivery, owners=self._owners())
+                                            pool=self._pool, delivery=delivery, owners=self._owners(),
+                                            holds=self.holds)
         metrics = self.metrics
         if metrics is not None:
             metrics.connected()
         flushes = set()
 
-        async def flush_outbox():
+        async def flush_outbox(held):
             try:
                 await runner.run(conn.outbox_drain())
             except OSError as e:
                 log.info("connection from %s: late answer lost: %s", peer, e)
+            finally:
+                runner.release(held)
 
         def on_output():
-            task = asyncio.ensure_future(flush_outbox())
+            # (what the outbox names is held now: the task runs at the loop's next turn)
+            task = asyncio.ensure_future(flush_outbox(runner.hold(conn.outbox)))
             flushes.add(task)
             task.add_done_callback(flushes.discard)
 
@@ -832,6 +840,7 @@ class Server:
                 except OSError:
                     pass
                 conn.close_all()
+                runner.release_unstarted()      # (a frame served but never carried out)
                 for effect in conn.outbox_drain():      # only Forget is carried out now
                     if isinstance(effect, effects.Forget):
                         self.file_maps.forget_file(effect.dev, effect.ino)

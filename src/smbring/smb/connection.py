@@ -112,7 +112,7 @@ class Connection:
     def __init__(self, shares: dict[str, Share], *, lookup, open_fs: Callable[[str], FileSystem],
                  allow_guest: bool = False, signing_required: bool = False,
                  encryption_required: bool = False, local_address: str = "", client_address: str = "",
-                 file_closed=None,
+                 file_closed=None, close_descriptor=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None, server_info: ServerInfo | None = None,
                  policy: Policy | None = None, identities=None):
@@ -132,6 +132,11 @@ class Connection:
         # file_closed(share name, fd): the shell forgets what its VFS modules keep for a
         # descriptor before the number can be reused
         self.file_closed = file_closed
+        # close_descriptor(fd, close): the shell calls close() (which closes fd) now, or once
+        # no work it carries out names fd any more: a descriptor's number is never reused
+        # while a WRITE, READ or copy of another channel still means this file by it (None:
+        # at once; nothing outlives the core's call)
+        self.close_descriptor = close_descriptor
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
         # who each session acts as, where the server acts as its users' accounts (None: no
@@ -1178,12 +1183,7 @@ class Connection:
         if not shown:       # (a CLOSE has done so already)
             show_on_close(self.state.write_times, o)
         closed = self.state.close_open(o)
-        if o.tree is not None and o.tree.share is not None and self.file_closed is not None:
-            self.file_closed(o.tree.share.name, o.fd)
-        try:
-            o.tree.fs.close_file(o.fd)
-        except OSError:
-            pass
+        self._close_descriptor(o)
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
@@ -1220,6 +1220,25 @@ class Connection:
                 log.info("delete on close failed: %s", e)
         self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
         return closed
+
+    def _close_descriptor(self, o: Open) -> None:
+        """Closes the open's descriptor, the VFS modules told first; where the shell defers
+        it (`close_descriptor`), both happen when its work naming the descriptor is done."""
+        fs, fd, file_closed = o.tree.fs, o.fd, self.file_closed
+        share = o.tree.share.name if o.tree.share is not None and file_closed is not None else None
+
+        def close() -> None:
+            if share is not None:
+                file_closed(share, fd)
+            try:
+                fs.close_file(fd)
+            except OSError:
+                pass
+
+        if self.close_descriptor is None:
+            close()
+        else:
+            self.close_descriptor(fd, close)
 
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
 
