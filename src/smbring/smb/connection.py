@@ -1222,10 +1222,14 @@ class Connection:
         return closed
 
     def _close_descriptor(self, o: Open) -> None:
-        """Closes the open's descriptor, the VFS modules told first; where the shell defers
-        it (`close_descriptor`), both happen when its work naming the descriptor is done."""
-        fs, fd, file_closed = o.tree.fs, o.fd, self.file_closed
-        share = o.tree.share.name if o.tree.share is not None and file_closed is not None else None
+        self.close_open_descriptor(o.tree, o.fd)
+
+    def close_open_descriptor(self, tree, fd: int) -> None:
+        """Closes a descriptor an open of `tree` had (one effects may name), the VFS modules
+        told first; where the shell defers it (`close_descriptor`), both happen when its work
+        naming the descriptor is done."""
+        fs, file_closed = tree.fs, self.file_closed
+        share = tree.share.name if tree.share is not None and file_closed is not None else None
 
         def close() -> None:
             if share is not None:

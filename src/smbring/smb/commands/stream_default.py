@@ -111,9 +111,7 @@ def moved(c: "Connection", o: "Open", fd: int, size: int, taken: tuple[int, int]
     c.state.oplocks.add(o, o.access)
     c.state.write_times.modified_now(o)
     c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-    if c.file_closed is not None:
-        c.file_closed(o.tree.share.name, old_fd)
-    fs.close_file(old_fd)
+    c.close_open_descriptor(o.tree, old_fd)     # (once work in flight that names it is done)
     c.outbox.append(Forget(*old_key))       # a kept map of the stream's data goes with it
     return b"\x02\x00"
 
