@@ -362,7 +362,7 @@ def at_most(seconds):
 
 
 N = 65535           # the most elements one LOCK request can carry
-BOUND = 5.0         # CPU seconds: well under two here; a scan per lock takes minutes
+BOUND = 20.0        # CPU seconds: under two on a quiet machine, five seen under heavy load; a scan per lock takes minutes
 
 
 def test_65535_locks_in_one_request_then_io_and_unlock(key, locks, take):
