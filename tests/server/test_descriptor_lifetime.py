@@ -203,3 +203,41 @@ def test_the_runner_holds_what_it_is_handed_before_it_is_awaited():
     runner.release_unstarted()
     pending.close()
     assert not any(fd in runner.holds for fd in (7, 8, 9))
+
+
+def test_a_write_waiting_for_the_writes_before_it_keeps_its_descriptor():
+    """A lone WRITE overlapping a background WRITE still running waits for it (a Drain) with
+    its descriptor chosen already. A CLOSE on another channel meanwhile waits for the running
+    WRITE's hold; were the number not held through the wait as well, it would be closed the
+    moment that WRITE ends, turns of the loop before the waiting one goes on, and another
+    client's CREATE could take it: the waiting WRITE would land in that client's file."""
+    import asyncio
+
+    events = []
+
+    class Disk:
+        def __init__(self):
+            self.gate = asyncio.Event()
+
+        async def pwrite_all(self, fd, data, offset):
+            if data == b"first":
+                await self.gate.wait()
+            events.append(f"write {bytes(data).decode()} to {fd}")
+            return len(data)
+
+    async def scenario():
+        disk, holds = Disk(), DescriptorHolds()
+        runner = EffectRunner(None, {"rw": disk}, asyncio.Lock(), None, None, holds=holds)
+        first = effects.Write("rw", 7, 0, memoryview(b"first"), then=lambda outcome: [], background=True)
+        await runner.run([first])           # (running in the background)
+        second = effects.Write("rw", 7, 0, memoryview(b"second"), then=lambda outcome: [])
+        waiting = asyncio.ensure_future(runner.run([effects.Drain(fd=7, start=0, end=6,
+                                                                  then=lambda _: [second])]))
+        await asyncio.sleep(0)
+        holds.close(7, lambda: events.append("close 7"))
+        disk.gate.set()
+        await waiting
+        await runner.drain()
+
+    asyncio.run(scenario())
+    assert events == ["write first to 7", "write second to 7", "close 7"]

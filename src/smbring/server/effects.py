@@ -66,7 +66,8 @@ _ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.AllocatedRan
 
 
 def named_descriptors(todo: list) -> tuple:
-    """The descriptors the effects of `todo` name (a file read, written, copied or sent)."""
+    """The descriptors the effects of `todo` name (a file read, written, copied or sent; a
+    Drain's, which the WRITE waiting in it goes on to write once the writes before it end)."""
     fds = ()
     for effect in todo:
         kind = type(effect)
@@ -78,6 +79,8 @@ def named_descriptors(todo: list) -> tuple:
         elif kind is effects.CopyRange or kind is effects.CloneRange:
             fds += (effect.src_fd, effect.dst_fd)
         elif kind in _ONE_FD:
+            fds += (effect.fd,)
+        elif kind is effects.Drain and effect.fd is not None:
             fds += (effect.fd,)
     return fds
 

@@ -124,6 +124,7 @@ def undo(c: "Connection", o: "Open", fd: int) -> None:
     try:
         fs.ftruncate(fd, 0)
     finally:
+        # (closed at once: the copy that named it is done, and no other work knows it)
         fs.close_file(fd)
         if c.opens.get(o.fid) is o:
             c.state.share_modes.check_and_add(o.file_key, id(o), 0, ALL_SHARED)
