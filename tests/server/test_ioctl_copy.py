@@ -32,6 +32,7 @@ FSCTL_SET_ZERO_DATA = 0x000980C8
 FSCTL_QUERY_ALLOCATED_RANGES = 0x000940CF
 FSCTL_FILE_LEVEL_TRIM = 0x00098208
 FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+FSCTL_SRV_ENUMERATE_SNAPSHOTS = 0x00144064
 
 STATUS_INVALID_VIEW_SIZE = 0xC000001F
 STATUS_NOT_A_REPARSE_POINT = 0xC0000275
@@ -441,6 +442,18 @@ def test_network_interface_info_is_about_the_server_not_a_file(client):
     for max_out in (65536, 1):
         assert client.ioctl(fid, FSCTL_QUERY_NETWORK_INTERFACE_INFO, max_out=max_out)[0] == \
             wire.STATUS_INVALID_PARAMETER
+
+
+def test_previous_versions_are_enumerated_as_none(client):
+    """FSCTL_SRV_ENUMERATE_SNAPSHOTS (Explorer's Previous Versions tab, smbtorture's
+    smb2.ioctl.shadow_copy): success with a SRV_SNAPSHOT_ARRAY of no snapshots (an empty
+    MULTI_SZ), on a file and on a directory; under 16 bytes to answer in: INVALID_PARAMETER."""
+    fid = client.file("snaps", b"x")
+    d = client.tree().open("snaps-dir", ALL, wire.FILE_OPEN_IF, wire.FILE_DIRECTORY_FILE)
+    none = struct.pack("<IIIH", 0, 0, 2, 0)
+    assert client.ioctl(fid, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=16) == (wire.STATUS_SUCCESS, none)
+    assert client.ioctl(d, FSCTL_SRV_ENUMERATE_SNAPSHOTS) == (wire.STATUS_SUCCESS, none)
+    assert client.ioctl(fid, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=15)[0] == wire.STATUS_INVALID_PARAMETER
 
 
 def test_server_log_is_clean(server):
