@@ -415,11 +415,10 @@ def test_compression_reparse_trim_and_duplicate_extents(client, server):
     assert client.ioctl(fid, FSCTL_SET_COMPRESSION, b"\x42\0")[0] == wire.STATUS_INVALID_PARAMETER
     assert client.ioctl(fid, FSCTL_SET_COMPRESSION, b"")[0] == wire.STATUS_INVALID_PARAMETER
     assert client.ioctl(fid, FSCTL_GET_REPARSE_POINT)[0] == STATUS_NOT_A_REPARSE_POINT
-    # trim: a hint; the data stays. A count the buffer does not hold is refused.
-    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 1, 0, 4096)) == \
-        (ok, struct.pack("<I", 1))
-    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 0xFFFFFFFF, 0, 4096))[0] == \
-        wire.STATUS_INVALID_PARAMETER
+    # trim: a count the buffer does not hold, none, or no room for the answer is refused
+    for count, max_out in ((0xFFFFFFFF, 4), (0, 4), (1, 3)):
+        assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, count, 0, 4096),
+                            max_out=max_out)[0] == wire.STATUS_INVALID_PARAMETER
     assert (server["root"] / "rw" / "misc").read_bytes() == pattern(65536)
     # duplicate extents: a reflink where the file system has them, else NOT_SUPPORTED
     dst = client.file("misc-dst", bytes(65536))
@@ -433,6 +432,31 @@ def test_compression_reparse_trim_and_duplicate_extents(client, server):
     assert (server["root"] / "rw" / "misc-dst").stat().st_size == 65536
     closed = struct.pack("<16sqqq", b"\x77" * 16, 0, 0, 4096)
     assert client.ioctl(dst, FSCTL_DUPLICATE_EXTENTS_TO_FILE, closed)[0] == wire.STATUS_FILE_CLOSED
+
+
+def test_trim_releases_whole_pages_and_keeps_the_rest(client, server):
+    """FSCTL_FILE_LEVEL_TRIM (MS-FSA 2.1.5.10.6): the storage of the whole pages inside each
+    range is released, the data there undefined (zeros here); a range holding no whole page
+    and the bytes around the pages keep their data; the size never changes. A file that is not
+    sparse stays allocated throughout (as on NTFS), a sparse one keeps a hole."""
+    ok = wire.STATUS_SUCCESS
+    data = pattern(8 * 4096)
+    path = server["root"] / "rw" / "trim"
+    fid = client.file("trim", data)
+    asked = [(100, 4096), (4096 + 10, 2 * 4096), (6 * 4096, 1 << 40)]   # pages 2 and 6-7
+    request = struct.pack("<II", 0, len(asked)) + b"".join(struct.pack("<qq", *r) for r in asked)
+    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, request, max_out=4) == (ok, struct.pack("<I", 3))
+    after = path.read_bytes()
+    zeros = bytes(4096)
+    assert after == data[:2 * 4096] + zeros + data[3 * 4096:6 * 4096] + zeros * 2
+    assert path.stat().st_blocks * 512 >= len(data)      # still allocated
+    assert ranges(client, fid, 0, 1 << 40) == (ok, [(0, len(data))])
+    sparse = client.file("trim-sparse", data)
+    assert client.ioctl(sparse, FSCTL_SET_SPARSE, b"\1")[0] == ok
+    request = struct.pack("<IIqq", 0, 1, 4096, 4096)
+    assert client.ioctl(sparse, FSCTL_FILE_LEVEL_TRIM, request) == (ok, struct.pack("<I", 1))
+    assert ranges(client, sparse, 0, 1 << 40) == (ok, [(0, 4096), (2 * 4096, 6 * 4096)])
+    assert (server["root"] / "rw" / "trim-sparse").read_bytes() == data[:4096] + zeros + data[2 * 4096:]
 
 
 def test_network_interface_info_is_about_the_server_not_a_file(client):
