@@ -359,7 +359,8 @@ def test_unknown_and_odd_ioctls(server):
         # 4 GiB of output asked for: beyond MaxTransactSize, refused before anything runs
         assert alice.ioctl(fid, 0x00091234, b"", max_out=0xFFFFFFFF)[0] == wire.STATUS_INVALID_PARAMETER
         assert alice.ioctl(fid, 0x00091234)[0] == wire.STATUS_NOT_SUPPORTED
-        assert alice.ioctl(FID_ANY, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=16)[0] == wire.STATUS_NOT_SUPPORTED
+        # previous versions are a file's (none): a request naming no open finds none
+        assert alice.ioctl(FID_ANY, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=16)[0] == wire.STATUS_FILE_CLOSED
         # Flags without SMB2_0_IOCTL_IS_FSCTL (an IOCTL, not an FSCTL): NOT_SUPPORTED, as smbd
         for ctl in (FSCTL_SRV_REQUEST_RESUME_KEY, FSCTL_SET_ZERO_DATA, FSCTL_QUERY_NETWORK_INTERFACE_INFO):
             assert alice.ioctl(fid, ctl, struct.pack("<qq", 0, 1), flags=0)[0] == wire.STATUS_NOT_SUPPORTED

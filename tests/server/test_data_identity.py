@@ -11,7 +11,8 @@ the change through the server, logged on as that account, and compares: the same
 bits gone. Every way the server has of writing is tried: small and large WRITEs (the large
 ones twice: direct_writes takes the page cache first, then O_DIRECT), through each data
 module, with and without io_uring, on both event loops, a truncation (SET_INFO end of file),
-zeroing (FSCTL_SET_ZERO_DATA) and a server-side copy (FSCTL_SRV_COPYCHUNK_WRITE).
+zeroing (FSCTL_SET_ZERO_DATA), trimming (FSCTL_FILE_LEVEL_TRIM) and a server-side copy
+(FSCTL_SRV_COPYCHUNK_WRITE).
 
 Accounts are made for the module (useradd, unique names, removed after). Skipped where the
 tests do not run as root."""
@@ -50,6 +51,8 @@ LARGE = 2 << 20                    # a large WRITE: direct_writes' size, page-al
 FSCTL_SRV_REQUEST_RESUME_KEY = 0x00140078
 FSCTL_SRV_COPYCHUNK_WRITE = 0x001480F2
 FSCTL_SET_ZERO_DATA = 0x000980C8
+FSCTL_FILE_LEVEL_TRIM = 0x00098208
+FALLOC_FL_PUNCH_HOLE = 0x02
 FILE_END_OF_FILE_INFORMATION = 20
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE = 0x01, 0x10
 PRIVILEGED = stat.S_ISUID | stat.S_ISGID
@@ -262,6 +265,25 @@ def test_zeroing_clears_the_set_id_bits_as_the_writer(server, accounts, writer, 
     expected, target = expected_and_target(server, accounts, name, MODES[kind], change)
     fid = writer.open(name)
     r = writer.tree.ioctl(fid, FSCTL_SET_ZERO_DATA, struct.pack("<QQ", 4096, 4096 + 8192), max_output=0)
+    assert r.status == wire.STATUS_SUCCESS, r
+    writer.tree.close(fid)
+    assert target.read_bytes()[4096:4096 + 8192] == bytes(8192)
+    assert mode_of(target) == expected, (server["path"], oct(mode_of(target)))
+
+
+@pytest.mark.parametrize("kind", list(MODES))
+def test_trimming_clears_the_set_id_bits_as_the_writer(server, accounts, writer, kind):
+    name = f"trim-{kind}"
+
+    def change(path):
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192)
+        finally:
+            os.close(fd)
+    expected, target = expected_and_target(server, accounts, name, MODES[kind], change)
+    fid = writer.open(name)
+    r = writer.tree.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 1, 4096, 8192), max_output=4)
     assert r.status == wire.STATUS_SUCCESS, r
     writer.tree.close(fid)
     assert target.read_bytes()[4096:4096 + 8192] == bytes(8192)

@@ -32,6 +32,7 @@ FSCTL_SET_ZERO_DATA = 0x000980C8
 FSCTL_QUERY_ALLOCATED_RANGES = 0x000940CF
 FSCTL_FILE_LEVEL_TRIM = 0x00098208
 FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+FSCTL_SRV_ENUMERATE_SNAPSHOTS = 0x00144064
 
 STATUS_INVALID_VIEW_SIZE = 0xC000001F
 STATUS_NOT_A_REPARSE_POINT = 0xC0000275
@@ -414,11 +415,10 @@ def test_compression_reparse_trim_and_duplicate_extents(client, server):
     assert client.ioctl(fid, FSCTL_SET_COMPRESSION, b"\x42\0")[0] == wire.STATUS_INVALID_PARAMETER
     assert client.ioctl(fid, FSCTL_SET_COMPRESSION, b"")[0] == wire.STATUS_INVALID_PARAMETER
     assert client.ioctl(fid, FSCTL_GET_REPARSE_POINT)[0] == STATUS_NOT_A_REPARSE_POINT
-    # trim: a hint; the data stays. A count the buffer does not hold is refused.
-    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 1, 0, 4096)) == \
-        (ok, struct.pack("<I", 1))
-    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 0xFFFFFFFF, 0, 4096))[0] == \
-        wire.STATUS_INVALID_PARAMETER
+    # trim: a count the buffer does not hold, none, or no room for the answer is refused
+    for count, max_out in ((0xFFFFFFFF, 4), (0, 4), (1, 3)):
+        assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, count, 0, 4096),
+                            max_out=max_out)[0] == wire.STATUS_INVALID_PARAMETER
     assert (server["root"] / "rw" / "misc").read_bytes() == pattern(65536)
     # duplicate extents: a reflink where the file system has them, else NOT_SUPPORTED
     dst = client.file("misc-dst", bytes(65536))
@@ -434,6 +434,31 @@ def test_compression_reparse_trim_and_duplicate_extents(client, server):
     assert client.ioctl(dst, FSCTL_DUPLICATE_EXTENTS_TO_FILE, closed)[0] == wire.STATUS_FILE_CLOSED
 
 
+def test_trim_releases_whole_pages_and_keeps_the_rest(client, server):
+    """FSCTL_FILE_LEVEL_TRIM (MS-FSA 2.1.5.10.6): the storage of the whole pages inside each
+    range is released, the data there undefined (zeros here); a range holding no whole page
+    and the bytes around the pages keep their data; the size never changes. A file that is not
+    sparse stays allocated throughout (as on NTFS), a sparse one keeps a hole."""
+    ok = wire.STATUS_SUCCESS
+    data = pattern(8 * 4096)
+    path = server["root"] / "rw" / "trim"
+    fid = client.file("trim", data)
+    asked = [(100, 4096), (4096 + 10, 2 * 4096), (6 * 4096, 1 << 40)]   # pages 2 and 6-7
+    request = struct.pack("<II", 0, len(asked)) + b"".join(struct.pack("<qq", *r) for r in asked)
+    assert client.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, request, max_out=4) == (ok, struct.pack("<I", 3))
+    after = path.read_bytes()
+    zeros = bytes(4096)
+    assert after == data[:2 * 4096] + zeros + data[3 * 4096:6 * 4096] + zeros * 2
+    assert path.stat().st_blocks * 512 >= len(data)      # still allocated
+    assert ranges(client, fid, 0, 1 << 40) == (ok, [(0, len(data))])
+    sparse = client.file("trim-sparse", data)
+    assert client.ioctl(sparse, FSCTL_SET_SPARSE, b"\1")[0] == ok
+    request = struct.pack("<IIqq", 0, 1, 4096, 4096)
+    assert client.ioctl(sparse, FSCTL_FILE_LEVEL_TRIM, request) == (ok, struct.pack("<I", 1))
+    assert ranges(client, sparse, 0, 1 << 40) == (ok, [(0, 4096), (2 * 4096, 6 * 4096)])
+    assert (server["root"] / "rw" / "trim-sparse").read_bytes() == data[:4096] + zeros + data[2 * 4096:]
+
+
 def test_network_interface_info_is_about_the_server_not_a_file(client):
     assert client.ioctl(FID_ANY, FSCTL_QUERY_NETWORK_INTERFACE_INFO)[0] == wire.STATUS_SUCCESS
     assert client.ioctl(FID_ANY, FSCTL_QUERY_NETWORK_INTERFACE_INFO, max_out=1)[0] == wire.STATUS_BUFFER_TOO_SMALL
@@ -441,6 +466,18 @@ def test_network_interface_info_is_about_the_server_not_a_file(client):
     for max_out in (65536, 1):
         assert client.ioctl(fid, FSCTL_QUERY_NETWORK_INTERFACE_INFO, max_out=max_out)[0] == \
             wire.STATUS_INVALID_PARAMETER
+
+
+def test_previous_versions_are_enumerated_as_none(client):
+    """FSCTL_SRV_ENUMERATE_SNAPSHOTS (Explorer's Previous Versions tab, smbtorture's
+    smb2.ioctl.shadow_copy): success with a SRV_SNAPSHOT_ARRAY of no snapshots (an empty
+    MULTI_SZ), on a file and on a directory; under 16 bytes to answer in: INVALID_PARAMETER."""
+    fid = client.file("snaps", b"x")
+    d = client.tree().open("snaps-dir", ALL, wire.FILE_OPEN_IF, wire.FILE_DIRECTORY_FILE)
+    none = struct.pack("<IIIH", 0, 0, 2, 0)
+    assert client.ioctl(fid, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=16) == (wire.STATUS_SUCCESS, none)
+    assert client.ioctl(d, FSCTL_SRV_ENUMERATE_SNAPSHOTS) == (wire.STATUS_SUCCESS, none)
+    assert client.ioctl(fid, FSCTL_SRV_ENUMERATE_SNAPSHOTS, max_out=15)[0] == wire.STATUS_INVALID_PARAMETER
 
 
 def test_server_log_is_clean(server):

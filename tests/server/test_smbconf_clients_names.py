@@ -173,6 +173,28 @@ def test_hide_unreadable_hides_what_this_account_may_not_read(server):
     assert r.returncode != 0 and "NT_STATUS_" in output(r), output(r)
 
 
+def test_hide_unreadable_shares_say_they_enumerate_by_access(server):
+    """TREE_CONNECT's ShareFlags carry SMB2_SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM where
+    listings leave out what the user may not read (MS-SMB2 3.3.5.7; smbtorture's
+    smb2.acls.ACCESSBASED checks it first), not where they do not."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
+    from raw import RawClient
+    from smbring.smb import wire
+    client = RawClient(server.port)
+    try:
+        assert client.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+        session = client.logon(ALICE, PASSWORD)
+        flags = {}
+        for share in ("names", "shown"):
+            r = client.tree_connect(session, share)
+            flags[share] = session.trees[r.header.tree_id]
+        assert flags == {"names": 0x800, "shown": 0}
+    finally:
+        client.close()
+
+
 # -- substitutions in path --------------------------------------------------------------------
 @pytest.mark.parametrize("share, expected", [
     ("sub_u", {ALICE: ALICE, BOB: BOB}),              # %u: the account

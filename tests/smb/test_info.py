@@ -195,7 +195,10 @@ def test_fs_device_attribute_control_object_id_sector(client, fid):
     assert max_name == 255 and data[12:12 + name_length].decode("utf-16-le") == "NTFS"
     assert len(fs_query(client, fid, FS_CONTROL)) == 48
     assert len(fs_query(client, fid, FS_OBJECT_ID)) == 64
-    assert len(fs_query(client, fid, FS_SECTOR)) == 28
+    sector = fs_query(client, fid, FS_SECTOR)
+    assert len(sector) == 28
+    # Flags: aligned device and partition, TRIM_ENABLED (FSCTL_FILE_LEVEL_TRIM releases storage)
+    assert struct.unpack_from("<I", sector, 16)[0] == 0x1 | 0x2 | 0x8
 
 
 @pytest.mark.parametrize("klass", [0, 2, 9, 10, 12, 99])

@@ -35,6 +35,13 @@ def test_a_read_only_share_offers_read_access_only(clients):
     assert tree_response(body)[2] == wire.READ_ONLY_ACCESS
 
 
+@pytest.mark.parametrize("rule", ["hide_unreadable", "hide_unwriteable"])
+def test_a_share_hiding_by_access_says_so(clients, rule):
+    """SMB2_SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM (MS-SMB2 3.3.5.7), where Samba says it."""
+    _status, _tid, body = clients(share={rule: True}).tree_connect()
+    assert tree_response(body)[1] == 0x800
+
+
 @pytest.mark.parametrize("path", ["\\\\x\\nosuch", "\\\\x\\", "\\\\x\\s\\sub", ""])
 def test_an_unknown_share_is_a_bad_network_name(client, path):
     status, _tid, _body = client.tree_connect(path)

@@ -51,6 +51,8 @@ def range_operation(effect):
                                    effect.length)
     if isinstance(effect, effects.ZeroRange):
         return extents.zero_range(effect.fd, effect.offset, effect.length, effect.deallocate)
+    if isinstance(effect, effects.TrimRange):
+        return extents.trim_range(effect.fd, effect.offset, effect.length, effect.leave_hole)
     if isinstance(effect, effects.AllocatedRanges):
         return extents.allocated_ranges(effect.fd, effect.offset, effect.length, effect.limit)
     raise TypeError(f"not a file-range operation: {effect!r}")
@@ -62,7 +64,7 @@ def written_fd(effect) -> int:
     return effect.dst_fd if isinstance(effect, (effects.CopyRange, effects.CloneRange)) else effect.fd
 
 
-_ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.AllocatedRanges)
+_ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges)
 
 
 def named_descriptors(todo: list) -> tuple:

@@ -6,7 +6,8 @@ shell untouched, so the shell may copy, map, splice or zero-copy it. Where the c
 outcome of file I/O (a WRITE's count, a READ it must sign or encrypt, a FLUSH), the effect
 carries `then`, which the shell calls with the result (or the OSError) and which returns the
 effects that follow. Effects are carried out in the order given. File-range operations
-(`CopyRange`, `CloneRange`, `ZeroRange`, `AllocatedRanges`: server-side copy, sparse files) are
+(`CopyRange`, `CloneRange`, `ZeroRange`, `TrimRange`, `AllocatedRanges`: server-side copy,
+sparse files, trim) are
 carried out off the event loop by ``smbring.vfs.extents.carry_out``.
 """
 from __future__ import annotations
@@ -136,6 +137,20 @@ class ZeroRange:
 
 
 @dataclass
+class TrimRange:
+    """Release the storage of `length` bytes of `fd` from `offset`, its size kept (a hole
+    punched, reserved again unless `leave_hole`); the data there is undefined afterwards,
+    and left as it was where the file system cannot punch holes. Then `then(0)` or
+    `then(error)`."""
+
+    fd: int
+    offset: int
+    length: int
+    leave_hole: bool
+    then: Callable = None
+
+
+@dataclass
 class AllocatedRanges:
     """The ranges of `fd` holding data (SEEK_DATA/SEEK_HOLE) between `offset` and
     `offset + length`, at most `limit` of them: `then([(offset, length), ...])` or
@@ -148,10 +163,10 @@ class AllocatedRanges:
     then: Callable = None
 
 
-RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, AllocatedRanges)
+RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges)
 
 Effect = Union[Send, ReadInto, Write, Flush, Drain, Forget, CopyRange, CloneRange, ZeroRange,
-               AllocatedRanges]
+               TrimRange, AllocatedRanges]
 
 
 @dataclass

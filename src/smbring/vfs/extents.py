@@ -1,6 +1,6 @@
-"""File-range operations on open descriptors: server-side copy, block cloning, zeroing and
-the allocated ranges of sparse files (what the protocol core's effects ``CopyRange``,
-``CloneRange``, ``ZeroRange`` and ``AllocatedRanges`` ask for). They block (a copy of 16 MiB, a hole punched in a
+"""File-range operations on open descriptors: server-side copy, block cloning, zeroing,
+trimming and the allocated ranges of sparse files (what the protocol core's effects
+``CopyRange``, ``CloneRange``, ``ZeroRange``, ``TrimRange`` and ``AllocatedRanges`` ask for). They block (a copy of 16 MiB, a hole punched in a
 large file), so the shell runs them in its thread pool, never in the event loop's thread.
 
 Only descriptors are used, never paths: what a thread of the pool acts as does not matter
@@ -85,6 +85,29 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def trim_range(fd: int, offset: int, length: int, leave_hole: bool) -> int:
+    """Releases the range's blocks, its size kept: a hole punched (the file system frees the
+    blocks, and discards them where it is mounted so), then reserved again unless
+    `leave_hole`, so that a file that was not sparse stays fully allocated, as a trimmed
+    file on NTFS does. Where holes cannot be punched the data stays: trim is only a hint.
+    0."""
+    if not length:
+        return 0
+    keep = FALLOC_FL_KEEP_SIZE
+    try:
+        _fallocate(fd, FALLOC_FL_PUNCH_HOLE | keep, offset, length)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            return 0
+        raise
+    if not leave_hole:
+        try:
+            _fallocate(fd, keep, offset, length)
+        except OSError:
+            pass                # trimmed all the same, only not reserved
+    return 0
 
 
 def zero_range(fd: int, offset: int, length: int, deallocate: bool) -> int:

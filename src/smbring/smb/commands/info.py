@@ -179,8 +179,9 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
         return struct.pack("<QQQQQII", 0, 0, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0, 0)
     if klass == 8:   # FileFsObjectIdInformation
         return ROOT_UUID + b"\0" * 48
-    if klass == 11:  # FileFsSectorSizeInformation
-        return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3, 0, 0, 0)[:28]
+    if klass == 11:  # FileFsSectorSizeInformation: aligned device and partition; TRIM_ENABLED
+        # (0x8): FSCTL_FILE_LEVEL_TRIM releases storage (ioctl_sparse.file_level_trim)
+        return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x3 | 0x8, 0, 0, 0)[:28]
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 

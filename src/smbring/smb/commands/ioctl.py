@@ -1,6 +1,7 @@
-"""IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers. Those about the connection are
-here; those about an open file are in `ioctl_copy` (server-side copy), `ioctl_sparse`
-(sparse files, compression, reparse points, trim) and `ioctl_resilient` (resilient handles), each a function of the open that returns
+"""IOCTL (MS-SMB2 3.3.5.15): the FSCTLs smbring answers. Those about the connection, and the
+enumeration of previous versions (there are none), are here; those about an open file are in
+`ioctl_copy` (server-side copy), `ioctl_sparse` (sparse files, compression, reparse points,
+trim) and `ioctl_resilient` (resilient handles), each a function of the open that returns
 the output buffer, or the steps (a generator of file-range effects) that end with it. Any
 other FSCTL is NOT_SUPPORTED, as smbd answers."""
 from __future__ import annotations
@@ -29,7 +30,20 @@ FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
 FSCTL_DFS_GET_REFERRALS = 0x00060194
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+FSCTL_SRV_ENUMERATE_SNAPSHOTS = 0x00144064
 SMB2_0_IOCTL_IS_FSCTL = 0x1
+
+
+def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rhdr: Header) -> bytes:
+    """FSCTL_SRV_ENUMERATE_SNAPSHOTS (MS-SMB2 3.3.5.15.1): the share's previous versions,
+    which smbring keeps none of. The answer says so (a SRV_SNAPSHOT_ARRAY of none: the counts
+    0, the array an empty MULTI_SZ, its terminating NUL) rather than NOT_SUPPORTED, as
+    Windows does for a volume without shadow copies: Explorer's Previous Versions tab then
+    lists nothing instead of an error. Less than 16 bytes to answer in: INVALID_PARAMETER."""
+    if max_out < 16:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    return struct.pack("<IIIH", 0, 0, 2, 0)
+
 
 # the FSCTLs of an open file: (connection, header, open, input buffer, MaxOutputResponse,
 # response header) -> output buffer, or steps ending with it
@@ -47,7 +61,9 @@ FILE_CONTROLS = {
     ioctl_sparse.FSCTL_GET_REPARSE_POINT: ioctl_sparse.get_reparse_point,
     ioctl_sparse.FSCTL_FILE_LEVEL_TRIM: ioctl_sparse.file_level_trim,
     ioctl_resilient.FSCTL_LMR_REQUEST_RESILIENCY: ioctl_resilient.request_resiliency,
+    FSCTL_SRV_ENUMERATE_SNAPSHOTS: enumerate_snapshots,
 }
+
 
 
 def interface_info(interfaces: list[NetworkInterface]) -> bytes:

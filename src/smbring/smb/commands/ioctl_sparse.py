@@ -14,7 +14,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import notify, wire
-from smbring.smb.effects import AllocatedRanges, ZeroRange
+from smbring.smb.effects import AllocatedRanges, TrimRange, ZeroRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE
 from smbring.smb.fs import DosInfo
@@ -176,23 +176,38 @@ def get_reparse_point(c: Connection, hdr: Header, o: Open, request, max_out: int
 
 
 TRIM_HEADER = struct.Struct("<II")      # FILE_LEVEL_TRIM: Key, NumRanges; then (Offset, Length)s
+# the unit a trim works in: each range shrinks to the whole pages inside it, as on Windows
+TRIM_PAGE = 4096
 
 
-def file_level_trim(c: Connection, hdr: Header, o: Open, request, max_out: int, rhdr: Header) -> bytes:
-    """FSCTL_FILE_LEVEL_TRIM: the client no longer needs the ranges' data. That is a hint the
-    storage may use; smbring checks the request as one that writes (WRITE_DATA, the ranges
-    inside the buffer, no other open's lock in the way) and keeps the data, which the
-    request allows (the ranges' content is undefined afterwards). NumRangesProcessed: all."""
-    if len(request) < TRIM_HEADER.size:
+def file_level_trim(c: Connection, hdr: Header, o: Open, request, max_out: int, rhdr: Header):
+    """FSCTL_FILE_LEVEL_TRIM (MS-FSA 2.1.5.10.6): the client no longer needs the ranges' data,
+    whose storage is released (TrimRange: the whole pages inside each range, within the file;
+    a sparse file keeps the holes, another stays allocated). What is read there afterwards is
+    undefined, zeros here. Checked as a write (WRITE_DATA, no other open's lock in the way);
+    no ranges, or no room for the answer: INVALID_PARAMETER. NumRangesProcessed: all."""
+    if len(request) < TRIM_HEADER.size or max_out < 4:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     _key, count = TRIM_HEADER.unpack_from(request, 0)
-    if o.is_dir or len(request) < TRIM_HEADER.size + count * RANGE.size:
+    if o.is_dir or not count or len(request) < TRIM_HEADER.size + count * RANGE.size:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     writable(o, wire.FILE_WRITE_DATA)
-    for i in range(count):
-        offset, length = RANGE.unpack_from(request, TRIM_HEADER.size + i * RANGE.size)
+    ranges = [RANGE.unpack_from(request, TRIM_HEADER.size + i * RANGE.size) for i in range(count)]
+    for offset, length in ranges:
         if offset < 0 or length < 0 or offset + length > INT64_MAX:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
             raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
+    size = o.tree.fs.fstat(o.fd).st_size
+    pages = [(start, end) for start, end in (
+        (-(-offset // TRIM_PAGE) * TRIM_PAGE, min(offset + length, size) // TRIM_PAGE * TRIM_PAGE)
+        for offset, length in ranges) if start < end]
+    return trim_steps(o, pages, count, leave_hole=is_sparse(o))
+
+
+def trim_steps(o: Open, pages: list, count: int, leave_hole: bool):
+    for start, end in pages:
+        result = yield TrimRange(o.fd, start, end - start, leave_hole)
+        if isinstance(result, BaseException):
+            raise result        # (an OSError: its status)
     return struct.pack("<I", count)

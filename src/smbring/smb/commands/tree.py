@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 log = logging.getLogger("smbring.smb")
+SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM = 0x800
 SHAREFLAG_ENCRYPT_DATA = 0x8000
 ANONYMOUS_LOGON = acl.sid(5, 7)      # S-1-5-7
 
@@ -56,6 +57,10 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     share = tree.share
     encrypted = share is not None and (share.encrypt or share.encrypt_desired and c.cipher and not s.guest)
     share_flags = SHAREFLAG_ENCRYPT_DATA if encrypted else 0
+    if share is not None and (share.hide_unreadable or share.hide_unwriteable):
+        # listings show only what the user may open (MS-SMB2 3.3.5.7: the share does
+        # access-based directory enumeration), as Samba says for the same two options
+        share_flags |= SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM
     return struct.pack("<HBBIII", 16, share_type, 0, share_flags, 0, access), None
 
 
