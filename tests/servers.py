@@ -13,6 +13,25 @@ import pytest
 USER, PASSWORD = "alice", "Secret-pw1"
 
 
+def loopback_on_445() -> str | None:
+    """A loopback address of its own (127/8 is all loopback on Linux) with port 445 free, for
+    clients that ignore -p; None when binding port 445 needs privileges this process lacks."""
+    import ipaddress
+    import random
+    rng = random.Random()
+    for _ in range(20):
+        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
+        with socket.socket() as s:
+            try:
+                s.bind((address, 445))
+                return address
+            except PermissionError:
+                return None
+            except OSError:
+                continue
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +79,8 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
           accounts: bool = False):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
     until it listens (preexec_fn runs in the server's process before it starts, e.g. to
-    lower a resource limit; host: the address a --config server listens on). Returns (process,
+    lower a resource limit; host: the address the server listens on, named in --config's
+    smb.conf if given). Returns (process,
     port, log path).
 
     A server started as root acts as its users' Unix accounts; USER has none, so unless
@@ -77,7 +97,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     with open(log_path, "w") as log:
         args = list(serve_args) + ([] if accounts else as_root_args(tmp_path)) + own_control_socket(serve_args)
         if "--config" not in args:
-            args += ["--listen", f"127.0.0.1:{port}"]
+            args += ["--listen", f"{host}:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 15
