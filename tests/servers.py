@@ -11,6 +11,28 @@ import time
 import pytest
 
 USER, PASSWORD = "alice", "Secret-pw1"
+# a second user, for servers started as root with `second_user` (acting as the Unix account
+# nobody): tests of what one user may not do to another's session
+USER2, PASSWORD2 = "bob", "Other-pw2"
+
+
+def loopback_on_445() -> str | None:
+    """A loopback address of its own (127/8 is all loopback on Linux) with port 445 free, for
+    clients that ignore -p; None when binding port 445 needs privileges this process lacks."""
+    import ipaddress
+    import random
+    rng = random.Random()
+    for _ in range(20):
+        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
+        with socket.socket() as s:
+            try:
+                s.bind((address, 445))
+                return address
+            except PermissionError:
+                return None
+            except OSError:
+                continue
+    return None
 
 
 def free_port() -> int:
@@ -19,21 +41,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def as_root_args(tmp_path, passdb=None) -> list[str]:
+def add_user(passdb: str, name: str, password: str) -> None:
+    """`name` in the password file `passdb` with `password`, unless it is there already."""
+    if os.path.exists(passdb) and any(line.startswith(name + ":") for line in open(passdb)):
+        return
+    subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", name, "--passdb", passdb,
+                    "--password-stdin"], input=password + "\n", text=True, check=True,
+                   capture_output=True)
+
+
+def as_root_args(tmp_path, passdb=None, second_user: bool = False) -> list[str]:
     """`smbring serve` options for a test server that is not about identities: started as
     root, a server acts as each user's Unix account, and USER has none; USER and guests then
     act as root (a username map `root = USER`, guest account root). As in Samba, the map
     applies before the password is checked: USER logs on with the password file's entry for
     root, which gets USER's password (added to `passdb`, default tmp_path/passdb, once).
-    Other users act as their own Unix accounts."""
+    Other users act as their own Unix accounts; with `second_user`, USER2 acts as nobody
+    (`nobody = USER2`, nobody's entry getting USER2's password)."""
     if os.geteuid() != 0:
         return []
-    (tmp_path / "all-as-root.map").write_text(f"root = {USER}\n")
+    (tmp_path / "all-as-root.map").write_text(f"root = {USER}\n" + (f"nobody = {USER2}\n" if second_user else ""))
     passdb = str(passdb or tmp_path / "passdb")
-    if not os.path.exists(passdb) or not any(line.startswith("root:") for line in open(passdb)):
-        subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", "root", "--passdb", passdb,
-                        "--password-stdin"], input=PASSWORD + "\n", text=True, check=True,
-                       capture_output=True)
+    add_user(passdb, "root", PASSWORD)
+    if second_user:
+        add_user(passdb, "nobody", PASSWORD2)
     return ["--username-map", str(tmp_path / "all-as-root.map"), "--guest-account", "root"]
 
 
@@ -57,15 +88,15 @@ def own_control_socket(serve_args) -> list[str]:
 
 
 def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, host: str = "127.0.0.1",
-          accounts: bool = False):
+          accounts: bool = False, second_user: bool = False):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
     until it listens (preexec_fn runs in the server's process before it starts, e.g. to
-    lower a resource limit; host: the address a --config server listens on). Returns (process,
-    port, log path).
+    lower a resource limit; host: the address the server listens on, named in --config's
+    smb.conf if given). Returns (process, port, log path).
 
     A server started as root acts as its users' Unix accounts; USER has none, so unless
     `accounts` is set USER and guests act as root (see as_root_args), as the tests that are
-    not about identities expect."""
+    not about identities expect; `second_user`: USER2 logs on too, as nobody (as root only)."""
     if os.geteuid() == 0:
         searchable_to(tmp_path / "share")
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
@@ -75,9 +106,9 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     port = port or free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
-        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path)) + own_control_socket(serve_args)
+        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
         if "--config" not in args:
-            args += ["--listen", f"127.0.0.1:{port}"]
+            args += ["--listen", f"{host}:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 15

@@ -43,7 +43,7 @@ import lmdb
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
 from smbring.smb.locks import ByteRangeLocks, Lock
-from smbring.smb.sharemodes import DELETE, READ, WRITE, categories
+from smbring.smb.sharemodes import DELETE, READ, WRITE, blocks_rename_in, categories
 
 log = logging.getLogger("smbring.server")
 
@@ -288,8 +288,7 @@ class SharedShareModes:
         return all(share & what for who, _wants, share in self._read(key) if who != me)
 
     def blocks_child_rename(self, key) -> bool:
-        return any(wants and (wants & DELETE or not share & DELETE)
-                   for _who, wants, share in self._read(key))
+        return any(blocks_rename_in(wants, share) for _who, wants, share in self._read(key))
 
     def has_writer(self, key) -> bool:
         return any(wants & WRITE for _who, wants, _share in self._read(key))

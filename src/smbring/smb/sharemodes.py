@@ -24,6 +24,15 @@ def categories(access: int) -> int:
             (DELETE if access & _DELETE_BITS else 0))
 
 
+def blocks_rename_in(wants: int, share: int) -> bool:
+    """Whether an open of a directory (what it wants and shares, as `categories` and the SHARE_*
+    bits) stops a rename of a file in it. Windows renames by opening the directory for writing
+    (FILE_ADD_FILE), sharing read and write: a rename is refused (SHARING_VIOLATION) when an
+    open of the directory wants DELETE or does not share writing, and allowed beside one that
+    reads and writes it sharing both. Opens that only read or write attributes never stop one."""
+    return bool(wants) and bool(wants & DELETE or not share & WRITE)
+
+
 class ShareModes:
     """The access and share mode of every open that takes part, by file ((device, inode))."""
 
@@ -70,11 +79,8 @@ class ShareModes:
                    if other != owner)
 
     def blocks_child_rename(self, key) -> bool:
-        """Whether an open of a directory stops renames inside it: Windows refuses them while
-        the directory is open (for data, not only attributes) with DELETE access or without
-        sharing delete."""
-        return any(wants and (wants & DELETE or not share & DELETE)
-                   for wants, share in self._opens.get(key, {}).values())
+        """Whether an open of a directory stops renames inside it (blocks_rename_in)."""
+        return any(blocks_rename_in(wants, share) for wants, share in self._opens.get(key, {}).values())
 
     def has_writer(self, key) -> bool:
         """Whether any open of the file may write its data (splicing it is then unsafe)."""
