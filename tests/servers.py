@@ -35,6 +35,14 @@ def loopback_on_445() -> str | None:
     return None
 
 
+def loopback_on_445_or_skip() -> str:
+    """loopback_on_445(), the test skipped where there is none."""
+    address = loopback_on_445()
+    if address is None:
+        pytest.skip("no loopback address with port 445 free (binding it needs privileges)")
+    return address
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,10 +11,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
-import random
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from servers import free_port, searchable_to, spawn, stop
+from servers import loopback_on_445_or_skip as loopback_on_445  # noqa: F401 - for the tests that use these fixtures
 
 TAG = f"{os.getpid() % 100000}"
 SAMBA_TOOLS = ("smbclient", "rpcclient", "smbcacls")
@@ -135,18 +134,6 @@ def conf_text(global_options: str, shares: dict[str, str]) -> str:
     return text
 
 
-def loopback_on_445() -> str:
-    """A loopback address of its own with port 445 free (smbcacls connects to 445 only)."""
-    rng = random.Random()
-    for _ in range(20):
-        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
-        with socket.socket() as s:
-            try:
-                s.bind((address, 445))
-                return address
-            except OSError:
-                continue
-    pytest.skip("no free loopback address for port 445")
 
 
 @contextmanager

@@ -8,18 +8,15 @@ of its own on port 445 (root only; skipped otherwise)."""
 from __future__ import annotations
 
 import grp
-import ipaddress
 import os
 import pwd
-import random
 import shutil
-import socket
 import struct
 import subprocess
 
 import pytest
 
-from servers import PASSWORD, USER, spawn, stop
+from servers import PASSWORD, USER, spawn, stop, loopback_on_445_or_skip as loopback_on_445
 from smbring.smb import sids
 
 OWN_USER = pwd.getpwuid(os.geteuid()).pw_name          # who the server acts as (username map)
@@ -44,20 +41,6 @@ def run(*args, timeout=60) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
 
 
-def loopback_on_445() -> str:
-    """A loopback address of its own with port 445 free."""
-    rng = random.Random()
-    for _ in range(20):
-        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
-        with socket.socket() as s:
-            try:
-                s.bind((address, 445))
-                return address
-            except PermissionError:
-                pytest.skip("binding port 445 needs privileges this test does not have")
-            except OSError:
-                continue
-    pytest.skip("no free loopback address for port 445")
 
 
 def unused_id(lookup) -> int:

@@ -1,13 +1,10 @@
 """Share listing with real clients against a real server: smbclient -L, rpcclient (srvsvc and
 wkssvc), impacket's listShares and `net rpc share list`, through the IPC$ pipes."""
-import ipaddress
-import random
 import shutil
-import socket
 import subprocess
 
 import pytest
-from servers import PASSWORD, USER, free_port, spawn, stop
+from servers import PASSWORD, USER, free_port, spawn, stop, loopback_on_445_or_skip as loopback_on_445
 
 SHARES = """
 [data]
@@ -161,20 +158,6 @@ def test_impacket_list_shares(served):
     assert shares == {name: (0x80000003 if name == "IPC$" else 0, comment) for name, comment in LISTED.items()}
 
 
-def loopback_on_445():
-    """A loopback address of its own with port 445 free (`net rpc` of Samba 4.17 ignores -p)."""
-    rng = random.Random()
-    for _ in range(20):
-        address = str(ipaddress.IPv4Address((127 << 24) + rng.randrange(1 << 16, 1 << 24)))
-        with socket.socket() as s:
-            try:
-                s.bind((address, 445))
-                return address
-            except PermissionError:
-                pytest.skip("binding port 445 needs privileges this test does not have")
-            except OSError:
-                continue
-    pytest.skip("no free loopback address for port 445")
 
 
 def test_net_rpc_share_list(tmp_path):
