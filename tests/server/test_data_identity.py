@@ -252,38 +252,32 @@ def test_end_of_file_clears_the_set_id_bits_as_the_writer(server, accounts, writ
     assert mode_of(target) == expected, (server["path"], oct(mode_of(target)))
 
 
+# FSCTLs that free or zero a range, with what the kernel is asked for when the writer does it
+# by hand: (fallocate mode, FSCTL, its input for bytes 4096 to 12288, its answer's size)
+RANGE_CHANGES = {
+    "zeroing": (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, FSCTL_SET_ZERO_DATA,
+                struct.pack("<QQ", 4096, 4096 + 8192), 0),
+    "trimming": (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FSCTL_FILE_LEVEL_TRIM,
+                 struct.pack("<IIqq", 0, 1, 4096, 8192), 4),
+}
+
+
 @pytest.mark.parametrize("kind", list(MODES))
-def test_zeroing_clears_the_set_id_bits_as_the_writer(server, accounts, writer, kind):
-    name = f"zero-{kind}"
+@pytest.mark.parametrize("operation", list(RANGE_CHANGES))
+def test_a_range_zeroed_or_trimmed_clears_the_set_id_bits_as_the_writer(server, accounts, writer,
+                                                                         operation, kind):
+    mode, fsctl, request, answer_size = RANGE_CHANGES[operation]
+    name = f"{operation}-{kind}"
 
     def change(path):
         fd = os.open(path, os.O_WRONLY)
         try:
-            fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 4096, 8192)
+            fallocate(fd, mode, 4096, 8192)
         finally:
             os.close(fd)
     expected, target = expected_and_target(server, accounts, name, MODES[kind], change)
     fid = writer.open(name)
-    r = writer.tree.ioctl(fid, FSCTL_SET_ZERO_DATA, struct.pack("<QQ", 4096, 4096 + 8192), max_output=0)
-    assert r.status == wire.STATUS_SUCCESS, r
-    writer.tree.close(fid)
-    assert target.read_bytes()[4096:4096 + 8192] == bytes(8192)
-    assert mode_of(target) == expected, (server["path"], oct(mode_of(target)))
-
-
-@pytest.mark.parametrize("kind", list(MODES))
-def test_trimming_clears_the_set_id_bits_as_the_writer(server, accounts, writer, kind):
-    name = f"trim-{kind}"
-
-    def change(path):
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192)
-        finally:
-            os.close(fd)
-    expected, target = expected_and_target(server, accounts, name, MODES[kind], change)
-    fid = writer.open(name)
-    r = writer.tree.ioctl(fid, FSCTL_FILE_LEVEL_TRIM, struct.pack("<IIqq", 0, 1, 4096, 8192), max_output=4)
+    r = writer.tree.ioctl(fid, fsctl, request, max_output=answer_size)
     assert r.status == wire.STATUS_SUCCESS, r
     writer.tree.close(fid)
     assert target.read_bytes()[4096:4096 + 8192] == bytes(8192)
