@@ -173,14 +173,14 @@ class WritesInFlight:
             await asyncio.wait(ahead)
 
     def start_now(self, loop, fd: int, start: int, end: int, coro) -> None:
-        """Runs coro as a task (the caller saw `room`); coro calls `ended` when it ends."""
+        """Runs coro as a task (the caller saw `room`, or waited `until_room`); coro calls
+        `ended` when it ends."""
         self.tasks[loop.create_task(coro)] = (fd, start, end)
 
-    async def start(self, fd: int, start: int, end: int, work) -> None:
-        """Runs work() as a task once there is room."""
+    async def until_room(self) -> None:
+        """Until one more may start (`room`)."""
         while not self.room():
             await asyncio.wait(list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-        self.start_now(asyncio.get_running_loop(), fd, start, end, work())
 
 
 class EffectRunner:
@@ -304,9 +304,8 @@ class EffectRunner:
     def run(self, todo: list):
         """An awaitable that carries out `todo`, in order; its descriptors are held from now
         (not from when it is awaited) until it is done."""
-        fds = named_descriptors(todo) if todo else ()
+        fds = self.hold(todo) if todo else ()
         if fds:
-            self.holds.hold(fds)
             self._unstarted[id(fds)] = fds
         return self._run(todo, fds)
 
@@ -339,12 +338,9 @@ class EffectRunner:
                         self.sending_users -= 1
                 elif isinstance(effect, effects.Write) and effect.background:
                     # (held again for the task, when it is made: this run may end before it does)
-                    if self.writes.room():
-                        self._background(effect)
-                    else:
-                        end = effect.offset + len(effect.data)
-                        await self.writes.start(effect.fd, effect.offset, end,
-                                                lambda e=effect: self._in_background(e, self.hold([e])))
+                    if not self.writes.room():
+                        await self.writes.until_room()
+                    self._background(effect)
                 elif isinstance(effect, effects.Drain):
                     await self.writes.drain(effect.fd, effect.start, effect.end)
                     await self.run(effect.then(None))
