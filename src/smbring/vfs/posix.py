@@ -203,7 +203,7 @@ class PosixVFS:
         if flags & os.O_PATH or self._cannot_wait(flags):
             fd = self.open(parts, flags, mode)
             try:
-                return fd, _fstat(fd) or os.fstat(fd)
+                return fd, self.fstat(fd)
             except BaseException:
                 os.close(fd)
                 raise
@@ -228,7 +228,7 @@ class PosixVFS:
                 raise NotAFile(self.rel(parts)) from None
             raise
         try:
-            st = _fstat(fd) or os.fstat(fd)
+            st = self.fstat(fd)
             if stat.S_IFMT(st.st_mode) not in (stat.S_IFREG, stat.S_IFDIR):
                 raise NotAFile(self.rel(parts))
             if st.st_nlink > 1 and stat.S_ISREG(st.st_mode) and self.resolve(parts) == IN_DEPOT:
@@ -262,7 +262,7 @@ class PosixVFS:
                 return st
         fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, self.resolve(parts))
         try:
-            return _fstat(fd) or os.fstat(fd)
+            return self.fstat(fd)
         finally:
             os.close(fd)
 
