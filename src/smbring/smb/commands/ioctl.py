@@ -65,7 +65,6 @@ FILE_CONTROLS = {
 }
 
 
-
 def interface_info(interfaces: list[NetworkInterface]) -> bytes:
     """NETWORK_INTERFACE_INFO entries, chained by Next (MS-SMB2 2.2.32.5)."""
     out = bytearray()
