@@ -341,12 +341,23 @@ def _remove_upload(share: str, client: str) -> None:
         os.sync()
 
 
-def _same_memory_for_each_put(warm: list[str]) -> None:
-    """Every put starts with the page cache in the same state (as root): clean pages dropped,
-    then the files the transfers read (the upload's source, the share's big file) read back
-    in. Otherwise a put right after one that wrote (and then removed) a large file finds its
-    pages freed and ready, while the first put of a round must first reclaim memory, which
-    made the second of two identical clients up to twice as fast."""
+def _remove_download(download: str) -> None:
+    """The previous download removed and everything written so far flushed, untimed, before
+    every get: a get writes the whole file into the local page cache, and with the gigabytes
+    the puts before it left dirty (2 GiB each) the kernel may throttle that writer to the
+    disk's writeback rate (past half-way between vm.dirty_background_ratio and
+    vm.dirty_ratio), which would time the disk rather than the client."""
+    if os.path.exists(download):
+        os.unlink(download)
+    os.sync()
+
+
+def _same_memory_for_each_transfer(warm: list[str]) -> None:
+    """Every transfer starts with the page cache in the same state (as root): clean pages
+    dropped, then the files the transfer reads (the upload's source, the share's big file)
+    read back in. Otherwise a put right after one that wrote (and then removed) a large file
+    finds its pages freed and ready, while the first put of a round must first reclaim
+    memory, which made the second of two identical clients up to twice as fast."""
     if os.geteuid() != 0:
         return
     os.sync()
@@ -388,7 +399,10 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                         local = download if case == "get" else upload
                         if case == "put" and not args.put_over_existing:
                             _remove_upload(share, client)
-                            _same_memory_for_each_put([upload, os.path.join(share, "bigfile")])
+                            _same_memory_for_each_transfer([upload, os.path.join(share, "bigfile")])
+                        if case == "get":
+                            _remove_download(download)
+                            _same_memory_for_each_transfer([os.path.join(share, "bigfile")])
                         before = links.server_bytes() if links else []
                         server_cpu = server.cpu()
                         try:
