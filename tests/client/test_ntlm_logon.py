@@ -238,3 +238,56 @@ def test_a_wrong_server_mech_list_mic_is_refused(server, tampering_proxy):
             await connected(srv, port=proxy.port)
     with pytest.raises(sc.ProtocolError, match="mechListMIC"):
         run(go())
+
+
+def truncated_challenge(frame, at):
+    """The CHALLENGE cut short inside its SPNEGO wrapping (whose lengths still claim it whole;
+    the SESSION_SETUP's security buffer says the shorter length)."""
+    offset = struct.unpack_from("<H", frame, 64 + 4)[0]
+    struct.pack_into("<H", frame, 64 + 6, at + 20 - offset)
+    return frame[:at + 20]
+
+
+@pytest.mark.parametrize("change", [no_message_type, truncated_challenge],
+                         ids=["not-a-challenge", "truncated"])
+def test_a_hostile_challenge_is_refused_by_pyspnego_too(smbring_server, tampering_proxy, change):
+    """auth="negotiate" hands the server's tokens to pyspnego, whose parsers refuse a bad one
+    with whatever they raise (KeyError, struct.error, its SpnegoError...): the logon ends
+    with a ProtocolError all the same (the CLI's exit status 3, never a traceback)."""
+    pytest.importorskip("spnego")
+    srv = smbring_server()
+
+    async def go():
+        async with tampering_proxy(srv["port"], in_challenge(change)) as proxy:
+            await connected(srv, port=proxy.port, auth="negotiate")
+    with pytest.raises(sc.ProtocolError, match="logon"):
+        run(go())
+
+
+def test_every_damaged_token_is_a_protocol_error_for_pyspnego():
+    """Bytes of a CHALLENGE (in its SPNEGO answer) changed at random: pyspnego's every refusal
+    becomes a ProtocolError."""
+    pytest.importorskip("spnego")
+    import random
+    from smbring.client.logon import logon_context, step
+    from smbring.smb import spnego
+    info = struct.pack("<HH", 2, 8) + "DOM!".encode("utf-16-le") + struct.pack("<HH", 0, 0)
+    name = "SRV".encode("utf-16-le")
+    challenge = (b"NTLMSSP\0" + struct.pack("<IHHII", 2, len(name), len(name), 56, 0xE2898235) +
+                 os.urandom(8) + bytes(8) + struct.pack("<HHI", len(info), len(info), 56 + len(name)) +
+                 bytes(8) + name + info)
+    token = spnego.encode_resp(spnego.ACCEPT_INCOMPLETE, supported_mech=spnego.NTLMSSP_OID,
+                               response_token=challenge)
+    rng = random.Random(7)
+    refused = 0
+    for _ in range(400):
+        damaged = bytearray(token)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        context = logon_context("negotiate", "u", "p", "", "host")
+        step(context)
+        try:
+            step(context, bytes(damaged))
+        except sc.ProtocolError:
+            refused += 1
+    assert refused > 100

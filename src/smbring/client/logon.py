@@ -35,8 +35,15 @@ def logon_context(auth: str, user: str, password: str, domain: str, host: str):
 
 
 def step(context, token: bytes | None = None) -> bytes | None:
-    """The mechanism's next token; a server token it refuses is a ProtocolError."""
+    """The mechanism's next token; a server token it refuses is a ProtocolError. pyspnego
+    refuses a malformed token with whatever its parsers raise (KeyError, struct.error,
+    OverflowError, its own SpnegoError...): every one of them means the same here."""
     try:
         return context.step(token)
     except NtlmError as e:
         raise ProtocolError(f"logon: {e}") from None
+    except Exception as e:
+        if token is None:       # nothing came from the server yet: the mechanism failed here
+            raise RuntimeError(f"logon: {type(e).__name__}: {e}") from e
+        raise ProtocolError(f"logon: the server's token was refused "
+                            f"({type(e).__name__}: {e})") from None
