@@ -365,3 +365,44 @@ def test_unusable_addresses_are_never_dialled():
               ("0.0.0.0", "224.0.0.1", "fe80::1", "255.255.255.255", "::", "192.0.2.7")]
     listed.append(m.NetworkInterface(2, "192.0.2.8", 10**10, 0))
     assert usable_addresses(listed) == ["192.0.2.8", "192.0.2.7"]
+
+
+def test_addresses_that_lead_elsewhere_are_never_dialled():
+    """An IPv4 address written as IPv6 is judged as itself (::ffff:0.0.0.0 would reach this
+    host); 0.0.0.0/8 and 240/4 are not addresses of a server; loopback is dialled only when
+    the first connection went there (a server elsewhere is not on this host's loopback)."""
+    from smbring.client.multichannel import usable_addresses
+    listed = [m.NetworkInterface(1, a, 10**9, 0) for a in
+              ("::ffff:0.0.0.0", "::ffff:224.0.0.1", "::ffff:169.254.1.1", "::ffff:255.255.255.255",
+               "0.1.2.3", "240.0.0.1", "127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7")]
+    assert usable_addresses(listed, from_loopback=False) == ["192.0.2.7"]
+    assert usable_addresses(listed) == ["127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7"]
+
+
+def test_a_long_list_of_silent_addresses_is_not_dialled_to_its_end(smbring_server, monkeypatch):
+    """A server may list 256 addresses (the most believed) that never answer: each costs
+    CONNECT_TIMEOUT, so only the fastest MAX_ADDRESSES are tried before the channel goes to
+    the first connection's address (256 of 5 s would hold the connect up for 21 minutes)."""
+    from smbring.client import multichannel
+    from smbring.client.channel import Channel
+    srv = smbring_server()
+    silent = [f"192.0.2.{i}" if i < 256 else f"198.51.100.{i - 256}" for i in range(1, 257)]
+    monkeypatch.setattr(m, "parse_interfaces",
+                        lambda _msg: [m.NetworkInterface(i, a, 10**10, 0) for i, a in enumerate(silent)]
+                        + [m.NetworkInterface(999, "127.0.0.1", 10**9, 0)])
+    monkeypatch.setattr(multichannel, "CONNECT_TIMEOUT", 0.05)
+    dialled = []
+    real_open = Channel.open.__func__
+
+    async def open_or_stall(cls, host, port, **kw):
+        dialled.append(host)
+        if host != "127.0.0.1":
+            await asyncio.sleep(30)           # a SYN nobody answers
+        return await real_open(cls, host, port, **kw)
+    monkeypatch.setattr(Channel, "open", classmethod(open_or_stall))
+
+    async def go():
+        async with await connected(srv, channels=2) as c:
+            assert c.open_channels == 2
+    run(go())
+    assert len([a for a in dialled if a != "127.0.0.1"]) == multichannel.MAX_ADDRESSES

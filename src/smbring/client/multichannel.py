@@ -30,7 +30,7 @@ import ipaddress
 
 from smbring.smb import security, wire
 from smbring.client import messages as m
-from smbring.client.channel import Channel, SessionKeys
+from smbring.client.channel import Channel, SessionKeys, is_loopback
 from smbring.client.errors import ProtocolError, SMBError
 from smbring.client.logon import logon_context, step
 from smbring.client.session import Client, Negotiated, negotiate, validate_negotiate
@@ -39,6 +39,9 @@ MAX_CHANNELS = 32         # connections per session the client opens at most (sm
 REOPEN_ATTEMPTS = 4       # tries to reopen one lost channel ...
 REOPEN_PAUSE = 0.1        # ... the first after this many seconds, each later one after twice the last
 CONNECT_TIMEOUT = 5.0     # seconds a listed address has to accept before the next one is tried
+# listed addresses dialled at most (the fastest): a list of 256 that never answer would
+# otherwise hold the connect up for 256 x CONNECT_TIMEOUT, over 20 minutes
+MAX_ADDRESSES = 8
 
 
 class BindingRefused(Exception):
@@ -64,7 +67,8 @@ async def add_channels(client: Client, neg: Negotiated, count: int, user: str, p
     except SMBError as e:
         client.multichannel_note = f"the server lists no network interfaces ({e})"
         return
-    addresses = usable_addresses(m.parse_interfaces(r.message))
+    addresses = usable_addresses(m.parse_interfaces(r.message),
+                                 from_loopback=is_loopback(client.channels[0].address))
     if not addresses:
         client.multichannel_note = "the server lists no address this client can use"
         return
@@ -119,20 +123,35 @@ def _why_not(client: Client, neg: Negotiated) -> str:
     return ""
 
 
-def usable_addresses(interfaces: list[m.NetworkInterface]) -> list[str]:
+def usable_addresses(interfaces: list[m.NetworkInterface], from_loopback: bool = True) -> list[str]:
     """The listed addresses worth a connection, fastest first (RSS-capable first among equals),
-    each once: never an unspecified, multicast or link-local address (the last needs a scope
-    the server cannot give)."""
+    each once, at most MAX_ADDRESSES: never an unspecified, multicast or link-local address
+    (the last needs a scope the server cannot give), and a loopback address only when the
+    first connection went to one (`from_loopback`): a server elsewhere is not reached through
+    this host's own loopback, where other services of this host listen."""
     ranked = sorted(interfaces, key=lambda i: (-i.speed, not i.capability & m.RSS_CAPABLE))
     out: list[str] = []
     for iface in ranked:
-        ip = ipaddress.ip_address(iface.address)
-        if ip.is_unspecified or ip.is_multicast or ip.is_link_local or \
-                (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255")):
+        if not _dialable(ipaddress.ip_address(iface.address)) or \
+                (not from_loopback and is_loopback(iface.address)):
             continue
         if iface.address not in out:
             out.append(iface.address)
+            if len(out) == MAX_ADDRESSES:
+                break
     return out
+
+
+def _dialable(ip) -> bool:
+    """Not unspecified (0.0.0.0/8 "this network", ::: a connection there reaches this host),
+    multicast, link-local, or IPv4's reserved 240/4 (the broadcast address among them); an
+    IPv4 address written as IPv6 (::ffff:a.b.c.d), which the checks of IPv6 would let
+    through, is judged as the IPv4 address it is."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.version == 4 and (ip.packed[0] == 0 or ip.is_reserved):
+        return False
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_link_local)
 
 
 class AddressPlan:
