@@ -144,6 +144,11 @@ def test_read_longer_than_asked_is_refused(smbring_server, tampering_proxy):
             async with await c.open("f") as f:
                 with pytest.raises(ConnectionError, match="bytes were asked for|asked for"):
                     await f.read(100_000)
+            # found after the channel delivered the answer, the lie closes the connection all
+            # the same: nothing more is asked of that server
+            assert not c.connected
+            with pytest.raises(sc.ProtocolError, match="asked for"):
+                await c.stat("f")
         finally:
             await c.close()
             await proxy.__aexit__(None, None, None)
@@ -548,3 +553,226 @@ def test_answers_received_several_at_a_time_are_each_checked(pieces, message):
             server.close()
     with pytest.raises(ConnectionError, match=message):
         run(go())
+
+
+# ---- listings that go round, names listed twice, times no calendar holds ----
+
+def is_listing(frame, wanted=0) -> bool:
+    return command(frame) == wire.QUERY_DIRECTORY and status(frame) == wanted
+
+
+def listing_forever():
+    """A tamper function that answers every end of a listing (STATUS_NO_MORE_FILES) with the
+    entries it gave last: a listing that never ends."""
+    last = []
+
+    def tamper(frame):
+        if is_listing(frame):
+            last[:] = [bytes(frame)]
+        elif is_listing(frame, wire.STATUS_NO_MORE_FILES) and last:
+            again = bytearray(last[0])
+            again[24:32] = frame[24:32]          # the MessageId of the request answered
+            return again
+        return frame
+    return tamper
+
+
+def test_a_listing_that_never_ends_is_refused(smbring_server, tampering_proxy):
+    """A server that gives the same entries again instead of the end of the listing would
+    keep listdir (and ls, which collects every name) going for ever."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for name in ("a", "b"):
+        (srv["share"] / "dir" / name).write_bytes(b"x")
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, listing_forever())
+        try:
+            names = []
+            with pytest.raises(sc.ProtocolError, match="does not advance"):
+                async for entry in c.listdir("dir"):
+                    names.append(entry.name)
+            assert sorted(names) == ["a", "b"]
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def listing_twice(real: str, fake: str):
+    """Every listing names `fake` where the server said `real` (a name it also lists)."""
+    def tamper(frame):
+        if is_listing(frame):
+            return bytearray(bytes(frame).replace(wire.utf16(real), wire.utf16(fake)))
+        return frame
+    return tamper
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_name_listed_twice_fails_the_get_as_a_lie(smbring_server, tampering_proxy, tmp_path, kind):
+    """get refuses a directory that lists one name twice as the server's lie (not as a local
+    file that happened to exist), and leaves nothing behind."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "aa").write_bytes(b"x")
+    if kind == "dir":
+        (srv["share"] / "dir" / "bb").mkdir()
+    else:
+        (srv["share"] / "dir" / "bb").write_bytes(b"y")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, listing_twice("bb", "aa"))
+        try:
+            with pytest.raises(sc.ProtocolError, match="'aa' twice"):
+                await c.get("dir", str(work / "dest"))
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(work) == []
+
+
+async def cli_ls(srv, tampering_proxy, tamper, *options):
+    async with tampering_proxy(srv["port"], tamper) as proxy:
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smbring.cli", "ls",
+            f"smb://{srv['user']}@127.0.0.1:{proxy.port}/share/dir", *options,
+            env=dict(os.environ, SMBRING_PASSWORD=srv["password"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await p.communicate()
+        return p.returncode, out.decode(), err.decode()
+
+
+def test_cli_ls_refuses_a_name_listed_twice(smbring_server, tampering_proxy):
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for name in ("aa", "bb"):
+        (srv["share"] / "dir" / name).write_bytes(b"x")
+    code, out, err = run(cli_ls(srv, tampering_proxy, listing_twice("bb", "aa")))
+    assert code == 3, (out, err)
+    assert "'aa' twice" in err
+
+
+def listed_times(nt_time: int):
+    """Every entry of a listing is said to have been created and written at `nt_time`."""
+    def tamper(frame):
+        if is_listing(frame):
+            pos = struct.unpack_from("<H", frame, 64 + 2)[0]
+            while True:
+                struct.pack_into("<Q", frame, pos + 8, nt_time)       # CreationTime
+                struct.pack_into("<Q", frame, pos + 24, nt_time)      # LastWriteTime
+                step = struct.unpack_from("<I", frame, pos)[0]
+                if not step:
+                    break
+                pos += step
+        return frame
+    return tamper
+
+
+@pytest.mark.parametrize("nt_time", [0xFFFFFFFFFFFFFFFF, 0x7FFFFFFFFFFFFFFF], ids=["max", "signed-max"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_cli_ls_shows_times_no_calendar_holds(smbring_server, tampering_proxy, nt_time, as_json):
+    """A time past the year 9999 (any 64-bit value may come) is shown as unknown; the rest of
+    the listing is still shown."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "f").write_bytes(b"x")
+    code, out, err = run(cli_ls(srv, tampering_proxy, listed_times(nt_time),
+                                *(["--json"] if as_json else [])))
+    assert code == 0, (out, err)
+    if as_json:
+        import json
+        [entry] = json.loads(out)
+        assert entry["name"] == "f" and entry["modified"] is None and entry["created"] is None
+    else:
+        assert out.split()[-1] == "f" and "????-??-??" in out
+
+
+@pytest.mark.parametrize("lie, message", [
+    ("interim, then nothing", "no answer to CREATE"),
+    ("another command", "CLOSE response to a CREATE request"),
+    ("compounded", "compounded response"),
+])
+def test_an_answer_that_is_not_the_one_awaited_ends_the_wait(smbring_server, tampering_proxy, lie, message):
+    """An interim STATUS_PENDING whose final answer never comes ends with the request's
+    timeout (the interim does not extend it); an answer of another command, or one that
+    claims a next answer in the same frame (NextCommand: the client never compounds), is
+    refused."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"x")
+
+    def change(frame):
+        if lie == "another command":
+            struct.pack_into("<H", frame, 12, wire.CLOSE)
+            return frame
+        if lie == "compounded":
+            struct.pack_into("<I", frame, 20, 8)          # NextCommand: back into the header
+            return frame
+        struct.pack_into("<I", frame, 8, wire.STATUS_PENDING)
+        struct.pack_into("<I", frame, 16, struct.unpack_from("<I", frame, 16)[0] | wire.FLAGS_ASYNC)
+        return frame[:64 + 9]
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(change, lambda f: command(f) == wire.CREATE),
+                                 timeout=2)
+        try:
+            with pytest.raises(sc.ProtocolError, match=message):
+                await c.stat("f")
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def test_a_server_granting_every_credit_it_can_is_believed_only_so_far(smbring_server, tampering_proxy,
+                                                                       tmp_path):
+    """Every answer grants 65535 credits: the client holds at most CREDIT_CAP of them, and a
+    download goes on as usual (within its depth)."""
+    from smbring.client.channel import CREDIT_CAP
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(3 * MiB))
+
+    def lavish(frame):
+        # after the logon (its answers are hashed into the keys and signed) and but for
+        # signed answers (the 3.1.1 TREE_CONNECT)
+        if command(frame) > wire.SESSION_SETUP and \
+                not struct.unpack_from("<I", frame, 16)[0] & wire.FLAGS_SIGNED:
+            struct.pack_into("<H", frame, 14, 0xFFFF)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, lavish)
+        try:
+            await c.get("big", str(tmp_path / "big"))
+            assert c.channels[0].credits_held <= CREDIT_CAP
+            assert c.peak_in_flight <= 2 * c.read_depth * 64
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert (tmp_path / "big").read_bytes() == (srv["share"] / "big").read_bytes()
+
+
+def test_a_tree_deeper_than_the_client_follows_is_refused(smbring_server, tmp_path):
+    """A server could nest directories without end (a new one in every listing): get follows
+    MAX_DEPTH levels, then refuses the tree and leaves nothing behind."""
+    from smbring.client.transfer import MAX_DEPTH
+    srv = smbring_server()
+    deep = srv["share"] / "top"
+    for _ in range(MAX_DEPTH + 1):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        c = await sc.connect("127.0.0.1", srv["port"], srv["user"], srv["password"], srv["name"])
+        try:
+            with pytest.raises(sc.ProtocolError, match="deeper than"):
+                await c.get("top", str(work / "dest"))
+        finally:
+            await c.close()
+    run(go())
+    assert os.listdir(work) == []

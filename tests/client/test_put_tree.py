@@ -131,3 +131,29 @@ def test_progress_line():
     assert "ETA 0:02" in line
     p.end()
     assert out.getvalue().endswith("\r")
+
+
+def test_removing_a_failed_upload_follows_a_bottomless_listing_only_so_far():
+    """A failed tree upload removes its temporary directory on the share by listing it: a
+    server that lists a new subdirectory at every level is followed MAX_DEPTH levels (an
+    upload never makes more), not until the stack runs out (a RecursionError)."""
+    from smbring.client import messages as m
+    from smbring.client.transfer import MAX_DEPTH, remove_tree
+    from smbring.smb import wire
+
+    class Bottomless:
+        listed = 0
+
+        async def listdir(self, path):
+            self.listed += 1
+            yield m.DirEntry("d", 0, 0, wire.ATTR_DIRECTORY, 0, 0, 0, 0, 0)
+
+        async def remove(self, path):
+            pass
+
+        async def rmdir(self, path):
+            pass
+
+    client = Bottomless()
+    run(remove_tree(client, "tmp"))
+    assert client.listed == MAX_DEPTH

@@ -223,6 +223,12 @@ class Channel:
     async def close(self) -> None:
         self._fail(ConnectionError("connection closed by the client"))
 
+    def refuse(self, error: BaseException) -> None:
+        """Closes the connection with `error`, an answer refused after the channel delivered
+        it (a READ longer than asked, a name in a listing...): what was waiting on it, and
+        every later request, fails with the same error."""
+        self._fail(error)
+
     def abort(self) -> None:
         """Drops the connection at once (a reset: nothing more is received or sent), as a
         network failure would; what was waiting on it fails as lost."""

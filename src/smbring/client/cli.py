@@ -227,14 +227,40 @@ async def _run(args, target: Target, user: str, password: str, domain: str) -> i
     return 0
 
 
-def _iso(ns: int) -> str:
+def _iso(ns: int) -> str | None:
+    """The time in ISO 8601 (UTC); None for one a datetime cannot hold (the server says
+    what it likes: the year 60056, say)."""
     import datetime
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+    try:
+        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _local_time(ns: int) -> str:
+    """The time as ls shows it (local time, to the minute); question marks where a datetime
+    cannot hold it."""
+    import datetime     # ls only: get and put do without it (and json)
+    try:
+        return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):
+        return "????-??-?? ??:??"
+
+
+async def _listing(client, path: str) -> list:
+    """The entries of a directory by name; a name listed twice is refused (a listing that
+    went round again could otherwise grow for ever)."""
+    entries, seen = [], set()
+    async for e in client.listdir(path):
+        if e.name in seen:
+            raise ProtocolError(f"the server listed the name {e.name!r} twice in {path!r}")
+        seen.add(e.name)
+        entries.append(e)
+    return sorted(entries, key=lambda e: e.name)
 
 
 async def _ls(client, path: str, as_json: bool) -> None:
-    import datetime     # ls only: get and put do without it (and json)
-    entries = sorted([e async for e in client.listdir(path)], key=lambda e: e.name)
+    entries = await _listing(client, path)
     if as_json:
         import json
         json.dump([{"name": e.name, "is_dir": e.is_dir, "size": e.size, "attributes": e.attributes,
@@ -244,7 +270,7 @@ async def _ls(client, path: str, as_json: bool) -> None:
         return
     for e in entries:
         kind = "D" if e.is_dir else "-"
-        when = datetime.datetime.fromtimestamp(e.modified_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+        when = _local_time(e.modified_ns)
         # a name is printed with its control characters escaped: it came from the server
         print(f"{kind} {e.size:>14} {when}  {_printable(e.name)}")
 

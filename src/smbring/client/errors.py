@@ -13,6 +13,7 @@ Two kinds of failure, kept apart on purpose:
 from __future__ import annotations
 
 import errno
+import functools
 
 from smbring.smb import wire
 
@@ -36,6 +37,20 @@ class SMBError(OSError):
 
 class ProtocolError(ConnectionError):
     """The server's answer cannot be trusted (or makes no sense); the connection is closed."""
+
+
+def closing_on_lie(method):
+    """For an async method of the Client (or of an object with its `_client`): a ProtocolError
+    found in what the server answered closes the session's connections with it (Client.refuse),
+    as one the channel itself finds does; nothing they carry is trusted any more."""
+    @functools.wraps(method)
+    async def checked(self, *args, **kw):
+        try:
+            return await method(self, *args, **kw)
+        except ProtocolError as e:
+            getattr(self, "_client", self).refuse(e)
+            raise
+    return checked
 
 
 class ChannelTimeout(ProtocolError):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from smbring.smb import wire
 from smbring.client import messages as m
 from smbring.client.buffers import FileTarget, Spliced
-from smbring.client.errors import ProtocolError
+from smbring.client.errors import ProtocolError, closing_on_lie
 
 Sink = Callable[[int, memoryview | Spliced], object]     # may return an awaitable: waited for
 Source = Callable[[int, int], bytes | memoryview]
@@ -184,6 +184,7 @@ class RemoteFile:
             return offset, length, Spliced(r.spliced)
         return offset, length, m.parse_read(r.message, length)
 
+    @closing_on_lie
     async def read_to(self, offset: int, length: int, sink: Sink, *, exact: bool = True,
                       chunk_size: int | None = None, depth: int | None = None) -> int:
         """Reads [offset, offset+length) with READs pipelined, handing each chunk to
@@ -262,6 +263,7 @@ class RemoteFile:
             raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
                                 f"the server says it wrote {count}")
 
+    @closing_on_lie
     async def write_from(self, offset: int, length: int, source: Source,
                          done: Callable[[object], object] | None = None, *,
                          chunk_size: int | None = None, depth: int | None = None) -> int:

@@ -13,7 +13,8 @@ from smbring.smb import security, wire
 from smbring.client import messages as m
 from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
-from smbring.client.errors import ProtocolError, SMBError, channel_lost, error_for
+from smbring.client.errors import (ProtocolError, SMBError, channel_lost, closing_on_lie,
+                                    error_for)
 from smbring.client.logon import check_auth, logon_context, step
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ of RemoteFile.read (and per WRITE sent from a buffer)
@@ -227,6 +228,16 @@ class Client:
 
     fitting_write = fitting
 
+    def refuse(self, error: ProtocolError) -> None:
+        """A lie found in an answer after its channel delivered it (by a parser, a transfer's
+        checks): every connection of the session is closed with it. One the channel refused
+        itself has closed that channel already (a lost one, a timeout, is no lie), and the
+        other channels stay, as they do then."""
+        if channel_lost(error) or any(c.error is error for c in self._channels):
+            return
+        for channel in self._channels:
+            channel.refuse(error)
+
     def _open_channel(self) -> Channel | None:
         return next((c for c in self._channels if not c.closed), None)
 
@@ -303,6 +314,7 @@ class Client:
 
     # ---- opens ----
 
+    @closing_on_lie
     async def create(self, path: str, access: int, disposition: int, options: int = 0,
                      attributes: int = 0) -> m.CreateResponse:
         name = smb_path(path)
@@ -319,6 +331,7 @@ class Client:
         from smbring.client.files import RemoteFile    # files builds on this module
         return await RemoteFile.open(self, path, mode)
 
+    @closing_on_lie
     async def stat(self, path: str) -> m.RemoteStat:
         r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
         await self.close_file(r.file_id)
@@ -332,6 +345,7 @@ class Client:
                               wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
         try:
             flags = m.RESTART_SCANS
+            previous = None
             while True:
                 resp = await self.request(
                     wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", flags, LISTING_BUFFER),
@@ -340,11 +354,21 @@ class Client:
                 if resp.status == wire.STATUS_NO_MORE_FILES:
                     return
                 flags = 0
-                for entry in m.parse_directory(m.parse_output_buffer(resp.message, LISTING_BUFFER)):
+                batch = m.parse_output_buffer(resp.message, LISTING_BUFFER)
+                # a server whose listing does not move on (the same entries again and again)
+                # would keep this loop, and whatever collects the names, going for ever
+                if batch == previous:
+                    raise ProtocolError(f"the listing of {path!r} gave the same entries twice "
+                                        f"in a row: it does not advance")
+                previous = bytes(batch)
+                for entry in m.parse_directory(batch):
                     if entry.name in (".", "..") and entry.is_dir:
                         continue          # the directory itself and its parent
                     check_listed_name(entry.name)
                     yield entry
+        except ProtocolError as e:
+            self.refuse(e)
+            raise
         finally:
             if self.connected:
                 await asyncio.shield(self.close_file(r.file_id))
@@ -385,16 +409,19 @@ class Client:
         await self.request(wire.SET_INFO, m.set_info_request(file_id, wire.INFO_FILE, klass, data),
                            what=what)
 
+    @closing_on_lie
     async def query_info(self, file_id: bytes, klass: int, size: int) -> memoryview:
         r = await self.request(wire.QUERY_INFO, m.query_info_request(file_id, wire.INFO_FILE, klass, size))
         return m.parse_output_buffer(r.message, size)
 
     # ---- transfers ----
 
+    @closing_on_lie
     async def get(self, remote: str, local: str, progress=None) -> str:
         from smbring.client.transfer import get
         return await get(self, remote, local, progress)
 
+    @closing_on_lie
     async def put(self, local: str, remote: str, progress=None) -> str:
         """A local file, or a whole directory tree (to a name that must be new on the share)."""
         from smbring.client.transfer import put

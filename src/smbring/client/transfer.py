@@ -78,6 +78,10 @@ async def _get_tree(client, remote: str, local_dir: str, depth: int, progress=No
         if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
             raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
         child = f"{remote}\\{entry.name}" if remote else entry.name
+        # the staging directory was empty: a name there already was listed before
+        if os.path.lexists(target):
+            raise ProtocolError(f"the server listed the name {entry.name!r} twice in {remote!r}: "
+                                f"refused")
         if entry.is_dir:
             os.mkdir(target, 0o755)
             await _get_tree(client, child, target, depth + 1, progress)
@@ -507,14 +511,18 @@ async def _put_tree(client, local: str, target: str, temporary: str, progress) -
     return target.replace("\\", "/")
 
 
-async def remove_tree(client, remote: str) -> None:
-    """Removes a directory tree on the share, best effort (a failed upload's temporary)."""
+async def remove_tree(client, remote: str, depth: int = 0) -> None:
+    """Removes a directory tree on the share, best effort (a failed upload's temporary), at
+    most MAX_DEPTH levels down (an upload makes no deeper one; a server that lists a new
+    subdirectory at every level would otherwise be followed until the stack ran out)."""
+    if depth >= MAX_DEPTH:
+        return
     try:
         entries = [e async for e in client.listdir(remote)]
         for entry in entries:
             child = f"{remote}\\{entry.name}"
             if entry.is_dir:
-                await remove_tree(client, child)
+                await remove_tree(client, child, depth + 1)
             else:
                 await client.remove(child)
         await client.rmdir(remote)
