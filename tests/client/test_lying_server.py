@@ -563,36 +563,39 @@ def is_listing(frame, wanted=0) -> bool:
 
 def listing_forever():
     """A tamper function that answers every end of a listing (STATUS_NO_MORE_FILES) with the
-    entries it gave last: a listing that never ends."""
-    last = []
+    batches of entries it gave, one after the other, round and round: a listing that never
+    ends, and never gives the same batch twice in a row."""
+    given, turn = [], []
 
     def tamper(frame):
         if is_listing(frame):
-            last[:] = [bytes(frame)]
-        elif is_listing(frame, wire.STATUS_NO_MORE_FILES) and last:
-            again = bytearray(last[0])
+            given.append(bytes(frame))
+        elif is_listing(frame, wire.STATUS_NO_MORE_FILES) and given:
+            again = bytearray(given[len(turn) % len(given)])
+            turn.append(True)
             again[24:32] = frame[24:32]          # the MessageId of the request answered
             return again
         return frame
     return tamper
 
 
-def test_a_listing_that_never_ends_is_refused(smbring_server, tampering_proxy):
-    """A server that gives the same entries again instead of the end of the listing would
+@pytest.mark.parametrize("files", [2, 2000], ids=["one-batch", "batches"])
+def test_a_listing_that_never_ends_is_refused(smbring_server, tampering_proxy, files):
+    """A server that gives entries it gave before instead of the end of the listing would
     keep listdir (and ls, which collects every name) going for ever."""
     srv = smbring_server()
     (srv["share"] / "dir").mkdir()
-    for name in ("a", "b"):
-        (srv["share"] / "dir" / name).write_bytes(b"x")
+    for i in range(files):
+        (srv["share"] / "dir" / f"file-{i:04}").write_bytes(b"")
 
     async def go():
         proxy, c = await through(tampering_proxy, srv, listing_forever())
         try:
             names = []
-            with pytest.raises(sc.ProtocolError, match="does not advance"):
+            with pytest.raises(sc.ProtocolError, match="goes round"):
                 async for entry in c.listdir("dir"):
                     names.append(entry.name)
-            assert sorted(names) == ["a", "b"]
+            assert sorted(names) == [f"file-{i:04}" for i in range(files)]
         finally:
             await c.close()
             await proxy.__aexit__(None, None, None)
@@ -776,3 +779,20 @@ def test_a_tree_deeper_than_the_client_follows_is_refused(smbring_server, tmp_pa
             await c.close()
     run(go())
     assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("dialect", [wire.SMB210, wire.SMB311])
+def test_a_logon_accepted_before_the_password_was_sent_is_refused(smbring_server, tampering_proxy, dialect):
+    """A server (or someone in between) that answers the first SESSION_SETUP, the one that only
+    asks for a challenge, with STATUS_SUCCESS has proved nothing: the client refuses it, on a
+    dialect with no signed SESSION_SETUP as well."""
+    srv = smbring_server()
+
+    def success(frame):
+        struct.pack_into("<I", frame, 8, wire.STATUS_SUCCESS)
+        return frame
+
+    with pytest.raises(sc.ProtocolError, match="before the mechanism completed"):
+        run(through(tampering_proxy, srv, first_only(
+            success, lambda f: command(f) == wire.SESSION_SETUP and
+            status(f) == wire.STATUS_MORE_PROCESSING_REQUIRED), dialects=(dialect,)))

@@ -345,7 +345,7 @@ class Client:
                               wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
         try:
             flags = m.RESTART_SCANS
-            previous = None
+            given: set[int] = set()    # a hash of each batch of entries: a few per MiB listed
             while True:
                 resp = await self.request(
                     wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", flags, LISTING_BUFFER),
@@ -355,12 +355,14 @@ class Client:
                     return
                 flags = 0
                 batch = m.parse_output_buffer(resp.message, LISTING_BUFFER)
-                # a server whose listing does not move on (the same entries again and again)
-                # would keep this loop, and whatever collects the names, going for ever
-                if batch == previous:
-                    raise ProtocolError(f"the listing of {path!r} gave the same entries twice "
-                                        f"in a row: it does not advance")
-                previous = bytes(batch)
+                # a server whose listing goes round (gives a batch of entries it gave before,
+                # instead of the end) would keep this loop, and whatever collects the names,
+                # going for ever; no directory lists a name twice
+                key = hash(bytes(batch))
+                if key in given:
+                    raise ProtocolError(f"the listing of {path!r} gave the same entries again: "
+                                        f"it goes round instead of ending")
+                given.add(key)
                 for entry in m.parse_directory(batch):
                     if entry.name in (".", "..") and entry.is_dir:
                         continue          # the directory itself and its parent
