@@ -323,6 +323,24 @@ def test_another_user_cannot_join_her_lease(server):
         alice.close()
 
 
+def test_users_of_one_connection_share_its_lease(server):
+    """What the check above leaves alone: a multi-user client (one connection, a session per
+    user, one cache per file: its LeaseKey) opens ALICE's file as BOB with the key her session
+    holds on the same connection: the lease is shared, nobody waits for a break."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    try:
+        r = alice.create("multiuser-lease.txt", oplock=LEASE, contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS, r
+        bob_tree = alice.raw.tree(alice.raw.logon(BOB, PASSWORD), "share")
+        r = bob_tree.request(wire.CREATE, create_request("multiuser-lease.txt", wire.GENERIC_READ,
+                                                         wire.FILE_OPEN, LEASE, [lease(key)]))
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        assert next_break(alice, 0.5) is None
+    finally:
+        alice.close()
+
+
 def test_her_new_session_after_a_lost_connection_gets_her_lease_again(server):
     """The check above leaves ALICE's lease key to her: her connection lost (her durable open
     waits detached, its session gone), a new session of hers under the same ClientGuid opens

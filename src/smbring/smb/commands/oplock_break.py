@@ -77,11 +77,20 @@ def held_by_user_of(c: Connection, lease, session_id: int) -> bool:
 
 def may_join_lease(c: Connection, key: bytes, session_id: int) -> bool:
     """Whether a CREATE of the session may hold the client's lease `key` (MS-SMB2 3.3.5.9.8):
-    one nobody holds, or one that a session of its user holds. A ClientGuid is sent in the
-    clear: another user's connection that names it and the key must not share the lease (his
-    open would keep its caching beside hers unbroken, and vouch for his acknowledgements of
-    its breaks), so his open gets no lease, and breaks hers as another client's open would.
-    (A detached durable open of the lease vouches for nobody; an open that could join it
+    one nobody holds, one that a session of its user holds, or one held by a session on this
+    very connection (a client machine whose users' sessions share its connection, as a
+    multi-user mount does, keeps one cache per file). A ClientGuid is sent in the clear:
+    another user's connection that names it and the key must not share the lease (his open
+    would keep its caching beside hers unbroken, and vouch for his acknowledgements of its
+    breaks), so his open gets no lease, and breaks hers as another client's open would. (A
+    detached durable open of the lease vouches for nobody; an open that could join it
     closes it first: `create_durable.close_detached`.)"""
     lease = c.state.oplocks.lease(c.client_guid, key)
-    return lease is None or not lease.holders or held_by_user_of(c, lease, session_id)
+    if lease is None or not lease.holders or held_by_user_of(c, lease, session_id):
+        return True
+    sessions = c.state.sessions
+    for h in lease.holders:
+        holder = sessions.get(getattr(h.open, "session_id", None))
+        if holder is not None and c.reaches(holder):
+            return True
+    return False
