@@ -372,6 +372,34 @@ def test_her_new_session_after_a_lost_connection_gets_her_lease_again(server):
         back.close()
 
 
+def test_her_detached_lease_is_joined_by_her_only(server):
+    """ALICE's leased durable open waits detached (her connection lost). An attribute-only
+    open (which leaves a detached open alone) asking for her LeaseKey under her ClientGuid
+    joins her lease when it is hers, not when it is BOB's; she then reclaims her open."""
+    key, create_guid = os.urandom(16), os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.create("detached-lease.txt", oplock=LEASE, contexts=[lease(key), dh2q(create_guid)])
+    assert r.status == wire.STATUS_SUCCESS and b"DH2Q" in create_contexts_of(r), r
+    fid = r.file_id
+    alice.close()
+    back = Conn(server, ALICE, alice.guid)
+    thief = Conn(server, BOB, alice.guid)
+    try:
+        time.sleep(0.5)                 # (the server takes her lost connection down)
+        stat_only = 0x80 | 0x100000     # FILE_READ_ATTRIBUTES | SYNCHRONIZE
+        r = thief.create("detached-lease.txt", access=stat_only, disposition=wire.FILE_OPEN, oplock=LEASE,
+                         contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" not in create_contexts_of(r), r
+        r = back.create("detached-lease.txt", access=stat_only, disposition=wire.FILE_OPEN, oplock=LEASE,
+                        contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        r = back.create("detached-lease.txt", oplock=LEASE, contexts=[dh2c(fid, create_guid), lease(key)])
+        assert r.status == wire.STATUS_SUCCESS, r
+    finally:
+        thief.close()
+        back.close()
+
+
 def test_a_lease_key_taken_first_by_another_user_costs_her_only_the_lease(server):
     """BOB, naming ALICE's ClientGuid, takes a LeaseKey first on a file of his (and on her
     file): her CREATE with that key on her file must still open it (without a lease: the key
