@@ -11,6 +11,8 @@ import pytest
 
 from logon import ANONYMOUS, V1_FLAGS, forged_logon
 from raw import FSCTL_CREATE_OR_GET_OBJECT_ID, answer_or_drop
+from smbring.smb.commands.ioctl_copy import FSCTL_SRV_REQUEST_RESUME_KEY
+from smbring.smb.commands.ioctl_sparse import FSCTL_SET_ZERO_DATA
 from smbring.smb import wire
 
 READ_CONTROL, WRITE_DAC, WRITE_OWNER = 0x20000, 0x40000, 0x80000
@@ -87,6 +89,17 @@ def other_session_ops():
         "close": lambda tree, fid: tree.close(fid),
         "set-info-disposition": lambda tree, fid: tree.set_info(fid, wire.INFO_FILE, FILE_DISPOSITION_INFORMATION,
                                                                 b"\x01"),
+        "query-info": lambda tree, fid: tree.query_info(fid, wire.INFO_FILE, FILE_STANDARD_INFORMATION),
+        "query-security": lambda tree, fid: tree.query_info(fid, wire.INFO_SECURITY, 0, 4096,
+                                                            DACL_SECURITY_INFORMATION),
+        "flush": lambda tree, fid: tree.flush(fid),
+        "lock": lambda tree, fid: tree.lock(fid, [(0, 10, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)]),
+        "unlock": lambda tree, fid: tree.lock(fid, [(0, 1, wire.LOCK_UNLOCK)]),
+        "resume-key": lambda tree, fid: tree.ioctl(fid, FSCTL_SRV_REQUEST_RESUME_KEY, b"", 32),
+        "zero-data": lambda tree, fid: tree.ioctl(fid, FSCTL_SET_ZERO_DATA, struct.pack("<qq", 0, 64), 0),
+        "object-id": lambda tree, fid: tree.ioctl(fid, FSCTL_CREATE_OR_GET_OBJECT_ID, b"", 64),
+        "oplock-break-ack": lambda tree, fid: tree.request(wire.OPLOCK_BREAK,
+                                                           struct.pack("<HBBI", 24, 0, 0, 0) + fid),
     }
 
 
@@ -99,11 +112,34 @@ def test_fid_is_closed_to_another_session_on_the_same_connection(server, op):
     b = c.logon(server.user, server.password)
     tree_a, tree_b = c.tree(a, "rw"), c.tree(b, "rw")
     fid = tree_a.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE | wire.DELETE)
+    assert tree_a.lock(fid, [(0, 1, wire.LOCK_EXCLUSIVE)]).status == wire.STATUS_SUCCESS
     r = other_session_ops()[op](tree_b, fid)
     assert r.status == wire.STATUS_FILE_CLOSED and SECRET not in r.raw, r
     assert tree_a.read(fid, 64).status == wire.STATUS_SUCCESS, "session A's open is still there"
+    # (the other session's unlock released nothing: A's lock is there to release)
+    assert tree_a.lock(fid, [(0, 1, wire.LOCK_UNLOCK)]).status == wire.STATUS_SUCCESS
     tree_a.close(fid)
     assert snapshot(path) == before
+
+
+@pytest.mark.parametrize("op", ["query-directory", "change-notify"])
+def test_directory_fid_is_closed_to_another_session_on_the_same_connection(server, op):
+    """A directory's FileId: another session can neither list it nor watch it (a watch would
+    tell it of every change A's handle may see)."""
+    (server.path("rw") / "other-session-dir").mkdir(exist_ok=True)
+    (server.path("rw") / "other-session-dir" / "inside.txt").write_bytes(SECRET)
+    c, a = server.logon()
+    b = c.logon(server.user, server.password)
+    tree_a, tree_b = c.tree(a, "rw"), c.tree(b, "rw")
+    fid = tree_a.open("other-session-dir", wire.GENERIC_READ)
+    if op == "query-directory":
+        r = tree_b.query_directory(fid)
+        assert r.status == wire.STATUS_FILE_CLOSED and "inside.txt".encode("utf-16-le") not in r.raw, r
+        assert tree_a.query_directory(fid).status == wire.STATUS_SUCCESS
+    else:
+        r = tree_b.change_notify(fid)
+        assert r.status == wire.STATUS_FILE_CLOSED, r
+    tree_a.close(fid)
 
 
 RIGHTS = {"FILE_WRITE_DATA": wire.FILE_WRITE_DATA, "FILE_APPEND_DATA": wire.FILE_APPEND_DATA,

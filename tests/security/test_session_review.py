@@ -291,6 +291,140 @@ def test_a_lease_break_is_acknowledged_by_its_holder_only(server):
         alice.close()
 
 
+def test_another_user_cannot_join_her_lease(server):
+    """BOB, on a connection naming ALICE's ClientGuid, opens her file asking for her LeaseKey:
+    the lease table's (ClientGuid, LeaseKey) names her lease, but his open must not become one
+    of its holders (it would keep its caching without her lease being broken, and let him
+    acknowledge its breaks in her place, which the test above refuses). His open gets no lease
+    and breaks hers as another client's would; his acknowledgement is refused, hers counts."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.create("joined-lease.txt", oplock=LEASE, contexts=[lease(key)])
+    assert r.status == wire.STATUS_SUCCESS, r
+    fid = r.file_id
+    thief = Conn(server, BOB, alice.guid)
+    try:
+        msg = thief.raw.message(wire.CREATE, create_request("joined-lease.txt", wire.GENERIC_READ,
+                                                            wire.FILE_OPEN, LEASE, [lease(key)]),
+                                session=thief.session, tree_id=thief.tree.id)
+        thief.raw.send([msg])
+        first = thief.raw.response_to(wire.Header.parse(msg).message_id)
+        assert first.status == wire.STATUS_PENDING, first     # her write caching is broken first
+        brk = next_break(alice)
+        assert brk is not None and brk.body[8:24] == key, brk
+        assert lease_break_ack(thief, key, R | H).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+        assert lease_break_ack(alice, key, R | H).status == wire.STATUS_SUCCESS
+        done = thief.raw.response_to(wire.Header.parse(msg).message_id)
+        assert done.status == wire.STATUS_SUCCESS, done
+        assert b"RqLs" not in create_contexts_of(done) and done.body[2] == 0, done
+        assert alice.tree.flush(fid).status == wire.STATUS_SUCCESS
+    finally:
+        thief.close()
+        alice.close()
+
+
+def test_users_of_one_connection_share_its_lease(server):
+    """What the check above leaves alone: a multi-user client (one connection, a session per
+    user, one cache per file: its LeaseKey) opens ALICE's file as BOB with the key her session
+    holds on the same connection: the lease is shared, nobody waits for a break."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    try:
+        r = alice.create("multiuser-lease.txt", oplock=LEASE, contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS, r
+        bob_tree = alice.raw.tree(alice.raw.logon(BOB, PASSWORD), "share")
+        r = bob_tree.request(wire.CREATE, create_request("multiuser-lease.txt", wire.GENERIC_READ,
+                                                         wire.FILE_OPEN, LEASE, [lease(key)]))
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        assert next_break(alice, 0.5) is None
+    finally:
+        alice.close()
+
+
+def test_her_new_session_after_a_lost_connection_gets_her_lease_again(server):
+    """The check above leaves ALICE's lease key to her: her connection lost (her durable open
+    waits detached, its session gone), a new session of hers under the same ClientGuid opens
+    the file with the same LeaseKey and gets a lease; BOB, naming her ClientGuid and the key,
+    then gets none and breaks hers."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.create("rejoin-lease.txt", oplock=LEASE, contexts=[lease(key), dh2q(os.urandom(16))])
+    assert r.status == wire.STATUS_SUCCESS and b"DH2Q" in create_contexts_of(r), r
+    alice.close()
+    back = Conn(server, ALICE, alice.guid)
+    thief = Conn(server, BOB, alice.guid)
+    try:
+        time.sleep(0.5)                 # (the server takes her lost connection down)
+        r = back.create("rejoin-lease.txt", oplock=LEASE, contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        msg = thief.raw.message(wire.CREATE, create_request("rejoin-lease.txt", wire.GENERIC_READ,
+                                                            wire.FILE_OPEN, LEASE, [lease(key)]),
+                                session=thief.session, tree_id=thief.tree.id)
+        thief.raw.send([msg])
+        assert thief.raw.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_PENDING
+        brk = next_break(back)
+        assert brk is not None and brk.body[8:24] == key, brk
+        assert lease_break_ack(back, key, R | H).status == wire.STATUS_SUCCESS
+        r = thief.raw.response_to(wire.Header.parse(msg).message_id)
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" not in create_contexts_of(r), r
+    finally:
+        thief.close()
+        back.close()
+
+
+def test_her_detached_lease_is_joined_by_her_only(server):
+    """ALICE's leased durable open waits detached (her connection lost). An attribute-only
+    open (which leaves a detached open alone) asking for her LeaseKey under her ClientGuid
+    joins her lease when it is hers, not when it is BOB's; she then reclaims her open."""
+    key, create_guid = os.urandom(16), os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.create("detached-lease.txt", oplock=LEASE, contexts=[lease(key), dh2q(create_guid)])
+    assert r.status == wire.STATUS_SUCCESS and b"DH2Q" in create_contexts_of(r), r
+    fid = r.file_id
+    alice.close()
+    back = Conn(server, ALICE, alice.guid)
+    thief = Conn(server, BOB, alice.guid)
+    try:
+        time.sleep(0.5)                 # (the server takes her lost connection down)
+        stat_only = 0x80 | 0x100000     # FILE_READ_ATTRIBUTES | SYNCHRONIZE
+        r = thief.create("detached-lease.txt", access=stat_only, disposition=wire.FILE_OPEN, oplock=LEASE,
+                         contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" not in create_contexts_of(r), r
+        r = back.create("detached-lease.txt", access=stat_only, disposition=wire.FILE_OPEN, oplock=LEASE,
+                        contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        r = back.create("detached-lease.txt", oplock=LEASE, contexts=[dh2c(fid, create_guid), lease(key)])
+        assert r.status == wire.STATUS_SUCCESS, r
+    finally:
+        thief.close()
+        back.close()
+
+
+def test_a_lease_key_taken_first_by_another_user_costs_her_only_the_lease(server):
+    """BOB, naming ALICE's ClientGuid, takes a LeaseKey first on a file of his (and on her
+    file): her CREATE with that key on her file must still open it (without a lease: the key
+    names his), not fail with INVALID_PARAMETER (a lease key names one file for one client),
+    nor join his lease."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    squatter = Conn(server, BOB, alice.guid)
+    try:
+        r = squatter.create("bob-squat.txt", oplock=LEASE, contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS and b"RqLs" in create_contexts_of(r), r
+        r = alice.create("alice.txt", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN, oplock=LEASE,
+                         contexts=[lease(key)])
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert b"RqLs" not in create_contexts_of(r), r
+        assert alice.tree.close(r.file_id).status == wire.STATUS_SUCCESS
+        # on the same file: his lease is broken as another client's, hers is none of his
+        r = squatter.create("alice.txt", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN, oplock=LEASE,
+                            contexts=[lease(os.urandom(16))])
+        assert r.status == wire.STATUS_SUCCESS, r
+    finally:
+        squatter.close()
+        alice.close()
+
+
 def test_a_lease_break_goes_to_a_connection_of_its_user(server):
     """BOB connects first, naming ALICE's ClientGuid (stable per machine for many clients, and
     sent in the clear), so his connection is her client's oldest: her lease break must still

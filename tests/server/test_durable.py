@@ -339,6 +339,25 @@ def test_detached_handles_are_bounded(smbconf):
     assert statuses[3:] == [wire.STATUS_SUCCESS] * 3
 
 
+def test_another_users_flood_closes_only_his_own_detached_handles(smbconf):
+    """The bound is no way to take another user's handle away: ALICE's durable open waits
+    detached; BOB leaves more than the bound behind. His oldest are closed, hers waits on and
+    she reclaims it (before, the oldest of all went: hers)."""
+    server = start(smbconf, "max disconnected durable handles = 3")
+    alice = Conn(server)
+    hers = durable_open(alice, "alice-detached")
+    alice.kill()
+    time.sleep(0.5)
+    bob = Conn(server, user=OTHER, password=OTHER_PASSWORD)
+    his = [durable_open(bob, f"bob-flood{i}") for i in range(4)]
+    bob.kill()
+    time.sleep(1.0)
+    assert reconnect(Conn(server), dhnc(hers), wait=0).status == wire.STATUS_SUCCESS
+    bob_again = Conn(server, user=OTHER, password=OTHER_PASSWORD)
+    statuses = [reconnect(bob_again, dhnc(fid), wait=0).status for fid in his]
+    assert statuses == [wire.STATUS_OBJECT_NAME_NOT_FOUND] * 2 + [wire.STATUS_SUCCESS] * 2
+
+
 def test_a_guest_gets_no_durable_handle(smbconf):
     server = smbconf("map to guest = bad user", {"share": "read only = no\nguest ok = yes"})
     c = Conn(server, user="nobody-known", password="x")

@@ -13,7 +13,8 @@ table, its file, share mode, byte-range locks and oplock kept, until
   it is closed then (nobody could answer a break), as Windows and Samba do (with several
   workers, a CREATE in another worker asks this one to close it: server.shared_oplocks);
 - its timeout passes (`expire`, called by the server's sweep): it is closed;
-- more than `max disconnected durable handles` are detached: the oldest is closed.
+- more than `max disconnected durable handles` are detached: the oldest of the user whose open
+  was detached last is closed (never another user's).
 
 A resilient open (FSCTL_LMR_REQUEST_RESILIENCY, MS-SMB2 3.3.5.15.9) is one of these too, marked
 `resilient`: it is detached whatever oplock it holds, for the timeout it asked for, and only a
@@ -106,6 +107,8 @@ class DurableOpens:
         # the same by file ((device, inode)): every CREATE asks for its file's, and up to
         # `max disconnected durable handles` may wait, so it is no scan of them all
         self._detached_by_key: dict[object, dict[Durable, None]] = {}
+        # the same by user (`Durable.user`): past the bound, a user's own oldest are closed
+        self._detached_by_user: dict[str, dict[Durable, None]] = {}
         # (ClientGuid, user, CreateGuid) -> (the open, its CreateAction) or Pending
         self._creates: dict[tuple, object] = {}
         self._create_of: dict[object, tuple] = {}       # open -> its replay key
@@ -131,8 +134,11 @@ class DurableOpens:
         d.close, d.locks = close, locks
         self._detached[d] = None
         self._detached_by_key.setdefault(d.open.key, {})[d] = None
-        while len(self._detached) > max(limit, 0):
-            self._close(next(iter(self._detached)), effects)
+        self._detached_by_user.setdefault(d.user, {})[d] = None
+        # past the bound, the oldest of this user's own (this one, at worst) are closed, never
+        # another user's: leaving many opens behind takes nobody else's handles away
+        while len(self._detached) > max(limit, 0) and d.user in self._detached_by_user:
+            self._close(next(iter(self._detached_by_user[d.user])), effects)
         self._wake(d.persistent)
         return True
 
@@ -180,6 +186,11 @@ class DurableOpens:
                 same_file.pop(d, None)
                 if not same_file:
                     del self._detached_by_key[d.open.key]
+            same_user = self._detached_by_user.get(d.user)
+            if same_user is not None:
+                same_user.pop(d, None)
+                if not same_user:
+                    del self._detached_by_user[d.user]
 
     def reattach(self, d: Durable) -> None:
         self._undetach(d)
@@ -280,4 +291,4 @@ class DurableOpens:
     def held(self) -> int:
         """Entries of any kind (for tests: nothing stays once the opens are closed)."""
         return len(self._by_open) + len(self._by_persistent) + len(self._detached) + len(self._detached_by_key) + \
-            len(self._creates) + len(self._create_of)
+            len(self._detached_by_user) + len(self._creates) + len(self._create_of)

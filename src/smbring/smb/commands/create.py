@@ -9,7 +9,7 @@ from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
-from smbring.smb.commands import create_durable, pipe
+from smbring.smb.commands import create_durable, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -551,6 +551,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if is_dir and names_data_stream:     # (as Windows and smbd)
         raise SMBError(wire.STATUS_NOT_A_DIRECTORY if options & wire.FILE_DIRECTORY_FILE
                        else wire.STATUS_FILE_IS_A_DIRECTORY)
+    if lease_req is not None and not oplock_break.may_join_lease(c, lease_req.key, hdr.session_id):
+        lease_req = None        # another user's lease under this ClientGuid: none of it
     if lease_req is not None and c.state.oplocks.lease_key_elsewhere(
             c.client_guid, lease_req.key, (st.st_dev, st.st_ino) if exists else None):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)  # a lease key names one file (3.3.5.9.8)

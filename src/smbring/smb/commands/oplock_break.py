@@ -73,3 +73,38 @@ def held_by_user_of(c: Connection, lease, session_id: int) -> bool:
         if who is not None and holder is not None and acts_for(holder) == who:
             return True
     return False
+
+
+def may_join_lease(c: Connection, key: bytes, session_id: int) -> bool:
+    """Whether a CREATE of the session may hold the client's lease `key` (MS-SMB2 3.3.5.9.8):
+    one whose opens include one of its user's (live, or detached waiting for a reconnect) or
+    one of a session on this very connection (a client machine whose users' sessions share
+    its connection, as a multi-user mount does, keeps one cache per file). A ClientGuid is
+    sent in the clear: another user's connection that names it and the key must not share
+    the lease (his open would keep its caching beside hers unbroken, and vouch for his
+    acknowledgements of its breaks), so his open gets no lease, and breaks hers as another
+    client's open would. The opens of other workers (whose sessions are not known here) are
+    not judged: a lease held only there is joined, as before."""
+    lease = c.state.oplocks.lease(c.client_guid, key)
+    if lease is None:
+        return True
+    acker = c.sessions.get(session_id)
+    who = acts_for(acker) if acker is not None else None
+    sessions, durable = c.state.sessions, c.state.durable
+    judged = False
+    for h in lease.holders:
+        sid = getattr(h.open, "session_id", None)
+        if sid is None:
+            continue            # another worker's open
+        judged = True
+        if sid == session_id:
+            return True
+        holder = sessions.get(sid)
+        if holder is not None:
+            if c.reaches(holder) or (who is not None and acts_for(holder) == who):
+                return True
+            continue
+        d = durable.of(h.open)          # detached: its user is the durable open's
+        if who is not None and d is not None and d.user and ("owner", d.user) == who:
+            return True
+    return not judged
