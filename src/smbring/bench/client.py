@@ -1,7 +1,9 @@
 """``smbring bench client``: SMB clients side by side, against smbring and Samba's smbd.
 
 The clients: smbring's own (``smbring.client``, with 1 channel and with ``--channels N``),
-Samba's smbclient, and smbprotocol's high-level API (``smbclient.open_file``, read and written
+Samba's smbclient (``smbclient-sync``: its get followed by a ``sync`` of the download, timed,
+so that the file is on disk when the clock stops, as smbring's get leaves it), and
+smbprotocol's high-level API (``smbclient.open_file``, read and written
 in io_size chunks). Each transfer runs in a process of its own so that its CPU time (user +
 system, from wait4) is the client's alone. Both servers serve the same file from the same
 directory (page cache warm); each get writes a local file in the bench directory (every client
@@ -46,6 +48,8 @@ from smbring.bench.smbclient import (PASSWORD, SMBD_CONF, USER, Server, Smbd, Sm
                                      prepare, wait_port)
 
 CASES = ("get", "put")
+# a client that differs from another in one case only runs that one
+CASES_OF = {"smbclient-sync": ("get",)}
 
 SMBRING_CLIENT = """
 import asyncio, sys
@@ -110,7 +114,8 @@ def add_arguments(p) -> None:
     p.add_argument("--servers", default="smbring,smbd", help="comma-separated: smbring, smbd")
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
                    help="comma-separated: smbring, smbring-signed (every message signed), "
-                        "smbclient, smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
+                        "smbclient, smbclient-sync (get only: smbclient's get and then the "
+                        "download synced to disk, timed, as durable as smbring's get), smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
                         "calls), smbprotocol-large (signed, unbuffered, requests as large as the "
                         "server allows)")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")
@@ -174,8 +179,12 @@ def _command(client: str, host: str, port: int, case: str, local: str, channels:
         return [sys.executable, "-c", code, host, str(port), case, local,
                 "large" if client == "smbprotocol-large" else "default"]
     command = "get bigfile " + local if case == "get" else f"put {local} upload-smbclient"
-    return ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-            "-m", "SMB3", "-c", command]
+    smbclient = ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                 "-m", "SMB3", "-c", command]
+    if client == "smbclient-sync" and case == "get":
+        # the download made durable (fsync, as smbring's get does before its rename), timed
+        return ["sh", "-c", '"$@" && sync -- "$0"', local, *smbclient]
+    return smbclient
 
 
 def _environment(client: str, baseline_src: str | None, pycache: str | None) -> dict:
@@ -376,7 +385,7 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
     if args.baseline_src and "smbring" in clients:
         clients.insert(clients.index("smbring"), "smbring-baseline")
     for client in clients:
-        if client == "smbclient" and not shutil.which("smbclient"):
+        if client.startswith("smbclient") and not shutil.which("smbclient"):
             print("skipping smbclient: not installed", file=sys.stderr)
             continue
         variants.append((client, 1))
@@ -396,6 +405,8 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
             for case in CASES:
                 for server in servers:
                     for client, channels in order:
+                        if case not in CASES_OF.get(client, CASES):
+                            continue
                         local = download if case == "get" else upload
                         if case == "put" and not args.put_over_existing:
                             _remove_upload(share, client)
