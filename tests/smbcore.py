@@ -31,7 +31,7 @@ def carry_out(todo: list) -> list[bytes]:
             todo[:0] = effect.then(outcome(lambda: write(effect.fd, effect.data, effect.offset)))
         elif isinstance(effect, effects.Flush):
             todo[:0] = effect.then(outcome(lambda: os.fsync(effect.fd) or 0))
-        elif isinstance(effect, effects.Drain):
+        elif isinstance(effect, (effects.Drain, effects.Settle)):
             todo[:0] = effect.then(None)
         elif isinstance(effect, effects.RANGE_OPERATIONS):
             todo[:0] = effect.then(outcome(lambda: range_operation(effect)))

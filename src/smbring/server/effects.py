@@ -15,7 +15,7 @@ import logging
 
 from smbring import datapath
 from smbring.smb import effects
-from smbring.vfs import extents
+from smbring.vfs import extents, modules
 
 log = logging.getLogger("smbring.server")
 # background WRITEs per connection: the next payload arrives while the last goes to the disk
@@ -64,6 +64,9 @@ def written_fd(effect) -> int:
     return effect.dst_fd if isinstance(effect, (effects.CopyRange, effects.CloneRange)) else effect.fd
 
 
+# file I/O that starts the moment it is handed over where it comes first (a background WRITE
+# waits for room, behind writes whose answers may wait for the client: it starts in its task)
+STARTS_AT_ONCE = (effects.ReadInto, effects.Write, effects.Flush, *effects.RANGE_OPERATIONS)
 _ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges)
 
 
@@ -84,6 +87,8 @@ def named_descriptors(todo: list) -> tuple:
             fds += (effect.fd,)
         elif kind is effects.Drain and effect.fd is not None:
             fds += (effect.fd,)
+        elif kind is effects.Settle:
+            fds += effect.fds
     return fds
 
 
@@ -98,11 +103,21 @@ class DescriptorHolds:
     reused by another open, that work would read or write the other open's file. So the
     runner `hold`s every descriptor its effects name from the moment it receives them until
     they are carried out, and the core's closes go through `close`: a held descriptor stays
-    open (its number unused) until the last hold on it is released."""
+    open (its number unused) until the last hold on it is released.
+
+    Of that work, the file I/O under way (begun with `io_began`: a READ, WRITE, FLUSH or
+    range operation started, which ends on its own, unlike a response the client may never
+    read) is what a CLOSE waits for before it answers (`after_io`, see smb.effects.Settle):
+    only the I/O under way when it asks, so that new I/O cannot keep it waiting."""
 
     def __init__(self):
         self._held: dict[int, int] = {}             # fd -> holds on it
         self._closing: dict[int, list] = {}         # held fd -> the closes waiting for it
+        self._under_way: dict[int, set] = {}        # fd -> the file I/O under way on it (tokens)
+        self._token = 0
+        # [the tokens still under way, then] for each `after_io` waiting (few, and only while
+        # a CLOSE waits: every end of I/O looks at each)
+        self._waiting: list[list] = []
 
     def hold(self, fds: tuple) -> None:
         held = self._held
@@ -132,6 +147,51 @@ class DescriptorHolds:
 
     def __contains__(self, fd: int) -> bool:
         return fd in self._held
+
+    def io_began(self, fds: tuple) -> int:
+        """File I/O on `fds` started; its token, for `io_ended`."""
+        self._token = token = self._token + 1
+        under_way = self._under_way
+        for fd in fds:
+            tokens = under_way.get(fd)
+            if tokens is None:
+                under_way[fd] = {token}
+            else:
+                tokens.add(token)
+        return token
+
+    def io_ended(self, fds: tuple, token: int) -> None:
+        under_way = self._under_way
+        for fd in fds:
+            tokens = under_way.get(fd)
+            if tokens is not None:
+                tokens.discard(token)
+                if not tokens:
+                    del under_way[fd]
+        if self._waiting:
+            for waiter in list(self._waiting):
+                pending, then = waiter
+                pending.discard(token)
+                if not pending:
+                    self._waiting.remove(waiter)
+                    try:
+                        then()
+                    except Exception:       # a bug of ours: the other waiters go on all the same
+                        log.exception("going on after the I/O on %r failed", fds)
+
+    def working(self, fd: int) -> bool:
+        """Whether file I/O is under way on fd."""
+        return fd in self._under_way
+
+    def after_io(self, fds: tuple, then) -> None:
+        """Calls then() once the file I/O under way on `fds` now has ended (at once if none)."""
+        pending = set()
+        for fd in fds:
+            pending.update(self._under_way.get(fd, ()))
+        if pending:
+            self._waiting.append([pending, then])
+        else:
+            then()
 
 
 class WritesInFlight:
@@ -265,6 +325,9 @@ class EffectRunner:
             elif kind is effects.Write and effect.background and self.writes.room():
                 # (as `run` starts it, without waiting for room: there is some)
                 self._background(effect)
+            elif kind is effects.Settle:
+                self._settle(effect, todo[i + 1:])
+                return None
             else:
                 return self.run(todo[i:])
         return None
@@ -274,12 +337,14 @@ class EffectRunner:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        fds = self.hold([effect])
         self.writes.start_now(loop, effect.fd, effect.offset, effect.offset + len(effect.data),
-                              self._in_background(effect, self.hold([effect])))
+                              self._in_background(effect, fds, (fds, self.holds.io_began(fds))))
 
     def _flush_then(self, todo: list):
-        """The rest of a response the socket did not take at once, then `todo` (held now)."""
-        return self._flushing(self.run(todo))
+        """The rest of a response the socket did not take at once, then `todo` (held now; its
+        I/O is not under way before the client has taken the rest)."""
+        return self._flushing(self.run(todo, begin=False))
 
     async def _flushing(self, then) -> None:
         self.sending_users += 1
@@ -301,25 +366,40 @@ class EffectRunner:
         if fds:
             self.holds.release(fds)
 
-    def run(self, todo: list):
+    def run(self, todo: list, begin: bool = True):
         """An awaitable that carries out `todo`, in order; its descriptors are held from now
-        (not from when it is awaited) until it is done."""
+        (not from when it is awaited) until it is done, and (`begin`: it is awaited at once)
+        file I/O that comes first is under way from now (`_begin`: a CLOSE of another channel
+        handled before the awaitable's first step waits for it)."""
         fds = self.hold(todo) if todo else ()
+        began = self._begin(todo[0]) if begin and fds and type(todo[0]) in STARTS_AT_ONCE and \
+            not (type(todo[0]) is effects.Write and todo[0].background) else None
         if fds:
-            self._unstarted[id(fds)] = fds
-        return self._run(todo, fds)
+            self._unstarted[id(fds)] = fds, began
+        return self._run(todo, fds, began)
 
     def release_unstarted(self) -> None:
-        """The connection is gone: runs handed out and never awaited let go of their holds."""
-        for fds in self._unstarted.values():
+        """The connection is gone: runs handed out and never awaited let go of their holds
+        (and of the I/O they were to start)."""
+        for fds, began in self._unstarted.values():
             self.holds.release(fds)
+            if began is not None:
+                self.holds.io_ended(*began)
         self._unstarted.clear()
 
-    async def _run(self, todo: list, fds: tuple = ()) -> None:
+    def _begin(self, effect) -> tuple:
+        """File I/O under way from now on (until `_file_io` ends it): (its descriptors, token)."""
+        fds = named_descriptors((effect,))
+        return fds, self.holds.io_began(fds)
+
+    async def _run(self, todo: list, fds: tuple = (), began: tuple | None = None) -> None:
         if fds:
             self._unstarted.pop(id(fds), None)
         try:
-            for effect in todo:
+            for i, effect in enumerate(todo):
+                if isinstance(effect, effects.Settle):
+                    self._settle(effect, todo[i + 1:])
+                    return
                 if isinstance(effect, effects.Send):
                     self.sending_users += 1
                     try:
@@ -347,25 +427,53 @@ class EffectRunner:
                 elif isinstance(effect, effects.Forget):
                     self.file_maps.forget_file(effect.dev, effect.ino)
                 else:
-                    await self.run(effect.then(await self._file_io(effect)))
+                    await self.run(effect.then(await self._file_io(effect, began if i == 0 else None)))
         finally:
             if fds:
                 self.holds.release(fds)
+
+    def _settle(self, effect: effects.Settle, rest: list) -> None:
+        """Goes on with effect.then(None), then `rest`, once the file I/O under way on its
+        descriptors has ended (a task then: the connection reads on meanwhile). Their numbers
+        are held until then."""
+        held = self.hold([effect, *rest])
+
+        def go_on() -> None:
+            asyncio.get_running_loop().create_task(self._go_on(effect, rest, held))
+
+        self.holds.after_io(effect.fds, go_on)
+
+    async def _go_on(self, effect: effects.Settle, rest: list, held: tuple) -> None:
+        try:
+            pending = self.run_now(effect.then(None) + rest)    # (held again by what waits)
+            if pending is not None:
+                await pending
+        except OSError as e:
+            log.info("connection from %s: answer lost: %s", self.peer, e)
+        except Exception:
+            log.exception("connection from %s: request failed", self.peer)
+        finally:
+            self.release(held)
 
     async def drain(self) -> None:
         """Until every background WRITE is written and answered."""
         await self.writes.drain()
 
-    async def _file_io(self, effect):
+    async def _file_io(self, effect, began: tuple | None = None):
         """The outcome of a file read, write, flush or range operation: its result, or the
-        exception (the core answers it as an NTSTATUS)."""
+        exception (the core answers it as an NTSTATUS). Under way (`began`, or from now) until
+        it ends: the closes that wait for it, DescriptorHolds.after_io."""
+        if began is None:
+            began = self._begin(effect)
         try:
             if isinstance(effect, effects.ReadInto):
                 return await self._read_into(effect)
             if isinstance(effect, effects.RANGE_OPERATIONS):
                 work = (functools.partial(range_operation, effect) if self.owners is None
                         else self.owners.in_worker(written_fd(effect), range_operation, effect))
-                return await asyncio.get_running_loop().run_in_executor(self.pool, work)
+                if self.pool is None:
+                    return await asyncio.get_running_loop().run_in_executor(None, work)
+                return await modules.in_thread(self.pool, work)
             io = self.modules[effect.share]
             if isinstance(effect, effects.Write):
                 written = await io.pwrite_all(effect.fd, effect.data, effect.offset)
@@ -377,6 +485,8 @@ class EffectRunner:
             if not isinstance(e, OSError):
                 log.exception("file I/O for %s failed", self.peer)
             return e
+        finally:
+            self.holds.io_ended(*began)
 
     async def _read_into(self, effect: effects.ReadInto) -> int:
         rng, view = effect.range, effect.into
@@ -386,12 +496,12 @@ class EffectRunner:
             view[done:] = bytes(len(view) - done)
         return len(view)
 
-    async def _in_background(self, effect: effects.Write, fds: tuple) -> None:
+    async def _in_background(self, effect: effects.Write, fds: tuple, began: tuple) -> None:
         """A background WRITE's I/O and answer, while the connection reads on; the answer
         goes as run_now sends one (after any waiting their turn: see run_now). `fds`: the
         hold taken for it when it was made."""
         try:
-            pending = self.run_now(effect.then(await self._file_io(effect)))
+            pending = self.run_now(effect.then(await self._file_io(effect, began)))
             if pending is not None:
                 await pending
         except OSError as e:

@@ -622,7 +622,7 @@ class Server:
                               allow_guest=self.allow_guest, signing_required=self.signing_required,
                               local_address=sock.getsockname()[0], client_address=str(peer[0]),
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
-                              close_descriptor=self.holds.close,
+                              close_descriptor=self.holds.close, io_under_way=self.holds.working,
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
                               server_info=self.server_info, policy=self.policy)
             transport = self._transport(sock)

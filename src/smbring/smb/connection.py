@@ -33,6 +33,7 @@ from smbring.smb.effects import (
     Forget,
     ReadInto,
     Send,
+    Settle,
     Write,
 )
 from smbring.smb.errors import SMBError, status_for_oserror
@@ -112,7 +113,7 @@ class Connection:
     def __init__(self, shares: dict[str, Share], *, lookup, open_fs: Callable[[str], FileSystem],
                  allow_guest: bool = False, signing_required: bool = False,
                  encryption_required: bool = False, local_address: str = "", client_address: str = "",
-                 file_closed=None, close_descriptor=None,
+                 file_closed=None, close_descriptor=None, io_under_way=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None, server_info: ServerInfo | None = None,
                  policy: Policy | None = None, identities=None):
@@ -137,6 +138,10 @@ class Connection:
         # while a WRITE, READ or copy of another channel still means this file by it (None:
         # at once; nothing outlives the core's call)
         self.close_descriptor = close_descriptor
+        # io_under_way(fd): whether the shell has file I/O started on fd still running (on
+        # any connection); a CLOSE, FLUSH, TREE_DISCONNECT or LOGOFF answers after it (`after_io`).
+        # None: nothing outlives the core's call
+        self.io_under_way = io_under_way
         self.shares = {k.lower(): v for k, v in shares.items()}
         self.open_fs = open_fs          # a share's root path -> its FileSystem (vfs.posix.PosixVFS)
         # who each session acts as, where the server acts as its users' accounts (None: no
@@ -463,6 +468,8 @@ class Connection:
             rhdr, body = resp
             if isinstance(body, FileIO):
                 body = yield from self._file_io(body, rhdr, background=False)
+            elif isinstance(body, FileSteps):
+                body = yield from self._file_steps(body, rhdr)
             elif isinstance(body, FilePayload):
                 body = yield from self._read(body.range, body.prefix, rhdr)
             budget.spend(body)
@@ -473,6 +480,7 @@ class Connection:
     def _file_io(self, job: FileIO, rhdr: Header, background: bool):
         """A WRITE's or FLUSH's file I/O (steps); the response body."""
         if job.op == "flush":
+            yield from self.after_io(self.busy_descriptors((job.fd,)))    # other channels' writes too
             result = yield Flush(job.share, job.fd)
         else:
             span = (job.fd, job.offset, job.offset + len(job.data))
@@ -994,7 +1002,7 @@ class Connection:
         if fid == FID_ANY and chain.related and chain.fid is not None:
             fid = chain.fid
         o = self.client.opens.get(bytes(fid))
-        if o is None or o.session_id != hdr.session_id or o.tree_id != hdr.tree_id:
+        if o is None or o.session_id != hdr.session_id or o.tree_id != hdr.tree_id or o.closing:
             if chain.related and chain.create_error:
                 raise SMBError(chain.create_error)   # the CREATE it depends on failed
             raise SMBError(wire.STATUS_FILE_CLOSED)
@@ -1006,6 +1014,30 @@ class Connection:
                 check_channel_sequence(o, hdr)
             self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
         return o
+
+    def busy_descriptors(self, fds) -> tuple:
+        """Those of `fds` that the shell has file I/O under way on."""
+        busy = self.io_under_way
+        if busy is None:
+            return ()
+        return tuple(fd for fd in fds if busy(fd))
+
+    def busy_opens(self, session_id: int, tree_id: int | None = None) -> tuple:
+        """The descriptors of the session's opens (of one tree connect) with file I/O under
+        way: what its TREE_DISCONNECT or LOGOFF waits for before it closes them."""
+        if self.io_under_way is None:
+            return ()
+        return self.busy_descriptors([o.fd for o in self.opens.values() if isinstance(o, Open) and
+                                      o.session_id == session_id and (tree_id is None or o.tree_id == tree_id)])
+
+    @staticmethod
+    def after_io(fds: tuple):
+        """Steps: on once the file I/O under way on `fds` has ended (none when there is none),
+        as Samba's CLOSE waits for its open's aio requests (smbd_smb2_close_send): the
+        response of a request that ends an open says what that I/O made of the file, and a
+        client that sees it may reopen the file and find the data there."""
+        if fds:
+            yield Settle(fds)
 
     def close_all(self) -> None:
         """The connection is gone: its channels go; a session left without a channel ends,
@@ -1152,6 +1184,7 @@ class Connection:
             return False    # (its batch oplock or handle lease was broken: no longer durable;
             #                 a resilient open does not depend on its oplock)
         self._forget_open(o)
+        o.closing = False       # (a CLOSE waiting for its I/O is not answered: a reconnect may reclaim it)
         for areq in list(o.waiting):
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()

@@ -88,6 +88,17 @@ class Drain:
 
 
 @dataclass
+class Settle:
+    """Wait until the file I/O the shell has under way on `fds` (on any connection: a READ,
+    WRITE, FLUSH or range operation it has started) has ended, then call `then(None)`. Only
+    work already started is waited for, which ends on its own; the shell goes on with the
+    connection's next frames meanwhile (the response is simply later)."""
+
+    fds: tuple
+    then: Callable = None
+
+
+@dataclass
 class Forget:
     """A file is deleted: drop whatever the shell keeps of it (maps of its data)."""
 
@@ -165,7 +176,7 @@ class AllocatedRanges:
 
 RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges)
 
-Effect = Union[Send, ReadInto, Write, Flush, Drain, Forget, CopyRange, CloneRange, ZeroRange,
+Effect = Union[Send, ReadInto, Write, Flush, Drain, Settle, Forget, CopyRange, CloneRange, ZeroRange,
                TrimRange, AllocatedRanges]
 
 

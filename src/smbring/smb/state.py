@@ -138,6 +138,9 @@ class Open:
     # LockSequenceArray (MS-SMB2 3.3.1.10): the last LockSequenceNumber that succeeded in each
     # of the 64 LockSequenceIndex buckets, 0xFF where none is valid (smb.commands.lock)
     lock_sequences: bytearray | None = None
+    # a CLOSE waits for the I/O under way on it (Connection.after_io): no request reaches it
+    # meanwhile (FILE_CLOSED, as Samba's fsp closing flag)
+    closing: bool = False
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""
@@ -161,6 +164,7 @@ class Pipe:
     tree_id: int = 0
     waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
     readers: list = field(default_factory=list)   # READs (and TRANSCEIVEs) waiting for data
+    closing: bool = False                         # (never: a pipe's CLOSE waits for nothing)
 
     def display_name(self) -> str:
         return self.name

@@ -129,6 +129,23 @@ def thread_pool(initializer=None) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="smbring-io", initializer=initializer)
 
 
+async def in_thread(pool: ThreadPoolExecutor, work):
+    """work()'s result, run in a thread of `pool`. Cancelled meanwhile (the loop's end), it
+    still waits for work a thread has begun before it raises CancelledError: a thread cannot
+    be stopped, and the descriptor it reads or writes must stay open, its number unused, until
+    it is done (its caller's hold ends when this does; work not begun is simply dropped)."""
+    running = pool.submit(work)
+    try:
+        return await asyncio.wrap_future(running)
+    except asyncio.CancelledError:
+        while not running.done():
+            try:
+                await asyncio.wrap_future(running)
+            except (asyncio.CancelledError, Exception):
+                pass        # (cancelled again, or its outcome, which nobody awaits now)
+        raise
+
+
 class ThreadPool(Posix):
     name = "threadpool"
 
@@ -145,7 +162,7 @@ class ThreadPool(Posix):
         """call(*args) in a thread of the pool, acting as fd's owner there (a thread has
         credentials of its own)."""
         work = self.data.in_worker(fd, call, *args) if self.data is not None else functools.partial(call, *args)
-        return asyncio.get_running_loop().run_in_executor(self.pool(), work)
+        return in_thread(self.pool(), work)
 
     async def pread_into(self, fd, view, offset):
         return await self._in_pool(fd, self.pread_into_sync, fd, view, offset)

@@ -16,6 +16,7 @@ from smbring.smb.contexts import (
     parse_eas,
 )
 from smbring.smb.eas import store_eas
+from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
     ATTR_SPARSE_FILE,
@@ -971,6 +972,23 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     o = c.open_for(fid, chain, hdr)
+    under_way = c.io_under_way
+    if under_way is not None and under_way(o.fd):   # answered once it has ended (Connection.after_io)
+        o.closing = True
+        return FileSteps(close_after_io(c, o, flags, (o.fd,))), o.fid
+    return closed(c, o, flags), o.fid
+
+
+def close_after_io(c: Connection, o: Open, flags: int, busy: tuple):
+    """A CLOSE's steps where I/O was under way on its open: that I/O ends first."""
+    yield from c.after_io(busy)
+    if c.client.opens.get(o.fid) is not o:
+        raise SMBError(wire.STATUS_FILE_CLOSED)     # closed meanwhile (its connection lost)
+    return closed(c, o, flags)
+
+
+def closed(c: Connection, o: Open, flags: int):
+    """Closes the open; the CLOSE response's body."""
     show_on_close(c.state.write_times, o)      # (before the times are read for the answer)
     st = o.tree.fs.fstat(o.fd) if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
     dos = o.tree.fs.get_dos(o.fd) if st else None
@@ -984,4 +1002,4 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
                                    attributes(file_st, file_dos, hidden=shown_hidden(o)))
     else:
         body = CLOSE_RESPONSE_EMPTY
-    return body, o.fid
+    return body

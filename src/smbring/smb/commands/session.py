@@ -10,6 +10,7 @@ from smbring.smb import ntlm, security, share_access, wire
 from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
 from smbring.smb.commands.tree import binding_refusal, reauthorize, tree_files
+from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -269,8 +270,17 @@ def bound_owner(c: Connection, identity: ntlm.Identity) -> str:
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    busy = c.busy_opens(hdr.session_id)
+    if busy:        # the I/O under way on its opens ends before they close
+        return FileSteps(logoff_after_io(c, hdr.session_id, busy)), None
     c.end_session(hdr.session_id)
     return struct.pack("<HH", 4, 0), None
+
+
+def logoff_after_io(c: Connection, session_id: int, busy: tuple):
+    yield from c.after_io(busy)
+    c.end_session(session_id)
+    return struct.pack("<HH", 4, 0)
 
 
 def close_previous(c: Connection, s: Session, previous_id: int) -> None:

@@ -10,6 +10,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from smbring.smb import acl, hosts, share_access, wire
+from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fs import FileSystem
 from smbring.smb.policy import DIALECT_NAMES
@@ -289,6 +290,20 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     t = c.sessions[hdr.session_id].trees.pop(hdr.tree_id, None)
     if t is None:
         raise SMBError(wire.STATUS_NETWORK_NAME_DELETED)
-    c.close_opens(hdr.session_id, hdr.tree_id)
+    # (no request reaches the tree now) the I/O under way on its opens ends before they close
+    busy = c.busy_opens(hdr.session_id, hdr.tree_id)
+    if busy:
+        return FileSteps(disconnect_after_io(c, hdr.session_id, hdr.tree_id, t, busy)), None
+    return disconnected(c, hdr.session_id, hdr.tree_id, t), None
+
+
+def disconnect_after_io(c: Connection, session_id: int, tree_id: int, t: Tree, busy: tuple):
+    yield from c.after_io(busy)
+    return disconnected(c, session_id, tree_id, t)
+
+
+def disconnected(c: Connection, session_id: int, tree_id: int, t: Tree) -> bytes:
+    """Closes the tree connect's opens; the TREE_DISCONNECT response's body."""
+    c.close_opens(session_id, tree_id)
     c.drop_tree(t)
-    return struct.pack("<HH", 4, 0), None
+    return struct.pack("<HH", 4, 0)
