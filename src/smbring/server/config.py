@@ -110,9 +110,9 @@ def canonical(name: str) -> tuple[str, bool]:
     """Samba's name for an option as written, and whether its boolean is inverted."""
     k = smbconf.key(name)
     for table in (OPTIONS, REFUSED, QUIET):
-        for known in table:
-            if smbconf.key(known) == k:
-                return known, False
+        for option in table:
+            if smbconf.key(option) == k:
+                return option, False
     for synonym, (target, inverted) in SYNONYMS.items():
         if smbconf.key(synonym) == k:
             return target, inverted

@@ -3,7 +3,6 @@ information."""
 from __future__ import annotations
 
 import errno
-import os
 import stat
 import struct
 from typing import TYPE_CHECKING
