@@ -444,16 +444,22 @@ class EffectRunner:
         self.holds.after_io(effect.fds, go_on)
 
     async def _go_on(self, effect: effects.Settle, rest: list, held: tuple) -> None:
+        try:        # (what waits is held again by run_now)
+            await self._answer(lambda outcome: effect.then(outcome) + rest, None, "request")
+        finally:
+            self.release(held)
+
+    async def _answer(self, then, outcome, what: str) -> None:
+        """Carries out then(outcome) as run_now carries out a request's effects (an answer
+        after work done while the connection read on); what goes wrong is logged."""
         try:
-            pending = self.run_now(effect.then(None) + rest)    # (held again by what waits)
+            pending = self.run_now(then(outcome))
             if pending is not None:
                 await pending
         except OSError as e:
-            log.info("connection from %s: answer lost: %s", self.peer, e)
+            log.info("connection from %s: answer to a %s lost: %s", self.peer, what, e)
         except Exception:
-            log.exception("connection from %s: request failed", self.peer)
-        finally:
-            self.release(held)
+            log.exception("connection from %s: %s failed", self.peer, what)
 
     async def drain(self) -> None:
         """Until every background WRITE is written and answered."""
@@ -501,13 +507,7 @@ class EffectRunner:
         goes as run_now sends one (after any waiting their turn: see run_now). `fds`: the
         hold taken for it when it was made."""
         try:
-            pending = self.run_now(effect.then(await self._file_io(effect, began)))
-            if pending is not None:
-                await pending
-        except OSError as e:
-            log.info("connection from %s: answer to a WRITE lost: %s", self.peer, e)
-        except Exception:
-            log.exception("connection from %s: WRITE failed", self.peer)
+            await self._answer(effect.then, await self._file_io(effect, began), "WRITE")
         finally:
             self.writes.ended(asyncio.current_task(self._loop))
             self.release(fds)
