@@ -518,9 +518,10 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def remove(self, parts: list[str], is_dir: bool) -> None:
+    def remove(self, parts: list[str], is_dir: bool, key: tuple | None = None) -> None:
         fd, name = self.parent(parts)
         try:
+            self._still_names(fd, name, parts, key)
             if is_dir:
                 os.rmdir(name, dir_fd=fd)
             else:
@@ -550,7 +551,7 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def rename(self, old: list[str], new: list[str], replace: bool) -> None:
+    def rename(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
         ofd, oname = self.parent(old)
         try:
             nfd, nname = self.parent(new)
@@ -558,12 +559,13 @@ class PosixVFS:
             os.close(ofd)
             raise
         try:
+            self._still_names(ofd, oname, old, key)
             rename_at(ofd, oname, nfd, nname, replace)
         finally:
             os.close(ofd)
             os.close(nfd)
 
-    def link(self, old: list[str], new: list[str], replace: bool) -> None:
+    def link(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
         """linkat(2) without following a final symlink (one pointing out of the share would
         otherwise give an outside file a name inside it); replacing links a temporary name
         first and renames it over the old file, so the name is never missing."""
@@ -574,6 +576,7 @@ class PosixVFS:
             os.close(ofd)
             raise
         try:
+            self._still_names(ofd, oname, old, key)
             if not replace:
                 os.link(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd, follow_symlinks=False)
                 return
@@ -587,6 +590,24 @@ class PosixVFS:
         finally:
             os.close(ofd)
             os.close(nfd)
+
+    def _still_names(self, dir_fd: int, name: str, parts: list[str], key: tuple | None) -> None:
+        """Raises FileNotFoundError unless `name` in the directory `dir_fd` is still the file
+        `key` (its device and inode; None: any), itself or through a symlink resolved beneath
+        the root. A handle acts on its file by the name it was opened with, and another process
+        may have moved the file away and put another file, or a link to one, in its place
+        since: deleting, moving or linking that name would reach a file the client never
+        opened (Samba checks the file's id before a delete on close for the same reason)."""
+        if key is None:
+            return
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                st = self.stat(parts)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != tuple(key):
+            raise FileNotFoundError(errno.ENOENT, "the name no longer names the open file", self.rel(parts))
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)
