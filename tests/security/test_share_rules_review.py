@@ -229,3 +229,43 @@ def test_a_listing_shows_nothing_of_what_a_link_out_of_the_share_leads_to(server
     leaked = {n: v for n, v in listed.items() if n.startswith("out-") and (v[1] == 123457 or
               v[0] == 10**18 // 100 + 116444736000000000)}
     assert {"out-abs", "out-rel", "out-dir"} <= set(listed) and not leaked
+
+
+def test_a_link_into_the_stream_depot_reaches_nothing(servers):
+    """The depot is refused by name; a link a local user made to it, to one of its
+    directories, or to the share's root, must not lead there either: USER acts as root here,
+    whom the depot's 0700 does not stop, and would read and write any file's streams
+    without the checks made on their file. Links elsewhere in the share still work."""
+    server = servers()
+    share = server.path("rw")
+    c, s = server.logon()
+    tree = c.tree(s, "rw")
+    rw = wire.GENERIC_READ | wire.GENERIC_WRITE
+    fid = tree.open("base.txt:secret", rw, wire.FILE_OPEN_IF)
+    assert tree.write(fid, b"stream data").status == wire.STATUS_SUCCESS
+    tree.close(fid)
+    depot = share / ".smbring-streams"
+    sid = os.listdir(depot)[0]
+    (share / "depot-link").symlink_to(".smbring-streams")
+    (share / "id-link").symlink_to(f".smbring-streams/{sid}")
+    (share / "root-link").symlink_to(".")
+    (share / "plain-link").symlink_to("base.txt")
+    (share / "dangling-link").symlink_to(f".smbring-streams/{sid}/made")
+    for name in (rf"depot-link\{sid}\secret", r"id-link\secret", "depot-link", "id-link", r"id-link\made",
+                 rf"depot-link\{sid}\made", "dangling-link", r"root-link\dangling-link"):
+        for access, disposition in ((wire.GENERIC_READ, wire.FILE_OPEN), (rw, wire.FILE_OPEN_IF)):
+            r = tree.create(name, access, disposition)
+            assert r.status != wire.STATUS_SUCCESS, (name, access)
+    fid = tree.open("mover.txt", rw | wire.DELETE, wire.FILE_OVERWRITE_IF)
+    for target in (r"id-link\moved", rf"depot-link\{sid}\moved"):
+        assert tree.set_info(fid, wire.INFO_FILE, RENAME, name_info(target)).status != wire.STATUS_SUCCESS
+        assert tree.set_info(fid, wire.INFO_FILE, LINK, name_info(target)).status != wire.STATUS_SUCCESS
+    tree.close(fid)
+    assert sorted(os.listdir(depot / sid)) == ["secret"]
+    fid = tree.open("root-link", wire.GENERIC_READ, wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
+    listing = tree.query_directory(fid).raw
+    tree.close(fid)
+    assert "base.txt".encode("utf-16-le") in listing and ".smbring-streams".encode("utf-16-le") not in listing
+    fid = tree.open("plain-link:secret")          # a link inside the share: followed as before
+    assert tree.read(fid, 100).raw.endswith(b"stream data")
+    tree.close(fid)
