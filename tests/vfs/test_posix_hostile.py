@@ -353,3 +353,29 @@ def test_a_stat_in_the_root_follows_links_only_beneath_it(share, tmp_path):
     assert stat.S_ISFIFO(vfs.stat(["fifo"]).st_mode)
     with pytest.raises(FileNotFoundError):
         vfs.stat(["missing"])
+
+
+def test_links_into_the_stream_depot_reach_and_make_nothing(share):
+    """A link a local user made into the depot (to it, to a directory of it, dangling to a
+    name in it) is refused for every lookup, and no file is made through it; links elsewhere
+    in the share still work (tests/security/test_share_rules_review.py tries it through SMB)."""
+    root, vfs = share
+    sid = "0123456789abcdef"
+    (root / STREAMS_DIR / sid).mkdir(parents=True)
+    (root / STREAMS_DIR / sid / "s").write_text("stream")
+    os.symlink(STREAMS_DIR, root / "depot")
+    os.symlink(f"{STREAMS_DIR}/{sid}", root / "id")
+    os.symlink(f"{STREAMS_DIR}/{sid}/new", root / "dangling")
+    os.symlink("file.txt", root / "in")
+    for parts in (["depot", sid, "s"], ["id", "s"], ["id"], ["depot"]):
+        for flags in (os.O_RDONLY, os.O_PATH):
+            with pytest.raises(PermissionError):
+                os.close(vfs.open(parts, flags))
+    for parts in (["id", "new"], ["dangling"], ["depot", sid, "new"]):
+        with pytest.raises(PermissionError):
+            os.close(vfs.open(parts, os.O_RDWR | os.O_CREAT))
+    with pytest.raises(PermissionError):
+        vfs.rename(["file.txt"], ["id", "moved"], False)
+    assert sorted(os.listdir(root / STREAMS_DIR / sid)) == ["s"]
+    os.close(vfs.open(["in"], os.O_RDONLY))
+    os.close(vfs.open(["in"], os.O_RDWR | os.O_CREAT))

@@ -1242,7 +1242,8 @@ class Connection:
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             try:
                 sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
-                victim.tree.fs.remove(victim.parts, victim.is_dir)
+                # (only where the name still leads to the open's file: see PosixVFS._still_names)
+                victim.tree.fs.remove(victim.parts, victim.is_dir, key=victim.key)
                 if victim.stream is None:
                     victim.tree.fs.remove_streams(sid)
                     self.state.watches.post(victim.path(), notify.REMOVED,

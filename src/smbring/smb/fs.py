@@ -86,9 +86,11 @@ class FileSystem(Protocol):
         may narrow them). Raises FileExistsError, FileNotFoundError (no parent), OSError."""
         ...
 
-    def remove(self, parts: list[str], is_dir: bool) -> None:
-        """Deletes the file, or the (empty) directory. Raises FileNotFoundError, OSError
-        (ENOTEMPTY for a directory with entries)."""
+    def remove(self, parts: list[str], is_dir: bool, key: tuple | None = None) -> None:
+        """Deletes the file, or the (empty) directory; with `key` (st_dev, st_ino), only where
+        the name still leads to that file (an open's: it may have been replaced since), else
+        FileNotFoundError. Raises FileNotFoundError, OSError (ENOTEMPTY for a directory with
+        entries)."""
         ...
 
     def may_delete(self, parts: list[str]) -> bool:
@@ -98,13 +100,14 @@ class FileSystem(Protocol):
         when the directory cannot be reached. Raises nothing."""
         ...
 
-    def rename(self, old: list[str], new: list[str], replace: bool) -> None:
-        """Moves `old` to `new`, within the share. Raises FileExistsError when `new` exists
-        and `replace` is false; OSError."""
+    def rename(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
+        """Moves `old` to `new`, within the share; `key` as for `remove`. Raises
+        FileExistsError when `new` exists and `replace` is false; OSError."""
         ...
 
-    def link(self, old: list[str], new: list[str], replace: bool) -> None:
-        """Gives the file at `old` a second name `new` (a hard link), within the share; with
+    def link(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
+        """Gives the file at `old` a second name `new` (a hard link), within the share (`key`
+        as for `remove`); with
         `replace`, a file already named `new` is replaced in one step. A symlink at `old` is
         linked itself, never followed. Raises FileExistsError when `new` exists and `replace`
         is false; OSError (EXDEV across file systems, EPERM for a directory, ...)."""

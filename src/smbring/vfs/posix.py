@@ -173,6 +173,7 @@ class PosixVFS:
     def __init__(self, root: str):
         self.root = os.path.realpath(root)
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.depot = os.path.join(self.root, STREAMS_DIR)
         self.case_index = CaseIndex(_same_but_case, read_names)   # what match_case reads
 
     def close(self) -> None:
@@ -193,9 +194,9 @@ class PosixVFS:
         terminal (O_NOCTTY); the fd then gets back the flags asked for, so a file is blocking
         again (io_uring answers EAGAIN on a non-blocking one). O_PATH opens nothing: as is."""
         if flags & os.O_PATH:
-            return openat2(self.root_fd, self.rel(parts), flags, mode, self.resolve(parts))
+            return self._openat(parts, flags, mode)
         if self._cannot_wait(flags):
-            return openat2(self.root_fd, self.rel(parts), flags | os.O_NOCTTY, mode, self.resolve(parts))
+            return self._openat(parts, flags | os.O_NOCTTY, mode)
         return self._open_checked(parts, flags, mode)[0]
 
     def open_stat(self, parts: list[str], flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
@@ -209,6 +210,66 @@ class PosixVFS:
                 raise
         return self._open_checked(parts, flags, mode)
 
+    def _openat(self, parts: list[str], flags: int, mode: int = 0, how: int | None = None) -> int:
+        """openat2 of the path beneath the root (`how`: its RESOLVE_* flags, else `resolve`'s).
+        A path outside the depot is looked up first with no symlink followed (one system
+        call, as before, for every path without one); only one that meets a symlink is looked
+        up again following those that stay beneath the root, and what it reaches must not lie
+        in the stream depot: the depot is refused by name (split_path), and a link a local
+        user made to it (or to a directory of it) would otherwise let a session acting as
+        root or as the server's own account reach any file's streams without the checks
+        made on their file."""
+        rel = self.rel(parts)
+        how = self.resolve(parts) if how is None else how
+        if how == IN_DEPOT:
+            return openat2(self.root_fd, rel, flags, mode, how)
+        try:
+            return openat2(self.root_fd, rel, flags, mode, how | RESOLVE_NO_SYMLINKS)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+        if flags & os.O_CREAT and parts:
+            self._may_create_through_links(parts, how)
+        fd = openat2(self.root_fd, rel, flags, mode, how)
+        if self._in_depot(fd):
+            os.close(fd)
+            log.warning("%s: a symbolic link into the stream depot, refused", rel)
+            raise PermissionError(errno.EACCES, "a symbolic link into the stream depot", rel)
+        return fd
+
+    def _in_depot(self, fd: int) -> bool:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")    # where the lookup led
+        except OSError:
+            return True         # (cannot tell: refused)
+        return real == self.depot or real.startswith(self.depot + "/")
+
+    def _may_create_through_links(self, parts: list[str], how: int) -> None:
+        """Before an O_CREAT lookup that meets a symlink: what it would make a file in, or
+        make through a final dangling link, must not be the depot (checked before, as a file
+        made there could not be told from a stream afterwards). Raises PermissionError."""
+        pfd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, how)
+        try:
+            refused = self._in_depot(pfd)
+            if not refused:
+                try:
+                    final = os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return
+                if stat.S_ISLNK(final.st_mode):
+                    try:
+                        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, how)
+                    except FileNotFoundError:
+                        fd = None       # a dangling link: nothing is made through it
+                    refused = fd is None or self._in_depot(fd)
+                    if fd is not None:
+                        os.close(fd)
+        finally:
+            os.close(pfd)
+        if refused:
+            log.warning("%s: a file made through a symbolic link, refused", self.rel(parts))
+            raise PermissionError(errno.EACCES, "a file made through a symbolic link", self.rel(parts))
+
     @staticmethod
     def _cannot_wait(flags: int) -> bool:
         """Whether the open can only give a directory or a new regular file, so that it neither
@@ -221,8 +282,7 @@ class PosixVFS:
 
     def _open_checked(self, parts: list[str], flags: int, mode: int) -> tuple[int, os.stat_result]:
         try:
-            fd = openat2(self.root_fd, self.rel(parts), flags | os.O_NONBLOCK | os.O_NOCTTY, mode,
-                         self.resolve(parts))
+            fd = self._openat(parts, flags | os.O_NONBLOCK | os.O_NOCTTY, mode)
         except OSError as e:
             if e.errno in (errno.ENXIO, errno.ENODEV):     # a socket; a device without a driver
                 raise NotAFile(self.rel(parts)) from None
@@ -248,7 +308,7 @@ class PosixVFS:
         the share root itself has none that may be touched (EACCES)."""
         if not parts:
             raise PermissionError(errno.EACCES, "the share root cannot be removed or renamed")
-        fd = openat2(self.root_fd, self.rel(parts[:-1]), os.O_PATH | os.O_DIRECTORY, 0, self.resolve(parts))
+        fd = self._openat(parts[:-1], os.O_PATH | os.O_DIRECTORY, 0, self.resolve(parts))
         return fd, parts[-1]
 
     def stat(self, parts: list[str]) -> os.stat_result:
@@ -260,7 +320,7 @@ class PosixVFS:
             st = lstat_at(self.root_fd, rel) or os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
             if not stat.S_ISLNK(st.st_mode):
                 return st
-        fd = openat2(self.root_fd, self.rel(parts), os.O_PATH, 0, self.resolve(parts))
+        fd = self._openat(parts, os.O_PATH)
         try:
             return self.fstat(fd)
         finally:
@@ -518,9 +578,10 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def remove(self, parts: list[str], is_dir: bool) -> None:
+    def remove(self, parts: list[str], is_dir: bool, key: tuple | None = None) -> None:
         fd, name = self.parent(parts)
         try:
+            self._still_names(fd, name, parts, key)
             if is_dir:
                 os.rmdir(name, dir_fd=fd)
             else:
@@ -550,7 +611,7 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def rename(self, old: list[str], new: list[str], replace: bool) -> None:
+    def rename(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
         ofd, oname = self.parent(old)
         try:
             nfd, nname = self.parent(new)
@@ -558,12 +619,13 @@ class PosixVFS:
             os.close(ofd)
             raise
         try:
+            self._still_names(ofd, oname, old, key)
             rename_at(ofd, oname, nfd, nname, replace)
         finally:
             os.close(ofd)
             os.close(nfd)
 
-    def link(self, old: list[str], new: list[str], replace: bool) -> None:
+    def link(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
         """linkat(2) without following a final symlink (one pointing out of the share would
         otherwise give an outside file a name inside it); replacing links a temporary name
         first and renames it over the old file, so the name is never missing."""
@@ -574,6 +636,7 @@ class PosixVFS:
             os.close(ofd)
             raise
         try:
+            self._still_names(ofd, oname, old, key)
             if not replace:
                 os.link(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd, follow_symlinks=False)
                 return
@@ -587,6 +650,24 @@ class PosixVFS:
         finally:
             os.close(ofd)
             os.close(nfd)
+
+    def _still_names(self, dir_fd: int, name: str, parts: list[str], key: tuple | None) -> None:
+        """Raises FileNotFoundError unless `name` in the directory `dir_fd` is still the file
+        `key` (its device and inode; None: any), itself or through a symlink resolved beneath
+        the root. A handle acts on its file by the name it was opened with, and another process
+        may have moved the file away and put another file, or a link to one, in its place
+        since: deleting, moving or linking that name would reach a file the client never
+        opened (Samba checks the file's id before a delete on close for the same reason)."""
+        if key is None:
+            return
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                st = self.stat(parts)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != tuple(key):
+            raise FileNotFoundError(errno.ENOENT, "the name no longer names the open file", self.rel(parts))
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_fd)

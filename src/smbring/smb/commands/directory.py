@@ -47,11 +47,12 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     fresh = o.dir_entries is None or bool(flags & (0x1 | 0x10))
     if fresh:      # the first query, RESTART_SCANS, REOPEN
         # names now, details as they are returned: what is deleted meanwhile is not listed
-        # (vetoed names are never listed, whatever the pattern: `veto files`)
+        # (vetoed names are never listed, whatever the pattern: `veto files`; nor the stream
+        # depot, which no client can name, wherever a listing meets it)
         names = o.tree.names
         matches = _matcher(pattern)
         o.dir_entries = [n for n in [".", ".."] + sorted(fs.names(o.fd))
-                         if matches(n) and not (n == STREAMS_DIR and not o.parts)
+                         if matches(n) and n != STREAMS_DIR      # (the root's, also through a link)
                          and not names.vetoed(n)]
         o.dir_pos = 0
         if not o.dir_entries:

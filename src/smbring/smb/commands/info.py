@@ -386,7 +386,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         new_parts, replaced = spelled, fs.stream_id(spelled)
     try:
-        fs.link(o.parts, new_parts, replace)
+        fs.link(o.parts, new_parts, replace, key=o.key)     # (the name must still be the open's file)
     except FileExistsError:
         raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
     except OSError as e:
@@ -551,7 +551,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         if target is not None and c.state.share_modes.count(target):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # nor one still open (MS-FSA 2.1.5.14.11)
         try:
-            fs.rename(o.parts, new_parts, bool(replace))
+            fs.rename(o.parts, new_parts, bool(replace), key=o.key)   # (as link's)
         except FileExistsError:
             raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
         fs.remove_streams(replaced)      # the streams of the file it replaced
