@@ -3,6 +3,7 @@ cipher, credits, file objects, the namespace calls, and 64 MiB byte-exact transf
 import asyncio
 import hashlib
 import os
+import stat
 
 import pytest
 
@@ -278,3 +279,21 @@ def test_guest_session_refused_unless_allowed(smbring_server):
     assert run(go(allow_guest=True)) is True
     with pytest.raises(ConnectionError, match="guest"):
         run(go(allow_guest=True, sign=True))
+
+
+def test_a_download_never_replaces_a_device_or_fifo(smbring_server, tmp_path):
+    """A get renames a complete file over its destination: given a FIFO (or /dev/null, to
+    throw the data away) it would leave a regular file where the special file was. Refused,
+    the special file left as it was, nothing staged beside it."""
+    srv = smbring_server()
+    (srv["share"] / "f.bin").write_bytes(b"x" * 4096)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    async def go():
+        async with await connected(srv) as c:
+            with pytest.raises(OSError, match="not a regular file"):
+                await c.get("f.bin", str(fifo))
+    run(go())
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if "smbring" in p.name) == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import ProtocolError
@@ -61,10 +62,24 @@ async def get(client, remote: str, local: str, progress=None) -> str:
         if not name:
             raise ValueError("the share root is a directory")
         local = os.path.join(local, name)
+    _refuse_special(local)
     if progress is not None:
         progress.expect(st.size)
     await _get_file(client, remote, local, progress)
     return local
+
+
+def _refuse_special(local: str) -> None:
+    """A download replaces its destination with a complete file renamed over it: over a
+    device, a FIFO or a socket (`/dev/null` given to throw the data away) that would put a
+    regular file in its place, for every program that uses it. Refused before anything is
+    read. (A symbolic link is replaced, never followed.)"""
+    try:
+        mode = os.lstat(local).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OSError(errno.EINVAL, "not a regular file: a download would replace it", local)
 
 
 async def _get_tree(client, remote: str, local_dir: str, depth: int, progress=None) -> None:
