@@ -128,6 +128,7 @@ class Authenticate:
     @classmethod
     def parse(cls, msg: bytes) -> "Authenticate":
         _check_header(msg, AUTHENTICATE_MESSAGE, 64)
+        _field(msg, 44)     # the workstation: unused, but inside the message too (as Samba parses it)
         return cls(raw=msg, lm_response=_field(msg, 12), nt_response=_field(msg, 20),
                    domain=_field(msg, 28), user=_field(msg, 36),
                    encrypted_session_key=_field(msg, 52), flags=_u32(msg, 60))

@@ -231,6 +231,11 @@ def list_name(c: Connection, s: Session) -> str:
     spelling of it: an alias gets no further than its account."""
     if s.identity is not None and getattr(c.identities, "acts_as_each_user", False):
         return s.identity.name      # the Unix account (username map applied)
+    if s.account:
+        # the password file's account the logon proved (username map applied): the file
+        # finds a name in any case, Unicode-folded, so "ſteve" reaches steve's line, and
+        # the client's spelling would get past `invalid users = steve`
+        return s.account.lower()
     mapped = getattr(c.identities, "list_name", None)
     return mapped(s.user) if mapped is not None else share_access.bare(s.user)
 
