@@ -150,6 +150,19 @@ def test_an_authenticate_without_a_challenge_is_refused(plain):
     assert c.tree_connect(second, "ro").status != wire.STATUS_SUCCESS
 
 
+def test_a_logon_under_way_reaches_nothing(plain):
+    """Between the CHALLENGE and the AUTHENTICATE the session has no user: its tree connects
+    are refused, and after a failed AUTHENTICATE the session is gone."""
+    c = negotiated(plain)
+    s = c.start_logon(None)
+    assert c.session_setup(s, ntlm_negotiate(FLAGS)).status == wire.STATUS_MORE_PROCESSING_REQUIRED
+    for share in ("IPC$", "ro"):
+        assert c.tree_connect(s, share, sign=False).status != wire.STATUS_SUCCESS, share
+    r = c.session_setup(s, authenticate_message(plain.user, os.urandom(16) + b"\0" * 40))
+    assert r.status in REFUSED, r
+    assert c.tree_connect(s, "IPC$", sign=False).status == wire.STATUS_USER_SESSION_DELETED
+
+
 PROOFS = {
     "zeroed-proof": lambda nt: b"\0" * 16 + nt[16:],
     "flipped-proof-bit": lambda nt: bytes([nt[0] ^ 1]) + nt[1:],
