@@ -376,15 +376,20 @@ def test_a_create_held_for_a_break_ends_encrypted_after_its_logoff(sealing):
     assert all(f[:4] == wire.TRANSFORM_ID for f in frames), [f[:8] for f in frames]
 
 
+LEASE = (b"RqLs", struct.pack("<16sIIQ", os.urandom(16), 7, 0, 0))     # read, handle, write
+
+
+@pytest.mark.parametrize("kind", ["oplock", "lease"])
 @pytest.mark.parametrize("where", ["global", "share"])
-def test_an_oplock_break_for_an_open_of_an_encrypted_session_or_share_is_sealed(sealing, plain, where):
+def test_a_break_for_an_open_of_an_encrypted_session_or_share_is_sealed(sealing, plain, where, kind):
     server, share = (sealing, "rw") if where == "global" else (plain, "enc")
-    name = _file(server, share, f"break-{where}.txt")
+    name = _file(server, share, f"break-{where}-{kind}.txt")
     holder, hs = server.logon()
     ht = holder.tree(hs, share)
+    asked = dict(oplock=9) if kind == "oplock" else dict(oplock=0xFF, contexts=[LEASE])
     r = ht.request(wire.CREATE, create_body(name, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN, 0,
-                                            oplock=9))
-    assert r.status == wire.STATUS_SUCCESS and r.raw[66] == 9, r
+                                            **asked))
+    assert r.status == wire.STATUS_SUCCESS and r.raw[66] == asked["oplock"], r
     c, s = server.logon()
     t = c.tree(s, share)
     c.send([t.message(wire.CREATE, create_body(name, wire.GENERIC_READ, wire.FILE_OPEN, 0))])
