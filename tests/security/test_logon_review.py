@@ -375,22 +375,14 @@ SPELLINGS = {"plain": "steve", "upper": "STEVE", "long-s": "\u017fteve", "st-lig
 
 
 @pytest.mark.parametrize("name", SPELLINGS.values(), ids=SPELLINGS.keys())
-def test_invalid_users_holds_whatever_spelling_reached_the_account(tmp_path, name):
-    conn, request = in_process_server(tmp_path, invalid_users=["steve"])
+@pytest.mark.parametrize("rule, status", [("invalid_users", wire.STATUS_ACCESS_DENIED),
+                                          ("valid_users", wire.STATUS_SUCCESS)],
+                         ids=["invalid-users-refuses", "valid-users-admits"])
+def test_a_users_list_holds_whatever_spelling_reached_the_account(tmp_path, name, rule, status):
+    conn, request = in_process_server(tmp_path, **{rule: ["steve"]})
     try:
-        status, sid = in_process_logon(request, name)
-        assert status == wire.STATUS_SUCCESS, hex(status)
-        assert in_process_tree_status(request, sid) == wire.STATUS_ACCESS_DENIED
-    finally:
-        conn.close_all()
-
-
-@pytest.mark.parametrize("name", SPELLINGS.values(), ids=SPELLINGS.keys())
-def test_valid_users_admits_whatever_spelling_reached_the_account(tmp_path, name):
-    conn, request = in_process_server(tmp_path, valid_users=["steve"])
-    try:
-        status, sid = in_process_logon(request, name)
-        assert status == wire.STATUS_SUCCESS, hex(status)
-        assert in_process_tree_status(request, sid) == wire.STATUS_SUCCESS
+        logon, sid = in_process_logon(request, name)
+        assert logon == wire.STATUS_SUCCESS, hex(logon)
+        assert in_process_tree_status(request, sid) == status
     finally:
         conn.close_all()
