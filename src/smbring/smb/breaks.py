@@ -54,12 +54,13 @@ class PendingBreak:
 
 
 def send(client: "Client", body: bytes, session, *, oplock: bool, retry: bool,
-         wanted: Callable[[], bool]) -> bool:
+         wanted: Callable[[], bool], share_encrypts: bool = False) -> bool:
     """Sends a break (its body) for an open of `session` (a Session, or None when it is
     gone); False when no connection can carry it. `wanted()`: whether it is still worth
     sending again (not once the break is answered, timed out, or its open closed: a client
-    that has just closed its connections is not sent what no longer matters)."""
-    seal = bool(session is not None and session.encrypt and session.encrypt_key)
+    that has just closed its connections is not sent what no longer matters). Sealed where the
+    session encrypts, or the open's share does (`share_encrypts`, MS-SMB2 3.3.4.6/3.3.4.7)."""
+    seal = bool(session is not None and (session.encrypt or share_encrypts) and session.encrypt_key)
     pb = PendingBreak(client, body, session.id if session is not None else 0,
                       user=acts_for(session) if session is not None else None,
                       channels_of_session=oplock or seal, seal=seal, retry=retry or not oplock,

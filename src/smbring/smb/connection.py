@@ -36,7 +36,7 @@ from smbring.smb.effects import (
     Settle,
     Write,
 )
-from smbring.smb.errors import SMBError, status_for_oserror
+from smbring.smb.errors import SMBError, Unverified, status_for_oserror
 from smbring.smb.fileinfo import show_on_close
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
@@ -570,8 +570,8 @@ class Connection:
         sessions = self.client.sessions
         for _, r, _ in out:
             s = sessions.get(r.session_id)
-            if s is not None and s.encrypt and r.command != wire.SESSION_SETUP:
-                return s
+            if s is not None and s.encrypt and r.command != wire.SESSION_SETUP and r.signer != ():
+                return s        # (not for the answer to a request its key did not protect)
         return None
 
     def _response(self, req: Header, rhdr: Header, body, signed: bool, sealed_by) -> list:
@@ -589,10 +589,11 @@ class Connection:
                 self._checked(part)
             return [Send(part)]
         seal = sealed_by
-        if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP:
+        if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP and \
+                rhdr.signer != ():      # (errors.Unverified: neither sealed nor signed)
             seal = s
         if seal is None:
-            if rhdr.signer is not None:
+            if rhdr.signer:
                 part = self._finish(req, rhdr, body)
                 security.apply_signature(*rhdr.signer, part)
             # (_must_sign is False unless one of the first three holds: asked only then)
@@ -640,7 +641,7 @@ class Connection:
         names (rhdr.signer, commands.session), else its session's key on this connection."""
         if seal is not None:
             return
-        if rhdr.signer is not None:
+        if rhdr.signer:
             security.apply_signature(*rhdr.signer, part)
         elif self._must_sign(rhdr, request_signed):
             security.apply_signature(self.sign_algorithm(),
@@ -664,9 +665,10 @@ class Connection:
         req = Header(command=areq.hdr.command, message_id=areq.hdr.message_id,
                      credit_charge=areq.hdr.credit_charge, credits=0,
                      flags=areq.hdr.flags & ~wire.FLAGS_RELATED)
-        s = self.sessions.get(areq.hdr.session_id)
+        # sealed as the request was, with its session's key even when the session has ended
+        # meanwhile (a LOGOFF while a CREATE waits for a break): nothing of it leaves in clear
         self.outbox.extend(self._responses([(req, rhdr, body if body is not None else wire.error_body())],
-                                           [areq.signed], s if areq.sealed else None))
+                                           [areq.signed], areq.sealed_by if areq.sealed else None))
         if areq.rest and not self.closed:      # the compound's requests after it
             if areq.hdr.command == wire.CREATE:
                 areq.chain.create_error = status   # (a held SET_INFO's failure is its own)
@@ -712,19 +714,21 @@ class Connection:
         signed; sealed where the open's session encrypts; on a channel of the open's session
         (smb.breaks: the oldest, the next one where it is not delivered)."""
         oplocks, client = self.state.oplocks, self.client
-        breaks.send(client, struct.pack("<HBBI", 24, level, 0, 0) + o.fid,
-                    self.sessions.get(o.session_id), oplock=True,
+        s = self.sessions.get(o.session_id)
+        breaks.send(client, struct.pack("<HBBI", 24, level, 0, 0) + o.fid, s, oplock=True,
                     retry=self.policy.oplock_break_retry,
-                    wanted=lambda: client.opens.get(o.fid) is o and oplocks.breaking(o))
+                    wanted=lambda: client.opens.get(o.fid) is o and oplocks.breaking(o),
+                    share_encrypts=_share_encrypts(s, o))
 
     def send_lease_break(self, o: Open, lease, old: int, new: int, ack_required: bool) -> None:
         """Tells the client that holds `lease` (through the open `o`) to break it from `old`
         to `new` (MS-SMB2 3.3.4.7), sent as an oplock break is, on the client's oldest
         connection (a lease belongs to the client, not to one connection), or where the
         open's session encrypts its oldest channel (smb.breaks)."""
-        breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required),
-                    self.sessions.get(o.session_id), oplock=False, retry=True,
-                    wanted=lambda: lease.breaking and bool(lease.holders))
+        s = self.sessions.get(o.session_id)
+        breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required), s,
+                    oplock=False, retry=True, wanted=lambda: lease.breaking and bool(lease.holders),
+                    share_encrypts=_share_encrypts(s, o))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
@@ -801,6 +805,8 @@ class Connection:
     def _must_sign(self, rhdr: Header, request_signed: bool) -> bool:
         """Responses are signed when their session signs everything, when the request was
         signed (MS-SMB2 3.3.4.1.1), and always the final SESSION_SETUP of SMB 3.x."""
+        if rhdr.signer is not None:
+            return False    # (a key named is applied before this is asked; () is errors.Unverified)
         s = self.client.sessions.get(rhdr.session_id)
         if not s or not signing_key_on(s, self):    # (a guest's session has no key)
             return False
@@ -847,6 +853,8 @@ class Connection:
                         self.tree(hdr)
             elif command == SESSION_SETUP:
                 self._check_session_setup(hdr, msg)
+            elif command == wire.ECHO and hdr.flags & FLAGS_SIGNED:
+                self._check_signed_echo(hdr, msg)
             elif command == NEGOTIATE and hdr.flags & FLAGS_SIGNED:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
             size = entry.size
@@ -948,13 +956,13 @@ class Connection:
         if self._sealed_by is not None:
             return              # sealed with this session's key (_plain_frame checked)
         if s.encrypt:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)  # this session must be encrypted
+            raise Unverified()      # this session must be encrypted
         if hdr.flags & wire.FLAGS_SIGNED:
             key = signing_key_on(s, self)
             if not key or not security.verify(self.sign_algorithm(), key, msg):
-                raise SMBError(wire.STATUS_ACCESS_DENIED)
+                raise Unverified()
         elif s.sign:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
+            raise Unverified()
         elif hdr.command == wire.TREE_CONNECT and self.dialect == wire.SMB311 and not s.guest:
             # MS-SMB2 3.3.5.7 (Samba answers ACCESS_DENIED, as here, where Windows disconnects)
             raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -976,6 +984,16 @@ class Connection:
         s = self.sessions.get(hdr.session_id)
         if s is not None and s.valid and s.signing_key and self.reaches(s):
             self._check_protection(s, hdr, msg)
+
+    def _check_signed_echo(self, hdr: Header, msg) -> None:
+        """An ECHO needs no session, but one signed for a session of this connection is verified
+        (as smbd does, MS-SMB2 3.3.5.2.4): its answer would be signed with that session's key."""
+        s = self.client.sessions.get(hdr.session_id) if hdr.session_id else None
+        if s is None or not s.valid or self._sealed_by is not None or not self.reaches(s):
+            return          # (answered unsigned: _must_sign finds no key here)
+        key = signing_key_on(s, self)
+        if key and not security.verify(self.sign_algorithm(), key, msg):
+            raise Unverified()
 
     def token(self, hdr: Header) -> frozenset:
         """The SIDs a session's user acts as, for security descriptors (see smb.acl)."""
@@ -1287,6 +1305,13 @@ class Connection:
 # newer ones did. Kept per open, as Samba's smbd_smb2_request_dispatch_update_counts: requests
 # here are answered before the next is taken, so no request counts are needed.
 MODIFYING = (wire.WRITE, wire.SET_INFO, wire.IOCTL)
+
+
+def _share_encrypts(s: Session | None, o: Open) -> bool:
+    """Whether the share of an open's tree connect asks for encryption (`smb encrypt` required
+    or desired): what the server tells of the open (its breaks) is then sealed."""
+    t = s.trees.get(o.tree_id) if s is not None else None
+    return bool(t is not None and t.share and (t.share.encrypt or t.share.encrypt_desired))
 
 
 def check_channel_sequence(o: Open, hdr: Header) -> None:

@@ -17,6 +17,19 @@ class SMBError(Exception):
         self.status = status
 
 
+class Unverified(SMBError):
+    """ACCESS_DENIED for a request its session's key did not protect where it had to (unsigned
+    or badly signed where the session signs, plain where it encrypts). Its answer is neither
+    signed nor sealed (`signer` () names no key): a signature or seal from the session over an
+    answer to a request anyone could have made would let someone on the path pass it off as
+    the answer to one of the client's own requests (its MessageId and command chosen)."""
+
+    signer = ()
+
+    def __init__(self):
+        super().__init__(wire.STATUS_ACCESS_DENIED)
+
+
 def in_request(msg, offset: int, length: int):
     """The variable part of a request named by its offset (from the SMB2 header) and length;
     one that does not lie inside the request after the header is malformed."""

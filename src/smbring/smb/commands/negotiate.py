@@ -40,11 +40,16 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
             and security.AES_128_CCM in policy.ciphers:
         cipher = security.AES_128_CCM
     if chosen == wire.SMB311:       # the contexts are read before anything is settled
-        pos = ctx_off
+        pos, seen = ctx_off, []
         for _ in range(ctx_count):
             ctype, dlen = struct.unpack_from("<HH", msg, pos)
             data = in_request(msg, pos + 8, dlen)
-            if ctype == wire.ENCRYPTION_CAPABILITIES:
+            seen.append(ctype)
+            if ctype == wire.PREAUTH_INTEGRITY_CAPABILITIES:
+                n = struct.unpack_from("<H", data, 0)[0]
+                if wire.SHA512 not in struct.unpack_from(f"<{n}H", data, 4):
+                    raise SMBError(wire.STATUS_SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP)
+            elif ctype == wire.ENCRYPTION_CAPABILITIES:
                 n = struct.unpack_from("<H", data, 0)[0]
                 offered = list(struct.unpack_from(f"<{n}H", data, 2))
             elif ctype == wire.SIGNING_CAPABILITIES:
@@ -52,6 +57,11 @@ def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
                 algs = struct.unpack_from(f"<{n}H", data, 2)
                 signing_algorithm = next((a for a in policy.signing_algorithms if a in algs), None)
             pos = wire.pad8(pos + 8 + dlen)
+        if seen.count(wire.PREAUTH_INTEGRITY_CAPABILITIES) != 1 or \
+                seen.count(wire.ENCRYPTION_CAPABILITIES) > 1 or seen.count(wire.SIGNING_CAPABILITIES) > 1:
+            # exactly one preauth context, at most one of the others (MS-SMB2 3.3.5.4): the
+            # keys hang on the hash it announces
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if encrypting:
             cipher = next((x for x in policy.ciphers if x in offered), 0)
     c.dialect, c.client_guid, c.client_security_mode, c.client_caps = chosen, guid, secmode, caps

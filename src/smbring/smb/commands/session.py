@@ -270,6 +270,11 @@ def bound_owner(c: Connection, identity: ntlm.Identity) -> str:
 
 
 def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
+    s = c.sessions[hdr.session_id]
+    if s.signing_key and (s.sign or hdr.flags & wire.FLAGS_SIGNED):
+        # signed as any answer of the session (MS-SMB2 3.3.4.1.1), with the key it has now:
+        # once it has ended nothing names it (sealed instead where the request was)
+        rhdr.signer = signer_on(s, c)
     busy = c.busy_opens(hdr.session_id)
     if busy:        # the I/O under way on its opens ends before they close
         return FileSteps(logoff_after_io(c, hdr.session_id, busy)), None
