@@ -983,7 +983,12 @@ class Connection:
             return      # checked by the binding itself (commands.session, MS-SMB2 3.3.5.5)
         s = self.sessions.get(hdr.session_id)
         if s is not None and s.valid and s.signing_key and self.reaches(s):
-            self._check_protection(s, hdr, msg)
+            try:
+                self._check_protection(s, hdr, msg)
+            except Unverified:
+                # signed as smbd signs it: a client checks a refused re-authentication's
+                # answer with the session's key (smbtorture smb2.session.bind_negative_*)
+                raise SMBError(wire.STATUS_ACCESS_DENIED) from None
 
     def _check_signed_echo(self, hdr: Header, msg) -> None:
         """An ECHO needs no session, but one signed for a session of this connection is verified
