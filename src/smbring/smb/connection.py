@@ -1054,13 +1054,15 @@ class Connection:
                                       o.session_id == session_id and (tree_id is None or o.tree_id == tree_id)])
 
     @staticmethod
-    def after_io(fds: tuple):
+    def after_io(fds: tuple, then: Callable[[], bytes] | None = None):
         """Steps: on once the file I/O under way on `fds` has ended (none when there is none),
-        as Samba's CLOSE waits for its open's aio requests (smbd_smb2_close_send): the
-        response of a request that ends an open says what that I/O made of the file, and a
-        client that sees it may reopen the file and find the data there."""
+        then what then() returns (a response body), as Samba's CLOSE waits for its open's aio
+        requests (smbd_smb2_close_send): the response of a request that ends an open says what
+        that I/O made of the file, and a client that sees it may reopen the file and find the
+        data there."""
         if fds:
             yield Settle(fds)
+        return then() if then is not None else None
 
     def close_all(self) -> None:
         """The connection is gone: its channels go; a session left without a channel ends,

@@ -975,15 +975,15 @@ def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     under_way = c.io_under_way
     if under_way is not None and under_way(o.fd):   # answered once it has ended (Connection.after_io)
         o.closing = True
-        return FileSteps(close_after_io(c, o, flags, (o.fd,))), o.fid
+        return FileSteps(c.after_io((o.fd,), lambda: closed_if_open(c, o, flags))), o.fid
     return closed(c, o, flags), o.fid
 
 
-def close_after_io(c: Connection, o: Open, flags: int, busy: tuple):
-    """A CLOSE's steps where I/O was under way on its open: that I/O ends first."""
-    yield from c.after_io(busy)
+def closed_if_open(c: Connection, o: Open, flags: int):
+    """`closed`, after a wait for the open's I/O: unless it was closed meanwhile (its
+    connection lost)."""
     if c.client.opens.get(o.fid) is not o:
-        raise SMBError(wire.STATUS_FILE_CLOSED)     # closed meanwhile (its connection lost)
+        raise SMBError(wire.STATUS_FILE_CLOSED)
     return closed(c, o, flags)
 
 

@@ -277,13 +277,12 @@ def h_logoff(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         rhdr.signer = signer_on(s, c)
     busy = c.busy_opens(hdr.session_id)
     if busy:        # the I/O under way on its opens ends before they close
-        return FileSteps(logoff_after_io(c, hdr.session_id, busy)), None
-    c.end_session(hdr.session_id)
-    return struct.pack("<HH", 4, 0), None
+        return FileSteps(c.after_io(busy, lambda: logged_off(c, hdr.session_id))), None
+    return logged_off(c, hdr.session_id), None
 
 
-def logoff_after_io(c: Connection, session_id: int, busy: tuple):
-    yield from c.after_io(busy)
+def logged_off(c: Connection, session_id: int) -> bytes:
+    """Ends the session; the LOGOFF response's body."""
     c.end_session(session_id)
     return struct.pack("<HH", 4, 0)
 

@@ -298,13 +298,8 @@ def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     # (no request reaches the tree now) the I/O under way on its opens ends before they close
     busy = c.busy_opens(hdr.session_id, hdr.tree_id)
     if busy:
-        return FileSteps(disconnect_after_io(c, hdr.session_id, hdr.tree_id, t, busy)), None
+        return FileSteps(c.after_io(busy, lambda: disconnected(c, hdr.session_id, hdr.tree_id, t))), None
     return disconnected(c, hdr.session_id, hdr.tree_id, t), None
-
-
-def disconnect_after_io(c: Connection, session_id: int, tree_id: int, t: Tree, busy: tuple):
-    yield from c.after_io(busy)
-    return disconnected(c, session_id, tree_id, t)
 
 
 def disconnected(c: Connection, session_id: int, tree_id: int, t: Tree) -> bytes:
