@@ -115,7 +115,8 @@ def add_arguments(p) -> None:
     p.add_argument("--clients", default="smbring,smbclient,smbprotocol",
                    help="comma-separated: smbring, smbring-signed (every message signed), "
                         "smbclient, smbclient-sync (get only: smbclient's get and then the "
-                        "download synced to disk, timed, as durable as smbring's get), smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
+                        "download synced to disk, timed, as durable as smbring's get), "
+                        "smbprotocol (its defaults: signed, 64 KiB buffered, in 1 MiB "
                         "calls), smbprotocol-large (signed, unbuffered, requests as large as the "
                         "server allows)")
     p.add_argument("--channels", type=int, default=4, help="channels for smbring's multichannel runs")

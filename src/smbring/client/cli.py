@@ -227,24 +227,27 @@ async def _run(args, target: Target, user: str, password: str, domain: str) -> i
     return 0
 
 
-def _iso(ns: int) -> str | None:
-    """The time in ISO 8601 (UTC); None for one a datetime cannot hold (the server says
-    what it likes: the year 60056, say)."""
-    import datetime
+def _datetime(ns: int, utc: bool):
+    """The time as a datetime (UTC, or local); None for one a datetime cannot hold (the server
+    says what it likes: the year 60056, say)."""
+    import datetime     # ls only: get and put do without it (and json)
     try:
-        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc if utc else None)
     except (ValueError, OverflowError, OSError):
         return None
+
+
+def _iso(ns: int) -> str | None:
+    """The time in ISO 8601 (UTC); None where a datetime cannot hold it."""
+    when = _datetime(ns, utc=True)
+    return when.isoformat() if when is not None else None
 
 
 def _local_time(ns: int) -> str:
     """The time as ls shows it (local time, to the minute); question marks where a datetime
     cannot hold it."""
-    import datetime     # ls only: get and put do without it (and json)
-    try:
-        return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M")
-    except (ValueError, OverflowError, OSError):
-        return "????-??-?? ??:??"
+    when = _datetime(ns, utc=False)
+    return when.strftime("%Y-%m-%d %H:%M") if when is not None else "????-??-?? ??:??"
 
 
 async def _listing(client, path: str) -> list:
