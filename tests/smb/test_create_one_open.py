@@ -12,7 +12,7 @@ import struct
 import tempfile
 
 import pytest
-from sansio_client import Client
+from sansio_client import Client, open_descriptors
 from smbcore import create_body
 
 from smbring.smb import acl, wire
@@ -25,10 +25,6 @@ READ_ATTRIBUTES = 0x80
 BATCH_OPLOCK = 0x09
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another account needs root")
 ALICE = Identity("alice", 61311, 61311, (61311,))
-
-
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def dacl(*aces) -> bytes:

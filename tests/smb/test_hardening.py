@@ -4,16 +4,12 @@ import struct
 
 import pytest
 
-from sansio_client import Client
+from sansio_client import Client, open_descriptors
 from smbring.smb import security, wire
 from smbring.vfs.posix import PosixVFS
 
 GENERIC_READ = 0x80000000
 DELETE = 0x10000
-
-
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_a_create_that_fails_after_the_open_leaks_no_descriptor(tmp_path):
