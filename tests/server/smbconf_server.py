@@ -3,6 +3,7 @@ start a server on a free loopback port, run smbclient or a raw client against it
 a test starts is stopped when it ends (the `smbconf` fixture)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -105,19 +106,23 @@ def smbconf(tmp_path):
 @contextmanager
 def unix_account(name: str):
     """A Unix account `name` (its own group, no home, no shell) for one test, removed after;
-    refuses to borrow an account that already exists, which the test would then delete."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        pass
-    else:
-        pytest.skip(f"a Unix account {name} exists already")
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
-                   check=True, capture_output=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
+    refuses to borrow an account that already exists, which the test would then delete. Tests
+    running in parallel (pytest -n) that want the same name take turns: each holds a lock on
+    the name from before the account is made until after it is removed."""
+    with open(f"/tmp/smbring-test-account-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file is closed
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            pass
+        else:
+            pytest.skip(f"a Unix account {name} exists already")
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+                       check=True, capture_output=True)
+        try:
+            yield name
+        finally:
+            subprocess.run(["userdel", name], capture_output=True)
 
 
 def refused(result: subprocess.CompletedProcess, status: str = "NT_STATUS_ACCESS_DENIED") -> bool:
