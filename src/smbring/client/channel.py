@@ -715,7 +715,10 @@ class Channel:
         deadline = self._loop.time() + self.timeout
         pending = _Pending(command, charge, future, keys, signed, into, deadline)
         self._pending[message_id] = pending
-        if self._watchdog is None:
+        if self._watchdog is None or deadline < self._watchdog.when():
+            # (sooner than the timer only where `timeout` was shortened since it was set)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             self._watchdog = self._loop.call_at(deadline, self._check_deadlines)
         return pending
 
