@@ -56,7 +56,8 @@ def test_a_refused_exact_line_is_not_passed_over_for_another_spelling(tmp_path):
     passdb.write_text(f"Eve:1:{'X' * 32}:{h}:[U          ]:LCT-00000000:\n"
                       f"eve:2:{'X' * 32}:{h}:[DU         ]:LCT-00000000:\n")
     lookup = PasswordLookup(str(passdb))
-    assert lookup("eve") is None and lookup("Eve").account == "Eve"
+    assert lookup("eve").barred is not None and lookup("eve").account == "eve"
+    assert lookup("Eve").barred is None and lookup("Eve").account == "Eve"
 
 
 # -- a root server acting as the accounts ---------------------------------------------------------

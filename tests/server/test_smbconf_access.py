@@ -175,6 +175,10 @@ def test_max_connections_counts_tree_connects_of_all_clients(smbconf):
 
 # -- [homes] and substitutions -------------------------------------------------------------------
 def test_homes_is_each_users_own(smbconf, tmp_path):
+    """As smbd: "homes" and the user's own name reach the user's home; another user's name
+    (a Unix account with a home directory) is that user's home, which `valid users = %S`
+    keeps to its owner: STATUS_ACCESS_DENIED, for a guest too; a name that is no account's
+    is no share."""
     homes = tmp_path / "homes"
     for who in (USER, OTHER):
         (homes / who).mkdir(parents=True)
@@ -182,14 +186,44 @@ def test_homes_is_each_users_own(smbconf, tmp_path):
     server = smbconf("map to guest = bad user",
                      {"homes": f"path = {homes}/%S\nread only = no\nvalid users = %S\nguest ok = yes"},
                      users=((OTHER, OTHER_PASSWORD),), accounts=True)
-    r = server.smbclient(USER, "ls")
-    assert r.returncode == 0 and f"{USER}.txt" in r.stdout, r.stdout + r.stderr
-    r = server.smbclient(OTHER, "ls")                  # another user's home: not there at all
-    assert refused(r, "NT_STATUS_BAD_NETWORK_NAME"), r.stdout + r.stderr
+    for name in (USER, USER.upper(), "homes"):
+        r = server.smbclient(name, "ls")
+        assert r.returncode == 0 and f"{USER}.txt" in r.stdout, (name, r.stdout + r.stderr)
+    r = server.smbclient(OTHER, "ls")                  # another user's home: not for USER
+    assert refused(r, "NT_STATUS_ACCESS_DENIED") and f"{OTHER}.txt" not in r.stdout, r.stdout + r.stderr
     r = server.smbclient(OTHER, "ls", user=None)       # nor for a guest, guest ok or not
-    assert refused(r, "NT_STATUS_BAD_NETWORK_NAME") or refused(r)
-    r = server.smbclient("homes", "ls")
-    assert refused(r, "NT_STATUS_BAD_NETWORK_NAME")
+    assert refused(r, "NT_STATUS_ACCESS_DENIED"), r.stdout + r.stderr
+    r = server.smbclient("homes", "ls", user=None)     # a guest has no home
+    assert refused(r, "NT_STATUS_BAD_NETWORK_NAME"), r.stdout + r.stderr
+    r = server.smbclient("no-such-account", "ls")
+    assert refused(r, "NT_STATUS_BAD_NETWORK_NAME"), r.stdout + r.stderr
+    r = server.smbclient(USER, "ls", user=OTHER, password=OTHER_PASSWORD)   # USER's, by OTHER
+    assert refused(r, "NT_STATUS_ACCESS_DENIED"), r.stdout + r.stderr
+
+
+def test_homes_follows_the_account_the_password_proved_not_the_name_typed(smbconf, tmp_path):
+    """The client's spelling of its name picks no home: an alias of the username map, or
+    another case of the name, reaches the home of the account whose password it gave, as
+    smbd registers the home of the session's Unix account, and maps a share name that is an
+    alias. Without `valid users`, another user's home is reachable by name, as in smbd (the
+    session then acts there as its own account)."""
+    homes = tmp_path / "homes"
+    alias = "homealias"
+    for who in (USER, alias, OTHER):
+        (homes / who).mkdir(parents=True)
+        (homes / who / f"{who}.txt").write_text(who)
+    usermap = tmp_path / "usermap"
+    usermap.write_text(f"{USER} = {alias}\n")
+    server = smbconf(f"map to guest = never\nusername map = {usermap}",
+                     {"homes": f"path = {homes}/%S\nread only = yes"},
+                     users=((OTHER, OTHER_PASSWORD),), accounts=True)
+    for typed, share in ((alias, alias), (alias, USER), (alias, "homes"), (USER.upper(), USER),
+                         (USER.capitalize(), "homes")):
+        r = server.smbclient(share, "ls", user=typed)
+        assert r.returncode == 0, (typed, share, r.stdout + r.stderr)
+        assert f"{USER}.txt" in r.stdout and f"{alias}.txt" not in r.stdout, (typed, share, r.stdout)
+    r = server.smbclient(OTHER, "ls", user=alias)
+    assert r.returncode == 0 and f"{OTHER}.txt" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_substituted_path_stays_where_it_was_meant(smbconf, tmp_path):

@@ -8,7 +8,9 @@ import pytest
 from servers import PASSWORD, as_root_args, free_port, stop
 
 from smbring.server.users import PasswordDB, PasswordLookup, parse_line
+from smbring.smb import wire
 from smbring.smb.ntlm_crypto import nt_hash
+from smbring.smb.ntlmssp import Barred
 
 CLI = [sys.executable, "-m", "smbring"]
 
@@ -41,9 +43,14 @@ def test_who_may_log_on(tmp_path):
     lookup = PasswordLookup(str(passdb))
     assert lookup("daemon") == bytes.fromhex("D25B088BA6991B38A960C3CFCA03953C")
     assert lookup("DAEMON") == lookup("daemon")            # names in any case
-    assert lookup("bin") is None                           # D: disabled
-    assert lookup("sys") is None                           # NO PASSWORD: no null passwords
-    assert lookup("ws1$") is None                          # a trust account
+    assert lookup("daemon").barred is None
+    # known accounts that may not log on: refused with their own status, never unknown names
+    # (which `map to guest = bad user` would make guests)
+    assert lookup("bin").barred == Barred("disabled", wire.STATUS_ACCOUNT_DISABLED)
+    assert lookup("sys").barred.before_password            # NO PASSWORD: no null passwords
+    assert lookup("sys").barred.status == wire.STATUS_LOGON_FAILURE
+    assert lookup("ws1$").barred.status == wire.STATUS_NOLOGON_WORKSTATION_TRUST_ACCOUNT
+    assert lookup("nosuchuser") is None
 
 
 def test_lines_smbring_does_not_change_survive_byte_for_byte(tmp_path):
@@ -80,10 +87,11 @@ def test_disable_enable_and_a_disabled_account_keeps_its_flag(tmp_path):
     passdb = tmp_path / "smbpasswd"
     passdb.write_text("\n".join(SAMBA_LINES) + "\n")
     r = user("add", "bin", passdb=passdb, password="pw-bin-2")
-    assert "disabled" in r.stdout and PasswordLookup(str(passdb))("bin") is None
+    assert "disabled" in r.stdout and PasswordLookup(str(passdb))("bin").barred is not None
     r = user("enable", "bin", passdb=passdb)
     assert r.returncode == 0 and "user bin enabled" in r.stdout
     assert PasswordLookup(str(passdb))("bin") == nt_hash("pw-bin-2")
+    assert PasswordLookup(str(passdb))("bin").barred is None
     r = user("disable", "bin", passdb=passdb)
     assert "user bin disabled" in r.stdout and "[DU         ]" in passdb.read_text()
     r = user("add", "ws1$", passdb=passdb, password="x")
@@ -162,6 +170,8 @@ def test_a_samba_made_file_logs_on_and_survives_user_add(tmp_path, samba_passdb,
         r = _ls(port, unix_user)
         assert r.returncode == 0 and "hello.txt" in r.stdout, r.stdout + r.stderr
         r = _ls(port, "daemon")                                   # disabled by smbpasswd -d
+        assert r.returncode != 0 and "NT_STATUS_ACCOUNT_DISABLED" in r.stdout + r.stderr
+        r = _ls(port, "daemon", "wrong")                          # as Samba: nothing more said
         assert r.returncode != 0 and "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr
         # (a Unix account, so that the server started as root has one to act as)
         added = user("add", "nobody", passdb=samba_passdb, password="Other-pw-2")

@@ -11,6 +11,7 @@ from smbcore import carry_out
 from smbring.server.users import PasswordLookup
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import spnego, wire
+from smbring.smb.commands import session
 from smbring.smb.connection import Connection
 from smbring.smb.md4 import md4
 from smbring.smb.ntlm import Acceptor, LogonFailure, negotiate_token, ntlm_auth_policy
@@ -167,6 +168,23 @@ def test_an_unknown_user_is_a_guest_only_when_guests_are_allowed():
     assert (identity.kind, identity.user, identity.session_key) == ("guest", "bob", b"")
     with pytest.raises(LogonFailure, match="unknown user"):
         run(Acceptor(lookup), pyspnego.client("bob", "x", hostname="s", protocol="ntlm"))
+
+
+@pytest.mark.parametrize("flags, right, wrong", [
+    ("DU", wire.STATUS_ACCOUNT_DISABLED, wire.STATUS_LOGON_FAILURE),
+    ("UL", wire.STATUS_ACCOUNT_LOCKED_OUT, wire.STATUS_ACCOUNT_LOCKED_OUT),
+    ("S", wire.STATUS_NOLOGON_SERVER_TRUST_ACCOUNT, wire.STATUS_LOGON_FAILURE),
+    ("I", wire.STATUS_NOLOGON_INTERDOMAIN_TRUST_ACCOUNT, wire.STATUS_LOGON_FAILURE),
+])
+def test_a_barred_account_is_refused_in_samba_order_never_a_guest(tmp_path, flags, right, wrong):
+    """Guests allowed (map to guest = bad user): still no guest for an account the file holds."""
+    (tmp_path / "passdb").write_text(
+        f"carol:1:{'X' * 32}:{nc.nt_hash('pw').hex()}:[{flags:<11}]:LCT-00000000:\n")
+    lookup = PasswordLookup(str(tmp_path / "passdb"))
+    for password, status in (("pw", right), ("wrong", wrong)):
+        with pytest.raises(LogonFailure) as failed:
+            run(Acceptor(lookup, guest_ok=True), pyspnego.client("carol", password, hostname="s", protocol="ntlm"))
+        assert session.logon_failure_status(failed.value) == status, (flags, password)
 
 
 def test_the_password_file_lookup_is_asked_at_each_logon():

@@ -188,6 +188,12 @@ class Accounts:
             problems.append(f"username map {self.username_map!r} is not a file")
         return problems
 
+    def mapped_name(self, name: str) -> str:
+        """The Unix name the username map gives `name` (a share name that may be a Windows
+        user's name, for [homes], as Samba's find_service maps it)."""
+        with self.as_server():
+            return map_name(self.username_map, name)
+
     def logon(self, user: str, kind: str) -> Identity | None:
         """The account a new session acts as; None: the user has none (refused; the logon
         audit says so). `user`: the account the logon proved the password of (the password
@@ -267,6 +273,10 @@ class ServerAccount:
         Samba checks the mapped name. The client's own spelling would let an alias get
         around `invalid users` naming the account."""
         return map_name(self.username_map, user.rsplit("\\", 1)[-1]).lower()
+
+    def mapped_name(self, name: str) -> str:
+        """The name the username map gives `name` (a share name, for [homes])."""
+        return map_name(self.username_map, name)
 
     def for_share(self, share: Share, who) -> Identity:
         return self.me

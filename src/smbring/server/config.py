@@ -231,6 +231,7 @@ def load(path: str) -> Config:
         if share is not None:
             cfg.shares[section.name] = share
     _check_guests(cfg)
+    _check_homes(cfg)
     cfg.server_info = server_info(cfg.options)
     if ignored:
         cfg.notices.append("options with no effect here (ignored): " + ", ".join(sorted(ignored)))
@@ -422,6 +423,15 @@ def _check_guests(cfg: Config) -> None:
     if cfg.policy.map_to_guest == "bad user" and not any(s.guest_ok for s in cfg.shares.values()):
         cfg.notices.append("map to guest = bad user: no share has guest ok, so unknown users "
                            "are refused")
+
+
+def _check_homes(cfg: Config) -> None:
+    """[homes] without `valid users` lets any user (a guest too, with guest ok) connect to
+    another user's home by naming it, as in Samba: say so."""
+    homes = next((s for s in cfg.shares.values() if s.homes), None)
+    if homes is not None and not homes.valid_users:
+        cfg.notices.append("[homes] has no valid users: a user may connect to another user's "
+                           "home by its name (as in Samba); valid users = %S keeps each to its owner")
 
 
 # -- the command line over the file ------------------------------------------------------------

@@ -23,8 +23,13 @@ Who may log on (what ``PasswordLookup`` hands the logon code):
 - ``X`` (password never expires), ``H``, ``T``, ``M`` change nothing: smbring has no
   password expiry.
 
-An account that may not log on is treated as an unknown name: the logon is refused, or
-becomes a guest logon where guest access is on (as for any name the file does not hold).
+An account that may not log on is refused as Samba's check_sam_security refuses it, and never
+becomes a guest (``map to guest = bad user`` maps only names the file does not hold): a
+locked-out account gets STATUS_ACCOUNT_LOCKED_OUT whatever the password (Samba checks the lock
+first); an account without a password STATUS_LOGON_FAILURE; any other only once its password
+proved right, with its own status (STATUS_ACCOUNT_DISABLED, STATUS_NOLOGON_*_TRUST_ACCOUNT,
+STATUS_LOGON_FAILURE for a non-user account), so a wrong password learns STATUS_LOGON_FAILURE
+as for any account.
 Names are compared without regard to case, as Samba does: a line spelled exactly as asked
 comes first, else the first line of that name in any case (a hand-edited file may hold a name
 twice in different cases; each spelling then reaches its own line, never another's password).
@@ -48,7 +53,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from smbring.smb import wire
 from smbring.smb.ntlm_crypto import nt_hash
+from smbring.smb.ntlmssp import Barred
 
 log = logging.getLogger("smbring.users")
 
@@ -61,6 +68,10 @@ FLAG_ORDER = "NDHTUMWSLXI"
 FLAG_WIDTH = 11
 TRUST_FLAGS = {"W": "a workstation trust account", "S": "a server trust account",
                "I": "an interdomain trust account"}
+# what a logon of a trust account answers once its password proved right (sam_account_ok)
+TRUST_STATUS = {"I": wire.STATUS_NOLOGON_INTERDOMAIN_TRUST_ACCOUNT,
+                "S": wire.STATUS_NOLOGON_SERVER_TRUST_ACCOUNT,
+                "W": wire.STATUS_NOLOGON_WORKSTATION_TRUST_ACCOUNT}
 
 
 def default_path() -> str:
@@ -106,6 +117,24 @@ class Account:
         if self.nt_hash is None:
             return "no password (smbring has no null passwords)"
         return None
+
+    def barred(self) -> Barred | None:
+        """How a logon of this account is refused (None: it is not), in Samba's order: the
+        lock before the password; no password to check; then, after the password, disabled,
+        trust accounts, and an account that is no user's."""
+        why = self.refusal()
+        if why is None:
+            return None
+        if "L" in self.flags:
+            return Barred("locked out", wire.STATUS_ACCOUNT_LOCKED_OUT, before_password=True)
+        if self.nt_hash is None:
+            return Barred(why, before_password=True)
+        if "D" in self.flags:
+            return Barred(why, wire.STATUS_ACCOUNT_DISABLED)
+        for flag, status in TRUST_STATUS.items():
+            if flag in self.flags:
+                return Barred(why, status)
+        return Barred(why)
 
     def format(self) -> str:
         """The line as Samba's format_new_smbpasswd_entry writes it."""
@@ -175,13 +204,15 @@ def same_name(accounts: list[Account], name: str) -> Account | None:
 
 class AccountHash(bytes):
     """An NT hash, with the name of the password file's account it is the hash of
-    (`account`): the spelling the file gives, which a logon then acts as."""
+    (`account`): the spelling the file gives, which a logon then acts as; `barred` where
+    the account may not log on (then the hash may be empty: there is none)."""
 
     account: str
+    barred: Barred | None
 
-    def __new__(cls, value: bytes, account: str) -> "AccountHash":
+    def __new__(cls, value: bytes, account: str, barred: Barred | None = None) -> "AccountHash":
         made = super().__new__(cls, value)
-        made.account = account
+        made.account, made.barred = account, barred
         return made
 
 
@@ -325,8 +356,9 @@ class Locked:
 
 class PasswordLookup:
     """lookup(user name) -> NT hash (an `AccountHash`, naming the account as the file spells
-    it), or None for a name that may not log on. Any case reaches an account (`Names`);
-    an account that may not log on is not passed over for another line of the name.
+    it, and saying when it may not log on: `Account.barred`), or None for a name the file does
+    not hold. Any case reaches an account (`Names`); an account that may not log on is not
+    passed over for another line of the name.
 
     What the server hands the logon code: the file is read again only when its size,
     modification time or inode changed (``smbring user add`` replaces it), so users added or
@@ -354,9 +386,9 @@ class PasswordLookup:
         except (OSError, ValueError) as e:
             log.warning("password file %s: %s (keeping the users read before)", self.path, e)
         account = self._names.find(name)
-        if account is None or account.refusal() is not None:
+        if account is None:
             return None
-        return AccountHash(account.nt_hash, account.name)
+        return AccountHash(account.nt_hash or b"", account.name, account.barred())
 
 
 # -- smbring user ---------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import time
 from smbring.smb import spnego
 from smbring.smb.ntlmssp import (
     SIGNATURE,
+    AccountRefused,
+    Barred,
     Identity,
     InvalidResponse,
     LogonFailure,
@@ -30,7 +32,8 @@ from smbring.smb.ntlmssp import (
     ServerNames,
 )
 
-__all__ = ["Acceptor", "Identity", "InvalidResponse", "LogonFailure", "negotiate_token", "ntlm_auth_policy"]
+__all__ = ["AccountRefused", "Acceptor", "Barred", "Identity", "InvalidResponse", "LogonFailure",
+           "negotiate_token", "ntlm_auth_policy"]
 
 
 MAX_TOKEN = 0xFFFF   # as Samba: no SPNEGO or NTLMSSP token of a logon is larger

@@ -51,6 +51,28 @@ class LogonFailure(Exception):
     """Wrong password, malformed token, or refused by policy: STATUS_LOGON_FAILURE."""
 
 
+class AccountRefused(LogonFailure):
+    """A known account that may not log on (disabled, locked out, a trust account): answered
+    with its own status, as Samba's check_sam_security answers, and never made a guest."""
+
+    def __init__(self, why: str, status: int):
+        super().__init__(why)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Barred:
+    """What a lookup says of an account it holds that may not log on: `status` is the logon's
+    answer, `why` the audit's; `before_password`: refused whatever the password (a locked-out
+    account, as Samba checks ACB_AUTOLOCK first; an account without a password to check),
+    else only once the password proved right, so a wrong one learns nothing more than for
+    any account (Samba's sam_account_ok runs after the password check)."""
+
+    why: str
+    status: int = wire.STATUS_LOGON_FAILURE
+    before_password: bool = False
+
+
 class InvalidResponse(LogonFailure):
     """An NTLMv2 response whose blob is malformed (too short, AV pairs without MsvAvEOL), does
     not repeat the AV pairs the CHALLENGE sent, or announces a MIC the AUTHENTICATE lacks:
@@ -135,7 +157,10 @@ class Authenticate:
 
 
 class NtlmServer:
-    """One NTLMSSP exchange on the server side. lookup(user) gives the NT hash or None."""
+    """One NTLMSSP exchange on the server side. lookup(user) gives the NT hash, or None for a
+    name it does not hold (the only one `bad_user_to_guest` makes a guest); the hash may carry
+    `account` (the name the lookup gives the account) and `barred` (a `Barred`: the account
+    may not log on)."""
 
     def __init__(self, lookup, *, policy: str, guest_ok: bool, names: ServerNames, clock=time.monotonic,
                  bad_user_to_guest: bool | None = None, anonymous_ok: bool | None = None):
@@ -224,13 +249,22 @@ class NtlmServer:
             self._check_v2_blob(auth)       # before the user is looked up, as Samba does
         nt = self.lookup(user)
         if nt is None:
-            if self.bad_user_to_guest:   # Samba's "map to guest = bad user"
+            if self.bad_user_to_guest:   # Samba's "map to guest = bad user": unknown names only
                 return Identity(user, domain, "guest", b"")
             self._verify(auth, user, domain, os.urandom(16))   # the same work as for a known user
             raise LogonFailure(f"unknown user {user!r}")
+        barred = getattr(nt, "barred", None)
+        if barred is not None and barred.before_password:
+            try:
+                self._verify(auth, user, domain, os.urandom(16))   # the work of a password check
+            except LogonFailure:
+                pass
+            raise AccountRefused(f"{user!r}: {barred.why}", barred.status)
         key_exchange_key = self._verify(auth, user, domain, nt)
         if key_exchange_key is None:
             raise LogonFailure(f"wrong password for {user!r}")
+        if barred is not None:
+            raise AccountRefused(f"{user!r}: {barred.why} (the password was right)", barred.status)
         self._exported = self._exported_key(auth, key_exchange_key)
         if self.mic_present:
             self._check_mic(auth.raw)

@@ -131,7 +131,8 @@ def new_acceptor(c: Connection) -> ntlm.Acceptor:
     no password) is always accepted, as smbd's `anonymous` auth module accepts it: the session
     it makes has no keys, acts as the guest account, and reaches only IPC$ (not under
     `restrict anonymous = 2`) and shares with `guest ok` (`tree.refusal`). Unknown users
-    become guests only under `map to guest = bad user` where some share admits guests."""
+    become guests only under `map to guest = bad user` where some share admits guests (never
+    an account the password file holds but bars: disabled, locked out, ...)."""
     return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest, anonymous_ok=True,
                          bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
                          netbios_name=c.policy.server_name)
@@ -230,8 +231,14 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
 
 def logon_failure_status(e: ntlm.LogonFailure) -> int:
     """What a failed logon answers: INVALID_PARAMETER for a malformed NTLMv2 response (as
-    Samba), LOGON_FAILURE for everything else (wrong password, unknown user, policy)."""
-    return wire.STATUS_INVALID_PARAMETER if isinstance(e, ntlm.InvalidResponse) else wire.STATUS_LOGON_FAILURE
+    Samba), an account's own status where the password file bars it (ACCOUNT_DISABLED,
+    ACCOUNT_LOCKED_OUT, ...: `ntlm.AccountRefused`), LOGON_FAILURE for everything else (wrong
+    password, unknown user, policy)."""
+    if isinstance(e, ntlm.InvalidResponse):
+        return wire.STATUS_INVALID_PARAMETER
+    if isinstance(e, ntlm.AccountRefused):
+        return e.status
+    return wire.STATUS_LOGON_FAILURE
 
 
 def act_as(c: Connection, s: Session, user: str, kind: str, typed: str = "") -> None:

@@ -80,7 +80,7 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
     checked again after a re-authentication (`reauthorize`), not a new one."""
     share = c.shares.get(name)
     if share is None or share.homes:
-        share = _home_share(c, s, name)
+        share, name = _home_share(c, s, name)
     if share is None:
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME)
     why = refusal(c, s, share, None, kept)
@@ -277,18 +277,35 @@ def binding_refusal(c: Connection, s: Session) -> str | None:
     return None
 
 
-def _home_share(c: Connection, s: Session, name: str) -> Share | None:
-    """[homes]: a share named after the session's user, only for that user; its directory is
-    the user's home (or the section's path, where %S is the user)."""
+def _home_share(c: Connection, s: Session, name: str) -> tuple[Share | None, str]:
+    """[homes] as smbd finds a home (smbd_smb2_tree_connect, find_service): "homes", or the
+    name of the account the session's logon proved (`list_name`: never the client's spelling
+    of it), is the session's own home (a guest has none); any other name is the home of the
+    Unix account of that name (or of the one the username map gives it) where the system
+    has one with a home directory, for whoever the share's rules admit: `valid users = %S`
+    keeps each home to its owner. Returns the share (None: no such share) and its name, the
+    account's (%S). Its directory is the section's path (%S substituted), else the account's
+    home directory; the session's own home needs no Unix account where the path is given."""
     homes = c.shares.get("homes")
-    if homes is None or not homes.homes or s.guest or share_access.bare(s.user) != name:
-        return None
+    if homes is None or not homes.homes:
+        return None, name
+    own = None if s.guest else list_name(c, s).lower()
+    if name in ("homes", own):
+        return (_home_of(c, homes, own) if own else None), own or name
+    accounts = c.policy.accounts
+    mapped = getattr(c.identities, "mapped_name", None)
+    if accounts.home(name) is None and mapped is not None:
+        name = mapped(name).lower()
+    if accounts.home(name) is None:
+        return None, name
+    return _home_of(c, homes, name), name
+
+
+def _home_of(c: Connection, homes: Share, owner: str) -> Share | None:
     if homes.path:
         return homes
-    home = c.policy.accounts.home(name)
-    if not home:
-        return None
-    return dataclasses.replace(homes, path=home)
+    home = c.policy.accounts.home(owner)
+    return dataclasses.replace(homes, path=home) if home else None
 
 
 def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
