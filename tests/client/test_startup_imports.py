@@ -28,8 +28,8 @@ MUST_NOT_LOAD = (
 SMBRING_ALLOWED = {
     "smbring", "smbring._wire", "smbring.cli",
     "smbring.client", "smbring.client.buffers", "smbring.client.channel", "smbring.client.cli",
-    "smbring.client.errors", "smbring.client.files", "smbring.client.logon",
-    "smbring.client.messages", "smbring.client.progress", "smbring.client.session",
+    "smbring.client.errors", "smbring.client.files", "smbring.client.limits",
+    "smbring.client.logon", "smbring.client.messages", "smbring.client.progress", "smbring.client.session",
     "smbring.client.transfer",
     "smbring.smb", "smbring.smb.credits", "smbring.smb.md4", "smbring.smb.ntlm_crypto",
     "smbring.smb.ntlm_initiator", "smbring.smb.ntlmssp", "smbring.smb.security",

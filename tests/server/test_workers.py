@@ -167,9 +167,10 @@ def test_delete_on_close_removes_the_name_it_was_asked_through(pair, server):
     assert (share / "victim.txt").read_bytes() == b"precious"
 
 
-def test_delete_on_close_leaves_a_name_that_now_names_another_file(pair, server):
-    """The name the delete was asked through was replaced by another file before the last
-    close (on the other worker): nothing is deleted."""
+@pytest.mark.parametrize("replacement", ["another file", "a symlink to another file"])
+def test_delete_on_close_leaves_a_name_that_now_names_another_file(pair, server, replacement):
+    """The name the delete was asked through was replaced by another file, or by a symlink
+    to one, before the last close (on the other worker): nothing is deleted."""
     a, b, _wa, _wb = pair
     share = server["share"]
     (share / "victim.txt").write_bytes(b"precious")
@@ -179,10 +180,35 @@ def test_delete_on_close_leaves_a_name_that_now_names_another_file(pair, server)
                     disposition=CreateDisposition.FILE_OPEN)
     doomed.close()
     (share / "other.txt").write_bytes(b"other")
-    os.replace(share / "other.txt", share / "link.txt")  # the name now names another file
+    if replacement == "another file":
+        os.replace(share / "other.txt", share / "link.txt")  # the name now names another file
+    else:
+        os.symlink("other.txt", share / "planted")
+        os.replace(share / "planted", share / "link.txt")
     kept.close()
-    assert (share / "link.txt").read_bytes() == b"other"
+    assert (share / "link.txt").read_bytes() == b"other"      # (through the link, if one)
     assert (share / "victim.txt").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("last_close", ["the asking open", "another worker's open"])
+def test_delete_on_close_through_a_symlink_removes_that_name(pair, server, last_close):
+    """A file opened through a symlink inside the share (which is followed) and deleted on
+    close: the name it was asked through goes, the symlink, never the file it leads to; the
+    same whether the open that asked closes the file last or another worker's open does
+    (which used to leave the name: it refused any symlink)."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "real.txt").write_bytes(b"precious")
+    os.symlink("real.txt", share / "alias")
+    kept = a.open("real.txt", disposition=CreateDisposition.FILE_OPEN)
+    doomed = b.open("alias", options=CreateOptions.FILE_DELETE_ON_CLOSE,
+                    disposition=CreateDisposition.FILE_OPEN)
+    first, last = (kept, doomed) if last_close == "the asking open" else (doomed, kept)
+    first.close()                                       # pending: the file is still open
+    assert os.path.lexists(share / "alias")
+    last.close()
+    assert not os.path.lexists(share / "alias")
+    assert (share / "real.txt").read_bytes() == b"precious"
 
 
 def rename(client: Client, o: Open, new_name: str) -> None:

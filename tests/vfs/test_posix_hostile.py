@@ -379,3 +379,26 @@ def test_links_into_the_stream_depot_reach_and_make_nothing(share):
     assert sorted(os.listdir(root / STREAMS_DIR / sid)) == ["s"]
     os.close(vfs.open(["in"], os.O_RDONLY))
     os.close(vfs.open(["in"], os.O_RDWR | os.O_CREAT))
+
+
+def test_a_name_is_removed_only_while_it_leads_to_the_file(share):
+    """remove(key=...), a handle's delete on close: the name goes where it is the file, or a
+    symlink inside the share leading to it (the name the file was opened through), the link
+    and never its target; a name that leads elsewhere is left, and so is what it leads to."""
+    root, vfs = share
+    (root / "real.txt").write_text("precious")
+    (root / "other.txt").write_text("other")
+    st = os.stat(root / "real.txt")
+    key = (st.st_dev, st.st_ino)
+    os.symlink("real.txt", root / "alias")
+    os.symlink("other.txt", root / "elsewhere")
+    os.symlink("../outside", root / "out")
+    for name in ("elsewhere", "other.txt", "out", "sub"):
+        with pytest.raises(FileNotFoundError):
+            vfs.remove([name], name == "sub", key=key)
+        assert os.path.lexists(root / name)
+    vfs.remove(["alias"], False, key=key)
+    assert not os.path.lexists(root / "alias")
+    assert (root / "real.txt").read_text() == "precious"
+    vfs.remove(["real.txt"], False, key=key)
+    assert not os.path.lexists(root / "real.txt")

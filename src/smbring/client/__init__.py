@@ -9,11 +9,12 @@
 
 See docs/CLIENT.md.
 """
-from smbring.client.errors import ProtocolError, SMBError
+from smbring.client.errors import LimitExceeded, ProtocolError, SMBError
 from smbring.client.files import RemoteFile
+from smbring.client.limits import Limits
 from smbring.client.messages import DirEntry, RemoteStat
 from smbring.client.session import Client, connect
 from smbring.client.transfer import get, put
 
 __all__ = ["connect", "Client", "RemoteFile", "DirEntry", "RemoteStat", "SMBError",
-           "ProtocolError", "get", "put"]
+           "ProtocolError", "LimitExceeded", "Limits", "get", "put"]

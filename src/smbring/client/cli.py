@@ -4,7 +4,8 @@ The password is never taken from the command line: ``--credentials FILE`` (smbcl
 format: ``username =``, ``password =``, ``domain =`` lines), else the environment variable
 SMBRING_PASSWORD, else a prompt. Exit status: 0, 1 when the server refused (an NTSTATUS) or a
 local file failed, 2 for a usage error, 3 when the server's answers were refused as broken or
-hostile.
+hostile, 4 when a listing went past a limit (--max-entries, and for get --max-files,
+--max-dirs, --max-depth: the message names the one to raise).
 """
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ import os
 import sys
 from urllib.parse import unquote, urlsplit
 
-from smbring.client.errors import ProtocolError
+from smbring.client.errors import LimitExceeded, ProtocolError
+from smbring.client.limits import (DEFAULT_MAX_DEPTH, DEFAULT_MAX_DIRECTORIES, DEFAULT_MAX_ENTRIES,
+                                   DEFAULT_MAX_FILES, Limits)
 from smbring.client.session import connect
 
 PASSWORD_ENV = "SMBRING_PASSWORD"
+# the option that raises each limit (limits.Limits attribute -> option)
+LIMIT_OPTIONS = {"entries": "--max-entries", "files": "--max-files",
+                 "directories": "--max-dirs", "depth": "--max-depth"}
 COMMANDS = ("get", "put", "ls", "mkdir", "rm", "mv")
 
 
@@ -118,6 +124,27 @@ def add_common_arguments(p) -> None:
                    help="no progress bar (there is one only on a terminal anyway)")
 
 
+def add_tree_limits(p) -> None:
+    """get's limits on a tree (a server could list new files and directories for ever)."""
+    p.add_argument("--max-files", type=int, default=DEFAULT_MAX_FILES, metavar="N",
+                   help=f"files a tree may have (default {DEFAULT_MAX_FILES:,})")
+    p.add_argument("--max-dirs", type=int, default=DEFAULT_MAX_DIRECTORIES, metavar="N",
+                   help=f"directories a tree may have (default {DEFAULT_MAX_DIRECTORIES:,})")
+    p.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH, metavar="N",
+                   help=f"directory levels a tree may have (default {DEFAULT_MAX_DEPTH})")
+
+
+def limits_of(args) -> Limits:
+    """The limits the options give (the defaults for those a command does not take)."""
+    try:
+        return Limits(entries=getattr(args, "max_entries", DEFAULT_MAX_ENTRIES),
+                      files=getattr(args, "max_files", DEFAULT_MAX_FILES),
+                      directories=getattr(args, "max_dirs", DEFAULT_MAX_DIRECTORIES),
+                      depth=getattr(args, "max_depth", DEFAULT_MAX_DEPTH))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _login_name() -> str:
     import getpass
     return getpass.getuser()
@@ -136,6 +163,7 @@ def register_command(subparsers, name: str) -> None:
         p = subparsers.add_parser("get", help="download a file or directory tree")
         p.add_argument("url", help=url_help)
         p.add_argument("local", nargs="?", help="where to write (default: the name, here)")
+        add_tree_limits(p)
     elif name == "put":
         p = subparsers.add_parser("put", help="upload a file or a directory tree")
         p.add_argument("url", help=url_help + " (a directory: into it)")
@@ -157,6 +185,11 @@ def register_command(subparsers, name: str) -> None:
         p.add_argument("--replace", action="store_true", help="replace an existing file")
     else:
         raise ValueError(f"not a client command: {name!r}")
+    if name in ("get", "ls"):
+        held = "; ls holds them all, some 500 bytes each" if name == "ls" else ""
+        p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
+                       help=f"entries one directory listing may have (default "
+                            f"{DEFAULT_MAX_ENTRIES:,}{held})")
     add_common_arguments(p)
     p.set_defaults(func=main)
 
@@ -167,11 +200,16 @@ def main(args) -> int:
                 args.local.startswith("smb://"):
             args.url, args.local = args.local, args.url      # `put LOCAL URL` reads as well
         target = parse_url(args.url)
+        limits = limits_of(args)
         user, password, domain = credentials(args, target)
-        return asyncio.run(_run(args, target, user, password, domain))
+        return asyncio.run(_run(args, target, user, password, domain, limits))
     except UsageError as e:
         print(f"smbring {args.command}: {e}", file=sys.stderr)
         return 2
+    except LimitExceeded as e:
+        print(f"smbring {args.command}: {e}; nothing was {'listed' if args.command == 'ls' else 'written'}"
+              f" (raise it with {LIMIT_OPTIONS.get(e.limit, 'its option')} N)", file=sys.stderr)
+        return 4
     except ProtocolError as e:
         print(f"smbring {args.command}: refused the server's answer: {e}", file=sys.stderr)
         return 3
@@ -180,12 +218,13 @@ def main(args) -> int:
         return 1
 
 
-async def _run(args, target: Target, user: str, password: str, domain: str) -> int:
+async def _run(args, target: Target, user: str, password: str, domain: str,
+               limits: Limits) -> int:
     if args.channels < 1 or args.channels > 32:
         raise UsageError("--channels takes 1 to 32")
     async with await connect(target.host, target.port, user, password, target.share, domain=domain,
                              sign=args.sign, encrypt=args.encrypt, timeout=args.timeout,
-                             channels=args.channels,
+                             channels=args.channels, limits=limits,
                              auth="negotiate" if args.kerberos else "ntlm") as c:
         if c.multichannel_note:
             print(f"smbring {args.command}: {c.open_channels} channel(s): {c.multichannel_note}",
@@ -251,15 +290,15 @@ def _local_time(ns: int) -> str:
 
 
 async def _listing(client, path: str) -> list:
-    """The entries of a directory by name; a name listed twice is refused (a listing that
-    went round again could otherwise grow for ever)."""
-    entries, seen = [], set()
-    async for e in client.listdir(path):
-        if e.name in seen:
-            raise ProtocolError(f"the server listed the name {e.name!r} twice in {path!r}")
-        seen.add(e.name)
-        entries.append(e)
-    return sorted(entries, key=lambda e: e.name)
+    """The entries of a directory by name (at most the client's limits.entries: listdir ends
+    a longer or endless listing); a name listed twice is refused, found beside itself once
+    sorted (no set of the names seen on top of the entries)."""
+    entries = [e async for e in client.listdir(path)]
+    entries.sort(key=lambda e: e.name)
+    for before, after in zip(entries, entries[1:]):
+        if before.name == after.name:
+            raise ProtocolError(f"the server listed the name {after.name!r} twice in {path!r}")
+    return entries
 
 
 async def _ls(client, path: str, as_json: bool) -> None:

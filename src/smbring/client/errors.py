@@ -39,6 +39,18 @@ class ProtocolError(ConnectionError):
     """The server's answer cannot be trusted (or makes no sense); the connection is closed."""
 
 
+class LimitExceeded(ProtocolError):
+    """A server's listing went past one of the client's limits (limits.Limits): more entries
+    in one directory, or more files, directories or levels in one tree, than the client
+    takes. `limit` names it (the Limits attribute: "entries", "files", "directories",
+    "depth"), `value` is its value. What was under way is abandoned (a get leaves nothing),
+    never presented as complete. A large share is no lie: the connection stays open."""
+
+    def __init__(self, what: str, limit: str, value: int):
+        self.limit, self.value = limit, value
+        super().__init__(f"{what} (the limit Limits.{limit} is {value:,}): stopped")
+
+
 def closing_on_lie(method):
     """For an async method of the Client (or of an object with its `_client`): a ProtocolError
     found in what the server answered closes the session's connections with it (Client.refuse),

@@ -13,8 +13,9 @@ from smbring.smb import security, wire
 from smbring.client import messages as m
 from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
-from smbring.client.errors import (ProtocolError, SMBError, channel_lost, closing_on_lie,
-                                    error_for)
+from smbring.client.errors import (LimitExceeded, ProtocolError, SMBError, channel_lost,
+                                    closing_on_lie, error_for)
+from smbring.client.limits import Limits, NameRepeats
 from smbring.client.logon import check_auth, logon_context, step
 
 DEFAULT_IO_SIZE = 1024 * 1024     # bytes per READ of RemoteFile.read (and per WRITE sent from a buffer)
@@ -85,6 +86,7 @@ class Client:
         # system allows it); False: through the page cache (then splice applies)
         self.direct = True
         self.direct_bytes = 0           # bytes get wrote with O_DIRECT (diagnostics)
+        self.limits = Limits()          # how much the server's listings may make it do
 
     # ---- lifecycle ----
 
@@ -232,8 +234,10 @@ class Client:
         """A lie found in an answer after its channel delivered it (by a parser, a transfer's
         checks): every connection of the session is closed with it. One the channel refused
         itself has closed that channel already (a lost one, a timeout, is no lie), and the
-        other channels stay, as they do then."""
-        if channel_lost(error) or any(c.error is error for c in self._channels):
+        other channels stay, as they do then. A limit reached is no lie (LimitExceeded): the
+        connections stay."""
+        if channel_lost(error) or isinstance(error, LimitExceeded) or \
+                any(c.error is error for c in self._channels):
             return
         for channel in self._channels:
             channel.refuse(error)
@@ -338,14 +342,18 @@ class Client:
         return m.RemoteStat(r.size, r.allocation, r.attributes,
                             *(wire.unix_ns(t) for t in r.times))
 
-    async def listdir(self, path: str = "") -> AsyncIterator[m.DirEntry]:
+    async def listdir(self, path: str = "", *,
+                      max_entries: int | None = None) -> AsyncIterator[m.DirEntry]:
         """The entries of a directory (not "." and ".."), as the server lists them. A name that
-        is not a plain file name ends the listing with ProtocolError."""
+        is not a plain file name, "." or ".." listed twice, a listing that goes round (its names
+        come again: NameRepeats) end it with ProtocolError; more than `max_entries` entries
+        (default: limits.entries) with LimitExceeded. Memory: one response's batch."""
+        limit = self.limits.entries if max_entries is None else max_entries
         r = await self.create(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
                               wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
         try:
             flags = m.RESTART_SCANS
-            given: set[int] = set()    # a hash of each batch of entries: a few per MiB listed
+            given, dots, repeats = 0, set(), NameRepeats()
             while True:
                 resp = await self.request(
                     wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", flags, LISTING_BUFFER),
@@ -354,19 +362,26 @@ class Client:
                 if resp.status == wire.STATUS_NO_MORE_FILES:
                     return
                 flags = 0
-                batch = m.parse_output_buffer(resp.message, LISTING_BUFFER)
-                # a server whose listing goes round (gives a batch of entries it gave before,
-                # instead of the end) would keep this loop, and whatever collects the names,
-                # going for ever; no directory lists a name twice
-                key = hash(bytes(batch))
-                if key in given:
-                    raise ProtocolError(f"the listing of {path!r} gave the same entries again: "
-                                        f"it goes round instead of ending")
-                given.add(key)
-                for entry in m.parse_directory(batch):
+                # (every batch holds an entry at least: parse_directory refuses an empty one)
+                for entry in m.parse_directory(m.parse_output_buffer(resp.message, LISTING_BUFFER)):
                     if entry.name in (".", "..") and entry.is_dir:
-                        continue          # the directory itself and its parent
+                        if entry.name in dots:
+                            raise ProtocolError(f"the listing of {path!r} gave {entry.name!r} "
+                                                f"twice: it goes round instead of ending")
+                        dots.add(entry.name)      # the directory itself and its parent
+                        continue
                     check_listed_name(entry.name)
+                    # a server whose listing goes round (gives names it gave before instead
+                    # of the end) would keep this loop, and whatever collects the names,
+                    # going for ever; no directory lists a name twice
+                    if repeats.seen(entry.name):
+                        raise ProtocolError(f"the server listed the name {entry.name!r} twice "
+                                            f"in {path!r}: its listing goes round instead of "
+                                            f"ending, or lies")
+                    given += 1
+                    if given > limit:
+                        raise LimitExceeded(f"the listing of {path!r} has more than {limit:,} "
+                                            f"entries", "entries", limit)
                     yield entry
         except ProtocolError as e:
             self.refuse(e)
@@ -436,7 +451,7 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
                   allow_guest: bool = False, io_size: int = DEFAULT_IO_SIZE,
                   depth: int = DEFAULT_DEPTH, timeout: float = 60.0, channels: int = 1,
                   write_size: int = DEFAULT_WRITE_SIZE, read_size: int = DEFAULT_READ_SIZE,
-                  auth: str = "ntlm") -> Client:
+                  auth: str = "ntlm", limits: Limits | None = None) -> Client:
     """Connects, logs on as `user` with NTLMv2 and connects to `share`.
 
     auth: "ntlm" (default): NTLMv2 by smbring's own initiator (empty user and password: an
@@ -453,7 +468,9 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     io_size: bytes per READ, and per WRITE sent from a buffer (signed, sealed, RemoteFile.write);
     write_size: bytes per WRITE of an upload sent with sendfile (neither signed nor sealed);
     read_size: bytes per READ of a download (get);
-    all three lowered to what the server allows.
+    all three lowered to what the server allows;
+    limits: how many entries a listing, and how many files, directories and levels a get of
+    a tree, may have (limits.Limits; the client's `limits` attribute).
     """
     if channels < 1:
         raise ValueError("channels must be at least 1")
@@ -462,6 +479,8 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size,
                     read_size=read_size)
     client.port, client.auth = port, auth
+    if limits is not None:
+        client.limits = limits
     try:
         negotiated = await negotiate(channel, dialects, ciphers, sign, encrypt, client.guid,
                                      io_size, multichannel=channels > 1, write_size=write_size,

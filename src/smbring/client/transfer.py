@@ -7,7 +7,8 @@ destination at the end. On any failure the temporary is removed and the destinat
 it was (a tree uploaded the same way: into a temporary directory on the share, renamed at the
 end). What a hostile server may say is checked: short reads and wrong lengths
 (ProtocolError), names in a listing that are paths or parent references (ProtocolError, nothing
-written), trees deeper than MAX_DEPTH. A local tree to upload is checked whole before
+written), trees with more levels, directories or files than the client's limits
+(limits.Limits: LimitExceeded, nothing written). A local tree to upload is checked whole before
 anything is sent: names the share would read as paths or streams, links, special files.
 
 `progress`, where given, is told `expect(total bytes)` (again for each file of a tree it
@@ -21,11 +22,14 @@ import os
 import stat
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
-from smbring.client.errors import ProtocolError
+from smbring.client.errors import LimitExceeded, ProtocolError
 from smbring.client.files import RemoteFile
+from smbring.client.limits import DEFAULT_MAX_DEPTH
 from smbring.client.session import check_listed_name, smb_path
 
-MAX_DEPTH = 64        # directory levels a download follows (a server could nest forever)
+# directory levels an upload takes from a local tree, and the clean-up of a failed one
+# follows on the share (a get follows the client's limits.depth, by default the same)
+MAX_DEPTH = DEFAULT_MAX_DEPTH
 
 
 def _temporary_name(name: str) -> str:
@@ -50,7 +54,7 @@ async def get(client, remote: str, local: str, progress=None) -> str:
         staging = os.path.join(parent, _temporary_name(os.path.basename(os.path.abspath(local))))
         os.mkdir(staging, 0o700)
         try:
-            await _get_tree(client, smb_path(remote), staging, 0, progress)
+            await _get_tree(client, smb_path(remote), staging, _Walk(client.limits), 0, progress)
             os.chmod(staging, 0o755)
             os.rename(staging, local)
         except BaseException:
@@ -82,9 +86,36 @@ def _refuse_special(local: str) -> None:
         raise OSError(errno.EINVAL, "not a regular file: a download would replace it", local)
 
 
-async def _get_tree(client, remote: str, local_dir: str, depth: int, progress=None) -> None:
-    if depth >= MAX_DEPTH:
-        raise ProtocolError(f"{remote!r} nests deeper than {MAX_DEPTH} directories: refused")
+class _Walk:
+    """What a get of a tree has made so far, against the client's limits: a server could
+    list new files and directories for ever."""
+
+    __slots__ = ("limits", "files", "directories")
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.files = self.directories = 0
+
+    def count(self, entry, remote: str) -> None:
+        """Counts one entry listed in `remote`; LimitExceeded past a limit."""
+        if entry.is_dir:
+            self.directories += 1
+            if self.directories > self.limits.directories:
+                raise LimitExceeded(f"the tree has more than {self.limits.directories:,} "
+                                    f"directories (at {remote!r})", "directories",
+                                    self.limits.directories)
+        else:
+            self.files += 1
+            if self.files > self.limits.files:
+                raise LimitExceeded(f"the tree has more than {self.limits.files:,} files "
+                                    f"(at {remote!r})", "files", self.limits.files)
+
+
+async def _get_tree(client, remote: str, local_dir: str, walk: _Walk, depth: int,
+                    progress=None) -> None:
+    if depth >= walk.limits.depth:
+        raise LimitExceeded(f"{remote!r} nests deeper than {walk.limits.depth} directories",
+                            "depth", walk.limits.depth)
     # streamed: memory stays bounded however many names the server lists
     async for entry in client.listdir(remote):
         check_listed_name(entry.name)     # listdir did; a later caller must never skip it
@@ -97,9 +128,10 @@ async def _get_tree(client, remote: str, local_dir: str, depth: int, progress=No
         if os.path.lexists(target):
             raise ProtocolError(f"the server listed the name {entry.name!r} twice in {remote!r}: "
                                 f"refused")
+        walk.count(entry, remote)
         if entry.is_dir:
             os.mkdir(target, 0o755)
-            await _get_tree(client, child, target, depth + 1, progress)
+            await _get_tree(client, child, target, walk, depth + 1, progress)
         else:
             # inside the staging directory: nothing is presented until the whole tree is there
             if progress is not None:

@@ -322,7 +322,8 @@ def _pending_record(owner: bytes, o) -> bytes:
 class RecordedDelete:
     """The delete on close another worker's open asked for, done by the file's last close in
     this worker: the name that open had, reached through the closing open's share (its tree
-    and identity), and deleted only where it still names the file (`still_names_file`)."""
+    and identity), and deleted only where it still leads to the file (`key`), as an open of
+    this worker's is (Connection._delete_on_close, FileSystem.remove)."""
 
     stream = None                   # (a stream's depot file: no streams of its own to remove)
     base_parts = None
@@ -336,19 +337,6 @@ class RecordedDelete:
 
     def path(self) -> str:
         return "/".join([self.tree.fs.root] + self.parts)
-
-    def still_names_file(self) -> bool:
-        """Whether the name is still the file's (not a symlink to it, nor another file put in
-        its place since): the name itself is looked at (O_NOFOLLOW), beneath the share root."""
-        try:
-            fd = self.tree.fs.open(self.parts, os.O_PATH | os.O_NOFOLLOW)
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        return (st.st_dev, st.st_ino) == tuple(self.key)
 
 
 class SharedDeletePending:

@@ -1245,40 +1245,34 @@ class Connection:
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
-            # a delete another worker's open asked for is done under the name it recorded,
-            # only where that name still names this file (server.shared_store.RecordedDelete)
-            still_names_file = getattr(victim, "still_names_file", None)
-            try:
-                if still_names_file is not None:
-                    if not still_names_file():
-                        log.warning("delete on close of %s not done: the name no longer names "
-                                    "the file", victim.path())
-                    else:
-                        sid = None if victim.is_stream else victim.tree.fs.stream_id(victim.parts)
-                        victim.tree.fs.remove(victim.parts, victim.is_dir)
-                        if not victim.is_stream:
-                            victim.tree.fs.remove_streams(sid)
-                            self.state.watches.post(victim.path(), notify.REMOVED,
-                                                    notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
-                    victim = None
-            except OSError as e:
-                log.info("delete on close failed: %s", e)
-                victim = None
-        if victim is not None and victim.tree is not None and victim.tree.fs is not None:
-            try:
-                sid = victim.tree.fs.stream_id(victim.parts) if victim.stream is None else None
-                # (only where the name still leads to the open's file: see PosixVFS._still_names)
-                victim.tree.fs.remove(victim.parts, victim.is_dir, key=victim.key)
-                if victim.stream is None:
-                    victim.tree.fs.remove_streams(sid)
-                    self.state.watches.post(victim.path(), notify.REMOVED,
-                                            notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
-                else:
-                    self.state.watches.post_open(victim, notify.REMOVED, notify.FILE_NAME)
-            except OSError as e:
-                log.info("delete on close failed: %s", e)
+            self._delete_on_close(victim)
         self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
         return closed
+
+    def _delete_on_close(self, victim) -> None:
+        """Removes the name a delete on close was asked through: an open of this process's,
+        or the name another worker's open recorded (server.shared_store.RecordedDelete),
+        reached through the closing open's share. Only where that name still leads to the
+        open's file (FileSystem.remove's `key`: a name another file, or a link to one, took
+        since is left alone); a file's named streams go with it, and watchers are told."""
+        fs = victim.tree.fs
+        in_depot = victim.is_stream
+        try:
+            sid = None if in_depot else fs.stream_id(victim.parts)
+            fs.remove(victim.parts, victim.is_dir, key=victim.key)
+            if not in_depot:
+                fs.remove_streams(sid)
+        except FileNotFoundError:
+            log.warning("delete on close of %s not done: the name no longer names the file",
+                        victim.path())
+            return
+        except OSError as e:
+            log.info("delete on close of %s failed: %s", victim.path(), e)
+            return
+        if victim.stream is not None or not in_depot:
+            # (a stream another worker's open asked for is known here by its depot file only)
+            self.state.watches.post_open(victim, notify.REMOVED,
+                                         notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
 
     def _close_descriptor(self, o: Open) -> None:
         self.close_open_descriptor(o.tree, o.fd)

@@ -149,7 +149,7 @@ class ServerState:
         under the same share directory are given the new name too, so that what they do by
         name later (a delete on close, a rename, a change notify) reaches this file, never one
         that took its old name since. (Other workers' opens delete only where the name they
-        recorded still names their file: server.shared_store.RecordedDelete.)"""
+        recorded still leads to their file: server.shared_store.RecordedDelete.)"""
         root = o.tree.fs.root
         for other in self._opens:
             if other is not o and other.key == o.key and other.parts == old_parts and \

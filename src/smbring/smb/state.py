@@ -150,6 +150,11 @@ class Open:
     def path(self) -> str:
         return "/".join([self.tree.fs.root] + self.parts)
 
+    @property
+    def is_stream(self) -> bool:
+        """Whether `parts` name a stream's depot file (no streams of its own to remove)."""
+        return self.stream is not None
+
 
 @dataclass(eq=False)
 class Pipe:

@@ -657,7 +657,11 @@ class PosixVFS:
         the root. A handle acts on its file by the name it was opened with, and another process
         may have moved the file away and put another file, or a link to one, in its place
         since: deleting, moving or linking that name would reach a file the client never
-        opened (Samba checks the file's id before a delete on close for the same reason)."""
+        opened (Samba checks the file's id before a delete on close for the same reason).
+        A symlink that leads to the file counts as its name, as it did when the file was
+        opened through it: what goes is the name (unlink and rename never follow a link),
+        never the file it leads to. The one check for a delete on close of this process's
+        opens and of another worker's (smb.connection Connection._delete_on_close)."""
         if key is None:
             return
         try:
