@@ -776,8 +776,10 @@ class Receiver:
         is long enough for an SMB2 header and its command's low byte is `command` (asked for
         every frame: most are other commands, answered without the call)."""
         start = self._start
+        if self._end - start < 68 or self._buf[start + 16] != command:
+            return None
         most = (self.FAIR_BURST - 1 - self._in_a_row) >> 1    # the frames take_frame would still give
-        if most <= 0 or self._end - start < 68 or self._buf[start + 16] != command:
+        if most <= 0:
             return None
         done = answer(self._buf, start, self._end, most)
         if done is None:

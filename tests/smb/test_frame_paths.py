@@ -369,6 +369,24 @@ def test_a_bare_chain_reads_as_a_new_one():
     assert Chain().fid is None and _new_chain(Chain).fid is None    # (set on the instance only)
 
 
+def test_a_bare_send_with_its_message_is_send_of_it():
+    """The short path makes a response's Send without its __init__ (connection._new_send),
+    setting only `message`: every other field must have a plain default, which the class
+    keeps, and the result must be what Send(message) makes."""
+    import dataclasses
+
+    from smbring.smb.connection import _new_send
+    from smbring.smb.effects import Send
+
+    bare = _new_send(Send)
+    bare.message = b"m"
+    for f in dataclasses.fields(Send):
+        if f.name != "message":
+            assert f.default is not dataclasses.MISSING, f.name
+    assert bare == Send(b"m")
+    assert dataclasses.asdict(bare) == dataclasses.asdict(Send(b"m"))
+
+
 @pytest.mark.parametrize("frame", [b"", b"\xfe", b"\xfeSMX" + bytes(70), b"\xfe" + bytes(3),
                                    b"\xfdSM", b"\x00SMB" + bytes(64)])
 def test_a_frame_that_is_no_smb2_message_drops_the_connection(pair, frame):

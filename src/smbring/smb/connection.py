@@ -7,7 +7,7 @@ shell calls the effect's `then` with the result). The protocol state (dialect, s
 connects, opens, credits, signing) lives here. A frame is processed by a generator that yields
 the file I/O it waits for, so a compound or a sealed READ suspends where it needs data and
 resumes where it left off. The usual frame, one request whose answer is in memory at once, is
-answered without one (`_messages`), with the same checks in the same order.
+answered without one (`handle_frame`), with the same checks in the same order.
 """
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ log = logging.getLogger("smbring.smb")
 # attribute, so a bare instance reads them until it sets its own (tests/smb/test_frame_paths.py
 # checks that this still holds)
 _new_chain = object.__new__
+# the same for the Send of a response in memory (its other fields' defaults: nothing follows
+# it, no break to watch; checked by the same test)
+_new_send = object.__new__
 # (Header.parse and Header.response_to without a Python call around them)
 _parse_header = wire.HEADER_CODEC.parse
 _response_header = wire.HEADER_CODEC.response_to
@@ -252,7 +255,7 @@ class Connection:
         if end - start < 72 or buf[start + 16] != wire.ECHO or self.outbox or self._background:
             return None         # (the first frame's command, its low byte: other requests go at once)
         limits = self.limits
-        if limits.max_compound < 1:     # (then every frame goes the chain's way: _messages)
+        if limits.max_compound < 1:     # (then every frame goes the chain's way: handle_frame)
             return None
         size = limits.max_frame if limits.max_frame < limits.max_frame_unauthenticated \
             else limits.max_frame_unauthenticated
@@ -262,25 +265,20 @@ class Connection:
             self.frame_commands = [wire.ECHO]
         return done
 
-    def handle_frame(self, frame) -> list:
+    def handle_frame(self, frame, sealed_by: Session | None = None) -> list:
         """One message or compound chain in (without its NetBIOS prefix); the effects out.
-        A ConnectionError means the client broke the protocol: drop the connection."""
+        A ConnectionError means the client broke the protocol: drop the connection.
+        `sealed_by` is for the frame's own decryption (`_other_frame`): the session whose
+        key sealed it, `frame` its plaintext.
+
+        An SMB2 frame: the usual one, a single request (no compound) with no background
+        write to wait for first, is handled here as `_frame` would handle it, without its
+        generator, chain loop and budget, unless its response waits for file I/O (then
+        steps from where `_frame` would yield on)."""
         # (the first byte tells the kinds apart: a plain SMB2 frame's whole magic is checked
         # by Header.parse, without a slice of it made for every frame)
-        if len(frame) and frame[0] == 0xFE:
-            return self._messages(frame, None)
-        magic = frame[:4]
-        if magic == b"\xffSMB":
-            return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
-        if magic == wire.TRANSFORM_ID:
-            return self._messages(*self._decrypt(frame))
-        raise ConnectionError("not SMB2")
-
-    def _messages(self, frame, sealed_by) -> list:
-        """An SMB2 frame (decrypted, `sealed_by` its session's key, or plain). The usual one, a
-        single request (no compound) with no background write to wait for first, is handled
-        here as `_frame` would handle it, without its generator, chain loop and budget, unless
-        its response waits for file I/O (then steps from where `_frame` would yield on)."""
+        if not len(frame) or frame[0] != 0xFE:
+            return self._other_frame(frame, sealed_by)
         try:
             hdr = _parse_header(frame)
         except (ValueError, struct.error) as e:
@@ -333,6 +331,18 @@ class Connection:
                     return out
                 return [send]
         return self._drive(self._single_steps(hdr, rhdr, body, signed, sealed_by, lone_write), None)
+
+    def _other_frame(self, frame, sealed_by) -> list:
+        """A frame that is not a plain SMB2 one: an SMB1 NEGOTIATE, or an encrypted frame,
+        decrypted and handled (what it holds must be a plain SMB2 frame)."""
+        magic = frame[:4]
+        if sealed_by is None:
+            if magic == b"\xffSMB":
+                return [Send(self._checked(negotiate.smb1_negotiate(self, bytes(frame))))]
+            if magic == wire.TRANSFORM_ID:
+                return self.handle_frame(*self._decrypt(frame))
+            raise ConnectionError("not SMB2")
+        raise ConnectionError("malformed SMB2 header: an encrypted frame held no SMB2 message")
 
     def _single_steps(self, hdr: Header, rhdr: Header, body, signed: bool, sealed_by, lone_write: bool):
         """The rest of `_frame`'s steps for a frame of one request whose response waits."""
@@ -587,7 +597,9 @@ class Connection:
             part = _pack_header(rhdr) + body
             if len(part) > 0xFFFFFF:
                 self._checked(part)
-            return [Send(part)]
+            send = _new_send(Send)      # (Send(part), without its __init__'s call)
+            send.message = part
+            return [send]
         seal = sealed_by
         if seal is None and s is not None and s.encrypt and rhdr.command != SESSION_SETUP and \
                 rhdr.signer != ():      # (errors.Unverified: neither sealed nor signed)
@@ -612,7 +624,9 @@ class Connection:
                 return [self._sealed(seal, part)]
         if len(part) > 0xFFFFFF:
             self._checked(part)
-        return [Send(part)]
+        send = _new_send(Send)
+        send.message = part
+        return [send]
 
     def _responses(self, out, signed_requests, sealed_by) -> list:
         """The responses, in memory, as one Send: a compound response is 8-byte aligned and
