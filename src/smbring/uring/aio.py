@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
-import select
-import selectors
 import time
 import weakref
 
 from smbring.uring import Ring
+from smbring.uring.selector import DirectEpollSelector
 
 __all__ = ["AsyncRing", "FlushingEventLoop", "RingFlushingSelector", "get_ring"]
 
@@ -262,10 +260,10 @@ class AsyncRing:
         self.ring.close()
 
 
-class RingFlushingSelector(selectors.EpollSelector):
-    """The epoll selector (io_uring means Linux), except that every select() first submits
-    the ops that the AsyncRings of its loop prepared since the last one (see
-    :class:`FlushingEventLoop`).
+class RingFlushingSelector(DirectEpollSelector):
+    """An epoll selector (smbring.uring.selector: io_uring means Linux), except that every
+    select() first submits the ops that the AsyncRings of its loop prepared since the last
+    one (see :class:`FlushingEventLoop`).
 
     asyncio polls once per iteration, after the iteration's callbacks have run, so nothing
     prepared can be left unsubmitted while the loop blocks, and the submission needs no extra
@@ -300,33 +298,9 @@ class RingFlushingSelector(selectors.EpollSelector):
         return busy or bool(self.pending)
 
     def select(self, timeout=None):
-        """EpollSelector.select, after the flush, in one call: the loop polls once per turn,
-        and the one request a turn usually brings should not pay for more Python calls than
-        this (its own delegation to the parent's select and a `_key_from_fd` call per event)."""
         if self.pending and self.flush():
             timeout = 0
-        if timeout is None:
-            timeout = -1
-        elif timeout <= 0:
-            timeout = 0
-        else:       # epoll_wait's resolution is 1 ms: rounded up, to wait at least `timeout`
-            timeout = math.ceil(timeout * 1e3) * 1e-3
-        keys = self._fd_to_key
-        try:
-            polled = self._selector.poll(timeout, len(keys) or 1)
-        except InterruptedError:
-            return []
-        ready = []
-        for fd, event in polled:
-            key = keys.get(fd)
-            if key is not None:
-                events = 0
-                if event & ~select.EPOLLIN:
-                    events = selectors.EVENT_WRITE
-                if event & ~select.EPOLLOUT:
-                    events |= selectors.EVENT_READ
-                ready.append((key, events & key.events))
-        return ready
+        return super().select(timeout)
 
 
 class FlushingEventLoop(asyncio.SelectorEventLoop):
@@ -340,23 +314,6 @@ class FlushingEventLoop(asyncio.SelectorEventLoop):
         self.ring_flusher = selector if selector is not None else RingFlushingSelector()
         super().__init__(selector=self.ring_flusher)
         self.ring_flusher.loop = self
-
-    def _process_events(self, event_list):
-        """asyncio's, with its `_add_callback` call per event inlined (the handle goes to the
-        ready queue unless cancelled, as there): one Python call less per request."""
-        ready = self._ready
-        for key, mask in event_list:
-            reader, writer = key.data
-            if mask & selectors.EVENT_READ and reader is not None:
-                if reader._cancelled:
-                    self._remove_reader(key.fileobj)
-                else:
-                    ready.append(reader)
-            if mask & selectors.EVENT_WRITE and writer is not None:
-                if writer._cancelled:
-                    self._remove_writer(key.fileobj)
-                else:
-                    ready.append(writer)
 
 
 def flushing_event_loop() -> FlushingEventLoop:
