@@ -1,7 +1,8 @@
 """smbring.uring.selector.DirectEpollSelector (the event loop's selector) against CPython's
 own tests of its EpollSelector (test.test_selectors, from the interpreter's standard test
-package; absent there, this module is skipped), unchanged, and with the loop's ring flushing on
-top. (CPython's test_modify_unregister patches the standard class's internals, so it skips
+package; absent there, this module is skipped), unchanged, and with the default loop's ring
+flushing on top. (The ring loop's selector, built on it, is run under CPython's event-loop
+tests in test_loop_cpython.py.) (CPython's test_modify_unregister patches the standard class's internals, so it skips
 itself here; the behaviour it checks is tested below on a real descriptor.)"""
 import os
 import selectors

@@ -32,50 +32,16 @@ import asyncio
 import errno
 import os
 import select
-import selectors
-from collections.abc import Mapping
 
 from smbring.uring import Ring
+from smbring.uring.selector import DirectEpollSelector, ready_keys
 
 __all__ = ["RingEventLoop", "RingEventLoopPolicy", "RingSelector", "new_event_loop"]
 
 MAX_EVENTS = 1024                  # ready descriptors fetched per wake-up, at most
 
 
-def _fileobj_to_fd(fileobj) -> int:
-    """The descriptor of an int or of an object with fileno(), as selectors accepts them."""
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fd = int(fileobj.fileno())
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"Invalid file object: {fileobj!r}") from None
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    return fd
-
-
-class _KeyMap(Mapping):
-    """The read-only file object -> SelectorKey view that get_map() returns."""
-
-    def __init__(self, selector: "RingSelector"):
-        self._selector = selector
-
-    def __len__(self):
-        return len(self._selector._keys)
-
-    def __getitem__(self, fileobj):
-        try:
-            return self._selector._keys[self._selector._fd_of(fileobj)]
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-
-    def __iter__(self):
-        return iter(self._selector._keys)
-
-
-class RingSelector(selectors.BaseSelector):
+class RingSelector(DirectEpollSelector):
     """A selector over a level-triggered epoll set whose wait happens in an io_uring.
 
     ``select()`` also dispatches every other completion that is ready on :attr:`ring`: ops
@@ -84,9 +50,7 @@ class RingSelector(selectors.BaseSelector):
     """
 
     def __init__(self, ring_entries: int = 256, *, use_epoll_wait: bool | None = None):
-        self._epoll = select.epoll()
-        self._keys: dict[int, selectors.SelectorKey] = {}
-        self._map = _KeyMap(self)
+        super().__init__()
         self._ring: Ring | None = None
         self._ring_entries = ring_entries
         self._use_epoll_wait = use_epoll_wait
@@ -111,7 +75,7 @@ class RingSelector(selectors.BaseSelector):
 
     def _arm(self, ring: Ring):
         if self._use_epoll_wait:
-            maxevents = min(max(len(self._keys), 1), MAX_EVENTS)
+            maxevents = min(max(len(self.keys_by_fd), 1), MAX_EVENTS)
             self._wait = ring.epoll_wait(self._epoll.fileno(), maxevents, callback=self._woken)
         else:
             # one-shot: arming checks the epoll fd's readiness as it is now, so a descriptor
@@ -135,76 +99,18 @@ class RingSelector(selectors.BaseSelector):
 
     def _collect(self) -> None:
         """The fallback: the epoll fd is readable, fetch its events without blocking."""
-        maxevents = min(max(len(self._keys), 1), MAX_EVENTS)
+        maxevents = min(max(len(self.keys_by_fd), 1), MAX_EVENTS)
         events = self._epoll.poll(0, maxevents)
         self._refetch = len(events) == maxevents
         self._ready.extend(events)
 
-    # -- BaseSelector -----------------------------------------------------------------------
-    def _fd_of(self, fileobj) -> int:
-        try:
-            return _fileobj_to_fd(fileobj)
-        except ValueError:
-            # a file object already closed: find it by identity, as selectors does
-            for key in self._keys.values():
-                if key.fileobj is fileobj:
-                    return key.fd
-            raise
-
-    def register(self, fileobj, events, data=None):
-        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-            raise ValueError(f"Invalid events: {events!r}")
-        fd = self._fd_of(fileobj)
-        if fd in self._keys:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._keys[fd] = key
-        try:
-            self._epoll.register(fd, self._epoll_mask(events))
-        except BaseException:
-            del self._keys[fd]
-            raise
-        return key
-
+    # -- the selector -----------------------------------------------------------------------
     def unregister(self, fileobj):
-        try:
-            key = self._keys.pop(self._fd_of(fileobj))
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-        try:
-            self._epoll.unregister(key.fd)
-        except OSError:
-            pass               # already closed: the kernel dropped it from the set
+        key = super().unregister(fileobj)
         if self._ready:
             # readiness fetched before this call says nothing about a later file of that number
             self._ready = [(fd, ev) for fd, ev in self._ready if fd != key.fd]
         return key
-
-    def modify(self, fileobj, events, data=None):
-        fd = self._fd_of(fileobj)
-        try:
-            key = self._keys[fd]
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-        if events != key.events:
-            if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-                raise ValueError(f"Invalid events: {events!r}")
-            self._epoll.modify(fd, self._epoll_mask(events))
-        if events != key.events or data is not key.data:
-            key = self._keys[fd] = key._replace(events=events, data=data)
-        return key
-
-    def get_map(self):
-        return self._map
-
-    @staticmethod
-    def _epoll_mask(events: int) -> int:
-        mask = 0
-        if events & selectors.EVENT_READ:
-            mask |= select.EPOLLIN
-        if events & selectors.EVENT_WRITE:
-            mask |= select.EPOLLOUT
-        return mask
 
     def select(self, timeout=None):
         ring = self._ring
@@ -223,21 +129,7 @@ class RingSelector(selectors.BaseSelector):
         else:
             ring.wait(1, timeout)
         ready, self._ready = self._ready, []
-        result = []
-        keys = self._keys
-        for fd, event in ready:
-            key = keys.get(fd)
-            if key is None:
-                continue
-            events = 0
-            if event & ~select.EPOLLIN:    # as asyncio's EpollSelector: errors wake both sides
-                events |= selectors.EVENT_WRITE
-            if event & ~select.EPOLLOUT:
-                events |= selectors.EVENT_READ
-            events &= key.events
-            if events:
-                result.append((key, events))
-        return result
+        return ready_keys(self.keys_by_fd, ready)
 
     def close_ring(self) -> None:
         """Cancel what is in flight on the ring (callbacks see ECANCELED) and close it."""
@@ -247,10 +139,9 @@ class RingSelector(selectors.BaseSelector):
             ring.close()
 
     def close(self):
-        self._keys.clear()
         self._ready = []
         self.close_ring()
-        self._epoll.close()
+        super().close()
 
 
 class RingEventLoop(asyncio.SelectorEventLoop):

@@ -32,8 +32,23 @@ def _descriptor(fileobj) -> int:
     return fd
 
 
-def _epoll_events(events: int) -> int:
+def epoll_events(events: int) -> int:
     return (select.EPOLLIN if events & EVENT_READ else 0) | (select.EPOLLOUT if events & EVENT_WRITE else 0)
+
+
+def ready_keys(keys: dict[int, selectors.SelectorKey], polled) -> list[tuple[selectors.SelectorKey, int]]:
+    """select()'s answer for epoll's (fd, events) pairs: each registered file's key and the
+    events of those it asked for that came (as the standard EpollSelector, an error or hang-up
+    wakes both sides); files no longer registered, or with none of their events, left out."""
+    ready = []
+    for fd, event in polled:
+        key = keys.get(fd)
+        if key is not None:
+            events = ((EVENT_WRITE if event & ~select.EPOLLIN else 0)
+                      | (EVENT_READ if event & ~select.EPOLLOUT else 0)) & key.events
+            if events:
+                ready.append((key, events))
+    return ready
 
 
 class _KeysByFile(Mapping):
@@ -86,7 +101,7 @@ class DirectEpollSelector(selectors.BaseSelector):
         if fd in self.keys_by_fd:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
         key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._epoll.register(fd, _epoll_events(events))
+        self._epoll.register(fd, epoll_events(events))
         self.keys_by_fd[fd] = key
         return key
 
@@ -104,7 +119,7 @@ class DirectEpollSelector(selectors.BaseSelector):
         key = self.keys_by_fd[self.registered_descriptor(fileobj)]
         if events != key.events:
             try:
-                self._epoll.modify(key.fd, _epoll_events(events))
+                self._epoll.modify(key.fd, epoll_events(events))
             except BaseException:
                 self.keys_by_fd.pop(key.fd)     # as the standard selectors: no longer watched
                 raise
@@ -120,19 +135,11 @@ class DirectEpollSelector(selectors.BaseSelector):
             timeout = 0
         else:
             timeout = math.ceil(timeout * 1e3) * 1e-3
-        keys = self.keys_by_fd
         try:
-            polled = self._epoll.poll(timeout, len(keys) or 1)
+            polled = self._epoll.poll(timeout, len(self.keys_by_fd) or 1)
         except InterruptedError:
             return []
-        ready = []
-        for fd, event in polled:
-            key = keys.get(fd)
-            if key is not None:
-                events = (EVENT_WRITE if event & ~select.EPOLLIN else 0) | \
-                         (EVENT_READ if event & ~select.EPOLLOUT else 0)
-                ready.append((key, events & key.events))
-        return ready
+        return ready_keys(self.keys_by_fd, polled)
 
     def close(self) -> None:
         self._epoll.close()
