@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from smbconf_server import refused, smbconf  # noqa: F401
 
-from servers import PASSWORD, USER
+from servers import USER
 
 SUFFIXES = ["WORKGROUP", "workgroup", "SMBRING", "example.test", "OTHER"]
 
