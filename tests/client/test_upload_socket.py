@@ -279,3 +279,52 @@ def test_two_writes_waiting_are_woken_for_two_answers_not_one(listener):
             await channel.close()
             peer.close()
     asyncio.run(go())
+
+
+def test_an_unsigned_request_goes_out_as_its_header_packs(listener):
+    """The unsigned short path packs the header itself (no Header object per WRITE): the frame
+    it sends is the one Header.pack and the length prefix make, field for field."""
+    from smbring.client.channel import SessionKeys
+
+    async def go():
+        sock = connected(listener)
+        peer, _ = listener.accept()
+        peer.setblocking(False)
+        channel = Channel(sock)
+        channel.multi_credit = True
+        channel._balance = 100
+        future = None
+        try:
+            body, data = b"B" * 48, b"D" * 70000
+            keys = SessionKeys(session_id=0x1122334455667788)
+            expected = wire.Header(command=wire.WRITE, credit_charge=2,
+                                   credits=channel._credits_to_ask(2), message_id=0,
+                                   tree_id=0xAABBCCDD, session_id=keys.session_id).pack()
+            future = channel.start_request(wire.WRITE, body, keys=keys, tree_id=0xAABBCCDD,
+                                           payload=len(data), data=data)
+            assert future is not None
+            size = 4 + 64 + len(body) + len(data)
+            got = bytearray()
+            while len(got) < size:
+                got += await asyncio.get_running_loop().sock_recv(peer, size - len(got))
+            assert got[:4] == struct.pack(">I", size - 4)
+            assert wire.Header.parse(got[4:68]) == wire.Header.parse(expected)
+            assert got[4:68] == expected
+            assert got[68:] == body + data
+        finally:
+            await channel.close()
+            peer.close()
+            if future is not None:
+                assert isinstance(future.exception(), ConnectionError)   # (never answered)
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("body, error", [(b"\x11\x00", "shorter than its 16-byte"),
+                                         (struct.pack("<HHIIHH", 16, 0, 5, 0, 0, 0),
+                                          "StructureSize 16")])
+def test_a_malformed_write_answer_is_refused(body, error):
+    from smbring.client import messages as m
+    from smbring.client.errors import ProtocolError
+    with pytest.raises(ProtocolError, match=error):
+        m.parse_write(bytes(64) + body)
+    assert m.parse_write(bytes(64) + struct.pack("<HHIIHH", 17, 0, 5, 0, 0, 0)) == 5

@@ -44,6 +44,11 @@ RECEIVES_PER_WAKEUP = 64           # then the event loop gets back to the other 
 READ_HEAD = wire.HEADER_SIZE + 16  # a READ response up to its data (DataOffset is at least this)
 SPLICE_F_MOVE, SPLICE_F_NONBLOCK = 1, 2
 _LENGTH = struct.Struct(">I")      # a frame's length, before it (direct TCP)
+# a request's header as Header.pack lays it out (ProtocolId, StructureSize, CreditCharge,
+# Status 0, Command, CreditRequest, Flags 0, NextCommand 0, MessageId, Reserved 0, TreeId,
+# SessionId, Signature 0), packed in one call on the unsigned short path
+_REQUEST_HEADER = struct.Struct("<4sHHxxxxHHxxxxxxxxQxxxxIQ16x")
+_parse_header = wire.HEADER_CODEC.parse   # Header.parse without its Python frame (per answer)
 DEADLINE_SLACK = 0.001             # seconds a deadline may be early and still count as due
 # the fewest bytes two answers can take (each its 4-byte length and at least a header): what
 # the socket must hold before it wakes us between frames while two WRITEs or more wait
@@ -270,9 +275,24 @@ class Channel:
     # ---- the socket ----
 
     def _send(self, parts) -> None:
+        self._unsent.extend(p if p.__class__ is FileRange or p.__class__ is bytes
+                            else memoryview(p).cast("B") for p in parts if len(p))
+        self._flush()
+
+    def _send_frame(self, head: bytes, data) -> None:
+        """_send((head, data)) for the short path's frame: its head (bytes, never empty),
+        then its data, if any (a WRITE's: bytes, a buffer or a FileRange)."""
         unsent = self._unsent
-        unsent.extend(p if p.__class__ is FileRange or p.__class__ is bytes
-                      else memoryview(p).cast("B") for p in parts if len(p))
+        unsent.append(head)
+        if data is not None and len(data):
+            unsent.append(data if data.__class__ is FileRange or data.__class__ is bytes
+                          else memoryview(data).cast("B"))
+        self._flush()
+
+    def _flush(self) -> None:
+        """What is queued goes out as far as the socket takes it; the rest when it is
+        writable again."""
+        unsent = self._unsent
         if self._writing:
             self._hold_ranges()
             return
@@ -307,7 +327,9 @@ class Channel:
                     views.append(part)
                     if len(views) == IOV_MAX:
                         break
-                sent = self._sock.sendmsg(views, (), more)
+                # (one buffer, a WRITE's header before its file range: send, lighter than sendmsg)
+                sent = self._sock.send(views[0], more) if len(views) == 1 else \
+                    self._sock.sendmsg(views, (), more)
                 while sent:
                     head = self._unsent[0]
                     if sent >= len(head):
@@ -436,7 +458,7 @@ class Channel:
             raise EOFError
         at = 0
         while n - at >= 4:
-            size = self._frame_size(view[at:at + 4])
+            size = self._checked_size(_LENGTH.unpack_from(view, at)[0], view[at])
             if at + 4 + size > n:
                 break
             frame = bytearray(view[at + 4:at + 4 + size])
@@ -457,9 +479,12 @@ class Channel:
 
     def _frame_size(self, length) -> int:
         """The size a frame's 4-byte length announces, checked."""
-        size = int.from_bytes(length, "big")
+        return self._checked_size(int.from_bytes(length, "big"), length[0])
+
+    def _checked_size(self, size: int, first: int) -> int:
+        """`size`, the length a frame announced (`first`: its first byte), checked."""
         if size >> 24:
-            raise ProtocolError(f"not a direct-TCP SMB frame (first byte {length[0]:#x})")
+            raise ProtocolError(f"not a direct-TCP SMB frame (first byte {first:#x})")
         if size > self.frame_limit:
             raise ProtocolError(f"the server sent a frame of {size} bytes; the largest "
                                 f"expected is {self.frame_limit}")
@@ -664,22 +689,26 @@ class Channel:
                       verify: bool, into: FileTarget | None, keep_request: bool):
         """Builds, signs or seals and sends one request whose credits are taken; returns its
         _Pending (the future, the deadline) and the request as sent when keep_request."""
-        header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
-                        credits=self._credits_to_ask(charge), message_id=message_id,
-                        tree_id=tree_id, session_id=keys.session_id if keys else session_id)
+        credit_charge = charge if self.multi_credit else 0
+        credits = self._credits_to_ask(charge)
+        session_id = keys.session_id if keys else session_id
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
-        if isinstance(data, FileRange) and (sealed or signed):
-            data = data.read()          # the signature or the cipher needs the bytes themselves
         if not (sealed or signed or keep_request):
             # the common case (every WRITE of an unsigned upload) in fewer steps: the frame's
-            # length, header and body as one buffer, then the data
-            head = header.pack() + body
-            size = len(head) + (len(data) if data is not None else 0)
+            # length and header packed in one call (no Header object), the body after them,
+            # then the data
+            size = wire.HEADER_SIZE + len(body) + (len(data) if data is not None else 0)
+            head = b"".join((_LENGTH.pack(size), _REQUEST_HEADER.pack(
+                wire.PROTOCOL_ID, wire.HEADER_SIZE, credit_charge, command, credits, message_id,
+                tree_id, session_id), body))
             pending = self._register(message_id, charge, command, keys, False, into)
-            self._send((_LENGTH.pack(size) + head, data) if data is not None else
-                       (_LENGTH.pack(size) + head,))
+            self._send_frame(head, data)
             return pending, None
+        if isinstance(data, FileRange):
+            data = data.read()          # the signature or the cipher needs the bytes themselves
+        header = Header(command=command, credit_charge=credit_charge, credits=credits,
+                        message_id=message_id, tree_id=tree_id, session_id=session_id)
         parts = [header.pack(), body] + ([data] if data is not None else [])
         if sealed:
             transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id,
@@ -763,7 +792,7 @@ class Channel:
             except security.DecryptError as e:
                 raise ProtocolError(f"encrypted response failed to decrypt: {e}") from None
         try:
-            header = Header.parse(frame)
+            header = _parse_header(frame)
         except ValueError as e:
             raise ProtocolError(f"bad response header: {e}") from None
         if not header.flags & wire.FLAGS_SERVER_TO_REDIR:

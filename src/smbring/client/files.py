@@ -247,10 +247,10 @@ class RemoteFile:
         self._position += n
         return n
 
-    def _start_write(self, offset: int, chunk):
+    def _start_write(self, offset: int, chunk, n: int, what: str):
         return self._client.start_data_request(
-            wire.WRITE, m.write_request_head(self.file_id, offset, len(chunk)), data=chunk,
-            payload=len(chunk), what=f"write {self.path!r}")
+            wire.WRITE, m.write_request_head(self.file_id, offset, n), data=chunk, payload=n,
+            what=what)
 
     async def _finish_write(self, started, offset: int, chunk, done=None) -> None:
         try:
@@ -277,17 +277,20 @@ class RemoteFile:
         if chunk_size is not None:
             chunk_size = max(1, min(chunk_size, max(client.io_size, client.write_size)))
 
+        what = f"write {self.path!r}"      # (once, not per WRITE)
+
         def jobs():
-            start = offset
-            while start < offset + length:
+            start, end = offset, offset + length
+            while start < end:
                 # large WRITEs only as far as the server's credit window lets them through
                 size = client.io_size if chunk_size is None else client.fitting(chunk_size)
-                n = min(size, offset + length - start)
+                n = min(size, end - start)
                 chunk = source(start, n)
                 if len(chunk) != n:
                     raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
                                      f"(the local file changed during the transfer?)")
-                yield functools.partial(self._start_write, start, chunk), (start, chunk, done)
+                yield (functools.partial(self._start_write, start, chunk, n, what),
+                       (start, chunk, done))
                 start += n
 
         def abandon(_start, chunk, done) -> None:

@@ -198,15 +198,23 @@ def parse_read(msg, asked: int) -> memoryview:
     return buffer_in(msg, off, length, "READ data")
 
 
+_WRITE_HEAD = struct.Struct("<HHIQ16s16x")      # (Channel, RemainingBytes... all 0)
+_WRITE_ANSWER = struct.Struct("<HxxI")           # StructureSize, Reserved, Count
+
+
 def write_request_head(file_id: bytes, offset: int, length: int) -> bytes:
     """The WRITE body up to its data (the data follows at wire.WRITE_DATA_OFFSET)."""
-    return struct.pack("<HHIQ16sIIHHI", 49, wire.WRITE_DATA_OFFSET, length, offset, file_id,
-                       0, 0, 0, 0, 0)
+    return _WRITE_HEAD.pack(49, wire.WRITE_DATA_OFFSET, length, offset, file_id)
 
 
 def parse_write(msg) -> int:
-    body_of(msg, 17, 16)
-    return struct.unpack_from("<I", msg, wire.HEADER_SIZE + 4)[0]
+    """The Count of a WRITE response (checked as body_of checks a body: once per WRITE)."""
+    if len(msg) < wire.HEADER_SIZE + 16:
+        body_of(msg, 17, 16)            # (raises, saying why)
+    structure, count = _WRITE_ANSWER.unpack_from(msg, wire.HEADER_SIZE)
+    if structure != 17:
+        body_of(msg, 17, 16)
+    return count
 
 
 # ---- IOCTL: FSCTL_VALIDATE_NEGOTIATE_INFO (2.2.31, 2.2.32.6) ----
