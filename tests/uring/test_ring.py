@@ -342,3 +342,29 @@ def test_hot_ops_parse_alike_on_both_paths(ring, sockpair):
         ring.recv(a.fileno(), b"read-only bytes")                         # must be writable
     with pytest.raises(OverflowError):
         ring.write(a.fileno(), b"x", sqe_flags=1 << 40)
+
+
+def test_a_signal_during_the_enter_that_submits_ends_the_wait(ring, sockpair):
+    """A signal whose handler raises, arriving while the wait's first io_uring_enter also
+    submits an op, ends that enter with the count submitted, not EINTR: the wait still runs
+    the handler (its exception ends the wait) instead of waiting out its timeout."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        raise Interrupted
+
+    a, _b = sockpair
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        ring.poll_add(a.fileno(), 1, callback=lambda req: None)    # POLLIN: never comes
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        began = time.monotonic()
+        with pytest.raises(Interrupted):
+            ring.wait(1, 20)
+        assert time.monotonic() - began < 10
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -184,6 +184,10 @@ int ring_wait_cqes(RingObject *r, unsigned min_complete, int64_t timeout_ns)
                 sr_oserror(err, "io_uring_enter");
                 return -1;
             }
+        } else if (PyErr_CheckSignals() < 0) {
+            /* a signal that came while the kernel took submissions ends that enter with
+             * their count, not EINTR: its handler runs here, before the next wait */
+            return -1;
         }
     }
     return 0;
