@@ -19,11 +19,12 @@ from smbcore import carry_out
 
 from logon import (EXTENDED_SESSIONSECURITY, V1_FLAGS, neg_token_init, neg_token_resp, ntlm_negotiate,
                    ntlm_token, ntlmv2_blob, server_challenge, target_info)
-from smbring.server.accounts import ServerAccount
+from smbring.server.accounts import ServerAccount, UnixAccounts
 from smbring.server.users import PasswordLookup
 from smbring.smb import ntlm_crypto as nc
 from smbring.smb import wire
 from smbring.smb.connection import Connection
+from smbring.smb.policy import Policy
 from smbring.smb.state import Share
 from smbring.vfs.posix import PosixVFS
 
@@ -327,13 +328,15 @@ def test_a_reauthentication_with_a_wrong_password_ends_the_session_and_its_opens
 STEVE_PASSWORD = "Steve-pw3"
 
 
-def in_process_server(tmp_path, **share):
+def in_process_server(tmp_path, more_shares: tuple[Share, ...] = (), **share):
     """A Connection past NEGOTIATE (2.0.2) of a server not running as root (`ServerAccount`),
-    one share "s" with `share`'s rules, steve in its password file. (conn, request)."""
+    one share "s" with `share`'s rules (and `more_shares`), steve in its password file.
+    (conn, request)."""
     passdb = tmp_path / "passdb"
     nt_hash = nc.nt_hash(STEVE_PASSWORD).hex().upper()
     passdb.write_text(f"steve:1000:{'X' * 32}:{nt_hash}:[U          ]:LCT-00000000\n")
-    conn = Connection({"s": Share("s", str(tmp_path), **share)}, lookup=PasswordLookup(str(passdb)),
+    shares = {"s": Share("s", str(tmp_path), **share)} | {more.name: more for more in more_shares}
+    conn = Connection(shares, lookup=PasswordLookup(str(passdb)), policy=Policy(accounts=UnixAccounts()),
                       open_fs=lambda share, _identity: PosixVFS(share.path), identities=ServerAccount())
 
     def request(command: int, body: bytes, message_id: int, session_id: int = 0):
@@ -364,9 +367,9 @@ def in_process_logon(request, user: str) -> tuple[int, int]:
     return status, sid
 
 
-def in_process_tree_status(request, sid: int) -> int:
-    path = wire.utf16("\\\\server\\s")
-    status, _, _ = request(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, len(path)) + path, 3, sid)
+def in_process_tree_status(request, sid: int, share: str = "s", message_id: int = 3) -> int:
+    path = wire.utf16("\\\\server\\" + share)
+    status, _, _ = request(wire.TREE_CONNECT, struct.pack("<HHHH", 9, 0, 72, len(path)) + path, message_id, sid)
     return status
 
 
@@ -384,5 +387,49 @@ def test_a_users_list_holds_whatever_spelling_reached_the_account(tmp_path, name
         logon, sid = in_process_logon(request, name)
         assert logon == wire.STATUS_SUCCESS, hex(logon)
         assert in_process_tree_status(request, sid) == status
+    finally:
+        conn.close_all()
+
+
+def test_a_server_not_run_as_root_gives_each_user_their_own_home_only(tmp_path):
+    """Where every session acts as the server's one account, nothing but the share rules
+    would keep one user out of another's home: a session reaches its own home (by its name or
+    "homes"), never another account's by naming it (root's, whose home the system knows),
+    whatever the [homes] section's rules."""
+    for who in ("steve", "root"):
+        (tmp_path / "homes" / who).mkdir(parents=True)
+    homes = Share("homes", str(tmp_path / "homes" / "%S"), homes=True, section="homes")
+    conn, request = in_process_server(tmp_path, more_shares=(homes,))
+    try:
+        logon, sid = in_process_logon(request, "steve")
+        assert logon == wire.STATUS_SUCCESS, hex(logon)
+        asked = {"steve": wire.STATUS_SUCCESS, "homes": wire.STATUS_SUCCESS,
+                 "root": wire.STATUS_BAD_NETWORK_NAME, "ro\0ot": wire.STATUS_BAD_NETWORK_NAME}
+        for message_id, (share, status) in enumerate(asked.items(), start=3):
+            assert in_process_tree_status(request, sid, share, message_id) == status, share
+    finally:
+        conn.close_all()
+
+
+def test_a_share_name_with_a_nul_is_no_accounts_home():
+    """[homes] looks up any share name a client sends among the Unix accounts: one with a
+    NUL (which the system's lookup refuses with ValueError) is simply no account's."""
+    from smbring.server.accounts import user_in_group
+    assert UnixAccounts().home("ro\0ot") is None
+    assert not user_in_group("ro\0ot", "root") and not user_in_group("root", "ro\0ot")
+    assert UnixAccounts().groups("ro\0ot") == frozenset()
+
+
+def test_a_home_reached_by_two_names_counts_once_against_max_connections(tmp_path):
+    """`max connections` of [homes] counts a home under its own name: reached as "homes" and
+    by its owner's name, it is one share, not two with a count each."""
+    (tmp_path / "homes" / "steve").mkdir(parents=True)
+    homes = Share("homes", str(tmp_path / "homes" / "%S"), homes=True, section="homes", max_connections=1)
+    conn, request = in_process_server(tmp_path, more_shares=(homes,))
+    try:
+        logon, sid = in_process_logon(request, "steve")
+        assert logon == wire.STATUS_SUCCESS, hex(logon)
+        assert in_process_tree_status(request, sid, "steve", 3) == wire.STATUS_SUCCESS
+        assert in_process_tree_status(request, sid, "homes", 4) == wire.STATUS_INSUFFICIENT_RESOURCES
     finally:
         conn.close_all()

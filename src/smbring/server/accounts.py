@@ -89,13 +89,13 @@ def user_in_group(user: str, group: str) -> bool:
     group or a supplementary one)."""
     try:
         g = grp.getgrnam(group)
-    except KeyError:
+    except (KeyError, UnicodeEncodeError, ValueError):   # (ValueError: a NUL in the name)
         return False
     if user in g.gr_mem:
         return True
     try:
         return pwd.getpwnam(user).pw_gid == g.gr_gid
-    except KeyError:
+    except (KeyError, UnicodeEncodeError, ValueError):
         return False
 
 
@@ -274,10 +274,6 @@ class ServerAccount:
         around `invalid users` naming the account."""
         return map_name(self.username_map, user.rsplit("\\", 1)[-1]).lower()
 
-    def mapped_name(self, name: str) -> str:
-        """The name the username map gives `name` (a share name, for [homes])."""
-        return map_name(self.username_map, name)
-
     def for_share(self, share: Share, who) -> Identity:
         return self.me
 
@@ -294,7 +290,7 @@ class UnixAccounts:
         names: set[str] = set()
         try:
             entry = pwd.getpwnam(user)
-        except KeyError:
+        except (KeyError, UnicodeEncodeError, ValueError):
             entry = None
         if entry is not None:
             try:
@@ -319,8 +315,10 @@ class UnixAccounts:
             return None
 
     def home(self, user: str) -> str | None:
+        """The home directory of the Unix account `user` (None: no account, or no home of
+        its own); `user` may be any share name a client sent (a NUL in it: no account)."""
         try:
             home = pwd.getpwnam(user).pw_dir
-        except KeyError:
+        except (KeyError, UnicodeEncodeError, ValueError):
             return None
         return home if home and home != "/" and os.path.isabs(home) else None

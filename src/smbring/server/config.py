@@ -431,7 +431,9 @@ def _check_homes(cfg: Config) -> None:
     homes = next((s for s in cfg.shares.values() if s.homes), None)
     if homes is not None and not homes.valid_users:
         cfg.notices.append("[homes] has no valid users: a user may connect to another user's "
-                           "home by its name (as in Samba); valid users = %S keeps each to its owner")
+                           "home by its name, acting there as their own account (as in Samba; a "
+                           "server not started as root gives each user their own home only); "
+                           "valid users = %S keeps each to its owner")
 
 
 # -- the command line over the file ------------------------------------------------------------

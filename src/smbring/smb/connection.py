@@ -1276,17 +1276,15 @@ class Connection:
             fs.remove(victim.parts, victim.is_dir, key=victim.key)
             if not in_depot:
                 fs.remove_streams(sid)
-        except FileNotFoundError:
-            log.warning("delete on close of %s not done: the name no longer names the file",
-                        victim.path())
-            return
         except OSError as e:
-            log.info("delete on close of %s failed: %s", victim.path(), e)
+            # (FileNotFoundError: gone already, or the name no longer names the open's file,
+            # which the error's text says)
+            log.info("delete on close of %s not done: %s", victim.path(), e)
             return
-        if victim.stream is not None or not in_depot:
-            # (a stream another worker's open asked for is known here by its depot file only)
-            self.state.watches.post_open(victim, notify.REMOVED,
-                                         notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+        if in_depot and victim.stream is None:
+            return      # a stream another worker's open asked for: known here by its depot file only
+        self.state.watches.post_open(victim, notify.REMOVED,
+                                     notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
 
     def _close_descriptor(self, o: Open) -> None:
         self.close_open_descriptor(o.tree, o.fd)

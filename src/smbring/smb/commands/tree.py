@@ -67,10 +67,12 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 def _connect_share(c: Connection, s: Session, name: str) -> Tree:
     tree = _share_view(c, s, name)
-    if not c.state.connect_tree(name, tree.share.max_connections):
-        log.info("tree connect to %s refused: max connections = %d reached", name, tree.share.max_connections)
+    # counted under the share's own name: a home reached as "homes", by its owner's name or
+    # by a username-map alias is one share (as one smbd service)
+    if not c.state.connect_tree(tree.name, tree.share.max_connections):
+        log.info("tree connect to %s refused: max connections = %d reached", tree.name, tree.share.max_connections)
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
-    tree.counted = name
+    tree.counted = tree.name
     return tree
 
 
@@ -283,7 +285,10 @@ def _home_share(c: Connection, s: Session, name: str) -> tuple[Share | None, str
     of it), is the session's own home (a guest has none); any other name is the home of the
     Unix account of that name (or of the one the username map gives it) where the system
     has one with a home directory, for whoever the share's rules admit: `valid users = %S`
-    keeps each home to its owner. Returns the share (None: no such share) and its name, the
+    keeps each home to its owner. That last only where each session acts as its own Unix
+    account (a server started as root: `acts_as_each_user`), whose rights then guard the
+    home; where every session acts as the server's one account, another's home would be
+    reached with its owner's rights, so a session reaches its own home only. Returns the share (None: no such share) and its name, the
     account's (%S). Its directory is the section's path (%S substituted), else the account's
     home directory; the session's own home needs no Unix account where the path is given."""
     homes = c.shares.get("homes")
@@ -292,10 +297,11 @@ def _home_share(c: Connection, s: Session, name: str) -> tuple[Share | None, str
     own = None if s.guest else list_name(c, s).lower()
     if name in ("homes", own):
         return (_home_of(c, homes, own) if own else None), own or name
+    if not getattr(c.identities, "acts_as_each_user", False):
+        return None, name
     accounts = c.policy.accounts
-    mapped = getattr(c.identities, "mapped_name", None)
-    if accounts.home(name) is None and mapped is not None:
-        name = mapped(name).lower()
+    if accounts.home(name) is None:
+        name = c.identities.mapped_name(name).lower()
     if accounts.home(name) is None:
         return None, name
     return _home_of(c, homes, name), name
