@@ -1,7 +1,10 @@
 """Real `smbring serve` processes for the integration tests: a user USER in a fresh password
 file, a free loopback port, and Samba's smbclient against them. Importable from every test
 directory (pytest's pythonpath includes tests/)."""
+import contextlib
+import fcntl
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -119,16 +122,58 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
             args += ["--listen", f"{host}:{port}"]
         proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-    deadline = time.monotonic() + 15
+    wait_listening(proc, port, log_path, host=host)
+    return proc, port, log_path
+
+
+def wait_listening(proc, port: int, log_path, *, host: str = "127.0.0.1", timeout: float = 60) -> None:
+    """Waits until the server process `proc` (or a child of it) listens on `port` and takes
+    a connection there; RuntimeError with its log (`log_path`) if it ends first, or if it
+    does not listen within `timeout` seconds (a loaded machine may take long to start
+    Python), then it is killed."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                return proc, port, log_path
+        if listens(proc.pid, port):
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                if s.connect_ex((host, port)) == 0:
+                    return
         if proc.poll() is not None:
-            raise RuntimeError(log_path.read_text())
+            raise RuntimeError(pathlib.Path(log_path).read_text(errors="replace"))
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"the server did not listen on port {port} within {timeout:g} s")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether the process `pid`, or one of its children, holds a TCP socket listening on
+    `port`: that a connection to the port succeeds does not say whose it is (another test's
+    server may hold a port free_port gave twice, and the tests would then talk to it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = [pid]
+    for each in pids:       # (grows as children are found: workers, their helpers)
+        try:
+            for task in os.listdir(f"/proc/{each}/task"):
+                with open(f"/proc/{each}/task/{task}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+            descriptors = os.listdir(f"/proc/{each}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                if os.readlink(f"/proc/{each}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def stop(proc) -> None:
@@ -159,6 +204,16 @@ def searchable_to(path) -> None:
         st = parent.stat()
         if st.st_uid == 0 and not st.st_mode & 0o001:
             parent.chmod(st.st_mode & 0o7777 | 0o001)
+
+
+@contextlib.contextmanager
+def account_name_held(name: str):
+    """Holds the Unix account name `name` for one test against the other test processes
+    (pytest -n): a test that makes an account of that name, or relies on there being none,
+    takes its turn; the hold ends with the block."""
+    with open(f"/tmp/smbring-test-account-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file is closed
+        yield
 
 
 def unix_accounts(*names: str):

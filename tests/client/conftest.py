@@ -3,14 +3,12 @@ front of either that lies on purpose (tampers with chosen responses)."""
 import asyncio
 import os
 import signal
-import socket
 import struct
 import subprocess
-import time
 
 import pytest
 
-from servers import PASSWORD, USER, free_port, spawn, stop
+from servers import PASSWORD, USER, free_port, spawn, stop, wait_listening
 
 SMBD = "/usr/sbin/smbd"
 SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
@@ -88,16 +86,7 @@ def samba_server(tmp_path):
         proc = subprocess.Popen([SMBD, "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, log))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError((d / "log" / "smbd.out").read_text())
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("smbd did not start")
+        wait_listening(proc, port, d / "log" / "smbd.out")
         return {"host": "127.0.0.1", "port": port, "share": d / "share", "name": "share",
                 "user": SAMBA_USER, "password": PASSWORD, "log": d / "log"}
     yield make

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from raw import LogonError, RawClient
 
-from servers import PASSWORD, USER, as_root_args, free_port, spawn, stop, unix_accounts_with_group
+from servers import PASSWORD, USER, as_root_args, free_port, spawn, stop, unix_accounts_with_group, wait_listening
 from smbring.smb import wire
 
 ALIAS = "aliasname"          # a name the username map gives to the account ACCOUNT
@@ -90,16 +90,8 @@ def serve_as_nobody(top: Path, conf: Path, port: int):
              "--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search",
              sys.executable, "-m", "smbring.cli", "serve", "--config", str(conf), "--log-level", "info"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            raise RuntimeError((top / "server.log").read_text())
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError("server did not start")
+    wait_listening(proc, port, top / "server.log")
+    return proc
 
 
 # -- user lists and the username map ------------------------------------------------------------

@@ -3,7 +3,6 @@ start a server on a free loopback port, run smbclient or a raw client against it
 a test starts is stopped when it ends (the `smbconf` fixture)."""
 from __future__ import annotations
 
-import fcntl
 import os
 import pwd
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, free_port, spawn, stop
+from servers import PASSWORD, USER, account_name_held, free_port, spawn, stop
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
 
@@ -109,8 +108,7 @@ def unix_account(name: str):
     refuses to borrow an account that already exists, which the test would then delete. Tests
     running in parallel (pytest -n) that want the same name take turns: each holds a lock on
     the name from before the account is made until after it is removed."""
-    with open(f"/tmp/smbring-test-account-{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file is closed
+    with account_name_held(name):
         try:
             pwd.getpwnam(name)
         except KeyError:

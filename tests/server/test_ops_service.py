@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 
 import pytest
-from servers import PASSWORD, USER, as_root_args, free_port, smbclient, stop
+from servers import PASSWORD, USER, as_root_args, free_port, smbclient, stop, wait_listening
 
 CLI = [sys.executable, "-m", "smbring"]
 smbprotocol = pytest.importorskip("smbprotocol")
@@ -44,16 +44,6 @@ def env_for(tmp_path, **extra):
     return env
 
 
-def wait_listening(proc, port, log, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 _STARTED = []     # the servers this module's tests started; the fixture below reaps them

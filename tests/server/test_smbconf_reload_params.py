@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, free_port, spawn, stop
+from servers import PASSWORD, USER, account_name_held, free_port, spawn, stop
 
 CLI = [sys.executable, "-m", "smbring.cli"]
 ROOT = os.geteuid() == 0
@@ -209,7 +209,10 @@ def test_a_user_without_a_unix_account_is_refused_and_audited(served, accounts, 
     usermap = tmp_path / "users.map"
     usermap.write_text(f"nosuchaccount{SUFFIX} = {VISITOR}\n")
     server = served(f"username map = {usermap}", users={f"nosuchaccount{SUFFIX}": DST_PW})
-    assert server.put("a.txt", USER, PASSWORD) is None
+    with account_name_held(USER):       # (other tests make an account of that name for a while)
+        with pytest.raises(KeyError):
+            pwd.getpwnam(USER)
+        assert server.put("a.txt", USER, PASSWORD) is None
     assert server.put("b.txt", VISITOR, DST_PW) is None
     log = server.log_text()
     assert f"smbring.audit: logon refused: user {USER} from 127.0.0.1: no Unix account" in log, log

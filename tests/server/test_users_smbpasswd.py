@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from servers import PASSWORD, as_root_args, free_port, stop
+from servers import PASSWORD, as_root_args, free_port, stop, wait_listening
 
 from smbring.server.users import PasswordDB, PasswordLookup, parse_line
 from smbring.smb import wire
@@ -143,16 +143,8 @@ def _serve(tmp_path, passdb):
     proc = subprocess.Popen(CLI + ["serve", str(share), "--listen", f"127.0.0.1:{port}", "--passdb", str(passdb),
                                    "--control-socket", "none", *as_root_args(tmp_path, passdb)],
                             stdout=log, stderr=subprocess.STDOUT)
-    import socket
-    import time
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        time.sleep(0.05)
-    raise RuntimeError("server did not start")
+    wait_listening(proc, port, tmp_path / "server.log")
+    return proc, port
 
 
 def _ls(port, name, password=PASSWORD):
