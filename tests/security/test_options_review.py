@@ -36,10 +36,13 @@ from raw import LogonError, RawClient
 from servers import PASSWORD, USER, as_root_args, free_port, spawn, stop, unix_accounts_with_group, wait_listening
 from smbring.smb import wire
 
+# Unix names unique to this process: the module's tests may run in two pytest-xdist workers
+# at once (`--dist load`), each making and removing the accounts for itself
+SUFFIX = f"{os.getpid() % 100000}"
 ALIAS = "aliasname"          # a name the username map gives to the account ACCOUNT
-ACCOUNT = "optsacct"         # a Unix account of the test (as root), or a password-file user
-JOINER = "optsjoin"          # a Unix account that joins GROUP while the server runs
-GROUP = "optsgrp"
+ACCOUNT = f"optsa{SUFFIX}"   # a Unix account of the test (as root), or a password-file user
+JOINER = f"optsj{SUFFIX}"    # a Unix account that joins GROUP while the server runs
+GROUP = f"optsg{SUFFIX}"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (Unix accounts, setuid)")
 
