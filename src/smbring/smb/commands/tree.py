@@ -288,9 +288,10 @@ def _home_share(c: Connection, s: Session, name: str) -> tuple[Share | None, str
     keeps each home to its owner. That last only where each session acts as its own Unix
     account (a server started as root: `acts_as_each_user`), whose rights then guard the
     home; where every session acts as the server's one account, another's home would be
-    reached with its owner's rights, so a session reaches its own home only. Returns the share (None: no such share) and its name, the
-    account's (%S). Its directory is the section's path (%S substituted), else the account's
-    home directory; the session's own home needs no Unix account where the path is given."""
+    reached with its owner's rights, so a session reaches its own home only. Returns the
+    share (None: no such share) and its name, the account's (%S). Its directory is the
+    section's path (%S substituted), else the account's home directory; the session's own
+    home needs no Unix account where the path is given."""
     homes = c.shares.get("homes")
     if homes is None or not homes.homes:
         return None, name
@@ -299,19 +300,25 @@ def _home_share(c: Connection, s: Session, name: str) -> tuple[Share | None, str
         return (_home_of(c, homes, own) if own else None), own or name
     if not getattr(c.identities, "acts_as_each_user", False):
         return None, name
-    accounts = c.policy.accounts
-    if accounts.home(name) is None:
+    home = c.policy.accounts.home(name)
+    if home is None:
         name = c.identities.mapped_name(name).lower()
-    if accounts.home(name) is None:
-        return None, name
-    return _home_of(c, homes, name), name
+        home = c.policy.accounts.home(name)
+    return (None if home is None else _home_in(homes, home)), name
 
 
 def _home_of(c: Connection, homes: Share, owner: str) -> Share | None:
+    """The session's own home (`owner`, its account): needs no Unix account where the
+    section gives its path."""
     if homes.path:
         return homes
     home = c.policy.accounts.home(owner)
-    return dataclasses.replace(homes, path=home) if home else None
+    return None if home is None else _home_in(homes, home)
+
+
+def _home_in(homes: Share, home: str) -> Share:
+    """[homes] for one home: the section's path (%S substituted later), else `home`."""
+    return homes if homes.path else dataclasses.replace(homes, path=home)
 
 
 def h_tree_disconnect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
