@@ -151,7 +151,7 @@ def listens(pid: int, port: int) -> bool:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]
+            lines = pathlib.Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
