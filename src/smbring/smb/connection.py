@@ -865,6 +865,7 @@ class Connection:
                     t = s.trees.get(hdr.tree_id)
                     if t is None or t.share and t.share.encrypt and self._sealed_by is None:
                         self.tree(hdr)
+                    chain.tree = t      # (for the handler: Chain.tree)
             elif command == SESSION_SETUP:
                 self._check_session_setup(hdr, msg)
             elif command == wire.ECHO and hdr.flags & FLAGS_SIGNED:
