@@ -1256,7 +1256,7 @@ class Connection:
         if not shown:       # (a CLOSE has done so already)
             show_on_close(self.state.write_times, o)
         closed = self.state.close_open(o)
-        self._close_descriptor(o)
+        self.close_open_descriptor(o.tree, o.fd)
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
@@ -1286,9 +1286,6 @@ class Connection:
             return      # a stream another worker's open asked for: known here by its depot file only
         self.state.watches.post_open(victim, notify.REMOVED,
                                      notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
-
-    def _close_descriptor(self, o: Open) -> None:
-        self.close_open_descriptor(o.tree, o.fd)
 
     def close_open_descriptor(self, tree, fd: int) -> None:
         """Closes a descriptor an open of `tree` had (one effects may name), the VFS modules

@@ -458,8 +458,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     names_data_stream = stream is None and name != spelled_name
     parts = split_path(name)
     check_veto(tree.names, parts)
-    in_request(msg, ctx_off, ctx_len)
-    contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+    # (they lie inside the request: create_durable.before_create checked it first)
+    contexts = parse_create_contexts(msg, ctx_off, ctx_len) if ctx_len else {}
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
