@@ -466,3 +466,40 @@ def test_the_dispatch_table_refuses_a_command_needing_a_tree_but_no_session():
     from smbring.smb.dispatch import Command
     with pytest.raises(ValueError, match="needs a session"):
         Command(lambda *a: None, needs_session=False)
+
+
+def test_a_bare_durable_request_is_one_made_with_its_defaults():
+    """A CREATE without create contexts gets its DurableRequest without the dataclass's
+    __init__ (create_durable._new_request): every field must have a plain default, which the
+    class keeps, and the result must be what DurableRequest() makes."""
+    import dataclasses
+
+    from smbring.smb.commands.create_durable import DurableRequest, _new_request
+
+    bare = _new_request(DurableRequest)
+    for f in dataclasses.fields(DurableRequest):
+        assert f.default is not dataclasses.MISSING, f.name
+    assert bare == DurableRequest()
+    assert dataclasses.asdict(bare) == dataclasses.asdict(DurableRequest())
+
+
+@pytest.mark.parametrize("pipe_first", [True, False])
+def test_each_request_of_a_compound_creates_on_its_own_tree(tmp_path, pipe_first):
+    """A handler takes the tree connect its request's checks found (Chain.tree), set anew for
+    every request of a compound: a named pipe's CREATE on IPC$ and a file's CREATE on the
+    disk share, in one frame, each in its own place."""
+    from smbcore import compound
+
+    client = Client(tmp_path, credits=8)
+    status, ipc, _ = client.tree_connect("\\\\x\\IPC$")
+    assert status == wire.STATUS_SUCCESS
+    requests = [client.message(wire.CREATE, create_body("srvsvc", ALL_ACCESS, wire.FILE_OPEN, 0,
+                                                        share_access=7), tree_id=ipc),
+                client.message(wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN_IF, 0,
+                                                        share_access=7))]
+    if not pipe_first:
+        requests.reverse()
+    answered = client.exchange(compound(requests))
+    assert [h.status for h, _ in answered] == [wire.STATUS_SUCCESS] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]     # no file named srvsvc
+    client.conn.close_all()

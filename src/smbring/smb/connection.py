@@ -290,8 +290,11 @@ class Connection:
         if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
             return self._drive(self._frame(frame, sealed_by), None)
         # _split for one request
-        if command != CANCEL and not self.credits.consume(
-                hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1):
+        # its MessageIds consumed and its response's credits granted in one call (_one would
+        # grant them): nothing in between touches the window
+        granted = 0 if command == CANCEL else self.credits.take(
+            hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
+        if granted < 0:
             raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                   f"the credit window [{self.credits.low}, +{self.credits.range})")
         self.frame_commands = [command]
@@ -302,7 +305,7 @@ class Connection:
         elif sealed_by is not None and hdr.session_id != sealed_by.id:
             raise ConnectionError("an encrypted frame carried another session's request")
         self._sealed_by = sealed_by
-        resp = self._one(hdr, frame, chain, self.limits.max_frame)
+        resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
         if resp is None:
             return self.outbox_drain()
         rhdr, body = resp
@@ -830,17 +833,19 @@ class Connection:
         return s.sign or request_signed or (final_setup and self.dialect >= wire.SMB300)
 
     # -- dispatch ------------------------------------------------------------------------
-    def _one(self, hdr: Header, msg, chain: "Chain", budget_left: int):
+    def _one(self, hdr: Header, msg, chain: "Chain", budget_left: int, granted: int = -1):
         """One request: the checks before its handler (Samba's smbd_smb2_request_dispatch),
         then the handler; (response header, body), or None for a CANCEL. `budget_left`: what
-        the frame's responses may still take (ResponseBudget)."""
+        the frame's responses may still take (ResponseBudget). `granted`: the credits its
+        response grants, where granted already (handle_frame's lone request); -1: granted here."""
         command = hdr.command
         rhdr = _response_header(hdr)
         if command == CANCEL:
             self._cancel(hdr, msg)
             return None
         # granted now, so that an interim response carries them and the final one none
-        rhdr.credits = self.credits.grant(hdr.credits, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1)
+        rhdr.credits = granted if granted >= 0 else \
+            self.credits.grant(hdr.credits, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1)
         if command == IOCTL:
             hooked = breaks.force_unacked_timeout(self, hdr, msg)     # (a test control, off by default)
             if hooked is not None:
@@ -865,6 +870,7 @@ class Connection:
                     t = s.trees.get(hdr.tree_id)
                     if t is None or t.share and t.share.encrypt and self._sealed_by is None:
                         self.tree(hdr)
+                    chain.tree = t      # (for the handler: Chain.tree)
             elif command == SESSION_SETUP:
                 self._check_session_setup(hdr, msg)
             elif command == wire.ECHO and hdr.flags & FLAGS_SIGNED:
@@ -1255,7 +1261,7 @@ class Connection:
         if not shown:       # (a CLOSE has done so already)
             show_on_close(self.state.write_times, o)
         closed = self.state.close_open(o)
-        self._close_descriptor(o)
+        self.close_open_descriptor(o.tree, o.fd)
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
@@ -1285,9 +1291,6 @@ class Connection:
             return      # a stream another worker's open asked for: known here by its depot file only
         self.state.watches.post_open(victim, notify.REMOVED,
                                      notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
-
-    def _close_descriptor(self, o: Open) -> None:
-        self.close_open_descriptor(o.tree, o.fd)
 
     def close_open_descriptor(self, tree, fd: int) -> None:
         """Closes a descriptor an open of `tree` had (one effects may name), the VFS modules

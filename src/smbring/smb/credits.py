@@ -40,6 +40,18 @@ class CreditWindow:
     def consume(self, message_id: int, charge: int) -> bool:
         """Takes the request's MessageIds out of the window; False if any of them is outside it
         or was used already (the caller then drops the connection)."""
+        return self.take(message_id, charge, None) >= 0
+
+    def grant(self, requested: int, charge: int) -> int:
+        """The credits to grant in a response to a request that asked for `requested` and
+        consumed `charge` (consumed already); the window grows by as many."""
+        return self.take(None, charge, requested)
+
+    def take(self, message_id: int | None, charge: int, requested: int | None) -> int:
+        """`consume` of the request's MessageIds (none where `message_id` is None: consumed
+        already), then `grant` of its response's credits (none where `requested` is None: 0):
+        one call for a lone request, which is consumed and answered with nothing between.
+        -1 when its ids are outside the window or used already (nothing taken or granted)."""
         if message_id == self.low and charge <= 1 and self.granted and not self._either_first:
             # the usual request: the next MessageId, one credit (what the general case below
             # does for it, without building the set of ids)
@@ -51,28 +63,10 @@ class CreditWindow:
                     self._used.discard(self.low)
                     self.low += 1
                     self.range -= 1
-            return True
-        charge = max(charge, 1)
-        if self._either_first and message_id == 1 and self.low == 0:
-            self.low = 1
-        self._either_first = False
-        if charge > self.granted or message_id < self.low or \
-                message_id + charge > self.low + self.range:
-            return False
-        ids = range(message_id, message_id + charge)
-        if any(m in self._used for m in ids):
-            return False
-        self._used.update(ids)
-        self.granted -= charge
-        while self.low in self._used:       # the window slides past every id now used
-            self._used.discard(self.low)
-            self.low += 1
-            self.range -= 1
-        return True
-
-    def grant(self, requested: int, charge: int) -> int:
-        """The credits to grant in a response to a request that asked for `requested` and
-        consumed `charge`; the window grows by as many."""
+        elif message_id is not None and not self._consume_any(message_id, charge):
+            return -1
+        if requested is None:
+            return 0
         # (comparisons, not max() and min(): this runs for every request)
         if requested < 1:
             requested = 1
@@ -90,3 +84,23 @@ class CreditWindow:
         self.granted += give
         self.range += give
         return give
+
+    def _consume_any(self, message_id: int, charge: int) -> bool:
+        """`consume` of any request but the usual one."""
+        charge = max(charge, 1)
+        if self._either_first and message_id == 1 and self.low == 0:
+            self.low = 1
+        self._either_first = False
+        if charge > self.granted or message_id < self.low or \
+                message_id + charge > self.low + self.range:
+            return False
+        ids = range(message_id, message_id + charge)
+        if any(m in self._used for m in ids):
+            return False
+        self._used.update(ids)
+        self.granted -= charge
+        while self.low in self._used:       # the window slides past every id now used
+            self._used.discard(self.low)
+            self.low += 1
+            self.range -= 1
+        return True

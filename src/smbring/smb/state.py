@@ -24,6 +24,10 @@ class Chain:
     fid: bytes | None = None               # the open the previous request used or created
     create_error: int = 0                  # a failed CREATE fails the requests that follow it
     split: object = None                   # the AsyncRequest of a held CREATE within the chain
+    # the tree connect the checks before the handler found for the request they passed
+    # (Connection._one sets it for each command that needs one): a handler takes it from
+    # here rather than looking it up again; None where no checks ran (a held CREATE's retry)
+    tree: object = None
 
 
 @dataclass

@@ -415,7 +415,7 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False):
     """CREATE; `retry`: again, after the oplock break it waited for was answered. A durable
     reconnect or a replay is answered by `create_durable` before anything is opened."""
-    tree = c.tree(hdr)
+    tree = chain.tree or c.tree(hdr)      # (Chain.tree: found by the checks already)
     if c.opens_here() >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     answered, durable = create_durable.before_create(c, hdr, msg, tree, msg[67], retry)
@@ -458,8 +458,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     names_data_stream = stream is None and name != spelled_name
     parts = split_path(name)
     check_veto(tree.names, parts)
-    in_request(msg, ctx_off, ctx_len)
-    contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+    # (they lie inside the request: create_durable.before_create checked it first)
+    contexts = parse_create_contexts(msg, ctx_off, ctx_len) if ctx_len else {}
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -967,7 +967,7 @@ def shown_hidden(o: Open) -> bool:
 
 
 def h_close(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    if c.tree(hdr).fs is None:
+    if (chain.tree or c.tree(hdr)).fs is None:
         return pipe.h_close(c, hdr, msg, rhdr, chain)
     _size, flags, _r = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])

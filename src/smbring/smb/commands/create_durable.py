@@ -66,6 +66,9 @@ class DurableRequest:
             c.state.durable.release(self.key, entry)
 
 
+_new_request = object.__new__
+
+
 def session_user(c: "Connection", hdr: "Header") -> str:
     """Who may reclaim what this session opens: its account as the server resolved it at
     logon (`session.resolved_owner`: not the name as typed, so "alice", "ALICE" and
@@ -80,9 +83,10 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
     (DHnC, DH2C) or a replay is answered here ((body, FileId)); otherwise (None, the
     request) and the CREATE goes on."""
     ctx_off, ctx_len = struct.unpack_from("<II", msg, 64 + 48)
-    in_request(msg, ctx_off, ctx_len)
     if not ctx_len:         # no contexts at all (most CREATEs): nothing durable asked
-        return None, DurableRequest()
+        # (DurableRequest() without its __init__'s call: every field its default)
+        return None, _new_request(DurableRequest)
+    in_request(msg, ctx_off, ctx_len)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len)
     if c.dialect < wire.SMB300:        # version 2 contexts are SMB 3's
         contexts.pop(DH2Q, None)

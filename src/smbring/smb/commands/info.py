@@ -209,7 +209,7 @@ def current_sd(o: Open, fd: int | None = None) -> acl.Descriptor:
 
 
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    tree = c.tree(hdr)
+    tree = chain.tree or c.tree(hdr)
     if tree.fs is None:
         return pipe.h_query_info(c, hdr, msg, rhdr, chain)
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)

@@ -25,7 +25,7 @@ def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    if c.tree(hdr).fs is None:
+    if (chain.tree or c.tree(hdr)).fs is None:      # (Chain.tree: found by the checks already)
         return pipe.h_read(c, hdr, msg, rhdr, chain)
     _size, _pad, _flags, length, offset = struct.unpack_from("<HBBIQ", msg, 64)
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
@@ -49,7 +49,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
 
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
-    tree = c.tree(hdr)
+    tree = chain.tree or c.tree(hdr)
     if tree.fs is None:
         return pipe.h_write(c, hdr, msg, rhdr, chain)
     _size, data_off, length, offset = struct.unpack_from("<HHIQ", msg, 64)
