@@ -25,7 +25,7 @@ import test_oplocks as oplocks  # noqa: E402
 from servers import stop  # noqa: E402
 from worker_servers import pid_of, status_of, worker_holding  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
-from waiting_calls import Background  # noqa: E402
+from waiting_calls import Background, status_of as status_of_call  # noqa: E402
 
 from smbring.server import wakeups  # noqa: E402
 
@@ -113,6 +113,42 @@ def test_rwh_lease_broken_across_workers(place):
     _o, lease = opener.wait()
     assert lease[1] == leases.RH                # beside another reader: no WRITE caching
     assert a.next_break(0.3) is None            # and a's lease stays RH
+
+
+READ_ATTRIBUTES = 0x80
+
+
+def test_attribute_only_opens_on_another_worker_leave_a_batch_oplock(place):
+    """An attribute-only open breaks no oplock and gets none, whichever worker makes it, and
+    its close leaves the holder's record as it was: an open that reads breaks it still."""
+    a, b, _wa, _wb = place(oplock_client, oplock_client)
+    held = a.open("f", oplocks.BATCH)
+    assert held.oplock_level == oplocks.BATCH
+    for _ in range(3):
+        looker = b.open("f", oplocks.BATCH, access=READ_ATTRIBUTES)
+        assert looker.oplock_level == oplocks.NONE
+        looker.close()
+    assert a.next_break(0.5) is None
+    opener = Background(lambda: b.open("f", oplocks.BATCH))
+    level, file_id = a.next_break()
+    assert (level, file_id) == (oplocks.II, held.file_id)
+    assert a.ack(held, oplocks.II) == oplocks.II
+    assert opener.wait().oplock_level == oplocks.II
+
+
+def test_a_closed_leases_key_names_another_file_on_either_worker(place):
+    """The last open of a lease closes: its lease record goes from the store with it, so the
+    same key may name another file, through either worker (a record left behind would
+    refuse that open: a key names one file)."""
+    guid = uuid.uuid4()     # (one client, a connection on each worker)
+    a, b, _wa, _wb = place(lease_client(guid), lease_client(guid))
+    for client, name in ((a, "g"), (b, "h"), (a, "i")):
+        o, lease = client.open(name, leases.key(7), leases.RH)
+        assert lease[1] == leases.RH
+        o.close()
+    # (and while one is open, the key names only its file)
+    a.open("j", leases.key(7), leases.RH)
+    assert status_of_call(lambda: b.open("k", leases.key(7), leases.RH)) == leases.STATUS_INVALID_PARAMETER
 
 
 def test_one_lease_key_through_both_workers_is_one_lease(place, server):

@@ -61,6 +61,7 @@ MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking t
 LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
 DEADLINE = struct.Struct(">d")
 NOT_BREAKING = 0xFF
+HAS_LEASE_AT = struct.calcsize(">BBBBd")   # where a HOLDER record has its "has lease" byte
 
 
 @dataclasses.dataclass(eq=False)
@@ -325,6 +326,8 @@ class SharedOplocks(Oplocks):
     def remove(self, o) -> None:
         if id(o) not in self._mine:
             return
+        if self._txn is None and self._remove_alone(o):
+            return
         with self._step(o.key):
             super().remove(o)
             k = _file(o.key) + self.store.owner(id(o))
@@ -332,6 +335,22 @@ class SharedOplocks(Oplocks):
             self._txn.delete(b"o" + k, db=self.breaks_db)
         self._mine.pop(id(o), None)
         self._raw.pop(id(o), None)
+
+    def _remove_alone(self, o) -> bool:
+        """An open without a lease closes: Oplocks.remove changes no other open's record
+        then (only a lease's), so its own record goes without a step loading and saving the
+        file's other opens (with many opens of one file, most of a CLOSE's cost). False (and
+        nothing done) for an open with a lease, or a record this cannot read."""
+        k = _file(o.key) + self.store.owner(id(o))
+        with self.store.write() as txn:
+            record = txn.get(k, db=self.db)
+            if record is not None and (len(record) != HOLDER.size or record[HAS_LEASE_AT]):
+                return False
+            txn.delete(k, db=self.db)
+            txn.delete(b"o" + k, db=self.breaks_db)
+        self._mine.pop(id(o), None)
+        self._raw.pop(id(o), None)
+        return True
 
     def level(self, o) -> int:
         with self._step(o.key):
@@ -370,8 +389,10 @@ class SharedOplocks(Oplocks):
     # -- a new open ----------------------------------------------------------------------------
     def contend(self, key, access: int, sharing_violation: bool, overwrite: bool,
                 first_attempt: bool = True, lease=None) -> bool:
+        if stat_only(access):
+            return False    # (Oplocks.contend's answer for it, without a step's transaction)
         with self._step(key):
-            if not stat_only(access) and self._ask_detached_closed(key):
+            if self._ask_detached_closed(key):
                 return True
             return super().contend(key, access, sharing_violation, overwrite, first_attempt, lease)
 
@@ -405,9 +426,15 @@ class SharedOplocks(Oplocks):
 
     def grant(self, o, requested: int, *, created: bool = False, enabled: bool = True,
               level2: bool = True, locked: bool = False, send_break=None) -> int:
-        with self._step(o.key):
-            level = super().grant(o, requested, created=created, enabled=enabled, level2=level2,
-                                  locked=locked, send_break=send_break)
+        h = self._mine.get(id(o))
+        if h is None or not enabled or o.is_dir or h.stat_only and not created:
+            # (Oplocks.grant's answer for these, without loading the file's other opens: a
+            # directory's or an attribute-only open's CREATE, most of a client's)
+            level = LEVEL_NONE
+        else:
+            with self._step(o.key):
+                level = super().grant(o, requested, created=created, enabled=enabled, level2=level2,
+                                      locked=locked, send_break=send_break)
         if id(o) in self._mine:
             self._raw[id(o)] = (send_break, self._raw.get(id(o), (None, None))[1])
         return level
@@ -569,7 +596,8 @@ class SharedOplocks(Oplocks):
         retries = list(self._waiters.pop(key, ()))
         file = _file(key)
         others = []
-        with self.store.write() as txn:
+        # (a read where nothing of this worker's waits: most CLOSEs, none waiting anywhere)
+        with self.store.write() if retries else self.store.read() as txn:
             if retries:
                 txn.delete(file + self._me, db=self.waits_db)
             cursor = txn.cursor(self.waits_db)

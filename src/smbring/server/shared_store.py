@@ -33,7 +33,6 @@ per connection`.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
@@ -105,6 +104,55 @@ class StoreFull(SMBError):
         super().__init__(wire.STATUS_INSUFFICIENT_RESOURCES)
 
 
+_new = object.__new__
+
+
+class _Writing:
+    """`Store.write`'s new transaction, as a context manager: committed at the end, undone
+    where the body raised; a full map refuses it (StoreFull). (A class, not a generator:
+    every CREATE and CLOSE of a worker enters a few, and a generator-based context manager
+    costs several Python calls more each time.)"""
+
+    __slots__ = ("store", "txn")
+
+    def __enter__(self):
+        store = self.store
+        txn = self.txn = store.env.begin(write=True)
+        store._txn = txn
+        return txn
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        store = self.store
+        store._txn = None
+        try:
+            if kind is None:
+                self.txn.commit()
+            else:
+                self.txn.abort()
+        except lmdb.MapFullError:
+            kind = lmdb.MapFullError
+        if kind is not None and issubclass(kind, lmdb.MapFullError):
+            log.warning("shared store %s: its map is full; a change was refused", store.directory)
+            raise StoreFull() from None
+        return False
+
+
+class _InProgress:
+    """The write transaction in progress, entered again (`Store.write` or `read` inside
+    ServerState's atomic step): it ends with the step, not here."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        return self.store._txn
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        return False
+
+
 class Store:
     """One process's handle on the shared store: opened in that process (LMDB environments
     do not survive fork), in the directory server.workers made for it."""
@@ -117,9 +165,9 @@ class Store:
         self.env = open_environment(directory)
         self.db = {name: self.env.open_db(name) for name in DATABASES}
         self._txn = None            # the write transaction `write` made, while it lasts
+        self._in_progress = _InProgress(self)
         self._page_size = self.env.stat()["psize"]
 
-    @contextlib.contextmanager
     def write(self, grows: bool = False):
         """A write transaction: the one in progress in this process (a step of ServerState
         that changes several tables is one transaction: `atomic`), else a new one. One that
@@ -130,18 +178,10 @@ class Store:
                         self.directory, FULL_AT * 100)
             raise StoreFull()
         if self._txn is not None:
-            yield self._txn
-            return
-        try:
-            with self.env.begin(write=True) as txn:
-                self._txn = txn
-                try:
-                    yield txn
-                finally:
-                    self._txn = None
-        except lmdb.MapFullError:
-            log.warning("shared store %s: its map is full; a change was refused", self.directory)
-            raise StoreFull() from None
+            return self._in_progress
+        writing = _new(_Writing)
+        writing.store = self
+        return writing
 
     def _nearly_full(self) -> bool:
         info = self.env.info()
@@ -159,7 +199,7 @@ class Store:
         """A read transaction, or the write transaction in progress (which sees its own
         changes)."""
         if self._txn is not None:
-            return contextlib.nullcontext(self._txn)
+            return self._in_progress
         return self.env.begin()
 
     def atomic(self):

@@ -93,11 +93,13 @@ class ServerState:
         nothing added) when that is a sharing violation with the file's other opens."""
         if self._atomic is None:
             added = self._add_open(o, access, share)
-        else:
-            with self._atomic():
-                added = self._add_open(o, access, share)
-        if added:
-            self.oplocks.add(o, access)
+            if added:
+                self.oplocks.add(o, access)
+            return added
+        with self._atomic():        # (its share mode and its oplock record: one step)
+            added = self._add_open(o, access, share)
+            if added:
+                self.oplocks.add(o, access)
         return added
 
     def _add_open(self, o: Open, access: int, share: int) -> bool:
