@@ -368,3 +368,27 @@ def test_a_signal_during_the_enter_that_submits_ends_the_wait(ring, sockpair):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_close_with_writes_still_queued_in_user_space(tmp_path):
+    """Writes prepared but not yet handed to the kernel (the SQ full, the rest queued in user
+    space) when the ring closes are submitted, then cancelled: each ends, written whole or
+    with ECANCELED, its callback told; none is dropped unseen, and their buffers are free."""
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        r = Ring(4)
+        seen = []
+        bufs = [bytearray([i + 1]) * 4096 for i in range(40)]
+        reqs = [r.write(fd, buf, i * 4096, callback=seen.append) for i, buf in enumerate(bufs)]
+        assert r.queued == 36
+        r.close()
+        assert all(q.done for q in reqs) and len(seen) == 40
+        data = os.pread(fd, 40 * 4096, 0)
+        for i, q in enumerate(reqs):
+            assert q.res in (4096, -errno.ECANCELED), q
+            if q.res == 4096:
+                assert data[i * 4096:(i + 1) * 4096] == bufs[i]
+        for buf in bufs:
+            buf.extend(b"released")
+    finally:
+        os.close(fd)
