@@ -207,6 +207,34 @@ def searchable_to(path) -> None:
 
 
 @contextlib.contextmanager
+def small_file_system(where: pathlib.Path, kind: str, size: int):
+    """A file system of `size` bytes mounted on `where` (made, mode 0777; root only, else
+    the test is skipped): "tmpfs" (its writes never wait: done inline), or "ext4", an image
+    on a loop device (its writes go on the ring). Unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    where.mkdir(exist_ok=True)
+    if kind == "tmpfs":
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(where)]
+    else:
+        image = where.parent / f"{where.name}.img"
+        with open(image, "wb") as f:
+            f.truncate(size)
+        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
+        if made.returncode:
+            pytest.skip(f"no ext4 image here: {made.stderr.strip()}")
+        mount = ["mount", "-o", "loop", str(image), str(where)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"no {kind} mount here: {mounted.stderr.strip()}")
+    try:
+        os.chmod(where, 0o777)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@contextlib.contextmanager
 def account_name_held(name: str):
     """Holds the Unix account name `name` for one test against the other test processes
     (pytest -n): a test that makes an account of that name, or relies on there being none,

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import pathlib
 import struct
-import subprocess
 import sys
 
 import pytest
-from servers import PASSWORD, USER, spawn, stop
+from servers import PASSWORD, USER, small_file_system, spawn, stop
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "security"))
 from raw import RawClient  # noqa: E402
@@ -34,30 +33,9 @@ PATHS = {
 
 @pytest.fixture(params=["tmpfs", "ext4"])
 def small_share(request, tmp_path):
-    """A file system of FS_SIZE bytes mounted as the share (root only): a tmpfs (writes
-    never wait: done inline), or an ext4 image on a loop device (writes go on the ring)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    share = tmp_path / "share"
-    share.mkdir()
-    if request.param == "tmpfs":
-        mount = ["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0777", "tmpfs", str(share)]
-    else:
-        image = tmp_path / "fs.img"
-        with open(image, "wb") as f:
-            f.truncate(FS_SIZE)
-        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
-        if made.returncode:
-            pytest.skip(f"no ext4 image here: {made.stderr.strip()}")
-        mount = ["mount", "-o", "loop", str(image), str(share)]
-    mounted = subprocess.run(mount, capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"no {request.param} mount here: {mounted.stderr.strip()}")
-    try:
-        os.chmod(share, 0o777)
+    """The share: a file system of FS_SIZE bytes (servers.small_file_system)."""
+    with small_file_system(tmp_path / "share", request.param, FS_SIZE) as share:
         yield share
-    finally:
-        subprocess.run(["umount", "-l", str(share)], capture_output=True)
 
 
 def payload(i: int) -> bytes:

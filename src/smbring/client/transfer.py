@@ -17,6 +17,7 @@ finds) and `advance(bytes)` as data is written (cli.Progress draws it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
@@ -116,27 +117,36 @@ async def _get_tree(client, remote: str, local_dir: str, walk: _Walk, depth: int
     if depth >= walk.limits.depth:
         raise LimitExceeded(f"{remote!r} nests deeper than {walk.limits.depth} directories",
                             "depth", walk.limits.depth)
-    # streamed: memory stays bounded however many names the server lists
-    async for entry in client.listdir(remote):
-        check_listed_name(entry.name)     # listdir did; a later caller must never skip it
-        target = os.path.join(local_dir, entry.name)
-        # and whatever the name check missed, the path must stay inside the staging directory
-        if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
-            raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
-        child = f"{remote}\\{entry.name}" if remote else entry.name
-        # the staging directory was empty: a name there already was listed before
-        if os.path.lexists(target):
-            raise ProtocolError(f"the server listed the name {entry.name!r} twice in {remote!r}: "
-                                f"refused")
-        walk.count(entry, remote)
-        if entry.is_dir:
-            os.mkdir(target, 0o755)
-            await _get_tree(client, child, target, walk, depth + 1, progress)
-        else:
-            # inside the staging directory: nothing is presented until the whole tree is there
-            if progress is not None:
-                progress.expect(entry.size)
-            await _download(client, child, target, progress)
+    # streamed: memory stays bounded however many names the server lists; closed here
+    # (aclosing) whatever ends the walk (a full disk, a lie), while the session is still up:
+    # left to the garbage collector, the listing's CLOSE ran after the logoff and failed
+    # unseen ("Task exception was never retrieved")
+    async with contextlib.aclosing(client.listdir(remote)) as listing:
+        async for entry in listing:
+            await _get_entry(client, remote, local_dir, walk, depth, progress, entry)
+
+
+async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: int, progress,
+                     entry) -> None:
+    check_listed_name(entry.name)     # listdir did; a later caller must never skip it
+    target = os.path.join(local_dir, entry.name)
+    # and whatever the name check missed, the path must stay inside the staging directory
+    if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
+        raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
+    child = f"{remote}\\{entry.name}" if remote else entry.name
+    # the staging directory was empty: a name there already was listed before
+    if os.path.lexists(target):
+        raise ProtocolError(f"the server listed the name {entry.name!r} twice in {remote!r}: "
+                            f"refused")
+    walk.count(entry, remote)
+    if entry.is_dir:
+        os.mkdir(target, 0o755)
+        await _get_tree(client, child, target, walk, depth + 1, progress)
+    else:
+        # inside the staging directory: nothing is presented until the whole tree is there
+        if progress is not None:
+            progress.expect(entry.size)
+        await _download(client, child, target, progress)
 
 
 async def _get_file(client, remote: str, local: str, progress=None) -> None:
