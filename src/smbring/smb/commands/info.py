@@ -33,6 +33,7 @@ from smbring.smb.fileinfo import (
     pin_creation_time,
     short_name,
     stored_ns,
+    streams_going_with,
     time_fields,
     writable_for_metadata,
 )
@@ -384,7 +385,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
         if stat.S_ISDIR(existing.st_mode) or not existing.st_mode & 0o222 or \
                 c.state.share_modes.count((existing.st_dev, existing.st_ino)):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        new_parts, replaced = spelled, fs.stream_id(spelled)
+        new_parts, replaced = spelled, streams_going_with(fs, spelled)
     try:
         fs.link(o.parts, new_parts, replace, key=o.key)     # (the name must still be the open's file)
     except FileExistsError:
@@ -544,7 +545,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace, new_parts = new_name(o, buf)
-        replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        replaced = streams_going_with(fs, new_parts) if replace and new_parts != o.parts else None
         if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
         target = existing_target(o, replace, new_parts)
