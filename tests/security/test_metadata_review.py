@@ -18,7 +18,7 @@ import pytest
 from raw import RawClient
 from servers import sticky_share_server, unix_accounts
 
-from smbring.smb import wire
+from smbring.smb import acl, wire
 
 if os.geteuid() != 0 or not shutil.which("useradd"):
     pytest.skip("acting as Unix accounts needs root (and useradd)", allow_module_level=True)
@@ -146,3 +146,41 @@ def test_renaming_a_link_onto_another_name_of_its_file_leaves_the_streams(server
 def test_server_log_is_clean(server):
     text = server["log"].read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+def alices_closed_directory(server, name: str):
+    """ALICE's directory, mode 0777 (the kernel lets anyone add to it), whose descriptor she
+    set through SMB grants her all and everyone else reading and listing only: no
+    FILE_ADD_FILE, no FILE_ADD_SUBDIRECTORY. The server, which keeps the descriptor, is what
+    enforces it."""
+    path = server["share"] / name
+    path.mkdir()
+    os.chown(path, *server["accounts"][ALICE])
+    path.chmod(0o777)
+    alice = acl.sid(22, 1, server["accounts"][ALICE][0])
+    sd = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, dacl=[
+        acl.Ace(acl.ALLOWED, 0, acl.FILE_ALL_ACCESS, alice),
+        acl.Ace(acl.ALLOWED, 0, wire.READ_ONLY_ACCESS, acl.EVERYONE)])
+    with Conn(server, ALICE) as c:
+        r = c.tree.create(name, acl.READ_CONTROL | acl.WRITE_DAC, options=wire.FILE_DIRECTORY_FILE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        r = c.tree.set_info(r.file_id, wire.INFO_SECURITY, 0, sd.pack(acl.DACL), acl.DACL)
+        assert r.status == wire.STATUS_SUCCESS, r
+    return path
+
+
+@pytest.mark.parametrize("klass", [10, 11], ids=["rename", "link"])
+def test_a_directory_whose_descriptor_refuses_adding_files_gets_none_by_rename_or_link(server, klass):
+    """BOB may not CREATE a file in ALICE's closed directory (its DACL grants him no
+    FILE_ADD_FILE); moving or linking one of his files into it adds a name all the same
+    unless the directory's descriptor is asked too (Samba's rename_internals_fsp and
+    hardlink_internals check the new parent for SEC_DIR_ADD_FILE)."""
+    name = f"closed-{klass}"
+    path = alices_closed_directory(server, name)
+    with Conn(server, BOB) as c:
+        assert c.tree.create(f"{name}\\\\made.txt", READ_WRITE, wire.FILE_CREATE).status == wire.STATUS_ACCESS_DENIED
+        fid = c.tree.open(f"shared\\\\bob-{klass}.txt", READ_WRITE | DELETE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, klass, rename_body(f"{name}\\\\moved.txt", False))
+        c.tree.close(fid)
+    assert r.status == wire.STATUS_ACCESS_DENIED, r
+    assert os.listdir(path) == []
