@@ -37,7 +37,7 @@ from smbring.smb.effects import (
     Write,
 )
 from smbring.smb.errors import SMBError, Unverified, status_for_oserror
-from smbring.smb.fileinfo import show_on_close
+from smbring.smb.fileinfo import show_on_close, streams_going_with
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
@@ -1274,11 +1274,12 @@ class Connection:
         or the name another worker's open recorded (server.shared_store.RecordedDelete),
         reached through the closing open's share. Only where that name still leads to the
         open's file (FileSystem.remove's `key`: a name another file, or a link to one, took
-        since is left alone); a file's named streams go with it, and watchers are told."""
+        since is left alone); a file's named streams go with it (not with a name of a file that
+        keeps another: `streams_going_with`), and watchers are told."""
         fs = victim.tree.fs
         in_depot = victim.is_stream
         try:
-            sid = None if in_depot else fs.stream_id(victim.parts)
+            sid = None if in_depot else streams_going_with(fs, victim.parts)
             fs.remove(victim.parts, victim.is_dir, key=victim.key)
             if not in_depot:
                 fs.remove_streams(sid)

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 from smbring.smb import acl, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
+    ADD_FILE,
+    ADD_SUBDIRECTORY,
     check_veto,
     open_streams,
     parent_is_directory,
     sd_of,
     set_allocation,
     shown_hidden,
+    stored_sd,
 )
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.eas import store_eas
@@ -33,6 +36,7 @@ from smbring.smb.fileinfo import (
     pin_creation_time,
     short_name,
     stored_ns,
+    streams_going_with,
     time_fields,
     writable_for_metadata,
 )
@@ -279,6 +283,18 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
+def check_may_add(o: Open, new_parts: list[str]) -> None:
+    """A rename or a link adds a name to the new name's directory, as a CREATE there would:
+    where a client stored a descriptor on that directory, it must grant this tree's token
+    adding a file (a subdirectory, for a directory moved), else STATUS_ACCESS_DENIED (as
+    Samba's check_parent_access_fsp, and NTFS). Without one the kernel decides, at the
+    rename or link itself (made as the user)."""
+    parent_sd = stored_sd(o.tree.fs, new_parts[:-1])
+    if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if o.is_dir else ADD_FILE, parent_sd, None,
+                                           o.tree.token) < 0:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+
+
 def existing_target(o: Open, replace: bool, new_parts: list[str]):
     """The key of the other file a rename with ReplaceIfExists would replace, or None."""
     if not replace or new_parts == o.parts:
@@ -370,6 +386,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
         raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
     if len(new_parts) > 1 and not parent_is_directory(fs, new_parts):
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
+    check_may_add(o, new_parts)
     spelled = fs.match_case(new_parts)
     try:
         existing = fs.stat(spelled)
@@ -384,7 +401,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
         if stat.S_ISDIR(existing.st_mode) or not existing.st_mode & 0o222 or \
                 c.state.share_modes.count((existing.st_dev, existing.st_ino)):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
-        new_parts, replaced = spelled, fs.stream_id(spelled)
+        new_parts, replaced = spelled, streams_going_with(fs, spelled)
     try:
         fs.link(o.parts, new_parts, replace, key=o.key)     # (the name must still be the open's file)
     except FileExistsError:
@@ -544,7 +561,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace, new_parts = new_name(o, buf)
-        replaced = fs.stream_id(new_parts) if replace and new_parts != o.parts else None
+        if new_parts:
+            check_may_add(o, new_parts)
+        replaced = streams_going_with(fs, new_parts) if replace and new_parts != o.parts else None
         if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
         target = existing_target(o, replace, new_parts)

@@ -1,0 +1,186 @@
+"""Metadata operations (hard links, renames, streams) tried by real Unix accounts against a
+server started as root: what one account may do to another's file through a name it may
+remove, but not through the file itself.
+
+A file's named streams belong to the file (its inode), not to one of its names: they are kept
+in the server's stream depot under an id stored on the file, and the server, as root, deletes
+them when the file goes. A name removed while the file keeps another (a hard link) must not
+take them along: BOB, who may remove a name from a directory he may write but may not write
+ALICE's file, would otherwise destroy data of a file that is not his to change (Samba's
+streams_depot removes a file's stream directory only when its last link goes)."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+
+import pytest
+from raw import RawClient
+from servers import sticky_share_server, unix_accounts
+
+from smbring.smb import acl, wire
+
+if os.geteuid() != 0 or not shutil.which("useradd"):
+    pytest.skip("acting as Unix accounts needs root (and useradd)", allow_module_level=True)
+
+PASSWORD = "Metadata-pw1"
+SUFFIX = f"{os.getpid() % 100000}"
+ALICE, BOB = f"mdra{SUFFIX}", f"mdrb{SUFFIX}"
+READ_WRITE = 0x0012019F
+READ_ATTRIBUTES = 0x80
+DELETE = wire.DELETE
+SECRET = b"alice's notes"
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    yield from unix_accounts(ALICE, BOB)
+
+
+@pytest.fixture(scope="module")
+def server(accounts, tmp_path_factory):
+    for started in sticky_share_server(tmp_path_factory.mktemp("metadata"), "smbring-metadata-",
+                                       (ALICE, BOB), PASSWORD):
+        shared = started["share"] / "shared"      # a project directory everyone may write
+        shared.mkdir()
+        shared.chmod(0o777)
+        yield dict(started, accounts=accounts)
+
+
+class Conn:
+    def __init__(self, server, user: str):
+        self.raw = RawClient(server["port"])
+        assert self.raw.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+        self.tree = self.raw.tree(self.raw.logon(user, PASSWORD), "share")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+def alices_file_with_a_stream(server, name: str, *links: str):
+    """ALICE's file (0644: everyone may read it, only she may write it) with a named stream
+    she wrote, and hard links to it at `links` (as she, or a tool of hers, made them)."""
+    path = server["share"] / name
+    path.write_bytes(b"alice's data")
+    os.chown(path, *server["accounts"][ALICE])
+    path.chmod(0o644)
+    with Conn(server, ALICE) as c:
+        fid = c.tree.open(f"{name}:notes", READ_WRITE, wire.FILE_CREATE)
+        assert c.tree.write(fid, SECRET).status == wire.STATUS_SUCCESS
+        c.tree.close(fid)
+    for link in links:
+        os.link(path, server["share"] / link)
+
+
+def stream_of(server, name: str) -> bytes | None:
+    """The stream's data as ALICE reads it, None where it is gone."""
+    with Conn(server, ALICE) as c:
+        r = c.tree.create(f"{name}:notes", wire.GENERIC_READ)
+        if r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND:
+            return None
+        assert r.status == wire.STATUS_SUCCESS, r
+        data = c.tree.read(r.file_id, 100)
+        c.tree.close(r.file_id)
+        return data.buffer(2, "<BxI") if data.status == wire.STATUS_SUCCESS else None
+
+
+def rename_body(name: str, replace: bool) -> bytes:
+    encoded = name.encode("utf-16-le")
+    return struct.pack("<B7xQI", int(replace), 0, len(encoded)) + encoded
+
+
+def test_bob_deleting_a_link_leaves_alices_streams(server):
+    """BOB may remove the name shared/del-link.txt (he may write shared/), not write the file:
+    the file lives on as ALICE's del.txt, with its stream."""
+    alices_file_with_a_stream(server, "del.txt", "shared/del-link.txt")
+    with Conn(server, BOB) as c:
+        r = c.tree.create("shared\\del-link.txt", DELETE | READ_ATTRIBUTES, options=wire.FILE_DELETE_ON_CLOSE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c.tree.close(r.file_id).status == wire.STATUS_SUCCESS
+    assert not (server["share"] / "shared/del-link.txt").exists()
+    assert (server["share"] / "del.txt").read_bytes() == b"alice's data"
+    assert stream_of(server, "del.txt") == SECRET
+
+
+def test_bob_replacing_a_link_leaves_alices_streams(server):
+    """BOB renames his own file over the name shared/rep-link.txt (ReplaceIfExists): that name
+    is his to replace, the file behind it (ALICE's rep.txt) and its stream are not."""
+    alices_file_with_a_stream(server, "rep.txt", "shared/rep-link.txt")
+    with Conn(server, BOB) as c:
+        fid = c.tree.open("shared\\bobs.txt", READ_WRITE | DELETE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, 10, rename_body("shared\\rep-link.txt", True))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(fid)
+    assert stream_of(server, "rep.txt") == SECRET
+
+
+def test_bob_linking_over_a_link_leaves_alices_streams(server):
+    """FileLinkInformation with ReplaceIfExists over the name shared/lnk-link.txt: as a rename
+    over it, the name goes, ALICE's file lnk.txt and its stream stay."""
+    alices_file_with_a_stream(server, "lnk.txt", "shared/lnk-link.txt")
+    with Conn(server, BOB) as c:
+        fid = c.tree.open("shared\\bobs-link-source.txt", READ_WRITE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, 11, rename_body("shared\\lnk-link.txt", True))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(fid)
+    assert (server["share"] / "shared/lnk-link.txt").stat().st_uid == server["accounts"][BOB][0]
+    assert stream_of(server, "lnk.txt") == SECRET
+
+
+def test_renaming_a_link_onto_another_name_of_its_file_leaves_the_streams(server):
+    """shared/same-a.txt and shared/same-b.txt are two names of ALICE's same.txt: renaming one
+    onto the other (ReplaceIfExists) changes no file (rename(2) of a file onto itself does
+    nothing), and its stream stays."""
+    alices_file_with_a_stream(server, "same.txt", "shared/same-a.txt", "shared/same-b.txt")
+    with Conn(server, BOB) as c:
+        fid = c.tree.open("shared\\same-a.txt", DELETE | READ_ATTRIBUTES)
+        r = c.tree.set_info(fid, wire.INFO_FILE, 10, rename_body("shared\\same-b.txt", True))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(fid)
+    assert stream_of(server, "same.txt") == SECRET
+
+
+def test_server_log_is_clean(server):
+    text = server["log"].read_text()
+    assert "Traceback" not in text, text[-3000:]
+
+
+def alices_closed_directory(server, name: str):
+    """ALICE's directory, mode 0777 (the kernel lets anyone add to it), whose descriptor she
+    set through SMB grants her all and everyone else reading and listing only: no
+    FILE_ADD_FILE, no FILE_ADD_SUBDIRECTORY. The server, which keeps the descriptor, is what
+    enforces it."""
+    path = server["share"] / name
+    path.mkdir()
+    os.chown(path, *server["accounts"][ALICE])
+    path.chmod(0o777)
+    alice = acl.sid(22, 1, server["accounts"][ALICE][0])
+    sd = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, dacl=[
+        acl.Ace(acl.ALLOWED, 0, acl.FILE_ALL_ACCESS, alice),
+        acl.Ace(acl.ALLOWED, 0, wire.READ_ONLY_ACCESS, acl.EVERYONE)])
+    with Conn(server, ALICE) as c:
+        r = c.tree.create(name, acl.READ_CONTROL | acl.WRITE_DAC, options=wire.FILE_DIRECTORY_FILE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        r = c.tree.set_info(r.file_id, wire.INFO_SECURITY, 0, sd.pack(acl.DACL), acl.DACL)
+        assert r.status == wire.STATUS_SUCCESS, r
+    return path
+
+
+@pytest.mark.parametrize("klass", [10, 11], ids=["rename", "link"])
+def test_a_directory_whose_descriptor_refuses_adding_files_gets_none_by_rename_or_link(server, klass):
+    """BOB may not CREATE a file in ALICE's closed directory (its DACL grants him no
+    FILE_ADD_FILE); moving or linking one of his files into it adds a name all the same
+    unless the directory's descriptor is asked too (Samba's rename_internals_fsp and
+    hardlink_internals check the new parent for SEC_DIR_ADD_FILE)."""
+    name = f"closed-{klass}"
+    path = alices_closed_directory(server, name)
+    with Conn(server, BOB) as c:
+        assert c.tree.create(f"{name}\\\\made.txt", READ_WRITE, wire.FILE_CREATE).status == wire.STATUS_ACCESS_DENIED
+        fid = c.tree.open(f"shared\\\\bob-{klass}.txt", READ_WRITE | DELETE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, klass, rename_body(f"{name}\\\\moved.txt", False))
+        c.tree.close(fid)
+    assert r.status == wire.STATUS_ACCESS_DENIED, r
+    assert os.listdir(path) == []
