@@ -249,3 +249,22 @@ def test_the_server_metadata_is_never_an_ea_a_client_sets_or_sees(tree, server, 
     tree.close(fid)
     path = server["share"] / "ea.txt"
     assert all(os.getxattr(path, x) != b"evil" for x in os.listxattr(path))
+
+
+@pytest.mark.parametrize("name", ["DOSATTRIB", "dosattrib", "SAMBA_PAI", "SAMBA_STREAMS", "DosStream.x:$DATA",
+                                  "dosstream.anything"])
+def test_sambas_metadata_is_never_an_ea_a_client_sets_or_sees(tree, server, name):
+    """Samba keeps a file's DOS attributes, inherited-ACL flags and streams in user.* xattrs
+    of its own (user.DOSATTRIB, user.SAMBA_PAI, user.DosStream.*): where Samba serves the same
+    directory, a client of this server must not forge them as EAs, nor read them as EAs; as
+    Samba refuses and hides them (its samba_private_attr_name)."""
+    fid, _ = new_file(tree, "samba-ea.txt")
+    path = server["share"] / "samba-ea.txt"
+    kept = b"what samba stored"
+    os.setxattr(path, "user." + name, kept)
+    assert tree.set_info(fid, wire.INFO_FILE, FULL_EA, full_ea(name, b"forged")).status == \
+        wire.STATUS_ACCESS_DENIED
+    eas = tree.query_info(fid, wire.INFO_FILE, FULL_EA).buffer(2)
+    assert kept not in eas and name.encode().lower() not in eas.lower()
+    tree.close(fid)
+    assert os.getxattr(path, "user." + name) == kept

@@ -101,3 +101,18 @@ def test_modes_of_new_files_and_directories(smbconf, tmp_path):
     assert mode(tmp_path / "share" / "d") == 0o777 & 0o750 | 0o001
     assert mode(tmp_path / "plain" / "f.txt") == 0o644    # Samba's defaults: 0744, 0755
     assert mode(tmp_path / "plain" / "d") == 0o755
+
+
+def test_clearing_readonly_gives_back_only_what_the_create_mask_allows(smbconf, tmp_path):
+    """A file's READONLY attribute is its lack of write bits; clearing it gives the owner's
+    back only where the share's create mask lets a file have it (as Samba's unix_mode): with
+    `create mask = 0444` no client makes a file writable by clearing READONLY."""
+    server = smbconf("", {"share": "read only = no\ncreate mask = 0444", "plain": "read only = no"})
+    src = tmp_path / "src.txt"
+    src.write_text("x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)    # noqa: E731
+    for share in ("share", "plain"):
+        r = server.smbclient(share, f"put {src} f.txt; setmode f.txt +r; setmode f.txt -r")
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert mode(tmp_path / "share" / "f.txt") & 0o222 == 0
+    assert mode(tmp_path / "plain" / "f.txt") & 0o200

@@ -841,15 +841,15 @@ class PosixVFS:
                 return []
             raise
         return [(n[len(EA_PREFIX):], os.getxattr(fd, n)) for n in sorted(names)
-                if n.startswith(EA_PREFIX) and not n.casefold().startswith(PRIVATE_PREFIX)]
+                if n.startswith(EA_PREFIX) and not private_xattr(n)]
 
     @staticmethod
     def set_ea(fd: int, name: str, value: bytes) -> None:
-        """Sets an EA; an empty value removes it, as in NTFS. The server's own metadata is
-        no client's to set, however the name is spelled (EA names are case-insensitive):
-        refused as Samba's acl_xattr refuses its NTACL, STATUS_ACCESS_DENIED."""
+        """Sets an EA; an empty value removes it, as in NTFS. The server's own metadata, and
+        Samba's, is no client's to set, however the name is spelled (EA names are
+        case-insensitive): refused as Samba refuses its own, STATUS_ACCESS_DENIED."""
         key = EA_PREFIX + name
-        if key.casefold().startswith(PRIVATE_PREFIX):
+        if private_xattr(key):
             raise PermissionError(errno.EACCES, "the server's own extended attribute", name)
         if value:
             os.setxattr(fd, key, value)
@@ -924,6 +924,17 @@ class PosixVFS:
 # names under user.smbring. are the server's own metadata and never shown as EAs.
 EA_PREFIX = "user."
 PRIVATE_PREFIX = "user.smbring."
+# Samba's own metadata among the user.* xattrs (its samba_private_attr_name): neither shown
+# nor set as EAs either, so that where Samba serves the same directory no client of ours
+# forges the DOS attributes, inherited ACL flags or streams Samba keeps there
+SAMBA_PRIVATE = ("user.dosattrib", "user.samba_pai", "user.samba_streams")
+SAMBA_PRIVATE_PREFIX = "user.dosstream."
+
+
+def private_xattr(key: str) -> bool:
+    """Whether the xattr `key` is the server's own metadata or Samba's (in any case)."""
+    folded = key.casefold()
+    return folded.startswith((PRIVATE_PREFIX, SAMBA_PRIVATE_PREFIX)) or folded in SAMBA_PRIVATE
 SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (smb.acl)
 
 # DOS attributes and the times Unix cannot set (creation, change), as Samba keeps them in

@@ -478,7 +478,12 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
     if attrs:
         dos.attrs = (attrs & STORED_ATTRIBUTES or wire.ATTR_NORMAL) | dos.attrs & ATTR_SPARSE_FILE
         if not is_dir:      # a file's READONLY lives in its write bits (see fileinfo)
-            want_mode = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | (0 if mode & 0o222 else 0o200)
+            # cleared: the owner's back, where the share lets a file have it (its create mask
+            # and force create mode, as Samba's unix_mode: `create mask = 0444` keeps every
+            # file read-only whatever a client asks)
+            share = o.tree.share
+            writable = 0o200 & share.create_mask | share.force_create_mode & 0o222
+            want_mode = mode & ~0o222 if attrs & wire.ATTR_READONLY else mode | (0 if mode & 0o222 else writable)
     # the write bits go last when they are dropped and first when they come back: the DOS
     # information is an xattr, which the kernel lets only an account that may write store
     if want_mode != mode and want_mode & 0o200:
