@@ -520,3 +520,19 @@ def answer_or_drop(action) -> Response | None:
         return action()
     except Disconnected:
         return None
+
+
+class UserTree:
+    """One user's connection (SMB 3.1.1, logged on) and its tree of `share`; closed at the
+    end of a `with`."""
+
+    def __init__(self, port: int, user: str, password: str, share: str = "share"):
+        self.raw = RawClient(port)
+        assert self.raw.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+        self.tree = self.raw.tree(self.raw.logon(user, password), share)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()

@@ -15,7 +15,7 @@ import shutil
 import struct
 
 import pytest
-from raw import RawClient
+from raw import UserTree
 from servers import sticky_share_server, unix_accounts
 
 from smbring.smb import acl, wire
@@ -47,17 +47,9 @@ def server(accounts, tmp_path_factory):
         yield dict(started, accounts=accounts)
 
 
-class Conn:
+class Conn(UserTree):
     def __init__(self, server, user: str):
-        self.raw = RawClient(server["port"])
-        assert self.raw.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
-        self.tree = self.raw.tree(self.raw.logon(user, PASSWORD), "share")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
+        super().__init__(server["port"], user, PASSWORD)
 
 
 def alices_file_with_a_stream(server, name: str, *links: str):

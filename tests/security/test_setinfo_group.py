@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from raw import RawClient
+from raw import UserTree
 from servers import sticky_share_server, unix_accounts_with_group
 
 from smbring.smb import acl, wire
@@ -55,17 +55,9 @@ def group_only(sid: bytes) -> bytes:
     return acl.Descriptor(group=sid).pack(acl.GROUP)
 
 
-class Conn:
+class Conn(UserTree):
     def __init__(self, server, user: str):
-        self.raw = RawClient(server["port"])
-        assert self.raw.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
-        self.tree = self.raw.tree(self.raw.logon(user, PASSWORD), "share")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
+        super().__init__(server["port"], user, PASSWORD)
 
     def set_group(self, fid: bytes, sid: bytes) -> int:
         return self.tree.set_info(fid, wire.INFO_SECURITY, 0, group_only(sid), acl.GROUP).status

@@ -11,7 +11,7 @@ import zlib
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
-from smbring.smb.fs import STREAMS_DIR, DosInfo
+from smbring.smb.fs import DosInfo
 
 MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
 
@@ -200,19 +200,8 @@ def streams_going_with(fs, parts: list[str]) -> str | None:
     the file: its streams are to go with it. None where the file keeps another name (a hard
     link: its streams are still its own, and whoever may remove one name of a file may not
     therefore change the file; Samba's streams_depot keeps them too), where it has no streams,
-    or where it cannot be opened. The link count and the id are read through one open."""
-    if parts and parts[0] == STREAMS_DIR:
-        return None
-    try:
-        fd = fs.open(parts, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISDIR((st := fs.fstat(fd)).st_mode) and st.st_nlink > 1:
-            return None
-        return fs.stream_id_of(fd)
-    finally:
-        fs.close_file(fd)
+    or where it cannot be opened."""
+    return fs.stream_id(parts, sole_name=True)
 
 
 def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:

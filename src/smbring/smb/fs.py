@@ -118,10 +118,11 @@ class FileSystem(Protocol):
         ...
 
     # -- alternate data streams ---------------------------------------------------------------
-    def stream_id(self, parts: list[str], create: bool = False) -> str | None:
+    def stream_id(self, parts: list[str], create: bool = False, sole_name: bool = False) -> str | None:
         """The id under which the file's named streams are kept; None when it has none and
         `create` is false, or when the file cannot be opened. With `create`, a new id is
-        stored on the file. Raises OSError only when storing a new id fails."""
+        stored on the file. With `sole_name`, None also for a file that has another name (a
+        hard link), as one read with the id. Raises OSError only when storing a new id fails."""
         ...
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:

@@ -339,10 +339,10 @@ class ShareView:
         self._as_server()
         return found[0] if self.base.claim_streams(*found, create) else None
 
-    def stream_id(self, parts, create=False):
+    def stream_id(self, parts, create=False, sole_name=False):
         """PosixVFS.stream_id through this view: the file opened as the user, the id read
         as `stream_id_of` reads it."""
-        return stream_id_by_path(self, parts, create)
+        return stream_id_by_path(self, parts, create, sole_name)
 
     def streams(self, sid):
         self._as_server()

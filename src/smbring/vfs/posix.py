@@ -138,11 +138,13 @@ def _take_over_entry(dir_fd: int, name: str, mode: int, inside=None) -> None:
         os.close(fd)
 
 
-def stream_id_by_path(fs, parts: list[str], create: bool = False) -> str | None:
+def stream_id_by_path(fs, parts: list[str], create: bool = False, sole_name: bool = False) -> str | None:
     """`stream_id` made of the file system's own `open`, `stream_id_of` and `close_file`:
     PosixVFS's, and a ShareView's (which opens the file as its user and checks the stream
     directory as the server). None where the file cannot be opened, and for a path into
-    the depot (a stream has no streams: nothing there is opened for this)."""
+    the depot (a stream has no streams: nothing there is opened for this); with
+    `sole_name`, also for a file with another name (the link count read through the same
+    open)."""
     if parts and parts[0] == STREAMS_DIR:
         return None
     try:
@@ -150,6 +152,8 @@ def stream_id_by_path(fs, parts: list[str], create: bool = False) -> str | None:
     except OSError:
         return None
     try:
+        if sole_name and not stat.S_ISDIR((st := fs.fstat(fd)).st_mode) and st.st_nlink > 1:
+            return None
         return fs.stream_id_of(fd, create)
     finally:
         fs.close_file(fd)
@@ -388,10 +392,10 @@ class PosixVFS:
             raise PathError("invalid")      # (its control characters spelled out: too long)
         return [STREAMS_DIR, sid, name]
 
-    def stream_id(self, parts: list[str], create: bool = False) -> str | None:
+    def stream_id(self, parts: list[str], create: bool = False, sole_name: bool = False) -> str | None:
         """The id under which the file's streams are kept (see `stream_id_of`); None also
-        when the file cannot be opened."""
-        return stream_id_by_path(self, parts, create)
+        when the file cannot be opened (and, with `sole_name`, when it has another name)."""
+        return stream_id_by_path(self, parts, create, sole_name)
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:
         """The id under which the open file's streams are kept: `stream_key` (read, or stored,
