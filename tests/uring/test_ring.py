@@ -392,3 +392,25 @@ def test_close_with_writes_still_queued_in_user_space(tmp_path):
             buf.extend(b"released")
     finally:
         os.close(fd)
+
+
+def test_a_ring_closed_with_a_fixed_read_unfinished_keeps_its_registered_buffer():
+    """A ring closed by another thread (which cannot wait for the kernel there) abandons its
+    unfinished requests: the registered buffer such a request reads into stays exported (so
+    never resized or freed under the kernel), as the requests' own buffers are kept."""
+    r = Ring(8)
+    buf = bytearray(4096)
+    r.register_buffers([buf])
+    rfd, wfd = os.pipe()
+    try:
+        r.read_fixed(rfd, 0, 0, 4096)       # nothing to read: still in the kernel at close
+        r.submit()
+        closer = threading.Thread(target=r.close)
+        with pytest.warns(ResourceWarning, match="did not finish"):
+            closer.start()
+            closer.join()
+        with pytest.raises(BufferError):
+            buf.extend(b"x")                # still exported: kept
+    finally:
+        os.close(rfd)
+        os.close(wfd)

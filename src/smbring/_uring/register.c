@@ -560,9 +560,26 @@ static void bufrings_detach(RingObject *r)
     }
 }
 
-void register_release_all(RingObject *r)
+/* At close. Where requests the kernel did not finish were abandoned (requests_abandon),
+ * the registered buffers and buffer rings they may be using are kept alive with them: the
+ * kernel may still write into those pages, and memory given back could hold other objects
+ * by then. Their views stay exported (the objects are never resized or freed) and the
+ * buffer rings keep a reference each: leaked on purpose, as the requests' own buffers. */
+void register_release_all(RingObject *r, int abandoned)
 {
-    release_registered(r);
+    if (abandoned) {
+        PyMem_Free(r->registered);      /* (the Py_buffer views are not released) */
+        r->registered = NULL;
+        r->nregistered = 0;
+        if (r->buf_rings) {
+            PyObject *key, *value;
+            Py_ssize_t pos = 0;
+            while (PyDict_Next(r->buf_rings, &pos, &key, &value))
+                Py_INCREF(value);
+        }
+    } else {
+        release_registered(r);
+    }
     bufrings_detach(r);
     Py_CLEAR(r->buf_rings);
 }

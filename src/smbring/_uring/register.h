@@ -18,7 +18,8 @@ int bufring_forward(RingObject *r, RequestObject *src, PyObject **ring_buffers, 
 /* The kernel is done with a forwarded buffer: back into the ring it came from. */
 void bufring_give_back(PyObject *ring_buffers, uint16_t bid);
 
-/* At ring teardown: registered buffers are released, buffer rings forget the ring. */
-void register_release_all(RingObject *r);
+/* At ring teardown: registered buffers are released, buffer rings forget the ring; both
+ * are kept alive instead where requests were `abandoned` (see register.c). */
+void register_release_all(RingObject *r, int abandoned);
 
 #endif

@@ -474,9 +474,11 @@ Py_ssize_t requests_on_fd(RingObject *r, int fd)
 }
 
 /* At close, for requests the kernel did not finish: forget them without touching their
- * buffers (leaked on purpose: their memory stays valid, which a use-after-free would not). */
-void requests_abandon(RingObject *r)
+ * buffers (leaked on purpose: their memory stays valid, which a use-after-free would not).
+ * Returns how many were forgotten. */
+Py_ssize_t requests_abandon(RingObject *r)
 {
+    Py_ssize_t abandoned = r->ninflight;
     if (r->ninflight > 0 && r->fork_generation == sr_fork_generation) {
         PyErr_WarnFormat(PyExc_ResourceWarning, 1,
                          "Ring closed with %zd request(s) the kernel did not finish; "
@@ -488,6 +490,7 @@ void requests_abandon(RingObject *r)
         request_of(l)->ring = NULL;
     r->inflight.next = r->inflight.prev = &r->inflight;
     r->ninflight = 0;
+    return abandoned;
 }
 
 int request_types_ready(void)

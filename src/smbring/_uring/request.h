@@ -79,6 +79,6 @@ int request_complete(RequestObject *req, int32_t res, uint32_t flags, int silent
 
 /* The ring's requests in flight: how many work on fd, and forgetting them all (close). */
 Py_ssize_t requests_on_fd(RingObject *r, int fd);
-void requests_abandon(RingObject *r);
+Py_ssize_t requests_abandon(RingObject *r);
 
 #endif

@@ -60,9 +60,9 @@ static PyObject *Ring_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 /* ---- closing ---------------------------------------------------------------------------- */
 
-static void teardown(RingObject *r)
+static void teardown(RingObject *r, Py_ssize_t abandoned)
 {
-    register_release_all(r);
+    register_release_all(r, abandoned > 0);
     ring_destroy(r);
 }
 
@@ -76,8 +76,7 @@ static PyObject *Ring_close(RingObject *r, PyObject *unused)
         rc = ring_drain(r, 0);
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    requests_abandon(r);
-    teardown(r);
+    teardown(r, requests_abandon(r));
     PyErr_Restore(et, ev, tb);
     if (rc < 0)
         return NULL;  /* a callback raised while the ring was being closed (it is closed) */
@@ -91,8 +90,7 @@ static void Ring_dealloc(RingObject *r)
         PyErr_Fetch(&et, &ev, &tb);
         if (ring_owned_here(r))
             ring_drain(r, 1);
-        requests_abandon(r);
-        teardown(r);
+        teardown(r, requests_abandon(r));
         PyErr_Restore(et, ev, tb);
     }
     Py_TYPE(r)->tp_free((PyObject *)r);
