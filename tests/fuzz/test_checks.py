@@ -35,7 +35,9 @@ def test_a_replayed_message_id_is_refused(world):
 
 def test_a_replay_the_server_takes_is_a_finding(world):
     client = logged_on(world)
-    client.conn.credits.consume = lambda message_id, charge: True     # no window at all
+    # no window at all: every MessageId taken, a credit granted (CreditWindow.take: what
+    # a request's consume and grant go through)
+    client.conn.credits.take = lambda message_id, charge, requested: 0 if requested is None else 1
     echo(client)
     with pytest.raises(Finding, match="credit-replay"):
         echo(client, mid=fi.MID_REUSE)
@@ -43,7 +45,7 @@ def test_a_replay_the_server_takes_is_a_finding(world):
 
 def test_a_granted_message_id_the_server_refuses_is_a_finding(world):
     client = logged_on(world)
-    client.conn.credits.consume = lambda message_id, charge: False
+    client.conn.credits.take = lambda message_id, charge, requested: -1 if message_id is not None else 1
     with pytest.raises(Finding, match="credit-refused"):
         echo(client)
 
