@@ -176,3 +176,45 @@ def test_a_directory_whose_descriptor_refuses_adding_files_gets_none_by_rename_o
         c.tree.close(fid)
     assert r.status == wire.STATUS_ACCESS_DENIED, r
     assert os.listdir(path) == []
+
+
+def guarded(server, directory: str, name: str, data: bytes):
+    """ALICE's file `directory/name` (mode 0666 in a 0777 directory: the kernel lets anyone
+    replace it) whose descriptors she set grant everyone else all but DELETE: the file's
+    refuses DELETE, the directory's FILE_DELETE_CHILD. The server keeps and enforces them."""
+    path = server["share"] / directory
+    path.mkdir()
+    os.chown(path, *server["accounts"][ALICE])
+    path.chmod(0o777)
+    alice = acl.sid(22, 1, server["accounts"][ALICE][0])
+    withheld = acl.DELETE | acl.FILE_DELETE_CHILD | acl.WRITE_DAC | acl.WRITE_OWNER
+    sd = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, dacl=[
+        acl.Ace(acl.ALLOWED, 0, acl.FILE_ALL_ACCESS, alice),
+        acl.Ace(acl.ALLOWED, 0, acl.FILE_ALL_ACCESS & ~withheld, acl.EVERYONE)]).pack(acl.DACL)
+    with Conn(server, ALICE) as c:
+        r = c.tree.create(directory, acl.READ_CONTROL | acl.WRITE_DAC, options=wire.FILE_DIRECTORY_FILE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c.tree.set_info(r.file_id, wire.INFO_SECURITY, 0, sd, acl.DACL).status == wire.STATUS_SUCCESS
+        c.tree.close(r.file_id)
+        fid = c.tree.open(f"{directory}\\{name}", READ_WRITE | acl.WRITE_DAC, wire.FILE_CREATE)
+        assert c.tree.write(fid, data, 0).status == wire.STATUS_SUCCESS
+        assert c.tree.set_info(fid, wire.INFO_SECURITY, 0, sd, acl.DACL).status == wire.STATUS_SUCCESS
+        c.tree.close(fid)
+    (path / name).chmod(0o666)
+    return path / name
+
+
+@pytest.mark.parametrize("klass", [10, 11], ids=["rename", "link"])
+def test_a_file_whose_descriptor_refuses_delete_is_not_replaced(server, klass):
+    """BOB may not open ALICE's guarded file for DELETE (her descriptors refuse it); a rename
+    or link of his own file over it with ReplaceIfExists would delete it all the same unless
+    its descriptor is asked too (NTFS opens the target for DELETE)."""
+    directory = f"guarded-{klass}"
+    victim = guarded(server, directory, "victim.txt", SECRET)
+    with Conn(server, BOB) as c:
+        assert c.tree.create(f"{directory}\\victim.txt", DELETE).status == wire.STATUS_ACCESS_DENIED
+        fid = c.tree.open(f"{directory}\\bob.txt", READ_WRITE | DELETE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, klass, rename_body(f"{directory}\\victim.txt", True))
+        c.tree.close(fid)
+    assert r.status == wire.STATUS_ACCESS_DENIED, r
+    assert victim.read_bytes() == SECRET

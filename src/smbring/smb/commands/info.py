@@ -295,6 +295,22 @@ def check_may_add(o: Open, new_parts: list[str]) -> None:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
+def check_may_replace(o: Open, target_parts: list[str]) -> None:
+    """A rename or a link with ReplaceIfExists deletes the file it replaces: where a client
+    stored a descriptor on that file, it must grant this tree's token DELETE (its own, or
+    FILE_DELETE_CHILD on the directory), as a CREATE asking DELETE there or a delete on close
+    must (NTFS opens the target for DELETE); else STATUS_ACCESS_DENIED. Without one the
+    kernel decides, at the rename or link itself (made as the user)."""
+    fs = o.tree.fs
+    sd = stored_sd(fs, target_parts)
+    if sd is None:
+        return
+    parent = stored_sd(fs, target_parts[:-1]) or acl.from_mode(fs.stat(target_parts[:-1]))
+    owner = acl.unix_user(fs.stat(target_parts).st_uid)
+    if acl.check(wire.DELETE, sd, parent, o.tree.token, owner) < 0:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+
+
 def existing_target(o: Open, replace: bool, new_parts: list[str]):
     """The key of the other file a rename with ReplaceIfExists would replace, or None."""
     if not replace or new_parts == o.parts:
@@ -401,6 +417,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
         if stat.S_ISDIR(existing.st_mode) or not existing.st_mode & 0o222 or \
                 c.state.share_modes.count((existing.st_dev, existing.st_ino)):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        check_may_replace(o, spelled)
         new_parts, replaced = spelled, streams_going_with(fs, spelled)
     try:
         fs.link(o.parts, new_parts, replace, key=o.key)     # (the name must still be the open's file)
@@ -571,6 +588,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         replaced = streams_going_with(fs, new_parts) if replace and new_parts != o.parts else None
         if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
+        if replace and new_parts != o.parts:
+            check_may_replace(o, new_parts)
         target = existing_target(o, replace, new_parts)
         if target is not None and c.state.share_modes.count(target):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # nor one still open (MS-FSA 2.1.5.14.11)
