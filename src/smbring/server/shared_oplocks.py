@@ -326,17 +326,16 @@ class SharedOplocks(Oplocks):
     def remove(self, o) -> None:
         if id(o) not in self._mine:
             return
-        if self._txn is None and self._remove_alone(o):
-            return
-        with self._step(o.key):
-            super().remove(o)
-            k = _file(o.key) + self.store.owner(id(o))
-            self._txn.delete(k, db=self.db)
-            self._txn.delete(b"o" + k, db=self.breaks_db)
+        if self._txn is not None or not self._removed_alone(o):
+            with self._step(o.key):
+                super().remove(o)
+                k = _file(o.key) + self.store.owner(id(o))
+                self._txn.delete(k, db=self.db)
+                self._txn.delete(b"o" + k, db=self.breaks_db)
         self._mine.pop(id(o), None)
         self._raw.pop(id(o), None)
 
-    def _remove_alone(self, o) -> bool:
+    def _removed_alone(self, o) -> bool:
         """An open without a lease closes: Oplocks.remove changes no other open's record
         then (only a lease's), so its own record goes without a step loading and saving the
         file's other opens (with many opens of one file, most of a CLOSE's cost). False (and
@@ -348,8 +347,6 @@ class SharedOplocks(Oplocks):
                 return False
             txn.delete(k, db=self.db)
             txn.delete(b"o" + k, db=self.breaks_db)
-        self._mine.pop(id(o), None)
-        self._raw.pop(id(o), None)
         return True
 
     def level(self, o) -> int:

@@ -928,6 +928,7 @@ class PosixVFS:
 # names under user.smbring. are the server's own metadata and never shown as EAs.
 EA_PREFIX = "user."
 PRIVATE_PREFIX = "user.smbring."
+SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (smb.acl)
 # Samba's own metadata among the user.* xattrs (its samba_private_attr_name): neither shown
 # nor set as EAs either, so that where Samba serves the same directory no client of ours
 # forges the DOS attributes, inherited ACL flags or streams Samba keeps there
@@ -939,7 +940,7 @@ def private_xattr(key: str) -> bool:
     """Whether the xattr `key` is the server's own metadata or Samba's (in any case)."""
     folded = key.casefold()
     return folded.startswith((PRIVATE_PREFIX, SAMBA_PRIVATE_PREFIX)) or folded in SAMBA_PRIVATE
-SD_XATTR = PRIVATE_PREFIX + "sd"     # a security descriptor set by a client (smb.acl)
+
 
 # DOS attributes and the times Unix cannot set (creation, change), as Samba keeps them in
 # user.DOSATTRIB: attributes, creation time, and a change time that holds while the file's

@@ -72,6 +72,12 @@ def stored_sd(fs: FileSystem, parts: list[str]) -> "acl.Descriptor | None":
         fs.close_file(fd)
 
 
+def parent_descriptor(fs: FileSystem, parts: list[str]) -> "acl.Descriptor":
+    """What the directory of the file at `parts` grants its children by (acl.check's
+    `parent`: DELETE from FILE_DELETE_CHILD): its stored descriptor, else its mode's."""
+    return stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+
+
 def refused_by_the_kernel(fs: FileSystem, parts: list[str], access: int) -> None:
     """A file without a stored security descriptor is judged by the kernel when it is opened,
     which comes after the oplock breaks and the closing of detached durable opens that the
@@ -194,7 +200,7 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         check_read_only(st, dos, access, options, disposition, attrs)
         parent = None
         if sd is not None:
-            parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+            parent = parent_descriptor(fs, parts)
         # (its Unix owner holds the owner's rights: without a descriptor, WRITE_DAC is his only)
         owner = acl.unix_user(st.st_uid)
         if acl.check(checked_access, sd, parent, token, owner) < 0:
@@ -607,7 +613,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # access is checked before anything is started for this open on other clients'
             # behalf (breaks, closing detached durable opens), as Windows does
             if sd is not None:      # a stored security descriptor decides who opens the file
-                parent = stored_sd(fs, parts[:-1]) or acl.from_mode(fs.stat(parts[:-1]))
+                parent = parent_descriptor(fs, parts)
             checked = acl.check(checked_access, sd, parent, token, file_owner)
             if checked < 0:         # (without a descriptor: WRITE_DAC, WRITE_OWNER are the owner's)
                 raise SMBError(wire.STATUS_ACCESS_DENIED)

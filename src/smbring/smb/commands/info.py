@@ -14,6 +14,7 @@ from smbring.smb.commands.create import (
     ADD_SUBDIRECTORY,
     check_veto,
     open_streams,
+    parent_descriptor,
     parent_is_directory,
     sd_of,
     set_allocation,
@@ -305,9 +306,8 @@ def check_may_replace(o: Open, target_parts: list[str]) -> None:
     sd = stored_sd(fs, target_parts)
     if sd is None:
         return
-    parent = stored_sd(fs, target_parts[:-1]) or acl.from_mode(fs.stat(target_parts[:-1]))
     owner = acl.unix_user(fs.stat(target_parts).st_uid)
-    if acl.check(wire.DELETE, sd, parent, o.tree.token, owner) < 0:
+    if acl.check(wire.DELETE, sd, parent_descriptor(fs, target_parts), o.tree.token, owner) < 0:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
@@ -585,10 +585,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         replace, new_parts = new_name(o, buf)
         if new_parts:
             check_may_add(o, new_parts)
-        replaced = streams_going_with(fs, new_parts) if replace and new_parts != o.parts else None
-        if replace and new_parts != o.parts and target_is_read_only(fs, new_parts):
+        replacing = replace and new_parts != o.parts
+        replaced = streams_going_with(fs, new_parts) if replacing else None
+        if replacing and target_is_read_only(fs, new_parts):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a READONLY file is never replaced
-        if replace and new_parts != o.parts:
+        if replacing:
             check_may_replace(o, new_parts)
         target = existing_target(o, replace, new_parts)
         if target is not None and c.state.share_modes.count(target):
