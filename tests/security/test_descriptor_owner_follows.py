@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from raw import RawClient
+from raw import UserTree
 from servers import sticky_share_server, unix_accounts_with_group
 
 from smbring.smb import acl, wire
@@ -60,17 +60,9 @@ def group_sid(gid: int) -> bytes:
     return acl.sid(22, 2, gid)
 
 
-class Conn:
+class Conn(UserTree):
     def __init__(self, server, user: str, share: str = "share"):
-        self.raw = RawClient(server["port"])
-        assert self.raw.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
-        self.tree = self.raw.tree(self.raw.logon(user, PASSWORD), share)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
+        super().__init__(server["port"], user, PASSWORD, share)
 
     def set_owner(self, fid: bytes, sid: bytes) -> int:
         return self.tree.set_info(fid, wire.INFO_SECURITY, 0, acl.Descriptor(owner=sid).pack(acl.OWNER),
