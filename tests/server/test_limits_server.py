@@ -353,13 +353,17 @@ def test_idle_connections_give_back_their_frame_buffers(serve):
         assert busy - before > 4 * 1024, "the large frames did not take buffers"
         # idle past 5 s, and a sweep; on a loaded machine the sweep may come later, so the
         # RSS is watched (buffers that are kept never give it back, and the test fails)
+        # given back: the RSS is nearer what it was before the large frames than what they
+        # made it (one 4 MiB buffer raises it by 4,096-4,100 KiB, so "fell by more than 4 MiB"
+        # missed a buffer given back by a few KiB of page rounding)
         deadline = time.monotonic() + 30
         time.sleep(6)
         idle = rss_kib(srv["proc"].pid)
-        while busy - idle <= 4 * 1024 and time.monotonic() < deadline:
+        given_back = lambda: idle - before < (busy - before) // 2     # noqa: E731
+        while not given_back() and time.monotonic() < deadline:
             time.sleep(0.5)
             idle = rss_kib(srv["proc"].pid)
-        assert busy - idle > 4 * 1024, f"RSS {before} -> {busy} -> {idle} KiB: buffers kept"
+        assert given_back(), f"RSS {before} -> {busy} -> {idle} KiB: buffers kept"
         assert alive(conn, sess)
         opened.write(chunk, 0)                         # and large frames still work after
         assert (srv["share"] / "big.bin").stat().st_size == 4 * len(chunk)
