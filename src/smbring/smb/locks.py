@@ -58,6 +58,17 @@ class _SortedInts:
         self.tree: list[int] = []        # Fenwick tree over len(block)
         self.size = 0
 
+    @classmethod
+    def of(cls, values: list[int]) -> "_SortedInts":
+        """All of `values` at once: O(n log n), in C (a multiset read back whole)."""
+        made = cls()
+        values = sorted(values)
+        made.blocks = [values[i:i + cls.BLOCK] for i in range(0, len(values), cls.BLOCK)]
+        made.maxes = [block[-1] for block in made.blocks]
+        made.size = len(values)
+        made._rebuild()
+        return made
+
     def below(self, x: int) -> int:
         """How many values are < x."""
         i = bisect_left(self.maxes, x)          # the first block holding a value >= x
@@ -135,6 +146,15 @@ class _Ranges:
         self.starts = _SortedInts()
         self.ends = _SortedInts()
         self.points = _SortedInts()
+
+    @classmethod
+    def of(cls, ranges: list[tuple[int, int]]) -> "_Ranges":
+        """All of `ranges` ((offset, length) each) at once."""
+        made = cls()
+        made.starts = _SortedInts.of([offset for offset, length in ranges if length])
+        made.ends = _SortedInts.of([offset + length for offset, length in ranges if length])
+        made.points = _SortedInts.of([offset for offset, length in ranges if not length])
+        return made
 
     def add(self, offset: int, length: int) -> None:
         self._apply(_SortedInts.add, offset, length)

@@ -1,0 +1,278 @@
+"""Adversarial review of `smbring serve --workers 2`: what one client does through one worker
+must not stall or break the clients of the others, nor the shared store.
+
+Clients are raw (tests/security/raw.py); one is put on the other worker by stopping the
+first client's worker (SIGSTOP) while it connects and negotiates (test_workers_handoff)."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
+from raw import NoAnswer, RawClient  # noqa: E402
+from servers import PASSWORD, USER, stop  # noqa: E402
+from worker_servers import pid_of, worker_of  # noqa: E402
+from worker_servers import start as start_workers  # noqa: E402
+
+from smbcore import lock_body, read_body  # noqa: E402
+
+from smbring.smb import wire  # noqa: E402
+
+READ_WRITE = 0x0012019F
+EXCLUSIVE_NOW = 0x2 | 0x10          # SMB2_LOCKFLAG_EXCLUSIVE_LOCK | FAIL_IMMEDIATELY
+SHARED_NOW = 0x1 | 0x10
+MAX_LOCKS = 4096                    # `max locks per open`'s default
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = start_workers(tmp_path_factory.mktemp("workers-review"))
+    yield server
+    stop(server["proc"])
+
+
+def logged_on(port: int, guid: bytes | None = None):
+    c = RawClient(port)
+    assert c.negotiate((wire.SMB311,), client_guid=guid or os.urandom(16)).status == wire.STATUS_SUCCESS
+    return c, c.tree(c.logon(USER, PASSWORD), "share")
+
+
+def on_other_worker(server, worker: int):
+    """A logged-on raw client that the worker other than `worker` serves."""
+    pid = pid_of(server, worker)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        c = RawClient(server["port"])
+        assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return c, c.tree(c.logon(USER, PASSWORD), "share")
+
+
+@pytest.fixture(scope="module")
+def two(server):
+    """(client, tree, worker) on each worker."""
+    a, ta = logged_on(server["port"])
+    wa = worker_of(server, a)
+    b, tb = on_other_worker(server, wa)
+    wb = worker_of(server, b)
+    assert {wa, wb} == {1, 2}
+    yield (a, ta, wa), (b, tb, wb)
+    a.close()
+    b.close()
+
+
+def slowest_answer(action, during, every: float = 0.05) -> float:
+    """The longest time `action()` took while `during()` ran in another thread (at least once)."""
+    done = threading.Event()
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = during()
+        finally:
+            done.set()
+    t = threading.Thread(target=run)
+    t.start()
+    slowest = 0.0
+    try:
+        while True:
+            start = time.monotonic()
+            try:
+                action()
+            except NoAnswer:
+                slowest = float("inf")
+                break
+            slowest = max(slowest, time.monotonic() - start)
+            if done.wait(every):
+                break
+    finally:
+        t.join()
+    return slowest, result.get("value")
+
+
+# -- byte-range locks: another worker's many locks cost a LOCK O(log n) each --------------------
+def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server, two):
+    """One client holds `max locks per open` locks on a file through one worker; its
+    connection on the other worker asks for as many more there (none conflicting). Each
+    element was checked against every lock of the other worker (4096 x 4096 Lock objects,
+    some 10 s of one worker's event loop, inside the store's write transaction, which every
+    CREATE of every worker waits for): a third client's opens on the first worker, and its
+    ECHOs on the second, are answered within a second throughout."""
+    (a, ta, wa), (b, tb, wb) = two
+    fa = ta.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    fb = tb.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    r = ta.lock(fa, [(2 * i, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
+    assert r.status == wire.STATUS_SUCCESS, r
+    c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
+    d, _td = logged_on(server["port"], b.offered["guid"])      # with b
+    try:
+        assert worker_of(server, c) == wa and worker_of(server, d) == wb
+
+        def probe():        # an open on a's worker (the store's write lock), an ECHO on b's
+            tc.close(tc.open("elsewhere.txt", READ_WRITE, wire.FILE_OPEN_IF))
+            d.echo()
+        b.sock.settimeout(300)          # (the LOCK itself took minutes)
+        t0 = time.monotonic()
+        slowest, r = slowest_answer(probe, lambda: tb.lock(
+            fb, [((1 << 40) + 2 * i, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)]))
+        print(f"the LOCK took {time.monotonic() - t0:.2f} s; the slowest probe {slowest:.2f} s")
+        b.sock.settimeout(10)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert slowest < 1.0, f"an open on worker {wa} and an ECHO on worker {wb} waited {slowest:.1f} s"
+        # the check still refuses what conflicts, and allows what does not
+        tb.close(fb)
+        fb = tb.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+        assert tb.lock(fb, [(1, 1, EXCLUSIVE_NOW), (4, 1, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
+        assert tb.lock(fb, [(3, 1, EXCLUSIVE_NOW), (5, 0, EXCLUSIVE_NOW)]).status == wire.STATUS_SUCCESS
+        assert tb.lock(fb, [(8189, 4, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
+    finally:
+        c.close()
+        d.close()
+        ta.close(fa)
+        tb.close(fb)
+
+
+def test_reads_against_another_workers_many_locks_stall_nobody(server, two):
+    """One client holds 4 x `max locks per open` locks on a file through one worker and sends
+    compounds of 128 READs of it through the other: each READ's check looked at every lock
+    of the first worker; an ECHO of another client of the second worker is answered within
+    a second throughout."""
+    (a, ta, wa), (b, tb, wb) = two
+    held = [ta.open("read-locks.bin", READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
+    for n, fid in enumerate(held):
+        r = ta.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
+        assert r.status == wire.STATUS_SUCCESS, r
+    fb = tb.open("read-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    d, _td = logged_on(server["port"], b.offered["guid"])      # with b
+    try:
+        assert worker_of(server, d) == wb
+
+        def reads():
+            for _ in range(4):
+                rs = b.compound([tb.message(wire.READ, read_body(fb, 1, 1 << 40)) for _ in range(128)])
+                assert {r.status for r in rs} == {wire.STATUS_END_OF_FILE}, rs[:2]
+        t0 = time.monotonic()
+        slowest, _ = slowest_answer(d.echo, reads)
+        print(f"the READs took {time.monotonic() - t0:.2f} s; the slowest ECHO {slowest:.2f} s")
+        assert slowest < 1.0, f"an ECHO on worker {wb} waited {slowest:.1f} s"
+    finally:
+        d.close()
+        tb.close(fb)
+        for fid in held:
+            ta.close(fid)
+
+
+def test_lock_requests_against_another_workers_many_locks_stall_nobody(server, two):
+    """As above with compounds of 128 LOCKs of one element each (and their UNLOCKs): each
+    read every lock of the other worker inside the store's write transaction; an ECHO of
+    another client of the second worker, and an open on the first, are answered within a
+    second throughout."""
+    (a, ta, wa), (b, tb, wb) = two
+    held = [ta.open("lock-locks.bin", READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
+    for n, fid in enumerate(held):
+        r = ta.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
+        assert r.status == wire.STATUS_SUCCESS, r
+    fb = tb.open("lock-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
+    d, _td = logged_on(server["port"], b.offered["guid"])      # with b
+    try:
+        assert worker_of(server, c) == wa and worker_of(server, d) == wb
+
+        def probe():
+            tc.close(tc.open("elsewhere.txt", READ_WRITE, wire.FILE_OPEN_IF))
+            d.echo()
+
+        def locks():
+            for flags in (EXCLUSIVE_NOW, 0x4):        # then SMB2_LOCKFLAG_UNLOCK
+                rs = b.compound([tb.message(wire.LOCK, lock_body(fb, [((1 << 40) + i, 1, flags)]))
+                                 for i in range(128)])
+                assert {r.status for r in rs} == {wire.STATUS_SUCCESS}, rs[:2]
+        t0 = time.monotonic()
+        slowest, _ = slowest_answer(probe, locks)
+        print(f"the LOCKs took {time.monotonic() - t0:.2f} s; the slowest probe {slowest:.2f} s")
+        assert slowest < 1.0, f"an open on worker {wa} and an ECHO on worker {wb} waited {slowest:.1f} s"
+    finally:
+        c.close()
+        d.close()
+        tb.close(fb)
+        for fid in held:
+            ta.close(fid)
+
+
+def test_the_mirror_of_another_workers_locks_follows_every_change(tmp_path, monkeypatch):
+    """Two workers' lock tables over one store (in one process): after random locks,
+    unlocks and closes in one, and the other's checks at random moments (its mirror caught
+    up from the log, or read again whole where the log was cut short), every check the
+    other makes agrees with Lock.overlaps over the first one's locks, also after a step of
+    its own that was undone; a dead worker's removal empties the mirror."""
+    import copy
+    import random
+
+    from smbring.server import shared_store
+    from smbring.server.shared_store import SharedByteRangeLocks, Store, remove_worker
+    from smbring.smb.locks import Lock
+    monkeypatch.setattr(shared_store, "LOG_KEPT_LEAST", 4)     # the log cut short often
+    directory = str(tmp_path / "store")
+    os.mkdir(directory, 0o700)
+    store_a = Store(directory, 1)
+    store_b = copy.copy(store_a)            # (one environment per process: worker 2's view)
+    store_b.worker, store_b._in_progress = 2, shared_store._InProgress(store_b)
+    a, b = SharedByteRangeLocks(store_a, None), SharedByteRangeLocks(store_b, None)
+    rnd = random.Random(7)
+    key, owners = (5, 6), [11, 12, 13]
+
+    def some_range():
+        return rnd.randrange(40), rnd.choice([0, 1, 2, 5, 20])
+
+    def agree():
+        held = [lk for o in owners for lk in a.held(key, o)]
+        for _ in range(30):
+            offset, length = some_range()
+            for exclusive in (True, False):
+                expected = any(lk.overlaps(offset, length) for lk in held if exclusive or lk.exclusive)
+                assert b.conflicts(key, offset, length, exclusive, 99) == expected, (offset, length, held)
+            if length:
+                for write in (True, False):
+                    expected = any(lk.length and lk.overlaps(offset, length) for lk in held
+                                   if write or lk.exclusive)
+                    assert b.io_allowed(key, offset, length, 99, write) != expected
+    for step in range(600):
+        what = rnd.random()
+        owner = rnd.choice(owners)
+        if what < 0.5:
+            a.acquire_all(key, [Lock(*some_range(), rnd.random() < 0.5, owner)
+                                for _ in range(rnd.randint(1, 3))])
+        elif what < 0.9:
+            held = a.held(key, owner)
+            if held:
+                lk = rnd.choice(held)
+                assert a.release(key, lk.offset, lk.length, owner)
+        elif what < 0.95:
+            a.release_owner(key, owner)
+        else:       # b locks and checks in a step that is undone: its mirror counts none of it
+            with pytest.raises(ZeroDivisionError):
+                with store_b.atomic():
+                    b.acquire_all(key, [Lock(100, 1, True, 98), Lock(101, 1, True, 98)])
+                    b.io_allowed(key, 0, 1, 98, write=True)
+                    b.acquire_all(key, [Lock(102, 1, True, 98)])
+                    b.io_allowed(key, 0, 1, 98, write=True)
+                    1 / 0
+            b.local.release_owner(key, 98)
+        if rnd.random() < 0.3:
+            agree()
+    agree()
+    assert any(a.held(key, o) for o in owners)
+    store_a.close()
+    assert remove_worker(directory, 1) > 0
+    store_b = Store(directory, 2)
+    after = SharedByteRangeLocks(store_b, None)
+    after._mirrors = b._mirrors             # (b's mirror, read in the new environment)
+    assert after._mirrors and not after.conflicts(key, 0, 1 << 20, True, 99)
+    store_b.close()
