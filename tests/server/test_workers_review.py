@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -17,10 +19,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import NoAnswer, RawClient  # noqa: E402
 from servers import PASSWORD, USER, stop  # noqa: E402
-from worker_servers import pid_of, worker_of  # noqa: E402
+from worker_servers import pid_of, status_of, worker_of  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 
-from smbcore import lock_body, read_body  # noqa: E402
+from smbcore import lock_body, negotiate_body, read_body  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -276,3 +278,70 @@ def test_the_mirror_of_another_workers_locks_follows_every_change(tmp_path, monk
     after._mirrors = b._mirrors             # (b's mirror, read in the new environment)
     assert after._mirrors and not after.conflicts(key, 0, 1 << 20, True, 99)
     store_b.close()
+
+
+# -- hand-offs: clients that leave during one leave no descriptor behind -------------------------
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_clients_leaving_during_their_hand_off_leave_no_descriptor(server, two):
+    """Connections of a client another worker serves, each sending its NEGOTIATE and leaving
+    at once (closed, or reset), half of them accepted by the other worker and handed over
+    (or not: the client is gone): afterwards the supervisor and both workers hold as many
+    descriptors as before, and both workers still serve."""
+    (a, _ta, _wa), (b, _tb, _wb) = two
+    pids = [status_of(server)["pid"], pid_of(server, 1), pid_of(server, 2)]
+    time.sleep(0.5)
+    before = [descriptors(pid) for pid in pids]
+    handed_before = server["log"].read_text().count("handed to worker")
+    for i in range(120):
+        c = RawClient(server["port"])
+        guid = (a if i % 2 else b).offered["guid"]
+        message = c.message(wire.NEGOTIATE, negotiate_body((wire.SMB311,), wire.SECURITY_SIGNING_ENABLED, 0, guid))
+        if i % 3 == 0:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        if i % 3 != 2:
+            c.send([message])
+        c.close()
+    deadline = time.monotonic() + 15
+    while True:
+        after = [descriptors(pid) for pid in pids]
+        if after == before or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    print("descriptors before", before, "after", after,
+          "hand-offs", server["log"].read_text().count("handed to worker") - handed_before)
+    assert after == before
+    for client in (a, b):
+        assert client.echo().status == wire.STATUS_SUCCESS
+
+
+# -- the store's keys: a long path is a path like any other -----------------------------------
+def rename_info(name: str) -> bytes:
+    encoded = name.encode("utf-16-le")
+    return struct.pack("<B7xQI", 0, 0, len(encoded)) + encoded
+
+
+def test_a_long_path_opens_and_holds_its_directories_on_every_worker(server, two):
+    """A file more than 511 bytes below the share (LMDB's longest key): its open was recorded
+    in the store under its path, which LMDB refused (MDB_BAD_VALSIZE): every such CREATE
+    failed with STATUS_INTERNAL_ERROR and a logged traceback. It opens now, and the other
+    worker's client may not rename a directory above it (an open file inside) until it is
+    closed."""
+    (a, ta, _wa), (b, tb, _wb) = two
+    parts = [f"deep{i}-" + "x" * 90 for i in range(6)]
+    for n in range(1, len(parts) + 1):
+        ta.close(ta.open("\\".join(parts[:n]), wire.GENERIC_READ, wire.FILE_OPEN_IF, 0x1))
+    deep = "\\".join(parts) + "\\file.txt"
+    assert len(str(server["share"]).encode()) + len(deep) > 511
+    fid = ta.open(deep, READ_WRITE, wire.FILE_OPEN_IF)
+    for top in (parts[0], "\\".join(parts[:5])):       # a short name above it, and a long one
+        dir_fid = tb.open(top, 0x00110080, wire.FILE_OPEN, 0x1)     # DELETE | SYNCHRONIZE | READ_ATTRIBUTES
+        r = tb.set_info(dir_fid, wire.INFO_FILE, 10, rename_info(top + "-moved"))
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+        tb.close(dir_fid)
+    ta.close(fid)
+    dir_fid = tb.open(parts[0], 0x00110080, wire.FILE_OPEN, 0x1)
+    assert tb.set_info(dir_fid, wire.INFO_FILE, 10, rename_info("moved")).status == wire.STATUS_SUCCESS
+    tb.close(dir_fid)

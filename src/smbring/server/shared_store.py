@@ -18,7 +18,8 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
 - ``lockhead``, ``locklog``: file -> (next number, oldest kept, locks held); file + number
   -> a change to the file's locks (worker, how many added or removed, range): what each
   worker's mirror of the other workers' locks on the file catches up from;
-- ``paths``: path + NUL + worker + open: which opens name a file below a directory;
+- ``paths``: path + NUL + worker + open -> file (+ the whole path where the key holds only
+  its first PATH_IN_KEY bytes): which opens name a file below a directory;
 - ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
 - ``conns``: client address (empty: all) + NUL + worker -> connections (`max smbd processes`,
   `max connections per client`);
@@ -489,11 +490,17 @@ class SharedOpenPaths:
         self.db = store.db[b"paths"]
         self._mine: dict = {}           # open -> the entry it added
         self._here = WORKER.pack(store.worker)
+        # a key holds this much of the path at most (LMDB's keys are at most 511 bytes: a
+        # longer one was refused, and with it every open more than 500 bytes below /)
+        self._in_key = store.env.max_key_size() - 1 - OWNER.size
 
     def add(self, o) -> None:
-        entry = os.fsencode(o.path()) + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
+        path = os.fsencode(o.path())
+        entry = path[:self._in_key] + b"\0" + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
+        # (the file: its leases, `others_below`; and the whole path where the key cut it)
+        value = _file(o.key) + (path if len(path) > self._in_key else b"")
         with self.store.write(grows=True) as txn:
-            txn.put(entry, _file(o.key), db=self.db)      # (the file: its leases, `others_below`)
+            txn.put(entry, value, db=self.db)
         self._mine[o] = entry
 
     def discard(self, o) -> None:
@@ -506,33 +513,28 @@ class SharedOpenPaths:
         below = path + "/"
         if any(o.path().startswith(below) for o in self._mine):
             return True
-        prefix = os.fsencode(below)
-        with self.store.read() as txn:
-            cursor = txn.cursor(self.db)
-            if not cursor.set_range(prefix):
-                return False
-            for k in cursor.iternext(values=False):
-                if not k.startswith(prefix):
-                    return False
-                if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here:
-                    return True
-        return False
+        return any(True for _file_key in self._others_below(os.fsencode(below)))
 
     def others_below(self, path: str) -> list[tuple]:
         """The files (keys) the other workers' opens below the directory `path` name: their
         leases lose HANDLE caching before it is renamed."""
-        prefix = os.fsencode(path + "/")
-        keys = []
+        return list(self._others_below(os.fsencode(path + "/")))
+
+    def _others_below(self, prefix: bytes):
+        """The files of the other workers' opens whose paths start with `prefix`."""
+        scan = prefix[:self._in_key]
         with self.store.read() as txn:
             cursor = txn.cursor(self.db)
-            if not cursor.set_range(prefix):
-                return keys
+            if not cursor.set_range(scan):
+                return
             for k, v in cursor:
-                if not k.startswith(prefix):
-                    break
-                if k[-OWNER.size:-OWNER.size + WORKER.size] != self._here and len(v) == FILE.size:
-                    keys.append(FILE.unpack(v))
-        return keys
+                if not k.startswith(scan):
+                    return
+                if k[-OWNER.size:-OWNER.size + WORKER.size] == self._here or len(v) < FILE.size:
+                    continue
+                if len(prefix) > len(scan) and not bytes(v[FILE.size:]).startswith(prefix):
+                    continue        # (the key holds only the start of both: the path says)
+                yield FILE.unpack_from(v)
 
     def __iter__(self):
         return iter(self._mine)
