@@ -22,7 +22,7 @@ from servers import PASSWORD, USER, stop  # noqa: E402
 from worker_servers import pid_of, status_of, worker_of  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 
-from smbcore import lock_body, negotiate_body, read_body  # noqa: E402
+from smbcore import create_body, lock_body, negotiate_body, read_body  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -345,3 +345,67 @@ def test_a_long_path_opens_and_holds_its_directories_on_every_worker(server, two
     dir_fid = tb.open(parts[0], 0x00110080, wire.FILE_OPEN, 0x1)
     assert tb.set_info(dir_fid, wire.INFO_FILE, 10, rename_info("moved")).status == wire.STATUS_SUCCESS
     tb.close(dir_fid)
+
+
+# -- a worker killed with everything held (last: its own server) --------------------------------
+def store_entries(server) -> dict[bytes, list[bytes]]:
+    import glob
+
+    import lmdb
+
+    from smbring.server.shared_store import DATABASES
+    (directory,) = glob.glob(str(server["run"] / "store-*"))
+    env = lmdb.open(directory, readonly=True, max_dbs=len(DATABASES), create=False)
+    try:
+        with env.begin() as txn:
+            return {name: [bytes(k) for k in txn.cursor(env.open_db(name, txn=txn, create=False))
+                           .iternext(values=False)] for name in DATABASES}
+    finally:
+        env.close()
+
+
+def test_a_worker_killed_holding_everything_leaves_nothing_behind(tmp_path):
+    """A client's worker is killed while it holds a file shared with nobody, a durable
+    (detached) open shared with nobody, a byte-range lock another worker's client has
+    already met, and a delete pending: the other worker's client opens, locks and keeps
+    what was pending deleted, and the store holds no entry of the dead worker, nor the
+    log of a file without locks."""
+    from smbring.server.shared_store import WORKER_AT, WORKER
+    server = start_workers(tmp_path)
+    try:
+        a, ta = logged_on(server["port"])
+        wa = worker_of(server, a)
+        b, tb = on_other_worker(server, wa)
+        ta.open("alone.txt", READ_WRITE, wire.FILE_OPEN_IF, share_access=0)
+        r = ta.request(wire.CREATE, create_body(
+            "durable.txt", READ_WRITE, wire.FILE_OPEN_IF, 0, share_access=0, oplock=0x09,
+            contexts=[(b"DH2Q", struct.pack("<II8s16s", 0, 0, b"", os.urandom(16)))]))
+        assert r.status == wire.STATUS_SUCCESS, r
+        locked = ta.open("locked.bin", READ_WRITE, wire.FILE_OPEN_IF)
+        assert ta.lock(locked, [(0, 10, EXCLUSIVE_NOW)]).status == wire.STATUS_SUCCESS
+        doomed = ta.open("doomed.txt", READ_WRITE | 0x10000, wire.FILE_OPEN_IF)
+        assert ta.set_info(doomed, wire.INFO_FILE, 13, b"\1").status == wire.STATUS_SUCCESS
+        fb = tb.open("locked.bin", READ_WRITE, wire.FILE_OPEN)
+        assert tb.lock(fb, [(5, 1, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
+        assert tb.create("doomed.txt").status == wire.STATUS_DELETE_PENDING
+        assert tb.create("alone.txt").status == wire.STATUS_SHARING_VIOLATION
+        assert tb.read(fb, 1, 5).status == wire.STATUS_FILE_LOCK_CONFLICT
+        pid = pid_of(server, wa)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while pid_of(server, wa) in (None, pid):
+            assert time.monotonic() < deadline, "not restarted"
+            time.sleep(0.1)
+        assert tb.lock(fb, [(5, 1, SHARED_NOW)]).status == wire.STATUS_SUCCESS
+        assert tb.read(fb, 1, 5).status == wire.STATUS_END_OF_FILE
+        for name in ("alone.txt", "durable.txt", "doomed.txt"):
+            tb.close(tb.open(name, READ_WRITE, wire.FILE_OPEN, share_access=0))
+        assert tb.lock(fb, [(5, 1, 0x4)]).status == wire.STATUS_SUCCESS     # unlocked
+        entries = store_entries(server)
+        mine = WORKER.pack(wa)
+        for name, at in WORKER_AT.items():
+            assert not [k for k in entries[name] if k[at:(at + 2) or None] == mine], name
+        assert entries[b"pending"] == [] and entries[b"lockhead"] == [] and entries[b"locklog"] == []
+        b.close()
+    finally:
+        stop(server["proc"])
