@@ -22,7 +22,7 @@ from servers import PASSWORD, USER, stop  # noqa: E402
 from worker_servers import pid_of, status_of, worker_of  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 
-from smbcore import create_body, lock_body, negotiate_body, read_body  # noqa: E402
+from smbcore import create_body, lock_body, negotiate_body, read_body, set_info_body  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -345,6 +345,82 @@ def test_a_long_path_opens_and_holds_its_directories_on_every_worker(server, two
     dir_fid = tb.open(parts[0], 0x00110080, wire.FILE_OPEN, 0x1)
     assert tb.set_info(dir_fid, wire.INFO_FILE, 10, rename_info("moved")).status == wire.STATUS_SUCCESS
     tb.close(dir_fid)
+
+
+# -- renames beside many opens --------------------------------------------------------------------
+def test_renames_beside_many_opens_stall_nobody(server, two):
+    """One client holds 4,096 opens and sends compounds of 128 renames of a directory (and
+    of a file): each rename looked at every open of the process, by its path (whether one is
+    below the directory; which have its old name): 2 s per compound of a directory's. Another client of
+    the same worker has its ECHOs answered within a second throughout."""
+    (a, _ta, wa), _b = two
+    c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
+    try:
+        assert worker_of(server, c) == wa
+        c.grow_credits(2048)
+        tc.close(tc.open("many", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0x1))
+        for first in range(0, 4096, 128):
+            rs = c.compound([tc.message(wire.CREATE, create_body(
+                f"many\\f{i}", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0)) for i in range(first, first + 128)])
+            assert {r.status for r in rs} == {wire.STATUS_SUCCESS}, rs[:1]
+        tc.close(tc.open("dir-a", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0x1))
+        directory = tc.open("dir-a", 0x00110080, wire.FILE_OPEN, 0x1)
+        file = tc.open("file-a", 0x00110080 | 0x2, wire.FILE_OPEN_IF, 0)
+
+        def renames():
+            for fid, names in ((directory, ("dir-b", "dir-a")), (directory, ("dir-b", "dir-a")),
+                               (file, ("file-b", "file-a"))):
+                rs = c.compound([tc.message(wire.SET_INFO, set_info_body(
+                    fid, wire.INFO_FILE, 10, rename_info(names[i % 2]))) for i in range(128)])
+                assert {r.status for r in rs} == {wire.STATUS_SUCCESS}, rs[:1]
+        t0 = time.monotonic()
+        slowest, _ = slowest_answer(a.echo, renames)
+        print(f"the renames took {time.monotonic() - t0:.2f} s; the slowest ECHO {slowest:.2f} s")
+        assert slowest < 1.0, f"an ECHO on worker {wa} waited {slowest:.1f} s"
+        # the index follows them: a directory with an open inside is still not renamed
+        many = tc.open("many", 0x00110080, wire.FILE_OPEN, 0x1)
+        r = tc.set_info(many, wire.INFO_FILE, 10, rename_info("many-moved"))
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+    finally:
+        c.close()
+
+
+def test_the_path_index_finds_what_a_look_at_every_open_finds():
+    """PathIndex (opens by path) against every open's path looked at, after random opens,
+    closes and moves, including names that sort between a directory and its contents."""
+    import random
+
+    from smbring.smb.server_state import PathIndex
+
+    class FakeOpen:
+        def __init__(self, path):
+            self.p = path
+
+        def path(self):
+            return self.p
+    rnd = random.Random(3)
+    names = ["/s/a", "/s/a/b", "/s/a/b/c", "/s/a-b", "/s/a.b", "/s/a/b-c", "/s/ab", "/s/b", "/s/a/", "/t/a/b"]
+    index, opens = PathIndex(), []
+    for _ in range(2000):
+        what = rnd.random()
+        if what < 0.4 or not opens:
+            o = FakeOpen(rnd.choice(names))
+            opens.append(o)
+            index.add(o)
+        elif what < 0.7:
+            o = opens.pop(rnd.randrange(len(opens)))
+            index.discard(o)
+        else:
+            o = rnd.choice(opens)
+            o.p = rnd.choice(names)
+            index.moved(o)
+        for directory in ("/s/a", "/s/a/b", "/s", "/t", "/s/b"):
+            expected = {id(o) for o in opens if o.path().startswith(directory + "/")}
+            assert {id(o) for o in index.below(directory)} == expected
+            assert index.any_below(directory) == bool(expected)
+        at = rnd.choice(names)
+        assert {id(o) for o in index.at(at)} == {id(o) for o in opens if o.path() == at}
+    assert sorted(map(id, index)) == sorted(map(id, opens))
 
 
 # -- a worker killed with everything held (last: its own server) --------------------------------

@@ -47,6 +47,7 @@ import lmdb
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
 from smbring.smb.locks import ByteRangeLocks, Lock, _Ranges
+from smbring.smb.server_state import PathIndex
 from smbring.smb.sharemodes import DELETE, READ, WRITE, blocks_rename_in, categories
 
 log = logging.getLogger("smbring.server")
@@ -489,6 +490,7 @@ class SharedOpenPaths:
         self.store = store
         self.db = store.db[b"paths"]
         self._mine: dict = {}           # open -> the entry it added
+        self._index = PathIndex()       # the same opens, by their paths now
         self._here = WORKER.pack(store.worker)
         # a key holds this much of the path at most (LMDB's keys are at most 511 bytes: a
         # longer one was refused, and with it every open more than 500 bytes below /)
@@ -502,18 +504,28 @@ class SharedOpenPaths:
         with self.store.write(grows=True) as txn:
             txn.put(entry, value, db=self.db)
         self._mine[o] = entry
+        self._index.add(o)
+
+    def moved(self, o) -> None:
+        self._index.moved(o)
+
+    def below(self, path: str):
+        return self._index.below(path)
+
+    def at(self, path: str) -> list:
+        return self._index.at(path)
 
     def discard(self, o) -> None:
+        self._index.discard(o)
         entry = self._mine.pop(o, None)
         if entry is not None:
             with self.store.write() as txn:
                 txn.delete(entry, db=self.db)
 
     def any_below(self, path: str) -> bool:
-        below = path + "/"
-        if any(o.path().startswith(below) for o in self._mine):
+        if self._index.any_below(path):
             return True
-        return any(True for _file_key in self._others_below(os.fsencode(below)))
+        return any(True for _file_key in self._others_below(os.fsencode(path + "/")))
 
     def others_below(self, path: str) -> list[tuple]:
         """The files (keys) the other workers' opens below the directory `path` name: their

@@ -32,6 +32,7 @@ the lock and share-mode tables is ``id(open)``).
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -153,17 +154,22 @@ class ServerState:
         that took its old name since. (Other workers' opens delete only where the name they
         recorded still leads to their file: server.shared_store.RecordedDelete.)"""
         root = o.tree.fs.root
-        for other in self._opens:
+        self._opens.moved(o)
+        for other in self._opens.at("/".join([root] + old_parts)):
             if other is not o and other.key == o.key and other.parts == old_parts and \
                     other.tree is not None and other.tree.fs is not None and other.tree.fs.root == root:
                 other.parts = other.base_parts = list(o.parts)
+                self._opens.moved(other)
+
+    def moved(self, o: Open) -> None:
+        """`o.parts` changed otherwise (a stream renamed): it is found by its new path."""
+        self._opens.moved(o)
 
     def opens_below(self, path: str) -> list[Open]:
         """This process's opens of files below the directory `path` (their leases are broken
         before it is renamed), and with several workers the other workers' opens there, as
         `OpenedElsewhere` (only their file is known here)."""
-        below = path + "/"
-        here = [o for o in self._opens if o.path().startswith(below)]
+        here = list(self._opens.below(path))
         others_below = getattr(self._opens, "others_below", None)
         if others_below is None:
             return here
@@ -218,24 +224,61 @@ class Backends:
     atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
 
 
-class OpenPaths:
-    """Every open of the server, for `has_open_below`."""
+class PathIndex:
+    """Opens by path: those below a directory, or at a path, in O(log n + those found). An
+    open is found under the path it had when added or last `moved` (every change of its
+    parts says so). Looking at every open's path instead made each rename of a directory
+    cost O(opens of the process), 4 to 5 us each: a compound of 128 renames beside 4,096
+    opens of one client held the event loop 2 s."""
 
     def __init__(self) -> None:
-        self._opens: set[Open] = set()
+        self._at: dict[Open, str] = {}
+        self._by_path: dict[str, dict[Open, None]] = {}
+        self._paths: list[str] = []         # those of _by_path, sorted: a directory's below it are together
 
     def add(self, o: Open) -> None:
-        self._opens.add(o)
+        path = self._at[o] = o.path()
+        same = self._by_path.get(path)
+        if same is None:
+            same = self._by_path[path] = {}
+            insort(self._paths, path)
+        same[o] = None
 
     def discard(self, o: Open) -> None:
-        self._opens.discard(o)
+        path = self._at.pop(o, None)
+        if path is None:
+            return
+        same = self._by_path[path]
+        del same[o]
+        if not same:
+            del self._by_path[path]
+            del self._paths[bisect_left(self._paths, path)]
+
+    def moved(self, o: Open) -> None:
+        if o in self._at:
+            self.discard(o)
+            self.add(o)
+
+    def below(self, path: str):
+        """The opens of files below the directory `path`."""
+        prefix = path + "/"
+        i = bisect_left(self._paths, prefix)
+        while i < len(self._paths) and self._paths[i].startswith(prefix):
+            yield from list(self._by_path[self._paths[i]])
+            i += 1
 
     def any_below(self, path: str) -> bool:
-        below = path + "/"
-        return any(o.path().startswith(below) for o in self._opens)
+        return next(self.below(path), None) is not None
+
+    def at(self, path: str) -> list[Open]:
+        return list(self._by_path.get(path, ()))
 
     def __iter__(self):
-        return iter(self._opens)
+        return iter(self._at)
+
+
+class OpenPaths(PathIndex):
+    """Every open of the server, for `has_open_below` (one process: all of them here)."""
 
 
 class DeletePending:

@@ -373,6 +373,7 @@ def rename_stream(c: Connection, o: Open, buf):
     c.state.watches.post_open(o, notify.REMOVED, notify.FILE_NAME)     # (as the old stream's)
     # (only the name changes: the open keeps its descriptor, which work in flight still names)
     o.stream, o.parts = target, fs.stream_parts(o.base_key, target)
+    c.state.moved(o)
     c.state.watches.post_open(o, notify.ADDED, notify.FILE_NAME)
 
 
