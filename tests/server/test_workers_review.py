@@ -423,6 +423,47 @@ def test_the_path_index_finds_what_a_look_at_every_open_finds():
     assert sorted(map(id, index)) == sorted(map(id, opens))
 
 
+# -- a full store --------------------------------------------------------------------------------
+def test_locks_filling_the_store_are_refused_and_every_unlock_goes_on(tmp_path, monkeypatch):
+    """One client takes byte-range locks until the store (a 512 KiB map here) refuses more
+    (STATUS_INSUFFICIENT_RESOURCES; each lock is recorded with its change in the file's log),
+    then unlocks them one element at a time and closes: every unlock succeeds, the other
+    worker's client meets the locks while they are held and none after, and takes them."""
+    monkeypatch.setenv("SMBRING_STORE_MAP_SIZE", str(512 * 1024))
+    server = start_workers(tmp_path)
+    try:
+        a, ta = logged_on(server["port"])
+        wa = worker_of(server, a)
+        b, tb = on_other_worker(server, wa)
+        fids = [ta.open("full.bin", READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
+        fb = tb.open("full.bin", READ_WRITE, wire.FILE_OPEN)
+        taken, refused = [], None
+        for n, fid in enumerate(fids):
+            for first in range(0, MAX_LOCKS, 256):
+                ranges = [((n * MAX_LOCKS + first + i) * 2, 1) for i in range(256)]
+                r = ta.lock(fid, [(o, length, EXCLUSIVE_NOW) for o, length in ranges])
+                if r.status != wire.STATUS_SUCCESS:
+                    refused = r.status
+                    break
+                taken += [(fid, o, length) for o, length in ranges]
+            if refused:
+                break
+        assert refused == wire.STATUS_INSUFFICIENT_RESOURCES and len(taken) > 1000, (refused, len(taken))
+        last = taken[-1][1]
+        assert tb.read(fb, 1, last).status == wire.STATUS_FILE_LOCK_CONFLICT
+        for fid, offset, length in taken:
+            assert ta.lock(fid, [(offset, length, 0x4)]).status == wire.STATUS_SUCCESS
+        for fid in fids:
+            assert ta.close(fid).status == wire.STATUS_SUCCESS
+        assert tb.read(fb, 1, last).status == wire.STATUS_END_OF_FILE
+        assert tb.lock(fb, [(0, last + 1, EXCLUSIVE_NOW)]).status == wire.STATUS_SUCCESS
+        a.close()
+        b.close()
+        assert server["proc"].poll() is None
+    finally:
+        stop(server["proc"])
+
+
 # -- a worker killed with everything held (last: its own server) --------------------------------
 def store_entries(server) -> dict[bytes, list[bytes]]:
     import glob
