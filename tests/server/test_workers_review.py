@@ -464,6 +464,31 @@ def test_locks_filling_the_store_are_refused_and_every_unlock_goes_on(tmp_path, 
         stop(server["proc"])
 
 
+# -- metrics: what a client sends names no series ------------------------------------------------
+def test_unknown_commands_add_no_metric_series(tmp_path):
+    """Before logging on, a client sends requests of 1,500 command codes that do not exist:
+    each was counted under a label of its own (a counter and a histogram of 15 buckets per
+    code: 1.3 KB of exposition each, in every worker's memory, and the supervisor's scrape
+    of them past the 1 MiB it sends at once was dropped, for every scraper). They are
+    counted as "other" now, and the scrape answers."""
+    import urllib.request
+
+    from servers import free_port
+    mport = free_port()
+    server = start_workers(tmp_path, 2, "--metrics", f"127.0.0.1:{mport}")
+    try:
+        c = RawClient(server["port"])
+        assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+        for command in range(0x13, 0x13 + 1500):
+            assert c.request(command, b"\x02\0\0\0" * 4).status != wire.STATUS_SUCCESS
+        c.close()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=20).read().decode()
+        assert 'smbring_requests_total{command="other",worker="' in body
+        assert 'command="100"' not in body and len(body) < 200_000, len(body)
+    finally:
+        stop(server["proc"])
+
+
 # -- a worker killed with everything held (last: its own server) --------------------------------
 def store_entries(server) -> dict[bytes, list[bytes]]:
     import glob

@@ -70,10 +70,12 @@ class Metrics:
         self.accepted.inc()
 
     def frame(self, commands: list[int], seconds: float) -> None:
+        # a code that names no command is "other": a label per code the client sends made
+        # series without end (a counter and a histogram each, before any logon)
         for command in commands:
-            self.requests.labels(COMMAND_NAMES.get(command, str(command))).inc()
+            self.requests.labels(COMMAND_NAMES.get(command, "other")).inc()
         if commands:
-            label = COMMAND_NAMES.get(commands[0], str(commands[0])) if len(commands) == 1 else "compound"
+            label = COMMAND_NAMES.get(commands[0], "other") if len(commands) == 1 else "compound"
             self.latency.labels(label).observe(seconds)
 
     def disconnected(self, link) -> None:
