@@ -317,6 +317,31 @@ def test_clients_leaving_during_their_hand_off_leave_no_descriptor(server, two):
         assert client.echo().status == wire.STATUS_SUCCESS
 
 
+def test_requests_sent_behind_a_handed_negotiate_are_answered(server, two):
+    """A client of the worker that is stopped for a moment sends its NEGOTIATE and an ECHO
+    in one segment to the other worker, which hands the connection over (the NEGOTIATE
+    read exactly, the ECHO left in the socket): both are answered, by the client's worker."""
+    (a, _ta, wa), _b = two
+    pid = pid_of(server, wa)
+    os.kill(pid, signal.SIGSTOP)
+    timer = threading.Timer(0.5, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    try:
+        c = RawClient(server["port"])
+        negotiate = c.message(wire.NEGOTIATE, negotiate_body(
+            (wire.SMB311,), wire.SECURITY_SIGNING_ENABLED, 0, a.offered["guid"]))
+        echo = c.message(wire.ECHO, b"\x04\0\0\0")
+        frames = b"".join(len(m).to_bytes(4, "big") + bytes(m) for m in (negotiate, echo))
+        c.sock.sendall(frames)
+        first, second = c.recv_frame(), c.recv_frame()
+    finally:
+        timer.join()
+        os.kill(pid, signal.SIGCONT)
+    assert {wire.Header.parse(f).command for f in (first, second)} == {wire.NEGOTIATE, wire.ECHO}
+    assert worker_of(server, c) == wa
+    c.close()
+
+
 # -- the store's keys: a long path is a path like any other -----------------------------------
 def rename_info(name: str) -> bytes:
     encoded = name.encode("utf-16-le")
