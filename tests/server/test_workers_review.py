@@ -448,6 +448,38 @@ def test_the_path_index_finds_what_a_look_at_every_open_finds():
     assert sorted(map(id, index)) == sorted(map(id, opens))
 
 
+# -- a trim of half a million ranges ---------------------------------------------------------------
+def test_a_trim_of_half_a_million_ranges_stalls_nobody(server, two):
+    """FSCTL_FILE_LEVEL_TRIM of 500,000 ranges (an 8 MiB request), with another open's lock
+    on the file: each range was read and checked against the locks (of every worker), 3.5 s
+    of the event loop in one process and 7 s in a worker. The first 4,096 are trimmed and
+    NumRangesProcessed says so; another client of the same worker has its ECHOs answered
+    within a second throughout."""
+    (a, _ta, wa), _b = two
+    c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
+    try:
+        assert worker_of(server, c) == wa
+        c.grow_credits(512)
+        fid = tc.open("trim.bin", READ_WRITE, wire.FILE_OPEN_IF)
+        other = tc.open("trim.bin", READ_WRITE, wire.FILE_OPEN)
+        assert tc.lock(other, [(1 << 50, 1, EXCLUSIVE_NOW)]).status == wire.STATUS_SUCCESS
+        count = 500_000
+        request = struct.pack("<II", 0, count) + b"".join(struct.pack("<qq", i * 8192, 4096) for i in range(count))
+        answer = {}
+
+        def trim():
+            answer["r"] = tc.ioctl(fid, 0x00098208, request, max_output=8)
+        t0 = time.monotonic()
+        slowest, _ = slowest_answer(a.echo, trim)
+        print(f"the trim took {time.monotonic() - t0:.2f} s; the slowest ECHO {slowest:.2f} s")
+        r = answer["r"]
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert struct.unpack_from("<I", r.raw, 64 + 48)[0] == 4096      # NumRangesProcessed
+        assert slowest < 1.0, f"an ECHO on worker {wa} waited {slowest:.1f} s"
+    finally:
+        c.close()
+
+
 # -- a full store --------------------------------------------------------------------------------
 def test_locks_filling_the_store_are_refused_and_every_unlock_goes_on(tmp_path, monkeypatch):
     """One client takes byte-range locks until the store (a 512 KiB map here) refuses more
