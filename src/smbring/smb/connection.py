@@ -745,7 +745,23 @@ class Connection:
         s = self.sessions.get(o.session_id)
         breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required), s,
                     oplock=False, retry=True, wanted=lambda: lease.breaking and bool(lease.holders),
-                    share_encrypts=_share_encrypts(s, o))
+                    share_encrypts=self._break_sealed(s, o), session_id=o.session_id,
+                    owner=self._durable_owner(o) if s is None else "")
+
+    def _durable_owner(self, o: Open) -> str:
+        """Whose an open is once its session is gone: the user its durable record names
+        (`Session.owner`), empty for an open that has none (it is nobody's to be told of)."""
+        d = self.state.durable.of(o)
+        return d.user if d is not None else ""
+
+    def _break_sealed(self, s: Session | None, o: Open) -> bool:
+        """Whether what the server tells of the open must be sealed: its share asks for
+        encryption, or (its session gone, which cannot say) the server does."""
+        if s is not None:
+            return _share_encrypts(s, o)
+        share = getattr(o.tree, "share", None)
+        return self.policy.encryption in ("required", "desired") or \
+            bool(share is not None and (share.encrypt or share.encrypt_desired))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
