@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from servers import spawn_for_accounts, stop, unix_accounts
-from test_session_review import PASSWORD, Conn  # noqa: F401  (PASSWORD: the accounts' own)
+from raw import UserTree
+from smbcore import create_contexts_of
+from test_session_review import LEASE, PASSWORD, Conn, dh2q, lease, next_break
 
 from smbring.smb import oplocks, wire
 from smbring.smb.channels import Channel
@@ -32,6 +34,7 @@ SUFFIX = f"{os.getpid() % 100000}"
 ALICE, BOB = f"xura{SUFFIX}", f"xurb{SUFFIX}"
 READ_WRITE = 0x0012019F
 R, W, H = 1, 4, 2
+SHARE_READ = 1
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,8 @@ def accounts():
 
 @pytest.fixture(scope="module")
 def server(accounts, tmp_path_factory):
-    """share/ (1777, durable handles on): ALICE's private/ (0700) with secret.txt in it."""
+    """share/ (1777, durable handles on): ALICE's alice.txt (0644), and private/ (0700) with
+    secret.txt in it."""
     tmp = tmp_path_factory.mktemp("crossuser")
     top = Path(tempfile.mkdtemp(prefix="smbring-crossuser-", dir="/tmp"))
     top.chmod(0o755)
@@ -51,7 +55,8 @@ def server(accounts, tmp_path_factory):
     private = share / "private"
     private.mkdir()
     (private / "secret.txt").write_text("alice's")
-    for p in (private, private / "secret.txt"):
+    (share / "alice.txt").write_text("alice's")
+    for p in (private, private / "secret.txt", share / "alice.txt"):
         os.chown(p, *accounts[ALICE])
     private.chmod(0o700)
     proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD,
@@ -111,3 +116,58 @@ def test_a_lease_break_whose_session_is_gone_goes_to_its_users_logon_only(tmp_pa
     origin.send_lease_break(o, lease, R | W | H, R | H, True)
     assert _breaks(bob) == [] and _breaks(alice) == []
     assert len(_breaks(anon)) == 1
+
+
+def test_her_detached_durable_lease_breaks_reach_no_logon_on_her_client_guid(server):
+    """ALICE's leased durable open waits detached once she logs off; BOB, logged on under her
+    ClientGuid, hears nothing of her lease (its key) when his other connection's write open
+    of the file ends it (the detached open is closed first: nobody could answer a break)."""
+    key = os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.create("detached.txt", oplock=LEASE, contexts=[lease(key), dh2q(os.urandom(16))])
+    assert r.status == wire.STATUS_SUCCESS and b"DH2Q" in create_contexts_of(r), r
+    assert alice.raw.logoff(alice.session).status == wire.STATUS_SUCCESS
+    listener = Conn(server, BOB, alice.guid)
+    try:
+        with UserTree(server["port"], BOB, PASSWORD) as bob:
+            fid = bob.tree.open("detached.txt", wire.GENERIC_READ)
+            bob.tree.close(fid)
+        assert next_break(listener, 1.0) is None
+    finally:
+        listener.close()
+        alice.close()
+
+
+# -- share modes: what an open holds, not what it asked for --------------------------------------
+
+def test_his_maximum_allowed_open_counts_what_it_was_granted(server):
+    """BOB opens ALICE's file (0644: he may read it) with MAXIMUM_ALLOWED, sharing everything:
+    his open reads only, so her open that writes and shares reading alone is no sharing
+    violation (MS-FSA 2.1.5.1.2 checks share access with the granted access, as Samba
+    does). Before, his open counted as one that writes and deletes, and refused hers."""
+    with UserTree(server["port"], BOB, PASSWORD) as bob, UserTree(server["port"], ALICE, PASSWORD) as alice:
+        his = bob.tree.open("alice.txt", wire.MAXIMUM_ALLOWED, share_access=7)
+        r = alice.tree.create("alice.txt", READ_WRITE, share_access=SHARE_READ)
+        assert r.status == wire.STATUS_SUCCESS, r
+        alice.tree.close(r.file_id)
+        bob.tree.close(his)
+        # share modes do hold: a reader that does not share writing refuses her writer
+        his = bob.tree.open("alice.txt", wire.FILE_READ_DATA, share_access=SHARE_READ)
+        r = alice.tree.create("alice.txt", READ_WRITE, share_access=7)
+        assert r.status == wire.STATUS_SHARING_VIOLATION, r
+        bob.tree.close(his)
+
+
+# -- change notify -------------------------------------------------------------------------------
+
+def test_a_watch_on_her_private_directory_needs_the_right_to_list_it(server):
+    """BOB may open ALICE's 0700 directory for its attributes (its parent is his to list), but
+    not watch it: a watch would tell him the names he may not list."""
+    with UserTree(server["port"], BOB, PASSWORD) as bob:
+        r = bob.tree.create("private", 0x80 | 0x100000, options=wire.FILE_DIRECTORY_FILE)
+        if r.status == wire.STATUS_SUCCESS:
+            assert bob.tree.change_notify(r.file_id, 0x3, flags=1).status == wire.STATUS_ACCESS_DENIED
+        else:
+            assert r.status == wire.STATUS_ACCESS_DENIED, r
+        assert bob.tree.create("private", 0x1, options=wire.FILE_DIRECTORY_FILE).status == \
+            wire.STATUS_ACCESS_DENIED

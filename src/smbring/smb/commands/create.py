@@ -781,7 +781,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  stream=stream, base_parts=base_parts, base_key=base_key,
                  file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
                  index_number=index_number or st.st_ino)
-        registered = c.state.register_open(o, checked_access, share_access)
+        # share modes count what the open holds: MAXIMUM_ALLOWED as it was granted (MS-FSA
+        # 2.1.5.1.2, Samba's resolved access_mask), not as every right, which would refuse
+        # another user's opens beside a reader that shares everything
+        held = checked_access if not access & wire.MAXIMUM_ALLOWED else \
+            max(granted, 0) | (wire.FILE_WRITE_DATA if truncating else 0)
+        registered = c.state.register_open(o, held, share_access)
     except BaseException:
         if made:    # never left with its mode bits alone speaking for it (as create_file_of_stream)
             unmake(fs, parts, fd, is_dir)
