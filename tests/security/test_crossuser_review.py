@@ -11,12 +11,13 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from servers import spawn_for_accounts, stop, unix_accounts
 from raw import UserTree
-from smbcore import create_contexts_of
+from smbcore import change_notify_body, create_contexts_of
 from test_session_review import LEASE, PASSWORD, Conn, dh2q, lease, next_break
 
 from smbring.smb import oplocks, wire
@@ -35,6 +36,7 @@ ALICE, BOB = f"xura{SUFFIX}", f"xurb{SUFFIX}"
 READ_WRITE = 0x0012019F
 R, W, H = 1, 4, 2
 SHARE_READ = 1
+WATCHES = 1000
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +173,53 @@ def test_a_watch_on_her_private_directory_needs_the_right_to_list_it(server):
             assert r.status == wire.STATUS_ACCESS_DENIED, r
         assert bob.tree.create("private", 0x1, options=wire.FILE_DIRECTORY_FILE).status == \
             wire.STATUS_ACCESS_DENIED
+
+
+DEPTH = ["d1", "d2", "d3", "d4", "d5"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) the process has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _her_changes(alice, pid: int, n: int = 20) -> float:
+    """The server's CPU seconds for ALICE's creating and deleting n files deep in the share
+    (its CPU time, not the time taken: the machine may be busy with other work)."""
+    path = "\\".join(DEPTH)
+    start = _cpu_seconds(pid)
+    for i in range(n):
+        r = alice.tree.create(f"{path}\\f{i}.txt", READ_WRITE | wire.DELETE, wire.FILE_CREATE,
+                              options=wire.FILE_DELETE_ON_CLOSE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        alice.tree.close(r.file_id)
+    return _cpu_seconds(pid) - start
+
+
+def test_many_watches_of_another_user_do_not_stall_her_changes(server):
+    """BOB keeps many tree watches of the share (each an open of its root, within `max open
+    files`): each change ALICE makes below must not be judged again for every one of them
+    (opening each directory on the way as him), which would stall the server for everyone."""
+    deep = server["share"]
+    for name in DEPTH:
+        deep = deep / name
+        deep.mkdir(exist_ok=True)
+        deep.chmod(0o777)
+    with UserTree(server["port"], ALICE, PASSWORD) as alice, UserTree(server["port"], BOB, PASSWORD) as bob:
+        before = _her_changes(alice, server["proc"].pid)
+        bob.raw.grow_credits(512)
+        for _ in range(WATCHES):
+            fid = bob.tree.open("", 0x1 | 0x100000, options=wire.FILE_DIRECTORY_FILE)
+            msg = bob.tree.message(wire.CHANGE_NOTIFY, change_notify_body(fid, 0x3, 1, 4096))
+            bob.raw.send([msg])
+            interim = bob.raw.response_to(wire.Header.parse(msg).message_id)
+            assert interim.status == wire.STATUS_PENDING, interim
+            cancel = bytearray(wire.Header(command=wire.CANCEL, flags=wire.FLAGS_ASYNC,
+                                           async_id=interim.header.async_id,
+                                           session_id=bob.tree.session.id).pack() + b"\x04\x00\x00\x00")
+            bob.raw.send([cancel], sign=True)
+            assert bob.raw.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_CANCELLED
+        after = _her_changes(alice, server["proc"].pid)
+        # (judged for each watch, 1000 of them took about 5 s of CPU; judged once, under 1 s)
+        assert after < before * 5 + 2.0, (before, after)

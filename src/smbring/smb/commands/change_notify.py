@@ -51,7 +51,10 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & WATCH_TREE), key=o.key,
                                max_output=out_len, names=o.tree.names, owner=c,
                                lists=may_list_down(o) if flags & WATCH_TREE else None,
-                               shows=shown_in_listings(o) if o.tree.names.unlists else None)
+                               shows=shown_in_listings(o) if o.tree.names.unlists else None,
+                               # (the judges' inputs: the tree's file system, which acts as its
+                               # account, the watched directory, and the tree's rules)
+                               alike=(id(o.tree.fs), o.key, tuple(o.parts), id(o.tree.names)))
         watches.add(o.watch)
     watch = o.watch
 
