@@ -53,8 +53,9 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
                                lists=may_list_down(o) if flags & WATCH_TREE else None,
                                shows=shown_in_listings(o) if o.tree.names.unlists else None,
                                # (the judges' inputs: the tree's file system, which acts as its
-                               # account, the watched directory, and the tree's rules)
-                               alike=(id(o.tree.fs), o.key, tuple(o.parts), id(o.tree.names)))
+                               # account, the watched directory, and the share's rules, by value:
+                               # each tree connect has its own)
+                               alike=(id(o.tree.fs), o.key, tuple(o.parts), o.tree.names))
         watches.add(o.watch)
     watch = o.watch
 
