@@ -223,3 +223,37 @@ def test_many_watches_of_another_user_do_not_stall_her_changes(server):
         after = _her_changes(alice, server["proc"].pid)
         # (judged for each watch, 1000 of them took about 5 s of CPU; judged once, under 1 s)
         assert after < before * 5 + 2.0, (before, after)
+
+
+def _watch(user: UserTree, name: str, completion_filter: int) -> bytearray:
+    """A CHANGE_NOTIFY of the directory `name`, sent and waiting: its request."""
+    fid = user.tree.open(name, 0x1 | 0x100000, options=wire.FILE_DIRECTORY_FILE)
+    msg = user.tree.message(wire.CHANGE_NOTIFY, change_notify_body(fid, completion_filter, 0, 4096))
+    user.raw.send([msg])
+    assert user.raw.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_PENDING
+    return msg
+
+
+def _told(user: UserTree, msg) -> bytes:
+    r = user.raw.response_to(wire.Header.parse(msg).message_id)
+    assert r.status == wire.STATUS_SUCCESS, r
+    return r.body
+
+
+def test_stream_names_of_her_unreadable_file_are_not_told_to_him(server):
+    """ALICE adds a named stream to her 0600 file in the share's root, which BOB may list:
+    his watch of the root is not told its name (he may not open the file, and a stream's
+    name is listed only through an open of its file), hers is; a stream of her readable
+    file, made next, is told to him. Before, his watch was told "mine.txt:merger-plans"."""
+    STREAM_NAME = 0x200
+    with UserTree(server["port"], ALICE, PASSWORD) as alice, UserTree(server["port"], BOB, PASSWORD) as bob:
+        for name, mode in (("mine.txt", 0o600), ("ours.txt", 0o644)):
+            alice.tree.close(alice.tree.open(name, READ_WRITE, wire.FILE_CREATE))
+            (server["share"] / name).chmod(mode)
+        assert bob.tree.create("mine.txt", 0x80 | 0x100000).status == wire.STATUS_ACCESS_DENIED
+        his, hers = _watch(bob, "", STREAM_NAME), _watch(alice, "", STREAM_NAME)
+        alice.tree.close(alice.tree.open("mine.txt:merger-plans", READ_WRITE, wire.FILE_CREATE))
+        assert "merger-plans".encode("utf-16-le") in _told(alice, hers)
+        alice.tree.close(alice.tree.open("ours.txt:lunch", READ_WRITE, wire.FILE_CREATE))
+        told = _told(bob, his)
+        assert "merger-plans".encode("utf-16-le") not in told and "lunch".encode("utf-16-le") in told, told

@@ -90,7 +90,10 @@ class Watch:
     `shows(dirs, name, directory)` says whether a listing made as the watch's account shows
     `name` in dirs (and each of dirs on the way): True, False, or None when it cannot be
     judged (`name` None: a name that is gone); None: the share hides no entry for what it is
-    (every name is reported: no cost). `alike`: what those two answers depend on (the
+    (every name is reported: no cost). `reads(dirs, name)` says whether the watch's account
+    may read the file `name` in dirs (below the watched directory): a change of one of its
+    named streams tells the stream's name, which only an open of the file lists; None: no
+    such check. `alike`: what those two answers depend on (the
     account's file system, the watched directory, the share's rules), so that the watches
     of one account on one directory are judged once per change, however many there are
     (each is an open: a user keeping thousands must not make every change cost thousands of
@@ -98,7 +101,7 @@ class Watch:
 
     def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
                  max_output: int = MAX_OUTPUT, names=None, owner: object = None, lists=None,
-                 shows=None, alike=None):
+                 shows=None, reads=None, alike=None):
         self.path = path.rstrip("/") or "/"
         self.key = key
         self.filter = completion_filter
@@ -108,6 +111,7 @@ class Watch:
         self.owner = owner
         self.lists = lists
         self.shows = shows
+        self.reads = reads
         self.alike = alike
         self.changes: list[tuple[int, str]] = []
         self.size = 0               # the encoded size of `changes`
@@ -225,8 +229,12 @@ class ChangeWatches:
             return
         base = "/".join([o.tree.fs.root] + list(o.base_parts or []))
         self._own[base] = self._epoch
-        for w in self._concerned(base, stream_filter(what)):
-            self._record(w, STREAM_ACTIONS[action], f"{w.relative(base)}:{o.stream}")
+        judged: dict = {}
+        for w in self._concerned(base, stream_filter(what), judged=judged):
+            rel = w.relative(base)
+            if not self._may_read(w, rel, judged):
+                continue        # its streams are not the account's to list: not told
+            self._record(w, STREAM_ACTIONS[action], f"{rel}:{o.stream}")
             self._wake(w)
 
     def post_rename(self, old: str, new: str, is_dir: bool, *, own: bool = True,
@@ -363,6 +371,22 @@ class ChangeWatches:
                 # a failure to judge must neither tell the name nor fail the request of
                 # whoever made the change
                 log.exception("change notify: cannot judge whether %s may be reported", rel)
+                judged[key] = False
+        return judged[key]
+
+    @staticmethod
+    def _may_read(w: Watch, rel: str, judged: dict) -> bool:
+        """Whether the watch's account may read the file `rel` (`Watch.reads`): a failure to
+        judge says no."""
+        if w.reads is None:
+            return True
+        *dirs, name = rel.split("/")
+        key = (_alike(w), "reads", tuple(dirs), name)
+        if key not in judged:
+            try:
+                judged[key] = bool(w.reads(dirs, name))
+            except Exception:
+                log.exception("change notify: cannot judge whether %s may be read", rel)
                 judged[key] = False
         return judged[key]
 
