@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import struct
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from servers import spawn_for_accounts, stop, unix_accounts
-from raw import UserTree
-from smbcore import change_notify_body, create_contexts_of
-from test_session_review import LEASE, PASSWORD, Conn, create_request, dh2q, lease, next_break
+from raw import NoAnswer, UserTree
+from smbcore import change_notify_body, create_body, create_contexts_of
+from test_session_review import (LEASE, PASSWORD, Conn, create_request, dh2q, lease, lease_break_ack,
+                                 next_break)
 
+from smbring.server.workers import BREAK_TIMEOUT_VARIABLE
 from smbring.smb import oplocks, wire
 from smbring.smb.channels import Channel
 from smbring.smb.durable import Durable
@@ -37,6 +40,7 @@ READ_WRITE = 0x0012019F
 R, W, H = 1, 4, 2
 SHARE_READ = 1
 WATCHES = 1000
+BREAK_TIMEOUT = 2.0         # the server's (seconds): a CREATE waits at most twice that for breaks
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +65,13 @@ def server(accounts, tmp_path_factory, request):
     for p in (private, private / "secret.txt", share / "alice.txt"):
         os.chown(p, *accounts[ALICE])
     private.chmod(0o700)
-    proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD,
-                                         share_options="durable handles = yes\n",
-                                         more=f"[global]\nsmbring workers = {request.param}\n")
+    os.environ[BREAK_TIMEOUT_VARIABLE] = str(BREAK_TIMEOUT)
+    try:
+        proc, port, log = spawn_for_accounts(tmp, share, (ALICE, BOB), PASSWORD,
+                                             share_options="durable handles = yes\n",
+                                             more=f"[global]\nsmbring workers = {request.param}\n")
+    finally:
+        del os.environ[BREAK_TIMEOUT_VARIABLE]
     yield {"port": port, "share": share, "proc": proc, "log": log, "accounts": accounts}
     stop(proc)
     shutil.rmtree(top, ignore_errors=True)
@@ -249,20 +257,79 @@ def _told(user: UserTree, msg) -> bytes:
     return r.body
 
 
+def lease_state(r) -> int:
+    """The lease state a CREATE's answer grants (its RqLs context), 0 without one."""
+    ctx = create_contexts_of(r).get(b"RqLs")
+    return struct.unpack_from("<I", ctx, 16)[0] if ctx else 0
+
+
+def test_leases_that_answer_each_break_and_take_their_caching_back_hold_her_create_for_a_time(server):
+    """BOB holds two read-handle leases on a file (two clients of his), through opens that do
+    not share writing, so ALICE's CREATE for writing breaks their HANDLE caching and waits. He
+    answers each break at once, and at once takes the HANDLE caching back with an
+    attribute-only open naming the lease: each break is answered in time, yet while one of
+    his leases is being broken the other has its HANDLE back, and her CREATE would wait for
+    ever. It waits at most twice the break timeout, then is answered
+    STATUS_SHARING_VIOLATION, as Samba's deferred opens are."""
+    name = "contended.txt"
+    (server["share"] / name).write_text("x")
+    (server["share"] / name).chmod(0o666)
+    keys = [os.urandom(16), os.urandom(16)]
+    his = [Conn(server, BOB), Conn(server, BOB)]
+    alice = Conn(server, ALICE)
+    try:
+        for conn, key in zip(his, keys):
+            r = conn.tree.request(wire.CREATE, create_body(name, wire.GENERIC_READ, wire.FILE_OPEN, 0,
+                                                           share_access=SHARE_READ, oplock=LEASE,
+                                                           contexts=[lease(key, R | H)]))
+            assert r.status == wire.STATUS_SUCCESS and lease_state(r) == R | H, r
+        msg = alice.raw.message(wire.CREATE, create_request(name, READ_WRITE, wire.FILE_OPEN, 0, ()),
+                                session=alice.session, tree_id=alice.tree.id)
+        alice.raw.send([msg])
+        mid = wire.Header.parse(msg).message_id
+        assert alice.raw.response_to(mid).status == wire.STATUS_PENDING
+        answer, start = None, time.monotonic()
+        alice.raw.sock.settimeout(0.05)
+        while answer is None and time.monotonic() - start < 4 * BREAK_TIMEOUT:
+            for conn, key in zip(his, keys):
+                brk = next_break(conn, 0.05)
+                if brk is None:
+                    continue
+                assert lease_break_ack(conn, key, R).status == wire.STATUS_SUCCESS
+                r = conn.create(name, access=0x80 | 0x100000, disposition=wire.FILE_OPEN, oplock=LEASE,
+                                contexts=[lease(key, R | H)])
+                assert r.status == wire.STATUS_SUCCESS and lease_state(r) == R | H, r
+                conn.tree.close(r.file_id)
+            try:
+                answer = alice.raw.response_to(mid)
+            except NoAnswer:
+                pass
+        assert answer is not None, "her CREATE still held"
+        assert answer.status == wire.STATUS_SHARING_VIOLATION, answer
+        assert time.monotonic() - start < 3 * BREAK_TIMEOUT + 1.0
+    finally:
+        alice.close()
+        for conn in his:
+            conn.close()
+
+
 def test_stream_names_of_her_unreadable_file_are_not_told_to_him(server):
     """ALICE adds a named stream to her 0600 file in the share's root, which BOB may list:
     his watch of the root is not told its name (he may not open the file, and a stream's
-    name is listed only through an open of its file), hers is; a stream of her readable
-    file, made next, is told to him. Before, his watch was told "mine.txt:merger-plans"."""
+    name is listed only through an open of its file), hers is; a stream of his own file,
+    made next, is told to him (the watch works: with workers, a change another worker makes
+    reaches it only through the kernel, which sees no stream). Before, his watch was told
+    "mine.txt:merger-plans"."""
     STREAM_NAME = 0x200
     with UserTree(server["port"], ALICE, PASSWORD) as alice, UserTree(server["port"], BOB, PASSWORD) as bob:
-        for name, mode in (("mine.txt", 0o600), ("ours.txt", 0o644)):
-            alice.tree.close(alice.tree.open(name, READ_WRITE, wire.FILE_CREATE))
-            (server["share"] / name).chmod(mode)
+        alice.tree.close(alice.tree.open("mine.txt", READ_WRITE, wire.FILE_CREATE))
+        (server["share"] / "mine.txt").chmod(0o600)
         assert bob.tree.create("mine.txt", 0x80 | 0x100000).status == wire.STATUS_ACCESS_DENIED
         his, hers = _watch(bob, "", STREAM_NAME), _watch(alice, "", STREAM_NAME)
         alice.tree.close(alice.tree.open("mine.txt:merger-plans", READ_WRITE, wire.FILE_CREATE))
         assert "merger-plans".encode("utf-16-le") in _told(alice, hers)
-        alice.tree.close(alice.tree.open("ours.txt:lunch", READ_WRITE, wire.FILE_CREATE))
+        # (a stream his watch may be told of; his own: with workers, a change another worker
+        # makes reaches his through the kernel, which does not see streams)
+        bob.tree.close(bob.tree.open("his.txt:lunch", READ_WRITE, wire.FILE_CREATE))
         told = _told(bob, his)
         assert "merger-plans".encode("utf-16-le") not in told and "lunch".encode("utf-16-le") in told, told
