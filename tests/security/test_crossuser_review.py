@@ -14,6 +14,7 @@ import struct
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from servers import spawn_for_accounts, stop, unix_accounts
@@ -333,3 +334,35 @@ def test_stream_names_of_her_unreadable_file_are_not_told_to_him(server):
         bob.tree.close(bob.tree.open("his.txt:lunch", READ_WRITE, wire.FILE_CREATE))
         told = _told(bob, his)
         assert "merger-plans".encode("utf-16-le") not in told and "lunch".encode("utf-16-le") in told, told
+
+
+def test_an_anonymous_sessions_lease_break_goes_to_that_session_only(servers):
+    """A null session holds a read-handle lease on a guest share's file; a logon of a user
+    (who needs no password to know the ClientGuid) connects first under the same ClientGuid.
+    A break of that lease (another open sharing nothing) goes to the null session's
+    connection, not to his: an anonymous session's lease is nobody's but its own. Before, a
+    break for a session of nobody's went to any logon on the client that was not anonymous,
+    the oldest first."""
+    from servers import PASSWORD as USER_PASSWORD, USER
+    from test_anonymous import anonymous_exchange, negotiated
+    server = servers(guest=True)
+    (server.root / "public" / "shared.txt").write_text("x")
+    guid, key = os.urandom(16), os.urandom(16)
+    thief = negotiated(server, guid=guid)
+    thief.tree(thief.logon(USER, USER_PASSWORD), "public")
+    anon = negotiated(server, guid=guid)
+    s = anonymous_exchange(anon)
+    assert s.status == wire.STATUS_SUCCESS
+    tree = anon.tree(s, "public")
+    r = tree.request(wire.CREATE, create_body("shared.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0,
+                                              oplock=LEASE, contexts=[lease(key, R | H)]))
+    assert r.status == wire.STATUS_SUCCESS and lease_state(r) == R | H, r
+    other = negotiated(server)
+    otree = other.tree(other.logon(USER, USER_PASSWORD), "public")
+    msg = otree.message(wire.CREATE, create_body("shared.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0,
+                                                 share_access=0))
+    other.send([msg])
+    assert other.response_to(wire.Header.parse(msg).message_id).status == wire.STATUS_PENDING
+    assert next_break(SimpleNamespace(raw=thief), 1.0) is None
+    brk = next_break(SimpleNamespace(raw=anon))
+    assert brk is not None and brk.body[8:24] == key, brk
