@@ -4,21 +4,24 @@ notify, byte-range locks, share modes, delete-pending), tried by a user with an 
 made for the module, raw requests (raw.py), the helpers of test_session_review.
 
 BOB knows what travels in the clear or can be guessed (ALICE's ClientGuid, FileIds), not her
-LeaseKeys. Each test shows with ALICE's own requests that what it protects works."""
+LeaseKeys. Each test shows with ALICE's own requests that what it protects works. The server
+tests run against one process and against two workers; a break's routing once its open's
+session is gone, which no request is known to reach, is tried on `Connection` objects, and an
+anonymous session's lease on the guest share of the `servers` fixture."""
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import struct
+import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from servers import spawn_for_accounts, stop, unix_accounts
 from raw import NoAnswer, UserTree
+from servers import spawn_for_accounts, stop, unix_accounts
 from smbcore import change_notify_body, create_body, create_contexts_of
 from test_session_review import (LEASE, PASSWORD, Conn, create_request, dh2q, lease, lease_break_ack,
                                  next_break)
@@ -109,7 +112,7 @@ def test_a_lease_break_whose_session_is_gone_goes_to_its_users_logon_only(tmp_pa
     state_dir.mkdir()
     origin = sansio_client.connection(state_dir)
     client = origin.client
-    bob, alice = sansio_client.connection(state_dir, origin.state), sansio_client.connection(state_dir, origin.state)
+    bob, alice = (sansio_client.connection(state_dir, origin.state) for _ in range(2))
     _on_client(bob, client, 7, owner="uid:2")           # BOB's logon, oldest: first in line
     _on_client(alice, client, 8, owner="uid:1")
     o = Open(fd=-1, parts=["f"], is_dir=False, access=READ_WRITE, session_id=5)   # (5: gone)

@@ -93,10 +93,10 @@ class Watch:
     (every name is reported: no cost). `reads(dirs, name)` says whether the watch's account
     may read the file `name` in dirs (below the watched directory): a change of one of its
     named streams tells the stream's name, which only an open of the file lists; None: no
-    such check. `alike`: what those two answers depend on (the
-    account's file system, the watched directory, the share's rules), so that the watches
-    of one account on one directory are judged once per change, however many there are
-    (each is an open: a user keeping thousands must not make every change cost thousands of
+    such check. `alike`: what the answers of `lists`, `shows` and `reads` depend on (the
+    account's file system, the watched directory, the share's rules), so that the watches of
+    one account on one directory are judged once per change, however many there are (each
+    is an open: a user keeping thousands must not make every change cost thousands of
     judgements, each opening directories); None: judged on its own."""
 
     def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
