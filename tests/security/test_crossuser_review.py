@@ -369,3 +369,30 @@ def test_an_anonymous_sessions_lease_break_goes_to_that_session_only(servers):
     assert next_break(SimpleNamespace(raw=thief), 1.0) is None
     brk = next_break(SimpleNamespace(raw=anon))
     assert brk is not None and brk.body[8:24] == key, brk
+
+
+def test_his_byte_range_locks_do_not_outlive_his_connection_beside_her_open(server):
+    """BOB's durable open of a file ALICE has open too (so his lease caches no writes) holds a
+    byte-range lock when his connection is lost: his open is closed, not kept waiting for a
+    reconnect, so that her writes there are not refused for the durable timeout (a minute for
+    DH2Q, 16 for DHnQ) by the lock of a client that is gone, as Samba's
+    vfs_default_durable_disconnect refuses. Before, her write was STATUS_FILE_LOCK_CONFLICT
+    until his durable open timed out."""
+    name = "locked.txt"
+    (server["share"] / name).write_text("0123456789")
+    (server["share"] / name).chmod(0o666)
+    with UserTree(server["port"], ALICE, PASSWORD) as alice:
+        fid = alice.tree.open(name, READ_WRITE)
+        bob = Conn(server, BOB)
+        r = bob.create(name, oplock=LEASE, contexts=[lease(os.urandom(16), R | H), dh2q(os.urandom(16))])
+        assert r.status == wire.STATUS_SUCCESS and lease_state(r) == R | H, r
+        assert b"DH2Q" in create_contexts_of(r), r
+        assert bob.tree.lock(r.file_id, [(0, 4, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)]).status == \
+            wire.STATUS_SUCCESS
+        assert alice.tree.write(fid, b"x", 0).status == wire.STATUS_FILE_LOCK_CONFLICT
+        bob.close()
+        deadline = time.monotonic() + 5.0
+        while (status := alice.tree.write(fid, b"x", 0).status) == wire.STATUS_FILE_LOCK_CONFLICT \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)     # (the server takes his lost connection down)
+        assert status == wire.STATUS_SUCCESS, hex(status)

@@ -41,7 +41,7 @@ from smbring.smb.fileinfo import show_on_close, streams_going_with
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
-from smbring.smb.oplocks import HANDLE
+from smbring.smb.oplocks import HANDLE, WRITE as WRITE_CACHING
 from smbring.smb.policy import Policy
 from smbring.smb.random_ids import RandomBytes
 from smbring.smb.server_state import ServerState
@@ -1241,15 +1241,21 @@ class Connection:
         """A durable open whose session is gone waits, detached, for a reconnect (True);
         False: it is not durable."""
         d = self.state.durable.of(o) if isinstance(o, Open) else None
-        if d is None or not (d.resilient or self.state.oplocks.caching(o) & HANDLE):
+        caching = self.state.oplocks.caching(o) if d is not None else 0
+        if d is None or not (d.resilient or caching & HANDLE):
             return False    # (its batch oplock or handle lease was broken: no longer durable;
             #                 a resilient open does not depend on its oplock)
+        locks = self.state.locks.count(o.key, id(o))
+        if locks and not d.resilient and not caching & WRITE_CACHING:
+            # its byte-range locks would stop the file's other opens (which caching without
+            # WRITE allows) for as long as it waits, its client gone: closed, as Samba's
+            # vfs_default_durable_disconnect refuses
+            return False
         self._forget_open(o)
         o.closing = False       # (a CLOSE waiting for its I/O is not answered: a reconnect may reclaim it)
         for areq in list(o.waiting):
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
-        locks = self.state.locks.count(o.key, id(o))
         self.count_locks(o, -locks)         # counted again by the session that reclaims it
         self.state.oplocks.rebind(o, None)
         return self.state.durable.detach(o, lambda effects: self.release_file(o, effects), locks,
