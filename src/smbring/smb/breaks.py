@@ -54,15 +54,24 @@ class PendingBreak:
 
 
 def send(client: "Client", body: bytes, session, *, oplock: bool, retry: bool,
-         wanted: Callable[[], bool], share_encrypts: bool = False) -> bool:
+         wanted: Callable[[], bool], share_encrypts: bool = False, session_id: int = 0,
+         owner: str = "") -> bool:
     """Sends a break (its body) for an open of `session` (a Session, or None when it is
-    gone); False when no connection can carry it. `wanted()`: whether it is still worth
-    sending again (not once the break is answered, timed out, or its open closed: a client
-    that has just closed its connections is not sent what no longer matters). Sealed where the
-    session encrypts, or the open's share does (`share_encrypts`, MS-SMB2 3.3.4.6/3.3.4.7)."""
-    seal = bool(session is not None and (session.encrypt or share_encrypts) and session.encrypt_key)
-    pb = PendingBreak(client, body, session.id if session is not None else 0,
-                      user=acts_for(session) if session is not None else None,
+    gone: then `session_id` was its id, and `owner` the `Session.owner` its durable record
+    names, empty for none); False when no connection can carry it. `wanted()`: whether it is
+    still worth sending again (not once the break is answered, timed out, or its open closed:
+    a client that has just closed its connections is not sent what no longer matters). Sealed
+    where the session encrypts, or the open's share does (`share_encrypts`, MS-SMB2
+    3.3.4.6/3.3.4.7)."""
+    if session is None:
+        # nobody to seal it for, and only the open's own user may hear of its lease
+        if share_encrypts or not owner:
+            return False
+        pb = PendingBreak(client, body, session_id, user=("owner", owner),
+                          channels_of_session=oplock, retry=retry or not oplock, wanted=wanted)
+        return _submit(pb)
+    seal = bool((session.encrypt or share_encrypts) and session.encrypt_key)
+    pb = PendingBreak(client, body, session.id, user=acts_for(session),
                       channels_of_session=oplock or seal, seal=seal, retry=retry or not oplock,
                       wanted=wanted)
     return _submit(pb)
@@ -75,11 +84,9 @@ def _carries(conn: "Connection", pb: PendingBreak) -> bool:
         # a lease break: a connection of the client that carries the open's session, or a
         # logon of the same user (a connection that only NEGOTIATEd the ClientGuid, which is
         # no secret, or logged on as another user or anonymously, proves nothing of being
-        # that client); where the open's session is gone, any logon but an anonymous one
-        if pb.user is None:
-            return any(s.valid and (s.id == pb.session_id or acts_for(s) is not None)
-                       for s in conn.sessions_here())
-        return any(s.valid and (s.id == pb.session_id or acts_for(s) == pb.user)
+        # that client); an anonymous session's lease (user None: nobody's) goes to that
+        # session only, and where the open's session is gone, to a logon of its own user
+        return any(s.valid and (s.id == pb.session_id or pb.user is not None and acts_for(s) == pb.user)
                    for s in conn.sessions_here())
     s = conn.sessions.get(pb.session_id)
     channel = s.channels.get(conn) if s is not None else None

@@ -41,7 +41,7 @@ from smbring.smb.fileinfo import show_on_close, streams_going_with
 from smbring.smb.fs import FileSystem, PathError
 from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
-from smbring.smb.oplocks import HANDLE
+from smbring.smb.oplocks import HANDLE, WRITE as WRITE_CACHING
 from smbring.smb.policy import Policy
 from smbring.smb.random_ids import RandomBytes
 from smbring.smb.server_state import ServerState
@@ -745,7 +745,23 @@ class Connection:
         s = self.sessions.get(o.session_id)
         breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required), s,
                     oplock=False, retry=True, wanted=lambda: lease.breaking and bool(lease.holders),
-                    share_encrypts=_share_encrypts(s, o))
+                    share_encrypts=self._break_sealed(s, o), session_id=o.session_id,
+                    owner=self._durable_owner(o) if s is None else "")
+
+    def _durable_owner(self, o: Open) -> str:
+        """Whose an open is once its session is gone: the user its durable record names
+        (`Session.owner`), empty for an open that has none (it is nobody's to be told of)."""
+        d = self.state.durable.of(o)
+        return d.user if d is not None else ""
+
+    def _break_sealed(self, s: Session | None, o: Open) -> bool:
+        """Whether what the server tells of the open must be sealed: its share asks for
+        encryption, or (its session gone, which cannot say) the server does."""
+        if s is not None:
+            return _share_encrypts(s, o)
+        share = getattr(o.tree, "share", None)
+        return self.policy.encryption in ("required", "desired") or \
+            bool(share is not None and (share.encrypt or share.encrypt_desired))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
@@ -1225,15 +1241,21 @@ class Connection:
         """A durable open whose session is gone waits, detached, for a reconnect (True);
         False: it is not durable."""
         d = self.state.durable.of(o) if isinstance(o, Open) else None
-        if d is None or not (d.resilient or self.state.oplocks.caching(o) & HANDLE):
+        caching = self.state.oplocks.caching(o) if d is not None else 0
+        if d is None or not (d.resilient or caching & HANDLE):
             return False    # (its batch oplock or handle lease was broken: no longer durable;
             #                 a resilient open does not depend on its oplock)
+        locks = self.state.locks.count(o.key, id(o))
+        if locks and not d.resilient and not caching & WRITE_CACHING:
+            # its byte-range locks would stop the file's other opens (which caching without
+            # WRITE allows) for as long as it waits, its client gone: closed, as Samba's
+            # vfs_default_durable_disconnect refuses
+            return False
         self._forget_open(o)
         o.closing = False       # (a CLOSE waiting for its I/O is not answered: a reconnect may reclaim it)
         for areq in list(o.waiting):
             (self.client.connection_of(areq) or self).cancel_async(areq, areq.close_status)
         o.waiting.clear()
-        locks = self.state.locks.count(o.key, id(o))
         self.count_locks(o, -locks)         # counted again by the session that reclaims it
         self.state.oplocks.rebind(o, None)
         return self.state.durable.detach(o, lambda effects: self.release_file(o, effects), locks,

@@ -90,11 +90,18 @@ class Watch:
     `shows(dirs, name, directory)` says whether a listing made as the watch's account shows
     `name` in dirs (and each of dirs on the way): True, False, or None when it cannot be
     judged (`name` None: a name that is gone); None: the share hides no entry for what it is
-    (every name is reported: no cost)."""
+    (every name is reported: no cost). `reads(dirs, name)` says whether the watch's account
+    may read the file `name` in dirs (below the watched directory): a change of one of its
+    named streams tells the stream's name, which only an open of the file lists; None: no
+    such check. `alike`: what the answers of `lists`, `shows` and `reads` depend on (the
+    account's file system, the watched directory, the share's rules), so that the watches of
+    one account on one directory are judged once per change, however many there are (each
+    is an open: a user keeping thousands must not make every change cost thousands of
+    judgements, each opening directories); None: judged on its own."""
 
     def __init__(self, path: str, completion_filter: int, recursive: bool, *, key: tuple = (),
                  max_output: int = MAX_OUTPUT, names=None, owner: object = None, lists=None,
-                 shows=None):
+                 shows=None, reads=None, alike=None):
         self.path = path.rstrip("/") or "/"
         self.key = key
         self.filter = completion_filter
@@ -104,6 +111,8 @@ class Watch:
         self.owner = owner
         self.lists = lists
         self.shows = shows
+        self.reads = reads
+        self.alike = alike
         self.changes: list[tuple[int, str]] = []
         self.size = 0               # the encoded size of `changes`
         self.overflowed = False
@@ -145,6 +154,11 @@ def encode(changes: list[tuple[int, str]]) -> bytes:
         n = name.encode("utf-16-le", "surrogatepass")
         return struct.pack("<III", 0, action, len(n)) + n
     return wire.chain(entry(action, name) for action, name in changes)
+
+
+def _alike(w: Watch):
+    """What names the watches whose judges answer alike (`Watch.alike`), for one change."""
+    return id(w) if w.alike is None else w.alike
 
 
 class ChangeWatches:
@@ -215,8 +229,12 @@ class ChangeWatches:
             return
         base = "/".join([o.tree.fs.root] + list(o.base_parts or []))
         self._own[base] = self._epoch
-        for w in self._concerned(base, stream_filter(what)):
-            self._record(w, STREAM_ACTIONS[action], f"{w.relative(base)}:{o.stream}")
+        judged: dict = {}
+        for w in self._concerned(base, stream_filter(what), judged=judged):
+            rel = w.relative(base)
+            if not self._may_read(w, rel, judged):
+                continue        # its streams are not the account's to list: not told
+            self._record(w, STREAM_ACTIONS[action], f"{rel}:{o.stream}")
             self._wake(w)
 
     def post_rename(self, old: str, new: str, is_dir: bool, *, own: bool = True,
@@ -278,9 +296,10 @@ class ChangeWatches:
         directory could not be watched): the watches covering it answer
         STATUS_NOTIFY_ENUM_DIR next, those whose account may list `path` (what was lost in
         a directory it may not list would not have been reported to it anyway)."""
+        judged: dict = {}
         for w in list(self._watches):
             below = w.recursive and path is not None and path.startswith(w.path.rstrip("/") + "/")
-            if below and not self._may_list(w, w.relative(path + "/-"), None, {}):
+            if below and not self._may_list(w, w.relative(path + "/-"), None, judged):
                 continue
             if path is None or path == w.path or below:
                 self._overflow(w)
@@ -325,7 +344,7 @@ class ChangeWatches:
         """Whether a listing made as the watch's account shows the directories of `rel` and
         `name` in the last of them (`Watch.shows`); None: it cannot be judged."""
         dirs = rel.split("/")[:-1]
-        key = (id(w), "shown", tuple(dirs), name, directory)
+        key = (_alike(w), "shown", tuple(dirs), name, directory)
         if key not in judged:
             try:
                 judged[key] = w.shows(dirs, name, directory)
@@ -344,7 +363,7 @@ class ChangeWatches:
         dirs = rel.split("/")[:-1]
         if not dirs or w.lists is None:
             return True
-        key = (id(w), tuple(dirs), directory)
+        key = (_alike(w), tuple(dirs), directory)
         if key not in judged:
             try:
                 judged[key] = bool(w.lists(dirs, directory))
@@ -352,6 +371,22 @@ class ChangeWatches:
                 # a failure to judge must neither tell the name nor fail the request of
                 # whoever made the change
                 log.exception("change notify: cannot judge whether %s may be reported", rel)
+                judged[key] = False
+        return judged[key]
+
+    @staticmethod
+    def _may_read(w: Watch, rel: str, judged: dict) -> bool:
+        """Whether the watch's account may read the file `rel` (`Watch.reads`): a failure to
+        judge says no."""
+        if w.reads is None:
+            return True
+        *dirs, name = rel.split("/")
+        key = (_alike(w), "reads", tuple(dirs), name)
+        if key not in judged:
+            try:
+                judged[key] = bool(w.reads(dirs, name))
+            except Exception:
+                log.exception("change notify: cannot judge whether %s may be read", rel)
                 judged[key] = False
         return judged[key]
 

@@ -10,6 +10,9 @@ With WATCH_TREE, a change below the directory is reported only if the session's 
 list every directory from the watched one down to the changed name's (`may_list_down`): the
 kernel judges, the tree's file system acting as that account, as it judges a listing.
 
+A change of a file's named stream tells the stream's name: it is reported only where the
+session's account may read the file (`may_read_file`), whose streams it could otherwise list.
+
 On a share whose rules leave entries out of listings for what they are (hide unreadable, hide
 unwriteable files, hide special files, hide new files timeout: `NameRules.unlisted`), a change
 is reported only if a listing made as the session's account would show its name, and each
@@ -51,7 +54,12 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & WATCH_TREE), key=o.key,
                                max_output=out_len, names=o.tree.names, owner=c,
                                lists=may_list_down(o) if flags & WATCH_TREE else None,
-                               shows=shown_in_listings(o) if o.tree.names.unlists else None)
+                               shows=shown_in_listings(o) if o.tree.names.unlists else None,
+                               reads=may_read_file(o),
+                               # (the judges' inputs: the tree's file system, which acts as its
+                               # account, the watched directory, and the share's rules, by value:
+                               # each tree connect has its own)
+                               alike=(id(o.tree.fs), o.key, tuple(o.parts), o.tree.names))
         watches.add(o.watch)
     watch = o.watch
 
@@ -123,6 +131,27 @@ def may_list_down(o):
             for fd in fds:
                 fs.close_file(fd)
     return lists
+
+
+def may_read_file(o):
+    """The judge of a watch on the directory open `o` for a change of a file's named stream
+    (`notify.Watch.reads`): whether the tree's account may read the file `name` in dirs
+    (below the watched directory), as the kernel judges it. A stream's name is listed only
+    through an open of its file (FileStreamInformation), which the account could not make on
+    a file it may not read; the directories on the way are `lists`' to judge. The directory
+    is opened as the account beneath the share's root, no link as the last name."""
+    fs, top = o.tree.fs, list(o.parts)
+
+    def reads(dirs: list[str], name: str) -> bool:
+        try:
+            fd = fs.open(top + dirs, DIRECTORY_ONLY)
+        except OSError:
+            return False
+        try:
+            return fs.may_access(fd, name, MAY_READ)
+        finally:
+            fs.close_file(fd)
+    return reads
 
 
 def shown_in_listings(o):

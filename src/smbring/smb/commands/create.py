@@ -418,9 +418,11 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
-def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False):
-    """CREATE; `retry`: again, after the oplock break it waited for was answered. A durable
-    reconnect or a replay is answered by `create_durable` before anything is opened."""
+def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False,
+             held_since: float | None = None):
+    """CREATE; `retry`: again, after the oplock break it waited for was answered (`held_since`:
+    when it was first held, by the oplocks' clock). A durable reconnect or a replay is
+    answered by `create_durable` before anything is opened."""
     tree = chain.tree or c.tree(hdr)      # (Chain.tree: found by the checks already)
     if c.opens_here() >= c.limits.max_open_files:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
@@ -428,7 +430,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
     if answered is not None:
         return answered
     try:
-        return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree)
+        return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since)
     except GoAsync:
         raise           # held for an oplock break: its CreateGuid stays taken meanwhile
     except BaseException:
@@ -437,7 +439,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
 
 
 def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
-              durable: create_durable.DurableRequest, tree):
+              durable: create_durable.DurableRequest, tree, held_since: float | None = None):
     """CREATE of a file, directory or named pipe, on the request's tree (`c.tree(hdr)`, looked
     up by h_create, which checks the open files limit too)."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
@@ -638,12 +640,14 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if held_fd is not None:
                     fs.close_file(held_fd)
                     held_fd = None
-                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree)
+                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since)
             sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
             if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                        overwrite=truncating,
                                        lease=(c.client_guid, lease_req.key) if lease_req else None):
-                raise held_for_break(c, hdr, msg, key, durable)
+                if held_too_long(c, held_since):
+                    raise SMBError(wire.STATUS_SHARING_VIOLATION)
+                raise held_for_break(c, hdr, msg, key, durable, held_since)
             if not sharing_violation and stream is None and not is_dir \
                     and sharemodes.categories(checked_access) & sharemodes.DELETE:
                 sharing_violation = streams_refuse_delete(c, fs, parts, key)
@@ -781,7 +785,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  stream=stream, base_parts=base_parts, base_key=base_key,
                  file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
                  index_number=index_number or st.st_ino)
-        registered = c.state.register_open(o, checked_access, share_access)
+        # share modes count what the open holds: MAXIMUM_ALLOWED as it was granted (MS-FSA
+        # 2.1.5.1.2, Samba's resolved access_mask), not as every right, which would refuse
+        # another user's opens beside a reader that shares everything
+        held = checked_access if not access & wire.MAXIMUM_ALLOWED else \
+            max(granted, 0) | (wire.FILE_WRITE_DATA if truncating else 0)
+        registered = c.state.register_open(o, held, share_access)
     except BaseException:
         if made:    # never left with its mode bits alone speaking for it (as create_file_of_stream)
             unmake(fs, parts, fd, is_dir)
@@ -908,10 +917,22 @@ CLOSE_RESPONSE = struct.Struct("<HHI4QQQI")
 CLOSE_RESPONSE_EMPTY = CLOSE_RESPONSE.pack(60, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
+def held_too_long(c: Connection, since: float | None) -> bool:
+    """Whether a CREATE first held at `since` (None: not held yet) has waited for breaks twice
+    the break timeout: it waits no more, and is answered STATUS_SHARING_VIOLATION (Samba's
+    schedule_defer_open). Each break is answered or timed out in time, but holders that
+    answer each one and take their caching back before the CREATE is tried again (two
+    leases in turn, or one through another worker) would otherwise hold it for ever."""
+    oplocks = c.state.oplocks
+    return since is not None and oplocks.clock() - since >= 2 * oplocks.timeout
+
+
 def held_for_break(c: Connection, hdr: Header, msg, key,
-                   durable: create_durable.DurableRequest | None = None) -> GoAsync:
+                   durable: create_durable.DurableRequest | None = None,
+                   since: float | None = None) -> GoAsync:
     """A CREATE that waits for an oplock's holder (MS-SMB2 3.3.5.9: answered STATUS_PENDING
-    first): tried again when the break is answered, the holder closes or its time is up.
+    first): tried again when the break is answered, the holder closes or its time is up
+    (`since`: when it was first held, for `held_too_long`; None: now).
     One a replay may name (its CreateGuid reserved in the replay cache: `durable.pending`)
     outlives the loss of its connection where its session has another channel (it then
     runs there); its reservation ends with it."""
@@ -935,20 +956,24 @@ def held_for_break(c: Connection, hdr: Header, msg, key,
             areq.replayable = True
         c.state.oplocks.wait(key, retry)
 
-    return held_create(c, msg, wait)
+    return held_create(c, msg, wait, since)
 
 
-def held_create(c: Connection, msg, wait: Callable[[AsyncRequest, Callable[[], None]], None]) -> GoAsync:
+def held_create(c: Connection, msg, wait: Callable[[AsyncRequest, Callable[[], None]], None],
+                since: float | None = None) -> GoAsync:
     """A CREATE answered STATUS_PENDING first, handled again (as a retry) each time the
     function `wait(areq, again)` arranged calls `again` (a break answered, an open detached:
     `held_for_break`, `create_durable.held_for_detach`), on the connection that holds it then
-    (its session's other channel, where the first is gone)."""
+    (its session's other channel, where the first is gone). `since`: when it was first held
+    (None: now), which each retry is told."""
     request = bytes(msg)        # (the frame's buffer is reused meanwhile)
+    first = c.state.oplocks.clock() if since is None else since
 
     def start(areq: AsyncRequest) -> None:
         def again() -> None:
             conn = c.client.connection_of(areq) or c
-            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(), retry=True))
+            conn.resume(areq, lambda rhdr: h_create(conn, areq.hdr, request, rhdr, Chain(),
+                                                    retry=True, held_since=first))
         wait(areq, again)
 
     return GoAsync(start)
