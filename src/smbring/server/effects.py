@@ -55,6 +55,8 @@ def range_operation(effect):
         return extents.trim_range(effect.fd, effect.offset, effect.length, effect.leave_hole)
     if isinstance(effect, effects.AllocatedRanges):
         return extents.allocated_ranges(effect.fd, effect.offset, effect.length, effect.limit)
+    if isinstance(effect, effects.ListNames):
+        return extents.list_names(effect.fd, effect.keep)
     raise TypeError(f"not a file-range operation: {effect!r}")
 
 
@@ -67,7 +69,8 @@ def written_fd(effect) -> int:
 # file I/O that starts the moment it is handed over where it comes first (a background WRITE
 # waits for room, behind writes whose answers may wait for the client: it starts in its task)
 STARTS_AT_ONCE = (effects.ReadInto, effects.Write, effects.Flush, *effects.RANGE_OPERATIONS)
-_ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges)
+_ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges,
+           effects.ListNames)
 
 
 def named_descriptors(todo: list) -> tuple:

@@ -174,10 +174,22 @@ class AllocatedRanges:
     then: Callable = None
 
 
-RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges)
+@dataclass
+class ListNames:
+    """The names in the open directory `fd` (without "." and ".."), sorted, those `keep`
+    passes (a pure function of the name): `then([name, ...])` or `then(error)`. Off the event
+    loop: a directory of tens of thousands of names takes tens of milliseconds, and every
+    request of a compound may list it again (RESTART_SCANS)."""
+
+    fd: int
+    keep: Callable
+    then: Callable = None
+
+
+RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames)
 
 Effect = Union[Send, ReadInto, Write, Flush, Drain, Settle, Forget, CopyRange, CloneRange, ZeroRange,
-               TrimRange, AllocatedRanges]
+               TrimRange, AllocatedRanges, ListNames]
 
 
 @dataclass

@@ -143,6 +143,11 @@ class FileSystem(Protocol):
         stream directory). Raises OSError (a stream removed while they are listed)."""
         ...
 
+    def stream_names(self, sid: str | None) -> list[str]:
+        """The names of the file's named streams, in no particular order (no stat each); []
+        for none. Raises OSError."""
+        ...
+
     def make_stream_dir(self, sid: str) -> None:
         """Creates the file's stream directory unless it exists. Raises OSError."""
         ...

@@ -166,3 +166,14 @@ def allocated_ranges(fd: int, offset: int, length: int, limit: int) -> list[tupl
         ranges.append((data, min(hole, end) - data))
         pos = hole
     return ranges
+
+
+def list_names(fd: int, keep) -> list[str]:
+    """The names `keep` passes in the open directory `fd`, sorted (read through a duplicate
+    of the descriptor: its position is its own)."""
+    dup = os.dup(fd)
+    try:
+        names = os.listdir(dup)
+    finally:
+        os.close(dup)
+    return [n for n in sorted(names) if keep(n)]

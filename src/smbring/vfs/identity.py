@@ -348,6 +348,10 @@ class ShareView:
         self._as_server()
         return self.base.streams(sid)
 
+    def stream_names(self, sid):
+        self._as_server()
+        return self.base.stream_names(sid)
+
     def make_stream_dir(self, sid):
         self._as_server()
         self.base.make_stream_dir(sid)

@@ -471,6 +471,20 @@ class PosixVFS:
         finally:
             os.close(fd)
 
+    def stream_names(self, sid: str | None) -> list[str]:
+        """The names of the file's named streams, in no particular order, without a stat
+        each (what a CREATE looks through for a name spelled in another case)."""
+        if not sid:
+            return []
+        try:
+            fd = self.open(self.stream_parts(sid), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return []
+        try:
+            return [name for name in map(stream_name, os.listdir(fd)) if name is not None]
+        finally:
+            os.close(fd)
+
     def make_stream_dir(self, sid: str) -> None:
         """The depot and the file's directory in it, the server's own (0700: made as the
         server, whatever a directory mask or a default ACL would give)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from smbring._dirent import DONE, FULL, SINGLE, count_fitting, encode_entries
 from smbring.smb import wire
+from smbring.smb.effects import FileSteps, ListNames
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import dir_entry, short_name
 from smbring.smb.fs import STREAMS_DIR
@@ -43,20 +44,33 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     pattern = wire.from_utf16(in_request(msg, name_off, name_len)) or "*"
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    fs = o.tree.fs
-    fresh = o.dir_entries is None or bool(flags & (0x1 | 0x10))
-    if fresh:      # the first query, RESTART_SCANS, REOPEN
-        # names now, details as they are returned: what is deleted meanwhile is not listed
-        # (vetoed names are never listed, whatever the pattern: `veto files`; nor the stream
-        # depot, which no client can name, wherever a listing meets it)
-        names = o.tree.names
-        matches = _matcher(pattern)
-        o.dir_entries = [n for n in [".", ".."] + sorted(fs.names(o.fd))
-                         if matches(n) and n != STREAMS_DIR      # (the root's, also through a link)
-                         and not names.vetoed(n)]
-        o.dir_pos = 0
-        if not o.dir_entries:
-            raise SMBError(wire.STATUS_NO_SUCH_FILE)
+    if o.dir_entries is None or flags & (0x1 | 0x10):      # the first query, RESTART_SCANS, REOPEN
+        return FileSteps(_listed(c, o, klass, flags, out_len, _keeper(pattern, o.tree.names))), None
+    return _answer(c, o, klass, flags, out_len, fresh=False), None
+
+
+def _keeper(pattern: str, names):
+    """Whether a name of the directory is listed: it matches the pattern, is not vetoed (`veto
+    files`, whatever the pattern) and is not the stream depot, which no client can name,
+    wherever a listing meets it (the root's, also through a link)."""
+    matches = _matcher(pattern)
+    return lambda n: matches(n) and n != STREAMS_DIR and not names.vetoed(n)
+
+
+def _listed(c: Connection, o, klass: int, flags: int, out_len: int, keep):
+    """A scan from the start: the names now (listed and sorted off the event loop), details as
+    they are returned: what is deleted meanwhile is not listed."""
+    names = yield ListNames(o.fd, keep)
+    if isinstance(names, BaseException):
+        raise names         # (an OSError: its status)
+    o.dir_entries = [n for n in (".", "..") if keep(n)] + names
+    o.dir_pos = 0
+    if not o.dir_entries:
+        raise SMBError(wire.STATUS_NO_SUCH_FILE)
+    return _answer(c, o, klass, flags, out_len, fresh=True)
+
+
+def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool) -> bytes:
     out = bytearray()
     last = -1           # where the last entry written starts (its NextEntryOffset is set next)
     rules = o.tree.names
@@ -93,7 +107,7 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
             raise SMBError(wire.STATUS_INFO_LENGTH_MISMATCH)
         # (a scan whose every name was left out found nothing)
         raise SMBError(wire.STATUS_NO_SUCH_FILE if fresh else wire.STATUS_NO_MORE_FILES)
-    return struct.pack("<HHI", 9, 72, len(out)) + bytes(out), None
+    return struct.pack("<HHI", 9, 72, len(out)) + bytes(out)
 
 
 # the classes `encode_entries` writes (the others go to dir_entry, which refuses them)
