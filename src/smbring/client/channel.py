@@ -105,6 +105,24 @@ class Response:
         return self.header.status
 
 
+class _WriteAnswer:
+    """A WRITE's final Response as Channel._write_answer takes it (two or more per WRITE of an
+    upload): the same attributes, its header parsed only when asked for (making the Header
+    object cost more than the rest of the answer's way)."""
+    __slots__ = ("status", "message", "request", "spliced", "_header")
+
+    def __init__(self, status: int, message: bytes):
+        self.status = status
+        self.message = message
+        self.request = self.spliced = self._header = None
+
+    @property
+    def header(self) -> Header:
+        if self._header is None:
+            self._header = _parse_header(self.message)
+        return self._header
+
+
 class _Pending:
     __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline")
 
@@ -148,6 +166,7 @@ class Channel:
         self.answered = 0               # final responses received (diagnostics)
         self.spliced = 0                # READ data bytes spliced to their file (diagnostics)
         self._credit_change = asyncio.Event()   # set whenever credits come back (or on failure)
+        self._credit_waiters = 0                # tasks waiting on it (_take_credits)
         self._pending: dict[int, _Pending] = {}
         self._watchdog: asyncio.TimerHandle | None = None   # at the next deadline (_check_deadlines)
         self._error: BaseException | None = None
@@ -501,9 +520,7 @@ class Channel:
         if interim:
             self._granted(credits)
             return True
-        frame = bytearray(view[at:at + size])
-        header = _parse_header(frame)
-        self._complete(header, Response(header, frame))
+        self._complete(message_id, credits, _WriteAnswer(status, bytes(view[at:at + size])))
         return True
 
     def _frame_size(self, length) -> int:
@@ -609,7 +626,8 @@ class Channel:
             self._spliced = None
             self.spliced += length
             self._into, self._got = memoryview(self._length), 0
-            self._complete(header, Response(header, head, spliced=length))
+            self._complete(header.message_id, header.credits,
+                           Response(header, head, spliced=length))
         return True
 
     def _drain_pipe(self, n: int, target: FileTarget) -> None:
@@ -650,7 +668,11 @@ class Channel:
                                          f"held, {charge} needed, none in flight"))
                 raise self._error
             self._credit_change.clear()
-            await self._credit_change.wait()
+            self._credit_waiters += 1
+            try:
+                await self._credit_change.wait()
+            finally:
+                self._credit_waiters -= 1
         return self._take_credits_now(charge)
 
     def _take_credits_now(self, charge: int) -> int:
@@ -670,7 +692,8 @@ class Channel:
 
     def _granted(self, credits: int) -> None:
         self._balance = min(self._balance + credits, CREDIT_CAP)
-        self._credit_change.set()
+        if self._credit_waiters:        # (twice per WRITE of an upload: no call when none waits)
+            self._credit_change.set()
 
     # ---- requests ----
 
@@ -923,14 +946,14 @@ class Channel:
             # the final response follows with the same MessageId; credits granted now count
             self._granted(header.credits)
             return
-        self._complete(header, Response(header, frame))
+        self._complete(header.message_id, header.credits, Response(header, frame))
 
-    def _complete(self, header: Header, response: Response) -> None:
-        pending = self._pending.pop(header.message_id)
+    def _complete(self, message_id: int, credits: int, response) -> None:
+        pending = self._pending.pop(message_id)
         self._forget(pending)
         self.answered += 1
         self._in_flight -= pending.charge
-        self._granted(header.credits)
+        self._granted(credits)
         if not pending.future.done():
             pending.future.set_result(response)
 

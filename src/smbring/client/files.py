@@ -152,9 +152,9 @@ class _WritePump:
                 self.stop(None)
 
     def size(self) -> int:
+        """The bytes of the next WRITE (at most: the end may come first)."""
         client = self.f._client
-        size = client.io_size if self.chunk_size is None else client.fitting(self.chunk_size)
-        return min(size, self.end - self.next)
+        return client.io_size if self.chunk_size is None else client.fitting(self.chunk_size)
 
     def chunk(self, n: int):
         chunk = self.source(self.next, n)
@@ -166,8 +166,9 @@ class _WritePump:
     def fill(self) -> None:
         """WRITEs sent while fewer than `depth` are in flight and the channel has the credits."""
         channel, flying = self.channel, self.flying
+        size = self.size()      # (the same for every WRITE sent here: credits only move)
         while self.next < self.end and len(flying) < self.depth and self.error is None:
-            n = self.size()
+            n = min(size, self.end - self.next)
             if not channel.can_send(n):
                 return
             try:
@@ -190,7 +191,7 @@ class _WritePump:
 
     async def one_waiting(self) -> None:
         """The next WRITE the ordinary way: it waits for its channel's credits."""
-        n = self.size()
+        n = min(self.size(), self.end - self.next)
         chunk = self.chunk(n)
         try:
             started = self.f._client.start_data_request(
@@ -206,7 +207,9 @@ class _WritePump:
         if write.over:
             return          # abandoned when the pump stopped
         self.flying.discard(write)
-        self.finish(write)
+        write.over = True
+        if self.done is not None:
+            self.done(write.chunk)
         if error is None:
             try:
                 if response.status != wire.STATUS_SUCCESS:
