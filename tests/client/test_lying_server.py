@@ -797,3 +797,31 @@ def test_a_logon_accepted_before_the_password_was_sent_is_refused(smbring_server
         run(through(tampering_proxy, srv, first_only(
             success, lambda f: command(f) == wire.SESSION_SETUP and
             status(f) == wire.STATUS_MORE_PROCESSING_REQUIRED), dialects=(dialect,)))
+
+
+def test_a_server_that_stops_granting_credits_fails_an_upload_clearly(smbring_server, tampering_proxy,
+                                                                       tmp_path):
+    """WRITE answers that grant no credits: the upload's pump spends what it holds, then,
+    with none of its WRITEs in flight, sends the next one the ordinary way, which finds the
+    credits short with nothing in flight and refuses the server, rather than waiting forever."""
+    srv = smbring_server()
+    local = tmp_path / "big"
+    local.write_bytes(os.urandom(48 * MiB))
+
+    def stingy(frame):
+        if command(frame) == wire.WRITE:
+            struct.pack_into("<H", frame, 14, 0)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, stingy)
+        try:
+            # (a WRITE of io_size, 1 MiB, refused for want of its 16 credits: not the CLOSE
+            # after it, which needs one)
+            with pytest.raises(sc.ProtocolError, match="granted too few credits: 0 held, 16 needed"):
+                await c.put(str(local), "big")
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert not (srv["share"] / "big").exists()

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from smbring.smb import wire
 from smbring.client import messages as m
 from smbring.client.buffers import FileTarget, Spliced
-from smbring.client.errors import ProtocolError, closing_on_lie
+from smbring.client.errors import ProtocolError, closing_on_lie, error_for
 
 Sink = Callable[[int, memoryview | Spliced], object]     # may return an awaitable: waited for
 Source = Callable[[int, int], bytes | memoryview]
@@ -96,6 +96,156 @@ async def pipelined_requests(starts, depth: int, finish, on_result=None, abandon
         if abandon is not None:
             for _started, args in running:
                 abandon(*args)
+
+
+class _Write:
+    """One WRITE of a _WritePump, standing for its future on the channel (done, set_result,
+    set_exception): its answer goes straight to the pump."""
+    __slots__ = ("pump", "offset", "chunk", "over")
+
+    def __init__(self, pump: "_WritePump", offset: int, chunk):
+        self.pump, self.offset, self.chunk, self.over = pump, offset, chunk, False
+
+    def done(self) -> bool:
+        return self.over
+
+    def set_result(self, response) -> None:
+        self.pump.answered(self, response, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.pump.answered(self, None, error)
+
+
+class _WritePump:
+    """write_from's WRITEs over a session's only channel, driven by their answers: each final
+    answer is checked, and the next WRITE sent, from the code that receives it, with no future,
+    task or coroutine step per WRITE (pipelined_requests took four coroutine frames, a future
+    and a turn of the event loop per WRITE). The task that runs the pump waits once, for the
+    end, and otherwise only where the channel is short of credits with none of the pump's
+    WRITEs in flight (the next one then goes the ordinary way, waiting for its credits)."""
+
+    def __init__(self, f: "RemoteFile", channel, offset: int, length: int, source: Source,
+                 done, chunk_size: int | None, depth: int, what: str):
+        self.f, self.channel, self.source, self.done = f, channel, source, done
+        self.next, self.end = offset, offset + length
+        self.chunk_size, self.depth, self.what = chunk_size, depth, what
+        self.flying: set[_Write] = set()
+        self.error: BaseException | None = None
+        self.wake: asyncio.Future | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.fill()
+                if self.error is not None:
+                    raise self.error
+                if not self.flying:
+                    if self.next >= self.end:
+                        return
+                    await self.one_waiting()        # credits short, nothing of ours in flight
+                    continue
+                self.wake = asyncio.get_running_loop().create_future()
+                await self.wake                     # until the last answer, or a failure
+        finally:
+            self.wake = None
+            if self.flying:                         # failed or cancelled: never waited for now
+                self.stop(None)
+
+    def size(self) -> int:
+        """The bytes of the next WRITE (at most: the end may come first)."""
+        client = self.f._client
+        return client.io_size if self.chunk_size is None else client.fitting(self.chunk_size)
+
+    def chunk(self, n: int):
+        chunk = self.source(self.next, n)
+        if len(chunk) != n:
+            raise ValueError(f"the source gave {len(chunk)} bytes at {self.next}, {n} were due "
+                             f"(the local file changed during the transfer?)")
+        return chunk
+
+    def fill(self) -> None:
+        """WRITEs sent while fewer than `depth` are in flight and the channel has the credits."""
+        channel, flying = self.channel, self.flying
+        size = self.size()      # (the same for every WRITE sent here: credits only move)
+        while self.next < self.end and len(flying) < self.depth and self.error is None:
+            n = min(size, self.end - self.next)
+            if not channel.can_send(n):
+                return
+            try:
+                chunk = self.chunk(n)
+            except BaseException as e:
+                self.stop(e)
+                return
+            write = _Write(self, self.next, chunk)
+            flying.add(write)
+            self.next += n
+            try:
+                channel.start_write(m.write_request_head(self.f.file_id, write.offset, n), chunk,
+                                    self.f._client.tree_id, write)
+            except BaseException as e:
+                if not write.over:
+                    flying.discard(write)
+                    self.finish(write)
+                self.stop(e)
+                return
+
+    async def one_waiting(self) -> None:
+        """The next WRITE the ordinary way: it waits for its channel's credits."""
+        n = min(self.size(), self.end - self.next)
+        chunk = self.chunk(n)
+        try:
+            started = self.f._client.start_data_request(
+                wire.WRITE, m.write_request_head(self.f.file_id, self.next, n), data=chunk,
+                payload=n, what=self.what)
+        except BaseException:
+            self.finish(_Write(self, self.next, chunk))
+            raise
+        offset, self.next = self.next, self.next + n
+        await self.f._finish_write(started, offset, chunk, self.done)
+
+    def answered(self, write: _Write, response, error: BaseException | None) -> None:
+        if write.over:
+            return          # abandoned when the pump stopped
+        self.flying.discard(write)
+        write.over = True
+        if self.done is not None:
+            self.done(write.chunk)
+        if error is None:
+            try:
+                if response.status != wire.STATUS_SUCCESS:
+                    raise error_for(response.status, self.what)
+                count = m.parse_write(response.message)
+                if count != len(write.chunk):
+                    raise ProtocolError(f"WRITE of {len(write.chunk)} bytes at offset "
+                                        f"{write.offset} of {self.f.path!r}: the server says it "
+                                        f"wrote {count}")
+            except BaseException as e:
+                error = e
+        if error is not None:
+            self.stop(error)
+        elif self.wake is not None:
+            self.fill()
+            if not self.flying or self.error is not None:
+                self.wake_up()
+
+    def finish(self, write: _Write) -> None:
+        write.over = True
+        if self.done is not None:
+            self.done(write.chunk)
+
+    def stop(self, error: BaseException | None) -> None:
+        """The first failure ends the pump: the WRITEs in flight are abandoned (done called
+        for their chunks; their answers are dropped when they come)."""
+        if self.error is None and error is not None:
+            self.error = error
+        flying, self.flying = self.flying, set()
+        for write in flying:
+            self.finish(write)
+        self.wake_up()
+
+    def wake_up(self) -> None:
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
 
 class RemoteFile:
@@ -297,6 +447,11 @@ class RemoteFile:
             if done is not None:
                 done(chunk)
 
+        channel = client.sole_channel()
+        if channel is not None:
+            await _WritePump(self, channel, offset, length, source, done, chunk_size,
+                             client.transfer_depth if depth is None else max(1, depth), what).run()
+            return length
         await pipelined_requests(jobs(),
                                  client.transfer_depth if depth is None else max(1, depth),
                                  self._finish_write, abandon=abandon)

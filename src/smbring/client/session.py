@@ -286,6 +286,12 @@ class Client:
         return None, asyncio.ensure_future(
             self.data_request(command, body, expect=expect, what=what, **kw)), None
 
+    def sole_channel(self) -> Channel | None:
+        """The session's channel when it has one only and it is open (an upload's WRITEs then
+        need no choosing and no retry on another channel: see files._WritePump)."""
+        channels = self._channels
+        return channels[0] if len(channels) == 1 and not channels[0].closed else None
+
     def _least_loaded(self) -> Channel | None:
         """The open channel with the fewest requests waiting; None when none is open."""
         channels = self._channels

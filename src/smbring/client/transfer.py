@@ -360,7 +360,11 @@ class FileSource:
         if self.in_place:
             # as many bytes as the file still has: write_from refuses a short chunk before
             # anything is announced (the file shrank); sendfile itself checks again
-            return FileRange(self.fd, offset, max(0, min(n, os.fstat(self.fd).st_size - offset)))
+            # (the size from lseek: an fstat per WRITE made a stat_result of 19 fields, about
+            # five times the instructions; the descriptor's position is not used, sendfile
+            # takes its offset)
+            end = os.lseek(self.fd, 0, os.SEEK_END)
+            return FileRange(self.fd, offset, max(0, min(n, end - offset)))
         buf = self._free.pop() if self._free else bytearray(self.chunk)
         view = memoryview(buf)[:n]
         got = 0
