@@ -98,14 +98,16 @@ def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
     assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}
 
 
-def test_ring_loop_ratios_pair_the_two_smbring_loops():
+def test_other_loops_ratios_pair_each_with_asyncios():
     ws = smallops.parse_workloads("echo-1x1")
     results = {("echo-1x1", "smbring"): [(100.0, 40.0), (200.0, 30.0)],
-               ("echo-1x1", "smbring-ring"): [(150.0, 20.0), (200.0, 33.0)]}
-    summary = smallops.summarize(results, ws, ["smbring", "smbring-ring"])
-    assert [r["server"] for r in summary["records"]] == ["smbring", "smbring-ring"]
-    # per run: ops 1.5, 1.0; CPU 0.5, 1.1
-    assert summary["ratios"] == {"echo-1x1_ops_ring_vs_asyncio": 1.25, "echo-1x1_cpu_ring_vs_asyncio": 0.8}
+               ("echo-1x1", "smbring-ring"): [(150.0, 20.0), (200.0, 33.0)],
+               ("echo-1x1", "smbring-uvloop"): [(200.0, 20.0), (300.0, 15.0)]}
+    summary = smallops.summarize(results, ws, ["smbring", "smbring-ring", "smbring-uvloop"])
+    assert [r["server"] for r in summary["records"]] == ["smbring", "smbring-ring", "smbring-uvloop"]
+    # per run: ring's ops 1.5, 1.0, CPU 0.5, 1.1; uvloop's ops 2.0, 1.5, CPU 0.5, 0.5
+    assert summary["ratios"] == {"echo-1x1_ops_ring_vs_asyncio": 1.25, "echo-1x1_cpu_ring_vs_asyncio": 0.8,
+                                 "echo-1x1_ops_uvloop_vs_asyncio": 1.75, "echo-1x1_cpu_uvloop_vs_asyncio": 0.5}
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="io_uring_enter's number is x86_64's")
@@ -115,7 +117,7 @@ def test_smbring_ring_server_waits_in_io_uring_enter(tmp_path):
     share = tmp_path / "share"
     share.mkdir()
     before = os.environ.get(smallops.EVENT_LOOP_ENV)
-    server = smallops.SmbringRingLoop(str(share), free_port(), str(tmp_path / "state"))
+    server = smallops.SmbringOnLoop("ring", str(share), free_port(), str(tmp_path / "state"))
     try:
         assert os.environ.get(smallops.EVENT_LOOP_ENV) == before
         for _ in range(50):
@@ -125,5 +127,19 @@ def test_smbring_ring_server_waits_in_io_uring_enter(tmp_path):
                 break
             time.sleep(0.05)
         assert number == "426"
+    finally:
+        server.stop()
+
+
+def test_smbring_uvloop_server_runs_on_uvloop(tmp_path):
+    """The benchmark's smbring-uvloop server really runs on uvloop (its process has uvloop's
+    loop module loaded, which asyncio's loop never imports)."""
+    share = tmp_path / "share"
+    share.mkdir()
+    server = smallops.SmbringOnLoop("uvloop", str(share), free_port(), str(tmp_path / "state"))
+    try:
+        assert server.name == "smbring-uvloop"
+        with open(f"/proc/{server.proc.pid}/maps") as f:
+            assert "/uvloop/loop." in f.read()
     finally:
         server.stop()

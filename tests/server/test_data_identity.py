@@ -66,6 +66,7 @@ PATHS = {
     "posix": ("--vfs-objects", "posix"),
     "no-io-uring": ("--no-io-uring",),                     # direct_writes -> threadpool
     "ring-loop": ("--event-loop", "ring"),                  # the loop waits in the ring
+    "asyncio-loop": ("--event-loop", "asyncio"),            # asyncio's loop (the default: uvloop)
 }
 
 

@@ -28,6 +28,7 @@ PATHS = {
     "ring-direct": [],
     "threads": ["--vfs-objects", "threadpool"],
     "ring-loop": ["--event-loop", "ring"],
+    "asyncio-loop": ["--event-loop", "asyncio"],
 }
 
 

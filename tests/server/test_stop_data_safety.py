@@ -149,6 +149,7 @@ STOPS = {
     "sigint-ring": (signal.SIGINT, []),
     "sigterm-threads": (signal.SIGTERM, ["--vfs-objects", "threadpool"]),
     "sigterm-ring-loop": (signal.SIGTERM, ["--event-loop", "ring"]),
+    "sigterm-asyncio-loop": (signal.SIGTERM, ["--event-loop", "asyncio"]),
     "sigterm-workers": (signal.SIGTERM, ["--workers", "2"]),
 }
 

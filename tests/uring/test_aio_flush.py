@@ -162,7 +162,11 @@ def test_a_closed_ring_with_prepared_ops_does_not_break_the_poll():
 
 
 def test_the_servers_asyncio_loop_is_a_flushing_loop():
+    """`--event-loop asyncio` is the flushing loop (plain asyncio's without io_uring); left to
+    the default, the server runs on uvloop."""
     from types import SimpleNamespace
+
+    import uvloop
 
     from smbring.server.cli import event_loop_factory
     args = SimpleNamespace(event_loop="asyncio", no_io_uring=False)
@@ -170,7 +174,7 @@ def test_the_servers_asyncio_loop_is_a_flushing_loop():
     assert event_loop_factory(SimpleNamespace(event_loop="asyncio", no_io_uring=True)) is None
     env = os.environ.pop("SMBRING_EVENT_LOOP", None)
     try:
-        assert event_loop_factory(SimpleNamespace(event_loop=None, no_io_uring=False)) is aio.FlushingEventLoop
+        assert event_loop_factory(SimpleNamespace(event_loop=None, no_io_uring=False)) is uvloop.new_event_loop
     finally:
         if env is not None:
             os.environ["SMBRING_EVENT_LOOP"] = env

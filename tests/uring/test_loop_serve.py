@@ -1,5 +1,5 @@
-"""`smbring serve --event-loop ring`: a real server on the ring loop, driven by Samba's
-smbclient, and the choices the option refuses."""
+"""`smbring serve --event-loop`: a real server on the ring loop, driven by Samba's smbclient;
+which loop serves by default and on each choice; the choices the option refuses."""
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +66,7 @@ def test_the_idle_server_waits_in_io_uring_enter(ring_server):
 
 @pytest.mark.parametrize("args, env, says", [
     (["--event-loop", "ring", "--no-io-uring"], {}, "cannot go with --no-io-uring"),
-    ([], {"SMBRING_EVENT_LOOP": "uvloop"}, "the event loop is asyncio or ring"),
+    ([], {"SMBRING_EVENT_LOOP": "libev"}, "the event loop is asyncio, ring or uvloop"),
     (["--event-loop", "epoll"], {}, "invalid choice"),
 ])
 def test_refused_choices(tmp_path, args, env, says):
@@ -96,5 +96,36 @@ def test_the_variable_is_a_default_that_no_io_uring_overrides(tmp_path, monkeypa
         assert number in idle
         r = smbclient({"port": port}, "ls", "-m", "SMB3")
         assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        stop(proc)
+
+
+def runs_uvloop(pid: int) -> bool:
+    """Whether the process has uvloop's loop module loaded (asyncio's loop never imports it)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "/uvloop/loop." in f.read()
+
+
+@pytest.mark.parametrize("args, env, loop", [
+    ([], {}, "uvloop"),                                             # the default
+    (["--event-loop", "asyncio"], {}, "asyncio"),
+    ([], {"SMBRING_EVENT_LOOP": "asyncio"}, "asyncio"),
+    (["--event-loop", "uvloop"], {"SMBRING_EVENT_LOOP": "asyncio"}, "uvloop"),   # the option wins
+])
+def test_the_loop_that_serves(tmp_path, monkeypatch, args, env, loop):
+    """By default the server runs on uvloop; `--event-loop asyncio` (or the variable) on
+    asyncio's loop, which never imports uvloop. Either serves smbclient."""
+    monkeypatch.delenv("SMBRING_EVENT_LOOP", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "f.txt").write_text("on the loop")
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", *args)
+    try:
+        r = smbclient({"port": port}, f"get f.txt {tmp_path / 'got.txt'}", "-m", "SMB3")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / "got.txt").read_text() == "on the loop"
+        assert runs_uvloop(proc.pid) == (loop == "uvloop")
     finally:
         stop(proc)

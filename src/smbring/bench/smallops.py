@@ -43,14 +43,15 @@ EVENT_LOOP_ENV = "SMBRING_EVENT_LOOP"   # read by `smbring serve` (its --event-l
 RETRIES = 2         # a run whose client failed is run again (counted as failed_runs), this often
 
 
-class SmbringRingLoop(Smbring):
-    """smbring serving on the event loop that waits in io_uring (`serve --event-loop ring`),
-    to measure side by side with the standard asyncio loop."""
-    name = "smbring-ring"
+class SmbringOnLoop(Smbring):
+    """smbring serving on another event loop (`serve --event-loop LOOP`: ring, the loop that
+    waits in io_uring; uvloop, libuv's), to measure side by side with the standard asyncio
+    loop; named smbring-LOOP."""
 
-    def __init__(self, share: str, port: int, state: str):
+    def __init__(self, loop: str, share: str, port: int, state: str):
+        self.name = f"smbring-{loop}"
         before = os.environ.get(EVENT_LOOP_ENV)
-        os.environ[EVENT_LOOP_ENV] = "ring"      # the server process inherits it
+        os.environ[EVENT_LOOP_ENV] = loop        # the server process inherits it
         try:
             super().__init__(share, port, state)
         finally:
@@ -58,6 +59,9 @@ class SmbringRingLoop(Smbring):
                 del os.environ[EVENT_LOOP_ENV]
             else:
                 os.environ[EVENT_LOOP_ENV] = before
+
+
+OTHER_LOOPS = ("ring", "uvloop")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ def add_arguments(p) -> None:
                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
     p.add_argument("--servers", default="smbring,smbd",
                    help="comma-separated: smbring, smbring-ring (smbring on the event loop that "
-                        "waits in io_uring), smbd; smbring's loop also follows SMBRING_EVENT_LOOP")
+                        "waits in io_uring), smbring-uvloop (on uvloop's), smbd; smbring's loop "
+                        "also follows SMBRING_EVENT_LOOP")
     p.add_argument("--workers", default="1",
                    help="smbring's worker processes (serve --workers), comma-separated to compare: "
                         "1,2 measures smbring and smbring-w2")
@@ -286,13 +291,14 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
             ratios[f"{w.name}_ops_vs_smbd"] = round(statistics.median(a[0] / b[0] for a, b in pairs), 3)
             ratios[f"{w.name}_cpu_vs_smbd"] = round(
                 statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
-        ring, plain = results.get((w.name, "smbring-ring"), []), results.get((w.name, "smbring"), [])
-        pairs = list(zip(ring, plain))
-        if pairs:
-            ratios[f"{w.name}_ops_ring_vs_asyncio"] = round(
-                statistics.median(a[0] / b[0] for a, b in pairs), 3)
-            ratios[f"{w.name}_cpu_ring_vs_asyncio"] = round(
-                statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+        for loop in OTHER_LOOPS:
+            other, plain = results.get((w.name, f"smbring-{loop}"), []), results.get((w.name, "smbring"), [])
+            pairs = list(zip(other, plain))
+            if pairs:
+                ratios[f"{w.name}_ops_{loop}_vs_asyncio"] = round(
+                    statistics.median(a[0] / b[0] for a, b in pairs), 3)
+                ratios[f"{w.name}_cpu_{loop}_vs_asyncio"] = round(
+                    statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
     return {"records": records, "ratios": ratios}
 
 
@@ -393,8 +399,8 @@ def run(args) -> int:
                 if name == "smbring":
                     servers.append(Smbring(files.share, port, os.path.join(state, f"{name}-w{workers}"),
                                            workers=workers))
-                elif name == "smbring-ring":
-                    servers.append(SmbringRingLoop(files.share, port, os.path.join(state, name)))
+                elif name.startswith("smbring-") and name[8:] in OTHER_LOOPS:
+                    servers.append(SmbringOnLoop(name[8:], files.share, port, os.path.join(state, name)))
                 elif name == "smbd":
                     servers.append(Smbd(files.share, port, os.path.join(state, name)))
                 else:
