@@ -156,6 +156,19 @@ def encode(changes: list[tuple[int, str]]) -> bytes:
     return wire.chain(entry(action, name) for action, name in changes)
 
 
+def _judged(judged: dict, key, judge, unjudged, failure: str, rel: str):
+    """`judge()`'s answer, asked once per change for the watches alike (`judged`, keyed by
+    `key`); `unjudged` where it fails: a failure to judge must neither tell the name nor fail
+    the request of whoever made the change."""
+    if key not in judged:
+        try:
+            judged[key] = judge()
+        except Exception:
+            log.exception(failure, rel)
+            judged[key] = unjudged
+    return judged[key]
+
+
 def _alike(w: Watch):
     """What names the watches whose judges answer alike (`Watch.alike`), for one change."""
     return id(w) if w.alike is None else w.alike
@@ -345,15 +358,9 @@ class ChangeWatches:
         `name` in the last of them (`Watch.shows`); None: it cannot be judged."""
         dirs = rel.split("/")[:-1]
         key = (_alike(w), "shown", tuple(dirs), name, directory)
-        if key not in judged:
-            try:
-                judged[key] = w.shows(dirs, name, directory)
-            except Exception:
-                # a failure to judge must neither tell the name nor fail the request of
-                # whoever made the change: the client lists the directory instead
-                log.exception("change notify: cannot judge whether %s is listed", rel)
-                judged[key] = None
-        return judged[key]
+        # (unjudged: None, the client lists the directory instead)
+        return _judged(judged, key, lambda: w.shows(dirs, name, directory), None,
+                       "change notify: cannot judge whether %s is listed", rel)
 
     @staticmethod
     def _may_list(w: Watch, rel: str, directory: tuple | None, judged: dict) -> bool:
@@ -364,15 +371,8 @@ class ChangeWatches:
         if not dirs or w.lists is None:
             return True
         key = (_alike(w), tuple(dirs), directory)
-        if key not in judged:
-            try:
-                judged[key] = bool(w.lists(dirs, directory))
-            except Exception:
-                # a failure to judge must neither tell the name nor fail the request of
-                # whoever made the change
-                log.exception("change notify: cannot judge whether %s may be reported", rel)
-                judged[key] = False
-        return judged[key]
+        return _judged(judged, key, lambda: bool(w.lists(dirs, directory)), False,
+                       "change notify: cannot judge whether %s may be reported", rel)
 
     @staticmethod
     def _may_read(w: Watch, rel: str, judged: dict) -> bool:
@@ -382,13 +382,8 @@ class ChangeWatches:
             return True
         *dirs, name = rel.split("/")
         key = (_alike(w), "reads", tuple(dirs), name)
-        if key not in judged:
-            try:
-                judged[key] = bool(w.reads(dirs, name))
-            except Exception:
-                log.exception("change notify: cannot judge whether %s may be read", rel)
-                judged[key] = False
-        return judged[key]
+        return _judged(judged, key, lambda: bool(w.reads(dirs, name)), False,
+                       "change notify: cannot judge whether %s may be read", rel)
 
     def _record(self, w: Watch, action: int, rel: str) -> None:
         if w.overflowed:

@@ -458,6 +458,16 @@ class PosixVFS:
             os.close(fd)
 
     def streams(self, sid: str | None) -> list[tuple[str, os.stat_result]]:
+        return sorted(self._stream_entries(sid, with_stat=True))
+
+    def stream_names(self, sid: str | None) -> list[str]:
+        """The names of the file's named streams, in no particular order, without a stat
+        each (what a CREATE looks through for a name spelled in another case)."""
+        return [name for name, _st in self._stream_entries(sid, with_stat=False)]
+
+    def _stream_entries(self, sid: str | None, with_stat: bool) -> list[tuple]:
+        """(name, its stat or None) of each of the file's named streams, in no particular
+        order; none where the file has no stream directory."""
         if not sid:
             return []
         try:
@@ -466,22 +476,8 @@ class PosixVFS:
             return []
         try:
             named = ((stream_name(n), n) for n in os.listdir(fd))
-            return sorted((name, os.stat(entry, dir_fd=fd, follow_symlinks=False))
-                          for name, entry in named if name is not None)
-        finally:
-            os.close(fd)
-
-    def stream_names(self, sid: str | None) -> list[str]:
-        """The names of the file's named streams, in no particular order, without a stat
-        each (what a CREATE looks through for a name spelled in another case)."""
-        if not sid:
-            return []
-        try:
-            fd = self.open(self.stream_parts(sid), os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return []
-        try:
-            return [name for name in map(stream_name, os.listdir(fd)) if name is not None]
+            return [(name, os.stat(entry, dir_fd=fd, follow_symlinks=False) if with_stat else None)
+                    for name, entry in named if name is not None]
         finally:
             os.close(fd)
 
