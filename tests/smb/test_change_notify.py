@@ -261,3 +261,36 @@ def test_two_waiting_requests_on_one_open_are_answered_in_turn(client, watched):
     first, second = wait(client, watched), wait(client, watched)
     answered = [late(make(client, f"dir\\{name}"), interim) for name, interim in (("a", first), ("b", second))]
     assert answered == [(0, [(notify.ADDED, "a")]), (0, [(notify.ADDED, "b")])]
+
+
+class _Elsewhere(notify.Watch):
+    """A watch a change must not even be looked at for: its directory is not the changed
+    name's, nor (recursive) above it."""
+
+    def relative(self, path):
+        raise AssertionError(f"{self.path} was asked about {path}")
+
+
+def test_a_change_looks_only_at_the_watches_of_its_directories():
+    """Watches are found by the directories they watch: a change is not compared with every
+    watch of the server (one client may keep thousands; every change by anyone would pay for
+    them), yet reaches each it concerns, recursive ones above it too."""
+    watches = notify.ChangeWatches()
+    for i in range(2000):
+        watches.add(_Elsewhere(f"/s/other{i}", NAMES, True))
+    watches.add(_Elsewhere("/s/busy/deeper", NAMES, True))      # below the change: not concerned
+    direct = notify.Watch("/s/busy", NAMES, False)
+    above = notify.Watch("/s", NAMES, True)
+    flat_above = notify.Watch("/s", NAMES, False)              # not recursive: not concerned
+    root = notify.Watch("/", NAMES, True)
+    for w in (direct, above, flat_above, root):
+        watches.add(w)
+    watches.post("/s/busy/new.txt", notify.ADDED, notify.FILE_NAME)
+    assert direct.changes == [(notify.ADDED, "new.txt")]
+    assert above.changes == [(notify.ADDED, "busy\\new.txt")]
+    assert root.changes == [(notify.ADDED, "s\\busy\\new.txt")]
+    assert flat_above.changes == []
+    for w in (direct, above, root):
+        watches.remove(w)
+    watches.post("/s/busy/again.txt", notify.ADDED, notify.FILE_NAME)
+    assert direct.changes == above.changes == root.changes == []

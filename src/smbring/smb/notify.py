@@ -169,6 +169,14 @@ def _judged(judged: dict, key, judge, unjudged, failure: str, rel: str):
     return judged[key]
 
 
+def _forget(index: dict, key, w: Watch) -> None:
+    same = index.get(key)
+    if same is not None:
+        same.pop(w, None)
+        if not same:
+            del index[key]
+
+
 def _alike(w: Watch):
     """What names the watches whose judges answer alike (`Watch.alike`), for one change."""
     return id(w) if w.alike is None else w.alike
@@ -179,7 +187,13 @@ class ChangeWatches:
     what the kernel reports (`observed`) by all."""
 
     def __init__(self) -> None:
-        self._watches: list[Watch] = []
+        self._watches: dict[Watch, None] = {}       # every watch, in the order added
+        # the same by the directory watched, and by its (st_dev, st_ino): a change, or a
+        # directory to be deleted, looks at the watches it can concern only, not at all of
+        # them (a client may keep thousands, each an open: every change by anyone would cost
+        # that many)
+        self._at: dict[str, dict[Watch, None]] = {}
+        self._of_key: dict[tuple, dict[Watch, None]] = {}
         self._owner_bytes: dict[object, int] = {}
         # the server's own changes by path -> the epoch they were posted in: the kernel reports
         # them too, and they must not be reported twice (see `observed`, `tick`)
@@ -191,12 +205,16 @@ class ChangeWatches:
 
     # -- the watches -----------------------------------------------------------------------
     def add(self, w: Watch) -> None:
-        self._watches.append(w)
+        self._watches[w] = None
+        self._at.setdefault(w.path, {})[w] = None
+        self._of_key.setdefault(w.key, {})[w] = None
         self._changed()
 
     def remove(self, w: Watch) -> None:
         if w in self._watches:
-            self._watches.remove(w)
+            del self._watches[w]
+            _forget(self._at, w.path, w)
+            _forget(self._of_key, w.key, w)
             self._release(w)
             w.changes, w.size = [], 0
             if not self._watches:
@@ -282,7 +300,7 @@ class ChangeWatches:
     def delete_pending(self, key: tuple) -> None:
         """The directory `key` is to be deleted: the requests waiting on its watches end with
         STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: a watched directory being deleted)."""
-        for w in list(self._watches):
+        for w in list(self._of_key.get(key, ())):
             if w.key == key:
                 for deliver in list(w.waiting):
                     deliver(wire.STATUS_DELETE_PENDING)
@@ -325,6 +343,16 @@ class ChangeWatches:
         self._own = {p: e for p, e in self._own.items() if e >= self._epoch - 1}
 
     # -- recording -------------------------------------------------------------------------------
+    def _watching(self, path: str) -> list[Watch]:
+        """The watches a change of `path` may concern (`Watch.relative` decides): those of its
+        directory, and the recursive ones of the directories above it."""
+        parent = path.rpartition("/")[0]
+        found = list(self._at.get(parent, ()))
+        while parent not in ("", "/"):
+            parent = parent.rpartition("/")[0] or "/"
+            found += [w for w in self._at.get(parent, ()) if w.recursive]
+        return found
+
     def _concerned(self, path: str, what: int, directory: tuple | None = None,
                    judged: dict | None = None, *, gone: bool = False,
                    judged_as: str | None = None) -> list[Watch]:
@@ -335,7 +363,7 @@ class ChangeWatches:
         path of the same file in the same directory, judged instead."""
         out = []
         judged = {} if judged is None else judged
-        for w in self._watches:
+        for w in self._watching(path):
             if not w.filter & what:
                 continue
             rel = w.relative(path)
