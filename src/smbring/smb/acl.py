@@ -327,6 +327,12 @@ def check(desired: int, d: Descriptor | None, parent: Descriptor | None, token: 
     return want | (have if desired & MAXIMUM_ALLOWED else 0)
 
 
+def _identity(a: Ace) -> tuple:
+    """What makes two ACEs equal, as a key: duplicates are found in a set, not by comparing
+    each ACE with every other (a DACL may hold thousands where xattrs take 64 KiB)."""
+    return a.type, a.flags, a.mask, a.sid, a.body
+
+
 def _inherited_aces(parent: Descriptor, is_dir: bool, token: Token) -> list[Ace]:
     """The ACEs a new child gets from its parent's DACL (MS-DTYP 2.5.3.4.2, as NTFS and
     Samba make them): a file takes the object-inherit ACEs as plain ones; a directory the
@@ -363,11 +369,7 @@ def _inherited_aces(parent: Descriptor, is_dir: bool, token: Token) -> list[Ace]
             aces.append(Ace(ace.type, new_flags | mark, ace.mask, ace.sid))   # (CREATOR kept)
         else:
             aces.append(Ace(ace.type, new_flags | mark, map_generic(ace.mask), who))
-    unique: list[Ace] = []
-    for a in aces:
-        if a not in unique:
-            unique.append(a)
-    return unique
+    return list({_identity(a): a for a in aces}.values())      # each once, in order
 
 
 def default_dacl(token: Token) -> list[Ace]:
@@ -409,7 +411,8 @@ def complete(d: Descriptor, parent: Descriptor | None, is_dir: bool, token: Toke
     if (d.dacl is not None and not d.control & SE_DACL_PROTECTED and parent is not None
             and parent.control & SE_DACL_PRESENT and parent.control & SE_DACL_AUTO_INHERITED):
         explicit = [a for a in d.dacl if a.body or not a.flags & INHERITED]
-        d.dacl = explicit + [a for a in _inherited_aces(parent, is_dir, token) if a not in explicit]
+        given = {_identity(a) for a in explicit}
+        d.dacl = explicit + [a for a in _inherited_aces(parent, is_dir, token) if _identity(a) not in given]
         d.control |= SE_DACL_AUTO_INHERITED
     return d
 
