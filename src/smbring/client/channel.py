@@ -377,6 +377,18 @@ class Channel:
         """Sends a local file range with sendfile(2): page cache -> socket, no user-space copy."""
         if self.send_buffer is None:
             self.send_buffer = raise_send_buffer(self._sock)
+        sent = self._sendfile(part)
+        if sent == part.length:
+            self._unsent.popleft()
+            if part.__class__ is _HeldRange:
+                os.close(part.fd)
+        else:
+            self._unsent[0] = part.__class__(part.fd, part.offset + sent, part.length - sent)
+
+    def _sendfile(self, part: FileRange) -> int:
+        """sendfile(2) of a file range to the socket: the bytes sent, at least one. The local
+        file's failure, or its end before the range's, is a LocalFileError; the connection's,
+        and a socket that takes nothing now, an OSError."""
         try:
             sent = os.sendfile(self._sock.fileno(), part.fd, part.offset, part.length)
         except (BlockingIOError, InterruptedError):
@@ -389,12 +401,7 @@ class Channel:
             # the header announced these bytes; the stream cannot be continued without them
             raise LocalFileError(f"the local file ended at {part.offset} during the upload, "
                                    f"{part.length} more bytes were due (it shrank?)")
-        if sent == part.length:
-            self._unsent.popleft()
-            if part.__class__ is _HeldRange:
-                os.close(part.fd)
-        else:
-            self._unsent[0] = part.__class__(part.fd, part.offset + sent, part.length - sent)
+        return sent
 
     def _on_readable(self) -> None:
         try:
@@ -650,7 +657,7 @@ class Channel:
 
     def can_send(self, payload: int) -> bool:
         """Whether a request moving `payload` bytes has its credits at hand."""
-        return self._balance >= (charge_needed(payload) if self.multi_credit else 1)
+        return self._balance >= self.charge_for(payload)
 
     @property
     def credits_held(self) -> int:
@@ -757,7 +764,7 @@ class Channel:
         if self._error is not None:
             raise self._error
         n = data.length
-        charge = charge_needed(n) if self.multi_credit else 1
+        charge = self.charge_for(n)
         if self._balance < charge:
             raise ProtocolError("a WRITE started without its credits")         # (a bug)
         message_id = self._take_credits_now(charge)
@@ -780,18 +787,16 @@ class Channel:
             unsent.append(head[sent:])
         else:
             try:
-                sent = os.sendfile(self._sock.fileno(), data.fd, data.offset, n)
+                sent = self._sendfile(data)
             except (BlockingIOError, InterruptedError):
-                sent = None
+                sent = 0
+            except LocalFileError as e:
+                self._fail(e)
+                return
             except OSError as e:
-                self._fail(ConnectionError(f"connection lost: {e}") if e.errno in _LOST else
-                           LocalFileError(f"reading the local file failed during the upload: {e}"))
+                self._fail(ConnectionError(f"connection lost: {e}"))
                 return
             if sent == n:
-                return
-            if sent == 0:
-                self._fail(LocalFileError(f"the local file ended at {data.offset} during the "
-                                          f"upload, {n} more bytes were due (it shrank?)"))
                 return
             if sent:
                 data = FileRange(data.fd, data.offset + sent, n - sent)

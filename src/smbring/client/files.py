@@ -98,6 +98,21 @@ async def pipelined_requests(starts, depth: int, finish, on_result=None, abandon
                 abandon(*args)
 
 
+def _write_size(client, chunk_size: int | None) -> int:
+    """The bytes of a WRITE: large ones only as far as the server's credit window lets them
+    through."""
+    return client.io_size if chunk_size is None else client.fitting(chunk_size)
+
+
+def _source_chunk(source: Source, offset: int, n: int):
+    """source(offset, n), which must give all n bytes."""
+    chunk = source(offset, n)
+    if len(chunk) != n:
+        raise ValueError(f"the source gave {len(chunk)} bytes at {offset}, {n} were due "
+                         f"(the local file changed during the transfer?)")
+    return chunk
+
+
 class _Write:
     """One WRITE of a _WritePump, standing for its future on the channel (done, set_result,
     set_exception): its answer goes straight to the pump."""
@@ -153,15 +168,10 @@ class _WritePump:
 
     def size(self) -> int:
         """The bytes of the next WRITE (at most: the end may come first)."""
-        client = self.f._client
-        return client.io_size if self.chunk_size is None else client.fitting(self.chunk_size)
+        return _write_size(self.f._client, self.chunk_size)
 
     def chunk(self, n: int):
-        chunk = self.source(self.next, n)
-        if len(chunk) != n:
-            raise ValueError(f"the source gave {len(chunk)} bytes at {self.next}, {n} were due "
-                             f"(the local file changed during the transfer?)")
-        return chunk
+        return _source_chunk(self.source, self.next, n)
 
     def fill(self) -> None:
         """WRITEs sent while fewer than `depth` are in flight and the channel has the credits."""
@@ -194,9 +204,7 @@ class _WritePump:
         n = min(self.size(), self.end - self.next)
         chunk = self.chunk(n)
         try:
-            started = self.f._client.start_data_request(
-                wire.WRITE, m.write_request_head(self.f.file_id, self.next, n), data=chunk,
-                payload=n, what=self.what)
+            started = self.f._start_write(self.next, chunk, n, self.what)
         except BaseException:
             self.finish(_Write(self, self.next, chunk))
             raise
@@ -207,18 +215,12 @@ class _WritePump:
         if write.over:
             return          # abandoned when the pump stopped
         self.flying.discard(write)
-        write.over = True
-        if self.done is not None:
-            self.done(write.chunk)
+        self.finish(write)
         if error is None:
             try:
                 if response.status != wire.STATUS_SUCCESS:
                     raise error_for(response.status, self.what)
-                count = m.parse_write(response.message)
-                if count != len(write.chunk):
-                    raise ProtocolError(f"WRITE of {len(write.chunk)} bytes at offset "
-                                        f"{write.offset} of {self.f.path!r}: the server says it "
-                                        f"wrote {count}")
+                self.f._check_written(m.parse_write(response.message), write.chunk, write.offset)
             except BaseException as e:
                 error = e
         if error is not None:
@@ -409,6 +411,10 @@ class RemoteFile:
         finally:
             if done is not None:
                 done(chunk)
+        self._check_written(count, chunk, offset)
+
+    def _check_written(self, count: int, chunk, offset: int) -> None:
+        """A WRITE answer's Count must be the chunk's length."""
         if count != len(chunk):
             raise ProtocolError(f"WRITE of {len(chunk)} bytes at offset {offset} of {self.path!r}: "
                                 f"the server says it wrote {count}")
@@ -432,13 +438,8 @@ class RemoteFile:
         def jobs():
             start, end = offset, offset + length
             while start < end:
-                # large WRITEs only as far as the server's credit window lets them through
-                size = client.io_size if chunk_size is None else client.fitting(chunk_size)
-                n = min(size, end - start)
-                chunk = source(start, n)
-                if len(chunk) != n:
-                    raise ValueError(f"the source gave {len(chunk)} bytes at {start}, {n} were due "
-                                     f"(the local file changed during the transfer?)")
+                n = min(_write_size(client, chunk_size), end - start)
+                chunk = _source_chunk(source, start, n)
                 yield (functools.partial(self._start_write, start, chunk, n, what),
                        (start, chunk, done))
                 start += n
@@ -447,14 +448,12 @@ class RemoteFile:
             if done is not None:
                 done(chunk)
 
+        depth = client.transfer_depth if depth is None else max(1, depth)
         channel = client.sole_channel()
         if channel is not None:
-            await _WritePump(self, channel, offset, length, source, done, chunk_size,
-                             client.transfer_depth if depth is None else max(1, depth), what).run()
+            await _WritePump(self, channel, offset, length, source, done, chunk_size, depth, what).run()
             return length
-        await pipelined_requests(jobs(),
-                                 client.transfer_depth if depth is None else max(1, depth),
-                                 self._finish_write, abandon=abandon)
+        await pipelined_requests(jobs(), depth, self._finish_write, abandon=abandon)
         return length
 
     async def flush(self) -> None:
