@@ -759,9 +759,8 @@ class Connection:
         encryption, or (its session gone, which cannot say) the server does."""
         if s is not None:
             return _share_encrypts(s, o)
-        share = getattr(o.tree, "share", None)
         return self.policy.encryption in ("required", "desired") or \
-            bool(share is not None and (share.encrypt or share.encrypt_desired))
+            _asks_encryption(getattr(o.tree, "share", None))
 
     def cancel_async(self, areq: "AsyncRequest", status: int = wire.STATUS_CANCELLED) -> None:
         if areq.async_id in self.async_requests:
@@ -1350,7 +1349,12 @@ def _share_encrypts(s: Session | None, o: Open) -> bool:
     """Whether the share of an open's tree connect asks for encryption (`smb encrypt` required
     or desired): what the server tells of the open (its breaks) is then sealed."""
     t = s.trees.get(o.tree_id) if s is not None else None
-    return bool(t is not None and t.share and (t.share.encrypt or t.share.encrypt_desired))
+    return t is not None and _asks_encryption(t.share)
+
+
+def _asks_encryption(share) -> bool:
+    """Whether a share asks for encryption (`smb encrypt` required or desired)."""
+    return bool(share and (share.encrypt or share.encrypt_desired))
 
 
 def check_channel_sequence(o: Open, hdr: Header) -> None:
