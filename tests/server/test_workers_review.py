@@ -141,16 +141,23 @@ def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server,
         tb.close(fb)
 
 
+def many_locks(tree, name: str) -> list:
+    """Four opens of `name` through `tree`, each holding `max locks per open` exclusive
+    locks of one byte, none overlapping: their file ids."""
+    held = [tree.open(name, READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
+    for n, fid in enumerate(held):
+        r = tree.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
+        assert r.status == wire.STATUS_SUCCESS, r
+    return held
+
+
 def test_reads_against_another_workers_many_locks_stall_nobody(server, two):
     """One client holds 4 x `max locks per open` locks on a file through one worker and sends
     compounds of 128 READs of it through the other: each READ's check looked at every lock
     of the first worker; an ECHO of another client of the second worker is answered within
     a second throughout."""
     (a, ta, wa), (b, tb, wb) = two
-    held = [ta.open("read-locks.bin", READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
-    for n, fid in enumerate(held):
-        r = ta.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
-        assert r.status == wire.STATUS_SUCCESS, r
+    held = many_locks(ta, "read-locks.bin")
     fb = tb.open("read-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
     d, _td = logged_on(server["port"], b.offered["guid"])      # with b
     try:
@@ -177,10 +184,7 @@ def test_lock_requests_against_another_workers_many_locks_stall_nobody(server, t
     another client of the second worker, and an open on the first, are answered within a
     second throughout."""
     (a, ta, wa), (b, tb, wb) = two
-    held = [ta.open("lock-locks.bin", READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
-    for n, fid in enumerate(held):
-        r = ta.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
-        assert r.status == wire.STATUS_SUCCESS, r
+    held = many_locks(ta, "lock-locks.bin")
     fb = tb.open("lock-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
     c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
     d, _td = logged_on(server["port"], b.offered["guid"])      # with b
