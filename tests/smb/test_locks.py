@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from smbring.smb.locks import ByteRangeLocks, Lock, _SortedInts
+from smbring.smb.locks import ByteRangeLocks, Lock, SortedInts
 
 A, B, C = 1, 2, 3       # three opens
 
@@ -310,7 +310,7 @@ class Reference:
 @pytest.mark.parametrize("seed", range(6))
 def test_matches_the_rules_on_random_requests(key, seed, block, monkeypatch, locks):
     if block:
-        monkeypatch.setattr(_SortedInts, "BLOCK", block)
+        monkeypatch.setattr(SortedInts, "BLOCK", block)
     rnd = random.Random(seed)
     ref = Reference()
 

@@ -46,7 +46,7 @@ import lmdb
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
-from smbring.smb.locks import ByteRangeLocks, Lock, _Ranges
+from smbring.smb.locks import ByteRangeLocks, CountedRanges, Lock
 from smbring.smb.server_state import PathIndex
 from smbring.smb.sharemodes import DELETE, READ, WRITE, blocks_rename_in, categories
 
@@ -682,7 +682,7 @@ def _log_locks(txn, dbs, file: bytes, changes) -> int | None:
 
 class _Mirror:
     """The other workers' locks on one file as of the change numbered `seq` of its log:
-    counted ranges (smb.locks' _Ranges) of all of them and of the exclusive ones, so that a
+    counted ranges (smb.locks.CountedRanges) of all of them and of the exclusive ones, so that a
     check is O(log n) whatever they hold."""
 
     def __init__(self, seq: int, others=()):
@@ -690,7 +690,7 @@ class _Mirror:
         self.seq = seq
         every = [(offset, length) for offset, length, _x, count in others for _ in range(count)]
         exclusive = [(offset, length) for offset, length, x, count in others if x for _ in range(count)]
-        self.every, self.exclusive = _Ranges.of(every), _Ranges.of(exclusive)
+        self.every, self.exclusive = CountedRanges.of(every), CountedRanges.of(exclusive)
 
     def size(self) -> int:
         return self.every.starts.size + self.every.points.size

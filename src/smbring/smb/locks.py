@@ -45,7 +45,7 @@ class Lock:
         return offset < self.offset + self.length and self.offset < offset + length
 
 
-class _SortedInts:
+class SortedInts:
     """A sorted multiset of ints that adds, removes and ranks (counts the values below x) in
     O(log n): sorted blocks of at most 2 * BLOCK values (so an insert or removal moves at most
     that many), the blocks' sizes in a Fenwick tree for the ranks."""
@@ -59,7 +59,7 @@ class _SortedInts:
         self.size = 0
 
     @classmethod
-    def of(cls, values: list[int]) -> "_SortedInts":
+    def of(cls, values: list[int]) -> "SortedInts":
         """All of `values` at once: O(n log n), in C (a multiset read back whole)."""
         made = cls()
         values = sorted(values)
@@ -134,7 +134,7 @@ class _SortedInts:
                 self.tree[parent - 1] += self.tree[i - 1]
 
 
-class _Ranges:
+class CountedRanges:
     """A multiset of locked ranges that counts those overlapping a range by Lock.overlaps'
     rules, in O(log n). A range [s, e) misses [a, b) exactly when s >= b or e <= a, and never
     both, so #overlapping = #(s < b) - #(e <= a): two sorted multisets, of starts and of ends,
@@ -143,24 +143,24 @@ class _Ranges:
     #(s < x) - #(e <= x)."""
 
     def __init__(self) -> None:
-        self.starts = _SortedInts()
-        self.ends = _SortedInts()
-        self.points = _SortedInts()
+        self.starts = SortedInts()
+        self.ends = SortedInts()
+        self.points = SortedInts()
 
     @classmethod
-    def of(cls, ranges: list[tuple[int, int]]) -> "_Ranges":
+    def of(cls, ranges: list[tuple[int, int]]) -> "CountedRanges":
         """All of `ranges` ((offset, length) each) at once."""
         made = cls()
-        made.starts = _SortedInts.of([offset for offset, length in ranges if length])
-        made.ends = _SortedInts.of([offset + length for offset, length in ranges if length])
-        made.points = _SortedInts.of([offset for offset, length in ranges if not length])
+        made.starts = SortedInts.of([offset for offset, length in ranges if length])
+        made.ends = SortedInts.of([offset + length for offset, length in ranges if length])
+        made.points = SortedInts.of([offset for offset, length in ranges if not length])
         return made
 
     def add(self, offset: int, length: int) -> None:
-        self._apply(_SortedInts.add, offset, length)
+        self._apply(SortedInts.add, offset, length)
 
     def remove(self, offset: int, length: int) -> None:
-        self._apply(_SortedInts.remove, offset, length)
+        self._apply(SortedInts.remove, offset, length)
 
     def _apply(self, change, offset: int, length: int) -> None:
         if length:
@@ -186,14 +186,14 @@ class _Held:
     # (offset, length) -> [exclusive, shared]: how many identical locks of each kind, for
     # unlocking (exact ranges, exclusive first) and for dropping them all at close
     ranges: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    exclusive: _Ranges = field(default_factory=_Ranges)   # another open's = all minus these
+    exclusive: CountedRanges = field(default_factory=CountedRanges)   # another open's = all minus these
     count: int = 0
 
 
 @dataclass
 class _File:
-    shared: _Ranges = field(default_factory=_Ranges)
-    exclusive: _Ranges = field(default_factory=_Ranges)
+    shared: CountedRanges = field(default_factory=CountedRanges)
+    exclusive: CountedRanges = field(default_factory=CountedRanges)
     owners: dict[int, _Held] = field(default_factory=dict)
 
 
