@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
     "status": "smbring.server.control",
+    "control": "smbring.server.control",
     "bench": "smbring.bench.cli",
     # the client: smb:// URLs, as smbclient's commands
     "get": "smbring.client.cli",

@@ -180,6 +180,123 @@ def test_reload_adds_a_share_for_new_clients_while_an_old_session_keeps_working(
         stop(proc)
 
 
+# -- smbring control: close-share, close-denied-share -------------------------------------------
+NETWORK_NAME_DELETED = "0xc00000c9"
+
+
+def control(tmp_path, *args):
+    return subprocess.run(CLI + ["control", *args, "--json", "--control-socket", str(tmp_path / "ctl" / "control")],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_close_share_ends_the_shares_tree_connects_and_their_opens_only(tmp_path):
+    from smbprotocol.exceptions import SMBResponseException
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "held.txt").write_bytes(b"A" * 10)
+    (b / "other.txt").write_bytes(b"B" * 10)
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    write_config(conf, {"a": {"path": a, "read_only": "no"}, "b": {"path": b}}, listen=f"127.0.0.1:{port}")
+    proc, _ = start(tmp_path, "--config", str(conf), port=port)
+    try:
+        c = Client(port, "a")
+        held = c.open("held.txt", write=True, share_access=0)     # nobody else may open it
+        tree_b = c.connect("b")
+        other = c.open("other.txt", tree=tree_b)
+        r = control(tmp_path, "close-share", "A")                  # share names in any case
+        assert r.returncode == 0, r.stderr
+        closed = json.loads(r.stdout)["closed"]
+        assert [(t["share"], t["why"]) for t in closed] == [("a", "close-share")]
+        assert "closed by the administrator: close-share" in (tmp_path / "server.log").read_text()
+        with pytest.raises(SMBResponseException, match=NETWORK_NAME_DELETED):
+            held.read(0, 10)
+        assert other.read(0, 10) == b"B" * 10                       # the other tree goes on
+        # the open was closed with its tree: another client may open the file alone now
+        d = Client(port, "a")
+        d.open("held.txt", write=True, share_access=0).close()
+        d.close()
+        # the session stays: it connects the share again
+        again = c.open("held.txt", tree=c.connect("a"))
+        assert again.read(0, 10) == b"A" * 10
+        trees = [t["share"] for conn in status(tmp_path)["connections"] for s in conn["sessions"]
+                 for t in s["trees"]]
+        assert sorted(trees) == ["a", "b"]
+        # nothing connected to it: nothing closed
+        r = control(tmp_path, "close-share", "nosuch")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"closed": []}
+        c.conn.disconnect(close=False)      # (smbprotocol would disconnect the closed tree too)
+    finally:
+        stop(proc)
+
+
+def test_close_denied_share_reloads_and_ends_only_what_the_new_configuration_refuses(tmp_path):
+    from smbprotocol.exceptions import SMBResponseException
+    dirs = {name: tmp_path / name for name in ("gone", "refused", "readonly", "moved", "kept")}
+    for d in dirs.values():
+        d.mkdir()
+        (d / "f.txt").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    port = free_port()
+    conf = tmp_path / "smb.conf"
+    shares = {name: {"path": d, "read_only": "no"} for name, d in dirs.items()}
+    write_config(conf, shares, listen=f"127.0.0.1:{port}")
+    proc, _ = start(tmp_path, "--config", str(conf), port=port)
+    try:
+        c = Client(port, "kept")
+        trees = {name: c.connect(name) for name in dirs}
+        opens = {name: c.open("f.txt", tree=trees[name]) for name in dirs}
+        # the file changes: one share goes, one refuses the user, one becomes read-only,
+        # one serves another directory; "kept" stays as it was
+        del shares["gone"]
+        shares["refused"]["valid_users"] = "someone-else"
+        shares["readonly"]["read_only"] = "yes"
+        shares["moved"]["path"] = tmp_path / "elsewhere"
+        write_config(conf, shares, listen=f"127.0.0.1:{port}")
+        r = control(tmp_path, "close-denied-share", "*")
+        assert r.returncode == 0, r.stderr
+        why = {t["share"]: t["why"] for t in json.loads(r.stdout)["closed"]}
+        assert set(why) == {"gone", "refused", "readonly", "moved"}, why
+        assert why["gone"] == "share gone" and why["readonly"] == "read only is now yes"
+        assert "configuration reloaded" in (tmp_path / "server.log").read_text()
+        for name in ("gone", "refused", "readonly", "moved"):
+            with pytest.raises(SMBResponseException, match=NETWORK_NAME_DELETED):
+                opens[name].read(0, 1)
+        assert opens["kept"].read(0, 1) == b"x"
+        # connected again, as the configuration now says
+        with pytest.raises(SMBResponseException, match="0xc0000022"):     # ACCESS_DENIED
+            c.connect("refused")
+        ro = c.connect("readonly")
+        with pytest.raises(SMBResponseException):
+            c.open("new.txt", tree=ro, write=True, create=True)
+        # asked again, nothing more is denied
+        r = control(tmp_path, "close-denied-share", "*")
+        assert r.returncode == 0 and json.loads(r.stdout)["closed"] == []
+        c.conn.disconnect(close=False)
+    finally:
+        stop(proc)
+
+
+def test_control_requests_that_name_no_share_are_refused(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port = start(tmp_path, str(share))
+    try:
+        r = subprocess.run(CLI + ["control", "close-share", " ", "--control-socket", str(tmp_path / "ctl" / "control")],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "name the share" in r.stderr
+        path = str(tmp_path / "ctl" / "control")
+        for request in (b"close-share\n", b"close-share \x01\n", b"close-everything now\n"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+                s.sendall(request)
+                answer = json.loads(s.makefile().readline())
+            assert "error" in answer and "closed" not in answer, (request, answer)
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+
+
 # -- SIGTERM ----------------------------------------------------------------------------------
 def test_sigterm_during_a_large_get_lets_it_finish(tmp_path):
     if not shutil.which("smbclient"):

@@ -12,6 +12,7 @@ that client connects."""
 import hashlib
 import os
 import signal
+import json
 import subprocess
 import sys
 import threading
@@ -459,6 +460,24 @@ def test_status_command_lists_the_workers(server):
     assert out.returncode == 0, out.stderr
     assert "Worker" in out.stdout and "shown.txt" in out.stdout
     c.close()
+
+
+def test_close_share_reaches_the_trees_of_every_worker(pair, server):
+    a, b, wa, wb = pair
+    held = a.open("held-a", share=0)
+    out = subprocess.run([sys.executable, "-m", "smbring.cli", "control", "close-share", "share", "--json",
+                          "--control-socket", server["control"]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    closed = json.loads(out.stdout)["closed"]
+    assert sorted(t["worker"] for t in closed) == sorted([wa, wb])
+    for client in (a, b):
+        with pytest.raises(SMBResponseException) as e:
+            client.open("after-close-share")
+        assert status_code(e) == 0xC00000C9      # STATUS_NETWORK_NAME_DELETED
+    c = Client(server["port"])                    # the share mode went with the open
+    c.open("held-a", share=0).close()
+    c.close()
+    del held
 
 
 # -- durable handles and multichannel: offered (each client on one worker: test_workers_handoff)

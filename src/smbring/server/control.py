@@ -9,7 +9,14 @@ tells is who is connected from where, as which SMB user and Unix account (the on
 session's and tree's file-system calls act as), and what they have open: nothing a client
 should learn about the others.
 
-The protocol is one request line (``status``) and one JSON document in answer.
+The protocol is one request line and one JSON document in answer. ``status`` tells; the
+administrator's actions are Samba's smbcontrol messages of the same names (``smbring control
+...``): ``close-share NAME`` ends every tree connect to the share (``*``: to every share),
+``close-denied-share NAME`` reloads the configuration and ends those the reloaded
+configuration would not connect as they are (the share gone, the user refused, another
+``read only`` or directory). A session whose tree connect ends keeps its other trees; its
+client is answered STATUS_NETWORK_NAME_DELETED on that tree and may connect again, as the
+configuration in force allows.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import stat
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import security, sharemodes, wire
 
@@ -172,9 +179,10 @@ def _claim(path: str) -> None:
 
 
 class ControlSocket:
-    def __init__(self, server: "Server", path: str):
+    def __init__(self, server: "Server", path: str, reload: Callable[[], str | None] | None = None):
         self.server = server
         self.path = path
+        self.reload = reload        # a reload as SIGHUP makes it: why it failed, else None
         self._unix: asyncio.AbstractServer | None = None
         self._ino: int | None = None
         # who may ask besides root: the server's own user, as it starts (the event loop's
@@ -220,19 +228,49 @@ class ControlSocket:
                 await writer.drain()
                 return
             request = line[:REQUEST_MAX].decode(errors="replace").strip()
+            action = parse_action(request)
             if request == "status":
                 answer = snapshot(self.server)
             elif request == "metrics" and self.server.metrics is not None:
                 # (a worker's: the supervisor serves them all at its metrics address)
                 answer = {"metrics": self.server.metrics.exposition()}
+            elif isinstance(action, tuple):
+                answer = self._act(*action)
             else:
-                answer = {"error": f"unknown request {request[:40]!r} (known: status)"}
+                answer = {"error": action or f"unknown request {request[:40]!r} (known: {KNOWN})"}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (OSError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError) as e:
             log.info("control socket: request dropped: %s", e)
         finally:
             writer.close()
+
+
+    def _act(self, verb: str, share: str) -> dict:
+        answer: dict = {}
+        if verb == "close-denied-share":
+            # judged against the file as it is now, as smbd's close-denied-share reloads first
+            failure = self.reload() if self.reload is not None else None
+            if failure is not None:
+                answer["reload_failed"] = failure   # the configuration in force judges then
+        answer["closed"] = self.server.close_share(share, denied_only=verb == "close-denied-share")
+        return answer
+
+
+ACTIONS = ("close-share", "close-denied-share")
+KNOWN = "status, " + ", ".join(f"{verb} NAME" for verb in ACTIONS)
+
+
+def parse_action(request: str) -> tuple[str, str] | str | None:
+    """(verb, share) of an action request; a str saying what is wrong with one; None for a
+    request that is no action. A share's name is one word of printable characters (`*`: all)."""
+    verb, _, share = request.partition(" ")
+    if verb not in ACTIONS:
+        return None if verb in ("status", "metrics") else f"unknown request {request[:40]!r} (known: {KNOWN})"
+    share = share.strip()
+    if not share or not share.isprintable() or len(share) > 80:
+        return f"{verb}: name the share (or * for every share)"
+    return verb, share
 
 
 # -- smbring status -------------------------------------------------------------------------
@@ -299,12 +337,26 @@ def register(sub) -> None:
     p = sub.add_parser("status", help="what a running server holds: sessions, shares, open files, "
                                       "locks (like smbstatus)")
     p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    _server_arguments(p)
+    p.set_defaults(func=run)
+    p = sub.add_parser("control", help="act on a running server (like smbcontrol): end the tree "
+                                       "connects to a share")
+    p.add_argument("action", choices=ACTIONS,
+                   help="close-share: end every tree connect to the share; close-denied-share: "
+                        "reload the configuration and end those it no longer allows as they are")
+    p.add_argument("share", help="the share's name, or * for every share")
+    p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    _server_arguments(p)
+    p.set_defaults(func=run_control)
+
+
+def _server_arguments(p) -> None:
     p.add_argument("--control-socket", help=f"the server's control socket (default {default_path()})")
     p.add_argument("--config", help="smb.conf whose `control socket` to use")
-    p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _ask_server(args, request: str) -> tuple[dict | None, int]:
+    """The server's answer to `request`, or None and the exit status (the reason printed)."""
     path = args.control_socket
     if not path and args.config:
         from smbring.server.config import ConfigError, load
@@ -312,24 +364,54 @@ def run(args) -> int:
             path = load(args.config).options.get("control socket")
         except (OSError, ConfigError) as e:
             print(f"configuration: {e}", file=sys.stderr)
-            return 2
+            return None, 2
     path = path or default_path()
     try:
-        status = ask(path)
+        answer = ask(path, request)
     except FileNotFoundError:
         print(f"no server at {path} (is smbring serving? see --control-socket)", file=sys.stderr)
-        return 1
+        return None, 1
     except ConnectionRefusedError:
         print(f"no server at {path}: the socket is left from one that has stopped", file=sys.stderr)
-        return 1
+        return None, 1
     except PermissionError:
         print(f"{path}: permission denied (only root and the server's user may ask)", file=sys.stderr)
-        return 1
+        return None, 1
     except (OSError, ValueError) as e:
         print(f"{path}: {e}", file=sys.stderr)
-        return 1
-    if "error" in status:
-        print(f"{path}: {status['error']}", file=sys.stderr)
-        return 1
+        return None, 1
+    if "error" in answer:
+        print(f"{path}: {answer['error']}", file=sys.stderr)
+        return None, 1
+    return answer, 0
+
+
+def run(args) -> int:
+    status, exit_status = _ask_server(args, "status")
+    if status is None:
+        return exit_status
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
+
+
+def run_control(args) -> int:
+    request = f"{args.action} {args.share}"
+    problem = parse_action(request)
+    if isinstance(problem, str):
+        print(problem, file=sys.stderr)
+        return 2
+    answer, exit_status = _ask_server(args, request)
+    if answer is None:
+        return exit_status
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        if "reload_failed" in answer:
+            print(f"reload failed, the configuration in force judged: {answer['reload_failed']}")
+        for t in answer["closed"]:
+            where = f" (worker {t['worker']})" if "worker" in t else ""
+            print(f"closed: share {t['share']}, user {t['user']} from {t['client']}{where}: {t['why']}")
+        print(f"{len(answer['closed'])} tree connect(s) closed")
+        for problem in answer.get("workers_failed", ()):
+            print(f"worker {problem['worker']}: {problem['error']}", file=sys.stderr)
+    return 1 if answer.get("workers_failed") else 0

@@ -37,6 +37,7 @@ from smbring.server.effects import WRITES_IN_FLIGHT, DescriptorHolds, EffectRunn
 from smbring.server.frame_budget import ArrivingFrames, frame_time
 from smbring.server.users import PasswordLookup
 from smbring.smb import effects, hosts, wire
+from smbring.smb.commands import tree as tree_commands
 from smbring.smb.connection import Connection
 from smbring.smb.limits import MAX_IO, Limits
 from smbring.smb.rpc.services import ServerInfo
@@ -1029,6 +1030,35 @@ class Server:
         self._share_files.clear()
         if self.creds is not None:      # the accounts' io_uring personalities kept for reuse
             self.creds.data.release()
+
+    def close_share(self, name: str, denied_only: bool = False) -> list[dict]:
+        """An administrator's close-share (`smbring control close-share NAME`, Samba's
+        `smbcontrol smbd close-share`): every tree connect to the share (`*`: to any share,
+        IPC$ too) ends, with its opens; with `denied_only` (close-denied-share), only those
+        the shares now in force would not connect as they are (commands.tree.denied_now).
+        The sessions stay. Returns what was closed, for the answer and the log."""
+        closed, seen = [], set()
+        for link in list(self.links):
+            conn = link.conn
+            # (a session with several channels is in each of their tables: judged once)
+            for s in [s for s in conn.sessions.values() if s.id not in seen and conn.reaches(s)]:
+                seen.add(s.id)
+                for tid, t in list(s.trees.items()):
+                    share = t.name if t.share is not None else "ipc$"
+                    if name != "*" and share != name.lower():
+                        continue
+                    why = tree_commands.denied_now(conn, s, t) if denied_only else "close-share"
+                    if why is None:
+                        continue
+                    tree_commands.force_disconnect(conn, s, tid)
+                    client = str(link.peer[0]) if link.peer else "?"
+                    log.warning("tree connect %d of session %d (%s from %s) to %s closed by the "
+                                "administrator: %s", tid, s.id, s.user, client, share, why)
+                    closed.append({"share": share, "session": s.id, "tree": tid, "user": s.user,
+                                   "client": client, "why": why})
+            if conn.outbox and conn.on_output is not None:
+                conn.on_output()        # what the closes left to do: breaks, deletes on close
+        return closed
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,

@@ -113,7 +113,7 @@ async def _serve(server, listeners: list[socket.socket], extras: Extras, reload)
             await metrics.start(extras.metrics_listener)
     control = None
     if extras.control_socket:
-        control = ControlSocket(server, extras.control_socket)
+        control = ControlSocket(server, extras.control_socket, reload=lambda: _reload(reload, server))
         try:
             await control.start()
         except (ControlError, OSError) as e:     # serving matters more than status
@@ -144,13 +144,17 @@ async def _serve(server, listeners: list[socket.socket], extras: Extras, reload)
     return status
 
 
-def _reload(reload, server) -> None:
+def _reload(reload, server) -> str | None:
+    """A reload, logged; why it failed (the configuration in force then stays), else None."""
     with server.as_server():       # files only root may read, the log reopened as root's
         systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        failure = None
         try:
             message = reload()
         except Exception as e:         # a bad file, a missing share path, a log file not writable
             log.error("reload failed, keeping the configuration in force: %s", e)
+            failure = str(e) or type(e).__name__
         else:
             log.info("configuration reloaded: %s", message)
         systemd.notify("READY=1")
+        return failure

@@ -374,7 +374,7 @@ class Supervisor:
     def _answer_status(self) -> None:
         """One status request, answered from the workers' own control sockets. Blocking,
         bounded by timeouts: the supervisor has nothing more urgent to do."""
-        from smbring.server.control import REQUEST_MAX, peer_uid
+        from smbring.server.control import KNOWN, REQUEST_MAX, parse_action, peer_uid
         try:
             conn, _ = self._control.accept()
         except (BlockingIOError, InterruptedError):
@@ -384,12 +384,15 @@ class Supervisor:
                 conn.settimeout(STATUS_TIMEOUT)
                 uid = peer_uid(conn)
                 line = conn.recv(REQUEST_MAX).split(b"\n", 1)[0].decode(errors="replace").strip()
+                action = parse_action(line)
                 if uid not in (0, os.geteuid()):
                     answer = {"error": "permission denied"}
-                elif line != "status":
-                    answer = {"error": f"unknown request {line[:40]!r} (known: status)"}
-                else:
+                elif line == "status":
                     answer = self.status()
+                elif isinstance(action, tuple):
+                    answer = self.act(line)
+                else:
+                    answer = {"error": action or f"unknown request {line[:40]!r} (known: {KNOWN})"}
                 conn.sendall(json.dumps(answer).encode() + b"\n")
             except OSError as e:
                 log.info("control socket: request dropped: %s", e)
@@ -415,6 +418,33 @@ class Supervisor:
         connections.sort(key=lambda c: c.get("connected", 0))
         return {"pid": os.getpid(), "stopping": self.stopping, "shares": shares,
                 "workers": workers, "connections": connections, "time": time.time()}
+
+    def act(self, request: str) -> dict:
+        """An administrator's action (control.ACTIONS) asked of every running worker (each
+        reloads its own configuration where the action does, as each does on SIGHUP): the
+        tree connects each closed, and the workers that did not answer."""
+        from smbring.server.control import ask
+        closed, failed, reload_failed = [], [], None
+        for w in self.workers:
+            if not w.pid:
+                failed.append({"worker": w.slot, "error": "restarting" if not self.stopping else "stopped"})
+                continue
+            try:
+                answer = ask(self.worker_control_path(w.slot), request, timeout=STATUS_TIMEOUT)
+            except (OSError, ValueError) as e:
+                failed.append({"worker": w.slot, "error": str(e) or type(e).__name__})
+                continue
+            if "error" in answer:
+                failed.append({"worker": w.slot, "error": answer["error"]})
+                continue
+            reload_failed = reload_failed or answer.get("reload_failed")
+            closed += [{**t, "worker": w.slot} for t in answer.get("closed", ())]
+        answer = {"closed": closed}
+        if reload_failed:
+            answer["reload_failed"] = reload_failed
+        if failed:
+            answer["workers_failed"] = failed
+        return answer
 
     def _gather_metrics(self) -> bytes:
         """One scrape: every running worker's metrics (asked on its control socket, as

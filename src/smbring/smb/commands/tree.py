@@ -337,3 +337,37 @@ def disconnected(c: Connection, session_id: int, tree_id: int, t: Tree) -> bytes
     c.close_opens(session_id, tree_id)
     c.drop_tree(t)
     return struct.pack("<HH", 4, 0)
+
+
+# -- an administrator's close-share and close-denied-share (Samba's smbcontrol messages) ------
+def denied_now(c: Connection, s: Session, t: Tree) -> str | None:
+    """Why the tree connect would not be made as it stands under the shares now in force,
+    None when it would: the share is gone, the session's user (or address) is refused, or
+    the user would get another `read only` or another directory. As smbd's
+    close-denied-share judges a tree (force_tdis_denied_check: check_user_share_access, and
+    its read_only compared), with `guest ok` not asked again (as `reauthorize` does)."""
+    if t.share is None:         # IPC$
+        if s.guest and c.policy.restrict_anonymous >= 2:
+            return "IPC$: restrict anonymous = 2"
+        return None
+    try:
+        view = _share_view(c, s, t.name, kept=True)
+    except SMBError as e:
+        return "share gone" if e.status == wire.STATUS_BAD_NETWORK_NAME else f"refused now (status {e.status:#x})"
+    if view.share.read_only != t.share.read_only:
+        return f"read only is now {'yes' if view.share.read_only else 'no'}"
+    if view.share.path != t.share.path:
+        return f"its directory is now {view.share.path}"
+    return None
+
+
+def force_disconnect(c: Connection, s: Session, tree_id: int) -> Tree | None:
+    """The tree connect ends as its TREE_DISCONNECT would end it, its opens closed (a durable
+    one too), with no answer to send: the client's next request naming it is answered
+    STATUS_NETWORK_NAME_DELETED (MS-SMB2 3.3.5.2.11), and a client connects the share again.
+    (A descriptor that I/O under way still names is closed when it ends, as at a LOGOFF.)"""
+    t = s.trees.pop(tree_id, None)
+    if t is not None:
+        c.close_opens(s.id, tree_id)
+        c.drop_tree(t)
+    return t
