@@ -24,7 +24,7 @@ from smbprotocol.open import (  # noqa: E402
 from notify_clients import Client  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
-from smbring.server.change_watcher import ChangeWatcher  # noqa: E402
+from smbring.server.change_watcher import TICK, ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
 from smbring.smb.server_state import ServerState  # noqa: E402
 
@@ -175,8 +175,8 @@ def test_a_tree_larger_than_the_watch_bound_asks_for_an_enumeration(watcher):
     assert w.watched() == 5                        # the bound, not one more
     assert watch_.overflowed                        # so the client will re-read the directory
     state.watches.remove(watch_)
-    run_briefly(loop)
-    assert w.watched() == 0                        # none left once no watch needs them
+    run_briefly(loop, TICK + 0.5)
+    assert w.watched() == 0                        # none left, a tick after no watch needs them
 
 
 def test_a_client_that_never_reads_its_changes_holds_a_bounded_buffer(watcher):
@@ -189,3 +189,44 @@ def test_a_client_that_never_reads_its_changes_holds_a_bounded_buffer(watcher):
     run_briefly(loop, 0.5)
     assert watch_.size <= notify.WATCH_BYTES
     assert watch_.overflowed and watch_.changes == []     # dropped: an enumeration is asked for
+
+
+def test_a_tree_watch_inside_a_watched_tree_follows_directories_made_later(tmp_path):
+    """A recursive watch made inside a tree watched recursively already is not walked again
+    (its directories are watched), and the tree's directories stay followed when the outer
+    watch goes: a directory made later, before and after the kernel watches no watch needs
+    any more are dropped (a tick), is watched, and changes in it are reported."""
+    loop = asyncio.new_event_loop()
+    state = ServerState()
+    w = ChangeWatcher(state, loop)
+    try:
+        (tmp_path / "a" / "b").mkdir(parents=True)
+        (tmp_path / "elsewhere").mkdir()
+        outer = notify.Watch(str(tmp_path), notify.FILE_NAME | notify.DIR_NAME, True, max_output=65536)
+        state.watches.add(outer)
+        run_briefly(loop)
+        watched = w.watched()
+        assert watched == 4                         # the root, a, a/b, elsewhere
+        inner = notify.Watch(str(tmp_path / "a"), notify.FILE_NAME, True, max_output=65536)
+        state.watches.add(inner)
+        run_briefly(loop)
+        assert w.watched() == watched
+        state.watches.remove(outer)
+        run_briefly(loop)
+        (tmp_path / "a" / "b" / "early").mkdir()        # before the tick drops what is not needed
+        run_briefly(loop)
+        (tmp_path / "a" / "b" / "early" / "one.txt").write_text("x")
+        run_briefly(loop, TICK + 0.5)
+        assert w.watched() == 3                     # a, a/b, a/b/early: the root and elsewhere dropped
+        (tmp_path / "a" / "b" / "late").mkdir()
+        run_briefly(loop)
+        (tmp_path / "a" / "b" / "late" / "two.txt").write_text("x")
+        run_briefly(loop)
+        reported = [name for _action, name in inner.changes]
+        assert "b\\early\\one.txt" in reported and "b\\late\\two.txt" in reported, reported
+        state.watches.remove(inner)
+        run_briefly(loop, TICK + 0.5)
+        assert w.watched() == 0
+    finally:
+        w.close()
+        loop.close()

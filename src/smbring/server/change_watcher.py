@@ -100,6 +100,10 @@ class ChangeWatcher:
         self._wd: dict[str, int] = {}       # path -> wd
         self._key: dict[int, tuple] = {}    # wd -> the directory's (st_dev, st_ino)
         self._roots: dict[str, bool] = {}   # what the core wants watched (see directories())
+        # the directories whose whole subtree is watched (walked, and kept as directories
+        # come and go): each recursive root, or a directory above it that was one
+        self._walked: set[str] = set()
+        self._prune_due = False
         self._sync_due = False
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
@@ -121,27 +125,51 @@ class ChangeWatcher:
             self.loop.call_soon(self.sync)
 
     def sync(self) -> None:
-        """Brings the kernel watches in line with the core's watched directories."""
+        """Brings the kernel watches in line with the core's watched directories. What it
+        costs depends on the roots that changed, not on all the watches there are: a client
+        that makes and cancels watches, in one loop turn after another, must not make each
+        turn look through every kernel watch or walk a large tree again. So the kernel watches
+        no root needs any more are dropped at the next tick (`_prune`), and a recursive root
+        inside a tree whose walk is kept is not walked again."""
         self._sync_due = False
         wanted = self.watches.directories()
-        for path in list(self._wd):
-            if not self._covered(path, wanted):
-                self._unwatch(path)
-        added = {p: r for p, r in wanted.items() if self._roots.get(p) != r}
-        self._roots = wanted
-        for path, recursive in added.items():
-            self._watch(path, recursive)
+        old, self._roots = self._roots, wanted
+        for path, recursive in old.items():
+            if wanted.get(path) != recursive and not wanted.get(path):
+                self._prune_due = True          # gone, or no longer recursive
+        for path, recursive in wanted.items():
+            if old.get(path) == recursive:
+                continue
+            if not recursive:
+                if path not in self._wd:
+                    self._add(path)
+            elif self._walked_below(path):
+                self._walked.add(path)          # its tree is watched already
+            else:
+                self._watch(path, True)
+                self._walked.add(path)
 
-    @staticmethod
-    def _covered(path: str, roots: dict[str, bool]) -> bool:
-        if path in roots:
-            return True
-        return any(recursive and path.startswith(root.rstrip("/") + "/") for root, recursive in roots.items())
+    def _walked_below(self, path: str) -> bool:
+        """Whether `path` is, or is below, a directory whose whole subtree is watched."""
+        while path:
+            if path in self._walked:
+                return True
+            path, sep, _ = path.rpartition("/")
+            if not sep:
+                return False
+        return False
+
+    def _prune(self) -> None:
+        """Drops the kernel watches that no root needs (one pass, once a tick at most)."""
+        self._prune_due = False
+        self._walked = {p for p, recursive in self._roots.items() if recursive}
+        for path in list(self._wd):
+            if path not in self._roots and not self._walked_below(path):
+                self._unwatch(path)
 
     def _recursive_below(self, path: str) -> bool:
-        """Whether the subdirectories of `path` are watched (a recursive root covers it)."""
-        return self._covered(path + "/x", {r: rec for r, rec in self._roots.items() if rec}) \
-            or self._roots.get(path, False)
+        """Whether the subdirectories of `path` are watched: a new one is watched too."""
+        return self._walked_below(path)
 
     def _watch(self, path: str, recursive: bool) -> None:
         """Watches `path` (and with `recursive` every directory below it)."""
@@ -219,6 +247,8 @@ class ChangeWatcher:
     def _tick(self) -> None:
         self.read()                   # what is queued is the server's own or not: decide first
         self.watches.tick()
+        if self._prune_due:
+            self._prune()
         self._ticker = self.loop.call_later(TICK, self._tick)
 
     def read(self) -> None:

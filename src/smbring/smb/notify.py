@@ -194,6 +194,7 @@ class ChangeWatches:
         # that many)
         self._at: dict[str, dict[Watch, None]] = {}
         self._of_key: dict[tuple, dict[Watch, None]] = {}
+        self._recursive_at: dict[str, int] = {}     # how many of a directory's are recursive
         self._owner_bytes: dict[object, int] = {}
         # the server's own changes by path -> the epoch they were posted in: the kernel reports
         # them too, and they must not be reported twice (see `observed`, `tick`)
@@ -208,6 +209,8 @@ class ChangeWatches:
         self._watches[w] = None
         self._at.setdefault(w.path, {})[w] = None
         self._of_key.setdefault(w.key, {})[w] = None
+        if w.recursive:
+            self._recursive_at[w.path] = self._recursive_at.get(w.path, 0) + 1
         self._changed()
 
     def remove(self, w: Watch) -> None:
@@ -215,6 +218,10 @@ class ChangeWatches:
             del self._watches[w]
             _forget(self._at, w.path, w)
             _forget(self._of_key, w.key, w)
+            if w.recursive:
+                left = self._recursive_at.pop(w.path) - 1
+                if left:
+                    self._recursive_at[w.path] = left
             self._release(w)
             w.changes, w.size = [], 0
             if not self._watches:
@@ -228,10 +235,9 @@ class ChangeWatches:
     def directories(self) -> dict[str, bool]:
         """The directories watched, each with whether its subdirectories are watched too:
         what the shell keeps kernel watches on."""
-        out: dict[str, bool] = {}
-        for w in self._watches:
-            out[w.path] = out.get(w.path, False) or w.recursive
-        return out
+        # (per directory, not per watch: asked whenever a watch comes or goes)
+        recursive = self._recursive_at
+        return {path: path in recursive for path in self._at}
 
     def _changed(self) -> None:
         if self.on_change is not None:
