@@ -768,9 +768,7 @@ class Channel:
         if self._balance < charge:
             raise ProtocolError("a WRITE started without its credits")         # (a bug)
         message_id = self._take_credits_now(charge)
-        head = b"".join((_LENGTH.pack(wire.HEADER_SIZE + len(body) + n), _REQUEST_HEADER.pack(
-            wire.PROTOCOL_ID, wire.HEADER_SIZE, charge if self.multi_credit else 0, wire.WRITE,
-            self._credits_to_ask(charge), message_id, tree_id, keys.session_id), body))
+        head = self._plain_head(wire.WRITE, charge, message_id, tree_id, keys.session_id, body, n)
         self._register(message_id, charge, wire.WRITE, keys, False, None, waiter)
         if self._unsent or self._writing or self.send_buffer is None:
             self._send_frame(head, data)        # the general way (and the first WRITE's setup)
@@ -808,26 +806,22 @@ class Channel:
                       verify: bool, into: FileTarget | None, keep_request: bool, waiter=None):
         """Builds, signs or seals and sends one request whose credits are taken; returns its
         _Pending (the future, the deadline) and the request as sent when keep_request."""
-        credit_charge = charge if self.multi_credit else 0
-        credits = self._credits_to_ask(charge)
         session_id = keys.session_id if keys else session_id
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and (keys.sign or sign))
         if not (sealed or signed or keep_request):
-            # the common case (every WRITE of an unsigned upload) in fewer steps: the frame's
-            # length and header packed in one call (no Header object), the body after them,
-            # then the data
-            size = wire.HEADER_SIZE + len(body) + (len(data) if data is not None else 0)
-            head = b"".join((_LENGTH.pack(size), _REQUEST_HEADER.pack(
-                wire.PROTOCOL_ID, wire.HEADER_SIZE, credit_charge, command, credits, message_id,
-                tree_id, session_id), body))
+            # the common case (every WRITE of an unsigned upload) in fewer steps: no Header
+            # object, the head packed in one call, then the data
+            head = self._plain_head(command, charge, message_id, tree_id, session_id, body,
+                                    len(data) if data is not None else 0)
             pending = self._register(message_id, charge, command, keys, False, into, waiter)
             self._send_frame(head, data)
             return pending, None
         if isinstance(data, FileRange):
             data = data.read()          # the signature or the cipher needs the bytes themselves
-        header = Header(command=command, credit_charge=credit_charge, credits=credits,
-                        message_id=message_id, tree_id=tree_id, session_id=session_id)
+        header = Header(command=command, credit_charge=charge if self.multi_credit else 0,
+                        credits=self._credits_to_ask(charge), message_id=message_id,
+                        tree_id=tree_id, session_id=session_id)
         parts = [header.pack(), body] + ([data] if data is not None else [])
         if sealed:
             transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id,
@@ -843,6 +837,14 @@ class Channel:
                                  waiter)
         self._send([_LENGTH.pack(sum(len(p) for p in parts)), *parts])
         return pending, sent
+
+    def _plain_head(self, command: int, charge: int, message_id: int, tree_id: int, session_id: int,
+                    body: bytes, data_length: int) -> bytes:
+        """A request's frame length, header (neither signed nor sealed) and body, packed in one
+        step, for `data_length` bytes of data to follow."""
+        return b"".join((_LENGTH.pack(wire.HEADER_SIZE + len(body) + data_length), _REQUEST_HEADER.pack(
+            wire.PROTOCOL_ID, wire.HEADER_SIZE, charge if self.multi_credit else 0, command,
+            self._credits_to_ask(charge), message_id, tree_id, session_id), body))
 
     def _register(self, message_id: int, charge: int, command: int, keys: SessionKeys | None,
                   signed: bool, into: FileTarget | None, waiter=None) -> _Pending:
