@@ -21,6 +21,7 @@ from servers import PASSWORD, USER, as_root_args, free_port, smbclient, stop, wa
 CLI = [sys.executable, "-m", "smbring"]
 smbprotocol = pytest.importorskip("smbprotocol")
 from smbprotocol.connection import Connection  # noqa: E402
+from smbprotocol.exceptions import SMBResponseException  # noqa: E402
 from smbprotocol.open import (  # noqa: E402
     CreateDisposition,
     CreateOptions,
@@ -190,7 +191,6 @@ def control(tmp_path, *args):
 
 
 def test_close_share_ends_the_shares_tree_connects_and_their_opens_only(tmp_path):
-    from smbprotocol.exceptions import SMBResponseException
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     (a / "held.txt").write_bytes(b"A" * 10)
@@ -231,7 +231,6 @@ def test_close_share_ends_the_shares_tree_connects_and_their_opens_only(tmp_path
 
 
 def test_close_denied_share_reloads_and_ends_only_what_the_new_configuration_refuses(tmp_path):
-    from smbprotocol.exceptions import SMBResponseException
     dirs = {name: tmp_path / name for name in ("gone", "refused", "readonly", "moved", "kept")}
     for d in dirs.values():
         d.mkdir()
@@ -272,6 +271,30 @@ def test_close_denied_share_reloads_and_ends_only_what_the_new_configuration_ref
         # asked again, nothing more is denied
         r = control(tmp_path, "close-denied-share", "*")
         assert r.returncode == 0 and json.loads(r.stdout)["closed"] == []
+        c.conn.disconnect(close=False)
+    finally:
+        stop(proc)
+
+
+def test_close_share_answers_a_change_notify_waiting_on_the_tree(tmp_path):
+    from smbprotocol.change_notify import CompletionFilter, FileSystemWatcher
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port = start(tmp_path, str(share))
+    try:
+        c = Client(port, "share")
+        d = Open(c.tree, "")
+        d.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.GENERIC_READ,
+                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                 CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+        watcher = FileSystemWatcher(d)
+        watcher.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+        time.sleep(0.2)                     # the interim answer came: the request waits
+        r = control(tmp_path, "close-share", "*")
+        assert r.returncode == 0 and len(json.loads(r.stdout)["closed"]) == 1, r.stdout + r.stderr
+        assert watcher.response_event.wait(10), "the waiting CHANGE_NOTIFY was never answered"
+        with pytest.raises(SMBResponseException, match="STATUS_NOTIFY_CLEANUP"):
+            watcher.result
         c.conn.disconnect(close=False)
     finally:
         stop(proc)
