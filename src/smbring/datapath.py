@@ -901,6 +901,31 @@ class Receiver:
             self._waiter = None
             waiter.set_result(True)
 
+    def revive_wait(self) -> None:
+        """Ends a wait for readiness that nothing would end any more. uvloop (libuv) runs a
+        descriptor's readiness callback once when the socket reports an error (a reset) and
+        then stops watching it for good; where that callback received requests that need no
+        answer now (a CANCEL, WRITEs answered later) the wait went on, and the connection held
+        its socket, its files and its place under `max connections per client` for ever.
+        Asked once per timeout sweep (a system call per waiting connection): a socket that
+        has data, its end or an error for a recv while the wait goes on wakes the waiter,
+        which receives them (the end or the error then ends the connection), and is watched
+        anew at its next wait."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return              # nothing to read: nothing missed
+        except OSError:
+            pass                # an error: the waiter's recv meets it
+        self._waiter = None
+        if self._watching:      # (uvloop: forgets the watch it stopped, too)
+            self._loop.remove_reader(self.fd)
+            self._watching = False
+        waiter.set_result(False)
+
     def close(self) -> None:
         """Stops watching the socket (before it is closed: its descriptor may be reused)."""
         if self._watching:

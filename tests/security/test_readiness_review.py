@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import time
@@ -582,10 +583,27 @@ def leave_mid_large_frame(server, close):
     close(c.sock)
 
 
+def leave_behind_a_request_without_an_answer(server, close):
+    """A CANCEL (answered by nothing) with the connection's end right behind it, both in
+    before the server looks (it is stopped meanwhile): one readiness brings the request and,
+    for a reset, the socket's error. uvloop runs the readiness callback once for an error and
+    then drops the descriptor's watch; the request received, nothing to answer, the
+    connection waited for a readiness that could no longer come, and held its socket (and
+    its files, and its place under `max connections per client`) for good."""
+    sock = negotiated(server)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        sock.sendall(frame(header(wire.CANCEL, 1) + ECHO_BODY))
+        close(sock)
+        time.sleep(0.05)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
 @pytest.mark.parametrize("leave, rounds", [
     (leave_mid_prefix, 25), (leave_mid_frame, 25), (leave_before_the_answer, 25),
     (leave_while_answers_are_held_back, 25), (leave_while_the_server_waits_to_send, 3),
-    (leave_mid_large_frame, 4)])
+    (leave_mid_large_frame, 4), (leave_behind_a_request_without_an_answer, 20)])
 def test_a_client_that_leaves_at_any_stage_leaves_nothing_behind(fresh_servers, leave, rounds):
     """Many clients leaving at one stage, each closing or resetting its connection: the
     server's descriptors come back to what they were (each connection's socket, and any

@@ -162,6 +162,9 @@ class RingTransport:
     def release_idle(self) -> None:
         self.frames.release_idle()
 
+    def revive_wait(self) -> None:
+        self.rx.revive_wait()
+
     def close(self) -> None:
         self.rx.close()
         self.tx.close()
@@ -200,6 +203,9 @@ class PlainTransport:
 
     def release_idle(self) -> None:
         pass            # no buffers kept between frames
+
+    def revive_wait(self) -> None:
+        pass            # (asyncio's own receives)
 
     def close(self) -> None:
         pass
@@ -604,6 +610,7 @@ class Server:
                         link.close(reason)
                     else:
                         link.transport.release_idle()
+                        link.transport.revive_wait()
                 except Exception:     # one connection's fault must not end the sweeps
                     log.exception("timeout sweep: connection skipped")
 
