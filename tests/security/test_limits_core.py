@@ -203,3 +203,31 @@ def test_create_name_outside_the_message_is_invalid(default, offset, length):
     ro = c.tree(s, "ro")
     r = ro.create("x", name_offset=offset, name_length=length)
     assert r.status == wire.STATUS_INVALID_PARAMETER, r
+
+
+def test_locks_per_user_are_bounded_across_connections_and_freed(servers):
+    """`max locks per connection` alone let one user hold that many locks on every
+    connection it opened (about 300 bytes each: 128 connections at 65,536 held 2.6 GB);
+    `max locks per user` bounds them together. Another user (here the guests') is not
+    held to this user's count, and a lock released anywhere frees a slot."""
+    from smbcore import lock_body
+    from test_anonymous import anonymous_exchange, negotiated
+    server = servers({"max locks per user": "4", "max locks per connection": "3"}, guest=True)
+    (server.root / "public" / "f.txt").write_text("x" * 100)
+    shared_now = wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY
+
+    def locker(c, s):
+        tree = c.tree(s, "public")
+        fid = tree.open("f.txt", wire.GENERIC_READ, wire.FILE_OPEN)
+        return tree, fid, lambda offset: tree.request(wire.LOCK, lock_body(fid, [(offset, 1, shared_now)])).status
+
+    a_tree, a_fid, lock_a = locker(*server.logon())
+    _b_tree, _b_fid, lock_b = locker(*server.logon())
+    assert [lock_a(i) for i in range(4)] == [wire.STATUS_SUCCESS] * 3 + [wire.STATUS_INSUFFICIENT_RESOURCES]
+    assert lock_b(10) == wire.STATUS_SUCCESS                                # the user's fourth
+    assert lock_b(11) == wire.STATUS_INSUFFICIENT_RESOURCES                 # no fifth, anywhere
+    guest = negotiated(server)
+    _g_tree, _g_fid, lock_g = locker(guest, anonymous_exchange(guest))
+    assert [lock_g(20 + i) for i in range(3)] == [wire.STATUS_SUCCESS] * 3  # another's count
+    assert a_tree.close(a_fid).status == wire.STATUS_SUCCESS               # three released
+    assert [lock_b(11 + i) for i in range(3)] == [wire.STATUS_SUCCESS] * 2 + [wire.STATUS_INSUFFICIENT_RESOURCES]

@@ -1221,10 +1221,13 @@ class Connection:
 
     def count_locks(self, o, n: int) -> None:
         """Byte-range locks taken (n > 0) or released through the open, counted on its
-        session: `max locks per connection` counts the sessions a connection carries."""
+        session (`max locks per connection` counts the sessions a connection carries) and to
+        its user (`max locks per user`)."""
         s = self.client.sessions.get(o.session_id)
         if s is not None:
             s.locks_held += n
+        if o.lock_owner is not None:
+            self.state.count_user_locks(o.lock_owner, n)
 
     def locks_here(self) -> int:
         return sum(s.locks_held for s in self.sessions_here())

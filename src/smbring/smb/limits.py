@@ -29,6 +29,10 @@ class Limits:
     # per open
     max_locks: int = 4096                    # max locks per open
     max_locks_per_connection: int = 65536    # max locks per connection (all its opens)
+    # per user (its connections and sessions together; a guest's and anonymous' share one):
+    # about 300 bytes each, so 128 connections of one user at the per-connection bound held
+    # 2.6 GB
+    max_locks_per_user: int = 262144         # max locks per user
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
@@ -56,6 +60,7 @@ OPTIONS = {
     "max channels per session": "max_channels",
     "max locks per open": "max_locks",
     "max locks per connection": "max_locks_per_connection",
+    "max locks per user": "max_locks_per_user",
     "max compound requests": "max_compound",
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",

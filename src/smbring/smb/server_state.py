@@ -80,6 +80,19 @@ class ServerState:
         self._atomic = backends.atomic
         self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
                          else SessionRegistry())
+        # byte-range locks held, by the user they are counted to (Open.lock_owner): `max
+        # locks per user` (this process's: each worker counts its own)
+        self._user_locks: dict[str, int] = {}
+
+    def user_locks(self, owner: str) -> int:
+        return self._user_locks.get(owner, 0)
+
+    def count_user_locks(self, owner: str, n: int) -> None:
+        held = self._user_locks.get(owner, 0) + n
+        if held > 0:
+            self._user_locks[owner] = held
+        else:
+            self._user_locks.pop(owner, None)
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`

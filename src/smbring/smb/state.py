@@ -142,6 +142,9 @@ class Open:
     # LockSequenceArray (MS-SMB2 3.3.1.10): the last LockSequenceNumber that succeeded in each
     # of the 64 LockSequenceIndex buckets, 0xFF where none is valid (smb.commands.lock)
     lock_sequences: bytearray | None = None
+    # whose byte-range locks it holds (its session's owner at its first LOCK): `max locks per
+    # user` counts them there, until each is released, whichever session or connection it is on
+    lock_owner: str | None = None
     # a CLOSE waits for the I/O under way on it (Connection.after_io): no request reaches it
     # meanwhile (FILE_CLOSED, as Samba's fsp closing flag)
     closing: bool = False

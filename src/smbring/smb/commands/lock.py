@@ -96,8 +96,11 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
+    if o.lock_owner is None:        # (the open's session made this request)
+        o.lock_owner = c.sessions[o.session_id].owner
     if c.state.locks.count(o.key, id(o)) + count > c.limits.max_locks or \
-            c.locks_here() + count > c.limits.max_locks_per_connection:
+            c.locks_here() + count > c.limits.max_locks_per_connection or \
+            c.state.user_locks(o.lock_owner) + count > c.limits.max_locks_per_user:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
     c.state.oplocks.contend_level2(o.key, o)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
