@@ -231,3 +231,28 @@ def test_locks_per_user_are_bounded_across_connections_and_freed(servers):
     assert [lock_g(20 + i) for i in range(3)] == [wire.STATUS_SUCCESS] * 3  # another's count
     assert a_tree.close(a_fid).status == wire.STATUS_SUCCESS               # three released
     assert [lock_b(11 + i) for i in range(3)] == [wire.STATUS_SUCCESS] * 2 + [wire.STATUS_INSUFFICIENT_RESOURCES]
+
+
+def test_open_files_per_user_are_bounded_across_connections_and_freed(servers):
+    """Every open holds a descriptor of the one server process: with `max open files` per
+    connection alone, four connections of one user took the 65,536 descriptors the service
+    unit allows, and nobody else could open a file or connect. `max open files per user`
+    bounds a user's opens together; the guests' are counted apart; a close frees a slot."""
+    from test_anonymous import anonymous_exchange, negotiated
+    server = servers({"max open files per user": "4", "max open files": "3"}, guest=True)
+    (server.root / "public" / "f.txt").write_text("x")
+
+    def opener(c, s):
+        tree = c.tree(s, "public")
+        return tree, lambda: tree.create("f.txt", wire.GENERIC_READ, wire.FILE_OPEN)
+
+    a_tree, open_a = opener(*server.logon())
+    _b_tree, open_b = opener(*server.logon())
+    a = [open_a() for _ in range(4)]
+    assert [r.status for r in a] == [wire.STATUS_SUCCESS] * 3 + [STATUS_TOO_MANY_OPENED_FILES]
+    assert [open_b().status for _ in range(2)] == [wire.STATUS_SUCCESS, STATUS_TOO_MANY_OPENED_FILES]
+    guest = negotiated(server)
+    _g_tree, open_g = opener(guest, anonymous_exchange(guest))
+    assert [open_g().status for _ in range(3)] == [wire.STATUS_SUCCESS] * 3
+    assert a_tree.close(a[0].file_id).status == wire.STATUS_SUCCESS
+    assert [open_b().status for _ in range(2)] == [wire.STATUS_SUCCESS, STATUS_TOO_MANY_OPENED_FILES]

@@ -1198,14 +1198,17 @@ class Connection:
                     self.close_open(o)
 
     def add_open(self, o) -> None:
-        """A new open (or pipe) in the client's table, counted on its session: `max open
+        """A new open (or pipe) in the client's table, counted on its session (`max open
         files` counts the opens of the sessions a connection carries, so that another
-        connection naming the same ClientGuid cannot use up this one's."""
+        connection naming the same ClientGuid cannot use up this one's) and to its user
+        (`max open files per user`: a detached durable open is counted again when reclaimed)."""
         # (self.client's tables, not the properties that name them: asked for every open)
         self.client.opens[o.fid] = o
         s = self.client.sessions.get(o.session_id)
         if s is not None:
             s.opens_held += 1
+            o.counted_for = s.owner
+            self.state.count_user_opens(s.owner, 1)
 
     def sessions_here(self):
         """The sessions this connection carries (its per-connection limits count theirs)."""
@@ -1238,6 +1241,9 @@ class Connection:
             s = client.sessions.get(o.session_id)
             if s is not None:
                 s.opens_held -= 1
+            if o.counted_for is not None:
+                self.state.count_user_opens(o.counted_for, -1)
+                o.counted_for = None
 
     def detach_open(self, o) -> bool:
         """A durable open whose session is gone waits, detached, for a reconnect (True);

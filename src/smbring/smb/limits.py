@@ -33,6 +33,9 @@ class Limits:
     # about 300 bytes each, so 128 connections of one user at the per-connection bound held
     # 2.6 GB
     max_locks_per_user: int = 262144         # max locks per user
+    # each open holds a descriptor of the one process all users share (the unit's
+    # LimitNOFILE=65536: four connections of one user at `max open files` took them all)
+    max_open_files_per_user: int = 16384     # max open files per user
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
@@ -61,6 +64,7 @@ OPTIONS = {
     "max locks per open": "max_locks",
     "max locks per connection": "max_locks_per_connection",
     "max locks per user": "max_locks_per_user",
+    "max open files per user": "max_open_files_per_user",
     "max compound requests": "max_compound",
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",

@@ -83,16 +83,21 @@ class ServerState:
         # byte-range locks held, by the user they are counted to (Open.lock_owner): `max
         # locks per user` (this process's: each worker counts its own)
         self._user_locks: dict[str, int] = {}
+        # opens and pipes, by the user they are counted to (Open.counted_for): `max open files
+        # per user`
+        self._user_opens: dict[str, int] = {}
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
 
     def count_user_locks(self, owner: str, n: int) -> None:
-        held = self._user_locks.get(owner, 0) + n
-        if held > 0:
-            self._user_locks[owner] = held
-        else:
-            self._user_locks.pop(owner, None)
+        _count(self._user_locks, owner, n)
+
+    def user_opens(self, owner: str) -> int:
+        return self._user_opens.get(owner, 0)
+
+    def count_user_opens(self, owner: str, n: int) -> None:
+        _count(self._user_opens, owner, n)
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`
@@ -394,3 +399,11 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def _count(counts: dict[str, int], owner: str, n: int) -> None:
+    held = counts.get(owner, 0) + n
+    if held > 0:
+        counts[owner] = held
+    else:
+        counts.pop(owner, None)

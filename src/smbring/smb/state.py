@@ -145,6 +145,7 @@ class Open:
     # whose byte-range locks it holds (its session's owner at its first LOCK): `max locks per
     # user` counts them there, until each is released, whichever session or connection it is on
     lock_owner: str | None = None
+    counted_for: str | None = None  # the user whose `max open files per user` counts it, while it does
     # a CLOSE waits for the I/O under way on it (Connection.after_io): no request reaches it
     # meanwhile (FILE_CLOSED, as Samba's fsp closing flag)
     closing: bool = False
@@ -176,6 +177,7 @@ class Pipe:
     tree_id: int = 0
     waiting: list = field(default_factory=list)   # AsyncRequests that end when it closes
     readers: list = field(default_factory=list)   # READs (and TRANSCEIVEs) waiting for data
+    counted_for: str | None = None                # (as Open.counted_for)
     closing: bool = False                         # (never: a pipe's CLOSE waits for nothing)
 
     def display_name(self) -> str:
