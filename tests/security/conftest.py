@@ -96,14 +96,14 @@ def config_text(port: int, root: Path, options: dict, guest: bool) -> str:
 def _servers(tmp_path_factory):
     started: list[Server] = []
 
-    def start(options: dict | None = None, guest: bool = False) -> Server:
+    def start(options: dict | None = None, guest: bool = False, preexec_fn=None) -> Server:
         root = tmp_path_factory.mktemp("smb")
         for name in list(SHARES) + ["public"]:
             (root / name).mkdir()
         port = free_port()
         conf = root / "smb.conf"
         conf.write_text(config_text(port, root, options or {}, guest))
-        proc, port, log = spawn(root, "--config", str(conf), port=port)
+        proc, port, log = spawn(root, "--config", str(conf), port=port, preexec_fn=preexec_fn)
         server = Server(port, proc, root, log)
         started.append(server)
         return server
@@ -119,7 +119,8 @@ def _servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """start(options=None, guest=False) -> Server; servers stop when the module ends."""
+    """start(options=None, guest=False, preexec_fn=None) -> Server (preexec_fn: run in the
+    server's process before it starts); servers stop when the module ends."""
     with _servers(tmp_path_factory) as start:
         yield start
 

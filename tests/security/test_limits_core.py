@@ -256,3 +256,39 @@ def test_open_files_per_user_are_bounded_across_connections_and_freed(servers):
     assert [open_g().status for _ in range(3)] == [wire.STATUS_SUCCESS] * 3
     assert a_tree.close(a[0].file_id).status == wire.STATUS_SUCCESS
     assert [open_b().status for _ in range(2)] == [wire.STATUS_SUCCESS, STATUS_TOO_MANY_OPENED_FILES]
+
+
+def test_opens_of_all_users_leave_descriptors_to_connect_and_log_on(fresh_servers):
+    """Every open holds a descriptor of the one server process. Before, opens took
+    descriptors until the process had none: the next open failed with
+    STATUS_INSUFFICIENT_RESOURCES, and no connection was accepted any more, so nobody else
+    could even log on. Opens now stop short of the open files limit by what connections need
+    (here 600 - 16 connections - 16 durable handles - 128 of the server's own = 440), a new
+    connection still logs on and is told STATUS_TOO_MANY_OPENED_FILES, and a close frees a slot."""
+    import resource
+    from test_anonymous import anonymous_exchange, negotiated
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+
+    server = fresh_servers({"max smbd processes": "16", "max disconnected durable handles": "16"},
+                           guest=True, preexec_fn=few_descriptors)
+    (server.root / "public" / "f.txt").write_text("x")
+    c, s = server.logon()
+    tree = c.tree(s, "public")
+    opened, refused = [], None
+    while refused is None and len(opened) < 700:
+        r = tree.create("f.txt", wire.GENERIC_READ, wire.FILE_OPEN)
+        if r.status == wire.STATUS_SUCCESS:
+            opened.append(r.file_id)
+        else:
+            refused = r.status
+    assert (len(opened), refused) == (440, STATUS_TOO_MANY_OPENED_FILES)
+    guest = negotiated(server)                  # accepted, and logs on
+    g_tree = guest.tree(anonymous_exchange(guest), "public")
+    assert guest.echo().status == wire.STATUS_SUCCESS
+    assert g_tree.create("f.txt", wire.GENERIC_READ, wire.FILE_OPEN).status == STATUS_TOO_MANY_OPENED_FILES
+    assert tree.close(opened.pop()).status == wire.STATUS_SUCCESS
+    assert g_tree.create("f.txt", wire.GENERIC_READ, wire.FILE_OPEN).status == wire.STATUS_SUCCESS
+    assert server.fd_count() < 600 - 100
+    assert server.log.read_text().count("files open, the most this process") == 1

@@ -54,6 +54,9 @@ MAX_FRAME = Limits.max_frame
 # accept() errors that mean the process or the system is short of descriptors or memory: wait
 # for some to be freed, accepting again after BACKOFF_FIRST seconds, doubling to BACKOFF_MOST
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# descriptors a server keeps for itself besides connections and opens (listeners, logs, the
+# ring and its event descriptor, inotify, the shared store, the control socket, a worker's pipes)
+OWN_DESCRIPTORS = 128
 BACKOFF_FIRST, BACKOFF_MOST = 0.1, 1.0
 # accept() errors of the connection being accepted, not of the listener (see accept(2))
 NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ENETDOWN,
@@ -300,6 +303,17 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+def max_opens(open_files: int, limits: Limits) -> int:
+    """The most files this process may hold open, all users together: its open files limit
+    less what its connections (one socket each), the durable opens kept for a reconnect and
+    its own files (listeners, logs, the ring, the store) need, so that a few users' opens never
+    leave it unable to accept a connection or log on (smbd clamps `max open files` to its
+    limit in the same way). At least half the limit, however low it is."""
+    connections = limits.max_connections or 1024
+    reserve = connections + limits.max_disconnected_durable + OWN_DESCRIPTORS
+    return max(open_files - reserve, open_files // 2)
+
+
 def sweep_period(limits: Limits) -> float:
     """How often the timeouts are checked: a quarter of the shortest, between 50 ms and 1 s
     (idle buffers are released on the same sweep)."""
@@ -345,6 +359,7 @@ class Server:
         self.read_path = read_path
         self.use_uring = use_uring
         self.limits = limits or Limits()
+        self.open_files = 0         # the open files limit in force, once serving
         self.arriving = ArrivingFrames(self.limits.max_frame_memory << 20)
         self.ntlm_auth = ntlm_auth
         self.server_info = server_info    # what share listings say of the server
@@ -883,11 +898,12 @@ class Server:
     async def serve_on(self, listeners: list[socket.socket]) -> None:
         """Serves on listening sockets (made here or inherited: socket activation) until
         cancelled or until stop() ends accepting."""
-        open_files = raise_open_files_limit()
-        if self.limits.max_connections and open_files < self.limits.max_connections + 64:
+        self.open_files = raise_open_files_limit()
+        if self.limits.max_connections and self.open_files < self.limits.max_connections + 64:
             log.warning("the open files limit (%d) is low for max smbd processes = %d: "
-                        "connections beyond it wait until descriptors are freed", open_files,
+                        "connections beyond it wait until descriptors are freed", self.open_files,
                         self.limits.max_connections)
+        self.state.max_opens = max_opens(self.open_files, self.limits)
         # what connections share is set up before the first is accepted: not when the
         # descriptors may have run short
         self._io_modules()
@@ -1094,6 +1110,8 @@ class Server:
         self.allow_guest, self.signing_required = allow_guest, signing_required
         self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
         self.arriving.limit = limits.max_frame_memory << 20     # (frames arriving keep their count)
+        if self.open_files:
+            self.state.max_opens = max_opens(self.open_files, limits)
         if server_info is not None:
             self.server_info = server_info
         if policy is not None:

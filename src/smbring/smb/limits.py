@@ -33,8 +33,9 @@ class Limits:
     # about 300 bytes each, so 128 connections of one user at the per-connection bound held
     # 2.6 GB
     max_locks_per_user: int = 262144         # max locks per user
-    # each open holds a descriptor of the one process all users share (the unit's
-    # LimitNOFILE=65536: four connections of one user at `max open files` took them all)
+    # each open holds a descriptor of the one process all users share (with a LimitNOFILE of
+    # 65536, four connections of one user at `max open files` took them all; all users' opens
+    # together stop short of the limit: ServerState.max_opens)
     max_open_files_per_user: int = 16384     # max open files per user
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)

@@ -31,6 +31,7 @@ the lock and share-mode tables is ``id(open)``).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from bisect import bisect_left, insort
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from smbring.smb.write_times import WriteTimes
 
 if TYPE_CHECKING:
     from smbring.smb.state import Open, Session
+
+log = logging.getLogger("smbring.smb")
 
 
 class Closed(NamedTuple):
@@ -86,6 +89,12 @@ class ServerState:
         # opens and pipes, by the user they are counted to (Open.counted_for): `max open files
         # per user`
         self._user_opens: dict[str, int] = {}
+        # every user's together, and the most this process may hold: each open is a descriptor
+        # of this one process, and the descriptors that connections, logs and the store need
+        # must stay free (the server sets it from its open files limit; 0: no bound)
+        self._opens_held = 0
+        self.max_opens = 0
+        self._warned_full = False
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
@@ -98,6 +107,20 @@ class ServerState:
 
     def count_user_opens(self, owner: str, n: int) -> None:
         _count(self._user_opens, owner, n)
+        self._opens_held += n
+
+    def opens_full(self) -> bool:
+        """Whether this process holds as many opens as its descriptors allow (logged once
+        each time it fills)."""
+        if not self.max_opens or self._opens_held < self.max_opens:
+            self._warned_full = False
+            return False
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("%d files open, the most this process's open files limit allows with room "
+                        "for its connections: further opens are refused until some close",
+                        self._opens_held)
+        return True
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`

@@ -429,7 +429,7 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
     when it was first held, by the oplocks' clock). A durable reconnect or a replay is
     answered by `create_durable` before anything is opened."""
     tree = chain.tree or c.tree(hdr)      # (Chain.tree: found by the checks already)
-    if c.opens_here() >= c.limits.max_open_files or \
+    if c.opens_here() >= c.limits.max_open_files or c.state.opens_full() or \
             c.state.user_opens(c.sessions[hdr.session_id].owner) >= c.limits.max_open_files_per_user:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     answered, durable = create_durable.before_create(c, hdr, msg, tree, msg[67], retry)
