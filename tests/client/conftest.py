@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from servers import PASSWORD, USER, free_port, spawn, stop, wait_listening
+from smbring.bench.smbclient import wait_smbd_ready
 
 SMBD = "/usr/sbin/smbd"
 SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
@@ -87,6 +88,7 @@ def samba_server(tmp_path):
                                 stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, log))
         wait_listening(proc, port, d / "log" / "smbd.out")
+        wait_smbd_ready(str(d / "lock"))
         return {"host": "127.0.0.1", "port": port, "share": d / "share", "name": "share",
                 "user": SAMBA_USER, "password": PASSWORD, "log": d / "log"}
     yield make

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from smbring.bench import netlinks
+from smbring.bench.smbclient import wait_smbd_ready
 from smbring.client import multichannel
 from servers import PASSWORD, USER, as_root_args, searchable_to
 
@@ -131,6 +132,8 @@ def server_in(tmp_path, links):
                                     env=env, start_new_session=kind == "smbring")
         procs.append(proc)
         links.wait_listening(PORT)
+        if kind == "smbd":
+            wait_smbd_ready(str(tmp_path / "samba" / "lock"))
         return {"share": share, "log": log, "user": user}
     yield start
     for proc in procs:

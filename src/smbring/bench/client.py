@@ -45,7 +45,7 @@ import time
 
 from smbring.bench import netlinks
 from smbring.bench.smbclient import (PASSWORD, SMBD_CONF, USER, Server, Smbd, Smbring, free_port,
-                                     prepare, wait_port)
+                                     prepare, wait_port, wait_smbd_ready)
 
 CASES = ("get", "put")
 # a client that differs from another in one case only runs that one
@@ -160,6 +160,7 @@ class MultichannelSmbd(Smbd):
         self.proc = subprocess.Popen(links.in_server(command) if links else command,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         links.wait_listening(port) if links else wait_port(port)
+        wait_smbd_ready(os.path.join(state, "lock"))
 
 
 def start_server(name: str, share: str, port: int, state: str, links: netlinks.Links | None) -> Server:

@@ -100,6 +100,24 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def wait_smbd_ready(lock_dir: str, timeout: float = 15.0) -> None:
+    """Waits until smbd's notify daemon has registered its name (in `lock_dir`/names.tdb). smbd
+    listens before the child it forks for change notify has done so, and a tree connect made
+    in between fails with NT_STATUS_NO_MEMORY ("notify_init: No notify daemon around"). The
+    lock directory must be new to this smbd: a name left by an earlier one would be taken."""
+    names = os.path.join(lock_dir, "names.tdb")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(names, "rb") as f:
+                if b"notify-daemon\0" in f.read():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"smbd's notify daemon did not register in {names} within {timeout:g} s")
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU seconds of pid, its reaped children, and its live descendants."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -183,6 +201,7 @@ class Smbd(Server):
         self.proc = subprocess.Popen(["smbd", "--foreground", "-s", conf, "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
+        wait_smbd_ready(os.path.join(state, "lock"))
 
 
 class Smbring(Server):
