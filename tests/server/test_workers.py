@@ -29,9 +29,10 @@ from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextReq
                                          SMB2CreateDurableHandleRequest,
                                          SMB2CreateDurableHandleResponse)
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
+from smbprotocol.file_info import FileDispositionInformation, FileInformationClass, InfoType  # noqa: E402
 from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,  # noqa: E402
                               ImpersonationLevel, LockFlags, Open, RequestedOplockLevel,
-                              ShareAccess, SMB2LockElement)
+                              ShareAccess, SMB2LockElement, SMB2SetInfoRequest)
 from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
@@ -507,6 +508,39 @@ def test_change_notify_sees_the_other_workers_changes(pair):
     b.open("watched\\new.txt").close()
     assert watcher.response_event.wait(10), "no change reported"
     assert any(r["file_name"].get_value() == "new.txt" for r in watcher.result)
+
+
+@pytest.mark.parametrize("how", ["delete on close", "disposition"])
+def test_a_watch_ends_when_the_other_worker_deletes_its_directory(pair, how):
+    """A CHANGE_NOTIFY waiting on a directory ends with STATUS_DELETE_PENDING when another
+    client marks the directory for deletion, as in one process (smbtorture's
+    smb2.notify.rmdir3 and rmdir4). A worker's watches are its own and nothing changes on
+    disk until the last open closes, so the worker that marked it tells the other; before,
+    the request waited until its handle closed."""
+    a, b, _wa, _wb = pair
+    watched = a.open("going", directory=True)
+    watcher = FileSystemWatcher(watched)
+    watcher.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+    time.sleep(0.3)
+    assert not watcher.response_event.is_set()          # pending
+    if how == "delete on close":
+        b.open("going", directory=True, options=CreateOptions.FILE_DELETE_ON_CLOSE).close()
+    else:
+        other = b.open("going", directory=True)
+        info = FileDispositionInformation()
+        info["delete_pending"] = True
+        request = SMB2SetInfoRequest()
+        request["info_type"] = InfoType.SMB2_0_INFO_FILE
+        request["file_info_class"] = FileInformationClass.FILE_DISPOSITION_INFORMATION
+        request["file_id"] = other.file_id
+        request["buffer"] = info
+        sent = b.conn.send(request, sid=b.session.session_id, tid=b.tree.tree_connect_id)
+        b.conn.receive(sent)
+        other.close()
+    assert watcher.response_event.wait(10), "the watch still waits"
+    with pytest.raises(SMBResponseException) as e:
+        watcher.result
+    assert status_code(e) == DELETE_PENDING
 
 
 # -- the server's bounds count every worker -----------------------------------------------------

@@ -284,7 +284,8 @@ def test_garbage_on_the_wake_sockets_changes_nothing(place, server):
     forged = [wakeups.Message(wakeups.OPLOCK_BREAK, file=(1, 2), open_id=12345, level=0),
               wakeups.Message(wakeups.LEASE_BREAK, file=(1, 2), client_guid=bytes(16),
                               lease_key=bytes(16), old=7, new=3, ack=True),
-              wakeups.Message(wakeups.WAKE, file=(0, 0)), wakeups.Message(wakeups.WAKE_ALL)]
+              wakeups.Message(wakeups.WAKE, file=(0, 0)), wakeups.Message(wakeups.WAKE_ALL),
+              wakeups.Message(wakeups.DELETE_PENDING, file=(1, 2))]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         for path in wake_sockets(server):
             for _ in range(20):
@@ -318,3 +319,6 @@ def test_wake_messages_are_checked():
     bad[-3] = 2                 # ack is 0 or 1
     assert wakeups.decode(bytes(bad)) is None
     assert struct.unpack(">4sB", data[:5]) == (wakeups.MAGIC, wakeups.LEASE_BREAK)
+    pending = wakeups.Message(wakeups.DELETE_PENDING, file=(3, 4))
+    assert wakeups.decode(wakeups.encode(pending)) == pending
+    assert wakeups.decode(wakeups.encode(pending)[:-1]) is None

@@ -395,10 +395,17 @@ class Server:
             self.routes = ClientRoutes(self.store, holds=self.state.durable.holds_client)
             # another worker's CREATE closes this one's detached durable opens as one process does
             self.state.oplocks.close_detached_with(self.state.durable, self.file_maps.forget_file)
+            # another worker set a directory's delete pending: the change notifies waiting on
+            # this worker's opens of it end (STATUS_DELETE_PENDING) as one process ends them
+            self.state.oplocks.delete_pending_with(self._directory_delete_pending)
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
         self._tasks: set[asyncio.Task] = set()    # one per connection
+
+    def _directory_delete_pending(self, key: tuple) -> None:
+        if self.state.is_delete_pending(key):
+            self.state.watches.delete_pending(key)
 
     def _ring(self):
         """The loop's io_uring, or None where it is unavailable (then for good). A shortage of

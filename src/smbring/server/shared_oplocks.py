@@ -131,6 +131,7 @@ class SharedOplocks(Oplocks):
         # (set by the server: `close_detached_with`)
         self._durable = None
         self._forget_file = None
+        self._delete_pending = None     # (set by the server: `delete_pending_with`)
         # file -> open owner -> when this worker first asked for that detached open's close
         self._closes_asked: dict[bytes, dict[bytes, float]] = {}
 
@@ -641,6 +642,13 @@ class SharedOplocks(Oplocks):
             self._tell_lease_break(m)
         elif m.kind == wakeups.CLOSE_DETACHED:
             self._close_detached(m)
+        elif m.kind == wakeups.DELETE_PENDING and self._delete_pending is not None:
+            self._delete_pending(m.file)
+
+    def delete_pending_with(self, on_delete_pending) -> None:
+        """on_delete_pending(key): another worker says the directory `key` is now to be
+        deleted (a hint: the receiver checks the store)."""
+        self._delete_pending = on_delete_pending
 
     def close_detached_with(self, durable, forget_file) -> None:
         """This worker's durable opens (`smb.durable.DurableOpens`): a detached one another

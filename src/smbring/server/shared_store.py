@@ -414,11 +414,14 @@ class SharedDeletePending:
     in this worker, else under the name that open recorded (`RecordedDelete`: the delete is
     then done as the closing open's user, in its share, if the name still names the file)."""
 
-    def __init__(self, store: Store, share_modes: SharedShareModes):
+    def __init__(self, store: Store, share_modes: SharedShareModes, tell=None):
         self.store = store
         self.db = store.db[b"pending"]
         self.opens = share_modes.db
         self._setters: dict = {}        # key -> this worker's open that asked, while it is open
+        # tell(worker, key): a directory's delete is pending, for the change notifies waiting
+        # on the other workers' opens of it (their watches are theirs alone)
+        self._tell = tell
 
     def is_pending(self, key) -> bool:
         with self.store.read() as txn:
@@ -426,9 +429,21 @@ class SharedDeletePending:
 
     def mark(self, o) -> None:
         # not refused when nearly full: a close marks too, and one per file is bounded by opens
+        file = _file(o.key)
+        others = set()
         with self.store.write() as txn:
-            txn.put(_file(o.key), _pending_record(self.store.owner(id(o)), o), db=self.db)
+            txn.put(file, _pending_record(self.store.owner(id(o)), o), db=self.db)
+            if o.is_dir and self._tell is not None:
+                cursor = txn.cursor(self.opens)
+                if cursor.set_range(file):
+                    for k in cursor.iternext(values=False):
+                        if not bytes(k).startswith(file):
+                            break
+                        others.add(WORKER.unpack_from(k, FILE.size)[0])
         self._setters[o.key] = o
+        others.discard(self.store.worker)
+        for worker in sorted(others):
+            self._tell(worker, tuple(o.key))
 
     def withdraw(self, o) -> None:
         with self.store.write() as txn:

@@ -8,9 +8,12 @@ again: "a CREATE waiting on file X may go on" (WAKE), "every CREATE waiting may 
 (WAKE_ALL: the supervisor, once a dead worker's entries are gone), "tell your client its
 oplock on open X breaks to level L" (OPLOCK_BREAK), "tell your client its lease breaks from
 S to T" (LEASE_BREAK), "a CREATE here waits for your detached durable open X of file F to be
-closed" (CLOSE_DETACHED). The receiver checks each against the store before acting on it (see
+closed" (CLOSE_DETACHED), "directory F is now to be deleted: end the change notifies waiting
+on it" (DELETE_PENDING; a worker's watches are its own, and nothing on disk changes until the
+last open closes, so inotify cannot tell it). The receiver checks each against the store before acting on it (see
 server.shared_oplocks); a message is never the only way something happens (waiting requests
-are retried on a timer too), so a lost one only delays.
+are retried on a timer too), so a lost one only delays (a lost DELETE_PENDING leaves the change notifies waiting until
+the directory is deleted or their handle closes).
 
 Every message has a fixed size per kind and is dropped unless it has exactly that size, the
 magic, a known kind and valid fields: a malformed one is logged (at most once a minute) and
@@ -32,7 +35,7 @@ log = logging.getLogger("smbring.server")
 
 MAGIC = b"SRW1"
 HEADER = struct.Struct(">4sB")
-WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK, CLOSE_DETACHED = 1, 2, 3, 4, 5
+WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK, CLOSE_DETACHED, DELETE_PENDING = 1, 2, 3, 4, 5, 6
 FILE = struct.Struct(">QQ")                       # st_dev, st_ino
 BODIES = {
     WAKE: struct.Struct(">QQ"),
@@ -40,6 +43,7 @@ BODIES = {
     OPLOCK_BREAK: struct.Struct(">QQQB"),         # file, open id, level (0 or 1)
     LEASE_BREAK: struct.Struct(">QQ16s16sBBBH"),  # file, ClientGuid, LeaseKey, old, new, ack, epoch
     CLOSE_DETACHED: struct.Struct(">QQQ"),        # file, open id
+    DELETE_PENDING: struct.Struct(">QQ"),         # the directory
 }
 MAX_MESSAGE = HEADER.size + max(b.size for b in BODIES.values())
 CACHING_BITS = 0x7                                # READ | HANDLE | WRITE
@@ -63,7 +67,7 @@ class Message:
 def encode(m: Message) -> bytes:
     head = HEADER.pack(MAGIC, m.kind)
     body = BODIES[m.kind]
-    if m.kind == WAKE:
+    if m.kind in (WAKE, DELETE_PENDING):
         return head + body.pack(*m.file)
     if m.kind == WAKE_ALL:
         return head
@@ -83,8 +87,8 @@ def decode(data: bytes) -> Message | None:
     if magic != MAGIC or body is None or len(data) != HEADER.size + body.size:
         return None
     fields = body.unpack_from(data, HEADER.size)
-    if kind == WAKE:
-        return Message(WAKE, file=fields)
+    if kind in (WAKE, DELETE_PENDING):
+        return Message(kind, file=fields)
     if kind == WAKE_ALL:
         return Message(WAKE_ALL)
     if kind == OPLOCK_BREAK:

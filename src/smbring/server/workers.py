@@ -104,12 +104,17 @@ class WorkerSetup:
         channel = wakeups.Channel(self.store_directory, self.worker, as_server)
         oplocks = SharedOplocks(store, channel, asyncio.get_running_loop,
                                 timeout=break_timeout(BREAK_TIMEOUT))
+
+        def tell_delete_pending(worker: int, key: tuple) -> None:
+            # sent once the transaction that marked it is committed, so the store says so
+            asyncio.get_running_loop().call_soon(
+                channel.send, worker, wakeups.Message(wakeups.DELETE_PENDING, file=key))
         return Backends(
             oplocks=oplocks,
             share_modes=share_modes,
             locks=SharedByteRangeLocks(
                 store, lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback)),
-            delete_pending=SharedDeletePending(store, share_modes),
+            delete_pending=SharedDeletePending(store, share_modes, tell=tell_delete_pending),
             trees=SharedTreeCounts(store),
             open_paths=SharedOpenPaths(store),
             sessions=SessionRegistry(self.server_guid, worker=self.worker, generation=self.generation),
