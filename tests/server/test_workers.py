@@ -498,13 +498,18 @@ def test_durable_handle_and_multichannel_offered(server):
 
 
 # -- change notify ------------------------------------------------------------------------------
-def test_change_notify_sees_the_other_workers_changes(pair):
-    a, b, _wa, _wb = pair
-    watched = a.open("watched", directory=True)
-    watcher = FileSystemWatcher(watched)
+def waiting_watch(client, name: str) -> FileSystemWatcher:
+    """A CHANGE_NOTIFY (file names) on a new directory `name`, checked to be waiting."""
+    watcher = FileSystemWatcher(client.open(name, directory=True))
     watcher.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
     time.sleep(0.3)
-    assert not watcher.response_event.is_set()          # pending
+    assert not watcher.response_event.is_set()
+    return watcher
+
+
+def test_change_notify_sees_the_other_workers_changes(pair):
+    a, b, _wa, _wb = pair
+    watcher = waiting_watch(a, "watched")
     b.open("watched\\new.txt").close()
     assert watcher.response_event.wait(10), "no change reported"
     assert any(r["file_name"].get_value() == "new.txt" for r in watcher.result)
@@ -518,11 +523,7 @@ def test_a_watch_ends_when_the_other_worker_deletes_its_directory(pair, how):
     disk until the last open closes, so the worker that marked it tells the other; before,
     the request waited until its handle closed."""
     a, b, _wa, _wb = pair
-    watched = a.open("going", directory=True)
-    watcher = FileSystemWatcher(watched)
-    watcher.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
-    time.sleep(0.3)
-    assert not watcher.response_event.is_set()          # pending
+    watcher = waiting_watch(a, "going")
     if how == "delete on close":
         b.open("going", directory=True, options=CreateOptions.FILE_DELETE_ON_CLOSE).close()
     else:
