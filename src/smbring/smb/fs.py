@@ -122,7 +122,9 @@ class FileSystem(Protocol):
         """The id under which the file's named streams are kept; None when it has none and
         `create` is false, or when the file cannot be opened. With `create`, a new id is
         stored on the file. With `sole_name`, None also for a file that has another name (a
-        hard link), as one read with the id. Raises OSError only when storing a new id fails."""
+        hard link), as one read with the id, and where `parts` names a symbolic link (its
+        last component is never followed: removing or replacing that name removes the link,
+        not the file it leads to). Raises OSError only when storing a new id fails."""
         ...
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:

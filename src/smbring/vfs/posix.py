@@ -144,11 +144,13 @@ def stream_id_by_path(fs, parts: list[str], create: bool = False, sole_name: boo
     directory as the server). None where the file cannot be opened, and for a path into
     the depot (a stream has no streams: nothing there is opened for this); with
     `sole_name`, also for a file with another name (the link count read through the same
-    open)."""
+    open), and for a name that is a symbolic link: removing or replacing that name removes
+    the link (unlink and rename never follow one), never the file it leads to, whose streams
+    are still its own (the last component is not followed: O_NOFOLLOW, ELOOP)."""
     if parts and parts[0] == STREAMS_DIR:
         return None
     try:
-        fd = fs.open(parts, os.O_RDONLY)
+        fd = fs.open(parts, os.O_RDONLY | (os.O_NOFOLLOW if sole_name else 0))
     except OSError:
         return None
     try:
