@@ -233,9 +233,10 @@ class FileSystem(Protocol):
         where the file system can; where it cannot, nothing happens. Raises nothing."""
         ...
 
-    def names(self, fd: int) -> list[str]:
-        """The names in the open directory, without "." and "..", in no particular order.
-        Raises OSError."""
+    def names(self, fd: int, limit: int | None = None) -> list[str]:
+        """The names in the open directory, without "." and "..", in no particular order;
+        with `limit`, at most that many, read without reading the rest (whether a directory
+        is empty costs one entry, however many it holds). Raises OSError."""
         ...
 
     def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -750,12 +751,25 @@ class PosixVFS:
             log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
 
     @staticmethod
-    def names(fd: int) -> list[str]:
-        dup = os.dup(fd)
+    def names(fd: int, limit: int | None = None) -> list[str]:
+        if limit is None:
+            dup = os.dup(fd)
+            try:
+                return os.listdir(dup)
+            finally:
+                os.close(dup)
+        # the first names only: read through a descriptor of its own (opened again through
+        # /proc, which asks read permission on the directory as its open did), whose position
+        # no listing of the open's, in a worker thread, shares
         try:
-            return os.listdir(dup)
+            own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            own = os.dup(fd)
+        try:
+            with os.scandir(own) as entries:
+                return [entry.name for entry in itertools.islice(entries, limit)]
         finally:
-            os.close(dup)
+            os.close(own)
 
     def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:
         """A directory entry's stat; None once it is gone. A symlink shows as its target when
