@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from smbring.smb.channels import Client, NetworkInterface
 from smbring.smb.durable import DurableOpens
+from smbring.smb.listings import Listings
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
@@ -86,6 +87,8 @@ class ServerState:
         # opens and pipes, by the user they are counted to (Open.counted_for): `max open files
         # per user`
         self._user_opens: dict[str, int] = {}
+        # the names directory scans keep, per user: `max listed names per user`
+        self.listings = Listings()
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
@@ -143,6 +146,7 @@ class ServerState:
 
     def _forget(self, o: Open) -> Closed:
         self._opens.discard(o)
+        self.listings.forget(o)
         if o.watch is not None:
             self.watches.remove(o.watch)
         released = self.locks.release_owner(o.key, id(o))
