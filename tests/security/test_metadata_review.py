@@ -218,3 +218,45 @@ def test_a_file_whose_descriptor_refuses_delete_is_not_replaced(server, klass):
         c.tree.close(fid)
     assert r.status == wire.STATUS_ACCESS_DENIED, r
     assert victim.read_bytes() == SECRET
+
+
+def bobs_symlink_to(server, name: str, target: str):
+    """A symbolic link shared/`name` -> ../`target` that BOB made (from a shell, or any tool
+    of his: smbring makes none), leading to ALICE's file inside the share."""
+    link = server["share"] / "shared" / name
+    os.symlink(f"../{target}", link)
+    os.lchown(link, *server["accounts"][BOB])
+    return link
+
+
+def test_bob_deleting_his_symlink_to_alices_file_leaves_her_streams(server):
+    """BOB opens his own link shared/sym-del-link (leading to ALICE's sym-del.txt) for delete
+    on close: the link is the name that goes (unlink never follows it); her file, which still
+    has its one name, keeps its stream. Before, the server (as root) removed the streams of
+    the file the link led to."""
+    alices_file_with_a_stream(server, "sym-del.txt")
+    link = bobs_symlink_to(server, "sym-del-link", "sym-del.txt")
+    with Conn(server, BOB) as c:
+        r = c.tree.create("shared\\sym-del-link", DELETE | READ_ATTRIBUTES, options=wire.FILE_DELETE_ON_CLOSE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c.tree.close(r.file_id).status == wire.STATUS_SUCCESS
+    assert not os.path.lexists(link)
+    assert (server["share"] / "sym-del.txt").read_bytes() == b"alice's data"
+    assert stream_of(server, "sym-del.txt") == SECRET
+
+
+@pytest.mark.parametrize("klass", [10, 11], ids=["rename", "link"])
+def test_bob_replacing_his_symlink_to_alices_file_leaves_her_streams(server, klass):
+    """BOB renames (or links) his own file over his link shared/sym-rep-link-N, which leads to
+    ALICE's file (ReplaceIfExists): the link is the name replaced, her file and its stream
+    stay. Before, the server removed the streams of the file the link led to."""
+    alices_file_with_a_stream(server, f"sym-rep-{klass}.txt")
+    link = bobs_symlink_to(server, f"sym-rep-link-{klass}", f"sym-rep-{klass}.txt")
+    with Conn(server, BOB) as c:
+        fid = c.tree.open(f"shared\\bobs-sym-{klass}.txt", READ_WRITE | DELETE, wire.FILE_CREATE)
+        r = c.tree.set_info(fid, wire.INFO_FILE, klass, rename_body(f"shared\\sym-rep-link-{klass}", True))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(fid)
+    assert not link.is_symlink()
+    assert (server["share"] / f"sym-rep-{klass}.txt").read_bytes() == b"alice's data"
+    assert stream_of(server, f"sym-rep-{klass}.txt") == SECRET

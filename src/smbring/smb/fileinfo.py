@@ -199,8 +199,9 @@ def streams_going_with(fs, parts: list[str]) -> str | None:
     """The stream id of the file at `parts` where removing (or replacing) that name removes
     the file: its streams are to go with it. None where the file keeps another name (a hard
     link: its streams are still its own, and whoever may remove one name of a file may not
-    therefore change the file; Samba's streams_depot keeps them too), where it has no streams,
-    or where it cannot be opened."""
+    therefore change the file; Samba's streams_depot keeps them too), where the name is a
+    symbolic link (the link goes, the file it leads to stays, with its streams), where it has
+    no streams, or where it cannot be opened."""
     return fs.stream_id(parts, sole_name=True)
 
 

@@ -122,7 +122,9 @@ class FileSystem(Protocol):
         """The id under which the file's named streams are kept; None when it has none and
         `create` is false, or when the file cannot be opened. With `create`, a new id is
         stored on the file. With `sole_name`, None also for a file that has another name (a
-        hard link), as one read with the id. Raises OSError only when storing a new id fails."""
+        hard link), as one read with the id, and where `parts` names a symbolic link (its
+        last component is never followed: removing or replacing that name removes the link,
+        not the file it leads to). Raises OSError only when storing a new id fails."""
         ...
 
     def stream_id_of(self, fd: int, create: bool = False) -> str | None:
@@ -231,9 +233,10 @@ class FileSystem(Protocol):
         where the file system can; where it cannot, nothing happens. Raises nothing."""
         ...
 
-    def names(self, fd: int) -> list[str]:
-        """The names in the open directory, without "." and "..", in no particular order.
-        Raises OSError."""
+    def names(self, fd: int, limit: int | None = None) -> list[str]:
+        """The names in the open directory, without "." and "..", in no particular order;
+        with `limit`, at most that many, read without reading the rest (whether a directory
+        is empty costs one entry, however many it holds). Raises OSError."""
         ...
 
     def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:

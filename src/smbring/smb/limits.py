@@ -37,6 +37,10 @@ class Limits:
     # 65536, four connections of one user at `max open files` took them all; all users' opens
     # together stop short of the limit: ServerState.max_opens)
     max_open_files_per_user: int = 16384     # max open files per user
+    # the names QUERY_DIRECTORY keeps for handles that scanned a directory (some 70 bytes
+    # each): past it, the user's least recently used listings are dropped, and listed again
+    # from where they were when next asked (smb.listings)
+    max_listed_names_per_user: int = 1000000  # max listed names per user
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
@@ -66,6 +70,7 @@ OPTIONS = {
     "max locks per connection": "max_locks_per_connection",
     "max locks per user": "max_locks_per_user",
     "max open files per user": "max_open_files_per_user",
+    "max listed names per user": "max_listed_names_per_user",
     "max compound requests": "max_compound",
     "max smbd processes": "max_connections",
     "max connections per client": "max_connections_per_address",

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from smbring.smb.channels import Client, NetworkInterface
 from smbring.smb.durable import DurableOpens
+from smbring.smb.listings import Listings
 from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
@@ -95,6 +96,8 @@ class ServerState:
         self._opens_held = 0
         self.max_opens = 0
         self._warned_full = False
+        # the names directory scans keep, per user: `max listed names per user`
+        self.listings = Listings()
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
@@ -166,6 +169,7 @@ class ServerState:
 
     def _forget(self, o: Open) -> Closed:
         self._opens.discard(o)
+        self.listings.forget(o)
         if o.watch is not None:
             self.watches.remove(o.watch)
         released = self.locks.release_owner(o.key, id(o))

@@ -120,6 +120,13 @@ class Open:
     delete_on_close: bool = False
     dir_entries: list | None = None
     dir_pos: int = 0
+    # a listing dropped for `max listed names per user` (smb.listings): the scan goes on after
+    # `dir_after` (the last name returned; None: from the start) once listed again with the
+    # scan's pattern; `dir_owner`: the user its held listing is counted to
+    dir_pattern: str = "*"
+    dir_resume: bool = False
+    dir_after: str | None = None
+    dir_owner: str | None = None
     key: tuple = ()                 # (st_dev, st_ino): where its byte-range locks live
     position: int = 0               # CurrentByteOffset: just past the last read or write
     fid: bytes = b""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -144,11 +145,13 @@ def stream_id_by_path(fs, parts: list[str], create: bool = False, sole_name: boo
     directory as the server). None where the file cannot be opened, and for a path into
     the depot (a stream has no streams: nothing there is opened for this); with
     `sole_name`, also for a file with another name (the link count read through the same
-    open)."""
+    open), and for a name that is a symbolic link: removing or replacing that name removes
+    the link (unlink and rename never follow one), never the file it leads to, whose streams
+    are still its own (the last component is not followed: O_NOFOLLOW, ELOOP)."""
     if parts and parts[0] == STREAMS_DIR:
         return None
     try:
-        fd = fs.open(parts, os.O_RDONLY)
+        fd = fs.open(parts, os.O_RDONLY | (os.O_NOFOLLOW if sole_name else 0))
     except OSError:
         return None
     try:
@@ -748,12 +751,25 @@ class PosixVFS:
             log.debug("fallocate(%d): %s", size, os.strerror(ctypes.get_errno()))
 
     @staticmethod
-    def names(fd: int) -> list[str]:
-        dup = os.dup(fd)
+    def names(fd: int, limit: int | None = None) -> list[str]:
+        if limit is None:
+            dup = os.dup(fd)
+            try:
+                return os.listdir(dup)
+            finally:
+                os.close(dup)
+        # the first names only: read through a descriptor of its own (opened again through
+        # /proc, which asks read permission on the directory as its open did), whose position
+        # no listing of the open's, in a worker thread, shares
         try:
-            return os.listdir(dup)
+            own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            own = os.dup(fd)
+        try:
+            with os.scandir(own) as entries:
+                return [entry.name for entry in itertools.islice(entries, limit)]
         finally:
-            os.close(dup)
+            os.close(own)
 
     def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:
         """A directory entry's stat; None once it is gone. A symlink shows as its target when

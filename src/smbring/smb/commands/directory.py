@@ -1,6 +1,7 @@
 """QUERY_DIRECTORY (MS-SMB2 3.3.5.18)."""
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import re
 import struct
@@ -44,8 +45,16 @@ def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chai
     pattern = wire.from_utf16(in_request(msg, name_off, name_len)) or "*"
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if o.dir_entries is None or flags & (0x1 | 0x10):      # the first query, RESTART_SCANS, REOPEN
-        return FileSteps(_listed(c, o, klass, flags, out_len, _keeper(pattern, o.tree.names))), None
+    restart = flags & (0x1 | 0x10)      # RESTART_SCANS, REOPEN
+    if o.dir_entries is None or restart:
+        # the first query, a new scan, or a scan whose listing was dropped (smb.listings),
+        # which goes on with its own pattern
+        resume = o.dir_resume and not restart
+        if not resume:
+            o.dir_pattern = pattern
+        keep = _keeper(o.dir_pattern, o.tree.names)
+        return FileSteps(_listed(c, o, klass, flags, out_len, keep, resume)), None
+    c.state.listings.used(o)
     return _answer(c, o, klass, flags, out_len, fresh=False), None
 
 
@@ -57,17 +66,33 @@ def _keeper(pattern: str, names):
     return lambda n: matches(n) and n != STREAMS_DIR and not names.vetoed(n)
 
 
-def _listed(c: Connection, o, klass: int, flags: int, out_len: int, keep):
+def _listed(c: Connection, o, klass: int, flags: int, out_len: int, keep, resume: bool = False):
     """A scan from the start: the names now (listed and sorted off the event loop), details as
-    they are returned: what is deleted meanwhile is not listed."""
+    they are returned: what is deleted meanwhile is not listed. `resume`: the open's listing
+    was dropped (smb.listings), its scan goes on after the last name it returned. The listing
+    is counted to the open's user, within `max listed names per user`."""
     names = yield ListNames(o.fd, keep)
     if isinstance(names, BaseException):
         raise names         # (an OSError: its status)
-    o.dir_entries = [n for n in (".", "..") if keep(n)] + names
-    o.dir_pos = 0
-    if not o.dir_entries:
+    entries = [n for n in (".", "..") if keep(n)] + names
+    o.dir_pos = _resumed_at(entries, o.dir_after) if resume else 0
+    o.dir_entries, o.dir_resume, o.dir_after = entries, False, None
+    if o.counted_for is not None and c.opens.get(o.fid) is o:      # (not closed meanwhile)
+        c.state.listings.kept(o, o.counted_for, c.limits.max_listed_names_per_user)
+    if not entries and not resume:
         raise SMBError(wire.STATUS_NO_SUCH_FILE)
-    return _answer(c, o, klass, flags, out_len, fresh=True)
+    return _answer(c, o, klass, flags, out_len, fresh=not resume)
+
+
+def _resumed_at(entries: list[str], after: str | None) -> int:
+    """Where a scan goes on in `entries` (".", ".." if listed, then the names sorted) after
+    the name it returned last (None: none yet): past it, or where it would be."""
+    if after is None:
+        return 0
+    dots = 2 if entries[1:2] == [".."] else 1 if entries[:1] in (["."], [".."]) else 0
+    if after in (".", ".."):
+        return entries.index(after) + 1 if after in entries[:dots] else dots
+    return bisect.bisect_right(entries, after, dots)
 
 
 def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool) -> bytes:
