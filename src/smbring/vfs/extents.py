@@ -168,12 +168,23 @@ def allocated_ranges(fd: int, offset: int, length: int, limit: int) -> list[tupl
     return ranges
 
 
-def list_names(fd: int, keep) -> list[str]:
-    """The names `keep` passes in the open directory `fd`, sorted (read through a duplicate
-    of the descriptor: its position is its own)."""
-    dup = os.dup(fd)
+def own_directory(fd: int) -> int:
+    """A descriptor of the open directory `fd` with a position of its own, for one listing:
+    listings run in worker threads, two of one open may run at once, and a duplicate shares
+    its position (each listing's reads moved the other's: names missing or twice). Opened
+    again through /proc, which asks read permission as the open did; a duplicate only where
+    that fails."""
     try:
-        names = os.listdir(dup)
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.dup(fd)
+
+
+def list_names(fd: int, keep) -> list[str]:
+    """The names `keep` passes in the open directory `fd`, sorted."""
+    own = own_directory(fd)
+    try:
+        names = os.listdir(own)
     finally:
-        os.close(dup)
+        os.close(own)
     return [n for n in sorted(names) if keep(n)]

@@ -17,6 +17,7 @@ from smbring._dirent import (NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xa
                              set_status_flags, stat_entries)
 from smbring._dirent import fstat as _fstat
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
+from smbring.vfs import extents
 from smbring.vfs.case_index import CaseIndex
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
@@ -752,20 +753,10 @@ class PosixVFS:
 
     @staticmethod
     def names(fd: int, limit: int | None = None) -> list[str]:
-        if limit is None:
-            dup = os.dup(fd)
-            try:
-                return os.listdir(dup)
-            finally:
-                os.close(dup)
-        # the first names only: read through a descriptor of its own (opened again through
-        # /proc, which asks read permission on the directory as its open did), whose position
-        # no listing of the open's, in a worker thread, shares
+        own = extents.own_directory(fd)     # (a position of its own: see there)
         try:
-            own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            own = os.dup(fd)
-        try:
+            if limit is None:
+                return os.listdir(own)
             with os.scandir(own) as entries:
                 return [entry.name for entry in itertools.islice(entries, limit)]
         finally:
