@@ -404,6 +404,23 @@ ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FIL
 READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
 
 
+# the sizes of the create contexts whose data is a fixed structure (MS-SMB2 2.2.13.2): MxAc's
+# optional timestamp, QFid's nothing, TWrp's timestamp, AlSi's size; any other is
+# STATUS_INVALID_PARAMETER, as Samba answers (smbd_smb2_create_send)
+CONTEXT_SIZES = {b"MxAc": (0, 8), b"QFid": (0,), b"TWrp": (8,), b"AlSi": (8,)}
+
+
+def check_context_sizes(contexts: dict[bytes, bytes]) -> None:
+    """STATUS_INVALID_PARAMETER for a known context whose data has the wrong size, and for an
+    ExtA context with no EA in it (Samba's read_nttrans_ea_list finds none)."""
+    for tag, sizes in CONTEXT_SIZES.items():
+        data = contexts.get(tag)
+        if data is not None and len(data) not in sizes:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if b"ExtA" in contexts and len(contexts[b"ExtA"]) < 8:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+
+
 def check_read_only(st, dos, access: int, options: int, disposition: int, attrs: int) -> None:
     """What the attributes of an existing file refuse, before any descriptor is looked at
     (MS-FSA 2.1.5.1.2, 2.1.5.1.2.1), whoever the server acts as (root included): writing or
@@ -466,6 +483,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    if options & wire.FILE_DIRECTORY_FILE and (options & wire.FILE_NON_DIRECTORY_FILE or disposition in TRUNCATING):
+        # a directory is never truncated, and an open is one or the other (MS-FSA 2.1.5.1;
+        # Samba and Windows refuse both so)
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
     spelled_name = name
     name, stream = split_stream(name)
     # "name::$DATA": the file's data stream, which a directory has not
@@ -474,6 +495,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     check_veto(tree.names, parts)
     # (they lie inside the request: create_durable.before_create checked it first)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len) if ctx_len else {}
+    check_context_sizes(contexts)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -840,7 +862,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # create_file_of_stream)
             store_eas(fs, fd, eas)
         if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
-            set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0],
+            set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"])[0],
                            tree.share.strict_allocate)
             st, dos = fs.fstat(fd), fs.get_dos(fd)
     except BaseException:

@@ -1,0 +1,260 @@
+"""CREATE tried adversarially: malformed create-context chains and contexts, option and
+disposition combinations, a SecD context carrying a SACL, an overwrite that stores EAs,
+and a name that another process points at another file while the CREATE checks it. Two
+Unix accounts (ALICE, BOB) made for the module and a server started as root acting as them
+(raw requests, raw.py). Where Samba has an answer, the test expects it (each was compared
+with a real smbd)."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+
+import pytest
+from raw import UserTree
+from servers import sticky_share_server, unix_accounts
+from smbcore import create_body
+
+from smbring.smb import acl, wire
+
+if os.geteuid() != 0 or not shutil.which("useradd"):
+    pytest.skip("acting as Unix accounts needs root (and useradd)", allow_module_level=True)
+
+PASSWORD = "Create-pw1"
+SUFFIX = f"{os.getpid() % 100000}"
+ALICE, BOB = f"crra{SUFFIX}", f"crrb{SUFFIX}"
+READ_WRITE = 0x0012019F
+FILE_READ_ATTRIBUTES = 0x80
+FILE_INTERNAL_INFORMATION = 6
+FILE_OPEN_BY_FILE_ID = 0x2000
+LEVEL_LEASE = 0xFF
+# SMB2_CREATE_POSIX (the SMB 3.1.1 POSIX extensions' context): smbring does not know it
+POSIX_CONTEXT = bytes.fromhex("93AD25509CB411E7B42383DE968BCD7C")
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    yield from unix_accounts(ALICE, BOB)
+
+
+@pytest.fixture(scope="module")
+def server(accounts, tmp_path_factory):
+    for started in sticky_share_server(tmp_path_factory.mktemp("create"), "smbring-create-",
+                                       (ALICE, BOB), PASSWORD):
+        shared = started["share"] / "shared"      # a project directory everyone may write
+        shared.mkdir()
+        shared.chmod(0o777)
+        yield dict(started, accounts=accounts)
+
+
+class Conn(UserTree):
+    def __init__(self, server, user: str = ALICE):
+        super().__init__(server["port"], user, PASSWORD)
+
+
+def context_entry(name: bytes, data: bytes, *, nxt: int = 0, name_off: int = 16, data_off: int | None = None) -> bytes:
+    """One create context, its fields as given (data at the next 8-byte boundary after the
+    name unless `data_off` says otherwise)."""
+    if data_off is None:
+        data_off = (name_off + len(name) + 7) // 8 * 8 if data else 0
+    entry = bytearray(struct.pack("<IHHHHI", nxt, name_off, len(name), 0, data_off, len(data)))
+    entry += b"\0" * (name_off - 16) + name
+    if data:
+        entry += b"\0" * max(0, data_off - len(entry))
+        entry[data_off:data_off + len(data)] = data
+    return bytes(entry)
+
+
+def chain(*entries: bytes) -> bytes:
+    """Entries chained with Next fields pointing at the next 8-byte boundary."""
+    out = b""
+    for i, entry in enumerate(entries):
+        if i < len(entries) - 1:
+            entry = entry + b"\0" * (-len(entry) % 8)
+            entry = struct.pack("<I", len(entry)) + entry[4:]
+        out += entry
+    return out
+
+
+def create_raw(tree, name: str, contexts: bytes, *, access: int = READ_WRITE, disposition: int = wire.FILE_CREATE,
+               oplock: int = 0):
+    """A CREATE whose context buffer is `contexts`, byte for byte."""
+    body = bytearray(create_body(name, access, disposition, 0, oplock=oplock))
+    offset = 64 + len(body) + (-(64 + len(body)) % 8)
+    body += b"\0" * (offset - 64 - len(body))
+    struct.pack_into("<II", body, 48, offset, len(contexts))
+    return tree.request(wire.CREATE, bytes(body + contexts))
+
+
+def ea_list(*eas: tuple[bytes, bytes]) -> bytes:
+    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15), 4-byte aligned."""
+    entries = [struct.pack("<IBBH", 0, 0, len(n), len(v)) + n + b"\0" + v for n, v in eas]
+    out = b""
+    for i, entry in enumerate(entries):
+        if i < len(entries) - 1:
+            entry += b"\0" * (-len(entry) % 4)
+            entry = struct.pack("<I", len(entry)) + entry[4:]
+        out += entry
+    return out
+
+
+def lease_request(key: int) -> bytes:
+    return bytes([key]) * 16 + struct.pack("<IIQ", 7, 0, 0)    # READ | HANDLE | WRITE, v1
+
+
+def response_contexts(r) -> dict[bytes, bytes]:
+    offset, length = struct.unpack_from("<II", r.raw, 64 + 80)
+    raw, out, pos = r.raw[offset:offset + length], {}, 0
+    while pos + 16 <= len(raw):
+        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", raw, pos)
+        out[raw[pos + name_off:pos + name_off + name_len]] = raw[pos + data_off:pos + data_off + data_len]
+        if not nxt:
+            break
+        pos += nxt
+    return out
+
+
+# -- the context chain ------------------------------------------------------------------------
+
+MALFORMED_CHAINS = {
+    # Next not a multiple of 8 (the second context right after the first's 20 bytes)
+    "next-unaligned": struct.pack("<IHHHHI", 20, 16, 4, 0, 0, 0) + b"MxAc"
+    + struct.pack("<IHHHHI", 0, 16, 4, 0, 0, 0) + b"QFid",
+    # Next beyond the buffer
+    "next-outside": struct.pack("<IHHHHI", 64, 16, 4, 0, 0, 0) + b"MxAc",
+    # the name not at offset 16: in the context's own header, or after a gap
+    "name-in-header": struct.pack("<IHHHHI", 0, 0, 4, 0, 0, 0) + b"MxAc",
+    "name-after-a-gap": context_entry(b"MxAc", b"", name_off=24),
+    # the data not 8-byte aligned, or overlapping the name
+    "data-unaligned": context_entry(b"AlSi", bytes(8), data_off=20),
+    "data-over-name": context_entry(b"AlSi", bytes(8), data_off=16),
+    # data past the buffer's end
+    "data-outside": struct.pack("<IHHHHI", 0, 16, 4, 0, 24, 64) + b"AlSi" + bytes(12),
+    # a name shorter than four bytes
+    "short-name": context_entry(b"MxA", b""),
+    # fewer than 16 bytes where a context should be
+    "truncated": chain(context_entry(b"MxAc", b""), b"QFid\0\0\0\0"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(MALFORMED_CHAINS))
+def test_malformed_context_chain_is_refused(server, label):
+    """Each context must be laid out as Samba's smb2_create_blob_parse takes it (name at
+    offset 16, data 8-byte aligned after it, Next 8-byte aligned, all inside the buffer):
+    else STATUS_INVALID_PARAMETER and nothing made. Before, smbring read most of these
+    (names anywhere, data overlapping the name, a Next past the end ending the chain)."""
+    name = f"chain-{label}.txt"
+    with Conn(server) as c:
+        r = create_raw(c.tree, name, MALFORMED_CHAINS[label])
+        assert r.status == wire.STATUS_INVALID_PARAMETER, r
+    assert not (server["share"] / name).exists()
+
+
+def test_unknown_contexts_are_ignored(server):
+    """Unknown tags (four bytes, or a GUID such as the POSIX extensions' context, which
+    smbring does not implement) are ignored: the file is made as without them, its mode the
+    create mask's (the POSIX context's setuid, setgid and world-writable bits are not applied)."""
+    posix = struct.pack("<I", 0o6777)
+    with Conn(server) as c:
+        r = create_raw(c.tree, "unknown-ctx.txt", chain(context_entry(b"Zzzz", b"abc"),
+                                                          context_entry(POSIX_CONTEXT, posix)))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(r.file_id)
+    mode = (server["share"] / "unknown-ctx.txt").stat().st_mode & 0o7777
+    assert mode & 0o7000 == 0 and not mode & 0o002, oct(mode)
+
+
+def test_first_of_two_contexts_with_one_name_counts(server):
+    """Two lease contexts: the first is the one granted (as Samba's smb2_create_blob_find), so
+    smbring and a filter reading the request as Samba does see one request. Before, the last
+    one counted."""
+    with Conn(server) as c:
+        r = create_raw(c.tree, "two-leases.txt", chain(context_entry(b"RqLs", lease_request(1)),
+                                                        context_entry(b"RqLs", lease_request(2))),
+                       oplock=LEVEL_LEASE)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert response_contexts(r)[b"RqLs"][:16] == bytes([1]) * 16
+        c.tree.close(r.file_id)
+
+
+BAD_SIZES = {"AlSi-short": (b"AlSi", bytes(4)), "AlSi-long": (b"AlSi", bytes(16)),
+             "TWrp-short": (b"TWrp", bytes(4)), "MxAc-short": (b"MxAc", bytes(4)),
+             "QFid-data": (b"QFid", bytes(4)), "ExtA-short": (b"ExtA", bytes(3))}
+
+
+@pytest.mark.parametrize("label", sorted(BAD_SIZES))
+def test_fixed_size_context_of_the_wrong_size_is_refused(server, label):
+    """AlSi holds 8 bytes, TWrp 8, MxAc none or 8, QFid none, ExtA at least one EA: another
+    size is STATUS_INVALID_PARAMETER, nothing made (as Samba). Before, AlSi was padded with
+    zeros, an ExtA too short for an EA was an empty list, and the others were taken as they
+    came."""
+    name = f"size-{label}.txt"
+    with Conn(server) as c:
+        r = c.tree.create(name, READ_WRITE, wire.FILE_CREATE, contexts=[BAD_SIZES[label]])
+        assert r.status == wire.STATUS_INVALID_PARAMETER, r
+    assert not (server["share"] / name).exists()
+
+
+def test_previous_version_is_never_found(server):
+    """TWrp (a snapshot's time): smbring keeps none, so no name is found through one, outside
+    the share or in it (as a server with no snapshots answers)."""
+    (server["share"] / "twrp.txt").write_bytes(b"now")
+    with Conn(server) as c:
+        for name in ("twrp.txt", "..\\twrp.txt", "shared\\..\\twrp.txt"):
+            r = c.tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN, contexts=[(b"TWrp", struct.pack("<Q", 1))])
+            assert r.status in (wire.STATUS_OBJECT_NAME_NOT_FOUND, wire.STATUS_OBJECT_PATH_SYNTAX_BAD), (name, r)
+
+
+# -- options and dispositions -------------------------------------------------------------------
+
+@pytest.mark.parametrize("options,disposition", [
+    (wire.FILE_DIRECTORY_FILE | wire.FILE_NON_DIRECTORY_FILE, wire.FILE_CREATE),
+    (wire.FILE_DIRECTORY_FILE | wire.FILE_NON_DIRECTORY_FILE, wire.FILE_OPEN_IF),
+    (wire.FILE_DIRECTORY_FILE, wire.FILE_SUPERSEDE),
+    (wire.FILE_DIRECTORY_FILE, wire.FILE_OVERWRITE),
+    (wire.FILE_DIRECTORY_FILE, wire.FILE_OVERWRITE_IF),
+], ids=["dir-and-nondir-create", "dir-and-nondir-open-if", "dir-supersede", "dir-overwrite", "dir-overwrite-if"])
+def test_contradictory_directory_options_are_refused(server, options, disposition):
+    """An open is of a directory or of a file, and a directory is never truncated: both
+    options, or FILE_DIRECTORY_FILE with a truncating disposition, are STATUS_INVALID_PARAMETER
+    and nothing is made, on a new name or an existing directory (MS-FSA 2.1.5.1; Samba and
+    Windows). Before, smbring made (or opened) a directory."""
+    (server["share"] / "existing-dir").mkdir(exist_ok=True)
+    with Conn(server) as c:
+        for name in (f"contra-{options}-{disposition}", "existing-dir"):
+            r = c.tree.create(name, wire.GENERIC_ALL, disposition, options)
+            assert r.status == wire.STATUS_INVALID_PARAMETER, (name, r)
+    assert not (server["share"] / f"contra-{options}-{disposition}").exists()
+
+
+def test_open_by_file_id_is_not_supported(server):
+    """FILE_OPEN_BY_FILE_ID names a file by its id, not its path: never supported (no file,
+    inside the share or out of it, is reached by an id), STATUS_NOT_SUPPORTED as Samba answers."""
+    ino = (server["share"] / "shared").stat().st_ino
+    with Conn(server) as c:
+        for name in (struct.pack("<Q", ino).decode("utf-16-le"), "shared"):
+            r = c.tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN, FILE_OPEN_BY_FILE_ID)
+            assert r.status == wire.STATUS_NOT_SUPPORTED, r
+
+
+def test_system_security_and_reserved_rights_are_refused(server):
+    """ACCESS_SYSTEM_SECURITY needs a privilege no session holds; reserved access bits are
+    STATUS_ACCESS_DENIED (MS-SMB2 3.3.5.9)."""
+    (server["share"] / "rights.txt").write_bytes(b"x")
+    with Conn(server) as c:
+        r = c.tree.create("rights.txt", wire.GENERIC_READ | acl.ACCESS_SYSTEM_SECURITY)
+        assert r.status == wire.STATUS_PRIVILEGE_NOT_HELD, r
+        r = c.tree.create("rights.txt", wire.GENERIC_READ | 0x00000200)
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+
+
+@pytest.mark.parametrize("name", ["dir:$I30:$INDEX_ALLOCATION", "dir::$INDEX_ALLOCATION", "f.txt:s:$BITMAP",
+                                  "f\0.txt", "..\\f.txt", "shared\\..\\..\\f.txt", "a" * 256])
+def test_names_that_reach_nothing(server, name):
+    """Stream types other than $DATA, NUL, a component over 255 bytes and `..` above the
+    share reach nothing (as Samba, which refuses these too)."""
+    (server["share"] / "dir").mkdir(exist_ok=True)
+    (server["share"] / "f.txt").write_bytes(b"x")
+    with Conn(server) as c:
+        r = c.tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN)
+        assert r.status in (wire.STATUS_OBJECT_NAME_INVALID, wire.STATUS_OBJECT_PATH_SYNTAX_BAD), r
