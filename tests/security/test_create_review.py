@@ -7,6 +7,7 @@ with a real smbd)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import struct
 
@@ -50,6 +51,16 @@ def server(accounts, tmp_path_factory):
 class Conn(UserTree):
     def __init__(self, server, user: str = ALICE):
         super().__init__(server["port"], user, PASSWORD)
+
+
+def unix_sid(user: str) -> bytes:
+    return acl.unix_user(pwd.getpwnam(user).pw_uid)
+
+
+def descriptor(owner: bytes, aces: list[tuple[bytes, int]]) -> bytes:
+    """A self-relative descriptor owned by `owner` whose DACL allows each (SID, mask)."""
+    return acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, owner=owner,
+                          dacl=[acl.Ace(acl.ALLOWED, 0, mask, who) for who, mask in aces]).pack()
 
 
 def context_entry(name: bytes, data: bytes, *, nxt: int = 0, name_off: int = 16, data_off: int | None = None) -> bytes:
@@ -258,3 +269,84 @@ def test_names_that_reach_nothing(server, name):
     with Conn(server) as c:
         r = c.tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN)
         assert r.status in (wire.STATUS_OBJECT_NAME_INVALID, wire.STATUS_OBJECT_PATH_SYNTAX_BAD), r
+
+
+# -- SecD and ExtA ------------------------------------------------------------------------------
+
+def sacl_descriptor() -> bytes:
+    sacl = struct.pack("<BBHHH", 2, 0, 8, 0, 0)
+    return struct.pack("<BBHIIII", 1, 0, acl.SE_SELF_RELATIVE | acl.SE_SACL_PRESENT, 0, 0, 20, 0) + sacl
+
+
+@pytest.mark.parametrize("name", ["sacl.txt", "sacl-stream.txt:s"])
+def test_descriptor_with_a_sacl_is_refused(server, name):
+    """A SACL is set only with ACCESS_SYSTEM_SECURITY, which no open holds (SET_INFO refuses
+    it): a SecD context carrying one is STATUS_ACCESS_DENIED and nothing is made, as in Samba.
+    Before, the CREATE stored the SACL."""
+    with Conn(server) as c:
+        r = c.tree.create(name, READ_WRITE, wire.FILE_CREATE, contexts=[(b"SecD", sacl_descriptor())])
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+    assert not (server["share"] / name.split(":")[0]).exists()
+
+
+@pytest.mark.parametrize("owner,status", [
+    (lambda: unix_sid(BOB), wire.STATUS_INVALID_OWNER),
+    (lambda: acl.ROOT_SID, wire.STATUS_INVALID_OWNER),
+    (lambda: acl.SYSTEM, wire.STATUS_INVALID_OWNER),
+], ids=["bob", "root", "system"])
+def test_new_file_cannot_name_another_owner(server, owner, status):
+    """ALICE's SecD naming another owner (BOB, root, SYSTEM) is STATUS_INVALID_OWNER, for a
+    file, a directory and the file of a new stream, and nothing is made."""
+    sd = acl.Descriptor(control=acl.SE_SELF_RELATIVE, owner=owner()).pack()
+    with Conn(server) as c:
+        for name, options in (("owned.txt", 0), ("owned-dir", wire.FILE_DIRECTORY_FILE), ("owned-s.txt:s", 0)):
+            r = c.tree.create(name, READ_WRITE, wire.FILE_CREATE, options, contexts=[(b"SecD", sd)])
+            assert r.status == status, (name, r)
+            assert not (server["share"] / name.split(":")[0]).exists()
+
+
+@pytest.mark.parametrize("ea_name", [b"smbring.sd", b"SMBRING.SD", b"smbring.streams", b"DOSATTRIB", b"SAMBA_PAI",
+                                     b"DosStream.x:$DATA", b"a\0b", b"\xe9t\xe9"])
+def test_ea_context_cannot_reach_the_servers_metadata(server, ea_name):
+    """An ExtA context naming the server's own xattrs (or Samba's), in any case, is refused,
+    as is a name with a NUL or outside ASCII; the file made for it is removed again."""
+    with Conn(server) as c:
+        r = c.tree.create("ea-private.txt", READ_WRITE, wire.FILE_CREATE, contexts=[(b"ExtA", ea_list((ea_name, b"v")))])
+        assert r.status in (wire.STATUS_ACCESS_DENIED, wire.STATUS_INVALID_PARAMETER), r
+    assert not (server["share"] / "ea-private.txt").exists()
+
+
+def bobs_file_alice_may_write_but_not_ea(server, name: str) -> None:
+    """BOB's file (0666), its descriptor granting ALICE writing and reading but not FILE_WRITE_EA."""
+    alice_rights = (READ_WRITE | wire.DELETE) & ~wire.FILE_WRITE_EA
+    sd = descriptor(unix_sid(BOB), [(unix_sid(BOB), acl.FILE_ALL_ACCESS), (unix_sid(ALICE), alice_rights)])
+    with Conn(server, BOB) as c:
+        fid = c.tree.open(f"shared\\{name}", READ_WRITE, wire.FILE_CREATE, contexts=[(b"SecD", sd)])
+        assert c.tree.write(fid, b"bob's data").status == wire.STATUS_SUCCESS
+        c.tree.close(fid)
+    (server["share"] / "shared" / name).chmod(0o666)
+
+
+@pytest.mark.parametrize("disposition", [wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF, wire.FILE_SUPERSEDE])
+def test_overwrite_storing_eas_needs_write_ea(server, disposition):
+    """An overwrite with an ExtA context stores its EAs on the file: as SET_INFO would, with
+    FILE_WRITE_EA granted (Samba's set_ea). ALICE, whom BOB's descriptor lets write his file
+    but not its EAs, is refused (STATUS_ACCESS_DENIED) before anything is truncated; with
+    GENERIC_WRITE (which holds FILE_WRITE_EA) on her own file it works. Before, the CREATE
+    stored her EA on his file and truncated it."""
+    name = f"ow-ea-{disposition}.txt"
+    bobs_file_alice_may_write_but_not_ea(server, name)
+    path = server["share"] / "shared" / name
+    with Conn(server) as c:
+        r = c.tree.create(f"shared\\{name}", wire.FILE_WRITE_DATA | FILE_READ_ATTRIBUTES, disposition,
+                          contexts=[(b"ExtA", ea_list((b"planted", b"v")))])
+        assert r.status == wire.STATUS_ACCESS_DENIED, r
+        assert path.read_bytes() == b"bob's data"
+        assert "user.planted" not in os.listxattr(path)
+        own = f"ow-ea-own-{disposition}.txt"
+        c.tree.close(c.tree.open(own, READ_WRITE, wire.FILE_CREATE))
+        r = c.tree.create(own, wire.GENERIC_WRITE | wire.GENERIC_READ, disposition,
+                          contexts=[(b"ExtA", ea_list((b"mine", b"v")))])
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(r.file_id)
+    assert os.getxattr(server["share"] / own, "user.mine") == b"v"

@@ -289,6 +289,10 @@ def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: b
         new_sd = acl.parse(contexts[b"SecD"])
     except acl.BadDescriptor:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if new_sd.sacl_raw is not None:
+        # a SACL is set with ACCESS_SYSTEM_SECURITY, which no open holds (SET_INFO refuses it
+        # so): none is stored by a CREATE either (Samba: STATUS_ACCESS_DENIED)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner) and \
             not (unknown_ok and acl.unix_user_id(new_sd.owner) is None):
         raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
@@ -713,6 +717,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
             granted &= ~wire.DELETE
         if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if eas and truncating and stream is None and not granted & wire.FILE_WRITE_EA:
+            # an overwrite stores the ExtA context's EAs on the file: as SET_INFO would, with
+            # FILE_WRITE_EA granted (Samba's set_ea), refused before anything is truncated
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         new_sd = None
         if not exists:
