@@ -6,10 +6,13 @@ Unix accounts (ALICE, BOB) made for the module and a server started as root acti
 with a real smbd)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
 import struct
+import threading
+import time
 
 import pytest
 from raw import UserTree
@@ -29,6 +32,7 @@ FILE_READ_ATTRIBUTES = 0x80
 FILE_INTERNAL_INFORMATION = 6
 FILE_OPEN_BY_FILE_ID = 0x2000
 LEVEL_LEASE = 0xFF
+RENAME_EXCHANGE = 2
 # SMB2_CREATE_POSIX (the SMB 3.1.1 POSIX extensions' context): smbring does not know it
 POSIX_CONTEXT = bytes.fromhex("93AD25509CB411E7B42383DE968BCD7C")
 
@@ -350,3 +354,63 @@ def test_overwrite_storing_eas_needs_write_ea(server, disposition):
         assert r.status == wire.STATUS_SUCCESS, r
         c.tree.close(r.file_id)
     assert os.getxattr(server["share"] / own, "user.mine") == b"v"
+
+
+# -- a name pointed at another file while the CREATE runs ---------------------------------------
+
+def test_create_opens_the_file_it_judged(server):
+    """A CREATE looks its name up more than once (its stat, the open that reads the stored
+    descriptor, the open the client gets). Another process may rename a file over the name
+    between them: here a local process (as root) standing for another worker, or another
+    server on the same directory, exchanges ALICE's file `mine` with a hard link to BOB's
+    file (0666, but his descriptor lets only him in) as fast as it can, while ALICE opens
+    `mine` to write it. She must never get a handle to BOB's file. Before, about a quarter
+    of her opens were judged on her own file and opened his."""
+    shared = server["share"] / "shared"
+    bob = pwd.getpwnam(BOB)
+    sd = descriptor(unix_sid(BOB), [(unix_sid(BOB), acl.FILE_ALL_ACCESS)])
+    with Conn(server, BOB) as c:
+        fid = c.tree.open("shared\\victim.txt", READ_WRITE, wire.FILE_CREATE, contexts=[(b"SecD", sd)])
+        c.tree.write(fid, b"bob's data")
+        c.tree.close(fid)
+    (shared / "victim.txt").chmod(0o666)
+    os.link(shared / "victim.txt", shared / "vlink")
+    with Conn(server) as c:
+        assert c.tree.create("shared\\victim.txt", wire.FILE_WRITE_DATA).status == wire.STATUS_ACCESS_DENIED
+        c.tree.close(c.tree.open("shared\\mine", READ_WRITE, wire.FILE_CREATE))
+    (shared / "mine").chmod(0o666)
+    victim = (shared / "victim.txt").stat().st_ino
+    assert (shared / "victim.txt").stat().st_uid == bob.pw_uid
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = threading.Event()
+
+    def exchange() -> None:
+        fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            while not stop.is_set():
+                libc.renameat2(fd, b"mine", fd, b"vlink", RENAME_EXCHANGE)
+        finally:
+            os.close(fd)
+
+    swapper = threading.Thread(target=exchange)
+    swapper.start()
+    opened = got_bobs = 0
+    try:
+        with Conn(server) as c:
+            end = time.monotonic() + 4
+            while time.monotonic() < end:
+                r = c.tree.create("shared\\mine", wire.FILE_WRITE_DATA | FILE_READ_ATTRIBUTES, wire.FILE_OPEN)
+                if r.status != wire.STATUS_SUCCESS:
+                    continue
+                opened += 1
+                q = c.tree.query_info(r.file_id, wire.INFO_FILE, FILE_INTERNAL_INFORMATION)
+                if q.status == wire.STATUS_SUCCESS and struct.unpack("<Q", q.buffer(2))[0] == victim:
+                    got_bobs += 1
+                c.tree.close(r.file_id)
+    finally:
+        stop.set()
+        swapper.join()
+    assert got_bobs == 0, f"{got_bobs} of {opened} opens reached BOB's file"
+    assert opened > 0           # (her own file still opens)
+    assert (shared / "victim.txt").read_bytes() == b"bob's data"

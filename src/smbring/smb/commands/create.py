@@ -95,7 +95,8 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
     open of it: (fd and stat, descriptor, DOS information), with ((None, None), None, None)
     when it cannot be opened. With `keep` the fd is opened as a read-only open of the file
     is (O_RDONLY, O_DIRECTORY for a directory) and left open, for the CREATE to take as its
-    own; else it is closed (None in its place). `root_st`: the share root's stat, for the
+    own; else it is closed (None in its place; the stat still says which file the metadata
+    is of, for `moved`). `root_st`: the share root's stat, for the
     root (parts []): "." beneath the root's own descriptor opens that very directory, so
     the stat already read is the fd's, and no fstat is asked again."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0) if keep else os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
@@ -116,8 +117,18 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
         raise
     if not keep:
         fs.close_file(fd)
-        return (None, None), *metadata
+        return (None, st), *metadata
     return (fd, st), *metadata
+
+
+# times a CREATE is made again where its name was given to another file while it ran (`moved`)
+MOVED_RETRIES = 3
+
+
+def moved(st, other) -> bool:
+    """Whether two stats of one name are of two files: another process (another worker, another
+    server on the directory) renamed a file over the name between two lookups of it."""
+    return (st.st_dev, st.st_ino) != (other.st_dev, other.st_ino)
 
 
 def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descriptor | None", bool]:
@@ -466,9 +477,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
 
 
 def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
-              durable: create_durable.DurableRequest, tree, held_since: float | None = None):
+              durable: create_durable.DurableRequest, tree, held_since: float | None = None,
+              attempt: int = 0):
     """CREATE of a file, directory or named pipe, on the request's tree (`c.tree(hdr)`, looked
-    up by h_create, which checks the open files limit too)."""
+    up by h_create, which checks the open files limit too). An existing file is looked up
+    more than once (its stat, the open that reads its descriptor, the open the client gets):
+    the three must be one file, else everything is judged again (`attempt`: how many times it
+    was), so that the file opened is always the one whose descriptor, attributes and share
+    modes were checked."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = CREATE_REQUEST.unpack_from(msg, 64)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
@@ -629,6 +645,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep,
                                                           root_st=st if not parts else None)
+        if held_st is not None and moved(st, held_st):
+            if held_fd is not None:
+                fs.close_file(held_fd)
+            return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
         if stream is not None:
             # a stream has no security descriptor of its own: its file's decided above
             # (stream_limit); one an older version stored on the stream is ignored
@@ -676,7 +696,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if held_fd is not None:
                     fs.close_file(held_fd)
                     held_fd = None
-                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since)
+                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
             sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
             if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                        overwrite=truncating,
@@ -761,6 +781,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             action = wire.FILE_CREATED
         writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
         opened = None       # the fd's stat and DOS information, where already read
+        opened_st = None    # an existing file's stat, read through its second open
         if held_fd is not None and (is_dir or not writable):
             fd, held_fd = held_fd, None       # the very open a second one would make
             opened = held_st, dos
@@ -780,6 +801,13 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if action != wire.FILE_CREATED:
                     granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                 fd = fs.open(parts, os.O_RDONLY)
+        if exists and opened is None:
+            # a second open of the name: still the file judged above, before anything is
+            # done to it (truncated); else all is judged again on the file there now
+            opened_st = fs.fstat(fd)
+            if moved(st, opened_st):
+                fs.close_file(fd)
+                return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
     finally:
         if held_fd is not None:     # (not taken: refused, or opened to write)
             fs.close_file(held_fd)
@@ -817,7 +845,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if opened is not None:
             st, dos = opened
         else:
-            st = fs.fstat(fd)
+            # (the stat read to check the file's identity is its stat still, unless it was truncated)
+            st = opened_st if opened_st is not None and not truncating else fs.fstat(fd)
             dos = fs.get_dos(fd)
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
@@ -893,6 +922,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # (a stream's times and attributes: its file's, as read when its rights were judged)
     file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
     return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
+
+
+def open_again(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
+               durable: create_durable.DurableRequest, tree, held_since: float | None, attempt: int):
+    """open_file once more, its name having been given to another file meanwhile (`moved`); a
+    name that keeps changing is STATUS_SHARING_VIOLATION, which clients retry."""
+    if attempt >= MOVED_RETRIES:
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt + 1)
 
 
 def most_allowed(fs: FileSystem, parts: list[str], share, token, judged: tuple, made: tuple | None) -> int:
