@@ -14,24 +14,32 @@ MAX_CREATE_CONTEXTS = 128
 
 def parse_create_contexts(msg, off: int, length: int) -> dict[bytes, bytes]:
     """CREATE contexts by name (MS-SMB2 2.2.13.2); unknown ones are ignored by the caller.
-    More than MAX_CREATE_CONTEXTS is STATUS_INVALID_PARAMETER."""
-    out = {}
-    pos, end = off, off + length
+    Each must be laid out as Samba's smb2_create_blob_parse takes it: its name at offset 16
+    (at least four bytes), its data 8-byte aligned after the name, its Next 8-byte aligned,
+    all of it inside the buffer; else STATUS_INVALID_PARAMETER, as more than
+    MAX_CREATE_CONTEXTS is. Of two contexts with one name the first counts, as in Samba
+    (smb2_create_blob_find): a request means one thing to smbring and to Samba, and to a
+    filter in front of either that reads it as Samba does."""
+    out: dict[bytes, bytes] = {}
+    pos, remaining = off, length
     count = 0
-    while length and pos + 16 <= end:
+    while remaining > 0:
         count += 1
-        if count > MAX_CREATE_CONTEXTS:
+        if count > MAX_CREATE_CONTEXTS or remaining < 16:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", msg, pos)
-        name = bytes(msg[pos + name_off:pos + name_off + name_len])
-        data = bytes(msg[pos + data_off:pos + data_off + data_len]) if data_len else b""
-        if pos + name_off + name_len > end or (data_len and pos + data_off + data_len > end) or \
-                name_len < 4:       # context names are at least four bytes (Windows checks)
+        if (nxt & 7 or nxt > remaining or name_off != 16 or name_len < 4
+                or name_off + name_len > remaining or data_off & 7
+                or (data_off and data_off < name_off + name_len)
+                or data_off > remaining or data_off + data_len > remaining):
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        out[name] = data
+        name = bytes(msg[pos + name_off:pos + name_off + name_len])
+        if name not in out:
+            out[name] = bytes(msg[pos + data_off:pos + data_off + data_len]) if data_len else b""
         if not nxt:
             break
         pos += nxt
+        remaining -= nxt
     return out
 
 

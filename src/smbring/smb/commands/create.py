@@ -95,7 +95,8 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
     open of it: (fd and stat, descriptor, DOS information), with ((None, None), None, None)
     when it cannot be opened. With `keep` the fd is opened as a read-only open of the file
     is (O_RDONLY, O_DIRECTORY for a directory) and left open, for the CREATE to take as its
-    own; else it is closed (None in its place). `root_st`: the share root's stat, for the
+    own; else it is closed (None in its place; the stat still says which file the metadata
+    is of, for `moved`). `root_st`: the share root's stat, for the
     root (parts []): "." beneath the root's own descriptor opens that very directory, so
     the stat already read is the fd's, and no fstat is asked again."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0) if keep else os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
@@ -116,8 +117,18 @@ def opened_for_metadata(fs: FileSystem, parts: list[str], is_dir: bool, keep: bo
         raise
     if not keep:
         fs.close_file(fd)
-        return (None, None), *metadata
+        return (None, st), *metadata
     return (fd, st), *metadata
+
+
+# times a CREATE is made again where its name was given to another file while it ran (`moved`)
+MOVED_RETRIES = 3
+
+
+def moved(st, other) -> bool:
+    """Whether two stats of one name are of two files: another process (another worker, another
+    server on the directory) renamed a file over the name between two lookups of it."""
+    return (st.st_dev, st.st_ino) != (other.st_dev, other.st_ino)
 
 
 def parent_metadata(fs: FileSystem, parts: list[str]) -> tuple[bool, "acl.Descriptor | None", bool]:
@@ -289,6 +300,10 @@ def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: b
         new_sd = acl.parse(contexts[b"SecD"])
     except acl.BadDescriptor:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if new_sd.sacl_raw is not None:
+        # a SACL is set with ACCESS_SYSTEM_SECURITY, which no open holds (SET_INFO refuses it
+        # so): none is stored by a CREATE either (Samba: STATUS_ACCESS_DENIED)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if new_sd.owner and not acl.may_name_owner(token, new_sd.owner, token.owner) and \
             not (unknown_ok and acl.unix_user_id(new_sd.owner) is None):
         raise SMBError(wire.STATUS_INVALID_OWNER)    # (the creator owns the new file)
@@ -404,6 +419,23 @@ ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FIL
 READ_ONLY_WITHHOLDS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | ADD_SUBDIRECTORY | acl.FILE_DELETE_CHILD
 
 
+# the sizes of the create contexts whose data is a fixed structure (MS-SMB2 2.2.13.2): MxAc's
+# optional timestamp, QFid's nothing, TWrp's timestamp, AlSi's size; any other is
+# STATUS_INVALID_PARAMETER, as Samba answers (smbd_smb2_create_send)
+CONTEXT_SIZES = {b"MxAc": (0, 8), b"QFid": (0,), b"TWrp": (8,), b"AlSi": (8,)}
+
+
+def check_context_sizes(contexts: dict[bytes, bytes]) -> None:
+    """STATUS_INVALID_PARAMETER for a known context whose data has the wrong size, and for an
+    ExtA context with no EA in it (Samba's read_nttrans_ea_list finds none)."""
+    for tag, sizes in CONTEXT_SIZES.items():
+        data = contexts.get(tag)
+        if data is not None and len(data) not in sizes:
+            raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if b"ExtA" in contexts and len(contexts[b"ExtA"]) < 8:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+
+
 def check_read_only(st, dos, access: int, options: int, disposition: int, attrs: int) -> None:
     """What the attributes of an existing file refuse, before any descriptor is looked at
     (MS-FSA 2.1.5.1.2, 2.1.5.1.2.1), whoever the server acts as (root included): writing or
@@ -445,9 +477,14 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
 
 
 def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
-              durable: create_durable.DurableRequest, tree, held_since: float | None = None):
+              durable: create_durable.DurableRequest, tree, held_since: float | None = None,
+              attempt: int = 0):
     """CREATE of a file, directory or named pipe, on the request's tree (`c.tree(hdr)`, looked
-    up by h_create, which checks the open files limit too)."""
+    up by h_create, which checks the open files limit too). An existing file is looked up
+    more than once (its stat, the open that reads its descriptor, the open the client gets):
+    the three must be one file, else everything is judged again (`attempt`: how many times it
+    was), so that the file opened is always the one whose descriptor, attributes and share
+    modes were checked."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = CREATE_REQUEST.unpack_from(msg, 64)
     if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
@@ -466,6 +503,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         return pipe.open_pipe(c, hdr, name)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
+    if options & wire.FILE_DIRECTORY_FILE and (options & wire.FILE_NON_DIRECTORY_FILE or disposition in TRUNCATING):
+        # a directory is never truncated, and an open is one or the other (MS-FSA 2.1.5.1;
+        # Samba and Windows refuse both so)
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
     spelled_name = name
     name, stream = split_stream(name)
     # "name::$DATA": the file's data stream, which a directory has not
@@ -474,6 +515,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     check_veto(tree.names, parts)
     # (they lie inside the request: create_durable.before_create checked it first)
     contexts = parse_create_contexts(msg, ctx_off, ctx_len) if ctx_len else {}
+    check_context_sizes(contexts)
     eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
     if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
@@ -603,6 +645,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                               or access & wire.MAXIMUM_ALLOWED or disposition in TRUNCATING)
         (held_fd, held_st), sd, dos = opened_for_metadata(fs, parts, is_dir, keep,
                                                           root_st=st if not parts else None)
+        if held_st is not None and moved(st, held_st):
+            if held_fd is not None:
+                fs.close_file(held_fd)
+            return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
         if stream is not None:
             # a stream has no security descriptor of its own: its file's decided above
             # (stream_limit); one an older version stored on the stream is ignored
@@ -650,7 +696,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if held_fd is not None:
                     fs.close_file(held_fd)
                     held_fd = None
-                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since)
+                return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
             sharing_violation = not c.state.share_modes.allowed(key, checked_access, share_access)
             if c.state.oplocks.contend(key, checked_access, sharing_violation, first_attempt=not retry,
                                        overwrite=truncating,
@@ -692,6 +738,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             granted &= ~wire.DELETE
         if options & wire.FILE_DELETE_ON_CLOSE and not granted & wire.DELETE:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if eas and truncating and stream is None and not granted & wire.FILE_WRITE_EA:
+            # an overwrite stores the ExtA context's EAs on the file: as SET_INFO would, with
+            # FILE_WRITE_EA granted (Samba's set_ea), refused before anything is truncated
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         new_sd = None
         if not exists:
             if stream is not None:      # (a new file's directory's: read with its type)
@@ -731,6 +781,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             action = wire.FILE_CREATED
         writable = bool(granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)) or truncating
         opened = None       # the fd's stat and DOS information, where already read
+        opened_st = None    # an existing file's stat, read through its second open
         if held_fd is not None and (is_dir or not writable):
             fd, held_fd = held_fd, None       # the very open a second one would make
             opened = held_st, dos
@@ -750,6 +801,13 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 if action != wire.FILE_CREATED:
                     granted &= ~(wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA)
                 fd = fs.open(parts, os.O_RDONLY)
+        if exists and opened is None:
+            # a second open of the name: still the file judged above, before anything is
+            # done to it (truncated); else all is judged again on the file there now
+            opened_st = fs.fstat(fd)
+            if moved(st, opened_st):
+                fs.close_file(fd)
+                return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
     finally:
         if held_fd is not None:     # (not taken: refused, or opened to write)
             fs.close_file(held_fd)
@@ -787,7 +845,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if opened is not None:
             st, dos = opened
         else:
-            st = fs.fstat(fd)
+            # (the stat read to check the file's identity is its stat still, unless it was truncated)
+            st = opened_st if opened_st is not None and not truncating else fs.fstat(fd)
             dos = fs.get_dos(fd)
         o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
                  delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
@@ -840,7 +899,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # create_file_of_stream)
             store_eas(fs, fd, eas)
         if b"AlSi" in contexts and action != wire.FILE_OPENED and not is_dir:
-            set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"].ljust(8, b"\0"))[0],
+            set_allocation(fs, fd, struct.unpack_from("<Q", contexts[b"AlSi"])[0],
                            tree.share.strict_allocate)
             st, dos = fs.fstat(fd), fs.get_dos(fd)
     except BaseException:
@@ -863,6 +922,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # (a stream's times and attributes: its file's, as read when its rights were judged)
     file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
     return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
+
+
+def open_again(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
+               durable: create_durable.DurableRequest, tree, held_since: float | None, attempt: int):
+    """open_file once more, its name having been given to another file meanwhile (`moved`); a
+    name that keeps changing is STATUS_SHARING_VIOLATION, which clients retry."""
+    if attempt >= MOVED_RETRIES:
+        raise SMBError(wire.STATUS_SHARING_VIOLATION)
+    return open_file(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt + 1)
 
 
 def most_allowed(fs: FileSystem, parts: list[str], share, token, judged: tuple, made: tuple | None) -> int:
