@@ -496,6 +496,18 @@ class Connection:
             yield from self.after_io(self.busy_descriptors((job.fd,)))    # other channels' writes too
             result = yield Flush(job.share, job.fd)
         else:
+            if job.at_end is not None:
+                # the end is where the writes before it leave it: this connection's background
+                # writes and the file I/O under way on the file end first (the appends of
+                # other opens still under way are counted in, see ServerState.append_offset)
+                if any(fd == job.fd for fd, _start, _end in self._background):
+                    yield Drain(fd=job.fd, start=0, end=1 << 64)
+                yield from self.after_io(self.busy_descriptors((job.fd,)))
+                try:
+                    job.offset = job.at_end()
+                except SMBError as e:
+                    rhdr.status = e.status
+                    return wire.error_body()
             span = (job.fd, job.offset, job.offset + len(job.data))
             if background and any(fd == span[0] and start < span[2] and span[1] < end
                                   for fd, start, end in self._background):
@@ -506,6 +518,8 @@ class Connection:
                 result = yield Write(job.share, job.fd, job.offset, job.data, background=background)
             finally:
                 self._background.discard(span)
+                if job.ended is not None:
+                    job.ended()
             if job.then_flush and not isinstance(result, BaseException):
                 flushed = yield Flush(job.share, job.fd)      # write through: durable first
                 if isinstance(flushed, BaseException):

@@ -215,6 +215,11 @@ class FileIO:
     data: memoryview | None = None
     done: Callable = None        # result -> response body
     then_flush: bool = False
+    # a WRITE that goes to the end of the file (an append-only open's): called once the
+    # file I/O under way before it has ended, it returns the offset (or raises SMBError);
+    # `ended` is called once its write is over, whatever came of it
+    at_end: Callable[[], int] | None = None
+    ended: Callable[[], None] | None = None
 
 
 @dataclass

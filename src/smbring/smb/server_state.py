@@ -98,6 +98,10 @@ class ServerState:
         self._warned_full = False
         # the names directory scans keep, per user: `max listed names per user`
         self.listings = Listings()
+        # the WRITEs of append-only opens handed to the shell and not yet done, by file: (the
+        # end of the last, how many): the next one goes after them, not over one of them
+        # still on its way to the file (this process's: each worker's opens append alone)
+        self._appends: dict[tuple, tuple[int, int]] = {}
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
@@ -124,6 +128,24 @@ class ServerState:
                         "for its connections: further opens are refused until some close",
                         self._opens_held)
         return True
+
+    def append_offset(self, key, size: int) -> int:
+        """Where an append-only open's next WRITE to the file goes: its end (`size`), or past
+        the appends still under way on it."""
+        return max(size, self._appends.get(key, (0, 0))[0])
+
+    def appending(self, key, end: int) -> None:
+        """An append ending at `end` is handed to the shell (until `appended`)."""
+        last, n = self._appends.get(key, (0, 0))
+        self._appends[key] = (max(last, end), n + 1)
+
+    def appended(self, key) -> None:
+        """One of the file's appends is done (written or failed)."""
+        last, n = self._appends[key]
+        if n == 1:
+            del self._appends[key]
+        else:
+            self._appends[key] = (last, n - 1)
 
     def connect_tree(self, share: str, limit: int) -> bool:
         """Counts a new tree connect to the share; False (and nothing counted) when `limit`

@@ -116,7 +116,7 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, _r, ctl = struct.unpack_from("<HHI", msg, 64)
     fid = bytes(msg[72:88])
     in_off, in_len, _max_in, _out_off, _out_len, max_out, flags = struct.unpack_from("<IIIIIII", msg, 88)
-    if not flags & SMB2_0_IOCTL_IS_FSCTL:
+    if flags != SMB2_0_IOCTL_IS_FSCTL:     # (MS-SMB2 3.3.5.15: no other value is valid)
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if ctl in FILE_CONTROLS:
         o = c.open_for(fid, chain, hdr)

@@ -12,7 +12,14 @@ the specification asks for it: on a connection that announced SMB2_GLOBAL_CAP_MU
 (SMB 3.x with `server multi channel support`), and for a durable or resilient open (both
 are in the durable table, `smb.durable`) on SMB 2.1 and later (in SMB 2.0.2 the field is
 reserved). The buckets are the open's own: no other open, client
-or session can match them, and a replay never grants a lock it does not already hold."""
+or session can match them, and a replay never grants a lock it does not already hold.
+
+Locks are taken through an open of a file's data only (READ_DATA, WRITE_DATA, APPEND_DATA or
+EXECUTE granted, the opens Samba gives a descriptor and lets lock): an exclusive lock stops
+every other open's reads and writes of the range, and an open that may only read a file's
+attributes must not stop its owner's I/O (ACCESS_DENIED, as Windows' NtLockFile answers an
+open without data access). A directory has no byte ranges: INVALID_DEVICE_REQUEST, as
+smbd answers (and a READ of one)."""
 from __future__ import annotations
 
 import struct
@@ -33,6 +40,9 @@ if TYPE_CHECKING:
 LOCK_REQUESTS = (wire.LOCK_SHARED, wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED | wire.LOCK_FAIL_IMMEDIATELY,
                  wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)
 
+
+# the rights of an open of the file's data, which may lock ranges of it
+DATA_RIGHTS = wire.FILE_READ_DATA | wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_EXECUTE
 
 LOCK_SEQUENCE_BUCKETS = 64
 NO_SEQUENCE = 0xFF          # a bucket with no valid number (a number is 0-15)
@@ -56,6 +66,8 @@ def h_lock(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
     if count == 0 or 88 + 24 * count > len(msg):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if o.is_dir:
+        raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
     body = struct.pack("<HH", 4, 0)
     bucket = sequence_bucket(c, o, lock_sequence)
     number = lock_sequence & 0xF
@@ -96,6 +108,8 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SMBError(wire.STATUS_INVALID_LOCK_RANGE)
+    if not o.granted & DATA_RIGHTS:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     if o.lock_owner is None:        # (the open's session made this request)
         o.lock_owner = c.sessions[o.session_id].owner
     if c.state.locks.count(o.key, id(o)) + count > c.limits.max_locks or \

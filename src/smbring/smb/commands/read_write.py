@@ -1,5 +1,11 @@
 """READ, WRITE and FLUSH (MS-SMB2 3.3.5.11-13): a READ's data stays in the file for the shell
-to move; a WRITE's and a FLUSH's file I/O is done by the shell, with the share's VFS modules."""
+to move; a WRITE's and a FLUSH's file I/O is done by the shell, with the share's VFS modules.
+
+An open granted FILE_APPEND_DATA without FILE_WRITE_DATA may only add to the file: its WRITEs
+go to the end of the file whatever Offset they name, as Windows' NtWriteFile places them
+(FILE_WRITE_TO_END_OF_FILE), never over the bytes already there. A FLUSH needs write access
+(WRITE_DATA or APPEND_DATA; of a directory, ADD_FILE or ADD_SUBDIRECTORY, the same bits), as
+Samba's smbd_smb2_flush_send and Windows answer: a reader cannot make the server fsync."""
 from __future__ import annotations
 
 import struct
@@ -16,8 +22,14 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 
+# the rights that let an open change a file's data (a directory's: ADD_FILE, ADD_SUBDIRECTORY)
+WRITE_RIGHTS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA
+
+
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
+    if not o.granted & WRITE_RIGHTS:
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
     shown = c.state.write_times.show_now(o)      # its writes show in the write time now
     if shown is not None:
         keep_file_write_time(o, shown)     # (a stream's: its file's)
@@ -56,22 +68,30 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if data_off + length > len(msg) or length > c.max_io() or offset + length > 0x7FFFFFFFFFFFFFFF:
+    # (data inside the header or the fixed part would be the request's own fields: Samba
+    # refuses it too)
+    if (length and data_off < wire.WRITE_DATA_OFFSET) or data_off + length > len(msg) or length > c.max_io():
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if length and offset >= MAX_FILE_SIZE:
-        raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if offset + length >= MAX_FILE_SIZE and length:
-        raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
-    if not o.granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA):
+    if not o.granted & WRITE_RIGHTS:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
-        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
+    append_only = not o.granted & wire.FILE_WRITE_DATA
+    if not append_only:
+        check_write_range(c, o, offset, length)
     c.state.oplocks.contend_level2(o.key, o)     # level II holders' cached data goes stale
     write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
     c.state.write_times.writing(o, lambda: file_write_ns(o))    # (a stream's: its file's)
+    where = [offset]
+
+    def at_end() -> int:
+        """Where an append-only open's WRITE goes: the file's end, past the other appends
+        on their way to it."""
+        where[0] = end = c.state.append_offset(o.key, o.tree.fs.size(o.fd))
+        check_write_range(c, o, end, length)
+        c.state.appending(o.key, end + length)
+        return end
 
     def written(n: int) -> bytes:
-        o.position = offset + n
+        o.position = where[0] + n
         if o.kept_write_ns is not None:
             keep_write_time(o.tree.fs, o.fd, o.kept_write_ns)
         if c.state.watches.active():
@@ -79,4 +99,18 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
 
     return FileIO("write", o.tree.share.name, o.fd, offset, memoryview(msg)[data_off:data_off + length],
-                  written, then_flush=write_through), None
+                  written, then_flush=write_through, at_end=at_end if append_only else None,
+                  ended=(lambda: c.state.appended(o.key)) if append_only else None), None
+
+
+def check_write_range(c: Connection, o, offset: int, length: int) -> None:
+    """A WRITE of `length` bytes at `offset`: inside the largest file (MS-FSA 2.1.5.4), clear of
+    other opens' byte-range locks."""
+    if offset + length > 0x7FFFFFFFFFFFFFFF:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if length and offset >= MAX_FILE_SIZE:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if offset + length >= MAX_FILE_SIZE and length:
+        raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
+        raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
