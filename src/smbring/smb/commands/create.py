@@ -495,7 +495,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
     if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if options & 0x00102080:    # NO_EA_KNOWLEDGE, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+    if options & 0x00102080:    # CREATE_TREE_CONNECTION, OPEN_BY_FILE_ID, RESERVE_OPFILTER
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     # (wire.from_utf16 without the codec registry's Python wrapper: one call, as strict)
     name = utf_16_le_decode(in_request(msg, name_off, name_len), "strict", True)[0] if name_len else ""
