@@ -3,7 +3,8 @@ enumeration of previous versions (there are none), are here; those about an open
 `ioctl_copy` (server-side copy), `ioctl_sparse` (sparse files, compression, reparse points,
 trim) and `ioctl_resilient` (resilient handles), each a function of the open that returns
 the output buffer, or the steps (a generator of file-range effects) that end with it. Any
-other FSCTL is NOT_SUPPORTED, as smbd answers."""
+other FSCTL is STATUS_NOT_SUPPORTED (smbd 4.17 answers STATUS_INVALID_DEVICE_REQUEST on a
+file handle, the object store's answer: either refuses it)."""
 from __future__ import annotations
 
 import ipaddress
