@@ -105,8 +105,10 @@ def create_body(name: str, access: int, disposition: int, options: int, *, share
                 name_length: int | None = None, impersonation: int = 2, oplock: int = 0) -> bytes:
     """NameOffset/NameLength default to the name as sent; given, they are sent as they are."""
     encoded = wire.utf16(name)
-    ctx = wire.chain((struct.pack("<IHHHHI", 0, 16, len(cname), 0, 24 if data else 0, len(data)) +
-                      cname.ljust(8, b"\0") + data for cname, data in contexts), 8)   # MS-SMB2 2.2.13.2
+    # MS-SMB2 2.2.13.2: the name at 16, the data 8-byte aligned after it (a GUID's 16 bytes too)
+    ctx = wire.chain((struct.pack("<IHHHHI", 0, 16, len(cname), 0, 16 + wire.pad8(len(cname)) if data else 0,
+                                  len(data)) +
+                      cname.ljust(wire.pad8(len(cname)), b"\0") + data for cname, data in contexts), 8)
     name_part = encoded or b"\0"          # the buffer holds at least one byte
     ctx_off = wire.pad8(120 + len(name_part)) if ctx else 0
     body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, oplock, impersonation, 0, 0, access, attributes,
