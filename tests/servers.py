@@ -293,6 +293,16 @@ def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str =
         shutil.rmtree(top, ignore_errors=True)
 
 
+def project_share_server(tmp_path, prefix: str, users, password: str):
+    """sticky_share_server with a project directory `shared` (0777) in the share that every
+    account may write; yields its dict. Use as `yield from` in a fixture."""
+    for started in sticky_share_server(tmp_path, prefix, users, password):
+        shared = started["share"] / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        yield started
+
+
 def spawn_for_accounts(tmp_path, share_path, users, password: str, more: str = "", share_options: str = ""):
     """`smbring serve --config` as root, acting as real Unix accounts: [share] (read only =
     no, plus `share_options` lines) at share_path, `more` appended to the file (other

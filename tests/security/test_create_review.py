@@ -16,8 +16,8 @@ import time
 
 import pytest
 from raw import UserTree
-from servers import sticky_share_server, unix_accounts
-from smbcore import create_body
+from servers import project_share_server, unix_accounts
+from smbcore import create_body, create_contexts_of
 
 from smbring.smb import acl, wire
 
@@ -44,11 +44,8 @@ def accounts():
 
 @pytest.fixture(scope="module")
 def server(accounts, tmp_path_factory):
-    for started in sticky_share_server(tmp_path_factory.mktemp("create"), "smbring-create-",
-                                       (ALICE, BOB), PASSWORD):
-        shared = started["share"] / "shared"      # a project directory everyone may write
-        shared.mkdir()
-        shared.chmod(0o777)
+    for started in project_share_server(tmp_path_factory.mktemp("create"), "smbring-create-",
+                                        (ALICE, BOB), PASSWORD):
         yield dict(started, accounts=accounts)
 
 
@@ -117,18 +114,6 @@ def lease_request(key: int) -> bytes:
     return bytes([key]) * 16 + struct.pack("<IIQ", 7, 0, 0)    # READ | HANDLE | WRITE, v1
 
 
-def response_contexts(r) -> dict[bytes, bytes]:
-    offset, length = struct.unpack_from("<II", r.raw, 64 + 80)
-    raw, out, pos = r.raw[offset:offset + length], {}, 0
-    while pos + 16 <= len(raw):
-        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", raw, pos)
-        out[raw[pos + name_off:pos + name_off + name_len]] = raw[pos + data_off:pos + data_off + data_len]
-        if not nxt:
-            break
-        pos += nxt
-    return out
-
-
 # -- the context chain ------------------------------------------------------------------------
 
 MALFORMED_CHAINS = {
@@ -188,7 +173,7 @@ def test_first_of_two_contexts_with_one_name_counts(server):
                                                         context_entry(b"RqLs", lease_request(2))),
                        oplock=LEVEL_LEASE)
         assert r.status == wire.STATUS_SUCCESS, r
-        assert response_contexts(r)[b"RqLs"][:16] == bytes([1]) * 16
+        assert create_contexts_of(r)[b"RqLs"][:16] == bytes([1]) * 16
         c.tree.close(r.file_id)
 
 

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 from raw import UserTree
-from servers import sticky_share_server, unix_accounts
+from servers import project_share_server, unix_accounts
 
 from smbring.smb import acl, wire
 
@@ -39,11 +39,8 @@ def accounts():
 
 @pytest.fixture(scope="module")
 def server(accounts, tmp_path_factory):
-    for started in sticky_share_server(tmp_path_factory.mktemp("metadata"), "smbring-metadata-",
-                                       (ALICE, BOB), PASSWORD):
-        shared = started["share"] / "shared"      # a project directory everyone may write
-        shared.mkdir()
-        shared.chmod(0o777)
+    for started in project_share_server(tmp_path_factory.mktemp("metadata"), "smbring-metadata-",
+                                        (ALICE, BOB), PASSWORD):
         yield dict(started, accounts=accounts)
 
 
