@@ -155,6 +155,29 @@ def test_read_longer_than_asked_is_refused(smbring_server, tampering_proxy):
     run(go())
 
 
+def test_read_data_that_starts_inside_the_response_s_own_fields_is_refused(smbring_server, tampering_proxy):
+    """DataOffset 64 (still inside the message, but where the READ response's own fixed
+    fields lie): those 16 bytes would be taken for the file's first bytes. Refused, as Samba's
+    client refuses any DataOffset but 80."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"z" * 100_000)
+
+    def into_the_header(frame):
+        frame[64 + 2] = 64
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(into_the_header, is_read_ok))
+        try:
+            async with await c.open("f") as f:
+                with pytest.raises(sc.ProtocolError, match="DataOffset 64"):
+                    await f.read(100_000)
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
 def _longer(frame):
     """DataLength 10 bytes more than the server read (the frame carries them)."""
     struct.pack_into("<I", frame, 64 + 4, struct.unpack_from("<I", frame, 64 + 4)[0] + 10)
