@@ -20,8 +20,10 @@ time (Client._channel_lost). A transfer that lost a channel thus gets back to N 
 
 A server that does not offer multichannel (no CAP_MULTI_CHANNEL, SMB 2.x, a guest session, no
 interface list) or refuses a binding leaves the client with the channels it has, and
-``Client.multichannel_note`` says why. An answer that fails its checks (a bad signature on the
-binding) is a ProtocolError: someone in between is suspected, and nothing more is bound.
+``Client.multichannel_note`` says why. So does an answer that fails its checks there (a bad
+signature on the binding, another dialect or algorithm than the session's): that connection is
+closed before it carries anything, nothing more is bound (someone in between is suspected),
+and the session goes on over the channels it has.
 """
 from __future__ import annotations
 
@@ -79,8 +81,14 @@ async def add_channels(client: Client, neg: Negotiated, count: int, user: str, p
         except (SMBError, BindingRefused) as e:
             client.multichannel_note = f"channel {i + 2} not bound: {e}"
             return
-        except ProtocolError:
-            raise
+        except ProtocolError as e:
+            # an answer on that connection failed its checks (a bad or missing signature on
+            # the binding, another dialect, algorithm or preauthentication hash): someone in
+            # between on the way there, or a server that lies there. That connection was
+            # closed unused; nothing more is bound, and the session goes on over the
+            # channels it has, whose answers are verified with their own keys
+            client.multichannel_note = f"channel {i + 2} refused: {e}"
+            return
         except (OSError, ConnectionError) as e:
             client.multichannel_note = f"channel {i + 2} not connected: {e}"
             return
