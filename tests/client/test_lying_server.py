@@ -848,3 +848,42 @@ def test_a_server_that_stops_granting_credits_fails_an_upload_clearly(smbring_se
             await proxy.__aexit__(None, None, None)
     run(go())
     assert not (srv["share"] / "big").exists()
+
+
+def test_credits_that_never_come_back_end_the_wait_with_the_timeout(smbring_server, tampering_proxy):
+    """The server grants no more credits and leaves a request unanswered whose caller gave up
+    waiting for it (cancelled): its credit stays in flight, so the next request, with none
+    at hand, has something to wait for that never comes. It ends with the channel's timeout
+    and a clear error instead of waiting for ever."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"x")
+    mode = {"grant": True, "drop": False}
+
+    def tamper(frame):
+        if command(frame) > wire.TREE_CONNECT and \
+                not struct.unpack_from("<I", frame, 16)[0] & wire.FLAGS_SIGNED:
+            if mode["drop"]:
+                return None
+            if not mode["grant"]:
+                struct.pack_into("<H", frame, 14, 0)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper)
+        channel = c.channels[0]
+        try:
+            async with await c.open("f") as f:
+                mode["grant"] = False
+                while channel.credits_held > 1:     # spend what was granted, one at a time
+                    await f.stat()
+                mode["drop"] = True
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(f.stat(), 0.3)   # given up: its credit stays out
+                channel.timeout = 1
+                with pytest.raises(sc.ProtocolError, match="no credits came back within 1 s"):
+                    await asyncio.wait_for(f.stat(), 10)
+                assert not c.connected
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
