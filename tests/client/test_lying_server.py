@@ -108,10 +108,50 @@ def announcing(size):
 @pytest.mark.parametrize("announced", [64 * MiB, 1 << 50], ids=["room-for-it", "more-than-any-disk"])
 def test_a_size_the_server_never_sends_fails_the_get_and_frees_the_space(
         smbring_server, tampering_proxy, tmp_path, announced):
-    """get allocates the announced size before the data comes (fallocate, for O_DIRECT writes
-    side by side): a server that announces more than it has fails the download as a short
+    """get allocates blocks before the data comes (fallocate, for O_DIRECT writes side by
+    side): a server that announces more than it has fails the download as a short
     read, whether the disk could hold that much or not, and leaves nothing behind."""
     get_fails_as_short_read(smbring_server(), tampering_proxy, tmp_path, announcing(announced))
+
+
+def test_a_size_announced_is_not_taken_from_the_disk_before_its_data_comes(
+        smbring_server, tampering_proxy, tmp_path):
+    """A server announces 2 GiB and then sends nothing (its READ answers never come): the
+    download's blocks are allocated ahead of the data only so far (PREALLOCATE_AHEAD), never
+    the whole announced size at once (a hostile server could otherwise take a disk's free
+    space for as long as it keeps the transfer going); the get then ends with the timeout
+    and leaves nothing."""
+    from smbring.client.transfer import PREALLOCATE_AHEAD
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(MiB))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    announced = 2 << 30
+
+    def tamper(frame):
+        if command(frame) == wire.READ:
+            return None
+        return announcing(announced)(frame)
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper, timeout=3)
+        allocated = 0
+        try:
+            assert c.direct
+            get = asyncio.ensure_future(c.get("big", str(dest / "big")))
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                for name in os.listdir(dest):
+                    allocated = max(allocated, os.lstat(dest / name).st_blocks * 512)
+            with pytest.raises(sc.ProtocolError, match="no answer to READ"):
+                await get
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+        return allocated
+    allocated = run(go())
+    assert 0 < allocated <= PREALLOCATE_AHEAD < announced
+    assert os.listdir(dest) == []
 
 
 def test_short_read_in_the_middle_of_a_read_is_refused(smbring_server, tampering_proxy):
