@@ -927,3 +927,55 @@ def test_credits_that_never_come_back_end_the_wait_with_the_timeout(smbring_serv
             await c.close()
             await proxy.__aexit__(None, None, None)
     run(go())
+
+
+# names a terminal would act on: colours and screen clearing (CSI, also as the one C1 byte),
+# a bell, a line of its own, a right-to-left override that shows "txt.exe" as "exe.txt",
+# an OSC sequence (a window title, a hyperlink) ended by BEL
+TERMINAL_NAMES = ["\x1b[2J\x1b[31mred", "\x9b31mred", "bell\x07", "new\nline", "a\u202etxt.exe",
+                  "\x1b]0;pwned\x07"]
+RAW = ("\x1b", "\x9b", "\x07", "\u202e")
+
+
+def terminal_listing(names):
+    """Every listing names each of `names` where the server said name-NN (the same length)."""
+    def tamper(frame):
+        if is_listing(frame):
+            for i, name in enumerate(names):
+                frame = bytearray(bytes(frame).replace(wire.utf16(f"{i:02}".ljust(len(name), "-")),
+                                                       wire.utf16(name)))
+        return frame
+    return tamper
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_cli_ls_never_hands_the_terminal_a_control_character(smbring_server, tampering_proxy, as_json):
+    """Names the server lists are printed with their control characters, C1 bytes and bidi
+    overrides escaped (a terminal would act on them); --json stays valid JSON that gives the
+    names back exactly."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for i, name in enumerate(TERMINAL_NAMES):
+        (srv["share"] / "dir" / f"{i:02}".ljust(len(name), "-")).write_bytes(b"x")
+    code, out, err = run(cli_ls(srv, tampering_proxy, terminal_listing(TERMINAL_NAMES),
+                                *(["--json"] if as_json else [])))
+    assert code == 0, (out, err)
+    assert not any(c in out + err for c in RAW)
+    if as_json:
+        import json
+        assert sorted(e["name"] for e in json.loads(out)) == sorted(TERMINAL_NAMES)
+    else:
+        assert len(out.splitlines()) == len(TERMINAL_NAMES)      # a name never starts a line
+        assert "\\x1b[2J\\x1b[31mred" in out and "a\\u202etxt.exe" in out
+
+
+def test_cli_errors_never_hand_the_terminal_a_control_character(smbring_server, tampering_proxy):
+    """A hostile name in the reason the CLI gives for refusing a listing is escaped too."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for name in ("aaaaaa", "bbbbbb"):
+        (srv["share"] / "dir" / name).write_bytes(b"x")
+    first, second = listing_twice("aaaaaa", "\x1b[2J\x07!"), listing_twice("bbbbbb", "\x1b[2J\x07!")
+    code, out, err = run(cli_ls(srv, tampering_proxy, lambda f: second(first(f))))
+    assert code == 3, (out, err)
+    assert "twice" in err and not any(c in out + err for c in RAW)

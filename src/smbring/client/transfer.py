@@ -135,7 +135,8 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
     target = os.path.join(local_dir, entry.name)
     # and whatever the name check missed, the path must stay inside the staging directory
     if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
-        raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
+        raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir!r}: "
+                            f"refused")
     child = f"{remote}\\{entry.name}" if remote else entry.name
     # the staging directory was empty: a name there already was listed before
     if os.path.lexists(target):
