@@ -460,7 +460,7 @@ def test_addresses_that_lead_elsewhere_are_never_dialled():
               ("::ffff:0.0.0.0", "::ffff:224.0.0.1", "::ffff:169.254.1.1", "::ffff:255.255.255.255",
                "0.1.2.3", "240.0.0.1", "127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7")]
     assert usable_addresses(listed, from_loopback=False) == ["192.0.2.7"]
-    assert usable_addresses(listed) == ["127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7"]
+    assert usable_addresses(listed) == ["127.0.0.1", "::1", "127.0.0.2", "192.0.2.7"]
 
 
 def test_a_long_list_of_silent_addresses_is_not_dialled_to_its_end(smbring_server, monkeypatch):
@@ -490,3 +490,16 @@ def test_a_long_list_of_silent_addresses_is_not_dialled_to_its_end(smbring_serve
             assert c.open_channels == 2
     run(go())
     assert len([a for a in dialled if a != "127.0.0.1"]) == multichannel.MAX_ADDRESSES
+
+
+def test_an_address_listed_again_in_another_spelling_counts_once():
+    """The same address listed as IPv4, as IPv4-mapped IPv6 and with other speeds and indexes
+    (a server may repeat itself): one address to dial, so channels spread over the addresses
+    that really differ."""
+    from smbring.client.multichannel import usable_addresses
+    listed = [m.NetworkInterface(1, "192.0.2.7", 10**9, 0),
+              m.NetworkInterface(2, "::ffff:192.0.2.7", 2**64 - 1, 0),
+              m.NetworkInterface(3, "::ffff:c000:207", 10**10, 0),
+              m.NetworkInterface(4, "2001:db8::1", 10**9, 0),
+              m.NetworkInterface(5, "2001:0db8:0::1", 10**9, 0)]
+    assert usable_addresses(listed) == ["192.0.2.7", "2001:db8::1"]

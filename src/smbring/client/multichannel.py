@@ -133,18 +133,22 @@ def _why_not(client: Client, neg: Negotiated) -> str:
 
 def usable_addresses(interfaces: list[m.NetworkInterface], from_loopback: bool = True) -> list[str]:
     """The listed addresses worth a connection, fastest first (RSS-capable first among equals),
-    each once, at most MAX_ADDRESSES: never an unspecified, multicast or link-local address
+    each once (in one spelling: an IPv4-mapped IPv6 address as the IPv4 one), at most
+    MAX_ADDRESSES: never an unspecified, multicast or link-local address
     (the last needs a scope the server cannot give), and a loopback address only when the
     first connection went to one (`from_loopback`): a server elsewhere is not reached through
     this host's own loopback, where other services of this host listen."""
     ranked = sorted(interfaces, key=lambda i: (-i.speed, not i.capability & m.RSS_CAPABLE))
     out: list[str] = []
     for iface in ranked:
-        if not _dialable(ipaddress.ip_address(iface.address)) or \
-                (not from_loopback and is_loopback(iface.address)):
+        ip = ipaddress.ip_address(iface.address)
+        if not _dialable(ip) or (not from_loopback and is_loopback(iface.address)):
             continue
-        if iface.address not in out:
-            out.append(iface.address)
+        # one spelling per address (an IPv4 address listed again as IPv4-mapped IPv6 is the
+        # same one), so that channels spread over addresses that really differ
+        address = str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+        if address not in out:
+            out.append(address)
             if len(out) == MAX_ADDRESSES:
                 break
     return out
