@@ -365,7 +365,8 @@ def test_forged_final_session_setup_signature_is_refused(smbring_server, tamperi
             alter, lambda f: command(f) == wire.SESSION_SETUP and status(f) == 0)))
 
 
-HOSTILE_NAMES = ["..\\AAAAA", "../AAAAA", "/tmp/pwn", "C:\\Windo", "C:AAAAAA", "AAAA\\..\\"]
+HOSTILE_NAMES = ["..\\AAAAA", "../AAAAA", "/tmp/pwn", "C:\\Windo", "C:AAAAAA", "AAAA\\..\\",
+                 "AAA\0AAAA"]
 
 
 @pytest.mark.parametrize("lie", HOSTILE_NAMES)
@@ -979,3 +980,59 @@ def test_cli_errors_never_hand_the_terminal_a_control_character(smbring_server, 
     code, out, err = run(cli_ls(srv, tampering_proxy, lambda f: second(first(f))))
     assert code == 3, (out, err)
     assert "twice" in err and not any(c in out + err for c in RAW)
+
+
+def test_get_never_writes_through_a_link_already_in_the_destination(smbring_server, tmp_path):
+    """A destination that is a symbolic link, to a directory or a file outside: a tree is
+    refused (it is never merged into what the link leads to), a file replaces the link itself
+    and leaves its target as it was. (A tree is assembled in a new staging directory, so no
+    link can be inside it.)"""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "passwd").write_bytes(b"from the server")
+    (srv["share"] / "f").write_bytes(b"from the server")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"mine")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "tree").symlink_to(outside)
+    (work / "file").symlink_to(outside / "victim")
+
+    async def go():
+        c = await sc.connect("127.0.0.1", srv["port"], srv["user"], srv["password"], srv["name"])
+        try:
+            with pytest.raises(FileExistsError):
+                await c.get("dir", str(work / "tree"))
+            await c.get("f", str(work / "file"))
+        finally:
+            await c.close()
+    run(go())
+    assert sorted(os.listdir(outside)) == ["victim"] and (outside / "victim").read_bytes() == b"mine"
+    assert not (work / "file").is_symlink() and (work / "file").read_bytes() == b"from the server"
+    assert sorted(os.listdir(work)) == ["file", "tree"]
+
+
+def test_a_name_too_long_for_the_local_file_system_fails_the_get_and_leaves_nothing(
+        smbring_server, tampering_proxy, tmp_path):
+    """200 characters are 200 UTF-16 units for the share, but 600 bytes of UTF-8 here, past
+    the local file system's 255: the get fails (a local error, not the server's lie) and its
+    staging directory is removed."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / ("x" * 200)).write_bytes(b"x")
+    rename = listing_twice("x" * 200, "\u20ac" * 200)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, rename)
+        try:
+            with pytest.raises(OSError) as raised:
+                await c.get("dir", str(work / "dest"))
+            assert not isinstance(raised.value, ConnectionError) and c.connected
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(work) == []
