@@ -108,10 +108,50 @@ def announcing(size):
 @pytest.mark.parametrize("announced", [64 * MiB, 1 << 50], ids=["room-for-it", "more-than-any-disk"])
 def test_a_size_the_server_never_sends_fails_the_get_and_frees_the_space(
         smbring_server, tampering_proxy, tmp_path, announced):
-    """get allocates the announced size before the data comes (fallocate, for O_DIRECT writes
-    side by side): a server that announces more than it has fails the download as a short
+    """get allocates blocks before the data comes (fallocate, for O_DIRECT writes side by
+    side): a server that announces more than it has fails the download as a short
     read, whether the disk could hold that much or not, and leaves nothing behind."""
     get_fails_as_short_read(smbring_server(), tampering_proxy, tmp_path, announcing(announced))
+
+
+def test_a_size_announced_is_not_taken_from_the_disk_before_its_data_comes(
+        smbring_server, tampering_proxy, tmp_path):
+    """A server announces 2 GiB and then sends nothing (its READ answers never come): the
+    download's blocks are allocated ahead of the data only so far (PREALLOCATE_AHEAD), never
+    the whole announced size at once (a hostile server could otherwise take a disk's free
+    space for as long as it keeps the transfer going); the get then ends with the timeout
+    and leaves nothing."""
+    from smbring.client.transfer import PREALLOCATE_AHEAD
+    srv = smbring_server()
+    (srv["share"] / "big").write_bytes(os.urandom(MiB))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    announced = 2 << 30
+
+    def tamper(frame):
+        if command(frame) == wire.READ:
+            return None
+        return announcing(announced)(frame)
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper, timeout=3)
+        allocated = 0
+        try:
+            assert c.direct
+            get = asyncio.ensure_future(c.get("big", str(dest / "big")))
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                for name in os.listdir(dest):
+                    allocated = max(allocated, os.lstat(dest / name).st_blocks * 512)
+            with pytest.raises(sc.ProtocolError, match="no answer to READ"):
+                await get
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+        return allocated
+    allocated = run(go())
+    assert 0 < allocated <= PREALLOCATE_AHEAD < announced
+    assert os.listdir(dest) == []
 
 
 def test_short_read_in_the_middle_of_a_read_is_refused(smbring_server, tampering_proxy):
@@ -149,6 +189,29 @@ def test_read_longer_than_asked_is_refused(smbring_server, tampering_proxy):
             assert not c.connected
             with pytest.raises(sc.ProtocolError, match="asked for"):
                 await c.stat("f")
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+def test_read_data_that_starts_inside_the_response_s_own_fields_is_refused(smbring_server, tampering_proxy):
+    """DataOffset 64 (still inside the message, but where the READ response's own fixed
+    fields lie): those 16 bytes would be taken for the file's first bytes. Refused, as Samba's
+    client refuses any DataOffset but 80."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"z" * 100_000)
+
+    def into_the_header(frame):
+        frame[64 + 2] = 64
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, first_only(into_the_header, is_read_ok))
+        try:
+            async with await c.open("f") as f:
+                with pytest.raises(sc.ProtocolError, match="DataOffset 64"):
+                    await f.read(100_000)
         finally:
             await c.close()
             await proxy.__aexit__(None, None, None)
@@ -302,7 +365,8 @@ def test_forged_final_session_setup_signature_is_refused(smbring_server, tamperi
             alter, lambda f: command(f) == wire.SESSION_SETUP and status(f) == 0)))
 
 
-HOSTILE_NAMES = ["..\\AAAAA", "../AAAAA", "/tmp/pwn", "C:\\Windo", "C:AAAAAA", "AAAA\\..\\"]
+HOSTILE_NAMES = ["..\\AAAAA", "../AAAAA", "/tmp/pwn", "C:\\Windo", "C:AAAAAA", "AAAA\\..\\",
+                 "AAA\0AAAA"]
 
 
 @pytest.mark.parametrize("lie", HOSTILE_NAMES)
@@ -825,3 +889,150 @@ def test_a_server_that_stops_granting_credits_fails_an_upload_clearly(smbring_se
             await proxy.__aexit__(None, None, None)
     run(go())
     assert not (srv["share"] / "big").exists()
+
+
+def test_credits_that_never_come_back_end_the_wait_with_the_timeout(smbring_server, tampering_proxy):
+    """The server grants no more credits and leaves a request unanswered whose caller gave up
+    waiting for it (cancelled): its credit stays in flight, so the next request, with none
+    at hand, has something to wait for that never comes. It ends with the channel's timeout
+    and a clear error instead of waiting for ever."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"x")
+    mode = {"grant": True, "drop": False}
+
+    def tamper(frame):
+        if command(frame) > wire.TREE_CONNECT and \
+                not struct.unpack_from("<I", frame, 16)[0] & wire.FLAGS_SIGNED:
+            if mode["drop"]:
+                return None
+            if not mode["grant"]:
+                struct.pack_into("<H", frame, 14, 0)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper)
+        channel = c.channels[0]
+        try:
+            async with await c.open("f") as f:
+                mode["grant"] = False
+                while channel.credits_held > 1:     # spend what was granted, one at a time
+                    await f.stat()
+                mode["drop"] = True
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(f.stat(), 0.3)   # given up: its credit stays out
+                channel.timeout = 1
+                with pytest.raises(sc.ProtocolError, match="no credits came back within 1 s"):
+                    await asyncio.wait_for(f.stat(), 10)
+                assert not c.connected
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
+# names a terminal would act on: colours and screen clearing (CSI, also as the one C1 byte),
+# a bell, a line of its own, a right-to-left override that shows "txt.exe" as "exe.txt",
+# an OSC sequence (a window title, a hyperlink) ended by BEL
+TERMINAL_NAMES = ["\x1b[2J\x1b[31mred", "\x9b31mred", "bell\x07", "new\nline", "a\u202etxt.exe",
+                  "\x1b]0;pwned\x07"]
+RAW = ("\x1b", "\x9b", "\x07", "\u202e")
+
+
+def terminal_listing(names):
+    """Every listing names each of `names` where the server said name-NN (the same length)."""
+    def tamper(frame):
+        if is_listing(frame):
+            for i, name in enumerate(names):
+                frame = bytearray(bytes(frame).replace(wire.utf16(f"{i:02}".ljust(len(name), "-")),
+                                                       wire.utf16(name)))
+        return frame
+    return tamper
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_cli_ls_never_hands_the_terminal_a_control_character(smbring_server, tampering_proxy, as_json):
+    """Names the server lists are printed with their control characters, C1 bytes and bidi
+    overrides escaped (a terminal would act on them); --json stays valid JSON that gives the
+    names back exactly."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for i, name in enumerate(TERMINAL_NAMES):
+        (srv["share"] / "dir" / f"{i:02}".ljust(len(name), "-")).write_bytes(b"x")
+    code, out, err = run(cli_ls(srv, tampering_proxy, terminal_listing(TERMINAL_NAMES),
+                                *(["--json"] if as_json else [])))
+    assert code == 0, (out, err)
+    assert not any(c in out + err for c in RAW)
+    if as_json:
+        import json
+        assert sorted(e["name"] for e in json.loads(out)) == sorted(TERMINAL_NAMES)
+    else:
+        assert len(out.splitlines()) == len(TERMINAL_NAMES)      # a name never starts a line
+        assert "\\x1b[2J\\x1b[31mred" in out and "a\\u202etxt.exe" in out
+
+
+def test_cli_errors_never_hand_the_terminal_a_control_character(smbring_server, tampering_proxy):
+    """A hostile name in the reason the CLI gives for refusing a listing is escaped too."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    for name in ("aaaaaa", "bbbbbb"):
+        (srv["share"] / "dir" / name).write_bytes(b"x")
+    first, second = listing_twice("aaaaaa", "\x1b[2J\x07!"), listing_twice("bbbbbb", "\x1b[2J\x07!")
+    code, out, err = run(cli_ls(srv, tampering_proxy, lambda f: second(first(f))))
+    assert code == 3, (out, err)
+    assert "twice" in err and not any(c in out + err for c in RAW)
+
+
+def test_get_never_writes_through_a_link_already_in_the_destination(smbring_server, tmp_path):
+    """A destination that is a symbolic link, to a directory or a file outside: a tree is
+    refused (it is never merged into what the link leads to), a file replaces the link itself
+    and leaves its target as it was. (A tree is assembled in a new staging directory, so no
+    link can be inside it.)"""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / "passwd").write_bytes(b"from the server")
+    (srv["share"] / "f").write_bytes(b"from the server")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"mine")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "tree").symlink_to(outside)
+    (work / "file").symlink_to(outside / "victim")
+
+    async def go():
+        c = await sc.connect("127.0.0.1", srv["port"], srv["user"], srv["password"], srv["name"])
+        try:
+            with pytest.raises(FileExistsError):
+                await c.get("dir", str(work / "tree"))
+            await c.get("f", str(work / "file"))
+        finally:
+            await c.close()
+    run(go())
+    assert sorted(os.listdir(outside)) == ["victim"] and (outside / "victim").read_bytes() == b"mine"
+    assert not (work / "file").is_symlink() and (work / "file").read_bytes() == b"from the server"
+    assert sorted(os.listdir(work)) == ["file", "tree"]
+
+
+def test_a_name_too_long_for_the_local_file_system_fails_the_get_and_leaves_nothing(
+        smbring_server, tampering_proxy, tmp_path):
+    """200 characters are 200 UTF-16 units for the share, but 600 bytes of UTF-8 here, past
+    the local file system's 255: the get fails (a local error, not the server's lie) and its
+    staging directory is removed."""
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    (srv["share"] / "dir" / ("x" * 200)).write_bytes(b"x")
+    rename = listing_twice("x" * 200, "\u20ac" * 200)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, rename)
+        try:
+            with pytest.raises(OSError) as raised:
+                await c.get("dir", str(work / "dest"))
+            assert not isinstance(raised.value, ConnectionError) and c.connected
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(work) == []

@@ -310,6 +310,90 @@ def test_a_refused_binding_falls_back_to_one_channel(smbring_server, tmp_path):
     run(go())
 
 
+def _context_data(frame, kind: int) -> int:
+    """Where the data of negotiate context `kind` starts in a NEGOTIATE response."""
+    count = struct.unpack_from("<H", frame, 64 + 6)[0]
+    pos = struct.unpack_from("<I", frame, 64 + 60)[0]
+    for _ in range(count):
+        this, length = struct.unpack_from("<HH", frame, pos)
+        if this == kind:
+            return pos + 8
+        pos = wire.pad8(pos + 8 + length)
+    raise AssertionError(f"no negotiate context {kind}")
+
+
+def _other_dialect(frame):
+    struct.pack_into("<H", frame, 64 + 4, wire.SMB300)
+    return frame
+
+
+def _other_signing(frame):
+    from smbring.smb import security
+    at = _context_data(frame, wire.SIGNING_CAPABILITIES)
+    chosen = struct.unpack_from("<H", frame, at + 2)[0]
+    struct.pack_into("<H", frame, at + 2,
+                     security.AES_CMAC if chosen == security.AES_GMAC else security.AES_GMAC)
+    return frame
+
+
+def _other_preauth_hash(frame):
+    struct.pack_into("<H", frame, _context_data(frame, wire.PREAUTH_INTEGRITY_CAPABILITIES) + 4, 2)
+    return frame
+
+
+def _bad_signature(frame):
+    frame[50] ^= 0xFF
+    return frame
+
+
+def _unsigned(frame):
+    struct.pack_into("<I", frame, 16, struct.unpack_from("<I", frame, 16)[0] & ~wire.FLAGS_SIGNED)
+    return frame
+
+
+def _second(change, command, status=wire.STATUS_SUCCESS):
+    """A tamper function that changes the second answer of `command` with `status`: the
+    first is the first connection's, the second the extra channel's."""
+    seen = []
+
+    def tamper(frame):
+        if frame[:4] == wire.PROTOCOL_ID and struct.unpack_from("<H", frame, 12)[0] == command \
+                and struct.unpack_from("<I", frame, 8)[0] == status:
+            seen.append(True)
+            if len(seen) == 2:
+                return change(frame)
+        return frame
+    return tamper
+
+
+@pytest.mark.parametrize("change, command, note", [
+    (_bad_signature, wire.SESSION_SETUP, "bad signature on the final binding"),
+    (_unsigned, wire.SESSION_SETUP, "bad signature on the final binding"),
+    (_other_dialect, wire.NEGOTIATE, "dialect 0x300, which was not offered"),
+    (_other_signing, wire.NEGOTIATE, "other algorithms"),
+    (_other_preauth_hash, wire.NEGOTIATE, "SHA-512 preauthentication"),
+], ids=["bad-signature", "unsigned", "other-dialect", "other-signing", "other-preauth-hash"])
+def test_a_binding_that_lies_is_dropped_and_the_first_channel_goes_on(
+        smbring_server, tampering_proxy, tmp_path, change, command, note):
+    """The extra channel's NEGOTIATE switches the dialect, the signing algorithm or the
+    preauthentication hash, or its final binding answer comes unsigned or with a bad
+    signature: that connection is closed before it carries anything, nothing more is bound,
+    and the session goes on over the first channel, whose own answers are verified as ever
+    (a lie on a path to another address is no lie on this one)."""
+    srv = smbring_server()
+
+    async def go():
+        async with tampering_proxy(srv["port"], _second(change, command)) as proxy:
+            async with await sc.connect("127.0.0.1", proxy.port, srv["user"], srv["password"],
+                                        srv["name"], channels=3, sign=True,
+                                        dialects=(wire.SMB311,)) as c:
+                assert c.open_channels == 1 and len(c.channels) == 1
+                assert note in c.multichannel_note and "channel 2" in c.multichannel_note
+                assert c.rebinder is None           # and nothing is bound later either
+                await round_trip(c, tmp_path, 3 * MiB)
+    run(go())
+
+
 def test_samba_binds_channels_on_loopback(samba_server, tmp_path):
     srv = samba_server("    server multi channel support = yes\n")
 
@@ -376,7 +460,7 @@ def test_addresses_that_lead_elsewhere_are_never_dialled():
               ("::ffff:0.0.0.0", "::ffff:224.0.0.1", "::ffff:169.254.1.1", "::ffff:255.255.255.255",
                "0.1.2.3", "240.0.0.1", "127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7")]
     assert usable_addresses(listed, from_loopback=False) == ["192.0.2.7"]
-    assert usable_addresses(listed) == ["127.0.0.1", "::1", "::ffff:127.0.0.2", "192.0.2.7"]
+    assert usable_addresses(listed) == ["127.0.0.1", "::1", "127.0.0.2", "192.0.2.7"]
 
 
 def test_a_long_list_of_silent_addresses_is_not_dialled_to_its_end(smbring_server, monkeypatch):
@@ -406,3 +490,16 @@ def test_a_long_list_of_silent_addresses_is_not_dialled_to_its_end(smbring_serve
             assert c.open_channels == 2
     run(go())
     assert len([a for a in dialled if a != "127.0.0.1"]) == multichannel.MAX_ADDRESSES
+
+
+def test_an_address_listed_again_in_another_spelling_counts_once():
+    """The same address listed as IPv4, as IPv4-mapped IPv6 and with other speeds and indexes
+    (a server may repeat itself): one address to dial, so channels spread over the addresses
+    that really differ."""
+    from smbring.client.multichannel import usable_addresses
+    listed = [m.NetworkInterface(1, "192.0.2.7", 10**9, 0),
+              m.NetworkInterface(2, "::ffff:192.0.2.7", 2**64 - 1, 0),
+              m.NetworkInterface(3, "::ffff:c000:207", 10**10, 0),
+              m.NetworkInterface(4, "2001:db8::1", 10**9, 0),
+              m.NetworkInterface(5, "2001:0db8:0::1", 10**9, 0)]
+    assert usable_addresses(listed) == ["192.0.2.7", "2001:db8::1"]

@@ -208,6 +208,7 @@ def no_message_type(frame, at):
     (clear_flag(nc.EXTENDED_SESSION_SECURITY), "lacks flags"),
     (clear_flag(nc.TARGET_INFO), "lacks flags"),
     (clear_flag(nc.NEGOTIATE_128), "lacks flags"),
+    (clear_flag(nc.KEY_EXCH), "lacks flags"),
     (target_info_beyond, "outside"),
     (no_message_type, "not a CHALLENGE"),
 ])

@@ -102,6 +102,20 @@ def test_with_a_server_timestamp_the_lm_response_is_zero_and_the_timestamp_is_ec
     assert av_pairs(parsed.nt_response[16 + 28:])[AV_TIMESTAMP] == stamp
 
 
+def test_without_a_server_timestamp_the_lm_response_is_lmv2_and_the_nt_response_ntlmv2():
+    """No MsvAvTimestamp (MS-NLMP 3.1.5.1.2): the LMv2 response goes beside the NTLMv2 one, as
+    Windows sends it; both are keyed with NTOWFv2 (the same strength); never an NTLMv1 or LM
+    response (24 bytes of DES), whatever the server leaves out."""
+    auth = authenticate_message(negotiate_message(), Challenge.parse(challenge_message()),
+                                "User", "Domain", "Password", "cifs/server",
+                                client_challenge=CLIENT_CHALLENGE, random_session_key=RANDOM_SESSION_KEY)
+    parsed = Authenticate.parse(auth.message)
+    response_key = nc.ntowfv2(nc.nt_hash("Password"), "USER".encode("utf-16-le"), "Domain".encode("utf-16-le"))
+    assert parsed.lm_response == nc.lmv2_response(response_key, SERVER_CHALLENGE, CLIENT_CHALLENGE)
+    assert len(parsed.nt_response) > 24 and parsed.nt_response[16:18] == b"\x01\x01"    # NTLMv2 blob
+    assert auth.flags & nc.KEY_EXCH and auth.exported_session_key == RANDOM_SESSION_KEY
+
+
 def test_the_negotiate_message():
     msg = negotiate_message()
     assert msg[:12] == b"NTLMSSP\0\1\0\0\0" and len(msg) == 40
@@ -227,6 +241,11 @@ HOSTILE_CHALLENGES = {
     "no target info flag": challenge_message(flags=SPEC_FLAGS & ~nc.TARGET_INFO),
     "no 128-bit keys": challenge_message(flags=SPEC_FLAGS & ~nc.NEGOTIATE_128),
     "OEM only": challenge_message(flags=(SPEC_FLAGS & ~nc.UNICODE) | nc.OEM),
+    "no key exchange": challenge_message(flags=SPEC_FLAGS & ~nc.KEY_EXCH),
+    # one AV pair of 65,500 bytes: well-formed, but the client's blob echoes it, and with the
+    # pairs the client adds it would not fit the AUTHENTICATE's 16-bit lengths
+    "target info too large to echo": challenge_message(
+        target_info=struct.pack("<HH", 3, 65500) + b"x" * 65500 + b"\0" * 4),
 }
 
 
@@ -234,6 +253,11 @@ HOSTILE_CHALLENGES = {
 def test_a_hostile_challenge_is_refused(name):
     with pytest.raises(NtlmError):
         answer(first_answer(HOSTILE_CHALLENGES[name]))
+
+
+def test_target_information_too_large_to_echo_is_refused_as_such():
+    with pytest.raises(NtlmError, match="too large to be echoed"):
+        answer(first_answer(HOSTILE_CHALLENGES["target info too large to echo"]))
 
 
 @pytest.mark.parametrize("token", [

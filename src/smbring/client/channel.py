@@ -677,7 +677,15 @@ class Channel:
             self._credit_change.clear()
             self._credit_waiters += 1
             try:
-                await self._credit_change.wait()
+                # credits come back with answers, each due within `timeout`; as long a wait
+                # with none back means none will come (the requests in flight may be ones
+                # whose callers gave up, which the deadlines no longer watch)
+                await asyncio.wait_for(self._credit_change.wait(), self.timeout)
+            except asyncio.TimeoutError:
+                self._fail(ChannelTimeout(f"no credits came back within {self.timeout:g} s: "
+                                          f"{self._balance} held, {charge} needed, "
+                                          f"{self._in_flight} in flight unanswered"))
+                raise self._error from None
             finally:
                 self._credit_waiters -= 1
         return self._take_credits_now(charge)

@@ -204,17 +204,19 @@ def main(args) -> int:
         user, password, domain = credentials(args, target)
         return asyncio.run(_run(args, target, user, password, domain, limits))
     except UsageError as e:
-        print(f"smbring {args.command}: {e}", file=sys.stderr)
+        print(f"smbring {args.command}: {_printable(str(e))}", file=sys.stderr)
         return 2
     except LimitExceeded as e:
-        print(f"smbring {args.command}: {e}; nothing was {'listed' if args.command == 'ls' else 'written'}"
+        print(f"smbring {args.command}: {_printable(str(e))}; nothing was "
+              f"{'listed' if args.command == 'ls' else 'written'}"
               f" (raise it with {LIMIT_OPTIONS.get(e.limit, 'its option')} N)", file=sys.stderr)
         return 4
     except ProtocolError as e:
-        print(f"smbring {args.command}: refused the server's answer: {e}", file=sys.stderr)
+        print(f"smbring {args.command}: refused the server's answer: {_printable(str(e))}",
+              file=sys.stderr)
         return 3
     except (OSError, ConnectionError, ValueError, RuntimeError) as e:
-        print(f"smbring {args.command}: {e}", file=sys.stderr)
+        print(f"smbring {args.command}: {_printable(str(e))}", file=sys.stderr)
         return 1
 
 
@@ -227,8 +229,8 @@ async def _run(args, target: Target, user: str, password: str, domain: str,
                              channels=args.channels, limits=limits,
                              auth="negotiate" if args.kerberos else "ntlm") as c:
         if c.multichannel_note:
-            print(f"smbring {args.command}: {c.open_channels} channel(s): {c.multichannel_note}",
-                  file=sys.stderr)
+            print(f"smbring {args.command}: {c.open_channels} channel(s): "
+                  f"{_printable(c.multichannel_note)}", file=sys.stderr)
         progress = None
         if args.command in ("get", "put") and not args.no_progress and sys.stderr.isatty():
             from smbring.client.progress import Progress    # a terminal's run only
@@ -245,7 +247,7 @@ async def _run(args, target: Target, user: str, password: str, domain: str,
             if progress is not None:
                 progress.end()     # the bar's line is cleared before anything else is printed
         if written is not None:
-            print(written)
+            print(_printable(written))
         elif args.command == "ls":
             await _ls(c, target.path, args.json)
         elif args.command == "mkdir":
@@ -319,5 +321,7 @@ async def _ls(client, path: str, as_json: bool) -> None:
 
 def _printable(name: str) -> str:
     """The name with control characters escaped: it came from the server, and a terminal
-    would act on them."""
+    would act on them (control characters, C1 bytes, bidi overrides: whatever str.isprintable
+    refuses). Error messages go through it too: those that quote the server's names already
+    quote them with repr, and whatever one day does not is still escaped here."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)

@@ -189,12 +189,20 @@ def read_request(file_id: bytes, offset: int, length: int) -> bytes:
     return struct.pack("<HBBIQ16sIIIHHB", 49, 0x50, 0, length, offset, file_id, 0, 0, 0, 0, 0, 0)
 
 
+READ_DATA_MIN = wire.HEADER_SIZE + 16    # a READ's data follows its header and fixed fields
+
+
 def parse_read(msg, asked: int) -> memoryview:
-    """The data of a READ response: never more than asked, always inside the message."""
+    """The data of a READ response: never more than asked, always inside the message and
+    after the response's own fields (a DataOffset into them would pass the header's or the
+    body's bytes off as the file's: Samba's client takes 80 only, where every server puts it)."""
     body_of(msg, 17, 16)
     _size, off, _r, length, _remaining, _r2 = struct.unpack_from("<HBBIII", msg, wire.HEADER_SIZE)
     if length > asked:
         raise ProtocolError(f"READ returned {length} bytes, {asked} were asked for")
+    if length and off < READ_DATA_MIN:
+        raise ProtocolError(f"READ response with DataOffset {off}: its data would start inside "
+                            f"the response's own {READ_DATA_MIN}-byte header and fields")
     return buffer_in(msg, off, length, "READ data")
 
 

@@ -20,8 +20,10 @@ time (Client._channel_lost). A transfer that lost a channel thus gets back to N 
 
 A server that does not offer multichannel (no CAP_MULTI_CHANNEL, SMB 2.x, a guest session, no
 interface list) or refuses a binding leaves the client with the channels it has, and
-``Client.multichannel_note`` says why. An answer that fails its checks (a bad signature on the
-binding) is a ProtocolError: someone in between is suspected, and nothing more is bound.
+``Client.multichannel_note`` says why. So does an answer that fails its checks there (a bad
+signature on the binding, another dialect or algorithm than the session's): that connection is
+closed before it carries anything, nothing more is bound (someone in between is suspected),
+and the session goes on over the channels it has.
 """
 from __future__ import annotations
 
@@ -79,8 +81,14 @@ async def add_channels(client: Client, neg: Negotiated, count: int, user: str, p
         except (SMBError, BindingRefused) as e:
             client.multichannel_note = f"channel {i + 2} not bound: {e}"
             return
-        except ProtocolError:
-            raise
+        except ProtocolError as e:
+            # an answer on that connection failed its checks (a bad or missing signature on
+            # the binding, another dialect, algorithm or preauthentication hash): someone in
+            # between on the way there, or a server that lies there. That connection was
+            # closed unused; nothing more is bound, and the session goes on over the
+            # channels it has, whose answers are verified with their own keys
+            client.multichannel_note = f"channel {i + 2} refused: {e}"
+            return
         except (OSError, ConnectionError) as e:
             client.multichannel_note = f"channel {i + 2} not connected: {e}"
             return
@@ -125,18 +133,22 @@ def _why_not(client: Client, neg: Negotiated) -> str:
 
 def usable_addresses(interfaces: list[m.NetworkInterface], from_loopback: bool = True) -> list[str]:
     """The listed addresses worth a connection, fastest first (RSS-capable first among equals),
-    each once, at most MAX_ADDRESSES: never an unspecified, multicast or link-local address
+    each once (in one spelling: an IPv4-mapped IPv6 address as the IPv4 one), at most
+    MAX_ADDRESSES: never an unspecified, multicast or link-local address
     (the last needs a scope the server cannot give), and a loopback address only when the
     first connection went to one (`from_loopback`): a server elsewhere is not reached through
     this host's own loopback, where other services of this host listen."""
     ranked = sorted(interfaces, key=lambda i: (-i.speed, not i.capability & m.RSS_CAPABLE))
     out: list[str] = []
     for iface in ranked:
-        if not _dialable(ipaddress.ip_address(iface.address)) or \
-                (not from_loopback and is_loopback(iface.address)):
+        ip = ipaddress.ip_address(iface.address)
+        if not _dialable(ip) or (not from_loopback and is_loopback(iface.address)):
             continue
-        if iface.address not in out:
-            out.append(iface.address)
+        # one spelling per address (an IPv4 address listed again as IPv4-mapped IPv6 is the
+        # same one), so that channels spread over addresses that really differ
+        address = str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+        if address not in out:
+            out.append(address)
             if len(out) == MAX_ADDRESSES:
                 break
     return out

@@ -31,6 +31,9 @@ from smbring.client.session import check_listed_name, smb_path
 # directory levels an upload takes from a local tree, and the clean-up of a failed one
 # follows on the share (a get follows the client's limits.depth, by default the same)
 MAX_DEPTH = DEFAULT_MAX_DEPTH
+# bytes of a download's blocks allocated ahead of its data (_Allocation): the server announces
+# the size before it sends a byte, and a hostile one could announce a disk's free space
+PREALLOCATE_AHEAD = 256 * 1024 * 1024
 
 
 def _temporary_name(name: str) -> str:
@@ -132,7 +135,8 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
     target = os.path.join(local_dir, entry.name)
     # and whatever the name check missed, the path must stay inside the staging directory
     if os.path.dirname(os.path.abspath(target)) != os.path.abspath(local_dir):
-        raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir}: refused")
+        raise ProtocolError(f"the listed name {entry.name!r} leads outside {local_dir!r}: "
+                            f"refused")
     child = f"{remote}\\{entry.name}" if remote else entry.name
     # the staging directory was empty: a name there already was listed before
     if os.path.lexists(target):
@@ -196,8 +200,10 @@ class FileSink:
     BATCH_BYTES = 8 << 20      # and bytes (a batch goes once either is reached)
     MAX_WRITING = 2
 
-    def __init__(self, fd: int, progress=None, direct_fd: int | None = None, splice: bool = True):
+    def __init__(self, fd: int, progress=None, direct_fd: int | None = None, splice: bool = True,
+                 allocation: "_Allocation | None" = None):
         self.fd, self.progress, self.direct_fd = fd, progress, direct_fd
+        self.allocation = allocation    # blocks allocated ahead of the data, as it comes
         # READ data may also be spliced into the file (RemoteFile.read_to): where there is no
         # direct I/O, splicing saves the copy from the socket at least
         self.splice_fd = fd if splice and direct_fd is None else None
@@ -219,6 +225,8 @@ class FileSink:
             if self.progress is not None:
                 self.progress.advance(len(data))
             return None
+        if self.allocation is not None:
+            self.allocation.cover(offset + len(data))
         fd = self.fd
         if self.direct_fd is not None and not offset % ALIGN and aligned(data):
             fd = self.direct_fd
@@ -390,9 +398,8 @@ async def _download(client, remote: str, local: str, progress=None) -> None:
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         direct_fd = _reopen_direct(fd) if client.direct else None
         try:
-            if direct_fd is not None:
-                _allocate(fd, size)
-            sink = FileSink(fd, progress, direct_fd, splice=client.splice)
+            allocation = _Allocation(fd, size) if direct_fd is not None else None
+            sink = FileSink(fd, progress, direct_fd, splice=client.splice, allocation=allocation)
             try:
                 # READs of read_size: fewer requests, less CPU per byte on both ends
                 got = await f.read_to(0, size, sink, exact=True, chunk_size=client.read_size,
@@ -410,24 +417,48 @@ async def _download(client, remote: str, local: str, progress=None) -> None:
             os.close(fd)
 
 
-def _allocate(fd: int, size: int) -> None:
-    """Allocates the new file's blocks at its full size before anything is written
-    (fallocate(2), the system call itself: never glibc's emulation, which writes zeros). On
-    ext4 an O_DIRECT write that extends a file, or fills a hole, takes the inode's lock for
-    itself and is handed to a worker thread, so the downloads' writes went to disk one at a
-    time; into allocated blocks inside the file's size they run side by side. Best effort:
-    where the file system cannot, or the disk has no room for the size the server announced,
-    the writes allocate as they go (as before; a full disk then fails the write)."""
-    if size <= 0:
-        return
+class _Allocation:
+    """A download's blocks, allocated before its data is written (fallocate(2), the system call
+    itself: never glibc's emulation, which writes zeros). On ext4 an O_DIRECT write that
+    extends a file, or fills a hole, takes the inode's lock for itself and is handed to a
+    worker thread, so the downloads' writes went to disk one at a time; into allocated blocks
+    inside the file's size they run side by side.
+
+    Allocated ahead of the data only so far: up to PREALLOCATE_AHEAD bytes past what has
+    arrived, extended by as much again each time the data gets within half of it of the end
+    (a few fallocate calls per GiB), never past the size announced. A server announces the
+    size before it sends anything: the whole of it at once would let a hostile one take a
+    disk's free space, for as long as it keeps the download going, without sending it.
+    Best effort: where the file system cannot, or the disk has no room, nothing more is asked
+    and the writes allocate as they go (a full disk then fails the write)."""
+
+    __slots__ = ("fd", "size", "end", "_fallocate")
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size, self.end = fd, size, 0
+        self._fallocate = _fallocate_call() if size > 0 else None
+        self.cover(0)
+
+    def cover(self, upto: int) -> None:
+        """Blocks allocated well past `upto`, the end of the data that has arrived."""
+        if self._fallocate is None or upto + PREALLOCATE_AHEAD // 2 <= self.end:
+            return
+        end = min(self.size, upto + PREALLOCATE_AHEAD)
+        if end > self.end and self._fallocate(self.fd, 0, self.end, end - self.end) == 0:
+            self.end = end
+        else:           # refused (no room, no support) or all allocated: nothing more to ask
+            self._fallocate = None
+
+
+def _fallocate_call():
+    """libc's fallocate(fd, mode, offset, length), or None where there is none."""
     import ctypes           # here only: ls and put do without it
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fallocate = libc.fallocate
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):
-        return
+        return None
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fallocate(fd, 0, 0, size)       # a failure leaves the file as it was: nothing to undo
+    return fallocate
 
 
 def _reopen_direct(fd: int) -> int | None:

@@ -11,8 +11,9 @@ ones the server side uses (ntlmssp, ntlm_crypto, spnego).
 What the client insists on, whatever the server offers:
 - only NTLMv2 (and its LMv2 companion, or zeros when the server sent a timestamp): never an
   NTLMv1 or LM response, so nothing the server chooses can weaken the proof of the password;
-- a CHALLENGE with Unicode, extended session security, 128-bit keys and NTLMv2 target
-  information (well-formed AV pairs ending with MsvAvEOL); else ``NtlmError``;
+- a CHALLENGE with Unicode, extended session security, 128-bit keys, key exchange and NTLMv2
+  target information (well-formed AV pairs ending with MsvAvEOL, small enough to be echoed in
+  the AUTHENTICATE); else ``NtlmError``;
 - every length and offset inside the message that holds it; else ``NtlmError``;
 - the server's mechListMIC, when it sends one, must be right; it may leave it out (RFC 4178
   makes it optional when the chosen mechanism is the initiator's only one, as NTLMSSP is
@@ -50,8 +51,11 @@ from smbring.smb.ntlmssp import (
 CLIENT_FLAGS = (nc.UNICODE | nc.REQUEST_TARGET | nc.SIGN | nc.SEAL | nc.NTLM | nc.ALWAYS_SIGN
                 | nc.EXTENDED_SESSION_SECURITY | nc.TARGET_INFO | nc.VERSION | nc.NEGOTIATE_128
                 | nc.KEY_EXCH | nc.NEGOTIATE_56)
-# what the CHALLENGE must grant
-REQUIRED_FLAGS = nc.UNICODE | nc.EXTENDED_SESSION_SECURITY | nc.TARGET_INFO | nc.NEGOTIATE_128
+# what the CHALLENGE must grant: key exchange too, so that the session key is always a fresh
+# random one of the client's (without it, the NTLMv2 session base key itself; Samba's and
+# Windows' clients accept that, every server they meet grants it anyway)
+REQUIRED_FLAGS = (nc.UNICODE | nc.EXTENDED_SESSION_SECURITY | nc.TARGET_INFO | nc.NEGOTIATE_128
+                  | nc.KEY_EXCH)
 CHALLENGE_HEADER = 48       # up to the TargetInfoFields; the Version (8 bytes) may follow
 AUTHENTICATE_HEADER = MIC_OFFSET + MIC_SIZE     # 88: Version and MIC included
 NEGOTIATE_HEADER = 40       # Version included
@@ -89,7 +93,8 @@ class Challenge:
         missing = REQUIRED_FLAGS & ~flags
         if missing:
             raise NtlmError(f"the server's CHALLENGE lacks flags {missing:#010x} (Unicode, extended "
-                            f"session security, 128-bit keys and target information are required)")
+                            f"session security, 128-bit keys, key exchange and target information "
+                            f"are required)")
         _field(msg, 12, "TargetName")       # unused, but it must lie inside the message
         info = _field(msg, 40, "TargetInfo")
         return cls(raw=msg, flags=flags, server_challenge=msg[24:32], target_info=_av_list(info))
@@ -176,6 +181,9 @@ def authenticate_message(negotiate: bytes, challenge: Challenge, user: str, doma
                   (AV_TARGET_NAME, target_name.encode("utf-16-le"))]
         blob = nc.ntlmv2_client_blob(timestamp or now or struct.pack("<Q", wire.nt_time(time.time_ns())),
                                      client_challenge, encode_av_pairs(pairs))
+        if 16 + len(blob) > 0xFFFF:     # (the AUTHENTICATE's lengths are 16-bit)
+            raise NtlmError(f"the CHALLENGE's target information ({len(challenge.target_info)} AV "
+                            f"pairs) is too large to be echoed in the AUTHENTICATE")
         proof = nc.ntlmv2_proof(response_key, challenge.server_challenge, blob)
         nt_response = proof + blob
         # with a server timestamp the LMv2 response is left out: Z(24), as Windows sends
