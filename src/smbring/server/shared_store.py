@@ -418,6 +418,7 @@ class SharedDeletePending:
         self.store = store
         self.db = store.db[b"pending"]
         self.opens = share_modes.db
+        self._share_modes = share_modes
         self._setters: dict = {}        # key -> this worker's open that asked, while it is open
         # tell(worker, key): a directory's delete is pending, for the change notifies waiting
         # on the other workers' opens of it (their watches are theirs alone)
@@ -429,17 +430,12 @@ class SharedDeletePending:
 
     def mark(self, o) -> None:
         # not refused when nearly full: a close marks too, and one per file is bounded by opens
-        file = _file(o.key)
         others = set()
         with self.store.write() as txn:
-            txn.put(file, _pending_record(self.store.owner(id(o)), o), db=self.db)
-            if o.is_dir and self._tell is not None:
-                cursor = txn.cursor(self.opens)
-                if cursor.set_range(file):
-                    for k in cursor.iternext(values=False):
-                        if not bytes(k).startswith(file):
-                            break
-                        others.add(WORKER.unpack_from(k, FILE.size)[0])
+            txn.put(_file(o.key), _pending_record(self.store.owner(id(o)), o), db=self.db)
+            if o.is_dir and self._tell is not None:     # the workers with opens of it
+                others = {WORKER.unpack_from(who)[0]
+                          for who, _wants, _share in self._share_modes._modes(txn, o.key)}
         self._setters[o.key] = o
         others.discard(self.store.worker)
         for worker in sorted(others):

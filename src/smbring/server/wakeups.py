@@ -10,10 +10,11 @@ oplock on open X breaks to level L" (OPLOCK_BREAK), "tell your client its lease 
 S to T" (LEASE_BREAK), "a CREATE here waits for your detached durable open X of file F to be
 closed" (CLOSE_DETACHED), "directory F is now to be deleted: end the change notifies waiting
 on it" (DELETE_PENDING; a worker's watches are its own, and nothing on disk changes until the
-last open closes, so inotify cannot tell it). The receiver checks each against the store before acting on it (see
-server.shared_oplocks); a message is never the only way something happens (waiting requests
-are retried on a timer too), so a lost one only delays (a lost DELETE_PENDING leaves the change notifies waiting until
-the directory is deleted or their handle closes).
+last open closes, so inotify cannot tell it). The receiver checks each against the store
+before acting on it (see server.shared_oplocks); a message is never the only way something
+happens (waiting requests are retried on a timer too), so a lost one only delays (a lost
+DELETE_PENDING leaves the change notifies waiting until the directory is deleted or their
+handle closes).
 
 Every message has a fixed size per kind and is dropped unless it has exactly that size, the
 magic, a known kind and valid fields: a malformed one is logged (at most once a minute) and
