@@ -121,6 +121,13 @@ def create_body(name: str, access: int, disposition: int, options: int, *, share
     return body
 
 
+def full_ea_list(eas) -> bytes:
+    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15) of (name, value) pairs, a name str or
+    bytes, each entry on a 4-byte boundary: an ExtA context's or a SET_INFO's EA list."""
+    return wire.chain(struct.pack("<IBBH", 0, 0, len(n), len(v)) + n + b"\0" + v
+                      for n, v in ((n if isinstance(n, bytes) else n.encode(), v) for n, v in eas))
+
+
 def close_body(fid: bytes, flags: int = 0) -> bytes:
     return struct.pack("<HHI", 24, flags, 0) + fid
 

@@ -17,7 +17,7 @@ import time
 import pytest
 from raw import UserTree
 from servers import project_share_server, unix_accounts
-from smbcore import create_body, create_contexts_of
+from smbcore import create_body, create_contexts_of, full_ea_list
 
 from smbring.smb import acl, wire
 
@@ -78,14 +78,8 @@ def context_entry(name: bytes, data: bytes, *, nxt: int = 0, name_off: int = 16,
 
 
 def chain(*entries: bytes) -> bytes:
-    """Entries chained with Next fields pointing at the next 8-byte boundary."""
-    out = b""
-    for i, entry in enumerate(entries):
-        if i < len(entries) - 1:
-            entry = entry + b"\0" * (-len(entry) % 8)
-            entry = struct.pack("<I", len(entry)) + entry[4:]
-        out += entry
-    return out
+    """Create contexts chained with Next fields pointing at the next 8-byte boundary."""
+    return wire.chain(entries, 8)
 
 
 def create_raw(tree, name: str, contexts: bytes, *, access: int = READ_WRITE, disposition: int = wire.FILE_CREATE,
@@ -96,18 +90,6 @@ def create_raw(tree, name: str, contexts: bytes, *, access: int = READ_WRITE, di
     body += b"\0" * (offset - 64 - len(body))
     struct.pack_into("<II", body, 48, offset, len(contexts))
     return tree.request(wire.CREATE, bytes(body + contexts))
-
-
-def ea_list(*eas: tuple[bytes, bytes]) -> bytes:
-    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15), 4-byte aligned."""
-    entries = [struct.pack("<IBBH", 0, 0, len(n), len(v)) + n + b"\0" + v for n, v in eas]
-    out = b""
-    for i, entry in enumerate(entries):
-        if i < len(entries) - 1:
-            entry += b"\0" * (-len(entry) % 4)
-            entry = struct.pack("<I", len(entry)) + entry[4:]
-        out += entry
-    return out
 
 
 def lease_request(key: int) -> bytes:
@@ -300,7 +282,7 @@ def test_ea_context_cannot_reach_the_servers_metadata(server, ea_name):
     """An ExtA context naming the server's own xattrs (or Samba's), in any case, is refused,
     as is a name with a NUL or outside ASCII; the file made for it is removed again."""
     with Conn(server) as c:
-        r = c.tree.create("ea-private.txt", READ_WRITE, wire.FILE_CREATE, contexts=[(b"ExtA", ea_list((ea_name, b"v")))])
+        r = c.tree.create("ea-private.txt", READ_WRITE, wire.FILE_CREATE, contexts=[(b"ExtA", full_ea_list([(ea_name, b"v")]))])
         assert r.status in (wire.STATUS_ACCESS_DENIED, wire.STATUS_INVALID_PARAMETER), r
     assert not (server["share"] / "ea-private.txt").exists()
 
@@ -328,14 +310,14 @@ def test_overwrite_storing_eas_needs_write_ea(server, disposition):
     path = server["share"] / "shared" / name
     with Conn(server) as c:
         r = c.tree.create(f"shared\\{name}", wire.FILE_WRITE_DATA | FILE_READ_ATTRIBUTES, disposition,
-                          contexts=[(b"ExtA", ea_list((b"planted", b"v")))])
+                          contexts=[(b"ExtA", full_ea_list([(b"planted", b"v")]))])
         assert r.status == wire.STATUS_ACCESS_DENIED, r
         assert path.read_bytes() == b"bob's data"
         assert "user.planted" not in os.listxattr(path)
         own = f"ow-ea-own-{disposition}.txt"
         c.tree.close(c.tree.open(own, READ_WRITE, wire.FILE_CREATE))
         r = c.tree.create(own, wire.GENERIC_WRITE | wire.GENERIC_READ, disposition,
-                          contexts=[(b"ExtA", ea_list((b"mine", b"v")))])
+                          contexts=[(b"ExtA", full_ea_list([(b"mine", b"v")]))])
         assert r.status == wire.STATUS_SUCCESS, r
         c.tree.close(r.file_id)
     assert os.getxattr(server["share"] / own, "user.mine") == b"v"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ pytest.importorskip("smbprotocol")
 
 from smbprotocol.create_contexts import CreateContextName  # noqa: E402
 from smbprotocol_user import UserClient, create_context  # noqa: E402
+from smbcore import full_ea_list  # noqa: E402
 
 from smbring.smb import acl  # noqa: E402
 
@@ -125,18 +125,6 @@ def large_secd(server) -> bytes:
                           dacl=[acl.Ace(acl.DENIED, 0, FILE_ALL, user_sid(server, BOB))] + aces).pack()
 
 
-def full_eas(*eas: tuple[str, bytes]) -> bytes:
-    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15), each 4-byte aligned."""
-    entries = [struct.pack("<IBBH", 0, 0, len(n), len(v)) + n.encode() + b"\0" + v for n, v in eas]
-    out = b""
-    for i, e in enumerate(entries):
-        if i < len(entries) - 1:
-            e = e + b"\0" * (-len(e) % 4)
-            e = struct.pack("<I", len(e)) + e[4:]
-        out += e
-    return out
-
-
 def refused_and_gone(server, where: Path, name: str, is_dir: bool, contexts=None) -> None:
     """ALICE's CREATE of where/name is answered STATUS_DISK_FULL, nothing is left under that
     name, and BOB (whom the descriptor would have denied) finds nothing there."""
@@ -181,7 +169,7 @@ def test_a_file_made_with_its_first_stream_is_undone_alike(server):
 def test_eas_that_cannot_be_stored_leave_nothing(server, is_dir):
     parent = directory(server, f"eas-{is_dir:d}")
     exta = create_context(CreateContextName.SMB2_CREATE_EA_BUFFER,
-                          full_eas(("FIRST", b"a" * 2500), ("SECOND", b"b" * 2500)))
+                          full_ea_list([("FIRST", b"a" * 2500), ("SECOND", b"b" * 2500)]))
     refused_and_gone(server, parent, "child", is_dir, contexts=[exta])
 
 
@@ -194,7 +182,7 @@ def test_a_descriptor_that_fits_is_stored_as_before(server):
         control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT,
         dacl=[acl.Ace(acl.DENIED, INHERIT_ALL, FILE_ALL, user_sid(server, BOB)),
               acl.Ace(acl.ALLOWED, INHERIT_ALL, FILE_ALL, acl.EVERYONE)] + creator).pack())
-    exta = create_context(CreateContextName.SMB2_CREATE_EA_BUFFER, full_eas(("SMALL", b"v" * 100)))
+    exta = create_context(CreateContextName.SMB2_CREATE_EA_BUFFER, full_ea_list([("SMALL", b"v" * 100)]))
     with client(server, ALICE) as c:
         assert c.status(r"shared\fits\child", READ_DATA | WRITE_DATA, CREATE, contexts=[exta]) == 0
         assert c.status(r"shared\fits\sub", READ_DATA, CREATE, options=DIRECTORY_FILE, contexts=[exta]) == 0

@@ -13,6 +13,7 @@ import tempfile
 import pytest
 
 from servers import PASSWORD, USER
+from smbcore import full_ea_list
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
 
 from smbring.smb import wire
@@ -20,18 +21,6 @@ from smbring.smb import wire
 FULL_EA, FILE_INFO = 15, 1
 READ_WRITE = 0x0012019F
 EA_SIZE = 15000
-
-
-def ea_list(eas) -> bytes:
-    """FILE_FULL_EA_INFORMATION entries (MS-FSCC 2.4.15), each on a 4-byte boundary."""
-    out = b""
-    entries = [struct.pack("<IBBH", 0, 0, len(n), len(v)) + n.encode() + b"\0" + v for n, v in eas]
-    for i, e in enumerate(entries):
-        if i < len(entries) - 1:
-            e += b"\0" * (-len(e) % 4)
-            e = struct.pack("<I", len(e)) + e[4:]
-        out += e
-    return out
 
 
 def names_of(r) -> dict[str, int]:
@@ -72,18 +61,18 @@ def big(names) -> list[tuple[str, bytes]]:
 def test_eas_that_together_pass_64_kib_are_refused_whole(smbconf, tmpfs_share):
     tree = tree_of(smbconf, tmpfs_share)
     fid = tree.open("f", READ_WRITE, wire.FILE_OPEN_IF)
-    r = tree.set_info(fid, FILE_INFO, FULL_EA, ea_list(big(["a1", "a2", "a3", "a4", "a5"])))
+    r = tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list(big(["a1", "a2", "a3", "a4", "a5"])))
     assert r.status == wire.STATUS_EA_TOO_LARGE, r
     assert names_of(tree.query_info(fid, FILE_INFO, FULL_EA)) == {}
     # three fit; two more would not: refused, the three kept as they were
-    assert tree.set_info(fid, FILE_INFO, FULL_EA, ea_list(big(["b1", "b2", "b3"]))).status == wire.STATUS_SUCCESS
+    assert tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list(big(["b1", "b2", "b3"]))).status == wire.STATUS_SUCCESS
     kept = names_of(tree.query_info(fid, FILE_INFO, FULL_EA))
     assert set(kept) == {"B1", "B2", "B3"} or set(kept) == {"b1", "b2", "b3"}, kept
-    r = tree.set_info(fid, FILE_INFO, FULL_EA, ea_list([("b1", b"")] + big(["c1", "c2", "c3"])))
+    r = tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list([("b1", b"")] + big(["c1", "c2", "c3"])))
     assert r.status == wire.STATUS_EA_TOO_LARGE, r
     assert names_of(tree.query_info(fid, FILE_INFO, FULL_EA)) == kept
     # what the request removes counts: one out, one in, fits
-    r = tree.set_info(fid, FILE_INFO, FULL_EA, ea_list([("b1", b"")] + big(["c1"])))
+    r = tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list([("b1", b"")] + big(["c1"])))
     assert r.status == wire.STATUS_SUCCESS, r
     assert len(names_of(tree.query_info(fid, FILE_INFO, FULL_EA))) == 3
 
@@ -91,12 +80,12 @@ def test_eas_that_together_pass_64_kib_are_refused_whole(smbconf, tmpfs_share):
 def test_an_overwriting_create_s_eas_count_the_file_s(smbconf, tmpfs_share):
     tree = tree_of(smbconf, tmpfs_share)
     fid = tree.open("g", READ_WRITE, wire.FILE_OPEN_IF)
-    assert tree.set_info(fid, FILE_INFO, FULL_EA, ea_list(big(["d1", "d2", "d3"]))).status == wire.STATUS_SUCCESS
+    assert tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list(big(["d1", "d2", "d3"]))).status == wire.STATUS_SUCCESS
     tree.close(fid)
     fid = tree.open("g", READ_WRITE)
     before = names_of(tree.query_info(fid, FILE_INFO, FULL_EA))
     tree.close(fid)
-    r = tree.create("g", READ_WRITE, wire.FILE_OVERWRITE_IF, contexts=[(b"ExtA", ea_list(big(["e1", "e2"])))])
+    r = tree.create("g", READ_WRITE, wire.FILE_OVERWRITE_IF, contexts=[(b"ExtA", full_ea_list(big(["e1", "e2"])))])
     if r.status == wire.STATUS_SUCCESS:     # an overwrite that drops the file's EAs first
         fid = r.file_id
         assert set(k.lower() for k in names_of(tree.query_info(fid, FILE_INFO, FULL_EA))) == {"e1", "e2"}
@@ -113,7 +102,7 @@ def test_a_request_the_file_system_refuses_part_way_is_undone(smbconf, tmp_path)
     (tmp_path / "ext").chmod(0o777)
     tree = tree_of(smbconf, tmp_path / "ext")
     fid = tree.open("h", READ_WRITE, wire.FILE_OPEN_IF)
-    r = tree.set_info(fid, FILE_INFO, FULL_EA, ea_list([("x1", b"x" * 2000), ("x2", b"y" * 3000)]))
+    r = tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list([("x1", b"x" * 2000), ("x2", b"y" * 3000)]))
     if r.status == wire.STATUS_SUCCESS:
         pytest.skip("this file system holds both")
     assert names_of(tree.query_info(fid, FILE_INFO, FULL_EA)) == {}
