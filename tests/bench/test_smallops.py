@@ -75,6 +75,66 @@ def test_the_cli_refuses_what_it_cannot_run(tmp_path):
     assert run.returncode == 2
 
 
+def test_placements_name_the_cpus_of_server_and_clients():
+    cpus = sorted(os.sched_getaffinity(0))
+    assert smallops.placement_cpus("any") == (None, None)
+    assert smallops.placement_cpus("same") == ({cpus[0]}, {cpus[0]})
+    if len(cpus) > 1:
+        assert smallops.placement_cpus("split") == ({cpus[0]}, {cpus[1]})
+
+
+def test_a_split_placement_needs_two_cpus(tmp_path):
+    """On one CPU the benchmark refuses --placement split rather than measure something else."""
+    one = min(os.sched_getaffinity(0))
+    run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--placement", "split",
+                          "--workloads", "echo-1x1", "--dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+    assert run.returncode == 2 and "needs two CPUs" in run.stderr
+
+
+def test_pinning_reaches_every_thread_of_the_servers_process_group():
+    """A process group's leader, a child it started and that child's second thread are all
+    placed; a process outside the group is not."""
+    cpu = min(os.sched_getaffinity(0))
+    script = ("import os, subprocess, sys, threading, time\n"
+              "subprocess.Popen([sys.executable, '-c', 'import threading, time; "
+              "threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)'])\n"
+              "time.sleep(30)\n")
+    group = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    outsider = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:      # until the child's second thread runs
+            tasks = [(p, t) for p in os.listdir("/proc") if p.isdigit()
+                     for t in _tasks(p) if _pgid(p) == group.pid]
+            if len(tasks) >= 3:
+                break
+            time.sleep(0.05)
+        assert smallops.pin_processes(group.pid, {cpu}) >= 3
+        for _pid, task in tasks:
+            assert os.sched_getaffinity(int(task)) == {cpu}
+        assert os.sched_getaffinity(outsider.pid) == os.sched_getaffinity(0)
+    finally:
+        os.killpg(group.pid, 9)
+        outsider.kill()
+        group.wait()
+        outsider.wait()
+
+
+def _tasks(pid: str) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+
+
+def _pgid(pid: str) -> int:
+    try:
+        return os.getpgid(int(pid))
+    except ProcessLookupError:
+        return -1
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="smbd needs root (a Unix user for its password database)")
 @pytest.mark.skipif(not all(shutil.which(t) for t in ("smbd", "smbtorture", "smbclient")),

@@ -63,6 +63,43 @@ class SmbringOnLoop(Smbring):
 
 OTHER_LOOPS = ("ring", "uvloop")
 
+# At one request in flight a round trip is two wake-ups, and what a wake-up costs depends on
+# whether the woken process shares the waker's CPU (a switch) or sleeps on another (an
+# inter-processor interrupt, on a virtual machine a hypervisor's exit); left to the scheduler,
+# a run lands in either regime and stays there, so depth-1 figures move by several times
+# between runs. Placing both makes the regime part of the measurement.
+PLACEMENTS = ("any", "same", "split")
+
+
+def placement_cpus(placement: str) -> tuple[set[int] | None, set[int] | None]:
+    """The CPUs (server's, clients') of a placement; None: wherever the scheduler puts them."""
+    if placement == "any":
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if placement == "same":
+        return {cpus[0]}, {cpus[0]}
+    if len(cpus) < 2:
+        raise ValueError("--placement split needs two CPUs")
+    return {cpus[0]}, {cpus[1]}
+
+
+def pin_processes(leader: int, cpus: set[int]) -> int:
+    """Pins every thread of `leader`'s process group (a server and the processes it started,
+    which pass the mask on to those they start later); returns how many threads it pinned."""
+    pinned = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != leader:
+                continue
+            for task in os.listdir(f"/proc/{entry}/task"):
+                os.sched_setaffinity(int(task), cpus)
+                pinned += 1
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue            # (gone meanwhile)
+    return pinned
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -110,6 +147,10 @@ def add_arguments(p) -> None:
                    help="smbring's worker processes (serve --workers), comma-separated to compare: "
                         "1,2 measures smbring and smbring-w2")
     p.add_argument("--port", type=int, default=4480, help="first of the ports used")
+    p.add_argument("--placement", choices=PLACEMENTS, default="any",
+                   help="where the server and its clients run: any (the scheduler decides), same "
+                        "(both on the first CPU), split (the server on the first, the clients on "
+                        "the second); at one request in flight the figures depend on it")
     p.add_argument("--core", action="store_true",
                    help="no servers: time the protocol core's handling of an ECHO in this process, "
                         "and its parts")
@@ -180,10 +221,15 @@ def prepare(directory: str, list_files: int, copy_files: int) -> Files:
 
 # -- one run ----------------------------------------------------------------------------------
 
-def _smbclient(port: int, command: str, cwd: str) -> str:
+def _pinned(cpus: set[int] | None):
+    """A preexec_fn that runs a client on `cpus` (None: no function)."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
+def _smbclient(port: int, command: str, cwd: str, cpus: set[int] | None = None) -> str:
     out = subprocess.run(["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
                           "-m", "SMB3", "-c", command], cwd=cwd, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, preexec_fn=_pinned(cpus))
     text = out.stdout + out.stderr
     if out.returncode != 0 or "NT_STATUS" in text:
         raise RuntimeError(f"smbclient {command[:40]!r} failed ({out.returncode}): {text.strip()[-300:]}")
@@ -207,7 +253,8 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
             ["smbtorture", "//127.0.0.1/bench", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
              w.test, f"--option=torture:nprocs={w.nprocs}", f"--option=torture:qdepth={w.qdepth}",
              f"--option=torture:timelimit={args.timelimit}", "--option=torture:progress=no"],
-            cwd=files.local, capture_output=True, text=True, timeout=args.timelimit + 120)
+            cwd=files.local, capture_output=True, text=True, timeout=args.timelimit + 120,
+            preexec_fn=_pinned(args.client_cpus))
         try:
             rate = parse_torture_rate(w.test, out.stdout + out.stderr)
         except ValueError as e:
@@ -229,7 +276,7 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
             os.makedirs(dest, exist_ok=True)     # (a run again: what the failed one left)
             command = f"prompt off; cd get; lcd {dest}; mget *"
         started = time.perf_counter()
-        _smbclient(server.port, command, files.local)
+        _smbclient(server.port, command, files.local, args.client_cpus)
         rate = ops / (time.perf_counter() - started)
         if w.kind == "put":
             copied = os.listdir(os.path.join(files.share, target))
@@ -381,6 +428,11 @@ def run(args) -> int:
     except ValueError:
         print(f"--workers: numbers, comma-separated, not {args.workers!r}", file=sys.stderr)
         return 2
+    try:
+        server_cpus, args.client_cpus = placement_cpus(args.placement)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
     files = prepare(args.dir, args.list_files, args.copy_files)
     state = tempfile.mkdtemp(prefix="smbring-bench-")
     # smbd's per-connection processes act as the user and reach each other through sockets in
@@ -410,6 +462,9 @@ def run(args) -> int:
         if not servers:
             print("no server to measure", file=sys.stderr)
             return 2
+        if server_cpus is not None:
+            for server in servers:      # each made itself (smbd) or was made a group leader
+                pin_processes(server.proc.pid, server_cpus)
         for i in range(args.runs):
             for w in workloads:
                 for server in servers:      # alternate inside every run
@@ -422,13 +477,15 @@ def run(args) -> int:
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(files.local, ignore_errors=True)
-    summary = {"runs": args.runs, "timelimit_s": args.timelimit, "list_files": args.list_files,
+    summary = {"runs": args.runs, "timelimit_s": args.timelimit, "placement": args.placement,
+               "list_files": args.list_files,
                "copy_files": args.copy_files, "load_average": [round(x, 2) for x in load_before],
                **summarize(results, workloads, [s.name for s in servers], failures)}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs")
+    print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs; "
+          f"placement {args.placement}")
     for r in summary["records"]:
         print(f"  {r['workload']:<18} {r['server']:<8} {r['ops_per_s']:>10.1f} ops/s  "
               f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  client {r.get('client_cpu_us_per_op', 0):>9.2f} us"
