@@ -176,3 +176,238 @@ def test_smbclient_k_spelling(realm, start, tmp_path):
     env = tickets(realm, tmp_path)
     done = smbclient(server, env, "ls", kerberos="-k")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_smbprotocol_logs_on_with_kerberos(realm, start, tmp_path, monkeypatch):
+    smbclient_api = pytest.importorskip("smbclient")
+    server = start("server signing = mandatory")
+    env = tickets(realm, tmp_path)
+    for name in ("KRB5_CONFIG", "KRB5CCNAME"):
+        monkeypatch.setenv(name, env[name])
+    data = payload(200_000)
+    try:
+        smbclient_api.register_session("localhost", port=server.port, auth_protocol="kerberos",
+                                       require_signing=True)
+        with smbclient_api.open_file(r"\\localhost\share\smbprotocol.bin", mode="wb", port=server.port) as f:
+            f.write(data)
+        with smbclient_api.open_file(r"\\localhost\share\smbprotocol.bin", mode="rb", port=server.port) as f:
+            assert f.read() == data
+        assert "smbprotocol.bin" in smbclient_api.listdir(r"\\localhost\share", port=server.port)
+    finally:
+        smbclient_api.reset_connection_cache()
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()
+
+
+@pytest.mark.parametrize("flags", [[], ["--encrypt"], ["--sign"]])
+def test_smbring_client_logs_on_with_kerberos(realm, start, tmp_path, flags):
+    server = start("smb encrypt = required" if flags == ["--encrypt"] else "")
+    env = tickets(realm, tmp_path)
+    data = payload(500_000)
+    (tmp_path / "up.bin").write_bytes(data)
+    url = f"smb://localhost:{server.port}/share"      # (the ticket's principal)
+
+    def cli(*args):
+        done = subprocess.run(CLI + [*args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+    cli("put", "--kerberos", "--no-progress", *flags, f"{url}/up.bin", str(tmp_path / "up.bin"))
+    cli("get", "--kerberos", "--no-progress", *flags, f"{url}/up.bin", str(tmp_path / "down.bin"))
+    assert "up.bin" in cli("ls", "--kerberos", *flags, url)
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()
+
+
+# -- what the server refuses ----------------------------------------------------------------------
+def initiator(realm, env: dict, service: str = "cifs@localhost", mech: str = "1.2.840.113554.1.2.2"):
+    """A GSS-API Kerberos initiator (python-gssapi) with the tickets of `env`: (context, AP-REQ)."""
+    import gssapi
+    os.environ["KRB5_CONFIG"] = realm.env["KRB5_CONFIG"]
+    store = {b"ccache": env["KRB5CCNAME"].encode()}
+    creds = gssapi.Credentials(usage="initiate", store=store, mechs=[gssapi.OID.from_int_seq(mech)])
+    flags = gssapi.RequirementFlag.mutual_authentication | gssapi.RequirementFlag.integrity
+    ctx = gssapi.SecurityContext(name=gssapi.Name(service, gssapi.NameType.hostbased_service), creds=creds,
+                                 usage="initiate", mech=gssapi.OID.from_int_seq(mech), flags=flags)
+    return ctx, ctx.step()
+
+
+def session_key(ctx) -> bytes:
+    import gssapi
+    from gssapi.raw import inquire_sec_context_by_oid
+    return inquire_sec_context_by_oid(ctx, gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.5"))[0]
+
+
+def logon(server, token: bytes, dialects=None):
+    """A new connection's NEGOTIATE and one SESSION_SETUP with `token`: (client, session, response)."""
+    client = RawClient(server.port)
+    client.negotiate(**({"dialects": dialects} if dialects else {}))
+    session = client.start_logon(None)
+    return client, session, client.session_setup(session, token)
+
+
+def negotiate_hint(server) -> list[bytes]:
+    """The mechanisms of the NEGOTIATE response's SPNEGO hint."""
+    import struct
+    with RawClient(server.port) as client:
+        raw = client.negotiate().raw
+    offset, length = struct.unpack_from("<HH", raw, 64 + 56)
+    return spnego.parse_init(raw[offset:offset + length]).mech_types
+
+
+def still_serves(realm, server, tmp_path) -> None:
+    env = tickets(realm, tmp_path, BOB)
+    done = smbclient(server, env, "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("mech, mechs", [
+    ("1.2.840.113554.1.2.2", [spnego.KRB5_OID, spnego.NTLMSSP_OID]),
+    ("1.2.840.48018.1.2.2", [spnego.MS_KRB5_OID, spnego.KRB5_OID, spnego.NTLMSSP_OID]),   # as Windows
+    ("1.2.840.113554.1.2.2", None),                                                     # bare, no SPNEGO
+])
+def test_ap_rep_comes_back_and_the_keys_agree(realm, start, tmp_path, mech, mechs):
+    server = start("server signing = mandatory")
+    env = tickets(realm, tmp_path)
+    ctx, token = initiator(realm, env, mech=mech)
+    client, session, r = logon(server, spnego.encode_init(mechs, token) if mechs else token)
+    with client:
+        assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+        answer = client.security_buffer(r)
+        if mechs:
+            resp = spnego.parse_resp(answer)
+            assert resp.neg_state == spnego.ACCEPT_COMPLETED
+            assert resp.supported_mech == mechs[0]
+            answer = resp.response_token
+        ctx.step(answer)            # the AP-REP: mutual authentication (a wrong one raises)
+        assert ctx.complete
+        client.establish(session, session_key(ctx))
+        assert r.signature_ok, "the server's signing key is not the Kerberos session key's"
+    assert negotiate_hint(server) == [spnego.MS_KRB5_OID, spnego.KRB5_OID, spnego.NTLMSSP_OID]
+
+
+def test_replayed_ap_req_on_a_new_connection_is_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    init = spnego.encode_init([spnego.KRB5_OID], token)
+    first = logon(server, init)
+    assert first[2].status == wire.STATUS_SUCCESS
+    replayed = logon(server, init)
+    assert replayed[2].status == STATUS_LOGON_FAILURE
+    assert "replay" in server.log_text().lower()
+    for client, _s, _r in (first, replayed):
+        client.close()
+    still_serves(realm, server, tmp_path)
+
+
+@pytest.mark.parametrize("service", ["cifs@otherhost", "HTTP@localhost"])
+def test_ticket_for_another_service_is_refused(realm, start, tmp_path, service):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env, service=service)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    still_serves(realm, server, tmp_path)
+
+
+def test_principal_of_another_realm_is_refused(realm, start, tmp_path):
+    realm.trust(OTHER_REALM, REALM)
+    server = start()
+    env = tickets(realm, tmp_path, ALICE, OTHER_REALM)
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    assert f"{ALICE}@{OTHER_REALM} is not of realm {REALM}" in server.log_text()
+
+
+@pytest.mark.parametrize("user, status", [(GHOST, STATUS_LOGON_FAILURE), (CAROL, 0xC0000072)])
+def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_path, user, status):
+    """GHOST has no Unix account (LOGON_FAILURE); the password file disables CAROL
+    (ACCOUNT_DISABLED, as her NTLM logon is answered)."""
+    server = start()
+    env = tickets(realm, tmp_path, user)
+    done = smbclient(server, env, "ls")
+    assert done.returncode != 0
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == status, hex(r.status)
+
+
+def test_invalid_users_applies_to_kerberos_logons(realm, start, tmp_path):
+    server = start(share_more=f"invalid users = {ALICE}")
+    done = smbclient(server, tickets(realm, tmp_path), "ls")
+    assert "NT_STATUS_ACCESS_DENIED" in done.stdout + done.stderr
+    still_serves(realm, server, tmp_path)
+
+
+def test_expired_ticket_is_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path, ALICE, REALM, "-l", "3s")
+    _ctx, token = initiator(realm, env)      # made while the ticket was good
+    time.sleep(3 + 2 + 1.5)                  # its end, krb5.conf's clockskew, a margin
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    assert "expired" in server.log_text().lower()
+
+
+def test_tampered_tokens_are_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    flipped = bytearray(token)
+    flipped[len(token) // 2] ^= 0x01          # inside the ticket's or authenticator's ciphertext
+    for bad in (token[:len(token) // 2], bytes(flipped), token[:40], b"\x60\x03\x06\x01\x00"):
+        client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], bad))
+        client.close()
+        assert r.status in (STATUS_LOGON_FAILURE, wire.STATUS_INVALID_PARAMETER), hex(r.status)
+        client, _s, r = logon(server, bad)
+        client.close()
+        assert r.status in (STATUS_LOGON_FAILURE, wire.STATUS_INVALID_PARAMETER), hex(r.status)
+    still_serves(realm, server, tmp_path)
+    assert "Traceback" not in server.log_text()
+
+
+def test_kerberos_not_configured_is_not_offered(realm, start, tmp_path):
+    server = start(method="")
+    assert negotiate_hint(server) == [spnego.NTLMSSP_OID]
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    for attempt in (spnego.encode_init([spnego.KRB5_OID], token), token):
+        client, _s, r = logon(server, attempt)
+        client.close()
+        assert r.status == STATUS_LOGON_FAILURE, hex(r.status)
+    done = smbclient(server, env, "ls")
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize("keytab, says", [("missing.keytab", "No such file"),
+                                          ("http-only.keytab", "holds no key of a cifs/ or host/ principal")])
+def test_unusable_keytab_stops_the_server_at_start(realm, tmp_path, keytab, says):
+    share = tmp_path / "share"
+    share.mkdir()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(conf_text(realm, free_port(), share, keytab=str(realm.top / keytab)))
+    done = subprocess.run(CLI + ["serve", "--config", str(conf)], env=dict(realm.env, SMBRING_PASSDB=str(tmp_path / "p")),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Kerberos" in done.stderr and says in done.stderr
+
+
+def test_reload_to_an_unusable_keytab_keeps_kerberos(realm, start, tmp_path):
+    server = start()
+    deadline = time.monotonic() + 15
+    while "serving" not in server.log_text():       # (its SIGHUP handler is set by then)
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.log_text()
+        time.sleep(0.05)
+    text = server.conf.read_text()
+    server.conf.write_text(text.replace(str(realm.top / "smb.keytab"), str(realm.top / "missing.keytab")))
+    server.proc.send_signal(signal.SIGHUP)
+    while "reload failed" not in server.log_text():
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.log_text()
+        time.sleep(0.05)
+    assert "missing.keytab" in server.log_text()
+    done = smbclient(server, tickets(realm, tmp_path), "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
