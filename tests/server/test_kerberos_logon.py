@@ -321,7 +321,8 @@ def test_principal_of_another_realm_is_refused(realm, start, tmp_path):
     assert f"{ALICE}@{OTHER_REALM} is not of realm {REALM}" in server.log_text()
 
 
-@pytest.mark.parametrize("user, status", [(GHOST, STATUS_LOGON_FAILURE), (CAROL, 0xC0000072)])
+@pytest.mark.parametrize("user, status", [(GHOST, STATUS_LOGON_FAILURE), (CAROL, 0xC0000072)],
+                         ids=["no-unix-account", "disabled"])
 def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_path, user, status):
     """GHOST has no Unix account (LOGON_FAILURE); the password file disables CAROL
     (ACCOUNT_DISABLED, as her NTLM logon is answered)."""
