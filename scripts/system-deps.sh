@@ -11,6 +11,13 @@ command -v smbd >/dev/null 2>&1 || need+=(samba)
 # the benchmark's smbd runs with vfs objects = io_uring, packaged in samba-vfs-modules
 [ -n "$(find /usr/lib/*/samba/vfs -name io_uring.so 2>/dev/null)" ] || need+=(samba-vfs-modules)
 pkg-config --exists tevent talloc 2>/dev/null || need+=(libtevent-dev libtalloc-dev)
+# the Kerberos tests run a real MIT KDC on loopback: krb5kdc and kdb5_util (krb5-kdc), kadmin.local
+# to make principals and keytabs (krb5-admin-server), kinit (krb5-user), and the GSSAPI headers
+# the python gssapi package builds against (libkrb5-dev)
+command -v krb5kdc >/dev/null 2>&1 || need+=(krb5-kdc)
+command -v kadmin.local >/dev/null 2>&1 || need+=(krb5-admin-server)
+command -v kinit >/dev/null 2>&1 || need+=(krb5-user)
+command -v krb5-config >/dev/null 2>&1 || need+=(libkrb5-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "system-deps: not root; missing ${need[*]} (tests that need them are skipped)" >&2

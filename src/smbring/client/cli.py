@@ -82,7 +82,8 @@ def read_credentials(path: str) -> dict[str, str]:
 
 
 def credentials(args, target: Target) -> tuple[str, str, str]:
-    """(user, password, domain) from the credentials file, the URL, the environment, a prompt."""
+    """(user, password, domain) from the credentials file, the URL, the environment, a prompt;
+    with --kerberos and no password, none: the credentials cache's ticket logs on."""
     values = read_credentials(args.credentials) if args.credentials else {}
     user = values.get("username") or target.user or _login_name()
     domain = values.get("domain") or target.domain
@@ -91,6 +92,11 @@ def credentials(args, target: Target) -> tuple[str, str, str]:
     password = values.get("password")
     if password is None:
         password = os.environ.get(PASSWORD_ENV)
+    if password is None and getattr(args, "kerberos", False):
+        # the Kerberos ticket of the credentials cache (KRB5CCNAME): no password, and the
+        # cache's own principal unless a user was named
+        explicit = values.get("username") or target.user
+        return (user if explicit else ""), "", domain
     if password is None:
         if not sys.stdin.isatty():      # getpass would read it from stdin, echoed
             raise UsageError(f"no password: give --credentials FILE or ${PASSWORD_ENV}, or run "

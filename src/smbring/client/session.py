@@ -630,7 +630,9 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         step(context, reply)       # lets the mechanism check the server's mechListMIC
     if not context.complete:
         raise ProtocolError("the server accepted the logon before the mechanism completed")
-    session_key = (context.session_key + b"\0" * 16)[:16]
+    # the whole key: signing takes its first 16 bytes, the AES-256 ciphers all of it (a
+    # Kerberos AES-256 key is 32 bytes; security.cipher_keys)
+    session_key = bytes(context.session_key)
     preauth_value = preauth.value if client.dialect == wire.SMB311 else None
     keys = SessionKeys(session_id=session_id, signing_algorithm=neg.signing_algorithm,
                        signing_key=security.signing_key(session_key, client.dialect, preauth_value),

@@ -102,6 +102,7 @@ class Settings:
     guest_account: str = "nobody"     # the account guests act as (as root)
     hosts_allow: tuple = ()
     hosts_deny: tuple = ()
+    kerberos: object = None           # server.kerberos.KerberosSettings; None: not offered
 
 
 def configuration(args):
@@ -141,7 +142,8 @@ def load_settings(args) -> Settings:
                     server_info=cfg.server_info or ServerInfo(name=default_netbios_name()),
                     policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny,
                     username_map=args.username_map or cfg.username_map,
-                    guest_account=args.guest_account or cfg.guest_account or "nobody")
+                    guest_account=args.guest_account or cfg.guest_account or "nobody",
+                    kerberos=cfg.kerberos)
 
 
 def testparm(args) -> int:
@@ -230,7 +232,7 @@ def run(args) -> int:
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
     passdb = PasswordDB(settings.passdb).load()
-    if not passdb.users and not settings.guest:
+    if not passdb.users and not settings.guest and settings.kerberos is None:
         print(f"smbring serve: no user in {passdb.path} can log on: add one with "
               f"`smbring user add NAME --passdb {passdb.path}` (or serve with --guest)", file=sys.stderr)
         return 2
@@ -254,6 +256,11 @@ def supervise(args, settings: Settings, listeners, extras) -> int:
     for problem in problems:
         print(f"smbring serve: {problem}", file=sys.stderr)
     if problems:
+        return 2
+    try:        # (each worker acquires its own credentials; the reason is said once, here)
+        kerberos_acceptor(settings, extras.control_socket, lambda user: user)
+    except SettingsError as e:
+        print(f"smbring serve: {e}", file=sys.stderr)
         return 2
     if extras.metrics is not None:
         if not extras.control_socket:      # the supervisor gathers the workers' metrics there
@@ -302,6 +309,14 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         print(f"smbring serve: {problem}", file=sys.stderr)
     if problems:
         return 2
+    try:
+        server.kerberos = kerberos_acceptor(settings, extras.control_socket, server.kerberos_account)
+    except SettingsError as e:      # told to offer Kerberos, and cannot: it does not start
+        print(f"smbring serve: {e}", file=sys.stderr)
+        return 2
+    if server.kerberos is not None:
+        import logging
+        logging.getLogger("smbring.server").info("%s", server.kerberos.describe())
 
     def reload() -> str:
         # as the server: the event loop's thread may still act as the last session's account
@@ -320,6 +335,8 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
                     if os.geteuid() == 0 else [])
         if problems:        # (the reload fails; the configuration in force stays)
             raise SettingsError("; ".join(problems))
+        # (a Kerberos that cannot be offered fails the reload too, before anything changed)
+        kerberos = kerberos_acceptor(new, extras.control_socket, server.kerberos_account)
         logs.configure(logs.settings(new.options, args.log_level), server.server_moment)
         # the options a reload cannot apply, compared with those in force since the start
         for name in restart_only_changes(settings.options, new.options):
@@ -330,7 +347,8 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
                            signing_required=new.signing_required, read_path=new.read_path,
                            limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
                            policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny,
-                           username_map=new.username_map, guest_account=new.guest_account)
+                           username_map=new.username_map, guest_account=new.guest_account,
+                           kerberos=kerberos)
         return describe_change(before, new.shares)
 
     try:
@@ -339,6 +357,23 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
             return runner.run(service.run(server, listeners, extras, reload))
     except KeyboardInterrupt:       # a second ^C while stopping
         return 130
+
+
+def kerberos_acceptor(settings: Settings, control_socket: str | None, account):
+    """The server's Kerberos acceptor (server.kerberos.Kerberos) where the configuration asks
+    for Kerberos, its replay cache in the server's run directory (the control socket's);
+    None where it does not. SettingsError with the reason where it cannot be offered."""
+    if settings.kerberos is None:
+        return None
+    from smbring.server.control import ControlError, _prepare_directory
+    from smbring.server.control import default_path as default_control
+    from smbring.server.kerberos import Kerberos, KerberosError
+    run = os.path.dirname(os.path.abspath(control_socket or default_control()))
+    try:
+        _prepare_directory(run)
+        return Kerberos(settings.kerberos, run, account)
+    except (KerberosError, ControlError, OSError) as e:
+        raise SettingsError(f"Kerberos: {e}") from None
 
 
 def event_loop_factory(args):

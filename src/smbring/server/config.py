@@ -18,6 +18,8 @@ import socket
 from dataclasses import dataclass, field
 
 from smbring.server import interfaces, smbconf
+from smbring.server.kerberos import KerberosSettings
+from smbring.server.kerberos import settings as kerberos_settings
 from smbring.server.smbconf_options import (
     DECIMAL,
     OPTIONS,
@@ -73,6 +75,9 @@ class Config:
     server_info: ServerInfo | None = None   # what share listings say of the server
     username_map: str | None = None     # Samba's username map file (SMB name -> Unix account)
     guest_account: str = "nobody"       # the Unix account guests act as (as root)
+    # Kerberos logons (server.kerberos): None, Kerberos not offered (`kerberos method`'s
+    # default, secrets only)
+    kerberos: KerberosSettings | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -288,6 +293,11 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
     cfg.username_map = _get(g, "username map", "").strip() or None
     cfg.guest_account = policy.guest_account
     cfg.ntlm_auth = _get(g, "ntlm auth", "ntlmv2-only")
+    try:
+        cfg.kerberos = kerberos_settings(_get(g, "kerberos method"), _get(g, "dedicated keytab file", ""),
+                                         _get(g, "realm", ""))
+    except ValueError as e:
+        raise ConfigError(f"{where('kerberos method')}: {e}") from None
     cfg.passdb = _passdb(g)
     cfg.read_path = _get(g, "read path", "auto")
     cfg.limits = _limits(g)

@@ -31,11 +31,13 @@ import time
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
 from smbring.server import handoff, interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
+from smbring.server.accounts import account as unix_account
 from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.delivery import DeliveryWatch
 from smbring.server.effects import WRITES_IN_FLIGHT, DescriptorHolds, EffectRunner
 from smbring.server.frame_budget import ArrivingFrames, frame_time
 from smbring.server.users import PasswordLookup
+from smbring.smb.ntlmssp import AccountRefused
 from smbring.smb import effects, hosts, wire
 from smbring.smb.commands import tree as tree_commands
 from smbring.smb.connection import Connection
@@ -402,6 +404,9 @@ class Server:
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
         self._tasks: set[asyncio.Task] = set()    # one per connection
+        # the Kerberos acceptor (server.kerberos.Kerberos), set by the service once its keytab
+        # was checked; None: Kerberos not offered (NTLMSSP only)
+        self.kerberos = None
 
     def _directory_delete_pending(self, key: tuple) -> None:
         if self.state.is_delete_pending(key):
@@ -485,6 +490,22 @@ class Server:
             return self.lookup(map_name(self.username_map, name))
         with self.creds.as_server():
             return self.lookup(map_name(self.username_map, name))
+
+    def kerberos_account(self, user: str) -> str | None:
+        """The account a Kerberos principal's user part logs on as (server.kerberos): the name
+        the username map gives it, as the password file spells it where the file holds it
+        (AccountRefused where the file bars it: disabled, locked out), which must be a Unix
+        account; None where there is none. Read as the server, as `_lookup` reads."""
+        with self.creds.as_server() if self.creds is not None else contextlib.nullcontext():
+            name = map_name(self.username_map, user)
+            held = self.lookup(name)
+            if held is not None and held.barred is not None:
+                raise AccountRefused(f"{name!r}: {held.barred.why}", held.barred.status)
+            account = held.account if held is not None else name
+            found = unix_account(account)
+            if found is None:
+                return None
+            return account if held is not None else found.name
 
     def _open_fs(self, share: Share, identity) -> ShareView:
         """The share's files as identity: a view of the share directory's one PosixVFS, whose
@@ -654,7 +675,8 @@ class Server:
                               file_closed=lambda share, fd: modules_by_share[share].closed(fd),
                               close_descriptor=self.holds.close, io_under_way=self.holds.working,
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
-                              server_info=self.server_info, policy=self.policy)
+                              server_info=self.server_info, policy=self.policy,
+                              kerberos=self.kerberos)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)
@@ -1094,7 +1116,7 @@ class Server:
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
                     server_info: ServerInfo | None = None, policy: Policy | None = None,
                     hosts_allow=None, hosts_deny=None, username_map: str | None = None,
-                    guest_account: str = "nobody") -> None:
+                    guest_account: str = "nobody", kerberos=None) -> None:
         """A reload: the shares apply to new tree connects on every connection (trees
         connected keep the share they connected to); the username map and the guest account
         to the next logon on any connection; the rest to new connections. (What applies only
@@ -1129,6 +1151,9 @@ class Server:
         self.identities.username_map = username_map    # every connection shares this object
         if isinstance(self.identities, Accounts):
             self.identities.guest_account = guest_account
+        self.kerberos = kerberos        # (for new connections, as ntlm auth)
+        if kerberos is not None:
+            log.info("%s", kerberos.describe())
 
 
 class Prelude:

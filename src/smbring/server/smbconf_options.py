@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
 
+from smbring.server import kerberos
 from smbring.smb import hosts, share_access
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
 from smbring.smb.ntlm import ntlm_auth_policy
@@ -176,6 +177,9 @@ OPTIONS: dict[str, Spec] = {
     "map to guest": Spec(G, one_of(MAP_TO_GUEST, "map to guest")),
     "guest account": Spec(G, _text), "restrict anonymous": Spec(G, _restrict_anonymous),
     "username map": Spec(G, _text),
+    # Kerberos (server.kerberos): offered where the method names a keytab and `realm` is set
+    "kerberos method": Spec(G, lambda v, w: _kerberos_method(v, w)),
+    "dedicated keytab file": Spec(G, _text), "realm": Spec(G, _text),
     "force user": Spec(S, _text), "force group": Spec(S, _text),
     "interfaces": Spec(G, lambda v, w: share_access.split_list(v)),
     "bind interfaces only": Spec(G, boolean), "smb ports": Spec(G, _ports),
@@ -266,6 +270,13 @@ SKIPPED_SECTIONS = {"printers"}
 # effect at restart.
 RESTART_ONLY = ("listen", "smb ports", "interfaces", "bind interfaces only", "control socket",
                 "metrics port", "shutdown timeout", "smbring workers")
+
+
+def _kerberos_method(value: str, where: str) -> str | None:
+    try:
+        return kerberos.method_of(value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: kerberos method: {e}") from None
 
 
 def _ntlm_auth(value: str, where: str) -> str:

@@ -119,7 +119,7 @@ class Connection:
                  file_closed=None, close_descriptor=None, io_under_way=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None, server_info: ServerInfo | None = None,
-                 policy: Policy | None = None, identities=None):
+                 policy: Policy | None = None, identities=None, kerberos=None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
@@ -154,6 +154,9 @@ class Connection:
         # open_fs(share, identity) gives the share's files as that identity.
         self.identities = identities
         self.lookup = lookup     # user name -> NT hash, None when unknown (the server reads its file)
+        # the server's Kerberos acceptor (server.kerberos), None where Kerberos is not offered:
+        # kerberos.context() -> one exchange for a logon's SPNEGO (smb.ntlm.Acceptor)
+        self.kerberos = kerberos
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.encryption_required = self.policy.encryption == "required"

@@ -27,7 +27,16 @@ def kdf(key: bytes, label: bytes, context: bytes, length: int = 16) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()[:length]
 
 
+def smb_session_key(gss_key: bytes) -> bytes:
+    """Session.SessionKey (MS-SMB2 3.3.5.5.3, 3.2.5.3.1): the first 16 bytes of the key the
+    authentication gave (Session.FullSessionKey), right-padded with zeros where shorter.
+    NTLM's is 16 bytes; Kerberos' (the AES-256 subkey) is 32."""
+    return (bytes(gss_key) + b"\0" * 16)[:16]
+
+
 def signing_key(session_key: bytes, dialect: int, preauth_hash: bytes | None) -> bytes:
+    """From the authentication's key: only its first 16 bytes sign (`smb_session_key`)."""
+    session_key = smb_session_key(session_key)
     if dialect < wire.SMB300:
         return session_key
     if dialect == wire.SMB311:
@@ -127,8 +136,12 @@ class DecryptError(Exception):
 
 def cipher_keys(session_key: bytes, dialect: int, preauth_hash: bytes | None,
                 cipher: int) -> tuple[bytes, bytes]:
-    """(server->client key, client->server key)."""
+    """(server->client key, client->server key), from the authentication's whole key: the
+    AES-256 ciphers (3.1.1 only) derive theirs from Session.FullSessionKey, the others from
+    its first 16 bytes (MS-SMB2 3.1.4.2, 3.3.5.5.3; Kerberos' 32-byte key tells them apart)."""
     length = 32 if cipher in (AES_256_CCM, AES_256_GCM) else 16
+    if length == 16:
+        session_key = smb_session_key(session_key)
     if dialect == wire.SMB311:
         return (kdf(session_key, b"SMBS2CCipherKey\0", preauth_hash, length),
                 kdf(session_key, b"SMBC2SCipherKey\0", preauth_hash, length))

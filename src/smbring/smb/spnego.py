@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 SPNEGO_OID = bytes.fromhex("2b0601050502")                 # 1.3.6.1.5.5.2
 NTLMSSP_OID = bytes.fromhex("2b06010401823702020a")        # 1.3.6.1.4.1.311.2.2.10
+KRB5_OID = bytes.fromhex("2a864886f712010202")             # 1.2.840.113554.1.2.2 (RFC 4121)
+# 1.2.840.48018.1.2.2: the Kerberos OID as Windows first got it wrong (a 16-bit truncation),
+# which Windows still lists first; the same mechanism
+MS_KRB5_OID = bytes.fromhex("2a864882f712010202")
+KRB5_OIDS = (MS_KRB5_OID, KRB5_OID)
 
 
 # NegState (RFC 4178 4.2.2)
@@ -172,6 +177,18 @@ def encode_init(mech_types: list[bytes], mech_token: bytes | None = None) -> byt
     if mech_token is not None:
         body += der(0xA2, der(_OCTET_STRING, mech_token))
     return der(_GSS_FRAME, der(_OID, SPNEGO_OID) + der(_NEG_TOKEN_INIT, der(_SEQUENCE, body)))
+
+
+def framed_mech(token: bytes) -> bytes | None:
+    """The mechanism OID of a GSS-API initial context token (RFC 2743 3.1: [APPLICATION 0],
+    the OID, then the mechanism's own bytes): SPNEGO_OID for a NegTokenInit, KRB5_OID (or
+    MS_KRB5_OID) for a bare Kerberos AP-REQ; None for anything else."""
+    try:
+        start, end = _only(bytes(token), 0, len(token), _GSS_FRAME)
+        tag, ostart, oend = _element(token, start, end)
+    except ValueError:
+        return None
+    return bytes(token[ostart:oend]) if tag == _OID else None
 
 
 def is_init(token: bytes) -> bool:

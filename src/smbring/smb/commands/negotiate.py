@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 log = logging.getLogger("smbring.smb")
-SPNEGO_INIT = ntlm.negotiate_token()   # the NEGOTIATE response's hint: NTLMSSP only
+# the NEGOTIATE response's hint: NTLMSSP only, or Kerberos first where the server offers it
+SPNEGO_INIT = {False: ntlm.negotiate_token(False), True: ntlm.negotiate_token(True)}
 
 
 def h_negotiate(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
@@ -172,11 +173,12 @@ def negotiate_body(c: Connection, dialect: int, contexts: list[bytes]) -> bytes:
     caps = capabilities(c, dialect)
     now = wire.nt_time(time.time_ns())
     sec_off = 64 + 64
-    ctx_off = wire.pad8(sec_off + len(SPNEGO_INIT)) if contexts else 0
+    hint = SPNEGO_INIT[c.kerberos is not None]
+    ctx_off = wire.pad8(sec_off + len(hint)) if contexts else 0
     io = MAX_IO_SMB202 if dialect == wire.SMB202 else MAX_IO
     body = struct.pack("<HHHH16sIIIIQQHHI", 65, secmode, dialect, len(contexts), c.server_guid,
-                       caps, io, io, io, now, 0, sec_off, len(SPNEGO_INIT), ctx_off)
-    body += SPNEGO_INIT
+                       caps, io, io, io, now, 0, sec_off, len(hint), ctx_off)
+    body += hint
     if contexts:
         body += b"\0" * (ctx_off - 64 - len(body))
         for i, c in enumerate(contexts):

@@ -132,10 +132,12 @@ def new_acceptor(c: Connection) -> ntlm.Acceptor:
     it makes has no keys, acts as the guest account, and reaches only IPC$ (not under
     `restrict anonymous = 2`) and shares with `guest ok` (`tree.refusal`). Unknown users
     become guests only under `map to guest = bad user` where some share admits guests (never
-    an account the password file holds but bars: disabled, locked out, ...)."""
+    an account the password file holds but bars: disabled, locked out, ...). Where the server
+    offers Kerberos, a ticket's principal is mapped to its account by the server
+    (server.kerberos) and the logon goes on from here as an NTLM one does."""
     return ntlm.Acceptor(c.lookup, ntlm_auth=c.ntlm_auth, guest_ok=c.allow_guest, anonymous_ok=True,
                          bad_user_to_guest=c.allow_guest and c.policy.map_to_guest == "bad user",
-                         netbios_name=c.policy.server_name)
+                         netbios_name=c.policy.server_name, kerberos=c.kerberos)
 
 
 def user_name(identity: ntlm.Identity) -> str:

@@ -1,0 +1,414 @@
+"""Kerberos logons against a real MIT KDC on loopback (tests/server/kdc.py), with real clients:
+Samba's smbclient (--use-kerberos=required, and the older -k), smbprotocol
+(auth_protocol="kerberos") and smbring's own client (auth="negotiate", `smbring ls
+--kerberos`), against `smbring serve --config` with `kerberos method = dedicated keytab`.
+
+- each client logs on with its ticket, lists, and puts and gets a file byte for byte; with
+  `server signing = mandatory`, and with `smb encrypt = required` (AES-128 and AES-256
+  ciphers: the latter use the whole 32-byte Kerberos key);
+- refused (STATUS_LOGON_FAILURE, the server still serving): an AP-REQ replayed on a new
+  connection; a ticket for another service principal (cifs/otherhost, and HTTP/localhost whose
+  key the keytab holds); a principal of another realm; a principal without a Unix account; an
+  account the password file disables; a user `invalid users` names (at the tree connect); an
+  expired ticket; truncated and bit-flipped tokens;
+- Kerberos not configured: NTLMSSP alone in the NEGOTIATE hint, a Kerberos token refused;
+- a keytab missing, or without a cifs/ key, stops the server at start with the reason, and a
+  reload to such a configuration keeps the one in force.
+
+Runs as root (Unix accounts are made for the module); skipped where the KDC tools or the
+python gssapi package are absent (as root in CI, make system-deps installs them)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import kdc
+from servers import free_port, spawn, stop
+
+if os.geteuid() != 0 or not shutil.which("useradd"):
+    pytest.skip("Kerberos logons act as Unix accounts: needs root (and useradd)", allow_module_level=True)
+if kdc.missing():
+    pytest.skip(kdc.missing(), allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
+from raw import RawClient  # noqa: E402
+
+from smbring.smb import spnego, wire  # noqa: E402
+
+SUFFIX = f"{os.getpid() % 100000}"
+ALICE, BOB, CAROL, GHOST = (f"krb{n}{SUFFIX}" for n in ("a", "b", "c", "g"))
+PASSWORD = "Kerberos-pw1"
+REALM, OTHER_REALM = "SMBRING.TEST", "OTHER.TEST"
+CLI = [sys.executable, "-m", "smbring.cli"]
+# the server's name for smbclient, which never tries Kerberos with "localhost" or an address
+# (it connects to 127.0.0.1 with -I; krb5.conf maps .smbring.test to the realm, no DNS)
+HOST = "kerberos.smbring.test"
+STATUS_LOGON_FAILURE = 0xC000006D
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory):
+    """The realm (and a second one with no trust), its KDC running; the keytab of
+    cifs/localhost, host/localhost and HTTP/localhost; ALICE, BOB (Unix accounts), CAROL (a
+    Unix account, disabled in the password file), GHOST (no Unix account), and ALICE in the
+    other realm, each with PASSWORD; cifs/otherhost, whose key the keytab does not hold."""
+    top = tmp_path_factory.mktemp("kerberos")
+    top.chmod(0o755)
+    made = []
+    realm = kdc.Realm.start(top / "realm", REALM, others=(OTHER_REALM,))
+    try:
+        for name in (ALICE, BOB, CAROL):
+            subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
+            made.append(name)
+        for name in (ALICE, BOB, CAROL, GHOST):
+            realm.add_principal(name, PASSWORD)
+        realm.add_principal(ALICE, PASSWORD, realm=OTHER_REALM)
+        realm.add_principal("cifs/otherhost")
+        realm.keytab(top / "smb.keytab", "cifs/localhost", "host/localhost", "HTTP/localhost", f"cifs/{HOST}")
+        (top / "smb.keytab").chmod(0o600)
+        realm.keytab(top / "http-only.keytab", "HTTP/localhost")
+        realm.top = top
+        yield realm
+    finally:
+        realm.stop()
+        for name in made:
+            subprocess.run(["userdel", name], capture_output=True)
+
+
+def tickets(realm, tmp_path, user: str = ALICE, principal_realm: str = REALM, *options: str) -> dict:
+    """kinit `user` into a ccache of the test's: the environment that uses it."""
+    return realm.kinit(f"{user}@{principal_realm}", PASSWORD, tmp_path / f"{user}-{principal_realm}.ccache",
+                       *options)
+
+
+class KerberosServer:
+    def __init__(self, port, proc, log, conf, share, env):
+        self.port, self.proc, self.log, self.conf, self.share, self.env = port, proc, log, conf, share, env
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def conf_text(realm, port: int, share: Path, more: str = "", keytab: str | None = None,
+              method: str = "dedicated keytab", share_more: str = "") -> str:
+    kerberos = (f"kerberos method = {method}\ndedicated keytab file = {keytab or realm.top / 'smb.keytab'}\n"
+                f"realm = {REALM}\n") if method else ""
+    return (f"[global]\nlisten = 127.0.0.1:{port}\nshutdown timeout = 1\n{kerberos}{more}\n"
+            f"[share]\npath = {share}\nread only = no\n{share_more}\n")
+
+
+@pytest.fixture
+def start(realm, tmp_path):
+    """start(more [global] lines, ...) -> KerberosServer: `smbring serve --config` with
+    Kerberos, its share a 0777 directory, BOB and CAROL in the password file (CAROL
+    disabled), the server's environment the realm's (its krb5.conf)."""
+    started = []
+
+    def start_server(more: str = "", **conf) -> KerberosServer:
+        share = tmp_path / f"share{len(started)}"
+        share.mkdir()
+        share.chmod(0o777)
+        port = free_port()
+        conf_path = tmp_path / f"smb{len(started)}.conf"
+        conf_path.write_text(conf_text(realm, port, share, more, **conf))
+        passdb = tmp_path / "passdb"
+        env = dict(realm.env, SMBRING_PASSDB=str(passdb))
+        for name in (BOB, CAROL):
+            subprocess.run(CLI + ["user", "add", name, "--password-stdin"], input="Ntlm-pw1\n", text=True,
+                           check=True, env=env, capture_output=True)
+        subprocess.run(CLI + ["user", "disable", CAROL], check=True, env=env, capture_output=True)
+        saved = os.environ.copy()
+        os.environ.update(realm.env)            # (spawn passes its environment on to the server)
+        try:
+            proc, port, log = spawn(tmp_path, "--config", str(conf_path), port=port, accounts=True)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        server = KerberosServer(port, proc, log, conf_path, share, env)
+        started.append(server)
+        return server
+
+    yield start_server
+    for server in started:
+        stop(server.proc)
+
+
+def smbclient(server, env: dict, command: str, *extra: str, kerberos: str = "--use-kerberos=required"):
+    return subprocess.run(["smbclient", f"//{HOST}/share", "-I", "127.0.0.1", "-p", str(server.port), kerberos, *extra,
+                           "-c", command], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=str(server.share.parent))
+
+
+def payload(size: int = 300_000) -> bytes:
+    return hashlib.sha256(b"kerberos").digest() * (size // 32) + b"end"
+
+
+# -- real clients log on with their tickets ----------------------------------------------------
+@pytest.mark.parametrize("more", ["", "server signing = mandatory", "smb encrypt = required",
+                                  "smb encrypt = required\nserver smb3 encryption algorithms = aes-256-gcm"])
+def test_smbclient_logs_on_lists_puts_and_gets(realm, start, tmp_path, more):
+    server = start(more)
+    env = tickets(realm, tmp_path)
+    data = payload()
+    (tmp_path / "up.bin").write_bytes(data)
+    extra = ["--client-protection=encrypt"] if "encrypt" in more else []
+    done = smbclient(server, env, f"put {tmp_path / 'up.bin'} up.bin; get up.bin {tmp_path / 'down.bin'}; ls",
+                     *extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up.bin" in done.stdout
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert (server.share / "up.bin").read_bytes() == data
+    assert pwd.getpwuid((server.share / "up.bin").stat().st_uid).pw_name == ALICE
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()
+
+
+def test_smbclient_k_spelling(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path)
+    done = smbclient(server, env, "ls", kerberos="-k")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_smbprotocol_logs_on_with_kerberos(realm, start, tmp_path, monkeypatch):
+    smbclient_api = pytest.importorskip("smbclient")
+    server = start("server signing = mandatory")
+    env = tickets(realm, tmp_path)
+    for name in ("KRB5_CONFIG", "KRB5CCNAME"):
+        monkeypatch.setenv(name, env[name])
+    data = payload(200_000)
+    try:
+        smbclient_api.register_session("localhost", port=server.port, auth_protocol="kerberos",
+                                       require_signing=True)
+        with smbclient_api.open_file(r"\\localhost\share\smbprotocol.bin", mode="wb", port=server.port) as f:
+            f.write(data)
+        with smbclient_api.open_file(r"\\localhost\share\smbprotocol.bin", mode="rb", port=server.port) as f:
+            assert f.read() == data
+        assert "smbprotocol.bin" in smbclient_api.listdir(r"\\localhost\share", port=server.port)
+    finally:
+        smbclient_api.reset_connection_cache()
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()
+
+
+@pytest.mark.parametrize("flags", [[], ["--encrypt"], ["--sign"]])
+def test_smbring_client_logs_on_with_kerberos(realm, start, tmp_path, flags):
+    server = start("smb encrypt = required" if flags == ["--encrypt"] else "")
+    env = tickets(realm, tmp_path)
+    data = payload(500_000)
+    (tmp_path / "up.bin").write_bytes(data)
+    url = f"smb://localhost:{server.port}/share"      # (the ticket's principal)
+
+    def cli(*args):
+        done = subprocess.run(CLI + [*args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+    cli("put", "--kerberos", "--no-progress", *flags, f"{url}/up.bin", str(tmp_path / "up.bin"))
+    cli("get", "--kerberos", "--no-progress", *flags, f"{url}/up.bin", str(tmp_path / "down.bin"))
+    assert "up.bin" in cli("ls", "--kerberos", *flags, url)
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()
+
+
+# -- what the server refuses ----------------------------------------------------------------------
+def initiator(realm, env: dict, service: str = "cifs@localhost", mech: str = "1.2.840.113554.1.2.2"):
+    """A GSS-API Kerberos initiator (python-gssapi) with the tickets of `env`: (context, AP-REQ)."""
+    import gssapi
+    os.environ["KRB5_CONFIG"] = realm.env["KRB5_CONFIG"]
+    store = {b"ccache": env["KRB5CCNAME"].encode()}
+    creds = gssapi.Credentials(usage="initiate", store=store, mechs=[gssapi.OID.from_int_seq(mech)])
+    flags = gssapi.RequirementFlag.mutual_authentication | gssapi.RequirementFlag.integrity
+    ctx = gssapi.SecurityContext(name=gssapi.Name(service, gssapi.NameType.hostbased_service), creds=creds,
+                                 usage="initiate", mech=gssapi.OID.from_int_seq(mech), flags=flags)
+    return ctx, ctx.step()
+
+
+def session_key(ctx) -> bytes:
+    import gssapi
+    from gssapi.raw import inquire_sec_context_by_oid
+    return inquire_sec_context_by_oid(ctx, gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.5"))[0]
+
+
+def logon(server, token: bytes, dialects=None):
+    """A new connection's NEGOTIATE and one SESSION_SETUP with `token`: (client, session, response)."""
+    client = RawClient(server.port)
+    client.negotiate(**({"dialects": dialects} if dialects else {}))
+    session = client.start_logon(None)
+    return client, session, client.session_setup(session, token)
+
+
+def negotiate_hint(server) -> list[bytes]:
+    """The mechanisms of the NEGOTIATE response's SPNEGO hint."""
+    import struct
+    with RawClient(server.port) as client:
+        raw = client.negotiate().raw
+    offset, length = struct.unpack_from("<HH", raw, 64 + 56)
+    return spnego.parse_init(raw[offset:offset + length]).mech_types
+
+
+def still_serves(realm, server, tmp_path) -> None:
+    env = tickets(realm, tmp_path, BOB)
+    done = smbclient(server, env, "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("mech, mechs", [
+    ("1.2.840.113554.1.2.2", [spnego.KRB5_OID, spnego.NTLMSSP_OID]),
+    ("1.2.840.48018.1.2.2", [spnego.MS_KRB5_OID, spnego.KRB5_OID, spnego.NTLMSSP_OID]),   # as Windows
+    ("1.2.840.113554.1.2.2", None),                                                     # bare, no SPNEGO
+])
+def test_ap_rep_comes_back_and_the_keys_agree(realm, start, tmp_path, mech, mechs):
+    server = start("server signing = mandatory")
+    env = tickets(realm, tmp_path)
+    ctx, token = initiator(realm, env, mech=mech)
+    client, session, r = logon(server, spnego.encode_init(mechs, token) if mechs else token)
+    with client:
+        assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+        answer = client.security_buffer(r)
+        if mechs:
+            resp = spnego.parse_resp(answer)
+            assert resp.neg_state == spnego.ACCEPT_COMPLETED
+            assert resp.supported_mech == mechs[0]
+            answer = resp.response_token
+        ctx.step(answer)            # the AP-REP: mutual authentication (a wrong one raises)
+        assert ctx.complete
+        client.establish(session, session_key(ctx))
+        assert r.signature_ok, "the server's signing key is not the Kerberos session key's"
+    assert negotiate_hint(server) == [spnego.MS_KRB5_OID, spnego.KRB5_OID, spnego.NTLMSSP_OID]
+
+
+def test_replayed_ap_req_on_a_new_connection_is_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    init = spnego.encode_init([spnego.KRB5_OID], token)
+    first = logon(server, init)
+    assert first[2].status == wire.STATUS_SUCCESS
+    replayed = logon(server, init)
+    assert replayed[2].status == STATUS_LOGON_FAILURE
+    assert "replay" in server.log_text().lower()
+    for client, _s, _r in (first, replayed):
+        client.close()
+    still_serves(realm, server, tmp_path)
+
+
+@pytest.mark.parametrize("service", ["cifs@otherhost", "HTTP@localhost"])
+def test_ticket_for_another_service_is_refused(realm, start, tmp_path, service):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env, service=service)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    still_serves(realm, server, tmp_path)
+
+
+def test_principal_of_another_realm_is_refused(realm, start, tmp_path):
+    realm.trust(OTHER_REALM, REALM)
+    server = start()
+    env = tickets(realm, tmp_path, ALICE, OTHER_REALM)
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    assert f"{ALICE}@{OTHER_REALM} is not of realm {REALM}" in server.log_text()
+
+
+@pytest.mark.parametrize("user, status", [(GHOST, STATUS_LOGON_FAILURE), (CAROL, 0xC0000072)],
+                         ids=["no-unix-account", "disabled"])
+def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_path, user, status):
+    """GHOST has no Unix account (LOGON_FAILURE); the password file disables CAROL
+    (ACCOUNT_DISABLED, as her NTLM logon is answered)."""
+    server = start()
+    env = tickets(realm, tmp_path, user)
+    done = smbclient(server, env, "ls")
+    assert done.returncode != 0
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == status, hex(r.status)
+
+
+def test_invalid_users_applies_to_kerberos_logons(realm, start, tmp_path):
+    server = start(share_more=f"invalid users = {ALICE}")
+    done = smbclient(server, tickets(realm, tmp_path), "ls")
+    assert "NT_STATUS_ACCESS_DENIED" in done.stdout + done.stderr
+    still_serves(realm, server, tmp_path)
+
+
+def test_expired_ticket_is_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path, ALICE, REALM, "-l", "3s")
+    _ctx, token = initiator(realm, env)      # made while the ticket was good
+    time.sleep(3 + 2 + 1.5)                  # its end, krb5.conf's clockskew, a margin
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    assert "expired" in server.log_text().lower()
+
+
+def test_tampered_tokens_are_refused(realm, start, tmp_path):
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    flipped = bytearray(token)
+    flipped[len(token) // 2] ^= 0x01          # inside the ticket's or authenticator's ciphertext
+    for bad in (token[:len(token) // 2], bytes(flipped), token[:40], b"\x60\x03\x06\x01\x00"):
+        client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], bad))
+        client.close()
+        assert r.status in (STATUS_LOGON_FAILURE, wire.STATUS_INVALID_PARAMETER), hex(r.status)
+        client, _s, r = logon(server, bad)
+        client.close()
+        assert r.status in (STATUS_LOGON_FAILURE, wire.STATUS_INVALID_PARAMETER), hex(r.status)
+    still_serves(realm, server, tmp_path)
+    assert "Traceback" not in server.log_text()
+
+
+def test_kerberos_not_configured_is_not_offered(realm, start, tmp_path):
+    server = start(method="")
+    assert negotiate_hint(server) == [spnego.NTLMSSP_OID]
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    for attempt in (spnego.encode_init([spnego.KRB5_OID], token), token):
+        client, _s, r = logon(server, attempt)
+        client.close()
+        assert r.status == STATUS_LOGON_FAILURE, hex(r.status)
+    done = smbclient(server, env, "ls")
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize("keytab, says", [("missing.keytab", "No such file"),
+                                          ("http-only.keytab", "holds no key of a cifs/ or host/ principal")])
+def test_unusable_keytab_stops_the_server_at_start(realm, tmp_path, keytab, says):
+    share = tmp_path / "share"
+    share.mkdir()
+    conf = tmp_path / "smb.conf"
+    conf.write_text(conf_text(realm, free_port(), share, keytab=str(realm.top / keytab)))
+    done = subprocess.run(CLI + ["serve", "--config", str(conf)], env=dict(realm.env, SMBRING_PASSDB=str(tmp_path / "p")),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Kerberos" in done.stderr and says in done.stderr
+
+
+def test_reload_to_an_unusable_keytab_keeps_kerberos(realm, start, tmp_path):
+    server = start()
+    deadline = time.monotonic() + 15
+    while "serving" not in server.log_text():       # (its SIGHUP handler is set by then)
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.log_text()
+        time.sleep(0.05)
+    text = server.conf.read_text()
+    server.conf.write_text(text.replace(str(realm.top / "smb.keytab"), str(realm.top / "missing.keytab")))
+    server.proc.send_signal(signal.SIGHUP)
+    while "reload failed" not in server.log_text():
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.log_text()
+        time.sleep(0.05)
+    assert "missing.keytab" in server.log_text()
+    done = smbclient(server, tickets(realm, tmp_path), "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
