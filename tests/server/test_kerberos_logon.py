@@ -45,7 +45,7 @@ from raw import RawClient  # noqa: E402
 from smbring.smb import spnego, wire  # noqa: E402
 
 SUFFIX = f"{os.getpid() % 100000}"
-ALICE, BOB, CAROL, GHOST = (f"krb{n}{SUFFIX}" for n in ("a", "b", "c", "g"))
+ALICE, BOB, CAROL, GHOST, SYSTEM = (f"krb{n}{SUFFIX}" for n in ("a", "b", "c", "g", "s"))
 PASSWORD = "Kerberos-pw1"
 REALM, OTHER_REALM = "SMBRING.TEST", "OTHER.TEST"
 CLI = [sys.executable, "-m", "smbring.cli"]
@@ -69,7 +69,11 @@ def realm(tmp_path_factory):
         for name in (ALICE, BOB, CAROL):
             subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
             made.append(name)
-        for name in (ALICE, BOB, CAROL, GHOST):
+        # a system account (uid below 1000, below Samba's default min domain uid)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", SYSTEM], check=True,
+                       capture_output=True)
+        made.append(SYSTEM)
+        for name in (ALICE, BOB, CAROL, GHOST, SYSTEM, "root"):
             realm.add_principal(name, PASSWORD)
         realm.add_principal(ALICE, PASSWORD, realm=OTHER_REALM)
         realm.add_principal("cifs/otherhost")
@@ -334,6 +338,33 @@ def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_pat
     client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
     client.close()
     assert r.status == status, hex(r.status)
+
+
+@pytest.mark.parametrize("user", ["root", SYSTEM], ids=["root", "system-account"])
+def test_principal_of_root_or_a_system_account_is_refused(realm, start, tmp_path, user):
+    """root@REALM and a system account's principal (uid below `min domain uid`, 1000 by
+    default as in Samba) never act as those accounts; the share is left untouched."""
+    server = start()
+    env = tickets(realm, tmp_path, user)
+    done = smbclient(server, env, "put /etc/hostname planted")
+    assert done.returncode != 0
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE, hex(r.status)
+    assert "below min domain uid (1000)" in server.log_text()
+    assert not (server.share / "planted").exists()
+    still_serves(realm, server, tmp_path)
+
+
+def test_min_domain_uid_lowered_lets_a_system_account_in(realm, start, tmp_path):
+    """An admin who means it lowers `min domain uid` to the account's uid; root stays out
+    while the bound is above 0."""
+    uid = pwd.getpwnam(SYSTEM).pw_uid
+    server = start(f"min domain uid = {uid}")
+    done = smbclient(server, tickets(realm, tmp_path, SYSTEM), "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert smbclient(server, tickets(realm, tmp_path, "root"), "ls").returncode != 0
 
 
 def test_invalid_users_applies_to_kerberos_logons(realm, start, tmp_path):

@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass, field
 
 from smbring.server import interfaces, smbconf
-from smbring.server.kerberos import KerberosSettings
+from smbring.server.kerberos import MIN_DOMAIN_UID, KerberosSettings
 from smbring.server.kerberos import settings as kerberos_settings
 from smbring.server.smbconf_options import (
     DECIMAL,
@@ -295,7 +295,7 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
     cfg.ntlm_auth = _get(g, "ntlm auth", "ntlmv2-only")
     try:
         cfg.kerberos = kerberos_settings(_get(g, "kerberos method"), _get(g, "dedicated keytab file", ""),
-                                         _get(g, "realm", ""))
+                                         _get(g, "realm", ""), _get(g, "min domain uid", MIN_DOMAIN_UID))
     except ValueError as e:
         raise ConfigError(f"{where('kerberos method')}: {e}") from None
     cfg.passdb = _passdb(g)

@@ -25,8 +25,9 @@ run directory; the session key is the Kerberos session (sub)key
 (GSS_C_INQ_SSPI_SESSION_KEY), which MS-SMB2 derives signing and sealing keys from; the AP-REP
 goes back to the client (mutual authentication). The principal ``user@REALM`` must be of the
 configured realm (compared without regard to case, as Samba compares realms); ``user`` then
-goes through the ``username map`` and must name a Unix account, and, where the password file
-holds the account, the account must not be barred there (disabled, locked out): from there the
+goes through the ``username map`` and must name a Unix account whose uid is at least ``min
+domain uid`` (Samba's option, default 1000: never root or a system account), and, where the
+password file holds the account, the account must not be barred there (disabled, locked out): from there the
 logon is the NTLM logon's (smb.commands.session), with its share rules and limits.
 
 The work of one logon is local and bounded: the keytab (a small local file) read, one record
@@ -40,6 +41,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from smbring.server.accounts import account as unix_account
 from smbring.smb.ntlmssp import AccountRefused, Identity, LogonFailure
 
 log = logging.getLogger("smbring.kerberos")
@@ -51,6 +53,9 @@ SERVICES = ("cifs", "host")
 METHODS = {"secrets only": None, "dedicated keytab": "dedicated", "system keytab": "system",
            "secrets and keytab": "secrets"}
 REPLAY_CACHE = "krb5.rcache2"
+# Samba's `min domain uid`: a realm's principal never acts as a Unix account below it (root,
+# daemon, bin...), whose names a realm may well hold for other uses (root/admin's "root")
+MIN_DOMAIN_UID = 1000
 
 
 class KerberosError(Exception):
@@ -62,6 +67,7 @@ class KerberosSettings:
     method: str            # "dedicated" or "system"
     keytab: str            # the keytab's path (the system's default resolved)
     realm: str
+    min_domain_uid: int = MIN_DOMAIN_UID
 
 
 def method_of(value: str) -> str | None:
@@ -72,7 +78,8 @@ def method_of(value: str) -> str | None:
     return method
 
 
-def settings(method: str | None, keytab: str, realm: str) -> KerberosSettings | None:
+def settings(method: str | None, keytab: str, realm: str,
+             min_domain_uid: int = MIN_DOMAIN_UID) -> KerberosSettings | None:
     """What smb.conf's three options ask for; None: Kerberos not offered. ValueError where
     they contradict each other (a keytab method without a realm, a dedicated keytab without
     its file, secrets, which need a domain join)."""
@@ -93,7 +100,7 @@ def settings(method: str | None, keytab: str, realm: str) -> KerberosSettings | 
     for prefix in ("FILE:", "WRFILE:"):
         if path.startswith(prefix):
             path = path[len(prefix):]
-    return KerberosSettings(method, path, realm.strip())
+    return KerberosSettings(method, path, realm.strip(), min_domain_uid)
 
 
 # -- the keytab file (MIT's format, version 0x502; 0x501 in host order) -------------------------
@@ -266,6 +273,10 @@ class KerberosContext:
         account = k.account(user)       # (AccountRefused where the password file bars it)
         if account is None:
             raise LogonFailure(f"Kerberos: principal {principal}: no Unix account {user!r}")
+        found = unix_account(account)
+        if found is None or found.uid < k.config.min_domain_uid:
+            raise LogonFailure(f"Kerberos: principal {principal}: account {account!r} is below "
+                               f"min domain uid ({k.config.min_domain_uid})")
         self.identity = Identity(user=user, domain=realm, kind="user", session_key=bytes(key),
                                  account=account)
         return bytes(result.token or b"")

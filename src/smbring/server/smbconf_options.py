@@ -180,6 +180,7 @@ OPTIONS: dict[str, Spec] = {
     # Kerberos (server.kerberos): offered where the method names a keytab and `realm` is set
     "kerberos method": Spec(G, lambda v, w: _kerberos_method(v, w)),
     "dedicated keytab file": Spec(G, _text), "realm": Spec(G, _text),
+    "min domain uid": Spec(G, lambda v, w: whole(v, w)),
     "force user": Spec(S, _text), "force group": Spec(S, _text),
     "interfaces": Spec(G, lambda v, w: share_access.split_list(v)),
     "bind interfaces only": Spec(G, boolean), "smb ports": Spec(G, _ports),
