@@ -19,11 +19,13 @@ Runs as root (Unix accounts are made for the module); skipped where the KDC tool
 python gssapi package are absent (as root in CI, make system-deps installs them)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pwd
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ if kdc.missing():
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
 from raw import RawClient  # noqa: E402
+from tampering import TamperingProxy  # noqa: E402
 
 from smbring.smb import spnego, wire  # noqa: E402
 
@@ -443,3 +446,40 @@ def test_reload_to_an_unusable_keytab_keeps_kerberos(realm, start, tmp_path):
     assert "missing.keytab" in server.log_text()
     done = smbclient(server, tickets(realm, tmp_path), "ls")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the client against a server that lies in the exchange ---------------------------------------
+def flip_in_ap_rep(frame):
+    """The final SESSION_SETUP answer with one bit of its security buffer's end (inside the
+    AP-REP's encrypted part) flipped."""
+    command, status = struct.unpack_from("<H", frame, 12)[0], struct.unpack_from("<I", frame, 8)[0]
+    if command == wire.SESSION_SETUP and status == wire.STATUS_SUCCESS:
+        offset, length = struct.unpack_from("<HH", frame, 64 + 4)
+        frame[offset + length - 8] ^= 0x01
+    return frame
+
+
+@pytest.mark.parametrize("tamper", [None, flip_in_ap_rep], ids=["as-sent", "ap-rep-altered"])
+def test_the_client_checks_the_servers_ap_rep(realm, start, tmp_path, monkeypatch, tamper):
+    """smbring's client (auth="negotiate") on SMB 2.1 without signing, where only mutual
+    authentication can tell a server that lies in its last SESSION_SETUP answer: an AP-REP
+    altered on the way is a clear ProtocolError and no session; the same logon as sent works."""
+    import smbring.client as sc
+    server = start()
+    env = tickets(realm, tmp_path)
+    for name in ("KRB5_CONFIG", "KRB5CCNAME"):
+        monkeypatch.setenv(name, env[name])
+
+    async def logon_through_proxy():
+        async with TamperingProxy(server.port, tamper or (lambda frame: frame)) as proxy:
+            client = await sc.connect("localhost", proxy.port, ALICE, "", "share", auth="negotiate",
+                                      dialects=(wire.SMB210,))
+            await client.close()
+
+    if tamper is None:
+        asyncio.run(asyncio.wait_for(logon_through_proxy(), 60))
+        return
+    with pytest.raises(sc.ProtocolError, match="the server's token was refused"):
+        asyncio.run(asyncio.wait_for(logon_through_proxy(), 60))     # (MIT: "integrity check failed")
+    assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()     # (the server did)
+
