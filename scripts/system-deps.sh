@@ -18,6 +18,10 @@ command -v krb5kdc >/dev/null 2>&1 || need+=(krb5-kdc)
 command -v kadmin.local >/dev/null 2>&1 || need+=(krb5-admin-server)
 command -v kinit >/dev/null 2>&1 || need+=(krb5-user)
 command -v krb5-config >/dev/null 2>&1 || need+=(libkrb5-dev)
+# smbring's client logs on with Kerberos to a Samba AD domain controller the tests provision
+# (its schema: samba-ad-provision; its directory's modules: samba-ad-dc's samba-dsdb-modules)
+[ -d /usr/share/samba/setup/ad-schema ] || need+=(samba-ad-provision)
+[ -n "$(find /usr/lib/*/samba/ldb -name samba_dsdb.so 2>/dev/null)" ] || need+=(samba-ad-dc)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "system-deps: not root; missing ${need[*]} (tests that need them are skipped)" >&2
