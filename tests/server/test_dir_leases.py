@@ -8,6 +8,7 @@ several workers).
 
 Every test here but the settings' ones fails on a server without directory leases: a
 directory's lease context is then ignored (no lease, nothing to break)."""
+import os
 import struct
 import time
 
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("smbprotocol")
 
 from smbprotocol.connection import Dialects  # noqa: E402
-from smbprotocol.open import CreateDisposition, CreateOptions, FileInformationClass  # noqa: E402
+from smbprotocol.open import CreateDisposition, CreateOptions  # noqa: E402
 
 from test_leases import (ACK_REQUIRED, CAP_DIRECTORY_LEASING, CAP_LEASING, DELETE, LEASE,  # noqa: E402
                          NONE, READ, READ_WRITE, STATUS_INVALID_PARAMETER, Client, R, RH, RW, RWH, W,
@@ -136,6 +137,37 @@ def test_parent_lease_key_spares_the_directory_lease(clients):
     dir_lease(a, "d", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
     b.open("d\\h", key(4), RWH, v2=True, parent=key(1))     # another client's
     expect_break(a, key(1), RH, 4)
+
+
+def test_another_user_naming_the_key_breaks_it(tmp_path):
+    """The ParentLeaseKey spares a directory lease only for its own client and user: another
+    connection of the client as the same user is spared, another user's connection naming the
+    client's (cleartext) ClientGuid and the key is not (`smb.dirleases`)."""
+    from servers import PASSWORD2, USER2, spawn, stop
+    if os.geteuid() != 0:
+        pytest.skip("a second user acts as nobody: needs root")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "d").mkdir(mode=0o777)
+    (share / "d").chmod(0o777)
+    proc, port, _log = spawn(tmp_path, str(share), "--share", "share", second_user=True)
+    made = []
+    try:
+        a = Client(port)
+        made.append(a)
+        assert dir_lease(a, "d", key(1), RH)[1][1] == RH
+        same = Client(port, guid=a.conn.client_guid)
+        made.append(same)
+        same.open("d\\f", key(2), RWH, v2=True, parent=key(1))
+        assert a.next_break(0.5) is None
+        other = Client(port, guid=a.conn.client_guid, user=USER2, password=PASSWORD2)
+        made.append(other)
+        other.open("d\\g", key(3), RWH, v2=True, parent=key(1))
+        expect_break(a, key(1), RH, 2)
+    finally:
+        for c in made:
+            c.close()
+        stop(proc)
 
 
 def test_delete_breaks_when_it_happens(clients):

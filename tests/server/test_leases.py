@@ -89,10 +89,11 @@ class Break:
 
 
 class Client:
-    def __init__(self, port: int, guid: uuid.UUID | None = None, dialect=None, share: str = "share"):
+    def __init__(self, port: int, guid: uuid.UUID | None = None, dialect=None, share: str = "share",
+                 user: str = USER, password: str = PASSWORD):
         self.conn = Connection(guid or uuid.uuid4(), "127.0.0.1", port)
         self.conn.connect(dialect)
-        self.session = Session(self.conn, USER, PASSWORD, require_encryption=False)
+        self.session = Session(self.conn, user, password, require_encryption=False)
         self.session.connect()
         self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
         self.tree.connect()
