@@ -239,6 +239,9 @@ def test_metadata_a_listing_shows_breaks(clients):
     f, _ = b.open("d\\f", None)
     changes = [
         (BASIC, struct.pack("<QQQQI4x", 0, 0, 0x01D0000000000000, 0, 0)),    # a write time
+        (BASIC, struct.pack("<QQQQI4x", 0x01D0000000000000, 0, 0, 0, 0)),    # a creation time
+        (BASIC, struct.pack("<QQQQI4x", 0, 0x01D0000000000000, 0, 0, 0)),    # an access time
+        (BASIC, struct.pack("<QQQQI4x", 0, 0, 0, 0x01D0000000000000, 0)),    # a change time
         (BASIC, struct.pack("<QQQQI4x", 0, 0, 0, 0, 0x2)),                    # HIDDEN
         (BASIC, struct.pack("<QQQQI4x", 0, 0, 0, 0, 0x80)),                   # NORMAL again
         (EOF, struct.pack("<Q", 100)),

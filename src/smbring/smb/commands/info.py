@@ -567,13 +567,14 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             lambda h, m, r, ch, since: h_set_info(c, h, m, r, ch, held_since=since))
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
         set_basic(o, buf, c.state.write_times)
-        ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
+        ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
         unset = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE)
         changed = ((notify.CREATION if ctime_set not in unset else 0) | (notify.ATTRIBUTES if attrs else 0)
                    | (notify.LAST_ACCESS if atime not in unset else 0)
                    | (notify.LAST_WRITE if mtime not in unset else 0))
         if changed:
             c.state.watches.post_open(o, notify.MODIFIED, changed)
+        if changed or change not in unset:      # (a listing shows the change time too)
             dirleases.open_changed(c, o)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
