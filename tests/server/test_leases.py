@@ -38,7 +38,7 @@ READ_WRITE = 0x0012019F         # FILE_GENERIC_READ | FILE_GENERIC_WRITE
 READ = 0x00120089               # FILE_GENERIC_READ
 DELETE = 0x00010000
 BREAK_ID = 0xFFFFFFFFFFFFFFFF
-ACK_REQUIRED, BREAK_IN_PROGRESS = 0x01, 0x02
+ACK_REQUIRED, BREAK_IN_PROGRESS, PARENT_KEY_SET = 0x01, 0x02, 0x04
 CAP_LEASING, CAP_DIRECTORY_LEASING = 0x02, 0x20
 STATUS_INVALID_PARAMETER = 0xC000000D
 STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
@@ -89,10 +89,11 @@ class Break:
 
 
 class Client:
-    def __init__(self, port: int, guid: uuid.UUID | None = None, dialect=None, share: str = "share"):
+    def __init__(self, port: int, guid: uuid.UUID | None = None, dialect=None, share: str = "share",
+                 user: str = USER, password: str = PASSWORD):
         self.conn = Connection(guid or uuid.uuid4(), "127.0.0.1", port)
         self.conn.connect(dialect)
-        self.session = Session(self.conn, USER, PASSWORD, require_encryption=False)
+        self.session = Session(self.conn, user, password, require_encryption=False)
         self.session.connect()
         self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
         self.tree.connect()
@@ -102,23 +103,24 @@ class Client:
     def open(self, name: str, lease_key: bytes | None = None, state: int = RWH, *, v2: bool = False,
              epoch: int = 0, oplock: int | None = None, access: int = READ_WRITE, share: int = ALL_SHARE,
              disposition: int = CreateDisposition.FILE_OPEN_IF, directory: bool = False,
-             raw_lease: bytes | None = None):
+             raw_lease: bytes | None = None, parent: bytes | None = None, options: int = 0):
         """Opens; returns (Open, the lease context answered as (key, state, flags, epoch) or
-        None)."""
+        None). `parent`: a version 2 lease's ParentLeaseKey; `options`: more CreateOptions."""
         o = Open(self.tree, name)
         contexts = []
         if lease_key is not None or raw_lease is not None:
             ctx = SMB2CreateContextRequest()
             ctx["buffer_name"] = CreateContextName.SMB2_CREATE_REQUEST_LEASE
             ctx["buffer_data"] = raw_lease if raw_lease is not None else (
-                struct.pack("<16sIIQ16sHH", lease_key, state, 0, 0, bytes(16), epoch, 0) if v2
+                struct.pack("<16sIIQ16sHH", lease_key, state, PARENT_KEY_SET if parent else 0, 0,
+                            parent or bytes(16), epoch, 0) if v2 or parent
                 else struct.pack("<16sIIQ", lease_key, state, 0, 0))
             contexts.append(ctx)
         answered = o.create(
             ImpersonationLevel.Impersonation, access,
             FileAttributes.FILE_ATTRIBUTE_DIRECTORY if directory else FileAttributes.FILE_ATTRIBUTE_NORMAL,
             share, disposition,
-            CreateOptions.FILE_DIRECTORY_FILE if directory else CreateOptions.FILE_NON_DIRECTORY_FILE,
+            (CreateOptions.FILE_DIRECTORY_FILE if directory else CreateOptions.FILE_NON_DIRECTORY_FILE) | options,
             create_contexts=contexts or None,
             oplock_level=oplock if oplock is not None else (LEASE if contexts else NONE))
         lease = None
@@ -164,14 +166,14 @@ def clients(server):
 def test_states_granted_when_alone(clients):
     a = clients()
     assert a.conn.server_capabilities.has_flag(CAP_LEASING)
-    assert not a.conn.server_capabilities.has_flag(CAP_DIRECTORY_LEASING)
+    assert a.conn.server_capabilities.has_flag(CAP_DIRECTORY_LEASING)     # (test_dir_leases)
     asked = {0: 0, R: R, H: 0, W: 0, RH: RH, RW: RW, H | W: 0, RWH: RWH}
     for n, (state, granted) in enumerate(asked.items()):
         o, lease = a.open(f"f{n}", key(n), state)
         assert o.oplock_level == LEASE
         assert lease == (key(n), granted, 0, None)
     d, lease = a.open("dir", key(99), RWH, access=READ, directory=True)
-    assert d.oplock_level == NONE and lease is None      # no directory leases
+    assert d.oplock_level == NONE and lease is None      # a directory: only with a version 2 context
     # a stream is a file of its own: its own lease
     _o, lease = a.open("f0:stream", key(100), RWH)
     assert lease[1] == RWH

@@ -16,7 +16,8 @@ import subprocess
 
 import pytest
 
-from servers import PASSWORD, USER, spawn, stop, loopback_on_445_or_skip as loopback_on_445
+from servers import (PASSWORD, USER, impacket_without_directory_leasing, spawn, stop,
+                     loopback_on_445_or_skip as loopback_on_445)
 from smbring.smb import sids
 
 OWN_USER = pwd.getpwuid(os.geteuid()).pw_name          # who the server acts as (username map)
@@ -283,11 +284,16 @@ def lsa(server):
     """connect() -> an impacket DCE/RPC association on the server's lsarpc pipe."""
     transport = pytest.importorskip("impacket.dcerpc.v5.transport")
     from impacket.dcerpc.v5 import lsat
+    from impacket.smbconnection import SMBConnection
     opened = []
 
     def connect():
         rpc = transport.DCERPCTransportFactory(f"ncacn_np:{server['address']}[\\pipe\\lsarpc]")
         rpc.set_credentials(USER, PASSWORD)
+        conn = SMBConnection(server["address"], server["address"])
+        conn.login(USER, PASSWORD)
+        impacket_without_directory_leasing(conn)
+        rpc.set_smb_connection(conn)
         dce = rpc.get_dce_rpc()
         dce.connect()
         dce.bind(lsat.MSRPC_UUID_LSAT)

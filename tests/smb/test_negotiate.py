@@ -138,9 +138,11 @@ def test_max_read_write_and_transact_size(conn, dialect, size):
 ])
 def test_capabilities_and_cipher(conn, dialect, client_caps, caps, cipher):
     _h, fields, _c, _ = negotiate(conn, [dialect], caps=client_caps)
-    # SMB 3 also announces multichannel (`server multi channel support`, on by default), and
-    # 2.1 and later leasing (`smb2 leases`, on by default)
-    assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL if dialect >= wire.SMB300 else 0) | \
+    # SMB 3 also announces multichannel (`server multi channel support`, on by default) and
+    # directory leasing (`smb3 directory leases`, on by default), 2.1 and later leasing
+    # (`smb2 leases`, on by default)
+    assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL | wire.CAP_DIRECTORY_LEASING
+                                     if dialect >= wire.SMB300 else 0) | \
         (wire.CAP_LEASING if dialect >= wire.SMB210 else 0)
     assert conn.cipher == cipher
 

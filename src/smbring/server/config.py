@@ -283,6 +283,7 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     restrict_anonymous=_get(g, "restrict anonymous", 0), server_name=netbios,
                     multi_channel=_get(g, "server multi channel support", True),
                     smb2_leases=_get(g, "smb2 leases", True),
+                    directory_leases=_get(g, "smb3 directory leases", True) and _get(g, "smb2 leases", True),
                     oplock_break_retry=not _get(g, "smb2 disable oplock break retry", False),
                     smbtorture_fsctl=_get(g, "smbd:fsctl_smbtorture", False))
     if "server smb3 encryption algorithms" in g:

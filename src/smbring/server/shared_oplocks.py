@@ -104,6 +104,10 @@ def _decode_lease(ident: bytes, data) -> Lease:
 class SharedOplocks(Oplocks):
     """`Oplocks` over the shared store, for one worker (see the module's description)."""
 
+    # a change in a directory made through another worker does not reach this worker's
+    # directory leases: none is granted with several workers (fail closed)
+    breaks_directories = False
+
     def __init__(self, store: Store, channel: wakeups.Channel, loop_of, *,
                  clock=time.monotonic, timeout: float = BREAK_TIMEOUT):
         super().__init__(clock, timeout)

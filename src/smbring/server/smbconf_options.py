@@ -168,6 +168,10 @@ OPTIONS: dict[str, Spec] = {
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
     "smb2 leases": Spec(G, boolean),
+    # (Samba's enum_bool_auto: auto is on where Samba is not clustered, as smbring never is)
+    "smb3 directory leases": Spec(G, one_of({**dict.fromkeys(("yes", "true", "1", "on", "auto"), True),
+                                             **dict.fromkeys(("no", "false", "0", "off"), False)},
+                                            "smb3 directory leases")),
     "smb2 disable oplock break retry": Spec(G, boolean),
     "server min protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),
     "server max protocol": Spec(G, one_of(PROTOCOL_VALUES, "a protocol")),

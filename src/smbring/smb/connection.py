@@ -19,7 +19,7 @@ from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
 
-from smbring.smb import acl, breaks, leasing, notify, security, wire
+from smbring.smb import acl, breaks, dirleases, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
@@ -1307,16 +1307,23 @@ class Connection:
         a delete on close is done; a file to forget goes to `effects`. `shown`: as close_open."""
         if not shown:       # (a CLOSE has done so already)
             show_on_close(self.state.write_times, o)
+        # the directory lease its changes spare, known while its lease is (it goes with the open)
+        spared = o.spares = dirleases.exempt(self, o) if self.state.oplocks.directory_leases() else None
         closed = self.state.close_open(o)
         self.close_open_descriptor(o.tree, o.fd)
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:
             effects.append(Forget(*o.key))   # a kept map would keep the blocks allocated
-            self._delete_on_close(victim)
+            # a delete on close asked through another open (closed before) spares the lease
+            # both opens name, none else (as Samba)
+            self._delete_on_close(victim, spared if victim is o or getattr(victim, "spares", None) == spared
+                                  else None)
+        elif getattr(o, "wrote", False):
+            dirleases.open_changed(self, o, spared, through=False)
         self.state.oplocks.wake(o.key)      # CREATEs held for its oplock's break go on
         return closed
 
-    def _delete_on_close(self, victim) -> None:
+    def _delete_on_close(self, victim, spared: tuple | None = None) -> None:
         """Removes the name a delete on close was asked through: an open of this process's,
         or the name another worker's open recorded (server.shared_store.RecordedDelete),
         reached through the closing open's share. Only where that name still leads to the
@@ -1339,6 +1346,8 @@ class Connection:
             return      # a stream another worker's open asked for: known here by its depot file only
         self.state.watches.post_open(victim, notify.REMOVED,
                                      notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
+        # `spared`: the directory lease the delete was asked under (smb.dirleases)
+        dirleases.open_changed(self, victim, spared, through=False)
 
     def close_open_descriptor(self, tree, fd: int) -> None:
         """Closes a descriptor an open of `tree` had (one effects may name), the VFS modules

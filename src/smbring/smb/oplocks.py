@@ -44,6 +44,17 @@ and what a new open breaks, with these differences (Samba's and Windows' behavio
 - a version 2 lease counts its changes (Epoch): once when granted, again on each upgrade and
   each break.
 
+A directory lease (SMB 3, `smb3 directory leases`) is a lease on an open of a directory: R or
+RH, never WRITE caching (a client does not write a directory). Its client caches the
+directory's listing and its entries' metadata; every change a listing would show (an entry
+made, removed, renamed in or out, overwritten, its size, times or attributes set) breaks it
+to none (`break_directory`, Samba's contend_dirleases), with an answer expected where it held
+HANDLE caching. The one lease left alone is the one the change was made under: the changing
+open's lease names the directory's lease as its ParentLeaseKey (MS-SMB2 2.2.13.2.10), and
+belongs to the same client (`break_directory`'s `exempt`). Opens of the directory itself
+break it as they break a file's lease (a sharing violation, a rename or delete of it: its
+HANDLE caching).
+
 Every structure here is bounded by the opens (and each connection's `max pending requests`
 for the CREATEs waiting): nothing stays once a file's last open closes.
 """
@@ -97,6 +108,7 @@ class Lease:
     version: int                        # 1 or 2, as the CREATE that made it asked
     epoch: int = 0                      # version 2: counts the changes of state
     parent_key: bytes | None = None     # version 2: the directory's lease key, if given
+    directory: bool = False             # a lease on a directory (R or RH only)
     state: int = 0
     breaking: bool = False
     breaking_to_requested: int = 0      # what a break asked for (an answer may give less)
@@ -130,6 +142,10 @@ class Holder:
 
 
 class Oplocks:
+    # whether every change in a directory reaches `break_directory` here (one process: yes;
+    # a table shared by several processes does not see their changes, and then grants none)
+    breaks_directories = True
+
     def __init__(self, clock: Callable[[], float] = time.monotonic, timeout: float = BREAK_TIMEOUT):
         self.clock = clock
         self.timeout = timeout
@@ -138,6 +154,7 @@ class Oplocks:
         self._waiters: dict[tuple, dict[Callable, None]] = {}   # key -> CREATEs held, in order
         self._leases: dict[tuple[bytes, bytes], Lease] = {}     # (ClientGuid, LeaseKey) -> Lease
         self._breaking_leases: set[Lease] = set()
+        self._directory_leases = 0      # how many of them are on directories
 
     # -- the opens ---------------------------------------------------------------------------
     def add(self, o, access: int) -> None:
@@ -160,6 +177,8 @@ class Oplocks:
             if not lease.holders:           # a lease lives as long as one of its opens
                 del self._leases[lease.ident]
                 self._breaking_leases.discard(lease)
+                if lease.directory:
+                    self._directory_leases -= 1
 
     def level(self, o) -> int:
         h = self._holder(o)
@@ -272,16 +291,21 @@ class Oplocks:
     def grant_lease(self, o, client_guid: bytes, key: bytes, requested: int, *, version: int = 1,
                     epoch: int = 0, parent_key: bytes | None = None, locked: bool = False,
                     send_lease_break: Callable | None = None) -> Lease:
-        """The lease a new open (added already, and not of a directory) holds: the client's
-        lease with this key on the file, upgraded where it asks for a strict superset of
-        its state that can be granted whole (and no break is under way), or a new one with
-        what can be granted of what it asks for."""
+        """The lease a new open (added already) holds: the client's lease with this key on
+        the file, upgraded where it asks for a strict superset of its state that can be
+        granted whole (and no break is under way), or a new one with what can be granted of
+        what it asks for. On a directory, never WRITE caching (RWH asked: RH granted, RW: R,
+        as Samba and Windows); the caller grants one only where `breaks_directories`."""
         h = self._holder(o)
         lease = self._leases.get((client_guid, key))
         wanted = valid_lease_state(requested)
+        if o.is_dir:
+            wanted &= ~WRITE
         if lease is None:
-            lease = Lease(client_guid, key, o.key, version, parent_key=parent_key)
+            lease = Lease(client_guid, key, o.key, version, parent_key=parent_key, directory=o.is_dir)
             self._leases[lease.ident] = lease
+            if lease.directory:
+                self._directory_leases += 1
             lease.state = self._grantable(h, lease, wanted, locked)
             if version == 2:
                 lease.epoch = (epoch + 1) & 0xFFFF
@@ -400,6 +424,32 @@ class Oplocks:
             seen.add(lease)
             if lease.state & HANDLE or lease.breaking:
                 self._break_lease(lease, lease.state & ~HANDLE)
+
+    # -- directory leases ----------------------------------------------------------------------
+    def directory_leases(self) -> bool:
+        """Whether any directory lease is held (else a change need not look for its directory)."""
+        return self._directory_leases > 0
+
+    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None) -> None:
+        """A change that a listing of the directory `key` shows: its leases are broken to none
+        (those holding HANDLE caching must answer; while one is being broken already, what it
+        must come down to becomes none), but the lease `exempt` (ClientGuid, LeaseKey), the
+        one the change was made under."""
+        seen = set()
+        for h in list(self._files.get(key, {}).values()):
+            lease = h.lease
+            if lease is None or lease in seen or lease.ident == exempt:
+                continue
+            seen.add(lease)
+            if lease.state or lease.breaking:
+                self._break_lease(lease, 0)
+
+    def break_all_directories(self) -> None:
+        """A change whose directory could not be found (its name gone meanwhile): every
+        directory lease is broken, rather than one left caching what changed."""
+        for lease in [lease for lease in self._leases.values() if lease.directory]:
+            if lease.state or lease.breaking:
+                self._break_lease(lease, 0)
 
     # -- breaks ------------------------------------------------------------------------------
     def _break(self, h: Holder, break_to: int) -> None:

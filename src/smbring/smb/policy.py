@@ -43,6 +43,10 @@ class Policy:
     # `smb2 leases`: SMB2_GLOBAL_CAP_LEASING on SMB 2.1 and later, and lease contexts heeded
     # (yes by default, as Samba 4.x)
     smb2_leases: bool = True
+    # `smb3 directory leases` (auto by default, as Samba: on): SMB2_GLOBAL_CAP_DIRECTORY_LEASING
+    # on SMB 3 and leases on directories, where `smb2 leases` is on too and the server sees
+    # every change that must break them (one process; see smb.dirleases)
+    directory_leases: bool = True
     # `smb2 disable oplock break retry` (no by default, as Samba): an oplock break not
     # delivered on one channel is sent again on the session's next one (MS-SMB2), else it
     # goes on the newest channel only, once (Windows)

@@ -156,6 +156,10 @@ class Open:
     # a CLOSE waits for the I/O under way on it (Connection.after_io): no request reaches it
     # meanwhile (FILE_CLOSED, as Samba's fsp closing flag)
     closing: bool = False
+    # data was written through it: its directory's leases are broken when it closes (the size
+    # and write time a listing shows settle then; smb.dirleases)
+    wrote: bool = False
+    spares: tuple | None = None     # at its close: the directory lease its changes spared
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

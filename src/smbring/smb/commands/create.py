@@ -8,7 +8,7 @@ import struct
 from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
-from smbring.smb import acl, leasing, notify, sharemodes, unix_owner, wire
+from smbring.smb import acl, dirleases, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -876,7 +876,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     c.add_open(o)
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
     lease = None
-    if lease_req is not None and not is_dir and tree.share.oplocks:   # (no directory leases)
+    if lease_req is not None and tree.share.oplocks and (not is_dir or may_lease_directory(c, lease_req)):
         lease = c.state.oplocks.grant_lease(
             o, c.client_guid, lease_req.key, lease_req.state, version=lease_req.version,
             epoch=lease_req.epoch, parent_key=lease_req.parent_key, locked=locked,
@@ -893,6 +893,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         c.state.watches.post_open(o, notify.ADDED, notify.DIR_NAME if is_dir else notify.FILE_NAME)
     elif action != wire.FILE_OPENED:
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    if action != wire.FILE_OPENED:      # made, overwritten or superseded: its directory's listing changed
+        dirleases.open_changed(c, o)
     try:        # registered: what fails now undoes the open as a CLOSE would (deleting nothing)
         if eas and not made and action != wire.FILE_OPENED and stream is None:
             # (an overwritten file's; a new file's are stored above, a stream's file's by
@@ -922,6 +924,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     # (a stream's times and attributes: its file's, as read when its rights were judged)
     file_write_ns = c.state.write_times.shown((base_st.st_dev, base_st.st_ino))
     return response_body(o, oplock, action, answers, st, dos, file_write_ns, file=(base_st, base_dos)), fid
+
+
+def may_lease_directory(c: Connection, lease_req: leasing.LeaseRequest) -> bool:
+    """Whether an open of a directory may hold the lease it asks for: a version 2 lease
+    context (SMB 3), with `smb3 directory leases` on, where the server sees every change
+    that must break it (one process: `Oplocks.breaks_directories`). SMB 2.1 has none
+    (MS-SMB2 3.3.5.9.8), nor has a version 1 context."""
+    return lease_req.version == 2 and c.dialect >= wire.SMB300 and c.policy.directory_leases \
+        and c.state.oplocks.breaks_directories
 
 
 def open_again(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,

@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, notify, sharemodes, unix_owner, wire
+from smbring.smb import acl, dirleases, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
     ADD_FILE,
@@ -375,6 +375,7 @@ def rename_stream(c: Connection, o: Open, buf):
     o.stream, o.parts = target, fs.stream_parts(o.base_key, target)
     c.state.moved(o)
     c.state.watches.post_open(o, notify.ADDED, notify.FILE_NAME)
+    dirleases.open_changed(c, o)        # (as Samba: a stream's change breaks its file's directory's)
 
 
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
@@ -430,6 +431,10 @@ def add_link(c: Connection, o: Open, buf) -> None:
         raise
     fs.remove_streams(replaced)      # the streams of the file it replaced
     c.state.watches.post("/".join([fs.root] + new_parts), notify.ADDED, notify.FILE_NAME)
+    # the new name's directory (the file's times a listing of the old one shows change too)
+    spared = dirleases.exempt(c, o)
+    dirleases.entry_changed(c, fs, new_parts, spared)
+    dirleases.open_changed(c, o, spared)
 
 
 # the access each settable file information class needs (MS-SMB2 3.3.5.21.1)
@@ -545,6 +550,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             blob = acl.merge(current, new, parts).pack()
             writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
+        dirleases.open_changed(c, o)    # (what a listing shows may depend on it: hide unreadable)
         return struct.pack("<H", 2), None
     if info_type != wire.INFO_FILE:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
@@ -561,13 +567,15 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             lambda h, m, r, ch, since: h_set_info(c, h, m, r, ch, held_since=since))
     if klass == 4:  # Basic: times (0 = leave, -1 = freeze, -2 = thaw) and attributes (0 = leave)
         set_basic(o, buf, c.state.write_times)
-        ctime_set, atime, mtime, _change, attrs = struct.unpack_from("<QQQQI", buf, 0)
+        ctime_set, atime, mtime, change, attrs = struct.unpack_from("<QQQQI", buf, 0)
         unset = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE)
         changed = ((notify.CREATION if ctime_set not in unset else 0) | (notify.ATTRIBUTES if attrs else 0)
                    | (notify.LAST_ACCESS if atime not in unset else 0)
                    | (notify.LAST_WRITE if mtime not in unset else 0))
         if changed:
             c.state.watches.post_open(o, notify.MODIFIED, changed)
+        if changed or change not in unset:      # (a listing shows the change time too)
+            dirleases.open_changed(c, o)
     elif klass == 10:  # Rename: needs DELETE access, and every other open must share delete
         if o.stream is not None:
             steps = rename_stream(c, o, buf)
@@ -604,6 +612,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.renamed(o, old_parts)           # (and the file's other opens with it)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
+        # the directory left (known by its id: its name may be what moved) and the one entered
+        spared = dirleases.exempt(c, o)
+        if c.state.oplocks.directory_leases():
+            c.state.oplocks.break_directory((parent.st_dev, parent.st_ino), spared)
+        dirleases.entry_changed(c, fs, new_parts, spared)
     elif klass == 11:  # Link: another name for the file
         add_link(c, o, buf)
     elif klass == 13:  # Disposition
@@ -620,6 +633,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         with file_of(o) as fd:
             store_eas(fs, fd, eas)
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
+        dirleases.open_changed(c, o)    # (a listing shows EaSize)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key, o)
         fs.ftruncate(o.fd, file_size(buf))
@@ -628,6 +642,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         else:
             c.state.write_times.modified_now(o)     # (the kernel's time is now too)
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+        dirleases.open_changed(c, o)
     elif klass == 19:  # Allocation: below the end of file it truncates, above it reserves
         wanted = file_size(buf)
         if not o.is_dir:
@@ -635,6 +650,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             if wanted < fs.fstat(o.fd).st_size:
                 fs.ftruncate(o.fd, wanted)
             set_allocation(fs, o.fd, wanted, o.tree.share.strict_allocate)
+            dirleases.open_changed(c, o)    # (a listing shows AllocationSize)
     elif klass == 14:  # Position (CurrentByteOffset)
         o.position = struct.unpack_from("<Q", buf, 0)[0]
     elif klass == 16:  # Mode: only the flags a handle may change (MS-FSCC 2.4.26)

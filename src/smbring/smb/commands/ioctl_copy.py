@@ -137,6 +137,7 @@ def copy_steps(c: Connection, src: Open, dst: Open, chunks: list, rhdr: Header):
         if copied < length:         # the source was cut meanwhile
             return copy_response(rhdr, STATUS_INVALID_VIEW_SIZE, done, total)
         done += 1
+    dst.wrote = dst.wrote or bool(done)     # (as a WRITE: smb.dirleases)
     if done and c.state.watches.active():
         c.state.watches.post_open(dst, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     return copy_response(rhdr, wire.STATUS_SUCCESS, done, total)
@@ -172,6 +173,7 @@ def clone_steps(c: Connection, src: Open, dst: Open, src_off: int, dst_off: int,
                        else status_for_oserror(result))
     if isinstance(result, BaseException):
         raise result
+    dst.wrote = True        # (as a WRITE: smb.dirleases)
     if c.state.watches.active():
         c.state.watches.post_open(dst, notify.MODIFIED, notify.LAST_WRITE)
     return b""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import notify, wire
+from smbring.smb import dirleases, notify, wire
 from smbring.smb.effects import AllocatedRanges, TrimRange, ZeroRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE
@@ -71,6 +71,7 @@ def set_sparse(c: Connection, hdr: Header, o: Open, request, max_out: int, rhdr:
     if attrs != (dos.attrs or wire.ATTR_ARCHIVE):
         dos.attrs = attrs
         fs.set_dos(o.fd, dos)
+        dirleases.open_changed(c, o)        # (a listing shows the attributes)
         if c.state.watches.active():
             c.state.watches.post_open(o, notify.MODIFIED, notify.ATTRIBUTES)
     return b""
@@ -107,6 +108,7 @@ def zero_steps(c: Connection, o: Open, start: int, length: int, deallocate: bool
     result = yield ZeroRange(o.fd, start, length, deallocate)
     if isinstance(result, BaseException):
         raise result        # (an OSError: its status)
+    o.wrote = True          # (as a WRITE: smb.dirleases)
     if c.state.watches.active():
         c.state.watches.post_open(o, notify.MODIFIED, notify.LAST_WRITE)
     return b""

@@ -155,7 +155,9 @@ def capabilities(c: Connection, dialect: int) -> int:
     """What NEGOTIATE announced (and FSCTL_VALIDATE_NEGOTIATE_INFO must repeat exactly)."""
     caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
     if dialect >= wire.SMB210 and c.policy.smb2_leases:
-        caps |= wire.CAP_LEASING            # (no directory leases: no DIRECTORY_LEASING)
+        caps |= wire.CAP_LEASING
+        if dialect >= wire.SMB300 and c.policy.directory_leases and c.state.oplocks.breaks_directories:
+            caps |= wire.CAP_DIRECTORY_LEASING      # (see smb.dirleases)
     if dialect in (wire.SMB300, wire.SMB302) and c.cipher:
         caps |= wire.CAP_ENCRYPTION
     if dialect >= wire.SMB300 and c.policy.multi_channel:

@@ -92,6 +92,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
 
     def written(n: int) -> bytes:
         o.position = where[0] + n
+        o.wrote = True          # (its directory's leases break at its close: smb.dirleases)
         if o.kept_write_ns is not None:
             keep_write_time(o.tree.fs, o.fd, o.kept_write_ns)
         if c.state.watches.active():

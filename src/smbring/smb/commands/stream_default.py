@@ -23,7 +23,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from smbring.smb import notify, sharemodes, wire
+from smbring.smb import dirleases, notify, sharemodes, wire
 from smbring.smb.effects import CopyRange, FileSteps, Forget
 from smbring.smb.errors import SMBError, status_for_oserror
 
@@ -111,6 +111,7 @@ def moved(c: "Connection", o: "Open", fd: int, size: int, taken: tuple[int, int]
     c.state.oplocks.add(o, o.access)
     c.state.write_times.modified_now(o)
     c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    dirleases.open_changed(c, o)        # (the file's size and write time a listing shows)
     c.close_open_descriptor(o.tree, old_fd)     # (once work in flight that names it is done)
     c.outbox.append(Forget(*old_key))       # a kept map of the stream's data goes with it
     return b"\x02\x00"
