@@ -317,14 +317,3 @@ def spawn_for_accounts(tmp_path, share_path, users, password: str, more: str = "
         subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
                        input=password + "\n", text=True, check=True, env=env, capture_output=True)
     return spawn(tmp_path, "--config", str(conf), port=port, accounts=True)
-
-
-def impacket_without_directory_leasing(conn) -> None:
-    """impacket 0.13.1 (an SMBConnection, logged on) fails every CREATE of a name in a share's
-    root, named pipes included, on SMB 3 with a server that offers directory leasing (Windows,
-    Samba 4.22, smbring): its parent directory's bookkeeping reads a variable it never set
-    (fortra/impacket#2256, fixed upstream by #2262). impacket asks for no directory lease
-    anyway: it is told the server has none."""
-    smb3 = conn.getSMBServer()
-    if hasattr(smb3, "_Connection") and "SupportsDirectoryLeasing" in smb3._Connection:
-        smb3._Connection["SupportsDirectoryLeasing"] = False

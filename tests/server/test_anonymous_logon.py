@@ -31,7 +31,6 @@ need_root_and_samba()
 sys.path.insert(0, str(Path(__file__).parent.parent / "security"))     # raw.py, logon.py
 from logon import ANONYMOUS, V1_FLAGS, forged_logon  # noqa: E402
 from raw import RawClient  # noqa: E402
-from servers import impacket_without_directory_leasing  # noqa: E402
 from smbcore import read_body, write_body  # noqa: E402
 
 PASSWORD = "Anon-pw1"
@@ -116,7 +115,6 @@ def test_impacket_null_session(default, dialect):
                          preferredDialect=getattr(smb3structs, dialect))
     try:
         conn.login("", "")
-        impacket_without_directory_leasing(conn)
         assert not conn.isGuestSession()
         names = {share["shi1_netname"][:-1] for share in conn.listShares()}
         assert {"priv", "only", "IPC$"} <= names

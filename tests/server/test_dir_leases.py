@@ -92,6 +92,19 @@ def test_smb21_gets_none(clients):
     assert d.oplock_level == NONE and lease is None
 
 
+def test_a_client_that_does_not_announce_directory_leasing_gets_none(clients):
+    """As Samba: the capability only for a client whose NEGOTIATE says it knows directory
+    leases (impacket 0.13.1, which does not, fails every open of a name in a share's root
+    against a server that announces it), and then no directory lease either."""
+    a = clients(directory_leasing=False)
+    assert a.conn.server_capabilities.has_flag(CAP_LEASING)
+    assert not a.conn.server_capabilities.has_flag(CAP_DIRECTORY_LEASING)
+    d, lease = dir_lease(a, "d", key(1), RH)
+    assert d.oplock_level == NONE and lease is None
+    f, lease = a.open("f", key(2), RWH)          # file leases as before
+    assert lease[1] == RWH
+
+
 def test_created_entry_breaks_and_the_holder_rearms(clients):
     a, b = clients(), clients()
     _d, lease = dir_lease(a, "d", key(1), RH, epoch=5)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, free_port, impacket_without_directory_leasing, spawn, stop
+from servers import PASSWORD, USER, free_port, spawn, stop
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
 from raw import FID_ANY, RawClient  # noqa: E402
@@ -316,7 +316,6 @@ def test_impacket_copychunk(server):
                                        preferredDialect=s3.SMB2_DIALECT_30)
     try:
         conn.login(USER, PASSWORD)
-        impacket_without_directory_leasing(conn)     # (impacket 0.13.1's bug: see there)
         tid = conn.connectTree("rw")
         src = conn.openFile(tid, "imp-src", desiredAccess=s3.FILE_READ_DATA)
         dst = conn.createFile(tid, "imp-dst", desiredAccess=s3.FILE_READ_DATA | s3.FILE_WRITE_DATA)

@@ -90,8 +90,10 @@ class Break:
 
 class Client:
     def __init__(self, port: int, guid: uuid.UUID | None = None, dialect=None, share: str = "share",
-                 user: str = USER, password: str = PASSWORD):
+                 user: str = USER, password: str = PASSWORD, directory_leasing: bool = True):
         self.conn = Connection(guid or uuid.uuid4(), "127.0.0.1", port)
+        if directory_leasing:       # (announced as Windows announces it; smbprotocol does not)
+            self.conn.client_capabilities |= CAP_DIRECTORY_LEASING
         self.conn.connect(dialect)
         self.session = Session(self.conn, user, password, require_encryption=False)
         self.session.connect()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from servers import PASSWORD, USER, impacket_without_directory_leasing, smbclient
+from servers import PASSWORD, USER, smbclient
 
 CONTENT = b"logged on\n" * 1000   # small: pysmb cannot read frames over 128 KiB
 
@@ -60,7 +60,6 @@ def test_impacket(served):
     conn = smbconnection.SMBConnection("127.0.0.1", "127.0.0.1", sess_port=served["port"])
     try:
         conn.login(USER, PASSWORD, domain="")
-        impacket_without_directory_leasing(conn)
         assert "hello.txt" in [f.get_longname() for f in conn.listPath("share", "*")]
         got = io.BytesIO()
         conn.getFile("share", "hello.txt", got.write)

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from servers import (PASSWORD, USER, impacket_without_directory_leasing, spawn, stop,
+from servers import (PASSWORD, USER, spawn, stop,
                      loopback_on_445_or_skip as loopback_on_445)
 from smbring.smb import sids
 
@@ -292,7 +292,6 @@ def lsa(server):
         rpc.set_credentials(USER, PASSWORD)
         conn = SMBConnection(server["address"], server["address"])
         conn.login(USER, PASSWORD)
-        impacket_without_directory_leasing(conn)
         rpc.set_smb_connection(conn)
         dce = rpc.get_dce_rpc()
         dce.connect()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, impacket_without_directory_leasing
+from servers import PASSWORD, USER
 from smbcore import smb1_negotiate_message
 from smbring.smb import wire
 
@@ -91,7 +91,6 @@ def impacket(server, request):
         conn = smbconnection.SMBConnection("127.0.0.1", "127.0.0.1", sess_port=server["port"],
                                            preferredDialect=smbconnection.SMB2_DIALECT_21)
     conn.login(USER, PASSWORD, domain="")
-    impacket_without_directory_leasing(conn)
     yield conn
     conn.close()
 

@@ -4,7 +4,7 @@ import shutil
 import subprocess
 
 import pytest
-from servers import (PASSWORD, USER, free_port, impacket_without_directory_leasing, spawn, stop,
+from servers import (PASSWORD, USER, free_port, spawn, stop,
                      loopback_on_445_or_skip as loopback_on_445)
 
 SHARES = """
@@ -153,7 +153,6 @@ def test_impacket_list_shares(served):
     conn = smbconnection.SMBConnection("127.0.0.1", "127.0.0.1", sess_port=served["port"])
     try:
         conn.login(USER, PASSWORD, domain="")
-        impacket_without_directory_leasing(conn)
         shares = {s["shi1_netname"][:-1]: (s["shi1_type"], s["shi1_remark"][:-1]) for s in conn.listShares()}
     finally:
         conn.close()

@@ -135,14 +135,18 @@ def test_max_read_write_and_transact_size(conn, dialect, size):
     (wire.SMB302, 0, wire.CAP_LARGE_MTU, 0),                  # the client cannot encrypt
     # 3.1.1: the cipher is chosen by a context, never announced as a capability
     (wire.SMB311, wire.CAP_ENCRYPTION, wire.CAP_LARGE_MTU, security.AES_128_GCM),
+    # directory leasing (`smb3 directory leases`, on by default) where the client announces it,
+    # on SMB 3 (as Samba)
+    (wire.SMB311, wire.CAP_DIRECTORY_LEASING, wire.CAP_LARGE_MTU | wire.CAP_DIRECTORY_LEASING,
+     security.AES_128_GCM),
+    (wire.SMB300, wire.CAP_DIRECTORY_LEASING, wire.CAP_LARGE_MTU | wire.CAP_DIRECTORY_LEASING, 0),
+    (wire.SMB210, wire.CAP_DIRECTORY_LEASING, wire.CAP_LARGE_MTU, 0),
 ])
 def test_capabilities_and_cipher(conn, dialect, client_caps, caps, cipher):
     _h, fields, _c, _ = negotiate(conn, [dialect], caps=client_caps)
-    # SMB 3 also announces multichannel (`server multi channel support`, on by default) and
-    # directory leasing (`smb3 directory leases`, on by default), 2.1 and later leasing
-    # (`smb2 leases`, on by default)
-    assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL | wire.CAP_DIRECTORY_LEASING
-                                     if dialect >= wire.SMB300 else 0) | \
+    # SMB 3 also announces multichannel (`server multi channel support`, on by default), 2.1
+    # and later leasing (`smb2 leases`, on by default)
+    assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL if dialect >= wire.SMB300 else 0) | \
         (wire.CAP_LEASING if dialect >= wire.SMB210 else 0)
     assert conn.cipher == cipher
 

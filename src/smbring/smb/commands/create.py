@@ -9,7 +9,7 @@ from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import acl, dirleases, leasing, notify, sharemodes, unix_owner, wire
-from smbring.smb.commands import create_durable, oplock_break, pipe
+from smbring.smb.commands import create_durable, negotiate, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
     parse_create_contexts,
@@ -928,11 +928,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
 
 def may_lease_directory(c: Connection, lease_req: leasing.LeaseRequest) -> bool:
     """Whether an open of a directory may hold the lease it asks for: a version 2 lease
-    context (SMB 3), with `smb3 directory leases` on, where the server sees every change
-    that must break it (one process: `Oplocks.breaks_directories`). SMB 2.1 has none
-    (MS-SMB2 3.3.5.9.8), nor has a version 1 context."""
-    return lease_req.version == 2 and c.dialect >= wire.SMB300 and c.policy.directory_leases \
-        and c.state.oplocks.breaks_directories
+    context (SMB 3) on a connection that negotiated directory leasing
+    (`negotiate.offers_directory_leasing`). SMB 2.1 has none (MS-SMB2 3.3.5.9.8), nor has a
+    version 1 context."""
+    return lease_req.version == 2 and c.dialect >= wire.SMB300 and negotiate.offers_directory_leasing(c)
 
 
 def open_again(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,

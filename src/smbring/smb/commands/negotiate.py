@@ -156,13 +156,23 @@ def capabilities(c: Connection, dialect: int) -> int:
     caps = wire.CAP_LARGE_MTU if dialect >= wire.SMB210 else 0
     if dialect >= wire.SMB210 and c.policy.smb2_leases:
         caps |= wire.CAP_LEASING
-        if dialect >= wire.SMB300 and c.policy.directory_leases and c.state.oplocks.breaks_directories:
+        if dialect >= wire.SMB300 and offers_directory_leasing(c):
             caps |= wire.CAP_DIRECTORY_LEASING      # (see smb.dirleases)
     if dialect in (wire.SMB300, wire.SMB302) and c.cipher:
         caps |= wire.CAP_ENCRYPTION
     if dialect >= wire.SMB300 and c.policy.multi_channel:
         caps |= wire.CAP_MULTI_CHANNEL      # sessions bind further connections (smb.channels)
     return caps
+
+
+def offers_directory_leasing(c: Connection) -> bool:
+    """Directory leases for this connection: `smb3 directory leases` on, where the server sees
+    every change that must break them (one process: `Oplocks.breaks_directories`), and asked
+    for by the client's own capabilities, as Samba grants them (a client that does not say it
+    knows them never meets the capability: impacket 0.13.1 fails every open of a share root's
+    names against a server that announces it)."""
+    return bool(c.policy.directory_leases and c.state.oplocks.breaks_directories
+                and c.client_caps & wire.CAP_DIRECTORY_LEASING)
 
 
 def security_mode(c: Connection) -> int:
