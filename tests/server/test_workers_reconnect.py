@@ -10,6 +10,7 @@ ClientGuid is new, so no worker serves it yet and no hand-off moves it back."""
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import test_workers_handoff as workers  # noqa: E402
 from servers import PASSWORD, PASSWORD2, USER, USER2, stop  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 from worker_servers import worker_of  # noqa: E402
-from smbcore import read_body  # noqa: E402
+from smbcore import create_body, read_body  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -126,3 +127,65 @@ def test_requests_between_workers_are_checked():
     assert handoff.decode_request(handoff.encode_request(99, b"")) is None
     assert handoff.decode_request(handoff.encode_request(handoff.END_SESSION, bytes(handoff.MAX_REQUEST + 1))) is None
 
+
+# -- AppInstanceId ----------------------------------------------------------------------------------
+APP_INSTANCE_ID = bytes.fromhex("45BCA66AEFA7F74A9008FA462E144D74")
+BATCH, LEVEL_II = 0x09, 0x01
+
+
+def app_instance(instance: bytes):
+    return (APP_INSTANCE_ID, struct.pack("<HH16s", 20, 0, instance))
+
+
+def app_open(client: durable.Client, name: str, instance: bytes):
+    return client.create(name, oplock=BATCH, share_access=SHARE_NONE,
+                         contexts=[workers.dh2q(os.urandom(16)), app_instance(instance)])
+
+
+def test_an_app_instance_closes_its_earlier_open_on_another_worker(server):
+    """MS-SMB2 3.3.5.9.13, as smbtorture's durable-v2-open.app-instance: the application's
+    new instance (another client) opens the file; its earlier instance's open is closed
+    first, without a break, wherever it is."""
+    instance = os.urandom(16)
+    first = durable.Client(server)
+    r = app_open(first, "app", instance)
+    assert r.status == wire.STATUS_SUCCESS and durable.oplock_of(r) == BATCH, r
+    fid = r.file_id
+    second = durable.Client(server, avoid=first.worker)
+    r = app_open(second, "app", instance)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert durable.oplock_of(r) == BATCH            # alone on the file
+    assert first.next_break(0.5) is None            # closed, not broken
+    assert reads(first, fid) == wire.STATUS_FILE_CLOSED
+    first.close()
+    second.close()
+
+
+def test_another_users_app_instance_closes_nothing_on_another_worker(server):
+    """The same AppInstanceId sent by bob: alice's open is broken as any holder's (she
+    answers), never closed; bob meets her share mode."""
+    instance = os.urandom(16)
+    first = durable.Client(server)
+    r = app_open(first, "app", instance)
+    assert r.status == wire.STATUS_SUCCESS, r
+    fid = r.file_id
+    guid = os.urandom(16)
+    if durable.two_workers(server):
+        raw = workers.connect_while_stopped(server, first.worker, lambda: workers.connect(server["port"], guid))
+    else:
+        raw = workers.connect(server["port"], guid)
+    tree = raw.tree(raw.logon(USER2, PASSWORD2), "share")
+    r = tree.request(wire.CREATE, create_body("app", durable.READ, wire.FILE_OPEN, 0, share_access=7,
+                                              oplock=BATCH, contexts=[workers.dh2q(os.urandom(16)),
+                                                                      app_instance(instance)]))
+    raw.sock.settimeout(20)
+    while r.status == wire.STATUS_PENDING:
+        body = first.next_break(0.2)
+        if body is not None:
+            ack = first.tree.request(wire.OPLOCK_BREAK, struct.pack("<HBBI16s", 24, LEVEL_II, 0, 0, fid))
+            assert ack.status == wire.STATUS_SUCCESS, ack
+        r = raw.response_to(r.header.message_id)
+    assert r.status == wire.STATUS_SHARING_VIOLATION, r
+    assert reads(first, fid) == wire.STATUS_END_OF_FILE
+    first.close()
+    raw.close()

@@ -462,6 +462,19 @@ class HandOffs:
         finally:
             link.close()
 
+    def others(self) -> list[int]:
+        """The other workers (those with a hand-off socket in the store's directory)."""
+        found = []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return found
+        for name in names:
+            prefix, _, number = name.partition("-")
+            if prefix == "handoff" and number.isdigit() and int(number) != self.worker:
+                found.append(int(number))
+        return sorted(found)
+
     def close(self) -> None:
         """Stops receiving (the socket's name goes with the store when the server stops, or
         is replaced by the next worker of this slot)."""
@@ -490,6 +503,24 @@ class Peers:
         self._ask(worker, END_SESSION, SESSION_ID.pack(session_id) + owner.encode(),
                   lambda answer: done(answer == YES))
 
+    def close_app_instance(self, app_instance: bytes, owner: str, done) -> None:
+        """A CREATE naming an AppInstanceId: every other worker closes `owner`'s opens of that
+        instance; done() once all have answered (or not, within the bound)."""
+        handoffs = self.server.handoffs
+        others = handoffs.others() if handoffs is not None else []
+        if not others:
+            done()
+            return
+        left = [len(others)]
+
+        def one(_answer) -> None:
+            left[0] -= 1
+            if not left[0]:
+                done()
+        body = bytes(app_instance) + owner.encode()
+        for worker in others:
+            self._ask(worker, CLOSE_APP_INSTANCE, body, one)
+
     def _ask(self, worker: int, kind: int, body: bytes, then) -> None:
         handoffs = self.server.handoffs
         if handoffs is None or len(body) > MAX_REQUEST:
@@ -517,3 +548,22 @@ def answer_end_session(state, body: bytes) -> bytes:
         return NOT
     return YES if end_previous(state, SESSION_ID.unpack_from(body)[0], owner) else NOT
 
+
+def answer_close_app_instance(state, body: bytes, forget_file) -> bytes:
+    """Another worker's CLOSE_APP_INSTANCE request: this worker's opens of the owner named
+    with that AppInstanceId are closed (`close_app_instance_here`); forget_file(dev, ino) for
+    a file a close deleted."""
+    from smbring.smb.commands.create_durable import close_app_instance_here
+    from smbring.smb.effects import Forget
+    if len(body) <= 16:
+        return NOT
+    try:
+        owner = body[16:].decode()
+    except UnicodeDecodeError:
+        return NOT
+    effects: list = []
+    closed = close_app_instance_here(state, body[:16], owner, effects)
+    for effect in effects:
+        if isinstance(effect, Forget):
+            forget_file(effect.dev, effect.ino)
+    return YES if closed else NOT

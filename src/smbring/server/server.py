@@ -984,6 +984,8 @@ class Server:
         """Another worker's request (server.handoff): the answer."""
         if kind == handoff.END_SESSION:
             return handoff.answer_end_session(self.state, body)
+        if kind == handoff.CLOSE_APP_INSTANCE:
+            return handoff.answer_close_app_instance(self.state, body, self.file_maps.forget_file)
         return handoff.NOT
 
     def refusal(self, sock: socket.socket) -> str | None:

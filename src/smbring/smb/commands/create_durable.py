@@ -132,6 +132,10 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
             return answered, request
     if request.app_instance and request.version == 2 and any(request.app_instance):
         close_app_instance(c, hdr, request.app_instance)
+        owner = session_user(c, hdr)
+        if not retry and owner and c.state.peers is not None:
+            # the other workers close theirs too, before this CREATE goes on (once answered)
+            raise held_for_app_instance(c, msg, request, owner)
     return None, request
 
 
@@ -201,6 +205,62 @@ def close_app_instance(c: "Connection", hdr: "Header", app_instance: bytes) -> N
         owner = owner_of(c, d.open)
         if owner is not None:
             owner.close_open(d.open)
+
+
+def close_app_instance_here(state, app_instance: bytes, owner: str, effects: list) -> int:
+    """Another worker's CREATE naming the AppInstanceId for `owner` (a resolved owner, never
+    empty): this worker's opens of that user with it are closed, as `close_app_instance`
+    closes them in one process (a detached one as its timeout would, an attached one as a
+    CLOSE would, its client told nothing). How many."""
+    closed = 0
+    if not owner:
+        return closed
+    for d in list(state.durable.with_app_instance(app_instance)):
+        if d.user != owner:
+            continue
+        if d.detached:
+            state.durable.close_detached(d, effects)
+            closed += 1
+            continue
+        s = state.sessions.get(d.open.session_id)
+        client = getattr(s, "client", None)
+        if client is not None and client.connections and client.opens.get(d.open.fid) is d.open:
+            holder = client.connections[0]
+            holder.close_open(d.open)
+            if holder.on_output is not None and holder.outbox:
+                holder.on_output()
+            closed += 1
+    return closed
+
+
+def held_for_app_instance(c: "Connection", msg, request: DurableRequest, owner: str) -> GoAsync:
+    """A CREATE naming an AppInstanceId with several workers: answered STATUS_PENDING first,
+    it goes on (as a retry) once every other worker has closed `owner`'s opens of that
+    instance (`close_app_instance_here` there) or given no answer within the peers' bound.
+    Its CreateGuid stays reserved meanwhile (as for a CREATE held for a break)."""
+    from smbring.smb.commands.create import held_create    # (create imports this module)
+    pending = request.pending
+
+    def wait(areq, again) -> None:
+        waiting = [True]
+
+        def answered(_closed=None) -> None:
+            if waiting[0]:
+                waiting[0] = False
+                again()
+
+        def stop() -> None:
+            waiting[0] = False
+            if request.key is not None:
+                request.failed(c)       # cancelled, or its connection lost for good
+
+        areq.on_cancel = stop
+        if pending is not None:
+            pending.request = areq
+            areq.replayable = True
+        c.state.peers.close_app_instance(request.app_instance, owner, answered)
+
+    return held_create(c, msg, wait)
 
 
 def owner_of(c: "Connection", o: Open) -> "Connection | None":
