@@ -22,8 +22,8 @@ import test_workers_durable as durable  # noqa: E402
 import test_workers_handoff as workers  # noqa: E402
 from servers import PASSWORD, PASSWORD2, USER, USER2, stop  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
-from worker_servers import worker_of  # noqa: E402
-from smbcore import create_body, read_body  # noqa: E402
+from worker_servers import worker_holding, worker_of  # noqa: E402
+from smbcore import create_body, lock_body, read_body, write_body  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
@@ -189,3 +189,209 @@ def test_another_users_app_instance_closes_nothing_on_another_worker(server):
     assert reads(first, fid) == wire.STATUS_END_OF_FILE
     first.close()
     raw.close()
+
+
+# -- a durable open reclaimed under another ClientGuid, on another worker -------------------------
+def dhnc_reclaimer(fid: bytes):
+    return ("__ignored__", BATCH, [durable.dhnc(fid)])
+
+
+def reclaim_elsewhere(server, holder: durable.Client, reclaimer, user: str = USER, password: str = PASSWORD):
+    """A new client (new ClientGuid) of `user`, on the other worker than `holder`'s (with
+    two), reconnecting to the open: (its connection, tree, the CREATE's answer)."""
+    guid = os.urandom(16)
+    if durable.two_workers(server):
+        raw = workers.connect_while_stopped(server, holder.worker, lambda: workers.connect(server["port"], guid))
+        assert worker_of(server, raw) != holder.worker
+    else:
+        raw = workers.connect(server["port"], guid)
+    tree = raw.tree(raw.logon(user, password), "share")
+    name, oplock, contexts = reclaimer
+    r = tree.request(wire.CREATE, create_body(name, durable.READ_WRITE, wire.FILE_OPEN, 0,
+                                              oplock=oplock, contexts=contexts))
+    raw.sock.settimeout(20)
+    while r.status == wire.STATUS_PENDING:
+        r = raw.response_to(r.header.message_id)
+    raw.sock.settimeout(10)
+    return raw, tree, r
+
+
+@pytest.mark.parametrize("kind", ["dhnq-batch", "dh2q-batch"])
+def test_a_durable_open_is_reclaimed_under_a_new_client_guid_on_another_worker(server, kind):
+    """As smbtorture's durable-open.reopen2 and durable-v2-open.reopen2: the client's new
+    connection has a new ClientGuid, which another worker may serve; the open, its data
+    come back all the same, and it is the file's one open (in `smbring status`, it
+    is the new worker's)."""
+    holder = durable.Client(server)
+    if kind == "dhnq-batch":
+        fid, _ = durable.durable_open(holder, "moved", kind, SHARE_NONE)
+        reclaimer = dhnc_reclaimer(fid)
+    else:
+        create_guid = os.urandom(16)
+        r = holder.create("moved", oplock=BATCH, share_access=SHARE_NONE, contexts=[workers.dh2q(create_guid)])
+        assert r.status == wire.STATUS_SUCCESS and b"DH2Q" in durable.contexts_of(r), r
+        fid = r.file_id
+        reclaimer = ("__ignored__", BATCH, [workers.dh2c(fid, create_guid)])
+    assert holder.tree.request(wire.WRITE, write_body(fid, b"before the move")).status == wire.STATUS_SUCCESS
+    durable.lose(holder)
+    raw, tree, r = reclaim_elsewhere(server, holder, reclaimer)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert durable.oplock_of(r) == BATCH
+    got = tree.request(wire.READ, read_body(r.file_id, 100, 0))
+    assert got.status == wire.STATUS_SUCCESS and got.body[16:] == b"before the move", got
+    if durable.two_workers(server):        # the open is the new worker's now, and only its
+        assert worker_holding(server, "moved") == worker_of(server, raw)
+    # lost again, and reclaimed again (wherever it is now)
+    raw.close()
+    time.sleep(0.5)
+    raw2, tree2, r2 = reclaim_elsewhere(server, holder, reclaimer)
+    assert r2.status == wire.STATUS_SUCCESS, r2
+    assert tree2.close(r2.file_id).status == wire.STATUS_SUCCESS
+    raw2.close()
+
+
+def test_another_users_reconnect_moves_nothing(server):
+    """bob names alice's detached open (DHnC, which checks no CreateGuid): not found, from
+    whichever worker; alice's own reconnect gets it after that."""
+    holder = durable.Client(server)
+    fid, _ = durable.durable_open(holder, "hers", "dhnq-batch", SHARE_NONE)
+    durable.lose(holder)
+    raw, _tree, r = reclaim_elsewhere(server, holder, dhnc_reclaimer(fid), USER2, PASSWORD2)
+    assert r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, r
+    raw.close()
+    raw, _tree, r = reclaim_elsewhere(server, holder, dhnc_reclaimer(fid))
+    assert r.status == wire.STATUS_SUCCESS, r
+    raw.close()
+
+
+def test_a_wrong_create_guid_moves_nothing(server):
+    holder = durable.Client(server)
+    create_guid = os.urandom(16)
+    r = holder.create("guid", oplock=BATCH, share_access=SHARE_NONE, contexts=[workers.dh2q(create_guid)])
+    fid = r.file_id
+    durable.lose(holder)
+    raw, _tree, r = reclaim_elsewhere(server, holder, ("__ignored__", BATCH, [workers.dh2c(fid, os.urandom(16))]))
+    assert r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, r
+    raw.close()
+    raw, _tree, r = reclaim_elsewhere(server, holder, ("__ignored__", BATCH, [workers.dh2c(fid, create_guid)]))
+    assert r.status == wire.STATUS_SUCCESS, r
+    raw.close()
+
+
+def locks_in_store(server, key) -> list[tuple[int, int, int]]:
+    """The store's byte-range locks of the file `key`: (worker, offset, length) each."""
+    import lmdb
+    from smbring.server.shared_store import DATABASES
+    env = lmdb.open(workers.store_directory(server), readonly=True, max_dbs=len(DATABASES), create=False)
+    try:
+        db = env.open_db(b"locks", create=False)
+        file = struct.pack(">QQ", *key)
+        with env.begin() as txn:
+            return [(struct.unpack_from(">H", k, 16)[0], *struct.unpack_from(">QQ", k, 26))
+                    for k in (bytes(k) for k, _v in txn.cursor(db)) if k.startswith(file)]
+    finally:
+        env.close()
+
+
+def test_a_reclaimed_open_brings_its_byte_range_locks(server):
+    """As smbtorture's durable-open.lock-oplock: the lock a detached open holds (a batch
+    oplock keeps it) is the reclaiming worker's open's, in its tables and in the store."""
+    holder = durable.Client(server)
+    fid, _ = durable.durable_open(holder, "locked", "dhnq-batch", 7)
+    lock = holder.tree.request(wire.LOCK, lock_body(fid, [(0, 10, wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY)]))
+    assert lock.status == wire.STATUS_SUCCESS, lock
+    st = os.stat(server["share"] / "locked")
+    key = (st.st_dev, st.st_ino)
+    durable.lose(holder)
+    raw, tree, r = reclaim_elsewhere(server, holder, dhnc_reclaimer(fid))
+    assert r.status == wire.STATUS_SUCCESS, r
+    if durable.two_workers(server):
+        assert locks_in_store(server, key) == [(worker_of(server, raw), 0, 10)]
+    unlock = lock_body(r.file_id, [(0, 10, wire.LOCK_UNLOCK)])
+    assert tree.request(wire.LOCK, unlock).status == wire.STATUS_SUCCESS
+    assert tree.request(wire.LOCK, unlock).status == wire.STATUS_RANGE_NOT_LOCKED
+    if durable.two_workers(server):
+        assert locks_in_store(server, key) == []
+    raw.close()
+
+
+def test_a_stopped_holder_fails_the_reconnect_in_bounded_time(server):
+    """The worker holding the open is stopped: the reconnect on the other worker is
+    answered (not found, as for an unknown handle) within a few seconds; the open stays
+    with its worker, which gives it to the next reconnect once it goes on."""
+    if not durable.two_workers(server):
+        pytest.skip("another worker")
+    import signal
+    from worker_servers import pid_of
+    holder = durable.Client(server)
+    fid, _ = durable.durable_open(holder, "waiting", "dhnq-batch", SHARE_NONE)
+    durable.lose(holder)
+    guid = os.urandom(16)
+    raw = workers.connect_while_stopped(server, holder.worker, lambda: workers.connect(server["port"], guid))
+    tree = raw.tree(raw.logon(USER, PASSWORD), "share")
+    pid = pid_of(server, holder.worker)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        r = tree.request(wire.CREATE, create_body("__ignored__", durable.READ_WRITE, wire.FILE_OPEN, 0,
+                                                  oplock=BATCH, contexts=[durable.dhnc(fid)]))
+        raw.sock.settimeout(20)
+        while r.status == wire.STATUS_PENDING:
+            r = raw.response_to(r.header.message_id)
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, r
+    assert took < 5, took
+    time.sleep(0.5)         # (the late request read, and its offer withdrawn)
+    raw2, _tree, r = reclaim_elsewhere(server, holder, dhnc_reclaimer(fid))
+    assert r.status == wire.STATUS_SUCCESS, r
+    raw.close()
+    raw2.close()
+
+
+@pytest.fixture(params=[1, 3], ids=["one-process", "three-workers"])
+def three(request, tmp_path):
+    server = start_workers(tmp_path, request.param)
+    yield server
+    stop(server["proc"])
+
+
+def test_two_reconnects_at_once_one_gets_the_open(three):
+    """Two new clients of the user reconnect to the same detached open at the same moment,
+    from other workers than its own (with three): exactly one gets it."""
+    import threading
+    server = three
+    holder = durable.Client(server)
+    fid, _ = durable.durable_open(holder, "raced", "dhnq-batch", SHARE_NONE)
+    home = worker_of(server, holder.raw) if server["workers"] > 1 else None
+    durable.lose(holder)
+    trees = []
+    for _ in range(2):
+        guid = os.urandom(16)
+        if server["workers"] > 1:
+            raw = workers.connect_while_stopped(server, home, lambda: workers.connect(server["port"], guid))
+            assert worker_of(server, raw) != home
+        else:
+            raw = workers.connect(server["port"], guid)
+        trees.append((raw, raw.tree(raw.logon(USER, PASSWORD), "share")))
+    answers = [None, None]
+    ready = threading.Barrier(2)
+
+    def reconnect_on(i: int) -> None:
+        raw, tree = trees[i]
+        ready.wait()
+        r = tree.request(wire.CREATE, create_body("__ignored__", durable.READ_WRITE, wire.FILE_OPEN, 0,
+                                                  oplock=BATCH, contexts=[durable.dhnc(fid)]))
+        raw.sock.settimeout(20)
+        while r.status == wire.STATUS_PENDING:
+            r = raw.response_to(r.header.message_id)
+        answers[i] = r.status
+    threads = [threading.Thread(target=reconnect_on, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(answers) == sorted([wire.STATUS_SUCCESS, wire.STATUS_OBJECT_NAME_NOT_FOUND]), answers
+    for raw, _tree in trees:
+        raw.close()

@@ -83,10 +83,11 @@ ZERO_GUID = bytes(16)
 
 REQUEST_MAGIC = b"SRQ1"
 REQUEST = struct.Struct(">4sBI")        # magic, kind, bytes of body that follow
-MAX_REQUEST = 4096
+MAX_REQUEST = 16 * 1024
 MAX_ANSWER = 64
-END_SESSION, CLOSE_APP_INSTANCE = 1, 2
-REQUEST_KINDS = (END_SESSION, CLOSE_APP_INSTANCE)
+END_SESSION, CLOSE_APP_INSTANCE, RECLAIM = 1, 2, 3
+REQUEST_KINDS = (END_SESSION, CLOSE_APP_INSTANCE, RECLAIM)
+MAX_OFFER = 64 * 1024       # a detached open's description (server.moves)
 
 SMB1_NEGOTIATE, SMB2_NEGOTIATE, OTHER = "smb1-negotiate", "smb2-negotiate", "other"
 SMB2_HEADER = 64
@@ -338,9 +339,15 @@ class HandOffs:
                     kind, body = sock
                     sock = None
                     answer = self.server.answer(kind, body)
-                    if asyncio.iscoroutine(answer):
-                        answer = await answer
-                    conn.send(answer[:MAX_ANSWER])
+                    if isinstance(answer, bytes):
+                        conn.send(answer[:MAX_ANSWER])
+                    else:       # an open offered (server.moves): its description and descriptor
+                        try:
+                            conn.sendmsg([answer.data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                          array.array("i", [answer.fd]))])
+                            await _readable(conn, ANSWER_TIMEOUT)   # the taker done, or gone
+                        finally:
+                            answer.settle()     # the store says who has it now
                     self.answered += 1
                     return
                 refusal = self.server.refusal(sock)
@@ -462,6 +469,41 @@ class HandOffs:
         finally:
             link.close()
 
+    async def ask_for_descriptor(self, worker: int, kind: int, body: bytes, take) -> bool:
+        """As `ask`, for an answer that may carry a descriptor (an open offered: server.moves):
+        take(data, fd) is called with it (and closes fd where it does not keep it); whether
+        it took it. Then the giver is told (COMMIT; it asks the store what happened)."""
+        if worker == self.worker or len(body) > MAX_REQUEST:
+            return False
+        loop = asyncio.get_running_loop()
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.asked += 1
+        try:
+            await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
+            link.send(encode_request(kind, body))
+            if not await _readable(link, ANSWER_TIMEOUT):
+                log.info("worker %d did not answer a request in time", worker)
+                return False
+            data, ancillary, flags, _ = link.recvmsg(
+                MAX_OFFER + 1, socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize),
+                socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+            fds = received_fds(ancillary)
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                return False
+            took = take(data, fds[0])
+            try:
+                link.send(COMMIT)
+            except OSError:
+                pass
+            return took
+        except (OSError, TimeoutError) as e:
+            log.info("worker %d not asked: %s", worker, e)
+            return False
+        finally:
+            link.close()
+
     def others(self) -> list[int]:
         """The other workers (those with a hand-off socket in the store's directory)."""
         found = []
@@ -520,6 +562,34 @@ class Peers:
         body = bytes(app_instance) + owner.encode()
         for worker in others:
             self._ask(worker, CLOSE_APP_INSTANCE, body, one)
+
+    def reclaim(self, conn, tree, persistent: bytes, create_guid: bytes | None, owner: str, done) -> None:
+        """A reconnect naming a durable open this worker does not hold: every other worker
+        is asked for it (server.moves); the one holding it detached for this reconnect
+        hands it over, and it waits detached here; done() once all have answered."""
+        from smbring.server import moves
+        handoffs = self.server.handoffs
+        others = handoffs.others() if handoffs is not None else []
+        body = moves.request_body(persistent, create_guid, conn.client_guid,
+                                  (tree.share.name.lower(), tree.share.path), owner)
+        if not others or len(body) > MAX_REQUEST:
+            done()
+            return
+        left = [len(others)]
+
+        def take(data: bytes, fd: int) -> bool:
+            return moves.adopt(self.server, conn, tree, data, fd)
+
+        def one(task: asyncio.Task) -> None:
+            self._tasks.discard(task)
+            left[0] -= 1
+            if not left[0]:
+                done()
+        for worker in others:
+            task = asyncio.ensure_future(self.server.server_work(
+                handoffs.ask_for_descriptor(worker, RECLAIM, body, take)))
+            self._tasks.add(task)
+            task.add_done_callback(one)
 
     def _ask(self, worker: int, kind: int, body: bytes, then) -> None:
         handoffs = self.server.handoffs

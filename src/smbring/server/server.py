@@ -980,8 +980,13 @@ class Server:
         link.client_guid = guid
         return False
 
-    def answer(self, kind: int, body: bytes) -> bytes:
-        """Another worker's request (server.handoff): the answer."""
+    def answer(self, kind: int, body: bytes):
+        """Another worker's request (server.handoff): the answer (bytes), or an open offered
+        to it (server.moves.Offer)."""
+        if kind == handoff.RECLAIM:
+            from smbring.server import moves
+            offered = moves.offer(self, body)
+            return offered if offered is not None else handoff.NOT
         if kind == handoff.END_SESSION:
             return handoff.answer_end_session(self.state, body)
         if kind == handoff.CLOSE_APP_INSTANCE:

@@ -107,6 +107,16 @@ class ServerState:
         # still on its way to the file (this process's: each worker's opens append alone)
         self._appends: dict[tuple, tuple[int, int]] = {}
 
+    @property
+    def open_paths(self):
+        """The opens by path (`OpenPaths`, or the store's: server.moves hands opens over)."""
+        return self._opens
+
+    @property
+    def pending_deletes(self):
+        """The files to delete at their last close (`DeletePending`, or the store's)."""
+        return self._delete_pending
+
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
 

@@ -321,6 +321,11 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     d = table.reclaim(persistent, user, create_guid)
     if d is None and not retry and table.held_elsewhere(persistent, user, create_guid, hdr.session_id):
         raise held_for_detach(c, msg, persistent)
+    if d is None and not retry and user and c.state.peers is not None and \
+            table.of_persistent(persistent) is None:
+        # another worker's perhaps (a reconnect under another ClientGuid reached this one):
+        # it is asked to hand the open over, then this reconnect is tried again, as here
+        raise held_for_peers(c, msg, tree, persistent, create_guid, user)
     if d is None or d.share != (tree.share.name.lower(), tree.share.path):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     o = d.open
@@ -348,6 +353,32 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
     answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
     return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid
+
+
+def held_for_peers(c: "Connection", msg, tree, persistent: bytes, create_guid: bytes | None,
+                   user: str) -> GoAsync:
+    """A reconnect naming an open this worker does not hold: answered STATUS_PENDING first,
+    the other workers are asked for it (`peers.reclaim`: the one holding it detached, for
+    this user, CreateGuid and share, hands it over, and it waits detached here); then the
+    reconnect is handled again, once, with every check of a reconnect here."""
+    from smbring.smb.commands.create import held_create    # (create imports this module)
+
+    def wait(areq, again) -> None:
+        waiting = [True]
+
+        def answered(_moved=None) -> None:
+            if waiting[0]:
+                waiting[0] = False
+                again()
+
+        def stop() -> None:
+            waiting[0] = False
+
+        areq.on_cancel = stop
+        c.state.peers.reclaim(c, tree, bytes(persistent), None if create_guid is None else bytes(create_guid),
+                              user, answered)
+
+    return held_create(c, msg, wait)
 
 
 # seconds a reconnect waits for the open's old connection to be taken down (a client
