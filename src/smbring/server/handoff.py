@@ -45,11 +45,14 @@ refused: every descriptor received is closed, the exchange ends, the worker goes
 The same socket carries requests of one worker to another about what only the other holds
 (`ask`): "end your session S, which a client of user U replaces" (a PreviousSessionId naming
 a session of that worker), "close user U's opens of application instance I" (a CREATE with
-an AppInstanceId). A request is one message (REQUEST: magic, kind, length, at most
-MAX_REQUEST bytes, no descriptor) and one answer of at most MAX_ANSWER bytes; the asker waits
-ANSWER_TIMEOUT at most (a worker that is stopped or gone costs it that, never more), and the
-receiver acts on a request only after its own checks (the session's user is the one named,
-...): the asker is another worker of the server, the user it names is one it authenticated.
+an AppInstanceId), "hand me your detached durable open P, which user U reconnects to" (a
+DHnC/DH2C, server.moves). A request is one message (REQUEST: magic, kind, length, at most
+MAX_REQUEST bytes, no descriptor) and one answer of at most MAX_ANSWER bytes (an open handed
+over: its description, at most MAX_OFFER bytes, with its descriptor; the asker then sends
+COMMIT, and the giver asks the store who has it); the asker waits ANSWER_TIMEOUT at most (a
+worker that is stopped or gone costs it that, never more), and the receiver acts on a
+request only after its own checks (the session's user is the one named, ...): the asker is
+another worker of the server, the user it names is one it authenticated.
 """
 from __future__ import annotations
 

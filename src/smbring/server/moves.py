@@ -35,6 +35,7 @@ import stat
 
 from smbring.server.shared_store import OWNER, WORKER
 from smbring.smb.durable import Durable
+from smbring.smb.fileinfo import show_on_close
 from smbring.smb.state import Open
 
 log = logging.getLogger("smbring.server")
@@ -96,6 +97,10 @@ class Offer:
         if kept:
             d.moving = False
             return False
+        try:        # the write time its writes owed the file: given now, as at a close
+            show_on_close(state.write_times, o)
+        except OSError:
+            pass
         state.durable.let_go(d)
         state.open_paths.let_go(o)
         state.locks.let_go(o.key, id(o))
