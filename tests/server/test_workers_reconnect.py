@@ -1,8 +1,15 @@
 """A client reconnecting under a new ClientGuid with ``smbring serve --workers 2``, its new
 connection served by another worker than its old one, compared with the same sequence in one
-process: a SESSION_SETUP naming the old session as its PreviousSessionId ends that session
-(its non-durable opens closed, its durable ones detached) where it is the same user's, and
-ends nothing where it is another user's.
+process (server.handoff's requests between workers, server.moves):
+
+- a SESSION_SETUP naming the old session as its PreviousSessionId ends that session (its
+  non-durable opens closed, its durable ones detached) where it is the same user's, and ends
+  nothing where it is another user's;
+- a CREATE naming an AppInstanceId closes the same user's earlier open of that instance
+  (without a break), and nothing of another user's;
+- a DHnC or DH2C reclaims the detached durable open (its data, byte-range locks, lease),
+  and only the same user with the same CreateGuid; of two reconnects at once exactly one
+  gets it; a worker that does not answer costs a bounded wait.
 
 Placing the new connection on the other worker: the old connection's worker is stopped
 (SIGSTOP) while the new one connects (test_workers_handoff.connect_while_stopped); its
@@ -395,3 +402,39 @@ def test_two_reconnects_at_once_one_gets_the_open(three):
     assert sorted(answers) == sorted([wire.STATUS_SUCCESS, wire.STATUS_OBJECT_NAME_NOT_FOUND]), answers
     for raw, _tree in trees:
         raw.close()
+
+
+def test_a_leased_open_moves_with_its_lease(server):
+    """A client keeping its ClientGuid whose reconnect is served by another worker all the
+    same (its own worker stopped past the hand-off's bound) reclaims its leased open there:
+    the lease comes with it, and its next break is sent on the new connection."""
+    if not durable.two_workers(server):
+        pytest.skip("another worker")
+    import signal
+    import threading
+    from worker_servers import pid_of
+    holder = durable.Client(server)
+    _fid, reclaimer = durable.durable_open(holder, "leased", "dh2q-lease", 7)
+    durable.lose(holder)
+    pid = pid_of(server, holder.worker)
+    os.kill(pid, signal.SIGSTOP)
+    timer = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    try:
+        again = durable.Client(server, guid=holder.guid)    # (the hand-off home times out)
+    finally:
+        timer.join()
+        os.kill(pid, signal.SIGCONT)
+    assert again.worker != holder.worker
+    r = durable.reclaim_on(again, reclaimer, wait=0)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert durable.oplock_of(r) == durable.LEASE
+    assert worker_holding(server, "leased") == again.worker
+    other = durable.Client(server)
+    pending = other.tree.request(wire.CREATE, create_body("leased", durable.READ_WRITE, wire.FILE_OPEN, 0,
+                                                          share_access=7))
+    body = again.next_break(5)
+    assert body is not None, "no lease break on the reclaiming connection"
+    assert pending.status in (wire.STATUS_PENDING, wire.STATUS_SUCCESS), pending
+    again.close()
+    other.close()

@@ -752,13 +752,11 @@ class SharedOplocks(Oplocks):
         return True
 
     def taken_over(self, o, stat: bool) -> None:
-        """Once `take_over` is committed: the open is this worker's (detached, no sender);
-        its record read once, for its lease (a reconnect sends its breaks through it)."""
+        """Once `take_over` is committed: the open is this worker's (detached, no sender;
+        its lease is read from its record at the reconnect's first step, `lease_of`)."""
         self._listen()
         self._mine[id(o)] = Holder(o, stat)
         self._raw[id(o)] = (None, None)
-        with self._step(o.key):
-            pass
 
     def offer(self, o) -> bool:
         """Marks this worker's detached open as offered to another worker (GIVING); False
