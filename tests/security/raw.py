@@ -354,11 +354,12 @@ class RawClient:
 
     # -- logon ------------------------------------------------------------------------------
     def session_setup(self, session: Session, token: bytes, *, security_mode=None, flags: int = 0,
-                      message_id: int | None = None, **sending) -> Response:
-        """One leg; a Session with id 0 is a new one. Keeps its preauth hash (3.1.1) going."""
+                      message_id: int | None = None, previous: int = 0, **sending) -> Response:
+        """One leg; a Session with id 0 is a new one. Keeps its preauth hash (3.1.1) going.
+        `previous`: the PreviousSessionId the leg names."""
         if security_mode is None:
             security_mode = self.offered.get("security_mode", wire.SECURITY_SIGNING_ENABLED)
-        msg = self.message(wire.SESSION_SETUP, session_setup_body(token, security_mode, flags),
+        msg = self.message(wire.SESSION_SETUP, session_setup_body(token, security_mode, flags, previous),
                            session=session, message_id=message_id)
         self.send([msg], **sending)
         r = self.response_to(wire.Header.parse(msg).message_id)

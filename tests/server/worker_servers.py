@@ -37,17 +37,18 @@ def wait_for_workers(server, old_pids=()) -> None:
     raise AssertionError("the workers did not start")
 
 
-def start(tmp_path, workers: int = 2, *serve_args: str) -> dict:
+def start(tmp_path, workers: int = 2, *serve_args: str, second_user: bool = False) -> dict:
     """A server of tmp_path/share with `workers` worker processes (1: one process), its
     control socket in tmp_path/run, and `serve_args` more for `smbring serve`; stop it with
-    servers.stop(server["proc"])."""
+    servers.stop(server["proc"]). `second_user`: USER2 logs on too (servers.spawn)."""
     share = tmp_path / "share"
     share.mkdir()
     (tmp_path / "run").mkdir(mode=0o700)
     control = str(tmp_path / "run" / "control")
     more = ["--workers", str(workers)] if workers > 1 else []
     proc, port, log = spawn(tmp_path, str(share), "--share", "share", *more,
-                            "--control-socket", control, "--shutdown-timeout", "2", *serve_args)
+                            "--control-socket", control, "--shutdown-timeout", "2", *serve_args,
+                            second_user=second_user)
     server = {"port": port, "share": share, "proc": proc, "log": log, "control": control,
               "run": tmp_path / "run", "workers": workers}
     try:

@@ -429,11 +429,24 @@ class EffectRunner:
                     await self.run(effect.then(None))
                 elif isinstance(effect, effects.Forget):
                     self.file_maps.forget_file(effect.dev, effect.ino)
+                elif isinstance(effect, effects.Wait):
+                    await self.run(effect.then(await self._waited(effect)))
                 else:
                     await self.run(effect.then(await self._file_io(effect, began if i == 0 else None)))
         finally:
             if fds:
                 self.holds.release(fds)
+
+    @staticmethod
+    async def _waited(effect: effects.Wait):
+        """What effect.start's `done` is called with (its bound is the starter's)."""
+        outcome = asyncio.get_running_loop().create_future()
+
+        def done(result=None) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+        effect.start(done)
+        return await outcome
 
     def _settle(self, effect: effects.Settle, rest: list) -> None:
         """Goes on with effect.then(None), then `rest`, once the file I/O under way on its

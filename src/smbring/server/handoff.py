@@ -41,6 +41,18 @@ not listening, a peer) on one of the server's ports, and that the bytes are exac
 frames of an SMB2 NEGOTIATE with the guid the header names, after at most one SMB1
 NEGOTIATE. Anything else is
 refused: every descriptor received is closed, the exchange ends, the worker goes on.
+
+The same socket carries requests of one worker to another about what only the other holds
+(`ask`): "end your session S, which a client of user U replaces" (a PreviousSessionId naming
+a session of that worker), "close user U's opens of application instance I" (a CREATE with
+an AppInstanceId), "hand me your detached durable open P, which user U reconnects to" (a
+DHnC/DH2C, server.moves). A request is one message (REQUEST: magic, kind, length, at most
+MAX_REQUEST bytes, no descriptor) and one answer of at most MAX_ANSWER bytes (an open handed
+over: its description, at most MAX_OFFER bytes, with its descriptor; the asker then sends
+COMMIT, and the giver asks the store who has it); the asker waits ANSWER_TIMEOUT at most (a
+worker that is stopped or gone costs it that, never more), and the receiver acts on a
+request only after its own checks (the session's user is the one named, ...): the asker is
+another worker of the server, the user it names is one it authenticated.
 """
 from __future__ import annotations
 
@@ -71,6 +83,14 @@ MESSAGE_TIMEOUT = 2.0                   # the receiver waits this long for the m
 COMMIT_TIMEOUT = 5.0                    # and this long for COMMIT after its ACK
 BAD_MESSAGE_LOG_EVERY = 60.0
 ZERO_GUID = bytes(16)
+
+REQUEST_MAGIC = b"SRQ1"
+REQUEST = struct.Struct(">4sBI")        # magic, kind, bytes of body that follow
+MAX_REQUEST = 16 * 1024
+MAX_ANSWER = 64
+END_SESSION, CLOSE_APP_INSTANCE, RECLAIM = 1, 2, 3
+REQUEST_KINDS = (END_SESSION, CLOSE_APP_INSTANCE, RECLAIM)
+MAX_OFFER = 64 * 1024       # a detached open's description (server.moves)
 
 SMB1_NEGOTIATE, SMB2_NEGOTIATE, OTHER = "smb1-negotiate", "smb2-negotiate", "other"
 SMB2_HEADER = 64
@@ -121,6 +141,20 @@ def decode(message: bytes) -> tuple[bytes, bytes] | None:
     if len(kinds) == 2 and kinds[0][0] != SMB1_NEGOTIATE:
         return None
     return guid, data
+
+
+def encode_request(kind: int, body: bytes) -> bytes:
+    return REQUEST.pack(REQUEST_MAGIC, kind, len(body)) + body
+
+
+def decode_request(message: bytes) -> tuple[int, bytes] | None:
+    """(kind, body) of a valid request, or None."""
+    if len(message) < REQUEST.size or len(message) > REQUEST.size + MAX_REQUEST:
+        return None
+    magic, kind, length = REQUEST.unpack_from(message)
+    if magic != REQUEST_MAGIC or kind not in REQUEST_KINDS or length != len(message) - REQUEST.size:
+        return None
+    return kind, message[REQUEST.size:]
 
 
 def connected_tcp(fd: int, ports: set[int]) -> socket.socket | None:
@@ -265,6 +299,7 @@ class HandOffs:
         self._bad = 0
         self._bad_logged = 0.0
         self.given = self.received = self.refused = 0      # (for status and tests)
+        self.asked = self.answered = 0
         # who may hand a connection besides root: the server's own user, as it starts (the
         # event loop's thread acts as sessions' users at times: geteuid later may name one)
         self.server_uid = os.geteuid()
@@ -303,6 +338,21 @@ class HandOffs:
                 sock, guid, data = await self._message(conn)
                 if sock is None:
                     return
+                if guid is None:            # a request of another worker (`ask`)
+                    kind, body = sock
+                    sock = None
+                    answer = self.server.answer(kind, body)
+                    if isinstance(answer, bytes):
+                        conn.send(answer[:MAX_ANSWER])
+                    else:       # an open offered (server.moves): its description and descriptor
+                        try:
+                            conn.sendmsg([answer.data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                          array.array("i", [answer.fd]))])
+                            await _readable(conn, ANSWER_TIMEOUT)   # the taker done, or gone
+                        finally:
+                            answer.settle()     # the store says who has it now
+                    self.answered += 1
+                    return
                 refusal = self.server.refusal(sock)
                 if refusal is not None:
                     conn.send(NO)
@@ -322,7 +372,8 @@ class HandOffs:
                     sock.close()
 
     async def _message(self, conn: socket.socket):
-        """(socket, guid, data) of a valid message, or (None, None, None)."""
+        """(socket, guid, data) of a valid hand-off, ((kind, body), None, None) of a valid
+        request, or (None, None, None)."""
         from smbring.server.control import peer_uid
         if peer_uid(conn) not in (0, self.server_uid):
             self._refuse("a peer of another user")
@@ -338,6 +389,14 @@ class HandOffs:
             self._refuse(f"receive failed: {e}")
             return None, None, None
         fds = received_fds(ancillary)
+        if message[:4] == REQUEST_MAGIC:
+            request = decode_request(message) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
+            if request is None or fds or ancillary:
+                for fd in fds:
+                    os.close(fd)
+                self._refuse("malformed request")
+                return None, None, None
+            return request, None, None
         decoded = decode(message) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
         if decoded is None or len(fds) != 1 or len(ancillary) != 1:
             for fd in fds:
@@ -391,9 +450,193 @@ class HandOffs:
             self._giving -= 1
             link.close()
 
+    # -- requests -------------------------------------------------------------------------
+    async def ask(self, worker: int, kind: int, body: bytes) -> bytes | None:
+        """Asks `worker` (see the module's description): its answer, or None where there is
+        none within ANSWER_TIMEOUT (the worker is stopped, gone, or refused the request)."""
+        if worker == self.worker or len(body) > MAX_REQUEST:
+            return None
+        loop = asyncio.get_running_loop()
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.asked += 1
+        try:
+            await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
+            link.send(encode_request(kind, body))
+            if not await _readable(link, ANSWER_TIMEOUT):
+                log.info("worker %d did not answer a request in time", worker)
+                return None
+            return link.recv(MAX_ANSWER, socket.MSG_DONTWAIT) or None
+        except (OSError, TimeoutError) as e:
+            log.info("worker %d not asked: %s", worker, e)
+            return None
+        finally:
+            link.close()
+
+    async def ask_for_descriptor(self, worker: int, kind: int, body: bytes, take) -> bool:
+        """As `ask`, for an answer that may carry a descriptor (an open offered: server.moves):
+        take(data, fd) is called with it (and closes fd where it does not keep it); whether
+        it took it. Then the giver is told (COMMIT; it asks the store what happened)."""
+        if worker == self.worker or len(body) > MAX_REQUEST:
+            return False
+        loop = asyncio.get_running_loop()
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.asked += 1
+        try:
+            await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
+            link.send(encode_request(kind, body))
+            if not await _readable(link, ANSWER_TIMEOUT):
+                log.info("worker %d did not answer a request in time", worker)
+                return False
+            data, ancillary, flags, _ = link.recvmsg(
+                MAX_OFFER + 1, socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize),
+                socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+            fds = received_fds(ancillary)
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                return False
+            took = take(data, fds[0])
+            try:
+                link.send(COMMIT)
+            except OSError:
+                pass
+            return took
+        except (OSError, TimeoutError) as e:
+            log.info("worker %d not asked: %s", worker, e)
+            return False
+        finally:
+            link.close()
+
+    def others(self) -> list[int]:
+        """The other workers (those with a hand-off socket in the store's directory)."""
+        found = []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return found
+        for name in names:
+            prefix, _, number = name.partition("-")
+            if prefix == "handoff" and number.isdigit() and int(number) != self.worker:
+                found.append(int(number))
+        return sorted(found)
+
     def close(self) -> None:
         """Stops receiving (the socket's name goes with the store when the server stops, or
         is replaced by the next worker of this slot)."""
         for task in self._receiving:
             task.cancel()
         self.sock.close()
+
+
+# -- what the protocol core asks of the other workers (ServerState.peers) ------------------
+SESSION_ID = struct.Struct(">Q")
+YES, NOT = b"1", b"0"
+
+
+class Peers:
+    """The other workers, for the protocol core (`ServerState.peers`): each request goes
+    over the hand-off sockets (`HandOffs.ask`) in a task of its own; `done` is called with
+    the outcome, or with None where there was no answer (its bound: ANSWER_TIMEOUT)."""
+
+    def __init__(self, server):
+        self.server = server            # its `handoffs` (None until serving, or stopping)
+        self._tasks: set[asyncio.Task] = set()
+
+    def end_session(self, worker: int, session_id: int, owner: str, done) -> None:
+        """PreviousSessionId: `worker` ends its session `session_id` where it is a valid one
+        of `owner` (the replacing session's resolved owner); done(True) where it did."""
+        self._ask(worker, END_SESSION, SESSION_ID.pack(session_id) + owner.encode(),
+                  lambda answer: done(answer == YES))
+
+    def close_app_instance(self, app_instance: bytes, owner: str, done) -> None:
+        """A CREATE naming an AppInstanceId: every other worker closes `owner`'s opens of that
+        instance; done() once all have answered (or not, within the bound)."""
+        handoffs = self.server.handoffs
+        others = handoffs.others() if handoffs is not None else []
+        if not others:
+            done()
+            return
+        left = [len(others)]
+
+        def one(_answer) -> None:
+            left[0] -= 1
+            if not left[0]:
+                done()
+        body = bytes(app_instance) + owner.encode()
+        for worker in others:
+            self._ask(worker, CLOSE_APP_INSTANCE, body, one)
+
+    def reclaim(self, conn, tree, persistent: bytes, create_guid: bytes | None, owner: str, done) -> None:
+        """A reconnect naming a durable open this worker does not hold: every other worker
+        is asked for it (server.moves); the one holding it detached for this reconnect
+        hands it over, and it waits detached here; done() once all have answered."""
+        from smbring.server import moves
+        handoffs = self.server.handoffs
+        others = handoffs.others() if handoffs is not None else []
+        body = moves.request_body(persistent, create_guid, conn.client_guid,
+                                  (tree.share.name.lower(), tree.share.path), owner)
+        if not others or len(body) > MAX_REQUEST:
+            done()
+            return
+        left = [len(others)]
+
+        def take(data: bytes, fd: int) -> bool:
+            return moves.adopt(self.server, conn, tree, data, fd)
+
+        def one(task: asyncio.Task) -> None:
+            self._tasks.discard(task)
+            left[0] -= 1
+            if not left[0]:
+                done()
+        for worker in others:
+            task = asyncio.ensure_future(self.server.server_work(
+                handoffs.ask_for_descriptor(worker, RECLAIM, body, take)))
+            self._tasks.add(task)
+            task.add_done_callback(one)
+
+    def _ask(self, worker: int, kind: int, body: bytes, then) -> None:
+        handoffs = self.server.handoffs
+        if handoffs is None or len(body) > MAX_REQUEST:
+            then(None)
+            return
+        task = asyncio.ensure_future(self.server.server_work(handoffs.ask(worker, kind, body)))
+        self._tasks.add(task)
+
+        def answered(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            answer = None if t.cancelled() or t.exception() is not None else t.result()
+            then(answer)
+        task.add_done_callback(answered)
+
+
+def answer_end_session(state, body: bytes) -> bytes:
+    """Another worker's END_SESSION request: the session ends here after `end_previous`'s
+    checks (this worker's, valid, of the owner named)."""
+    from smbring.smb.commands.session import end_previous
+    if len(body) <= SESSION_ID.size:
+        return NOT
+    try:
+        owner = body[SESSION_ID.size:].decode()
+    except UnicodeDecodeError:
+        return NOT
+    return YES if end_previous(state, SESSION_ID.unpack_from(body)[0], owner) else NOT
+
+
+def answer_close_app_instance(state, body: bytes, forget_file) -> bytes:
+    """Another worker's CLOSE_APP_INSTANCE request: this worker's opens of the owner named
+    with that AppInstanceId are closed (`close_app_instance_here`); forget_file(dev, ino) for
+    a file a close deleted."""
+    from smbring.smb.commands.create_durable import close_app_instance_here
+    from smbring.smb.effects import Forget
+    if len(body) <= 16:
+        return NOT
+    try:
+        owner = body[16:].decode()
+    except UnicodeDecodeError:
+        return NOT
+    effects: list = []
+    closed = close_app_instance_here(state, body[:16], owner, effects)
+    for effect in effects:
+        if isinstance(effect, Forget):
+            forget_file(effect.dev, effect.ino)
+    return YES if closed else NOT

@@ -400,6 +400,9 @@ class Server:
             # another worker set a directory's delete pending: the change notifies waiting on
             # this worker's opens of it end (STATUS_DELETE_PENDING) as one process ends them
             self.state.oplocks.delete_pending_with(self._directory_delete_pending)
+            # what only another worker holds (a session a PreviousSessionId names, ...) is
+            # asked of it over the hand-off sockets
+            self.state.peers = handoff.Peers(self)
         self.stopping = False          # a graceful stop: no new connections, quiet ones close
         self.metrics = None            # a server.metrics.Metrics when metrics are on
         self.change_watcher: ChangeWatcher | None = None   # inotify, made when serving starts
@@ -998,6 +1001,19 @@ class Server:
             self.routes.join(guid)              # served here after all
         link.client_guid = guid
         return False
+
+    def answer(self, kind: int, body: bytes):
+        """Another worker's request (server.handoff): the answer (bytes), or an open offered
+        to it (server.moves.Offer)."""
+        if kind == handoff.RECLAIM:
+            from smbring.server import moves
+            offered = moves.offer(self, body)
+            return offered if offered is not None else handoff.NOT
+        if kind == handoff.END_SESSION:
+            return handoff.answer_end_session(self.state, body)
+        if kind == handoff.CLOSE_APP_INSTANCE:
+            return handoff.answer_close_app_instance(self.state, body, self.file_maps.forget_file)
+        return handoff.NOT
 
     def refusal(self, sock: socket.socket) -> str | None:
         """Why a connection handed by another worker is not taken now."""

@@ -57,6 +57,8 @@ POLL = 1.0          # seconds between the retries of a CREATE waiting on another
 # flags, caching, breaking to, level2, deadline, has lease, lease, when the open was made
 HOLDER = struct.Struct(">BBBBdB32sQ")
 STAT_ONLY, DETACHED = 0x1, 0x2      # a holder's flags: attribute-only; durable, its session gone
+GIVING = 0x4        # detached, and offered to another worker's reconnect (server.moves)
+KEPT_FLAGS = DETACHED | GIVING      # (what a step keeps of a record's flags as it found them)
 MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking to close
 LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
 DEADLINE = struct.Struct(">d")
@@ -80,7 +82,7 @@ def _file(key) -> bytes:
 
 def _encode_holder(h: Holder, since: int, flags: int = 0) -> bytes:
     lease = h.lease
-    return HOLDER.pack((STAT_ONLY if h.stat_only else 0) | (flags & DETACHED), h.caching & 0x7,
+    return HOLDER.pack((STAT_ONLY if h.stat_only else 0) | (flags & KEPT_FLAGS), h.caching & 0x7,
                        NOT_BREAKING if h.breaking_to is None else h.breaking_to & 0x7,
                        h.level2, h.deadline, lease is not None,
                        (lease.client_guid + lease.key) if lease is not None else bytes(32), since)
@@ -216,7 +218,7 @@ class SharedOplocks(Oplocks):
                 h.send_lease_break = self._deferred(send_lease_break)
             h.stat_only, h.caching, h.level2, h.deadline = bool(stat & STAT_ONLY), caching, \
                 bool(level2), deadline
-            self._flags[h] = stat & DETACHED
+            self._flags[h] = stat & KEPT_FLAGS
             h.breaking_to = None if breaking_to == NOT_BREAKING else breaking_to
             h.lease = self._load_lease(ident) if has_lease else None
             if h.lease is not None:
@@ -381,7 +383,7 @@ class SharedOplocks(Oplocks):
         with self._step(o.key):
             h = super()._holder(o)
             if h is not None:
-                self._flags[h] = DETACHED if send_break is None else 0
+                self._flags[h] = DETACHED if send_break is None else 0      # (GIVING too: attached)
 
     def _holder(self, o) -> Holder | None:
         if self._txn is None and not isinstance(o, RemoteOpen):
@@ -734,6 +736,62 @@ class SharedOplocks(Oplocks):
                     told = dataclasses.replace(lease, epoch=m.epoch, holders=list(lease.holders))
                     self._later(send, h.open, told, m.old, m.new, m.ack)
                     return
+
+    # -- a detached open moving between workers (server.moves) --------------------------------
+    def take_over(self, txn, key, giver: bytes, o) -> bool:
+        """In `txn`: the record of the giver's open (`giver`: its owner bytes) of the file
+        becomes this worker's open `o`'s, where it is still offered (GIVING); False (nothing
+        changed) where it is not."""
+        file = _file(key)
+        record = txn.get(file + giver, db=self.db)
+        if record is None or len(record) != HOLDER.size or not record[0] & GIVING:
+            return False
+        mine = self.store.owner(id(o))
+        txn.delete(file + giver, db=self.db)
+        txn.put(file + mine, bytes([record[0] & ~GIVING]) + bytes(record[1:]), db=self.db)
+        deadline = txn.get(b"o" + file + giver, db=self.breaks_db)
+        if deadline is not None:
+            txn.delete(b"o" + file + giver, db=self.breaks_db)
+            txn.put(b"o" + file + mine, bytes(deadline), db=self.breaks_db)
+        return True
+
+    def taken_over(self, o, stat: bool) -> None:
+        """Once `take_over` is committed: the open is this worker's (detached, no sender;
+        its lease is read from its record at the reconnect's first step, `lease_of`)."""
+        self._listen()
+        self._mine[id(o)] = Holder(o, stat)
+        self._raw[id(o)] = (None, None)
+
+    def offer(self, o) -> bool:
+        """Marks this worker's detached open as offered to another worker (GIVING); False
+        where its record does not say detached (or says offered already)."""
+        k = _file(o.key) + self.store.owner(id(o))
+        with self.store.write() as txn:
+            record = txn.get(k, db=self.db)
+            if record is None or len(record) != HOLDER.size or not record[0] & DETACHED or record[0] & GIVING:
+                return False
+            txn.put(k, bytes([record[0] | GIVING]) + bytes(record[1:]), db=self.db)
+        return True
+
+    def has_lease_record(self, o) -> bool:
+        with self.store.read() as txn:
+            record = txn.get(_file(o.key) + self.store.owner(id(o)), db=self.db)
+        return record is not None and len(record) == HOLDER.size and bool(record[HAS_LEASE_AT])
+
+    def withdraw(self, o) -> bool:
+        """The offer ends: True where the open is still this worker's (its offer withdrawn,
+        in one transaction: a later take-over finds none), False where another worker took
+        it (this worker then forgets its holder)."""
+        k = _file(o.key) + self.store.owner(id(o))
+        with self.store.write() as txn:
+            record = txn.get(k, db=self.db)
+            if record is not None:
+                if len(record) == HOLDER.size and record[0] & GIVING:
+                    txn.put(k, bytes([record[0] & ~GIVING]) + bytes(record[1:]), db=self.db)
+                return True
+        self._mine.pop(id(o), None)
+        self._raw.pop(id(o), None)
+        return False
 
     def held(self) -> int:
         return len(self._mine) + len(self._waiters)

@@ -368,6 +368,16 @@ class SharedShareModes:
         return any(wants & WRITE for who, wants, _share in self._read(key)
                    if who.startswith(self._here))
 
+    def take_over(self, txn, key, giver: bytes, owner: int) -> bool:
+        """In `txn`: another worker's open's share mode (`giver`: its owner bytes) becomes
+        this worker's open `owner`'s. False where it has none."""
+        value = txn.get(_file(key) + giver, db=self.db)
+        if value is None:
+            return False
+        txn.delete(_file(key) + giver, db=self.db)
+        txn.put(_file(key) + self.store.owner(owner), bytes(value), db=self.db)
+        return True
+
     def of(self, key, owner: int):
         with self.store.read() as txn:
             v = txn.get(_file(key) + self.store.owner(owner), db=self.db)
@@ -423,6 +433,13 @@ class SharedDeletePending:
         # tell(worker, key): a directory's delete is pending, for the change notifies waiting
         # on the other workers' opens of it (their watches are theirs alone)
         self._tell = tell
+
+    def take_over(self, txn, key, giver: bytes, owner: int) -> None:
+        """In `txn`: a delete on close another worker's open (`giver`) set on the file is this
+        worker's open `owner`'s from now on."""
+        record = txn.get(_file(key), db=self.db)
+        if record is not None and bytes(record[:OWNER.size]) == giver:
+            txn.put(_file(key), self.store.owner(owner) + bytes(record[OWNER.size:]), db=self.db)
 
     def is_pending(self, key) -> bool:
         with self.store.read() as txn:
@@ -502,6 +519,7 @@ class SharedOpenPaths:
         self.db = store.db[b"paths"]
         self._mine: dict = {}           # open -> the entry it added
         self._index = PathIndex()       # the same opens, by their paths now
+        self._taking = None             # the entry `take_over` made, until `taken_over`
         self._here = WORKER.pack(store.worker)
         # a key holds this much of the path at most (LMDB's keys are at most 511 bytes: a
         # longer one was refused, and with it every open more than 500 bytes below /)
@@ -519,6 +537,31 @@ class SharedOpenPaths:
 
     def moved(self, o) -> None:
         self._index.moved(o)
+
+    def entry_of(self, o) -> bytes | None:
+        """The store's key of this worker's open (another worker taking it over renames it)."""
+        return self._mine.get(o)
+
+    def take_over(self, txn, entry: bytes, o) -> bool:
+        """In `txn`: another worker's entry (its key `entry`) becomes this worker's open
+        `o`'s; `taken_over` once committed. False where there is no such entry."""
+        value = txn.get(entry, db=self.db) if len(entry) > OWNER.size else None
+        if value is None:
+            return False
+        txn.delete(entry, db=self.db)
+        mine = entry[:-OWNER.size] + OWNER.pack(self.store.worker, id(o) & 0xFFFFFFFFFFFFFFFF)
+        txn.put(mine, bytes(value), db=self.db)
+        self._taking = mine
+        return True
+
+    def taken_over(self, o) -> None:
+        self._mine[o] = self._taking
+        self._index.add(o)
+
+    def let_go(self, o) -> None:
+        """Another worker took the open over (and its entry): forgotten here."""
+        self._index.discard(o)
+        self._mine.pop(o, None)
 
     def below(self, path: str):
         return self._index.below(path)
@@ -876,6 +919,37 @@ class SharedByteRangeLocks:
 
     def held(self, key, owner: int) -> list[Lock]:
         return self.local.held(key, owner)
+
+    def take_over(self, txn, key, giver: bytes, owner: int) -> list[tuple]:
+        """In `txn`: the locks another worker's open (`giver`: its owner bytes) holds on the
+        file become this worker's open `owner`'s (logged as released there and taken here);
+        (offset, length, exclusive, how many) each, for `taken_over` once committed."""
+        prefix = _file(key) + giver
+        moved = []
+        cursor = txn.cursor(self.db)
+        if cursor.set_range(prefix):
+            while cursor.key().startswith(prefix):
+                offset, length, exclusive = RANGE.unpack_from(cursor.key(), len(prefix))
+                moved.append((offset, length, bool(exclusive), COUNT.unpack(cursor.value())[0]))
+                if not cursor.delete():
+                    break
+        for offset, length, exclusive, n in moved:
+            txn.put(self._key(key, owner, offset, length, exclusive), COUNT.pack(n), db=self.db)
+        if moved:
+            worker = WORKER.unpack_from(giver)[0]
+            self._log(txn, key, [(worker, -n, offset, length, exclusive) for offset, length, exclusive, n in moved]
+                      + [(self.store.worker, n, offset, length, exclusive) for offset, length, exclusive, n in moved])
+        return moved
+
+    def taken_over(self, key, owner: int, moved: list[tuple]) -> None:
+        for offset, length, exclusive, n in moved:
+            for _ in range(n):
+                if not self.local.acquire_all(key, [Lock(offset, length, exclusive, owner)]):
+                    log.error("byte-range locks: a lock handed over conflicts here; not kept locally")
+
+    def let_go(self, key, owner: int) -> int:
+        """Another worker took the open's locks over (the store's records): forgotten here."""
+        return self.local.release_owner(key, owner)
 
     def release_owner(self, key, owner: int) -> int:
         if self.local.count(key, owner):

@@ -39,11 +39,11 @@ NEGOTIATE names its client (ClientGuid), the store records which worker serves t
 and a worker that receives a connection of another worker's client passes the socket to it
 over that worker's hand-off socket (``handoff-<worker>`` in the store's directory). So a
 second channel binds to its session (multichannel), a reconnect finds its durable or
-resilient open, and a PreviousSessionId reaches the session it names, as long as the client
-keeps its ClientGuid (Windows and Samba's clients do). A reconnect under another ClientGuid
-may land on another worker, which knows nothing of the client's sessions and opens: its
-DHnC/DH2C fails with STATUS_OBJECT_NAME_NOT_FOUND, as for an unknown handle, and its
-PreviousSessionId ends nothing there.
+resilient open, and a PreviousSessionId reaches the session it names. A reconnect under
+another ClientGuid may land on another worker: what it names is asked of the others over the
+same sockets (server.handoff's requests: the session its PreviousSessionId names is ended by
+its worker, its durable open handed over, server.moves; an AppInstanceId's earlier opens
+closed wherever they are).
 """
 from __future__ import annotations
 

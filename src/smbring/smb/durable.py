@@ -69,6 +69,9 @@ class Durable:
     locks: int = 0                  # detached: the byte-range locks it holds (counted again on reattach)
     app_instance: bytes = b""       # SMB2_CREATE_APP_INSTANCE_ID's (v2)
     resilient: bool = False         # made so by FSCTL_LMR_REQUEST_RESILIENCY (Open.IsResilient)
+    # detached and being handed to another worker's reconnect (server.moves): nothing here
+    # reclaims or closes it until the hand-over has ended, one way or the other
+    moving: bool = False
 
     @property
     def detached(self) -> bool:
@@ -137,8 +140,11 @@ class DurableOpens:
         self._detached_by_user.setdefault(d.user, {})[d] = None
         # past the bound, the oldest of this user's own (this one, at worst) are closed, never
         # another user's: leaving many opens behind takes nobody else's handles away
-        while len(self._detached) > max(limit, 0) and d.user in self._detached_by_user:
-            self._close(next(iter(self._detached_by_user[d.user])), effects)
+        while len(self._detached) > max(limit, 0):
+            oldest = next((o for o in self._detached_by_user.get(d.user, ()) if not o.moving), None)
+            if oldest is None:
+                break
+            self._close(oldest, effects)
         self._wake(d.persistent)
         return True
 
@@ -149,7 +155,11 @@ class DurableOpens:
         DHnQ open's is all zero, as smbd keeps it: a DH2C naming no CreateGuid reclaims it),
         and a DH2C never reclaims a resilient open (not durable: MS-SMB2 3.3.5.9.12)."""
         d = self._by_persistent.get(bytes(persistent))
-        return d if d is not None and d.detached and _names(d, user, create_guid) else None
+        return d if d is not None and d.detached and not d.moving and _names(d, user, create_guid) else None
+
+    def of_persistent(self, persistent: bytes) -> Durable | None:
+        """The durable open (attached or not) a reconnect's FileId names, whoever's."""
+        return self._by_persistent.get(bytes(persistent))
 
     def held_elsewhere(self, persistent: bytes, user: str, create_guid: bytes | None,
                        session_id: int) -> bool:
@@ -215,13 +225,31 @@ class DurableOpens:
         return list(self._detached_by_key.get(key, ()))
 
     def close_detached(self, d: Durable, effects: list) -> None:
-        if d.detached:
+        if d.detached and not d.moving:
             self._close(d, effects)
+
+    def adopt(self, d: Durable, close: Callable, locks: int, seconds_left: float) -> None:
+        """A detached open another worker handed over (server.moves): it waits here as if
+        detached here, for `seconds_left` more (its timeout kept)."""
+        self.grant(d)
+        d.deadline, d.close, d.locks, d.moving = self.clock() + max(seconds_left, 0.0), close, locks, False
+        self._detached[d] = None
+        self._detached_by_key.setdefault(d.open.key, {})[d] = None
+        self._detached_by_user.setdefault(d.user, {})[d] = None
+
+    def let_go(self, d: Durable) -> None:
+        """A detached open handed over to another worker: forgotten here, not closed (its
+        descriptor is closed by the caller: the other worker has its own)."""
+        d.close = None
+        self.forget(d.open)
+
+    def seconds_left(self, d: Durable) -> float:
+        return max((d.deadline or 0.0) - self.clock(), 0.0)
 
     def expire(self, effects: list) -> int:
         """Closes the detached opens whose timeout has passed; how many."""
         now = self.clock()
-        late = [d for d in self._detached if d.deadline <= now]
+        late = [d for d in self._detached if d.deadline <= now and not d.moving]
         for d in late:
             self._close(d, effects)
         for key, waiting in list(self._awaited.items()):     # reconnects waited long enough

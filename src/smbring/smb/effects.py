@@ -186,10 +186,19 @@ class ListNames:
     then: Callable = None
 
 
+@dataclass
+class Wait:
+    """Wait until `start(done)` has called done(result) (another worker answering a request
+    through the server's `peers`: server.handoff), then call `then(result)`."""
+
+    start: Callable
+    then: Callable = None
+
+
 RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames)
 
 Effect = Union[Send, ReadInto, Write, Flush, Drain, Settle, Forget, CopyRange, CloneRange, ZeroRange,
-               TrimRange, AllocatedRanges, ListNames]
+               TrimRange, AllocatedRanges, ListNames, Wait]
 
 
 @dataclass

@@ -82,6 +82,10 @@ class ServerState:
         # one step over several tables: the shared store makes it one transaction (alone,
         # None: the steps are made as they are, with no context entered for every open and close)
         self._atomic = backends.atomic
+        # the other workers (see Backends.peers): end_session(worker, session_id, owner, done),
+        # close_app_instance(app_instance, owner, done), each calling done(result) once
+        # answered or given up on (a bounded wait)
+        self.peers = backends.peers
         self.sessions = (backends.sessions if backends.sessions is not None   # (the section at the end)
                          else SessionRegistry())
         # byte-range locks held, by the user they are counted to (Open.lock_owner): `max
@@ -102,6 +106,16 @@ class ServerState:
         # end of the last, how many): the next one goes after them, not over one of them
         # still on its way to the file (this process's: each worker's opens append alone)
         self._appends: dict[tuple, tuple[int, int]] = {}
+
+    @property
+    def open_paths(self):
+        """The opens by path (`OpenPaths`, or the store's: server.moves hands opens over)."""
+        return self._opens
+
+    @property
+    def pending_deletes(self):
+        """The files to delete at their last close (`DeletePending`, or the store's)."""
+        return self._delete_pending
 
     def user_locks(self, owner: str) -> int:
         return self._user_locks.get(owner, 0)
@@ -288,6 +302,9 @@ class Backends:
     open_paths: object = None       # OpenPaths
     sessions: object = None         # SessionRegistry
     oplocks: object = None          # Oplocks
+    # the other workers of a server with several (server.workers): what only they hold is
+    # asked of them; None: one process, there are none
+    peers: object = None
     atomic: object = None           # () -> a context: the steps inside it are one (a transaction)
 
 
@@ -423,6 +440,12 @@ class SessionRegistry:
         if self._worker:
             return ((self._generation & 0xFFFF) << 48 | (sid & 0xFFFFFFFF) << 16) | self._worker
         return sid
+
+    def worker_of(self, session_id: int) -> int | None:
+        """The other worker whose session `session_id` would be (a server with several
+        workers: its low 16 bits); None for this worker's, or with one process."""
+        worker = session_id & 0xFFFF
+        return worker if self._worker and worker and worker != self._worker else None
 
     def add(self, session: Session) -> None:
         self._sessions[session.id] = session

@@ -282,6 +282,12 @@ class ShareView:
         self._opened(fd, depot, st.st_dev)
         return fd, st
 
+    def adopt_descriptor(self, fd: int, device: int | None = None) -> None:
+        """A descriptor of a file of the share opened elsewhere (another worker's durable
+        open, handed over: server.moves) is this view's from now on: its data I/O runs as
+        the view's identity, as if opened through it."""
+        self._opened(fd, False, device)
+
     def _opened(self, fd, depot: bool, device: int | None = None) -> None:
         """`depot`: fd is a stream's, opened in the depot (`_in_depot` of its path)."""
         if self.creds is not None:

@@ -132,6 +132,10 @@ def before_create(c: "Connection", hdr: "Header", msg, tree, requested_oplock: i
             return answered, request
     if request.app_instance and request.version == 2 and any(request.app_instance):
         close_app_instance(c, hdr, request.app_instance)
+        owner = session_user(c, hdr)
+        if not retry and owner and c.state.peers is not None:
+            # the other workers close theirs too, before this CREATE goes on (once answered)
+            raise held_for_app_instance(c, msg, request, owner)
     return None, request
 
 
@@ -203,6 +207,62 @@ def close_app_instance(c: "Connection", hdr: "Header", app_instance: bytes) -> N
             owner.close_open(d.open)
 
 
+def close_app_instance_here(state, app_instance: bytes, owner: str, effects: list) -> int:
+    """Another worker's CREATE naming the AppInstanceId for `owner` (a resolved owner, never
+    empty): this worker's opens of that user with it are closed, as `close_app_instance`
+    closes them in one process (a detached one as its timeout would, an attached one as a
+    CLOSE would, its client told nothing). How many."""
+    closed = 0
+    if not owner:
+        return closed
+    for d in list(state.durable.with_app_instance(app_instance)):
+        if d.user != owner:
+            continue
+        if d.detached:
+            state.durable.close_detached(d, effects)
+            closed += 1
+            continue
+        s = state.sessions.get(d.open.session_id)
+        client = getattr(s, "client", None)
+        if client is not None and client.connections and client.opens.get(d.open.fid) is d.open:
+            holder = client.connections[0]
+            holder.close_open(d.open)
+            if holder.on_output is not None and holder.outbox:
+                holder.on_output()
+            closed += 1
+    return closed
+
+
+def held_for_app_instance(c: "Connection", msg, request: DurableRequest, owner: str) -> GoAsync:
+    """A CREATE naming an AppInstanceId with several workers: answered STATUS_PENDING first,
+    it goes on (as a retry) once every other worker has closed `owner`'s opens of that
+    instance (`close_app_instance_here` there) or given no answer within the peers' bound.
+    Its CreateGuid stays reserved meanwhile (as for a CREATE held for a break)."""
+    from smbring.smb.commands.create import held_create    # (create imports this module)
+    pending = request.pending
+
+    def wait(areq, again) -> None:
+        waiting = [True]
+
+        def answered(_closed=None) -> None:
+            if waiting[0]:
+                waiting[0] = False
+                again()
+
+        def stop() -> None:
+            waiting[0] = False
+            if request.key is not None:
+                request.failed(c)       # cancelled, or its connection lost for good
+
+        areq.on_cancel = stop
+        if pending is not None:
+            pending.request = areq
+            areq.replayable = True
+        c.state.peers.close_app_instance(request.app_instance, owner, answered)
+
+    return held_create(c, msg, wait)
+
+
 def owner_of(c: "Connection", o: Open) -> "Connection | None":
     """The connection whose client's tables hold an attached open."""
     if c.opens.get(o.fid) is o:
@@ -261,6 +321,11 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     d = table.reclaim(persistent, user, create_guid)
     if d is None and not retry and table.held_elsewhere(persistent, user, create_guid, hdr.session_id):
         raise held_for_detach(c, msg, persistent)
+    if d is None and not retry and user and c.state.peers is not None and \
+            table.of_persistent(persistent) is None:
+        # another worker's perhaps (a reconnect under another ClientGuid reached this one):
+        # it is asked to hand the open over, then this reconnect is tried again, as here
+        raise held_for_peers(c, msg, tree, persistent, create_guid, user)
     if d is None or d.share != (tree.share.name.lower(), tree.share.path):
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     o = d.open
@@ -288,6 +353,32 @@ def reconnect(c: "Connection", hdr: "Header", msg, tree, persistent: bytes, crea
     c.state.oplocks.rebind(o, c.send_oplock_break, c.send_lease_break)
     answers = [(leasing.CONTEXT_NAME, leasing.response(lease))] if lease is not None else []
     return response_body(o, oplock, wire.FILE_OPENED, answers), o.fid
+
+
+def held_for_peers(c: "Connection", msg, tree, persistent: bytes, create_guid: bytes | None,
+                   user: str) -> GoAsync:
+    """A reconnect naming an open this worker does not hold: answered STATUS_PENDING first,
+    the other workers are asked for it (`peers.reclaim`: the one holding it detached, for
+    this user, CreateGuid and share, hands it over, and it waits detached here); then the
+    reconnect is handled again, once, with every check of a reconnect here."""
+    from smbring.smb.commands.create import held_create    # (create imports this module)
+
+    def wait(areq, again) -> None:
+        waiting = [True]
+
+        def answered(_moved=None) -> None:
+            if waiting[0]:
+                waiting[0] = False
+                again()
+
+        def stop() -> None:
+            waiting[0] = False
+
+        areq.on_cancel = stop
+        c.state.peers.reclaim(c, tree, bytes(persistent), None if create_guid is None else bytes(create_guid),
+                              user, answered)
+
+    return held_create(c, msg, wait)
 
 
 # seconds a reconnect waits for the open's old connection to be taken down (a client

@@ -10,7 +10,7 @@ from smbring.smb import ntlm, security, share_access, wire
 from smbring.smb.channels import Channel, signer_on
 from smbring.smb.commands.negotiate import rhdr_bytes
 from smbring.smb.commands.tree import binding_refusal, reauthorize, tree_files
-from smbring.smb.effects import FileSteps
+from smbring.smb.effects import FileSteps, Wait
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.state import Session
 from smbring.smb.wire import Header
@@ -110,6 +110,12 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         rhdr.status = wire.STATUS_SUCCESS
         if prev and prev != s.id:
             close_previous(c, s, prev)
+            worker = c.state.sessions.worker_of(prev)
+            if worker is not None and c.state.peers is not None:
+                # another worker's session: that worker ends it (after the same checks), and
+                # the answer waits for it, as smbd's waits for the other smbd's
+                body = struct.pack("<HHHH", 9, session_flags, 72, len(out)) + out
+                return FileSteps(previous_elsewhere(c, s, worker, prev, body)), None
     else:
         rhdr.status = wire.STATUS_MORE_PROCESSING_REQUIRED
     body = struct.pack("<HHHH", 9, session_flags, 72, len(out)) + out
@@ -300,16 +306,37 @@ def close_previous(c: Connection, s: Session, previous_id: int) -> None:
     """PreviousSessionId (MS-SMB2 3.3.5.5.3): the client reconnected; its old session, if it
     was the same user's, ends with what it opened, on whichever connection it lives.
     Another user's session, a guest's, or one that is gone is left alone, as Samba does."""
-    old = c.state.sessions.get(previous_id)
-    if old is None or old is s or old.guest or not old.valid or old.owner != s.owner:
-        return
-    owner = next(iter(old.channels), None)
-    if owner is None:
-        return
-    log.info("session %d replaces session %d of %s", s.id, old.id, s.user)
-    owner.end_session(old.id)
-    if owner is not c and owner.on_output is not None and owner.outbox:
-        owner.on_output()
+    end_previous(c.state, previous_id, s.owner, s, c)
+
+
+def end_previous(state, previous_id: int, owner: str, s: Session | None = None, here=None) -> bool:
+    """Ends the session `previous_id` where it is a valid one of `owner` (a resolved owner,
+    `resolved_owner`, never empty: a guest replaces nothing) on this server's connections,
+    with what it opened (durable opens detached, the others closed); whether it did. `s`:
+    the session replacing it (None: another worker's, which asked, see
+    `previous_elsewhere`); `here`: the connection asking (its output goes with its answer)."""
+    old = state.sessions.get(previous_id)
+    if not owner or old is None or old is s or old.guest or not old.valid or old.owner != owner:
+        return False
+    c = next(iter(old.channels), None)
+    if c is None:
+        return False
+    log.info("session %d of %s ends: the client's new session %s replaces it", old.id, old.user,
+             "here" if s is None else s.id)
+    c.end_session(old.id)
+    if c is not here and c.on_output is not None and c.outbox:
+        c.on_output()
+    return True
+
+
+def previous_elsewhere(c: Connection, s: Session, worker: int, previous_id: int, body: bytes):
+    """Steps: another worker is asked to end its session `previous_id` where it is `s`'s
+    user's (`end_previous` there); the SESSION_SETUP is answered once it has (or has not:
+    another user's, gone, a worker that does not answer within the peers' bound)."""
+    def start(done) -> None:
+        c.state.peers.end_session(worker, previous_id, s.owner, done)
+    yield Wait(start)
+    return body
 
 
 def answer_as_session(c: Connection, hdr: Header, msg, rhdr: Header, s: Session) -> bool:
