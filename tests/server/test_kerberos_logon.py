@@ -51,6 +51,7 @@ SUFFIX = f"{os.getpid() % 100000}"
 ALICE, BOB, CAROL, GHOST, SYSTEM = (f"krb{n}{SUFFIX}" for n in ("a", "b", "c", "g", "s"))
 PASSWORD = "Kerberos-pw1"
 REALM, OTHER_REALM = "SMBRING.TEST", "OTHER.TEST"
+CASE_REALM = REALM.lower()      # another realm (realm names are case-sensitive), same letters
 CLI = [sys.executable, "-m", "smbring.cli"]
 # the server's name for smbclient, which never tries Kerberos with "localhost" or an address
 # (it connects to 127.0.0.1 with -I; krb5.conf maps .smbring.test to the realm, no DNS)
@@ -60,14 +61,15 @@ STATUS_LOGON_FAILURE = 0xC000006D
 
 @pytest.fixture(scope="module")
 def realm(tmp_path_factory):
-    """The realm (and a second one with no trust), its KDC running; the keytab of
+    """The realm (and two more with no trust: OTHER_REALM, and CASE_REALM, the realm's name in
+    lower case), its KDC running; the keytab of
     cifs/localhost, host/localhost and HTTP/localhost; ALICE, BOB (Unix accounts), CAROL (a
     Unix account, disabled in the password file), GHOST (no Unix account), and ALICE in the
-    other realm, each with PASSWORD; cifs/otherhost, whose key the keytab does not hold."""
+    other realms, each with PASSWORD; cifs/otherhost, whose key the keytab does not hold."""
     top = tmp_path_factory.mktemp("kerberos")
     top.chmod(0o755)
     made = []
-    realm = kdc.Realm.start(top / "realm", REALM, others=(OTHER_REALM,))
+    realm = kdc.Realm.start(top / "realm", REALM, others=(OTHER_REALM, CASE_REALM))
     try:
         for name in (ALICE, BOB, CAROL):
             subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, capture_output=True)
@@ -79,6 +81,7 @@ def realm(tmp_path_factory):
         for name in (ALICE, BOB, CAROL, GHOST, SYSTEM, "root"):
             realm.add_principal(name, PASSWORD)
         realm.add_principal(ALICE, PASSWORD, realm=OTHER_REALM)
+        realm.add_principal(ALICE, PASSWORD, realm=CASE_REALM)
         realm.add_principal("cifs/otherhost")
         realm.keytab(top / "smb.keytab", "cifs/localhost", "host/localhost", "HTTP/localhost", f"cifs/{HOST}")
         (top / "smb.keytab").chmod(0o600)
@@ -326,6 +329,21 @@ def test_principal_of_another_realm_is_refused(realm, start, tmp_path):
     client.close()
     assert r.status == STATUS_LOGON_FAILURE
     assert f"{ALICE}@{OTHER_REALM} is not of realm {REALM}" in server.log_text()
+
+
+def test_principal_of_a_realm_differing_only_in_case_is_refused(realm, start, tmp_path):
+    """A trusted realm whose name is ours in lower case is another realm (RFC 4120 names are
+    case-sensitive): its ALICE gets a ticket for our cifs/ over the trust, and is refused,
+    though the configured realm itself is matched without regard to case."""
+    realm.trust(CASE_REALM, REALM)
+    server = start()
+    env = tickets(realm, tmp_path, ALICE, CASE_REALM)
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE
+    assert f"{ALICE}@{CASE_REALM} is not of realm {REALM}" in server.log_text()
+    still_serves(realm, server, tmp_path)
 
 
 @pytest.mark.parametrize("user, status", [(GHOST, STATUS_LOGON_FAILURE), (CAROL, 0xC0000072)],

@@ -24,7 +24,9 @@ hold, HTTP/, is refused); replays are refused by MIT's file replay cache, kept i
 run directory; the session key is the Kerberos session (sub)key
 (GSS_C_INQ_SSPI_SESSION_KEY), which MS-SMB2 derives signing and sealing keys from; the AP-REP
 goes back to the client (mutual authentication). The principal ``user@REALM`` must be of the
-configured realm (compared without regard to case, as Samba compares realms); ``user`` then
+configured realm (compared without regard to case, as Samba compares realms) and be exactly
+the realm of the ticket's service (realm names are case-sensitive: a trusted realm that differs
+only in case is another realm); ``user`` then
 goes through the ``username map`` and must name a Unix account whose uid is at least ``min
 domain uid`` (Samba's option, default 1000: never root or a system account), and, where the
 password file holds the account, the account must not be barred there (disabled, locked out): from there the
@@ -268,8 +270,12 @@ class KerberosContext:
         if service.lower() not in SERVICES or realm_of_service.lower() != k.realm.lower():
             raise LogonFailure(f"Kerberos: a ticket for {target}, not for cifs/ or host/ of realm {k.realm}")
         user, realm = split_principal(principal)
-        if realm.lower() != k.realm.lower():
-            raise LogonFailure(f"Kerberos: principal {principal} is not of realm {k.realm}")
+        # The configured realm is matched without regard to case (as Samba matches it), but
+        # the principal's realm must be the ticket's own realm exactly: Kerberos realm names
+        # are case-sensitive (RFC 4120), so "realm.test" is another realm than "REALM.TEST",
+        # and a cross-realm trust with it must not make its "alice" ours.
+        if realm.lower() != k.realm.lower() or realm != realm_of_service:
+            raise LogonFailure(f"Kerberos: principal {principal} is not of realm {realm_of_service}")
         account = k.account(user)       # (AccountRefused where the password file bars it)
         if account is None:
             raise LogonFailure(f"Kerberos: principal {principal}: no Unix account {user!r}")
