@@ -6,12 +6,16 @@ import struct
 
 
 class TamperingProxy:
-    """An asyncio server of our own between the client and a real server: frames from the
-    client pass unchanged, each frame from the server goes through `tamper(frame) -> frame`
-    first. The server then lies exactly where a test wants it to."""
+    """An asyncio server of our own between the client and a real server: each frame from the
+    server goes through `tamper(frame) -> frame` first (None drops it). Frames from the client
+    pass unchanged, or through `intercept(frame) -> frame` if given, which may instead return
+    None after answering the client itself with `answer(frame)`. The server then lies exactly
+    where a test wants it to."""
 
-    def __init__(self, upstream_port: int, tamper):
+    def __init__(self, upstream_port: int, tamper, intercept=None):
         self.upstream_port, self.tamper = upstream_port, tamper
+        self.intercept = intercept or (lambda frame: frame)
+        self._clients = []
         self.server = None
         self.port = 0
 
@@ -24,8 +28,19 @@ class TamperingProxy:
         self.server.close()
         await self.server.wait_closed()
 
+    def answer(self, frame: bytes):
+        """Sends `frame` to the client whose frame `intercept` is looking at."""
+        self._clients[-1].write(struct.pack(">I", len(frame)) + bytes(frame))
+
     async def _serve(self, creader, cwriter):
         sreader, swriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        def from_client(frame):
+            self._clients.append(cwriter)
+            try:
+                return self.intercept(frame)
+            finally:
+                self._clients.pop()
 
         async def pump(reader, writer, change):
             try:
@@ -41,4 +56,4 @@ class TamperingProxy:
                 pass
             finally:
                 writer.close()
-        await asyncio.gather(pump(creader, swriter, lambda f: f), pump(sreader, cwriter, self.tamper))
+        await asyncio.gather(pump(creader, swriter, from_client), pump(sreader, cwriter, self.tamper))

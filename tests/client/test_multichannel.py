@@ -16,6 +16,7 @@ import smbring.client as sc
 from smbring.client import messages as m
 from smbring.smb import wire
 from servers import spawn, stop, free_port
+from tampering import TamperingProxy
 
 MiB = 1024 * 1024
 
@@ -246,55 +247,24 @@ def test_a_server_without_multichannel_leaves_one_channel(tmp_path):
         stop(proc)
 
 
-class BindingRefuser:
+class BindingRefuser(TamperingProxy):
     """A server in front of `smbring serve` that passes everything through except a binding
     SESSION_SETUP, which it answers itself with STATUS_REQUEST_NOT_ACCEPTED (as a server
     does that will not bind this session), never forwarding it."""
 
     def __init__(self, upstream_port):
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port, tamper=lambda frame: frame, intercept=self._refuse_binding)
         self.refused = 0
 
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, creader, cwriter):
-        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def upstream():
-            try:
-                while True:
-                    head = await creader.readexactly(4)
-                    frame = await creader.readexactly(struct.unpack(">I", head)[0])
-                    hdr = wire.Header.parse(frame)
-                    if hdr.command == wire.SESSION_SETUP and frame[66] & wire.SESSION_FLAG_BINDING:
-                        self.refused += 1
-                        answer = wire.Header(command=wire.SESSION_SETUP,
-                                             status=wire.STATUS_REQUEST_NOT_ACCEPTED,
-                                             flags=wire.FLAGS_SERVER_TO_REDIR, credits=1,
-                                             message_id=hdr.message_id,
-                                             session_id=hdr.session_id).pack() + struct.pack("<HBBIB", 9, 0, 0, 0, 0)
-                        cwriter.write(struct.pack(">I", len(answer)) + answer)
-                        continue
-                    swriter.write(head + frame)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                swriter.close()
-
-        async def downstream():
-            try:
-                while data := await sreader.read(1 << 16):
-                    cwriter.write(data)
-                    await cwriter.drain()
-            except ConnectionError:
-                pass
-            cwriter.close()
-        await asyncio.gather(upstream(), downstream())
+    def _refuse_binding(self, frame):
+        hdr = wire.Header.parse(frame)
+        if not (hdr.command == wire.SESSION_SETUP and frame[66] & wire.SESSION_FLAG_BINDING):
+            return frame
+        self.refused += 1
+        self.answer(wire.Header(command=wire.SESSION_SETUP, status=wire.STATUS_REQUEST_NOT_ACCEPTED,
+                                flags=wire.FLAGS_SERVER_TO_REDIR, credits=1, message_id=hdr.message_id,
+                                session_id=hdr.session_id).pack() + struct.pack("<HBBIB", 9, 0, 0, 0, 0))
+        return None
 
 
 def test_a_refused_binding_falls_back_to_one_channel(smbring_server, tmp_path):
