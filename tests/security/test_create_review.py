@@ -231,7 +231,8 @@ def test_system_security_and_reserved_rights_are_refused(server):
 
 
 @pytest.mark.parametrize("name", ["dir:$I30:$INDEX_ALLOCATION", "dir::$INDEX_ALLOCATION", "f.txt:s:$BITMAP",
-                                  "f\0.txt", "..\\f.txt", "shared\\..\\..\\f.txt", "a" * 256])
+                                  "f\0.txt", "..\\f.txt", "shared\\..\\..\\f.txt", "a" * 256,
+                                  "../f.txt", "shared/../../f.txt", "dir/..\\../f.txt", "dir/:$I30:$INDEX_ALLOCATION"])
 def test_names_that_reach_nothing(server, name):
     """Stream types other than $DATA, NUL, a component over 255 bytes and `..` above the
     share reach nothing (as Samba, which refuses these too)."""
@@ -240,6 +241,31 @@ def test_names_that_reach_nothing(server, name):
     with Conn(server) as c:
         r = c.tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN)
         assert r.status in (wire.STATUS_OBJECT_NAME_INVALID, wire.STATUS_OBJECT_PATH_SYNTAX_BAD), r
+
+
+def rename_info(name: str, replace: bool = False) -> bytes:
+    encoded = name.encode("utf-16-le")
+    return struct.pack("<B7xQI", replace, 0, len(encoded)) + encoded
+
+
+def test_a_forward_slash_separates_as_a_backslash_does(server):
+    """smbd reads "/" in an SMB2 path as a separator (smbtorture's smb2.timestamps opens
+    "smb2-timestamps/testfile.dat"): a CREATE and a rename's new name reach the file in the
+    directory, as with a backslash, and no component ever holds a slash."""
+    share = server["share"]
+    (share / "slashed").mkdir(exist_ok=True)
+    os.chown(share / "slashed", pwd.getpwnam(ALICE).pw_uid, -1)
+    with Conn(server) as c:
+        fid = c.tree.open("slashed/made.txt", READ_WRITE | wire.DELETE, wire.FILE_CREATE)
+        assert (share / "slashed" / "made.txt").is_file()
+        assert c.tree.write(fid, b"through a slash").status == wire.STATUS_SUCCESS
+        r = c.tree.set_info(fid, 1, 10, rename_info("slashed//moved.txt"))
+        assert r.status == wire.STATUS_SUCCESS, r
+        c.tree.close(fid)
+        assert (share / "slashed" / "moved.txt").read_bytes() == b"through a slash"
+        assert not (share / "slashed" / "made.txt").exists()
+        fid = c.tree.open("/slashed\\moved.txt")      # a leading slash names the share's root
+        c.tree.close(fid)
 
 
 # -- SecD and ExtA ------------------------------------------------------------------------------

@@ -81,12 +81,14 @@ def split_stream(name: str) -> tuple[str, str | None]:
 
 
 def split_path(name: str) -> list[str]:
-    """SMB path (backslashes, relative to the share) -> checked components."""
+    """SMB path (relative to the share) -> checked components. A forward slash separates
+    components as a backslash does, as smbd reads SMB2 paths (check_path_syntax): no name
+    holds one, so a component never does, and `..` spelled either way goes no higher."""
     if "\0" in name:
         raise PathError("invalid")
     # repeated separators name nothing more than one does (smbd folds them the same way)
     parts: list[str] = []
-    for p in name.split("\\"):
+    for p in name.replace("/", "\\").split("\\"):
         if not p:
             continue
         if p == "..":
