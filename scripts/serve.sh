@@ -6,6 +6,7 @@ BIN=.venv/bin
 new_share=no
 [ -d "$SHARE" ] || new_share=yes
 mkdir -p "$SHARE"
+pw=""
 if [ -z "$($BIN/smbring user list 2>/dev/null)" ]; then
     pw=$($BIN/python -c 'import secrets; print(secrets.token_urlsafe(12))')
     printf '%s\n' "$pw" | $BIN/smbring user add smbring --password-stdin >/dev/null
@@ -23,6 +24,14 @@ if [ "$(id -u)" = 0 ]; then
         printf '%s = smbring\n' "$owner" > "$BIN/../serve-username.map"
         SERVE_ARGS="--username-map $BIN/../serve-username.map $SERVE_ARGS"
         echo "user 'smbring' acts as $owner, the owner of $SHARE"
+        # as in Samba, the map applies before the password is checked: a logon as smbring
+        # proves the password file's entry for $owner, which gets smbring's first password
+        if [ -n "$pw" ]; then
+            printf '%s\n' "$pw" | $BIN/smbring user add "$owner" --password-stdin >/dev/null
+        elif ! $BIN/smbring user list 2>/dev/null | grep -qx "$owner"; then
+            echo "  smbring's logons check the password of '$owner', which the password file lacks:" \
+                 "set it with .venv/bin/smbring user add $owner" >&2
+        fi
         [ "$owner" = root ] && echo "  (root: the kernel's permission checks do not apply; chown the directory to an account to change that)"
     fi
 fi
