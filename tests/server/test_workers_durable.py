@@ -245,6 +245,46 @@ def test_an_attached_durable_open_is_broken_not_closed(server):
     other.close()
 
 
+# -- a reconnect that overtakes the end of its old connection ------------------------------------
+def test_a_reconnect_that_overtakes_the_old_connections_end_waits_for_it(server):
+    """A client's new connection reconnects (a new ClientGuid: on the other worker) while its
+    old one is still open, and the old one then ends (as when the client closed it just
+    before: two processes see the two events in no set order). The reconnect waits for the
+    end and gets its open, as one process lets it (it holds the reconnect for up to 2 s):
+    smbtorture's smb2.durable-open.reopen2 reconnects so. Before, another worker answered
+    OBJECT_NAME_NOT_FOUND at once and the open was lost to its client."""
+    import threading
+    holder = Client(server)
+    fid, (name, oplock, contexts) = durable_open(holder, "overtaken", "dhnq-batch")
+    again = Client(server, avoid=holder.worker)
+    ending = threading.Timer(0.4, holder.close)
+    ending.start()
+    started = time.monotonic()
+    r = again.create(name, oplock=oplock, contexts=contexts, disposition=wire.FILE_OPEN)
+    waited = time.monotonic() - started
+    ending.join()
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert r.file_id[:8] == fid[:8]                 # the same open (its persistent FileId)
+    assert 0.3 < waited < PROMPTLY, waited
+    assert handle_works(again, r.file_id)
+    again.close()
+
+
+def test_a_reconnect_beside_a_live_connection_finds_nothing_in_bounded_time(server):
+    """The old connection stays: the reconnect is answered OBJECT_NAME_NOT_FOUND after the
+    wait (at most a few seconds), and the open stays with its connection, working."""
+    holder = Client(server)
+    fid, reclaimer = durable_open(holder, "still-held", "dhnq-batch")
+    again = Client(server, avoid=holder.worker)
+    started = time.monotonic()
+    r = reclaim_on(again, reclaimer, wait=0)
+    assert r.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, r
+    assert time.monotonic() - started < PROMPTLY
+    assert handle_works(holder, fid)
+    again.close()
+    holder.close()
+
+
 # -- hints are only hints ---------------------------------------------------------------------------
 def holder_records(server, key) -> list[tuple[int, int, int]]:
     """The store's records of the file `key`'s opens: (worker, open id, flags)."""

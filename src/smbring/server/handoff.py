@@ -342,6 +342,8 @@ class HandOffs:
                     kind, body = sock
                     sock = None
                     answer = self.server.answer(kind, body)
+                    if asyncio.iscoroutine(answer):
+                        answer = await answer
                     if isinstance(answer, bytes):
                         conn.send(answer[:MAX_ANSWER])
                     else:       # an open offered (server.moves): its description and descriptor
@@ -508,10 +510,15 @@ class HandOffs:
             link.close()
 
     def others(self) -> list[int]:
-        """The other workers (those with a hand-off socket in the store's directory)."""
+        """The other workers (those with a hand-off socket in the store's directory). Read as
+        the server: it is asked in the middle of a user's request (a reconnect, a CREATE
+        naming an AppInstanceId), when the thread acts as that user, who may not read the
+        server's 0700 directory; read as the user, it looked empty, and no other worker was
+        ever asked for what it holds."""
         found = []
         try:
-            names = os.listdir(self.directory)
+            with self.server.server_moment():
+                names = os.listdir(self.directory)
         except OSError:
             return found
         for name in names:

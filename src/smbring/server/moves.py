@@ -149,6 +149,20 @@ def offer(server, body: bytes) -> Offer | None:
     return Offer(server, d, data)
 
 
+def held(server, body: bytes) -> bytes | None:
+    """The persistent FileId of the open a request names where `offer` would give it but it
+    is still attached: its client reconnected (to another worker) before this worker read the
+    end of its old connection. The giver then waits for that end, as one process does
+    (`DurableOpens.held_elsewhere`); None where the request names no such open."""
+    r = _parse_request(body)
+    if r is None:
+        return None
+    # (no session of this worker is the asking reconnect's: 0 is no session's id)
+    if not server.state.durable.held_elsewhere(r["persistent"], r["owner"], r["create_guid"], 0):
+        return None
+    return r["persistent"]
+
+
 def _describe(server, d: Durable) -> bytes | None:
     o, state = d.open, server.state
     entry = state.open_paths.entry_of(o)

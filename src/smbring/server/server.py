@@ -67,6 +67,9 @@ NEXT_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, e
 LOG_EVERY = 60.0    # a message that may repeat (a refused address) is logged once a minute
 STOP_PAUSE = 0.5    # stopping: a quiet connection whose client paused this long is closed
 STOP_CLEANUP = 5.0  # stopping: how long the connections cut at the timeout may take to clean up
+# another worker's reconnect waits this long for a durable open still attached here to be let
+# go by the connection its client left: well under the asker's wait for any answer
+HELD_WAIT = 0.75 * handoff.ANSWER_TIMEOUT
 
 
 def describe_address(address) -> str:
@@ -1004,16 +1007,36 @@ class Server:
 
     def answer(self, kind: int, body: bytes):
         """Another worker's request (server.handoff): the answer (bytes), or an open offered
-        to it (server.moves.Offer)."""
+        to it (server.moves.Offer); for a reconnect's request, a coroutine giving either."""
         if kind == handoff.RECLAIM:
-            from smbring.server import moves
-            offered = moves.offer(self, body)
-            return offered if offered is not None else handoff.NOT
+            return self._answer_reclaim(body)
         if kind == handoff.END_SESSION:
             return handoff.answer_end_session(self.state, body)
         if kind == handoff.CLOSE_APP_INSTANCE:
             return handoff.answer_close_app_instance(self.state, body, self.file_maps.forget_file)
         return handoff.NOT
+
+    async def _answer_reclaim(self, body: bytes):
+        """A reconnect on another worker asks for a durable open: offered where this worker
+        holds it detached. Where it is still attached to the connection its client has just
+        left (that connection's end not read yet: the two connections' events reach two
+        processes in no set order), the offer waits for the end, at most HELD_WAIT seconds,
+        as one process holds such a reconnect (`create_durable.DETACH_WAIT`)."""
+        from smbring.server import moves
+        offered = moves.offer(self, body)
+        persistent = moves.held(self, body) if offered is None else None
+        if persistent is not None:
+            ended = asyncio.get_running_loop().create_future()
+            cancel = self.state.durable.wait_detached(
+                persistent, lambda: ended.done() or ended.set_result(None), HELD_WAIT)
+            try:
+                await asyncio.wait_for(ended, HELD_WAIT)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                cancel()
+            offered = moves.offer(self, body)
+        return offered if offered is not None else handoff.NOT
 
     def refusal(self, sock: socket.socket) -> str | None:
         """Why a connection handed by another worker is not taken now."""
