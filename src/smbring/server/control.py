@@ -160,6 +160,9 @@ def _prepare_directory(directory: str) -> None:
         raise ControlError(f"control socket directory {directory}: owned by uid {st.st_uid} with mode "
                            f"{stat.S_IMODE(st.st_mode):o}: it must be this user's, writable only by it")
     if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o700:
+        # (the run directory holds the workers' store and the Kerberos replay cache too)
+        log.warning("control socket directory %s: mode %o changed to 700 (only the server may "
+                    "enter it; give the socket a directory of its own)", directory, stat.S_IMODE(st.st_mode))
         os.chmod(directory, 0o700)
 
 
