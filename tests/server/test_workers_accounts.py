@@ -125,3 +125,21 @@ def test_an_app_instance_closes_its_earlier_open_on_the_other_worker(server):
     assert reads(first, fid) == wire.STATUS_FILE_CLOSED
     first.close()
     second.close()
+
+
+# smbtorture's reconnects (each makes a new connection, under a new ClientGuid, as soon as it
+# has closed the old one): with two workers, half of them reach the other worker
+TORTURE_RECONNECTS = ["smb2.durable-open.reopen2", "smb2.durable-open.reopen1a-lease",
+                      "smb2.durable-v2-open.reopen1a-lease", "smb2.durable-v2-open.app-instance"]
+
+
+@pytest.mark.skipif(shutil.which("smbtorture") is None, reason="smbtorture not installed (samba-testsuite)")
+def test_smbtorture_reconnects_through_workers(server, tmp_path):
+    import re
+    import subprocess
+    for _ in range(2):
+        run = subprocess.run(["smbtorture", "//127.0.0.1/share", "-p", str(server["port"]),
+                              "-U", f"{ACCOUNT}%{PASSWORD}", *TORTURE_RECONNECTS],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        passed = re.findall(r"^success: (\S+)", run.stdout, re.M)
+        assert len(passed) == len(TORTURE_RECONNECTS), run.stdout[-3000:]
