@@ -268,6 +268,26 @@ def test_a_forward_slash_separates_as_a_backslash_does(server):
         c.tree.close(fid)
 
 
+def test_the_creator_of_a_read_only_file_writes_through_its_handle(server):
+    """A CREATE that makes a file with the READONLY attribute and asks to write it: its handle
+    writes (Windows and smbd: the attribute speaks for later opens; smbtorture's
+    durable-open.read-only writes so), a later open for writing is refused, and the file on
+    disk is r--r--r-- and the account's. (The creator's write was STATUS_INVALID_HANDLE: the
+    handle held a descriptor opened again, read-only.)"""
+    share = server["share"] / "shared"
+    with Conn(server) as c:
+        r = c.tree.create("shared\\made-read-only.txt", READ_WRITE, wire.FILE_CREATE, attributes=0x1)
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert c.tree.write(r.file_id, b"written by its maker").status == wire.STATUS_SUCCESS
+        assert c.tree.read(r.file_id, 64).status == wire.STATUS_SUCCESS
+        c.tree.close(r.file_id)
+        assert c.tree.create("shared\\made-read-only.txt", READ_WRITE, wire.FILE_OPEN).status == \
+            wire.STATUS_ACCESS_DENIED
+    path = share / "made-read-only.txt"
+    assert path.read_bytes() == b"written by its maker"
+    assert path.stat().st_mode & 0o777 == 0o444 and path.stat().st_uid == pwd.getpwnam(ALICE).pw_uid
+
+
 # -- SecD and ExtA ------------------------------------------------------------------------------
 
 def sacl_descriptor() -> bytes:

@@ -171,6 +171,36 @@ def test_a_reclaimed_open_does_not_keep_rights_taken_from_its_user(server, revok
         back.close()
 
 
+def test_the_open_that_made_its_file_read_only_is_reclaimed_writing(server):
+    """ALICE's durable open makes its file with the READONLY attribute (r--r--r--: smbring
+    clears the write bits for it) and writes; her connection drops, and her reconnect gets the
+    handle back writing, as on Windows and smbd (which keep READONLY in the DOS attributes and
+    leave the mode alone): the attribute was set through this very handle, no permission was
+    taken from her (smbtorture's durable-open.read-only). Before, her first write failed
+    (STATUS_INVALID_HANDLE: the handle held a read-only descriptor) and the reconnect was
+    refused (STATUS_ACCESS_DENIED); an administrator's chmod stores no READONLY attribute and
+    is still refused (the test above)."""
+    create_guid = os.urandom(16)
+    alice = Conn(server, ALICE)
+    r = alice.tree.request(wire.CREATE, create_body("made-read-only.txt", READ_WRITE, wire.FILE_CREATE, 0,
+                                                    contexts=[dh2q(create_guid)], oplock=BATCH,
+                                                    attributes=wire.ATTR_READONLY))
+    assert r.status == wire.STATUS_SUCCESS and r.body[2] == BATCH, r
+    fid = r.file_id
+    assert alice.tree.write(fid, b"first").status == wire.STATUS_SUCCESS
+    assert (server["share"] / "made-read-only.txt").stat().st_mode & 0o777 == 0o444
+    lost(alice)
+    back = Conn(server, ALICE)
+    try:
+        r = reconnect(back, dh2c(fid, create_guid))
+        assert r.status == wire.STATUS_SUCCESS, r
+        assert back.tree.write(r.file_id, b"-second", 5).status == wire.STATUS_SUCCESS
+        assert back.tree.close(r.file_id).status == wire.STATUS_SUCCESS
+        assert (server["share"] / "made-read-only.txt").read_bytes() == b"first-second"
+    finally:
+        back.close()
+
+
 def test_a_reclaimed_open_has_the_access_it_was_granted_no_more(server):
     """The file's permissions unchanged: the write open comes back writing, the read open
     comes back reading only (a WRITE through it is refused)."""

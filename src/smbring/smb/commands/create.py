@@ -771,9 +771,14 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                     # the open below would open this file again read-write, as this account:
                     # where the kernel would let it (asked as that open would be, after the
                     # mode just set), the creating descriptor is that open (no close, no
-                    # second lookup, no window in which the name could change what it names)
+                    # second lookup, no window in which the name could change what it names).
+                    # A file this CREATE made READONLY (no write bits, by the mode set here
+                    # alone) is written through the handle that made it, as on Windows and
+                    # smbd: the attribute speaks for later opens; a second open could only
+                    # read, and the creator's writes failed (STATUS_INVALID_HANDLE)
+                    made_read_only = attrs & wire.ATTR_READONLY and not acl_decides_mode
                     if stream is None and granted & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA) \
-                            and fs.may_open(parts, MAY_WRITE):
+                            and (made_read_only or fs.may_open(parts, MAY_WRITE)):
                         created_fd = fd
                 finally:
                     if created_fd is None:

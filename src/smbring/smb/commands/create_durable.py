@@ -408,21 +408,35 @@ def still_granted(tree, o: Open) -> bool:
     tree's account), and a stored descriptor too, as a new open would. A file whose
     permissions were taken from the user while its open waited detached (chmod, chown, an
     ACL, a group left) is not handed back with them: STATUS_ACCESS_DENIED, and the detached
-    open waits on (as in Samba) until its timeout or another open closes it."""
+    open waits on (as in Samba) until its timeout or another open closes it.
+    Except where the owner's write bits are gone for the READONLY attribute a client set
+    (stored in the file's DOS information): smbring clears them for it, where Samba keeps the
+    attribute in its DOS information alone and leaves the mode as it is; the owner's write
+    open is handed back then, as Windows keeps a handle's access when READONLY is set after
+    it opened (smbtorture's durable-open.read-only reconnects the handle that made its file
+    READONLY). A chmod of the administrator's stores no such attribute."""
     from smbring.smb.commands.create import sd_of     # (create imports this module)
     fs, rights = tree.fs, o.granted
     mode = ((MAY_READ if rights & (wire.FILE_READ_DATA | wire.FILE_EXECUTE) else 0)
             | (MAY_WRITE if rights & (wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA) else 0))
     try:
+        owner = acl.unix_user(fs.fstat(o.fd).st_uid)
         if mode and not fs.may_access_open(o.fd, mode):
-            return False
+            if not (mode & MAY_WRITE and acl.owns(tree.token, owner) and read_only_attribute(fs, o.fd)) \
+                    or mode & MAY_READ and not fs.may_access_open(o.fd, MAY_READ):
+                return False
         sd = sd_of(fs, o.fd, o.parts)
         if sd is not None:
-            owner = acl.unix_user(fs.fstat(o.fd).st_uid)
             return acl.check(rights & DATA_RIGHTS, sd, None, tree.token, owner) >= 0
     except OSError:
         return False
     return True
+
+
+def read_only_attribute(fs, fd: int) -> bool:
+    """Whether the file's stored DOS information holds the READONLY attribute."""
+    dos = fs.get_dos(fd)
+    return dos is not None and bool(dos.attrs & wire.ATTR_READONLY)
 
 
 def names_the_open(msg, o: Open) -> bool:
