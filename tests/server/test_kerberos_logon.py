@@ -501,3 +501,18 @@ def test_the_client_checks_the_servers_ap_rep(realm, start, tmp_path, monkeypatc
         asyncio.run(asyncio.wait_for(logon_through_proxy(), 60))     # (MIT: "integrity check failed")
     assert f"logon accepted: user {REALM}\\{ALICE}" in server.log_text()     # (the server did)
 
+
+
+def test_a_logon_after_another_users_file_work_is_accepted(realm, start, tmp_path):
+    """The event loop's thread goes on acting as the last user whose files it touched (it
+    switches back to the server only for the server's own work): ALICE's session writes a
+    file, then BOB logs on. MIT's acceptor reads the keytab and the replay cache (both the
+    server's, 0600 and in its 0700 run directory) at every AP-REQ, so it must run as the
+    server, whoever the thread acted as last."""
+    server = start()
+    (tmp_path / "up.bin").write_bytes(payload(4096))
+    for user in (ALICE, BOB, ALICE):
+        env = tickets(realm, tmp_path, user)
+        done = smbclient(server, env, f"put {tmp_path / 'up.bin'} by-{user}.bin; ls")
+        assert done.returncode == 0, (user, done.stdout + done.stderr, server.log_text()[-2000:])
+        assert pwd.getpwuid((server.share / f"by-{user}.bin").stat().st_uid).pw_name == user
