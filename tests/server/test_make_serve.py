@@ -25,13 +25,16 @@ def start(tmp_path, share, port):
     env = dict(os.environ, SHARE=str(share), LISTEN=f"127.0.0.1:{port}",
                SERVE_ARGS=f"--control-socket {tmp_path}/control",
                SMBRING_PASSDB=str(tmp_path / "passdb"))
-    log = open(tmp_path / f"serve-{port}.log", "w+")
-    proc = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    path = tmp_path / f"serve-{port}.log"
+    # (appended to by the script, read through a file of its own: a shared file offset moved
+    # by reading would have the script's next lines overwrite its first)
+    with open(path, "ab") as log:
+        proc = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
+    said = ""
     while time.monotonic() < deadline:
-        log.seek(0)
-        said = log.read()
+        said = path.read_text(errors="replace")
         if "serving share" in said:
             return proc, said
         assert proc.poll() is None, said
