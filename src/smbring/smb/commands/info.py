@@ -592,6 +592,9 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         if o.is_dir and c.state.has_open_below(o.path()):
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # a file inside it is open
         replace, new_parts = new_name(o, buf)
+        if len(new_parts) > 1 and not parent_is_directory(fs, new_parts):
+            # (as a link's: the new name's directory is not there; smbd and Windows answer so)
+            raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         if new_parts:
             check_may_add(o, new_parts)
         replacing = replace and new_parts != o.parts
