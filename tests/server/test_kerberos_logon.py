@@ -96,7 +96,7 @@ def realm(tmp_path_factory):
 
 def tickets(realm, tmp_path, user: str = ALICE, principal_realm: str = REALM, *options: str) -> dict:
     """kinit `user` into a ccache of the test's: the environment that uses it."""
-    return realm.kinit(f"{user}@{principal_realm}", PASSWORD, tmp_path / f"{user}-{principal_realm}.ccache",
+    return realm.kinit(f"{user}@{principal_realm}", PASSWORD, tmp_path / f"{user.replace('/', '_')}-{principal_realm}.ccache",
                        *options)
 
 
@@ -361,6 +361,31 @@ def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_pat
     assert r.status == status, hex(r.status)
 
 
+@pytest.mark.parametrize("principal", [ALICE.upper(), ALICE.capitalize(), f"{ALICE}/admin"])
+def test_a_principal_that_only_resembles_an_account_is_refused(realm, start, tmp_path, principal):
+    """Kerberos names are case-sensitive: in the realm, KRBA..., Krba... and krba.../admin are
+    other principals than ALICE's (another person may hold them): none acts as ALICE's
+    account (LOGON_FAILURE, nothing written), unless a `username map` line joins it to her."""
+    realm.add_principal(principal, PASSWORD)
+    server = start()
+    env = tickets(realm, tmp_path, principal)
+    done = smbclient(server, env, "put /etc/hostname planted")
+    assert done.returncode != 0, done.stdout
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == STATUS_LOGON_FAILURE, hex(r.status)
+    assert f"no Unix account named exactly '{principal}'" in server.log_text()
+    assert not (server.share / "planted").exists()
+    mapping = tmp_path / "users.map"
+    mapping.write_text(f'{ALICE} = "{principal}"\n')
+    server = start(f"username map = {mapping}")
+    done = smbclient(server, env, "put /etc/hostname planted")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pwd.getpwuid((server.share / "planted").stat().st_uid).pw_name == ALICE
+    still_serves(realm, server, tmp_path)
+
+
 @pytest.mark.parametrize("user", ["root", SYSTEM], ids=["root", "system-account"])
 def test_principal_of_root_or_a_system_account_is_refused(realm, start, tmp_path, user):
     """root@REALM and a system account's principal (uid below `min domain uid`, 1000 by
@@ -516,3 +541,100 @@ def test_a_logon_after_another_users_file_work_is_accepted(realm, start, tmp_pat
         done = smbclient(server, env, f"put {tmp_path / 'up.bin'} by-{user}.bin; ls")
         assert done.returncode == 0, (user, done.stdout + done.stderr, server.log_text()[-2000:])
         assert pwd.getpwuid((server.share / f"by-{user}.bin").stat().st_uid).pw_name == user
+
+
+def test_an_ap_req_replayed_to_another_worker_is_refused(realm, start, tmp_path):
+    """With `smbring workers = 2` the workers share one replay cache (the run directory's): an
+    AP-REQ accepted by one worker is refused by the other, and by the first again."""
+    from smbring.server.control import ask
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    server = start(f"smbring workers = 2\ncontrol socket = {run / 'control'}")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if all(w.get("pid") and "error" not in w for w in ask(str(run / "control"))["workers"]):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.1)
+
+    def worker_of(client) -> int:
+        me = "127.0.0.1:%d" % client.sock.getsockname()[1]
+        for _ in range(100):
+            for conn in ask(str(run / "control"))["connections"]:
+                if conn["client"] == me:
+                    return conn["worker"]
+            time.sleep(0.05)
+        raise AssertionError(f"{me} not in status")
+
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    init = spnego.encode_init([spnego.KRB5_OID], token)
+    first = logon(server, init)
+    assert first[2].status == wire.STATUS_SUCCESS
+    accepted_by = worker_of(first[0])
+    seen, clients = set(), [first[0]]
+    for _ in range(40):
+        client, _s, r = logon(server, init)
+        clients.append(client)
+        assert r.status == STATUS_LOGON_FAILURE, hex(r.status)
+        seen.add(worker_of(client))
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, seen         # both workers: the other among them
+    assert accepted_by in seen
+    for client in clients:
+        client.close()
+    assert "replay" in server.log_text().lower()
+    still_serves(realm, server, tmp_path)
+
+
+def test_a_binding_with_another_principals_ticket_is_refused(realm, start, tmp_path):
+    """Multichannel with Kerberos: a second connection of the client binds to ALICE's session
+    with a fresh AP-REQ of ALICE's (signed with the session's key, as a client binds); BOB's
+    valid ticket, signed the same way, is ACCESS_DENIED and leaves the session as it was."""
+    from raw import Session
+    server = start("server multi channel support = yes")
+    guid = os.urandom(16)
+    alice, bob = tickets(realm, tmp_path, ALICE), tickets(realm, tmp_path, BOB)
+
+    def connection():
+        c = RawClient(server.port)
+        assert c.negotiate((wire.SMB311,), client_guid=guid).status == wire.STATUS_SUCCESS
+        return c
+
+    def kerberos_leg(c, session, env, **sending):
+        ctx, token = initiator(realm, env)
+        r = c.session_setup(session, spnego.encode_init([spnego.KRB5_OID], token), **sending)
+        if r.status == wire.STATUS_SUCCESS:
+            ctx.step(spnego.parse_resp(c.security_buffer(r)).response_token)
+        return ctx, r
+
+    c1 = connection()
+    s1 = c1.start_logon(None)
+    ctx, r = kerberos_leg(c1, s1, alice)
+    assert r.status == wire.STATUS_SUCCESS
+    c1.establish(s1, session_key(ctx))
+    assert r.signature_ok
+
+    def bind(env):
+        c = connection()
+        channel = Session(id=s1.id, preauth=c.preauth.copy())
+        ctx, r = kerberos_leg(c, channel, env, flags=wire.SESSION_FLAG_BINDING, sign=True,
+                              signing_key=s1.signing_key)
+        return c, channel, ctx, r
+
+    c2, _ch, _ctx, r = bind(bob)
+    assert r.status == wire.STATUS_ACCESS_DENIED, hex(r.status)
+    assert "binding refused" in server.log_text()
+    assert c1.echo(session=s1).status == wire.STATUS_SUCCESS
+    c3, channel, ctx, r = bind(alice)
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+    c3.establish(channel, session_key(ctx))
+    assert r.signature_ok, "the channel's key is not derived from the binding's Kerberos key"
+    tree = c3.tree_connect(channel, "share")
+    assert tree.status == wire.STATUS_SUCCESS
+    for c in (c1, c2, c3):
+        c.close()

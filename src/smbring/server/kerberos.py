@@ -27,7 +27,8 @@ goes back to the client (mutual authentication). The principal ``user@REALM`` mu
 configured realm (compared without regard to case, as Samba compares realms) and be exactly
 the realm of the ticket's service (realm names are case-sensitive: a trusted realm that differs
 only in case is another realm); ``user`` then
-goes through the ``username map`` and must name a Unix account whose uid is at least ``min
+goes through the ``username map`` and must name a Unix account (one the map leaves alone: of
+exactly that name, Kerberos names being case-sensitive; Server.kerberos_account) whose uid is at least ``min
 domain uid`` (Samba's option, default 1000: never root or a system account), and, where the
 password file holds the account, the account must not be barred there (disabled, locked out): from there the
 logon is the NTLM logon's (smb.commands.session), with its share rules and limits.
@@ -278,7 +279,8 @@ class KerberosContext:
             raise LogonFailure(f"Kerberos: principal {principal} is not of realm {realm_of_service}")
         account = k.account(user)       # (AccountRefused where the password file bars it)
         if account is None:
-            raise LogonFailure(f"Kerberos: principal {principal}: no Unix account {user!r}")
+            raise LogonFailure(f"Kerberos: principal {principal}: no Unix account named exactly {user!r} "
+                               "(nor a username map line for it)")
         found = unix_account(account)
         if found is None or found.uid < k.config.min_domain_uid:
             raise LogonFailure(f"Kerberos: principal {principal}: account {account!r} is below "

@@ -501,7 +501,14 @@ class Server:
         """The account a Kerberos principal's user part logs on as (server.kerberos): the name
         the username map gives it, as the password file spells it where the file holds it
         (AccountRefused where the file bars it: disabled, locked out), which must be a Unix
-        account; None where there is none. Read as the server, as `_lookup` reads."""
+        account; None where there is none. Read as the server, as `_lookup` reads.
+
+        A name the map leaves alone must be the account's name exactly: Kerberos names are
+        case-sensitive, so in an MIT realm `Alice@REALM` is another principal than
+        `alice@REALM`, perhaps another person's, and `alice/admin` another again (as MIT's
+        default aname_to_lname rule, which maps only a one-component name to itself). Samba
+        finds accounts without regard to case because Active Directory's names are so; a
+        map line is the admin's way to join other names to an account."""
         with self.creds.as_server() if self.creds is not None else contextlib.nullcontext():
             name = map_name(self.username_map, user)
             held = self.lookup(name)
@@ -510,6 +517,8 @@ class Server:
             account = held.account if held is not None else name
             found = unix_account(account)
             if found is None:
+                return None
+            if name == user and found.name != user:
                 return None
             return account if held is not None else found.name
 
