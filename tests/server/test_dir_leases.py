@@ -205,6 +205,30 @@ def test_delete_breaks_when_it_happens(clients):
     expect_break(a, key(1), RH, 6)
 
 
+@pytest.mark.parametrize("how", ["tree-disconnect", "logoff", "connection-lost"])
+def test_a_delete_on_close_ended_without_a_close_breaks(clients, how):
+    """The delete of an open closed by its tree's disconnect, its session's logoff or its
+    connection's loss (no CLOSE at all) breaks the directory's lease as a CLOSE does."""
+    a, b = clients(), clients()
+    b.open("d", None, directory=True, access=DIR_ACCESS)[0].close()
+    b.open("d\\f", None)[0].close()
+    dir_lease(a, "d", key(1), RH)
+    b.open("d\\f", None, access=DELETE | READ, disposition=CreateDisposition.FILE_OPEN,
+           options=CreateOptions.FILE_DELETE_ON_CLOSE)
+    assert a.next_break(0.5) is None
+    if how == "tree-disconnect":
+        b.tree.disconnect()
+        b.session.open_table.clear()     # (its opens are gone: smbprotocol would close them at the end)
+    elif how == "logoff":
+        b.session.disconnect()
+    else:
+        b.conn.transport.close()
+    expect_break(a, key(1), RH, 2)
+    listing, _ = a.open("d", None, directory=True, access=DIR_ACCESS, disposition=CreateDisposition.FILE_OPEN)
+    names = [e["file_name"].get_value().decode("utf-16-le") for e in listing.query_directory("*", 1)]
+    assert "f" not in names, names
+
+
 def test_delete_asked_under_the_lease_spares_it(clients):
     a = clients()
     assert dir_lease(a, "d", key(1), RH)[1][1] == RH
