@@ -461,6 +461,12 @@ class SharedOplocks(Oplocks):
         with self._step(found.file):
             return self._leases.get((client_guid, key))
 
+    def lease_breaking(self, lease: Lease) -> bool:
+        """As the store says (`lease` is a step's copy, which no answer changes later): the
+        lease's record is still of that file (it goes with its last open) and breaking."""
+        found = self._lease_record(lease.client_guid, lease.key)
+        return found is not None and found.file == tuple(lease.file) and found.breaking
+
     def lease_key_elsewhere(self, client_guid: bytes, key: bytes, file) -> bool:
         found = self._lease_record(client_guid, key)
         return found is not None and found.file != tuple(file or ())

@@ -760,8 +760,9 @@ class Connection:
         connection (a lease belongs to the client, not to one connection), or where the
         open's session encrypts its oldest channel (smb.breaks)."""
         s = self.sessions.get(o.session_id)
+        oplocks = self.state.oplocks
         breaks.send(self.client, leasing.break_notification(lease, old, new, ack_required), s,
-                    oplock=False, retry=True, wanted=lambda: lease.breaking and bool(lease.holders),
+                    oplock=False, retry=True, wanted=lambda: oplocks.lease_breaking(lease),
                     share_encrypts=self._break_sealed(s, o), session_id=o.session_id,
                     owner=self._durable_owner(o) if s is None else "")
 

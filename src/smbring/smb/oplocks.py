@@ -364,6 +364,11 @@ class Oplocks:
                 h.send_lease_break(h.open, lease, old, new, ack)
                 return
 
+    def lease_breaking(self, lease: Lease) -> bool:
+        """Whether the break told of `lease` is still unanswered and the lease still has
+        opens: worth telling again on another connection where it was not delivered."""
+        return lease.breaking and bool(lease.holders)
+
     def acknowledge_lease(self, lease: Lease, state: int) -> None:
         """The client's answer to a lease break (`lease.breaking` holds, and `state` is a
         subset of `lease.breaking_to_requested`): the lease keeps `state`; where that is
