@@ -285,6 +285,46 @@ def test_a_reconnect_beside_a_live_connection_finds_nothing_in_bounded_time(serv
     holder.close()
 
 
+def test_reconnects_repeated_at_a_held_open_keep_nobody_elses_from_their_open(server):
+    """A client sends reconnect after reconnect (20 at once) naming its own durable open that
+    is still attached on the other worker: one waits there for the open to be let go, the
+    others find nothing at once, so they hold none of the hand-off slots every user shares,
+    and another client's reconnect of its detached open on that worker still gets it."""
+    if not two_workers(server):
+        pytest.skip("the hand-off slots are between workers")
+    holder = Client(server)
+    fid, reclaimer = durable_open(holder, "held", "dhnq-batch")
+    victim = Client(server, avoid=None if holder.worker is None else 3 - holder.worker)
+    assert victim.worker == holder.worker
+    _fid, victims_reclaimer = durable_open(victim, "lost", "dhnq-batch")
+    lose(victim)
+    flooder = Client(server, avoid=holder.worker)
+    flooder.raw.grow_credits(64)
+    _name, oplock, contexts = reclaimer
+    sent = []
+    for _ in range(20):
+        msg = flooder.tree.message(wire.CREATE, create_body("__ignored__", READ_WRITE, wire.FILE_OPEN, 0,
+                                                             share_access=SHARE_ALL, contexts=list(contexts),
+                                                             oplock=oplock))
+        flooder.raw.send([msg])
+        sent.append(wire.Header.parse(msg).message_id)
+    time.sleep(0.2)         # (the reconnects reach the holder's worker)
+    started = time.monotonic()
+    again = Client(server, avoid=holder.worker)     # (a new ClientGuid, as after a client restart)
+    r = reclaim_on(again, victims_reclaimer, wait=0)
+    assert r.status == wire.STATUS_SUCCESS, r
+    assert time.monotonic() - started < PROMPTLY
+    flooder.raw.sock.settimeout(10)
+    for mid in sent:
+        answer = flooder.raw.response_to(mid)
+        while answer.status == wire.STATUS_PENDING:
+            answer = flooder.raw.response_to(mid)
+        assert answer.status == wire.STATUS_OBJECT_NAME_NOT_FOUND, answer
+    assert handle_works(holder, fid)
+    for c in (again, flooder, holder):
+        c.close()
+
+
 # -- hints are only hints ---------------------------------------------------------------------------
 def holder_records(server, key) -> list[tuple[int, int, int]]:
     """The store's records of the file `key`'s opens: (worker, open id, flags)."""

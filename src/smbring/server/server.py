@@ -70,6 +70,10 @@ STOP_CLEANUP = 5.0  # stopping: how long the connections cut at the timeout may 
 # another worker's reconnect waits this long for a durable open still attached here to be let
 # go by the connection its client left: well under the asker's wait for any answer
 HELD_WAIT = 0.75 * handoff.ANSWER_TIMEOUT
+# such waits under way at once: each holds one of the few hand-off slots (handoff.MAX_IN_FLIGHT)
+# that every user's connections and reconnects share, so a client repeating reconnects that
+# name its own attached opens cannot fill them
+MAX_HELD_RECLAIMS = handoff.MAX_IN_FLIGHT // 4
 
 
 def describe_address(address) -> str:
@@ -413,6 +417,8 @@ class Server:
         # the Kerberos acceptor (server.kerberos.Kerberos), set by the service once its keytab
         # was checked; None: Kerberos not offered (NTLMSSP only)
         self.kerberos = None
+        # the persistent FileIds another worker's reconnect waits on here (`_answer_reclaim`)
+        self._held_reclaims: set[bytes] = set()
 
     def _directory_delete_pending(self, key: tuple) -> None:
         if self.state.is_delete_pending(key):
@@ -1035,6 +1041,11 @@ class Server:
         offered = moves.offer(self, body)
         persistent = moves.held(self, body) if offered is None else None
         if persistent is not None:
+            if persistent in self._held_reclaims or len(self._held_reclaims) >= MAX_HELD_RECLAIMS:
+                # one reconnect already waits for that open (only one could have it), or
+                # enough wait: this one finds nothing, at once
+                return handoff.NOT
+            self._held_reclaims.add(persistent)
             ended = asyncio.get_running_loop().create_future()
             cancel = self.state.durable.wait_detached(
                 persistent, lambda: ended.done() or ended.set_result(None), HELD_WAIT)
@@ -1044,6 +1055,7 @@ class Server:
                 pass
             finally:
                 cancel()
+                self._held_reclaims.discard(persistent)
             offered = moves.offer(self, body)
         return offered if offered is not None else handoff.NOT
 
