@@ -7,11 +7,11 @@ from contextlib import contextmanager
 import stat
 import struct
 import uuid
-import zlib
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
 from smbring.smb.fs import DosInfo
+from smbring.vfs.short_names import short_name
 
 MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS's largest file; Windows clients expect the limit
 
@@ -238,21 +238,3 @@ def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=No
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 
-SHORT_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()-@^_`{}~")
-
-
-def short_name(name: str) -> str:
-    """An 8.3 name: the name itself when it is one, else Samba's style of mangling (five
-    characters, a tilde and two from a hash, then up to three of the extension)."""
-    base, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    # (judged upper-cased: upper case may lengthen a name, as "\ufb03" becomes "FFI")
-    upper_base, upper_ext = base.upper(), ext.upper()
-    if (0 < len(upper_base) <= 8 and len(upper_ext) <= 3 and set(upper_base) <= SHORT_NAME_CHARS
-            and set(upper_ext) <= SHORT_NAME_CHARS):
-        return f"{upper_base}.{upper_ext}" if dot else upper_base
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    h = zlib.crc32(name.encode("utf-8", "surrogatepass"))
-    prefix = "".join(ch for ch in base.upper() if ch in SHORT_NAME_CHARS and ch != "~")[:5] or "_"
-    tail = "".join(ch for ch in ext.upper() if ch in SHORT_NAME_CHARS)[:3]
-    mangled = f"{prefix}~{alphabet[h % 36]}{alphabet[(h // 36) % 36]}"
-    return f"{mangled}.{tail}" if tail else mangled

@@ -67,18 +67,21 @@ class FileSystem(Protocol):
         Raises FileNotFoundError, NotADirectoryError, or OSError for a path leading out."""
         ...
 
-    def match_case(self, parts: list[str]) -> list[str]:
+    def match_case(self, parts: list[str], short_names: bool = False) -> list[str]:
         """`parts` with each component spelled as on disk where only its case differs (SMB
         names are case-insensitive); components found in no spelling are kept as given, and
-        so is the rest of the path after one it cannot look up. Raises OSError when a
-        directory on the way cannot be listed."""
+        so is the rest of the path after one it cannot look up. With `short_names`, a
+        component found in no spelling that is a long name's 8.3 short name
+        (vfs.short_names) becomes that long name: the caller checks `veto files` again on
+        what it gets. Raises OSError when a directory on the way cannot be listed."""
         ...
 
-    def match_case_in(self, dir_fd: int, name: str) -> str | None:
+    def match_case_in(self, dir_fd: int, name: str, short_names: bool = False) -> str | None:
         """The entry of the directory open as `dir_fd` (freshly: at its start) that is `name`
-        but for its case, if any (`name` itself where it is there as spelled): `match_case`'s
-        look in one directory, for a caller that has the directory open already. Raises
-        OSError when the directory cannot be listed."""
+        but for its case, if any (`name` itself where it is there as spelled), or with
+        `short_names` whose short name it is: `match_case`'s look in one directory, for a
+        caller that has the directory open already. Raises OSError when the directory cannot
+        be listed."""
         ...
 
     def mkdir(self, parts: list[str], mode: int = 0o755) -> None:

@@ -19,6 +19,7 @@ from smbring._dirent import fstat as _fstat
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs import extents
 from smbring.vfs.case_index import CaseIndex
+from smbring.vfs.short_names import long_name_of, may_be_mangled
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
     DosInfo,
@@ -334,7 +335,7 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def match_case(self, parts: list[str]) -> list[str]:
+    def match_case(self, parts: list[str], short_names: bool = False) -> list[str]:
         """The path with each component spelled as on disk, where only its case differs:
         SMB names are case-insensitive (Windows clients ask for "FILE.TXT" to open
         "file.txt"), the file system is not. Called after an exact lookup missed; components
@@ -352,7 +353,7 @@ class PosixVFS:
                 pass
             else:
                 try:
-                    match = self.case_index.same_but_case(fd, parts[-1])
+                    match = self._look_up(fd, parts[-1], short_names)
                 finally:
                     os.close(fd)
                 return parts[:-1] + [match if match is not None else parts[-1]]
@@ -371,7 +372,7 @@ class PosixVFS:
             except OSError:
                 return found + parts[i:]
             try:
-                match = self.case_index.same_but_case(fd, name)
+                match = self._look_up(fd, name, short_names)
             finally:
                 os.close(fd)
             if match is None:
@@ -379,9 +380,18 @@ class PosixVFS:
             found.append(match)
         return found
 
-    def match_case_in(self, dir_fd: int, name: str) -> str | None:
+    def match_case_in(self, dir_fd: int, name: str, short_names: bool = False) -> str | None:
         """The share's CaseIndex's answer for a directory the caller opened (as the user)."""
-        return self.case_index.same_but_case(dir_fd, name)
+        return self._look_up(dir_fd, name, short_names)
+
+    def _look_up(self, dir_fd: int, name: str, short_names: bool) -> str | None:
+        """`name` in the directory open at dir_fd, in any case; with `short_names`, a name it
+        holds in no spelling may be a long name's mangled short name (vfs.short_names)."""
+        match = self.case_index.same_but_case(dir_fd, name)
+        if match is None and short_names and may_be_mangled(name):
+            os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
+            match = long_name_of(read_names(dir_fd), name)
+        return match
 
     @staticmethod
     def stream_parts(sid: str, stream: str | None = None) -> list[str]:

@@ -159,7 +159,8 @@ def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool,
 
 
 def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool) -> tuple[list[str], tuple | None]:
-    """`fs.match_case(parts)` for a name not found as spelled, and, where `metadata` is asked
+    """`fs.match_case(parts)` for a name not found as spelled (a long name's 8.3 short name
+    too: the caller checks `veto files` on the names found), and, where `metadata` is asked
     and the name is in its directory in no other case, that directory's `parent_metadata`:
     one open of the directory for both (the one match_case makes, as the user, to look the
     name up in it). Where it cannot be opened: match_case's own walk, and no metadata (None:
@@ -169,9 +170,9 @@ def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool) -> tu
     try:
         fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return fs.match_case(parts), None
+        return fs.match_case(parts, short_names=True), None
     try:
-        match = fs.match_case_in(fd, parts[-1])
+        match = fs.match_case_in(fd, parts[-1], short_names=True)
         if match is not None and match != parts[-1]:
             return parts[:-1] + [match], None
         return parts, directory_metadata(fs, fd, parts) if metadata else None

@@ -35,6 +35,10 @@ def _matcher(pattern: str):
         raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
     dos = pattern.lower().replace("[", "[[]").replace("<", "*").replace(">", "?").replace('"', ".")
     match = re.compile(fnmatch.translate(dos)).match
+    if "~" in pattern:
+        # a pattern naming a mangled 8.3 name matches the long name it stands for too, as
+        # Windows matches both names (MS-FSA 2.1.5.6.3): what `del SHORT~1.TXT` lists first
+        return lambda name: match(name.lower()) is not None or match(short_name(name).lower()) is not None
     return lambda name: match(name.lower()) is not None
 
 

@@ -1,0 +1,75 @@
+"""8.3 short names reach the long names they stand for (as on Windows and smbd): a file, a
+directory on the way, a delete; never a name `veto files` hides, never over a file that holds
+the short name itself. Samba's smbclient against `smbring serve --config`.
+
+Every test but the veto one fails on a server that only lists short names (the name as sent
+is then not found)."""
+from smbring.vfs.short_names import short_name
+
+from smbconf_server import smbconf  # noqa: F401  (the fixture)
+
+LONG = "quarterly report of the team.text"
+DIRECTORY = "project documents archive"
+
+
+def started(smbconf, share_options: str = ""):
+    server = smbconf("", {"share": f"read only = no\n{share_options}"})
+    return server, server.root / "share"
+
+
+def test_a_file_is_read_and_deleted_through_its_short_name(smbconf, tmp_path):
+    server, share = started(smbconf)
+    (share / LONG).write_bytes(b"the long file's data\n")
+    short = short_name(LONG)
+    assert "~" in short
+    listed = server.smbclient("share", "allinfo \"" + LONG + "\"")
+    assert f"altname: {short}" in listed.stdout, listed.stdout
+    got = server.smbclient("share", f"get {short} {tmp_path / 'got'}")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "got").read_bytes() == b"the long file's data\n"
+    lower = server.smbclient("share", f"get {short.lower()} {tmp_path / 'got2'}")   # any case
+    assert lower.returncode == 0, lower.stdout + lower.stderr
+    gone = server.smbclient("share", f"del {short}")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not (share / LONG).exists()
+
+
+def test_a_directory_on_the_way_by_its_short_name(smbconf, tmp_path):
+    server, share = started(smbconf)
+    (share / DIRECTORY).mkdir()
+    (share / DIRECTORY / "inside.txt").write_bytes(b"inside\n")
+    (tmp_path / "up.txt").write_bytes(b"uploaded\n")
+    short = short_name(DIRECTORY)
+    got = server.smbclient("share", f"get {short}\\inside.txt {tmp_path / 'got'}")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "got").read_bytes() == b"inside\n"
+    put = server.smbclient("share", f"put {tmp_path / 'up.txt'} {short}\\new.txt")
+    assert put.returncode == 0, put.stdout + put.stderr
+    assert (share / DIRECTORY / "new.txt").read_bytes() == b"uploaded\n"
+
+
+def test_a_name_that_is_there_as_spelled_wins(smbconf, tmp_path):
+    """A file whose own name is another's short name is that file, not the other."""
+    server, share = started(smbconf)
+    short = short_name(LONG)
+    (share / LONG).write_bytes(b"long\n")
+    (share / short).write_bytes(b"short\n")
+    got = server.smbclient("share", f"get {short} {tmp_path / 'got'}")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "got").read_bytes() == b"short\n"
+
+
+def test_a_vetoed_long_name_is_not_reached_through_its_short_name(smbconf, tmp_path):
+    """`veto files` is judged on the long name a short one stands for: NOT_FOUND, as for the
+    long name itself (a listing of the short name, as `del` makes first, finds nothing); the
+    file is left alone."""
+    server, share = started(smbconf, "veto files = /quarterly*/")
+    (share / LONG).write_bytes(b"secret\n")
+    short = short_name(LONG)
+    for command, status in ((f"get {short} {tmp_path / 'got'}", "NT_STATUS_OBJECT_NAME_NOT_FOUND"),
+                            (f"del {short}", "NT_STATUS_NO_SUCH_FILE"),
+                            (f"get \"{LONG}\" {tmp_path / 'got'}", "NT_STATUS_OBJECT_NAME_NOT_FOUND")):
+        done = server.smbclient("share", command)
+        assert status in done.stdout + done.stderr, (command, done.stdout)
+    assert not (tmp_path / "got").exists()
+    assert (share / LONG).read_bytes() == b"secret\n"
