@@ -73,3 +73,23 @@ def test_a_vetoed_long_name_is_not_reached_through_its_short_name(smbconf, tmp_p
         assert status in done.stdout + done.stderr, (command, done.stdout)
     assert not (tmp_path / "got").exists()
     assert (share / LONG).read_bytes() == b"secret\n"
+
+
+def test_the_stream_depot_is_not_reached_through_its_short_name(smbconf, tmp_path):
+    """The share's stream depot (which no client may name, and which the server opens as
+    itself) has a short name too: naming it reaches nothing, nor does a name with a
+    character no SMB name holds, made on the server by another program."""
+    from smbring.vfs.api import STREAMS_DIR
+    server, share = started(smbconf)
+    (tmp_path / "data").write_bytes(b"stream data\n")
+    put = server.smbclient("share", f"put {tmp_path / 'data'} \"f.txt:secret\"")
+    assert put.returncode == 0, put.stdout + put.stderr
+    assert (share / STREAMS_DIR).is_dir()
+    (share / "a:b long name").write_bytes(b"colon\n")
+    for name in (STREAMS_DIR, "a:b long name"):
+        short = short_name(name)
+        for command in (f"cd {short}", f"ls {short}\\*", f"get {short} {tmp_path / 'got'}"):
+            done = server.smbclient("share", command)
+            assert done.returncode != 0 and "NT_STATUS_" in done.stdout + done.stderr, (command, done.stdout)
+            assert "stream data" not in done.stdout
+    assert not (tmp_path / "got").exists()

@@ -80,6 +80,16 @@ def split_stream(name: str) -> tuple[str, str | None]:
     return head + sep + base, stream
 
 
+def nameable(component: str) -> bool:
+    """Whether a client may name `component` in a path (`split_path` takes it as it is):
+    never the stream depot, a reserved DOS device name or a name with a character no SMB
+    name holds."""
+    try:
+        return split_path(component) == [component]
+    except PathError:
+        return False
+
+
 def split_path(name: str) -> list[str]:
     """SMB path (relative to the share) -> checked components. A forward slash separates
     components as a backslash does, as smbd reads SMB2 paths (check_path_syntax): no name

@@ -26,6 +26,7 @@ from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from he
     NotAFile,
     PathError,
     check_stream_name,
+    nameable,
     split_path,
     split_stream,
 )
@@ -391,6 +392,11 @@ class PosixVFS:
         if match is None and short_names and may_be_mangled(name):
             os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
             match = long_name_of(read_names(dir_fd), name)
+            if match is not None and not nameable(match):
+                # a name no client may send (the stream depot, which the server opens as
+                # itself; a reserved or unspellable name) is not reached through its short
+                # name either
+                match = None
         return match
 
     @staticmethod
