@@ -378,6 +378,13 @@ def test_a_principal_that_only_resembles_an_account_is_refused(realm, start, tmp
     assert f"no Unix account named exactly '{principal}'" in server.log_text()
     assert not (server.share / "planted").exists()
     mapping = tmp_path / "users.map"
+    # a map line's names are compared with a principal's exactly too: one that names the
+    # principal in other letters' case (another principal) maps nothing
+    mapping.write_text(f'{ALICE} = "{principal.swapcase()}"\n')
+    server = start(f"username map = {mapping}")
+    done = smbclient(server, env, "put /etc/hostname planted")
+    assert done.returncode != 0, done.stdout
+    assert not (server.share / "planted").exists()
     mapping.write_text(f'{ALICE} = "{principal}"\n')
     server = start(f"username map = {mapping}")
     done = smbclient(server, env, "put /etc/hostname planted")

@@ -99,8 +99,10 @@ def user_in_group(user: str, group: str) -> bool:
         return False
 
 
-def map_username(lines: list[MapLine], name: str, in_group=user_in_group) -> str:
-    """The Unix name `name` maps to (itself where no line maps it)."""
+def map_username(lines: list[MapLine], name: str, in_group=user_in_group, exact_case: bool = False) -> str:
+    """The Unix name `name` maps to (itself where no line maps it). Names are compared
+    without regard to case, as Samba compares them; with `exact_case` (a Kerberos principal's
+    name, which is case-sensitive: `Alice` and `ALICE` are two principals), exactly."""
     for line in lines:
         matched = False
         for entry in line.names:
@@ -108,6 +110,8 @@ def map_username(lines: list[MapLine], name: str, in_group=user_in_group) -> str
                 matched = True
             elif entry[:1] in "@+" and len(entry) > 1:
                 matched = in_group(name, entry[1:])
+            elif exact_case:
+                matched = entry == name
             else:
                 matched = entry.lower() == name.lower()
             if matched:
@@ -140,10 +144,11 @@ def account(name: str) -> Identity | None:
     return Identity(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(sorted(set(groups))))
 
 
-def map_name(username_map: str | None, name: str) -> str:
-    """The name `name` maps to through the ``username map`` file (itself without one). A file
-    that cannot be read maps nothing, with a warning: a name then stays the client's own,
-    whose password is checked (never a looser check)."""
+def map_name(username_map: str | None, name: str, exact_case: bool = False) -> str:
+    """The name `name` maps to through the ``username map`` file (itself without one;
+    `exact_case`: see map_username). A file that cannot be read maps nothing, with a
+    warning: a name then stays the client's own, whose password is checked (never a looser
+    check)."""
     if not username_map:
         return name
     try:
@@ -152,7 +157,7 @@ def map_name(username_map: str | None, name: str) -> str:
     except (OSError, UnicodeDecodeError) as e:
         log.warning("username map %s: %s (names not mapped)", username_map, e)
         return name
-    return map_username(lines, name)
+    return map_username(lines, name, exact_case=exact_case)
 
 
 class Accounts:

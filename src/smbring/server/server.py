@@ -514,9 +514,11 @@ class Server:
         `alice@REALM`, perhaps another person's, and `alice/admin` another again (as MIT's
         default aname_to_lname rule, which maps only a one-component name to itself). Samba
         finds accounts without regard to case because Active Directory's names are so; a
-        map line is the admin's way to join other names to an account."""
+        map line is the admin's way to join other names to an account, and its names are
+        compared with the principal's exactly too (`alice = Alice` maps `Alice`, not
+        `ALICE`)."""
         with self.creds.as_server() if self.creds is not None else contextlib.nullcontext():
-            name = map_name(self.username_map, user)
+            name = map_name(self.username_map, user, exact_case=True)
             held = self.lookup(name)
             if held is not None and held.barred is not None:
                 raise AccountRefused(f"{name!r}: {held.barred.why}", held.barred.status)
