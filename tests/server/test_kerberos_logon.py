@@ -361,7 +361,9 @@ def test_principal_without_an_account_or_barred_is_refused(realm, start, tmp_pat
     assert r.status == status, hex(r.status)
 
 
-@pytest.mark.parametrize("principal", [ALICE.upper(), ALICE.capitalize(), f"{ALICE}/admin"])
+# (ids, not the names: those hold the process id, which differs between pytest-xdist's workers)
+@pytest.mark.parametrize("principal", [ALICE.upper(), ALICE.capitalize(), f"{ALICE}/admin"],
+                         ids=["upper-case", "capitalized", "instance"])
 def test_a_principal_that_only_resembles_an_account_is_refused(realm, start, tmp_path, principal):
     """Kerberos names are case-sensitive: in the realm, KRBA..., Krba... and krba.../admin are
     other principals than ALICE's (another person may hold them): none acts as ALICE's
