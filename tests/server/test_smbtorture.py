@@ -44,6 +44,10 @@ FLOORS = {
     # offering directory leases; both skipped before, as on smbd 4.17)
     # (smb2.timestamps 14 -> 15 on 2026-12-03: test_close_not_attrib opens
     # "smb2-timestamps/testfile.dat", a forward slash read as a separator, as smbd reads it)
+    # added 2026-12-04, each passing what smbd 4.17 passes here or more (kernel-oplocks: smbd 2)
+    "smb2.durable-v2-delay": 2, "smb2.durable-open-disconnect": 1, "smb2.kernel-oplocks": 5,
+    "smb2.maxfid": 1, "smb2.secleak": 1, "smb2.ioctl-on-stream": 1, "smb2.async_dosmode": 1,
+    "smb2.check-sharemode": 1,
 }
 
 # suites with a test that opens connections to port 445 whatever -p says (multichannel's
@@ -90,7 +94,8 @@ SECONDS = {
         "2o-vs-oplock-sane", "2o-vs-lease-sane", "2l-vs-oplock-sane", "2l-vs-lease-sane")},
     "smb2.lease": 193, "smb2.durable-open": 144, "smb2.replay": 140, "smb2.oplock": 112,
     "smb2.notify": 91, "smb2.multichannel": 19, "smb2.timestamps": 17, "smb2.create": 11,
-    "smb2.dir": 10, "smb2.compound_find": 9,
+    "smb2.dir": 10, "smb2.compound_find": 9, "smb2.maxfid": 20, "smb2.secleak": 20,
+    "smb2.durable-v2-delay": 10, "smb2.kernel-oplocks": 6,
 }
 
 
