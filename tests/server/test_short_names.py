@@ -93,3 +93,42 @@ def test_the_stream_depot_is_not_reached_through_its_short_name(smbconf, tmp_pat
             assert done.returncode != 0 and "NT_STATUS_" in done.stdout + done.stderr, (command, done.stdout)
             assert "stream data" not in done.stdout
     assert not (tmp_path / "got").exists()
+
+
+def test_mangled_names_no_lists_none_and_reaches_nothing_by_them(smbconf, tmp_path):
+    """`mangled names = no` (Samba's option; "illegal" reads the same here): no short name in
+    a listing (smbclient's allinfo asks FileAlternateNameInformation: not found), and a short
+    name reaches nothing; the long name works as ever."""
+    server, share = started(smbconf, "mangled names = no")
+    (share / LONG).write_bytes(b"the long file's data\n")
+    short = short_name(LONG)
+    info = server.smbclient("share", "allinfo \"" + LONG + "\"")
+    assert "altname: " + short not in info.stdout, info.stdout
+    got = server.smbclient("share", f"get {short} {tmp_path / 'got'}")
+    assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in got.stdout + got.stderr, got.stdout
+    listed = server.smbclient("share", "ls")
+    assert LONG in listed.stdout and short not in listed.stdout
+    got = server.smbclient("share", f"get \"{LONG}\" {tmp_path / 'got'}")
+    assert got.returncode == 0 and (tmp_path / "got").read_bytes() == b"the long file's data\n"
+
+
+def test_a_listing_shows_short_names_only_where_mangled_names_allow(smbconf):
+    """FileIdBothDirectoryInformation's ShortName: the mangled name by default (as `mangled
+    names = yes`), empty with `mangled names = no`, on the C batch path and on the
+    per-entry one (`hide files` set) alike."""
+    import struct
+    from servers import PASSWORD, USER
+    from smbring.smb import wire
+    for options, expected in (("", short_name(LONG)), ("hide files = /nothing/", short_name(LONG)),
+                              ("mangled names = no", ""), ("mangled names = no\nhide files = /nothing/", "")):
+        server, share = started(smbconf, options)
+        (share / LONG).write_bytes(b"x")
+        with server.raw() as c:
+            c.negotiate()
+            tree = c.tree(c.logon(USER, PASSWORD), "share")
+            r = tree.query_directory(tree.open(""), pattern=LONG, klass=37)
+            assert r.status == wire.STATUS_SUCCESS, r
+            entry = r.raw[64 + 8:]
+            name_len, short_len = struct.unpack_from("<I", entry, 60)[0], entry[68]
+            assert entry[104:104 + name_len].decode("utf-16-le") == LONG
+            assert entry[70:70 + short_len].decode("utf-16-le") == expected, options

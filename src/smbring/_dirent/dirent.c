@@ -13,6 +13,7 @@
  *
  *   encode_entries(records, names, start, klass, out, room, last, single, hide_dot,
  *                  shown, short_name) -> (index, last, status)
+ *       (short_name: a callable giving a non-ASCII name's 8.3 name, or None: no 8.3 names)
  *       The protocol core's half, pure: appends MS-FSCC directory entries to the bytearray
  *       `out` exactly as smb.fileinfo.dir_entry builds them one by one, and stops where the
  *       Python code must take over (an entry it leaves to the general code: SLOW).
@@ -508,8 +509,8 @@ static PyObject *encode_entries(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "encode_entries: arguments out of range");
         goto done;
     }
-    if (!PyCallable_Check(shown) || !PyCallable_Check(short_name)) {
-        PyErr_SetString(PyExc_TypeError, "encode_entries: shown and short_name must be callable");
+    if (!PyCallable_Check(shown) || (short_name != Py_None && !PyCallable_Check(short_name))) {
+        PyErr_SetString(PyExc_TypeError, "encode_entries: shown must be callable, short_name callable or None");
         goto done;
     }
     const struct record *records = rec.buf;
@@ -553,7 +554,8 @@ static PyObject *encode_entries(PyObject *self, PyObject *args)
         }
         unsigned char short_utf16[24];
         int short_len = 0;
-        if (klass == 3 || klass == 37) {
+        memset(short_utf16, 0, sizeof short_utf16);
+        if ((klass == 3 || klass == 37) && short_name != Py_None) {     /* None: no 8.3 names */
             short_len = short_name_into(name, short_name, short_utf16);
             if (short_len == -2)
                 goto done;

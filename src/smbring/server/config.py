@@ -415,6 +415,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         hide_unwriteable=_get(s, "hide unwriteable files", False),
         hide_special_files=_get(s, "hide special files", False),
         hide_new_files_timeout=_get(s, "hide new files timeout", 0.0),
+        mangled_names=_get(s, "mangled names", True),
         create_mask=_get(s, "create mask", 0o744), directory_mask=_get(s, "directory mask", 0o755),
         force_create_mode=_get(s, "force create mode", 0),
         force_directory_mode=_get(s, "force directory mode", 0),

@@ -64,6 +64,11 @@ ENCRYPTION = {**dict.fromkeys(("no", "false", "0", "off", "disabled"), "off"),
                               "if_required"),
               "desired": "desired",
               **dict.fromkeys(("required", "mandatory", "force", "forced", "enforced"), "required")}
+# `mangled names`: whether long names get 8.3 short names (listed, and reaching them). Samba's
+# "illegal" gives them only to names no Windows client could use, which smbring refuses to
+# serve anyway: there, as "no", none
+MANGLED_NAMES = {**dict.fromkeys(("yes", "true", "1", "on"), True),
+                 **dict.fromkeys(("no", "false", "0", "off", "illegal"), False)}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}
 PROTOCOL_VALUES = {**PROTOCOLS, "default": None}
@@ -157,6 +162,7 @@ OPTIONS: dict[str, Spec] = {
     "force unknown acl user": Spec(S, boolean),
     "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),
     "hide new files timeout": Spec(S, _seconds),
+    "mangled names": Spec(S, one_of(MANGLED_NAMES, "mangled names")),
     "create mask": Spec(S, octal), "directory mask": Spec(S, octal),
     "force create mode": Spec(S, octal), "force directory mode": Spec(S, octal),
     "browseable": Spec(S, boolean), "access based share enum": Spec(S, boolean),
@@ -254,7 +260,7 @@ QUIET = {
     "template homedir", "dos charset", "unix charset", "display charset", "server services",
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
-    "case sensitive", "preserve case", "short preserve case", "default case", "mangled names",
+    "case sensitive", "preserve case", "short preserve case", "default case",
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",

@@ -214,14 +214,14 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
 
 
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,
-              hidden: bool = False, write_ns: int | None = None) -> bytes:
+              hidden: bool = False, write_ns: int | None = None, short_names: bool = True) -> bytes:
     # a name that is not UTF-8 on disk holds its bytes as lone surrogates (U+DC80-U+DCFF):
     # shown as such, as change notifications show them, rather than failing the listing
     n = name.encode("utf-16-le", "surrogatepass")
     common = struct.pack("<II", 0, file_index) + times(st, dos, write_ns) + struct.pack(
         "<QQI", 0 if stat.S_ISDIR(st.st_mode) else st.st_size, alloc_size(st, dos),
         attributes(st, dos, hidden))
-    short = short_name(name).encode("utf-16-le") if name not in (".", "..") else b""
+    short = short_name(name).encode("utf-16-le") if short_names and name not in (".", "..") else b""
     if klass == 1:    # FileDirectoryInformation
         return common + struct.pack("<I", len(n)) + n
     if klass == 2:    # FileFullDirectoryInformation

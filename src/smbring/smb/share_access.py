@@ -185,6 +185,7 @@ class NameRules:
     hide_unwriteable: bool = False
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
+    short_names: bool = True        # `mangled names`: long names have 8.3 short names
 
     @classmethod
     def of(cls, share) -> "NameRules":
@@ -193,7 +194,8 @@ class NameRules:
                    hide_dot_files=share.hide_dot_files, hide_unreadable=share.hide_unreadable,
                    hide_unwriteable=share.hide_unwriteable,
                    hide_special_files=share.hide_special_files,
-                   hide_new_files_timeout=share.hide_new_files_timeout)
+                   hide_new_files_timeout=share.hide_new_files_timeout,
+                   short_names=share.mangled_names)
 
     def vetoed(self, name: str) -> bool:
         """Neither listed nor reachable (`veto files`), in any case."""

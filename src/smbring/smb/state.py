@@ -96,6 +96,7 @@ class Share:
     hide_unwriteable: bool = False
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
+    mangled_names: bool = True        # long names have 8.3 short names (listed, and reaching them)
     create_mask: int = 0o744          # mode bits of a new file: 0o666 & mask | force
     force_create_mode: int = 0
     directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force

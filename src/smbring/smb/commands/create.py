@@ -158,21 +158,23 @@ def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool,
         return True, None, inherits
 
 
-def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool) -> tuple[list[str], tuple | None]:
+def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool,
+                         short_names: bool = True) -> tuple[list[str], tuple | None]:
     """`fs.match_case(parts)` for a name not found as spelled (a long name's 8.3 short name
     too: the caller checks `veto files` on the names found), and, where `metadata` is asked
     and the name is in its directory in no other case, that directory's `parent_metadata`:
     one open of the directory for both (the one match_case makes, as the user, to look the
     name up in it). Where it cannot be opened: match_case's own walk, and no metadata (None:
-    `parent_metadata` answers for a directory it cannot open)."""
+    `parent_metadata` answers for a directory it cannot open). `short_names`: the share's
+    `mangled names`."""
     if not parts:
         return fs.match_case(parts), None
     try:
         fd = fs.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return fs.match_case(parts, short_names=True), None
+        return fs.match_case(parts, short_names=short_names), None
     try:
-        match = fs.match_case_in(fd, parts[-1], short_names=True)
+        match = fs.match_case_in(fd, parts[-1], short_names=short_names)
         if match is not None and match != parts[-1]:
             return parts[:-1] + [match], None
         return parts, directory_metadata(fs, fd, parts) if metadata else None
@@ -535,7 +537,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
         # names are case-insensitive in SMB
-        spelled, directory = spelled_in_directory(fs, parts, may_make)
+        spelled, directory = spelled_in_directory(fs, parts, may_make, tree.names.short_names)
         if spelled != parts:
             parts = spelled
             try:

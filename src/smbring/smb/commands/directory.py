@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 MAX_PATTERN = 255
 
 
-def _matcher(pattern: str):
+def _matcher(pattern: str, short_names: bool = True):
     """The test a name passes to be listed, compiled once per scan: a DOS wildcard, `[` a
     plain character. Not through fnmatch.fnmatchcase, whose process-wide cache keeps up to
     32,768 compiled patterns, each new one a client sends (re's own cache keeps 512)."""
@@ -35,7 +35,7 @@ def _matcher(pattern: str):
         raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
     dos = pattern.lower().replace("[", "[[]").replace("<", "*").replace(">", "?").replace('"', ".")
     match = re.compile(fnmatch.translate(dos)).match
-    if "~" in pattern:
+    if short_names and "~" in pattern:
         # a pattern naming a mangled 8.3 name matches the long name it stands for too, as
         # Windows matches both names (MS-FSA 2.1.5.6.3): what `del SHORT~1.TXT` lists first
         return lambda name: match(name.lower()) is not None or match(short_name(name).lower()) is not None
@@ -66,7 +66,7 @@ def _keeper(pattern: str, names):
     """Whether a name of the directory is listed: it matches the pattern, is not vetoed (`veto
     files`, whatever the pattern) and is not the stream depot, which no client can name,
     wherever a listing meets it (the root's, also through a link)."""
-    matches = _matcher(pattern)
+    matches = _matcher(pattern, names.short_names)
     return lambda n: matches(n) and n != STREAMS_DIR and not names.vetoed(n)
 
 
@@ -160,7 +160,8 @@ def _batch(c: Connection, o, klass: int, flags: int, out: bytearray, out_len: in
     records = fs.entry_details(o.fd, o.parts, names, o.dir_pos, count)
     index, last, status = encode_entries(
         records, names, o.dir_pos, klass, out, out_len, last, single,
-        o.tree.names.hide_dot_files, c.state.write_times.shown, short_name)
+        o.tree.names.hide_dot_files, c.state.write_times.shown,
+        short_name if o.tree.names.short_names else None)
     o.dir_pos = index
     return status, last
 
@@ -179,4 +180,5 @@ def _entry(c: Connection, o, klass: int) -> bytes | None:
                 st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
             return None
     return dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
-                     write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)))
+                     write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)),
+                     short_names=o.tree.names.short_names)

@@ -153,6 +153,8 @@ def open_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 17:
         return struct.pack("<I", 0)
     if klass == 21:  # FileAlternateNameInformation: the 8.3 name old clients see
+        if not o.tree.names.short_names:
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)      # (as NTFS without 8.3 names)
         base = o.base_parts if o.base_parts is not None else o.parts
         n = wire.utf16(short_name(base[-1]) if base else "")
         return struct.pack("<I", len(n)) + n
