@@ -73,7 +73,7 @@ HELD_WAIT = 0.75 * handoff.ANSWER_TIMEOUT
 # such waits under way at once: each holds one of the few hand-off slots (handoff.MAX_IN_FLIGHT)
 # that every user's connections and reconnects share, so a client repeating reconnects that
 # name its own attached opens cannot fill them
-MAX_HELD_RECLAIMS = handoff.MAX_IN_FLIGHT // 4
+MAX_HELD_RECLAIMS = handoff.MAX_IN_FLIGHT // 2
 
 
 def describe_address(address) -> str:
