@@ -83,6 +83,30 @@ def test_compound_of_delete_dispositions_of_a_large_directory(server):
     assert len(os.listdir(server.path("rw") / "big")) == 30000
 
 
+@pytest.mark.parametrize("count", [30000, 3000], ids=["indexed", "small"])
+def test_compound_of_made_up_short_names_in_a_large_directory(server, count):
+    """A CREATE of a name the directory holds in no spelling that could be a mangled 8.3
+    name looks for the long name it stands for: 128 made-up ones in one compound (each a
+    different name, so nothing is answered from the last) cost an index's map made once, in a
+    directory of 30,000 names, or a read of one of 3,000 names each, not 128 hashings of every
+    name. The directory's own short names still reach their files."""
+    from smbring.vfs.short_names import ALPHABET, may_be_mangled, short_name
+    c, s = server.logon(timeout=120)
+    rw = c.tree(s, "rw")
+    folder = big_directory(server, f"mangled{count}", count)
+    long_one = f"a long name of a file {count}.text"
+    os.close(os.open(server.path("rw") / folder / long_one, os.O_CREAT | os.O_WRONLY, 0o644))
+    c.grow_credits(512)
+    made_up = [f"{folder}\\ZQXWV~{ALPHABET[i // 36 % 36]}{ALPHABET[i % 36]}.TXT" for i in range(128)]
+    assert all(may_be_mangled(name.rpartition("\\")[2]) for name in made_up)
+    creates = [rw.message(wire.CREATE, create_body(name, wire.GENERIC_READ, wire.FILE_OPEN, 0)) for name in made_up]
+    responses, slowest, took = probe(server, lambda: c.compound(creates))
+    assert {r.status for r in responses} == {wire.STATUS_OBJECT_NAME_NOT_FOUND}
+    assert slowest < STALL, f"slowest ECHO {slowest:.2f} s of CPU, the compound {took:.2f} s"
+    fid = rw.open(f"{folder}\\{short_name(long_one)}", wire.GENERIC_READ, wire.FILE_OPEN)
+    assert rw.close(fid).status == wire.STATUS_SUCCESS
+
+
 # -- named streams: every stream looked at by requests on one of them -------------------------
 def many_streams(server, rw, name: str, count: int) -> None:
     """`name` with `count` named streams: one made by the server, the others beside it in

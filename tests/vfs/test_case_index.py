@@ -229,3 +229,32 @@ def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
         assert ask("childmade") == "ChildMade" and ask("parentmade") == "ParentMade"
     finally:
         index.close()
+
+
+def test_short_names_are_answered_from_the_index_and_follow_changes(share):
+    """An indexed directory's long names by 8.3 short name: found, then kept current as other
+    programs make, rename and remove files (each answer as a read of the directory gives)."""
+    from smbring.vfs.short_names import long_name_of, short_name
+    root, vfs = share
+    first, second = "a first long name.text", "another long file name.docx"
+    (root / "big" / first).write_bytes(b"")
+    short = short_name(first)
+    assert vfs.match_case(["big", short], short_names=True) == ["big", first]
+    assert vfs.case_index.directories == 1
+    assert vfs.match_case(["big", short_name(second)], short_names=True) == ["big", short_name(second)]
+    (root / "big" / second).write_bytes(b"")           # made behind the server's back
+    assert vfs.match_case(["big", short_name(second)], short_names=True) == ["big", second]
+    os.rename(root / "big" / first, root / "big" / "renamed long file.text")
+    assert vfs.match_case(["big", short], short_names=True) == ["big", short]
+    assert vfs.match_case(["big", short_name("renamed long file.text")], short_names=True) == \
+        ["big", "renamed long file.text"]
+    os.unlink(root / "big" / second)
+    assert vfs.match_case(["big", short_name(second)], short_names=True) == ["big", short_name(second)]
+    # without short names asked for, a short name is only itself
+    assert vfs.match_case(["big", short_name("renamed long file.text")]) == \
+        ["big", short_name("renamed long file.text")]
+    fd = os.open(root / "big", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert long_name_of(read_names(fd), short_name("renamed long file.text")) == "renamed long file.text"
+    finally:
+        os.close(fd)

@@ -35,6 +35,8 @@ import threading
 import weakref
 from typing import Callable
 
+from smbring.vfs.short_names import is_short_name, long_name_of, short_name
+
 MAX_DIRECTORIES = 128           # kernel watches held at once (max_user_watches bounds them too)
 MAX_NAMES = 200_000             # names held, all directories together (some 30 MB)
 MIN_ENTRIES = 32                # smaller directories are read each time: as cheap as an index
@@ -80,14 +82,30 @@ class _Libc:
 
 class _Directory:
     """One directory's names by case fold: each fold with its one spelling, or a list of
-    its spellings where there are several (rare: a str each keeps the memory down)."""
-    __slots__ = ("key", "wd", "folded", "count")
+    its spellings where there are several (rare: a str each keeps the memory down); and,
+    once a short name was looked for in it, its long names by 8.3 short name."""
+    __slots__ = ("key", "wd", "folded", "count", "short")
 
     def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
         self.key, self.wd, self.count = key, wd, 0
         self.folded: dict[str, str | list[str]] = {}
+        self.short: dict[str, str] | None = None
         for name in names:
             self.add(name)
+
+    def long_name(self, short: str) -> str | None:
+        """The long name whose mangled 8.3 name is `short` (vfs.short_names), from a map
+        made at the first question (one pass over the names) and kept current after."""
+        if self.short is None:
+            self.short = {}
+            for found in self.folded.values():
+                for name in ([found] if isinstance(found, str) else found):
+                    self._map_short(name)
+        return self.short.get(short.upper())
+
+    def _map_short(self, name: str) -> None:
+        if not is_short_name(name):
+            self.short.setdefault(short_name(name), name)    # (two names on one: the first)
 
     def spellings(self, name: str) -> list[str]:
         found = self.folded.get(name.casefold())
@@ -109,6 +127,8 @@ class _Directory:
         else:
             found.append(name)
         self.count += 1
+        if self.short is not None:
+            self._map_short(name)
 
     def remove(self, name: str) -> None:
         fold = name.casefold()
@@ -126,6 +146,12 @@ class _Directory:
             if len(found) == 1:
                 self.folded[fold] = found[0]
         self.count -= 1
+        if self.short is not None and not is_short_name(name):
+            mangled = short_name(name)
+            if self.short.get(mangled) == name:
+                # (another long name of the same short name, if any, is mapped again when
+                # the directory is next read whole)
+                del self.short[mangled]
 
 
 class CaseIndex:
@@ -202,6 +228,20 @@ class CaseIndex:
                 return spellings[0]
         # two spellings or more, neither the one asked for: the first in the directory's order
         return self.pick(self.read_names(dir_fd), name)
+
+    def long_name(self, dir_fd: int, short: str) -> str | None:
+        """The entry of the directory open at dir_fd (at its start) whose mangled 8.3 name
+        is `short` (vfs.short_names.may_be_mangled), if any: from the directory's index,
+        where it is indexed (same_but_case, asked first, indexes it where it is worth it);
+        else a read of it, looked through only up to MAX_SCANNED names."""
+        if self.fd >= 0:
+            st = os.fstat(dir_fd)
+            with self._lock:
+                self._read_events()
+                directory = self._dirs.get((st.st_dev, st.st_ino))
+                if directory is not None:
+                    return directory.long_name(short)
+        return long_name_of(self.read_names(dir_fd), short)
 
     def local(self, fd: int, dev: int) -> bool:
         """Whether the file system of `fd` (whose st_dev is `dev`) is a local one

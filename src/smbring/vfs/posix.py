@@ -19,7 +19,7 @@ from smbring._dirent import fstat as _fstat
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs import extents
 from smbring.vfs.case_index import CaseIndex
-from smbring.vfs.short_names import long_name_of, may_be_mangled
+from smbring.vfs.short_names import may_be_mangled
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
     STREAMS_DIR,
     DosInfo,
@@ -391,7 +391,7 @@ class PosixVFS:
         match = self.case_index.same_but_case(dir_fd, name)
         if match is None and short_names and may_be_mangled(name):
             os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
-            match = long_name_of(read_names(dir_fd), name)
+            match = self.case_index.long_name(dir_fd, name)
             if match is not None and not nameable(match):
                 # a name no client may send (the stream depot, which the server opens as
                 # itself; a reserved or unspellable name) is not reached through its short

@@ -8,10 +8,12 @@ three characters of its extension ("long name of a file.text" -> "LONGN~4Q.TEX")
 name is computed, never stored: two long names of a directory may share one (a client
 naming it reaches the first of them in the directory's order, as with Samba's hash2).
 
-The way back scans the directory (as Samba's hash2 does without its cache), only for a name
-that could be a mangled one (it holds the tilde) and that the directory holds in no spelling,
-and never more than MAX_SCANNED names: a directory larger than that is not searched, so a
-client naming made-up short names cannot make the server hash a huge directory over and over.
+The way back is asked only for a name that could be a mangled one (it holds the tilde) and
+that the directory holds in no spelling. A directory the share's CaseIndex keeps (local,
+32 to 200,000 entries) answers from a map of its long names by short name, made once and
+kept current with the index; any other is read and looked through, at most MAX_SCANNED
+names of it: a larger one is not searched, so a client naming made-up short names cannot
+make the server hash a huge directory request after request.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import zlib
 
 SHORT_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()-@^_`{}~")
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-MAX_SCANNED = 200_000       # names of one directory looked through for a short name at most
+MAX_SCANNED = 4096          # names of a directory not indexed looked through for a short name at most
 
 
 def _split(name: str) -> tuple[str, str, str]:
