@@ -35,7 +35,7 @@ import threading
 import weakref
 from typing import Callable
 
-from smbring.vfs.short_names import is_short_name, long_name_of, short_name
+from smbring.vfs.short_names import long_name_of, mangled_name
 
 MAX_DIRECTORIES = 128           # kernel watches held at once (max_user_watches bounds them too)
 MAX_NAMES = 200_000             # names held, all directories together (some 30 MB)
@@ -104,8 +104,9 @@ class _Directory:
         return self.short.get(short.upper())
 
     def _map_short(self, name: str) -> None:
-        if not is_short_name(name):
-            self.short.setdefault(short_name(name), name)    # (two names on one: the first)
+        mangled = mangled_name(name)
+        if mangled is not None:
+            self.short.setdefault(mangled, name)    # (two names on one: the first)
 
     def spellings(self, name: str) -> list[str]:
         found = self.folded.get(name.casefold())
@@ -146,9 +147,9 @@ class _Directory:
             if len(found) == 1:
                 self.folded[fold] = found[0]
         self.count -= 1
-        if self.short is not None and not is_short_name(name):
-            mangled = short_name(name)
-            if self.short.get(mangled) == name:
+        if self.short is not None:
+            mangled = mangled_name(name)
+            if mangled is not None and self.short.get(mangled) == name:
                 # (another long name of the same short name, if any, is mapped again when
                 # the directory is next read whole)
                 del self.short[mangled]

@@ -17,10 +17,12 @@ make the server hash a huge directory request after request.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 
 SHORT_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()-@^_`{}~")
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ALPHABET_SET = frozenset(ALPHABET)
 MAX_SCANNED = 4096          # names of a directory not indexed looked through for a short name at most
 
 
@@ -41,14 +43,28 @@ def is_short_name(name: str) -> bool:
 
 def short_name(name: str) -> str:
     """A name's 8.3 name: the name itself (upper-cased) when it is one, else mangled."""
+    mangled = mangled_name(name)
+    if mangled is not None:
+        return mangled
     base, dot, ext = _split(name)
+    return f"{base.upper()}.{ext.upper()}" if dot else base.upper()
+
+
+def mangled_name(name: str) -> str | None:
+    """A long name's mangled 8.3 name; None for a name that is an 8.3 name already."""
     if is_short_name(name):
-        return f"{base.upper()}.{ext.upper()}" if dot else base.upper()
+        return None
+    base, _dot, ext = _split(name)
     h = zlib.crc32(name.encode("utf-8", "surrogatepass"))
-    prefix = "".join(ch for ch in base.upper() if ch in SHORT_NAME_CHARS and ch != "~")[:5] or "_"
+    prefix = "".join(itertools.islice(_dos_chars(base.upper()), 5)) or "_"
     tail = "".join(ch for ch in ext.upper() if ch in SHORT_NAME_CHARS)[:3]
     mangled = f"{prefix}~{ALPHABET[h % 36]}{ALPHABET[(h // 36) % 36]}"
     return f"{mangled}.{tail}" if tail else mangled
+
+
+def _dos_chars(text: str):
+    """The characters of (upper-cased) `text` a mangled name's prefix keeps."""
+    return (ch for ch in text if ch in SHORT_NAME_CHARS and ch != "~")
 
 
 def may_be_mangled(name: str) -> bool:
@@ -56,7 +72,7 @@ def may_be_mangled(name: str) -> bool:
     two characters of the hash's alphabet."""
     base, _dot, _ext = _split(name)
     at = base.find("~")
-    return (at >= 1 and len(base) == at + 3 and set(base[at + 1:].upper()) <= set(ALPHABET)
+    return (at >= 1 and len(base) == at + 3 and set(base[at + 1:].upper()) <= _ALPHABET_SET
             and is_short_name(name))
 
 
@@ -72,15 +88,8 @@ def long_name_of(names: list[str], short: str) -> str | None:
     for name in names:
         # (a cheap look first: a mangled name starts with the first DOS character of its
         # name, "_" where its base has none)
-        if first != "_" and _first_dos_char(name) != first:
+        if first != "_" and next(_dos_chars(name.upper()), "") != first:
             continue
-        if not is_short_name(name) and short_name(name) == wanted:
+        if mangled_name(name) == wanted:
             return name
     return None
-
-
-def _first_dos_char(name: str) -> str:
-    for ch in name.upper():
-        if ch in SHORT_NAME_CHARS and ch != "~":
-            return ch
-    return ""
