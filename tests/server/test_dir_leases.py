@@ -3,8 +3,8 @@ real server: what a directory open is granted (R or RH, never W; SMB 3 and a ver
 context only), which changes in the directory break it (to none, with its epoch and an answer
 where it held HANDLE caching) whoever makes them, which spare it (the ParentLeaseKey of the
 changing open's lease, of the same client), the directory's own rename, a holder that never
-answers, and the settings that turn them off (the option, `smb2 leases`, a share's `oplocks`,
-several workers).
+answers, and the settings that turn them off (the option, `smb2 leases`, a share's `oplocks`).
+With several workers: tests/server/test_workers_leases.py.
 
 Every test here but the settings' ones fails on a server without directory leases: a
 directory's lease context is then ignored (no lease, nothing to break)."""
@@ -407,25 +407,3 @@ def test_oplocks_off_share_grants_none(smbconf):
         assert d.oplock_level == NONE and lease is None
     finally:
         a.close()
-
-
-def test_several_workers_offer_none(tmp_path):
-    """With several worker processes a change made through one worker would not reach the
-    directory leases held through another: none is offered (fail closed); file leases stay."""
-    from servers import stop
-    from worker_servers import start
-    server = start(tmp_path, 2)
-    try:
-        for _ in range(2):          # (whichever worker each connection lands on)
-            a = Client(server["port"])
-            try:
-                assert a.conn.server_capabilities.has_flag(CAP_LEASING)
-                assert not a.conn.server_capabilities.has_flag(CAP_DIRECTORY_LEASING)
-                d, lease = dir_lease(a, "d", key(1), RH)
-                assert d.oplock_level == NONE and lease is None
-                _f, lease = a.open("f", key(2), RWH, v2=True)
-                assert lease[1] == RWH
-            finally:
-                a.close()
-    finally:
-        stop(server["proc"])

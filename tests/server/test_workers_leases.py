@@ -2,7 +2,8 @@
 smbprotocol clients on different worker processes: a holder on one worker is told to break
 when a client of the other worker opens its file, and that client's CREATE waits for the
 answer, for the break timeout (shortened here through SMBRING_BREAK_TIMEOUT), or for the
-holder's worker to die; one client's lease key used through both workers is one lease; and
+holder's worker to die; one client's lease key used through both workers is one lease; a
+directory lease held through one worker is broken by changes made through the other; and
 garbage on the workers' wake-up sockets changes nothing.
 
 Placing clients: as in test_workers, the first client's worker is stopped (SIGSTOP) while
@@ -19,6 +20,7 @@ import pytest
 
 pytest.importorskip("smbprotocol")
 
+import test_dir_leases as dirs  # noqa: E402
 import test_lease_rename_hold as renames  # noqa: E402
 import test_leases as leases  # noqa: E402
 import test_oplocks as oplocks  # noqa: E402
@@ -239,6 +241,89 @@ def test_directory_rename_breaks_handle_leases_below_it_on_another_worker(place)
     assert renames.exists(a, r"e\f")
 
 
+# -- directory leases ------------------------------------------------------------------------
+def test_both_workers_offer_directory_leasing(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    for c in (a, b):
+        assert c.conn.server_capabilities.has_flag(leases.CAP_LEASING | leases.CAP_DIRECTORY_LEASING)
+        _d, lease = dirs.dir_lease(c, f"d{id(c)}", leases.key(1), leases.RWH)
+        assert lease[1] == leases.RH            # (never WRITE caching on a directory)
+
+
+def test_directory_lease_broken_by_changes_through_another_worker(place):
+    """A directory lease held through one worker is broken to none by each change a client of
+    the other worker makes in the directory (a file made, data written and closed, the file
+    deleted), with its epoch and an answer where it held HANDLE caching; a change below a
+    subdirectory breaks nothing, as in one process. Fails where a worker's change reaches
+    only its own directory leases."""
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    _d, lease = dirs.dir_lease(a, "d", leases.key(1), leases.RH, epoch=5)
+    assert lease[1:] == (leases.RH, 0, 6)
+    f, _ = b.open("d\\f", leases.key(2), leases.RWH)          # made
+    dirs.expect_break(a, leases.key(1), leases.RH, 7)
+    assert a.next_break(0.3) is None
+    rearm = {"disposition": dirs.CreateDisposition.FILE_OPEN}
+    assert dirs.dir_lease(a, "d", leases.key(1), leases.RH, **rearm)[1][1:] == (leases.RH, 0, 8)
+    f.write(b"data", 0)
+    assert a.next_break(0.5) is None            # (a listing's size and time settle at the close)
+    f.close()
+    dirs.expect_break(a, leases.key(1), leases.RH, 9)
+    dirs.dir_lease(a, "d", leases.key(1), leases.RH, **rearm)
+    b.open("d\\sub", None, directory=True, access=dirs.DIR_ACCESS)
+    dirs.expect_break(a, leases.key(1), leases.RH, 11)
+    dirs.dir_lease(a, "d", leases.key(1), leases.RH, **rearm)
+    b.open("d\\sub\\deeper", None)                           # not in d's listing
+    assert a.next_break(0.5) is None
+    gone, _ = b.open("d\\f", None, access=leases.DELETE | leases.READ, options=dirs.CreateOptions.FILE_DELETE_ON_CLOSE,
+                     disposition=dirs.CreateDisposition.FILE_OPEN)
+    gone.close()
+    dirs.expect_break(a, leases.key(1), leases.RH, 13)
+
+
+def test_read_only_directory_lease_told_through_another_worker(place):
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    dirs.dir_lease(a, "d", leases.key(1), leases.R)
+    b.open("d\\f", None)
+    assert dirs.expect_break(a, leases.key(1), leases.R, 2).flags == 0
+
+
+def test_parent_lease_key_spares_only_its_own_clients_changes(place):
+    """The holder's own change under a lease naming the directory's as its ParentLeaseKey
+    breaks nothing; the other worker's client naming that key breaks it all the same."""
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    dirs.dir_lease(a, "d", leases.key(1), leases.RH)
+    f, lease = a.open("d\\f", leases.key(2), leases.RWH, v2=True, parent=leases.key(1))
+    assert lease[1:3] == (leases.RWH, 0x04)
+    f.write(b"data", 0)
+    f.close()
+    assert a.next_break(0.5) is None
+    b.open("d\\g", leases.key(3), leases.RWH, v2=True, parent=leases.key(1))
+    dirs.expect_break(a, leases.key(1), leases.RH, 2)
+
+
+def test_directory_lease_of_a_killed_worker_leaves_no_index_entry(tmp_path):
+    """A dead worker's leases go from the store with its opens (the supervisor's cleanup),
+    and so does its directory leases' index (else every change in any directory would look
+    for leases to break for ever)."""
+    from smbring.server.shared_store import FILE, OWNER, Store, remove_worker
+    directory = str(tmp_path / "store")
+    os.mkdir(directory, 0o700)
+    store = Store(directory, 2)
+    ident = bytes(range(32))
+    with store.write() as txn:
+        txn.put(FILE.pack(5, 6) + OWNER.pack(2, 9), bytes(12) + b"\x01" + ident + bytes(8),
+                db=store.db[b"oplocks"])      # (worker 2's open holding the lease)
+        txn.put(ident, b"record", db=store.db[b"leases"])
+        txn.put(ident, b"", db=store.db[b"dleases"])
+    store.close()
+    remove_worker(directory, 2)
+    store = Store(directory, 1)
+    with store.read() as txn:
+        assert txn.get(ident, db=store.db[b"leases"]) is None
+        assert not txn.cursor(store.db[b"dleases"]).first()
+    store.close()
+
+
 # -- (2) a holder that never answers --------------------------------------------------------
 def test_silent_holder_on_another_worker_times_out(place):
     a, b, _wa, _wb = place(oplock_client, oplock_client)
@@ -351,3 +436,56 @@ def test_wake_messages_are_checked():
     pending = wakeups.Message(wakeups.DELETE_PENDING, file=(3, 4))
     assert wakeups.decode(wakeups.encode(pending)) == pending
     assert wakeups.decode(wakeups.encode(pending)[:-1]) is None
+
+
+def test_every_workers_directory_leases_broken_when_the_directory_is_gone(tmp_path):
+    """A change whose directory cannot be found breaks every directory lease: those held
+    through another worker too (told to it by a hint on its wake-up socket), and the index
+    says whether any is held, to every worker, until the last one's open closes."""
+    import asyncio
+    import copy
+
+    from smbring.server import shared_store, wakeups
+    from smbring.server.shared_oplocks import SharedOplocks
+    from smbring.server.shared_store import Store
+    from smbring.smb.state import Open
+    directory = str(tmp_path / "store")
+    os.mkdir(directory, 0o700)
+    loop = asyncio.new_event_loop()
+    store1 = Store(directory, 1)
+    store2 = copy.copy(store1)      # (one environment per process: worker 2's view of it)
+    store2.worker, store2._in_progress = 2, shared_store._InProgress(store2)
+    channel1, channel2 = wakeups.Channel(directory, 1), wakeups.Channel(directory, 2)
+    one = SharedOplocks(store1, channel1, lambda: loop)
+    two = SharedOplocks(store2, channel2, lambda: loop)
+    try:
+        d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
+        f = Open(fd=-1, parts=["f"], is_dir=False, access=leases.READ, key=(7, 9))
+        assert not two.directory_leases()
+        one.add(f, leases.READ)
+        one.grant_lease(f, bytes(16), leases.key(2), leases.RH, version=2)
+        assert not two.directory_leases()           # (a file's lease is not indexed)
+        one.add(d, leases.READ)
+        lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RWH, version=2)
+        assert lease.directory and lease.state == leases.RH
+        assert two.directory_leases()
+        told = []
+        channel1.sock.setblocking(False)
+        two.break_all_directories()
+        for _ in range(50):
+            try:
+                told.append(wakeups.decode(channel1.sock.recv(wakeups.MAX_MESSAGE + 1)))
+            except BlockingIOError:
+                if told:
+                    break
+                time.sleep(0.02)
+        assert [(m.kind, m.lease_key, m.old, m.new, m.ack) for m in told] == \
+            [(wakeups.LEASE_BREAK, leases.key(1), leases.RH, 0, True)]
+        one.remove(d)
+        assert not two.directory_leases() and not one.directory_leases()
+        one.remove(f)
+    finally:
+        channel1.close()
+        channel2.close()
+        store1.close()
+        loop.close()

@@ -32,7 +32,11 @@ Records (added to the store's databases):
   oplock caching, the break under way (0xFF: none), its deadline, level II allowed, its
   lease (if any);
 - ``leases``: ClientGuid + LeaseKey -> the Lease: file, version, epoch, state, break under
-  way, what it asked for and what it must reach, deadline, parent key;
+  way, what it asked for and what it must reach, deadline, parent key, whether its file is a
+  directory;
+- ``dleases``: ClientGuid + LeaseKey of each directory's lease (an index of ``leases``): a
+  change in a directory made through any worker asks it whether there is a directory lease
+  to break at all, one read where there is none (`directory_leases`);
 - ``obreaks``: ``o`` + file + worker + open, or ``l`` + ClientGuid + LeaseKey -> deadline:
   the breaks not yet answered (what `expire` looks at);
 - ``owaits``: file + worker: the workers with a CREATE (or rename) waiting on the file.
@@ -60,7 +64,8 @@ STAT_ONLY, DETACHED = 0x1, 0x2      # a holder's flags: attribute-only; durable,
 GIVING = 0x4        # detached, and offered to another worker's reconnect (server.moves)
 KEPT_FLAGS = DETACHED | GIVING      # (what a step keeps of a record's flags as it found them)
 MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking to close
-LEASE = struct.Struct(">QQBHBBBBdB16s")   # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent
+# file, version, epoch, state, breaking, requested, required, deadline, has parent, parent, directory
+LEASE = struct.Struct(">QQBHBBBBdB16sB")
 DEADLINE = struct.Struct(">d")
 NOT_BREAKING = 0xFF
 HAS_LEASE_AT = struct.calcsize(">BBBBd")   # where a HOLDER record has its "has lease" byte
@@ -92,23 +97,24 @@ def _encode_lease(lease: Lease) -> bytes:
     return LEASE.pack(*lease.file, lease.version, lease.epoch & 0xFFFF, lease.state & 0x7,
                       lease.breaking, lease.breaking_to_requested & 0x7,
                       lease.breaking_to_required & 0x7, lease.deadline,
-                      lease.parent_key is not None, lease.parent_key or bytes(16))
+                      lease.parent_key is not None, lease.parent_key or bytes(16), lease.directory)
 
 
 def _decode_lease(ident: bytes, data) -> Lease:
-    dev, ino, version, epoch, state, breaking, requested, required, deadline, has_parent, parent = \
-        LEASE.unpack(bytes(data))
+    dev, ino, version, epoch, state, breaking, requested, required, deadline, has_parent, parent, \
+        directory = LEASE.unpack(bytes(data))
     return Lease(ident[:16], ident[16:], (dev, ino), version, epoch=epoch,
-                 parent_key=parent if has_parent else None, state=state, breaking=bool(breaking),
+                 parent_key=parent if has_parent else None, directory=bool(directory),
+                 state=state, breaking=bool(breaking),
                  breaking_to_requested=requested, breaking_to_required=required, deadline=deadline)
 
 
 class SharedOplocks(Oplocks):
     """`Oplocks` over the shared store, for one worker (see the module's description)."""
 
-    # a change in a directory made through another worker does not reach this worker's
-    # directory leases: none is granted with several workers (fail closed)
-    breaks_directories = False
+    # every worker's change in a directory breaks its leases through the store, wherever
+    # they are held (`break_directory`)
+    breaks_directories = True
 
     def __init__(self, store: Store, channel: wakeups.Channel, loop_of, *,
                  clock=time.monotonic, timeout: float = BREAK_TIMEOUT):
@@ -118,6 +124,7 @@ class SharedOplocks(Oplocks):
         self._loop_of = loop_of              # () -> the running event loop
         self.db = store.db[b"oplocks"]
         self.leases_db = store.db[b"leases"]
+        self.directory_leases_db = store.db[b"dleases"]
         self.breaks_db = store.db[b"obreaks"]
         self.waits_db = store.db[b"owaits"]
         self._me = WORKER.pack(store.worker)
@@ -278,6 +285,8 @@ class SharedOplocks(Oplocks):
             if record == self._leases_loaded.get(ident):
                 continue
             txn.put(k, record, db=self.leases_db)
+            if lease.directory and ident not in self._leases_loaded:
+                txn.put(k, b"", db=self.directory_leases_db)
             if lease.breaking:
                 txn.put(b"l" + k, DEADLINE.pack(lease.deadline), db=self.breaks_db)
             else:
@@ -285,6 +294,7 @@ class SharedOplocks(Oplocks):
         for ident in self._leases_loaded.keys() - self._leases.keys():     # its last open closed
             k = ident[0] + ident[1]
             txn.delete(k, db=self.leases_db)
+            txn.delete(k, db=self.directory_leases_db)
             txn.delete(b"l" + k, db=self.breaks_db)
 
     # -- the senders: this worker's connections, or another worker by a hint -----------------
@@ -365,6 +375,8 @@ class SharedOplocks(Oplocks):
             return super().caching(o)
 
     def lease_of(self, o) -> Lease | None:
+        if self._txn is None and id(o) in self._mine and not self.has_lease_record(o):
+            return None     # (a read, not a step: every CLOSE asks where directories are leased)
         with self._step(o.key):
             return super().lease_of(o)
 
@@ -512,6 +524,30 @@ class SharedOplocks(Oplocks):
     def break_handle_caching(self, o) -> None:
         with self._step(o.key):
             super().break_handle_caching(o)
+
+    # -- directory leases ----------------------------------------------------------------------
+    def directory_leases(self) -> bool:
+        """Whether any worker's open holds a directory lease (one read of the index)."""
+        with self.store.read() as txn:
+            return txn.cursor(self.directory_leases_db).first()
+
+    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None) -> None:
+        """As `Oplocks.break_directory`, over every worker's opens of the directory: a lease
+        held through another worker is told by a hint to that worker."""
+        with self._step(key):
+            super().break_directory(key, exempt)
+
+    def break_all_directories(self) -> None:
+        """As `Oplocks.break_all_directories`, for the directory leases of every worker."""
+        with self.store.read() as txn:
+            idents = [bytes(k) for k in txn.cursor(self.directory_leases_db).iternext(values=False)]
+        files = {found.file for found in (self._lease_record(i[:16], i[16:]) for i in idents)
+                 if found is not None}
+        for file in files:
+            with self._step(file):
+                for lease in list(self._leases.values()):
+                    if lease.directory and lease.file == file and (lease.state or lease.breaking):
+                        self._break_lease(lease, 0)
 
     def contend_level2(self, key, writer=None) -> None:
         if not self._may_cache(key):        # (every WRITE comes here: a read is enough mostly)

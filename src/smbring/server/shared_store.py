@@ -66,7 +66,7 @@ FULL_AT = 0.9
 RESERVE_PAGES = 64
 DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
              # oplocks and leases (server.shared_oplocks)
-             b"oplocks", b"leases", b"obreaks", b"owaits",
+             b"oplocks", b"leases", b"obreaks", b"owaits", b"dleases",
              # which worker serves which ClientGuid (server.handoff)
              b"clients",
              # each file's log of byte-range lock changes (SharedByteRangeLocks)
@@ -280,6 +280,7 @@ def _remove_worker_breaks(txn, dbs, mine: bytes) -> int:
     """The dead worker's oplock breaks under way go with its opens, and so do the leases
     that no open holds any more (a lease another worker's open still holds stays)."""
     breaks, leases, oplocks = dbs[b"obreaks"], dbs[b"leases"], dbs[b"oplocks"]
+    directory_leases = dbs[b"dleases"]
     doomed = [bytes(k) for k in txn.cursor(breaks).iternext(values=False)
               if k[:1] == b"o" and len(k) == OPLOCK_BREAK_ENTRY and k[1 + FILE.size:1 + FILE.size + WORKER.size] == mine]
     held: set = set()       # the lease records any open still names
@@ -292,6 +293,10 @@ def _remove_worker_breaks(txn, dbs, mine: bytes) -> int:
     for k in orphans:
         txn.delete(k, db=leases)
         txn.delete(b"l" + k, db=breaks)
+    # (the index of directory leases: what is left names a lease still held)
+    for k in [bytes(k) for k in txn.cursor(directory_leases).iternext(values=False)]:
+        if txn.get(k, db=leases) is None:
+            txn.delete(k, db=directory_leases)
     return len(doomed) + len(orphans)
 
 

@@ -143,7 +143,7 @@ class Holder:
 
 class Oplocks:
     # whether every change in a directory reaches `break_directory` here (one process: yes;
-    # a table shared by several processes does not see their changes, and then grants none)
+    # a table shared by several processes must see theirs too: server.shared_oplocks does)
     breaks_directories = True
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, timeout: float = BREAK_TIMEOUT):

@@ -167,7 +167,8 @@ def capabilities(c: Connection, dialect: int) -> int:
 
 def offers_directory_leasing(c: Connection) -> bool:
     """Directory leases for this connection: `smb3 directory leases` on, where the server sees
-    every change that must break them (one process: `Oplocks.breaks_directories`), and asked
+    every change that must break them (`Oplocks.breaks_directories`: one process, or the
+    workers' shared store), and asked
     for by the client's own capabilities, as Samba grants them (a client that does not say it
     knows them never meets the capability: impacket 0.13.1 fails every open of a share root's
     names against a server that announces it)."""
