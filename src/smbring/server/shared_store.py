@@ -64,6 +64,12 @@ MAP_SIZE_VARIABLE = "SMBRING_STORE_MAP_SIZE"     # another size, in bytes (for t
 # and keeps the pages of the last transactions): at least RESERVE_PAGES
 FULL_AT = 0.9
 RESERVE_PAGES = 64
+# while the file's high-water mark is ROOMY_PAGES or more below that bound, a growing write
+# looks at the map's use once in ROOMY_CHECK_EVERY (env.info() costs about a microsecond, and
+# every CREATE makes two growing writes): fewer writes than that, of a few pages each, cannot
+# cross the distance; closer to the bound (and with a map as small as the tests'), every time
+ROOMY_PAGES = 4096
+ROOMY_CHECK_EVERY = 16
 DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
              # oplocks and leases (server.shared_oplocks)
              b"oplocks", b"leases", b"obreaks", b"owaits", b"dleases",
@@ -184,6 +190,7 @@ class Store:
         self._txn = None            # the write transaction `write` made, while it lasts
         self._in_progress = _InProgress(self)
         self._page_size = self.env.stat()["psize"]
+        self._unchecked = 0         # growing writes left before the map's use is looked at
 
     def write(self, grows: bool = False):
         """A write transaction: the one in progress in this process (a step of ServerState
@@ -201,10 +208,15 @@ class Store:
         return writing
 
     def _nearly_full(self) -> bool:
+        if self._unchecked:
+            self._unchecked -= 1
+            return False
         info = self.env.info()
         pages = info["map_size"] // self._page_size
         bound = min(pages * FULL_AT, pages - RESERVE_PAGES)
         if info["last_pgno"] + 1 < bound:       # the file's high-water mark: nowhere near
+            if info["last_pgno"] + 1 < bound - ROOMY_PAGES:
+                self._unchecked = ROOMY_CHECK_EVERY - 1
             return False
         # past it once: the pages the databases use now (freed ones are used again)
         with self.env.begin() as txn:

@@ -112,7 +112,7 @@ class Share:
     durable_handles: bool = True      # grant durable handles (durable handles)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Open:
     fd: int
     parts: list

@@ -415,6 +415,7 @@ INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 # (streams_xattr) keeps a file's streams in its extended attributes: on ext4, one block.
 MAX_STREAMS = 128
 TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
+NO_CONTEXTS: dict = {}      # (a CREATE without create contexts: read, never changed)
 ATTR_SYSTEM = 0x4
 ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
 # what the READONLY attribute of a file takes from MAXIMUM_ALLOWED (MS-FSA 2.1.5.1.2.1):
@@ -517,11 +518,14 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     parts = split_path(name)
     check_veto(tree.names, parts)
     # (they lie inside the request: create_durable.before_create checked it first)
-    contexts = parse_create_contexts(msg, ctx_off, ctx_len) if ctx_len else {}
-    check_context_sizes(contexts)
-    eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
-    if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
-        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    if ctx_len:
+        contexts = parse_create_contexts(msg, ctx_off, ctx_len)
+        check_context_sizes(contexts)
+        eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
+        if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    else:
+        contexts, eas = NO_CONTEXTS, []
     lease_req = leasing.requested(contexts, requested_oplock, c.dialect, c.policy.smb2_leases)
     fs = tree.fs
     if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
