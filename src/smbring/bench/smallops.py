@@ -153,7 +153,7 @@ def add_arguments(p) -> None:
                         "the second); at one request in flight the figures depend on it")
     p.add_argument("--core", action="store_true",
                    help="no servers: time the protocol core's handling of an ECHO in this process, "
-                        "and its parts")
+                        "and its parts, and of a CREATE + CLOSE of a share's root")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of a few seconds (1 run, 1 s per smbtorture run, 200 files "
                         "listed, 20 copied): checks the benchmark, measures nothing")
@@ -400,14 +400,76 @@ def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
         "header_encode": best(lambda: [parsed.pack() for _ in range(n)]),
         "credit_accounting": best(credits),
         "frame_limit_check": best(lambda: [state["conn"].frame_limit() for _ in range(n)]),
+        "create_close_root": create_close_costs(rounds, n // 4),
+        "create_close_root_store": create_close_costs(rounds, n // 4, shared_store=True),
     }
+
+
+def create_close_costs(rounds: int, n: int, shared_store: bool = False) -> float:
+    """Microseconds per CREATE + CLOSE of a share's root (attribute-only, as
+    `create-close-*` asks) through `Connection.handle_frame`, on a real directory, with
+    the server's own state or (`shared_store`) the workers' store tables. The CREATEs are
+    made before the clock starts (each CLOSE, naming the FileId its CREATE answered, after
+    it: its header's packing is in the figure, ~1 us); minimum over `rounds` rounds of `n`
+    pairs."""
+    import asyncio
+    import struct
+    import tempfile
+    import time
+
+    from smbring.server.shared_store import Store
+    from smbring.server.users import PasswordLookup
+    from smbring.server.workers import WorkerSetup
+    from smbring.smb import wire
+    from smbring.smb.connection import Connection
+    from smbring.smb.server_state import ServerState
+    from smbring.smb.state import Session, Share
+    from smbring.vfs.posix import PosixVFS
+
+    def request(command: int, message_id: int, tree_id: int, body: bytes) -> memoryview:
+        return memoryview(wire.Header(command=command, message_id=message_id, credits=64, session_id=1,
+                                      tree_id=tree_id).pack() + body)
+
+    async def measure(share_dir: str, store_dir: str) -> float:
+        state = None
+        if shared_store:
+            setup = WorkerSetup(worker=1, generation=0, store_directory=store_dir, server_guid=bytes(16))
+            state = ServerState(backends=setup.backends(Store(store_dir, 1)))
+        conn = Connection({"s": Share("s", share_dir)}, lookup=PasswordLookup(share_dir + "/none"),
+                          open_fs=PosixVFS, state=state)
+        conn.dialect = wire.SMB302          # as after NEGOTIATE and a SESSION_SETUP
+        conn.sessions[1] = Session(id=1, valid=True)
+        path = wire.utf16("\\\\x\\s")
+        [answer] = conn.handle_frame(request(wire.TREE_CONNECT, 0, 0, struct.pack("<HHHH", 9, 0, 72, len(path)) + path))
+        tree_id = wire.Header.parse(bytes(answer.message)).tree_id
+        # attribute-only (FILE_READ_ATTRIBUTES), FILE_OPEN, sharing everything, no name
+        create = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, 0x80, 0, 7, wire.FILE_OPEN, 0,
+                             120, 0, 0, 0) + b"\0"
+        close_head = struct.pack("<HHI", 24, 0, 0)
+        next_id = 1
+        best = float("inf")
+        for _ in range(rounds + 1):         # (the first round warms up)
+            creates = [request(wire.CREATE, next_id + 2 * i, tree_id, create) for i in range(n)]
+            start = time.thread_time_ns()
+            for i, frame in enumerate(creates):
+                [answer] = conn.handle_frame(frame)
+                fid = bytes(answer.message[64 + 64:64 + 80])
+                conn.handle_frame(request(wire.CLOSE, next_id + 2 * i + 1, tree_id, close_head + fid))
+            best = min(best, (time.thread_time_ns() - start) / n / 1000)
+            next_id += 2 * n
+        conn.close_all()
+        return round(best, 3)
+
+    with tempfile.TemporaryDirectory() as share_dir, tempfile.TemporaryDirectory() as store_dir:
+        return asyncio.run(measure(share_dir, store_dir))
 
 
 def run(args) -> int:
     if args.core:
         costs = core_costs()
         print(json.dumps(costs, indent=2) if args.json else
-              "\n".join(f"  {k:<20}{v:>8.3f} us per ECHO" for k, v in costs.items()))
+              "\n".join(f"  {k:<24}{v:>8.3f} us per {'CREATE + CLOSE' if k.startswith('create') else 'ECHO'}"
+                        for k, v in costs.items()))
         return 0
     for tool in ("smbtorture", "smbclient"):
         if not shutil.which(tool):
