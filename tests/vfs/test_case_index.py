@@ -258,3 +258,29 @@ def test_short_names_are_answered_from_the_index_and_follow_changes(share):
         assert long_name_of(read_names(fd), short_name("renamed long file.text")) == "renamed long file.text"
     finally:
         os.close(fd)
+
+
+def test_a_short_name_in_a_directory_not_indexed_is_found_in_one_read(tmp_path):
+    """A name not found in any case that may be a mangled 8.3 name, in a directory the index
+    does not keep (too few names): its long name is looked for in the names the case lookup
+    read, not in a second read of the directory; a name found by its case is read once too."""
+    from smbring.vfs.short_names import short_name
+    (tmp_path / "a long file name.text").write_bytes(b"")
+    (tmp_path / "Other").write_bytes(b"")
+    reads = []
+
+    def counting(fd):
+        reads.append(fd)
+        return read_names(fd)
+    index = CaseIndex(posix._same_but_case, counting)        # (min_entries: 64 names)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert index.find(fd, short_name("a long file name.text"), mangled=True) == "a long file name.text"
+        assert len(reads) == 1 and index.directories == 0
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert index.find(fd, "OTHER", mangled=False) == "Other"
+        assert index.find(fd, "NOPE~1", mangled=True) is None
+        assert len(reads) == 3
+    finally:
+        os.close(fd)
+        index.close()

@@ -210,25 +210,44 @@ class CaseIndex:
     def same_but_case(self, dir_fd: int, name: str) -> str | None:
         """The entry of the directory open at dir_fd (at its start) that is name but for
         case, if any: name itself where it is there as spelled."""
+        return self._spelled(dir_fd, name)[0]
+
+    def find(self, dir_fd: int, name: str, mangled: bool) -> str | None:
+        """`same_but_case`; where it finds nothing and `mangled` (the name may be a mangled 8.3
+        name: vfs.short_names.may_be_mangled), `long_name`. A directory not indexed is read
+        once for both."""
+        match, names = self._spelled(dir_fd, name)
+        if match is not None or not mangled:
+            return match
+        if names is not None:
+            return long_name_of(names, name)
+        os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
+        return self.long_name(dir_fd, name)
+
+    def _spelled(self, dir_fd: int, name: str) -> tuple[str | None, list[str] | None]:
+        """same_but_case's answer, and the directory's names where they were read and it is
+        not indexed (else None)."""
         if self.fd < 0 or "\0" in name:
-            return self.pick(self.read_names(dir_fd), name)
+            names = self.read_names(dir_fd)
+            return self.pick(names, name), names
         st = os.fstat(dir_fd)
         key = (st.st_dev, st.st_ino)
         with self._lock:
             self._read_events()
             directory = self._dirs.pop(key, None)
             if directory is None:
-                return self.pick(self._first_look(dir_fd, key, st.st_dev), name)
+                names = self._first_look(dir_fd, key, st.st_dev)
+                return self.pick(names, name), (None if key in self._dirs else names)
             self._dirs[key] = directory         # the most recently used, now
             spellings = directory.spellings(name)
             if not spellings:
-                return None
+                return None, None
             if name in spellings:
-                return name
+                return name, None
             if len(spellings) == 1:
-                return spellings[0]
+                return spellings[0], None
         # two spellings or more, neither the one asked for: the first in the directory's order
-        return self.pick(self.read_names(dir_fd), name)
+        return self.pick(self.read_names(dir_fd), name), None
 
     def long_name(self, dir_fd: int, short: str) -> str | None:
         """The entry of the directory open at dir_fd (at its start) whose mangled 8.3 name

@@ -388,15 +388,13 @@ class PosixVFS:
     def _look_up(self, dir_fd: int, name: str, short_names: bool) -> str | None:
         """`name` in the directory open at dir_fd, in any case; with `short_names`, a name it
         holds in no spelling may be a long name's mangled short name (vfs.short_names)."""
-        match = self.case_index.same_but_case(dir_fd, name)
-        if match is None and short_names and may_be_mangled(name):
-            os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
-            match = self.case_index.long_name(dir_fd, name)
-            if match is not None and not nameable(match):
-                # a name no client may send (the stream depot, which the server opens as
-                # itself; a reserved or unspellable name) is not reached through its short
-                # name either
-                match = None
+        mangled = short_names and may_be_mangled(name)
+        match = self.case_index.find(dir_fd, name, mangled)
+        if mangled and match is not None and match.casefold() != name.casefold() and not nameable(match):
+            # (a long name found by its short name) a name no client may send (the stream
+            # depot, which the server opens as itself; a reserved or unspellable name) is not
+            # reached through its short name either
+            match = None
         return match
 
     @staticmethod
