@@ -284,3 +284,27 @@ def test_a_short_name_in_a_directory_not_indexed_is_found_in_one_read(tmp_path):
     finally:
         os.close(fd)
         index.close()
+
+
+def test_two_long_names_of_one_short_name_answer_in_turn(share):
+    """Two long names whose mangled short names are the same: the first answers for it, and
+    once it is removed (behind the server's back: the index hears of it) the other one does,
+    without the directory being read again (before, nothing answered until then)."""
+    from smbring.vfs.short_names import mangled_name
+    root, vfs = share
+    seen = {}
+    for i in range(5000):       # two names of one short name: a collision of its hash
+        name = f"a long shared name {i}.text"
+        first = seen.setdefault(mangled_name(name), name)
+        if first != name:
+            second, short = name, mangled_name(name)
+            break
+    (root / "big" / first).write_bytes(b"")
+    (root / "big" / second).write_bytes(b"")
+    assert vfs.match_case(["big", short], short_names=True) == ["big", first]
+    assert vfs.case_index.directories == 1
+    os.unlink(root / "big" / first)
+    assert vfs.match_case(["big", short], short_names=True) == ["big", second]
+    os.unlink(root / "big" / second)
+    assert vfs.match_case(["big", short], short_names=True) == ["big", short]
+    assert vfs.case_index.directories == 1      # (answered by the index all along)

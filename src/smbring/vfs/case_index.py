@@ -83,13 +83,14 @@ class _Libc:
 class _Directory:
     """One directory's names by case fold: each fold with its one spelling, or a list of
     its spellings where there are several (rare: a str each keeps the memory down); and,
-    once a short name was looked for in it, its long names by 8.3 short name."""
+    once a short name was looked for in it, its long names by 8.3 short name (the same: a
+    list where two long names make one short name, the first answering for it)."""
     __slots__ = ("key", "wd", "folded", "count", "short")
 
     def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
         self.key, self.wd, self.count = key, wd, 0
         self.folded: dict[str, str | list[str]] = {}
-        self.short: dict[str, str] | None = None
+        self.short: dict[str, str | list[str]] | None = None
         for name in names:
             self.add(name)
 
@@ -101,12 +102,21 @@ class _Directory:
             for found in self.folded.values():
                 for name in ([found] if isinstance(found, str) else found):
                     self._map_short(name)
-        return self.short.get(short.upper())
+        found = self.short.get(short.upper())
+        return found if found is None or isinstance(found, str) else found[0]
 
     def _map_short(self, name: str) -> None:
         mangled = mangled_name(name)
-        if mangled is not None:
-            self.short.setdefault(mangled, name)    # (two names on one: the first)
+        if mangled is None:
+            return
+        found = self.short.get(mangled)
+        if found is None:
+            self.short[mangled] = name
+        elif isinstance(found, str):
+            if found != name:
+                self.short[mangled] = [found, name]
+        elif name not in found:
+            found.append(name)
 
     def spellings(self, name: str) -> list[str]:
         found = self.folded.get(name.casefold())
@@ -149,10 +159,13 @@ class _Directory:
         self.count -= 1
         if self.short is not None:
             mangled = mangled_name(name)
-            if mangled is not None and self.short.get(mangled) == name:
-                # (another long name of the same short name, if any, is mapped again when
-                # the directory is next read whole)
+            found = self.short.get(mangled) if mangled is not None else None
+            if found == name:
                 del self.short[mangled]
+            elif isinstance(found, list) and name in found:
+                found.remove(name)      # (another long name of the short name answers now)
+                if len(found) == 1:
+                    self.short[mangled] = found[0]
 
 
 class CaseIndex:
