@@ -314,7 +314,7 @@ def test_directory_lease_of_a_killed_worker_leaves_no_index_entry(tmp_path):
         txn.put(FILE.pack(5, 6) + OWNER.pack(2, 9), bytes(12) + b"\x01" + ident + bytes(8),
                 db=store.db[b"oplocks"])      # (worker 2's open holding the lease)
         txn.put(ident, b"record", db=store.db[b"leases"])
-        txn.put(ident, b"", db=store.db[b"dleases"])
+        txn.put(FILE.pack(5, 6) + ident, b"", db=store.db[b"dleases"])
     store.close()
     remove_worker(directory, 2)
     store = Store(directory, 1)

@@ -34,9 +34,10 @@ Records (added to the store's databases):
 - ``leases``: ClientGuid + LeaseKey -> the Lease: file, version, epoch, state, break under
   way, what it asked for and what it must reach, deadline, parent key, whether its file is a
   directory;
-- ``dleases``: ClientGuid + LeaseKey of each directory's lease (an index of ``leases``): a
-  change in a directory made through any worker asks it whether there is a directory lease
-  to break at all, one read where there is none (`directory_leases`);
+- ``dleases``: directory + ClientGuid + LeaseKey of each directory's lease (an index of
+  ``leases``): a change in a directory made through any worker asks it whether that
+  directory has a lease to break, one read where it has none (`break_directory`), and a
+  CLOSE whether any directory has one (`directory_leases`);
 - ``obreaks``: ``o`` + file + worker + open, or ``l`` + ClientGuid + LeaseKey -> deadline:
   the breaks not yet answered (what `expire` looks at);
 - ``owaits``: file + worker: the workers with a CREATE (or rename) waiting on the file.
@@ -286,7 +287,7 @@ class SharedOplocks(Oplocks):
                 continue
             txn.put(k, record, db=self.leases_db)
             if lease.directory and ident not in self._leases_loaded:
-                txn.put(k, b"", db=self.directory_leases_db)
+                txn.put(_file(lease.file) + k, b"", db=self.directory_leases_db)
             if lease.breaking:
                 txn.put(b"l" + k, DEADLINE.pack(lease.deadline), db=self.breaks_db)
             else:
@@ -294,7 +295,8 @@ class SharedOplocks(Oplocks):
         for ident in self._leases_loaded.keys() - self._leases.keys():     # its last open closed
             k = ident[0] + ident[1]
             txn.delete(k, db=self.leases_db)
-            txn.delete(k, db=self.directory_leases_db)
+            # (a record begins with its file: a directory's lease is indexed under it)
+            txn.delete(self._leases_loaded[ident][:FILE.size] + k, db=self.directory_leases_db)
             txn.delete(b"l" + k, db=self.breaks_db)
 
     # -- the senders: this worker's connections, or another worker by a hint -----------------
@@ -533,16 +535,21 @@ class SharedOplocks(Oplocks):
 
     def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None) -> None:
         """As `Oplocks.break_directory`, over every worker's opens of the directory: a lease
-        held through another worker is told by a hint to that worker."""
+        held through another worker is told by a hint to that worker. A directory without
+        a lease (the index says) costs one read, no step."""
+        file = _file(key)
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.directory_leases_db)
+            if not cursor.set_range(file) or not bytes(cursor.key()).startswith(file):
+                return
         with self._step(key):
             super().break_directory(key, exempt)
 
     def break_all_directories(self) -> None:
         """As `Oplocks.break_all_directories`, for the directory leases of every worker."""
         with self.store.read() as txn:
-            idents = [bytes(k) for k in txn.cursor(self.directory_leases_db).iternext(values=False)]
-        files = {found.file for found in (self._lease_record(i[:16], i[16:]) for i in idents)
-                 if found is not None}
+            files = {FILE.unpack_from(k) for k in txn.cursor(self.directory_leases_db).iternext(values=False)
+                     if len(k) > FILE.size}
         for file in files:
             with self._step(file):
                 for lease in list(self._leases.values()):

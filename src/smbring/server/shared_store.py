@@ -305,9 +305,9 @@ def _remove_worker_breaks(txn, dbs, mine: bytes) -> int:
     for k in orphans:
         txn.delete(k, db=leases)
         txn.delete(b"l" + k, db=breaks)
-    # (the index of directory leases: what is left names a lease still held)
+    # (the index of directory leases, directory + lease: what is left names a lease still held)
     for k in [bytes(k) for k in txn.cursor(directory_leases).iternext(values=False)]:
-        if txn.get(k, db=leases) is None:
+        if txn.get(k[FILE.size:], db=leases) is None:
             txn.delete(k, db=directory_leases)
     return len(doomed) + len(orphans)
 
