@@ -223,26 +223,16 @@ class CaseIndex:
     def same_but_case(self, dir_fd: int, name: str) -> str | None:
         """The entry of the directory open at dir_fd (at its start) that is name but for
         case, if any: name itself where it is there as spelled."""
-        return self._spelled(dir_fd, name)[0]
+        return self.find(dir_fd, name, mangled=False)
 
     def find(self, dir_fd: int, name: str, mangled: bool) -> str | None:
         """`same_but_case`; where it finds nothing and `mangled` (the name may be a mangled 8.3
-        name: vfs.short_names.may_be_mangled), `long_name`. A directory not indexed is read
-        once for both."""
-        match, names = self._spelled(dir_fd, name)
-        if match is not None or not mangled:
-            return match
-        if names is not None:
-            return long_name_of(names, name)
-        os.lseek(dir_fd, 0, os.SEEK_SET)        # (the case lookup may have read it)
-        return self.long_name(dir_fd, name)
-
-    def _spelled(self, dir_fd: int, name: str) -> tuple[str | None, list[str] | None]:
-        """same_but_case's answer, and the directory's names where they were read and it is
-        not indexed (else None)."""
+        name: vfs.short_names.may_be_mangled), the entry whose mangled name `name` is: from
+        the directory's index where it is indexed (a map of its long names by short name),
+        else from the names the case lookup read (looked through only up to MAX_SCANNED
+        names), one read of the directory for both."""
         if self.fd < 0 or "\0" in name:
-            names = self.read_names(dir_fd)
-            return self.pick(names, name), names
+            return self._in_names(self.read_names(dir_fd), name, mangled)
         st = os.fstat(dir_fd)
         key = (st.st_dev, st.st_ino)
         with self._lock:
@@ -250,31 +240,26 @@ class CaseIndex:
             directory = self._dirs.pop(key, None)
             if directory is None:
                 names = self._first_look(dir_fd, key, st.st_dev)
-                return self.pick(names, name), (None if key in self._dirs else names)
+                directory = self._dirs.get(key)         # (indexed now, where worth it)
+                if directory is None:
+                    return self._in_names(names, name, mangled)
+                match = self.pick(names, name)
+                return match if match is not None or not mangled else directory.long_name(name)
             self._dirs[key] = directory         # the most recently used, now
             spellings = directory.spellings(name)
             if not spellings:
-                return None, None
+                return directory.long_name(name) if mangled else None
             if name in spellings:
-                return name, None
+                return name
             if len(spellings) == 1:
-                return spellings[0], None
+                return spellings[0]
         # two spellings or more, neither the one asked for: the first in the directory's order
-        return self.pick(self.read_names(dir_fd), name), None
+        return self.pick(self.read_names(dir_fd), name)
 
-    def long_name(self, dir_fd: int, short: str) -> str | None:
-        """The entry of the directory open at dir_fd (at its start) whose mangled 8.3 name
-        is `short` (vfs.short_names.may_be_mangled), if any: from the directory's index,
-        where it is indexed (same_but_case, asked first, indexes it where it is worth it);
-        else a read of it, looked through only up to MAX_SCANNED names."""
-        if self.fd >= 0:
-            st = os.fstat(dir_fd)
-            with self._lock:
-                self._read_events()
-                directory = self._dirs.get((st.st_dev, st.st_ino))
-                if directory is not None:
-                    return directory.long_name(short)
-        return long_name_of(self.read_names(dir_fd), short)
+    def _in_names(self, names: list[str], name: str, mangled: bool) -> str | None:
+        """`find`'s answer from a read of a directory that is not indexed."""
+        match = self.pick(names, name)
+        return match if match is not None or not mangled else long_name_of(names, name)
 
     def local(self, fd: int, dev: int) -> bool:
         """Whether the file system of `fd` (whose st_dev is `dev`) is a local one
