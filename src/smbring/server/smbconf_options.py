@@ -69,6 +69,11 @@ ENCRYPTION = {**dict.fromkeys(("no", "false", "0", "off", "disabled"), "off"),
 # serve anyway: there, as "no", none
 MANGLED_NAMES = {**dict.fromkeys(("yes", "true", "1", "on"), True),
                  **dict.fromkeys(("no", "false", "0", "off", "illegal"), False)}
+# `case sensitive`: Samba's "auto" is case-sensitive only for SMB1 clients with the UNIX
+# extensions, which smbring does not serve: for every client it reaches, "no"
+CASE_SENSITIVE = {**dict.fromkeys(("yes", "true", "1", "on"), True),
+                  **dict.fromkeys(("no", "false", "0", "off", "auto", "default"), False)}
+DEFAULT_CASE = {"lower": "lower", "upper": "upper"}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}
 PROTOCOL_VALUES = {**PROTOCOLS, "default": None}
@@ -163,6 +168,9 @@ OPTIONS: dict[str, Spec] = {
     "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),
     "hide new files timeout": Spec(S, _seconds),
     "mangled names": Spec(S, one_of(MANGLED_NAMES, "mangled names")),
+    "case sensitive": Spec(S, one_of(CASE_SENSITIVE, "case sensitive")),
+    "preserve case": Spec(S, boolean), "short preserve case": Spec(S, boolean),
+    "default case": Spec(S, one_of(DEFAULT_CASE, "default case")),
     "create mask": Spec(S, octal), "directory mask": Spec(S, octal),
     "force create mode": Spec(S, octal), "force directory mode": Spec(S, octal),
     "browseable": Spec(S, boolean), "access based share enum": Spec(S, boolean),
@@ -214,7 +222,7 @@ SYNONYMS = {
     "public": ("guest ok", False), "only guest": ("guest only", False),
     "browsable": ("browseable", False), "allow hosts": ("hosts allow", False),
     "deny hosts": ("hosts deny", False), "smb encrypt": ("server smb encrypt", False),
-    "directory": ("path", False), "create mode": ("create mask", False),
+    "directory": ("path", False), "casesignames": ("case sensitive", False), "create mode": ("create mask", False),
     "directory mode": ("directory mask", False), "print ok": ("printable", False),
     "vfs object": ("vfs objects", False), "min protocol": ("server min protocol", False),
     "max protocol": ("server max protocol", False), "protocol": ("server max protocol", False),
@@ -260,7 +268,6 @@ QUIET = {
     "template homedir", "dos charset", "unix charset", "display charset", "server services",
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
-    "case sensitive", "preserve case", "short preserve case", "default case",
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",

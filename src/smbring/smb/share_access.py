@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from smbring.vfs.short_names import is_short_name
+
 # %X, or %$(NAME) for an environment variable (substituted when the file is read)
 _VARIABLE = re.compile(r"%(\$\([A-Za-z0-9_]+\)|.)", re.DOTALL)
 # what a value from the client may keep when it is substituted (Samba keeps a similar set)
@@ -186,6 +188,13 @@ class NameRules:
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
     short_names: bool = True        # `mangled names`: long names have 8.3 short names
+    # `case sensitive`: a name reaches only the file spelled so (no look through its directory
+    # for the same name in another case: a miss in a directory of a million files costs one
+    # stat, not a read of the directory), and listings match patterns so
+    case_sensitive: bool = False
+    preserve_case: bool = True      # `preserve case`: new names keep the case they were given in
+    short_preserve_case: bool = True    # `short preserve case`: ... 8.3 names too
+    default_case: str = "lower"     # `default case`: the case of new names not preserved
 
     @classmethod
     def of(cls, share) -> "NameRules":
@@ -195,7 +204,29 @@ class NameRules:
                    hide_unwriteable=share.hide_unwriteable,
                    hide_special_files=share.hide_special_files,
                    hide_new_files_timeout=share.hide_new_files_timeout,
-                   short_names=share.mangled_names)
+                   short_names=share.mangled_names, case_sensitive=share.case_sensitive,
+                   preserve_case=share.preserve_case, short_preserve_case=share.short_preserve_case,
+                   default_case=share.default_case)
+
+    @property
+    def folds_paths(self) -> bool:
+        """Whether every name a client sends is put in the default case before it is looked up
+        (Samba's normalize_filename_case): case-sensitive names that no new file keeps the
+        case of, so that a file made as "Report.TXT" (stored "report.txt") is reached as
+        "REPORT.txt" too, with no directory read. Samba's recipe for very large
+        directories."""
+        return self.case_sensitive and not self.preserve_case and not self.short_preserve_case
+
+    def in_default_case(self, name: str) -> str:
+        return name.lower() if self.default_case == "lower" else name.upper()
+
+    def new_name(self, name: str) -> str:
+        """The name a new file or directory is made with when a client asks for `name`: in
+        the default case unless its case is preserved (`preserve case`, or for an 8.3 name
+        `short preserve case`), as Samba's filename_convert_normalize_new."""
+        if self.preserve_case and (self.short_preserve_case or not is_short_name(name)):
+            return name
+        return self.in_default_case(name)
 
     def vetoed(self, name: str) -> bool:
         """Neither listed nor reachable (`veto files`), in any case."""

@@ -97,6 +97,11 @@ class Share:
     hide_special_files: bool = False
     hide_new_files_timeout: float = 0.0
     mangled_names: bool = True        # long names have 8.3 short names (listed, and reaching them)
+    # names as Samba's options of the same names treat them (smb.share_access.NameRules)
+    case_sensitive: bool = False      # a name reaches only the file spelled so
+    preserve_case: bool = True        # a new file keeps the case its name was given in
+    short_preserve_case: bool = True  # ... a new file with an 8.3 name too
+    default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
     create_mask: int = 0o744          # mode bits of a new file: 0o666 & mask | force
     force_create_mode: int = 0
     directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force

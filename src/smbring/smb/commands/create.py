@@ -511,6 +511,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # a directory is never truncated, and an open is one or the other (MS-FSA 2.1.5.1;
         # Samba and Windows refuse both so)
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    rules = tree.names
+    if rules.folds_paths:
+        name = rules.in_default_case(name)      # (the stream's name too, as Samba's)
     spelled_name = name
     name, stream = split_stream(name)
     # "name::$DATA": the file's data stream, which a directory has not
@@ -540,8 +543,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         exists = True
     except (FileNotFoundError, NotADirectoryError):
         st, exists = None, False
-        # names are case-insensitive in SMB
-        spelled, directory = spelled_in_directory(fs, parts, may_make, tree.names.short_names)
+        # names are case-insensitive in SMB (but on a `case sensitive` share); a new name
+        # may take the default case (`preserve case`)
+        spelled, directory = spelled_in_directory(fs, parts, may_make, rules.short_names) \
+            if not rules.case_sensitive else (parts, None)
+        if spelled == parts and may_make and parts and rules.new_name(parts[-1]) != parts[-1]:
+            spelled = parts[:-1] + [rules.new_name(parts[-1])]     # (in the same directory)
         if spelled != parts:
             parts = spelled
             try:
@@ -596,8 +603,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         parts = fs.stream_parts(base_key, stream)
         names = fs.stream_names(base_key)       # (their names only: no stat each)
         folded = stream.casefold()
-        spelled = next((n for n in names if n.casefold() == folded), None)
-        if spelled is not None:      # stream names are case-insensitive too
+        spelled = next((n for n in names if n.casefold() == folded), None) \
+            if not rules.case_sensitive else None
+        if spelled is not None:      # stream names are case-insensitive too (as file names are)
             stream, parts = spelled, fs.stream_parts(base_key, spelled)
         try:
             st, exists = fs.stat(parts), True

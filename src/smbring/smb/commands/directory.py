@@ -25,21 +25,23 @@ if TYPE_CHECKING:
 MAX_PATTERN = 255
 
 
-def _matcher(pattern: str, short_names: bool = True):
+def _matcher(pattern: str, short_names: bool = True, case_sensitive: bool = False):
     """The test a name passes to be listed, compiled once per scan: a DOS wildcard, `[` a
-    plain character. Not through fnmatch.fnmatchcase, whose process-wide cache keeps up to
-    32,768 compiled patterns, each new one a client sends (re's own cache keeps 512)."""
+    plain character; in any case unless the share is `case sensitive`. Not through
+    fnmatch.fnmatchcase, whose process-wide cache keeps up to 32,768 compiled patterns, each
+    new one a client sends (re's own cache keeps 512)."""
     if pattern in ("*", "<", "*.*"):
         return lambda name: True
     if len(pattern) > MAX_PATTERN:
         raise SMBError(wire.STATUS_OBJECT_NAME_INVALID)
-    dos = pattern.lower().replace("[", "[[]").replace("<", "*").replace(">", "?").replace('"', ".")
+    fold = (lambda name: name) if case_sensitive else str.lower
+    dos = fold(pattern).replace("[", "[[]").replace("<", "*").replace(">", "?").replace('"', ".")
     match = re.compile(fnmatch.translate(dos)).match
     if short_names and "~" in pattern:
         # a pattern naming a mangled 8.3 name matches the long name it stands for too, as
         # Windows matches both names (MS-FSA 2.1.5.6.3): what `del SHORT~1.TXT` lists first
-        return lambda name: match(name.lower()) is not None or match(short_name(name).lower()) is not None
-    return lambda name: match(name.lower()) is not None
+        return lambda name: match(fold(name)) is not None or match(fold(short_name(name))) is not None
+    return lambda name: match(fold(name)) is not None
 
 
 def h_query_directory(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
@@ -66,7 +68,9 @@ def _keeper(pattern: str, names):
     """Whether a name of the directory is listed: it matches the pattern, is not vetoed (`veto
     files`, whatever the pattern) and is not the stream depot, which no client can name,
     wherever a listing meets it (the root's, also through a link)."""
-    matches = _matcher(pattern, names.short_names)
+    if names.folds_paths and not any(ch in pattern for ch in "*?<>\""):
+        pattern = names.in_default_case(pattern)    # (a name, not a wildcard: as Samba's)
+    matches = _matcher(pattern, names.short_names, names.case_sensitive)
     return lambda n: matches(n) and n != STREAMS_DIR and not names.vetoed(n)
 
 

@@ -279,11 +279,35 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     name_len = struct.unpack_from("<I", buf, 16)[0]
     if 20 + name_len > len(buf):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    new_parts = split_path(wire.from_utf16(buf[20:20 + name_len]))
-    check_veto(o.tree.names, new_parts)          # no file gets a vetoed name
-    new_parts = o.tree.fs.match_case(new_parts[:-1]) + new_parts[-1:]
-    check_veto(o.tree.names, new_parts)
+    rules = o.tree.names
+    name = wire.from_utf16(buf[20:20 + name_len])
+    new_parts = split_path(rules.in_default_case(name) if rules.folds_paths else name)
+    check_veto(rules, new_parts)          # no file gets a vetoed name
+    if not rules.case_sensitive:
+        new_parts = o.tree.fs.match_case(new_parts[:-1]) + new_parts[-1:]
+        check_veto(rules, new_parts)
     return replace, new_parts
+
+
+def target_on_disk(o: Open, new_parts: list[str]) -> list[str]:
+    """The name a rename or a link of `o` is to get, as the file system is to be asked for it:
+    an existing file's spelling where the name is one in another case (SMB names are
+    case-insensitive, unless the share is `case sensitive`), a new name in the case
+    `preserve case` gives it. The file's own name in another case stays as asked (a rename
+    that changes only its case)."""
+    rules = o.tree.names
+    spelled = new_parts if rules.case_sensitive else o.tree.fs.match_case(new_parts)
+    if spelled == new_parts:
+        try:
+            o.tree.fs.stat(new_parts)
+            return new_parts
+        except OSError:
+            return new_parts[:-1] + [rules.new_name(new_parts[-1])]
+    try:
+        st = o.tree.fs.stat(spelled)
+    except OSError:
+        return spelled
+    return new_parts if (st.st_dev, st.st_ino) == o.key else spelled
 
 
 def check_may_add(o: Open, new_parts: list[str]) -> None:
@@ -317,9 +341,8 @@ def existing_target(o: Open, replace: bool, new_parts: list[str]):
     """The key of the other file a rename with ReplaceIfExists would replace, or None."""
     if not replace or new_parts == o.parts:
         return None
-    fs = o.tree.fs
     try:
-        st = fs.stat(fs.match_case(new_parts))
+        st = o.tree.fs.stat(target_on_disk(o, new_parts))
     except OSError:
         return None
     key = (st.st_dev, st.st_ino)
@@ -381,10 +404,10 @@ def rename_stream(c: Connection, o: Open, buf):
 
 
 def target_is_read_only(fs: FileSystem, parts: list[str]) -> bool:
-    """Whether a rename's target exists with the READONLY attribute (a file without write
-    bits; a directory is never replaced anyway)."""
+    """Whether a rename's target (`target_on_disk`) exists with the READONLY attribute (a file
+    without write bits; a directory is never replaced anyway)."""
     try:
-        st = fs.stat(fs.match_case(parts))
+        st = fs.stat(parts)
     except OSError:
         return False
     return stat.S_ISREG(st.st_mode) and is_read_only(st)
@@ -407,11 +430,12 @@ def add_link(c: Connection, o: Open, buf) -> None:
     if len(new_parts) > 1 and not parent_is_directory(fs, new_parts):
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     check_may_add(o, new_parts)
-    spelled = fs.match_case(new_parts)
+    spelled = target_on_disk(o, new_parts)
     try:
         existing = fs.stat(spelled)
     except (FileNotFoundError, NotADirectoryError):
         existing = None
+        new_parts = spelled         # (a new name: in the case `preserve case` gives it)
     replaced = None
     if existing is not None:
         if (existing.st_dev, existing.st_ino) == o.key:
@@ -599,6 +623,10 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
         if new_parts:
             check_may_add(o, new_parts)
+            # another file named so in another case is the file the name reaches: refused
+            # without ReplaceIfExists, else replaced (never a second name beside it that
+            # differs only in case, which no client could tell apart)
+            new_parts = target_on_disk(o, new_parts)
         replacing = replace and new_parts != o.parts
         replaced = streams_going_with(fs, new_parts) if replacing else None
         if replacing and target_is_read_only(fs, new_parts):
