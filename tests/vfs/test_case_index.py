@@ -7,7 +7,7 @@ import random
 import pytest
 
 from smbring._dirent import read_names
-from smbring.vfs import posix
+from smbring.vfs import case_index, posix
 from smbring.vfs.case_index import CaseIndex
 from smbring.vfs.posix import PosixVFS
 
@@ -160,7 +160,7 @@ def test_the_limits_hold_and_evicted_directories_are_read_again(tmp_path):
                 finally:
                     os.close(fd)
                 assert index.directories <= 2 and index._names <= 25
-        too_big = CaseIndex(posix._same_but_case, read_names, max_names=5, min_entries=1)
+        too_big = CaseIndex(posix._same_but_case, read_names, max_names=5, min_entries=1, max_fingerprints=5)
         fd = os.open(dirs[0], os.O_RDONLY | os.O_DIRECTORY)
         try:
             assert too_big.same_but_case(fd, "n1") == "N1"
@@ -308,3 +308,118 @@ def test_two_long_names_of_one_short_name_answer_in_turn(share):
     os.unlink(root / "big" / second)
     assert vfs.match_case(["big", short], short_names=True) == ["big", short]
     assert vfs.case_index.directories == 1      # (answered by the index all along)
+
+
+def counting_reads():
+    reads = []
+
+    def read(fd):
+        reads.append(fd)
+        return read_names(fd)
+    return reads, read
+
+
+def test_a_directory_too_large_for_its_names_answers_a_new_name_without_a_read(tmp_path):
+    """Over max_names entries a directory keeps fingerprints of its names' case folds: a name
+    that is there in no case (a new file's) is answered without reading the directory; one
+    that is there in another case is read for; changes from outside are followed; the
+    fingerprints are within their own bound."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(300):
+        (big / f"Entry{i:04d}.dat").write_bytes(b"")
+    reads, read = counting_reads()
+    index = CaseIndex(posix._same_but_case, read, max_names=100, min_entries=5, max_fingerprints=1000)
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+
+    def ask(name):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return index.same_but_case(fd, name)
+    try:
+        assert ask("new.txt") is None and index.directories == 1
+        assert index._fingerprints == 300 and index._names == 0
+        first = len(reads)
+        for i in range(50):
+            assert ask(f"new{i}.txt") is None
+        assert len(reads) == first                          # no read for a new name
+        assert ask("ENTRY0042.DAT") == "Entry0042.dat"      # there in another case: read
+        assert len(reads) == first + 1
+        (big / "Made.Elsewhere").write_bytes(b"")
+        assert ask("made.elsewhere") == "Made.Elsewhere"
+        os.unlink(big / "Entry0001.dat")
+        before = len(reads)
+        assert ask("entry0001.dat") is None and len(reads) == before
+        os.rename(big / "Entry0002.dat", big / "Moved")
+        assert ask("ENTRY0002.DAT") is None and ask("moved") == "Moved"
+        assert ask("ENTR~ZZZ.DAT") is None                  # (no 8.3 names answered here)
+        assert index._fingerprints == 300
+    finally:
+        os.close(fd)
+        index.close()
+
+
+def test_fingerprints_never_hide_a_name_through_many_changes(tmp_path, monkeypatch):
+    """Random creations, deletions and renames from outside, past the point where the changes
+    are merged into the sorted fingerprints: every answer is what a read of the directory
+    gives (and a name missing in every case is answered without one)."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(200):
+        (big / f"F{i}").write_bytes(b"")
+    merges = []
+    tidy = case_index._Fingerprints._tidy
+    monkeypatch.setattr(case_index._Fingerprints, "MERGE_AT", 16)
+    monkeypatch.setattr(case_index._Fingerprints, "_tidy",
+                        lambda self: (merges.append(len(self._added) + len(self._removed) >= 16), tidy(self)))
+    reads, read = counting_reads()
+    index = CaseIndex(posix._same_but_case, read, max_names=50, min_entries=5, max_fingerprints=100_000)
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+    rnd = random.Random(11)
+    unread = 0          # answers of "in no case" given without a read
+    stems = [f"n{i}" for i in range(60)] + ["straße", "STRASSE", "Ω", "ω", "\u212a", "k"]
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        index.same_but_case(fd, "x")
+        for step in range(3000):       # (the changes merge every 16 fingerprints here)
+            name = rnd.choice((str.upper, str.lower, str))(rnd.choice(stems))
+            path = big / name
+            action = rnd.random()
+            if action < 0.5:
+                path.write_bytes(b"")
+            elif action < 0.8 and path.exists():
+                path.unlink()
+            elif path.exists() and not (big / (target := rnd.choice(stems))).exists():
+                # (onto a name not there: a rename over a file raises no event for the file
+                # it replaces, so that name's fingerprint would count one too many, which
+                # costs its next questions a read, never a wrong answer)
+                os.rename(path, big / target)
+            if step % 7 == 0:
+                asked = rnd.choice((str.upper, str.lower))(rnd.choice(stems))
+                os.lseek(fd, 0, os.SEEK_SET)
+                before = len(reads)
+                got = index.same_but_case(fd, asked)
+                assert [got if got is not None else asked] == fresh(big, [asked])[-1:], asked
+                if not any(n.casefold() == asked.casefold() for n in os.listdir(big)):
+                    assert len(reads) == before, asked      # (the removals merged too)
+                    unread += 1
+        assert index.directories == 1 and sum(merges) > 10 and unread > 50
+    finally:
+        os.close(fd)
+        index.close()
+
+
+def test_a_removal_never_counted_cannot_hide_a_name_added_later():
+    """A change both in the first read and in the queue (CaseIndex._first_look) may come as a
+    removal of a name the fingerprints never held: it is ignored, never counted below zero,
+    so the name made again afterwards is not hidden."""
+    prints = case_index._Fingerprints((0, 0), 1, ["a", "A", "b"])
+    prints.remove("c")
+    prints.add("C")
+    assert prints.may_hold("c") and prints.count == 4
+    prints.remove("a")
+    assert prints.may_hold("A")         # "A" is still there
+    prints.remove("A")
+    prints.remove("a")                  # (seen twice)
+    assert not prints.may_hold("a") and prints.count == 2
+    prints.add("a")
+    assert prints.may_hold("A")

@@ -14,22 +14,28 @@ every change finished before the question: the answer is the one a fresh read of
 directory would give. What it does not know it reads, as before:
 - a directory on a file system that is not local (NFS, SMB, FUSE, overlays...: changes made
   elsewhere raise no event here) or that cannot be watched (no watch left);
-- a directory of fewer than MIN_ENTRIES entries (read at once anyway) or more than
-  MAX_NAMES (too much to hold);
+- a directory of fewer than MIN_ENTRIES entries (read at once anyway);
+- in a directory of more than MAX_NAMES entries (too many to hold), a name that is there in
+  another case: such a directory keeps only a fingerprint of each name's case fold (8 bytes
+  a name, `_Fingerprints`), which answers the usual question, a new name's, without a read,
+  and sends a name whose fingerprint is there (or an 8.3 name: none is answered there) to a
+  read; one of more than MAX_FINGERPRINTS entries is not indexed at all;
 - a name with two or more spellings in the directory (the first in the directory's order
   is the answer);
 - everything, after the kernel's queue overflowed (the index starts again).
 
 Nobody learns more through it than through a read: the directory is still opened as the
 user asking, which is the permission check a read of it makes, and only then looked up.
-At most MAX_DIRECTORIES watches and MAX_NAMES names are held (the least recently used
-directory goes first).
+At most MAX_DIRECTORIES watches, MAX_NAMES names and MAX_FINGERPRINTS fingerprints are held
+(the least recently used directory goes first).
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import os
+from array import array
 import struct
 import threading
 import weakref
@@ -39,6 +45,7 @@ from smbring.vfs.short_names import long_name_of, mangled_name
 
 MAX_DIRECTORIES = 128           # kernel watches held at once (max_user_watches bounds them too)
 MAX_NAMES = 200_000             # names held, all directories together (some 30 MB)
+MAX_FINGERPRINTS = 4_000_000    # fingerprints of larger directories' names, all together (32 MB)
 MIN_ENTRIES = 32                # smaller directories are read each time: as cheap as an index
 
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -86,6 +93,7 @@ class _Directory:
     once a short name was looked for in it, its long names by 8.3 short name (the same: a
     list where two long names make one short name, the first answering for it)."""
     __slots__ = ("key", "wd", "folded", "count", "short")
+    fingerprints = False
 
     def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
         self.key, self.wd, self.count = key, wd, 0
@@ -168,20 +176,97 @@ class _Directory:
                     self.short[mangled] = found[0]
 
 
+class _Fingerprints:
+    """A directory too large to hold its names: a fingerprint of each name's case fold (the
+    process's string hash, 64 bits: its seed is the process's own, so no client can aim at
+    a collision), sorted, with the changes since in two small counts. A fingerprint that is
+    not there means no name of that fold is (the usual question: a new file's CREATE); one
+    that is sends the question to a read of the directory. Counts only ever err upwards:
+    a change seen twice (in the read and in the queue, see CaseIndex._first_look) or a
+    rename over an existing file (the kernel raises no event for the file replaced) leaves a
+    fingerprint that sends its name's questions to a read, never one that hides a name."""
+
+    __slots__ = ("key", "wd", "count", "_sorted", "_added", "_removed")
+    fingerprints = True
+    MERGE_AT = 4096         # changes kept apart at least (an eighth of the directory's, if more)
+
+    def __init__(self, key: tuple[int, int], wd: int, names: list[str]):
+        self.key, self.wd, self.count = key, wd, len(names)
+        self._sorted = array("q", sorted(hash(name.casefold()) for name in names))
+        self._added: dict[int, int] = {}        # fingerprint -> names added since
+        self._removed: dict[int, int] = {}      # fingerprint -> names of _sorted removed since
+
+    def _in_sorted(self, fingerprint: int) -> int:
+        at = bisect.bisect_left(self._sorted, fingerprint)
+        end = at
+        while end < len(self._sorted) and self._sorted[end] == fingerprint:
+            end += 1
+        return end - at - self._removed.get(fingerprint, 0)
+
+    def may_hold(self, name: str) -> bool:
+        fingerprint = hash(name.casefold())
+        return fingerprint in self._added or self._in_sorted(fingerprint) > 0
+
+    def add(self, name: str) -> None:
+        fingerprint = hash(name.casefold())
+        self._added[fingerprint] = self._added.get(fingerprint, 0) + 1
+        self.count += 1
+        self._tidy()
+
+    def remove(self, name: str) -> None:
+        fingerprint = hash(name.casefold())
+        added = self._added.get(fingerprint, 0)
+        if added:
+            if added == 1:
+                del self._added[fingerprint]
+            else:
+                self._added[fingerprint] = added - 1
+        elif self._in_sorted(fingerprint) > 0:
+            self._removed[fingerprint] = self._removed.get(fingerprint, 0) + 1
+        else:
+            return          # (never counted: a change the read had already)
+        self.count -= 1
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """The changes merged into the sorted fingerprints once they are many (a pass over
+        all of them, once in a number of changes that grows with the directory)."""
+        if len(self._added) + len(self._removed) < max(self.MERGE_AT, len(self._sorted) // 8):
+            return
+        merged = self._sorted.tolist()
+        for fingerprint, n in self._added.items():
+            merged.extend([fingerprint] * n)
+        merged.sort()
+        if self._removed:
+            removed, kept = self._removed, []
+            for fingerprint in merged:
+                n = removed.get(fingerprint)
+                if n:
+                    removed[fingerprint] = n - 1
+                else:
+                    kept.append(fingerprint)
+            merged = kept
+        self._sorted = array("q", merged)
+        self._added, self._removed = {}, {}
+
+
 class CaseIndex:
     """The directories' names of one share (its PosixVFS), kept current through inotify."""
 
     def __init__(self, pick: Pick, read_names: Callable[[int], list[str]],
                  max_directories: int = MAX_DIRECTORIES, max_names: int = MAX_NAMES,
-                 min_entries: int = MIN_ENTRIES):
+                 min_entries: int = MIN_ENTRIES, max_fingerprints: int = MAX_FINGERPRINTS):
         """read_names(dir_fd): the names of the directory open at dir_fd (at its start), in
         its order; pick(names, name): the answer from them."""
         self.pick, self.read_names = pick, read_names
         self.max_directories, self.max_names, self.min_entries = max_directories, max_names, min_entries
+        self.max_fingerprints = max_fingerprints
         self._lock = threading.Lock()
-        self._dirs: dict[tuple[int, int], _Directory] = {}     # least recently used first
-        self._by_wd: dict[int, _Directory] = {}
+        # least recently used first: _Directory, or _Fingerprints for the largest
+        self._dirs: dict[tuple[int, int], _Directory | _Fingerprints] = {}
+        self._by_wd: dict[int, _Directory | _Fingerprints] = {}
         self._names = 0
+        self._fingerprints = 0
         self._local: dict[int, bool] = {}                        # st_dev: local file system?
         self.fd = -1
         try:
@@ -204,7 +289,7 @@ class CaseIndex:
         os.close(self.fd)
         self._dirs.clear()
         self._by_wd.clear()
-        self._names = 0
+        self._names = self._fingerprints = 0
         self._lock = threading.Lock()
         self._start()
 
@@ -214,7 +299,7 @@ class CaseIndex:
             self.fd = -1
         self._dirs.clear()
         self._by_wd.clear()
-        self._names = 0
+        self._names = self._fingerprints = 0
 
     @property
     def directories(self) -> int:
@@ -228,9 +313,10 @@ class CaseIndex:
     def find(self, dir_fd: int, name: str, mangled: bool) -> str | None:
         """`same_but_case`; where it finds nothing and `mangled` (the name may be a mangled 8.3
         name: vfs.short_names.may_be_mangled), the entry whose mangled name `name` is: from
-        the directory's index where it is indexed (a map of its long names by short name),
-        else from the names the case lookup read (looked through only up to MAX_SCANNED
-        names), one read of the directory for both."""
+        the directory's index where it is indexed (a map of its long names by short name;
+        none in a directory that keeps only fingerprints), else from the names the case
+        lookup read (looked through only up to MAX_SCANNED names), one read of the directory
+        for both."""
         if self.fd < 0 or "\0" in name:
             return self._in_names(self.read_names(dir_fd), name, mangled)
         st = os.fstat(dir_fd)
@@ -244,16 +330,24 @@ class CaseIndex:
                 if directory is None:
                     return self._in_names(names, name, mangled)
                 match = self.pick(names, name)
-                return match if match is not None or not mangled else directory.long_name(name)
+                if match is not None or not mangled or directory.fingerprints:
+                    return match
+                return directory.long_name(name)
             self._dirs[key] = directory         # the most recently used, now
-            spellings = directory.spellings(name)
-            if not spellings:
-                return directory.long_name(name) if mangled else None
-            if name in spellings:
-                return name
-            if len(spellings) == 1:
-                return spellings[0]
-        # two spellings or more, neither the one asked for: the first in the directory's order
+            if directory.fingerprints:
+                if not directory.may_hold(name):
+                    return None
+                spellings = None        # there in some case, perhaps: read (below)
+            else:
+                spellings = directory.spellings(name)
+                if not spellings:
+                    return directory.long_name(name) if mangled else None
+                if name in spellings:
+                    return name
+                if len(spellings) == 1:
+                    return spellings[0]
+        # two spellings or more, neither the one asked for: the first in the directory's
+        # order; or a fingerprint that is there
         return self.pick(self.read_names(dir_fd), name)
 
     def _in_names(self, names: list[str], name: str, mangled: bool) -> str | None:
@@ -276,7 +370,7 @@ class CaseIndex:
         worth indexing watched, then read again (a change in between is both in the read
         and in the queue: applying it again changes nothing)."""
         names = self.read_names(dir_fd)
-        if not self.min_entries <= len(names) <= self.max_names:
+        if not self.min_entries <= len(names) <= max(self.max_names, self.max_fingerprints):
             return names
         if not self.local(dir_fd, dev):
             return names
@@ -285,18 +379,30 @@ class CaseIndex:
             return names
         os.lseek(dir_fd, 0, os.SEEK_SET)
         names = self.read_names(dir_fd)
-        directory = _Directory(key, wd, names)
+        kind = _Directory if len(names) <= self.max_names else _Fingerprints
+        directory = kind(key, wd, names)
         self._dirs[key] = directory
         self._by_wd[wd] = directory
-        self._names += directory.count
-        while len(self._dirs) > self.max_directories or self._names > self.max_names:
+        self._counted(directory, directory.count)
+        while len(self._dirs) > self.max_directories:
             self._forget(next(iter(self._dirs.values())), remove_watch=True)
+        for fingerprints, over in ((False, lambda: self._names > self.max_names),
+                                   (True, lambda: self._fingerprints > self.max_fingerprints)):
+            while over():       # the least recently used of the kind over its bound goes
+                self._forget(next(d for d in self._dirs.values() if d.fingerprints == fingerprints),
+                             remove_watch=True)
         return names
 
-    def _forget(self, directory: _Directory, remove_watch: bool) -> None:
+    def _counted(self, directory, n: int) -> None:
+        if directory.fingerprints:
+            self._fingerprints += n
+        else:
+            self._names += n
+
+    def _forget(self, directory: _Directory | _Fingerprints, remove_watch: bool) -> None:
         self._dirs.pop(directory.key, None)
         if self._by_wd.pop(directory.wd, None) is not None:
-            self._names -= directory.count
+            self._counted(directory, -directory.count)
         if remove_watch:
             self._libc.rm(self.fd, directory.wd)
 
@@ -331,4 +437,4 @@ class CaseIndex:
                     directory.add(name)
                 elif mask & (IN_DELETE | IN_MOVED_FROM):
                     directory.remove(name)
-                self._names += directory.count - before
+                self._counted(directory, directory.count - before)
