@@ -285,7 +285,9 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     smb2_leases=_get(g, "smb2 leases", True),
                     directory_leases=_get(g, "smb3 directory leases", True) and _get(g, "smb2 leases", True),
                     oplock_break_retry=not _get(g, "smb2 disable oplock break retry", False),
-                    smbtorture_fsctl=_get(g, "smbd:fsctl_smbtorture", False))
+                    smbtorture_fsctl=_get(g, "smbd:fsctl_smbtorture", False),
+                    fruit_aapl=_get(g, "fruit:aapl", True), fruit_copyfile=_get(g, "fruit:copyfile", False),
+                    fruit_model=_get(g, "fruit:model", "MacSamba"))
     if "server smb3 encryption algorithms" in g:
         policy.ciphers = g["server smb3 encryption algorithms"][0]
     if "server smb3 signing algorithms" in g:
@@ -385,7 +387,11 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     if path and not path.startswith("/") and not path.startswith("%"):
         raise ConfigError(f"{s['path'][1]}: the path must be absolute, not {path!r}")
     vfs = _get(s, "vfs objects", "").replace(",", " ").split()
-    missing = [m for m in vfs if m not in MODULES]
+    missing = [m for m in vfs if m not in MODULES and m != "fruit"]
+    if "fruit" in vfs:
+        cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation and fruit:copyfile "
+                           "only; resource forks and Finder information are plain named streams "
+                           "(as fruit:resource = stream, fruit:metadata = stream)")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
@@ -424,7 +430,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_directory_mode=_get(s, "force directory mode", 0),
         browseable=_get(s, "browseable", True),
         access_based_share_enum=_get(s, "access based share enum", False),
-        vfs_objects=[m for m in vfs if m in MODULES],
+        vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
         read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
         force_user=_get(s, "force user", "").strip() or None,
         force_group=_get(s, "force group", "").strip() or None,

@@ -352,6 +352,8 @@ OWN = frozenset(_key(n) for n in (*OPTIONS, *QUIET, *SYNONYMS)) - SAMBA_PARAMETE
 # the parametric options (`module:option`) that have an effect here; the others are ignored
 PARAMETRIC = {
     "smbd:fsctl_smbtorture": Spec(G, boolean),      # Samba's test controls (smb.breaks)
+    # vfs_fruit's, for the AAPL negotiation and copyfile on shares with `vfs objects = fruit`
+    "fruit:aapl": Spec(G, boolean), "fruit:copyfile": Spec(G, boolean), "fruit:model": Spec(G, _text),
 }
 
 

@@ -53,6 +53,11 @@ class Policy:
     oplock_break_retry: bool = True
     # `smbd:FSCTL_SMBTORTURE` (no by default): Samba's test controls (smb.breaks)
     smbtorture_fsctl: bool = False
+    # Apple's extension (smb.aapl) on shares with `vfs objects = fruit`: `fruit:aapl` (yes by
+    # default, as Samba), `fruit:copyfile` (no by default, as Samba), `fruit:model`
+    fruit_aapl: bool = True
+    fruit_copyfile: bool = False
+    fruit_model: str = "MacSamba"
     guest_account: str = "nobody"                  # the name guests have in user lists
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L

@@ -115,6 +115,7 @@ class Share:
     oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
+    fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
 
 
 @dataclass(eq=False, slots=True)
@@ -210,6 +211,8 @@ class Tree:
     counted: str | None = None   # the share whose `max connections` counts this tree
     token: acl.Token = acl.GUEST_TOKEN   # whom security descriptors see (smb.acl)
     name: str = ""               # the share's name as the client connected to it (lower case)
+    # macOS copyfile negotiated (smb.aapl): a COPYCHUNK of no chunks copies a whole file
+    aapl_copyfile: bool = False
 
 
 @dataclass

@@ -8,7 +8,7 @@ import struct
 from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
-from smbring.smb import acl, dirleases, leasing, notify, sharemodes, unix_owner, wire
+from smbring.smb import aapl, acl, dirleases, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, negotiate, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -527,8 +527,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
         if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        # Apple's server query (refused before anything is opened where malformed)
+        apple = aapl.answer(contexts[aapl.CONTEXT_NAME], c.policy.fruit_copyfile, rules.case_sensitive,
+                            c.policy.fruit_model) \
+            if aapl.CONTEXT_NAME in contexts and tree.share.fruit and c.policy.fruit_aapl else None
     else:
-        contexts, eas = NO_CONTEXTS, []
+        contexts, eas, apple = NO_CONTEXTS, [], None
     lease_req = leasing.requested(contexts, requested_oplock, c.dialect, c.policy.smb2_leases)
     fs = tree.fs
     if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
@@ -939,6 +943,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)
+    if apple is not None:
+        answers.append((aapl.CONTEXT_NAME, apple[0]))
+        tree.aapl_copyfile = tree.aapl_copyfile or apple[1]
     if stream is None:
         return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
     # (a stream's times and attributes: its file's, as read when its rights were judged)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hmac
+import os
 import secrets
 import struct
 from typing import TYPE_CHECKING
@@ -110,6 +111,8 @@ def copychunk(c: Connection, hdr: Header, dst: Open, request, max_out: int, rhdr
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if ctl == FSCTL_SRV_COPYCHUNK and not dst.granted & wire.FILE_READ_DATA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)     # _WRITE is the variant without it
+    if not chunks and dst.tree.aapl_copyfile:
+        return copyfile_steps(c, src, dst, rhdr)
     return copy_steps(c, src, dst, chunks, rhdr)
 
 
@@ -141,6 +144,93 @@ def copy_steps(c: Connection, src: Open, dst: Open, chunks: list, rhdr: Header):
     if done and c.state.watches.active():
         c.state.watches.post_open(dst, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
     return copy_response(rhdr, wire.STATUS_SUCCESS, done, total)
+
+
+def copyfile_steps(c: Connection, src: Open, dst: Open, rhdr: Header):
+    """macOS copyfile (smb.aapl, where the tree connect negotiated it): a COPYCHUNK of no
+    chunks copies the whole source into the destination from offset 0, its data and then,
+    between two files, every named stream of the source (Finder information, resource fork,
+    extended attributes), over the destination's stream of the same name, as Samba's
+    vfs_fruit. TotalBytesWritten is the source's size. The rights are the chunked copy's
+    (read the source, write the destination), which cover a file's streams too; the data
+    moves in pieces of MAX_COPY_SIZE, in the shell's threads, and other opens' byte-range
+    locks on the ranges copied are heeded."""
+    if src.key == dst.key:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    size = src.tree.fs.fstat(src.fd).st_size
+    if size >= MAX_FILE_SIZE:
+        return copy_response(rhdr, wire.STATUS_DISK_FULL)
+    locks = c.state.locks
+    if (not locks.io_allowed(src.key, 0, size, id(src), write=False)
+            or not locks.io_allowed(dst.key, 0, size, id(dst), write=True)):
+        return copy_response(rhdr, wire.STATUS_FILE_LOCK_CONFLICT)
+    total = yield from _copy_whole(src.fd, dst.fd, size)
+    if isinstance(total, OSError):
+        return copy_response(rhdr, status_for_oserror(total))
+    if src.stream is None and dst.stream is None:
+        failed = yield from _copy_streams(src, dst)
+        if failed is not None:
+            return copy_response(rhdr, status_for_oserror(failed), 0, total)
+    dst.wrote = True        # (as a WRITE: smb.dirleases)
+    if c.state.watches.active():
+        c.state.watches.post_open(dst, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    return copy_response(rhdr, wire.STATUS_SUCCESS, 0, total)
+
+
+def _copy_whole(src_fd: int, dst_fd: int, size: int):
+    """Copies bytes 0 to `size` (or the source's end, if it was cut meanwhile): how many, or
+    the OSError that stopped it."""
+    total = 0
+    while total < size:
+        length = min(MAX_COPY_SIZE, size - total)
+        copied = yield CopyRange(src_fd, total, dst_fd, total, length)
+        if isinstance(copied, OSError):
+            return copied
+        if isinstance(copied, BaseException):
+            raise copied
+        total += copied
+        if copied < length:
+            break
+    return total
+
+
+def _copy_streams(src: Open, dst: Open):
+    """The source file's named streams, copied over the destination's: None, or the OSError
+    that stopped it (the streams copied before it stay)."""
+    sfs, dfs = src.tree.fs, dst.tree.fs
+    try:
+        sid = sfs.stream_id_of(src.fd)
+        names = sfs.stream_names(sid) if sid else []
+        if not names:
+            return None
+        dsid = dfs.stream_id_of(dst.fd, create=True)
+        dfs.make_stream_dir(dsid)
+        dst_st = dfs.fstat(dst.fd)
+    except OSError as e:
+        return e
+    for name in names:
+        try:
+            sfd = sfs.open(sfs.stream_parts(sid, name), os.O_RDONLY)
+        except FileNotFoundError:
+            continue        # (removed since it was listed)
+        except OSError as e:
+            return e
+        try:
+            try:
+                dfd = dfs.create_stream(dsid, name, (dst_st.st_uid, dst_st.st_gid))
+            except FileExistsError:
+                dfd = dfs.open(dfs.stream_parts(dsid, name), os.O_RDWR | os.O_TRUNC)
+            try:
+                copied = yield from _copy_whole(sfd, dfd, sfs.fstat(sfd).st_size)
+            finally:
+                dfs.close_file(dfd)
+        except OSError as e:
+            return e
+        finally:
+            sfs.close_file(sfd)
+        if isinstance(copied, OSError):
+            return copied
+    return None
 
 
 def duplicate_extents(c: Connection, hdr: Header, dst: Open, request, max_out: int, rhdr: Header):
