@@ -394,3 +394,30 @@ def test_an_opens_own_exclusive_lock_lets_it_read_and_write(client, fid):
     lock(client, fid, 100, 10, wire.LOCK_EXCLUSIVE)
     assert isinstance(read(client, fid, 10, offset=100)[0].payload, FileRange)
     assert isinstance(write(client, fid, b"x", offset=100)[0], Write)
+
+
+def flushed_before_answer(client, fid, flags=0) -> bool:
+    """Whether one WRITE is flushed before it is answered (a Flush follows its Write)."""
+    [effect] = write(client, fid, b"durable", flags=flags)
+    assert isinstance(effect, Write)
+    [after] = effect.then(7)
+    if isinstance(after, Flush):
+        assert written_count(answer(after.then(0))[1]) == 7
+        return True
+    return False
+
+
+def test_unbuffered_writes_and_write_through_handles_are_flushed_before_they_are_answered(client):
+    """WRITEFLAG_WRITE_UNBUFFERED (as Samba takes it), and every WRITE through a handle opened
+    with FILE_WRITE_THROUGH (MS-SMB2 2.2.13); a plain WRITE on a plain handle is not."""
+    plain = client.open("f", access=wire.GENERIC_READ | wire.GENERIC_WRITE)
+    through = client.open("f", access=wire.GENERIC_READ | wire.GENERIC_WRITE, options=wire.FILE_WRITE_THROUGH)
+    assert not flushed_before_answer(client, plain)
+    assert flushed_before_answer(client, plain, flags=0x2)
+    assert flushed_before_answer(client, through)
+
+
+def test_sync_always_flushes_every_write(clients, share):
+    """smb.conf's `sync always = yes`: every WRITE on the share, whatever its flags."""
+    client = clients(share={"sync_always": True})
+    assert flushed_before_answer(client, client.open("f", access=wire.GENERIC_READ | wire.GENERIC_WRITE))

@@ -169,6 +169,10 @@ OPTIONS: dict[str, Spec] = {
     "hide new files timeout": Spec(S, _seconds),
     "mangled names": Spec(S, one_of(MANGLED_NAMES, "mangled names")),
     "case sensitive": Spec(S, one_of(CASE_SENSITIVE, "case sensitive")),
+    "sync always": Spec(S, boolean),
+    # `strict sync = no` would answer FLUSH without flushing: a FLUSH and a write-through WRITE
+    # always reach stable storage here, whatever it says (read, and checked, only)
+    "strict sync": Spec(S, boolean),
     "preserve case": Spec(S, boolean), "short preserve case": Spec(S, boolean),
     "default case": Spec(S, one_of(DEFAULT_CASE, "default case")),
     "create mask": Spec(S, octal), "directory mask": Spec(S, octal),
@@ -271,7 +275,7 @@ QUIET = {
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
-    "strict sync", "sync always", "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
+    "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is

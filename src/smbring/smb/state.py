@@ -116,6 +116,7 @@ class Share:
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
+    sync_always: bool = False         # every WRITE on stable storage before it is answered
 
 
 @dataclass(eq=False, slots=True)
@@ -167,6 +168,9 @@ class Open:
     # and write time a listing shows settle then; smb.dirleases)
     wrote: bool = False
     spares: tuple | None = None     # at its close: the directory lease its changes spared
+    # opened with FILE_WRITE_THROUGH: each WRITE through it is on stable storage before it is
+    # answered (MS-SMB2 2.2.13; Samba opens it O_SYNC)
+    write_through: bool = False
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

@@ -877,7 +877,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key,
                  file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
-                 index_number=index_number or st.st_ino)
+                 index_number=index_number or st.st_ino, write_through=bool(options & wire.FILE_WRITE_THROUGH))
         # share modes count what the open holds: MAXIMUM_ALLOWED as it was granted (MS-FSA
         # 2.1.5.1.2, Samba's resolved access_mask), not as every right, which would refuse
         # another user's opens beside a reader that shares everything

@@ -60,6 +60,9 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
                        read_path=o.tree.share.read_path), None
 
 
+WRITE_THROUGH_FLAGS = 0x1 | 0x2     # SMB2_WRITEFLAG_WRITE_THROUGH, SMB2_WRITEFLAG_WRITE_UNBUFFERED
+
+
 def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     tree = chain.tree or c.tree(hdr)
     if tree.fs is None:
@@ -78,7 +81,11 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if not append_only:
         check_write_range(c, o, offset, length)
     c.state.oplocks.contend_level2(o.key, o)     # level II holders' cached data goes stale
-    write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & 0x1)   # WRITEFLAG_WRITE_THROUGH
+    # on stable storage before it is answered: asked of this WRITE (WRITEFLAG_WRITE_THROUGH, or
+    # WRITEFLAG_WRITE_UNBUFFERED, as Samba takes it), of its handle (FILE_WRITE_THROUGH) or of
+    # every WRITE on the share (`sync always`)
+    write_through = bool(struct.unpack_from("<I", msg, 64 + 44)[0] & WRITE_THROUGH_FLAGS) or \
+        o.write_through or tree.share.sync_always
     c.state.write_times.writing(o, lambda: file_write_ns(o))    # (a stream's: its file's)
     where = [offset]
 
