@@ -177,16 +177,18 @@ def test_bad_limits_are_refused(tmp_path, option, message):
         load(write_global(tmp_path, option))
 
 
-def test_sync_always_is_read_per_share_and_strict_sync_is_accepted(tmp_path):
+def test_sync_always_csc_policy_and_strict_sync_are_read_per_share(tmp_path):
     """`sync always` (every WRITE flushed before it is answered: smb tests) per share, with a
-    [global] default; `strict sync` is read (a bad value refused) but never makes FLUSH or
-    write-through weaker."""
+    [global] default; `csc policy` as its ShareFlags value; `strict sync` is read (a bad value
+    refused) but never makes FLUSH or write-through weaker."""
     conf = tmp_path / "smb.conf"
     conf.write_text(f"[global]\nsync always = yes\nstrict sync = no\n[a]\npath = {tmp_path}\n"
                     f"[b]\npath = {tmp_path}\nsync always = no\n")
     cfg = load(str(conf))
     assert cfg.shares["a"].sync_always and not cfg.shares["b"].sync_always
     assert not any("sync" in w for w in cfg.warnings)
+    conf.write_text(f"[a]\npath = {tmp_path}\ncsc policy = disable\n[b]\npath = {tmp_path}\ncsc policy = Documents\n")
+    assert (load(str(conf)).shares["a"].csc_policy, load(str(conf)).shares["b"].csc_policy) == (0x30, 0x10)
     conf.write_text(f"[a]\npath = {tmp_path}\nstrict sync = sometimes\n")
     with pytest.raises(ConfigError, match="strict sync"):
         load(str(conf))

@@ -135,3 +135,12 @@ def test_a_tree_of_another_session_is_not_found(client):
     status, _ = client.request(wire.CREATE, create_body("f", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0), session_id=2)
     assert status == wire.STATUS_NETWORK_NAME_DELETED
     assert client.request(wire.TREE_DISCONNECT, b"\4\0\0\0", session_id=2)[0] == wire.STATUS_NETWORK_NAME_DELETED
+
+
+@pytest.mark.parametrize("policy", [0x00, 0x10, 0x20, 0x30])
+def test_the_csc_policy_is_the_shares_caching_flags(clients, policy):
+    """smb.conf's `csc policy` (manual, documents, programs, disable: config reads them to
+    these values), in ShareFlags as Samba sends it: `disable` tells clients to keep no offline
+    copies of the share's files."""
+    _status, _tid, body = clients(share={"csc_policy": policy}).tree_connect()
+    assert tree_response(body)[1] == policy

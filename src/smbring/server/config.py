@@ -431,7 +431,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         browseable=_get(s, "browseable", True),
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
-        sync_always=_get(s, "sync always", False),
+        sync_always=_get(s, "sync always", False), csc_policy=_get(s, "csc policy", 0),
         read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
         force_user=_get(s, "force user", "").strip() or None,
         force_group=_get(s, "force group", "").strip() or None,

@@ -74,6 +74,10 @@ MANGLED_NAMES = {**dict.fromkeys(("yes", "true", "1", "on"), True),
 CASE_SENSITIVE = {**dict.fromkeys(("yes", "true", "1", "on"), True),
                   **dict.fromkeys(("no", "false", "0", "off", "auto", "default"), False)}
 DEFAULT_CASE = {"lower": "lower", "upper": "upper"}
+# `csc policy`: what clients may keep of the share's files offline (TREE_CONNECT's ShareFlags
+# caching bits, MS-SMB2 2.2.10): manual 0, documents AUTO_CACHING, programs VDO_CACHING,
+# disable NO_CACHING, as Samba sends them
+CSC_POLICY = {"manual": 0x00, "documents": 0x10, "programs": 0x20, "disable": 0x30}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}
 PROTOCOL_VALUES = {**PROTOCOLS, "default": None}
@@ -169,7 +173,7 @@ OPTIONS: dict[str, Spec] = {
     "hide new files timeout": Spec(S, _seconds),
     "mangled names": Spec(S, one_of(MANGLED_NAMES, "mangled names")),
     "case sensitive": Spec(S, one_of(CASE_SENSITIVE, "case sensitive")),
-    "sync always": Spec(S, boolean),
+    "sync always": Spec(S, boolean), "csc policy": Spec(S, one_of(CSC_POLICY, "csc policy")),
     # `strict sync = no` would answer FLUSH without flushing: a FLUSH and a write-through WRITE
     # always reach stable storage here, whatever it says (read, and checked, only)
     "strict sync": Spec(S, boolean),
@@ -275,7 +279,7 @@ QUIET = {
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
-    "csc policy", "fstype", "volume", "dos filemode", "dos filetimes",
+ "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is

@@ -117,6 +117,7 @@ class Share:
     durable_handles: bool = True      # grant durable handles (durable handles)
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
     sync_always: bool = False         # every WRITE on stable storage before it is answered
+    csc_policy: int = 0               # TREE_CONNECT's caching ShareFlags (`csc policy`)
 
 
 @dataclass(eq=False, slots=True)
