@@ -443,6 +443,18 @@ def test_oplocks_off_share_grants_no_lease(smbconf):
         a.close()
 
 
+def test_veto_oplock_files_get_no_lease(smbconf):
+    server = smbconf("", {"share": "read only = no\nveto oplock files = /*.mdb/"})
+    a = Client(server.port, share="share")
+    try:
+        o, lease = a.open("db.MDB", key(1), RWH)
+        assert o.oplock_level == NONE and lease is None
+        o, lease = a.open("other.txt", key(2), RWH)
+        assert lease is not None and lease[1] == RWH
+    finally:
+        a.close()
+
+
 def test_delete_on_close_breaks_others_handle_caching(clients):
     a, b = clients(), clients()
     a.open("f", key(1), RH)

@@ -281,6 +281,22 @@ def test_share_options(smbconf, tmp_path):
             c.close()
 
 
+def test_veto_oplock_files_get_no_oplock(smbconf):
+    """`veto oplock files` (Samba's, for databases several clients write): a matching name in
+    any case and any directory gets no oplock, as on a share with `oplocks = no`; other
+    names on the share get theirs."""
+    server = smbconf("", {"share": "read only = no\nveto oplock files = /*.mdb/lock?.db/"})
+    (server.root / "share" / "sub").mkdir()
+    c = Client(server.port, "share")
+    try:
+        for name in ("data.mdb", "sub\\DATA.MDB", "lock1.db"):
+            assert c.open(name, BATCH).oplock_level == NONE, name
+        for name in ("data.mdb.txt", "lock12.db", "plain.txt"):
+            assert c.open(name, BATCH).oplock_level == BATCH, name
+    finally:
+        c.close()
+
+
 def test_kernel_oplocks_refused(smbconf, tmp_path):
     from smbring.server.config import ConfigError, load
     conf = tmp_path / "k.conf"

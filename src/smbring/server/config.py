@@ -414,6 +414,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         encrypt_desired=encrypt == "desired",
         max_connections=_get(s, "max connections", 0),
         veto_files=share_access.split_names(_get(s, "veto files", "")),
+        veto_oplock_files=share_access.split_names(_get(s, "veto oplock files", "")),
         hide_files=share_access.split_names(_get(s, "hide files", "")),
         hide_dot_files=_get(s, "hide dot files", True),
         hide_unreadable=_get(s, "hide unreadable", False),

@@ -167,6 +167,7 @@ OPTIONS: dict[str, Spec] = {
     "server smb encrypt": Spec(S, one_of(ENCRYPTION, "smb encrypt")),
     "max connections": Spec(S, whole),
     "veto files": Spec(S, _text, True), "hide files": Spec(S, _text, True),
+    "veto oplock files": Spec(S, _text, True),
     "hide dot files": Spec(S, boolean), "hide unreadable": Spec(S, boolean),
     "force unknown acl user": Spec(S, boolean),
     "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),

@@ -33,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._$-]")
 SESSION_VARIABLES = frozenset("UuGgHSPmIiMRaDT")
 # fields of a Share that may hold such templates
 TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list", "write_list",
-                   "veto_files", "hide_files")
+                   "veto_files", "hide_files", "veto_oplock_files")
 # what a tree connect refuses when substitution leaves a path it cannot use
 BAD_VALUE = object()
 # what a listing asks the file system's may_access (access(2)'s R_OK and W_OK)
@@ -195,10 +195,14 @@ class NameRules:
     preserve_case: bool = True      # `preserve case`: new names keep the case they were given in
     short_preserve_case: bool = True    # `short preserve case`: ... 8.3 names too
     default_case: str = "lower"     # `default case`: the case of new names not preserved
+    # `veto oplock files`: files (by their name) granted no oplock and no lease, as on a share
+    # with `oplocks = no` (Samba's advice for databases several clients write: *.mdb, *.ldb)
+    veto_oplocks: tuple = ()
 
     @classmethod
     def of(cls, share) -> "NameRules":
         return cls(veto=tuple(_pattern(e) for e in share.veto_files),
+                   veto_oplocks=tuple(_pattern(e) for e in share.veto_oplock_files),
                    hide=tuple(_pattern(e) for e in share.hide_files),
                    hide_dot_files=share.hide_dot_files, hide_unreadable=share.hide_unreadable,
                    hide_unwriteable=share.hide_unwriteable,
@@ -234,6 +238,16 @@ class NameRules:
             return False
         folded = name.casefold()
         return any(p.fullmatch(folded) for p in self.veto)
+
+    def oplocks_vetoed(self, name: str) -> bool:
+        """Whether a file of this name is granted no oplock or lease (`veto oplock files`,
+        matched against the name as Samba's is_in_path, in any case: on a case sensitive
+        share too, where Samba would match the case written, so more names are vetoed, never
+        fewer)."""
+        if not self.veto_oplocks:
+            return False
+        folded = name.casefold()
+        return any(p.fullmatch(folded) for p in self.veto_oplocks)
 
     def vetoed_path(self, parts) -> int | None:
         """The index of the first vetoed component of a path, if any."""

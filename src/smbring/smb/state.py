@@ -88,6 +88,7 @@ class Share:
     max_connections: int = 0          # tree connects at once, all clients (0: no bound)
     veto_files: list = field(default_factory=list)    # neither listed nor reachable
     hide_files: list = field(default_factory=list)    # listed with the hidden attribute
+    veto_oplock_files: list = field(default_factory=list)   # granted no oplock or lease
     hide_dot_files: bool = True
     hide_unreadable: bool = False
     # a descriptor may name an owner or group that is no Unix account: the file keeps its

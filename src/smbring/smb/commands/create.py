@@ -900,7 +900,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     c.add_open(o)
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
     lease = None
-    if lease_req is not None and tree.share.oplocks and (not is_dir or may_lease_directory(c, lease_req)):
+    # (`veto oplock files`: as if the share had `oplocks = no`, for this file)
+    oplocks = tree.share.oplocks and not (rules.veto_oplocks and base_parts and rules.oplocks_vetoed(base_parts[-1]))
+    if lease_req is not None and oplocks and (not is_dir or may_lease_directory(c, lease_req)):
         lease = c.state.oplocks.grant_lease(
             o, c.client_guid, lease_req.key, lease_req.state, version=lease_req.version,
             epoch=lease_req.epoch, parent_key=lease_req.parent_key, locked=locked,
@@ -909,7 +911,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     else:
         oplock = c.state.oplocks.grant(
             o, requested_oplock, created=action == wire.FILE_CREATED,
-            enabled=tree.share.oplocks, level2=tree.share.level2_oplocks, locked=locked,
+            enabled=oplocks, level2=tree.share.level2_oplocks, locked=locked,
             send_break=c.send_oplock_break)
     if o.delete_on_close:       # the name goes at close: other leases keep no handle to it
         c.state.oplocks.break_handle_caching(o)
