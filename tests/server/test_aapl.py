@@ -64,7 +64,8 @@ def test_the_server_query_is_answered_as_samba_answers_it(smbconf):
         assert r.status == wire.STATUS_SUCCESS and b"AAPL" not in create_contexts_of(r)
 
 
-@pytest.mark.parametrize("data", [query()[:16], query() + b"\0" * 8, query(command=2)], ids=["short", "long", "command"])
+@pytest.mark.parametrize("data", [query()[:16], query() + b"\0" * 8, query(command=2)],
+                         ids=["short", "long", "command"])
 def test_a_malformed_query_is_refused_and_opens_nothing(smbconf, data):
     server = smbconf("", SHARES)
     c, tree = connected(server, "mac")

@@ -56,7 +56,8 @@ def test_samba_large_directory_recipe_stores_and_finds_names_in_lower_case(smbco
     (tmp_path / "up").write_bytes(b"data\n")
     for share in ("plain", "cased"):
         ok(server.smbclient(share, f"put {tmp_path / 'up'} \"Quarterly Report.TXT\"; mkdir NewDir; "
-                                   f"put {tmp_path / 'up'} NewDir\\Inner.DOC; rename NewDir\\Inner.DOC NewDir\\Final.Doc"))
+                                   f"put {tmp_path / 'up'} NewDir\\Inner.DOC; "
+                                   "rename NewDir\\Inner.DOC NewDir\\Final.Doc"))
     assert sorted(p.name for p in plain.iterdir()) == ["NewDir", "Quarterly Report.TXT"]
     assert [p.name for p in (plain / "NewDir").iterdir()] == ["Final.Doc"]
     assert sorted(p.name for p in cased.iterdir()) == ["newdir", "quarterly report.txt"]

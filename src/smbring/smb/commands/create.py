@@ -877,7 +877,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                  tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
                  stream=stream, base_parts=base_parts, base_key=base_key,
                  file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
-                 index_number=index_number or st.st_ino, write_through=bool(options & wire.FILE_WRITE_THROUGH))
+                 index_number=index_number or st.st_ino,
+                 write_through=bool(options & wire.FILE_WRITE_THROUGH))
         # share modes count what the open holds: MAXIMUM_ALLOWED as it was granted (MS-FSA
         # 2.1.5.1.2, Samba's resolved access_mask), not as every right, which would refuse
         # another user's opens beside a reader that shares everything
@@ -901,7 +902,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
     lease = None
     # (`veto oplock files`: as if the share had `oplocks = no`, for this file)
-    oplocks = tree.share.oplocks and not (rules.veto_oplocks and base_parts and rules.oplocks_vetoed(base_parts[-1]))
+    oplocks = tree.share.oplocks and not (rules.veto_oplocks and base_parts
+                                          and rules.oplocks_vetoed(base_parts[-1]))
     if lease_req is not None and oplocks and (not is_dir or may_lease_directory(c, lease_req)):
         lease = c.state.oplocks.grant_lease(
             o, c.client_guid, lease_req.key, lease_req.state, version=lease_req.version,
