@@ -109,6 +109,9 @@ def test_a_rename_onto_a_name_in_another_case_meets_that_file(smbconf, tmp_path)
     linked = server.smbclient("plain", "hardlink b.txt FOO.TXT")
     assert "NT_STATUS_OBJECT_NAME_COLLISION" in linked.stdout + linked.stderr, linked.stdout
     assert sorted(p.name for p in plain.iterdir()) == ["Foo.Txt", "b.txt"]
+    # a link to a name the file has already, in another case: nothing made (a name of it)
+    ok(server.smbclient("plain", "hardlink b.txt B.TXT"))
+    assert sorted(p.name for p in plain.iterdir()) == ["Foo.Txt", "b.txt"]
 
 
 @pytest.mark.parametrize("line, message", [("default case = middle", "default case"),

@@ -289,12 +289,12 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
-def target_on_disk(o: Open, new_parts: list[str]) -> list[str]:
+def target_on_disk(o: Open, new_parts: list[str], renaming: bool = True) -> list[str]:
     """The name a rename or a link of `o` is to get, as the file system is to be asked for it:
     an existing file's spelling where the name is one in another case (SMB names are
     case-insensitive, unless the share is `case sensitive`), a new name in the case
-    `preserve case` gives it. The file's own name in another case stays as asked (a rename
-    that changes only its case)."""
+    `preserve case` gives it. For a rename (`renaming`), the file's own name in another case
+    stays as asked: the rename changes only its case (a link to it is a name it has)."""
     rules = o.tree.names
     spelled = new_parts if rules.case_sensitive else o.tree.fs.match_case(new_parts)
     if spelled == new_parts:
@@ -307,7 +307,7 @@ def target_on_disk(o: Open, new_parts: list[str]) -> list[str]:
         st = o.tree.fs.stat(spelled)
     except OSError:
         return spelled
-    return new_parts if (st.st_dev, st.st_ino) == o.key else spelled
+    return new_parts if renaming and (st.st_dev, st.st_ino) == o.key else spelled
 
 
 def check_may_add(o: Open, new_parts: list[str]) -> None:
@@ -430,7 +430,7 @@ def add_link(c: Connection, o: Open, buf) -> None:
     if len(new_parts) > 1 and not parent_is_directory(fs, new_parts):
         raise SMBError(wire.STATUS_OBJECT_PATH_NOT_FOUND)
     check_may_add(o, new_parts)
-    spelled = target_on_disk(o, new_parts)
+    spelled = target_on_disk(o, new_parts, renaming=False)
     try:
         existing = fs.stat(spelled)
     except (FileNotFoundError, NotADirectoryError):
