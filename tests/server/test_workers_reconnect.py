@@ -118,7 +118,10 @@ def test_a_session_id_of_a_worker_that_does_not_answer_costs_a_bounded_wait(serv
         took = time.monotonic() - started
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert 1.5 <= took < 5, took
+    # bounded: 2 s for the answer after a connect that is immediate here (an unbounded wait
+    # would last until SIGCONT, after the logon); the ceiling leaves room for a loaded CI
+    # machine, where the answering worker itself runs late (7 s seen once at 5)
+    assert 1.5 <= took < 10, took
     time.sleep(0.3)
     # (the request was read late: ending a session then is what one process would have done)
     assert reads(old, plain) in (wire.STATUS_END_OF_FILE, wire.STATUS_USER_SESSION_DELETED)
