@@ -231,7 +231,8 @@ SYNONYMS = {
     "public": ("guest ok", False), "only guest": ("guest only", False),
     "browsable": ("browseable", False), "allow hosts": ("hosts allow", False),
     "deny hosts": ("hosts deny", False), "smb encrypt": ("server smb encrypt", False),
-    "directory": ("path", False), "casesignames": ("case sensitive", False), "create mode": ("create mask", False),
+    "directory": ("path", False), "casesignames": ("case sensitive", False),
+    "create mode": ("create mask", False),
     "directory mode": ("directory mask", False), "print ok": ("printable", False),
     "vfs object": ("vfs objects", False), "min protocol": ("server min protocol", False),
     "max protocol": ("server max protocol", False), "protocol": ("server max protocol", False),
@@ -280,7 +281,7 @@ QUIET = {
     "fake oplocks", "strict locking", "posix locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
- "fstype", "volume", "dos filemode", "dos filetimes",
+    "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     "kernel change notify", "change notify",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is

@@ -197,11 +197,8 @@ class _Fingerprints:
         self._removed: dict[int, int] = {}      # fingerprint -> names of _sorted removed since
 
     def _in_sorted(self, fingerprint: int) -> int:
-        at = bisect.bisect_left(self._sorted, fingerprint)
-        end = at
-        while end < len(self._sorted) and self._sorted[end] == fingerprint:
-            end += 1
-        return end - at - self._removed.get(fingerprint, 0)
+        held = bisect.bisect_right(self._sorted, fingerprint) - bisect.bisect_left(self._sorted, fingerprint)
+        return held - self._removed.get(fingerprint, 0)
 
     def may_hold(self, name: str) -> bool:
         fingerprint = hash(name.casefold())
@@ -386,12 +383,16 @@ class CaseIndex:
         self._counted(directory, directory.count)
         while len(self._dirs) > self.max_directories:
             self._forget(next(iter(self._dirs.values())), remove_watch=True)
-        for fingerprints, over in ((False, lambda: self._names > self.max_names),
-                                   (True, lambda: self._fingerprints > self.max_fingerprints)):
-            while over():       # the least recently used of the kind over its bound goes
-                self._forget(next(d for d in self._dirs.values() if d.fingerprints == fingerprints),
-                             remove_watch=True)
+        # the least recently used of a kind over its bound goes (never the new one: alone, it
+        # is within its kind's bound)
+        while self._names > self.max_names:
+            self._forget(self._least_recent(fingerprints=False), remove_watch=True)
+        while self._fingerprints > self.max_fingerprints:
+            self._forget(self._least_recent(fingerprints=True), remove_watch=True)
         return names
+
+    def _least_recent(self, fingerprints: bool) -> _Directory | _Fingerprints:
+        return next(d for d in self._dirs.values() if d.fingerprints == fingerprints)
 
     def _counted(self, directory, n: int) -> None:
         if directory.fingerprints:

@@ -551,7 +551,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         # may take the default case (`preserve case`)
         spelled, directory = spelled_in_directory(fs, parts, may_make, rules.short_names) \
             if not rules.case_sensitive else (parts, None)
-        if spelled == parts and may_make and parts and rules.new_name(parts[-1]) != parts[-1]:
+        if spelled == parts and may_make and parts:
             spelled = parts[:-1] + [rules.new_name(parts[-1])]     # (in the same directory)
         if spelled != parts:
             parts = spelled

@@ -337,12 +337,13 @@ def check_may_replace(o: Open, target_parts: list[str]) -> None:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
-def existing_target(o: Open, replace: bool, new_parts: list[str]):
-    """The key of the other file a rename with ReplaceIfExists would replace, or None."""
-    if not replace or new_parts == o.parts:
+def existing_target(o: Open, replace: bool, target: list[str]):
+    """The key of the other file a rename with ReplaceIfExists would replace (`target`: its
+    name on disk, `target_on_disk`), or None."""
+    if not replace or target == o.parts:
         return None
     try:
-        st = o.tree.fs.stat(target_on_disk(o, new_parts))
+        st = o.tree.fs.stat(target)
     except OSError:
         return None
     key = (st.st_dev, st.st_ino)
@@ -355,7 +356,7 @@ def rename_contended(c: Connection, o: Open, buf) -> list:
     moves."""
     replace, new_parts = new_name(o, buf)
     keys = [o2.key for o2 in c.state.opens_below(o.path())] if o.is_dir else []
-    target = existing_target(o, replace, new_parts)
+    target = existing_target(o, replace, target_on_disk(o, new_parts))
     return keys + ([target] if target is not None else [])
 
 

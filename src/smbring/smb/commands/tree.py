@@ -57,7 +57,8 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     rhdr.tree_id = tid
     share = tree.share
     encrypted = share is not None and (share.encrypt or share.encrypt_desired and c.cipher and not s.guest)
-    share_flags = (SHAREFLAG_ENCRYPT_DATA if encrypted else 0) | (share.csc_policy if share is not None else 0)
+    share_flags = (SHAREFLAG_ENCRYPT_DATA if encrypted else 0) | \
+        (share.csc_policy if share is not None else 0)      # (`csc policy`: caching bits)
     if share is not None and (share.hide_unreadable or share.hide_unwriteable):
         # listings show only what the user may open (MS-SMB2 3.3.5.7: the share does
         # access-based directory enumeration), as Samba says for the same two options
