@@ -134,3 +134,25 @@ def test_case_options_are_read_per_share_with_global_defaults(tmp_path):
     assert shares["b"].default_case == "upper" and shares["a"].default_case == "lower"
     assert (shares["c"].preserve_case, shares["c"].short_preserve_case) == (False, False)
     assert not any("case" in w for w in load(str(conf)).warnings)
+
+
+def test_case_rules_open_no_way_around_veto_files_or_the_stream_depot(smbconf, tmp_path):
+    """On a `case sensitive` share, and on one whose names are put in lower case first, a
+    vetoed name is not reached in another case (veto files compare without case whatever
+    the share says), and the stream depot is not reached by a spelling that folds to it."""
+    from smbring.vfs.api import STREAMS_DIR
+    server = smbconf("", {"cs": "read only = no\ncase sensitive = yes\nveto files = /secret*/",
+                          "folded": f"read only = no\nveto files = /secret*/\n{RECIPE}"})
+    (tmp_path / "up").write_bytes(b"data\n")
+    for share in ("cs", "folded"):
+        (server.root / share / "secret.txt").write_bytes(b"hidden\n")
+        ok(server.smbclient(share, f"put {tmp_path / 'up'} \"f.txt:s\""))    # (a depot made)
+        assert (server.root / share / STREAMS_DIR).is_dir()
+        for name in ("secret.txt", "SECRET.TXT", "Secret.txt", STREAMS_DIR.upper(), STREAMS_DIR):
+            done = server.smbclient(share, f"get \"{name}\" {tmp_path / 'got'}")
+            assert done.returncode != 0 and "NT_STATUS_" in done.stdout + done.stderr, (share, name, done.stdout)
+            assert not (tmp_path / "got").exists()
+        put = server.smbclient(share, f"put {tmp_path / 'up'} SECRET2.TXT")
+        assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in put.stdout + put.stderr, put.stdout
+        assert sorted(p.name for p in (server.root / share).iterdir() if p.name != STREAMS_DIR) == \
+            ["f.txt", "secret.txt"]
