@@ -39,9 +39,11 @@ def ask(tree, data: bytes, name: str = "probe"):
 
 
 def test_the_server_query_is_answered_as_samba_answers_it(smbconf):
-    """Command, the request's bitmap, UNIX_BASED | OSX_COPYFILE (fruit:copyfile on), the
-    volume's CASE_SENSITIVE where the share is, the model: 56 bytes for MacSamba, as
-    smbtorture's vfs.fruit AAPL test expects of Samba; no reply where fruit is not listed."""
+    """Command, the request's bitmap, UNIX_BASED | OSX_COPYFILE (fruit:copyfile on) |
+    READ_DIR_ATTR (asked for, as macOS asks), the volume's CASE_SENSITIVE where the share is,
+    the model: 56 bytes for MacSamba, as smbtorture's vfs.fruit AAPL test expects of Samba;
+    no READ_DIR_ATTR for a client that does not ask for it; no reply where fruit is not
+    listed."""
     server = smbconf("fruit:copyfile = yes", SHARES)
     for share, volume in (("mac", 0), ("cased", aapl.CASE_SENSITIVE)):
         c, tree = connected(server, share)
@@ -52,11 +54,11 @@ def test_the_server_query_is_answered_as_samba_answers_it(smbconf):
             assert len(reply) == 40 + len("MacSamba") * 2
             command, _reserved, bitmap, server_caps, volume_caps, _pad, length = struct.unpack_from("<IIQQQII", reply)
             assert (command, bitmap) == (aapl.SERVER_QUERY, ALL)
-            assert server_caps == aapl.UNIX_BASED | aapl.SUPPORTS_OSX_COPYFILE
+            assert server_caps == aapl.UNIX_BASED | aapl.SUPPORTS_OSX_COPYFILE | aapl.SUPPORTS_READ_DIR_ATTR
             assert volume_caps == volume
             assert reply[40:40 + length].decode("utf-16-le") == "MacSamba"
             # only what is asked for
-            only = create_contexts_of(ask(tree, query(aapl.SERVER_CAPS)))[b"AAPL"]
+            only = create_contexts_of(ask(tree, query(aapl.SERVER_CAPS, aapl.UNIX_BASED)))[b"AAPL"]
             assert only == struct.pack("<IIQQ", 1, 0, aapl.SERVER_CAPS, aapl.UNIX_BASED | aapl.SUPPORTS_OSX_COPYFILE)
     c, tree = connected(server, "plain")
     with c:
@@ -86,7 +88,7 @@ def test_the_options_turn_it_off_and_name_the_model(smbconf):
     c, tree = connected(server, "mac")
     with c:
         reply = create_contexts_of(ask(tree, query()))[b"AAPL"]
-        assert struct.unpack_from("<Q", reply, 16)[0] == aapl.UNIX_BASED
+        assert struct.unpack_from("<Q", reply, 16)[0] == aapl.UNIX_BASED | aapl.SUPPORTS_READ_DIR_ATTR
         assert reply[40:].decode("utf-16-le") == "Xserve"
 
 

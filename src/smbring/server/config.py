@@ -389,8 +389,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     vfs = _get(s, "vfs objects", "").replace(",", " ").split()
     missing = [m for m in vfs if m not in MODULES and m != "fruit"]
     if "fruit" in vfs:
-        cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation and fruit:copyfile "
-                           "only; resource forks and Finder information are plain named streams "
+        cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings "
+                           "and fruit:copyfile only; resource forks and Finder information are plain named streams "
                            "(as fruit:resource = stream, fruit:metadata = stream)")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
@@ -432,6 +432,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         browseable=_get(s, "browseable", True),
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
+        readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),
+                      _get(s, "readdir_attr:aapl_max_access", True)),
         sync_always=_get(s, "sync always", False), csc_policy=_get(s, "csc policy", 0),
         read_path=_get(s, "read path"), strict_allocate=_get(s, "strict allocate", False),
         force_user=_get(s, "force user", "").strip() or None,

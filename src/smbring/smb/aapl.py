@@ -6,9 +6,12 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
 
 - server capabilities: UNIX_BASED, as Samba always says; OSX_COPYFILE where `fruit:copyfile`
   is on: a COPYCHUNK with no chunks then copies a whole file, its data and its named streams
-  (commands.ioctl_copy.copyfile_steps), which Finder uses for a copy within the share. Not
-  offered: READ_DIR_ATTR (directory listings with Finder information and resource fork
-  sizes) and NFS_ACE (Unix modes in security descriptors), which smbring does not serve;
+  (commands.ioctl_copy.copyfile_steps), which Finder uses for a copy within the share;
+  READ_DIR_ATTR where the client asks for it: that tree's FileIdBothDirectoryInformation
+  listings then carry, in place of the EA size and the short name, each entry's maximal
+  access, its resource fork's size, its Finder information and its Unix mode (`entry_fields`),
+  so Finder need not open every file for them. Not offered: NFS_ACE (Unix modes in security
+  descriptors), which smbring does not serve;
 - volume capabilities: CASE_SENSITIVE on a `case sensitive` share;
 - the model name (`fruit:model`, MacSamba by default), which Finder shows an icon for.
 
@@ -19,6 +22,7 @@ server query is refused, STATUS_INVALID_PARAMETER, as Samba refuses it.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
@@ -34,21 +38,61 @@ SUPPORTS_READ_DIR_ATTR, SUPPORTS_OSX_COPYFILE, UNIX_BASED, SUPPORTS_NFS_ACE = 0x
 SUPPORT_RESOLVE_ID, CASE_SENSITIVE, FULL_SYNC = 0x1, 0x2, 0x4
 
 
-def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str) -> tuple[bytes, bool]:
-    """The AAPL context's reply to a server query, and whether it offered copyfile."""
+class Offered(NamedTuple):
+    """What a server query's reply offered the tree connect."""
+    copyfile: bool
+    readdir_attr: bool
+
+
+def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str) -> tuple[bytes, Offered]:
+    """The AAPL context's reply to a server query, and what it offered."""
     if len(data) != QUERY.size:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    command, _reserved, bitmap, _client_caps = QUERY.unpack(data)
+    command, _reserved, bitmap, client_caps = QUERY.unpack(data)
     if command != SERVER_QUERY:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     reply = struct.pack("<IIQ", SERVER_QUERY, 0, bitmap)
-    offered = False
+    offered = Offered(False, False)
     if bitmap & SERVER_CAPS:
-        offered = copyfile
-        reply += struct.pack("<Q", UNIX_BASED | (SUPPORTS_OSX_COPYFILE if copyfile else 0))
+        # (enriched listings only where the client asks: its listings change layout)
+        offered = Offered(copyfile, bool(client_caps & SUPPORTS_READ_DIR_ATTR))
+        reply += struct.pack("<Q", UNIX_BASED | (SUPPORTS_OSX_COPYFILE if copyfile else 0)
+                             | (SUPPORTS_READ_DIR_ATTR if offered.readdir_attr else 0))
     if bitmap & VOLUME_CAPS:
         reply += struct.pack("<Q", CASE_SENSITIVE if case_sensitive else 0)
     if bitmap & MODEL_INFO:
         name = model.encode("utf-16-le")
         reply += struct.pack("<II", 0, len(name)) + name
     return reply, offered
+
+
+# -- READ_DIR_ATTR: a FileIdBothDirectoryInformation entry's fields (vfs_fruit's readdir_attr)
+AFP_INFO_SIZE = 60                  # the AFP_AfpInfo stream: a header, then FinderInfo
+FINDER_INFO = slice(16, 48)         # its 32 bytes of FinderInfo
+AD_DATE_DELTA = 946684800           # AppleDouble dates count seconds from 2000-01-01
+AD_DATE_START = 0x80000000          # "no date"
+GENERIC_ALL = 0x001F01FF            # the maximal access shown where it is not worked out
+# within the entry (MS-FSCC 2.4.17): EaSize, ShortNameLength + Reserved1, ShortName, Reserved2
+EA_SIZE_AT, SHORT_NAME_AT, RESERVED2_AT = 64, 68, 94
+ENTRY_FIELDS = struct.Struct("<IHQ16sH")
+
+
+def compressed_finder_info(info: bytes | None, is_file: bool, birth_s: int) -> bytes:
+    """The 16 bytes of Finder information a listing entry carries, as vfs_fruit compresses
+    them: type and creator (files only), the Finder flags, the extended flags and the date
+    the file was added (its birth, big-endian, from 2000); `info`: the AFP_AfpInfo stream's
+    bytes, None where it has none (or not all 60), which leaves all but the date "none"."""
+    if info is None or len(info) != AFP_INFO_SIZE:
+        return bytes(12) + AD_DATE_START.to_bytes(4, "big")
+    finder = info[FINDER_INFO]
+    date_added = min(max(birth_s - AD_DATE_DELTA, 0), 0xFFFFFFFF)
+    return (finder[0:8] if is_file else bytes(8)) + finder[8:10] + finder[24:26] + date_added.to_bytes(4, "big")
+
+
+def entry_fields(entry: bytes, max_access: int, rfork_size: int, finder: bytes, mode: int) -> bytes:
+    """A FileIdBothDirectoryInformation entry (fileinfo.dir_entry's) with the fields a
+    READ_DIR_ATTR tree's listing carries in place of the EA size, the short name and Reserved2:
+    the maximal access, the short name's length said as 24 (as Samba and macOS do) over the
+    resource fork's size and the compressed Finder information, and the Unix mode's low 16 bits."""
+    fields = ENTRY_FIELDS.pack(max_access, 24, rfork_size, finder, mode & 0xFFFF)
+    return entry[:EA_SIZE_AT] + fields + entry[RESERVED2_AT + 2:]

@@ -117,6 +117,9 @@ class Share:
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
+    # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
+    # aapl_max_access): each costs a look at every entry listed
+    readdir_attr: tuple[bool, bool, bool] = (True, True, True)
     sync_always: bool = False         # every WRITE on stable storage before it is answered
     csc_policy: int = 0               # TREE_CONNECT's caching ShareFlags (`csc policy`)
 
@@ -219,6 +222,9 @@ class Tree:
     name: str = ""               # the share's name as the client connected to it (lower case)
     # macOS copyfile negotiated (smb.aapl): a COPYCHUNK of no chunks copies a whole file
     aapl_copyfile: bool = False
+    # macOS enriched listings negotiated (smb.aapl READ_DIR_ATTR): FileIdBothDirectoryInformation
+    # entries carry maximal access, resource fork size, Finder information and Unix mode
+    aapl_readdir_attr: bool = False
 
 
 @dataclass

@@ -948,8 +948,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)
     if apple is not None:
-        answers.append((aapl.CONTEXT_NAME, apple[0]))
-        tree.aapl_copyfile = tree.aapl_copyfile or apple[1]
+        reply, offered = apple
+        answers.append((aapl.CONTEXT_NAME, reply))
+        tree.aapl_copyfile = tree.aapl_copyfile or offered.copyfile
+        tree.aapl_readdir_attr = tree.aapl_readdir_attr or offered.readdir_attr
     if stream is None:
         return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
     # (a stream's times and attributes: its file's, as read when its rights were judged)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from smbring._dirent import DONE, FULL, SINGLE, count_fitting, encode_entries
 from smbring.smb import wire
+from smbring.smb.commands import directory_aapl
 from smbring.smb.effects import FileSteps, ListNames
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import dir_entry, short_name
@@ -109,9 +110,10 @@ def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool)
     rules = o.tree.names
     # per-name rules beyond hide dot files (hide files, hide unreadable, ...) take the general
     # path, entry by entry
+    # (so do macOS's enriched listings: directory_aapl)
     batched = klass in BATCHED_CLASSES and not (
         rules.hide or rules.hide_unreadable or rules.hide_unwriteable or rules.hide_special_files
-        or rules.hide_new_files_timeout)
+        or rules.hide_new_files_timeout or klass == 37 and o.tree.aapl_readdir_attr)
     while o.dir_pos < len(o.dir_entries):
         if batched and o.dir_entries[o.dir_pos] not in (".", ".."):
             status, last = _batch(c, o, klass, flags, out, out_len, last)
@@ -183,6 +185,12 @@ def _entry(c: Connection, o, klass: int) -> bytes | None:
         if st is None or o.tree.names.unlisted(
                 st, lambda mode, name=name: fs.may_access(o.fd, name, mode)):
             return None
-    return dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
-                     write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)),
-                     short_names=o.tree.names.short_names)
+    entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
+                      write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)),
+                      short_names=o.tree.names.short_names)
+    if klass == 37 and o.tree.aapl_readdir_attr:
+        # ("." and ".." show the directory itself, as their stat above)
+        dots = name in (".", "..")
+        entry = directory_aapl.enriched(o.tree, o.parts if dots else [*o.parts, name], st, dos, entry,
+                                        lambda mode: fs.may_access(o.fd, "." if dots else name, mode))
+    return entry

@@ -1,0 +1,104 @@
+"""macOS's enriched directory listings (AAPL READ_DIR_ATTR, smb.aapl), as Samba's vfs_fruit
+makes them (fruit_freaddir_attr): on a tree connect that negotiated them, each
+FileIdBothDirectoryInformation entry carries what Finder would otherwise open every file for:
+
+- the most the session may be granted on the entry (as MxAc reports it for a CREATE), in
+  place of the EA size; GENERIC_ALL where `readdir_attr:aapl_max_access = no`;
+- the size of its resource fork (its AFP_Resource stream), where `readdir_attr:aapl_rsize`;
+- its Finder information, compressed (type and creator, flags, date added: from its
+  AFP_AfpInfo stream and its creation time), where `readdir_attr:aapl_finder_info`;
+- its Unix mode.
+
+Each is read as the session's account, as any open of the file is: what it may not read
+shows as none (no resource fork, no Finder information), and an entry is never left out for
+it. Only the names that go into the answer are looked at."""
+from __future__ import annotations
+
+import os
+import stat
+
+from smbring.smb import aapl, acl, wire
+from smbring.smb.commands.create import parent_descriptor, sd_of
+from smbring.smb.fileinfo import NT_EPOCH, creation_time
+
+RESOURCE_FORK, FINDER_INFO = "afp_resource", "afp_afpinfo"     # stream names, case-folded
+FILE_READ_EA = 0x8
+
+
+def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may) -> bytes:
+    """The listing entry `entry` (fileinfo.dir_entry's, class 37) of the file at `parts`
+    (`st`, `dos`: its stat and DOS information), with the fields of aapl.entry_fields.
+    `may(mode)`: whether the session's account may access the file so (os.R_OK, ...)."""
+    fs = tree.fs
+    rsize, finder_info, max_access = tree.share.readdir_attr
+    most, sid = aapl.GENERIC_ALL, None
+    try:
+        fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        fd = None           # (not readable by this account: shows nothing more)
+        if max_access:
+            most = _most_allowed(tree, parts, st, None, may)
+    if fd is not None:
+        try:
+            if max_access:
+                most = _most_allowed(tree, parts, st, sd_of(fs, fd, parts), may)
+            if rsize or finder_info:
+                sid = fs.stream_id_of(fd)
+        except OSError:
+            sid = None
+        finally:
+            fs.close_file(fd)
+    streams = _streams(fs, sid) if sid else {}
+    fork = streams.get(RESOURCE_FORK)
+    info = _read_finder_info(fs, sid, streams) if finder_info else None
+    birth_s = (creation_time(st, dos) - NT_EPOCH) // 10_000_000
+    return aapl.entry_fields(entry, most, fork[1].st_size if rsize and fork else 0,
+                             aapl.compressed_finder_info(info, stat.S_ISREG(st.st_mode), birth_s),
+                             st.st_mode)
+
+
+# the rights the kernel decides for a file without a stored descriptor, by access mode
+KERNEL_DECIDES = ((os.R_OK, wire.FILE_READ_DATA | FILE_READ_EA),
+                  (os.W_OK, wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_WRITE_EA
+                   | wire.FILE_WRITE_ATTRIBUTES),
+                  (os.X_OK, wire.FILE_EXECUTE))
+
+
+def _most_allowed(tree, parts: list[str], st: os.stat_result, sd, may) -> int:
+    """The most the session may be granted on the file: what its stored descriptor grants
+    (create.most_allowed, as an open would judge it); without one, what the owner's rights
+    and the kernel (its mode, as the session's account) allow."""
+    parent = parent_descriptor(tree.fs, parts) if sd is not None and parts else None
+    most = max(acl.check(acl.MAXIMUM_ALLOWED, sd, parent, tree.token, acl.unix_user(st.st_uid)), 0)
+    if sd is None:
+        for mode, rights in KERNEL_DECIDES:
+            if most & rights and not may(mode):
+                most &= ~rights
+    if tree.share.read_only:
+        most &= wire.READ_ONLY_ACCESS
+    return most
+
+
+def _streams(fs, sid: str) -> dict:
+    """The file's named streams by case-folded name: (name as kept, stat)."""
+    try:
+        return {name.casefold(): (name, st) for name, st in fs.streams(sid)}
+    except OSError:
+        return {}
+
+
+def _read_finder_info(fs, sid: str | None, streams: dict) -> bytes | None:
+    """The AFP_AfpInfo stream's bytes where it holds exactly what one holds, else None."""
+    found = streams.get(FINDER_INFO)
+    if found is None or found[1].st_size != aapl.AFP_INFO_SIZE:
+        return None
+    try:
+        fd = fs.open(fs.stream_parts(sid, found[0]), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, aapl.AFP_INFO_SIZE, 0)
+    except OSError:
+        return None
+    finally:
+        fs.close_file(fd)

@@ -1,0 +1,142 @@
+"""macOS's enriched directory listings (AAPL READ_DIR_ATTR) on shares with `vfs objects =
+fruit`, against `smbring serve --config`: a raw client negotiates them with the AAPL server
+query, as macOS does, and reads FileIdBothDirectoryInformation entries field by field, as
+Samba's smbtorture vfs.fruit AAPL test reads Samba's: the maximal access in EaSize, the
+resource fork's size and the compressed Finder information in the short name, the Unix
+mode in Reserved2. What one account may not read of another's file shows as nothing."""
+import os
+import struct
+
+from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fixture)
+from smbring.smb import aapl, wire
+from test_aapl import ALL, ASKED, SHARES, ask, connected, query, write_file
+
+WRITE_DAC = 0x00040000
+TYPE_CREATOR = b"TYPECRTR"
+FLAGS, EXT_FLAGS = b"\x01\x02", b"\x03\x04"
+
+
+def afp_info(type_creator: bytes = TYPE_CREATOR) -> bytes:
+    """An AFP_AfpInfo stream's 60 bytes: signature, version, reserved, backup time, then
+    FinderInfo (type and creator, Finder flags; the extended flags at 24 of its 32 bytes)."""
+    finder = type_creator + FLAGS + bytes(14) + EXT_FLAGS + bytes(6)
+    return b"AFP\0" + struct.pack(">III", 0x00010000, 0, 0x80000000) + finder + bytes(12)
+
+
+def entries(tree, directory: str = "", klass: int = 37) -> dict[str, bytes]:
+    """Every entry of the directory's listing, by name: FileIdBothDirectoryInformation (37),
+    or FileIdFullDirectoryInformation (38), whose name starts at 80."""
+    name_at = 80 if klass == 38 else 104
+    fid = tree.open(directory, wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+    out = {}
+    r = tree.query_directory(fid, klass=klass)
+    while r.status == wire.STATUS_SUCCESS:
+        data, pos = r.buffer(2), 0
+        while True:
+            nxt, = struct.unpack_from("<I", data, pos)
+            length, = struct.unpack_from("<I", data, pos + 60)
+            entry = data[pos:pos + nxt] if nxt else data[pos:]
+            out[entry[name_at:name_at + length].decode("utf-16-le")] = entry
+            if not nxt:
+                break
+            pos += nxt
+        r = tree.query_directory(fid, klass=klass)
+    assert r.status == wire.STATUS_NO_MORE_FILES, r
+    tree.close(fid)
+    return out
+
+
+def apple_fields(entry: bytes) -> tuple[int, int, int, bytes, int]:
+    """(max access, short name length, resource fork size, Finder information, mode)."""
+    max_access, short_len, _reserved1, rfork = struct.unpack_from("<IBBQ", entry, 64)
+    return max_access, short_len, rfork, entry[78:94], struct.unpack_from("<H", entry, 94)[0]
+
+
+def made(tree, name: str) -> None:
+    write_file(tree, name, b"data")
+    write_file(tree, f"{name}:AFP_AfpInfo", afp_info())
+    write_file(tree, f"{name}:AFP_Resource", b"foo")
+
+
+def test_a_negotiated_listing_carries_what_finder_needs(smbconf):
+    """Before the query (and for a client that does not ask for READ_DIR_ATTR) the entries
+    are the plain ones; after it, the file's: its maximal access (the owner's WRITE_DAC
+    among it), short name length 24, a 3-byte resource fork, its type and creator, flags,
+    extended flags and date added (its creation time, from 2000, big-endian), its mode. A
+    file without streams: no fork, no type, and Samba's "no date"; a directory: its mode."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        made(tree, "test_aapl")
+        tree.close(tree.open("dir", wire.GENERIC_READ, wire.FILE_CREATE, wire.FILE_DIRECTORY_FILE))
+        write_file(tree, "plain.txt", b"x")
+        plain = entries(tree)["test_aapl"]
+        assert (apple_fields(plain)[0], apple_fields(plain)[4]) == (0, 0)     # no EAs, Reserved2
+        ask(tree, query(ALL, aapl.UNIX_BASED))          # not asked for: nothing changes
+        assert entries(tree)["test_aapl"][60:] == plain[60:]
+        ask(tree, query(ALL, ASKED))
+        listed = entries(tree)
+        st = os.stat(server.root / "mac" / "test_aapl")
+        most, short_len, rfork, finder, mode = apple_fields(listed["test_aapl"])
+        assert most & (WRITE_DAC | wire.FILE_READ_DATA | wire.FILE_WRITE_DATA) == \
+            WRITE_DAC | wire.FILE_READ_DATA | wire.FILE_WRITE_DATA, hex(most)
+        assert (short_len, rfork, mode) == (24, 3, st.st_mode & 0xFFFF)
+        assert finder[:12] == TYPE_CREATOR + FLAGS + EXT_FLAGS
+        created, = struct.unpack_from("<Q", listed["test_aapl"], 8)      # CreationTime (NT)
+        added = (created - wire.nt_time(0)) // 10_000_000 - aapl.AD_DATE_DELTA
+        assert int.from_bytes(finder[12:], "big") == added
+        assert apple_fields(listed["plain.txt"])[1:4] == (24, 0, bytes(12) + b"\x80\0\0\0")
+        dir_fields = apple_fields(listed["dir"])
+        assert dir_fields[4] == os.stat(server.root / "mac" / "dir").st_mode & 0xFFFF
+        assert apple_fields(listed["."])[4] & 0o170000 == 0o040000
+        # the other listing classes keep their layout
+        assert entries(tree, klass=38)["test_aapl"][64:68] == bytes(4)
+
+
+def test_the_readdir_attr_options_leave_out_what_they_turn_off(smbconf):
+    """readdir_attr:aapl_max_access = no: GENERIC_ALL, as Samba shows; aapl_rsize = no: no
+    fork size; aapl_finder_info = no: no Finder information (the date too: "no date")."""
+    shares = dict(SHARES, mac=SHARES["mac"] + "\nreaddir_attr:aapl_max_access = no\n"
+                  "readdir_attr:aapl_rsize = no\nreaddir_attr:aapl_finder_info = no")
+    server = smbconf("", shares)
+    c, tree = connected(server, "mac")
+    with c:
+        made(tree, "test_aapl")
+        ask(tree, query())
+        most, short_len, rfork, finder, _mode = apple_fields(entries(tree)["test_aapl"])
+        assert (most, short_len, rfork, finder) == (aapl.GENERIC_ALL, 24, 0, bytes(12) + b"\x80\0\0\0")
+
+
+def test_another_accounts_unreadable_file_shows_nothing_of_its_streams(smbconf):
+    """A file its owner made readable by nobody else: another account's enriched listing
+    still lists it, with no resource fork, no Finder information and none of the owner's
+    rights (WRITE_DAC); its owner's listing shows them. A read-only share's maximal access
+    never holds more than reading."""
+    server = smbconf("", {**SHARES, "ro": "read only = yes\nvfs objects = fruit"},
+                     users=((OTHER, OTHER_PASSWORD),))
+    c, tree = connected(server, "mac")
+    with c:
+        made(tree, "secret")
+    os.chmod(server.root / "mac" / "secret", 0o600)
+    os.chown(server.root / "mac" / "secret", 0, 0)
+    other = server.raw()
+    with other:
+        other.negotiate()
+        otree = other.tree(other.logon(OTHER, OTHER_PASSWORD), "mac")
+        ask(otree, query(), "other-probe")
+        most, short_len, rfork, finder, _mode = apple_fields(entries(otree)["secret"])
+        assert (short_len, rfork, finder) == (24, 0, bytes(12) + b"\x80\0\0\0")
+        assert not most & (WRITE_DAC | wire.FILE_WRITE_DATA), hex(most)
+    c, tree = connected(server, "mac")
+    with c:
+        ask(tree, query())
+        assert apple_fields(entries(tree)["secret"])[2] == 3
+    (server.root / "ro").mkdir(exist_ok=True)
+    (server.root / "ro" / "f").write_bytes(b"x")
+    c, tree = connected(server, "ro")
+    with c:
+        r = tree.create("", wire.GENERIC_READ, wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE,
+                        contexts=[(b"AAPL", query())])
+        tree.close(r.file_id)
+        most = apple_fields(entries(tree)["f"])[0]
+        assert most and not most & ~wire.READ_ONLY_ACCESS, hex(most)
