@@ -287,7 +287,7 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     oplock_break_retry=not _get(g, "smb2 disable oplock break retry", False),
                     smbtorture_fsctl=_get(g, "smbd:fsctl_smbtorture", False),
                     fruit_aapl=_get(g, "fruit:aapl", True), fruit_copyfile=_get(g, "fruit:copyfile", False),
-                    fruit_model=_get(g, "fruit:model", "MacSamba"))
+                    fruit_model=_get(g, "fruit:model", "MacSamba"), fruit_nfs_aces=_get(g, "fruit:nfs_aces", True))
     if "server smb3 encryption algorithms" in g:
         policy.ciphers = g["server smb3 encryption algorithms"][0]
     if "server smb3 signing algorithms" in g:
@@ -389,9 +389,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     vfs = _get(s, "vfs objects", "").replace(",", " ").split()
     missing = [m for m in vfs if m not in MODULES and m != "fruit"]
     if "fruit" in vfs:
-        cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings "
-                           "and fruit:copyfile only; resource forks and Finder information are plain named streams "
-                           "(as fruit:resource = stream, fruit:metadata = stream)")
+        cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
+                           "NFS ACEs and fruit:copyfile only; resource forks and Finder information are plain "
+                           "named streams (as fruit:resource = stream, fruit:metadata = stream)")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
@@ -432,6 +432,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         browseable=_get(s, "browseable", True),
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
+        fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),
                       _get(s, "readdir_attr:aapl_max_access", True)),
         sync_always=_get(s, "sync always", False), csc_policy=_get(s, "csc policy", 0),

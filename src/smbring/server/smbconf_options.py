@@ -364,6 +364,7 @@ PARAMETRIC = {
     "smbd:fsctl_smbtorture": Spec(G, boolean),      # Samba's test controls (smb.breaks)
     # vfs_fruit's, for the AAPL negotiation and copyfile on shares with `vfs objects = fruit`
     "fruit:aapl": Spec(G, boolean), "fruit:copyfile": Spec(G, boolean), "fruit:model": Spec(G, _text),
+    "fruit:nfs_aces": Spec(G, boolean), "fruit:ignore_zero_aces": Spec(S, boolean),
     # what macOS's enriched listings (READ_DIR_ATTR) work out for each entry
     "readdir_attr:aapl_rsize": Spec(S, boolean), "readdir_attr:aapl_finder_info": Spec(S, boolean),
     "readdir_attr:aapl_max_access": Spec(S, boolean),

@@ -10,8 +10,10 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
   READ_DIR_ATTR where the client asks for it: that tree's FileIdBothDirectoryInformation
   listings then carry, in place of the EA size and the short name, each entry's maximal
   access, its resource fork's size, its Finder information and its Unix mode (`entry_fields`),
-  so Finder need not open every file for them. Not offered: NFS_ACE (Unix modes in security
-  descriptors), which smbring does not serve;
+  so Finder need not open every file for them; NFS_ACE where `fruit:nfs_aces` is on (the
+  default): that tree's security descriptors then show the file's Unix mode, owner and group
+  as Microsoft's NFS ACEs, and a descriptor set with a mode ACE changes the file's mode
+  (`with_nfs_aces`, `nfs_mode_taken`);
 - volume capabilities: CASE_SENSITIVE on a `case sensitive` share;
 - the model name (`fruit:model`, MacSamba by default), which Finder shows an icon for.
 
@@ -21,10 +23,12 @@ server query is refused, STATUS_INVALID_PARAMETER, as Samba refuses it.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import struct
 from typing import NamedTuple
 
-from smbring.smb import wire
+from smbring.smb import acl, wire
 from smbring.smb.errors import SMBError
 
 CONTEXT_NAME = b"AAPL"
@@ -42,22 +46,27 @@ class Offered(NamedTuple):
     """What a server query's reply offered the tree connect."""
     copyfile: bool
     readdir_attr: bool
+    nfs_aces: bool
 
 
-def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str) -> tuple[bytes, Offered]:
-    """The AAPL context's reply to a server query, and what it offered."""
+def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str,
+           nfs_aces: bool = True) -> tuple[bytes, Offered]:
+    """The AAPL context's reply to a server query, and what it offered (`copyfile`,
+    `nfs_aces`: whether fruit:copyfile and fruit:nfs_aces are on)."""
     if len(data) != QUERY.size:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     command, _reserved, bitmap, client_caps = QUERY.unpack(data)
     if command != SERVER_QUERY:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     reply = struct.pack("<IIQ", SERVER_QUERY, 0, bitmap)
-    offered = Offered(False, False)
+    offered = Offered(False, False, False)
     if bitmap & SERVER_CAPS:
-        # (enriched listings only where the client asks: its listings change layout)
-        offered = Offered(copyfile, bool(client_caps & SUPPORTS_READ_DIR_ATTR))
+        # enriched listings only where the client asks (its listings change layout); NFS ACEs
+        # whether it asks or not, as Samba (macOS does not ask, and relies on them)
+        offered = Offered(copyfile, bool(client_caps & SUPPORTS_READ_DIR_ATTR), nfs_aces)
         reply += struct.pack("<Q", UNIX_BASED | (SUPPORTS_OSX_COPYFILE if copyfile else 0)
-                             | (SUPPORTS_READ_DIR_ATTR if offered.readdir_attr else 0))
+                             | (SUPPORTS_READ_DIR_ATTR if offered.readdir_attr else 0)
+                             | (SUPPORTS_NFS_ACE if nfs_aces else 0))
     if bitmap & VOLUME_CAPS:
         reply += struct.pack("<Q", CASE_SENSITIVE if case_sensitive else 0)
     if bitmap & MODEL_INFO:
@@ -96,3 +105,37 @@ def entry_fields(entry: bytes, max_access: int, rfork_size: int, finder: bytes, 
     resource fork's size and the compressed Finder information, and the Unix mode's low 16 bits."""
     fields = ENTRY_FIELDS.pack(max_access, 24, rfork_size, finder, mode & 0xFFFF)
     return entry[:EA_SIZE_AT] + fields + entry[RESERVED2_AT + 2:]
+
+
+# -- NFS ACEs (MS-NFS style, as vfs_fruit's): S-1-5-88-1-uid, S-1-5-88-2-gid, S-1-5-88-3-mode
+NFS_USERS, NFS_GROUPS, NFS_MODE = 1, 2, 3
+_NFS_DOMAIN = acl.sid(5, 88)[2:]        # the authority and first sub-authority of every one
+
+
+def _nfs_kind(sid: bytes) -> int | None:
+    """Which NFS SID this is (NFS_USERS, ...), 0 for another in S-1-5-88, None for none."""
+    if sid[2:12] != _NFS_DOMAIN:
+        return None
+    return struct.unpack_from("<I", sid, 12)[0] if sid[1] >= 2 else 0
+
+
+def with_nfs_aces(sd: acl.Descriptor, st: os.stat_result) -> acl.Descriptor:
+    """The descriptor as a tree that negotiated NFS_ACE is shown it: any NFS ACE it holds
+    taken out, then three that deny nothing and name the file's mode, owner and group."""
+    kept = [ace for ace in sd.dacl or () if _nfs_kind(ace.sid) is None]
+    nfs = [acl.Ace(acl.DENIED, 0, 0, acl.sid(5, 88, kind, value))
+           for kind, value in ((NFS_MODE, st.st_mode), (NFS_USERS, st.st_uid), (NFS_GROUPS, st.st_gid))]
+    return dataclasses.replace(sd, dacl=kept + nfs, control=sd.control | acl.SE_DACL_PRESENT)
+
+
+def nfs_mode_taken(sd: acl.Descriptor) -> tuple[int | None, acl.Descriptor, bool]:
+    """A descriptor a client sets on such a tree: the permission bits its first NFS mode ACE
+    names (None without one), the descriptor without any NFS ACE, and whether its DACL is
+    still to be set (not where NFS ACEs were all it held)."""
+    mode = None
+    for ace in sd.dacl or ():
+        if _nfs_kind(ace.sid) == NFS_MODE and ace.sid[1] >= 3:
+            mode = struct.unpack_from("<I", ace.sid, 16)[0] & 0o777
+            break
+    kept = [ace for ace in sd.dacl or () if _nfs_kind(ace.sid) is None]
+    return mode, dataclasses.replace(sd, dacl=kept if sd.dacl is not None else None), bool(kept) or not sd.dacl

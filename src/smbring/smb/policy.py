@@ -58,6 +58,7 @@ class Policy:
     fruit_aapl: bool = True
     fruit_copyfile: bool = False
     fruit_model: str = "MacSamba"
+    fruit_nfs_aces: bool = True     # AAPL's NFS_ACE: Unix mode, owner, group as NFS ACEs (smb.aapl)
     guest_account: str = "nobody"                  # the name guests have in user lists
     restrict_anonymous: int = 0                    # 2: no anonymous IPC$
     server_name: str = "SMBRING"                   # %L

@@ -117,6 +117,8 @@ class Share:
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
+    # a descriptor set with an empty DACL leaves the DACL as it was (fruit:ignore_zero_aces)
+    fruit_ignore_zero_aces: bool = True
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)
@@ -225,6 +227,8 @@ class Tree:
     # macOS enriched listings negotiated (smb.aapl READ_DIR_ATTR): FileIdBothDirectoryInformation
     # entries carry maximal access, resource fork size, Finder information and Unix mode
     aapl_readdir_attr: bool = False
+    # NFS ACEs negotiated (smb.aapl NFS_ACE): descriptors show and set the Unix mode
+    aapl_nfs_aces: bool = False
 
 
 @dataclass

@@ -529,7 +529,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
         # Apple's server query (refused before anything is opened where malformed)
         apple = aapl.answer(contexts[aapl.CONTEXT_NAME], c.policy.fruit_copyfile, rules.case_sensitive,
-                            c.policy.fruit_model) \
+                            c.policy.fruit_model, c.policy.fruit_nfs_aces) \
             if aapl.CONTEXT_NAME in contexts and tree.share.fruit and c.policy.fruit_aapl else None
     else:
         contexts, eas, apple = NO_CONTEXTS, [], None
@@ -952,6 +952,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         answers.append((aapl.CONTEXT_NAME, reply))
         tree.aapl_copyfile = tree.aapl_copyfile or offered.copyfile
         tree.aapl_readdir_attr = tree.aapl_readdir_attr or offered.readdir_attr
+        tree.aapl_nfs_aces = tree.aapl_nfs_aces or offered.nfs_aces
     if stream is None:
         return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
     # (a stream's times and attributes: its file's, as read when its rights were judged)

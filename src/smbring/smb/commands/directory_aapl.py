@@ -7,7 +7,7 @@ FileIdBothDirectoryInformation entry carries what Finder would otherwise open ev
 - the size of its resource fork (its AFP_Resource stream), where `readdir_attr:aapl_rsize`;
 - its Finder information, compressed (type and creator, flags, date added: from its
   AFP_AfpInfo stream and its creation time), where `readdir_attr:aapl_finder_info`;
-- its Unix mode.
+- its Unix mode, where the tree connect negotiated NFS ACEs too (`fruit:nfs_aces`).
 
 Each is read as the session's account, as any open of the file is: what it may not read
 shows as none (no resource fork, no Finder information), and an entry is never left out for
@@ -54,7 +54,7 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
     birth_s = (creation_time(st, dos) - NT_EPOCH) // 10_000_000
     return aapl.entry_fields(entry, most, fork[1].st_size if rsize and fork else 0,
                              aapl.compressed_finder_info(info, stat.S_ISREG(st.st_mode), birth_s),
-                             st.st_mode)
+                             st.st_mode if tree.aapl_nfs_aces else 0)
 
 
 # the rights the kernel decides for a file without a stored descriptor, by access mode

@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import acl, dirleases, notify, sharemodes, unix_owner, wire
+from smbring.smb import aapl, acl, dirleases, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
     ADD_FILE,
@@ -215,6 +215,15 @@ def current_sd(o: Open, fd: int | None = None) -> acl.Descriptor:
     return acl.from_mode(fs.fstat(fd), bool(dos and dos.attrs & wire.ATTR_READONLY))
 
 
+def shown_sd(o: Open, tree, parts: int) -> acl.Descriptor:
+    """The descriptor a security query shows: `current_sd`, with the file's NFS ACEs (mode,
+    owner, group) in its DACL on a tree that negotiated them (smb.aapl)."""
+    if not (tree.aapl_nfs_aces and parts & acl.DACL):
+        return current_sd(o)
+    with file_of(o) as fd:
+        return aapl.with_nfs_aces(current_sd(o, fd), tree.fs.fstat(fd))
+
+
 def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     tree = chain.tree or c.tree(hdr)
     if tree.fs is None:
@@ -233,7 +242,7 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if parts & acl.SACL and not o.granted & acl.ACCESS_SYSTEM_SECURITY:
             raise SMBError(wire.STATUS_ACCESS_DENIED)   # (MS-SMB2 3.3.5.20.3; no open holds it)
-        data = current_sd(o).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
+        data = shown_sd(o, tree, parts).pack(parts & (acl.OWNER | acl.GROUP | acl.DACL | acl.SACL))
     else:
         raise SMBError(wire.STATUS_NOT_SUPPORTED)
     if len(data) > out_len:
@@ -249,6 +258,22 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         rhdr.status = wire.STATUS_BUFFER_OVERFLOW
         data = data[:out_len]
     return struct.pack("<HHI", 9, 72, len(data)) + data, None
+
+
+def macos_descriptor(tree, parts: int, new: acl.Descriptor) -> tuple[int, acl.Descriptor, int | None]:
+    """What a security SET_INFO on a fruit share sets, as Samba's vfs_fruit: the parts, the
+    descriptor and the permission bits to give the file (None: its mode stays). A DACL with
+    no ACE is not set (`fruit:ignore_zero_aces`: macOS sends them where it means no change);
+    on a tree that negotiated NFS ACEs, they are taken out, a mode ACE's bits are the file's
+    new permissions, and a DACL that held NFS ACEs only is not set."""
+    mode = None
+    if tree.share.fruit and tree.share.fruit_ignore_zero_aces and parts & acl.DACL and not new.dacl:
+        parts &= ~acl.DACL
+    if tree.aapl_nfs_aces and parts & acl.DACL:
+        mode, new, set_dacl = aapl.nfs_mode_taken(new)
+        if not set_dacl:
+            parts &= ~acl.DACL
+    return parts, new, mode
 
 
 # (info type, class) -> size of the fixed part before a variable-length name or list
@@ -563,19 +588,26 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             new = acl.parse(buf)
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        parts, new, mode = macos_descriptor(tree, parts, new)
         # (through a stream's handle: its file's descriptor, stored as the user, whom the
         # kernel lets store it only where he may write the file, as through the file's own)
         with file_of(o) as fd:
-            current = current_sd(o, fd)
-            # the owner named may only be the file's Unix owner, who holds the owner's rights
-            # (or stay as it is); root may name any Unix user, who gets the file (unix_owner)
-            if parts & acl.OWNER and new.owner:
-                unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner,
-                                        tree.share.force_unknown_acl_user)
-            if parts & acl.GROUP and new.group and new.group != current.group:
-                unix_owner.follow_group(tree.fs, fd, new.group, tree.share.force_unknown_acl_user)
-            blob = acl.merge(current, new, parts).pack()
-            writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
+            # the mode first: only its owner may change it (the kernel's check, as the user),
+            # and a request refused so changes nothing
+            if mode is not None:
+                tree.fs.fchmod(fd, tree.fs.fstat(fd).st_mode & 0o7000 | mode)
+            if parts:
+                current = current_sd(o, fd)
+                # the owner named may only be the file's Unix owner, who holds the owner's
+                # rights (or stay as it is); root may name any Unix user, who gets the file
+                # (unix_owner)
+                if parts & acl.OWNER and new.owner:
+                    unix_owner.follow_owner(tree.fs, fd, tree.token, new.owner, current.owner,
+                                            tree.share.force_unknown_acl_user)
+                if parts & acl.GROUP and new.group and new.group != current.group:
+                    unix_owner.follow_group(tree.fs, fd, new.group, tree.share.force_unknown_acl_user)
+                blob = acl.merge(current, new, parts).pack()
+                writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         dirleases.open_changed(c, o)    # (what a listing shows may depend on it: hide unreadable)
         return struct.pack("<H", 2), None
