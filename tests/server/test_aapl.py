@@ -172,13 +172,17 @@ def test_copyfile_needs_the_chunked_copys_rights(smbconf):
     assert (server.root / "mac" / "dst.bin").stat().st_size == 0
 
 
-# the tests of smbtorture's vfs.fruit that pass (16 of 32); the others want AFP_AfpInfo's
-# checks, empty streams taken for none and AppleDouble conversion
-FRUIT_PASSING = ("copyfile", "write metadata", "resource fork IO", "SMB2/CREATE context AAPL", "stream names",
-                 "fsync_resource_fork", "File without AFP_AfpInfo", "create delete-on-close AFP_AfpInfo",
-                 "setinfo delete-on-close AFP_AfpInfo", "delete", "read open rsrc after rename",
-                 "readdir_attr with names with illegal ntfs characters", "creating rsrc with read-only access",
-                 "copy-chunk streams", "NFS ACE entries", "delete_trigger_convert_sharing_violation")
+# the tests of smbtorture's vfs.fruit that pass (23 of 32); the others want AppleDouble files
+# converted, netatalk's metadata, an AFP_AfpInfo that reads as 60 bytes before it is written,
+# delete-on-close ignored on a resource fork, and renames of directories with open files
+FRUIT_PASSING = (
+    "copyfile", "write metadata", "resource fork IO", "SMB2/CREATE context AAPL", "stream names",
+    "truncate resource fork to 0 bytes", "opening and creating resource fork", "fsync_resource_fork",
+    "File without AFP_AfpInfo", "create delete-on-close AFP_AfpInfo", "setinfo delete-on-close AFP_AfpInfo",
+    "setinfo eof AFP_AfpInfo", "delete AFP_AfpInfo by writing all 0", "setinfo eof AFP_AfpResource",
+    "setinfo eof stream", "delete", "read open rsrc after rename",
+    "readdir_attr with names with illegal ntfs characters", "creating rsrc with read-only access", "copy-chunk streams", "NFS ACE entries", "writing_afpinfo",
+    "delete_trigger_convert_sharing_violation")
 
 
 @pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")
@@ -187,4 +191,5 @@ def test_smbtorture_fruit_keeps_its_passing_tests(smbconf):
     done = subprocess.run(["smbtorture", "//127.0.0.1/mac", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
                            "vfs.fruit"], capture_output=True, text=True, timeout=600)
     passed = {line[len("success: "):] for line in done.stdout.splitlines() if line.startswith("success: ")}
-    assert len(passed) >= 16 and set(FRUIT_PASSING) <= passed, (sorted(set(FRUIT_PASSING) - passed), done.stdout[-3000:])
+    missing = sorted(set(FRUIT_PASSING) - passed)
+    assert len(passed) >= 23 and not missing, (missing, done.stdout[-3000:])

@@ -20,7 +20,7 @@ def afp_info(type_creator: bytes = TYPE_CREATOR) -> bytes:
     """An AFP_AfpInfo stream's 60 bytes: signature, version, reserved, backup time, then
     FinderInfo (type and creator, Finder flags; the extended flags at 24 of its 32 bytes)."""
     finder = type_creator + FLAGS + bytes(14) + EXT_FLAGS + bytes(6)
-    return b"AFP\0" + struct.pack(">III", 0x00010000, 0, 0x80000000) + finder + bytes(12)
+    return b"AFP\0" + struct.pack(">III", 0x100, 0, 0x80000000) + finder + bytes(12)
 
 
 def entries(tree, directory: str = "", klass: int = 37) -> dict[str, bytes]:

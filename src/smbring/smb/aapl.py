@@ -15,6 +15,11 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
   as Microsoft's NFS ACEs, and a descriptor set with a mode ACE changes the file's mode
   (`with_nfs_aces`, `nfs_mode_taken`);
 - volume capabilities: CASE_SENSITIVE on a `case sensitive` share;
+- once the query is answered, an empty named stream is none to FILE_OPEN (macOS's view).
+
+On fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole
+AfpInfo or nothing (`afp_info_written`), and empty resource forks and AfpInfo streams are
+not listed (`listed_stream`), as on macOS's own server.
 - the model name (`fruit:model`, MacSamba by default), which Finder shows an icon for.
 
 The reply is laid out as Samba's (check_aapl in vfs_fruit.c): the command, the request's
@@ -139,3 +144,44 @@ def nfs_mode_taken(sd: acl.Descriptor) -> tuple[int | None, acl.Descriptor, bool
             break
     kept = [ace for ace in sd.dacl or () if _nfs_kind(ace.sid) is None]
     return mode, dataclasses.replace(sd, dacl=kept if sd.dacl is not None else None), bool(kept) or not sd.dacl
+
+
+# -- the AFP_AfpInfo stream's writes, as vfs_fruit takes them (fruit_pwrite_meta) ------------
+AFP_SIGNATURE, AFP_VERSION = b"AFP\0", (0x00000100).to_bytes(4, "big")
+AFP_INFO_STREAM, RESOURCE_FORK_STREAM = "afp_afpinfo", "afp_resource"     # (case-folded)
+FINDER_INFO_AT = 16
+
+
+def is_afp_info(stream: str | None) -> bool:
+    return stream is not None and stream.casefold() == AFP_INFO_STREAM
+
+
+def listed_stream(name: str, size: int) -> bool:
+    """Whether a fruit share lists the named stream (FileStreamInformation), as Samba's
+    vfs_fruit: Finder information only as one whole AfpInfo, a resource fork only when it
+    holds something (one emptied, or all zeros written to the Finder information, is gone
+    for the client though its open may still be closing)."""
+    folded = name.casefold()
+    if folded == AFP_INFO_STREAM:
+        return size == AFP_INFO_SIZE
+    return size > 0 or folded != RESOURCE_FORK_STREAM
+
+
+def afp_info_written(data: bytes, offset: int) -> bytes | None:
+    """What a WRITE of `data` at `offset` to an AFP_AfpInfo stream stores, as macOS's server
+    and Samba's vfs_fruit store it: the stream is always the 60 bytes of one AfpInfo, written
+    whole at 0 from the first 60 bytes given (zeros after a shorter write). None: nothing to
+    store (a write that ends before FinderInfo); b"": FinderInfo all zeros, which removes the
+    stream. SMBError STATUS_INVALID_PARAMETER for fewer than 3 bytes, fewer than 60 anywhere
+    but at 0, or anything but an AfpInfo of version 1 (its signature, then its version where
+    it reaches that far)."""
+    if len(data) < 3 or offset != 0 and len(data) < AFP_INFO_SIZE or data[:3] != AFP_SIGNATURE[:3]:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if len(data) <= FINDER_INFO_AT:
+        return None
+    info = bytes(data[:AFP_INFO_SIZE]).ljust(AFP_INFO_SIZE, b"\0")
+    if info[:4] != AFP_SIGNATURE or info[4:8] != AFP_VERSION:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not any(info[FINDER_INFO]):
+        return b""
+    return info

@@ -200,6 +200,12 @@ class FileSystem(Protocol):
         the stat's other fields. Raises OSError."""
         ...
 
+    def read_head(self, fd: int, size: int) -> bytes:
+        """At most `size` bytes from the start of the open file: the few the protocol core
+        reads itself (a Finder information stream's 60, for a listing); file data that a
+        client reads goes by FileIO. Raises OSError."""
+        ...
+
     def ftruncate(self, fd: int, size: int) -> None:
         """Sets the file's size (end of file), cutting or extending it with zeros. Raises
         OSError (EFBIG, ENOSPC, EINVAL), OverflowError for a size beyond 64 bits."""

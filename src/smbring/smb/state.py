@@ -222,6 +222,8 @@ class Tree:
     counted: str | None = None   # the share whose `max connections` counts this tree
     token: acl.Token = acl.GUEST_TOKEN   # whom security descriptors see (smb.acl)
     name: str = ""               # the share's name as the client connected to it (lower case)
+    # Apple's AAPL query answered (smb.aapl): an empty named stream is taken for none
+    aapl: bool = False
     # macOS copyfile negotiated (smb.aapl): a COPYCHUNK of no chunks copies a whole file
     aapl_copyfile: bool = False
     # macOS enriched listings negotiated (smb.aapl READ_DIR_ATTR): FileIdBothDirectoryInformation

@@ -720,6 +720,10 @@ class PosixVFS:
         return _fstat(fd) or os.fstat(fd)
 
     @staticmethod
+    def read_head(fd: int, size: int) -> bytes:
+        return os.pread(fd, size, 0)
+
+    @staticmethod
     def size(fd: int) -> int:
         # (lseek to the end: the size as fstat gives it, for a quarter of the cost of building
         # a stat_result; no read or write here depends on the file offset, all give theirs)

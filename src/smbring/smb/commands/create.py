@@ -627,6 +627,10 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
             st, exists = None, False
             fs.make_stream_dir(base_key)
+        if exists and tree.aapl and disposition == wire.FILE_OPEN and not st.st_size:
+            # macOS takes an empty stream for none (Samba's vfs_fruit answers so once AAPL
+            # is negotiated)
+            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
     if is_dir and names_data_stream:     # (as Windows and smbd)
         raise SMBError(wire.STATUS_NOT_A_DIRECTORY if options & wire.FILE_DIRECTORY_FILE
@@ -950,6 +954,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if apple is not None:
         reply, offered = apple
         answers.append((aapl.CONTEXT_NAME, reply))
+        tree.aapl = True
         tree.aapl_copyfile = tree.aapl_copyfile or offered.copyfile
         tree.aapl_readdir_attr = tree.aapl_readdir_attr or offered.readdir_attr
         tree.aapl_nfs_aces = tree.aapl_nfs_aces or offered.nfs_aces

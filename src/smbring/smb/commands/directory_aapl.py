@@ -20,6 +20,7 @@ import stat
 from smbring.smb import aapl, acl, wire
 from smbring.smb.commands.create import parent_descriptor, sd_of
 from smbring.smb.fileinfo import NT_EPOCH, creation_time
+from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE
 
 RESOURCE_FORK, FINDER_INFO = "afp_resource", "afp_afpinfo"     # stream names, case-folded
 FILE_READ_EA = 0x8
@@ -28,7 +29,7 @@ FILE_READ_EA = 0x8
 def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may) -> bytes:
     """The listing entry `entry` (fileinfo.dir_entry's, class 37) of the file at `parts`
     (`st`, `dos`: its stat and DOS information), with the fields of aapl.entry_fields.
-    `may(mode)`: whether the session's account may access the file so (os.R_OK, ...)."""
+    `may(mode)`: whether the session's account may access the file so (MAY_READ, ...)."""
     fs = tree.fs
     rsize, finder_info, max_access = tree.share.readdir_attr
     most, sid = aapl.GENERIC_ALL, None
@@ -58,10 +59,10 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
 
 
 # the rights the kernel decides for a file without a stored descriptor, by access mode
-KERNEL_DECIDES = ((os.R_OK, wire.FILE_READ_DATA | FILE_READ_EA),
-                  (os.W_OK, wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_WRITE_EA
+KERNEL_DECIDES = ((MAY_READ, wire.FILE_READ_DATA | FILE_READ_EA),
+                  (MAY_WRITE, wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA | wire.FILE_WRITE_EA
                    | wire.FILE_WRITE_ATTRIBUTES),
-                  (os.X_OK, wire.FILE_EXECUTE))
+                  (MAY_SEARCH, wire.FILE_EXECUTE))
 
 
 def _most_allowed(tree, parts: list[str], st: os.stat_result, sd, may) -> int:
@@ -97,7 +98,7 @@ def _read_finder_info(fs, sid: str | None, streams: dict) -> bytes | None:
     except OSError:
         return None
     try:
-        return os.pread(fd, aapl.AFP_INFO_SIZE, 0)
+        return fs.read_head(fd, aapl.AFP_INFO_SIZE)
     except OSError:
         return None
     finally:

@@ -94,6 +94,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
             base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
             entries.append(("::$DATA", base.st_size, alloc_size(base)))
         for name, sst in fs.streams(key):
+            if o.tree.share.fruit and not aapl.listed_stream(name, sst.st_size):
+                continue
             entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
         return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
                            for n, sz, al in entries), 8)
@@ -700,6 +702,11 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             store_eas(fs, fd, eas)
         c.state.watches.post_open(o, notify.MODIFIED, notify.EA)
         dirleases.open_changed(c, o)    # (a listing shows EaSize)
+    elif klass == 20 and tree.share.fruit and aapl.is_afp_info(o.stream):
+        # an AfpInfo keeps its 60 bytes: a size past them is refused, any other changes nothing
+        # (as macOS's server and Samba's vfs_fruit answer)
+        if file_size(buf) > aapl.AFP_INFO_SIZE:
+            raise SMBError(wire.STATUS_ALLOTTED_SPACE_EXCEEDED)
     elif klass == 20:  # EndOfFile
         c.state.oplocks.contend_level2(o.key, o)
         fs.ftruncate(o.fd, file_size(buf))

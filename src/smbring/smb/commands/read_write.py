@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import notify, wire
+from smbring.smb import aapl, notify, wire
 from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
@@ -77,6 +77,17 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & WRITE_RIGHTS:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
+    data, asked = memoryview(msg)[data_off:data_off + length], length
+    if tree.share.fruit and aapl.is_afp_info(o.stream):
+        # macOS's Finder information: a whole AfpInfo, checked, or nothing, or none at all
+        info = aapl.afp_info_written(data, offset)
+        if not info:
+            if info is not None:        # (all zeros: the stream goes, as on macOS)
+                tree.fs.ftruncate(o.fd, 0)
+                o.delete_on_close = True
+                c.state.set_delete_pending(o, True)
+            return struct.pack("<HHIIHH", 17, 0, asked, 0, 0, 0), None
+        data, offset, length = memoryview(info), 0, len(info)
     append_only = not o.granted & wire.FILE_WRITE_DATA
     if not append_only:
         check_write_range(c, o, offset, length)
@@ -104,9 +115,10 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
             keep_write_time(o.tree.fs, o.fd, o.kept_write_ns)
         if c.state.watches.active():
             c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
-        return struct.pack("<HHIIHH", 17, 0, n, 0, 0, 0)
+        # (an AfpInfo written whole answers the count the client sent)
+        return struct.pack("<HHIIHH", 17, 0, n if length == asked else asked, 0, 0, 0)
 
-    return FileIO("write", o.tree.share.name, o.fd, offset, memoryview(msg)[data_off:data_off + length],
+    return FileIO("write", o.tree.share.name, o.fd, offset, data,
                   written, then_flush=write_through, at_end=at_end if append_only else None,
                   ended=(lambda: c.state.appended(o.key)) if append_only else None), None
 

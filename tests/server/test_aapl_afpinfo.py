@@ -1,0 +1,110 @@
+"""macOS's Finder information and resource forks on shares with `vfs objects = fruit`, as
+Samba's vfs_fruit and macOS's own server keep them, against `smbring serve --config`: the
+AFP_AfpInfo stream only ever holds one whole AfpInfo (a write is checked and stored whole at
+0; all zeros remove it; its size cannot grow), an empty AFP_Resource or AFP_AfpInfo is not
+listed, and once AAPL is negotiated an empty named stream is not found by FILE_OPEN. On a
+share without fruit these streams are ordinary ones."""
+import struct
+
+from smbconf_server import smbconf  # noqa: F401  (the fixture)
+from smbring.smb import wire
+from test_aapl import SHARES, ask, connected, query, write_file
+
+INFO = "f.txt:AFP_AfpInfo"
+
+
+def afp_info(finder: bytes = b"TYPECRTR") -> bytes:
+    return b"AFP\0" + struct.pack(">III", 0x100, 0, 0x80000000) + finder.ljust(32, b"\0") + bytes(12)
+
+
+def streams(tree, name: str = "f.txt") -> dict[str, int]:
+    """The file's streams as listed (FileStreamInformation): name -> size."""
+    fid = tree.open(name, wire.GENERIC_READ)
+    data = tree.query_info(fid, wire.INFO_FILE, 22).buffer(2)
+    tree.close(fid)
+    out, pos = {}, 0
+    while True:
+        nxt, length, size = struct.unpack_from("<IIQ", data, pos)
+        out[data[pos + 24:pos + 24 + length].decode("utf-16-le")] = size
+        if not nxt:
+            return out
+        pos += nxt
+
+
+def read_all(tree, name: str) -> bytes:
+    fid = tree.open(name, wire.GENERIC_READ)
+    r = tree.read(fid, 4096)
+    tree.close(fid)
+    return r.body[16:] if r.status == wire.STATUS_SUCCESS else b""
+
+
+def test_afpinfo_writes_are_checked_and_stored_whole(smbconf):
+    """Fewer than 3 bytes, not an AfpInfo (signature, version), or fewer than 60 bytes
+    anywhere but at 0: STATUS_INVALID_PARAMETER, nothing stored. A write ending before
+    FinderInfo stores nothing; a whole one at any offset is stored at 0, its first 60 bytes
+    only, and the WRITE answers the count sent."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        fid = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+        for data, offset in ((b"AF", 0), (b"XYZ" + afp_info()[3:], 0), (afp_info()[:59], 1),
+                             (afp_info()[:4] + b"\0\1\0\0" + afp_info()[8:], 0), (bytes(60), 0)):
+            assert tree.write(fid, data, offset).status == wire.STATUS_INVALID_PARAMETER, (data, offset)
+        r = tree.write(fid, afp_info()[:16], 0)
+        assert r.status == wire.STATUS_SUCCESS and struct.unpack_from("<I", r.body, 4)[0] == 16
+        assert tree.write(fid, afp_info() + b"junk" * 100, 30).status == wire.STATUS_SUCCESS
+        tree.close(fid)
+        assert read_all(tree, INFO) == afp_info()
+        assert streams(tree)[":AFP_AfpInfo:$DATA"] == 60
+
+
+def test_all_zero_finder_info_removes_the_stream_and_its_size_holds(smbconf):
+    """End of file past 60: STATUS_ALLOTTED_SPACE_EXCEEDED; 60 or less: success, nothing
+    changes. Writing an AfpInfo whose FinderInfo is all zeros removes the stream: unlisted at
+    once, gone once closed."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        write_file(tree, INFO, afp_info())
+        fid = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
+        for size, status in ((61, wire.STATUS_ALLOTTED_SPACE_EXCEEDED), (1, wire.STATUS_SUCCESS),
+                             (0, wire.STATUS_SUCCESS)):
+            assert tree.set_info(fid, wire.INFO_FILE, 20, struct.pack("<Q", size)).status == status, size
+        assert read_all(tree, INFO) == afp_info()
+        assert tree.write(fid, afp_info(b""), 0).status == wire.STATUS_SUCCESS
+        assert ":AFP_AfpInfo:$DATA" not in streams(tree)
+        tree.close(fid)
+        assert tree.create(INFO, wire.GENERIC_READ).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+
+
+def test_empty_streams_are_none_for_macos(smbconf):
+    """An empty resource fork is not listed; once AAPL is negotiated, FILE_OPEN of any empty
+    named stream is STATUS_OBJECT_NAME_NOT_FOUND (FILE_OPEN_IF still opens it), a stream
+    with data is found. On a share without fruit, AFP_AfpInfo takes any write and empty
+    streams are listed and opened."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        write_file(tree, "f.txt:AFP_Resource", b"")
+        write_file(tree, "f.txt:empty", b"")
+        write_file(tree, "f.txt:full", b"x")
+        assert set(streams(tree)) == {"::$DATA", ":empty:$DATA", ":full:$DATA"}
+        assert tree.create("f.txt:empty", wire.GENERIC_READ).status == wire.STATUS_SUCCESS
+        ask(tree, query())
+        for name in ("f.txt:empty", "f.txt:AFP_Resource"):
+            assert tree.create(name, wire.GENERIC_READ).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+            r = tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN_IF)
+            assert r.status == wire.STATUS_SUCCESS
+            tree.close(r.file_id)
+        tree.close(tree.open("f.txt:full", wire.GENERIC_READ))
+    c, tree = connected(server, "plain")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        write_file(tree, "f.txt:AFP_Resource", b"")
+        write_file(tree, INFO, b"ab")
+        assert streams(tree) == {"::$DATA": 4, ":AFP_Resource:$DATA": 0, ":AFP_AfpInfo:$DATA": 2}
+        ask(tree, query())
+        tree.close(tree.open("f.txt:AFP_Resource", wire.GENERIC_READ))
