@@ -140,3 +140,39 @@ def test_another_accounts_unreadable_file_shows_nothing_of_its_streams(smbconf):
         tree.close(r.file_id)
         most = apple_fields(entries(tree)["f"])[0]
         assert most and not most & ~wire.READ_ONLY_ACCESS, hex(most)
+
+
+def test_an_enriched_listing_answers_in_bounded_pieces(smbconf):
+    """Each entry of an enriched listing costs a few system calls: one answer makes at most
+    MAX_SLOW_ENTRIES of them, however large the client's buffer (8 MiB here would hold all
+    3,000), and the client's next queries get the rest, every name once."""
+    from smbring.smb.commands.directory import MAX_SLOW_ENTRIES
+    server = smbconf("", SHARES)
+    many = server.root / "mac" / "many"
+    many.mkdir()
+    for i in range(3000):
+        (many / f"f{i:05d}").write_bytes(b"")
+    c, tree = connected(server, "mac")
+    with c:
+        c.grow_credits(512)
+        ask(tree, query())
+        fid = tree.open("many", wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+        counts, names = [], []
+        r = tree.query_directory(fid, output_length=8 << 20)
+        while r.status == wire.STATUS_SUCCESS:
+            data, pos, count = r.buffer(2), 0, 0
+            while True:
+                nxt, = struct.unpack_from("<I", data, pos)
+                length, = struct.unpack_from("<I", data, pos + 60)
+                names.append(data[pos + 104:pos + 104 + length].decode("utf-16-le"))
+                assert apple_fields(data[pos:])[1] == 24          # (enriched)
+                count += 1
+                if not nxt:
+                    break
+                pos += nxt
+            counts.append(count)
+            r = tree.query_directory(fid, output_length=8 << 20)
+        assert r.status == wire.STATUS_NO_MORE_FILES, r
+        tree.close(fid)
+    assert max(counts) <= MAX_SLOW_ENTRIES and len(counts) >= 2, counts
+    assert sorted(names) == sorted([".", ".."] + [f"f{i:05d}" for i in range(3000)])

@@ -104,9 +104,16 @@ def _resumed_at(entries: list[str], after: str | None) -> int:
     return bisect.bisect_right(entries, after, dots)
 
 
+# entries one answer makes the per-entry way at most (each a few system calls, an enriched
+# macOS one about ten: a client's 8 MiB buffer would hold some 70,000, seconds of the event
+# loop); the client asks again for the rest, as it does for what did not fit
+MAX_SLOW_ENTRIES = 2048
+
+
 def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool) -> bytes:
     out = bytearray()
     last = -1           # where the last entry written starts (its NextEntryOffset is set next)
+    slow = 0            # entries made the per-entry way
     rules = o.tree.names
     # per-name rules beyond hide dot files (hide files, hide unreadable, ...) take the general
     # path, entry by entry
@@ -122,6 +129,9 @@ def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool)
             if status == DONE:
                 continue
         # ".", "..", a share with per-name rules, or an entry the batch leaves to this code
+        if slow >= MAX_SLOW_ENTRIES and last >= 0:
+            break
+        slow += 1
         entry = _entry(c, o, klass)
         if entry is None:       # gone, or left out of listings
             o.dir_pos += 1

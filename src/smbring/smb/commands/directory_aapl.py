@@ -20,7 +20,7 @@ import stat
 from smbring.smb import aapl, acl, wire
 from smbring.smb.commands.create import parent_descriptor, sd_of
 from smbring.smb.fileinfo import NT_EPOCH, creation_time
-from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE
+from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE, PathError
 
 RESOURCE_FORK, FINDER_INFO = "afp_resource", "afp_afpinfo"     # stream names, case-folded
 FILE_READ_EA = 0x8
@@ -35,7 +35,7 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
     most, sid = aapl.GENERIC_ALL, None
     try:
         fd = fs.open(parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
+    except (OSError, PathError):
         fd = None           # (not readable by this account: shows nothing more)
         if max_access:
             most = _most_allowed(tree, parts, st, None, may)
@@ -95,7 +95,7 @@ def _read_finder_info(fs, sid: str | None, streams: dict) -> bytes | None:
         return None
     try:
         fd = fs.open(fs.stream_parts(sid, found[0]), os.O_RDONLY)
-    except OSError:
+    except (OSError, PathError):
         return None
     try:
         return fs.read_head(fd, aapl.AFP_INFO_SIZE)
