@@ -181,8 +181,8 @@ FRUIT_PASSING = (
     "File without AFP_AfpInfo", "create delete-on-close AFP_AfpInfo", "setinfo delete-on-close AFP_AfpInfo",
     "setinfo eof AFP_AfpInfo", "delete AFP_AfpInfo by writing all 0", "setinfo eof AFP_AfpResource",
     "setinfo eof stream", "delete", "read open rsrc after rename",
-    "readdir_attr with names with illegal ntfs characters", "creating rsrc with read-only access", "copy-chunk streams", "NFS ACE entries", "writing_afpinfo",
-    "delete_trigger_convert_sharing_violation")
+    "readdir_attr with names with illegal ntfs characters", "creating rsrc with read-only access",
+    "copy-chunk streams", "NFS ACE entries", "writing_afpinfo", "delete_trigger_convert_sharing_violation")
 
 
 @pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")

@@ -390,8 +390,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     missing = [m for m in vfs if m not in MODULES and m != "fruit"]
     if "fruit" in vfs:
         cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
-                           "NFS ACEs and fruit:copyfile only; resource forks and Finder information are plain "
-                           "named streams (as fruit:resource = stream, fruit:metadata = stream)")
+                           "NFS ACEs, Time Machine and fruit:copyfile; resource forks and Finder information "
+                           "are named streams (as fruit:resource = stream, fruit:metadata = stream); no "
+                           "AppleDouble conversion")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
@@ -433,6 +434,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
         fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
+        time_machine=_get(s, "fruit:timemachine", False),
+        time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),
                       _get(s, "readdir_attr:aapl_max_access", True)),
         sync_always=_get(s, "sync always", False), csc_policy=_get(s, "csc policy", 0),

@@ -47,6 +47,18 @@ def whole(value: str, where: str) -> int:
     return int(value.strip())
 
 
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def size(value: str, where: str) -> int:
+    """Bytes, as Samba's conv_str_size reads them: a whole number, then K, M, G, T or P."""
+    v = value.strip()
+    digits = v.rstrip("kKmMgGtTpP")
+    if not digits.isdigit() or len(v) - len(digits) > 1:
+        raise ConfigError(f"{where}: expected a size (a whole number, then K, M, G, T or P), not {value!r}")
+    return int(digits) * SIZE_UNITS[v[len(digits):].lower()]
+
+
 def one_of(table: dict, what: str):
     def parse(value: str, where: str):
         v = " ".join(value.lower().split())
@@ -365,6 +377,8 @@ PARAMETRIC = {
     # vfs_fruit's, for the AAPL negotiation and copyfile on shares with `vfs objects = fruit`
     "fruit:aapl": Spec(G, boolean), "fruit:copyfile": Spec(G, boolean), "fruit:model": Spec(G, _text),
     "fruit:nfs_aces": Spec(G, boolean), "fruit:ignore_zero_aces": Spec(S, boolean),
+    # (keys without spaces, as parametric names are compared: `fruit:time machine`, ...)
+    "fruit:timemachine": Spec(S, boolean), "fruit:timemachinemaxsize": Spec(S, size),
     # what macOS's enriched listings (READ_DIR_ATTR) work out for each entry
     "readdir_attr:aapl_rsize": Spec(S, boolean), "readdir_attr:aapl_finder_info": Spec(S, boolean),
     "readdir_attr:aapl_max_access": Spec(S, boolean),

@@ -14,7 +14,8 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
   default): that tree's security descriptors then show the file's Unix mode, owner and group
   as Microsoft's NFS ACEs, and a descriptor set with a mode ACE changes the file's mode
   (`with_nfs_aces`, `nfs_mode_taken`);
-- volume capabilities: CASE_SENSITIVE on a `case sensitive` share;
+- volume capabilities: CASE_SENSITIVE on a `case sensitive` share, FULL_SYNC on a Time
+  Machine destination (`fruit:time machine`, smb.time_machine);
 - once the query is answered, an empty named stream is none to FILE_OPEN (macOS's view).
 
 On fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole
@@ -55,9 +56,10 @@ class Offered(NamedTuple):
 
 
 def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str,
-           nfs_aces: bool = True) -> tuple[bytes, Offered]:
+           nfs_aces: bool = True, time_machine: bool = False) -> tuple[bytes, Offered]:
     """The AAPL context's reply to a server query, and what it offered (`copyfile`,
-    `nfs_aces`: whether fruit:copyfile and fruit:nfs_aces are on)."""
+    `nfs_aces`, `time_machine`: whether fruit:copyfile, fruit:nfs_aces and the share's
+    fruit:time machine are on)."""
     if len(data) != QUERY.size:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     command, _reserved, bitmap, client_caps = QUERY.unpack(data)
@@ -73,7 +75,7 @@ def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str,
                              | (SUPPORTS_READ_DIR_ATTR if offered.readdir_attr else 0)
                              | (SUPPORTS_NFS_ACE if nfs_aces else 0))
     if bitmap & VOLUME_CAPS:
-        reply += struct.pack("<Q", CASE_SENSITIVE if case_sensitive else 0)
+        reply += struct.pack("<Q", (CASE_SENSITIVE if case_sensitive else 0) | (FULL_SYNC if time_machine else 0))
     if bitmap & MODEL_INFO:
         name = model.encode("utf-16-le")
         reply += struct.pack("<II", 0, len(name)) + name

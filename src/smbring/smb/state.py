@@ -117,6 +117,10 @@ class Share:
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
+    # a Time Machine destination (fruit:time machine): FULL_SYNC offered; where the most its
+    # backups may take is set (fruit:time machine max size), the share's size is that
+    time_machine: bool = False
+    time_machine_max_size: int = 0
     # a descriptor set with an empty DACL leaves the DACL as it was (fruit:ignore_zero_aces)
     fruit_ignore_zero_aces: bool = True
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
@@ -231,6 +235,8 @@ class Tree:
     aapl_readdir_attr: bool = False
     # NFS ACEs negotiated (smb.aapl NFS_ACE): descriptors show and set the Unix mode
     aapl_nfs_aces: bool = False
+    # a Time Machine share's bundles' use as last counted (smb.time_machine.used_bytes)
+    time_machine_counted: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -529,7 +529,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
         # Apple's server query (refused before anything is opened where malformed)
         apple = aapl.answer(contexts[aapl.CONTEXT_NAME], c.policy.fruit_copyfile, rules.case_sensitive,
-                            c.policy.fruit_model, c.policy.fruit_nfs_aces) \
+                            c.policy.fruit_model, c.policy.fruit_nfs_aces, tree.share.time_machine) \
             if aapl.CONTEXT_NAME in contexts and tree.share.fruit and c.policy.fruit_aapl else None
     else:
         contexts, eas, apple = NO_CONTEXTS, [], None

@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import aapl, acl, dirleases, notify, sharemodes, unix_owner, wire
+from smbring.smb import aapl, acl, dirleases, notify, sharemodes, time_machine, unix_owner, wire
 from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
     ADD_FILE,
@@ -173,6 +173,14 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     if klass == 1:   # FileFsVolumeInformation
         label = wire.utf16("smbring")
         return struct.pack("<QIIBB", 0, VOLUME_SERIAL, len(label), 0, 0) + label
+    share = o.tree.share
+    if klass in (3, 7) and share.fruit and share.time_machine and share.time_machine_max_size:
+        # a Time Machine destination of a set size: that size, less what its backups use
+        total, free = time_machine.sizes(o.tree, share.time_machine_max_size)
+        per_unit = time_machine.UNIT // 512
+        if klass == 3:
+            return struct.pack("<QQII", total, free, per_unit, 512)
+        return struct.pack("<QQQII", total, free, free, per_unit, 512)
     if klass == 3:   # FileFsSizeInformation
         return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
     if klass == 4:   # FileFsDeviceInformation
