@@ -42,7 +42,8 @@ def test_afpinfo_writes_are_checked_and_stored_whole(smbconf):
     """Fewer than 3 bytes, not an AfpInfo (signature, version), or fewer than 60 bytes
     anywhere but at 0: STATUS_INVALID_PARAMETER, nothing stored. A write ending before
     FinderInfo stores nothing; a whole one at any offset is stored at 0, its first 60 bytes
-    only, and the WRITE answers the count sent."""
+    only, and the WRITE answers the count sent; an open that may only append may not write
+    it."""
     server = smbconf("", SHARES)
     c, tree = connected(server, "mac")
     with c:
@@ -57,6 +58,11 @@ def test_afpinfo_writes_are_checked_and_stored_whole(smbconf):
         tree.close(fid)
         assert read_all(tree, INFO) == afp_info()
         assert streams(tree)[":AFP_AfpInfo:$DATA"] == 60
+        # an open that may only append may not rewrite it
+        fid = tree.open(INFO, wire.FILE_APPEND_DATA)
+        assert tree.write(fid, afp_info(b"OTHERONE"), 0).status == wire.STATUS_ACCESS_DENIED
+        tree.close(fid)
+        assert read_all(tree, INFO) == afp_info()
 
 
 def test_all_zero_finder_info_removes_the_stream_and_its_size_holds(smbconf):

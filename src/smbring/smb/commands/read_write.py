@@ -79,7 +79,10 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     data, asked = memoryview(msg)[data_off:data_off + length], length
     if tree.share.fruit and aapl.is_afp_info(o.stream):
-        # macOS's Finder information: a whole AfpInfo, checked, or nothing, or none at all
+        # macOS's Finder information: a whole AfpInfo, checked, or nothing, or none at all;
+        # it is rewritten from 0, which an open that may only append may not do
+        if not o.granted & wire.FILE_WRITE_DATA:
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         info = aapl.afp_info_written(data, offset)
         if not info:
             if info is not None:        # (all zeros: the stream goes, as on macOS)
