@@ -16,12 +16,12 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
   (`with_nfs_aces`, `nfs_mode_taken`);
 - volume capabilities: CASE_SENSITIVE on a `case sensitive` share, FULL_SYNC on a Time
   Machine destination (`fruit:time machine`, smb.time_machine);
-- once the query is answered, an empty named stream is none to FILE_OPEN (macOS's view).
-
-On fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole
-AfpInfo or nothing (`afp_info_written`), and empty resource forks and AfpInfo streams are
-not listed (`listed_stream`), as on macOS's own server.
 - the model name (`fruit:model`, MacSamba by default), which Finder shows an icon for.
+
+Once the query is answered, an empty named stream is none to FILE_OPEN (macOS's view). On
+fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole AfpInfo
+or nothing (`afp_info_written`), and empty resource forks and AfpInfo streams are not listed
+(`listed_stream`), as on macOS's own server.
 
 The reply is laid out as Samba's (check_aapl in vfs_fruit.c): the command, the request's
 bitmap echoed, then each part asked for, in bitmap order. A context that is not a 24-byte
@@ -88,8 +88,9 @@ FINDER_INFO = slice(16, 48)         # its 32 bytes of FinderInfo
 AD_DATE_DELTA = 946684800           # AppleDouble dates count seconds from 2000-01-01
 AD_DATE_START = 0x80000000          # "no date"
 GENERIC_ALL = 0x001F01FF            # the maximal access shown where it is not worked out
-# within the entry (MS-FSCC 2.4.17): EaSize, ShortNameLength + Reserved1, ShortName, Reserved2
-EA_SIZE_AT, SHORT_NAME_AT, RESERVED2_AT = 64, 68, 94
+# within the entry (MS-FSCC 2.4.17): EaSize, then ShortNameLength, Reserved1, ShortName, and
+# Reserved2
+EA_SIZE_AT, RESERVED2_AT = 64, 94
 ENTRY_FIELDS = struct.Struct("<IHQ16sH")
 
 
