@@ -129,3 +129,27 @@ def test_nfs_aces_off_and_zero_ace_dacls(smbconf):
             assert (r.status == wire.STATUS_SUCCESS) == ignored, (share, r)
             if ignored:
                 tree.close(r.file_id)
+
+
+def test_malformed_nfs_sids_are_taken_out_and_change_nothing(smbconf):
+    """SIDs in S-1-5-88 that are no whole NFS ACE (no kind, a mode ACE without its mode, a
+    kind no one defined) are taken out like the others and set no mode; a mode beyond the
+    permission bits gives only those."""
+    server = smbconf("", SHARES)
+    path = server.root / "mac" / "h.txt"
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "h.txt", b"data")
+        os.chmod(path, 0o640)
+        ask(tree, query())
+        fid = tree.open("h.txt", wire.GENERIC_READ | acl.WRITE_DAC | acl.READ_CONTROL)
+        keep = acl.Ace(acl.ALLOWED, 0, FILE_ALL, acl.EVERYONE)
+        odd = [acl.Ace(acl.DENIED, 0, 0, sid) for sid in
+               (acl.sid(5, 88), acl.sid(5, 88, aapl.NFS_MODE), acl.sid(5, 88, 9, 0o777))]
+        assert set_dacl(tree, fid, [keep] + odd) == wire.STATUS_SUCCESS
+        assert os.stat(path).st_mode & 0o7777 == 0o640
+        assert [a.sid for a in descriptor(tree, fid).dacl if a.type == acl.ALLOWED] == [acl.EVERYONE]
+        assert len(nfs_aces(descriptor(tree, fid))) == 3
+        assert set_dacl(tree, fid, [keep, mode_ace(0xFFFFFFFF)]) == wire.STATUS_SUCCESS
+        assert os.stat(path).st_mode & 0o7777 == 0o777
+        tree.close(fid)
