@@ -89,6 +89,12 @@ def test_a_negotiated_listing_carries_what_finder_needs(smbconf):
         dir_fields = apple_fields(listed["dir"])
         assert dir_fields[4] == os.stat(server.root / "mac" / "dir").st_mode & 0xFFFF
         assert apple_fields(listed["."])[4] & 0o170000 == 0o040000
+        # execute as the mode allows it (no x bit: no one)
+        os.chmod(server.root / "mac" / "plain.txt", 0o644)
+        os.chmod(server.root / "mac" / "test_aapl", 0o755)
+        listed = entries(tree)
+        assert not apple_fields(listed["plain.txt"])[0] & wire.FILE_EXECUTE
+        assert apple_fields(listed["test_aapl"])[0] & wire.FILE_EXECUTE
         # the other listing classes keep their layout
         assert entries(tree, klass=38)["test_aapl"][64:68] == bytes(4)
 

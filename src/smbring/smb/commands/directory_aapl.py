@@ -38,11 +38,13 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
     except (OSError, PathError):
         fd = None           # (not readable by this account: shows nothing more)
         if max_access:
-            most = _most_allowed(tree, parts, st, None, may)
+            most = _most_allowed(tree, parts, st, None, lambda mode: mode != MAY_READ and may(mode))
     if fd is not None:
         try:
             if max_access:
-                most = _most_allowed(tree, parts, st, sd_of(fs, fd, parts), may)
+                # (opened to read as the account: reading it, the kernel has allowed)
+                most = _most_allowed(tree, parts, st, sd_of(fs, fd, parts),
+                                     lambda mode: mode == MAY_READ or may(mode))
             if rsize or finder_info:
                 sid = fs.stream_id_of(fd)
         except OSError:
@@ -72,8 +74,11 @@ def _most_allowed(tree, parts: list[str], st: os.stat_result, sd, may) -> int:
     parent = parent_descriptor(tree.fs, parts) if sd is not None and parts else None
     most = max(acl.check(acl.MAXIMUM_ALLOWED, sd, parent, tree.token, acl.unix_user(st.st_uid)), 0)
     if sd is None:
+        # (a regular file without an execute bit is executed by no one, root included: no
+        # system call needed to say so)
+        no_exec = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o111
         for mode, rights in KERNEL_DECIDES:
-            if most & rights and not may(mode):
+            if most & rights and (mode == MAY_SEARCH and no_exec or not may(mode)):
                 most &= ~rights
     if tree.share.read_only:
         most &= wire.READ_ONLY_ACCESS
