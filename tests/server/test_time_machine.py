@@ -91,3 +91,17 @@ def test_smbtorture_timemachine_volsize_passes(smbconf):
     done = subprocess.run(["smbtorture", "//127.0.0.1/tm", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
                            "vfs.fruit_timemachine"], capture_output=True, text=True, timeout=120)
     assert "success: Timemachine-volsize" in done.stdout, done.stdout[-3000:]
+
+
+def test_durable_handles_are_turned_on_for_time_machine(tmp_path):
+    """Time Machine reconnects to its open backup files: `durable handles = no` on its share
+    is turned on, with a notice, as Samba does; on any other share it stays off."""
+    from smbring.server.config import load
+    conf = tmp_path / "smb.conf"
+    (tmp_path / "s").mkdir()
+    conf.write_text(f"[tm]\npath = {tmp_path / 's'}\nvfs objects = fruit\nfruit:time machine = yes\n"
+                    f"durable handles = no\n[other]\npath = {tmp_path / 's'}\ndurable handles = no\n")
+    cfg = load(str(conf))
+    assert cfg.shares["tm"].durable_handles and cfg.shares["tm"].time_machine
+    assert not cfg.shares["other"].durable_handles and not cfg.shares["other"].time_machine
+    assert any("durable handles turned on" in n for n in cfg.notices)

@@ -395,6 +395,11 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
                            "AppleDouble conversion")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
+    # Time Machine reconnects to its open backup files: durable handles, as Samba turns them on
+    time_machine = "fruit" in vfs and _get(s, "fruit:timemachine", False)
+    if time_machine and not _get(s, "durable handles", True):
+        cfg.notices.append(f"[{name}] fruit:time machine: durable handles turned on (Time Machine "
+                           "needs them), as Samba does")
     # browseable = no: srvsvc's share listings leave the share out (smb.rpc.srvsvc); it is
     # still reached by name
     if path and not share_access.has_session_variables(path) and not os.path.isdir(path):
@@ -434,7 +439,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
         fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
-        time_machine=_get(s, "fruit:timemachine", False),
+        time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),
                       _get(s, "readdir_attr:aapl_max_access", True)),
@@ -443,7 +448,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_user=_get(s, "force user", "").strip() or None,
         force_group=_get(s, "force group", "").strip() or None,
         oplocks=_get(s, "oplocks", True), level2_oplocks=_get(s, "level2 oplocks", True),
-        durable_handles=_get(s, "durable handles", True))
+        durable_handles=_get(s, "durable handles", True) or time_machine)
 
 
 def _check_guests(cfg: Config) -> None:
