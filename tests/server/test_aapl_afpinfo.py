@@ -114,3 +114,21 @@ def test_empty_streams_are_none_for_macos(smbconf):
         assert streams(tree) == {"::$DATA": 4, ":AFP_Resource:$DATA": 0, ":AFP_AfpInfo:$DATA": 2}
         ask(tree, query())
         tree.close(tree.open("f.txt:AFP_Resource", wire.GENERIC_READ))
+
+
+def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
+    """The write that removes the Finder information is a write of its 60 bytes: another
+    open's byte-range lock on them refuses it (STATUS_FILE_LOCK_CONFLICT), and the stream
+    stays."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        write_file(tree, INFO, afp_info())
+        locker = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
+        assert tree.lock(locker, [(0, 60, 0x2 | 0x10)]).status == wire.STATUS_SUCCESS   # exclusive, fail at once
+        writer = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
+        assert tree.write(writer, afp_info(b""), 0).status == wire.STATUS_FILE_LOCK_CONFLICT
+        tree.close(writer)
+        tree.close(locker)
+        assert read_all(tree, INFO) == afp_info()

@@ -86,6 +86,8 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         info = aapl.afp_info_written(data, offset)
         if not info:
             if info is not None:        # (all zeros: the stream goes, as on macOS)
+                check_write_range(c, o, 0, aapl.AFP_INFO_SIZE)     # as the write it stands for
+                c.state.oplocks.contend_level2(o.key, o)
                 tree.fs.ftruncate(o.fd, 0)
                 o.delete_on_close = True
                 c.state.set_delete_pending(o, True)
