@@ -119,7 +119,7 @@ def test_empty_streams_are_none_for_macos(smbconf):
 def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
     """The write that removes the Finder information is a write of its 60 bytes: another
     open's byte-range lock on them refuses it (STATUS_FILE_LOCK_CONFLICT), and the stream
-    stays."""
+    stays; so is one that stores nothing, as any WRITE of a locked range."""
     server = smbconf("", SHARES)
     c, tree = connected(server, "mac")
     with c:
@@ -129,6 +129,7 @@ def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
         assert tree.lock(locker, [(0, 60, 0x2 | 0x10)]).status == wire.STATUS_SUCCESS   # exclusive, fail at once
         writer = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
         assert tree.write(writer, afp_info(b""), 0).status == wire.STATUS_FILE_LOCK_CONFLICT
+        assert tree.write(writer, afp_info()[:10], 0).status == wire.STATUS_FILE_LOCK_CONFLICT
         tree.close(writer)
         tree.close(locker)
         assert read_all(tree, INFO) == afp_info()

@@ -83,6 +83,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         # it is rewritten from 0, which an open that may only append may not do
         if not o.granted & wire.FILE_WRITE_DATA:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        check_write_range(c, o, offset, length)     # (the range asked, as for any WRITE)
         info = aapl.afp_info_written(data, offset)
         if not info:
             if info is not None:        # (all zeros: the stream goes, as on macOS)
