@@ -31,6 +31,12 @@ def streams(tree, name: str = "f.txt") -> dict[str, int]:
         pos += nxt
 
 
+def with_finder_info(tree) -> None:
+    """f.txt, its Finder information stream holding afp_info()."""
+    write_file(tree, "f.txt", b"data")
+    write_file(tree, INFO, afp_info())
+
+
 def read_all(tree, name: str) -> bytes:
     fid = tree.open(name, wire.GENERIC_READ)
     r = tree.read(fid, 4096)
@@ -72,8 +78,7 @@ def test_all_zero_finder_info_removes_the_stream_and_its_size_holds(smbconf):
     server = smbconf("", SHARES)
     c, tree = connected(server, "mac")
     with c:
-        write_file(tree, "f.txt", b"data")
-        write_file(tree, INFO, afp_info())
+        with_finder_info(tree)
         fid = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
         for size, status in ((61, wire.STATUS_ALLOTTED_SPACE_EXCEEDED), (1, wire.STATUS_SUCCESS),
                              (0, wire.STATUS_SUCCESS)):
@@ -123,8 +128,7 @@ def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
     server = smbconf("", SHARES)
     c, tree = connected(server, "mac")
     with c:
-        write_file(tree, "f.txt", b"data")
-        write_file(tree, INFO, afp_info())
+        with_finder_info(tree)
         locker = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)
         assert tree.lock(locker, [(0, 60, 0x2 | 0x10)]).status == wire.STATUS_SUCCESS   # exclusive, fail at once
         writer = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE)

@@ -23,27 +23,32 @@ def afp_info(type_creator: bytes = TYPE_CREATOR) -> bytes:
     return b"AFP\0" + struct.pack(">III", 0x100, 0, 0x80000000) + finder + bytes(12)
 
 
-def entries(tree, directory: str = "", klass: int = 37) -> dict[str, bytes]:
-    """Every entry of the directory's listing, by name: FileIdBothDirectoryInformation (37),
-    or FileIdFullDirectoryInformation (38), whose name starts at 80."""
+def answers(tree, directory: str = "", klass: int = 37, output_length: int = 65536):
+    """The directory's listing, one answer at a time: each a list of (name, entry), for
+    FileIdBothDirectoryInformation (37) or FileIdFullDirectoryInformation (38), whose name
+    starts at 80."""
     name_at = 80 if klass == 38 else 104
     fid = tree.open(directory, wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
-    out = {}
-    r = tree.query_directory(fid, klass=klass)
+    r = tree.query_directory(fid, klass=klass, output_length=output_length)
     while r.status == wire.STATUS_SUCCESS:
-        data, pos = r.buffer(2), 0
+        data, pos, answer = r.buffer(2), 0, []
         while True:
             nxt, = struct.unpack_from("<I", data, pos)
             length, = struct.unpack_from("<I", data, pos + 60)
             entry = data[pos:pos + nxt] if nxt else data[pos:]
-            out[entry[name_at:name_at + length].decode("utf-16-le")] = entry
+            answer.append((entry[name_at:name_at + length].decode("utf-16-le"), entry))
             if not nxt:
                 break
             pos += nxt
-        r = tree.query_directory(fid, klass=klass)
+        yield answer
+        r = tree.query_directory(fid, klass=klass, output_length=output_length)
     assert r.status == wire.STATUS_NO_MORE_FILES, r
     tree.close(fid)
-    return out
+
+
+def entries(tree, directory: str = "", klass: int = 37) -> dict[str, bytes]:
+    """Every entry of the directory's listing, by name (see `answers`)."""
+    return {name: entry for answer in answers(tree, directory, klass) for name, entry in answer}
 
 
 def apple_fields(entry: bytes) -> tuple[int, int, int, bytes, int]:
@@ -162,23 +167,11 @@ def test_an_enriched_listing_answers_in_bounded_pieces(smbconf):
     with c:
         c.grow_credits(512)
         ask(tree, query())
-        fid = tree.open("many", wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
         counts, names = [], []
-        r = tree.query_directory(fid, output_length=8 << 20)
-        while r.status == wire.STATUS_SUCCESS:
-            data, pos, count = r.buffer(2), 0, 0
-            while True:
-                nxt, = struct.unpack_from("<I", data, pos)
-                length, = struct.unpack_from("<I", data, pos + 60)
-                names.append(data[pos + 104:pos + 104 + length].decode("utf-16-le"))
-                assert apple_fields(data[pos:])[1] == 24          # (enriched)
-                count += 1
-                if not nxt:
-                    break
-                pos += nxt
-            counts.append(count)
-            r = tree.query_directory(fid, output_length=8 << 20)
-        assert r.status == wire.STATUS_NO_MORE_FILES, r
-        tree.close(fid)
+        for answer in answers(tree, "many", output_length=8 << 20):
+            counts.append(len(answer))
+            for name, entry in answer:
+                names.append(name)
+                assert apple_fields(entry)[1] == 24          # (enriched)
     assert max(counts) <= MAX_SLOW_ENTRIES and len(counts) >= 2, counts
     assert sorted(names) == sorted([".", ".."] + [f"f{i:05d}" for i in range(3000)])

@@ -387,8 +387,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     if path and not path.startswith("/") and not path.startswith("%"):
         raise ConfigError(f"{s['path'][1]}: the path must be absolute, not {path!r}")
     vfs = _get(s, "vfs objects", "").replace(",", " ").split()
+    fruit = "fruit" in vfs
     missing = [m for m in vfs if m not in MODULES and m != "fruit"]
-    if "fruit" in vfs:
+    if fruit:
         cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
                            "NFS ACEs, Time Machine and fruit:copyfile; resource forks and Finder information "
                            "are named streams (as fruit:resource = stream, fruit:metadata = stream); no "
@@ -396,7 +397,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # Time Machine reconnects to its open backup files: durable handles, as Samba turns them on
-    time_machine = "fruit" in vfs and _get(s, "fruit:timemachine", False)
+    time_machine = fruit and _get(s, "fruit:timemachine", False)
     if time_machine and not _get(s, "durable handles", True):
         cfg.notices.append(f"[{name}] fruit:time machine: durable handles turned on (Time Machine "
                            "needs them), as Samba does")
@@ -437,7 +438,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_directory_mode=_get(s, "force directory mode", 0),
         browseable=_get(s, "browseable", True),
         access_based_share_enum=_get(s, "access based share enum", False),
-        vfs_objects=[m for m in vfs if m in MODULES], fruit="fruit" in vfs,
+        vfs_objects=[m for m in vfs if m in MODULES], fruit=fruit,
         fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
         time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),

@@ -178,6 +178,15 @@ def _pattern(entry: str) -> re.Pattern:
     return re.compile("".join(parts), re.DOTALL)
 
 
+def _matches(patterns: tuple, name: str) -> bool:
+    """Whether the name matches one of `_pattern`'s patterns, in any case (no patterns, no
+    casefold: asked for every CREATE and QUERY_INFO)."""
+    if not patterns:
+        return False
+    folded = name.casefold()
+    return any(p.fullmatch(folded) for p in patterns)
+
+
 @dataclass(frozen=True)
 class NameRules:
     veto: tuple = ()
@@ -234,20 +243,14 @@ class NameRules:
 
     def vetoed(self, name: str) -> bool:
         """Neither listed nor reachable (`veto files`), in any case."""
-        if not self.veto:
-            return False
-        folded = name.casefold()
-        return any(p.fullmatch(folded) for p in self.veto)
+        return _matches(self.veto, name)
 
     def oplocks_vetoed(self, name: str) -> bool:
         """Whether a file of this name is granted no oplock or lease (`veto oplock files`,
         matched against the name as Samba's is_in_path, in any case: on a case sensitive
         share too, where Samba would match the case written, so more names are vetoed, never
         fewer)."""
-        if not self.veto_oplocks:
-            return False
-        folded = name.casefold()
-        return any(p.fullmatch(folded) for p in self.veto_oplocks)
+        return _matches(self.veto_oplocks, name)
 
     def vetoed_path(self, parts) -> int | None:
         """The index of the first vetoed component of a path, if any."""
@@ -263,10 +266,7 @@ class NameRules:
             return False
         if self.hide_dot_files and name.startswith("."):
             return True
-        if not self.hide:       # (asked for every CREATE and QUERY_INFO: no rules, no casefold)
-            return False
-        folded = name.casefold()
-        return any(p.fullmatch(folded) for p in self.hide)
+        return _matches(self.hide, name)
 
     @property
     def unlists(self) -> bool:

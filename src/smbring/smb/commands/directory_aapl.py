@@ -22,7 +22,6 @@ from smbring.smb.commands.create import parent_descriptor, sd_of
 from smbring.smb.fileinfo import NT_EPOCH, creation_time
 from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE, PathError
 
-RESOURCE_FORK, FINDER_INFO = "afp_resource", "afp_afpinfo"     # stream names, case-folded
 FILE_READ_EA = 0x8
 
 
@@ -52,7 +51,7 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
         finally:
             fs.close_file(fd)
     streams = _streams(fs, sid) if sid else {}
-    fork = streams.get(RESOURCE_FORK)
+    fork = streams.get(aapl.RESOURCE_FORK_STREAM)
     info = _read_finder_info(fs, sid, streams) if finder_info else None
     birth_s = (creation_time(st, dos) - NT_EPOCH) // 10_000_000
     return aapl.entry_fields(entry, most, fork[1].st_size if rsize and fork else 0,
@@ -95,7 +94,7 @@ def _streams(fs, sid: str) -> dict:
 
 def _read_finder_info(fs, sid: str | None, streams: dict) -> bytes | None:
     """The AFP_AfpInfo stream's bytes where it holds exactly what one holds, else None."""
-    found = streams.get(FINDER_INFO)
+    found = streams.get(aapl.AFP_INFO_STREAM)
     if found is None or found[1].st_size != aapl.AFP_INFO_SIZE:
         return None
     try:
