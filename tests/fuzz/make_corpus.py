@@ -256,6 +256,24 @@ def seeds() -> dict[str, bytes]:
         msg(wire.CREATE, create("a", disposition=wire.FILE_OPEN), session=fi.SEALED_SESSION, tree=fi.TREE_LAST) + \
         msg(wire.READ, read(), session=fi.SEALED_SESSION, tree=fi.TREE_LAST, fid=NEWEST) + \
         msg(wire.READ, read(), session=fi.SEALED_PLAIN, tree=fi.TREE_LAST, fid=NEWEST)
+    # macOS on the fruit share: the AAPL query (enriched listings, NFS ACEs), Finder
+    # information written and read, the listing that shows it, the Time Machine share's size
+    aapl = struct.pack("<IIQQ", 1, 0, 7, 0x17)
+    afp_info = b"AFP\0" + struct.pack(">I", 0x00000100) + b"\0" * 8 + b"TEXTttxt" + b"\0" * 24 + b"\0" * 12
+    mac = {"tree": fi.TREE_LAST}
+    s["mac-share"] = encode_mode(SMB302) + msg(wire.TREE_CONNECT, tree_connect("\\\\srv\\mac")) + \
+        msg(wire.CREATE, create("", options=wire.FILE_DIRECTORY_FILE, contexts=[(b"AAPL", aapl)]), **mac) + \
+        msg(wire.QUERY_DIRECTORY, query_directory(37), fid=NEWEST, **mac) + \
+        msg(wire.QUERY_INFO, query_info(2, 3), fid=NEWEST, **mac) + \
+        msg(wire.QUERY_INFO, query_info(3, 0, 4096, 7), fid=NEWEST, **mac) + \
+        msg(wire.CREATE, create("f.txt:AFP_AfpInfo"), **mac) + \
+        msg(wire.WRITE, write(afp_info), fid=NEWEST, **mac) + \
+        msg(wire.READ, read(60), fid=NEWEST, **mac) + \
+        msg(wire.SET_INFO, set_info(1, 20, struct.pack("<Q", 0)), fid=NEWEST, **mac) + \
+        msg(wire.QUERY_DIRECTORY, query_directory(37, "*", 0x10), fid=NEWEST + 1, **mac) + \
+        msg(wire.CREATE, create("f.txt:AFP_Resource"), **mac) + \
+        msg(wire.WRITE, write(b"resource", 0), fid=NEWEST, **mac) + \
+        msg(wire.SET_INFO, set_info(3, 0, security_descriptor(), 4), fid=NEWEST + 2, **mac)
     # WRITEs held in the background, the second overlapping the first (it waits for it)
     s["held-writes-overlapping"] = on_file((wire.WRITE, write(b"abcdef", 0)), (wire.WRITE, write(b"XY", 2)),
                                            (wire.WRITE, write(b"far", 4096)), (wire.READ, read(8)),

@@ -217,7 +217,10 @@ NAMES = ("f.txt", "dir", "dir\\a", "dir\\sub\\c", "s.txt", "s.txt:alt", "s.txt:a
          "s.txt::$DATA", "new", "dir\\new", "NEW:str", "F.TXT", "dir\\..\\f.txt", "..\\outside",
          "link", "link\\x", "uplink\\canary.txt", ".smbring-streams", "CON", "a:b:c", "", "*",
          "new\\", "dir\\sub", "deny.txt", "ea.txt", "x" * 300, "na\u00efve", "trail. ",
-         ":alt", "f.txt:", "\\f.txt", "dir\\\\a", "ro.txt", "nul.txt", "f.txt:x:$INDEX_ALLOCATION")
+         ":alt", "f.txt:", "\\f.txt", "dir\\\\a", "ro.txt", "nul.txt", "f.txt:x:$INDEX_ALLOCATION",
+         # what macOS opens on a fruit share ("mac"): Finder information, resource forks
+         "f.txt:AFP_AfpInfo", "f.txt:AFP_Resource", "dir:AFP_AfpInfo", "new:AFP_AfpInfo:$DATA",
+         "s.txt:AFP_Resource", "._f.txt")
 ACCESS = (wire.GENERIC_READ, wire.GENERIC_WRITE, wire.GENERIC_ALL, wire.MAXIMUM_ALLOWED,
           wire.FILE_ALL_ACCESS, wire.FILE_READ_DATA, wire.FILE_WRITE_DATA, wire.DELETE,
           0x80 | 0x100, 0x20000, 0x40000 | 0x80000, 0x01000000, 0x00100000, 0, 0x12019F)
@@ -301,7 +304,7 @@ def gen_session_setup(r: Reader):
 
 TREE_PATHS = ("\\\\srv\\rw", "\\\\srv\\ro", "\\\\srv\\IPC$", "\\\\srv\\nosuch", "rw", "",
               "\\\\srv\\RW", "\\\\srv\\rw\\..", "\\\\srv\\..\\rw", "\\\\srv\\ro\\",
-              "\\\\srv\\enc")
+              "\\\\srv\\enc", "\\\\srv\\mac")
 
 
 def gen_tree_connect(r: Reader):
@@ -346,8 +349,15 @@ def create_contexts(r: Reader, mask: int) -> bytes:
     if mask & 64:
         contexts.append((b"DHnQ", b"\0" * 16))
     if mask & 128:
-        contexts.append((r.blob(), r.blob()))
+        contexts.append((b"AAPL", aapl_query(r)) if r.u8() & 1 else (r.blob(), r.blob()))
     return context_chain(contexts)
+
+
+def aapl_query(r: Reader) -> bytes:
+    """Apple's AAPL server query, as macOS sends it on a fruit share, or not quite."""
+    body = struct.pack("<IIQQ", pick(r, (1,), Reader.u32), 0, pick(r, (7, 1, 4, 0), Reader.u64),
+                       pick(r, (0x17, 0x1, 0x7, 0), Reader.u64))
+    return pick(r, (body,), lambda r: body[:r.u8() % len(body)] + r.blob())
 
 
 def context_chain(contexts: list[tuple[bytes, bytes]]) -> bytes:

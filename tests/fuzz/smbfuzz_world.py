@@ -114,11 +114,13 @@ class World:
         shutil.copytree(self.template, self.rw, symlinks=True)
 
     def shares(self, strict_allocate: bool = False) -> dict[str, Share]:
-        """The writable share, the read-only one, and one inside the writable share that is
-        reached encrypted only (`smb encrypt = required`) and by the user "fuzz" only."""
+        """The writable share, the read-only one, one inside the writable share that is
+        reached encrypted only (`smb encrypt = required`) and by the user "fuzz" only, and the
+        writable share again as macOS finds it on a Time Machine share (`vfs objects = fruit`)."""
         return {"rw": Share("rw", self.rw, strict_allocate=strict_allocate),
                 "ro": Share("ro", self.ro, read_only=True, guest_ok=True),
-                "enc": Share("enc", os.path.join(self.rw, "dir"), encrypt=True, valid_users=["fuzz"])}
+                "enc": Share("enc", os.path.join(self.rw, "dir"), encrypt=True, valid_users=["fuzz"]),
+                "mac": Share("mac", self.rw, fruit=True, time_machine=True, time_machine_max_size=1 << 30)}
 
     def snapshot(self) -> dict:
         """Everything outside the writable share: names, sizes, times, xattrs, link targets."""

@@ -8,7 +8,8 @@ import struct
 
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
 from smbring.smb import wire
-from test_aapl import SHARES, ask, connected, query, write_file
+from smbring.smb.acl import FILE_READ_ATTRIBUTES
+from test_aapl import SHARES, ask, connected, query, read_file, with_plain_view, write_file
 
 INFO = "f.txt:AFP_AfpInfo"
 
@@ -91,8 +92,8 @@ def test_all_zero_finder_info_removes_the_stream_and_its_size_holds(smbconf):
 
 
 def test_empty_streams_are_none_for_macos(smbconf):
-    """An empty resource fork is not listed; once AAPL is negotiated, FILE_OPEN of any empty
-    named stream is STATUS_OBJECT_NAME_NOT_FOUND (FILE_OPEN_IF still opens it), a stream
+    """An empty resource fork is not listed; once AAPL is negotiated, no empty named stream
+    is listed, and FILE_OPEN of one is STATUS_OBJECT_NAME_NOT_FOUND (FILE_OPEN_IF still opens it), a stream
     with data is found. On a share without fruit, AFP_AfpInfo takes any write and empty
     streams are listed and opened."""
     server = smbconf("", SHARES)
@@ -105,6 +106,7 @@ def test_empty_streams_are_none_for_macos(smbconf):
         assert set(streams(tree)) == {"::$DATA", ":empty:$DATA", ":full:$DATA"}
         assert tree.create("f.txt:empty", wire.GENERIC_READ).status == wire.STATUS_SUCCESS
         ask(tree, query())
+        assert set(streams(tree)) == {"::$DATA", ":full:$DATA"}       # (as macOS lists them)
         for name in ("f.txt:empty", "f.txt:AFP_Resource"):
             assert tree.create(name, wire.GENERIC_READ).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
             r = tree.create(name, wire.GENERIC_READ, wire.FILE_OPEN_IF)
@@ -137,3 +139,85 @@ def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
         tree.close(writer)
         tree.close(locker)
         assert read_all(tree, INFO) == afp_info()
+
+
+def test_finder_information_not_yet_written_reads_as_an_empty_one(smbconf):
+    """An AFP_AfpInfo created and not written is, to the opens that have it, a whole AfpInfo
+    with no Finder information (60 bytes: signature, version, no backup date); it is not
+    listed, FILE_OPEN does not find it, and once written it reads as written."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        created = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+        r = tree.read(created, 4096)
+        assert r.status == wire.STATUS_SUCCESS and r.body[16:] == afp_info(b"")
+        assert tree.read(created, 10, 60).status == wire.STATUS_END_OF_FILE
+        size = struct.unpack_from("<Q", tree.query_info(created, wire.INFO_FILE, 5).buffer(2), 8)[0]
+        assert size == 60
+        assert ":AFP_AfpInfo:$DATA" not in streams(tree)
+        assert tree.create(INFO, wire.GENERIC_READ).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+        other = tree.open(INFO, wire.GENERIC_READ, wire.FILE_OPEN_IF)
+        assert tree.read(other, 60).body[16:] == afp_info(b"")
+        assert tree.write(created, afp_info(), 0).status == wire.STATUS_SUCCESS
+        assert tree.read(other, 60).body[16:] == afp_info()
+        tree.close(other)
+        tree.close(created)
+        assert streams(tree)[":AFP_AfpInfo:$DATA"] == 60
+
+
+def test_finder_information_another_share_wrote_badly_is_none(smbconf, tmp_path):
+    """Three bytes written to AFP_AfpInfo through a share without fruit: the fruit share does
+    not list it, FILE_OPEN does not find it, an open that creates reads an empty AfpInfo,
+    and a whole one written through it is stored."""
+    server = smbconf("", with_plain_view(tmp_path))
+    c, plain = connected(server, "macplain")
+    with c:
+        write_file(plain, "f.txt", b"data")
+        write_file(plain, INFO, b"foo")
+        c2, tree = connected(server, "mac")
+        with c2:
+            assert ":AFP_AfpInfo:$DATA" not in streams(tree)
+            assert tree.create(INFO, wire.GENERIC_READ).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+            fid = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+            assert tree.read(fid, 60).body[16:] == afp_info(b"")
+            assert tree.write(fid, afp_info(), 0).status == wire.STATUS_SUCCESS
+            tree.close(fid)
+            assert read_all(tree, INFO) == afp_info()
+        assert read_all(plain, INFO) == afp_info()
+
+
+def test_deleting_a_resource_fork_with_data_is_ignored(smbconf):
+    """As macOS's server and Samba's vfs_fruit: delete on close asked of an AFP_Resource
+    that holds data, at CREATE or by SET_INFO, is answered success and leaves it; an empty
+    one goes; deleting the file takes its resource fork with it. On a share without fruit
+    the stream goes."""
+    server = smbconf("", SHARES)
+    fork = "f.txt:AFP_Resource"
+    for share, kept in (("mac", True), ("plain", False)):
+        c, tree = connected(server, share)
+        with c:
+            write_file(tree, "f.txt", b"data")
+            write_file(tree, fork, b"1234567890")
+            r = tree.create(fork, wire.DELETE | FILE_READ_ATTRIBUTES, wire.FILE_OPEN,
+                            options=wire.FILE_DELETE_ON_CLOSE)
+            assert r.status == wire.STATUS_SUCCESS
+            tree.close(r.file_id)
+            assert (":AFP_Resource:$DATA" in streams(tree)) == kept, share
+            if kept:
+                assert read_file(tree, fork, 10) == b"1234567890"
+                fid = tree.open(fork, wire.DELETE | FILE_READ_ATTRIBUTES)
+                assert tree.set_info(fid, wire.INFO_FILE, 13, b"\1").status == wire.STATUS_SUCCESS
+                tree.close(fid)
+                assert read_file(tree, fork, 10) == b"1234567890"
+                fid = tree.open(fork, wire.GENERIC_WRITE | wire.DELETE)      # emptied: it goes
+                assert tree.set_info(fid, wire.INFO_FILE, 20, struct.pack("<Q", 0)).status == wire.STATUS_SUCCESS
+                assert tree.set_info(fid, wire.INFO_FILE, 13, b"\1").status == wire.STATUS_SUCCESS
+                tree.close(fid)
+                assert ":AFP_Resource:$DATA" not in streams(tree)
+                write_file(tree, fork, b"again")
+            r = tree.create("f.txt", wire.DELETE, wire.FILE_OPEN, options=wire.FILE_DELETE_ON_CLOSE)
+            assert r.status == wire.STATUS_SUCCESS
+            tree.close(r.file_id)
+            write_file(tree, "f.txt", b"new")
+            assert set(streams(tree)) == {"::$DATA"}, share

@@ -18,10 +18,12 @@ smbring offers, on shares with `vfs objects = fruit` and `fruit:aapl` on:
   Machine destination (`fruit:time machine`, smb.time_machine);
 - the model name (`fruit:model`, MacSamba by default), which Finder shows an icon for.
 
-Once the query is answered, an empty named stream is none to FILE_OPEN (macOS's view). On
-fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole AfpInfo
-or nothing (`afp_info_written`), and empty resource forks and AfpInfo streams are not listed
-(`listed_stream`), as on macOS's own server.
+Once the query is answered, an empty named stream is none to FILE_OPEN nor listed (macOS's
+view). On fruit shares, whether or not the query came, the AFP_AfpInfo stream keeps one whole
+AfpInfo or nothing (`afp_info_written`), and one created and not yet written reads as an
+empty whole one (`NO_AFP_INFO`); empty resource forks and AfpInfo streams are not listed
+(`listed_stream`); the delete of a resource fork that holds something is ignored
+(`keeps_resource_fork`), as on macOS's own server.
 
 The reply is laid out as Samba's (check_aapl in vfs_fruit.c): the command, the request's
 bitmap echoed, then each part asked for, in bitmap order. A context that is not a 24-byte
@@ -159,15 +161,44 @@ def is_afp_info(stream: str | None) -> bool:
     return stream is not None and stream.casefold() == AFP_INFO_STREAM
 
 
-def listed_stream(name: str, size: int) -> bool:
+# what an AFP_AfpInfo stream not yet written reads as: a whole AfpInfo with no Finder
+# information and no backup date (Samba's afpinfo_new, packed)
+NO_AFP_INFO = AFP_SIGNATURE + AFP_VERSION + bytes(4) + AD_DATE_START.to_bytes(4, "big") + \
+    bytes(AFP_INFO_SIZE - 16)
+
+
+def whole_afp_info(stream: str, size: int) -> bool:
+    """Whether the named stream is Finder information a fruit share shows (one whole
+    AfpInfo), or no AfpInfo at all."""
+    return size == AFP_INFO_SIZE or stream.casefold() != AFP_INFO_STREAM
+
+
+def shown_afp_info(stream: str | None, size: int) -> bool:
+    """Whether an open of a fruit share's stream shows NO_AFP_INFO (its size, what it reads):
+    an AfpInfo created and not written yet is a whole one to the opens that have it, as on
+    macOS's server and Samba (fruit_pread_meta's fake_fd), and so is one that is not whole
+    (another share wrote it); named, neither is found (CREATE's FILE_OPEN) nor listed
+    (listed_stream)."""
+    return size != AFP_INFO_SIZE and is_afp_info(stream)
+
+
+def keeps_resource_fork(stream: str | None, size: int) -> bool:
+    """Whether a delete of the named stream is ignored on a fruit share: macOS's server
+    ignores the delete of a resource fork that holds something, and Samba's vfs_fruit with
+    it (fruit_unlink_rsrc); one the client emptied goes."""
+    return stream is not None and size > 0 and stream.casefold() == RESOURCE_FORK_STREAM
+
+
+def listed_stream(name: str, size: int, negotiated: bool) -> bool:
     """Whether a fruit share lists the named stream (FileStreamInformation), as Samba's
     vfs_fruit: Finder information only as one whole AfpInfo, a resource fork only when it
     holds something (one emptied, or all zeros written to the Finder information, is gone
-    for the client though its open may still be closing)."""
+    for the client though its open may still be closing), and, to a client that negotiated
+    AAPL (`negotiated`), no empty stream at all (fruit_filter_empty_streams: macOS has none)."""
     folded = name.casefold()
     if folded == AFP_INFO_STREAM:
         return size == AFP_INFO_SIZE
-    return size > 0 or folded != RESOURCE_FORK_STREAM
+    return size > 0 or folded != RESOURCE_FORK_STREAM and not negotiated
 
 
 def afp_info_written(data: bytes, offset: int) -> bytes | None:

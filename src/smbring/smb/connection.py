@@ -19,7 +19,7 @@ from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
 
-from smbring.smb import acl, breaks, dirleases, leasing, notify, security, wire
+from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
@@ -1334,6 +1334,10 @@ class Connection:
         fs = victim.tree.fs
         in_depot = victim.is_stream
         try:
+            if in_depot and victim.tree.share.fruit and aapl.keeps_resource_fork(
+                    victim.stream, fs.stat(victim.parts).st_size):
+                log.info("delete on close of %s ignored: a resource fork (fruit)", victim.path())
+                return
             sid = None if in_depot else streams_going_with(fs, victim.parts)
             fs.remove(victim.parts, victim.is_dir, key=victim.key)
             if not in_depot:

@@ -627,9 +627,12 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
             st, exists = None, False
             fs.make_stream_dir(base_key)
-        if exists and tree.aapl and disposition == wire.FILE_OPEN and not st.st_size:
+        if exists and disposition == wire.FILE_OPEN and (
+                tree.aapl and not st.st_size or
+                tree.share.fruit and not aapl.whole_afp_info(stream, st.st_size)):
             # macOS takes an empty stream for none (Samba's vfs_fruit answers so once AAPL
-            # is negotiated)
+            # is negotiated), and Finder information that is not one whole AfpInfo (one
+            # another share wrote) for none on a fruit share (vfs_fruit removes it)
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     is_dir = exists and stat.S_ISDIR(st.st_mode)
     if is_dir and names_data_stream:     # (as Windows and smbd)

@@ -94,7 +94,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
             base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
             entries.append(("::$DATA", base.st_size, alloc_size(base)))
         for name, sst in fs.streams(key):
-            if o.tree.share.fruit and not aapl.listed_stream(name, sst.st_size):
+            if o.tree.share.fruit and not aapl.listed_stream(name, sst.st_size, o.tree.aapl):
                 continue
             entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
         return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
@@ -113,6 +113,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attrs, 0)
     size = 0 if o.is_dir else st.st_size
+    if o.tree.share.fruit and aapl.shown_afp_info(o.stream, size):
+        size = aapl.AFP_INFO_SIZE
     if klass != 5:
         write_ns = c.state.write_times.shown(file_key)
         shown_times = time_fields(file_st, file_dos, write_ns)

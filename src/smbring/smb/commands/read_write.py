@@ -50,11 +50,15 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
-    available = max(0, min(length, o.tree.fs.size(o.fd) - offset))
+    size = o.tree.fs.size(o.fd)
+    shown = o.tree.share.fruit and aapl.shown_afp_info(o.stream, size)
+    available = max(0, min(length, (aapl.AFP_INFO_SIZE if shown else size) - offset))
     if (not available and length) or available < min_count:
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
+    if shown:
+        return prefix + aapl.NO_AFP_INFO[offset:offset + available], None
     return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.share.name),
                        splice_safe=not c.state.share_modes.has_writer(o.key),
                        read_path=o.tree.share.read_path), None
