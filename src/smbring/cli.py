@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "serve": "smbring.server.cli",
     "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
+    "import-samba": "smbring.server.samba_import",
     "status": "smbring.server.control",
     "control": "smbring.server.control",
     "bench": "smbring.bench.cli",

@@ -1,17 +1,10 @@
-"""Servers for the client's tests: a real `smbring serve`, a real Samba smbd, and a proxy in
-front of either that lies on purpose (tampers with chosen responses)."""
-import os
-import signal
-import subprocess
-
+"""Servers for the client's tests: a real `smbring serve`, a real Samba smbd (samba_servers),
+and a proxy in front of either that lies on purpose (tampers with chosen responses)."""
 import pytest
 
-from servers import PASSWORD, USER, free_port, spawn, stop, wait_listening
+from servers import PASSWORD, USER, spawn, stop
 from tampering import TamperingProxy
-from smbring.bench.smbclient import wait_smbd_ready
-
-SMBD = "/usr/sbin/smbd"
-SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
+from samba_servers import samba_server  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
@@ -29,90 +22,6 @@ def smbring_server(tmp_path):
     yield make
     for proc in servers:
         stop(proc)
-
-
-SAMBA_CONF = """[global]
-    server role = standalone server
-    workgroup = WORKGROUP
-    netbios name = CLIENTTEST
-    disable netbios = yes
-    interfaces = 127.0.0.1
-    bind interfaces only = yes
-    private dir = {d}/private
-    lock directory = {d}/lock
-    state directory = {d}/state
-    cache directory = {d}/cache
-    pid directory = {d}/pid
-    ncalrpc dir = {d}/ncalrpc
-    binddns dir = {d}/bind-dns
-    passdb backend = tdbsam:{d}/private/passdb.tdb
-    log file = {d}/log/log.%m
-    log level = 1
-    load printers = no
-    printing = bsd
-    printcap name = /dev/null
-    disable spoolss = yes
-    usershare path =
-    map to guest = never
-    server min protocol = SMB2_02
-    server max protocol = SMB3_11
-{extra}
-[share]
-    path = {d}/share
-    read only = no
-"""
-
-
-@pytest.fixture
-def samba_server(tmp_path):
-    """Samba's smbd on a free loopback port (root only), its state and share in tmp_path;
-    always stopped. make(extra) adds [global] lines."""
-    if os.geteuid() != 0 or not os.path.exists(SMBD):
-        pytest.skip("Samba's smbd (run as root) is needed")
-    procs = []
-
-    def make(extra: str = ""):
-        d = tmp_path / "samba"
-        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns", "log", "share"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        conf = d / "smb.conf"
-        conf.write_text(SAMBA_CONF.format(d=d, extra=extra))
-        subprocess.run(["smbpasswd", "-c", str(conf), "-a", "-s", SAMBA_USER],
-                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
-        port = free_port()
-        log = open(d / "log" / "smbd.out", "w")
-        # smbd makes itself a process group (no --no-process-group): its SIGTERM to the
-        # group reaches its children, never this test's process
-        proc = subprocess.Popen([SMBD, "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
-        wait_listening(proc, port, d / "log" / "smbd.out")
-        wait_smbd_ready(str(d / "lock"))
-        return {"host": "127.0.0.1", "port": port, "share": d / "share", "name": "share",
-                "user": SAMBA_USER, "password": PASSWORD, "log": d / "log"}
-    yield make
-    for proc, log in procs:
-        _stop_smbd(proc)
-        log.close()
-
-
-def _stop_smbd(proc) -> None:
-    try:
-        group = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        group = None
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    # the connection children of this smbd, if any outlived it (its own group, never ours)
-    if group is not None and group == proc.pid and group != os.getpgid(0):
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture

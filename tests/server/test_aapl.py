@@ -16,7 +16,8 @@ FSCTL_SRV_REQUEST_RESUME_KEY = 0x00140078
 FSCTL_SRV_COPYCHUNK = 0x001440F2
 ALL = aapl.SERVER_CAPS | aapl.VOLUME_CAPS | aapl.MODEL_INFO
 ASKED = aapl.SUPPORTS_READ_DIR_ATTR | aapl.UNIX_BASED | aapl.SUPPORTS_NFS_ACE     # (as macOS asks)
-SHARES = {"mac": "read only = no\nvfs objects = catia fruit streams_xattr",
+# (the fruit share shows "._" files, as in Samba's own test environment: vfs.fruit writes some)
+SHARES = {"mac": "read only = no\nvfs objects = catia fruit streams_xattr\nfruit:veto_appledouble = no",
           "cased": "read only = no\nvfs objects = fruit\ncase sensitive = yes",
           "plain": "read only = no"}
 

@@ -392,8 +392,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     if fruit:
         cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
                            "NFS ACEs, Time Machine and fruit:copyfile; resource forks and Finder information "
-                           "are named streams (as fruit:resource = stream, fruit:metadata = stream); no "
-                           "AppleDouble conversion")
+                           "are named streams (as fruit:resource = stream, fruit:metadata = stream); AppleDouble "
+                           "files and netatalk metadata Samba kept are taken over by `smbring import-samba`, "
+                           "not read while serving")
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # Time Machine reconnects to its open backup files: durable handles, as Samba turns them on
@@ -420,7 +421,10 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         encrypt=encrypt == "required" or encrypt == "desired" and cfg.policy.encryption == "required",
         encrypt_desired=encrypt == "desired",
         max_connections=_get(s, "max connections", 0),
-        veto_files=share_access.split_names(_get(s, "veto files", "")),
+        # (fruit:veto_appledouble: AppleDouble files, "._name", are vetoed on a fruit share,
+        # as Samba's vfs_fruit adds them to `veto files`: macOS keeps that data in streams there)
+        veto_files=share_access.split_names(_get(s, "veto files", "")) +
+        (["._*"] if fruit and _get(s, "fruit:veto_appledouble", True) else []),
         veto_oplock_files=share_access.split_names(_get(s, "veto oplock files", "")),
         hide_files=share_access.split_names(_get(s, "hide files", "")),
         hide_dot_files=_get(s, "hide dot files", True),

@@ -1,0 +1,262 @@
+"""`smbring import-samba PATH`: takes over what Samba's smbd kept in a share's extended
+attributes, so that a directory Samba served shows the same to smbring's clients:
+
+- DOS attributes and creation times (`user.DOSATTRIB`) become smbring's (`user.smbring.dos`):
+  hidden, system and archive files stay so, creation times stay;
+- named streams kept by vfs_streams_xattr (`user.DosStream.<name>:$DATA`: Zone.Identifier,
+  macOS's AFP_AfpInfo and AFP_Resource with `fruit:metadata = stream`, ...) become smbring's
+  streams (files in the share's stream depot, owned by the file's owner);
+- macOS's metadata as vfs_fruit keeps it by default: the Finder information in the
+  AppleDouble xattr `user.org.netatalk.Metadata` (`fruit:metadata = netatalk`) and the
+  resource fork in the AppleDouble file `._<name>` beside the file (`fruit:resource = file`)
+  become its AFP_AfpInfo and AFP_Resource streams. The "._" files stay; a fruit share does not
+  show them (`fruit:veto_appledouble`). Extended attributes macOS embedded in a "._" file
+  are not taken over.
+
+Samba's own xattrs are left as they were (smbring never shows or changes them), so Samba can
+serve the directory again. What smbring already keeps for a file is never overwritten.
+NT ACLs (`security.NTACL`) are counted, not taken over: they name Samba's own user SIDs,
+which smbring's Unix SIDs do not match; the POSIX ACLs and modes Samba kept with them still
+apply (the report names the files). Symbolic links are not followed, other file systems
+mounted below PATH are not entered, and the report says what could not be done, file by
+file; the exit status is 1 when anything could not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+from dataclasses import asdict, dataclass, field
+
+from smbring.smb import aapl
+from smbring.smb.fileinfo import ATTR_SPARSE_FILE, STORED_ATTRIBUTES
+from smbring.vfs import samba_xattrs
+from smbring.vfs.api import STREAMS_DIR, DosInfo, PathError
+from smbring.vfs.posix import DOS_XATTR, PosixVFS
+
+MAX_PROBLEMS_SHOWN = 50
+
+
+@dataclass
+class Report:
+    files: int = 0                   # files and directories looked at
+    dos_taken: int = 0
+    dos_kept: int = 0                # smbring had its own already
+    streams_taken: int = 0
+    streams_kept: int = 0            # a stream of that name was there already
+    nt_acls: int = 0                 # security.NTACL found (not taken over)
+    problems: list[str] = field(default_factory=list)
+    nt_acl_files: list[str] = field(default_factory=list)
+
+    def problem(self, path: str, what: str) -> None:
+        self.problems.append(f"{path}: {what}")
+
+
+def import_tree(root: str, dry_run: bool = False) -> Report:
+    """Takes over Samba's metadata for everything beneath `root` (see the module)."""
+    root = os.path.realpath(root)
+    report = Report()
+    vfs = PosixVFS(root)
+    try:
+        device = os.stat(root).st_dev
+        for top, dirs, files in os.walk(root):
+            rel_top = os.path.relpath(top, root)
+            parts_top = [] if rel_top == "." else rel_top.split(os.sep)
+            if not parts_top:
+                dirs[:] = [d for d in dirs if d != STREAMS_DIR]
+            for name in list(dirs):
+                st = os.lstat(os.path.join(top, name))
+                if st.st_dev != device:
+                    report.problem(os.path.join(top, name), "another file system mounted here: not entered")
+                    dirs.remove(name)
+            doubles = {n for n in files if n.startswith(samba_xattrs.APPLEDOUBLE_PREFIX)}
+            if not parts_top:
+                _File(vfs, root, report, dry_run).take(None)
+            for name in dirs + files:
+                double = samba_xattrs.APPLEDOUBLE_PREFIX + name
+                _File(vfs, os.path.join(top, name), report, dry_run).take(
+                    os.path.join(top, double) if double in doubles else None)
+    finally:
+        vfs.close()
+    return report
+
+
+class _File:
+    """One file or directory of the tree, and what is taken over for it."""
+
+    def __init__(self, vfs: PosixVFS, path: str, report: Report, dry_run: bool):
+        self.vfs, self.path, self.report, self.dry_run = vfs, path, report, dry_run
+        self.fd = self.st = self.sid = None
+
+    def take(self, appledouble: str | None) -> None:
+        """`appledouble`: the "._" file beside it, if there is one."""
+        report = self.report
+        try:
+            self.st = os.lstat(self.path)
+            if not (stat.S_ISREG(self.st.st_mode) or stat.S_ISDIR(self.st.st_mode)):
+                return      # links are not followed; Samba keeps nothing on devices and pipes
+            names = os.listxattr(self.path, follow_symlinks=False)
+        except OSError as e:
+            report.problem(self.path, e.strerror or str(e))
+            return
+        report.files += 1
+        if samba_xattrs.NTACL_XATTR in names:
+            report.nt_acls += 1
+            report.nt_acl_files.append(self.path)
+        streams = [(x, n) for x in names if (n := samba_xattrs.stream_name(x)) is not None]
+        dos = samba_xattrs.DOSATTRIB_XATTR in names
+        netatalk = samba_xattrs.NETATALK_XATTR in names
+        if not (dos or streams or netatalk or appledouble):
+            return
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            report.problem(self.path, f"not opened: {e.strerror}")
+            return
+        try:
+            st = os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) != (self.st.st_dev, self.st.st_ino):
+                report.problem(self.path, "replaced while it was read: left alone")
+                return
+            if dos:
+                self._take_dos(DOS_XATTR in names)
+            for xattr, name in sorted(streams):
+                self._stream(name, lambda x=xattr: [samba_xattrs.stream_data(os.getxattr(self.fd, x))])
+            if netatalk:
+                info = samba_xattrs.finder_info(os.getxattr(self.fd, samba_xattrs.NETATALK_XATTR))
+                if info is not None:
+                    self._stream(AFP_INFO, lambda: [afp_info_of(info)])
+            if appledouble is not None:
+                self._take_appledouble(appledouble)
+        finally:
+            os.close(self.fd)
+
+    def _take_dos(self, ours: bool) -> None:
+        if ours:
+            self.report.dos_kept += 1
+            return
+        found = samba_xattrs.dos_info(os.getxattr(self.fd, samba_xattrs.DOSATTRIB_XATTR))
+        if found is None:
+            self.report.problem(self.path, f"{samba_xattrs.DOSATTRIB_XATTR} does not parse: left alone")
+            return
+        attrs, created = found
+        # (READONLY of a file is its write bits to smbring, as with Samba's `map readonly`)
+        info = DosInfo(attrs=(attrs or 0) & (STORED_ATTRIBUTES | ATTR_SPARSE_FILE), create_time=created or 0)
+        if not self.dry_run:
+            PosixVFS.set_dos(self.fd, info)
+        self.report.dos_taken += 1
+
+    def _take_appledouble(self, path: str) -> None:
+        """The resource fork (and, where the file has none yet, the Finder information) of
+        the "._" file beside it: read without following a link, only a regular file's."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            self.report.problem(path, f"not opened: {e.strerror}")
+            return
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, APPLEDOUBLE_HEAD, 0) if stat.S_ISREG(st.st_mode) else b""
+            entries = samba_xattrs.appledouble_entries(head, st.st_size)
+            if entries is None:
+                self.report.problem(path, "not an AppleDouble file: left alone")
+                return
+            info = samba_xattrs.finder_info(head)
+            if info is not None:
+                self._stream(AFP_INFO, lambda: [afp_info_of(info)])
+            offset, length = entries.get(samba_xattrs.AD_RESOURCE_FORK, (0, 0))
+            if length:
+                self._stream(RESOURCE_FORK, lambda: _read_range(fd, offset, length))
+        finally:
+            os.close(fd)
+
+    def _stream(self, name: str, data) -> None:
+        """The named stream made of the pieces `data()` gives, unless the file has one of
+        that name."""
+        report, path = self.report, self.path
+        try:
+            self.vfs.stream_parts("0" * 16, name)        # (a name smbring could keep: checked)
+        except PathError:
+            report.problem(path, f"stream {name!r}: not a name a stream may have here: left alone")
+            return
+        if self.dry_run:
+            report.streams_taken += 1
+            return
+        try:
+            if self.sid is None:
+                self.sid = self.vfs.stream_id_of(self.fd, create=True)
+                if self.sid is None:
+                    raise OSError("no stream id")
+                self.vfs.make_stream_dir(self.sid)
+            try:
+                out = self.vfs.create_stream(self.sid, name, (self.st.st_uid, self.st.st_gid))
+            except FileExistsError:
+                report.streams_kept += 1
+                return
+            try:
+                for piece in data():
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(out, view):]
+            finally:
+                os.close(out)
+        except (OSError, PathError) as e:
+            report.problem(path, f"stream {name!r}: {getattr(e, 'strerror', None) or e}")
+            return
+        report.streams_taken += 1
+
+
+AFP_INFO, RESOURCE_FORK = "AFP_AfpInfo", "AFP_Resource"
+APPLEDOUBLE_HEAD = 4096         # bytes of a "._" file its header and entry table fit in
+
+
+def afp_info_of(finder_info: bytes) -> bytes:
+    """The AFP_AfpInfo stream macOS reads for these 32 bytes of Finder information."""
+    at = aapl.FINDER_INFO_AT
+    return aapl.NO_AFP_INFO[:at] + finder_info + aapl.NO_AFP_INFO[at + len(finder_info):]
+
+
+def _read_range(fd: int, offset: int, length: int):
+    """The bytes at offset.. of the file, a MiB at a time."""
+    done = 0
+    while done < length:
+        chunk = os.pread(fd, min(length - done, 1 << 20), offset + done)
+        if not chunk:
+            raise OSError("the AppleDouble file is shorter than its resource fork")
+        done += len(chunk)
+        yield chunk
+
+
+def register(sub) -> None:
+    p = sub.add_parser("import-samba", help="take over the DOS attributes and streams Samba kept "
+                       "in a directory's extended attributes")
+    p.add_argument("path", help="the directory a Samba share served (its path)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be taken over, change nothing")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.path):
+        print(f"smbring import-samba: {args.path}: not a directory", file=sys.stderr)
+        return 2
+    report = import_tree(args.path, args.dry_run)
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+    else:
+        verb = "would take" if args.dry_run else "took"
+        print(f"{report.files} files and directories; {verb} over the DOS attributes of "
+              f"{report.dos_taken} ({report.dos_kept} had smbring's own) and {report.streams_taken} "
+              f"streams ({report.streams_kept} were there already)")
+        if report.nt_acls:
+            print(f"{report.nt_acls} carry Samba NT ACLs (security.NTACL), not taken over: "
+                  "their POSIX ACLs and modes apply", file=sys.stderr)
+            for path in report.nt_acl_files[:MAX_PROBLEMS_SHOWN]:
+                print(f"  {path}", file=sys.stderr)
+        for line in report.problems[:MAX_PROBLEMS_SHOWN]:
+            print(f"problem: {line}", file=sys.stderr)
+        if len(report.problems) > MAX_PROBLEMS_SHOWN:
+            print(f"... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more problems", file=sys.stderr)
+    return 1 if report.problems else 0

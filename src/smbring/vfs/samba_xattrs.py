@@ -1,0 +1,177 @@
+"""What Samba's smbd leaves in a file's extended attributes, read back: the DOS attributes and
+creation time (`user.DOSATTRIB`), the NT security descriptor (`security.NTACL`, vfs_acl_xattr)
+and the named streams (`user.DosStream.<name>:$DATA`, vfs_streams_xattr).
+
+The layouts are Samba's NDR encodings (librpc/idl/xattr.idl): little-endian, each field
+aligned to its size up to 4 bytes from the start of the value, a union preceded by its
+16-bit discriminant, a pointer's target after every fixed field. Every function takes bytes
+from the disk, which a local user may have written (user.* xattrs on his own files) and never
+trusts them: a value that does not parse is None, never an exception or a partial result.
+"""
+from __future__ import annotations
+
+import struct
+
+DOSATTRIB_XATTR = "user.DOSATTRIB"
+NTACL_XATTR = "security.NTACL"
+STREAM_PREFIX = "user.DosStream."
+STREAM_SUFFIX = ":$DATA"
+
+# xattr_DosInfoValidFlags
+_VALID_ATTRIB, _VALID_CREATE_TIME = 0x1, 0x10
+
+
+class _Reader:
+    """Aligned little-endian reads from the start of `data`; ValueError past its end."""
+
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data, self.pos = data, pos
+
+    def take(self, fmt: str):
+        size = struct.calcsize("<" + fmt)
+        self.pos = (self.pos + min(size, 4) - 1) & ~(min(size, 4) - 1)
+        if self.pos + size > len(self.data):
+            raise ValueError("short")
+        value = struct.unpack_from("<" + fmt, self.data, self.pos)[0]
+        self.pos += size
+        return value
+
+    def skip(self, count: int) -> None:
+        if self.pos + count > len(self.data):
+            raise ValueError("short")
+        self.pos += count
+
+    def c_string(self) -> bytes:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise ValueError("unterminated")
+        value, self.pos = self.data[self.pos:end], end + 1
+        return value
+
+
+def dos_info(blob: bytes) -> tuple[int | None, int | None] | None:
+    """(attributes, creation time in NT time) from `user.DOSATTRIB`, each None where the value
+    does not say it; None for a value that does not parse. Versions 1 to 5 of xattr_DosInfo,
+    and the hex string alone that older Samba stored ("0x22")."""
+    try:
+        r = _Reader(blob)
+        hex_attrib = r.c_string()
+        if r.pos + 2 > len(blob):        # the hex string alone (Samba before 3.5)
+            return int(hex_attrib, 16) & 0xFFFFFFFF, None
+        version = r.take("H")
+        if r.take("H") != version:       # the union's discriminant repeats it
+            return None
+        if version == 1:
+            attrib = r.take("I")
+            r.take("I"), r.take("Q"), r.take("Q")           # ea_size, size, alloc_size
+            return attrib, r.take("Q") or None
+        if version == 2:
+            r.take("I")                                     # flags
+            attrib = r.take("I")
+            r.take("I"), r.take("Q"), r.take("Q")
+            return attrib, r.take("Q") or None
+        if version in (3, 4, 5):
+            valid, attrib = r.take("I"), r.take("I")
+            if version == 3:
+                r.take("I"), r.take("Q"), r.take("Q")
+            elif version == 4:
+                r.take("Q")                                 # itime
+            created = r.take("Q")
+            return (attrib if valid & _VALID_ATTRIB else None,
+                    created if valid & _VALID_CREATE_TIME and created else None)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def nt_acl(blob: bytes) -> tuple[int, bytes] | None:
+    """(version, the self-relative security descriptor) from `security.NTACL`, versions 1 to 4
+    of xattr_NTACL; None for a value that does not parse. The descriptor is what follows the
+    fixed fields, its offsets made its own; its hashes (of the POSIX ACL Samba mapped it to, versions 3 and 4) are not
+    checked here."""
+    try:
+        r = _Reader(blob)
+        version = r.take("H")
+        if r.take("H") != version or not 1 <= version <= 4:
+            return None
+        if not r.take("I"):              # the pointer to the descriptor (or to its record)
+            return None
+        if version >= 2:
+            if not r.take("I"):          # the record's own pointer to the descriptor
+                return None
+            if version == 2:
+                r.skip(16)               # hash (never used)
+            else:
+                r.take("H")              # hash type
+                r.skip(64)               # hash
+            if version == 4:
+                r.c_string()             # description of what wrote it
+                r.take("Q")              # time
+                r.skip(64)               # the POSIX ACL's hash
+        start = (r.pos + 3) & ~3
+    except ValueError:
+        return None
+    sd = bytearray(blob[start:])
+    if len(sd) < 20 or sd[0] != 1:
+        return None
+    # its owner, group, SACL and DACL offsets count from the start of the xattr (NDR's
+    # relative pointers), a self-relative descriptor's from its own
+    offsets = struct.unpack_from("<4I", sd, 4)
+    if any(o and not start <= o < start + len(sd) for o in offsets):
+        return None
+    struct.pack_into("<4I", sd, 4, *(o - start if o else 0 for o in offsets))
+    return version, bytes(sd)
+
+
+def stream_name(xattr_name: str) -> str | None:
+    """The stream a vfs_streams_xattr xattr holds ("user.DosStream.Zone.Identifier:$DATA" ->
+    "Zone.Identifier"), None for any other xattr."""
+    if not xattr_name.startswith(STREAM_PREFIX) or not xattr_name.endswith(STREAM_SUFFIX):
+        return None
+    name = xattr_name[len(STREAM_PREFIX):-len(STREAM_SUFFIX)]
+    return name or None
+
+
+def stream_data(value: bytes) -> bytes:
+    """A stream's contents: vfs_streams_xattr stores them with one NUL byte after them."""
+    return value[:-1] if value.endswith(b"\0") else value
+
+
+# -- macOS metadata as Samba's vfs_fruit keeps it by default (fruit:metadata = netatalk,
+# fruit:resource = file): AppleDouble version 2 (RFC 1740), in the file's xattr for its
+# Finder information, in "._<name>" beside it for its resource fork
+NETATALK_XATTR = "user.org.netatalk.Metadata"
+APPLEDOUBLE_PREFIX = "._"
+AD_RESOURCE_FORK, AD_FINDER_INFO = 2, 9
+FINDER_INFO_SIZE = 32
+_AD_HEADER = struct.Struct(">II16sH")         # magic, version, filler, number of entries
+_AD_ENTRY = struct.Struct(">III")             # id, offset, length
+_AD_MAGIC, _AD_VERSION = 0x00051607, 0x00020000
+
+
+def appledouble_entries(head: bytes, size: int) -> dict[int, tuple[int, int]] | None:
+    """The entries (id -> offset, length) of an AppleDouble file or xattr of `size` bytes whose
+    first bytes are `head`; None where it is not one, or an entry lies outside it."""
+    if len(head) < _AD_HEADER.size:
+        return None
+    magic, version, _filler, count = _AD_HEADER.unpack_from(head)
+    if magic != _AD_MAGIC or version != _AD_VERSION or _AD_HEADER.size + count * _AD_ENTRY.size > len(head):
+        return None
+    entries = {}
+    for i in range(count):
+        entry, offset, length = _AD_ENTRY.unpack_from(head, _AD_HEADER.size + i * _AD_ENTRY.size)
+        if offset + length > size:
+            return None
+        entries[entry] = (offset, length)
+    return entries
+
+
+def finder_info(blob: bytes) -> bytes | None:
+    """The 32 bytes of Finder information an AppleDouble value holds, None where it holds
+    none, or only zeros (macOS's "no Finder information")."""
+    entries = appledouble_entries(blob, len(blob))
+    found = entries.get(AD_FINDER_INFO) if entries else None
+    if found is None or found[1] < FINDER_INFO_SIZE:
+        return None
+    info = blob[found[0]:found[0] + FINDER_INFO_SIZE]
+    return info if any(info) else None

@@ -1,0 +1,120 @@
+"""`smbring import-samba`: a directory Samba's smbd served, written through smbd itself by
+smbclient (DOS attributes, creation times, streams kept by vfs_streams_xattr, macOS's Finder
+information and resource forks kept by vfs_fruit's defaults), then served by smbring after
+the import: its clients see what Samba's saw. And what the import must not do: follow a
+link out of the tree, trust a value that does not parse, overwrite what smbring keeps."""
+import os
+import re
+import struct
+import subprocess
+import sys
+
+from samba_servers import samba_server  # noqa: F401  (the fixture)
+from smbconf_server import smbconf  # noqa: F401  (the fixture)
+from servers import PASSWORD, USER
+
+SAMBA_SHARES = """[win]
+    path = {d}/share
+    read only = no
+    vfs objects = acl_xattr streams_xattr
+[mac]
+    path = {d}/share
+    read only = no
+    vfs objects = catia fruit streams_xattr
+"""
+FINDER = b"TEXTttxt"
+AFP_INFO = b"AFP\0" + struct.pack(">III", 0x100, 0, 0x80000000) + FINDER.ljust(32, b"\0") + bytes(12)
+
+
+def smbclient(port: int, share: str, commands: str, user: str, password: str) -> str:
+    done = subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), "-U", f"{user}%{password}",
+                           "-c", commands], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def import_samba(path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smbring.cli", "import-samba", str(path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def allinfo(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^(create_time|attributes):\s+(.*)$", text, re.M))
+
+
+def test_what_samba_kept_is_seen_through_smbring(samba_server, smbconf, tmp_path):
+    samba = samba_server(shares=SAMBA_SHARES)
+    user, password, share = samba["user"], samba["password"], samba["share"]
+    (tmp_path / "data").write_bytes(b"hello\n")
+    (tmp_path / "afp").write_bytes(AFP_INFO)
+    (tmp_path / "fork").write_bytes(b"resource fork " * 1000)
+    smbclient(samba["port"], "win", f"put {tmp_path}/data f.txt; put {tmp_path}/data f.txt:Zone.Identifier; "
+              "setmode f.txt +hs; mkdir d; setmode d +h", user, password)
+    smbclient(samba["port"], "mac", f"put {tmp_path}/data m.txt; put {tmp_path}/afp m.txt:AFP_AfpInfo; "
+              f"put {tmp_path}/fork m.txt:AFP_Resource", user, password)
+    before = {name: allinfo(smbclient(samba["port"], "win", f"allinfo {name}", user, password))
+              for name in ("f.txt", "d")}
+    assert "user.org.netatalk.Metadata" in os.listxattr(share / "m.txt")    # (vfs_fruit's defaults)
+    assert (share / "._m.txt").exists()
+
+    dry = import_samba(share, "--dry-run")
+    assert dry.returncode == 0 and "would take over the DOS attributes of" in dry.stdout, dry
+    assert not (share / ".smbring-streams").exists()
+    done = import_samba(share)
+    assert done.returncode == 0, done
+    assert "NT ACLs" in done.stderr and str(share / "f.txt") in done.stderr      # (reported, not taken)
+
+    server = smbconf("", {"win": f"path = {share}\nread only = no",
+                          "mac": f"path = {share}\nread only = no\nvfs objects = fruit"})
+    for name in ("f.txt", "d"):
+        seen = allinfo(smbclient(server.port, "win", f"allinfo {name}", USER, PASSWORD))
+        assert seen == before[name], (name, seen, before[name])
+    out = tmp_path / "out"
+    smbclient(server.port, "win", f"get f.txt:Zone.Identifier {out}", USER, PASSWORD)
+    assert out.read_bytes() == b"hello\n"
+    smbclient(server.port, "mac", f"get m.txt:AFP_AfpInfo {out}", USER, PASSWORD)
+    assert out.read_bytes() == AFP_INFO
+    smbclient(server.port, "mac", f"get m.txt:AFP_Resource {out}", USER, PASSWORD)
+    assert out.read_bytes() == b"resource fork " * 1000
+    # the "._" file stays on disk for Samba; the fruit share does not show it (veto_appledouble)
+    assert "._m.txt" not in smbclient(server.port, "mac", "ls", USER, PASSWORD)
+    assert "._m.txt" in smbclient(server.port, "win", "ls", USER, PASSWORD)
+
+    again = import_samba(share, "--json")
+    assert again.returncode == 0
+    assert '"dos_taken": 0' in again.stdout and '"streams_taken": 0' in again.stdout
+
+
+def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
+    """A link out of the tree is not followed (nor a "._" link beside a file); a DOSATTRIB
+    that does not parse and a stream name smbring cannot keep are reported and left alone
+    (exit status 1); DOS information smbring keeps already stays."""
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    tree.mkdir()
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(b"x")
+    os.setxattr(secret, "user.DosStream.leak:$DATA", b"outside\0")
+    os.symlink(secret, tree / "link")
+    os.symlink(outside, tree / "dirlink")
+    (tree / "x").write_bytes(b"x")
+    os.symlink(secret, tree / "._x")
+    bad = tree / "bad"
+    bad.write_bytes(b"b")
+    os.setxattr(bad, "user.DOSATTRIB", b"\0\x05\0\x05\0\0")
+    os.setxattr(bad, "user.DosStream.a/b:$DATA", b"s\0")
+    mine = tree / "mine"
+    mine.write_bytes(b"m")
+    os.setxattr(mine, "user.DOSATTRIB", bytes.fromhex("00000500050000001100000022000000") + bytes(8))
+    kept = struct.pack("<IQQQQ", 0x4, 0, 0, 0, 0)
+    os.setxattr(mine, "user.smbring.dos", kept)
+
+    done = import_samba(tree)
+    assert done.returncode == 1, done
+    assert "DOSATTRIB does not parse" in done.stderr and "'a/b'" in done.stderr
+    assert "not an AppleDouble file" in done.stderr or "._x" in done.stderr
+    assert os.listxattr(secret) == ["user.DosStream.leak:$DATA"]
+    assert os.getxattr(mine, "user.smbring.dos") == kept
+    assert "user.smbring.dos" not in os.listxattr(bad)
+    depot = tree / ".smbring-streams"
+    assert not depot.exists() or not any(p.is_file() for p in depot.rglob("*"))
