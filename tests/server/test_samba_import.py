@@ -86,7 +86,8 @@ def test_what_samba_kept_is_seen_through_smbring(samba_server, smbconf, tmp_path
 
 
 def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
-    """A link out of the tree is not followed (nor a "._" link beside a file); a DOSATTRIB
+    """A link out of the tree is not followed (nor a "._" link beside a file), a "._" file
+    of another user than its file's owner is not taken; a DOSATTRIB
     that does not parse and a stream name smbring cannot keep are reported and left alone
     (exit status 1); DOS information smbring keeps already stays."""
     tree, outside = tmp_path / "tree", tmp_path / "outside"
@@ -103,6 +104,10 @@ def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
     bad.write_bytes(b"b")
     os.setxattr(bad, "user.DOSATTRIB", b"\0\x05\0\x05\0\0")
     os.setxattr(bad, "user.DosStream.a/b:$DATA", b"s\0")
+    (tree / "y").write_bytes(b"y")
+    planted = tree / "._y"          # an AppleDouble file another user put beside y
+    planted.write_bytes(b"\0\5\x16\7\0\2\0\0" + bytes(16) + b"\0\1" + struct.pack(">III", 2, 38, 3) + b"bad")
+    os.chown(planted, 12345, 12345)
     mine = tree / "mine"
     mine.write_bytes(b"m")
     os.setxattr(mine, "user.DOSATTRIB", bytes.fromhex("00000500050000001100000022000000") + bytes(8))
@@ -112,7 +117,8 @@ def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
     done = import_samba(tree)
     assert done.returncode == 1, done
     assert "DOSATTRIB does not parse" in done.stderr and "'a/b'" in done.stderr
-    assert "not an AppleDouble file" in done.stderr or "._x" in done.stderr
+    assert "._x: not opened" in done.stderr
+    assert "._y: owned by another user than its file" in done.stderr
     assert os.listxattr(secret) == ["user.DosStream.leak:$DATA"]
     assert os.getxattr(mine, "user.smbring.dos") == kept
     assert "user.smbring.dos" not in os.listxattr(bad)

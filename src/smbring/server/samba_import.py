@@ -150,7 +150,8 @@ class _File:
 
     def _take_appledouble(self, path: str) -> None:
         """The resource fork (and, where the file has none yet, the Finder information) of
-        the "._" file beside it: read without following a link, only a regular file's."""
+        the "._" file beside it: read without following a link, only a regular file's, and
+        only one its file's owner (or root) owns."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
@@ -158,6 +159,10 @@ class _File:
             return
         try:
             st = os.fstat(fd)
+            if st.st_uid not in (self.st.st_uid, 0):
+                # (someone who may write the directory could have put it beside another's file)
+                self.report.problem(path, "owned by another user than its file: left alone")
+                return
             head = os.pread(fd, APPLEDOUBLE_HEAD, 0) if stat.S_ISREG(st.st_mode) else b""
             entries = samba_xattrs.appledouble_entries(head, st.st_size)
             if entries is None:
