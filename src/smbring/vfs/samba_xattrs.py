@@ -117,7 +117,7 @@ def nt_acl(blob: bytes) -> tuple[int, bytes] | None:
     # its owner, group, SACL and DACL offsets count from the start of the xattr (NDR's
     # relative pointers), a self-relative descriptor's from its own
     offsets = struct.unpack_from("<4I", sd, 4)
-    if any(o and not start <= o < start + len(sd) for o in offsets):
+    if any(o and not start + 20 <= o < start + len(sd) for o in offsets):     # (past the header)
         return None
     struct.pack_into("<4I", sd, 4, *(o - start if o else 0 for o in offsets))
     return version, bytes(sd)
