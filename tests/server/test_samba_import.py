@@ -23,6 +23,7 @@ SAMBA_SHARES = """[win]
     vfs objects = catia fruit streams_xattr
 """
 FINDER = b"TEXTttxt"
+READ_CONTROL, WRITE_DAC = 0x20000, 0x40000
 AFP_INFO = b"AFP\0" + struct.pack(">III", 0x100, 0, 0x80000000) + FINDER.ljust(32, b"\0") + bytes(12)
 
 
@@ -62,7 +63,7 @@ def test_what_samba_kept_is_seen_through_smbring(samba_server, smbconf, tmp_path
     assert not (share / ".smbring-streams").exists()
     done = import_samba(share)
     assert done.returncode == 0, done
-    assert "NT ACLs" in done.stderr and str(share / "f.txt") in done.stderr      # (reported, not taken)
+    assert "the NT ACLs of 2 " in done.stdout and not done.stderr, done      # (f.txt's and d's)
 
     server = smbconf("", {"win": f"path = {share}\nread only = no",
                           "mac": f"path = {share}\nread only = no\nvfs objects = fruit"})
@@ -124,3 +125,50 @@ def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
     assert "user.smbring.dos" not in os.listxattr(bad)
     depot = tree / ".smbring-streams"
     assert not depot.exists() or not any(p.is_file() for p in depot.rglob("*"))
+
+
+def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf, tmp_path):
+    """A DACL set through smbd that denies Everyone reading the descriptor (READ_CONTROL: a
+    right no POSIX ACL holds, so only the NT ACL says it) and allows the rest: before the import smbring's
+    user may open the file for it, after it STATUS_ACCESS_DENIED, and the descriptor names
+    smbring's SIDs (the file's owner and group as S-1-22-1-uid and S-1-22-2-gid)."""
+    from raw import RawClient
+    from smbring.smb import acl, wire
+
+    samba = samba_server(shares=SAMBA_SHARES)
+    share = samba["share"]
+    (tmp_path / "data").write_bytes(b"hello\n")
+    smbclient(samba["port"], "win", f"put {tmp_path}/data f.txt", samba["user"], samba["password"])
+    deny = acl.Descriptor(
+        control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT,
+        dacl=[acl.Ace(acl.DENIED, 0, READ_CONTROL, acl.EVERYONE),
+              acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
+    c = RawClient(samba["port"])
+    with c:
+        c.negotiate()
+        tree = c.tree(c.logon(samba["user"], samba["password"]), "win")
+        fid = tree.open("f.txt", READ_CONTROL | WRITE_DAC)
+        assert tree.set_info(fid, wire.INFO_SECURITY, 0, deny.pack(acl.DACL), acl.DACL).status == 0
+        tree.close(fid)
+    assert "security.NTACL" in os.listxattr(share / "f.txt")
+
+    server = smbconf("", {"win": f"path = {share}\nread only = no"}, accounts=True)
+
+    def open_status() -> int:
+        c = server.raw()
+        with c:
+            c.negotiate()
+            tree = c.tree(c.logon(USER, PASSWORD), "win")
+            r = tree.create("f.txt", READ_CONTROL)
+            if r.status == wire.STATUS_SUCCESS:
+                tree.close(r.file_id)
+            return r.status
+
+    assert open_status() == wire.STATUS_SUCCESS
+    done = import_samba(share)
+    assert done.returncode == 0 and "the NT ACLs of 1 " in done.stdout, done
+    assert open_status() == wire.STATUS_ACCESS_DENIED
+    stored = acl.parse(os.getxattr(share / "f.txt", "user.smbring.sd"))
+    st = os.stat(share / "f.txt")
+    assert (stored.owner, stored.group) == (acl.unix_user(st.st_uid), acl.sid(22, 2, st.st_gid))
+    assert [(a.type, a.sid) for a in stored.dacl] == [(acl.DENIED, acl.EVERYONE), (acl.ALLOWED, acl.EVERYONE)]

@@ -15,26 +15,35 @@ attributes, so that a directory Samba served shows the same to smbring's clients
 
 Samba's own xattrs are left as they were (smbring never shows or changes them), so Samba can
 serve the directory again. What smbring already keeps for a file is never overwritten.
-NT ACLs (`security.NTACL`) are counted, not taken over: they name Samba's own user SIDs,
-which smbring's Unix SIDs do not match; the POSIX ACLs and modes Samba kept with them still
-apply (the report names the files). Symbolic links are not followed, other file systems
+- NT ACLs (`security.NTACL`, vfs_acl_xattr) become smbring's security descriptors (owned by
+  the file's owner and group, as Samba keeps them), each ACE's SID as smbring names the same
+  account: the SIDs Samba gave the file's owner and group, and (given Samba's smb.conf)
+  those of its passdb users and mapped groups (`pdbedit`, `net groupmap`), become the Unix
+  SIDs (S-1-22-1-uid, S-1-22-2-gid) smbring's tokens hold; well-known SIDs and Unix SIDs stay. A
+  descriptor naming a SID that maps to no account here, or holding ACEs smbring does not
+  evaluate, is not taken over (the report names the file): its POSIX ACLs and mode, which
+  Samba kept with it, still apply, with no deny the NT ACL may have added. Symbolic links are not followed, other file systems
 mounted below PATH are not entered, and the report says what could not be done, file by
 file; the exit status is 1 when anything could not.
 """
 from __future__ import annotations
 
 import argparse
+import grp
 import json
 import os
+import pwd
 import stat
+import struct
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
-from smbring.smb import aapl
+from smbring.smb import aapl, acl
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE, STORED_ATTRIBUTES
 from smbring.vfs import samba_xattrs
 from smbring.vfs.api import STREAMS_DIR, DosInfo, PathError
-from smbring.vfs.posix import DOS_XATTR, PosixVFS
+from smbring.vfs.posix import DOS_XATTR, SD_XATTR, PosixVFS
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -46,7 +55,9 @@ class Report:
     dos_kept: int = 0                # smbring had its own already
     streams_taken: int = 0
     streams_kept: int = 0            # a stream of that name was there already
-    nt_acls: int = 0                 # security.NTACL found (not taken over)
+    acls_taken: int = 0
+    acls_kept: int = 0               # smbring had its own descriptor already
+    nt_acls: int = 0                 # security.NTACL not taken over (nt_acl_files)
     problems: list[str] = field(default_factory=list)
     nt_acl_files: list[str] = field(default_factory=list)
 
@@ -54,10 +65,12 @@ class Report:
         self.problems.append(f"{path}: {what}")
 
 
-def import_tree(root: str, dry_run: bool = False) -> Report:
-    """Takes over Samba's metadata for everything beneath `root` (see the module)."""
+def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | None = None) -> Report:
+    """Takes over Samba's metadata for everything beneath `root` (see the module); `sids`:
+    Samba's SIDs of accounts and what smbring names them (`samba_sids`)."""
     root = os.path.realpath(root)
     report = Report()
+    sids = sids or {}
     vfs = PosixVFS(root)
     try:
         device = os.stat(root).st_dev
@@ -73,10 +86,10 @@ def import_tree(root: str, dry_run: bool = False) -> Report:
                     dirs.remove(name)
             doubles = {n for n in files if n.startswith(samba_xattrs.APPLEDOUBLE_PREFIX)}
             if not parts_top:
-                _File(vfs, root, report, dry_run).take(None)
+                _File(vfs, root, report, dry_run, sids).take(None)
             for name in dirs + files:
                 double = samba_xattrs.APPLEDOUBLE_PREFIX + name
-                _File(vfs, os.path.join(top, name), report, dry_run).take(
+                _File(vfs, os.path.join(top, name), report, dry_run, sids).take(
                     os.path.join(top, double) if double in doubles else None)
     finally:
         vfs.close()
@@ -86,8 +99,8 @@ def import_tree(root: str, dry_run: bool = False) -> Report:
 class _File:
     """One file or directory of the tree, and what is taken over for it."""
 
-    def __init__(self, vfs: PosixVFS, path: str, report: Report, dry_run: bool):
-        self.vfs, self.path, self.report, self.dry_run = vfs, path, report, dry_run
+    def __init__(self, vfs: PosixVFS, path: str, report: Report, dry_run: bool, sids: dict):
+        self.vfs, self.path, self.report, self.dry_run, self.sids = vfs, path, report, dry_run, sids
         self.fd = self.st = self.sid = None
 
     def take(self, appledouble: str | None) -> None:
@@ -102,13 +115,11 @@ class _File:
             report.problem(self.path, e.strerror or str(e))
             return
         report.files += 1
-        if samba_xattrs.NTACL_XATTR in names:
-            report.nt_acls += 1
-            report.nt_acl_files.append(self.path)
         streams = [(x, n) for x in names if (n := samba_xattrs.stream_name(x)) is not None]
         dos = samba_xattrs.DOSATTRIB_XATTR in names
+        nt_acl = samba_xattrs.NTACL_XATTR in names
         netatalk = samba_xattrs.NETATALK_XATTR in names
-        if not (dos or streams or netatalk or appledouble):
+        if not (dos or streams or nt_acl or netatalk or appledouble):
             return
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -122,6 +133,8 @@ class _File:
                 return
             if dos:
                 self._take_dos(DOS_XATTR in names)
+            if nt_acl:
+                self._take_nt_acl(SD_XATTR in names)
             for xattr, name in sorted(streams):
                 self._stream(name, lambda x=xattr: [samba_xattrs.stream_data(os.getxattr(self.fd, x))])
             if netatalk:
@@ -147,6 +160,44 @@ class _File:
         if not self.dry_run:
             PosixVFS.set_dos(self.fd, info)
         self.report.dos_taken += 1
+
+    def _take_nt_acl(self, ours: bool) -> None:
+        report = self.report
+        if ours:
+            report.acls_kept += 1
+            return
+        why = None
+        found = samba_xattrs.nt_acl(os.getxattr(self.fd, samba_xattrs.NTACL_XATTR))
+        try:
+            descriptor = acl.parse(found[1]) if found is not None else None
+        except acl.BadDescriptor:
+            descriptor = None
+        if descriptor is None:
+            why = "does not parse"
+        elif any(ace.body for ace in descriptor.dacl or ()):
+            why = "holds ACEs smbring does not evaluate"
+        else:
+            # the descriptor's owner and group are the SIDs Samba gave the file's uid and gid
+            # (they hold even where Samba's account database is not at hand)
+            sids = dict(self.sids)
+            if descriptor.owner:
+                sids.setdefault(descriptor.owner, acl.unix_user(self.st.st_uid))
+            if descriptor.group:
+                sids.setdefault(descriptor.group, acl.sid(22, 2, self.st.st_gid))
+            unknown = sorted({sid_text(a.sid) for a in descriptor.dacl or () if _named(a.sid, sids) is None})
+            if unknown:
+                why = f"names SIDs no account here has: {', '.join(unknown)}"
+        if why is not None:
+            report.nt_acls += 1
+            report.nt_acl_files.append(f"{self.path}: {why}")
+            return
+        # (its owner and group are the file's, as Samba keeps them: named as smbring names them)
+        descriptor.owner, descriptor.group = acl.unix_user(self.st.st_uid), acl.sid(22, 2, self.st.st_gid)
+        for ace in descriptor.dacl or ():
+            ace.sid = _named(ace.sid, sids)
+        if not self.dry_run:
+            PosixVFS.set_sd(self.fd, descriptor.pack())
+        report.acls_taken += 1
 
     def _take_appledouble(self, path: str) -> None:
         """The resource fork (and, where the file has none yet, the Finder information) of
@@ -213,6 +264,58 @@ class _File:
         report.streams_taken += 1
 
 
+def _named(sid: bytes, sids: dict[bytes, bytes]) -> bytes | None:
+    """What smbring names the account Samba named `sid`: the mapped SID; a well-known or a
+    Unix SID as it is; None for another (a domain's or Samba's own SAM, S-1-5-21-...)."""
+    if sid in sids:
+        return sids[sid]
+    domain = sid[2:8] == (5).to_bytes(6, "big") and sid[1] >= 1 and struct.unpack_from("<I", sid, 8)[0] == 21
+    return None if domain else sid
+
+
+def sid_text(sid: bytes) -> str:
+    subs = struct.unpack_from(f"<{sid[1]}I", sid, 8)
+    return "S-1-" + "-".join(map(str, (int.from_bytes(sid[2:8], "big"), *subs)))
+
+
+def sid_of_text(text: str) -> bytes:
+    """S-1-5-21-1-2-3-1000 as a SID's bytes; ValueError for anything else."""
+    fields = text.strip().split("-")
+    if len(fields) < 3 or fields[0].upper() != "S" or fields[1] != "1" or len(fields) > 18:
+        raise ValueError(f"not a SID: {text!r}")
+    return acl.sid(int(fields[2]), *(int(f) for f in fields[3:]))
+
+
+def samba_sids(conf: str) -> dict[bytes, bytes]:
+    """Samba's SIDs of its passdb users (`pdbedit -L -v`) and of its mapped groups (`net
+    groupmap list`) -> the Unix SIDs of the accounts they are here; an account unknown here,
+    or a group mapped to no Unix group, maps to nothing."""
+    out: dict[bytes, bytes] = {}
+    users = subprocess.run(["pdbedit", "-s", conf, "-L", "-v"], capture_output=True, text=True, timeout=120)
+    if users.returncode != 0:
+        raise RuntimeError(f"pdbedit -s {conf}: {users.stderr.strip() or users.returncode}")
+    name = None
+    for line in users.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Unix username":
+            name = value.strip()
+        elif key == "User SID" and name:
+            try:
+                out[sid_of_text(value)] = acl.unix_user(pwd.getpwnam(name).pw_uid)
+            except (KeyError, ValueError):
+                pass
+    groups = subprocess.run(["net", "-s", conf, "groupmap", "list"], capture_output=True, text=True, timeout=120)
+    for line in groups.stdout.splitlines():     # "NAME (S-1-...) -> unixgroup"
+        sid_part, arrow, unix = line.rpartition(") -> ")
+        if not arrow or "(" not in sid_part:
+            continue
+        try:
+            out[sid_of_text(sid_part.rsplit("(", 1)[1])] = acl.sid(22, 2, grp.getgrnam(unix.strip()).gr_gid)
+        except (KeyError, ValueError):
+            pass
+    return out
+
+
 AFP_INFO, RESOURCE_FORK = "AFP_AfpInfo", "AFP_Resource"
 APPLEDOUBLE_HEAD = 4096         # bytes of a "._" file its header and entry table fit in
 
@@ -238,6 +341,8 @@ def register(sub) -> None:
     p = sub.add_parser("import-samba", help="take over the DOS attributes and streams Samba kept "
                        "in a directory's extended attributes")
     p.add_argument("path", help="the directory a Samba share served (its path)")
+    p.add_argument("--samba-conf", metavar="SMB.CONF", help="Samba's smb.conf: its users' and mapped "
+                   "groups' SIDs in NT ACLs are taken over as these accounts (pdbedit, net groupmap)")
     p.add_argument("--dry-run", action="store_true", help="count what would be taken over, change nothing")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=run)
@@ -247,17 +352,23 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.path):
         print(f"smbring import-samba: {args.path}: not a directory", file=sys.stderr)
         return 2
-    report = import_tree(args.path, args.dry_run)
+    try:
+        sids = samba_sids(args.samba_conf) if args.samba_conf else {}
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        print(f"smbring import-samba: Samba's accounts: {e}", file=sys.stderr)
+        return 2
+    report = import_tree(args.path, args.dry_run, sids)
     if args.json:
         print(json.dumps(asdict(report), indent=1))
     else:
         verb = "would take" if args.dry_run else "took"
         print(f"{report.files} files and directories; {verb} over the DOS attributes of "
-              f"{report.dos_taken} ({report.dos_kept} had smbring's own) and {report.streams_taken} "
+              f"{report.dos_taken} ({report.dos_kept} had smbring's own), the NT ACLs of "
+              f"{report.acls_taken} ({report.acls_kept} had smbring's own) and {report.streams_taken} "
               f"streams ({report.streams_kept} were there already)")
         if report.nt_acls:
-            print(f"{report.nt_acls} carry Samba NT ACLs (security.NTACL), not taken over: "
-                  "their POSIX ACLs and modes apply", file=sys.stderr)
+            print(f"{report.nt_acls} NT ACLs (security.NTACL) not taken over: their POSIX ACLs "
+                  "and modes apply", file=sys.stderr)
             for path in report.nt_acl_files[:MAX_PROBLEMS_SHOWN]:
                 print(f"  {path}", file=sys.stderr)
         for line in report.problems[:MAX_PROBLEMS_SHOWN]:
