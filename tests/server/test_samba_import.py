@@ -4,6 +4,7 @@ information and resource forks kept by vfs_fruit's defaults), then served by smb
 the import: its clients see what Samba's saw. And what the import must not do: follow a
 link out of the tree, trust a value that does not parse, overwrite what smbring keeps."""
 import os
+import pwd
 import re
 import struct
 import subprocess
@@ -133,6 +134,7 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     user may open the file for it, after it STATUS_ACCESS_DENIED, and the descriptor names
     smbring's SIDs (the file's owner and group as S-1-22-1-uid and S-1-22-2-gid)."""
     from raw import RawClient
+    from smbring.server.samba_import import sid_of_text
     from smbring.smb import acl, wire
 
     samba = samba_server(shares=SAMBA_SHARES)
@@ -151,6 +153,23 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
         assert tree.set_info(fid, wire.INFO_SECURITY, 0, deny.pack(acl.DACL), acl.DACL).status == 0
         tree.close(fid)
     assert "security.NTACL" in os.listxattr(share / "f.txt")
+    # another of Samba's users (an account of this host: nobody), named by the SID Samba gave it
+    conf = str(share.parent / "smb.conf")
+    subprocess.run(["smbpasswd", "-c", conf, "-a", "-s", "nobody"], input=f"{PASSWORD}\n{PASSWORD}\n",
+                   text=True, check=True, capture_output=True)
+    accounts = subprocess.run(["pdbedit", "-s", conf, "-L", "-v"], capture_output=True, text=True, check=True).stdout
+    nobody_sid = re.search(r"^Unix username:\s+nobody\n(?:.*\n)*?User SID:\s+(\S+)", accounts, re.M).group(1)
+    smbclient(samba["port"], "win", f"put {tmp_path}/data g.txt", samba["user"], samba["password"])
+    named = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT,
+                           dacl=[acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, sid_of_text(nobody_sid)),
+                                 acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
+    c = RawClient(samba["port"])
+    with c:
+        c.negotiate()
+        tree = c.tree(c.logon(samba["user"], samba["password"]), "win")
+        fid = tree.open("g.txt", READ_CONTROL | WRITE_DAC)
+        assert tree.set_info(fid, wire.INFO_SECURITY, 0, named.pack(acl.DACL), acl.DACL).status == 0
+        tree.close(fid)
 
     server = smbconf("", {"win": f"path = {share}\nread only = no"}, accounts=True)
 
@@ -166,7 +185,14 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
 
     assert open_status() == wire.STATUS_SUCCESS
     done = import_samba(share)
-    assert done.returncode == 0 and "the NT ACLs of 1 " in done.stdout, done
+    assert done.returncode == 1 and "the NT ACLs of 1 " in done.stdout, done
+    # g.txt's ACL names an account by Samba's own SID: taken only where Samba says who it is
+    assert "g.txt: names SIDs no account here has: " + nobody_sid in done.stderr, done
+    assert "user.smbring.sd" not in os.listxattr(share / "g.txt")
+    done = import_samba(share, "--samba-conf", conf)
+    assert done.returncode == 0 and "the NT ACLs of 1 (1 had smbring's own)" in done.stdout, done
+    stored = acl.parse(os.getxattr(share / "g.txt", "user.smbring.sd"))
+    assert [a.sid for a in stored.dacl] == [acl.unix_user(pwd.getpwnam("nobody").pw_uid), acl.EVERYONE]
     assert open_status() == wire.STATUS_ACCESS_DENIED
     stored = acl.parse(os.getxattr(share / "f.txt", "user.smbring.sd"))
     st = os.stat(share / "f.txt")

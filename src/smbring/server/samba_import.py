@@ -24,7 +24,7 @@ serve the directory again. What smbring already keeps for a file is never overwr
   evaluate, is not taken over (the report names the file): its POSIX ACLs and mode, which
   Samba kept with it, still apply, with no deny the NT ACL may have added. Symbolic links are not followed, other file systems
 mounted below PATH are not entered, and the report says what could not be done, file by
-file; the exit status is 1 when anything could not.
+file; the exit status is 1 when anything could not (an NT ACL not taken over among them).
 """
 from __future__ import annotations
 
@@ -375,4 +375,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"problem: {line}", file=sys.stderr)
         if len(report.problems) > MAX_PROBLEMS_SHOWN:
             print(f"... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more problems", file=sys.stderr)
-    return 1 if report.problems else 0
+    return 1 if report.problems or report.nt_acls else 0
