@@ -86,11 +86,11 @@ def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | Non
                     dirs.remove(name)
             doubles = {n for n in files if n.startswith(samba_xattrs.APPLEDOUBLE_PREFIX)}
             if not parts_top:
-                _File(vfs, root, report, dry_run, sids).take(None)
+                _File(vfs, root, [], report, dry_run, sids).take(None)
             for name in dirs + files:
                 double = samba_xattrs.APPLEDOUBLE_PREFIX + name
-                _File(vfs, os.path.join(top, name), report, dry_run, sids).take(
-                    os.path.join(top, double) if double in doubles else None)
+                _File(vfs, os.path.join(top, name), parts_top + [name], report, dry_run, sids).take(
+                    parts_top + [double] if double in doubles else None)
     finally:
         vfs.close()
     return report
@@ -99,12 +99,14 @@ def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | Non
 class _File:
     """One file or directory of the tree, and what is taken over for it."""
 
-    def __init__(self, vfs: PosixVFS, path: str, report: Report, dry_run: bool, sids: dict):
-        self.vfs, self.path, self.report, self.dry_run, self.sids = vfs, path, report, dry_run, sids
+    def __init__(self, vfs: PosixVFS, path: str, parts: list[str], report: Report, dry_run: bool,
+                 sids: dict):
+        self.vfs, self.path, self.parts, self.report = vfs, path, parts, report
+        self.dry_run, self.sids = dry_run, sids
         self.fd = self.st = self.sid = None
 
-    def take(self, appledouble: str | None) -> None:
-        """`appledouble`: the "._" file beside it, if there is one."""
+    def take(self, appledouble: list[str] | None) -> None:
+        """`appledouble`: the "._" file beside it (its path in the tree), if there is one."""
         report = self.report
         try:
             self.st = os.lstat(self.path)
@@ -122,9 +124,9 @@ class _File:
         if not (dos or streams or nt_acl or netatalk or appledouble):
             return
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            report.problem(self.path, f"not opened: {e.strerror}")
+            self.fd = _open_beneath(self.vfs, self.parts)
+        except (OSError, PathError) as e:
+            report.problem(self.path, f"not opened: {getattr(e, 'strerror', None) or e}")
             return
         try:
             st = os.fstat(self.fd)
@@ -199,14 +201,15 @@ class _File:
             PosixVFS.set_sd(self.fd, descriptor.pack())
         report.acls_taken += 1
 
-    def _take_appledouble(self, path: str) -> None:
+    def _take_appledouble(self, parts: list[str]) -> None:
         """The resource fork (and, where the file has none yet, the Finder information) of
         the "._" file beside it: read without following a link, only a regular file's, and
         only one its file's owner (or root) owns."""
+        path = os.path.join(self.vfs.root, *parts)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            self.report.problem(path, f"not opened: {e.strerror}")
+            fd = _open_beneath(self.vfs, parts)
+        except (OSError, PathError) as e:
+            self.report.problem(path, f"not opened: {getattr(e, 'strerror', None) or e}")
             return
         try:
             st = os.fstat(fd)
@@ -262,6 +265,13 @@ class _File:
             report.problem(path, f"stream {name!r}: {getattr(e, 'strerror', None) or e}")
             return
         report.streams_taken += 1
+
+
+def _open_beneath(vfs: PosixVFS, parts: list[str]) -> int:
+    """The file or directory at `parts`, reached beneath the tree's root without following a
+    link on the way (a directory swapped for one while the tree is walked leads nowhere
+    else); anything but a regular file or a directory is refused."""
+    return vfs.open(parts, os.O_RDONLY)
 
 
 def _named(sid: bytes, sids: dict[bytes, bytes]) -> bytes | None:
