@@ -145,6 +145,8 @@ class _File:
                     self._stream(AFP_INFO, lambda: [afp_info_of(info)])
             if appledouble is not None:
                 self._take_appledouble(appledouble)
+        except OSError as e:        # (changed while it was read, a full disk, ...)
+            report.problem(self.path, e.strerror or str(e))
         finally:
             os.close(self.fd)
 
