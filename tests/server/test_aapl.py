@@ -178,8 +178,9 @@ def test_copyfile_needs_the_chunked_copys_rights(smbconf):
     assert (server.root / "mac" / "dst.bin").stat().st_size == 0
 
 
-# the tests of smbtorture's vfs.fruit that pass (28 of 32); the others want AppleDouble files
-# converted and netatalk's metadata, and a directory with open files renamed (which Samba
+# the tests of smbtorture's vfs.fruit that pass (28 of 32), and vfs.fruit_file_id's; the
+# others want AppleDouble files converted and netatalk's metadata while serving (smbring
+# takes them over once: import-samba), and a directory with open files renamed (which Samba
 # no longer does either: it removed fruit:posix_rename, as harmful to Windows clients)
 FRUIT_PASSING = (
     "copyfile", "write metadata", "resource fork IO", "SMB2/CREATE context AAPL", "stream names",
@@ -190,15 +191,16 @@ FRUIT_PASSING = (
     "readdir_attr with names with illegal ntfs characters", "creating rsrc with read-only access",
     "copy-chunk streams", "NFS ACE entries", "writing_afpinfo", "delete_trigger_convert_sharing_violation",
     "create delete-on-close AFP_AfpResource", "setinfo delete-on-close AFP_AfpResource", "null afpinfo",
-    "invalid AFP_AfpInfo", "empty_stream")
+    "invalid AFP_AfpInfo", "empty_stream",
+    "zero file id if AAPL negotiated")      # (vfs.fruit_file_id)
 
 
 @pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")
 def test_smbtorture_fruit_keeps_its_passing_tests(smbconf, tmp_path):
     server = smbconf("fruit:copyfile = yes", with_plain_view(tmp_path))
     done = subprocess.run(["smbtorture", "//127.0.0.1/mac", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
-                           "--option=torture:share2=macplain", "vfs.fruit"],
+                           "--option=torture:share2=macplain", "vfs.fruit", "vfs.fruit_file_id"],
                           capture_output=True, text=True, timeout=600)
     passed = {line[len("success: "):] for line in done.stdout.splitlines() if line.startswith("success: ")}
     missing = sorted(set(FRUIT_PASSING) - passed)
-    assert len(passed) >= 28 and not missing, (missing, done.stdout[-3000:])
+    assert len(passed) >= 29 and not missing, (missing, done.stdout[-3000:])

@@ -10,6 +10,7 @@ import struct
 from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fixture)
 from smbring.smb import aapl, wire
 from test_aapl import ALL, ASKED, SHARES, ask, connected, query, write_file
+from test_file_times_ids import on_disk_id
 
 WRITE_DAC = 0x00040000
 TYPE_CREATOR = b"TYPECRTR"
@@ -175,3 +176,41 @@ def test_an_enriched_listing_answers_in_bounded_pieces(smbconf):
                 assert apple_fields(entry)[1] == 24          # (enriched)
     assert max(counts) <= MAX_SLOW_ENTRIES and len(counts) >= 2, counts
     assert sorted(names) == sorted([".", ".."] + [f"f{i:05d}" for i in range(3000)])
+
+
+def file_ids(tree, klass: int) -> dict[str, int]:
+    """Each entry's FileId in the share root's listing (37 or 38)."""
+    at = 96 if klass == 37 else 72
+    return {name: struct.unpack_from("<Q", entry, at)[0] for name, entry in entries(tree, "", klass).items()}
+
+
+def test_file_ids_are_zero_once_aapl_is_negotiated(smbconf):
+    """As Samba's vfs_fruit (fruit:zero_file_id, default yes): once the tree negotiated AAPL,
+    every file id it is shown is 0 (listings with FileIds, batched or with enriched entries,
+    FileInternalInformation, FileAllInformation, FileIdInformation, QFid): macOS takes them
+    for HFS+ catalog ids, never reused, which inode numbers are not. Before, on a share with
+    fruit:zero_file_id = no, and on a share without fruit, they are inode numbers."""
+    server = smbconf("", dict(SHARES, kept="read only = no\nvfs objects = fruit\nfruit:zero_file_id = no"))
+    for share, zeroed in (("mac", True), ("kept", False), ("plain", False)):
+        c, tree = connected(server, share)
+        with c:
+            for name in ("a.txt", "b.txt", "c.txt"):
+                write_file(tree, name, b"x")
+            inode = os.stat(server.root / share / "a.txt").st_ino
+            assert file_ids(tree, 37)["a.txt"] == inode
+            ask(tree, query(aapl.SERVER_CAPS, 0))             # AAPL without READ_DIR_ATTR: batched
+            for klass in (37, 38):
+                ids = file_ids(tree, klass)
+                assert (set(ids.values()) == {0}) == zeroed and ids["a.txt"] in (0, inode), (share, klass, ids)
+            r = tree.create("a.txt", wire.GENERIC_READ, contexts=[(b"QFid", b"")])
+            shown = 0 if zeroed else inode
+            assert on_disk_id(r) == shown, share
+            internal = struct.unpack_from("<Q", tree.query_info(r.file_id, wire.INFO_FILE, 6).buffer(2))[0]
+            every = tree.query_info(r.file_id, wire.INFO_FILE, 18).buffer(2)
+            ident = tree.query_info(r.file_id, wire.INFO_FILE, 59).buffer(2)
+            assert internal == struct.unpack_from("<Q", every, 64)[0] == shown, share
+            assert struct.unpack_from("<Q", ident, 8)[0] == shown, share
+            tree.close(r.file_id)
+            if share != "plain":
+                ask(tree, query())                             # with READ_DIR_ATTR: enriched entries
+                assert (set(file_ids(tree, 37).values()) == {0}) == zeroed, share

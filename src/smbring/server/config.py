@@ -444,6 +444,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         access_based_share_enum=_get(s, "access based share enum", False),
         vfs_objects=[m for m in vfs if m in MODULES], fruit=fruit,
         fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
+        fruit_zero_file_id=_get(s, "fruit:zero_file_id", True),
         time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),

@@ -214,7 +214,9 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
 
 
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,
-              hidden: bool = False, write_ns: int | None = None, short_names: bool = True) -> bytes:
+              hidden: bool = False, write_ns: int | None = None, short_names: bool = True,
+              file_id: int | None = None) -> bytes:
+    """`file_id`: the FileId shown (37, 38), else the inode number."""
     # a name that is not UTF-8 on disk holds its bytes as lone surrogates (U+DC80-U+DCFF):
     # shown as such, as change notifications show them, rather than failing the listing
     n = name.encode("utf-16-le", "surrogatepass")
@@ -232,9 +234,9 @@ def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=No
         return struct.pack("<III", 0, file_index, len(n)) + n
     if klass == 37:   # FileIdBothDirectoryInformation
         return common + struct.pack("<IIBB", len(n), 0, len(short), 0) + short.ljust(24, b"\0") + \
-            struct.pack("<HQ", 0, st.st_ino) + n
+            struct.pack("<HQ", 0, st.st_ino if file_id is None else file_id) + n
     if klass == 38:   # FileIdFullDirectoryInformation
-        return common + struct.pack("<IIIQ", len(n), 0, 0, st.st_ino) + n
+        return common + struct.pack("<IIIQ", len(n), 0, 0, st.st_ino if file_id is None else file_id) + n
     raise SMBError(wire.STATUS_INVALID_INFO_CLASS)
 
 

@@ -123,6 +123,9 @@ class Share:
     time_machine_max_size: int = 0
     # a descriptor set with an empty DACL leaves the DACL as it was (fruit:ignore_zero_aces)
     fruit_ignore_zero_aces: bool = True
+    # file ids are 0 to a client that negotiated AAPL (fruit:zero_file_id): macOS takes them
+    # for HFS+ catalog ids, never reused, which inode numbers are not
+    fruit_zero_file_id: bool = True
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)
@@ -237,6 +240,15 @@ class Tree:
     aapl_nfs_aces: bool = False
     # a Time Machine share's bundles' use as last counted (smb.time_machine.used_bytes)
     time_machine_counted: dict = field(default_factory=dict)
+
+    @property
+    def zero_file_ids(self) -> bool:
+        """Whether the tree's client is shown 0 for every file id (IndexNumber, FileId): once
+        it negotiated AAPL on a fruit share with fruit:zero_file_id (as Samba's vfs_fruit)."""
+        return self.aapl and self.share.fruit_zero_file_id
+
+    def file_id(self, index_number: int) -> int:
+        return 0 if self.zero_file_ids else index_number
 
 
 @dataclass

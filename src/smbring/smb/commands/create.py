@@ -950,7 +950,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             (new_sd, parent_sd if stream is None else stored_sd(fs, parts[:-1]))
             if new_sd is not None and action == wire.FILE_CREATED else None), 0))))
     if b"QFid" in contexts:    # an on-disk id: inode and device, then the volume
-        answers.append((b"QFid", struct.pack("<QQ", o.index_number, st.st_dev) + ROOT_UUID))
+        answers.append((b"QFid", struct.pack("<QQ", tree.file_id(o.index_number), st.st_dev) + ROOT_UUID))
     if lease is not None:
         answers.append((leasing.CONTEXT_NAME, leasing.response(lease)))
     answers += create_durable.granted(c, hdr, o, durable, action)

@@ -174,12 +174,31 @@ def _batch(c: Connection, o, klass: int, flags: int, out: bytearray, out_len: in
         return FULL, last
     fs = o.tree.fs
     records = fs.entry_details(o.fd, o.parts, names, o.dir_pos, count)
+    first = last
     index, last, status = encode_entries(
         records, names, o.dir_pos, klass, out, out_len, last, single,
         o.tree.names.hide_dot_files, c.state.write_times.shown,
         short_name if o.tree.names.short_names else None)
     o.dir_pos = index
+    if klass in FILE_ID_AT and last != first and o.tree.zero_file_ids:
+        _zero_file_ids(out, first, klass)
     return status, last
+
+
+# where FileIdBothDirectoryInformation's and FileIdFullDirectoryInformation's FileId lies
+FILE_ID_AT = {37: 96, 38: 72}
+
+
+def _zero_file_ids(out: bytearray, before: int, klass: int) -> None:
+    """The FileIds of the entries a batch wrote after the one at `before` (-1: from the
+    start) made 0 (fruit:zero_file_id), following their NextEntryOffsets."""
+    pos = 0 if before < 0 else before + struct.unpack_from("<I", out, before)[0]
+    while True:
+        struct.pack_into("<Q", out, pos + FILE_ID_AT[klass], 0)
+        step = struct.unpack_from("<I", out, pos)[0]
+        if not step:
+            return
+        pos += step
 
 
 def _entry(c: Connection, o, klass: int) -> bytes | None:
@@ -197,6 +216,7 @@ def _entry(c: Connection, o, klass: int) -> bytes | None:
             return None
     entry = dir_entry(klass, name, st, o.dir_pos, dos, hidden=o.tree.names.hidden(name),
                       write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)),
+                      file_id=o.tree.file_id(st.st_ino),
                       short_names=o.tree.names.short_names)
     if klass == 37 and o.tree.aapl_readdir_attr:
         # ("." and ".." show the directory itself, as their stat above)

@@ -82,9 +82,9 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return open_info(c, o, klass)
     st = fs.fstat(o.fd)
     if klass == 6:   # FileInternalInformation: the id every other query reports too
-        return struct.pack("<Q", o.index_number or st.st_ino)
+        return struct.pack("<Q", o.tree.file_id(o.index_number or st.st_ino))
     if klass == 59:  # FileIdInformation: the volume's serial number, the FileId in 128 bits
-        return struct.pack("<QQQ", VOLUME_SERIAL, o.index_number or st.st_ino, 0)
+        return struct.pack("<QQQ", VOLUME_SERIAL, o.tree.file_id(o.index_number or st.st_ino), 0)
     if klass == 28:  # FileCompressionInformation
         return struct.pack("<QHBBB3s", 0 if o.is_dir else st.st_size, 0, 0, 0, 0, b"\0" * 3)
     if klass == 22:  # FileStreamInformation: the file's own data, then its named streams
@@ -132,7 +132,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         return STANDARD.pack(*standard)
     # FileAllInformation: basic, standard, internal, EA, access, position, mode, alignment
     name = wire.utf16("\\" + o.display_name())
-    return ALL.pack(*shown_times, attrs, 0, *standard, o.index_number or st.st_ino, 0, o.granted,
+    return ALL.pack(*shown_times, attrs, 0, *standard, o.tree.file_id(o.index_number or st.st_ino), 0, o.granted,
                     o.position, o.mode, 0, len(name)) + name
 
 
