@@ -457,6 +457,70 @@ def test_tampered_tokens_are_refused(realm, start, tmp_path):
     assert "Traceback" not in server.log_text()
 
 
+def test_a_flood_of_refused_ap_reqs_holds_up_nobody(realm, start, tmp_path):
+    """Each Kerberos logon costs the server a ticket decryption and a replay cache look-up on
+    its event loop. One client sending refused AP-REQs as fast as it can for 3 s (a replayed
+    one, a tampered one, truncated ones, garbage; a new connection where one is closed on it)
+    does not hold up another client's ECHOs (none waits a second), every one is refused, and
+    the server serves Kerberos logons after it."""
+    import threading
+    server = start()
+    env = tickets(realm, tmp_path)
+    _ctx, token = initiator(realm, env)
+    client, _s, r = logon(server, spnego.encode_init([spnego.KRB5_OID], token))
+    client.close()
+    assert r.status == wire.STATUS_SUCCESS                  # (from now on, a replay)
+    flipped = bytearray(token)
+    flipped[len(token) // 2] ^= 0x01
+    bad = [spnego.encode_init([spnego.KRB5_OID], t) for t in (token, bytes(flipped), token[:len(token) // 2])]
+    bad += [token, token[:40], b"\x60\x03\x06\x01\x00", os.urandom(2000)]
+
+    watcher = RawClient(server.port)
+    watcher.negotiate()
+    session = watcher.logon(BOB, "Ntlm-pw1")
+    slowest, stop_watch, failures = [0.0], threading.Event(), []
+
+    def watch():
+        while not stop_watch.is_set():
+            began = time.monotonic()
+            try:
+                assert watcher.echo(session=session).status == wire.STATUS_SUCCESS
+            except Exception as e:      # noqa: BLE001 - reported below
+                failures.append(e)
+                return
+            slowest[0] = max(slowest[0], time.monotonic() - began)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    sent, statuses, flooder = 0, set(), None
+    try:
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            if flooder is None:
+                flooder = RawClient(server.port)
+                flooder.negotiate()
+            try:
+                r = flooder.session_setup(flooder.start_logon(None), bad[sent % len(bad)])
+            except (OSError, EOFError, ConnectionError):
+                flooder.close()
+                flooder = None
+                continue
+            statuses.add(r.status)
+            sent += 1
+    finally:
+        stop_watch.set()
+        thread.join(10)
+        watcher.close()
+        if flooder is not None:
+            flooder.close()
+    assert not failures, failures
+    assert sent > 100, sent
+    assert statuses <= {STATUS_LOGON_FAILURE, wire.STATUS_INVALID_PARAMETER}, [hex(s) for s in statuses]
+    assert slowest[0] < 1.0, f"another client's ECHO waited {slowest[0]:.2f} s"
+    still_serves(realm, server, tmp_path)
+    assert "Traceback" not in server.log_text()
+
+
 def test_kerberos_not_configured_is_not_offered(realm, start, tmp_path):
     server = start(method="")
     assert negotiate_hint(server) == [spnego.NTLMSSP_OID]
