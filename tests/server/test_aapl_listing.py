@@ -79,7 +79,8 @@ def test_a_negotiated_listing_carries_what_finder_needs(smbconf):
         plain = entries(tree)["test_aapl"]
         assert (apple_fields(plain)[0], apple_fields(plain)[4]) == (0, 0)     # no EAs, Reserved2
         ask(tree, query(ALL, aapl.UNIX_BASED))          # not asked for: nothing changes
-        assert entries(tree)["test_aapl"][60:] == plain[60:]
+        after = entries(tree)["test_aapl"]              # (but the FileId: 0, fruit:zero_file_id)
+        assert after[60:96] + after[104:] == plain[60:96] + plain[104:] and after[96:104] == bytes(8)
         ask(tree, query(ALL, ASKED))
         listed = entries(tree)
         st = os.stat(server.root / "mac" / "test_aapl")

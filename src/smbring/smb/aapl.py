@@ -56,6 +56,10 @@ class Offered(NamedTuple):
     readdir_attr: bool
     nfs_aces: bool
 
+    def joined(self, other: "Offered") -> "Offered":
+        """What two replies to the same tree connect offered together."""
+        return Offered(*(a or b for a, b in zip(self, other)))
+
 
 def answer(data: bytes, copyfile: bool, case_sensitive: bool, model: str,
            nfs_aces: bool = True, time_machine: bool = False) -> tuple[bytes, Offered]:

@@ -3,11 +3,15 @@ and what a compound chain carries from one request to the next."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from smbring.smb import acl, notify, security, wire
 from smbring.smb.fs import FileSystem
 from smbring.smb.share_access import NameRules
 from smbring.smb.wire import Header
+
+if TYPE_CHECKING:
+    from smbring.smb.aapl import Offered
 
 FID_ANY = b"\xff" * 16
 
@@ -229,15 +233,12 @@ class Tree:
     counted: str | None = None   # the share whose `max connections` counts this tree
     token: acl.Token = acl.GUEST_TOKEN   # whom security descriptors see (smb.acl)
     name: str = ""               # the share's name as the client connected to it (lower case)
-    # Apple's AAPL query answered (smb.aapl): an empty named stream is taken for none
-    aapl: bool = False
-    # macOS copyfile negotiated (smb.aapl): a COPYCHUNK of no chunks copies a whole file
-    aapl_copyfile: bool = False
-    # macOS enriched listings negotiated (smb.aapl READ_DIR_ATTR): FileIdBothDirectoryInformation
-    # entries carry maximal access, resource fork size, Finder information and Unix mode
-    aapl_readdir_attr: bool = False
-    # NFS ACEs negotiated (smb.aapl NFS_ACE): descriptors show and set the Unix mode
-    aapl_nfs_aces: bool = False
+    # Apple's AAPL query answered (smb.aapl), None before: what its replies offered (an
+    # empty named stream is then taken for none; with copyfile a COPYCHUNK of no chunks
+    # copies a whole file; with readdir_attr FileIdBothDirectoryInformation entries carry
+    # maximal access, resource fork size, Finder information and Unix mode; with nfs_aces
+    # descriptors show and set the Unix mode)
+    aapl: Offered | None = None
     # a Time Machine share's bundles' use as last counted (smb.time_machine.used_bytes)
     time_machine_counted: dict = field(default_factory=dict)
 
@@ -245,7 +246,7 @@ class Tree:
     def zero_file_ids(self) -> bool:
         """Whether the tree's client is shown 0 for every file id (IndexNumber, FileId): once
         it negotiated AAPL on a fruit share with fruit:zero_file_id (as Samba's vfs_fruit)."""
-        return self.aapl and self.share.fruit_zero_file_id
+        return self.aapl is not None and self.share.fruit_zero_file_id
 
     def file_id(self, index_number: int) -> int:
         return 0 if self.zero_file_ids else index_number

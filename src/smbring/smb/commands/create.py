@@ -628,7 +628,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             st, exists = None, False
             fs.make_stream_dir(base_key)
         if exists and disposition == wire.FILE_OPEN and (
-                tree.aapl and not st.st_size or
+                tree.aapl is not None and not st.st_size or
                 tree.share.fruit and not aapl.whole_afp_info(stream, st.st_size)):
             # macOS takes an empty stream for none (Samba's vfs_fruit answers so once AAPL
             # is negotiated), and Finder information that is not one whole AfpInfo (one
@@ -957,10 +957,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if apple is not None:
         reply, offered = apple
         answers.append((aapl.CONTEXT_NAME, reply))
-        tree.aapl = True
-        tree.aapl_copyfile = tree.aapl_copyfile or offered.copyfile
-        tree.aapl_readdir_attr = tree.aapl_readdir_attr or offered.readdir_attr
-        tree.aapl_nfs_aces = tree.aapl_nfs_aces or offered.nfs_aces
+        tree.aapl = offered if tree.aapl is None else tree.aapl.joined(offered)
     if stream is None:
         return response_body(o, oplock, action, answers, st, dos, c.state.write_times.shown(o.key)), fid
     # (a stream's times and attributes: its file's, as read when its rights were judged)

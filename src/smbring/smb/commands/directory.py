@@ -120,7 +120,7 @@ def _answer(c: Connection, o, klass: int, flags: int, out_len: int, fresh: bool)
     # (so do macOS's enriched listings: directory_aapl)
     batched = klass in BATCHED_CLASSES and not (
         rules.hide or rules.hide_unreadable or rules.hide_unwriteable or rules.hide_special_files
-        or rules.hide_new_files_timeout or klass == 37 and o.tree.aapl_readdir_attr)
+        or rules.hide_new_files_timeout or klass == 37 and o.tree.aapl and o.tree.aapl.readdir_attr)
     while o.dir_pos < len(o.dir_entries):
         if batched and o.dir_entries[o.dir_pos] not in (".", ".."):
             status, last = _batch(c, o, klass, flags, out, out_len, last)
@@ -218,7 +218,7 @@ def _entry(c: Connection, o, klass: int) -> bytes | None:
                       write_ns=c.state.write_times.shown((st.st_dev, st.st_ino)),
                       file_id=o.tree.file_id(st.st_ino),
                       short_names=o.tree.names.short_names)
-    if klass == 37 and o.tree.aapl_readdir_attr:
+    if klass == 37 and o.tree.aapl and o.tree.aapl.readdir_attr:
         # ("." and ".." show the directory itself, as their stat above)
         dots = name in (".", "..")
         entry = directory_aapl.enriched(o.tree, o.parts if dots else [*o.parts, name], st, dos, entry,

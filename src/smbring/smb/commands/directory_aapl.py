@@ -56,7 +56,7 @@ def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may)
     birth_s = (creation_time(st, dos) - NT_EPOCH) // 10_000_000
     return aapl.entry_fields(entry, most, fork[1].st_size if rsize and fork else 0,
                              aapl.compressed_finder_info(info, stat.S_ISREG(st.st_mode), birth_s),
-                             st.st_mode if tree.aapl_nfs_aces else 0)
+                             st.st_mode if tree.aapl.nfs_aces else 0)
 
 
 # the rights the kernel decides for a file without a stored descriptor, by access mode

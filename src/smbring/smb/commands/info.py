@@ -94,7 +94,7 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
             base = st if not o.stream else fs.stat(o.base_parts)   # beneath the root
             entries.append(("::$DATA", base.st_size, alloc_size(base)))
         for name, sst in fs.streams(key):
-            if o.tree.share.fruit and not aapl.listed_stream(name, sst.st_size, o.tree.aapl):
+            if o.tree.share.fruit and not aapl.listed_stream(name, sst.st_size, o.tree.aapl is not None):
                 continue
             entries.append((f":{name}:$DATA", sst.st_size, alloc_size(sst)))
         return wire.chain((struct.pack("<IIQQ", 0, len(wire.utf16(n)), sz, al) + wire.utf16(n)
@@ -230,7 +230,7 @@ def current_sd(o: Open, fd: int | None = None) -> acl.Descriptor:
 def shown_sd(o: Open, tree, parts: int) -> acl.Descriptor:
     """The descriptor a security query shows: `current_sd`, with the file's NFS ACEs (mode,
     owner, group) in its DACL on a tree that negotiated them (smb.aapl)."""
-    if not (tree.aapl_nfs_aces and parts & acl.DACL):
+    if not (tree.aapl and tree.aapl.nfs_aces and parts & acl.DACL):
         return current_sd(o)
     with file_of(o) as fd:
         return aapl.with_nfs_aces(current_sd(o, fd), tree.fs.fstat(fd))
@@ -281,7 +281,7 @@ def macos_descriptor(tree, parts: int, new: acl.Descriptor) -> tuple[int, acl.De
     mode = None
     if tree.share.fruit and tree.share.fruit_ignore_zero_aces and parts & acl.DACL and not new.dacl:
         parts &= ~acl.DACL
-    if tree.aapl_nfs_aces and parts & acl.DACL:
+    if tree.aapl and tree.aapl.nfs_aces and parts & acl.DACL:
         mode, new, set_dacl = aapl.nfs_mode_taken(new)
         if not set_dacl:
             parts &= ~acl.DACL

@@ -111,7 +111,7 @@ def copychunk(c: Connection, hdr: Header, dst: Open, request, max_out: int, rhdr
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if ctl == FSCTL_SRV_COPYCHUNK and not dst.granted & wire.FILE_READ_DATA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)     # _WRITE is the variant without it
-    if not chunks and dst.tree.aapl_copyfile:
+    if not chunks and dst.tree.aapl and dst.tree.aapl.copyfile:
         return copyfile_steps(c, src, dst, rhdr)
     return copy_steps(c, src, dst, chunks, rhdr)
 
