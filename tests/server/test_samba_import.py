@@ -128,12 +128,25 @@ def test_nothing_outside_nothing_unparsed_nothing_overwritten(tmp_path):
     assert not depot.exists() or not any(p.is_file() for p in depot.rglob("*"))
 
 
+def set_dacl(samba: dict, name: str, aces: list) -> None:
+    """The file's DACL set through smbd's [win] share (vfs_acl_xattr stores it)."""
+    from raw import RawClient
+    from smbring.smb import acl, wire
+    dacl = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, dacl=aces)
+    c = RawClient(samba["port"])
+    with c:
+        c.negotiate()
+        tree = c.tree(c.logon(samba["user"], samba["password"]), "win")
+        fid = tree.open(name, READ_CONTROL | WRITE_DAC)
+        assert tree.set_info(fid, wire.INFO_SECURITY, 0, dacl.pack(acl.DACL), acl.DACL).status == 0
+        tree.close(fid)
+
+
 def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf, tmp_path):
     """A DACL set through smbd that denies Everyone reading the descriptor (READ_CONTROL: a
     right no POSIX ACL holds, so only the NT ACL says it) and allows the rest: before the import smbring's
     user may open the file for it, after it STATUS_ACCESS_DENIED, and the descriptor names
     smbring's SIDs (the file's owner and group as S-1-22-1-uid and S-1-22-2-gid)."""
-    from raw import RawClient
     from smbring.server.samba_import import sid_of_text
     from smbring.smb import acl, wire
 
@@ -141,17 +154,8 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     share = samba["share"]
     (tmp_path / "data").write_bytes(b"hello\n")
     smbclient(samba["port"], "win", f"put {tmp_path}/data f.txt", samba["user"], samba["password"])
-    deny = acl.Descriptor(
-        control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT,
-        dacl=[acl.Ace(acl.DENIED, 0, READ_CONTROL, acl.EVERYONE),
-              acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
-    c = RawClient(samba["port"])
-    with c:
-        c.negotiate()
-        tree = c.tree(c.logon(samba["user"], samba["password"]), "win")
-        fid = tree.open("f.txt", READ_CONTROL | WRITE_DAC)
-        assert tree.set_info(fid, wire.INFO_SECURITY, 0, deny.pack(acl.DACL), acl.DACL).status == 0
-        tree.close(fid)
+    set_dacl(samba, "f.txt", [acl.Ace(acl.DENIED, 0, READ_CONTROL, acl.EVERYONE),
+                              acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
     assert "security.NTACL" in os.listxattr(share / "f.txt")
     # another of Samba's users (an account of this host: nobody), named by the SID Samba gave it
     conf = str(share.parent / "smb.conf")
@@ -160,16 +164,8 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     accounts = subprocess.run(["pdbedit", "-s", conf, "-L", "-v"], capture_output=True, text=True, check=True).stdout
     nobody_sid = re.search(r"^Unix username:\s+nobody\n(?:.*\n)*?User SID:\s+(\S+)", accounts, re.M).group(1)
     smbclient(samba["port"], "win", f"put {tmp_path}/data g.txt", samba["user"], samba["password"])
-    named = acl.Descriptor(control=acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT,
-                           dacl=[acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, sid_of_text(nobody_sid)),
-                                 acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
-    c = RawClient(samba["port"])
-    with c:
-        c.negotiate()
-        tree = c.tree(c.logon(samba["user"], samba["password"]), "win")
-        fid = tree.open("g.txt", READ_CONTROL | WRITE_DAC)
-        assert tree.set_info(fid, wire.INFO_SECURITY, 0, named.pack(acl.DACL), acl.DACL).status == 0
-        tree.close(fid)
+    set_dacl(samba, "g.txt", [acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, sid_of_text(nobody_sid)),
+                              acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
 
     server = smbconf("", {"win": f"path = {share}\nread only = no"}, accounts=True)
 
