@@ -371,6 +371,11 @@ def _limits(g: dict) -> Limits:
     return limits
 
 
+# Samba's VFS modules that keep in xattrs what smbring keeps itself (NT ACLs, streams), which
+# `smbring import-samba` takes over
+SAMBA_METADATA_MODULES = ("acl_xattr", "streams_xattr")
+
+
 def _share(name: str, s: dict, cfg: Config) -> Share | None:
     """The share a section describes, None (with a notice) for one that is not served."""
     homes = name.lower() == "homes"
@@ -395,6 +400,12 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
                            "are named streams (as fruit:resource = stream, fruit:metadata = stream); AppleDouble "
                            "files and netatalk metadata Samba kept are taken over by `smbring import-samba`, "
                            "not read while serving")
+    # Samba's modules for what smbring keeps in its own way: said so, with where Samba's went
+    built_in = [m for m in missing if m in SAMBA_METADATA_MODULES]
+    if built_in:
+        cfg.notices.append(f"[{name}] vfs objects: {', '.join(built_in)}: smbring keeps NT ACLs and streams "
+                           "itself; what Samba kept in this directory is taken over once by `smbring import-samba`")
+    missing = [m for m in missing if m not in SAMBA_METADATA_MODULES]
     if missing:
         cfg.notices.append(f"[{name}] vfs objects: {', '.join(missing)} not available here (skipped)")
     # Time Machine reconnects to its open backup files: durable handles, as Samba turns them on

@@ -251,6 +251,9 @@ class _File:
                 if self.sid is None:
                     raise OSError("no stream id")
                 self.vfs.make_stream_dir(self.sid)
+            if any(n.casefold() == name.casefold() for n in self.vfs.stream_names(self.sid)):
+                report.streams_kept += 1        # (names of streams are one without regard to case)
+                return
             try:
                 out = self.vfs.create_stream(self.sid, name, (self.st.st_uid, self.st.st_gid))
             except FileExistsError:
