@@ -10,6 +10,9 @@ from servers import PASSWORD, free_port, wait_listening
 from smbring.bench.smbclient import wait_smbd_ready
 
 SMBD = "/usr/sbin/smbd"
+# its accounts are its passdb's alone: never a winbindd's (a test's domain controller runs one
+# at the default socket, and its ids were taken for this smbd's users, refusing their logons)
+NO_WINBINDD = dict(os.environ, _NO_WINBINDD="1")
 SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
 
 
@@ -67,7 +70,7 @@ def samba_server(tmp_path):
         # smbd makes itself a process group (no --no-process-group): its SIGTERM to the
         # group reaches its children, never this test's process
         proc = subprocess.Popen([SMBD, "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, env=NO_WINBINDD)
         procs.append((proc, log))
         wait_listening(proc, port, d / "log" / "smbd.out")
         wait_smbd_ready(str(d / "lock"))

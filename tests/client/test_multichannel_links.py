@@ -19,6 +19,7 @@ import pytest
 from smbring.bench import netlinks
 from smbring.bench.smbclient import wait_smbd_ready
 from smbring.client import multichannel
+from samba_servers import NO_WINBINDD
 from servers import PASSWORD, USER, as_root_args, searchable_to
 
 MiB = 1024 * 1024
@@ -124,7 +125,7 @@ def server_in(tmp_path, links):
             conf.write_text(SMBD_CONF.format(d=d, share=share, interfaces=listed))
             subprocess.run(["smbpasswd", "-c", str(conf), "-a", "-s", "root"],
                            input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
-            command, env = ["smbd", "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(PORT)], None
+            command, env = ["smbd", "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(PORT)], NO_WINBINDD
             user = "root"
         with open(log, "w") as out:
             # smbd makes itself a process group leader; smbring gets one of its own

@@ -198,8 +198,10 @@ class Smbd(Server):
                        input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
         self.port = port
         # smbd makes itself a session and process-group leader (so killpg reaches its children)
+        # (its accounts are its passdb's alone: never those of a winbindd this host may run)
         self.proc = subprocess.Popen(["smbd", "--foreground", "-s", conf, "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=dict(os.environ, _NO_WINBINDD="1"))
         wait_port(port)
         wait_smbd_ready(os.path.join(state, "lock"))
 
