@@ -6,6 +6,8 @@ listed, and once AAPL is negotiated an empty named stream is not found by FILE_O
 share without fruit these streams are ordinary ones."""
 import struct
 
+import pytest
+
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
 from smbring.smb import wire
 from smbring.smb.acl import FILE_READ_ATTRIBUTES
@@ -166,15 +168,16 @@ def test_finder_information_not_yet_written_reads_as_an_empty_one(smbconf):
         assert streams(tree)[":AFP_AfpInfo:$DATA"] == 60
 
 
-def test_finder_information_another_share_wrote_badly_is_none(smbconf, tmp_path):
-    """Three bytes written to AFP_AfpInfo through a share without fruit: the fruit share does
-    not list it, FILE_OPEN does not find it, an open that creates reads an empty AfpInfo,
-    and a whole one written through it is stored."""
+@pytest.mark.parametrize("bad", [b"foo", b"foo" * 40])
+def test_finder_information_another_share_wrote_badly_is_none(smbconf, tmp_path, bad):
+    """Three bytes, or 120, written to AFP_AfpInfo through a share without fruit: the fruit
+    share does not list it, FILE_OPEN does not find it, an open that creates reads an empty
+    AfpInfo, and a whole one written through it is stored (the longer one cut to it)."""
     server = smbconf("", with_plain_view(tmp_path))
     c, plain = connected(server, "macplain")
     with c:
         write_file(plain, "f.txt", b"data")
-        write_file(plain, INFO, b"foo")
+        write_file(plain, INFO, bad)
         c2, tree = connected(server, "mac")
         with c2:
             assert ":AFP_AfpInfo:$DATA" not in streams(tree)
