@@ -147,8 +147,7 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     right no POSIX ACL holds, so only the NT ACL says it) and allows the rest: before the import smbring's
     user may open the file for it, after it STATUS_ACCESS_DENIED, and the descriptor names
     smbring's SIDs (the file's owner and group as S-1-22-1-uid and S-1-22-2-gid)."""
-    from smbring.server.samba_import import sid_of_text
-    from smbring.smb import acl, wire
+    from smbring.smb import acl, sids, wire
 
     samba = samba_server(shares=SAMBA_SHARES)
     share = samba["share"]
@@ -164,7 +163,7 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     accounts = subprocess.run(["pdbedit", "-s", conf, "-L", "-v"], capture_output=True, text=True, check=True).stdout
     nobody_sid = re.search(r"^Unix username:\s+nobody\n(?:.*\n)*?User SID:\s+(\S+)", accounts, re.M).group(1)
     smbclient(samba["port"], "win", f"put {tmp_path}/data g.txt", samba["user"], samba["password"])
-    set_dacl(samba, "g.txt", [acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, sid_of_text(nobody_sid)),
+    set_dacl(samba, "g.txt", [acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, sids.from_text(nobody_sid)),
                               acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
 
     server = smbconf("", {"win": f"path = {share}\nread only = no"}, accounts=True)

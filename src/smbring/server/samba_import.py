@@ -34,12 +34,12 @@ import json
 import os
 import pwd
 import stat
-import struct
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
 from smbring.smb import aapl, acl
+from smbring.smb import sids as smb_sids
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE, STORED_ATTRIBUTES
 from smbring.vfs import samba_xattrs
 from smbring.vfs.api import STREAMS_DIR, DosInfo, PathError
@@ -171,6 +171,7 @@ class _File:
             report.acls_kept += 1
             return
         why = None
+        owner, group = acl.unix_user(self.st.st_uid), acl.sid(22, 2, self.st.st_gid)
         found = samba_xattrs.nt_acl(os.getxattr(self.fd, samba_xattrs.NTACL_XATTR))
         try:
             descriptor = acl.parse(found[1]) if found is not None else None
@@ -185,10 +186,10 @@ class _File:
             # (they hold even where Samba's account database is not at hand)
             sids = dict(self.sids)
             if descriptor.owner:
-                sids.setdefault(descriptor.owner, acl.unix_user(self.st.st_uid))
+                sids.setdefault(descriptor.owner, owner)
             if descriptor.group:
-                sids.setdefault(descriptor.group, acl.sid(22, 2, self.st.st_gid))
-            unknown = sorted({sid_text(a.sid) for a in descriptor.dacl or () if _named(a.sid, sids) is None})
+                sids.setdefault(descriptor.group, group)
+            unknown = sorted({smb_sids.text(a.sid) for a in descriptor.dacl or () if _named(a.sid, sids) is None})
             if unknown:
                 why = f"names SIDs no account here has: {', '.join(unknown)}"
         if why is not None:
@@ -196,7 +197,7 @@ class _File:
             report.nt_acl_files.append(f"{self.path}: {why}")
             return
         # (its owner and group are the file's, as Samba keeps them: named as smbring names them)
-        descriptor.owner, descriptor.group = acl.unix_user(self.st.st_uid), acl.sid(22, 2, self.st.st_gid)
+        descriptor.owner, descriptor.group = owner, group
         for ace in descriptor.dacl or ():
             ace.sid = _named(ace.sid, sids)
         if not self.dry_run:
@@ -284,21 +285,8 @@ def _named(sid: bytes, sids: dict[bytes, bytes]) -> bytes | None:
     Unix SID as it is; None for another (a domain's or Samba's own SAM, S-1-5-21-...)."""
     if sid in sids:
         return sids[sid]
-    domain = sid[2:8] == (5).to_bytes(6, "big") and sid[1] >= 1 and struct.unpack_from("<I", sid, 8)[0] == 21
-    return None if domain else sid
-
-
-def sid_text(sid: bytes) -> str:
-    subs = struct.unpack_from(f"<{sid[1]}I", sid, 8)
-    return "S-1-" + "-".join(map(str, (int.from_bytes(sid[2:8], "big"), *subs)))
-
-
-def sid_of_text(text: str) -> bytes:
-    """S-1-5-21-1-2-3-1000 as a SID's bytes; ValueError for anything else."""
-    fields = text.strip().split("-")
-    if len(fields) < 3 or fields[0].upper() != "S" or fields[1] != "1" or len(fields) > 18:
-        raise ValueError(f"not a SID: {text!r}")
-    return acl.sid(int(fields[2]), *(int(f) for f in fields[3:]))
+    authority, subs = smb_sids.parts(sid)
+    return None if authority == 5 and subs[:1] == (21,) else sid
 
 
 def samba_sids(conf: str) -> dict[bytes, bytes]:
@@ -316,7 +304,7 @@ def samba_sids(conf: str) -> dict[bytes, bytes]:
             name = value.strip()
         elif key == "User SID" and name:
             try:
-                out[sid_of_text(value)] = acl.unix_user(pwd.getpwnam(name).pw_uid)
+                out[smb_sids.from_text(value)] = acl.unix_user(pwd.getpwnam(name).pw_uid)
             except (KeyError, ValueError):
                 pass
     groups = subprocess.run(["net", "-s", conf, "groupmap", "list"], capture_output=True, text=True, timeout=120)
@@ -325,7 +313,7 @@ def samba_sids(conf: str) -> dict[bytes, bytes]:
         if not arrow or "(" not in sid_part:
             continue
         try:
-            out[sid_of_text(sid_part.rsplit("(", 1)[1])] = acl.sid(22, 2, grp.getgrnam(unix.strip()).gr_gid)
+            out[smb_sids.from_text(sid_part.rsplit("(", 1)[1])] = acl.sid(22, 2, grp.getgrnam(unix.strip()).gr_gid)
         except (KeyError, ValueError):
             pass
     return out

@@ -171,12 +171,6 @@ NO_AFP_INFO = AFP_SIGNATURE + AFP_VERSION + bytes(4) + AD_DATE_START.to_bytes(4,
     bytes(AFP_INFO_SIZE - 16)
 
 
-def whole_afp_info(stream: str, size: int) -> bool:
-    """Whether the named stream is Finder information a fruit share shows (one whole
-    AfpInfo), or no AfpInfo at all."""
-    return size == AFP_INFO_SIZE or stream.casefold() != AFP_INFO_STREAM
-
-
 def shown_afp_info(stream: str | None, size: int) -> bool:
     """Whether an open of a fruit share's stream shows NO_AFP_INFO (its size, what it reads):
     an AfpInfo created and not written yet is a whole one to the opens that have it, as on

@@ -44,6 +44,15 @@ def text(sid: bytes) -> str:
     return "-".join([head, *map(str, subs)])
 
 
+def from_text(value: str) -> bytes:
+    """`text`'s inverse for the decimal form (S-1-5-21-1-2-3-1000); ValueError for anything
+    else."""
+    fields = value.strip().split("-")
+    if not 3 <= len(fields) <= 3 + MAX_SUB_AUTHORITIES or fields[0].upper() != "S" or fields[1] != "1":
+        raise ValueError(f"not a SID: {value!r}")
+    return make(int(fields[2]), *(int(f) for f in fields[3:]))
+
+
 def domain_and_rid(sid: bytes) -> tuple[bytes, int] | None:
     """The SID without its last sub-authority, and that sub-authority (None without one)."""
     authority, subs = parts(sid)

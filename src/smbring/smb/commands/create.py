@@ -629,7 +629,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             fs.make_stream_dir(base_key)
         if exists and disposition == wire.FILE_OPEN and (
                 tree.aapl is not None and not st.st_size or
-                tree.share.fruit and not aapl.whole_afp_info(stream, st.st_size)):
+                tree.share.fruit and aapl.shown_afp_info(stream, st.st_size)):
             # macOS takes an empty stream for none (Samba's vfs_fruit answers so once AAPL
             # is negotiated), and Finder information that is not one whole AfpInfo (one
             # another share wrote) for none on a fruit share (vfs_fruit removes it)

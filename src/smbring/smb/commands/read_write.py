@@ -98,10 +98,11 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
                 c.state.set_delete_pending(o, True)
             return struct.pack("<HHIIHH", 17, 0, asked, 0, 0, 0), None
         data, offset, length = memoryview(info), 0, len(info)
-        if tree.fs.size(o.fd) > aapl.AFP_INFO_SIZE:
+        size = tree.fs.size(o.fd)
+        if size > aapl.AFP_INFO_SIZE:
             # (longer than one, as another share may have written it: the rest goes, so
             # that the stream is the whole AfpInfo written)
-            check_write_range(c, o, 0, tree.fs.size(o.fd))
+            check_write_range(c, o, 0, size)
             tree.fs.ftruncate(o.fd, aapl.AFP_INFO_SIZE)
     append_only = not o.granted & wire.FILE_WRITE_DATA
     if not append_only:
