@@ -59,6 +59,15 @@ def test_records_are_medians_and_ratios_medians_of_run_ratios():
     assert summary["ratios"] == {"echo-1x1_ops_vs_smbd": 1.5, "echo-1x1_cpu_vs_smbd": 2.0}
 
 
+def test_busy_polling_is_compared_with_smbd_too():
+    ws = smallops.parse_workloads("echo-1x1")
+    results = {("echo-1x1", "smbring-busy"): [(300.0, 40.0), (400.0, 30.0), (500.0, 20.0)],
+               ("echo-1x1", "smbd"): [(200.0, 10.0), (200.0, 10.0), (100.0, 20.0)]}
+    summary = smallops.summarize(results, ws, ["smbring-busy", "smbd"])
+    # per run: ops 1.5, 2.0, 5.0; CPU 4.0, 3.0, 1.0
+    assert summary["ratios"] == {"echo-1x1_ops_busy_vs_smbd": 2.0, "echo-1x1_cpu_busy_vs_smbd": 3.0}
+
+
 def test_the_clients_cpu_is_a_median_too():
     ws = smallops.parse_workloads("echo-1x1")
     results = {("echo-1x1", "smbring"): [(100.0, 40.0, 7.0), (300.0, 20.0, 5.0), (200.0, 30.0, 9.0)]}

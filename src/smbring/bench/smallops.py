@@ -140,9 +140,12 @@ def add_arguments(p) -> None:
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
     p.add_argument("--servers", default="smbring,smbd",
-                   help="comma-separated: smbring, smbring-ring (smbring on the event loop that "
-                        "waits in io_uring), smbring-uvloop (on uvloop's), smbd; smbring's loop "
-                        "also follows SMBRING_EVENT_LOOP")
+                   help="comma-separated: smbring, smbring-busy (serve --busy-poll, see "
+                        "--busy-poll), smbring-ring (smbring on the event loop that waits in "
+                        "io_uring), smbring-uvloop (on uvloop's), smbd; smbring's loop also "
+                        "follows SMBRING_EVENT_LOOP")
+    p.add_argument("--busy-poll", type=int, default=200, metavar="MICROSECONDS",
+                   help="smbring-busy's serve --busy-poll (default 200)")
     p.add_argument("--workers", default="1",
                    help="smbring's worker processes (serve --workers), comma-separated to compare: "
                         "1,2 measures smbring and smbring-w2")
@@ -324,28 +327,21 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
             if all(len(r) > 2 for r in runs):
                 record["client_cpu_us_per_op"] = round(statistics.median(r[2] for r in runs), 2)
             records.append(record)
+        def compare(ours: str, theirs: str, key: str) -> None:
+            # medians of the per-run ratios ours / theirs, ops and CPU, as {w}_ops_{key} ...
+            pairs = list(zip(results.get((w.name, ours), []), results.get((w.name, theirs), [])))
+            if pairs:
+                ratios[f"{w.name}_ops_{key}"] = round(statistics.median(a[0] / b[0] for a, b in pairs), 3)
+                ratios[f"{w.name}_cpu_{key}"] = round(
+                    statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+
         for name in servers:        # smbring with N workers against smbring with one
             if name.startswith("smbring-w"):
-                pairs = list(zip(results.get((w.name, name), []), results.get((w.name, "smbring"), [])))
-                if pairs:
-                    ratios[f"{w.name}_ops_{name[8:]}_vs_w1"] = round(
-                        statistics.median(a[0] / b[0] for a, b in pairs), 3)
-                    ratios[f"{w.name}_cpu_{name[8:]}_vs_w1"] = round(
-                        statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
-        ours, theirs = results.get((w.name, "smbring"), []), results.get((w.name, "smbd"), [])
-        pairs = list(zip(ours, theirs))
-        if pairs:
-            ratios[f"{w.name}_ops_vs_smbd"] = round(statistics.median(a[0] / b[0] for a, b in pairs), 3)
-            ratios[f"{w.name}_cpu_vs_smbd"] = round(
-                statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+                compare(name, "smbring", f"{name[8:]}_vs_w1")
+        compare("smbring", "smbd", "vs_smbd")
+        compare("smbring-busy", "smbd", "busy_vs_smbd")
         for loop in OTHER_LOOPS:
-            other, plain = results.get((w.name, f"smbring-{loop}"), []), results.get((w.name, "smbring"), [])
-            pairs = list(zip(other, plain))
-            if pairs:
-                ratios[f"{w.name}_ops_{loop}_vs_asyncio"] = round(
-                    statistics.median(a[0] / b[0] for a, b in pairs), 3)
-                ratios[f"{w.name}_cpu_{loop}_vs_asyncio"] = round(
-                    statistics.median(a[1] / max(b[1], 1e-9) for a, b in pairs), 3)
+            compare(f"smbring-{loop}", "smbring", f"{loop}_vs_asyncio")
     return {"records": records, "ratios": ratios}
 
 
@@ -513,6 +509,9 @@ def run(args) -> int:
                 if name == "smbring":
                     servers.append(Smbring(files.share, port, os.path.join(state, f"{name}-w{workers}"),
                                            workers=workers))
+                elif name == "smbring-busy":
+                    servers.append(Smbring(files.share, port, os.path.join(state, name),
+                                           busy_poll=args.busy_poll))
                 elif name.startswith("smbring-") and name[8:] in OTHER_LOOPS:
                     servers.append(SmbringOnLoop(name[8:], files.share, port, os.path.join(state, name)))
                 elif name == "smbd":
@@ -549,7 +548,7 @@ def run(args) -> int:
     print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs; "
           f"placement {args.placement}")
     for r in summary["records"]:
-        print(f"  {r['workload']:<18} {r['server']:<8} {r['ops_per_s']:>10.1f} ops/s  "
+        print(f"  {r['workload']:<18} {r['server']:<12} {r['ops_per_s']:>10.1f} ops/s  "
               f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  client {r.get('client_cpu_us_per_op', 0):>9.2f} us"
               f"  workers={r['workers']}")
     for k, v in summary["ratios"].items():

@@ -210,13 +210,15 @@ class Smbring(Server):
     name = "smbring"
 
     def __init__(self, share: str, port: int, state: str, read_path: str = "auto", workers: int = 1,
-                 links=None):
+                 links=None, busy_poll: int = 0):
         """`smbring serve` of `share` on loopback, or with `links` (bench.netlinks.Links) inside
         their server namespace on 0.0.0.0, where it lists every address but loopback, that is
-        every link."""
+        every link. `busy_poll`: serve --busy-poll (named smbring-busy)."""
         passdb = os.path.join(state, "passdb")
         if workers > 1:
             self.name = f"smbring-w{workers}"
+        elif busy_poll:
+            self.name = "smbring-busy"
         os.makedirs(os.path.join(state, "run"), mode=0o700, exist_ok=True)
         env = dict(os.environ, SMBRING_PASSDB=passdb)
         smbring = [sys.executable, "-m", "smbring.cli"]
@@ -227,7 +229,8 @@ class Smbring(Server):
         host = "0.0.0.0" if links else "127.0.0.1"
         serve = smbring + ["serve", share, "--share", "bench", "--listen", f"{host}:{port}",
                            "--passdb", passdb, "--log-level", "info", "--read-path", read_path,
-                           "--workers", str(workers), "--control-socket", os.path.join(state, "run", "control")]
+                           "--workers", str(workers), "--control-socket", os.path.join(state, "run", "control"),
+                           "--busy-poll", str(busy_poll)]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(links.in_server(serve) if links else serve, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True, env=env)

@@ -18,11 +18,22 @@ from smbring.server.users import PasswordDB, default_path
 DEFAULT_LISTEN = "127.0.0.1:4445"
 
 
+def _busy_poll_us(value: str) -> int:
+    import argparse
+    from smbring.server.busy_poll import budget_us
+    try:
+        if not value.strip().isdigit():
+            raise ValueError(f"microseconds, a whole number, not {value!r}")
+        return budget_us(int(value))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub) -> None:
     from smbring.server.control import default_path as default_control
     p = sub.add_parser("serve", help="serve a directory over SMB2/3",
                        description="Flags override the configuration file: PATH adds the share "
-                                   "--share; --listen, --passdb, --read-path, --signing-required "
+                                   "--share; --listen, --passdb, --read-path, --busy-poll, --signing-required "
                                    "replace [global]'s settings; --read-only, --encrypt, --guest "
                                    "and --vfs-objects apply to every share.")
     p.add_argument("path", nargs="?", help="directory to share (or use --config)")
@@ -44,6 +55,10 @@ def register(sub) -> None:
                         "(default: direct_writes over io_uring where available, else over threadpool)")
     p.add_argument("--read-path", default=None, choices=["auto", "copy", "mmap", "splice", "zc"],
                    help="how READ data reaches the socket (default auto)")
+    p.add_argument("--busy-poll", type=_busy_poll_us, default=None, metavar="MICROSECONDS",
+                   help="after an answer, keep looking for the client's next request this long "
+                        "before sleeping: lower latency at one request in flight, more CPU "
+                        "(busy poll; default 0, off; at most 10000)")
     p.add_argument("--no-io-uring", action="store_true",
                    help="serve without io_uring: plain asyncio sockets, file data through a thread "
                         "pool (as where io_uring is unavailable)")
@@ -103,6 +118,7 @@ class Settings:
     hosts_allow: tuple = ()
     hosts_deny: tuple = ()
     kerberos: object = None           # server.kerberos.KerberosSettings; None: not offered
+    busy_poll: int = 0                # microseconds (server.busy_poll)
 
 
 def configuration(args):
@@ -114,7 +130,7 @@ def configuration(args):
     return override(cfg, path=args.path, share=args.share, listen=args.listen, passdb=args.passdb,
                     read_path=args.read_path, signing_required=args.signing_required,
                     read_only=args.read_only, guest=args.guest, encrypt=args.encrypt,
-                    vfs_objects=args.vfs_objects)
+                    vfs_objects=args.vfs_objects, busy_poll=args.busy_poll)
 
 
 def load_settings(args) -> Settings:
@@ -143,7 +159,7 @@ def load_settings(args) -> Settings:
                     policy=cfg.policy, hosts_allow=cfg.hosts_allow, hosts_deny=cfg.hosts_deny,
                     username_map=args.username_map or cfg.username_map,
                     guest_account=args.guest_account or cfg.guest_account or "nobody",
-                    kerberos=cfg.kerberos)
+                    kerberos=cfg.kerberos, busy_poll=cfg.busy_poll)
 
 
 def testparm(args) -> int:
@@ -302,7 +318,7 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
                     server_info=settings.server_info, policy=settings.policy,
                     hosts_allow=settings.hosts_allow, hosts_deny=settings.hosts_deny,
                     username_map=settings.username_map, guest_account=settings.guest_account,
-                    worker=worker)
+                    worker=worker, busy_poll=settings.busy_poll)
     logs.act_as_server(server.server_moment)    # a record written while acting as a user
     problems = server.identities.check(settings.shares, settings.guest) if os.geteuid() == 0 else []
     for problem in problems:
@@ -348,7 +364,7 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
                            limits=new.limits, ntlm_auth=new.ntlm_auth, server_info=new.server_info,
                            policy=new.policy, hosts_allow=new.hosts_allow, hosts_deny=new.hosts_deny,
                            username_map=new.username_map, guest_account=new.guest_account,
-                           kerberos=kerberos)
+                           kerberos=kerberos, busy_poll=new.busy_poll)
         return describe_change(before, new.shares)
 
     try:

@@ -65,6 +65,7 @@ class Config:
     listen_set: bool = False           # the file chose the addresses or ports
     passdb: str | None = None
     read_path: str = "auto"
+    busy_poll: int = 0          # microseconds (server.busy_poll); 0: off
     limits: Limits = field(default_factory=Limits)
     ntlm_auth: str = "ntlmv2-only"
     policy: Policy = field(default_factory=lambda: Policy(map_to_guest="never"))
@@ -303,6 +304,7 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
         raise ConfigError(f"{where('kerberos method')}: {e}") from None
     cfg.passdb = _passdb(g)
     cfg.read_path = _get(g, "read path", "auto")
+    cfg.busy_poll = _get(g, "busy poll", 0)
     cfg.limits = _limits(g)
     cfg.hosts_allow, cfg.hosts_deny = _get(g, "hosts allow", ()), _get(g, "hosts deny", ())
     _addresses(cfg, g)
@@ -491,9 +493,9 @@ def _check_homes(cfg: Config) -> None:
 def override(cfg: Config, *, path: str | None = None, share: str = "share", listen: str | None = None,
              passdb: str | None = None, read_path: str | None = None, signing_required: bool = False,
              read_only: bool = False, guest: bool = False, encrypt: bool = False,
-             vfs_objects: str = "") -> Config:
+             vfs_objects: str = "", busy_poll: int | None = None) -> Config:
     """The command line's flags over the file's settings (flags win): PATH adds (or replaces)
-    the share --share; --listen, --passdb, --read-path and --signing-required replace [global]'s
+    the share --share; --listen, --passdb, --read-path, --busy-poll and --signing-required replace [global]'s
     settings; --read-only, --encrypt, --guest and --vfs-objects apply to every share (--guest
     also maps unknown users to guests, as map to guest = bad user)."""
     if path is not None:
@@ -503,6 +505,8 @@ def override(cfg: Config, *, path: str | None = None, share: str = "share", list
         cfg.listen, cfg.listen_set = [listen_address(listen, "--listen")], True
     cfg.passdb = passdb or cfg.passdb
     cfg.read_path = read_path or cfg.read_path
+    if busy_poll is not None:
+        cfg.busy_poll = busy_poll
     cfg.signing_required = cfg.signing_required or signing_required
     if guest:
         cfg.policy.map_to_guest = "bad user"

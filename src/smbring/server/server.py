@@ -32,6 +32,7 @@ from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescript
 from smbring.server import handoff, interfaces
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.accounts import account as unix_account
+from smbring.server.busy_poll import BusyPoll
 from smbring.server.change_watcher import ChangeWatcher
 from smbring.server.delivery import DeliveryWatch
 from smbring.server.effects import WRITES_IN_FLIGHT, DescriptorHolds, EffectRunner
@@ -336,7 +337,7 @@ class Server:
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  server_info: ServerInfo | None = None, policy: Policy | None = None,
                  hosts_allow=(), hosts_deny=(), username_map: str | None = None,
-                 guest_account: str = "nobody", worker=None):
+                 guest_account: str = "nobody", worker=None, busy_poll: int = 0):
         self.shares = shares
         # [global] security settings for the core, and `hosts allow`/`hosts deny` of
         # [global], checked when a connection is accepted
@@ -366,6 +367,8 @@ class Server:
         self.allow_guest = allow_guest
         self.signing_required = signing_required
         self.read_path = read_path
+        # `busy poll`: the loop keeps looking for requests after an answer (microseconds)
+        self.busy_poll = BusyPoll(busy_poll)
         self.use_uring = use_uring
         self.limits = limits or Limits()
         self.open_files = 0         # the open files limit in force, once serving
@@ -840,7 +843,8 @@ class Server:
                     return transport.holding()
 
         if take_frame is not None:
-            transport.serve_with(serve_received)
+            busy_poll = self.busy_poll
+            transport.serve_with(busy_poll.served(serve_received) if busy_poll.budget else serve_received)
         try:
             while True:
                 frame = None
@@ -1178,7 +1182,7 @@ class Server:
                     signing_required: bool, read_path: str, limits: Limits, ntlm_auth: str,
                     server_info: ServerInfo | None = None, policy: Policy | None = None,
                     hosts_allow=None, hosts_deny=None, username_map: str | None = None,
-                    guest_account: str = "nobody", kerberos=None) -> None:
+                    guest_account: str = "nobody", kerberos=None, busy_poll: int = 0) -> None:
         """A reload: the shares apply to new tree connects on every connection (trees
         connected keep the share they connected to); the username map and the guest account
         to the next logon on any connection; the rest to new connections. (What applies only
@@ -1200,6 +1204,9 @@ class Server:
             self.lookup = PasswordLookup(passdb_path)
         self.allow_guest, self.signing_required = allow_guest, signing_required
         self.read_path, self.limits, self.ntlm_auth = read_path, limits, ntlm_auth
+        # (connections served with busy polling follow the new budget, 0 included; those
+        # served without it since they began go on so)
+        self.busy_poll.set_budget(busy_poll)
         self.arriving.limit = limits.max_frame_memory << 20     # (frames arriving keep their count)
         if self.open_files:
             self.state.max_opens = max_opens(self.open_files, limits)

@@ -1,0 +1,144 @@
+"""`busy poll`: the event loop keeps looking for the next request for a while after an answer,
+instead of going to sleep at once.
+
+At one request in flight a client's next request follows the server's answer within tens of
+microseconds on a fast link, and the server process has gone to sleep in the meantime: its
+wake-up (the scheduler, a virtual machine's CPU leaving and re-entering its idle state) costs
+about as much as serving a small request. Linux's socket busy polling (`net.core.busy_read`,
+SO_BUSY_POLL, io_uring's NAPI polling) does not apply to loopback or to a readiness-driven loop;
+this is the same idea in the loop: after a frame is answered the loop is kept turning (each
+turn a look at every socket without blocking) for a while, then sleeps as usual.
+
+It spends CPU to save latency, so it is off unless the administrator sets a budget, and it
+looks no longer than the clients' pace makes worth it:
+- how long: twice the median time from an answer to the next request over the last GAPS
+  answers, at most the budget; a look that long catches the requests that follow quickly and
+  gives up soon on those that do not (a client that writes each file it got to a slow disk
+  between requests, a client that thinks);
+- not at all while that median is above the budget (slow clients, a link whose round trip is
+  longer than the budget), while requests came over more than one connection (several
+  clients keep the loop busy, and a look would take CPU from them and from the clients on the
+  same machine), or while more processes are ready to run than there are CPUs: the loop
+  sleeps at once, as without busy polling;
+- a turn that found nothing to do yields the CPU (sched_yield) to whatever else is ready to
+  run on it, a client on the same machine included, so a looking server never holds up the
+  process it waits for; a yield that let another process run ends the look, and looks stop
+  until the next GAPS answers (the CPUs are busy: looking would take time from others).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+MAX_BUDGET_US = 10_000      # 10 ms: beyond that the loop would rather sleep
+GAPS = 16                   # answers over which the look's length is worked out again
+GIVEN_AWAY = 20e-6          # a yield that took longer let another process run
+
+
+def budget_us(value: int) -> int:
+    """A budget in microseconds, checked: 0 (off) up to MAX_BUDGET_US."""
+    if not 0 <= value <= MAX_BUDGET_US:
+        raise ValueError(f"busy poll: 0 (off) to {MAX_BUDGET_US} microseconds, not {value}")
+    return value
+
+
+class BusyPoll:
+    """One server process's busy polling (each worker has its own). `served(serve)` wraps the
+    function that answers what a connection's readiness callback received (Receiver.serve);
+    the budget may change while serving (a reload): 0 turns it off."""
+
+    def __init__(self, budget: int = 0):
+        self.budget = 0.0
+        self.look = 0.0             # how long the loop looks after an answer (0: it sleeps)
+        self.gaps: list[float] = []     # from an answer to the next request, since `look` was set
+        self.set_budget(budget)
+        self.deadline = 0.0
+        self.turning = False        # a turn is scheduled
+        self.answered_at = 0.0      # when the last answer left (0: a request came since)
+        self.served_since_turn = False
+        self.last_served = None     # the connection served last (its busy_serve)
+        self.switches = 0           # from one connection to another, since `look` was set
+        self.turns = 0              # turns of the loop spent looking (for tests)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loadavg: int | None = None        # /proc/loadavg, open (cpus_busy)
+        self._cpus = len(os.sched_getaffinity(0))
+
+    def set_budget(self, budget: int) -> None:
+        self.budget = self.look = budget_us(budget) / 1e6
+        self.gaps = []
+
+    def served(self, serve: Callable[[], bool]) -> Callable[[], bool]:
+        """`serve`, measuring the gap before it and keeping the loop turning after it."""
+        def busy_serve() -> bool:
+            if self.last_served is not busy_serve:
+                self.last_served = busy_serve
+                self.switches += 1
+            self.request_arrived()
+            more = serve()
+            self.answered()
+            return more
+        return busy_serve
+
+    def request_arrived(self) -> None:
+        self.served_since_turn = True
+        if self.answered_at:
+            gaps = self.gaps
+            gaps.append(time.perf_counter() - self.answered_at)
+            self.answered_at = 0.0
+            if len(gaps) == GAPS:
+                median = sorted(gaps)[GAPS // 2]
+                self.look = 0.0 if median > self.budget or self.switches > 1 or self.cpus_busy() \
+                    else min(self.budget, 2 * median)
+                self.switches = 0
+                gaps.clear()
+
+    def cpus_busy(self) -> bool:
+        """Whether more processes are ready to run than this process has CPUs: the kernel's
+        count of runnable tasks (/proc/loadavg's fourth field, this process included).
+        Looking would then keep a CPU from the others (the scheduler places them on a CPU
+        that goes idle; a looking one never does); a yield reaches only those already
+        queued on this CPU."""
+        try:
+            if self._loadavg is None:
+                self._loadavg = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+            running = os.pread(self._loadavg, 128, 0).split()[3].split(b"/")[0]
+            return int(running) > self._cpus
+        except (OSError, IndexError, ValueError):
+            return False        # (no /proc: the yields' test alone)
+
+    def answered(self) -> None:
+        """An answer left: the loop turns until the look's length passes without a request."""
+        now = self.answered_at = time.perf_counter()
+        if not self.look:
+            return
+        self.deadline = now + self.look
+        if not self.turning:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self.turning = True
+            self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        # a callback ready to run makes the loop look at its sockets without blocking; while
+        # the look lasts the callback schedules itself again
+        if time.perf_counter() < self.deadline:
+            self.turns += 1
+            if self.served_since_turn:
+                # (the loop had work since the last turn: under load it never sleeps, and a
+                # yield per turn would be a system call per request for nothing)
+                self.served_since_turn = False
+            else:
+                before = time.perf_counter()
+                os.sched_yield()
+                if time.perf_counter() - before > GIVEN_AWAY:
+                    # another process ran on this CPU meanwhile: the CPUs are busy, and
+                    # looking would take time from the clients; the loop sleeps after
+                    # answers until the look's length is worked out again
+                    self.look = 0.0
+                    self.turning = False
+                    return
+            self._loop.call_soon(self._turn)
+        else:
+            self.turning = False
