@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from servers import PASSWORD, USER, smbclient, spawn, stop
+from servers import PASSWORD, USER, free_port, smbclient, spawn, stop
 from smbring.server.busy_poll import MAX_BUDGET_US, BusyPoll
 from smbring.server.config import ConfigError, load
 
@@ -126,14 +126,14 @@ def test_command_line_refuses_out_of_bounds(tmp_path, bad):
 # -- a real server -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def busy_server(tmp_path, budget_us: int):
+def busy_server(tmp_path, budget_us: int, *serve_args: str):
     """`smbring serve --busy-poll budget_us` of tmp_path/share, and an smbprotocol session
     with it: ({"port", "share", "proc"}, connection, session)."""
     connection = pytest.importorskip("smbprotocol.connection")
     session = pytest.importorskip("smbprotocol.session")
     share = tmp_path / "share"
     share.mkdir()
-    proc, port, _ = spawn(tmp_path, str(share), "--share", "share", "--busy-poll", str(budget_us))
+    proc, port, _ = spawn(tmp_path, str(share), "--share", "share", "--busy-poll", str(budget_us), *serve_args)
     conn = connection.Connection(uuid.uuid4(), "127.0.0.1", port)
     try:
         conn.connect()
@@ -181,6 +181,23 @@ def test_a_slow_client_is_not_waited_for(tmp_path):
             conn.echo(sid=sess.session_id, credit_request=1)
             time.sleep(0.01)
         assert cpu_seconds(server["proc"].pid) - before < 0.15
+
+
+@pytest.mark.parametrize("budget", [0, 3000])
+def test_the_time_spent_looking_is_a_metric(tmp_path, budget):
+    """smbring_busy_poll_seconds_total: what looking cost, for an administrator to weigh;
+    nothing while busy polling is off."""
+    import urllib.request
+    pytest.importorskip("prometheus_client")
+    mport = free_port()
+    with busy_server(tmp_path, budget, "--metrics", f"127.0.0.1:{mport}") as (_, conn, sess):
+        for _ in range(500):
+            conn.echo(sid=sess.session_id, credit_request=1)
+        time.sleep(0.05)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+    [looking] = [float(line.split()[-1]) for line in body.splitlines()
+                 if line.startswith("smbring_busy_poll_seconds_total")]
+    assert (looking > 0) == bool(budget)
 
 
 def test_reload_turns_it_on_and_off(tmp_path):

@@ -61,6 +61,8 @@ class BusyPoll:
         self.last_served = None     # the connection served last (its busy_serve)
         self.switches = 0           # from one connection to another, since `look` was set
         self.turns = 0              # turns of the loop spent looking (for tests)
+        self.looking = 0.0          # seconds the loop spent looking, in all (metrics)
+        self._last_turn = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loadavg: int | None = None        # /proc/loadavg, open (cpus_busy)
         self._cpus = len(os.sched_getaffinity(0))
@@ -123,22 +125,27 @@ class BusyPoll:
     def _turn(self) -> None:
         # a callback ready to run makes the loop look at its sockets without blocking; while
         # the look lasts the callback schedules itself again
-        if time.perf_counter() < self.deadline:
-            self.turns += 1
-            if self.served_since_turn:
-                # (the loop had work since the last turn: under load it never sleeps, and a
-                # yield per turn would be a system call per request for nothing)
-                self.served_since_turn = False
-            else:
-                before = time.perf_counter()
-                os.sched_yield()
-                if time.perf_counter() - before > GIVEN_AWAY:
-                    # another process ran on this CPU meanwhile: the CPUs are busy, and
-                    # looking would take time from the clients; the loop sleeps after
-                    # answers until the look's length is worked out again
-                    self.look = 0.0
-                    self.turning = False
-                    return
-            self._loop.call_soon(self._turn)
-        else:
-            self.turning = False
+        now = time.perf_counter()
+        # (the loop had work since the last turn: that time was serving, not looking; and
+        # under load it never sleeps, so a yield would be a system call per request for
+        # nothing)
+        worked, self.served_since_turn = self.served_since_turn, False
+        if not worked and self._last_turn:
+            self.looking += now - self._last_turn
+        if now >= self.deadline:
+            self.turning, self._last_turn = False, 0.0
+            return
+        self.turns += 1
+        if not worked:
+            os.sched_yield()
+            after = time.perf_counter()
+            if after - now > GIVEN_AWAY:
+                # another process ran on this CPU meanwhile: the CPUs are busy, and looking
+                # would take time from the clients; the loop sleeps after answers until the
+                # look's length is worked out again
+                self.look = 0.0
+                self.turning, self._last_turn = False, 0.0
+                return
+            now = after
+        self._last_turn = now
+        self._loop.call_soon(self._turn)

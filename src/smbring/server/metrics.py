@@ -13,7 +13,9 @@ metrics:
 - ``smbring_read_bytes_total{path}`` and ``smbring_reads_total{path}``: file data sent, by the
   read path chosen (copy, mmap, splice, zc; ``memory`` for READs signed, sealed or in a
   compound, which are read into memory first);
-- ``smbring_written_bytes_total``: file data written.
+- ``smbring_written_bytes_total``: file data written;
+- ``smbring_busy_poll_seconds_total``: time the event loop spent looking for requests after
+  its answers (`busy poll`; 0 while it is off): the CPU time it costs.
 """
 from __future__ import annotations
 
@@ -115,6 +117,8 @@ class Metrics:
         yield read_bytes
         yield read_count
         yield counter("smbring_written_bytes", "File data written", value=written)
+        yield counter("smbring_busy_poll_seconds", "Time the loop spent looking for requests after answers",
+                      value=self.server.busy_poll.looking)
         yield gauge("smbring_connections_open", "Connections now", value=len(self.server.links))
 
     def describe(self):
