@@ -143,6 +143,33 @@ def test_all_zeros_do_not_pass_another_opens_lock(smbconf):
         assert read_all(tree, INFO) == afp_info()
 
 
+def test_finder_information_reads_whole_from_any_offset_up_to_its_size(smbconf):
+    """As macOS (and Samba's vfs_fruit, bug for bug): a READ of AFP_AfpInfo at any offset up
+    to 60 reads from its start, at most its 60 bytes; at 61 or past, nothing. Written or not
+    yet written alike; another stream of the file reads by its offsets as usual."""
+    server = smbconf("", SHARES)
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt", b"data")
+        info = afp_info(b"SMB,OLE!")
+        fid = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+        for whole in (afp_info(b""), info):
+            if whole is info:
+                assert tree.write(fid, info, 0).status == wire.STATUS_SUCCESS
+            for length, offset, expected in ((60, 0, whole), (61, 0, whole), (8, 16, whole[:8]),
+                                             (2, 59, whole[:2]), (1, 60, whole[:1])):
+                r = tree.read(fid, length, offset)
+                assert r.status == wire.STATUS_SUCCESS and r.body[16:] == expected, (length, offset)
+            for offset in (61, 100, 4096):
+                assert tree.read(fid, 1, offset).status == wire.STATUS_END_OF_FILE
+        tree.close(fid)
+        other = tree.open("f.txt:other", wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
+        assert tree.write(other, bytes(range(100)), 0).status == wire.STATUS_SUCCESS
+        assert tree.read(other, 8, 16).body[16:] == bytes(range(16, 24))
+        assert tree.read(other, 1, 100).status == wire.STATUS_END_OF_FILE
+        tree.close(other)
+
+
 def test_finder_information_not_yet_written_reads_as_an_empty_one(smbconf):
     """An AFP_AfpInfo created and not written is, to the opens that have it, a whole AfpInfo
     with no Finder information (60 bytes: signature, version, no backup date); it is not
@@ -154,7 +181,7 @@ def test_finder_information_not_yet_written_reads_as_an_empty_one(smbconf):
         created = tree.open(INFO, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OPEN_IF)
         r = tree.read(created, 4096)
         assert r.status == wire.STATUS_SUCCESS and r.body[16:] == afp_info(b"")
-        assert tree.read(created, 10, 60).status == wire.STATUS_END_OF_FILE
+        assert tree.read(created, 10, 61).status == wire.STATUS_END_OF_FILE
         size = struct.unpack_from("<Q", tree.query_info(created, wire.INFO_FILE, 5).buffer(2), 8)[0]
         assert size == 60
         assert ":AFP_AfpInfo:$DATA" not in streams(tree)

@@ -51,15 +51,22 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
     size = o.tree.fs.size(o.fd)
-    shown = o.tree.share.fruit and aapl.shown_afp_info(o.stream, size)
-    available = max(0, min(length, (aapl.AFP_INFO_SIZE if shown else size) - offset))
+    shown = False
+    read_from = offset
+    if o.tree.share.fruit and aapl.is_afp_info(o.stream):
+        # Finder information reads whole, as macOS reads it: any offset up to its size reads
+        # from its start, one past it reads nothing (Samba's fruit_pread_meta, bug for bug
+        # with macOS's off-by-one)
+        shown = aapl.shown_afp_info(o.stream, size)
+        read_from, size = 0, (aapl.AFP_INFO_SIZE if offset <= aapl.AFP_INFO_SIZE else 0)
+    available = max(0, min(length, size - read_from))
     if (not available and length) or available < min_count:
         raise SMBError(wire.STATUS_END_OF_FILE)
     o.position = offset + available
     prefix = struct.pack("<HBBIII", 17, 80, 0, available, 0, 0)
     if shown:
-        return prefix + aapl.NO_AFP_INFO[offset:offset + available], None
-    return FilePayload(prefix, FileRange(o.fd, offset, available, o.tree.share.name),
+        return prefix + aapl.NO_AFP_INFO[:available], None
+    return FilePayload(prefix, FileRange(o.fd, read_from, available, o.tree.share.name),
                        splice_safe=not c.state.share_modes.has_writer(o.key),
                        read_path=o.tree.share.read_path), None
 
