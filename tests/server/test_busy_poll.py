@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from servers import PASSWORD, USER, free_port, smbclient, spawn, stop
-from smbring.server.busy_poll import MAX_BUDGET_US, BusyPoll
+from smbring.server.busy_poll import MAX_BUDGET_US, BusyPoll, look_for
 from smbring.server.config import ConfigError, load
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -92,12 +92,15 @@ def test_several_connections_stop_it():
     assert busy.look == 0
 
 
-def test_quick_clients_get_a_short_look():
-    """Requests that follow at once: the loop looks twice their median gap, not the whole
-    budget, and gives up soon on a request that takes longer."""
-    busy = BusyPoll(MAX_BUDGET_US)
-    run_answers(busy, 20, 0)
-    assert 0 < busy.look < busy.budget / 4
+def test_the_look_follows_the_median_gap():
+    """Twice the median gap, at most the budget, none when the median is over it: requests
+    that follow at once get a short look, a gap now and then (a client writing each file it
+    got to its disk) does not lengthen it, slow ones get none."""
+    us = 1e-6
+    assert look_for([20 * us] * 16, 200 * us) == pytest.approx(40 * us)
+    assert look_for([50 * us] * 12 + [800 * us] * 4, 200 * us) == pytest.approx(100 * us)
+    assert look_for([150 * us] * 16, 200 * us) == pytest.approx(200 * us)
+    assert look_for([250 * us] * 9 + [10 * us] * 7, 200 * us) == 0
 
 
 # -- configuration ------------------------------------------------------------------------------

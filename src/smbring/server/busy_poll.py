@@ -44,6 +44,14 @@ def budget_us(value: int) -> int:
     return value
 
 
+def look_for(gaps: list[float], budget: float) -> float:
+    """How long to look after an answer, given the last gaps from an answer to the next
+    request (seconds): twice their median, at most the budget; 0 when the median is longer
+    than the budget."""
+    median = sorted(gaps)[len(gaps) // 2]
+    return 0.0 if median > budget else min(budget, 2 * median)
+
+
 class BusyPoll:
     """One server process's busy polling (each worker has its own). `served(serve)` wraps the
     function that answers what a connection's readiness callback received (Receiver.serve);
@@ -64,7 +72,6 @@ class BusyPoll:
         self.looking = 0.0          # seconds the loop spent looking, in all (metrics)
         self._last_turn = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loadavg: int | None = None        # /proc/loadavg, open (cpus_busy)
         self._cpus = len(os.sched_getaffinity(0))
 
     def set_budget(self, budget: int) -> None:
@@ -90,9 +97,7 @@ class BusyPoll:
             gaps.append(time.perf_counter() - self.answered_at)
             self.answered_at = 0.0
             if len(gaps) == GAPS:
-                median = sorted(gaps)[GAPS // 2]
-                self.look = 0.0 if median > self.budget or self.switches > 1 or self.cpus_busy() \
-                    else min(self.budget, 2 * median)
+                self.look = 0.0 if self.switches > 1 or self.cpus_busy() else look_for(gaps, self.budget)
                 self.switches = 0
                 gaps.clear()
 
@@ -103,9 +108,11 @@ class BusyPoll:
         that goes idle; a looking one never does); a yield reaches only those already
         queued on this CPU."""
         try:
-            if self._loadavg is None:
-                self._loadavg = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
-            running = os.pread(self._loadavg, 128, 0).split()[3].split(b"/")[0]
+            fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                running = os.read(fd, 128).split()[3].split(b"/")[0]
+            finally:
+                os.close(fd)
             return int(running) > self._cpus
         except (OSError, IndexError, ValueError):
             return False        # (no /proc: the yields' test alone)
