@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from servers import PASSWORD, free_port, wait_listening
-from smbring.bench.smbclient import wait_smbd_ready
+from smbring.bench.smbclient import smbd_global, wait_smbd_ready
 
 SMBD = "/usr/sbin/smbd"
 # its accounts are its passdb's alone: never a winbindd's (a test's domain controller runs one
@@ -16,32 +16,11 @@ NO_WINBINDD = dict(os.environ, _NO_WINBINDD="1")
 SAMBA_USER = "root"          # Samba's users need a Unix account; root has one everywhere
 
 
-SAMBA_CONF = """[global]
-    server role = standalone server
-    workgroup = WORKGROUP
-    netbios name = CLIENTTEST
-    disable netbios = yes
-    interfaces = 127.0.0.1
-    bind interfaces only = yes
-    private dir = {d}/private
-    lock directory = {d}/lock
-    state directory = {d}/state
-    cache directory = {d}/cache
-    pid directory = {d}/pid
-    ncalrpc dir = {d}/ncalrpc
-    binddns dir = {d}/bind-dns
-    passdb backend = tdbsam:{d}/private/passdb.tdb
-    log file = {d}/log/log.%m
-    log level = 1
-    load printers = no
-    printing = bsd
-    printcap name = /dev/null
-    disable spoolss = yes
-    usershare path =
-    map to guest = never
-    server min protocol = SMB2_02
-    server max protocol = SMB3_11
-{extra}
+def samba_conf(d, extra: str = "", shares: str = "") -> str:
+    """smb.conf of the tests' smbd: its state under d, its share d/share; `extra`: more
+    [global] lines; `shares`: sections after [share]."""
+    return smbd_global(str(d), log_file=f"{d}/log/log.%m", log_level=1,
+                       extra="    netbios name = CLIENTTEST\n" + extra) + f"""
 [share]
     path = {d}/share
     read only = no
@@ -59,10 +38,10 @@ def samba_server(tmp_path):
 
     def make(extra: str = "", shares: str = ""):
         d = tmp_path / "samba"
-        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns", "log", "share"):
+        for sub in ("log", "share"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         conf = d / "smb.conf"
-        conf.write_text(SAMBA_CONF.format(d=d, extra=extra, shares=shares.replace("{d}", str(d))))
+        conf.write_text(samba_conf(d, extra, shares.replace("{d}", str(d))))
         subprocess.run(["smbpasswd", "-c", str(conf), "-a", "-s", SAMBA_USER],
                        input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
         port = free_port()

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from smbring.bench import netlinks
-from smbring.bench.smbclient import wait_smbd_ready
+from smbring.bench.smbclient import smbd_global, wait_smbd_ready
 from smbring.client import multichannel
 from samba_servers import NO_WINBINDD
 from servers import PASSWORD, USER, as_root_args, searchable_to
@@ -42,31 +42,9 @@ async def main(host, port, user, password, share, channels, up, down):
 asyncio.run(main(*sys.argv[1:]))
 """
 
-SMBD_CONF = """[global]
-    server role = standalone server
-    workgroup = WORKGROUP
-    disable netbios = yes
-    interfaces = {interfaces}
-    bind interfaces only = yes
-    server multi channel support = yes
-    private dir = {d}/private
-    lock directory = {d}/lock
-    state directory = {d}/state
-    cache directory = {d}/cache
-    pid directory = {d}/pid
-    ncalrpc dir = {d}/ncalrpc
-    binddns dir = {d}/bind-dns
-    passdb backend = tdbsam:{d}/private/passdb.tdb
-    log file = {d}/log.%m
-    load printers = no
-    printing = bsd
-    printcap name = /dev/null
-    disable spoolss = yes
-    usershare path =
-    map to guest = never
-    server min protocol = SMB2_02
-    server max protocol = SMB3_11
 
+def smbd_conf(d, share, interfaces: str) -> str:
+    return smbd_global(str(d), interfaces=interfaces, extra="    server multi channel support = yes\n") + f"""
 [share]
     path = {share}
     read only = no
@@ -118,11 +96,9 @@ def server_in(tmp_path, links):
             user = USER
         else:
             d = tmp_path / "samba"
-            for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns"):
-                (d / sub).mkdir(parents=True, exist_ok=True)
             listed = " ".join(f'"{a};speed={links.rate},capability=RSS"' for a in links.server_addresses)
             conf = d / "smb.conf"
-            conf.write_text(SMBD_CONF.format(d=d, share=share, interfaces=listed))
+            conf.write_text(smbd_conf(d, share, listed))
             subprocess.run(["smbpasswd", "-c", str(conf), "-a", "-s", "root"],
                            input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
             command, env = ["smbd", "--foreground", "--debug-stdout", "-s", str(conf), "-p", str(PORT)], NO_WINBINDD

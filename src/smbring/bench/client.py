@@ -44,7 +44,7 @@ import tempfile
 import time
 
 from smbring.bench import netlinks
-from smbring.bench.smbclient import (PASSWORD, SMBD_CONF, USER, Server, Smbd, Smbring, free_port,
+from smbring.bench.smbclient import (PASSWORD, USER, bench_smbd_conf, Server, Smbd, Smbring, free_port,
                                      prepare, wait_port, wait_smbd_ready)
 
 CASES = ("get", "put")
@@ -138,15 +138,11 @@ class MultichannelSmbd(Smbd):
     server namespace, listening on and listing every link's address."""
 
     def __init__(self, share: str, port: int, state: str, links: netlinks.Links | None = None):
-        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns"):
-            os.makedirs(os.path.join(state, sub), exist_ok=True)
         conf = os.path.join(state, "smb.conf")
-        text = SMBD_CONF.format(state=state, share=share).replace(
-            "[bench]", "    server multi channel support = yes\n\n[bench]")
-        if links:
-            # the quotes keep each address's ";speed=...,capability=..." together (smb.conf(5))
-            listed = " ".join(f'"{a};speed={links.rate},capability=RSS"' for a in links.server_addresses)
-            text = text.replace("interfaces = 127.0.0.1", f"interfaces = {listed}")
+        # the quotes keep each address's ";speed=...,capability=..." together (smb.conf(5))
+        listed = (" ".join(f'"{a};speed={links.rate},capability=RSS"' for a in links.server_addresses)
+                  if links else "127.0.0.1")
+        text = bench_smbd_conf(state, share, interfaces=listed, extra="    server multi channel support = yes\n")
         with open(conf, "w") as f:
             f.write(text)
         if os.geteuid() != 0:

@@ -26,11 +26,21 @@ USER = "smbbench"
 PASSWORD = "BenchPass1"
 RETRIES = 2          # a run whose client failed is run again (counted as failed_runs), this often
 
-SMBD_CONF = """[global]
+SMBD_STATE_DIRS = ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns")
+
+
+def smbd_global(state: str, *, interfaces: str = "127.0.0.1", log_file: str | None = None,
+                log_level: int = 0, extra: str = "") -> str:
+    """The [global] section of an smbd kept to itself: its state in directories under `state`
+    (made here), none of the system's; standalone, no NetBIOS, no printing, SMB 2.0.2-3.1.1;
+    listening on `interfaces` only; `extra`: more lines (indented as these)."""
+    for sub in SMBD_STATE_DIRS:
+        os.makedirs(os.path.join(state, sub), exist_ok=True)
+    return f"""[global]
     server role = standalone server
     workgroup = WORKGROUP
     disable netbios = yes
-    interfaces = 127.0.0.1
+    interfaces = {interfaces}
     bind interfaces only = yes
     private dir = {state}/private
     lock directory = {state}/lock
@@ -40,19 +50,28 @@ SMBD_CONF = """[global]
     ncalrpc dir = {state}/ncalrpc
     binddns dir = {state}/bind-dns
     passdb backend = tdbsam:{state}/private/passdb.tdb
-    log file = {state}/log.%m
-    log level = 0
+    log file = {log_file or state + "/log.%m"}
+    log level = {log_level}
     load printers = no
     printing = bsd
     printcap name = /dev/null
     disable spoolss = yes
+    usershare path =
+    map to guest = never
     server min protocol = SMB2_02
     server max protocol = SMB3_11
-    smb2 max read = 8388608
+{extra}"""
+
+
+# the benchmark's: reads and writes of up to 8 MiB (smbclient asks for them), data through io_uring
+BENCH_GLOBAL = """    smb2 max read = 8388608
     smb2 max write = 8388608
     smb2 max trans = 8388608
-    usershare path =
+"""
 
+
+def bench_smbd_conf(state: str, share: str, *, interfaces: str = "127.0.0.1", extra: str = "") -> str:
+    return smbd_global(state, interfaces=interfaces, extra=BENCH_GLOBAL + extra) + f"""
 [bench]
     path = {share}
     read only = no
@@ -189,11 +208,10 @@ class Smbd(Server):
             raise RuntimeError("smbd needs root for its user database")
         subprocess.run(["id", USER], capture_output=True).returncode == 0 or subprocess.run(
             ["useradd", "-M", "-s", "/usr/sbin/nologin", USER], check=True)
-        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns"):
-            os.makedirs(os.path.join(state, sub), exist_ok=True)
+        text = bench_smbd_conf(state, share)        # (makes the state's directories)
         conf = os.path.join(state, "smb.conf")
         with open(conf, "w") as f:
-            f.write(SMBD_CONF.format(state=state, share=share))
+            f.write(text)
         subprocess.run(["smbpasswd", "-c", conf, "-a", "-s", USER],
                        input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, capture_output=True)
         self.port = port
