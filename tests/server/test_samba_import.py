@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 
+from appledouble import macos_appledouble
 from samba_servers import samba_server  # noqa: F401  (the fixture)
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
 from servers import PASSWORD, USER
@@ -193,3 +194,36 @@ def test_an_nt_acl_samba_kept_is_enforced_after_the_import(samba_server, smbconf
     st = os.stat(share / "f.txt")
     assert (stored.owner, stored.group) == (acl.unix_user(st.st_uid), acl.sid(22, 2, st.st_gid))
     assert [(a.type, a.sid) for a in stored.dacl] == [(acl.DENIED, acl.EVERYONE), (acl.ALLOWED, acl.EVERYONE)]
+
+
+def test_what_macos_embedded_in_a_dot_underscore_file_becomes_streams(smbconf, tmp_path):
+    """A "._" file macOS wrote (a copy to a volume without extended attributes): its Finder
+    information, its resource fork (larger than the header's first page) and the extended
+    attributes it embedded become the streams macOS's client shows over SMB; one whose ATTR
+    block points outside itself is reported and only its Finder information and fork are taken."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    fork = os.urandom(100_000)
+    tags = b"bplist00\xa1\x01UGreen\n"
+    (tree / "f.txt").write_bytes(b"data")
+    (tree / "._f.txt").write_bytes(macos_appledouble(
+        FINDER, [(b"com.apple.metadata:_kMDItemUserTags", tags), (b"foo:bar", b"baz")], fork))
+    (tree / "g.txt").write_bytes(b"data")
+    broken = bytearray(macos_appledouble(FINDER, [(b"x", b"yz")], b"fork"))
+    struct.pack_into(">I", broken, 50 + 32 + 2 + 36, 60_000)      # the value's offset: past the block
+    (tree / "._g.txt").write_bytes(bytes(broken))
+
+    done = import_samba(tree)
+    assert done.returncode == 1, done
+    assert "._g.txt: its embedded extended attributes do not parse" in done.stderr, done
+    server = smbconf("", {"mac": f"path = {tree}\nread only = no\nvfs objects = fruit"})
+    out = tmp_path / "out"
+    streams = smbclient(server.port, "mac", "allinfo f.txt", USER, PASSWORD)
+    assert "com.apple.metadata\uf022_kMDItemUserTags" in streams and "foo\uf022bar" in streams, streams
+    for name, expected in (("AFP_Resource", fork), ("AFP_AfpInfo", AFP_INFO),
+                           ("com.apple.metadata\uf022_kMDItemUserTags", tags), ("foo\uf022bar", b"baz")):
+        smbclient(server.port, "mac", f'get "f.txt:{name}" {out}', USER, PASSWORD)
+        assert out.read_bytes() == expected, name
+    smbclient(server.port, "mac", f"get g.txt:AFP_Resource {out}", USER, PASSWORD)
+    assert out.read_bytes() == b"fork"
+    assert ":x:" not in smbclient(server.port, "mac", "allinfo g.txt", USER, PASSWORD)

@@ -4,6 +4,7 @@ his own files' user.* xattrs. Each parser returns a result or None, never raises
 import random
 import struct
 
+from appledouble import macos_appledouble
 from smbring.smb import acl
 from smbring.vfs import samba_xattrs as sx
 
@@ -76,3 +77,25 @@ def test_truncated_and_mutated_values_never_raise():
             entries = sx.appledouble_entries(value, len(value))
             if entries is not None:
                 assert all(o + n <= len(value) for o, n in entries.values())
+
+
+def test_embedded_attributes_parse_and_their_mutations_never_raise():
+    """macOS's ATTR block (built as macOS lays it out): read
+    back as written; truncated or mutated, None or values that lie inside the block."""
+    xattrs = [(b"com.apple.metadata:_kMDItemUserTags", b"tags"), (b"foo:bar", b"baz"), (b"e", b"")]
+    blob = macos_appledouble(b"TEXTttxt", xattrs, b"fork" * 10)
+    entries = sx.appledouble_entries(blob, len(blob))
+    assert sx.appledouble_xattrs(blob, entries) == [(n.decode(), v) for n, v in xattrs]
+    assert sx.finder_info(blob[:200], entries) == b"TEXTttxt".ljust(32, b"\0")
+    assert sx.mac_stream_name("foo:bar|\x01") == "foo\uf022bar\uf027\uf001"
+    rnd = random.Random(8)
+    variants = [blob[:n] for n in range(len(blob))]
+    for _ in range(3000):
+        mutated = bytearray(blob)
+        for _ in range(rnd.randint(1, 4)):
+            mutated[rnd.randrange(50, len(mutated))] = rnd.randrange(256)
+        variants.append(bytes(mutated))
+    for value in variants:
+        found = sx.appledouble_xattrs(value, entries)
+        for name, data in found or ():
+            assert name and "\0" not in name and len(data) <= len(value)

@@ -11,7 +11,9 @@ attributes, so that a directory Samba served shows the same to smbring's clients
   resource fork in the AppleDouble file `._<name>` beside the file (`fruit:resource = file`)
   become its AFP_AfpInfo and AFP_Resource streams. The "._" files stay; a fruit share does not
   show them (`fruit:veto_appledouble`). Extended attributes macOS embedded in a "._" file
-  are not taken over.
+  become the named streams macOS's client shows them as (`com.apple.metadata:_kMDItemUserTags`
+  -> `com.apple.metadata\uf022_kMDItemUserTags`: characters Windows refuses in a name go to
+  Unicode's private use area, as vfs_fruit maps them).
 
 Samba's own xattrs are left as they were (smbring never shows or changes them), so Samba can
 serve the directory again. What smbring already keeps for a file is never overwritten.
@@ -225,12 +227,18 @@ class _File:
             if entries is None:
                 self.report.problem(path, "not an AppleDouble file: left alone")
                 return
-            info = samba_xattrs.finder_info(head)
+            info = samba_xattrs.finder_info(head, entries)
             if info is not None:
                 self._stream(AFP_INFO, lambda: [afp_info_of(info)])
             offset, length = entries.get(samba_xattrs.AD_RESOURCE_FORK, (0, 0))
             if length:
                 self._stream(RESOURCE_FORK, lambda: _read_range(fd, offset, length))
+            # the extended attributes macOS embedded, as the named streams it shows them as
+            xattrs = samba_xattrs.appledouble_xattrs(head, entries)
+            if xattrs is None:
+                self.report.problem(path, "its embedded extended attributes do not parse: left alone")
+            for name, value in xattrs or ():
+                self._stream(samba_xattrs.mac_stream_name(name), lambda v=value: [v])
         finally:
             os.close(fd)
 
@@ -320,7 +328,8 @@ def samba_sids(conf: str) -> dict[bytes, bytes]:
 
 
 AFP_INFO, RESOURCE_FORK = "AFP_AfpInfo", "AFP_Resource"
-APPLEDOUBLE_HEAD = 4096         # bytes of a "._" file its header and entry table fit in
+# bytes of a "._" file its header, entry table and embedded extended attributes fit in
+APPLEDOUBLE_HEAD = samba_xattrs.ATTR_MAX_SIZE
 
 
 def afp_info_of(finder_info: bytes) -> bytes:

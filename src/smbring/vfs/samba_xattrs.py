@@ -166,12 +166,79 @@ def appledouble_entries(head: bytes, size: int) -> dict[int, tuple[int, int]] | 
     return entries
 
 
-def finder_info(blob: bytes) -> bytes | None:
+def finder_info(blob: bytes, entries: dict[int, tuple[int, int]] | None = None) -> bytes | None:
     """The 32 bytes of Finder information an AppleDouble value holds, None where it holds
-    none, or only zeros (macOS's "no Finder information")."""
-    entries = appledouble_entries(blob, len(blob))
+    none, or only zeros (macOS's "no Finder information"). `blob`: the whole value, or the
+    first bytes of an AppleDouble file whose `entries` were read (its resource fork may lie
+    past them)."""
+    if entries is None:
+        entries = appledouble_entries(blob, len(blob))
     found = entries.get(AD_FINDER_INFO) if entries else None
-    if found is None or found[1] < FINDER_INFO_SIZE:
+    if found is None or found[1] < FINDER_INFO_SIZE or found[0] + FINDER_INFO_SIZE > len(blob):
         return None
     info = blob[found[0]:found[0] + FINDER_INFO_SIZE]
     return info if any(info) else None
+
+
+# macOS writes a file's extended attributes into its "._" file too (an AppleDouble file it
+# made on a volume without them): an "ATTR" block after the Finder information, inside its
+# entry, then the resource fork. The block: a header (ATTR_HEADER), then one entry per
+# attribute, each aligned to 4 bytes (ATTR_ENTRY and a NUL-terminated UTF-8 name), then the
+# values, all within the header's total size (at most ATTR_MAX_SIZE, and before the
+# resource fork)
+ATTR_MAGIC = 0x41545452                     # "ATTR"
+ATTR_HEADER = struct.Struct(">IIIII12sHH")  # magic, debug tag, total size, data start, data length, reserved, flags, count
+ATTR_ENTRY = struct.Struct(">IIHB")         # value's offset, its length, flags, name's length (its NUL included)
+ATTR_MAX_SIZE = 65536
+ATTR_MAX_COUNT = 1024
+
+
+def appledouble_xattrs(blob: bytes, entries: dict[int, tuple[int, int]]) -> list[tuple[str, bytes]] | None:
+    """The extended attributes (name, value) macOS embedded in an AppleDouble file whose
+    first bytes are `blob` (at least the block's total size, at most ATTR_MAX_SIZE) and
+    whose entries are `entries`: [] where it embedded none, None where the block does not
+    parse (every offset and length is checked against the block, every name must be UTF-8)."""
+    found = entries.get(AD_FINDER_INFO)
+    if found is None or found[1] <= FINDER_INFO_SIZE:
+        return []
+    at = found[0] + FINDER_INFO_SIZE + 2            # (two bytes of padding)
+    if at + ATTR_HEADER.size > len(blob):
+        return None
+    magic, _tag, total, data_start, data_length, _res, _flags, count = ATTR_HEADER.unpack_from(blob, at)
+    fork = entries.get(AD_RESOURCE_FORK)
+    if (magic != ATTR_MAGIC or total > min(len(blob), ATTR_MAX_SIZE) or (fork and total > fork[0])
+            or data_start < at + ATTR_HEADER.size or data_start + data_length > total
+            or count > ATTR_MAX_COUNT):
+        return None
+    found_xattrs = []
+    at += ATTR_HEADER.size
+    for _ in range(count):
+        at = (at + 3) & ~3
+        if at + ATTR_ENTRY.size > data_start:
+            return None
+        offset, length, _flags, name_length = ATTR_ENTRY.unpack_from(blob, at)
+        name_at = at + ATTR_ENTRY.size
+        if (not name_length or name_at + name_length > data_start or offset < data_start
+                or offset + length > total):
+            return None
+        try:
+            name = blob[name_at:name_at + name_length].rstrip(b"\0").decode()
+        except UnicodeDecodeError:
+            return None
+        if not name or "\0" in name:
+            return None
+        found_xattrs.append((name, blob[offset:offset + length]))
+        at = name_at + name_length
+    return found_xattrs
+
+
+# the characters Windows refuses in a name, as macOS's SMB client (and Samba's vfs_fruit,
+# its macos_string_replace_map) carries them: in Unicode's private use area
+MAC_NAME_MAP = {**{c: 0xF000 + c for c in range(0x01, 0x20)},
+                **{ord(c): 0xF020 + i for i, c in enumerate('"*:<>?\\|')}}
+
+
+def mac_stream_name(xattr_name: str) -> str:
+    """The named stream macOS's attribute `xattr_name` is over SMB ("com.apple.metadata:
+    _kMDItemUserTags" -> "com.apple.metadata\\uf022_kMDItemUserTags")."""
+    return xattr_name.translate(MAC_NAME_MAP)
