@@ -167,6 +167,21 @@ def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
     assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}
 
 
+def test_quick_run_with_busy_polling(tmp_path):
+    """smbring-busy (serve --busy-poll) runs and is compared with smbd."""
+    searchable_to(tmp_path / "share")
+    run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--quick", "--json",
+                          "--servers", "smbring-busy,smbd", "--workloads", "echo-1x1,copy-get",
+                          "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert {(r["workload"], r["server"]) for r in summary["records"]} == {
+        (w, s) for w in ("echo-1x1", "copy-get") for s in ("smbring-busy", "smbd")}
+    assert all(r["ops_per_s"] > 0 for r in summary["records"])
+    assert set(summary["ratios"]) == {f"{w}_{k}_busy_vs_smbd" for w in ("echo-1x1", "copy-get")
+                                      for k in ("ops", "cpu")}
+
+
 def test_other_loops_ratios_pair_each_with_asyncios():
     ws = smallops.parse_workloads("echo-1x1")
     results = {("echo-1x1", "smbring"): [(100.0, 40.0), (200.0, 30.0)],
