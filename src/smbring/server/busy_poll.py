@@ -40,7 +40,7 @@ GIVEN_AWAY = 20e-6          # a yield that took longer let another process run
 def budget_us(value: int) -> int:
     """A budget in microseconds, checked: 0 (off) up to MAX_BUDGET_US."""
     if not 0 <= value <= MAX_BUDGET_US:
-        raise ValueError(f"busy poll: 0 (off) to {MAX_BUDGET_US} microseconds, not {value}")
+        raise ValueError(f"0 (off) to {MAX_BUDGET_US} microseconds, not {value}")
     return value
 
 
@@ -58,9 +58,6 @@ class BusyPoll:
     the budget may change while serving (a reload): 0 turns it off."""
 
     def __init__(self, budget: int = 0):
-        self.budget = 0.0
-        self.look = 0.0             # how long the loop looks after an answer (0: it sleeps)
-        self.gaps: list[float] = []     # from an answer to the next request, since `look` was set
         self.set_budget(budget)
         self.deadline = 0.0
         self.turning = False        # a turn is scheduled
@@ -75,8 +72,9 @@ class BusyPoll:
         self._cpus = len(os.sched_getaffinity(0))
 
     def set_budget(self, budget: int) -> None:
-        self.budget = self.look = budget_us(budget) / 1e6
-        self.gaps = []
+        self.budget = budget_us(budget) / 1e6     # (seconds)
+        self.look = self.budget     # how long the loop looks after an answer (0: it sleeps)
+        self.gaps: list[float] = []     # from an answer to the next request, since `look` was set
 
     def served(self, serve: Callable[[], bool]) -> Callable[[], bool]:
         """`serve`, measuring the gap before it and keeping the loop turning after it."""

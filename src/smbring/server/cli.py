@@ -19,13 +19,12 @@ DEFAULT_LISTEN = "127.0.0.1:4445"
 
 
 def _busy_poll_us(value: str) -> int:
+    # (read as smb.conf's `busy poll` is read)
     import argparse
-    from smbring.server.busy_poll import budget_us
+    from smbring.server.smbconf_options import ConfigError, busy_poll_us
     try:
-        if not value.strip().isdigit():
-            raise ValueError(f"microseconds, a whole number, not {value!r}")
-        return budget_us(int(value))
-    except ValueError as e:
+        return busy_poll_us(value, "busy poll")
+    except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

@@ -11,7 +11,7 @@ from importlib import resources
 from types import MappingProxyType
 
 from smbring.server import kerberos
-from smbring.server.busy_poll import MAX_BUDGET_US
+from smbring.server.busy_poll import budget_us
 from smbring.smb import hosts, share_access
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
 from smbring.smb.ntlm import ntlm_auth_policy
@@ -153,11 +153,13 @@ def _read_path(value: str, where: str) -> str:
     return v
 
 
-def _busy_poll(value: str, where: str) -> int:
+def busy_poll_us(value: str, where: str) -> int:
+    """`busy poll` (and --busy-poll): microseconds, 0 (off) up to busy_poll's bound."""
     n = whole(value, where)
-    if n > MAX_BUDGET_US:
-        raise ConfigError(f"{where}: microseconds, 0 (off) to {MAX_BUDGET_US}, not {value!r}")
-    return n
+    try:
+        return budget_us(n)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _restrict_anonymous(value: str, where: str) -> int:
@@ -242,7 +244,7 @@ OPTIONS: dict[str, Spec] = {
                                    "active directory domain controller": "dc", "dc": "dc",
                                    "pdc": "dc", "bdc": "dc"}, "server role")),
     "listen": Spec(G, listen_address),     # smbring's own
-    "busy poll": Spec(G, _busy_poll),      # smbring's own (server.busy_poll)
+    "busy poll": Spec(G, busy_poll_us),      # smbring's own (server.busy_poll)
     "smb passwd file": Spec(G, _text), "passdb backend": Spec(G, lambda v, w: _passdb_backend(v, w)),
     **{name: Spec(G, _text) for name in LIMIT_OPTIONS},
 }
