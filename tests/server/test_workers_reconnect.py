@@ -69,7 +69,11 @@ def test_previous_session_id_ends_the_same_users_session_on_another_worker(serve
     fid, reclaimer = durable.durable_open(old, "kept", "dhnq-batch", SHARE_NONE)
     assert reads(old, plain) == wire.STATUS_END_OF_FILE
     c, s, took = reconnect(server, old)
-    assert took < 2.0, took
+    # the other worker answered (the logon waited for it, not for the bound: the server logs
+    # a request not answered in time); the time only guards against a hang, a loaded machine
+    # having taken 5 s for the whole logon once
+    assert "did not answer a request in time" not in Path(server["log"]).read_text()
+    assert took < 10, took
     # answered once the old session has ended: its requests find no session
     assert reads(old, plain) == wire.STATUS_USER_SESSION_DELETED
     assert reads(old, fid) == wire.STATUS_USER_SESSION_DELETED
@@ -122,6 +126,7 @@ def test_a_session_id_of_a_worker_that_does_not_answer_costs_a_bounded_wait(serv
     # would last until SIGCONT, after the logon); the ceiling leaves room for a loaded CI
     # machine, where the answering worker itself runs late (7 s seen once at 5)
     assert 1.5 <= took < 10, took
+    assert "did not answer a request in time" in Path(server["log"]).read_text()
     time.sleep(0.3)
     # (the request was read late: ending a session then is what one process would have done)
     assert reads(old, plain) in (wire.STATUS_END_OF_FILE, wire.STATUS_USER_SESSION_DELETED)
