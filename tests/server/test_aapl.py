@@ -178,10 +178,9 @@ def test_copyfile_needs_the_chunked_copys_rights(smbconf):
     assert (server.root / "mac" / "dst.bin").stat().st_size == 0
 
 
-# the tests of smbtorture's vfs.fruit that pass (29 of 32), and vfs.fruit_file_id's; the
-# others want AppleDouble files converted while serving (smbring takes them over once:
-# import-samba), and a directory with open files renamed (which Samba
-# no longer does either: it removed fruit:posix_rename, as harmful to Windows clients)
+# the tests of smbtorture's vfs.fruit that pass (31 of 32), and vfs.fruit_file_id's; the
+# other wants a directory with open files renamed (which Samba no longer does either: it
+# removed fruit:posix_rename, as harmful to Windows clients)
 FRUIT_PASSING = (
     "copyfile", "write metadata", "resource fork IO", "SMB2/CREATE context AAPL", "stream names",
     "truncate resource fork to 0 bytes", "opening and creating resource fork", "fsync_resource_fork",
@@ -192,6 +191,7 @@ FRUIT_PASSING = (
     "copy-chunk streams", "NFS ACE entries", "writing_afpinfo", "delete_trigger_convert_sharing_violation",
     "create delete-on-close AFP_AfpResource", "setinfo delete-on-close AFP_AfpResource", "null afpinfo",
     "invalid AFP_AfpInfo", "empty_stream", "read metadata",
+    "OS X AppleDouble file conversion", "OS X AppleDouble file conversion without embedded xattr",
     "zero file id if AAPL negotiated")      # (vfs.fruit_file_id)
 
 
@@ -203,4 +203,4 @@ def test_smbtorture_fruit_keeps_its_passing_tests(smbconf, tmp_path):
                           capture_output=True, text=True, timeout=600)
     passed = {line[len("success: "):] for line in done.stdout.splitlines() if line.startswith("success: ")}
     missing = sorted(set(FRUIT_PASSING) - passed)
-    assert len(passed) >= 30 and not missing, (missing, done.stdout[-3000:])
+    assert len(passed) >= 32 and not missing, (missing, done.stdout[-3000:])

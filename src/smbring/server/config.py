@@ -399,9 +399,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
     if fruit:
         cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
                            "NFS ACEs, Time Machine and fruit:copyfile; resource forks and Finder information "
-                           "are named streams (as fruit:resource = stream, fruit:metadata = stream); AppleDouble "
-                           "files and netatalk metadata Samba kept are taken over by `smbring import-samba`, "
-                           "not read while serving")
+                           "are named streams (as fruit:resource = stream, fruit:metadata = stream); macOS's "
+                           "AppleDouble ('._') files are taken into those streams as clients reach them "
+                           "(fruit:convert_adouble), netatalk metadata Samba kept by `smbring import-samba`")
     # Samba's modules for what smbring keeps in its own way: said so, with where Samba's went
     built_in = [m for m in missing if m in SAMBA_METADATA_MODULES]
     if built_in:
@@ -458,6 +458,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         vfs_objects=[m for m in vfs if m in MODULES], fruit=fruit,
         fruit_ignore_zero_aces=_get(s, "fruit:ignore_zero_aces", True),
         fruit_zero_file_id=_get(s, "fruit:zero_file_id", True),
+        fruit_convert_adouble=_get(s, "fruit:convert_adouble", True),
         time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),

@@ -144,7 +144,7 @@ class _File:
             if netatalk:
                 info = samba_xattrs.finder_info(os.getxattr(self.fd, samba_xattrs.NETATALK_XATTR))
                 if info is not None:
-                    self._stream(AFP_INFO, lambda: [afp_info_of(info)])
+                    self._stream(AFP_INFO, lambda: [aapl.afp_info_of(info)])
             if appledouble is not None:
                 self._take_appledouble(appledouble)
         except OSError as e:        # (changed while it was read, a full disk, ...)
@@ -223,22 +223,20 @@ class _File:
                 self.report.problem(path, "owned by another user than its file: left alone")
                 return
             head = os.pread(fd, APPLEDOUBLE_HEAD, 0) if stat.S_ISREG(st.st_mode) else b""
-            entries = samba_xattrs.appledouble_entries(head, st.st_size)
-            if entries is None:
+            content = samba_xattrs.appledouble_content(head, st.st_size)
+            if content is None:
                 self.report.problem(path, "not an AppleDouble file: left alone")
                 return
-            info = samba_xattrs.finder_info(head, entries)
-            if info is not None:
-                self._stream(AFP_INFO, lambda: [afp_info_of(info)])
-            offset, length = entries.get(samba_xattrs.AD_RESOURCE_FORK, (0, 0))
+            if content.finder_info is not None:
+                self._stream(AFP_INFO, lambda: [aapl.afp_info_of(content.finder_info)])
+            offset, length = content.resource_fork
             if length:
                 self._stream(RESOURCE_FORK, lambda: _read_range(fd, offset, length))
             # the extended attributes macOS embedded, as the named streams it shows them as
-            xattrs = samba_xattrs.appledouble_xattrs(head, entries)
-            if xattrs is None:
+            if content.streams is None:
                 self.report.problem(path, "its embedded extended attributes do not parse: left alone")
-            for name, value in xattrs or ():
-                self._stream(samba_xattrs.mac_stream_name(name), lambda v=value: [v])
+            for name, value in content.streams or ():
+                self._stream(name, lambda v=value: [v])
         finally:
             os.close(fd)
 
@@ -327,15 +325,8 @@ def samba_sids(conf: str) -> dict[bytes, bytes]:
     return out
 
 
-AFP_INFO, RESOURCE_FORK = "AFP_AfpInfo", "AFP_Resource"
-# bytes of a "._" file its header, entry table and embedded extended attributes fit in
-APPLEDOUBLE_HEAD = samba_xattrs.ATTR_MAX_SIZE
-
-
-def afp_info_of(finder_info: bytes) -> bytes:
-    """The AFP_AfpInfo stream macOS reads for these 32 bytes of Finder information."""
-    at = aapl.FINDER_INFO_AT
-    return aapl.NO_AFP_INFO[:at] + finder_info + aapl.NO_AFP_INFO[at + len(finder_info):]
+AFP_INFO, RESOURCE_FORK = samba_xattrs.AFP_INFO_STREAM, samba_xattrs.RESOURCE_FORK_STREAM
+APPLEDOUBLE_HEAD = samba_xattrs.APPLEDOUBLE_HEAD
 
 
 def _read_range(fd: int, offset: int, length: int):

@@ -171,6 +171,11 @@ NO_AFP_INFO = AFP_SIGNATURE + AFP_VERSION + bytes(4) + AD_DATE_START.to_bytes(4,
     bytes(AFP_INFO_SIZE - 16)
 
 
+def afp_info_of(finder_info: bytes) -> bytes:
+    """The AFP_AfpInfo stream macOS reads for these 32 bytes of Finder information."""
+    return NO_AFP_INFO[:FINDER_INFO_AT] + finder_info + NO_AFP_INFO[FINDER_INFO_AT + len(finder_info):]
+
+
 def shown_afp_info(stream: str | None, size: int) -> bool:
     """Whether an open of a fruit share's stream shows NO_AFP_INFO (its size, what it reads):
     an AfpInfo created and not written yet is a whole one to the opens that have it, as on

@@ -130,6 +130,9 @@ class Share:
     # file ids are 0 to a client that negotiated AAPL (fruit:zero_file_id): macOS takes them
     # for HFS+ catalog ids, never reused, which inode numbers are not
     fruit_zero_file_id: bool = True
+    # macOS's "._" files taken into their files' streams while serving (fruit:convert_adouble,
+    # smb.appledouble)
+    fruit_convert_adouble: bool = True
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)

@@ -724,6 +724,29 @@ class PosixVFS:
         return os.pread(fd, size, 0)
 
     @staticmethod
+    def write_head(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], done)
+
+    @staticmethod
+    def copy_range(src_fd: int, offset: int, dst_fd: int, length: int) -> None:
+        done = 0
+        while done < length:
+            try:
+                n = os.copy_file_range(src_fd, dst_fd, length - done, offset + done, done)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                # (file systems that refuse it: the bytes through memory, a MiB at a time)
+                chunk = os.pread(src_fd, min(length - done, 1 << 20), offset + done)
+                n = os.pwrite(dst_fd, chunk, done) if chunk else 0
+            if not n:
+                raise OSError(errno.EIO, "the source ended before the range copied")
+            done += n
+
+    @staticmethod
     def size(fd: int) -> int:
         # (lseek to the end: the size as fstat gives it, for a quarter of the cost of building
         # a stat_result; no read or write here depends on the file offset, all give theirs)

@@ -11,6 +11,7 @@ trusts them: a value that does not parse is None, never an exception or a partia
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 DOSATTRIB_XATTR = "user.DOSATTRIB"
 NTACL_XATTR = "security.NTACL"
@@ -242,3 +243,30 @@ def mac_stream_name(xattr_name: str) -> str:
     """The named stream macOS's attribute `xattr_name` is over SMB ("com.apple.metadata:
     _kMDItemUserTags" -> "com.apple.metadata\\uf022_kMDItemUserTags")."""
     return xattr_name.translate(MAC_NAME_MAP)
+
+
+# what a "._" file holds, as the named streams of its file macOS's client shows them as
+AFP_INFO_STREAM, RESOURCE_FORK_STREAM = "AFP_AfpInfo", "AFP_Resource"
+# bytes of a "._" file its header, entry table and embedded extended attributes fit in
+APPLEDOUBLE_HEAD = ATTR_MAX_SIZE
+
+
+class AppleDoubleContent(NamedTuple):
+    """What an AppleDouble ("._") file holds for its file: its Finder information (None:
+    none, or only zeros), where its resource fork lies in it (offset, length; a length of 0:
+    none), and the extended attributes macOS embedded, each under the name of the stream it
+    becomes (None: its ATTR block does not parse)."""
+    finder_info: bytes | None
+    resource_fork: tuple[int, int]
+    streams: list[tuple[str, bytes]] | None
+
+
+def appledouble_content(head: bytes, size: int) -> AppleDoubleContent | None:
+    """The content of the AppleDouble file of `size` bytes whose first APPLEDOUBLE_HEAD (or
+    fewer) bytes are `head`; None where it is not one."""
+    entries = appledouble_entries(head, size)
+    if entries is None:
+        return None
+    xattrs = appledouble_xattrs(head, entries)
+    return AppleDoubleContent(finder_info(head, entries), entries.get(AD_RESOURCE_FORK, (0, 0)),
+                              None if xattrs is None else [(mac_stream_name(n), v) for n, v in xattrs])

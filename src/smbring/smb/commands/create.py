@@ -8,7 +8,7 @@ import struct
 from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
-from smbring.smb import aapl, acl, dirleases, leasing, notify, sharemodes, unix_owner, wire
+from smbring.smb import aapl, acl, appledouble, dirleases, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, negotiate, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -31,7 +31,7 @@ from smbring.smb.fileinfo import (
     time_fields,
     writable_for_metadata,
 )
-from smbring.smb.fs import MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
+from smbring.smb.fs import MAX_STREAMS, MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
 from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open
 from smbring.smb.wire import Header
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 log = logging.getLogger("smbring.smb")
+# the streams an open of which takes the file's "._" file in first (smb.appledouble)
+APPLE_STREAMS = (aapl.AFP_INFO_STREAM, aapl.RESOURCE_FORK_STREAM)
 
 
 def _may_delete(access: int) -> bool:
@@ -231,6 +233,15 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         fs.close_file(fd)
 
 
+def streams_to_write(tree, parts: list[str], is_dir: bool) -> tuple[str | None, int, os.stat_result]:
+    """stream_of_file for an open that writes one of the file's streams: its stream id (made
+    where missing), the most such an open is granted, the file's stat; SMBError where the
+    account may not write them."""
+    sid, limit, st, _dos = stream_of_file(tree.fs, tree.share, parts, is_dir, wire.FILE_WRITE_DATA, 0,
+                                          wire.FILE_OPEN, 0, True, tree.token)
+    return sid, limit, st
+
+
 def open_streams(c, fs: FileSystem, parts: list[str], key: tuple, opens_here: int = 0) -> list[tuple]:
     """The keys of the file's named streams that are open (the file `key` at `parts`). Only
     looked for where the file has more opens than `opens_here` (the caller's own): a
@@ -409,11 +420,6 @@ def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
 
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
-# named streams one file may have: a stream's CREATE and the file's stream queries look
-# through all of them (a compound of 64 stream CREATEs beside 20,000 streams held the event
-# loop 10 s; 128 stream queries of a file of 1,024 streams 1.5 s, of 256 0.4 s). Samba's default
-# (streams_xattr) keeps a file's streams in its extended attributes: on ext4, one block.
-MAX_STREAMS = 128
 TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
 NO_CONTEXTS: dict = {}      # (a CREATE without create contexts: read, never changed)
 ATTR_SYSTEM = 0x4
@@ -578,6 +584,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
     made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
+        if exists and stream.casefold() in APPLE_STREAMS and appledouble.converts(tree, parts):
+            # (its "._" file's Finder information and resource fork, first: Samba's ad_convert)
+            appledouble.convert(c, tree, parts, st, lambda: streams_to_write(tree, parts, stat.S_ISDIR(st.st_mode)))
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_NOT_A_DIRECTORY)     # a stream is never one (as Windows)
         if not exists:

@@ -221,6 +221,6 @@ def _entry(c: Connection, o, klass: int) -> bytes | None:
     if klass == 37 and o.tree.aapl and o.tree.aapl.readdir_attr:
         # ("." and ".." show the directory itself, as their stat above)
         dots = name in (".", "..")
-        entry = directory_aapl.enriched(o.tree, o.parts if dots else [*o.parts, name], st, dos, entry,
+        entry = directory_aapl.enriched(c, o.tree, o.parts if dots else [*o.parts, name], st, dos, entry,
                                         lambda mode: fs.may_access(o.fd, "." if dots else name, mode))
     return entry

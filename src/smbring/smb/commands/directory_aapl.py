@@ -17,19 +17,23 @@ from __future__ import annotations
 import os
 import stat
 
-from smbring.smb import aapl, acl, wire
-from smbring.smb.commands.create import parent_descriptor, sd_of
+from smbring.smb import aapl, acl, appledouble, wire
+from smbring.smb.commands.create import parent_descriptor, sd_of, streams_to_write
 from smbring.smb.fileinfo import NT_EPOCH, creation_time
 from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE, PathError
 
 FILE_READ_EA = 0x8
 
 
-def enriched(tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may) -> bytes:
+def enriched(c, tree, parts: list[str], st: os.stat_result, dos, entry: bytes, may) -> bytes:
     """The listing entry `entry` (fileinfo.dir_entry's, class 37) of the file at `parts`
     (`st`, `dos`: its stat and DOS information), with the fields of aapl.entry_fields.
-    `may(mode)`: whether the session's account may access the file so (MAY_READ, ...)."""
+    `may(mode)`: whether the session's account may access the file so (MAY_READ, ...). A
+    "._" file beside it is taken into its streams first (smb.appledouble, as Samba's
+    fruit_freaddir_attr converts it)."""
     fs = tree.fs
+    if appledouble.converts(tree, parts):
+        appledouble.convert(c, tree, parts, st, lambda: streams_to_write(tree, parts, stat.S_ISDIR(st.st_mode)))
     rsize, finder_info, max_access = tree.share.readdir_attr
     most, sid = aapl.GENERIC_ALL, None
     try:

@@ -1,0 +1,155 @@
+"""macOS's AppleDouble files ("._name") taken into their files' streams while serving, on a
+fruit share with `fruit:convert_adouble` (on by default, as Samba's vfs_fruit converts them).
+
+macOS writes a "._" file beside each file it copies to a volume that keeps no named streams
+(FAT and exFAT disks, some NAS shares, archives): in it the file's Finder information (tags
+and colours, type and creator), its resource fork, and any extended attributes it had
+(com.apple.metadata:_kMDItemUserTags, ...). Copied onto a share, those files hold what
+macOS's client looks for in the file's streams (AFP_AfpInfo, AFP_Resource, one per
+attribute). As Samba's ad_convert, the "._" file beside a file is taken into its streams when
+a client opens one of its Apple streams or lists its directory with macOS's enriched
+listings (smb.commands.directory_aapl).
+
+What is taken is only ever added: a stream the file has already is kept as it is (a name
+compared without regard to case), never overwritten. Where everything the "._" file holds is
+now in the file's streams, the "._" file is removed (else it would be a second, stale copy:
+the next conversion would find the streams it made and take nothing). It is left as it was
+where anything in it was not taken (a stream of that name already there, an attribute block
+that does not parse, a resource fork over RUNTIME_FORK_MOST, an error), where it is open, and
+where the account may not remove it.
+
+The conversion acts as the session's account, as Samba's does: only a regular "._" file
+(reached without following a link) the account may read, owned by its file's owner (or by
+root: someone who may only write the directory could otherwise give another's file streams),
+into the streams of a file the account may write (`judge`: the rights an open of the file's
+stream is judged by)."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+from smbring.smb import aapl, dirleases, notify, wire
+from smbring.smb.errors import SMBError
+from smbring.smb.fs import MAX_STREAMS, PathError
+from smbring.vfs import samba_xattrs
+
+log = logging.getLogger("smbring.smb")
+
+PREFIX = samba_xattrs.APPLEDOUBLE_PREFIX
+# the largest resource fork taken while serving: copied in the kernel within the request
+# (a few milliseconds); a larger one is left in its "._" file (`smbring import-samba` takes
+# any size)
+RUNTIME_FORK_MOST = 8 << 20
+
+
+def converts(tree, parts: list[str]) -> bool:
+    """Whether a "._" file beside the file at `parts` would be looked for: a fruit share
+    that converts them, a file below its root that is not one itself."""
+    share = tree.share
+    return share.fruit and share.fruit_convert_adouble and bool(parts) and not parts[-1].startswith(PREFIX)
+
+
+def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
+    """Takes the "._" file beside the file at `parts` (`file_st`: its stat) into the file's
+    streams (see the module); `judge()`: the file's stream id (made where missing), the most
+    an open of its streams may be granted, and its stat, as an open of one of its streams
+    would be judged (create.streams_to_write); it raises SMBError where the account may not
+    write them. True where something was taken."""
+    fs = tree.fs
+    ad_parts = parts[:-1] + [PREFIX + parts[-1]]
+    try:
+        fd, st = fs.open_stat(ad_parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, PathError):
+        return False        # none (the usual), not a regular file, or not this account's to read
+    taken = 0
+    try:
+        # (a hard link to another file's, or another user's put beside this one: left alone,
+        # before anything is read)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or not _owned_as(st, file_st):
+            return False
+        content = samba_xattrs.appledouble_content(fs.read_head(fd, samba_xattrs.APPLEDOUBLE_HEAD), st.st_size)
+        pieces = _pieces(content) if content is not None else None
+        if not pieces:
+            return False    # a file like any other, or nothing in it
+        try:
+            sid, limit, file_st = judge()
+        except (SMBError, OSError, PathError):
+            return False    # the account may not write the file's streams: left for one who may
+        if sid is None or not limit & wire.FILE_WRITE_DATA or not _owned_as(st, file_st):
+            return False
+        if content.resource_fork[1] > RUNTIME_FORK_MOST:
+            log.info("%s: a resource fork of %d bytes is left in it (more than is taken while "
+                     "serving: smbring import-samba takes it)", "/".join(ad_parts), content.resource_fork[1])
+        taken = _take(fs, sid, (file_st.st_uid, file_st.st_gid), fd, pieces)
+        whole = content.streams is not None and content.resource_fork[1] <= RUNTIME_FORK_MOST \
+            and taken == len(pieces)
+    finally:
+        fs.close_file(fd)
+    if taken:
+        log.info("%s: %d of its %d parts taken into the streams of %s", "/".join(ad_parts), taken,
+                 len(pieces), parts[-1])
+    if whole and not c.state.share_modes.count((st.st_dev, st.st_ino)):
+        try:
+            fs.remove(ad_parts, False, key=(st.st_dev, st.st_ino))
+        except (OSError, PathError) as e:
+            log.info("%s: taken into its file's streams, not removed: %s", "/".join(ad_parts), e)
+        else:
+            c.state.watches.post("/".join([fs.root] + ad_parts), notify.REMOVED, notify.FILE_NAME)
+            dirleases.entry_changed(c, fs, ad_parts)
+    return bool(taken)
+
+
+def _owned_as(st: os.stat_result, file_st: os.stat_result) -> bool:
+    """Whether a "._" file (`st`) is its file's owner's, or root's."""
+    return st.st_uid in (file_st.st_uid, 0)
+
+
+def _pieces(content: samba_xattrs.AppleDoubleContent) -> list[tuple[str, object]]:
+    """(stream name, its bytes, or the (offset, length) of the "._" file they lie at)."""
+    pieces = []
+    if content.finder_info is not None:
+        pieces.append((samba_xattrs.AFP_INFO_STREAM, aapl.afp_info_of(content.finder_info)))
+    offset, length = content.resource_fork
+    if 0 < length <= RUNTIME_FORK_MOST:
+        pieces.append((samba_xattrs.RESOURCE_FORK_STREAM, (offset, length)))
+    pieces.extend(content.streams or ())
+    return pieces
+
+
+def _take(fs, sid: str, owner: tuple[int, int], ad_fd: int, pieces) -> int:
+    """Makes each piece a stream of the file (`sid`) that has none of its name; how many were
+    made."""
+    try:
+        fs.make_stream_dir(sid)
+        present = {name.casefold() for name in fs.stream_names(sid)}
+    except (OSError, PathError):
+        return 0
+    taken = 0
+    for name, data in pieces:
+        if name.casefold() in present:
+            continue        # what the file has is kept
+        if len(present) >= MAX_STREAMS:
+            break           # (as a client's CREATE of one more is refused)
+        try:
+            fs.stream_parts(sid, name)      # (a name a stream may have: checked)
+            out = fs.create_stream(sid, name, owner)
+        except (OSError, PathError):
+            continue
+        try:
+            if isinstance(data, tuple):
+                fs.copy_range(ad_fd, data[0], out, data[1])
+            else:
+                fs.write_head(out, data)
+        except OSError as e:
+            log.info("stream %s not taken from its '._' file: %s", name, e)
+            fs.close_file(out)
+            try:
+                fs.remove(fs.stream_parts(sid, name), False)      # (never left half written)
+            except (OSError, PathError):
+                pass
+            continue
+        fs.close_file(out)
+        present.add(name.casefold())
+        taken += 1
+    return taken

@@ -1,0 +1,187 @@
+"""macOS's AppleDouble ("._") files taken into their files' streams while serving, on a
+fruit share (`fruit:convert_adouble`, on by default, as Samba's vfs_fruit), against
+`smbring serve --config`: a "._" file put beside a file on disk (as a copy from a FAT disk
+leaves it) becomes the file's AFP_AfpInfo, AFP_Resource and attribute streams when a client
+opens one of its Apple streams or lists its directory with macOS's enriched listings, and
+is removed once all it held is there. What the file has is kept; a "._" file that is not
+the file owner's, not a regular file, not AppleDouble, open, or holding more than is taken
+while serving stays as it was; an account that may not write the file takes nothing."""
+import os
+import sys
+from pathlib import Path
+
+from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fixture)
+from smbring.smb import aapl, wire
+from smbring.smb.appledouble import RUNTIME_FORK_MOST
+from smbring.smb.fs import MAX_STREAMS
+from test_aapl import SHARES, ask, connected, query, read_file, write_file
+from test_aapl_afpinfo import streams
+from test_aapl_listing import apple_fields, entries
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from appledouble import macos_appledouble  # noqa: E402
+
+FINDER = b"TESTSLOW" + bytes(24)
+FORK = bytes(range(0xF0, 0x100)) * 4
+TAGS = ("com.apple.metadata:_kMDItemUserTags", b"bplist00tags")
+TAGS_STREAM = "com.apple.metadata\uf022_kMDItemUserTags"
+
+
+def put(share: Path, name: str, fork: bytes = FORK, xattrs=(TAGS,), data: bytes = b"data") -> Path:
+    """The file `name` and a "._" file beside it as macOS writes one; the "._" file's path."""
+    (share / name).write_bytes(data)
+    ad = share / f"._{name}"
+    ad.write_bytes(macos_appledouble(FINDER, [(n.encode(), v) for n, v in xattrs], fork))
+    return ad
+
+
+def stream_bytes(tree, name: str, size: int = 4096) -> bytes | None:
+    r = tree.create(name, wire.GENERIC_READ)
+    if r.status != wire.STATUS_SUCCESS:
+        return None
+    out = tree.read(r.file_id, size).body[16:]
+    tree.close(r.file_id)
+    return out
+
+
+def test_opening_an_apple_stream_takes_the_appledouble_file_in(smbconf):
+    """Its resource fork, Finder information (a whole AfpInfo) and embedded attributes become
+    the file's streams, owned by the file's owner; the "._" file goes. A stream removed after
+    (all-zero Finder information) stays removed: nothing is taken twice."""
+    server = smbconf("", SHARES)
+    share = server.root / "mac"
+    ad = put(share, "f.txt")
+    c, tree = connected(server, "mac")
+    with c:
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert not ad.exists()
+        assert stream_bytes(tree, "f.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
+        assert stream_bytes(tree, f"f.txt:{TAGS_STREAM}") == TAGS[1]
+        assert streams(tree) == {"::$DATA": 4, ":AFP_AfpInfo:$DATA": 60, ":AFP_Resource:$DATA": len(FORK),
+                                 f":{TAGS_STREAM}:$DATA": len(TAGS[1])}
+        assert read_file(tree, "f.txt", 4) == b"data"
+        write_file(tree, "f.txt:AFP_AfpInfo", aapl.afp_info_of(bytes(32)))     # (removes it)
+        assert stream_bytes(tree, "f.txt:AFP_AfpInfo") is None
+        assert ":AFP_AfpInfo:$DATA" not in streams(tree)
+
+
+def test_an_enriched_listing_takes_them_in_before_it_shows_the_entry(smbconf):
+    """With macOS's enriched listings negotiated, the entry already shows the resource
+    fork's size and the type and creator the "._" file held; the "._" file is gone from the
+    listing and the disk. A listing of another kind takes nothing."""
+    server = smbconf("", SHARES)
+    share = server.root / "mac"
+    ad = put(share, "f.txt")
+    put(share, "g.txt")
+    c, tree = connected(server, "mac")
+    with c:
+        entries(tree, klass=38)
+        assert ad.exists()
+        ask(tree, query())
+        listed = entries(tree)
+        _most, _short, rfork, finder, _mode = apple_fields(listed["f.txt"])
+        assert (rfork, finder[:8]) == (len(FORK), b"TESTSLOW")
+        assert not ad.exists() and not (share / "._g.txt").exists()
+        assert "._f.txt" not in entries(tree)
+
+
+def test_what_the_file_has_is_kept_and_so_is_the_appledouble_file(smbconf):
+    """A resource fork the file has already is not overwritten; the rest is taken, and the
+    "._" file stays (it holds a fork that is not the file's)."""
+    server = smbconf("", SHARES)
+    share = server.root / "mac"
+    (share / "f.txt").write_bytes(b"data")
+    c, tree = connected(server, "mac")
+    with c:
+        write_file(tree, "f.txt:AFP_Resource", b"mine")
+        ad = put(share, "f.txt")
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == b"mine"
+        assert stream_bytes(tree, "f.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
+        assert ad.exists()
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == b"mine"    # (and again: still kept)
+
+
+def test_appledouble_files_that_are_not_taken(smbconf):
+    """Left as they are, the file given no stream: one owned by another user than its file,
+    a symbolic link to one, one with another name too (a hard link), one that is not AppleDouble, one with a resource fork over
+    RUNTIME_FORK_MOST (its Finder information is taken, the fork stays in it), and any on a
+    share with fruit:convert_adouble = no or without fruit."""
+    shares = dict(SHARES, noconv=SHARES["mac"] + "\nfruit:convert_adouble = no")
+    server = smbconf("", shares)
+    share = server.root / "mac"
+    foreign = put(share, "foreign.txt")
+    os.chown(foreign, 65534, 65534)
+    (share / "linked.txt").write_bytes(b"data")
+    elsewhere = put(server.root, "target.txt")
+    os.symlink(elsewhere, share / "._linked.txt")
+    linked_twice = put(share, "twice.txt")
+    os.link(linked_twice, server.root / "elsewhere-link")
+    (share / "junk.txt").write_bytes(b"data")
+    (share / "._junk.txt").write_bytes(os.urandom(4096))
+    big = put(share, "big.txt", fork=b"\x01" * (RUNTIME_FORK_MOST + 1))
+    (server.root / "noconv").mkdir(exist_ok=True)
+    off = put(server.root / "noconv", "f.txt")
+    plain = put(server.root / "plain", "f.txt")
+    c, tree = connected(server, "mac")
+    with c:
+        for name in ("foreign.txt", "linked.txt", "twice.txt", "junk.txt"):
+            assert stream_bytes(tree, f"{name}:AFP_Resource") is None, name
+            assert streams(tree, name) == {"::$DATA": 4}, name
+        assert stream_bytes(tree, "big.txt:AFP_Resource") is None
+        assert stream_bytes(tree, "big.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
+    assert foreign.exists() and os.path.islink(share / "._linked.txt") and elsewhere.exists()
+    assert (share / "._junk.txt").exists() and big.exists() and linked_twice.exists()
+    for name in ("noconv", "plain"):
+        c, tree = connected(server, name)
+        with c:
+            assert stream_bytes(tree, "f.txt:AFP_Resource") is None, name
+    assert off.exists() and plain.exists()
+
+
+def test_an_open_appledouble_file_is_taken_and_kept(smbconf):
+    """Its content becomes the file's streams; the "._" file, open by a client, stays."""
+    server = smbconf("", SHARES)
+    share = server.root / "mac"
+    ad = put(share, "f.txt")
+    c, tree = connected(server, "mac")
+    with c:
+        held = tree.open("._f.txt", wire.GENERIC_READ)
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert ad.exists()
+        tree.close(held)
+
+
+def test_an_account_that_may_not_write_the_file_takes_nothing(smbconf):
+    """The "._" file of a file another account may only read: that account's open of the
+    file's resource fork finds none, and the "._" file stays for one who may write it."""
+    server = smbconf("", SHARES, users=((OTHER, OTHER_PASSWORD),))
+    share = server.root / "mac"
+    ad = put(share, "f.txt")
+    for path in (share / "f.txt", ad):
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644)
+    other = server.raw()
+    with other:
+        other.negotiate()
+        tree = other.tree(other.logon(OTHER, OTHER_PASSWORD), "mac")
+        assert stream_bytes(tree, "f.txt:AFP_Resource") is None
+        ask(tree, query(), "other-probe")
+        entries(tree)
+    assert ad.exists()
+    c, tree = connected(server, "mac")
+    with c:
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+    assert not ad.exists()
+
+
+def test_a_file_gets_no_more_streams_than_a_client_could_make(smbconf):
+    """A "._" file with 200 attributes: the file gets MAX_STREAMS streams, as many as a
+    client's CREATEs could make, and the "._" file keeps the rest."""
+    server = smbconf("", SHARES)
+    share = server.root / "mac"
+    ad = put(share, "f.txt", xattrs=[(f"user.attr{i}", b"v") for i in range(200)])
+    c, tree = connected(server, "mac")
+    with c:
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert len(streams(tree)) == MAX_STREAMS + 1       # (::$DATA too)
+    assert ad.exists()
