@@ -227,3 +227,38 @@ def test_what_macos_embedded_in_a_dot_underscore_file_becomes_streams(smbconf, t
     smbclient(server.port, "mac", f"get g.txt:AFP_Resource {out}", USER, PASSWORD)
     assert out.read_bytes() == b"fork"
     assert ":x:" not in smbclient(server.port, "mac", "allinfo g.txt", USER, PASSWORD)
+
+
+def test_an_nt_acl_whose_posix_acls_changed_since_is_not_taken(samba_server, tmp_path):
+    """Samba keeps with each NT ACL (version 4) a hash of the POSIX ACLs, owner, group and mode
+    it set with it, and shows the POSIX ACLs instead once they no longer match (a chmod or
+    setfacl made behind its back). The import takes the same view: the NT ACLs smbd just wrote
+    (a file's; a directory's, with its default ACL) match and are taken; one whose file was
+    chmod'ed, or whose POSIX ACL got another entry, is not (reported, exit status 1), unless
+    --ignore-system-acls (Samba's `acl_xattr:ignore system acls`)."""
+    from smbring.smb import acl, wire
+    samba = samba_server(shares=SAMBA_SHARES)
+    share = samba["share"]
+    (tmp_path / "data").write_bytes(b"hello\n")
+    for name in ("kept.txt", "chmoded.txt", "setfacled.txt"):
+        smbclient(samba["port"], "win", f"put {tmp_path}/data {name}", samba["user"], samba["password"])
+        set_dacl(samba, name, [acl.Ace(acl.DENIED, 0, READ_CONTROL, acl.EVERYONE),
+                               acl.Ace(acl.ALLOWED, 0, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
+    smbclient(samba["port"], "win", "mkdir dir", samba["user"], samba["password"])
+    set_dacl(samba, "dir", [acl.Ace(acl.ALLOWED, 3, wire.FILE_ALL_ACCESS, acl.EVERYONE)])
+    assert "system.posix_acl_default" in os.listxattr(share / "dir")
+    os.chmod(share / "chmoded.txt", os.stat(share / "chmoded.txt").st_mode & 0o7777 & ~0o001)
+    raw = os.getxattr(share / "setfacled.txt", "system.posix_acl_access")
+    entries = [raw[i:i + 8] for i in range(4, len(raw), 8)]
+    extra = struct.pack("<HHI", 0x02, 4, 65534)          # ACL_USER nobody: r (after the other users)
+    at = max(i for i, e in enumerate(entries) if struct.unpack_from("<H", e)[0] <= 0x02) + 1
+    os.setxattr(share / "setfacled.txt", "system.posix_acl_access", raw[:4] + b"".join(entries[:at] + [extra] + entries[at:]))
+
+    done = import_samba(share, "--dry-run")
+    assert done.returncode == 1, done
+    for name in ("chmoded.txt", "setfacled.txt"):
+        assert f"{name}: its POSIX ACLs, owner, group or mode changed after Samba stored it" in done.stderr, done
+    assert "kept.txt" not in done.stderr and "dir:" not in done.stderr, done
+    assert "the NT ACLs of 2 " in done.stdout, done      # (kept.txt and dir)
+    done = import_samba(share, "--dry-run", "--ignore-system-acls")
+    assert done.returncode == 0 and "the NT ACLs of 4 " in done.stdout, done

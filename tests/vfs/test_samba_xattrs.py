@@ -38,11 +38,30 @@ APPLEDOUBLE_FILE = bytes.fromhex(
     "0032000000200000000000000000000000000000000000000000000000000000000000000000646174610a")
 
 
+# system.posix_acl_access: owner rwx, user 1001 rw-, group r-x, mask rwx, other r--
+POSIX_ACL = bytes.fromhex("02000000" "01000700ffffffff" "02000600e9030000" "04000500ffffffff"
+                          "10000700ffffffff" "20000400ffffffff")
+
+
+def test_posix_acls_as_samba_hashes_them():
+    """The kernel's ACL as libacl hands it to Samba (smb_acl_tag_t tags, ids of named users
+    and groups only); an access ACL the kernel keeps in the mode alone is the mode's three
+    entries; the hash is of Samba's NDR encoding (its value for this ACL, a file of root's, mode
+    0100775, as smbd 4.17 stored it in security.NTACL)."""
+    assert sx.posix_acl_entries(POSIX_ACL, 0) == [(2, None, 7), (1, 1001, 6), (4, None, 5), (6, None, 7),
+                                                  (5, None, 4)]
+    assert sx.posix_acl_entries(None, 0o100754) == [(2, None, 7), (4, None, 5), (5, None, 4)]
+    assert sx.posix_acl_entries(POSIX_ACL[:-1], 0) is None
+    assert sx.posix_acl_entries(b"\x03" + POSIX_ACL[1:], 0) is None
+    smbd_wrote = [(2, None, 7), (1, 0, 7), (4, None, 5), (3, 0, 5), (6, None, 7), (5, None, 5)]
+    assert sx.posix_acl_hash(smbd_wrote, None, 0, 0, 0o100775).hex().startswith("5dd2b193e43b4dc3")
+
+
 def test_values_samba_wrote():
     attrs, created = sx.dos_info(DOSATTRIB_HIDDEN)
     assert attrs == 0x22 and created > 0
-    version, sd = sx.nt_acl(NTACL_DIR)
-    assert version == 4
+    version, sd, posix_hash = sx.nt_acl(NTACL_DIR)
+    assert version == 4 and len(posix_hash) == 32
     descriptor = acl.parse(sd)
     assert descriptor.owner is not None and len(descriptor.dacl) == 5
     assert sx.finder_info(NETATALK_METADATA) == b"TEXTttxt" + bytes(24)
@@ -58,7 +77,7 @@ def test_values_samba_wrote():
 
 def test_truncated_and_mutated_values_never_raise():
     rnd = random.Random(1740)
-    for blob in (DOSATTRIB_HIDDEN, NTACL_DIR, NETATALK_METADATA, APPLEDOUBLE_FILE):
+    for blob in (DOSATTRIB_HIDDEN, NTACL_DIR, NETATALK_METADATA, APPLEDOUBLE_FILE, POSIX_ACL):
         variants = [blob[:n] for n in range(len(blob))]
         for _ in range(2000):
             mutated = bytearray(blob)
@@ -70,10 +89,12 @@ def test_truncated_and_mutated_values_never_raise():
             sx.dos_info(value)
             found = sx.nt_acl(value)
             if found is not None:
-                sd = found[1]
+                sd = found.descriptor
                 offsets = [o for o in struct.unpack_from("<4I", sd, 4) if o]
                 assert all(20 <= o < len(sd) for o in offsets)
             sx.finder_info(value)
+            found = sx.posix_acl_entries(value, 0o100644)
+            assert found is None or all(tag in range(1, 7) and perm <= 7 for tag, _, perm in found)
             entries = sx.appledouble_entries(value, len(value))
             if entries is not None:
                 assert all(o + n <= len(value) for o, n in entries.values())

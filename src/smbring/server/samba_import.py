@@ -23,14 +23,18 @@ serve the directory again. What smbring already keeps for a file is never overwr
   those of its passdb users and mapped groups (`pdbedit`, `net groupmap`), become the Unix
   SIDs (S-1-22-1-uid, S-1-22-2-gid) smbring's tokens hold; well-known SIDs and Unix SIDs stay. A
   descriptor naming a SID that maps to no account here, or holding ACEs smbring does not
-  evaluate, is not taken over (the report names the file): its POSIX ACLs and mode, which
-  Samba kept with it, still apply, with no deny the NT ACL may have added. Symbolic links are not followed, other file systems
+  evaluate, or (version 4) whose hash says the file's POSIX ACLs, owner, group or mode
+  changed after Samba stored it (Samba then shows those; `--ignore-system-acls`: taken all
+  the same, as Samba's `acl_xattr:ignore system acls`), is not taken over (the report names
+  the file): its POSIX ACLs and mode, which Samba kept with it, still apply, with no deny the
+  NT ACL may have added. Symbolic links are not followed, other file systems
 mounted below PATH are not entered, and the report says what could not be done, file by
 file; the exit status is 1 when anything could not (an NT ACL not taken over among them).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import grp
 import json
 import os
@@ -67,9 +71,12 @@ class Report:
         self.problems.append(f"{path}: {what}")
 
 
-def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | None = None) -> Report:
+def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | None = None,
+                ignore_system_acls: bool = False) -> Report:
     """Takes over Samba's metadata for everything beneath `root` (see the module); `sids`:
-    Samba's SIDs of accounts and what smbring names them (`samba_sids`)."""
+    Samba's SIDs of accounts and what smbring names them (`samba_sids`);
+    `ignore_system_acls`: NT ACLs taken whatever their hashes say (Samba's `acl_xattr:ignore
+    system acls`)."""
     root = os.path.realpath(root)
     report = Report()
     sids = sids or {}
@@ -88,10 +95,11 @@ def import_tree(root: str, dry_run: bool = False, sids: dict[bytes, bytes] | Non
                     dirs.remove(name)
             doubles = {n for n in files if n.startswith(samba_xattrs.APPLEDOUBLE_PREFIX)}
             if not parts_top:
-                _File(vfs, root, [], report, dry_run, sids).take(None)
+                _File(vfs, root, [], report, dry_run, sids, ignore_system_acls).take(None)
             for name in dirs + files:
                 double = samba_xattrs.APPLEDOUBLE_PREFIX + name
-                _File(vfs, os.path.join(top, name), parts_top + [name], report, dry_run, sids).take(
+                _File(vfs, os.path.join(top, name), parts_top + [name], report, dry_run, sids,
+                      ignore_system_acls).take(
                     parts_top + [double] if double in doubles else None)
     finally:
         vfs.close()
@@ -102,9 +110,9 @@ class _File:
     """One file or directory of the tree, and what is taken over for it."""
 
     def __init__(self, vfs: PosixVFS, path: str, parts: list[str], report: Report, dry_run: bool,
-                 sids: dict):
+                 sids: dict, ignore_system_acls: bool = False):
         self.vfs, self.path, self.parts, self.report = vfs, path, parts, report
-        self.dry_run, self.sids = dry_run, sids
+        self.dry_run, self.sids, self.ignore_system_acls = dry_run, sids, ignore_system_acls
         self.fd = self.st = self.sid = None
 
     def take(self, appledouble: list[str] | None) -> None:
@@ -176,11 +184,15 @@ class _File:
         owner, group = acl.unix_user(self.st.st_uid), acl.sid(22, 2, self.st.st_gid)
         found = samba_xattrs.nt_acl(os.getxattr(self.fd, samba_xattrs.NTACL_XATTR))
         try:
-            descriptor = acl.parse(found[1]) if found is not None else None
+            descriptor = acl.parse(found.descriptor) if found is not None else None
         except acl.BadDescriptor:
             descriptor = None
         if descriptor is None:
             why = "does not parse"
+        elif found.posix_acl_hash is not None and not self.ignore_system_acls and \
+                self._posix_acl_hash() != found.posix_acl_hash:
+            # (Samba then shows what the POSIX ACLs say, as smbring will)
+            why = "its POSIX ACLs, owner, group or mode changed after Samba stored it (its hash differs)"
         elif any(ace.body for ace in descriptor.dacl or ()):
             why = "holds ACEs smbring does not evaluate"
         else:
@@ -205,6 +217,19 @@ class _File:
         if not self.dry_run:
             PosixVFS.set_sd(self.fd, descriptor.pack())
         report.acls_taken += 1
+
+    def _posix_acl_hash(self) -> bytes | None:
+        """The hash a version 4 NT ACL of the file would hold now (samba_xattrs.posix_acl_hash):
+        None where its POSIX ACLs do not parse."""
+        st = os.fstat(self.fd)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        access = samba_xattrs.posix_acl_entries(_xattr_or_none(self.fd, POSIX_ACL_ACCESS), st.st_mode)
+        # (a directory without a default ACL has an empty one, as libacl gives it; a file none)
+        default = samba_xattrs.posix_acl_entries(_xattr_or_none(self.fd, POSIX_ACL_DEFAULT) or EMPTY_POSIX_ACL,
+                                                 0) if is_dir else None
+        if access is None or (is_dir and default is None):
+            return None
+        return samba_xattrs.posix_acl_hash(access, default, st.st_uid, st.st_gid, st.st_mode)
 
     def _take_appledouble(self, parts: list[str]) -> None:
         """The resource fork (and, where the file has none yet, the Finder information) of
@@ -329,6 +354,20 @@ AFP_INFO, RESOURCE_FORK = samba_xattrs.AFP_INFO_STREAM, samba_xattrs.RESOURCE_FO
 APPLEDOUBLE_HEAD = samba_xattrs.APPLEDOUBLE_HEAD
 
 
+POSIX_ACL_ACCESS, POSIX_ACL_DEFAULT = "system.posix_acl_access", "system.posix_acl_default"
+EMPTY_POSIX_ACL = samba_xattrs.POSIX_ACL_VERSION.to_bytes(4, "little")
+
+
+def _xattr_or_none(fd: int, name: str) -> bytes | None:
+    """The extended attribute's value, None where the file has none (or its file system none)."""
+    try:
+        return os.getxattr(fd, name)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None
+        raise
+
+
 def _read_range(fd: int, offset: int, length: int):
     """The bytes at offset.. of the file, a MiB at a time."""
     done = 0
@@ -347,6 +386,10 @@ def register(sub) -> None:
     p.add_argument("--samba-conf", metavar="SMB.CONF", help="Samba's smb.conf: its users' and mapped "
                    "groups' SIDs in NT ACLs are taken over as these accounts (pdbedit, net groupmap)")
     p.add_argument("--dry-run", action="store_true", help="count what would be taken over, change nothing")
+    p.add_argument("--ignore-system-acls", action="store_true",
+                   help="take NT ACLs over whatever their hashes say, as Samba does on a share with "
+                   "`acl_xattr:ignore system acls = yes` (else one whose file's POSIX ACLs, owner, group or "
+                   "mode changed after Samba stored it is not taken: Samba shows those instead)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=run)
 
@@ -360,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         print(f"smbring import-samba: Samba's accounts: {e}", file=sys.stderr)
         return 2
-    report = import_tree(args.path, args.dry_run, sids)
+    report = import_tree(args.path, args.dry_run, sids, args.ignore_system_acls)
     if args.json:
         print(json.dumps(asdict(report), indent=1))
     else:

@@ -10,6 +10,7 @@ trusts them: a value that does not parse is None, never an exception or a partia
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from typing import NamedTuple
 
@@ -85,11 +86,22 @@ def dos_info(blob: bytes) -> tuple[int | None, int | None] | None:
     return None
 
 
-def nt_acl(blob: bytes) -> tuple[int, bytes] | None:
-    """(version, the self-relative security descriptor) from `security.NTACL`, versions 1 to 4
-    of xattr_NTACL; None for a value that does not parse. The descriptor is what follows the
-    fixed fields, its offsets made its own; its hashes (of the POSIX ACL Samba mapped it to, versions 3 and 4) are not
-    checked here."""
+class NtAcl(NamedTuple):
+    """What `security.NTACL` holds: its version (1 to 4), the self-relative security
+    descriptor, and (version 4) the SHA-256 Samba took of the POSIX ACLs, owner, group and
+    mode it mapped the descriptor to (`posix_acl_hash` makes it), else None."""
+    version: int
+    descriptor: bytes
+    posix_acl_hash: bytes | None
+
+
+HASH_TYPE_SHA256 = 1
+
+
+def nt_acl(blob: bytes) -> NtAcl | None:
+    """`security.NTACL`'s content, versions 1 to 4 of xattr_NTACL; None for a value that does
+    not parse. The descriptor is what follows the fixed fields, its offsets made its own."""
+    posix_hash = None
     try:
         r = _Reader(blob)
         version = r.take("H")
@@ -103,12 +115,14 @@ def nt_acl(blob: bytes) -> tuple[int, bytes] | None:
             if version == 2:
                 r.skip(16)               # hash (never used)
             else:
-                r.take("H")              # hash type
-                r.skip(64)               # hash
+                hash_type = r.take("H")
+                r.skip(64)               # the descriptor's hash
             if version == 4:
                 r.c_string()             # description of what wrote it
                 r.take("Q")              # time
-                r.skip(64)               # the POSIX ACL's hash
+                r.skip(64)
+                if hash_type == HASH_TYPE_SHA256:
+                    posix_hash = bytes(r.data[r.pos - 64:r.pos - 32])
         start = (r.pos + 3) & ~3
     except ValueError:
         return None
@@ -121,7 +135,81 @@ def nt_acl(blob: bytes) -> tuple[int, bytes] | None:
     if any(o and not start + 20 <= o < start + len(sd) for o in offsets):     # (past the header)
         return None
     struct.pack_into("<4I", sd, 4, *(o - start if o else 0 for o in offsets))
-    return version, bytes(sd)
+    return NtAcl(version, bytes(sd), posix_hash)
+
+
+# -- the hash that tells Samba whether a version 4 NT ACL still holds (vfs_acl_common's
+# validate_nt_acl_blob): SHA-256 of the NDR encoding of smb_acl_wrapper (librpc/idl/smb_acl.idl)
+# made of what posix_sys_acl_blob_get_fd reads: the access ACL, a directory's default ACL
+# (files: none), the owner, group and mode (its type bits too). An ACL is its entries as
+# libacl gives them (the kernel's order; an access ACL the kernel keeps in the mode alone: its
+# owner, group and other entries), each tag as Samba numbers it
+POSIX_ACL_VERSION = 2
+_POSIX_ACL_ENTRY = struct.Struct("<HHI")         # tag, permissions, id
+# Linux's tags (ACL_USER_OBJ ... ACL_OTHER) -> smb_acl_tag_t's; those with an id: USER, GROUP
+_SMB_ACL_TAG = {0x01: 2, 0x02: 1, 0x04: 4, 0x08: 3, 0x10: 6, 0x20: 5}
+_SMB_ACL_USER, _SMB_ACL_GROUP = 1, 3
+
+
+def posix_acl_entries(raw: bytes | None, mode: int) -> list[tuple[int, int | None, int]] | None:
+    """The entries (smb_acl_tag_t, uid or gid or None, permissions) of an ACL the kernel keeps
+    in `system.posix_acl_access` or `..._default` (`raw`; None: none kept, an access ACL is
+    then the mode's); None where `raw` does not parse."""
+    if raw is None:
+        return [(2, None, (mode >> 6) & 7), (4, None, (mode >> 3) & 7), (5, None, mode & 7)]
+    if len(raw) < 4 or (len(raw) - 4) % _POSIX_ACL_ENTRY.size or \
+            struct.unpack_from("<I", raw)[0] != POSIX_ACL_VERSION:
+        return None
+    entries = []
+    for at in range(4, len(raw), _POSIX_ACL_ENTRY.size):
+        tag, perm, qualifier = _POSIX_ACL_ENTRY.unpack_from(raw, at)
+        smb_tag = _SMB_ACL_TAG.get(tag)
+        if smb_tag is None or perm > 7:
+            return None
+        entries.append((smb_tag, qualifier if smb_tag in (_SMB_ACL_USER, _SMB_ACL_GROUP) else None, perm))
+    return entries
+
+
+class _NdrOut:
+    """NDR's little-endian encoding, each value aligned to its size from the start."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def put(self, fmt: str, value: int) -> None:
+        size = struct.calcsize("<" + fmt)
+        self.data += bytes(-len(self.data) % size) + struct.pack("<" + fmt, value)
+
+    def align(self, size: int) -> None:
+        self.data += bytes(-len(self.data) % size)
+
+    def acl(self, entries: list) -> None:
+        self.put("I", len(entries))         # the array's conformance, before the struct
+        self.align(8)
+        self.put("i", len(entries))         # count
+        self.put("i", 0)                    # next
+        for tag, qualifier, perm in entries:
+            self.align(8)
+            self.put("H", tag)              # a_type
+            self.put("H", tag)              # the union's discriminant
+            if qualifier is not None:
+                self.put("Q", qualifier)    # uid_t, gid_t: 64 bits
+            self.put("I", perm)
+
+
+def posix_acl_hash(access: list, default: list | None, uid: int, gid: int, mode: int) -> bytes:
+    """The hash Samba keeps in a version 4 NT ACL for these ACLs (posix_acl_entries'; `default`
+    None for a file), owner, group and mode."""
+    out = _NdrOut()
+    out.put("I", 0x20000)                           # access_acl: a unique pointer's referent id
+    out.put("I", 0x20004 if default is not None else 0)
+    out.put("Q", uid)
+    out.put("Q", gid)
+    out.put("I", mode)
+    out.acl(access)
+    if default is not None:
+        out.acl(default)
+    return hashlib.sha256(out.data).digest()
 
 
 def stream_name(xattr_name: str) -> str | None:
