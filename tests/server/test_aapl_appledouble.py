@@ -27,11 +27,11 @@ TAGS = ("com.apple.metadata:_kMDItemUserTags", b"bplist00tags")
 TAGS_STREAM = "com.apple.metadata\uf022_kMDItemUserTags"
 
 
-def put(share: Path, name: str, fork: bytes = FORK, xattrs=(TAGS,), data: bytes = b"data") -> Path:
+def put(share: Path, name: str, fork: bytes = FORK, xattrs=(TAGS,), data: bytes = b"data", **kw) -> Path:
     """The file `name` and a "._" file beside it as macOS writes one; the "._" file's path."""
     (share / name).write_bytes(data)
     ad = share / f"._{name}"
-    ad.write_bytes(macos_appledouble(FINDER, [(n.encode(), v) for n, v in xattrs], fork))
+    ad.write_bytes(macos_appledouble(FINDER, [(n.encode(), v) for n, v in xattrs], fork, **kw))
     return ad
 
 
@@ -103,7 +103,8 @@ def test_what_the_file_has_is_kept_and_so_is_the_appledouble_file(smbconf):
 
 def test_appledouble_files_that_are_not_taken(smbconf):
     """Left as they are, the file given no stream: one owned by another user than its file,
-    a symbolic link to one, one with another name too (a hard link), one that is not AppleDouble, one with a resource fork over
+    a symbolic link to one, one with another name too (a hard link), one that is not AppleDouble,
+    one Samba's vfs_fruit wrote (its filler "Netatalk": Samba's resource fork storage), one with a resource fork over
     RUNTIME_FORK_MOST (its Finder information is taken, the fork stays in it), and any on a
     share with fruit:convert_adouble = no or without fruit."""
     shares = dict(SHARES, noconv=SHARES["mac"] + "\nfruit:convert_adouble = no")
@@ -119,18 +120,19 @@ def test_appledouble_files_that_are_not_taken(smbconf):
     (share / "junk.txt").write_bytes(b"data")
     (share / "._junk.txt").write_bytes(os.urandom(4096))
     big = put(share, "big.txt", fork=b"\x01" * (RUNTIME_FORK_MOST + 1))
+    samba_kept = put(share, "samba.txt", filler=b"Netatalk".ljust(16))
     (server.root / "noconv").mkdir(exist_ok=True)
     off = put(server.root / "noconv", "f.txt")
     plain = put(server.root / "plain", "f.txt")
     c, tree = connected(server, "mac")
     with c:
-        for name in ("foreign.txt", "linked.txt", "twice.txt", "junk.txt"):
+        for name in ("foreign.txt", "linked.txt", "twice.txt", "junk.txt", "samba.txt"):
             assert stream_bytes(tree, f"{name}:AFP_Resource") is None, name
             assert streams(tree, name) == {"::$DATA": 4}, name
         assert stream_bytes(tree, "big.txt:AFP_Resource") is None
         assert stream_bytes(tree, "big.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
     assert foreign.exists() and os.path.islink(share / "._linked.txt") and elsewhere.exists()
-    assert (share / "._junk.txt").exists() and big.exists() and linked_twice.exists()
+    assert (share / "._junk.txt").exists() and big.exists() and linked_twice.exists() and samba_kept.exists()
     for name in ("noconv", "plain"):
         c, tree = connected(server, name)
         with c:

@@ -12,11 +12,13 @@ listings (smb.commands.directory_aapl).
 
 What is taken is only ever added: a stream the file has already is kept as it is (a name
 compared without regard to case), never overwritten. Where everything the "._" file holds is
-now in the file's streams, the "._" file is removed (else it would be a second, stale copy:
-the next conversion would find the streams it made and take nothing). It is left as it was
-where anything in it was not taken (a stream of that name already there, an attribute block
-that does not parse, a resource fork over RUNTIME_FORK_MOST, an error), where it is open, and
-where the account may not remove it.
+now in the file's streams, the "._" file is removed (else it would be a second, stale copy,
+from which a stream the client removed later would come back). It is left as it was where
+anything in it was not taken (a stream of that name already there, an attribute block that
+does not parse, a resource fork over RUNTIME_FORK_MOST, an error), where it is open, and
+where the account may not remove it. A "._" file netatalk or Samba's vfs_fruit wrote (their
+storage of a resource fork, `fruit:resource = file`) is not touched: Samba reads it again if
+it serves the directory again; `smbring import-samba` takes it over and leaves it.
 
 The conversion acts as the session's account, as Samba's does: only a regular "._" file
 (reached without following a link) the account may read, owned by its file's owner (or by
@@ -69,9 +71,11 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or not _owned_as(st, file_st):
             return False
         content = samba_xattrs.appledouble_content(fs.read_head(fd, samba_xattrs.APPLEDOUBLE_HEAD), st.st_size)
-        pieces = _pieces(content) if content is not None else None
+        if content is None or content.by_netatalk:
+            return False    # a file like any other, or Samba's (its resource fork: import-samba)
+        pieces = _pieces(content)
         if not pieces:
-            return False    # a file like any other, or nothing in it
+            return False
         try:
             sid, limit, file_st = judge()
         except (SMBError, OSError, PathError):

@@ -342,11 +342,17 @@ APPLEDOUBLE_HEAD = ATTR_MAX_SIZE
 class AppleDoubleContent(NamedTuple):
     """What an AppleDouble ("._") file holds for its file: its Finder information (None:
     none, or only zeros), where its resource fork lies in it (offset, length; a length of 0:
-    none), and the extended attributes macOS embedded, each under the name of the stream it
-    becomes (None: its ATTR block does not parse)."""
+    none), the extended attributes macOS embedded, each under the name of the stream it
+    becomes (None: its ATTR block does not parse), and whether netatalk or Samba's vfs_fruit
+    wrote it (their storage of a file's resource fork, `fruit:resource = file`; macOS writes
+    "Mac OS X" where they write "Netatalk")."""
     finder_info: bytes | None
     resource_fork: tuple[int, int]
     streams: list[tuple[str, bytes]] | None
+    by_netatalk: bool = False
+
+
+NETATALK_FILLER = b"Netatalk".ljust(16)
 
 
 def appledouble_content(head: bytes, size: int) -> AppleDoubleContent | None:
@@ -357,4 +363,5 @@ def appledouble_content(head: bytes, size: int) -> AppleDoubleContent | None:
         return None
     xattrs = appledouble_xattrs(head, entries)
     return AppleDoubleContent(finder_info(head, entries), entries.get(AD_RESOURCE_FORK, (0, 0)),
-                              None if xattrs is None else [(mac_stream_name(n), v) for n, v in xattrs])
+                              None if xattrs is None else [(mac_stream_name(n), v) for n, v in xattrs],
+                              head[8:24] == NETATALK_FILLER)
