@@ -95,6 +95,10 @@ def test_truncated_and_mutated_values_never_raise():
             sx.finder_info(value)
             found = sx.posix_acl_entries(value, 0o100644)
             assert found is None or all(tag in range(1, 7) and perm <= 7 for tag, _, perm in found)
+            content = sx.appledouble_content(value, len(value))
+            if content is not None:
+                offset, length = content.resource_fork
+                assert offset + length <= len(value)
             entries = sx.appledouble_entries(value, len(value))
             if entries is not None:
                 assert all(o + n <= len(value) for o, n in entries.values())
