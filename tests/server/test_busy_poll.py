@@ -136,13 +136,13 @@ def busy_server(tmp_path, budget_us: int, *serve_args: str):
     session = pytest.importorskip("smbprotocol.session")
     share = tmp_path / "share"
     share.mkdir()
-    proc, port, _ = spawn(tmp_path, str(share), "--share", "share", "--busy-poll", str(budget_us), *serve_args)
+    proc, port, log = spawn(tmp_path, str(share), "--share", "share", "--busy-poll", str(budget_us), *serve_args)
     conn = connection.Connection(uuid.uuid4(), "127.0.0.1", port)
     try:
         conn.connect()
         sess = session.Session(conn, USER, PASSWORD, require_encryption=False)
         sess.connect()
-        yield {"port": port, "share": share, "proc": proc}, conn, sess
+        yield {"port": port, "share": share, "proc": proc, "log": log}, conn, sess
     finally:
         conn.disconnect(True)
         stop(proc)
@@ -157,6 +157,20 @@ def test_answers_correctly_while_turning(tmp_path):
             assert out.returncode == 0, out.stdout + out.stderr
             assert (tmp_path / "down").read_bytes() == data
             assert (server["share"] / f"f{i}").read_bytes() == data
+
+
+def test_without_io_uring_the_server_says_it_does_not_look(tmp_path):
+    """The plain transport (--no-io-uring) answers without the loop's callbacks busy polling
+    rides on: the server says so once, at the first connection, and answers all the same."""
+    with busy_server(tmp_path, 500, "--no-io-uring") as (server, conn, sess):
+        for _ in range(20):
+            conn.echo(sid=sess.session_id, credit_request=1)
+        text = open(server["log"]).read()
+        assert text.count("busy poll = 500: not done, connections are served without io_uring") == 1, text
+    (tmp_path / "ring").mkdir()
+    with busy_server(tmp_path / "ring", 500) as (server, conn, sess):
+        conn.echo(sid=sess.session_id, credit_request=1)
+        assert "not done" not in open(server["log"]).read()
 
 
 def test_idle_after_traffic_costs_nothing(tmp_path):

@@ -70,6 +70,7 @@ class BusyPoll:
         self._last_turn = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cpus = len(os.sched_getaffinity(0))
+        self.unserved_noted = False  # the server said it cannot look (no io_uring transport)
 
     def set_budget(self, budget: int) -> None:
         self.budget = budget_us(budget) / 1e6     # (seconds)

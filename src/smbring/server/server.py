@@ -845,6 +845,11 @@ class Server:
         if take_frame is not None:
             busy_poll = self.busy_poll
             transport.serve_with(busy_poll.served(serve_received) if busy_poll.budget else serve_received)
+        elif self.busy_poll.budget and not self.busy_poll.unserved_noted:
+            # (said once: the admin asked for it, and it is not done)
+            self.busy_poll.unserved_noted = True
+            log.warning("busy poll = %d: not done, connections are served without io_uring "
+                        "(--no-io-uring, or io_uring unavailable)", round(self.busy_poll.budget * 1e6))
         try:
             while True:
                 frame = None
