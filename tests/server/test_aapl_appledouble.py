@@ -4,8 +4,9 @@ fruit share (`fruit:convert_adouble`, on by default, as Samba's vfs_fruit), agai
 leaves it) becomes the file's AFP_AfpInfo, AFP_Resource and attribute streams when a client
 opens one of its Apple streams or lists its directory with macOS's enriched listings, and
 is removed once all it held is there. What the file has is kept; a "._" file that is not
-the file owner's, not a regular file, not AppleDouble, open, or holding more than is taken
-while serving stays as it was; an account that may not write the file takes nothing."""
+the file owner's, not a regular file, not AppleDouble, Samba's own, or holding more than is
+taken while serving stays as it was, one that is open is left until it is closed; an account
+that may not write the file takes nothing."""
 import os
 import sys
 from pathlib import Path
@@ -140,17 +141,20 @@ def test_appledouble_files_that_are_not_taken(smbconf):
     assert off.exists() and plain.exists()
 
 
-def test_an_open_appledouble_file_is_taken_and_kept(smbconf):
-    """Its content becomes the file's streams; the "._" file, open by a client, stays."""
+def test_an_open_appledouble_file_is_left_until_it_is_closed(smbconf):
+    """While a client has the "._" file open (perhaps still copying it) nothing is taken from
+    it; once closed, all of it."""
     server = smbconf("", SHARES)
     share = server.root / "mac"
     ad = put(share, "f.txt")
     c, tree = connected(server, "mac")
     with c:
         held = tree.open("._f.txt", wire.GENERIC_READ)
-        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
-        assert ad.exists()
+        assert stream_bytes(tree, "f.txt:AFP_Resource") is None
+        assert streams(tree) == {"::$DATA": 4} and ad.exists()
         tree.close(held)
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert not ad.exists()
 
 
 def test_an_account_that_may_not_write_the_file_takes_nothing(smbconf):

@@ -15,8 +15,8 @@ compared without regard to case), never overwritten. Where everything the "._" f
 now in the file's streams, the "._" file is removed (else it would be a second, stale copy,
 from which a stream the client removed later would come back). It is left as it was where
 anything in it was not taken (a stream of that name already there, an attribute block that
-does not parse, a resource fork over RUNTIME_FORK_MOST, an error), where it is open, and
-where the account may not remove it. A "._" file netatalk or Samba's vfs_fruit wrote (their
+does not parse, a resource fork over RUNTIME_FORK_MOST, an error) and where the account may
+not remove it; while a client has it open (perhaps still writing it) nothing is taken. A "._" file netatalk or Samba's vfs_fruit wrote (their
 storage of a resource fork, `fruit:resource = file`) is not touched: Samba reads it again if
 it serves the directory again; `smbring import-samba` takes it over and leaves it.
 
@@ -70,6 +70,8 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         # before anything is read)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or not _owned_as(st, file_st):
             return False
+        if c.state.share_modes.count((st.st_dev, st.st_ino)):
+            return False    # open: perhaps being written (a copy under way), left until it is not
         content = samba_xattrs.appledouble_content(fs.read_head(fd, samba_xattrs.APPLEDOUBLE_HEAD), st.st_size)
         if content is None or content.by_netatalk:
             return False    # a file like any other, or Samba's (its resource fork: import-samba)
@@ -93,7 +95,7 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
     if taken:
         log.info("%s: %d of its %d parts taken into the streams of %s", "/".join(ad_parts), taken,
                  len(pieces), parts[-1])
-    if whole and not c.state.share_modes.count((st.st_dev, st.st_ino)):
+    if whole:
         try:
             fs.remove(ad_parts, False, key=(st.st_dev, st.st_ino))
         except (OSError, PathError) as e:
