@@ -64,7 +64,7 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         fd, st = fs.open_stat(ad_parts, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except (OSError, PathError):
         return False        # none (the usual), not a regular file, or not this account's to read
-    taken = 0
+    taken, whole = 0, False
     try:
         # (a hard link to another file's, or another user's put beside this one: left alone,
         # before anything is read)
@@ -72,7 +72,11 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
             return False
         if c.state.share_modes.count((st.st_dev, st.st_ino)):
             return False    # open: perhaps being written (a copy under way), left until it is not
-        content = samba_xattrs.appledouble_content(fs.read_head(fd, samba_xattrs.APPLEDOUBLE_HEAD), st.st_size)
+        try:
+            head = fs.read_head(fd, samba_xattrs.APPLEDOUBLE_HEAD)
+        except OSError:
+            return False    # (the open it was asked for goes on as if there were none)
+        content = samba_xattrs.appledouble_content(head, st.st_size)
         if content is None or content.by_netatalk:
             return False    # a file like any other, or Samba's (its resource fork: import-samba)
         pieces = _pieces(content)
@@ -85,7 +89,8 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         if sid is None or not limit & wire.FILE_WRITE_DATA or not _owned_as(st, file_st):
             return False
         if content.resource_fork[1] > RUNTIME_FORK_MOST:
-            log.info("%s: a resource fork of %d bytes is left in it (more than is taken while "
+            # (debug: each open of its Apple streams and each enriched listing says it again)
+            log.debug("%s: a resource fork of %d bytes is left in it (more than is taken while "
                      "serving: smbring import-samba takes it)", "/".join(ad_parts), content.resource_fork[1])
         taken = _take(fs, sid, (file_st.st_uid, file_st.st_gid), fd, pieces)
         whole = content.streams is not None and content.resource_fork[1] <= RUNTIME_FORK_MOST \
