@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import signal
+import sys
 import tempfile
 from contextlib import contextmanager
 
@@ -26,6 +27,9 @@ from smbring.vfs.posix import PosixVFS
 
 import smbfuzz_input as fi
 from smbfuzz_client import Client
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from appledouble import macos_appledouble  # noqa: E402  (tests/appledouble.py)
 
 MAX_GROWTH = 64 << 20          # bytes of peak RSS one input may add
 MAX_FILE = 64 << 20            # RLIMIT_FSIZE while fuzzing: a client may not fill the disk here
@@ -161,7 +165,8 @@ def write(path: str, data: bytes, mode: int = 0o644) -> None:
 
 def populate(share: str, outside: str, writable: bool) -> None:
     """A file, a directory with entries, a file with a stream, one with an EA, one with a
-    stored security descriptor, a read-only file, and links that lead out of the share."""
+    stored security descriptor, a read-only file, links that lead out of the share, and (the
+    writable share) an AppleDouble file macOS wrote beside f.txt."""
     os.makedirs(os.path.join(share, "dir", "sub"))
     os.mkdir(os.path.join(share, "empty"))
     write(os.path.join(share, "f.txt"), b"hello world\n" * 64)
@@ -194,6 +199,9 @@ def populate(share: str, outside: str, writable: bool) -> None:
         vfs.close()
     if not writable:
         write(os.path.join(share, "ro-only.txt"), b"only in the read-only share")
+    else:       # what macOS left beside f.txt on a disk without streams (the fruit share takes it in)
+        write(os.path.join(share, "._f.txt"), macos_appledouble(
+            b"TEXTttxt", [(b"com.apple.metadata:_kMDItemUserTags", b"bplist00")], b"fork" * 64))
 
 
 def open_fds() -> dict[str, str]:
