@@ -107,8 +107,9 @@ def test_appledouble_files_that_are_not_taken(smbconf):
     a symbolic link to one, one with another name too (a hard link), one that is not AppleDouble,
     one Samba's vfs_fruit wrote (its filler "Netatalk": Samba's resource fork storage), one with a resource fork over
     RUNTIME_FORK_MOST (its Finder information is taken, the fork stays in it), and any on a
-    share with fruit:convert_adouble = no or without fruit."""
-    shares = dict(SHARES, noconv=SHARES["mac"] + "\nfruit:convert_adouble = no")
+    share with fruit:convert_adouble = no, a read-only one, or one without fruit."""
+    shares = dict(SHARES, noconv=SHARES["mac"] + "\nfruit:convert_adouble = no",
+                  readonly=SHARES["mac"].replace("read only = no", "read only = yes"))
     server = smbconf("", shares)
     share = server.root / "mac"
     foreign = put(share, "foreign.txt")
@@ -124,6 +125,8 @@ def test_appledouble_files_that_are_not_taken(smbconf):
     samba_kept = put(share, "samba.txt", filler=b"Netatalk".ljust(16))
     (server.root / "noconv").mkdir(exist_ok=True)
     off = put(server.root / "noconv", "f.txt")
+    (server.root / "readonly").mkdir(exist_ok=True)
+    read_only = put(server.root / "readonly", "f.txt")
     plain = put(server.root / "plain", "f.txt")
     c, tree = connected(server, "mac")
     with c:
@@ -134,11 +137,11 @@ def test_appledouble_files_that_are_not_taken(smbconf):
         assert stream_bytes(tree, "big.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
     assert foreign.exists() and os.path.islink(share / "._linked.txt") and elsewhere.exists()
     assert (share / "._junk.txt").exists() and big.exists() and linked_twice.exists() and samba_kept.exists()
-    for name in ("noconv", "plain"):
+    for name in ("noconv", "plain", "readonly"):
         c, tree = connected(server, name)
         with c:
             assert stream_bytes(tree, "f.txt:AFP_Resource") is None, name
-    assert off.exists() and plain.exists()
+    assert off.exists() and plain.exists() and read_only.exists()
 
 
 def test_an_open_appledouble_file_is_left_until_it_is_closed(smbconf):
