@@ -15,6 +15,7 @@ from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fi
 from smbring.smb import aapl, wire
 from smbring.smb.appledouble import RUNTIME_FORK_MOST
 from smbring.smb.fs import MAX_STREAMS
+from smbring.vfs.samba_xattrs import BLANK_RESOURCE_FORK
 from test_aapl import SHARES, ask, connected, query, read_file, write_file
 from test_aapl_afpinfo import streams
 from test_aapl_listing import apple_fields, entries
@@ -194,3 +195,21 @@ def test_a_file_gets_no_more_streams_than_a_client_could_make(smbconf):
         assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
         assert len(streams(tree)) == MAX_STREAMS + 1       # (::$DATA too)
     assert ad.exists()
+
+
+def test_a_blank_resource_fork_is_taken_for_none_where_asked(smbconf):
+    """The resource fork macOS writes for a file that has none ("This resource fork
+    intentionally left blank"): taken as it is by default, as Samba; with
+    fruit:wipe_intentionally_left_blank_rfork = yes taken for none (no AFP_Resource stream),
+    the rest taken and the "._" file removed all the same."""
+    shares = dict(SHARES, wipe=SHARES["mac"] + "\nfruit:wipe_intentionally_left_blank_rfork = yes")
+    server = smbconf("", shares)
+    for name in ("mac", "wipe"):
+        (server.root / name).mkdir(exist_ok=True)
+        ad = put(server.root / name, "f.txt", fork=BLANK_RESOURCE_FORK)
+        c, tree = connected(server, name)
+        with c:
+            assert stream_bytes(tree, "f.txt:AFP_AfpInfo") == aapl.afp_info_of(FINDER)
+            fork = stream_bytes(tree, "f.txt:AFP_Resource")
+            assert fork == (None if name == "wipe" else BLANK_RESOURCE_FORK), name
+        assert not ad.exists()

@@ -79,7 +79,7 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         content = samba_xattrs.appledouble_content(head, st.st_size)
         if content is None or content.by_netatalk:
             return False    # a file like any other, or Samba's (its resource fork: import-samba)
-        pieces = _pieces(content)
+        pieces = _pieces(content, head if tree.share.fruit_wipe_blank_rfork else None)
         if not pieces:
             return False
         try:
@@ -116,12 +116,17 @@ def _owned_as(st: os.stat_result, file_st: os.stat_result) -> bool:
     return st.st_uid in (file_st.st_uid, 0)
 
 
-def _pieces(content: samba_xattrs.AppleDoubleContent) -> list[tuple[str, object]]:
-    """(stream name, its bytes, or the (offset, length) of the "._" file they lie at)."""
+def _pieces(content: samba_xattrs.AppleDoubleContent, head: bytes | None = None) -> list[tuple[str, object]]:
+    """(stream name, its bytes, or the (offset, length) of the "._" file they lie at); `head`:
+    the file's first bytes, where a resource fork macOS wrote for none (BLANK_RESOURCE_FORK)
+    is taken for none (fruit:wipe_intentionally_left_blank_rfork)."""
     pieces = []
     if content.finder_info is not None:
         pieces.append((samba_xattrs.AFP_INFO_STREAM, aapl.afp_info_of(content.finder_info)))
     offset, length = content.resource_fork
+    blank = samba_xattrs.BLANK_RESOURCE_FORK
+    if head is not None and head[offset:offset + length] == blank:
+        length = 0
     if 0 < length <= RUNTIME_FORK_MOST:
         pieces.append((samba_xattrs.RESOURCE_FORK_STREAM, (offset, length)))
     pieces.extend(content.streams or ())

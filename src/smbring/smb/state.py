@@ -133,6 +133,9 @@ class Share:
     # macOS's "._" files taken into their files' streams while serving (fruit:convert_adouble,
     # smb.appledouble)
     fruit_convert_adouble: bool = True
+    # and a resource fork macOS wrote for a file that has none taken for none
+    # (fruit:wipe_intentionally_left_blank_rfork)
+    fruit_wipe_blank_rfork: bool = False
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)

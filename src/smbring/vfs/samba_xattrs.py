@@ -353,6 +353,12 @@ class AppleDoubleContent(NamedTuple):
 
 
 NETATALK_FILLER = b"Netatalk".ljust(16)
+# the resource fork macOS writes into a "._" file for a file that has none: a resource map
+# holding nothing, after 256 bytes of header and data ("This resource fork intentionally left
+# blank"); Samba's fruit:wipe_intentionally_left_blank_rfork takes it for none
+BLANK_RESOURCE_FORK = (bytes.fromhex("000001000000010000000000" "0000001e")
+                       + b"This resource fork intentionally left blank   ").ljust(256, b"\0") + \
+    bytes.fromhex("0000010000000100000000000000001e" "0000000000000000001c001effff")
 
 
 def appledouble_content(head: bytes, size: int) -> AppleDoubleContent | None:
