@@ -44,7 +44,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
-from smbring.smb import aapl, acl
+from smbring.smb import aapl, acl, appledouble
 from smbring.smb import sids as smb_sids
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE, STORED_ATTRIBUTES
 from smbring.vfs import samba_xattrs
@@ -252,16 +252,12 @@ class _File:
             if content is None:
                 self.report.problem(path, "not an AppleDouble file: left alone")
                 return
-            if content.finder_info is not None:
-                self._stream(AFP_INFO, lambda: [aapl.afp_info_of(content.finder_info)])
-            offset, length = content.resource_fork
-            if length:
-                self._stream(RESOURCE_FORK, lambda: _read_range(fd, offset, length))
-            # the extended attributes macOS embedded, as the named streams it shows them as
+            # (the extended attributes macOS embedded among them, as the named streams it shows
+            # them as)
             if content.streams is None:
                 self.report.problem(path, "its embedded extended attributes do not parse: left alone")
-            for name, value in content.streams or ():
-                self._stream(name, lambda v=value: [v])
+            for name, data in appledouble.streams_of(content):
+                self._stream(name, lambda d=data: _read_range(fd, *d) if isinstance(d, tuple) else [d])
         finally:
             os.close(fd)
 
@@ -350,7 +346,7 @@ def samba_sids(conf: str) -> dict[bytes, bytes]:
     return out
 
 
-AFP_INFO, RESOURCE_FORK = samba_xattrs.AFP_INFO_STREAM, samba_xattrs.RESOURCE_FORK_STREAM
+AFP_INFO = samba_xattrs.AFP_INFO_STREAM
 APPLEDOUBLE_HEAD = samba_xattrs.APPLEDOUBLE_HEAD
 
 

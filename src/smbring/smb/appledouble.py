@@ -56,7 +56,7 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
     """Takes the "._" file beside the file at `parts` (`file_st`: its stat) into the file's
     streams (see the module); `judge()`: the file's stream id (made where missing), the most
     an open of its streams may be granted, and its stat, as an open of one of its streams
-    would be judged (create.streams_to_write); it raises SMBError where the account may not
+    would be judged (create.take_appledouble gives it); it raises SMBError where the account may not
     write them. True where something was taken."""
     fs = tree.fs
     ad_parts = parts[:-1] + [PREFIX + parts[-1]]
@@ -116,21 +116,26 @@ def _owned_as(st: os.stat_result, file_st: os.stat_result) -> bool:
     return st.st_uid in (file_st.st_uid, 0)
 
 
-def _pieces(content: samba_xattrs.AppleDoubleContent, head: bytes | None = None) -> list[tuple[str, object]]:
-    """(stream name, its bytes, or the (offset, length) of the "._" file they lie at); `head`:
-    the file's first bytes, where a resource fork macOS wrote for none (BLANK_RESOURCE_FORK)
-    is taken for none (fruit:wipe_intentionally_left_blank_rfork)."""
-    pieces = []
+def streams_of(content: samba_xattrs.AppleDoubleContent) -> list[tuple[str, object]]:
+    """The streams a "._" file's content becomes, in order: (stream name, its bytes, or the
+    (offset, length) of the "._" file they lie at). Also what `smbring import-samba` takes."""
+    streams: list[tuple[str, object]] = []
     if content.finder_info is not None:
-        pieces.append((samba_xattrs.AFP_INFO_STREAM, aapl.afp_info_of(content.finder_info)))
+        streams.append((samba_xattrs.AFP_INFO_STREAM, aapl.afp_info_of(content.finder_info)))
+    if content.resource_fork[1]:
+        streams.append((samba_xattrs.RESOURCE_FORK_STREAM, content.resource_fork))
+    streams.extend(content.streams or ())
+    return streams
+
+
+def _pieces(content: samba_xattrs.AppleDoubleContent, head: bytes | None = None) -> list[tuple[str, object]]:
+    """`streams_of`, less what is not taken while serving: a resource fork over
+    RUNTIME_FORK_MOST, and (`head`: the file's first bytes, given with
+    fruit:wipe_intentionally_left_blank_rfork) one macOS wrote for none (BLANK_RESOURCE_FORK)."""
     offset, length = content.resource_fork
-    blank = samba_xattrs.BLANK_RESOURCE_FORK
-    if head is not None and head[offset:offset + length] == blank:
-        length = 0
-    if 0 < length <= RUNTIME_FORK_MOST:
-        pieces.append((samba_xattrs.RESOURCE_FORK_STREAM, (offset, length)))
-    pieces.extend(content.streams or ())
-    return pieces
+    blank = head is not None and head[offset:offset + length] == samba_xattrs.BLANK_RESOURCE_FORK
+    return [(name, data) for name, data in streams_of(content)
+            if name != samba_xattrs.RESOURCE_FORK_STREAM or (length <= RUNTIME_FORK_MOST and not blank)]
 
 
 def _take(fs, sid: str, owner: tuple[int, int], ad_fd: int, pieces) -> int:

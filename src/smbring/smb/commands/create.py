@@ -233,13 +233,18 @@ def stream_of_file(fs: FileSystem, share, parts: list[str], is_dir: bool, access
         fs.close_file(fd)
 
 
-def streams_to_write(tree, parts: list[str], is_dir: bool) -> tuple[str | None, int, os.stat_result]:
-    """stream_of_file for an open that writes one of the file's streams: its stream id (made
-    where missing), the most such an open is granted, the file's stat; SMBError where the
-    account may not write them."""
-    sid, limit, st, _dos = stream_of_file(tree.fs, tree.share, parts, is_dir, wire.FILE_WRITE_DATA, 0,
-                                          wire.FILE_OPEN, 0, True, tree.token)
-    return sid, limit, st
+def take_appledouble(c, tree, parts: list[str], st: os.stat_result) -> None:
+    """The "._" file beside the file at `parts` (`st`: its stat) taken into its streams, where
+    the share does so (smb.appledouble), the account's right to write them judged as an open
+    that writes one is (stream_of_file)."""
+    if not appledouble.converts(tree, parts):
+        return
+
+    def streams_to_write():
+        sid, limit, file_st, _dos = stream_of_file(tree.fs, tree.share, parts, stat.S_ISDIR(st.st_mode),
+                                                   wire.FILE_WRITE_DATA, 0, wire.FILE_OPEN, 0, True, tree.token)
+        return sid, limit, file_st
+    appledouble.convert(c, tree, parts, st, streams_to_write)
 
 
 def open_streams(c, fs: FileSystem, parts: list[str], key: tuple, opens_here: int = 0) -> list[tuple]:
@@ -584,9 +589,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
     made_file = False       # a stream's: its file made by this CREATE
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
-        if exists and stream.casefold() in APPLE_STREAMS and appledouble.converts(tree, parts):
+        if exists and stream.casefold() in APPLE_STREAMS:
             # (its "._" file's Finder information and resource fork, first: Samba's ad_convert)
-            appledouble.convert(c, tree, parts, st, lambda: streams_to_write(tree, parts, stat.S_ISDIR(st.st_mode)))
+            take_appledouble(c, tree, parts, st)
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_NOT_A_DIRECTORY)     # a stream is never one (as Windows)
         if not exists:

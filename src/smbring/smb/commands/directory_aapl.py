@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import stat
 
-from smbring.smb import aapl, acl, appledouble, wire
-from smbring.smb.commands.create import parent_descriptor, sd_of, streams_to_write
+from smbring.smb import aapl, acl, wire
+from smbring.smb.commands.create import parent_descriptor, sd_of, take_appledouble
 from smbring.smb.fileinfo import NT_EPOCH, creation_time
 from smbring.smb.fs import MAY_READ, MAY_SEARCH, MAY_WRITE, PathError
 
@@ -32,8 +32,7 @@ def enriched(c, tree, parts: list[str], st: os.stat_result, dos, entry: bytes, m
     "._" file beside it is taken into its streams first (smb.appledouble, as Samba's
     fruit_freaddir_attr converts it)."""
     fs = tree.fs
-    if appledouble.converts(tree, parts):
-        appledouble.convert(c, tree, parts, st, lambda: streams_to_write(tree, parts, stat.S_ISDIR(st.st_mode)))
+    take_appledouble(c, tree, parts, st)
     rsize, finder_info, max_access = tree.share.readdir_attr
     most, sid = aapl.GENERIC_ALL, None
     try:
