@@ -132,3 +132,56 @@ def test_a_listing_shows_short_names_only_where_mangled_names_allow(smbconf):
             name_len, short_len = struct.unpack_from("<I", entry, 60)[0], entry[68]
             assert entry[104:104 + name_len].decode("utf-16-le") == LONG
             assert entry[70:70 + short_len].decode("utf-16-le") == expected, options
+
+
+def test_a_file_saved_again_under_its_short_name_keeps_its_long_name(smbconf, tmp_path):
+    """File name tunneling (smb.tunnel), as NTFS and smbd: a program that knows only the short
+    name saves by deleting the file (or renaming it away) and creating the short name anew;
+    the new file gets the long name back, not a file named by the short name. Samba's
+    smbtorture smb2.mangle counts on it."""
+    server, share = started(smbconf)
+    short = short_name(LONG)
+    (tmp_path / "v2").write_bytes(b"second version\n")
+    (tmp_path / "v3").write_bytes(b"third version\n")
+    (share / LONG).write_bytes(b"first version\n")
+    saved = server.smbclient("share", f"del {short}; put {tmp_path / 'v2'} {short}")
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert sorted(p.name for p in share.iterdir()) == [LONG]
+    assert (share / LONG).read_bytes() == b"second version\n"
+    # renamed away to a backup, then the short name created again
+    saved = server.smbclient("share", f"rename {short} backup.txt; put {tmp_path / 'v3'} {short}")
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert sorted(p.name for p in share.iterdir()) == sorted([LONG, "backup.txt"])
+    assert (share / LONG).read_bytes() == b"third version\n"
+    assert (share / "backup.txt").read_bytes() == b"second version\n"
+    # renamed onto the short name: the long name too
+    moved = server.smbclient("share", f"del {short}; rename backup.txt {short}")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert sorted(p.name for p in share.iterdir()) == [LONG]
+    assert (share / LONG).read_bytes() == b"second version\n"
+
+
+def test_a_long_name_is_tunneled_to_the_user_who_removed_it_only(smbconf, tmp_path):
+    """Another user creating the short name right after gets a file of that name: never the
+    long name of a file he did not remove (he may not have been allowed to list it)."""
+    from smbconf_server import OTHER, OTHER_PASSWORD
+    server = smbconf("", {"share": "read only = no"}, users=((OTHER, OTHER_PASSWORD),))
+    share = server.root / "share"
+    short = short_name(LONG)
+    (tmp_path / "v2").write_bytes(b"another user's file\n")
+    (share / LONG).write_bytes(b"first version\n")
+    gone = server.smbclient("share", f"del {short}")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    put = server.smbclient("share", f"put {tmp_path / 'v2'} {short}", user=OTHER, password=OTHER_PASSWORD)
+    assert put.returncode == 0, put.stdout + put.stderr
+    assert sorted(p.name for p in share.iterdir()) == [short]
+
+
+def test_mangled_names_no_tunnels_nothing(smbconf, tmp_path):
+    server, share = started(smbconf, "mangled names = no")
+    short = short_name(LONG)
+    (tmp_path / "v2").write_bytes(b"second version\n")
+    (share / LONG).write_bytes(b"first version\n")
+    saved = server.smbclient("share", f"del \"{LONG}\"; put {tmp_path / 'v2'} {short}")
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert sorted(p.name for p in share.iterdir()) == [short]

@@ -1349,6 +1349,8 @@ class Connection:
             return
         if in_depot and victim.stream is None:
             return      # a stream another worker's open asked for: known here by its depot file only
+        if not in_depot and victim.tree.share.mangled_names:
+            self.state.tunnel.lost(fs, victim.parts, victim.tree.token.owner)
         self.state.watches.post_open(victim, notify.REMOVED,
                                      notify.DIR_NAME if victim.is_dir else notify.FILE_NAME)
         # `spared`: the directory lease the delete was asked under (smb.dirleases)

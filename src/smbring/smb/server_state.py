@@ -24,7 +24,9 @@ Its interface, which is all the commands use:
   gone, and the CREATE replay cache by CreateGuid (CREATE with DHnQ/DH2Q, DHnC/DH2C, replays;
   connection loss and LOGOFF detach; the sweep expires them);
 - ``write_times`` (`WriteTimes`): the write times shown in place of the kernel's while a
-  handle's writes are still to show (WRITE, FLUSH, SET_INFO, CLOSE and every report of times).
+  handle's writes are still to show (WRITE, FLUSH, SET_INFO, CLOSE and every report of times);
+- ``tunnel`` (`NameTunnel`): long names just deleted or renamed away, by their 8.3 short
+  names (CREATE or a rename naming such a short name gets the long name back).
 
 Files are named by their key, (st_dev, st_ino); an open by its `Open` object (its owner id in
 the lock and share-mode tables is ``id(open)``).
@@ -44,6 +46,7 @@ from smbring.smb.locks import ByteRangeLocks
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
+from smbring.smb.tunnel import NameTunnel
 from smbring.smb.write_times import WriteTimes
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ class ServerState:
                         is not None else Oplocks())
         self.durable = DurableOpens()
         self.write_times = WriteTimes()
+        self.tunnel = NameTunnel()      # long names just removed, by their short names
         self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
         # files to delete when their last open closes, as delete on close works on Windows
         # (other opens keep the file until they close too)

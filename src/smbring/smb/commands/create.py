@@ -38,6 +38,7 @@ from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
+    from smbring.smb.tunnel import NameTunnel
 
 log = logging.getLogger("smbring.smb")
 # the streams an open of which takes the file's "._" file in first (smb.appledouble)
@@ -161,14 +162,16 @@ def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool,
 
 
 def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool,
-                         short_names: bool = True) -> tuple[list[str], tuple | None]:
+                         short_names: bool = True, tunnel: NameTunnel | None = None,
+                         user: bytes = b"") -> tuple[list[str], tuple | None]:
     """`fs.match_case(parts)` for a name not found as spelled (a long name's 8.3 short name
     too: the caller checks `veto files` on the names found), and, where `metadata` is asked
     and the name is in its directory in no other case, that directory's `parent_metadata`:
     one open of the directory for both (the one match_case makes, as the user, to look the
     name up in it). Where it cannot be opened: match_case's own walk, and no metadata (None:
     `parent_metadata` answers for a directory it cannot open). `short_names`: the share's
-    `mangled names`."""
+    `mangled names`; a new name (`metadata`) that is the short name of a long name `user`
+    just removed from the directory is that long name (`tunnel`: smb.tunnel)."""
     if not parts:
         return fs.match_case(parts), None
     try:
@@ -177,6 +180,8 @@ def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool,
         return fs.match_case(parts, short_names=short_names), None
     try:
         match = fs.match_case_in(fd, parts[-1], short_names=short_names)
+        if match is None and metadata and short_names and tunnel is not None:
+            match = tunnel.found(fs, parts, user)
         if match is not None and match != parts[-1]:
             return parts[:-1] + [match], None
         return parts, directory_metadata(fs, fd, parts) if metadata else None
@@ -560,7 +565,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         st, exists = None, False
         # names are case-insensitive in SMB (but on a `case sensitive` share); a new name
         # may take the default case (`preserve case`)
-        spelled, directory = spelled_in_directory(fs, parts, may_make, rules.short_names) \
+        spelled, directory = spelled_in_directory(fs, parts, may_make, rules.short_names, c.state.tunnel,
+                                                  tree.token.owner) \
             if not rules.case_sensitive else (parts, None)
         if spelled == parts and may_make and parts:
             spelled = parts[:-1] + [rules.new_name(parts[-1])]     # (in the same directory)

@@ -48,6 +48,7 @@ from smbring.smb.write_times import WriteTimes
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
+    from smbring.smb.tunnel import NameTunnel
 
 
 # what reading each file information class needs (MS-SMB2 3.3.5.20.1)
@@ -326,12 +327,15 @@ def new_name(o: Open, buf) -> tuple[bool, list[str]]:
     return replace, new_parts
 
 
-def target_on_disk(o: Open, new_parts: list[str], renaming: bool = True) -> list[str]:
+def target_on_disk(o: Open, new_parts: list[str], renaming: bool = True,
+                   tunnel: NameTunnel | None = None) -> list[str]:
     """The name a rename or a link of `o` is to get, as the file system is to be asked for it:
     an existing file's spelling where the name is one in another case (SMB names are
     case-insensitive, unless the share is `case sensitive`), a new name in the case
-    `preserve case` gives it. For a rename (`renaming`), the file's own name in another case
-    stays as asked: the rename changes only its case (a link to it is a name it has)."""
+    `preserve case` gives it, or (`tunnel`, on a share with `mangled names`) the long name
+    this user just removed from that directory whose 8.3 short name it is (smb.tunnel). For
+    a rename (`renaming`), the file's own name in another case stays as asked: the rename
+    changes only its case (a link to it is a name it has)."""
     rules = o.tree.names
     spelled = new_parts if rules.case_sensitive else o.tree.fs.match_case(new_parts)
     if spelled == new_parts:
@@ -339,7 +343,13 @@ def target_on_disk(o: Open, new_parts: list[str], renaming: bool = True) -> list
             o.tree.fs.stat(new_parts)
             return new_parts
         except OSError:
-            return new_parts[:-1] + [rules.new_name(new_parts[-1])]
+            pass
+        tunneled = (tunnel.found(o.tree.fs, new_parts, o.tree.token.owner)
+                    if tunnel is not None and not rules.case_sensitive and o.tree.share.mangled_names else None)
+        if tunneled is not None:
+            check_veto(rules, new_parts[:-1] + [tunneled])
+            return new_parts[:-1] + [tunneled]
+        return new_parts[:-1] + [rules.new_name(new_parts[-1])]
     try:
         st = o.tree.fs.stat(spelled)
     except OSError:
@@ -671,7 +681,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             # another file named so in another case is the file the name reaches: refused
             # without ReplaceIfExists, else replaced (never a second name beside it that
             # differs only in case, which no client could tell apart)
-            new_parts = target_on_disk(o, new_parts)
+            new_parts = target_on_disk(o, new_parts, tunnel=c.state.tunnel)
         replacing = replace and new_parts != o.parts
         replaced = streams_going_with(fs, new_parts) if replacing else None
         if replacing and target_is_read_only(fs, new_parts):
@@ -689,6 +699,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         old_path, old_parts = o.path(), o.parts
         o.parts = o.base_parts = new_parts      # (a stream is never renamed: refused above)
         c.state.renamed(o, old_parts)           # (and the file's other opens with it)
+        if tree.share.mangled_names and old_parts != new_parts:
+            c.state.tunnel.removed((parent.st_dev, parent.st_ino), old_parts[-1], tree.token.owner)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
         # the directory left (known by its id: its name may be what moved) and the one entered
         spared = dirleases.exempt(c, o)
