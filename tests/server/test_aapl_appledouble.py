@@ -2,27 +2,37 @@
 fruit share (`fruit:convert_adouble`, on by default, as Samba's vfs_fruit), against
 `smbring serve --config`: a "._" file put beside a file on disk (as a copy from a FAT disk
 leaves it) becomes the file's AFP_AfpInfo, AFP_Resource and attribute streams when a client
-opens one of its Apple streams or lists its directory with macOS's enriched listings, and
-is removed once all it held is there. What the file has is kept; a "._" file that is not
+opens one of its Apple streams or lists its directory with macOS's enriched listings; once
+all it held is there it is rewritten as Samba keeps one it took in (its Finder information
+alone, never taken in again), or removed with fruit:delete_empty_adfiles (the share most
+tests here use: a removal tells what was taken whole). What the file has is kept; a "._" file that is not
 the file owner's, not a regular file, not AppleDouble, Samba's own, or holding more than is
 taken while serving stays as it was, one that is open is left until it is closed; an account
 that may not write the file takes nothing."""
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from smbconf_server import OTHER, OTHER_PASSWORD, smbconf  # noqa: F401  (the fixture)
 from smbring.smb import aapl, wire
 from smbring.smb.appledouble import RUNTIME_FORK_MOST
 from smbring.smb.fs import MAX_STREAMS
-from smbring.vfs.samba_xattrs import BLANK_RESOURCE_FORK
-from test_aapl import SHARES, ask, connected, query, read_file, write_file
+from smbring.vfs.samba_xattrs import BLANK_RESOURCE_FORK, converted_appledouble
+from servers import PASSWORD, USER
+from test_aapl import SHARES as AAPL_SHARES, ask, connected, query, read_file, write_file
 from test_aapl_afpinfo import streams
 from test_aapl_listing import apple_fields, entries
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from appledouble import macos_appledouble  # noqa: E402
 
+# [mac] removes a "._" file taken in whole (fruit:delete_empty_adfiles); [keep] is Samba's default
+SHARES = dict(AAPL_SHARES, mac=AAPL_SHARES["mac"] + "\nfruit:delete_empty_adfiles = yes",
+              keep=AAPL_SHARES["mac"])
 FINDER = b"TESTSLOW" + bytes(24)
 FORK = bytes(range(0xF0, 0x100)) * 4
 TAGS = ("com.apple.metadata:_kMDItemUserTags", b"bplist00tags")
@@ -213,3 +223,73 @@ def test_a_blank_resource_fork_is_taken_for_none_where_asked(smbconf):
             fork = stream_bytes(tree, "f.txt:AFP_Resource")
             assert fork == (None if name == "wipe" else BLANK_RESOURCE_FORK), name
         assert not ad.exists()
+
+
+def test_by_default_a_file_taken_in_whole_stays_rewritten_as_samba_keeps_it(smbconf):
+    """fruit:delete_empty_adfiles = no (Samba's default): the "._" file stays, holding its
+    Finder information alone and no resource fork, written "Netatalk" as Samba's vfs_fruit
+    writes it: never taken in again, so a stream the client removes after does not come
+    back, by an open of an Apple stream or by an enriched listing."""
+    server = smbconf("", SHARES)
+    share = server.root / "keep"
+    share.mkdir(exist_ok=True)
+    ad = put(share, "f.txt")
+    other = put(share, "g.txt")
+    c, tree = connected(server, "keep")
+    with c:
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert ad.read_bytes() == converted_appledouble(FINDER) and len(ad.read_bytes()) == 82
+        assert stream_bytes(tree, f"f.txt:{TAGS_STREAM}") == TAGS[1]
+        write_file(tree, "f.txt:AFP_AfpInfo", aapl.afp_info_of(bytes(32)))     # (removes it)
+        assert stream_bytes(tree, "f.txt:AFP_AfpInfo") is None
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        ask(tree, query())
+        listed = entries(tree)
+        assert stream_bytes(tree, "f.txt:AFP_AfpInfo") is None
+        assert other.read_bytes() == converted_appledouble(FINDER)     # (by the listing)
+        assert stream_bytes(tree, "g.txt:AFP_Resource") == FORK
+        assert {"._f.txt", "._g.txt"} <= set(listed)      # (fruit:veto_appledouble = no)
+
+
+def test_a_file_taken_in_that_the_account_may_not_rewrite_stays_as_it_was(smbconf):
+    """Taken into the streams of a file the account may write, a "._" file it may only read
+    (its own, mode 0444) is left as it was (as Samba leaves one it cannot rewrite); what the
+    file has is kept when it is looked at again."""
+    import pwd
+    server = smbconf("", SHARES, users=((OTHER, OTHER_PASSWORD),))
+    share = server.root / "keep"
+    share.mkdir(exist_ok=True)
+    share.chmod(0o777)
+    ad = put(share, "f.txt")
+    before = ad.read_bytes()
+    account = pwd.getpwnam(OTHER)
+    for path, mode in ((share / "f.txt", 0o644), (ad, 0o444)):
+        os.chown(path, account.pw_uid, account.pw_gid)
+        os.chmod(path, mode)
+    other = server.raw()
+    with other:
+        other.negotiate()
+        tree = other.tree(other.logon(OTHER, OTHER_PASSWORD), "keep")
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == FORK
+        assert ad.read_bytes() == before
+        write_file(tree, "f.txt:AFP_Resource", b"changed")
+        assert stream_bytes(tree, "f.txt:AFP_Resource") == b"changed"
+        assert ad.read_bytes() == before
+
+
+@pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")
+def test_smbtorture_fruit_conversion_both_ways(smbconf, tmp_path):
+    """smbtorture's vfs.fruit_conversion as Samba's own test run has it: a "._" file written
+    through a share without fruit (its share), taken in by an enriched listing of a fruit
+    share of the same directory with fruit:wipe_intentionally_left_blank_rfork, and there
+    after (fruit:delete_empty_adfiles = no) or not (yes)."""
+    fruit = "read only = no\nvfs objects = catia fruit streams_xattr\nfruit:veto_appledouble = no\n" \
+            f"fruit:wipe_intentionally_left_blank_rfork = yes\npath = {tmp_path / 'tmp'}\n"
+    server = smbconf("fruit:copyfile = yes", {"tmp": "read only = no",
+                                              "keep": fruit + "fruit:delete_empty_adfiles = no",
+                                              "remove": fruit + "fruit:delete_empty_adfiles = yes"})
+    for share2, removes in (("keep", "false"), ("remove", "true")):
+        done = subprocess.run(["smbtorture", "//127.0.0.1/tmp", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+                               f"--option=torture:share2={share2}", f"--option=torture:delete_empty_adfiles={removes}",
+                               "vfs.fruit_conversion"], capture_output=True, text=True, timeout=300)
+        assert "success: convert_xattr_and_empty_rfork_then_delete" in done.stdout, (share2, done.stdout[-3000:])

@@ -460,6 +460,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         fruit_zero_file_id=_get(s, "fruit:zero_file_id", True),
         fruit_convert_adouble=_get(s, "fruit:convert_adouble", True),
         fruit_wipe_blank_rfork=_get(s, "fruit:wipe_intentionally_left_blank_rfork", False),
+        fruit_delete_empty_adfiles=_get(s, "fruit:delete_empty_adfiles", False),
         time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),

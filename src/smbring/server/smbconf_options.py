@@ -390,6 +390,7 @@ PARAMETRIC = {
     "fruit:nfs_aces": Spec(G, boolean), "fruit:ignore_zero_aces": Spec(S, boolean),
     "fruit:veto_appledouble": Spec(S, boolean), "fruit:zero_file_id": Spec(S, boolean),
     "fruit:convert_adouble": Spec(S, boolean), "fruit:wipe_intentionally_left_blank_rfork": Spec(S, boolean),
+    "fruit:delete_empty_adfiles": Spec(S, boolean),
     # (keys without spaces, as parametric names are compared: `fruit:time machine`, ...)
     "fruit:timemachine": Spec(S, boolean), "fruit:timemachinemaxsize": Spec(S, size),
     # what macOS's enriched listings (READ_DIR_ATTR) work out for each entry

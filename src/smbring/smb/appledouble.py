@@ -12,11 +12,13 @@ listings (smb.commands.directory_aapl).
 
 What is taken is only ever added: a stream the file has already is kept as it is (a name
 compared without regard to case), never overwritten. Where everything the "._" file holds is
-now in the file's streams, the "._" file is removed (else it would be a second, stale copy,
-from which a stream the client removed later would come back). It is left as it was where
+now in the file's streams, the "._" file is rewritten as Samba leaves one it took in, its
+Finder information alone, written "Netatalk" (so it is never taken in again: a stream the
+client removed later does not come back from it), or with `fruit:delete_empty_adfiles`
+removed, as Samba removes one left with no resource fork. It is left as it was where
 anything in it was not taken (a stream of that name already there, an attribute block that
 does not parse, a resource fork over RUNTIME_FORK_MOST, an error) and where the account may
-not remove it; while a client has it open (perhaps still writing it) nothing is taken. A "._" file netatalk or Samba's vfs_fruit wrote (their
+not rewrite or remove it; while a client has it open (perhaps still writing it) nothing is taken. A "._" file netatalk or Samba's vfs_fruit wrote (their
 storage of a resource fork, `fruit:resource = file`) is not touched: Samba reads it again if
 it serves the directory again; `smbring import-samba` takes it over and leaves it.
 
@@ -100,7 +102,7 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
     if taken:
         log.info("%s: %d of its %d parts taken into the streams of %s", "/".join(ad_parts), taken,
                  len(pieces), parts[-1])
-    if whole:
+    if whole and tree.share.fruit_delete_empty_adfiles:
         try:
             fs.remove(ad_parts, False, key=(st.st_dev, st.st_ino))
         except (OSError, PathError) as e:
@@ -108,7 +110,34 @@ def convert(c, tree, parts: list[str], file_st: os.stat_result, judge) -> bool:
         else:
             c.state.watches.post("/".join([fs.root] + ad_parts), notify.REMOVED, notify.FILE_NAME)
             dirleases.entry_changed(c, fs, ad_parts)
+    elif whole:
+        _leave_converted(c, fs, ad_parts, st, content.finder_info)
     return bool(taken)
+
+
+def _leave_converted(c, fs, ad_parts: list[str], st: os.stat_result, finder_info: bytes | None) -> None:
+    """Rewrites the "._" file at `ad_parts` (`st`: its stat when read) as Samba leaves one it
+    took in and keeps: its Finder information alone, written "Netatalk", which is never
+    taken in again (a stream a client removes later does not come back from it)."""
+    try:
+        fd = fs.open(ad_parts, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, PathError) as e:
+        log.info("%s: taken into its file's streams, left as it was: %s", "/".join(ad_parts), e)
+        return
+    try:
+        now = fs.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return      # (another file took the name meanwhile: not this one's to rewrite)
+        converted = samba_xattrs.converted_appledouble(finder_info)
+        fs.write_head(fd, converted)
+        fs.ftruncate(fd, len(converted))
+    except OSError as e:
+        log.info("%s: taken into its file's streams, not rewritten: %s", "/".join(ad_parts), e)
+        return
+    finally:
+        fs.close_file(fd)
+    c.state.watches.post("/".join([fs.root] + ad_parts), notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
+    dirleases.entry_changed(c, fs, ad_parts)
 
 
 def _owned_as(st: os.stat_result, file_st: os.stat_result) -> bool:

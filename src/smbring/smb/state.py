@@ -136,6 +136,8 @@ class Share:
     # and a resource fork macOS wrote for a file that has none taken for none
     # (fruit:wipe_intentionally_left_blank_rfork)
     fruit_wipe_blank_rfork: bool = False
+    # a "._" file taken in whole is removed (else rewritten as Samba keeps one: smb.appledouble)
+    fruit_delete_empty_adfiles: bool = False
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)

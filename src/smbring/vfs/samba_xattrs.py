@@ -361,6 +361,18 @@ BLANK_RESOURCE_FORK = (bytes.fromhex("000001000000010000000000" "0000001e")
     bytes.fromhex("0000010000000100000000000000001e" "0000000000000000001c001effff")
 
 
+def converted_appledouble(finder_info: bytes | None) -> bytes:
+    """The "._" file Samba's vfs_fruit leaves once it took a file's "._" into its streams
+    and keeps the file (fruit:delete_empty_adfiles = no): the Finder information alone (32
+    bytes, zeros for none) and an empty resource fork, written "Netatalk" (so that it is
+    not taken in again)."""
+    info = (finder_info or b"").ljust(FINDER_INFO_SIZE, b"\0")[:FINDER_INFO_SIZE]
+    start = _AD_HEADER.size + 2 * _AD_ENTRY.size
+    return (_AD_HEADER.pack(_AD_MAGIC, _AD_VERSION, NETATALK_FILLER, 2)
+            + _AD_ENTRY.pack(AD_FINDER_INFO, start, FINDER_INFO_SIZE)
+            + _AD_ENTRY.pack(AD_RESOURCE_FORK, start + FINDER_INFO_SIZE, 0) + info)
+
+
 def appledouble_content(head: bytes, size: int) -> AppleDoubleContent | None:
     """The content of the AppleDouble file of `size` bytes whose first APPLEDOUBLE_HEAD (or
     fewer) bytes are `head`; None where it is not one."""
