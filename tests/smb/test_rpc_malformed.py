@@ -4,6 +4,7 @@ request's, the answers left unread), broken PDUs and stub data, and random bytes
 BIND_NAK and, where Samba drops the association, a disconnected pipe; never an exception."""
 import random
 import struct
+from types import SimpleNamespace
 
 import pytest
 from rpc_client import (
@@ -30,9 +31,9 @@ from smbring.smb import wire
 from smbring.smb.commands.pipe import FSCTL_PIPE_TRANSCEIVE, FSCTL_PIPE_WAIT, STATUS_PIPE_DISCONNECTED
 from smbring.smb.rpc import pdu, srvsvc, wkssvc
 from smbring.smb.rpc.endpoint import MAX_PENDING_OUTPUT, MAX_REQUEST, Endpoint
-from smbring.smb.rpc.ndr import NdrError
-from smbring.smb.rpc.services import Caller, ServerInfo
-from smbring.smb.state import Share
+from smbring.smb.rpc.ndr import NdrError, Writer
+from smbring.smb.rpc.services import Activity, Caller, FileSeen, ServerInfo, SessionSeen, TreeSeen
+from smbring.smb.state import Session, Share
 
 MANY_SHARES = tuple(Share(f"share{i:03}", f"/srv/{'deep/' * 10}{i}", comment="a comment " * 5) for i in range(60))
 
@@ -288,13 +289,45 @@ def test_mutated_conversations_never_escape():
         assert ep.pending() <= MAX_PENDING_OUTPUT + 64 * 1024
 
 
+def enum_stub(level: int, strings: tuple = (None, None)) -> bytes:
+    """An administrators' enumeration's request (NetrSessionEnum's shape: ServerName, then
+    `strings`, then the level's empty container, PreferedMaximumLength, a resume handle)."""
+    w = Writer()
+    for name in ("\\\\host",) + strings:
+        w.pointer(name is not None)
+        if name is not None:
+            w.string(name)
+    w.u32(level)
+    w.u32(level)
+    w.pointer(True)
+    w.u32(0)
+    w.pointer(False)
+    w.u32(0xFFFFFFFF)
+    w.pointer(True)
+    w.u32(0)
+    return w.getvalue()
+
+
+def administrator() -> Caller:
+    """A caller acting as root, and a server holding a session, a tree connect and a file."""
+    session = SessionSeen("10.0.0.1", "alice", False, False, 5, 1, 1, "SMB 3.1.1")
+    held = Activity((session,), (TreeSeen(1, session, "share000", False, 1),),
+                    (FileSeen(7, "C:\\srv\\f", "alice", True, False, 0),))
+    return Caller(MANY_SHARES[:2], ServerInfo(), session=Session(id=1, valid=True, identity=SimpleNamespace(uid=0)),
+                  activity=lambda: held)
+
+
 @pytest.mark.parametrize("operation", [srvsvc.net_share_enum_all, srvsvc.net_share_enum_sticky,
                                        srvsvc.net_share_get_info, srvsvc.net_server_get_info,
-                                       wkssvc.net_wksta_get_info])
+                                       srvsvc.net_session_enum, srvsvc.net_connection_enum,
+                                       srvsvc.net_file_enum, srvsvc.net_share_check, srvsvc.net_remote_tod,
+                                       srvsvc.net_server_disk_enum, wkssvc.net_wksta_get_info])
 def test_random_stub_data_is_read_or_refused(operation):
     rng = random.Random(operation.__name__)
-    caller = Caller(MANY_SHARES[:2], ServerInfo())
-    seeds = [share_enum(1), share_get_info("share000", 2), server_get_info(101), wksta_get_info(100)]
+    caller = administrator()
+    seeds = [share_enum(1), share_get_info("share000", 2), server_get_info(101), wksta_get_info(100),
+             enum_stub(1), enum_stub(502, ("\\\\10.0.0.1", "alice")), enum_stub(1, ("share000",)),
+             enum_stub(3, ("C:\\srv", None))]
     for _ in range(2000):
         stub = mutate(rng, rng.choice(seeds)) if rng.random() < 0.7 else rng.randbytes(rng.randrange(64))
         try:

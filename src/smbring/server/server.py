@@ -30,6 +30,7 @@ import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
 from smbring.server import handoff, interfaces
+from smbring.server.activity import activity_of
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.accounts import account as unix_account
 from smbring.server.busy_poll import BusyPoll
@@ -442,6 +443,10 @@ class Server:
             self.use_uring = False
             return None
 
+    def _activity(self):
+        """What this process holds now, for srvsvc's administrators' calls (server.activity)."""
+        return activity_of(self)
+
     def _io_modules(self) -> dict:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
         if self._modules is None:
@@ -702,7 +707,7 @@ class Server:
                               close_descriptor=self.holds.close, io_under_way=self.holds.working,
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
                               server_info=self.server_info, policy=self.policy,
-                              kerberos=self.kerberos)
+                              kerberos=self.kerberos, activity=self._activity)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)

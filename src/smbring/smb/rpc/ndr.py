@@ -149,6 +149,10 @@ class Reader:
     def align(self, n: int) -> None:
         self._take(-self.pos % n)
 
+    def skip(self, n: int) -> None:
+        """Reads over `n` bytes (NdrError where fewer are left)."""
+        self._take(n)
+
     def u16(self) -> int:
         self.align(2)
         return struct.unpack("<H", self._take(2))[0]

@@ -27,6 +27,53 @@ class ServerInfo:
     restrict_anonymous: int = 0
 
 
+@dataclass(frozen=True)
+class SessionSeen:
+    """A logged-on session as srvsvc's NetrSessionEnum lists it."""
+
+    client: str                 # the client's address
+    user: str
+    guest: bool
+    encrypted: bool
+    seconds: int                # since its connection was made
+    idle: int                   # seconds since its connection's last request
+    opens: int
+    dialect: str                # "SMB 3.1.1"
+
+
+@dataclass(frozen=True)
+class TreeSeen:
+    """A tree connect as NetrConnectionEnum lists it."""
+
+    id: int                     # unique among those listed
+    session: SessionSeen
+    share: str                  # its share's name ("IPC$" for the pipes')
+    is_ipc: bool
+    opens: int
+
+
+@dataclass(frozen=True)
+class FileSeen:
+    """An open file or directory as NetrFileEnum lists it."""
+
+    id: int                     # its FileId's volatile half, as far as 32 bits hold it
+    path: str                   # as srvsvc shows paths: "C:\\srv\\share\\dir\\file"
+    user: str
+    readable: bool
+    writable: bool
+    locks: int
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the server holds now (this process's: with several workers, the caller's
+    worker's), for the administrators' srvsvc calls."""
+
+    sessions: tuple = ()
+    trees: tuple = ()
+    files: tuple = ()
+
+
 MAX_HANDLES = 256      # context handles one pipe may hold open at once
 
 
@@ -81,10 +128,21 @@ class Caller:
     # re-authentication as someone else changes it for the pipes it has open, as for its
     # other requests), not who opened the pipe
     session: object = None
+    # what the server holds now (Activity), for the calls only administrators may make;
+    # None where the shell offers none (a connection on its own)
+    activity: Callable[[], Activity] | None = None
 
     def is_guest(self) -> bool:
         """Whether a guest or an anonymous logon calls (`restrict anonymous` refuses them)."""
         return self.session.guest if self.session is not None else self.guest
+
+    def is_administrator(self) -> bool:
+        """Whether the caller may list the server's sessions, tree connects and open files:
+        a session acting as root, as Samba grants it to the holders of BUILTIN\\Administrators
+        (root's token holds it). Never a guest."""
+        session = self.session
+        return (session is not None and not session.guest
+                and getattr(session.identity, "uid", None) == 0)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ more, guests and anonymous callers are refused (WERR_ACCESS_DENIED) every one of
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from smbring.smb import acl, wire
@@ -223,9 +224,255 @@ def net_server_get_info(caller: Caller, stub: bytes) -> bytes:
     return w.getvalue()
 
 
+# -- what the server holds: administrators only ------------------------------------------------
+
+SESSION_INFO_FIELDS = {
+    0: (STR,),                                      # client
+    1: (STR, STR, U32, U32, U32, U32),              # client, user, opens, time, idle, flags
+    2: (STR, STR, U32, U32, U32, U32, STR),         # ..., client type
+    10: (STR, STR, U32, U32),                       # client, user, time, idle
+    502: (STR, STR, U32, U32, U32, U32, STR, STR),  # ..., client type, transport
+}
+CONNECTION_INFO_FIELDS = {
+    0: (U32,),                                      # id
+    1: (U32, U32, U32, U32, U32, STR, STR),         # id, type, opens, users, time, user, netname
+}
+FILE_INFO_FIELDS = {
+    2: (U32,),                                      # id
+    3: (U32, U32, U32, STR, STR),                   # id, permissions, locks, path, user
+}
+SESS_GUEST, SESS_NOENCRYPTION = 0x1, 0x2
+PERM_FILE_READ, PERM_FILE_WRITE = 0x1, 0x2
+TRANSPORT = "\\Device\\NetbiosSmb"               # what Windows names its SMB-over-TCP transport
+WERR_INVALID_PARAMETER = 87
+NERR_NET_NAME_NOT_FOUND = 2310
+NERR_DEVICE_NOT_SHARED = 2311
+
+
+def _read_enum_struct(r: Reader, fields: dict) -> int:
+    """An *_ENUM_STRUCT a client sent (its level, the union's arm: a unique pointer to a
+    container of a count and a unique pointer to entries, read over), then
+    PreferedMaximumLength; the level."""
+    level = r.u32()
+    if r.u32() != level:
+        raise NdrError("the union's switch is not the level")
+    if level in fields and r.pointer():
+        count = r.u32()
+        if r.pointer():
+            if r.count() != count:
+                raise NdrError("an entry list that cannot be read")
+            r.structs(fields[level], count)
+    r.u32()                            # PreferedMaximumLength: everything is returned at once
+    return level
+
+
+def _enum_answer(r: Reader, level: int, fields: dict, rows: list[tuple] | None, status: int) -> bytes:
+    """The answer to an enumeration: the level's container (`rows`, all of them at once; none
+    where `status` refuses), TotalEntries, the resume handle (0: nothing more) and the status."""
+    has_resume = bool(r.pointer())
+    if has_resume:
+        r.u32()
+    w = Writer()
+    w.u32(level)
+    w.u32(level)
+    if rows is None:
+        if level in fields:
+            w.pointer(False)
+    else:
+        w.pointer(True)
+        w.u32(len(rows))
+        w.pointer(bool(rows))
+        if rows:
+            w.u32(len(rows))
+            w.structs(fields[level], rows)
+    w.u32(len(rows) if rows else 0)
+    w.pointer(has_resume)
+    if has_resume:
+        w.u32(0)
+    w.u32(status)
+    return w.getvalue()
+
+
+def _activity(caller: Caller, level: int, fields: dict):
+    """What the server holds, for an administrator asking for a level there is; else the
+    status refusing the call (WERR_ACCESS_DENIED first, as Samba)."""
+    if not caller.is_administrator() or caller.activity is None:
+        return None, WERR_ACCESS_DENIED
+    if level not in fields:
+        return None, WERR_INVALID_LEVEL
+    return caller.activity(), WERR_OK
+
+
+def _client_of(name: str | None) -> str | None:
+    """A client named as MS-SRVS names one ("\\\\host" or "host"), as the lists give it."""
+    return name[2:] if name is not None and name.startswith("\\\\") else name
+
+
+def net_session_enum(caller: Caller, stub: bytes) -> bytes:
+    """NetrSessionEnum (opnum 12): the logged-on sessions, of one client or one user where
+    asked, at levels 0, 1, 2, 10 and 502."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    client = _client_of(r.unique_string())
+    user = r.unique_string()
+    level = _read_enum_struct(r, SESSION_INFO_FIELDS)
+    held, status = _activity(caller, level, SESSION_INFO_FIELDS)
+    rows = None
+    if held is not None:
+        rows = []
+        for s in held.sessions:
+            if client and s.client.lower() != client.lower() or user and s.user.lower() != user.lower():
+                continue
+            flags = (SESS_GUEST if s.guest else 0) | (0 if s.encrypted else SESS_NOENCRYPTION)
+            rows.append({0: (s.client,), 1: (s.client, s.user, s.opens, s.seconds, s.idle, flags),
+                         2: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect),
+                         10: (s.client, s.user, s.seconds, s.idle),
+                         502: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect, TRANSPORT)}[level])
+    return _enum_answer(r, level, SESSION_INFO_FIELDS, rows, status)
+
+
+def net_connection_enum(caller: Caller, stub: bytes) -> bytes:
+    """NetrConnectionEnum (opnum 8): the tree connects to a share (Qualifier: its name; each
+    names its client) or from a client (Qualifier: "\\\\host"; each names its share), at
+    levels 0 and 1."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    qualifier = r.unique_string()
+    level = _read_enum_struct(r, CONNECTION_INFO_FIELDS)
+    held, status = _activity(caller, level, CONNECTION_INFO_FIELDS)
+    rows = None
+    if held is not None and not qualifier:
+        status = WERR_INVALID_PARAMETER
+    elif held is not None:
+        by_client = qualifier.startswith("\\\\")
+        wanted = _client_of(qualifier).lower()
+        shares = {s.name.lower() for s in caller.shares} | {"ipc$"}
+        if not by_client and wanted not in shares:
+            status = NERR_NET_NAME_NOT_FOUND
+        else:
+            rows = []
+            for t in held.trees:
+                if (t.session.client if by_client else t.share).lower() != wanted:
+                    continue
+                kind = STYPE_IPC if t.is_ipc else STYPE_DISKTREE
+                rows.append((t.id,) if level == 0 else
+                            (t.id, kind, t.opens, 1, t.session.seconds, t.session.user,
+                             t.share if by_client else t.session.client))
+    return _enum_answer(r, level, CONNECTION_INFO_FIELDS, rows, status)
+
+
+def net_file_enum(caller: Caller, stub: bytes) -> bytes:
+    """NetrFileEnum (opnum 9): the open files and directories, below a path or of one user
+    where asked, at levels 2 and 3."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    base = r.unique_string()
+    user = r.unique_string()
+    level = _read_enum_struct(r, FILE_INFO_FIELDS)
+    held, status = _activity(caller, level, FILE_INFO_FIELDS)
+    rows = None
+    if held is not None:
+        rows = []
+        for f in held.files:
+            if base and not f.path.lower().startswith(base.lower()) or user and f.user.lower() != user.lower():
+                continue
+            permissions = (PERM_FILE_READ if f.readable else 0) | (PERM_FILE_WRITE if f.writable else 0)
+            rows.append((f.id,) if level == 2 else (f.id, permissions, f.locks, f.path, f.user))
+    return _enum_answer(r, level, FILE_INFO_FIELDS, rows, status)
+
+
+def net_share_check(caller: Caller, stub: bytes) -> bytes:
+    """NetrShareCheck (opnum 20): whether a path ("C:\\srv\\data", as share listings give
+    it; IPC$'s is empty) is shared, and as what (MS-SRVS 3.1.4.9; Samba has none)."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    device = r.string()
+    found = None if _refused(caller) else next(
+        (s for s in _shares(caller) if s.path.lower() == device.rstrip("\\").lower()), None)
+    w = Writer()
+    w.u32(found.type if found is not None else 0)
+    w.u32(WERR_ACCESS_DENIED if _refused(caller) else WERR_OK if found is not None else NERR_DEVICE_NOT_SHARED)
+    return w.getvalue()
+
+
+def net_server_disk_enum(caller: Caller, stub: bytes) -> bytes:
+    """NetrServerDiskEnum (opnum 23): the server's disks, as Samba names them: "C:" (the
+    drive every share's path is given on), then the empty name that ends the list."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    level = r.u32()
+    count = r.u32()
+    if r.pointer():                    # entries sent in: read over them
+        maximum, offset, actual = r.u32(), r.u32(), r.count()
+        if offset or actual > maximum or maximum != count:
+            raise NdrError("a disk list that cannot be read")
+        for _ in range(actual):
+            if r.u32() != 0:
+                raise NdrError("a disk name with an offset")
+            length = r.u32()
+            if length > 3:
+                raise NdrError("a disk name of more than 3 characters")
+            r.skip(2 * length)
+    r.u32()                            # PreferedMaximumLength
+    has_resume = bool(r.pointer())
+    if has_resume:
+        r.u32()
+    status = (WERR_ACCESS_DENIED if _refused(caller) else WERR_INVALID_LEVEL if level != 0 else WERR_OK)
+    disks = ["C:", ""] if status == WERR_OK else []
+    w = Writer()
+    w.u32(len(disks))
+    w.pointer(bool(disks))
+    if disks:
+        w.u32(len(disks))              # (size_is and length_is: the count)
+        w.u32(0)
+        w.u32(len(disks))
+        for disk in disks:             # [string] WCHAR Disk[3]: offset, length, the characters
+            chars = disk.encode("utf-16-le") + b"\0\0"
+            w.u32(0)
+            w.u32(len(chars) // 2)
+            w.buf += chars
+            w.align(4)
+    w.u32(1 if disks else 0)           # TotalEntries: the disks, not the ending name
+    w.pointer(has_resume)
+    if has_resume:
+        w.u32(0)
+    w.u32(status)
+    return w.getvalue()
+
+
+def net_remote_tod(caller: Caller, stub: bytes) -> bytes:
+    """NetrRemoteTOD (opnum 28): the server's time of day (`net time`), in UTC with the
+    local zone's offset."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    w = Writer()
+    if _refused(caller):
+        w.pointer(False)
+        w.u32(WERR_ACCESS_DENIED)
+        return w.getvalue()
+    now = time.time()
+    t = time.gmtime(now)
+    local = time.localtime(now)
+    west = -local.tm_gmtoff // 60       # minutes west of UTC
+    w.pointer(True)
+    # elapsed seconds, msecs, hours, mins, secs, hundredths, zone, interval (in 0.1 ms:
+    # the clock's tick as Windows and Samba give it), day, month, year, weekday (0: Sunday)
+    for value in (int(now), int(now * 1000) & 0xFFFFFFFF, t.tm_hour, t.tm_min, t.tm_sec,
+                  int(now * 100) % 100, west, 310, t.tm_mday, t.tm_mon, t.tm_year, (t.tm_wday + 1) % 7):
+        w.u32(value)
+    w.u32(WERR_OK)
+    return w.getvalue()
+
+
 INTERFACE = Interface("srvsvc", SYNTAX, {
+    8: net_connection_enum,
+    9: net_file_enum,
+    12: net_session_enum,
     15: net_share_enum_all,
     16: net_share_get_info,
+    20: net_share_check,
     21: net_server_get_info,
+    23: net_server_disk_enum,
+    28: net_remote_tod,
     36: net_share_enum_sticky,
 })

@@ -1,7 +1,8 @@
 """wkssvc (MS-WKST), the workstation service: NetrWkstaGetInfo (opnum 0), which Windows and
 GNOME ask a server they browse. As in Samba: level 100 for anyone, 101 for users who logged on
-(not guests or anonymous), 102 for administrators only (smbring has none: WERR_ACCESS_DENIED),
-502 refused; the names in upper case."""
+(not guests or anonymous), 102 refused to everyone (Samba tells administrators who is logged on
+at the server's own console, which smbring does not say), 502 refused; the names in upper
+case."""
 from __future__ import annotations
 
 from smbring.smb.rpc.ndr import STR, U32, Reader, Writer
