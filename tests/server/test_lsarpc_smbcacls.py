@@ -443,3 +443,17 @@ def test_some_and_none_mapped(lsa):
     assert status_of(lambda: lsat.hLsarLookupSids(dce, handle, ["S-1-1-0", "S-1-5-21-9-9-9-9"])) == \
         STATUS_SOME_NOT_MAPPED
     assert status_of(lambda: lsat.hLsarLookupSids(dce, handle, ["S-1-5-21-9-9-9-9"])) == STATUS_NONE_MAPPED
+
+
+def test_getusername_says_who_the_caller_is(server):
+    """LsarGetUserName, as Samba answers it: the Unix account the session acts as, the
+    server's name as its authority; ANONYMOUS LOGON of NT AUTHORITY for an anonymous caller.
+    smbtorture's rpc.lsa-getuser passes."""
+    r = rpcclient(server, "getusername")
+    assert f"Account Name: {OWN_USER}, Authority Name: FILER" in r.stdout, r.stdout + r.stderr
+    r = rpcclient(server, "getusername", "-U%")
+    assert "Account Name: ANONYMOUS LOGON, Authority Name: NT AUTHORITY" in r.stdout, r.stdout + r.stderr
+    need("smbtorture")
+    r = run("smbtorture", f"ncacn_np:{server['address']}", "-U", f"{USER}%{PASSWORD}", "rpc.lsa-getuser",
+            timeout=120)
+    assert "success: lsa-getuser" in r.stdout, r.stdout[-2000:]

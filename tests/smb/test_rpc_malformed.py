@@ -29,7 +29,7 @@ from smbcore import create_body, ioctl_body, query_info_body, read_body, write_b
 
 from smbring.smb import wire
 from smbring.smb.commands.pipe import FSCTL_PIPE_TRANSCEIVE, FSCTL_PIPE_WAIT, STATUS_PIPE_DISCONNECTED
-from smbring.smb.rpc import pdu, srvsvc, wkssvc
+from smbring.smb.rpc import lsarpc, pdu, srvsvc, wkssvc
 from smbring.smb.rpc.endpoint import MAX_PENDING_OUTPUT, MAX_REQUEST, Endpoint
 from smbring.smb.rpc.ndr import NdrError, Writer
 from smbring.smb.rpc.services import Activity, Caller, FileSeen, ServerInfo, SessionSeen, TreeSeen
@@ -308,12 +308,23 @@ def enum_stub(level: int, strings: tuple = (None, None)) -> bytes:
     return w.getvalue()
 
 
+def get_user_name_stub() -> bytes:
+    """LsarGetUserName's request as rpcclient sends it: no names in, the authority asked for."""
+    w = Writer()
+    w.pointer(True)
+    w.string("\\\\host")
+    w.pointer(False)        # UserName: none sent
+    w.pointer(True)         # DomainName: asked for,
+    w.pointer(False)        # none sent
+    return w.getvalue()
+
+
 def administrator() -> Caller:
     """A caller acting as root, and a server holding a session, a tree connect and a file."""
     session = SessionSeen("10.0.0.1", "alice", False, False, 5, 1, 1, "SMB 3.1.1")
     held = Activity((session,), (TreeSeen(1, session, "share000", False, 1),),
                     (FileSeen(7, "C:\\srv\\f", "alice", True, False, 0),))
-    return Caller(MANY_SHARES[:2], ServerInfo(), session=Session(id=1, valid=True, identity=SimpleNamespace(uid=0)),
+    return Caller(MANY_SHARES[:2], ServerInfo(), session=Session(id=1, valid=True, identity=SimpleNamespace(uid=0, name="root")),
                   activity=lambda: held)
 
 
@@ -321,13 +332,14 @@ def administrator() -> Caller:
                                        srvsvc.net_share_get_info, srvsvc.net_server_get_info,
                                        srvsvc.net_session_enum, srvsvc.net_connection_enum,
                                        srvsvc.net_file_enum, srvsvc.net_share_check, srvsvc.net_remote_tod,
-                                       srvsvc.net_server_disk_enum, wkssvc.net_wksta_get_info])
+                                       srvsvc.net_server_disk_enum, wkssvc.net_wksta_get_info,
+                                       lsarpc.get_user_name])
 def test_random_stub_data_is_read_or_refused(operation):
     rng = random.Random(operation.__name__)
     caller = administrator()
     seeds = [share_enum(1), share_get_info("share000", 2), server_get_info(101), wksta_get_info(100),
              enum_stub(1), enum_stub(502, ("\\\\10.0.0.1", "alice")), enum_stub(1, ("share000",)),
-             enum_stub(3, ("C:\\srv", None))]
+             enum_stub(3, ("C:\\srv", None)), get_user_name_stub()]
     for _ in range(2000):
         stub = mutate(rng, rng.choice(seeds)) if rng.random() < 0.7 else rng.randbytes(rng.randrange(64))
         try:

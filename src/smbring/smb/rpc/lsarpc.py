@@ -13,6 +13,8 @@ show the owners and ACEs of files by name, and to set them by name.
   machine SID), the server role (6: primary). Levels 9-11 are STATUS_INVALID_PARAMETER
   (MS-LSAD 3.1.4.4.3), the others STATUS_INVALID_INFO_CLASS (as Samba without an AD
   database); QueryInformationPolicy2 (46) is not served (a fault, as Samba).
+- LsarGetUserName (45): who the caller is (its Unix account, the server's name as authority;
+  ANONYMOUS LOGON for guests and anonymous callers), as Samba answers it.
 - LsarLookupNames (14), 2 (58), 3 (68) and 4 (77), LsarLookupSids (15), 2 (57) and 3 (76):
   see `smb.sids.Directory` for what is known. Every name or SID is answered; one not known
   has type SidTypeUnknown (and, for a SID, its S-1-... form as its name), and the call says
@@ -413,6 +415,54 @@ def lookup_sids3(caller: Caller, stub: bytes) -> bytes:
     return _lookup_sids(caller, stub, 3)
 
 
+# -- LsarGetUserName ------------------------------------------------------------------------------
+def _read_given_string(r: Reader) -> bool:
+    """An RPC_UNICODE_STRING a unique pointer points to, read over; whether there was one."""
+    if not r.pointer():
+        return False
+    length, maximum, chars = r.counted_string()
+    if chars:
+        r.counted_chars(length, maximum, MAX_NAME_CHARS)
+    return True
+
+
+def get_user_name(caller: Caller, stub: bytes) -> bytes:
+    """LsarGetUserName (opnum 45): who the caller is, as Samba says it: the Unix account its
+    session acts as and the server's name as its authority; "ANONYMOUS LOGON" of "NT
+    AUTHORITY" for a guest or anonymous caller. A name sent in is STATUS_INVALID_PARAMETER
+    (MS-LSAT 3.1.4.4)."""
+    r = Reader(stub)
+    r.unique_string()                   # SystemName
+    sent = _read_given_string(r)        # UserName: [in, out] PRPC_UNICODE_STRING*
+    wants_authority = bool(r.pointer())     # DomainName: [in, out, unique] PRPC_UNICODE_STRING*
+    if wants_authority and _read_given_string(r):
+        sent = True
+    if caller.is_guest():
+        name, authority = "ANONYMOUS LOGON", "NT AUTHORITY"
+    else:
+        identity = getattr(caller.session, "identity", None)
+        name = identity.name if identity is not None else caller.user.rpartition("\\")[2]
+        authority = caller.server.name.upper()
+    w = Writer()
+    if sent:
+        w.pointer(False)
+        if wants_authority:
+            w.pointer(True)
+            w.pointer(False)
+        w.u32(STATUS_INVALID_PARAMETER)
+        return w.getvalue()
+    w.pointer(True)
+    w.counted_string(name)
+    w.counted_chars(name)
+    w.pointer(wants_authority)
+    if wants_authority:
+        w.pointer(True)
+        w.counted_string(authority)
+        w.counted_chars(authority)
+    w.u32(STATUS_SUCCESS)
+    return w.getvalue()
+
+
 INTERFACE = Interface("lsarpc", SYNTAX, {
     0: close,
     6: open_policy,
@@ -420,6 +470,7 @@ INTERFACE = Interface("lsarpc", SYNTAX, {
     14: lookup_names,
     15: lookup_sids,
     44: open_policy2,
+    45: get_user_name,
     57: lookup_sids2,
     58: lookup_names2,
     68: lookup_names3,
