@@ -1,6 +1,8 @@
 """srvsvc's calls as Samba's own Python bindings make them (run by the system's python3, which
-has python3-samba): `srvsvc_client.py PORT USER PASSWORD SHARE_PATH` prints, as JSON, what
-each call answered, or {"error": [werror, name]} where it was refused."""
+has python3-samba): `srvsvc_client.py PORT USER PASSWORD SHARE_PATH [act]` prints, as JSON,
+what each call answered, or {"error": [werror, name]} where it was refused. With `act`, after
+the lists: the file named held.txt closed (twice: the second finds none), and the sessions of
+USER ended (all but the caller's own), then of a client that has none."""
 import json
 import sys
 
@@ -71,6 +73,21 @@ calls = {
     "share_check": lambda: conn.NetShareCheck(SERVER, share_path),
     "share_check_elsewhere": lambda: conn.NetShareCheck(SERVER, "C:\\elsewhere"),
 }
+
+def close_held():
+    ids = [f["fid"] for f in files(3) if f["path"].endswith("\\held.txt")] or [12345]
+    return conn.NetFileClose(SERVER, ids[0])
+
+
+if sys.argv[5:] == ["act"]:
+    calls.update({
+        "close_held": close_held,
+        "close_held_again": close_held,
+        "end_sessions_of_user": lambda: conn.NetSessDel(SERVER, None, user),
+        "end_sessions_of_other_client": lambda: conn.NetSessDel(SERVER, "\\\\192.0.2.1", None),
+        "end_nothing_named": lambda: conn.NetSessDel(SERVER, None, None),
+        "sessions_after": lambda: sessions(0),
+    })
 out = {}
 for name, call in calls.items():
     try:

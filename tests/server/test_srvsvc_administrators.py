@@ -22,11 +22,12 @@ ACCESS_DENIED = 5
 pytestmark = pytest.mark.skipif(not shutil.which("smbclient"), reason="Samba's smbclient is not installed")
 
 
-def samba_client(port: int, share_path: Path, user: str = USER, password: str = PASSWORD) -> dict:
+def samba_client(port: int, share_path: Path, user: str = USER, password: str = PASSWORD, act: bool = False) -> dict:
     if not os.path.exists("/usr/bin/python3"):
         pytest.skip("no system python3")
     done = subprocess.run(["/usr/bin/python3", str(CLIENT), str(port), user, password,
-                           "C:" + str(share_path).replace("/", "\\")], capture_output=True, text=True, timeout=120)
+                           "C:" + str(share_path).replace("/", "\\"), *(["act"] if act else [])],
+                          capture_output=True, text=True, timeout=120)
     if "No module named" in done.stderr:
         pytest.skip("python3-samba is not installed")
     assert done.returncode == 0, done.stderr
@@ -118,3 +119,48 @@ def test_smbtorture_rpc_srvsvc(tmp_path):
               if line.startswith("success: srvsvc (admin access).")}
     assert passed >= {"NetSrvGetInfo", "NetShareGetInfo", "NetShareEnumAll", "NetSessEnum", "NetRemoteTOD",
                       "NetNameValidate", "NetFileEnum", "NetDiskEnum", "NetConnEnum"}, done.stdout[-3000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an administrator's session acts as root")
+def test_an_administrator_closes_a_file_and_ends_sessions(tmp_path):
+    """NetrFileClose: the holder's handle is gone (its next use: STATUS_FILE_CLOSED), its
+    share mode with it (another client may open the file to write); NetrSessionDel of the
+    user: every session of theirs ends but the caller's own (the holder's next request:
+    STATUS_USER_SESSION_DELETED)."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "held.txt").write_text("x")
+    (share / "other.txt").write_text("y")
+    proc, port, _log = spawn(tmp_path, str(share), "--share", "share")
+    holder = holding_open(port, "held.txt")
+    second = holding_open(port, "other.txt")
+    try:
+        deadline = time.monotonic() + 30
+        while not any(f["path"].endswith("\\held.txt") for f in samba_client(port, share)["files3"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        done = samba_client(port, share, act=True)
+        holder.stdin.write("close 1\n")
+        holder.stdin.flush()
+        second.stdin.write("ls\n")
+        second.stdin.flush()
+        held_out, _ = holder.communicate("quit\n", timeout=30)
+        second_out, _ = second.communicate("quit\n", timeout=30)
+    finally:
+        stop(proc)
+    assert done["close_held"] is None, done
+    assert done["close_held_again"] == {"error": [2314, "WERR_NERR_FILEIDNOTFOUND"]}
+    assert done["end_sessions_of_user"] is None
+    assert done["end_sessions_of_other_client"] == {"error": [2312, "WERR_NERR_CLIENTNAMENOTFOUND"]}
+    assert done["end_nothing_named"] == {"error": [87, "WERR_INVALID_PARAMETER"]}
+    assert len(done["sessions_after"]) == 1          # the caller's own, spared
+    assert "NT_STATUS_FILE_CLOSED" in held_out or "NT_STATUS_USER_SESSION_DELETED" in held_out, held_out
+    assert "NT_STATUS_USER_SESSION_DELETED" in second_out, second_out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the caller acts as an account of its own")
+def test_anyone_else_may_close_nothing(smbconf):
+    server = smbconf("", {"share": "read only = no"}, accounts=True)
+    done = samba_client(server.port, server.root / "share", act=True)
+    for call in ("close_held", "end_sessions_of_user", "end_sessions_of_other_client"):
+        assert done[call] == {"error": [ACCESS_DENIED, "WERR_ACCESS_DENIED"]}, call

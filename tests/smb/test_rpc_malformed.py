@@ -324,15 +324,18 @@ def administrator() -> Caller:
     session = SessionSeen("10.0.0.1", "alice", False, False, 5, 1, 1, "SMB 3.1.1")
     held = Activity((session,), (TreeSeen(1, session, "share000", False, 1),),
                     (FileSeen(7, "C:\\srv\\f", "alice", True, False, 0),))
+    administration = SimpleNamespace(activity=lambda: held, close_file=lambda file_id: file_id == 7,
+                                     end_sessions=lambda client, user, spare: 1)
     return Caller(MANY_SHARES[:2], ServerInfo(), session=Session(id=1, valid=True, identity=SimpleNamespace(uid=0, name="root")),
-                  activity=lambda: held)
+                  administration=administration)
 
 
 @pytest.mark.parametrize("operation", [srvsvc.net_share_enum_all, srvsvc.net_share_enum_sticky,
                                        srvsvc.net_share_get_info, srvsvc.net_server_get_info,
                                        srvsvc.net_session_enum, srvsvc.net_connection_enum,
                                        srvsvc.net_file_enum, srvsvc.net_share_check, srvsvc.net_remote_tod,
-                                       srvsvc.net_server_disk_enum, wkssvc.net_wksta_get_info,
+                                       srvsvc.net_server_disk_enum, srvsvc.net_file_close,
+                                       srvsvc.net_session_del, wkssvc.net_wksta_get_info,
                                        lsarpc.get_user_name])
 def test_random_stub_data_is_read_or_refused(operation):
     rng = random.Random(operation.__name__)

@@ -30,7 +30,7 @@ import time
 
 from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
 from smbring.server import handoff, interfaces
-from smbring.server.activity import activity_of
+from smbring.server.activity import ServerAdministration
 from smbring.server.accounts import Accounts, ServerAccount, map_name
 from smbring.server.accounts import account as unix_account
 from smbring.server.busy_poll import BusyPoll
@@ -376,6 +376,8 @@ class Server:
         self.arriving = ArrivingFrames(self.limits.max_frame_memory << 20)
         self.ntlm_auth = ntlm_auth
         self.server_info = server_info    # what share listings say of the server
+        # what srvsvc's administrators' calls see and do (sessions, tree connects, open files)
+        self.administration = ServerAdministration(self)
         self.connections = 0
         self.per_address: dict[str, int] = {}
         self.links: set[Link] = set()
@@ -442,10 +444,6 @@ class Server:
             log.warning("io_uring unavailable (%s): serving with plain asyncio sockets", e)
             self.use_uring = False
             return None
-
-    def _activity(self):
-        """What this process holds now, for srvsvc's administrators' calls (server.activity)."""
-        return activity_of(self)
 
     def _io_modules(self) -> dict:
         """Each share's VFS module stack for file data (built once, on the running loop)."""
@@ -707,7 +705,7 @@ class Server:
                               close_descriptor=self.holds.close, io_under_way=self.holds.working,
                               limits=self.limits, ntlm_auth=self.ntlm_auth, state=self.state,
                               server_info=self.server_info, policy=self.policy,
-                              kerberos=self.kerberos, activity=self._activity)
+                              kerberos=self.kerberos, administration=self.administration)
             transport = self._transport(sock)
         except OSError as e:         # reset before it could be set up, or out of descriptors
             log.info("connection from %s lost: %s", peer, e)

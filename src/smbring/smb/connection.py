@@ -119,16 +119,16 @@ class Connection:
                  file_closed=None, close_descriptor=None, io_under_way=None,
                  limits: Limits | None = None, ntlm_auth: str = "ntlmv2-only",
                  state: ServerState | None = None, server_info: ServerInfo | None = None,
-                 policy: Policy | None = None, identities=None, kerberos=None, activity=None):
+                 policy: Policy | None = None, identities=None, kerberos=None, administration=None):
         # what all connections of the server share (opens, share modes, locks, watches);
         # a connection on its own has its own
         self.state = state if state is not None else ServerState()
         self.limits = limits or Limits()
         self.ntlm_auth = ntlm_auth               # Samba's `ntlm auth`: ntlmv2-only, ntlmv1-permitted
         self.server_info = server_info or ServerInfo()   # what srvsvc and wkssvc say of the server
-        # activity() -> rpc.services.Activity: what the server holds now, for srvsvc's
-        # administrators' calls (None: a connection on its own offers none)
-        self.activity = activity
+        # what srvsvc's administrators' calls see and do (rpc.services.Administration; None:
+        # a connection on its own offers none)
+        self.administration = administration
         self.local_address = local_address     # for FSCTL_QUERY_NETWORK_INTERFACE_INFO
         self.client_address = client_address   # for hosts allow/deny of a share, %I, %m
         # [global] security settings (dialects, encryption, guests); encryption_required is

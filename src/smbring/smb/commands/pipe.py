@@ -67,7 +67,7 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     session = c.sessions[hdr.session_id]
     caller = Caller(tuple(c.shares.values()), c.server_info, session.user, session.guest,
                     view=_share_view(c, session), unix_names=c.policy.unix_names, session=session,
-                    activity=c.activity)
+                    administration=c.administration)
     number = c.next_id
     c.next_id += 1
     fid = os.urandom(8) + struct.pack("<Q", number)

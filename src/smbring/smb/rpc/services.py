@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from smbring.smb.rpc.pdu import Syntax
 from smbring.smb.sids import NoUnixNames, UnixNames
@@ -74,6 +74,19 @@ class Activity:
     files: tuple = ()
 
 
+class Administration(Protocol):
+    """What the server lets an administrator's srvsvc calls see and do (the shell's:
+    server.activity): this process's sessions, tree connects and open files; closing one
+    open file (by FileSeen.id); ending sessions (of a client, of a user, or both), never
+    `spare` (the caller's own)."""
+
+    def activity(self) -> Activity: ...
+
+    def close_file(self, file_id: int) -> bool: ...
+
+    def end_sessions(self, client: str | None, user: str | None, spare: object) -> int: ...
+
+
 MAX_HANDLES = 256      # context handles one pipe may hold open at once
 
 
@@ -128,9 +141,9 @@ class Caller:
     # re-authentication as someone else changes it for the pipes it has open, as for its
     # other requests), not who opened the pipe
     session: object = None
-    # what the server holds now (Activity), for the calls only administrators may make;
-    # None where the shell offers none (a connection on its own)
-    activity: Callable[[], Activity] | None = None
+    # what the server holds and may do (Administration), for the calls only administrators
+    # may make; None where the shell offers none (a connection on its own)
+    administration: Administration | None = None
 
     def is_guest(self) -> bool:
         """Whether a guest or an anonymous logon calls (`restrict anonymous` refuses them)."""

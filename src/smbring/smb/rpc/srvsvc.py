@@ -247,6 +247,9 @@ TRANSPORT = "\\Device\\NetbiosSmb"               # what Windows names its SMB-ov
 WERR_INVALID_PARAMETER = 87
 NERR_NET_NAME_NOT_FOUND = 2310
 NERR_DEVICE_NOT_SHARED = 2311
+NERR_CLIENT_NAME_NOT_FOUND = 2312
+NERR_FILE_ID_NOT_FOUND = 2314
+NERR_USER_NOT_FOUND = 2221
 
 
 def _read_enum_struct(r: Reader, fields: dict) -> int:
@@ -296,11 +299,11 @@ def _enum_answer(r: Reader, level: int, fields: dict, rows: list[tuple] | None, 
 def _activity(caller: Caller, level: int, fields: dict):
     """What the server holds, for an administrator asking for a level there is; else the
     status refusing the call (WERR_ACCESS_DENIED first, as Samba)."""
-    if not caller.is_administrator() or caller.activity is None:
+    if not caller.is_administrator() or caller.administration is None:
         return None, WERR_ACCESS_DENIED
     if level not in fields:
         return None, WERR_INVALID_LEVEL
-    return caller.activity(), WERR_OK
+    return caller.administration.activity(), WERR_OK
 
 
 def _client_of(name: str | None) -> str | None:
@@ -379,6 +382,41 @@ def net_file_enum(caller: Caller, stub: bytes) -> bytes:
             permissions = (PERM_FILE_READ if f.readable else 0) | (PERM_FILE_WRITE if f.writable else 0)
             rows.append((f.id,) if level == 2 else (f.id, permissions, f.locks, f.path, f.user))
     return _enum_answer(r, level, FILE_INFO_FIELDS, rows, status)
+
+
+def net_file_close(caller: Caller, stub: bytes) -> bytes:
+    """NetrFileClose (opnum 11): an administrator closes an open file by its id (NetrFileEnum's);
+    its client's next request naming it is answered STATUS_FILE_CLOSED."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    file_id = r.u32()
+    if not caller.is_administrator() or caller.administration is None:
+        status = WERR_ACCESS_DENIED
+    else:
+        status = WERR_OK if caller.administration.close_file(file_id) else NERR_FILE_ID_NOT_FOUND
+    w = Writer()
+    w.u32(status)
+    return w.getvalue()
+
+
+def net_session_del(caller: Caller, stub: bytes) -> bytes:
+    """NetrSessionDel (opnum 13): an administrator ends the sessions of a client ("\\\\host"
+    or "host"), of a user, or of that user from that client (never the caller's own); their
+    clients log on again at their next request."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    client = _client_of(r.unique_string()) or None
+    user = r.unique_string() or None
+    if not caller.is_administrator() or caller.administration is None:
+        status = WERR_ACCESS_DENIED
+    elif client is None and user is None:
+        status = WERR_INVALID_PARAMETER
+    else:
+        ended = caller.administration.end_sessions(client, user, caller.session)
+        status = WERR_OK if ended else NERR_CLIENT_NAME_NOT_FOUND if client else NERR_USER_NOT_FOUND
+    w = Writer()
+    w.u32(status)
+    return w.getvalue()
 
 
 def net_share_check(caller: Caller, stub: bytes) -> bytes:
@@ -467,7 +505,9 @@ def net_remote_tod(caller: Caller, stub: bytes) -> bytes:
 INTERFACE = Interface("srvsvc", SYNTAX, {
     8: net_connection_enum,
     9: net_file_enum,
+    11: net_file_close,
     12: net_session_enum,
+    13: net_session_del,
     15: net_share_enum_all,
     16: net_share_get_info,
     20: net_share_check,
