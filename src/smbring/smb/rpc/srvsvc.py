@@ -269,6 +269,16 @@ def _read_enum_struct(r: Reader, fields: dict) -> int:
     return level
 
 
+def _enum_request(stub: bytes, strings: int, fields: dict) -> tuple[Reader, list, int]:
+    """An administrators' enumeration's request: ServerName, then `strings` unique strings
+    (what to list: a client, a user, a path), then its *_ENUM_STRUCT; the reader (at the
+    resume handle), the strings, the level."""
+    r = Reader(stub)
+    r.unique_string()                  # ServerName
+    given = [r.unique_string() for _ in range(strings)]
+    return r, given, _read_enum_struct(r, fields)
+
+
 def _enum_answer(r: Reader, level: int, fields: dict, rows: list[tuple] | None, status: int) -> bytes:
     """The answer to an enumeration: the level's container (`rows`, all of them at once; none
     where `status` refuses), TotalEntries, the resume handle (0: nothing more) and the status."""
@@ -314,11 +324,8 @@ def _client_of(name: str | None) -> str | None:
 def net_session_enum(caller: Caller, stub: bytes) -> bytes:
     """NetrSessionEnum (opnum 12): the logged-on sessions, of one client or one user where
     asked, at levels 0, 1, 2, 10 and 502."""
-    r = Reader(stub)
-    r.unique_string()                  # ServerName
-    client = _client_of(r.unique_string())
-    user = r.unique_string()
-    level = _read_enum_struct(r, SESSION_INFO_FIELDS)
+    r, (client, user), level = _enum_request(stub, 2, SESSION_INFO_FIELDS)
+    client = _client_of(client)
     held, status = _activity(caller, level, SESSION_INFO_FIELDS)
     rows = None
     if held is not None:
@@ -338,10 +345,7 @@ def net_connection_enum(caller: Caller, stub: bytes) -> bytes:
     """NetrConnectionEnum (opnum 8): the tree connects to a share (Qualifier: its name; each
     names its client) or from a client (Qualifier: "\\\\host"; each names its share), at
     levels 0 and 1."""
-    r = Reader(stub)
-    r.unique_string()                  # ServerName
-    qualifier = r.unique_string()
-    level = _read_enum_struct(r, CONNECTION_INFO_FIELDS)
+    r, (qualifier,), level = _enum_request(stub, 1, CONNECTION_INFO_FIELDS)
     held, status = _activity(caller, level, CONNECTION_INFO_FIELDS)
     rows = None
     if held is not None and not qualifier:
@@ -367,11 +371,7 @@ def net_connection_enum(caller: Caller, stub: bytes) -> bytes:
 def net_file_enum(caller: Caller, stub: bytes) -> bytes:
     """NetrFileEnum (opnum 9): the open files and directories, below a path or of one user
     where asked, at levels 2 and 3."""
-    r = Reader(stub)
-    r.unique_string()                  # ServerName
-    base = r.unique_string()
-    user = r.unique_string()
-    level = _read_enum_struct(r, FILE_INFO_FIELDS)
+    r, (base, user), level = _enum_request(stub, 2, FILE_INFO_FIELDS)
     held, status = _activity(caller, level, FILE_INFO_FIELDS)
     rows = None
     if held is not None:
