@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 
 from smbring.server import interfaces, smbconf
@@ -47,6 +48,8 @@ from smbring.smb.policy import PROTOCOLS, Policy
 from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.state import Share
 from smbring.vfs.modules import MODULES
+from smbring.vfs.shadow_copy import DEFAULT_FORMAT as DEFAULT_SNAPSHOT_FORMAT
+from smbring.vfs.shadow_copy import ShadowCopyOptions
 
 __all__ = ["Config", "ConfigError", "load", "override", "restart_only_changes", "testparm_text"]
 
@@ -261,6 +264,27 @@ def _get(settings: dict, name: str, default=None):
     return settings[name][0] if name in settings else default
 
 
+def _shadow_copy_options(s: dict, name: str) -> ShadowCopyOptions:
+    """A shadow_copy2 share's shadow:* options (vfs.shadow_copy); ConfigError for a sort
+    that is neither asc nor desc, or a format no date reads back from."""
+    sort = _get(s, "shadow:sort", "desc").lower()
+    if sort not in ("asc", "desc"):
+        raise ConfigError(f"{s['shadow:sort'][1]}: shadow:sort is asc or desc, not {sort!r}")
+    options = ShadowCopyOptions(snapdir=_get(s, "shadow:snapdir", ".snapshots"),
+                                basedir=_get(s, "shadow:basedir", ""), mountpoint=_get(s, "shadow:mountpoint", ""),
+                                format=_get(s, "shadow:format", DEFAULT_SNAPSHOT_FORMAT),
+                                localtime=_get(s, "shadow:localtime", False), descending=sort == "desc")
+    sample = time.gmtime(1_700_000_000)
+    try:
+        readable = time.strptime(time.strftime(options.format, sample), options.format)[:3] == sample[:3]
+    except ValueError:
+        readable = False
+    if not readable:
+        raise ConfigError(f"{s['shadow:format'][1]}: shadow:format {options.format!r} does not name a "
+                          "snapshot's date")
+    return options
+
+
 def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
     where = lambda name: g[name][1]      # noqa: E731
     if _get(g, "security", "user") != "user":
@@ -395,13 +419,17 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         raise ConfigError(f"{s['path'][1]}: the path must be absolute, not {path!r}")
     vfs = _get(s, "vfs objects", "").replace(",", " ").split()
     fruit = "fruit" in vfs
-    missing = [m for m in vfs if m not in MODULES and m != "fruit"]
+    shadow_copy = _shadow_copy_options(s, name) if "shadow_copy2" in vfs else None
+    missing = [m for m in vfs if m not in MODULES and m not in ("fruit", "shadow_copy2")]
     if fruit:
         cfg.notices.append(f"[{name}] vfs objects: fruit: Apple's AAPL negotiation, enriched listings, "
                            "NFS ACEs, Time Machine and fruit:copyfile; resource forks and Finder information "
                            "are named streams (as fruit:resource = stream, fruit:metadata = stream); macOS's "
                            "AppleDouble ('._') files are taken into those streams as clients reach them "
                            "(fruit:convert_adouble), netatalk metadata Samba kept by `smbring import-samba`")
+    if shadow_copy is not None:
+        cfg.notices.append(f"[{name}] vfs objects: shadow_copy2: previous versions from the snapshots in "
+                           f"{shadow_copy.snapdir} (shadow:format {shadow_copy.format}), read-only")
     # Samba's modules for what smbring keeps in its own way: said so, with where Samba's went
     built_in = [m for m in missing if m in SAMBA_METADATA_MODULES]
     if built_in:
@@ -461,6 +489,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         fruit_convert_adouble=_get(s, "fruit:convert_adouble", True),
         fruit_wipe_blank_rfork=_get(s, "fruit:wipe_intentionally_left_blank_rfork", False),
         fruit_delete_empty_adfiles=_get(s, "fruit:delete_empty_adfiles", False),
+        shadow_copy=shadow_copy,
         time_machine=time_machine,
         time_machine_max_size=_get(s, "fruit:timemachinemaxsize", 0),
         readdir_attr=(_get(s, "readdir_attr:aapl_rsize", True), _get(s, "readdir_attr:aapl_finder_info", True),

@@ -393,6 +393,9 @@ PARAMETRIC = {
     "fruit:delete_empty_adfiles": Spec(S, boolean),
     # (keys without spaces, as parametric names are compared: `fruit:time machine`, ...)
     "fruit:timemachine": Spec(S, boolean), "fruit:timemachinemaxsize": Spec(S, size),
+    # shadow_copy2's, where previous versions are found (vfs.shadow_copy)
+    "shadow:snapdir": Spec(S, _text), "shadow:basedir": Spec(S, _text), "shadow:mountpoint": Spec(S, _text),
+    "shadow:format": Spec(S, _text), "shadow:localtime": Spec(S, boolean), "shadow:sort": Spec(S, _text),
     # what macOS's enriched listings (READ_DIR_ATTR) work out for each entry
     "readdir_attr:aapl_rsize": Spec(S, boolean), "readdir_attr:aapl_finder_info": Spec(S, boolean),
     "readdir_attr:aapl_max_access": Spec(S, boolean),

@@ -9,6 +9,7 @@ from smbring.smb import acl, notify, security, wire
 from smbring.smb.fs import FileSystem
 from smbring.smb.share_access import NameRules
 from smbring.smb.wire import Header
+from smbring.vfs.shadow_copy import ShadowCopyOptions
 
 if TYPE_CHECKING:
     from smbring.smb.aapl import Offered
@@ -138,6 +139,9 @@ class Share:
     fruit_wipe_blank_rfork: bool = False
     # a "._" file taken in whole is removed (else rewritten as Samba keeps one: smb.appledouble)
     fruit_delete_empty_adfiles: bool = False
+    # previous versions from file-system snapshots (vfs objects = shadow_copy2; its shadow:*
+    # options: vfs.shadow_copy); None: the share has none
+    shadow_copy: ShadowCopyOptions | None = None
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)

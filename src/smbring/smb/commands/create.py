@@ -1,6 +1,7 @@
 """CREATE and CLOSE (MS-SMB2 3.3.5.9, 3.3.5.10)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -20,6 +21,7 @@ from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import (
     ATTR_SPARSE_FILE,
+    NT_EPOCH,
     ROOT_UUID,
     STORED_ATTRIBUTES,
     alloc_size,
@@ -34,6 +36,7 @@ from smbring.smb.fileinfo import (
 from smbring.smb.fs import MAX_STREAMS, MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
 from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open
+from smbring.vfs import shadow_copy
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -159,6 +162,21 @@ def directory_metadata(fs: FileSystem, fd: int, parts: list[str]) -> tuple[bool,
         return True, sd_of(fs, fd, parts[:-1]), inherits     # (joined only to be logged)
     except OSError:
         return True, None, inherits
+
+
+def snapshot_tree(c, tree, timewarp: bytes):
+    """The tree a CREATE with a timewarp token (TWrp: the time of a previous version, a
+    FILETIME) opens its file in: the share as the snapshot taken then holds it, read-only,
+    reached as the tree's account (vfs.shadow_copy). STATUS_OBJECT_NAME_NOT_FOUND where the
+    share has no such snapshot (MS-SMB2 3.3.5.9.7)."""
+    options = tree.share.shadow_copy
+    seconds = (int.from_bytes(timewarp[:8], "little") - NT_EPOCH) // 10_000_000
+    directory = shadow_copy.at(options, tree.share.path, seconds) if options is not None else None
+    if directory is None:
+        raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+    share = dataclasses.replace(tree.share, path=directory, read_only=True, shadow_copy=None)
+    return dataclasses.replace(tree, share=share, fs=c.share_fs(share, getattr(tree.fs, "identity", None)),
+                               counted=None, time_machine_counted={})
 
 
 def spelled_in_directory(fs: FileSystem, parts: list[str], metadata: bool,
@@ -541,8 +559,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         contexts = parse_create_contexts(msg, ctx_off, ctx_len)
         check_context_sizes(contexts)
         eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
-        if b"TWrp" in contexts:     # a previous version (snapshot): smbring keeps none
-            raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
+        if b"TWrp" in contexts:     # a previous version: the file as a snapshot holds it
+            tree = snapshot_tree(c, tree, contexts[b"TWrp"])
         # Apple's server query (refused before anything is opened where malformed)
         apple = aapl.answer(contexts[aapl.CONTEXT_NAME], c.policy.fruit_copyfile, rules.case_sensitive,
                             c.policy.fruit_model, c.policy.fruit_nfs_aces, tree.share.time_machine) \

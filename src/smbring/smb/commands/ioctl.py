@@ -22,6 +22,7 @@ from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import ROOT_UUID
 from smbring.smb.state import FID_ANY
 from smbring.smb.wire import Header
+from smbring.vfs import shadow_copy
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
@@ -36,14 +37,23 @@ SMB2_0_IOCTL_IS_FSCTL = 0x1
 
 
 def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rhdr: Header) -> bytes:
-    """FSCTL_SRV_ENUMERATE_SNAPSHOTS (MS-SMB2 3.3.5.15.1): the share's previous versions,
-    which smbring keeps none of. The answer says so (a SRV_SNAPSHOT_ARRAY of none: the counts
-    0, the array an empty MULTI_SZ, its terminating NUL) rather than NOT_SUPPORTED, as
-    Windows does for a volume without shadow copies: Explorer's Previous Versions tab then
-    lists nothing instead of an error. Less than 16 bytes to answer in: INVALID_PARAMETER."""
+    """FSCTL_SRV_ENUMERATE_SNAPSHOTS (MS-SMB2 3.3.5.15.1): the share's previous versions
+    (vfs objects = shadow_copy2: vfs.shadow_copy), a SRV_SNAPSHOT_ARRAY of their @GMT tokens,
+    newest first (shadow:sort). Asked with 16 bytes to answer in (as Windows asks first), or
+    fewer than the tokens take: their count and the size they need, none returned (16 bytes). A share
+    without snapshots answers none (the counts 0, the array an empty MULTI_SZ), not
+    NOT_SUPPORTED, as Windows answers for a volume without shadow copies: Explorer's Previous
+    Versions tab then lists nothing instead of an error. Less than 16 bytes to answer in:
+    INVALID_PARAMETER."""
     if max_out < 16:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    return struct.pack("<IIIH", 0, 0, 2, 0)
+    options = o.tree.share.shadow_copy if o.tree is not None and o.tree.share is not None else None
+    times = [when for when, _directory in shadow_copy.snapshots(options, o.tree.share.path)] if options else []
+    tokens = b"".join(shadow_copy.token(when).encode("utf-16-le") + b"\0\0" for when in times) + b"\0\0"
+    if max_out == 16 or 12 + len(tokens) > max_out:
+        return struct.pack("<IIII", len(times), 0, len(tokens), 0)
+    # (at least 16 bytes, as smbd answers: Samba's client takes fewer for a malformed answer)
+    return (struct.pack("<III", len(times), len(times), len(tokens)) + tokens).ljust(16, b"\0")
 
 
 # the FSCTLs of an open file: (connection, header, open, input buffer, MaxOutputResponse,

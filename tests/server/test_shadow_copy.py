@@ -1,0 +1,143 @@
+"""Previous versions from file-system snapshots (`vfs objects = shadow_copy2`, Samba's
+shadow:* options), against `smbring serve --config` with Samba's smbclient: its `allinfo`
+lists a file's previous versions (FSCTL_SRV_ENUMERATE_SNAPSHOTS) and reads each, an
+"@GMT-..." path component becomes a timewarp token (the TWrp create context) as Windows'
+Previous Versions tab sends it. A snapshot is a directory of the snapshot directory named by
+its time; what it holds is served read-only, as the session's account, never past its own
+root."""
+import os
+import subprocess
+
+import pytest
+
+from smbconf_server import smbconf  # noqa: F401  (the fixture)
+
+OLD, OLDER = "@GMT-2026.12.02-11.30.00", "@GMT-2026.12.01-10.00.00"
+
+
+def snapshot(root, name: str, files: dict) -> None:
+    for path, data in files.items():
+        target = root / ".snapshots" / name / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def shadow_share(tmp_path, more: str = "") -> tuple[dict, object]:
+    share = tmp_path / "share"
+    (share / "docs").mkdir(parents=True)
+    (share / "docs" / "report.txt").write_bytes(b"today\n")
+    snapshot(share, OLDER, {"docs/report.txt": b"version one\n"})
+    snapshot(share, OLD, {"docs/report.txt": b"version two\n", "docs/gone.txt": b"deleted since\n"})
+    (share / ".snapshots" / "not a snapshot").mkdir()
+    for directory, _dirs, files in os.walk(tmp_path):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    options = (f"path = {share}\nread only = no\nvfs objects = shadow_copy2\n"
+               f"shadow:mountpoint = {share}\n{more}")
+    return {"share": options, "plain": f"path = {share}\nread only = no"}, share
+
+
+def run(server, share: str, command: str, **kw) -> subprocess.CompletedProcess:
+    return server.smbclient(share, command, **kw)
+
+
+def test_previous_versions_are_listed_newest_first_and_read(smbconf, tmp_path):
+    shares, _share = shadow_share(tmp_path)
+    server = smbconf("", shares)
+    info = run(server, "share", "allinfo docs\\report.txt")
+    assert info.returncode == 0, info.stdout + info.stderr
+    listed = [line for line in info.stdout.splitlines() if line.startswith("@GMT-")]
+    assert listed == [OLD, OLDER], info.stdout          # ("not a snapshot" is none)
+    for token, data in ((OLD, b"version two\n"), (OLDER, b"version one\n")):
+        got = run(server, "share", f"get {token}\\docs\\report.txt {tmp_path / 'got'}")
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert (tmp_path / "got").read_bytes() == data
+    run(server, "share", f"get docs\\report.txt {tmp_path / 'got'}")
+    assert (tmp_path / "got").read_bytes() == b"today\n"
+    listing = run(server, "share", f"ls {OLD}\\docs\\*")
+    assert "gone.txt" in listing.stdout and "report.txt" in listing.stdout, listing.stdout
+    missing = run(server, "share", f"get {OLDER}\\docs\\gone.txt {tmp_path / 'x'}")
+    assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in missing.stdout + missing.stderr
+    none = run(server, "share", f"get @GMT-2020.01.01-00.00.00\\docs\\report.txt {tmp_path / 'x'}")
+    assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in none.stdout + none.stderr
+
+
+def test_a_previous_version_is_read_only(smbconf, tmp_path):
+    shares, share = shadow_share(tmp_path)
+    server = smbconf("", shares)
+    (tmp_path / "new").write_bytes(b"new\n")
+    for command in (f"put {tmp_path / 'new'} {OLD}\\docs\\report.txt", f"put {tmp_path / 'new'} {OLD}\\docs\\new.txt",
+                    f"del {OLD}\\docs\\report.txt", f"mkdir {OLD}\\docs\\sub",
+                    f"rename {OLD}\\docs\\report.txt {OLD}\\docs\\moved.txt"):
+        done = run(server, "share", command)
+        assert "NT_STATUS_ACCESS_DENIED" in done.stdout + done.stderr or "NT_STATUS_MEDIA_WRITE_PROTECTED" in \
+            done.stdout + done.stderr or "NT_STATUS_OBJECT_NAME_NOT_FOUND" in done.stdout + done.stderr, \
+            (command, done.stdout, done.stderr)
+    assert sorted(p.name for p in (share / ".snapshots" / OLD / "docs").iterdir()) == ["gone.txt", "report.txt"]
+    assert (share / ".snapshots" / OLD / "docs" / "report.txt").read_bytes() == b"version two\n"
+
+
+def test_a_snapshot_is_not_left_through_a_link_or_a_dotdot(smbconf, tmp_path):
+    """A link in a snapshot to a file outside it is not followed; ".." never climbs out of
+    the snapshot (nor of the share)."""
+    shares, share = shadow_share(tmp_path)
+    (tmp_path / "secret.txt").write_bytes(b"secret\n")
+    os.symlink(tmp_path / "secret.txt", share / ".snapshots" / OLD / "docs" / "escape.txt")
+    os.symlink("../../../../secret.txt", share / ".snapshots" / OLD / "docs" / "relative.txt")
+    server = smbconf("", shares)
+    for name in (f"{OLD}\\docs\\escape.txt", f"{OLD}\\docs\\relative.txt", f"{OLD}\\..\\..\\secret.txt",
+                 f"{OLD}\\docs\\..\\..\\..\\secret.txt"):
+        done = run(server, "share", f"get {name} {tmp_path / 'got'}")
+        assert done.returncode != 0 and "NT_STATUS_" in done.stdout + done.stderr, (name, done.stdout)
+    assert not (tmp_path / "got").exists()
+
+
+def test_a_share_without_shadow_copy2_has_no_previous_versions(smbconf, tmp_path):
+    shares, _share = shadow_share(tmp_path)
+    server = smbconf("", shares)
+    info = run(server, "plain", "allinfo docs\\report.txt")
+    assert info.returncode == 0 and "@GMT-" not in info.stdout, info.stdout
+    got = run(server, "plain", f"get {OLD}\\docs\\report.txt {tmp_path / 'got'}")
+    assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in got.stdout + got.stderr
+
+
+def test_sort_and_format_as_samba_reads_them(smbconf, tmp_path):
+    """shadow:sort = asc lists the oldest first; shadow:format names snapshots another way
+    (Snapper-like names here), their tokens still @GMT in UTC."""
+    shares, share = shadow_share(tmp_path, "shadow:sort = asc")
+    server = smbconf("", shares)
+    info = run(server, "share", "allinfo docs\\report.txt")
+    assert [ln for ln in info.stdout.splitlines() if ln.startswith("@GMT-")] == [OLDER, OLD], info.stdout
+    snapshot(share, "snap-2026-11-30_0815", {"docs/report.txt": b"snapper's\n"})
+    (share / ".snapshots" / "snap-2026-11-30_0815").chmod(0o755)
+    (share / ".snapshots" / "snap-2026-11-30_0815" / "docs").chmod(0o755)
+    shares["share"] += "\nshadow:format = snap-%Y-%m-%d_%H%M"
+    other = smbconf("", shares)
+    info = run(other, "share", "allinfo docs\\report.txt")
+    assert [ln for ln in info.stdout.splitlines() if ln.startswith("@GMT-")] == ["@GMT-2026.11.30-08.15.00"], \
+        info.stdout
+    got = run(other, "share", f"get @GMT-2026.11.30-08.15.00\\docs\\report.txt {tmp_path / 'got'}")
+    assert got.returncode == 0 and (tmp_path / "got").read_bytes() == b"snapper's\n", got.stdout
+
+
+@pytest.mark.parametrize("option", ["shadow:sort = sideways", "shadow:format = no time in it"])
+def test_an_option_that_cannot_be_read_stops_the_server(smbconf, tmp_path, option):
+    shares, _share = shadow_share(tmp_path, option)
+    with pytest.raises(RuntimeError) as refused:
+        smbconf("", shares)
+    assert option.split(" =")[0] in str(refused.value), str(refused.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sessions act as accounts of their own")
+def test_a_previous_version_is_read_as_the_session_account(smbconf, tmp_path):
+    """A file of a snapshot its account may not read is refused, as the live one would be."""
+    shares, share = shadow_share(tmp_path)
+    private = share / ".snapshots" / OLD / "docs" / "private.txt"
+    private.write_bytes(b"root's only\n")
+    os.chmod(private, 0o600)
+    server = smbconf("", shares, accounts=True)
+    got = run(server, "share", f"get {OLD}\\docs\\report.txt {tmp_path / 'got'}")
+    assert got.returncode == 0 and (tmp_path / "got").read_bytes() == b"version two\n", got.stdout + got.stderr
+    refused = run(server, "share", f"get {OLD}\\docs\\private.txt {tmp_path / 'got2'}")
+    assert "NT_STATUS_ACCESS_DENIED" in refused.stdout + refused.stderr, refused.stdout
