@@ -6,10 +6,12 @@ Previous Versions tab sends it. A snapshot is a directory of the snapshot direct
 its time; what it holds is served read-only, as the session's account, never past its own
 root."""
 import os
+import shutil
 import subprocess
 
 import pytest
 
+from servers import PASSWORD, USER
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
 
 OLD, OLDER = "@GMT-2026.12.02-11.30.00", "@GMT-2026.12.01-10.00.00"
@@ -141,3 +143,20 @@ def test_a_previous_version_is_read_as_the_session_account(smbconf, tmp_path):
     assert got.returncode == 0 and (tmp_path / "got").read_bytes() == b"version two\n", got.stdout + got.stderr
     refused = run(server, "share", f"get {OLD}\\docs\\private.txt {tmp_path / 'got2'}")
     assert "NT_STATUS_ACCESS_DENIED" in refused.stdout + refused.stderr, refused.stdout
+
+
+@pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")
+def test_smbtorture_twrp(smbconf, tmp_path):
+    """smbtorture's smb2.twrp: the share's root opened in a snapshot, and a listing there
+    giving its entries' file ids (openroot, listdir). (write expects the open smbd allows and
+    its WRITE refused; stream a stream in the snapshot: see docs/SERVER.md.)"""
+    shares, share = shadow_share(tmp_path)
+    for root in (share, share / ".snapshots" / OLD):
+        (root / "subdir").mkdir()
+        (root / "subdir" / "hardlink").write_bytes(b"x")
+        (root / "subdir").chmod(0o755)
+    server = smbconf("", shares)
+    done = subprocess.run(["smbtorture", "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+                           f"--option=torture:twrp_snapshot={OLD}", "smb2.twrp.openroot", "smb2.twrp.listdir"],
+                          capture_output=True, text=True, timeout=120)
+    assert "success: openroot" in done.stdout and "success: listdir" in done.stdout, done.stdout[-3000:]
