@@ -256,6 +256,20 @@ def seeds() -> dict[str, bytes]:
         msg(wire.CREATE, create("a", disposition=wire.FILE_OPEN), session=fi.SEALED_SESSION, tree=fi.TREE_LAST) + \
         msg(wire.READ, read(), session=fi.SEALED_SESSION, tree=fi.TREE_LAST, fid=NEWEST) + \
         msg(wire.READ, read(), session=fi.SEALED_PLAIN, tree=fi.TREE_LAST, fid=NEWEST)
+    # the writable share's previous version (shadow_copy2): listed, opened by its time (TWrp),
+    # read, listed in, written (refused), a new file in it (refused)
+    twrp = [(b"TWrp", struct.pack("<Q", fi.SNAPSHOT_FILETIME))]
+    s["previous-version"] = on_file(
+        (wire.IOCTL, ioctl(0x00144064, max_out=16)), (wire.IOCTL, ioctl(0x00144064)), name="",
+        options=wire.FILE_DIRECTORY_FILE, access=wire.GENERIC_READ, disposition=wire.FILE_OPEN) + \
+        opened("f.txt", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN, contexts=twrp) + \
+        msg(wire.READ, read(), fid=NEWEST) + msg(wire.WRITE, write(b"changed"), fid=NEWEST) + \
+        msg(wire.SET_INFO, set_info(1, 4, struct.pack("<QQQQII", 1, 1, 1, 1, 0x20, 0)), fid=NEWEST) + \
+        msg(wire.CLOSE, close(), fid=NEWEST) + \
+        opened("dir", access=wire.GENERIC_READ, disposition=wire.FILE_OPEN, options=wire.FILE_DIRECTORY_FILE,
+               contexts=twrp) + msg(wire.QUERY_DIRECTORY, query_directory(37), fid=NEWEST) + \
+        opened("new.txt", disposition=wire.FILE_CREATE, contexts=twrp) + \
+        opened("f.txt", access=wire.GENERIC_ALL, disposition=wire.FILE_OPEN, contexts=twrp)
     # macOS on the fruit share: the AAPL query (enriched listings, NFS ACEs), Finder
     # information written and read, the listing that shows it, the Time Machine share's size
     aapl = struct.pack("<IIQQ", 1, 0, 7, 0x17)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 from smbring.smb import acl, wire
 
-MAX_RECORDS = 40          # frames per input: enough for a create-use-close story, yet fast
+MAX_RECORDS = 40          # frames per input
+SNAPSHOT = "@GMT-2026.01.01-00.00.00"      # the writable share's previous version (smbfuzz_world)
+SNAPSHOT_FILETIME = 1767225600 * 10_000_000 + 116444736000000000     # its time, as a TWrp gives it: enough for a create-use-close story, yet fast
 MSG, GEN, COMPOUND, RAW, MUTATE, SEALED, CANCEL = range(7)
 RECORD_KINDS = 7
 

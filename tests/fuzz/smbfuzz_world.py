@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from smbring.smb import acl, wire
 from smbring.smb.state import Share
 from smbring.vfs.posix import PosixVFS
+from smbring.vfs.shadow_copy import ShadowCopyOptions
 
 import smbfuzz_input as fi
 from smbfuzz_client import Client
@@ -106,6 +107,10 @@ class World:
         write(os.path.join(outside, f"secret-{secret}.txt"), self.canary)
         populate(self.template, outside, writable=True)
         populate(self.ro, outside, writable=False)
+        # the writable share's one previous version (shadow_copy2): its files writable by their
+        # modes, outside the share, so that a write that gets through is a change outside
+        self.snapshots = os.path.join(self.root, "snapshots")
+        populate(os.path.join(self.snapshots, fi.SNAPSHOT), outside, writable=True)
         self.outside = self.snapshot()
 
     def close(self) -> None:
@@ -118,10 +123,12 @@ class World:
         shutil.copytree(self.template, self.rw, symlinks=True)
 
     def shares(self, strict_allocate: bool = False) -> dict[str, Share]:
-        """The writable share, the read-only one, one inside the writable share that is
-        reached encrypted only (`smb encrypt = required`) and by the user "fuzz" only, and the
-        writable share again as macOS finds it on a Time Machine share (`vfs objects = fruit`)."""
-        return {"rw": Share("rw", self.rw, strict_allocate=strict_allocate),
+        """The writable share (with a previous version: shadow_copy2), the read-only one, one
+        inside the writable share that is reached encrypted only (`smb encrypt = required`)
+        and by the user "fuzz" only, and the writable share again as macOS finds it on a Time
+        Machine share (`vfs objects = fruit`)."""
+        return {"rw": Share("rw", self.rw, strict_allocate=strict_allocate,
+                            shadow_copy=ShadowCopyOptions(snapdir=self.snapshots, mountpoint=self.rw)),
                 "ro": Share("ro", self.ro, read_only=True, guest_ok=True),
                 "enc": Share("enc", os.path.join(self.rw, "dir"), encrypt=True, valid_users=["fuzz"]),
                 "mac": Share("mac", self.rw, fruit=True, time_machine=True, time_machine_max_size=1 << 30)}
