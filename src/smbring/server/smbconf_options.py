@@ -212,7 +212,7 @@ OPTIONS: dict[str, Spec] = {
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
-    "smb2 leases": Spec(G, boolean),
+    "smb2 leases": Spec(G, boolean), "host msdfs": Spec(G, boolean), "msdfs root": Spec(S, boolean),
     # (Samba's enum_bool_auto: auto is on where Samba is not clustered, as smbring never is)
     "smb3 directory leases": Spec(G, one_of({**dict.fromkeys(("yes", "true", "1", "on", "auto"), True),
                                              **dict.fromkeys(("no", "false", "0", "off"), False)},

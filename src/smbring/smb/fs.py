@@ -81,6 +81,14 @@ class FileSystem(Protocol):
         what it gets. Raises OSError when a directory on the way cannot be listed."""
         ...
 
+    def dfs_link(self, parts: list[str]) -> tuple[int, str] | None:
+        """The first component of `parts` that is an MS-DFS link (as Samba keeps one: a
+        symbolic link whose target reads "msdfs:server\\share[,server\\share...]"), found in
+        any case: (how many components lead to it, what its target says after "msdfs:");
+        None where there is none (a component missing or not a directory, or a link of
+        another kind, first). Each directory is looked in as the caller acts."""
+        ...
+
     def match_case_in(self, dir_fd: int, name: str, short_names: bool = False) -> str | None:
         """The entry of the directory open as `dir_fd` (freshly: at its start) that is `name`
         but for its case, if any (`name` itself where it is there as spelled), or with

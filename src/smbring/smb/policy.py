@@ -40,6 +40,7 @@ class Policy:
     # `server multi channel support`: SMB2_GLOBAL_CAP_MULTI_CHANNEL, session binding and the
     # interface list (yes by default, as Samba 4.15 and later on Linux)
     multi_channel: bool = True
+    host_msdfs: bool = True                        # host msdfs: DFS offered (shares with msdfs root)
     # `smb2 leases`: SMB2_GLOBAL_CAP_LEASING on SMB 2.1 and later, and lease contexts heeded
     # (yes by default, as Samba 4.x)
     smb2_leases: bool = True

@@ -139,6 +139,8 @@ class Share:
     fruit_wipe_blank_rfork: bool = False
     # a "._" file taken in whole is removed (else rewritten as Samba keeps one: smb.appledouble)
     fruit_delete_empty_adfiles: bool = False
+    # an MS-DFS root: its "msdfs:" links refer clients to other shares (smb.dfs)
+    msdfs_root: bool = False
     # previous versions from file-system snapshots (vfs objects = shadow_copy2; its shadow:*
     # options: vfs.shadow_copy); None: the share has none
     shadow_copy: ShadowCopyOptions | None = None

@@ -177,6 +177,18 @@ def rename_at(ofd: int, oname: str, nfd: int, nname: str, replace: bool) -> None
     os.rename(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd)
 
 
+DFS_PREFIX = "msdfs:"        # a symbolic link's target that makes it an MS-DFS link (as Samba's)
+
+
+def _as_directory(st: os.stat_result) -> os.stat_result:
+    """A link's stat made a directory's (mode 0755, size 0), its times and ids kept."""
+    fields = list(st[:10])
+    fields[0], fields[6] = stat.S_IFDIR | 0o755, 0
+    return os.stat_result(fields, {name: getattr(st, name) for name in (
+        "st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize",
+        "st_blocks", "st_rdev")})
+
+
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
@@ -380,6 +392,25 @@ class PosixVFS:
                 return found + parts[i:]
             found.append(match)
         return found
+
+    def dfs_link(self, parts: list[str]) -> tuple[int, str] | None:
+        found: list[str] = []
+        for i, name in enumerate(parts):
+            try:
+                fd = self.open(found, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                return None
+            spelled = name
+            try:
+                spelled = self._look_up(fd, name, False) or name
+                target = os.readlink(spelled, dir_fd=fd)
+            except OSError:         # (EINVAL: no link; ENOENT: nothing of that name)
+                found.append(spelled)
+                continue
+            finally:
+                os.close(fd)
+            return (i + 1, target[len(DFS_PREFIX):]) if target.startswith(DFS_PREFIX) else None
+        return None
 
     def match_case_in(self, dir_fd: int, name: str, short_names: bool = False) -> str | None:
         """The share's CaseIndex's answer for a directory the caller opened (as the user)."""
@@ -806,12 +837,18 @@ class PosixVFS:
     def entry_stat(self, dir_fd: int, dir_parts: list[str], name: str) -> os.stat_result | None:
         """A directory entry's stat; None once it is gone. A symlink shows as its target when
         that lies inside the share, else as the link itself: a listing must not reveal the
-        size and times of files outside (opening them is refused anyway)."""
+        size and times of files outside (opening them is refused anyway). An MS-DFS link
+        shows as a directory (as Samba shows one: a client reaches it as one, by referral)."""
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             return None
         if stat.S_ISLNK(st.st_mode):
+            try:
+                if os.readlink(name, dir_fd=dir_fd).startswith(DFS_PREFIX):
+                    return _as_directory(st)
+            except OSError:
+                pass
             try:
                 return self.stat(dir_parts + [name])     # resolved beneath the share root
             except OSError:

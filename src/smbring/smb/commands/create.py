@@ -9,7 +9,7 @@ import struct
 from codecs import utf_16_le_decode
 from typing import TYPE_CHECKING, Callable
 
-from smbring.smb import aapl, acl, appledouble, dirleases, leasing, notify, sharemodes, unix_owner, wire
+from smbring.smb import aapl, acl, appledouble, dfs, dirleases, leasing, notify, sharemodes, unix_owner, wire
 from smbring.smb.commands import create_durable, negotiate, oplock_break, pipe
 from smbring.smb.contexts import (
     encode_create_contexts,
@@ -539,6 +539,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     name = utf_16_le_decode(in_request(msg, name_off, name_len), "strict", True)[0] if name_len else ""
     if tree.fs is None:         # IPC$: named pipes
         return pipe.open_pipe(c, hdr, name)
+    dfs_root = tree.share.msdfs_root and c.policy.host_msdfs
+    if dfs_root and hdr.flags & wire.FLAGS_DFS:
+        name = dfs.local_name(name, tree.name)      # "server\share\path" (smb.dfs)
     if name.startswith("\\"):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)   # paths are relative to the share
     if options & wire.FILE_DIRECTORY_FILE and (options & wire.FILE_NON_DIRECTORY_FILE or disposition in TRUNCATING):
@@ -554,6 +557,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     names_data_stream = stream is None and name != spelled_name
     parts = split_path(name)
     check_veto(tree.names, parts)
+    if dfs_root:
+        dfs.check_not_covered(tree.fs, parts)       # a DFS link on the way: the client asks where
     # (they lie inside the request: create_durable.before_create checked it first)
     if ctx_len:
         contexts = parse_create_contexts(msg, ctx_off, ctx_len)

@@ -13,9 +13,9 @@ import types
 from functools import partial
 from typing import TYPE_CHECKING
 
-from smbring.smb import wire
+from smbring.smb import dfs, wire
 from smbring.smb.channels import NetworkInterface
-from smbring.smb.commands import ioctl_copy, ioctl_resilient, ioctl_sparse, pipe
+from smbring.smb.commands import ioctl_copy, ioctl_resilient, ioctl_sparse, pipe, tree
 from smbring.smb.commands.negotiate import capabilities, security_mode
 from smbring.smb.effects import FileSteps
 from smbring.smb.errors import SMBError, in_request
@@ -150,7 +150,14 @@ def h_ioctl(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     elif ctl in (pipe.FSCTL_PIPE_TRANSCEIVE, pipe.FSCTL_PIPE_WAIT) and c.tree(hdr).fs is None:
         return pipe.h_ioctl(c, hdr, msg, rhdr, chain)
     elif ctl == FSCTL_DFS_GET_REFERRALS:
-        raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)
+        if not c.policy.host_msdfs:
+            raise SMBError(wire.STATUS_FS_DRIVER_REQUIRED)     # (no DFS: `host msdfs = no`)
+        session = c.sessions[hdr.session_id]
+
+        def dfs_root(name: str):
+            found = tree.reachable(c, session, name)
+            return found if found is not None and found.share.msdfs_root else None
+        out = dfs.referrals(in_request(msg, in_off, in_len), max_out, dfs_root)
     elif ctl == FSCTL_CREATE_OR_GET_OBJECT_ID:
         o = c.open_for(fid, chain, hdr)
         st = o.tree.fs.fstat(o.fd)

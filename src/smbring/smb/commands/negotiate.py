@@ -162,6 +162,8 @@ def capabilities(c: Connection, dialect: int) -> int:
         caps |= wire.CAP_ENCRYPTION
     if dialect >= wire.SMB300 and c.policy.multi_channel:
         caps |= wire.CAP_MULTI_CHANNEL      # sessions bind further connections (smb.channels)
+    if c.policy.host_msdfs:
+        caps |= wire.CAP_DFS                # (as Samba: `host msdfs`, on by default; smb.dfs)
     return caps
 
 

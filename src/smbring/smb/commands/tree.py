@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
 log = logging.getLogger("smbring.smb")
+SHAREFLAG_DFS, SHAREFLAG_DFS_ROOT = 0x1, 0x2
+SHARE_CAP_DFS = 0x8
 SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM = 0x800
 SHAREFLAG_ENCRYPT_DATA = 0x8000
 ANONYMOUS_LOGON = acl.sid(5, 7)      # S-1-5-7
@@ -59,11 +61,15 @@ def h_tree_connect(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
     encrypted = share is not None and (share.encrypt or share.encrypt_desired and c.cipher and not s.guest)
     share_flags = (SHAREFLAG_ENCRYPT_DATA if encrypted else 0) | \
         (share.csc_policy if share is not None else 0)      # (`csc policy`: caching bits)
+    capabilities = 0
+    if share is not None and share.msdfs_root and c.policy.host_msdfs:
+        share_flags |= SHAREFLAG_DFS | SHAREFLAG_DFS_ROOT      # (smb.dfs)
+        capabilities |= SHARE_CAP_DFS
     if share is not None and (share.hide_unreadable or share.hide_unwriteable):
         # listings show only what the user may open (MS-SMB2 3.3.5.7: the share does
         # access-based directory enumeration), as Samba says for the same two options
         share_flags |= SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM
-    return struct.pack("<HBBIII", 16, share_type, 0, share_flags, 0, access), None
+    return struct.pack("<HBBIII", 16, share_type, 0, share_flags, capabilities, access), None
 
 
 def _connect_share(c: Connection, s: Session, name: str) -> Tree:
@@ -75,6 +81,16 @@ def _connect_share(c: Connection, s: Session, name: str) -> Tree:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     tree.counted = tree.name
     return tree
+
+
+def reachable(c: Connection, s: Session, name: str) -> Tree | None:
+    """The share `name` as the session would reach it by a tree connect (every check of one
+    made, nothing counted or kept), or None where it may not: what a DFS referral looks in
+    (smb.dfs), asked on IPC$ before any tree connect to the share."""
+    try:
+        return _share_view(c, s, name.lower())
+    except SMBError:
+        return None
 
 
 def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tree:
