@@ -68,7 +68,7 @@ def test_validate_negotiate_info_that_matches_gets_the_servers_values(negotiated
     assert (guid, dialect) == (c.conn.server_guid, dialects[-1])
     assert security_mode == wire.SECURITY_SIGNING_ENABLED
     # (no directory leasing: the client's NEGOTIATE did not announce it)
-    assert caps == wire.CAP_LARGE_MTU | wire.CAP_LEASING | (
+    assert caps == wire.CAP_DFS | wire.CAP_LARGE_MTU | wire.CAP_LEASING | (
         wire.CAP_ENCRYPTION | wire.CAP_MULTI_CHANNEL if dialect >= wire.SMB300 else 0)
 
 
@@ -174,9 +174,10 @@ def test_object_id_of_a_closed_file(client):
 
 # -- what is not served ---------------------------------------------------------------------------
 
-def test_dfs_referrals_need_a_dfs_driver(client):
+def test_a_dfs_referral_for_a_share_that_is_no_dfs_root_is_not_found(client):
+    """(Referrals for DFS roots: tests/server/test_dfs.py.)"""
     assert client.ioctl(FSCTL_DFS_GET_REFERRALS, data=b"\x04\0" + wire.utf16("\\x\\s\0"))[0] == \
-        wire.STATUS_FS_DRIVER_REQUIRED
+        0xC0000225       # STATUS_NOT_FOUND, as Samba answers for a share that is no DFS root
 
 
 @pytest.mark.parametrize("ctl", [FSCTL_PIPE_TRANSCEIVE, FSCTL_GET_INTEGRITY_INFORMATION, 0, 0xFFFFFFFF])

@@ -145,9 +145,10 @@ def test_max_read_write_and_transact_size(conn, dialect, size):
 def test_capabilities_and_cipher(conn, dialect, client_caps, caps, cipher):
     _h, fields, _c, _ = negotiate(conn, [dialect], caps=client_caps)
     # SMB 3 also announces multichannel (`server multi channel support`, on by default), 2.1
-    # and later leasing (`smb2 leases`, on by default)
+    # and later leasing (`smb2 leases`, on by default), every dialect DFS (`host msdfs`, on
+    # by default, as Samba)
     assert fields["caps"] == caps | (wire.CAP_MULTI_CHANNEL if dialect >= wire.SMB300 else 0) | \
-        (wire.CAP_LEASING if dialect >= wire.SMB210 else 0)
+        (wire.CAP_LEASING if dialect >= wire.SMB210 else 0) | wire.CAP_DFS
     assert conn.cipher == cipher
 
 
