@@ -63,8 +63,12 @@ def test_each_get_path_is_byte_exact_and_taken(smbring_server, tmp_path, path, o
             protected = bool(options)
             # splicing only where nothing needs checking beyond the header
             assert (spliced(c) > 0) == (path == "splice" and not protected)
-            # direct I/O from the pool, where the data lands on a page (not after decryption)
-            assert (c.direct_bytes > 0) == (path == "direct" and not options.get("encrypt"))
+            # direct I/O from the pool, where the data lands on a page; after decryption only
+            # where the decrypted buffer happens to start on one (so no claim either way)
+            if path != "direct":
+                assert c.direct_bytes == 0
+            elif not options.get("encrypt"):
+                assert c.direct_bytes > 0
             # the receive buffers were used again: far fewer made than READs received
             assert c.pool.made <= c.pool.keep
     run(go())
