@@ -148,6 +148,9 @@ def test_an_administrator_closes_a_file_and_ends_sessions(tmp_path):
         second_out, _ = second.communicate("quit\n", timeout=30)
     finally:
         stop(proc)
+    # (each client's first file has the same FileId's volatile half: their ids differ all the same)
+    assert sorted(f["path"].rsplit("\\", 1)[1] for f in done["files3"]) == ["held.txt", "other.txt"]
+    assert len({f["fid"] for f in done["files3"]}) == 2
     assert done["close_held"] is None, done
     assert done["close_held_again"] == {"error": [2314, "WERR_NERR_FILEIDNOTFOUND"]}
     assert done["end_sessions_of_user"] is None

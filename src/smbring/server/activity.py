@@ -7,7 +7,6 @@ NetrConnectionEnum, NetrFileEnum); an open file closed (NetrFileClose); sessions
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,19 @@ class ServerAdministration:
 
     def __init__(self, server: "Server") -> None:
         self._server = server
+        # the ids the lists gave open files, by (client, FileId): a FileId's volatile half is
+        # only its connection's, so two clients' files may share one; pruned to the opens
+        # listed last
+        self._ids: dict[tuple[int, bytes], int] = {}
+        self._next_id = 1
+
+    def _id_of(self, conn, o: Open) -> int:
+        key = (id(conn.client), o.fid)
+        given = self._ids.get(key)
+        if given is None:
+            given = self._ids[key] = self._next_id
+            self._next_id = self._next_id % 0xFFFFFFFF + 1
+        return given
 
     def _clients(self):
         """(link, connection) once per client: a client's channels share its sessions and opens."""
@@ -43,6 +55,7 @@ class ServerAdministration:
     def activity(self) -> Activity:
         now, monotonic = time.time(), time.monotonic()
         sessions, trees, files = [], [], []
+        ids: dict[tuple[int, bytes], int] = {}
         for link, conn in self._clients():
             client = _client(link)
             opens_by_tree: dict[tuple[int, int], int] = {}
@@ -67,9 +80,11 @@ class ServerAdministration:
                     continue        # (a pipe, or an open of a session not logged on)
                 name = o.display_name()
                 path = "C:" + o.tree.fs.root.replace("/", "\\") + ("\\" + name if name else "")
-                files.append(FileSeen(id=_file_id(o), path=path, user=seen[o.session_id].user,
+                ids[id(conn.client), o.fid] = file_id = self._id_of(conn, o)
+                files.append(FileSeen(id=file_id, path=path, user=seen[o.session_id].user,
                                       readable=bool(o.granted & READS), writable=bool(o.granted & WRITES),
                                       locks=len(self._server.state.locks.held(o.key, id(o)))))
+        self._ids = ids
         return Activity(tuple(sessions), tuple(trees), tuple(files))
 
     def close_file(self, file_id: int) -> bool:
@@ -77,7 +92,7 @@ class ServerAdministration:
         answer: its client's next request naming it is answered STATUS_FILE_CLOSED."""
         for link, conn in self._clients():
             for o in list(conn.opens.values()):
-                if isinstance(o, Open) and _file_id(o) == file_id:
+                if isinstance(o, Open) and self._ids.get((id(conn.client), o.fid)) == file_id:
                     log.warning("%s (session %d, from %s) closed by an administrator", o.display_name() or ".",
                                 o.session_id, _client(link))
                     conn.close_open(o)
@@ -112,8 +127,3 @@ def _client(link) -> str:
 def _user(session) -> str:
     """A session's user without the domain the client named."""
     return session.user.rpartition("\\")[2]
-
-
-def _file_id(o: Open) -> int:
-    """An open's id in srvsvc's lists: its FileId's volatile half, as far as 32 bits hold it."""
-    return struct.unpack_from("<Q", o.fid, 8)[0] & 0xFFFFFFFF

@@ -56,7 +56,7 @@ class TreeSeen:
 class FileSeen:
     """An open file or directory as NetrFileEnum lists it."""
 
-    id: int                     # its FileId's volatile half, as far as 32 bits hold it
+    id: int                     # unique among the process's open files (a FileId is its client's)
     path: str                   # as srvsvc shows paths: "C:\\srv\\share\\dir\\file"
     user: str
     readable: bool
