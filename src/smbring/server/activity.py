@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from smbring.smb import wire
-from smbring.smb.rpc.services import Activity, FileSeen, SessionSeen, TreeSeen
+from smbring.smb.rpc.services import Activity, FileSeen, SessionSeen, TreeSeen, listed_path
 from smbring.smb.state import Open
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ServerAdministration:
                 if not isinstance(o, Open) or o.session_id not in seen or o.tree is None or o.tree.fs is None:
                     continue        # (a pipe, or an open of a session not logged on)
                 name = o.display_name()
-                path = "C:" + o.tree.fs.root.replace("/", "\\") + ("\\" + name if name else "")
+                path = listed_path("/".join([o.tree.fs.root] + ([name] if name else [])))
                 ids[id(conn.client), o.fid] = file_id = self._id_of(conn, o)
                 files.append(FileSeen(id=file_id, path=path, user=seen[o.session_id].user,
                                       readable=bool(o.granted & READS), writable=bool(o.granted & WRITES),
@@ -96,8 +96,7 @@ class ServerAdministration:
                     log.warning("%s (session %d, from %s) closed by an administrator", o.display_name() or ".",
                                 o.session_id, _client(link))
                     conn.close_open(o)
-                    if conn.outbox and conn.on_output is not None:
-                        conn.on_output()        # what the close left to do: breaks, a delete on close
+                    conn.flush_outbox()     # what the close left to do: breaks, a delete on close
                     return True
         return False
 
@@ -115,8 +114,7 @@ class ServerAdministration:
                 log.warning("session %d (%s from %s) ended by an administrator", s.id, s.user, _client(link))
                 conn.end_session(s.id)
                 ended += 1
-            if conn.outbox and conn.on_output is not None:
-                conn.on_output()
+            conn.flush_outbox()
         return ended
 
 

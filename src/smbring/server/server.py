@@ -1182,8 +1182,7 @@ class Server:
                                 "administrator: %s", tid, s.id, s.user, client, share, why)
                     closed.append({"share": share, "session": s.id, "tree": tid, "user": s.user,
                                    "client": client, "why": why})
-            if conn.outbox and conn.on_output is not None:
-                conn.on_output()        # what the closes left to do: breaks, deletes on close
+            conn.flush_outbox()         # what the closes left to do: breaks, deletes on close
         return closed
 
     def reconfigure(self, shares: dict[str, Share], *, passdb_path: str, allow_guest: bool,

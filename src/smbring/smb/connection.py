@@ -714,6 +714,12 @@ class Connection:
         if self.on_output is not None:
             self.on_output()
 
+    def flush_outbox(self) -> None:
+        """Hands the shell what another connection's request or an administrator put in this
+        one's outbox (breaks, late answers, files to forget), if anything."""
+        if self.outbox and self.on_output is not None:
+            self.on_output()
+
     def resume(self, areq: "AsyncRequest", run) -> None:
         """Runs a waiting request's handler again (a CREATE held for an oplock break) and
         answers it, or lets it wait again; `run(rhdr)` returns the response body and FileId."""

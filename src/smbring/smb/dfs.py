@@ -50,8 +50,9 @@ def check_not_covered(fs, parts: list[str]) -> None:
 
 def referrals(request: bytes, max_out: int, share_tree) -> bytes:
     """FSCTL_DFS_GET_REFERRALS' answer (RESP_GET_DFS_REFERRAL) to REQ_GET_DFS_REFERRAL.
-    `share_tree(name)`: the session's tree connect to the share named so if it is an msdfs
-    root (its files reached as the session's account), else None."""
+    `share_tree(name)`: the share named so as the session would reach it by a tree connect
+    (its files as the session's account) if it is an msdfs root the session may reach, else
+    None."""
     if len(request) < 4:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     level = struct.unpack_from("<H", request)[0]

@@ -27,6 +27,12 @@ class ServerInfo:
     restrict_anonymous: int = 0
 
 
+def listed_path(path: str) -> str:
+    """A server path as srvsvc gives paths, as Samba does: on drive C:, with backslashes
+    ("/srv/data" -> "C:\\srv\\data")."""
+    return "C:" + path.replace("/", "\\")
+
+
 @dataclass(frozen=True)
 class SessionSeen:
     """A logged-on session as srvsvc's NetrSessionEnum lists it."""

@@ -38,6 +38,7 @@ from smbring.smb.rpc.services import (
     WERR_OK,
     Caller,
     Interface,
+    listed_path,
 )
 
 SYNTAX = Syntax.of("4b324fc8-1670-01d3-1278-5a47bf6ee188", 3)
@@ -94,7 +95,7 @@ def _shares(caller: Caller) -> list[Listed]:
         share = caller.view(configured)
         if share is None:           # hidden from this caller (access based share enum)
             continue
-        out.append(Listed(share.name, STYPE_DISKTREE, share.comment, "C:" + share.path.replace("/", "\\"),
+        out.append(Listed(share.name, STYPE_DISKTREE, share.comment, listed_path(share.path),
                           wire.READ_ONLY_ACCESS if share.read_only else wire.FILE_ALL_ACCESS))
     out.append(Listed("IPC$", STYPE_IPC | STYPE_SPECIAL, f"IPC Service ({caller.server.comment})", "",
                       wire.FILE_ALL_ACCESS))
