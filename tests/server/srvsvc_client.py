@@ -1,5 +1,5 @@
 """srvsvc's calls as Samba's own Python bindings make them (run by the system's python3, which
-has python3-samba): `srvsvc_client.py PORT USER PASSWORD SHARE_PATH [act]` prints, as JSON,
+has python3-samba): `srvsvc_client.py PORT USER PASSWORD SHARE_PATH [act]` (USER empty: anonymously) prints, as JSON,
 what each call answered, or {"error": [werror, name]} where it was refused. With `act`, after
 the lists: the file named held.txt closed (twice: the second finds none), and the sessions of
 USER ended (all but the caller's own), then of a client that has none."""
@@ -14,8 +14,11 @@ lp = param.LoadParm()
 lp.set("smb ports", port)
 creds = credentials.Credentials()
 creds.guess(lp)
-creds.set_username(user)
-creds.set_password(password)
+if user:
+    creds.set_username(user)
+    creds.set_password(password)
+else:
+    creds.set_anonymous()           # (an empty USER: the anonymous logon)
 conn = srvsvc.srvsvc("ncacn_np:127.0.0.1", lp, creds)
 SERVER = "\\\\127.0.0.1"
 

@@ -167,3 +167,19 @@ def test_anyone_else_may_close_nothing(smbconf):
     done = samba_client(server.port, server.root / "share", act=True)
     for call in ("close_held", "end_sessions_of_user", "end_sessions_of_other_client"):
         assert done[call] == {"error": [ACCESS_DENIED, "WERR_ACCESS_DENIED"]}, call
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a guest's session acts as root here")
+def test_an_anonymous_session_acting_as_root_is_no_administrator(tmp_path):
+    """Where guests act as root (the tests' servers map them so), an anonymous caller is
+    still refused every list and every close: a guest is never an administrator."""
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port, _log = spawn(tmp_path, str(share), "--share", "share")
+    try:
+        done = samba_client(port, share, user="", password="", act=True)
+    finally:
+        stop(proc)
+    for call in ("sessions0", "sessions502", "files3", "connections_from_client", "close_held",
+                 "end_sessions_of_other_client"):
+        assert done[call] == {"error": [ACCESS_DENIED, "WERR_ACCESS_DENIED"]}, (call, done[call])
