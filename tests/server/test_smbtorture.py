@@ -51,7 +51,18 @@ FLOORS = {
     # added 2026-12-04: a file deleted and created again by its short name keeps its long name
     # (smb.tunnel; smbd 4.17 passes it too)
     "smb2.mangle": 1,
+    # added 2026-12-05 (smbd 4.17 passes both the same way): a local program's POSIX lock
+    # stops a client's lock until it is released (`posix locking`, SAMBA3_LOCAL_DIR); a
+    # server that requires signing says so in NEGOTIATE (SERVE_ARGS)
+    "smb2.samba3misc": 1, "smb2.session-require-signing": 1,
 }
+
+# suites that look at the share's directory themselves (samba3misc's localposixlock1 locks a
+# file there as a local program): smbtorture is told where it is
+SAMBA3_LOCAL_DIR = {"smb2.samba3misc"}
+
+# suites that test a server set up some way: `smbring serve` arguments for their servers
+SERVE_ARGS = {"smb2.session-require-signing": ["--signing-required"]}
 
 # suites with a test that opens connections to port 445 whatever -p says (multichannel's
 # bugs.bug_15346, 31 channels bound at once): their servers listen there, on a loopback address
@@ -158,13 +169,16 @@ def run_smbtorture(root, label: str, names: list[str]) -> dict:
     share.mkdir()
     host, port = where_to_serve(names)
     second_user = os.geteuid() == 0 and in_suites(names, TWO_USERS)
-    proc, port, log = spawn(root, str(share), "--share", "share", host=host, port=port,
+    serve_args = [arg for suite, args in SERVE_ARGS.items() if in_suites(names, {suite}) for arg in args]
+    proc, port, log = spawn(root, str(share), "--share", "share", *serve_args, host=host, port=port,
                             second_user=second_user)
-    user2 = ([f"--option=torture:user2name={USER2}", f"--option=torture:user2password={PASSWORD2}"]
-             if second_user else [])
+    options = ([f"--option=torture:user2name={USER2}", f"--option=torture:user2password={PASSWORD2}"]
+               if second_user else [])
+    if in_suites(names, SAMBA3_LOCAL_DIR):
+        options.append(f"--option=torture:localdir={share}")
     try:
         run = subprocess.run(
-            ["smbtorture", f"//{host}/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}", *user2,
+            ["smbtorture", f"//{host}/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}", *options,
              "--fullname", "--format=subunit", *names],
             cwd=root, capture_output=True, text=True, timeout=600)
         alive = proc.poll() is None

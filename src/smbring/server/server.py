@@ -660,6 +660,10 @@ class Server:
                 self.state.oplocks.expire()
             except Exception:
                 log.exception("timeout sweep: oplock breaks not expired")
+            try:        # blocking LOCKs another program's lock may hold up try again
+                self.state.retry_kernel_lock_waits()
+            except Exception:
+                log.exception("timeout sweep: blocking locks not retried")
             try:        # durable opens detached past their timeout are closed
                 closing: list = []
                 if self.state.durable.expire(closing):

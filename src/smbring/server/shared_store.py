@@ -894,13 +894,13 @@ class SharedByteRangeLocks:
             others = self._mirror(txn, key)
             return others is not None and others.conflicts(offset, length, exclusive)
 
-    def acquire_all(self, key, wanted: list[Lock]) -> bool:
+    def acquire_all(self, key, wanted: list[Lock], confirm=None) -> bool:
         with self.store.write(grows=True) as txn:      # other workers wait meanwhile
             others = self._mirror(txn, key)
             if others is not None and any(others.conflicts(lk.offset, lk.length, lk.exclusive)
                                           for lk in wanted):
                 return False
-            if not self.local.acquire_all(key, wanted):
+            if not self.local.acquire_all(key, wanted, confirm):
                 return False
             try:
                 for lk in wanted:

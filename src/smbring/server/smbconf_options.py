@@ -209,6 +209,7 @@ OPTIONS: dict[str, Spec] = {
     "vfs objects": Spec(S, _text), "read path": Spec(S, _read_path),
     "strict allocate": Spec(S, boolean),
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
+    "posix locking": Spec(S, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
@@ -301,7 +302,7 @@ QUIET = {
     "template homedir", "dos charset", "unix charset", "display charset", "server services",
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
-    "fake oplocks", "strict locking", "posix locking",
+    "fake oplocks", "strict locking",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
     "fstype", "volume", "dos filemode", "dos filetimes",

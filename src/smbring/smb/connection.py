@@ -19,7 +19,7 @@ from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
 
-from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, security, wire
+from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, posix_locks, security, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
@@ -1319,6 +1319,10 @@ class Connection:
             show_on_close(self.state.write_times, o)
         # the directory lease its changes spare, known while its lease is (it goes with the open)
         spared = o.spares = dirleases.exempt(self, o) if self.state.oplocks.directory_leases() else None
+        if self.state.locks.count(o.key, id(o)) and posix_locks.mirrors(o):
+            # its kernel locks go before the requests waiting for its locks retry (closing the
+            # descriptor may not end them: a kept map of the file holds its description)
+            o.tree.fs.set_range_locks(o.fd, posix_locks.UNLOCK_ALL)
         closed = self.state.close_open(o)
         self.close_open_descriptor(o.tree, o.fd)
         victim = closed.delete

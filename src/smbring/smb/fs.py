@@ -22,6 +22,9 @@ import os
 from typing import Protocol, runtime_checkable
 
 from smbring.vfs.api import (
+    RANGE_READ,
+    RANGE_UNLOCKED,
+    RANGE_WRITE,
     STREAMS_DIR,
     DosInfo,
     NotAFile,
@@ -30,7 +33,8 @@ from smbring.vfs.api import (
     split_stream,
 )
 
-__all__ = ["MAX_STREAMS", "MAY_READ", "MAY_SEARCH", "MAY_WRITE", "STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError",
+__all__ = ["MAX_STREAMS", "MAY_READ", "MAY_SEARCH", "MAY_WRITE", "RANGE_READ", "RANGE_UNLOCKED", "RANGE_WRITE",
+           "STREAMS_DIR", "DosInfo", "FileSystem", "NotAFile", "PathError",
            "split_path", "split_stream"]
 
 # what `may_open` and `may_access` ask about (the values of os.R_OK and os.W_OK)
@@ -201,6 +205,15 @@ class FileSystem(Protocol):
     # -- open files ---------------------------------------------------------------------------
     def close_file(self, fd: int) -> None:
         """Closes a descriptor `open` returned. Raises OSError (EBADF)."""
+        ...
+
+    def set_range_locks(self, fd: int, changes: list[tuple[int, int, int]]) -> int:
+        """Sets the kernel byte-range locks the open file's description holds (open file
+        description locks, which other programs' POSIX locks see), in order: each change
+        (start, end, kind) makes [start, end) RANGE_UNLOCKED, RANGE_READ or RANGE_WRITE
+        (0 < end <= 2**63 - 1). A write lock on a descriptor not open for writing is taken
+        as a read lock (the most it may hold). Stops at a change another program's lock
+        refuses; how many were made. Raises OSError otherwise."""
         ...
 
     def fstat(self, fd: int) -> os.stat_result:

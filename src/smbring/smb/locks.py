@@ -213,17 +213,28 @@ class ByteRangeLocks:
             return bool(f.exclusive.overlapping(offset, length) or f.shared.overlapping(offset, length))
         return bool(_others_exclusive(f, owner, offset, length))
 
-    def acquire_all(self, key, wanted: list[Lock]) -> bool:
-        """Takes every lock or none."""
+    def acquire_all(self, key, wanted: list[Lock], confirm=None) -> bool:
+        """Takes every lock or none. `confirm()`, called once all are taken here, may still
+        refuse them (False): the kernel's locks, which other programs hold (smb.posix_locks)."""
         taken: list[Lock] = []
         for lk in wanted:
             if self.conflicts(key, lk.offset, lk.length, lk.exclusive, lk.owner):
-                for t in taken:
-                    self._take_back(key, t.offset, t.length, t.owner, t.exclusive)
-                return False
+                break
             self._add(key, lk)
             taken.append(lk)
-        return True
+        else:
+            try:
+                if confirm is None or confirm():
+                    return True
+            except BaseException:
+                self._give_back(key, taken)
+                raise
+        self._give_back(key, taken)
+        return False
+
+    def _give_back(self, key, taken: list[Lock]) -> None:
+        for t in taken:
+            self._take_back(key, t.offset, t.length, t.owner, t.exclusive)
 
     def release(self, key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
         """Releases one lock of the open with exactly this range, the exclusive one first. A

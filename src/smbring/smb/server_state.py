@@ -75,6 +75,10 @@ class ServerState:
         self.oplocks = (oplocks if oplocks is not None else backends.oplocks if backends.oplocks
                         is not None else Oplocks())
         self.durable = DurableOpens()
+        # blocking LOCKs on shares whose locks are kernel locks too (smb.posix_locks): a lock
+        # another program holds may be what they wait for, and its release wakes nothing
+        # here, so the server retries them now and then (retry_kernel_lock_waits)
+        self.kernel_lock_waits: dict = {}       # retry -> None, in the order they came
         self.write_times = WriteTimes()
         self.tunnel = NameTunnel()      # long names just removed, by their short names
         self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
@@ -226,6 +230,12 @@ class ServerState:
             # (deleting the file deletes its streams: this one's own delete with them)
             victim = self._delete_pending.take(FileOfStream(o.file_key, o.tree)) or victim
         return Closed(released, victim)
+
+    def retry_kernel_lock_waits(self) -> None:
+        """Lets every blocking LOCK that another program's lock may hold up try again."""
+        for retry in list(self.kernel_lock_waits):
+            if retry in self.kernel_lock_waits:     # (not ended by an earlier retry meanwhile)
+                retry()
 
     def has_open_below(self, path: str) -> bool:
         """Whether any open (of any connection) names a file below the directory `path`

@@ -121,6 +121,9 @@ class Share:
     oplocks: bool = True              # grant oplocks (smb.conf's oplocks)
     level2_oplocks: bool = True       # level II ones too (level2 oplocks)
     durable_handles: bool = True      # grant durable handles (durable handles)
+    # byte-range locks held as kernel locks too, which local programs see and which stop a
+    # client's lock (posix locking; smb.posix_locks)
+    posix_locking: bool = True
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
     # a Time Machine destination (fruit:time machine): FULL_SYNC offered; where the most its
     # backups may take is set (fruit:time machine max size), the share's size is that

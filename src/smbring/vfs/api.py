@@ -23,6 +23,9 @@ STREAM_BAD_CHARS = frozenset("/\\:\0")
 # neither open (split_path refuses it) nor see in a listing of the root
 STREAMS_DIR = ".smbring-streams"
 
+# what a kernel (POSIX) byte-range lock over a range is to become (FileSystem.set_range_locks)
+RANGE_UNLOCKED, RANGE_READ, RANGE_WRITE = 0, 1, 2
+
 
 class PathError(Exception):
     """A client path that names nothing we may serve; `kind` picks the status."""

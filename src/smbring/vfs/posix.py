@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import itertools
 import logging
 import os
@@ -18,6 +19,7 @@ from smbring._dirent import (NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xa
 from smbring._dirent import fstat as _fstat
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs import extents
+from smbring.vfs.api import RANGE_READ, RANGE_UNLOCKED, RANGE_WRITE
 from smbring.vfs.case_index import CaseIndex
 from smbring.vfs.short_names import may_be_mangled
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
@@ -39,6 +41,11 @@ BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 # must not lead to another file of the share
 IN_DEPOT = BENEATH | RESOLVE_NO_SYMLINKS
 FALLOC_FL_KEEP_SIZE = 0x1
+# kernel byte-range locks (set_range_locks): struct flock (l_type, l_whence, l_start, l_len,
+# l_pid; 0 for an open file description lock), the kinds' lock types, the last offset a lock names
+_FLOCK = struct.Struct("hh4xqqi4x")
+_LOCK_TYPES = {RANGE_UNLOCKED: fcntl.F_UNLCK, RANGE_READ: fcntl.F_RDLCK, RANGE_WRITE: fcntl.F_WRLCK}
+POSIX_LOCK_LIMIT = (1 << 63) - 1
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
 # file, named by an id stored on the file (so they follow renames), under STREAMS_DIR in the
@@ -743,6 +750,26 @@ class PosixVFS:
     @staticmethod
     def close_file(fd: int) -> None:
         os.close(fd)
+
+    @staticmethod
+    def set_range_locks(fd: int, changes: list[tuple[int, int, int]]) -> int:
+        writable = None
+        for done, (start, end, kind) in enumerate(changes):
+            if not 0 <= start < end <= POSIX_LOCK_LIMIT or kind not in _LOCK_TYPES:
+                raise ValueError(f"not a byte-range lock change: {(start, end, kind)}")
+            if kind == RANGE_WRITE:
+                if writable is None:
+                    writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+                if not writable:
+                    kind = RANGE_READ
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(_LOCK_TYPES[kind], os.SEEK_SET, start,
+                                                                 end - start, 0))
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES):     # another's lock is there
+                    return done
+                raise
+        return len(changes)
 
     @staticmethod
     def fstat(fd: int) -> os.stat_result:

@@ -19,13 +19,18 @@ EXECUTE granted, the opens Samba gives a descriptor and lets lock): an exclusive
 every other open's reads and writes of the range, and an open that may only read a file's
 attributes must not stop its owner's I/O (ACCESS_DENIED, as Windows' NtLockFile answers an
 open without data access). A directory has no byte ranges: INVALID_DEVICE_REQUEST, as
-smbd answers (and a READ of one)."""
+smbd answers (and a READ of one).
+
+On a share with `posix locking` (the default) the locks are kernel locks too (smb.posix_locks):
+a local program's lock refuses a lock of its range, and a blocking lock that may wait for one
+is retried by the server's sweep (ServerState.kernel_lock_waits), as nothing here hears of
+its release."""
 from __future__ import annotations
 
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import wire
+from smbring.smb import posix_locks, wire
 from smbring.smb.commands.negotiate import capabilities
 from smbring.smb.errors import SMBError
 from smbring.smb.locks import Lock
@@ -90,17 +95,22 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
     called once it is taken, before it is answered)."""
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
     if elements[0][2] & wire.LOCK_UNLOCK:   # an unlock request: element by element (3.3.5.14.1)
-        released = 0
+        mirrored = posix_locks.mirrors(o)
+        before = c.state.locks.held(o.key, id(o)) if mirrored else []
+        released: list[Lock] = []
         try:
             for offset, length, flags in elements:
                 if flags != wire.LOCK_UNLOCK:
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)
                 if not c.state.locks.release(o.key, offset, length, id(o), wake_waiters=False):
                     raise SMBError(wire.STATUS_RANGE_NOT_LOCKED)
-                released += 1
+                released.append(Lock(offset, length, False, id(o)))
         finally:
-            c.count_locks(o, -released)
+            c.count_locks(o, -len(released))
             if released:
+                if mirrored:        # (lowering the kernel's lock: never refused)
+                    o.tree.fs.set_range_locks(o.fd, posix_locks.changes(
+                        before, c.state.locks.held(o.key, id(o)), posix_locks.hull(released)))
                 c.state.locks.wake(o.key)       # once: each waiter retries once, not once per element
         return
     for offset, length, flags in elements:
@@ -118,7 +128,7 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
     c.state.oplocks.contend_level2(o.key, o)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
-    if c.state.locks.acquire_all(o.key, wanted):
+    if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted)):
         c.count_locks(o, count)
         return
     if elements[0][2] & wire.LOCK_FAIL_IMMEDIATELY:
@@ -130,7 +140,7 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
          granted) -> None:
     """A blocking lock waits for a release; answered once all its locks are taken."""
     def retry():
-        if c.state.locks.acquire_all(o.key, wanted):
+        if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted)):
             c.count_locks(o, count)
             stop()
             granted()
@@ -138,9 +148,32 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
 
     def stop():
         c.state.locks.unwait(o.key, retry)
+        c.state.kernel_lock_waits.pop(retry, None)
         if areq in o.waiting:
             o.waiting.remove(areq)
 
     areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
     o.waiting.append(areq)
     c.state.locks.wait(o.key, retry)
+    if posix_locks.mirrors(o):      # another program's lock may be what it waits for: nothing here wakes it
+        c.state.kernel_lock_waits[retry] = None
+
+
+def kernel_locks(c: Connection, o: Open, wanted: list[Lock]):
+    """For ByteRangeLocks.acquire_all, where the open's locks are kernel locks too: takes
+    the kernel's locks `wanted` adds to what the open holds, or (another program holding
+    one of them) none of them (False). None where nothing is mirrored."""
+    span = posix_locks.hull(wanted) if posix_locks.mirrors(o) else None
+    if span is None:
+        return None
+    before = c.state.locks.held(o.key, id(o)) if c.state.locks.count(o.key, id(o)) else []
+    fs = o.tree.fs
+
+    def confirm() -> bool:
+        todo = posix_locks.changes(before, before + wanted, span)
+        done = fs.set_range_locks(o.fd, todo)
+        if done == len(todo):
+            return True
+        fs.set_range_locks(o.fd, posix_locks.undo(todo[:done], before))
+        return False
+    return confirm

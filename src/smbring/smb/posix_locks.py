@@ -1,0 +1,115 @@
+"""Byte-range locks as POSIX locks too (`posix locking`, a share option, default yes as in
+Samba): what an open's SMB locks mean for the kernel lock its descriptor holds, so that local
+programs and NFS clients of the same files see them, and a lock such a program holds stops a
+client's lock of the range.
+
+The server keeps Windows' rules itself (smb.locks); the kernel lock of each open's descriptor
+(an open file description lock, F_OFD_SETLK: owned by the open, not the process, as an SMB
+lock is) mirrors them. Over each byte, it is a write lock where the open holds an exclusive
+SMB lock, a read lock where it holds only shared ones, none elsewhere. Windows' rules make
+this never stricter between the server's own opens than they are (a kernel conflict needs a
+write lock, which only an exclusive SMB lock makes, and that conflicts in Windows' rules
+too), so the kernel refuses a lock only for another program's.
+
+What a POSIX lock cannot say is left to the server alone, as Samba leaves it: a zero-length
+lock (POSIX length 0 means "to the end of every file"), and whatever lies past the largest
+offset a POSIX lock names (2^63 - 1): a range reaching past it is mirrored up to it.
+
+Here the kernel lock of a range is worked out from the open's locks; the file system applies
+it (FileSystem.set_range_locks). A LOCK request changes one range (its elements' hull) and
+every kernel lock change it makes goes one way: taking locks only raises the kernel's kind
+(which another program may refuse, and is then undone: undoing only lowers, which the kernel
+never refuses), unlocking only lowers it. The cost is O(n) in the open's locks on the file
+(at most `max locks per open`) per request that has other locks of its open."""
+from __future__ import annotations
+
+from smbring.smb.fs import RANGE_READ as READ
+from smbring.smb.fs import RANGE_UNLOCKED as NONE
+from smbring.smb.fs import RANGE_WRITE as WRITE
+from smbring.smb.locks import Lock
+
+LIMIT = (1 << 63) - 1           # a POSIX lock names offsets below it
+
+Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, end) is to be
+
+
+def mirrors(o) -> bool:
+    """Whether the open's (an smb.state.Open's) locks are kernel locks too: its share's
+    `posix locking`."""
+    return o.tree is not None and o.tree.fs is not None and o.tree.share.posix_locking
+
+
+def mirrored(offset: int, length: int) -> tuple[int, int] | None:
+    """The part [start, end) of an SMB lock's range a POSIX lock mirrors; None: none of it."""
+    if not length or offset >= LIMIT:
+        return None
+    return offset, min(offset + length, LIMIT)
+
+
+def hull(locks: list[Lock]) -> tuple[int, int] | None:
+    """The smallest range holding the mirrored parts of `locks`; None where none is."""
+    parts = [r for r in (mirrored(lk.offset, lk.length) for lk in locks) if r is not None]
+    if not parts:
+        return None
+    return min(s for s, _ in parts), max(e for _, e in parts)
+
+
+def kinds(locks: list[Lock], start: int, end: int) -> list[Change]:
+    """The kernel lock an open holding `locks` has over [start, end): consecutive pieces
+    covering it exactly, neighbours of one kind joined."""
+    steps: dict[int, list[int]] = {}       # offset -> [change of exclusive, of shared] there
+    for lk in locks:
+        r = mirrored(lk.offset, lk.length)
+        if r is None or r[1] <= start or r[0] >= end:
+            continue
+        which = 0 if lk.exclusive else 1
+        steps.setdefault(max(r[0], start), [0, 0])[which] += 1
+        steps.setdefault(min(r[1], end), [0, 0])[which] -= 1
+    pieces: list[Change] = []
+    exclusive = shared = 0
+    at = start
+    for offset in sorted(steps) + [end]:
+        if offset > at:
+            kind = WRITE if exclusive else READ if shared else NONE
+            if pieces and pieces[-1][2] == kind:
+                pieces[-1] = (pieces[-1][0], offset, kind)
+            else:
+                pieces.append((at, offset, kind))
+            at = offset
+        if offset in steps:
+            exclusive += steps[offset][0]
+            shared += steps[offset][1]
+    return pieces
+
+
+def changes(before: list[Lock], after: list[Lock], span: tuple[int, int] | None) -> list[Change]:
+    """What the kernel lock must become over `span` (a request's hull) for an open that held
+    `before` and now holds `after`: the pieces whose kind differs, in order."""
+    if span is None:
+        return []
+    old, new = kinds(before, *span), kinds(after, *span)
+    out: list[Change] = []
+    i = j = 0
+    at = span[0]
+    while at < span[1]:
+        while old[i][1] <= at:
+            i += 1
+        while new[j][1] <= at:
+            j += 1
+        upto = min(old[i][1], new[j][1])
+        if old[i][2] != new[j][2]:
+            if out and out[-1][2] == new[j][2] and out[-1][1] == at:
+                out[-1] = (out[-1][0], upto, new[j][2])
+            else:
+                out.append((at, upto, new[j][2]))
+        at = upto
+    return out
+
+
+def undo(done: list[Change], before: list[Lock]) -> list[Change]:
+    """The changes that put the kernel lock back as `before` had it over the pieces of `done`
+    (changes that only raised it): each piece lowered again."""
+    return [piece for s, e, _ in done for piece in kinds(before, s, e)]
+
+
+UNLOCK_ALL = [(0, LIMIT, NONE)]     # an open's every kernel lock (at its close)

@@ -1,0 +1,68 @@
+"""smb.posix_locks: the kernel lock an open's SMB locks make, checked byte by byte against
+the rule (write under an exclusive lock, read under only shared ones, nothing elsewhere)
+over random lock sets, and the changes between two lock sets applied to the first."""
+import random
+
+from smbring.smb.locks import Lock
+from smbring.smb.posix_locks import LIMIT, NONE, READ, WRITE, changes, hull, kinds, mirrored, undo
+
+
+def by_rule(locks, point: int) -> int:
+    covering = [lk for lk in locks if lk.length and lk.offset <= point < lk.offset + lk.length and point < LIMIT]
+    return WRITE if any(lk.exclusive for lk in covering) else READ if covering else NONE
+
+
+def painted(pieces, start: int, end: int, base: dict | None = None) -> dict:
+    out = dict(base or {})
+    for s, e, kind in pieces:
+        assert start <= s < e <= end
+        for p in range(s, e):
+            out[p] = kind
+    return out
+
+
+def random_locks(rng: random.Random, n: int) -> list[Lock]:
+    return [Lock(rng.randrange(60), rng.choice([0, 1, 3, 10, 25]), rng.random() < 0.4, 1) for _ in range(n)]
+
+
+def test_kinds_follow_the_rule_byte_by_byte():
+    rng = random.Random(5)
+    for _ in range(500):
+        locks = random_locks(rng, rng.randrange(8))
+        start = rng.randrange(40)
+        end = start + rng.randrange(1, 50)
+        pieces = kinds(locks, start, end)
+        assert pieces[0][0] == start and pieces[-1][1] == end
+        assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(pieces, pieces[1:]))   # joined
+        got = painted(pieces, start, end)
+        assert got == {p: by_rule(locks, p) for p in range(start, end)}
+
+
+def test_changes_take_the_kernel_from_one_lock_set_to_the_other():
+    rng = random.Random(7)
+    for _ in range(500):
+        before = random_locks(rng, rng.randrange(6))
+        added = random_locks(rng, rng.randrange(1, 4))
+        after = before + added
+        for old, new, touched in ((before, after, added), (after, before, added)):
+            span = hull(touched)
+            todo = changes(old, new, span)
+            if span is None:
+                assert todo == []
+                continue
+            start, end = span
+            kernel = {p: by_rule(old, p) for p in range(start, end)}
+            result = painted(todo, start, end, kernel)
+            assert result == {p: by_rule(new, p) for p in range(start, end)}
+            assert all(kernel[p] != kind for s, e, kind in todo for p in range(s, e))   # only what differs
+            # undoing what was done of it (here: all) gives the old kernel lock back
+            assert painted(undo(todo, old), start, end, result) == kernel
+
+
+def test_what_a_posix_lock_cannot_say_is_not_mirrored():
+    assert mirrored(5, 0) is None                       # zero length: "to the end" in POSIX
+    assert mirrored(LIMIT, 10) is None and mirrored(1 << 63, 1) is None
+    assert mirrored(LIMIT - 4, 100) == (LIMIT - 4, LIMIT)
+    assert hull([Lock(5, 0, True, 1), Lock(1 << 63, 9, False, 1)]) is None
+    assert kinds([Lock(LIMIT - 4, 100, True, 1)], LIMIT - 8, LIMIT) == [(LIMIT - 8, LIMIT - 4, NONE),
+                                                                         (LIMIT - 4, LIMIT, WRITE)]
