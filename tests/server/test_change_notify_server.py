@@ -22,6 +22,7 @@ from smbprotocol.open import (  # noqa: E402
 )
 
 from notify_clients import Client  # noqa: E402
+from servers import stop  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
 from smbring.server.change_watcher import TICK, ChangeWatcher  # noqa: E402
@@ -144,6 +145,57 @@ def test_veto_files_are_never_reported(smbconf):
         time.sleep(0.3)
         (srv.root / "share" / "shown.txt").write_bytes(b"x")
         assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "shown.txt")]
+    finally:
+        c.close()
+
+
+def test_kernel_change_notify_no_reports_the_servers_own_changes_only(smbconf):
+    srv = smbconf("kernel change notify = no")
+    c, other = Client(srv.port), Client(srv.port)
+    try:
+        w = watch(c.open_dir())
+        (srv.root / "share" / "from-disk.txt").write_bytes(b"x")     # not seen: no inotify
+        time.sleep(QUIET)
+        other.make_file("from-a-client.txt")
+        assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "from-a-client.txt")]
+    finally:
+        other.close()
+        c.close()
+
+
+def test_a_reload_turns_kernel_change_notify_off_and_on(tmp_path):
+    from test_smbconf_reload_params import Served
+    served = Served(tmp_path, "kernel change notify = yes", as_accounts=False)
+    try:
+        for on in (False, True):
+            served.write(f"kernel change notify = {'yes' if on else 'no'}")
+            assert "configuration reloaded" in served.reload()
+            c, other = Client(served.port), Client(served.port)
+            try:
+                w = watch(c.open_dir())
+                (served.share / f"from-disk-{on}.txt").write_bytes(b"x")
+                time.sleep(QUIET)
+                other.make_file(f"from-a-client-{on}.txt")
+                assert actions(w) == ([(FileAction.FILE_ACTION_ADDED, f"from-disk-{on}.txt")] if on else
+                                      [(FileAction.FILE_ACTION_ADDED, f"from-a-client-{on}.txt")])
+            finally:
+                other.close()
+                c.close()
+    finally:
+        stop(served.proc)
+
+
+def test_change_notify_no_answers_not_implemented(smbconf):
+    """As smbd answers with `change notify = no` (smbtorture smb2.change_notify_disabled)."""
+    srv = smbconf("change notify = no")
+    c = Client(srv.port)
+    try:
+        w = FileSystemWatcher(c.open_dir())
+        w.start(NAMES)
+        assert w.response_event.wait(10), "no answer came"
+        with pytest.raises(SMBResponseException) as refused:
+            w.result
+        assert refused.value.status == 0xC0000002
     finally:
         c.close()
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from servers import PASSWORD, PASSWORD2, USER, USER2, loopback_on_445, spawn, stop
+from servers import PASSWORD, PASSWORD2, USER, USER2, free_port, loopback_on_445, spawn, stop
 
 # (smb2.create 14 -> 12 and smb2.acls 13 -> 12 on 2026-12-01: aclfile, acldir and
 # SDFLAGSVSCHOWN name Everyone and BUILTIN\Users as owner or group, which no Unix account is;
@@ -55,14 +55,18 @@ FLOORS = {
     # stops a client's lock until it is released (`posix locking`, SAMBA3_LOCAL_DIR); a
     # server that requires signing says so in NEGOTIATE (SERVE_ARGS)
     "smb2.samba3misc": 1, "smb2.session-require-signing": 1,
+    # (smbd passes it with `change notify = no`: SMB_CONF)
+    "smb2.change_notify_disabled": 1,
 }
 
 # suites that look at the share's directory themselves (samba3misc's localposixlock1 locks a
 # file there as a local program): smbtorture is told where it is
 SAMBA3_LOCAL_DIR = {"smb2.samba3misc"}
 
-# suites that test a server set up some way: `smbring serve` arguments for their servers
+# suites that test a server set up some way: `smbring serve` arguments for their servers, or
+# [global] lines of an smb.conf they are served by
 SERVE_ARGS = {"smb2.session-require-signing": ["--signing-required"]}
+SMB_CONF = {"smb2.change_notify_disabled": ["change notify = no"]}
 
 # suites with a test that opens connections to port 445 whatever -p says (multichannel's
 # bugs.bug_15346, 31 channels bound at once): their servers listen there, on a loopback address
@@ -170,8 +174,15 @@ def run_smbtorture(root, label: str, names: list[str]) -> dict:
     host, port = where_to_serve(names)
     second_user = os.geteuid() == 0 and in_suites(names, TWO_USERS)
     serve_args = [arg for suite, args in SERVE_ARGS.items() if in_suites(names, {suite}) for arg in args]
-    proc, port, log = spawn(root, str(share), "--share", "share", *serve_args, host=host, port=port,
-                            second_user=second_user)
+    conf = [line for suite, lines in SMB_CONF.items() if in_suites(names, {suite}) for line in lines]
+    if conf:
+        port = port or free_port()
+        (root / "smb.conf").write_text("\n".join(["[global]", f"listen = {host}:{port}", *conf,
+                                                  "[share]", f"path = {share}", "read only = no", ""]))
+        serve_args = ["--config", str(root / "smb.conf"), *serve_args]
+    else:
+        serve_args = [str(share), "--share", "share", *serve_args]
+    proc, port, log = spawn(root, *serve_args, host=host, port=port, second_user=second_user)
     options = ([f"--option=torture:user2name={USER2}", f"--option=torture:user2password={PASSWORD2}"]
                if second_user else [])
     if in_suites(names, SAMBA3_LOCAL_DIR):

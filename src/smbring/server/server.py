@@ -459,9 +459,17 @@ class Server:
                 log.info("share %s: file data through %s", name, stack.describe())
         return self._modules
 
+    @staticmethod
+    def _serving_loop():
+        """The running event loop, None outside one (a reload before serving started)."""
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
     def _start_change_watcher(self) -> None:
         """Kernel watches for the directories clients watch (changes by other programs)."""
-        if self.change_watcher is not None:
+        if self.change_watcher is not None or not self.policy.kernel_change_notify:
             return
         try:
             self.change_watcher = ChangeWatcher(self.state, asyncio.get_running_loop(),
@@ -1225,6 +1233,11 @@ class Server:
             self.server_info = server_info
         if policy is not None:
             self.policy = policy
+            if not policy.kernel_change_notify and self.change_watcher is not None:
+                self.change_watcher.close()         # (`kernel change notify = no` now)
+                self.change_watcher = None
+            elif self._serving_loop() is not None:
+                self._start_change_watcher()
         if hosts_allow is not None:
             self.hosts_allow, self.hosts_deny = hosts_allow, hosts_deny or ()
         self.username_map = username_map

@@ -210,6 +210,7 @@ OPTIONS: dict[str, Spec] = {
     "strict allocate": Spec(S, boolean),
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
     "posix locking": Spec(S, boolean),
+    "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
     "server multi channel support": Spec(G, boolean),
@@ -307,7 +308,6 @@ QUIET = {
     "aio read size", "aio write size", "use sendfile",
     "fstype", "volume", "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
-    "kernel change notify", "change notify",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is
     # the create mask's, with no chmod after): Samba's `inherit acls = yes`, stricter than its
     # `no`, which chmods over the ACL

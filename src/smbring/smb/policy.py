@@ -52,6 +52,12 @@ class Policy:
     # delivered on one channel is sent again on the session's next one (MS-SMB2), else it
     # goes on the newest channel only, once (Windows)
     oplock_break_retry: bool = True
+    # `change notify` (yes by default, as Samba): CHANGE_NOTIFY is answered; `no`:
+    # STATUS_NOT_IMPLEMENTED, as smbd answers then
+    change_notify: bool = True
+    # `kernel change notify` (yes by default, as Samba): changes other programs make are seen
+    # through inotify (server.change_watcher); `no`: only the server's own are reported
+    kernel_change_notify: bool = True
     # `smbd:FSCTL_SMBTORTURE` (no by default): Samba's test controls (smb.breaks)
     smbtorture_fsctl: bool = False
     # Apple's extension (smb.aapl) on shares with `vfs objects = fruit`: `fruit:aapl` (yes by

@@ -49,6 +49,8 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
         raise SMBError(wire.STATUS_ACCESS_DENIED)      # (as Samba: a handle that may not list)
     if not o.is_dir:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    if not c.policy.change_notify:
+        raise SMBError(wire.STATUS_NOT_IMPLEMENTED)    # (`change notify = no`, as smbd)
     watches = c.state.watches
     if o.watch is None:
         o.watch = notify.Watch(o.path(), completion_filter, bool(flags & WATCH_TREE), key=o.key,
