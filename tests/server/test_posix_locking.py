@@ -29,7 +29,7 @@ READ_WRITE, READ_ONLY = 0x0012019F, 0x00120089
 EXCLUSIVE = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
 SHARED = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
 UNLOCK = LockFlags.SMB2_LOCKFLAG_UNLOCK
-LOCK_NOT_GRANTED = 0xC0000055
+LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT = 0xC0000055, 0xC0000054
 FLOCK = struct.Struct("hh4xqqi4x")      # struct flock
 
 
@@ -313,3 +313,87 @@ def test_with_two_workers_each_workers_locks_are_kernel_locks_too(serve):
     finally:
         for c in clients:
             c.close()
+
+
+def read_refused(o: Open, offset: int, length: int) -> bool:
+    try:
+        o.read(offset, length)
+        return False
+    except SMBResponseException as e:
+        assert e.status == FILE_LOCK_CONFLICT
+        return True
+
+
+def write_refused(o: Open, offset: int, data: bytes) -> bool:
+    try:
+        o.write(data, offset)
+        return False
+    except SMBResponseException as e:
+        assert e.status == FILE_LOCK_CONFLICT
+        return True
+
+
+def test_reads_and_writes_are_refused_over_a_local_programs_lock(client, default):
+    """`strict locking` (auto, the default): a local program's write lock keeps clients from
+    reading and writing its range, its read lock from writing it; nothing beside it."""
+    path = default[1] / "strict.dat"
+    path.write_bytes(b"x" * 100)
+    o = client.open("strict.dat")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert local_lock(fd, 10, 10, fcntl.F_WRLCK)
+        assert read_refused(o, 15, 10) and write_refused(o, 5, b"y" * 10)
+        assert not read_refused(o, 0, 10) and not write_refused(o, 20, b"z" * 10)
+        assert local_lock(fd, 10, 10, fcntl.F_RDLCK)
+        assert not read_refused(o, 10, 10)
+        assert write_refused(o, 19, b"w")
+        assert local_lock(fd, 10, 10, fcntl.F_UNLCK)
+        assert not write_refused(o, 10, b"v" * 10)
+        # the client's own locks never stop it, nor do another client's beyond Windows' rules
+        lock(o, 40, 10, EXCLUSIVE)
+        assert not write_refused(o, 40, b"u" * 10) and not read_refused(o, 40, 10)
+        lock(o, 40, 10, UNLOCK)
+    finally:
+        os.close(fd)
+    o.close()
+    assert path.read_bytes() == b"x" * 10 + b"v" * 10 + b"z" * 10 + b"x" * 10 + b"u" * 10 + b"x" * 50
+
+
+def test_two_clients_shared_locks_let_both_read(default):
+    """Other opens' kernel locks are judged by Windows' rules only: two clients' shared locks
+    of one range (two read locks in the kernel) keep neither from reading it."""
+    a, b = Client(default[0]), Client(default[0])
+    try:
+        (default[1] / "both.dat").write_bytes(b"s" * 64)
+        oa, ob = a.open("both.dat"), b.open("both.dat")
+        lock(oa, 0, 64, SHARED)
+        lock(ob, 0, 64, SHARED)
+        assert oa.read(0, 64) == ob.read(0, 64) == b"s" * 64
+        assert write_refused(oa, 0, b"t")       # (Windows' rule: the other's shared lock)
+        oa.close()
+        ob.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_strict_locking_no_leaves_local_locks_unchecked_but_not_the_servers(serve):
+    port, share = serve("strict locking = no")
+    a, b = Client(port), Client(port)
+    try:
+        path = share / "lax.dat"
+        path.write_bytes(b"x" * 100)
+        oa, ob = a.open("lax.dat"), b.open("lax.dat")
+        fd = os.open(path, os.O_RDWR)
+        try:
+            assert local_lock(fd, 0, 10, fcntl.F_WRLCK)
+            assert not read_refused(oa, 0, 10)
+            lock(ob, 50, 10, EXCLUSIVE)
+            assert read_refused(oa, 50, 10)     # another client's lock: always checked
+        finally:
+            os.close(fd)
+        oa.close()
+        ob.close()
+    finally:
+        a.close()
+        b.close()

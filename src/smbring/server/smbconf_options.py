@@ -90,6 +90,11 @@ DEFAULT_CASE = {"lower": "lower", "upper": "upper"}
 # `csc policy`: what clients may keep of the share's files offline (TREE_CONNECT's ShareFlags
 # caching bits, MS-SMB2 2.2.10): manual 0, documents AUTO_CACHING, programs VDO_CACHING,
 # disable NO_CACHING, as Samba sends them
+# `strict locking`: whether reads and writes are checked against other programs' kernel
+# locks too (auto, the default, and yes: always; no: never). The server's own locks are always
+# checked, whatever it says (Samba's `no` would leave them unchecked: never weaker here)
+STRICT_LOCKING = {**dict.fromkeys(("auto", "yes", "true", "1", "on"), True),
+                  **dict.fromkeys(("no", "false", "0", "off"), False)}
 CSC_POLICY = {"manual": 0x00, "documents": 0x10, "programs": 0x20, "disable": 0x30}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}
@@ -209,7 +214,7 @@ OPTIONS: dict[str, Spec] = {
     "vfs objects": Spec(S, _text), "read path": Spec(S, _read_path),
     "strict allocate": Spec(S, boolean),
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
-    "posix locking": Spec(S, boolean),
+    "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
@@ -303,7 +308,7 @@ QUIET = {
     "template homedir", "dos charset", "unix charset", "display charset", "server services",
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
-    "fake oplocks", "strict locking",
+    "fake oplocks",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
     "fstype", "volume", "dos filemode", "dos filetimes",

@@ -216,6 +216,13 @@ class FileSystem(Protocol):
         refuses; how many were made. Raises OSError otherwise."""
         ...
 
+    def range_locked(self, fd: int, start: int, end: int, write: bool) -> bool:
+        """Whether a kernel lock of another open file description (another program's, or
+        another open's) stops reading [start, end) of the open file (writing, `write`): a
+        write lock over any of it, or for a write any lock (0 <= start < end <= 2**63 - 1).
+        Raises OSError."""
+        ...
+
     def fstat(self, fd: int) -> os.stat_result:
         """The open file's stat (os.stat_result's attributes, not necessarily its type).
         Raises OSError."""

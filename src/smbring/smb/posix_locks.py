@@ -112,4 +112,16 @@ def undo(done: list[Change], before: list[Lock]) -> list[Change]:
     return [piece for s, e, _ in done for piece in kinds(before, s, e)]
 
 
+def io_allowed(c, o, offset: int, length: int, write: bool) -> bool:
+    """Whether the open (an smb.state.Open of connection `c`) may read (write, `write`) the
+    range: no other open's byte-range lock stops it (Windows' rules: smb.locks), and, where
+    the share's locks are kernel locks too and `strict locking` is not no, no other program's
+    kernel lock either (as Samba's strict locking checks them; one fcntl, F_OFD_GETLK; the
+    server's own opens' kernel locks never refuse what its table allows)."""
+    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write):
+        return False
+    part = mirrored(offset, length) if o.tree is not None and o.tree.share.strict_locking and mirrors(o) else None
+    return part is None or not o.tree.fs.range_locked(o.fd, part[0], part[1], write)
+
+
 UNLOCK_ALL = [(0, LIMIT, NONE)]     # an open's every kernel lock (at its close)

@@ -124,6 +124,9 @@ class Share:
     # byte-range locks held as kernel locks too, which local programs see and which stop a
     # client's lock (posix locking; smb.posix_locks)
     posix_locking: bool = True
+    # reads and writes checked against other programs' kernel locks too, where posix_locking
+    # (strict locking: auto and yes; no: the server's own locks only, which are always checked)
+    strict_locking: bool = True
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
     # a Time Machine destination (fruit:time machine): FULL_SYNC offered; where the most its
     # backups may take is set (fruit:time machine max size), the share's size is that

@@ -210,7 +210,7 @@ class NoSwitch:
 CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "dfs_link", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
          "stream_id", "stream_id_of", "stream_parts", "streams", "stream_names", "make_stream_dir", "create_stream",
          "own_stream", "remove_streams", "rename_stream",
-         "may_access_open", "close_file", "set_range_locks", "fstat", "size", "read_head", "write_head", "copy_range",
+         "may_access_open", "close_file", "set_range_locks", "range_locked", "fstat", "size", "read_head", "write_head", "copy_range",
          "ftruncate", "fchmod", "fchown_group", "fchown_user", "opened_parts", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos", "get_sd_and_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")

@@ -772,6 +772,13 @@ class PosixVFS:
         return len(changes)
 
     @staticmethod
+    def range_locked(fd: int, start: int, end: int, write: bool) -> bool:
+        if not 0 <= start < end <= POSIX_LOCK_LIMIT:
+            raise ValueError(f"not a byte range a lock names: {start}-{end}")
+        asked = _FLOCK.pack(fcntl.F_WRLCK if write else fcntl.F_RDLCK, os.SEEK_SET, start, end - start, 0)
+        return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_OFD_GETLK, asked))[0] != fcntl.F_UNLCK
+
+    @staticmethod
     def fstat(fd: int) -> os.stat_result:
         # (smbring._dirent's stat: os.stat_result's attributes, its fields made only as they
         # are read, a third of os.fstat's cost; os.fstat's where a time is beyond 64-bit ns)

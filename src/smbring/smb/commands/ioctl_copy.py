@@ -18,7 +18,7 @@ import secrets
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import notify, wire
+from smbring.smb import notify, posix_locks, wire
 from smbring.smb.effects import CloneRange, CopyRange
 from smbring.smb.errors import SMBError, status_for_oserror
 from smbring.smb.fileinfo import MAX_FILE_SIZE
@@ -127,9 +127,8 @@ def copy_steps(c: Connection, src: Open, dst: Open, chunks: list, rhdr: Header):
             return copy_response(rhdr, STATUS_INVALID_VIEW_SIZE, done, total)
         if dst_off + length >= MAX_FILE_SIZE:
             return copy_response(rhdr, wire.STATUS_DISK_FULL, done, total)
-        locks = c.state.locks
-        if (not locks.io_allowed(src.key, src_off, length, id(src), write=False)
-                or not locks.io_allowed(dst.key, dst_off, length, id(dst), write=True)):
+        if (not posix_locks.io_allowed(c, src, src_off, length, write=False)
+                or not posix_locks.io_allowed(c, dst, dst_off, length, write=True)):
             return copy_response(rhdr, wire.STATUS_FILE_LOCK_CONFLICT, done, total)
         copied = yield CopyRange(src.fd, src_off, dst.fd, dst_off, length)
         if isinstance(copied, OSError):
@@ -160,9 +159,8 @@ def copyfile_steps(c: Connection, src: Open, dst: Open, rhdr: Header):
     size = src.tree.fs.fstat(src.fd).st_size
     if size >= MAX_FILE_SIZE:
         return copy_response(rhdr, wire.STATUS_DISK_FULL)
-    locks = c.state.locks
-    if (not locks.io_allowed(src.key, 0, size, id(src), write=False)
-            or not locks.io_allowed(dst.key, 0, size, id(dst), write=True)):
+    if (not posix_locks.io_allowed(c, src, 0, size, write=False)
+            or not posix_locks.io_allowed(c, dst, 0, size, write=True)):
         return copy_response(rhdr, wire.STATUS_FILE_LOCK_CONFLICT)
     total = yield from _copy_whole(src.fd, dst.fd, size)
     if isinstance(total, OSError):

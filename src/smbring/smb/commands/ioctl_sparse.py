@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import dirleases, notify, wire
+from smbring.smb import dirleases, notify, posix_locks, wire
 from smbring.smb.effects import AllocatedRanges, TrimRange, ZeroRange
 from smbring.smb.errors import SMBError
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE
@@ -96,7 +96,7 @@ def zero_data(c: Connection, hdr: Header, o: Open, request, max_out: int, rhdr: 
     if o.is_dir or start > beyond:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     writable(o, wire.FILE_WRITE_DATA)
-    if not c.state.locks.io_allowed(o.key, start, beyond - start, id(o), write=True):
+    if not posix_locks.io_allowed(c, o, start, beyond - start, write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     end = min(beyond, o.tree.fs.fstat(o.fd).st_size)
     if start >= end:
@@ -203,7 +203,7 @@ def file_level_trim(c: Connection, hdr: Header, o: Open, request, max_out: int, 
     for offset, length in ranges:
         if offset < 0 or length < 0 or offset + length > INT64_MAX:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
-        if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
+        if not posix_locks.io_allowed(c, o, offset, length, write=True):
             raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     size = o.tree.fs.fstat(o.fd).st_size
     pages = [(start, end) for start, end in (

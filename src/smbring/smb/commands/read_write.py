@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import aapl, notify, wire
+from smbring.smb import aapl, notify, posix_locks, wire
 from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
 from smbring.smb.errors import SMBError
@@ -47,7 +47,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=False):
+    if not posix_locks.io_allowed(c, o, offset, length, write=False):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
     min_count = struct.unpack_from("<I", msg, 96)[0]
     size = o.tree.fs.size(o.fd)
@@ -155,5 +155,5 @@ def check_write_range(c: Connection, o, offset: int, length: int) -> None:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if offset + length >= MAX_FILE_SIZE and length:
         raise SMBError(wire.STATUS_DISK_FULL)      # what NTFS answers at its size limit
-    if not c.state.locks.io_allowed(o.key, offset, length, id(o), write=True):
+    if not posix_locks.io_allowed(c, o, offset, length, write=True):
         raise SMBError(wire.STATUS_FILE_LOCK_CONFLICT)
