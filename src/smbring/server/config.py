@@ -504,7 +504,8 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         force_group=_get(s, "force group", "").strip() or None,
         oplocks=_get(s, "oplocks", True), level2_oplocks=_get(s, "level2 oplocks", True),
         durable_handles=_get(s, "durable handles", True) or time_machine,
-        posix_locking=_get(s, "posix locking", True), strict_locking=_get(s, "strict locking", True))
+        posix_locking=_get(s, "posix locking", True), strict_locking=_get(s, "strict locking", True),
+        volume=_get(s, "volume", "").strip() or None, fstype=_get(s, "fstype", "NTFS").strip() or "NTFS")
 
 
 def _check_guests(cfg: Config) -> None:

@@ -215,6 +215,7 @@ OPTIONS: dict[str, Spec] = {
     "strict allocate": Spec(S, boolean),
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
     "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
+    "volume": Spec(S, _text), "fstype": Spec(S, _text),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
@@ -311,7 +312,7 @@ QUIET = {
     "fake oplocks",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
     "aio read size", "aio write size", "use sendfile",
-    "fstype", "volume", "dos filemode", "dos filetimes",
+    "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is
     # the create mask's, with no chmod after): Samba's `inherit acls = yes`, stricter than its

@@ -127,6 +127,10 @@ class Share:
     # reads and writes checked against other programs' kernel locks too, where posix_locking
     # (strict locking: auto and yes; no: the server's own locks only, which are always checked)
     strict_locking: bool = True
+    # what FileFsVolumeInformation and FileFsAttributeInformation name (volume, fstype): the
+    # share's name (None) and NTFS by default, as Samba's
+    volume: str | None = None
+    fstype: str = "NTFS"
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
     # a Time Machine destination (fruit:time machine): FULL_SYNC offered; where the most its
     # backups may take is set (fruit:time machine max size), the share's size is that

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
 
 FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
+# FileFsAttributeInformation's: case-sensitive search and case-preserved names, Unicode
+# names, security descriptors kept (Windows shows its Security tab only then), sparse files,
+# object ids, named streams (the flags Samba reports, with streams), hard links and EAs
+FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x10000 | 0x40000 | 0x400000 | 0x800000)
 VOLUME_SERIAL = 0x534D4252              # FileFsVolumeInformation's, FileIdInformation's
 STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
@@ -173,10 +177,10 @@ def open_info(c: Connection, o: Open, klass: int) -> bytes:
 def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     sv = fs.statvfs()
     unit = sv.f_frsize or 4096
-    if klass == 1:   # FileFsVolumeInformation
-        label = wire.utf16("smbring")
-        return struct.pack("<QIIBB", 0, VOLUME_SERIAL, len(label), 0, 0) + label
     share = o.tree.share
+    if klass == 1:   # FileFsVolumeInformation: the share's name, or its `volume`, as Samba's
+        label = wire.utf16(share.volume or share.name)
+        return struct.pack("<QIIBB", 0, VOLUME_SERIAL, len(label), 0, 0) + label
     if klass in (3, 7) and share.fruit and share.time_machine and share.time_machine_max_size:
         # a Time Machine destination of a set size: that size, less what its backups use
         total, free = time_machine.sizes(o.tree, share.time_machine_max_size)
@@ -188,10 +192,10 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
         return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
     if klass == 4:   # FileFsDeviceInformation
         return struct.pack("<II", 7, 0)
-    if klass == 5:   # FileFsAttributeInformation
-        name = wire.utf16("NTFS")
-        # case-sensitive search, case-preserved names, sparse files, named streams
-        return struct.pack("<III", 0x3 | 0x40 | 0x40000, 255, len(name)) + name
+    if klass == 5:   # FileFsAttributeInformation: what the share's file system supports, and
+        # its name (`fstype`)
+        name = wire.utf16(share.fstype)
+        return struct.pack("<III", FS_ATTRIBUTES, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
     if klass == 6:   # FileFsControlInformation: no quotas

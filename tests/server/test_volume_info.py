@@ -1,0 +1,51 @@
+"""What a share says about its volume (FileFsVolumeInformation, FileFsAttributeInformation),
+as Samba says it: the share's name as the label unless `volume` names one, `fstype` (NTFS by
+default) as the file system's name, and the capabilities Windows looks at, among them
+FILE_PERSISTENT_ACLS, without which Explorer shows no Security tab. smbclient and a raw
+client against `smbring serve --config`."""
+import struct
+
+from servers import PASSWORD, USER
+from smbconf_server import smbconf  # noqa: F401  (the fixture)
+from smbring.smb import wire
+
+PERSISTENT_ACLS, UNICODE_ON_DISK, NAMED_STREAMS, SPARSE_FILES = 0x8, 0x4, 0x40000, 0x40
+SHARES = {"share": "read only = no", "labelled": "read only = no\nvolume = Projects\nfstype = Samba"}
+
+
+def fs_info(server, share: str, klass: int) -> bytes:
+    c = server.raw()
+    c.negotiate()
+    with c:
+        tree = c.tree(c.logon(USER, PASSWORD), share)
+        fid = tree.open("", wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+        r = tree.query_info(fid, wire.INFO_FILESYSTEM, klass)
+        tree.close(fid)
+    assert r.status == wire.STATUS_SUCCESS, r
+    return r.buffer(2)
+
+
+def label(info: bytes) -> str:
+    size = struct.unpack_from("<I", info, 12)[0]
+    return info[18:18 + size].decode("utf-16-le")
+
+
+def attributes(info: bytes) -> tuple[int, str]:
+    flags, _longest, size = struct.unpack_from("<III", info)
+    return flags, info[12:12 + size].decode("utf-16-le")
+
+
+def test_the_label_is_the_shares_name_unless_volume_names_one(smbconf):
+    server = smbconf("", SHARES)
+    assert label(fs_info(server, "share", 1)) == "share"
+    assert label(fs_info(server, "labelled", 1)) == "Projects"
+    out = server.smbclient("labelled", "volume")
+    assert out.returncode == 0 and "Volume: |Projects|" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_file_system_says_it_keeps_acls_streams_and_its_fstype(smbconf):
+    server = smbconf("", SHARES)
+    flags, name = attributes(fs_info(server, "share", 5))
+    assert name == "NTFS"
+    assert flags & PERSISTENT_ACLS and flags & UNICODE_ON_DISK and flags & NAMED_STREAMS and flags & SPARSE_FILES
+    assert attributes(fs_info(server, "labelled", 5))[1] == "Samba"
