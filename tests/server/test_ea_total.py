@@ -106,3 +106,31 @@ def test_a_request_the_file_system_refuses_part_way_is_undone(smbconf, tmp_path)
     if r.status == wire.STATUS_SUCCESS:
         pytest.skip("this file system holds both")
     assert names_of(tree.query_info(fid, FILE_INFO, FULL_EA)) == {}
+
+
+def test_ea_support_no_shows_and_sets_none(smbconf, tmp_path):
+    """`ea support = no` (as smbd): SET_INFO FileFullEaInformation and a CREATE's ExtA context
+    are STATUS_EAS_NOT_SUPPORTED, a file's EAs are not shown (one set on disk neither), and
+    the volume does not say it supports them."""
+    share = tmp_path / "noea"
+    share.mkdir(mode=0o777)
+    share.chmod(0o777)
+    (share / "has").write_bytes(b"x")
+    os.setxattr(share / "has", "user.kept", b"value")
+    server = smbconf("", {"share": f"path = {share}\nread only = no\nea support = no"})
+    c = server.raw()
+    assert c.negotiate((wire.SMB311,)).status == wire.STATUS_SUCCESS
+    tree = c.tree(c.logon(USER, PASSWORD), "share")
+    fid = tree.open("f", READ_WRITE, wire.FILE_OPEN_IF)
+    r = tree.set_info(fid, FILE_INFO, FULL_EA, full_ea_list([("a", b"1")]))
+    assert r.status == wire.STATUS_EAS_NOT_SUPPORTED, r
+    r = tree.create("g", READ_WRITE, wire.FILE_OPEN_IF, contexts=[(b"ExtA", full_ea_list([("b", b"2")]))])
+    assert r.status == wire.STATUS_EAS_NOT_SUPPORTED, r
+    assert tree.create("g", READ_WRITE, wire.FILE_OPEN).status == wire.STATUS_OBJECT_NAME_NOT_FOUND
+    kept = tree.open("has", READ_WRITE)
+    assert names_of(tree.query_info(kept, FILE_INFO, FULL_EA)) == {}
+    assert struct.unpack("<I", tree.query_info(kept, FILE_INFO, 7).buffer(2))[0] == 0     # FileEaInformation
+    assert os.getxattr(share / "has", "user.kept") == b"value"      # (left as it was)
+    root = tree.open("", wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+    flags = struct.unpack_from("<I", tree.query_info(root, wire.INFO_FILESYSTEM, 5).buffer(2))[0]
+    assert not flags & 0x800000 and flags & 0x8         # no EAs; ACLs still

@@ -215,7 +215,7 @@ OPTIONS: dict[str, Spec] = {
     "strict allocate": Spec(S, boolean),
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
     "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
-    "volume": Spec(S, _text), "fstype": Spec(S, _text),
+    "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
@@ -310,7 +310,7 @@ QUIET = {
     "lock directory", "state directory", "cache directory", "pid directory", "private dir",
     "ncalrpc dir", "max xmit", "keepalive", "socket options", "disable netbios", "mangling method",
     "fake oplocks",
-    "map archive", "map hidden", "map system", "map readonly", "store dos attributes", "ea support",
+    "map archive", "map hidden", "map system", "map readonly", "store dos attributes",
     "aio read size", "aio write size", "use sendfile",
     "dos filemode", "dos filetimes",
     "printer name", "print command", "lpq command", "lprm command", "min print space",

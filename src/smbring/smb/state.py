@@ -130,6 +130,8 @@ class Share:
     # what FileFsVolumeInformation and FileFsAttributeInformation name (volume, fstype): the
     # share's name (None) and NTFS by default, as Samba's
     volume: str | None = None
+    # extended attributes kept for clients (ea support; `no`: none shown, none set, as smbd)
+    ea_support: bool = True
     fstype: str = "NTFS"
     fruit: bool = False               # `vfs objects` names fruit: Apple's AAPL context (smb.aapl)
     # a Time Machine destination (fruit:time machine): FULL_SYNC offered; where the most its

@@ -563,6 +563,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     if ctx_len:
         contexts = parse_create_contexts(msg, ctx_off, ctx_len)
         check_context_sizes(contexts)
+        if b"ExtA" in contexts and not tree.share.ea_support:
+            raise SMBError(wire.STATUS_EAS_NOT_SUPPORTED)   # (`ea support = no`, as smbd)
         eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
         if b"TWrp" in contexts:     # a previous version: the file as a snapshot holds it
             tree = snapshot_tree(c, tree, contexts[b"TWrp"])

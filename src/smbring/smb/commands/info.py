@@ -58,7 +58,8 @@ FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
 # FileFsAttributeInformation's: case-sensitive search and case-preserved names, Unicode
 # names, security descriptors kept (Windows shows its Security tab only then), sparse files,
 # object ids, named streams (the flags Samba reports, with streams), hard links and EAs
-FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x10000 | 0x40000 | 0x400000 | 0x800000)
+FS_SUPPORTS_EAS = 0x800000
+FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x10000 | 0x40000 | 0x400000 | FS_SUPPORTS_EAS)
 VOLUME_SERIAL = 0x534D4252              # FileFsVolumeInformation's, FileIdInformation's
 STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
@@ -145,8 +146,11 @@ def open_info(c: Connection, o: Open, klass: int) -> bytes:
     """The information classes that the open alone answers (its EAs, position, mode, name)."""
     fs = o.tree.fs
     if klass in (7, 15):    # the EAs are the file's, through a stream's handle too
-        with file_of(o) as fd:
-            eas = fs.list_eas(fd)
+        if not o.tree.share.ea_support:
+            eas = []        # (`ea support = no`: none, as smbd shows them)
+        else:
+            with file_of(o) as fd:
+                eas = fs.list_eas(fd)
     if klass == 7:   # FileEaInformation: what FileFullEaInformation would take
         return struct.pack("<I", len(encode_eas(eas)) if eas else 0)
     if klass == 15:  # FileFullEaInformation
@@ -195,7 +199,8 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     if klass == 5:   # FileFsAttributeInformation: what the share's file system supports, and
         # its name (`fstype`)
         name = wire.utf16(share.fstype)
-        return struct.pack("<III", FS_ATTRIBUTES, 255, len(name)) + name
+        flags = FS_ATTRIBUTES if share.ea_support else FS_ATTRIBUTES & ~FS_SUPPORTS_EAS
+        return struct.pack("<III", flags, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
     if klass == 6:   # FileFsControlInformation: no quotas
@@ -723,6 +728,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
     elif klass == 15:  # FullEa: set or (with an empty value) remove; the file's, through a stream too
+        if not tree.share.ea_support:
+            raise SMBError(wire.STATUS_EAS_NOT_SUPPORTED)
         eas = parse_eas(buf)
         with file_of(o) as fd:
             store_eas(fs, fd, eas)
