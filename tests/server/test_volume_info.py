@@ -49,3 +49,33 @@ def test_the_file_system_says_it_keeps_acls_streams_and_its_fstype(smbconf):
     assert name == "NTFS"
     assert flags & PERSISTENT_ACLS and flags & UNICODE_ON_DISK and flags & NAMED_STREAMS and flags & SPARSE_FILES
     assert attributes(fs_info(server, "labelled", 5))[1] == "Samba"
+
+
+def test_nt_acl_support_no_stores_no_client_descriptor(smbconf, tmp_path):
+    """`nt acl support = no` (as smbd): a SET_INFO of a DACL, and a CREATE's SecD context,
+    succeed and store nothing; the volume no longer says it keeps ACLs. The same requests on
+    a share with the default store them."""
+    import os
+
+    from smbring.smb import acl
+    shares = {"plain": "read only = no", "noacl": "read only = no\nnt acl support = no"}
+    server = smbconf("", shares)
+    stored = "user.smbring.sd"
+    for share, kept in (("plain", True), ("noacl", False)):
+        c = server.raw()
+        c.negotiate()
+        with c:
+            tree = c.tree(c.logon(USER, PASSWORD), share)
+            fid = tree.open("f", wire.GENERIC_ALL, wire.FILE_OPEN_IF)
+            st = os.stat(tmp_path / share / "f")
+            blob = acl.from_mode(os.stat_result((0o100600,) + tuple(st)[1:])).pack()
+            assert tree.set_info(fid, wire.INFO_SECURITY, 0, blob, acl.DACL).status == wire.STATUS_SUCCESS
+            tree.close(fid)
+            r = tree.create("g", wire.GENERIC_ALL, wire.FILE_CREATE, contexts=[(b"SecD", blob)])
+            assert r.status == wire.STATUS_SUCCESS, r
+            tree.close(r.file_id)
+            root = tree.open("", wire.GENERIC_READ, options=wire.FILE_DIRECTORY_FILE)
+            flags = struct.unpack_from("<I", tree.query_info(root, wire.INFO_FILESYSTEM, 5).buffer(2))[0]
+        for name in ("f", "g"):
+            assert (stored in os.listxattr(tmp_path / share / name)) is kept, (share, name)
+        assert bool(flags & PERSISTENT_ACLS) is kept

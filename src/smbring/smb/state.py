@@ -130,6 +130,9 @@ class Share:
     # what FileFsVolumeInformation and FileFsAttributeInformation name (volume, fstype): the
     # share's name (None) and NTFS by default, as Samba's
     volume: str | None = None
+    # clients may set security descriptors (nt acl support; `no`: a SET_INFO of one, or a
+    # CREATE's SecD context, stores nothing, as smbd; those inherited still are)
+    nt_acl_support: bool = True
     # extended attributes kept for clients (ea support; `no`: none shown, none set, as smbd)
     ea_support: bool = True
     fstype: str = "NTFS"

@@ -309,7 +309,8 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
     _is_dir, parent_sd, acl_decides_mode = parent_metadata(fs, parts)
     if parent_sd is not None and acl.check(ADD_FILE, parent_sd, None, token) < 0:
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-    new_sd = new_descriptor(contexts, parent_sd, False, token, share.force_unknown_acl_user)
+    new_sd = new_descriptor(contexts, parent_sd, False, token, share.force_unknown_acl_user,
+                            share.nt_acl_support)
     mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
     try:
@@ -329,14 +330,17 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
 
 
 def new_descriptor(contexts: dict, parent_sd: "acl.Descriptor | None", is_dir: bool,
-                   token, unknown_ok: bool = False) -> "acl.Descriptor | None":
+                   token, unknown_ok: bool = False, client_sets: bool = True) -> "acl.Descriptor | None":
     """The security descriptor of a file or directory a CREATE makes: the SecD context's,
     checked (STATUS_INVALID_PARAMETER for one that does not parse, STATUS_INVALID_OWNER for
     an owner the creator may not name) and completed from its directory's (`parent_sd`);
     else the one its directory's inheritable ACEs give. None where neither gives one (its
     mode bits then speak for it). `unknown_ok` (the share's `force unknown acl user`): an
-    owner or group that is no Unix account may be named (the file keeps the creator's)."""
-    if b"SecD" not in contexts:
+    owner or group that is no Unix account may be named (the file keeps the creator's).
+    `client_sets` false (`nt acl support = no`): the SecD context is not looked at (as smbd;
+    what the directory's descriptor hands down still is, so that no file is made more open
+    than its directory's inheritable ACEs say)."""
+    if b"SecD" not in contexts or not client_sets:
         return acl.inherit(parent_sd, is_dir, token)
     try:
         new_sd = acl.parse(contexts[b"SecD"])
@@ -820,7 +824,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
                                                    None, token) < 0:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
-            new_sd = new_descriptor(contexts, parent_sd, want_dir, token, tree.share.force_unknown_acl_user)
+            new_sd = new_descriptor(contexts, parent_sd, want_dir, token, tree.share.force_unknown_acl_user,
+                                    tree.share.nt_acl_support)
             if stream is not None:
                 new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
             if want_dir:

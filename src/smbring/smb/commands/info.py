@@ -58,8 +58,8 @@ FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
 # FileFsAttributeInformation's: case-sensitive search and case-preserved names, Unicode
 # names, security descriptors kept (Windows shows its Security tab only then), sparse files,
 # object ids, named streams (the flags Samba reports, with streams), hard links and EAs
-FS_SUPPORTS_EAS = 0x800000
-FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x10000 | 0x40000 | 0x400000 | FS_SUPPORTS_EAS)
+FS_SUPPORTS_EAS, FS_PERSISTENT_ACLS = 0x800000, 0x8
+FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | FS_PERSISTENT_ACLS | 0x40 | 0x10000 | 0x40000 | 0x400000 | FS_SUPPORTS_EAS)
 VOLUME_SERIAL = 0x534D4252              # FileFsVolumeInformation's, FileIdInformation's
 STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
@@ -199,7 +199,8 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     if klass == 5:   # FileFsAttributeInformation: what the share's file system supports, and
         # its name (`fstype`)
         name = wire.utf16(share.fstype)
-        flags = FS_ATTRIBUTES if share.ea_support else FS_ATTRIBUTES & ~FS_SUPPORTS_EAS
+        flags = FS_ATTRIBUTES & ~(0 if share.ea_support else FS_SUPPORTS_EAS) & \
+            ~(0 if share.nt_acl_support else FS_PERSISTENT_ACLS)
         return struct.pack("<III", flags, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
@@ -619,6 +620,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             new = acl.parse(buf)
         except acl.BadDescriptor:
             raise SMBError(wire.STATUS_INVALID_PARAMETER)
+        if not tree.share.nt_acl_support:
+            return struct.pack("<H", 2), None   # stores nothing (`nt acl support = no`, as smbd)
         parts, new, mode = macos_descriptor(tree, parts, new)
         # (through a stream's handle: its file's descriptor, stored as the user, whom the
         # kernel lets store it only where he may write the file, as through the file's own)
