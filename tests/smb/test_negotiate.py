@@ -124,7 +124,17 @@ def test_a_signed_negotiate_is_an_invalid_parameter(conn):
 def test_max_read_write_and_transact_size(conn, dialect, size):
     _h, fields, _c, _ = negotiate(conn, [dialect])
     assert fields["sizes"] == (size, size, size)
-    assert conn.max_io() == size
+    assert conn.max_io(wire.READ) == conn.max_io(wire.WRITE) == conn.max_io(wire.IOCTL) == size
+
+
+def test_smb2_max_read_write_and_trans_are_announced_and_held_to(conn):
+    """`smb2 max read`, `write`, `trans`: NEGOTIATE says them (MaxTransactSize, MaxReadSize,
+    MaxWriteSize), each bounds its own requests; SMB 2.0.2's stay 64 KiB."""
+    conn.limits.max_read, conn.limits.max_write, conn.limits.max_trans = 1 << 20, 256 << 10, 128 << 10
+    _h, fields, _c, _ = negotiate(conn, [wire.SMB311])
+    assert fields["sizes"] == (128 << 10, 1 << 20, 256 << 10)
+    assert (conn.max_io(wire.READ), conn.max_io(wire.WRITE), conn.max_io(wire.QUERY_INFO)) == \
+        (1 << 20, 256 << 10, 128 << 10)
 
 
 @pytest.mark.parametrize("dialect, client_caps, caps, cipher", [

@@ -42,6 +42,7 @@ from smbring.server.smbconf_options import (
     suggestion,
 )
 from smbring.smb import share_access
+from smbring.smb.limits import MAX_IO, MAX_IO_SMB202
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
 from smbring.smb.limits import Limits
 from smbring.smb.policy import PROTOCOLS, Policy
@@ -396,6 +397,9 @@ def _limits(g: dict) -> Limits:
         value = float(text) if timeout else int(text)
         if value == 0 and not timeout and name not in ZERO_IS_UNLIMITED:
             raise ConfigError(f"{where}: must be at least 1")
+        if name in ("max_read", "max_write", "max_trans") and not MAX_IO_SMB202 <= value <= MAX_IO:
+            raise ConfigError(f"{where}: {option} is between {MAX_IO_SMB202} (64 KiB) and {MAX_IO} "
+                              f"(8 MiB), not {value}")
         setattr(limits, name, value)
     return limits
 

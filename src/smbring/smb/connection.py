@@ -39,7 +39,7 @@ from smbring.smb.effects import (
 from smbring.smb.errors import SMBError, Unverified, status_for_oserror
 from smbring.smb.fileinfo import show_on_close, streams_going_with
 from smbring.smb.fs import FileSystem, PathError
-from smbring.smb.limits import MAX_IO, MAX_IO_SMB202, Limits
+from smbring.smb.limits import MAX_IO_SMB202, Limits
 from smbring.smb.rpc.services import ServerInfo
 from smbring.smb.oplocks import HANDLE, WRITE as WRITE_CACHING
 from smbring.smb.policy import Policy
@@ -932,7 +932,7 @@ class Connection:
                 sent = u32_at(msg, entry.sent_at)[0] if entry.sent_at else 0
                 asked = u32_at(msg, entry.asked_at)[0] if entry.asked_at else 0
                 most = sent if sent > asked else asked
-                if most > (MAX_IO_SMB202 if self.dialect == wire.SMB202 else MAX_IO):   # (self.max_io())
+                if most > MAX_IO_SMB202 and most > self.max_io(command):
                     raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
                 # (up to one credit's payload needs no more than the charge of 1 any request has)
                 if most > CREDIT_SIZE and self.dialect > SMB202 and \
@@ -992,9 +992,13 @@ class Connection:
             chain.create_error = rhdr.status
         return rhdr, wire.error_body()
 
-    def max_io(self) -> int:
-        """MaxReadSize, MaxWriteSize and MaxTransactSize as NEGOTIATE announced them."""
-        return MAX_IO_SMB202 if self.dialect == wire.SMB202 else MAX_IO
+    def max_io(self, command: int) -> int:
+        """The most a request of `command` may move: MaxReadSize (READ), MaxWriteSize
+        (WRITE) or MaxTransactSize (the others) as NEGOTIATE announced them."""
+        if self.dialect == wire.SMB202:
+            return MAX_IO_SMB202
+        limits = self.limits
+        return limits.max_read if command == wire.READ else limits.max_write if command == WRITE else limits.max_trans
 
     def _check_session(self, hdr: Header, msg) -> Session:
         s = self.client.sessions.get(hdr.session_id)

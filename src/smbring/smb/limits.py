@@ -41,6 +41,13 @@ class Limits:
     # each): past it, the user's least recently used listings are dropped, and listed again
     # from where they were when next asked (smb.listings)
     max_listed_names_per_user: int = 1000000  # max listed names per user
+    # per request: MaxReadSize, MaxWriteSize, MaxTransactSize announced in NEGOTIATE (SMB 2.1
+    # and later; 2.0.2's are 64 KiB), each 64 KiB to 8 MiB: larger READs, WRITEs and other
+    # requests' buffers (IOCTL, QUERY_INFO, SET_INFO, QUERY_DIRECTORY, CHANGE_NOTIFY) are
+    # STATUS_INVALID_PARAMETER, as smbd answers
+    max_read: int = MAX_IO                   # smb2 max read
+    max_write: int = MAX_IO                  # smb2 max write
+    max_trans: int = MAX_IO                  # smb2 max trans
     # per frame
     max_compound: int = 128                  # max compound requests (elements in one frame)
     max_frame: int = MAX_IO + 65536          # a frame once a session is established
@@ -59,6 +66,9 @@ class Limits:
 # smb.conf option -> Limits field; the server's configuration reader takes these names
 OPTIONS = {
     "smb2 max credits": "max_credits",
+    "smb2 max read": "max_read",
+    "smb2 max write": "max_write",
+    "smb2 max trans": "max_trans",
     "max sessions per connection": "max_sessions",
     "max pending sessions": "max_pending_sessions",
     "max open files": "max_open_files",

@@ -43,7 +43,7 @@ def h_change_notify(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain)
     _size, flags, out_len = struct.unpack_from("<HHI", msg, 64)
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
     completion_filter = struct.unpack_from("<I", msg, 88)[0]
-    if out_len > c.max_io():           # (as Samba: at most MaxTransactSize)
+    if out_len > c.max_io(wire.CHANGE_NOTIFY):           # (as Samba: at most MaxTransactSize)
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & FILE_LIST_DIRECTORY:
         raise SMBError(wire.STATUS_ACCESS_DENIED)      # (as Samba: a handle that may not list)

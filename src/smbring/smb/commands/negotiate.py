@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, wire
 from smbring.smb.errors import SMBError, in_request
-from smbring.smb.limits import MAX_IO, MAX_IO_SMB202
+from smbring.smb.limits import MAX_IO_SMB202
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -190,9 +190,12 @@ def negotiate_body(c: Connection, dialect: int, contexts: list[bytes]) -> bytes:
     sec_off = 64 + 64
     hint = SPNEGO_INIT[c.kerberos is not None]
     ctx_off = wire.pad8(sec_off + len(hint)) if contexts else 0
-    io = MAX_IO_SMB202 if dialect == wire.SMB202 else MAX_IO
+    if dialect == wire.SMB202:
+        transact = read = write = MAX_IO_SMB202
+    else:
+        transact, read, write = c.limits.max_trans, c.limits.max_read, c.limits.max_write
     body = struct.pack("<HHHH16sIIIIQQHHI", 65, secmode, dialect, len(contexts), c.server_guid,
-                       caps, io, io, io, now, 0, sec_off, len(hint), ctx_off)
+                       caps, transact, read, write, now, 0, sec_off, len(hint), ctx_off)
     body += hint
     if contexts:
         body += b"\0" * (ctx_off - 64 - len(body))

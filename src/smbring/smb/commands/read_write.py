@@ -43,7 +43,7 @@ def h_read(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[80:96]), chain, hdr)
     if o.is_dir:
         raise SMBError(wire.STATUS_INVALID_DEVICE_REQUEST)
-    if length > c.max_io() or offset + length > 0x7FFFFFFFFFFFFFFF:
+    if length > c.max_io(wire.READ) or offset + length > 0x7FFFFFFFFFFFFFFF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -84,7 +84,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     # (data inside the header or the fixed part would be the request's own fields: Samba
     # refuses it too)
-    if (length and data_off < wire.WRITE_DATA_OFFSET) or data_off + length > len(msg) or length > c.max_io():
+    if (length and data_off < wire.WRITE_DATA_OFFSET) or data_off + length > len(msg) or length > c.max_io(wire.WRITE):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & WRITE_RIGHTS:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
