@@ -16,7 +16,7 @@ def test_parse_shares_and_warn_about_ignored_options(tmp_path):
 [global]
     server signing = mandatory
     workgroup = HOME
-    nt acl support = no
+    acl map full control = no
 [Data]
     path = {tmp_path}
     read only = no
@@ -31,7 +31,7 @@ def test_parse_shares_and_warn_about_ignored_options(tmp_path):
     assert set(cfg.shares) == {"Data", "pub"}
     assert not cfg.shares["Data"].read_only and cfg.shares["pub"].read_only
     assert cfg.shares["Data"].valid_users == ["alice", "bob"] and cfg.shares["pub"].guest_ok
-    assert any("nt acl support" in w for w in cfg.warnings)
+    assert any("acl map full control" in w for w in cfg.warnings)
     assert any("fruit" in w for w in cfg.warnings)
 
 
@@ -136,15 +136,17 @@ def test_limits_and_ntlm_auth_from_global(tmp_path):
     from smbring.smb.limits import OPTIONS, Limits
     cfg = load(write_global(tmp_path, ""))
     assert cfg.limits == Limits() and cfg.ntlm_auth == "ntlmv2-only" and not cfg.warnings
-    counts = [option for option in OPTIONS if option not in ("handshake timeout", "deadtime")]
+    sizes = ("smb2 max read", "smb2 max write", "smb2 max trans")     # (64 KiB at least)
+    counts = [option for option in OPTIONS if option not in ("handshake timeout", "deadtime") + sizes]
     cfg = load(write_global(tmp_path, "\n".join(f"{option} = 7" for option in counts) + """
 handshake timeout = 2.5
+smb2 max read = 65536
 deadtime = .5
 max smbd processes = 0
 NTLM   Auth = Yes"""))
     assert not cfg.warnings      # every option is known
     assert cfg.limits.max_credits == 7 and cfg.limits.max_locks == 7 and cfg.limits.max_compound == 7
-    assert cfg.limits.handshake_timeout == 2.5 and cfg.limits.deadtime == 0.5
+    assert cfg.limits.handshake_timeout == 2.5 and cfg.limits.deadtime == 0.5 and cfg.limits.max_read == 65536
     assert cfg.limits.max_connections == 0 and cfg.limits.max_connections_per_address == 7
     assert cfg.ntlm_auth == "ntlmv1-permitted"
     for value, meant in [("no", "ntlmv2-only"), ("false", "ntlmv2-only"), ("disabled", "disabled"),

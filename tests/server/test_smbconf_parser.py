@@ -170,7 +170,7 @@ def test_debian_stock_smb_conf_starts_and_says_what_it_skips():
     ("path = %$(HOME)/../x\ninclude = /nonexistent/%m.conf", "include"),
     ("include = /nonexistent.conf", "include"),
     ("hosts allow = %I", "session variables"),
-    ("inherit permissions = yes", "inherit permissions"), ("inherit owner = unix only", "inherit owner"),
+    ("inherit owner = unix only", "inherit owner"),
     ("inherit owner = windows and unix", "inherit owner"),
 ])
 def test_what_cannot_be_enforced_stops_the_server_with_one_line(tmp_path, option, says):
@@ -197,13 +197,13 @@ def test_share_options_refused_in_a_share_too(tmp_path):
 
 def test_ignored_options_are_listed_once(tmp_path, caplog):
     conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nworkgroup = HOME\nnt acl support = 3\nobey pam restrictions = yes\n"
-                    f"server signing = mandatory\n[a]\npath = {tmp_path}\noplocks = no\nnt acl support = 4\n"
-                    f"[b]\npath = {tmp_path}\nnt acl support = 5\nserver signing = mandatory\n")
+    conf.write_text(f"[global]\nworkgroup = HOME\nmap acl inherit = 3\nobey pam restrictions = yes\n"
+                    f"server signing = mandatory\n[a]\npath = {tmp_path}\noplocks = no\nmap acl inherit = 4\n"
+                    f"[b]\npath = {tmp_path}\nmap acl inherit = 5\nserver signing = mandatory\n")
     cfg = load(str(conf))
     ignored = [n for n in cfg.notices if "ignored" in n]
     assert len(ignored) == 1
-    assert "nt acl support" in ignored[0] and "obey pam restrictions" in ignored[0]
+    assert "map acl inherit" in ignored[0] and "obey pam restrictions" in ignored[0]
     assert "server signing (a [global] option, in [b])" in ignored[0]
     assert "workgroup" not in ignored[0] and "oplocks" not in ignored[0]    # harmless: quiet
 

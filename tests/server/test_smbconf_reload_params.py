@@ -326,9 +326,9 @@ def test_parametric_options_are_ignored_with_a_notice(tmp_path):
 
 def test_samba_parameters_smbring_does_not_implement_are_ignored_with_a_notice(tmp_path):
     cfg = load(tmp_path, f"[global]\nwinbind use default domain = yes\nclient min protocol = SMB3\n"
-                         f"[s]\npath = {tmp_path}\nnt acl support = no\ndfree cache time = 10\n")
+                         f"[s]\npath = {tmp_path}\nmap acl inherit = no\ndfree cache time = 10\n")
     ignored = " ".join(n for n in cfg.notices if "ignored" in n)
-    for name in ("winbind use default domain", "client min protocol", "nt acl support", "dfree cache time"):
+    for name in ("winbind use default domain", "client min protocol", "map acl inherit", "dfree cache time"):
         assert name in ignored
 
 

@@ -216,7 +216,7 @@ OPTIONS: dict[str, Spec] = {
     "oplocks": Spec(S, boolean), "level2 oplocks": Spec(S, boolean), "durable handles": Spec(S, boolean),
     "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
     "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
-    "nt acl support": Spec(S, boolean),
+    "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
@@ -282,11 +282,8 @@ REFUSED: dict[str, tuple] = {
                         "= no is not supported (symlinks inside the share are followed; those "
                         "leading out of it never are)"),
     "dont descend": (lambda v: not v.strip(), "not supported"),
-    # both decide who may reach new files: served without them, new files would get the
-    # create mask's mode and the creator as owner, not what the admin wrote
-    "inherit permissions": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
-                            "= yes is not supported (new files get `create mask` and "
-                            "`directory mask`, not their parent directory's mode)"),
+    # decides who may reach new files: served without it, new files would get the creator as
+    # owner, not what the admin wrote
     "inherit owner": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
                       "is not supported (new files are owned by the account that creates them)"),
     "kernel oplocks": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),

@@ -108,6 +108,9 @@ class Share:
     preserve_case: bool = True        # a new file keeps the case its name was given in
     short_preserve_case: bool = True  # ... a new file with an 8.3 name too
     default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
+    # a new file's or directory's mode from its directory's, in place of the masks below
+    # (inherit permissions: a file takes its rw bits, a directory all but setuid)
+    inherit_permissions: bool = False
     create_mask: int = 0o744          # mode bits of a new file: 0o666 & mask | force
     force_create_mode: int = 0
     directory_mask: int = 0o755       # of a new directory: 0o777 & mask | force

@@ -311,7 +311,7 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # the directory's DACL forbids adding here
     new_sd = new_descriptor(contexts, parent_sd, False, token, share.force_unknown_acl_user,
                             share.nt_acl_support)
-    mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY))
+    mode = new_file_mode(share, bool(attrs & wire.ATTR_READONLY), inherited_mode(fs, share, parts))
     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
     try:
         if not acl_decides_mode:
@@ -414,15 +414,31 @@ def parsed_sd(blob: bytes | None, where: "str | list[str]") -> "acl.Descriptor |
         return None
 
 
-def new_file_mode(share, readonly: bool) -> int:
+def new_file_mode(share, readonly: bool, parent_mode: int | None = None) -> int:
     """A new file's mode bits: Samba's `create mask` and `force create mode` over rw-rw-rw-
-    (r--r--r-- with the READONLY attribute); set with fchmod, whatever the umask."""
+    (r--r--r-- with the READONLY attribute); set with fchmod, whatever the umask. With
+    `inherit permissions` (`parent_mode`: its directory's, `inherited_mode`) the
+    directory's read and write bits instead, as Samba's unix_mode."""
+    if parent_mode is not None:
+        return parent_mode & (0o444 if readonly else 0o666)
     return (0o444 if readonly else 0o666) & share.create_mask | share.force_create_mode
 
 
-def new_directory_mode(share) -> int:
-    """A new directory's: `directory mask` and `force directory mode` over rwxrwxrwx."""
+def new_directory_mode(share, parent_mode: int | None = None) -> int:
+    """A new directory's: `directory mask` and `force directory mode` over rwxrwxrwx; with
+    `inherit permissions`, its directory's mode but setuid (setgid and sticky bits too),
+    writable by its owner, as Samba's unix_mode."""
+    if parent_mode is not None:
+        return parent_mode & 0o3777 | 0o200
     return 0o777 & share.directory_mask | share.force_directory_mode
+
+
+def inherited_mode(fs: FileSystem, share, parts: list[str]) -> int | None:
+    """The mode of the directory a new name goes in, where the share's new files take theirs
+    from it (`inherit permissions`); None otherwise."""
+    if not share.inherit_permissions:
+        return None
+    return fs.stat(parts[:-1]).st_mode
 
 
 def check_veto(names, parts: list[str]) -> None:
@@ -623,6 +639,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     stream_limit = None     # a stream's: the most its file lets this user's open of it have
     stream_owner = None     # a stream's: its file's owner (uid, gid), who owns a new one
     made_file = False       # a stream's: its file made by this CREATE
+    parent_mode = None      # a new name's directory's mode, where new files take theirs from it
     if stream is not None:      # a named stream of the file: a plain file in the stream depot
         if exists and stream.casefold() in APPLE_STREAMS:
             # (its "._" file's Finder information and resource fork, first: Samba's ad_convert)
@@ -828,15 +845,16 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                                     tree.share.nt_acl_support)
             if stream is not None:
                 new_sd = None       # (none of its own: its file's holds, see file_of in info.py)
+            parent_mode = inherited_mode(fs, tree.share, parts) if stream is None else None
             if want_dir:
                 if acl_decides_mode:
-                    fs.mkdir(parts, new_directory_mode(tree.share))
+                    fs.mkdir(parts, new_directory_mode(tree.share, parent_mode))
                 else:
                     fs.mkdir(parts)
                 is_dir = True
             else:
                 if stream is None:
-                    mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY))
+                    mode = new_file_mode(tree.share, bool(attrs & wire.ATTR_READONLY), parent_mode)
                     fd = fs.open(parts, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode if acl_decides_mode else 0o600)
                 else:       # (made by the server in its depot, owned by the file's owner; its
                     # attributes are its file's: the ones asked for went to a file made with it)
@@ -913,7 +931,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 except OSError:     # (a depot not the server's: its streams are not reached)
                     pass
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
-            fs.fchmod(fd, new_directory_mode(tree.share))
+            fs.fchmod(fd, new_directory_mode(tree.share, parent_mode))
         if new_sd is not None:
             unix_owner.give_named_owner_and_group(fs, fd, contexts, tree.share.force_unknown_acl_user)
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
