@@ -274,7 +274,7 @@ def unix_accounts_with_group(names, group: str, member: str):
             subprocess.run(["groupdel", group], capture_output=True)
 
 
-def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str = ""):
+def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str = "", share_options: str = ""):
     """spawn_for_accounts on a fresh 1777 directory (under a 0755 one in /tmp, reachable by
     every account; `more`, other shares, may name it as `{share}`): yields {"port", "share",
     "proc", "log"}, stopped and removed after. Use as `yield from` in a fixture."""
@@ -285,7 +285,8 @@ def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str =
     share = top / "share"
     share.mkdir()
     share.chmod(0o1777)
-    proc, port, log = spawn_for_accounts(tmp_path, share, users, password, more=more.format(share=share))
+    proc, port, log = spawn_for_accounts(tmp_path, share, users, password, more=more.format(share=share),
+                                         share_options=share_options)
     try:
         yield {"port": port, "share": share, "proc": proc, "log": log}
     finally:
@@ -293,10 +294,10 @@ def sticky_share_server(tmp_path, prefix: str, users, password: str, more: str =
         shutil.rmtree(top, ignore_errors=True)
 
 
-def project_share_server(tmp_path, prefix: str, users, password: str):
+def project_share_server(tmp_path, prefix: str, users, password: str, share_options: str = ""):
     """sticky_share_server with a project directory `shared` (0777) in the share that every
     account may write; yields its dict. Use as `yield from` in a fixture."""
-    for started in sticky_share_server(tmp_path, prefix, users, password):
+    for started in sticky_share_server(tmp_path, prefix, users, password, share_options=share_options):
         shared = started["share"] / "shared"
         shared.mkdir()
         shared.chmod(0o777)

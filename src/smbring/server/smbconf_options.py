@@ -217,6 +217,7 @@ OPTIONS: dict[str, Spec] = {
     "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
     "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
     "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
+    "dos filetimes": Spec(S, boolean),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),
@@ -310,7 +311,7 @@ QUIET = {
     "fake oplocks",
     "map archive", "map hidden", "map system", "map readonly", "store dos attributes",
     "aio read size", "aio write size", "use sendfile",
-    "dos filemode", "dos filetimes",
+    "dos filemode",
     "printer name", "print command", "lpq command", "lprm command", "min print space",
     # a directory's default POSIX ACL always decides new files' modes (the mode asked for is
     # the create mask's, with no chmod after): Samba's `inherit acls = yes`, stricter than its

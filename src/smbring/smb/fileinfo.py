@@ -127,12 +127,24 @@ def pin_creation_time(fs, fd: int) -> None:
         pass
 
 
-def keep_write_time(fs, fd: int, mtime_ns: int) -> None:
-    """Puts the write time back after a handle that set or froze it wrote through itself
-    (the kernel moves it on every write). Best effort: a file that cannot be touched keeps
-    the kernel's time."""
+def set_file_times(share, fs, fd: int, atime_ns: int, mtime_ns: int) -> None:
+    """Sets the file's times as the account, or, where POSIX lets only the owner and the
+    share's `dos filetimes` lets any writer (as Windows), as a writer (FileSystem
+    .set_times_as_writer). PermissionError where neither may."""
     try:
-        fs.set_times(fd, fs.fstat(fd).st_atime_ns, mtime_ns)
+        fs.set_times(fd, atime_ns, mtime_ns)
+    except PermissionError:
+        if share is None or not share.dos_filetimes:
+            raise
+        fs.set_times_as_writer(fd, atime_ns, mtime_ns)
+
+
+def keep_write_time(fs, fd: int, mtime_ns: int, share=None) -> None:
+    """Puts the write time back after a handle that set or froze it wrote through itself
+    (the kernel moves it on every write; `share`: its `dos filetimes`). Best effort: a file
+    that cannot be touched keeps the kernel's time."""
+    try:
+        set_file_times(share, fs, fd, fs.fstat(fd).st_atime_ns, mtime_ns)
     except OSError:
         pass
 
@@ -149,11 +161,11 @@ def keep_file_write_time(o, mtime_ns: int) -> None:
     """`keep_write_time` on the open's file: a stream's writes are its file's (MS-FSA keeps
     the times per file), so the time goes to the file, where its name still reaches it."""
     if o.stream is None:
-        keep_write_time(o.tree.fs, o.fd, mtime_ns)
+        keep_write_time(o.tree.fs, o.fd, mtime_ns, o.tree.share)
         return
     try:
         with file_of(o) as fd:
-            keep_write_time(o.tree.fs, fd, mtime_ns)
+            keep_write_time(o.tree.fs, fd, mtime_ns, o.tree.share)
     except (SMBError, OSError):
         pass
 

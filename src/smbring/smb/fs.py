@@ -216,6 +216,14 @@ class FileSystem(Protocol):
         refuses; how many were made. Raises OSError otherwise."""
         ...
 
+    def set_times_as_writer(self, fd: int, atime_ns: int, mtime_ns: int) -> None:
+        """`set_times` of a file the account may write but does not own, which POSIX lets
+        only the owner do and Windows lets any writer (Samba's `dos filetimes`): where the
+        account may write the file (asked of the open file, as the account), its times are
+        set with the server's rights. PermissionError otherwise, or where the server has no
+        other rights than the account's."""
+        ...
+
     def range_locked(self, fd: int, start: int, end: int, write: bool) -> bool:
         """Whether a kernel lock of another open file description (another program's, or
         another open's) stops reading [start, end) of the open file (writing, `write`): a

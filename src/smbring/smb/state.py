@@ -108,6 +108,9 @@ class Share:
     preserve_case: bool = True        # a new file keeps the case its name was given in
     short_preserve_case: bool = True  # ... a new file with an 8.3 name too
     default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
+    # an account that may write a file may set its times, as on Windows (dos filetimes; POSIX
+    # lets only the owner: `no`)
+    dos_filetimes: bool = True
     # a new file's or directory's mode from its directory's, in place of the masks below
     # (inherit permissions: a file takes its rw bits, a directory all but setuid)
     inherit_permissions: bool = False

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import errno
 import os
 import threading
 from contextlib import contextmanager
@@ -211,7 +212,7 @@ CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "dfs_link",
          "stream_id", "stream_id_of", "stream_parts", "streams", "stream_names", "make_stream_dir", "create_stream",
          "own_stream", "remove_streams", "rename_stream",
          "may_access_open", "close_file", "set_range_locks", "range_locked", "fstat", "size", "read_head", "write_head", "copy_range",
-         "ftruncate", "fchmod", "fchown_group", "fchown_user", "opened_parts", "set_times", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
+         "ftruncate", "fchmod", "fchown_group", "fchown_user", "opened_parts", "set_times", "set_times_as_writer", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos", "get_sd_and_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
@@ -306,6 +307,16 @@ class ShareView:
         switch = self._act      # (see _act_on)
         switch()
         self.base.close_file(fd)
+
+    def set_times_as_writer(self, fd, atime_ns, mtime_ns):
+        """Asked as the view's identity whether it may write the file (its descriptor's
+        inode); set as the server if so."""
+        switch = self._act
+        switch()
+        if not self.base.may_access_open(fd, os.W_OK):
+            raise PermissionError(errno.EPERM, "may not write the file, so not set its times")
+        self._as_server()
+        self.base.set_times(fd, atime_ns, mtime_ns)
 
     def mkdir(self, parts, mode=0o755):
         self._act_on(parts)

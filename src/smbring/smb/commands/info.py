@@ -34,6 +34,7 @@ from smbring.smb.fileinfo import (
     attributes,
     is_read_only,
     keep_write_time,
+    set_file_times,
     pin_creation_time,
     short_name,
     stored_ns,
@@ -556,7 +557,7 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
     # Server 2016 does)
     shown = write_times.show_now(o)
     if shown is not None:
-        keep_write_time(fs, fd, shown)      # (a stream's writes: its file's)
+        keep_write_time(fs, fd, shown, o.tree.share)      # (a stream's writes: its file's)
     # a write time set or frozen here is one this handle's own writes no longer move; thawing
     # lets them again
     if mtime == TIME_THAW:
@@ -572,7 +573,7 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
         st = fs.fstat(fd)
         a = wire.unix_ns(atime) if atime not in keep else st.st_atime_ns
         m = wire.unix_ns(mtime) if mtime not in keep else st.st_mtime_ns
-        fs.set_times(fd, a, m)
+        set_file_times(o.tree.share, fs, fd, a, m)
     if ctime_set in keep and change in keep and not attrs:
         return
     dos = fs.get_dos(fd) or DosInfo()
@@ -747,7 +748,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         c.state.oplocks.contend_level2(o.key, o)
         fs.ftruncate(o.fd, file_size(buf))
         if o.kept_write_ns is not None:
-            keep_write_time(fs, o.fd, o.kept_write_ns)
+            keep_write_time(fs, o.fd, o.kept_write_ns, o.tree.share)
         else:
             c.state.write_times.modified_now(o)     # (the kernel's time is now too)
         c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)

@@ -135,7 +135,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
         o.position = where[0] + n
         o.wrote = True          # (its directory's leases break at its close: smb.dirleases)
         if o.kept_write_ns is not None:
-            keep_write_time(o.tree.fs, o.fd, o.kept_write_ns)
+            keep_write_time(o.tree.fs, o.fd, o.kept_write_ns, o.tree.share)
         if c.state.watches.active():
             c.state.watches.post_open(o, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE)
         # (an AfpInfo written whole answers the count the client sent)
