@@ -510,7 +510,9 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         durable_handles=_get(s, "durable handles", True) or time_machine,
         posix_locking=_get(s, "posix locking", True), strict_locking=_get(s, "strict locking", True),
         ea_support=_get(s, "ea support", True), nt_acl_support=_get(s, "nt acl support", True),
-        inherit_permissions=_get(s, "inherit permissions", False), dos_filetimes=_get(s, "dos filetimes", True), volume=_get(s, "volume", "").strip() or None, fstype=_get(s, "fstype", "NTFS").strip() or "NTFS")
+        inherit_permissions=_get(s, "inherit permissions", False), dos_filetimes=_get(s, "dos filetimes", True),
+        delete_veto_files=_get(s, "delete veto files", False),
+        volume=_get(s, "volume", "").strip() or None, fstype=_get(s, "fstype", "NTFS").strip() or "NTFS")
 
 
 def _check_guests(cfg: Config) -> None:

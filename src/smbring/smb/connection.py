@@ -19,7 +19,7 @@ from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
 
-from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, posix_locks, security, wire
+from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, posix_locks, security, vetoed_entries, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
 from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
@@ -1356,6 +1356,8 @@ class Connection:
                 log.info("delete on close of %s ignored: a resource fork (fruit)", victim.path())
                 return
             sid = None if in_depot else streams_going_with(fs, victim.parts)
+            if victim.is_dir and victim.tree.share.delete_veto_files:
+                vetoed_entries.remove_vetoed(fs, victim.tree.names, victim.parts)
             fs.remove(victim.parts, victim.is_dir, key=victim.key)
             if not in_depot:
                 fs.remove_streams(sid)

@@ -108,6 +108,9 @@ class Share:
     preserve_case: bool = True        # a new file keeps the case its name was given in
     short_preserve_case: bool = True  # ... a new file with an 8.3 name too
     default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
+    # a directory holding only vetoed names counts as empty, and its delete removes them
+    # (delete veto files; smb.vetoed_entries)
+    delete_veto_files: bool = False
     # an account that may write a file may set its times, as on Windows (dos filetimes; POSIX
     # lets only the owner: `no`)
     dos_filetimes: bool = True

@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from smbring.smb import aapl, acl, dirleases, notify, sharemodes, time_machine, unix_owner, wire
+from smbring.smb import aapl, acl, dirleases, notify, sharemodes, time_machine, unix_owner, vetoed_entries, wire
 from smbring.smb.commands import pipe, setinfo_hold, stream_default
 from smbring.smb.commands.create import (
     ADD_FILE,
@@ -727,7 +727,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # the share's root is never deleted
         if buf[0] and file_is_read_only(o):
             raise SMBError(wire.STATUS_CANNOT_DELETE)      # (MS-FSA 2.1.5.14.3)
-        if buf[0] and o.is_dir and fs.names(o.fd, limit=1):     # (one name says it is not empty)
+        if buf[0] and o.is_dir and not vetoed_entries.counts_as_empty(fs, tree.names, o.fd,
+                                                                      tree.share.delete_veto_files):
             raise SMBError(wire.STATUS_DIRECTORY_NOT_EMPTY)
         o.delete_on_close = bool(buf[0])
         c.state.set_delete_pending(o, o.delete_on_close)    # for every open, as on Windows
