@@ -83,3 +83,24 @@ def test_dos_filetimes_no_leaves_times_to_the_owner(posix_server):
     before = os.stat(path).st_mtime_ns
     assert set_times_as_bob(posix_server, "writable.txt", 0x0012019F) == wire.STATUS_ACCESS_DENIED
     assert os.stat(path).st_mtime_ns == before
+
+
+def set_attributes_as_bob(server, name: str, attributes: int) -> int:
+    with UserTree(server["port"], BOB, PASSWORD) as c:
+        r = c.tree.create(f"shared\\{name}", 0x0012019F)
+        if r.status != wire.STATUS_SUCCESS:
+            return r.status
+        basic = struct.pack("<QQQQII", 0, 0, 0, 0, attributes, 0)
+        status = c.tree.set_info(r.file_id, wire.INFO_FILE, BASIC, basic).status
+        c.tree.close(r.file_id)
+        return status
+
+
+def test_an_account_granted_write_attributes_sets_read_only(server):
+    """READONLY is the file's write bits here; Windows lets anyone granted
+    FILE_WRITE_ATTRIBUTES set it (Samba stores it with its own rights), POSIX only the owner:
+    the server drops the write bits for him, and changes nothing else."""
+    path = alices(server, "attributes.txt", 0o666)
+    assert set_attributes_as_bob(server, "attributes.txt", wire.ATTR_READONLY) == wire.STATUS_SUCCESS
+    st = os.stat(path)
+    assert st.st_mode & 0o7777 == 0o444 and st.st_uid == server["accounts"][ALICE][0]

@@ -269,6 +269,14 @@ class FileSystem(Protocol):
         Raises OSError."""
         ...
 
+    def set_write_bits(self, fd: int, mode: int) -> None:
+        """Sets the file's mode to `mode`, which differs from its mode in write bits only:
+        the READONLY attribute, which Windows lets anyone granted FILE_WRITE_ATTRIBUTES set
+        (the caller checked the open holds it), though POSIX lets only the owner chmod; with
+        the server's rights. ValueError where other bits would change; PermissionError where
+        the server has no other rights than the account's."""
+        ...
+
     def fchown_group(self, fd: int, gid: int) -> None:
         """Gives the file to the Unix group `gid` (its owner unchanged), as the kernel allows
         the caller: its owner to one of its groups, root to any. Raises OSError (EPERM)."""

@@ -826,6 +826,13 @@ class PosixVFS:
         os.fchmod(fd, mode)
 
     @staticmethod
+    def set_write_bits(fd: int, mode: int) -> None:
+        current = os.fstat(fd).st_mode & 0o7777
+        if (current ^ mode) & ~0o222:
+            raise ValueError(f"not a change of write bits only: {current:o} to {mode:o}")
+        os.fchmod(fd, mode)
+
+    @staticmethod
     def fchown_group(fd: int, gid: int) -> None:
         os.fchown(fd, -1, gid)
 

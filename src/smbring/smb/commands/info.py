@@ -595,10 +595,21 @@ def set_file_basic(o: Open, fd: int, fields: tuple, write_times: WriteTimes) -> 
     # the write bits go last when they are dropped and first when they come back: the DOS
     # information is an xattr, which the kernel lets only an account that may write store
     if want_mode != mode and want_mode & 0o200:
-        fs.fchmod(fd, want_mode)
+        set_read_only_bits(fs, fd, want_mode)
     writable_for_metadata(fs, fd, lambda: fs.set_dos(fd, dos))
     if want_mode != mode and not want_mode & 0o200:
-        fs.fchmod(fd, want_mode)
+        set_read_only_bits(fs, fd, want_mode)
+
+
+def set_read_only_bits(fs, fd: int, mode: int) -> None:
+    """The write bits that READONLY is (`mode` differs from the file's in them only): as the
+    account, else (POSIX lets only the owner chmod) as Windows lets anyone the open's
+    FILE_WRITE_ATTRIBUTES was granted to, which SET_INFO checked (FileSystem.set_write_bits,
+    as Samba stores the attribute with its own rights then)."""
+    try:
+        fs.fchmod(fd, mode)
+    except PermissionError:
+        fs.set_write_bits(fd, mode)
 
 
 def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
