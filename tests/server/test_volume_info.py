@@ -79,3 +79,16 @@ def test_nt_acl_support_no_stores_no_client_descriptor(smbconf, tmp_path):
         for name in ("f", "g"):
             assert (stored in os.listxattr(tmp_path / share / name)) is kept, (share, name)
         assert bool(flags & PERSISTENT_ACLS) is kept
+
+
+def test_max_disk_size_caps_the_size_and_free_space_shown(smbconf):
+    """`max disk size = 100` (MiB, as Samba's disk_norm): the share is said to be at most
+    100 MiB, with less than that free, whatever the file system holds."""
+    server = smbconf("max disk size = 100", SHARES)
+    total, free, sectors, sector = struct.unpack("<QQII", fs_info(server, "share", 3))
+    unit = sectors * sector
+    assert 0 < total * unit <= 100 << 20 and free < total
+    total7, caller_free, free7, _s, _b = struct.unpack("<QQQII", fs_info(server, "share", 7))
+    assert total7 == total and caller_free < total and free7 < total
+    out = server.smbclient("share", "du")
+    assert out.returncode == 0 and "blocks of size" in out.stdout, out.stdout + out.stderr

@@ -309,7 +309,7 @@ def _apply_global(cfg: Config, g: dict, netbios: str) -> None:
                     restrict_anonymous=_get(g, "restrict anonymous", 0), server_name=netbios,
                     multi_channel=_get(g, "server multi channel support", True),
                     host_msdfs=_get(g, "host msdfs", True),
-                    change_notify=_get(g, "change notify", True),
+                    change_notify=_get(g, "change notify", True), max_disk_size=_get(g, "max disk size", 0),
                     kernel_change_notify=_get(g, "kernel change notify", True),
                     smb2_leases=_get(g, "smb2 leases", True),
                     directory_leases=_get(g, "smb3 directory leases", True) and _get(g, "smb2 leases", True),

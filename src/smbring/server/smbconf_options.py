@@ -218,6 +218,7 @@ OPTIONS: dict[str, Spec] = {
     "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
     "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
     "dos filetimes": Spec(S, boolean), "delete veto files": Spec(S, boolean),
+    "max disk size": Spec(G, whole),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
     "server signing": Spec(G, one_of(SIGNING, "server signing")),

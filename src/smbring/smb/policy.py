@@ -58,6 +58,9 @@ class Policy:
     # `kernel change notify` (yes by default, as Samba): changes other programs make are seen
     # through inotify (server.change_watcher); `no`: only the server's own are reported
     kernel_change_notify: bool = True
+    # `max disk size` (MiB; 0, the default: none): the most a share's size and free space are
+    # said to be, as Samba's disk_norm (old programs that cannot count past a size)
+    max_disk_size: int = 0
     # `smbd:FSCTL_SMBTORTURE` (no by default): Samba's test controls (smb.breaks)
     smbtorture_fsctl: bool = False
     # Apple's extension (smb.aapl) on shares with `vfs objects = fruit`: `fruit:aapl` (yes by

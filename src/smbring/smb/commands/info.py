@@ -193,8 +193,12 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
         if klass == 3:
             return struct.pack("<QQII", total, free, per_unit, 512)
         return struct.pack("<QQQII", total, free, free, per_unit, 512)
+    total, caller_free, free = sv.f_blocks, sv.f_bavail, sv.f_bfree
+    if c.policy.max_disk_size:      # (`max disk size`, as Samba's disk_norm)
+        most = c.policy.max_disk_size * (1 << 20) // unit
+        total, caller_free, free = min(total, most), min(caller_free, most - 1), min(free, most - 1)
     if klass == 3:   # FileFsSizeInformation
-        return struct.pack("<QQII", sv.f_blocks, sv.f_bavail, unit // 512, 512)
+        return struct.pack("<QQII", total, caller_free, unit // 512, 512)
     if klass == 4:   # FileFsDeviceInformation
         return struct.pack("<II", 7, 0)
     if klass == 5:   # FileFsAttributeInformation: what the share's file system supports, and
@@ -204,7 +208,7 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
             ~(0 if share.nt_acl_support else FS_PERSISTENT_ACLS)
         return struct.pack("<III", flags, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
-        return struct.pack("<QQQII", sv.f_blocks, sv.f_bavail, sv.f_bfree, unit // 512, 512)
+        return struct.pack("<QQQII", total, caller_free, free, unit // 512, 512)
     if klass == 6:   # FileFsControlInformation: no quotas
         return struct.pack("<QQQQQII", 0, 0, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0, 0)
     if klass == 8:   # FileFsObjectIdInformation
