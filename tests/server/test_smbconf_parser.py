@@ -159,7 +159,7 @@ def test_debian_stock_smb_conf_starts_and_says_what_it_skips():
     ("admin users = root", "admin users"),
     ("map to guest = bad password", "map to guest"), ("map to guest = Bad Uid", "map to guest"),
     ("security = ads", "security"), ("server role = active directory domain controller", "server role"),
-    ("follow symlinks = no", "follow symlinks"), ("root directory = /srv", "root directory"),
+    ("root directory = /srv", "root directory"),
     ("config file = /etc/other.conf", "config file"), ("preexec close = yes", "preexec close"),
     ("hosts deny = evil.example.com", "hosts deny"), ("valid users = &netgroup", "valid users"),
     ("server min protocol = SMB4", "server min protocol"), ("smb encrypt = maybe", "smb encrypt"),

@@ -218,6 +218,7 @@ OPTIONS: dict[str, Spec] = {
     "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
     "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
     "dos filetimes": Spec(S, boolean), "delete veto files": Spec(S, boolean),
+    "follow symlinks": Spec(S, boolean),
     "max disk size": Spec(G, whole),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
@@ -280,9 +281,6 @@ REFUSED: dict[str, tuple] = {
     "username map script": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
     "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
     "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),
-    "follow symlinks": (lambda v: v.strip().lower() in ("yes", "true", "1", "on"),
-                        "= no is not supported (symlinks inside the share are followed; those "
-                        "leading out of it never are)"),
     "dont descend": (lambda v: not v.strip(), "not supported"),
     # decides who may reach new files: served without it, new files would get the creator as
     # owner, not what the admin wrote

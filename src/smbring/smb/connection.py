@@ -1188,10 +1188,11 @@ class Connection:
         acts as each user's account): one FileSystem per share directory and identity,
         however many trees connect to it (a share's directory may depend on the session:
         path = /srv/%U)."""
-        fs = self._fs.get((share.path, identity))
+        where = (share.path, share.follow_symlinks, identity)
+        fs = self._fs.get(where)
         if fs is None:
             fs = self.open_fs(share.path) if self.identities is None else self.open_fs(share, identity)
-            self._fs[(share.path, identity)] = fs
+            self._fs[where] = fs
         return fs
 
     def drop_tree(self, tree: Tree) -> None:

@@ -108,6 +108,8 @@ class Share:
     preserve_case: bool = True        # a new file keeps the case its name was given in
     short_preserve_case: bool = True  # ... a new file with an 8.3 name too
     default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
+    # symbolic links inside the share followed (follow symlinks; `no`: none, vfs.posix)
+    follow_symlinks: bool = True
     # a directory holding only vetoed names counts as empty, and its delete removes them
     # (delete veto files; smb.vetoed_entries)
     delete_veto_files: bool = False

@@ -199,8 +199,12 @@ def _as_directory(st: os.stat_result) -> os.stat_result:
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, follow_symlinks: bool = True):
         self.root = os.path.realpath(root)
+        # `follow symlinks = no` (Samba's): no path through a symbolic link is looked up at all
+        # (ELOOP, which clients see as STATUS_ACCESS_DENIED); else those that stay beneath the
+        # root are followed
+        self.follow_symlinks = follow_symlinks
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.depot = os.path.join(self.root, STREAMS_DIR)
         self.case_index = CaseIndex(_same_but_case, read_names)   # what match_case reads
@@ -255,7 +259,7 @@ class PosixVFS:
         try:
             return openat2(self.root_fd, rel, flags, mode, how | RESOLVE_NO_SYMLINKS)
         except OSError as e:
-            if e.errno != errno.ELOOP:
+            if e.errno != errno.ELOOP or not self.follow_symlinks:
                 raise
         if flags & os.O_CREAT and parts:
             self._may_create_through_links(parts, how)
