@@ -58,9 +58,9 @@ READ_ATTRIBUTES_CLASSES = {4, 18, 34, 35}
 FILE_READ_EA, FILE_READ_ATTRIBUTES, READ_CONTROL = 0x8, 0x80, 0x20000
 # FileFsAttributeInformation's: case-sensitive search and case-preserved names, Unicode
 # names, security descriptors kept (Windows shows its Security tab only then), sparse files,
-# object ids, named streams (the flags Samba reports, with streams), hard links and EAs
-FS_SUPPORTS_EAS, FS_PERSISTENT_ACLS = 0x800000, 0x8
-FS_ATTRIBUTES = (0x1 | 0x2 | 0x4 | FS_PERSISTENT_ACLS | 0x40 | 0x10000 | 0x40000 | 0x400000 | FS_SUPPORTS_EAS)
+# object ids, named streams: the flags Samba reports (with streams), which clients know
+FS_PERSISTENT_ACLS = 0x8
+FS_ATTRIBUTES = 0x1 | 0x2 | 0x4 | FS_PERSISTENT_ACLS | 0x40 | 0x10000 | 0x40000
 VOLUME_SERIAL = 0x534D4252              # FileFsVolumeInformation's, FileIdInformation's
 STATUS_NOT_SAME_DEVICE = 0xC00000D4     # a hard link to another file system
 
@@ -204,8 +204,7 @@ def fs_info(c: Connection, o: Open, fs: FileSystem, klass: int) -> bytes:
     if klass == 5:   # FileFsAttributeInformation: what the share's file system supports, and
         # its name (`fstype`)
         name = wire.utf16(share.fstype)
-        flags = FS_ATTRIBUTES & ~(0 if share.ea_support else FS_SUPPORTS_EAS) & \
-            ~(0 if share.nt_acl_support else FS_PERSISTENT_ACLS)
+        flags = FS_ATTRIBUTES if share.nt_acl_support else FS_ATTRIBUTES & ~FS_PERSISTENT_ACLS
         return struct.pack("<III", flags, 255, len(name)) + name
     if klass == 7:   # FileFsFullSizeInformation
         return struct.pack("<QQQII", total, caller_free, free, unit // 512, 512)
