@@ -512,6 +512,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         ea_support=_get(s, "ea support", True), nt_acl_support=_get(s, "nt acl support", True),
         inherit_permissions=_get(s, "inherit permissions", False), dos_filetimes=_get(s, "dos filetimes", True),
         delete_veto_files=_get(s, "delete veto files", False), follow_symlinks=_get(s, "follow symlinks", True),
+        inherit_owner=_get(s, "inherit owner", "no"),
         volume=_get(s, "volume", "").strip() or None, fstype=_get(s, "fstype", "NTFS").strip() or "NTFS")
 
 

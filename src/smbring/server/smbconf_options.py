@@ -95,6 +95,8 @@ DEFAULT_CASE = {"lower": "lower", "upper": "upper"}
 # checked, whatever it says (Samba's `no` would leave them unchecked: never weaker here)
 STRICT_LOCKING = {**dict.fromkeys(("auto", "yes", "true", "1", "on"), True),
                   **dict.fromkeys(("no", "false", "0", "off"), False)}
+INHERIT_OWNER = {**dict.fromkeys(("no", "false", "0", "off"), "no"), "unix only": "unix only",
+                 **dict.fromkeys(("windows and unix", "yes", "true", "1", "on"), "windows and unix")}
 CSC_POLICY = {"manual": 0x00, "documents": 0x10, "programs": 0x20, "disable": 0x30}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}
@@ -219,6 +221,7 @@ OPTIONS: dict[str, Spec] = {
     "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
     "dos filetimes": Spec(S, boolean), "delete veto files": Spec(S, boolean),
     "follow symlinks": Spec(S, boolean),
+    "inherit owner": Spec(S, one_of(INHERIT_OWNER, "inherit owner")),
     "max disk size": Spec(G, whole),
     "change notify": Spec(G, boolean), "kernel change notify": Spec(G, boolean),
     # the server
@@ -282,10 +285,6 @@ REFUSED: dict[str, tuple] = {
     "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
     "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),
     "dont descend": (lambda v: not v.strip(), "not supported"),
-    # decides who may reach new files: served without it, new files would get the creator as
-    # owner, not what the admin wrote
-    "inherit owner": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
-                      "is not supported (new files are owned by the account that creates them)"),
     "kernel oplocks": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
                        "= yes is not supported (oplocks are kept by the server alone: a local "
                        "process opening a file breaks none)"),

@@ -293,6 +293,13 @@ class FileSystem(Protocol):
         root alone do. Raises OSError (EPERM)."""
         ...
 
+    def give_new_file(self, fd: int, uid: int) -> None:
+        """Gives a file or directory a CREATE has just made (and nothing else: the caller's
+        word) to the Unix user `uid`, with the server's rights (`inherit owner`: its
+        directory's owner). Raises OSError (EPERM where the server has no other rights than
+        the account's)."""
+        ...
+
     def set_times(self, fd: int, atime_ns: int, mtime_ns: int) -> None:
         """Sets the file's access and modification times (ns since the Unix epoch). Raises
         OSError."""

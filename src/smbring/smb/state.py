@@ -108,6 +108,9 @@ class Share:
     preserve_case: bool = True        # a new file keeps the case its name was given in
     short_preserve_case: bool = True  # ... a new file with an 8.3 name too
     default_case: str = "lower"       # the case of new names not preserved ("lower", "upper")
+    # new files given to their directory's owner (inherit owner: "no", "unix only", "windows
+    # and unix"; smb.unix_owner.directory_owner)
+    inherit_owner: str = "no"
     # symbolic links inside the share followed (follow symlinks; `no`: none, vfs.posix)
     follow_symlinks: bool = True
     # a directory holding only vetoed names counts as empty, and its delete removes them

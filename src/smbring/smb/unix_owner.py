@@ -17,6 +17,8 @@ is STATUS_INVALID_OWNER, as in Samba, unless the share sets `force unknown acl u
 maps it to the current user's, which the file has)."""
 from __future__ import annotations
 
+import os
+
 from smbring.smb import acl, wire
 from smbring.smb.errors import SMBError
 
@@ -84,3 +86,35 @@ def give_named_owner_and_group(fs, fd: int, contexts: dict, unknown_ok: bool = F
                 raise SMBError(wire.STATUS_ACCESS_DENIED) from None
     if named.group and acl.unix_group_id(named.group) is not None:
         follow_group(fs, fd, named.group)
+
+
+# `inherit owner` (Samba's values; `yes` is `windows and unix`): a new file or directory is
+# given to the owner of the directory it is made in, as Unix owner (`unix only`) or as its
+# descriptor's owner too (`windows and unix`)
+NO, UNIX_ONLY, WINDOWS_AND_UNIX = "no", "unix only", "windows and unix"
+
+
+def directory_owner(fs, share, parts: list[str]) -> tuple[int, bytes] | None:
+    """Where the share's new files go to their directory's owner (`inherit owner`): that
+    owner's uid and SID, for the file or directory a CREATE is making at `parts`; None
+    otherwise. The directory's descriptor names its owner where it stores one (its Unix
+    owner's SID otherwise)."""
+    if share.inherit_owner == NO:
+        return None
+    directory = parts[:-1]
+    uid = fs.stat(directory).st_uid
+    owner = acl.unix_user(uid)
+    if share.inherit_owner == WINDOWS_AND_UNIX:
+        try:
+            fd = fs.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                stored = fs.get_sd(fd)
+            finally:
+                fs.close_file(fd)
+            named = acl.parse(stored).owner if stored else None
+        except (OSError, acl.BadDescriptor):
+            named = None        # (one it cannot read: its Unix owner's SID, which is the same owner)
+        if named and acl.unix_user_id(named) == uid:
+            owner = named
+    return uid, owner
+

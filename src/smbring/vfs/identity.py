@@ -212,7 +212,7 @@ CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "dfs_link",
          "stream_id", "stream_id_of", "stream_parts", "streams", "stream_names", "make_stream_dir", "create_stream",
          "own_stream", "remove_streams", "rename_stream",
          "may_access_open", "close_file", "set_range_locks", "range_locked", "fstat", "size", "read_head", "write_head", "copy_range",
-         "ftruncate", "fchmod", "set_write_bits", "fchown_group", "fchown_user", "opened_parts", "set_times", "set_times_as_writer", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
+         "ftruncate", "fchmod", "set_write_bits", "fchown_group", "fchown_user", "give_new_file", "opened_parts", "set_times", "set_times_as_writer", "allocate", "names", "entry_stat", "entry_details", "may_access", "may_open",
          "reachable", "has_default_acl", "get_dos", "get_sd_and_dos",
          "get_dos_at", "set_dos", "get_sd", "set_sd", "list_eas", "set_ea")
 
@@ -307,6 +307,11 @@ class ShareView:
         switch = self._act      # (see _act_on)
         switch()
         self.base.close_file(fd)
+
+    def give_new_file(self, fd, uid):
+        """As the server: the caller made the file just now (`inherit owner`)."""
+        self._as_server()
+        self.base.give_new_file(fd, uid)
 
     def set_write_bits(self, fd, mode):
         """As the server: the caller checked the open was granted FILE_WRITE_ATTRIBUTES, and

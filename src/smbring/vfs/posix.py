@@ -844,6 +844,10 @@ class PosixVFS:
     def fchown_user(fd: int, uid: int) -> None:
         os.fchown(fd, uid, -1)
 
+    @staticmethod
+    def give_new_file(fd: int, uid: int) -> None:
+        os.fchown(fd, uid, -1)
+
     def opened_parts(self, fd: int) -> list[str] | None:
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")    # (the process's own: allowed as any user)

@@ -322,6 +322,9 @@ def create_file_of_stream(fs: FileSystem, share, parts: list[str], attrs: int, c
         store_new_file_dos(fs, fd, attrs, False)
         store_eas(fs, fd, eas)
         writable_for_metadata(fs, fd, lambda: fs.stream_id_of(fd, create=True))
+        heir = unix_owner.directory_owner(fs, share, parts)
+        if heir is not None:
+            fs.give_new_file(fd, heir[0])
     except BaseException:
         unmake(fs, parts, fd)
         raise
@@ -932,14 +935,19 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                     pass
         if action == wire.FILE_CREATED and is_dir and not acl_decides_mode:
             fs.fchmod(fd, new_directory_mode(tree.share, parent_mode))
+        heir = unix_owner.directory_owner(fs, tree.share, parts) if made else None
         if new_sd is not None:
             unix_owner.give_named_owner_and_group(fs, fd, contexts, tree.share.force_unknown_acl_user)
+            if heir is not None and tree.share.inherit_owner == unix_owner.WINDOWS_AND_UNIX:
+                new_sd = dataclasses.replace(new_sd, owner=heir[1])     # its descriptor's owner too
             writable_for_metadata(fs, fd, lambda: fs.set_sd(fd, new_sd.pack()))
         if made:
             store_eas(fs, fd, eas)      # (an overwritten file's: once its open is registered)
             # the stat's times move with writes; the creation time must not: stored now (the
             # stat read again after, for the ChangeTime that storing moved)
             stored = store_new_file_dos(fs, fd, attrs, is_dir)
+            if heir is not None:        # (last: what is stored above is stored as its creator)
+                fs.give_new_file(fd, heir[0])
             opened = fs.fstat(fd), stored
         if opened is not None:
             st, dos = opened
