@@ -46,6 +46,9 @@ FALLOC_FL_KEEP_SIZE = 0x1
 _FLOCK = struct.Struct("hh4xqqi4x")
 _LOCK_TYPES = {RANGE_UNLOCKED: fcntl.F_UNLCK, RANGE_READ: fcntl.F_RDLCK, RANGE_WRITE: fcntl.F_WRLCK}
 POSIX_LOCK_LIMIT = (1 << 63) - 1
+# what a file system that keeps no kernel byte-range locks answers (Samba's posix_fcntl_lock
+# takes the same for "not supported here")
+_NO_KERNEL_LOCKS = (errno.ENOLCK, errno.EINVAL, errno.EFBIG, errno.EOPNOTSUPP)
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
 # file, named by an id stored on the file (so they follow renames), under STREAMS_DIR in the
@@ -772,7 +775,11 @@ class PosixVFS:
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EACCES):     # another's lock is there
                     return done
-                raise
+                if e.errno not in _NO_KERNEL_LOCKS:
+                    raise
+                # a file system that keeps no such locks (NFS without its lock service, some
+                # FUSE ones): the server's own stand alone, as Samba lets them
+                log.debug("kernel byte-range locks not kept here: %s", os.strerror(e.errno))
         return len(changes)
 
     @staticmethod
@@ -780,7 +787,12 @@ class PosixVFS:
         if not 0 <= start < end <= POSIX_LOCK_LIMIT:
             raise ValueError(f"not a byte range a lock names: {start}-{end}")
         asked = _FLOCK.pack(fcntl.F_WRLCK if write else fcntl.F_RDLCK, os.SEEK_SET, start, end - start, 0)
-        return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_OFD_GETLK, asked))[0] != fcntl.F_UNLCK
+        try:
+            return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_OFD_GETLK, asked))[0] != fcntl.F_UNLCK
+        except OSError as e:
+            if e.errno not in _NO_KERNEL_LOCKS:
+                raise
+            return False        # (a file system that keeps none: see set_range_locks)
 
     @staticmethod
     def fstat(fd: int) -> os.stat_result:
