@@ -113,6 +113,14 @@ class FileSystem(Protocol):
         entries)."""
         ...
 
+    def remove_tree(self, parts: list[str], most: int) -> int:
+        """Deletes the directory and everything below it, at most `most` entries in all
+        (OSError ENOTEMPTY past that, what was deleted staying deleted), never following a
+        symbolic link below it (each one met is deleted as a name, whatever it leads to; a
+        directory swapped for one meanwhile is not entered); how many it deleted. Raises
+        OSError."""
+        ...
+
     def may_delete(self, parts: list[str]) -> bool:
         """Whether the file or directory at `parts` may be removed from its directory by
         whoever the file system acts as: write and search access to the directory, and in a

@@ -7,19 +7,16 @@ Samba.
 
 All of it as the tree's account, through the share's FileSystem: what the account may not
 remove stays, and so does the directory. Bounded: a directory of more than MOST_ENTRIES
-entries, or a vetoed tree deeper than MOST_DEPTH or of more than MOST_ENTRIES entries in
-all, is not emptied (the delete fails as on a directory that is not empty), so that no
-delete holds the event loop for long."""
+entries is not emptied, and a vetoed directory of more than MOST_ENTRIES entries is emptied
+no further (the delete fails as on a directory that is not empty), so that no delete holds
+the event loop for long."""
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
 from smbring.smb.fileinfo import streams_going_with
 
 MOST_ENTRIES = 4096
-MOST_DEPTH = 32
 
 
 def counts_as_empty(fs, names, fd: int, delete_veto_files: bool) -> bool:
@@ -42,35 +39,14 @@ def remove_vetoed(fs, names, parts: list[str]) -> None:
         fs.close_file(fd)
     if len(entries) > MOST_ENTRIES or not all(names.vetoed(n) for n in entries):
         return
-    budget = [MOST_ENTRIES]
+    left = MOST_ENTRIES
     for name in entries:
-        _remove_tree(fs, parts + [name], 0, budget)
-
-
-def _remove_tree(fs, parts: list[str], depth: int, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0 or depth > MOST_DEPTH:
-        raise OSError(errno.ENOTEMPTY, "too many vetoed entries to remove", "/".join(parts))
-    sid = streams_going_with(fs, parts)     # (its named streams go with it)
-    try:
-        fs.remove(parts, False)
-    except (IsADirectoryError, PermissionError) as e:
-        # (unlink(2) of a directory: EISDIR on Linux, EPERM by POSIX)
-        if not isinstance(e, IsADirectoryError) and not _is_directory(fs, parts):
-            raise
-        fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
+        sid = streams_going_with(fs, parts + [name])    # (a vetoed file's named streams go with it)
         try:
-            inside = fs.names(fd, limit=MOST_ENTRIES + 1)
-        finally:
-            fs.close_file(fd)
-        for name in inside:
-            _remove_tree(fs, parts + [name], depth + 1, budget)
-        fs.remove(parts, True)
-    fs.remove_streams(sid)
-
-
-def _is_directory(fs, parts: list[str]) -> bool:
-    try:
-        return stat.S_ISDIR(fs.stat(parts).st_mode)
-    except OSError:
-        return False
+            fs.remove(parts + [name], False)
+            left -= 1
+        except IsADirectoryError:
+            # everything below it, never through a symlink (one swapped in meanwhile by a
+            # local program is deleted as a name, not followed: FileSystem.remove_tree)
+            left -= fs.remove_tree(parts + [name], left)
+        fs.remove_streams(sid)

@@ -208,7 +208,7 @@ class NoSwitch:
 
 # What a share's file system offers (smbring.smb.fs.FileSystem), each call made as the view's
 # identity; tests/vfs/test_identity_views.py checks that the list covers the whole protocol.
-CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "dfs_link", "mkdir", "remove", "may_delete", "rename", "link", "statvfs",
+CALLS = ("open", "open_stat", "stat", "match_case", "match_case_in", "dfs_link", "mkdir", "remove", "may_delete", "rename", "link", "statvfs", "remove_tree",
          "stream_id", "stream_id_of", "stream_parts", "streams", "stream_names", "make_stream_dir", "create_stream",
          "own_stream", "remove_streams", "rename_stream",
          "may_access_open", "close_file", "set_range_locks", "range_locked", "fstat", "size", "read_head", "write_head", "copy_range",

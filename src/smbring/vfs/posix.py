@@ -666,6 +666,15 @@ class PosixVFS:
         finally:
             os.close(fd)
 
+    def remove_tree(self, parts: list[str], most: int) -> int:
+        fd, name = self.parent(parts)
+        left = [most]
+        try:
+            _remove_tree_at(fd, name, left)
+        finally:
+            os.close(fd)
+        return most - left[0]
+
     def may_delete(self, parts: list[str]) -> bool:
         """unlink(2)'s own rules, asked before a DELETE is granted: write and search access to
         the directory (faccessat with the effective ids: the calling thread's), and in a sticky
@@ -1117,3 +1126,26 @@ def _unpack_dos(blob: bytes | None) -> DosInfo | None:
     if not blob or len(blob) != _DOS.size:
         return None
     return DosInfo(*_DOS.unpack(blob))
+
+
+def _remove_tree_at(dir_fd: int, name: str, left: list[int]) -> None:
+    """Deletes `name` in the directory `dir_fd` and all below it, every step relative to a
+    descriptor of its directory (a name swapped for a symlink meanwhile is never followed:
+    O_NOFOLLOW refuses it, and unlink removes a link itself); `left[0]`: entries it may still
+    delete."""
+    left[0] -= 1
+    if left[0] < 0:
+        raise OSError(errno.ENOTEMPTY, "too many entries to delete", name)
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    except IsADirectoryError:
+        pass
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        for inner in os.listdir(fd):
+            _remove_tree_at(fd, inner, left)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
