@@ -14,6 +14,7 @@ from smbring.server import kerberos
 from smbring.server.busy_poll import budget_us
 from smbring.smb import hosts, share_access
 from smbring.smb.limits import OPTIONS as LIMIT_OPTIONS
+from smbring.smb import unix_owner
 from smbring.smb.ntlm import ntlm_auth_policy
 from smbring.smb.policy import CIPHER_NAMES, PROTOCOLS, SIGNING_NAMES
 
@@ -87,16 +88,17 @@ MANGLED_NAMES = {**dict.fromkeys(("yes", "true", "1", "on"), True),
 CASE_SENSITIVE = {**dict.fromkeys(("yes", "true", "1", "on"), True),
                   **dict.fromkeys(("no", "false", "0", "off", "auto", "default"), False)}
 DEFAULT_CASE = {"lower": "lower", "upper": "upper"}
-# `csc policy`: what clients may keep of the share's files offline (TREE_CONNECT's ShareFlags
-# caching bits, MS-SMB2 2.2.10): manual 0, documents AUTO_CACHING, programs VDO_CACHING,
-# disable NO_CACHING, as Samba sends them
 # `strict locking`: whether reads and writes are checked against other programs' kernel
 # locks too (auto, the default, and yes: always; no: never). The server's own locks are always
 # checked, whatever it says (Samba's `no` would leave them unchecked: never weaker here)
 STRICT_LOCKING = {**dict.fromkeys(("auto", "yes", "true", "1", "on"), True),
                   **dict.fromkeys(("no", "false", "0", "off"), False)}
-INHERIT_OWNER = {**dict.fromkeys(("no", "false", "0", "off"), "no"), "unix only": "unix only",
-                 **dict.fromkeys(("windows and unix", "yes", "true", "1", "on"), "windows and unix")}
+# `inherit owner`: Samba's values (`yes` is `windows and unix`), as smb.unix_owner names them
+INHERIT_OWNER = {**dict.fromkeys(("no", "false", "0", "off"), unix_owner.NO), "unix only": unix_owner.UNIX_ONLY,
+                 **dict.fromkeys(("windows and unix", "yes", "true", "1", "on"), unix_owner.WINDOWS_AND_UNIX)}
+# `csc policy`: what clients may keep of the share's files offline (TREE_CONNECT's ShareFlags
+# caching bits, MS-SMB2 2.2.10): manual 0, documents AUTO_CACHING, programs VDO_CACHING,
+# disable NO_CACHING, as Samba sends them
 CSC_POLICY = {"manual": 0x00, "documents": 0x10, "programs": 0x20, "disable": 0x30}
 MAP_TO_GUEST = {"never": "never", "bad user": "bad user", "bad password": "bad password",
                 "bad uid": "bad uid"}

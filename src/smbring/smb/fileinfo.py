@@ -134,12 +134,12 @@ def set_file_times(share, fs, fd: int, atime_ns: int, mtime_ns: int) -> None:
     try:
         fs.set_times(fd, atime_ns, mtime_ns)
     except PermissionError:
-        if share is None or not share.dos_filetimes:
+        if not share.dos_filetimes:
             raise
         fs.set_times_as_writer(fd, atime_ns, mtime_ns)
 
 
-def keep_write_time(fs, fd: int, mtime_ns: int, share=None) -> None:
+def keep_write_time(fs, fd: int, mtime_ns: int, share) -> None:
     """Puts the write time back after a handle that set or froze it wrote through itself
     (the kernel moves it on every write; `share`: its `dos filetimes`). Best effort: a file
     that cannot be touched keeps the kernel's time."""

@@ -19,13 +19,19 @@ from smbring.smb.fileinfo import streams_going_with
 MOST_ENTRIES = 4096
 
 
+def only_vetoed(fs, names, fd: int) -> list[str] | None:
+    """The entries of the open directory `fd` where every one is vetoed (`names`: the tree's
+    NameRules) and there are at most MOST_ENTRIES; None otherwise."""
+    entries = fs.names(fd, limit=MOST_ENTRIES + 1)
+    return entries if len(entries) <= MOST_ENTRIES and all(names.vetoed(n) for n in entries) else None
+
+
 def counts_as_empty(fs, names, fd: int, delete_veto_files: bool) -> bool:
     """Whether the open directory `fd` is empty as a delete on close sees it: no entry, or
-    (`delete_veto_files`) only vetoed ones (`names`: the tree's NameRules)."""
+    (`delete_veto_files`) only vetoed ones."""
     if not delete_veto_files:
         return not fs.names(fd, limit=1)
-    entries = fs.names(fd, limit=MOST_ENTRIES + 1)
-    return len(entries) <= MOST_ENTRIES and all(names.vetoed(n) for n in entries)
+    return only_vetoed(fs, names, fd) is not None
 
 
 def remove_vetoed(fs, names, parts: list[str]) -> None:
@@ -34,10 +40,10 @@ def remove_vetoed(fs, names, parts: list[str]) -> None:
     the account may not remove (what was removed before it stays removed, as in Samba)."""
     fd = fs.open(parts, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        entries = fs.names(fd, limit=MOST_ENTRIES + 1)
+        entries = only_vetoed(fs, names, fd)
     finally:
         fs.close_file(fd)
-    if len(entries) > MOST_ENTRIES or not all(names.vetoed(n) for n in entries):
+    if entries is None:
         return
     left = MOST_ENTRIES
     for name in entries:
