@@ -5,14 +5,18 @@ lists a file's previous versions (FSCTL_SRV_ENUMERATE_SNAPSHOTS) and reads each,
 Previous Versions tab sends it. A snapshot is a directory of the snapshot directory named by
 its time; what it holds is served read-only, as the session's account, never past its own
 root."""
+import datetime
 import os
 import shutil
+import struct
 import subprocess
 
 import pytest
 
 from servers import PASSWORD, USER
 from smbconf_server import smbconf  # noqa: F401  (the fixture)
+from smbprotocol.exceptions import SMBResponseException
+from smbprotocol_user import INFO_FILE, UserClient, create_context
 
 OLD, OLDER = "@GMT-2026.12.02-11.30.00", "@GMT-2026.12.01-10.00.00"
 
@@ -78,6 +82,39 @@ def test_a_previous_version_is_read_only(smbconf, tmp_path):
             (command, done.stdout, done.stderr)
     assert sorted(p.name for p in (share / ".snapshots" / OLD / "docs").iterdir()) == ["gone.txt", "report.txt"]
     assert (share / ".snapshots" / OLD / "docs" / "report.txt").read_bytes() == b"version two\n"
+
+
+def timewarp(token: str) -> bytes:
+    """The TWrp create context's data for a snapshot token: its time as a FILETIME."""
+    when = datetime.datetime.strptime(token, "@GMT-%Y.%m.%d-%H.%M.%S").replace(tzinfo=datetime.timezone.utc)
+    return struct.pack("<Q", int(when.timestamp()) * 10_000_000 + 116444736000000000)
+
+
+MEDIA_WRITE_PROTECTED = 0xC00000A2
+
+
+def test_a_previous_version_opened_for_writing_refuses_each_change(smbconf, tmp_path):
+    """As Windows (and Samba's shadow_copy2): a previous version opens for writing, and every
+    change through it (data, size, times, rename, delete) is STATUS_MEDIA_WRITE_PROTECTED; it
+    still reads, and neither it nor the live file changes."""
+    shares, share = shadow_share(tmp_path)
+    server = smbconf("", shares)
+    with UserClient("127.0.0.1", server.port, USER, PASSWORD, "share") as client:
+        twrp = [create_context(b"TWrp", timewarp(OLD))]
+        f = client.open("docs\\report.txt", 0x80000000 | 0x40000000 | 0x10000, contexts=twrp)  # GENERIC_READ, _WRITE, DELETE
+        with pytest.raises(SMBResponseException) as refused:
+            f.write(b"changed", 0)
+        assert refused.value.status == MEDIA_WRITE_PROTECTED
+        for klass, buffer in ((4, struct.pack("<qqqqI4x", 0, 0, 1 << 57, 0, 0)),    # FileBasicInformation
+                              (20, struct.pack("<q", 0)),                           # FileEndOfFileInformation
+                              (13, b"\1"),                                          # FileDispositionInformation
+                              (10, struct.pack("<B7xQI", 0, 0, 12) + "x.txt".encode("utf-16-le")[:12])):  # rename
+            assert client.set_info(f, INFO_FILE, klass, buffer) == MEDIA_WRITE_PROTECTED, klass
+        assert f.read(0, 100) == b"version two\n"
+        f.close()
+    assert (share / ".snapshots" / OLD / "docs" / "report.txt").read_bytes() == b"version two\n"
+    assert (share / "docs" / "report.txt").read_bytes() == b"today\n"
+    assert sorted(p.name for p in (share / "docs").iterdir()) == ["report.txt"]
 
 
 def test_a_snapshot_is_not_left_through_a_link_or_a_dotdot(smbconf, tmp_path):
@@ -147,9 +184,9 @@ def test_a_previous_version_is_read_as_the_session_account(smbconf, tmp_path):
 
 @pytest.mark.skipif(not shutil.which("smbtorture"), reason="Samba's smbtorture is not installed")
 def test_smbtorture_twrp(smbconf, tmp_path):
-    """smbtorture's smb2.twrp: the share's root opened in a snapshot, and a listing there
-    giving its entries' file ids (openroot, listdir). (write expects the open smbd allows and
-    its WRITE refused; stream a stream in the snapshot: see docs/SERVER.md.)"""
+    """smbtorture's smb2.twrp: a previous version opened for writing, its WRITE refused
+    (write), the share's root opened in a snapshot, and a listing there giving its entries'
+    file ids (openroot, listdir). (stream needs a stream in the snapshot: see docs/SERVER.md.)"""
     shares, share = shadow_share(tmp_path)
     for root in (share, share / ".snapshots" / OLD):
         (root / "subdir").mkdir()
@@ -157,6 +194,8 @@ def test_smbtorture_twrp(smbconf, tmp_path):
         (root / "subdir").chmod(0o755)
     server = smbconf("", shares)
     done = subprocess.run(["smbtorture", "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
-                           f"--option=torture:twrp_snapshot={OLD}", "smb2.twrp.openroot", "smb2.twrp.listdir"],
+                           f"--option=torture:twrp_snapshot={OLD}", "--option=torture:twrp_file=docs\\report.txt",
+                           "smb2.twrp.write", "smb2.twrp.openroot", "smb2.twrp.listdir"],
                           capture_output=True, text=True, timeout=120)
-    assert "success: openroot" in done.stdout and "success: listdir" in done.stdout, done.stdout[-3000:]
+    for test in ("write", "openroot", "listdir"):
+        assert f"success: {test}" in done.stdout, done.stdout[-3000:]

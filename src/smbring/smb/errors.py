@@ -30,6 +30,14 @@ class Unverified(SMBError):
         super().__init__(wire.STATUS_ACCESS_DENIED)
 
 
+def write_refused(share) -> SMBError:
+    """What refuses a change through an open of `share` that holds no right to make it:
+    STATUS_MEDIA_WRITE_PROTECTED in a previous version (Share.snapshot: Windows, and Samba's
+    shadow_copy2, open a snapshot's file for writing and refuse each change), else
+    STATUS_ACCESS_DENIED."""
+    return SMBError(wire.STATUS_MEDIA_WRITE_PROTECTED if share.snapshot else wire.STATUS_ACCESS_DENIED)
+
+
 def in_request(msg, offset: int, length: int):
     """The variable part of a request named by its offset (from the SMB2 header) and length;
     one that does not lie inside the request after the header is malformed."""

@@ -173,6 +173,9 @@ class Share:
     # previous versions from file-system snapshots (vfs objects = shadow_copy2; its shadow:*
     # options: vfs.shadow_copy); None: the share has none
     shadow_copy: ShadowCopyOptions | None = None
+    # a previous version's view of a share (a CREATE's TWrp, smb.commands.create.snapshot_tree):
+    # read-only, and what would change a file is refused as write-protected media
+    snapshot: bool = False
     # what enriched macOS listings work out (readdir_attr:aapl_rsize, aapl_finder_info,
     # aapl_max_access): each costs a look at every entry listed
     readdir_attr: tuple[bool, bool, bool] = (True, True, True)

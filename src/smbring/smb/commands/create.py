@@ -174,7 +174,7 @@ def snapshot_tree(c, tree, timewarp: bytes):
     directory = shadow_copy.at(options, tree.share.path, seconds) if options is not None else None
     if directory is None:
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
-    share = dataclasses.replace(tree.share, path=directory, read_only=True, shadow_copy=None)
+    share = dataclasses.replace(tree.share, path=directory, read_only=True, shadow_copy=None, snapshot=True)
     return dataclasses.replace(tree, share=share, fs=c.share_fs(share, getattr(tree.fs, "identity", None)),
                                counted=None, time_machine_counted={})
 
@@ -591,6 +591,11 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         eas = parse_eas(contexts[b"ExtA"]) if b"ExtA" in contexts else []
         if b"TWrp" in contexts:     # a previous version: the file as a snapshot holds it
             tree = snapshot_tree(c, tree, contexts[b"TWrp"])
+            if disposition in (wire.FILE_OPEN, wire.FILE_OPEN_IF) and not options & wire.FILE_DELETE_ON_CLOSE:
+                # opened for writing too, as Windows (and Samba's shadow_copy2) opens it: the
+                # open holds none of the rights to change it, and each change through it is
+                # refused as write-protected (errors.write_refused)
+                access = acl.map_generic(access) & ~wire.WRITE_CLASS
         # Apple's server query (refused before anything is opened where malformed)
         apple = aapl.answer(contexts[aapl.CONTEXT_NAME], c.policy.fruit_copyfile, rules.case_sensitive,
                             c.policy.fruit_model, c.policy.fruit_nfs_aces, tree.share.time_machine) \

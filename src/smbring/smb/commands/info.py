@@ -23,7 +23,7 @@ from smbring.smb.commands.create import (
 )
 from smbring.smb.contexts import encode_eas, parse_eas
 from smbring.smb.eas import store_eas
-from smbring.smb.errors import SMBError, in_request
+from smbring.smb.errors import SMBError, in_request, write_refused
 from smbring.smb.fileinfo import (
     file_of,
     ATTR_SPARSE_FILE,
@@ -630,7 +630,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
                  (acl.WRITE_OWNER if parts & (acl.OWNER | acl.GROUP) else 0) |
                  (acl.ACCESS_SYSTEM_SECURITY if parts & acl.SACL else 0))
         if not needs or o.granted & needs != needs:
-            raise SMBError(wire.STATUS_ACCESS_DENIED)
+            raise write_refused(o.tree.share) if needs else SMBError(wire.STATUS_ACCESS_DENIED)
         try:
             new = acl.parse(buf)
         except acl.BadDescriptor:
@@ -666,7 +666,7 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
     needs = SET_INFO_NEEDS.get(klass, 0)
     clearing_delete = klass == 13 and buf[:1] == b"\0"     # (undoing a delete needs nothing)
     if needs and not clearing_delete and not o.granted & needs:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(o.tree.share)
     renaming = klass == 10 and o.stream is None
     deleting = klass == 13 and buf[:1] not in (b"", b"\0") and bool(o.parts)
     if renaming or deleting:    # other clients' handle leases are broken first, and answer

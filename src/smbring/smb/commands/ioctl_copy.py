@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb import notify, posix_locks, wire
 from smbring.smb.effects import CloneRange, CopyRange
-from smbring.smb.errors import SMBError, status_for_oserror
+from smbring.smb.errors import SMBError, status_for_oserror, write_refused
 from smbring.smb.fileinfo import MAX_FILE_SIZE
 from smbring.smb.state import Chain, Open
 from smbring.smb.wire import Header
@@ -108,7 +108,7 @@ def copychunk(c: Connection, hdr: Header, dst: Open, request, max_out: int, rhdr
     if not src.granted & (wire.FILE_READ_DATA | wire.FILE_EXECUTE):
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if dst.tree.share.read_only or not dst.granted & wire.FILE_WRITE_DATA:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(dst.tree.share)
     if ctl == FSCTL_SRV_COPYCHUNK and not dst.granted & wire.FILE_READ_DATA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)     # _WRITE is the variant without it
     if not chunks and dst.tree.aapl and dst.tree.aapl.copyfile:
@@ -245,7 +245,7 @@ def duplicate_extents(c: Connection, hdr: Header, dst: Open, request, max_out: i
     if not src.granted & wire.FILE_READ_DATA:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     if dst.tree.share.read_only or not dst.granted & wire.FILE_WRITE_DATA:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(dst.tree.share)
     if not count:
         return b""
     if (src_off + count > src.tree.fs.fstat(src.fd).st_size

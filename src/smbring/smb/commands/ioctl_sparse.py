@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from smbring.smb import dirleases, notify, posix_locks, wire
 from smbring.smb.effects import AllocatedRanges, TrimRange, ZeroRange
-from smbring.smb.errors import SMBError
+from smbring.smb.errors import SMBError, write_refused
 from smbring.smb.fileinfo import ATTR_SPARSE_FILE
 from smbring.smb.fs import DosInfo
 from smbring.smb.state import Open
@@ -46,9 +46,9 @@ MAX_RANGES = 65536
 
 def writable(o: Open, access: int) -> None:
     """A control that changes the file: refused on a read-only share and to an open without
-    any of `access` (ACCESS_DENIED, as a WRITE)."""
+    any of `access` (as a WRITE is: errors.write_refused)."""
     if o.tree.share.read_only or not o.granted & access:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(o.tree.share)
 
 
 def is_sparse(o: Open) -> bool:

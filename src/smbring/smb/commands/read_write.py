@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from smbring.smb import aapl, notify, posix_locks, wire
 from smbring.smb.commands import pipe
 from smbring.smb.effects import FileIO, FilePayload, FileRange
-from smbring.smb.errors import SMBError
+from smbring.smb.errors import SMBError, write_refused
 from smbring.smb.fileinfo import MAX_FILE_SIZE, file_write_ns, keep_file_write_time, keep_write_time
 from smbring.smb.wire import Header
 
@@ -29,7 +29,7 @@ WRITE_RIGHTS = wire.FILE_WRITE_DATA | wire.FILE_APPEND_DATA
 def h_flush(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     o = c.open_for(bytes(msg[72:88]), chain, hdr)
     if not o.granted & WRITE_RIGHTS:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(o.tree.share)
     shown = c.state.write_times.show_now(o)      # its writes show in the write time now
     if shown is not None:
         keep_file_write_time(o, shown)     # (a stream's: its file's)
@@ -87,7 +87,7 @@ def h_write(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     if (length and data_off < wire.WRITE_DATA_OFFSET) or data_off + length > len(msg) or length > c.max_io(wire.WRITE):
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     if not o.granted & WRITE_RIGHTS:
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
+        raise write_refused(o.tree.share)
     data, asked = memoryview(msg)[data_off:data_off + length], length
     if tree.share.fruit and aapl.is_afp_info(o.stream):
         # macOS's Finder information: a whole AfpInfo, checked, or nothing, or none at all;
