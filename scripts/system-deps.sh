@@ -22,6 +22,8 @@ command -v krb5-config >/dev/null 2>&1 || need+=(libkrb5-dev)
 # (its schema: samba-ad-provision; its directory's modules: samba-ad-dc's samba-dsdb-modules)
 [ -d /usr/share/samba/setup/ad-schema ] || need+=(samba-ad-provision)
 [ -n "$(find /usr/lib/*/samba/ldb -name samba_dsdb.so 2>/dev/null)" ] || need+=(samba-ad-dc)
+# previous versions of named streams are tested in a real btrfs snapshot (a loop device)
+command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "system-deps: not root; missing ${need[*]} (tests that need them are skipped)" >&2

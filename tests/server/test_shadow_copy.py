@@ -199,3 +199,59 @@ def test_smbtorture_twrp(smbconf, tmp_path):
                           capture_output=True, text=True, timeout=120)
     for test in ("write", "openroot", "listdir"):
         assert f"success: {test}" in done.stdout, done.stdout[-3000:]
+
+
+@pytest.fixture
+def btrfs_volume(tmp_path):
+    """A btrfs subvolume on a loop device of its own (root, mkfs.btrfs and a loop device
+    needed), whose snapshots keep their files' inodes on another device, as btrfs, ZFS and
+    LVM snapshots do."""
+    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
+        pytest.skip("needs root and mkfs.btrfs (btrfs-progs)")
+    image, mount = tmp_path / "btrfs.img", tmp_path / "btrfs"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", "128M", str(image)], check=True)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a btrfs loop device here")
+    try:
+        volume = mount / "share"
+        subprocess.run(["btrfs", "subvolume", "create", str(volume)], check=True, capture_output=True)
+        os.chmod(volume, 0o755)
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_previous_version_of_a_named_stream_is_read(smbconf, tmp_path, btrfs_volume):
+    """A file's named stream as a btrfs snapshot holds it (its stream directory answers the
+    snapshot's file, same inode on the snapshot's device), with smbclient and smbtorture's
+    smb2.twrp.stream; the live stream, changed since, reads as it is now."""
+    share = btrfs_volume
+    (share / "report.txt").write_bytes(b"today\n")
+    (tmp_path / "then").write_bytes(b"stream then\n")
+    (tmp_path / "now").write_bytes(b"stream now, longer\n")
+    server = smbconf("", {"share": f"path = {share}\nread only = no\nvfs objects = shadow_copy2"})
+    put = run(server, "share", f"put {tmp_path / 'then'} report.txt:s1")
+    assert put.returncode == 0, put.stdout + put.stderr
+    # another file given report.txt's stream id (as a local user could copy it) reaches no
+    # stream of report.txt's, in the snapshot either
+    (share / "copy.txt").write_bytes(b"other\n")
+    os.setxattr(share / "copy.txt", "user.smbring.streams", os.getxattr(share / "report.txt", "user.smbring.streams"))
+    (share / ".snapshots").mkdir(mode=0o755)
+    subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(share), str(share / ".snapshots" / OLD)],
+                   check=True, capture_output=True)
+    assert run(server, "share", f"put {tmp_path / 'now'} report.txt:s1").returncode == 0
+    got = run(server, "share", f"get {OLD}\\report.txt:s1 {tmp_path / 'got'}")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "got").read_bytes() == b"stream then\n"
+    run(server, "share", f"get report.txt:s1 {tmp_path / 'got'}")
+    assert (tmp_path / "got").read_bytes() == b"stream now, longer\n"
+    for name in (f"{OLD}\\copy.txt:s1", "copy.txt:s1"):
+        other = run(server, "share", f"get {name} {tmp_path / 'other'}")
+        assert other.returncode != 0 and not (tmp_path / "other").exists(), (name, other.stdout)
+    done = subprocess.run(["smbtorture", "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+                           f"--option=torture:twrp_snapshot={OLD}", "--option=torture:twrp_file=report.txt",
+                           "--option=torture:twrp_stream=s1", "--option=torture:twrp_stream_size=12",
+                           "smb2.twrp.stream"], capture_output=True, text=True, timeout=120)
+    assert "success: stream" in done.stdout, done.stdout[-3000:]

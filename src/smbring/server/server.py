@@ -357,7 +357,7 @@ class Server:
         else:
             self.creds = None
             self.identities = ServerAccount(username_map)
-        self._share_files: dict[tuple, PosixVFS] = {}   # (share directory, follow symlinks) -> its files, opened by the server
+        self._share_files: dict[tuple, PosixVFS] = {}   # (share directory, follow symlinks, snapshot) -> its files, opened by the server
         # the data paths' state, shared by every connection (see smbring.datapath): maps of
         # files (the fds are the process's), and what read path auto has measured
         self.file_maps = FileMaps()
@@ -547,14 +547,14 @@ class Server:
     def _open_fs(self, share: Share, identity) -> ShareView:
         """The share's files as identity: a view of the share directory's one PosixVFS, whose
         root the server opened as itself when the directory was first reached."""
-        where = (share.path, share.follow_symlinks)
+        where = (share.path, share.follow_symlinks, share.snapshot)
         base = self._share_files.get(where)
         if base is None:
             if self.creds is None:
-                base = PosixVFS(share.path, share.follow_symlinks)
+                base = PosixVFS(share.path, share.follow_symlinks, share.snapshot)
             else:
                 with self.creds.as_server():
-                    base = PosixVFS(share.path, share.follow_symlinks)
+                    base = PosixVFS(share.path, share.follow_symlinks, share.snapshot)
             self._share_files[where] = base
         return ShareView(base, identity, self.creds)
 

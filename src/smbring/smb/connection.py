@@ -1188,7 +1188,7 @@ class Connection:
         acts as each user's account): one FileSystem per share directory and identity,
         however many trees connect to it (a share's directory may depend on the session:
         path = /srv/%U)."""
-        where = (share.path, share.follow_symlinks, identity)
+        where = (share.path, share.follow_symlinks, share.snapshot, identity)
         fs = self._fs.get(where)
         if fs is None:
             fs = self.open_fs(share.path) if self.identities is None else self.open_fs(share, identity)

@@ -202,8 +202,12 @@ def _as_directory(st: os.stat_result) -> os.stat_result:
 class PosixVFS:
     """A share's files beneath its root directory (one descriptor of it, held until close)."""
 
-    def __init__(self, root: str, follow_symlinks: bool = True):
+    def __init__(self, root: str, follow_symlinks: bool = True, snapshot: bool = False):
         self.root = os.path.realpath(root)
+        # a previous version's view (a file-system snapshot of the share, read-only): its files
+        # keep their inodes but lie on another device (a btrfs or ZFS snapshot, an LVM one
+        # mounted), so a stream directory answers its file by inode (claim_streams)
+        self.snapshot = snapshot
         # `follow symlinks = no` (Samba's): no path through a symbolic link is looked up at all
         # (ELOOP, which clients see as STATUS_ACCESS_DENIED); else those that stay beneath the
         # root are followed
@@ -492,7 +496,9 @@ class PosixVFS:
         """Whether the id's stream directory belongs to the file `st` is the stat of: it
         records the file's device and inode (made now with `create`, recorded now in a
         directory an older version made); False for one another file's id named (an id
-        copied from file to file), which reaches nothing. Run as the server."""
+        copied from file to file), which reaches nothing. In a snapshot the inode alone
+        decides (the snapshot's device is not the live file's; within one file system no
+        other file has the inode). Run as the server."""
         base = f"{st.st_dev}:{st.st_ino}".encode("ascii")
         self.check_depot()
         try:
@@ -510,9 +516,10 @@ class PosixVFS:
             except OSError as e:
                 if e.errno != errno.ENODATA:
                     return False
-                os.setxattr(fd, STREAM_BASE_XATTR, base)
+                if not self.snapshot:       # (a snapshot is not written; unrecorded, as here)
+                    os.setxattr(fd, STREAM_BASE_XATTR, base)
                 return True
-            if recorded != base:
+            if recorded != base and not (self.snapshot and recorded.partition(b":")[2] == base.partition(b":")[2]):
                 log.warning("stream id %s stored on a file (inode %d) its streams do not belong to: "
                             "its streams are not reached", sid, st.st_ino)
                 return False
