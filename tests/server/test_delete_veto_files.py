@@ -42,3 +42,27 @@ def test_without_the_option_vetoed_names_keep_the_directory(smbconf, tmp_path):
     out = server.smbclient("plain", "rmdir album")
     assert "NT_STATUS_DIRECTORY_NOT_EMPTY" in out.stdout + out.stderr
     assert (tmp_path / "plain" / "album" / ".DS_Store").exists()
+
+
+def test_the_named_streams_of_files_in_a_vetoed_directory_go_with_them(smbconf, tmp_path):
+    """A file inside a vetoed directory that is deleted leaves no named streams behind in the
+    share's stream depot (as the vetoed file beside it does not)."""
+    import os
+
+    from smbring.vfs.posix import PosixVFS
+    server = smbconf("", SHARES)
+    album(tmp_path / "mac" / "album")
+    files = PosixVFS(str(tmp_path / "mac"))
+    try:
+        sids = []
+        for parts in (["album", "._resources", "inside"], ["album", "._photo.jpg"]):
+            sid = files.stream_id(parts, create=True)
+            os.close(files.create_stream(sid, "com.apple.ResourceFork", (os.getuid(), os.getgid())))
+            sids.append(sid)
+        out = server.smbclient("mac", "rmdir album")
+        assert out.returncode == 0 and "NT_STATUS" not in out.stdout, out.stdout + out.stderr
+        assert not (tmp_path / "mac" / "album").exists()
+        for sid in sids:
+            assert not os.path.exists(os.path.join(files.depot, sid)), sid
+    finally:
+        files.close()

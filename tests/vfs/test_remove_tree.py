@@ -27,7 +27,7 @@ def test_everything_below_goes_and_no_link_is_followed(fs, tmp_path):
     (tree / "deeper" / "b").write_bytes(b"b")
     os.symlink("../../kept", tree / "deeper" / "link")      # a directory's link
     os.symlink("/etc/passwd", tree / "outside")
-    assert fs.remove_tree([".AppleDouble"], 100) == 7
+    assert fs.remove_tree([".AppleDouble"], 100, []) == 7
     assert not tree.exists()
     assert (kept / "precious").read_bytes() == b"keep me"
 
@@ -38,6 +38,39 @@ def test_past_its_bound_it_stops(fs, tmp_path):
     for i in range(10):
         (tree / str(i)).write_bytes(b"")
     with pytest.raises(OSError) as refused:
-        fs.remove_tree(["many"], 5)
+        fs.remove_tree(["many"], 5, [])
     assert refused.value.errno == errno.ENOTEMPTY
     assert tree.exists()
+
+
+def with_stream(fs, parts: list[str]) -> str:
+    """Gives the file at `parts` a named stream; its stream id."""
+    sid = fs.stream_id(parts, create=True)
+    os.close(fs.create_stream(sid, "s1", (os.getuid(), os.getgid())))
+    return sid
+
+
+def test_the_named_streams_of_the_files_removed_go_with_them(fs, tmp_path):
+    """Each file deleted for good is reported with its stream id, and its streams go; a file
+    that keeps another name (a hard link outside the tree) keeps its streams; a file given
+    another file's stream id (as a local user could copy it) takes none of that file's."""
+    share = tmp_path / "share"
+    (share / "tree" / "sub").mkdir(parents=True)
+    (share / "tree" / "sub" / "file").write_bytes(b"data")
+    (share / "tree" / "linked").write_bytes(b"data")
+    (share / "victim").write_bytes(b"data")
+    (share / "tree" / "copied").write_bytes(b"data")
+    own = with_stream(fs, ["tree", "sub", "file"])
+    linked = with_stream(fs, ["tree", "linked"])
+    os.link(share / "tree" / "linked", share / "linked-elsewhere")
+    victim = with_stream(fs, ["victim"])
+    os.setxattr(share / "tree" / "copied", "user.smbring.streams", victim.encode())
+    gone: list = []
+    assert fs.remove_tree(["tree"], 100, gone) == 5
+    assert sorted(sid for sid, _st in gone) == sorted([own, victim])    # (the copy reports its id)
+    for found in gone:
+        fs.remove_streams(*found)
+    assert fs.streams(own) == []
+    assert [name for name, _st in fs.streams(linked)] == ["s1"]
+    assert [name for name, _st in fs.streams(victim)] == ["s1"]     # not the copy's to take
+    assert fs.stream_id(["victim"]) == victim

@@ -53,6 +53,12 @@ def remove_vetoed(fs, names, parts: list[str]) -> None:
             left -= 1
         except IsADirectoryError:
             # everything below it, never through a symlink (one swapped in meanwhile by a
-            # local program is deleted as a name, not followed: FileSystem.remove_tree)
-            left -= fs.remove_tree(parts + [name], left)
+            # local program is deleted as a name, not followed: FileSystem.remove_tree), and
+            # the named streams of the files in it with them
+            gone: list = []
+            try:
+                left -= fs.remove_tree(parts + [name], left, gone)
+            finally:
+                for found in gone:
+                    fs.remove_streams(*found)
         fs.remove_streams(sid)

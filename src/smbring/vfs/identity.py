@@ -396,9 +396,9 @@ class ShareView:
         self._as_server()
         self.base.own_stream(sid, stream, owner)
 
-    def remove_streams(self, sid):
+    def remove_streams(self, sid, of=None):
         self._as_server()
-        self.base.remove_streams(sid)
+        self.base.remove_streams(sid, of)
 
     def rename_stream(self, sid, old, new, replace):
         self._as_server()

@@ -641,9 +641,10 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def remove_streams(self, sid: str | None) -> None:
-        """Deletes the streams of a file that is gone."""
-        if not sid:
+    def remove_streams(self, sid: str | None, of: os.stat_result | None = None) -> None:
+        """Deletes the streams of a file that is gone; `of`: its stat, where the id was read
+        from the file but not yet checked to be its own (`claim_streams`)."""
+        if not sid or of is not None and not self.claim_streams(sid, of, False):
             return
         for name, _st in self.streams(sid):
             try:
@@ -673,11 +674,11 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def remove_tree(self, parts: list[str], most: int) -> int:
+    def remove_tree(self, parts: list[str], most: int, gone: list) -> int:
         fd, name = self.parent(parts)
         left = [most]
         try:
-            _remove_tree_at(fd, name, left)
+            _remove_tree_at(fd, name, left, gone)
         finally:
             os.close(fd)
         return most - left[0]
@@ -1135,24 +1136,48 @@ def _unpack_dos(blob: bytes | None) -> DosInfo | None:
     return DosInfo(*_DOS.unpack(blob))
 
 
-def _remove_tree_at(dir_fd: int, name: str, left: list[int]) -> None:
+def _remove_tree_at(dir_fd: int, name: str, left: list[int], gone: list) -> None:
     """Deletes `name` in the directory `dir_fd` and all below it, every step relative to a
     descriptor of its directory (a name swapped for a symlink meanwhile is never followed:
     O_NOFOLLOW refuses it, and unlink removes a link itself); `left[0]`: entries it may still
-    delete."""
+    delete; `gone` gets the stream id and stat of each file with streams that went for good
+    (`_unlink_file`)."""
     left[0] -= 1
     if left[0] < 0:
         raise OSError(errno.ENOTEMPTY, "too many entries to delete", name)
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        _unlink_file(dir_fd, name, gone)
         return
     except IsADirectoryError:
         pass
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         for inner in os.listdir(fd):
-            _remove_tree_at(fd, inner, left)
+            _remove_tree_at(fd, inner, left, gone)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
 
+
+def _unlink_file(dir_fd: int, name: str, gone: list) -> None:
+    """unlink(2) of `name` in `dir_fd` (IsADirectoryError for a directory). A regular file of
+    one name with a stream id is held open across its unlink: where that was its last link
+    (none left then, whatever a local program linked meanwhile), (id, stat) goes to `gone`,
+    its streams to go with it. What cannot be opened (unreadable; a device is never opened)
+    is just unlinked."""
+    held = None
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            held = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                           dir_fd=dir_fd)
+    except OSError:
+        pass
+    try:
+        found = PosixVFS.stream_key(held) if held is not None else None
+        os.unlink(name, dir_fd=dir_fd)
+        if found is not None and os.fstat(held).st_nlink == 0:
+            gone.append(found)
+    finally:
+        if held is not None:
+            os.close(held)
