@@ -1167,10 +1167,15 @@ def _unlink_file(dir_fd: int, name: str, gone: list) -> None:
     is just unlinked."""
     held = None
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            held = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                           dir_fd=dir_fd)
+        # looked at through an O_PATH descriptor first, opened only as the regular file it
+        # is: a name swapped for a device meanwhile is never opened (no device's open runs)
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            st = os.fstat(path_fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                held = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        finally:
+            os.close(path_fd)
     except OSError:
         pass
     try:
