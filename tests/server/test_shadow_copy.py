@@ -255,3 +255,19 @@ def test_a_previous_version_of_a_named_stream_is_read(smbconf, tmp_path, btrfs_v
                            "--option=torture:twrp_stream=s1", "--option=torture:twrp_stream_size=12",
                            "smb2.twrp.stream"], capture_output=True, text=True, timeout=120)
     assert "success: stream" in done.stdout, done.stdout[-3000:]
+
+
+def test_a_snapshots_stream_depot_not_the_servers_alone_is_left_as_it_is(smbconf, tmp_path):
+    """A stream depot in a snapshot that is not the server's alone (an older version's, or one
+    a writer of the snapshot directory made) offers no streams and is not taken over: nothing
+    in a previous version changes."""
+    shares, share = shadow_share(tmp_path)
+    depot = share / ".snapshots" / OLD / ".smbring-streams"
+    (depot / "0123456789abcdef").mkdir(parents=True)
+    (depot / "0123456789abcdef" / "s1").write_bytes(b"planted\n")
+    os.chmod(depot, 0o755)
+    os.setxattr(share / ".snapshots" / OLD / "docs" / "report.txt", "user.smbring.streams", b"0123456789abcdef")
+    server = smbconf("", shares)
+    got = run(server, "share", f"get {OLD}\\docs\\report.txt:s1 {tmp_path / 'got'}")
+    assert got.returncode != 0 and not (tmp_path / "got").exists(), got.stdout
+    assert depot.stat().st_mode & 0o777 == 0o755

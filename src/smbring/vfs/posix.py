@@ -625,6 +625,11 @@ class PosixVFS:
         uid = os.geteuid()
         if st.st_uid == uid and stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077:
             return
+        if self.snapshot:
+            # nothing in a previous version is changed, nor taken over: one not the server's
+            # alone (an older version's, or made by a writer of the share's snapshot
+            # directory) offers no streams
+            raise PermissionError(errno.EACCES, "a snapshot's stream depot is not the server's")
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid and uid != 0:
             log.error("%s/%s is not a directory of the server's (uid %d) that it can take over: "
                       "streams refused; make it the server's (chown, chmod 0700) or remove it",
