@@ -1,13 +1,11 @@
 """Who a session acts as, with Samba's smbclient and real Unix accounts: `force user`,
-`force group` (and `+group`), a `guest account` other than nobody, and `admin users`, which
-smbring refuses to start with. The server runs as root and acts as each account, so the
+`force group` (and `+group`), a `guest account` other than nobody, and `admin users` (root
+on their share). The server runs as root and acts as each account, so the
 kernel's own permission checks decide; each test also checks that what was refused left the
 directory as it was."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from smbconf_fixtures import TAG, need_root_and_samba, output, refused, serve, snapshot, unix_accounts
@@ -163,38 +161,50 @@ def test_guests_act_as_the_guest_account(server, accounts, src, tmp_path, who):
     assert snapshot(server.paths["pub"]) == before
 
 
-# -- admin users: refused ----------------------------------------------------------------------
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+# -- admin users --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def admin_server(accounts, tmp_path_factory):
+    """[adm] with `admin users = MEMBER`: a 0700 directory of root's holding root600.txt; and
+    [admro], the same directory read-only. USER is no admin user there."""
+    tmp = tmp_path_factory.mktemp("admin-users")
+    adm = tmp / "adm"
+    adm.mkdir()
+    chown(adm, (0, 0), mode=0o700)
+    tmp.chmod(0o755)
+    file(adm / "root600.txt", "root's own", (0, 0), 0o600)
+    shares = {"adm": f"path = {adm}\nread only = no\nadmin users = {MEMBER}",
+              "admro": f"path = {adm}\nread only = yes\nadmin users = @{GROUP}"}
+    with serve(tmp / "run", "", shares, {USER: PASSWORD, MEMBER: PASSWORD}) as served:
+        served.paths = {"adm": adm}
+        yield served
 
 
-@pytest.mark.parametrize("section", ["global", "share"])
-def test_admin_users_stops_the_server_with_one_line(tmp_path, section):
-    from servers import free_port
-    port = free_port()
-    (tmp_path / "s").mkdir()
-    admin = f"admin users = {USER}\n"
-    conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n{admin if section == 'global' else ''}"
-                    f"[s]\npath = {tmp_path / 's'}\n{admin if section == 'share' else ''}")
-    line_no = 3 if section == "global" else 5
-    env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
-    cli = [sys.executable, "-m", "smbring.cli"]
-    subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input="pw\n", text=True, env=env,
-                   check=True, capture_output=True)
-    for command in (["serve", "--config", str(conf)], ["testparm", str(conf)]):
-        try:
-            r = subprocess.run(cli + command, env=env, capture_output=True, text=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{command[0]} accepted admin users (still running after 10 s)")
-        assert r.returncode != 0, (command, r.stdout, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1, (command, r.stderr)
-        assert f"{conf}:{line_no}" in lines[0] and "admin users" in lines[0] and "root" in lines[0], lines
-        # nothing of this server is left behind (a listener on the port could be another
-        # test's server, which free_port's port may have gone to since)
-        assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(conf) in _cmdline(pid)]
+def test_admin_users_act_as_root_on_the_share(admin_server, accounts, src, tmp_path):
+    """An admin user reads root's 0600 file in root's 0700 directory and makes files there,
+    owned by root (with the user's own primary group, as smbd keeps it)."""
+    got = tmp_path / "got"
+    r = admin_server.smbclient("adm", f"get root600.txt {got}; put {src} by-admin.txt", user=MEMBER)
+    assert r.returncode == 0 and got.read_text() == "root's own", output(r)
+    assert owner(admin_server.paths["adm"] / "by-admin.txt") == (0, accounts[MEMBER].gid)
+
+
+def test_a_user_not_in_admin_users_acts_as_itself(admin_server, tmp_path, src):
+    got = tmp_path / "got"
+    before = snapshot(admin_server.paths["adm"])
+    for command in (f"get root600.txt {got}", f"put {src} by-user.txt", "del root600.txt"):
+        r = admin_server.smbclient("adm", command, user=USER)
+        assert refused(r) or "NT_STATUS_" in output(r), (command, output(r))
+    assert not got.exists()
+    assert snapshot(admin_server.paths["adm"]) == before
+
+
+def test_admin_users_do_not_make_a_read_only_share_writable(admin_server, tmp_path, src):
+    """(A member of the group named `@GROUP` reads as root, and writes nothing.)"""
+    got = tmp_path / "got"
+    before = snapshot(admin_server.paths["adm"])
+    r = admin_server.smbclient("admro", f"get root600.txt {got}", user=MEMBER)
+    assert r.returncode == 0 and got.read_text() == "root's own", output(r)
+    for command in (f"put {src} by-admin-ro.txt", "del root600.txt"):
+        r = admin_server.smbclient("admro", command, user=MEMBER)
+        assert refused(r), (command, output(r))
+    assert snapshot(admin_server.paths["adm"]) == before

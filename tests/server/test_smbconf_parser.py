@@ -156,7 +156,7 @@ def test_debian_stock_smb_conf_starts_and_says_what_it_skips():
 
 
 @pytest.mark.parametrize("option, says", [
-    ("admin users = root", "admin users"),
+    ("preexec close = 1", "preexec close"),
     ("map to guest = bad password", "map to guest"), ("map to guest = Bad Uid", "map to guest"),
     ("security = ads", "security"), ("server role = active directory domain controller", "server role"),
     ("root directory = /srv", "root directory"),

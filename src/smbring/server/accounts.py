@@ -227,6 +227,12 @@ class Accounts:
         with self.as_server():
             return self._for_share(share, who)
 
+    @staticmethod
+    def as_admin(who: Identity) -> Identity:
+        """The account an `admin users` user acts as on the share: root's uid with the
+        user's groups (force group applied), as Samba's smbd sets only the uid for them."""
+        return Identity("root", 0, who.gid, who.groups)
+
     def _for_share(self, share: Share, who: Identity) -> Identity | None:
         if share.force_user:
             forced = account(share.force_user)
@@ -280,6 +286,10 @@ class ServerAccount:
         return map_name(self.username_map, user.rsplit("\\", 1)[-1]).lower()
 
     def for_share(self, share: Share, who) -> Identity:
+        return self.me
+
+    def as_admin(self, who) -> Identity:
+        """(A server that is not root acts as itself for everyone, `admin users` too.)"""
         return self.me
 
 

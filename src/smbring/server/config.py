@@ -465,6 +465,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         guest_only=_get(s, "guest only", False), comment=_get(s, "comment", ""),
         valid_users=_get(s, "valid users", []), invalid_users=_get(s, "invalid users", []),
         read_list=_get(s, "read list", []), write_list=_get(s, "write list", []),
+        admin_users=_get(s, "admin users", []),
         hosts_allow=_get(s, "hosts allow", ()), hosts_deny=_get(s, "hosts deny", ()),
         encrypt=encrypt == "required" or encrypt == "desired" and cfg.policy.encryption == "required",
         encrypt_desired=encrypt == "desired",

@@ -194,6 +194,7 @@ OPTIONS: dict[str, Spec] = {
     "read only": Spec(S, boolean), "guest ok": Spec(S, boolean), "guest only": Spec(S, boolean),
     "valid users": Spec(S, _users, True), "invalid users": Spec(S, _users, True),
     "read list": Spec(S, _users, True), "write list": Spec(S, _users, True),
+    "admin users": Spec(S, _users, True),
     "hosts allow": Spec(S, _hosts), "hosts deny": Spec(S, _hosts),
     "server smb encrypt": Spec(S, one_of(ENCRYPTION, "smb encrypt")),
     "max connections": Spec(S, whole),
@@ -282,7 +283,6 @@ SYNONYMS = {
 }
 # refused unless harmless: name -> (is the value harmless?, why it cannot be enforced)
 REFUSED: dict[str, tuple] = {
-    "admin users": (lambda v: not v.strip(), "would act as root on the share; not supported"),
     "username map script": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
     "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
     "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),

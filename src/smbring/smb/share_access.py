@@ -32,7 +32,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._$-]")
 # variables whose value is known only once a client has connected and logged on
 SESSION_VARIABLES = frozenset("UuGgHSPmIiMRaDT")
 # fields of a Share that may hold such templates
-TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list", "write_list",
+TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list", "write_list", "admin_users",
                    "veto_files", "hide_files", "veto_oplock_files")
 # what a tree connect refuses when substitution leaves a path it cannot use
 BAD_VALUE = object()

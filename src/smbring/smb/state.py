@@ -87,6 +87,9 @@ class Share:
     invalid_users: list = field(default_factory=list)
     read_list: list = field(default_factory=list)     # read-only for these, whatever read only
     write_list: list = field(default_factory=list)    # writable for these (wins over read list)
+    # `admin users`: these act on the share as root (where the server acts as each user's
+    # account), as Samba's do
+    admin_users: list = field(default_factory=list)
     hosts_allow: tuple = ()           # smb.hosts tokens
     hosts_deny: tuple = ()
     encrypt_desired: bool = False     # smb encrypt = desired: encrypted where the client can

@@ -133,6 +133,9 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
         identity = c.identities.for_share(share, who)
         if identity is None:
             raise SMBError(wire.STATUS_ACCESS_DENIED)
+        if share.admin_users and not as_guest and share_access.in_list(share.admin_users, user, accounts):
+            # `admin users`: root on this share, whoever else force user names (as Samba)
+            identity = c.identities.as_admin(identity)
     try:
         fs = tree_files(c, share, identity)
     except OSError as e:
