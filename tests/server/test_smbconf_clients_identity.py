@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from smbring.smb import acl
+from smbring.vfs.posix import SD_XATTR
 from smbconf_fixtures import TAG, need_root_and_samba, output, refused, serve, snapshot, unix_accounts
 
 need_root_and_samba()
@@ -172,8 +174,14 @@ def admin_server(accounts, tmp_path_factory):
     chown(adm, (0, 0), mode=0o700)
     tmp.chmod(0o755)
     file(adm / "root600.txt", "root's own", (0, 0), 0o600)
+    # a file whose security descriptor (as a client's SET_INFO stores it) denies Everyone all
+    denied = file(adm / "denied.txt", "denied to all", (0, 0), 0o644)
+    everyone_denied = acl.Descriptor(acl.SE_SELF_RELATIVE | acl.SE_DACL_PRESENT, acl.ROOT_SID,
+                                     acl.sid(22, 2, 0), [acl.Ace(acl.DENIED, 0, acl.FILE_ALL_ACCESS, acl.EVERYONE)])
+    os.setxattr(denied, SD_XATTR, everyone_denied.pack())
     shares = {"adm": f"path = {adm}\nread only = no\nadmin users = {MEMBER}",
-              "admro": f"path = {adm}\nread only = yes\nadmin users = @{GROUP}"}
+              "admro": f"path = {adm}\nread only = yes\nadmin users = @{GROUP}",
+              "asroot": f"path = {adm}\nread only = no\nforce user = root"}
     with serve(tmp / "run", "", shares, {USER: PASSWORD, MEMBER: PASSWORD}) as served:
         served.paths = {"adm": adm}
         yield served
@@ -186,6 +194,22 @@ def test_admin_users_act_as_root_on_the_share(admin_server, accounts, src, tmp_p
     r = admin_server.smbclient("adm", f"get root600.txt {got}; put {src} by-admin.txt", user=MEMBER)
     assert r.returncode == 0 and got.read_text() == "root's own", output(r)
     assert owner(admin_server.paths["adm"] / "by-admin.txt") == (0, accounts[MEMBER].gid)
+
+
+def test_admin_users_pass_a_descriptor_that_denies_everyone(admin_server, tmp_path):
+    """As smbd's root override: a descriptor's deny ACE stops no admin user (on a read-only
+    share too); a session acting as root otherwise ([asroot]: force user = root) still
+    meets it."""
+    for share in ("adm", "admro"):
+        got = tmp_path / f"got-{share}"
+        r = admin_server.smbclient(share, f"get denied.txt {got}", user=MEMBER)
+        assert r.returncode == 0 and got.read_text() == "denied to all", (share, output(r))
+    got = tmp_path / "got-asroot"
+    r = admin_server.smbclient("asroot", f"get root600.txt {got}", user=MEMBER)
+    assert r.returncode == 0 and got.read_text() == "root's own", output(r)     # root there
+    r = admin_server.smbclient("asroot", f"get denied.txt {tmp_path / 'denied'}", user=MEMBER)
+    assert "NT_STATUS_ACCESS_DENIED" in output(r), output(r)
+    assert not (tmp_path / "denied").exists()
 
 
 def test_a_user_not_in_admin_users_acts_as_itself(admin_server, tmp_path, src):

@@ -95,20 +95,25 @@ class Token:
     sids: frozenset
     owner: bytes
     group: bytes
+    # an `admin users` user acting as root: every descriptor grants it all, as smbd's root
+    # override does; what the share itself refuses (read only, a previous version) still
+    # holds, checked elsewhere
+    overrides: bool = False
 
     def __contains__(self, who: bytes) -> bool:
         return who in self.sids
 
 
-def unix_token(uid: int, gid: int, groups=(), guest: bool = False) -> Token:
+def unix_token(uid: int, gid: int, groups=(), guest: bool = False, overrides: bool = False) -> Token:
     """The token of a Unix account: its user and group SIDs, Everyone and Authenticated
     Users. A guest matches Everyone's ACEs only (never an owner's implicit rights, whichever
-    account it acts as); its new files name the account as their owner."""
+    account it acts as, and never the root override); its new files name the account as
+    their owner. `overrides`: see Token."""
     user, primary = sid(22, 1, uid), sid(22, 2, gid)
     if guest:
         return Token(frozenset({EVERYONE}), user, primary)
     return Token(frozenset({user, primary, EVERYONE, AUTHENTICATED_USERS,
-                            *(sid(22, 2, g) for g in groups)}), user, primary)
+                            *(sid(22, 2, g) for g in groups)}), user, primary, overrides)
 
 
 USER_TOKEN = unix_token(os.geteuid(), os.getegid())
@@ -283,6 +288,8 @@ def granted(d: Descriptor | None, token: Token = USER_TOKEN, owner: bytes | None
     without a descriptor, all but WRITE_DAC and WRITE_OWNER unless the token owns the file.
     None: a file this open creates (all, without a descriptor) or a descriptor made for it
     (its owner SID, the creator's, then stands for the Unix owner)."""
+    if token.overrides:
+        return FILE_ALL_ACCESS
     if d is None:
         return FILE_ALL_ACCESS if owner is None or owns(token, owner) else FILE_ALL_ACCESS & ~OWNER_ONLY
     if not d.control & SE_DACL_PRESENT or d.dacl is None:

@@ -123,7 +123,7 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
         # the client cannot encrypt, or the session has no keys (a guest's, anonymous'; one
         # re-authenticated as them keeps its first logon's keys, and goes on encrypting)
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    identity = None
+    identity, admin = None, False
     if c.identities is not None:     # the account the tree acts as (force user, force group)
         who = s.identity
         if as_guest and not s.guest:
@@ -135,14 +135,18 @@ def _share_view(c: Connection, s: Session, name: str, kept: bool = False) -> Tre
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         if share.admin_users and not as_guest and share_access.in_list(share.admin_users, user, accounts):
             # `admin users`: root on this share, whoever else force user names (as Samba)
-            identity = c.identities.as_admin(identity)
+            identity, admin = c.identities.as_admin(identity), True
     try:
         fs = tree_files(c, share, identity)
     except OSError as e:
         log.info("tree connect to %s: its directory %s: %s", name, share.path, e)
         raise SMBError(wire.STATUS_BAD_NETWORK_NAME) from None
     if getattr(identity, "uid", None) is not None:     # a Unix account (identities are opaque here)
-        token = acl.unix_token(identity.uid, identity.gid, identity.groups, guest=as_guest)
+        # an admin user acting as root passes every descriptor, as smbd's root override;
+        # other sessions acting as root (force user, a username map) still meet their deny
+        # ACEs (smbd would let them through: stricter, never looser)
+        token = acl.unix_token(identity.uid, identity.gid, identity.groups, guest=as_guest,
+                               overrides=admin and identity.uid == 0)
     else:
         token = acl.GUEST_TOKEN if as_guest else acl.USER_TOKEN
     if is_anonymous(s):
