@@ -197,14 +197,18 @@ def test_a_client_that_reads_its_answers_late_gets_them_all_in_order(server):
 
     count = 100000
     got: list = []
+    failed: list = []       # what the reader met, if not the end of the stream
     with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 
         def read_later():
             time.sleep(1.0)
             data = bytearray()
-            while chunk := s.recv(1 << 20):
-                data += chunk
+            try:
+                while chunk := s.recv(1 << 20):
+                    data += chunk
+            except OSError as e:
+                failed.append(f"{e!r} after {len(data)} bytes")
             offset = 0
             while offset + 4 <= len(data):
                 size = int.from_bytes(data[offset + 1:offset + 4], "big")
@@ -220,5 +224,8 @@ def test_a_client_that_reads_its_answers_late_gets_them_all_in_order(server):
             s.sendall(b"".join(echo(i) for i in range(first, min(first + 4, count + 1))))
         s.shutdown(socket.SHUT_WR)
         reader.join(60)
-    assert got == [(0, 0, 0)] + [(ECHO, 0, i) for i in range(1, count + 1)]
+    # (what the reader met and the server's log, should answers ever go missing again: a
+    # run on a loaded machine once had the connection reset)
+    why = (failed, len(got), open(server["log"]).read()[-3000:])
+    assert not failed and got == [(0, 0, 0)] + [(ECHO, 0, i) for i in range(1, count + 1)], why
     assert server["proc"].poll() is None
