@@ -39,6 +39,21 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\ntest files kept in {base}")
 
 
+@pytest.fixture(autouse=True)
+def _working_directory_kept():
+    """Each test ends in the working directory it began in: a passing test's tmp_path is
+    removed at its end (tmp_path_retention_policy), and a later test's clients started from
+    inside it would find no working directory."""
+    before = os.getcwd()
+    yield
+    try:
+        now = os.getcwd()
+    except FileNotFoundError:       # (removed already: it was the test's tmp_path)
+        now = None
+    if now != before:
+        os.chdir(before)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if INTEGRATION_DIRS & set(item.path.parent.parts[-1:]):

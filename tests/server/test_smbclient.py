@@ -33,8 +33,7 @@ def test_recursive_mput_mget_with_checksums(server, tmp_path):
     files = {"top.txt": os.urandom(1000), "a/one.bin": os.urandom(70000), "a/b/two.bin": os.urandom(5)}
     for name, data in files.items():
         (src / name).write_bytes(data)
-    os.chdir(tmp_path)
-    r = smbclient(server, "prompt off; recurse on; lcd tree; mput *", "-m", "SMB3")
+    r = smbclient(server, f"prompt off; recurse on; lcd {src}; mput *", "-m", "SMB3")
     assert r.returncode == 0, r.stdout + r.stderr
     for name, data in files.items():
         assert (server["share"] / name).read_bytes() == data
