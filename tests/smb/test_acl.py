@@ -53,6 +53,19 @@ def test_access_check():
     assert acl.check(acl.READ_CONTROL, nothing, None, acl.GUEST_TOKEN) == -1
 
 
+def test_the_root_override_passes_every_descriptor_and_only_it():
+    """An `admin users` token (overrides) gets all a descriptor denies everyone, as smbd's
+    root override; root's token without it still meets the deny."""
+    denied = dacl(Ace(acl.DENIED, 0, acl.FILE_ALL_ACCESS, acl.EVERYONE))
+    admin = acl.unix_token(0, 0, overrides=True)
+    assert acl.check(READ | WRITE_DATA | acl.DELETE, denied, denied, admin) == READ | WRITE_DATA | acl.DELETE
+    assert acl.check(acl.MAXIMUM_ALLOWED, denied, None, admin) & acl.FILE_ALL_ACCESS == acl.FILE_ALL_ACCESS
+    root = acl.unix_token(0, 0)
+    assert acl.check(READ, denied, None, root) == -1
+    # a guest never has it, whichever account it acts as
+    assert not acl.unix_token(0, 0, guest=True, overrides=True).overrides
+
+
 def test_inheritance():
     parent = dacl(Ace(acl.ALLOWED, acl.OBJECT_INHERIT, READ, acl.CREATOR_OWNER),
                   Ace(acl.ALLOWED, acl.CONTAINER_INHERIT, 0x1F01FF, acl.EVERYONE),
