@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "testparm": "smbring.server.cli",
     "user": "smbring.server.users",
     "import-samba": "smbring.server.samba_import",
+    "orphaned-streams": "smbring.server.orphaned_streams",
     "status": "smbring.server.control",
     "control": "smbring.server.control",
     "bench": "smbring.bench.cli",
