@@ -402,3 +402,41 @@ def test_a_name_is_removed_only_while_it_leads_to_the_file(share):
     assert (root / "real.txt").read_text() == "precious"
     vfs.remove(["real.txt"], False, key=key)
     assert not os.path.lexists(root / "real.txt")
+
+
+def test_an_id_on_a_deleted_files_inode_number_reaches_none_of_its_streams(share):
+    """A stream directory records its file's inode generation beside device and inode (where
+    the file system keeps one): a file made on the inode number of a deleted one, given the
+    deleted file's id by a local user who could read it, gets none of its streams. (The reuse
+    of the number is played by recording the second file's device and inode with the first's
+    generation, as the deleted file's would read.)"""
+    root, vfs = share
+    sid = vfs.stream_id(["file.txt"], create=True)
+    vfs.make_stream_dir(sid)
+    depot_dir = root / STREAMS_DIR / sid
+    recorded = posix.FileMark.parse(os.getxattr(depot_dir, posix.STREAM_BASE_XATTR))
+    fd = os.open(root / "file.txt", os.O_RDONLY)
+    try:
+        mine = posix.file_mark(fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+    if mine.generation is None:
+        pytest.skip("this file system keeps no inode generations")
+    assert recorded == mine
+    (root / "copier.txt").write_text("local")
+    fd = os.open(root / "copier.txt", os.O_RDONLY)
+    try:
+        theirs = posix.file_mark(fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+    os.setxattr(root / "copier.txt", STREAM_ID_XATTR, sid.encode())
+    reused = posix.FileMark(theirs.st_dev, theirs.st_ino, (theirs.generation + 1) & 0xFFFFFFFF)
+    os.setxattr(depot_dir, posix.STREAM_BASE_XATTR, reused.record())
+    assert vfs.stream_id(["copier.txt"]) is None
+    # the same inode and generation is the file's own; a record without a generation (an
+    # older version's) still is, and gets the generation
+    os.setxattr(depot_dir, posix.STREAM_BASE_XATTR, theirs.record())
+    assert vfs.stream_id(["copier.txt"]) == sid
+    os.setxattr(depot_dir, posix.STREAM_BASE_XATTR, f"{theirs.st_dev}:{theirs.st_ino}".encode())
+    assert vfs.stream_id(["copier.txt"]) == sid
+    assert os.getxattr(depot_dir, posix.STREAM_BASE_XATTR) == theirs.record()

@@ -19,20 +19,21 @@ import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
 
 from smbring.vfs.api import STREAMS_DIR
-from smbring.vfs.posix import STREAM_BASE_XATTR, STREAM_ID_XATTR, stream_name, valid_stream_id
+from smbring.vfs.posix import (STREAM_BASE_XATTR, STREAM_ID_XATTR, FileMark, file_mark, stream_name,
+                                valid_stream_id)
 
 
 @dataclass
 class Walk:
-    """What one walk of a share found: (stream id, device, inode) of every file and directory
-    holding an id, and the directories it could not read."""
-    named: set = field(default_factory=set)
-    ids: set = field(default_factory=set)
+    """What one walk of a share found: the marks (device, inode, generation) of the files and
+    directories holding each stream id, and what it could not read."""
+    named: dict = field(default_factory=dict)      # stream id -> [FileMark]
     unread: list = field(default_factory=list)
 
 
@@ -72,26 +73,41 @@ def walk(root: str) -> Walk:
                 continue
             if not valid_stream_id(sid):
                 continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            found.named.add((sid, st.st_dev, st.st_ino))
-            found.ids.add(sid)
+            mark = _mark(entry)
+            if mark is not None:
+                found.named.setdefault(sid, []).append(mark)
     return found
 
 
-def _belongs(sid: str, base: bytes | None, walked: Walk) -> bool:
-    """Whether a file the walk met holds the depot directory `sid`: one naming it whose device
-    and inode are those recorded there (an older directory records none: any file naming
-    it)."""
-    if base is None:
-        return sid in walked.ids
-    dev, _, ino = base.decode("ascii", "replace").partition(":")
+def _mark(entry: os.DirEntry) -> FileMark | None:
+    """The entry's FileMark, read through a descriptor of it (not followed, no device opened);
+    without its generation where that cannot be had; None where it is gone."""
     try:
-        return (sid, int(dev), int(ino)) in walked.named
-    except ValueError:
-        return sid in walked.ids
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                return file_mark(fd, st)
+        st = entry.stat(follow_symlinks=False)
+        return FileMark(st.st_dev, st.st_ino)
+    except OSError:
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _belongs(sid: str, base: bytes | None, walked: Walk) -> bool:
+    """Whether a file the walk met holds the depot directory `sid`: one naming it that is the
+    file recorded there (an older directory records none: any file naming it)."""
+    marks = walked.named.get(sid, ())
+    recorded = FileMark.parse(base) if base is not None else None
+    if recorded is None:
+        return bool(marks)
+    return any(recorded.is_of(m) for m in marks)
 
 
 def orphans(root: str, walked: Walk) -> list[Orphan]:

@@ -118,8 +118,9 @@ class FileSystem(Protocol):
         (OSError ENOTEMPTY past that, what was deleted staying deleted), never following a
         symbolic link below it (each one met is deleted as a name, whatever it leads to; a
         directory swapped for one meanwhile is not entered); how many it deleted. `gone`
-        gets (stream id, stat) of each file with named streams it deleted for good, even where
-        it raises: `remove_streams(id, stat)` deletes those. Raises OSError."""
+        gets (stream id, its file's mark: device, inode, generation) of each file with named
+        streams it deleted for good, even where it raises: `remove_streams(id, mark)` deletes
+        those. Raises OSError."""
         ...
 
     def may_delete(self, parts: list[str]) -> bool:
@@ -206,9 +207,9 @@ class FileSystem(Protocol):
         PathError, OSError."""
         ...
 
-    def remove_streams(self, sid: str | None, of: os.stat_result | None = None) -> None:
+    def remove_streams(self, sid: str | None, of=None) -> None:
         """Deletes the streams of a file that is gone (nothing for None); one it cannot
-        delete is left. `of`: the file's stat where the id was read from the file without
+        delete is left. `of`: the file's mark where the id was read from the file without
         checking that its stream directory is that file's (`remove_tree`'s): nothing is
         deleted unless it is. Raises OSError only as `streams` does."""
         ...

@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import struct
+from typing import NamedTuple
 
 from smbring._dirent import (NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xattr, lstat_at, read_names,
                              set_status_flags, stat_entries)
@@ -64,6 +65,49 @@ _NO_KERNEL_LOCKS = (errno.ENOLCK, errno.EINVAL, errno.EFBIG, errno.EOPNOTSUPP)
 STREAM_ID_XATTR = "user.smbring.streams"
 STREAM_BASE_XATTR = "user.smbring.base"
 STREAM_ID_DIGITS = frozenset("0123456789abcdef")
+# the inode's generation (ext4, btrfs, XFS: a new number whenever an inode number is used
+# again), recorded beside the device and inode where the file system has one: a file made on
+# the inode number of a deleted one, carrying the deleted file's id (copied by a local user
+# who could read it), does not get its streams
+FS_IOC_GETVERSION = 0x80087601
+
+
+class FileMark(NamedTuple):
+    """What a stream directory records of its file: device, inode and (where the file system
+    keeps one) the inode's generation."""
+    st_dev: int
+    st_ino: int
+    generation: int | None = None
+
+    def record(self) -> bytes:
+        gen = "" if self.generation is None else f":{self.generation}"
+        return f"{self.st_dev}:{self.st_ino}{gen}".encode("ascii")
+
+    @classmethod
+    def parse(cls, recorded: bytes) -> "FileMark | None":
+        parts = recorded.decode("ascii", "replace").split(":")
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            return None
+        return cls(*numbers) if len(numbers) in (2, 3) else None
+
+    def is_of(self, file: "FileMark", same_device: bool = True) -> bool:
+        """Whether the file `file` is the one this records (in a snapshot, `same_device`
+        false: its inode alone, the snapshot's device being another)."""
+        if self.st_ino != file.st_ino or same_device and self.st_dev != file.st_dev:
+            return False
+        return self.generation is None or file.generation is None or self.generation == file.generation
+
+
+def file_mark(fd: int, st: os.stat_result) -> FileMark:
+    """The open file's FileMark (its generation None where the file system keeps none or the
+    descriptor cannot ask: an O_PATH one)."""
+    try:
+        generation = struct.unpack_from("<I", fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8)))[0]
+    except OSError:
+        generation = None
+    return FileMark(st.st_dev, st.st_ino, generation)
 
 
 def _same_but_case(entries: list[str], name: str) -> str | None:
@@ -474,15 +518,15 @@ class PosixVFS:
         return sid if self.claim_streams(sid, st, create) else None
 
     @staticmethod
-    def stream_key(fd: int, create: bool = False) -> tuple[str, os.stat_result] | None:
+    def stream_key(fd: int, create: bool = False) -> tuple[str, FileMark] | None:
         """The stream id stored on the open file, a random one (so a file that replaces a
         deleted one, even on the same inode, never sees the old file's streams), and the
-        file's stat; None if it has none and `create` is false. An id that is not one of ours
-        (set by someone with local access) counts as none and is replaced."""
+        file's FileMark; None if it has none and `create` is false. An id that is not one of
+        ours (set by someone with local access) counts as none and is replaced."""
         try:
             sid = os.getxattr(fd, STREAM_ID_XATTR).decode("ascii", "replace")
             if valid_stream_id(sid):
-                return sid, os.fstat(fd)
+                return sid, file_mark(fd, os.fstat(fd))
         except OSError as e:
             if e.errno != errno.ENODATA:
                 return None
@@ -490,16 +534,17 @@ class PosixVFS:
             return None
         sid = os.urandom(8).hex()
         os.setxattr(fd, STREAM_ID_XATTR, sid.encode("ascii"))
-        return sid, os.fstat(fd)
+        return sid, file_mark(fd, os.fstat(fd))
 
-    def claim_streams(self, sid: str, st: os.stat_result, create: bool) -> bool:
-        """Whether the id's stream directory belongs to the file `st` is the stat of: it
-        records the file's device and inode (made now with `create`, recorded now in a
-        directory an older version made); False for one another file's id named (an id
-        copied from file to file), which reaches nothing. In a snapshot the inode alone
-        decides (the snapshot's device is not the live file's; within one file system no
-        other file has the inode). Run as the server."""
-        base = f"{st.st_dev}:{st.st_ino}".encode("ascii")
+    def claim_streams(self, sid: str, mark: FileMark, create: bool) -> bool:
+        """Whether the id's stream directory belongs to the file `mark` is of: it records the
+        file's device, inode and generation (made now with `create`, recorded now in a
+        directory an older version made, the generation added to one recorded without it);
+        False for one another file's id named (an id copied from file to file, or onto a
+        file on a deleted one's inode number), which reaches nothing. In a snapshot the inode
+        alone decides (the snapshot's device is not the live file's; within one file system
+        no other file has the inode). Run as the server."""
+        base = mark.record()
         self.check_depot()
         try:
             fd = openat2(self.root_fd, self.rel(self.stream_parts(sid)), os.O_RDONLY | os.O_DIRECTORY, 0, IN_DEPOT)
@@ -519,10 +564,13 @@ class PosixVFS:
                 if not self.snapshot:       # (a snapshot is not written; unrecorded, as here)
                     os.setxattr(fd, STREAM_BASE_XATTR, base)
                 return True
-            if recorded != base and not (self.snapshot and recorded.partition(b":")[2] == base.partition(b":")[2]):
+            found = FileMark.parse(recorded)
+            if found is None or not found.is_of(mark, same_device=not self.snapshot):
                 log.warning("stream id %s stored on a file (inode %d) its streams do not belong to: "
-                            "its streams are not reached", sid, st.st_ino)
+                            "its streams are not reached", sid, mark.st_ino)
                 return False
+            if found.generation is None and mark.generation is not None and not self.snapshot:
+                os.setxattr(fd, STREAM_BASE_XATTR, base)     # (recorded by an older version)
             return True
         finally:
             os.close(fd)
@@ -646,9 +694,9 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def remove_streams(self, sid: str | None, of: os.stat_result | None = None) -> None:
-        """Deletes the streams of a file that is gone; `of`: its stat, where the id was read
-        from the file but not yet checked to be its own (`claim_streams`)."""
+    def remove_streams(self, sid: str | None, of: FileMark | None = None) -> None:
+        """Deletes the streams of a file that is gone; `of`: its FileMark, where the id was
+        read from the file but not yet checked to be its own (`claim_streams`)."""
         if not sid or of is not None and not self.claim_streams(sid, of, False):
             return
         for name, _st in self.streams(sid):
