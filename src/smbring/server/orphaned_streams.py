@@ -179,11 +179,14 @@ def run(args) -> int:
                           "unread": unread}, indent=2))
     else:
         for o in found:
-            state = "removed" if o.sid in removed else "orphaned"
-            print(f"{state}  {o.sid}  {len(o.streams)} stream(s), {o.size} bytes: {', '.join(o.streams)}")
+            state = "removed" if o.sid in removed else "kept" if args.remove and not unread else "orphaned"
+            print(f"{state:8}  {o.sid}  {len(o.streams)} stream(s), {o.size} bytes: {', '.join(o.streams)}")
         total = sum(o.size for o in found)
         print(f"{len(found)} stream director{'y' if len(found) == 1 else 'ies'} no file of {root} "
               f"holds ({total} bytes){f'; {len(removed)} removed' if args.remove else ''}")
+        if args.remove and not unread and len(removed) < len(found):
+            print("kept: changed since a second before the walk began, or held by a file the second "
+                  "walk found (run again later)")
         for why in unread:
             print(f"not read: {why}", file=sys.stderr)
         if args.remove and unread:
