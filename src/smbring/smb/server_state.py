@@ -48,6 +48,7 @@ from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
 from smbring.smb.tunnel import NameTunnel
 from smbring.smb.write_times import WriteTimes
+from smbring.vfs.shadow_copy import SnapshotLists
 
 if TYPE_CHECKING:
     from smbring.smb.state import Open, Session
@@ -81,6 +82,7 @@ class ServerState:
         self.kernel_lock_waits: dict = {}       # retry -> None, in the order they came
         self.write_times = WriteTimes()
         self.tunnel = NameTunnel()      # long names just removed, by their short names
+        self.snapshots = SnapshotLists()    # each shadow_copy2 share's snapshots, as last listed
         self._opens = backends.open_paths if backends.open_paths is not None else OpenPaths()
         # files to delete when their last open closes, as delete on close works on Windows
         # (other opens keep the file until they close too)

@@ -93,9 +93,44 @@ def snapshots(options: ShadowCopyOptions, share_path: str) -> list[tuple[int, st
     return found
 
 
-def at(options: ShadowCopyOptions, share_path: str, seconds: int) -> str | None:
-    """The share's directory in the snapshot taken at `seconds` (as a token names it), if any."""
-    return next((directory for when, directory in snapshots(options, share_path) if when == seconds), None)
+class SnapshotLists:
+    """Each share's snapshots (`snapshots`), listed again only when its snapshot directory has
+    changed (another inode, another modification time: a snapshot made or removed) or the
+    list is `fresh_for` seconds old (a snapshot directory whose time does not move: ZFS's
+    `.zfs/snapshot`): a CREATE naming a previous version costs one stat of the directory,
+    not a listing with every name parsed (~10 us each) and a look into each snapshot. At
+    most `most` shares' lists are kept."""
+
+    def __init__(self, fresh_for: float = 10.0, most: int = 256):
+        self.fresh_for = fresh_for
+        self.most = most
+        self._lists: dict = {}      # (options, share path) -> (stamp, when listed, list)
+
+    def __len__(self) -> int:
+        """How many shares' lists are kept."""
+        return len(self._lists)
+
+    def of(self, options: ShadowCopyOptions, share_path: str) -> list[tuple[int, str]]:
+        key = (options, share_path)
+        try:
+            st = os.stat(_layout(options, share_path)[0])
+        except (OSError, ValueError):
+            self._lists.pop(key, None)
+            return []
+        stamp, now = (st.st_dev, st.st_ino, st.st_mtime_ns), time.monotonic()
+        kept = self._lists.get(key)
+        if kept is not None and kept[0] == stamp and now - kept[1] < self.fresh_for:
+            return kept[2]
+        found = snapshots(options, share_path)       # (after the stat: a change meanwhile lists again)
+        if key not in self._lists and len(self._lists) >= self.most:
+            del self._lists[next(iter(self._lists))]
+        self._lists[key] = (stamp, now, found)
+        return found
+
+    def at(self, options: ShadowCopyOptions, share_path: str, seconds: int) -> str | None:
+        """The share's directory in the snapshot taken at `seconds` (as a token names it),
+        if any."""
+        return next((directory for when, directory in self.of(options, share_path) if when == seconds), None)
 
 
 def token(seconds: int) -> str:

@@ -36,7 +36,6 @@ from smbring.smb.fileinfo import (
 from smbring.smb.fs import MAX_STREAMS, MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
 from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open
-from smbring.vfs import shadow_copy
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -171,7 +170,7 @@ def snapshot_tree(c, tree, timewarp: bytes):
     share has no such snapshot (MS-SMB2 3.3.5.9.7)."""
     options = tree.share.shadow_copy
     seconds = (int.from_bytes(timewarp[:8], "little") - NT_EPOCH) // 10_000_000
-    directory = shadow_copy.at(options, tree.share.path, seconds) if options is not None else None
+    directory = c.state.snapshots.at(options, tree.share.path, seconds) if options is not None else None
     if directory is None:
         raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
     share = dataclasses.replace(tree.share, path=directory, read_only=True, shadow_copy=None, snapshot=True)

@@ -48,7 +48,7 @@ def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rh
     if max_out < 16:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
     options = o.tree.share.shadow_copy if o.tree is not None and o.tree.share is not None else None
-    times = [when for when, _directory in shadow_copy.snapshots(options, o.tree.share.path)] if options else []
+    times = [when for when, _directory in c.state.snapshots.of(options, o.tree.share.path)] if options else []
     tokens = b"".join(shadow_copy.token(when).encode("utf-16-le") + b"\0\0" for when in times) + b"\0\0"
     if max_out == 16 or 12 + len(tokens) > max_out:
         return struct.pack("<IIII", len(times), 0, len(tokens), 0)

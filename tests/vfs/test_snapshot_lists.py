@@ -1,0 +1,57 @@
+"""vfs.shadow_copy.SnapshotLists: a share's snapshots listed again only when its snapshot
+directory changed, or after a while; real directories."""
+import os
+
+from smbring.vfs import shadow_copy
+from smbring.vfs.shadow_copy import ShadowCopyOptions, SnapshotLists
+
+NAMES = ["@GMT-2026.12.01-10.00.00", "@GMT-2026.12.02-10.00.00"]
+
+
+def volume(tmp_path):
+    """A share at the root of a pretend mount point, its snapshot directory `.snapshots`."""
+    mount = tmp_path / "vol"
+    for name in NAMES:
+        (mount / ".snapshots" / name).mkdir(parents=True)
+    return ShadowCopyOptions(mountpoint=str(mount)), str(mount)
+
+
+def test_a_list_is_used_again_until_the_snapshot_directory_changes(tmp_path, monkeypatch):
+    options, share = volume(tmp_path)
+    listed = []
+    real = shadow_copy.snapshots
+    monkeypatch.setattr(shadow_copy, "snapshots", lambda *a: listed.append(a) or real(*a))
+    lists = SnapshotLists()
+    first = lists.of(options, share)
+    assert [os.path.basename(d) for _, d in first] == NAMES[::-1] and len(listed) == 1
+    assert lists.of(options, share) == first and len(listed) == 1
+    when = first[0][0]
+    assert lists.at(options, share, when) == first[0][1] and len(listed) == 1
+    # a new snapshot changes the directory: listed again, and found
+    (tmp_path / "vol" / ".snapshots" / "@GMT-2026.12.03-10.00.00").mkdir()
+    assert len(lists.of(options, share)) == 3 and len(listed) == 2
+    # a removed one too
+    os.rmdir(tmp_path / "vol" / ".snapshots" / NAMES[0])
+    assert len(lists.of(options, share)) == 2 and len(listed) == 3
+
+
+def test_a_list_older_than_its_bound_is_made_again(tmp_path, monkeypatch):
+    """(A snapshot directory whose time never moves, as ZFS's may, is still read again.)"""
+    options, share = volume(tmp_path)
+    listed = []
+    real = shadow_copy.snapshots
+    monkeypatch.setattr(shadow_copy, "snapshots", lambda *a: listed.append(a) or real(*a))
+    lists = SnapshotLists(fresh_for=0)
+    lists.of(options, share)
+    lists.of(options, share)
+    assert len(listed) == 2
+
+
+def test_no_snapshot_directory_means_no_snapshots_and_nothing_kept(tmp_path):
+    options = ShadowCopyOptions(mountpoint=str(tmp_path))
+    lists = SnapshotLists(most=1)
+    assert lists.of(options, str(tmp_path)) == [] and lists.at(options, str(tmp_path), 0) is None
+    a, share_a = volume(tmp_path / "a")
+    b, share_b = volume(tmp_path / "b")
+    assert len(lists.of(a, share_a)) == 2 and len(lists.of(b, share_b)) == 2
+    assert len(lists) == 1          # (at most `most` shares' lists)
