@@ -101,6 +101,46 @@ def test_openat2_resolve_beneath(ring, complete, tmp_path):
         os.close(dirfd)
 
 
+def test_openat2_through_dotdot_beside_renames_elsewhere_succeeds(tmp_path):
+    """With RESOLVE_BENEATH the kernel refuses (EAGAIN) a resolution through ".." during which
+    any rename happened anywhere, unable to tell that it stayed beneath; the synchronous
+    openat2 tries again, so such a path (a link to "../f") opens while another thread renames
+    a file in another directory all the time (before, about one open in a hundred failed, and
+    the server answered a CREATE of it STATUS_SHARING_VIOLATION)."""
+    import threading
+    import time
+    root = tmp_path / "share"
+    (root / "sub").mkdir(parents=True)
+    (root / "f").write_text("x")
+    os.symlink("../f", root / "sub" / "link")
+    (tmp_path / "elsewhere").mkdir()
+    a, b = tmp_path / "elsewhere" / "a", tmp_path / "elsewhere" / "b"
+    a.write_text("")
+    stop = threading.Event()
+
+    def rename_all_the_time():
+        while not stop.is_set():
+            os.rename(a, b)
+            os.rename(b, a)
+    renamer = threading.Thread(target=rename_all_the_time, daemon=True)
+    renamer.start()
+    dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    failed, opened, end = [], 0, time.monotonic() + 2
+    try:
+        beneath = uring.RESOLVE_BENEATH | uring.RESOLVE_NO_MAGICLINKS
+        while time.monotonic() < end and len(failed) < 10:
+            try:
+                os.close(uring.openat2(dirfd, "sub/link", resolve=beneath))
+                opened += 1
+            except OSError as e:
+                failed.append(e)
+    finally:
+        stop.set()
+        renamer.join()
+        os.close(dirfd)
+    assert not failed and opened > 1000, (opened, failed)
+
+
 def test_close(ring, complete, datafile):
     fd, _, path = datafile
     fd2 = os.open(path, os.O_RDONLY)

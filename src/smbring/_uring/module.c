@@ -34,6 +34,14 @@ static PyObject *mod_try_setup(PyObject *self, PyObject *args)
     return PyLong_FromLong(0);
 }
 
+/* How often an openat2 that met a rename elsewhere in the system while resolving a ".." is
+ * tried again: with RESOLVE_BENEATH or RESOLVE_IN_ROOT the kernel answers EAGAIN when any
+ * rename (or mount) happened meanwhile, as it cannot tell that the ".." stayed inside
+ * (openat2(2): "the caller may choose to retry"). Under a steady stream of renames about one
+ * such open in a hundred fails once; a bound, for the EAGAIN that stays (a non-blocking open
+ * of a file under a lease, RESOLVE_CACHED). */
+#define OPENAT2_RACE_TRIES 32
+
 /* openat2(dirfd, path, flags=O_RDONLY, mode=0, resolve=0) -> fd, synchronously: the safe
  * path resolution the VFS needs even where io_uring is unavailable. */
 static PyObject *mod_openat2(PyObject *self, PyObject *args, PyObject *kw)
@@ -52,8 +60,12 @@ static PyObject *mod_openat2(PyObject *self, PyObject *args, PyObject *kw)
     how.mode = sr_open_takes_mode(flags) ? (uint64_t)mode : 0;
     how.resolve = resolve;
     int fd;
+    int tries = (resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT)) && !(resolve & RESOLVE_CACHED)
+                ? OPENAT2_RACE_TRIES : 1;
     Py_BEGIN_ALLOW_THREADS
-    fd = (int)syscall(__NR_openat2, dirfd, PyBytes_AS_STRING(path), &how, sizeof(how));
+    do {
+        fd = (int)syscall(__NR_openat2, dirfd, PyBytes_AS_STRING(path), &how, sizeof(how));
+    } while (fd < 0 && errno == EAGAIN && --tries > 0);
     Py_END_ALLOW_THREADS
     if (fd < 0) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
