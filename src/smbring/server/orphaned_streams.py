@@ -146,9 +146,7 @@ def find(root: str, remove: bool) -> tuple[list[Orphan], list[str], list[str]]:
     started = time.time()
     first = walk(root)
     found = orphans(root, first)
-    if not remove or not found:
-        return found, [], first.unread
-    if first.unread:
+    if not remove or not found or first.unread:
         return found, [], first.unread
     second = walk(root)
     if second.unread:
