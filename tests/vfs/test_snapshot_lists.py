@@ -35,6 +35,23 @@ def test_a_list_is_used_again_until_the_snapshot_directory_changes(tmp_path, mon
     assert len(lists.of(options, share)) == 2 and len(listed) == 3
 
 
+def test_a_kept_list_costs_no_search_for_the_snapshot_directory(tmp_path, monkeypatch):
+    """Where the snapshot directory lies (the share's real path, its mount point: a stat of
+    every directory above the share) is worked out with each listing, not with each use of
+    the kept list; it is worked out again once the list is older than its bound."""
+    options, share = volume(tmp_path)
+    searched = []
+    real = shadow_copy._layout
+    monkeypatch.setattr(shadow_copy, "_layout", lambda *a: searched.append(a) or real(*a))
+    lists = SnapshotLists()
+    first = lists.of(options, share)
+    for when, directory in first * 3:
+        assert lists.at(options, share, when) == directory
+    assert lists.at(options, share, 0) is None and len(searched) == 1
+    lists.fresh_for = 0
+    assert lists.of(options, share) == first and len(searched) == 2
+
+
 def test_a_list_older_than_its_bound_is_made_again(tmp_path, monkeypatch):
     """(A snapshot directory whose time never moves, as ZFS's may, is still read again.)"""
     options, share = volume(tmp_path)
@@ -50,7 +67,7 @@ def test_a_list_older_than_its_bound_is_made_again(tmp_path, monkeypatch):
 def test_no_snapshot_directory_means_no_snapshots_and_nothing_kept(tmp_path):
     options = ShadowCopyOptions(mountpoint=str(tmp_path))
     lists = SnapshotLists(most=1)
-    assert lists.of(options, str(tmp_path)) == [] and lists.at(options, str(tmp_path), 0) is None
+    assert not lists.of(options, str(tmp_path)) and lists.at(options, str(tmp_path), 0) is None
     a, share_a = volume(tmp_path / "a")
     b, share_b = volume(tmp_path / "b")
     assert len(lists.of(a, share_a)) == 2 and len(lists.of(b, share_b)) == 2

@@ -19,7 +19,9 @@ from __future__ import annotations
 import calendar
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 DEFAULT_FORMAT = "@GMT-%Y.%m.%d-%H.%M.%S"
 TOKEN_FORMAT = "@GMT-%Y.%m.%d-%H.%M.%S"      # how SMB names a previous version (MS-SMB2 2.2.13.2.7)
@@ -65,12 +67,13 @@ def _layout(options: ShadowCopyOptions, share_path: str) -> tuple[str, str]:
     return snapdir, relative
 
 
-def snapshots(options: ShadowCopyOptions, share_path: str) -> list[tuple[int, str]]:
+def snapshots(options: ShadowCopyOptions, share_path: str, layout: tuple[str, str] | None = None
+              ) -> list[tuple[int, str]]:
     """The share's snapshots: (their time in seconds since 1970, UTC; the share's directory in
     them), newest first unless shadow:sort says asc; only those that hold the share's
-    directory. None readable: none."""
+    directory. None readable: none. `layout`: `_layout`'s answer, where the caller has it."""
     try:
-        snapdir, relative = _layout(options, share_path)
+        snapdir, relative = layout or _layout(options, share_path)
         names = []
         with os.scandir(snapdir) as entries:
             for entry in entries:
@@ -98,39 +101,62 @@ class SnapshotLists:
     changed (another inode, another modification time: a snapshot made or removed) or the
     list is `fresh_for` seconds old (a snapshot directory whose time does not move: ZFS's
     `.zfs/snapshot`): a CREATE naming a previous version costs one stat of the directory,
-    not a listing with every name parsed (~10 us each) and a look into each snapshot. At
-    most `most` shares' lists are kept."""
+    not a listing with every name parsed (~10 us each) and a look into each snapshot. Where
+    the snapshot directory is (the share's real path, its mount point: a stat of every
+    directory above it) is found again with each listing, so within `fresh_for` seconds of
+    an admin moving the share or its mount. At most `most` shares' lists are kept."""
 
     def __init__(self, fresh_for: float = 10.0, most: int = 256):
         self.fresh_for = fresh_for
         self.most = most
-        self._lists: dict = {}      # (options, share path) -> (stamp, when listed, list)
+        # (options, share path) -> (stamp, when listed, list, snapshot directory)
+        self._lists: dict = {}
 
     def __len__(self) -> int:
         """How many shares' lists are kept."""
         return len(self._lists)
 
-    def of(self, options: ShadowCopyOptions, share_path: str) -> list[tuple[int, str]]:
-        key = (options, share_path)
-        try:
-            st = os.stat(_layout(options, share_path)[0])
-        except (OSError, ValueError):
-            self._lists.pop(key, None)
-            return []
-        stamp, now = (st.st_dev, st.st_ino, st.st_mtime_ns), time.monotonic()
-        kept = self._lists.get(key)
-        if kept is not None and kept[0] == stamp and now - kept[1] < self.fresh_for:
-            return kept[2]
-        found = snapshots(options, share_path)       # (after the stat: a change meanwhile lists again)
-        if key not in self._lists and len(self._lists) >= self.most:
-            del self._lists[next(iter(self._lists))]
-        self._lists[key] = (stamp, now, found)
-        return found
+    def of(self, options: ShadowCopyOptions, share_path: str) -> Sequence[tuple[int, str]]:
+        """The share's snapshots, as `snapshots` lists them (not to be changed: kept)."""
+        return self._kept(options, share_path)[2]
 
     def at(self, options: ShadowCopyOptions, share_path: str, seconds: int) -> str | None:
         """The share's directory in the snapshot taken at `seconds` (as a token names it),
-        if any."""
-        return next((directory for when, directory in self.of(options, share_path) if when == seconds), None)
+        if any (of two taken at one time, the first listed)."""
+        return self._kept(options, share_path)[4].get(seconds)
+
+    def _kept(self, options: ShadowCopyOptions, share_path: str) -> tuple:
+        """(stamp, when listed, list, snapshot directory, {time: directory}), listed again
+        where it must be."""
+        key = (options, share_path)
+        now = time.monotonic()
+        kept = self._lists.get(key)
+        if kept is not None and now - kept[1] < self.fresh_for:
+            try:
+                st = os.stat(kept[3])
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino, st.st_mtime_ns) == kept[0]:
+                return kept
+        try:
+            layout = _layout(options, share_path)
+            st = os.stat(layout[0])
+        except (OSError, ValueError):
+            self._lists.pop(key, None)
+            return NO_SNAPSHOTS
+        # (listed after the stat: a change meanwhile lists again)
+        found = snapshots(options, share_path, layout)
+        by_time: dict[int, str] = {}
+        for when, directory in found:
+            by_time.setdefault(when, directory)
+        if key not in self._lists and len(self._lists) >= self.most:
+            del self._lists[next(iter(self._lists))]
+        kept = self._lists[key] = ((st.st_dev, st.st_ino, st.st_mtime_ns), now, found, layout[0], by_time)
+        return kept
+
+
+# SnapshotLists._kept's answer where none are reachable (read only: it is shared)
+NO_SNAPSHOTS = (None, 0.0, (), "", MappingProxyType({}))
 
 
 def token(seconds: int) -> str:
