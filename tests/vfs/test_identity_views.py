@@ -15,7 +15,7 @@ from threads import in_thread
 from smbring.server.accounts import Accounts, account, map_username, parse_username_map
 from smbring.smb.fs import FileSystem
 from smbring.smb.state import Share
-from smbring.vfs import modules
+from smbring.vfs import identity, modules
 from smbring.vfs.identity import CALLS, Identity, ShareView, ThreadCredentials
 from smbring.vfs.posix import PosixVFS
 
@@ -130,6 +130,25 @@ def test_every_bound_call_runs_as_its_views_identity_whatever_ran_before(share):
     seen = in_thread(run)
     assert seen == [ALICE.uid, ALICE.uid, [ALICE.gid]] * 2
 
+
+
+def test_views_of_equal_identities_share_one_instance(share):
+    """Each session of an account has its own Identity; the views of all of them act as one
+    instance of it (ThreadCredentials.one_of), so that a call through one after a call
+    through another finds the thread acting as it at one look; unequal ones stay apart, and
+    the table of instances is bounded (past its bound it starts again, nothing else changes)."""
+    _root, base = share
+    creds = ThreadCredentials()
+    copies = [Identity(f"alice-{i}", ALICE.uid, ALICE.gid, ALICE.groups) for i in range(3)]
+    views = [ShareView(base, who, creds) for who in copies]
+    assert all(v.identity is views[0].identity for v in views)
+    assert ShareView(base, BOB, creds).identity is BOB
+    assert ShareView(base, Identity("alice-fewer", ALICE.uid, ALICE.gid, (ALICE.gid,)), creds).identity \
+        is not views[0].identity
+    many = [Identity("u", 70000 + i, 70000, ()) for i in range(identity.MAX_IDENTITIES + 10)]
+    for who in many:
+        assert creds.one_of(who) is who or creds.one_of(who) == who
+    assert len(creds._one_of_each) <= identity.MAX_IDENTITIES
 
 @ROOT_ONLY
 def test_credentials_belong_to_their_thread(share):

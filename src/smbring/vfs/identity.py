@@ -38,6 +38,10 @@ from smbring.vfs.data_identity import DataCredentials
 from smbring.vfs.posix import stream_id_by_path
 
 
+# the identities ThreadCredentials.one_of keeps one instance of (users times their group sets)
+MAX_IDENTITIES = 4096
+
+
 @dataclass(frozen=True)
 class Identity:
     """A Unix account as a session acts as it: its name (for the log; two names of one
@@ -77,6 +81,21 @@ class ThreadCredentials:
         self.data = DataCredentials(self)
         # descriptors of streams, opened by the server in its depot for a user (ShareView)
         self.stream_fds: set[int] = set()
+        self._one_of_each: dict[Identity, Identity] = {}    # (see `one_of`)
+
+    def one_of(self, who: Identity) -> Identity:
+        """The one instance the views use of every identity equal to `who` (each session of an
+        account has its own copy): with one, a request of one connection after another's of
+        the same account finds the thread acting as it already at one look (`is`), where
+        another copy would make `become` compare the two, and the descriptors' owners be
+        counted under a key that is not itself. At most MAX_IDENTITIES are kept; past that
+        the table starts again (nothing depends on it but the cost of that comparison)."""
+        kept = self._one_of_each.get(who)
+        if kept is None:
+            if len(self._one_of_each) >= MAX_IDENTITIES:
+                self._one_of_each.clear()
+            kept = self._one_of_each[who] = who
+        return kept
 
     def become(self, who: Identity) -> None:
         """Makes the thread act as `who` (nothing to do when it already does)."""
@@ -226,8 +245,10 @@ class ShareView:
     def __init__(self, base, identity: Identity | None, creds: ThreadCredentials | None):
         self.base = base
         self.root = base.root
-        self.identity = identity
         self.creds = creds if identity is not None else None
+        if self.creds is not None:
+            identity = self.creds.one_of(identity)
+        self.identity = identity
         # makes the thread act as the view's identity, if it does not already: the one place
         # that decides, bound once for the view's life (a tree connect's)
         self._act = _switching(self.creds, identity)
