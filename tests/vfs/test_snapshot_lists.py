@@ -16,11 +16,17 @@ def volume(tmp_path):
     return ShadowCopyOptions(mountpoint=str(mount)), str(mount)
 
 
+def counted(monkeypatch, name: str) -> list:
+    """The calls made of shadow_copy's function `name` from now on (their arguments)."""
+    calls = []
+    real = getattr(shadow_copy, name)
+    monkeypatch.setattr(shadow_copy, name, lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
 def test_a_list_is_used_again_until_the_snapshot_directory_changes(tmp_path, monkeypatch):
     options, share = volume(tmp_path)
-    listed = []
-    real = shadow_copy.snapshots
-    monkeypatch.setattr(shadow_copy, "snapshots", lambda *a: listed.append(a) or real(*a))
+    listed = counted(monkeypatch, "snapshots")
     lists = SnapshotLists()
     first = lists.of(options, share)
     assert [os.path.basename(d) for _, d in first] == NAMES[::-1] and len(listed) == 1
@@ -40,9 +46,7 @@ def test_a_kept_list_costs_no_search_for_the_snapshot_directory(tmp_path, monkey
     every directory above the share) is worked out with each listing, not with each use of
     the kept list; it is worked out again once the list is older than its bound."""
     options, share = volume(tmp_path)
-    searched = []
-    real = shadow_copy._layout
-    monkeypatch.setattr(shadow_copy, "_layout", lambda *a: searched.append(a) or real(*a))
+    searched = counted(monkeypatch, "_layout")
     lists = SnapshotLists()
     first = lists.of(options, share)
     for when, directory in first * 3:
@@ -55,9 +59,7 @@ def test_a_kept_list_costs_no_search_for_the_snapshot_directory(tmp_path, monkey
 def test_a_list_older_than_its_bound_is_made_again(tmp_path, monkeypatch):
     """(A snapshot directory whose time never moves, as ZFS's may, is still read again.)"""
     options, share = volume(tmp_path)
-    listed = []
-    real = shadow_copy.snapshots
-    monkeypatch.setattr(shadow_copy, "snapshots", lambda *a: listed.append(a) or real(*a))
+    listed = counted(monkeypatch, "snapshots")
     lists = SnapshotLists(fresh_for=0)
     lists.of(options, share)
     lists.of(options, share)
