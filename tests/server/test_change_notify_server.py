@@ -2,6 +2,7 @@
 changes made by another connection or directly on disk (inotify, in the server), and the
 bounds: kernel watches, buffered changes, links out of the share, veto'd names."""
 import asyncio
+import contextlib
 import os
 import time
 
@@ -25,7 +26,7 @@ from notify_clients import Client  # noqa: E402
 from servers import stop  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
-from smbring.server.change_watcher import TICK, ChangeWatcher  # noqa: E402
+from smbring.server.change_watcher import MAX_KERNEL_WATCHES, TICK, ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
 from smbring.smb.server_state import ServerState  # noqa: E402
 
@@ -202,15 +203,24 @@ def test_change_notify_no_answers_not_implemented(smbconf):
 
 # -- the bounds, with the server's watcher in this process (the real kernel, a real loop) -----
 
+@contextlib.contextmanager
+def watching(limit: int = MAX_KERNEL_WATCHES):
+    """(ServerState, its ChangeWatcher with at most `limit` kernel watches, their loop)."""
+    loop = asyncio.new_event_loop()
+    state = ServerState()
+    w = ChangeWatcher(state, loop, limit=limit)
+    try:
+        yield state, w, loop
+    finally:
+        w.close()
+        loop.close()
+
+
 @pytest.fixture
 def watcher(tmp_path):
     """A ChangeWatcher with at most 5 kernel watches over a fresh ServerState."""
-    loop = asyncio.new_event_loop()
-    state = ServerState()
-    w = ChangeWatcher(state, loop, limit=5)
-    yield state, w, loop, tmp_path
-    w.close()
-    loop.close()
+    with watching(5) as (state, w, loop):
+        yield state, w, loop, tmp_path
 
 
 def run_briefly(loop, seconds=0.2):
@@ -282,3 +292,67 @@ def test_a_tree_watch_inside_a_watched_tree_follows_directories_made_later(tmp_p
     finally:
         w.close()
         loop.close()
+
+
+# -- directory leases watched, with the server's watcher in this process ------------------------
+
+class DirectoryOpen:
+    """What the oplock table reads of an open of a directory (it keys opens by identity)."""
+
+    def __init__(self, path):
+        st = os.stat(path)
+        self.key, self.is_dir, self._path = (st.st_dev, st.st_ino), True, str(path)
+
+    def path(self) -> str:
+        return self._path
+
+
+def leased(state: ServerState, path) -> tuple[DirectoryOpen, list]:
+    """A directory lease (RH) on `path` in the server's tables (its key the path's): its
+    open, and the breaks sent for it."""
+    sent = []
+    o = DirectoryOpen(path)
+    state.oplocks.add(o, 0x1)
+    state.oplocks.grant_lease(o, b"g" * 16, str(path).encode()[-16:].rjust(16), 0x1 | 0x2, version=2,
+                              send_lease_break=lambda _o, _lease, old, new, ack: sent.append((old, new)))
+    return o, sent
+
+
+def test_a_leased_directory_that_cannot_be_watched_has_its_lease_broken_at_once(tmp_path):
+    """A directory lease that cannot learn of another program's changes (its directory not
+    watched) is broken as soon as the watch is found wanting: past half the bound of kernel
+    watches (here 4: leases take 2 at most, CHANGE_NOTIFY watches keep the rest), or a
+    directory gone meanwhile."""
+    with watching(4) as (state, w, loop):
+        for name in "abcd":
+            (tmp_path / name).mkdir()
+        sent = [leased(state, tmp_path / name)[1] for name in "abc"]
+        run_briefly(loop)
+        assert sent == [[], [], [(0x3, 0)]] and w.watched() == 2
+        watch_ = notify.Watch(str(tmp_path / "d"), notify.FILE_NAME, False, max_output=4096)
+        state.watches.add(watch_)           # a client's watch: the other half is there for it
+        run_briefly(loop)
+        assert w.watched() == 3 and not watch_.overflowed
+        (tmp_path / "gone").mkdir()
+        gone = leased(state, tmp_path / "gone")
+        os.rmdir(tmp_path / "gone")
+        run_briefly(loop)
+        assert gone[1] == [(0x3, 0)]
+
+
+def test_another_programs_change_in_a_leased_directory_breaks_it_the_servers_own_does_not(tmp_path):
+    """The directory is watched while its lease lasts, and no longer once it ends."""
+    with watching() as (state, w, loop):
+        o, sent = leased(state, tmp_path)
+        run_briefly(loop)
+        assert w.watched() == 1 and sent == []
+        state.watches.mark_own(f"{tmp_path}/own")       # as smb.dirleases marks the server's
+        (tmp_path / "own").write_bytes(b"x")
+        run_briefly(loop)
+        assert sent == []
+        (tmp_path / "theirs").write_bytes(b"x")
+        run_briefly(loop)
+        assert sent == [(0x3, 0)]
+        state.oplocks.remove(o)
+        run_briefly(loop, TICK + 0.5)
+        assert w.watched() == 0

@@ -305,6 +305,43 @@ def test_metadata_a_listing_shows_breaks(clients):
     assert a.next_break(0.5) is None
 
 
+def test_another_programs_change_breaks_the_lease(clients, server):
+    """A change made on the server's disk by another program, not through SMB (a file made,
+    written, its mode changed, renamed, removed; a directory made), breaks the directory's
+    leases too, the exempt one of the server's own changes included: the leased directory is
+    watched through inotify while the lease lasts. A change below a subdirectory is not in the
+    listing and breaks nothing; nor does the kernel's word of the server's own changes, a
+    close long after the write included (its write time set then)."""
+    a = clients()
+    d = server["share"] / "d"
+    d.mkdir()
+    (d / "sub").mkdir()
+    changes = [
+        lambda: (d / "made").write_bytes(b"x"),
+        lambda: (d / "made").open("ab").write(b"more"),
+        lambda: (d / "made").chmod(0o600),
+        lambda: (d / "made").rename(d / "renamed"),
+        lambda: (d / "renamed").unlink(),
+        lambda: (d / "newdir").mkdir(),
+    ]
+    for change in changes:
+        _d, lease = dir_lease(a, "d", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
+        assert lease[1] == RH
+        time.sleep(0.1)         # (the watch is made on the loop's next turn)
+        change()
+        expect_break(a, key(1), RH, lease[3] + 1)
+    dir_lease(a, "d", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)
+    (d / "sub" / "deeper").write_bytes(b"x")
+    assert a.next_break(1.0) is None
+    # the holder's own changes under its lease (ParentLeaseKey): the kernel reports them too
+    f, _ = a.open("d\\mine", key(2), RWH, v2=True, parent=key(1))
+    f.write(b"data", 0)
+    time.sleep(2.5)         # past the server's memory of its own changes by time alone
+    f.close()
+    assert a.next_break(1.5) is None
+
+
 def test_stream_made_breaks_as_samba(clients):
     a, b = clients(), clients()
     b.open("d", None, directory=True, access=DIR_ACCESS)

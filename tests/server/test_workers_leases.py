@@ -280,6 +280,28 @@ def test_directory_lease_broken_by_changes_through_another_worker(place):
     dirs.expect_break(a, leases.key(1), leases.RH, 13)
 
 
+def test_directory_lease_broken_by_another_programs_change_with_workers(place, server):
+    """With several workers, the worker a directory lease is held through watches its
+    directory: a file another program makes there breaks the lease, and another worker's
+    client writing a file there breaks it only at its close, as in one process."""
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    d = server["share"] / "d"
+    d.mkdir()
+    _d, lease = dirs.dir_lease(a, "d", leases.key(1), leases.RH, disposition=dirs.CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)         # (the watch is made on the worker's next turn of its loop)
+    (d / "theirs").write_bytes(b"x")
+    dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
+    _d, lease = dirs.dir_lease(a, "d", leases.key(1), leases.RH, disposition=dirs.CreateDisposition.FILE_OPEN)
+    f, _ = b.open("d\\f", None)
+    dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
+    _d, lease = dirs.dir_lease(a, "d", leases.key(1), leases.RH, disposition=dirs.CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)
+    f.write(b"data", 0)
+    assert a.next_break(0.5) is None
+    f.close()
+    dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
+
+
 def test_read_only_directory_lease_told_through_another_worker(place):
     a, b, _wa, _wb = place(lease_client(), lease_client())
     dirs.dir_lease(a, "d", leases.key(1), leases.R)

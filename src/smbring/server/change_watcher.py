@@ -5,7 +5,11 @@ The protocol core (`smb.notify.ChangeWatches`) knows which directories clients w
 server when that set changes (`on_change`); this module keeps one inotify watch per such
 directory, and per subdirectory of a recursive one (added as directories appear, dropped as
 they go), and turns what the kernel reports into `observed` changes. Kernel watches exist
-while a watch on the directory exists, and are removed when none remains.
+while a watch on the directory exists, and are removed when none remains. A directory a
+directory lease is held on is watched the same way (the core lists it among `directories()`
+while the lease lasts): a change there that the server did not make breaks the directory's
+leases (`_outside_change`; smb.dirleases), and one that cannot be watched has them broken at
+once (`_unwatched`).
 
 Safety:
 - a directory is watched, and listed for its subdirectories, through a descriptor of its
@@ -17,7 +21,9 @@ Safety:
 - at most MAX_KERNEL_WATCHES directories are watched in all (the kernel's own
   max_user_watches bounds it too): a tree larger than that, or a directory that cannot be
   watched, makes the watches covering it answer STATUS_NOTIFY_ENUM_DIR, as Windows answers
-  when it cannot keep track;
+  when it cannot keep track; a directory watched for its leases alone is watched only while
+  fewer than half that many are, else its leases are broken (clients' CHANGE_NOTIFY watches
+  keep the other half, however many directories a client leases);
 - a kernel queue overflow does the same for every watch;
 - every change is fed with the (st_dev, st_ino) of the directory the kernel saw it in: the
   core reports a change below a watched directory only to watches whose account may list
@@ -141,13 +147,41 @@ class ChangeWatcher:
             if old.get(path) == recursive:
                 continue
             if not recursive:
-                if path not in self._wd:
+                if path in self._wd:
+                    pass
+                elif self.watches.leased_only(path) and len(self._wd) >= self.limit // 2:
+                    # directory leases take at most half the watches: however many directories
+                    # a client leases, the watches clients ask for keep the other half (its
+                    # lease is broken below; it goes on without caching the listing)
+                    log.debug("change notify: %s leased, not watched: the leases' half is taken", path)
+                else:
                     self._add(path)
             elif self._walked_below(path):
                 self._walked.add(path)          # its tree is watched already
             else:
                 self._watch(path, True)
                 self._walked.add(path)
+            if path not in self._wd:
+                self._unwatched(path)
+
+    def _unwatched(self, path: str) -> None:
+        """`path` could not be watched (gone, renamed, or past the bound): a directory lease on
+        it would go on caching what another program changes there unseen, so it is broken
+        now (its client may ask again: it is then tried again)."""
+        for key in self.watches.leased(path):
+            self.state.oplocks.break_directory(key)
+
+    def _outside_change(self, directory: tuple | None) -> None:
+        """Another program changed an entry of `directory` (its (st_dev, st_ino); None: not
+        known): its directory leases are broken, none spared (every one where the directory
+        is not known)."""
+        oplocks = self.state.oplocks
+        if not oplocks.directory_leases():
+            return
+        if directory is None:
+            oplocks.break_all_directories()
+        else:
+            oplocks.break_directory(directory)
 
     def _walked_below(self, path: str) -> bool:
         """Whether `path` is, or is below, a directory whose whole subtree is watched."""
@@ -288,39 +322,49 @@ class ChangeWatcher:
             self._path.pop(wd, None)
             self._key.pop(wd, None)
             return
-        if here is None or mask & (IN_DELETE_SELF | IN_MOVE_SELF) or not name or name == STREAMS_DIR:
+        if here is None or not name or name == STREAMS_DIR or mask & (IN_DELETE_SELF | IN_MOVE_SELF):
             return
         path = f"{here}/{name}"
         directory = self._key.get(wd)       # the directory the kernel saw the change in
         is_dir = bool(mask & IN_ISDIR)
         what = notify.DIR_NAME if is_dir else notify.FILE_NAME
+        outside = False         # another program's change (not the server's own echo)
         if mask & IN_CREATE:
-            self.watches.observed(path, notify.ADDED, what, directory)
+            outside = self.watches.observed(path, notify.ADDED, what, directory)
             if is_dir and self._recursive_below(here):
                 self._watch(path, True)
         elif mask & IN_DELETE:
-            self.watches.observed(path, notify.REMOVED, what, directory)
+            outside = self.watches.observed(path, notify.REMOVED, what, directory)
         elif mask & IN_MOVED_FROM:
             moves[cookie] = (path, is_dir, directory)
         elif mask & IN_MOVED_TO:
             old = moves.pop(cookie, None)
             if old is not None:
-                self.watches.observed_rename(old[0], path, is_dir, old[2], directory)
+                if self.watches.observed_rename(old[0], path, is_dir, old[2], directory):
+                    self._outside_change(old[2])
+                    outside = True
                 if is_dir:
                     self._forget_below(old[0])
             else:
-                self.watches.observed(path, notify.ADDED, what, directory)
+                outside = self.watches.observed(path, notify.ADDED, what, directory)
             if is_dir and self._recursive_below(here):
                 self._watch(path, True)
         elif mask & IN_MODIFY:
-            if not self._written_by_server(path):
-                self.watches.observed(path, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE, directory)
+            here, anywhere = self._written_by_server(path)
+            if not here:
+                # (another worker's writes are reported here; their directory leases break at
+                # the writer's close, through the shared tables, as this worker's own do)
+                outside = self.watches.observed(path, notify.MODIFIED, notify.SIZE | notify.LAST_WRITE,
+                                                directory) and not anywhere
         elif mask & IN_ATTRIB:
-            self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES, directory)
+            outside = self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES, directory)
+        if outside:
+            self._outside_change(directory)
 
     def _removed(self, path: str, is_dir: bool, directory: tuple | None = None) -> None:
-        self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
-                              directory)
+        if self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
+                                 directory):
+            self._outside_change(directory)
         if is_dir:
             self._forget_below(path)
 
@@ -329,7 +373,9 @@ class ChangeWatcher:
         for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
             self._unwatch(p)
 
-    def _written_by_server(self, path: str) -> bool:
+    def _written_by_server(self, path: str) -> tuple[bool, bool]:
+        """Whether an SMB client has the file open for writing: (through this process,
+        through any worker's)."""
         try:
             with self._as_server():
                 fd = _open_without_links(path, os.O_PATH)
@@ -338,8 +384,11 @@ class ChangeWatcher:
             finally:
                 os.close(fd)
         except OSError:
-            return False
-        return self.state.share_modes.has_writer_here((st.st_dev, st.st_ino))
+            return False, False
+        key, share_modes = (st.st_dev, st.st_ino), self.state.share_modes
+        if share_modes.has_writer_here(key):
+            return True, True
+        return False, share_modes.has_writer(key)
 
 
 def _open_without_links(path: str, flags: int) -> int:

@@ -24,7 +24,10 @@ someone's directory cache from being told of his change.
 
 Only the directory an entry is in is broken (not its ancestors, whose listings show the
 directory's own times, as Samba). A change made by another program on the server, not through
-SMB, is not seen (Samba likewise without kernel oplocks).
+SMB, breaks the directory's leases too: the shell watches each leased directory through
+inotify (server.change_watcher; not with `kernel change notify = no`), and a change the
+server did not make itself (`mark_own` here, the changes posted to smb.notify's watches)
+breaks them all, none spared. Samba does not see those without kernel oplocks.
 """
 from __future__ import annotations
 
@@ -57,6 +60,9 @@ def entry_changed(c: "Connection", fs, parts: list, spared: tuple[bytes, bytes] 
     oplocks = c.state.oplocks
     if not parts or not oplocks.directory_leases():
         return      # (the share's root: its directory is outside any share)
+    # (the kernel's word of this change, where the directory is watched, is the server's own:
+    # it must not break the lease `spared`)
+    c.state.watches.mark_own("/".join([fs.root] + list(parts)))
     try:
         st = fs.stat(parts[:-1])
     except OSError:

@@ -200,6 +200,10 @@ class ChangeWatches:
         # them too, and they must not be reported twice (see `observed`, `tick`)
         self._own: dict[str, int] = {}
         self._epoch = 0
+        # the directories a directory lease is held on: the shell keeps kernel watches on them
+        # too, and a change another program makes in one breaks its leases (the shell's
+        # ChangeWatcher); path -> {the directory's (st_dev, st_ino): leases held}
+        self._leased: dict[str, dict[tuple, int]] = {}
         # called (without arguments) when the set of watched directories changes: the shell
         # then updates its kernel watches
         self.on_change = None
@@ -224,20 +228,55 @@ class ChangeWatches:
                     self._recursive_at[w.path] = left
             self._release(w)
             w.changes, w.size = [], 0
-            if not self._watches:
+            if not self._watches and not self._leased:
                 self._own.clear()      # no kernel watch is left to echo them
             self._changed()
 
+    def lease_held(self, path: str, key: tuple, held: bool) -> None:
+        """A directory lease on `path` (the directory's (st_dev, st_ino) `key`) began (`held`)
+        or ended (oplocks.Oplocks.on_directory_lease)."""
+        keys = self._leased.setdefault(path, {})
+        left = keys.get(key, 0) + (1 if held else -1)
+        if left > 0:
+            keys[key] = left
+        else:
+            keys.pop(key, None)
+        if not keys:
+            del self._leased[path]
+            if not self._watches:
+                self._own.clear()
+        if (held and left == 1 and len(keys) == 1) or not keys:
+            self._changed()         # a directory to watch, or one no longer to
+
+    def leased_only(self, path: str) -> bool:
+        """Whether `path` is watched for its directory leases alone (no watch of a client's)."""
+        return path in self._leased and path not in self._at
+
+    def leased(self, path: str) -> tuple:
+        """The keys of the directories leased under `path` (mostly one; none: not leased)."""
+        return tuple(self._leased.get(path, ()))
+
+    def mark_own(self, path: str) -> None:
+        """The server changed `path` (absolute), in a way a directory lease takes account of
+        (smb.dirleases), whether or not a watch is told: its kernel echo is not taken for
+        another program's change."""
+        if self._leased or self._watches:
+            self._own[path] = self._epoch
+
     def active(self) -> bool:
-        """Whether any watch exists (posting a change is then worth its path)."""
-        return bool(self._watches)
+        """Whether any watch exists, or a leased directory is watched (posting a change is
+        then worth its path: one the server made is not taken for another program's)."""
+        return bool(self._watches) or bool(self._leased)
 
     def directories(self) -> dict[str, bool]:
         """The directories watched, each with whether its subdirectories are watched too:
-        what the shell keeps kernel watches on."""
+        what the shell keeps kernel watches on (the leased directories too)."""
         # (per directory, not per watch: asked whenever a watch comes or goes)
         recursive = self._recursive_at
-        return {path: path in recursive for path in self._at}
+        found = {path: path in recursive for path in self._at}
+        for path in self._leased:
+            found.setdefault(path, False)
+        return found
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -248,10 +287,10 @@ class ChangeWatches:
              directory: tuple | None = None) -> None:
         """Records a change of `path` (absolute) for every watch it concerns; `directory`:
         the (st_dev, st_ino) of the directory it happened in, when known."""
+        if own and (self._watches or self._leased):
+            self._own[path] = self._epoch
         if not self._watches:
             return
-        if own:
-            self._own[path] = self._epoch
         for w in self._concerned(path, what, directory, gone=action in (REMOVED, RENAMED_OLD_NAME)):
             self._record(w, action, w.relative(path))
             self._wake(w)
@@ -262,10 +301,12 @@ class ChangeWatches:
         if o.stream is None:
             self.post(o.path(), action, what)
             return
-        if not self._watches or action not in STREAM_ACTIONS:
+        if not self._watches and not self._leased:
             return
         base = "/".join([o.tree.fs.root] + list(o.base_parts or []))
         self._own[base] = self._epoch
+        if not self._watches or action not in STREAM_ACTIONS:
+            return
         judged: dict = {}
         for w in self._concerned(base, stream_filter(what), judged=judged):
             rel = w.relative(base)
@@ -280,10 +321,10 @@ class ChangeWatches:
         across directories a removal and an addition. A file renamed also reports its
         attributes and creation time modified under the new name, as Windows does.
         `old_directory`, `new_directory`: the directories' (st_dev, st_ino), when known."""
+        if own and (self._watches or self._leased):
+            self._own[old] = self._own[new] = self._epoch
         if not self._watches:
             return
-        if own:
-            self._own[old] = self._own[new] = self._epoch
         what = DIR_NAME if is_dir else FILE_NAME
         same_dir = old.rpartition("/")[0] == new.rpartition("/")[0]
         woken = []
@@ -312,21 +353,24 @@ class ChangeWatches:
                     deliver(wire.STATUS_DELETE_PENDING)
 
     # -- changes the kernel reports (fed by the shell) -----------------------------------------
-    def observed(self, path: str, action: int, what: int, directory: tuple | None = None) -> None:
+    def observed(self, path: str, action: int, what: int, directory: tuple | None = None) -> bool:
         """A change the kernel reported: recorded like the server's own, unless the server
         made it itself in the last epoch or two (then it was posted already). `directory`:
         the (st_dev, st_ino) of the directory the kernel saw it in (what bears the name
-        now may be another directory: the kernel's events are read a moment later)."""
+        now may be another directory: the kernel's events are read a moment later). True:
+        another program's change (its directory's leases are the shell's to break)."""
         if self._own.get(path, -2) >= self._epoch - 1:
-            return
+            return False
         self.post(path, action, what, own=False, directory=directory)
+        return True
 
     def observed_rename(self, old: str, new: str, is_dir: bool, old_directory: tuple | None = None,
-                        new_directory: tuple | None = None) -> None:
+                        new_directory: tuple | None = None) -> bool:
         if self._own.get(old, -2) >= self._epoch - 1 or self._own.get(new, -2) >= self._epoch - 1:
-            return
+            return False
         self.post_rename(old, new, is_dir, own=False, old_directory=old_directory,
                          new_directory=new_directory)
+        return True
 
     def overflow(self, path: str | None = None) -> None:
         """Changes below `path` (None: anywhere) were lost (the kernel's queue overflowed, or a

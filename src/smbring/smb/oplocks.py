@@ -109,6 +109,7 @@ class Lease:
     epoch: int = 0                      # version 2: counts the changes of state
     parent_key: bytes | None = None     # version 2: the directory's lease key, if given
     directory: bool = False             # a lease on a directory (R or RH only)
+    path: str = ""                      # a directory lease's: its directory, as first opened
     state: int = 0
     breaking: bool = False
     breaking_to_requested: int = 0      # what a break asked for (an answer may give less)
@@ -155,6 +156,10 @@ class Oplocks:
         self._leases: dict[tuple[bytes, bytes], Lease] = {}     # (ClientGuid, LeaseKey) -> Lease
         self._breaking_leases: set[Lease] = set()
         self._directory_leases = 0      # how many of them are on directories
+        # told (path, directory's key, True) when a directory lease begins and (..., False)
+        # when it ends: ServerState has the directory watched for changes other programs
+        # make (smb.notify's ChangeWatches.lease_held)
+        self.on_directory_lease: Callable[[str, tuple, bool], None] | None = None
 
     # -- the opens ---------------------------------------------------------------------------
     def add(self, o, access: int) -> None:
@@ -179,6 +184,8 @@ class Oplocks:
                 self._breaking_leases.discard(lease)
                 if lease.directory:
                     self._directory_leases -= 1
+                    if lease.path and self.on_directory_lease is not None:
+                        self.on_directory_lease(lease.path, lease.file, False)
 
     def level(self, o) -> int:
         h = self._holder(o)
@@ -306,6 +313,9 @@ class Oplocks:
             self._leases[lease.ident] = lease
             if lease.directory:
                 self._directory_leases += 1
+                if self.on_directory_lease is not None:
+                    lease.path = o.path()
+                    self.on_directory_lease(lease.path, lease.file, True)
             lease.state = self._grantable(h, lease, wanted, locked)
             if version == 2:
                 lease.epoch = (epoch + 1) & 0xFFFF

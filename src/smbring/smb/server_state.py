@@ -75,6 +75,9 @@ class ServerState:
         self.watches = ChangeWatches()
         self.oplocks = (oplocks if oplocks is not None else backends.oplocks if backends.oplocks
                         is not None else Oplocks())
+        # a directory lease's directory is watched by the kernel too (where the shell has a
+        # ChangeWatcher): a change another program makes there breaks the lease
+        self.oplocks.on_directory_lease = self.watches.lease_held
         self.durable = DurableOpens()
         # blocking LOCKs on shares whose locks are kernel locks too (smb.posix_locks): a lock
         # another program holds may be what they wait for, and its release wakes nothing
