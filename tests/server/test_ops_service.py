@@ -447,6 +447,27 @@ def test_status_shows_sessions_opens_share_modes_and_locks(tmp_path):
         stop(proc)
 
 
+def test_status_with_a_named_pipe_open(tmp_path):
+    """A client holding a named pipe open (srvsvc: share listings, Windows' Explorer) is
+    listed with its session, the pipe among no open files (as smbstatus; before, the status
+    request itself failed, answered nothing, while any pipe was open)."""
+    impacket = pytest.importorskip("impacket.smbconnection")
+    share = tmp_path / "share"
+    share.mkdir()
+    proc, port = start(tmp_path, str(share))
+    try:
+        conn = impacket.SMBConnection("127.0.0.1", "127.0.0.1", sess_port=port)
+        conn.login(USER, PASSWORD)
+        tid = conn.connectTree("IPC$")
+        conn.openFile(tid, "\\srvsvc")
+        [listed] = status(tmp_path)["connections"]
+        assert [s["user"] for s in listed["sessions"]] == [USER] and listed["opens"] == []
+        assert USER in status(tmp_path, as_json=False)
+        conn.close()
+    finally:
+        stop(proc)
+
+
 def test_an_encrypted_smbclient_session_shows_its_cipher(tmp_path):
     share = tmp_path / "share"
     share.mkdir()

@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from smbring.smb import security, sharemodes, wire
+from smbring.smb.state import Pipe
 
 if TYPE_CHECKING:
     from smbring.server.server import Server
@@ -100,6 +101,8 @@ def snapshot(server: "Server") -> dict:
             })
         opens = []
         for o in conn.opens.values():
+            if isinstance(o, Pipe):
+                continue        # a named pipe (srvsvc, lsarpc, ...): no file, as smbstatus lists none
             modes = state.share_modes.of(o.key, id(o))
             opens.append({
                 "session": o.session_id, "tree": o.tree_id,
