@@ -325,7 +325,11 @@ def administrator() -> Caller:
     held = Activity((session,), (TreeSeen(1, session, "share000", False, 1),),
                     (FileSeen(7, "C:\\srv\\f", "alice", True, False, 0),))
     administration = SimpleNamespace(activity=lambda: held, close_file=lambda file_id: file_id == 7,
-                                     end_sessions=lambda client, user, spare: 1)
+                                     end_sessions=lambda client, user, spare: 1,
+                                     # (one process: no other worker to ask)
+                                     activity_everywhere=lambda done: None,
+                                     close_file_everywhere=lambda file_id, done: None,
+                                     end_sessions_everywhere=lambda client, user, spare, done: None)
     return Caller(MANY_SHARES[:2], ServerInfo(), session=Session(id=1, valid=True, identity=SimpleNamespace(uid=0, name="root")),
                   administration=administration)
 

@@ -235,7 +235,10 @@ class ControlSocket:
                 return
             request = line[:REQUEST_MAX].decode(errors="replace").strip()
             action = parse_action(request)
-            if request == "status":
+            among_workers = self._among_workers(request)
+            if among_workers is not None:
+                answer = among_workers
+            elif request == "status":
                 answer = snapshot(self.server)
             elif request == "metrics" and self.server.metrics is not None:
                 # (a worker's: the supervisor serves them all at its metrics address)
@@ -251,6 +254,28 @@ class ControlSocket:
         finally:
             writer.close()
 
+
+    def _among_workers(self, request: str) -> dict | None:
+        """What another worker asks for an administrator's srvsvc call (server.activity):
+        this worker's sessions, tree connects and open files; an open file of this worker
+        closed; sessions ended. None: not such a request."""
+        from smbring.server.activity import activity_record
+        verb, _, rest = request.partition(" ")
+        administration = self.server.administration
+        if verb == "activity":
+            return activity_record(administration.activity())
+        if verb == "close-file":
+            return {"closed": rest.strip().isdigit() and administration.close_file(int(rest))}
+        if verb == "end-sessions":
+            try:
+                who = json.loads(rest)
+                client, user = who.get("client"), who.get("user")
+            except (ValueError, AttributeError):
+                return {"error": "end-sessions: {\"client\": ..., \"user\": ...}"}
+            if not all(v is None or isinstance(v, str) for v in (client, user)) or client is None and user is None:
+                return {"error": "end-sessions: name a client, a user, or both"}
+            return {"ended": administration.end_sessions(client, user, None)}
+        return None
 
     def _act(self, verb: str, share: str) -> dict:
         answer: dict = {}

@@ -119,6 +119,8 @@ async def _serve(server, listeners: list[socket.socket], extras: Extras, reload)
         except (ControlError, OSError) as e:     # serving matters more than status
             log.error("no control socket (smbring status will not reach this server): %s", e)
             control = None
+        else:       # (a worker's: the other workers' sockets are beside it)
+            server.administration.control_path = extras.control_socket
     serving = asyncio.ensure_future(server.server_work(server.serve_on(listeners)))
     await asyncio.sleep(0)          # serve_on has logged that it listens
     systemd.notify(f"READY=1\nSTATUS=serving {', '.join(server.shares)}")

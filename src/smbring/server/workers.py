@@ -502,6 +502,11 @@ def worker_control_path(control_path: str | None, slot: int) -> str | None:
     return f"{control_path}.worker{slot}" if control_path else None
 
 
+def peer_control_path(own: str, slot: int) -> str:
+    """Worker `slot`'s control socket, beside a worker's own (`own`, worker_control_path's)."""
+    return worker_control_path(own.rpartition(".worker")[0], slot)
+
+
 def store_directory(control_path: str | None) -> tuple[str, int]:
     """A fresh, empty directory of mode 0700 for the shared store, in the server's run
     directory (the control socket's, else the default one), and a descriptor holding an

@@ -72,8 +72,11 @@ def open_pipe(c: Connection, hdr: Header, name: str):
     c.next_id += 1
     fid = os.urandom(8) + struct.pack("<Q", number)
     session.pipes_open += 1
-    c.add_open(Pipe(service, Endpoint(PIPES[service], caller, assoc_group=number), fid=fid,
-                    tree=c.tree(hdr), session_id=hdr.session_id, tree_id=hdr.tree_id))
+    endpoint = Endpoint(PIPES[service], caller, assoc_group=number)
+    p = Pipe(service, endpoint, fid=fid, tree=c.tree(hdr), session_id=hdr.session_id, tree_id=hdr.tree_id)
+    # an answer that came later (the other workers asked first): the READs waiting get it
+    endpoint.on_output = lambda: c.closed or _serve_readers(c, p)
+    c.add_open(p)
     body = struct.pack("<HBBI", 89, 0, 0, wire.FILE_OPENED) + b"\0" * 32 + struct.pack(
         "<QQII", PIPE_ALLOCATION, 0, ATTR_NORMAL, 0) + fid + struct.pack("<II", 0, 0)
     return body, fid

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Callable
 
 from smbring.smb.rpc import pdu
 from smbring.smb.rpc.ndr import NdrError
-from smbring.smb.rpc.services import Caller, Interface
+from smbring.smb.rpc.services import Caller, Interface, Later
 
 log = logging.getLogger("smbring.rpc")
 
@@ -50,6 +51,9 @@ class Endpoint:
         self._output = bytearray()         # whole PDUs, one after another
         self._fragment_left = 0            # bytes of the first PDU in _output a READ left
         self._call: tuple[int, int, int, bytearray] | None = None   # (call id, context, opnum, stub)
+        self._later = False                # a call's answer comes later (services.Later)
+        # called once an answer that came later is there to read (the pipe's waiting READs)
+        self.on_output: Callable[[], None] | None = None
 
     # -- the pipe's two directions ---------------------------------------------------------
     def write(self, data) -> None:
@@ -63,7 +67,7 @@ class Endpoint:
             return
         self._input += data
         pos = 0
-        while len(self._input) - pos >= pdu.HEADER_SIZE and not self.disconnected:
+        while len(self._input) - pos >= pdu.HEADER_SIZE and not self.disconnected and not self._later:
             frag_length = struct.unpack_from("<H", self._input, pos + 8)[0]
             if frag_length < pdu.HEADER_SIZE:
                 self._disconnect_with(pdu.fault(0, 0, pdu.NCA_S_PROTO_ERROR), "fragment length below a header")
@@ -239,5 +243,23 @@ class Endpoint:
             log.info("%s pipe: opnum %d: unreadable stub data: %s", self.interface.pipe, opnum, e)
             self._output += pdu.fault(call_id, context_id, pdu.FAULT_NDR, pdu.PFC_DID_NOT_EXECUTE)
             return
+        if isinstance(result, Later):
+            self._later = True
+            result.start(lambda stub_data: self._answered(call_id, context_id, stub_data))
+            return
         for fragment in pdu.responses(call_id, context_id, result, self.max_frag):
             self._output += fragment
+
+    def _answered(self, call_id: int, context_id: int, result: bytes) -> None:
+        """A call's answer that came later: queued, then the PDUs that waited behind it are
+        taken, and the pipe is told there is something to read."""
+        if not self._later:
+            return          # (called twice, or the association ended meanwhile)
+        self._later = False
+        if self.disconnected:
+            return
+        for fragment in pdu.responses(call_id, context_id, result, self.max_frag):
+            self._output += fragment
+        self.write(b"")
+        if self.on_output is not None:
+            self.on_output()

@@ -84,13 +84,35 @@ class Administration(Protocol):
     """What the server lets an administrator's srvsvc calls see and do (the shell's:
     server.activity): this process's sessions, tree connects and open files; closing one
     open file (by FileSeen.id); ending sessions (of a client, of a user, or both), never
-    `spare` (the caller's own)."""
+    `spare` (the caller's own).
+
+    With several workers the other workers' are reached through the `*_everywhere` calls:
+    each starts the asking and calls `done` once with the outcome over every worker (this
+    one's included, those that did not answer in time left out), or returns None where
+    this process is the whole server (the plain calls then say it all)."""
 
     def activity(self) -> Activity: ...
 
     def close_file(self, file_id: int) -> bool: ...
 
     def end_sessions(self, client: str | None, user: str | None, spare: object) -> int: ...
+
+    def activity_everywhere(self, done: Callable[[Activity], None]) -> bool | None: ...
+
+    def close_file_everywhere(self, file_id: int, done: Callable[[bool], None]) -> bool | None: ...
+
+    def end_sessions_everywhere(self, client: str | None, user: str | None, spare: object,
+                                done: Callable[[int], None]) -> bool | None: ...
+
+
+@dataclass(frozen=True)
+class Later:
+    """An operation's answer that comes later (the other workers are asked first): `start`
+    is called with `done`, which it calls once, on the event loop's thread, with the stub
+    data of the answer. The pipe holds the call's answer, and takes no further PDU, until
+    then (rpc.endpoint)."""
+
+    start: Callable[[Callable[[bytes], None]], None]
 
 
 MAX_HANDLES = 256      # context handles one pipe may hold open at once

@@ -38,6 +38,7 @@ from smbring.smb.rpc.services import (
     WERR_OK,
     Caller,
     Interface,
+    Later,
     listed_path,
 )
 
@@ -307,14 +308,48 @@ def _enum_answer(r: Reader, level: int, fields: dict, rows: list[tuple] | None, 
     return w.getvalue()
 
 
-def _activity(caller: Caller, level: int, fields: dict):
-    """What the server holds, for an administrator asking for a level there is; else the
-    status refusing the call (WERR_ACCESS_DENIED first, as Samba)."""
+def _with_activity(caller: Caller, level: int, fields: dict, answer, here_only: bool = False):
+    """answer(what the server holds, WERR_OK) for an administrator asking for a level there
+    is, else answer(None, the status refusing the call: WERR_ACCESS_DENIED first, as Samba);
+    its stub data now, or (several workers: each is asked, unless `here_only`) a
+    services.Later giving it."""
     if not caller.is_administrator() or caller.administration is None:
-        return None, WERR_ACCESS_DENIED
+        return answer(None, WERR_ACCESS_DENIED)
     if level not in fields:
-        return None, WERR_INVALID_LEVEL
-    return caller.administration.activity(), WERR_OK
+        return answer(None, WERR_INVALID_LEVEL)
+    admin = caller.administration
+    return _now_or_later((lambda done: None) if here_only else admin.activity_everywhere,
+                         admin.activity, lambda held: answer(held, WERR_OK))
+
+
+def _now_or_later(everywhere, here, answer):
+    """answer(outcome) over every worker where the server has several: `everywhere(done)`
+    starts the asking (None: this process is the whole server), and the answer comes later
+    (a services.Later); else answer(here()) now."""
+    outcome = _Outcome()
+    if everywhere(outcome.arrived) is None:
+        return answer(here())
+    return Later(lambda done: outcome.then(lambda value: done(answer(value))))
+
+
+class _Outcome:
+    """An outcome that may arrive before or after its taker asks for it (`then`)."""
+
+    def __init__(self) -> None:
+        self._arrived = False
+        self._value = None
+        self._taker = None
+
+    def arrived(self, value) -> None:
+        self._arrived, self._value = True, value
+        if self._taker is not None:
+            self._taker(value)
+
+    def then(self, taker) -> None:
+        if self._arrived:
+            taker(self._value)
+        else:
+            self._taker = taker
 
 
 def _client_of(name: str | None) -> str | None:
@@ -327,19 +362,22 @@ def net_session_enum(caller: Caller, stub: bytes) -> bytes:
     asked, at levels 0, 1, 2, 10 and 502."""
     r, (client, user), level = _enum_request(stub, 2, SESSION_INFO_FIELDS)
     client = _client_of(client)
-    held, status = _activity(caller, level, SESSION_INFO_FIELDS)
-    rows = None
-    if held is not None:
-        rows = []
-        for s in held.sessions:
-            if client and s.client.lower() != client.lower() or user and s.user.lower() != user.lower():
-                continue
-            flags = (SESS_GUEST if s.guest else 0) | (0 if s.encrypted else SESS_NOENCRYPTION)
-            rows.append({0: (s.client,), 1: (s.client, s.user, s.opens, s.seconds, s.idle, flags),
-                         2: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect),
-                         10: (s.client, s.user, s.seconds, s.idle),
-                         502: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect, TRANSPORT)}[level])
-    return _enum_answer(r, level, SESSION_INFO_FIELDS, rows, status)
+
+    def answer(held, status) -> bytes:
+        rows = None
+        if held is not None:
+            rows = []
+            for s in held.sessions:
+                if client and s.client.lower() != client.lower() or user and s.user.lower() != user.lower():
+                    continue
+                flags = (SESS_GUEST if s.guest else 0) | (0 if s.encrypted else SESS_NOENCRYPTION)
+                rows.append({0: (s.client,), 1: (s.client, s.user, s.opens, s.seconds, s.idle, flags),
+                             2: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect),
+                             10: (s.client, s.user, s.seconds, s.idle),
+                             502: (s.client, s.user, s.opens, s.seconds, s.idle, flags, s.dialect,
+                                   TRANSPORT)}[level])
+        return _enum_answer(r, level, SESSION_INFO_FIELDS, rows, status)
+    return _with_activity(caller, level, SESSION_INFO_FIELDS, answer)
 
 
 def net_connection_enum(caller: Caller, stub: bytes) -> bytes:
@@ -347,42 +385,48 @@ def net_connection_enum(caller: Caller, stub: bytes) -> bytes:
     names its client) or from a client (Qualifier: "\\\\host"; each names its share), at
     levels 0 and 1."""
     r, (qualifier,), level = _enum_request(stub, 1, CONNECTION_INFO_FIELDS)
-    held, status = _activity(caller, level, CONNECTION_INFO_FIELDS)
-    rows = None
-    if held is not None and not qualifier:
-        status = WERR_INVALID_PARAMETER
-    elif held is not None:
-        by_client = qualifier.startswith("\\\\")
-        wanted = _client_of(qualifier).lower()
-        shares = {s.name.lower() for s in caller.shares} | {"ipc$"}
-        if not by_client and wanted not in shares:
-            status = NERR_NET_NAME_NOT_FOUND
-        else:
-            rows = []
-            for t in held.trees:
-                if (t.session.client if by_client else t.share).lower() != wanted:
-                    continue
-                kind = STYPE_IPC if t.is_ipc else STYPE_DISKTREE
-                rows.append((t.id,) if level == 0 else
-                            (t.id, kind, t.opens, 1, t.session.seconds, t.session.user,
-                             t.share if by_client else t.session.client))
-    return _enum_answer(r, level, CONNECTION_INFO_FIELDS, rows, status)
+    by_client = bool(qualifier) and qualifier.startswith("\\\\")
+    wanted = _client_of(qualifier).lower() if qualifier else ""
+    shares = {s.name.lower() for s in caller.shares} | {"ipc$"}
+
+    def answer(held, status) -> bytes:
+        rows = None
+        if held is not None and not qualifier:
+            status = WERR_INVALID_PARAMETER
+        elif held is not None:
+            if not by_client and wanted not in shares:
+                status = NERR_NET_NAME_NOT_FOUND
+            else:
+                rows = []
+                for t in held.trees:
+                    if (t.session.client if by_client else t.share).lower() != wanted:
+                        continue
+                    kind = STYPE_IPC if t.is_ipc else STYPE_DISKTREE
+                    rows.append((t.id,) if level == 0 else
+                                (t.id, kind, t.opens, 1, t.session.seconds, t.session.user,
+                                 t.share if by_client else t.session.client))
+        return _enum_answer(r, level, CONNECTION_INFO_FIELDS, rows, status)
+    # (a qualifier that names nothing is refused without asking the other workers)
+    return _with_activity(caller, level, CONNECTION_INFO_FIELDS, answer,
+                          here_only=not qualifier or not by_client and wanted not in shares)
 
 
 def net_file_enum(caller: Caller, stub: bytes) -> bytes:
     """NetrFileEnum (opnum 9): the open files and directories, below a path or of one user
     where asked, at levels 2 and 3."""
     r, (base, user), level = _enum_request(stub, 2, FILE_INFO_FIELDS)
-    held, status = _activity(caller, level, FILE_INFO_FIELDS)
-    rows = None
-    if held is not None:
-        rows = []
-        for f in held.files:
-            if base and not f.path.lower().startswith(base.lower()) or user and f.user.lower() != user.lower():
-                continue
-            permissions = (PERM_FILE_READ if f.readable else 0) | (PERM_FILE_WRITE if f.writable else 0)
-            rows.append((f.id,) if level == 2 else (f.id, permissions, f.locks, f.path, f.user))
-    return _enum_answer(r, level, FILE_INFO_FIELDS, rows, status)
+
+    def answer(held, status) -> bytes:
+        rows = None
+        if held is not None:
+            rows = []
+            for f in held.files:
+                if base and not f.path.lower().startswith(base.lower()) or user and f.user.lower() != user.lower():
+                    continue
+                permissions = (PERM_FILE_READ if f.readable else 0) | (PERM_FILE_WRITE if f.writable else 0)
+                rows.append((f.id,) if level == 2 else (f.id, permissions, f.locks, f.path, f.user))
+        return _enum_answer(r, level, FILE_INFO_FIELDS, rows, status)
+    return _with_activity(caller, level, FILE_INFO_FIELDS, answer)
 
 
 def net_file_close(caller: Caller, stub: bytes) -> bytes:
@@ -392,9 +436,15 @@ def net_file_close(caller: Caller, stub: bytes) -> bytes:
     r.unique_string()                  # ServerName
     file_id = r.u32()
     if not caller.is_administrator() or caller.administration is None:
-        status = WERR_ACCESS_DENIED
-    else:
-        status = WERR_OK if caller.administration.close_file(file_id) else NERR_FILE_ID_NOT_FOUND
+        return _status(WERR_ACCESS_DENIED)
+    admin = caller.administration
+    return _now_or_later(lambda done: admin.close_file_everywhere(file_id, done),
+                         lambda: admin.close_file(file_id),
+                         lambda closed: _status(WERR_OK if closed else NERR_FILE_ID_NOT_FOUND))
+
+
+def _status(status: int) -> bytes:
+    """The stub data of an answer that is its status alone."""
     w = Writer()
     w.u32(status)
     return w.getvalue()
@@ -409,15 +459,14 @@ def net_session_del(caller: Caller, stub: bytes) -> bytes:
     client = _client_of(r.unique_string()) or None
     user = r.unique_string() or None
     if not caller.is_administrator() or caller.administration is None:
-        status = WERR_ACCESS_DENIED
-    elif client is None and user is None:
-        status = WERR_INVALID_PARAMETER
-    else:
-        ended = caller.administration.end_sessions(client, user, caller.session)
-        status = WERR_OK if ended else NERR_CLIENT_NAME_NOT_FOUND if client else NERR_USER_NOT_FOUND
-    w = Writer()
-    w.u32(status)
-    return w.getvalue()
+        return _status(WERR_ACCESS_DENIED)
+    if client is None and user is None:
+        return _status(WERR_INVALID_PARAMETER)
+    admin = caller.administration
+    return _now_or_later(lambda done: admin.end_sessions_everywhere(client, user, caller.session, done),
+                         lambda: admin.end_sessions(client, user, caller.session),
+                         lambda ended: _status(WERR_OK if ended else NERR_CLIENT_NAME_NOT_FOUND if client
+                                               else NERR_USER_NOT_FOUND))
 
 
 def net_share_check(caller: Caller, stub: bytes) -> bytes:
