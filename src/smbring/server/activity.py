@@ -127,23 +127,23 @@ class ServerAdministration:
         def then(answers: list) -> None:
             theirs = [activity_of(a) for a in answers]
             done(merged([self.activity()] + [a for a in theirs if a is not None]))
-        return self._everywhere(lambda peer: "activity", then)
+        return self._everywhere(self._peers(), "activity", then)
 
     def close_file_everywhere(self, file_id: int, done: Callable[[bool], None]) -> bool | None:
         slot = file_id >> LOCAL_ID_BITS
-        if slot == self._slot or not any(worker == slot for worker, _path in self._peers()):
-            return None         # this worker's (or no worker's): closed, or not found, here
-        return self._everywhere(lambda peer: f"close-file {file_id}",
-                                lambda answers: done(any(a.get("closed") is True for a in answers)),
-                                only=slot)
+        holder = [(worker, path) for worker, path in self._peers() if worker == slot and slot != self._slot]
+        # (none: this worker's, or no worker's: closed, or not found, here)
+        return self._everywhere(holder, f"close-file {file_id}",
+                                lambda answers: done(any(a.get("closed") is True for a in answers)))
 
     def end_sessions_everywhere(self, client: str | None, user: str | None, spare: object,
                                 done: Callable[[int], None]) -> bool | None:
-        request = "end-sessions " + json.dumps({"client": client, "user": user})
-        if not self._peers():
+        peers = self._peers()
+        if not peers:
             return None
         ended_here = self.end_sessions(client, user, spare)
-        return self._everywhere(lambda peer: request, lambda answers: done(ended_here + sum(
+        request = "end-sessions " + json.dumps({"client": client, "user": user})
+        return self._everywhere(peers, request, lambda answers: done(ended_here + sum(
             a["ended"] for a in answers if isinstance(a.get("ended"), int))))
 
     def _peers(self) -> list[tuple[int, str]]:
@@ -154,15 +154,14 @@ class ServerAdministration:
         from smbring.server.workers import peer_control_path
         return [(worker, peer_control_path(self.control_path, worker)) for worker in handoffs.others()]
 
-    def _everywhere(self, request: Callable[[int], str], then: Callable[[list], None], only: int = 0):
-        """Asks every other worker (`only`: that one) `request(worker)`; then(their answers,
-        those that came within PEER_TIMEOUT). None where there is no other worker."""
-        peers = [(worker, path) for worker, path in self._peers() if not only or worker == only]
+    def _everywhere(self, peers: list[tuple[int, str]], request: str, then: Callable[[list], None]):
+        """Asks the workers `peers` (`_peers`' (worker, control socket)) `request`; then(their
+        answers, those that came within PEER_TIMEOUT). None where `peers` is empty."""
         if not peers:
             return None
 
         async def ask_all() -> list:
-            answers = await asyncio.gather(*(_ask_peer(worker, path, request(worker)) for worker, path in peers))
+            answers = await asyncio.gather(*(_ask_peer(worker, path, request) for worker, path in peers))
             return [a for a in answers if isinstance(a, dict)]
         task = asyncio.ensure_future(self._server.server_work(ask_all()))
         self._asking.add(task)

@@ -228,7 +228,7 @@ class ChangeWatches:
                     self._recursive_at[w.path] = left
             self._release(w)
             w.changes, w.size = [], 0
-            if not self._watches and not self._leased:
+            if not self.active():
                 self._own.clear()      # no kernel watch is left to echo them
             self._changed()
 
@@ -243,8 +243,8 @@ class ChangeWatches:
             keys.pop(key, None)
         if not keys:
             del self._leased[path]
-            if not self._watches:
-                self._own.clear()
+            if not self.active():
+                self._own.clear()      # (as `remove`)
         if (held and left == 1 and len(keys) == 1) or not keys:
             self._changed()         # a directory to watch, or one no longer to
 
@@ -260,7 +260,7 @@ class ChangeWatches:
         """The server changed `path` (absolute), in a way a directory lease takes account of
         (smb.dirleases), whether or not a watch is told: its kernel echo is not taken for
         another program's change."""
-        if self._leased or self._watches:
+        if self.active():
             self._own[path] = self._epoch
 
     def active(self) -> bool:
@@ -287,8 +287,8 @@ class ChangeWatches:
              directory: tuple | None = None) -> None:
         """Records a change of `path` (absolute) for every watch it concerns; `directory`:
         the (st_dev, st_ino) of the directory it happened in, when known."""
-        if own and (self._watches or self._leased):
-            self._own[path] = self._epoch
+        if own:
+            self.mark_own(path)
         if not self._watches:
             return
         for w in self._concerned(path, what, directory, gone=action in (REMOVED, RENAMED_OLD_NAME)):
@@ -301,10 +301,10 @@ class ChangeWatches:
         if o.stream is None:
             self.post(o.path(), action, what)
             return
-        if not self._watches and not self._leased:
+        if not self.active():
             return
         base = "/".join([o.tree.fs.root] + list(o.base_parts or []))
-        self._own[base] = self._epoch
+        self.mark_own(base)
         if not self._watches or action not in STREAM_ACTIONS:
             return
         judged: dict = {}
@@ -321,8 +321,9 @@ class ChangeWatches:
         across directories a removal and an addition. A file renamed also reports its
         attributes and creation time modified under the new name, as Windows does.
         `old_directory`, `new_directory`: the directories' (st_dev, st_ino), when known."""
-        if own and (self._watches or self._leased):
-            self._own[old] = self._own[new] = self._epoch
+        if own:
+            self.mark_own(old)
+            self.mark_own(new)
         if not self._watches:
             return
         what = DIR_NAME if is_dir else FILE_NAME

@@ -109,7 +109,7 @@ class SnapshotLists:
     def __init__(self, fresh_for: float = 10.0, most: int = 256):
         self.fresh_for = fresh_for
         self.most = most
-        # (options, share path) -> (stamp, when listed, list, snapshot directory)
+        # (options, share path) -> (stamp, when listed, list, snapshot directory, {time: directory})
         self._lists: dict = {}
 
     def __len__(self) -> int:
