@@ -86,6 +86,40 @@ def test_hide_special_files_leaves_fifos_out(smbconf, tmp_path):
     assert "pipe" in server.smbclient("other", "ls").stdout
 
 
+def _names(listing: str) -> set[str]:
+    return {line.split()[0] for line in listing.splitlines()
+            if line.startswith("  ") and "blocks" not in line}
+
+
+def test_dont_descend_lists_a_directory_empty(smbconf, tmp_path):
+    # Samba's `dont descend`: the directories named are listed with only "." and "..", in any
+    # case they are reached in; what is in them stays reachable by name; other directories,
+    # and the same names elsewhere, list as before
+    server = smbconf("", {"share": "dont descend = /proc, ./deep/inner", "root": "dont descend = .",
+                          "other": ""})
+    for share in ("share", "other"):
+        for d in ("proc", "deep/inner", "deep/other", "x/proc"):
+            (tmp_path / share / d).mkdir(parents=True)
+            (tmp_path / share / d / "f.txt").write_text(d)
+    (tmp_path / "root" / "top.txt").write_text("top")
+    for path in ("proc", "PROC", "deep\\inner", "Deep\\INNER"):
+        names = _names(server.smbclient("share", f"ls {path}\\*").stdout)
+        assert names == {".", ".."}, (path, names)
+        assert "f.txt" in _names(server.smbclient("other", f"ls {path}\\*").stdout), path
+    for path in ("deep\\other", "x\\proc"):
+        assert "f.txt" in _names(server.smbclient("share", f"ls {path}\\*").stdout), path
+    assert {"proc", "deep", "x"} <= _names(server.smbclient("share", "ls").stdout)
+    got = tmp_path / "got"
+    r = server.smbclient("share", f"get proc\\f.txt {got}")
+    assert r.returncode == 0 and got.read_text() == "proc"
+    # a search for the name itself finds nothing there either (as Samba)
+    r = server.smbclient("share", "ls proc\\f.txt")
+    assert "NT_STATUS_NO_SUCH_FILE" in r.stdout + r.stderr and not _names(r.stdout), r.stdout
+    assert _names(server.smbclient("root", "ls").stdout) == {".", ".."}
+    r = server.smbclient("root", f"get top.txt {got}")
+    assert r.returncode == 0 and got.read_text() == "top"
+
+
 def test_modes_of_new_files_and_directories(smbconf, tmp_path):
     server = smbconf("", {"share": "read only = no\ncreate mask = 0640\ndirectory mask = 0750\n"
                                    "force create mode = 0004\nforce directory mode = 0001",

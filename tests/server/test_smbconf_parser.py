@@ -189,9 +189,15 @@ def test_what_cannot_be_enforced_stops_the_server_with_one_line(tmp_path, option
 
 def test_share_options_refused_in_a_share_too(tmp_path):
     conf = tmp_path / "smb.conf"
-    conf.write_text(f"[s]\npath = {tmp_path}\ndont descend = /proc\n")
-    with pytest.raises(ConfigError, match=r"\[s\] dont descend = /proc: not supported"):
+    conf.write_text(f"[s]\npath = {tmp_path}\npreexec close = yes\n")
+    with pytest.raises(ConfigError, match=r"\[s\] preexec close = yes: = yes would make a script decide"):
         load(str(conf))
+
+
+def test_dont_descend_paths(tmp_path):
+    conf = tmp_path / "smb.conf"
+    conf.write_text(f'[s]\npath = {tmp_path}\ndont descend = /proc, ./dev "a b/c/" .\n')
+    assert load(str(conf)).shares["s"].dont_descend == ["proc", "dev", "a b/c", "."]
 
 
 def test_ignored_options_are_listed_once(tmp_path, caplog):

@@ -476,6 +476,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         (["._*"] if fruit and _get(s, "fruit:veto_appledouble", True) else []),
         veto_oplock_files=share_access.split_names(_get(s, "veto oplock files", "")),
         hide_files=share_access.split_names(_get(s, "hide files", "")),
+        dont_descend=share_access.descend_paths(_get(s, "dont descend", "")),
         hide_dot_files=_get(s, "hide dot files", True),
         hide_unreadable=_get(s, "hide unreadable", False),
         force_unknown_acl_user=_get(s, "force unknown acl user", False),

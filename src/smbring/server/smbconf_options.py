@@ -199,7 +199,7 @@ OPTIONS: dict[str, Spec] = {
     "server smb encrypt": Spec(S, one_of(ENCRYPTION, "smb encrypt")),
     "max connections": Spec(S, whole),
     "veto files": Spec(S, _text, True), "hide files": Spec(S, _text, True),
-    "veto oplock files": Spec(S, _text, True),
+    "veto oplock files": Spec(S, _text, True), "dont descend": Spec(S, _text, True),
     "hide dot files": Spec(S, boolean), "hide unreadable": Spec(S, boolean),
     "force unknown acl user": Spec(S, boolean),
     "hide unwriteable files": Spec(S, boolean), "hide special files": Spec(S, boolean),
@@ -286,7 +286,6 @@ REFUSED: dict[str, tuple] = {
     "username map script": (lambda v: not v.strip(), "maps logon names to other users; not supported"),
     "config file": (lambda v: not v.strip(), "reading another file in place of this one is not supported"),
     "root directory": (lambda v: v.strip() in ("", "/"), "chroot is not supported"),
-    "dont descend": (lambda v: not v.strip(), "not supported"),
     "kernel oplocks": (lambda v: v.strip().lower() in ("no", "false", "0", "off"),
                        "= yes is not supported (oplocks are kept by the server alone: a local "
                        "process opening a file breaks none)"),

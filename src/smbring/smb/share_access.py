@@ -33,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._$-]")
 SESSION_VARIABLES = frozenset("UuGgHSPmIiMRaDT")
 # fields of a Share that may hold such templates
 TEMPLATE_FIELDS = ("path", "comment", "valid_users", "invalid_users", "read_list", "write_list", "admin_users",
-                   "veto_files", "hide_files", "veto_oplock_files")
+                   "veto_files", "hide_files", "veto_oplock_files", "dont_descend")
 # what a tree connect refuses when substitution leaves a path it cannot use
 BAD_VALUE = object()
 # what a listing asks the file system's may_access (access(2)'s R_OK and W_OK)
@@ -172,6 +172,17 @@ def split_names(text: str) -> list[str]:
     return [entry for entry in text.split("/") if entry]
 
 
+def descend_paths(text: str) -> list[str]:
+    """`dont descend`: directories of the share, as Samba's list (separated by commas or
+    spaces, double quotes keeping spaces), each a path from the share's root ("proc",
+    "/proc", "./proc" and "proc/" are one), "." the root itself."""
+    paths = []
+    for token in split_list(text):
+        parts = [p for p in token.replace("\\", "/").split("/") if p and p != "."]
+        paths.append("/".join(parts) if parts else ".")
+    return paths
+
+
 def _pattern(entry: str) -> re.Pattern:
     """A DOS-style wildcard (* and ?) over one name, case-insensitive."""
     parts = ["." if ch == "?" else ".*" if ch == "*" else re.escape(ch) for ch in entry.casefold()]
@@ -207,6 +218,8 @@ class NameRules:
     # `veto oplock files`: files (by their name) granted no oplock and no lease, as on a share
     # with `oplocks = no` (Samba's advice for databases several clients write: *.mdb, *.ldb)
     veto_oplocks: tuple = ()
+    # `dont descend`: directories listed as empty (their paths from the share's root, casefolded)
+    dont_descend: frozenset = frozenset()
 
     @classmethod
     def of(cls, share) -> "NameRules":
@@ -219,7 +232,8 @@ class NameRules:
                    hide_new_files_timeout=share.hide_new_files_timeout,
                    short_names=share.mangled_names, case_sensitive=share.case_sensitive,
                    preserve_case=share.preserve_case, short_preserve_case=share.short_preserve_case,
-                   default_case=share.default_case)
+                   default_case=share.default_case,
+                   dont_descend=frozenset(p.casefold() for p in share.dont_descend))
 
     @property
     def folds_paths(self) -> bool:
@@ -251,6 +265,12 @@ class NameRules:
         share too, where Samba would match the case written, so more names are vetoed, never
         fewer)."""
         return _matches(self.veto_oplocks, name)
+
+    def shows_empty(self, parts) -> bool:
+        """Whether the directory at `parts` (from the share's root) is listed with nothing
+        in it but "." and ".." (`dont descend`, as Samba: its entries stay reachable by name;
+        matched in any case)."""
+        return bool(self.dont_descend) and ("/".join(parts) or ".").casefold() in self.dont_descend
 
     def vetoed_path(self, parts) -> int | None:
         """The index of the first vetoed component of a path, if any."""

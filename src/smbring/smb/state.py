@@ -97,6 +97,7 @@ class Share:
     veto_files: list = field(default_factory=list)    # neither listed nor reachable
     hide_files: list = field(default_factory=list)    # listed with the hidden attribute
     veto_oplock_files: list = field(default_factory=list)   # granted no oplock or lease
+    dont_descend: list = field(default_factory=list)   # directories listed as empty (share_access)
     hide_dot_files: bool = True
     hide_unreadable: bool = False
     # a descriptor may name an owner or group that is no Unix account: the file keeps its

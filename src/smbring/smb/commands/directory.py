@@ -80,7 +80,8 @@ def _listed(c: Connection, o, klass: int, flags: int, out_len: int, keep, resume
     they are returned: what is deleted meanwhile is not listed. `resume`: the open's listing
     was dropped (smb.listings), its scan goes on after the last name it returned. The listing
     is counted to the open's user, within `max listed names per user`."""
-    names = yield ListNames(o.fd, keep)
+    # (`dont descend`: nothing of the directory is read; "." and ".." only)
+    names = [] if o.tree.names.shows_empty(o.parts) else (yield ListNames(o.fd, keep))
     if isinstance(names, BaseException):
         raise names         # (an OSError: its status)
     entries = [n for n in (".", "..") if keep(n)] + names
