@@ -1,5 +1,6 @@
 # The two commands a new machine needs:  make serve   and   make test
-PYTHON ?= python3
+# the interpreter: the distribution's optimised python3 where usable, else PATH's (scripts/python.sh)
+PYTHON ?= $(shell bash scripts/python.sh)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

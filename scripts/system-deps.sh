@@ -24,6 +24,12 @@ command -v krb5-config >/dev/null 2>&1 || need+=(libkrb5-dev)
 [ -n "$(find /usr/lib/*/samba/ldb -name samba_dsdb.so 2>/dev/null)" ] || need+=(samba-ad-dc)
 # previous versions of named streams are tested in a real btrfs snapshot (a loop device)
 command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
+# CPython's own asyncio tests, which `make test-asan` runs against the ring loop: the
+# distribution's Python (the one `make` prefers, scripts/python.sh) ships them apart
+python=$(bash "$(dirname "$0")/python.sh")
+if [ "$python" = /usr/bin/python3 ] && ! "$python" -c 'import test.test_asyncio' >/dev/null 2>&1; then
+    need+=("libpython3.$("$python" -c 'import sys; print(sys.version_info[1])')-testsuite")
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "system-deps: not root; missing ${need[*]} (tests that need them are skipped)" >&2

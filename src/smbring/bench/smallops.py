@@ -398,16 +398,20 @@ def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
         "frame_limit_check": best(lambda: [state["conn"].frame_limit() for _ in range(n)]),
         "create_close_root": create_close_costs(rounds, n // 4),
         "create_close_root_store": create_close_costs(rounds, n // 4, shared_store=True),
+        # (the same after 50 us idle before each pair: a depth-1 server's caches after its wait)
+        "create_close_root_after_idle": create_close_costs(rounds, n // 20, idle_us=50),
     }
 
 
-def create_close_costs(rounds: int, n: int, shared_store: bool = False) -> float:
+def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us: int = 0) -> float:
     """Microseconds per CREATE + CLOSE of a share's root (attribute-only, as
     `create-close-*` asks) through `Connection.handle_frame`, on a real directory, with
     the server's own state or (`shared_store`) the workers' store tables. The CREATEs are
     made before the clock starts (each CLOSE, naming the FileId its CREATE answered, after
     it: its header's packing is in the figure, ~1 us); minimum over `rounds` rounds of `n`
-    pairs."""
+    pairs. `idle_us`: the process sleeps that long before each pair, as a server waits for
+    the next request at one in flight, and each pair is timed alone (wall clock): what the
+    same code costs once its CPU has idled."""
     import asyncio
     import struct
     import tempfile
@@ -447,11 +451,18 @@ def create_close_costs(rounds: int, n: int, shared_store: bool = False) -> float
         for _ in range(rounds + 1):         # (the first round warms up)
             creates = [request(wire.CREATE, next_id + 2 * i, tree_id, create) for i in range(n)]
             start = time.thread_time_ns()
+            idle_ns = 0
             for i, frame in enumerate(creates):
+                if idle_us:
+                    time.sleep(idle_us / 1e6)
+                    began = time.perf_counter_ns()
                 [answer] = conn.handle_frame(frame)
                 fid = bytes(answer.message[64 + 64:64 + 80])
                 conn.handle_frame(request(wire.CLOSE, next_id + 2 * i + 1, tree_id, close_head + fid))
-            best = min(best, (time.thread_time_ns() - start) / n / 1000)
+                if idle_us:
+                    idle_ns += time.perf_counter_ns() - began
+            spent = idle_ns if idle_us else time.thread_time_ns() - start
+            best = min(best, spent / n / 1000)
             next_id += 2 * n
         conn.close_all()
         return round(best, 3)
@@ -464,7 +475,7 @@ def run(args) -> int:
     if args.core:
         costs = core_costs()
         print(json.dumps(costs, indent=2) if args.json else
-              "\n".join(f"  {k:<24}{v:>8.3f} us per {'CREATE + CLOSE' if k.startswith('create') else 'ECHO'}"
+              "\n".join(f"  {k:<30}{v:>8.3f} us per {'CREATE + CLOSE' if k.startswith('create') else 'ECHO'}"
                         for k, v in costs.items()))
         return 0
     for tool in ("smbtorture", "smbclient"):
