@@ -231,6 +231,27 @@ def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
         index.close()
 
 
+def test_indexes_made_and_closed_leave_nothing_behind():
+    """One index is made per tree connect: made and closed, it must leave nothing in the
+    process (a fork hook registered per index, which Python cannot unregister, kept ~300
+    bytes each for the process's life)."""
+    import gc
+    import tracemalloc
+    for _ in range(50):
+        CaseIndex(posix._same_but_case, read_names).close()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            CaseIndex(posix._same_but_case, read_names).close()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, grown
+
+
 def test_short_names_are_answered_from_the_index_and_follow_changes(share):
     """An indexed directory's long names by 8.3 short name: found, then kept current as other
     programs make, rename and remove files (each answer as a read of the directory gives)."""

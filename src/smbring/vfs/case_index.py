@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import ctypes.util
 import os
 from array import array
 import struct
 import threading
-import weakref
 from typing import Callable
 
 from smbring.vfs.short_names import long_name_of, mangled_name
@@ -74,7 +72,9 @@ class _Libc:
     """inotify_init1, inotify_add_watch, inotify_rm_watch and fstatfs, through ctypes."""
 
     def __init__(self):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols (libc is loaded already): ctypes.util.find_library would
+        # run `ldconfig -p` in a child process, ~1 ms of the event loop per tree connect
+        libc = ctypes.CDLL(None, use_errno=True)
         self.init1, self.add, self.rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
         self.add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self.fstatfs = libc.fstatfs
@@ -271,14 +271,20 @@ class CaseIndex:
         except (OSError, AttributeError):
             return
         self._start()
-        # a child process shares the queue's descriptor: what either read, the other would
-        # miss, so the child starts an index of its own
-        forked = weakref.WeakMethod(self._forked)
-        os.register_at_fork(after_in_child=lambda: (forked() or (lambda: None))())
 
     def _start(self) -> None:
         fd = self._libc.init1(os.O_NONBLOCK | os.O_CLOEXEC)
         self.fd = fd if fd >= 0 else -1
+        # a child process shares the queue's descriptor: what either read, the other would
+        # miss, so a child starts an index of its own at its first lookup (`find` compares
+        # the pid: an os.register_at_fork hook per index could never be removed, and one
+        # index is made per tree connect, so they would pile up for the process's life)
+        self._pid = os.getpid()
+
+    def _own(self) -> None:
+        """In a child process (forked since the queue was made): an index of its own."""
+        if self.fd >= 0 and self._pid != os.getpid():
+            self._forked()
 
     def _forked(self) -> None:
         if self.fd < 0:
@@ -300,6 +306,7 @@ class CaseIndex:
 
     @property
     def directories(self) -> int:
+        self._own()
         return len(self._dirs)
 
     def same_but_case(self, dir_fd: int, name: str) -> str | None:
@@ -314,6 +321,7 @@ class CaseIndex:
         none in a directory that keeps only fingerprints), else from the names the case
         lookup read (looked through only up to MAX_SCANNED names), one read of the directory
         for both."""
+        self._own()
         if self.fd < 0 or "\0" in name:
             return self._in_names(self.read_names(dir_fd), name, mangled)
         st = os.fstat(dir_fd)
