@@ -252,6 +252,42 @@ def test_indexes_made_and_closed_leave_nothing_behind():
     assert grown < 100_000, grown
 
 
+def _inotify_queues() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify" for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def test_the_queue_is_made_with_the_first_directory_worth_indexing(tmp_path):
+    """One index per tree connect, 128 inotify queues per user by default: an index whose
+    lookups meet only small directories holds none."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir()
+    big.mkdir()
+    (small / "Only").write_bytes(b"")
+    for i in range(MANY):
+        (big / f"F{i}").write_bytes(b"")
+    before = _inotify_queues()
+    indexes = [CaseIndex(posix._same_but_case, read_names) for _ in range(20)]
+    try:
+        for index in indexes:
+            fd = os.open(small, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert index.same_but_case(fd, "only") == "Only"
+            finally:
+                os.close(fd)
+        assert _inotify_queues() == before
+        fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert indexes[0].same_but_case(fd, "f7") == "F7" and indexes[0].directories == 1
+        finally:
+            os.close(fd)
+        assert _inotify_queues() == before + 1
+    finally:
+        for index in indexes:
+            index.close()
+    assert _inotify_queues() == before
+
+
 def test_short_names_are_answered_from_the_index_and_follow_changes(share):
     """An indexed directory's long names by 8.3 short name: found, then kept current as other
     programs make, rename and remove files (each answer as a read of the directory gives)."""

@@ -265,21 +265,28 @@ class CaseIndex:
         self._names = 0
         self._fingerprints = 0
         self._local: dict[int, bool] = {}                        # st_dev: local file system?
+        # the inotify queue: made with the first directory worth indexing (one index is made
+        # per tree connect, and a user has 128 queues by default: fs.inotify.max_user_instances,
+        # which other programs of the server's user need too); -1 until then
         self.fd = -1
+        self._pid = os.getpid()     # the process the queue belongs to
         try:
             self._libc = _Libc()
+            self._can_index = True
         except (OSError, AttributeError):
-            return
-        self._start()
+            self._can_index = False
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Makes the queue; where the kernel refuses (no queue left), nothing is indexed."""
         fd = self._libc.init1(os.O_NONBLOCK | os.O_CLOEXEC)
         self.fd = fd if fd >= 0 else -1
+        self._can_index = fd >= 0
         # a child process shares the queue's descriptor: what either read, the other would
         # miss, so a child starts an index of its own at its first lookup (`find` compares
-        # the pid: an os.register_at_fork hook per index could never be removed, and one
-        # index is made per tree connect, so they would pile up for the process's life)
+        # the pid: an os.register_at_fork hook per index could never be removed, and they
+        # would pile up for the process's life)
         self._pid = os.getpid()
+        return fd >= 0
 
     def _own(self) -> None:
         """In a child process (forked since the queue was made): an index of its own."""
@@ -287,16 +294,16 @@ class CaseIndex:
             self._forked()
 
     def _forked(self) -> None:
-        if self.fd < 0:
-            return
         os.close(self.fd)
+        self.fd = -1            # (a queue of its own with the next directory worth indexing)
+        self._pid = os.getpid()
         self._dirs.clear()
         self._by_wd.clear()
         self._names = self._fingerprints = 0
         self._lock = threading.Lock()
-        self._start()
 
     def close(self) -> None:
+        self._can_index = False     # (no queue made after this)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -322,12 +329,13 @@ class CaseIndex:
         lookup read (looked through only up to MAX_SCANNED names), one read of the directory
         for both."""
         self._own()
-        if self.fd < 0 or "\0" in name:
+        if not self._can_index or "\0" in name:
             return self._in_names(self.read_names(dir_fd), name, mangled)
         st = os.fstat(dir_fd)
         key = (st.st_dev, st.st_ino)
         with self._lock:
-            self._read_events()
+            if self.fd >= 0:
+                self._read_events()
             directory = self._dirs.pop(key, None)
             if directory is None:
                 names = self._first_look(dir_fd, key, st.st_dev)
@@ -378,6 +386,8 @@ class CaseIndex:
         if not self.min_entries <= len(names) <= max(self.max_names, self.max_fingerprints):
             return names
         if not self.local(dir_fd, dev):
+            return names
+        if self.fd < 0 and not self._start():
             return names
         wd = self._libc.add(self.fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
         if wd < 0 or wd in self._by_wd:
