@@ -232,9 +232,9 @@ def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
 
 
 def test_indexes_made_and_closed_leave_nothing_behind():
-    """One index is made per tree connect: made and closed, it must leave nothing in the
-    process (a fork hook registered per index, which Python cannot unregister, kept ~300
-    bytes each for the process's life)."""
+    """An index is made per connection and share directory: made and closed, it must leave
+    nothing in the process (a fork hook registered per index, which Python cannot
+    unregister, kept ~800 bytes each for the process's life)."""
     import gc
     import tracemalloc
     for _ in range(50):
@@ -258,7 +258,7 @@ def _inotify_queues() -> int:
 
 
 def test_the_queue_is_made_with_the_first_directory_worth_indexing(tmp_path):
-    """One index per tree connect, 128 inotify queues per user by default: an index whose
+    """An index per connection and share directory, 128 inotify queues per user by default: an index whose
     lookups meet only small directories holds none."""
     small, big = tmp_path / "small", tmp_path / "big"
     small.mkdir()

@@ -73,7 +73,7 @@ class _Libc:
 
     def __init__(self):
         # the process's own symbols (libc is loaded already): ctypes.util.find_library would
-        # run `ldconfig -p` in a child process, ~1 ms of the event loop per tree connect
+        # run `ldconfig -p` in a child process, ~1 ms of the event loop per index made
         libc = ctypes.CDLL(None, use_errno=True)
         self.init1, self.add, self.rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
         self.add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
@@ -265,9 +265,10 @@ class CaseIndex:
         self._names = 0
         self._fingerprints = 0
         self._local: dict[int, bool] = {}                        # st_dev: local file system?
-        # the inotify queue: made with the first directory worth indexing (one index is made
-        # per tree connect, and a user has 128 queues by default: fs.inotify.max_user_instances,
-        # which other programs of the server's user need too); -1 until then
+        # the inotify queue: made with the first directory worth indexing (an index is made per
+        # connection and share directory, and a user has 128 queues by default,
+        # fs.inotify.max_user_instances, which other programs of the server's user need
+        # too); -1 until then
         self.fd = -1
         self._pid = os.getpid()     # the process the queue belongs to
         try:
