@@ -232,8 +232,8 @@ def test_a_forked_child_keeps_an_index_of_its_own(tmp_path):
 
 
 def test_indexes_made_and_closed_leave_nothing_behind():
-    """An index is made per connection and share directory: made and closed, it must leave
-    nothing in the process (a fork hook registered per index, which Python cannot
+    """An index is made per share directory a worker serves (each snapshot directory reached
+    too): made and closed, it must leave nothing in the process (a fork hook registered per index, which Python cannot
     unregister, kept ~800 bytes each for the process's life)."""
     import gc
     import tracemalloc
@@ -258,8 +258,9 @@ def _inotify_queues() -> int:
 
 
 def test_the_queue_is_made_with_the_first_directory_worth_indexing(tmp_path):
-    """An index per connection and share directory, 128 inotify queues per user by default: an index whose
-    lookups meet only small directories holds none."""
+    """An index per share directory, 128 inotify queues per user by default (which the server's
+    other watches and other programs of its user need too): an index whose lookups meet only
+    small directories holds none."""
     small, big = tmp_path / "small", tmp_path / "big"
     small.mkdir()
     big.mkdir()

@@ -266,9 +266,9 @@ class CaseIndex:
         self._fingerprints = 0
         self._local: dict[int, bool] = {}                        # st_dev: local file system?
         # the inotify queue: made with the first directory worth indexing (an index is made per
-        # connection and share directory, and a user has 128 queues by default,
-        # fs.inotify.max_user_instances, which other programs of the server's user need
-        # too); -1 until then
+        # share directory a worker serves, each snapshot directory reached included, and a
+        # user has 128 queues by default, fs.inotify.max_user_instances, which other programs
+        # of the server's user need too); -1 until then
         self.fd = -1
         self._pid = os.getpid()     # the process the queue belongs to
         try:
