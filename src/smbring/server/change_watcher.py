@@ -38,7 +38,6 @@ as the server's own.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -70,7 +69,9 @@ class Inotify:
     """The three inotify system calls (glibc's wrappers, through ctypes)."""
 
     def __init__(self):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # (the process's own symbols: ctypes.util.find_library would run `ldconfig -p` in a
+        # child process)
+        libc = ctypes.CDLL(None, use_errno=True)
         self._init1, self._add, self._rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         fd = self._init1(IN_NONBLOCK | IN_CLOEXEC)

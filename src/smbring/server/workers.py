@@ -487,10 +487,11 @@ def _stop_with(supervisor: int) -> None:
     """A worker stops gracefully (SIGTERM) when its supervisor dies, killed or not: nobody
     would restart it or clean up after it (Linux's PR_SET_PDEATHSIG)."""
     import ctypes
-    import ctypes.util
     PR_SET_PDEATHSIG = 1
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols (libc is loaded already), not ctypes.util.find_library,
+        # which runs `ldconfig -p` in a child process
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except OSError:
         return
