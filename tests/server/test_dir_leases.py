@@ -342,6 +342,48 @@ def test_another_programs_change_breaks_the_lease(clients, server):
     assert a.next_break(1.5) is None
 
 
+def test_another_program_renaming_the_leased_directory(clients, server):
+    """A leased directory that another program renames (in a directory nothing watches) no
+    longer bears the name it is watched by: its lease is broken (nothing would see changes
+    in it under its new name), and a directory made in its place is watched for the lease
+    taken on it next. Fails on a server that keeps watching the path through the moved
+    directory's watch: no break, then none for the new directory's change."""
+    a = clients()
+    d = server["share"] / "d"
+    d.mkdir()
+    old, lease = dir_lease(a, "d", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)         # (the watch is made on the loop's next turn)
+    d.rename(server["share"] / "moved")
+    expect_break(a, key(1), RH, lease[3] + 1)
+    old.close()
+    d.mkdir()
+    _new, lease = dir_lease(a, "d", key(2), RH, disposition=CreateDisposition.FILE_OPEN)
+    assert lease[1] == RH
+    time.sleep(0.1)
+    (d / "made").write_bytes(b"x")
+    expect_break(a, key(2), RH, lease[3] + 1)
+
+
+def test_another_program_renaming_a_leased_directory_in_a_leased_one(clients, server):
+    """The same move seen in the watched directory it happened in: the parent's lease breaks
+    (its listing changed) and so does the moved directory's own (its watch was made for the
+    old name). Fails on a server that drops the moved directory's watch and keeps its lease."""
+    a = clients()
+    p = server["share"] / "p"
+    (p / "d").mkdir(parents=True)
+    _p, parent = dir_lease(a, "p", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
+    _d, lease = dir_lease(a, "p\\d", key(2), RH, disposition=CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)
+    (p / "d").rename(p / "e")
+    breaks = {}
+    for _ in range(2):
+        br = a.next_break()
+        assert br is not None, f"no directory lease break after {breaks}"
+        breaks[br.key] = (br.old, br.new, br.epoch)
+        assert a.ack(br.key, 0) == 0
+    assert breaks == {key(1): (RH, 0, parent[3] + 1), key(2): (RH, 0, lease[3] + 1)}
+
+
 def test_stream_made_breaks_as_samba(clients):
     a, b = clients(), clients()
     b.open("d", None, directory=True, access=DIR_ACCESS)

@@ -112,6 +112,10 @@ class ChangeWatcher:
         self._walked: set[str] = set()
         self._prune_due = False
         self._sync_due = False
+        # wd -> (its path, its (st_dev, st_ino)): directories another program moved (the
+        # kernel's IN_MOVE_SELF, or a move seen in a watched directory), looked at again by
+        # the next sync (`_check_moved`); a removed one's watch ends with it (IN_IGNORED)
+        self._moved: dict[int, tuple[str, tuple | None]] = {}
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
         self._ticker = loop.call_later(TICK, self._tick)
@@ -145,25 +149,66 @@ class ChangeWatcher:
             if wanted.get(path) != recursive and not wanted.get(path):
                 self._prune_due = True          # gone, or no longer recursive
         for path, recursive in wanted.items():
-            if old.get(path) == recursive:
-                continue
-            if not recursive:
-                if path in self._wd:
-                    pass
-                elif self.watches.leased_only(path) and len(self._wd) >= self.limit // 2:
-                    # directory leases take at most half the watches: however many directories
-                    # a client leases, the watches clients ask for keep the other half (its
-                    # lease is broken below; it goes on without caching the listing)
-                    log.debug("change notify: %s leased, not watched: the leases' half is taken", path)
-                else:
-                    self._add(path)
-            elif self._walked_below(path):
-                self._walked.add(path)          # its tree is watched already
+            if old.get(path) != recursive:
+                self._watch_root(path, recursive)
+        if self._moved:
+            self._check_moved()
+
+    def _watch_root(self, path: str, recursive: bool) -> None:
+        """A kernel watch for a directory the core watches (and its tree, `recursive`); the
+        leases of one that cannot be watched are broken."""
+        if not recursive:
+            if path in self._wd:
+                pass
+            elif self.watches.leased_only(path) and len(self._wd) >= self.limit // 2:
+                # directory leases take at most half the watches: however many directories
+                # a client leases, the watches clients ask for keep the other half (its
+                # lease is broken below; it goes on without caching the listing)
+                log.debug("change notify: %s leased, not watched: the leases' half is taken", path)
             else:
-                self._watch(path, True)
-                self._walked.add(path)
-            if path not in self._wd:
-                self._unwatched(path)
+                self._add(path)
+        elif self._walked_below(path):
+            self._walked.add(path)          # its tree is watched already
+        else:
+            self._watch(path, True)
+            self._walked.add(path)
+        if path not in self._wd:
+            self._unwatched(path)
+
+    def _check_moved(self) -> None:
+        """The watched directories another program moved: a watch follows its directory, not
+        its path, so where the path it was made for no longer names that directory (it was
+        renamed, or something else now bears its name), the watches at and below that path are dropped and made again for whatever
+        the path names now (none: the leases on it are broken, `_unwatched`), and the moved
+        directory's own leases are broken: nothing watches it under its new name, so a
+        listing cached through them would go stale unseen. A directory the server renamed
+        itself is not looked at (as before: its leases are broken by key, and SMB's rules
+        for its rename were applied by the core)."""
+        moved, self._moved = self._moved, {}
+        for wd, (path, key) in moved.items():
+            now = self._path.get(wd, path)
+            if key is None or self._names(now, key):
+                continue
+            self._outside_change(key)
+            self._drop_below(now)
+            self._walked = {p for p in self._walked if p != now and not p.startswith(now + "/")}
+            for root, recursive in self._roots.items():
+                if root == now or root.startswith(now + "/"):
+                    self._watch_root(root, recursive)
+
+    def _names(self, path: str, key: tuple) -> bool:
+        """Whether `path` is the directory `key` (its (st_dev, st_ino)), reached through no
+        symbolic link."""
+        try:
+            with self._as_server():
+                fd = _open_without_links(path, os.O_PATH | os.O_DIRECTORY)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == key
 
     def _unwatched(self, path: str) -> None:
         """`path` could not be watched (gone, renamed, or past the bound): a directory lease on
@@ -317,6 +362,12 @@ class ChangeWatcher:
             self.watches.overflow(None)
             return
         here = self._path.get(wd)
+        if mask & IN_MOVE_SELF and here is not None:
+            # (seen in its directory too where that is watched: then forgotten already)
+            if not self.watches.made_by_server(here):
+                self._moved[wd] = (here, self._key.get(wd))
+                self.request_sync()
+            return
         if mask & IN_IGNORED:
             if here is not None and self._wd.get(here) == wd:
                 del self._wd[here]
@@ -345,7 +396,7 @@ class ChangeWatcher:
                     self._outside_change(old[2])
                     outside = True
                 if is_dir:
-                    self._forget_below(old[0])
+                    self._forget_below(old[0], outside)
             else:
                 outside = self.watches.observed(path, notify.ADDED, what, directory)
             if is_dir and self._recursive_below(here):
@@ -363,14 +414,25 @@ class ChangeWatcher:
             self._outside_change(directory)
 
     def _removed(self, path: str, is_dir: bool, directory: tuple | None = None) -> None:
-        if self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
-                                 directory):
+        outside = self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
+                                        directory)
+        if outside:
             self._outside_change(directory)
         if is_dir:
-            self._forget_below(path)
+            self._forget_below(path, outside)
 
-    def _forget_below(self, path: str) -> None:
-        """A directory moved away: its watches (and those below it) no longer name it."""
+    def _forget_below(self, path: str, outside: bool) -> None:
+        """A directory moved away (seen in its directory): its watches (and those below it)
+        no longer name it. Where another program moved it, the next sync looks at what
+        `path` names now (`_check_moved`)."""
+        for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
+            if outside:
+                wd = self._wd[p]
+                self._moved[wd] = (p, self._key.get(wd))
+                self.request_sync()
+            self._unwatch(p)
+
+    def _drop_below(self, path: str) -> None:
         for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
             self._unwatch(p)
 

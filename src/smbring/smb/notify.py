@@ -360,14 +360,18 @@ class ChangeWatches:
         the (st_dev, st_ino) of the directory the kernel saw it in (what bears the name
         now may be another directory: the kernel's events are read a moment later). True:
         another program's change (its directory's leases are the shell's to break)."""
-        if self._own.get(path, -2) >= self._epoch - 1:
+        if self.made_by_server(path):
             return False
         self.post(path, action, what, own=False, directory=directory)
         return True
 
+    def made_by_server(self, path: str) -> bool:
+        """Whether the server changed `path` itself in the last epoch or two (`mark_own`)."""
+        return self._own.get(path, -2) >= self._epoch - 1
+
     def observed_rename(self, old: str, new: str, is_dir: bool, old_directory: tuple | None = None,
                         new_directory: tuple | None = None) -> bool:
-        if self._own.get(old, -2) >= self._epoch - 1 or self._own.get(new, -2) >= self._epoch - 1:
+        if self.made_by_server(old) or self.made_by_server(new):
             return False
         self.post_rename(old, new, is_dir, own=False, old_directory=old_directory,
                          new_directory=new_directory)
