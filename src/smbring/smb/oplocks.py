@@ -459,6 +459,21 @@ class Oplocks:
             if lease.state or lease.breaking:
                 self._break_lease(lease, 0)
 
+    def directory_renamed(self, key, path: str) -> None:
+        """The directory `key` was renamed through the server to `path` (absolute): its
+        leases are watched under that name from now on (`on_directory_lease`: the old name
+        no longer leads to it, and a directory another program makes there is not it)."""
+        seen = set()
+        for h in list(self._files.get(key, {}).values()):
+            lease = h.lease
+            if lease is None or lease in seen or not lease.directory or not lease.path or lease.path == path:
+                continue
+            seen.add(lease)
+            old, lease.path = lease.path, path
+            if self.on_directory_lease is not None:
+                self.on_directory_lease(path, lease.file, True)
+                self.on_directory_lease(old, lease.file, False)
+
     def break_all_directories(self) -> None:
         """A change whose directory could not be found (its name gone meanwhile): every
         directory lease is broken, rather than one left caching what changed."""
