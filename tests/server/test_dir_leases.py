@@ -355,13 +355,17 @@ def test_another_program_renaming_the_leased_directory(clients, server):
     time.sleep(0.1)         # (the watch is made on the loop's next turn)
     d.rename(server["share"] / "moved")
     expect_break(a, key(1), RH, lease[3] + 1)
-    old.close()
-    d.mkdir()
+    d.mkdir()           # (the moved directory's handle and lease held still)
     _new, lease = dir_lease(a, "d", key(2), RH, disposition=CreateDisposition.FILE_OPEN)
     assert lease[1] == RH
     time.sleep(0.1)
     (d / "made").write_bytes(b"x")
     expect_break(a, key(2), RH, lease[3] + 1)
+    old.close()
+    _again, lease = dir_lease(a, "d", key(3), RH, disposition=CreateDisposition.FILE_OPEN)
+    time.sleep(0.1)
+    (d / "made").unlink()
+    expect_break(a, key(3), RH, lease[3] + 1)
 
 
 def test_another_program_renaming_a_leased_directory_in_a_leased_one(clients, server):

@@ -116,6 +116,7 @@ class ChangeWatcher:
         # kernel's IN_MOVE_SELF, or a move seen in a watched directory), looked at again by
         # the next sync (`_check_moved`); a removed one's watch ends with it (IN_IGNORED)
         self._moved: dict[int, tuple[str, tuple | None]] = {}
+        self._vanished: set[str] = set()    # such names, left unwatched: watched once there
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
         self._ticker = loop.call_later(TICK, self._tick)
@@ -148,8 +149,11 @@ class ChangeWatcher:
         for path, recursive in old.items():
             if wanted.get(path) != recursive and not wanted.get(path):
                 self._prune_due = True          # gone, or no longer recursive
+        self._vanished.intersection_update(wanted)
         for path, recursive in wanted.items():
-            if old.get(path) != recursive:
+            # (a name whose directory another program moved away is tried again: another
+            # directory may bear it now, and be leased)
+            if old.get(path) != recursive or path in self._vanished and path not in self._wd:
                 self._watch_root(path, recursive)
         if self._moved:
             self._check_moved()
@@ -195,6 +199,8 @@ class ChangeWatcher:
             for root, recursive in self._roots.items():
                 if root == now or root.startswith(now + "/"):
                     self._watch_root(root, recursive)
+                    if root not in self._wd:
+                        self._vanished.add(root)
 
     def _names(self, path: str, key: tuple) -> bool:
         """Whether `path` is the directory `key` (its (st_dev, st_ino)), reached through no

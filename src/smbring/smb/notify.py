@@ -245,8 +245,11 @@ class ChangeWatches:
             del self._leased[path]
             if not self.active():
                 self._own.clear()      # (as `remove`)
-        if (held and left == 1 and len(keys) == 1) or not keys:
-            self._changed()         # a directory to watch, or one no longer to
+        if (held and left == 1) or not keys:
+            # a directory to watch (another directory under a leased name too: the one
+            # leased before may have been moved away by another program, its name left
+            # unwatched), or one no longer to
+            self._changed()
 
     def leased_only(self, path: str) -> bool:
         """Whether `path` is watched for its directory leases alone (no watch of a client's)."""
