@@ -370,22 +370,25 @@ def test_another_program_renaming_the_leased_directory(clients, server):
 
 def test_another_program_renaming_a_leased_directory_in_a_leased_one(clients, server):
     """The same move seen in the watched directory it happened in: the parent's lease breaks
-    (its listing changed) and so does the moved directory's own (its watch was made for the
-    old name). Fails on a server that drops the moved directory's watch and keeps its lease."""
+    (its listing changed) and so do the moved directory's own and its subdirectory's (their
+    watches were made for the old names). Fails on a server that drops the moved
+    directories' watches and keeps their leases."""
     a = clients()
     p = server["share"] / "p"
-    (p / "d").mkdir(parents=True)
+    (p / "d" / "s").mkdir(parents=True)
     _p, parent = dir_lease(a, "p", key(1), RH, disposition=CreateDisposition.FILE_OPEN)
     _d, lease = dir_lease(a, "p\\d", key(2), RH, disposition=CreateDisposition.FILE_OPEN)
+    _s, below = dir_lease(a, "p\\d\\s", key(3), RH, disposition=CreateDisposition.FILE_OPEN)
     time.sleep(0.1)
     (p / "d").rename(p / "e")
     breaks = {}
-    for _ in range(2):
+    for _ in range(3):
         br = a.next_break()
         assert br is not None, f"no directory lease break after {breaks}"
         breaks[br.key] = (br.old, br.new, br.epoch)
         assert a.ack(br.key, 0) == 0
-    assert breaks == {key(1): (RH, 0, parent[3] + 1), key(2): (RH, 0, lease[3] + 1)}
+    assert breaks == {key(1): (RH, 0, parent[3] + 1), key(2): (RH, 0, lease[3] + 1),
+                      key(3): (RH, 0, below[3] + 1)}
 
 
 def test_stream_made_breaks_as_samba(clients):

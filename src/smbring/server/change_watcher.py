@@ -182,18 +182,27 @@ class ChangeWatcher:
     def _check_moved(self) -> None:
         """The watched directories another program moved: a watch follows its directory, not
         its path, so where the path it was made for no longer names that directory (it was
-        renamed, or something else now bears its name), the watches at and below that path are dropped and made again for whatever
-        the path names now (none: the leases on it are broken, `_unwatched`), and the moved
-        directory's own leases are broken: nothing watches it under its new name, so a
-        listing cached through them would go stale unseen. A directory the server renamed
-        itself is not looked at (as before: its leases are broken by key, and SMB's rules
-        for its rename were applied by the core)."""
+        renamed, or something else bears its name now), the moved directory's leases are
+        broken (nothing watches it under its new name: a listing cached through them would
+        go stale unseen), as are those of the directories that moved with it, and the
+        watches at and below the path are dropped and made again for whatever the path
+        names now (none: its leases are broken, `_unwatched`). The server's own renames are
+        not looked at: a lease on a directory renamed through it moves with it
+        (Oplocks.directory_renamed). Each name that went costs one look and one pass over
+        the watched roots, whatever number of directories below it moved with it."""
         moved, self._moved = self._moved, {}
-        for wd, (path, key) in moved.items():
+        gone: list[str] = []        # names no longer naming their directory (parents first)
+        for wd, (path, key) in sorted(moved.items(), key=lambda item: item[1][0]):
             now = self._path.get(wd, path)
-            if key is None or self._names(now, key):
+            if key is None:
+                continue
+            if any(now.startswith(top + "/") for top in gone):
+                self._outside_change(key)       # moved with the directory above it
+                continue
+            if self._names(now, key):
                 continue
             self._outside_change(key)
+            gone.append(now)
             self._drop_below(now)
             self._walked = {p for p in self._walked if p != now and not p.startswith(now + "/")}
             for root, recursive in self._roots.items():
@@ -431,16 +440,20 @@ class ChangeWatcher:
         """A directory moved away (seen in its directory): its watches (and those below it)
         no longer name it. Where another program moved it, the next sync looks at what
         `path` names now (`_check_moved`)."""
-        for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
-            if outside:
+        if outside:
+            for p in self._below(path):
                 wd = self._wd[p]
                 self._moved[wd] = (p, self._key.get(wd))
-                self.request_sync()
-            self._unwatch(p)
+            self.request_sync()
+        self._drop_below(path)
 
     def _drop_below(self, path: str) -> None:
-        for p in [p for p in self._wd if p == path or p.startswith(path + "/")]:
+        for p in self._below(path):
             self._unwatch(p)
+
+    def _below(self, path: str) -> list[str]:
+        """The watched paths at and below `path`."""
+        return [p for p in self._wd if p == path or p.startswith(path + "/")]
 
     def _written_by_server(self, path: str) -> tuple[bool, bool]:
         """Whether an SMB client has the file open for writing: (through this process,
