@@ -302,6 +302,7 @@ class DirectoryOpen:
     def __init__(self, path):
         st = os.stat(path)
         self.key, self.is_dir, self._path = (st.st_dev, st.st_ino), True, str(path)
+        self.lease_watched = None
 
     def path(self) -> str:
         return self._path
@@ -315,6 +316,7 @@ def leased(state: ServerState, path) -> tuple[DirectoryOpen, list]:
     state.oplocks.add(o, 0x1)
     state.oplocks.grant_lease(o, b"g" * 16, str(path).encode()[-16:].rjust(16), 0x1 | 0x2, version=2,
                               send_lease_break=lambda _o, _lease, old, new, ack: sent.append((old, new)))
+    state.watch_leased_directory(o)     # (as a CREATE granting a directory lease asks)
     return o, sent
 
 
@@ -354,5 +356,6 @@ def test_another_programs_change_in_a_leased_directory_breaks_it_the_servers_own
         run_briefly(loop)
         assert sent == [(0x3, 0)]
         state.oplocks.remove(o)
+        state.unwatch_leased_directory(o)   # (as its close does)
         run_briefly(loop, TICK + 0.5)
         assert w.watched() == 0

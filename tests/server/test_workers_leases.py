@@ -302,6 +302,44 @@ def test_directory_lease_broken_by_another_programs_change_with_workers(place, s
     dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
 
 
+def _kernel_watches(pid: int) -> int:
+    """The inotify watches the process holds (its inotify descriptors' fdinfo)."""
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    held += sum(line.startswith("inotify wd:") for line in info)
+        except OSError:
+            pass
+    return held
+
+
+def test_a_directory_leases_watch_ends_with_its_open_with_workers(server):
+    """The worker a directory lease is held through watches the directory while the lease's
+    open lasts, and no longer: fails on a server whose workers kept watching every
+    directory ever leased through them (the kernel's watches, and the names, held until a
+    restart; past half the watch bound every new directory lease was broken at once)."""
+    a = leases.Client(server["port"])
+    try:
+        a.open("probe")
+        pid = pid_of(server, worker_holding(server, "probe"))
+        before = _kernel_watches(pid)
+        for i in range(5):
+            (server["share"] / f"d{i}").mkdir()
+            d, _lease = dirs.dir_lease(a, f"d{i}", leases.key(i + 1), leases.RH,
+                                       disposition=dirs.CreateDisposition.FILE_OPEN)
+            time.sleep(0.2)         # (the watch is made on the worker's next turn of its loop)
+            assert _kernel_watches(pid) > before        # (watched while leased)
+            d.close()
+        deadline = time.monotonic() + 5     # (watches no longer needed go at the next tick)
+        while _kernel_watches(pid) > before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _kernel_watches(pid) == before
+    finally:
+        a.close()
+
+
 def test_read_only_directory_lease_told_through_another_worker(place):
     a, b, _wa, _wb = place(lease_client(), lease_client())
     dirs.dir_lease(a, "d", leases.key(1), leases.R)

@@ -187,8 +187,8 @@ class ChangeWatcher:
         go stale unseen), as are those of the directories that moved with it, and the
         watches at and below the path are dropped and made again for whatever the path
         names now (none: its leases are broken, `_unwatched`). The server's own renames are
-        not looked at: a lease on a directory renamed through it moves with it
-        (Oplocks.directory_renamed). Each name that went costs one look and one pass over
+        not looked at: a lease on a directory renamed through it is watched under its new
+        name (ServerState.renamed). Each name that went costs one look and one pass over
         the watched roots, whatever number of directories below it moved with it."""
         moved, self._moved = self._moved, {}
         gone: list[str] = []        # names no longer naming their directory (parents first)

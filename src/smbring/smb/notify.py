@@ -234,7 +234,7 @@ class ChangeWatches:
 
     def lease_held(self, path: str, key: tuple, held: bool) -> None:
         """A directory lease on `path` (the directory's (st_dev, st_ino) `key`) began (`held`)
-        or ended (oplocks.Oplocks.on_directory_lease)."""
+        or ended (one open's: ServerState.watch_leased_directory)."""
         keys = self._leased.setdefault(path, {})
         left = keys.get(key, 0) + (1 if held else -1)
         if left > 0:

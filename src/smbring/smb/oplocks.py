@@ -109,7 +109,6 @@ class Lease:
     epoch: int = 0                      # version 2: counts the changes of state
     parent_key: bytes | None = None     # version 2: the directory's lease key, if given
     directory: bool = False             # a lease on a directory (R or RH only)
-    path: str = ""                      # a directory lease's: its directory, as first opened
     state: int = 0
     breaking: bool = False
     breaking_to_requested: int = 0      # what a break asked for (an answer may give less)
@@ -156,10 +155,6 @@ class Oplocks:
         self._leases: dict[tuple[bytes, bytes], Lease] = {}     # (ClientGuid, LeaseKey) -> Lease
         self._breaking_leases: set[Lease] = set()
         self._directory_leases = 0      # how many of them are on directories
-        # told (path, directory's key, True) when a directory lease begins and (..., False)
-        # when it ends: ServerState has the directory watched for changes other programs
-        # make (smb.notify's ChangeWatches.lease_held)
-        self.on_directory_lease: Callable[[str, tuple, bool], None] | None = None
 
     # -- the opens ---------------------------------------------------------------------------
     def add(self, o, access: int) -> None:
@@ -184,8 +179,6 @@ class Oplocks:
                 self._breaking_leases.discard(lease)
                 if lease.directory:
                     self._directory_leases -= 1
-                    if lease.path and self.on_directory_lease is not None:
-                        self.on_directory_lease(lease.path, lease.file, False)
 
     def level(self, o) -> int:
         h = self._holder(o)
@@ -313,9 +306,6 @@ class Oplocks:
             self._leases[lease.ident] = lease
             if lease.directory:
                 self._directory_leases += 1
-                if self.on_directory_lease is not None:
-                    lease.path = o.path()
-                    self.on_directory_lease(lease.path, lease.file, True)
             lease.state = self._grantable(h, lease, wanted, locked)
             if version == 2:
                 lease.epoch = (epoch + 1) & 0xFFFF
@@ -458,21 +448,6 @@ class Oplocks:
             seen.add(lease)
             if lease.state or lease.breaking:
                 self._break_lease(lease, 0)
-
-    def directory_renamed(self, key, path: str) -> None:
-        """The directory `key` was renamed through the server to `path` (absolute): its
-        leases are watched under that name from now on (`on_directory_lease`: the old name
-        no longer leads to it, and a directory another program makes there is not it)."""
-        seen = set()
-        for h in list(self._files.get(key, {}).values()):
-            lease = h.lease
-            if lease is None or lease in seen or not lease.directory or not lease.path or lease.path == path:
-                continue
-            seen.add(lease)
-            old, lease.path = lease.path, path
-            if self.on_directory_lease is not None:
-                self.on_directory_lease(path, lease.file, True)
-                self.on_directory_lease(old, lease.file, False)
 
     def break_all_directories(self) -> None:
         """A change whose directory could not be found (its name gone meanwhile): every

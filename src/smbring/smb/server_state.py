@@ -75,9 +75,6 @@ class ServerState:
         self.watches = ChangeWatches()
         self.oplocks = (oplocks if oplocks is not None else backends.oplocks if backends.oplocks
                         is not None else Oplocks())
-        # a directory lease's directory is watched by the kernel too (where the shell has a
-        # ChangeWatcher): a change another program makes there breaks the lease
-        self.oplocks.on_directory_lease = self.watches.lease_held
         self.durable = DurableOpens()
         # blocking LOCKs on shares whose locks are kernel locks too (smb.posix_locks): a lock
         # another program holds may be what they wait for, and its release wakes nothing
@@ -216,11 +213,26 @@ class ServerState:
         with self._atomic():
             return self._forget(o)
 
+    def watch_leased_directory(self, o: Open) -> None:
+        """`o`, an open of a directory, holds a directory lease: the directory is watched by
+        the kernel too (where the shell has a ChangeWatcher), so that a change another
+        program makes there breaks the lease, until the open closes."""
+        if o.lease_watched is None:
+            o.lease_watched = o.path()
+            self.watches.lease_held(o.lease_watched, o.key, True)
+
+    def unwatch_leased_directory(self, o: Open) -> None:
+        """`watch_leased_directory`'s end, at the open's close."""
+        if o.lease_watched is not None:
+            self.watches.lease_held(o.lease_watched, o.key, False)
+            o.lease_watched = None
+
     def _forget(self, o: Open) -> Closed:
         self._opens.discard(o)
         self.listings.forget(o)
         if o.watch is not None:
             self.watches.remove(o.watch)
+        self.unwatch_leased_directory(o)
         released = self.locks.release_owner(o.key, id(o))
         if o.delete_on_close:
             self._delete_pending.mark(o)
@@ -255,11 +267,23 @@ class ServerState:
         recorded still leads to their file: server.shared_store.RecordedDelete.)"""
         root = o.tree.fs.root
         self._opens.moved(o)
+        self._lease_watch_moved(o)
         for other in self._opens.at("/".join([root] + old_parts)):
             if other is not o and other.key == o.key and other.parts == old_parts and \
                     other.tree is not None and other.tree.fs is not None and other.tree.fs.root == root:
                 other.parts = other.base_parts = list(o.parts)
                 self._opens.moved(other)
+                self._lease_watch_moved(other)
+
+    def _lease_watch_moved(self, o: Open) -> None:
+        """A leased directory's open renamed: its lease is watched under the new name (the
+        old one no longer leads to it, and a directory made there later is not it). Other
+        workers' opens of it are not reached: their watches see the rename as another
+        program's, and break their leases."""
+        if o.lease_watched is not None and o.lease_watched != o.path():
+            old, o.lease_watched = o.lease_watched, o.path()
+            self.watches.lease_held(o.lease_watched, o.key, True)
+            self.watches.lease_held(old, o.key, False)
 
     def moved(self, o: Open) -> None:
         """`o.parts` changed otherwise (a stream renamed): it is found by its new path."""

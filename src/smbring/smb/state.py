@@ -239,6 +239,10 @@ class Open:
     # opened with FILE_WRITE_THROUGH: each WRITE through it is on stable storage before it is
     # answered (MS-SMB2 2.2.13; Samba opens it O_SYNC)
     write_through: bool = False
+    # the name its directory lease is watched under while it holds one (ServerState's
+    # watch_leased_directory: this process's watch, counted per open, so that each process
+    # of a server with workers watches what its own opens lease)
+    lease_watched: str | None = None
 
     def display_name(self) -> str:
         """The path as the client knows it: "dir\\file" or "dir\\file:stream"."""

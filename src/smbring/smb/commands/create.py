@@ -997,6 +997,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             epoch=lease_req.epoch, parent_key=lease_req.parent_key, locked=locked,
             send_lease_break=c.send_lease_break)
         oplock = LEVEL_LEASE
+        if lease.directory:
+            c.state.watch_leased_directory(o)
     else:
         oplock = c.state.oplocks.grant(
             o, requested_oplock, created=action == wire.FILE_CREATED,

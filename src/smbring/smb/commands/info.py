@@ -729,8 +729,6 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         if tree.share.mangled_names and old_parts != new_parts:
             c.state.tunnel.removed((parent.st_dev, parent.st_ino), old_parts[-1], tree.token.owner)
         c.state.watches.post_rename(old_path, o.path(), o.is_dir)
-        if o.is_dir and c.state.oplocks.directory_leases():
-            c.state.oplocks.directory_renamed(o.key, o.path())     # (its leases' watch follows it)
         # the directory left (known by its id: its name may be what moved) and the one entered
         spared = dirleases.exempt(c, o)
         if c.state.oplocks.directory_leases():
