@@ -302,6 +302,29 @@ def test_directory_lease_broken_by_another_programs_change_with_workers(place, s
     dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
 
 
+def test_a_directory_renamed_through_another_worker_has_its_lease_broken(place, server):
+    """A leased directory renamed through another worker than the lease's: the rename takes
+    the lease's HANDLE caching (as in one process), then the lease's worker, which watches
+    the directory under its old name, sees the rename as another program's and breaks it to
+    none (in one process the lease keeps R, watched under the new name). Fails on a server
+    whose worker keeps the lease watched by a name that no longer leads to the directory."""
+    a, b, _wa, _wb = place(lease_client(), lease_client())
+    (server["share"] / "d").mkdir()
+    _d, lease = dirs.dir_lease(b, "d", leases.key(2), leases.RH, disposition=dirs.CreateDisposition.FILE_OPEN)
+    time.sleep(0.2)         # (the watch is made on the worker's next turn of its loop)
+    mover, _ = a.open("d", access=leases.READ | leases.DELETE, directory=True,
+                      disposition=dirs.CreateDisposition.FILE_OPEN)
+    request = renames.set_info(a, mover, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("e"))
+    br = b.next_break()
+    assert (br.key, br.old, br.new) == (leases.key(2), leases.RH, leases.R)
+    assert b.ack(leases.key(2), leases.R) == leases.R
+    assert renames.answer(a, request) == 0
+    br = b.next_break()
+    assert br is not None, "no break of the renamed directory's lease"
+    assert (br.key, br.old, br.new) == (leases.key(2), leases.R, 0)
+
+
 def _kernel_watches(pid: int) -> int:
     """The inotify watches the process holds (its inotify descriptors' fdinfo)."""
     held = 0
