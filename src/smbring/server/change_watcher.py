@@ -199,31 +199,31 @@ class ChangeWatcher:
             if any(now.startswith(top + "/") for top in gone):
                 self._outside_change(key)       # moved with the directory above it
                 continue
-            if self._names(now, key):
+            if self._identity(now, os.O_DIRECTORY) == key:
                 continue
             self._outside_change(key)
             gone.append(now)
             self._drop_below(now)
-            self._walked = {p for p in self._walked if p != now and not p.startswith(now + "/")}
+            self._walked = {p for p in self._walked if not _at_or_below(p, now)}
             for root, recursive in self._roots.items():
-                if root == now or root.startswith(now + "/"):
+                if _at_or_below(root, now):
                     self._watch_root(root, recursive)
                     if root not in self._wd:
                         self._vanished.add(root)
 
-    def _names(self, path: str, key: tuple) -> bool:
-        """Whether `path` is the directory `key` (its (st_dev, st_ino)), reached through no
-        symbolic link."""
+    def _identity(self, path: str, flags: int = 0) -> tuple | None:
+        """The (st_dev, st_ino) of what `path` names, reached through no symbolic link, as
+        the server; None where nothing is reached so."""
         try:
             with self._as_server():
-                fd = _open_without_links(path, os.O_PATH | os.O_DIRECTORY)
+                fd = _open_without_links(path, os.O_PATH | flags)
             try:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
         except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == key
+            return None
+        return st.st_dev, st.st_ino
 
     def _unwatched(self, path: str) -> None:
         """`path` could not be watched (gone, renamed, or past the bound): a directory lease on
@@ -380,8 +380,7 @@ class ChangeWatcher:
         if mask & IN_MOVE_SELF and here is not None:
             # (seen in its directory too where that is watched: then forgotten already)
             if not self.watches.made_by_server(here):
-                self._moved[wd] = (here, self._key.get(wd))
-                self.request_sync()
+                self._note_moved(wd, here)
             return
         if mask & IN_IGNORED:
             if here is not None and self._wd.get(here) == wd:
@@ -389,7 +388,7 @@ class ChangeWatcher:
             self._path.pop(wd, None)
             self._key.pop(wd, None)
             return
-        if here is None or not name or name == STREAMS_DIR or mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+        if here is None or not name or name == STREAMS_DIR or mask & IN_DELETE_SELF:
             return
         path = f"{here}/{name}"
         directory = self._key.get(wd)       # the directory the kernel saw the change in
@@ -442,10 +441,14 @@ class ChangeWatcher:
         `path` names now (`_check_moved`)."""
         if outside:
             for p in self._below(path):
-                wd = self._wd[p]
-                self._moved[wd] = (p, self._key.get(wd))
-            self.request_sync()
+                self._note_moved(self._wd[p], p)
         self._drop_below(path)
+
+    def _note_moved(self, wd: int, path: str) -> None:
+        """The directory watched as `wd` under `path` was moved by another program: the
+        next sync looks at it (`_check_moved`)."""
+        self._moved[wd] = (path, self._key.get(wd))
+        self.request_sync()
 
     def _drop_below(self, path: str) -> None:
         for p in self._below(path):
@@ -453,24 +456,22 @@ class ChangeWatcher:
 
     def _below(self, path: str) -> list[str]:
         """The watched paths at and below `path`."""
-        return [p for p in self._wd if p == path or p.startswith(path + "/")]
+        return [p for p in self._wd if _at_or_below(p, path)]
 
     def _written_by_server(self, path: str) -> tuple[bool, bool]:
         """Whether an SMB client has the file open for writing: (through this process,
         through any worker's)."""
-        try:
-            with self._as_server():
-                fd = _open_without_links(path, os.O_PATH)
-            try:
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-        except OSError:
+        key, share_modes = self._identity(path), self.state.share_modes
+        if key is None:
             return False, False
-        key, share_modes = (st.st_dev, st.st_ino), self.state.share_modes
         if share_modes.has_writer_here(key):
             return True, True
         return False, share_modes.has_writer(key)
+
+
+def _at_or_below(path: str, top: str) -> bool:
+    """Whether `path` is the directory `top` or lies beneath it."""
+    return path == top or path.startswith(top + "/")
 
 
 def _open_without_links(path: str, flags: int) -> int:

@@ -281,6 +281,9 @@ class ServerState:
         workers' opens of it are not reached: their watches see the rename as another
         program's, and break their leases."""
         if o.lease_watched is not None and o.lease_watched != o.path():
+            # (the new name first: with no leased name left between the two calls, the
+            # watches would forget the server's recent changes, and take their kernel echo
+            # for another program's)
             old, o.lease_watched = o.lease_watched, o.path()
             self.watches.lease_held(o.lease_watched, o.key, True)
             self.watches.lease_held(old, o.key, False)
