@@ -33,6 +33,10 @@ def test_connections_to_a_share_use_one_case_index(smbconf, tmp_path):
     big.mkdir()
     for i in range(MIN_ENTRIES * 2):
         (big / f"file{i}").write_bytes(b"x")
+    # the port is open a moment before serving starts (and makes the change watcher's queue):
+    # one connection served first, so that `before` counts what a served server has
+    subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
+                    "-c", "ls"], check=True, capture_output=True, timeout=60)
     before = inotify_queues(server.proc.pid)
     # each client asks for a name in another case than on disk (a lookup through the index)
     # and stays connected, reading its next command, until all have
