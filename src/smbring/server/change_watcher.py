@@ -51,6 +51,10 @@ log = logging.getLogger("smbring.server")
 
 MAX_KERNEL_WATCHES = 8192       # directories watched in the kernel, all watches together
 TICK = 1.0                      # seconds between epochs of the core's memory of its own changes
+# seconds an entry's change waits before it breaks its directory's leases where other
+# workers change files too: one of theirs reaches the kernel before they record it
+# (SharedOplocks.outside_change); a worker is seldom held that long between the two
+LATE = 0.05
 
 IN_MODIFY, IN_ATTRIB = 0x2, 0x4
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -117,6 +121,10 @@ class ChangeWatcher:
         # the next sync (`_check_moved`); a removed one's watch ends with it (IN_IGNORED)
         self._moved: dict[int, tuple[str, tuple | None]] = {}
         self._vanished: set[str] = set()    # such names, left unwatched: watched once there
+        # entries of leased directories another program changed, where other workers change
+        # files too: (the directory's (st_dev, st_ino), the name), judged LATE seconds on
+        self._late: list[tuple[tuple, str]] = []
+        self._late_handle = None
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
         self._ticker = loop.call_later(TICK, self._tick)
@@ -124,6 +132,8 @@ class ChangeWatcher:
     def close(self) -> None:
         self.watches.on_change = None
         self._ticker.cancel()
+        if self._late_handle is not None:
+            self._late_handle.cancel()
         self.loop.remove_reader(self.inotify.fd)
         self.inotify.close()
 
@@ -232,17 +242,31 @@ class ChangeWatcher:
         for key in self.watches.leased(path):
             self.state.oplocks.break_directory(key)
 
-    def _outside_change(self, directory: tuple | None) -> None:
-        """Another program changed an entry of `directory` (its (st_dev, st_ino); None: not
-        known): its directory leases are broken, none spared (every one where the directory
-        is not known)."""
+    def _outside_change(self, directory: tuple | None, name: str | None = None) -> None:
+        """Another program changed the entry `name` of `directory` (its (st_dev, st_ino);
+        None: not known), or the directory itself (`name` None): its directory leases are
+        broken, none spared (every one where the directory is not known). Where the server's
+        other workers change files too, an entry's change may be one of theirs: it is judged
+        a moment later (`_late_changes`)."""
         oplocks = self.state.oplocks
         if not oplocks.directory_leases():
             return
         if directory is None:
             oplocks.break_all_directories()
-        else:
+        elif name is None or not oplocks.other_processes:
             oplocks.break_directory(directory)
+        else:
+            self._late.append((directory, name))
+            if self._late_handle is None:
+                self._late_handle = self.loop.call_later(LATE, self._late_changes)
+
+    def _late_changes(self) -> None:
+        late, self._late, self._late_handle = self._late, [], None
+        for directory, name in dict.fromkeys(late):
+            try:
+                self.state.oplocks.outside_change(directory, name)
+            except Exception:       # one must not stop the others
+                log.exception("change notify: directory lease break failed")
 
     def _walked_below(self, path: str) -> bool:
         """Whether `path` is, or is below, a directory whose whole subtree is watched."""
@@ -407,7 +431,7 @@ class ChangeWatcher:
             old = moves.pop(cookie, None)
             if old is not None:
                 if self.watches.observed_rename(old[0], path, is_dir, old[2], directory):
-                    self._outside_change(old[2])
+                    self._outside_change(old[2], _name_of(old[0]))
                     outside = True
                 if is_dir:
                     self._forget_below(old[0], outside)
@@ -425,13 +449,13 @@ class ChangeWatcher:
         elif mask & IN_ATTRIB:
             outside = self.watches.observed(path, notify.MODIFIED, ATTRIBUTE_CHANGES, directory)
         if outside:
-            self._outside_change(directory)
+            self._outside_change(directory, name)
 
     def _removed(self, path: str, is_dir: bool, directory: tuple | None = None) -> None:
         outside = self.watches.observed(path, notify.REMOVED, notify.DIR_NAME if is_dir else notify.FILE_NAME,
                                         directory)
         if outside:
-            self._outside_change(directory)
+            self._outside_change(directory, _name_of(path))
         if is_dir:
             self._forget_below(path, outside)
 
@@ -467,6 +491,11 @@ class ChangeWatcher:
         if share_modes.has_writer_here(key):
             return True, True
         return False, share_modes.has_writer(key)
+
+
+def _name_of(path: str) -> str:
+    """The last component of `path`."""
+    return path.rpartition("/")[2]
 
 
 def _at_or_below(path: str, top: str) -> bool:

@@ -40,13 +40,18 @@ Records (added to the store's databases):
   CLOSE whether any directory has one (`directory_leases`);
 - ``obreaks``: ``o`` + file + worker + open, or ``l`` + ClientGuid + LeaseKey -> deadline:
   the breaks not yet answered (what `expire` looks at);
-- ``owaits``: file + worker: the workers with a CREATE (or rename) waiting on the file.
+- ``owaits``: file + worker: the workers with a CREATE (or rename) waiting on the file;
+- ``dchanges``: directory + entry name -> when a worker changed that entry of a leased
+  directory (`break_directory`, which broke the directory's leases but the one the change
+  was made under): another worker watching the directory for its own leases sees the
+  change as another program's, and breaks nothing more (`outside_change`).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
+import os
 import struct
 import time
 
@@ -68,6 +73,12 @@ MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking t
 # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent, directory
 LEASE = struct.Struct(">QQBHBBBBdB16sB")
 DEADLINE = struct.Struct(">d")
+# a worker's change of a leased directory's entry: when (the clock's, CLOCK_MONOTONIC: one
+# for every process of the machine)
+CHANGE = struct.Struct(">d")
+# how long a worker's change is taken for the cause of what the kernel reports of that entry:
+# what one process takes its own changes for (smb.notify's epoch or two: 1-2 s)
+CHANGE_WINDOW = 2.0
 NOT_BREAKING = 0xFF
 HAS_LEASE_AT = struct.calcsize(">BBBBd")   # where a HOLDER record has its "has lease" byte
 
@@ -116,6 +127,7 @@ class SharedOplocks(Oplocks):
     # every worker's change in a directory breaks its leases through the store, wherever
     # they are held (`break_directory`)
     breaks_directories = True
+    other_processes = True
 
     def __init__(self, store: Store, channel: wakeups.Channel, loop_of, *,
                  clock=time.monotonic, timeout: float = BREAK_TIMEOUT):
@@ -128,6 +140,8 @@ class SharedOplocks(Oplocks):
         self.directory_leases_db = store.db[b"dleases"]
         self.breaks_db = store.db[b"obreaks"]
         self.waits_db = store.db[b"owaits"]
+        self.changes_db = store.db[b"dchanges"]
+        self._changes_pruned = 0.0       # when this worker last removed the stale `dchanges`
         self._me = WORKER.pack(store.worker)
         self._mine: dict[int, Holder] = {}           # open id -> this worker's Holder
         self._raw: dict[int, tuple] = {}             # open id -> (send_break, send_lease_break)
@@ -533,10 +547,12 @@ class SharedOplocks(Oplocks):
         with self.store.read() as txn:
             return txn.cursor(self.directory_leases_db).first()
 
-    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None) -> None:
+    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None,
+                        name: str | None = None) -> None:
         """As `Oplocks.break_directory`, over every worker's opens of the directory: a lease
         held through another worker is told by a hint to that worker. A directory without
-        a lease (the index says) costs one read, no step."""
+        a lease (the index says) costs one read, no step. `name`: the entry this worker
+        changed, recorded with what it spared for the other workers (`outside_change`)."""
         file = _file(key)
         with self.store.read() as txn:
             cursor = txn.cursor(self.directory_leases_db)
@@ -544,6 +560,32 @@ class SharedOplocks(Oplocks):
                 return
         with self._step(key):
             super().break_directory(key, exempt)
+            if name is not None:
+                now = self.clock()
+                self._txn.put(file + os.fsencode(name), CHANGE.pack(now), db=self.changes_db)
+                if now - self._changes_pruned > CHANGE_WINDOW:
+                    self._prune_changes(now)
+
+    def _prune_changes(self, now: float) -> None:
+        """Removes the changes older than CHANGE_WINDOW (whoever recorded them): the table
+        holds a few seconds' changes of leased directories."""
+        self._changes_pruned = now
+        stale = [bytes(k) for k, v in self._txn.cursor(self.changes_db)
+                 if CHANGE.unpack_from(v)[0] < now - CHANGE_WINDOW]
+        for k in stale:
+            self._txn.delete(k, db=self.changes_db)
+
+    def outside_change(self, key, name: str) -> None:
+        """As `Oplocks.outside_change`; but where a worker changed that entry of the directory
+        in the last CHANGE_WINDOW, the change seen is taken for that worker's (as one process
+        takes a change of a path it changed itself in the last second or two, smb.notify's
+        `made_by_server`), which broke the directory's leases already but the one it spared:
+        nothing is broken again (not the spared lease, nor one granted since)."""
+        with self.store.read() as txn:
+            record = txn.get(_file(key) + os.fsencode(name), db=self.changes_db)
+            changed = CHANGE.unpack_from(record)[0] if record is not None else None
+        if changed is None or self.clock() - changed > CHANGE_WINDOW:
+            self.break_directory(key)
 
     def break_all_directories(self) -> None:
         """As `Oplocks.break_all_directories`, for the directory leases of every worker."""

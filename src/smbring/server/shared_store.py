@@ -76,7 +76,9 @@ DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
              # which worker serves which ClientGuid (server.handoff)
              b"clients",
              # each file's log of byte-range lock changes (SharedByteRangeLocks)
-             b"lockhead", b"locklog")
+             b"lockhead", b"locklog",
+             # workers' recent changes of leased directories (server.shared_oplocks)
+             b"dchanges")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
 WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,

@@ -27,7 +27,10 @@ directory's own times, as Samba). A change made by another program on the server
 SMB, breaks the directory's leases too: the shell watches each leased directory through
 inotify (server.change_watcher; not with `kernel change notify = no`), and a change the
 server did not make itself (`mark_own` here, the changes posted to smb.notify's watches)
-breaks them all, none spared. Samba does not see those without kernel oplocks.
+breaks them all, none spared. With several workers, another worker's change reaches a
+worker's watch as another program's would: the changing worker records it in the store
+(`Oplocks.break_directory`'s `name`), and the others break nothing more for it
+(`Oplocks.outside_change`). Samba does not see those without kernel oplocks.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def entry_changed(c: "Connection", fs, parts: list, spared: tuple[bytes, bytes] 
     except OSError:
         oplocks.break_all_directories()
         return
-    oplocks.break_directory((st.st_dev, st.st_ino), spared)
+    oplocks.break_directory((st.st_dev, st.st_ino), spared, parts[-1])
 
 
 def open_changed(c: "Connection", o, spared: tuple[bytes, bytes] | None = None, *,

@@ -145,6 +145,9 @@ class Oplocks:
     # whether every change in a directory reaches `break_directory` here (one process: yes;
     # a table shared by several processes must see theirs too: server.shared_oplocks does)
     breaks_directories = True
+    # whether other processes (a server's other workers) change the files too: the kernel
+    # reports their changes as another program's (server.shared_oplocks records them)
+    other_processes = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, timeout: float = BREAK_TIMEOUT):
         self.clock = clock
@@ -435,11 +438,13 @@ class Oplocks:
         """Whether any directory lease is held (else a change need not look for its directory)."""
         return self._directory_leases > 0
 
-    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None) -> None:
+    def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None,
+                        name: str | None = None) -> None:
         """A change that a listing of the directory `key` shows: its leases are broken to none
         (those holding HANDLE caching must answer; while one is being broken already, what it
         must come down to becomes none), but the lease `exempt` (ClientGuid, LeaseKey), the
-        one the change was made under."""
+        one the change was made under. `name`: the entry changed, where the server changed it
+        (of use where `other_processes` see the change)."""
         seen = set()
         for h in list(self._files.get(key, {}).values()):
             lease = h.lease
@@ -448,6 +453,12 @@ class Oplocks:
             seen.add(lease)
             if lease.state or lease.breaking:
                 self._break_lease(lease, 0)
+
+    def outside_change(self, key, name: str) -> None:
+        """The kernel saw the entry `name` of the directory `key` change, not by this
+        process's doing: another program's change, whose directory leases are broken, none
+        spared."""
+        self.break_directory(key)
 
     def break_all_directories(self) -> None:
         """A change whose directory could not be found (its name gone meanwhile): every

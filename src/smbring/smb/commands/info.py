@@ -732,7 +732,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
         # the directory left (known by its id: its name may be what moved) and the one entered
         spared = dirleases.exempt(c, o)
         if c.state.oplocks.directory_leases():
-            c.state.oplocks.break_directory((parent.st_dev, parent.st_ino), spared)
+            c.state.oplocks.break_directory((parent.st_dev, parent.st_ino), spared,
+                                             old_parts[-1] if old_parts else None)
         dirleases.entry_changed(c, fs, new_parts, spared)
     elif klass == 11:  # Link: another name for the file
         add_link(c, o, buf)
