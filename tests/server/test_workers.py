@@ -32,7 +32,8 @@ from smbprotocol.exceptions import SMBResponseException  # noqa: E402
 from smbprotocol.file_info import FileDispositionInformation, FileInformationClass, InfoType  # noqa: E402
 from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,  # noqa: E402
                               ImpersonationLevel, LockFlags, Open, RequestedOplockLevel,
-                              ShareAccess, SMB2LockElement, SMB2SetInfoRequest)
+                              ShareAccess, SMB2LockElement, SMB2QueryInfoRequest,
+                              SMB2QueryInfoResponse, SMB2SetInfoRequest)
 from smbprotocol.session import Session  # noqa: E402
 from smbprotocol.tree import TreeConnect  # noqa: E402
 
@@ -225,6 +226,55 @@ def rename(client: Client, o: Open, new_name: str) -> None:
     request["file_id"] = o.file_id
     request["buffer"] = info
     client.conn.receive(client.conn.send(request, client.session.session_id, client.tree.tree_connect_id))
+
+
+def set_delete_pending(client: Client, o: Open) -> None:
+    """FileDispositionInformation through SET_INFO: the file goes at its last close."""
+    info = FileDispositionInformation()
+    info["delete_pending"] = True
+    request = SMB2SetInfoRequest()
+    request["info_type"] = InfoType.SMB2_0_INFO_FILE
+    request["file_info_class"] = FileInformationClass.FILE_DISPOSITION_INFORMATION
+    request["file_id"] = o.file_id
+    request["buffer"] = info
+    client.conn.receive(client.conn.send(request, sid=client.session.session_id, tid=client.tree.tree_connect_id))
+
+
+def name_of(client: Client, o: Open) -> str:
+    """The open's name as the server has it (FileNormalizedNameInformation, SMB 3.1.1)."""
+    request = SMB2QueryInfoRequest()
+    request["info_type"] = InfoType.SMB2_0_INFO_FILE
+    request["file_info_class"] = 48
+    request["output_buffer_length"] = 4096
+    request["file_id"] = o.file_id
+    answer = client.conn.receive(client.conn.send(request, sid=client.session.session_id,
+                                                  tid=client.tree.tree_connect_id))
+    response = SMB2QueryInfoResponse()
+    response.unpack(answer["data"].get_value())
+    raw = response["buffer"].get_value()
+    return raw[4:4 + int.from_bytes(raw[:4], "little")].decode("utf-16-le")
+
+
+def test_an_open_on_another_worker_takes_the_new_name_of_a_rename(pair, server):
+    """A file open through one worker and renamed through the other: the first open has
+    the new name too (as every open of the file has in one process), so that a delete on
+    close asked through it removes the file under its new name. Fails on a server whose
+    other worker's open keeps the old name: the delete found nothing under it, and the
+    renamed file stayed."""
+    a, b, _wa, _wb = pair
+    share = server["share"]
+    (share / "before.txt").write_bytes(b"x")
+    kept = a.open("before.txt", disposition=CreateDisposition.FILE_OPEN)
+    moving = b.open("before.txt", disposition=CreateDisposition.FILE_OPEN)
+    rename(b, moving, "after.txt")
+    moving.close()
+    deadline = time.monotonic() + 5         # (the other worker is told: a moment later)
+    while name_of(a, kept) != "after.txt" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert name_of(a, kept) == "after.txt"
+    set_delete_pending(a, kept)
+    kept.close()
+    assert sorted(p.name for p in share.iterdir() if not p.name.startswith("probe")) == []
 
 
 def test_directory_with_an_open_file_on_another_worker_is_not_renamed(pair, server):
@@ -528,15 +578,7 @@ def test_a_watch_ends_when_the_other_worker_deletes_its_directory(pair, how):
         b.open("going", directory=True, options=CreateOptions.FILE_DELETE_ON_CLOSE).close()
     else:
         other = b.open("going", directory=True)
-        info = FileDispositionInformation()
-        info["delete_pending"] = True
-        request = SMB2SetInfoRequest()
-        request["info_type"] = InfoType.SMB2_0_INFO_FILE
-        request["file_info_class"] = FileInformationClass.FILE_DISPOSITION_INFORMATION
-        request["file_id"] = other.file_id
-        request["buffer"] = info
-        sent = b.conn.send(request, sid=b.session.session_id, tid=b.tree.tree_connect_id)
-        b.conn.receive(sent)
+        set_delete_pending(b, other)
         other.close()
     assert watcher.response_event.wait(10), "the watch still waits"
     with pytest.raises(SMBResponseException) as e:

@@ -302,12 +302,13 @@ def test_directory_lease_broken_by_another_programs_change_with_workers(place, s
     dirs.expect_break(a, leases.key(1), leases.RH, lease[3] + 1)
 
 
-def test_a_directory_renamed_through_another_worker_has_its_lease_broken(place, server):
+def test_a_directory_renamed_through_another_worker_keeps_its_lease_watched(place, server):
     """A leased directory renamed through another worker than the lease's: the rename takes
-    the lease's HANDLE caching (as in one process), then the lease's worker, which watches
-    the directory under its old name, sees the rename as another program's and breaks it to
-    none (in one process the lease keeps R, watched under the new name). Fails on a server
-    whose worker keeps the lease watched by a name that no longer leads to the directory."""
+    the lease's HANDLE caching and the lease keeps R, as in one process; its worker gives
+    its open the new name and watches the directory under it, so a file another program
+    makes there later breaks the lease. Fails on a server whose worker took the rename for
+    another program's (the lease broken to none at once), or kept watching the directory
+    under its old name (the later change unseen)."""
     a, b, _wa, _wb = place(lease_client(), lease_client())
     (server["share"] / "d").mkdir()
     _d, lease = dirs.dir_lease(b, "d", leases.key(2), leases.RH, disposition=dirs.CreateDisposition.FILE_OPEN)
@@ -320,8 +321,10 @@ def test_a_directory_renamed_through_another_worker_has_its_lease_broken(place, 
     assert (br.key, br.old, br.new) == (leases.key(2), leases.RH, leases.R)
     assert b.ack(leases.key(2), leases.R) == leases.R
     assert renames.answer(a, request) == 0
+    assert b.next_break(1.0) is None, "the rename was taken for another program's"
+    (server["share"] / "e" / "theirs").write_bytes(b"x")
     br = b.next_break()
-    assert br is not None, "no break of the renamed directory's lease"
+    assert br is not None, "a change in the renamed directory was not seen"
     assert (br.key, br.old, br.new) == (leases.key(2), leases.R, 0)
 
 

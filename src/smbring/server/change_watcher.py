@@ -209,7 +209,7 @@ class ChangeWatcher:
             if any(now.startswith(top + "/") for top in gone):
                 self._outside_change(key)       # moved with the directory above it
                 continue
-            if self._identity(now, os.O_DIRECTORY) == key:
+            if self._identity(now, os.O_DIRECTORY) == key or self._followed(key):
                 continue
             self._outside_change(key)
             gone.append(now)
@@ -220,6 +220,15 @@ class ChangeWatcher:
                     self._watch_root(root, recursive)
                     if root not in self._wd:
                         self._vanished.add(root)
+
+    def _followed(self, key: tuple) -> bool:
+        """Whether the directory `key` was renamed by another worker of the server, and this
+        worker's opens of it (and its leases' watches) have its new name now
+        (ServerState.catch_up_renames): then the move is no other program's."""
+        if not self.state.oplocks.other_processes:
+            return False
+        self.state.catch_up_renames(key)
+        return any(self._identity(path, os.O_DIRECTORY) == key for path in self.watches.paths_leased(key))
 
     def _identity(self, path: str, flags: int = 0) -> tuple | None:
         """The (st_dev, st_ino) of what `path` names, reached through no symbolic link, as
@@ -472,7 +481,12 @@ class ChangeWatcher:
         """The directory watched as `wd` under `path` was moved by another program: the
         next sync looks at it (`_check_moved`)."""
         self._moved[wd] = (path, self._key.get(wd))
-        self.request_sync()
+        if self.state.oplocks.other_processes:
+            # (another worker's rename reaches here before that worker records it for this
+            # one's opens: `_followed` looks a moment later)
+            self.loop.call_later(LATE, self.request_sync)
+        else:
+            self.request_sync()
 
     def _drop_below(self, path: str) -> None:
         for p in self._below(path):

@@ -413,6 +413,8 @@ class Server:
             # another worker set a directory's delete pending: the change notifies waiting on
             # this worker's opens of it end (STATUS_DELETE_PENDING) as one process ends them
             self.state.oplocks.delete_pending_with(self._directory_delete_pending)
+            # another worker renamed a file this one has open: its opens take the new name
+            self.state.oplocks.renamed_with(self.state.catch_up_renames)
             # what only another worker holds (a session a PreviousSessionId names, ...) is
             # asked of it over the hand-off sockets
             self.state.peers = handoff.Peers(self)

@@ -160,6 +160,7 @@ class SharedOplocks(Oplocks):
         self._durable = None
         self._forget_file = None
         self._delete_pending = None     # (set by the server: `delete_pending_with`)
+        self._renamed = None            # (set by the server: `renamed_with`)
         # file -> open owner -> when this worker first asked for that detached open's close
         self._closes_asked: dict[bytes, dict[bytes, float]] = {}
 
@@ -741,6 +742,13 @@ class SharedOplocks(Oplocks):
             self._close_detached(m)
         elif m.kind == wakeups.DELETE_PENDING and self._delete_pending is not None:
             self._delete_pending(m.file)
+        elif m.kind == wakeups.RENAMED and self._renamed is not None:
+            self._renamed(m.file)
+
+    def renamed_with(self, on_renamed) -> None:
+        """on_renamed(key): another worker renamed the file `key`, which this worker has
+        open (a hint: the receiver takes the renames from the store)."""
+        self._renamed = on_renamed
 
     def delete_pending_with(self, on_delete_pending) -> None:
         """on_delete_pending(key): another worker says the directory `key` is now to be

@@ -23,7 +23,10 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
 - ``trees``: share + NUL + worker -> tree connects (smb.conf's `max connections`);
 - ``conns``: client address (empty: all) + NUL + worker -> connections (`max smbd processes`,
   `max connections per client`);
-- ``clients``: ClientGuid + worker: the worker serving that client (server.handoff).
+- ``clients``: ClientGuid + worker: the worker serving that client (server.handoff);
+- ``renames``: file + worker + number -> old path + NUL + new path: a rename through
+  another worker of a file that worker has open under the old name, until it gives its
+  opens the new one (`SharedOpenPaths.renamed`, `take_renames`).
 
 Each class here has the interface of the in-memory one it replaces (`ShareModes`,
 `ByteRangeLocks`, and server_state's `DeletePending`, `TreeCounts`, `OpenPaths`) and is
@@ -41,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 
 import lmdb
 
@@ -78,12 +82,14 @@ DATABASES = (b"opens", b"pending", b"locks", b"paths", b"trees", b"conns",
              # each file's log of byte-range lock changes (SharedByteRangeLocks)
              b"lockhead", b"locklog",
              # workers' recent changes of leased directories (server.shared_oplocks)
-             b"dchanges")
+             b"dchanges",
+             # renames another worker's opens are to learn (SharedOpenPaths)
+             b"renames")
 MAX_WORKERS = 1024
 # where each database's keys name their worker (an offset from the end when negative)
 WORKER_AT = {b"opens": FILE.size, b"locks": FILE.size, b"paths": -OWNER.size,
              b"trees": -WORKER.size, b"conns": -WORKER.size, b"oplocks": FILE.size,
-             b"owaits": FILE.size, b"clients": -WORKER.size}
+             b"owaits": FILE.size, b"clients": -WORKER.size, b"renames": FILE.size}
 OPLOCK_BREAK_ENTRY = 1 + FILE.size + OWNER.size     # b"o" + file + owner (server.shared_oplocks)
 # a file's log of byte-range lock changes (SharedByteRangeLocks): head -> next number, oldest
 # kept, locks held; file + number -> worker, how many, offset, length, exclusive
@@ -94,6 +100,7 @@ LOG_ENTRY = struct.Struct(">HiQQB")
 # read again whole (O(locks)) was that many changes behind (O(1) each), and the log adds a
 # quarter at most to the store's use by locks
 LOG_KEPT_LEAST, LOG_KEPT_PER_LOCK = 64, 4
+RENAME_NUMBER = struct.Struct(">Q")     # a rename's record: in the order they were made
 
 
 def remove_store(directory: str) -> None:
@@ -530,12 +537,15 @@ class SharedDeletePending:
 # -- opens by path --------------------------------------------------------------------------
 class SharedOpenPaths:
     """server_state's `OpenPaths` over the store: whether any open of any worker names a
-    file below a directory. This worker's opens are looked at by their path now (a rename
-    through them changes it); another worker's by the path it had when it was opened."""
+    file below a directory, by the path it has now (a rename changes it: through this
+    worker, at once; through another, once this worker is told). `tell(worker, key)`: a
+    rename of the file `key` is recorded for `worker` (sent once committed)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, tell=None):
         self.store = store
         self.db = store.db[b"paths"]
+        self.renames_db = store.db[b"renames"]
+        self._tell = tell
         self._mine: dict = {}           # open -> the entry it added
         self._index = PathIndex()       # the same opens, by their paths now
         self._taking = None             # the entry `take_over` made, until `taken_over`
@@ -556,6 +566,60 @@ class SharedOpenPaths:
 
     def moved(self, o) -> None:
         self._index.moved(o)
+        entry = self._mine.get(o)
+        if entry is None:
+            return
+        path = os.fsencode(o.path())
+        moved = path[:self._in_key] + b"\0" + entry[-OWNER.size:]
+        value = _file(o.key) + (path if len(path) > self._in_key else b"")
+        with self.store.write() as txn:
+            if txn.get(entry, db=self.db) == value and moved == entry:
+                return
+            txn.delete(entry, db=self.db)
+            txn.put(moved, value, db=self.db)
+        self._mine[o] = moved
+
+    def renamed(self, o, old_path: str) -> None:
+        """`o`'s file was renamed from `old_path` through this worker: each other worker with
+        an open of it under that name is told (a record, then a hint: `take_renames`)."""
+        old = os.fsencode(old_path)
+        new = os.fsencode(o.path())
+        file = _file(o.key)
+        scan = old[:self._in_key] + b"\0"
+        others = set()
+        with self.store.write(grows=True) as txn:
+            cursor = txn.cursor(self.db)
+            if cursor.set_range(scan):
+                for k, v in cursor:
+                    if not k.startswith(scan) or len(k) != len(scan) + OWNER.size:
+                        break
+                    worker = WORKER.unpack_from(k, len(scan))[0]
+                    if worker != self.store.worker and bytes(v[:FILE.size]) == file and \
+                            (len(old) <= self._in_key or bytes(v[FILE.size:]) == old):
+                        others.add(worker)
+            for worker in others:
+                number = RENAME_NUMBER.pack(time.monotonic_ns())
+                txn.put(file + WORKER.pack(worker) + number, old + b"\0" + new, db=self.renames_db)
+        if self._tell is not None:
+            for worker in others:
+                self._tell(worker, o.key)
+
+    def take_renames(self, key) -> list[tuple[str, str]]:
+        """The renames of the file `key` recorded for this worker (`renamed`), oldest first,
+        as (old path, new path); taken out of the store."""
+        prefix = _file(key) + self._here
+        taken = []
+        with self.store.write() as txn:
+            cursor = txn.cursor(self.renames_db)
+            if cursor.set_range(prefix):
+                for k, v in cursor:
+                    if not bytes(k).startswith(prefix):
+                        break
+                    old, _, new = bytes(v).partition(b"\0")
+                    taken.append((bytes(k), os.fsdecode(old), os.fsdecode(new)))
+            for k, _old, _new in taken:
+                txn.delete(k, db=self.renames_db)
+        return [(old, new) for _k, old, new in taken]
 
     def entry_of(self, o) -> bytes | None:
         """The store's key of this worker's open (another worker taking it over renames it)."""

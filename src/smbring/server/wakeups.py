@@ -10,7 +10,8 @@ oplock on open X breaks to level L" (OPLOCK_BREAK), "tell your client its lease 
 S to T" (LEASE_BREAK), "a CREATE here waits for your detached durable open X of file F to be
 closed" (CLOSE_DETACHED), "directory F is now to be deleted: end the change notifies waiting
 on it" (DELETE_PENDING; a worker's watches are its own, and nothing on disk changes until the
-last open closes, so inotify cannot tell it). The receiver checks each against the store
+last open closes, so inotify cannot tell it), "the file F you have open was renamed: its
+new name is in the store" (RENAMED). The receiver checks each against the store
 before acting on it (see server.shared_oplocks); a message is never the only way something
 happens (waiting requests are retried on a timer too), so a lost one only delays (a lost
 DELETE_PENDING leaves the change notifies waiting until the directory is deleted or their
@@ -36,7 +37,7 @@ log = logging.getLogger("smbring.server")
 
 MAGIC = b"SRW1"
 HEADER = struct.Struct(">4sB")
-WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK, CLOSE_DETACHED, DELETE_PENDING = 1, 2, 3, 4, 5, 6
+WAKE, WAKE_ALL, OPLOCK_BREAK, LEASE_BREAK, CLOSE_DETACHED, DELETE_PENDING, RENAMED = 1, 2, 3, 4, 5, 6, 7
 FILE = struct.Struct(">QQ")                       # st_dev, st_ino
 BODIES = {
     WAKE: struct.Struct(">QQ"),
@@ -45,6 +46,7 @@ BODIES = {
     LEASE_BREAK: struct.Struct(">QQ16s16sBBBH"),  # file, ClientGuid, LeaseKey, old, new, ack, epoch
     CLOSE_DETACHED: struct.Struct(">QQQ"),        # file, open id
     DELETE_PENDING: struct.Struct(">QQ"),         # the directory
+    RENAMED: struct.Struct(">QQ"),                # the file
 }
 MAX_MESSAGE = HEADER.size + max(b.size for b in BODIES.values())
 CACHING_BITS = 0x7                                # READ | HANDLE | WRITE
@@ -68,7 +70,7 @@ class Message:
 def encode(m: Message) -> bytes:
     head = HEADER.pack(MAGIC, m.kind)
     body = BODIES[m.kind]
-    if m.kind in (WAKE, DELETE_PENDING):
+    if m.kind in (WAKE, DELETE_PENDING, RENAMED):
         return head + body.pack(*m.file)
     if m.kind == WAKE_ALL:
         return head
@@ -88,7 +90,7 @@ def decode(data: bytes) -> Message | None:
     if magic != MAGIC or body is None or len(data) != HEADER.size + body.size:
         return None
     fields = body.unpack_from(data, HEADER.size)
-    if kind in (WAKE, DELETE_PENDING):
+    if kind in (WAKE, DELETE_PENDING, RENAMED):
         return Message(kind, file=fields)
     if kind == WAKE_ALL:
         return Message(WAKE_ALL)

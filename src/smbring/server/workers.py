@@ -109,6 +109,10 @@ class WorkerSetup:
             # sent once the transaction that marked it is committed, so the store says so
             asyncio.get_running_loop().call_soon(
                 channel.send, worker, wakeups.Message(wakeups.DELETE_PENDING, file=key))
+
+        def tell_renamed(worker: int, key: tuple) -> None:
+            asyncio.get_running_loop().call_soon(       # (likewise)
+                channel.send, worker, wakeups.Message(wakeups.RENAMED, file=key))
         return Backends(
             oplocks=oplocks,
             share_modes=share_modes,
@@ -116,7 +120,7 @@ class WorkerSetup:
                 store, lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback)),
             delete_pending=SharedDeletePending(store, share_modes, tell=tell_delete_pending),
             trees=SharedTreeCounts(store),
-            open_paths=SharedOpenPaths(store),
+            open_paths=SharedOpenPaths(store, tell=tell_renamed),
             sessions=SessionRegistry(self.server_guid, worker=self.worker, generation=self.generation),
             atomic=store.atomic)
 

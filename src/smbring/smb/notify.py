@@ -251,6 +251,10 @@ class ChangeWatches:
             # unwatched), or one no longer to
             self._changed()
 
+    def paths_leased(self, key: tuple) -> list[str]:
+        """The paths the directory `key` is watched under for its leases."""
+        return [path for path, keys in self._leased.items() if key in keys]
+
     def leased_only(self, path: str) -> bool:
         """Whether `path` is watched for its directory leases alone (no watch of a client's)."""
         return path in self._leased and path not in self._at

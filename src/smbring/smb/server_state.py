@@ -263,23 +263,48 @@ class ServerState:
         """The file open as `o` was renamed from `old_parts` to `o.parts`: its other opens here
         under the same share directory are given the new name too, so that what they do by
         name later (a delete on close, a rename, a change notify) reaches this file, never one
-        that took its old name since. (Other workers' opens delete only where the name they
-        recorded still leads to their file: server.shared_store.RecordedDelete.)"""
+        that took its old name since. With several workers, the other workers' opens are
+        given it too, as soon as each is told (`renamed_elsewhere`; meanwhile a delete on
+        close through one is done only where the name it had still leads to its file:
+        server.shared_store.RecordedDelete)."""
         root = o.tree.fs.root
+        old_path = "/".join([root] + old_parts)
         self._opens.moved(o)
         self._lease_watch_moved(o)
-        for other in self._opens.at("/".join([root] + old_parts)):
-            if other is not o and other.key == o.key and other.parts == old_parts and \
+        self._give_name(o.key, old_path, root, o.parts, besides=o)
+        self._opens.renamed(o, old_path)
+
+    def catch_up_renames(self, key) -> None:
+        """This worker's opens of the file `key` take the names other workers gave it
+        (`renamed_elsewhere`, in the order they were given; none in one process)."""
+        for old_path, new_path in self._opens.take_renames(key):
+            self.renamed_elsewhere(key, old_path, new_path)
+
+    def renamed_elsewhere(self, key, old_path: str, new_path: str) -> None:
+        """Another worker renamed the file `key` from `old_path` to `new_path` (absolute):
+        this worker's opens of it under the old name are given the new one, as `renamed`
+        gives them in one process."""
+        for other in self._opens.at(old_path):
+            fs = other.tree.fs if other.tree is not None else None
+            if fs is not None and new_path.startswith(fs.root + "/"):
+                self._give_name(key, old_path, fs.root, new_path[len(fs.root) + 1:].split("/"))
+                return
+
+    def _give_name(self, key, old_path: str, root: str, parts: list[str], besides=None) -> None:
+        """This process's opens of the file `key` at `old_path` in the share directory
+        `root` (but `besides`) are at `parts` now."""
+        old_parts = old_path[len(root) + 1:].split("/") if old_path != root else []
+        for other in self._opens.at(old_path):
+            if other is not besides and other.key == key and other.parts == old_parts and \
                     other.tree is not None and other.tree.fs is not None and other.tree.fs.root == root:
-                other.parts = other.base_parts = list(o.parts)
+                other.parts = other.base_parts = list(parts)
                 self._opens.moved(other)
                 self._lease_watch_moved(other)
 
     def _lease_watch_moved(self, o: Open) -> None:
         """A leased directory's open renamed: its lease is watched under the new name (the
-        old one no longer leads to it, and a directory made there later is not it). Other
-        workers' opens of it are not reached: their watches see the rename as another
-        program's, and break their leases."""
+        old one no longer leads to it, and a directory made there later is not it). (Other
+        workers' opens of it follow through `renamed_elsewhere`.)"""
         if o.lease_watched is not None and o.lease_watched != o.path():
             # (the new name first: with no leased name left between the two calls, the
             # watches would forget the server's recent changes, and take their kernel echo
@@ -409,6 +434,14 @@ class PathIndex:
 
 class OpenPaths(PathIndex):
     """Every open of the server, for `has_open_below` (one process: all of them here)."""
+
+    def renamed(self, o: Open, old_path: str) -> None:
+        """`o`'s file was renamed from `old_path` (one process: its every open here has its
+        new name already: ServerState.renamed)."""
+
+    def take_renames(self, key) -> list[tuple[str, str]]:
+        """Renames of the file `key` made by other processes (one process: none)."""
+        return []
 
 
 class DeletePending:
