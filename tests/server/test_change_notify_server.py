@@ -87,6 +87,35 @@ def test_a_rename_on_disk_is_an_old_and_new_name_pair(clients, server):
                           (FileAction.FILE_ACTION_RENAMED_NEW_NAME, "after")]
 
 
+def test_a_watched_directory_renamed_through_the_server_is_followed(clients, server):
+    """A watch on a directory renamed through the server follows it, as a handle's watch
+    does on Windows (Samba's stays on the old name): what is made in it afterwards, on disk
+    and through another connection, is reported, and nothing made in another directory
+    that takes the old name. Fails on a server whose watch stays on the old name (it
+    reports a file made in the new directory of that name)."""
+    import test_lease_rename_hold as renames
+    (server["share"] / "d").mkdir()
+    a, b = clients(), clients()
+    watched = a.open_dir("d")
+    w = watch(watched)
+    mover = Open(b.tree, "d")
+    mover.create(ImpersonationLevel.Impersonation, DirectoryAccessMask.DELETE | DirectoryAccessMask.FILE_READ_ATTRIBUTES,
+                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
+                 | ShareAccess.FILE_SHARE_DELETE, CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+    request = renames.set_info(b, mover, renames.FileInformationClass.FILE_RENAME_INFORMATION,
+                               renames.rename_info("e"))
+    assert renames.answer(b, request) == 0
+    mover.close()
+    time.sleep(0.2)         # (the kernel's watch follows on the server's next turn)
+    (server["share"] / "e" / "on-disk.txt").write_bytes(b"x")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "on-disk.txt")]
+    w = watch(watched)
+    (server["share"] / "d").mkdir()         # another directory of the old name
+    b.make_file("d\\elsewhere.txt")
+    b.make_file("e\\through-b.txt")
+    assert actions(w) == [(FileAction.FILE_ACTION_ADDED, "through-b.txt")]
+
+
 def test_another_connection_is_reported_once_not_again_by_the_kernel(clients, server):
     a, b = clients(), clients()
     everything = NAMES | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE \

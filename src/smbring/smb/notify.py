@@ -211,26 +211,44 @@ class ChangeWatches:
     # -- the watches -----------------------------------------------------------------------
     def add(self, w: Watch) -> None:
         self._watches[w] = None
-        self._at.setdefault(w.path, {})[w] = None
         self._of_key.setdefault(w.key, {})[w] = None
-        if w.recursive:
-            self._recursive_at[w.path] = self._recursive_at.get(w.path, 0) + 1
+        self._place(w)
         self._changed()
 
     def remove(self, w: Watch) -> None:
         if w in self._watches:
             del self._watches[w]
-            _forget(self._at, w.path, w)
             _forget(self._of_key, w.key, w)
-            if w.recursive:
-                left = self._recursive_at.pop(w.path) - 1
-                if left:
-                    self._recursive_at[w.path] = left
+            self._displace(w)
             self._release(w)
             w.changes, w.size = [], 0
             if not self.active():
                 self._own.clear()      # no kernel watch is left to echo them
             self._changed()
+
+    def moved(self, w: Watch, path: str) -> None:
+        """The directory `w` watches was renamed through the server to `path` (absolute):
+        the watch follows it, as a handle's watch does on Windows (Samba's stays on the old
+        name)."""
+        if w not in self._watches:
+            return
+        self._displace(w)
+        w.path = path.rstrip("/") or "/"
+        self._place(w)
+        self._changed()
+
+    def _place(self, w: Watch) -> None:
+        """`w` in the indexes by path."""
+        self._at.setdefault(w.path, {})[w] = None
+        if w.recursive:
+            self._recursive_at[w.path] = self._recursive_at.get(w.path, 0) + 1
+
+    def _displace(self, w: Watch) -> None:
+        _forget(self._at, w.path, w)
+        if w.recursive:
+            left = self._recursive_at.pop(w.path) - 1
+            if left:
+                self._recursive_at[w.path] = left
 
     def lease_held(self, path: str, key: tuple, held: bool) -> None:
         """A directory lease on `path` (the directory's (st_dev, st_ino) `key`) began (`held`)

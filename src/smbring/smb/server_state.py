@@ -270,7 +270,7 @@ class ServerState:
         root = o.tree.fs.root
         old_path = "/".join([root] + old_parts)
         self._opens.moved(o)
-        self._lease_watch_moved(o)
+        self._follow(o)
         self._give_name(o.key, old_path, root, o.parts, besides=o)
         self._opens.renamed(o, old_path)
 
@@ -299,7 +299,14 @@ class ServerState:
                     other.tree is not None and other.tree.fs is not None and other.tree.fs.root == root:
                 other.parts = other.base_parts = list(parts)
                 self._opens.moved(other)
-                self._lease_watch_moved(other)
+                self._follow(other)
+
+    def _follow(self, o: Open) -> None:
+        """The watches of `o`, renamed, follow its file: its change notify's and its
+        directory lease's."""
+        if o.watch is not None:
+            self.watches.moved(o.watch, o.path())
+        self._lease_watch_moved(o)
 
     def _lease_watch_moved(self, o: Open) -> None:
         """A leased directory's open renamed: its lease is watched under the new name (the

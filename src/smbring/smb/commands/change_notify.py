@@ -110,9 +110,10 @@ def may_list_down(o):
     put in its place while the change waited (the kernel's events are read a moment later)
     so judges nothing but the directories the name really is in. Anything that cannot be
     judged (gone, refused, moved) says no: the change is not reported."""
-    fs, top, top_key = o.tree.fs, list(o.parts), o.key
+    fs, top_key = o.tree.fs, o.key
 
     def lists(dirs: list[str], directory: tuple | None) -> bool:
+        top = list(o.parts)     # (the open's name now: a rename through the server moves it)
         fds: list[int] = []
         try:
             for depth in range(1, len(dirs) + 1):
@@ -142,11 +143,11 @@ def may_read_file(o):
     through an open of its file (FileStreamInformation), which the account could not make on
     a file it may not read; the directories on the way are `lists`' to judge. The directory
     is opened as the account beneath the share's root, no link as the last name."""
-    fs, top = o.tree.fs, list(o.parts)
+    fs = o.tree.fs
 
     def reads(dirs: list[str], name: str) -> bool:
         try:
-            fd = fs.open(top + dirs, DIRECTORY_ONLY)
+            fd = fs.open(list(o.parts) + dirs, DIRECTORY_ONLY)
         except OSError:
             return False
         try:
@@ -169,7 +170,7 @@ def shown_in_listings(o):
     is not `o`'s, or the last is not `directory`, (st_dev, st_ino), when that is known).
     The directories are opened as the account beneath the share's root, no link as the last
     name, and each is checked to be the entry judged in the one before it."""
-    fs, top, top_key, rules = o.tree.fs, list(o.parts), o.key, o.tree.names
+    fs, top_key, rules = o.tree.fs, o.key, o.tree.names
 
     def judge(fd: int, parts: list[str], entry: str):
         """The entry's stat when a listing of the open directory `fd` would show it; False
@@ -180,6 +181,7 @@ def shown_in_listings(o):
         return False if rules.unlisted(st, lambda mode: fs.may_access(fd, entry, mode)) else st
 
     def shows(dirs: list[str], name: str | None, directory: tuple | None) -> bool | None:
+        top = list(o.parts)     # (as `lists`)
         fds: list[int] = []
         try:
             fds.append(fs.open(top, DIRECTORY_ONLY))
