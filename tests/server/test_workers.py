@@ -277,6 +277,31 @@ def test_an_open_on_another_worker_takes_the_new_name_of_a_rename(pair, server):
     assert sorted(p.name for p in share.iterdir() if not p.name.startswith("probe")) == []
 
 
+def test_renames_in_a_row_reach_a_worker_that_was_stopped_meanwhile(pair, server):
+    """A file renamed again and again through one worker while the worker of another open of
+    it is stopped: once it goes on, that open has the last name. Fails on a server that
+    records each rename only for the workers whose opens bear its old name (the stopped
+    worker's still bore the first: it learnt the first rename alone)."""
+    a, b, wa, _wb = pair
+    share = server["share"]
+    (share / "name0.txt").write_bytes(b"x")
+    kept = a.open("name0.txt", disposition=CreateDisposition.FILE_OPEN)
+    moving = b.open("name0.txt", disposition=CreateDisposition.FILE_OPEN)
+    pid = next(w["pid"] for w in status_of(server)["workers"] if w["worker"] == wa)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(1, 21):
+            rename(b, moving, f"name{i}.txt")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    moving.close()
+    deadline = time.monotonic() + 5
+    while name_of(a, kept) != "name20.txt" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert name_of(a, kept) == "name20.txt"
+    kept.close()
+
+
 def test_directory_with_an_open_file_on_another_worker_is_not_renamed(pair, server):
     a, b, _wa, _wb = pair
     a.open("outer", directory=True).close()

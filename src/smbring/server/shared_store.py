@@ -25,8 +25,9 @@ Records, all keyed by the file (st_dev, st_ino) first, each entry naming its own
   `max connections per client`);
 - ``clients``: ClientGuid + worker: the worker serving that client (server.handoff);
 - ``renames``: file + worker + number -> old path + NUL + new path: a rename through
-  another worker of a file that worker has open under the old name, until it gives its
-  opens the new one (`SharedOpenPaths.renamed`, `take_renames`).
+  another worker of a file that worker has open under the old name (renames in a row:
+  the first name and the last), until it gives its opens the new one
+  (`SharedOpenPaths.renamed`, `take_renames`).
 
 Each class here has the interface of the in-memory one it replaces (`ShareModes`,
 `ByteRangeLocks`, and server_state's `DeletePending`, `TreeCounts`, `OpenPaths`) and is
@@ -101,6 +102,10 @@ LOG_ENTRY = struct.Struct(">HiQQB")
 # quarter at most to the store's use by locks
 LOG_KEPT_LEAST, LOG_KEPT_PER_LOCK = 64, 4
 RENAME_NUMBER = struct.Struct(">Q")     # a rename's record: in the order they were made
+# a file's rename records for one worker at most (more only where the file, renamed through
+# several of its names, has hard links): past it that worker's opens keep their names, and
+# a delete on close through one removes the file only where that name still leads to it
+MAX_RENAMES_KEPT = 16
 
 
 def remove_store(directory: str) -> None:
@@ -581,28 +586,52 @@ class SharedOpenPaths:
 
     def renamed(self, o, old_path: str) -> None:
         """`o`'s file was renamed from `old_path` through this worker: each other worker with
-        an open of it under that name is told (a record, then a hint: `take_renames`)."""
+        an open of it under that name is told (a record, then a hint: `take_renames`). A
+        worker not yet caught up with an earlier rename of the file to that name has that
+        record carried on to the new name instead (its opens, and its entries here, still
+        bear the name before it): a file renamed again and again leaves one record per
+        worker, however far behind the worker is."""
         old = os.fsencode(old_path)
         new = os.fsencode(o.path())
         file = _file(o.key)
-        scan = old[:self._in_key] + b"\0"
-        others = set()
-        with self.store.write(grows=True) as txn:
-            cursor = txn.cursor(self.db)
-            if cursor.set_range(scan):
+        told, kept = set(), {}
+        # (not refused when the store is nearly full, as new opens are: the rename is made,
+        # and its records are bounded by the opens already there)
+        with self.store.write() as txn:
+            cursor = txn.cursor(self.renames_db)
+            if cursor.set_range(file):
                 for k, v in cursor:
-                    if not k.startswith(scan) or len(k) != len(scan) + OWNER.size:
+                    if not bytes(k).startswith(file):
                         break
-                    worker = WORKER.unpack_from(k, len(scan))[0]
-                    if worker != self.store.worker and bytes(v[:FILE.size]) == file and \
-                            (len(old) <= self._in_key or bytes(v[FILE.size:]) == old):
-                        others.add(worker)
+                    worker = WORKER.unpack_from(k, FILE.size)[0]
+                    kept[worker] = kept.get(worker, 0) + 1
+                    first, _, last = bytes(v).partition(b"\0")
+                    if last == old:
+                        txn.put(bytes(k), first + b"\0" + new, db=self.renames_db)
+                        told.add(worker)
+            others = {worker for worker in self._workers_with(txn, file, old)
+                      if worker not in told and kept.get(worker, 0) < MAX_RENAMES_KEPT}
             for worker in others:
                 number = RENAME_NUMBER.pack(time.monotonic_ns())
                 txn.put(file + WORKER.pack(worker) + number, old + b"\0" + new, db=self.renames_db)
         if self._tell is not None:
-            for worker in others:
+            for worker in told | others:
                 self._tell(worker, o.key)
+
+    def _workers_with(self, txn, file: bytes, path: bytes) -> set[int]:
+        """The other workers with an open of `file` entered under `path`."""
+        scan = path[:self._in_key] + b"\0"
+        found = set()
+        cursor = txn.cursor(self.db)
+        if cursor.set_range(scan):
+            for k, v in cursor:
+                if not k.startswith(scan) or len(k) != len(scan) + OWNER.size:
+                    break
+                worker = WORKER.unpack_from(k, len(scan))[0]
+                if worker != self.store.worker and bytes(v[:FILE.size]) == file and \
+                        (len(path) <= self._in_key or bytes(v[FILE.size:]) == path):
+                    found.add(worker)
+        return found
 
     def take_renames(self, key) -> list[tuple[str, str]]:
         """The renames of the file `key` recorded for this worker (`renamed`), oldest first,
