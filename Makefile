@@ -40,9 +40,11 @@ build: $(STAMP) $(CSRC)
 system-deps:
 	@bash scripts/system-deps.sh
 
-# The C tests (engine, event loop, the SMB2 header codec and its review), run under AddressSanitizer.
+# The C tests (engine, event loop, the SMB2 header codec and its review, the ECHOs answered in C,
+# the credit window's take), run under AddressSanitizer.
 ASAN_TESTS := tests/uring tests/events tests/smb/test_frame_paths.py tests/smb/test_header_codec_review.py \
-              tests/vfs/test_metadata_read.py tests/smb/test_directory_batch.py
+              tests/vfs/test_metadata_read.py tests/smb/test_directory_batch.py \
+              tests/smb/test_answer_echoes.py tests/smb/test_credit_window_take.py
 # Tests the main run leaves out because test-asan runs them already: the same tests on the same
 # Python code, only the C extension built with -fsanitize=address. CPython's asyncio tests on
 # the ring loop (minutes) are about the loop's Python side; the engine's own tests, which check

@@ -372,7 +372,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
-    "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered.", -1,
+    "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; the "
+    "credit window's take.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -385,6 +386,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     Py_INCREF(&CodecType);
     if (PyModule_AddObject(m, "HeaderCodec", (PyObject *)&CodecType) < 0) {
         Py_DECREF(&CodecType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *window = wire_credit_window_type();
+    if (window == NULL || PyModule_AddObject(m, "CreditWindowBase", window) < 0) {
+        Py_XDECREF(window);
         Py_DECREF(m);
         return NULL;
     }

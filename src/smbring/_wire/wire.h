@@ -19,4 +19,7 @@ static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 
 int wire_echo_init(void);
 PyObject *wire_answer_echoes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* credits.c: the type CreditWindowBase (a new reference, or NULL with an exception) */
+PyObject *wire_credit_window_type(void);
+
 #endif

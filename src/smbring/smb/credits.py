@@ -12,6 +12,8 @@ that the window would span more than `smb2 max credits` MessageIds.
 """
 from __future__ import annotations
 
+from smbring._wire import CreditWindowBase
+
 CREDIT_SIZE = 65536     # the payload one credit covers (MS-SMB2 3.1.5.2)
 
 
@@ -20,7 +22,19 @@ def charge_needed(size: int) -> int:
     return 1 if size <= 0 else (size - 1) // CREDIT_SIZE + 1
 
 
-class CreditWindow:
+class CreditWindow(CreditWindowBase):
+    """The window's state (max, low, range, granted, _used, _either_first) and its `take`
+    are in C (smbring._wire.CreditWindowBase): `take(message_id, charge, requested)` is
+    `consume` of the request's MessageIds (none where `message_id` is None: consumed
+    already), then `grant` of its response's credits (none where `requested` is None: 0),
+    one call for a lone request, which is consumed and answered with nothing between; -1
+    when its ids are outside the window or used already (nothing taken or granted). The
+    usual request (the next MessageId, one credit) is taken there; any other through
+    `_consume_any`. Then the credits granted: what the request asked (at least 1), scaled
+    as Samba scales them, ``(16 - granted * 16 // max) * asked // 16``, at least its
+    charge and 1, at most what keeps the window within `max`; the window grows by as many.
+    (In C because every request takes: in Python it was ~95 bytecodes a request.)"""
+
     def __init__(self, max_credits: int):
         if max_credits < 1:
             raise ValueError("smb2 max credits must be at least 1")
@@ -46,44 +60,6 @@ class CreditWindow:
         """The credits to grant in a response to a request that asked for `requested` and
         consumed `charge` (consumed already); the window grows by as many."""
         return self.take(None, charge, requested)
-
-    def take(self, message_id: int | None, charge: int, requested: int | None) -> int:
-        """`consume` of the request's MessageIds (none where `message_id` is None: consumed
-        already), then `grant` of its response's credits (none where `requested` is None: 0):
-        one call for a lone request, which is consumed and answered with nothing between.
-        -1 when its ids are outside the window or used already (nothing taken or granted)."""
-        if message_id == self.low and charge <= 1 and self.granted and not self._either_first:
-            # the usual request: the next MessageId, one credit (what the general case below
-            # does for it, without building the set of ids)
-            self.granted -= 1
-            self.low = message_id + 1
-            self.range -= 1
-            if self._used:      # (empty unless the client used ids out of order)
-                while self.low in self._used:
-                    self._used.discard(self.low)
-                    self.low += 1
-                    self.range -= 1
-        elif message_id is not None and not self._consume_any(message_id, charge):
-            return -1
-        if requested is None:
-            return 0
-        # (comparisons, not max() and min(): this runs for every request)
-        if requested < 1:
-            requested = 1
-        most = self.max
-        # Samba's scaling: all that is asked while the client holds little, less and less as
-        # what it holds approaches the maximum, never less than one
-        scaled = (16 - self.granted * 16 // most) * requested // 16
-        if scaled < charge:
-            scaled = charge
-        if scaled < 1:
-            scaled = 1
-        # (a client holding no credit has an empty window, so it always gets at least one)
-        room = most - self.range
-        give = scaled if scaled < room else room
-        self.granted += give
-        self.range += give
-        return give
 
     def _consume_any(self, message_id: int, charge: int) -> bool:
         """`consume` of any request but the usual one."""
