@@ -125,6 +125,7 @@ class ChangeWatcher:
         # files too: (the directory's (st_dev, st_ino), the name), judged LATE seconds on
         self._late: list[tuple[tuple, str]] = []
         self._late_handle = None
+        self._late_sync = None      # the sync that looks at moved directories LATE seconds on
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
         self._ticker = loop.call_later(TICK, self._tick)
@@ -132,8 +133,9 @@ class ChangeWatcher:
     def close(self) -> None:
         self.watches.on_change = None
         self._ticker.cancel()
-        if self._late_handle is not None:
-            self._late_handle.cancel()
+        for handle in (self._late_handle, self._late_sync):
+            if handle is not None:
+                handle.cancel()
         self.loop.remove_reader(self.inotify.fd)
         self.inotify.close()
 
@@ -484,9 +486,14 @@ class ChangeWatcher:
         if self.state.oplocks.other_processes:
             # (another worker's rename reaches here before that worker records it for this
             # one's opens: `_followed` looks a moment later)
-            self.loop.call_later(LATE, self.request_sync)
+            if self._late_sync is None:
+                self._late_sync = self.loop.call_later(LATE, self._sync_late)
         else:
             self.request_sync()
+
+    def _sync_late(self) -> None:
+        self._late_sync = None
+        self.request_sync()
 
     def _drop_below(self, path: str) -> None:
         for p in self._below(path):
