@@ -284,11 +284,12 @@ class ServerState:
         """Another worker renamed the file `key` from `old_path` to `new_path` (absolute):
         this worker's opens of it under the old name are given the new one, as `renamed`
         gives them in one process."""
-        for other in self._opens.at(old_path):
-            fs = other.tree.fs if other.tree is not None else None
-            if fs is not None and new_path.startswith(fs.root + "/"):
-                self._give_name(key, old_path, fs.root, new_path[len(fs.root) + 1:].split("/"))
-                return
+        # (by each share directory its opens are in: one share's may lie inside another's)
+        roots = {other.tree.fs.root for other in self._opens.at(old_path)
+                 if other.tree is not None and other.tree.fs is not None}
+        for root in roots:
+            if new_path.startswith(root + "/"):
+                self._give_name(key, old_path, root, new_path[len(root) + 1:].split("/"))
 
     def _give_name(self, key, old_path: str, root: str, parts: list[str], besides=None) -> None:
         """This process's opens of the file `key` at `old_path` in the share directory
