@@ -40,7 +40,7 @@ from smbprotocol.tree import TreeConnect  # noqa: E402
 from smbring.smb.locks import Lock  # noqa: E402
 
 from servers import PASSWORD, USER, spawn, stop  # noqa: E402
-from worker_servers import status_of, worker_holding  # noqa: E402
+from worker_servers import status_of, wait_for_workers, worker_holding  # noqa: E402
 from worker_servers import start as start_workers  # noqa: E402
 
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
@@ -526,6 +526,20 @@ def test_reload_reaches_every_worker(server, tmp_path):
         time.sleep(0.1)
     assert server["log"].read_text().count("configuration reloaded") == 2
     assert server["proc"].poll() is None
+
+
+def test_workers_auto_runs_one_per_cpu_the_server_may_use(tmp_path):
+    """`--workers auto`: one worker per CPU of the server's affinity (a `taskset` or a
+    container's limit, not the machine's count). Fails where `auto` is refused or taken for
+    one process."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: auto is one process")
+    server = start_workers(tmp_path, 1, "--workers", "auto")
+    try:
+        wait_for_workers(server)
+        assert len(status_of(server)["workers"]) == len(os.sched_getaffinity(0))
+    finally:
+        stop(server["proc"])
 
 
 def test_status_command_lists_the_workers(server):

@@ -80,8 +80,9 @@ def register(sub) -> None:
                         "'none': no control socket)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="serve with N worker processes under a supervisor (default: `smbring "
+    p.add_argument("--workers", default=None, metavar="N",
+                   help="serve with N worker processes under a supervisor, or `auto`: one per "
+                        "CPU the server may run on (default: `smbring "
                         "workers`, else 1: one process). With more than one, each client's "
                         "connections (by ClientGuid) are handed to one worker, so multichannel "
                         "and durable handles work as with one (docs/SCALE.md)")
@@ -209,12 +210,16 @@ MAX_WORKERS = 256
 
 
 def worker_count(args, options: dict) -> int:
-    """--workers, else [global]'s `smbring workers`, else 1."""
+    """--workers, else [global]'s `smbring workers`, else 1; `auto`: the CPUs the process may
+    run on (its affinity: a container's or a `taskset`'s limit, not the machine's count)."""
     value = args.workers if getattr(args, "workers", None) is not None else options.get("smbring workers", "1")
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
     try:
-        count = int(str(value).strip())
+        count = int(text)
     except ValueError:
-        raise SettingsError(f"smbring workers: expected a number of processes, not {value!r}") from None
+        raise SettingsError(f"smbring workers: expected a number of processes or auto, not {value!r}") from None
     if not 1 <= count <= MAX_WORKERS:
         raise SettingsError(f"smbring workers: from 1 to {MAX_WORKERS}, not {count}")
     return count
