@@ -228,6 +228,10 @@ class ServerState:
             o.lease_watched = None
 
     def _forget(self, o: Open) -> Closed:
+        if o.delete_on_close:
+            # (the name the delete goes by is the file's now: with workers, a rename through
+            # another one is caught up with here, should its hint not have come)
+            self.catch_up_renames(o.key)
         self._opens.discard(o)
         self.listings.forget(o)
         if o.watch is not None:
@@ -344,6 +348,7 @@ class ServerState:
         """FileDispositionInformation through the open `o`: the delete is pending for every
         open of the file from now on, or withdrawn if `o` had asked for it."""
         if pending:
+            self.catch_up_renames(o.key)        # (as `_forget`: the name it goes by is the file's now)
             self._delete_pending.mark(o)
             if o.is_dir:
                 self.watches.delete_pending(o.key)    # waiting change notifies end
