@@ -268,9 +268,8 @@ class ServerState:
         under the same share directory are given the new name too, so that what they do by
         name later (a delete on close, a rename, a change notify) reaches this file, never one
         that took its old name since. With several workers, the other workers' opens are
-        given it too, as soon as each is told (`renamed_elsewhere`; meanwhile a delete on
-        close through one is done only where the name it had still leads to its file:
-        server.shared_store.RecordedDelete)."""
+        given it too, as soon as each is told (`renamed_elsewhere`), and a delete on close
+        through one catches up first (`catch_up_renames`)."""
         root = o.tree.fs.root
         old_path = "/".join([root] + old_parts)
         self._opens.moved(o)
