@@ -638,6 +638,10 @@ class SharedOpenPaths:
         as (old path, new path); taken out of the store."""
         prefix = _file(key) + self._here
         taken = []
+        with self.store.read() as txn:      # (the usual answer, without the writers' lock)
+            cursor = txn.cursor(self.renames_db)
+            if not cursor.set_range(prefix) or not bytes(cursor.key()).startswith(prefix):
+                return []
         with self.store.write() as txn:
             cursor = txn.cursor(self.renames_db)
             if cursor.set_range(prefix):
