@@ -335,6 +335,20 @@ def _file(key) -> bytes:
     return FILE.pack(*key)
 
 
+def _renames(txn, db, prefix: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """The rename records (`renames`) whose keys start with `prefix`: (key, first name,
+    last name)."""
+    found = []
+    cursor = txn.cursor(db)
+    if cursor.set_range(prefix):
+        for k, v in cursor:
+            if not bytes(k).startswith(prefix):
+                break
+            first, _, last = bytes(v).partition(b"\0")
+            found.append((bytes(k), first, last))
+    return found
+
+
 # -- share modes ----------------------------------------------------------------------------
 class SharedShareModes:
     """`smb.sharemodes.ShareModes` over the store: every worker's opens of a file."""
@@ -598,17 +612,12 @@ class SharedOpenPaths:
         # (not refused when the store is nearly full, as new opens are: the rename is made,
         # and its records are bounded by the opens already there)
         with self.store.write() as txn:
-            cursor = txn.cursor(self.renames_db)
-            if cursor.set_range(file):
-                for k, v in cursor:
-                    if not bytes(k).startswith(file):
-                        break
-                    worker = WORKER.unpack_from(k, FILE.size)[0]
-                    kept[worker] = kept.get(worker, 0) + 1
-                    first, _, last = bytes(v).partition(b"\0")
-                    if last == old:
-                        txn.put(bytes(k), first + b"\0" + new, db=self.renames_db)
-                        told.add(worker)
+            for k, first, last in _renames(txn, self.renames_db, file):
+                worker = WORKER.unpack_from(k, FILE.size)[0]
+                kept[worker] = kept.get(worker, 0) + 1
+                if last == old:
+                    txn.put(k, first + b"\0" + new, db=self.renames_db)
+                    told.add(worker)
             others = {worker for worker in self._workers_with(txn, file, old)
                       if worker not in told and kept.get(worker, 0) < MAX_RENAMES_KEPT}
             for worker in others:
@@ -637,22 +646,14 @@ class SharedOpenPaths:
         """The renames of the file `key` recorded for this worker (`renamed`), oldest first,
         as (old path, new path); taken out of the store."""
         prefix = _file(key) + self._here
-        taken = []
         with self.store.read() as txn:      # (the usual answer, without the writers' lock)
-            cursor = txn.cursor(self.renames_db)
-            if not cursor.set_range(prefix) or not bytes(cursor.key()).startswith(prefix):
+            if not _has_prefix(txn, self.renames_db, prefix):
                 return []
         with self.store.write() as txn:
-            cursor = txn.cursor(self.renames_db)
-            if cursor.set_range(prefix):
-                for k, v in cursor:
-                    if not bytes(k).startswith(prefix):
-                        break
-                    old, _, new = bytes(v).partition(b"\0")
-                    taken.append((bytes(k), os.fsdecode(old), os.fsdecode(new)))
+            taken = _renames(txn, self.renames_db, prefix)
             for k, _old, _new in taken:
                 txn.delete(k, db=self.renames_db)
-        return [(old, new) for _k, old, new in taken]
+        return [(os.fsdecode(old), os.fsdecode(new)) for _k, old, new in taken]
 
     def entry_of(self, o) -> bytes | None:
         """The store's key of this worker's open (another worker taking it over renames it)."""
