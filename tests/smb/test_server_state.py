@@ -160,3 +160,23 @@ def test_close_open_reports_locks_and_the_delete(share, two):
     assert state.locks.count(o.key, id(o)) == 0 and state.share_modes.count(o.key) == 0
     a.conn.opens.pop(fid)
     os.close(o.fd)
+
+
+def test_another_workers_rename_reaches_the_files_opens_in_every_share(tmp_path):
+    """A file open through two shares, one's directory inside the other's, renamed through
+    another worker (its word: `renamed_elsewhere`): the opens of both shares take the new
+    name, each in its share's terms. Fails where only the opens of the first share found
+    are renamed."""
+    outer = tmp_path / "outer"
+    (outer / "sub").mkdir(parents=True)
+    (outer / "sub" / "f").write_bytes(b"x")
+    state = ServerState()
+    through_outer, through_inner = Client(outer, state), Client(outer / "sub", state)
+    fids = through_outer.open("sub\\f"), through_inner.open("f")
+    opens = [c.conn.client.opens[fid] for c, fid in zip((through_outer, through_inner), fids)]
+    os.rename(outer / "sub" / "f", outer / "sub" / "g")
+    state.renamed_elsewhere(opens[0].key, str(outer / "sub" / "f"), str(outer / "sub" / "g"))
+    assert [o.parts for o in opens] == [["sub", "g"], ["g"]]
+    assert [o.path() for o in opens] == [str(outer / "sub" / "g")] * 2
+    for c in (through_outer, through_inner):
+        c.conn.close_all()
