@@ -553,7 +553,7 @@ class SharedOplocks(Oplocks):
         """As `Oplocks.break_directory`, over every worker's opens of the directory: a lease
         held through another worker is told by a hint to that worker. A directory without
         a lease (the index says) costs one read, no step. `name`: the entry this worker
-        changed, recorded with what it spared for the other workers (`outside_change`)."""
+        changed, recorded with the time for the other workers (`outside_change`)."""
         file = _file(key)
         with self.store.read() as txn:
             cursor = txn.cursor(self.directory_leases_db)

@@ -590,12 +590,12 @@ class SharedOpenPaths:
             return
         path = os.fsencode(o.path())
         moved = path[:self._in_key] + b"\0" + entry[-OWNER.size:]
-        value = _file(o.key) + (path if len(path) > self._in_key else b"")
+        cut = len(path) > self._in_key      # (then the value holds the whole path)
+        if moved == entry and not cut:
+            return                          # (its entry says its path already)
         with self.store.write() as txn:
-            if txn.get(entry, db=self.db) == value and moved == entry:
-                return
             txn.delete(entry, db=self.db)
-            txn.put(moved, value, db=self.db)
+            txn.put(moved, _file(o.key) + (path if cut else b""), db=self.db)
         self._mine[o] = moved
 
     def renamed(self, o, old_path: str) -> None:
