@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
+from smbring._wire import ReceiveBuffer
 from smbring.cheaper import CheaperOf
 
 PATHS = ("copy", "mmap", "splice", "zc")
@@ -689,7 +690,7 @@ class Sender:
         return self._pipe
 
 
-class Receiver:
+class Receiver(ReceiveBuffer):
     """Receives frames from one connected socket.
 
     Small messages come out of a receive buffer that each receive fills with whatever has
@@ -700,16 +701,20 @@ class Receiver:
     (`receive_more`), where the frames may be answered in the loop's callback (`serve`).
     The rest of a frame begun in the buffer, and large frames, come through the ring,
     large ones straight into the buffer the server gives (a WRITE's payload page-aligned
-    there), after what the receive buffer already holds of them."""
+    there), after what the receive buffer already holds of them.
+
+    The buffer's state and the ways every small request takes (frame_waiting, take_frame,
+    take_answered, drained, recv_now, and serve_frames, which answers the requests it holds
+    whole) are C: smbring._wire.ReceiveBuffer (src/smbring/_wire/receive.c)."""
 
     BUFFER = 16384          # the most taken into the receive buffer at once
-    # pieces handed out of the buffer in a row without waiting for the socket, after which the
-    # other connections get a turn of the event loop: a client that pipelines many requests
-    # must not hold the loop for all of them (each awaited receive used to give that turn)
-    FAIR_BURST = 32
+    # (FAIR_BURST, ReceiveBuffer's: pieces handed out of the buffer in a row without waiting
+    # for the socket, after which the other connections get a turn of the event loop: a
+    # client that pipelines many requests must not hold the loop for all of them)
     DIRECT_BACKOFF = 3      # receives that wait without trying first after a recv found nothing
 
     def __init__(self, aring, sock: socket.socket):
+        super().__init__()
         self.aring = aring
         self._sock = sock
         self.fd = sock.fileno()
@@ -733,69 +738,6 @@ class Receiver:
         # receive_more, which sends them before it waits
         self.holding = lambda: False
 
-    def frame_waiting(self) -> bool:
-        """Whether a whole request (NetBIOS prefix and message) has been received already.
-        (Between a prefix and its message the buffer starts with the message's protocol id,
-        never 0: a prefix's first byte is, so no message is taken for a prefix.)"""
-        start, buf = self._start, self._buf
-        have = self._end - start
-        if have < 4 or buf[start]:
-            return False
-        return have >= 4 + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
-
-    def take_frame(self) -> memoryview | None:
-        """The next request (its message, without the NetBIOS prefix), when all of it has been
-        received already, in a buffer of its own as recv_small gives it: taken without a
-        coroutine or a turn of the event loop. None when it must be received the awaited way:
-        not all received (or no NetBIOS prefix: recv_small's caller refuses it), or the
-        connection's FAIR_BURST pieces in a row are up (recv_small gives the turn)."""
-        start = self._start
-        have = self._end - start
-        if have < 4 or self._in_a_row >= self.FAIR_BURST - 2:
-            return None
-        buf = self._buf
-        if buf[start]:
-            return None
-        begin = start + 4
-        end = begin + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
-        if end > self._end:
-            return None
-        self._in_a_row += 2             # (a prefix and a message, as recv_small counts them)
-        out = memoryview(buf[begin:end])
-        if end == self._end:
-            self._start = self._end = 0
-        else:
-            self._start = end
-        return out
-
-    def take_answered(self, answer, command: int):
-        """The requests at the head of the receive buffer that `answer(buf, start, end,
-        most)` answers at once (Connection.answer_echoes: what it returns), taken out of the
-        buffer as take_frame would take them one by one, FAIR_BURST counted: None when it
-        answered none, else their responses. `answer` is asked only when the first message
-        is long enough for an SMB2 header and its command's low byte is `command` (asked for
-        every frame: most are other commands, answered without the call)."""
-        start = self._start
-        if self._end - start < 68 or self._buf[start + 16] != command:
-            return None
-        most = (self.FAIR_BURST - 1 - self._in_a_row) >> 1    # the frames take_frame would still give
-        if most <= 0:
-            return None
-        done = answer(self._buf, start, self._end, most)
-        if done is None:
-            return None
-        end, count, responses = done
-        self._in_a_row += count << 1
-        if end == self._end:
-            self._start = self._end = 0
-        else:
-            self._start = end
-        return responses
-
-    def drained(self) -> bool:
-        """Whether nothing received is left to hand out."""
-        return self._start == self._end
-
     def receive_now(self) -> bool:
         """Takes what the client has sent already with one non-blocking recv, with nothing
         received left to hand out: no future, coroutine or turn of the event loop (on a busy
@@ -812,14 +754,13 @@ class Receiver:
             self._skip_direct -= 1
             return False
         try:
-            got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+            got = self.recv_now()
         except (BlockingIOError, InterruptedError):
             self._skip_direct = self.DIRECT_BACKOFF
             return False
         if got == 0:
             raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
         self._in_a_row += 1
-        self._start, self._end = 0, got
         return True
 
     async def receive_more(self) -> None:
@@ -838,12 +779,11 @@ class Receiver:
             if await self._readable():
                 return              # received (and perhaps served: see `serve`) by _on_readable
             try:
-                got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+                got = self.recv_now()
             except (BlockingIOError, InterruptedError):
                 continue            # (woken for nothing)
             if got == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload")
-            self._end = got
             return
 
     def _readable(self):
@@ -878,7 +818,7 @@ class Receiver:
             waiter.set_result(False)
             return
         try:
-            got = self._sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+            got = self.recv_now()
         except (BlockingIOError, InterruptedError):
             return                  # woken for nothing: still waiting
         except OSError as e:
@@ -889,7 +829,6 @@ class Receiver:
             self._waiter = None
             waiter.set_exception(ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload"))
             return
-        self._start, self._end = 0, got
         self._in_a_row = 0          # (the loop has turned since the last wait)
         try:
             more = serve()
@@ -932,6 +871,8 @@ class Receiver:
             self._loop.remove_reader(self.fd)
             self._watching = False
         self._waiter = None
+        self.fd = -1                # (a recv_now from now on fails, whatever the number becomes)
+        self.forget_server()
 
     async def recv_small(self, n: int) -> memoryview:
         """The next n (at most BUFFER) bytes, in a buffer of their own (the caller may keep

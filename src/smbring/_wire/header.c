@@ -373,7 +373,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
     "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; the "
-    "credit window's take.", -1,
+    "credit window's take; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -392,6 +392,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     PyObject *window = wire_credit_window_type();
     if (window == NULL || PyModule_AddObject(m, "CreditWindowBase", window) < 0) {
         Py_XDECREF(window);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *receiver = wire_receive_buffer_type();
+    if (receiver == NULL || PyModule_AddObject(m, "ReceiveBuffer", receiver) < 0) {
+        Py_XDECREF(receiver);
         Py_DECREF(m);
         return NULL;
     }

@@ -22,4 +22,7 @@ PyObject *wire_answer_echoes(PyObject *module, PyObject *const *args, Py_ssize_t
 /* credits.c: the type CreditWindowBase (a new reference, or NULL with an exception) */
 PyObject *wire_credit_window_type(void);
 
+/* receive.c: the type ReceiveBuffer (a new reference, or NULL with an exception) */
+PyObject *wire_receive_buffer_type(void);
+
 #endif

@@ -310,7 +310,7 @@ class EffectRunner:
                     if done is None:
                         return self.run(todo[i:])
                     if done is False:
-                        return self._flush_then(todo[i + 1:])
+                        return self.flush_then(todo[i + 1:])
                     continue
                 if payload is None:
                     size = len(message)
@@ -322,7 +322,7 @@ class EffectRunner:
                 if done is None:
                     return self.run(todo[i:])
                 if done is False:       # a rest held back: sent before anything else
-                    return self._flush_then(todo[i + 1:])
+                    return self.flush_then(todo[i + 1:])
             elif kind is effects.Forget:
                 self.file_maps.forget_file(effect.dev, effect.ino)
             elif kind is effects.Write and effect.background and self.writes.room():
@@ -344,7 +344,7 @@ class EffectRunner:
         self.writes.start_now(loop, effect.fd, effect.offset, effect.offset + len(effect.data),
                               self._in_background(effect, fds, (fds, self.holds.io_began(fds))))
 
-    def _flush_then(self, todo: list):
+    def flush_then(self, todo: list):
         """The rest of a response the socket did not take at once, then `todo` (held now; its
         I/O is not under way before the client has taken the rest)."""
         return self._flushing(self.run(todo, begin=False))

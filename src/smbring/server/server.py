@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 
-from smbring.datapath import FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
+from smbring.datapath import DIRECT_SEND_MAX, FileMaps, FileRange, Receiver, Sender, SendDescriptor, read_costs
 from smbring.server import handoff, interfaces
 from smbring.server.activity import ServerAdministration
 from smbring.server.accounts import Accounts, ServerAccount, map_name
@@ -156,6 +156,15 @@ class RingTransport:
     def serve_with(self, serve) -> None:
         """What answers the frames received while the connection waits (Receiver.serve)."""
         self.rx.serve = serve
+
+    def frames_served_by(self, conn: Connection, runner: EffectRunner, link: "Link", on_served):
+        """The receive buffer's serve_frames, answering with `conn` and carrying out with
+        `runner` as Server.handle's `begin` does (`on_served(started)` after each frame, or
+        None); held by the buffer until it is closed."""
+        self.rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, runner,
+                           self.tx, link, conn, check_frame_size, effects.Send, SMB1_HEADER_SIZE,
+                           DIRECT_SEND_MAX)
+        return self.rx.serve_frames
 
     async def recv_exact(self, n: int) -> memoryview:
         if n <= Receiver.BUFFER:        # a prefix, a small request: out of the receive buffer
@@ -829,9 +838,11 @@ class Server:
         def serve_received() -> bool:
             """While the task waits for the client (receive_more), the frames the event loop's
             readiness callback received are answered there, as the loop below answers them,
-            as long as each needs no wait (Receiver.serve). True: the rest goes the task's
-            way (a frame whose effects wait, a frame not all received, responses held back,
-            the connection's FAIR_BURST up); False: all answered, the wait goes on."""
+            as long as each needs no wait (Receiver.serve): the plain ECHOs at the head by
+            take_answered, the others by the receive buffer's serve_frames, which answers
+            them as `begin` does. True: the rest goes the task's way (a frame whose effects
+            wait, a frame not all received, responses held back, the connection's FAIR_BURST
+            up); False: all answered, the wait goes on."""
             nonlocal answering
             while True:
                 if take_answered is not None and not runner.sending_users:
@@ -843,24 +854,17 @@ class Server:
                             return True
                         if transport.drained():     # (the usual: the wait goes on)
                             return transport.holding()
-                frame = take_frame()
-                if frame is None:
-                    # (all answered: the next frames wait for the loop's next look at the
-                    # socket, which lets the other connections' in first)
-                    return not transport.drained() or transport.holding()
-                pending = begin(frame)
-                if pending is not None:
-                    answering = pending, started
-                    return True
-                link.busy = False       # (finish, without its call)
-                if metrics is not None:
-                    metrics.frame(conn.frame_commands, monotonic() - started)
-                if transport.drained():
-                    # (the usual: all answered; what the loop's next round would find without
-                    # looking at the buffer again)
-                    return transport.holding()
+                        continue
+                served = serve_frames(take_answered is not None)
+                if served is None:
+                    continue            # an ECHO at the head: take_answered's turn
+                if served is True or served is False:
+                    return served
+                answering = served      # (what the frame waits for, when it began)
+                return True
 
         if take_frame is not None:
+            serve_frames = transport.frames_served_by(conn, runner, link, finish if metrics is not None else None)
             busy_poll = self.busy_poll
             transport.serve_with(busy_poll.served(serve_received) if busy_poll.budget else serve_received)
         elif self.busy_poll.budget and not self.busy_poll.unserved_noted:

@@ -1,0 +1,713 @@
+/*
+ * smbring._wire.ReceiveBuffer: a connection's receive buffer (the state of
+ * datapath.Receiver, its subclass) and the serving of the requests it holds whole.
+ *
+ * The usual request arrives whole in one receive and is answered at once with one small
+ * response. In Python the way around the protocol core (take the frame out of the buffer,
+ * check its size, note the time, call the core, look at its one effect, send it or hold it
+ * back behind the next request) cost about as many bytecodes as the core's own checks and
+ * dispatch; here it is one C call per wake-up, which calls the core (a Python callable) for
+ * each frame. Anything but the plainest outcome goes the Python way it went before: the
+ * core's effects to the effect runner's run_now, whose awaitable is handed back.
+ *
+ * Members, read and written from Python as the Receiver's attributes were: _buf (the
+ * bytearray), _start and _end (the bytes received and not yet handed out), _in_a_row (pieces
+ * handed out since the last wait), fd (the socket's descriptor, -1 once closed). FAIR_BURST
+ * is a class attribute.
+ *
+ * Methods: frame_waiting(), take_frame(), take_answered(answer, command), drained(),
+ * recv_now(), and set_server(...), serve_frames(stop_at_echo), forget_server(): see each.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "wire.h"
+
+#define FAIR_BURST 32           /* pieces handed out in a row before the loop turns */
+#define COMMAND_AT 16           /* a frame's command's low byte, from its NetBIOS prefix */
+#define SHORTEST_ANSWERED 68    /* the prefix and an ECHO's header and body */
+#define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL)
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buf;              /* a bytearray (set by the subclass) */
+    Py_ssize_t start, end, in_a_row;
+    int fd;
+    /* what serves the frames (set_server; NULL until then) */
+    PyObject *handle_frame;     /* Connection.handle_frame */
+    PyObject *run_now;          /* EffectRunner.run_now */
+    PyObject *flush_then;       /* EffectRunner.flush_then */
+    PyObject *on_served;        /* on_served(started) after each frame answered, or None */
+    PyObject *runner;           /* the EffectRunner (its sending_users) */
+    PyObject *sender;           /* the Sender (_users, _held, _held_bytes) */
+    PyObject *link;             /* the server's Link (busy, last_frame) */
+    PyObject *conn;             /* the Connection (limits) */
+    PyObject *check_frame_size; /* check_frame_size(conn, size) */
+    PyObject *send_type;        /* smb.effects.Send */
+    Py_ssize_t smb1_header_size, direct_send_max;
+} Buffer;
+
+static PyObject *s_busy, *s_last_frame, *s_limits, *s_max_frame, *s_max_frame_unauthenticated,
+    *s_sending_users, *s_payload, *s_delivered, *s_message, *s_users, *s_held, *s_held_bytes;
+
+/* The buffer's bytes, checked against the offsets (0, or -1 with an exception). */
+static int contents(Buffer *b, unsigned char **data) {
+    if (b->buf == NULL || !PyByteArray_CheckExact(b->buf)) {
+        PyErr_SetString(PyExc_TypeError, "the receive buffer is not a bytearray");
+        return -1;
+    }
+    if (b->start < 0 || b->start > b->end || b->end > PyByteArray_GET_SIZE(b->buf)) {
+        PyErr_SetString(PyExc_ValueError, "the receive buffer's offsets are outside it");
+        return -1;
+    }
+    *data = (unsigned char *)PyByteArray_AS_STRING(b->buf);
+    return 0;
+}
+
+/* The length of the frame whose NetBIOS prefix is at `start`, or -1 where not all of it (or
+   not a session message) has been received. */
+static Py_ssize_t whole_frame(const unsigned char *data, Py_ssize_t start, Py_ssize_t end) {
+    if (end - start < 4 || data[start] != 0)
+        return -1;
+    Py_ssize_t size = (Py_ssize_t)data[start + 1] << 16 | data[start + 2] << 8 | data[start + 3];
+    return start + 4 + size <= end ? size : -1;
+}
+
+static void advance(Buffer *b, Py_ssize_t to) {
+    if (to == b->end)
+        b->start = b->end = 0;
+    else
+        b->start = to;
+}
+
+static PyObject *buffer_frame_waiting(Buffer *b, PyObject *unused) {
+    (void)unused;
+    unsigned char *data;
+    if (contents(b, &data) < 0)
+        return NULL;
+    return PyBool_FromLong(whole_frame(data, b->start, b->end) >= 0);
+}
+
+static PyObject *buffer_drained(Buffer *b, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(b->start == b->end);
+}
+
+/* The next frame in a buffer of its own, or NULL with no exception where there is none. */
+static PyObject *next_frame(Buffer *b, unsigned char *data) {
+    if (b->in_a_row >= FAIR_BURST - 2)
+        return NULL;
+    Py_ssize_t size = whole_frame(data, b->start, b->end);
+    if (size < 0)
+        return NULL;
+    PyObject *copy = PyByteArray_FromStringAndSize((const char *)data + b->start + 4, size);
+    if (copy == NULL)
+        return NULL;
+    PyObject *frame = PyMemoryView_FromObject(copy);
+    Py_DECREF(copy);
+    if (frame == NULL)
+        return NULL;
+    b->in_a_row += 2;           /* (a prefix and a message, as recv_small counts them) */
+    advance(b, b->start + 4 + size);
+    return frame;
+}
+
+static PyObject *buffer_take_frame(Buffer *b, PyObject *unused) {
+    (void)unused;
+    unsigned char *data;
+    if (contents(b, &data) < 0)
+        return NULL;
+    PyObject *frame = next_frame(b, data);
+    if (frame == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return frame;
+}
+
+static PyObject *buffer_take_answered(Buffer *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take_answered(answer, command)");
+        return NULL;
+    }
+    long command = PyLong_AsLong(args[1]);
+    if (command == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned char *data;
+    if (contents(b, &data) < 0)
+        return NULL;
+    if (b->end - b->start < SHORTEST_ANSWERED || data[b->start + COMMAND_AT] != command)
+        Py_RETURN_NONE;
+    Py_ssize_t most = (FAIR_BURST - 1 - b->in_a_row) >> 1;     /* what take_frame would still give */
+    if (most <= 0)
+        Py_RETURN_NONE;
+    PyObject *done = PyObject_CallFunction(args[0], "Onnn", b->buf, b->start, b->end, most);
+    if (done == NULL || done == Py_None)
+        return done;
+    Py_ssize_t to, count;
+    PyObject *responses;
+    if (!PyTuple_Check(done) || !PyArg_ParseTuple(done, "nnO", &to, &count, &responses)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "take_answered: answer gave no (end, count, responses)");
+        Py_DECREF(done);
+        return NULL;
+    }
+    if (to <= b->start || to > b->end || count <= 0 || count > most) {
+        PyErr_SetString(PyExc_ValueError, "take_answered: answer's end or count outside the buffer");
+        Py_DECREF(done);
+        return NULL;
+    }
+    b->in_a_row += count << 1;
+    advance(b, to);
+    Py_INCREF(responses);
+    Py_DECREF(done);
+    return responses;
+}
+
+static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
+    (void)unused;
+    unsigned char *data;
+    if (contents(b, &data) < 0)
+        return NULL;
+    Py_ssize_t room = PyByteArray_GET_SIZE(b->buf);
+    ssize_t got;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        got = recv(b->fd, data, (size_t)room, MSG_DONTWAIT);
+        Py_END_ALLOW_THREADS
+        if (got >= 0 || errno != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+    if (got < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);      /* (BlockingIOError for EAGAIN) */
+    b->start = 0;
+    b->end = got;
+    return PyLong_FromSsize_t(got);
+}
+
+/* -- serving ------------------------------------------------------------------------------ */
+
+static PyObject *buffer_set_server(Buffer *b, PyObject *args) {
+    PyObject *handle_frame, *run_now, *flush_then, *on_served, *runner, *sender, *link, *conn,
+        *check_frame_size, *send_type;
+    Py_ssize_t smb1_header_size, direct_send_max;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO!nn:set_server", &handle_frame, &run_now, &flush_then,
+                          &on_served, &runner, &sender, &link, &conn, &check_frame_size,
+                          &PyType_Type, &send_type, &smb1_header_size, &direct_send_max))
+        return NULL;
+    PyObject *old[] = {b->handle_frame, b->run_now, b->flush_then, b->on_served, b->runner,
+                       b->sender, b->link, b->conn, b->check_frame_size, b->send_type};
+    Py_INCREF(handle_frame); b->handle_frame = handle_frame;
+    Py_INCREF(run_now); b->run_now = run_now;
+    Py_INCREF(flush_then); b->flush_then = flush_then;
+    Py_INCREF(on_served); b->on_served = on_served;
+    Py_INCREF(runner); b->runner = runner;
+    Py_INCREF(sender); b->sender = sender;
+    Py_INCREF(link); b->link = link;
+    Py_INCREF(conn); b->conn = conn;
+    Py_INCREF(check_frame_size); b->check_frame_size = check_frame_size;
+    Py_INCREF(send_type); b->send_type = send_type;
+    b->smb1_header_size = smb1_header_size;
+    b->direct_send_max = direct_send_max;
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        Py_XDECREF(old[i]);
+    Py_RETURN_NONE;
+}
+
+static int clear_server(Buffer *b) {
+    Py_CLEAR(b->handle_frame);
+    Py_CLEAR(b->run_now);
+    Py_CLEAR(b->flush_then);
+    Py_CLEAR(b->on_served);
+    Py_CLEAR(b->runner);
+    Py_CLEAR(b->sender);
+    Py_CLEAR(b->link);
+    Py_CLEAR(b->conn);
+    Py_CLEAR(b->check_frame_size);
+    Py_CLEAR(b->send_type);
+    return 0;
+}
+
+static PyObject *buffer_forget_server(Buffer *b, PyObject *unused) {
+    (void)unused;
+    clear_server(b);
+    Py_RETURN_NONE;
+}
+
+/* An attribute that is a non-negative integer (an int's truth for flags); -1 with an exception. */
+static Py_ssize_t attr_size(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    Py_ssize_t n = PyLong_Check(v) ? PyLong_AsSsize_t(v) : (Py_ssize_t)PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (n < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "a negative count");
+    return n;
+}
+
+static int set_attr_size(PyObject *o, PyObject *name, Py_ssize_t n) {
+    PyObject *v = PyLong_FromSsize_t(n);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* Whether the sender holds responses back (Sender.holding); -1 with an exception. */
+static int holding(Buffer *b) {
+    PyObject *held = PyObject_GetAttr(b->sender, s_held);
+    if (held == NULL)
+        return -1;
+    int r = PyObject_IsTrue(held);
+    Py_DECREF(held);
+    return r;
+}
+
+/* One sendmsg of `n` buffers, MSG_DONTWAIT: what it sent (0 where the socket took nothing),
+   or -1 with an exception. */
+static Py_ssize_t send_buffers(int fd, Py_buffer *views, Py_ssize_t n) {
+    struct iovec stack[8];
+    struct iovec *iov = n <= 8 ? stack : PyMem_New(struct iovec, n);
+    if (iov == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        iov[i].iov_base = views[i].buf;
+        iov[i].iov_len = (size_t)views[i].len;
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t sent;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        sent = sendmsg(fd, &msg, SEND_FLAGS);
+        Py_END_ALLOW_THREADS
+        if (sent >= 0 || errno != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            sent = -2;
+            break;
+        }
+    }
+    if (iov != stack)
+        PyMem_Free(iov);
+    if (sent == -2)
+        return -1;
+    if (sent < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return sent;
+}
+
+/* The bytes of `n` buffers from byte `from` on, as one bytes object. */
+static PyObject *joined(Py_buffer *views, Py_ssize_t n, Py_ssize_t from) {
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        total += views[i].len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total - from);
+    if (out == NULL)
+        return NULL;
+    char *p = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t skip = from < views[i].len ? from : views[i].len;
+        memcpy(p, (char *)views[i].buf + skip, (size_t)(views[i].len - skip));
+        p += views[i].len - skip;
+        from -= skip;
+    }
+    return out;
+}
+
+enum { NOT_PLAIN = 0, SENT = 1, REST_HELD = 2 };
+
+/* The effects of a frame carried out where they are one Send of a message alone, as
+   EffectRunner.run_now and Sender.send_small carry it out: sent, or held back while the
+   next request is received already (SENT); sent in part, the rest held back (REST_HELD: the
+   caller awaits the runner's flush); NOT_PLAIN where nothing was done (they go run_now's
+   way); -1 with an exception. */
+static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
+    if (!PyList_CheckExact(todo) || PyList_GET_SIZE(todo) != 1)
+        return NOT_PLAIN;
+    PyObject *effect = PyList_GET_ITEM(todo, 0);
+    if ((PyObject *)Py_TYPE(effect) != b->send_type)
+        return NOT_PLAIN;
+    Py_ssize_t busy = attr_size(b->runner, s_sending_users);
+    if (busy != 0)
+        return busy < 0 ? -1 : NOT_PLAIN;
+    busy = attr_size(b->sender, s_users);
+    if (busy != 0)
+        return busy < 0 ? -1 : NOT_PLAIN;
+    PyObject *payload = PyObject_GetAttr(effect, s_payload);
+    if (payload == NULL)
+        return -1;
+    Py_DECREF(payload);
+    if (payload != Py_None)
+        return NOT_PLAIN;
+    PyObject *delivered = PyObject_GetAttr(effect, s_delivered);
+    if (delivered == NULL)
+        return -1;
+    Py_DECREF(delivered);
+    if (delivered != Py_None)
+        return NOT_PLAIN;
+    PyObject *message = PyObject_GetAttr(effect, s_message);
+    if (message == NULL)
+        return -1;
+    PyObject *held = PyObject_GetAttr(b->sender, s_held);
+    if (held == NULL) {
+        Py_DECREF(message);
+        return -1;
+    }
+    int result = -1;
+    /* views[0 .. n_held): the held responses (taken only where they are sent), then the
+       prefix and the message */
+    Py_ssize_t n_held = 0, held_views = 0;
+    int mine = 0;                   /* of the prefix and the message's views, those taken */
+    Py_buffer *views = NULL;
+    unsigned char prefix[4];
+    if (!PyList_CheckExact(held)) {
+        PyErr_SetString(PyExc_TypeError, "the sender's held responses are not a list");
+        goto done;
+    }
+    n_held = PyList_GET_SIZE(held);
+    views = PyMem_New(Py_buffer, n_held + 2);
+    if (views == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_buffer *own = views + n_held;
+    if (PyBuffer_FillInfo(&own[0], NULL, prefix, 4, 1, PyBUF_SIMPLE) < 0)
+        goto done;
+    mine = 1;
+    if (PyObject_GetBuffer(message, &own[1], PyBUF_SIMPLE) < 0)
+        goto done;
+    mine = 2;
+    Py_ssize_t size = own[1].len + 4;
+    if (size > b->direct_send_max || size - 4 > 0xFFFFFF) {
+        result = NOT_PLAIN;
+        goto done;
+    }
+    Py_ssize_t length = size - 4;
+    prefix[0] = 0;
+    prefix[1] = (unsigned char)(length >> 16);
+    prefix[2] = (unsigned char)(length >> 8);
+    prefix[3] = (unsigned char)length;
+    Py_ssize_t total = size;
+    if (n_held) {
+        Py_ssize_t held_bytes = attr_size(b->sender, s_held_bytes);
+        if (held_bytes < 0)
+            goto done;
+        total += held_bytes;
+    }
+    if (total > b->direct_send_max) {
+        result = NOT_PLAIN;
+        goto done;
+    }
+    if (whole_frame(data, b->start, b->end) >= 0) {
+        /* the next request is in: held back (a copy: its buffers may be reused), to leave
+           with the response that finds none waiting */
+        PyObject *copy = joined(own, 2, 0);
+        if (copy == NULL)
+            goto done;
+        int r = PyList_Append(held, copy);
+        Py_DECREF(copy);
+        if (r < 0 || set_attr_size(b->sender, s_held_bytes, total) < 0)
+            goto done;
+        result = SENT;
+        goto done;
+    }
+    for (; held_views < n_held; held_views++)
+        if (PyObject_GetBuffer(PyList_GET_ITEM(held, held_views), &views[held_views], PyBUF_SIMPLE) < 0)
+            goto done;
+    Py_ssize_t all = 0;         /* (what the held responses hold: _held_bytes, as counted) */
+    for (Py_ssize_t i = 0; i < n_held + 2; i++)
+        all += views[i].len;
+    Py_ssize_t sent = send_buffers(b->fd, views, n_held + 2);
+    if (sent < 0)
+        goto done;
+    if (n_held) {
+        PyObject *none_held = PyList_New(0);
+        if (none_held == NULL)
+            goto done;
+        int r = PyObject_SetAttr(b->sender, s_held, none_held);
+        Py_DECREF(none_held);
+        if (r < 0 || set_attr_size(b->sender, s_held_bytes, 0) < 0)
+            goto done;
+    }
+    if (sent == all) {
+        result = SENT;
+        goto done;
+    }
+    PyObject *rest = joined(views, n_held + 2, sent);
+    if (rest == NULL)
+        goto done;
+    PyObject *rest_held = PyList_New(1);
+    if (rest_held == NULL) {
+        Py_DECREF(rest);
+        goto done;
+    }
+    PyList_SET_ITEM(rest_held, 0, rest);
+    int r = PyObject_SetAttr(b->sender, s_held, rest_held);
+    Py_DECREF(rest_held);
+    if (r < 0 || set_attr_size(b->sender, s_held_bytes, all - sent) < 0)
+        goto done;
+    result = REST_HELD;
+done:
+    if (views != NULL) {
+        for (Py_ssize_t i = 0; i < held_views; i++)
+            PyBuffer_Release(&views[i]);
+        for (int i = 0; i < mine; i++)
+            PyBuffer_Release(&views[n_held + i]);
+        PyMem_Free(views);
+    }
+    Py_DECREF(held);
+    Py_DECREF(message);
+    return result;
+}
+
+/* The frame's size within the connection's bounds, as Server.handle's `begin` checks it
+   (the usual frame without a call; else check_frame_size raises or passes it). */
+static int size_checked(Buffer *b, Py_ssize_t size) {
+    PyObject *limits = PyObject_GetAttr(b->conn, s_limits);
+    if (limits == NULL)
+        return -1;
+    Py_ssize_t most_before_logon = attr_size(limits, s_max_frame_unauthenticated);
+    Py_ssize_t most = most_before_logon < 0 ? -1 : attr_size(limits, s_max_frame);
+    Py_DECREF(limits);
+    if (most < 0)
+        return -1;
+    if (b->smb1_header_size <= size && size <= most_before_logon && size <= most)
+        return 0;
+    PyObject *r = PyObject_CallFunction(b->check_frame_size, "On", b->conn, size);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* serve_frames(stop_at_echo) -> bool | None | (awaitable, started)
+
+   Answers the frames the buffer holds whole, one after another, as Server.handle's
+   serve_received answers them with `begin`: the link busy, the frame's size checked, the
+   link's last_frame and the frame's start noted (time.monotonic), the connection's
+   handle_frame called; effects that are one Send of a message alone sent (or held back) as
+   Sender.send_small does, others given to run_now. Returns
+     - (awaitable, started) where a frame's effects wait (run_now's awaitable, or the
+       runner's flush of a response the socket did not take whole): the link stays busy;
+     - None where, with `stop_at_echo`, a frame after the first one served looks like an
+       ECHO (its command's low byte) that the caller answers its way (take_answered);
+     - else what serve_received returns: True where the rest goes the awaited way (a frame
+       not all received, FAIR_BURST pieces up, responses held back), False where all is
+       answered and the wait goes on. */
+static PyObject *buffer_serve_frames(Buffer *b, PyObject *arg) {
+    int stop_at_echo = PyObject_IsTrue(arg);
+    if (stop_at_echo < 0)
+        return NULL;
+    if (b->handle_frame == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "serve_frames: no server set");
+        return NULL;
+    }
+    for (int first = 1;; first = 0) {
+        unsigned char *data;
+        if (contents(b, &data) < 0)
+            return NULL;
+        if (!first && stop_at_echo && b->end - b->start >= SHORTEST_ANSWERED &&
+                data[b->start + COMMAND_AT] == 0x0D)
+            Py_RETURN_NONE;
+        PyObject *frame = next_frame(b, data);
+        if (frame == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            if (b->start != b->end)
+                Py_RETURN_TRUE;
+            int held = holding(b);
+            return held < 0 ? NULL : PyBool_FromLong(held);
+        }
+        if (PyObject_SetAttr(b->link, s_busy, Py_True) < 0 || size_checked(b, PyObject_Length(frame)) < 0) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        PyObject *started = PyFloat_FromDouble((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
+        if (started == NULL || PyObject_SetAttr(b->link, s_last_frame, started) < 0) {
+            Py_XDECREF(started);
+            Py_DECREF(frame);
+            return NULL;
+        }
+        PyObject *todo = PyObject_CallOneArg(b->handle_frame, frame);
+        Py_DECREF(frame);
+        if (todo == NULL || contents(b, &data) < 0) {
+            Py_XDECREF(todo);
+            Py_DECREF(started);
+            return NULL;
+        }
+        int done = send_plain(b, todo, data);
+        PyObject *pending = NULL;
+        if (done == NOT_PLAIN)
+            pending = PyObject_CallOneArg(b->run_now, todo);
+        else if (done == REST_HELD) {
+            PyObject *nothing = PyList_New(0);
+            pending = nothing == NULL ? NULL : PyObject_CallOneArg(b->flush_then, nothing);
+            Py_XDECREF(nothing);
+        } else if (done == SENT) {
+            pending = Py_None;
+            Py_INCREF(pending);
+        }
+        Py_DECREF(todo);
+        if (pending == NULL) {
+            Py_DECREF(started);
+            return NULL;
+        }
+        if (pending != Py_None) {
+            PyObject *out = PyTuple_Pack(2, pending, started);
+            Py_DECREF(pending);
+            Py_DECREF(started);
+            return out;
+        }
+        Py_DECREF(pending);
+        if (PyObject_SetAttr(b->link, s_busy, Py_False) < 0) {
+            Py_DECREF(started);
+            return NULL;
+        }
+        if (b->on_served != Py_None) {
+            PyObject *r = PyObject_CallOneArg(b->on_served, started);
+            if (r == NULL) {
+                Py_DECREF(started);
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
+        Py_DECREF(started);
+        if (b->start == b->end) {
+            int held = holding(b);
+            return held < 0 ? NULL : PyBool_FromLong(held);
+        }
+    }
+}
+
+/* -- the type ----------------------------------------------------------------------------- */
+
+static int buffer_init(Buffer *b, PyObject *args, PyObject *kwds) {
+    (void)args;
+    (void)kwds;
+    b->fd = -1;
+    return 0;
+}
+
+static int buffer_traverse(Buffer *b, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(b));
+    Py_VISIT(b->buf);
+    Py_VISIT(b->handle_frame);
+    Py_VISIT(b->run_now);
+    Py_VISIT(b->flush_then);
+    Py_VISIT(b->on_served);
+    Py_VISIT(b->runner);
+    Py_VISIT(b->sender);
+    Py_VISIT(b->link);
+    Py_VISIT(b->conn);
+    Py_VISIT(b->check_frame_size);
+    Py_VISIT(b->send_type);
+    return 0;
+}
+
+static int buffer_clear(Buffer *b) {
+    Py_CLEAR(b->buf);
+    return clear_server(b);
+}
+
+static void buffer_dealloc(Buffer *b) {
+    PyTypeObject *type = Py_TYPE(b);
+    PyObject_GC_UnTrack(b);
+    buffer_clear(b);
+    type->tp_free((PyObject *)b);
+    Py_DECREF(type);
+}
+
+static PyMethodDef buffer_methods[] = {
+    {"frame_waiting", (PyCFunction)buffer_frame_waiting, METH_NOARGS,
+     "Whether a whole request (NetBIOS prefix and message) has been received already."},
+    {"take_frame", (PyCFunction)buffer_take_frame, METH_NOARGS,
+     "The next request's message, in a buffer of its own, when all of it has been received and "
+     "FAIR_BURST pieces in a row are not up; else None."},
+    {"take_answered", (PyCFunction)(void (*)(void))buffer_take_answered, METH_FASTCALL,
+     "take_answered(answer, command): the requests at the buffer's head that answer(buf, start, "
+     "end, most) answers at once, taken out (asked only where the first one's command's low byte "
+     "is `command`); None when it answered none, else their responses."},
+    {"drained", (PyCFunction)buffer_drained, METH_NOARGS, "Whether nothing received is left to hand out."},
+    {"recv_now", (PyCFunction)buffer_recv_now, METH_NOARGS,
+     "One non-blocking recv into the whole buffer (what it held is handed out already): the "
+     "bytes received (0: the peer's end); OSError (BlockingIOError: nothing there)."},
+    {"set_server", (PyCFunction)buffer_set_server, METH_VARARGS,
+     "set_server(handle_frame, run_now, flush_then, on_served, runner, sender, link, conn, "
+     "check_frame_size, send_type, smb1_header_size, direct_send_max): what serve_frames uses."},
+    {"forget_server", (PyCFunction)buffer_forget_server, METH_NOARGS,
+     "Drops what set_server gave (the connection is gone)."},
+    {"serve_frames", (PyCFunction)buffer_serve_frames, METH_O,
+     "serve_frames(stop_at_echo) -> bool | None | (awaitable, started): the frames received "
+     "whole, answered (see receive.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef buffer_members[] = {
+    {"_buf", T_OBJECT, offsetof(Buffer, buf), 0, "the receive buffer (a bytearray)"},
+    {"_start", T_PYSSIZET, offsetof(Buffer, start), 0, "the first byte received and not handed out"},
+    {"_end", T_PYSSIZET, offsetof(Buffer, end), 0, "the end of the bytes received"},
+    {"_in_a_row", T_PYSSIZET, offsetof(Buffer, in_a_row), 0, "pieces handed out since the last wait"},
+    {"fd", T_INT, offsetof(Buffer, fd), 0, "the socket's descriptor (-1: none)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot buffer_slots[] = {
+    {Py_tp_doc, "A connection's receive buffer and the serving of the requests it holds whole "
+                "(datapath.Receiver)"},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, buffer_init},
+    {Py_tp_dealloc, buffer_dealloc},
+    {Py_tp_traverse, buffer_traverse},
+    {Py_tp_clear, buffer_clear},
+    {Py_tp_methods, buffer_methods},
+    {Py_tp_members, buffer_members},
+    {0, NULL},
+};
+
+static PyType_Spec buffer_spec = {
+    .name = "smbring._wire.ReceiveBuffer",
+    .basicsize = sizeof(Buffer),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = buffer_slots,
+};
+
+static int intern(PyObject **slot, const char *name) {
+    *slot = PyUnicode_InternFromString(name);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyObject *wire_receive_buffer_type(void) {
+    if (intern(&s_busy, "busy") < 0 || intern(&s_last_frame, "last_frame") < 0 ||
+            intern(&s_limits, "limits") < 0 || intern(&s_max_frame, "max_frame") < 0 ||
+            intern(&s_max_frame_unauthenticated, "max_frame_unauthenticated") < 0 ||
+            intern(&s_sending_users, "sending_users") < 0 || intern(&s_payload, "payload") < 0 ||
+            intern(&s_delivered, "delivered") < 0 || intern(&s_message, "message") < 0 ||
+            intern(&s_users, "_users") < 0 || intern(&s_held, "_held") < 0 ||
+            intern(&s_held_bytes, "_held_bytes") < 0)
+        return NULL;
+    PyObject *type = PyType_FromSpec(&buffer_spec);
+    if (type == NULL)
+        return NULL;
+    PyObject *burst = PyLong_FromLong(FAIR_BURST);
+    if (burst == NULL || PyObject_SetAttrString(type, "FAIR_BURST", burst) < 0) {
+        Py_XDECREF(burst);
+        Py_DECREF(type);
+        return NULL;
+    }
+    Py_DECREF(burst);
+    return type;
+}

@@ -1,0 +1,413 @@
+"""The receive buffer in C (smbring._wire.ReceiveBuffer, datapath.Receiver's base): its frames
+taken as the Python methods it replaced took them (a model of those, over random buffers),
+and `serve_frames`, which answers the frames it holds whole as the server's `begin`, the
+effect runner's run_now and the sender's send_small did: over a real socket pair, with the
+server's real Sender and the effects the protocol core makes. Wrong arguments raise; they
+never crash the interpreter."""
+import asyncio
+import errno
+import functools
+import random
+import socket
+import struct
+
+import pytest
+
+from smbring._wire import ReceiveBuffer
+from smbring.datapath import DIRECT_SEND_MAX, Receiver, Sender
+from smbring.server.server import SMB1_HEADER_SIZE, check_frame_size
+from smbring.smb import effects
+from smbring.smb.limits import Limits
+from smbring.uring import aio
+
+ECHO, CREATE = 0x0D, 0x05
+BURST = ReceiveBuffer.FAIR_BURST
+
+
+def message(command: int, message_id: int, size: int = 68) -> bytes:
+    head = struct.pack("<4sHHIHHIIQIIQ16s", b"\xfeSMB", 64, 0, 0, command, 1, 0, 0, message_id, 0, 0, 0, bytes(16))
+    return head + bytes(size - 64)
+
+
+def frame(command: int, message_id: int, size: int = 68) -> bytes:
+    return size.to_bytes(4, "big") + message(command, message_id, size)
+
+
+class Model:
+    """The Python methods the C ones replaced (datapath.Receiver before), on the same state."""
+
+    def __init__(self, buf: bytearray, start: int, end: int, in_a_row: int):
+        self._buf, self._start, self._end, self._in_a_row = buf, start, end, in_a_row
+
+    def frame_waiting(self):
+        start, buf = self._start, self._buf
+        have = self._end - start
+        if have < 4 or buf[start]:
+            return False
+        return have >= 4 + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
+
+    def take_frame(self):
+        start = self._start
+        have = self._end - start
+        if have < 4 or self._in_a_row >= BURST - 2:
+            return None
+        buf = self._buf
+        if buf[start]:
+            return None
+        begin = start + 4
+        end = begin + ((buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3])
+        if end > self._end:
+            return None
+        self._in_a_row += 2
+        out = memoryview(buf[begin:end])
+        if end == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = end
+        return out
+
+    def take_answered(self, answer, command):
+        start = self._start
+        if self._end - start < 68 or self._buf[start + 16] != command:
+            return None
+        most = (BURST - 1 - self._in_a_row) >> 1
+        if most <= 0:
+            return None
+        done = answer(self._buf, start, self._end, most)
+        if done is None:
+            return None
+        end, count, responses = done
+        self._in_a_row += count << 1
+        if end == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = end
+        return responses
+
+
+def state(rb):
+    return rb._start, rb._end, rb._in_a_row
+
+
+def test_frames_are_taken_as_the_python_methods_took_them():
+    rng = random.Random(7)
+
+    class Buffer(ReceiveBuffer):
+        pass
+
+    for _ in range(3000):
+        frames = b"".join(frame(rng.choice([ECHO, CREATE]), i, rng.choice([68, 70, 100])) for i in range(rng.randint(0, 6)))
+        data = bytearray(frames + bytes(rng.randint(0, 8)))
+        if data and rng.random() < 0.3:     # a byte changed: a prefix that is not one, a size
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        end = rng.randint(0, len(data))
+        start = rng.randint(0, end)
+        in_a_row = rng.randint(0, BURST)
+        c = Buffer()
+        c._buf, c._start, c._end, c._in_a_row = data, start, end, in_a_row
+        m = Model(data, start, end, in_a_row)
+        assert c.frame_waiting() == m.frame_waiting()
+        assert c.drained() == (start == end)
+        kind = rng.choice(["frame", "answered", "refused"])
+        if kind == "frame":
+            got, want = c.take_frame(), m.take_frame()
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert bytes(got) == bytes(want)
+                assert got.obj is not data      # a buffer of its own
+        else:
+            def answer(buf, s, e, most):
+                if kind == "refused":
+                    return None
+                return s + 4 + int.from_bytes(buf[s + 1:s + 4], "big"), 1, ["answered"]
+
+            if kind == "answered" and m.take_frame() is None:
+                continue        # (the answer above is only right where a whole frame is there)
+            m = Model(data, start, end, in_a_row)
+            assert c.take_answered(answer, ECHO) == m.take_answered(answer, ECHO)
+        assert state(c) == (m._start, m._end, m._in_a_row)
+
+
+def test_wrong_state_and_arguments_raise():
+    c = ReceiveBuffer()
+    with pytest.raises(TypeError):
+        c.take_frame()              # no buffer
+    c._buf = b"not a bytearray"
+    with pytest.raises(TypeError):
+        c.frame_waiting()
+    c._buf = bytearray(10)
+    c._start, c._end = 4, 20        # past the buffer's end
+    with pytest.raises(ValueError):
+        c.take_frame()
+    c._start, c._end = 5, 4
+    with pytest.raises(ValueError):
+        c.take_answered(lambda *a: None, ECHO)
+    c._start = c._end = 0
+    with pytest.raises(TypeError):
+        c.take_answered(1)
+    with pytest.raises(RuntimeError):
+        c.serve_frames(False)       # no server set
+    with pytest.raises(TypeError):
+        c.set_server(1, 2, 3)
+    c._buf = bytearray(68 + 4)
+    c._buf[:] = frame(ECHO, 1)
+    c._end = len(c._buf)
+    for bad in [lambda *a: 5, lambda *a: (0, 1, []), lambda *a: (c._end, 99, []), lambda *a: (c._end + 1, 1, [])]:
+        with pytest.raises((TypeError, ValueError)):
+            c.take_answered(bad, ECHO)
+        assert state(c) == (0, c._end, 0)       # nothing taken
+
+
+def test_recv_now_without_a_socket_fails_cleanly():
+    c = ReceiveBuffer()
+    c._buf = bytearray(100)
+    assert c.fd == -1
+    with pytest.raises(OSError) as e:
+        c.recv_now()
+    assert e.value.errno == errno.EBADF
+    a, b = socket.socketpair()
+    with a, b:
+        c.fd = a.fileno()
+        with pytest.raises(BlockingIOError):
+            c.recv_now()
+        b.sendall(b"abc")
+        assert c.recv_now() == 3 and state(c)[:2] == (0, 3) and bytes(c._buf[:3]) == b"abc"
+        b.close()
+        assert c.recv_now() == 0
+
+
+def in_a_loop(test):
+    """The test's body run inside an event loop (the Receiver and Sender take its ring)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        async def body():
+            return test(*args, **kwargs)
+        return asyncio.run(body())
+    return run
+
+
+class Link:
+    busy = False
+    last_frame = 0.0
+
+
+class Runner:
+    """The effect runner's side of the contract: what run_now and flush_then were given."""
+
+    def __init__(self):
+        self.sending_users = 0
+        self.ran, self.flushed = [], []
+
+    def run_now(self, todo):
+        self.ran.append(todo)
+        return "run_now's awaitable"
+
+    def flush_then(self, todo):
+        self.flushed.append(todo)
+        return "flush's awaitable"
+
+
+class Conn:
+    limits = Limits()
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.frames = []
+
+    def frame_limit(self):      # (as a connection not logged on: check_frame_size)
+        return self.limits.max_frame_unauthenticated
+
+    def logged_on(self):
+        return False
+
+    def handle_frame(self, frame):
+        self.frames.append(bytes(frame))
+        return self.answer(frame)
+
+
+def served(sock, conn, runner=None, on_served=None):
+    rx = Receiver(aio.get_ring(), sock)
+    tx = Sender(aio.get_ring(), sock, read_path="copy", max_payload=65536)
+    tx.more_requests = rx.frame_waiting
+    runner = runner or Runner()
+    link = Link()
+    rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, runner, tx, link, conn,
+                  check_frame_size, effects.Send, SMB1_HEADER_SIZE, DIRECT_SEND_MAX)
+    return rx, tx, runner, link
+
+
+def answers(peer) -> list[bytes]:
+    peer.setblocking(False)
+    data = b""
+    try:
+        while True:
+            data += peer.recv(1 << 20)
+    except BlockingIOError:
+        pass
+    out = []
+    while data:
+        size = int.from_bytes(data[1:4], "big")
+        out.append(data[4:4 + size])
+        data = data[4 + size:]
+    return out
+
+
+@in_a_loop
+def test_frames_are_answered_in_order_and_their_answers_leave_together():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        conn = Conn(lambda f: [effects.Send(b"answer to " + bytes(f[24:25]))])
+        starts = []
+        rx, tx, runner, link = served(a, conn, on_served=starts.append)
+        b.sendall(frame(CREATE, 1) + frame(CREATE, 2) + frame(CREATE, 3))
+        assert rx.recv_now() == 216
+        assert rx.serve_frames(False) is False          # all answered, nothing held back
+        assert [f[24] for f in conn.frames] == [1, 2, 3]
+        assert answers(b) == [b"answer to \x01", b"answer to \x02", b"answer to \x03"]
+        assert not tx._held and tx._held_bytes == 0 and rx.drained()
+        assert link.busy is False and link.last_frame == starts[-1] > 0 and len(starts) == 3
+        assert runner.ran == [] and runner.flushed == []
+
+
+@in_a_loop
+def test_a_frame_not_all_received_waits():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        conn = Conn(lambda f: [effects.Send(b"ok")])
+        rx, tx, runner, link = served(a, conn)
+        b.sendall(frame(CREATE, 1) + frame(CREATE, 2)[:30])
+        rx.recv_now()
+        assert rx.serve_frames(False) is True           # the rest: the awaited way
+        assert len(conn.frames) == 1 and state(rx)[:2] == (72, 102)
+        assert answers(b) == [b"ok"]
+
+
+@pytest.mark.parametrize("case", ["two effects", "a payload", "a break", "runner busy", "sender busy",
+                                  "too large"])
+@in_a_loop
+def test_any_other_outcome_goes_the_runners_way(case):
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        todo = {
+            "two effects": [effects.Send(b"ok"), effects.Forget(1, 2)],
+            "a payload": [effects.Send(b"ok", b"payload")],
+            "a break": [effects.Send(b"ok", delivered=lambda ok: None)],
+            "too large": [effects.Send(bytes(DIRECT_SEND_MAX))],
+        }.get(case, [effects.Send(b"ok")])
+        conn = Conn(lambda f: todo)
+        rx, tx, runner, link = served(a, conn)
+        if case == "runner busy":
+            runner.sending_users = 1
+        if case == "sender busy":
+            tx._users = 1
+        b.sendall(frame(CREATE, 1) + frame(CREATE, 2))
+        rx.recv_now()
+        pending, started = rx.serve_frames(False)
+        assert pending == "run_now's awaitable" and runner.ran == [todo] and started == link.last_frame
+        assert link.busy is True            # (until the task has awaited it: `finish`)
+        assert len(conn.frames) == 1 and not rx.drained()       # the next one: after it
+        assert answers(b) == [] and not tx._held
+
+
+@in_a_loop
+def test_an_answer_the_socket_does_not_take_whole_is_flushed_before_anything_else():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        big = bytes(range(256)) * 200       # 51,200 bytes: more than the socket takes now
+        conn = Conn(lambda f: [effects.Send(big)])
+        rx, tx, runner, link = served(a, conn)
+        b.sendall(frame(CREATE, 1))
+        rx.recv_now()
+        pending, _ = rx.serve_frames(False)
+        assert pending == "flush's awaitable" and runner.flushed == [[]] and runner.ran == []
+        assert len(tx._held) == 1 and tx._held_bytes == len(tx._held[0]) > 0
+        b.setblocking(True)
+        got = b""
+        while len(got) < 4 + len(big) - tx._held_bytes:
+            got += b.recv(65536)
+        assert got + bytes(tx._held[0]) == len(big).to_bytes(4, "big") + big    # nothing lost
+
+
+@in_a_loop
+def test_an_echo_after_the_first_frame_is_left_to_take_answered():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        conn = Conn(lambda f: [effects.Send(b"ok")])
+        rx, tx, runner, link = served(a, conn)
+        b.sendall(frame(ECHO, 1) + frame(CREATE, 2) + frame(ECHO, 3))
+        rx.recv_now()
+        assert rx.serve_frames(True) is None            # the first served, whatever it is
+        assert len(conn.frames) == 2                    # (and the CREATE; then an ECHO)
+        assert rx.serve_frames(True) is False           # (the ECHO, first)
+        assert [f[24] for f in conn.frames] == [1, 2, 3]
+        assert answers(b) == [b"ok"] * 3
+
+
+@in_a_loop
+def test_frames_beyond_the_bounds_are_refused_as_the_python_way_refuses_them():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        conn = Conn(lambda f: [effects.Send(b"ok")])
+        rx, tx, runner, link = served(a, conn)
+        b.sendall((20).to_bytes(4, "big") + bytes(20))     # shorter than any SMB header
+        rx.recv_now()
+        with pytest.raises(ConnectionError):
+            rx.serve_frames(False)
+        assert conn.frames == [] and rx.drained()
+
+
+@in_a_loop
+def test_a_failing_core_is_raised_where_the_connection_waits():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+
+        def broken(frame):
+            raise ConnectionError("the client broke the protocol")
+
+        rx, tx, runner, link = served(a, Conn(broken))
+        b.sendall(frame(CREATE, 1))
+        rx.recv_now()
+        with pytest.raises(ConnectionError):
+            rx.serve_frames(False)
+
+
+@in_a_loop
+def test_a_pipelining_client_gets_fair_burst_frames_at_a_time():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        conn = Conn(lambda f: [effects.Send(b"ok")])
+        rx, tx, runner, link = served(a, conn)
+        b.sendall(b"".join(frame(CREATE, i) for i in range(40)))
+        rx.recv_now()
+        rx._in_a_row = 0
+        assert rx.serve_frames(False) is True           # the loop's turn for the others
+        assert len(conn.frames) == BURST // 2 - 1
+        assert tx._held                                 # (the next are in: answered with them)
+
+
+@in_a_loop
+def test_a_closed_receiver_lets_go_of_its_server():
+    import gc
+    import weakref
+
+    a, b = socket.socketpair()
+    with a, b:
+        conn = Conn(lambda f: [effects.Send(b"ok")])
+        rx, tx, runner, link = served(a, conn)
+        ref = weakref.ref(conn)
+        rx.close()
+        del conn
+        gc.collect()
+        assert ref() is None and rx.fd == -1
+        with pytest.raises(RuntimeError):
+            rx.serve_frames(False)
