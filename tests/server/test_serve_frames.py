@@ -146,7 +146,7 @@ def test_wrong_state_and_arguments_raise():
     with pytest.raises(TypeError):
         c.take_answered(1)
     with pytest.raises(RuntimeError):
-        c.serve_frames(False)       # no server set
+        c.serve_frames()            # no server set
     with pytest.raises(TypeError):
         c.set_server(1, 2, 3)
     c._buf = bytearray(68 + 4)
@@ -225,14 +225,29 @@ class Conn:
         return self.answer(frame)
 
 
-def served(sock, conn, runner=None, on_served=None):
+def echoes_answered(buf, start, end, most):
+    """Connection.answer_echoes' contract: the ECHOs at the head (up to `most`) answered."""
+    count, answers = 0, b""
+    while count < most and end - start >= 72 and buf[start + 16] == ECHO:
+        answers += frame(ECHO, buf[start + 28], 68)
+        start += 72
+        count += 1
+    return (start, count, answers) if count else None
+
+
+def served(sock, conn, runner=None, on_served=None, answer=None, later=None):
     rx = Receiver(aio.get_ring(), sock)
     tx = Sender(aio.get_ring(), sock, read_path="copy", max_payload=65536)
     tx.more_requests = rx.frame_waiting
     runner = runner or Runner()
     link = Link()
-    rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, runner, tx, link, conn,
-                  check_frame_size, effects.Send, SMB1_HEADER_SIZE, DIRECT_SEND_MAX)
+
+    def send_later(responses, flush_only):
+        later.append((bytes(responses), flush_only))
+        return "send_later's awaitable"
+
+    rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, answer, send_later, runner, tx,
+                  link, conn, check_frame_size, effects.Send, SMB1_HEADER_SIZE, DIRECT_SEND_MAX)
     return rx, tx, runner, link
 
 
@@ -262,7 +277,7 @@ def test_frames_are_answered_in_order_and_their_answers_leave_together():
         rx, tx, runner, link = served(a, conn, on_served=starts.append)
         b.sendall(frame(CREATE, 1) + frame(CREATE, 2) + frame(CREATE, 3))
         assert rx.recv_now() == 216
-        assert rx.serve_frames(False) is False          # all answered, nothing held back
+        assert rx.serve_frames() is False          # all answered, nothing held back
         assert [f[24] for f in conn.frames] == [1, 2, 3]
         assert answers(b) == [b"answer to \x01", b"answer to \x02", b"answer to \x03"]
         assert not tx._held and tx._held_bytes == 0 and rx.drained()
@@ -279,7 +294,7 @@ def test_a_frame_not_all_received_waits():
         rx, tx, runner, link = served(a, conn)
         b.sendall(frame(CREATE, 1) + frame(CREATE, 2)[:30])
         rx.recv_now()
-        assert rx.serve_frames(False) is True           # the rest: the awaited way
+        assert rx.serve_frames() is True           # the rest: the awaited way
         assert len(conn.frames) == 1 and state(rx)[:2] == (72, 102)
         assert answers(b) == [b"ok"]
 
@@ -305,7 +320,7 @@ def test_any_other_outcome_goes_the_runners_way(case):
             tx._users = 1
         b.sendall(frame(CREATE, 1) + frame(CREATE, 2))
         rx.recv_now()
-        pending, started = rx.serve_frames(False)
+        pending, started = rx.serve_frames()
         assert pending == "run_now's awaitable" and runner.ran == [todo] and started == link.last_frame
         assert link.busy is True            # (until the task has awaited it: `finish`)
         assert len(conn.frames) == 1 and not rx.drained()       # the next one: after it
@@ -324,7 +339,7 @@ def test_an_answer_the_socket_does_not_take_whole_is_flushed_before_anything_els
         rx, tx, runner, link = served(a, conn)
         b.sendall(frame(CREATE, 1))
         rx.recv_now()
-        pending, _ = rx.serve_frames(False)
+        pending, _ = rx.serve_frames()
         assert pending == "flush's awaitable" and runner.flushed == [[]] and runner.ran == []
         assert len(tx._held) == 1 and tx._held_bytes == len(tx._held[0]) > 0
         b.setblocking(True)
@@ -335,19 +350,47 @@ def test_an_answer_the_socket_does_not_take_whole_is_flushed_before_anything_els
 
 
 @in_a_loop
-def test_an_echo_after_the_first_frame_is_left_to_take_answered():
+def test_echoes_at_the_head_are_answered_together_the_rest_as_frames():
     a, b = socket.socketpair()
     with a, b:
         a.setblocking(False)
         conn = Conn(lambda f: [effects.Send(b"ok")])
-        rx, tx, runner, link = served(a, conn)
-        b.sendall(frame(ECHO, 1) + frame(CREATE, 2) + frame(ECHO, 3))
+        asked = []
+
+        def answer(*args):
+            asked.append(args[1:])
+            return echoes_answered(*args)
+
+        rx, tx, runner, link = served(a, conn, answer=answer)
+        b.sendall(frame(ECHO, 1) + frame(ECHO, 2) + frame(CREATE, 3) + frame(ECHO, 4))
         rx.recv_now()
-        assert rx.serve_frames(True) is None            # the first served, whatever it is
-        assert len(conn.frames) == 2                    # (and the CREATE; then an ECHO)
-        assert rx.serve_frames(True) is False           # (the ECHO, first)
-        assert [f[24] for f in conn.frames] == [1, 2, 3]
-        assert answers(b) == [b"ok"] * 3
+        assert rx.serve_frames() is False
+        assert [f[24] for f in conn.frames] == [3]          # the ECHOs never reach the core
+        assert asked == [(0, 288, 15), (216, 288, 12)]      # (FAIR_BURST counted: `most`)
+        got = answers(b)
+        assert [m if len(m) < 64 else m[24] for m in got] == [1, 2, b"ok", 4]    # in order
+        runner.sending_users = 1                            # responses waiting: ECHOs go as frames
+        b.sendall(frame(ECHO, 5))
+        rx.recv_now()
+        pending, started = rx.serve_frames()
+        assert pending == "run_now's awaitable" and len(asked) == 2 and conn.frames[-1][24] == 5
+
+
+@in_a_loop
+def test_echo_answers_the_socket_does_not_take_go_the_awaited_way():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        later = []
+        rx, tx, runner, link = served(a, Conn(lambda f: [effects.Send(b"ok")]), answer=echoes_answered,
+                                      later=later)
+        tx._users = 1                       # another send under way: after it
+        b.sendall(frame(ECHO, 1) + frame(ECHO, 2))
+        rx.recv_now()
+        pending, started = rx.serve_frames()
+        assert pending == "send_later's awaitable" and link.busy is True and link.last_frame == started
+        assert later == [(frame(ECHO, 1) + frame(ECHO, 2), False)] and rx.drained()
+        assert answers(b) == []
 
 
 @in_a_loop
@@ -360,7 +403,7 @@ def test_frames_beyond_the_bounds_are_refused_as_the_python_way_refuses_them():
         b.sendall((20).to_bytes(4, "big") + bytes(20))     # shorter than any SMB header
         rx.recv_now()
         with pytest.raises(ConnectionError):
-            rx.serve_frames(False)
+            rx.serve_frames()
         assert conn.frames == [] and rx.drained()
 
 
@@ -377,7 +420,7 @@ def test_a_failing_core_is_raised_where_the_connection_waits():
         b.sendall(frame(CREATE, 1))
         rx.recv_now()
         with pytest.raises(ConnectionError):
-            rx.serve_frames(False)
+            rx.serve_frames()
 
 
 @in_a_loop
@@ -390,7 +433,7 @@ def test_a_pipelining_client_gets_fair_burst_frames_at_a_time():
         b.sendall(b"".join(frame(CREATE, i) for i in range(40)))
         rx.recv_now()
         rx._in_a_row = 0
-        assert rx.serve_frames(False) is True           # the loop's turn for the others
+        assert rx.serve_frames() is True           # the loop's turn for the others
         assert len(conn.frames) == BURST // 2 - 1
         assert tx._held                                 # (the next are in: answered with them)
 
@@ -410,4 +453,4 @@ def test_a_closed_receiver_lets_go_of_its_server():
         gc.collect()
         assert ref() is None and rx.fd == -1
         with pytest.raises(RuntimeError):
-            rx.serve_frames(False)
+            rx.serve_frames()

@@ -6,9 +6,11 @@
  * response. In Python the way around the protocol core (take the frame out of the buffer,
  * check its size, note the time, call the core, look at its one effect, send it or hold it
  * back behind the next request) cost about as many bytecodes as the core's own checks and
- * dispatch; here it is one C call per wake-up, which calls the core (a Python callable) for
- * each frame. Anything but the plainest outcome goes the Python way it went before: the
- * core's effects to the effect runner's run_now, whose awaitable is handed back.
+ * dispatch; here it is one C call per wake-up (serve_frames), which calls the core (a
+ * Python callable) for each frame, and answers the plain ECHOs at the buffer's head
+ * together (Connection.answer_echoes, itself C). Anything but the plainest outcome goes the
+ * Python way it went before: the core's effects to the effect runner's run_now, whose
+ * awaitable is handed back, ECHO answers the socket does not take to send_later.
  *
  * Members, read and written from Python as the Receiver's attributes were: _buf (the
  * bytearray), _start and _end (the bytes received and not yet handed out), _in_a_row (pieces
@@ -16,7 +18,7 @@
  * is a class attribute.
  *
  * Methods: frame_waiting(), take_frame(), take_answered(answer, command), drained(),
- * recv_now(), and set_server(...), serve_frames(stop_at_echo), forget_server(): see each.
+ * recv_now(), and set_server(...), serve_frames(), forget_server(): see each.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,6 +35,7 @@
 #define COMMAND_AT 16           /* a frame's command's low byte, from its NetBIOS prefix */
 #define SHORTEST_ANSWERED 68    /* the prefix and an ECHO's header and body */
 #define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL)
+#define ECHO 0x0D
 
 typedef struct {
     PyObject_HEAD
@@ -44,6 +47,8 @@ typedef struct {
     PyObject *run_now;          /* EffectRunner.run_now */
     PyObject *flush_then;       /* EffectRunner.flush_then */
     PyObject *on_served;        /* on_served(started) after each frame answered, or None */
+    PyObject *answer;           /* Connection.answer_echoes (None: ECHOs go as any frame) */
+    PyObject *send_later;       /* send_later(responses, flush_only): the ECHOs' awaited way */
     PyObject *runner;           /* the EffectRunner (its sending_users) */
     PyObject *sender;           /* the Sender (_users, _held, _held_bytes) */
     PyObject *link;             /* the server's Link (busy, last_frame) */
@@ -129,25 +134,25 @@ static PyObject *buffer_take_frame(Buffer *b, PyObject *unused) {
     return frame;
 }
 
-static PyObject *buffer_take_answered(Buffer *b, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "take_answered(answer, command)");
-        return NULL;
-    }
-    long command = PyLong_AsLong(args[1]);
-    if (command == -1 && PyErr_Occurred())
-        return NULL;
+/* The requests at the head that answer(buf, start, end, most) answers at once, taken out
+   of the buffer as take_frame would take them one by one (FAIR_BURST counted): their
+   responses, or NULL (an exception, or none answered). */
+static PyObject *take_answered(Buffer *b, PyObject *answer, long command) {
     unsigned char *data;
     if (contents(b, &data) < 0)
         return NULL;
     if (b->end - b->start < SHORTEST_ANSWERED || data[b->start + COMMAND_AT] != command)
-        Py_RETURN_NONE;
+        return NULL;
     Py_ssize_t most = (FAIR_BURST - 1 - b->in_a_row) >> 1;     /* what take_frame would still give */
     if (most <= 0)
-        Py_RETURN_NONE;
-    PyObject *done = PyObject_CallFunction(args[0], "Onnn", b->buf, b->start, b->end, most);
-    if (done == NULL || done == Py_None)
-        return done;
+        return NULL;
+    PyObject *done = PyObject_CallFunction(answer, "Onnn", b->buf, b->start, b->end, most);
+    if (done == NULL)
+        return NULL;
+    if (done == Py_None) {
+        Py_DECREF(done);
+        return NULL;
+    }
     Py_ssize_t to, count;
     PyObject *responses;
     if (!PyTuple_Check(done) || !PyArg_ParseTuple(done, "nnO", &to, &count, &responses)) {
@@ -165,6 +170,20 @@ static PyObject *buffer_take_answered(Buffer *b, PyObject *const *args, Py_ssize
     advance(b, to);
     Py_INCREF(responses);
     Py_DECREF(done);
+    return responses;
+}
+
+static PyObject *buffer_take_answered(Buffer *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take_answered(answer, command)");
+        return NULL;
+    }
+    long command = PyLong_AsLong(args[1]);
+    if (command == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *responses = take_answered(b, args[0], command);
+    if (responses == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
     return responses;
 }
 
@@ -194,29 +213,27 @@ static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
 /* -- serving ------------------------------------------------------------------------------ */
 
 static PyObject *buffer_set_server(Buffer *b, PyObject *args) {
-    PyObject *handle_frame, *run_now, *flush_then, *on_served, *runner, *sender, *link, *conn,
-        *check_frame_size, *send_type;
+    PyObject *handle_frame, *run_now, *flush_then, *on_served, *answer, *send_later, *runner, *sender,
+        *link, *conn, *check_frame_size, *send_type;
     Py_ssize_t smb1_header_size, direct_send_max;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO!nn:set_server", &handle_frame, &run_now, &flush_then,
-                          &on_served, &runner, &sender, &link, &conn, &check_frame_size,
-                          &PyType_Type, &send_type, &smb1_header_size, &direct_send_max))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO!nn:set_server", &handle_frame, &run_now, &flush_then,
+                          &on_served, &answer, &send_later, &runner, &sender, &link, &conn,
+                          &check_frame_size, &PyType_Type, &send_type, &smb1_header_size,
+                          &direct_send_max))
         return NULL;
-    PyObject *old[] = {b->handle_frame, b->run_now, b->flush_then, b->on_served, b->runner,
-                       b->sender, b->link, b->conn, b->check_frame_size, b->send_type};
-    Py_INCREF(handle_frame); b->handle_frame = handle_frame;
-    Py_INCREF(run_now); b->run_now = run_now;
-    Py_INCREF(flush_then); b->flush_then = flush_then;
-    Py_INCREF(on_served); b->on_served = on_served;
-    Py_INCREF(runner); b->runner = runner;
-    Py_INCREF(sender); b->sender = sender;
-    Py_INCREF(link); b->link = link;
-    Py_INCREF(conn); b->conn = conn;
-    Py_INCREF(check_frame_size); b->check_frame_size = check_frame_size;
-    Py_INCREF(send_type); b->send_type = send_type;
+    PyObject **slots[] = {&b->handle_frame, &b->run_now, &b->flush_then, &b->on_served, &b->answer,
+                          &b->send_later, &b->runner, &b->sender, &b->link, &b->conn,
+                          &b->check_frame_size, &b->send_type};
+    PyObject *given[] = {handle_frame, run_now, flush_then, on_served, answer, send_later, runner,
+                         sender, link, conn, check_frame_size, send_type};
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        PyObject *old = *slots[i];
+        Py_INCREF(given[i]);
+        *slots[i] = given[i];
+        Py_XDECREF(old);
+    }
     b->smb1_header_size = smb1_header_size;
     b->direct_send_max = direct_send_max;
-    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
-        Py_XDECREF(old[i]);
     Py_RETURN_NONE;
 }
 
@@ -225,6 +242,8 @@ static int clear_server(Buffer *b) {
     Py_CLEAR(b->run_now);
     Py_CLEAR(b->flush_then);
     Py_CLEAR(b->on_served);
+    Py_CLEAR(b->answer);
+    Py_CLEAR(b->send_later);
     Py_CLEAR(b->runner);
     Py_CLEAR(b->sender);
     Py_CLEAR(b->link);
@@ -269,6 +288,21 @@ static int holding(Buffer *b) {
     int r = PyObject_IsTrue(held);
     Py_DECREF(held);
     return r;
+}
+
+/* What serve_frames returns once nothing more is answered now (serve_received's answer):
+   True where a frame is not all received (or FAIR_BURST is up) or responses are held back. */
+static PyObject *rest_waits(Buffer *b) {
+    if (b->start != b->end)
+        Py_RETURN_TRUE;
+    int held = holding(b);
+    return held < 0 ? NULL : PyBool_FromLong(held);
+}
+
+static PyObject *monotonic(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);       /* (time.monotonic's clock) */
+    return PyFloat_FromDouble((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
 }
 
 /* One sendmsg of `n` buffers, MSG_DONTWAIT: what it sent (0 where the socket took nothing),
@@ -328,94 +362,48 @@ static PyObject *joined(Py_buffer *views, Py_ssize_t n, Py_ssize_t from) {
     return out;
 }
 
-enum { NOT_PLAIN = 0, SENT = 1, REST_HELD = 2 };
+enum { NOT_SENT = 0, SENT = 1, REST_HELD = 2 };
 
-/* The effects of a frame carried out where they are one Send of a message alone, as
-   EffectRunner.run_now and Sender.send_small carry it out: sent, or held back while the
-   next request is received already (SENT); sent in part, the rest held back (REST_HELD: the
-   caller awaits the runner's flush); NOT_PLAIN where nothing was done (they go run_now's
-   way); -1 with an exception. */
-static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
-    if (!PyList_CheckExact(todo) || PyList_GET_SIZE(todo) != 1)
-        return NOT_PLAIN;
-    PyObject *effect = PyList_GET_ITEM(todo, 0);
-    if ((PyObject *)Py_TYPE(effect) != b->send_type)
-        return NOT_PLAIN;
-    Py_ssize_t busy = attr_size(b->runner, s_sending_users);
+/* A small response (the `n_own` buffers of `own`, NetBIOS prefix included) sent as
+   Sender.send_small sends it: SENT where sent, or held back while the next request is
+   received already; REST_HELD where the socket took part of it (the rest is held back, the
+   caller awaits a flush); NOT_SENT where nothing was done (another send is under way, or it
+   is too large: it goes the awaited way); -1 with an exception. */
+static int send_small(Buffer *b, Py_buffer *own, Py_ssize_t n_own, const unsigned char *data) {
+    Py_ssize_t busy = attr_size(b->sender, s_users);
     if (busy != 0)
-        return busy < 0 ? -1 : NOT_PLAIN;
-    busy = attr_size(b->sender, s_users);
-    if (busy != 0)
-        return busy < 0 ? -1 : NOT_PLAIN;
-    PyObject *payload = PyObject_GetAttr(effect, s_payload);
-    if (payload == NULL)
-        return -1;
-    Py_DECREF(payload);
-    if (payload != Py_None)
-        return NOT_PLAIN;
-    PyObject *delivered = PyObject_GetAttr(effect, s_delivered);
-    if (delivered == NULL)
-        return -1;
-    Py_DECREF(delivered);
-    if (delivered != Py_None)
-        return NOT_PLAIN;
-    PyObject *message = PyObject_GetAttr(effect, s_message);
-    if (message == NULL)
-        return -1;
+        return busy < 0 ? -1 : NOT_SENT;
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n_own; i++)
+        size += own[i].len;
+    if (size > b->direct_send_max)
+        return NOT_SENT;
     PyObject *held = PyObject_GetAttr(b->sender, s_held);
-    if (held == NULL) {
-        Py_DECREF(message);
+    if (held == NULL)
         return -1;
-    }
     int result = -1;
-    /* views[0 .. n_held): the held responses (taken only where they are sent), then the
-       prefix and the message */
     Py_ssize_t n_held = 0, held_views = 0;
-    int mine = 0;                   /* of the prefix and the message's views, those taken */
-    Py_buffer *views = NULL;
-    unsigned char prefix[4];
+    Py_buffer *views = NULL;    /* the held responses' (taken where they are sent), then own's */
     if (!PyList_CheckExact(held)) {
         PyErr_SetString(PyExc_TypeError, "the sender's held responses are not a list");
         goto done;
     }
     n_held = PyList_GET_SIZE(held);
-    views = PyMem_New(Py_buffer, n_held + 2);
-    if (views == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_buffer *own = views + n_held;
-    if (PyBuffer_FillInfo(&own[0], NULL, prefix, 4, 1, PyBUF_SIMPLE) < 0)
-        goto done;
-    mine = 1;
-    if (PyObject_GetBuffer(message, &own[1], PyBUF_SIMPLE) < 0)
-        goto done;
-    mine = 2;
-    Py_ssize_t size = own[1].len + 4;
-    if (size > b->direct_send_max || size - 4 > 0xFFFFFF) {
-        result = NOT_PLAIN;
-        goto done;
-    }
-    Py_ssize_t length = size - 4;
-    prefix[0] = 0;
-    prefix[1] = (unsigned char)(length >> 16);
-    prefix[2] = (unsigned char)(length >> 8);
-    prefix[3] = (unsigned char)length;
     Py_ssize_t total = size;
     if (n_held) {
         Py_ssize_t held_bytes = attr_size(b->sender, s_held_bytes);
         if (held_bytes < 0)
             goto done;
         total += held_bytes;
-    }
-    if (total > b->direct_send_max) {
-        result = NOT_PLAIN;
-        goto done;
+        if (total > b->direct_send_max) {
+            result = NOT_SENT;
+            goto done;
+        }
     }
     if (whole_frame(data, b->start, b->end) >= 0) {
         /* the next request is in: held back (a copy: its buffers may be reused), to leave
            with the response that finds none waiting */
-        PyObject *copy = joined(own, 2, 0);
+        PyObject *copy = joined(own, n_own, 0);
         if (copy == NULL)
             goto done;
         int r = PyList_Append(held, copy);
@@ -425,13 +413,19 @@ static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
         result = SENT;
         goto done;
     }
+    views = PyMem_New(Py_buffer, n_held + n_own);
+    if (views == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (; held_views < n_held; held_views++)
         if (PyObject_GetBuffer(PyList_GET_ITEM(held, held_views), &views[held_views], PyBUF_SIMPLE) < 0)
             goto done;
+    memcpy(views + n_held, own, sizeof(Py_buffer) * (size_t)n_own);    /* (released by the caller) */
     Py_ssize_t all = 0;         /* (what the held responses hold: _held_bytes, as counted) */
-    for (Py_ssize_t i = 0; i < n_held + 2; i++)
+    for (Py_ssize_t i = 0; i < n_held + n_own; i++)
         all += views[i].len;
-    Py_ssize_t sent = send_buffers(b->fd, views, n_held + 2);
+    Py_ssize_t sent = send_buffers(b->fd, views, n_held + n_own);
     if (sent < 0)
         goto done;
     if (n_held) {
@@ -447,7 +441,7 @@ static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
         result = SENT;
         goto done;
     }
-    PyObject *rest = joined(views, n_held + 2, sent);
+    PyObject *rest = joined(views, n_held + n_own, sent);
     if (rest == NULL)
         goto done;
     PyObject *rest_held = PyList_New(1);
@@ -465,12 +459,105 @@ done:
     if (views != NULL) {
         for (Py_ssize_t i = 0; i < held_views; i++)
             PyBuffer_Release(&views[i]);
-        for (int i = 0; i < mine; i++)
-            PyBuffer_Release(&views[n_held + i]);
         PyMem_Free(views);
     }
     Py_DECREF(held);
+    return result;
+}
+
+/* A frame's effects carried out where they are one Send of a message alone, as
+   EffectRunner.run_now carries it out (send_small's outcomes); NOT_SENT where nothing was
+   done (they go run_now's way); -1 with an exception. */
+static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
+    if (!PyList_CheckExact(todo) || PyList_GET_SIZE(todo) != 1)
+        return NOT_SENT;
+    PyObject *effect = PyList_GET_ITEM(todo, 0);
+    if ((PyObject *)Py_TYPE(effect) != b->send_type)
+        return NOT_SENT;
+    Py_ssize_t busy = attr_size(b->runner, s_sending_users);
+    if (busy != 0)
+        return busy < 0 ? -1 : NOT_SENT;
+    PyObject *payload = PyObject_GetAttr(effect, s_payload);
+    if (payload == NULL)
+        return -1;
+    Py_DECREF(payload);
+    if (payload != Py_None)
+        return NOT_SENT;
+    PyObject *delivered = PyObject_GetAttr(effect, s_delivered);
+    if (delivered == NULL)
+        return -1;
+    Py_DECREF(delivered);
+    if (delivered != Py_None)
+        return NOT_SENT;
+    PyObject *message = PyObject_GetAttr(effect, s_message);
+    if (message == NULL)
+        return -1;
+    Py_buffer own[2];
+    unsigned char prefix[4];
+    if (PyObject_GetBuffer(message, &own[1], PyBUF_SIMPLE) < 0) {
+        Py_DECREF(message);
+        return -1;
+    }
+    int result = NOT_SENT;
+    Py_ssize_t length = own[1].len;
+    if (length <= 0xFFFFFF) {
+        prefix[0] = 0;
+        prefix[1] = (unsigned char)(length >> 16);
+        prefix[2] = (unsigned char)(length >> 8);
+        prefix[3] = (unsigned char)length;
+        PyBuffer_FillInfo(&own[0], NULL, prefix, 4, 1, PyBUF_SIMPLE);
+        result = send_small(b, own, 2, data);
+    }
+    PyBuffer_Release(&own[1]);
     Py_DECREF(message);
+    return result;
+}
+
+/* The plain ECHOs at the buffer's head answered (`answer`: Connection.answer_echoes, as
+   take_answered asks it) and sent as serve_received sent them: 1 where answered and sent
+   (or held back), 0 where none was answered (nothing changed), 2 where the answers wait
+   (*pending: send_later's awaitable, *started: when), -1 with an exception. */
+static int answer_head(Buffer *b, const unsigned char *data, PyObject **pending, PyObject **started) {
+    if (b->answer == Py_None || b->end - b->start < SHORTEST_ANSWERED || data[b->start + COMMAND_AT] != ECHO)
+        return 0;
+    Py_ssize_t busy = attr_size(b->runner, s_sending_users);
+    if (busy != 0)
+        return busy < 0 ? -1 : 0;     /* (responses waiting to be sent go first: the frame's way) */
+    PyObject *responses = take_answered(b, b->answer, ECHO);
+    if (responses == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int result = -1;
+    PyObject *now = monotonic();
+    if (now == NULL || PyObject_SetAttr(b->link, s_last_frame, now) < 0)
+        goto done;
+    Py_buffer own;
+    if (PyObject_GetBuffer(responses, &own, PyBUF_SIMPLE) < 0)
+        goto done;
+    unsigned char *fresh;
+    if (contents(b, &fresh) < 0) {
+        PyBuffer_Release(&own);
+        goto done;
+    }
+    int sent = send_small(b, &own, 1, fresh);
+    PyBuffer_Release(&own);
+    if (sent < 0)
+        goto done;
+    if (sent == SENT) {
+        result = 1;
+        goto done;
+    }
+    /* the rest the awaited way (a graceful stop waits for it: the link is busy) */
+    if (PyObject_SetAttr(b->link, s_busy, Py_True) < 0)
+        goto done;
+    *pending = PyObject_CallFunctionObjArgs(b->send_later, responses, sent == REST_HELD ? Py_True : Py_False, NULL);
+    if (*pending == NULL)
+        goto done;
+    *started = now;
+    now = NULL;
+    result = 2;
+done:
+    Py_XDECREF(now);
+    Py_DECREF(responses);
     return result;
 }
 
@@ -492,104 +579,100 @@ static int size_checked(Buffer *b, Py_ssize_t size) {
     return r == NULL ? -1 : 0;
 }
 
-/* serve_frames(stop_at_echo) -> bool | None | (awaitable, started)
-
-   Answers the frames the buffer holds whole, one after another, as Server.handle's
-   serve_received answers them with `begin`: the link busy, the frame's size checked, the
-   link's last_frame and the frame's start noted (time.monotonic), the connection's
-   handle_frame called; effects that are one Send of a message alone sent (or held back) as
-   Sender.send_small does, others given to run_now. Returns
-     - (awaitable, started) where a frame's effects wait (run_now's awaitable, or the
-       runner's flush of a response the socket did not take whole): the link stays busy;
-     - None where, with `stop_at_echo`, a frame after the first one served looks like an
-       ECHO (its command's low byte) that the caller answers its way (take_answered);
-     - else what serve_received returns: True where the rest goes the awaited way (a frame
-       not all received, FAIR_BURST pieces up, responses held back), False where all is
-       answered and the wait goes on. */
-static PyObject *buffer_serve_frames(Buffer *b, PyObject *arg) {
-    int stop_at_echo = PyObject_IsTrue(arg);
-    if (stop_at_echo < 0)
+/* One frame answered as Server.handle's `begin` answers it: the link busy, the frame's size
+   checked, the link's last_frame and the frame's start noted, the connection's handle_frame
+   called, its effects sent where they are one plain Send (send_plain), else given to
+   run_now; then (none waiting) the link idle and on_served(started) called. NULL with an
+   exception; None where done; else (awaitable, started), the link still busy. */
+static PyObject *answer_frame(Buffer *b, PyObject *frame) {
+    if (PyObject_SetAttr(b->link, s_busy, Py_True) < 0 || size_checked(b, PyObject_Length(frame)) < 0)
         return NULL;
+    PyObject *started = monotonic();
+    if (started == NULL)
+        return NULL;
+    PyObject *out = NULL, *pending = NULL, *todo = NULL;
+    unsigned char *data;
+    if (PyObject_SetAttr(b->link, s_last_frame, started) < 0)
+        goto done;
+    todo = PyObject_CallOneArg(b->handle_frame, frame);
+    if (todo == NULL || contents(b, &data) < 0)
+        goto done;
+    int sent = send_plain(b, todo, data);
+    if (sent < 0)
+        goto done;
+    if (sent == NOT_SENT)
+        pending = PyObject_CallOneArg(b->run_now, todo);
+    else if (sent == REST_HELD) {
+        PyObject *nothing = PyList_New(0);
+        pending = nothing == NULL ? NULL : PyObject_CallOneArg(b->flush_then, nothing);
+        Py_XDECREF(nothing);
+    } else {
+        pending = Py_None;
+        Py_INCREF(pending);
+    }
+    if (pending == NULL)
+        goto done;
+    if (pending != Py_None) {
+        out = PyTuple_Pack(2, pending, started);
+        goto done;
+    }
+    if (PyObject_SetAttr(b->link, s_busy, Py_False) < 0)
+        goto done;
+    if (b->on_served != Py_None) {
+        PyObject *r = PyObject_CallOneArg(b->on_served, started);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    out = Py_None;
+    Py_INCREF(out);
+done:
+    Py_XDECREF(pending);
+    Py_XDECREF(todo);
+    Py_DECREF(started);
+    return out;
+}
+
+/* serve_frames() -> bool | (awaitable, started)
+
+   Answers what the buffer holds whole, as Server.handle answered it frame by frame: the
+   plain ECHOs at its head together (answer_head), any other frame alone (answer_frame).
+   Returns (awaitable, started) where an answer waits (the caller awaits it, then `finish`es
+   the frame); else what serve_received returns: True where the rest goes the awaited way (a
+   frame not all received, FAIR_BURST pieces up, responses held back), False where all is
+   answered and the wait goes on. */
+static PyObject *buffer_serve_frames(Buffer *b, PyObject *unused) {
+    (void)unused;
     if (b->handle_frame == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "serve_frames: no server set");
         return NULL;
     }
-    for (int first = 1;; first = 0) {
+    for (;;) {
         unsigned char *data;
         if (contents(b, &data) < 0)
             return NULL;
-        if (!first && stop_at_echo && b->end - b->start >= SHORTEST_ANSWERED &&
-                data[b->start + COMMAND_AT] == 0x0D)
-            Py_RETURN_NONE;
-        PyObject *frame = next_frame(b, data);
-        if (frame == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            if (b->start != b->end)
-                Py_RETURN_TRUE;
-            int held = holding(b);
-            return held < 0 ? NULL : PyBool_FromLong(held);
-        }
-        if (PyObject_SetAttr(b->link, s_busy, Py_True) < 0 || size_checked(b, PyObject_Length(frame)) < 0) {
-            Py_DECREF(frame);
+        PyObject *pending = NULL, *started = NULL;
+        int answered = answer_head(b, data, &pending, &started);
+        if (answered < 0)
             return NULL;
-        }
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        PyObject *started = PyFloat_FromDouble((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
-        if (started == NULL || PyObject_SetAttr(b->link, s_last_frame, started) < 0) {
-            Py_XDECREF(started);
-            Py_DECREF(frame);
-            return NULL;
-        }
-        PyObject *todo = PyObject_CallOneArg(b->handle_frame, frame);
-        Py_DECREF(frame);
-        if (todo == NULL || contents(b, &data) < 0) {
-            Py_XDECREF(todo);
-            Py_DECREF(started);
-            return NULL;
-        }
-        int done = send_plain(b, todo, data);
-        PyObject *pending = NULL;
-        if (done == NOT_PLAIN)
-            pending = PyObject_CallOneArg(b->run_now, todo);
-        else if (done == REST_HELD) {
-            PyObject *nothing = PyList_New(0);
-            pending = nothing == NULL ? NULL : PyObject_CallOneArg(b->flush_then, nothing);
-            Py_XDECREF(nothing);
-        } else if (done == SENT) {
-            pending = Py_None;
-            Py_INCREF(pending);
-        }
-        Py_DECREF(todo);
-        if (pending == NULL) {
-            Py_DECREF(started);
-            return NULL;
-        }
-        if (pending != Py_None) {
+        if (answered == 2) {
             PyObject *out = PyTuple_Pack(2, pending, started);
             Py_DECREF(pending);
             Py_DECREF(started);
             return out;
         }
-        Py_DECREF(pending);
-        if (PyObject_SetAttr(b->link, s_busy, Py_False) < 0) {
-            Py_DECREF(started);
-            return NULL;
+        if (answered == 0) {
+            PyObject *frame = next_frame(b, data);
+            if (frame == NULL)
+                return PyErr_Occurred() ? NULL : rest_waits(b);
+            PyObject *done = answer_frame(b, frame);
+            Py_DECREF(frame);
+            if (done != Py_None)
+                return done;
+            Py_DECREF(done);
         }
-        if (b->on_served != Py_None) {
-            PyObject *r = PyObject_CallOneArg(b->on_served, started);
-            if (r == NULL) {
-                Py_DECREF(started);
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
-        Py_DECREF(started);
-        if (b->start == b->end) {
-            int held = holding(b);
-            return held < 0 ? NULL : PyBool_FromLong(held);
-        }
+        if (b->start == b->end)
+            return rest_waits(b);
     }
 }
 
@@ -609,6 +692,8 @@ static int buffer_traverse(Buffer *b, visitproc visit, void *arg) {
     Py_VISIT(b->run_now);
     Py_VISIT(b->flush_then);
     Py_VISIT(b->on_served);
+    Py_VISIT(b->answer);
+    Py_VISIT(b->send_later);
     Py_VISIT(b->runner);
     Py_VISIT(b->sender);
     Py_VISIT(b->link);
@@ -646,13 +731,14 @@ static PyMethodDef buffer_methods[] = {
      "One non-blocking recv into the whole buffer (what it held is handed out already): the "
      "bytes received (0: the peer's end); OSError (BlockingIOError: nothing there)."},
     {"set_server", (PyCFunction)buffer_set_server, METH_VARARGS,
-     "set_server(handle_frame, run_now, flush_then, on_served, runner, sender, link, conn, "
-     "check_frame_size, send_type, smb1_header_size, direct_send_max): what serve_frames uses."},
+     "set_server(handle_frame, run_now, flush_then, on_served, answer, send_later, runner, sender, "
+     "link, conn, check_frame_size, send_type, smb1_header_size, direct_send_max): what "
+     "serve_frames uses."},
     {"forget_server", (PyCFunction)buffer_forget_server, METH_NOARGS,
      "Drops what set_server gave (the connection is gone)."},
-    {"serve_frames", (PyCFunction)buffer_serve_frames, METH_O,
-     "serve_frames(stop_at_echo) -> bool | None | (awaitable, started): the frames received "
-     "whole, answered (see receive.c)."},
+    {"serve_frames", (PyCFunction)buffer_serve_frames, METH_NOARGS,
+     "serve_frames() -> bool | (awaitable, started): the frames received whole, answered "
+     "(see receive.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -145,7 +145,6 @@ class RingTransport:
         self.rx.holding = self.tx.holding
         # the ways that need no coroutine, for the connection's loop and its effects runner
         self.take_frame = self.rx.take_frame
-        self.take_answered = self.rx.take_answered
         self.drained = self.rx.drained
         self.receive_now = self.rx.receive_now
         self.holding = self.tx.holding
@@ -157,12 +156,15 @@ class RingTransport:
         """What answers the frames received while the connection waits (Receiver.serve)."""
         self.rx.serve = serve
 
-    def frames_served_by(self, conn: Connection, runner: EffectRunner, link: "Link", on_served):
+    def frames_served_by(self, conn: Connection, runner: EffectRunner, link: "Link", on_served, answer,
+                         send_later):
         """The receive buffer's serve_frames, answering with `conn` and carrying out with
         `runner` as Server.handle's `begin` does (`on_served(started)` after each frame, or
-        None); held by the buffer until it is closed."""
-        self.rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, runner,
-                           self.tx, link, conn, check_frame_size, effects.Send, SMB1_HEADER_SIZE,
+        None), the plain ECHOs at the head with `answer` (Connection.answer_echoes, or None)
+        and, where their answers wait, `send_later(responses, flush_only)`; held by the
+        buffer until it is closed."""
+        self.rx.set_server(conn.handle_frame, runner.run_now, runner.flush_then, on_served, answer, send_later,
+                           runner, self.tx, link, conn, check_frame_size, effects.Send, SMB1_HEADER_SIZE,
                            DIRECT_SEND_MAX)
         return self.rx.serve_frames
 
@@ -196,7 +198,7 @@ class RingTransport:
 class PlainTransport:
     """The fallback: asyncio's own socket calls, file data read into memory."""
 
-    take_frame = take_answered = send_small = send_file_now = None     # (no ways without a coroutine: see RingTransport)
+    take_frame = send_small = send_file_now = None     # (no ways without a coroutine: see RingTransport)
 
     def __init__(self, sock: socket.socket):
         self.loop = asyncio.get_running_loop()
@@ -777,8 +779,9 @@ class Server:
             receive = prelude.recv_exact
         seen = bytearray()              # the frames read before the SMB2 NEGOTIATE (SMB1's)
         # most requests are whole in the receive buffer once it is filled, and most
-        # responses go out at once: those are taken and carried out without a coroutine
-        take_frame = transport.take_frame
+        # responses go out at once: those are answered and sent without a coroutine, by the
+        # receive buffer (serve_frames, below)
+        ring_served = transport.take_frame is not None
         receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
         monotonic = time.monotonic
@@ -787,18 +790,11 @@ class Server:
 
         # every frame is answered in two steps, wherever it was received: `begin` carries out
         # what needs no wait and returns what does (None: nothing), then, once that is
-        # awaited, `finish`; both plain functions, so that a frame that waits for nothing
-        # is answered without a coroutine (serve_received)
-        def begin(frame, size_checked: bool = False):
+        # awaited, `finish`. The receive buffer's serve_frames does both the same way for the
+        # frames it holds whole; `begin` is for a frame received the awaited way, its size
+        # checked from its prefix
+        def begin(frame):
             nonlocal started
-            if not size_checked:    # (else checked from its prefix, before it was received)
-                link.busy = True
-                size = len(frame)
-                limits = conn.limits
-                # (check_frame_size's first test, without its call: the usual frame passes it)
-                if not (SMB1_HEADER_SIZE <= size <= limits.max_frame_unauthenticated
-                        and size <= limits.max_frame):
-                    check_frame_size(conn, size)
             link.last_frame = started = monotonic()     # (the loop's clock, without its method)
             return run_now(conn.handle_frame(frame))
 
@@ -806,13 +802,6 @@ class Server:
             link.busy = False
             if metrics is not None:
                 metrics.frame(conn.frame_commands, monotonic() - began)
-
-        # plain ECHOs (most of a client's keep-alives, all of a benchmark's) are answered in
-        # C, all those received at once (Connection.answer_echoes: the core's checks and
-        # credits), with one send, where nothing is counted per frame (no metrics)
-        take_answered = getattr(transport, "take_answered", None) if metrics is None else None
-        answer_echoes = conn.answer_echoes
-        send_small = getattr(transport, "send_small", None)
 
         async def send_later(responses, flush_only: bool) -> None:
             # (as EffectRunner.run sends a response, after those before it)
@@ -822,49 +811,27 @@ class Server:
                 else:
                     await transport.send(SendDescriptor(responses))
 
-        # the plain ECHOs at the head of what was received are taken (answered) where no
-        # response waits to be sent the awaited way (runner.sending_users: those go first),
-        # then sent as run_now sends a response
-        def send_answered(responses):
-            """True when they were sent (or held back, as Sender.send_small holds), else an
-            awaitable that sends the rest."""
-            link.last_frame = monotonic()
-            done = send_small([responses], len(responses))
-            if done:
-                return True
-            link.busy = True        # (a graceful stop waits for the rest: Link.quiet)
-            return send_later(responses, done is False)
-
         def serve_received() -> bool:
             """While the task waits for the client (receive_more), the frames the event loop's
             readiness callback received are answered there, as the loop below answers them,
-            as long as each needs no wait (Receiver.serve): the plain ECHOs at the head by
-            take_answered, the others by the receive buffer's serve_frames, which answers
-            them as `begin` does. True: the rest goes the task's way (a frame whose effects
-            wait, a frame not all received, responses held back, the connection's FAIR_BURST
-            up); False: all answered, the wait goes on."""
+            as long as each needs no wait (Receiver.serve). True: the rest goes the task's
+            way (a frame whose effects wait, a frame not all received, responses held back,
+            the connection's FAIR_BURST up); False: all answered, the wait goes on."""
             nonlocal answering
-            while True:
-                if take_answered is not None and not runner.sending_users:
-                    responses = take_answered(answer_echoes, wire.ECHO)
-                    if responses is not None:
-                        sent = send_answered(responses)
-                        if sent is not True:
-                            answering = sent, monotonic()
-                            return True
-                        if transport.drained():     # (the usual: the wait goes on)
-                            return transport.holding()
-                        continue
-                served = serve_frames(take_answered is not None)
-                if served is None:
-                    continue            # an ECHO at the head: take_answered's turn
-                if served is True or served is False:
-                    return served
-                answering = served      # (what the frame waits for, when it began)
-                return True
+            served = serve_frames()
+            if served is True or served is False:
+                return served
+            answering = served      # (what the frame waits for, when it began)
+            return True
 
-        if take_frame is not None:
-            serve_frames = transport.frames_served_by(conn, runner, link, finish if metrics is not None else None)
+        if ring_served:
+            # what the receive buffer holds whole is answered by its serve_frames, as `begin`
+            # answers a frame; the plain ECHOs at its head (most of a client's keep-alives, all
+            # of a benchmark's) together, in C (Connection.answer_echoes: the core's checks and
+            # credits), with one send, where nothing is counted per frame (no metrics)
+            serve_frames = transport.frames_served_by(
+                conn, runner, link, on_served=finish if metrics is not None else None,
+                answer=conn.answer_echoes if metrics is None else None, send_later=send_later)
             busy_poll = self.busy_poll
             transport.serve_with(busy_poll.served(serve_received) if busy_poll.budget else serve_received)
         elif self.busy_poll.budget and not self.busy_poll.unserved_noted:
@@ -874,18 +841,15 @@ class Server:
                         "(--no-io-uring, or io_uring unavailable)", round(self.busy_poll.budget * 1e6))
         try:
             while True:
-                frame = None
-                if prelude is None and take_frame is not None:
-                    if take_answered is not None and not runner.sending_users:
-                        responses = take_answered(answer_echoes, wire.ECHO)
-                        if responses is not None:
-                            sent = send_answered(responses)
-                            if sent is not True:
-                                await sent
-                                link.busy = False
-                            continue
-                    frame = take_frame()
-                    if frame is None and transport.drained():   # (else part of a frame is in: the way below)
+                frame = None        # (a large frame's buffer is given back once idle: not held here)
+                if prelude is None and ring_served:
+                    served = serve_frames()
+                    if served is not True and served is not False:
+                        pending, began = served
+                        await pending
+                        finish(began)
+                        continue
+                    if transport.drained():     # (else part of a frame is in: the way below)
                         if not receive_now():
                             await transport.receive_more()
                             if answering is not None:   # a frame served while waiting waits
@@ -894,38 +858,36 @@ class Server:
                                 await pending
                                 finish(began)
                         continue
-                if frame is not None:
-                    pending = begin(frame)
-                else:                   # the awaited way: prefix, then message
-                    replayed = prelude is not None and bool(prelude.pending)
-                    head = await receive(4)
-                    link.busy = True
-                    if head[0] != 0:
-                        raise ConnectionError("not a NetBIOS session message")
-                    size = int.from_bytes(head[1:], "big")
-                    check_frame_size(conn, size)
-                    if size > Receiver.BUFFER:
-                        frame = await self._receive_large(link, receive, size)
+                # the awaited way: prefix, then message
+                replayed = prelude is not None and bool(prelude.pending)
+                head = await receive(4)
+                link.busy = True
+                if head[0] != 0:
+                    raise ConnectionError("not a NetBIOS session message")
+                size = int.from_bytes(head[1:], "big")
+                check_frame_size(conn, size)
+                if size > Receiver.BUFFER:
+                    frame = await self._receive_large(link, receive, size)
+                else:
+                    frame = await receive(size)  # a view: WRITE data is not copied
+                kind = None
+                if routing or replayed:
+                    kind, guid = handoff.classify(frame)
+                if routing:
+                    if kind == handoff.SMB1_NEGOTIATE and not seen:
+                        seen += bytes(head) + bytes(frame)     # (upgrading to SMB2: placed on the next)
                     else:
-                        frame = await receive(size)  # a view: WRITE data is not copied
-                    kind = None
-                    if routing or replayed:
-                        kind, guid = handoff.classify(frame)
-                    if routing:
-                        if kind == handoff.SMB1_NEGOTIATE and not seen:
-                            seen += bytes(head) + bytes(frame)     # (upgrading to SMB2: placed on the next)
-                        else:
-                            routing = False
-                            if kind == handoff.SMB2_NEGOTIATE and guid != handoff.ZERO_GUID and \
-                                    await self._place(link, guid, bytes(seen) + bytes(head) + bytes(frame)):
-                                break                   # handed over: our descriptor goes, not the stream
-                    if prelude is not None and not routing and not prelude.pending:
-                        receive, prelude = transport.recv_exact, None   # the ring's receives from now on
-                    if replayed and kind == handoff.SMB1_NEGOTIATE:
-                        conn.handle_frame(frame)        # answered by the worker that handed it over
-                        link.busy = False
-                        continue
-                    pending = begin(frame, size_checked=True)
+                        routing = False
+                        if kind == handoff.SMB2_NEGOTIATE and guid != handoff.ZERO_GUID and \
+                                await self._place(link, guid, bytes(seen) + bytes(head) + bytes(frame)):
+                            break                   # handed over: our descriptor goes, not the stream
+                if prelude is not None and not routing and not prelude.pending:
+                    receive, prelude = transport.recv_exact, None   # the ring's receives from now on
+                if replayed and kind == handoff.SMB1_NEGOTIATE:
+                    conn.handle_frame(frame)        # answered by the worker that handed it over
+                    link.busy = False
+                    continue
+                pending = begin(frame)
                 if pending is not None:
                     await pending
                 finish(started)     # (serve_received begins none meanwhile: it runs in receive_more only)
