@@ -5,6 +5,7 @@ effect runner's run_now and the sender's send_small did: over a real socket pair
 server's real Sender and the effects the protocol core makes. Wrong arguments raise; they
 never crash the interpreter."""
 import asyncio
+import contextlib
 import errno
 import functools
 import random
@@ -176,6 +177,15 @@ def test_recv_now_without_a_socket_fails_cleanly():
         assert c.recv_now() == 0
 
 
+@contextlib.contextmanager
+def connected():
+    """A socket pair, the server's end non-blocking (as the server's sockets are)."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        yield a, b
+
+
 def in_a_loop(test):
     """The test's body run inside an event loop (the Receiver and Sender take its ring)."""
     @functools.wraps(test)
@@ -205,6 +215,10 @@ class Runner:
     def flush_then(self, todo):
         self.flushed.append(todo)
         return "flush's awaitable"
+
+
+def answering_ok(frame):
+    return [effects.Send(b"ok")]
 
 
 class Conn:
@@ -269,9 +283,7 @@ def answers(peer) -> list[bytes]:
 
 @in_a_loop
 def test_frames_are_answered_in_order_and_their_answers_leave_together():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
+    with connected() as (a, b):
         conn = Conn(lambda f: [effects.Send(b"answer to " + bytes(f[24:25]))])
         starts = []
         rx, tx, runner, link = served(a, conn, on_served=starts.append)
@@ -287,10 +299,8 @@ def test_frames_are_answered_in_order_and_their_answers_leave_together():
 
 @in_a_loop
 def test_a_frame_not_all_received_waits():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        conn = Conn(lambda f: [effects.Send(b"ok")])
+    with connected() as (a, b):
+        conn = Conn(answering_ok)
         rx, tx, runner, link = served(a, conn)
         b.sendall(frame(CREATE, 1) + frame(CREATE, 2)[:30])
         rx.recv_now()
@@ -303,9 +313,7 @@ def test_a_frame_not_all_received_waits():
                                   "too large"])
 @in_a_loop
 def test_any_other_outcome_goes_the_runners_way(case):
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
+    with connected() as (a, b):
         todo = {
             "two effects": [effects.Send(b"ok"), effects.Forget(1, 2)],
             "a payload": [effects.Send(b"ok", b"payload")],
@@ -329,9 +337,7 @@ def test_any_other_outcome_goes_the_runners_way(case):
 
 @in_a_loop
 def test_an_answer_the_socket_does_not_take_whole_is_flushed_before_anything_else():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
+    with connected() as (a, b):
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         big = bytes(range(256)) * 200       # 51,200 bytes: more than the socket takes now
@@ -351,10 +357,8 @@ def test_an_answer_the_socket_does_not_take_whole_is_flushed_before_anything_els
 
 @in_a_loop
 def test_echoes_at_the_head_are_answered_together_the_rest_as_frames():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        conn = Conn(lambda f: [effects.Send(b"ok")])
+    with connected() as (a, b):
+        conn = Conn(answering_ok)
         asked = []
 
         def answer(*args):
@@ -378,11 +382,9 @@ def test_echoes_at_the_head_are_answered_together_the_rest_as_frames():
 
 @in_a_loop
 def test_echo_answers_the_socket_does_not_take_go_the_awaited_way():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
+    with connected() as (a, b):
         later = []
-        rx, tx, runner, link = served(a, Conn(lambda f: [effects.Send(b"ok")]), answer=echoes_answered,
+        rx, tx, runner, link = served(a, Conn(answering_ok), answer=echoes_answered,
                                       later=later)
         tx._users = 1                       # another send under way: after it
         b.sendall(frame(ECHO, 1) + frame(ECHO, 2))
@@ -395,10 +397,8 @@ def test_echo_answers_the_socket_does_not_take_go_the_awaited_way():
 
 @in_a_loop
 def test_frames_beyond_the_bounds_are_refused_as_the_python_way_refuses_them():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        conn = Conn(lambda f: [effects.Send(b"ok")])
+    with connected() as (a, b):
+        conn = Conn(answering_ok)
         rx, tx, runner, link = served(a, conn)
         b.sendall((20).to_bytes(4, "big") + bytes(20))     # shorter than any SMB header
         rx.recv_now()
@@ -409,9 +409,7 @@ def test_frames_beyond_the_bounds_are_refused_as_the_python_way_refuses_them():
 
 @in_a_loop
 def test_a_failing_core_is_raised_where_the_connection_waits():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
+    with connected() as (a, b):
 
         def broken(frame):
             raise ConnectionError("the client broke the protocol")
@@ -425,10 +423,8 @@ def test_a_failing_core_is_raised_where_the_connection_waits():
 
 @in_a_loop
 def test_a_pipelining_client_gets_fair_burst_frames_at_a_time():
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        conn = Conn(lambda f: [effects.Send(b"ok")])
+    with connected() as (a, b):
+        conn = Conn(answering_ok)
         rx, tx, runner, link = served(a, conn)
         b.sendall(b"".join(frame(CREATE, i) for i in range(40)))
         rx.recv_now()
@@ -445,7 +441,7 @@ def test_a_closed_receiver_lets_go_of_its_server():
 
     a, b = socket.socketpair()
     with a, b:
-        conn = Conn(lambda f: [effects.Send(b"ok")])
+        conn = Conn(answering_ok)
         rx, tx, runner, link = served(a, conn)
         ref = weakref.ref(conn)
         rx.close()
