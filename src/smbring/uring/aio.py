@@ -1,8 +1,9 @@
 """asyncio glue: drive a Ring from any running asyncio event loop.
 
-The ring registers an eventfd that the kernel signals whenever completions (or, with
-DEFER_TASKRUN, the deferred work that produces them) are ready; the loop watches it with
-``add_reader`` and then lets the ring submit and dispatch. Ops prepared during one loop
+The ring registers an eventfd that the kernel signals whenever completions are ready; the
+loop watches it with ``add_reader`` and then lets the ring submit and dispatch. (A ring made
+here goes without DEFER_TASKRUN, whose deferred work the eventfd announced late or not at
+all: ``smbring.uring.eventfd_setup_flags``.) Ops prepared during one loop
 iteration are submitted together, so a burst of awaits costs one syscall: on a
 :class:`FlushingEventLoop` (see :func:`flushing_event_loop`) just before the loop polls, which
 costs nothing more; on any other loop by one ``call_soon``, which costs the loop one more turn.
@@ -22,7 +23,7 @@ import os
 import time
 import weakref
 
-from smbring.uring import Ring
+from smbring.uring import Ring, eventfd_setup_flags
 from smbring.uring.selector import DirectEpollSelector
 
 __all__ = ["AsyncRing", "FlushingEventLoop", "RingFlushingSelector", "get_ring"]
@@ -65,7 +66,8 @@ class AsyncRing:
         # what was prepared and dispatches completions in every wait: no eventfd, no flush
         loop_ring = getattr(self.loop, "uring", None)
         if ring is None:
-            ring = loop_ring if isinstance(loop_ring, Ring) else Ring(entries)
+            # (driven through the eventfd: without DEFER_TASKRUN, see eventfd_setup_flags)
+            ring = loop_ring if isinstance(loop_ring, Ring) else Ring(entries, flags=eventfd_setup_flags())
         self.ring = ring
         self._loop_drains = ring is loop_ring
         self._eventfd = -1
