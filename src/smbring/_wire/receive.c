@@ -42,7 +42,7 @@ typedef struct {
     PyObject *buf;              /* a bytearray (set by the subclass) */
     Py_ssize_t start, end, in_a_row;
     int fd;
-    /* what serves the frames (set_server; NULL until then) */
+    /* what serves the frames (set_server, in its order: server_refs; NULL until then) */
     PyObject *handle_frame;     /* Connection.handle_frame */
     PyObject *run_now;          /* EffectRunner.run_now */
     PyObject *flush_then;       /* EffectRunner.flush_then */
@@ -212,24 +212,28 @@ static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
 
 /* -- serving ------------------------------------------------------------------------------ */
 
+/* The server's references, in set_server's order: set, cleared and visited from this list. */
+static const size_t server_refs[] = {
+    offsetof(Buffer, handle_frame), offsetof(Buffer, run_now), offsetof(Buffer, flush_then),
+    offsetof(Buffer, on_served), offsetof(Buffer, answer), offsetof(Buffer, send_later),
+    offsetof(Buffer, runner), offsetof(Buffer, sender), offsetof(Buffer, link), offsetof(Buffer, conn),
+    offsetof(Buffer, check_frame_size), offsetof(Buffer, send_type),
+};
+#define SERVER_REFS (sizeof server_refs / sizeof server_refs[0])
+#define SERVER_REF(b, i) (*(PyObject **)((char *)(b) + server_refs[i]))
+
 static PyObject *buffer_set_server(Buffer *b, PyObject *args) {
-    PyObject *handle_frame, *run_now, *flush_then, *on_served, *answer, *send_later, *runner, *sender,
-        *link, *conn, *check_frame_size, *send_type;
+    PyObject *given[SERVER_REFS];
     Py_ssize_t smb1_header_size, direct_send_max;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO!nn:set_server", &handle_frame, &run_now, &flush_then,
-                          &on_served, &answer, &send_later, &runner, &sender, &link, &conn,
-                          &check_frame_size, &PyType_Type, &send_type, &smb1_header_size,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO!nn:set_server", &given[0], &given[1], &given[2],
+                          &given[3], &given[4], &given[5], &given[6], &given[7], &given[8],
+                          &given[9], &given[10], &PyType_Type, &given[11], &smb1_header_size,
                           &direct_send_max))
         return NULL;
-    PyObject **slots[] = {&b->handle_frame, &b->run_now, &b->flush_then, &b->on_served, &b->answer,
-                          &b->send_later, &b->runner, &b->sender, &b->link, &b->conn,
-                          &b->check_frame_size, &b->send_type};
-    PyObject *given[] = {handle_frame, run_now, flush_then, on_served, answer, send_later, runner,
-                         sender, link, conn, check_frame_size, send_type};
-    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
-        PyObject *old = *slots[i];
+    for (size_t i = 0; i < SERVER_REFS; i++) {
+        PyObject *old = SERVER_REF(b, i);
         Py_INCREF(given[i]);
-        *slots[i] = given[i];
+        SERVER_REF(b, i) = given[i];
         Py_XDECREF(old);
     }
     b->smb1_header_size = smb1_header_size;
@@ -238,18 +242,8 @@ static PyObject *buffer_set_server(Buffer *b, PyObject *args) {
 }
 
 static int clear_server(Buffer *b) {
-    Py_CLEAR(b->handle_frame);
-    Py_CLEAR(b->run_now);
-    Py_CLEAR(b->flush_then);
-    Py_CLEAR(b->on_served);
-    Py_CLEAR(b->answer);
-    Py_CLEAR(b->send_later);
-    Py_CLEAR(b->runner);
-    Py_CLEAR(b->sender);
-    Py_CLEAR(b->link);
-    Py_CLEAR(b->conn);
-    Py_CLEAR(b->check_frame_size);
-    Py_CLEAR(b->send_type);
+    for (size_t i = 0; i < SERVER_REFS; i++)
+        Py_CLEAR(SERVER_REF(b, i));
     return 0;
 }
 
@@ -688,18 +682,8 @@ static int buffer_init(Buffer *b, PyObject *args, PyObject *kwds) {
 static int buffer_traverse(Buffer *b, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(b));
     Py_VISIT(b->buf);
-    Py_VISIT(b->handle_frame);
-    Py_VISIT(b->run_now);
-    Py_VISIT(b->flush_then);
-    Py_VISIT(b->on_served);
-    Py_VISIT(b->answer);
-    Py_VISIT(b->send_later);
-    Py_VISIT(b->runner);
-    Py_VISIT(b->sender);
-    Py_VISIT(b->link);
-    Py_VISIT(b->conn);
-    Py_VISIT(b->check_frame_size);
-    Py_VISIT(b->send_type);
+    for (size_t i = 0; i < SERVER_REFS; i++)
+        Py_VISIT(SERVER_REF(b, i));
     return 0;
 }
 
