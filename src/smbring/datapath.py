@@ -172,11 +172,13 @@ def in_page_cache(fd: int, offset: int, length: int) -> bool | None:
     """Whether every page of the range is in the page cache (cachestat(2)); None where the
     kernel cannot say (before 6.5: one failed system call each time). Splice reads the file in
     the calling thread and would stall the whole event loop on a disk read; the ring's read
-    does not (io_uring finishes it on a worker)."""
+    does not (io_uring finishes it on a worker). A kernel that has cachestat but refuses it
+    for this file (EPERM: a server not run as root, reading a file it neither owns nor may
+    write) answers False: not known to be cached, so read on the ring."""
     rng = (ctypes.c_uint64 * 2)(offset, length)
     stat = (ctypes.c_uint64 * 5)()
     if _LIBC.syscall(_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(stat), 0) != 0:
-        return None
+        return None if ctypes.get_errno() == errno.ENOSYS else False
     pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
     return stat[0] >= pages
 
@@ -704,8 +706,9 @@ class Receiver(ReceiveBuffer):
     there), after what the receive buffer already holds of them.
 
     The buffer's state and the ways every small request takes (frame_waiting, take_frame,
-    take_answered, drained, recv_now, and serve_frames, which answers the requests it holds
-    whole) are C: smbring._wire.ReceiveBuffer (src/smbring/_wire/receive.c)."""
+    take_answered, drained, recv_now, serve_frames, which answers the requests it holds
+    whole, and on_readable, the event loop's readiness callback while receive_more waits)
+    are C: smbring._wire.ReceiveBuffer (src/smbring/_wire/receive.c)."""
 
     BUFFER = 16384          # the most taken into the receive buffer at once
     # (FAIR_BURST, ReceiveBuffer's: pieces handed out of the buffer in a row without waiting
@@ -730,10 +733,13 @@ class Receiver(ReceiveBuffer):
         self._waiter = None
         self._watching = False
         self._skip_direct = 0           # (see receive_now)
-        # serve() -> bool, where given: answers the frames that _on_readable received while
-        # receive_more waits, and says whether the rest goes the awaited way (True) or all
-        # is answered and the wait goes on (False); see Server.handle
+        # serve() -> bool | (awaitable, started), where given: answers the frames that the
+        # readiness callback (on_readable, C) received while receive_more waits, and says
+        # whether the rest goes the awaited way (True, or what waits: kept in `answering`
+        # for the woken task) or all is answered and the wait goes on (False); see
+        # Server.handle
         self.serve = None
+        self.answering = None
         # whether responses are held back (Sender.holding): receive_now leaves them to
         # receive_more, which sends them before it waits
         self.holding = lambda: False
@@ -777,7 +783,7 @@ class Receiver(ReceiveBuffer):
                 await flushing
         while True:
             if await self._readable():
-                return              # received (and perhaps served: see `serve`) by _on_readable
+                return              # received (and perhaps served: see `serve`) by on_readable
             try:
                 got = self.recv_now()
             except (BlockingIOError, InterruptedError):
@@ -796,49 +802,9 @@ class Receiver(ReceiveBuffer):
             loop = self._loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         if not self._watching:
-            loop.add_reader(self.fd, self._on_readable)
+            loop.add_reader(self.fd, self.on_readable)
             self._watching = True
         return waiter
-
-    def _on_readable(self) -> None:
-        """The socket is readable. Nobody waiting: the watch stops. Without `serve`: the
-        waiter is woken (False: it receives). With it: what has arrived is received and
-        served here, in the loop's callback, and the waiter is woken (True: received
-        already) only when `serve` says the rest goes the awaited way; the usual request is
-        answered without a future, a task step or another turn of the loop."""
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._waiter = None
-            self._loop.remove_reader(self.fd)
-            self._watching = False
-            return
-        serve = self.serve
-        if serve is None:
-            self._waiter = None
-            waiter.set_result(False)
-            return
-        try:
-            got = self.recv_now()
-        except (BlockingIOError, InterruptedError):
-            return                  # woken for nothing: still waiting
-        except OSError as e:
-            self._waiter = None
-            waiter.set_exception(e)
-            return
-        if got == 0:
-            self._waiter = None
-            waiter.set_exception(ConnectionResetError(errno.ECONNRESET, "peer closed mid-payload"))
-            return
-        self._in_a_row = 0          # (the loop has turned since the last wait)
-        try:
-            more = serve()
-        except Exception as e:      # raised where the connection's task waits, as there
-            self._waiter = None
-            waiter.set_exception(e)
-            return
-        if more:
-            self._waiter = None
-            waiter.set_result(True)
 
     def revive_wait(self) -> None:
         """Ends a wait for readiness that nothing would end any more. uvloop (libuv) runs a
@@ -871,6 +837,7 @@ class Receiver(ReceiveBuffer):
             self._loop.remove_reader(self.fd)
             self._watching = False
         self._waiter = None
+        self.serve = self.answering = None
         self.fd = -1                # (a recv_now from now on fails, whatever the number becomes)
         self.forget_server()
 

@@ -146,6 +146,41 @@ def test_a_range_not_in_the_page_cache_is_copied_instead(tmp_path, path):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+def test_a_range_the_kernel_will_not_tell_about_counts_as_not_cached(tmp_path):
+    """cachestat(2) refuses a file its caller neither owns nor may write (EPERM: a server
+    not run as root serving another's readable file): not known to be cached, so the range
+    goes by the ring's read (False), never spliced or mapped on a guess."""
+    from smbring.datapath import in_page_cache
+    if os.geteuid() != 0:
+        pytest.skip("needs root: reads a root-owned file as another user")
+    f = tmp_path / "theirs"
+    f.write_bytes(b"x" * 8192)
+    os.chmod(f, 0o444)
+    with open(f, "rb") as own:
+        if in_page_cache(own.fileno(), 0, 8192) is None:
+            pytest.skip("no cachestat(2) here")
+    fd = os.open(f, os.O_RDONLY)        # (read-only: the kernel asks who calls)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:            # the child: as nobody, asks about a file it may only read
+        answer = b"?"
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            answer = repr(in_page_cache(fd, 0, 8192)).encode()
+        finally:
+            os.write(write, answer)
+            os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 64)
+    finally:
+        os.close(read)
+        os.close(fd)
+        os.waitpid(pid, 0)
+    assert answer == b"False"
+
+
 def test_path_rules():
     from smbring.cheaper import CheaperOf
     from smbring.datapath import AUTO_LARGE

@@ -450,3 +450,95 @@ def test_a_closed_receiver_lets_go_of_its_server():
         assert ref() is None and rx.fd == -1
         with pytest.raises(RuntimeError):
             rx.serve_frames()
+
+
+class FakeLoop:
+    """Records what the readiness callback asks of its loop (only remove_reader)."""
+
+    def __init__(self):
+        self.removed = []
+
+    def remove_reader(self, fd):
+        self.removed.append(fd)
+
+
+def waiting_buffer(sock, serve):
+    """A bare receive buffer waiting for `sock`, as Receiver._readable leaves it."""
+    c = ReceiveBuffer()
+    c._buf = bytearray(256)
+    c.fd = sock.fileno()
+    c._loop = FakeLoop()
+    c._watching = True
+    c.serve = serve
+    c._waiter = asyncio.get_running_loop().create_future()
+    return c
+
+
+@in_a_loop
+def test_the_readiness_callback_serves_and_wakes_as_the_python_one_did():
+    """on_readable (the loop's readiness callback, C): nobody waiting stops the watch; what
+    arrives is served without waking the waiter while serve says False; True, or an answer
+    that waits ((awaitable, started): kept in `answering`), wakes it with True; an error of
+    serve, of the receive, a peer's end and an answer that is neither are raised where the
+    waiter waits; a waiter that serve forgot is woken all the same."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        outcomes = []
+        c = waiting_buffer(a, lambda: outcomes.pop(0))
+        waiter = c._waiter
+        assert c.on_readable() is None and not waiter.done()     # nothing there: still waiting
+        b.sendall(b"x")
+        outcomes.append(False)
+        c.on_readable()
+        assert not waiter.done() and state(c)[:2] == (0, 1) and c._waiter is waiter
+        b.sendall(b"y")
+        outcomes.append(True)
+        c.on_readable()
+        assert waiter.result() is True and c._waiter is None and c.answering is None
+        c.on_readable()                     # nobody waits: the watch stops
+        assert c._loop.removed == [a.fileno()] and not c._watching
+        pending = (object(), 1.5)
+        for sent, outcome, check in [
+                (b"z", pending, lambda w: w.result() is True and c.answering is pending),
+                (b"z", ConnectionError("refused"), lambda w: isinstance(w.exception(), ConnectionError)),
+                (b"z", "neither", lambda w: isinstance(w.exception(), TypeError)),
+                (b"z", "forget", lambda w: w.result() is True and c._waiter is None)]:
+            c._waiter = w = asyncio.get_running_loop().create_future()
+
+            def serve(outcome=outcome):
+                if isinstance(outcome, Exception):
+                    raise outcome
+                if outcome == "forget":
+                    c._waiter = None
+                    return True
+                return outcome
+            c.serve = serve
+            b.sendall(sent)
+            c.on_readable()
+            assert check(w), outcome
+            c.answering = None
+        c._waiter = w = asyncio.get_running_loop().create_future()
+        c.serve = None                      # no serve: woken to receive itself
+        c.on_readable()
+        assert w.result() is False
+        c._waiter = w = asyncio.get_running_loop().create_future()
+        c.serve = lambda: False
+        b.close()                           # the peer's end
+        while not w.done():
+            c.on_readable()
+        assert isinstance(w.exception(), ConnectionResetError)
+        c._waiter = w = asyncio.get_running_loop().create_future()
+        c.fd = -1                           # a receive that fails
+        c.on_readable()
+        assert isinstance(w.exception(), OSError) and w.exception().errno == errno.EBADF
+
+
+def test_the_readiness_callback_without_its_loop_raises():
+    c = ReceiveBuffer()
+    with pytest.raises(RuntimeError):
+        c.on_readable()                     # nobody waits, no loop to stop watching
+    c._buf = bytearray(8)
+    c._waiter = 5                           # not a future
+    with pytest.raises(AttributeError):
+        c.on_readable()

@@ -18,7 +18,9 @@
  * is a class attribute.
  *
  * Methods: frame_waiting(), take_frame(), take_answered(answer, command), drained(),
- * recv_now(), and set_server(...), serve_frames(), forget_server(): see each.
+ * recv_now(), on_readable() (the event loop's readiness callback, with the members
+ * _waiter, _loop, _watching, serve and answering), and set_server(...), serve_frames(),
+ * forget_server(): see each.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -56,8 +58,15 @@ typedef struct {
     PyObject *check_frame_size; /* check_frame_size(conn, size) */
     PyObject *send_type;        /* smb.effects.Send */
     Py_ssize_t smb1_header_size, direct_send_max;
+    /* the wait for the socket's readiness (datapath.Receiver._readable, on_readable) */
+    PyObject *waiter;           /* _waiter: the future a waiting receive_more awaits, or None */
+    PyObject *loop;             /* _loop: the event loop that watches the socket */
+    PyObject *serve;            /* serve: what answers frames received while waiting, or None */
+    PyObject *answering;        /* what serve returned that waits: (awaitable, started), or None */
+    char watching;              /* _watching: the loop watches the socket */
 } Buffer;
 
+static PyObject *s_done, *s_set_result, *s_set_exception, *s_remove_reader;
 static PyObject *s_busy, *s_last_frame, *s_limits, *s_max_frame, *s_max_frame_unauthenticated,
     *s_sending_users, *s_payload, *s_delivered, *s_message, *s_users, *s_held, *s_held_bytes;
 
@@ -187,11 +196,12 @@ static PyObject *buffer_take_answered(Buffer *b, PyObject *const *args, Py_ssize
     return responses;
 }
 
-static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
-    (void)unused;
+/* One non-blocking recv into the whole buffer: the bytes received (0: the peer's end), or
+   -1 with an exception (BlockingIOError where nothing is there). */
+static Py_ssize_t receive(Buffer *b) {
     unsigned char *data;
     if (contents(b, &data) < 0)
-        return NULL;
+        return -1;
     Py_ssize_t room = PyByteArray_GET_SIZE(b->buf);
     ssize_t got;
     for (;;) {
@@ -201,13 +211,135 @@ static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
         if (got >= 0 || errno != EINTR)
             break;
         if (PyErr_CheckSignals() < 0)
-            return NULL;
+            return -1;
     }
-    if (got < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);      /* (BlockingIOError for EAGAIN) */
+    if (got < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);      /* (BlockingIOError for EAGAIN) */
+        return -1;
+    }
     b->start = 0;
     b->end = got;
-    return PyLong_FromSsize_t(got);
+    return got;
+}
+
+static PyObject *buffer_recv_now(Buffer *b, PyObject *unused) {
+    (void)unused;
+    Py_ssize_t got = receive(b);
+    return got < 0 ? NULL : PyLong_FromSsize_t(got);
+}
+
+/* -- waiting for the socket --------------------------------------------------------------- */
+
+/* `waiter` (the one on_readable found) woken with waiter.<method>(arg), the receive
+   buffer's forgotten first (None). */
+static PyObject *wake(Buffer *b, PyObject *waiter, PyObject *method, PyObject *arg) {
+    Py_XSETREF(b->waiter, Py_NewRef(Py_None));
+    PyObject *r = PyObject_CallMethodOneArg(waiter, method, arg);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* `waiter` woken with the exception being raised (an Exception: others propagate). */
+static PyObject *wake_failed(Buffer *b, PyObject *waiter) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    PyObject *r = wake(b, waiter, s_set_exception, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    return r;
+}
+
+/* What on_readable does for `waiter`, a receive waiting (see on_readable). */
+static PyObject *readable_for(Buffer *b, PyObject *waiter) {
+    if (b->serve == NULL || b->serve == Py_None)
+        return wake(b, waiter, s_set_result, Py_False);
+    Py_ssize_t got = receive(b);
+    if (got < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;         /* woken for nothing: still waiting */
+        }
+        return PyErr_ExceptionMatches(PyExc_OSError) ? wake_failed(b, waiter) : NULL;
+    }
+    if (got == 0) {
+        PyObject *reset = PyObject_CallFunction(PyExc_ConnectionResetError, "is", ECONNRESET,
+                                                "peer closed mid-payload");
+        if (reset == NULL)
+            return NULL;
+        PyObject *r = wake(b, waiter, s_set_exception, reset);
+        Py_DECREF(reset);
+        return r;
+    }
+    b->in_a_row = 0;                /* (the loop has turned since the last wait) */
+    PyObject *more = PyObject_CallNoArgs(b->serve);
+    if (more == NULL)
+        return wake_failed(b, waiter);
+    if (more == Py_False) {
+        Py_DECREF(more);
+        Py_RETURN_NONE;
+    }
+    if (more != Py_True) {
+        if (!PyTuple_Check(more) || PyTuple_GET_SIZE(more) != 2) {
+            Py_DECREF(more);
+            PyErr_SetString(PyExc_TypeError, "on_readable: serve gave neither a bool nor (awaitable, started)");
+            return wake_failed(b, waiter);
+        }
+        Py_XSETREF(b->answering, more);     /* (its reference) */
+        more = NULL;
+    }
+    Py_XDECREF(more);
+    return wake(b, waiter, s_set_result, Py_True);
+}
+
+/* on_readable(): the event loop's readiness callback (datapath.Receiver._readable watches
+   the socket with it). Nobody waiting: the watch stops (a level-triggered watch would fire
+   every turn while the connection is busy with what it received). Without `serve`: the
+   waiter is woken (False: it receives). With it: what has arrived is received and served
+   here, and the waiter is woken (True: received already) only where `serve` says the rest
+   goes the awaited way: True, or (awaitable, started), kept in `answering` for the waiter;
+   the usual request is answered without a future, a task step or another turn of the loop.
+   An error of the receive or of `serve` is raised where the waiter waits; a peer's end is
+   ConnectionResetError there. */
+static PyObject *buffer_on_readable(Buffer *b, PyObject *unused) {
+    (void)unused;
+    PyObject *waiter = b->waiter;
+    if (waiter != NULL && waiter != Py_None) {
+        Py_INCREF(waiter);          /* (serve may forget it: it is woken all the same) */
+        PyObject *done = PyObject_CallMethodNoArgs(waiter, s_done);
+        if (done == NULL) {
+            Py_DECREF(waiter);
+            return NULL;
+        }
+        int waits = done == Py_False;
+        Py_DECREF(done);
+        PyObject *r = waits ? readable_for(b, waiter) : NULL;
+        Py_DECREF(waiter);
+        if (waits)
+            return r;
+    }
+    Py_XSETREF(b->waiter, Py_NewRef(Py_None));
+    if (b->loop == NULL || b->loop == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "on_readable: no event loop watches the socket");
+        return NULL;
+    }
+    PyObject *fd = PyLong_FromLong(b->fd);
+    if (fd == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallMethodOneArg(b->loop, s_remove_reader, fd);
+    Py_DECREF(fd);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    b->watching = 0;
+    Py_RETURN_NONE;
 }
 
 /* -- serving ------------------------------------------------------------------------------ */
@@ -244,6 +376,14 @@ static PyObject *buffer_set_server(Buffer *b, PyObject *args) {
 static int clear_server(Buffer *b) {
     for (size_t i = 0; i < SERVER_REFS; i++)
         Py_CLEAR(SERVER_REF(b, i));
+    return 0;
+}
+
+static int clear_wait(Buffer *b) {
+    Py_CLEAR(b->waiter);
+    Py_CLEAR(b->loop);
+    Py_CLEAR(b->serve);
+    Py_CLEAR(b->answering);
     return 0;
 }
 
@@ -284,7 +424,7 @@ static int holding(Buffer *b) {
     return r;
 }
 
-/* What serve_frames returns once nothing more is answered now (serve_received's answer):
+/* What serve_frames returns once nothing more is answered now (Receiver.serve's answer):
    True where a frame is not all received (or FAIR_BURST is up) or responses are held back. */
 static PyObject *rest_waits(Buffer *b) {
     if (b->start != b->end)
@@ -508,7 +648,7 @@ static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
 }
 
 /* The plain ECHOs at the buffer's head answered (`answer`: Connection.answer_echoes, as
-   take_answered asks it) and sent as serve_received sent them: 1 where answered and sent
+   take_answered asks it) and sent as Server.handle sent them: 1 where answered and sent
    (or held back), 0 where none was answered (nothing changed), 2 where the answers wait
    (*pending: send_later's awaitable, *started: when), -1 with an exception. */
 static int answer_head(Buffer *b, const unsigned char *data, PyObject **pending, PyObject **started) {
@@ -632,7 +772,7 @@ done:
    Answers what the buffer holds whole, as Server.handle answered it frame by frame: the
    plain ECHOs at its head together (answer_head), any other frame alone (answer_frame).
    Returns (awaitable, started) where an answer waits (the caller awaits it, then `finish`es
-   the frame); else what serve_received returns: True where the rest goes the awaited way (a
+   the frame); else what Receiver.serve returns: True where the rest goes the awaited way (a
    frame not all received, FAIR_BURST pieces up, responses held back), False where all is
    answered and the wait goes on. */
 static PyObject *buffer_serve_frames(Buffer *b, PyObject *unused) {
@@ -684,11 +824,16 @@ static int buffer_traverse(Buffer *b, visitproc visit, void *arg) {
     Py_VISIT(b->buf);
     for (size_t i = 0; i < SERVER_REFS; i++)
         Py_VISIT(SERVER_REF(b, i));
+    Py_VISIT(b->waiter);
+    Py_VISIT(b->loop);
+    Py_VISIT(b->serve);
+    Py_VISIT(b->answering);
     return 0;
 }
 
 static int buffer_clear(Buffer *b) {
     Py_CLEAR(b->buf);
+    clear_wait(b);
     return clear_server(b);
 }
 
@@ -720,6 +865,9 @@ static PyMethodDef buffer_methods[] = {
      "serve_frames uses."},
     {"forget_server", (PyCFunction)buffer_forget_server, METH_NOARGS,
      "Drops what set_server gave (the connection is gone)."},
+    {"on_readable", (PyCFunction)buffer_on_readable, METH_NOARGS,
+     "The event loop's readiness callback for the socket: wakes or serves the waiting receive "
+     "(see receive.c)."},
     {"serve_frames", (PyCFunction)buffer_serve_frames, METH_NOARGS,
      "serve_frames() -> bool | (awaitable, started): the frames received whole, answered "
      "(see receive.c)."},
@@ -732,6 +880,13 @@ static PyMemberDef buffer_members[] = {
     {"_end", T_PYSSIZET, offsetof(Buffer, end), 0, "the end of the bytes received"},
     {"_in_a_row", T_PYSSIZET, offsetof(Buffer, in_a_row), 0, "pieces handed out since the last wait"},
     {"fd", T_INT, offsetof(Buffer, fd), 0, "the socket's descriptor (-1: none)"},
+    {"_waiter", T_OBJECT, offsetof(Buffer, waiter), 0, "the future a waiting receive awaits, or None"},
+    {"_loop", T_OBJECT, offsetof(Buffer, loop), 0, "the event loop that watches the socket"},
+    {"_watching", T_BOOL, offsetof(Buffer, watching), 0, "whether the loop watches the socket"},
+    {"serve", T_OBJECT, offsetof(Buffer, serve), 0,
+     "serve() -> bool | (awaitable, started): answers frames received while waiting, or None"},
+    {"answering", T_OBJECT, offsetof(Buffer, answering), 0,
+     "what serve gave that waits, (awaitable, started), for the woken receive; or None"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -761,7 +916,9 @@ static int intern(PyObject **slot, const char *name) {
 }
 
 PyObject *wire_receive_buffer_type(void) {
-    if (intern(&s_busy, "busy") < 0 || intern(&s_last_frame, "last_frame") < 0 ||
+    if (intern(&s_done, "done") < 0 || intern(&s_set_result, "set_result") < 0 ||
+            intern(&s_set_exception, "set_exception") < 0 || intern(&s_remove_reader, "remove_reader") < 0 ||
+            intern(&s_busy, "busy") < 0 || intern(&s_last_frame, "last_frame") < 0 ||
             intern(&s_limits, "limits") < 0 || intern(&s_max_frame, "max_frame") < 0 ||
             intern(&s_max_frame_unauthenticated, "max_frame_unauthenticated") < 0 ||
             intern(&s_sending_users, "sending_users") < 0 || intern(&s_payload, "payload") < 0 ||

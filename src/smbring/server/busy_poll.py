@@ -77,9 +77,10 @@ class BusyPoll:
         self.look = self.budget     # how long the loop looks after an answer (0: it sleeps)
         self.gaps: list[float] = []     # from an answer to the next request, since `look` was set
 
-    def served(self, serve: Callable[[], bool]) -> Callable[[], bool]:
-        """`serve`, measuring the gap before it and keeping the loop turning after it."""
-        def busy_serve() -> bool:
+    def served(self, serve: Callable[[], object]) -> Callable[[], object]:
+        """`serve` (Receiver.serve: what it returns passed on), measuring the gap before it
+        and keeping the loop turning after it."""
+        def busy_serve():
             if self.last_served is not busy_serve:
                 self.last_served = busy_serve
                 self.switches += 1

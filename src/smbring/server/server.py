@@ -785,7 +785,6 @@ class Server:
         receive_now = getattr(transport, "receive_now", None)
         run_now = runner.run_now
         monotonic = time.monotonic
-        answering = None        # (what the last frame served below waits for, when it began)
         started = 0.0           # when the frame begun last arrived (its latency's start)
 
         # every frame is answered in two steps, wherever it was received: `begin` carries out
@@ -811,19 +810,6 @@ class Server:
                 else:
                     await transport.send(SendDescriptor(responses))
 
-        def serve_received() -> bool:
-            """While the task waits for the client (receive_more), the frames the event loop's
-            readiness callback received are answered there, as the loop below answers them,
-            as long as each needs no wait (Receiver.serve). True: the rest goes the task's
-            way (a frame whose effects wait, a frame not all received, responses held back,
-            the connection's FAIR_BURST up); False: all answered, the wait goes on."""
-            nonlocal answering
-            served = serve_frames()
-            if served is True or served is False:
-                return served
-            answering = served      # (what the frame waits for, when it began)
-            return True
-
         if ring_served:
             # what the receive buffer holds whole is answered by its serve_frames, as `begin`
             # answers a frame; the plain ECHOs at its head (most of a client's keep-alives, all
@@ -832,8 +818,13 @@ class Server:
             serve_frames = transport.frames_served_by(
                 conn, runner, link, on_served=finish if metrics is not None else None,
                 answer=conn.answer_echoes if metrics is None else None, send_later=send_later)
+            # while the task waits for the client (receive_more), the frames the event loop's
+            # readiness callback received are answered there by serve_frames as the loop below
+            # answers them, as long as each needs no wait (Receiver.serve); what waits is kept
+            # in the receiver's `answering` and the task woken for it
             busy_poll = self.busy_poll
-            transport.serve_with(busy_poll.served(serve_received) if busy_poll.budget else serve_received)
+            transport.serve_with(busy_poll.served(serve_frames) if busy_poll.budget else serve_frames)
+            receiver = transport.rx
         elif self.busy_poll.budget and not self.busy_poll.unserved_noted:
             # (said once: the admin asked for it, and it is not done)
             self.busy_poll.unserved_noted = True
@@ -852,9 +843,10 @@ class Server:
                     if transport.drained():     # (else part of a frame is in: the way below)
                         if not receive_now():
                             await transport.receive_more()
+                            answering = receiver.answering
                             if answering is not None:   # a frame served while waiting waits
+                                receiver.answering = None
                                 pending, began = answering
-                                answering = None
                                 await pending
                                 finish(began)
                         continue
@@ -890,7 +882,7 @@ class Server:
                 pending = begin(frame)
                 if pending is not None:
                     await pending
-                finish(started)     # (serve_received begins none meanwhile: it runs in receive_more only)
+                finish(started)     # (the readiness callback serves none meanwhile: it runs in receive_more only)
         except (ConnectionError, OSError) as e:
             # a client that hangs up between requests has simply left: not an error
             log.info("connection from %s closed: %s", peer,
