@@ -72,7 +72,7 @@ def test_slow_clients_stop_it():
     no longer sets the loop turning."""
     busy = BusyPoll(200)
     run_answers(busy, 20, 0.005)
-    assert busy.look == 0
+    assert busy.look_after(None) == 0
     before = busy.turns
     busy.served(lambda: False)()            # one more answer: no turning
     assert busy.turning is False and busy.turns == before
@@ -89,7 +89,31 @@ def test_several_connections_stop_it():
             (one if i % 2 else other)()
             await asyncio.sleep(0)
     asyncio.run(main())
-    assert busy.look == 0
+    assert busy.look_after(None) == 0
+
+
+def test_the_look_is_worked_out_per_command_answered():
+    """A client that answers some answers at once and others after a while (smbclient's mget
+    writes each READ's data to its disk before the CLOSE): after the slow ones the loop
+    sleeps at once, after the others it still looks; a command not measured yet gets the
+    budget."""
+    READ, CLOSE = 8, 6
+    busy = BusyPoll(500)
+
+    async def main():
+        command = [READ]
+        serve = busy.served(lambda: False, lambda: command[0])
+        for i in range(2 * 16 + 1):
+            command[0] = READ if i % 2 else CLOSE
+            serve()
+            await asyncio.sleep(0.002 if command[0] == READ else 0)
+        deadline = time.monotonic() + 2
+        while busy.turning and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+    asyncio.run(main())
+    assert busy.look_after(READ) == 0
+    assert 0 < busy.look_after(CLOSE) <= 500e-6
+    assert busy.look_after(5) == 500e-6
 
 
 def test_the_look_follows_the_median_gap():

@@ -12,9 +12,12 @@ turn a look at every socket without blocking) for a while, then sleeps as usual.
 It spends CPU to save latency, so it is off unless the administrator sets a budget, and it
 looks no longer than the clients' pace makes worth it:
 - how long: twice the median time from an answer to the next request over the last GAPS
-  answers, at most the budget; a look that long catches the requests that follow quickly and
-  gives up soon on those that do not (a client that writes each file it got to a slow disk
-  between requests, a client that thinks);
+  answers of the same command, at most the budget; a look that long catches the requests
+  that follow quickly and gives up soon on those that do not. Counted per command because a
+  client's pace depends on what it was answered: copying files, smbclient sends the next
+  request within tens of microseconds of a CREATE's, QUERY_INFO's or CLOSE's answer, but
+  writes the data of a READ's answer to its disk first (a gap of most of a millisecond):
+  after a READ's answer the loop then sleeps at once, where a look would only burn CPU;
 - not at all while that median is above the budget (slow clients, a link whose round trip is
   longer than the budget), while requests came over more than one connection (several
   clients keep the loop busy, and a look would take CPU from them and from the clients on the
@@ -62,9 +65,9 @@ class BusyPoll:
         self.deadline = 0.0
         self.turning = False        # a turn is scheduled
         self.answered_at = 0.0      # when the last answer left (0: a request came since)
+        self.answered_command = None    # the command of that answer (its gap is counted under it)
         self.served_since_turn = False
         self.last_served = None     # the connection served last (its busy_serve)
-        self.switches = 0           # from one connection to another, since `look` was set
         self.turns = 0              # turns of the loop spent looking (for tests)
         self.looking = 0.0          # seconds the loop spent looking, in all (metrics)
         self._last_turn = 0.0
@@ -74,32 +77,52 @@ class BusyPoll:
 
     def set_budget(self, budget: int) -> None:
         self.budget = budget_us(budget) / 1e6     # (seconds)
-        self.look = self.budget     # how long the loop looks after an answer (0: it sleeps)
-        self.gaps: list[float] = []     # from an answer to the next request, since `look` was set
+        # looks at all: not while requests come over several connections or the CPUs are
+        # busy (worked out again every GAPS gaps, counting `switches` between connections)
+        self.allowed = True
+        self.switches = 0
+        self.counted = 0            # gaps since `allowed` was worked out
+        # per command answered: how long the loop looks after such an answer (the budget
+        # until GAPS gaps after it are measured), and those gaps
+        self.looks: dict[int | None, float] = {}
+        self.gaps: dict[int | None, list[float]] = {}
 
-    def served(self, serve: Callable[[], object]) -> Callable[[], object]:
+    def look_after(self, command: int | None) -> float:
+        """How long the loop looks after an answer to `command` (0: it sleeps at once)."""
+        return self.looks.get(command, self.budget) if self.allowed else 0.0
+
+    def served(self, serve: Callable[[], object],
+               answered: Callable[[], int | None] | None = None) -> Callable[[], object]:
         """`serve` (Receiver.serve: what it returns passed on), measuring the gap before it
-        and keeping the loop turning after it."""
+        and keeping the loop turning after it; `answered()`: the command it answered last
+        (None: all answers counted as one)."""
         def busy_serve():
             if self.last_served is not busy_serve:
                 self.last_served = busy_serve
                 self.switches += 1
             self.request_arrived()
             more = serve()
-            self.answered()
+            self.answered(answered() if answered is not None else None)
             return more
         return busy_serve
 
     def request_arrived(self) -> None:
         self.served_since_turn = True
         if self.answered_at:
-            gaps = self.gaps
-            gaps.append(time.perf_counter() - self.answered_at)
+            gap = time.perf_counter() - self.answered_at
             self.answered_at = 0.0
+            command = self.answered_command
+            gaps = self.gaps.get(command)
+            if gaps is None:
+                gaps = self.gaps[command] = []
+            gaps.append(gap)
             if len(gaps) == GAPS:
-                self.look = 0.0 if self.switches > 1 or self.cpus_busy() else look_for(gaps, self.budget)
-                self.switches = 0
+                self.looks[command] = look_for(gaps, self.budget)
                 gaps.clear()
+            self.counted += 1
+            if self.counted == GAPS:
+                self.allowed = not (self.switches > 1 or self.cpus_busy())
+                self.switches = self.counted = 0
 
     def cpus_busy(self) -> bool:
         """Whether more processes are ready to run than this process has CPUs: the kernel's
@@ -117,12 +140,15 @@ class BusyPoll:
         except (OSError, IndexError, ValueError):
             return False        # (no /proc: the yields' test alone)
 
-    def answered(self) -> None:
-        """An answer left: the loop turns until the look's length passes without a request."""
+    def answered(self, command: int | None = None) -> None:
+        """An answer to `command` left: the loop turns until the look's length passes
+        without a request."""
         now = self.answered_at = time.perf_counter()
-        if not self.look:
+        self.answered_command = command
+        look = self.looks.get(command, self.budget) if self.allowed else 0.0    # (look_after)
+        if not look:
             return
-        self.deadline = now + self.look
+        self.deadline = now + look
         if not self.turning:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
@@ -148,9 +174,9 @@ class BusyPoll:
             after = time.perf_counter()
             if after - now > GIVEN_AWAY:
                 # another process ran on this CPU meanwhile: the CPUs are busy, and looking
-                # would take time from the clients; the loop sleeps after answers until the
-                # look's length is worked out again
-                self.look = 0.0
+                # would take time from the clients; the loop sleeps after answers until
+                # `allowed` is worked out again
+                self.allowed = False
                 self.turning, self._last_turn = False, 0.0
                 return
             now = after

@@ -823,7 +823,13 @@ class Server:
             # answers them, as long as each needs no wait (Receiver.serve); what waits is kept
             # in the receiver's `answering` and the task woken for it
             busy_poll = self.busy_poll
-            transport.serve_with(busy_poll.served(serve_frames) if busy_poll.budget else serve_frames)
+            if busy_poll.budget:
+                def answered() -> int | None:       # (the last frame's last command)
+                    commands = conn.frame_commands
+                    return commands[-1] if commands else None
+                transport.serve_with(busy_poll.served(serve_frames, answered))
+            else:
+                transport.serve_with(serve_frames)
             receiver = transport.rx
         elif self.busy_poll.budget and not self.busy_poll.unserved_noted:
             # (said once: the admin asked for it, and it is not done)
