@@ -503,17 +503,23 @@ def test_the_readiness_callback_serves_and_wakes_as_the_python_one_did():
                 (b"z", pending, lambda w: w.result() is True and c.answering is pending),
                 (b"z", ConnectionError("refused"), lambda w: isinstance(w.exception(), ConnectionError)),
                 (b"z", "neither", lambda w: isinstance(w.exception(), TypeError)),
-                (b"z", "forget", lambda w: w.result() is True and c._waiter is None)]:
+                (b"z", "forget", lambda w: w.result() is True and c._waiter is None),
+                (b"z", "close", lambda w: w.result() is True and c.serve is None)]:
             c._waiter = w = asyncio.get_running_loop().create_future()
 
-            def serve(outcome=outcome):
-                if isinstance(outcome, Exception):
-                    raise outcome
-                if outcome == "forget":
-                    c._waiter = None
-                    return True
-                return outcome
-            c.serve = serve
+            def made(outcome):
+                def serve():
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    if outcome == "forget":
+                        c._waiter = None
+                        return True
+                    if outcome == "close":
+                        c.serve = None      # (its only reference, dropped while it runs)
+                        return True
+                    return outcome
+                return serve
+            c.serve = made(outcome)
             b.sendall(sent)
             c.on_readable()
             assert check(w), outcome

@@ -279,7 +279,9 @@ static PyObject *readable_for(Buffer *b, PyObject *waiter) {
         return r;
     }
     b->in_a_row = 0;                /* (the loop has turned since the last wait) */
-    PyObject *more = PyObject_CallNoArgs(b->serve);
+    PyObject *serve = Py_NewRef(b->serve);      /* (held: serve may forget itself, close()) */
+    PyObject *more = PyObject_CallNoArgs(serve);
+    Py_DECREF(serve);
     if (more == NULL)
         return wake_failed(b, waiter);
     if (more == Py_False) {
