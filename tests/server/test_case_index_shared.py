@@ -49,11 +49,13 @@ def test_connections_to_a_share_use_one_case_index(smbconf, tmp_path):
             client.stdin.write(f"get big\\FILE{i} {tmp_path / f'got{i}'}\n")
             client.stdin.flush()
         for i in range(CLIENTS):
+            got = tmp_path / f"got{i}"
             for _ in range(100):
-                if (tmp_path / f"got{i}").exists():
+                # (smbclient makes the local file before it writes what it got into it)
+                if got.exists() and got.stat().st_size:
                     break
                 time.sleep(0.1)
-            assert (tmp_path / f"got{i}").read_bytes() == b"x"
+            assert got.read_bytes() == b"x"
         assert all(client.poll() is None for client in clients)     # all still connected
         during = inotify_queues(server.proc.pid)
     finally:
