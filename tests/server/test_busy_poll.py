@@ -93,27 +93,33 @@ def test_several_connections_stop_it():
 
 
 def test_the_look_is_worked_out_per_command_answered():
-    """A client that answers some answers at once and others after a while (smbclient's mget
-    writes each READ's data to its disk before the CLOSE): after the slow ones the loop
-    sleeps at once, after the others it still looks; a command not measured yet gets the
-    budget."""
+    """A client that sends its next request at once after some answers and only after a
+    while after others (smbclient's mget writes each READ's data to its disk before the
+    CLOSE): after the slow ones the loop sleeps at once, after the others it still looks; a
+    command not measured yet gets the budget. (The gaps are made here without the event loop
+    turning in between, so that a loaded machine cannot stretch the quick ones.)"""
     READ, CLOSE = 8, 6
-    busy = BusyPoll(500)
+    busy = BusyPoll(MAX_BUDGET_US)
+    budget = MAX_BUDGET_US / 1e6
 
     async def main():
-        command = [READ]
-        serve = busy.served(lambda: False, lambda: command[0])
         for i in range(2 * 16 + 1):
-            command[0] = READ if i % 2 else CLOSE
-            serve()
-            await asyncio.sleep(0.002 if command[0] == READ else 0)
+            busy.request_arrived()          # the gap since the last answer, under its command
+            command = READ if i % 2 else CLOSE
+            busy.answered(command)
+            if command == READ:
+                time.sleep(2 * budget)      # longer than the budget after every READ
         deadline = time.monotonic() + 2
         while busy.turning and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
     asyncio.run(main())
-    assert busy.look_after(READ) == 0
-    assert 0 < busy.look_after(CLOSE) <= 500e-6
-    assert busy.look_after(5) == 500e-6
+    assert busy.looks[READ] == 0
+    assert 0 < busy.looks[CLOSE] <= budget
+    busy.allowed = True         # (whether it looks at all: the machine's load decides that)
+    assert busy.look_after(READ) == 0 and busy.look_after(CLOSE) == busy.looks[CLOSE]
+    assert busy.look_after(5) == budget
+    busy.allowed = False
+    assert busy.look_after(CLOSE) == 0 and busy.look_after(5) == 0
 
 
 def test_the_look_follows_the_median_gap():
