@@ -416,6 +416,15 @@ static int set_attr_size(PyObject *o, PyObject *name, Py_ssize_t n) {
     return r;
 }
 
+/* Whether the attribute is None (1) or not (0); -1 with an exception. */
+static int attr_is_none(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    Py_DECREF(v);
+    return v == Py_None;
+}
+
 /* Whether the sender holds responses back (Sender.holding); -1 with an exception. */
 static int holding(Buffer *b) {
     PyObject *held = PyObject_GetAttr(b->sender, s_held);
@@ -613,18 +622,11 @@ static int send_plain(Buffer *b, PyObject *todo, const unsigned char *data) {
     Py_ssize_t busy = attr_size(b->runner, s_sending_users);
     if (busy != 0)
         return busy < 0 ? -1 : NOT_SENT;
-    PyObject *payload = PyObject_GetAttr(effect, s_payload);
-    if (payload == NULL)
-        return -1;
-    Py_DECREF(payload);
-    if (payload != Py_None)
-        return NOT_SENT;
-    PyObject *delivered = PyObject_GetAttr(effect, s_delivered);
-    if (delivered == NULL)
-        return -1;
-    Py_DECREF(delivered);
-    if (delivered != Py_None)
-        return NOT_SENT;
+    int plain = attr_is_none(effect, s_payload);        /* no file range to send */
+    if (plain > 0)
+        plain = attr_is_none(effect, s_delivered);      /* nobody waits for its delivery */
+    if (plain <= 0)
+        return plain < 0 ? -1 : NOT_SENT;
     PyObject *message = PyObject_GetAttr(effect, s_message);
     if (message == NULL)
         return -1;

@@ -145,7 +145,7 @@ class BusyPoll:
         without a request."""
         now = self.answered_at = time.perf_counter()
         self.answered_command = command
-        look = self.looks.get(command, self.budget) if self.allowed else 0.0    # (look_after)
+        look = self.look_after(command)
         if not look:
             return
         self.deadline = now + look
