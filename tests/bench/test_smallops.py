@@ -75,6 +75,14 @@ def test_the_clients_cpu_is_a_median_too():
     assert record["client_cpu_us_per_op"] == 7.0
 
 
+def test_the_servers_kernel_time_is_a_median_too():
+    ws = smallops.parse_workloads("echo-1x1")
+    results = {("echo-1x1", "smbring"): [(100.0, 40.0, 7.0, 12.0), (300.0, 20.0, 5.0, 8.0),
+                                         (200.0, 30.0, 9.0, 10.0)]}
+    [record] = smallops.summarize(results, ws, ["smbring"])["records"]
+    assert (record["client_cpu_us_per_op"], record["server_sys_us_per_op"]) == (7.0, 10.0)
+
+
 def test_the_cli_refuses_what_it_cannot_run(tmp_path):
     run = subprocess.run([sys.executable, "-m", "smbring.cli", "bench", "smallops", "--workloads", "nope",
                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
@@ -160,8 +168,9 @@ def test_quick_run_measures_every_workload_on_both_servers(tmp_path):
     assert set(got) == {(w, s) for w in smallops.WORKLOADS for s in ("smbring", "smbd")}
     for (workload, _), r in got.items():
         assert set(r) == {"workload", "server", "ops_per_s", "server_cpu_us_per_op", "workers", "runs",
-                          "failed_runs", "client_cpu_us_per_op"}
-        assert r["ops_per_s"] > 0 and r["server_cpu_us_per_op"] >= 0 and r["runs"] == 1
+                          "failed_runs", "client_cpu_us_per_op", "server_sys_us_per_op"}
+        assert r["ops_per_s"] > 0 and r["server_cpu_us_per_op"] >= r["server_sys_us_per_op"] >= 0
+        assert r["runs"] == 1
         assert r["client_cpu_us_per_op"] > 0        # (smbtorture's and smbclient's own time)
         assert r["workers"] == smallops.WORKLOADS[workload].workers
     assert set(summary["ratios"]) == {f"{w}_{k}_vs_smbd" for w in smallops.WORKLOADS for k in ("ops", "cpu")}

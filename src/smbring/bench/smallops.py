@@ -13,7 +13,9 @@ and of the server's CPU time per operation (utime + stime of the server process 
 process it started, smbd's per-connection children included), with `workers` the number of
 requests the client keeps in flight (connections x queue depth), and the client's CPU time
 per operation (`client_cpu_us_per_op`: smbtorture or smbclient and the processes they
-started). At one request in flight a round trip is the client's time, the server's and the
+started). `server_sys_us_per_op` is the part of the server's CPU time the kernel spent for it
+(stime): system calls, the network stack and the wake-ups that a server which sleeps between
+requests pays for every one; what is left is the server's own code. At one request in flight a round trip is the client's time, the server's and the
 wake-ups between them, so the client's figure bounds the rate any server can reach. Ratios are medians of the
 per-run ratios smbring / smbd.
 
@@ -246,10 +248,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, float, float]:
+def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, float, float, float]:
     """One run of a workload: (operations per second, server CPU microseconds per operation,
-    the client's CPU microseconds per operation)."""
-    cpu0 = server.cpu()
+    the client's CPU microseconds per operation, the part of the server's that the kernel
+    spent: system time)."""
+    user0, system0 = server.cpu_split()
     client0 = children_cpu()
     if w.kind == "torture":
         out = subprocess.run(
@@ -291,11 +294,12 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
             raise RuntimeError(f"{server.name} {w.name}: {len(copied)} of {ops} files copied")
     client = children_cpu() - client0
     time.sleep(0.3)     # let smbd's per-connection processes exit and be accounted
-    cpu = server.cpu() - cpu0
-    return rate, cpu / max(ops, 1) * 1e6, client / max(ops, 1) * 1e6
+    user1, system1 = server.cpu_split()
+    cpu, system = user1 - user0 + system1 - system0, system1 - system0
+    return rate, cpu / max(ops, 1) * 1e6, client / max(ops, 1) * 1e6, system / max(ops, 1) * 1e6
 
 
-def run_retried(server, w: Workload, files: Files, args, run: int, failures: dict) -> tuple[float, float]:
+def run_retried(server, w: Workload, files: Files, args, run: int, failures: dict) -> tuple[float, float, float, float]:
     """A run, run again (at most RETRIES times) when its client fails: loopback clients of
     both servers occasionally lose a connection; a server that fails every time fails the
     benchmark. The failures are counted in the results."""
@@ -326,6 +330,8 @@ def summarize(results: dict, workloads: list[Workload], servers: list[str],
                       "failed_runs": (failures or {}).get((w.name, name), 0)}
             if all(len(r) > 2 for r in runs):
                 record["client_cpu_us_per_op"] = round(statistics.median(r[2] for r in runs), 2)
+            if all(len(r) > 3 for r in runs):
+                record["server_sys_us_per_op"] = round(statistics.median(r[3] for r in runs), 2)
             records.append(record)
         def compare(ours: str, theirs: str, key: str) -> None:
             # medians of the per-run ratios ours / theirs, ops and CPU, as {w}_ops_{key} ...
@@ -560,7 +566,8 @@ def run(args) -> int:
           f"placement {args.placement}")
     for r in summary["records"]:
         print(f"  {r['workload']:<18} {r['server']:<12} {r['ops_per_s']:>10.1f} ops/s  "
-              f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op  client {r.get('client_cpu_us_per_op', 0):>9.2f} us"
+              f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op ({r.get('server_sys_us_per_op', 0):.2f} kernel)  "
+              f"client {r.get('client_cpu_us_per_op', 0):>9.2f} us"
               f"  workers={r['workers']}")
     for k, v in summary["ratios"].items():
         print(f"  {k:<34}{v:>8}x")

@@ -139,8 +139,14 @@ def wait_smbd_ready(lock_dir: str, timeout: float = 15.0) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """CPU seconds of pid, its reaped children, and its live descendants."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """cpu_seconds(pid) as (user, system): the time in the process's own code and the time
+    the kernel spent for it (system calls, wake-ups, the network stack)."""
     hz = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -150,11 +156,13 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         ppid, pgrp = int(fields[1]), int(fields[2])
-        if int(entry) == pid:
-            total += sum(int(x) for x in fields[11:15]) / hz  # utime stime cutime cstime
+        if int(entry) == pid:       # utime stime cutime cstime
+            user += (int(fields[11]) + int(fields[13])) / hz
+            system += (int(fields[12]) + int(fields[14])) / hz
         elif pgrp == pid or ppid == pid:
-            total += (int(fields[11]) + int(fields[12])) / hz
-    return total
+            user += int(fields[11]) / hz
+            system += int(fields[12]) / hz
+    return user, system
 
 
 def prepare(directory: str, size_mib: int) -> tuple[str, str]:
@@ -197,6 +205,9 @@ class Server:
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
+
+    def cpu_split(self) -> tuple[float, float]:
+        return cpu_split(self.proc.pid)
 
 
 class Smbd(Server):
