@@ -277,6 +277,41 @@ def test_an_open_on_another_worker_takes_the_new_name_of_a_rename(pair, server):
     assert sorted(p.name for p in share.iterdir() if not p.name.startswith("probe")) == []
 
 
+def wake_socket_of(server, worker: int) -> str:
+    """The path of a worker's wake-up socket (hints from the other workers come there)."""
+    run = os.path.dirname(server["control"])
+    store = next(os.path.join(run, n) for n in os.listdir(run) if n.startswith("store-"))
+    return os.path.join(store, f"wake-{worker}")
+
+
+def test_a_query_or_a_rename_through_another_workers_open_uses_the_new_name_without_the_hint(pair, server):
+    """A file open through one worker and renamed through the other, while the first
+    worker's wake-up socket is out of the way (the rename's hint is lost, or not read yet):
+    a query of the open's name answers the new name, and a rename through that open renames
+    the file under its new name. Fails on a server whose worker learns another worker's
+    renames only from the hint: the query answered the old name, and the rename found no
+    file under it."""
+    a, b, wa, _wb = pair
+    share = server["share"]
+    (share / "first.txt").write_bytes(b"x")
+    kept = a.open("first.txt", disposition=CreateDisposition.FILE_OPEN)
+    moving = b.open("first.txt", disposition=CreateDisposition.FILE_OPEN)
+    socket_path = wake_socket_of(server, wa)
+    os.rename(socket_path, socket_path + ".aside")
+    try:
+        rename(b, moving, "second.txt")
+        moving.close()
+        assert name_of(a, kept) == "second.txt"
+        rename(b, (moving := b.open("second.txt", disposition=CreateDisposition.FILE_OPEN)), "third.txt")
+        moving.close()
+        rename(a, kept, "fourth.txt")
+    finally:
+        os.rename(socket_path + ".aside", socket_path)
+    assert name_of(a, kept) == "fourth.txt"
+    kept.close()
+    assert sorted(p.name for p in share.iterdir() if not p.name.startswith("probe")) == ["fourth.txt"]
+
+
 def test_renames_in_a_row_reach_a_worker_that_was_stopped_meanwhile(pair, server):
     """A file renamed again and again through one worker while the worker of another open of
     it is stopped: once it goes on, that open has the last name. Fails on a server that

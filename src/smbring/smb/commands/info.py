@@ -77,6 +77,12 @@ ALL = struct.Struct("<4QII QQIBBH QIIQIII")     # FileAllInformation up to its n
 NETWORK_OPEN = struct.Struct("<4QQQII")         # FileNetworkOpenInformation
 # the classes answered from the open alone, without the file's stat or DOS information
 OPEN_ONLY_CLASSES = {7, 8, 14, 15, 16, 17, 21, 48}
+# the classes that answer or act on an open's name (FileAllInformation, its 8.3 name, its
+# streams, its normalized name; a rename, a hard link): with several workers, the open takes
+# the names other workers' renames gave its file first (ServerState.catch_up_renames), whose
+# hint may not have been read yet; the other classes reach the file by its descriptor
+BY_NAME_QUERIES = frozenset({18, 21, 22, 48})
+BY_NAME_CHANGES = frozenset({10, 11})
 
 
 def file_info(c: Connection, o: Open, klass: int) -> bytes:
@@ -258,6 +264,8 @@ def h_query_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain):
     _size, info_type, klass, out_len = struct.unpack_from("<HBBI", msg, 64)
     o = c.open_for(bytes(msg[88:104]), chain, hdr)
     if info_type == wire.INFO_FILE:
+        if klass in BY_NAME_QUERIES:
+            c.state.catch_up_renames(o.key)     # (workers: another's rename, its hint not read yet)
         data = file_info(c, o, klass)
     elif info_type == wire.INFO_FILESYSTEM:
         data = fs_info(c, o, tree.fs, klass)
@@ -624,6 +632,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
     if tree.share.read_only:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     buf = in_request(msg, off, length)
+    if info_type == wire.INFO_FILE and klass in BY_NAME_CHANGES:
+        c.state.catch_up_renames(o.key)         # (as h_query_info's)
     if info_type == wire.INFO_SECURITY:
         parts = struct.unpack_from("<I", msg, 64 + 12)[0]     # AdditionalInformation
         needs = ((acl.WRITE_DAC if parts & acl.DACL else 0) |
