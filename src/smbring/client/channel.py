@@ -123,6 +123,9 @@ class _WriteAnswer:
         return self._header
 
 
+NO_DEADLINE = float("inf")     # a request the server said it will answer when it can (interim)
+
+
 class _Pending:
     __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline")
 
@@ -895,7 +898,7 @@ class Channel:
         now = self._loop.time() + DEADLINE_SLACK
         due = None
         for pending in self._pending.values():
-            if pending.future.done():
+            if pending.future.done() or pending.deadline == NO_DEADLINE:
                 continue
             if pending.deadline <= now:
                 self._fail(ChannelTimeout(f"no answer to {_command_name(pending.command)} "
@@ -960,6 +963,8 @@ class Channel:
         if interim:
             # the final response follows with the same MessageId; credits granted now count
             self._granted(header.credits)
+            if pending.command == wire.CHANGE_NOTIFY:
+                pending.deadline = NO_DEADLINE      # answered when something changes
             return
         self._complete(header.message_id, header.credits, Response(header, frame))
 

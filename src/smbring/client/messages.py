@@ -232,11 +232,30 @@ IOCTL_IS_FSCTL = 0x1
 NO_FILE = b"\xff" * 16
 
 
+def ioctl_request(control: int, file_id: bytes, data: bytes = b"", output: int = 0) -> bytes:
+    """An IOCTL request of an FSCTL (MS-SMB2 2.2.31): `data` its input, `output` the most it
+    may answer (MaxOutputResponse)."""
+    return struct.pack("<HHI16sIIIIIIII", 57, 0, control, file_id, wire.HEADER_SIZE + 56, len(data),
+                       0, 0, 0, output, IOCTL_IS_FSCTL, 0) + data
+
+
+def ioctl_output(msg, control: int, limit: int, what: str) -> memoryview:
+    """The output of an IOCTL response (MS-SMB2 2.2.32): the control asked, at most `limit`
+    bytes, inside the message."""
+    body_of(msg, 49, 48)
+    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
+        "<HHI16sIIII", msg, wire.HEADER_SIZE)
+    if ctl != control:
+        raise ProtocolError(f"{what} answered with another control ({ctl:#x})")
+    if out_len > limit:
+        raise ProtocolError(f"{what}: {out_len} bytes of output, {limit} were allowed")
+    return buffer_in(msg, out_off, out_len, f"{what} output")
+
+
 def validate_negotiate_request(capabilities: int, guid: bytes, security_mode: int, dialects) -> bytes:
     data = struct.pack(f"<I16sHH{len(dialects)}H", capabilities, guid, security_mode, len(dialects),
                        *dialects)
-    return struct.pack("<HHI16sIIIIIIII", 57, 0, FSCTL_VALIDATE_NEGOTIATE_INFO, NO_FILE,
-                       wire.HEADER_SIZE + 56, len(data), 0, 0, 0, 24, IOCTL_IS_FSCTL, 0) + data
+    return ioctl_request(FSCTL_VALIDATE_NEGOTIATE_INFO, NO_FILE, data, 24)
 
 
 def parse_validate_negotiate(msg) -> tuple[int, bytes, int, int]:
@@ -285,8 +304,7 @@ class NetworkInterface:
 
 
 def query_interfaces_request() -> bytes:
-    return struct.pack("<HHI16sIIIIIIII", 57, 0, FSCTL_QUERY_NETWORK_INTERFACE_INFO, NO_FILE,
-                       wire.HEADER_SIZE + 56, 0, 0, 0, 0, INTERFACE_OUTPUT, IOCTL_IS_FSCTL, 0)
+    return ioctl_request(FSCTL_QUERY_NETWORK_INTERFACE_INFO, NO_FILE, output=INTERFACE_OUTPUT)
 
 
 def parse_interfaces(msg) -> list[NetworkInterface]:
@@ -294,14 +312,8 @@ def parse_interfaces(msg) -> list[NetworkInterface]:
     by at least one entry, at most MAX_INTERFACES believed; an address family other than IPv4
     or IPv6 is skipped (RDMA and the like are of no use here)."""
     import ipaddress
-    body_of(msg, 49, 48)
-    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
-        "<HHI16sIIII", msg, wire.HEADER_SIZE)
-    if ctl != FSCTL_QUERY_NETWORK_INTERFACE_INFO:
-        raise ProtocolError("QUERY_NETWORK_INTERFACE_INFO answered with another control")
-    if out_len > INTERFACE_OUTPUT:
-        raise ProtocolError(f"{out_len}-byte interface list, {INTERFACE_OUTPUT} were allowed")
-    out = buffer_in(msg, out_off, out_len, "QUERY_NETWORK_INTERFACE_INFO output")
+    out = ioctl_output(msg, FSCTL_QUERY_NETWORK_INTERFACE_INFO, INTERFACE_OUTPUT,
+                       "QUERY_NETWORK_INTERFACE_INFO")
     found, pos = [], 0
     while len(out):
         if pos + INTERFACE_ENTRY > len(out):
@@ -318,6 +330,75 @@ def parse_interfaces(msg) -> list[NetworkInterface]:
             break
         if nxt < INTERFACE_ENTRY:
             raise ProtocolError(f"network interface entry at {pos}: Next {nxt} does not move past it")
+        pos += nxt
+    return found
+
+
+# ---- IOCTL: server-side copy (2.2.31.1, 2.2.32.1, 2.2.32.3) ----
+
+RESUME_KEY_OUTPUT = 32              # ResumeKey, ContextLength, Context: what servers answer
+
+
+def resume_key_request(file_id: bytes) -> bytes:
+    return ioctl_request(wire.FSCTL_SRV_REQUEST_RESUME_KEY, file_id, output=RESUME_KEY_OUTPUT)
+
+
+def parse_resume_key(msg) -> bytes:
+    out = ioctl_output(msg, wire.FSCTL_SRV_REQUEST_RESUME_KEY, RESUME_KEY_OUTPUT, "SRV_REQUEST_RESUME_KEY")
+    if len(out) < wire.RESUME_KEY_SIZE:
+        raise ProtocolError(f"a resume key of {len(out)} bytes, {wire.RESUME_KEY_SIZE} expected")
+    return bytes(out[:wire.RESUME_KEY_SIZE])
+
+
+def copychunk_request(file_id: bytes, key: bytes, chunks) -> bytes:
+    """FSCTL_SRV_COPYCHUNK_WRITE into the open `file_id` (which needs write access only):
+    `chunks` (source offset, target offset, length) of the file `key` names."""
+    data = wire.COPY_HEADER.pack(key, len(chunks), 0) + b"".join(
+        wire.CHUNK.pack(source, target, length, 0) for source, target, length in chunks)
+    return ioctl_request(wire.FSCTL_SRV_COPYCHUNK_WRITE, file_id, data, wire.COPY_RESPONSE.size)
+
+
+def parse_copychunk(msg) -> tuple[int, int, int]:
+    """SRV_COPYCHUNK_RESPONSE: (ChunksWritten, ChunkBytesWritten, TotalBytesWritten); in an
+    answer of STATUS_INVALID_PARAMETER, the server's limits instead (chunks per request,
+    bytes per chunk, bytes per request)."""
+    out = ioctl_output(msg, wire.FSCTL_SRV_COPYCHUNK_WRITE, wire.COPY_RESPONSE.size, "SRV_COPYCHUNK_WRITE")
+    if len(out) < wire.COPY_RESPONSE.size:
+        raise ProtocolError(f"SRV_COPYCHUNK_WRITE answered {len(out)} bytes, "
+                            f"{wire.COPY_RESPONSE.size} expected")
+    return wire.COPY_RESPONSE.unpack_from(out, 0)
+
+
+# ---- CHANGE_NOTIFY (2.2.35, 2.2.36; MS-FSCC 2.7.1) ----
+
+WATCH_TREE = 0x1
+_NOTIFY_ENTRY = struct.Struct("<III")        # NextEntryOffset, Action, FileNameLength
+
+
+def change_notify_request(file_id: bytes, output: int, changes: int, recursive: bool) -> bytes:
+    return struct.pack("<HHI16sII", 32, WATCH_TREE if recursive else 0, output, file_id, changes, 0)
+
+
+def parse_notifications(buf) -> list[tuple[int, str]]:
+    """FILE_NOTIFY_INFORMATION entries: (Action, FileName) each. Each entry and its name must
+    lie inside the buffer, each NextEntryOffset move forward and keep the next entry 4-byte
+    aligned; names are decoded strictly."""
+    found, pos = [], 0
+    while len(buf):
+        if pos + _NOTIFY_ENTRY.size > len(buf):
+            raise ProtocolError(f"change notification at {pos} runs past the {len(buf)}-byte buffer")
+        nxt, action, name_len = _NOTIFY_ENTRY.unpack_from(buf, pos)
+        start = pos + _NOTIFY_ENTRY.size
+        if start + name_len > len(buf) or name_len % 2 or \
+                (nxt and (nxt < _NOTIFY_ENTRY.size + name_len or nxt % 4)):
+            raise ProtocolError(f"change notification at {pos}: name of {name_len} bytes or next "
+                                f"entry offset {nxt} does not fit")
+        try:
+            found.append((action, wire.from_utf16(buf[start:start + name_len])))
+        except UnicodeDecodeError:
+            raise ProtocolError("a changed name is not valid UTF-16") from None
+        if not nxt:
+            break
         pos += nxt
     return found
 

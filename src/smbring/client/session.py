@@ -326,10 +326,10 @@ class Client:
 
     @closing_on_lie
     async def create(self, path: str, access: int, disposition: int, options: int = 0,
-                     attributes: int = 0) -> m.CreateResponse:
+                     attributes: int = 0, share: int = m.FILE_SHARE_ALL) -> m.CreateResponse:
         name = smb_path(path)
         r = await self.request(wire.CREATE, m.create_request(name, access, disposition, options,
-                                                             attributes), what=f"open {path!r}")
+                                                             attributes, share), what=f"open {path!r}")
         return m.parse_create(r.message)
 
     async def close_file(self, file_id: bytes) -> None:
@@ -427,6 +427,25 @@ class Client:
                                  what=f"rename {src!r} to {dst!r}")
         finally:
             await self.close_file(r.file_id)
+
+    @closing_on_lie
+    async def copy(self, src: str, dst: str, replace: bool = False) -> int:
+        """Copies the file `src` to `dst` within the share, in the server (its data never
+        crosses the network: FSCTL_SRV_COPYCHUNK_WRITE); the bytes copied. `replace`: an
+        existing `dst` is overwritten (else FileExistsError). A copy that fails removes its
+        destination (see client.server_copy)."""
+        from smbring.client.server_copy import copy     # only for copies
+        return await copy(self, src, dst, replace)
+
+    def watch(self, path: str = "", *, recursive: bool = False,
+              changes=("file_name", "dir_name", "attributes", "size", "last_write")) -> AsyncIterator:
+        """The changes in a directory (`recursive`: below it too) as the server reports them,
+        as an async iterator of client.watch.Change (action, name), for as long as it is
+        iterated; `changes`: what to report (client.watch.CHANGES). Close it where you stop
+        (contextlib.aclosing), as a listing: its directory stays open on the server until
+        then."""
+        from smbring.client.watch import watch          # only for watches
+        return watch(self, path, recursive, changes)
 
     async def set_info(self, file_id: bytes, klass: int, data: bytes, what: str = "") -> None:
         await self.request(wire.SET_INFO, m.set_info_request(file_id, wire.INFO_FILE, klass, data),

@@ -276,6 +276,17 @@ def error_body() -> bytes:
     return struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
 
 
+# server-side copy (MS-SMB2 2.2.31.1, 2.2.32.1, 2.2.32.3): the controls and their layouts,
+# read by the server (smb.commands.ioctl_copy) and written by the client (client.copy)
+FSCTL_SRV_REQUEST_RESUME_KEY = 0x00140078
+FSCTL_SRV_COPYCHUNK = 0x001440F2
+FSCTL_SRV_COPYCHUNK_WRITE = 0x001480F2
+RESUME_KEY_SIZE = 24
+COPY_HEADER = struct.Struct("<24sII")       # SRV_COPYCHUNK_COPY: SourceKey, ChunkCount, Reserved
+CHUNK = struct.Struct("<QQII")             # SRV_COPYCHUNK: SourceOffset, TargetOffset, Length, Reserved
+COPY_RESPONSE = struct.Struct("<III")       # ChunksWritten, ChunkBytesWritten, TotalBytesWritten
+
+
 def pad8(n: int) -> int:
     return (n + 7) & ~7
 

@@ -59,10 +59,10 @@ def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rh
 # the FSCTLs of an open file: (connection, header, open, input buffer, MaxOutputResponse,
 # response header) -> output buffer, or steps ending with it
 FILE_CONTROLS = {
-    ioctl_copy.FSCTL_SRV_REQUEST_RESUME_KEY: ioctl_copy.request_resume_key,
-    ioctl_copy.FSCTL_SRV_COPYCHUNK: partial(ioctl_copy.copychunk, ctl=ioctl_copy.FSCTL_SRV_COPYCHUNK),
-    ioctl_copy.FSCTL_SRV_COPYCHUNK_WRITE:
-        partial(ioctl_copy.copychunk, ctl=ioctl_copy.FSCTL_SRV_COPYCHUNK_WRITE),
+    wire.FSCTL_SRV_REQUEST_RESUME_KEY: ioctl_copy.request_resume_key,
+    wire.FSCTL_SRV_COPYCHUNK: partial(ioctl_copy.copychunk, ctl=wire.FSCTL_SRV_COPYCHUNK),
+    wire.FSCTL_SRV_COPYCHUNK_WRITE:
+        partial(ioctl_copy.copychunk, ctl=wire.FSCTL_SRV_COPYCHUNK_WRITE),
     ioctl_copy.FSCTL_DUPLICATE_EXTENTS_TO_FILE: ioctl_copy.duplicate_extents,
     ioctl_sparse.FSCTL_SET_SPARSE: ioctl_sparse.set_sparse,
     ioctl_sparse.FSCTL_SET_ZERO_DATA: ioctl_sparse.zero_data,

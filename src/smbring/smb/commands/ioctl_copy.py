@@ -23,14 +23,11 @@ from smbring.smb.effects import CloneRange, CopyRange
 from smbring.smb.errors import SMBError, status_for_oserror, write_refused
 from smbring.smb.fileinfo import MAX_FILE_SIZE
 from smbring.smb.state import Chain, Open
-from smbring.smb.wire import Header
+from smbring.smb.wire import CHUNK, COPY_HEADER, COPY_RESPONSE, FSCTL_SRV_COPYCHUNK, Header
 
 if TYPE_CHECKING:
     from smbring.smb.connection import Connection
 
-FSCTL_SRV_REQUEST_RESUME_KEY = 0x00140078
-FSCTL_SRV_COPYCHUNK = 0x001440F2
-FSCTL_SRV_COPYCHUNK_WRITE = 0x001480F2
 FSCTL_DUPLICATE_EXTENTS_TO_FILE = 0x00098344
 
 # what Windows Server answers for ServerSideCopyMaxNumberofChunks, ...MaxChunkSize and
@@ -41,9 +38,6 @@ MAX_COPY_SIZE = 16 << 20
 
 STATUS_INVALID_VIEW_SIZE = 0xC000001F      # a chunk reads past the source's end
 
-COPY_HEADER = struct.Struct("<24sII")       # SRV_COPYCHUNK_COPY: SourceKey, ChunkCount, Reserved
-CHUNK = struct.Struct("<QQII")             # SRV_COPYCHUNK: SourceOffset, TargetOffset, Length, Reserved
-COPY_RESPONSE = struct.Struct("<III")       # ChunksWritten, ChunkBytesWritten, TotalBytesWritten
 DUPLICATE_EXTENTS = struct.Struct("<16sqqq")   # SourceFileId, SourceFileOffset, TargetFileOffset, ByteCount
 
 # a clone the file system cannot make: the client is told it is not supported (and copies)
