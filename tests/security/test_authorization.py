@@ -11,7 +11,7 @@ import pytest
 
 from logon import ANONYMOUS, V1_FLAGS, forged_logon
 from raw import FSCTL_CREATE_OR_GET_OBJECT_ID, answer_or_drop
-from smbring.smb.commands.ioctl_copy import FSCTL_SRV_REQUEST_RESUME_KEY
+from smbring.smb.wire import FSCTL_SRV_REQUEST_RESUME_KEY
 from smbring.smb.commands.ioctl_sparse import FSCTL_SET_ZERO_DATA
 from smbring.smb import wire
 
