@@ -29,6 +29,8 @@ SUBCOMMANDS = {
     "mkdir": "smbring.client.cli",
     "rm": "smbring.client.cli",
     "mv": "smbring.client.cli",
+    "cp": "smbring.client.cli",
+    "watch": "smbring.client.cli",
 }
 
 

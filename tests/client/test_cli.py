@@ -82,3 +82,49 @@ def test_missing_remote_file(smbring_server, tmp_path):
     r = smbring("get", url(srv, "nope"), str(tmp_path / "x"), password=srv["password"])
     assert r.returncode == 1 and "OBJECT_NAME_NOT_FOUND" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_cp_copies_in_the_server(smbring_server):
+    srv = smbring_server()
+    pw = srv["password"]
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    (srv["share"] / "a.bin").write_bytes(data)
+    r = smbring("cp", url(srv, "a.bin"), "b.bin", password=pw)
+    assert r.returncode == 0, r.stderr
+    assert (srv["share"] / "b.bin").read_bytes() == data
+    r = smbring("cp", url(srv, "a.bin"), url(srv, "b.bin"), password=pw)
+    assert r.returncode == 1 and "COLLISION" in r.stderr
+    assert smbring("cp", url(srv, "a.bin"), url(srv, "b.bin"), "--replace", password=pw).returncode == 0
+    other_share = f"smb://{srv['user']}@127.0.0.1:{srv['port']}/elsewhere/b.bin"
+    r = smbring("cp", url(srv, "a.bin"), other_share, password=pw)
+    assert r.returncode == 2 and "within one share" in r.stderr
+
+
+def test_watch_prints_each_change_until_interrupted(smbring_server):
+    """`smbring watch --json --recursive`: a line per change as it comes (here made by another
+    program in the shared directory, which the server sees through inotify); Ctrl-C ends it."""
+    import queue
+    import signal
+    import threading
+    import time
+    srv = smbring_server()
+    (srv["share"] / "dir").mkdir()
+    env = dict(os.environ, SMBRING_PASSWORD=srv["password"])
+    proc = subprocess.Popen([sys.executable, "-m", "smbring.cli", "watch", url(srv, "dir"), "--json",
+                             "--recursive"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(2)       # (logged on, its request waiting)
+        (srv["share"] / "dir" / "sub").mkdir()
+        time.sleep(0.3)
+        (srv["share"] / "dir" / "sub" / "new.txt").write_bytes(b"x")
+        printed = queue.Queue()     # (read by a thread: a line that never comes fails, not hangs)
+        threading.Thread(target=lambda: [printed.put(line) for line in proc.stdout], daemon=True).start()
+        lines = []
+        while {"action": "added", "name": "sub/new.txt"} not in lines:
+            lines.append(json.loads(printed.get(timeout=20)))
+        assert lines[0] == {"action": "added", "name": "sub"}
+        assert {"action": "added", "name": "sub/new.txt"} in lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130, proc.stderr.read()

@@ -1,4 +1,4 @@
-"""``smbring get|put|ls|mkdir|rm|mv smb://[domain;]user@host[:port]/share/path [local]``.
+"""``smbring get|put|ls|mkdir|rm|mv|cp|watch smb://[domain;]user@host[:port]/share/path [local]``.
 
 The password is never taken from the command line: ``--credentials FILE`` (smbclient's
 format: ``username =``, ``password =``, ``domain =`` lines), else the environment variable
@@ -23,7 +23,7 @@ PASSWORD_ENV = "SMBRING_PASSWORD"
 # the option that raises each limit (limits.Limits attribute -> option)
 LIMIT_OPTIONS = {"entries": "--max-entries", "files": "--max-files",
                  "directories": "--max-dirs", "depth": "--max-depth"}
-COMMANDS = ("get", "put", "ls", "mkdir", "rm", "mv")
+COMMANDS = ("get", "put", "ls", "mkdir", "rm", "mv", "cp", "watch")
 
 
 class UsageError(Exception):
@@ -189,6 +189,18 @@ def register_command(subparsers, name: str) -> None:
         p.add_argument("url", help=url_help)
         p.add_argument("new", help="the new path in the same share (or its smb:// URL)")
         p.add_argument("--replace", action="store_true", help="replace an existing file")
+    elif name == "cp":
+        p = subparsers.add_parser("cp", help="copy a file within the share, in the server "
+                                             "(its data does not cross the network)")
+        p.add_argument("url", help=url_help)
+        p.add_argument("new", help="the copy's path in the same share (or its smb:// URL)")
+        p.add_argument("--replace", action="store_true", help="replace an existing file")
+    elif name == "watch":
+        p = subparsers.add_parser("watch", help="print the changes in a directory as the server "
+                                                "reports them, until interrupted")
+        p.add_argument("url", help=url_help)
+        p.add_argument("--recursive", action="store_true", help="below the directory too")
+        p.add_argument("--json", action="store_true", help="one JSON object a line")
     else:
         raise ValueError(f"not a client command: {name!r}")
     if name in ("get", "ls"):
@@ -221,6 +233,8 @@ def main(args) -> int:
         print(f"smbring {args.command}: refused the server's answer: {_printable(str(e))}",
               file=sys.stderr)
         return 3
+    except KeyboardInterrupt:       # (how a watch ends)
+        return 130
     except (OSError, ConnectionError, ValueError, RuntimeError) as e:
         print(f"smbring {args.command}: {_printable(str(e))}", file=sys.stderr)
         return 1
@@ -264,14 +278,35 @@ async def _run(args, target: Target, user: str, password: str, domain: str,
             else:
                 await c.remove(target.path)
         elif args.command == "mv":
-            new = args.new
-            if new.startswith("smb://"):
-                other = parse_url(new)
-                if (other.host, other.port, other.share) != (target.host, target.port, target.share):
-                    raise UsageError("mv renames within one share")
-                new = other.path
-            await c.rename(target.path, new, replace=args.replace)
+            await c.rename(target.path, _in_same_share(target, args.new, "mv renames"),
+                           replace=args.replace)
+        elif args.command == "cp":
+            await c.copy(target.path, _in_same_share(target, args.new, "cp copies"), replace=args.replace)
+        elif args.command == "watch":
+            await _watch(c, target.path, args.recursive, args.json)
     return 0
+
+
+def _in_same_share(target: Target, new: str, what: str) -> str:
+    """The path `new` names: a path in the target's share, or an smb:// URL of that share."""
+    if not new.startswith("smb://"):
+        return new
+    other = parse_url(new)
+    if (other.host, other.port, other.share) != (target.host, target.port, target.share):
+        raise UsageError(f"{what} within one share")
+    return other.path
+
+
+async def _watch(client, path: str, recursive: bool, as_json: bool) -> None:
+    """Each change on a line of its own, printed as it comes: `ACTION NAME` (the name
+    escaped as ls escapes it), or a JSON object."""
+    if as_json:
+        import json
+    async for change in client.watch(path, recursive=recursive):
+        if as_json:
+            print(json.dumps({"action": change.action, "name": change.name}), flush=True)
+        else:
+            print(f"{change.action} {_printable(change.name)}", flush=True)
 
 
 def _datetime(ns: int, utc: bool):
