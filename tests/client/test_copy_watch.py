@@ -134,6 +134,23 @@ def test_a_copy_said_to_be_longer_than_asked_is_refused(smbring_server, tamperin
     run(go())
 
 
+@pytest.mark.parametrize("options", [{"sign": True}, {"encrypt": True}])
+def test_a_copy_and_a_watch_on_a_signed_or_sealed_session(srv, options):
+    (srv["share"] / "src.bin").write_bytes(b"p" * 70_000)
+    os.mkdir(srv["share"] / "w")
+
+    async def go():
+        async with await connected(srv, **options) as c, await connected(srv) as other:
+            assert await c.copy("src.bin", "dst.bin") == 70_000
+            async with contextlib.aclosing(c.watch("w")) as watcher:
+                waiting = asyncio.ensure_future(changes_until(watcher, ("added", "x")))
+                await asyncio.sleep(0.5)
+                await other.mkdir("w/x")
+                return await asyncio.wait_for(waiting, 20)
+    assert run(go())[-1] == ("added", "x")
+    assert (srv["share"] / "dst.bin").read_bytes() == b"p" * 70_000
+
+
 # -- change notify ------------------------------------------------------------------------------
 async def changes_until(watcher, last) -> list:
     """The changes the watcher gives, up to and with `last` (action, name)."""
