@@ -255,6 +255,14 @@ def name_of(client: Client, o: Open) -> str:
     return raw[4:4 + int.from_bytes(raw[:4], "little")].decode("utf-16-le")
 
 
+def open_on_both(pair, share, name: str) -> tuple[Open, Open]:
+    """A new file `name`, opened through each worker: (a's open, b's open)."""
+    a, b, _wa, _wb = pair
+    (share / name).write_bytes(b"x")
+    return (a.open(name, disposition=CreateDisposition.FILE_OPEN),
+            b.open(name, disposition=CreateDisposition.FILE_OPEN))
+
+
 def test_an_open_on_another_worker_takes_the_new_name_of_a_rename(pair, server):
     """A file open through one worker and renamed through the other: the first open has
     the new name too (as every open of the file has in one process), so that a delete on
@@ -263,9 +271,7 @@ def test_an_open_on_another_worker_takes_the_new_name_of_a_rename(pair, server):
     renamed file stayed."""
     a, b, _wa, _wb = pair
     share = server["share"]
-    (share / "before.txt").write_bytes(b"x")
-    kept = a.open("before.txt", disposition=CreateDisposition.FILE_OPEN)
-    moving = b.open("before.txt", disposition=CreateDisposition.FILE_OPEN)
+    kept, moving = open_on_both(pair, share, "before.txt")
     rename(b, moving, "after.txt")
     moving.close()
     deadline = time.monotonic() + 5         # (the other worker is told: a moment later)
@@ -293,9 +299,7 @@ def test_a_query_or_a_rename_through_another_workers_open_uses_the_new_name_with
     file under it."""
     a, b, wa, _wb = pair
     share = server["share"]
-    (share / "first.txt").write_bytes(b"x")
-    kept = a.open("first.txt", disposition=CreateDisposition.FILE_OPEN)
-    moving = b.open("first.txt", disposition=CreateDisposition.FILE_OPEN)
+    kept, moving = open_on_both(pair, share, "first.txt")
     socket_path = wake_socket_of(server, wa)
     os.rename(socket_path, socket_path + ".aside")
     try:

@@ -184,16 +184,12 @@ def register_command(subparsers, name: str) -> None:
     elif name == "rm":
         p = subparsers.add_parser("rm", help="remove a file or an empty directory")
         p.add_argument("url", help=url_help)
-    elif name == "mv":
-        p = subparsers.add_parser("mv", help="rename within the share")
+    elif name in ("mv", "cp"):
+        p = subparsers.add_parser(name, help="rename within the share" if name == "mv" else
+                                  "copy a file within the share, in the server (its data does "
+                                  "not cross the network)")
         p.add_argument("url", help=url_help)
         p.add_argument("new", help="the new path in the same share (or its smb:// URL)")
-        p.add_argument("--replace", action="store_true", help="replace an existing file")
-    elif name == "cp":
-        p = subparsers.add_parser("cp", help="copy a file within the share, in the server "
-                                             "(its data does not cross the network)")
-        p.add_argument("url", help=url_help)
-        p.add_argument("new", help="the copy's path in the same share (or its smb:// URL)")
         p.add_argument("--replace", action="store_true", help="replace an existing file")
     elif name == "watch":
         p = subparsers.add_parser("watch", help="print the changes in a directory as the server "
