@@ -1041,3 +1041,36 @@ def test_a_name_too_long_for_the_local_file_system_fails_the_get_and_leaves_noth
             await proxy.__aexit__(None, None, None)
     run(go())
     assert os.listdir(work) == []
+
+
+def test_a_lie_in_one_of_a_trees_small_files_ends_every_download_and_leaves_nothing(
+        smbring_server, tampering_proxy, tmp_path):
+    """A tree of 200 small files, downloaded several at a time, through a proxy that cuts the
+    50th READ answer short: the get fails as a short read, no download goes on writing
+    after it (the staging directory is gone and stays gone), and nothing is presented."""
+    srv = smbring_server()
+    (srv["share"] / "tree").mkdir()
+    for i in range(200):
+        (srv["share"] / "tree" / f"f{i:03d}").write_bytes(os.urandom(5000))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    reads = []
+
+    def tamper(frame):
+        if is_read_ok(frame):
+            reads.append(1)
+            if len(reads) == 50:
+                return short_read(frame)
+        return frame
+
+    async def go():
+        proxy, c = await through(tampering_proxy, srv, tamper)
+        try:
+            with pytest.raises(ConnectionError, match="short read"):
+                await c.get("tree", str(dest / "tree"))
+            await asyncio.sleep(0.5)        # (a download still running would write now)
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+    assert os.listdir(dest) == []

@@ -54,6 +54,32 @@ def test_a_tree_is_uploaded_whole(smbring_server, tmp_path):
     assert sorted(p.name for p in srv["share"].iterdir()) == ["into", "tree"]   # no temporaries
 
 
+@pytest.mark.parametrize("server", ["smbring", "smbd"])
+def test_a_tree_of_many_small_files_goes_both_ways_byte_exact(request, tmp_path, server):
+    """300 small files (uploaded and downloaded several at a time) and a large one (on its
+    own), up and back down, each byte as it was; the progress counts every byte once."""
+    srv = request.getfixturevalue("smbring_server")() if server == "smbring" else \
+        request.getfixturevalue("samba_server")()
+    local = tmp_path / "many"
+    (local / "sub").mkdir(parents=True)
+    files = {f"sub/f{i:03d}" if i % 2 else f"f{i:03d}": os.urandom(i * 37) for i in range(300)}
+    files["large.bin"] = os.urandom(5 * MiB + 3)
+    for rel, data in files.items():
+        (local / rel).write_bytes(data)
+    up, down = Progress(io.StringIO()), Progress(io.StringIO())
+
+    async def go():
+        async with await connected(srv) as c:
+            await c.put(str(local), "many", up)
+            await c.get("many", str(tmp_path / "back"), down)
+    run(go())
+    for rel, data in files.items():
+        assert (srv["share"] / "many" / rel).read_bytes() == data
+        assert (tmp_path / "back" / rel).read_bytes() == data
+    total = sum(len(d) for d in files.values())
+    assert up.done == up.total == down.done == down.total == total
+
+
 @pytest.mark.parametrize("name", ["a\\..\\..\\escape", "file:stream", "ctl\x01name", "what?",
                                   "pipe|name", b"latin1-\xe9".decode("utf-8", "surrogateescape")])
 def test_names_the_share_would_misread_are_refused_before_anything_is_sent(smbring_server, tmp_path, name):

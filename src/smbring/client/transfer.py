@@ -34,6 +34,12 @@ MAX_DEPTH = DEFAULT_MAX_DEPTH
 # bytes of a download's blocks allocated ahead of its data (_Allocation): the server announces
 # the size before it sends a byte, and a hostile one could announce a disk's free space
 PREALLOCATE_AHEAD = 256 * 1024 * 1024
+# a file smaller than this is written through the page cache: O_DIRECT (a second open of the
+# file) and allocating ahead (fallocate) cost more than they save on one or two writes
+DIRECT_MIN = 1024 * 1024
+# the small files of a tree (one READ each) downloaded at once: each file is a few round trips
+# (CREATE, READ, CLOSE), which one after another leave the link idle between them
+TREE_FILES_IN_FLIGHT = 16
 
 
 def _temporary_name(name: str) -> str:
@@ -57,8 +63,18 @@ async def get(client, remote: str, local: str, progress=None) -> str:
         parent = os.path.dirname(os.path.abspath(local))
         staging = os.path.join(parent, _temporary_name(os.path.basename(os.path.abspath(local))))
         os.mkdir(staging, 0o700)
+        walk = _Walk(client.limits)
         try:
-            await _get_tree(client, smb_path(remote), staging, _Walk(client.limits), 0, progress)
+            try:
+                await _get_tree(client, smb_path(remote), staging, walk, 0, progress)
+                await walk.downloads.finish()
+            except BaseException as e:
+                await walk.downloads.end(e)     # (nothing may write into what is removed)
+                raise
+            # the tree's files on disk before it is presented: one sync of the file system
+            # for them all (an fsync each made a journal commit each, and the next file's
+            # creation waited for it)
+            await asyncio.get_running_loop().run_in_executor(None, _sync_file_system, staging)
             os.chmod(staging, 0o755)
             os.rename(staging, local)
         except BaseException:
@@ -92,13 +108,14 @@ def _refuse_special(local: str) -> None:
 
 class _Walk:
     """What a get of a tree has made so far, against the client's limits: a server could
-    list new files and directories for ever."""
+    list new files and directories for ever; and its small files' downloads under way."""
 
-    __slots__ = ("limits", "files", "directories")
+    __slots__ = ("limits", "files", "directories", "downloads")
 
     def __init__(self, limits):
         self.limits = limits
         self.files = self.directories = 0
+        self.downloads = _Transfers(TREE_FILES_IN_FLIGHT)
 
     def count(self, entry, remote: str) -> None:
         """Counts one entry listed in `remote`; LimitExceeded past a limit."""
@@ -150,7 +167,68 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
         # inside the staging directory: nothing is presented until the whole tree is there
         if progress is not None:
             progress.expect(entry.size)
-        await _download(client, child, target, progress)
+        if entry.size <= client.read_size:      # one READ: beside the others
+            await walk.downloads.start(_download(client, child, target, progress, sync=False))
+        else:                                   # pipelined on its own
+            await _download(client, child, target, progress, sync=False)
+
+
+class _Transfers:
+    """Downloads or uploads run beside each other, at most `limit` at once. The first to fail
+    fails the next `start` or `finish` (with its own exception); `cancel` ends those still
+    running."""
+
+    __slots__ = ("limit", "_running")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._running: set[asyncio.Task] = set()
+
+    async def start(self, transfer) -> None:
+        """Starts `transfer` (a coroutine) once fewer than `limit` run."""
+        try:
+            while len(self._running) >= self.limit:
+                await self._one_ended(asyncio.FIRST_COMPLETED)
+        except BaseException:
+            transfer.close()        # (never started: no "never awaited" warning)
+            raise
+        self._running.add(asyncio.ensure_future(transfer))
+
+    async def finish(self) -> None:
+        """Waits for every transfer; raises the first failure."""
+        while self._running:
+            await self._one_ended(asyncio.FIRST_EXCEPTION)
+
+    async def _one_ended(self, when) -> None:
+        done, self._running = await asyncio.wait(self._running, return_when=when)
+        failed = _failures(done)
+        if failed:
+            raise failed[0]
+
+    async def end(self, error: BaseException | None) -> None:
+        """Once the walk has ended with `error` (None: it has not failed), every transfer has
+        ended when this returns. After a failure, those still running (small files: a few
+        round trips each, each bounded by the client's timeout) are let end on their own:
+        one cancelled halfway could leave its file open on the server, which a clean-up
+        could then not remove. Where the walk was cancelled (or is while it waits), they are
+        cancelled. Their failures, after the one raised, are that lie or loss seen again:
+        dropped."""
+        try:
+            if self._running and not isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+                await asyncio.wait(self._running)
+        finally:
+            for task in self._running:
+                task.cancel()
+            if self._running:
+                await asyncio.wait(self._running)
+                _failures(self._running)
+            self._running = set()
+
+
+def _failures(tasks) -> list[BaseException]:
+    """The exceptions of ended tasks (each looked at, so that none is reported as never
+    retrieved), in no particular order; cancelled ones are not failures."""
+    return [task.exception() for task in tasks if not task.cancelled() and task.exception() is not None]
 
 
 async def _get_file(client, remote: str, local: str, progress=None) -> None:
@@ -390,13 +468,14 @@ class FileSource:
             self._free.append(chunk.obj)
 
 
-async def _download(client, remote: str, local: str, progress=None) -> None:
+async def _download(client, remote: str, local: str, progress=None, sync: bool = True) -> None:
     """remote -> a new local file (O_EXCL, never following a link), byte for byte. The remote
-    file is opened first: a name the server refuses creates nothing here."""
+    file is opened first: a name the server refuses creates nothing here. `sync`: on disk
+    before it returns (a tree's files: its file system synced once at the end instead)."""
     async with await RemoteFile.open(client, remote, "r") as f:
         size = f.size_at_open
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        direct_fd = _reopen_direct(fd) if client.direct else None
+        direct_fd = _reopen_direct(fd) if client.direct and size >= DIRECT_MIN else None
         try:
             allocation = _Allocation(fd, size) if direct_fd is not None else None
             sink = FileSink(fd, progress, direct_fd, splice=client.splice, allocation=allocation)
@@ -410,11 +489,39 @@ async def _download(client, remote: str, local: str, progress=None) -> None:
             if got != size:
                 raise ProtocolError(f"{remote!r}: {got} bytes arrived, the server announced {size}")
             os.ftruncate(fd, size)
-            os.fsync(fd)
+            if sync:
+                await _synced(fd)
         finally:
             if direct_fd is not None:
                 os.close(direct_fd)
             os.close(fd)
+
+
+async def _synced(fd: int) -> None:
+    """fsync(fd), on the ring where there is one (else in a thread): the event loop goes on
+    meanwhile, with the other downloads of a tree."""
+    try:
+        from smbring.uring import aio
+        ring = aio.get_ring()
+    except Exception:          # no io_uring here (kernel, seccomp)
+        await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+        return
+    await ring.fsync(fd)
+
+
+def _sync_file_system(path: str) -> None:
+    """Everything written to the file system that holds `path` on disk (syncfs(2); sync(2)
+    where there is no syncfs)."""
+    import ctypes           # here only: a single file's get does without it
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed", path)
+    finally:
+        os.close(fd)
 
 
 class _Allocation:
@@ -547,9 +654,10 @@ def check_local_name(name: str, where: str) -> None:
                          f"valid text in this locale and cannot be named on the share") from None
 
 
-def _local_tree(root: str) -> tuple[list[str], list[str], int]:
-    """(directories, files, total bytes) under root, relative, parents first; symbolic links
-    and special files are refused (a link could lead anywhere, a FIFO would never end)."""
+def _local_tree(root: str) -> tuple[list[str], list[tuple[str, int]], int]:
+    """(directories, files with their sizes, total bytes) under root, relative, parents first;
+    symbolic links and special files are refused (a link could lead anywhere, a FIFO would
+    never end)."""
     dirs, files, total = [], [], 0
     pending = [("", 0)]
     while pending:
@@ -568,8 +676,9 @@ def _local_tree(root: str) -> tuple[list[str], list[str], int]:
                 dirs.append(path)
                 pending.append((path, depth + 1))
             elif entry.is_file(follow_symlinks=False):
-                files.append(path)
-                total += entry.stat(follow_symlinks=False).st_size
+                size = entry.stat(follow_symlinks=False).st_size
+                files.append((path, size))
+                total += size
             else:
                 raise ValueError(f"{os.path.join(root, path)} is not a regular file or directory")
     return dirs, files, total
@@ -586,21 +695,34 @@ async def _put_tree(client, local: str, target: str, temporary: str, progress) -
     if progress is not None:
         progress.expect(total)
     await client.mkdir(temporary)
+    uploads = _Transfers(TREE_FILES_IN_FLIGHT)
     try:
         for rel in dirs:
             await client.mkdir(temporary + "\\" + rel.replace(os.sep, "\\"))
-        for rel in files:
-            fd = os.open(os.path.join(local, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                await _upload(client, fd, temporary + "\\" + rel.replace(os.sep, "\\"), progress)
-            finally:
-                os.close(fd)
+        for rel, size in files:
+            upload = _upload_path(client, os.path.join(local, rel),
+                                  temporary + "\\" + rel.replace(os.sep, "\\"), progress)
+            if size <= client.write_size:       # one WRITE: beside the others
+                await uploads.start(upload)
+            else:                               # pipelined on its own
+                await upload
+        await uploads.finish()
         await client.rename(temporary, target, replace=False)
-    except BaseException:
+    except BaseException as e:
+        await uploads.end(e)
         if client.connected:
             await remove_tree(client, temporary)
         raise
     return target.replace("\\", "/")
+
+
+async def _upload_path(client, path: str, remote: str, progress) -> None:
+    """The local file at `path` (never through a link) -> a new remote file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        await _upload(client, fd, remote, progress)
+    finally:
+        os.close(fd)
 
 
 async def remove_tree(client, remote: str, depth: int = 0) -> None:
