@@ -51,4 +51,29 @@ def test_plain_smbclient_is_not_synced():
     for case in ("get", "put"):
         command = bench._command("smbclient", "127.0.0.1", 445, case, "/tmp/x", 1)
         assert command[0] == "smbclient"
-    assert bench.CASES_OF["smbclient-sync"] == ("get",)
+    assert bench.CASES_OF["smbclient-sync"] == ("get", "tree-get")
+
+
+def test_tree_cases_run_smbclient_recursively_and_sync_its_tree():
+    get = bench._command("smbclient", "127.0.0.1", 445, "tree-get", "/tmp/dl", 1)
+    assert get[-1] == "lcd /tmp/dl; prompt off; recurse on; mget tree"
+    put = bench._command("smbclient", "127.0.0.1", 445, "tree-put", "/tmp/src", 1)
+    assert put[-1].startswith("mkdir upload-tree-smbclient; cd upload-tree-smbclient; lcd /tmp/src;")
+    assert put[-1].endswith("recurse on; mput *")
+    synced = bench._command("smbclient-sync", "127.0.0.1", 445, "tree-get", "/tmp/dl", 1)
+    assert synced[:3] == ["sh", "-c", '"$@" && sync -f -- "$0"'] and synced[3] == "/tmp/dl"
+    assert "smbprotocol" not in [c for c, cases in bench.CASES_OF.items() if "tree-get" in cases]
+
+
+def test_a_tree_is_prepared_once_and_compared_whole(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    source = bench.prepare_tree(str(tmp_path), str(share), 5, 1)
+    assert sorted(os.listdir(source)) == [f"f{i:05d}" for i in range(5)]
+    assert bench._same_tree(source, str(share / "tree"))
+    (share / "tree" / "f00003").write_bytes(b"changed")
+    assert not bench._same_tree(source, str(share / "tree"))
+    assert bench.prepare_tree(str(tmp_path), str(share), 5, 1) == source    # kept: not made again
+    assert (share / "tree" / "f00003").read_bytes() == b"changed"
+    bench.prepare_tree(str(tmp_path), str(share), 6, 1)                     # another shape: made again
+    assert bench._same_tree(source, str(share / "tree")) and len(os.listdir(source)) == 6

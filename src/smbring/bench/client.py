@@ -18,6 +18,12 @@ a directory of the run's own, written by an untimed import before the first tran
 installed package has it: otherwise a checkout run with PYTHONDONTWRITEBYTECODE would compile
 smbring's sources in every timed run.
 
+``--cases tree-get,tree-put`` move a tree of ``--tree-files`` small files (``--tree-file-kib``
+each) instead of one large file: smbring's client gets the share's ``tree`` and puts a local
+copy of it; smbclient does the same with ``recurse on`` and ``mget`` or ``mput``
+(``smbclient-sync`` then syncs the tree's file system, ``sync -f``, timed, as smbring's get of a
+tree does). Their records also carry ``files_per_s``, and their ratios compare files per second.
+
 On loopback (the default) there is one path with no rate of its own, so channels have nothing
 to add up. ``--links N --link-rate RATE`` instead runs the servers in a network namespace of
 their own and the clients in another, joined by N emulated links of RATE each way
@@ -47,9 +53,12 @@ from smbring.bench import netlinks
 from smbring.bench.smbclient import (PASSWORD, USER, bench_smbd_conf, Server, Smbd, Smbring, free_port,
                                      prepare, wait_port, wait_smbd_ready)
 
-CASES = ("get", "put")
-# a client that differs from another in one case only runs that one
-CASES_OF = {"smbclient-sync": ("get",)}
+CASES = ("get", "put", "tree-get", "tree-put")
+# a client that differs from another in one case only runs that one; smbprotocol's high-level
+# API copies no trees
+CASES_OF = {"smbclient-sync": ("get", "tree-get"), "smbprotocol": ("get", "put"),
+            "smbprotocol-large": ("get", "put")}
+TREE = "tree"           # the share's tree of small files (tree-get); a tree-put uploads a copy
 
 SMBRING_CLIENT = """
 import asyncio, sys
@@ -61,8 +70,12 @@ async def main(host, port, case, local, channels, sign):
             sys.exit(f"{{c.open_channels}} channels: {{c.multichannel_note}}")
         if case == "get":
             await c.get("bigfile", local)
-        else:
+        elif case == "put":
             await c.put(local, "upload-smbring")
+        elif case == "tree-get":
+            await c.get("tree", local + "/tree")
+        else:
+            await c.put(local, "upload-tree-smbring")
         print("channel addresses:", " ".join(ch.address or host for ch in c.channels))
         print(f"negotiated: dialect {{c.dialect:#x}}, signed {{c.keys.sign}}, "
               f"sealed {{c.keys.encrypt}}, read {{c.io_size}}, write {{c.write_size}}, "
@@ -106,6 +119,12 @@ def add_arguments(p) -> None:
     p.add_argument("--dir", default=os.environ.get("SMBRING_BENCH_DIR", "/var/tmp/smbring-bench"),
                    help="ext4 directory for the share and the local files (not tmpfs)")
     p.add_argument("--size-mib", type=int, default=512, help="size of the file moved")
+    p.add_argument("--cases", default="get,put",
+                   help="comma-separated: get, put (the file of --size-mib), tree-get, tree-put "
+                        "(a tree of --tree-files files of --tree-file-kib KiB, smbclient with "
+                        "recurse and mget or mput)")
+    p.add_argument("--tree-files", type=int, default=2000, help="files in the tree cases' tree")
+    p.add_argument("--tree-file-kib", type=int, default=4, help="KiB per file of that tree")
     p.add_argument("--runs", type=int, default=3, help="runs per record; medians reported")
     p.add_argument("--put-over-existing", action="store_true",
                    help="put over the previous run's upload (smbclient then overwrites in place, "
@@ -176,12 +195,18 @@ def _command(client: str, host: str, port: int, case: str, local: str, channels:
         code = SMBPROTOCOL_CLIENT.format(user=USER, password=PASSWORD)
         return [sys.executable, "-c", code, host, str(port), case, local,
                 "large" if client == "smbprotocol-large" else "default"]
-    command = "get bigfile " + local if case == "get" else f"put {local} upload-smbclient"
+    command = {"get": f"get bigfile {local}", "put": f"put {local} upload-smbclient",
+               "tree-get": f"lcd {local}; prompt off; recurse on; mget {TREE}",
+               "tree-put": f"mkdir upload-tree-smbclient; cd upload-tree-smbclient; lcd {local}; "
+                           f"prompt off; recurse on; mput *"}[case]
     smbclient = ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
                  "-m", "SMB3", "-c", command]
     if client == "smbclient-sync" and case == "get":
         # the download made durable (fsync, as smbring's get does before its rename), timed
         return ["sh", "-c", '"$@" && sync -- "$0"', local, *smbclient]
+    if client == "smbclient-sync" and case == "tree-get":
+        # the tree's file system synced (syncfs, as smbring's get of a tree does), timed
+        return ["sh", "-c", '"$@" && sync -f -- "$0"', local, *smbclient]
     return smbclient
 
 
@@ -267,8 +292,18 @@ def run(args) -> int:
         except ValueError as e:
             print(e, file=sys.stderr)
             return 2
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown or not cases:
+        print(f"--cases: unknown {', '.join(unknown)} (one or more of {', '.join(CASES)})", file=sys.stderr)
+        return 2
+    if any(c.startswith("tree") for c in cases) and (args.tree_files < 1 or args.tree_file_kib < 0):
+        print("--tree-files must be 1 or more, --tree-file-kib 0 or more", file=sys.stderr)
+        return 2
     share, upload = prepare(args.dir, args.size_mib)
     size = args.size_mib << 20
+    tree_source = prepare_tree(args.dir, share, args.tree_files, args.tree_file_kib) \
+        if any(c.startswith("tree") for c in cases) else None
     download = os.path.join(args.dir, "client-download")
     state = tempfile.mkdtemp(prefix="smbring-bench-client-")
     servers = []
@@ -288,15 +323,15 @@ def run(args) -> int:
                     servers.append(start_server(name, share, port, os.path.join(state, name), links))
                 except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                     print(f"skipping server {name}: {e}", file=sys.stderr)
-            records = _measure(args, servers, share, upload, download, size, links)
+            records = _measure(args, cases, servers, share, upload, download, size, tree_source, links)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        if os.path.exists(download):
-            os.unlink(download)
+        _remove_download(download, sync=False)
     where = (f"{args.links} emulated links of {args.link_rate} each way" if links else "loopback")
     ratios = _ratios(records)
     if args.json:
-        print(json.dumps({"size_mib": args.size_mib, "network": where, "records": records,
+        print(json.dumps({"size_mib": args.size_mib, "tree_files": args.tree_files,
+                          "tree_file_kib": args.tree_file_kib, "network": where, "records": records,
                           "ratios": ratios}, indent=2))
         return 0
     print(f"network: {where}")
@@ -304,7 +339,9 @@ def run(args) -> int:
         extra = ""
         if r.get("link_gib"):
             extra = "  per link GiB " + "/".join(f"{g:.2f}" for g in r["link_gib"])
-        print(f"  {r['client']:<19} {r['server']:<8} {r['case']:<4} channels={r['channels']:<2} "
+        if "files_per_s" in r:
+            extra = f"  {r['files_per_s']:>8.1f} files/s" + extra
+        print(f"  {r['client']:<19} {r['server']:<8} {r['case']:<8} channels={r['channels']:<2} "
               f"{r['gbps']:>7.3f} GB/s  {r['client_cpu_s_per_gib']:>6.3f} client CPU-s/GiB  "
               f"{r['server_cpu_s_per_gib']:>6.3f} server{extra}")
     seen = set()
@@ -320,7 +357,9 @@ def run(args) -> int:
 def _ratios(records: list[dict]) -> dict:
     """smbring's N channels against its one, and its one against each other client, by
     server and case (throughput)."""
-    by = {(r["client"], r["server"], r["case"], r["channels"]): r["gbps"] for r in records}
+    # (a tree's rate by its files: its bytes are few, and their GB/s rounded to 3 places)
+    by = {(r["client"], r["server"], r["case"], r["channels"]): r.get("files_per_s", r["gbps"])
+          for r in records}
     out = {}
     for (client, server, case, channels), gbps in sorted(by.items()):
         one = by.get(("smbring", server, case, 1))
@@ -336,27 +375,66 @@ def _ratios(records: list[dict]) -> dict:
     return out
 
 
-def _remove_upload(share: str, client: str) -> None:
+def prepare_tree(directory: str, share: str, files: int, kib: int) -> str:
+    """The share's tree of `files` files of `kib` KiB (kept between runs where it is the same),
+    and a local copy of it, the tree-put's source; returns the source's path."""
+    tree, source = os.path.join(share, TREE), os.path.join(directory, "tree-source")
+    marker = os.path.join(directory, f".tree-{files}x{kib}")
+    if not os.path.exists(marker):
+        for path in (tree, source):
+            shutil.rmtree(path, ignore_errors=True)
+            os.makedirs(path)
+        for i in range(files):
+            data = os.urandom(kib * 1024)
+            for path in (tree, source):
+                with open(os.path.join(path, f"f{i:05d}"), "wb") as f:
+                    f.write(data)
+        for old in os.listdir(directory):
+            if old.startswith(".tree-"):
+                os.unlink(os.path.join(directory, old))
+        open(marker, "w").close()
+    os.chmod(tree, 0o777)
+    return source
+
+
+def _same_tree(a: str, b: str) -> bool:
+    """Whether the directories hold the same names, and the same bytes under each."""
+    names_a, names_b = sorted(os.listdir(a)), sorted(os.listdir(b))
+    return names_a == names_b and all(
+        filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names_a)
+
+
+def _upload_name(case: str, client: str) -> str:
+    return ("upload-tree-" if case == "tree-put" else "upload-") + client.split("-")[0]
+
+
+def _remove_upload(share: str, client: str, case: str = "put") -> None:
     """The client's previous upload removed, untimed, so every put writes a new file, as a
     first upload does: smbclient overwrites an existing file in place, where smbring's client
     writes a new file and renames it over the old one (a put is complete or absent), and on
     a virtual machine writing into pages just freed by the overwritten file costs far less
     than into fresh ones, which compared the two page-cache cases rather than the clients."""
-    target = os.path.join(share, "upload-" + client.split("-")[0])
-    if os.path.exists(target):
+    target = os.path.join(share, _upload_name(case, client))
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+        os.sync()
+    elif os.path.exists(target):
         os.unlink(target)
         os.sync()
 
 
-def _remove_download(download: str) -> None:
+def _remove_download(download: str, sync: bool = True) -> None:
     """The previous download removed and everything written so far flushed, untimed, before
     every get: a get writes the whole file into the local page cache, and with the gigabytes
     the puts before it left dirty (2 GiB each) the kernel may throttle that writer to the
     disk's writeback rate (past half-way between vm.dirty_background_ratio and
     vm.dirty_ratio), which would time the disk rather than the client."""
-    if os.path.exists(download):
+    if os.path.isdir(download):
+        shutil.rmtree(download)
+    elif os.path.exists(download):
         os.unlink(download)
-    os.sync()
+    if sync:
+        os.sync()
 
 
 def _same_memory_for_each_transfer(warm: list[str]) -> None:
@@ -376,8 +454,8 @@ def _same_memory_for_each_transfer(warm: list[str]) -> None:
                 pass
 
 
-def _measure(args, servers, share: str, upload: str, download: str, size: int,
-             links: netlinks.Links | None) -> list[dict]:
+def _measure(args, cases, servers, share: str, upload: str, download: str, size: int,
+             tree_source: str | None, links: netlinks.Links | None) -> list[dict]:
     variants = []
     clients = args.clients.split(",")
     if args.baseline_src and "smbring" in clients:
@@ -400,18 +478,24 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
             # many runs as clients (or a multiple), each has each place once
             turn = run_index % len(variants) if variants else 0
             order = variants[turn:] + variants[:turn]
-            for case in CASES:
+            for case in cases:
                 for server in servers:
                     for client, channels in order:
                         if case not in CASES_OF.get(client, CASES):
                             continue
-                        local = download if case == "get" else upload
+                        local = {"get": download, "put": upload, "tree-get": download,
+                                 "tree-put": tree_source}[case]
                         if case == "put" and not args.put_over_existing:
                             _remove_upload(share, client)
                             _same_memory_for_each_transfer([upload, os.path.join(share, "bigfile")])
                         if case == "get":
                             _remove_download(download)
                             _same_memory_for_each_transfer([os.path.join(share, "bigfile")])
+                        if case == "tree-put":
+                            _remove_upload(share, client, case)
+                        if case == "tree-get":
+                            _remove_download(download)
+                            os.mkdir(download)      # (smbclient's mget writes into it)
                         before = links.server_bytes() if links else []
                         server_cpu = server.cpu()
                         try:
@@ -423,9 +507,16 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                         server_cpu = server.cpu() - server_cpu     # (smbd's children too, reaped)
                         carried = [b - a for a, b in zip(before, links.server_bytes())] if links else []
                         # every transfer is checked byte for byte (after the clock stopped)
-                        moved = (download, os.path.join(share, "bigfile")) if case == "get" else \
-                            (upload, os.path.join(share, "upload-" + client.split("-")[0]))
-                        if not filecmp.cmp(*moved, shallow=False):
+                        if case == "get":
+                            exact = filecmp.cmp(download, os.path.join(share, "bigfile"), shallow=False)
+                        elif case == "put":
+                            exact = filecmp.cmp(upload, os.path.join(share, _upload_name(case, client)),
+                                                shallow=False)
+                        elif case == "tree-get":
+                            exact = _same_tree(os.path.join(download, TREE), os.path.join(share, TREE))
+                        else:
+                            exact = _same_tree(tree_source, os.path.join(share, _upload_name(case, client)))
+                        if not exact:
                             print(f"warning: {client} {case} from {server.name}: not byte-exact",
                                   file=sys.stderr)
                             continue
@@ -434,11 +525,12 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                              _reported(output, "negotiated"), server_cpu))
     finally:
         shutil.rmtree(pycache, ignore_errors=True)
-    gib = size / (1 << 30)
     records = []
     for (client, server, case, channels), runs in results.items():
+        moved = size if case in ("get", "put") else args.tree_files * args.tree_file_kib * 1024
+        gib = max(moved, 1) / (1 << 30)
         record = {"client": client, "server": server, "case": case, "channels": channels,
-                  "gbps": round(statistics.median(size / r[0] / 1e9 for r in runs), 3),
+                  "gbps": round(statistics.median(moved / r[0] / 1e9 for r in runs), 3),
                   "client_cpu_s_per_gib": round(statistics.median(r[1] for r in runs) / gib, 3),
                   # the server's CPU for the same transfers: with the client's, what one GiB
                   # costs the machine (client and server share its cores here)
@@ -446,8 +538,10 @@ def _measure(args, servers, share: str, upload: str, download: str, size: int,
                   "runs": len(runs),
                   # every run, in order: with --baseline-src the two trees ran in turn, so
                   # pairs can be compared run by run (the load moves between runs)
-                  "each_gbps": [round(size / r[0] / 1e9, 3) for r in runs],
+                  "each_gbps": [round(moved / r[0] / 1e9, 3) for r in runs],
                   "each_cpu_s_per_gib": [round(r[1] / gib, 3) for r in runs]}
+        if case.startswith("tree"):
+            record["files_per_s"] = round(statistics.median(args.tree_files / r[0] for r in runs), 1)
         if links:
             # the bytes each link carried (both ways, headers included), median over the runs
             record["link_gib"] = [round(statistics.median(r[2][i] for r in runs) / (1 << 30), 3)
