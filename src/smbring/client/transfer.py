@@ -175,8 +175,8 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
 
 class _Transfers:
     """Downloads or uploads run beside each other, at most `limit` at once. The first to fail
-    fails the next `start` or `finish` (with its own exception); `cancel` ends those still
-    running."""
+    fails the next `start` or `finish` (with its own exception); after a failure, `end` sees
+    every other one ended."""
 
     __slots__ = ("limit", "_running")
 
