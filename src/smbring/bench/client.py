@@ -195,10 +195,10 @@ def _command(client: str, host: str, port: int, case: str, local: str, channels:
         code = SMBPROTOCOL_CLIENT.format(user=USER, password=PASSWORD)
         return [sys.executable, "-c", code, host, str(port), case, local,
                 "large" if client == "smbprotocol-large" else "default"]
-    command = {"get": f"get bigfile {local}", "put": f"put {local} upload-smbclient",
+    upload = _upload_name(case, client)
+    command = {"get": f"get bigfile {local}", "put": f"put {local} {upload}",
                "tree-get": f"lcd {local}; prompt off; recurse on; mget {TREE}",
-               "tree-put": f"mkdir upload-tree-smbclient; cd upload-tree-smbclient; lcd {local}; "
-                           f"prompt off; recurse on; mput *"}[case]
+               "tree-put": f"mkdir {upload}; cd {upload}; lcd {local}; prompt off; recurse on; mput *"}[case]
     smbclient = ["smbclient", f"//{host}/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
                  "-m", "SMB3", "-c", command]
     if client == "smbclient-sync" and case == "get":
@@ -297,13 +297,13 @@ def run(args) -> int:
     if unknown or not cases:
         print(f"--cases: unknown {', '.join(unknown)} (one or more of {', '.join(CASES)})", file=sys.stderr)
         return 2
-    if any(c.startswith("tree") for c in cases) and (args.tree_files < 1 or args.tree_file_kib < 0):
+    trees = any(c.startswith("tree") for c in cases)
+    if trees and (args.tree_files < 1 or args.tree_file_kib < 0):
         print("--tree-files must be 1 or more, --tree-file-kib 0 or more", file=sys.stderr)
         return 2
     share, upload = prepare(args.dir, args.size_mib)
     size = args.size_mib << 20
-    tree_source = prepare_tree(args.dir, share, args.tree_files, args.tree_file_kib) \
-        if any(c.startswith("tree") for c in cases) else None
+    tree_source = prepare_tree(args.dir, share, args.tree_files, args.tree_file_kib) if trees else None
     download = os.path.join(args.dir, "client-download")
     state = tempfile.mkdtemp(prefix="smbring-bench-client-")
     servers = []

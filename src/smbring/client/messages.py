@@ -23,6 +23,7 @@ FILE_END_OF_FILE_INFORMATION = 20
 FILE_NETWORK_OPEN_INFORMATION = 34
 SHAREFLAG_ENCRYPT_DATA = 0x8000
 FILE_SHARE_ALL = 0x7                       # read, write, delete
+FILE_SHARE_READ = 0x1                      # others may read meanwhile, not write or delete
 FILE_GENERIC_READ = 0x00120089
 FILE_GENERIC_WRITE = 0x00120116
 FILE_READ_ATTRIBUTES = 0x80

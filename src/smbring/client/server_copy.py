@@ -20,7 +20,6 @@ from smbring.client.errors import ProtocolError, error_for
 # smaller ones answers them, and the copy goes on within those)
 FIRST_LIMITS = (256, 1 << 20, 16 << 20)     # chunks per request, bytes per chunk, per request
 SMALLEST_CHUNK = 512                        # limits below this are taken for a lie
-FILE_SHARE_READ = 0x1                       # the source may be read by others meanwhile, not changed
 
 
 async def copy(client, src: str, dst: str, replace: bool = False) -> int:
@@ -28,33 +27,22 @@ async def copy(client, src: str, dst: str, replace: bool = False) -> int:
     copied. `replace`: an existing `dst` is overwritten (else FileExistsError). An answer
     that cannot be true raises ProtocolError and closes the connections (nothing more is
     asked of that server, not even the removal of what it made)."""
-    source = await client.create(src, m.FILE_GENERIC_READ, wire.FILE_OPEN, wire.FILE_NON_DIRECTORY_FILE,
-                                 share=FILE_SHARE_READ)
-    try:
+    async with client.opened(src, m.FILE_GENERIC_READ, wire.FILE_OPEN, wire.FILE_NON_DIRECTORY_FILE,
+                             share=m.FILE_SHARE_READ) as source:
         r = await client.request(wire.IOCTL, m.resume_key_request(source.file_id),
                                  what=f"copy {src!r}: its resume key")
         key = m.parse_resume_key(r.message)
-        target = await client.create(dst, m.FILE_GENERIC_WRITE | wire.DELETE,
-                                     wire.FILE_OVERWRITE_IF if replace else wire.FILE_CREATE,
-                                     wire.FILE_NON_DIRECTORY_FILE, share=0)
-        try:
-            return await _chunks(client, key, target.file_id, source.size, f"copy {src!r} to {dst!r}")
-        except ProtocolError as e:
-            client.refuse(e)
-            raise
-        except BaseException:
-            if client.connected:
-                await asyncio.shield(_remove(client, target.file_id))
-            raise
-        finally:
-            if client.connected:
-                await asyncio.shield(client.close_file(target.file_id))
-    except ProtocolError as e:
-        client.refuse(e)
-        raise
-    finally:
-        if client.connected:
-            await asyncio.shield(client.close_file(source.file_id))
+        async with client.opened(dst, m.FILE_GENERIC_WRITE | wire.DELETE,
+                                 wire.FILE_OVERWRITE_IF if replace else wire.FILE_CREATE,
+                                 wire.FILE_NON_DIRECTORY_FILE, share=0) as target:
+            try:
+                return await _chunks(client, key, target.file_id, source.size, f"copy {src!r} to {dst!r}")
+            except ProtocolError:
+                raise           # (a lie: `opened` closes the connections, and asks nothing more)
+            except BaseException:
+                if client.connected:
+                    await asyncio.shield(_remove(client, target.file_id))
+                raise
 
 
 async def _chunks(client, key: bytes, target: bytes, size: int, what: str) -> int:

@@ -5,6 +5,7 @@ remove, rmdir).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -335,6 +336,27 @@ class Client:
     async def close_file(self, file_id: bytes) -> None:
         await self.request(wire.CLOSE, m.close_request(file_id))
 
+    @contextlib.asynccontextmanager
+    async def opened(self, path: str, access: int, disposition: int, options: int = 0,
+                     share: int = m.FILE_SHARE_ALL) -> AsyncIterator[m.CreateResponse]:
+        """The file at `path` open (its CreateResponse) for an `async with` block, closed at
+        its end while the connection is up. A lie found in the block (ProtocolError) closes
+        the session's connections first: nothing more is asked of that server."""
+        r = await self.create(path, access, disposition, options, share=share)
+        try:
+            yield r
+        except ProtocolError as e:
+            self.refuse(e)
+            raise
+        finally:
+            if self.connected:
+                await asyncio.shield(self.close_file(r.file_id))
+
+    def directory(self, path: str):
+        """opened(): the directory at `path`, to list or watch."""
+        return self.opened(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
+                           wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
+
     async def open(self, path: str, mode: str = "r"):
         """The remote file as an async file object (see files.RemoteFile); modes as open()'s,
         always binary: r, w, a, x, with + for reading and writing."""
@@ -355,9 +377,7 @@ class Client:
         come again: NameRepeats) end it with ProtocolError; more than `max_entries` entries
         (default: limits.entries) with LimitExceeded. Memory: one response's batch."""
         limit = self.limits.entries if max_entries is None else max_entries
-        r = await self.create(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
-                              wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
-        try:
+        async with self.directory(path) as r:
             flags = m.RESTART_SCANS
             given, dots, repeats = 0, set(), NameRepeats()
             while True:
@@ -389,12 +409,6 @@ class Client:
                         raise LimitExceeded(f"the listing of {path!r} has more than {limit:,} "
                                             f"entries", "entries", limit)
                     yield entry
-        except ProtocolError as e:
-            self.refuse(e)
-            raise
-        finally:
-            if self.connected:
-                await asyncio.shield(self.close_file(r.file_id))
 
     async def mkdir(self, path: str) -> None:
         r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_CREATE,
@@ -437,11 +451,11 @@ class Client:
         from smbring.client.server_copy import copy     # only for copies
         return await copy(self, src, dst, replace)
 
-    def watch(self, path: str = "", *, recursive: bool = False,
-              changes=("file_name", "dir_name", "attributes", "size", "last_write")) -> AsyncIterator:
+    def watch(self, path: str = "", *, recursive: bool = False, changes=None) -> AsyncIterator:
         """The changes in a directory (`recursive`: below it too) as the server reports them,
         as an async iterator of client.watch.Change (action, name), for as long as it is
-        iterated; `changes`: what to report (client.watch.CHANGES). Close it where you stop
+        iterated; `changes`: what to report (names of client.watch.CHANGES; None: file and
+        directory names, attributes, sizes and write times). Close it where you stop
         (contextlib.aclosing), as a listing: its directory stays open on the server until
         then."""
         from smbring.client.watch import watch          # only for watches

@@ -291,11 +291,7 @@ class FileSink:
         self._offset = 0           # where the batch starts in the file
         self._batched = 0          # its bytes
         self._writing: list[_Batch] = []
-        try:
-            from smbring.uring import aio
-            self._ring = aio.get_ring()
-        except Exception:          # no io_uring here (kernel, seccomp): a thread writes
-            self._ring = None
+        self._ring = _ring()        # (None: a thread writes)
 
     def __call__(self, offset: int, data):
         """Takes one chunk; returns an awaitable when the caller must wait for the disk."""
@@ -500,13 +496,21 @@ async def _download(client, remote: str, local: str, progress=None, sync: bool =
 async def _synced(fd: int) -> None:
     """fsync(fd), on the ring where there is one (else in a thread): the event loop goes on
     meanwhile, with the other downloads of a tree."""
+    ring = _ring()
+    if ring is None:
+        await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+    else:
+        await ring.fsync(fd)
+
+
+def _ring():
+    """The running loop's ring (smbring.uring.aio.AsyncRing), or None where io_uring cannot
+    be used (the kernel, seccomp)."""
     try:
         from smbring.uring import aio
-        ring = aio.get_ring()
-    except Exception:          # no io_uring here (kernel, seccomp)
-        await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
-        return
-    await ring.fsync(fd)
+        return aio.get_ring()
+    except Exception:
+        return None
 
 
 def _sync_file_system(path: str) -> None:

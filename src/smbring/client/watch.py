@@ -12,7 +12,6 @@ with a `.` or `..` component) is a lie: ProtocolError, the connections closed.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,7 +20,6 @@ from smbring.client import messages as m
 from smbring.client.errors import ProtocolError
 
 NOTIFY_BUFFER = 64 * 1024       # OutputBufferLength of each CHANGE_NOTIFY
-FILE_LIST_DIRECTORY = 0x1
 
 ACTIONS = {notify.ADDED: "added", notify.REMOVED: "removed", notify.MODIFIED: "modified",
            notify.RENAMED_OLD_NAME: "renamed_from", notify.RENAMED_NEW_NAME: "renamed_to",
@@ -73,11 +71,10 @@ def checked_name(name: str) -> str:
     return "/".join(parts)
 
 
-async def watch(client, path: str, recursive: bool, changes) -> AsyncIterator[Change]:
-    bits = completion_filter(changes)
-    r = await client.create(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
-                            wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
-    try:
+async def watch(client, path: str, recursive: bool, changes=None) -> AsyncIterator[Change]:
+    bits = completion_filter(DEFAULT_CHANGES if changes is None else changes)
+    # (closing the directory answers a request still waiting: STATUS_NOTIFY_CLEANUP)
+    async with client.directory(path) as r:
         while True:
             answer = await client.request(
                 wire.CHANGE_NOTIFY, m.change_notify_request(r.file_id, NOTIFY_BUFFER, bits, recursive),
@@ -92,10 +89,3 @@ async def watch(client, path: str, recursive: bool, changes) -> AsyncIterator[Ch
                 continue
             for action, name in found:
                 yield Change(ACTIONS.get(action, f"action-{action}"), checked_name(name))
-    except ProtocolError as e:
-        client.refuse(e)
-        raise
-    finally:
-        if client.connected:
-            # (a request still waiting is answered STATUS_NOTIFY_CLEANUP by this close)
-            await asyncio.shield(client.close_file(r.file_id))
