@@ -2,6 +2,7 @@
 frame the server sends to a function of the test's, which may change it (or drop it). The
 client's tests (tests/client) and the Kerberos tests (a tampered AP-REP) use it."""
 import asyncio
+import inspect
 import struct
 
 
@@ -9,8 +10,9 @@ class TamperingProxy:
     """An asyncio server of our own between the client and a real server: each frame from the
     server goes through `tamper(frame) -> frame` first (None drops it). Frames from the client
     pass unchanged, or through `intercept(frame) -> frame` if given, which may instead return
-    None after answering the client itself with `answer(frame)`. The server then lies exactly
-    where a test wants it to."""
+    None after answering the client itself with `answer(frame)`; an `async def` intercept may
+    also wait (the frames after it wait too). The server then lies exactly where a test wants
+    it to."""
 
     def __init__(self, upstream_port: int, tamper, intercept=None):
         self.upstream_port, self.tamper = upstream_port, tamper
@@ -38,9 +40,10 @@ class TamperingProxy:
         def from_client(frame):
             self._clients.append(cwriter)
             try:
-                return self.intercept(frame)
+                out = self.intercept(frame)
             finally:
                 self._clients.pop()
+            return self._with_client(cwriter, out) if inspect.isawaitable(out) else out
 
         async def pump(reader, writer, change):
             try:
@@ -48,6 +51,8 @@ class TamperingProxy:
                     head = await reader.readexactly(4)
                     frame = await reader.readexactly(struct.unpack(">I", head)[0])
                     frame = change(bytearray(frame))
+                    if inspect.isawaitable(frame):
+                        frame = await frame
                     if frame is None:
                         continue
                     writer.write(struct.pack(">I", len(frame)) + bytes(frame))
@@ -57,3 +62,11 @@ class TamperingProxy:
             finally:
                 writer.close()
         await asyncio.gather(pump(creader, swriter, from_client), pump(sreader, cwriter, self.tamper))
+
+    async def _with_client(self, cwriter, step):
+        """An async intercept's steps, `answer` reaching the client whose frame it holds."""
+        self._clients.append(cwriter)
+        try:
+            return await step
+        finally:
+            self._clients.remove(cwriter)

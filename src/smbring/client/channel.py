@@ -123,11 +123,11 @@ class _WriteAnswer:
         return self._header
 
 
-NO_DEADLINE = float("inf")     # a request the server said it will answer when it can (interim)
+NO_DEADLINE = float("inf")     # a CHANGE_NOTIFY the server said it will answer when something changes
 
 
 class _Pending:
-    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline")
+    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline", "interim")
 
     def __init__(self, command: int, charge: int, future: asyncio.Future, keys: SessionKeys | None,
                  signed: bool, into: FileTarget | None = None,
@@ -139,6 +139,7 @@ class _Pending:
         self.signed = signed        # the response must carry a good signature (unless sealed)
         self.into = into            # a READ's file (a descriptor of the channel's own)
         self.deadline = deadline    # when the answer is due (the loop's clock)
+        self.interim = False        # the server answered STATUS_PENDING (one such answer a request)
 
 
 class _HeldRange(FileRange):
@@ -528,7 +529,9 @@ class Channel:
         if keys is not None and (keys.encrypt or (session_id != keys.session_id and not interim)):
             return False
         if interim:
-            self._granted(credits)
+            if pending.interim:
+                return False            # (_deliver refuses it)
+            self._interim(pending, credits)
             return True
         self._complete(message_id, credits, _WriteAnswer(status, bytes(view[at:at + size])))
         return True
@@ -961,12 +964,23 @@ class Channel:
                                     f"response (MessageId {header.message_id}): the message "
                                     f"was altered or not sent by the server")
         if interim:
-            # the final response follows with the same MessageId; credits granted now count
-            self._granted(header.credits)
-            if pending.command == wire.CHANGE_NOTIFY:
-                pending.deadline = NO_DEADLINE      # answered when something changes
+            if pending.interim:         # (as Samba's client: one STATUS_PENDING a request)
+                raise ProtocolError(f"a second interim answer to {_command_name(pending.command)} "
+                                    f"(MessageId {header.message_id})")
+            self._interim(pending, header.credits)
             return
         self._complete(header.message_id, header.credits, Response(header, frame))
+
+    def _interim(self, pending: _Pending, credits: int) -> None:
+        """The server answered STATUS_PENDING: the final answer follows with the same
+        MessageId. Its credits count now. The request's timer starts again (MS-SMB2 3.2.5.1.5:
+        a server busy on it, an oplock break to wait for, has said so), once: a second interim
+        answer is refused. A CHANGE_NOTIFY waits without a deadline: it is answered when
+        something changes."""
+        pending.interim = True
+        self._granted(credits)
+        pending.deadline = NO_DEADLINE if pending.command == wire.CHANGE_NOTIFY else \
+            self._loop.time() + self.timeout
 
     def _complete(self, message_id: int, credits: int, response) -> None:
         pending = self._pending.pop(message_id)
