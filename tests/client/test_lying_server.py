@@ -62,6 +62,17 @@ async def through(proxy_cls, srv, tamper, **kw):
     return proxy, client
 
 
+def responses_in(frame):
+    """(start, end) of each response in a frame: one, or a compound's, one after another."""
+    start = 0
+    while True:
+        step = struct.unpack_from("<I", frame, start + 20)[0]
+        yield start, start + step if step else len(frame)
+        if not step:
+            return
+        start += step
+
+
 def short_read(frame):
     """A READ response that says (and carries) 1000 bytes fewer than the server read."""
     length = struct.unpack_from("<I", frame, 64 + 4)[0]
@@ -792,7 +803,7 @@ def test_an_answer_that_is_not_the_one_awaited_ends_the_wait(smbring_server, tam
             channel.timeout = 2
         try:
             with pytest.raises(sc.ProtocolError, match=message):
-                await c.stat("f")
+                await c.open("f")           # (a CREATE alone: stat sends its CLOSE with it)
         finally:
             await c.close()
             await proxy.__aexit__(None, None, None)
@@ -804,8 +815,9 @@ def interim_to(request) -> bytes:
     header = bytearray(request[:64])
     struct.pack_into("<I", header, 8, wire.STATUS_PENDING)
     struct.pack_into("<H", header, 14, 0)
-    flags = struct.unpack_from("<I", header, 16)[0] & ~wire.FLAGS_SIGNED
+    flags = struct.unpack_from("<I", header, 16)[0] & ~(wire.FLAGS_SIGNED | wire.FLAGS_RELATED)
     struct.pack_into("<I", header, 16, flags | wire.FLAGS_SERVER_TO_REDIR | wire.FLAGS_ASYNC)
+    struct.pack_into("<I", header, 20, 0)                     # (alone in its frame)
     struct.pack_into("<Q", header, 32, 0x51)                  # AsyncId, where the tree id was
     header[48:64] = bytes(16)
     return bytes(header) + wire.error_body()
@@ -814,7 +826,8 @@ def interim_to(request) -> bytes:
 def interims_on_create(srv, tampering_proxy, before: float, then: tuple[float, ...], between: float):
     """Stats "f" through a proxy that holds the CREATE `before` seconds, answers it with
     an interim STATUS_PENDING after each of `then`'s waits, then hands it to the server
-    `between` seconds after the last; the client's timeout is 2 s. The stat's result."""
+    `between` seconds after the last; the client's timeout is 2 s. The stat's result. (The
+    stat's CLOSE goes with its CREATE, in one compound: its timer starts again too.)"""
     async def intercept(frame):
         if command(frame) == wire.CREATE:
             await asyncio.sleep(before)
@@ -1116,10 +1129,13 @@ def test_a_lie_in_one_of_a_trees_small_files_ends_every_download_and_leaves_noth
     reads = []
 
     def tamper(frame):
-        if is_read_ok(frame):
-            reads.append(1)
-            if len(reads) == 50:
-                return short_read(frame)
+        # (each small file's READ comes in a compound answer, after its CREATE)
+        for start, _end in responses_in(frame):
+            if is_read_ok(frame[start:]):
+                reads.append(1)
+                if len(reads) == 50:        # says 1000 bytes fewer than the file's size
+                    length = struct.unpack_from("<I", frame, start + 64 + 4)[0]
+                    struct.pack_into("<I", frame, start + 64 + 4, length - 1000)
         return frame
 
     async def go():

@@ -127,7 +127,8 @@ NO_DEADLINE = float("inf")     # a CHANGE_NOTIFY the server said it will answer 
 
 
 class _Pending:
-    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline", "interim")
+    __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline", "interim",
+                 "chained")
 
     def __init__(self, command: int, charge: int, future: asyncio.Future, keys: SessionKeys | None,
                  signed: bool, into: FileTarget | None = None,
@@ -140,6 +141,7 @@ class _Pending:
         self.into = into            # a READ's file (a descriptor of the channel's own)
         self.deadline = deadline    # when the answer is due (the loop's clock)
         self.interim = False        # the server answered STATUS_PENDING (one such answer a request)
+        self.chained = None         # sent in a compound (Channel.compound): its requests' _Pendings
 
 
 class _HeldRange(FileRange):
@@ -743,6 +745,44 @@ class Channel:
             raise error_for(response.status, what or _command_name(command))
         return response
 
+    async def compound(self, parts, *, keys: SessionKeys | None, tree_id: int) -> list[Response]:
+        """Related requests sent in one frame (MS-SMB2 3.2.4.1.4), each after the first acting
+        on the file the first one opened (its body names the FileId all 0xFF): `parts` as
+        (command, body, payload). Their Responses in order, statuses unchecked (a server
+        answers the requests after a failed one with its failure). A stat, or a small file's
+        CREATE, READ or WRITE and CLOSE, then take one round trip instead of two or three."""
+        if self._error is not None:
+            raise self._error
+        charges = [self.charge_for(payload) for _command, _body, payload in parts]
+        message_id = await self._take_credits(sum(charges))
+        sealed = bool(keys and keys.encrypt)
+        signed = bool(keys and keys.signing_key and keys.sign)
+        messages, pendings = [], []
+        for i, ((command, body, _payload), charge) in enumerate(zip(parts, charges)):
+            last = i == len(parts) - 1
+            size = wire.HEADER_SIZE + len(body)
+            padded = size if last else (size + 7) & ~7          # each request 8-byte aligned
+            header = Header(command=command, flags=wire.FLAGS_RELATED if i else 0,
+                            credit_charge=charge if self.multi_credit else 0,
+                            credits=self._credits_to_ask(charge), message_id=message_id,
+                            next_command=0 if last else padded, tree_id=tree_id,
+                            session_id=keys.session_id if keys else 0)
+            message = bytearray(header.pack() + body + bytes(padded - size))
+            if signed and not sealed:   # each signed over itself, its padding too (3.2.4.1.1)
+                security.apply_signature(keys.signing_algorithm, keys.signing_key, message)
+            messages.append(message)
+            pending = self._register(message_id, charge, command, keys, signed and not sealed, None)
+            pending.chained = pendings
+            pendings.append(pending)
+            message_id += charge
+        chain = b"".join(messages)
+        if sealed:
+            transform, ciphertext = security.encrypt(keys.cipher, keys.encrypt_key, keys.session_id, chain)
+            self._send([_LENGTH.pack(len(transform) + len(ciphertext)), transform, ciphertext])
+        else:
+            self._send([_LENGTH.pack(len(chain)), chain])
+        return [await pending.future for pending in pendings]
+
     def start_request(self, command: int, body: bytes, *, keys: SessionKeys | None = None,
                       tree_id: int = 0, payload: int = 0, data=None,
                       into: FileTarget | None = None, waiter=None) -> asyncio.Future | None:
@@ -932,16 +972,45 @@ class Channel:
             header = _parse_header(frame)
         except ValueError as e:
             raise ProtocolError(f"bad response header: {e}") from None
+        if header.next_command:
+            self._deliver_chain(frame, header, sealed_by)
+        else:
+            self._deliver_one(frame, header, sealed_by, False)
+
+    def _deliver_chain(self, frame, header: Header, sealed_by) -> None:
+        """A frame of compounded responses: each answers a request of a compound (the frame's
+        first response decides nothing for the others), checked and delivered on its own. A
+        NextCommand off the 8-byte grid, short of a header, or at or past the frame's end
+        is a lie."""
+        start = 0
+        while True:
+            step = header.next_command
+            end = start + step if step else len(frame)
+            if step and (step % 8 or step < wire.HEADER_SIZE or end + wire.HEADER_SIZE > len(frame)):
+                raise ProtocolError(f"a compounded response whose NextCommand ({step}) does not "
+                                    f"lead to the next response of its frame")
+            self._deliver_one(frame[start:end], header, sealed_by, True)
+            if not step:
+                return
+            start = end
+            try:
+                header = _parse_header(frame[start:])
+            except ValueError as e:
+                raise ProtocolError(f"bad response header in a compounded response: {e}") from None
+
+    def _deliver_one(self, frame, header: Header, sealed_by, chained: bool) -> None:
         if not header.flags & wire.FLAGS_SERVER_TO_REDIR:
             raise ProtocolError("a message without SERVER_TO_REDIR: not a response")
-        if header.next_command:
-            raise ProtocolError("a compounded response to a request that was not compounded")
         if header.command == wire.OPLOCK_BREAK and header.message_id == UNSOLICITED:
+            if chained:
+                raise ProtocolError("a compounded response that is an oplock break")
             return      # the client asks for no oplocks or leases: a break concerns nothing here
         pending = self._pending.get(header.message_id)
         if pending is None:
             raise ProtocolError(f"a response to MessageId {header.message_id}, which has no "
                                 f"request waiting")
+        if chained and pending.chained is None:
+            raise ProtocolError("a compounded response to a request that was not compounded")
         if header.command != pending.command:
             raise ProtocolError(f"{_command_name(header.command)} response to a "
                                 f"{_command_name(pending.command)} request")
@@ -975,12 +1044,17 @@ class Channel:
         """The server answered STATUS_PENDING: the final answer follows with the same
         MessageId. Its credits count now. The request's timer starts again (MS-SMB2 3.2.5.1.5:
         a server busy on it, an oplock break to wait for, has said so), once: a second interim
-        answer is refused. A CHANGE_NOTIFY waits without a deadline: it is answered when
-        something changes."""
+        answer is refused. So do the timers of the requests after it in its compound (a
+        server handles them after it). A CHANGE_NOTIFY waits without a deadline: it is
+        answered when something changes."""
         pending.interim = True
         self._granted(credits)
-        pending.deadline = NO_DEADLINE if pending.command == wire.CHANGE_NOTIFY else \
-            self._loop.time() + self.timeout
+        if pending.command == wire.CHANGE_NOTIFY:
+            pending.deadline = NO_DEADLINE
+            return
+        deadline = self._loop.time() + self.timeout
+        for waiting in pending.chained or (pending,):
+            waiting.deadline = max(waiting.deadline, deadline)
 
     def _complete(self, message_id: int, credits: int, response) -> None:
         pending = self._pending.pop(message_id)

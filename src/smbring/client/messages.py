@@ -180,8 +180,19 @@ def parse_create(msg) -> CreateResponse:
     return CreateResponse(bytes(fid), action, eof, alloc, attrs, (created, accessed, written, changed))
 
 
-def close_request(file_id: bytes) -> bytes:
-    return struct.pack("<HHI16s", 24, 0, 0, file_id)
+def close_request(file_id: bytes, flags: int = 0) -> bytes:
+    return struct.pack("<HHI16s", 24, flags, 0, file_id)
+
+
+_CLOSE_ANSWER = struct.Struct("<HH44xQ")        # StructureSize, Flags, ..., EndofFile
+
+
+def parse_close_size(msg) -> int | None:
+    """The EndofFile a CLOSE answer asked for its attributes (CLOSE_FLAG_POSTQUERY_ATTRIB)
+    reports; None where the server left them out (its Flags without the flag)."""
+    body_of(msg, 60, 60)
+    _structure, flags, size = _CLOSE_ANSWER.unpack_from(msg, wire.HEADER_SIZE)
+    return size if flags & wire.CLOSE_FLAG_POSTQUERY_ATTRIB else None
 
 
 # ---- READ, WRITE (2.2.19 - 2.2.22) ----

@@ -39,6 +39,19 @@ SINK_HOLDS = 40 * 1024 * 1024     # bytes of READ responses a download's file si
 FILE_LIST_DIRECTORY = 0x1
 
 
+def check_status(response, what: str) -> None:
+    """A compound's answer (Client.compound) as request() would take it: a failure raises
+    what request() raises for it (FileNotFoundError, PermissionError, SMBError...)."""
+    if response.status != wire.STATUS_SUCCESS:
+        raise error_for(response.status, what)
+
+
+def _set_info(klass: int, data: bytes, what: str) -> tuple:
+    """A SET_INFO of the file a compound's CREATE opens, as Client.at_once's `middle`."""
+    return (wire.SET_INFO, m.set_info_request(m.NO_FILE, wire.INFO_FILE, klass, data), 0, what,
+            (wire.STATUS_SUCCESS,))
+
+
 def smb_path(path: str) -> str:
     """A share-relative path as SMB names it: backslashes, no leading or trailing separator."""
     if "\0" in path:
@@ -253,6 +266,13 @@ class Client:
         channel = self._open_channel() or self._channels[0]
         return await channel.request(command, body, keys=channel.keys, tree_id=self.tree_id, **kw)
 
+    async def compound(self, parts) -> list:
+        """Related requests in one frame on the first channel still open (Channel.compound):
+        (command, body, payload) each, the second and later acting on the file the first
+        opens. Their Responses, statuses unchecked. Not sent again if that channel fails."""
+        channel = self._open_channel() or self._channels[0]
+        return await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
+
     async def data_request(self, command: int, body: bytes, **kw):
         """A READ or WRITE (which may be repeated: same bytes, same offset) on the channel with
         the fewest requests waiting; when that channel is lost (closed, reset, silent), sent
@@ -364,9 +384,28 @@ class Client:
         return await RemoteFile.open(self, path, mode)
 
     @closing_on_lie
+    async def at_once(self, path: str, access: int, disposition: int, options: int = 0, *,
+                      middle=None, close_flags: int = 0):
+        """A CREATE, a request on the file it opens (`middle`: (command, body, payload, what,
+        statuses taken for success), or none) and its CLOSE, sent together: one round trip
+        instead of two or three. (CreateResponse, the middle's Response or None, the CLOSE's
+        Response). A failure raises as request() raises it, the CREATE's first (the others
+        then fail with it), then the middle's (the CLOSE is made all the same)."""
+        parts = [(wire.CREATE, m.create_request(smb_path(path), access, disposition, options), 0)]
+        if middle is not None:
+            parts.append(middle[:3])
+        parts.append((wire.CLOSE, m.close_request(m.NO_FILE, close_flags), 0))
+        answers = await self.compound(parts)
+        check_status(answers[0], f"open {path!r}")
+        created = m.parse_create(answers[0].message)
+        if middle is not None and answers[1].status not in middle[4]:
+            raise error_for(answers[1].status, middle[3])
+        check_status(answers[-1], f"close {path!r}")
+        return created, answers[1] if middle is not None else None, answers[-1]
+
     async def stat(self, path: str) -> m.RemoteStat:
-        r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
-        await self.close_file(r.file_id)
+        """The file's size, attributes and times: a CREATE and its CLOSE in one round trip."""
+        r, _, _ = await self.at_once(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
         return m.RemoteStat(r.size, r.allocation, r.attributes,
                             *(wire.unix_ns(t) for t in r.times))
 
@@ -411,9 +450,8 @@ class Client:
                     yield entry
 
     async def mkdir(self, path: str) -> None:
-        r = await self.create(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_CREATE,
-                              wire.FILE_DIRECTORY_FILE)
-        await self.close_file(r.file_id)
+        await self.at_once(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_CREATE,
+                           wire.FILE_DIRECTORY_FILE)
 
     async def remove(self, path: str) -> None:
         await self._delete(path, wire.FILE_NON_DIRECTORY_FILE)
@@ -425,22 +463,15 @@ class Client:
         """Marks the file for deletion with FileDispositionInformation rather than opening it
         delete-on-close: the server checks then (a directory that is not empty answers
         STATUS_DIRECTORY_NOT_EMPTY), where a failed delete-on-close goes unreported."""
-        r = await self.create(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN, kind)
-        try:
-            await self.set_info(r.file_id, m.FILE_DISPOSITION_INFORMATION, b"\x01",
-                                what=f"remove {path!r}")
-        finally:
-            await self.close_file(r.file_id)
+        await self.at_once(path, wire.DELETE | m.FILE_READ_ATTRIBUTES, wire.FILE_OPEN, kind,
+                           middle=_set_info(m.FILE_DISPOSITION_INFORMATION, b"\x01", f"remove {path!r}"))
 
     async def rename(self, src: str, dst: str, replace: bool = False) -> None:
         """Renames within the share; `replace`: an existing dst is replaced (a file only)."""
-        r = await self.create(src, wire.DELETE | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN)
-        try:
-            await self.set_info(r.file_id, m.FILE_RENAME_INFORMATION,
-                                 m.rename_information(smb_path(dst), replace),
-                                 what=f"rename {src!r} to {dst!r}")
-        finally:
-            await self.close_file(r.file_id)
+        await self.at_once(src, wire.DELETE | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_OPEN,
+                           middle=_set_info(m.FILE_RENAME_INFORMATION,
+                                            m.rename_information(smb_path(dst), replace),
+                                            f"rename {src!r} to {dst!r}"))
 
     @closing_on_lie
     async def copy(self, src: str, dst: str, replace: bool = False) -> int:

@@ -24,9 +24,11 @@ import stat
 
 from smbring.client.buffers import ALIGN, FileRange, Spliced, aligned
 from smbring.client.errors import LimitExceeded, ProtocolError
-from smbring.client.files import RemoteFile
+from smbring.client import messages as m
+from smbring.client.files import RemoteFile, parse_mode
 from smbring.client.limits import DEFAULT_MAX_DEPTH
 from smbring.client.session import check_listed_name, smb_path
+from smbring.smb import wire
 
 # directory levels an upload takes from a local tree, and the clean-up of a failed one
 # follows on the share (a get follows the client's limits.depth, by default the same)
@@ -40,6 +42,9 @@ DIRECT_MIN = 1024 * 1024
 # the small files of a tree (one READ each) downloaded at once: each file is a few round trips
 # (CREATE, READ, CLOSE), which one after another leave the link idle between them
 TREE_FILES_IN_FLIGHT = 16
+# a file up to this size goes in one compound with its CREATE and CLOSE (one round trip, its
+# data copied in memory); a larger one is read and written as a stream (splice, sendfile)
+COMPOUND_MOST = 1024 * 1024
 
 
 def _temporary_name(name: str) -> str:
@@ -167,7 +172,9 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
         # inside the staging directory: nothing is presented until the whole tree is there
         if progress is not None:
             progress.expect(entry.size)
-        if entry.size <= client.read_size:      # one READ: beside the others
+        if entry.size <= min(client.read_size, COMPOUND_MOST):     # one READ: beside the others
+            await walk.downloads.start(_download_small(client, child, target, entry.size, progress))
+        elif entry.size <= client.read_size:
             await walk.downloads.start(_download(client, child, target, progress, sync=False))
         else:                                   # pipelined on its own
             await _download(client, child, target, progress, sync=False)
@@ -493,6 +500,34 @@ async def _download(client, remote: str, local: str, progress=None, sync: bool =
             os.close(fd)
 
 
+async def _download_small(client, remote: str, local: str, listed: int, progress=None) -> None:
+    """A file of a tree that its listing says one READ holds: its CREATE, READ and CLOSE
+    sent together (one round trip, not three), then written to a new local file as
+    _download writes one (O_EXCL, never through a link; synced with the rest of the tree).
+    A file grown past that READ since it was listed is fetched the usual way."""
+    access, disposition, _append = parse_mode("r")
+    asked = max(listed, 1)          # (an empty file's READ answers END_OF_FILE)
+    created, read, _closed = await client.at_once(
+        remote, access, disposition, wire.FILE_NON_DIRECTORY_FILE,
+        middle=(wire.READ, m.read_request(m.NO_FILE, 0, asked), asked, f"read {remote!r}",
+                (wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE)))
+    size = created.size
+    if size > asked:
+        await _download(client, remote, local, progress, sync=False)
+        return
+    data = m.parse_read(read.message, asked) if read.status == wire.STATUS_SUCCESS else memoryview(b"")
+    if len(data) != size:
+        raise ProtocolError(f"{remote!r}: {'short read: ' if len(data) < size else ''}{len(data)} "
+                            f"bytes arrived, the server announced {size}")
+    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, [data], 0)
+    finally:
+        os.close(fd)
+    if progress is not None:
+        progress.advance(size)
+
+
 async def _synced(fd: int) -> None:
     """fsync(fd), on the ring where there is one (else in a thread): the event loop goes on
     meanwhile, with the other downloads of a tree."""
@@ -618,6 +653,9 @@ async def put(client, local: str, remote: str, progress=None) -> str:
 async def _upload(client, fd: int, remote: str, progress=None) -> None:
     """A local file (open, fd) -> a new remote file, its size checked at the end."""
     size = os.fstat(fd).st_size
+    if size <= min(client.write_size, COMPOUND_MOST):
+        await _upload_small(client, fd, remote, size, progress)
+        return
     try:        # read ahead further (only a file not in the page cache yet gains anything)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except (OSError, AttributeError):
@@ -635,6 +673,32 @@ async def _upload(client, fd: int, remote: str, progress=None) -> None:
         written = (await f.stat()).size
         if written != size:
             raise ProtocolError(f"{remote!r} is {written} bytes on the server after writing {size}")
+
+
+async def _upload_small(client, fd: int, remote: str, size: int, progress=None) -> None:
+    """A local file one WRITE holds -> a new remote file: its CREATE, WRITE and CLOSE (asking
+    for the file's attributes after it) sent together, one round trip instead of four (the
+    size was asked apart); the size the CLOSE reports checked."""
+    data = os.pread(fd, size + 1, 0)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"the local file changed size during the upload to {remote!r}")
+    access, disposition, _append = parse_mode("x")
+    write = (wire.WRITE, m.write_request_head(m.NO_FILE, 0, size) + data, size, f"write {remote!r}",
+             (wire.STATUS_SUCCESS,)) if size else None
+    _created, written, closed = await client.at_once(remote, access, disposition,
+                                                     wire.FILE_NON_DIRECTORY_FILE, middle=write,
+                                                     close_flags=wire.CLOSE_FLAG_POSTQUERY_ATTRIB)
+    count = m.parse_write(written.message) if written is not None else 0
+    if count != size:
+        raise ProtocolError(f"WRITE of {size} bytes at offset 0 of {remote!r}: the server says "
+                            f"it wrote {count}")
+    on_server = m.parse_close_size(closed.message)
+    if on_server is None:
+        on_server = (await client.stat(remote)).size
+    if on_server != size:
+        raise ProtocolError(f"{remote!r} is {on_server} bytes on the server after writing {size}")
+    if progress is not None:
+        progress.advance(size)
 
 
 # characters a name on the share cannot hold: "\" separates paths there, ":" names a stream

@@ -1,0 +1,258 @@
+"""smbring.client's compounds (related requests sent in one frame): a stat is one round trip
+(CREATE and CLOSE), a small file of a tree one (CREATE, READ and CLOSE), against
+`smbring serve` and Samba's smbd, plain, signed and sealed; and servers that lie in a
+compounded answer (a NextCommand off the grid or past the frame, a chain answering a
+request sent alone, a signature altered in the chain's second answer, a listing that
+understates a file) are refused with ProtocolError or fetched whole."""
+import asyncio
+import os
+import struct
+
+import pytest
+
+import smbring.client as sc
+from smbring.smb import wire
+
+PROTECTIONS = {"plain": {}, "signed": {"sign": True}, "sealed": {"encrypt": True}}
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def connected(srv, port=None, **kw):
+    return await sc.connect(srv["host"], port or srv["port"], srv["user"], srv["password"], srv["name"], **kw)
+
+
+def command(frame) -> int:
+    return struct.unpack_from("<H", frame, 12)[0] if frame[:4] == wire.PROTOCOL_ID else -1
+
+
+def starts_of(frame) -> list[int]:
+    """Where each message of a frame starts (several: a compound)."""
+    found, start = [], 0
+    while True:
+        found.append(start)
+        step = struct.unpack_from("<I", frame, start + 20)[0]
+        if not step:
+            return found
+        start += step
+
+
+def commands_in(frame) -> list[int]:
+    """The commands of a frame's requests (several: a compound)."""
+    return [command(frame[start:]) for start in starts_of(frame)]
+
+
+def make_tree(share):
+    (share / "tree" / "sub").mkdir(parents=True)
+    files = {f"sub/f{i:02d}" if i % 2 else f"f{i:02d}": os.urandom(i * 301) for i in range(40)}
+    for rel, data in files.items():
+        (share / "tree" / rel).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("protection", PROTECTIONS)
+@pytest.mark.parametrize("server", ["smbring", "smbd"])
+def test_stat_and_a_tree_of_small_files_are_answered_whole(request, tmp_path, server, protection):
+    """Against both servers, with each protection: a stat, a stat of a missing file (the
+    CREATE's failure, not the CLOSE's) and a tree of small files (an empty one among them)
+    fetched, then put back under another name, byte-exact."""
+    srv = request.getfixturevalue("smbring_server")() if server == "smbring" else \
+        request.getfixturevalue("samba_server")()
+    files = make_tree(srv["share"])
+
+    async def go():
+        async with await connected(srv, **PROTECTIONS[protection]) as c:
+            assert (await c.stat("tree\\f02")).size == 602
+            assert (await c.stat("tree")).is_dir
+            with pytest.raises(FileNotFoundError, match="missing"):
+                await c.stat("tree\\missing")
+            await c.get("tree", str(tmp_path / "back"))
+            await c.put(str(tmp_path / "back"), "again")
+            # a request between the CREATE and the CLOSE that fails: its failure raised, and
+            # the CLOSE made all the same (else the handle left open, denying DELETE to
+            # others, would stop what follows)
+            with pytest.raises(FileExistsError):
+                await c.mkdir("tree\\sub")
+            with pytest.raises(OSError, match="not empty|NOT_EMPTY"):
+                await c.rmdir("tree\\sub")
+            with pytest.raises(FileExistsError):
+                await c.rename("tree\\f02", "tree\\f04")
+            with pytest.raises(FileNotFoundError):
+                await c.remove("tree\\missing")
+            for rel in files:
+                if rel.startswith("sub/"):
+                    await c.remove("tree\\" + rel.replace("/", "\\"))
+            await c.rmdir("tree\\sub")
+            await c.rename("tree\\f02", "tree\\f04", replace=True)
+            assert (await c.stat("tree\\f04")).size == 602
+    run(go())
+    for rel, data in files.items():
+        assert (tmp_path / "back" / rel).read_bytes() == data
+        assert (srv["share"] / "again" / rel).read_bytes() == data
+    assert not (srv["share"] / "tree" / "sub").exists()
+    assert not (srv["share"] / "tree" / "f02").exists()
+
+
+def test_each_small_file_is_one_round_trip(smbring_server, tampering_proxy, tmp_path):
+    """Counted at a proxy: a stat sends one frame, a tree's small files one each both ways
+    (a CREATE, a READ or a WRITE, and a CLOSE in it), not two and three or four."""
+    srv = smbring_server()
+    files = make_tree(srv["share"])
+    frames = []
+
+    def intercept(frame):
+        frames.append(commands_in(frame))
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], lambda f: f, intercept) as proxy:
+            async with await connected(srv, proxy.port) as c:
+                frames.clear()
+                await c.stat("tree\\f02")
+                stat_frames = len(frames)
+                frames.clear()
+                await c.get("tree", str(tmp_path / "back"))
+                got = list(frames)
+                frames.clear()
+                await c.put(str(tmp_path / "back"), "again")
+                return stat_frames, got
+    stat_frames, got = run(go())
+    assert stat_frames == 1
+    assert got.count([wire.CREATE, wire.READ, wire.CLOSE]) == len(files)
+    assert not any(wire.READ in f for f in got if f != [wire.CREATE, wire.READ, wire.CLOSE])
+    # (the empty file: a CREATE and a CLOSE; so are the two stats of the target, put's own
+    # and the tree's look that it is new, and the two directories made; the rename into
+    # place is a CREATE, a SET_INFO and a CLOSE)
+    assert frames.count([wire.CREATE, wire.WRITE, wire.CLOSE]) == len(files) - 1
+    assert frames.count([wire.CREATE, wire.CLOSE]) == 5
+    assert frames.count([wire.CREATE, wire.SET_INFO, wire.CLOSE]) == 1
+    assert [f for f in frames if len(f) == 1] == [[wire.TREE_DISCONNECT], [wire.LOGOFF]]   # (the close)
+    assert len(frames) == (len(files) - 1) + 5 + 1 + 2
+    assert not any(wire.WRITE in f for f in frames if f != [wire.CREATE, wire.WRITE, wire.CLOSE])
+
+
+def misaligned(frame):
+    struct.pack_into("<I", frame, 20, struct.unpack_from("<I", frame, 20)[0] + 4)
+    return frame
+
+
+def past_the_end(frame):
+    struct.pack_into("<I", frame, 20, len(frame) + 8)
+    return frame
+
+
+def chained_alone(frame):
+    """A lone CREATE's answer, followed by a copy of itself as a compound's next answer."""
+    first = bytearray(frame) + bytes(-len(frame) % 8)
+    struct.pack_into("<I", first, 20, len(first))
+    return first + frame
+
+
+@pytest.mark.parametrize("lie, call, message", [
+    (misaligned, "stat", "NextCommand .* does not lead to the next response"),
+    (past_the_end, "stat", "NextCommand .* does not lead to the next response"),
+    (chained_alone, "open", "compounded response to a request that was not compounded"),
+])
+def test_a_compounded_answer_that_does_not_hold_together_is_refused(smbring_server, tampering_proxy,
+                                                                     lie, call, message):
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"x" * 10)
+
+    def tamper(frame):
+        return lie(frame) if command(frame) == wire.CREATE else frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], tamper) as proxy:
+            c = await connected(srv, proxy.port)
+            try:
+                with pytest.raises(sc.ProtocolError, match=message):
+                    await (c.stat("f") if call == "stat" else c.open("f"))
+                assert not c.connected          # nothing more is asked of that server
+            finally:
+                await c.close()
+    run(go())
+
+
+def test_an_altered_second_answer_of_a_signed_compound_is_refused(smbring_server, tampering_proxy):
+    """Each answer of a signed compound carries its own signature: the CLOSE's, altered
+    (its attributes changed after the server signed them), is refused."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"x" * 10)
+
+    def tamper(frame):
+        step = struct.unpack_from("<I", frame, 20)[0]
+        if command(frame) == wire.CREATE and step:
+            frame[step + 64 + 56] ^= 0x20           # the CLOSE's FileAttributes
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], tamper) as proxy:
+            c = await connected(srv, proxy.port, sign=True)
+            try:
+                with pytest.raises(sc.ProtocolError, match="bad signature on the CLOSE response"):
+                    await c.stat("f")
+            finally:
+                await c.close()
+    run(go())
+
+
+def test_a_file_the_listing_understates_is_fetched_whole(smbring_server, tampering_proxy, tmp_path):
+    """A listing that says 100 bytes of a file of 50,000 (grown since, or a lie): the one
+    READ sent with the CREATE holds 100 bytes, the CREATE says 50,000, and the file is
+    fetched whole the usual way."""
+    srv = smbring_server()
+    (srv["share"] / "tree").mkdir()
+    data = os.urandom(50_000)
+    (srv["share"] / "tree" / "grown").write_bytes(data)
+
+    def tamper(frame):
+        if command(frame) == wire.QUERY_DIRECTORY and struct.unpack_from("<I", frame, 8)[0] == 0:
+            at = frame.find("grown".encode("utf-16-le"))
+            if at > 0:
+                struct.pack_into("<Q", frame, at - 104 + 40, 100)     # EndOfFile of its entry
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], tamper) as proxy:
+            async with await connected(srv, proxy.port) as c:
+                await c.get("tree", str(tmp_path / "back"))
+    run(go())
+    assert (tmp_path / "back" / "grown").read_bytes() == data
+
+
+def fewer_written(frame):
+    """A compound's WRITE answer says one byte fewer than it was sent."""
+    for start in starts_of(frame):
+        if command(frame[start:]) == wire.WRITE and struct.unpack_from("<I", frame, start + 8)[0] == 0:
+            struct.pack_into("<I", frame, start + 64 + 4, struct.unpack_from("<I", frame, start + 64 + 4)[0] - 1)
+    return frame
+
+
+def larger_at_close(frame):
+    """A compound's CLOSE answer reports the file one byte larger than it is."""
+    for start in starts_of(frame):
+        if command(frame[start:]) == wire.CLOSE and struct.unpack_from("<I", frame, start + 8)[0] == 0:
+            struct.pack_into("<Q", frame, start + 64 + 48, struct.unpack_from("<Q", frame, start + 64 + 48)[0] + 1)
+    return frame
+
+
+@pytest.mark.parametrize("lie, message", [(fewer_written, "the server says it wrote 999"),
+                                          (larger_at_close, "1001 bytes on the server after writing 1000")])
+def test_a_small_upload_the_server_misreports_fails_and_leaves_no_name(smbring_server, tampering_proxy,
+                                                                      tmp_path, lie, message):
+    srv = smbring_server()
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(1000))
+
+    async def go():
+        async with tampering_proxy(srv["port"], lie) as proxy:
+            c = await connected(srv, proxy.port)
+            try:
+                with pytest.raises(sc.ProtocolError, match=message):
+                    await c.put(str(src), "uploaded")
+            finally:
+                await c.close()
+    run(go())
+    assert os.listdir(srv["share"]) == []
