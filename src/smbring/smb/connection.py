@@ -396,7 +396,7 @@ class Connection:
             if len(messages) >= self.limits.max_compound:
                 raise ConnectionError(f"more than {self.limits.max_compound} requests in one frame")
             try:
-                hdr = Header.parse(frame[offset:offset + 64])
+                hdr = _parse_header(frame[offset:offset + 64])
             except (ValueError, struct.error) as e:
                 raise ConnectionError(f"malformed SMB2 header: {e}") from None
             end = offset + hdr.next_command if hdr.next_command else len(frame)
@@ -406,7 +406,8 @@ class Connection:
             if end > len(frame) or end < offset + SHORTEST_REQUEST:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
-            if hdr.command != wire.CANCEL and not self.credits.consume(hdr.message_id, self._charge(hdr)):
+            charge = (hdr.credit_charge or 1) if self.dialect > SMB202 else 1     # (_charge)
+            if hdr.command != CANCEL and not self.credits.consume(hdr.message_id, charge):
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                       f"the credit window [{self.credits.low}, +{self.credits.range})")
             messages.append((hdr, frame[offset:end]))
@@ -430,7 +431,8 @@ class Connection:
         messages = self._split(frame)
         out: list[tuple[Header, Header, object]] = []
         signed_requests: list[bool] = []
-        chain = Chain(single=len(messages) == 1)
+        chain = _new_chain(Chain)           # (Chain() without its __init__'s call: its defaults)
+        chain.single = len(messages) == 1
         budget = ResponseBudget(self.limits.max_frame)
         for i, (hdr, msg) in enumerate(messages):
             chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
@@ -660,14 +662,21 @@ class Connection:
         if len(out) == 1:
             return self._response(*out[0], signed_requests[0], sealed_by)
         seal = self._seal_for(out, sealed_by)
+        sessions = self.client.sessions
         chained = bytearray()
+        last = len(out) - 1
         for i, (req, rhdr, body) in enumerate(out):
             part = self._finish(req, rhdr, body)
-            if len(out) > 1:    # every part of a compound ends 8-byte aligned, the last too
-                part += b"\0" * (wire.pad8(len(part)) - len(part))   # (as Windows sends it)
-            if i < len(out) - 1:
+            # every part of a compound ends 8-byte aligned, the last too (as Windows sends it)
+            part += bytes(-len(part) & 7)
+            if i < last:
                 struct.pack_into("<I", part, 20, len(part))
-            self._sign(part, rhdr, signed_requests[i], seal)
+            if seal is None:
+                s = sessions.get(rhdr.session_id)
+                # (_sign asks _must_sign, which is False unless one of these holds: asked only then)
+                if rhdr.signer is not None or s is not None and (
+                        signed_requests[i] or s.sign or rhdr.command == SESSION_SETUP):
+                    self._sign(part, rhdr, signed_requests[i], seal)
             chained += part
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
