@@ -781,7 +781,8 @@ class Channel:
             self._send([_LENGTH.pack(len(transform) + len(ciphertext)), transform, ciphertext])
         else:
             self._send([_LENGTH.pack(len(chain)), chain])
-        return [await pending.future for pending in pendings]
+        # (gather: where the channel fails, every request's exception is taken, not only the first's)
+        return await asyncio.gather(*(pending.future for pending in pendings))
 
     def start_request(self, command: int, body: bytes, *, keys: SessionKeys | None = None,
                       tree_id: int = 0, payload: int = 0, data=None,
