@@ -12,10 +12,13 @@ class TamperingProxy:
     pass unchanged, or through `intercept(frame) -> frame` if given, which may instead return
     None after answering the client itself with `answer(frame)`; an `async def` intercept may
     also wait (the frames after it wait too). The server then lies exactly where a test wants
-    it to."""
+    it to. A frame of compounded responses goes to `tamper` one response at a time, and is
+    chained again around what it returns (`whole_frames`: the frame as it came, to lie in
+    the chaining itself)."""
 
-    def __init__(self, upstream_port: int, tamper, intercept=None):
+    def __init__(self, upstream_port: int, tamper, intercept=None, whole_frames: bool = False):
         self.upstream_port, self.tamper = upstream_port, tamper
+        self.whole_frames = whole_frames
         self.intercept = intercept or (lambda frame: frame)
         self._clients = []
         self.server = None
@@ -61,7 +64,36 @@ class TamperingProxy:
                 pass
             finally:
                 writer.close()
-        await asyncio.gather(pump(creader, swriter, from_client), pump(sreader, cwriter, self.tamper))
+        from_server = self.tamper if self.whole_frames else self._each_response
+        await asyncio.gather(pump(creader, swriter, from_client), pump(sreader, cwriter, from_server))
+
+    def _each_response(self, frame):
+        """`tamper` applied to each response of a compounded frame in turn; the frame chained
+        again around what it returns (8-byte aligned, NextCommand set; None drops one)."""
+        if frame[:4] != b"\xfeSMB" or not struct.unpack_from("<I", frame, 20)[0]:
+            return self.tamper(frame)
+        parts, start = [], 0
+        while True:
+            step = struct.unpack_from("<I", frame, start + 20)[0]
+            end = start + step if step else len(frame)
+            part = bytearray(frame[start:end])
+            struct.pack_into("<I", part, 20, 0)         # (the tamper sees it alone)
+            parts.append(part)
+            if not step or end + 64 > len(frame):
+                break
+            start = end
+        answers = [a for a in (self.tamper(p) for p in parts) if a is not None]
+        if not answers:
+            return None
+        chained = bytearray()
+        for i, answer in enumerate(answers):
+            answer = bytearray(answer)
+            last = i == len(answers) - 1
+            if not last:
+                answer += bytes(-len(answer) & 7)
+            struct.pack_into("<I", answer, 20, 0 if last else len(answer))
+            chained += answer
+        return chained
 
     async def _with_client(self, cwriter, step):
         """An async intercept's steps, `answer` reaching the client whose frame it holds."""

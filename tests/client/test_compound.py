@@ -68,6 +68,13 @@ def test_stat_and_a_tree_of_small_files_are_answered_whole(request, tmp_path, se
             assert (await c.stat("tree")).is_dir
             with pytest.raises(FileNotFoundError, match="missing"):
                 await c.stat("tree\\missing")
+            with pytest.raises(FileNotFoundError, match="missing"):      # (a listing's CREATE)
+                [e async for e in c.listdir("tree\\missing")]
+            with pytest.raises(NotADirectoryError):
+                [e async for e in c.listdir("tree\\f02")]
+            await c.mkdir("tree\\empty")
+            assert [e async for e in c.listdir("tree\\empty")] == []
+            await c.rmdir("tree\\empty")
             await c.get("tree", str(tmp_path / "back"))
             await c.put(str(tmp_path / "back"), "again")
             # a request between the CREATE and the CLOSE that fails: its failure raised, and
@@ -120,16 +127,18 @@ def test_each_small_file_is_one_round_trip(smbring_server, tampering_proxy, tmp_
                 return stat_frames, got
     stat_frames, got = run(go())
     assert stat_frames == 1
+    # each directory's listing: its first batch in its CREATE's frame (the tree and "sub")
+    assert got.count([wire.CREATE, wire.QUERY_DIRECTORY]) == 2
+    assert [wire.CREATE] not in got
     assert got.count([wire.CREATE, wire.READ, wire.CLOSE]) == len(files)
     assert not any(wire.READ in f for f in got if f != [wire.CREATE, wire.READ, wire.CLOSE])
-    # (the empty file: a CREATE and a CLOSE; so are the two stats of the target, put's own
-    # and the tree's look that it is new, and the two directories made; the rename into
-    # place is a CREATE, a SET_INFO and a CLOSE)
+    # (the empty file: a CREATE and a CLOSE; so are the stat that finds the target absent
+    # and the two directories made; the rename into place is a CREATE, a SET_INFO and a CLOSE)
     assert frames.count([wire.CREATE, wire.WRITE, wire.CLOSE]) == len(files) - 1
-    assert frames.count([wire.CREATE, wire.CLOSE]) == 5
+    assert frames.count([wire.CREATE, wire.CLOSE]) == 4
     assert frames.count([wire.CREATE, wire.SET_INFO, wire.CLOSE]) == 1
     assert [f for f in frames if len(f) == 1] == [[wire.TREE_DISCONNECT], [wire.LOGOFF]]   # (the close)
-    assert len(frames) == (len(files) - 1) + 5 + 1 + 2
+    assert len(frames) == (len(files) - 1) + 4 + 1 + 2
     assert not any(wire.WRITE in f for f in frames if f != [wire.CREATE, wire.WRITE, wire.CLOSE])
 
 
@@ -164,7 +173,7 @@ def test_a_compounded_answer_that_does_not_hold_together_is_refused(smbring_serv
         return lie(frame) if command(frame) == wire.CREATE else frame
 
     async def go():
-        async with tampering_proxy(srv["port"], tamper) as proxy:
+        async with tampering_proxy(srv["port"], tamper, whole_frames=True) as proxy:
             c = await connected(srv, proxy.port)
             try:
                 with pytest.raises(sc.ProtocolError, match=message):
@@ -188,7 +197,7 @@ def test_an_altered_second_answer_of_a_signed_compound_is_refused(smbring_server
         return frame
 
     async def go():
-        async with tampering_proxy(srv["port"], tamper) as proxy:
+        async with tampering_proxy(srv["port"], tamper, whole_frames=True) as proxy:
             c = await connected(srv, proxy.port, sign=True)
             try:
                 with pytest.raises(sc.ProtocolError, match="bad signature on the CLOSE response"):

@@ -358,13 +358,28 @@ class Client:
 
     @contextlib.asynccontextmanager
     async def opened(self, path: str, access: int, disposition: int, options: int = 0,
-                     share: int = m.FILE_SHARE_ALL) -> AsyncIterator[m.CreateResponse]:
+                     share: int = m.FILE_SHARE_ALL, *, first=None) -> AsyncIterator:
         """The file at `path` open (its CreateResponse) for an `async with` block, closed at
         its end while the connection is up. A lie found in the block (ProtocolError) closes
-        the session's connections first: nothing more is asked of that server."""
-        r = await self.create(path, access, disposition, options, share=share)
+        the session's connections first: nothing more is asked of that server. `first`
+        ((command, body, payload): a request on the file) goes in the CREATE's frame, one
+        round trip for both; the block then gets (CreateResponse, its Response), the
+        Response's status unchecked."""
+        if first is None:
+            r = given = await self.create(path, access, disposition, options, share=share)
+        else:
+            created, answer = await self.compound([
+                (wire.CREATE, m.create_request(smb_path(path), access, disposition, options, 0, share), 0),
+                first])
+            check_status(created, f"open {path!r}")     # (the server fails `first` with it)
+            try:
+                r = m.parse_create(created.message)
+            except ProtocolError as e:
+                self.refuse(e)
+                raise
+            given = (r, answer)
         try:
-            yield r
+            yield given
         except ProtocolError as e:
             self.refuse(e)
             raise
@@ -372,10 +387,10 @@ class Client:
             if self.connected:
                 await asyncio.shield(self.close_file(r.file_id))
 
-    def directory(self, path: str):
+    def directory(self, path: str, first=None):
         """opened(): the directory at `path`, to list or watch."""
         return self.opened(path, FILE_LIST_DIRECTORY | m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE,
-                           wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE)
+                           wire.FILE_OPEN, wire.FILE_DIRECTORY_FILE, first=first)
 
     async def open(self, path: str, mode: str = "r"):
         """The remote file as an async file object (see files.RemoteFile); modes as open()'s,
@@ -416,17 +431,17 @@ class Client:
         come again: NameRepeats) end it with ProtocolError; more than `max_entries` entries
         (default: limits.entries) with LimitExceeded. Memory: one response's batch."""
         limit = self.limits.entries if max_entries is None else max_entries
-        async with self.directory(path) as r:
-            flags = m.RESTART_SCANS
+        listed = (wire.STATUS_SUCCESS, wire.STATUS_NO_MORE_FILES)
+        # the first batch asked in the CREATE's frame: one round trip fewer per directory
+        first = (wire.QUERY_DIRECTORY, m.query_directory_request(m.NO_FILE, "*", m.RESTART_SCANS,
+                                                                 LISTING_BUFFER), LISTING_BUFFER)
+        async with self.directory(path, first) as (r, resp):
             given, dots, repeats = 0, set(), NameRepeats()
             while True:
-                resp = await self.request(
-                    wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", flags, LISTING_BUFFER),
-                    payload=LISTING_BUFFER, expect=(wire.STATUS_SUCCESS, wire.STATUS_NO_MORE_FILES),
-                    what=f"list {path!r}")
+                if resp.status not in listed:
+                    raise error_for(resp.status, f"list {path!r}")
                 if resp.status == wire.STATUS_NO_MORE_FILES:
                     return
-                flags = 0
                 # (every batch holds an entry at least: parse_directory refuses an empty one)
                 for entry in m.parse_directory(m.parse_output_buffer(resp.message, LISTING_BUFFER)):
                     if entry.name in (".", "..") and entry.is_dir:
@@ -448,6 +463,9 @@ class Client:
                         raise LimitExceeded(f"the listing of {path!r} has more than {limit:,} "
                                             f"entries", "entries", limit)
                     yield entry
+                resp = await self.request(
+                    wire.QUERY_DIRECTORY, m.query_directory_request(r.file_id, "*", 0, LISTING_BUFFER),
+                    payload=LISTING_BUFFER, expect=listed, what=f"list {path!r}")
 
     async def mkdir(self, path: str) -> None:
         await self.at_once(path, m.FILE_READ_ATTRIBUTES | m.SYNCHRONIZE, wire.FILE_CREATE,

@@ -623,6 +623,7 @@ async def put(client, local: str, remote: str, progress=None) -> str:
     exist there yet."""
     name = os.path.basename(os.path.normpath(local))
     target = smb_path(remote)
+    absent = False          # the target was looked up, and is not there
     if remote.endswith(("/", "\\")) or not target:
         target = f"{target}\\{name}" if target else name
     else:
@@ -630,11 +631,11 @@ async def put(client, local: str, remote: str, progress=None) -> str:
             if (await client.stat(target)).is_dir:
                 target = f"{target}\\{name}"
         except FileNotFoundError:
-            pass
+            absent = True
     directory, _, base = target.rpartition("\\")
     temporary = f"{directory}\\{_temporary_name(base)}" if directory else _temporary_name(base)
     if os.path.isdir(local) and not os.path.islink(local):
-        return await _put_tree(client, local, target, temporary, progress)
+        return await _put_tree(client, local, target, temporary, progress, absent)
     with open(local, "rb") as source:
         if progress is not None:
             progress.expect(os.fstat(source.fileno()).st_size)
@@ -752,14 +753,19 @@ def _local_tree(root: str) -> tuple[list[str], list[tuple[str, int]], int]:
     return dirs, files, total
 
 
-async def _put_tree(client, local: str, target: str, temporary: str, progress) -> str:
+async def _put_tree(client, local: str, target: str, temporary: str, progress,
+                    absent: bool = False) -> str:
+    """`absent`: put looked the target up already and found nothing there (else it is looked
+    up here: a tree is never merged into an existing one; the rename into place refuses one
+    made meanwhile)."""
     dirs, files, total = _local_tree(local)      # every name checked before anything is sent
-    try:
-        await client.stat(target)
-        raise FileExistsError(f"{target.replace(chr(92), '/')} exists on the share; a directory "
-                              f"is uploaded to a new name")
-    except FileNotFoundError:
-        pass
+    if not absent:
+        try:
+            await client.stat(target)
+            raise FileExistsError(f"{target.replace(chr(92), '/')} exists on the share; a "
+                                  f"directory is uploaded to a new name")
+        except FileNotFoundError:
+            pass
     if progress is not None:
         progress.expect(total)
     await client.mkdir(temporary)
