@@ -144,6 +144,12 @@ class _Pending:
         self.chained = None         # sent in a compound (Channel.compound): its requests' _Pendings
 
 
+def _taken(future: asyncio.Future) -> None:
+    """Marks a future's exception as seen (a compound's requests after the one that raised)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _HeldRange(FileRange):
     """A file range queued on a channel with a descriptor of the channel's own (closed once
     the range is sent, or the channel fails)."""
@@ -781,8 +787,18 @@ class Channel:
             self._send([_LENGTH.pack(len(transform) + len(ciphertext)), transform, ciphertext])
         else:
             self._send([_LENGTH.pack(len(chain)), chain])
-        # (gather: where the channel fails, every request's exception is taken, not only the first's)
-        return await asyncio.gather(*(pending.future for pending in pendings))
+        futures = [pending.future for pending in pendings]
+        try:
+            # (awaited in turn, not gathered: gather's own future costs another turn of the
+            # event loop per compound; their answers usually come in one frame)
+            return [await future for future in futures]
+        except BaseException:
+            for future in futures:      # where the channel fails, each one's exception is taken
+                if future.done():
+                    _taken(future)
+                else:
+                    future.add_done_callback(_taken)
+            raise
 
     def start_request(self, command: int, body: bytes, *, keys: SessionKeys | None = None,
                       tree_id: int = 0, payload: int = 0, data=None,
