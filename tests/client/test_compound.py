@@ -120,6 +120,10 @@ def test_each_small_file_is_one_round_trip(smbring_server, tampering_proxy, tmp_
                 await c.stat("tree\\f02")
                 stat_frames = len(frames)
                 frames.clear()
+                await c.get("tree\\f02", str(tmp_path / "one"))      # a stat, then the file
+                assert frames == [[wire.CREATE, wire.CLOSE], [wire.CREATE, wire.READ, wire.CLOSE]]
+                assert (tmp_path / "one").read_bytes() == files["f02"]
+                frames.clear()
                 await c.get("tree", str(tmp_path / "back"))
                 got = list(frames)
                 frames.clear()

@@ -94,7 +94,7 @@ async def get(client, remote: str, local: str, progress=None) -> str:
     _refuse_special(local)
     if progress is not None:
         progress.expect(st.size)
-    await _get_file(client, remote, local, progress)
+    await _get_file(client, remote, local, st.size, progress)
     return local
 
 
@@ -238,11 +238,15 @@ def _failures(tasks) -> list[BaseException]:
     return [task.exception() for task in tasks if not task.cancelled() and task.exception() is not None]
 
 
-async def _get_file(client, remote: str, local: str, progress=None) -> None:
+async def _get_file(client, remote: str, local: str, size: int, progress=None) -> None:
+    """`size`: what a stat said just before (a file one READ holds goes in one compound)."""
     directory = os.path.dirname(os.path.abspath(local))
     temporary = os.path.join(directory, _temporary_name(os.path.basename(local)))
     try:
-        await _download(client, remote, temporary, progress)
+        if size <= min(client.read_size, COMPOUND_MOST):
+            await _download_small(client, remote, temporary, size, progress, sync=True)
+        else:
+            await _download(client, remote, temporary, progress)
         os.replace(temporary, local)
     except BaseException:
         try:
@@ -500,11 +504,13 @@ async def _download(client, remote: str, local: str, progress=None, sync: bool =
             os.close(fd)
 
 
-async def _download_small(client, remote: str, local: str, listed: int, progress=None) -> None:
-    """A file of a tree that its listing says one READ holds: its CREATE, READ and CLOSE
+async def _download_small(client, remote: str, local: str, listed: int, progress=None,
+                          sync: bool = False) -> None:
+    """A file that its listing (or a stat) says one READ holds: its CREATE, READ and CLOSE
     sent together (one round trip, not three), then written to a new local file as
-    _download writes one (O_EXCL, never through a link; synced with the rest of the tree).
-    A file grown past that READ since it was listed is fetched the usual way."""
+    _download writes one (O_EXCL, never through a link; `sync`: on disk before it returns,
+    else synced with the rest of its tree). A file grown past that READ since it was listed
+    is fetched the usual way."""
     access, disposition, _append = parse_mode("r")
     asked = max(listed, 1)          # (an empty file's READ answers END_OF_FILE)
     created, read, _closed = await client.at_once(
@@ -513,7 +519,7 @@ async def _download_small(client, remote: str, local: str, listed: int, progress
                 (wire.STATUS_SUCCESS, wire.STATUS_END_OF_FILE)))
     size = created.size
     if size > asked:
-        await _download(client, remote, local, progress, sync=False)
+        await _download(client, remote, local, progress, sync=sync)
         return
     data = m.parse_read(read.message, asked) if read.status == wire.STATUS_SUCCESS else memoryview(b"")
     if len(data) != size:
@@ -522,6 +528,8 @@ async def _download_small(client, remote: str, local: str, listed: int, progress
     fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         _write_all(fd, [data], 0)
+        if sync:
+            await _synced(fd)
     finally:
         os.close(fd)
     if progress is not None:
