@@ -767,7 +767,7 @@ class Channel:
         for i, ((command, body, _payload), charge) in enumerate(zip(parts, charges)):
             last = i == len(parts) - 1
             size = wire.HEADER_SIZE + len(body)
-            padded = size if last else (size + 7) & ~7          # each request 8-byte aligned
+            padded = size if last else wire.pad8(size)          # each request 8-byte aligned
             header = Header(command=command, flags=wire.FLAGS_RELATED if i else 0,
                             credit_charge=charge if self.multi_credit else 0,
                             credits=self._credits_to_ask(charge), message_id=message_id,

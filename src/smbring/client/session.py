@@ -368,15 +368,7 @@ class Client:
         if first is None:
             r = given = await self.create(path, access, disposition, options, share=share)
         else:
-            created, answer = await self.compound([
-                (wire.CREATE, m.create_request(smb_path(path), access, disposition, options, 0, share), 0),
-                first])
-            check_status(created, f"open {path!r}")     # (the server fails `first` with it)
-            try:
-                r = m.parse_create(created.message)
-            except ProtocolError as e:
-                self.refuse(e)
-                raise
+            r, (answer,) = await self._created_with(path, access, disposition, options, share, [first])
             given = (r, answer)
         try:
             yield given
@@ -399,6 +391,17 @@ class Client:
         return await RemoteFile.open(self, path, mode)
 
     @closing_on_lie
+    async def _created_with(self, path: str, access: int, disposition: int, options: int,
+                            share: int, after: list) -> tuple:
+        """A CREATE with the requests `after` it ((command, body, payload) each, on the file it
+        opens) in one frame: (its CreateResponse, their Responses, statuses unchecked). The
+        CREATE's failure raises as request() raises it (the server fails the others with it)."""
+        created, *answers = await self.compound(
+            [(wire.CREATE, m.create_request(smb_path(path), access, disposition, options, 0, share), 0),
+             *after])
+        check_status(created, f"open {path!r}")
+        return m.parse_create(created.message), answers
+
     async def at_once(self, path: str, access: int, disposition: int, options: int = 0, *,
                       middle=None, close_flags: int = 0):
         """A CREATE, a request on the file it opens (`middle`: (command, body, payload, what,
@@ -406,17 +409,14 @@ class Client:
         instead of two or three. (CreateResponse, the middle's Response or None, the CLOSE's
         Response). A failure raises as request() raises it, the CREATE's first (the others
         then fail with it), then the middle's (the CLOSE is made all the same)."""
-        parts = [(wire.CREATE, m.create_request(smb_path(path), access, disposition, options), 0)]
-        if middle is not None:
-            parts.append(middle[:3])
-        parts.append((wire.CLOSE, m.close_request(m.NO_FILE, close_flags), 0))
-        answers = await self.compound(parts)
-        check_status(answers[0], f"open {path!r}")
-        created = m.parse_create(answers[0].message)
-        if middle is not None and answers[1].status not in middle[4]:
-            raise error_for(answers[1].status, middle[3])
+        after = ([middle[:3]] if middle is not None else []) + \
+            [(wire.CLOSE, m.close_request(m.NO_FILE, close_flags), 0)]
+        created, answers = await self._created_with(path, access, disposition, options,
+                                                    m.FILE_SHARE_ALL, after)
+        if middle is not None and answers[0].status not in middle[4]:
+            raise error_for(answers[0].status, middle[3])
         check_status(answers[-1], f"close {path!r}")
-        return created, answers[1] if middle is not None else None, answers[-1]
+        return created, answers[0] if middle is not None else None, answers[-1]
 
     async def stat(self, path: str) -> m.RemoteStat:
         """The file's size, attributes and times: a CREATE and its CLOSE in one round trip."""

@@ -47,6 +47,17 @@ TREE_FILES_IN_FLIGHT = 16
 COMPOUND_MOST = 1024 * 1024
 
 
+def _in_one_compound(size: int, io_size: int) -> bool:
+    """Whether a file of `size` bytes goes in one compound: one READ or WRITE of `io_size`
+    (the client's read or write size) holds it, and it is no larger than COMPOUND_MOST."""
+    return size <= min(io_size, COMPOUND_MOST)
+
+
+def _new_local_file(path: str) -> int:
+    """A download's file, created (never one already there, never through a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
 def _temporary_name(name: str) -> str:
     # os.urandom, as secrets.token_hex uses (whose import, random and all, cost ~2 ms per command)
     return f".{name}.smbring-{os.urandom(4).hex()}.part"
@@ -172,7 +183,7 @@ async def _get_entry(client, remote: str, local_dir: str, walk: _Walk, depth: in
         # inside the staging directory: nothing is presented until the whole tree is there
         if progress is not None:
             progress.expect(entry.size)
-        if entry.size <= min(client.read_size, COMPOUND_MOST):     # one READ: beside the others
+        if _in_one_compound(entry.size, client.read_size):        # one READ: beside the others
             await walk.downloads.start(_download_small(client, child, target, entry.size, progress))
         elif entry.size <= client.read_size:
             await walk.downloads.start(_download(client, child, target, progress, sync=False))
@@ -243,7 +254,7 @@ async def _get_file(client, remote: str, local: str, size: int, progress=None) -
     directory = os.path.dirname(os.path.abspath(local))
     temporary = os.path.join(directory, _temporary_name(os.path.basename(local)))
     try:
-        if size <= min(client.read_size, COMPOUND_MOST):
+        if _in_one_compound(size, client.read_size):
             await _download_small(client, remote, temporary, size, progress, sync=True)
         else:
             await _download(client, remote, temporary, progress)
@@ -481,7 +492,7 @@ async def _download(client, remote: str, local: str, progress=None, sync: bool =
     before it returns (a tree's files: its file system synced once at the end instead)."""
     async with await RemoteFile.open(client, remote, "r") as f:
         size = f.size_at_open
-        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = _new_local_file(local)
         direct_fd = _reopen_direct(fd) if client.direct and size >= DIRECT_MIN else None
         try:
             allocation = _Allocation(fd, size) if direct_fd is not None else None
@@ -525,7 +536,7 @@ async def _download_small(client, remote: str, local: str, listed: int, progress
     if len(data) != size:
         raise ProtocolError(f"{remote!r}: {'short read: ' if len(data) < size else ''}{len(data)} "
                             f"bytes arrived, the server announced {size}")
-    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = _new_local_file(local)
     try:
         _write_all(fd, [data], 0)
         if sync:
@@ -662,7 +673,7 @@ async def put(client, local: str, remote: str, progress=None) -> str:
 async def _upload(client, fd: int, remote: str, progress=None) -> None:
     """A local file (open, fd) -> a new remote file, its size checked at the end."""
     size = os.fstat(fd).st_size
-    if size <= min(client.write_size, COMPOUND_MOST):
+    if _in_one_compound(size, client.write_size):
         await _upload_small(client, fd, remote, size, progress)
         return
     try:        # read ahead further (only a file not in the page cache yet gains anything)
@@ -679,9 +690,7 @@ async def _upload(client, fd: int, remote: str, progress=None) -> None:
                                depth=client.write_depth)
         else:
             await f.write_from(0, size, source, source.done)
-        written = (await f.stat()).size
-        if written != size:
-            raise ProtocolError(f"{remote!r} is {written} bytes on the server after writing {size}")
+        _check_size_on_server(remote, (await f.stat()).size, size)
 
 
 async def _upload_small(client, fd: int, remote: str, size: int, progress=None) -> None:
@@ -704,10 +713,15 @@ async def _upload_small(client, fd: int, remote: str, size: int, progress=None) 
     on_server = m.parse_close_size(closed.message)
     if on_server is None:
         on_server = (await client.stat(remote)).size
-    if on_server != size:
-        raise ProtocolError(f"{remote!r} is {on_server} bytes on the server after writing {size}")
+    _check_size_on_server(remote, on_server, size)
     if progress is not None:
         progress.advance(size)
+
+
+def _check_size_on_server(remote: str, on_server: int, size: int) -> None:
+    """An upload's file must be as large on the server as the bytes written."""
+    if on_server != size:
+        raise ProtocolError(f"{remote!r} is {on_server} bytes on the server after writing {size}")
 
 
 # characters a name on the share cannot hold: "\" separates paths there, ":" names a stream

@@ -406,8 +406,7 @@ class Connection:
             if end > len(frame) or end < offset + SHORTEST_REQUEST:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
-            charge = (hdr.credit_charge or 1) if self.dialect > SMB202 else 1     # (_charge)
-            if hdr.command != CANCEL and not self.credits.consume(hdr.message_id, charge):
+            if hdr.command != CANCEL and not self.credits.consume(hdr.message_id, self._charge(hdr)):
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                       f"the credit window [{self.credits.low}, +{self.credits.range})")
             messages.append((hdr, frame[offset:end]))
@@ -662,21 +661,14 @@ class Connection:
         if len(out) == 1:
             return self._response(*out[0], signed_requests[0], sealed_by)
         seal = self._seal_for(out, sealed_by)
-        sessions = self.client.sessions
         chained = bytearray()
-        last = len(out) - 1
         for i, (req, rhdr, body) in enumerate(out):
             part = self._finish(req, rhdr, body)
             # every part of a compound ends 8-byte aligned, the last too (as Windows sends it)
-            part += bytes(-len(part) & 7)
-            if i < last:
+            part += bytes(wire.pad8(len(part)) - len(part))
+            if i < len(out) - 1:
                 struct.pack_into("<I", part, 20, len(part))
-            if seal is None:
-                s = sessions.get(rhdr.session_id)
-                # (_sign asks _must_sign, which is False unless one of these holds: asked only then)
-                if rhdr.signer is not None or s is not None and (
-                        signed_requests[i] or s.sign or rhdr.command == SESSION_SETUP):
-                    self._sign(part, rhdr, signed_requests[i], seal)
+            self._sign(part, rhdr, signed_requests[i], seal)
             chained += part
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
@@ -876,7 +868,10 @@ class Connection:
         if rhdr.signer is not None:
             return False    # (a key named is applied before this is asked; () is errors.Unverified)
         s = self.client.sessions.get(rhdr.session_id)
-        if not s or not signing_key_on(s, self):    # (a guest's session has no key)
+        # (the answer below needs one of these: the key, the cost of the question, is not
+        # looked up for the answers of a session that signs nothing it was not asked to)
+        if not s or not (s.sign or request_signed or rhdr.command == wire.SESSION_SETUP) or \
+                not signing_key_on(s, self):        # (a guest's session has no key)
             return False
         if rhdr.command == wire.SESSION_SETUP and not self.reaches(s):
             return False    # signed where its signature verified (rhdr.signer, commands.session)
