@@ -146,6 +146,67 @@ def test_each_small_file_is_one_round_trip(smbring_server, tampering_proxy, tmp_
     assert not any(wire.WRITE in f for f in frames if f != [wire.CREATE, wire.WRITE, wire.CLOSE])
 
 
+def test_a_server_granting_one_credit_at_a_time_gets_the_requests_one_by_one(smbring_server,
+                                                                               tampering_proxy, tmp_path):
+    """A server whose every answer grants one credit keeps the client's window at one: no
+    compound fits, so each goes as its requests one at a time (the later ones naming the
+    file the CREATE opened), and every operation still works: a stat, a missing file's stat,
+    a tree got and put back, mkdir, rename, remove, rmdir, a listing. Before, the compound
+    refused the server ("granted too few credits")."""
+    srv = smbring_server()
+    files = make_tree(srv["share"])
+    frames = []
+    window = [1]        # the client's credits: its first (for the NEGOTIATE), those granted since,
+                        # less those of the requests answered
+
+    def one_credit(frame):
+        charge, flags = max(1, struct.unpack_from("<H", frame, 6)[0]), struct.unpack_from("<I", frame, 16)[0]
+        interim = flags & wire.FLAGS_ASYNC and struct.unpack_from("<I", frame, 8)[0] == wire.STATUS_PENDING
+        left = window[0] - (0 if interim else charge)
+        # (a signed answer as it is: its signature covers it; so are the logon's, which the
+        # 3.1.1 keys are derived over)
+        if not flags & wire.FLAGS_SIGNED and command(frame) not in (wire.NEGOTIATE, wire.SESSION_SETUP):
+            # none while the client holds more than one; then what keeps it at one
+            struct.pack_into("<H", frame, 14, max(0, 1 - left))
+        window[0] = left + struct.unpack_from("<H", frame, 14)[0]
+        return frame
+
+    def intercept(frame):
+        frames.append(commands_in(frame))
+        return frame
+
+    async def go():
+        async with tampering_proxy(srv["port"], one_credit, intercept) as proxy:
+            async with await connected(srv, proxy.port) as c:
+                while window[0] > 1:        # the credits of the logon spent
+                    await c.stat("tree")
+                frames.clear()
+                assert (await c.stat("tree\\f02")).size == len(files["f02"])
+                with pytest.raises(FileNotFoundError):
+                    await c.stat("tree\\missing")
+                await c.get("tree", str(tmp_path / "back"))
+                await c.put(str(tmp_path / "back"), "again")
+                await c.mkdir("made")
+                await c.rename("made", "renamed")
+                await c.rmdir("renamed")
+                await c.remove("again\\f02")
+                with pytest.raises(FileNotFoundError):
+                    await c.remove("again\\f02")
+                names = {e.name async for e in c.listdir("again")}
+        return names
+    names = run(go())
+    assert window[0] == 1
+    assert all(len(f) == 1 for f in frames), [f for f in frames if len(f) > 1]
+    assert frames.count([wire.READ]) == len(files)
+    assert frames.count([wire.WRITE]) == len(files) - 1     # (the empty file: none)
+    for rel, data in files.items():
+        expected = srv["share"] / "again" / rel
+        assert rel == "f02" or expected.read_bytes() == data
+    assert not (srv["share"] / "again" / "f02").exists()
+    assert not (srv["share"] / "renamed").exists()
+    assert names == {n for n in os.listdir(srv["share"] / "again")}
+
+
 def misaligned(frame):
     struct.pack_into("<I", frame, 20, struct.unpack_from("<I", frame, 20)[0] + 4)
     return frame

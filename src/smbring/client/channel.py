@@ -679,12 +679,17 @@ class Channel:
         (the server's window for this connection, as far as it has opened it)."""
         return self._balance + self._in_flight
 
-    async def _take_credits(self, charge: int) -> int:
+    async def _take_credits(self, charge: int, *, or_none: bool = False) -> int | None:
+        """The next MessageId, `charge` credits taken, once responses have brought them. With
+        nothing in flight and too few held none will come: the server is refused, or
+        (`or_none`: the caller can do with fewer at a time) None is returned."""
         while self._balance < charge:
             if self._error is not None:
                 raise self._error
             if not self._in_flight:
                 # nothing is in flight, so no response will ever bring more
+                if or_none:
+                    return None
                 self._fail(ProtocolError(f"the server granted too few credits: {self._balance} "
                                          f"held, {charge} needed, none in flight"))
                 raise self._error
@@ -738,7 +743,7 @@ class Channel:
         checks the response's signature itself (a binding, whose answers are signed with a
         key that only its end defines); into: a READ's file, where its data may be spliced
         (then Response.spliced says how much went there). A status outside `expect` raises
-        SMBError."""
+        SMBError (expect=None: no status raises)."""
         if self._error is not None:
             raise self._error
         charge = self.charge_for(payload)
@@ -747,20 +752,25 @@ class Channel:
                                            session_id, data, sign, verify, into, keep_request)
         response = await pending.future
         response.request = sent
-        if response.status not in expect:
+        if expect is not None and response.status not in expect:
             raise error_for(response.status, what or _command_name(command))
         return response
 
-    async def compound(self, parts, *, keys: SessionKeys | None, tree_id: int) -> list[Response]:
+    async def compound(self, parts, *, keys: SessionKeys | None,
+                       tree_id: int) -> list[Response] | None:
         """Related requests sent in one frame (MS-SMB2 3.2.4.1.4), each after the first acting
         on the file the first one opened (its body names the FileId all 0xFF): `parts` as
         (command, body, payload). Their Responses in order, statuses unchecked (a server
         answers the requests after a failed one with its failure). A stat, or a small file's
-        CREATE, READ or WRITE and CLOSE, then take one round trip instead of two or three."""
+        CREATE, READ or WRITE and CLOSE, then take one round trip instead of two or three.
+        None, nothing sent, where the server's window will not hold the chain's credits at
+        once (it grants one at a time, say): the caller sends the requests one by one."""
         if self._error is not None:
             raise self._error
         charges = [self.charge_for(payload) for _command, _body, payload in parts]
-        message_id = await self._take_credits(sum(charges))
+        message_id = await self._take_credits(sum(charges), or_none=True)
+        if message_id is None:
+            return None
         sealed = bool(keys and keys.encrypt)
         signed = bool(keys and keys.signing_key and keys.sign)
         messages, pendings = [], []

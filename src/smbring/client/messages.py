@@ -241,7 +241,19 @@ def parse_write(msg) -> int:
 
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 IOCTL_IS_FSCTL = 0x1
-NO_FILE = b"\xff" * 16
+NO_FILE = b"\xff" * 16     # in a compound's later requests: the file the CREATE before opens
+
+# where a request's FileId lies in its body (MS-SMB2 2.2.13 - 2.2.39): a compound's later
+# requests, sent apart, name the file their CREATE opened there
+FILE_ID_AT = {wire.CLOSE: 8, wire.FLUSH: 8, wire.READ: 16, wire.WRITE: 16, wire.LOCK: 8,
+              wire.IOCTL: 8, wire.QUERY_DIRECTORY: 8, wire.CHANGE_NOTIFY: 8,
+              wire.QUERY_INFO: 24, wire.SET_INFO: 16}
+
+
+def naming_file(command: int, body: bytes, file_id: bytes) -> bytes:
+    """A compound's later request `body` (naming NO_FILE) naming `file_id` instead."""
+    at = FILE_ID_AT[command]
+    return body[:at] + file_id + body[at + 16:]
 
 
 def ioctl_request(control: int, file_id: bytes, data: bytes = b"", output: int = 0) -> bytes:

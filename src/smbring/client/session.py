@@ -271,7 +271,25 @@ class Client:
         (command, body, payload) each, the second and later acting on the file the first
         opens. Their Responses, statuses unchecked. Not sent again if that channel fails."""
         channel = self._open_channel() or self._channels[0]
-        return await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
+        answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
+        return answers if answers is not None else await self._one_by_one(channel, parts)
+
+    async def _one_by_one(self, channel: Channel, parts) -> list:
+        """compound()'s requests sent one at a time, where the server's window will not hold
+        the credits of all at once: each later one naming the file the CREATE opened; after a
+        failed CREATE, none is sent and each answer is its failure (as a server answers a
+        chain after its CREATE failed)."""
+        (command, body, payload), *after = parts
+        answers = [await channel.request(command, body, keys=channel.keys, tree_id=self.tree_id,
+                                         payload=payload, expect=None)]
+        if answers[0].status != wire.STATUS_SUCCESS:
+            return answers * len(parts)
+        file_id = m.parse_create(answers[0].message).file_id
+        for command, body, payload in after:
+            answers.append(await channel.request(command, m.naming_file(command, body, file_id),
+                                                 keys=channel.keys, tree_id=self.tree_id,
+                                                 payload=payload, expect=None))
+        return answers
 
     async def data_request(self, command: int, body: bytes, **kw):
         """A READ or WRITE (which may be repeated: same bytes, same offset) on the channel with
