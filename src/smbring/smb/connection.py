@@ -84,6 +84,7 @@ _new_send = object.__new__
 _parse_header = wire.HEADER_CODEC.parse
 _response_header = wire.HEADER_CODEC.response_to
 _pack_header = wire.HEADER_CODEC.pack
+_PADDING = [bytes(n) for n in range(8)]     # what ends a compound's response 8-byte aligned
 # the shortest a request can be: its header and its body's StructureSize (Samba's
 # SMB2_HDR_BODY + 2); a shorter one drops the connection, as Samba drops it
 SHORTEST_REQUEST = wire.HEADER_SIZE + 2
@@ -294,7 +295,7 @@ class Connection:
         command = hdr.command
         lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
         if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
-            return self._drive(self._frame(frame, sealed_by), None)
+            return self._drive(self._frame(frame, sealed_by, lone_write and not hdr.next_command), None)
         # _split for one request
         # its MessageIds consumed and its response's credits granted in one call (_one would
         # grant them): nothing in between touches the window
@@ -391,7 +392,9 @@ class Connection:
         window, before any is handled: a frame that breaks the framing, holds more requests
         than `max compound requests` or reuses a MessageId is refused whole."""
         messages = []
+        commands = []
         offset = 0
+        credits = self.credits
         while True:
             if len(messages) >= self.limits.max_compound:
                 raise ConnectionError(f"more than {self.limits.max_compound} requests in one frame")
@@ -406,12 +409,15 @@ class Connection:
             if end > len(frame) or end < offset + SHORTEST_REQUEST:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
-            if hdr.command != CANCEL and not self.credits.consume(hdr.message_id, self._charge(hdr)):
+            command = hdr.command
+            # (CreditWindow.consume, without its Python call)
+            if command != CANCEL and credits.take(hdr.message_id, self._charge(hdr), None) < 0:
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
-                                      f"the credit window [{self.credits.low}, +{self.credits.range})")
+                                      f"the credit window [{credits.low}, +{credits.range})")
             messages.append((hdr, frame[offset:end]))
+            commands.append(command)
             if not hdr.next_command:
-                self.frame_commands = [h.command for h, _ in messages]
+                self.frame_commands = commands
                 return messages
             offset = end
 
@@ -420,11 +426,13 @@ class Connection:
         (SMB 2.1 on), one before."""
         return max(hdr.credit_charge, 1) if self.dialect > wire.SMB202 else 1
 
-    def _frame(self, frame, sealed_by):
+    def _frame(self, frame, sealed_by, lone_write: bool | None = None):
         """The steps of one frame (a generator): each request in turn, yielding the file I/O a
         response waits for; returns the effects that answer the frame. A lone WRITE in a plain
-        frame may be written in the background: every other frame first waits for those."""
-        lone_write = sealed_by is None and wire.is_lone_write(frame)
+        frame may be written in the background (`lone_write`: whether the frame is one, where
+        the caller knows): every other frame first waits for those."""
+        if lone_write is None:
+            lone_write = sealed_by is None and wire.is_lone_write(frame)
         if self._background and not lone_write:
             yield Drain()
         messages = self._split(frame)
@@ -433,10 +441,11 @@ class Connection:
         chain = _new_chain(Chain)           # (Chain() without its __init__'s call: its defaults)
         chain.single = len(messages) == 1
         budget = ResponseBudget(self.limits.max_frame)
+        last = len(messages) - 1
         for i, (hdr, msg) in enumerate(messages):
-            chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
-            chain.last = i == len(messages) - 1
-            if chain.related:   # ids of the previous request (none before the first)
+            chain.related = related = hdr.flags & FLAGS_RELATED != 0
+            chain.last = i == last
+            if related:         # ids of the previous request (none before the first)
                 hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
             else:
                 chain.fid = None
@@ -454,16 +463,20 @@ class Connection:
             if resp is None:
                 continue
             rhdr, body = resp
-            if isinstance(body, FileIO):
-                body = yield from self._file_io(body, rhdr, background=lone_write)
-            elif isinstance(body, FileSteps):
-                body = yield from self._file_steps(body, rhdr)
-            elif isinstance(body, FilePayload) and not chain.single:
-                # in memory now: a later request of the chain may close the file
-                body = yield from self._read(body.range, body.prefix, rhdr)
-            budget.spend(body)
+            kind = type(body)
+            if kind is bytes or kind is bytearray:      # (the usual answer: in memory already)
+                budget.left -= 72 + len(body)           # (as ResponseBudget.spend counts it)
+            else:
+                if kind is FileIO:
+                    body = yield from self._file_io(body, rhdr, background=lone_write)
+                elif kind is FileSteps:
+                    body = yield from self._file_steps(body, rhdr)
+                elif kind is FilePayload and not chain.single:
+                    # in memory now: a later request of the chain may close the file
+                    body = yield from self._read(body.range, body.prefix, rhdr)
+                budget.spend(body)
             out.append((hdr, rhdr, body))
-            signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
+            signed_requests.append(hdr.flags & FLAGS_SIGNED != 0)
         if len(out) == 1 and isinstance(out[0][2], FilePayload):
             return (yield from self._read_response(out[0], signed_requests[0], sealed_by))
         return self._responses(out, signed_requests, sealed_by)
@@ -661,29 +674,41 @@ class Connection:
         if len(out) == 1:
             return self._response(*out[0], signed_requests[0], sealed_by)
         seal = self._seal_for(out, sealed_by)
-        chained = bytearray()
+        parts = []
+        last = len(out) - 1
         for i, (req, rhdr, body) in enumerate(out):
-            part = self._finish(req, rhdr, body)
+            # (as _finish makes it, the chaining fields set before the header is packed)
+            rhdr.flags |= FLAGS_SERVER_TO_REDIR | (req.flags & FLAGS_RELATED)
+            rhdr.message_id = req.message_id
+            rhdr.credit_charge = req.credit_charge
             # every part of a compound ends 8-byte aligned, the last too (as Windows sends it)
-            part += bytes(wire.pad8(len(part)) - len(part))
-            if i < len(out) - 1:
-                struct.pack_into("<I", part, 20, len(part))
-            self._sign(part, rhdr, signed_requests[i], seal)
-            chained += part
+            size = wire.HEADER_SIZE + len(body)
+            padded = wire.pad8(size)
+            if i < last:
+                rhdr.next_command = padded
+            parts.append(self._sign(_pack_header(rhdr) + body + _PADDING[padded - size], rhdr,
+                                    signed_requests[i], seal))
+        chained = b"".join(parts)
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
         return [Send(self._checked(chained))]
 
-    def _sign(self, part, rhdr: Header, request_signed: bool, seal) -> None:
+    def _sign(self, part, rhdr: Header, request_signed: bool, seal):
         """Signs a response that must be (unless sealed): with the key a SESSION_SETUP answer
-        names (rhdr.signer, commands.session), else its session's key on this connection."""
+        names (rhdr.signer, commands.session), else its session's key on this connection.
+        The part: signed in place where it is writable, a signed copy where it is bytes."""
         if seal is not None:
-            return
+            return part
         if rhdr.signer:
-            security.apply_signature(*rhdr.signer, part)
+            key = rhdr.signer
         elif self._must_sign(rhdr, request_signed):
-            security.apply_signature(self.sign_algorithm(),
-                                     signing_key_on(self.sessions[rhdr.session_id], self), part)
+            key = self.sign_algorithm(), signing_key_on(self.sessions[rhdr.session_id], self)
+        else:
+            return part
+        if type(part) is bytes:
+            part = bytearray(part)
+        security.apply_signature(*key, part)
+        return part
 
     # -- asynchronous requests (blocking locks, change notify) ------------------------------
     def outbox_drain(self) -> list:
@@ -890,8 +915,9 @@ class Connection:
             self._cancel(hdr, msg)
             return None
         # granted now, so that an interim response carries them and the final one none
+        # (CreditWindow.grant, without its Python call)
         rhdr.credits = granted if granted >= 0 else \
-            self.credits.grant(hdr.credits, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1)
+            self.credits.take(None, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
         if command == IOCTL:
             hooked = breaks.force_unacked_timeout(self, hdr, msg)     # (a test control, off by default)
             if hooked is not None:
