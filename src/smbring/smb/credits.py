@@ -24,11 +24,12 @@ def charge_needed(size: int) -> int:
 
 class CreditWindow(CreditWindowBase):
     """The window's state (max, low, range, granted, _used, _either_first) and its `take`
-    are in C (smbring._wire.CreditWindowBase): `take(message_id, charge, requested)` is
-    `consume` of the request's MessageIds (none where `message_id` is None: consumed
-    already), then `grant` of its response's credits (none where `requested` is None: 0),
-    one call for a lone request, which is consumed and answered with nothing between; -1
-    when its ids are outside the window or used already (nothing taken or granted). The
+    are in C (smbring._wire.CreditWindowBase): `take(message_id, charge, requested)` takes
+    the request's MessageIds out of the window (none where `message_id` is None: taken
+    already, as a compound's are when its frame is split), then grants its response's
+    credits (none where `requested` is None: 0), one call for a lone request, which is
+    taken and answered with nothing between; -1 when its ids are outside the window or used
+    already (nothing taken or granted: the caller drops the connection). The
     usual request (the next MessageId, one credit) is taken there; any other through
     `_consume_any`. Then the credits granted: what the request asked (at least 1), scaled
     as Samba scales them, ``(16 - granted * 16 // max) * asked // 16``, at least its
@@ -51,18 +52,8 @@ class CreditWindow(CreditWindowBase):
         some clients start again from 0. Either, once."""
         self._either_first = True
 
-    def consume(self, message_id: int, charge: int) -> bool:
-        """Takes the request's MessageIds out of the window; False if any of them is outside it
-        or was used already (the caller then drops the connection)."""
-        return self.take(message_id, charge, None) >= 0
-
-    def grant(self, requested: int, charge: int) -> int:
-        """The credits to grant in a response to a request that asked for `requested` and
-        consumed `charge` (consumed already); the window grows by as many."""
-        return self.take(None, charge, requested)
-
     def _consume_any(self, message_id: int, charge: int) -> bool:
-        """`consume` of any request but the usual one."""
+        """`take` of the MessageIds of any request but the usual one (the next, one credit)."""
         charge = max(charge, 1)
         if self._either_first and message_id == 1 and self.low == 0:
             self.low = 1
