@@ -73,3 +73,18 @@ def test_a_copy_request_carries_its_chunks():
     assert len(data) == in_len == wire.COPY_HEADER.size + 2 * wire.CHUNK.size
     assert wire.COPY_HEADER.unpack_from(data) == (b"K" * 24, 2, 0)
     assert wire.CHUNK.unpack_from(data, wire.COPY_HEADER.size + wire.CHUNK.size) == (1 << 20, 1 << 20, 5, 0)
+
+
+def test_validate_negotiate_answers():
+    """The server's 24 bytes come back as sent; another control, fewer bytes, more than the
+    24 the request allowed, or an output outside the message is ProtocolError."""
+    guid = bytes(range(16))
+    good = struct.pack("<I16sHH", 0x7F, guid, 1, wire.SMB302)
+    assert m.parse_validate_negotiate(ioctl_answer(m.FSCTL_VALIDATE_NEGOTIATE_INFO, good)) == \
+        (0x7F, guid, 1, wire.SMB302)
+    for bad in (ioctl_answer(m.FSCTL_VALIDATE_NEGOTIATE_INFO, good[:12]),
+                ioctl_answer(m.FSCTL_VALIDATE_NEGOTIATE_INFO, good + bytes(8)),
+                ioctl_answer(m.FSCTL_QUERY_NETWORK_INTERFACE_INFO, good),
+                ioctl_answer(m.FSCTL_VALIDATE_NEGOTIATE_INFO, good)[:-4]):
+        with pytest.raises(ProtocolError):
+            m.parse_validate_negotiate(bad)

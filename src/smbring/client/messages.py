@@ -283,13 +283,12 @@ def validate_negotiate_request(capabilities: int, guid: bytes, security_mode: in
 
 
 def parse_validate_negotiate(msg) -> tuple[int, bytes, int, int]:
-    """(Capabilities, Guid, SecurityMode, Dialect) the server says it sent in NEGOTIATE."""
-    body_of(msg, 49, 48)
-    _size, _r, ctl, _fid, _in_off, _in_len, out_off, out_len = struct.unpack_from(
-        "<HHI16sIIII", msg, wire.HEADER_SIZE)
-    if ctl != FSCTL_VALIDATE_NEGOTIATE_INFO or out_len < 24:
-        raise ProtocolError("VALIDATE_NEGOTIATE_INFO answered with another control or too little")
-    return struct.unpack_from("<I16sHH", buffer_in(msg, out_off, 24, "VALIDATE_NEGOTIATE_INFO output"), 0)
+    """(Capabilities, Guid, SecurityMode, Dialect) the server says it sent in NEGOTIATE: 24
+    bytes, the most the request let it answer (MaxOutputResponse)."""
+    output = ioctl_output(msg, FSCTL_VALIDATE_NEGOTIATE_INFO, 24, "VALIDATE_NEGOTIATE_INFO")
+    if len(output) < 24:
+        raise ProtocolError(f"VALIDATE_NEGOTIATE_INFO answered with {len(output)} bytes, not 24")
+    return struct.unpack_from("<I16sHH", output, 0)
 
 
 # ---- IOCTL: FSCTL_QUERY_NETWORK_INTERFACE_INFO (2.2.32.5) ----
