@@ -240,10 +240,12 @@ def test_smbring_uvloop_server_runs_on_uvloop(tmp_path):
 
 def test_core_costs_measure_an_echo_and_a_create_close_pair():
     """`bench smallops --core`: every part measured, a CREATE + CLOSE pair (through the
-    server's own tables, the workers' store, and after an idle wait) dearer than an ECHO."""
+    server's own tables, the workers' store, after an idle wait, and as one compound, each
+    of its answers a success) dearer than an ECHO."""
     from smbring.bench.smallops import core_costs
     costs = core_costs(rounds=1, n=400)
     assert all(v > 0 for v in costs.values())
     assert costs["create_close_root"] > costs["core_total"]
     assert costs["create_close_root_store"] > costs["core_total"]
     assert costs["create_close_root_after_idle"] > costs["core_total"]
+    assert costs["create_close_root_compound"] > costs["core_total"]

@@ -390,8 +390,7 @@ def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
     def credits():
         w = state["window"] = CreditWindow(8192)
         for i in range(n):
-            w.consume(i, 1)
-            w.grant(1, 1)
+            w.take(i, 1, 1)         # (a lone request's MessageId taken and its credit granted)
 
     def best(fn) -> float:
         return round(min(timeit.repeat(fn, number=1, repeat=rounds)) / n * 1e6, 3)
@@ -404,12 +403,26 @@ def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
         "frame_limit_check": best(lambda: [state["conn"].frame_limit() for _ in range(n)]),
         "create_close_root": create_close_costs(rounds, n // 4),
         "create_close_root_store": create_close_costs(rounds, n // 4, shared_store=True),
+        # (the pair as one related compound, as Windows, macOS and smbring's client send it)
+        "create_close_root_compound": create_close_costs(rounds, n // 4, compound=True),
         # (the same after 50 us idle before each pair: a depth-1 server's caches after its wait)
         "create_close_root_after_idle": create_close_costs(rounds, n // 20, idle_us=50),
     }
 
 
-def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us: int = 0) -> float:
+def chain_statuses(message: bytes) -> list[int]:
+    """The statuses of a compounded response's parts, in order."""
+    statuses, at = [], 0
+    while True:
+        statuses.append(int.from_bytes(message[at + 8:at + 12], "little"))
+        step = int.from_bytes(message[at + 20:at + 24], "little")
+        if not step:
+            return statuses
+        at += step
+
+
+def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us: int = 0,
+                       compound: bool = False) -> float:
     """Microseconds per CREATE + CLOSE of a share's root (attribute-only, as
     `create-close-*` asks) through `Connection.handle_frame`, on a real directory, with
     the server's own state or (`shared_store`) the workers' store tables. The CREATEs are
@@ -417,7 +430,8 @@ def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us:
     it: its header's packing is in the figure, ~1 us); minimum over `rounds` rounds of `n`
     pairs. `idle_us`: the process sleeps that long before each pair, as a server waits for
     the next request at one in flight, and each pair is timed alone (wall clock): what the
-    same code costs once its CPU has idled."""
+    same code costs once its CPU has idled. `compound`: each pair one frame, the CLOSE
+    related to the CREATE (its FileId all 0xFF), the frames made before the clock starts."""
     import asyncio
     import struct
     import tempfile
@@ -432,9 +446,10 @@ def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us:
     from smbring.smb.state import Session, Share
     from smbring.vfs.posix import PosixVFS
 
-    def request(command: int, message_id: int, tree_id: int, body: bytes) -> memoryview:
+    def request(command: int, message_id: int, tree_id: int, body: bytes, flags: int = 0,
+                next_command: int = 0) -> memoryview:
         return memoryview(wire.Header(command=command, message_id=message_id, credits=64, session_id=1,
-                                      tree_id=tree_id).pack() + body)
+                                      tree_id=tree_id, flags=flags, next_command=next_command).pack() + body)
 
     async def measure(share_dir: str, store_dir: str) -> float:
         state = None
@@ -455,6 +470,21 @@ def create_close_costs(rounds: int, n: int, shared_store: bool = False, idle_us:
         next_id = 1
         best = float("inf")
         for _ in range(rounds + 1):         # (the first round warms up)
+            if compound:
+                padded = create + bytes(wire.pad8(len(create)) - len(create))
+                frames = [memoryview(bytes(request(wire.CREATE, next_id + 2 * i, tree_id, padded,
+                                                   next_command=64 + len(padded))) +
+                                     bytes(request(wire.CLOSE, next_id + 2 * i + 1, tree_id,
+                                                   close_head + b"\xff" * 16, flags=wire.FLAGS_RELATED)))
+                          for i in range(n)]
+                start = time.thread_time_ns()
+                for frame in frames:
+                    [answer] = conn.handle_frame(frame)
+                best = min(best, (time.thread_time_ns() - start) / n / 1000)
+                if chain_statuses(bytes(answer.message)) != [0, 0]:     # (a figure of failures: none)
+                    raise RuntimeError(f"a compound CREATE + CLOSE failed: {chain_statuses(bytes(answer.message))}")
+                next_id += 2 * n
+                continue
             creates = [request(wire.CREATE, next_id + 2 * i, tree_id, create) for i in range(n)]
             start = time.thread_time_ns()
             idle_ns = 0

@@ -410,7 +410,7 @@ class Connection:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
             command = hdr.command
-            # (CreditWindow.consume, without its Python call)
+            # (the MessageIds taken now, its credits granted when it is handled: _one)
             if command != CANCEL and credits.take(hdr.message_id, self._charge(hdr), None) < 0:
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                       f"the credit window [{credits.low}, +{credits.range})")
@@ -915,7 +915,7 @@ class Connection:
             self._cancel(hdr, msg)
             return None
         # granted now, so that an interim response carries them and the final one none
-        # (CreditWindow.grant, without its Python call)
+        # (its MessageIds were taken when its frame was split: _split)
         rhdr.credits = granted if granted >= 0 else \
             self.credits.take(None, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
         if command == IOCTL:
