@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -456,21 +457,32 @@ class HandOffs:
     async def ask(self, worker: int, kind: int, body: bytes) -> bytes | None:
         """Asks `worker` (see the module's description): its answer, or None where there is
         none within ANSWER_TIMEOUT (the worker is stopped, gone, or refused the request)."""
+        async with self._asking(worker, kind, body) as link:
+            if link is not None:
+                return link.recv(MAX_ANSWER, socket.MSG_DONTWAIT) or None
+        return None         # (none, or the link failed: _asking logged it)
+
+    @contextlib.asynccontextmanager
+    async def _asking(self, worker: int, kind: int, body: bytes):
+        """A request sent to `worker`: the link its answer is ready on, closed after; None
+        where it cannot be asked (itself, a request too long) or does not answer within
+        ANSWER_TIMEOUT. A failure of the link (OSError, TimeoutError), here or in the block,
+        is logged and leaves the block (the caller's answer is then what it had: none)."""
         if worker == self.worker or len(body) > MAX_REQUEST:
-            return None
+            yield None
+            return
         loop = asyncio.get_running_loop()
         link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         self.asked += 1
         try:
             await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
             link.send(encode_request(kind, body))
-            if not await _readable(link, ANSWER_TIMEOUT):
+            ready = await _readable(link, ANSWER_TIMEOUT)
+            if not ready:
                 log.info("worker %d did not answer a request in time", worker)
-                return None
-            return link.recv(MAX_ANSWER, socket.MSG_DONTWAIT) or None
+            yield link if ready else None
         except (OSError, TimeoutError) as e:
             log.info("worker %d not asked: %s", worker, e)
-            return None
         finally:
             link.close()
 
@@ -478,16 +490,8 @@ class HandOffs:
         """As `ask`, for an answer that may carry a descriptor (an open offered: server.moves):
         take(data, fd) is called with it (and closes fd where it does not keep it); whether
         it took it. Then the giver is told (COMMIT; it asks the store what happened)."""
-        if worker == self.worker or len(body) > MAX_REQUEST:
-            return False
-        loop = asyncio.get_running_loop()
-        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        self.asked += 1
-        try:
-            await asyncio.wait_for(loop.sock_connect(link, socket_path(self.directory, worker)), ANSWER_TIMEOUT)
-            link.send(encode_request(kind, body))
-            if not await _readable(link, ANSWER_TIMEOUT):
-                log.info("worker %d did not answer a request in time", worker)
+        async with self._asking(worker, kind, body) as link:
+            if link is None:
                 return False
             data, ancillary, flags, _ = link.recvmsg(
                 MAX_OFFER + 1, socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize),
@@ -503,11 +507,7 @@ class HandOffs:
             except OSError:
                 pass
             return took
-        except (OSError, TimeoutError) as e:
-            log.info("worker %d not asked: %s", worker, e)
-            return False
-        finally:
-            link.close()
+        return False        # (the link failed: _asking logged it)
 
     def others(self) -> list[int]:
         """The other workers (those with a hand-off socket in the store's directory). Read as

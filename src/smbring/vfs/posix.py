@@ -5,6 +5,7 @@ paths and symlinks leading out of the share cannot escape it, whatever the clien
 `PosixVFS` implements the file system the SMB core calls (``smbring.smb.fs.FileSystem``)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -758,7 +759,10 @@ class PosixVFS:
         finally:
             os.close(fd)
 
-    def rename(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
+    @contextlib.contextmanager
+    def _two_parents(self, old: list[str], new: list[str], key: tuple | None):
+        """The directories of `old` and `new` (descriptors, closed after) and their last
+        names, `old` checked to be the file `key` still (_still_names)."""
         ofd, oname = self.parent(old)
         try:
             nfd, nname = self.parent(new)
@@ -767,23 +771,20 @@ class PosixVFS:
             raise
         try:
             self._still_names(ofd, oname, old, key)
-            rename_at(ofd, oname, nfd, nname, replace)
+            yield ofd, oname, nfd, nname
         finally:
             os.close(ofd)
             os.close(nfd)
+
+    def rename(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
+        with self._two_parents(old, new, key) as (ofd, oname, nfd, nname):
+            rename_at(ofd, oname, nfd, nname, replace)
 
     def link(self, old: list[str], new: list[str], replace: bool, key: tuple | None = None) -> None:
         """linkat(2) without following a final symlink (one pointing out of the share would
         otherwise give an outside file a name inside it); replacing links a temporary name
         first and renames it over the old file, so the name is never missing."""
-        ofd, oname = self.parent(old)
-        try:
-            nfd, nname = self.parent(new)
-        except BaseException:
-            os.close(ofd)
-            raise
-        try:
-            self._still_names(ofd, oname, old, key)
+        with self._two_parents(old, new, key) as (ofd, oname, nfd, nname):
             if not replace:
                 os.link(oname, nname, src_dir_fd=ofd, dst_dir_fd=nfd, follow_symlinks=False)
                 return
@@ -794,9 +795,6 @@ class PosixVFS:
             except BaseException:
                 os.unlink(temporary, dir_fd=nfd)
                 raise
-        finally:
-            os.close(ofd)
-            os.close(nfd)
 
     def _still_names(self, dir_fd: int, name: str, parts: list[str], key: tuple | None) -> None:
         """Raises FileNotFoundError unless `name` in the directory `dir_fd` is still the file
