@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from logon import ANONYMOUS, V1_FLAGS, forged_logon
-from raw import FSCTL_CREATE_OR_GET_OBJECT_ID, answer_or_drop
+from raw import FSCTL_CREATE_OR_GET_OBJECT_ID, answer_or_drop, create_body, write_body
 from smbring.smb.wire import FSCTL_SRV_REQUEST_RESUME_KEY
 from smbring.smb.commands.ioctl_sparse import FSCTL_SET_ZERO_DATA
 from smbring.smb import wire
@@ -260,4 +260,53 @@ def test_request_in_another_sessions_transform_header_is_not_executed(server):
     # session B's WRITE, sealed with session A's key under A's SessionId
     r = answer_or_drop(lambda: tree_b.write(fid, b"HIJACKED", transform_session=a))
     assert r is None or r.status != wire.STATUS_SUCCESS, r
+    assert path.read_bytes() == SECRET
+
+
+def test_a_compound_in_another_sessions_transform_header_is_refused_whole(server):
+    """Session A seals a compound whose first request is A's and whose second, not related,
+    is session B's WRITE: the frame is refused before either runs (A's file not made, B's
+    not written)."""
+    path = server.path("rw") / "transform-compound.txt"
+    path.write_bytes(SECRET)
+    c, a = server.logon()
+    b = c.logon(server.user, server.password)
+    tree_a, tree_b = c.tree(a, "rw"), c.tree(b, "rw")
+    fid = tree_b.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
+    first = tree_a.message(wire.CREATE, create_body("made-by-a.txt", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0))
+    second = tree_b.message(wire.WRITE, write_body(fid, b"HIJACKED", 0), payload=8)
+    answers = answer_or_drop(lambda: c.compound([first, second], encrypt=True, transform_session=a))
+    assert answers is None or all(r.status != wire.STATUS_SUCCESS for r in answers), answers
+    assert path.read_bytes() == SECRET
+    assert not (server.path("rw") / "made-by-a.txt").exists()
+
+
+def test_a_request_after_a_held_create_in_another_sessions_transform_header_is_refused(server):
+    """As above, the first request a CREATE that waits for another client's batch oplock to
+    break: B's WRITE after it is refused too (it was run once the CREATE was answered, its
+    session never checked against the transform's)."""
+    path = server.path("rw") / "transform-held.txt"
+    path.write_bytes(SECRET)
+    (server.path("rw") / "transform-held-oplock.txt").write_bytes(b"")
+    holder, h = server.logon()
+    held = holder.tree(h, "rw")
+    r = held.request(wire.CREATE, create_body("transform-held-oplock.txt", wire.GENERIC_READ, wire.FILE_OPEN, 0,
+                                              oplock=0x09))
+    assert r.status == wire.STATUS_SUCCESS and r.body[2] == 0x09, r       # a batch oplock
+    c, a = server.logon()
+    b = c.logon(server.user, server.password)
+    tree_a, tree_b = c.tree(a, "rw"), c.tree(b, "rw")
+    fid = tree_b.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
+    first = tree_a.message(wire.CREATE, create_body("transform-held-oplock.txt", wire.GENERIC_READ | wire.GENERIC_WRITE,
+                                                    wire.FILE_OPEN, 0, share_access=7))
+    second = tree_b.message(wire.WRITE, write_body(fid, b"HIJACKED", 0), payload=8)
+
+    def send_then_release():
+        c.send([first, second], encrypt=True, transform_session=a)
+        try:
+            return c.response_to(wire.Header.parse(first).message_id)   # (its interim, where held)
+        finally:
+            held.close(r.file_id)        # the oplock's holder goes: a held CREATE goes on
+    answer_or_drop(send_then_release)
+    answer_or_drop(lambda: c.response_to(wire.Header.parse(second).message_id))
     assert path.read_bytes() == SECRET

@@ -387,10 +387,12 @@ class Connection:
         need.then = lambda outcome: self._drive(steps, outcome)
         return self.outbox_drain() + [need]
 
-    def _split(self, frame) -> list[tuple[Header, object]]:
+    def _split(self, frame, sealed_by=None) -> list[tuple[Header, object]]:
         """The requests of a frame, each header parsed and its MessageIds taken from the credit
         window, before any is handled: a frame that breaks the framing, holds more requests
-        than `max compound requests` or reuses a MessageId is refused whole."""
+        than `max compound requests`, reuses a MessageId, or (encrypted, by `sealed_by`'s key)
+        carries another session's request is refused whole. (A related request acts in the
+        session of the one before it, whatever its header says.)"""
         messages = []
         commands = []
         offset = 0
@@ -409,6 +411,8 @@ class Connection:
             if end > len(frame) or end < offset + SHORTEST_REQUEST:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
+            if sealed_by is not None and hdr.session_id != sealed_by.id and not hdr.flags & FLAGS_RELATED:
+                raise ConnectionError("an encrypted frame carried another session's request")
             command = hdr.command
             # (the MessageIds taken now, its credits granted when it is handled: _one)
             if command != CANCEL and credits.take(hdr.message_id, self._charge(hdr), None) < 0:
@@ -435,11 +439,19 @@ class Connection:
             lone_write = sealed_by is None and wire.is_lone_write(frame)
         if self._background and not lone_write:
             yield Drain()
-        messages = self._split(frame)
-        out: list[tuple[Header, Header, object]] = []
-        signed_requests: list[bool] = []
+        messages = self._split(frame, sealed_by)
         chain = _new_chain(Chain)           # (Chain() without its __init__'s call: its defaults)
         chain.single = len(messages) == 1
+        return (yield from self._chain_steps(messages, chain, sealed_by, lone_write))
+
+    def _chain_steps(self, messages, chain: "Chain", sealed_by, lone_write: bool):
+        """The steps of a chain's requests (a generator): each in turn, related ones acting on
+        what the one before left in `chain`, yielding the file I/O a response waits for;
+        returns the effects that answer them. A CREATE held for an oplock break ends them: its
+        interim answer goes with those before it, and the requests after it wait in its
+        AsyncRequest until it is answered (_chain_rest)."""
+        out: list[tuple[Header, Header, object]] = []
+        signed_requests: list[bool] = []
         budget = ResponseBudget(self.limits.max_frame)
         last = len(messages) - 1
         for i, (hdr, msg) in enumerate(messages):
@@ -449,8 +461,6 @@ class Connection:
                 hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
             else:
                 chain.fid = None
-                if sealed_by is not None and hdr.session_id != sealed_by.id:
-                    raise ConnectionError("an encrypted frame carried another session's request")
             self._sealed_by = sealed_by     # (set again for each request: steps may interleave)
             resp = self._one(hdr, msg, chain, budget.left)
             if chain.split is not None:     # a held CREATE: the rest of the chain follows its answer
@@ -484,31 +494,8 @@ class Connection:
     def _chain_rest(self, areq: "AsyncRequest"):
         """The steps of a compound's requests after a held CREATE, once it is answered: as
         `_frame` handles them, with the chain the CREATE left (its FileId, or its failure)."""
-        chain, sealed_by = areq.chain, areq.sealed_by
-        out, signed_requests = [], []
-        budget = ResponseBudget(self.limits.max_frame)
-        for i, (hdr, msg) in enumerate(areq.rest):
-            chain.related = bool(hdr.flags & wire.FLAGS_RELATED)
-            chain.last = i == len(areq.rest) - 1
-            if chain.related:
-                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
-            else:
-                chain.fid = None
-            self._sealed_by = sealed_by
-            resp = self._one(hdr, memoryview(msg), chain, budget.left)
-            if resp is None:
-                continue
-            rhdr, body = resp
-            if isinstance(body, FileIO):
-                body = yield from self._file_io(body, rhdr, background=False)
-            elif isinstance(body, FileSteps):
-                body = yield from self._file_steps(body, rhdr)
-            elif isinstance(body, FilePayload):
-                body = yield from self._read(body.range, body.prefix, rhdr)
-            budget.spend(body)
-            out.append((hdr, rhdr, body))
-            signed_requests.append(bool(hdr.flags & wire.FLAGS_SIGNED))
-        return self._responses(out, signed_requests, sealed_by)
+        rest = [(hdr, memoryview(msg)) for hdr, msg in areq.rest]
+        return (yield from self._chain_steps(rest, areq.chain, areq.sealed_by, False))
 
     def _file_io(self, job: FileIO, rhdr: Header, background: bool):
         """A WRITE's or FLUSH's file I/O (steps); the response body."""
