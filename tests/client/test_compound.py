@@ -146,6 +146,27 @@ def test_each_small_file_is_one_round_trip(smbring_server, tampering_proxy, tmp_
     assert not any(wire.WRITE in f for f in frames if f != [wire.CREATE, wire.WRITE, wire.CLOSE])
 
 
+class OneCreditWindow:
+    """A proxy's tamper that keeps the client's credit window at one: each answer grants
+    none while the client holds more than one, then what keeps it at one. `held`: the
+    client's credits (its first, for the NEGOTIATE, and those granted since, less those of
+    the requests answered). A signed answer is left as it is (its signature covers it); with
+    `keep_logon`, the logon's answers too (the 3.1.1 keys are derived over them)."""
+
+    def __init__(self, keep_logon: bool):
+        self.held, self.keep_logon = 1, keep_logon
+
+    def tamper(self, frame):
+        charge, flags = max(1, struct.unpack_from("<H", frame, 6)[0]), struct.unpack_from("<I", frame, 16)[0]
+        interim = flags & wire.FLAGS_ASYNC and struct.unpack_from("<I", frame, 8)[0] == wire.STATUS_PENDING
+        left = self.held - (0 if interim else charge)
+        if not flags & wire.FLAGS_SIGNED and not (
+                self.keep_logon and command(frame) in (wire.NEGOTIATE, wire.SESSION_SETUP)):
+            struct.pack_into("<H", frame, 14, max(0, 1 - left))
+        self.held = left + struct.unpack_from("<H", frame, 14)[0]
+        return frame
+
+
 def test_a_server_granting_one_credit_at_a_time_gets_the_requests_one_by_one(smbring_server,
                                                                                tampering_proxy, tmp_path):
     """A server whose every answer grants one credit keeps the client's window at one: no
@@ -156,29 +177,16 @@ def test_a_server_granting_one_credit_at_a_time_gets_the_requests_one_by_one(smb
     srv = smbring_server()
     files = make_tree(srv["share"])
     frames = []
-    window = [1]        # the client's credits: its first (for the NEGOTIATE), those granted since,
-                        # less those of the requests answered
-
-    def one_credit(frame):
-        charge, flags = max(1, struct.unpack_from("<H", frame, 6)[0]), struct.unpack_from("<I", frame, 16)[0]
-        interim = flags & wire.FLAGS_ASYNC and struct.unpack_from("<I", frame, 8)[0] == wire.STATUS_PENDING
-        left = window[0] - (0 if interim else charge)
-        # (a signed answer as it is: its signature covers it; so are the logon's, which the
-        # 3.1.1 keys are derived over)
-        if not flags & wire.FLAGS_SIGNED and command(frame) not in (wire.NEGOTIATE, wire.SESSION_SETUP):
-            # none while the client holds more than one; then what keeps it at one
-            struct.pack_into("<H", frame, 14, max(0, 1 - left))
-        window[0] = left + struct.unpack_from("<H", frame, 14)[0]
-        return frame
+    window = OneCreditWindow(keep_logon=True)
 
     def intercept(frame):
         frames.append(commands_in(frame))
         return frame
 
     async def go():
-        async with tampering_proxy(srv["port"], one_credit, intercept) as proxy:
+        async with tampering_proxy(srv["port"], window.tamper, intercept) as proxy:
             async with await connected(srv, proxy.port) as c:
-                while window[0] > 1:        # the credits of the logon spent
+                while window.held > 1:      # the credits of the logon spent
                     await c.stat("tree")
                 frames.clear()
                 assert (await c.stat("tree\\f02")).size == len(files["f02"])
@@ -195,7 +203,7 @@ def test_a_server_granting_one_credit_at_a_time_gets_the_requests_one_by_one(smb
                 names = {e.name async for e in c.listdir("again")}
         return names
     names = run(go())
-    assert window[0] == 1
+    assert window.held == 1
     assert all(len(f) == 1 for f in frames), [f for f in frames if len(f) > 1]
     assert frames.count([wire.READ]) == len(files)
     assert frames.count([wire.WRITE]) == len(files) - 1     # (the empty file: none)
@@ -205,6 +213,29 @@ def test_a_server_granting_one_credit_at_a_time_gets_the_requests_one_by_one(smb
     assert not (srv["share"] / "again" / "f02").exists()
     assert not (srv["share"] / "renamed").exists()
     assert names == {n for n in os.listdir(srv["share"] / "again")}
+
+
+def test_a_server_holding_the_window_at_one_credit_gets_reads_and_writes_that_fit(smbring_server,
+                                                                                    tampering_proxy, tmp_path):
+    """A server that grants one credit at a time from its first answer on (SMB 2.1, where
+    the logon's answers carry nothing the keys depend on): the client's READs and WRITEs are
+    lowered to 64 KiB, what one credit covers, and a file of 3 MiB goes both ways byte-exact.
+    Before, its 1 MiB READs were refused ('granted too few credits: 1 held, 16 needed')."""
+    srv = smbring_server()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (srv["share"] / "big").write_bytes(data)
+    window = OneCreditWindow(keep_logon=False)
+
+    async def go():
+        async with tampering_proxy(srv["port"], window.tamper) as proxy:
+            async with await connected(srv, proxy.port, dialects=(wire.SMB210,)) as c:
+                assert (c.read_size, c.write_size, c.io_size) == (65536,) * 3
+                await c.get("big", str(tmp_path / "got"))
+                await c.put(str(tmp_path / "got"), "back")
+    run(go())
+    assert window.held == 1
+    assert (tmp_path / "got").read_bytes() == data
+    assert (srv["share"] / "back").read_bytes() == data
 
 
 def misaligned(frame):

@@ -11,6 +11,7 @@ import struct
 from collections.abc import AsyncIterator
 
 from smbring.smb import security, wire
+from smbring.smb.credits import CREDIT_SIZE
 from smbring.client import messages as m
 from smbring.client.buffers import ReceivePool
 from smbring.client.channel import FRAME_SLACK, Channel, SessionKeys
@@ -603,6 +604,7 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
         await _session_setup(channel, client, negotiated, user, password, domain, sign, encrypt,
                              allow_guest)
         await _tree_connect(client, host, share)
+        _sizes_within_window(client, channel)
         if client.dialect in (wire.SMB300, wire.SMB302) and not client.guest:
             await validate_negotiate(client, channel, negotiated)
         if channels > 1:
@@ -614,6 +616,17 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
             await c.close()
         raise
     return client
+
+
+def _sizes_within_window(client: Client, channel: Channel) -> None:
+    """A server whose credit window, once logged on, holds fewer credits than a READ or
+    WRITE of the sizes negotiated needs (one that grants a credit at a time) would never
+    see one sent: they are lowered to what the window holds (64 KiB a credit)."""
+    fits = max(1, channel.credits_held) * CREDIT_SIZE
+    if channel.charge_for(max(client.io_size, client.read_size, client.write_size)) > channel.credits_held:
+        client.io_size = min(client.io_size, fits)
+        client.read_size = min(client.read_size, fits)
+        client.write_size = min(client.write_size, fits)
 
 
 class Negotiated:
