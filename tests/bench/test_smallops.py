@@ -249,3 +249,33 @@ def test_core_costs_measure_an_echo_and_a_create_close_pair():
     assert costs["create_close_root_store"] > costs["core_total"]
     assert costs["create_close_root_after_idle"] > costs["core_total"]
     assert costs["create_close_root_compound"] > costs["core_total"]
+
+
+def test_a_server_is_waited_for_on_its_own_socket_not_on_another_programs():
+    """A port free when chosen but taken by another program first (a benchmark run beside):
+    the server that cannot bind it is reported, and a server that does not listen yet is not
+    taken for the program that does."""
+    import socket
+    from smbring.bench.smbclient import wait_port
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        binder = subprocess.Popen([sys.executable, "-c", f"import socket; socket.socket().bind(('127.0.0.1', {port}))"],
+                                  stderr=subprocess.DEVNULL)
+        with pytest.raises(RuntimeError, match="exited .* before it listened"):
+            wait_port(port, timeout=10, proc=binder)
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            with pytest.raises(RuntimeError, match="nothing listens"):
+                wait_port(port, timeout=1, proc=sleeper)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    listener = subprocess.Popen([sys.executable, "-c", f"import socket, time; s = socket.socket(); "
+                                 f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(30)"])
+    try:
+        wait_port(port, timeout=10, proc=listener)
+    finally:
+        listener.kill()
+        listener.wait()

@@ -174,7 +174,7 @@ class MultichannelSmbd(Smbd):
         command = ["smbd", "--foreground", "-s", conf, "-p", str(port)]
         self.proc = subprocess.Popen(links.in_server(command) if links else command,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        links.wait_listening(port) if links else wait_port(port)
+        links.wait_listening(port) if links else wait_port(port, proc=self.proc)
         wait_smbd_ready(os.path.join(state, "lock"))
 
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from smbring.bench.smbclient import PASSWORD, USER, Smbd, Smbring, free_port
+from smbring.bench.smbclient import PASSWORD, USER, PortTaken, Smbd, Smbring, free_port
 
 FILE_SIZE = 4096
 EVENT_LOOP_ENV = "SMBRING_EVENT_LOOP"   # read by `smbring serve` (its --event-loop default)
@@ -410,6 +410,19 @@ def core_costs(rounds: int = 7, n: int = 20000) -> dict[str, float]:
     }
 
 
+def start_server(name: str, workers: int, share: str, port: int, state: str, args):
+    """The server `name` started on `port`, its state under `state`."""
+    if name == "smbring":
+        return Smbring(share, port, os.path.join(state, f"{name}-w{workers}"), workers=workers)
+    if name == "smbring-busy":
+        return Smbring(share, port, os.path.join(state, name), busy_poll=args.busy_poll)
+    if name.startswith("smbring-") and name[8:] in OTHER_LOOPS:
+        return SmbringOnLoop(name[8:], share, port, os.path.join(state, name))
+    if name == "smbd":
+        return Smbd(share, port, os.path.join(state, name))
+    raise KeyError(name)
+
+
 def chain_statuses(message: bytes) -> list[int]:
     """The statuses of a compounded response's parts, in order."""
     statuses, at = [], 0
@@ -551,20 +564,15 @@ def run(args) -> int:
         port = args.port
         for name, workers in [(n, w) for n in args.servers.split(",")
                               for w in (worker_counts if n == "smbring" else [1])]:
-            port = free_port(port + 1)
             try:
-                if name == "smbring":
-                    servers.append(Smbring(files.share, port, os.path.join(state, f"{name}-w{workers}"),
-                                           workers=workers))
-                elif name == "smbring-busy":
-                    servers.append(Smbring(files.share, port, os.path.join(state, name),
-                                           busy_poll=args.busy_poll))
-                elif name.startswith("smbring-") and name[8:] in OTHER_LOOPS:
-                    servers.append(SmbringOnLoop(name[8:], files.share, port, os.path.join(state, name)))
-                elif name == "smbd":
-                    servers.append(Smbd(files.share, port, os.path.join(state, name)))
-                else:
-                    raise KeyError(name)
+                for attempt in range(3):
+                    port = free_port(port + 1)
+                    try:
+                        servers.append(start_server(name, workers, files.share, port, state, args))
+                        break
+                    except PortTaken:       # (by a program started meanwhile: the next one)
+                        if attempt == 2:
+                            raise
             except (RuntimeError, OSError, subprocess.CalledProcessError, KeyError) as e:
                 print(f"skipping {name}: {e!r}", file=sys.stderr)
         if not servers:

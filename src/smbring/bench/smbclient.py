@@ -109,14 +109,47 @@ def free_port(start: int) -> int:
     raise RuntimeError("no free port")
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
+class PortTaken(RuntimeError):
+    """The server exited before it listened: its port, free when chosen, taken meanwhile."""
+
+
+def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    """Waits until 127.0.0.1:`port` is listened on: by `proc` itself where it is given (a
+    port free when chosen may be taken by another program first, a benchmark run beside this
+    one: its server then cannot bind it, and the clients would measure the other one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        if proc is not None:
+            if proc.poll() is not None:
+                raise PortTaken(f"{proc.args[0]} exited ({proc.returncode}) before it listened "
+                                f"on 127.0.0.1:{port} (taken by another program?)")
+            if listens(proc.pid, port):
                 return
+        else:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except FileNotFoundError:
+            pass
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def wait_smbd_ready(lock_dir: str, timeout: float = 15.0) -> None:
@@ -231,7 +264,7 @@ class Smbd(Server):
         self.proc = subprocess.Popen(["smbd", "--foreground", "-s", conf, "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=dict(os.environ, _NO_WINBINDD="1"))
-        wait_port(port)
+        wait_port(port, proc=self.proc)
         wait_smbd_ready(os.path.join(state, "lock"))
 
 
@@ -264,7 +297,7 @@ class Smbring(Server):
             self.proc = subprocess.Popen(links.in_server(serve) if links else serve, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
-            links.wait_listening(port) if links else wait_port(port)
+            links.wait_listening(port) if links else wait_port(port, proc=self.proc)
         except RuntimeError:
             if links:
                 self.stop()
