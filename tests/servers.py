@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import os
 import pathlib
+import random
 import shutil
 import socket
 import subprocess
@@ -47,7 +48,21 @@ def loopback_on_445_or_skip() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing is bound to now, below the kernel's ephemeral range: a port from that
+    range (what binding port 0 gives) can become any outgoing connection's source port before
+    the server that was to listen on it binds it (seen: "Address already in use"), and a
+    random one keeps two tests that ask at the same moment apart."""
+    low, _high = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:      # (a range that leaves none: the kernel's choice)
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
