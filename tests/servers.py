@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from smbring.bench.smbclient import listens   # (also the benchmarks': which process holds a port)
+
 USER, PASSWORD = "alice", "Secret-pw1"
 # a second user, for servers started as root with `second_user` (acting as the Unix account
 # nobody): tests of what one user may not do to another's session
@@ -129,16 +131,25 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
     cli = [sys.executable, "-m", "smbring.cli"]
     subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
                    text=True, check=True, env=env, capture_output=True)
-    port = port or free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        args = list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
-        if "--config" not in args:
-            args += ["--listen", f"{host}:{port}"]
-        proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-    wait_listening(proc, port, log_path, host=host)
-    return proc, port, log_path
+    # a port chosen here, taken by another program before the server bound it, is chosen
+    # again (free_port makes that rare; a port the caller chose is the caller's)
+    tries = 3 if port is None and "--config" not in serve_args else 1
+    for attempt in range(tries):
+        port = port if tries == 1 else free_port()
+        log_path = tmp_path / "server.log"
+        with open(log_path, "w") as log:
+            args = list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
+            if "--config" not in args:
+                args += ["--listen", f"{host}:{port}"]
+            proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+        try:
+            wait_listening(proc, port, log_path, host=host)
+        except RuntimeError as e:
+            if attempt == tries - 1 or "Address already in use" not in str(e):
+                raise
+            continue
+        return proc, port, log_path
 
 
 def wait_listening(proc, port: int, log_path, *, host: str = "127.0.0.1", timeout: float = 60) -> None:
@@ -157,38 +168,6 @@ def wait_listening(proc, port: int, log_path, *, host: str = "127.0.0.1", timeou
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"the server did not listen on port {port} within {timeout:g} s")
-
-
-def listens(pid: int, port: int) -> bool:
-    """Whether the process `pid`, or one of its children, holds a TCP socket listening on
-    `port`: that a connection to the port succeeds does not say whose it is (another test's
-    server may hold a port free_port gave twice, and the tests would then talk to it)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = pathlib.Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    pids = [pid]
-    for each in pids:       # (grows as children are found: workers, their helpers)
-        try:
-            for task in os.listdir(f"/proc/{each}/task"):
-                with open(f"/proc/{each}/task/{task}/children") as f:
-                    pids.extend(int(child) for child in f.read().split())
-            descriptors = os.listdir(f"/proc/{each}/fd")
-        except OSError:
-            continue
-        for fd in descriptors:
-            try:
-                if os.readlink(f"/proc/{each}/fd/{fd}") in inodes:
-                    return True
-            except OSError:
-                continue
-    return False
 
 
 def stop(proc) -> None:

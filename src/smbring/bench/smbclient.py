@@ -134,22 +134,35 @@ def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = 
 
 
 def listens(pid: int, port: int) -> bool:
-    """Whether process `pid` holds a TCP socket listening on `port` (from /proc)."""
+    """Whether the process `pid`, or one of its children, holds a TCP socket listening on
+    `port` (from /proc): that a connection to the port succeeds does not say whose it is."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{fields[9]}]")
-        except FileNotFoundError:
-            pass
-    try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = [pid]
+    for each in pids:       # (grows as children are found: workers, their helpers)
+        try:
+            for task in os.listdir(f"/proc/{each}/task"):
+                with open(f"/proc/{each}/task/{task}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+            descriptors = os.listdir(f"/proc/{each}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                if os.readlink(f"/proc/{each}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def wait_smbd_ready(lock_dir: str, timeout: float = 15.0) -> None:
