@@ -108,8 +108,9 @@ class ResponseBudget:
         return asked <= self.left
 
     def spend(self, body) -> None:
-        size = len(body.prefix) + body.range.length if isinstance(body, FilePayload) else \
-            len(body) if isinstance(body, (bytes, bytearray, memoryview)) else 0
+        kind = type(body)       # (the usual answer first, without isinstance's cost)
+        size = len(body) if kind is bytes or kind is bytearray or isinstance(body, memoryview) else \
+            len(body.prefix) + body.range.length if isinstance(body, FilePayload) else 0
         self.left -= 64 + 8 + size      # the header and the padding of a compound part too
 
 
@@ -474,17 +475,14 @@ class Connection:
                 continue
             rhdr, body = resp
             kind = type(body)
-            if kind is bytes or kind is bytearray:      # (the usual answer: in memory already)
-                budget.left -= 72 + len(body)           # (as ResponseBudget.spend counts it)
-            else:
-                if kind is FileIO:
-                    body = yield from self._file_io(body, rhdr, background=lone_write)
-                elif kind is FileSteps:
-                    body = yield from self._file_steps(body, rhdr)
-                elif kind is FilePayload and not chain.single:
-                    # in memory now: a later request of the chain may close the file
-                    body = yield from self._read(body.range, body.prefix, rhdr)
-                budget.spend(body)
+            if kind is FileIO:
+                body = yield from self._file_io(body, rhdr, background=lone_write)
+            elif kind is FileSteps:
+                body = yield from self._file_steps(body, rhdr)
+            elif kind is FilePayload and not chain.single:
+                # in memory now: a later request of the chain may close the file
+                body = yield from self._read(body.range, body.prefix, rhdr)
+            budget.spend(body)
             out.append((hdr, rhdr, body))
             signed_requests.append(hdr.flags & FLAGS_SIGNED != 0)
         if len(out) == 1 and isinstance(out[0][2], FilePayload):
