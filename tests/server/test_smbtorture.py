@@ -68,6 +68,10 @@ FLOORS = {
     # added 2026-12-05: a file `hide files` or `hide dot files` hides is created and
     # overwritten as any other (SMB_CONF sets both, as Samba's selftest share does)
     "smb2.dosmode": 1,
+    # added 2026-12-06: a DACL set with DACL_AUTO_INHERITED alone keeps the flag on a share
+    # with `acl flag inherited canonicalization = no` (SMB_CONF), the share Samba's own test
+    # environment runs it on against smbd
+    "smb2.acls_non_canonical": 1,
 }
 
 # suites that look at the share's directory themselves (samba3misc's localposixlock1 locks a
@@ -79,6 +83,7 @@ SAMBA3_LOCAL_DIR = {"smb2.samba3misc"}
 SERVE_ARGS = {"smb2.session-require-signing": ["--signing-required"]}
 SMB_CONF = {"smb2.change_notify_disabled": ["change notify = no"],
             "smb2.dosmode": ["hide files = /hidefile/", "hide dot files = yes"],
+            "smb2.acls_non_canonical": ["acl flag inherited canonicalization = no"],
             # Samba's test hook, as its own test environment sets it: a break that stays
             # unacknowledged makes the server treat the channel as lost at once
             # (FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT), where smbtorture cannot block the

@@ -154,6 +154,19 @@ def test_set_info_maps_generic_rights_and_keeps_auto_inherited_only_on_request()
     assert merged.control & acl.SE_DACL_AUTO_INHERITED and not merged.control & acl.SE_DACL_AUTO_INHERIT_REQ
 
 
+def test_set_info_keeps_auto_inherited_as_set_without_canonicalization():
+    """`acl flag inherited canonicalization = no`: the flag stays as the setter set it,
+    whether or not the request flag came with it (and the request flag is never stored)."""
+    old = dacl(Ace(acl.ALLOWED, 0, READ, acl.EVERYONE))
+    new = Descriptor(control=acl.SE_DACL_PRESENT | acl.SE_DACL_AUTO_INHERITED,
+                     dacl=[Ace(acl.ALLOWED, 0, READ, acl.EVERYONE)])
+    assert acl.merge(old, new, acl.DACL, canonical_inherited=False).control & acl.SE_DACL_AUTO_INHERITED
+    assert not acl.merge(old, new, acl.DACL).control & acl.SE_DACL_AUTO_INHERITED
+    new.control = acl.SE_DACL_PRESENT | acl.SE_DACL_AUTO_INHERIT_REQ
+    merged = acl.merge(old, new, acl.DACL, canonical_inherited=False)
+    assert not merged.control & (acl.SE_DACL_AUTO_INHERITED | acl.SE_DACL_AUTO_INHERIT_REQ)
+
+
 def test_parent_list_directory_grants_read_attributes():
     nothing = dacl(Ace(acl.ALLOWED, 0, WRITE_DATA, acl.CREATOR_OWNER))
     lister = dacl(Ace(acl.ALLOWED, 0, 0x1, acl.EVERYONE))

@@ -512,6 +512,7 @@ def _share(name: str, s: dict, cfg: Config) -> Share | None:
         durable_handles=_get(s, "durable handles", True) or time_machine,
         posix_locking=_get(s, "posix locking", True), strict_locking=_get(s, "strict locking", True),
         ea_support=_get(s, "ea support", True), nt_acl_support=_get(s, "nt acl support", True),
+        acl_flag_inherited_canonicalization=_get(s, "acl flag inherited canonicalization", True),
         inherit_permissions=_get(s, "inherit permissions", False), dos_filetimes=_get(s, "dos filetimes", True),
         delete_veto_files=_get(s, "delete veto files", False), follow_symlinks=_get(s, "follow symlinks", True),
         inherit_owner=_get(s, "inherit owner", "no"),

@@ -222,6 +222,7 @@ OPTIONS: dict[str, Spec] = {
     "posix locking": Spec(S, boolean), "strict locking": Spec(S, one_of(STRICT_LOCKING, "strict locking")),
     "volume": Spec(S, _text), "fstype": Spec(S, _text), "ea support": Spec(S, boolean),
     "nt acl support": Spec(S, boolean), "inherit permissions": Spec(S, boolean),
+    "acl flag inherited canonicalization": Spec(S, boolean),
     "dos filetimes": Spec(S, boolean), "delete veto files": Spec(S, boolean),
     "follow symlinks": Spec(S, boolean),
     "inherit owner": Spec(S, one_of(INHERIT_OWNER, "inherit owner")),

@@ -239,8 +239,10 @@ def parse(buf) -> Descriptor:
     return d
 
 
-def merge(old: Descriptor, new: Descriptor, parts: int) -> Descriptor:
-    """SET_INFO security: the parts named by `parts` come from `new`, the rest stay."""
+def merge(old: Descriptor, new: Descriptor, parts: int, canonical_inherited: bool = True) -> Descriptor:
+    """SET_INFO security: the parts named by `parts` come from `new`, the rest stay. A new
+    DACL's AUTO_INHERITED flag is kept only where AUTO_INHERIT_REQ asks for it too, as
+    Windows keeps it (`canonical_inherited`; else as the setter set it)."""
     out = Descriptor(control=old.control, owner=old.owner, group=old.group, dacl=old.dacl,
                      sacl_raw=old.sacl_raw, acl_revision=old.acl_revision)
     if parts & OWNER and new.owner:
@@ -250,9 +252,9 @@ def merge(old: Descriptor, new: Descriptor, parts: int) -> Descriptor:
     if parts & DACL:
         keep = ~(SE_DACL_PRESENT | SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ)
         out.control = (out.control & keep) | (new.control & (SE_DACL_PRESENT | SE_DACL_PROTECTED))
-        if new.control & SE_DACL_AUTO_INHERITED and new.control & SE_DACL_AUTO_INHERIT_REQ:
-            # (Windows keeps AUTO_INHERITED only when the setter asks for it with the request
-            # flag, which is never stored itself)
+        if new.control & SE_DACL_AUTO_INHERITED and (
+                new.control & SE_DACL_AUTO_INHERIT_REQ or not canonical_inherited):
+            # (the request flag is never stored itself)
             out.control |= SE_DACL_AUTO_INHERITED
         out.dacl, out.acl_revision = mapped(new.dacl), new.acl_revision
         if not new.control & SE_DACL_PRESENT:   # setting "no DACL" sets a NULL DACL: all access

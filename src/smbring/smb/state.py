@@ -151,6 +151,10 @@ class Share:
     # clients may set security descriptors (nt acl support; `no`: a SET_INFO of one, or a
     # CREATE's SecD context, stores nothing, as smbd; those inherited still are)
     nt_acl_support: bool = True
+    # a DACL set with SE_DACL_AUTO_INHERITED keeps it only where the setter also asked with
+    # SE_DACL_AUTO_INHERIT_REQ, as Windows (acl flag inherited canonicalization; `no`: it
+    # keeps the flag as set, as Samba then does)
+    acl_flag_inherited_canonicalization: bool = True
     # extended attributes kept for clients (ea support; `no`: none shown, none set, as smbd)
     ea_support: bool = True
     fstype: str = "NTFS"

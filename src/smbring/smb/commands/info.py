@@ -665,7 +665,8 @@ def h_set_info(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain,
                                             tree.share.force_unknown_acl_user)
                 if parts & acl.GROUP and new.group and new.group != current.group:
                     unix_owner.follow_group(tree.fs, fd, new.group, tree.share.force_unknown_acl_user)
-                blob = acl.merge(current, new, parts).pack()
+                blob = acl.merge(current, new, parts,
+                                 tree.share.acl_flag_inherited_canonicalization).pack()
                 writable_for_metadata(tree.fs, fd, lambda: tree.fs.set_sd(fd, blob))
         c.state.watches.post_open(o, notify.MODIFIED, notify.SECURITY)
         dirleases.open_changed(c, o)    # (what a listing shows may depend on it: hide unreadable)
