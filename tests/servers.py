@@ -116,11 +116,13 @@ def own_control_socket(serve_args) -> list[str]:
 
 
 def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, host: str = "127.0.0.1",
-          accounts: bool = False, second_user: bool = False):
+          accounts: bool = False, second_user: bool = False, config=None):
     """Starts `smbring serve *serve_args` with a user USER in a fresh password file; waits
     until it listens (preexec_fn runs in the server's process before it starts, e.g. to
     lower a resource limit; host: the address the server listens on, named in --config's
-    smb.conf if given). Returns (process, port, log path).
+    smb.conf if given; `config`: a function that writes the smb.conf to serve for a port
+    and returns its path, called again for each port tried). Returns (process, port, log
+    path).
 
     A server started as root acts as its users' Unix accounts; USER has none, so unless
     `accounts` is set USER and guests act as root (see as_root_args), as the tests that are
@@ -138,7 +140,7 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
         port = port if tries == 1 else free_port()
         log_path = tmp_path / "server.log"
         with open(log_path, "w") as log:
-            args = list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
+            args = ([] if config is None else ["--config", str(config(port))]) + list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
             if "--config" not in args:
                 args += ["--listen", f"{host}:{port}"]
             proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,
@@ -303,12 +305,14 @@ def spawn_for_accounts(tmp_path, share_path, users, password: str, more: str = "
     no, plus `share_options` lines) at share_path, `more` appended to the file (other
     shares), each of `users` in the password file with `password`. Returns (process, port,
     log path)."""
-    port = free_port()
-    conf = tmp_path / "smb.conf"
-    conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share_path}\nread only = no\n"
-                    + share_options + more)
+    def config(port: int):
+        conf = tmp_path / "smb.conf"
+        conf.write_text(f"[global]\nlisten = 127.0.0.1:{port}\n[share]\npath = {share_path}\nread only = no\n"
+                        + share_options + more)
+        return conf
+
     env = dict(os.environ, SMBRING_PASSDB=str(tmp_path / "passdb"))
     for user in users:
         subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", user, "--password-stdin"],
                        input=password + "\n", text=True, check=True, env=env, capture_output=True)
-    return spawn(tmp_path, "--config", str(conf), port=port, accounts=True)
+    return spawn(tmp_path, config=config, accounts=True)

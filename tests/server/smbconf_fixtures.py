@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port, searchable_to, spawn, stop
+from servers import searchable_to, spawn, stop
 from servers import loopback_on_445_or_skip as loopback_on_445  # noqa: F401 - for the tests that use these fixtures
 
 TAG = f"{os.getpid() % 100000}"
@@ -144,14 +144,17 @@ def serve(workdir: Path, global_options: str, shares: dict[str, str], users: dic
     listens on host:port, or with `bind` on each of those addresses (bind interfaces only).
     Yields a Served; stops the server after."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     control = workdir / "control"
-    if bind:
-        where = (f"interfaces = {' '.join(bind)}\nbind interfaces only = yes\nsmb ports = {port}\n")
-    else:
-        where = f"listen = {host}:{port}\n"
     conf = workdir / "smb.conf"
-    conf.write_text(conf_text(f"{where}control socket = {control}\n{global_options}", shares))
+
+    def config(port: int) -> Path:
+        if bind:
+            where = (f"interfaces = {' '.join(bind)}\nbind interfaces only = yes\nsmb ports = {port}\n")
+        else:
+            where = f"listen = {host}:{port}\n"
+        conf.write_text(conf_text(f"{where}control socket = {control}\n{global_options}", shares))
+        return conf
+
     for options in shares.values():
         for line in options.splitlines():
             key, _, value = line.partition("=")
@@ -162,8 +165,8 @@ def serve(workdir: Path, global_options: str, shares: dict[str, str], users: dic
     for name, pw in users.items():
         run(sys.executable, "-m", "smbring.cli", "user", "add", name, "--password-stdin",
             input=pw + "\n", env=env)
-    proc, port, log = spawn(workdir, "--config", str(conf), port=port, host=bind[0] if bind else host,
-                            accounts=True)
+    proc, port, log = spawn(workdir, port=port, host=bind[0] if bind else host, accounts=True,
+                            config=config)
     try:
         yield Served(host if not bind else bind[0], port, workdir, conf, log, proc, password, control)
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import PASSWORD, USER, account_name_held, free_port, spawn, stop
+from servers import PASSWORD, USER, account_name_held, spawn, stop
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "security"))   # raw.py
 
@@ -70,7 +70,6 @@ def smbconf(tmp_path):
         shares = shares or {"share": "read only = no"}
         if accounts and os.geteuid() == 0 and not accounts_made:
             accounts_made.append(cleanup.enter_context(unix_account(USER)))
-        port = free_port()
         run = tmp_path / f"run{len(started)}"
         run.mkdir()
         body = {}
@@ -85,14 +84,14 @@ def smbconf(tmp_path):
         # wait the default 10 s for them (a test that wants another timeout sets its own)
         if "shutdown timeout" not in global_options.lower():
             global_options = f"shutdown timeout = 1\n{global_options}"
-        conf = write_conf(run / "smb.conf", f"listen = 127.0.0.1:{port}\n{global_options}", body)
+        def config(port: int) -> Path:
+            return write_conf(run / "smb.conf", f"listen = 127.0.0.1:{port}\n{global_options}", body)
         env = dict(os.environ, SMBRING_PASSDB=str(run / "passdb"))
         for name, password in users:
             subprocess.run([sys.executable, "-m", "smbring.cli", "user", "add", name, "--password-stdin"],
                            input=password + "\n", text=True, check=True, env=env, capture_output=True)
-        proc, port, log = spawn(run, "--config", str(conf), *serve_args, port=port, preexec_fn=preexec_fn,
-                                accounts=accounts)
-        server = ConfServer(port, proc, tmp_path, log, conf, env)
+        proc, port, log = spawn(run, *serve_args, preexec_fn=preexec_fn, accounts=accounts, config=config)
+        server = ConfServer(port, proc, tmp_path, log, run / "smb.conf", env)
         started.append(server)
         return server
 

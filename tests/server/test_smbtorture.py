@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from servers import PASSWORD, PASSWORD2, USER, USER2, free_port, loopback_on_445, spawn, stop
+from servers import PASSWORD, PASSWORD2, USER, USER2, loopback_on_445, spawn, stop
 
 # (smb2.create 14 -> 12 and smb2.acls 13 -> 12 on 2026-12-01: aclfile, acldir and
 # SDFLAGSVSCHOWN name Everyone and BUILTIN\Users as owner or group, which no Unix account is;
@@ -201,14 +201,15 @@ def run_smbtorture(root, label: str, names: list[str]) -> dict:
     second_user = os.geteuid() == 0 and in_suites(names, TWO_USERS)
     serve_args = [arg for suite, args in SERVE_ARGS.items() if in_suites(names, {suite}) for arg in args]
     conf = [line for suite, lines in SMB_CONF.items() if in_suites(names, {suite}) for line in lines]
-    if conf:
-        port = port or free_port()
+    def config(port: int):
         (root / "smb.conf").write_text("\n".join(["[global]", f"listen = {host}:{port}", *conf,
                                                   "[share]", f"path = {share}", "read only = no", ""]))
-        serve_args = ["--config", str(root / "smb.conf"), *serve_args]
-    else:
+        return root / "smb.conf"
+
+    if not conf:
         serve_args = [str(share), "--share", "share", *serve_args]
-    proc, port, log = spawn(root, *serve_args, host=host, port=port, second_user=second_user)
+    proc, port, log = spawn(root, *serve_args, host=host, port=port, second_user=second_user,
+                            config=config if conf else None)
     options = ([f"--option=torture:user2name={USER2}", f"--option=torture:user2password={PASSWORD2}"]
                if second_user else [])
     if in_suites(names, SAMBA3_LOCAL_DIR):
