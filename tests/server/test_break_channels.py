@@ -21,12 +21,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 from raw import FID_ANY, NoAnswer, RawClient  # noqa: E402
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
-from smbcore import create_body, ioctl_body  # noqa: E402
+from smbcore import close_body, create_body, ioctl_body  # noqa: E402
 from test_sessions_multichannel import bind, connect  # noqa: E402
 
 from smbring.smb import wire  # noqa: E402
 
 FORCE_UNACKED = 0x83848003          # FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT
+ASYNC_SLEEP = 0x83848043            # FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP
 BATCH, LEVEL_II, LEASE = 0x09, 0x01, 0xFF
 R, H, W = 0x1, 0x2, 0x4
 BREAK_ID = 0xFFFFFFFFFFFFFFFF
@@ -406,3 +407,38 @@ def test_a_held_create_on_an_encrypted_share_goes_on_after_an_unsealed_request(s
     assert answer.status == wire.STATUS_SUCCESS and answer.encrypted
     holder.close()
     opener.close()
+
+
+def test_a_close_waits_for_the_test_controls_busy_open(hooked):
+    """FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP keeps the open busy (as file I/O under way on it) for
+    the milliseconds its byte says: a CLOSE of it sent on another channel meanwhile is
+    answered after that, and the control is answered SUCCESS, not FILE_CLOSED (Samba bug
+    14769)."""
+    a = Client(hooked, channels=2)
+    fid = a.open("busy").file_id
+    sleep = a.tree.message(wire.IOCTL, ioctl_body(fid, ASYNC_SLEEP, bytes([200]), max_output=0))
+    close = a.conns[1].message(wire.CLOSE, close_body(fid), session=a.channel_sessions[1],
+                               tree_id=a.tree.id)
+    a.conns[0].send([sleep])
+    time.sleep(0.05)                                     # (the control under way)
+    started = time.monotonic()
+    a.conns[1].send([close])
+    closed = a.conns[1].response_to(wire.Header.parse(close).message_id)
+    assert time.monotonic() - started >= 0.1             # (answered at once, it took ~1 ms)
+    slept = a.conns[0].response_to(wire.Header.parse(sleep).message_id)
+    assert (slept.status, closed.status) == (wire.STATUS_SUCCESS, wire.STATUS_SUCCESS)
+    a.close()
+
+
+def test_the_busy_control_is_off_by_default_and_takes_one_byte(plain, hooked):
+    a = Client(plain)
+    fid = a.open("busy-plain").file_id
+    r = a.tree.request(wire.IOCTL, ioctl_body(fid, ASYNC_SLEEP, bytes([1]), max_output=0))
+    assert r.status == wire.STATUS_NOT_SUPPORTED
+    a.close()
+    a = Client(hooked)
+    fid = a.open("busy-hooked").file_id
+    for given in (b"", b"\x01\x01"):
+        r = a.tree.request(wire.IOCTL, ioctl_body(fid, ASYNC_SLEEP, given, max_output=0))
+        assert r.status == wire.STATUS_INVALID_PARAMETER
+    a.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 
 from smbring import datapath
 from smbring.smb import effects
@@ -57,6 +58,9 @@ def range_operation(effect):
         return extents.allocated_ranges(effect.fd, effect.offset, effect.length, effect.limit)
     if isinstance(effect, effects.ListNames):
         return extents.list_names(effect.fd, effect.keep)
+    if isinstance(effect, effects.Busy):
+        time.sleep(effect.seconds)
+        return 0
     raise TypeError(f"not a file-range operation: {effect!r}")
 
 
@@ -70,7 +74,7 @@ def written_fd(effect) -> int:
 # waits for room, behind writes whose answers may wait for the client: it starts in its task)
 STARTS_AT_ONCE = (effects.ReadInto, effects.Write, effects.Flush, *effects.RANGE_OPERATIONS)
 _ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges,
-           effects.ListNames)
+           effects.ListNames, effects.Busy)
 
 
 def named_descriptors(todo: list) -> tuple:

@@ -187,6 +187,16 @@ class ListNames:
 
 
 @dataclass
+class Busy:
+    """`fd` is busy for `seconds`, as file I/O under way on it (a CLOSE of it waits): Samba's
+    test hook FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP (smb.commands.ioctl). `then(0)`."""
+
+    fd: int
+    seconds: float
+    then: Callable = None
+
+
+@dataclass
 class Wait:
     """Wait until `start(done)` has called done(result) (another worker answering a request
     through the server's `peers`: server.handoff), then call `then(result)`."""
@@ -195,10 +205,10 @@ class Wait:
     then: Callable = None
 
 
-RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames)
+RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames, Busy)
 
 Effect = Union[Send, ReadInto, Write, Flush, Drain, Settle, Forget, CopyRange, CloneRange, ZeroRange,
-               TrimRange, AllocatedRanges, ListNames, Wait]
+               TrimRange, AllocatedRanges, ListNames, Busy, Wait]
 
 
 @dataclass

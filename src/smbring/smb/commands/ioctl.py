@@ -17,7 +17,7 @@ from smbring.smb import dfs, wire
 from smbring.smb.channels import NetworkInterface
 from smbring.smb.commands import ioctl_copy, ioctl_resilient, ioctl_sparse, pipe, tree
 from smbring.smb.commands.negotiate import capabilities, security_mode
-from smbring.smb.effects import FileSteps
+from smbring.smb.effects import Busy, FileSteps
 from smbring.smb.errors import SMBError, in_request
 from smbring.smb.fileinfo import ROOT_UUID
 from smbring.smb.state import FID_ANY
@@ -34,6 +34,8 @@ FSCTL_DFS_GET_REFERRALS = 0x00060194
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 FSCTL_SRV_ENUMERATE_SNAPSHOTS = 0x00144064
 SMB2_0_IOCTL_IS_FSCTL = 0x1
+# FSCTL_SMBTORTURE | FSCTL_ACCESS_WRITE | 0x0040 | FSCTL_METHOD_NEITHER (Samba's smb_constants.h)
+FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP = 0x83848043
 
 
 def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rhdr: Header) -> bytes:
@@ -56,6 +58,22 @@ def enumerate_snapshots(c: Connection, hdr: Header, o, request, max_out: int, rh
     return (struct.pack("<III", len(times), len(times), len(tokens)) + tokens).ljust(16, b"\0")
 
 
+def fsp_async_sleep(c: Connection, hdr: Header, o, request, max_out: int, rhdr: Header):
+    """Samba's test hook (with `smbd:FSCTL_SMBTORTURE = yes` only, else NOT_SUPPORTED): the
+    open is busy for as many milliseconds as the one byte sent says, as file I/O under way
+    on it, so that a CLOSE sent meanwhile is seen to wait for it (Samba bug 14769)."""
+    if not c.policy.smbtorture_fsctl:
+        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if len(request) != 1:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    return _busy(o.fd, request[0] / 1000)
+
+
+def _busy(fd: int, seconds: float):
+    yield Busy(fd, seconds)
+    return b""
+
+
 # the FSCTLs of an open file: (connection, header, open, input buffer, MaxOutputResponse,
 # response header) -> output buffer, or steps ending with it
 FILE_CONTROLS = {
@@ -73,6 +91,7 @@ FILE_CONTROLS = {
     ioctl_sparse.FSCTL_FILE_LEVEL_TRIM: ioctl_sparse.file_level_trim,
     ioctl_resilient.FSCTL_LMR_REQUEST_RESILIENCY: ioctl_resilient.request_resiliency,
     FSCTL_SRV_ENUMERATE_SNAPSHOTS: enumerate_snapshots,
+    FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP: fsp_async_sleep,
 }
 
 
