@@ -711,3 +711,32 @@ def test_a_binding_with_another_principals_ticket_is_refused(realm, start, tmp_p
     assert tree.status == wire.STATUS_SUCCESS
     for c in (c1, c2, c3):
         c.close()
+
+
+def test_a_logon_after_another_users_work_reads_the_keytab_as_the_server(realm, start, tmp_path):
+    """The event loop's thread acts as the last session's user until the server's own work
+    needs root (vfs.identity): the keytab (root's, 0600) is read and the replay cache written
+    at each AP-REQ as the server, so a logon that comes while another user's connection has
+    just worked, or a re-authentication, is not refused for a key the user cannot read."""
+    from smbcore import create_body
+    server = start()
+    c = RawClient(server.port)
+    c.negotiate()
+    session = c.start_logon(None)
+    ctx, token = initiator(realm, tickets(realm, tmp_path, ALICE))
+    r = c.session_setup(session, spnego.encode_init([spnego.KRB5_OID], token))
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+    ctx.step(spnego.parse_resp(c.security_buffer(r)).response_token)
+    c.establish(session, session_key(ctx))
+    tree = c.tree(session, "share")
+    r = tree.request(wire.CREATE, create_body("alices", wire.GENERIC_WRITE, wire.FILE_CREATE, 0))
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)      # (the thread acts as ALICE now)
+    ctx, token = initiator(realm, tickets(realm, tmp_path, ALICE))
+    r = c.session_setup(c.start_logon(session), spnego.encode_init([spnego.KRB5_OID], token), sign=True)
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)      # a re-authentication
+    r = tree.request(wire.CREATE, create_body("alices2", wire.GENERIC_WRITE, wire.FILE_CREATE, 0))
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+    done = smbclient(server, tickets(realm, tmp_path, BOB), "ls")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "logon refused" not in server.log_text()
+    c.close()

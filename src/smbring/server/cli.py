@@ -330,7 +330,8 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
     if problems:
         return 2
     try:
-        server.kerberos = kerberos_acceptor(settings, extras.control_socket, server.kerberos_account)
+        server.kerberos = kerberos_acceptor(settings, extras.control_socket, server.kerberos_account,
+                                            server.creds.as_server if server.creds else None)
     except SettingsError as e:      # told to offer Kerberos, and cannot: it does not start
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
@@ -356,7 +357,8 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         if problems:        # (the reload fails; the configuration in force stays)
             raise SettingsError("; ".join(problems))
         # (a Kerberos that cannot be offered fails the reload too, before anything changed)
-        kerberos = kerberos_acceptor(new, extras.control_socket, server.kerberos_account)
+        kerberos = kerberos_acceptor(new, extras.control_socket, server.kerberos_account,
+                                     server.creds.as_server if server.creds else None)
         logs.configure(logs.settings(new.options, args.log_level), server.server_moment)
         # the options a reload cannot apply, compared with those in force since the start
         for name in restart_only_changes(settings.options, new.options):
@@ -379,10 +381,11 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         return 130
 
 
-def kerberos_acceptor(settings: Settings, control_socket: str | None, account):
+def kerberos_acceptor(settings: Settings, control_socket: str | None, account, as_server=None):
     """The server's Kerberos acceptor (server.kerberos.Kerberos) where the configuration asks
     for Kerberos, its replay cache in the server's run directory (the control socket's);
-    None where it does not. SettingsError with the reason where it cannot be offered."""
+    None where it does not. SettingsError with the reason where it cannot be offered.
+    `as_server`: the context that makes the event loop's thread the server's (root's)."""
     if settings.kerberos is None:
         return None
     from smbring.server.control import ControlError, _prepare_directory
@@ -391,7 +394,7 @@ def kerberos_acceptor(settings: Settings, control_socket: str | None, account):
     run = os.path.dirname(os.path.abspath(control_socket or default_control()))
     try:
         _prepare_directory(run)
-        return Kerberos(settings.kerberos, run, account)
+        return Kerberos(settings.kerberos, run, account, as_server)
     except (KerberosError, ControlError, OSError) as e:
         raise SettingsError(f"Kerberos: {e}") from None
 

@@ -39,6 +39,7 @@ event loop as the password file's look-up does.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -173,7 +174,7 @@ class Kerberos:
     principal's user part to the account (see the module's description): the account's name,
     or None where there is none; AccountRefused where the password file bars it."""
 
-    def __init__(self, config: KerberosSettings, run_directory: str, account):
+    def __init__(self, config: KerberosSettings, run_directory: str, account, as_server=None):
         try:
             import gssapi
             import gssapi.raw
@@ -181,6 +182,9 @@ class Kerberos:
             raise KerberosError("Kerberos is configured (kerberos method) but the python gssapi "
                                 "package is not installed: pip install 'smbring[kerberos]'") from None
         self.config, self.realm, self.account = config, config.realm, account
+        # the keytab (root's only) is read, and the replay cache written, at each AP-REQ: as
+        # the server, whatever user the event loop's thread acted as last (vfs.identity)
+        self.as_server = as_server or contextlib.nullcontext
         self._gssapi = gssapi
         try:
             with open(config.keytab, "rb") as f:
@@ -251,7 +255,8 @@ class KerberosContext:
         try:
             # (the raw call: it raises a refusal at once; the high-level step would hand back
             # the KRB-ERROR token and defer the error)
-            result = raw.accept_sec_context(token, acceptor_creds=k.credentials)
+            with k.as_server():
+                result = raw.accept_sec_context(token, acceptor_creds=k.credentials)
         except raw.GSSError as e:
             raise LogonFailure(f"Kerberos: {describe(e)}") from None
         self._context = result.context
