@@ -713,6 +713,63 @@ def test_a_binding_with_another_principals_ticket_is_refused(realm, start, tmp_p
         c.close()
 
 
+def test_a_session_expires_with_its_ticket_until_it_is_renewed(realm, start, tmp_path):
+    """MS-SMB2 3.3.5.2.9, with Session.ExpirationTime the end of the logon's ticket (as smbd
+    sets it): once the ticket has ended, the session's requests are answered
+    STATUS_NETWORK_SESSION_EXPIRED, but for a CLOSE, a LOGOFF and an unlock (what it holds can
+    be let go, nothing more taken); a re-authentication with a fresh ticket brings it back,
+    with its opens, locks and tree connect as they were."""
+    from smbcore import close_body, create_body, lock_body, query_info_body
+    server = start()
+    short = tickets(realm, tmp_path, ALICE, REALM, "-l", "4s")
+    ended = time.monotonic() + 4
+    c = RawClient(server.port)
+    c.negotiate()
+    session = c.start_logon(None)
+    ctx, token = initiator(realm, short)
+    r = c.session_setup(session, spnego.encode_init([spnego.KRB5_OID], token))
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+    ctx.step(spnego.parse_resp(c.security_buffer(r)).response_token)
+    c.establish(session, session_key(ctx))
+    tree = c.tree(session, "share")
+    rw = wire.GENERIC_READ | wire.GENERIC_WRITE
+
+    def opened(name: str) -> bytes:
+        r = tree.request(wire.CREATE, create_body(name, rw, wire.FILE_OPEN_IF, 0))
+        assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+        return r.file_id
+
+    kept, closed = opened("kept"), opened("closed")
+
+    def query(fid: bytes) -> int:
+        return tree.request(wire.QUERY_INFO, query_info_body(fid, wire.INFO_FILE, 5)).status   # standard
+
+    lock = wire.LOCK_EXCLUSIVE | wire.LOCK_FAIL_IMMEDIATELY
+    assert tree.request(wire.LOCK, lock_body(kept, [(0, 10, lock)])).status == wire.STATUS_SUCCESS
+    assert query(kept) == wire.STATUS_SUCCESS
+    time.sleep(max(ended - time.monotonic(), 0) + 2 + 1.5)   # its end, the clock skew allowed, a margin
+    expired = wire.STATUS_NETWORK_SESSION_EXPIRED
+    assert query(kept) == expired
+    assert tree.request(wire.CREATE, create_body("new", rw, wire.FILE_OPEN_IF, 0)).status == expired
+    assert tree.request(wire.LOCK, lock_body(kept, [(20, 10, lock)])).status == expired
+    assert tree.request(wire.LOCK, lock_body(kept, [(0, 10, wire.LOCK_UNLOCK)])).status == wire.STATUS_SUCCESS
+    assert tree.request(wire.CLOSE, close_body(closed)).status == wire.STATUS_SUCCESS
+    assert not (server.share / "new").exists()
+    # a re-authentication with a fresh ticket (signed, as a client re-authenticates)
+    fresh = realm.kinit(f"{ALICE}@{REALM}", PASSWORD, tmp_path / "fresh.ccache")
+    ctx, token = initiator(realm, fresh)
+    r = c.session_setup(c.start_logon(session), spnego.encode_init([spnego.KRB5_OID], token), sign=True)
+    assert r.status == wire.STATUS_SUCCESS, hex(r.status)
+    assert query(kept) == wire.STATUS_SUCCESS
+    assert tree.request(wire.LOCK, lock_body(kept, [(20, 10, lock)])).status == wire.STATUS_SUCCESS
+    assert query(closed) == wire.STATUS_FILE_CLOSED
+    assert "re-authenticated" in server.log_text()
+    c.close()
+
+
+
+
+
 def test_a_logon_after_another_users_work_reads_the_keytab_as_the_server(realm, start, tmp_path):
     """The event loop's thread acts as the last session's user until the server's own work
     needs root (vfs.identity): the keytab (root's, 0600) is read and the replay cache written

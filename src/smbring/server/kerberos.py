@@ -291,7 +291,7 @@ class KerberosContext:
             raise LogonFailure(f"Kerberos: principal {principal}: account {account!r} is below "
                                f"min domain uid ({k.config.min_domain_uid})")
         self.identity = Identity(user=user, domain=realm, kind="user", session_key=bytes(key),
-                                 account=account)
+                                 account=account, expires_in=result.lifetime)
         return bytes(result.token or b"")
 
     def can_sign(self) -> bool:

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import mmap
 import struct
+import time
 from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
@@ -1028,7 +1029,17 @@ class Connection:
         if self._sealed_by is None and (s.encrypt or s.sign or hdr.flags & FLAGS_SIGNED
                                         or hdr.command == wire.TREE_CONNECT):
             self._check_protection(s, hdr, msg)
+        if s.expires and s.expires <= time.monotonic() and not self._allowed_expired(hdr, msg):
+            raise SMBError(wire.STATUS_NETWORK_SESSION_EXPIRED)
         return s
+
+    @staticmethod
+    def _allowed_expired(hdr: Header, msg) -> bool:
+        """What an expired session may still do (MS-SMB2 3.3.5.2.9, as smbd): LOGOFF, CLOSE,
+        and a LOCK that unlocks (what it holds can be let go; nothing more taken)."""
+        if hdr.command == wire.LOGOFF or hdr.command == wire.CLOSE:
+            return True
+        return hdr.command == wire.LOCK and len(msg) >= 108 and bool(msg[104] & wire.LOCK_UNLOCK)
 
     def _check_protection(self, s: Session, hdr: Header, msg) -> None:
         """The request is covered by its session's encryption or signature, as the session

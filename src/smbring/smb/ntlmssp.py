@@ -89,6 +89,9 @@ class Identity:
     # the account whose password the logon proved, as the lookup names it (the server's: the
     # password file's spelling, after the username map); "" where the lookup names none
     account: str = ""
+    # a Kerberos logon's: the seconds its ticket has left, when the session expires (MS-SMB2
+    # Session.ExpirationTime); None: the logon does not expire (NTLM)
+    expires_in: float | None = None
 
 
 @dataclass

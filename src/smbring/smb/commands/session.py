@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from smbring.smb import ntlm, security, share_access, wire
@@ -93,6 +94,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.asked_as, s.domain, s.account = identity.user, identity.domain, identity.account
         s.owner = resolved_owner(c, s)
         s.valid = True
+        s.expires = expiry(identity)
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.channels[c].signing_key = s.signing_key
@@ -188,6 +190,14 @@ def owner_of_user(c: Connection, user: str, account, proved: str = "") -> str:
     return "user:" + (list_name(user) if list_name is not None else share_access.bare(user))
 
 
+def expiry(identity: ntlm.Identity) -> float:
+    """When a session logged on as `identity` expires (time.monotonic()): its Kerberos
+    ticket's end; 0: never (NTLM, guests; a ticket of no bound)."""
+    if identity.expires_in is None:
+        return 0.0
+    return time.monotonic() + max(identity.expires_in, 0)
+
+
 def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: bytes, rhdr: Header):
     """A re-authentication of the session completed (MS-SMB2 3.3.5.5.3), as smbd has it: the
     session keeps its keys (the first logon's: its channels sign and seal as before) and its
@@ -219,6 +229,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
         s.identity = account
     s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
     s.account = identity.account if not guest else ""
+    s.expires = expiry(identity)
     s.owner = resolved_owner(c, s)
     if not same:
         why = reauthorize(c, s)
