@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import struct
@@ -797,3 +798,34 @@ def test_a_logon_after_another_users_work_reads_the_keytab_as_the_server(realm, 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "logon refused" not in server.log_text()
     c.close()
+
+
+
+@pytest.mark.skipif(shutil.which("smbtorture") is None, reason="smbtorture not installed")
+def test_smbtorture_session_expiry(realm, start, tmp_path):
+    """Samba's own tests of an expiring Kerberos session, smb2.session.expire* with -k yes:
+    a ticket of 4 seconds; requests refused once it has ended, a re-authentication, then on
+    again; signed, encrypted, and what an expired session may still do. smbtorture resolves
+    the server's name itself (it has no -I): the machine's own name is used where it
+    resolves to 127.0.0.1, where the server listens, with a cifs/ key of that name in a
+    keytab of its own."""
+    import socket
+    name = socket.gethostname()
+    try:
+        addresses = {a[4][0] for a in socket.getaddrinfo(name, None, socket.AF_INET)}
+    except OSError:
+        addresses = set()
+    if addresses != {"127.0.0.1"}:
+        pytest.skip(f"the machine's name {name!r} does not resolve to 127.0.0.1 alone")
+    keytab = realm.keytab(tmp_path / "own.keytab", f"cifs/{name}")
+    keytab.chmod(0o600)
+    server = start(keytab=str(keytab))
+    env = dict(realm.env, KRB5CCNAME=f"FILE:{tmp_path / 'torture.ccache'}")
+    tests = ["smb2.session.expire1n", "smb2.session.expire1s", "smb2.session.expire1e",
+             "smb2.session.expire2s", "smb2.session.expire2e", "smb2.session.expire_disconnect"]
+    run = subprocess.run(["smbtorture", f"//{name}/share", "-p", str(server.port), "-U", f"{ALICE}%{PASSWORD}",
+                          "--use-kerberos=required", "--realm", REALM, "--format=subunit", *tests],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    results = re.findall(r"^(success|failure|error|skip): (\S+)", run.stdout, re.M)
+    assert len(results) == len(tests) and all(kind == "success" for kind, _ in results), \
+        run.stdout[-4000:] + run.stderr[-2000:]
