@@ -86,10 +86,10 @@ SERVE_ARGS = {"smb2.session-require-signing": ["--signing-required"]}
 SMB_CONF = {"smb2.change_notify_disabled": ["change notify = no"],
             "smb2.dosmode": ["hide files = /hidefile/", "hide dot files = yes"],
             "smb2.acls_non_canonical": ["acl flag inherited canonicalization = no"],
-            # Samba's test hook, as its own test environment sets it: a break that stays
-            # unacknowledged makes the server treat the channel as lost at once
-            # (FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT), where smbtorture cannot block the
-            # connection itself without iptables
+            # Samba's test controls, on as its own test environment has them: a connection
+            # whose breaks count as unacknowledged, a channel lost without iptables
+            # (FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT), and an open kept busy for a moment
+            # (FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP)
             **{suite: ["smbd:FSCTL_SMBTORTURE = yes"]
                for suite in ("smb2.replay", "smb2.oplock", "smb2.multichannel", "smb2.ioctl")}}
 # smbtorture options some suites need: the EA name of the xattr that holds a file's NT ACL
@@ -203,6 +203,7 @@ def run_smbtorture(root, label: str, names: list[str]) -> dict:
     second_user = os.geteuid() == 0 and in_suites(names, TWO_USERS)
     serve_args = [arg for suite, args in SERVE_ARGS.items() if in_suites(names, {suite}) for arg in args]
     conf = [line for suite, lines in SMB_CONF.items() if in_suites(names, {suite}) for line in lines]
+
     def config(port: int):
         (root / "smb.conf").write_text("\n".join(["[global]", f"listen = {host}:{port}", *conf,
                                                   "[share]", f"path = {share}", "read only = no", ""]))
