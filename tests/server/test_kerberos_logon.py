@@ -756,6 +756,7 @@ def test_a_session_expires_with_its_ticket_until_it_is_renewed(realm, start, tmp
     assert tree.request(wire.LOCK, lock_body(kept, [(0, 10, wire.LOCK_UNLOCK)])).status == wire.STATUS_SUCCESS
     assert tree.request(wire.CLOSE, close_body(closed)).status == wire.STATUS_SUCCESS
     assert not (server.share / "new").exists()
+    assert server.log_text().count("expired with its Kerberos ticket") == 1
     # a re-authentication with a fresh ticket (signed, as a client re-authenticates)
     fresh = realm.kinit(f"{ALICE}@{REALM}", PASSWORD, tmp_path / "fresh.ccache")
     ctx, token = initiator(realm, fresh)

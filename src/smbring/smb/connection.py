@@ -1030,6 +1030,10 @@ class Connection:
                                         or hdr.command == wire.TREE_CONNECT):
             self._check_protection(s, hdr, msg)
         if s.expires and s.expires <= time.monotonic() and not self._allowed_expired(hdr, msg):
+            if not s.expiry_told:
+                s.expiry_told = True
+                log.info("session %d of %s from %s expired with its Kerberos ticket: refused until "
+                         "it re-authenticates", s.id, s.user, self.client_address or "?")
             raise SMBError(wire.STATUS_NETWORK_SESSION_EXPIRED)
         return s
 

@@ -335,6 +335,7 @@ class Session:
     # when its Kerberos ticket ends (time.monotonic()); 0: never. Past it the session is
     # Expired (MS-SMB2 3.3.5.2.9) until a re-authentication (Connection._check_session)
     expires: float = 0.0
+    expiry_told: bool = False     # its expiry logged (once, until it re-authenticates)
     account: str = ""             # the password file's account whose password logged it on
     # who it is as the server resolved it ("uid:N", or "user:" and the password file's
     # account, the username map applied): what durable

@@ -94,7 +94,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.asked_as, s.domain, s.account = identity.user, identity.domain, identity.account
         s.owner = resolved_owner(c, s)
         s.valid = True
-        s.expires = expiry(identity)
+        renew(s, identity)
         s.signing_key = security.signing_key(identity.session_key, c.dialect,
                                              s.preauth.value if s.preauth else None)
         s.channels[c].signing_key = s.signing_key
@@ -190,6 +190,11 @@ def owner_of_user(c: Connection, user: str, account, proved: str = "") -> str:
     return "user:" + (list_name(user) if list_name is not None else share_access.bare(user))
 
 
+def renew(s: Session, identity: ntlm.Identity) -> None:
+    """The session's expiry, from the logon or re-authentication that just completed."""
+    s.expires, s.expiry_told = expiry(identity), False
+
+
 def expiry(identity: ntlm.Identity) -> float:
     """When a session logged on as `identity` expires (time.monotonic()): its Kerberos
     ticket's end; 0: never (NTLM, guests; a ticket of no bound)."""
@@ -229,7 +234,7 @@ def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: byt
         s.identity = account
     s.user, s.guest, s.asked_as, s.domain = user, guest, identity.user, identity.domain
     s.account = identity.account if not guest else ""
-    s.expires = expiry(identity)
+    renew(s, identity)
     s.owner = resolved_owner(c, s)
     if not same:
         why = reauthorize(c, s)
