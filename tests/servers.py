@@ -140,7 +140,9 @@ def spawn(tmp_path, *serve_args: str, port: int | None = None, preexec_fn=None, 
         port = port if tries == 1 else free_port()
         log_path = tmp_path / "server.log"
         with open(log_path, "w") as log:
-            args = ([] if config is None else ["--config", str(config(port))]) + list(serve_args) + ([] if accounts else as_root_args(tmp_path, second_user=second_user)) + own_control_socket(serve_args)
+            args = (([] if config is None else ["--config", str(config(port))]) + list(serve_args)
+                    + ([] if accounts else as_root_args(tmp_path, second_user=second_user))
+                    + own_control_socket(serve_args))
             if "--config" not in args:
                 args += ["--listen", f"{host}:{port}"]
             proc = subprocess.Popen(cli + ["serve", *args, "--log-level", "info"], env=env,

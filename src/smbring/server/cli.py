@@ -331,7 +331,7 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
         return 2
     try:
         server.kerberos = kerberos_acceptor(settings, extras.control_socket, server.kerberos_account,
-                                            server.creds.as_server if server.creds else None)
+                                            server.as_server)
     except SettingsError as e:      # told to offer Kerberos, and cannot: it does not start
         print(f"smbring serve: {e}", file=sys.stderr)
         return 2
@@ -358,7 +358,7 @@ def serve_process(args, settings: Settings, listeners, extras, worker=None) -> i
             raise SettingsError("; ".join(problems))
         # (a Kerberos that cannot be offered fails the reload too, before anything changed)
         kerberos = kerberos_acceptor(new, extras.control_socket, server.kerberos_account,
-                                     server.creds.as_server if server.creds else None)
+                                     server.as_server)
         logs.configure(logs.settings(new.options, args.log_level), server.server_moment)
         # the options a reload cannot apply, compared with those in force since the start
         for name in restart_only_changes(settings.options, new.options):

@@ -1043,6 +1043,8 @@ class Connection:
         and a LOCK that unlocks (what it holds can be let go; nothing more taken)."""
         if hdr.command == wire.LOGOFF or hdr.command == wire.CLOSE:
             return True
+        # (the first lock element's Flags: header 64, the LOCK's fixed part 24, Offset and
+        # Length 16; a LOCK too short for them is the handler's to refuse)
         return hdr.command == wire.LOCK and len(msg) >= 108 and bool(msg[104] & wire.LOCK_UNLOCK)
 
     def _check_protection(self, s: Session, hdr: Header, msg) -> None:

@@ -191,16 +191,11 @@ def owner_of_user(c: Connection, user: str, account, proved: str = "") -> str:
 
 
 def renew(s: Session, identity: ntlm.Identity) -> None:
-    """The session's expiry, from the logon or re-authentication that just completed."""
-    s.expires, s.expiry_told = expiry(identity), False
-
-
-def expiry(identity: ntlm.Identity) -> float:
-    """When a session logged on as `identity` expires (time.monotonic()): its Kerberos
-    ticket's end; 0: never (NTLM, guests; a ticket of no bound)."""
-    if identity.expires_in is None:
-        return 0.0
-    return time.monotonic() + max(identity.expires_in, 0)
+    """The session's expiry, from the logon or re-authentication that just completed: its
+    Kerberos ticket's end (time.monotonic()); 0, never, for NTLM, guests and a ticket of no
+    bound."""
+    s.expires = 0.0 if identity.expires_in is None else time.monotonic() + max(identity.expires_in, 0)
+    s.expiry_told = False
 
 
 def reauthenticated(c: Connection, s: Session, identity: ntlm.Identity, out: bytes, rhdr: Header):
