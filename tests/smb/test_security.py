@@ -35,18 +35,61 @@ def test_sign_verify_every_algorithm_and_tamper():
         assert not security.verify(alg, key, m)
 
 
+def test_a_signing_key_keeps_no_message_in_its_prepared_mac():
+    """A SigningKey's prepared MAC is copied for each message: a message's signature does
+    not depend on the messages signed before it, nor on another algorithm used with the same
+    key (a binding verifies the session's key with another connection's algorithm)."""
+    raw = os.urandom(16)
+    key = security.SigningKey(raw)
+    assert key == raw and security.signing_key(raw, wire.SMB202, None) == raw
+    assert type(security.signing_key(raw, wire.SMB311, bytes(64))) is security.SigningKey
+    messages = [bytearray(wire.Header(command=wire.CREATE, message_id=i, session_id=3).pack() +
+                          os.urandom(i * 7)) for i in range(1, 6)]
+    for _round in range(2):
+        for alg in (security.AES_GMAC, security.AES_CMAC, security.HMAC_SHA256):
+            for m in messages:
+                assert security.sign(alg, key, m) == _reference_sign(alg, raw, m)
+                signed = bytearray(m)
+                security.apply_signature(alg, key, signed)
+                assert security.verify(alg, key, signed) and security.verify(alg, raw, signed)
+                signed[64] ^= 1
+                assert not security.verify(alg, key, signed)
+
+
+def _reference_open(cipher, key, frame) -> bytes:
+    """MS-SMB2 3.1.4.3 as written: the AEAD over the ciphertext with the transform header's
+    Signature as its tag and its bytes from Nonce on as the additional data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
+    gcm = cipher in (security.AES_128_GCM, security.AES_256_GCM)
+    aead = AESGCM(bytes(key)) if gcm else AESCCM(bytes(key), tag_length=16)
+    nonce = bytes(frame[20:32] if gcm else frame[20:31])
+    return aead.decrypt(nonce, bytes(frame[52:]) + bytes(frame[4:20]), bytes(frame[20:52]))
+
+
 @pytest.mark.parametrize("cipher", [security.AES_128_CCM, security.AES_128_GCM,
                                     security.AES_256_CCM, security.AES_256_GCM])
-def test_encrypt_decrypt_and_reject_tampering(cipher):
-    key = os.urandom(32 if cipher in (security.AES_256_CCM, security.AES_256_GCM) else 16)
-    plain = os.urandom(1000)
-    header, body = security.encrypt(cipher, key, 42, plain)
-    frame = bytearray(header + bytes(body))
-    assert security.parse_transform(frame) == (42, 1000)
-    assert security.decrypt(cipher, key, frame) == plain
-    frame[60] ^= 1
-    with pytest.raises(security.DecryptError):
-        security.decrypt(cipher, key, frame)
+@pytest.mark.parametrize("size", [1000, 16 << 10, (16 << 10) + 1, 1 << 20])
+@pytest.mark.parametrize("key_kind", [bytes, security.CipherKey])
+def test_encrypt_decrypt_and_reject_tampering(cipher, size, key_kind):
+    """Sealed as the spec says, opened again, and refused when any part is changed: with a
+    plain key and with a CipherKey (its AEAD prepared once, used again for each message), a
+    small message (opened in one piece) and a large one (GCM's: streamed where it lies)."""
+    raw = os.urandom(32 if cipher in (security.AES_256_CCM, security.AES_256_GCM) else 16)
+    key = key_kind(raw)
+    for _message in range(2):
+        plain = os.urandom(size)
+        header, body = security.encrypt(cipher, key, 42, plain)
+        frame = bytearray(header + bytes(body))
+        assert security.parse_transform(frame) == (42, size)
+        assert _reference_open(cipher, raw, frame) == plain
+        assert security.decrypt(cipher, key, frame) == plain
+        assert security.decrypt(cipher, raw, frame) == plain
+        for at in (4, 19, 20, 40, 52, 60, len(frame) - 1):
+            bad = bytearray(frame)
+            bad[at] ^= 1
+            with pytest.raises(security.DecryptError):
+                security.decrypt(cipher, key, bad)
+    assert type(security.cipher_keys(raw, wire.SMB311, bytes(64), cipher)[0]) is security.CipherKey
 
 
 def _reference_sign(alg, key, message):
@@ -73,10 +116,12 @@ def _reference_sign(alg, key, message):
 @pytest.mark.parametrize("alg", [security.HMAC_SHA256, security.AES_CMAC, security.AES_GMAC])
 @pytest.mark.parametrize("size", [64, 100, (16 << 10) - 1, 16 << 10, (16 << 10) + 1, 1 << 20])
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
-def test_sign_small_and_large_matches_the_spec_and_leaves_the_message_alone(alg, size, kind):
+@pytest.mark.parametrize("key_kind", [bytes, security.SigningKey])
+def test_sign_small_and_large_matches_the_spec_and_leaves_the_message_alone(alg, size, kind, key_kind):
     """Small messages are MACed as one zeroed copy, large ones in two pieces (header, rest):
-    either way the signature is the spec's, and the message is not changed."""
-    key = os.urandom(16)
+    either way the signature is the spec's, and the message is not changed; with a plain key
+    and with a SigningKey (its MAC prepared once, used again for each message here)."""
+    key = key_kind(os.urandom(16))
     for flags, command in ((wire.FLAGS_SERVER_TO_REDIR, wire.READ), (0, wire.CANCEL), (0, wire.WRITE)):
         raw = bytearray(wire.Header(command=command, message_id=0x0102030405060708, flags=flags,
                                     session_id=3).pack() + os.urandom(size - 64))
@@ -88,8 +133,9 @@ def test_sign_small_and_large_matches_the_spec_and_leaves_the_message_alone(alg,
 
 
 @pytest.mark.parametrize("alg", [security.HMAC_SHA256, security.AES_CMAC, security.AES_GMAC])
-def test_verify_large_message_catches_a_change_anywhere(alg):
-    key = os.urandom(16)
+@pytest.mark.parametrize("key_kind", [bytes, security.SigningKey])
+def test_verify_large_message_catches_a_change_anywhere(alg, key_kind):
+    key = key_kind(os.urandom(16))
     m = bytearray(wire.Header(command=wire.WRITE, message_id=9).pack() + os.urandom(1 << 20))
     security.apply_signature(alg, key, memoryview(m))      # a writable view: signed in place
     assert security.verify(alg, key, m) and security.verify(alg, key, bytes(m))
