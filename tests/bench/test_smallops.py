@@ -279,3 +279,49 @@ def test_a_server_is_waited_for_on_its_own_socket_not_on_another_programs():
     finally:
         listener.kill()
         listener.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark's smbring acts as a Unix user")
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("smbtorture", "smbclient")),
+                    reason="needs Samba's smbtorture and smbclient")
+@pytest.mark.parametrize("protection", ["none", "sign", "encrypt"])
+def test_the_protection_asked_reaches_both_clients_sessions(tmp_path, protection):
+    """`--protection sign` and `encrypt` make smbtorture's and smbclient's sessions signed or
+    sealed, as the server itself reports them (smbring status); `none` leaves both clients'
+    sessions neither (as neither server asks for it)."""
+    from smbring.bench.smbclient import Smbring
+    from smbring.server import control
+    share = tmp_path / "share"
+    share.mkdir()
+    searchable_to(share)
+    os.chmod(share, 0o777)
+    os.chmod(tmp_path, 0o755)
+    server = Smbring(str(share), free_port(), str(tmp_path / "state"))
+    workload = smallops.WORKLOADS["create-close-1x1"]
+    clients = {"smbtorture": smallops.torture_command(server.port, workload, 3, protection),
+               # (its commands from a pipe: its session stays while the server is asked)
+               "smbclient": smallops.smbclient_command(server.port, None, protection)}
+    try:
+        for name, command in clients.items():
+            client = subprocess.Popen(command, cwd=str(tmp_path), stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                client.stdin.write(b"ls\n")
+                client.stdin.flush()
+                sessions, deadline = [], time.monotonic() + 10
+                while not sessions and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    status = control.ask(str(tmp_path / "state" / "run" / "control"))
+                    sessions = [s for c in status["connections"] for s in c["sessions"]]
+                assert sessions, f"{name}: no session seen"
+                for s in sessions:
+                    # (a client that seals may ask for signing too: what sealing supersedes)
+                    if protection != "encrypt":
+                        assert (s["signing"] is not None) == (protection == "sign"), (name, s)
+                    assert (s["encryption"] is not None) == (protection == "encrypt"), (name, s)
+            finally:
+                client.stdin.close()        # (smbclient's end of input: it logs off)
+                assert client.wait(timeout=30) == 0, name
+    finally:
+        server.stop()

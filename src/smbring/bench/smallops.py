@@ -71,6 +71,11 @@ OTHER_LOOPS = ("ring", "uvloop")
 # a run lands in either regime and stays there, so depth-1 figures move by several times
 # between runs. Placing both makes the regime part of the measurement.
 PLACEMENTS = ("any", "same", "split")
+# what the clients ask of every message (--protection): their option for it, the same for
+# smbtorture and smbclient (neither server requires either by default: "none" is the clients'
+# default, every message neither signed nor sealed)
+PROTECTIONS = {"none": [], "sign": ["--option=client signing=required"],
+               "encrypt": ["--option=client smb encrypt=required"]}
 
 
 def placement_cpus(placement: str) -> tuple[set[int] | None, set[int] | None]:
@@ -156,6 +161,9 @@ def add_arguments(p) -> None:
                    help="where the server and its clients run: any (the scheduler decides), same "
                         "(both on the first CPU), split (the server on the first, the clients on "
                         "the second); at one request in flight the figures depend on it")
+    p.add_argument("--protection", choices=list(PROTECTIONS), default="none",
+                   help="what the clients ask of every message: none (their default: neither "
+                        "server asks it), sign (signed), encrypt (sealed)")
     p.add_argument("--core", action="store_true",
                    help="no servers: time the protocol core's handling of an ECHO in this process, "
                         "and its parts, and of a CREATE + CLOSE of a share's root")
@@ -231,9 +239,25 @@ def _pinned(cpus: set[int] | None):
     return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
 
 
-def _smbclient(port: int, command: str, cwd: str, cpus: set[int] | None = None) -> str:
-    out = subprocess.run(["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                          "-m", "SMB3", "-c", command], cwd=cwd, capture_output=True, text=True,
+def smbclient_command(port: int, command: str | None, protection: str = "none") -> list[str]:
+    """smbclient running `command` (its -c) on the benchmark's share (None: the commands it
+    reads from its standard input)."""
+    return ["smbclient", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+            "-m", "SMB3", *PROTECTIONS[protection], *(["-c", command] if command is not None else [])]
+
+
+def torture_command(port: int, w: Workload, timelimit: int, protection: str = "none") -> list[str]:
+    """smbtorture running the workload `w` (kind "torture") on the benchmark's share."""
+    return ["smbtorture", "//127.0.0.1/bench", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+            w.test, f"--option=torture:nprocs={w.nprocs}", f"--option=torture:qdepth={w.qdepth}",
+            f"--option=torture:timelimit={timelimit}", "--option=torture:progress=no",
+            *PROTECTIONS[protection]]
+
+
+def _smbclient(port: int, command: str, cwd: str, cpus: set[int] | None = None,
+               protection: str = "none") -> str:
+    out = subprocess.run(smbclient_command(port, command, protection), cwd=cwd,
+                         capture_output=True, text=True,
                          timeout=600, preexec_fn=_pinned(cpus))
     text = out.stdout + out.stderr
     if out.returncode != 0 or "NT_STATUS" in text:
@@ -256,10 +280,8 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
     client0 = children_cpu()
     if w.kind == "torture":
         out = subprocess.run(
-            ["smbtorture", "//127.0.0.1/bench", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
-             w.test, f"--option=torture:nprocs={w.nprocs}", f"--option=torture:qdepth={w.qdepth}",
-             f"--option=torture:timelimit={args.timelimit}", "--option=torture:progress=no"],
-            cwd=files.local, capture_output=True, text=True, timeout=args.timelimit + 120,
+            torture_command(server.port, w, args.timelimit, args.protection), cwd=files.local,
+            capture_output=True, text=True, timeout=args.timelimit + 120,
             preexec_fn=_pinned(args.client_cpus))
         try:
             rate = parse_torture_rate(w.test, out.stdout + out.stderr)
@@ -282,7 +304,7 @@ def run_once(server, w: Workload, files: Files, args, run: int) -> tuple[float, 
             os.makedirs(dest, exist_ok=True)     # (a run again: what the failed one left)
             command = f"prompt off; cd get; lcd {dest}; mget *"
         started = time.perf_counter()
-        _smbclient(server.port, command, files.local, args.client_cpus)
+        _smbclient(server.port, command, files.local, args.client_cpus, args.protection)
         rate = ops / (time.perf_counter() - started)
         if w.kind == "put":
             copied = os.listdir(os.path.join(files.share, target))
@@ -594,14 +616,14 @@ def run(args) -> int:
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(files.local, ignore_errors=True)
     summary = {"runs": args.runs, "timelimit_s": args.timelimit, "placement": args.placement,
-               "list_files": args.list_files,
+               "protection": args.protection, "list_files": args.list_files,
                "copy_files": args.copy_files, "load_average": [round(x, 2) for x in load_before],
                **summarize(results, workloads, [s.name for s in servers], failures)}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"load average at the start: {summary['load_average']}; medians of {args.runs} runs; "
-          f"placement {args.placement}")
+          f"placement {args.placement}; protection {args.protection}")
     for r in summary["records"]:
         print(f"  {r['workload']:<18} {r['server']:<12} {r['ops_per_s']:>10.1f} ops/s  "
               f"{r['server_cpu_us_per_op']:>9.2f} us CPU/op ({r.get('server_sys_us_per_op', 0):.2f} kernel)  "
