@@ -1,9 +1,11 @@
 """EffectRunner: a background WRITE starts without a coroutine of the connection's, is
-answered once written, and leaves the writes in flight when it ends."""
+answered once written, and leaves the writes in flight when it ends; a signed or sealed
+READ's data the page cache holds is read and answered without one too."""
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import logging
 
 from smbring.server.effects import WRITES_IN_FLIGHT, EffectRunner
@@ -193,4 +195,77 @@ def test_without_send_small_a_write_is_started_and_answered_the_awaited_way():
         assert module.written == [(3, b"x" * 8, 0)]
         assert transport.sent == [b"\0\0\0\x08answer 8"]
         assert not runner.writes.tasks
+    asyncio.run(main())
+
+
+class ReadingModule:
+    """A VFS module stack that reads a real file: `read_now` as the io_uring module's (what the
+    page cache holds, RWF_NOWAIT), or None when `cached` is false; `pread_into` the awaited
+    way. Records which way each read went."""
+
+    def __init__(self, cached: bool = True):
+        self.cached = cached
+        self.ways: list[str] = []
+
+    def read_now(self, fd, view, offset):
+        self.ways.append("now")
+        if not self.cached:
+            return None
+        return os.preadv(fd, [view], offset, os.RWF_NOWAIT)
+
+    async def pread_into(self, fd, view, offset):
+        self.ways.append("awaited")
+        return os.preadv(fd, [view], offset)
+
+
+def read_runner(tmp_path, data: bytes, cached: bool = True):
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    os.read(fd := os.open(path, os.O_RDONLY), len(data))     # (now in the page cache)
+    transport, module = Transport(), ReadingModule(cached)
+    runner = EffectRunner(transport, {"s": module}, asyncio.Lock(), file_maps=None, peer="test")
+    return runner, transport, module, fd
+
+
+def read_into(fd, length, then):
+    return effects.ReadInto(effects.FileRange(fd, 0, length, "s"), memoryview(bytearray(length)), then)
+
+
+def test_a_cached_read_into_is_read_and_answered_by_run_now_itself(tmp_path):
+    """A signed or sealed READ's data (ReadInto) that the page cache holds is read where
+    run_now runs, and the response its continuation makes is sent at once, before the
+    effects that came after it: no coroutine, no turn of the event loop."""
+    async def main():
+        runner, transport, module, fd = read_runner(tmp_path, b"0123456789")
+        got = []
+        effect = read_into(fd, 10, lambda n: got.append(bytes(effect.into[:n])) or [effects.Send(b"answer")])
+        assert runner.run_now([effect, effects.Send(b"after")]) is None
+        assert got == [b"0123456789"] and module.ways == ["now"]
+        assert transport.sent == [b"\0\0\0\x06answer", b"\0\0\0\x05after"]
+        assert runner.bytes_read_in_memory == 10
+        os.close(fd)
+    asyncio.run(main())
+
+
+def test_a_read_into_past_the_files_end_is_zeros(tmp_path):
+    async def main():
+        runner, transport, module, fd = read_runner(tmp_path, b"abc")
+        got = []
+        effect = read_into(fd, 8, lambda n: got.append((n, bytes(effect.into))) or [])
+        assert runner.run_now([effect]) is None
+        assert got == [(8, b"abc" + bytes(5))] and module.ways == ["now"]
+        os.close(fd)
+    asyncio.run(main())
+
+
+def test_a_read_into_the_page_cache_does_not_hold_goes_the_awaited_way(tmp_path):
+    async def main():
+        runner, transport, module, fd = read_runner(tmp_path, b"0123456789", cached=False)
+        effect = read_into(fd, 10, lambda n: [effects.Send(bytes(effect.into[:n]))])
+        pending = runner.run_now([effect, effects.Send(b"after")])
+        assert pending is not None and transport.sent == []
+        await pending
+        assert module.ways == ["now", "awaited"]
+        assert transport.sent == [b"\0\0\0\n0123456789", b"\0\0\0\x05after"]
+        os.close(fd)
     asyncio.run(main())
