@@ -49,11 +49,15 @@ class _PreparedKey(bytes):
     CMAC's subkeys. They are worked out at the key's first message, not at every message,
     and live as long as the key (the session's or channel's), nowhere else."""
 
+    def __new__(cls, value):
+        key = super().__new__(cls, value)
+        key.prepared = {}       # algorithm -> what it prepared
+        return key
+
     def _prepared(self, algorithm: int, prepare):
-        made = self.__dict__.setdefault("prepared", {})
-        ready = made.get(algorithm)
+        ready = self.prepared.get(algorithm)
         if ready is None:
-            ready = made[algorithm] = prepare(algorithm, bytes(self))
+            ready = self.prepared[algorithm] = prepare(algorithm, bytes(self))
         return ready
 
 
@@ -111,8 +115,11 @@ _NO_SIGNATURE = bytes(16)
 def sign(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
     """The 16-byte signature of one message, computed with its signature field zeroed (the
     message itself is not changed). `key`: a SigningKey (its MAC prepared) or plain bytes."""
-    view = memoryview(message).cast("B")
-    mac = key.mac(algorithm) if type(key) is SigningKey else _prepare(algorithm, key)
+    view = message if type(message) is bytearray else memoryview(message).cast("B")
+    if type(key) is SigningKey:
+        mac = key.prepared.get(algorithm) or key.mac(algorithm)
+    else:
+        mac = _prepare(algorithm, key)
     if len(view) <= _ONE_PIECE_MAX:
         data = bytearray(view)
         data[48:64] = _NO_SIGNATURE
@@ -123,7 +130,7 @@ def sign(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) ->
         return c.digest()[:16] if algorithm == HMAC_SHA256 else c.finalize()
     header = bytearray(view[:64])
     header[48:64] = _NO_SIGNATURE
-    header, rest = bytes(header), view[64:]
+    header, rest = bytes(header), memoryview(view)[64:]
     if algorithm == AES_GMAC:     # GMAC: GCM with everything as additional data, no plaintext
         gcm = Cipher(algorithms.AES(bytes(key)), modes.GCM(_gmac_nonce(header))).encryptor()
         gcm.authenticate_additional_data(header)
