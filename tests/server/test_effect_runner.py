@@ -269,3 +269,22 @@ def test_a_read_into_the_page_cache_does_not_hold_goes_the_awaited_way(tmp_path)
         assert transport.sent == [b"\0\0\0\n0123456789", b"\0\0\0\x05after"]
         os.close(fd)
     asyncio.run(main())
+
+
+def test_a_read_now_that_fails_leaves_the_read_to_the_awaited_way(tmp_path):
+    """Whatever the quick read raises, the read goes the awaited way, which answers it (an
+    OSError as its status) or logs it: the connection is not dropped for it."""
+    async def main():
+        runner, transport, module, fd = read_runner(tmp_path, b"0123456789")
+
+        def broken(fd, view, offset):
+            module.ways.append("now")
+            raise ValueError("a bug below")
+        module.read_now = broken
+        effect = read_into(fd, 10, lambda n: [effects.Send(bytes(effect.into[:n]))])
+        pending = runner.run_now([effect])
+        assert pending is not None
+        await pending
+        assert module.ways == ["now", "awaited"] and transport.sent == [b"\0\0\0\n0123456789"]
+        os.close(fd)
+    asyncio.run(main())

@@ -358,7 +358,7 @@ class EffectRunner:
             return None
         try:
             done = read_now(rng.fd, view, rng.offset)
-        except OSError:
+        except Exception:       # (the awaited way reads it again, and answers or logs what fails)
             return None
         if done is None:
             return None
