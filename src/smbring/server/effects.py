@@ -349,9 +349,8 @@ class EffectRunner:
     def _read_now(self, effect: effects.ReadInto) -> int | None:
         """A ReadInto carried out here and now where the module stack reads it without waiting
         (its `read_now`: the page cache holds it all): its outcome as `_file_io` gives it
-        (the file shorter now: zeros, as promised). None: it goes the awaited way (which
-        reports a failure, if any). Nothing else runs meanwhile: no CLOSE waits for it, and
-        its descriptor needs no hold."""
+        (`_read_done`). None: it goes the awaited way (which reports a failure, if any).
+        Nothing else runs meanwhile: no CLOSE waits for it, and its descriptor needs no hold."""
         rng, view = effect.range, effect.into
         read_now = getattr(self.modules[rng.share], "read_now", None)
         if read_now is None:
@@ -360,8 +359,11 @@ class EffectRunner:
             done = read_now(rng.fd, view, rng.offset)
         except Exception:       # (the awaited way reads it again, and answers or logs what fails)
             return None
-        if done is None:
-            return None
+        return None if done is None else self._read_done(view, done)
+
+    def _read_done(self, view: memoryview, done: int) -> int:
+        """A ReadInto's outcome once `done` bytes are read into `view`: all of it, what the
+        file no longer holds zeros, as promised."""
         self.bytes_read_in_memory += done
         if done < len(view):
             view[done:] = bytes(len(view) - done)
@@ -544,11 +546,7 @@ class EffectRunner:
 
     async def _read_into(self, effect: effects.ReadInto) -> int:
         rng, view = effect.range, effect.into
-        done = await self.modules[rng.share].pread_into(rng.fd, view, rng.offset)
-        self.bytes_read_in_memory += done
-        if done < len(view):            # the file is shorter now: zeros, as promised
-            view[done:] = bytes(len(view) - done)
-        return len(view)
+        return self._read_done(view, await self.modules[rng.share].pread_into(rng.fd, view, rng.offset))
 
     async def _in_background(self, effect: effects.Write, fds: tuple, began: tuple) -> None:
         """A background WRITE's I/O and answer, while the connection reads on; the answer
