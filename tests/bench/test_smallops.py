@@ -249,6 +249,35 @@ def test_core_costs_measure_an_echo_and_a_create_close_pair():
     assert costs["create_close_root_store"] > costs["core_total"]
     assert costs["create_close_root_after_idle"] > costs["core_total"]
     assert costs["create_close_root_compound"] > costs["core_total"]
+    # (a pair runs thousands of Python instructions in a hundred-odd calls)
+    assert costs["create_close_root_instructions"] > 1000 and costs["create_close_root_calls"] > 20
+
+
+def test_instruction_count_counts_the_code_run_inside_it_and_nothing_else():
+    """InstructionCount: the same code counts the same each time, twice the calls count
+    twice as many, and what runs outside the `with` counts nothing."""
+    from smbring.bench.smallops import InstructionCount, create_close_instructions
+
+    def work(k: int) -> int:
+        total = 0
+        for i in range(k):
+            total += i
+        return total
+
+    def counted(calls: int) -> InstructionCount:
+        counter = InstructionCount()
+        with counter:
+            for _ in range(calls):
+                work(50)
+        work(1000)         # (after: not counted)
+        return counter
+
+    ten, twenty = counted(10), counted(20)
+    assert (ten.instructions, ten.calls) == (counted(10).instructions, counted(10).calls)
+    assert twenty.calls - ten.calls == 10
+    per_call = (twenty.instructions - ten.instructions) / 10
+    assert 150 < per_call < 1000        # (50 turns of a loop of a few instructions each)
+    assert create_close_instructions(100) == create_close_instructions(100)
 
 
 def test_a_server_is_waited_for_on_its_own_socket_not_on_another_programs():
