@@ -75,7 +75,9 @@ def test_owners_follow_opens_and_closes():
     data.opened(41, BOB)        # 41 closed unseen and its number reused: BOB's now
     assert data.owner(41) == BOB
     data.closed(41)
-    assert not data._open        # nobody has a file open
+    for fd in (40, 41, 90):      # nobody has a file open: no descriptor has an owner
+        with pytest.raises(PermissionError):
+            data.owner(fd)
 
 
 @ROOT_ONLY

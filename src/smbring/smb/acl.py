@@ -42,6 +42,7 @@ ACCESS_SYSTEM_SECURITY, MAXIMUM_ALLOWED = 0x01000000, 0x02000000
 FILE_ALL_ACCESS = 0x001F01FF
 GENERIC = ((0x80000000, 0x00120089), (0x40000000, 0x00120116), (0x20000000, 0x001200A0),
            (0x10000000, FILE_ALL_ACCESS))
+GENERIC_BITS = 0xF0000000      # GENERIC_READ, _WRITE, _EXECUTE and _ALL: GENERIC's first halves
 
 
 def sid(authority: int, *subs: int) -> bytes:
@@ -125,7 +126,8 @@ def owns(token: Token, owner: bytes | None) -> bool:
     """Whether the token holds the owner's rights on a file whose Unix owner is `owner`
     (`unix_user` of its uid): its user is that owner, or root. A guest's token holds
     neither its account's SID nor root's: it owns nothing."""
-    return owner is not None and owner in token or ROOT_SID in token
+    sids = token.sids       # (Token.__contains__ without its call: asked for every CREATE)
+    return owner is not None and owner in sids or ROOT_SID in sids
 
 
 def may_name_owner(token: Token, new_owner: bytes, owner: bytes, current: bytes | None = None) -> bool:
@@ -266,6 +268,8 @@ def merge(old: Descriptor, new: Descriptor, parts: int, canonical_inherited: boo
 
 
 def map_generic(mask: int) -> int:
+    if not mask & GENERIC_BITS:
+        return mask         # (most masks name specific rights only: nothing to map)
     for bit, specific in GENERIC:
         if mask & bit:
             mask = (mask & ~bit) | specific

@@ -416,8 +416,10 @@ class Connection:
             if sealed_by is not None and hdr.session_id != sealed_by.id and not hdr.flags & FLAGS_RELATED:
                 raise ConnectionError("an encrypted frame carried another session's request")
             command = hdr.command
-            # (the MessageIds taken now, its credits granted when it is handled: _one)
-            if command != CANCEL and credits.take(hdr.message_id, self._charge(hdr), None) < 0:
+            # (the MessageIds taken now, its credits granted when it is handled: _one; the
+            # charge as _charge takes it)
+            if command != CANCEL and credits.take(
+                    hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, None) < 0:
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
                                       f"the credit window [{credits.low}, +{credits.range})")
             messages.append((hdr, frame[offset:end]))
@@ -660,6 +662,7 @@ class Connection:
         if len(out) == 1:
             return self._response(*out[0], signed_requests[0], sealed_by)
         seal = self._seal_for(out, sealed_by)
+        sessions = self.client.sessions
         parts = []
         last = len(out) - 1
         for i, (req, rhdr, body) in enumerate(out):
@@ -669,15 +672,23 @@ class Connection:
             rhdr.credit_charge = req.credit_charge
             # every part of a compound ends 8-byte aligned, the last too (as Windows sends it)
             size = wire.HEADER_SIZE + len(body)
-            padded = wire.pad8(size)
+            padded = (size + 7) & ~7        # (wire.pad8)
             if i < last:
                 rhdr.next_command = padded
-            parts.append(self._sign(_pack_header(rhdr) + body + _PADDING[padded - size], rhdr,
-                                    signed_requests[i], seal))
+            part = _pack_header(rhdr) + body + _PADDING[padded - size]
+            # (_sign signs nothing unless one of these holds: the part of a session that signs
+            # nothing it was not asked to is not passed to it)
+            s = sessions.get(rhdr.session_id)
+            if seal is None and (rhdr.signer or signed_requests[i] or rhdr.command == SESSION_SETUP
+                                 or s is not None and s.sign):
+                part = self._sign(part, rhdr, signed_requests[i], seal)
+            parts.append(part)
         chained = b"".join(parts)
         if seal is not None and seal.encrypt_key:
             return [self._sealed(seal, chained)]
-        return [Send(self._checked(chained))]
+        send = _new_send(Send)      # (Send(...), without its __init__'s call)
+        send.message = self._checked(chained)
+        return [send]
 
     def _sign(self, part, rhdr: Header, request_signed: bool, seal):
         """Signs a response that must be (unless sealed): with the key a SESSION_SETUP answer
@@ -1131,7 +1142,9 @@ class Connection:
         if not isinstance(o, kind):
             raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
         if isinstance(o, Open):
-            if self.dialect >= wire.SMB300:
+            # (a request with the open's own ChannelSequence, the usual one, neither takes
+            # nor refuses anything: no call)
+            if self.dialect >= wire.SMB300 and hdr.status & 0xFFFF != o.channel_sequence:
                 check_channel_sequence(o, hdr)
             self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
         return o

@@ -70,7 +70,6 @@ class DataCredentials:
         self._owners: dict[int, object] = {}         # fd -> the Identity that opened it
         self._devices: dict[int, int] = {}           # fd -> its st_dev, where the open read it
         self._twins: dict[int, int] = {}             # a module's second fd -> the client's fd
-        self._open: dict[object, int] = {}           # Identity -> its descriptors open
         self._ring = None                            # the Ring the personalities belong to
         self._personalities: OrderedDict = OrderedDict()   # Identity -> Personality, LRU first
         self._worker = threading.local()             # .who: what a pool's thread acts as
@@ -80,12 +79,10 @@ class DataCredentials:
     def opened(self, fd: int, who, device: int | None = None) -> None:
         """`who` opened fd (the view it was opened through acts as `who`); `device`: its
         st_dev, where the open read its stat already (the modules ask which device a
-        descriptor is on: see `device`)."""
-        stale = self._owners.pop(fd, None)
-        if stale is not None:           # closed without a word: its number is reused now
-            self._release(stale)
+        descriptor is on: see `device`). A number closed without a word is reused now: its
+        owner is this one. (Nothing is counted per identity: its personality stays for its
+        next file whatever it holds open.)"""
         self._owners[fd] = who
-        self._open[who] = self._open.get(who, 0) + 1
         if device is None:
             self._devices.pop(fd, None)
         else:
@@ -93,10 +90,8 @@ class DataCredentials:
 
     def closed(self, fd: int) -> None:
         """fd is being closed: it has no owner any more."""
-        who = self._owners.pop(fd, None)
+        self._owners.pop(fd, None)
         self._devices.pop(fd, None)
-        if who is not None:
-            self._release(who)
 
     def seen(self, fd: int, device: int) -> None:
         """fd's st_dev, read by a stat of it: kept where a view opened fd (an open file
@@ -125,13 +120,6 @@ class DataCredentials:
             log.error("data I/O on descriptor %d, which no session opened: refused", fd)
             raise PermissionError(errno.EACCES, "the descriptor has no owner")
         return who
-
-    def _release(self, who) -> None:
-        left = self._open[who] - 1
-        if left:
-            self._open[who] = left
-            return
-        del self._open[who]     # (its personality, if any, stays for its next file)
 
     # -- in the event loop's thread -----------------------------------------------------------
     def act_here(self, fd: int) -> None:

@@ -521,7 +521,10 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
     when it was first held, by the oplocks' clock). A durable reconnect or a replay is
     answered by `create_durable` before anything is opened."""
     tree = chain.tree or c.tree(hdr)      # (Chain.tree: found by the checks already)
-    if c.opens_here() >= c.limits.max_open_files or c.state.opens_full() or \
+    # (opens_here counts opens of the client's table only: below the limit there, it is
+    # below the limit here, without the count's loop over the sessions)
+    limit = c.limits.max_open_files
+    if len(c.client.opens) >= limit and c.opens_here() >= limit or c.state.opens_full() or \
             c.state.user_opens(c.sessions[hdr.session_id].owner) >= c.limits.max_open_files_per_user:
         raise SMBError(wire.STATUS_TOO_MANY_OPENED_FILES)
     answered, durable = create_durable.before_create(c, hdr, msg, tree, msg[67], retry)
@@ -1092,7 +1095,8 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     through `file_metadata` unless given."""
     if st is None:
         st, dos = o.tree.fs.fstat(o.fd), o.tree.fs.get_dos(o.fd)
-    file_st, file_dos = file or file_metadata(o, st, dos)
+    # (file_metadata's answer for a file or directory, without its call)
+    file_st, file_dos = file or ((st, dos) if o.stream is None else file_metadata(o, st, dos))
     extra = encode_create_contexts(answers) if answers else b""
     return CREATE_RESPONSE.pack(
         89, oplock, 0, action, *time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
