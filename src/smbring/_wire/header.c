@@ -367,13 +367,16 @@ static PyMethodDef module_methods[] = {
     {"answer_echoes", (PyCFunction)(void (*)(void))wire_answer_echoes, METH_FASTCALL,
      "answer_echoes(buf, start, end, max_frames, max_size, window, multi_credit, sessions) -> "
      "None | (next_start, count, responses): plain ECHOs answered (see echo.c)"},
+    {"check_sizes", (PyCFunction)(void (*)(void))wire_check_sizes, METH_FASTCALL,
+     "check_sizes(msg, layout, command, dialect, charge, limits, budget_left) -> status: 0, or "
+     "why the request's sizes are refused (see sizes.c)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
-    "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; the "
-    "credit window's take; a connection's receive buffer and the serving of its frames.", -1,
+    "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; a "
+    "request's sizes checked; the credit window's take; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 

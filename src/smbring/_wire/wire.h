@@ -19,6 +19,9 @@ static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 
 int wire_echo_init(void);
 PyObject *wire_answer_echoes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* sizes.c: check_sizes, a request's sizes checked before its handler */
+PyObject *wire_check_sizes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* credits.c: the type CreditWindowBase (a new reference, or NULL with an exception) */
 PyObject *wire_credit_window_type(void);
 

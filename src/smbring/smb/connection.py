@@ -19,12 +19,13 @@ import time
 from typing import Callable
 
 from smbring._wire import answer_echoes as _answer_echoes
+from smbring._wire import check_sizes as _check_sizes
 
 from smbring.smb import aapl, acl, breaks, dirleases, leasing, notify, posix_locks, security, vetoed_entries, wire
 from smbring.smb.channels import Client, signing_key_on
 from smbring.smb.commands import negotiate
-from smbring.smb.credits import CREDIT_SIZE, CreditWindow, charge_needed
-from smbring.smb.dispatch import COMMANDS, FLAGS_NOT_ALLOWED, u32_at
+from smbring.smb.credits import CreditWindow
+from smbring.smb.dispatch import COMMANDS, FLAGS_NOT_ALLOWED
 from smbring.smb.effects import (
     Drain,
     FileIO,
@@ -63,9 +64,7 @@ from smbring.smb.wire import (
     FLAGS_SERVER_TO_REDIR,
     FLAGS_SIGNED,
     IOCTL,
-    LEASE_BREAK_ACK_SIZE,
     NEGOTIATE,
-    OPLOCK_BREAK,
     SESSION_SETUP,
     SMB202,
     WRITE,
@@ -946,29 +945,13 @@ class Connection:
                 self._check_signed_echo(hdr, msg)
             elif command == NEGOTIATE and hdr.flags & FLAGS_SIGNED:
                 raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.4
-            size = entry.size
-            if len(msg) < 66:
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)
-            given = msg[64] | msg[65] << 8      # the body's StructureSize
-            if command == OPLOCK_BREAK and given == LEASE_BREAK_ACK_SIZE:
-                size = LEASE_BREAK_ACK_SIZE     # OPLOCK_BREAK has two forms
-            if given != size or len(msg) < 64 + (size & ~1):
-                raise SMBError(wire.STATUS_INVALID_PARAMETER)    # sizes checked before parsing a body
-            if entry.moves_data:
-                # (entry.sizes(msg), without its call: the fields, bounds checked above)
-                sent = u32_at(msg, entry.sent_at)[0] if entry.sent_at else 0
-                asked = u32_at(msg, entry.asked_at)[0] if entry.asked_at else 0
-                most = sent if sent > asked else asked
-                if most > MAX_IO_SMB202 and most > self.max_io(command):
-                    raise SMBError(wire.STATUS_INVALID_PARAMETER)    # over MaxRead/Write/TransactSize
-                # (up to one credit's payload needs no more than the charge of 1 any request has)
-                if most > CREDIT_SIZE and self.dialect > SMB202 and \
-                        charge_needed(most) > (hdr.credit_charge or 1):
-                    raise SMBError(wire.STATUS_INVALID_PARAMETER)    # MS-SMB2 3.3.5.2.5
-            else:
-                asked = 0       # (nothing sent or asked: within MaxTransactSize and any charge)
-            if asked > budget_left:
-                raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)   # the frame's answers are full
+            # sizes checked before a body is parsed: its StructureSize, MaxRead/Write/
+            # TransactSize, the CreditCharge (MS-SMB2 3.3.5.2.5), what the frame's answers
+            # may still take (_wire/sizes.c)
+            status = _check_sizes(msg, entry.layout, command, self.dialect, hdr.credit_charge,
+                                  self.limits, budget_left)
+            if status:
+                raise SMBError(status)
             body, fid = entry.handler(self, hdr, msg, rhdr, chain)
             if fid is not None:
                 chain.fid = fid

@@ -3,7 +3,6 @@ smbd_smb2_table): the table the connection checks every request against."""
 from __future__ import annotations
 
 import dataclasses
-import struct
 from dataclasses import dataclass, field
 
 from smbring.smb import wire
@@ -25,11 +24,6 @@ ALLOWED_FLAGS = (wire.FLAGS_RELATED | wire.FLAGS_SIGNED | wire.FLAGS_DFS | wire.
 FLAGS_NOT_ALLOWED = ~ALLOWED_FLAGS      # a request with any of these is INVALID_PARAMETER
 
 
-# a request's size field: a little-endian u32 at an offset of the message (a C call: no
-# Python function around it, asked for every request that moves data)
-u32_at = struct.Struct("<I").unpack_from
-
-
 @dataclass(frozen=True)
 class Command:
     """What a command needs before its handler runs, declared once (Samba's smbd_smb2_table):
@@ -45,12 +39,11 @@ class Command:
     sent_at: int = 0
     asked_at: int = 0
     size: int = 0                 # its StructureSize (wire.REQUEST_SIZES; set by the table)
-    # derived once, not per request: whether the request names sizes to check at all (a
-    # command that moves no data passes the MaxTransactSize and CreditCharge checks as is)
-    moves_data: bool = field(init=False)
+    # derived once, not per request: what _wire.check_sizes reads of it
+    layout: tuple = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "moves_data", bool(self.sent_at or self.asked_at))
+        object.__setattr__(self, "layout", (self.size, self.sent_at, self.asked_at))
         if self.needs_tree and not self.needs_session:
             # (the connection looks up a request's tree connect in the session it checked)
             raise ValueError("a command that needs a tree connect needs a session")
