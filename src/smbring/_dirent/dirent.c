@@ -777,6 +777,140 @@ static int times_fit(const struct stat *st)
            st->st_ctim.tv_sec < most && st->st_ctim.tv_sec > least;
 }
 
+/* -- an open's information: times, sizes, attributes (no system calls) ------------------ */
+
+/* The DOS record's fields, read from a DosInfo (vfs.api) or None. */
+struct dos_fields {
+    int present;
+    uint64_t attrs, create_time, change_time, change_mtime_ns, allocation;
+};
+
+/* An unsigned 64-bit int attribute of o into *out: 0; 1 where it is no int in [0, 2**64)
+ * (the general code's); -1 with an exception. */
+static int u64_attr(PyObject *o, const char *name, uint64_t *out)
+{
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL)
+        return -1;
+    if (!PyLong_Check(v)) {
+        Py_DECREF(v);
+        return 1;
+    }
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();      /* (negative or past 64 bits) */
+        return 1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int read_dos_fields(PyObject *dos, struct dos_fields *d)
+{
+    memset(d, 0, sizeof(*d));
+    if (dos == Py_None)
+        return 0;
+    d->present = 1;
+    int r;
+    if ((r = u64_attr(dos, "attrs", &d->attrs)) != 0 ||
+        (r = u64_attr(dos, "create_time", &d->create_time)) != 0 ||
+        (r = u64_attr(dos, "change_time", &d->change_time)) != 0 ||
+        (r = u64_attr(dos, "change_mtime_ns", &d->change_mtime_ns)) != 0 ||
+        (r = u64_attr(dos, "allocation", &d->allocation)) != 0)
+        return r;
+    return 0;
+}
+
+/* open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None
+ * What a CREATE response (and FILE_NETWORK_OPEN_INFORMATION) shows of an open, packed
+ * "<QQQQQQI" (52 bytes): its file's CreationTime, LastAccessTime, LastWriteTime and
+ * ChangeTime (`write_ns`, an int or None, shown in place of the kernel's write time), its own
+ * AllocationSize and EndofFile (0 for a directory: `is_dir`), its file's FileAttributes
+ * (`hidden`: the share's rules hide it). As smb.fileinfo's time_fields, alloc_size and
+ * attributes compute them, from this module's Stat objects and a DosInfo or None; None
+ * where a value is not theirs to take (another stat type, a time before 1601 or past 64
+ * bits, a field no 64-bit number holds): the general code then computes it. */
+static PyObject *open_info(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) takes 7 arguments");
+        return NULL;
+    }
+    if (Py_TYPE(args[0]) != &StatType || Py_TYPE(args[4]) != &StatType)
+        Py_RETURN_NONE;
+    const StatObject *fst = (const StatObject *)args[0], *st = (const StatObject *)args[4];
+    int hidden = PyObject_IsTrue(args[3]), is_dir = PyObject_IsTrue(args[6]);
+    if (hidden < 0 || is_dir < 0)
+        return NULL;
+    struct dos_fields fd, d;
+    int r = read_dos_fields(args[1], &fd);
+    if (r == 0) {
+        if (args[5] == args[1])
+            d = fd;         /* (a file's or directory's own: one record read) */
+        else
+            r = read_dos_fields(args[5], &d);
+    }
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NONE;
+    int64_t written_ns = fst->mtime_ns;
+    if (args[2] != Py_None) {
+        int overflow = 0;
+        long long w = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+        if (w == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow)
+            Py_RETURN_NONE;
+        written_ns = w;
+    }
+    /* CreationTime: as stored, else the older of the modification and change times (no
+     * birth time here: fileinfo.creation_time) */
+    int64_t birth = fd.present && fd.create_time ? (int64_t)fd.create_time :
+        nt_time(fst->mtime_ns < fst->ctime_ns ? fst->mtime_ns : fst->ctime_ns);
+    int64_t access = nt_time(fst->atime_ns), written = nt_time(written_ns);
+    int64_t change = nt_time(fst->ctime_ns);
+    /* a change time set by a client holds until the next write moves the file on */
+    if (fd.present && fd.change_time && fd.change_mtime_ns == (uint64_t)fst->mtime_ns)
+        change = (int64_t)fd.change_time;
+    if (fd.present && (fd.create_time > INT64_MAX || fd.change_time > INT64_MAX))
+        Py_RETURN_NONE;
+    if (birth < 0 || access < 0 || written < 0 || change < 0 || st->size < 0)
+        Py_RETURN_NONE;
+    uint64_t alloc = 0;
+    if (!S_ISDIR(st->mode)) {
+        alloc = ((uint64_t)st->size + 4095) & ~(uint64_t)4095;
+        if (d.present && d.allocation > alloc)
+            alloc = d.allocation;
+    }
+    int file_is_dir = S_ISDIR(fst->mode);
+    uint32_t a;
+    if (fd.present && fd.attrs)
+        a = (uint32_t)(fd.attrs & KEPT_ATTRIBUTES & ~ATTR_READONLY);
+    else
+        a = file_is_dir ? 0 : ATTR_ARCHIVE;
+    if (file_is_dir)
+        a |= ATTR_DIRECTORY;
+    if (file_is_dir ? (fd.present && (fd.attrs & ATTR_READONLY)) : !(fst->mode & 0222))
+        a |= ATTR_READONLY;
+    if (hidden)
+        a |= ATTR_HIDDEN;
+    unsigned char out[52];
+    put64(out, (uint64_t)birth);
+    put64(out + 8, (uint64_t)access);
+    put64(out + 16, (uint64_t)written);
+    put64(out + 24, (uint64_t)change);
+    put64(out + 32, alloc);
+    put64(out + 40, is_dir ? 0 : (uint64_t)st->size);
+    put32(out + 48, a ? a : ATTR_NORMAL);
+    return PyBytes_FromStringAndSize((const char *)out, sizeof(out));
+}
+
 static PyObject *fstat_fd(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -901,6 +1035,9 @@ static PyMethodDef methods[] = {
      "count_fitting(names, start, stop, klass, room, used) -> count"},
     {"read_names", read_names, METH_VARARGS,
      "read_names(dir_fd) -> the directory's names from the descriptor's offset on"},
+    {"open_info", (PyCFunction)(void (*)(void))open_info, METH_FASTCALL,
+     "open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None: an open's "
+     "times, sizes and attributes as a CREATE response shows them"},
     {"fstat", fstat_fd, METH_VARARGS,
      "fstat(fd) -> Stat (None where a time is beyond 64-bit nanoseconds: ask os.fstat)"},
     {"lstat_at", lstat_at, METH_VARARGS,
@@ -914,7 +1051,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._dirent",
-    "Directory listings in batches: the entries' stats (VFS) and their encoding (core).", -1,
+    "Directory listings in batches: the entries' stats (VFS) and their encoding (core); an "
+    "open's information encoded (core).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

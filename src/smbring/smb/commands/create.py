@@ -23,14 +23,13 @@ from smbring.smb.fileinfo import (
     ATTR_SPARSE_FILE,
     NT_EPOCH,
     ROOT_UUID,
+    OPEN_INFO,
     STORED_ATTRIBUTES,
-    alloc_size,
-    attributes,
     creation_time,
     file_of,
     is_read_only,
+    open_info,
     show_on_close,
-    time_fields,
     writable_for_metadata,
 )
 from smbring.smb.fs import MAX_STREAMS, MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
@@ -1098,10 +1097,9 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     # (file_metadata's answer for a file or directory, without its call)
     file_st, file_dos = file or ((st, dos) if o.stream is None else file_metadata(o, st, dos))
     extra = encode_create_contexts(answers) if answers else b""
-    return CREATE_RESPONSE.pack(
-        89, oplock, 0, action, *time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
-        0 if o.is_dir else st.st_size, attributes(file_st, file_dos, hidden=shown_hidden(o)), 0, o.fid,
-        152 if extra else 0, len(extra)) + extra
+    return CREATE_HEAD.pack(89, oplock, 0, action) + \
+        open_info(file_st, file_dos, write_ns, shown_hidden(o), st, dos, o.is_dir) + \
+        CREATE_TAIL.pack(0, o.fid, 152 if extra else 0, len(extra)) + extra
 
 
 def file_metadata(o: Open, st, dos) -> tuple:
@@ -1121,13 +1119,15 @@ def file_metadata(o: Open, st, dos) -> tuple:
 CREATE_REQUEST = struct.Struct("<HBBIQQIIIIIHHII")
 VOLATILE_ID = struct.Struct("<Q")      # a FileId's second half: the connection's counter
 # the CREATE response's fixed part (MS-SMB2 2.2.14): StructureSize, OplockLevel, Flags,
-# CreateAction, the four times, AllocationSize, EndofFile, FileAttributes, Reserved2, FileId,
-# CreateContextsOffset and Length (the contexts follow it, at 64 + 88)
-CREATE_RESPONSE = struct.Struct("<HBBI4QQQII16sII")
-# the CLOSE response (2.2.16): StructureSize, Flags, Reserved, the four times, AllocationSize,
-# EndofFile, FileAttributes; without CLOSE_FLAG_POSTQUERY_ATTRIB all but its size are zero
-CLOSE_RESPONSE = struct.Struct("<HHI4QQQI")
-CLOSE_RESPONSE_EMPTY = CLOSE_RESPONSE.pack(60, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+# CreateAction (CREATE_HEAD), the four times, AllocationSize, EndofFile, FileAttributes
+# (fileinfo.open_info), Reserved2, FileId, CreateContextsOffset and Length (CREATE_TAIL; the
+# contexts follow it, at 64 + 88)
+CREATE_HEAD, CREATE_TAIL = struct.Struct("<HBBI"), struct.Struct("<I16sII")
+# the CLOSE response (2.2.16): StructureSize, Flags, Reserved (CLOSE_HEAD), the four times,
+# AllocationSize, EndofFile, FileAttributes (fileinfo.open_info); without
+# CLOSE_FLAG_POSTQUERY_ATTRIB all but its size are zero
+CLOSE_HEAD = struct.Struct("<HHI")
+CLOSE_RESPONSE_EMPTY = CLOSE_HEAD.pack(60, 0, 0) + bytes(OPEN_INFO.size)
 
 
 def held_too_long(c: Connection, since: float | None) -> bool:
@@ -1241,9 +1241,8 @@ def closed(c: Connection, o: Open, flags: int):
     if st:
         # other handles' writes still to show
         write_ns = c.state.write_times.shown(o.key if o.stream is None else (file_st.st_dev, file_st.st_ino))
-        body = CLOSE_RESPONSE.pack(60, flags, 0, *time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
-                                   0 if o.is_dir else st.st_size,
-                                   attributes(file_st, file_dos, hidden=shown_hidden(o)))
+        body = CLOSE_HEAD.pack(60, flags, 0) + open_info(file_st, file_dos, write_ns, shown_hidden(o), st, dos,
+                                                         o.is_dir)
     else:
         body = CLOSE_RESPONSE_EMPTY
     return body
