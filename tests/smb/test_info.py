@@ -88,6 +88,32 @@ def test_network_open(client, fid):
     assert len(data) == 56 and struct.unpack_from("<QQII", data, 32) == (8192, 5000, wire.ATTR_ARCHIVE, 0)
 
 
+@pytest.mark.parametrize("name, options", [("f", 0), ("d", FILE_DIRECTORY_FILE), (".hidden", 0),
+                                           ("old", 0), ("f:s", 0)])
+def test_network_open_is_what_basic_and_standard_say(client, share, name, options):
+    """FileNetworkOpenInformation (encoded in C for a file or directory, in Python for a
+    stream) tells the times and attributes FileBasicInformation tells, and the sizes
+    FileStandardInformation tells, whatever the file: a directory, a hidden name, times before
+    1970 and a write time set through the handle, a named stream."""
+    (share / ".hidden").write_bytes(b"h" * 10)
+    (share / "old").write_bytes(b"o" * 70_000)
+    os.utime(share / "old", ns=(-5_000_000_123, -86_400_000_000_001))
+    fid = client.open(name, options=options)
+    if name == "f:s":
+        assert client.write(fid, b"stream data") == 0
+    if name == "f":     # a write time set on the handle: shown in place of the kernel's
+        times = struct.pack("<QQQQII", 0, 0, 130_000_000_000_000_000, 0, 0, 0)
+        assert client.set_info(fid, BASIC, times) == 0
+    net = query(client, fid, NETWORK_OPEN)
+    basic, standard = query(client, fid, BASIC), query(client, fid, STANDARD)
+    assert len(net) == 56
+    assert net[:32] == basic[:32]                               # the four times
+    assert net[48:52] == basic[32:36] and net[52:] == bytes(4)  # FileAttributes, Reserved
+    assert net[32:48] == standard[:16]                          # AllocationSize, EndOfFile
+    if name == "f":
+        assert struct.unpack_from("<Q", net, 16)[0] == 130_000_000_000_000_000
+
+
 def test_attribute_tag(client):
     d = client.open("d", options=FILE_DIRECTORY_FILE)
     assert struct.unpack("<II", query(client, d, ATTRIBUTE_TAG)) == (wire.ATTR_DIRECTORY, 0)

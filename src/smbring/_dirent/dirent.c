@@ -824,7 +824,7 @@ static int read_dos_fields(PyObject *dos, struct dos_fields *d)
     return 0;
 }
 
-/* open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None
+/* network_open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None
  * What a CREATE response (and FILE_NETWORK_OPEN_INFORMATION) shows of an open, packed
  * "<QQQQQQI" (52 bytes): its file's CreationTime, LastAccessTime, LastWriteTime and
  * ChangeTime (`write_ns`, an int or None, shown in place of the kernel's write time), its own
@@ -833,12 +833,13 @@ static int read_dos_fields(PyObject *dos, struct dos_fields *d)
  * attributes compute them, from this module's Stat objects and a DosInfo or None; None
  * where a value is not theirs to take (another stat type, a time before 1601 or past 64
  * bits, a field no 64-bit number holds): the general code then computes it. */
-static PyObject *open_info(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *network_open_info(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
     if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
-                        "open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) takes 7 arguments");
+                        "network_open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) takes 7 "
+                        "arguments");
         return NULL;
     }
     if (Py_TYPE(args[0]) != &StatType || Py_TYPE(args[4]) != &StatType)
@@ -1035,9 +1036,9 @@ static PyMethodDef methods[] = {
      "count_fitting(names, start, stop, klass, room, used) -> count"},
     {"read_names", read_names, METH_VARARGS,
      "read_names(dir_fd) -> the directory's names from the descriptor's offset on"},
-    {"open_info", (PyCFunction)(void (*)(void))open_info, METH_FASTCALL,
-     "open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None: an open's "
-     "times, sizes and attributes as a CREATE response shows them"},
+    {"network_open_info", (PyCFunction)(void (*)(void))network_open_info, METH_FASTCALL,
+     "network_open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes | None: an "
+     "open's times, sizes and attributes as a CREATE response shows them"},
     {"fstat", fstat_fd, METH_VARARGS,
      "fstat(fd) -> Stat (None where a time is beyond 64-bit nanoseconds: ask os.fstat)"},
     {"lstat_at", lstat_at, METH_VARARGS,

@@ -8,7 +8,7 @@ import stat
 import struct
 import uuid
 
-from smbring._dirent import open_info as _open_info
+from smbring._dirent import network_open_info as _network_open_info
 from smbring.smb import wire
 from smbring.smb.errors import SMBError
 from smbring.smb.fs import DosInfo
@@ -226,22 +226,23 @@ def alloc_size(st: os.stat_result, dos: DosInfo | None = None) -> int:
     return max((st.st_size + 4095) & ~4095, dos.allocation if dos is not None else 0)
 
 
-# an open's four times, AllocationSize, EndofFile and FileAttributes, as a CREATE response,
-# a CLOSE response with its attributes and FILE_NETWORK_OPEN_INFORMATION carry them
-OPEN_INFO = struct.Struct("<4QQQI")
+# an open's four times, AllocationSize, EndofFile and FileAttributes (FileNetworkOpenInformation,
+# MS-FSCC 2.4.29, without its Reserved field), as a CREATE response, a CLOSE response with its
+# attributes and that information class carry them
+NETWORK_OPEN_INFO = struct.Struct("<4QQQI")
 
 
-def open_info(file_st, file_dos, write_ns: int | None, hidden: bool, st, dos, is_dir: bool) -> bytes:
-    """`OPEN_INFO` of an open: its file's times (`time_fields`: `write_ns` shown as the write
-    time where given) and attributes (`hidden`: the share's rules hide it), its own sizes
-    (`st`, `dos`: a stream's own; EndofFile 0 for a directory). Encoded in C
-    (smbring._dirent.open_info) where the stats are the posix module's and every value a
-    64-bit field; here otherwise, the same way."""
-    packed = _open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir)
+def network_open_info(file_st, file_dos, write_ns: int | None, hidden: bool, st, dos, is_dir: bool) -> bytes:
+    """`NETWORK_OPEN_INFO` of an open: its file's times (`time_fields`: `write_ns` shown as
+    the write time where given) and attributes (`hidden`: the share's rules hide it), its own
+    sizes (`st`, `dos`: a stream's own; EndofFile 0 for a directory). Encoded in C
+    (smbring._dirent.network_open_info) where the stats are the posix module's and every value
+    a 64-bit field; here otherwise, the same way."""
+    packed = _network_open_info(file_st, file_dos, write_ns, hidden, st, dos, is_dir)
     if packed is not None:
         return packed
-    return OPEN_INFO.pack(*time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
-                          0 if is_dir else st.st_size, attributes(file_st, file_dos, hidden))
+    return NETWORK_OPEN_INFO.pack(*time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
+                                  0 if is_dir else st.st_size, attributes(file_st, file_dos, hidden))
 
 
 def dir_entry(klass: int, name: str, st: os.stat_result, file_index: int, dos=None,

@@ -23,12 +23,12 @@ from smbring.smb.fileinfo import (
     ATTR_SPARSE_FILE,
     NT_EPOCH,
     ROOT_UUID,
-    OPEN_INFO,
+    NETWORK_OPEN_INFO,
     STORED_ATTRIBUTES,
     creation_time,
     file_of,
     is_read_only,
-    open_info,
+    network_open_info,
     show_on_close,
     writable_for_metadata,
 )
@@ -1098,7 +1098,7 @@ def response_body(o: Open, oplock: int, action: int, answers: list, st=None, dos
     file_st, file_dos = file or ((st, dos) if o.stream is None else file_metadata(o, st, dos))
     extra = encode_create_contexts(answers) if answers else b""
     return CREATE_HEAD.pack(89, oplock, 0, action) + \
-        open_info(file_st, file_dos, write_ns, shown_hidden(o), st, dos, o.is_dir) + \
+        network_open_info(file_st, file_dos, write_ns, shown_hidden(o), st, dos, o.is_dir) + \
         CREATE_TAIL.pack(0, o.fid, 152 if extra else 0, len(extra)) + extra
 
 
@@ -1120,14 +1120,14 @@ CREATE_REQUEST = struct.Struct("<HBBIQQIIIIIHHII")
 VOLATILE_ID = struct.Struct("<Q")      # a FileId's second half: the connection's counter
 # the CREATE response's fixed part (MS-SMB2 2.2.14): StructureSize, OplockLevel, Flags,
 # CreateAction (CREATE_HEAD), the four times, AllocationSize, EndofFile, FileAttributes
-# (fileinfo.open_info), Reserved2, FileId, CreateContextsOffset and Length (CREATE_TAIL; the
+# (fileinfo.network_open_info), Reserved2, FileId, CreateContextsOffset and Length (CREATE_TAIL; the
 # contexts follow it, at 64 + 88)
 CREATE_HEAD, CREATE_TAIL = struct.Struct("<HBBI"), struct.Struct("<I16sII")
 # the CLOSE response (2.2.16): StructureSize, Flags, Reserved (CLOSE_HEAD), the four times,
-# AllocationSize, EndofFile, FileAttributes (fileinfo.open_info); without
+# AllocationSize, EndofFile, FileAttributes (fileinfo.network_open_info); without
 # CLOSE_FLAG_POSTQUERY_ATTRIB all but its size are zero
 CLOSE_HEAD = struct.Struct("<HHI")
-CLOSE_RESPONSE_EMPTY = CLOSE_HEAD.pack(60, 0, 0) + bytes(OPEN_INFO.size)
+CLOSE_RESPONSE_EMPTY = CLOSE_HEAD.pack(60, 0, 0) + bytes(NETWORK_OPEN_INFO.size)
 
 
 def held_too_long(c: Connection, since: float | None) -> bool:
@@ -1241,8 +1241,8 @@ def closed(c: Connection, o: Open, flags: int):
     if st:
         # other handles' writes still to show
         write_ns = c.state.write_times.shown(o.key if o.stream is None else (file_st.st_dev, file_st.st_ino))
-        body = CLOSE_HEAD.pack(60, flags, 0) + open_info(file_st, file_dos, write_ns, shown_hidden(o), st, dos,
-                                                         o.is_dir)
+        body = CLOSE_HEAD.pack(60, flags, 0) + network_open_info(file_st, file_dos, write_ns, shown_hidden(o),
+                                                                 st, dos, o.is_dir)
     else:
         body = CLOSE_RESPONSE_EMPTY
     return body

@@ -28,12 +28,14 @@ from smbring.smb.fileinfo import (
     file_of,
     ATTR_SPARSE_FILE,
     MAX_FILE_SIZE,
+    NETWORK_OPEN_INFO,
     ROOT_UUID,
     STORED_ATTRIBUTES,
     alloc_size,
     attributes,
     is_read_only,
     keep_write_time,
+    network_open_info,
     set_file_times,
     pin_creation_time,
     short_name,
@@ -75,6 +77,8 @@ BASIC = struct.Struct("<4QII")                  # FileBasicInformation: times, a
 STANDARD = struct.Struct("<QQIBBH")             # FileStandardInformation
 ALL = struct.Struct("<4QII QQIBBH QIIQIII")     # FileAllInformation up to its name
 NETWORK_OPEN = struct.Struct("<4QQQII")         # FileNetworkOpenInformation
+# (its Reserved field, after what fileinfo.network_open_info packs)
+NETWORK_OPEN_RESERVED = bytes(NETWORK_OPEN.size - NETWORK_OPEN_INFO.size)
 # the classes answered from the open alone, without the file's stat or DOS information
 OPEN_ONLY_CLASSES = {7, 8, 14, 15, 16, 17, 21, 48}
 # the classes that answer or act on an open's name (FileAllInformation, its 8.3 name, its
@@ -122,6 +126,9 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
         with file_of(o) as fd:
             file_st, file_dos = fs.fstat(fd), fs.get_dos(fd)
         file_key = (file_st.st_dev, file_st.st_ino)
+    elif klass == 34:   # FileNetworkOpenInformation of a file or directory (Windows asks it most)
+        return network_open_info(st, dos, c.state.write_times.shown(file_key), shown_hidden(o), st, dos,
+                                 o.is_dir) + NETWORK_OPEN_RESERVED
     attrs = attributes(file_st, file_dos, hidden=shown_hidden(o))
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attrs, 0)

@@ -1,5 +1,5 @@
-"""smbring._dirent.open_info, an open's times, sizes and attributes encoded in C, against
-smb.fileinfo's Python (time_fields, alloc_size, attributes): the same 52 bytes for real
+"""smbring._dirent.network_open_info, an open's times, sizes and attributes encoded in C,
+against smb.fileinfo's Python (time_fields, alloc_size, attributes): the same 52 bytes for real
 files and directories with times before and after 1970, every DOS record and write time;
 None (the Python's turn) for what it does not take."""
 import os
@@ -9,9 +9,9 @@ import struct
 import pytest
 
 from smbring._dirent import fstat as dirent_fstat
-from smbring._dirent import open_info as c_open_info
+from smbring._dirent import network_open_info as c_open_info
 from smbring.smb import wire
-from smbring.smb.fileinfo import OPEN_INFO, alloc_size, attributes, open_info, time_fields
+from smbring.smb.fileinfo import NETWORK_OPEN_INFO, alloc_size, attributes, network_open_info, time_fields
 from smbring.smb.fs import DosInfo
 
 U64 = 1 << 64
@@ -19,7 +19,7 @@ U64 = 1 << 64
 
 def reference(file_st, file_dos, write_ns, hidden, st, dos, is_dir) -> bytes:
     """What the CREATE response packed before the C (struct.error where a value does not fit)."""
-    return OPEN_INFO.pack(*time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
+    return NETWORK_OPEN_INFO.pack(*time_fields(file_st, file_dos, write_ns), alloc_size(st, dos),
                           0 if is_dir else st.st_size, attributes(file_st, file_dos, hidden=hidden))
 
 
@@ -73,28 +73,28 @@ def test_open_info_in_c_is_the_python_encoding(tmp_path):
                 want = None
             if got is None:
                 fallbacks += 1
-                # the Python's turn: open_info gives what the Python gives, error included
+                # the Python's turn: network_open_info gives what the Python gives, error included
                 if want is not None:
-                    assert open_info(*args) == want
+                    assert network_open_info(*args) == want
                 else:
                     with pytest.raises((struct.error, OverflowError)):
-                        open_info(*args)
+                        network_open_info(*args)
                 continue
             compared += 1
             assert got == want, (p.name, ns, file_dos, dos, write_ns, hidden, is_dir)
-            assert open_info(*args) == got
+            assert network_open_info(*args) == got
     assert compared > 3000 and fallbacks > 1000     # (both ways taken, many times)
 
 
 def test_open_info_leaves_other_stats_to_the_python(tmp_path):
     """os.stat_result (a time past 64-bit ns, which the posix module's fstat declines) and
-    anything else: None, and fileinfo.open_info encodes it in Python."""
+    anything else: None, and fileinfo.network_open_info encodes it in Python."""
     f = tmp_path / "f"
     f.write_bytes(b"abc")
     st = os.stat(f)
     assert c_open_info(st, None, None, False, st, None, False) is None
-    assert open_info(st, None, None, False, st, None, False) == reference(st, None, None, False, st, None, False)
-    times, alloc, eof, attrs = struct.unpack("<32sQQI", open_info(st, None, None, False, st, None, False))
+    assert network_open_info(st, None, None, False, st, None, False) == reference(st, None, None, False, st, None, False)
+    times, alloc, eof, attrs = struct.unpack("<32sQQI", network_open_info(st, None, None, False, st, None, False))
     assert (alloc, eof, attrs) == (4096, 3, wire.ATTR_ARCHIVE)
 
 
