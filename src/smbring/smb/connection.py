@@ -95,6 +95,42 @@ NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STAT
                  wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED, wire.IOCTL: wire.STATUS_FS_DRIVER_REQUIRED}
 
 
+def _with_request_signature(part, req: Header, status: int) -> bytearray | bytes:
+    """An answer to a signed request that no key of the server signs (its session is not
+    found, or has no key): INVALID_PARAMETER, FILE_CLOSED, NETWORK_NAME_DELETED and
+    USER_SESSION_DELETED keep the request's SIGNED flag and signature, as smbd and Windows
+    answer them (they make a response from its request's header, and refuse these before
+    any signature is checked): Samba's clients, where they require signing, take these
+    only so (smbXcli_base.c: the flag must be set; an echoed signature, or none, is not
+    checked) and take them for forged otherwise. Nothing is lent: the signature is the
+    client's own. Any other answer stays as it is (unsigned)."""
+    if status not in _ECHOED_STATUSES:
+        return part
+    part = bytearray(part)
+    part[16] |= FLAGS_SIGNED        # (the Flags field's low byte holds the bit)
+    part[48:64] = req.signature
+    return part
+
+
+_ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
+                              wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
+
+
+def _answered_as_named(rhdr: Header, hdr: Header, msg) -> None:
+    """A related request whose session check failed (the first of a chain inherits no
+    session; one after a failed request inherits none) is answered as smbd answers it, from
+    its request's header: with the SessionId its header named and, where it was signed, its
+    SIGNED flag and signature, never a signature of the server's (none of it was verified:
+    no answer is signed for it). Samba's clients that require signing look the answer's
+    session up by that SessionId, and take such an INVALID_PARAMETER only so (see
+    _with_request_signature)."""
+    rhdr.session_id = int.from_bytes(msg[40:48], "little")
+    if hdr.flags & FLAGS_SIGNED:
+        rhdr.flags |= FLAGS_SIGNED
+        rhdr.signature = hdr.signature
+    rhdr.signer = ()        # (errors.Unverified's mark: the server neither signs nor seals for it)
+
+
 class ResponseBudget:
     """What the responses to one frame may still take: a compound of requests that each ask
     for up to MaxTransactSize must not make the server build a response of gigabytes (or one
@@ -619,6 +655,8 @@ class Connection:
             rhdr.message_id = req.message_id
             rhdr.credit_charge = req.credit_charge
             part = _pack_header(rhdr) + body
+            if signed:
+                part = _with_request_signature(part, req, rhdr.status)
             if len(part) > 0xFFFFFF:
                 self._checked(part)
             send = _new_send(Send)      # (Send(part), without its __init__'s call)
@@ -642,6 +680,8 @@ class Connection:
                 rhdr.message_id = req.message_id
                 rhdr.credit_charge = req.credit_charge
                 part = _pack_header(rhdr) + body
+                if signed and rhdr.signer is None:
+                    part = _with_request_signature(part, req, rhdr.status)
         else:
             part = self._finish(req, rhdr, body)
             if seal.encrypt_key:
@@ -681,6 +721,8 @@ class Connection:
             if seal is None and (rhdr.signer or signed_requests[i] or rhdr.command == SESSION_SETUP
                                  or s is not None and s.sign):
                 part = self._sign(part, rhdr, signed_requests[i], seal)
+                if signed_requests[i] and rhdr.signer is None and not part[16] & FLAGS_SIGNED:
+                    part = _with_request_signature(part, req, rhdr.status)
             parts.append(part)
         chained = b"".join(parts)
         if seal is not None and seal.encrypt_key:
@@ -930,6 +972,7 @@ class Connection:
                 except SMBError:
                     session_ok = False
                     if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
+                        _answered_as_named(rhdr, hdr, msg)
                         raise SMBError(wire.STATUS_INVALID_PARAMETER)
                     raise
                 if entry.needs_tree:    # (only commands that need a session need a tree: dispatch)
