@@ -452,8 +452,9 @@ class Connection:
             if sealed_by is not None and hdr.session_id != sealed_by.id and not hdr.flags & FLAGS_RELATED:
                 raise ConnectionError("an encrypted frame carried another session's request")
             command = hdr.command
-            # (the MessageIds taken now, its credits granted when it is handled: _one; the
-            # charge as _charge takes it)
+            # (the MessageIds taken now, its credits granted when it is handled: _one; a
+            # request consumes its CreditCharge once multi-credit requests exist, SMB 2.1 on,
+            # one before, as handle_frame and _one take it)
             if command != CANCEL and credits.take(
                     hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, None) < 0:
                 raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
@@ -464,11 +465,6 @@ class Connection:
                 self.frame_commands = commands
                 return messages
             offset = end
-
-    def _charge(self, hdr: Header) -> int:
-        """The credits a request consumes: its CreditCharge once multi-credit requests exist
-        (SMB 2.1 on), one before."""
-        return max(hdr.credit_charge, 1) if self.dialect > wire.SMB202 else 1
 
     def _frame(self, frame, sealed_by, lone_write: bool | None = None):
         """The steps of one frame (a generator): each request in turn, yielding the file I/O a
