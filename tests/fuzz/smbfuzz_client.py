@@ -11,7 +11,9 @@ the effects the core returns (smbfuzz_shell), and checks every answer:
 - a frame whose MessageIds are all granted and unused is taken; one that reuses a MessageId,
   or uses one never granted, ends the connection before anything of it is done;
 - every response is at most 24 bits long (the NetBIOS length) and parses as SMB2 (decrypted
-  first when sealed); signed responses carry a valid signature;
+  first when sealed); signed responses carry a valid signature, or, for INVALID_PARAMETER,
+  FILE_CLOSED and NETWORK_NAME_DELETED only, the signature their own request carried (smbd's
+  and Windows' answer made from the request's header: nothing the client did not have);
 - no response holds the canary (the content of the files outside the shares) or the name of a
   file outside the shares; every file the connection holds open is inside its share, and
   every effect names a descriptor the connection holds open;
@@ -40,6 +42,28 @@ import smbfuzz_credits as credits
 import smbfuzz_input as fi
 from smbfuzz_findings import Finding
 from smbfuzz_shell import Shell
+
+ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
+                             wire.STATUS_NETWORK_NAME_DELETED})
+
+
+def signatures_sent(frame: bytes) -> dict[int, bytes]:
+    """MessageId -> the signature of each signed request of a frame as sent (patches and all),
+    as far as its chain parses."""
+    sent: dict[int, bytes] = {}
+    offset = 0
+    while offset + wire.HEADER_SIZE <= len(frame):
+        try:
+            h = Header.parse(frame[offset:offset + wire.HEADER_SIZE])
+        except (ValueError, struct.error):
+            break
+        if h.flags & wire.FLAGS_SIGNED:
+            sent.setdefault(h.message_id, h.signature)
+        if h.next_command < wire.HEADER_SIZE:
+            break
+        offset += h.next_command
+    return sent
+
 
 # the user's and the signing user's keys (the guest has none); the user signs when it chooses,
 # and must on SMB 3.1.1 for its TREE_CONNECTs
@@ -78,6 +102,7 @@ class Client:
         self.pending: list[tuple[int, int]] = []     # (MessageId, AsyncId) answered PENDING
         self.file_keys: set = set()                  # (dev, ino) of every file opened
         self.requests: dict[int, tuple[bool, int, int]] = {}   # MessageId -> (signed, sealed by, tree)
+        self.sent_signatures: dict[int, bytes] = {}  # MessageId -> the signature its request carried
         self.encrypted_trees: set[int] = set()       # TreeIds of shares reached encrypted only
         self.valid: set[int] = set()                 # SessionIds logged on
         self.downgraded: set[int] = set()            # sessions re-authenticated as guest or anonymous
@@ -247,6 +272,7 @@ class Client:
             self.alive = False        # the server drops such a frame's connection unread
             return
         smb1 = data[:4] == b"\xffSMB"
+        self.sent_signatures = {} if smb1 else signatures_sent(data)
         verdict = self.window.judge(self.planned) if self.planned is not None else credits.UNKNOWN
         self.counting_grants = not smb1     # its answer's one credit is MessageId 0's, granted before
         self.commands_answered = []
@@ -344,12 +370,19 @@ class Client:
                 raise Finding("response without a body")
             part = message[offset:end]
             if h.flags & wire.FLAGS_SIGNED and h.session_id in self.keys and \
-                    not security.verify(self.conn.sign_algorithm(), self.keys[h.session_id], part):
-                raise Finding(f"a signed response (command {h.command}) has a bad signature")
+                    not security.verify(self.conn.sign_algorithm(), self.keys[h.session_id], part) and \
+                    not self.echoed(h):
+                raise Finding(f"a signed response (command {h.command}, status {h.status:#x}) has a bad signature")
             self.learn(h, part)
             if not h.next_command:
                 return
             offset = end
+
+    def echoed(self, h: Header) -> bool:
+        """An answer that keeps its request's SIGNED flag and signature, unverified, as smbd and
+        Windows answer a request refused before any key is looked up (a related request whose
+        session check failed): only these statuses, which Samba's client takes unchecked."""
+        return h.status in ECHOED_STATUSES and h.signature == self.sent_signatures.get(h.message_id)
 
     def learn(self, h: Header, part: bytes) -> None:
         """Ids and credits the answers hand out, for the requests that follow; and whether a

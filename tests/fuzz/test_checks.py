@@ -9,7 +9,8 @@ import smbfuzz_input as fi
 from smbfuzz_client import Client
 from smbfuzz_findings import Finding
 
-from smbring.smb import effects, wire
+from smbring.smb import connection, effects, security, wire
+from smbring.smb.errors import SMBError
 from smbring.smb.notify import Watch
 
 
@@ -129,3 +130,52 @@ def test_an_encrypted_share_reached_unencrypted_is_a_finding(world):
     with pytest.raises(Finding, match="unsealed-share-access"):
         send(client, wire.CREATE, mc.create("a", disposition=wire.FILE_OPEN), tree=fi.TREE_LAST)
     client.disconnect()
+
+
+
+# a request that is the first of its chain yet says it is related, signed by the user's
+# session: refused INVALID_PARAMETER before any key is looked up, its answer made from its
+# header (the SIGNED flag and the client's own signature kept, as smbd answers it)
+RELATED_AND_SIGNED = 0x01 | 0x02        # (smbfuzz_input.FLAG_BITS)
+
+
+def test_an_answer_signed_with_a_wrong_key_is_a_finding(world, monkeypatch):
+    client = logged_on(world)
+
+    class WrongKey:     # the server's security module, signing with a key of zeros
+        def __getattr__(self, name):
+            return getattr(security, name)
+
+        @staticmethod
+        def apply_signature(algorithm, key, part):
+            security.apply_signature(algorithm, bytes(len(key)), part)
+    monkeypatch.setattr(connection, "security", WrongKey())
+    with pytest.raises(Finding, match="bad signature"):
+        echo(client, flags=0x02)
+
+
+def test_an_echoed_signature_passes_for_the_statuses_smbd_echoes_only(world, monkeypatch):
+    client = logged_on(world)
+    send(client, wire.QUERY_INFO, mc.query_info(), flags=RELATED_AND_SIGNED)
+    assert client.statuses[-1] == (wire.QUERY_INFO, wire.STATUS_INVALID_PARAMETER)
+    # the same answer with a signature other than the request's
+    answered = connection._answered_as_named
+
+    def forged(rhdr, hdr, msg):
+        answered(rhdr, hdr, msg)
+        rhdr.signature = bytes(16)
+    monkeypatch.setattr(connection, "_answered_as_named", forged)
+    with pytest.raises(Finding, match="bad signature"):
+        send(client, wire.QUERY_INFO, mc.query_info(), flags=RELATED_AND_SIGNED)
+
+
+def test_an_echoed_signature_on_another_status_is_a_finding(world, monkeypatch):
+    client = logged_on(world)
+    answered = connection._answered_as_named
+
+    def denied(rhdr, hdr, msg):     # the same answer, with a status smbd answers signed
+        answered(rhdr, hdr, msg)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    monkeypatch.setattr(connection, "_answered_as_named", denied)
+    with pytest.raises(Finding, match="bad signature"):
+        send(client, wire.QUERY_INFO, mc.query_info(), flags=RELATED_AND_SIGNED)
