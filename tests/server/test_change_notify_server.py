@@ -323,6 +323,31 @@ def test_a_tree_watch_inside_a_watched_tree_follows_directories_made_later(tmp_p
         loop.close()
 
 
+def test_a_change_made_before_a_watch_is_not_reported_to_it(watcher):
+    """A change whose kernel event is still queued when a watch is made (the kernel watch of
+    one that went lingers until the next tick; another worker's, or the server's own change
+    made while nothing watched, is not known as the server's) is not the new watch's to
+    report: the client asked after it was made. (Samba's smb2.session encryption tests ask
+    a recursive watch of the share's root right after making a file, and take a report for
+    a failure.)"""
+    state, w, loop, tmp_path = watcher
+    first = notify.Watch(str(tmp_path), notify.FILE_NAME, True, max_output=4096)
+    state.watches.add(first)
+    run_briefly(loop)
+    state.watches.remove(first)
+    run_briefly(loop)
+    assert w.watched() == 1                         # kept until the next tick
+    (tmp_path / "before").write_text("x")           # queued, not read: the loop did not turn
+    second = notify.Watch(str(tmp_path), notify.FILE_NAME, True, max_output=4096)
+    state.watches.add(second)
+    run_briefly(loop)
+    assert second.changes == []
+    (tmp_path / "after").write_text("x")
+    run_briefly(loop)
+    assert [name for _action, name in second.changes] == ["after"]
+    state.watches.remove(second)
+
+
 # -- directory leases watched, with the server's watcher in this process ------------------------
 
 class DirectoryOpen:

@@ -128,10 +128,12 @@ class ChangeWatcher:
         self._late_sync = None      # the sync that looks at moved directories LATE seconds on
         loop.add_reader(self.inotify.fd, self.read)
         self.watches.on_change = self.request_sync
+        self.watches.before_add = self.read_queued
         self._ticker = loop.call_later(TICK, self._tick)
 
     def close(self) -> None:
         self.watches.on_change = None
+        self.watches.before_add = None
         self._ticker.cancel()
         for handle in (self._late_handle, self._late_sync):
             if handle is not None:
@@ -380,6 +382,14 @@ class ChangeWatcher:
         if self._prune_due:
             self._prune()
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def read_queued(self) -> None:
+        """What the kernel queued so far, read before a watch is added: a change made before
+        it (while a kernel watch lingered, or was kept for another watch) is then told to the
+        watches there were, not to the new one. The server's own changes are known as such
+        only while a watch exists (`ChangeWatches.mark_own`), and another worker's never."""
+        if self._wd:
+            self.read()
 
     def read(self) -> None:
         # cookie -> (old path, is a directory, the old directory's (st_dev, st_ino))

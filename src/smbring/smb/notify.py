@@ -207,9 +207,14 @@ class ChangeWatches:
         # called (without arguments) when the set of watched directories changes: the shell
         # then updates its kernel watches
         self.on_change = None
+        # called (without arguments) before a watch is added: the shell reads what the kernel
+        # has queued, so that a change made before the watch is not reported to it
+        self.before_add = None
 
     # -- the watches -----------------------------------------------------------------------
     def add(self, w: Watch) -> None:
+        if self.before_add is not None:
+            self.before_add()
         self._watches[w] = None
         self._of_key.setdefault(w.key, {})[w] = None
         self._place(w)
