@@ -114,6 +114,45 @@ def test_network_open_is_what_basic_and_standard_say(client, share, name, option
         assert struct.unpack_from("<Q", net, 16)[0] == 130_000_000_000_000_000
 
 
+@pytest.mark.parametrize("name, options", [("f", 0), ("d", FILE_DIRECTORY_FILE), (".hidden", 0),
+                                           ("old", 0), ("f:s", 0), ("going", 0)])
+def test_all_is_what_basic_standard_and_the_others_say(client, share, name, options):
+    """FileAllInformation (its times, attributes and sizes encoded in C for a file or
+    directory, in Python for a stream) is FileBasicInformation, FileStandardInformation,
+    FileInternalInformation, FileEaInformation's size 0, FileAccessInformation,
+    FilePositionInformation, FileModeInformation, an alignment of 0 and the name: for a
+    directory, a hidden name, times before 1970, a write time set through the handle, a
+    stream, a file about to be deleted (no link counted, DeletePending)."""
+    (share / ".hidden").write_bytes(b"h" * 10)
+    (share / "old").write_bytes(b"o" * 70_000)
+    (share / "going").write_bytes(b"g")
+    os.utime(share / "old", ns=(-5_000_000_123, -86_400_000_000_001))
+    fid = client.open(name, options=options)
+    if name == "f:s":
+        assert client.write(fid, b"stream data") == 0
+    if name == "f":
+        times = struct.pack("<QQQQII", 0, 0, 130_000_000_000_000_000, 0, 0, 0)
+        assert client.set_info(fid, BASIC, times) == 0
+        assert client.set_info(fid, POSITION, struct.pack("<Q", 77)) == 0
+    if name == "going":
+        assert client.set_info(fid, DISPOSITION, b"\1") == 0
+    data = query(client, fid, ALL)
+    basic, standard = query(client, fid, BASIC), query(client, fid, STANDARD)
+    assert data[:40] == basic and data[40:64] == standard
+    assert data[64:72] == query(client, fid, INTERNAL)
+    assert data[72:76] == bytes(4)                          # EaSize
+    assert data[76:80] == query(client, fid, ACCESS)
+    assert data[80:88] == query(client, fid, POSITION)
+    assert data[88:92] == query(client, fid, MODE) and data[92:96] == bytes(4)
+    (name_length,) = struct.unpack_from("<I", data, 96)
+    assert data[100:].decode("utf-16-le") == "\\" + name and name_length == len(data) - 100
+    if name == "going":
+        assert struct.unpack_from("<IBB", standard, 16) == (0, 1, 0)
+    if name == "f":
+        assert struct.unpack_from("<Q", data, 16)[0] == 130_000_000_000_000_000
+        assert struct.unpack_from("<Q", data, 80)[0] == 77
+
+
 def test_attribute_tag(client):
     d = client.open("d", options=FILE_DIRECTORY_FILE)
     assert struct.unpack("<II", query(client, d, ATTRIBUTE_TAG)) == (wire.ATTR_DIRECTORY, 0)

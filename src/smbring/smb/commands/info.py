@@ -76,6 +76,10 @@ def may_read(o: Open, need: int) -> bool:
 BASIC = struct.Struct("<4QII")                  # FileBasicInformation: times, attributes
 STANDARD = struct.Struct("<QQIBBH")             # FileStandardInformation
 ALL = struct.Struct("<4QII QQIBBH QIIQIII")     # FileAllInformation up to its name
+# FileAllInformation after its times, attributes and sizes (NETWORK_OPEN_INFO's, in another
+# order): NumberOfLinks, DeletePending, Directory, Reserved, IndexNumber, EaSize, AccessFlags,
+# CurrentByteOffset, Mode, AlignmentRequirement, FileNameLength
+ALL_TAIL = struct.Struct("<IBBHQIIQIII")
 NETWORK_OPEN = struct.Struct("<4QQQII")         # FileNetworkOpenInformation
 # (its Reserved field, after what fileinfo.network_open_info packs)
 NETWORK_OPEN_RESERVED = bytes(NETWORK_OPEN.size - NETWORK_OPEN_INFO.size)
@@ -129,6 +133,8 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
     elif klass == 34:   # FileNetworkOpenInformation of a file or directory (Windows asks it most)
         return network_open_info(st, dos, c.state.write_times.shown(file_key), shown_hidden(o), st, dos,
                                  o.is_dir) + NETWORK_OPEN_RESERVED
+    elif klass == 18:   # FileAllInformation of a file or directory (smbclient asks it of each)
+        return all_information(c, o, st, dos)
     attrs = attributes(file_st, file_dos, hidden=shown_hidden(o))
     if klass == 35:  # FileAttributeTagInformation
         return struct.pack("<II", attrs, 0)
@@ -142,18 +148,35 @@ def file_info(c: Connection, o: Open, klass: int) -> bytes:
             return BASIC.pack(*shown_times, attrs, 0)
         if klass == 34:
             return NETWORK_OPEN.pack(*shown_times, alloc_size(st, dos), size, attrs, 0)
-    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
-    # a directory has one name (Unix counts its subdirectories' ".." too); a file about to go
-    # is no longer counted among its names (NTFS reports NumberOfLinks 0)
-    links = min(st.st_nlink, 1) if o.is_dir else st.st_nlink
-    standard = (alloc_size(st, dos), size, links - int(pending and links > 0), int(pending),
-                int(o.is_dir), 0)
+    links, pending = links_shown(c, o, st)
+    standard = (alloc_size(st, dos), size, links, pending, int(o.is_dir), 0)
     if klass == 5:
         return STANDARD.pack(*standard)
     # FileAllInformation: basic, standard, internal, EA, access, position, mode, alignment
     name = wire.utf16("\\" + o.display_name())
     return ALL.pack(*shown_times, attrs, 0, *standard, o.tree.file_id(o.index_number or st.st_ino), 0, o.granted,
                     o.position, o.mode, 0, len(name)) + name
+
+
+def links_shown(c: Connection, o: Open, st) -> tuple[int, int]:
+    """FileStandardInformation's NumberOfLinks and DeletePending: a directory has one name
+    (Unix counts its subdirectories' ".." too); a file about to go is no longer counted among
+    its names (NTFS reports NumberOfLinks 0)."""
+    pending = o.delete_on_close or c.state.is_delete_pending(o.key)
+    links = min(st.st_nlink, 1) if o.is_dir else st.st_nlink
+    return links - int(pending and links > 0), int(pending)
+
+
+def all_information(c: Connection, o: Open, st, dos) -> bytes:
+    """FileAllInformation of a file or directory (not a stream): its times, attributes and
+    sizes as FileNetworkOpenInformation encodes them (in C, mostly), then the rest."""
+    info = network_open_info(st, dos, c.state.write_times.shown(o.key), shown_hidden(o), st, dos, o.is_dir)
+    links, pending = links_shown(c, o, st)
+    name = wire.utf16("\\" + o.display_name())
+    # (the times, the attributes and Reserved, AllocationSize and EndOfFile)
+    return info[:32] + info[48:52] + bytes(4) + info[32:48] + ALL_TAIL.pack(
+        links, pending, o.is_dir, 0, o.tree.file_id(o.index_number or st.st_ino), 0, o.granted, o.position,
+        o.mode, 0, len(name)) + name
 
 
 def open_info(c: Connection, o: Open, klass: int) -> bytes:
