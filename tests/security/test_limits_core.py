@@ -4,12 +4,14 @@ Each bound answers the request over it with an NTSTATUS (or drops a connection t
 answered sensibly), keeps the server up, and frees its slot when the client lets one go.
 Timings are generous correctness bounds (a server stuck for minutes), not performance claims.
 """
+import os
 import threading
 import time
 
 import pytest
 
 from raw import SHORT_BODY, STATUS_TOO_MANY_OPENED_FILES, Disconnected, FrameTooLarge, read_body, tree_connect_body
+from servers import PASSWORD, USER
 from smbring.smb import wire
 
 MiB = 1 << 20
@@ -120,6 +122,32 @@ def test_open_files_per_connection_are_bounded_and_freed(limited):
     assert other.tree(other_session, "rw").create("many-opens.txt").status == wire.STATUS_SUCCESS
     assert rw.close(fids[0]).status == wire.STATUS_SUCCESS
     assert rw.create("many-opens.txt").status == wire.STATUS_SUCCESS
+    assert limited.alive()
+
+
+def test_open_files_are_bounded_per_connection_when_connections_share_a_client(limited):
+    """Two connections of one client (one ClientGuid, as a multichannel client's: the server
+    keeps their opens in one table, and places both on one worker): each connection's
+    `max open files` counts the opens of its own sessions, whatever the table holds."""
+    (limited.path("rw") / "one-client.txt").write_bytes(b"x")
+    guid = os.urandom(16)
+    trees = []
+    for _ in range(2):
+        c = limited.client()
+        assert c.negotiate((wire.SMB311,), client_guid=guid).status == wire.STATUS_SUCCESS
+        trees.append(c.tree(c.logon(USER, PASSWORD), "rw"))
+    first, second = trees
+    fids = [first.open("one-client.txt") for _ in range(16)]
+    assert first.create("one-client.txt").status == STATUS_TOO_MANY_OPENED_FILES
+    # the client's table holds the first's 16: the second's own count decides
+    more = [second.open("one-client.txt") for _ in range(16)]
+    assert second.create("one-client.txt").status == STATUS_TOO_MANY_OPENED_FILES
+    assert first.create("one-client.txt").status == STATUS_TOO_MANY_OPENED_FILES
+    assert second.close(more[0]).status == wire.STATUS_SUCCESS
+    assert first.create("one-client.txt").status == STATUS_TOO_MANY_OPENED_FILES
+    assert second.create("one-client.txt").status == wire.STATUS_SUCCESS
+    assert first.close(fids[0]).status == wire.STATUS_SUCCESS
+    assert first.create("one-client.txt").status == wire.STATUS_SUCCESS
     assert limited.alive()
 
 
