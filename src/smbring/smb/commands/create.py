@@ -916,6 +916,19 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if moved(st, opened_st):
                 fs.close_file(fd)
                 return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
+    except FileNotFoundError:
+        if not exists:
+            raise
+        # the name went since it was looked up (another worker's delete on close, another
+        # program), before anything was done to it: judged again as the name that is not
+        # there now (FILE_OPEN_IF makes it; FILE_OPEN is answered OBJECT_NAME_NOT_FOUND)
+        return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
+    except FileExistsError:
+        if exists or disposition == wire.FILE_CREATE:
+            raise
+        # made since it was looked up, by someone else (this CREATE's exclusive create made
+        # nothing): judged again as the name that is there now
+        return open_again(c, hdr, msg, rhdr, chain, retry, durable, tree, held_since, attempt)
     finally:
         if held_fd is not None:     # (not taken: refused, or opened to write)
             fs.close_file(held_fd)
