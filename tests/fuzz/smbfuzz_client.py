@@ -272,7 +272,9 @@ class Client:
             self.alive = False        # the server drops such a frame's connection unread
             return
         smb1 = data[:4] == b"\xffSMB"
-        self.sent_signatures = {} if smb1 else signatures_sent(data)
+        if not smb1:        # (an answer may come in a later frame's turn: all are kept)
+            for message_id, signature in signatures_sent(data).items():
+                self.sent_signatures.setdefault(message_id, signature)
         verdict = self.window.judge(self.planned) if self.planned is not None else credits.UNKNOWN
         self.counting_grants = not smb1     # its answer's one credit is MessageId 0's, granted before
         self.commands_answered = []

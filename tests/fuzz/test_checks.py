@@ -161,8 +161,8 @@ def test_an_echoed_signature_passes_for_the_statuses_smbd_echoes_only(world, mon
     # the same answer with a signature other than the request's
     answered = connection._answered_as_named
 
-    def forged(rhdr, hdr, msg):
-        answered(rhdr, hdr, msg)
+    def forged(rhdr, hdr, msg, *sealed):
+        answered(rhdr, hdr, msg, *sealed)
         rhdr.signature = bytes(16)
     monkeypatch.setattr(connection, "_answered_as_named", forged)
     with pytest.raises(Finding, match="bad signature"):
@@ -173,8 +173,8 @@ def test_an_echoed_signature_on_another_status_is_a_finding(world, monkeypatch):
     client = logged_on(world)
     answered = connection._answered_as_named
 
-    def denied(rhdr, hdr, msg):     # the same answer, with a status smbd answers signed
-        answered(rhdr, hdr, msg)
+    def denied(rhdr, hdr, msg, *sealed):    # the same answer, with a status smbd answers signed
+        answered(rhdr, hdr, msg, *sealed)
         raise SMBError(wire.STATUS_ACCESS_DENIED)
     monkeypatch.setattr(connection, "_answered_as_named", denied)
     with pytest.raises(Finding, match="bad signature"):

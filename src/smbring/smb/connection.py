@@ -117,16 +117,17 @@ _ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CL
                               wire.STATUS_NETWORK_NAME_DELETED})
 
 
-def _answered_as_named(rhdr: Header, hdr: Header, msg) -> None:
+def _answered_as_named(rhdr: Header, hdr: Header, msg, sealed: bool = False) -> None:
     """A related request whose session check failed (the first of a chain inherits no
     session; one after a failed request inherits none) is answered as smbd answers it, from
     its request's header: with the SessionId its header named and, where it was signed, its
     SIGNED flag and signature, never a signature of the server's (none of it was verified:
     no answer is signed for it). Samba's clients that require signing look the answer's
     session up by that SessionId, and take such an INVALID_PARAMETER only so (see
-    _with_request_signature)."""
+    _with_request_signature). Not in an answer to a `sealed` frame: that answer is sealed,
+    and a sealed message carries no signature (MS-SMB2 3.3.4.1.1)."""
     rhdr.session_id = int.from_bytes(msg[40:48], "little")
-    if hdr.flags & FLAGS_SIGNED:
+    if hdr.flags & FLAGS_SIGNED and not sealed:
         rhdr.flags |= FLAGS_SIGNED
         rhdr.signature = hdr.signature
     rhdr.signer = ()        # (errors.Unverified's mark: the server neither signs nor seals for it)
@@ -969,7 +970,7 @@ class Connection:
                 except SMBError:
                     session_ok = False
                     if chain.related:   # MS-SMB2 3.3.5.2.7.2, as Samba and Windows answer
-                        _answered_as_named(rhdr, hdr, msg)
+                        _answered_as_named(rhdr, hdr, msg, self._sealed_by is not None)
                         raise SMBError(wire.STATUS_INVALID_PARAMETER)
                     raise
                 if entry.needs_tree:    # (only commands that need a session need a tree: dispatch)
