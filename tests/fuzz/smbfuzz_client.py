@@ -43,27 +43,10 @@ import smbfuzz_input as fi
 from smbfuzz_findings import Finding
 from smbfuzz_shell import Shell
 
+# the answers that may carry back their request's own signature (written out here, not taken
+# from the server's code: a server that echoed more would then be caught)
 ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
                              wire.STATUS_NETWORK_NAME_DELETED})
-
-
-def signatures_sent(frame: bytes) -> dict[int, bytes]:
-    """MessageId -> the signature of each signed request of a frame as sent (patches and all),
-    as far as its chain parses."""
-    sent: dict[int, bytes] = {}
-    offset = 0
-    while offset + wire.HEADER_SIZE <= len(frame):
-        try:
-            h = Header.parse(frame[offset:offset + wire.HEADER_SIZE])
-        except (ValueError, struct.error):
-            break
-        if h.flags & wire.FLAGS_SIGNED:
-            sent.setdefault(h.message_id, h.signature)
-        if h.next_command < wire.HEADER_SIZE:
-            break
-        offset += h.next_command
-    return sent
-
 
 # the user's and the signing user's keys (the guest has none); the user signs when it chooses,
 # and must on SMB 3.1.1 for its TREE_CONNECTs
@@ -273,8 +256,9 @@ class Client:
             return
         smb1 = data[:4] == b"\xffSMB"
         if not smb1:        # (an answer may come in a later frame's turn: all are kept)
-            for message_id, signature in signatures_sent(data).items():
-                self.sent_signatures.setdefault(message_id, signature)
+            for h in credits.chain_headers(data):    # (a sealed frame's none: they are not read)
+                if h is not None and h.flags & wire.FLAGS_SIGNED:
+                    self.sent_signatures.setdefault(h.message_id, h.signature)
         verdict = self.window.judge(self.planned) if self.planned is not None else credits.UNKNOWN
         self.counting_grants = not smb1     # its answer's one credit is MessageId 0's, granted before
         self.commands_answered = []

@@ -102,14 +102,26 @@ def requests_in(frame: bytes, dialect: int, unseal_key: bytes | None, cipher: in
             frame = security.decrypt(cipher, unseal_key, frame)
         except security.DecryptError:
             return None
-    out, offset = [], 0
+    out = []
+    for h in chain_headers(frame):
+        if h is None:
+            return None
+        if h.command != wire.CANCEL:
+            out.append((h.message_id, charge(dialect, h.credit_charge)))
+    return out
+
+
+def chain_headers(frame: bytes):
+    """The headers of a plain frame's chain, in order, NextCommand followed; None last where
+    one does not parse."""
+    offset = 0
     while True:
         try:
             h = Header.parse(frame[offset:offset + 64])
         except (ValueError, struct.error):
-            return None
-        if h.command != wire.CANCEL:
-            out.append((h.message_id, charge(dialect, h.credit_charge)))
+            yield None
+            return
+        yield h
         if not h.next_command:
-            return out
+            return
         offset += h.next_command
