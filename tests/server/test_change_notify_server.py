@@ -4,7 +4,10 @@ bounds: kernel watches, buffered changes, links out of the share, veto'd names."
 import asyncio
 import contextlib
 import os
+import struct
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +29,14 @@ from notify_clients import Client  # noqa: E402
 from servers import stop  # noqa: E402
 from smbconf_server import smbconf  # noqa: E402,F401  (the fixture)
 
+import smbcore  # noqa: E402
 from smbring.server.change_watcher import MAX_KERNEL_WATCHES, TICK, ChangeWatcher  # noqa: E402
 from smbring.smb import notify  # noqa: E402
+from smbring.smb import wire  # noqa: E402
 from smbring.smb.server_state import ServerState  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "smb"))
+import sansio_client  # noqa: E402
 
 NAMES = CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
 QUIET = 1.5     # seconds: longer than the server keeps its own changes apart from the kernel's
@@ -346,6 +354,43 @@ def test_a_change_made_before_a_watch_is_not_reported_to_it(watcher):
     run_briefly(loop)
     assert [name for _action, name in second.changes] == ["after"]
     state.watches.remove(second)
+
+
+def test_a_change_made_before_a_directory_lease_does_not_break_it(watcher):
+    """As for a watch, so for a directory lease: a change whose kernel event is still queued
+    when a CREATE is granted the lease (the kernel watch of a lease just closed lingers until
+    the next tick) was made before the client's listing under the lease, and must not break
+    it; a change made after does. Through the sans-I/O connection's CREATE, on real files."""
+    state, w, loop, tmp_path = watcher
+    (tmp_path / "d").mkdir()
+    client = sansio_client.Client(tmp_path, state)
+    client.conn.client_caps = wire.CAP_LEASING | wire.CAP_DIRECTORY_LEASING
+
+    def lease_directory(key: bytes) -> bytes:
+        context = (b"RqLs", struct.pack("<16sIIQ16sHH", key, 0x1 | 0x2, 0, 0, bytes(16), 0, 0))
+        status, body = client.request(wire.CREATE, smbcore.create_body(
+            "d", 0x1 | 0x2 | 0x4, wire.FILE_OPEN, sansio_client.FILE_DIRECTORY_FILE,
+            oplock=0xFF, contexts=[context]))
+        assert status == 0 and body[2] == 0xFF, hex(status)        # a lease
+        return body[64:80]
+
+    def breaks() -> list[bytes]:
+        return [body[8:24] for status, body in client.outbox() if len(body) == 44]
+
+    first = lease_directory(b"1" * 16)
+    run_briefly(loop)
+    assert w.watched() == 1
+    assert client.close(first) == 0
+    run_briefly(loop)
+    assert w.watched() == 1                         # kept until the next tick
+    (tmp_path / "d" / "before").write_text("x")     # queued, not read: the loop did not turn
+    second = lease_directory(b"2" * 16)
+    run_briefly(loop)
+    assert breaks() == []
+    (tmp_path / "d" / "after").write_text("x")
+    run_briefly(loop)
+    assert breaks() == [b"2" * 16]
+    client.close(second)
 
 
 # -- directory leases watched, with the server's watcher in this process ------------------------

@@ -207,14 +207,20 @@ class ChangeWatches:
         # called (without arguments) when the set of watched directories changes: the shell
         # then updates its kernel watches
         self.on_change = None
-        # called (without arguments) before a watch is added: the shell reads what the kernel
-        # has queued, so that a change made before the watch is not reported to it
+        # called (without arguments) before a watch is added or a directory lease granted
+        # (`catch_up`): the shell reads what the kernel has queued, so that a change made
+        # before is not reported to the new watch, nor breaks the new lease
         self.before_add = None
 
     # -- the watches -----------------------------------------------------------------------
-    def add(self, w: Watch) -> None:
+    def catch_up(self) -> None:
+        """Has the shell read the kernel's queued events (`before_add`) now, before a watch or
+        a directory lease begins: a change made before it is not the new one's."""
         if self.before_add is not None:
             self.before_add()
+
+    def add(self, w: Watch) -> None:
+        self.catch_up()
         self._watches[w] = None
         self._of_key.setdefault(w.key, {})[w] = None
         self._place(w)

@@ -1007,6 +1007,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     oplocks = tree.share.oplocks and not (rules.veto_oplocks and base_parts
                                           and rules.oplocks_vetoed(base_parts[-1]))
     if lease_req is not None and oplocks and (not is_dir or may_lease_directory(c, lease_req)):
+        if is_dir:      # a change made before the grant, its kernel event still queued, is not its to break
+            c.state.watches.catch_up()
         lease = c.state.oplocks.grant_lease(
             o, c.client_guid, lease_req.key, lease_req.state, version=lease_req.version,
             epoch=lease_req.epoch, parent_key=lease_req.parent_key, locked=locked,
