@@ -46,7 +46,7 @@ from smbfuzz_shell import Shell
 # the answers that may carry back their request's own signature (written out here, not taken
 # from the server's code: a server that echoed more would then be caught)
 ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
-                             wire.STATUS_NETWORK_NAME_DELETED})
+                             wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
 
 # the user's and the signing user's keys (the guest has none); the user signs when it chooses,
 # and must on SMB 3.1.1 for its TREE_CONNECTs

@@ -48,6 +48,9 @@ SHAREFLAG_ENCRYPT_DATA = 0x8000
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 STATUS_NAMES = {v: k for k, v in vars(wire).items() if k.startswith("STATUS_")}
+# (written out, not taken from the server: a server that echoed more would be caught)
+ECHOED_STATUSES = frozenset({wire.STATUS_USER_SESSION_DELETED, wire.STATUS_INVALID_PARAMETER,
+                             wire.STATUS_FILE_CLOSED, wire.STATUS_NETWORK_NAME_DELETED})
 STATUS_NAMES[STATUS_TOO_MANY_OPENED_FILES] = "STATUS_TOO_MANY_OPENED_FILES"
 
 
@@ -140,6 +143,7 @@ class RawClient:
         self.sessions: dict[int, Session] = {}
         self.last_frame = b""               # the last frame sent, NetBIOS prefix included
         self.stray: list[Response] = []     # read while waiting for another MessageId
+        self.signatures_sent: dict[int, bytes] = {}     # MessageId -> the signature sent with it
 
     def close(self) -> None:
         self.sock.close()
@@ -203,6 +207,7 @@ class RawClient:
             if sign:
                 security.apply_signature(self.sign_algorithm() if algorithm is None else algorithm,
                                          signing_key or session.signing_key, msg)
+                self.signatures_sent[wire.Header.parse(msg).message_id] = bytes(msg[48:64])
             chained += msg
         if encrypt:
             sealer = transform_session or session
@@ -261,7 +266,7 @@ class RawClient:
             raw = frame[offset:end]
             r = Response(hdr, raw, encrypted)
             s = self.sessions.get(hdr.session_id)
-            if hdr.flags & wire.FLAGS_SIGNED and s and s.signing_key:
+            if hdr.flags & wire.FLAGS_SIGNED and s and s.signing_key and not self.echoed(r):
                 r.signature_ok = security.verify(self.sign_algorithm(), s.signing_key, raw)
                 assert r.signature_ok, f"a badly signed response: {r!r}"
             self.credits += hdr.credits
@@ -270,6 +275,17 @@ class RawClient:
             if not hdr.next_command:
                 return out
             offset = end
+
+    def echoed(self, r: Response) -> bool:
+        """Whether `r` carries its request's own signature back, as smbd and Windows answer the
+        errors no key of theirs signs (USER_SESSION_DELETED, INVALID_PARAMETER, FILE_CLOSED,
+        NETWORK_NAME_DELETED): Samba's client takes these unchecked; this one, only with the
+        very signature it sent."""
+        return (r.status in ECHOED_STATUSES and not r.encrypted
+                and r.header.signature == self.signatures_sent.get(r.header.message_id))
+
+    def sent_signature(self, message_id: int) -> bytes | None:
+        return self.signatures_sent.get(message_id)
 
     def response_to(self, message_id: int) -> Response:
         """The next response (an interim STATUS_PENDING too) to this MessageId; others that

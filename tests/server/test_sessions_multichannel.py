@@ -341,6 +341,14 @@ def signed_by(r, algorithm, key) -> bool:
     return bool(r.header.flags & wire.FLAGS_SIGNED) and security.verify(algorithm, key, r.raw)
 
 
+def echoed_or_unsigned(r, c) -> bool:
+    """Whether an answer carries no signature of the server's: none, or (USER_SESSION_DELETED,
+    as smbd and Windows answer it) its request's own, echoed."""
+    if not r.header.flags & wire.FLAGS_SIGNED:
+        return True
+    return r.status == wire.STATUS_USER_SESSION_DELETED and c.echoed(r)
+
+
 def test_refused_bindings_are_answered_signed_with_the_sessions_key(server):
     """A client checks the answer to its binding with the session's key (smbXcli refuses an
     unsigned one with ACCESS_DENIED): smbd signs it whatever the status, once the request's
@@ -364,12 +372,14 @@ def test_refused_bindings_are_answered_signed_with_the_sessions_key(server):
     # and without the binding flag: USER_SESSION_DELETED, signed
     _ch, r = bind(c, s1, flags=0)
     assert r.status == wire.STATUS_USER_SESSION_DELETED and signed_by(r, security.AES_GMAC, s1.signing_key)
-    # a forged signature proves nothing: ACCESS_DENIED, unsigned, from any connection
+    # a forged signature proves nothing: ACCESS_DENIED, unsigned, from any connection; and
+    # USER_SESSION_DELETED with at most the request's own signature echoed, as smbd answers
     for c in (connect(port, guid=guid), connect(port), connect(port, (wire.SMB210,), guid=guid0)):
         _ch, r = bind(c, s1, signing_key=os.urandom(16))
         assert r.status == wire.STATUS_ACCESS_DENIED and not r.header.flags & wire.FLAGS_SIGNED
         _ch, r = bind(c, s1, signing_key=os.urandom(16), flags=0)
-        assert r.status == wire.STATUS_USER_SESSION_DELETED and not r.header.flags & wire.FLAGS_SIGNED
+        assert r.status == wire.STATUS_USER_SESSION_DELETED and not signed_by(r, security.AES_GMAC, s1.signing_key)
+        assert echoed_or_unsigned(r, c)
     # unsigned: INVALID_PARAMETER, unsigned
     _ch, r = bind(connect(port, guid=guid), s1, sign=False)
     assert r.status == wire.STATUS_INVALID_PARAMETER and not r.header.flags & wire.FLAGS_SIGNED
@@ -535,7 +545,8 @@ def test_a_binding_that_authenticates_as_the_guest_is_access_denied(guest_server
 
 
 def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server):
-    """A failed re-authentication on one channel ends the session on all of them; a client
+    """A failed re-authentication on one channel ends the session on all of them, its
+    LOGON_FAILURE signed with the channel's key; a client
     still naming it with its keys is answered USER_SESSION_DELETED signed, as smbd answers
     (smbXcli takes an unsigned answer for an attack: ACCESS_DENIED, smb2.session.
     bind_invalid_auth); a request that does not prove the key gets nothing signed."""
@@ -544,7 +555,8 @@ def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server)
     c2 = connect(port, guid=guid)
     channel, r = bind(c2, s1)
     assert r.status == wire.STATUS_SUCCESS
-    assert reauth(c2, channel, USER, "wrong").status == wire.STATUS_LOGON_FAILURE
+    refused = reauth(c2, channel, USER, "wrong")     # signed as every answer to it (smb2.session.reauth6)
+    assert refused.status == wire.STATUS_LOGON_FAILURE and signed_by(refused, c2.sign_algorithm(), channel.signing_key)
     got = read_on(c1, s1, tree.id, fid)
     assert got.status == wire.STATUS_USER_SESSION_DELETED and signed_by(got, c1.sign_algorithm(), s1.signing_key)
     got = read_on(c2, channel, tree.id, fid)        # (the channel's own key, 3.1.1)
@@ -553,12 +565,36 @@ def test_a_session_ended_by_a_failed_reauthentication_is_answered_signed(server)
     msg = c1.message(wire.READ, read_body(fid, 10), session=s1, tree_id=tree.id)
     c1.send([msg], signing_key=os.urandom(16))
     got = c1.response_to(wire.Header.parse(msg).message_id)
-    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED
-    # a session that logged off is simply gone (smbd answers unsigned too)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not signed_by(got, c1.sign_algorithm(), s1.signing_key)
+    assert echoed_or_unsigned(got, c1)
+    # a session that logged off is simply gone: nothing of the server's signs the answer (smbd
+    # echoes the request's own signature too)
     c3, s3, tree3, fid3, _g = first_channel(port)
     assert c3.logoff(s3).status == wire.STATUS_SUCCESS
     got = read_on(c3, s3, tree3.id, fid3)
-    assert got.status == wire.STATUS_USER_SESSION_DELETED and not got.header.flags & wire.FLAGS_SIGNED
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not signed_by(got, c3.sign_algorithm(), s3.signing_key)
+    assert echoed_or_unsigned(got, c3)
+
+
+@pytest.mark.parametrize("same_client", [True, False])
+def test_a_session_a_reconnect_replaced_is_answered_signed(server, same_client):
+    """A logon naming the session of an earlier connection as its PreviousSessionId ends that
+    session (MS-SMB2 3.3.5.5.3); the old connection, still naming it with its key, is answered
+    USER_SESSION_DELETED signed with that key, as smbd answers (smbtorture smb2.session
+    reconnect1 and reconnect2 with client signing = required: smbXcli takes an answer without
+    the SIGNED flag for an attack); a request whose signature does not prove the key gets
+    nothing signed. Whether the new connection names the same ClientGuid or another."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    c2 = connect(port, guid=guid if same_client else None)
+    c2.logon(USER, PASSWORD, previous=s1.id)
+    got = read_on(c1, s1, tree.id, fid)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and signed_by(got, c1.sign_algorithm(), s1.signing_key)
+    msg = c1.message(wire.READ, read_body(fid, 10), session=s1, tree_id=tree.id)
+    c1.send([msg], signing_key=os.urandom(16))
+    got = c1.response_to(wire.Header.parse(msg).message_id)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and not signed_by(got, c1.sign_algorithm(), s1.signing_key)
+    assert echoed_or_unsigned(got, c1)
 
 
 @pytest.mark.parametrize("dialect", [wire.SMB311, wire.SMB300])

@@ -97,14 +97,15 @@ NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STAT
 
 def _with_request_signature(part, req: Header, status: int) -> bytearray | bytes:
     """An answer to a signed request that no key of the server signs (its session is not
-    found, or has no key): INVALID_PARAMETER, FILE_CLOSED and NETWORK_NAME_DELETED keep the
-    request's SIGNED flag and signature, as smbd and Windows answer them (they make a
-    response from its request's header, and refuse these before any signature is checked):
-    Samba's clients, where they require signing, take these only so (smbXcli_base.c: the
-    flag must be set; an echoed signature, or none, is not checked) and take them for forged
-    otherwise. Nothing is lent: the signature is the client's own. Any other answer stays as
-    it is, unsigned: USER_SESSION_DELETED too, which a client that knows the session's key
-    would check the echoed signature of (MS-SMB2 3.2.5.1.3) and drop."""
+    found, or has no key): INVALID_PARAMETER, FILE_CLOSED, NETWORK_NAME_DELETED and
+    USER_SESSION_DELETED keep the request's SIGNED flag and signature, as smbd and Windows
+    answer them (they make a response from its request's header, and refuse these before any
+    signature is checked): Samba's clients, where they require signing, take these only so
+    (smbXcli_base.c: the flag must be set; an echoed signature, or none, is not checked, nor
+    is any of USER_SESSION_DELETED) and take them for forged otherwise. Nothing is lent: the
+    signature is the client's own. (A session that a PreviousSessionId or a failed
+    re-authentication ended is answered signed with its key instead: `Client.deleted`.) Any
+    other answer stays as it is, unsigned."""
     if status not in _ECHOED_STATUSES:
         return part
     part = bytearray(part)
@@ -114,7 +115,7 @@ def _with_request_signature(part, req: Header, status: int) -> bytearray | bytes
 
 
 _ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
-                              wire.STATUS_NETWORK_NAME_DELETED})
+                              wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
 
 
 def _answered_as_named(rhdr: Header, hdr: Header, msg, sealed: bool = False) -> None:

@@ -53,6 +53,12 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         s.auth = None
         s.preauth = c.preauth.copy()
         s.reauth_of = s.user
+    if s.valid and s.signing_key and hdr.flags & wire.FLAGS_SIGNED:
+        # a re-authentication of a session with keys, its request's signature verified
+        # (Connection._check_session_setup): every answer to it is signed with the key the
+        # client checks it with, a refusal too although the session then ends, as smbd signs
+        # it (Samba's client that signs takes an unsigned LOGON_FAILURE for an attack)
+        rhdr.signer = signer_on(s, c)
     rhdr.session_id = s.id
     if c.dialect == wire.SMB311:
         s.preauth.update(msg)
@@ -108,7 +114,7 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
         audit.info("logon accepted: user %s from %s, session %d", s.user, c.client_address or "?", s.id)
         old = c.sessions.get(prev) if prev and prev != s.id else None
         if old is not None and old.valid and not old.guest and old.owner == s.owner:
-            c.end_session(prev)    # PreviousSessionId: the client's earlier session ends (MS-SMB2 3.3.5.5.3)
+            end_session(c, old)    # PreviousSessionId: the client's earlier session ends (MS-SMB2 3.3.5.5.3)
         rhdr.status = wire.STATUS_SUCCESS
         if prev and prev != s.id:
             close_previous(c, s, prev)
@@ -127,8 +133,10 @@ def h_session_setup(c: Connection, hdr: Header, msg: bytes, rhdr: Header, _):
 
 
 def end_session(c: Connection, s: Session) -> None:
-    """A logon or re-authentication failed: the session ends, with what it opened. (A
-    re-authenticated session's keys are remembered a while: `Client.remember_ended`.)"""
+    """A logon or re-authentication failed, or a new session replaces `s` (PreviousSessionId):
+    the session ends, with what it opened. Its keys are remembered a while
+    (`Client.remember_ended`): a channel that still asks in its name is answered
+    USER_SESSION_DELETED signed, as smbd answers it."""
     if s.signing_key:
         c.client.remember_ended(s)
     c.end_session(s.id)
@@ -334,7 +342,7 @@ def end_previous(state, previous_id: int, owner: str, s: Session | None = None, 
         return False
     log.info("session %d of %s ends: the client's new session %s replaces it", old.id, old.user,
              "here" if s is None else s.id)
-    c.end_session(old.id)
+    end_session(c, old)
     if c is not here and c.on_output is not None and c.outbox:
         c.on_output()
     return True
