@@ -597,6 +597,35 @@ def test_a_session_a_reconnect_replaced_is_answered_signed(server, same_client):
     assert echoed_or_unsigned(got, c1)
 
 
+def test_a_sealed_request_on_a_connection_that_is_not_the_sessions_channel(server):
+    """A frame sealed with the key of a session of the same client (ClientGuid) that is not
+    bound on the connection it comes by is opened, as smbd opens it, and each of its requests
+    answered USER_SESSION_DELETED, sealed, reaching nothing of the session (smbtorture
+    smb2.session bind2, bind_invalid_auth and bind_different_user, encrypted, send a
+    channel's requests before its binding); from another client the same frame ends the
+    connection (MS-SMB2 3.3.5.2.1.1), as before."""
+    port, _root = server
+    c1, s1, tree, fid, guid = first_channel(port)
+    assert s1.encrypt_key
+    c2 = connect(port, guid=guid)
+    c2.sessions[s1.id] = s1             # (its keys, to seal and open; no channel here)
+    msg = c2.message(wire.READ, read_body(fid, 100), session=s1, tree_id=tree.id)
+    c2.send([msg], encrypt=True)
+    got = c2.response_to(wire.Header.parse(msg).message_id)
+    assert got.status == wire.STATUS_USER_SESSION_DELETED and got.encrypted, got
+    assert b"channel data" not in got.raw
+    write = c2.message(wire.WRITE, write_body(fid, b"HIJACKED"), session=s1, tree_id=tree.id)
+    c2.send([write], encrypt=True)
+    assert c2.response_to(wire.Header.parse(write).message_id).status == wire.STATUS_USER_SESSION_DELETED
+    c3 = connect(port)                  # another ClientGuid
+    c3.sessions[s1.id] = s1
+    with pytest.raises((Disconnected, OSError)):
+        c3.send([c3.message(wire.READ, read_body(fid, 100), session=s1, tree_id=tree.id)], encrypt=True)
+        c3.recv_frame()
+    got = read_on(c1, s1, tree.id, fid)     # the session goes on, its file as it was
+    assert got.status == wire.STATUS_SUCCESS and b"channel data" in got.raw and b"HIJACKED" not in got.raw
+
+
 @pytest.mark.parametrize("dialect", [wire.SMB311, wire.SMB300])
 def test_a_binding_under_way_reaches_nothing_of_the_session(server, dialect):
     """A binding's first leg is signed with the session's key, so whoever captured one can
