@@ -78,6 +78,25 @@ def test_unsigned_reauthentication_of_a_signed_session_is_refused_and_the_sessio
     assert c.tree_connect(s, "rw").status == wire.STATUS_SUCCESS, "the session was lost"
 
 
+@pytest.mark.parametrize("dialect", [wire.SMB311, wire.SMB302], ids=hex)
+def test_a_refused_reauthentication_is_answered_signed_and_a_forged_one_ends_nothing(server, dialect):
+    """A re-authentication whose signature verified is refused (a token that is none) with an
+    answer signed with the session's key, as smbd signs it, and the session ends. One signed
+    with a key that is not the session's is refused ACCESS_DENIED before its token is read,
+    and the session lives on; its answer, of that fixed content, is signed too, as smbd signs
+    it on the session's own channel (Samba's client checks it with the session's key: the
+    smbtorture smb2.session bind_negative_smb3sign tests)."""
+    c, s = server.logon((dialect,))
+    r = c.session_setup(s, REAUTH_TOKENS["garbage"], signing_key=os.urandom(16))
+    assert r.status == wire.STATUS_ACCESS_DENIED, r
+    assert r.header.flags & wire.FLAGS_SIGNED and security.verify(c.sign_algorithm(), s.signing_key, r.raw), r
+    assert c.tree_connect(s, "rw").status == wire.STATUS_SUCCESS, "the session was lost"
+    r = c.session_setup(s, REAUTH_TOKENS["garbage"])
+    assert r.status not in (wire.STATUS_SUCCESS, wire.STATUS_MORE_PROCESSING_REQUIRED), r
+    assert r.header.flags & wire.FLAGS_SIGNED and security.verify(c.sign_algorithm(), s.signing_key, r.raw), r
+    assert c.tree_connect(s, "rw").status == wire.STATUS_USER_SESSION_DELETED
+
+
 def test_second_smb2_negotiate_disconnects(server):
     c = server.client()
     assert c.negotiate().status == wire.STATUS_SUCCESS
