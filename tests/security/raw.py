@@ -48,10 +48,10 @@ SHAREFLAG_ENCRYPT_DATA = 0x8000
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 STATUS_NAMES = {v: k for k, v in vars(wire).items() if k.startswith("STATUS_")}
+STATUS_NAMES[STATUS_TOO_MANY_OPENED_FILES] = "STATUS_TOO_MANY_OPENED_FILES"
 # (written out, not taken from the server: a server that echoed more would be caught)
 ECHOED_STATUSES = frozenset({wire.STATUS_USER_SESSION_DELETED, wire.STATUS_INVALID_PARAMETER,
                              wire.STATUS_FILE_CLOSED, wire.STATUS_NETWORK_NAME_DELETED})
-STATUS_NAMES[STATUS_TOO_MANY_OPENED_FILES] = "STATUS_TOO_MANY_OPENED_FILES"
 
 
 class Disconnected(Exception):
@@ -283,9 +283,6 @@ class RawClient:
         very signature it sent."""
         return (r.status in ECHOED_STATUSES and not r.encrypted
                 and r.header.signature == self.signatures_sent.get(r.header.message_id))
-
-    def sent_signature(self, message_id: int) -> bytes | None:
-        return self.signatures_sent.get(message_id)
 
     def response_to(self, message_id: int) -> Response:
         """The next response (an interim STATUS_PENDING too) to this MessageId; others that
