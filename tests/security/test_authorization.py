@@ -257,16 +257,17 @@ def test_request_in_another_sessions_transform_header_is_not_executed(server):
     b = c.logon(server.user, server.password)
     tree_b = c.tree(b, "rw")
     fid = tree_b.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
-    # session B's WRITE, sealed with session A's key under A's SessionId
-    r = answer_or_drop(lambda: tree_b.write(fid, b"HIJACKED", transform_session=a))
-    assert r is None or r.status != wire.STATUS_SUCCESS, r
+    # session B's WRITE, sealed with session A's key under A's SessionId: refused, as smbd
+    # refuses it, without reaching B's open
+    r = tree_b.write(fid, b"HIJACKED", transform_session=a)
+    assert r.status == wire.STATUS_ACCESS_DENIED and r.encrypted, r
     assert path.read_bytes() == SECRET
 
 
-def test_a_compound_in_another_sessions_transform_header_is_refused_whole(server):
+def test_a_compound_in_another_sessions_transform_header_runs_only_the_sealers_requests(server):
     """Session A seals a compound whose first request is A's and whose second, not related,
-    is session B's WRITE: the frame is refused before either runs (A's file not made, B's
-    not written)."""
+    is session B's WRITE: A's runs; B's is answered ACCESS_DENIED, sealed, as smbd answers it,
+    and B's file is not written (until 2026-12-07 the whole frame was refused)."""
     path = server.path("rw") / "transform-compound.txt"
     path.write_bytes(SECRET)
     c, a = server.logon()
@@ -275,10 +276,11 @@ def test_a_compound_in_another_sessions_transform_header_is_refused_whole(server
     fid = tree_b.open(path.name, wire.GENERIC_READ | wire.GENERIC_WRITE)
     first = tree_a.message(wire.CREATE, create_body("made-by-a.txt", wire.GENERIC_READ, wire.FILE_OPEN_IF, 0))
     second = tree_b.message(wire.WRITE, write_body(fid, b"HIJACKED", 0), payload=8)
-    answers = answer_or_drop(lambda: c.compound([first, second], encrypt=True, transform_session=a))
-    assert answers is None or all(r.status != wire.STATUS_SUCCESS for r in answers), answers
+    answers = c.compound([first, second], encrypt=True, transform_session=a)
+    assert [r.status for r in answers] == [wire.STATUS_SUCCESS, wire.STATUS_ACCESS_DENIED], answers
+    assert all(r.encrypted for r in answers), answers
     assert path.read_bytes() == SECRET
-    assert not (server.path("rw") / "made-by-a.txt").exists()
+    assert (server.path("rw") / "made-by-a.txt").exists()
 
 
 def test_a_request_after_a_held_create_in_another_sessions_transform_header_is_refused(server):

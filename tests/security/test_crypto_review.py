@@ -221,7 +221,6 @@ FORGED_TRANSFORMS = {
     "flags-2": {"flags": 2},
     "size-larger": {"size_delta": 1},
     "size-smaller": {"size_delta": -1},
-    "other-sessions-key-and-id": {"other": "both"},
     "other-sessions-id-own-key": {"other": "id"},
     "other-sessions-key-own-id": {"other": "key"},
     "ccm-on-gcm": {"cipher": security.AES_128_CCM},
@@ -243,7 +242,7 @@ def test_a_forged_transform_header_drops_the_connection(plain, forgery):
         frame = _seal(c.cipher, s.encrypt_key, s.id, msg, size=len(msg) + forge.pop("size_delta"))
     else:
         which = forge.pop("other", None)
-        if which in ("both", "key"):
+        if which == "key":
             forge["sealer"] = other
         if which == "key":
             forge["session_id"] = s.id
@@ -252,6 +251,27 @@ def test_a_forged_transform_header_drops_the_connection(plain, forgery):
         frame = _sealed_read(c, s, enc, fid, **forge)
     c.sock.settimeout(3)        # for the forged frame alone: the logons above may take longer
     assert _dropped(c, frame)
+
+
+def test_a_request_sealed_with_another_sessions_key_and_id_reaches_nothing(plain):
+    """A READ of session A's file sealed with session B's key under B's SessionId (two sessions
+    of one client): the frame is B's, which may not act for A. It is answered ACCESS_DENIED,
+    sealed with B's key, as smbd answers it, and nothing of the file is read; the connection
+    and A's open go on."""
+    name = _file(plain, "enc", "transform-other-session.txt")
+    c = plain.client()
+    c.negotiate((wire.SMB311,), ciphers=(security.AES_128_GCM,))
+    s = c.logon(plain.user, plain.password)
+    other = c.logon(plain.user, plain.password)
+    enc = c.tree(s, "enc")
+    fid = enc.open(name)
+    frame = _sealed_read(c, s, enc, fid, sealer=other)
+    c.send_frame(len(frame).to_bytes(4, "big") + frame)
+    [r] = c.parse(c.recv_frame())
+    assert r.status == wire.STATUS_ACCESS_DENIED and r.encrypted, r
+    assert CONTENT not in r.raw
+    read = enc.read(fid, 64)
+    assert read.status == wire.STATUS_SUCCESS and CONTENT in read.raw, read
 
 
 def test_a_replayed_transform_drops_the_connection_and_is_not_done_again(plain):

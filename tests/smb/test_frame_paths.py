@@ -7,11 +7,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from sansio_client import Client, parse
-from smbcore import SHORT_BODY, close_body, create_body, query_info_body, read_body
+import smbcore
+from sansio_client import Client, parse, split
+from smbcore import SHORT_BODY, close_body, create_body, query_info_body, read_body, write_body
 
 from smbring.smb import security, wire
 from smbring.smb.channels import Channel
+from smbring.smb.state import Session
 
 ALL_ACCESS = 0x001F01FF
 
@@ -199,6 +201,45 @@ def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(p
     transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintext)
     with pytest.raises(ConnectionError, match="another session"):
         client.conn.handle_frame(memoryview(transform + bytes(ciphertext)))
+
+
+def test_a_sealed_frame_carrying_another_sessions_requests_reaches_nothing_of_that_session(pair):
+    """A frame sealed with session 1's key whose parts name session 2 (of this client) and a
+    session that does not exist: each such part is answered, sealed, ACCESS_DENIED and
+    USER_SESSION_DELETED (a related part after it INVALID_PARAMETER), as smbd answers them, and
+    session 2's file is not written; session 1's own part of the frame runs."""
+    client = pair[0]
+    conn = client.conn
+    conn.sessions[2] = Session(id=2, valid=True)
+    status, tid2, _ = client.tree_connect(session_id=2)
+    assert status == 0
+    [(h, body)] = client.exchange(client.message(
+        wire.CREATE, create_body("theirs", ALL_ACCESS, wire.FILE_CREATE, 0), session_id=2, tree_id=tid2))
+    assert h.status == 0
+    fid2 = body[64:80]
+    status, fid1 = client.create("mine")
+    assert status == 0
+    seal_sessions(pair)
+    theirs = dict(session_id=2, tree_id=tid2)
+    parts = [(write_body(fid2, b"forged"), theirs),
+             (write_body(fid2, b"forged"), dict(theirs, flags=wire.FLAGS_RELATED)),
+             (write_body(fid2, b"forged"), dict(theirs, session_id=(1 << 64) - 1)),
+             (write_body(fid1, b"mine"), {})]
+    frame = b""
+    for i, (body, header) in enumerate(parts):
+        size = 64 + len(body)
+        pad = 0 if i == len(parts) - 1 else -size % 8
+        last = i == len(parts) - 1
+        frame += client.message(wire.WRITE, body, next_command=0 if last else size + pad, **header) + b"\0" * pad
+    transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, frame)
+    [sealed] = smbcore.carry_out(conn.handle_frame(memoryview(transform + bytes(ciphertext))))
+    plaintext = security.decrypt(security.AES_128_GCM, TO_CLIENT, sealed)
+    statuses = [parse(part)[0].status for part in split(plaintext)]
+    assert statuses == [wire.STATUS_ACCESS_DENIED, wire.STATUS_INVALID_PARAMETER,
+                        wire.STATUS_USER_SESSION_DELETED, wire.STATUS_SUCCESS]
+    share = Path(conn.shares["s"].path)
+    assert (share / "theirs").read_bytes() == b""
+    assert (share / "mine").read_bytes() == b"mine"
 
 
 @pytest.mark.parametrize("max_frame, unauthenticated", [(8 << 20, 65536), (4096, 65536), (65536, 65536)])

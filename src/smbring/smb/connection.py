@@ -134,6 +134,19 @@ def _answered_as_named(rhdr: Header, hdr: Header, msg, sealed: bool = False) -> 
     rhdr.signer = ()        # (errors.Unverified's mark: the server neither signs nor seals for it)
 
 
+def _another_sessions_request(hdr: Header) -> None:
+    """A request in a sealed frame that names another session than the one whose key sealed
+    it (and is not related to the request before it). One that needs a session is answered
+    by the session check (`Connection._check_session`: ACCESS_DENIED or
+    USER_SESSION_DELETED, sealed, as smbd answers it), reaching nothing of the session it
+    names; any other (NEGOTIATE, SESSION_SETUP, ECHO, CANCEL, an unknown command) ends the
+    connection: no client sends one so, and a SESSION_SETUP would start or bind a session
+    under another session's seal."""
+    entry = COMMANDS.get(hdr.command)
+    if entry is None or not entry.needs_session:
+        raise ConnectionError("an encrypted frame carried another session's request")
+
+
 class ResponseBudget:
     """What the responses to one frame may still take: a compound of requests that each ask
     for up to MaxTransactSize must not make the server build a response of gigabytes (or one
@@ -350,7 +363,7 @@ class Connection:
             chain.related = True
             hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
         elif sealed_by is not None and hdr.session_id != sealed_by.id:
-            raise ConnectionError("an encrypted frame carried another session's request")
+            _another_sessions_request(hdr)
         self._sealed_by = sealed_by
         resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
         if resp is None:
@@ -435,8 +448,9 @@ class Connection:
         """The requests of a frame, each header parsed and its MessageIds taken from the credit
         window, before any is handled: a frame that breaks the framing, holds more requests
         than `max compound requests`, reuses a MessageId, or (encrypted, by `sealed_by`'s key)
-        carries another session's request is refused whole. (A related request acts in the
-        session of the one before it, whatever its header says.)"""
+        carries another session's request that needs no session (`_another_sessions_request`)
+        is refused whole. (A related request acts in the session of the one before it, whatever
+        its header says.)"""
         messages = []
         commands = []
         offset = 0
@@ -456,7 +470,7 @@ class Connection:
                 raise ConnectionError("bad NextCommand" if hdr.next_command else
                                       "a request without its StructureSize")
             if sealed_by is not None and hdr.session_id != sealed_by.id and not hdr.flags & FLAGS_RELATED:
-                raise ConnectionError("an encrypted frame carried another session's request")
+                _another_sessions_request(hdr)
             command = hdr.command
             # (the MessageIds taken now, its credits granted when it is handled: _one; a
             # request consumes its CreditCharge once multi-credit requests exist, SMB 2.1 on,
@@ -1064,11 +1078,16 @@ class Connection:
         channel = s.channels.get(self)
         if (channel.auth is not None) if channel is not None else not self.reaches(s):
             raise self.client.deleted(self, hdr, msg)       # (another connection's session)
-        # _check_protection passes a request without these (nothing sealed, signed or
-        # required of it): called only where one holds
-        if self._sealed_by is None and (s.encrypt or s.sign or hdr.flags & FLAGS_SIGNED
-                                        or hdr.command == wire.TREE_CONNECT):
-            self._check_protection(s, hdr, msg)
+        if self._sealed_by is None:
+            # _check_protection passes a request without these (nothing sealed, signed or
+            # required of it): called only where one holds
+            if s.encrypt or s.sign or hdr.flags & FLAGS_SIGNED or hdr.command == wire.TREE_CONNECT:
+                self._check_protection(s, hdr, msg)
+        elif self._sealed_by.id != s.id:
+            # a request of another session in a frame sealed with this one's key: the seal
+            # vouches for nothing of the session it names (smbd answers ACCESS_DENIED too; a
+            # session not found was answered above, as any)
+            raise SMBError(wire.STATUS_ACCESS_DENIED)
         if s.expires and s.expires <= time.monotonic() and not self._allowed_expired(hdr, msg):
             if not s.expiry_told:
                 s.expiry_told = True
