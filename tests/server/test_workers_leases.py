@@ -581,74 +581,16 @@ def test_wake_messages_are_checked():
     assert wakeups.decode(wakeups.encode(pending)[:-1]) is None
 
 
-def test_every_workers_directory_leases_broken_when_the_directory_is_gone(tmp_path):
-    """A change whose directory cannot be found breaks every directory lease: those held
-    through another worker too (told to it by a hint on its wake-up socket), and the index
-    says whether any is held, to every worker, until the last one's open closes."""
+@pytest.fixture
+def two_oplocks(tmp_path):
+    """Two workers' SharedOplocks over one store in this process, on a clock the test moves:
+    (worker 1's, worker 2's, the clock's [now])."""
     import asyncio
     import copy
 
-    from smbring.server import shared_store, wakeups
+    from smbring.server import shared_store
     from smbring.server.shared_oplocks import SharedOplocks
     from smbring.server.shared_store import Store
-    from smbring.smb.state import Open
-    directory = str(tmp_path / "store")
-    os.mkdir(directory, 0o700)
-    loop = asyncio.new_event_loop()
-    store1 = Store(directory, 1)
-    store2 = copy.copy(store1)      # (one environment per process: worker 2's view of it)
-    store2.worker, store2._in_progress = 2, shared_store._InProgress(store2)
-    channel1, channel2 = wakeups.Channel(directory, 1), wakeups.Channel(directory, 2)
-    one = SharedOplocks(store1, channel1, lambda: loop)
-    two = SharedOplocks(store2, channel2, lambda: loop)
-    try:
-        d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
-        f = Open(fd=-1, parts=["f"], is_dir=False, access=leases.READ, key=(7, 9))
-        assert not two.directory_leases()
-        one.add(f, leases.READ)
-        one.grant_lease(f, bytes(16), leases.key(2), leases.RH, version=2)
-        assert not two.directory_leases()           # (a file's lease is not indexed)
-        one.add(d, leases.READ)
-        lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RWH, version=2)
-        assert lease.directory and lease.state == leases.RH
-        assert two.directory_leases()
-        told = []
-        channel1.sock.setblocking(False)
-        two.break_all_directories()
-        for _ in range(50):
-            try:
-                told.append(wakeups.decode(channel1.sock.recv(wakeups.MAX_MESSAGE + 1)))
-            except BlockingIOError:
-                if told:
-                    break
-                time.sleep(0.02)
-        assert [(m.kind, m.lease_key, m.old, m.new, m.ack) for m in told] == \
-            [(wakeups.LEASE_BREAK, leases.key(1), leases.RH, 0, True)]
-        one.remove(d)
-        assert not two.directory_leases() and not one.directory_leases()
-        one.remove(f)
-    finally:
-        channel1.close()
-        channel2.close()
-        store1.close()
-        loop.close()
-
-
-def test_a_workers_change_is_recorded_for_the_others_for_a_while(tmp_path):
-    """A worker's change of an entry of a leased directory is recorded in the store: another
-    worker that sees it through the kernel breaks nothing for it for CHANGE_WINDOW seconds
-    (the changing worker broke what it had to), and after that takes a change of that entry
-    for another program's; the records older than the window go as new ones are made, so
-    the table holds a few seconds' changes. Fails where a change reaches only one worker's
-    memory (the other breaks the lease it was made under), or where records are kept for
-    ever."""
-    import asyncio
-    import copy
-
-    from smbring.server import shared_store, wakeups
-    from smbring.server.shared_oplocks import CHANGE_WINDOW, SharedOplocks
-    from smbring.server.shared_store import Store
-    from smbring.smb.state import Open
     directory = str(tmp_path / "store")
     os.mkdir(directory, 0o700)
     loop = asyncio.new_event_loop()
@@ -659,6 +601,58 @@ def test_a_workers_change_is_recorded_for_the_others_for_a_while(tmp_path):
     channel1, channel2 = wakeups.Channel(directory, 1), wakeups.Channel(directory, 2)
     one = SharedOplocks(store1, channel1, lambda: loop, clock=lambda: now[0])
     two = SharedOplocks(store2, channel2, lambda: loop, clock=lambda: now[0])
+    yield one, two, now
+    channel1.close()
+    channel2.close()
+    store1.close()
+    loop.close()
+
+
+def test_every_workers_directory_leases_broken_when_the_directory_is_gone(two_oplocks):
+    """A change whose directory cannot be found breaks every directory lease: those held
+    through another worker too (told to it by a hint on its wake-up socket), and the index
+    says whether any is held, to every worker, until the last one's open closes."""
+    from smbring.smb.state import Open
+    one, two, _now = two_oplocks
+    channel1 = one.channel
+    d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
+    f = Open(fd=-1, parts=["f"], is_dir=False, access=leases.READ, key=(7, 9))
+    assert not two.directory_leases()
+    one.add(f, leases.READ)
+    one.grant_lease(f, bytes(16), leases.key(2), leases.RH, version=2)
+    assert not two.directory_leases()           # (a file's lease is not indexed)
+    one.add(d, leases.READ)
+    lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RWH, version=2)
+    assert lease.directory and lease.state == leases.RH
+    assert two.directory_leases()
+    told = []
+    channel1.sock.setblocking(False)
+    two.break_all_directories()
+    for _ in range(50):
+        try:
+            told.append(wakeups.decode(channel1.sock.recv(wakeups.MAX_MESSAGE + 1)))
+        except BlockingIOError:
+            if told:
+                break
+            time.sleep(0.02)
+    assert [(m.kind, m.lease_key, m.old, m.new, m.ack) for m in told] == \
+        [(wakeups.LEASE_BREAK, leases.key(1), leases.RH, 0, True)]
+    one.remove(d)
+    assert not two.directory_leases() and not one.directory_leases()
+    one.remove(f)
+
+
+def test_a_workers_change_is_recorded_for_the_others_for_a_while(two_oplocks):
+    """A worker's change of an entry of a leased directory is recorded in the store: another
+    worker that sees it through the kernel breaks nothing for it for CHANGE_WINDOW seconds
+    (the changing worker broke what it had to), and after that takes a change of that entry
+    for another program's; the records older than the window go as new ones are made, so
+    the table holds a few seconds' changes. Fails where a change reaches only one worker's
+    memory (the other breaks the lease it was made under), or where records are kept for
+    ever."""
+    from smbring.server.shared_oplocks import CHANGE_WINDOW
+    from smbring.smb.state import Open
+    one, two, now = two_oplocks
 
     def held(lease) -> int:
         return one.lease(lease.client_guid, lease.key).state
@@ -667,37 +661,56 @@ def test_a_workers_change_is_recorded_for_the_others_for_a_while(tmp_path):
         return one.lease(bytes(16), leases.key(1)).breaking
 
     def records() -> int:
-        with store1.read() as txn:
+        with one.store.read() as txn:
             return sum(1 for _ in txn.cursor(one.changes_db))
-    try:
-        d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
-        one.add(d, leases.READ)
-        lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
-        two.break_directory((7, 8), (bytes(16), leases.key(1)), "f")    # made under that lease
-        assert held(lease) == leases.RH and records() == 1
-        now[0] += CHANGE_WINDOW / 2
-        one.outside_change((7, 8), "f")         # the kernel's word of worker 2's change
-        assert held(lease) == leases.RH
-        one.outside_change((7, 8), "g")         # another name: another program's change
-        assert breaking()
-        one.remove(d)
-        one.add(d, leases.READ)
-        lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
-        now[0] += CHANGE_WINDOW
-        one.outside_change((7, 8), "f")         # long after: another program's
-        assert breaking()
-        one.remove(d)
-        one.add(d, leases.READ)
-        one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
-        for i in range(100):
-            two.break_directory((7, 8), (bytes(16), leases.key(1)), f"n{i}")
-        assert records() == 100                 # ("f", older than the window, went)
-        now[0] += CHANGE_WINDOW * 2
-        two.break_directory((7, 8), (bytes(16), leases.key(1)), "last")
-        assert records() == 1
-        one.remove(d)
-    finally:
-        channel1.close()
-        channel2.close()
-        store1.close()
-        loop.close()
+    d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
+    one.add(d, leases.READ)
+    lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
+    two.break_directory((7, 8), (bytes(16), leases.key(1)), "f")    # made under that lease
+    assert held(lease) == leases.RH and records() == 1
+    now[0] += CHANGE_WINDOW / 2
+    one.outside_change((7, 8), "f")         # the kernel's word of worker 2's change
+    assert held(lease) == leases.RH
+    one.outside_change((7, 8), "g")         # another name: another program's change
+    assert breaking()
+    one.remove(d)
+    one.add(d, leases.READ)
+    lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
+    now[0] += CHANGE_WINDOW
+    one.outside_change((7, 8), "f")         # long after: another program's
+    assert breaking()
+    one.remove(d)
+    one.add(d, leases.READ)
+    one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
+    for i in range(100):
+        two.break_directory((7, 8), (bytes(16), leases.key(1)), f"n{i}")
+    assert records() == 100                 # ("f", older than the window, went)
+    now[0] += CHANGE_WINDOW * 2
+    two.break_directory((7, 8), (bytes(16), leases.key(1)), "last")
+    assert records() == 1
+    one.remove(d)
+
+
+def test_a_change_seen_before_a_directory_lease_was_granted_does_not_break_it(two_oplocks):
+    """With several workers a change another program made in a leased directory is judged a
+    moment after the kernel told of it (it may be another worker's). A lease granted in that
+    moment, through either worker, was granted with the change made (what its client lists
+    shows it) and is not broken for it; one granted before the change was seen is. The grant
+    time travels in the store: worker 2 judges a lease held through worker 1. Fails where
+    the judgement breaks every lease of the directory."""
+    from smbring.server.change_watcher import LATE
+    from smbring.smb.state import Open
+    one, two, now = two_oplocks
+    d = Open(fd=-1, parts=["d"], is_dir=True, access=leases.READ, key=(7, 8))
+    one.add(d, leases.READ)
+    seen_before = now[0]
+    now[0] += LATE / 2
+    lease = one.grant_lease(d, bytes(16), leases.key(1), leases.RH, version=2)
+    now[0] += LATE
+    two.outside_change((7, 8), "made-before", seen_before)
+    assert one.lease(bytes(16), leases.key(1)).state == leases.RH
+    assert not one.lease(bytes(16), leases.key(1)).breaking
+    two.outside_change((7, 8), "made-after", now[0])
+    assert one.lease(bytes(16), leases.key(1)).breaking
+    assert lease.directory
+    one.remove(d)

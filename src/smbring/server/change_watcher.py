@@ -122,8 +122,9 @@ class ChangeWatcher:
         self._moved: dict[int, tuple[str, tuple | None]] = {}
         self._vanished: set[str] = set()    # such names, left unwatched: watched once there
         # entries of leased directories another program changed, where other workers change
-        # files too: (the directory's (st_dev, st_ino), the name), judged LATE seconds on
-        self._late: list[tuple[tuple, str]] = []
+        # files too: (the directory's (st_dev, st_ino), the name) -> when the change was seen
+        # (the oplocks' clock), judged LATE seconds on
+        self._late: dict[tuple[tuple, str], float] = {}
         self._late_handle = None
         self._late_sync = None      # the sync that looks at moved directories LATE seconds on
         loop.add_reader(self.inotify.fd, self.read)
@@ -269,15 +270,17 @@ class ChangeWatcher:
         elif name is None or not oplocks.other_processes:
             oplocks.break_directory(directory)
         else:
-            self._late.append((directory, name))
+            # (seen now: a lease granted before the judgement, after this, was granted with
+            # the change made, and is not broken for it)
+            self._late[directory, name] = oplocks.clock()
             if self._late_handle is None:
                 self._late_handle = self.loop.call_later(LATE, self._late_changes)
 
     def _late_changes(self) -> None:
-        late, self._late, self._late_handle = self._late, [], None
-        for directory, name in dict.fromkeys(late):
+        late, self._late, self._late_handle = self._late, {}, None
+        for (directory, name), seen_at in late.items():
             try:
-                self.state.oplocks.outside_change(directory, name)
+                self.state.oplocks.outside_change(directory, name, seen_at)
             except Exception:       # one must not stop the others
                 log.exception("change notify: directory lease break failed")
 

@@ -71,7 +71,7 @@ GIVING = 0x4        # detached, and offered to another worker's reconnect (serve
 KEPT_FLAGS = DETACHED | GIVING      # (what a step keeps of a record's flags as it found them)
 MAX_FILES_ASKED = 4096  # files whose detached opens a worker remembers asking to close
 # file, version, epoch, state, breaking, requested, required, deadline, has parent, parent, directory
-LEASE = struct.Struct(">QQBHBBBBdB16sB")
+LEASE = struct.Struct(">QQBHBBBBdB16sBd")     # ... its directory flag, when granted
 DEADLINE = struct.Struct(">d")
 # a worker's change of a leased directory's entry: when (the clock's, CLOCK_MONOTONIC: one
 # for every process of the machine)
@@ -109,16 +109,17 @@ def _encode_lease(lease: Lease) -> bytes:
     return LEASE.pack(*lease.file, lease.version, lease.epoch & 0xFFFF, lease.state & 0x7,
                       lease.breaking, lease.breaking_to_requested & 0x7,
                       lease.breaking_to_required & 0x7, lease.deadline,
-                      lease.parent_key is not None, lease.parent_key or bytes(16), lease.directory)
+                      lease.parent_key is not None, lease.parent_key or bytes(16), lease.directory,
+                      lease.granted)
 
 
 def _decode_lease(ident: bytes, data) -> Lease:
     dev, ino, version, epoch, state, breaking, requested, required, deadline, has_parent, parent, \
-        directory = LEASE.unpack(bytes(data))
+        directory, granted = LEASE.unpack(bytes(data))
     return Lease(ident[:16], ident[16:], (dev, ino), version, epoch=epoch,
                  parent_key=parent if has_parent else None, directory=bool(directory),
-                 state=state, breaking=bool(breaking),
-                 breaking_to_requested=requested, breaking_to_required=required, deadline=deadline)
+                 state=state, breaking=bool(breaking), breaking_to_requested=requested,
+                 breaking_to_required=required, deadline=deadline, granted=granted)
 
 
 class SharedOplocks(Oplocks):
@@ -549,7 +550,7 @@ class SharedOplocks(Oplocks):
             return txn.cursor(self.directory_leases_db).first()
 
     def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None,
-                        name: str | None = None) -> None:
+                        name: str | None = None, seen_at: float | None = None) -> None:
         """As `Oplocks.break_directory`, over every worker's opens of the directory: a lease
         held through another worker is told by a hint to that worker. A directory without
         a lease (the index says) costs one read, no step. `name`: the entry this worker
@@ -560,7 +561,7 @@ class SharedOplocks(Oplocks):
             if not cursor.set_range(file) or not bytes(cursor.key()).startswith(file):
                 return
         with self._step(key):
-            super().break_directory(key, exempt)
+            super().break_directory(key, exempt, seen_at=seen_at)
             if name is not None:
                 now = self.clock()
                 self._txn.put(file + os.fsencode(name), CHANGE.pack(now), db=self.changes_db)
@@ -576,7 +577,7 @@ class SharedOplocks(Oplocks):
         for k in stale:
             self._txn.delete(k, db=self.changes_db)
 
-    def outside_change(self, key, name: str) -> None:
+    def outside_change(self, key, name: str, seen_at: float | None = None) -> None:
         """As `Oplocks.outside_change`; but where a worker changed that entry of the directory
         in the last CHANGE_WINDOW, the change seen is taken for that worker's (as one process
         takes a change of a path it changed itself in the last second or two, smb.notify's
@@ -586,7 +587,7 @@ class SharedOplocks(Oplocks):
             record = txn.get(_file(key) + os.fsencode(name), db=self.changes_db)
             changed = CHANGE.unpack_from(record)[0] if record is not None else None
         if changed is None or self.clock() - changed > CHANGE_WINDOW:
-            self.break_directory(key)
+            self.break_directory(key, seen_at=seen_at)
 
     def break_all_directories(self) -> None:
         """As `Oplocks.break_all_directories`, for the directory leases of every worker."""

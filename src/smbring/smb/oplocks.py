@@ -114,6 +114,10 @@ class Lease:
     breaking_to_requested: int = 0      # what a break asked for (an answer may give less)
     breaking_to_required: int = 0       # what it must come down to (later breaks lower it)
     deadline: float = 0.0
+    # a directory's: when its caching last grew (the clock's), so that a change seen before
+    # then, whose breaks are judged late (several workers), breaks nothing the client was
+    # granted after it: what it lists under the lease shows the change already
+    granted: float = 0.0
     holders: list = field(default_factory=list)    # its opens' Holders, oldest first
 
     @property
@@ -312,11 +316,15 @@ class Oplocks:
             lease.state = self._grantable(h, lease, wanted, locked)
             if version == 2:
                 lease.epoch = (epoch + 1) & 0xFFFF
+            if lease.directory:
+                lease.granted = self.clock()
         elif not lease.breaking and wanted != lease.state and wanted & lease.state == lease.state \
                 and self._grantable(h, lease, wanted, locked) == wanted:
             lease.state = wanted
             if lease.version == 2:
                 lease.epoch = (lease.epoch + 1) & 0xFFFF
+            if lease.directory:
+                lease.granted = self.clock()
         h.lease, h.send_lease_break = lease, send_lease_break
         lease.holders.append(h)
         return lease
@@ -439,26 +447,29 @@ class Oplocks:
         return self._directory_leases > 0
 
     def break_directory(self, key, exempt: tuple[bytes, bytes] | None = None,
-                        name: str | None = None) -> None:
+                        name: str | None = None, seen_at: float | None = None) -> None:
         """A change that a listing of the directory `key` shows: its leases are broken to none
         (those holding HANDLE caching must answer; while one is being broken already, what it
         must come down to becomes none), but the lease `exempt` (ClientGuid, LeaseKey), the
-        one the change was made under. `name`: the entry changed, where the server changed it
-        (of use where `other_processes` see the change)."""
+        one the change was made under, and (`seen_at`: when the change was seen, where that
+        was before now) any granted since. `name`: the entry changed, where the server changed
+        it (of use where `other_processes` see the change)."""
         seen = set()
         for h in list(self._files.get(key, {}).values()):
             lease = h.lease
             if lease is None or lease in seen or lease.ident == exempt:
                 continue
             seen.add(lease)
+            if seen_at is not None and lease.granted > seen_at:
+                continue
             if lease.state or lease.breaking:
                 self._break_lease(lease, 0)
 
-    def outside_change(self, key, name: str) -> None:
+    def outside_change(self, key, name: str, seen_at: float | None = None) -> None:
         """The kernel saw the entry `name` of the directory `key` change, not by this
-        process's doing: another program's change, whose directory leases are broken, none
-        spared."""
-        self.break_directory(key)
+        process's doing (seen `seen_at`, by the clock): another program's change, whose
+        directory leases are broken, none spared but those granted after it was seen."""
+        self.break_directory(key, seen_at=seen_at)
 
     def break_all_directories(self) -> None:
         """A change whose directory could not be found (its name gone meanwhile): every
