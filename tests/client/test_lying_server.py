@@ -348,6 +348,53 @@ def test_altered_signed_response_is_refused(smbring_server, tampering_proxy, tmp
     assert [p for p in os.listdir(tmp_path) if p.startswith(".f.")] == []
 
 
+@pytest.mark.parametrize("lie", ["echoed", "other-signature", "echoed-success"])
+def test_an_answer_carrying_its_requests_own_signature_is_taken_only_as_such_a_failure(
+        smbring_server, tampering_proxy, lie):
+    """smbd and Windows answer some failures they meet before any key can sign (a related
+    request after a failed one, a session, tree or file they do not know) with the request's
+    own SIGNED flag and signature. The client takes such an answer (INVALID_PARAMETER,
+    FILE_CLOSED, NETWORK_NAME_DELETED, USER_SESSION_DELETED) as the failure it is, and only
+    with that very signature: with another one it is a forgery that ends the connection, and
+    a success never comes so."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"data")
+    signatures = {}         # MessageId -> the signature its request went out with
+
+    def note(frame):
+        for start, end in responses_in(frame):
+            if frame[:4] == wire.PROTOCOL_ID and struct.unpack_from("<I", frame, start + 16)[0] & wire.FLAGS_SIGNED:
+                signatures[struct.unpack_from("<Q", frame, start + 24)[0]] = bytes(frame[start + 48:start + 64])
+        return frame
+
+    def forge(frame):
+        message_id = struct.unpack_from("<Q", frame, 24)[0]
+        forged = bytearray(frame[:64]) + struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
+        struct.pack_into("<I", forged, 8, 0 if lie == "echoed-success" else wire.STATUS_INVALID_PARAMETER)
+        forged[48:64] = signatures[message_id] if lie != "other-signature" else os.urandom(16)
+        return forged
+
+    async def go():
+        proxy = tampering_proxy(srv["port"], first_only(forge, lambda f: command(f) == wire.QUERY_INFO),
+                                intercept=note)
+        await proxy.__aenter__()
+        c = await sc.connect("127.0.0.1", proxy.port, srv["user"], srv["password"], srv["name"], sign=True)
+        try:
+            async with await c.open("f") as f:
+                if lie == "echoed":
+                    with pytest.raises(sc.SMBError, match="INVALID_PARAMETER"):
+                        await f.stat()
+                    assert (await f.stat()).size == 4       # the connection goes on
+                else:
+                    with pytest.raises(ConnectionError, match="bad signature"):
+                        await f.stat()
+                    assert not c.connected
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
 def test_altered_sealed_response_is_refused(smbring_server, tampering_proxy):
     srv = smbring_server()
     (srv["share"] / "f").write_bytes(os.urandom(MiB))

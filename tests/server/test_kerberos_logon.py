@@ -772,6 +772,81 @@ def test_a_session_expires_with_its_ticket_until_it_is_renewed(realm, start, tmp
 
 
 
+@pytest.mark.parametrize("protection", ["", "signed", "sealed"])
+def test_the_smbring_client_renews_a_session_whose_ticket_ended(realm, start, tmp_path, monkeypatch, protection):
+    """Session expiration from the client's side: once the logon's ticket has ended the
+    server refuses the session's requests (STATUS_NETWORK_SESSION_EXPIRED), and smbring's
+    client logs the session on again, with the ticket renewed in its credential cache
+    meanwhile (as a renewal daemon keeps it), then sends the request again (MS-SMB2). A stat,
+    a listing, a write and a read through a file opened before the end, a put (WRITEs driven
+    by their answers) and a get all go on, in the same session, tree and open. Where no fresh
+    ticket can be had, the operation fails with an error and the connections end (no hang,
+    no endless retry). Signed and sealed sessions renew signed and sealed. Fails without the
+    renewal: SMBError NETWORK_SESSION_EXPIRED."""
+    import asyncio
+
+    from smbring.client import connect
+    server = start({"": "", "signed": "server signing = mandatory", "sealed": "smb encrypt = required"}[protection])
+    ccache = tmp_path / "alice.ccache"
+    env = realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache, "-l", "4s")
+    for name in ("KRB5_CONFIG", "KRB5CCNAME"):
+        monkeypatch.setenv(name, env[name])
+    data = payload(3_000_000)
+    (tmp_path / "up.bin").write_bytes(data)
+
+    async def until_the_ticket_ends(started: float) -> None:
+        await asyncio.sleep(max(started + 4 - time.monotonic(), 0) + 2 + 1.5)   # + the skew allowed, a margin
+
+    async def renewed() -> None:
+        started = time.monotonic()
+        client = await connect("localhost", server.port, share="share", auth="negotiate")
+        assert (client.signing, client.encrypting) == (protection == "signed", protection == "sealed")
+        async with client:
+            f = await client.open("kept.bin", "w+")
+            await f.write(b"before")
+            await until_the_ticket_ends(started)
+            realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache)      # a fresh ticket in the cache
+            assert (await client.stat("kept.bin")).size == 6
+            assert client.renewals == 1
+            await f.write(b" after")
+            await f.seek(0)
+            assert await f.read() == b"before after"
+            await f.close()
+            assert "kept.bin" in [e.name async for e in client.listdir("")]
+            await client.put(str(tmp_path / "up.bin"), "up.bin")
+            await client.get("up.bin", str(tmp_path / "down.bin"))
+            assert client.renewals == 1
+        assert (tmp_path / "down.bin").read_bytes() == data
+
+    async def a_put_across_the_end() -> None:
+        realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache, "-l", "4s")
+        started = time.monotonic()
+        client = await connect("localhost", server.port, share="share", auth="negotiate")
+        async with client:
+            f = await client.open("across.bin", "w")
+            await until_the_ticket_ends(started)
+            realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache)
+            await f.write(data)             # the first WRITEs refused, the rest after the renewal
+            await f.close()
+            assert client.renewals == 1
+        assert (server.share / "across.bin").read_bytes() == data
+
+    async def no_fresh_ticket() -> None:
+        realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache, "-l", "4s")
+        started = time.monotonic()
+        client = await connect("localhost", server.port, share="share", auth="negotiate")
+        async with client:
+            await until_the_ticket_ends(started)
+            with pytest.raises(RuntimeError, match="logon"):      # the mechanism's own reason
+                await asyncio.wait_for(client.stat("kept.bin"), 30)
+            assert not client.connected
+
+    asyncio.run(renewed())
+    asyncio.run(a_put_across_the_end())
+    asyncio.run(no_fresh_ticket())
+    assert server.log_text().count("re-authenticated") >= 2
+
+
 def test_a_logon_after_another_users_work_reads_the_keytab_as_the_server(realm, start, tmp_path):
     """The event loop's thread acts as the last session's user until the server's own work
     needs root (vfs.identity): the keytab (root's, 0600) is read and the replay cache written

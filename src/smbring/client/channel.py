@@ -123,12 +123,24 @@ class _WriteAnswer:
         return self._header
 
 
+# failures a server answers before any key can sign them (a related request after a failed
+# one, a session or tree or file it does not know), which smbd and Windows answer with the
+# request's own SIGNED flag and signature, as they build an answer from its request: taken
+# so only with that very signature (Samba's client takes them unchecked), and only as the
+# failures they are
+_ECHOED_FAILURES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
+                              wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
+
+# what is not sent again after a renewal of its session: the logon itself, and the ends of
+# the session and its tree (a client closing does not log on again to say goodbye)
+_NOT_RENEWED = frozenset({wire.NEGOTIATE, wire.SESSION_SETUP, wire.LOGOFF, wire.TREE_DISCONNECT})
+
 NO_DEADLINE = float("inf")     # a CHANGE_NOTIFY the server said it will answer when something changes
 
 
 class _Pending:
     __slots__ = ("command", "charge", "future", "keys", "signed", "into", "deadline", "interim",
-                 "chained")
+                 "chained", "signature")
 
     def __init__(self, command: int, charge: int, future: asyncio.Future, keys: SessionKeys | None,
                  signed: bool, into: FileTarget | None = None,
@@ -142,6 +154,7 @@ class _Pending:
         self.deadline = deadline    # when the answer is due (the loop's clock)
         self.interim = False        # the server answered STATUS_PENDING (one such answer a request)
         self.chained = None         # sent in a compound (Channel.compound): its requests' _Pendings
+        self.signature = b""        # the request's own signature, where it was signed
 
 
 def _taken(future: asyncio.Future) -> None:
@@ -185,6 +198,10 @@ class Channel:
         self._sessions: dict[int, SessionKeys] = {}
         self.pool: ReceivePool | None = None   # where large frames are received (the client's)
         self.on_lost = None             # called with the channel when its connection is lost
+        # the session this channel carries, where it can log on again once the server says
+        # it has expired (its Kerberos ticket ended): an object with `renewals` (how often it
+        # was renewed) and `renew_session(seen)` (a coroutine: the Client)
+        self.renewer = None
         # receiving: the 4-byte frame length, then the frame into a buffer of its own
         self._length = bytearray(4)
         self._frame: bytearray | memoryview | None = None
@@ -744,13 +761,23 @@ class Channel:
         key that only its end defines); into: a READ's file, where its data may be spliced
         (then Response.spliced says how much went there). A status outside `expect` raises
         SMBError (expect=None: no status raises)."""
-        if self._error is not None:
-            raise self._error
-        charge = self.charge_for(payload)
-        message_id = await self._take_credits(charge)
-        pending, sent = self._send_request(message_id, charge, command, body, keys, tree_id,
-                                           session_id, data, sign, verify, into, keep_request)
-        response = await pending.future
+        renewer = self.renewer if keys is not None and command not in _NOT_RENEWED else None
+        while True:
+            if self._error is not None:
+                raise self._error
+            renewals = renewer.renewals if renewer is not None else 0
+            charge = self.charge_for(payload)
+            message_id = await self._take_credits(charge)
+            pending, sent = self._send_request(message_id, charge, command, body, keys, tree_id,
+                                               session_id, data, sign, verify, into, keep_request)
+            response = await pending.future
+            if response.status != wire.STATUS_NETWORK_SESSION_EXPIRED or renewer is None:
+                break
+            # the session's logon has ended (MS-SMB2, handling session expiration): logged on
+            # again, the request goes again (once: a session refused right after its renewal
+            # is not renewed again)
+            await renewer.renew_session(renewals)
+            renewer = None
         response.request = sent
         if expect is not None and response.status not in expect:
             raise error_for(response.status, what or _command_name(command))
@@ -788,6 +815,8 @@ class Channel:
                 security.apply_signature(keys.signing_algorithm, keys.signing_key, message)
             messages.append(message)
             pending = self._register(message_id, charge, command, keys, signed and not sealed, None)
+            if signed and not sealed:
+                pending.signature = bytes(message[48:64])
             pending.chained = pendings
             pendings.append(pending)
             message_id += charge
@@ -916,6 +945,8 @@ class Channel:
         sent = b"".join(parts) if keep_request else None
         pending = self._register(message_id, charge, command, keys, signed and verify, into,
                                  waiter)
+        if signed and not sealed:
+            pending.signature = bytes(parts[0][48:64])
         self._send([_LENGTH.pack(sum(len(p) for p in parts)), *parts])
         return pending, sent
 
@@ -1055,7 +1086,9 @@ class Channel:
             if not header.flags & wire.FLAGS_SIGNED:
                 raise ProtocolError(f"unsigned {_command_name(header.command)} response on a "
                                     f"signed session")
-            if not security.verify(keys.signing_algorithm, keys.signing_key, frame):
+            if not security.verify(keys.signing_algorithm, keys.signing_key, frame) and not (
+                    header.status in _ECHOED_FAILURES and pending.signature
+                    and frame[48:64] == pending.signature):
                 raise ProtocolError(f"bad signature on the {_command_name(header.command)} "
                                     f"response (MessageId {header.message_id}): the message "
                                     f"was altered or not sent by the server")

@@ -113,6 +113,16 @@ def _source_chunk(source: Source, offset: int, n: int):
     return chunk
 
 
+class _SessionExpired(Exception):
+    """A _WritePump's WRITE was refused STATUS_NETWORK_SESSION_EXPIRED: once the session is
+    renewed, the writing goes on from `offset` (that WRITE's, or an earlier one's whose answer
+    the pump stopped waiting for: WRITEs may be sent again, the same bytes at the same place)."""
+
+    def __init__(self, offset: int):
+        super().__init__(f"the session expired (writing from {offset})")
+        self.offset = offset
+
+
 class _Write:
     """One WRITE of a _WritePump, standing for its future on the channel (done, set_result,
     set_exception): its answer goes straight to the pump."""
@@ -218,6 +228,8 @@ class _WritePump:
         self.finish(write)
         if error is None:
             try:
+                if response.status == wire.STATUS_NETWORK_SESSION_EXPIRED:
+                    raise _SessionExpired(min([write.offset, *(w.offset for w in self.flying)]))
                 if response.status != wire.STATUS_SUCCESS:
                     raise error_for(response.status, self.what)
                 self.f._check_written(m.parse_write(response.message), write.chunk, write.offset)
@@ -435,8 +447,10 @@ class RemoteFile:
 
         what = f"write {self.path!r}"      # (once, not per WRITE)
 
-        def jobs():
-            start, end = offset, offset + length
+        end = offset + length
+
+        def jobs():         # (from `offset` as it stands: after a renewal, where the pump stopped)
+            start = offset
             while start < end:
                 n = min(_write_size(client, chunk_size), end - start)
                 chunk = _source_chunk(source, start, n)
@@ -449,10 +463,18 @@ class RemoteFile:
                 done(chunk)
 
         depth = client.transfer_depth if depth is None else max(1, depth)
-        channel = client.sole_channel()
-        if channel is not None:
-            await _WritePump(self, channel, offset, length, source, done, chunk_size, depth, what).run()
-            return length
+        renewed_at = None       # where the writing went on after the last renewal
+        while (channel := client.sole_channel()) is not None:
+            renewals = client.renewals
+            try:
+                await _WritePump(self, channel, offset, end - offset, source, done, chunk_size, depth,
+                                 what).run()
+                return length
+            except _SessionExpired as e:
+                if client.guest or e.offset == renewed_at:      # refused again, nothing written since
+                    raise error_for(wire.STATUS_NETWORK_SESSION_EXPIRED, what) from None
+                await client.renew_session(renewals)
+                offset = renewed_at = e.offset
         await pipelined_requests(jobs(), depth, self._finish_write, abandon=abandon)
         return length
 

@@ -102,6 +102,11 @@ class Client:
         self.direct = True
         self.direct_bytes = 0           # bytes get wrote with O_DIRECT (diagnostics)
         self.limits = Limits()          # how much the server's listings may make it do
+        self.renewals = 0               # logons again after the server said the session expired
+        self._renewing: asyncio.Lock | None = None
+        # (user, password, domain) of the logon, for a renewal: what a multichannel binding
+        # holds too (a Kerberos logon takes its ticket from the credential cache afresh)
+        self._credentials: tuple[str, str, str] | None = None
 
     # ---- lifecycle ----
 
@@ -142,9 +147,36 @@ class Client:
     def open_channels(self) -> int:
         return sum(1 for c in self._channels if not c.closed)
 
+    async def renew_session(self, seen: int) -> None:
+        """Logs the session on again after the server answered STATUS_NETWORK_SESSION_EXPIRED
+        (its Kerberos ticket ended), as MS-SMB2 has a client do before it sends the request
+        again: a SESSION_SETUP of this session with the logon's credentials (Kerberos: a
+        ticket from the credential cache, renewed there meanwhile), protected as the
+        session's requests are; the session keeps its keys, tree connect and opens. `seen`:
+        `renewals` when the refused request went out; where the session was renewed since
+        (another request's refusal), nothing is done. A refused renewal raises what the
+        logon raises (the operation fails) and closes the connections (the session is over)."""
+        if self._renewing is None:
+            self._renewing = asyncio.Lock()
+        async with self._renewing:
+            if self.renewals != seen:
+                return
+            channel = self._open_channel() or self._channels[0]
+            if self._credentials is None or self.guest:
+                raise error_for(wire.STATUS_NETWORK_SESSION_EXPIRED, "the session expired")
+            try:
+                await _reauthenticate(channel, self, *self._credentials)
+            except BaseException:
+                for c in self._channels:
+                    await c.close()
+                raise
+            self.renewals += 1
+
     def _adopt(self, channel: Channel) -> None:
-        """What every channel of the session shares: the receive buffers, and the largest frame
-        accepted (a READ of read_size goes on whichever channel is least busy)."""
+        """What every channel of the session shares: the receive buffers, the largest frame
+        accepted (a READ of read_size goes on whichever channel is least busy), and the logon
+        again where the session expires."""
+        channel.renewer = self
         channel.pool = self.pool
         channel.frame_limit = max(channel.frame_limit, self._channels[0].frame_limit)
 
@@ -271,9 +303,18 @@ class Client:
         """Related requests in one frame on the first channel still open (Channel.compound):
         (command, body, payload) each, the second and later acting on the file the first
         opens. Their Responses, statuses unchecked. Not sent again if that channel fails."""
+        renewals = self.renewals
         channel = self._open_channel() or self._channels[0]
         answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
-        return answers if answers is not None else await self._one_by_one(channel, parts)
+        if answers is None:
+            return await self._one_by_one(channel, parts)
+        if answers[0].status == wire.STATUS_NETWORK_SESSION_EXPIRED and not self.guest:
+            await self.renew_session(renewals)        # then once more, as request() does
+            channel = self._open_channel() or self._channels[0]
+            answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
+            if answers is None:
+                return await self._one_by_one(channel, parts)
+        return answers
 
     async def _one_by_one(self, channel: Channel, parts) -> list:
         """compound()'s requests sent one at a time, where the server's window will not hold
@@ -319,10 +360,11 @@ class Client:
         data_request."""
         channel = self._least_loaded()
         if channel is not None:
+            renewals = self.renewals
             future = channel.start_request(command, body, keys=channel.keys, tree_id=self.tree_id,
                                            **kw)
             if future is not None:
-                return channel, future, (command, body, expect, what, kw)
+                return channel, future, (command, body, expect, what, kw, renewals)
         return None, asyncio.ensure_future(
             self.data_request(command, body, expect=expect, what=what, **kw)), None
 
@@ -346,7 +388,7 @@ class Client:
         channel, future, request = started
         if channel is None:             # data_request itself, as a task
             return await future
-        command, body, expect, what, kw = request
+        command, body, expect, what, kw, renewals = request
         try:
             response = await future
         except ConnectionError as e:
@@ -354,6 +396,9 @@ class Client:
                     not any(not c.closed for c in self._channels):
                 raise
             self.retried += 1
+            return await self.data_request(command, body, expect=expect, what=what, **kw)
+        if response.status == wire.STATUS_NETWORK_SESSION_EXPIRED and not self.guest:
+            await self.renew_session(renewals)        # then once more, as request() does
             return await self.data_request(command, body, expect=expect, what=what, **kw)
         if response.status not in expect:
             raise error_for(response.status, what or "request")
@@ -586,6 +631,8 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size,
                     read_size=read_size)
     client.port, client.auth = port, auth
+    client._credentials = (user, password, domain)
+    channel.renewer = client
     if limits is not None:
         client.limits = limits
     try:
@@ -704,27 +751,10 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
     context = logon_context(client.auth, user, password, domain, client.host)
     security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if sign else 0)
     preauth = neg.preauth.copy()
-    token = step(context)
-    session_id = 0
-    while True:
-        r = await channel.request(
-            wire.SESSION_SETUP, m.session_setup_request(security_mode, token), session_id=session_id,
-            expect=(wire.STATUS_SUCCESS, wire.STATUS_MORE_PROCESSING_REQUIRED), keep_request=True,
-            what=f"logon as {principal or '(anonymous)'}")
-        if client.dialect == wire.SMB311:
-            preauth.update(r.request)
-        if session_id and r.header.session_id != session_id:
-            raise ProtocolError("the server changed the session id during the logon")
-        session_id = r.header.session_id
-        flags, reply = m.parse_session_setup(r.message)
-        if r.status == wire.STATUS_MORE_PROCESSING_REQUIRED:
-            if client.dialect == wire.SMB311:
-                preauth.update(r.message)
-            token = step(context, reply)
-            if not token:
-                raise ProtocolError("the logon needs another step but the mechanism has nothing to send")
-            continue
-        break
+    r, flags, reply = await _logon_steps(channel, context, security_mode, 0, None,
+                                         preauth if client.dialect == wire.SMB311 else None,
+                                         f"logon as {principal or '(anonymous)'}")
+    session_id = r.header.session_id
     # an anonymous logon proved nothing and has no key, whatever the flags say (Samba gives
     # an anonymous session neither IS_NULL nor a signature)
     anonymous = client.auth == "ntlm" and not user and not password
@@ -765,6 +795,54 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         raise ProtocolError("the server requires encryption but negotiated no cipher")
     client.keys = channel.keys = keys
     channel.register(keys)
+
+
+async def _logon_steps(channel: Channel, context, security_mode: int, session_id: int,
+                       keys: SessionKeys | None, preauth: security.PreauthIntegrity | None,
+                       what: str):
+    """The SESSION_SETUP requests of one logon (or of a session's renewal, `keys` protecting
+    them), each carrying the mechanism's next token, until the server's answer is final:
+    (that Response, its session flags, its security token). `preauth`: the 3.1.1 hash, fed
+    each request and each answer that asks for more."""
+    token = step(context)
+    while True:
+        r = await channel.request(
+            wire.SESSION_SETUP, m.session_setup_request(security_mode, token), session_id=session_id,
+            keys=keys, sign=keys is not None, expect=(wire.STATUS_SUCCESS, wire.STATUS_MORE_PROCESSING_REQUIRED),
+            keep_request=True, what=what)
+        if preauth is not None:
+            preauth.update(r.request)
+        if session_id and r.header.session_id != session_id:
+            raise ProtocolError("the server changed the session id during the logon")
+        session_id = r.header.session_id
+        flags, reply = m.parse_session_setup(r.message)
+        if r.status != wire.STATUS_MORE_PROCESSING_REQUIRED:
+            return r, flags, reply
+        if preauth is not None:
+            preauth.update(r.message)
+        token = step(context, reply)
+        if not token:
+            raise ProtocolError("the logon needs another step but the mechanism has nothing to send")
+
+
+async def _reauthenticate(channel: Channel, client: Client, user: str, password: str,
+                          domain: str) -> None:
+    """A logon again of the client's session on `channel` (Client.renew_session), signed (or
+    sealed) with the channel's keys, which it leaves as they are (MS-SMB2: a
+    re-authentication derives no keys); its final answer must be signed or sealed with them."""
+    principal = f"{domain}\\{user}" if domain else user
+    context = logon_context(client.auth, user, password, domain, client.host)
+    keys = channel.keys
+    security_mode = wire.SECURITY_SIGNING_ENABLED | (wire.SECURITY_SIGNING_REQUIRED if keys.sign else 0)
+    r, flags, reply = await _logon_steps(channel, context, security_mode, keys.session_id, keys, None,
+                                         f"renewed logon as {principal or '(anonymous)'}")
+    if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
+        raise error_for(wire.STATUS_LOGON_FAILURE, f"renewed logon as {principal}: the server made it "
+                        f"a guest session (credentials not accepted)")
+    if reply:
+        step(context, reply)
+    if not context.complete:
+        raise ProtocolError("the server accepted the renewed logon before the mechanism completed")
 
 
 async def _tree_connect(client: Client, host: str, share: str) -> None:
