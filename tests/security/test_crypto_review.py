@@ -227,26 +227,29 @@ FORGED_TRANSFORMS = {
 }
 
 
-@pytest.mark.parametrize("forgery", FORGED_TRANSFORMS)
-def test_a_forged_transform_header_drops_the_connection(plain, forgery):
-    name = _file(plain, "enc", f"transform-{forgery}.txt")
+def _two_sessions(plain, name: str):
+    """A client of 3.1.1 sealing with AES-128-GCM, two sessions of it, the first's tree of the
+    encrypted share and an open of `name` there: (client, session, other session, tree, FileId)."""
     c = plain.client()
     c.negotiate((wire.SMB311,), ciphers=(security.AES_128_GCM,))
     s = c.logon(plain.user, plain.password)
     other = c.logon(plain.user, plain.password)
     enc = c.tree(s, "enc")
-    fid = enc.open(name)
+    return c, s, other, enc, enc.open(name)
+
+
+@pytest.mark.parametrize("forgery", FORGED_TRANSFORMS)
+def test_a_forged_transform_header_drops_the_connection(plain, forgery):
+    c, s, other, enc, fid = _two_sessions(plain, _file(plain, "enc", f"transform-{forgery}.txt"))
     forge = dict(FORGED_TRANSFORMS[forgery])
     if "size_delta" in forge:
         msg = bytes(enc.message(wire.READ, read_body(fid, 64), payload=64))
         frame = _seal(c.cipher, s.encrypt_key, s.id, msg, size=len(msg) + forge.pop("size_delta"))
     else:
         which = forge.pop("other", None)
-        if which == "key":
-            forge["sealer"] = other
-        if which == "key":
-            forge["session_id"] = s.id
-        if which == "id":
+        if which == "key":      # the other session's key, this one's SessionId
+            forge["sealer"], forge["session_id"] = other, s.id
+        if which == "id":       # this session's key, the other's SessionId
             forge["session_id"] = other.id
         frame = _sealed_read(c, s, enc, fid, **forge)
     c.sock.settimeout(3)        # for the forged frame alone: the logons above may take longer
@@ -258,13 +261,7 @@ def test_a_request_sealed_with_another_sessions_key_and_id_reaches_nothing(plain
     of one client): the frame is B's, which may not act for A. It is answered ACCESS_DENIED,
     sealed with B's key, as smbd answers it, and nothing of the file is read; the connection
     and A's open go on."""
-    name = _file(plain, "enc", "transform-other-session.txt")
-    c = plain.client()
-    c.negotiate((wire.SMB311,), ciphers=(security.AES_128_GCM,))
-    s = c.logon(plain.user, plain.password)
-    other = c.logon(plain.user, plain.password)
-    enc = c.tree(s, "enc")
-    fid = enc.open(name)
+    c, s, other, enc, fid = _two_sessions(plain, _file(plain, "enc", "transform-other-session.txt"))
     frame = _sealed_read(c, s, enc, fid, sealer=other)
     c.send_frame(len(frame).to_bytes(4, "big") + frame)
     [r] = c.parse(c.recv_frame())
