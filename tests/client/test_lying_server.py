@@ -395,6 +395,42 @@ def test_an_answer_carrying_its_requests_own_signature_is_taken_only_as_such_a_f
     run(go())
 
 
+def test_an_ntlm_session_said_to_have_expired_sends_no_logon_again(smbring_server, tampering_proxy):
+    """NTLM sessions do not expire: an answer STATUS_NETWORK_SESSION_EXPIRED (which anyone on
+    the path of an unsigned session can forge) fails the operation, and the client sends no
+    SESSION_SETUP (no NTLM logon to relay); a Kerberos session's is renewed (the Kerberos
+    tests)."""
+    srv = smbring_server()
+    (srv["share"] / "f").write_bytes(b"data")
+    setups = []
+
+    def note(frame):
+        if command(frame) == wire.SESSION_SETUP:
+            setups.append(frame)
+        return frame
+
+    def expired(frame):
+        struct.pack_into("<I", frame, 8, wire.STATUS_NETWORK_SESSION_EXPIRED)
+        return frame[:64] + struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
+
+    async def go():
+        proxy = tampering_proxy(srv["port"], first_only(expired, lambda f: command(f) == wire.QUERY_INFO),
+                                intercept=note)
+        await proxy.__aenter__()
+        c = await sc.connect("127.0.0.1", proxy.port, srv["user"], srv["password"], srv["name"])
+        logon = len(setups)
+        try:
+            async with await c.open("f") as f:
+                with pytest.raises(sc.SMBError, match="NETWORK_SESSION_EXPIRED"):
+                    await f.stat()
+                assert (await f.stat()).size == 4
+            assert len(setups) == logon and c.renewals == 0
+        finally:
+            await c.close()
+            await proxy.__aexit__(None, None, None)
+    run(go())
+
+
 def test_altered_sealed_response_is_refused(smbring_server, tampering_proxy):
     srv = smbring_server()
     (srv["share"] / "f").write_bytes(os.urandom(MiB))

@@ -104,8 +104,11 @@ class Client:
         self.limits = Limits()          # how much the server's listings may make it do
         self.renewals = 0               # logons again after the server said the session expired
         self._renewing: asyncio.Lock | None = None
-        # (user, password, domain) of the logon, for a renewal: what a multichannel binding
-        # holds too (a Kerberos logon takes its ticket from the credential cache afresh)
+        # (user, password, domain) of a Kerberos logon, for a renewal: what a multichannel
+        # binding holds too (the ticket itself is taken from the credential cache afresh).
+        # None for NTLM, whose sessions do not expire: an answer saying one did is not taken
+        # as a reason to send the credentials again (someone on the path of an unsigned
+        # session could say it, to have a logon to relay)
         self._credentials: tuple[str, str, str] | None = None
 
     # ---- lifecycle ----
@@ -155,7 +158,9 @@ class Client:
         session's requests are; the session keeps its keys, tree connect and opens. `seen`:
         `renewals` when the refused request went out; where the session was renewed since
         (another request's refusal), nothing is done. A refused renewal raises what the
-        logon raises (the operation fails) and closes the connections (the session is over)."""
+        logon raises (the operation fails) and closes the connections (the session is over).
+        Only a Kerberos session is renewed: NTLM sessions do not expire, and such an answer
+        for one fails the operation (SMBError NETWORK_SESSION_EXPIRED) without a logon."""
         if self._renewing is None:
             self._renewing = asyncio.Lock()
         async with self._renewing:
@@ -631,7 +636,6 @@ async def connect(host: str, port: int = 445, user: str = "", password: str = ""
     client = Client(channel, host, share, io_size=io_size, depth=depth, write_size=write_size,
                     read_size=read_size)
     client.port, client.auth = port, auth
-    client._credentials = (user, password, domain)
     channel.renewer = client
     if limits is not None:
         client.limits = limits
@@ -773,6 +777,8 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         step(context, reply)       # lets the mechanism check the server's mechListMIC
     if not context.complete:
         raise ProtocolError("the server accepted the logon before the mechanism completed")
+    if getattr(context, "negotiated_protocol", "") == "kerberos":
+        client._credentials = (user, password, domain)      # (a session that can expire)
     # the whole key: signing takes its first 16 bytes, the AES-256 ciphers all of it (a
     # Kerberos AES-256 key is 32 bytes; security.cipher_keys)
     session_key = bytes(context.session_key)
