@@ -92,3 +92,11 @@ fuzz: build
 	nice -n 10 $(BIN)/python tests/fuzz/harness.py -max_total_time=$(FUZZ_TIME) -timeout=10 \
 		-rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ \
 		$(FUZZ_ARGS) $(FUZZ_DIR)/corpus tests/fuzz/corpus
+
+# The same for the named pipes' DCE/RPC (srvsvc, wkssvc, lsarpc), from tests/fuzz/rpc_corpus
+.PHONY: fuzz-rpc
+fuzz-rpc: build
+	mkdir -p $(FUZZ_DIR)/rpc-corpus
+	nice -n 10 $(BIN)/python tests/fuzz/rpc_harness.py -max_total_time=$(FUZZ_TIME) -timeout=10 \
+		-rss_limit_mb=2048 -max_len=70000 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ \
+		$(FUZZ_ARGS) $(FUZZ_DIR)/rpc-corpus tests/fuzz/rpc_corpus
