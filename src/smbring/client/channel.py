@@ -200,7 +200,7 @@ class Channel:
         self.on_lost = None             # called with the channel when its connection is lost
         # the session this channel carries, where it can log on again once the server says
         # it has expired (its Kerberos ticket ended): an object with `renewals` (how often it
-        # was renewed) and `renew_session(seen)` (a coroutine: the Client)
+        # was renewed) and `renew_session(seen)` (a coroutine, True once renewed: the Client)
         self.renewer = None
         # receiving: the 4-byte frame length, then the frame into a buffer of its own
         self._length = bytearray(4)
@@ -771,12 +771,12 @@ class Channel:
             pending, sent = self._send_request(message_id, charge, command, body, keys, tree_id,
                                                session_id, data, sign, verify, into, keep_request)
             response = await pending.future
-            if response.status != wire.STATUS_NETWORK_SESSION_EXPIRED or renewer is None:
-                break
             # the session's logon has ended (MS-SMB2, handling session expiration): logged on
             # again, the request goes again (once: a session refused right after its renewal
             # is not renewed again)
-            await renewer.renew_session(renewals)
+            if response.status != wire.STATUS_NETWORK_SESSION_EXPIRED or renewer is None or \
+                    not await renewer.renew_session(renewals):
+                break
             renewer = None
         response.request = sent
         if expect is not None and response.status not in expect:

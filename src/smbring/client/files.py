@@ -471,9 +471,9 @@ class RemoteFile:
                                  what).run()
                 return length
             except _SessionExpired as e:
-                if client.guest or e.offset == renewed_at:      # refused again, nothing written since
+                # (refused again right after a renewal, nothing written since: not renewed twice)
+                if e.offset == renewed_at or not await client.renew_session(renewals):
                     raise error_for(wire.STATUS_NETWORK_SESSION_EXPIRED, what) from None
-                await client.renew_session(renewals)
                 offset = renewed_at = e.offset
         await pipelined_requests(jobs(), depth, self._finish_write, abandon=abandon)
         return length

@@ -150,25 +150,26 @@ class Client:
     def open_channels(self) -> int:
         return sum(1 for c in self._channels if not c.closed)
 
-    async def renew_session(self, seen: int) -> None:
+    async def renew_session(self, seen: int) -> bool:
         """Logs the session on again after the server answered STATUS_NETWORK_SESSION_EXPIRED
         (its Kerberos ticket ended), as MS-SMB2 has a client do before it sends the request
         again: a SESSION_SETUP of this session with the logon's credentials (Kerberos: a
         ticket from the credential cache, renewed there meanwhile), protected as the
         session's requests are; the session keeps its keys, tree connect and opens. `seen`:
         `renewals` when the refused request went out; where the session was renewed since
-        (another request's refusal), nothing is done. A refused renewal raises what the
-        logon raises (the operation fails) and closes the connections (the session is over).
-        Only a Kerberos session is renewed: NTLM sessions do not expire, and such an answer
-        for one fails the operation (SMBError NETWORK_SESSION_EXPIRED) without a logon."""
+        (another request's refusal), nothing more is done. True where the session is renewed
+        (the caller sends again); False where it cannot be: only a Kerberos session is, for
+        NTLM sessions do not expire (the caller fails with the answer it had, and no logon
+        goes out). A refused renewal raises what the logon raises (the operation fails) and
+        closes the connections (the session is over)."""
+        if self._credentials is None or self.guest:
+            return False
         if self._renewing is None:
             self._renewing = asyncio.Lock()
         async with self._renewing:
             if self.renewals != seen:
-                return
+                return True
             channel = self._open_channel() or self._channels[0]
-            if self._credentials is None or self.guest:
-                raise error_for(wire.STATUS_NETWORK_SESSION_EXPIRED, "the session expired")
             try:
                 await _reauthenticate(channel, self, *self._credentials)
             except BaseException:
@@ -176,6 +177,7 @@ class Client:
                     await c.close()
                 raise
             self.renewals += 1
+            return True
 
     def _adopt(self, channel: Channel) -> None:
         """What every channel of the session shares: the receive buffers, the largest frame
@@ -313,8 +315,8 @@ class Client:
         answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
         if answers is None:
             return await self._one_by_one(channel, parts)
-        if answers[0].status == wire.STATUS_NETWORK_SESSION_EXPIRED and not self.guest:
-            await self.renew_session(renewals)        # then once more, as request() does
+        if answers[0].status == wire.STATUS_NETWORK_SESSION_EXPIRED and await self.renew_session(renewals):
+            # (then once more, as request() does)
             channel = self._open_channel() or self._channels[0]
             answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
             if answers is None:
@@ -402,9 +404,8 @@ class Client:
                 raise
             self.retried += 1
             return await self.data_request(command, body, expect=expect, what=what, **kw)
-        if response.status == wire.STATUS_NETWORK_SESSION_EXPIRED and not self.guest:
-            await self.renew_session(renewals)        # then once more, as request() does
-            return await self.data_request(command, body, expect=expect, what=what, **kw)
+        if response.status == wire.STATUS_NETWORK_SESSION_EXPIRED and await self.renew_session(renewals):
+            return await self.data_request(command, body, expect=expect, what=what, **kw)    # (once more)
         if response.status not in expect:
             raise error_for(response.status, what or "request")
         return response
