@@ -772,7 +772,7 @@ def test_a_session_expires_with_its_ticket_until_it_is_renewed(realm, start, tmp
 
 
 
-@pytest.mark.parametrize("protection", ["", "signed", "sealed"])
+@pytest.mark.parametrize("protection", ["", "signed", "sealed", "two channels"])
 def test_the_smbring_client_renews_a_session_whose_ticket_ended(realm, start, tmp_path, monkeypatch, protection):
     """Session expiration from the client's side: once the logon's ticket has ended the
     server refuses the session's requests (STATUS_NETWORK_SESSION_EXPIRED), and smbring's
@@ -781,12 +781,14 @@ def test_the_smbring_client_renews_a_session_whose_ticket_ended(realm, start, tm
     a listing, a write and a read through a file opened before the end, a put (WRITEs driven
     by their answers) and a get all go on, in the same session, tree and open. Where no fresh
     ticket can be had, the operation fails with an error and the connections end (no hang,
-    no endless retry). Signed and sealed sessions renew signed and sealed. Fails without the
-    renewal: SMBError NETWORK_SESSION_EXPIRED."""
+    no endless retry). Signed and sealed sessions renew signed and sealed; a session of two
+    channels renews once, for both. Fails without the renewal: SMBError
+    NETWORK_SESSION_EXPIRED."""
     import asyncio
 
     from smbring.client import connect
-    server = start({"": "", "signed": "server signing = mandatory", "sealed": "smb encrypt = required"}[protection])
+    server = start({"signed": "server signing = mandatory", "sealed": "smb encrypt = required"}.get(protection, ""))
+    channels = 2 if protection == "two channels" else 1
     ccache = tmp_path / "alice.ccache"
     env = realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache, "-l", "4s")
     for name in ("KRB5_CONFIG", "KRB5CCNAME"):
@@ -799,8 +801,9 @@ def test_the_smbring_client_renews_a_session_whose_ticket_ended(realm, start, tm
 
     async def renewed() -> None:
         started = time.monotonic()
-        client = await connect("localhost", server.port, share="share", auth="negotiate")
+        client = await connect("localhost", server.port, share="share", auth="negotiate", channels=channels)
         assert (client.signing, client.encrypting) == (protection == "signed", protection == "sealed")
+        assert client.open_channels == channels, client.multichannel_note
         async with client:
             f = await client.open("kept.bin", "w+")
             await f.write(b"before")
@@ -821,7 +824,7 @@ def test_the_smbring_client_renews_a_session_whose_ticket_ended(realm, start, tm
     async def a_put_across_the_end() -> None:
         realm.kinit(f"{ALICE}@{REALM}", PASSWORD, ccache, "-l", "4s")
         started = time.monotonic()
-        client = await connect("localhost", server.port, share="share", auth="negotiate")
+        client = await connect("localhost", server.port, share="share", auth="negotiate", channels=channels)
         async with client:
             f = await client.open("across.bin", "w")
             await until_the_ticket_ends(started)
