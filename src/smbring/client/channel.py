@@ -123,14 +123,6 @@ class _WriteAnswer:
         return self._header
 
 
-# failures a server answers before any key can sign them (a related request after a failed
-# one, a session or tree or file it does not know), which smbd and Windows answer with the
-# request's own SIGNED flag and signature, as they build an answer from its request: taken
-# so only with that very signature (Samba's client takes them unchecked), and only as the
-# failures they are
-_ECHOED_FAILURES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
-                              wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
-
 # what is not sent again after a renewal of its session: the logon itself, and the ends of
 # the session and its tree (a client closing does not log on again to say goodbye)
 _NOT_RENEWED = frozenset({wire.NEGOTIATE, wire.SESSION_SETUP, wire.LOGOFF, wire.TREE_DISCONNECT})
@@ -1086,8 +1078,11 @@ class Channel:
             if not header.flags & wire.FLAGS_SIGNED:
                 raise ProtocolError(f"unsigned {_command_name(header.command)} response on a "
                                     f"signed session")
+            # (wire.ECHOED_FAILURES come with the request's own signature where no key could
+            # sign them: taken so only with that very signature, where Samba's client takes
+            # them unchecked, and only as the failures they are)
             if not security.verify(keys.signing_algorithm, keys.signing_key, frame) and not (
-                    header.status in _ECHOED_FAILURES and pending.signature
+                    header.status in wire.ECHOED_FAILURES and pending.signature
                     and frame[48:64] == pending.signature):
                 raise ProtocolError(f"bad signature on the {_command_name(header.command)} "
                                     f"response (MessageId {header.message_id}): the message "

@@ -310,18 +310,15 @@ class Client:
         """Related requests in one frame on the first channel still open (Channel.compound):
         (command, body, payload) each, the second and later acting on the file the first
         opens. Their Responses, statuses unchecked. Not sent again if that channel fails."""
-        renewals = self.renewals
-        channel = self._open_channel() or self._channels[0]
-        answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
-        if answers is None:
-            return await self._one_by_one(channel, parts)
-        if answers[0].status == wire.STATUS_NETWORK_SESSION_EXPIRED and await self.renew_session(renewals):
-            # (then once more, as request() does)
+        for again in (False, True):     # (again after a renewal of the session, as request())
+            renewals = self.renewals
             channel = self._open_channel() or self._channels[0]
             answers = await channel.compound(parts, keys=channel.keys, tree_id=self.tree_id)
             if answers is None:
                 return await self._one_by_one(channel, parts)
-        return answers
+            if again or answers[0].status != wire.STATUS_NETWORK_SESSION_EXPIRED or \
+                    not await self.renew_session(renewals):
+                return answers
 
     async def _one_by_one(self, channel: Channel, parts) -> list:
         """compound()'s requests sent one at a time, where the server's window will not hold
@@ -774,10 +771,7 @@ async def _session_setup(channel: Channel, client: Client, neg: Negotiated, user
         client.keys = channel.keys = SessionKeys(session_id=session_id)
         channel.register(client.keys)
         return
-    if reply:
-        step(context, reply)       # lets the mechanism check the server's mechListMIC
-    if not context.complete:
-        raise ProtocolError("the server accepted the logon before the mechanism completed")
+    _mechanism_done(context, reply, "logon")
     if getattr(context, "negotiated_protocol", "") == "kerberos":
         client._credentials = (user, password, domain)      # (a session that can expire)
     # the whole key: signing takes its first 16 bytes, the AES-256 ciphers all of it (a
@@ -846,10 +840,16 @@ async def _reauthenticate(channel: Channel, client: Client, user: str, password:
     if flags & (wire.SESSION_FLAG_IS_GUEST | wire.SESSION_FLAG_IS_NULL):
         raise error_for(wire.STATUS_LOGON_FAILURE, f"renewed logon as {principal}: the server made it "
                         f"a guest session (credentials not accepted)")
+    _mechanism_done(context, reply, "renewed logon")
+
+
+def _mechanism_done(context, reply: bytes, what: str) -> None:
+    """The server's last token, where it sent one, to the mechanism (which checks the
+    server's mechListMIC, or its AP-REP): the logon is over only once the mechanism says so."""
     if reply:
         step(context, reply)
     if not context.complete:
-        raise ProtocolError("the server accepted the renewed logon before the mechanism completed")
+        raise ProtocolError(f"the server accepted the {what} before the mechanism completed")
 
 
 async def _tree_connect(client: Client, host: str, share: str) -> None:

@@ -106,16 +106,12 @@ def _with_request_signature(part, req: Header, status: int) -> bytearray | bytes
     signature is the client's own. (A session that a PreviousSessionId or a failed
     re-authentication ended is answered signed with its key instead: `Client.deleted`.) Any
     other answer stays as it is, unsigned."""
-    if status not in _ECHOED_STATUSES:
+    if status not in wire.ECHOED_FAILURES:
         return part
     part = bytearray(part)
     part[16] |= FLAGS_SIGNED        # (the Flags field's low byte holds the bit)
     part[48:64] = req.signature
     return part
-
-
-_ECHOED_STATUSES = frozenset({wire.STATUS_INVALID_PARAMETER, wire.STATUS_FILE_CLOSED,
-                              wire.STATUS_NETWORK_NAME_DELETED, wire.STATUS_USER_SESSION_DELETED})
 
 
 def _answered_as_named(rhdr: Header, hdr: Header, msg, sealed: bool = False) -> None:

@@ -98,6 +98,12 @@ STATUS_NOTIFY_ENUM_DIR = 0x0000010C
 STATUS_BAD_IMPERSONATION_LEVEL = 0xC00000A5
 STATUS_CANNOT_DELETE = 0xC0000121
 STATUS_BUFFER_TOO_SMALL = 0xC0000023
+# failures smbd and Windows answer, to a signed request, with its own SIGNED flag and
+# signature (they build the answer from the request's header, and meet these before any key
+# can sign: a related request after a failed one, a session, tree or file not known): the
+# server answers them so (smb.connection), the client takes them so (client.channel)
+ECHOED_FAILURES = frozenset({STATUS_INVALID_PARAMETER, STATUS_FILE_CLOSED,
+                             STATUS_NETWORK_NAME_DELETED, STATUS_USER_SESSION_DELETED})
 STATUS_PRIVILEGE_NOT_HELD = 0xC0000061
 STATUS_TOO_MANY_OPENED_FILES = 0xC000011F
 STATUS_UNSUCCESSFUL = 0xC0000001
