@@ -30,3 +30,17 @@ def clients(share):
 def client(clients):
     """One client with the default options."""
     return clients()
+
+
+@pytest.fixture
+def twins(tmp_path):
+    """Two connections in the same state, each with its own share directory: the same
+    request sent to both, one through `handle_frame` and the other through another path, must
+    be answered alike (test_frame_paths.exchange_both)."""
+    made = []
+    for name in ("short", "general"):
+        (tmp_path / name).mkdir()
+        made.append(Client(tmp_path / name, credits=4))
+    yield made
+    for c in made:
+        c.conn.close_all()

@@ -37,22 +37,10 @@ def answers(effects) -> list[tuple]:
     return seen
 
 
-@pytest.fixture
-def pair(tmp_path):
-    """Two connections in the same state, each with its own share directory."""
-    made = []
-    for name in ("short", "general"):
-        (tmp_path / name).mkdir()
-        made.append(Client(tmp_path / name, credits=4))
-    yield made
-    for c in made:
-        c.conn.close_all()
-
-
-def exchange_both(pair, command, body, **header):
+def exchange_both(twins, command, body, **header):
     """The request sent to both connections (the same MessageId): their answers, compared."""
-    short, general = pair
-    frames = [c.message(command, body, **header) for c in pair]
+    short, general = twins
+    frames = [c.message(command, body, **header) for c in twins]
     assert frames[0] == frames[1]
     got = answers(short.conn.handle_frame(memoryview(frames[0])))
     expected = answers(general_path(general.conn, frames[1]))
@@ -78,38 +66,38 @@ def exchange_both(pair, command, body, **header):
     (wire.QUERY_INFO, query_info_body(b"\xff" * 16, wire.INFO_FILE, 5, 4096, 0), {"credits": 9},
      wire.STATUS_FILE_CLOSED),
 ])
-def test_a_lone_request_is_answered_as_the_general_path_answers_it(pair, command, body, header, status):
-    [answer] = exchange_both(pair, command, body, **header)
+def test_a_lone_request_is_answered_as_the_general_path_answers_it(twins, command, body, header, status):
+    [answer] = exchange_both(twins, command, body, **header)
     assert answer[1] == status
 
 
-def test_a_lone_cancel_takes_no_id_and_gets_no_answer_on_either_path(pair):
-    assert exchange_both(pair, wire.CANCEL, SHORT_BODY) == []
+def test_a_lone_cancel_takes_no_id_and_gets_no_answer_on_either_path(twins):
+    assert exchange_both(twins, wire.CANCEL, SHORT_BODY) == []
 
 
-def test_create_and_close_are_answered_alike(pair):
-    [created] = exchange_both(pair, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN_IF, 0,
+def test_create_and_close_are_answered_alike(twins):
+    [created] = exchange_both(twins, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN_IF, 0,
                                                              share_access=7))
     assert created[1] == wire.STATUS_SUCCESS
     # each connection closes the FileId its own CREATE answered with
-    fids = [c.conn.opens and next(iter(c.conn.opens)) for c in pair]
-    short, general = pair
-    frames = [c.message(wire.CLOSE, close_body(fid, 0)) for c, fid in zip(pair, fids)]
+    fids = [c.conn.opens and next(iter(c.conn.opens)) for c in twins]
+    short, general = twins
+    frames = [c.message(wire.CLOSE, close_body(fid, 0)) for c, fid in zip(twins, fids)]
     got = answers(short.conn.handle_frame(memoryview(frames[0])))
     assert got == answers(general_path(general.conn, frames[1]))
     assert got[0][1] == wire.STATUS_SUCCESS and not short.conn.opens and not general.conn.opens
 
 
-def test_a_message_id_outside_the_window_drops_the_connection_on_either_path(pair):
-    for c, handle in zip(pair, (lambda conn, f: conn.handle_frame(memoryview(f)), general_path)):
+def test_a_message_id_outside_the_window_drops_the_connection_on_either_path(twins):
+    for c, handle in zip(twins, (lambda conn, f: conn.handle_frame(memoryview(f)), general_path)):
         frame = c.message(wire.ECHO, SHORT_BODY, message_id=c.next_message_id + 100)
         with pytest.raises(ConnectionError, match="outside the credit window"):
             handle(c.conn, frame)
 
 
-def test_a_short_header_drops_the_connection(pair):
+def test_a_short_header_drops_the_connection(twins):
     with pytest.raises(ConnectionError, match="malformed SMB2 header"):
-        pair[0].conn.handle_frame(memoryview(wire.PROTOCOL_ID + struct.pack("<H", 64) + bytes(20)))
+        twins[0].conn.handle_frame(memoryview(wire.PROTOCOL_ID + struct.pack("<H", 64) + bytes(20)))
 
 
 # -- signed and sealed ---------------------------------------------------------------------------
@@ -130,11 +118,11 @@ def signed(conn, frame: bytes) -> bytes:
     (wire.TREE_DISCONNECT, b"\x05\x00\x00\x00", wire.STATUS_INVALID_PARAMETER),
     (wire.READ, read_body(b"\xff" * 16, 4096, 0), wire.STATUS_FILE_CLOSED),
 ])
-def test_a_signed_request_is_verified_and_its_answer_signed_alike(pair, command, body, status):
-    for c in pair:
+def test_a_signed_request_is_verified_and_its_answer_signed_alike(twins, command, body, status):
+    for c in twins:
         c.conn.sessions[1].signing_key = SIGNING_KEY
-    short, general = pair
-    frames = [signed(c.conn, c.message(command, body)) for c in pair]
+    short, general = twins
+    frames = [signed(c.conn, c.message(command, body)) for c in twins]
     [got] = short.conn.handle_frame(memoryview(frames[0]))
     [expected] = general_path(general.conn, frames[1])
     assert bytes(got.message) == bytes(expected.message)
@@ -142,34 +130,34 @@ def test_a_signed_request_is_verified_and_its_answer_signed_alike(pair, command,
     assert parse(bytes(got.message))[0].status == status
 
 
-def test_a_request_whose_signature_fails_is_refused_alike(pair):
-    for c in pair:
+def test_a_request_whose_signature_fails_is_refused_alike(twins):
+    for c in twins:
         c.conn.sessions[1].signing_key = SIGNING_KEY
-    frames = [bytearray(signed(c.conn, c.message(wire.ECHO, SHORT_BODY))) for c in pair]
+    frames = [bytearray(signed(c.conn, c.message(wire.ECHO, SHORT_BODY))) for c in twins]
     for f in frames:
         f[-1] ^= 1          # the body changed after it was signed
-    [answer] = exchange_frames(pair, frames)
+    [answer] = exchange_frames(twins, frames)
     assert answer[1] == wire.STATUS_ACCESS_DENIED   # ECHO needs no session, but a signed one is verified
-    frames = [bytearray(signed(c.conn, c.message(wire.TREE_DISCONNECT, SHORT_BODY))) for c in pair]
+    frames = [bytearray(signed(c.conn, c.message(wire.TREE_DISCONNECT, SHORT_BODY))) for c in twins]
     for f in frames:
         f[-1] ^= 1
-    [answer] = exchange_frames(pair, frames)
+    [answer] = exchange_frames(twins, frames)
     assert answer[1] == wire.STATUS_ACCESS_DENIED
 
 
-def exchange_frames(pair, frames):
-    short, general = pair
+def exchange_frames(twins, frames):
+    short, general = twins
     got = answers(short.conn.handle_frame(memoryview(bytes(frames[0]))))
     assert got == answers(general_path(general.conn, bytes(frames[1])))
     return got
 
 
-def seal_sessions(pair):
-    for c in pair:
+def seal_sessions(twins):
+    for c in twins:
         s = c.conn.sessions[1]
         c.conn.cipher = security.AES_128_GCM
         s.decrypt_key, s.encrypt_key, s.encrypt = TO_SERVER, TO_CLIENT, True
-    return [c.conn.sessions[1] for c in pair]
+    return [c.conn.sessions[1] for c in twins]
 
 
 def opened(effects) -> list[bytes]:
@@ -184,10 +172,10 @@ def opened(effects) -> list[bytes]:
     (wire.READ, read_body(b"\xff" * 16, 4096, 0), {}, wire.STATUS_FILE_CLOSED),
     (wire.TREE_DISCONNECT, SHORT_BODY, {"flags": wire.FLAGS_RELATED}, wire.STATUS_INVALID_PARAMETER),
 ])
-def test_a_sealed_request_is_answered_sealed_alike(pair, command, body, header, status):
-    sessions = seal_sessions(pair)
-    short, general = pair
-    plaintexts = [c.message(command, body, **header) for c in pair]
+def test_a_sealed_request_is_answered_sealed_alike(twins, command, body, header, status):
+    sessions = seal_sessions(twins)
+    short, general = twins
+    plaintexts = [c.message(command, body, **header) for c in twins]
     transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintexts[0])
     got = opened(short.conn.handle_frame(memoryview(transform + bytes(ciphertext))))
     expected = opened(general_path(general.conn, plaintexts[1], sessions[1]))
@@ -195,24 +183,24 @@ def test_a_sealed_request_is_answered_sealed_alike(pair, command, body, header, 
 
 
 @pytest.mark.parametrize("command", [wire.ECHO, wire.CANCEL, wire.SESSION_SETUP, wire.NEGOTIATE])
-def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(pair, command):
+def test_a_sealed_frame_carrying_another_sessions_request_drops_the_connection(twins, command):
     """A request that needs no session (whose session check would not refuse it), naming
     another session in a frame sealed with session 1's key: the connection ends. (A CANCEL's
     own check takes a sealed request for its session's: it must not reach it.)"""
-    seal_sessions(pair)
-    client = pair[0]
+    seal_sessions(twins)
+    client = twins[0]
     plaintext = client.message(command, SHORT_BODY, session_id=2)
     transform, ciphertext = security.encrypt(security.AES_128_GCM, TO_SERVER, 1, plaintext)
     with pytest.raises(ConnectionError, match="another session"):
         client.conn.handle_frame(memoryview(transform + bytes(ciphertext)))
 
 
-def test_a_sealed_frame_carrying_another_sessions_requests_reaches_nothing_of_that_session(pair):
+def test_a_sealed_frame_carrying_another_sessions_requests_reaches_nothing_of_that_session(twins):
     """A frame sealed with session 1's key whose parts name session 2 (of this client) and a
     session that does not exist: each such part is answered, sealed, ACCESS_DENIED and
     USER_SESSION_DELETED (a related part after it INVALID_PARAMETER), as smbd answers them, and
     session 2's file is not written; session 1's own part of the frame runs."""
-    client = pair[0]
+    client = twins[0]
     conn = client.conn
     conn.sessions[2] = Session(id=2, valid=True)
     status, tid2, _ = client.tree_connect(session_id=2)
@@ -223,7 +211,7 @@ def test_a_sealed_frame_carrying_another_sessions_requests_reaches_nothing_of_th
     fid2 = body[64:80]
     status, fid1 = client.create("mine")
     assert status == 0
-    seal_sessions(pair)
+    seal_sessions(twins)
     theirs = dict(session_id=2, tree_id=tid2)
     parts = [(write_body(fid2, b"forged"), theirs),
              (write_body(fid2, b"forged"), dict(theirs, flags=wire.FLAGS_RELATED)),
@@ -434,9 +422,9 @@ def test_a_bare_send_with_its_message_is_send_of_it():
 
 @pytest.mark.parametrize("frame", [b"", b"\xfe", b"\xfeSMX" + bytes(70), b"\xfe" + bytes(3),
                                    b"\xfdSM", b"\x00SMB" + bytes(64)])
-def test_a_frame_that_is_no_smb2_message_drops_the_connection(pair, frame):
+def test_a_frame_that_is_no_smb2_message_drops_the_connection(twins, frame):
     with pytest.raises(ConnectionError):
-        pair[0].conn.handle_frame(memoryview(frame))
+        twins[0].conn.handle_frame(memoryview(frame))
 
 
 def test_the_dispatch_table_checks_each_commands_structure_size():
@@ -460,22 +448,22 @@ def read_effects(effects) -> list[tuple]:
 
 
 @pytest.mark.parametrize("signing", ["none", "request signed", "session signs all"])
-def test_a_read_of_a_files_data_is_answered_as_the_general_path_answers_it(pair, signing):
+def test_a_read_of_a_files_data_is_answered_as_the_general_path_answers_it(twins, signing):
     """A READ whose data stays in the file is answered without the steps where nothing seals
     or signs it; signed (the request, or everything of its session) it still goes the steps'
     way: its data read into memory and signed there (a ReadInto), or, unsigned where the
     session requires signing, refused."""
-    for c in pair:
+    for c in twins:
         (Path(c.conn.shares["s"].path) / "f").write_bytes(b"data" * 1024)
-    exchange_both(pair, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN, 0, share_access=7))
-    fids = [next(iter(c.conn.opens)) for c in pair]
-    for c in pair:
+    exchange_both(twins, wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN, 0, share_access=7))
+    fids = [next(iter(c.conn.opens)) for c in twins]
+    for c in twins:
         c.conn.sessions[1].signing_key = SIGNING_KEY
         c.conn.sessions[1].sign = signing == "session signs all"
-    frames = [c.message(wire.READ, read_body(fid, 1000, 96)) for c, fid in zip(pair, fids)]
+    frames = [c.message(wire.READ, read_body(fid, 1000, 96)) for c, fid in zip(twins, fids)]
     if signing == "request signed":
-        frames = [signed(c.conn, f) for c, f in zip(pair, frames)]
-    short, general = pair
+        frames = [signed(c.conn, f) for c, f in zip(twins, frames)]
+    short, general = twins
     got = read_effects(short.conn.handle_frame(memoryview(frames[0])))
     expected = read_effects(general_path(general.conn, frames[1]))
     assert got == expected
@@ -489,20 +477,20 @@ def test_a_read_of_a_files_data_is_answered_as_the_general_path_answers_it(pair,
 
 
 @pytest.mark.parametrize("binding", [False, True])
-def test_a_session_reached_through_a_channel_is_checked_alike(pair, binding):
+def test_a_session_reached_through_a_channel_is_checked_alike(twins, binding):
     """A session with a channel on the connection is reached unless that channel's binding is
     under way (then USER_SESSION_DELETED), on the short path as on the general one; a tree
     connect of a share reached encrypted only is refused to a plain request."""
-    for c in pair:
+    for c in twins:
         c.conn.sessions[1].channels[c.conn] = Channel(signing_key=SIGNING_KEY,
                                                       auth=object() if binding else None)
-    [answer] = exchange_both(pair, wire.TREE_DISCONNECT, SHORT_BODY, tree_id=99)
+    [answer] = exchange_both(twins, wire.TREE_DISCONNECT, SHORT_BODY, tree_id=99)
     assert answer[1] == (wire.STATUS_USER_SESSION_DELETED if binding else wire.STATUS_NETWORK_NAME_DELETED)
     if binding:
         return
-    for c in pair:
+    for c in twins:
         c.conn.sessions[1].trees[c.tid].share.encrypt = True
-    [answer] = exchange_both(pair, wire.TREE_DISCONNECT, SHORT_BODY)
+    [answer] = exchange_both(twins, wire.TREE_DISCONNECT, SHORT_BODY)
     assert answer[1] == wire.STATUS_ACCESS_DENIED
 
 

@@ -20,6 +20,11 @@
  *   codec.pack(header) -> bytes
  *       The 64 bytes, as struct.pack("<4sHHIHHIIQQQ16s") makes them: a value that does not
  *       fit its field raises struct.error, a signature is cut or padded with zeros to 16.
+ *   codec.answer(req, rhdr, body) -> bytes | None
+ *       A response message as it is sent unsigned: rhdr packed with req's MessageId and
+ *       CreditCharge, SERVER_TO_REDIR and req's RELATED flag added, then the body (any
+ *       bytes-like object); rhdr itself is left as it is. None where the message would be
+ *       longer than a NetBIOS frame carries (0xFFFFFF bytes).
  *
  * Nothing here keeps state between calls beyond what HeaderCodec found.
  */
@@ -33,7 +38,10 @@
 #include "wire.h"
 
 #define HEADER_SIZE 64
+#define FLAGS_SERVER_TO_REDIR 0x1
 #define FLAGS_ASYNC 0x2
+#define FLAGS_RELATED 0x4
+#define MAX_MESSAGE 0xFFFFFF    /* what a NetBIOS length (24 bits) can carry */
 
 /* the Header's fields, in its dataclass order */
 enum {
@@ -138,6 +146,8 @@ static PyObject *filled(Codec *self, PyObject *values[N_FIELDS]) {
     return obj;
 }
 
+static PyObject *header_from(Codec *self, const unsigned char *h);
+
 static PyObject *codec_parse(Codec *self, PyObject *buf) {
     if (!codec_ready(self))
         return NULL;
@@ -156,6 +166,11 @@ static PyObject *codec_parse(Codec *self, PyObject *buf) {
         PyErr_SetString(PyExc_ValueError, "not an SMB2 header");
         return NULL;
     }
+    return header_from(self, h);
+}
+
+/* The Header of 64 bytes known to be one (codec_parse checked them). */
+static PyObject *header_from(Codec *self, const unsigned char *h) {
     uint32_t flags = le32(h + 16);
     uint64_t word = le64(h + 32);
     static const unsigned char zeros[16];
@@ -257,42 +272,43 @@ out_of_range:
     return -1;
 }
 
-static PyObject *codec_pack(Codec *self, PyObject *hdr) {
-    if (!codec_ready(self) || !is_header(self, hdr))
-        return NULL;
+/* The 64 bytes of `hdr` into p; where `req` is given, as the response to it is sent
+   (`answer`): its MessageId and CreditCharge, SERVER_TO_REDIR and its RELATED flag. */
+static int header_bytes(Codec *self, PyObject *hdr, PyObject *req, unsigned char p[HEADER_SIZE]) {
     uint64_t command, status, flags, charge, credits, next, message_id, tree, session, async_id;
-    if (field_value(self, hdr, F_CREDIT_CHARGE, 16, &charge) < 0 ||
+    PyObject *ids = req != NULL ? req : hdr;
+    if (field_value(self, ids, F_CREDIT_CHARGE, 16, &charge) < 0 ||
             field_value(self, hdr, F_STATUS, 32, &status) < 0 ||
             field_value(self, hdr, F_COMMAND, 16, &command) < 0 ||
             field_value(self, hdr, F_CREDITS, 16, &credits) < 0 ||
             field_value(self, hdr, F_FLAGS, 32, &flags) < 0 ||
             field_value(self, hdr, F_NEXT_COMMAND, 32, &next) < 0 ||
-            field_value(self, hdr, F_MESSAGE_ID, 64, &message_id) < 0)
-        return NULL;
+            field_value(self, ids, F_MESSAGE_ID, 64, &message_id) < 0)
+        return -1;
+    if (req != NULL) {
+        uint64_t req_flags;
+        if (field_value(self, req, F_FLAGS, 32, &req_flags) < 0)
+            return -1;
+        flags |= FLAGS_SERVER_TO_REDIR | (req_flags & FLAGS_RELATED);
+    }
     uint64_t word;
     if (flags & FLAGS_ASYNC) {
         if (field_value(self, hdr, F_ASYNC_ID, 64, &async_id) < 0)
-            return NULL;
+            return -1;
         word = async_id;
     } else {
         if (field_value(self, hdr, F_TREE_ID, 32, &tree) < 0)
-            return NULL;
+            return -1;
         word = tree << 32;      /* Reserved (process id) then TreeId */
     }
     if (field_value(self, hdr, F_SESSION_ID, 64, &session) < 0)
-        return NULL;
+        return -1;
     PyObject *signature = slot(self, hdr, F_SIGNATURE);
     if (signature == NULL)
-        return NULL;
+        return -1;
     if (!PyBytes_Check(signature) && !PyByteArray_Check(signature)) {
         PyErr_SetString(self->struct_error, "argument for 's' must be a bytes object (signature)");
-        return NULL;
-    }
-    Py_INCREF(signature);       /* (the allocation below may run a finalizer that replaces it) */
-    PyObject *out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE);
-    if (out == NULL) {
-        Py_DECREF(signature);
-        return NULL;
+        return -1;
     }
     const char *sig;
     Py_ssize_t sig_len;
@@ -303,7 +319,6 @@ static PyObject *codec_pack(Codec *self, PyObject *hdr) {
         sig = PyByteArray_AS_STRING(signature);
         sig_len = PyByteArray_GET_SIZE(signature);
     }
-    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
     memcpy(p, "\xfeSMB", 4);
     put16(p + 4, HEADER_SIZE);
     put16(p + 6, charge);
@@ -317,7 +332,41 @@ static PyObject *codec_pack(Codec *self, PyObject *hdr) {
     put64(p + 40, session);
     memset(p + 48, 0, 16);
     memcpy(p + 48, sig, sig_len < 16 ? (size_t)sig_len : 16);
-    Py_DECREF(signature);
+    return 0;
+}
+
+static PyObject *codec_pack(Codec *self, PyObject *hdr) {
+    if (!codec_ready(self) || !is_header(self, hdr))
+        return NULL;
+    unsigned char p[HEADER_SIZE];
+    if (header_bytes(self, hdr, NULL, p) < 0)
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *)p, HEADER_SIZE);
+}
+
+static PyObject *codec_answer(Codec *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "answer(req, rhdr, body) takes 3 arguments");
+        return NULL;
+    }
+    if (!codec_ready(self) || !is_header(self, args[0]) || !is_header(self, args[1]))
+        return NULL;
+    unsigned char p[HEADER_SIZE];
+    if (header_bytes(self, args[1], args[0], p) < 0)
+        return NULL;
+    Py_buffer body;
+    if (PyObject_GetBuffer(args[2], &body, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (body.len > MAX_MESSAGE - HEADER_SIZE) {
+        PyBuffer_Release(&body);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + body.len);
+    if (out != NULL) {
+        memcpy(PyBytes_AS_STRING(out), p, HEADER_SIZE);
+        memcpy(PyBytes_AS_STRING(out) + HEADER_SIZE, body.buf, (size_t)body.len);
+    }
+    PyBuffer_Release(&body);
     return out;
 }
 
@@ -346,6 +395,9 @@ static PyMethodDef codec_methods[] = {
     {"response_to", (PyCFunction)codec_response_to, METH_O,
      "response_to(req) -> Header: a response's header as it starts"},
     {"pack", (PyCFunction)codec_pack, METH_O, "pack(header) -> bytes: the 64 bytes"},
+    {"answer", (PyCFunction)(void (*)(void))codec_answer, METH_FASTCALL,
+     "answer(req, rhdr, body) -> bytes | None: the response message as sent, or None where "
+     "it is too long for a NetBIOS frame"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -363,6 +415,24 @@ static PyTypeObject CodecType = {
     .tp_methods = codec_methods,
 };
 
+PyObject *wire_header_from(PyObject *codec, const unsigned char *h) {
+    if (Py_TYPE(codec) != &CodecType) {
+        PyErr_SetString(PyExc_TypeError, "expected a HeaderCodec");
+        return NULL;
+    }
+    if (!codec_ready((Codec *)codec))
+        return NULL;
+    return header_from((Codec *)codec, h);
+}
+
+PyObject *wire_header_response_to(PyObject *codec, PyObject *req) {
+    if (Py_TYPE(codec) != &CodecType) {
+        PyErr_SetString(PyExc_TypeError, "expected a HeaderCodec");
+        return NULL;
+    }
+    return codec_response_to((Codec *)codec, req);
+}
+
 static PyMethodDef module_methods[] = {
     {"answer_echoes", (PyCFunction)(void (*)(void))wire_answer_echoes, METH_FASTCALL,
      "answer_echoes(buf, start, end, max_frames, max_size, window, multi_credit, sessions) -> "
@@ -376,7 +446,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
     "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; a "
-    "request's sizes checked; the credit window's take; a connection's receive buffer and the serving of its frames.", -1,
+    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -395,6 +465,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     PyObject *window = wire_credit_window_type();
     if (window == NULL || PyModule_AddObject(m, "CreditWindowBase", window) < 0) {
         Py_XDECREF(window);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *admission = wire_admission_type();
+    if (admission == NULL || PyModule_AddObject(m, "Admission", admission) < 0) {
+        Py_XDECREF(admission);
         Py_DECREF(m);
         return NULL;
     }

@@ -15,6 +15,14 @@ static inline void put16(unsigned char *p, uint64_t v) { p[0] = (unsigned char)v
 static inline void put32(unsigned char *p, uint64_t v) { put16(p, v); put16(p + 2, v >> 16); }
 static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 4, v >> 32); }
 
+/* header.c: a Header of 64 bytes known to be an SMB2 header, and a response's header as it
+   starts (codec: a HeaderCodec; a new reference, or NULL with an exception) */
+PyObject *wire_header_from(PyObject *codec, const unsigned char *h);
+PyObject *wire_header_response_to(PyObject *codec, PyObject *req);
+
+/* admit.c: the type Admission (a new reference, or NULL with an exception) */
+PyObject *wire_admission_type(void);
+
 /* echo.c: answer_echoes, and its names looked up once (0, or -1 with an exception) */
 int wire_echo_init(void);
 PyObject *wire_answer_echoes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

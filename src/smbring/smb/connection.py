@@ -18,6 +18,7 @@ import struct
 import time
 from typing import Callable
 
+from smbring import _wire
 from smbring._wire import answer_echoes as _answer_echoes
 from smbring._wire import check_sizes as _check_sizes
 
@@ -83,7 +84,12 @@ _new_send = object.__new__
 # (Header.parse and Header.response_to without a Python call around them)
 _parse_header = wire.HEADER_CODEC.parse
 _response_header = wire.HEADER_CODEC.response_to
+# the checks before a handler, for a frame of one request that needs no signature, seal or
+# special case (_wire/admit.c): None for any other, then checked as any (_one)
+_admit = _wire.Admission(wire.HEADER_CODEC, COMMANDS, Chain, object.__new__,
+                         (FLAGS_NOT_ALLOWED | FLAGS_RELATED | FLAGS_SIGNED) & 0xFFFFFFFF).admit
 _pack_header = wire.HEADER_CODEC.pack
+_answer = wire.HEADER_CODEC.answer
 _PADDING = [bytes(n) for n in range(8)]     # what ends a compound's response 8-byte aligned
 # the shortest a request can be: its header and its body's StructureSize (Samba's
 # SMB2_HDR_BODY + 2); a shorter one drops the connection, as Samba drops it
@@ -335,44 +341,71 @@ class Connection:
         # by Header.parse, without a slice of it made for every frame)
         if not len(frame) or frame[0] != 0xFE:
             return self._other_frame(frame, sealed_by)
-        try:
-            hdr = _parse_header(frame)
-        except (ValueError, struct.error) as e:
-            raise ConnectionError(f"malformed SMB2 header: {e}") from None
-        if len(frame) < SHORTEST_REQUEST:
-            raise ConnectionError("a request without its StructureSize")
-        command = hdr.command
-        lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
-        if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
-            return self._drive(self._frame(frame, sealed_by, lone_write and not hdr.next_command), None)
-        # _split for one request
-        # its MessageIds consumed and its response's credits granted in one call (_one would
-        # grant them): nothing in between touches the window
-        granted = 0 if command == CANCEL else self.credits.take(
-            hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
-        if granted < 0:
-            raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
-                                  f"the credit window [{self.credits.low}, +{self.credits.range})")
-        self.frame_commands = [command]
-        chain = _new_chain(Chain)
-        if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
-            chain.related = True
-            hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
-        elif sealed_by is not None and hdr.session_id != sealed_by.id:
-            _another_sessions_request(hdr)
-        self._sealed_by = sealed_by
-        resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
-        if resp is None:
-            return self.outbox_drain()
-        rhdr, body = resp
-        signed = hdr.flags & FLAGS_SIGNED != 0
+        admitted = _admit(self, frame) if sealed_by is None else None
+        if admitted is not None:
+            # the usual request, its checks passed in one call (_wire/admit.c), which does
+            # what the lines below and _one's checks do for it
+            hdr, rhdr, chain, handler = admitted
+            try:
+                body, fid = handler(self, hdr, frame, rhdr, chain)
+                if fid is not None:
+                    chain.fid = fid
+            except ConnectionError:
+                raise
+            except Exception as e:
+                rhdr, body = self._answer_failure(e, hdr, rhdr, chain)
+            lone_write = hdr.command == WRITE
+            signed = False
+        else:
+            try:
+                hdr = _parse_header(frame)
+            except (ValueError, struct.error) as e:
+                raise ConnectionError(f"malformed SMB2 header: {e}") from None
+            if len(frame) < SHORTEST_REQUEST:
+                raise ConnectionError("a request without its StructureSize")
+            command = hdr.command
+            lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
+            if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
+                return self._drive(self._frame(frame, sealed_by, lone_write and not hdr.next_command), None)
+            # _split for one request
+            # its MessageIds consumed and its response's credits granted in one call (_one would
+            # grant them): nothing in between touches the window
+            granted = 0 if command == CANCEL else self.credits.take(
+                hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
+            if granted < 0:
+                raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
+                                      f"the credit window [{self.credits.low}, +{self.credits.range})")
+            self.frame_commands = [command]
+            chain = _new_chain(Chain)
+            if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
+                chain.related = True
+                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+            elif sealed_by is not None and hdr.session_id != sealed_by.id:
+                _another_sessions_request(hdr)
+            self._sealed_by = sealed_by
+            resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
+            if resp is None:
+                return self.outbox_drain()
+            rhdr, body = resp
+            signed = hdr.flags & FLAGS_SIGNED != 0
         kind = type(body)
         if kind is bytes or kind is bytearray or kind is memoryview:
             out = self.outbox
+            # an admitted request's answer is neither signed nor sealed unless its handler
+            # chose a signer (a LOGOFF's): then _response's usual case, in one call
+            message = _answer(hdr, rhdr, body) if admitted is not None and rhdr.signer is None else None
+            if message is None:
+                if out:
+                    self.outbox = []
+                    return out + self._response(hdr, rhdr, body, signed, sealed_by)
+                return self._response(hdr, rhdr, body, signed, sealed_by)
+            send = _new_send(Send)
+            send.message = message
             if out:
                 self.outbox = []
-                return out + self._response(hdr, rhdr, body, signed, sealed_by)
-            return self._response(hdr, rhdr, body, signed, sealed_by)
+                out.append(send)
+                return out
+            return [send]
         if kind is FilePayload and sealed_by is None and not signed:
             # a READ's data left in the file, as _read_response sends it where its session
             # neither seals nor signs it (its first case), without the steps around it
@@ -1012,7 +1045,18 @@ class Connection:
             if fid is not None:
                 chain.fid = fid
             return rhdr, body
-        except GoAsync as e:
+        except ConnectionError:     # the client broke the protocol (an OSError: kept apart)
+            raise
+        except Exception as e:
+            return self._answer_failure(e, hdr, rhdr, chain)
+        finally:
+            chain.session_id = hdr.session_id if session_ok else 0
+            chain.tree_id = hdr.tree_id if session_ok else 0
+
+    def _answer_failure(self, e: Exception, hdr: Header, rhdr: Header, chain: "Chain"):
+        """The answer to a request whose checks or handler raised `e` (not a ConnectionError):
+        (response header, body)."""
+        if isinstance(e, GoAsync):
             # only the last of a compound may wait (Windows: <162>), but a CREATE or a rename
             # held for a break, whose holder may answer on this connection: the chain is split there
             # (as Samba does), the requests after it handled once it is answered
@@ -1033,27 +1077,22 @@ class Connection:
             if not chain.last:
                 chain.split = areq
             return rhdr, wire.error_body()
-        except SMBError as e:
+        if isinstance(e, SMBError):
             log.debug("command %d: status %#x", hdr.command, e.status)
             rhdr.status = e.status
             if getattr(e, "signer", None) is not None:      # (channels.SessionDeleted)
                 rhdr.signer = e.signer
-        except PathError as e:
+        elif isinstance(e, PathError):
             rhdr.status = (wire.STATUS_OBJECT_PATH_SYNTAX_BAD if e.kind == "syntax"
                            else wire.STATUS_OBJECT_NAME_INVALID)
-        except ConnectionError:     # the client broke the protocol (an OSError: caught first)
-            raise
-        except OSError as e:
+        elif isinstance(e, OSError):
             log.debug("command %d: %s", hdr.command, e)
             rhdr.status = status_for_oserror(e)
-        except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+        elif isinstance(e, (struct.error, IndexError, ValueError, UnicodeDecodeError)):
             rhdr.status = wire.STATUS_INVALID_PARAMETER
-        except Exception:  # a bug of ours: report it, answer, keep the connection
-            log.exception("command %d failed", hdr.command)
+        else:   # a bug of ours: report it, answer, keep the connection
+            log.error("command %d failed", hdr.command, exc_info=e)
             rhdr.status = wire.STATUS_INTERNAL_ERROR
-        finally:
-            chain.session_id = hdr.session_id if session_ok else 0
-            chain.tree_id = hdr.tree_id if session_ok else 0
         if hdr.command == wire.CREATE:
             chain.create_error = rhdr.status
         return rhdr, wire.error_body()
