@@ -10,6 +10,7 @@ hang past 10 s, memory past the limits). Known findings, reported and not yet fi
 """
 import os
 import re
+import resource
 import subprocess
 import sys
 
@@ -27,8 +28,14 @@ def fuzz_briefly(tmp_path, harness: str, corpus: str, mutations: int, *options: 
     new_inputs = tmp_path / "corpus"
     new_inputs.mkdir()
     runs = len(os.listdir(corpus)) + mutations      # libFuzzer counts the seeds' runs
+    # the fuzzer's peak RSS, which its limit is checked against, starts from this process's:
+    # Linux carries a process's peak across fork and exec (a test worker grown to 2.2 GB made
+    # the fuzzer report that before its first input). So 2 GB above it, and 2 GB at most in
+    # any one allocation.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     cmd = [sys.executable, os.path.join(HERE, harness), "-seed=1", f"-runs={runs}",
-           f"-max_total_time={TIME_LIMIT}", "-timeout=10", "-rss_limit_mb=2048", *options,
+           f"-max_total_time={TIME_LIMIT}", "-timeout=10", f"-rss_limit_mb={2048 + inherited_mb}",
+           "-malloc_limit_mb=2048", *options,
            "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(new_inputs), corpus]
     env = dict(os.environ)
     env.pop("SMBRING_FUZZ_STRICT", None)
