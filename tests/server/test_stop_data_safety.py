@@ -40,7 +40,8 @@ UNSEEN = ("Traceback", "Task exception was never retrieved", "Task was destroyed
 class Writer:
     """One connection writing one file: WRITEs pipelined until the server stops answering
     (or `until` is set and it has written `least` bytes); `answered` holds the (offset,
-    data) of every WRITE answered with success."""
+    index) of every WRITE answered with success: its bytes are `_payload(index)`, made again
+    to check them rather than kept (a run writes hundreds of MB)."""
 
     def __init__(self, port: int, name: str, seed: int):
         self.name, self.seed = name, seed
@@ -50,7 +51,7 @@ class Writer:
         self.tree = c.tree(self.session, "share")
         self.fid = self.tree.open(name, wire.GENERIC_READ | wire.GENERIC_WRITE, wire.FILE_OVERWRITE_IF)
         c.grow_credits(512)
-        self.answered: list[tuple[int, bytes]] = []
+        self.answered: list[tuple[int, int]] = []
         self.failed: list[tuple[int, int]] = []     # (offset, status) answered with an error
         self.ended: BaseException | None = None
         self.offset = 0
@@ -71,7 +72,7 @@ class Writer:
                     data = self._payload(i)
                     msg = self.tree.message(wire.WRITE, write_body(self.fid, data, self.offset),
                                             payload=len(data))
-                    pending[wire.Header.parse(msg).message_id] = (self.offset, data)
+                    pending[wire.Header.parse(msg).message_id] = (self.offset, i, len(data))
                     c.send([msg])
                     self.offset += len(data)
                     i += 1
@@ -85,10 +86,10 @@ class Writer:
                 for r in c.parse(c.recv_frame()):
                     if r.status == wire.STATUS_PENDING:
                         continue
-                    offset, data = pending.pop(r.header.message_id)
+                    offset, index, size = pending.pop(r.header.message_id)
                     if r.status == wire.STATUS_SUCCESS:
-                        assert struct.unpack_from("<I", r.raw, 64 + 4)[0] == len(data), r
-                        self.answered.append((offset, data))
+                        assert struct.unpack_from("<I", r.raw, 64 + 4)[0] == size, r
+                        self.answered.append((offset, index))
                     else:
                         self.failed.append((offset, r.status))
         except (Disconnected, NoAnswer, ConnectionError) as e:
@@ -104,7 +105,7 @@ class Writer:
         for i in range(count):
             data = self._payload(i)
             msg = self.tree.message(wire.WRITE, write_body(self.fid, data, self.offset), payload=len(data))
-            ids[wire.Header.parse(msg).message_id] = (self.offset, data)
+            ids[wire.Header.parse(msg).message_id] = (self.offset, i)
             c.send([msg])
             self.offset += len(data)
         flush = self.tree.message(wire.FLUSH, flush_body(self.fid))
@@ -121,14 +122,17 @@ class Writer:
     def check(self, share: pathlib.Path) -> int:
         """Every answered WRITE's bytes are in the file; the bytes checked."""
         assert self.answered, f"{self.name}: no WRITE was answered ({self.ended!r})"
+        checked = 0
         with open(share / self.name, "rb") as f:
-            for offset, data in self.answered:
+            for offset, index in self.answered:
+                data = self._payload(index)
+                checked += len(data)
                 f.seek(offset)
                 on_disk = f.read(len(data))
                 assert on_disk == data, (f"{self.name}: the WRITE of {len(data)} bytes at {offset} was "
                                          f"answered, the file holds {len(on_disk)} bytes there, "
                                          f"{sum(a != b for a, b in zip(on_disk, data))} of them different")
-        return sum(len(d) for _, d in self.answered)
+        return checked
 
 
 def clean(log: pathlib.Path) -> str:
