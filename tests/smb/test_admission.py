@@ -268,3 +268,39 @@ def test_an_answer_too_long_to_frame_or_of_no_header_is_refused():
         connection._answer(req, req, 5)
     with pytest.raises(struct.error):
         connection._answer(dataclasses.replace(req, message_id=1 << 64), req, b"")
+
+
+class Bare:
+    """A connection-like object with only the attributes a test gives it."""
+
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+
+def test_a_connection_missing_what_admission_reads_raises_not_crashes(twins):
+    """Every lookup's failure is an exception (AttributeError here), none a crash; a table
+    that is not a dict is not looked into (not admitted)."""
+    c = twins[0]
+    frame = memoryview(c.message(*CREATE))
+    with pytest.raises(AttributeError):
+        connection._admit(object(), frame)
+    conn = c.conn
+    limits = conn.limits
+    with pytest.raises(AttributeError):
+        connection._admit(Bare(_background=set()), frame)
+    with pytest.raises(AttributeError):
+        connection._admit(Bare(_background=set(), limits=limits), frame)
+    # sessions not a dict: nothing found
+    sessions_list = Bare(sessions=list(conn.client.sessions.values()))
+    assert connection._admit(Bare(_background=set(), limits=limits, client=sessions_list), frame) is None
+    # a session, its channels or its tree connect without what is read of them
+    for session in (object(), Bare(valid=True, encrypt=False, sign=False, expires=0),
+                    Bare(valid=True, encrypt=False, sign=False, expires=0, channels={}, client=None),
+                    Bare(valid=True, encrypt=False, sign=False, expires=0, channels={}, client=None,
+                         trees={c.tid: object()})):
+        client = Bare(sessions={1: session})
+        with pytest.raises(AttributeError):
+            connection._admit(Bare(_background=set(), limits=limits, client=client), frame)
+    before = window(conn)
+    assert connection._admit(conn, frame) is not None       # (the real one still admits it)
+    assert window(conn) != before
