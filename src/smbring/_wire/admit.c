@@ -38,9 +38,7 @@
 
 #include "wire.h"
 
-#define HEADER_SIZE 64
 #define SHORTEST_REQUEST (HEADER_SIZE + 2)
-#define SMB202 0x0202
 /* the commands `_one` checks in ways of their own, refused at once: NEGOTIATE, SESSION_SETUP
    and ECHO need no session (the table says so too: refused again there), TREE_CONNECT has its
    protection checks, IOCTL a test hook, CANCEL no answer */
@@ -70,14 +68,9 @@ static const char *const NAMES[N_NAMES] = {
 };
 static PyObject *names[N_NAMES];
 
-/* The truth of obj.name: 1, 0, or -1 with an exception. */
+/* The truth of obj.<names[name]>: 1, 0, or -1 with an exception. */
 static int attr_true(PyObject *obj, int name) {
-    PyObject *value = PyObject_GetAttr(obj, names[name]);
-    if (value == NULL)
-        return -1;
-    int truth = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return truth;
+    return attr_truth(obj, names[name]);
 }
 
 /* mapping.get(key) where mapping is a dict (else not found): a new reference, NULL (not
@@ -97,7 +90,7 @@ static PyObject *dict_get(PyObject *mapping, PyObject *key, int *failed) {
     return value;
 }
 
-/* obj.name1.get(key) for a dict attribute (see dict_get) */
+/* obj.<names[name]>.get(key) for a dict attribute (see dict_get) */
 static PyObject *attr_get(PyObject *obj, int name, PyObject *key, int *failed) {
     PyObject *mapping = PyObject_GetAttr(obj, names[name]);
     PyObject *value = dict_get(mapping, key, failed);
@@ -189,8 +182,7 @@ static int session_admits(PyObject *conn, PyObject *entry, uint64_t sid,
         goto done;
     }
     if (!needs_tree) {
-        Py_INCREF(Py_None);
-        *tree = Py_None;
+        *tree = Py_NewRef(Py_None);
         verdict = 1;
         goto done;
     }
@@ -317,7 +309,7 @@ static PyObject *admitted(Admission *self, PyObject *conn, PyObject *entry, cons
 
 /* The header's own checks: 1 or 0. */
 static int header_admits(Admission *self, const unsigned char *h) {
-    if (memcmp(h, "\xfeSMB", 4) != 0 || le16(h + 4) != HEADER_SIZE)
+    if (!is_smb2_header(h))
         return 0;
     uint32_t command = le16(h + 12);
     return le32(h + 20) == 0 && !(le32(h + 16) & self->refused_flags) &&

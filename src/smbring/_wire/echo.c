@@ -46,7 +46,6 @@
 #define ECHO_REQUEST 68         /* the header and the request's 4 bytes */
 #define ECHO_RESPONSE 68
 #define FRAME_OUT (4 + ECHO_RESPONSE)
-#define FLAGS_SERVER_TO_REDIR 0x1
 #define FLAGS_PRIORITY_MASK 0x70u   /* (SMB 3.1.1's priorities: they change nothing here) */
 #define MAX_FRAMES 64           /* the most answered in one call (the receiver asks for fewer) */
 #define WINDOW_MOST ((int64_t)1 << 62)
@@ -76,11 +75,7 @@ static int window_int(PyObject *window, PyObject *name, int64_t *out) {
 
 /* Whether the attribute is false (an empty set, False); -1 with an exception. */
 static int window_false(PyObject *window, PyObject *name) {
-    PyObject *value = PyObject_GetAttr(window, name);
-    if (value == NULL)
-        return -1;
-    int truth = PyObject_IsTrue(value);
-    Py_DECREF(value);
+    int truth = attr_truth(window, name);
     return truth < 0 ? -1 : !truth;
 }
 
@@ -156,7 +151,7 @@ PyObject *wire_answer_echoes(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (nb[0] != 0 || size < ECHO_REQUEST || size > max_size || size > end - at - 4)
             break;
         const unsigned char *h = nb + 4;
-        if (memcmp(h, "\xfeSMB", 4) != 0 || le16(h + 4) != 64 || le16(h + 12) != ECHO ||
+        if (!is_smb2_header(h) || le16(h + 12) != ECHO ||
                 (le32(h + 16) & ~FLAGS_PRIORITY_MASK) != 0 || le32(h + 20) != 0 || le64(h + 40) != 0 || le16(h + 64) != 4)
             break;
         uint16_t charge = le16(h + 6);

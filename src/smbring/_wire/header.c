@@ -37,8 +37,6 @@
 
 #include "wire.h"
 
-#define HEADER_SIZE 64
-#define FLAGS_SERVER_TO_REDIR 0x1
 #define FLAGS_ASYNC 0x2
 #define FLAGS_RELATED 0x4
 #define MAX_MESSAGE 0xFFFFFF    /* what a NetBIOS length (24 bits) can carry */
@@ -162,7 +160,7 @@ static PyObject *codec_parse(Codec *self, PyObject *buf) {
     unsigned char h[HEADER_SIZE];
     memcpy(h, view.buf, HEADER_SIZE);
     PyBuffer_Release(&view);
-    if (memcmp(h, "\xfeSMB", 4) != 0 || le16(h + 4) != HEADER_SIZE) {
+    if (!is_smb2_header(h)) {
         PyErr_SetString(PyExc_ValueError, "not an SMB2 header");
         return NULL;
     }

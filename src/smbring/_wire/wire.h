@@ -4,6 +4,7 @@
 
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 /* little-endian fields of the wire, read and written */
 static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -14,6 +15,26 @@ static inline uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t
 static inline void put16(unsigned char *p, uint64_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
 static inline void put32(unsigned char *p, uint64_t v) { put16(p, v); put16(p + 2, v >> 16); }
 static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 4, v >> 32); }
+
+/* the SMB2 header (MS-SMB2 2.2.1) as more than one file reads it */
+#define HEADER_SIZE 64
+#define SMB202 0x0202               /* the dialect whose requests are charged one credit each */
+#define FLAGS_SERVER_TO_REDIR 0x1   /* a response's */
+
+/* whether the 64 bytes at h start as an SMB2 header does: its ProtocolId and StructureSize */
+static inline int is_smb2_header(const unsigned char *h) {
+    return memcmp(h, "\xfeSMB", 4) == 0 && le16(h + 4) == HEADER_SIZE;
+}
+
+/* the truth of obj.name: 1, 0, or -1 with an exception */
+static inline int attr_truth(PyObject *obj, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
 
 /* header.c: a Header of 64 bytes known to be an SMB2 header, and a response's header as it
    starts (codec: a HeaderCodec; a new reference, or NULL with an exception) */
