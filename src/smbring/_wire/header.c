@@ -30,7 +30,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -70,29 +69,14 @@ static int codec_init(Codec *self, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTuple(args, "O!:HeaderCodec", &PyType_Type, &cls))
         return -1;
     for (int i = 0; i < N_FIELDS; i++) {
-        PyObject *descr = PyDict_GetItemString(cls->tp_dict, FIELD_NAMES[i]);   /* borrowed */
-        /* the descriptor must be one of cls's own slots: another class's, set on cls as an
-           attribute, has that class's offsets, which in cls's instances may be anything
-           (a base's C fields: writing a field there crashed the interpreter) */
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-                ((PyDescrObject *)descr)->d_type != cls ||
-                ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX ||
-                (((PyMemberDescrObject *)descr)->d_member->flags & READONLY)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", cls->tp_name, FIELD_NAMES[i]);
+        PyObject *name = PyUnicode_FromString(FIELD_NAMES[i]);
+        int found = name == NULL ? -1 : wire_slot_offset(cls, name, &self->offset[i]);
+        Py_XDECREF(name);
+        if (found < 0)
             return -1;
-        }
-        Py_ssize_t offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-        if (offset < (Py_ssize_t)sizeof(PyObject) ||
-                offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of its instances", cls->tp_name, FIELD_NAMES[i]);
-            return -1;
-        }
-        self->offset[i] = offset;
     }
-    if (cls->tp_alloc == NULL || cls->tp_itemsize != 0) {
-        PyErr_Format(PyExc_TypeError, "%s cannot be allocated here", cls->tp_name);
+    if (!wire_allocatable(cls))
         return -1;
-    }
     PyObject *zero = PyBytes_FromStringAndSize(NULL, 16);
     if (zero == NULL)
         return -1;
@@ -444,7 +428,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
     "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; a "
-    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; a connection's receive buffer and the serving of its frames.", -1,
+    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; instances of a dataclass with slots made without its __init__; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -469,6 +453,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     PyObject *admission = wire_admission_type();
     if (admission == NULL || PyModule_AddObject(m, "Admission", admission) < 0) {
         Py_XDECREF(admission);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *maker = wire_slot_maker_type();
+    if (maker == NULL || PyModule_AddObject(m, "SlotMaker", maker) < 0) {
+        Py_XDECREF(maker);
         Py_DECREF(m);
         return NULL;
     }

@@ -36,6 +36,13 @@ static inline int attr_truth(PyObject *obj, PyObject *name) {
     return truth;
 }
 
+/* slots.c: the offset of cls's own writable object slot `name` (0, or -1 with TypeError), and
+   whether cls's instances can be allocated as those of a class with slots (1, or 0 with
+   TypeError); the type SlotMaker (a new reference, or NULL with an exception) */
+int wire_slot_offset(PyTypeObject *cls, PyObject *name, Py_ssize_t *offset);
+int wire_allocatable(PyTypeObject *cls);
+PyObject *wire_slot_maker_type(void);
+
 /* header.c: a Header of 64 bytes known to be an SMB2 header, and a response's header as it
    starts (codec: a HeaderCodec; a new reference, or NULL with an exception) */
 PyObject *wire_header_from(PyObject *codec, const unsigned char *h);

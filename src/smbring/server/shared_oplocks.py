@@ -59,7 +59,7 @@ from smbring.server import wakeups
 from smbring.server.shared_store import FILE, OWNER, WORKER, Store
 from smbring.smb.effects import Forget
 from smbring.smb.oplocks import (BREAK_TIMEOUT, LEVEL_NONE, Holder, Lease, Oplocks, level_of,
-                                 stat_only)
+                                 make_holder, stat_only)
 
 log = logging.getLogger("smbring.server")
 
@@ -352,7 +352,7 @@ class SharedOplocks(Oplocks):
 
     def add(self, o, access: int) -> None:
         self._listen()
-        h = Holder(o, stat_only(access))
+        h = make_holder(open=o, stat_only=stat_only(access))
         self._mine[id(o)] = h
         with self.store.write() as txn:
             txn.put(_file(o.key) + self.store.owner(id(o)), _encode_holder(h, time.monotonic_ns()),

@@ -64,6 +64,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from smbring.smb.slots import slot_maker
+
 READ, HANDLE, WRITE = 0x1, 0x2, 0x4            # caching, as SMB2 lease states name it
 
 # OplockLevel (MS-SMB2 2.2.13)
@@ -125,7 +127,7 @@ class Lease:
         return self.client_guid, self.key
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Holder:
     """One open of a file, as oplocks see it."""
 
@@ -143,6 +145,9 @@ class Holder:
 
     def cached(self) -> int:
         return self.lease.state if self.lease is not None else self.caching
+
+
+make_holder = slot_maker(Holder)     # (one for each open made)
 
 
 class Oplocks:
@@ -166,7 +171,7 @@ class Oplocks:
     # -- the opens ---------------------------------------------------------------------------
     def add(self, o, access: int) -> None:
         """A new open of the file `o.key` (no oplock yet)."""
-        self._files.setdefault(o.key, {})[o] = Holder(o, stat_only(access))
+        self._files.setdefault(o.key, {})[o] = make_holder(open=o, stat_only=stat_only(access))
 
     def remove(self, o) -> None:
         """The open closes: its oplock goes. (Its connection wakes the CREATEs waiting on

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from smbring.smb import acl, notify, security, wire
 from smbring.smb.fs import FileSystem
 from smbring.smb.share_access import NameRules
+from smbring.smb.slots import slot_maker
 from smbring.smb.wire import Header
 from smbring.vfs.shadow_copy import ShadowCopyOptions
 
@@ -260,6 +261,10 @@ class Open:
     def is_stream(self) -> bool:
         """Whether `parts` name a stream's depot file (no streams of its own to remove)."""
         return self.stream is not None
+
+
+# Open(**fields) made without its __init__ (a CREATE's, on the per-request path)
+make_open = slot_maker(Open)
 
 
 @dataclass(eq=False)

@@ -34,7 +34,7 @@ from smbring.smb.fileinfo import (
 )
 from smbring.smb.fs import MAX_STREAMS, MAY_READ, MAY_WRITE, DosInfo, FileSystem, split_path, split_stream
 from smbring.smb.oplocks import LEVEL_LEASE
-from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open
+from smbring.smb.state import AsyncRequest, Chain, GoAsync, Open, make_open
 from smbring.smb.wire import Header
 
 if TYPE_CHECKING:
@@ -974,13 +974,13 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             # (the stat read to check the file's identity is its stat still, unless it was truncated)
             st = opened_st if opened_st is not None and not truncating else fs.fstat(fd)
             dos = fs.get_dos(fd)
-        o = Open(fd=fd, parts=parts, is_dir=is_dir, access=access,
-                 delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
-                 tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
-                 stream=stream, base_parts=base_parts, base_key=base_key,
-                 file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
-                 index_number=index_number or st.st_ino,
-                 write_through=bool(options & wire.FILE_WRITE_THROUGH))
+        o = make_open(fd=fd, parts=parts, is_dir=is_dir, access=access,
+                      delete_on_close=bool(options & wire.FILE_DELETE_ON_CLOSE), key=(st.st_dev, st.st_ino),
+                      tree=tree, session_id=hdr.session_id, tree_id=hdr.tree_id, granted=max(granted, 0),
+                      stream=stream, base_parts=base_parts, base_key=base_key,
+                      file_key=(base_st.st_dev, base_st.st_ino) if stream is not None else (),
+                      index_number=index_number or st.st_ino,
+                      write_through=bool(options & wire.FILE_WRITE_THROUGH))
         # share modes count what the open holds: MAXIMUM_ALLOWED as it was granted (MS-FSA
         # 2.1.5.1.2, Samba's resolved access_mask), not as every right, which would refuse
         # another user's opens beside a reader that shares everything
