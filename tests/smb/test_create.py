@@ -140,6 +140,25 @@ def test_an_impersonation_level_past_delegate_is_refused(client):
     assert create(client, "f", impersonation=4)[0] == wire.STATUS_BAD_IMPERSONATION_LEVEL
 
 
+@pytest.mark.parametrize("fields, status", [
+    # several refused at once: the first in the order they are judged decides (impersonation,
+    # reserved access, ACCESS_SYSTEM_SECURITY, reserved options / attributes / disposition,
+    # options not supported)
+    (dict(impersonation=4, access=0x01000000, options=0x01000000), wire.STATUS_BAD_IMPERSONATION_LEVEL),
+    (dict(access=0x00800000 | 0x01000000, options=0x00002000), wire.STATUS_ACCESS_DENIED),
+    (dict(access=0x01000000, options=0x01000000), wire.STATUS_PRIVILEGE_NOT_HELD),
+    (dict(access=0x01000000, attributes=0x8), wire.STATUS_PRIVILEGE_NOT_HELD),
+    (dict(options=0x01000000 | 0x00002000), wire.STATUS_INVALID_PARAMETER),
+    (dict(options=0x00002000, attributes=0x8), wire.STATUS_INVALID_PARAMETER),
+    (dict(options=0x00100000, disposition=6), wire.STATUS_INVALID_PARAMETER),
+    (dict(disposition=6), wire.STATUS_INVALID_PARAMETER),
+    (dict(options=0x00000080), wire.STATUS_NOT_SUPPORTED),       # FILE_CREATE_TREE_CONNECTION
+    (dict(impersonation=3, access=0x02000000), 0),               # Delegate, MAXIMUM_ALLOWED: none refused
+])
+def test_fields_refused_together(client, fields, status):
+    assert create(client, "f", **{"disposition": wire.FILE_OPEN_IF, **fields})[0] == status
+
+
 def test_attributes_a_new_file_cannot_have(client):
     assert create(client, "f", attributes=0x8)[0] == wire.STATUS_INVALID_PARAMETER      # VOLUME
 

@@ -470,6 +470,7 @@ def parent_is_directory(fs: FileSystem, parts: list[str]) -> bool:
 # attributes a client may not ask a new file to have (MS-FSCC 2.6; DEVICE, VOLUME, ...)
 INVALID_CREATE_ATTRIBUTES = 0xFFFF8048
 TRUNCATING = (wire.FILE_SUPERSEDE, wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)
+OPENING_ONLY = (wire.FILE_OPEN, wire.FILE_OVERWRITE)    # the dispositions that make nothing
 NO_CONTEXTS: dict = {}      # (a CREATE without create contexts: read, never changed)
 ATTR_SYSTEM = 0x4
 ADD_FILE, ADD_SUBDIRECTORY = 0x2, 0x4       # a directory's FILE_WRITE_DATA, FILE_APPEND_DATA
@@ -514,6 +515,25 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
+REFUSED_ACCESS = 0x0CE0FE00 | 0x01000000       # reserved bits, ACCESS_SYSTEM_SECURITY
+REFUSED_OPTIONS = 0xFF000000 | 0x00102080      # reserved, and options not supported
+
+
+def refuse_fields(impersonation: int, access: int, options: int, attrs: int, disposition: int) -> None:
+    """The error for a CREATE whose fields refuse it (REFUSED_ACCESS, REFUSED_OPTIONS, an
+    invalid attribute or disposition, a level of impersonation that is none), in the order
+    they are judged."""
+    if impersonation > 3:   # Anonymous, Identification, Impersonation, Delegate
+        raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
+    if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
+        raise SMBError(wire.STATUS_ACCESS_DENIED)
+    if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
+        raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
+    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
+        raise SMBError(wire.STATUS_INVALID_PARAMETER)
+    raise SMBError(wire.STATUS_NOT_SUPPORTED)   # CREATE_TREE_CONNECTION, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+
+
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False,
              held_since: float | None = None):
     """CREATE; `retry`: again, after the oplock break it waited for was answered (`held_since`:
@@ -549,16 +569,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     modes were checked."""
     (_size, _secflags, requested_oplock, _imp, _cf, _res, access, attrs, share_access, disposition,
      options, name_off, name_len, ctx_off, ctx_len) = CREATE_REQUEST.unpack_from(msg, 64)
-    if _imp > 3:    # Anonymous, Identification, Impersonation, Delegate
-        raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
-    if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
-        raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
-        raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
-    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
-        raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    if options & 0x00102080:    # CREATE_TREE_CONNECTION, OPEN_BY_FILE_ID, RESERVE_OPFILTER
-        raise SMBError(wire.STATUS_NOT_SUPPORTED)
+    if _imp > 3 or access & REFUSED_ACCESS or options & REFUSED_OPTIONS or \
+            attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
+        refuse_fields(_imp, access, options, attrs, disposition)    # (the usual request: one test)
     # (wire.from_utf16 without the codec registry's Python wrapper: one call, as strict)
     name = utf_16_le_decode(in_request(msg, name_off, name_len), "strict", True)[0] if name_len else ""
     if tree.fs is None:         # IPC$: named pipes
@@ -575,10 +588,13 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     rules = tree.names
     if rules.folds_paths:
         name = rules.in_default_case(name)      # (the stream's name too, as Samba's)
-    spelled_name = name
-    name, stream = split_stream(name)
-    # "name::$DATA": the file's data stream, which a directory has not
-    names_data_stream = stream is None and name != spelled_name
+    if ":" in name:
+        spelled_name = name
+        name, stream = split_stream(name)
+        # "name::$DATA": the file's data stream, which a directory has not
+        names_data_stream = stream is None and name != spelled_name
+    else:
+        stream, names_data_stream = None, False
     parts = split_path(name)
     check_veto(tree.names, parts)
     if dfs_root:
@@ -603,14 +619,15 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             if aapl.CONTEXT_NAME in contexts and tree.share.fruit and c.policy.fruit_aapl else None
     else:
         contexts, eas, apple = NO_CONTEXTS, [], None
-    lease_req = leasing.requested(contexts, requested_oplock, c.dialect, c.policy.smb2_leases)
+    lease_req = leasing.requested(contexts, requested_oplock, c.dialect, c.policy.smb2_leases) \
+        if ctx_len else None    # (a lease is asked for in a context)
     fs = tree.fs
     if tree.share.read_only and (acl.map_generic(access) & wire.WRITE_CLASS or
                                  options & wire.FILE_DELETE_ON_CLOSE or
                                  disposition in (wire.FILE_SUPERSEDE, wire.FILE_CREATE,
                                                  wire.FILE_OVERWRITE, wire.FILE_OVERWRITE_IF)):
         raise SMBError(wire.STATUS_ACCESS_DENIED)   # a read-only share grants no write right
-    may_make = stream is None and disposition not in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+    may_make = stream is None and disposition not in OPENING_ONLY
     directory = None        # a new name's parent_metadata, read with its case lookup
     try:
         st = fs.stat(parts)
@@ -656,7 +673,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         if options & wire.FILE_DIRECTORY_FILE:
             raise SMBError(wire.STATUS_NOT_A_DIRECTORY)     # a stream is never one (as Windows)
         if not exists:
-            if disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+            if disposition in OPENING_ONLY:
                 raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
             if tree.share.read_only:
                 raise SMBError(wire.STATUS_ACCESS_DENIED)
@@ -669,7 +686,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             made_file = True
             st, exists = fs.stat(parts), True
             c.state.watches.post("/".join([fs.root] + parts), notify.ADDED, notify.FILE_NAME)
-        opening = disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE)
+        opening = disposition in OPENING_ONLY
         index_number = st.st_ino        # a stream is known by its file's id (as on NTFS)
         base_key, stream_limit, base_st, base_dos = stream_of_file(
             fs, tree.share, parts, stat.S_ISDIR(st.st_mode), access, options, disposition, attrs, not opening,
@@ -813,7 +830,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
                 sharing_violation = bool(open_streams(c, fs, parts, key))
             if sharing_violation:
                 raise SMBError(wire.STATUS_SHARING_VIOLATION)  # before anything is truncated
-        if not exists and disposition in (wire.FILE_OPEN, wire.FILE_OVERWRITE):
+        if not exists and disposition in OPENING_ONLY:
             raise SMBError(wire.STATUS_OBJECT_NAME_NOT_FOUND)
         if not exists and tree.share.read_only:
             raise SMBError(wire.STATUS_ACCESS_DENIED)      # FILE_OPEN_IF would create it
