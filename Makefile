@@ -42,13 +42,13 @@ system-deps:
 
 # The C tests (engine, event loop, the SMB2 header codec and its review, the ECHOs answered in C,
 # the credit window's take, the request sizes checked, the usual request's admission and answer,
-# an open's information encoded, instances made without __init__, the receive buffer and its
-# serving), run under AddressSanitizer.
+# an open's information encoded, instances made without __init__, the open a request names,
+# the receive buffer and its serving), run under AddressSanitizer.
 ASAN_TESTS := tests/uring tests/events tests/smb/test_frame_paths.py tests/smb/test_header_codec_review.py \
               tests/vfs/test_metadata_read.py tests/smb/test_directory_batch.py tests/smb/test_network_open_info.py \
               tests/smb/test_answer_echoes.py tests/smb/test_credit_window_take.py tests/smb/test_check_sizes.py \
-              tests/smb/test_admission.py tests/smb/test_slot_maker.py tests/server/test_serve_frames.py \
-              tests/server/test_pipelined.py
+              tests/smb/test_admission.py tests/smb/test_slot_maker.py tests/smb/test_open_for.py \
+              tests/server/test_serve_frames.py tests/server/test_pipelined.py
 # Tests the main run leaves out because test-asan runs them already: the same tests on the same
 # Python code, only the C extension built with -fsanitize=address. CPython's asyncio tests on
 # the ring loop (minutes) are about the loop's Python side; the engine's own tests, which check

@@ -428,7 +428,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
     "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; a "
-    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; instances of a dataclass with slots made without its __init__; a connection's receive buffer and the serving of its frames.", -1,
+    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; instances of a dataclass with slots made without its __init__; the open a request names; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -459,6 +459,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     PyObject *maker = wire_slot_maker_type();
     if (maker == NULL || PyModule_AddObject(m, "SlotMaker", maker) < 0) {
         Py_XDECREF(maker);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *finder = wire_open_finder_type();
+    if (finder == NULL || PyModule_AddObject(m, "OpenFinder", finder) < 0) {
+        Py_XDECREF(finder);
         Py_DECREF(m);
         return NULL;
     }

@@ -43,6 +43,9 @@ int wire_slot_offset(PyTypeObject *cls, PyObject *name, Py_ssize_t *offset);
 int wire_allocatable(PyTypeObject *cls);
 PyObject *wire_slot_maker_type(void);
 
+/* open_for.c: the type OpenFinder (a new reference, or NULL with an exception) */
+PyObject *wire_open_finder_type(void);
+
 /* header.c: a Header of 64 bytes known to be an SMB2 header, and a response's header as it
    starts (codec: a HeaderCodec; a new reference, or NULL with an exception) */
 PyObject *wire_header_from(PyObject *codec, const unsigned char *h);

@@ -101,6 +101,40 @@ NOT_FOR_PIPES = {wire.SET_INFO: wire.STATUS_NOT_SUPPORTED, wire.FLUSH: wire.STAT
                  wire.QUERY_DIRECTORY: wire.STATUS_NOT_SUPPORTED, wire.IOCTL: wire.STATUS_FS_DRIVER_REQUIRED}
 
 
+# -- channel sequence numbers (MS-SMB2 3.3.5.2.10) ---------------------------------------------
+# A client that resends a request on another channel (after losing one) raises the session's
+# ChannelSequence; a request still carrying an older one must not modify the file after the
+# newer ones did. Kept per open, as Samba's smbd_smb2_request_dispatch_update_counts: requests
+# here are answered before the next is taken, so no request counts are needed.
+MODIFYING = (wire.WRITE, wire.SET_INFO, wire.IOCTL)
+
+
+def check_channel_sequence(o: Open, hdr: Header) -> None:
+    """Takes the request's ChannelSequence (the low half of the header's Status field in a
+    3.x request) for the open; an older one fails a WRITE, SET_INFO or IOCTL with
+    STATUS_FILE_NOT_AVAILABLE (other commands go on)."""
+    sequence = hdr.status & 0xFFFF
+    diff = sequence - o.channel_sequence
+    if abs(diff) > 0x7FFF:
+        diff = -diff            # the client's 16-bit counter wrapped (Samba's reading)
+    if diff > 0:
+        o.channel_sequence = sequence
+    elif diff < 0 and hdr.command in MODIFYING:
+        raise SMBError(wire.STATUS_FILE_NOT_AVAILABLE)
+
+
+# Connection.open_for(fid, chain, hdr, kind=Open) -> the open a request names; in a related
+# compound, FileId -1 is the previous one. An open is reachable only through the session and
+# tree connect that made it: with any other it is closed, as far as the client can tell
+# (MS-SMB2 3.3.5.x, FILE_CLOSED). A named pipe (`kind` Pipe) is not a file, nor a file a pipe:
+# INVALID_DEVICE_REQUEST (NOT_FOR_PIPES). A file's open has the request's ChannelSequence
+# taken (check_channel_sequence: a request with the open's own, the usual one, neither takes
+# nor refuses anything) and its CREATE's answer known to have arrived (no replay of it now).
+# Looked up and checked in one C call (_wire/open_for.c): every request on a file starts here.
+_open_for = _wire.OpenFinder(Open, SMBError, NOT_FOR_PIPES, check_channel_sequence, FID_ANY, wire.SMB300,
+                             wire.STATUS_FILE_CLOSED, wire.STATUS_INVALID_DEVICE_REQUEST)
+
+
 def _with_request_signature(part, req: Header, status: int) -> bytearray | bytes:
     """An answer to a signed request that no key of the server signs (its session is not
     found, or has no key): INVALID_PARAMETER, FILE_CLOSED, NETWORK_NAME_DELETED and
@@ -1209,28 +1243,7 @@ class Connection:
             raise SMBError(wire.STATUS_ACCESS_DENIED)  # this share is reached encrypted only
         return t
 
-    def open_for(self, fid: bytes, chain: "Chain", hdr: Header, kind: type = Open) -> Open:
-        """The open a request names; in a related compound, FileId -1 is the previous one.
-        An open is reachable only through the session and tree connect that made it: with any
-        other it is closed, as far as the client can tell (MS-SMB2 3.3.5.x, FILE_CLOSED).
-        A named pipe (`kind` Pipe) is not a file, nor a file a pipe: INVALID_DEVICE_REQUEST."""
-        if fid == FID_ANY and chain.related and chain.fid is not None:
-            fid = chain.fid
-        o = self.client.opens.get(bytes(fid))
-        if o is None or o.session_id != hdr.session_id or o.tree_id != hdr.tree_id or o.closing:
-            if chain.related and chain.create_error:
-                raise SMBError(chain.create_error)   # the CREATE it depends on failed
-            raise SMBError(wire.STATUS_FILE_CLOSED)
-        chain.fid = bytes(fid)
-        if not isinstance(o, kind):
-            raise SMBError(NOT_FOR_PIPES.get(hdr.command, wire.STATUS_INVALID_DEVICE_REQUEST))
-        if isinstance(o, Open):
-            # (a request with the open's own ChannelSequence, the usual one, neither takes
-            # nor refuses anything: no call)
-            if self.dialect >= wire.SMB300 and hdr.status & 0xFFFF != o.channel_sequence:
-                check_channel_sequence(o, hdr)
-            self.state.durable.seen(o)      # its CREATE's answer arrived: no replay of it now
-        return o
+    open_for = _open_for        # (fid, chain, hdr, kind=Open) -> the open a request names
 
     def busy_descriptors(self, fds) -> tuple:
         """Those of `fds` that the shell has file I/O under way on."""
@@ -1527,14 +1540,6 @@ class Connection:
     # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
 
 
-# -- channel sequence numbers (MS-SMB2 3.3.5.2.10) ---------------------------------------------
-# A client that resends a request on another channel (after losing one) raises the session's
-# ChannelSequence; a request still carrying an older one must not modify the file after the
-# newer ones did. Kept per open, as Samba's smbd_smb2_request_dispatch_update_counts: requests
-# here are answered before the next is taken, so no request counts are needed.
-MODIFYING = (wire.WRITE, wire.SET_INFO, wire.IOCTL)
-
-
 def _share_encrypts(s: Session | None, o: Open) -> bool:
     """Whether the share of an open's tree connect asks for encryption (`smb encrypt` required
     or desired): what the server tells of the open (its breaks) is then sealed."""
@@ -1545,17 +1550,3 @@ def _share_encrypts(s: Session | None, o: Open) -> bool:
 def _asks_encryption(share) -> bool:
     """Whether a share asks for encryption (`smb encrypt` required or desired)."""
     return bool(share and (share.encrypt or share.encrypt_desired))
-
-
-def check_channel_sequence(o: Open, hdr: Header) -> None:
-    """Takes the request's ChannelSequence (the low half of the header's Status field in a
-    3.x request) for the open; an older one fails a WRITE, SET_INFO or IOCTL with
-    STATUS_FILE_NOT_AVAILABLE (other commands go on)."""
-    sequence = hdr.status & 0xFFFF
-    diff = sequence - o.channel_sequence
-    if abs(diff) > 0x7FFF:
-        diff = -diff            # the client's 16-bit counter wrapped (Samba's reading)
-    if diff > 0:
-        o.channel_sequence = sequence
-    elif diff < 0 and hdr.command in MODIFYING:
-        raise SMBError(wire.STATUS_FILE_NOT_AVAILABLE)
