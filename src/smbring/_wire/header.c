@@ -432,6 +432,15 @@ static struct PyModuleDef module = {
     module_methods, NULL, NULL, NULL, NULL,
 };
 
+/* type (a new reference, or NULL with an exception) added to m as `name`: 0, or -1 */
+static int add_type(PyObject *m, const char *name, PyObject *type) {
+    if (type == NULL || PyModule_AddObject(m, name, type) < 0) {
+        Py_XDECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__wire(void) {
     if (PyType_Ready(&CodecType) < 0 || wire_echo_init() < 0)
         return NULL;
@@ -444,33 +453,11 @@ PyMODINIT_FUNC PyInit__wire(void) {
         Py_DECREF(m);
         return NULL;
     }
-    PyObject *window = wire_credit_window_type();
-    if (window == NULL || PyModule_AddObject(m, "CreditWindowBase", window) < 0) {
-        Py_XDECREF(window);
-        Py_DECREF(m);
-        return NULL;
-    }
-    PyObject *admission = wire_admission_type();
-    if (admission == NULL || PyModule_AddObject(m, "Admission", admission) < 0) {
-        Py_XDECREF(admission);
-        Py_DECREF(m);
-        return NULL;
-    }
-    PyObject *maker = wire_slot_maker_type();
-    if (maker == NULL || PyModule_AddObject(m, "SlotMaker", maker) < 0) {
-        Py_XDECREF(maker);
-        Py_DECREF(m);
-        return NULL;
-    }
-    PyObject *finder = wire_open_finder_type();
-    if (finder == NULL || PyModule_AddObject(m, "OpenFinder", finder) < 0) {
-        Py_XDECREF(finder);
-        Py_DECREF(m);
-        return NULL;
-    }
-    PyObject *receiver = wire_receive_buffer_type();
-    if (receiver == NULL || PyModule_AddObject(m, "ReceiveBuffer", receiver) < 0) {
-        Py_XDECREF(receiver);
+    if (add_type(m, "CreditWindowBase", wire_credit_window_type()) < 0 ||
+            add_type(m, "Admission", wire_admission_type()) < 0 ||
+            add_type(m, "SlotMaker", wire_slot_maker_type()) < 0 ||
+            add_type(m, "OpenFinder", wire_open_finder_type()) < 0 ||
+            add_type(m, "ReceiveBuffer", wire_receive_buffer_type()) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -241,24 +241,17 @@ static PyObject *finder_call(Finder *self, PyObject *const *args, size_t nargsf,
     }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    PyObject *kind = self->open_class;
     if (nkw > 1 || (nkw == 1 && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), names[N_KIND]) != 0)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "open_for: the only keyword is kind");
         return NULL;
     }
-    if (nkw == 1) {
-        if (nargs != 4) {
-            PyErr_SetString(PyExc_TypeError, "open_for(conn, fid, chain, hdr, kind=Open)");
-            return NULL;
-        }
-        kind = args[4];
-    } else if (nargs == 5) {
-        kind = args[4];
-    } else if (nargs != 4) {
+    /* four positional arguments, and kind as a fifth or by its name, or not at all */
+    if (nargs != 4 && !(nargs == 5 && nkw == 0)) {
         PyErr_SetString(PyExc_TypeError, "open_for(conn, fid, chain, hdr, kind=Open)");
         return NULL;
     }
+    PyObject *kind = nargs + nkw == 5 ? args[4] : self->open_class;
     return find(self, args[0], args[1], args[2], args[3], kind);
 }
 
