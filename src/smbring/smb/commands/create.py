@@ -515,8 +515,11 @@ def check_read_only(st, dos, access: int, options: int, disposition: int, attrs:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
 
 
-REFUSED_ACCESS = 0x0CE0FE00 | 0x01000000       # reserved bits, ACCESS_SYSTEM_SECURITY
-REFUSED_OPTIONS = 0xFF000000 | 0x00102080      # reserved, and options not supported
+RESERVED_ACCESS = 0x0CE0FE00       # reserved access bits (MS-SMB2 3.3.5.9)
+RESERVED_OPTIONS = 0xFF000000
+UNSUPPORTED_OPTIONS = 0x00102080    # CREATE_TREE_CONNECTION, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+REFUSED_ACCESS = RESERVED_ACCESS | acl.ACCESS_SYSTEM_SECURITY    # (a privilege nobody here has)
+REFUSED_OPTIONS = RESERVED_OPTIONS | UNSUPPORTED_OPTIONS
 
 
 def refuse_fields(impersonation: int, access: int, options: int, attrs: int, disposition: int) -> None:
@@ -525,13 +528,13 @@ def refuse_fields(impersonation: int, access: int, options: int, attrs: int, dis
     they are judged."""
     if impersonation > 3:   # Anonymous, Identification, Impersonation, Delegate
         raise SMBError(wire.STATUS_BAD_IMPERSONATION_LEVEL)
-    if access & 0x0CE0FE00:     # reserved access bits (MS-SMB2 3.3.5.9)
+    if access & RESERVED_ACCESS:
         raise SMBError(wire.STATUS_ACCESS_DENIED)
-    if access & 0x01000000:     # ACCESS_SYSTEM_SECURITY: needs a privilege nobody here has
+    if access & acl.ACCESS_SYSTEM_SECURITY:
         raise SMBError(wire.STATUS_PRIVILEGE_NOT_HELD)
-    if options & 0xFF000000 or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
+    if options & RESERVED_OPTIONS or attrs & INVALID_CREATE_ATTRIBUTES or disposition > wire.FILE_OVERWRITE_IF:
         raise SMBError(wire.STATUS_INVALID_PARAMETER)
-    raise SMBError(wire.STATUS_NOT_SUPPORTED)   # CREATE_TREE_CONNECTION, OPEN_BY_FILE_ID, RESERVE_OPFILTER
+    raise SMBError(wire.STATUS_NOT_SUPPORTED)   # (UNSUPPORTED_OPTIONS: all that is left)
 
 
 def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool = False,
