@@ -35,6 +35,8 @@
  *       them with big-integer arithmetic, most of the cost of an os.fstat (a CREATE and a
  *       QUERY_INFO take three). Failures raise OSError as os.fstat's.
  *
+ *   split_ascii_path(name, depot), range_locked(fd, start, end, write): paths.c.
+ *
  *   set_status_flags(fd, flags)
  *       fcntl(F_SETFL): what an open's O_NONBLOCK is cleared with once its type is checked
  *       (vfs.posix), without fcntl.fcntl's audit event and argument conversion (several
@@ -58,6 +60,8 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include "dirent.h"
 
 /* One entry as the VFS found it. Native byte order, no padding: "=IIQQqqqqIIQQQQ". */
 struct record {
@@ -1064,6 +1068,10 @@ PyMODINIT_FUNC PyInit__dirent(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddFunctions(m, dirent_path_methods) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&StatType);
     if (PyModule_AddObject(m, "Stat", (PyObject *)&StatType) < 0) {
         Py_DECREF(&StatType);

@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from smbring._dirent import split_ascii_path
+
+# (the C split of an ASCII name, smbring/_dirent/paths.c, holds the same names and characters)
 RESERVED = frozenset({"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} |
                      {f"LPT{i}" for i in range(1, 10)})
 BAD_CHARS = frozenset('"*/:<>?|') | {chr(c) for c in range(32)}
@@ -97,6 +100,19 @@ def split_path(name: str) -> list[str]:
     """SMB path (relative to the share) -> checked components. A forward slash separates
     components as a backslash does, as smbd reads SMB2 paths (check_path_syntax): no name
     holds one, so a component never does, and `..` spelled either way goes no higher."""
+    # (an ASCII name, the usual one, is split and checked in C, as below: its components, or
+    # the kind of the first refusal; what other characters upper-case or case-fold to, and
+    # their encoded length, are Python's to say)
+    parts = split_ascii_path(name, STREAMS_DIR)
+    if parts.__class__ is list:
+        return parts
+    if parts is not None:
+        raise PathError(parts)
+    return split_any_path(name)
+
+
+def split_any_path(name: str) -> list[str]:
+    """`split_path` of any name, in Python (what the C split of an ASCII name must match)."""
     if "\0" in name:
         raise PathError("invalid")
     # repeated separators name nothing more than one does (smbd folds them the same way)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from smbring._dirent import (NEEDS_GENERAL, PRESENT, RECORD, RECORD_SIZE, get_xattr, lstat_at, read_names,
                              set_status_flags, stat_entries)
 from smbring._dirent import fstat as _fstat
+from smbring._dirent import range_locked as _range_locked
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs import extents
 from smbring.vfs.api import RANGE_READ, RANGE_UNLOCKED, RANGE_WRITE
@@ -852,11 +853,10 @@ class PosixVFS:
 
     @staticmethod
     def range_locked(fd: int, start: int, end: int, write: bool) -> bool:
-        if not 0 <= start < end <= POSIX_LOCK_LIMIT:
-            raise ValueError(f"not a byte range a lock names: {start}-{end}")
-        asked = _FLOCK.pack(fcntl.F_WRLCK if write else fcntl.F_RDLCK, os.SEEK_SET, start, end - start, 0)
+        # (F_OFD_GETLK asked in C: asked on every READ and WRITE of a share that mirrors its
+        # locks, struct and fcntl cost several times the call; it checks the range as well)
         try:
-            return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_OFD_GETLK, asked))[0] != fcntl.F_UNLCK
+            return _range_locked(fd, start, end, write)
         except OSError as e:
             if e.errno not in _NO_KERNEL_LOCKS:
                 raise
