@@ -275,18 +275,19 @@ class Oplocks:
         if h is None or not enabled or o.is_dir or h.stat_only and not created:
             return LEVEL_NONE
         granted = CACHING.get(requested, 0)
-        if locked:
-            granted &= ~(READ | HANDLE)
-        holders = self._files[o.key]
-        if len(holders) > 1:        # (the file's only open: no other to keep anything from it)
-            others = [other for other in holders.values() if other is not h]
-            if any(not other.stat_only or other.cached() for other in others):
-                granted &= ~WRITE
-            if any(other.lease is not None and other.lease.state & HANDLE for other in others):
+        if granted:     # (the usual CREATE asks for none: nothing to weigh)
+            if locked:
+                granted &= ~(READ | HANDLE)
+            holders = self._files[o.key]
+            if len(holders) > 1:        # (the file's only open: no other to keep anything from it)
+                others = [other for other in holders.values() if other is not h]
+                if any(not other.stat_only or other.cached() for other in others):
+                    granted &= ~WRITE
+                if any(other.lease is not None and other.lease.state & HANDLE for other in others):
+                    granted = 0
+            if granted & READ and not granted & WRITE and not level2:
                 granted = 0
-        if granted & READ and not granted & WRITE and not level2:
-            granted = 0
-        level = level_of(granted)
+        level = level_of(granted) if granted else LEVEL_NONE
         h.caching, h.send_break, h.level2 = CACHING[level], send_break, level2
         return level
 

@@ -282,11 +282,12 @@ class NameRules:
     def hidden(self, name: str) -> bool:
         """Listed and reachable, with the DOS hidden attribute (`hide files`, `hide dot
         files`)."""
-        if name in (".", ".."):
-            return False
-        if self.hide_dot_files and name.startswith("."):
-            return True
-        return _matches(self.hide, name)
+        if name[:1] == ".":
+            if name == "." or name == "..":
+                return False
+            if self.hide_dot_files:
+                return True
+        return bool(self.hide) and _matches(self.hide, name)     # (asked of every CREATE's answer)
 
     @property
     def unlists(self) -> bool:

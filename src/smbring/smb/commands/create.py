@@ -561,6 +561,29 @@ def h_create(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry:
         raise
 
 
+# the options a CREATE's name is judged by before anything is read of the file (with
+# FILE_CREATE's disposition): what `check_kind_and_delete` looks at
+KIND_OR_DELETE_OPTIONS = wire.FILE_DIRECTORY_FILE | wire.FILE_NON_DIRECTORY_FILE | wire.FILE_DELETE_ON_CLOSE
+
+
+def check_kind_and_delete(exists: bool, is_dir: bool, disposition: int, options: int, access: int, attrs: int,
+                          parts: list) -> None:
+    """What a CREATE asks of the name's kind (a directory or not, none yet) and of a delete
+    on close, refused in MS-FSA's order before the file is opened."""
+    if exists and disposition == wire.FILE_CREATE:
+        # whatever the name is (a directory made over a file too): the name is taken (MS-FSA
+        # 2.1.5.1.2, before the file's type is looked at)
+        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
+    if exists and options & wire.FILE_DIRECTORY_FILE and not is_dir:
+        raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
+    if exists and options & wire.FILE_NON_DIRECTORY_FILE and is_dir:
+        raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
+    if options & wire.FILE_DELETE_ON_CLOSE and (not _may_delete(access) or not parts):
+        raise SMBError(wire.STATUS_ACCESS_DENIED)      # (the share's root is never deleted)
+    if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY and not exists:
+        raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
+
+
 def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry: bool,
               durable: create_durable.DurableRequest, tree, held_since: float | None = None,
               attempt: int = 0):
@@ -740,19 +763,8 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
         raise SMBError(wire.STATUS_INVALID_PARAMETER)  # a lease key names one file (3.3.5.9.8)
     if exists and not (is_dir or stat.S_ISREG(st.st_mode)):
         raise SMBError(wire.STATUS_IO_REPARSE_TAG_NOT_HANDLED)  # a FIFO, socket or device: as Samba
-    want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
-    if exists and disposition == wire.FILE_CREATE:
-        # whatever the name is (a directory made over a file too): the name is taken (MS-FSA
-        # 2.1.5.1.2, before the file's type is looked at)
-        raise SMBError(wire.STATUS_OBJECT_NAME_COLLISION)
-    if exists and want_dir and not is_dir:
-        raise SMBError(wire.STATUS_NOT_A_DIRECTORY)
-    if exists and options & wire.FILE_NON_DIRECTORY_FILE and is_dir:
-        raise SMBError(wire.STATUS_FILE_IS_A_DIRECTORY)
-    if options & wire.FILE_DELETE_ON_CLOSE and (not _may_delete(access) or not parts):
-        raise SMBError(wire.STATUS_ACCESS_DENIED)      # (the share's root is never deleted)
-    if options & wire.FILE_DELETE_ON_CLOSE and attrs & wire.ATTR_READONLY and not exists:
-        raise SMBError(wire.STATUS_CANNOT_DELETE)       # a read-only file cannot be deleted
+    if options & KIND_OR_DELETE_OPTIONS or disposition == wire.FILE_CREATE:    # (the usual CREATE: one test)
+        check_kind_and_delete(exists, is_dir, disposition, options, access, attrs, parts)
     sd = dos = None
     # an existing file is opened once to read its stored descriptor and DOS information;
     # where the open it asks for would be that same read-only open (nothing to write, nothing
@@ -865,6 +877,7 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
             raise SMBError(wire.STATUS_ACCESS_DENIED)
         new_sd = None
         if not exists:
+            want_dir = bool(options & wire.FILE_DIRECTORY_FILE)
             if stream is not None:      # (a new file's directory's: read with its type)
                 parent_sd = stored_sd(fs, parts[:-1])
             if parent_sd is not None and acl.check(ADD_SUBDIRECTORY if want_dir else ADD_FILE, parent_sd,
@@ -1021,7 +1034,9 @@ def open_file(c: Connection, hdr: Header, msg: bytes, rhdr: Header, chain, retry
     fid = c.random_ids.take(8) + VOLATILE_ID.pack(volatile)
     o.fid = fid
     c.add_open(o)
-    locked = action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
+    # (byte-range locks keep READ and HANDLE caching from a new oplock or lease: where none is
+    # asked for, none are looked for)
+    locked = bool(requested_oplock) and action != wire.FILE_OVERWRITTEN and not c.state.locks.idle(o.key)
     lease = None
     # (`veto oplock files`: as if the share had `oplocks = no`, for this file)
     oplocks = tree.share.oplocks and not (rules.veto_oplocks and base_parts
