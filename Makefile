@@ -48,6 +48,7 @@ ASAN_TESTS := tests/uring tests/events tests/smb/test_frame_paths.py tests/smb/t
               tests/vfs/test_metadata_read.py tests/smb/test_directory_batch.py tests/smb/test_network_open_info.py \
               tests/smb/test_answer_echoes.py tests/smb/test_credit_window_take.py tests/smb/test_check_sizes.py \
               tests/smb/test_admission.py tests/smb/test_slot_maker.py tests/smb/test_open_for.py tests/vfs/test_path_split.py \
+              tests/smb/test_frame_handler.py \
               tests/server/test_serve_frames.py tests/server/test_pipelined.py
 # Tests the main run leaves out because test-asan runs them already: the same tests on the same
 # Python code, only the C extension built with -fsanitize=address. CPython's asyncio tests on

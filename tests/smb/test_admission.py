@@ -12,9 +12,11 @@ import pytest
 from sansio_client import parse
 from smbcore import SHORT_BODY, carry_out, close_body, create_body, query_info_body, read_body, write_body
 
+from smbring import _wire
 from smbring.smb import connection, wire
 from smbring.smb.channels import Channel
 from smbring.smb.dispatch import COMMANDS
+from smbring.smb.effects import Send
 from test_frame_paths import ALL_ACCESS, exchange_both, general_path
 
 CREATE = (wire.CREATE, create_body("f", ALL_ACCESS, wire.FILE_OPEN_IF, 0, share_access=7))
@@ -152,7 +154,9 @@ def admissions(monkeypatch):
         result = admit(conn, frame)
         seen.append(result is not None)
         return result
-    monkeypatch.setattr(connection, "_admit", recorded)
+    # (handle_frame, _wire/frames.c, holds the admission it was made with: one made with this)
+    monkeypatch.setattr(connection.Connection, "handle_frame",
+                        _wire.FrameHandler(recorded, connection._answer, Send, object.__new__))
     return seen
 
 

@@ -428,7 +428,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smbring._wire",
     "The SMB2 header read into and written from smb.wire.Header; plain ECHOs answered; a "
-    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; instances of a dataclass with slots made without its __init__; the open a request names; a connection's receive buffer and the serving of its frames.", -1,
+    "request's sizes checked; the checks before a handler for the usual request; the credit window's take; instances of a dataclass with slots made without its __init__; the open a request names; a frame handled, the usual request's way; a connection's receive buffer and the serving of its frames.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -457,6 +457,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
             add_type(m, "Admission", wire_admission_type()) < 0 ||
             add_type(m, "SlotMaker", wire_slot_maker_type()) < 0 ||
             add_type(m, "OpenFinder", wire_open_finder_type()) < 0 ||
+            add_type(m, "FrameHandler", wire_frame_handler_type()) < 0 ||
             add_type(m, "ReceiveBuffer", wire_receive_buffer_type()) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -255,17 +255,6 @@ static PyObject *finder_call(Finder *self, PyObject *const *args, size_t nargsf,
     return find(self, args[0], args[1], args[2], args[3], kind);
 }
 
-/* set as a class attribute, it binds as a method does (Py_TPFLAGS_METHOD_DESCRIPTOR lets a
-   call through an instance skip the bound method altogether) */
-static PyObject *finder_get(PyObject *self, PyObject *obj, PyObject *type) {
-    (void)type;
-    if (obj == NULL || obj == Py_None) {
-        Py_INCREF(self);
-        return self;
-    }
-    return PyMethod_New(self, obj);
-}
-
 static PyObject *finder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Finder *self = (Finder *)PyType_GenericNew(type, args, kwargs);
     if (self != NULL)
@@ -346,7 +335,7 @@ static PyType_Slot finder_slots[] = {
     {Py_tp_new, finder_new},
     {Py_tp_init, finder_init},
     {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, finder_get},
+    {Py_tp_descr_get, wire_bind_as_method},
     {Py_tp_dealloc, finder_dealloc},
     {Py_tp_traverse, finder_traverse},
     {Py_tp_clear, finder_clear},

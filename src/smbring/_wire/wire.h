@@ -36,6 +36,16 @@ static inline int attr_truth(PyObject *obj, PyObject *name) {
     return truth;
 }
 
+/* a method descriptor's tp_descr_get: set as a class attribute, the object binds as a method
+   does (with Py_TPFLAGS_METHOD_DESCRIPTOR a call through an instance skips the bound method
+   altogether): OpenFinder's and FrameHandler's */
+static inline PyObject *wire_bind_as_method(PyObject *self, PyObject *obj, PyObject *type) {
+    (void)type;
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
 /* slots.c: the offset of cls's own writable object slot `name` (0, or -1 with TypeError), and
    whether cls's instances can be allocated as those of a class with slots (1, or 0 with
    TypeError); the type SlotMaker (a new reference, or NULL with an exception) */
@@ -45,6 +55,9 @@ PyObject *wire_slot_maker_type(void);
 
 /* open_for.c: the type OpenFinder (a new reference, or NULL with an exception) */
 PyObject *wire_open_finder_type(void);
+
+/* frames.c: the type FrameHandler (a new reference, or NULL with an exception) */
+PyObject *wire_frame_handler_type(void);
 
 /* header.c: a Header of 64 bytes known to be an SMB2 header, and a response's header as it
    starts (codec: a HeaderCodec; a new reference, or NULL with an exception) */

@@ -90,6 +90,8 @@ _admit = _wire.Admission(wire.HEADER_CODEC, COMMANDS, Chain, object.__new__,
                          (FLAGS_NOT_ALLOWED | FLAGS_RELATED | FLAGS_SIGNED) & 0xFFFFFFFF).admit
 _pack_header = wire.HEADER_CODEC.pack
 _answer = wire.HEADER_CODEC.answer
+# Connection.handle_frame (see there): the usual request's way through it in one C call
+_handle_frame = _wire.FrameHandler(_admit, _answer, Send, object.__new__)
 _PADDING = [bytes(n) for n in range(8)]     # what ends a compound's response 8-byte aligned
 # the shortest a request can be: its header and its body's StructureSize (Samba's
 # SMB2_HDR_BODY + 2); a shorter one drops the connection, as Samba drops it
@@ -361,85 +363,68 @@ class Connection:
             self.frame_commands = [wire.ECHO]
         return done
 
-    def handle_frame(self, frame, sealed_by: Session | None = None) -> list:
-        """One message or compound chain in (without its NetBIOS prefix); the effects out.
-        A ConnectionError means the client broke the protocol: drop the connection.
-        `sealed_by` is for the frame's own decryption (`_other_frame`): the session whose
-        key sealed it, `frame` its plaintext.
+    # handle_frame(frame, sealed_by=None) -> effects: one message or compound chain in (without
+    # its NetBIOS prefix), the effects out. A ConnectionError means the client broke the
+    # protocol: drop the connection. `sealed_by` is for the frame's own decryption
+    # (`_other_frame`): the session whose key sealed it, `frame` its plaintext.
+    # The usual request (one, no compound, neither signed nor sealed, no background write to
+    # wait for first: _wire/admit.c) goes its whole way in C (_wire/frames.c): admitted, its
+    # handler called, a failure answered by `_answer_failure`, an answer in memory sent as one
+    # Send; any other answer is `_answered`'s, any other frame `_frame_not_admitted`'s.
+    handle_frame = _handle_frame
 
-        An SMB2 frame: the usual one, a single request (no compound) with no background
-        write to wait for first, is handled here as `_frame` would handle it, without its
-        generator, chain loop and budget, unless its response waits for file I/O (then
-        steps from where `_frame` would yield on)."""
+    def _frame_not_admitted(self, frame, sealed_by) -> list:
+        """`handle_frame` of a frame the admission left (any but the usual request): an SMB1
+        NEGOTIATE, an encrypted frame, a compound, a signed request, ...; a single request
+        is handled here as `_frame` would handle it, without its generator, chain loop and
+        budget, unless its response waits for file I/O (then steps from where `_frame`
+        would yield on)."""
         # (the first byte tells the kinds apart: a plain SMB2 frame's whole magic is checked
         # by Header.parse, without a slice of it made for every frame)
         if not len(frame) or frame[0] != 0xFE:
             return self._other_frame(frame, sealed_by)
-        admitted = _admit(self, frame) if sealed_by is None else None
-        if admitted is not None:
-            # the usual request, its checks passed in one call (_wire/admit.c), which does
-            # what the lines below and _one's checks do for it
-            hdr, rhdr, chain, handler = admitted
-            try:
-                body, fid = handler(self, hdr, frame, rhdr, chain)
-                if fid is not None:
-                    chain.fid = fid
-            except ConnectionError:
-                raise
-            except Exception as e:
-                rhdr, body = self._answer_failure(e, hdr, rhdr, chain)
-            lone_write = hdr.command == WRITE
-            signed = False
-        else:
-            try:
-                hdr = _parse_header(frame)
-            except (ValueError, struct.error) as e:
-                raise ConnectionError(f"malformed SMB2 header: {e}") from None
-            if len(frame) < SHORTEST_REQUEST:
-                raise ConnectionError("a request without its StructureSize")
-            command = hdr.command
-            lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
-            if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
-                return self._drive(self._frame(frame, sealed_by, lone_write and not hdr.next_command), None)
-            # _split for one request
-            # its MessageIds consumed and its response's credits granted in one call (_one would
-            # grant them): nothing in between touches the window
-            granted = 0 if command == CANCEL else self.credits.take(
-                hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
-            if granted < 0:
-                raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
-                                      f"the credit window [{self.credits.low}, +{self.credits.range})")
-            self.frame_commands = [command]
-            chain = _new_chain(Chain)
-            if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
-                chain.related = True
-                hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
-            elif sealed_by is not None and hdr.session_id != sealed_by.id:
-                _another_sessions_request(hdr)
-            self._sealed_by = sealed_by
-            resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
-            if resp is None:
-                return self.outbox_drain()
-            rhdr, body = resp
-            signed = hdr.flags & FLAGS_SIGNED != 0
+        try:
+            hdr = _parse_header(frame)
+        except (ValueError, struct.error) as e:
+            raise ConnectionError(f"malformed SMB2 header: {e}") from None
+        if len(frame) < SHORTEST_REQUEST:
+            raise ConnectionError("a request without its StructureSize")
+        command = hdr.command
+        lone_write = command == WRITE and sealed_by is None     # (wire.is_lone_write)
+        if hdr.next_command or self.limits.max_compound < 1 or (self._background and not lone_write):
+            return self._drive(self._frame(frame, sealed_by, lone_write and not hdr.next_command), None)
+        # _split for one request
+        # its MessageIds consumed and its response's credits granted in one call (_one would
+        # grant them): nothing in between touches the window
+        granted = 0 if command == CANCEL else self.credits.take(
+            hdr.message_id, (hdr.credit_charge or 1) if self.dialect > SMB202 else 1, hdr.credits)
+        if granted < 0:
+            raise ConnectionError(f"MessageId {hdr.message_id} (charge {hdr.credit_charge}) outside "
+                                  f"the credit window [{self.credits.low}, +{self.credits.range})")
+        self.frame_commands = [command]
+        chain = _new_chain(Chain)
+        if hdr.flags & FLAGS_RELATED:       # related to nothing: no ids to inherit
+            chain.related = True
+            hdr.session_id, hdr.tree_id = chain.session_id, chain.tree_id
+        elif sealed_by is not None and hdr.session_id != sealed_by.id:
+            _another_sessions_request(hdr)
+        self._sealed_by = sealed_by
+        resp = self._one(hdr, frame, chain, self.limits.max_frame, granted)
+        if resp is None:
+            return self.outbox_drain()
+        rhdr, body = resp
+        return self._answered(hdr, rhdr, body, hdr.flags & FLAGS_SIGNED != 0, sealed_by, lone_write)
+
+    def _answered(self, hdr: Header, rhdr: Header, body, signed: bool, sealed_by, lone_write: bool) -> list:
+        """The effects of a single request's answer (`body`, as a handler gives it), the
+        outbox's before them."""
         kind = type(body)
         if kind is bytes or kind is bytearray or kind is memoryview:
             out = self.outbox
-            # an admitted request's answer is neither signed nor sealed unless its handler
-            # chose a signer (a LOGOFF's): then _response's usual case, in one call
-            message = _answer(hdr, rhdr, body) if admitted is not None and rhdr.signer is None else None
-            if message is None:
-                if out:
-                    self.outbox = []
-                    return out + self._response(hdr, rhdr, body, signed, sealed_by)
-                return self._response(hdr, rhdr, body, signed, sealed_by)
-            send = _new_send(Send)
-            send.message = message
             if out:
                 self.outbox = []
-                out.append(send)
-                return out
-            return [send]
+                return out + self._response(hdr, rhdr, body, signed, sealed_by)
+            return self._response(hdr, rhdr, body, signed, sealed_by)
         if kind is FilePayload and sealed_by is None and not signed:
             # a READ's data left in the file, as _read_response sends it where its session
             # neither seals nor signs it (its first case), without the steps around it
