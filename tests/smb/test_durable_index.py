@@ -5,10 +5,10 @@ from smbring.smb.durable import Durable, DurableOpens
 
 
 class Open:
-    """What DurableOpens reads of an open: its file and tree."""
+    """What DurableOpens reads of an open: its file, its tree and its CREATE's replay key."""
 
     def __init__(self, key):
-        self.key, self.tree = key, None
+        self.key, self.tree, self.create_key = key, None, None
 
 
 def durable(n: int, key) -> Durable:

@@ -3,6 +3,7 @@
 a related request's FileId -1 taken from its chain, a pipe told from a file, the request's
 ChannelSequence taken, the CREATE's replay entry forgotten; wrong calls and objects missing
 what it reads raise, never crash (run under AddressSanitizer by `make test-asan`)."""
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -116,9 +117,18 @@ def test_the_creates_replay_entry_goes_at_first_use(opened):
     o = c.conn.client.opens[fid]
     key = (b"client", b"create-guid")
     c.conn.state.durable.remember(key, o, wire.FILE_OPENED)
-    assert c.conn.state.durable.created(key) is not None
+    assert c.conn.state.durable.created(key) is not None and o.create_key == key
     c.conn.open_for(fid, Chain(), hdr_of(c))
-    assert c.conn.state.durable.created(key) is None
+    assert c.conn.state.durable.created(key) is None and o.create_key is None
+    # another CREATE of the same key takes the entry over: the first open forgets its key
+    c.conn.state.durable.remember(key, o, wire.FILE_OPENED)
+    other = dataclasses.replace(o)
+    c.conn.state.durable.remember(key, other, wire.FILE_CREATED)
+    assert o.create_key is None and other.create_key == key
+    c.conn.state.durable.forget(o)
+    assert c.conn.state.durable.created(key) == (other, wire.FILE_CREATED)
+    c.conn.state.durable.forget(other)
+    assert c.conn.state.durable.created(key) is None and c.conn.state.durable.held() == 0
 
 
 @pytest.mark.parametrize("args, kwargs, message", [
@@ -151,8 +161,11 @@ def test_objects_missing_what_it_reads_raise(opened):
     table = SimpleNamespace(get=lambda key: c.conn.client.opens.get(key))
     conn = SimpleNamespace(client=SimpleNamespace(opens=table), dialect=c.conn.dialect, state=c.conn.state)
     assert connection._open_for(conn, fid, Chain(), hdr) is c.conn.client.opens[fid]
+    # the durable table is asked only of an open a replayable CREATE made (its create_key);
     # an exception raised by the ChannelSequence check or the durable table comes through
     conn.state = SimpleNamespace()
+    assert connection._open_for(conn, fid, Chain(), hdr) is c.conn.client.opens[fid]
+    c.conn.client.opens[fid].create_key = (b"client", b"create-guid")
     with pytest.raises(AttributeError):
         connection._open_for(conn, fid, Chain(), hdr)
     conn.dialect = "3.0"

@@ -22,7 +22,8 @@
  *       CREATE, error_class(file_closed) otherwise; chain.fid becomes bytes(fid); an open
  *       not of `kind` is error_class(not_for_pipes.get(hdr.command, invalid_device)); an
  *       open_class instance has its ChannelSequence checked (check_sequence, on a 3.x
- *       dialect where it differs) and conn.state.durable.seen(open) told.
+ *       dialect where it differs) and, where its create_key is set (a CREATE a replay
+ *       may name made it), conn.state.durable.seen(open) told.
  *
  * A finder is a method descriptor: set as a class attribute (Connection.open_for), it is
  * called as a method is, `conn.open_for(fid, chain, hdr)`, with no bound method made.
@@ -50,11 +51,12 @@ typedef struct {
 enum {
     N_CLIENT, N_OPENS, N_SESSION_ID, N_TREE_ID, N_CLOSING, N_RELATED, N_CREATE_ERROR, N_FID,
     N_COMMAND, N_DIALECT, N_STATUS, N_CHANNEL_SEQUENCE, N_STATE, N_DURABLE, N_SEEN, N_KIND,
-    N_NAMES
+    N_CREATE_KEY, N_NAMES
 };
 static const char *const NAMES[N_NAMES] = {
     "client", "opens", "session_id", "tree_id", "closing", "related", "create_error", "fid",
     "command", "dialect", "status", "channel_sequence", "state", "durable", "seen", "kind",
+    "create_key",
 };
 static PyObject *names[N_NAMES];
 
@@ -136,6 +138,15 @@ static int file_used(Finder *self, PyObject *conn, PyObject *o, PyObject *hdr) {
             Py_DECREF(done);
         }
     }
+    /* (an open made by a CREATE a replay may name holds its key until a request shows the
+       client had the answer: the usual open holds none, and the table is not asked) */
+    PyObject *key = PyObject_GetAttr(o, names[N_CREATE_KEY]);
+    if (key == NULL)
+        return -1;
+    int none = key == Py_None;
+    Py_DECREF(key);
+    if (none)
+        return 0;
     PyObject *state = PyObject_GetAttr(conn, names[N_STATE]);
     if (state == NULL)
         return -1;

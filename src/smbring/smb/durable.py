@@ -113,8 +113,8 @@ class DurableOpens:
         # the same by user (`Durable.user`): past the bound, a user's own oldest are closed
         self._detached_by_user: dict[str, dict[Durable, None]] = {}
         # (ClientGuid, user, CreateGuid) -> (the open, its CreateAction) or Pending
+        # (an open knows its own key: Open.create_key)
         self._creates: dict[tuple, object] = {}
-        self._create_of: dict[object, tuple] = {}       # open -> its replay key
         # persistent id -> {callback: deadline}: reconnects waiting for the open's old
         # connection to be taken down (`wait_detached`)
         self._awaited: dict[bytes, dict[Callable, float]] = {}
@@ -213,9 +213,7 @@ class DurableOpens:
             self._by_persistent.pop(d.persistent, None)
             self._wake(d.persistent)
             self._undetach(d)
-        key = self._create_of.pop(o, None)
-        if key is not None:
-            self._creates.pop(key, None)
+        self.seen(o)
 
     def with_app_instance(self, app_instance: bytes) -> list[Durable]:
         return [d for d in self._by_open.values() if d.app_instance == app_instance]
@@ -293,7 +291,7 @@ class DurableOpens:
     def reserve(self, key: tuple, pending: Pending) -> None:
         earlier = self._creates.get(key)
         if isinstance(earlier, tuple):      # an open its session no longer reaches
-            self._create_of.pop(earlier[0], None)
+            earlier[0].create_key = None
         self._creates[key] = pending
 
     def release(self, key: tuple, pending: Pending) -> None:
@@ -304,14 +302,17 @@ class DurableOpens:
         """The CREATE named `key` made the open `o`."""
         self.reserve(key, None)
         self._creates[key] = (o, action)
-        self._create_of[o] = key
+        o.create_key = key
 
     def seen(self, o) -> None:
         """A request used the open: its client has had the CREATE's answer, so a replay of
-        that CREATE is no replay any more (its CreateGuid is forgotten, as Samba does)."""
-        key = self._create_of.pop(o, None)
+        that CREATE is no replay any more (its CreateGuid is forgotten, as Samba does). (The
+        C lookup of a request's open, Connection.open_for, calls this only for an open whose
+        create_key is set.)"""
+        key = o.create_key
         if key is not None:
-            self._creates.pop(key, None)
+            o.create_key = None
+            self._creates.pop(key, None)    # (its entry while the open holds its key: see reserve)
 
     def __len__(self) -> int:
         return len(self._by_open)
@@ -319,4 +320,4 @@ class DurableOpens:
     def held(self) -> int:
         """Entries of any kind (for tests: nothing stays once the opens are closed)."""
         return len(self._by_open) + len(self._by_persistent) + len(self._detached) + len(self._detached_by_key) + \
-            len(self._detached_by_user) + len(self._creates) + len(self._create_of)
+            len(self._detached_by_user) + len(self._creates)

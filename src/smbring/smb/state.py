@@ -226,6 +226,9 @@ class Open:
     kept_write_ns: int | None = None               # a write time set or frozen on this handle:
                                                    # its own writes leave it (MS-FSA 2.1.5.14.2)
     channel_sequence: int = 0                      # the client's ChannelSequence (3.x), as last seen
+    # the replay key of the CREATE that made it (smb.durable: ClientGuid, user, CreateGuid),
+    # until a request on it shows its client had the CREATE's answer (DurableHandles.seen)
+    create_key: tuple | None = None
     index_number: int = 0                          # its FileId on disk (a stream: its file's)
     # LockSequenceArray (MS-SMB2 3.3.1.10): the last LockSequenceNumber that succeeded in each
     # of the 64 LockSequenceIndex buckets, 0xFF where none is valid (smb.commands.lock)
