@@ -42,7 +42,6 @@
 
 #include "wire.h"
 
-#define ECHO 0x0D
 #define ECHO_REQUEST 68         /* the header and the request's 4 bytes */
 #define ECHO_RESPONSE 68
 #define FRAME_OUT (4 + ECHO_RESPONSE)

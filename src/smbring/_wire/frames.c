@@ -29,8 +29,6 @@
 
 #include "wire.h"
 
-#define WRITE_COMMAND 0x09
-
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -140,7 +138,7 @@ static PyObject *answered(FrameHandler *self, PyObject *conn, PyObject *hdr, PyO
     Py_DECREF(command);
     if (c == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *args[] = {conn, hdr, rhdr, body, Py_False, Py_None, c == WRITE_COMMAND ? Py_True : Py_False};
+    PyObject *args[] = {conn, hdr, rhdr, body, Py_False, Py_None, c == WRITE ? Py_True : Py_False};
     return PyObject_VectorcallMethod(names[N_ANSWERED], args, 7, NULL);
 }
 

@@ -37,7 +37,6 @@
 #define COMMAND_AT 16           /* a frame's command's low byte, from its NetBIOS prefix */
 #define SHORTEST_ANSWERED 68    /* the prefix and an ECHO's header and body */
 #define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL)
-#define ECHO 0x0D
 
 typedef struct {
     PyObject_HEAD

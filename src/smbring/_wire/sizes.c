@@ -22,7 +22,6 @@
 #define STATUS_INVALID_PARAMETER 0xC000000DUL
 #define STATUS_INSUFFICIENT_RESOURCES 0xC000009AUL
 #define READ 0x08
-#define WRITE 0x09
 #define OPLOCK_BREAK 0x12
 #define LEASE_BREAK_ACK_SIZE 36     /* OPLOCK_BREAK's other form */
 #define CREDIT_SIZE 65536ULL        /* one credit's payload; all that SMB 2.0.2 allows */

@@ -21,6 +21,10 @@ static inline void put64(unsigned char *p, uint64_t v) { put32(p, v); put32(p + 
 #define SMB202 0x0202               /* the dialect whose requests are charged one credit each */
 #define FLAGS_SERVER_TO_REDIR 0x1   /* a response's */
 
+/* the SMB2 commands (MS-SMB2 2.2.1.2) that more than one file names */
+#define WRITE 0x09
+#define ECHO 0x0D
+
 /* whether the 64 bytes at h start as an SMB2 header does: its ProtocolId and StructureSize */
 static inline int is_smb2_header(const unsigned char *h) {
     return memcmp(h, "\xfeSMB", 4) == 0 && le16(h + 4) == HEADER_SIZE;

@@ -1522,7 +1522,6 @@ class Connection:
         else:
             self.close_descriptor(fd, close)
 
-    # -- SMB1 multi-protocol negotiate: answer with SMB2 wildcard ---------------------------
 
 
 def _share_encrypts(s: Session | None, o: Open) -> bool:
