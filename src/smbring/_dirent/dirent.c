@@ -348,11 +348,6 @@ static int short_char(unsigned char c)
            (c != 0 && strchr("!#$%&'()-@^_`{}~", c) != NULL);
 }
 
-static unsigned char upper(unsigned char c)
-{
-    return c >= 'a' && c <= 'z' ? (unsigned char)(c - 32) : c;
-}
-
 /* smb.fileinfo.short_name for an ASCII name, into out (at most 12 characters); its length. */
 static size_t ascii_short_name(const unsigned char *s, size_t n, char out[13])
 {
@@ -371,19 +366,19 @@ static size_t ascii_short_name(const unsigned char *s, size_t n, char out[13])
     }
     int valid = blen > 0 && blen <= 8 && elen <= 3;
     for (size_t i = 0; valid && i < blen; i++)
-        valid = short_char(upper(s[i]));
+        valid = short_char(ascii_upper(s[i]));
     for (size_t i = 0; valid && i < elen; i++)
-        valid = short_char(upper(ext[i]));
+        valid = short_char(ascii_upper(ext[i]));
     size_t len = 0;
     if (valid) {
         for (size_t i = 0; i < n; i++)
-            out[len++] = (char)upper(s[i]);
+            out[len++] = (char)ascii_upper(s[i]);
         return len;
     }
     static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     uint32_t h = crc32_of(s, n);
     for (size_t i = 0; i < blen && len < 5; i++) {
-        unsigned char c = upper(s[i]);
+        unsigned char c = ascii_upper(s[i]);
         if (short_char(c) && c != '~')
             out[len++] = (char)c;
     }
@@ -394,7 +389,7 @@ static size_t ascii_short_name(const unsigned char *s, size_t n, char out[13])
     out[len++] = alphabet[(h / 36) % 36];
     size_t tail = 0;
     for (size_t i = 0; i < elen && tail < 3; i++) {
-        unsigned char c = upper(ext[i]);
+        unsigned char c = ascii_upper(ext[i]);
         if (short_char(c)) {
             if (tail == 0)
                 out[len++] = '.';

@@ -42,16 +42,6 @@ static int bad_char(unsigned char c)
     return c < 32 || strchr("\"*:<>?|", c) != NULL;
 }
 
-static unsigned char ascii_upper(unsigned char c)
-{
-    return c >= 'a' && c <= 'z' ? (unsigned char)(c - 32) : c;
-}
-
-static unsigned char ascii_lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
-}
-
 /* whether the part of s[0, n) before its first '.' is a reserved device name, in any case */
 static int reserved(const unsigned char *s, Py_ssize_t n)
 {
@@ -72,13 +62,14 @@ static int reserved(const unsigned char *s, Py_ssize_t n)
     return 0;
 }
 
-/* whether s[0, n) is `depot` in any case (ASCII: case-folding is lower-casing) */
+/* whether s[0, n) is `depot` in any case (ASCII: names equal case-folded are equal in
+   upper case) */
 static int is_depot(const unsigned char *s, Py_ssize_t n, const unsigned char *depot, Py_ssize_t depot_n)
 {
     if (n != depot_n)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (ascii_lower(s[i]) != ascii_lower(depot[i]))
+        if (ascii_upper(s[i]) != ascii_upper(depot[i]))
             return 0;
     return 1;
 }

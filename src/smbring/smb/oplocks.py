@@ -287,7 +287,7 @@ class Oplocks:
                     granted = 0
             if granted & READ and not granted & WRITE and not level2:
                 granted = 0
-        level = level_of(granted) if granted else LEVEL_NONE
+        level = level_of(granted)
         h.caching, h.send_break, h.level2 = CACHING[level], send_break, level2
         return level
 

@@ -120,12 +120,8 @@ def io_allowed(c, o, offset: int, length: int, write: bool) -> bool:
     server's own opens' kernel locks never refuse what its table allows)."""
     if not c.state.locks.io_allowed(o.key, offset, length, id(o), write):
         return False
-    tree = o.tree
-    # (`mirrors` and `mirrored` written out: asked on every READ and WRITE)
-    if tree is None or tree.fs is None or not length or offset >= LIMIT or not tree.share.strict_locking \
-            or not tree.share.posix_locking:
-        return True
-    return not tree.fs.range_locked(o.fd, offset, min(offset + length, LIMIT), write)
+    part = mirrored(offset, length) if o.tree is not None and o.tree.share.strict_locking and mirrors(o) else None
+    return part is None or not o.tree.fs.range_locked(o.fd, part[0], part[1], write)
 
 
 UNLOCK_ALL = [(0, LIMIT, NONE)]     # an open's every kernel lock (at its close)

@@ -287,7 +287,7 @@ class NameRules:
                 return False
             if self.hide_dot_files:
                 return True
-        return bool(self.hide) and _matches(self.hide, name)     # (asked of every CREATE's answer)
+        return _matches(self.hide, name)
 
     @property
     def unlists(self) -> bool:
