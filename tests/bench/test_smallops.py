@@ -5,6 +5,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -98,6 +99,27 @@ def test_placements_name_the_cpus_of_server_and_clients():
     assert smallops.placement_cpus("same") == ({cpus[0]}, {cpus[0]})
     if len(cpus) > 1:
         assert smallops.placement_cpus("split") == ({cpus[0]}, {cpus[1]})
+
+
+def test_the_clients_files_go_to_a_tmpfs_where_there_is_one(tmp_path):
+    """The clients' own files (mget's copies) are neither server's cost: by default they go
+    to /dev/shm where that is a tmpfs, else to the temporary directory; --client-dir decides."""
+    mounted = {}
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            mounted[fields[1]] = fields[2]
+    assert smallops._fs_type("/") == mounted["/"]
+    assert smallops._fs_type(str(tmp_path)) is None       # (nothing mounted there)
+    default = smallops.client_scratch(None)
+    try:
+        expected = "/dev/shm" if mounted.get("/dev/shm") == "tmpfs" and os.access("/dev/shm", os.W_OK) \
+            else tempfile.gettempdir()
+        assert os.path.dirname(default) == expected and os.path.isdir(default)
+    finally:
+        os.rmdir(default)
+    chosen = smallops.client_scratch(str(tmp_path))
+    assert os.path.dirname(chosen) == str(tmp_path) and os.path.isdir(chosen)
 
 
 def test_a_split_placement_needs_two_cpus(tmp_path):
