@@ -358,8 +358,9 @@ def test_a_frame_never_finished_holds_its_connection_no_longer_than_idleness(fre
     its bytes in the receive buffer every connection has (16 KiB), and it ends as an
     idle one does: by the handshake timeout before logon, by deadtime after (no open
     file). Each ends with its idle twin, not later. (The handshake timeout leaves the two
-    logons below time to finish on a loaded machine: at 2 s, one was cut off once in CI.)"""
-    server = fresh_servers({"handshake timeout": "4", "deadtime": "0.05"})     # (3 s)
+    logons below time to finish on a loaded machine: at 2 s, and at 4 s, one was cut off
+    once in CI.)"""
+    server = fresh_servers({"handshake timeout": "6", "deadtime": "0.05"})     # (3 s)
     half = (100).to_bytes(4, "big") + (header(wire.ECHO, 1) + ECHO_BODY)[:10]
     idle_before = negotiated(server)
     half_before = negotiated(server)
@@ -371,14 +372,14 @@ def test_a_frame_never_finished_holds_its_connection_no_longer_than_idleness(fre
     ends = {}
     pending = {"idle before logon": idle_before, "half before logon": half_before,
                "idle after logon": idle_after.sock, "half after logon": half_after.sock}
-    while pending and time.monotonic() - start < 14:
+    while pending and time.monotonic() - start < 16:
         readable, _, _ = select.select(list(pending.values()), [], [], 0.1)
         for name, sock in list(pending.items()):
             if sock in readable and closed_by_server(sock, 0.01):
                 ends[name] = time.monotonic() - start
                 del pending[name]
-    assert not pending, f"not closed within 14 s: {sorted(pending)} (closed: {ends})"
-    assert ends["half before logon"] < 7 and ends["half after logon"] < 8, ends
+    assert not pending, f"not closed within 16 s: {sorted(pending)} (closed: {ends})"
+    assert ends["half before logon"] < 9 and ends["half after logon"] < 10, ends
     assert abs(ends["half before logon"] - ends["idle before logon"]) < 1.5, ends
     assert abs(ends["half after logon"] - ends["idle after logon"]) < 1.5, ends
     assert server.alive()
