@@ -13,8 +13,10 @@ smb2.bench.path-contention-shared` at 1 connection x 1 in flight for `--seconds`
 of one second that warms the server up (per pair: the CLOSE handler's calls are the pairs);
 `mget` counts a second smbclient `mget` of
 `--files` files of 4 KiB (the first warms the server up), per file (CREATE, QUERY_INFO,
-READ, CLOSE). Each figure includes its share of the logon. A traced server runs many times
-slower: the counts say nothing of time. Needs smbtorture or smbclient, and root (the server
+READ, CLOSE). Each figure includes its share of the logon. The instructions are given by
+the command handler they ran under (`h_create`, `h_read`, ...: everything the handler
+called), the rest being the framing's, the shell's and the event loop's, then by function.
+A traced server runs many times slower: the counts say nothing of time. Needs smbtorture or smbclient, and root (the server
 acts as the benchmark's user, as `smbring bench smallops` runs it)."""
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def serve_traced(out: str, argv: list[str]) -> int:
 
     own: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
+    by_handler: collections.Counter = collections.Counter()   # handler name -> instructions under it
+    handler_of: dict = {}       # a live frame -> the command handler it runs under (None: none)
     counting = [False]
 
     def where(code) -> str:
@@ -46,24 +50,36 @@ def serve_traced(out: str, argv: list[str]) -> int:
     def on_opcode(frame, event, arg):
         if event == "opcode" and counting[0]:
             own[frame.f_code] += 1
+            by_handler[handler_of.get(frame)] += 1
+        elif event == "return":
+            handler_of.pop(frame, None)
         return on_opcode
 
     def on_call(frame, event, arg):
         if not counting[0]:
             return None
         frame.f_trace_opcodes = True
-        calls[frame.f_code] += 1
+        code = frame.f_code
+        calls[code] += 1
+        # (the outermost handler: a handler another calls, an IPC$ pipe's, counts under it)
+        handler = handler_of.get(frame.f_back)
+        if handler is None and code.co_name.startswith("h_") and "/smb/commands/" in code.co_filename:
+            handler = code.co_name
+        handler_of[frame] = handler
         return on_opcode
 
     def start(*_):
         own.clear()
         calls.clear()
+        by_handler.clear()
         counting[0] = True
 
     def write(*_):
         counting[0] = False
         with open(out, "w") as f:
             f.write(f"{sum(own.values())} {sum(calls.values())} total\n")
+            for handler, n in by_handler.most_common():
+                f.write(f"{n} handler {handler or '-'}\n")
             for code in sorted(set(own) | set(calls), key=lambda c: -own[c]):
                 f.write(f"{own[code]} {calls[code]} {where(code)}\n")
 
@@ -169,6 +185,8 @@ def main() -> int:
         with open(counts) as f:
             total_instructions, total_calls, _ = f.readline().split(" ", 2)
             rows = [line.rstrip("\n").split(" ", 2) for line in f]
+        handlers = [(int(n), name) for n, kind, name in rows if kind == "handler"]
+        rows = [row for row in rows if row[1] != "handler"]
         if args.workload == "mget":
             ops, what = args.files, "file"
         else:
@@ -179,6 +197,10 @@ def main() -> int:
         print(f"{args.workload}: {ops} operations counted")
         print(f"{int(total_instructions) / ops:10.1f} instructions per {what}")
         print(f"{int(total_calls) / ops:10.1f} calls per {what}")
+        print(f"instructions per {what} by the command handler they ran under (-: none, the"
+              f" framing, the shell, the event loop):")
+        for n, name in handlers:
+            print(f"{n / ops:10.1f}  {name}")
         print(f"the {args.top} costliest functions, own instructions and calls per {what}:")
         for own, calls, name in rows[:args.top]:
             print(f"{int(own) / ops:10.1f} {int(calls) / ops:7.2f}  {name}")

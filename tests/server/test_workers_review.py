@@ -100,17 +100,45 @@ def slowest_answer(action, during, every: float = 0.05) -> float:
 
 
 # -- byte-range locks: another worker's many locks cost a LOCK O(log n) each --------------------
-def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server, two):
-    """One client holds `max locks per open` locks on a file through one worker; its
-    connection on the other worker asks for as many more there (none conflicting). Each
-    element was checked against every lock of the other worker (4096 x 4096 Lock objects,
+def kernel_lock_time(path: Path, n: int, beside: int) -> float:
+    """How long the kernel takes to add `n` one-byte OFD locks to a file beside another
+    descriptor's `beside`: its list of a file's POSIX locks is walked for each, so this is
+    O(n * (beside + n)), and the LOCK below (its locks are kernel locks too: `posix
+    locking`) pays it."""
+    import fcntl
+    path.write_bytes(b"x")
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        def lock(fd: int, start: int) -> None:
+            fcntl.fcntl(fd, 37, struct.pack("hhqqi", fcntl.F_WRLCK, 0, start, 1, 0))    # F_OFD_SETLK
+        for i in range(beside):
+            lock(first, 2 * i)
+        t0 = time.monotonic()
+        for i in range(n):
+            lock(second, (1 << 40) + 2 * i)
+        return time.monotonic() - t0
+    finally:
+        os.close(first)
+        os.close(second)
+        path.unlink()
+
+
+def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server, two, tmp_path):
+    """One client holds half `max locks per open` locks on a file through one worker; its
+    connection on the other worker asks for `max locks per open` more there (none
+    conflicting). Each element was checked against every lock of the other worker (4096 x 4096 Lock objects,
     some 10 s of one worker's event loop, inside the store's write transaction, which every
     CREATE of every worker waits for): a third client's opens on the first worker, and its
-    ECHOs on the second, are answered within a second throughout."""
+    ECHOs on the second, wait no longer than a second more than the kernel itself takes to
+    add the LOCK's kernel locks beside the other open's (`kernel_lock_time`: ~0.25 s on an
+    idle 2-vCPU machine, more under load; the LOCK makes them in its worker's event loop,
+    inside the store's write transaction)."""
     (a, ta, wa), (b, tb, wb) = two
     fa = ta.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
     fb = tb.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
-    r = ta.lock(fa, [(2 * i, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
+    # (half as many: `max locks per open` ranges at once beside more than half as many locks
+    # would cost the kernel more than a LOCK may, smb.posix_locks.KERNEL_STEPS_MAX)
+    r = ta.lock(fa, [(2 * i, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS // 2)])
     assert r.status == wire.STATUS_SUCCESS, r
     c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
     d, _td = logged_on(server["port"], b.offered["guid"])      # with b
@@ -121,19 +149,22 @@ def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server,
             tc.close(tc.open("elsewhere.txt", READ_WRITE, wire.FILE_OPEN_IF))
             d.echo()
         b.sock.settimeout(300)          # (the LOCK itself took minutes)
+        kernel = kernel_lock_time(tmp_path / "kernel-locks.bin", MAX_LOCKS, MAX_LOCKS // 2)
         t0 = time.monotonic()
         slowest, r = slowest_answer(probe, lambda: tb.lock(
             fb, [((1 << 40) + 2 * i, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)]))
-        print(f"the LOCK took {time.monotonic() - t0:.2f} s; the slowest probe {slowest:.2f} s")
+        print(f"the LOCK took {time.monotonic() - t0:.2f} s; the slowest probe {slowest:.2f} s; "
+              f"the kernel's own part {kernel:.2f} s")
         b.sock.settimeout(10)
         assert r.status == wire.STATUS_SUCCESS, r
-        assert slowest < 1.0, f"an open on worker {wa} and an ECHO on worker {wb} waited {slowest:.1f} s"
+        assert slowest < 1.0 + kernel, \
+            f"an open on worker {wa} and an ECHO on worker {wb} waited {slowest:.1f} s (the kernel's part {kernel:.1f} s)"
         # the check still refuses what conflicts, and allows what does not
         tb.close(fb)
         fb = tb.open("many-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
         assert tb.lock(fb, [(1, 1, EXCLUSIVE_NOW), (4, 1, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
         assert tb.lock(fb, [(3, 1, EXCLUSIVE_NOW), (5, 0, EXCLUSIVE_NOW)]).status == wire.STATUS_SUCCESS
-        assert tb.lock(fb, [(8189, 4, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
+        assert tb.lock(fb, [(4093, 4, SHARED_NOW)]).status == wire.STATUS_LOCK_NOT_GRANTED
     finally:
         c.close()
         d.close()
@@ -143,11 +174,14 @@ def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server,
 
 def many_locks(tree, name: str) -> list:
     """Four opens of `name` through `tree`, each holding `max locks per open` exclusive
-    locks of one byte, none overlapping: their file ids."""
+    locks of one byte, none overlapping: their file ids. (Taken 256 at a time: a LOCK of
+    `max locks per open` ranges beside thousands would cost the kernel more than a LOCK
+    may, smb.posix_locks.KERNEL_STEPS_MAX.)"""
     held = [tree.open(name, READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
     for n, fid in enumerate(held):
-        r = tree.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(MAX_LOCKS)])
-        assert r.status == wire.STATUS_SUCCESS, r
+        for first in range(0, MAX_LOCKS, 256):
+            r = tree.lock(fid, [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(first, first + 256)])
+            assert r.status == wire.STATUS_SUCCESS, r
     return held
 
 

@@ -336,6 +336,7 @@ def test_matches_the_rules_on_random_requests(key, seed, block, monkeypatch, loc
             assert locks.io_allowed(key, offset, length, owner, write) == \
                 ref.io_allowed(offset, length, owner, write), (offset, length, owner, write)
         assert locks.count(key, owner) == sum(h.owner == owner for h in ref.held)
+        assert locks.on_file(key) == len(ref.held)      # (every owner's: what the kernel walks)
 
 
 # -- costs: near linear in the number of locks, whatever their layout

@@ -4,7 +4,8 @@ over random lock sets, and the changes between two lock sets applied to the firs
 import random
 
 from smbring.smb.locks import Lock
-from smbring.smb.posix_locks import LIMIT, NONE, READ, WRITE, changes, hull, kinds, mirrored, undo
+from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, NONE, READ, WRITE, changes, hull, kernel_steps, kinds,
+                                      mirrored, undo)
 
 
 def by_rule(locks, point: int) -> int:
@@ -54,9 +55,29 @@ def test_changes_take_the_kernel_from_one_lock_set_to_the_other():
             kernel = {p: by_rule(old, p) for p in range(start, end)}
             result = painted(todo, start, end, kernel)
             assert result == {p: by_rule(new, p) for p in range(start, end)}
-            assert all(kernel[p] != kind for s, e, kind in todo for p in range(s, e))   # only what differs
+            # only what differs, but for an unlock that runs on over what held no lock (one
+            # change where it would be one per range released); each change begins with one
+            assert all(kernel[s] != kind for s, e, kind in todo)
+            assert all(kernel[p] != kind or kind == NONE for s, e, kind in todo for p in range(s, e))
             # undoing what was done of it (here: all) gives the old kernel lock back
             assert painted(undo(todo, old), start, end, result) == kernel
+
+
+def test_ranges_released_together_are_one_unlock():
+    """Each kernel lock change walks the file's whole list of POSIX locks: releasing 4,096
+    scattered ranges is one change, not 4,096."""
+    held = [Lock(2 * i, 1, True, 1) for i in range(4096)]
+    assert changes(held, [], hull(held)) == [(0, 8191, NONE)]
+    kept = held[::2]        # every other one stays: the unlocks between them stay apart
+    assert len(changes(held, kept, hull(held))) == 2048
+
+
+def test_a_lock_request_is_weighed_by_what_the_kernel_walks():
+    """kernel_steps: k ranges beside n locks cost the kernel about k * (n + k / 2) steps;
+    the bound lets `max locks per open` ranges pass beside 2,048 locks, not beside 2,049."""
+    assert kernel_steps(1, 0) == 0 and kernel_steps(1, 10) == 10
+    assert kernel_steps(4096, 2048) <= KERNEL_STEPS_MAX < kernel_steps(4096, 2049)
+    assert kernel_steps(1, 1_000_000) <= KERNEL_STEPS_MAX
 
 
 def test_what_a_posix_lock_cannot_say_is_not_mirrored():

@@ -994,6 +994,12 @@ class SharedByteRangeLocks:
             others = self._mirror(txn, key)
             return others is not None and others.conflicts(offset, length, exclusive)
 
+    def on_file(self, key) -> int:
+        """How many locks the file has: this worker's and the other workers'."""
+        with self.store.read() as txn:
+            others = self._mirror(txn, key)
+        return self.local.on_file(key) + (others.size() if others is not None else 0)
+
     def acquire_all(self, key, wanted: list[Lock], confirm=None) -> bool:
         with self.store.write(grows=True) as txn:      # other workers wait meanwhile
             others = self._mirror(txn, key)

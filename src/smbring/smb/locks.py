@@ -195,6 +195,7 @@ class _File:
     shared: CountedRanges = field(default_factory=CountedRanges)
     exclusive: CountedRanges = field(default_factory=CountedRanges)
     owners: dict[int, _Held] = field(default_factory=dict)
+    count: int = 0          # every owner's locks
 
 
 class ByteRangeLocks:
@@ -267,6 +268,7 @@ class ByteRangeLocks:
         mine = f.owners.pop(owner, None) if f else None
         if mine is None:
             return 0
+        f.count -= mine.count
         for (offset, length), (exclusive, shared) in mine.ranges.items():
             for _ in range(exclusive):
                 f.exclusive.remove(offset, length)
@@ -282,6 +284,11 @@ class ByteRangeLocks:
         f = self._files.get(key)
         mine = f.owners.get(owner) if f else None
         return mine.count if mine else 0
+
+    def on_file(self, key) -> int:
+        """How many locks the file has, every open's (smb.posix_locks.kernel_steps)."""
+        f = self._files.get(key)
+        return f.count if f is not None else 0
 
     def io_allowed(self, key, offset: int, length: int, owner: int, write: bool) -> bool:
         f = self._files.get(key)
@@ -318,6 +325,7 @@ class ByteRangeLocks:
         kinds = mine.ranges.setdefault((lk.offset, lk.length), [0, 0])
         kinds[0 if lk.exclusive else 1] += 1
         mine.count += 1
+        f.count += 1
         if lk.exclusive:
             f.exclusive.add(lk.offset, lk.length)
             mine.exclusive.add(lk.offset, lk.length)
@@ -333,6 +341,7 @@ class ByteRangeLocks:
         if kinds == [0, 0]:
             del mine.ranges[(offset, length)]
         mine.count -= 1
+        f.count -= 1
         if exclusive:
             f.exclusive.remove(offset, length)
             mine.exclusive.remove(offset, length)
