@@ -285,6 +285,7 @@ def test_a_lock_that_would_hold_the_kernel_too_long_is_refused_before_any_work(c
     the kernel more than posix_locks.KERNEL_STEPS_MAX is refused (INSUFFICIENT_RESOURCES)
     before anything is locked; one that fits still passes, and ranges released together
     leave the kernel together."""
+    time.sleep(1.1)         # (the user's credit full: KernelLockCredit, below)
     path = default[1] / "many.dat"
     first, second = client.open("many.dat"), client.open("many.dat")
     first.lock(elements((2 * i, 1) for i in range(4096)))     # beside none: it fits
@@ -299,6 +300,33 @@ def test_a_lock_that_would_hold_the_kernel_too_long_is_refused_before_any_work(c
     assert locally_free(path, 0, 8192)
     first.close()
     second.close()
+
+
+def test_a_users_locks_in_a_row_may_not_hold_the_kernel_longer_than_its_credit(client, default):
+    """Each LOCK within the bound, many in a row would still hold the event loop for their
+    sum: what a user's LOCKs cost the kernel is counted against a credit of
+    KERNEL_STEPS_MAX, filling at that much a second (posix_locks.KernelLockCredit). Ten
+    LOCKs of 4,096 ranges on ten fresh files ask for five times what a second gives: some
+    pass, the rest are refused with nothing taken, and a second later one passes again."""
+    time.sleep(1.1)         # (the user's credit full, whatever earlier tests spent)
+    names = [f"credit{i}.dat" for i in range(10)]
+    opens = [client.open(name) for name in names]
+    outcomes = []
+    for o, name in zip(opens, names):
+        try:
+            o.lock(elements((2 * i, 1) for i in range(4096)))
+            outcomes.append(True)
+        except SMBResponseException as e:
+            assert e.status == INSUFFICIENT_RESOURCES
+            assert locally_free(default[1] / name, 0, 8192)         # none of it taken
+            outcomes.append(False)
+    assert outcomes[:2] == [True, True] and False in outcomes, outcomes
+    refused = outcomes.index(False)
+    time.sleep(1.1)
+    opens[refused].lock(elements((2 * i, 1) for i in range(4096)))
+    assert not locally_free(default[1] / names[refused], 0, 8192)
+    for o in opens:
+        o.close()
 
 
 def test_posix_locking_no_keeps_locks_to_the_server(serve):

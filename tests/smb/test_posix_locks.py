@@ -4,7 +4,7 @@ over random lock sets, and the changes between two lock sets applied to the firs
 import random
 
 from smbring.smb.locks import Lock
-from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, NONE, READ, WRITE, changes, hull, kernel_steps, kinds,
+from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, KernelLockCredit, NONE, READ, WRITE, changes, hull, kernel_steps, kinds,
                                       mirrored, undo)
 
 
@@ -78,6 +78,21 @@ def test_a_lock_request_is_weighed_by_what_the_kernel_walks():
     assert kernel_steps(1, 0) == 0 and kernel_steps(1, 10) == 10
     assert kernel_steps(4096, 2048) <= KERNEL_STEPS_MAX < kernel_steps(4096, 2049)
     assert kernel_steps(1, 1_000_000) <= KERNEL_STEPS_MAX
+
+
+def test_a_users_credit_for_the_kernels_work_fills_at_its_rate():
+    """KernelLockCredit: KERNEL_STEPS_MAX at once, and as much again each second; a LOCK it
+    cannot pay for takes nothing; users do not share it."""
+    now = [100.0]
+    credit = KernelLockCredit(lambda: now[0], per_second=1000)
+    assert credit.spend("alice", 600) and not credit.spend("alice", 600)    # 400 left
+    assert credit.spend("bob", 1000)                                        # bob's own
+    assert credit.spend("alice", 400) and not credit.spend("alice", 1)
+    now[0] += 0.5
+    assert not credit.spend("alice", 501) and credit.spend("alice", 500)
+    now[0] += 10                                                            # full, no more
+    assert not credit.spend("alice", 1001) and credit.spend("alice", 1000)
+    assert credit.spend("carol", 0) and "carol" not in credit._credit       # (nothing kept)
 
 
 def test_what_a_posix_lock_cannot_say_is_not_mirrored():

@@ -23,6 +23,9 @@ never refuses), unlocking only lowers it. The cost is O(n) in the open's locks o
 (at most `max locks per open`) per request that has other locks of its open."""
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from smbring.smb.fs import RANGE_READ as READ
 from smbring.smb.fs import RANGE_UNLOCKED as NONE
 from smbring.smb.fs import RANGE_WRITE as WRITE
@@ -44,6 +47,33 @@ KERNEL_STEPS_MAX = 1 << 24
 def kernel_steps(count: int, on_file: int) -> int:
     """What mirroring a LOCK of `count` ranges costs the kernel beside `on_file` locks."""
     return count * (on_file + count // 2)
+
+
+class KernelLockCredit:
+    """What each user's LOCKs may cost the kernel in this process (`kernel_steps`): at most
+    KERNEL_STEPS_MAX a second, and that much at once (a bucket per user, filling at that
+    rate). LOCKs in a row, each within KERNEL_STEPS_MAX (a compound, a pipelined burst),
+    would otherwise hold the event loop for their sum; past its credit a user's LOCK is
+    refused until the credit has grown again. Ranges of files with few locks cost next to
+    nothing: a client locking one range at a time never meets it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, per_second: int = KERNEL_STEPS_MAX):
+        self.clock, self.per_second = clock, per_second
+        self._credit: dict[str, tuple[float, float]] = {}     # owner -> (credit, when counted)
+
+    def spend(self, owner: str, steps: int) -> bool:
+        """Takes `steps` from the user's credit; False (nothing taken) where it has not as many."""
+        now = self.clock()
+        credit, then = self._credit.get(owner, (self.per_second, now))
+        credit = min(self.per_second, credit + (now - then) * self.per_second)
+        if steps > credit:
+            self._credit[owner] = (credit, now)
+            return False
+        if steps:
+            self._credit[owner] = (credit - steps, now)
+        elif credit >= self.per_second:
+            self._credit.pop(owner, None)       # (full again: nothing to keep)
+        return True
 
 
 def mirrors(o) -> bool:

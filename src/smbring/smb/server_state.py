@@ -43,6 +43,7 @@ from smbring.smb.channels import Client, NetworkInterface
 from smbring.smb.durable import DurableOpens
 from smbring.smb.listings import Listings
 from smbring.smb.locks import ByteRangeLocks
+from smbring.smb.posix_locks import KernelLockCredit
 from smbring.smb.notify import ChangeWatches
 from smbring.smb.oplocks import Oplocks
 from smbring.smb.sharemodes import ShareModes
@@ -101,6 +102,8 @@ class ServerState:
         # byte-range locks held, by the user they are counted to (Open.lock_owner): `max
         # locks per user` (this process's: each worker counts its own)
         self._user_locks: dict[str, int] = {}
+        # what each user's LOCKs may still cost the kernel, where locks are kernel locks too
+        self.kernel_lock_credit = KernelLockCredit(self.oplocks.clock)
         # opens and pipes, by the user they are counted to (Open.counted_for): `max open files
         # per user`
         self._user_opens: dict[str, int] = {}

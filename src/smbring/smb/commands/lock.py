@@ -126,9 +126,10 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
             c.locks_here() + count > c.limits.max_locks_per_connection or \
             c.state.user_locks(o.lock_owner) + count > c.limits.max_locks_per_user:
         raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # before any work
-    if posix_locks.mirrors(o) and \
-            posix_locks.kernel_steps(count, c.state.locks.on_file(o.key)) > posix_locks.KERNEL_STEPS_MAX:
-        raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)     # the kernel's time, in the event loop
+    if posix_locks.mirrors(o):      # the kernel's time, in the event loop: one LOCK's, a user's
+        steps = posix_locks.kernel_steps(count, c.state.locks.on_file(o.key))
+        if steps > posix_locks.KERNEL_STEPS_MAX or not c.state.kernel_lock_credit.spend(o.lock_owner, steps):
+            raise SMBError(wire.STATUS_INSUFFICIENT_RESOURCES)
     c.state.oplocks.contend_level2(o.key, o)     # (Samba's LEVEL2_CONTEND_WINDOWS_BRL)
     wanted = [Lock(off, ln, bool(fl & wire.LOCK_EXCLUSIVE), id(o)) for off, ln, fl in elements]
     if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted)):
