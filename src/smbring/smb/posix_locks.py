@@ -37,7 +37,7 @@ Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, en
 
 
 # Linux keeps a file's POSIX locks in one list, which every lock change walks: a LOCK of k
-# ranges on a file holding n locks costs the kernel about k * (n + k / 2) steps (10-16 ns each,
+# ranges on a file holding n locks costs the kernel about k * (n + k / 2) steps (10-22 ns each,
 # measured), spent in the event loop's thread; 4,096 beside 28,672 took 2.75 s. A LOCK that
 # would cost more than this (0.2-0.4 s) is refused before any work (STATUS_INSUFFICIENT_RESOURCES):
 # `max locks per open` (4,096) ranges at once beside 2,048 locks pass, one range beside millions.
