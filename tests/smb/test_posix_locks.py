@@ -93,6 +93,9 @@ def test_a_users_credit_for_the_kernels_work_fills_at_its_rate():
     now[0] += 10                                                            # full, no more
     assert not credit.spend("alice", 1001) and credit.spend("alice", 1000)
     assert credit.spend("carol", 0) and "carol" not in credit._credit       # (nothing kept)
+    assert set(credit._credit) == {"alice"}     # bob's, full again a second on: forgotten
+    now[0] += 1
+    assert credit.spend("dave", 10) and set(credit._credit) == {"dave"}
 
 
 def test_what_a_posix_lock_cannot_say_is_not_mirrored():

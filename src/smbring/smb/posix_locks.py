@@ -59,21 +59,30 @@ class KernelLockCredit:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, per_second: int = KERNEL_STEPS_MAX):
         self.clock, self.per_second = clock, per_second
-        self._credit: dict[str, tuple[float, float]] = {}     # owner -> (credit, when counted)
+        # owner -> (credit, when counted), the least recently counted first: a credit counted
+        # a second ago or more is full again, and forgotten (kept per user, not per
+        # connection: a client that connects again gets no more)
+        self._credit: dict[str, tuple[float, float]] = {}
 
     def spend(self, owner: str, steps: int) -> bool:
         """Takes `steps` from the user's credit; False (nothing taken) where it has not as many."""
         now = self.clock()
-        credit, then = self._credit.get(owner, (self.per_second, now))
+        self._forget_full(now)
+        credit, then = self._credit.pop(owner, (self.per_second, now))
         credit = min(self.per_second, credit + (now - then) * self.per_second)
         if steps > credit:
             self._credit[owner] = (credit, now)
             return False
         if steps:
             self._credit[owner] = (credit - steps, now)
-        elif credit >= self.per_second:
-            self._credit.pop(owner, None)       # (full again: nothing to keep)
         return True
+
+    def _forget_full(self, now: float) -> None:
+        while self._credit:
+            owner = next(iter(self._credit))
+            if now - self._credit[owner][1] < 1:
+                return
+            del self._credit[owner]
 
 
 def mirrors(o) -> bool:
