@@ -109,8 +109,6 @@ def test_the_clients_files_go_to_a_tmpfs_where_there_is_one(tmp_path):
         for line in mounts:
             fields = line.split()
             mounted[fields[1]] = fields[2]
-    assert smallops._fs_type("/") == mounted["/"]
-    assert smallops._fs_type(str(tmp_path)) is None       # (nothing mounted there)
     default = smallops.client_scratch(None)
     try:
         expected = "/dev/shm" if mounted.get("/dev/shm") == "tmpfs" and os.access("/dev/shm", os.W_OK) \

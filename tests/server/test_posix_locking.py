@@ -86,10 +86,18 @@ def client(default):
     c.close()
 
 
+def elements(ranges, flags: int = EXCLUSIVE) -> list:
+    """A LOCK's elements: each (offset, length) with `flags`."""
+    out = []
+    for offset, length in ranges:
+        e = SMB2LockElement()
+        e["offset"], e["length"], e["flags"] = offset, length, flags
+        out.append(e)
+    return out
+
+
 def lock(o: Open, offset: int, length: int, flags: int) -> None:
-    e = SMB2LockElement()
-    e["offset"], e["length"], e["flags"] = offset, length, flags
-    o.lock([e])
+    o.lock(elements([(offset, length)], flags))
 
 
 def granted(o: Open, offset: int, length: int, flags: int) -> bool:
@@ -165,16 +173,12 @@ def test_a_refused_lock_of_several_leaves_no_kernel_lock_behind(client, default)
     fd = os.open(path, os.O_RDWR)
     try:
         assert local_lock(fd, 50, 1, fcntl.F_RDLCK)
-        elements = []
-        for offset in (0, 20, 50, 80):
-            e = SMB2LockElement()
-            e["offset"], e["length"], e["flags"] = offset, 10, EXCLUSIVE
-            elements.append(e)
+        several = elements((offset, 10) for offset in (0, 20, 50, 80))
         with pytest.raises(SMBResponseException):
-            o.lock(elements)
+            o.lock(several)
         local_lock(fd, 50, 1, fcntl.F_UNLCK)
         assert locally_free(path, 0, 100)
-        o.lock(elements)        # all of them, now
+        o.lock(several)         # all of them, now
         assert not any(locally_free(path, offset, 1) for offset in (0, 20, 50, 80))
     finally:
         os.close(fd)
@@ -266,15 +270,6 @@ def test_a_blocking_lock_waits_for_a_local_programs_lock_and_then_is_granted(cli
     assert not locally_free(path, 0, 10)
     o.close()
     assert locally_free(path, 0, 10)
-
-
-def elements(ranges, flags: int = EXCLUSIVE) -> list:
-    out = []
-    for offset, length in ranges:
-        e = SMB2LockElement()
-        e["offset"], e["length"], e["flags"] = offset, length, flags
-        out.append(e)
-    return out
 
 
 def test_a_lock_that_would_hold_the_kernel_too_long_is_refused_before_any_work(client, default):

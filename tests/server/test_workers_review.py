@@ -109,8 +109,8 @@ def kernel_lock_time(path: Path, n: int, beside: int) -> float:
     path.write_bytes(b"x")
     first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
     try:
-        def lock(fd: int, start: int) -> None:
-            fcntl.fcntl(fd, 37, struct.pack("hhqqi", fcntl.F_WRLCK, 0, start, 1, 0))    # F_OFD_SETLK
+        def lock(fd: int, start: int) -> None:      # (a struct flock)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0))
         for i in range(beside):
             lock(first, 2 * i)
         t0 = time.monotonic()

@@ -4,8 +4,8 @@ over random lock sets, and the changes between two lock sets applied to the firs
 import random
 
 from smbring.smb.locks import Lock
-from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, KernelLockCredit, NONE, READ, WRITE, changes, hull, kernel_steps, kinds,
-                                      mirrored, undo)
+from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, NONE, READ, WRITE, KernelLockCredit, changes, hull,
+                                      kernel_steps, kinds, mirrored, undo)
 
 
 def by_rule(locks, point: int) -> int:

@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from smbring.bench.ops import fs_type
 from smbring.bench.smbclient import PASSWORD, USER, PortTaken, Smbd, Smbring, free_port
 
 FILE_SIZE = 4096
@@ -236,24 +237,9 @@ def client_scratch(where: str | None) -> str:
     tmpfs (the figures measure the servers, not the client's disk), else the temporary
     directory."""
     if where is None and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) \
-            and _fs_type("/dev/shm") == "tmpfs":
+            and fs_type("/dev/shm") == "tmpfs":
         where = "/dev/shm"
     return tempfile.mkdtemp(prefix="smallops-", dir=where)
-
-
-def _fs_type(path: str) -> str | None:
-    """The type of the file system mounted at `path` (the last mount there: the one seen),
-    None where nothing is mounted there."""
-    kind = None
-    try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) > 2 and fields[1] == path:
-                    kind = fields[2]
-    except OSError:
-        return None
-    return kind
 
 
 def prepare(directory: str, list_files: int, copy_files: int, client_dir: str | None = None) -> Files:
