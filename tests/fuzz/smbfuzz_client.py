@@ -462,8 +462,8 @@ class Client:
 # what the ServerState keeps of no client, which a client's leaving leaves as it was
 NOT_A_CLIENTS = {
     "state.snapshots": "each shadow_copy2 share's snapshot list (vfs.shadow_copy.SnapshotLists)",
-    # a user's, not a client's: what its LOCKs may still cost the kernel, kept for a second
-    # at most across its connections (smb.posix_locks.KernelLockCredit)
+    # a user's, not a client's: what its LOCKs may still cost the kernel, kept across its
+    # connections until it is full again, a few seconds (smb.posix_locks.KernelLockCredit)
     "state.kernel_lock_credit._credit": "each user's credit for the kernel's work on its LOCKs",
 }
 

@@ -24,6 +24,8 @@ from smbprotocol.tree import TreeConnect  # noqa: E402
 
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 
+from smbring.smb.posix_locks import KERNEL_STEPS_MAX, KERNEL_STEPS_PER_SECOND, kernel_steps  # noqa: E402
+
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
 READ_WRITE, READ_ONLY = 0x0012019F, 0x00120089
 EXCLUSIVE = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
@@ -31,6 +33,7 @@ SHARED = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMME
 UNLOCK = LockFlags.SMB2_LOCKFLAG_UNLOCK
 LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT, INSUFFICIENT_RESOURCES = 0xC0000055, 0xC0000054, 0xC000009A
 FLOCK = struct.Struct("hh4xqqi4x")      # struct flock
+CREDIT_FULL = KERNEL_STEPS_MAX / KERNEL_STEPS_PER_SECOND + 0.1     # s: an empty credit full again
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +283,7 @@ def test_a_lock_that_would_hold_the_kernel_too_long_is_refused_before_any_work(c
     the kernel more than posix_locks.KERNEL_STEPS_MAX is refused (INSUFFICIENT_RESOURCES)
     before anything is locked; one that fits still passes, and ranges released together
     leave the kernel together."""
-    time.sleep(1.1)         # (the user's credit full: KernelLockCredit, below)
+    time.sleep(CREDIT_FULL)     # (the user's credit full: KernelLockCredit, below)
     path = default[1] / "many.dat"
     first, second = client.open("many.dat"), client.open("many.dat")
     first.lock(elements((2 * i, 1) for i in range(4096)))     # beside none: it fits
@@ -300,10 +303,10 @@ def test_a_lock_that_would_hold_the_kernel_too_long_is_refused_before_any_work(c
 def test_a_users_locks_in_a_row_may_not_hold_the_kernel_longer_than_its_credit(client, default):
     """Each LOCK within the bound, many in a row would still hold the event loop for their
     sum: what a user's LOCKs cost the kernel is counted against a credit of
-    KERNEL_STEPS_MAX, filling at that much a second (posix_locks.KernelLockCredit). Ten
-    LOCKs of 4,096 ranges on ten fresh files ask for five times what a second gives: some
-    pass, the rest are refused with nothing taken, and a second later one passes again."""
-    time.sleep(1.1)         # (the user's credit full, whatever earlier tests spent)
+    KERNEL_STEPS_MAX, filling at a quarter of that a second (posix_locks.KernelLockCredit).
+    Ten LOCKs of 4,096 ranges on ten fresh files ask for five times the credit: two pass,
+    the rest are refused with nothing taken, and two seconds later one passes again."""
+    time.sleep(CREDIT_FULL)     # (the user's credit full, whatever earlier tests spent)
     names = [f"credit{i}.dat" for i in range(10)]
     opens = [client.open(name) for name in names]
     outcomes = []
@@ -317,7 +320,7 @@ def test_a_users_locks_in_a_row_may_not_hold_the_kernel_longer_than_its_credit(c
             outcomes.append(False)
     assert outcomes[:2] == [True, True] and False in outcomes, outcomes
     refused = outcomes.index(False)
-    time.sleep(1.1)
+    time.sleep(kernel_steps(4096, 0) / KERNEL_STEPS_PER_SECOND + 0.1)
     opens[refused].lock(elements((2 * i, 1) for i in range(4096)))
     assert not locally_free(default[1] / names[refused], 0, 8192)
     for o in opens:

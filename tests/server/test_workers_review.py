@@ -172,33 +172,38 @@ def test_a_lock_request_against_another_workers_many_locks_stalls_nobody(server,
         tb.close(fb)
 
 
-def many_locks(tree, name: str) -> list:
-    """Four opens of `name` through `tree`, each holding `max locks per open` exclusive
-    locks of one byte, none overlapping: their file ids. Taken 256 at a time (a LOCK of
-    `max locks per open` ranges beside thousands would cost the kernel more than a LOCK
-    may, smb.posix_locks.KERNEL_STEPS_MAX), and asked again a moment later where the
-    user's credit for the kernel's work is spent (KernelLockCredit: the 16,384 cost the
-    kernel some 8 s of it)."""
-    held = [tree.open(name, READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
+@pytest.fixture(scope="module")
+def many_locked(two) -> str:
+    """A file four opens of the first worker's client hold `max locks per open` exclusive
+    locks of one byte each on, none overlapping: its name (made once: the tests below leave
+    those locks as they found them). Taken 256 at a time (a LOCK of `max locks per open`
+    ranges beside thousands would cost the kernel more than a LOCK may,
+    smb.posix_locks.KERNEL_STEPS_MAX), and asked again a moment later where the user's credit
+    for the kernel's work is spent (KernelLockCredit: the 16,384 cost the kernel some 30 s
+    of it)."""
+    (_a, ta, _wa), _ = two
+    name = "many-locks.bin"
+    held = [ta.open(name, READ_WRITE, wire.FILE_OPEN_IF) for _ in range(4)]
     for n, fid in enumerate(held):
         for first in range(0, MAX_LOCKS, 256):
             ranges = [((n * MAX_LOCKS + i) * 2, 1, EXCLUSIVE_NOW) for i in range(first, first + 256)]
-            r = tree.lock(fid, ranges)
+            r = ta.lock(fid, ranges)
             while r.status == wire.STATUS_INSUFFICIENT_RESOURCES:
                 time.sleep(0.2)
-                r = tree.lock(fid, ranges)
+                r = ta.lock(fid, ranges)
             assert r.status == wire.STATUS_SUCCESS, r
-    return held
+    yield name
+    for fid in held:
+        ta.close(fid)
 
 
-def test_reads_against_another_workers_many_locks_stall_nobody(server, two):
+def test_reads_against_another_workers_many_locks_stall_nobody(server, two, many_locked):
     """One client holds 4 x `max locks per open` locks on a file through one worker and sends
     compounds of 128 READs of it through the other: each READ's check looked at every lock
     of the first worker; an ECHO of another client of the second worker is answered within
     a second throughout."""
     (a, ta, wa), (b, tb, wb) = two
-    held = many_locks(ta, "read-locks.bin")
-    fb = tb.open("read-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    fb = tb.open(many_locked, READ_WRITE, wire.FILE_OPEN_IF)
     d, _td = logged_on(server["port"], b.offered["guid"])      # with b
     try:
         assert worker_of(server, d) == wb
@@ -214,18 +219,15 @@ def test_reads_against_another_workers_many_locks_stall_nobody(server, two):
     finally:
         d.close()
         tb.close(fb)
-        for fid in held:
-            ta.close(fid)
 
 
-def test_lock_requests_against_another_workers_many_locks_stall_nobody(server, two):
+def test_lock_requests_against_another_workers_many_locks_stall_nobody(server, two, many_locked):
     """As above with compounds of 128 LOCKs of one element each (and their UNLOCKs): each
     read every lock of the other worker inside the store's write transaction; an ECHO of
     another client of the second worker, and an open on the first, are answered within a
     second throughout."""
     (a, ta, wa), (b, tb, wb) = two
-    held = many_locks(ta, "lock-locks.bin")
-    fb = tb.open("lock-locks.bin", READ_WRITE, wire.FILE_OPEN_IF)
+    fb = tb.open(many_locked, READ_WRITE, wire.FILE_OPEN_IF)
     c, tc = logged_on(server["port"], a.offered["guid"])       # with a: on its worker
     d, _td = logged_on(server["port"], b.offered["guid"])      # with b
     try:
@@ -248,8 +250,6 @@ def test_lock_requests_against_another_workers_many_locks_stall_nobody(server, t
         c.close()
         d.close()
         tb.close(fb)
-        for fid in held:
-            ta.close(fid)
 
 
 def test_the_mirror_of_another_workers_locks_follows_every_change(tmp_path, monkeypatch):

@@ -1,12 +1,17 @@
 """LOCK through the sans-I/O connection (MS-SMB2 3.3.5.14): byte-range locks and unlocks,
 conflicts, malformed requests, blocking locks that wait (on this connection or another of the
 same server) and are answered later through the outbox, CANCEL, and the bounds on locks."""
+import fcntl
+import os
+import struct
+
 import pytest
 from sansio_client import sent
 from smbcore import SHORT_BODY, compound, lock_body
 
 from smbring.smb import wire
 from smbring.smb.limits import Limits
+from smbring.smb.posix_locks import KernelLockCredit
 from smbring.smb.server_state import ServerState
 
 X, S, U, NOW = wire.LOCK_EXCLUSIVE, wire.LOCK_SHARED, wire.LOCK_UNLOCK, wire.LOCK_FAIL_IMMEDIATELY
@@ -163,6 +168,44 @@ def test_a_blocking_lock_waits_past_an_unlock_of_something_else(two):
     assert b.outbox() == []                                  # retried, still in conflict
     assert status(a, fa, (0, 10, U)) == 0
     assert [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS]
+
+
+def kernel_locked(path, offset, length) -> bool:
+    """Whether any descriptor holds a kernel lock over the range (F_OFD_GETLK)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET,
+                                                                    offset, length, 0))
+        return struct.unpack("hh4xqqi4x", answer)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+def test_a_blocking_locks_retry_pays_the_kernels_work_from_its_users_credit(two, share):
+    """Each retry of a waiting lock costs the kernel a walk of the file's locks: a release
+    letting many waiters retry at once would hold the event loop for all of it. A retry is
+    paid from its user's credit (posix_locks.KernelLockCredit) as a LOCK is; where that is
+    spent the lock takes nothing and waits on, and the server's sweep grants it once the
+    credit has grown again."""
+    (a, fa), (b, fb) = two
+    state = a.conn.state
+    now = [0.0]
+    state.kernel_lock_credit = credit = KernelLockCredit(lambda: now[0], most=1000, per_second=1000)
+    assert status(a, fa, (0, 10, X)) == 0
+    assert status(a, fa, *((100 + 2 * i, 1, X | NOW) for i in range(20))) == 0    # a retry costs 20
+    pending(b, fb)
+    owner = b.conn.sessions[1].owner
+    while credit.spend(owner, 1):       # the user's credit spent
+        pass
+    assert status(a, fa, (0, 10, U)) == 0
+    assert b.outbox() == [] and not kernel_locked(share / "f", 0, 10)      # free, but not taken
+    state.retry_kernel_lock_waits()
+    assert b.outbox() == []
+    now[0] += 1                         # a second on: the credit full again
+    state.retry_kernel_lock_waits()     # (the server's sweep)
+    assert [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS] and kernel_locked(share / "f", 0, 10)
+    assert credit.has(owner, 980) and not credit.has(owner, 981)       # the retry paid its 20
+    assert status(a, fa, (0, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED
 
 
 def test_a_blocking_lock_on_the_same_connection_is_answered_with_the_unlock(client):

@@ -191,6 +191,16 @@ def test_a_request_takes_every_lock_or_none(key, locks, take):
     assert locks.count(key, A) == 3
 
 
+def test_held_within_a_range_names_only_the_locks_reaching_into_it(key, locks, take):
+    """What an open's kernel lock over a range is made of (smb.posix_locks): its locks of
+    nonzero length reaching into the range, each as often as it is held, by offset."""
+    assert take(key, ex(0, 10, A), sh(10, 10, A), sh(10, 10, A), ex(25, 0, A), sh(30, 5, A), ex(40, 1, B))
+    assert locks.held(key, A, (10, 30)) == [sh(10, 10, A), sh(10, 10, A)]
+    assert locks.held(key, A, (9, 31)) == [ex(0, 10, A), sh(10, 10, A), sh(10, 10, A), sh(30, 5, A)]
+    assert locks.held(key, A, (20, 30)) == [] and locks.held(key, C, (0, 100)) == []
+    assert len(locks.held(key, A)) == 5         # (without a range: all, the zero-length one too)
+
+
 def test_release_owner_drops_every_lock_of_the_open_only(key, locks, take):
     assert take(key, ex(0, 10, A), sh(0, 10, A), sh(0, 10, A), ex(17, 0, A), sh(20, 5, B))
     locks.release_owner(key, A)

@@ -5,7 +5,7 @@ import random
 
 from smbring.smb.locks import Lock
 from smbring.smb.posix_locks import (KERNEL_STEPS_MAX, LIMIT, NONE, READ, WRITE, KernelLockCredit, changes, hull,
-                                      kernel_steps, kinds, mirrored, undo)
+                                      kernel_steps, kinds, mirrored, undo, without)
 
 
 def by_rule(locks, point: int) -> int:
@@ -84,7 +84,7 @@ def test_a_users_credit_for_the_kernels_work_fills_at_its_rate():
     """KernelLockCredit: KERNEL_STEPS_MAX at once, and as much again each second; a LOCK it
     cannot pay for takes nothing; users do not share it."""
     now = [100.0]
-    credit = KernelLockCredit(lambda: now[0], per_second=1000)
+    credit = KernelLockCredit(lambda: now[0], most=1000, per_second=1000)
     assert credit.spend("alice", 600) and not credit.spend("alice", 600)    # 400 left
     assert credit.spend("bob", 1000)                                        # bob's own
     assert credit.spend("alice", 400) and not credit.spend("alice", 1)
@@ -92,10 +92,32 @@ def test_a_users_credit_for_the_kernels_work_fills_at_its_rate():
     assert not credit.spend("alice", 501) and credit.spend("alice", 500)
     now[0] += 10                                                            # full, no more
     assert not credit.spend("alice", 1001) and credit.spend("alice", 1000)
+    assert not credit.has("alice", 1) and credit.has("erin", 1000) and not credit.has("erin", 1001)
     assert credit.spend("carol", 0) and "carol" not in credit._credit       # (nothing kept)
     assert set(credit._credit) == {"alice"}     # bob's, full again a second on: forgotten
     now[0] += 1
     assert credit.spend("dave", 10) and set(credit._credit) == {"dave"}
+
+
+def test_a_users_credit_grows_slower_than_it_may_be_spent_at_once():
+    """The server's own: KERNEL_STEPS_MAX at once, a quarter of that a second (a burst's
+    own requests would otherwise be paid for by what the credit grows while the loop works
+    through them), a credit forgotten once full again."""
+    now = [0.0]
+    credit = KernelLockCredit(lambda: now[0])
+    assert credit.spend("alice", KERNEL_STEPS_MAX) and not credit.has("alice", 1)
+    now[0] += 1
+    assert credit.has("alice", KERNEL_STEPS_MAX // 4) and not credit.has("alice", KERNEL_STEPS_MAX // 4 + 1)
+    now[0] += 2.9
+    assert not credit.has("alice", KERNEL_STEPS_MAX) and "alice" in credit._credit
+    now[0] += 0.1
+    assert credit.has("alice", KERNEL_STEPS_MAX) and credit.spend("bob", 1) and set(credit._credit) == {"bob"}
+
+
+def test_without_leaves_out_one_of_each_lock_taken():
+    a, b = Lock(0, 10, True, 1), Lock(0, 10, False, 1)
+    assert without([a, b, b, a], [b, a]) == [b, a]
+    assert without([a], [Lock(5, 0, True, 1)]) == [a]        # (a zero-length lock is never held over a range)
 
 
 def test_what_a_posix_lock_cannot_say_is_not_mirrored():

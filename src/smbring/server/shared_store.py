@@ -1040,8 +1040,8 @@ class SharedByteRangeLocks:
             self.wake(key)
         return True
 
-    def held(self, key, owner: int) -> list[Lock]:
-        return self.local.held(key, owner)
+    def held(self, key, owner: int, within: tuple[int, int] | None = None) -> list[Lock]:
+        return self.local.held(key, owner, within)
 
     def take_over(self, txn, key, giver: bytes, owner: int) -> list[tuple]:
         """In `txn`: the locks another worker's open (`giver`: its owner bytes) holds on the

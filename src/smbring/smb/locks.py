@@ -251,14 +251,22 @@ class ByteRangeLocks:
             self.wake(key)
         return True
 
-    def held(self, key, owner: int) -> list[Lock]:
-        """The locks an open holds on the file (read-only, for status), by offset."""
+    def held(self, key, owner: int, within: tuple[int, int] | None = None) -> list[Lock]:
+        """The locks an open holds on the file, by offset. `within` (start, end): only those
+        of nonzero length reaching into [start, end), what the open's kernel lock there is
+        made of (smb.posix_locks): a LOCK of one range beside the open's 4,096 others then
+        makes no Lock of the others and sorts none of them."""
         f = self._files.get(key)
         mine = f.owners.get(owner) if f else None
         if mine is None:
             return []
+        ranges = mine.ranges.items()
+        if within is not None:
+            start, end = within
+            ranges = [held for held in ranges
+                      if held[0][1] and held[0][0] < end and held[0][0] + held[0][1] > start]
         return sorted((Lock(offset, length, exclusive, owner)
-                       for (offset, length), (exclusive_count, shared_count) in mine.ranges.items()
+                       for (offset, length), (exclusive_count, shared_count) in ranges
                        for exclusive in [True] * exclusive_count + [False] * shared_count),
                       key=lambda lk: (lk.offset, lk.length, not lk.exclusive))
 

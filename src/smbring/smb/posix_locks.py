@@ -19,11 +19,13 @@ Here the kernel lock of a range is worked out from the open's locks; the file sy
 it (FileSystem.set_range_locks). A LOCK request changes one range (its elements' hull) and
 every kernel lock change it makes goes one way: taking locks only raises the kernel's kind
 (which another program may refuse, and is then undone: undoing only lowers, which the kernel
-never refuses), unlocking only lowers it. The cost is O(n) in the open's locks on the file
-(at most `max locks per open`) per request that has other locks of its open."""
+never refuses), unlocking only lowers it. Working it out looks only at the open's locks
+reaching into that range (ByteRangeLocks.held's `within`; finding them passes over the
+open's locks on the file, at most `max locks per open`, without making or sorting any)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Callable
 
 from smbring.smb.fs import RANGE_READ as READ
@@ -42,6 +44,13 @@ Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, en
 # would cost more than this (0.2-0.4 s) is refused before any work (STATUS_INSUFFICIENT_RESOURCES):
 # `max locks per open` (4,096) ranges at once beside 2,048 locks pass, one range beside millions.
 KERNEL_STEPS_MAX = 1 << 24
+# ... and what each user's LOCKs may cost it a second (KernelLockCredit). While the loop works
+# through LOCKs (a pipelined burst, the retries of waiting locks a release lets go) the credit
+# grows as well: a burst goes on until what it spends (the kernel's 20-35 ns a step, and the
+# server's own time for each request) outruns what is added, which at a full KERNEL_STEPS_MAX
+# a second took 2.6 s. A quarter of it keeps a burst near the single LOCK's bound, and a
+# user's LOCKs to about a quarter of the loop's time.
+KERNEL_STEPS_PER_SECOND = KERNEL_STEPS_MAX // 4
 
 
 def kernel_steps(count: int, on_file: int) -> int:
@@ -51,16 +60,19 @@ def kernel_steps(count: int, on_file: int) -> int:
 
 class KernelLockCredit:
     """What each user's LOCKs may cost the kernel in this process (`kernel_steps`): at most
-    KERNEL_STEPS_MAX a second, and that much at once (a bucket per user, filling at that
-    rate). LOCKs in a row, each within KERNEL_STEPS_MAX (a compound, a pipelined burst),
-    would otherwise hold the event loop for their sum; past its credit a user's LOCK is
-    refused until the credit has grown again. Ranges of files with few locks cost next to
-    nothing: a client locking one range at a time never meets it."""
+    `most` at once, and `per_second` a second (a bucket per user, filling at that rate).
+    LOCKs in a row, each within KERNEL_STEPS_MAX (a compound, a pipelined burst, the
+    retries of blocking locks), would otherwise hold the event loop for their sum; past its
+    credit a user's LOCK is refused, and a blocking lock's retry waits, until the credit
+    has grown again. Ranges of files with few locks cost next to nothing: a client locking
+    one range at a time never meets it."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, per_second: int = KERNEL_STEPS_MAX):
-        self.clock, self.per_second = clock, per_second
+    def __init__(self, clock: Callable[[], float] = time.monotonic, most: int = KERNEL_STEPS_MAX,
+                 per_second: int = KERNEL_STEPS_PER_SECOND):
+        self.clock, self.most, self.per_second = clock, most, per_second
+        self.full_after = most / per_second      # seconds: an empty credit is full again
         # owner -> (credit, when counted), the least recently counted first: a credit counted
-        # a second ago or more is full again, and forgotten (kept per user, not per
+        # full_after ago or more is full again, and forgotten (kept per user, not per
         # connection: a client that connects again gets no more)
         self._credit: dict[str, tuple[float, float]] = {}
 
@@ -68,8 +80,8 @@ class KernelLockCredit:
         """Takes `steps` from the user's credit; False (nothing taken) where it has not as many."""
         now = self.clock()
         self._forget_full(now)
-        credit, then = self._credit.pop(owner, (self.per_second, now))
-        credit = min(self.per_second, credit + (now - then) * self.per_second)
+        credit = self._now(owner, now)
+        self._credit.pop(owner, None)
         if steps > credit:
             self._credit[owner] = (credit, now)
             return False
@@ -77,10 +89,18 @@ class KernelLockCredit:
             self._credit[owner] = (credit - steps, now)
         return True
 
+    def has(self, owner: str, steps: int) -> bool:
+        """Whether the user's credit holds `steps` now (nothing taken)."""
+        return steps <= self._now(owner, self.clock())
+
+    def _now(self, owner: str, now: float) -> float:
+        credit, then = self._credit.get(owner, (self.most, now))
+        return min(self.most, credit + (now - then) * self.per_second)
+
     def _forget_full(self, now: float) -> None:
         while self._credit:
             owner = next(iter(self._credit))
-            if now - self._credit[owner][1] < 1:
+            if now - self._credit[owner][1] < self.full_after:
                 return
             del self._credit[owner]
 
@@ -159,6 +179,18 @@ def changes(before: list[Lock], after: list[Lock], span: tuple[int, int] | None)
             # per range released (each walks the file's whole list: KERNEL_STEPS_MAX)
             out[-1] = (out[-1][0], upto, NONE)
         at = upto
+    return out
+
+
+def without(locks: list[Lock], taken: list[Lock]) -> list[Lock]:
+    """`locks` with one of each of `taken` left out (what an open held before it took them)."""
+    left = Counter(taken)
+    out = []
+    for lk in locks:
+        if left[lk]:
+            left[lk] -= 1
+        else:
+            out.append(lk)
     return out
 
 

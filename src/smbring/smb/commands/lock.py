@@ -24,7 +24,8 @@ smbd answers (and a READ of one).
 On a share with `posix locking` (the default) the locks are kernel locks too (smb.posix_locks):
 a local program's lock refuses a lock of its range, and a blocking lock that may wait for one
 is retried by the server's sweep (ServerState.kernel_lock_waits), as nothing here hears of
-its release."""
+its release. The kernel's work a LOCK costs is paid from its user's credit
+(posix_locks.KernelLockCredit), a blocking lock's retries' too."""
 from __future__ import annotations
 
 import struct
@@ -95,8 +96,9 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
     called once it is taken, before it is answered)."""
     elements = [struct.unpack_from("<QQII", msg, 88 + 24 * i)[:3] for i in range(count)]
     if elements[0][2] & wire.LOCK_UNLOCK:   # an unlock request: element by element (3.3.5.14.1)
-        mirrored = posix_locks.mirrors(o)
-        before = c.state.locks.held(o.key, id(o)) if mirrored else []
+        window = posix_locks.hull([Lock(offset, length, False, 0) for offset, length, _ in elements]) \
+            if posix_locks.mirrors(o) else None
+        before = c.state.locks.held(o.key, id(o), window) if window else []
         released: list[Lock] = []
         try:
             for offset, length, flags in elements:
@@ -108,9 +110,9 @@ def lock(c: Connection, o: Open, msg, count: int, body: bytes, granted) -> None:
         finally:
             c.count_locks(o, -len(released))
             if released:
-                if mirrored:        # (lowering the kernel's lock: never refused)
+                if window:          # (lowering the kernel's lock: never refused)
                     o.tree.fs.set_range_locks(o.fd, posix_locks.changes(
-                        before, c.state.locks.held(o.key, id(o)), posix_locks.hull(released)))
+                        before, c.state.locks.held(o.key, id(o), window), posix_locks.hull(released)))
                 c.state.locks.wake(o.key)       # once: each waiter retries once, not once per element
         return
     for offset, length, flags in elements:
@@ -144,7 +146,10 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
          granted) -> None:
     """A blocking lock waits for a release; answered once all its locks are taken."""
     def retry():
-        if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted)):
+        if mirrored and not c.state.kernel_lock_credit.has(
+                o.lock_owner, posix_locks.kernel_steps(count, c.state.locks.on_file(o.key))):
+            return      # its user's credit is spent (kernel_locks' `charge`): the sweep tries again
+        if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted, charge=True)):
             c.count_locks(o, count)
             stop()
             granted()
@@ -156,25 +161,40 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
         if areq in o.waiting:
             o.waiting.remove(areq)
 
+    mirrored = posix_locks.mirrors(o)
     areq.on_cancel, areq.close_status = stop, wire.STATUS_RANGE_NOT_LOCKED
     o.waiting.append(areq)
     c.state.locks.wait(o.key, retry)
-    if posix_locks.mirrors(o):      # another program's lock may be what it waits for: nothing here wakes it
+    if mirrored:      # another program's lock, or its user's spent credit, may be what
+        # it waits for: nothing here wakes it
         c.state.kernel_lock_waits[retry] = None
 
 
-def kernel_locks(c: Connection, o: Open, wanted: list[Lock]):
+def kernel_locks(c: Connection, o: Open, wanted: list[Lock], charge: bool = False):
     """For ByteRangeLocks.acquire_all, where the open's locks are kernel locks too: takes
     the kernel's locks `wanted` adds to what the open holds, or (another program holding
-    one of them) none of them (False). None where nothing is mirrored."""
+    one of them) none of them (False). None where nothing is mirrored.
+
+    `charge`: a blocking lock's retry, which the request's own check did not pay for, pays
+    the kernel's work from its user's credit, and where that is spent takes nothing (False):
+    it waits on, and the server's sweep (ServerState.retry_kernel_lock_waits) tries it again.
+    Otherwise a release (or a sweep) letting a thousand waiters beside a file's many locks
+    retry at once would hold the event loop for all of their kernel work together. The
+    open's other locks are looked at only once the table has let `wanted` in and the credit
+    is paid: a retry that goes on waiting costs next to nothing."""
     span = posix_locks.hull(wanted) if posix_locks.mirrors(o) else None
     if span is None:
         return None
-    before = c.state.locks.held(o.key, id(o)) if c.state.locks.count(o.key, id(o)) else []
     fs = o.tree.fs
 
-    def confirm() -> bool:
-        todo = posix_locks.changes(before, before + wanted, span)
+    def confirm() -> bool:      # (called with `wanted` in the table already)
+        if charge:
+            steps = posix_locks.kernel_steps(len(wanted), c.state.locks.on_file(o.key) - len(wanted))
+            if not c.state.kernel_lock_credit.spend(o.lock_owner, steps):
+                return False
+        after = c.state.locks.held(o.key, id(o), span)
+        before = posix_locks.without(after, wanted)
+        todo = posix_locks.changes(before, after, span)
         done = fs.set_range_locks(o.fd, todo)
         if done == len(todo):
             return True
