@@ -33,7 +33,8 @@ SHARED = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMME
 UNLOCK = LockFlags.SMB2_LOCKFLAG_UNLOCK
 LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT, INSUFFICIENT_RESOURCES = 0xC0000055, 0xC0000054, 0xC000009A
 FLOCK = struct.Struct("hh4xqqi4x")      # struct flock
-CREDIT_FULL = KERNEL_STEPS_MAX / KERNEL_STEPS_PER_SECOND + 0.1     # s: an empty credit full again
+SWEEP = 1.0         # s: the server's sweep, at which the credits grow (KernelLockCredit.tick)
+CREDIT_FULL = KERNEL_STEPS_MAX / KERNEL_STEPS_PER_SECOND + SWEEP + 0.1     # s: an empty credit full again
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,8 @@ def test_a_users_locks_in_a_row_may_not_hold_the_kernel_longer_than_its_credit(c
     sum: what a user's LOCKs cost the kernel is counted against a credit of
     KERNEL_STEPS_MAX, filling at a quarter of that a second (posix_locks.KernelLockCredit).
     Ten LOCKs of 4,096 ranges on ten fresh files ask for five times the credit: two pass,
-    the rest are refused with nothing taken, and two seconds later one passes again."""
+    the rest are refused with nothing taken, and once the credit has grown again (two
+    seconds, counted at the server's sweep) one passes again."""
     time.sleep(CREDIT_FULL)     # (the user's credit full, whatever earlier tests spent)
     names = [f"credit{i}.dat" for i in range(10)]
     opens = [client.open(name) for name in names]
@@ -320,7 +322,7 @@ def test_a_users_locks_in_a_row_may_not_hold_the_kernel_longer_than_its_credit(c
             outcomes.append(False)
     assert outcomes[:2] == [True, True] and False in outcomes, outcomes
     refused = outcomes.index(False)
-    time.sleep(kernel_steps(4096, 0) / KERNEL_STEPS_PER_SECOND + 0.1)
+    time.sleep(kernel_steps(4096, 0) / KERNEL_STEPS_PER_SECOND + SWEEP + 0.1)
     opens[refused].lock(elements((2 * i, 1) for i in range(4096)))
     assert not locally_free(default[1] / names[refused], 0, 8192)
     for o in opens:

@@ -80,37 +80,46 @@ def test_a_lock_request_is_weighed_by_what_the_kernel_walks():
     assert kernel_steps(1, 1_000_000) <= KERNEL_STEPS_MAX
 
 
-def test_a_users_credit_for_the_kernels_work_fills_at_its_rate():
-    """KernelLockCredit: KERNEL_STEPS_MAX at once, and as much again each second; a LOCK it
-    cannot pay for takes nothing; users do not share it."""
+def test_a_users_credit_for_the_kernels_work_grows_at_each_tick():
+    """KernelLockCredit: `most` at once, `per_second` more a second, counted at each tick
+    (the server's sweep), never in between; a LOCK it cannot pay for takes nothing; users
+    do not share it."""
     now = [100.0]
     credit = KernelLockCredit(lambda: now[0], most=1000, per_second=1000)
     assert credit.spend("alice", 600) and not credit.spend("alice", 600)    # 400 left
     assert credit.spend("bob", 1000)                                        # bob's own
     assert credit.spend("alice", 400) and not credit.spend("alice", 1)
     now[0] += 0.5
+    assert not credit.spend("alice", 1)         # no tick yet: a burst's time pays for nothing
+    credit.tick()
     assert not credit.spend("alice", 501) and credit.spend("alice", 500)
     now[0] += 10                                                            # full, no more
+    credit.tick()
     assert not credit.spend("alice", 1001) and credit.spend("alice", 1000)
     assert not credit.has("alice", 1) and credit.has("erin", 1000) and not credit.has("erin", 1001)
     assert credit.spend("carol", 0) and "carol" not in credit._credit       # (nothing kept)
-    assert set(credit._credit) == {"alice"}     # bob's, full again a second on: forgotten
+    assert set(credit._credit) == {"alice"}     # bob's, full again at the tick: forgotten
     now[0] += 1
+    credit.tick()
     assert credit.spend("dave", 10) and set(credit._credit) == {"dave"}
 
 
 def test_a_users_credit_grows_slower_than_it_may_be_spent_at_once():
-    """The server's own: KERNEL_STEPS_MAX at once, a quarter of that a second (a burst's
-    own requests would otherwise be paid for by what the credit grows while the loop works
-    through them), a credit forgotten once full again."""
+    """The server's own: KERNEL_STEPS_MAX at once, a quarter of that a second, a second's
+    worth at most at a tick however long since the last (a loop slowed down gets no more
+    for its slowness), a credit forgotten once full again."""
     now = [0.0]
     credit = KernelLockCredit(lambda: now[0])
     assert credit.spend("alice", KERNEL_STEPS_MAX) and not credit.has("alice", 1)
-    now[0] += 1
+    now[0] += 5
+    credit.tick()
     assert credit.has("alice", KERNEL_STEPS_MAX // 4) and not credit.has("alice", KERNEL_STEPS_MAX // 4 + 1)
-    now[0] += 2.9
+    for _ in range(2):
+        now[0] += 1
+        credit.tick()
     assert not credit.has("alice", KERNEL_STEPS_MAX) and "alice" in credit._credit
-    now[0] += 0.1
+    now[0] += 1
+    credit.tick()
     assert credit.has("alice", KERNEL_STEPS_MAX) and credit.spend("bob", 1) and set(credit._credit) == {"bob"}
 
 

@@ -682,7 +682,7 @@ class Server:
                 self.state.oplocks.expire()
             except Exception:
                 log.exception("timeout sweep: oplock breaks not expired")
-            try:        # blocking LOCKs another program's lock may hold up try again
+            try:        # users' credits for the kernel's lock work grow; blocking LOCKs waiting try again
                 self.state.retry_kernel_lock_waits()
             except Exception:
                 log.exception("timeout sweep: blocking locks not retried")

@@ -44,12 +44,9 @@ Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, en
 # would cost more than this (0.2-0.4 s) is refused before any work (STATUS_INSUFFICIENT_RESOURCES):
 # `max locks per open` (4,096) ranges at once beside 2,048 locks pass, one range beside millions.
 KERNEL_STEPS_MAX = 1 << 24
-# ... and what each user's LOCKs may cost it a second (KernelLockCredit). While the loop works
-# through LOCKs (a pipelined burst, the retries of waiting locks a release lets go) the credit
-# grows as well: a burst goes on until what it spends (the kernel's 20-35 ns a step, and the
-# server's own time for each request) outruns what is added, which at a full KERNEL_STEPS_MAX
-# a second took 2.6 s. A quarter of it keeps a burst near the single LOCK's bound, and a
-# user's LOCKs to about a quarter of the loop's time.
+# ... and what each user's LOCKs may cost it a second (KernelLockCredit), a quarter of that: a
+# step cost 10-35 ns alone, and up to some 200 ns on a busy machine, so a user's LOCKs may still
+# take a good part of the loop's time.
 KERNEL_STEPS_PER_SECOND = KERNEL_STEPS_MAX // 4
 
 
@@ -60,49 +57,59 @@ def kernel_steps(count: int, on_file: int) -> int:
 
 class KernelLockCredit:
     """What each user's LOCKs may cost the kernel in this process (`kernel_steps`): at most
-    `most` at once, and `per_second` a second (a bucket per user, filling at that rate).
-    LOCKs in a row, each within KERNEL_STEPS_MAX (a compound, a pipelined burst, the
-    retries of blocking locks), would otherwise hold the event loop for their sum; past its
-    credit a user's LOCK is refused, and a blocking lock's retry waits, until the credit
-    has grown again. Ranges of files with few locks cost next to nothing: a client locking
-    one range at a time never meets it."""
+    `most` at once, and `per_second` a second (a bucket per user). LOCKs in a row, each
+    within KERNEL_STEPS_MAX (a compound, a pipelined burst, the retries of blocking locks a
+    release lets go), would otherwise hold the event loop for their sum; past its credit a
+    user's LOCK is refused, and a blocking lock's retry waits, until the credit has grown
+    again. Ranges of files with few locks cost next to nothing: a client locking one range
+    at a time never meets it.
+
+    The credits grow at `tick()` (the server's sweep, a second apart), by the time since
+    the last, a second's worth at most: never while the loop works through a burst, nor by
+    the time a burst took. Growing with the time, a credit paid for the burst's own time:
+    the slower the machine went (a step took up to 150 ns where clients shared its two
+    cores), the longer the next burst could be (4,096 waiting locks beside 28,672, let go at
+    once, held the loop 3.9-12.5 s)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, most: int = KERNEL_STEPS_MAX,
                  per_second: int = KERNEL_STEPS_PER_SECOND):
         self.clock, self.most, self.per_second = clock, most, per_second
         self.full_after = most / per_second      # seconds: an empty credit is full again
-        # owner -> (credit, when counted), the least recently counted first: a credit counted
-        # full_after ago or more is full again, and forgotten (kept per user, not per
+        # the credits' own clock: where the last tick left it (each a second on at most)
+        self.now = clock()
+        # owner -> (credit, tick when counted), the least recently counted first: a credit
+        # counted full_after ago or more is full again, and forgotten (kept per user, not per
         # connection: a client that connects again gets no more)
         self._credit: dict[str, tuple[float, float]] = {}
 
+    def tick(self) -> None:
+        """Lets every credit grow by the time since the last tick, a second's worth at most
+        (full ones are forgotten)."""
+        now = self.clock()
+        self.now += min(now - self.now, 1.0)
+        while self._credit:
+            owner = next(iter(self._credit))
+            if self.now - self._credit[owner][1] < self.full_after:
+                return
+            del self._credit[owner]
+
     def spend(self, owner: str, steps: int) -> bool:
         """Takes `steps` from the user's credit; False (nothing taken) where it has not as many."""
-        now = self.clock()
-        self._forget_full(now)
-        credit = self._now(owner, now)
-        self._credit.pop(owner, None)
+        credit = self._credit_of(owner)
         if steps > credit:
-            self._credit[owner] = (credit, now)
             return False
         if steps:
-            self._credit[owner] = (credit - steps, now)
+            self._credit.pop(owner, None)      # (to the end: the most recently counted)
+            self._credit[owner] = (credit - steps, self.now)
         return True
 
     def has(self, owner: str, steps: int) -> bool:
-        """Whether the user's credit holds `steps` now (nothing taken)."""
-        return steps <= self._now(owner, self.clock())
+        """Whether the user's credit holds `steps` (nothing taken)."""
+        return steps <= self._credit_of(owner)
 
-    def _now(self, owner: str, now: float) -> float:
-        credit, then = self._credit.get(owner, (self.most, now))
-        return min(self.most, credit + (now - then) * self.per_second)
-
-    def _forget_full(self, now: float) -> None:
-        while self._credit:
-            owner = next(iter(self._credit))
-            if now - self._credit[owner][1] < self.full_after:
-                return
-            del self._credit[owner]
+    def _credit_of(self, owner: str) -> float:
+        credit, then = self._credit.get(owner, (self.most, self.now))
+        return min(self.most, credit + (self.now - then) * self.per_second)
 
 
 def mirrors(o) -> bool:

@@ -256,7 +256,10 @@ class ServerState:
         return Closed(released, victim)
 
     def retry_kernel_lock_waits(self) -> None:
-        """Lets every blocking LOCK that another program's lock may hold up try again."""
+        """Lets the users' credits for the kernel's lock work grow (KernelLockCredit.tick),
+        then every blocking LOCK that another program's lock, or its user's spent credit,
+        may hold up try again (the server's sweep, at most a second apart)."""
+        self.kernel_lock_credit.tick()
         for retry in list(self.kernel_lock_waits):
             if retry in self.kernel_lock_waits:     # (not ended by an earlier retry meanwhile)
                 retry()
