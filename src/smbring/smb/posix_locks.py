@@ -45,7 +45,7 @@ Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, en
 # `max locks per open` (4,096) ranges at once beside 2,048 locks pass, one range beside millions.
 KERNEL_STEPS_MAX = 1 << 24
 # ... and what each user's LOCKs may cost it a second (KernelLockCredit), a quarter of that: a
-# step cost 10-35 ns alone, and up to some 200 ns on a busy machine, so a user's LOCKs may still
+# step cost 10-35 ns alone, and up to some 150 ns on a busy machine, so a user's LOCKs may still
 # take a good part of the loop's time.
 KERNEL_STEPS_PER_SECOND = KERNEL_STEPS_MAX // 4
 
