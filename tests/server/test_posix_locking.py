@@ -24,6 +24,8 @@ from smbprotocol.tree import TreeConnect  # noqa: E402
 
 from servers import PASSWORD, USER, free_port, spawn, stop  # noqa: E402
 
+from smbring.server.server import sweep_period  # noqa: E402
+from smbring.smb.limits import Limits  # noqa: E402
 from smbring.smb.posix_locks import KERNEL_STEPS_MAX, KERNEL_STEPS_PER_SECOND, kernel_steps  # noqa: E402
 
 ALL_SHARE = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
@@ -33,7 +35,7 @@ SHARED = LockFlags.SMB2_LOCKFLAG_SHARED_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMME
 UNLOCK = LockFlags.SMB2_LOCKFLAG_UNLOCK
 LOCK_NOT_GRANTED, FILE_LOCK_CONFLICT, INSUFFICIENT_RESOURCES = 0xC0000055, 0xC0000054, 0xC000009A
 FLOCK = struct.Struct("hh4xqqi4x")      # struct flock
-SWEEP = 1.0         # s: the server's sweep, at which the credits grow (KernelLockCredit.tick)
+SWEEP = sweep_period(Limits())      # s: the server's sweep, at which the credits grow (KernelLockCredit.tick)
 CREDIT_FULL = KERNEL_STEPS_MAX / KERNEL_STEPS_PER_SECOND + SWEEP + 0.1     # s: an empty credit full again
 
 

@@ -146,10 +146,10 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
          granted) -> None:
     """A blocking lock waits for a release; answered once all its locks are taken."""
     def retry():
-        if mirrored and not c.state.kernel_lock_credit.has(
-                o.lock_owner, posix_locks.kernel_steps(count, c.state.locks.on_file(o.key))):
+        steps = posix_locks.kernel_steps(count, c.state.locks.on_file(o.key)) if mirrored else 0
+        if steps and not c.state.kernel_lock_credit.has(o.lock_owner, steps):
             return      # its user's credit is spent (kernel_locks' `charge`): the sweep tries again
-        if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted, charge=True)):
+        if c.state.locks.acquire_all(o.key, wanted, kernel_locks(c, o, wanted, charge=steps)):
             c.count_locks(o, count)
             stop()
             granted()
@@ -170,14 +170,15 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
         c.state.kernel_lock_waits[retry] = None
 
 
-def kernel_locks(c: Connection, o: Open, wanted: list[Lock], charge: bool = False):
+def kernel_locks(c: Connection, o: Open, wanted: list[Lock], charge: int = 0):
     """For ByteRangeLocks.acquire_all, where the open's locks are kernel locks too: takes
     the kernel's locks `wanted` adds to what the open holds, or (another program holding
     one of them) none of them (False). None where nothing is mirrored.
 
-    `charge`: a blocking lock's retry, which the request's own check did not pay for, pays
-    the kernel's work from its user's credit, and where that is spent takes nothing (False):
-    it waits on, and the server's sweep (ServerState.retry_kernel_lock_waits) tries it again.
+    `charge`: the kernel's work (`kernel_steps`) a blocking lock's retry, which the
+    request's own check did not pay for, pays from its user's credit; where that is spent
+    it takes nothing (False): it waits on, and the server's sweep
+    (ServerState.retry_kernel_lock_waits) tries it again.
     Otherwise a release (or a sweep) letting a thousand waiters beside a file's many locks
     retry at once would hold the event loop for all of their kernel work together. The
     open's other locks are looked at only once the table has let `wanted` in and the credit
@@ -188,10 +189,8 @@ def kernel_locks(c: Connection, o: Open, wanted: list[Lock], charge: bool = Fals
     fs = o.tree.fs
 
     def confirm() -> bool:      # (called with `wanted` in the table already)
-        if charge:
-            steps = posix_locks.kernel_steps(len(wanted), c.state.locks.on_file(o.key) - len(wanted))
-            if not c.state.kernel_lock_credit.spend(o.lock_owner, steps):
-                return False
+        if charge and not c.state.kernel_lock_credit.spend(o.lock_owner, charge):
+            return False
         after = c.state.locks.held(o.key, id(o), span)
         before = posix_locks.without(after, wanted)
         todo = posix_locks.changes(before, after, span)
