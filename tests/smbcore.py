@@ -35,6 +35,11 @@ def carry_out(todo: list) -> list[bytes]:
             todo[:0] = effect.then(None)
         elif isinstance(effect, effects.RANGE_OPERATIONS):
             todo[:0] = effect.then(outcome(lambda: range_operation(effect)))
+        elif isinstance(effect, effects.Wait):
+            ended = []
+            effect.start(lambda result=None: ended.append(result))
+            assert ended, f"waits for what nothing here ends: {effect!r}"
+            todo[:0] = effect.then(ended[0])
         elif not isinstance(effect, effects.Forget):
             raise AssertionError(f"unknown effect {effect!r}")
     return sent

@@ -171,24 +171,33 @@ def test_a_local_programs_lock_stops_a_clients_lock_of_its_range(client, default
     o.close()
 
 
-def test_a_refused_lock_of_several_leaves_no_kernel_lock_behind(client, default):
+@pytest.mark.parametrize("ranges", [4, 512])
+def test_a_refused_lock_of_several_leaves_no_kernel_lock_behind(client, default, ranges):
     """A LOCK of several ranges, one of which a local program holds: none is taken, in the
-    kernel either (the ones taken before the refused one are given back)."""
-    path = default[1] / "several.dat"
-    o = client.open("several.dat")
+    kernel either (the ones taken before the refused one are given back), nor in the
+    server's table (another handle may take them). 512 ranges cost the kernel enough for
+    the change to be made in the server's file I/O threads."""
+    path = default[1] / f"several{ranges}.dat"
+    o, other = client.open(path.name), client.open(path.name)
+    offsets = [20 * i for i in range(ranges)]
+    refused_at = offsets[len(offsets) // 2] + 5
     fd = os.open(path, os.O_RDWR)
     try:
-        assert local_lock(fd, 50, 1, fcntl.F_RDLCK)
-        several = elements((offset, 10) for offset in (0, 20, 50, 80))
-        with pytest.raises(SMBResponseException):
+        assert local_lock(fd, refused_at, 1, fcntl.F_RDLCK)
+        several = elements((offset, 10) for offset in offsets)
+        with pytest.raises(SMBResponseException) as refused:
             o.lock(several)
-        local_lock(fd, 50, 1, fcntl.F_UNLCK)
-        assert locally_free(path, 0, 100)
+        assert refused.value.status == LOCK_NOT_GRANTED
+        assert local_lock(fd, refused_at, 1, fcntl.F_UNLCK)
+        assert locally_free(path, 0, 20 * ranges)
+        lock(other, offsets[0], 10, EXCLUSIVE)          # not in the server's table either
+        lock(other, offsets[0], 10, UNLOCK)
         o.lock(several)         # all of them, now
-        assert not any(locally_free(path, offset, 1) for offset in (0, 20, 50, 80))
+        assert not any(locally_free(path, offset, 1) for offset in offsets)
     finally:
         os.close(fd)
     o.close()
+    other.close()
 
 
 def test_unlocking_one_of_a_handles_overlapping_locks_keeps_the_others_in_the_kernel(client, default):

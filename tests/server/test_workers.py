@@ -9,9 +9,11 @@ Which worker serves a connection is whichever takes it first from the listening 
 share: a test opens a probe file on each connection and asks `smbring status` which worker
 holds it; to put a second client on the other worker it stops the first one's worker while
 that client connects."""
+import fcntl
 import hashlib
 import os
 import signal
+import struct
 import json
 import subprocess
 import sys
@@ -393,6 +395,29 @@ def test_byte_range_locks_across_workers(pair):
     assert status_code(e) == LOCK_NOT_GRANTED
     fb.close()                                           # closing drops its locks
     fa.lock([element(100, 10, EXCLUSIVE_NOW)])
+
+
+def test_a_costly_lock_refused_in_the_kernel_is_given_back_in_the_store_too(pair, server):
+    """A LOCK of 512 ranges has its kernel change made off the event loop, after its locks
+    are in the workers' store; refused there by a local program's lock, they leave the store
+    again: the other worker may take any of them. Taken, the other worker sees them all."""
+    a, b, _wa, _wb = pair
+    fa, fb = a.open("costly.bin"), b.open("costly.bin")
+    many = [element(2 * i, 1, EXCLUSIVE_NOW) for i in range(512)]
+    local = os.open(server["share"] / "costly.bin", os.O_RDWR)
+    try:
+        fcntl.fcntl(local, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 600, 1, 0))
+        with pytest.raises(SMBResponseException) as e:
+            fa.lock(many)
+        assert status_code(e) == LOCK_NOT_GRANTED
+    finally:
+        os.close(local)
+    fb.lock([element(0, 1, EXCLUSIVE_NOW)])         # none of them is held
+    fb.lock([element(0, 1, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    fa.lock(many)
+    with pytest.raises(SMBResponseException) as e:
+        fb.lock([element(2 * 511, 1, EXCLUSIVE_NOW)])
+    assert status_code(e) == LOCK_NOT_GRANTED
 
 
 # -- a worker killed ----------------------------------------------------------------------------

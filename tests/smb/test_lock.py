@@ -9,8 +9,10 @@ import pytest
 from sansio_client import sent
 from smbcore import SHORT_BODY, compound, lock_body
 
-from smbring.smb import wire
+from smbring.smb import effects, posix_locks, wire
+from smbring.smb.commands.lock import OFF_LOOP_STEPS
 from smbring.smb.limits import Limits
+from smbring.server.effects import DescriptorHolds, named_descriptors
 from smbring.smb.posix_locks import KernelLockCredit
 from smbring.smb.server_state import ServerState
 
@@ -206,6 +208,125 @@ def test_a_blocking_locks_retry_pays_the_kernels_work_from_its_users_credit(two,
     assert [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS] and kernel_locked(share / "f", 0, 10)
     assert credit.has(owner, 980) and not credit.has(owner, 981)       # the retry paid its 20
     assert status(a, fa, (0, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED
+
+
+# -- kernel changes made off the event loop -------------------------------------------------------
+
+MANY = [(2 * i, 1) for i in range(512)]     # a LOCK of these costs the kernel more than OFF_LOOP_STEPS
+
+
+def test_a_costly_lock_is_made_in_the_kernel_off_the_event_loop(client, share):
+    """A LOCK whose kernel change costs more than OFF_LOOP_STEPS (thousands of walks of the
+    file's lock list) is answered once the shell has made it in its threads (SetRangeLocks):
+    the locks are in the table at once, in the kernel once it is done."""
+    assert posix_locks.kernel_steps(len(MANY), 0) > OFF_LOOP_STEPS
+    fid = client.open("f")
+    todo = client.conn.handle_frame(client.message(wire.LOCK, lock_body(fid, [(o, n, X | NOW) for o, n in MANY])))
+    [change] = [e for e in todo if isinstance(e, effects.SetRangeLocks)]
+    assert len(change.changes) == len(MANY) and not kernel_locked(share / "f", 0, 1)
+    assert client.conn.state.locks.count(*held_by(client, fid)) == len(MANY)
+    assert [h.status for h, _ in sent(todo)] == [wire.STATUS_SUCCESS]
+    assert kernel_locked(share / "f", 0, 1) and kernel_locked(share / "f", 2 * 511, 1)
+    assert not kernel_locked(share / "f", 1, 1)
+    assert status(client, fid, *((o, n, U) for o, n in MANY)) == 0       # (off the loop too)
+    assert not kernel_locked(share / "f", 0, 1024)
+
+
+def test_a_costly_lock_another_program_refuses_in_part_is_given_back_everywhere(client, share):
+    """Refused in the kernel at its 300th range (a local program's lock), the LOCK takes
+    nothing: the kernel's first 299 are given back in the same thread, the table's and the
+    user's count afterwards."""
+    fid = client.open("f")
+    local = os.open(share / "f", os.O_RDWR)
+    try:
+        fcntl.fcntl(local, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 600, 1, 0))
+        assert status(client, fid, *((o, n, X | NOW) for o, n in MANY)) == wire.STATUS_LOCK_NOT_GRANTED
+        assert client.conn.state.locks.count(*held_by(client, fid)) == 0
+        assert client.conn.state.user_locks(client.conn.sessions[1].owner) == 0
+        fcntl.fcntl(local, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 600, 1, 0))
+        assert not kernel_locked(share / "f", 0, 1024)
+    finally:
+        os.close(local)
+    assert status(client, fid, *((o, n, X | NOW) for o, n in MANY)) == 0
+
+
+def test_requests_on_an_open_wait_for_its_kernel_change_under_way(two, share):
+    """While an open's costly kernel change is made (here: not carried out yet), a request
+    of another channel on its locks waits for it (Wait), then runs as it would have after
+    it: an unlock of the same ranges leaves neither the table nor the kernel holding any;
+    a blocking lock waits, not retried by another open's release meanwhile (its kernel
+    change would run beside the one under way), and is granted once the change is over."""
+    (client, fid), (other, other_fid) = two
+    taking = client.conn.handle_frame(client.message(wire.LOCK, lock_body(fid, [(o, n, X | NOW) for o, n in MANY])))
+    unlocking = client.conn.handle_frame(client.message(wire.LOCK, lock_body(fid, [(o, n, U) for o, n in MANY])))
+    assert any(isinstance(e, effects.Wait) for e in unlocking)
+    assert client.conn.state.locks.count(*held_by(client, fid)) == len(MANY)       # not yet
+    [(interim, _)] = lock(client, fid, (5000, 1, X))          # a blocking one
+    assert interim.status == wire.STATUS_PENDING
+    assert status(other, other_fid, (9000, 1, X)) == 0 and status(other, other_fid, (9000, 1, U)) == 0
+    assert client.outbox() == [] and not kernel_locked(share / "f", 5000, 1)
+    answers = sent(taking) + sent(client.conn.outbox_drain())
+    assert sorted((h.status, h.async_id) for h, _ in answers) == [(0, 0), (0, interim.async_id)]   # and the blocking one
+    assert kernel_locked(share / "f", 0, 1) and kernel_locked(share / "f", 5000, 1)
+    assert [h.status for h, _ in sent(unlocking)] == [wire.STATUS_SUCCESS]
+    assert client.conn.state.locks.count(*held_by(client, fid)) == 1
+    assert not kernel_locked(share / "f", 0, 1024)
+
+
+def test_an_open_closed_while_its_kernel_change_is_made_leaves_no_kernel_lock(clients, share):
+    """Its connection lost while the change is under way, the open's locks go at once; the
+    kernel locks the change made after that go once it is over (its descriptor, held for
+    the change as the shell holds it, is closed only then: a kept map of the file would keep
+    its description, and its locks, longer still)."""
+    holds = DescriptorHolds()
+    client = clients(close_descriptor=holds.close)
+    fid = client.open("f")
+    taking = client.conn.handle_frame(client.message(wire.LOCK, lock_body(fid, [(o, n, X | NOW) for o, n in MANY])))
+    held = named_descriptors(taking)
+    holds.hold(held)
+    key = held_by(client, fid)[0]
+    client.conn.close_all()
+    assert client.conn.state.locks.on_file(key) == 0
+    sent(taking)                # (the answer goes nowhere)
+    assert not kernel_locked(share / "f", 0, 1024)
+    holds.release(held)
+
+
+def test_a_blocking_locks_costly_retry_is_made_off_the_event_loop(two, share):
+    """A release lets a waiting lock retry; beside a file's thousands of locks its kernel
+    change goes to the shell through the outbox (a release may let a thousand retries go at
+    once), the lock answered once it is made. Refused there by a local program's lock, it
+    is given back and waits on, until the sweep's retry takes it."""
+    (a, fa), (b, fb) = two
+    b.conn.on_output = lambda: None         # (a shell: it carries out the outbox)
+    many = a.open("f")
+    assert status(a, many, *((1000 + 2 * i, 1, X | NOW) for i in range(4096))) == 0
+    assert status(a, fa, (0, 10, S)) == 0 and status(a, fa, (20, 1, X)) == 0
+    assert posix_locks.kernel_steps(1, 4097) > OFF_LOOP_STEPS
+    pending(b, fb)
+    local = os.open(share / "f", os.O_RDWR)
+    try:
+        fcntl.fcntl(local, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 5, 1, 0))
+        assert status(a, fa, (0, 10, U)) == 0       # (a shared lock, beside the local reader's)
+        todo = b.conn.outbox_drain()
+        assert [type(e) for e in todo] == [effects.SetRangeLocks]
+        assert sent(todo) == [] and b.conn.outbox_drain() == []       # refused: waits on
+        assert b.conn.state.locks.count(*held_by(b, fb)) == 0 and not kernel_locked(share / "f", 0, 5)
+        fcntl.fcntl(local, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 5, 1, 0))
+    finally:
+        os.close(local)
+    b.conn.state.retry_kernel_lock_waits()        # (the server's sweep)
+    todo = b.conn.outbox_drain()
+    assert [type(e) for e in todo] == [effects.SetRangeLocks] and not kernel_locked(share / "f", 0, 10)
+    assert sent(todo) == [] and [s for s, _ in b.outbox()] == [wire.STATUS_SUCCESS]
+    assert kernel_locked(share / "f", 0, 10)
+    assert status(a, fa, (0, 10, X | NOW)) == wire.STATUS_LOCK_NOT_GRANTED
+
+
+def held_by(client, fid) -> tuple:
+    """(the file's key, the open's owner id) in the lock table."""
+    o = client.conn.client.opens[fid]
+    return o.key, id(o)
 
 
 def test_a_blocking_lock_on_the_same_connection_is_answered_with_the_unlock(client):

@@ -58,6 +58,8 @@ def range_operation(effect):
         return extents.allocated_ranges(effect.fd, effect.offset, effect.length, effect.limit)
     if isinstance(effect, effects.ListNames):
         return extents.list_names(effect.fd, effect.keep)
+    if isinstance(effect, effects.SetRangeLocks):
+        return extents.set_range_locks_or_none(effect.fd, effect.changes, effect.undo)
     if isinstance(effect, effects.Busy):
         time.sleep(effect.seconds)
         return 0
@@ -74,7 +76,7 @@ def written_fd(effect) -> int:
 # waits for room, behind writes whose answers may wait for the client: it starts in its task)
 STARTS_AT_ONCE = (effects.ReadInto, effects.Write, effects.Flush, *effects.RANGE_OPERATIONS)
 _ONE_FD = (effects.Write, effects.Flush, effects.ZeroRange, effects.TrimRange, effects.AllocatedRanges,
-           effects.ListNames, effects.Busy)
+           effects.ListNames, effects.SetRangeLocks, effects.Busy)
 
 
 def named_descriptors(todo: list) -> tuple:

@@ -1040,6 +1040,21 @@ class SharedByteRangeLocks:
             self.wake(key)
         return True
 
+    def give_back(self, key, taken: list[Lock]) -> int:
+        back = [lk for lk in taken if self.local.give_back(key, [lk])]
+        if back:
+            with self.store.write() as txn:
+                for lk in back:
+                    k = self._key(key, lk.owner, lk.offset, lk.length, lk.exclusive)
+                    v = txn.get(k, db=self.db)
+                    n = COUNT.unpack(v)[0] - 1 if v is not None else 0
+                    if n:
+                        txn.put(k, COUNT.pack(n), db=self.db)
+                    elif v is not None:
+                        txn.delete(k, db=self.db)
+                self._log(txn, key, [(self.store.worker, -1, lk.offset, lk.length, lk.exclusive) for lk in back])
+        return len(back)
+
     def held(self, key, owner: int, within: tuple[int, int] | None = None) -> list[Lock]:
         return self.local.held(key, owner, within)
 

@@ -1455,6 +1455,7 @@ class Connection:
             # descriptor may not end them: a kept map of the file holds its description)
             o.tree.fs.set_range_locks(o.fd, posix_locks.UNLOCK_ALL)
         closed = self.state.close_open(o)
+        o.released = True
         self.close_open_descriptor(o.tree, o.fd)
         victim = closed.delete
         if victim is not None and victim.tree is not None and victim.tree.fs is not None:

@@ -7,8 +7,8 @@ outcome of file I/O (a WRITE's count, a READ it must sign or encrypt, a FLUSH), 
 carries `then`, which the shell calls with the result (or the OSError) and which returns the
 effects that follow. Effects are carried out in the order given. File-range operations
 (`CopyRange`, `CloneRange`, `ZeroRange`, `TrimRange`, `AllocatedRanges`: server-side copy,
-sparse files, trim) are
-carried out off the event loop by ``smbring.vfs.extents.carry_out``.
+sparse files, trim; `SetRangeLocks`: costly changes of kernel byte-range locks) are carried
+out off the event loop, in the shell's file I/O threads (``smbring.vfs.extents``).
 """
 from __future__ import annotations
 
@@ -187,6 +187,22 @@ class ListNames:
 
 
 @dataclass
+class SetRangeLocks:
+    """Make the kernel byte-range locks of `fd`'s open file description as `changes` say,
+    in order ((start, end, kind) each: smb.fs.FileSystem.set_range_locks); where another
+    program's lock refuses one, set `undo(made)` (the changes giving back the `made` first
+    ones: only lowering, which the kernel never refuses). `then(made)`: how many of
+    `changes` were made (all of them, or the refused one's index), or `then(error)`. Off
+    the event loop: beside a file's many locks the kernel walks its whole list for each
+    change (smb.posix_locks)."""
+
+    fd: int
+    changes: list
+    undo: Callable[[int], list]
+    then: Callable = None
+
+
+@dataclass
 class Busy:
     """`fd` is busy for `seconds`, as file I/O under way on it (a CLOSE of it waits): Samba's
     test hook FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP (smb.commands.ioctl). `then(0)`."""
@@ -205,10 +221,10 @@ class Wait:
     then: Callable = None
 
 
-RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames, Busy)
+RANGE_OPERATIONS = (CopyRange, CloneRange, ZeroRange, TrimRange, AllocatedRanges, ListNames, SetRangeLocks, Busy)
 
 Effect = Union[Send, ReadInto, Write, Flush, Drain, Settle, Forget, CopyRange, CloneRange, ZeroRange,
-               TrimRange, AllocatedRanges, ListNames, Busy, Wait]
+               TrimRange, AllocatedRanges, ListNames, SetRangeLocks, Busy, Wait]
 
 
 @dataclass

@@ -237,6 +237,19 @@ class ByteRangeLocks:
         for t in taken:
             self._take_back(key, t.offset, t.length, t.owner, t.exclusive)
 
+    def give_back(self, key, taken: list[Lock]) -> int:
+        """Takes back locks `acquire_all` took, each of its own kind, where still held (a
+        close may have dropped them since); how many. Waiters are not woken (`wake`)."""
+        given = 0
+        for lk in taken:
+            f = self._files.get(key)
+            mine = f.owners.get(lk.owner) if f else None
+            kinds = mine.ranges.get((lk.offset, lk.length)) if mine else None
+            if kinds and kinds[0 if lk.exclusive else 1]:
+                self._take_back(key, lk.offset, lk.length, lk.owner, lk.exclusive)
+                given += 1
+        return given
+
     def release(self, key, offset: int, length: int, owner: int, wake_waiters: bool = True) -> bool:
         """Releases one lock of the open with exactly this range, the exclusive one first. A
         caller releasing many at once passes wake_waiters=False and calls wake(key) once at the

@@ -40,13 +40,14 @@ Change = tuple[int, int, int]   # (start, end, kind): the kernel lock [start, en
 
 # Linux keeps a file's POSIX locks in one list, which every lock change walks: a LOCK of k
 # ranges on a file holding n locks costs the kernel about k * (n + k / 2) steps (10-22 ns each,
-# measured), spent in the event loop's thread; 4,096 beside 28,672 took 2.75 s. A LOCK that
+# measured), in the event loop's thread where the change is small, in the server's file I/O
+# threads where it is not (smb.commands.lock); 4,096 beside 28,672 took 2.75 s. A LOCK that
 # would cost more than this (0.2-0.4 s) is refused before any work (STATUS_INSUFFICIENT_RESOURCES):
 # `max locks per open` (4,096) ranges at once beside 2,048 locks pass, one range beside millions.
 KERNEL_STEPS_MAX = 1 << 24
 # ... and what each user's LOCKs may cost it a second (KernelLockCredit), a quarter of that: a
 # step cost 10-35 ns alone, and up to some 150 ns on a busy machine, so a user's LOCKs may still
-# take a good part of the loop's time.
+# take a good part of a core's time.
 KERNEL_STEPS_PER_SECOND = KERNEL_STEPS_MAX // 4
 
 
@@ -59,7 +60,8 @@ class KernelLockCredit:
     """What each user's LOCKs may cost the kernel in this process (`kernel_steps`): at most
     `most` at once, and `per_second` a second (a bucket per user). LOCKs in a row, each
     within KERNEL_STEPS_MAX (a compound, a pipelined burst, the retries of blocking locks a
-    release lets go), would otherwise hold the event loop for their sum; past its credit a
+    release lets go), would otherwise take a core for their sum (the event loop's, before
+    costly changes were made in the file I/O threads); past its credit a
     user's LOCK is refused, and a blocking lock's retry waits, until the credit has grown
     again. Ranges of files with few locks cost next to nothing: a client locking one range
     at a time never meets it.

@@ -236,6 +236,11 @@ class Open:
     # whose byte-range locks it holds (its session's owner at its first LOCK): `max locks per
     # user` counts them there, until each is released, whichever session or connection it is on
     lock_owner: str | None = None
+    # a change of its kernel byte-range locks is being made off the event loop (a LOCK or
+    # unlock of many ranges, smb.commands.lock): what waits to change them after it, called
+    # in order when it is over (a Wait effect's `done`, a blocking lock's retry); None: none
+    kernel_locking: dict | None = None
+    released: bool = False          # its locks, share mode and descriptor are gone (release_file)
     counted_for: str | None = None  # the user whose `max open files per user` counts it, while it does
     # a CLOSE waits for the I/O under way on it (Connection.after_io): no request reaches it
     # meanwhile (FILE_CLOSED, as Samba's fsp closing flag)

@@ -1,7 +1,9 @@
 """File-range operations on open descriptors: server-side copy, block cloning, zeroing,
-trimming and the allocated ranges of sparse files (what the protocol core's effects
-``CopyRange``, ``CloneRange``, ``ZeroRange``, ``TrimRange`` and ``AllocatedRanges`` ask for). They block (a copy of 16 MiB, a hole punched in a
-large file), so the shell runs them in its thread pool, never in the event loop's thread.
+trimming, the allocated ranges of sparse files and kernel byte-range locks (what the protocol
+core's effects ``CopyRange``, ``CloneRange``, ``ZeroRange``, ``TrimRange``,
+``AllocatedRanges`` and ``SetRangeLocks`` ask for). They block (a copy of 16 MiB, a hole
+punched in a large file, thousands of lock changes beside a file's many locks), so the shell
+runs them in its thread pool, never in the event loop's thread.
 
 Only descriptors are used, never paths: what a thread of the pool acts as does not matter
 to them (the kernel checked access when the files were opened, and each operation also
@@ -12,8 +14,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import struct
+
+from smbring.vfs.api import RANGE_READ, RANGE_UNLOCKED, RANGE_WRITE
+
+log = logging.getLogger("smbring.vfs")
 
 # a read-and-write copy moves this much at a time (the largest chunk SMB asks for)
 COPY_BUFFER = 1 << 20
@@ -188,3 +195,49 @@ def list_names(fd: int, keep) -> list[str]:
     finally:
         os.close(own)
     return [n for n in sorted(names) if keep(n)]
+
+
+# kernel byte-range locks (set_range_locks): struct flock (l_type, l_whence, l_start, l_len,
+# l_pid; 0 for an open file description lock), the kinds' lock types, the last offset a lock names
+_FLOCK = struct.Struct("hh4xqqi4x")
+_LOCK_TYPES = {RANGE_UNLOCKED: fcntl.F_UNLCK, RANGE_READ: fcntl.F_RDLCK, RANGE_WRITE: fcntl.F_WRLCK}
+POSIX_LOCK_LIMIT = (1 << 63) - 1
+# what a file system that keeps no kernel byte-range locks answers (Samba's posix_fcntl_lock
+# takes the same for "not supported here")
+NO_KERNEL_LOCKS = (errno.ENOLCK, errno.EINVAL, errno.EFBIG, errno.EOPNOTSUPP)
+
+
+def set_range_locks(fd: int, changes: list[tuple[int, int, int]]) -> int:
+    """smb.fs.FileSystem.set_range_locks: the kernel locks of fd's open file description
+    (F_OFD_SETLK) changed as `changes` say, in order; how many were made before another
+    program's lock refused one (all of them: len(changes))."""
+    writable = None
+    for done, (start, end, kind) in enumerate(changes):
+        if not 0 <= start < end <= POSIX_LOCK_LIMIT or kind not in _LOCK_TYPES:
+            raise ValueError(f"not a byte-range lock change: {(start, end, kind)}")
+        if kind == RANGE_WRITE:
+            if writable is None:
+                writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+            if not writable:
+                kind = RANGE_READ
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(_LOCK_TYPES[kind], os.SEEK_SET, start, end - start, 0))
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):     # another's lock is there
+                return done
+            if e.errno not in NO_KERNEL_LOCKS:
+                raise
+            # a file system that keeps no such locks (NFS without its lock service, some
+            # FUSE ones): the server's own stand alone, as Samba lets them
+            log.debug("kernel byte-range locks not kept here: %s", os.strerror(e.errno))
+    return len(changes)
+
+
+def set_range_locks_or_none(fd: int, changes: list[tuple[int, int, int]], undo) -> int:
+    """set_range_locks, and where another program's lock refused a change, the ones made
+    given back (`undo(made)`: only lowering, which the kernel never refuses): all or none.
+    How many were made before the refusal (len(changes): all)."""
+    made = set_range_locks(fd, changes)
+    if made < len(changes):
+        set_range_locks(fd, undo(made))
+    return made

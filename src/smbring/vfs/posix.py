@@ -22,7 +22,6 @@ from smbring._dirent import fstat as _fstat
 from smbring._dirent import range_locked as _range_locked
 from smbring.uring import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 from smbring.vfs import extents
-from smbring.vfs.api import RANGE_READ, RANGE_UNLOCKED, RANGE_WRITE
 from smbring.vfs.case_index import CaseIndex
 from smbring.vfs.short_names import may_be_mangled
 from smbring.vfs.api import (  # noqa: F401  (the path rules: importable from here too)
@@ -44,14 +43,8 @@ BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 # must not lead to another file of the share
 IN_DEPOT = BENEATH | RESOLVE_NO_SYMLINKS
 FALLOC_FL_KEEP_SIZE = 0x1
-# kernel byte-range locks (set_range_locks): struct flock (l_type, l_whence, l_start, l_len,
-# l_pid; 0 for an open file description lock), the kinds' lock types, the last offset a lock names
-_FLOCK = struct.Struct("hh4xqqi4x")
-_LOCK_TYPES = {RANGE_UNLOCKED: fcntl.F_UNLCK, RANGE_READ: fcntl.F_RDLCK, RANGE_WRITE: fcntl.F_WRLCK}
-POSIX_LOCK_LIMIT = (1 << 63) - 1
-# what a file system that keeps no kernel byte-range locks answers (Samba's posix_fcntl_lock
-# takes the same for "not supported here")
-_NO_KERNEL_LOCKS = (errno.ENOLCK, errno.EINVAL, errno.EFBIG, errno.EOPNOTSUPP)
+# what a file system that keeps no kernel byte-range locks answers (extents.set_range_locks)
+_NO_KERNEL_LOCKS = extents.NO_KERNEL_LOCKS
 
 # Alternate data streams ("file.txt:Zone.Identifier") live as plain files in a directory per
 # file, named by an id stored on the file (so they follow renames), under STREAMS_DIR in the
@@ -827,29 +820,9 @@ class PosixVFS:
     def close_file(fd: int) -> None:
         os.close(fd)
 
-    @staticmethod
-    def set_range_locks(fd: int, changes: list[tuple[int, int, int]]) -> int:
-        writable = None
-        for done, (start, end, kind) in enumerate(changes):
-            if not 0 <= start < end <= POSIX_LOCK_LIMIT or kind not in _LOCK_TYPES:
-                raise ValueError(f"not a byte-range lock change: {(start, end, kind)}")
-            if kind == RANGE_WRITE:
-                if writable is None:
-                    writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
-                if not writable:
-                    kind = RANGE_READ
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(_LOCK_TYPES[kind], os.SEEK_SET, start,
-                                                                 end - start, 0))
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES):     # another's lock is there
-                    return done
-                if e.errno not in _NO_KERNEL_LOCKS:
-                    raise
-                # a file system that keeps no such locks (NFS without its lock service, some
-                # FUSE ones): the server's own stand alone, as Samba lets them
-                log.debug("kernel byte-range locks not kept here: %s", os.strerror(e.errno))
-        return len(changes)
+    # (a module's function: a costly change is made in the server's file I/O threads too, the
+    # core's SetRangeLocks effect)
+    set_range_locks = staticmethod(extents.set_range_locks)
 
     @staticmethod
     def range_locked(fd: int, start: int, end: int, write: bool) -> bool:
