@@ -2,6 +2,7 @@
 conflicts, malformed requests, blocking locks that wait (on this connection or another of the
 same server) and are answered later through the outbox, CANCEL, and the bounds on locks."""
 import fcntl
+import gc
 import os
 import struct
 
@@ -12,7 +13,7 @@ from smbcore import SHORT_BODY, compound, lock_body
 from smbring.smb import effects, posix_locks, wire
 from smbring.smb.commands.lock import OFF_LOOP_STEPS
 from smbring.smb.limits import Limits
-from smbring.server.effects import DescriptorHolds, named_descriptors
+from smbring.server.effects import DescriptorHolds, named_descriptors, range_operation
 from smbring.smb.posix_locks import KernelLockCredit
 from smbring.smb.server_state import ServerState
 
@@ -290,6 +291,23 @@ def test_an_open_closed_while_its_kernel_change_is_made_leaves_no_kernel_lock(cl
     sent(taking)                # (the answer goes nowhere)
     assert not kernel_locked(share / "f", 0, 1024)
     holds.release(held)
+
+
+def test_a_kernel_change_whose_outcome_is_never_told_is_undone(client, share):
+    """The shell drops a change it was given (its connection gone while the change ran on
+    another channel's open): where the open lives on, its locks leave the table and the
+    kernel, and its next LOCK does not wait for the change."""
+    fid = client.open("f")
+    taking = client.conn.handle_frame(client.message(wire.LOCK, lock_body(fid, [(o, n, X | NOW) for o, n in MANY])))
+    [change] = [e for e in taking if isinstance(e, effects.SetRangeLocks)]
+    range_operation(change)       # made in the kernel, and the outcome lost
+    assert kernel_locked(share / "f", 0, 1)
+    del taking, change
+    gc.collect()
+    assert client.conn.state.locks.count(*held_by(client, fid)) == 0
+    assert client.conn.state.user_locks(client.conn.sessions[1].owner) == 0
+    assert not kernel_locked(share / "f", 0, 1024)
+    assert status(client, fid, (0, 1, X | NOW)) == 0
 
 
 def test_a_blocking_locks_costly_retry_is_made_off_the_event_loop(two, share):

@@ -225,13 +225,12 @@ def taken_off_loop(c: Connection, o: Open, wanted: list[Lock], count: int, body:
     o.kernel_locking = {}
 
     def steps():
-        made = yield from changed_off_loop(o, todo, before)
+        made = yield from changed_off_loop(o, todo, before, lambda: give_back(c, o, wanted))
         try:
             if made == len(todo):
                 granted()
                 return body
-            # refused, and given back in the kernel: in the table too (where a close has not)
-            c.count_locks(o, -c.state.locks.give_back(o.key, wanted))
+            give_back(c, o, wanted)     # (refused: given back in the kernel already)
             c.state.locks.wake(o.key)       # (what its locks stopped meanwhile)
             if isinstance(made, BaseException):
                 raise made
@@ -239,6 +238,12 @@ def taken_off_loop(c: Connection, o: Open, wanted: list[Lock], count: int, body:
         finally:
             kernel_change_over(o)
     return FileSteps(steps())
+
+
+def give_back(c: Connection, o: Open, wanted: list[Lock]) -> None:
+    """The locks `wanted`, taken in the table for a kernel change that did not keep them,
+    given back there (where a close has not) and no longer counted."""
+    c.count_locks(o, -c.state.locks.give_back(o.key, wanted))
 
 
 def planned_take(c: Connection, o: Open, wanted: list[Lock], pay: int = 0):
@@ -259,7 +264,7 @@ def planned_take(c: Connection, o: Open, wanted: list[Lock], pay: int = 0):
 
 def unlocked_off_loop(c: Connection, o: Open, todo: list, refused: int, body: bytes, granted):
     """Steps: an unlock's kernel change, made off the event loop; its answer."""
-    made = yield from changed_off_loop(o, todo, None)
+    made = yield from changed_off_loop(o, todo, None, lambda: c.state.locks.wake(o.key))
     kernel_change_over(o)
     c.state.locks.wake(o.key)       # once the kernel has let the ranges go too
     if isinstance(made, BaseException):
@@ -270,19 +275,28 @@ def unlocked_off_loop(c: Connection, o: Open, todo: list, refused: int, body: by
     return body
 
 
-def changed_off_loop(o: Open, todo: list, before: list[Lock] | None):
+def changed_off_loop(o: Open, todo: list, before: list[Lock] | None, abandoned):
     """Steps: the open's kernel locks changed as `todo` says, in the server's file I/O
     threads (SetRangeLocks), all or none (`before`: the open's locks over the range before,
     to which a refused change goes back; None: an unlock, never refused); how many changes
     were made (len(todo): all), or the OSError. The caller, its table work done, calls
     `kernel_change_over`: until then `o.kernel_locking` holds what would change them too,
     to go on after it in the order it came. The open's descriptor stays open meanwhile (a
-    CLOSE waits for it as for file I/O)."""
+    CLOSE waits for it as for file I/O). Never told the outcome, the change is undone and
+    `abandoned()` called."""
     undo = (lambda made: posix_locks.undo(todo[:made], before)) if before is not None else (lambda made: [])
     try:
         made = yield SetRangeLocks(o.fd, todo, undo)
-    except GeneratorExit:       # never carried out (its connection gone)
-        kernel_change_over(o)
+    except GeneratorExit:
+        # its outcome never told (its connection gone, the shell's work dropped, after the
+        # thread's end if it had begun): as if never asked, `abandoned()` doing the table's
+        # part, where the open lives on (its descriptor still its own: else closed with it)
+        try:
+            if not o.released:
+                o.tree.fs.set_range_locks(o.fd, posix_locks.undo(todo, before) if before is not None else todo)
+            abandoned()
+        finally:
+            kernel_change_over(o)
         raise
     if o.released:
         # closed meanwhile (its connection lost), its kernel locks taken away before this
@@ -346,7 +360,7 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
             taken()
             return
         o.kernel_locking = {}
-        change_steps = changed_off_loop(o, todo, before)
+        change_steps = changed_off_loop(o, todo, before, lambda: give_back(c, o, wanted))
         change = next(change_steps)
         change.then = lambda made: changed(change_steps, made, todo, before)
         c.outbox.append(change)
@@ -363,9 +377,9 @@ def wait(c: Connection, o: Open, areq: AsyncRequest, wanted: list[Lock], count: 
                 return []
             if made == len(todo) and not o.released:       # (cancelled meanwhile: none of it kept)
                 o.tree.fs.set_range_locks(o.fd, posix_locks.undo(todo, before))
-            # given back in the table (where a close has not); not woken: this retry would be
-            # back at once where another program's lock refused it (the sweep tries again)
-            c.count_locks(o, -c.state.locks.give_back(o.key, wanted))
+            # not woken: this retry would be back at once where another program's lock
+            # refused it (the sweep tries again)
+            give_back(c, o, wanted)
             return []
         finally:
             kernel_change_over(o)
