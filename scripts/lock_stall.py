@@ -11,7 +11,8 @@ ECHO of another client (its own process) waits while
     .venv/bin/python scripts/lock_stall.py --locks 8192 --waiting 2
 
 With `posix locking` (the default) every lock is a kernel lock too, and Linux walks a file's
-whole list of them for each lock change, in the server's event loop. Runs this checkout's
+whole list of them for each lock change: in the server's event loop for a cheap change, in
+its file I/O threads for a costly one (smb.commands.lock's OFF_LOOP_STEPS). Runs this checkout's
 `smbring serve` (one worker) on loopback, with smbprotocol clients; a run takes a few
 minutes, most of it waiting for the credit. As root or not."""
 from __future__ import annotations

@@ -282,15 +282,16 @@ def changed_off_loop(o: Open, todo: list, before: list[Lock] | None, abandoned):
     were made (len(todo): all), or the OSError. The caller, its table work done, calls
     `kernel_change_over`: until then `o.kernel_locking` holds what would change them too,
     to go on after it in the order it came. The open's descriptor stays open meanwhile (a
-    CLOSE waits for it as for file I/O). Never told the outcome, the change is undone and
-    `abandoned()` called."""
+    CLOSE waits for it as for file I/O). Never told the outcome (GeneratorExit), it calls
+    `abandoned()` and leaves the kernel as the table then says."""
     undo = (lambda made: posix_locks.undo(todo[:made], before)) if before is not None else (lambda made: [])
     try:
         made = yield SetRangeLocks(o.fd, todo, undo)
     except GeneratorExit:
         # its outcome never told (its connection gone, the shell's work dropped, after the
-        # thread's end if it had begun): as if never asked, `abandoned()` doing the table's
-        # part, where the open lives on (its descriptor still its own: else closed with it)
+        # thread's end if it had begun): where the open lives on (its descriptor still its
+        # own: else closed with it) the kernel is made what the table will say, a lock's
+        # change undone (`abandoned()` takes it out of the table), an unlock's made
         try:
             if not o.released:
                 o.tree.fs.set_range_locks(o.fd, posix_locks.undo(todo, before) if before is not None else todo)
