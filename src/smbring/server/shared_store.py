@@ -1026,14 +1026,7 @@ class SharedByteRangeLocks:
             return False
         with self.store.write() as txn:
             for exclusive in (True, False):          # the exclusive one first, as locally
-                k = self._key(key, owner, offset, length, exclusive)
-                v = txn.get(k, db=self.db)
-                if v is not None:
-                    n = COUNT.unpack(v)[0] - 1
-                    if n:
-                        txn.put(k, COUNT.pack(n), db=self.db)
-                    else:
-                        txn.delete(k, db=self.db)
+                if self._unrecord(txn, key, owner, offset, length, exclusive):
                     self._log(txn, key, [(self.store.worker, -1, offset, length, exclusive)])
                     break
         if wake_waiters:
@@ -1044,16 +1037,25 @@ class SharedByteRangeLocks:
         back = [lk for lk in taken if self.local.give_back(key, [lk])]
         if back:
             with self.store.write() as txn:
-                for lk in back:
-                    k = self._key(key, lk.owner, lk.offset, lk.length, lk.exclusive)
-                    v = txn.get(k, db=self.db)
-                    n = COUNT.unpack(v)[0] - 1 if v is not None else 0
-                    if n:
-                        txn.put(k, COUNT.pack(n), db=self.db)
-                    elif v is not None:
-                        txn.delete(k, db=self.db)
-                self._log(txn, key, [(self.store.worker, -1, lk.offset, lk.length, lk.exclusive) for lk in back])
+                gone = [(self.store.worker, -1, lk.offset, lk.length, lk.exclusive) for lk in back
+                        if self._unrecord(txn, key, lk.owner, lk.offset, lk.length, lk.exclusive)]
+                if gone:
+                    self._log(txn, key, gone)
         return len(back)
+
+    def _unrecord(self, txn, key, owner: int, offset: int, length: int, exclusive: bool) -> bool:
+        """In `txn`: one lock of the open with exactly this range and kind less in the store
+        (not logged); False where it records none."""
+        k = self._key(key, owner, offset, length, exclusive)
+        v = txn.get(k, db=self.db)
+        if v is None:
+            return False
+        n = COUNT.unpack(v)[0] - 1
+        if n:
+            txn.put(k, COUNT.pack(n), db=self.db)
+        else:
+            txn.delete(k, db=self.db)
+        return True
 
     def held(self, key, owner: int, within: tuple[int, int] | None = None) -> list[Lock]:
         return self.local.held(key, owner, within)

@@ -228,14 +228,10 @@ class ByteRangeLocks:
                 if confirm is None or confirm():
                     return True
             except BaseException:
-                self._give_back(key, taken)
+                self.give_back(key, taken)
                 raise
-        self._give_back(key, taken)
+        self.give_back(key, taken)
         return False
-
-    def _give_back(self, key, taken: list[Lock]) -> None:
-        for t in taken:
-            self._take_back(key, t.offset, t.length, t.owner, t.exclusive)
 
     def give_back(self, key, taken: list[Lock]) -> int:
         """Takes back locks `acquire_all` took, each of its own kind, where still held (a

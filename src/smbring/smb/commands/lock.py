@@ -253,13 +253,22 @@ def planned_take(c: Connection, o: Open, wanted: list[Lock], pay: int = 0):
     span, planned = posix_locks.hull(wanted), []
 
     def plan() -> bool:     # (called with `wanted` in the table)
-        if pay and not c.state.kernel_lock_credit.spend(o.lock_owner, pay):
-            return False
-        after = c.state.locks.held(o.key, id(o), span)
-        before = posix_locks.without(after, wanted)
-        planned.append((posix_locks.changes(before, after, span), before))
-        return True
+        change = kernel_change(c, o, wanted, span, pay)
+        if change is not None:
+            planned.append(change)
+        return change is not None
     return planned[0] if c.state.locks.acquire_all(o.key, wanted, plan) else None
+
+
+def kernel_change(c: Connection, o: Open, wanted: list[Lock], span: tuple[int, int], pay: int):
+    """With `wanted` in the table: the kernel's changes taking them (over `span`, their
+    hull) and the open's locks there before them, once `pay` kernel steps are paid from
+    its user's credit (None where it has not as many)."""
+    if pay and not c.state.kernel_lock_credit.spend(o.lock_owner, pay):
+        return None
+    after = c.state.locks.held(o.key, id(o), span)
+    before = posix_locks.without(after, wanted)
+    return posix_locks.changes(before, after, span), before
 
 
 def unlocked_off_loop(c: Connection, o: Open, todo: list, refused: int, body: bytes, granted):
@@ -423,11 +432,10 @@ def kernel_locks(c: Connection, o: Open, wanted: list[Lock], charge: int = 0):
     fs = o.tree.fs
 
     def confirm() -> bool:      # (called with `wanted` in the table already)
-        if charge and not c.state.kernel_lock_credit.spend(o.lock_owner, charge):
+        change = kernel_change(c, o, wanted, span, charge)
+        if change is None:
             return False
-        after = c.state.locks.held(o.key, id(o), span)
-        before = posix_locks.without(after, wanted)
-        todo = posix_locks.changes(before, after, span)
+        todo, before = change
         done = fs.set_range_locks(o.fd, todo)
         if done == len(todo):
             return True
